@@ -1,0 +1,125 @@
+import { readFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import { parseDocument } from "yaml";
+import type { z } from "zod";
+import { ConfigError } from "../errors.ts";
+import { ThingYamlSchema, type ThingYaml } from "./schema.ts";
+
+/** A validated thing configuration with every path made absolute. */
+export interface ThingConfig {
+  file: string;
+  dataDir: string;
+  keysDir: string;
+  yaml: ThingYaml["flashlex"];
+  paths: {
+    rootCA: string;
+    cert: string;
+    privateKey: string;
+    publicKey: string | undefined;
+    database: string;
+  };
+  /** `flashlex.a.b` paths present in the file that the schema does not know */
+  unknownKeys: string[];
+}
+
+export interface ConfigLocation {
+  config: string;
+  /** default: `data/` beside the config file */
+  data?: string;
+  /** default: the config file's directory */
+  keys?: string;
+}
+
+export function loadThingConfig(location: ConfigLocation): ThingConfig {
+  const file = resolve(location.config);
+  const raw = parseYamlFile(file);
+  const yaml = validate(ThingYamlSchema, raw, file).flashlex;
+  const dataDir = resolve(location.data ?? join(dirname(file), "data"));
+  const keysDir = resolve(location.keys ?? dirname(file));
+  const keys = yaml.thing.keys;
+  return {
+    file,
+    dataDir,
+    keysDir,
+    yaml,
+    paths: {
+      rootCA: resolve(keysDir, keys.rootCA),
+      cert: resolve(keysDir, keys.cert),
+      privateKey: resolve(keysDir, keys.privateKey),
+      publicKey: keys.publicKey ? resolve(keysDir, keys.publicKey) : undefined,
+      database: join(dataDir, databaseFileName(yaml.app.db.subscriptionData)),
+    },
+    unknownKeys: unknownKeys(ThingYamlSchema, raw),
+  };
+}
+
+/**
+ * The Python SDK kept a pickleDB JSON file; its name in old configs (`subscription.json`)
+ * names our SQLite file with the same stem, so an old config needs no edit.
+ */
+export function databaseFileName(subscriptionData: string): string {
+  return subscriptionData.endsWith(".json") ? subscriptionData.slice(0, -".json".length) + ".db" : subscriptionData;
+}
+
+/** Reads and parses a YAML file; any failure is a one-line ConfigError naming the file (and line). */
+export function parseYamlFile(file: string): unknown {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? "error";
+    throw new ConfigError(`${file}: cannot read the configuration file (${code})`);
+  }
+  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const first = doc.errors[0];
+  if (first) {
+    const pos = first.linePos?.[0];
+    const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
+    throw new ConfigError(`${where}: invalid YAML: ${first.message.split("\n")[0]}`);
+  }
+  return doc.toJS();
+}
+
+/** Validates against a schema; the error names the file and the first failing key path. */
+export function validate<S extends z.ZodType>(schema: S, raw: unknown, file: string): z.output<S> {
+  const result = schema.safeParse(raw);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const path = issue.path.length ? issue.path.join(".") : "(top level)";
+  const more = result.error.issues.length > 1 ? ` (and ${result.error.issues.length - 1} more)` : "";
+  throw new ConfigError(`${file}: ${path}: ${describeIssue(issue, raw)}${more}`);
+}
+
+function describeIssue(issue: z.core.$ZodIssue, raw: unknown): string {
+  if (issue.code === "invalid_type" && valueAt(raw, issue.path) === undefined) {
+    return `missing (expected ${issue.expected})`;
+  }
+  return issue.message;
+}
+
+function valueAt(raw: unknown, path: PropertyKey[]): unknown {
+  let node = raw;
+  for (const key of path) {
+    if (node === null || typeof node !== "object") return undefined;
+    node = (node as Record<PropertyKey, unknown>)[key];
+  }
+  return node;
+}
+
+/** Key paths in `raw` that the schema's objects do not declare (they are ignored, with a warning). */
+export function unknownKeys(schema: z.ZodType, raw: unknown, prefix = ""): string[] {
+  const objectSchema = unwrapToObject(schema);
+  if (!objectSchema || raw === null || typeof raw !== "object" || Array.isArray(raw)) return [];
+  const shape = objectSchema.shape as Record<string, z.ZodType>;
+  return Object.entries(raw as Record<string, unknown>).flatMap(([key, value]) => {
+    const path = prefix ? `${prefix}.${key}` : key;
+    const child = shape[key];
+    return child ? unknownKeys(child, value, path) : [path];
+  });
+}
+
+function unwrapToObject(schema: z.ZodType): z.ZodObject | undefined {
+  let current: any = schema;
+  while (current && typeof current.unwrap === "function" && !current.shape) current = current.unwrap();
+  return current?.shape ? current : undefined;
+}

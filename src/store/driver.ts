@@ -1,0 +1,31 @@
+/**
+ * The seam between the message database and a SQLite implementation: `bun:sqlite` in Bun
+ * builds, a WebAssembly SQLite in the Node (armv7) build. Only what the stores use is here,
+ * and every driver passes the same contract tests (test/unit/store-contract.test.ts).
+ */
+export type SqlValue = string | number | bigint | null | Uint8Array;
+export type Row = Record<string, SqlValue>;
+
+export interface RunResult {
+  changes: number;
+  lastInsertRowid: number;
+}
+
+export interface SqlDatabase {
+  /** runs one or more statements without parameters (schema, pragmas) */
+  exec(sql: string): void;
+  run(sql: string, params?: readonly SqlValue[]): RunResult;
+  all<T = Row>(sql: string, params?: readonly SqlValue[]): T[];
+  get<T = Row>(sql: string, params?: readonly SqlValue[]): T | undefined;
+  /** runs fn inside BEGIN IMMEDIATE … COMMIT, rolling back if it throws */
+  transaction<T>(fn: () => T): T;
+  close(): void;
+  /** the driver's name, for logs and `bootstrap` */
+  readonly driver: string;
+}
+
+export interface OpenOptions {
+  readonly?: boolean;
+}
+
+export type OpenSqlDatabase = (file: string, options?: OpenOptions) => SqlDatabase;

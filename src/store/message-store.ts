@@ -1,0 +1,256 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import type { SqlDatabase, SqlValue } from "./driver.ts";
+import { applyPragmas, migrate } from "./migrate.ts";
+import { openSqlDatabase } from "./open.ts";
+
+/**
+ * The thing's message database. The schema is a public contract (README, "The message
+ * database"): applications in any language read `ingress_messages` with their own SQLite.
+ * Times are Unix milliseconds.
+ */
+export const THING_MIGRATIONS: readonly string[] = [
+  `CREATE TABLE ingress_messages (
+     id          INTEGER PRIMARY KEY AUTOINCREMENT,
+     topic       TEXT    NOT NULL,
+     payload     BLOB    NOT NULL,
+     qos         INTEGER NOT NULL,
+     retain      INTEGER NOT NULL DEFAULT 0,
+     received_at INTEGER NOT NULL,
+     acked_at    INTEGER
+   );
+   CREATE INDEX ingress_messages_unacked ON ingress_messages (acked_at, id);
+   CREATE TABLE outbox (
+     message_id      TEXT    PRIMARY KEY,
+     body            TEXT    NOT NULL,
+     via             TEXT    NOT NULL CHECK (via IN ('http', 'mqtt')),
+     state           TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'rejected')),
+     created_at      INTEGER NOT NULL,
+     attempts        INTEGER NOT NULL DEFAULT 0,
+     next_attempt_at INTEGER NOT NULL,
+     last_error      TEXT,
+     sent_at         INTEGER,
+     response_status INTEGER,
+     response_body   TEXT
+   );
+   CREATE INDEX outbox_due ON outbox (state, next_attempt_at);`,
+];
+
+export interface IngressMessage {
+  id: number;
+  topic: string;
+  /** TEXT when the payload was valid UTF-8 (JSON always is), BLOB otherwise */
+  payload: string | Uint8Array;
+  qos: number;
+  retain: number;
+  received_at: number;
+  acked_at: number | null;
+}
+
+export interface NewIngress {
+  topic: string;
+  payload: Uint8Array;
+  qos: number;
+  retain: boolean;
+  receivedAt: number;
+}
+
+export interface IngressQuery {
+  /** only messages with a larger id (for --follow and paging) */
+  afterId?: number;
+  /** `unacked` (default), `acked` or `all` */
+  state?: "unacked" | "acked" | "all";
+  topic?: string;
+  /** received at or after, Unix ms */
+  since?: number;
+  limit?: number;
+}
+
+export type OutboxVia = "http" | "mqtt";
+
+export interface OutboxEntry {
+  message_id: string;
+  body: string;
+  via: OutboxVia;
+  state: "pending" | "sent" | "rejected";
+  created_at: number;
+  attempts: number;
+  next_attempt_at: number;
+  last_error: string | null;
+  sent_at: number | null;
+  response_status: number | null;
+  response_body: string | null;
+}
+
+export interface ExpiryResult {
+  ingress: number;
+  outbox: number;
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+function payloadValue(payload: Uint8Array): SqlValue {
+  try {
+    return utf8.decode(payload);
+  } catch {
+    return payload;
+  }
+}
+
+export class MessageStore {
+  private constructor(
+    readonly db: SqlDatabase,
+    readonly file: string,
+  ) {}
+
+  static open(file: string): MessageStore {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    const db = openSqlDatabase(file);
+    try {
+      applyPragmas(db);
+      migrate(db, THING_MIGRATIONS, file);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    return new MessageStore(db, file);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  // ---- ingress: what the thing received, for the application ----
+
+  /** Commits before returning: the caller acknowledges to the broker only after this. */
+  insertIngress(message: NewIngress): number {
+    return this.db.run("INSERT INTO ingress_messages (topic, payload, qos, retain, received_at) VALUES (?, ?, ?, ?, ?)", [
+      message.topic,
+      payloadValue(message.payload),
+      message.qos,
+      message.retain ? 1 : 0,
+      message.receivedAt,
+    ]).lastInsertRowid;
+  }
+
+  listIngress(query: IngressQuery = {}): IngressMessage[] {
+    const where: string[] = [];
+    const params: SqlValue[] = [];
+    const state = query.state ?? "unacked";
+    if (state === "unacked") where.push("acked_at IS NULL");
+    if (state === "acked") where.push("acked_at IS NOT NULL");
+    if (query.afterId !== undefined) (where.push("id > ?"), params.push(query.afterId));
+    if (query.topic !== undefined) (where.push("topic = ?"), params.push(query.topic));
+    if (query.since !== undefined) (where.push("received_at >= ?"), params.push(query.since));
+    params.push(query.limit ?? -1);
+    const clause = where.length ? `WHERE ${where.join(" AND ")}` : "";
+    return this.db.all<IngressMessage>(`SELECT * FROM ingress_messages ${clause} ORDER BY id LIMIT ?`, params);
+  }
+
+  getIngress(id: number): IngressMessage | undefined {
+    return this.db.get<IngressMessage>("SELECT * FROM ingress_messages WHERE id = ?", [id]);
+  }
+
+  /** Marks messages read by the application; returns the ids that exist. Already-acked ids keep their first time. */
+  ackIngress(ids: readonly number[], at: number): number[] {
+    return this.db.transaction(() =>
+      ids.filter((id) => {
+        this.db.run("UPDATE ingress_messages SET acked_at = COALESCE(acked_at, ?) WHERE id = ?", [at, id]);
+        return this.getIngress(id) !== undefined;
+      }),
+    );
+  }
+
+  /** Deletes messages; returns the ids that existed. */
+  deleteIngress(ids: readonly number[]): number[] {
+    return this.db.transaction(() => ids.filter((id) => this.db.run("DELETE FROM ingress_messages WHERE id = ?", [id]).changes > 0));
+  }
+
+  countIngress(): { unacked: number; total: number } {
+    return this.db.get<{ unacked: number; total: number }>(
+      "SELECT COUNT(*) AS total, COALESCE(SUM(acked_at IS NULL), 0) AS unacked FROM ingress_messages",
+    )!;
+  }
+
+  /**
+   * Retention: an ingress message is deleted once it is older than `expireSeconds` AND the
+   * application has acknowledged it; an unacknowledged one is never dropped. Outbox entries
+   * are deleted once delivered (or rejected by the API) and older than `expireSeconds`.
+   */
+  expire(now: number, expireSeconds: number): ExpiryResult {
+    const cutoff = now - expireSeconds * 1000;
+    return this.db.transaction(() => ({
+      ingress: this.db.run("DELETE FROM ingress_messages WHERE acked_at IS NOT NULL AND received_at < ?", [cutoff]).changes,
+      outbox: this.db.run("DELETE FROM outbox WHERE state != 'pending' AND created_at < ?", [cutoff]).changes,
+    }));
+  }
+
+  // ---- outbox: egress waiting to be delivered ----
+
+  /**
+   * Queues a message. `notBefore` lets the enqueuing process try it first without `serve`
+   * racing it for the same row.
+   */
+  enqueue(entry: { messageId: string; body: string; via: OutboxVia; now: number; notBefore?: number }): void {
+    this.db.run("INSERT INTO outbox (message_id, body, via, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)", [
+      entry.messageId,
+      entry.body,
+      entry.via,
+      entry.now,
+      entry.notBefore ?? entry.now,
+    ]);
+  }
+
+  countPending(): number {
+    return this.db.get<{ n: number }>("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")!.n;
+  }
+
+  /** Pending entries whose next attempt is due, oldest first. */
+  due(now: number, limit: number, via?: OutboxVia): OutboxEntry[] {
+    const viaClause = via ? "AND via = ?" : "";
+    const params: SqlValue[] = via ? [now, via, limit] : [now, limit];
+    return this.db.all<OutboxEntry>(
+      `SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? ${viaClause} ORDER BY created_at, message_id LIMIT ?`,
+      params,
+    );
+  }
+
+  getOutbox(messageId: string): OutboxEntry | undefined {
+    return this.db.get<OutboxEntry>("SELECT * FROM outbox WHERE message_id = ?", [messageId]);
+  }
+
+  listOutbox(state?: OutboxEntry["state"]): OutboxEntry[] {
+    return state
+      ? this.db.all<OutboxEntry>("SELECT * FROM outbox WHERE state = ? ORDER BY created_at", [state])
+      : this.db.all<OutboxEntry>("SELECT * FROM outbox ORDER BY created_at");
+  }
+
+  markSent(messageId: string, at: number, response?: { status: number; body: string }): void {
+    this.db.run(
+      "UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL, response_status = ?, response_body = ? WHERE message_id = ?",
+      [at, response?.status ?? null, response?.body ?? null, messageId],
+    );
+  }
+
+  /** The receiver refused the message for good (a 4xx other than 408/429): retrying cannot help. */
+  markRejected(messageId: string, error: string, response: { status: number; body: string }): void {
+    this.db.run(
+      "UPDATE outbox SET state = 'rejected', attempts = attempts + 1, last_error = ?, response_status = ?, response_body = ? WHERE message_id = ?",
+      [error, response.status, response.body, messageId],
+    );
+  }
+
+  /** A delivery attempt failed for a reason that may pass (network, 5xx): try again at `nextAttemptAt`. */
+  markRetry(messageId: string, error: string, nextAttemptAt: number): void {
+    this.db.run("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE message_id = ?", [
+      error,
+      nextAttemptAt,
+      messageId,
+    ]);
+  }
+
+  /** Makes a pending entry due now (another process asked for it). */
+  wake(messageId: string, now: number): void {
+    this.db.run("UPDATE outbox SET next_attempt_at = ? WHERE message_id = ? AND state = 'pending'", [now, messageId]);
+  }
+}
