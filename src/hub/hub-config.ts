@@ -1,0 +1,55 @@
+import { z } from "zod";
+import { parseYamlFile, validate } from "../config/load.ts";
+
+/**
+ * `hub.yml`: the hub's own settings, written by `hub init` and read by every hub command. One
+ * declared schema, so a hand edit that breaks it fails with the file and the key path.
+ *
+ * Two kinds of address live here and are kept apart on purpose: where the hub *listens*
+ * (`api.host/port`, `broker.listenHost/listenPort`) and what things are *told* to use
+ * (`api.publicUrl`, `broker.host/port`, written into every distribution's config.yml). Behind NAT
+ * or a proxy they differ.
+ */
+const port = z.int().min(1).max(65535);
+
+export const HubYamlSchema = z.object({
+  hub: z.object({
+    /** the owner (account) id; its first 8 hex digits prefix every thing name, as in the guide */
+    ownerId: z.uuid(),
+    /** the `{env}` path segment of the API, and `flashlex.app.api.env` in distributions */
+    env: z.string().regex(/^[A-Za-z0-9_-]+$/, "letters, digits, - and _ only").default("dev"),
+    api: z.object({
+      host: z.string().min(1).default("127.0.0.1"),
+      port: port.default(8080),
+      /** what things put in `flashlex.app.api.endpoint` */
+      publicUrl: z.url({ protocol: /^https?$/ }),
+      /** serve HTTPS with the broker certificate (set false when a proxy terminates TLS) */
+      tls: z.boolean().default(false),
+      /** largest collect/publish body accepted, in bytes */
+      payloadLimitBytes: z.int().positive().default(256 * 1024),
+    }),
+    broker: z.object({
+      /** `flashlex.thing.endpoint` in distributions: the name things connect to */
+      host: z.string().min(1),
+      /** `flashlex.thing.mqtt.port` in distributions */
+      port: port.default(8883),
+      listenHost: z.string().min(1).default("0.0.0.0"),
+      /** the embedded broker's port; defaults to `port` */
+      listenPort: port.optional(),
+      /** the names and addresses the broker certificate was issued for (informational) */
+      names: z.array(z.string()).default([]),
+    }),
+  }),
+});
+
+export type HubYaml = z.infer<typeof HubYamlSchema>;
+export type HubSettings = HubYaml["hub"];
+
+export function loadHubSettings(file: string): HubSettings {
+  return validate(HubYamlSchema, parseYamlFile(file), file).hub;
+}
+
+/** The guide's short prefix: `ecd13b11` of the owner id `ecd13b11-6d91-...`. */
+export function ownerPrefix(settings: Pick<HubSettings, "ownerId">): string {
+  return settings.ownerId.slice(0, 8).toLowerCase();
+}

@@ -1,0 +1,272 @@
+import type { SqlDatabase } from "../store/driver.ts";
+import { applyPragmas, migrate } from "../store/migrate.ts";
+import { openSqlDatabase } from "../store/open.ts";
+
+/**
+ * The hub's database: things, the messages they exchanged, operator tokens. Everything else in
+ * the hub talks to the `HubStore` interface, which is asynchronous although SQLite is not, so
+ * that a served database (the DESIGN's scale path) can replace this file without touching the
+ * API or the broker glue.
+ *
+ * Thing times are Unix milliseconds. Message times follow the old cloud's export format:
+ * `fltimestamp` in Unix seconds and `datecreated` as an ISO string without milliseconds.
+ */
+export const HUB_MIGRATIONS: readonly string[] = [
+  `CREATE TABLE things (
+     id             TEXT    PRIMARY KEY,
+     name           TEXT    NOT NULL UNIQUE,
+     short_name     TEXT    NOT NULL,
+     public_key_pem TEXT    NOT NULL,
+     cert_pem       TEXT    NOT NULL,
+     cert_serial    TEXT    NOT NULL,
+     created_at     INTEGER NOT NULL,
+     verified_at    INTEGER,
+     last_seen_at   INTEGER,
+     revoked_at     INTEGER
+   );
+   CREATE INDEX things_revoked ON things (revoked_at);
+   CREATE TABLE messages (
+     flmessagespk TEXT    PRIMARY KEY,
+     thing_id     TEXT    NOT NULL,
+     messagetype  TEXT    NOT NULL CHECK (messagetype IN ('egress', 'ingress')),
+     payload      TEXT    NOT NULL,
+     fltimestamp  INTEGER NOT NULL,
+     datecreated  TEXT    NOT NULL
+   );
+   CREATE INDEX messages_thing_time ON messages (thing_id, fltimestamp);
+   CREATE TABLE tokens (
+     hash       TEXT    PRIMARY KEY,
+     kind       TEXT    NOT NULL CHECK (kind IN ('operator', 'cli')),
+     created_at INTEGER NOT NULL,
+     expires_at INTEGER
+   );`,
+];
+
+export interface ThingRecord {
+  id: string;
+  /** the full name: owner prefix, dash, typed name; MQTT client id and certificate CN */
+  name: string;
+  /** the name the owner typed */
+  shortName: string;
+  publicKeyPem: string;
+  certPem: string;
+  certSerial: string;
+  createdAt: number;
+  verifiedAt: number | null;
+  lastSeenAt: number | null;
+  revokedAt: number | null;
+}
+
+export type ThingStatus = "created" | "verified" | "revoked";
+
+export function thingStatus(thing: ThingRecord): ThingStatus {
+  if (thing.revokedAt !== null) return "revoked";
+  return thing.verifiedAt !== null ? "verified" : "created";
+}
+
+export type MessageType = "egress" | "ingress";
+
+export interface MessageRecord {
+  flmessagespk: string;
+  thingId: string;
+  messagetype: MessageType;
+  /** the payload as JSON text */
+  payload: string;
+  /** Unix seconds */
+  fltimestamp: number;
+  /** ISO 8601, seconds precision, UTC (`2019-07-20T01:45:44Z`) */
+  datecreated: string;
+}
+
+export interface MessageQuery {
+  /** Unix seconds, inclusive */
+  startts?: number;
+  /** Unix seconds, inclusive */
+  endts?: number;
+  messagetype?: MessageType;
+}
+
+export type TokenKind = "operator" | "cli";
+
+export interface HubStore {
+  insertThing(thing: ThingRecord): Promise<void>;
+  getThing(id: string): Promise<ThingRecord | undefined>;
+  getThingByName(name: string): Promise<ThingRecord | undefined>;
+  listThings(): Promise<ThingRecord[]>;
+  /** sets verified_at (first time only) and last_seen_at */
+  markVerified(id: string, at: number): Promise<void>;
+  markSeen(id: string, at: number): Promise<void>;
+  /** returns false when the thing is unknown or already revoked */
+  revokeThing(id: string, at: number): Promise<boolean>;
+  /** names of things revoked at or after `since` (ms), for kicking them off the broker */
+  revokedSince(since: number): Promise<string[]>;
+  /** deletes the thing and all its messages; false when unknown */
+  deleteThing(id: string): Promise<boolean>;
+
+  /**
+   * Stores a message once: when `flmessagespk` is already stored, nothing changes and the stored
+   * row comes back with `inserted: false` (a retry of an acknowledged message).
+   */
+  insertMessage(message: MessageRecord): Promise<{ inserted: boolean; message: MessageRecord }>;
+  deleteMessage(flmessagespk: string): Promise<void>;
+  queryMessages(thingId: string, query: MessageQuery): Promise<MessageRecord[]>;
+  deleteMessages(thingId: string, query: MessageQuery): Promise<number>;
+
+  addToken(hash: string, kind: TokenKind, createdAt: number, expiresAt: number | null): Promise<void>;
+  /** hashes of the tokens valid at `now` (expired ones are purged on the way) */
+  activeTokenHashes(now: number): Promise<string[]>;
+  deleteTokens(kind: TokenKind): Promise<number>;
+  deleteToken(hash: string): Promise<void>;
+
+  close(): Promise<void>;
+}
+
+interface ThingRow {
+  id: string;
+  name: string;
+  short_name: string;
+  public_key_pem: string;
+  cert_pem: string;
+  cert_serial: string;
+  created_at: number;
+  verified_at: number | null;
+  last_seen_at: number | null;
+  revoked_at: number | null;
+}
+
+interface MessageRow {
+  flmessagespk: string;
+  thing_id: string;
+  messagetype: MessageType;
+  payload: string;
+  fltimestamp: number;
+  datecreated: string;
+}
+
+const toThing = (r: ThingRow): ThingRecord => ({
+  id: r.id,
+  name: r.name,
+  shortName: r.short_name,
+  publicKeyPem: r.public_key_pem,
+  certPem: r.cert_pem,
+  certSerial: r.cert_serial,
+  createdAt: r.created_at,
+  verifiedAt: r.verified_at,
+  lastSeenAt: r.last_seen_at,
+  revokedAt: r.revoked_at,
+});
+
+const toMessage = (r: MessageRow): MessageRecord => ({
+  flmessagespk: r.flmessagespk,
+  thingId: r.thing_id,
+  messagetype: r.messagetype,
+  payload: r.payload,
+  fltimestamp: r.fltimestamp,
+  datecreated: r.datecreated,
+});
+
+/** WHERE clause for a thing's messages in a time range and of one type. */
+function messageFilter(thingId: string, q: MessageQuery): { where: string; params: (string | number)[] } {
+  const clauses = ["thing_id = ?"];
+  const params: (string | number)[] = [thingId];
+  if (q.startts !== undefined) (clauses.push("fltimestamp >= ?"), params.push(q.startts));
+  if (q.endts !== undefined) (clauses.push("fltimestamp <= ?"), params.push(q.endts));
+  if (q.messagetype !== undefined) (clauses.push("messagetype = ?"), params.push(q.messagetype));
+  return { where: clauses.join(" AND "), params };
+}
+
+/** Opens (creating and migrating as needed) the hub database file. */
+export function openHubStore(file: string): HubStore {
+  const db = openSqlDatabase(file);
+  try {
+    applyPragmas(db);
+    migrate(db, HUB_MIGRATIONS, file);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  return sqliteHubStore(db);
+}
+
+export function sqliteHubStore(db: SqlDatabase): HubStore {
+  const thingBy = (column: "id" | "name", value: string) => {
+    const row = db.get<ThingRow>(`SELECT * FROM things WHERE ${column} = ?`, [value]);
+    return row ? toThing(row) : undefined;
+  };
+  const getMessage = (id: string) => {
+    const row = db.get<MessageRow>("SELECT * FROM messages WHERE flmessagespk = ?", [id]);
+    return row ? toMessage(row) : undefined;
+  };
+
+  return {
+    async insertThing(t) {
+      db.run(
+        `INSERT INTO things (id, name, short_name, public_key_pem, cert_pem, cert_serial, created_at, verified_at, last_seen_at, revoked_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [t.id, t.name, t.shortName, t.publicKeyPem, t.certPem, t.certSerial, t.createdAt, t.verifiedAt, t.lastSeenAt, t.revokedAt],
+      );
+    },
+    getThing: async (id) => thingBy("id", id),
+    getThingByName: async (name) => thingBy("name", name),
+    listThings: async () => db.all<ThingRow>("SELECT * FROM things ORDER BY created_at, name").map(toThing),
+    async markVerified(id, at) {
+      db.run("UPDATE things SET verified_at = COALESCE(verified_at, ?), last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) WHERE id = ?", [at, at, id]);
+    },
+    async markSeen(id, at) {
+      db.run("UPDATE things SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) WHERE id = ?", [at, id]);
+    },
+    async revokeThing(id, at) {
+      return db.run("UPDATE things SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [at, id]).changes > 0;
+    },
+    async revokedSince(since) {
+      return db.all<{ name: string }>("SELECT name FROM things WHERE revoked_at >= ?", [since]).map((r) => r.name);
+    },
+    async deleteThing(id) {
+      return db.transaction(() => {
+        db.run("DELETE FROM messages WHERE thing_id = ?", [id]);
+        return db.run("DELETE FROM things WHERE id = ?", [id]).changes > 0;
+      });
+    },
+
+    async insertMessage(m) {
+      // INSERT OR IGNORE + read back in one transaction: a retried id returns what was stored first.
+      return db.transaction(() => {
+        const { changes } = db.run(
+          `INSERT OR IGNORE INTO messages (flmessagespk, thing_id, messagetype, payload, fltimestamp, datecreated)
+           VALUES (?, ?, ?, ?, ?, ?)`,
+          [m.flmessagespk, m.thingId, m.messagetype, m.payload, m.fltimestamp, m.datecreated],
+        );
+        return { inserted: changes > 0, message: changes > 0 ? m : getMessage(m.flmessagespk)! };
+      });
+    },
+    async deleteMessage(id) {
+      db.run("DELETE FROM messages WHERE flmessagespk = ?", [id]);
+    },
+    async queryMessages(thingId, q) {
+      const { where, params } = messageFilter(thingId, q);
+      return db.all<MessageRow>(`SELECT * FROM messages WHERE ${where} ORDER BY fltimestamp, rowid`, params).map(toMessage);
+    },
+    async deleteMessages(thingId, q) {
+      const { where, params } = messageFilter(thingId, q);
+      return db.run(`DELETE FROM messages WHERE ${where}`, params).changes;
+    },
+
+    async addToken(hash, kind, createdAt, expiresAt) {
+      db.run("INSERT INTO tokens (hash, kind, created_at, expires_at) VALUES (?, ?, ?, ?)", [hash, kind, createdAt, expiresAt]);
+    },
+    async activeTokenHashes(now) {
+      db.run("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", [now]);
+      return db.all<{ hash: string }>("SELECT hash FROM tokens").map((r) => r.hash);
+    },
+    async deleteTokens(kind) {
+      return db.run("DELETE FROM tokens WHERE kind = ?", [kind]).changes;
+    },
+    async deleteToken(hash) {
+      db.run("DELETE FROM tokens WHERE hash = ?", [hash]);
+    },
+
+    async close() {
+      db.close();
+    },
+  };
+}
