@@ -1,0 +1,129 @@
+import { randomUUID } from "node:crypto";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { generateRsaKeyPair } from "../crypto/keys.ts";
+import { describeCertificate, issueThingCertificate } from "../crypto/x509.ts";
+import { InputError } from "../errors.ts";
+import { ingressTopic, pubsubTopic } from "./broker.ts";
+import { buildDistribution } from "./distribution.ts";
+import { ownerPrefix } from "./hub-config.ts";
+import { distributionPath, readCa, writeSecret, type HubHome } from "./home.ts";
+import type { HubStore, ThingRecord } from "./hub-store.ts";
+
+/**
+ * Provisioning, as the guide's "Create Thing" did it: an id, the prefixed name, a key pair, a
+ * certificate from the hub CA, the topics, and the distribution zip.
+ *
+ * The hub keeps the zip (mode 0600, in `dists/`) because the guide lets the owner download the
+ * distribution again (its cURL route). That zip holds the thing's private key: it is the one copy
+ * of a thing key on the hub, protected like the CA key, and `revoke`/delete removes it. The
+ * database keeps only the public key and the certificate.
+ */
+
+/** Why provisioning refused a request; `status` is the HTTP status the API answers with. */
+export class ProvisionError extends InputError {
+  constructor(
+    message: string,
+    readonly status: 400 | 409,
+  ) {
+    super(message);
+    this.name = "ProvisionError";
+  }
+}
+
+const TYPED_NAME = /^[A-Za-z0-9_-]{1,40}$/;
+
+export function validateThingName(name: unknown): string {
+  if (typeof name !== "string" || !TYPED_NAME.test(name)) {
+    throw new ProvisionError("a thing name is 1 to 40 letters, digits, '-' or '_'", 400);
+  }
+  return name;
+}
+
+export function thingTopics(name: string) {
+  return { ingress: ingressTopic(name), pubsub: pubsubTopic(name), egress: "flashlex/collect" };
+}
+
+export interface CreatedThing {
+  thing: ThingRecord;
+  /** where the distribution zip was written (0600) */
+  distribution: string;
+}
+
+export async function createThing(home: HubHome, store: HubStore, typedName: string, now: () => number = Date.now): Promise<CreatedThing> {
+  const shortName = validateThingName(typedName);
+  const name = `${ownerPrefix(home.settings)}-${shortName}`;
+  if (await store.getThingByName(name)) throw new ProvisionError(`a thing named ${name} already exists`, 409);
+
+  const id = randomUUID();
+  const ca = readCa(home.paths);
+  const keys = generateRsaKeyPair();
+  const certPem = await issueThingCertificate(ca, { thingName: name, publicKeyPem: keys.publicKeyPem });
+  const zip = buildDistribution(
+    {
+      thingId: id,
+      thingName: name,
+      apiEndpoint: home.settings.api.publicUrl,
+      env: home.settings.env,
+      brokerHost: home.settings.broker.host,
+      brokerPort: home.settings.broker.port,
+    },
+    { rootCaPem: ca.certPem, certPem, privateKeyPem: keys.privateKeyPem, publicKeyPem: keys.publicKeyPem },
+  );
+
+  const thing: ThingRecord = {
+    id,
+    name,
+    shortName,
+    publicKeyPem: keys.publicKeyPem,
+    certPem,
+    certSerial: describeCertificate(certPem).serialNumber,
+    createdAt: now(),
+    verifiedAt: null,
+    lastSeenAt: null,
+    revokedAt: null,
+  };
+  // The zip first, then the row: a thing in the database always has its distribution.
+  const file = distributionPath(home.paths, id);
+  writeSecret(file, zip);
+  try {
+    await store.insertThing(thing);
+  } catch (err) {
+    rmSync(file, { force: true });
+    // Two creates racing for one name: the UNIQUE constraint decides, the loser hears why.
+    if (/UNIQUE/i.test(String((err as Error).message))) throw new ProvisionError(`a thing named ${name} already exists`, 409);
+    throw err;
+  }
+  return { thing, distribution: file };
+}
+
+/** Finds a thing by id, full name or typed name (the CLI accepts any of them). */
+export async function findThing(home: HubHome, store: HubStore, ref: string): Promise<ThingRecord | undefined> {
+  return (
+    (await store.getThing(ref)) ??
+    (await store.getThingByName(ref)) ??
+    (await store.getThingByName(`${ownerPrefix(home.settings)}-${ref}`))
+  );
+}
+
+/** The stored distribution, or undefined once revoked or deleted. */
+export function readDistribution(home: HubHome, thingId: string): Uint8Array | undefined {
+  const file = distributionPath(home.paths, thingId);
+  return existsSync(file) ? readFileSync(file) : undefined;
+}
+
+/**
+ * Revocation: the thing can no longer connect (the broker's directory refuses revoked things,
+ * and a running hub disconnects it within seconds), its tokens are refused, and its
+ * distribution, with the private key in it, is deleted. Its messages stay.
+ */
+export async function revokeThing(home: HubHome, store: HubStore, thing: ThingRecord, now: () => number = Date.now): Promise<boolean> {
+  const changed = await store.revokeThing(thing.id, now());
+  rmSync(distributionPath(home.paths, thing.id), { force: true });
+  return changed;
+}
+
+/** Deletes a thing, its messages and its distribution. */
+export async function deleteThing(home: HubHome, store: HubStore, thing: ThingRecord): Promise<void> {
+  await store.deleteThing(thing.id);
+  rmSync(distributionPath(home.paths, thing.id), { force: true });
+}

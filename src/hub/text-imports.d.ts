@@ -1,0 +1,6 @@
+// `import x from "…/README.md" with { type: "text" }` gives the file's text, inlined by
+// `bun build --compile`. bun-types declares *.yml (as any) but not *.md.
+declare module "*.md" {
+  const text: string;
+  export default text;
+}
