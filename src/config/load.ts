@@ -70,12 +70,12 @@ export function parseYamlFile(file: string): unknown {
     const code = (err as NodeJS.ErrnoException).code ?? "error";
     throw new ConfigError(`${file}: cannot read the configuration file (${code})`);
   }
-  const doc = parseDocument(text, { prettyErrors: false, uniqueKeys: true });
+  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
   const first = doc.errors[0];
   if (first) {
     const pos = first.linePos?.[0];
     const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
-    throw new ConfigError(`${where}: invalid YAML: ${first.message.split("\n")[0]}`);
+    throw new ConfigError(`${where}: invalid YAML: ${first.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "")}`);
   }
   return doc.toJS();
 }

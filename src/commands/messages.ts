@@ -1,0 +1,112 @@
+import { ExitCode, UsageError } from "../errors.ts";
+import { createLogger } from "../log.ts";
+import { MessageStore, type IngressMessage, type IngressQuery } from "../store/message-store.ts";
+import { loadConfigFromFlags, untilSignal, type ThingFlags } from "./common.ts";
+
+export interface ListFlags extends ThingFlags {
+  json?: boolean;
+  follow?: boolean;
+  all?: boolean;
+  acked?: boolean;
+  topic?: string;
+  since?: string;
+  limit?: number;
+}
+
+const FOLLOW_POLL_MS = 250;
+
+function openStore(flags: ThingFlags): MessageStore {
+  const config = loadConfigFromFlags(flags, createLogger());
+  return MessageStore.open(config.paths.database);
+}
+
+/** The application's view of what arrived: unacknowledged messages unless told otherwise. */
+export async function messagesList(flags: ListFlags): Promise<number> {
+  if (flags.all && flags.acked) throw new UsageError("--all and --acked do not go together");
+  const query: IngressQuery = {
+    state: flags.all ? "all" : flags.acked ? "acked" : "unacked",
+    topic: flags.topic,
+    since: flags.since === undefined ? undefined : parseTime(flags.since),
+    limit: flags.limit,
+  };
+  const store = openStore(flags);
+  try {
+    let lastId = 0;
+    const print = (rows: IngressMessage[]) => {
+      for (const row of rows) {
+        console.log(flags.json ? JSON.stringify(toJson(row)) : toLine(row));
+        lastId = row.id;
+      }
+    };
+    print(store.listIngress(query));
+    if (!flags.follow) return ExitCode.OK;
+    let stop = false;
+    untilSignal().then(() => (stop = true));
+    while (!stop) {
+      await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
+      print(store.listIngress({ ...query, afterId: lastId, limit: undefined }));
+    }
+    return ExitCode.OK;
+  } finally {
+    store.close();
+  }
+}
+
+export function messagesAck(flags: ThingFlags, ids: string[]): number {
+  return changeMessages(flags, ids, "acknowledged", (store, parsed) => store.ackIngress(parsed, Date.now()));
+}
+
+export function messagesDelete(flags: ThingFlags, ids: string[]): number {
+  return changeMessages(flags, ids, "deleted", (store, parsed) => store.deleteIngress(parsed));
+}
+
+function changeMessages(flags: ThingFlags, ids: string[], verb: string, change: (store: MessageStore, ids: number[]) => number[]): number {
+  if (!ids.length) throw new UsageError("give at least one message id");
+  const parsed = ids.map((id) => {
+    if (!/^[1-9]\d*$/.test(id)) throw new UsageError(`not a message id: ${JSON.stringify(id)}`);
+    return Number(id);
+  });
+  const store = openStore(flags);
+  try {
+    const done = new Set(change(store, parsed));
+    const missing = parsed.filter((id) => !done.has(id));
+    if (done.size) console.log(`${verb}: ${[...done].join(" ")}`);
+    if (missing.length) {
+      console.error(`messages: no message with id ${missing.join(", ")}`);
+      return ExitCode.DATA;
+    }
+    return ExitCode.OK;
+  } finally {
+    store.close();
+  }
+}
+
+/** Accepts an ISO date or Unix seconds. */
+function parseTime(text: string): number {
+  if (/^\d+$/.test(text)) return Number(text) * 1000;
+  const ms = Date.parse(text);
+  if (Number.isNaN(ms)) throw new UsageError(`--since: not a date or Unix seconds: ${JSON.stringify(text)}`);
+  return ms;
+}
+
+function payloadText(row: IngressMessage): { payload?: string; payloadBase64?: string } {
+  return typeof row.payload === "string" ? { payload: row.payload } : { payloadBase64: Buffer.from(row.payload).toString("base64") };
+}
+
+function toJson(row: IngressMessage) {
+  return {
+    id: row.id,
+    topic: row.topic,
+    ...payloadText(row),
+    qos: row.qos,
+    retain: Boolean(row.retain),
+    receivedAt: new Date(row.received_at).toISOString(),
+    ackedAt: row.acked_at === null ? null : new Date(row.acked_at).toISOString(),
+  };
+}
+
+function toLine(row: IngressMessage): string {
+  const { payload, payloadBase64 } = payloadText(row);
+  const shown = payload ?? `base64:${payloadBase64}`;
+  return `${row.id}\t${new Date(row.received_at).toISOString()}\t${row.topic}\t${shown}${row.acked_at ? "\t(acked)" : ""}`;
+}

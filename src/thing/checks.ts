@@ -1,0 +1,227 @@
+import { randomUUID } from "node:crypto";
+import { lookup } from "node:dns/promises";
+import { accessSync, constants, existsSync, statSync } from "node:fs";
+import type { ConfigLocation, ThingConfig } from "../config/load.ts";
+import { loadThingConfig } from "../config/load.ts";
+import { keyMatchesCertificate } from "../crypto/keys.ts";
+import { checkCertificate, describeCertificate } from "../crypto/x509.ts";
+import { silentLogger, type Logger } from "../log.ts";
+import { MessageStore } from "../store/message-store.ts";
+import { callServe } from "./control-socket.ts";
+import { collectUrl, deliverHttp } from "./egress.ts";
+import { loadIdentity, type ThingIdentity } from "./identity.ts";
+import { createIngressHandler } from "./ingress.ts";
+import { describeError, ThingSession } from "./session.ts";
+
+export type CheckStatus = "pass" | "fail" | "skip";
+
+export interface CheckResult {
+  name: string;
+  status: CheckStatus;
+  /** what was found (a path, a mode, a status code) */
+  detail?: string;
+  /** one sentence that says how to fix a failure */
+  fix?: string;
+}
+
+export interface BootstrapReport {
+  ok: boolean;
+  thing?: { id: string; name: string };
+  checks: CheckResult[];
+}
+
+/** Raised by a check: `detail` says what was found, `fix` what to do. */
+class CheckFailed extends Error {
+  constructor(
+    readonly detail: string,
+    readonly fix: string,
+  ) {
+    super(detail);
+  }
+}
+
+function fail(detail: string, fix: string): never {
+  throw new CheckFailed(detail, fix);
+}
+
+/** The earliest date a clock could plausibly show: before this it was never set. */
+const EARLIEST_PLAUSIBLE = Date.UTC(2024, 0, 1);
+const ROUND_TRIP_TIMEOUT_MS = 10_000;
+
+/**
+ * bootstrap: the self-test. Checks run in order; one whose prerequisites failed is skipped,
+ * so the first failure is the one to fix. Nothing here retries: a check either works now or
+ * says why not.
+ */
+export async function runBootstrapChecks(location: ConfigLocation, log: Logger = silentLogger): Promise<BootstrapReport> {
+  const checks: CheckResult[] = [];
+  let config: ThingConfig | undefined;
+  let identity: ThingIdentity | undefined;
+  let session: ThingSession | undefined;
+  let store: MessageStore | undefined;
+  let mqttReady = false;
+
+  const check = async (name: string, prerequisite: boolean, run: () => Promise<string | void> | string | void) => {
+    if (!prerequisite) return void checks.push({ name, status: "skip", detail: "an earlier check failed" });
+    try {
+      const detail = await run();
+      checks.push({ name, status: "pass", ...(detail ? { detail } : {}) });
+      return true;
+    } catch (err) {
+      if (err instanceof CheckFailed) checks.push({ name, status: "fail", detail: err.detail, fix: err.fix });
+      else checks.push({ name, status: "fail", detail: describeError(err), fix: "See the detail; run again with FLASHLEX_LOG_LEVEL=debug for more." });
+      return false;
+    }
+  };
+
+  const configOk = await check("config valid", true, () => {
+    try {
+      config = loadThingConfig(location);
+    } catch (err) {
+      fail((err as Error).message, "Correct the key named above in the configuration file.");
+    }
+    return config!.unknownKeys.length ? `${config!.file} (ignored unknown keys: ${config!.unknownKeys.join(", ")})` : config!.file;
+  });
+
+  const filesOk = await check("key files present", Boolean(configOk), () => {
+    const paths = config!.paths;
+    const wanted = [paths.rootCA, paths.cert, paths.privateKey, ...(paths.publicKey ? [paths.publicKey] : [])];
+    const missing = wanted.filter((p) => !existsSync(p));
+    if (missing.length) fail(`missing: ${missing.join(", ")}`, `Copy the distribution's keys into ${config!.keysDir}, or pass -k with the directory that has them.`);
+    try {
+      identity = loadIdentity(config!);
+    } catch (err) {
+      fail((err as Error).message, "Use the key files from the thing's distribution zip, unchanged.");
+    }
+    return config!.keysDir;
+  });
+
+  await check("private key readable by its owner only (0600)", Boolean(filesOk), () => {
+    const path = config!.paths.privateKey;
+    const mode = statSync(path).mode & 0o777;
+    if (mode & 0o077) fail(`${path} has mode 0${mode.toString(8)}`, `Run: chmod 600 ${path}`);
+    return "0" + mode.toString(8);
+  });
+
+  const matchOk = await check("certificate matches the private key", Boolean(filesOk), () => {
+    let matches = false;
+    try {
+      matches = keyMatchesCertificate(identity!.privateKey, identity!.certPem);
+    } catch (err) {
+      fail(`${config!.paths.cert}: ${(err as Error).message}`, "Use the certificate from the thing's distribution zip, unchanged.");
+    }
+    if (!matches) fail(`${config!.paths.cert} was not issued for ${config!.paths.privateKey}`, "Use the certificate and the key from the same distribution.");
+  });
+
+  const chainOk = await check("certificate chains to the root CA and is within its validity", Boolean(matchOk), () => {
+    const result = checkCertificate(identity!.certPem, identity!.caPem, new Date());
+    if (!result.ok) fail(result.reason, "Download the thing's distribution again from the hub (or fix the clock if the dates look wrong).");
+    const cn = result.info.subjectCN;
+    if (cn !== identity!.thingName) fail(`the certificate is for ${cn}, the config names ${identity!.thingName}`, "Use the config and keys of the same thing.");
+    return `valid until ${result.info.notAfter.toISOString()}`;
+  });
+
+  await check("clock plausible", true, () => {
+    const now = Date.now();
+    if (now < EARLIEST_PLAUSIBLE) fail(`the clock says ${new Date(now).toISOString()}`, "Set the clock: enable NTP with `sudo timedatectl set-ntp true`.");
+    if (identity) {
+      const info = describeCertificate(identity.certPem);
+      if (now < info.notBefore.getTime()) {
+        fail(`the clock says ${new Date(now).toISOString()}, before the certificate was issued`, "Set the clock: enable NTP with `sudo timedatectl set-ntp true`.");
+      }
+    }
+    return new Date(now).toISOString();
+  });
+
+  const storeOk = await check("data directory writable and the database opens", Boolean(configOk), () => {
+    try {
+      store = MessageStore.open(config!.paths.database);
+      accessSync(config!.dataDir, constants.W_OK);
+    } catch (err) {
+      fail(`${config!.paths.database}: ${describeError(err)}`, `Create ${config!.dataDir} and make it writable by this user, or pass -d with a writable directory.`);
+    }
+    return `${config!.paths.database} (${store!.db.driver})`;
+  });
+
+  const resolvedOk = await check("broker endpoint resolves", Boolean(configOk), async () => {
+    const host = config!.yaml.thing.endpoint;
+    try {
+      const { address } = await lookup(host);
+      return `${host} → ${address}`;
+    } catch (err) {
+      return fail(`${host}: ${describeError(err)}`, "Check flashlex.thing.endpoint in the config and the device's network and DNS.");
+    }
+  });
+
+  const serveRunning = configOk ? await callServe(config!.dataDir, "GET", "/v1/status").then(() => true, () => false) : false;
+  const canConnect = Boolean(chainOk && resolvedOk && storeOk);
+  const nonce = randomUUID();
+  let echoed: () => void = () => {};
+  const echo = new Promise<void>((resolve) => (echoed = resolve));
+
+  const connectOk = await check("mutual-TLS connect", canConnect, async () => {
+    if (serveRunning) fail("flashlex serve is running with this data directory", "Stop it while bootstrapping (sudo systemctl stop flashlex): both would use the thing's one MQTT session.");
+    const thing = config!.yaml.thing;
+    const handler = createIngressHandler({ config: config!, store: store!, log });
+    session = new ThingSession({
+      config: config!,
+      identity: identity!,
+      log,
+      subscriptions: [thing.mqtt.ingress.topic],
+      reconnect: false,
+      onMessage: async (packet) => {
+        // The hub's echo of our test message proves ingress; anything else is a real message.
+        if (packet.payload.toString().includes(nonce)) return echoed();
+        await handler(packet);
+      },
+    });
+    try {
+      await session.waitConnected(Math.min(thing.mqtt.connectDisconnectTimeout, 15) * 1000);
+    } catch (err) {
+      fail(`${thing.endpoint}:${thing.mqtt.port}: ${describeError(err)}`, "Check the endpoint and port, that the broker is up and trusts this root CA, and that the thing is not revoked.");
+    }
+    mqttReady = true;
+    return `${thing.endpoint}:${thing.mqtt.port} as ${identity!.thingName}, subscribed to ${thing.mqtt.ingress.topic}`;
+  });
+
+  const publishOk = await check("publish the test message to flashlex/test", Boolean(connectOk), async () => {
+    const body = { thingId: identity!.thingId, thingName: identity!.thingName, message: config!.yaml.app.message, sequence: 0, nonce };
+    try {
+      await session!.publish("flashlex/test", JSON.stringify(body), 1);
+    } catch (err) {
+      fail(describeError(err), "The broker must allow this thing to publish to flashlex/test.");
+    }
+    return JSON.stringify(body);
+  });
+
+  await check("ingress round trip", Boolean(publishOk), async () => {
+    const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), ROUND_TRIP_TIMEOUT_MS).unref?.());
+    if ((await Promise.race([echo, timer])) === "timeout") {
+      fail(
+        `no echo on ${config!.yaml.thing.mqtt.ingress.topic} within ${ROUND_TRIP_TIMEOUT_MS / 1000} s`,
+        "The hub echoes a bootstrap's test message to the thing's ingress topic: check the hub is running and serves this thing.",
+      );
+    }
+    return `received on ${config!.yaml.thing.mqtt.ingress.topic}`;
+  });
+
+  await check("egress through the collect API", Boolean(chainOk), async () => {
+    const outcome = await deliverHttp({ message_id: randomUUID(), body: JSON.stringify({ foo: "bar" }) }, { config: config!, identity: identity!, timeoutMs: 15_000 });
+    if (outcome.kind !== "sent") {
+      fail(
+        `${collectUrl(config!)}: ${outcome.error}`,
+        "Check flashlex.app.api.endpoint and env in the config, that the hub's API is reachable, and that it knows this thing.",
+      );
+    }
+    return `HTTP ${outcome.kind === "sent" ? outcome.status : ""}`;
+  });
+
+  if (mqttReady) await session?.stop();
+  else session?.client.end(true);
+  store?.close();
+  return {
+    ok: checks.every((c) => c.status === "pass"),
+    thing: identity ? { id: identity.thingId, name: identity.thingName } : undefined,
+    checks,
+  };
+}

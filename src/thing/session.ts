@@ -1,0 +1,201 @@
+import { EventEmitter } from "node:events";
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
+import type { ThingConfig } from "../config/load.ts";
+import type { Logger } from "../log.ts";
+import { Backoff } from "./backoff.ts";
+import type { ThingIdentity } from "./identity.ts";
+
+/** Receives one ingress message; the broker gets its PUBACK only after the promise resolves. */
+export type MessageHandler = (packet: IPublishPacket) => Promise<void>;
+
+export interface SessionOptions {
+  config: ThingConfig;
+  identity: ThingIdentity;
+  log: Logger;
+  /** topics to subscribe to at QoS 1 on every connection */
+  subscriptions: string[];
+  onMessage?: MessageHandler;
+  /** the persistent session survives restarts; only a one-shot check uses a clean one */
+  clean?: boolean;
+  /** a one-shot check fails fast instead of retrying forever */
+  reconnect?: boolean;
+  /** overrides the thing name as MQTT client id (bootstrap's throwaway probe connection) */
+  clientId?: string;
+}
+
+export class OperationTimeout extends Error {}
+
+/**
+ * The thing's MQTT connection: mutual TLS with the thing's certificate (verification is never
+ * turned off), client id = thing name, a persistent session, QoS 1 subscriptions renewed on
+ * every connect, and reconnects paced by `Backoff`. Emits `connected`, `disconnected`.
+ */
+export class ThingSession extends EventEmitter {
+  readonly client: MqttClient;
+  private readonly backoff: Backoff;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private stopping = false;
+  private readonly operationTimeoutMs: number;
+
+  constructor(private readonly options: SessionOptions) {
+    super();
+    const mqttConfig = options.config.yaml.thing.mqtt;
+    const backoffConfig = mqttConfig.autoReconnectBackoffTime;
+    this.backoff = new Backoff({
+      baseSeconds: backoffConfig.baseReconnectQuietTimeSecond,
+      maxSeconds: backoffConfig.maxReconnectQuietTimeSecond,
+      stableSeconds: backoffConfig.stableConnectionTimeSecond,
+    });
+    this.operationTimeoutMs = Math.max(mqttConfig.mqttOperationTimeout, 1) * 1000;
+    this.client = mqtt.connect(clientOptions(options));
+    this.client.handleMessage = (packet, done) => this.handle(packet, done);
+    this.wire();
+  }
+
+  get connected(): boolean {
+    return this.client.connected;
+  }
+
+  /** Resolves on the first successful connect (and subscription), rejects after `timeoutMs`. */
+  waitConnected(timeoutMs: number): Promise<void> {
+    if (this.client.connected) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new OperationTimeout(`no MQTT connection within ${Math.round(timeoutMs / 1000)} s`));
+      }, timeoutMs);
+      const onConnected = () => (cleanup(), resolve());
+      const onFatal = (err: Error) => (cleanup(), reject(err));
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.off("connected", onConnected);
+        this.off("fatal", onFatal);
+      };
+      this.on("connected", onConnected);
+      this.on("fatal", onFatal);
+    });
+  }
+
+  /** Publishes and waits for the broker's PUBACK (QoS 1), bounded by `mqttOperationTimeout`. */
+  publish(topic: string, payload: string | Buffer, qos: 0 | 1 = 1): Promise<void> {
+    return this.withTimeout(`publish to ${topic}`, (done) => this.client.publish(topic, payload, { qos }, (err) => done(err)));
+  }
+
+  subscribe(topics: string[]): Promise<void> {
+    return this.withTimeout(`subscribe to ${topics.join(", ")}`, (done) =>
+      this.client.subscribe(topics, { qos: 1 }, (err, granted) => {
+        const refused = granted?.filter((g) => g.qos === 128).map((g) => g.topic) ?? [];
+        done(err ?? (refused.length ? new Error(`the broker refused the subscription to ${refused.join(", ")}`) : undefined));
+      }),
+    );
+  }
+
+  /**
+   * Finishes what is in flight (an ingress message being stored gets its PUBACK), sends
+   * DISCONNECT and closes, bounded by `connectDisconnectTimeout`.
+   */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.reconnectTimer);
+    const timeoutMs = Math.max(this.options.config.yaml.thing.mqtt.connectDisconnectTimeout, 1) * 1000;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.client.end(true, {}, () => resolve()), Math.min(timeoutMs, 5000));
+      this.client.end(false, {}, () => (clearTimeout(timer), resolve()));
+    });
+  }
+
+  private handle(packet: IPublishPacket, done: (err?: Error) => void): void {
+    const onMessage = this.options.onMessage;
+    if (!onMessage) return done();
+    onMessage(packet).then(
+      () => done(),
+      (err: Error) => {
+        // Not acknowledged: drop the connection so the broker redelivers from the persistent session.
+        this.options.log.error("ingress.failed", { topic: packet.topic, error: err });
+        done(err);
+        this.client.stream?.destroy();
+      },
+    );
+  }
+
+  private wire(): void {
+    const { log, subscriptions } = this.options;
+    this.client.on("connect", (connack) => {
+      this.backoff.connected(Date.now());
+      log.info("mqtt.connected", { broker: this.brokerName(), sessionPresent: connack.sessionPresent });
+      this.subscribe(subscriptions).then(
+        () => {
+          if (subscriptions.length) log.info("mqtt.subscribed", { topics: subscriptions.join(",") });
+          this.emit("connected");
+        },
+        (err: Error) => {
+          log.error("mqtt.subscribe_failed", { error: err });
+          this.emit("fatal", err);
+          this.client.stream?.destroy();
+        },
+      );
+    });
+    this.client.on("error", (err) => log.warn("mqtt.error", { error: describeError(err) }));
+    this.client.on("close", () => {
+      if (this.stopping) return;
+      this.backoff.disconnected(Date.now());
+      this.emit("disconnected");
+      if (this.options.reconnect === false) {
+        this.emit("fatal", new Error("the MQTT connection closed"));
+        return;
+      }
+      const delay = this.backoff.nextDelayMs();
+      log.info("mqtt.reconnect_scheduled", { inMs: delay });
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = setTimeout(() => this.client.reconnect(), delay);
+    });
+  }
+
+  private brokerName(): string {
+    const thing = this.options.config.yaml.thing;
+    return `${thing.endpoint}:${thing.mqtt.port}`;
+  }
+
+  private withTimeout(what: string, start: (done: (err?: Error) => void) => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new OperationTimeout(`${what} not acknowledged within ${this.operationTimeoutMs / 1000} s`)),
+        this.operationTimeoutMs,
+      );
+      start((err) => {
+        clearTimeout(timer);
+        err ? reject(err) : resolve();
+      });
+    });
+  }
+}
+
+function clientOptions(options: SessionOptions): IClientOptions {
+  const thing = options.config.yaml.thing;
+  const { identity } = options;
+  return {
+    protocol: "mqtts",
+    host: thing.endpoint,
+    port: thing.mqtt.port,
+    ca: identity.caPem,
+    cert: identity.certPem,
+    key: identity.keyPem,
+    rejectUnauthorized: true,
+    clientId: options.clientId ?? identity.thingName,
+    clean: options.clean ?? false,
+    protocolVersion: 4,
+    keepalive: 60,
+    // Reconnects are ours (Backoff); MQTT.js only knows a fixed period.
+    reconnectPeriod: 0,
+    connectTimeout: Math.max(thing.mqtt.connectDisconnectTimeout, 1) * 1000,
+    // Our own queue is the durable outbox; MQTT.js's in-memory one would lose messages on a crash.
+    queueQoSZero: false,
+  };
+}
+
+/** TLS and socket errors carry their reason in `code`; make it one readable phrase. */
+export function describeError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException & { reason?: string };
+  const code = e?.code ? ` (${e.code})` : "";
+  return `${e?.message ?? String(err)}${code}`;
+}

@@ -1,0 +1,95 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { databaseFileName, loadThingConfig } from "../../src/config/load.ts";
+import { ConfigError, ExitCode } from "../../src/errors.ts";
+
+const GUIDE = join(import.meta.dir, "../fixtures/guide-config.yml");
+const dir = mkdtempSync(join(tmpdir(), "flashlex-config-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** Writes a variant of the guide's config, with `edit` applied to its text. */
+function variant(name: string, edit: (text: string) => string): string {
+  const file = join(dir, name);
+  writeFileSync(file, edit(readFileSync(GUIDE, "utf8")));
+  return file;
+}
+
+function configErrorOf(file: string): ConfigError {
+  try {
+    loadThingConfig({ config: file });
+  } catch (err) {
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).exitCode).toBe(ExitCode.CONFIG);
+    return err as ConfigError;
+  }
+  throw new Error(`${file} loaded, but should not have`);
+}
+
+describe("the guide's config.yml", () => {
+  test("loads unchanged, with its values and meanings", () => {
+    const config = loadThingConfig({ config: GUIDE });
+    expect(config.unknownKeys).toEqual([]);
+    expect(config.yaml.thing.name).toBe("ecd13b11-mything");
+    expect(config.yaml.thing.mqtt.port).toBe(8883);
+    expect(config.yaml.app.callback).toBe("persistent");
+    expect(config.yaml.app.thread).toBe("subscribe");
+    expect(config.yaml.app.db.expireSeconds).toBe(60);
+    expect(config.yaml.thing.mqtt.autoReconnectBackoffTime.maxReconnectQuietTimeSecond).toBe(30);
+    expect(config.yaml.thing.mqtt.drainingFrequency).toBe(2);
+  });
+
+  test("-d defaults to data/ beside the config, -k to the config's directory", () => {
+    const config = loadThingConfig({ config: GUIDE });
+    const fixtures = join(import.meta.dir, "../fixtures");
+    expect(config.dataDir).toBe(join(fixtures, "data"));
+    expect(config.keysDir).toBe(fixtures);
+    expect(config.paths.privateKey).toBe(join(fixtures, "ecd13b11-mything-keypair-private.pem"));
+    expect(config.paths.database).toBe(join(fixtures, "data", "subscription.db"));
+  });
+
+  test("-d and -k override the defaults", () => {
+    const config = loadThingConfig({ config: GUIDE, data: "/var/lib/flashlex", keys: "/etc/flashlex/keys" });
+    expect(config.paths.database).toBe("/var/lib/flashlex/subscription.db");
+    expect(config.paths.rootCA).toBe("/etc/flashlex/keys/root-ca-cert.pem");
+  });
+
+  test("the pickleDB file name maps to a SQLite file with the same stem", () => {
+    expect(databaseFileName("subscription.json")).toBe("subscription.db");
+    expect(databaseFileName("messages.sqlite")).toBe("messages.sqlite");
+  });
+});
+
+describe("bad configuration is refused with the file and the key path", () => {
+  test("a missing key", () => {
+    const file = variant("missing.yml", (t) => t.replace(/^ {4}id: .*\n/m, ""));
+    const err = configErrorOf(file);
+    expect(err.message).toContain(file);
+    expect(err.message).toContain("flashlex.thing.id: missing");
+  });
+
+  test("a mistyped value", () => {
+    const file = variant("mistyped.yml", (t) => t.replace("port: 8883", "port: eighty"));
+    expect(configErrorOf(file).message).toContain("flashlex.thing.mqtt.port");
+  });
+
+  test("an unknown callback", () => {
+    const file = variant("callback.yml", (t) => t.replace("callback: persistent", "callback: carrier-pigeon"));
+    expect(configErrorOf(file).message).toContain("flashlex.app.callback");
+  });
+
+  test("invalid YAML names the line", () => {
+    const file = variant("broken.yml", (t) => t.replace("    thread: subscribe", "    thread: [subscribe"));
+    expect(configErrorOf(file).message).toMatch(new RegExp(`${file.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}:\\d+:\\d+: invalid YAML`));
+  });
+
+  test("a file that does not exist", () => {
+    expect(configErrorOf(join(dir, "nope.yml")).message).toContain("cannot read");
+  });
+
+  test("unknown keys load, and are reported for a warning", () => {
+    const file = variant("unknown.yml", (t) => t.replace("    thread: subscribe", "    thread: subscribe\n    colour: blue"));
+    expect(loadThingConfig({ config: file }).unknownKeys).toEqual(["flashlex.app.colour"]);
+  });
+});
