@@ -1,0 +1,35 @@
+/**
+ * Errors from src/crypto. Their messages are one line and never contain key material, PEM text
+ * or token text: callers log them and print them to users, and a key pasted into a log is a
+ * leaked key. Callers decide the exit code (usually a ConfigError wrapping this message).
+ */
+export class CryptoError extends Error {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = "CryptoError";
+  }
+}
+
+/** Why a thing token was refused: short and stable, meant for logs and tests, not for clients. */
+export type TokenRefusal =
+  | "malformed"
+  | "algorithm not allowed"
+  | "wrong kid"
+  | "wrong typ"
+  | "bad signature"
+  | "expired"
+  | "not yet valid"
+  | "missing exp"
+  | "wrong issuer"
+  | "wrong audience"
+  | "lifetime too long";
+
+export class TokenError extends CryptoError {
+  constructor(
+    readonly reason: TokenRefusal,
+    options?: { cause?: unknown },
+  ) {
+    super(`thing token refused: ${reason}`, options);
+    this.name = "TokenError";
+  }
+}

@@ -1,0 +1,327 @@
+/**
+ * The hub's small CA: a self-signed root, one TLS server certificate for the broker/hub, and
+ * client certificates for things. Issuing uses @peculiar/x509 on WebCrypto because Bun's
+ * node:crypto can parse and verify certificates but cannot issue them, and @peculiar/x509 works
+ * inside a `bun build --compile` binary (node-forge is avoided). Parsing and signature checks
+ * use node:crypto's X509Certificate.
+ *
+ * All keys are RSA-2048. EC P-256 would be quicker to generate, but RSA-2048 generation costs
+ * tens of milliseconds here, and an RSA chain is what old FlashLex things (Python SDK, older
+ * OpenSSL builds) were built and tested against, so compatibility wins.
+ */
+// @peculiar/x509 uses tsyringe, which needs the Reflect metadata polyfill loaded before it.
+import "reflect-metadata";
+import * as x509 from "@peculiar/x509";
+import { createPrivateKey, randomBytes, X509Certificate as NodeX509, type KeyObject, type webcrypto as wc } from "node:crypto";
+import { isIP } from "node:net";
+import { CryptoError } from "./errors.ts";
+import { loadPrivateKey, loadPublicKey, pemBlocks, spkiDer } from "./keys.ts";
+
+// Bun and Node both have a global WebCrypto; passing it explicitly as well (below) means we do not
+// depend on whatever another module may have set as the library's default provider.
+const webcrypto = globalThis.crypto;
+x509.cryptoProvider.set(webcrypto);
+
+export interface CertifiedKey {
+  certPem: string;
+  /** PKCS#8 PEM. */
+  keyPem: string;
+}
+
+export interface CertificateInfo {
+  subjectCN: string;
+  issuerCN: string;
+  /** Upper-case hex without separators, as `openssl x509 -serial` prints it. */
+  serialNumber: string;
+  notBefore: Date;
+  notAfter: Date;
+  /** SHA-256 of the DER, upper-case hex pairs joined by ":", as `openssl x509 -fingerprint -sha256`. */
+  fingerprint256: string;
+}
+
+export type CertificateCheck = { ok: true; info: CertificateInfo } | { ok: false; reason: string; info?: CertificateInfo };
+
+interface ValidityOpts {
+  days?: number;
+  /** Explicit start of validity (tests use it to make not-yet-valid and expired certificates). */
+  notBefore?: Date;
+}
+
+const DAY_MS = 86_400_000;
+/**
+ * Without an explicit notBefore, certificates start an hour in the past so that a thing whose
+ * clock is a little behind the hub's can use a certificate issued a moment ago.
+ */
+const BACKDATE_MS = 3_600_000;
+/** X.520 upper bound for a commonName; longer names make certificates other tools reject. */
+const MAX_CN_LENGTH = 64;
+
+// tsconfig has no DOM lib, so the WebCrypto parameter types come from node:crypto.
+type SigningAlgorithm = wc.Algorithm | wc.EcdsaParams;
+
+const RSA_GEN: wc.RsaHashedKeyGenParams = {
+  name: "RSASSA-PKCS1-v1_5",
+  modulusLength: 2048,
+  publicExponent: new Uint8Array([1, 0, 1]),
+  hash: "SHA-256",
+};
+
+function validity(opts: ValidityOpts, defaultDays: number): { notBefore: Date; notAfter: Date } {
+  const days = opts.days ?? defaultDays;
+  if (!Number.isFinite(days) || days <= 0) throw new CryptoError(`certificate lifetime must be a positive number of days, got ${days}`);
+  if (opts.notBefore !== undefined && Number.isNaN(opts.notBefore.getTime())) throw new CryptoError("notBefore is not a valid date");
+  const start = opts.notBefore?.getTime() ?? Date.now();
+  const notBefore = opts.notBefore ?? new Date(start - BACKDATE_MS);
+  return { notBefore, notAfter: new Date(start + days * DAY_MS) };
+}
+
+/** 16 random bytes, first byte 0x01..0x7f: positive in DER, never padded, never zero (RFC 5280 4.1.2.2). */
+function randomSerial(): string {
+  const bytes = randomBytes(16);
+  bytes[0] = (bytes[0]! & 0x7f) || 0x01;
+  return bytes.toString("hex");
+}
+
+function commonName(cn: string, what: string): x509.JsonName {
+  if (typeof cn !== "string" || cn.length === 0) throw new CryptoError(`${what} must not be empty`);
+  if (cn.length > MAX_CN_LENGTH) throw new CryptoError(`${what} is longer than ${MAX_CN_LENGTH} characters`);
+  // JSON form, not "CN=..." text: a name with a comma or "=" must not be parsed as several attributes.
+  return [{ CN: [cn] }];
+}
+
+function toPem(cert: x509.X509Certificate): string {
+  const pem = cert.toString("pem").replace(/\r\n/g, "\n");
+  return pem.endsWith("\n") ? pem : `${pem}\n`;
+}
+
+async function generateRsa(): Promise<CryptoKeyPair> {
+  return (await webcrypto.subtle.generateKey(RSA_GEN, true, ["sign", "verify"])) as CryptoKeyPair;
+}
+
+async function pkcs8Pem(key: CryptoKey): Promise<string> {
+  const der = Buffer.from(await webcrypto.subtle.exportKey("pkcs8", key));
+  // node re-encodes to the canonical 64-column PEM every tool reads.
+  return createPrivateKey({ key: der, format: "der", type: "pkcs8" }).export({ type: "pkcs8", format: "pem" }) as string;
+}
+
+/** The CA's signing key as a WebCrypto key plus the matching signature algorithm. RSA or EC P-256/384. */
+async function caSigner(keyPem: string): Promise<{ key: CryptoKey; algorithm: SigningAlgorithm }> {
+  const key: KeyObject = loadPrivateKey(keyPem);
+  const der = key.export({ type: "pkcs8", format: "der" });
+  if (key.asymmetricKeyType === "rsa") {
+    const alg = { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" };
+    return { key: await webcrypto.subtle.importKey("pkcs8", der, alg, false, ["sign"]), algorithm: alg };
+  }
+  if (key.asymmetricKeyType === "ec") {
+    const curve = key.asymmetricKeyDetails?.namedCurve;
+    const namedCurve = curve === "prime256v1" || curve === "P-256" ? "P-256" : curve === "secp384r1" || curve === "P-384" ? "P-384" : undefined;
+    if (namedCurve) {
+      const signer = await webcrypto.subtle.importKey("pkcs8", der, { name: "ECDSA", namedCurve }, false, ["sign"]);
+      return { key: signer, algorithm: { name: "ECDSA", hash: namedCurve === "P-384" ? "SHA-384" : "SHA-256" } as wc.EcdsaParams };
+    }
+  }
+  throw new CryptoError(`the CA key type is not supported (${key.asymmetricKeyType ?? "unknown"}); use RSA or EC P-256`);
+}
+
+function parseCa(ca: CertifiedKey): x509.X509Certificate {
+  const cert = parsePeculiar(ca.certPem);
+  if (!cert) throw new CryptoError("the CA certificate could not be parsed");
+  return cert;
+}
+
+function parsePeculiar(pem: string): x509.X509Certificate | undefined {
+  const block = pemBlocks(pem).find((b) => b.label === "CERTIFICATE");
+  if (!block) return undefined;
+  try {
+    return new x509.X509Certificate(block.text);
+  } catch {
+    return undefined;
+  }
+}
+
+function parseNode(pem: string): NodeX509 | undefined {
+  const block = pemBlocks(pem).find((b) => b.label === "CERTIFICATE");
+  if (!block) return undefined;
+  try {
+    return new NodeX509(block.text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** AKI copied from the CA's own SKI so they match even for a CA made by another tool. */
+async function authorityKeyId(caCert: x509.X509Certificate): Promise<x509.AuthorityKeyIdentifierExtension> {
+  const ski = caCert.getExtension(x509.SubjectKeyIdentifierExtension);
+  if (ski) return new x509.AuthorityKeyIdentifierExtension(ski.keyId);
+  return x509.AuthorityKeyIdentifierExtension.create(caCert.publicKey, false, webcrypto);
+}
+
+/** Issues a leaf certificate signed by `ca` for an SPKI public key. */
+async function issueLeaf(
+  ca: CertifiedKey,
+  subject: x509.JsonName,
+  spki: Uint8Array,
+  validityDates: { notBefore: Date; notAfter: Date },
+  extensions: x509.Extension[],
+): Promise<string> {
+  const caCert = parseCa(ca);
+  const signer = await caSigner(ca.keyPem);
+  const cert = await x509.X509CertificateGenerator.create(
+    {
+      serialNumber: randomSerial(),
+      subject,
+      issuer: caCert.subjectName,
+      ...validityDates,
+      publicKey: spki,
+      signingKey: signer.key,
+      signingAlgorithm: signer.algorithm,
+      extensions: [
+        new x509.BasicConstraintsExtension(false, undefined, true),
+        ...extensions,
+        await x509.SubjectKeyIdentifierExtension.create(spki, false, webcrypto),
+        await authorityKeyId(caCert),
+      ],
+    },
+    webcrypto,
+  );
+  return toPem(cert);
+}
+
+/** A new self-signed root CA (RSA-2048, SHA-256). */
+export async function createCertificateAuthority(opts: { commonName: string; days?: number; notBefore?: Date }): Promise<CertifiedKey> {
+  const name = commonName(opts.commonName, "the CA common name");
+  const dates = validity(opts, 3650);
+  const keys = await generateRsa();
+  const cert = await x509.X509CertificateGenerator.createSelfSigned(
+    {
+      serialNumber: randomSerial(),
+      name,
+      ...dates,
+      keys,
+      signingAlgorithm: { name: "RSASSA-PKCS1-v1_5", hash: "SHA-256" } as SigningAlgorithm,
+      extensions: [
+        // Critical CA:true with no path length: the hub signs leaves directly, but an operator
+        // may later add an intermediate.
+        new x509.BasicConstraintsExtension(true, undefined, true),
+        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+        await x509.SubjectKeyIdentifierExtension.create(keys.publicKey, false, webcrypto),
+      ],
+    },
+    webcrypto,
+  );
+  return { certPem: toPem(cert), keyPem: await pkcs8Pem(keys.privateKey) };
+}
+
+/**
+ * A TLS server certificate with a fresh RSA-2048 key, for the broker and the hub's HTTPS side.
+ * TLS clients match names against the SAN only (the CN is ignored), so when no names are given
+ * the common name itself goes into the SAN, as an IP address or a DNS name.
+ */
+export async function issueServerCertificate(
+  ca: CertifiedKey,
+  opts: { commonName: string; dnsNames?: string[]; ipAddresses?: string[]; days?: number; notBefore?: Date },
+): Promise<CertifiedKey> {
+  const subject = commonName(opts.commonName, "the server common name");
+  const dnsNames = [...(opts.dnsNames ?? [])];
+  const ipAddresses = [...(opts.ipAddresses ?? [])];
+  if (dnsNames.length === 0 && ipAddresses.length === 0) {
+    (isIP(opts.commonName) ? ipAddresses : dnsNames).push(opts.commonName);
+  }
+  for (const ip of ipAddresses) if (!isIP(ip)) throw new CryptoError(`not an IP address: ${JSON.stringify(ip)}`);
+  for (const dns of dnsNames) {
+    if (!/^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(dns)) {
+      throw new CryptoError(`not a DNS name: ${JSON.stringify(dns)}`);
+    }
+  }
+  const dates = validity(opts, 825); // 825 days: the longest server lifetime Apple/CA-B rules accept
+  const keys = await generateRsa();
+  const spki = new Uint8Array(await webcrypto.subtle.exportKey("spki", keys.publicKey));
+  const certPem = await issueLeaf(ca, subject, spki, dates, [
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+    new x509.SubjectAlternativeNameExtension([
+      ...dnsNames.map((value) => ({ type: "dns" as const, value })),
+      ...ipAddresses.map((value) => ({ type: "ip" as const, value })),
+    ]),
+  ]);
+  return { certPem, keyPem: await pkcs8Pem(keys.privateKey) };
+}
+
+/**
+ * A TLS client certificate (CN = thing name) for a thing's existing RSA public key. The thing
+ * keeps its private key; only the public half ever reaches the CA.
+ */
+export async function issueThingCertificate(
+  ca: CertifiedKey,
+  opts: { thingName: string; publicKeyPem: string; days?: number; notBefore?: Date },
+): Promise<string> {
+  const subject = commonName(opts.thingName, "the thing name");
+  const key = loadPublicKey(opts.publicKeyPem);
+  if (key.asymmetricKeyType !== "rsa") throw new CryptoError(`a thing key must be RSA, got ${key.asymmetricKeyType ?? "unknown"}`);
+  const bits = key.asymmetricKeyDetails?.modulusLength;
+  // OpenSSL 3 at the Debian default security level refuses RSA below 2048 bits in TLS anyway.
+  if (bits !== undefined && bits < 2048) throw new CryptoError(`a thing key must have at least 2048 bits, got ${bits}`);
+  const dates = validity(opts, 3650);
+  return issueLeaf(ca, subject, new Uint8Array(spkiDer(key)), dates, [
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+    new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+  ]);
+}
+
+function cnOf(name: x509.Name): string {
+  return name.getField("CN")[0] ?? "";
+}
+
+function isoSeconds(d: Date): string {
+  return d.toISOString().replace(/\.\d{3}Z$/, "Z");
+}
+
+function info(peculiar: x509.X509Certificate, node: NodeX509): CertificateInfo {
+  return {
+    subjectCN: cnOf(peculiar.subjectName),
+    issuerCN: cnOf(peculiar.issuerName),
+    serialNumber: node.serialNumber.toUpperCase(),
+    notBefore: peculiar.notBefore,
+    notAfter: peculiar.notAfter,
+    fingerprint256: node.fingerprint256,
+  };
+}
+
+/** The facts about a certificate people ask for. The first certificate in a bundle is described. */
+export function describeCertificate(certPem: string): CertificateInfo {
+  const peculiar = parsePeculiar(certPem);
+  const node = parseNode(certPem);
+  if (!peculiar || !node) throw new CryptoError("not a certificate");
+  return info(peculiar, node);
+}
+
+/**
+ * Checks that a certificate was signed by the root CA and is valid at `now`. Returns a
+ * one-sentence reason instead of throwing, because callers (bootstrap, `check`) print it as-is.
+ * A CA file that cannot be read is a configuration error and throws CryptoError.
+ */
+export function checkCertificate(certPem: string, caPem: string, now: Date): CertificateCheck {
+  const caNode = parseNode(caPem);
+  const caPeculiar = parsePeculiar(caPem);
+  if (!caNode || !caPeculiar) throw new CryptoError("the root CA file is not a certificate");
+  const peculiar = parsePeculiar(certPem);
+  const node = parseNode(certPem);
+  if (!peculiar || !node) return { ok: false, reason: "not a certificate" };
+  const described = info(peculiar, node);
+  if (!caNode.ca) return { ok: false, reason: "the root CA file is not a CA certificate", info: described };
+  let signed = false;
+  try {
+    signed = node.verify(caNode.publicKey) && node.checkIssued(caNode);
+  } catch {
+    signed = false;
+  }
+  if (!signed) return { ok: false, reason: "not signed by the root CA", info: described };
+  const t = now.getTime();
+  if (t < described.notBefore.getTime()) return { ok: false, reason: `not valid until ${isoSeconds(described.notBefore)}`, info: described };
+  if (t > described.notAfter.getTime()) return { ok: false, reason: `expired on ${isoSeconds(described.notAfter)}`, info: described };
+  const caTo = caPeculiar.notAfter;
+  const caFrom = caPeculiar.notBefore;
+  if (t > caTo.getTime()) return { ok: false, reason: `the root CA expired on ${isoSeconds(caTo)}`, info: described };
+  if (t < caFrom.getTime()) return { ok: false, reason: `the root CA is not valid until ${isoSeconds(caFrom)}`, info: described };
+  return { ok: true, info: described };
+}
