@@ -82,6 +82,7 @@ export class ThingSession extends EventEmitter {
   }
 
   subscribe(topics: string[]): Promise<void> {
+    if (!topics.length) return Promise.resolve();
     return this.withTimeout(`subscribe to ${topics.join(", ")}`, (done) =>
       this.client.subscribe(topics, { qos: 1 }, (err, granted) => {
         const refused = granted?.filter((g) => g.qos === 128).map((g) => g.topic) ?? [];

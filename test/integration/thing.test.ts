@@ -1,0 +1,341 @@
+/**
+ * The thing agent end to end: the compiled binary against Debian's Mosquitto with
+ * `require_certificate true`, certificates made by the test, a real HTTP receiver that checks
+ * the JWT, and the real SQLite file. A small MQTT client plays the hub's part of bootstrap:
+ * it echoes each test message that carries a nonce back to the thing's ingress topic.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import mqtt, { type MqttClient } from "mqtt";
+import { binaryPath, run, start } from "../support/binary.ts";
+import { startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
+import { startReceiver, type Receiver } from "../support/receiver.ts";
+import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
+import type { ThingFiles } from "../support/pki.ts";
+
+let broker: MosquittoBroker;
+let receiver: Receiver;
+let thing: ThingFixture;
+let hubFiles: ThingFiles;
+let hub: MqttClient;
+const egressSeen: string[] = [];
+
+function connectAs(files: { certPem: string; privateKeyPem: string }, clientId: string): Promise<MqttClient> {
+  const client = mqtt.connect({
+    protocol: "mqtts",
+    host: "127.0.0.1",
+    port: broker.port,
+    ca: readFileSync(thing.pki.caCertPath),
+    cert: files.certPem,
+    key: files.privateKeyPem,
+    rejectUnauthorized: true,
+    clientId,
+    reconnectPeriod: 0,
+  });
+  return new Promise((resolve, reject) => {
+    client.once("connect", () => resolve(client));
+    client.once("error", reject);
+  });
+}
+
+function database(): Database {
+  return new Database(join(thing.dataDir, "subscription.db"), { readonly: true });
+}
+
+beforeAll(async () => {
+  binaryPath();
+  // The broker and receiver need the thing's keys: make the fixture first, then point it at them.
+  thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
+  receiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: thing.pki.thing.publicKeyPem });
+  broker = await startMosquitto({
+    dir: thing.dir,
+    caFile: thing.pki.caCertPath,
+    certFile: thing.pki.brokerCertPath,
+    keyFile: thing.pki.brokerKeyPath,
+    requireCertificate: true,
+  });
+  thing.editConfig((doc) => {
+    doc.flashlex.thing.mqtt.port = broker.port;
+    doc.flashlex.app.api.endpoint = receiver.url;
+  });
+  hubFiles = await thing.pki.issueThing("test-hub");
+  hub = await connectAs(hubFiles, "test-hub");
+  hub.subscribe(["flashlex/test", "flashlex/collect"], { qos: 1 });
+  hub.on("message", (topic, payload) => {
+    if (topic === "flashlex/collect") return void egressSeen.push(payload.toString());
+    const test = JSON.parse(payload.toString());
+    if (test.nonce) hub.publish(`ingress/${test.thingName}`, JSON.stringify({ message: test }), { qos: 1 });
+  });
+});
+
+afterAll(async () => {
+  hub?.end(true);
+  await broker?.stop();
+  await receiver?.stop();
+  if (thing) rmSync(thing.dir, { recursive: true, force: true });
+});
+
+describe("bootstrap", () => {
+  test("passes every check against a working broker and API", async () => {
+    const result = await run(["bootstrap", ...thing.flags, "--json"]);
+    const report = JSON.parse(result.stdout);
+    const failed = report.checks.filter((c: any) => c.status !== "pass");
+    expect(failed).toEqual([]);
+    expect(result.code).toBe(0);
+    expect(report.checks.map((c: any) => c.name)).toContain("ingress round trip");
+    expect(report.checks.length).toBe(12);
+  });
+
+  test("prints one line per check, and exit 1 with the fix when the private key is readable by others", async () => {
+    chmodSync(thing.pki.thing.privateKeyPath, 0o644);
+    try {
+      const result = await run(["bootstrap", ...thing.flags]);
+      expect(result.code).toBe(1);
+      expect(result.stdout).toContain("[FAIL] private key readable by its owner only (0600)");
+      expect(result.stdout).toContain(`fix: Run: chmod 600 ${thing.pki.thing.privateKeyPath}`);
+      expect(result.stdout).toContain("[PASS] config valid");
+    } finally {
+      chmodSync(thing.pki.thing.privateKeyPath, 0o600);
+    }
+  });
+
+  test("a broken config exits 78 and says where", async () => {
+    const bad = join(thing.dir, "bad.yml");
+    writeFileSync(bad, readFileSync(thing.configPath, "utf8").replace(/port: \d+/, "port: many"));
+    const result = await run(["bootstrap", "-c", bad, "-k", thing.keysDir]);
+    expect(result.code).toBe(78);
+    expect(result.stdout).toContain(`${bad}: flashlex.thing.mqtt.port`);
+  });
+});
+
+describe("serve", () => {
+  test("stores 1,000 QoS 1 messages published with mosquitto_pub, and `messages list` shows exactly them", async () => {
+    const serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/mqtt\.subscribed/);
+      const lines = Array.from({ length: 1000 }, (_, i) => JSON.stringify({ n: i, text: `message ${i}` }));
+      const pub = Bun.spawn(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "--cert", hubFiles.certPath, "--key", hubFiles.privateKeyPath, "-i", "publisher", "-q", "1", "-t", `ingress/${thing.thingName}`, "-l"],
+        { stdin: new Blob([lines.join("\n") + "\n"]), stderr: "pipe" },
+      );
+      expect(await pub.exited).toBe(0);
+      const deadline = Date.now() + 30_000;
+      let count = 0;
+      while (Date.now() < deadline) {
+        const db = database();
+        count = db.query("SELECT COUNT(*) AS n FROM ingress_messages WHERE topic = ?").get(`ingress/${thing.thingName}`) as any;
+        db.close();
+        if ((count as any).n >= 1000) break;
+        await Bun.sleep(100);
+      }
+      const listed = await run(["messages", "list", "--json", ...thing.flags]);
+      expect(listed.code).toBe(0);
+      const rows = listed.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      const payloads = rows.filter((r) => r.topic === `ingress/${thing.thingName}` && r.payload.startsWith('{"n"')).map((r) => r.payload);
+      expect(payloads).toEqual(lines);
+      expect(rows.every((r) => r.qos === 1)).toBe(true);
+    } finally {
+      expect(await serve.stop()).toBe(0);
+    }
+    expect(serve.output()).toContain("serve.stopped");
+  });
+
+  test("ack and delete change what `messages list` shows; unknown ids exit 65", async () => {
+    const listed = await run(["messages", "list", "--json", "--limit", "2", ...thing.flags]);
+    const [first, second] = listed.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    expect((await run(["messages", "ack", String(first.id), ...thing.flags])).code).toBe(0);
+    expect((await run(["messages", "delete", String(second.id), ...thing.flags])).code).toBe(0);
+    const after = await run(["messages", "list", "--json", "--limit", "1", ...thing.flags]);
+    expect(JSON.parse(after.stdout.trim()).id).not.toBe(first.id);
+    const acked = await run(["messages", "list", "--json", "--acked", ...thing.flags]);
+    expect(acked.stdout).toContain(`"id":${first.id},`);
+    const missing = await run(["messages", "ack", "99999999", ...thing.flags]);
+    expect(missing.code).toBe(65);
+    expect(missing.stderr).toContain("no message with id 99999999");
+    expect((await run(["messages", "ack", "abc", ...thing.flags])).code).toBe(64);
+  });
+
+  test("SIGTERM stops it cleanly with exit 0", async () => {
+    const serve = start(["serve", ...thing.flags]);
+    await serve.waitFor(/mqtt\.subscribed/);
+    const t0 = Date.now();
+    expect(await serve.stop()).toBe(0);
+    expect(Date.now() - t0).toBeLessThan(5000);
+    expect(existsSync(join(thing.dataDir, "flashlex.sock"))).toBe(false);
+  });
+
+  test("--exec runs the command once per message and acknowledges it on exit 0", async () => {
+    // Start from a clean slate of unacknowledged messages.
+    const pending = (await run(["messages", "list", "--json", ...thing.flags])).stdout.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l).id);
+    if (pending.length) expect((await run(["messages", "ack", ...pending.map(String), ...thing.flags])).code).toBe(0);
+    const out = join(thing.dir, "exec-out.txt");
+    const serve = start(["serve", ...thing.flags, "--exec", `cat >> ${out}; echo " id=$FLASHLEX_MESSAGE_ID" >> ${out}`]);
+    try {
+      await serve.waitFor(/mqtt\.subscribed/);
+      for (const n of [1, 2, 3]) hub.publish(`ingress/${thing.thingName}`, JSON.stringify({ exec: n }), { qos: 1 });
+      await serve.waitFor(/exec\.acked[^\n]*\n[\s\S]*exec\.acked[^\n]*\n[\s\S]*exec\.acked/);
+      const text = readFileSync(out, "utf8");
+      expect(text).toContain('{"exec":1}');
+      expect(text).toContain('{"exec":3}');
+      expect((await run(["messages", "list", "--json", ...thing.flags])).stdout.trim()).toBe("");
+    } finally {
+      expect(await serve.stop()).toBe(0);
+    }
+  });
+
+  test("a second serve on the same data directory is refused with 75", async () => {
+    const serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/serve\.started/);
+      const second = await run(["serve", ...thing.flags], { timeoutMs: 10_000 });
+      expect(second.code).toBe(75);
+      expect(second.stderr).toContain("another flashlex serve is running");
+    } finally {
+      await serve.stop();
+    }
+  });
+});
+
+describe("mutual TLS", () => {
+  test("a client without a certificate is refused", async () => {
+    const pub = Bun.spawnSync(["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "-t", "x", "-m", "y"], { stderr: "pipe" });
+    expect(pub.exitCode).not.toBe(0);
+  });
+
+  test("a certificate from another CA is refused", async () => {
+    const other = await thing.pki.otherCa();
+    const pub = Bun.spawnSync(
+      ["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "--cert", other.thing.certPath, "--key", other.thing.privateKeyPath, "-t", "x", "-m", "y"],
+      { stderr: "pipe" },
+    );
+    expect(pub.exitCode).not.toBe(0);
+  });
+});
+
+describe("collect", () => {
+  test("reaches the API with a JWT the receiver verifies: claims, kid, lifetime and a message id", async () => {
+    const before = receiver.received.length;
+    const result = await run(["collect", ...thing.flags], { input: '{"foo":"bar"}' });
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain("Message collected.");
+    expect(result.stdout).toContain("status code: 200");
+    const got = receiver.received[before]!;
+    expect(got.body).toEqual({ foo: "bar" });
+    expect(got.header).toMatchObject({ alg: "RS256", kid: thing.thingId, typ: "JWT" });
+    expect(got.claims).toMatchObject({ iss: `urn:thing:${thing.thingId}`, aud: `urn:flashlex:${thing.thingId}` });
+    const now = Math.floor(Date.now() / 1000);
+    expect(Math.abs((got.claims.nbf as number) - (now - 360))).toBeLessThan(30);
+    expect(Math.abs((got.claims.exp as number) - (now + 360))).toBeLessThan(30);
+    expect(got.claims.jti).toBeString();
+    expect(got.messageId).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  test("the receiver refuses a tampered token (its check is real)", async () => {
+    const token = await captureToken();
+    const [h, p, s] = token.split(".");
+    const claims = JSON.parse(Buffer.from(p!, "base64url").toString());
+    claims.iss = "urn:thing:someone-else";
+    const tampered = `${h}.${Buffer.from(JSON.stringify(claims)).toString("base64url")}.${s}`;
+    const response = await fetch(`${receiver.url}/dev/v1/things/${thing.thingId}/collect`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${tampered}`, "Content-Type": "application/json" },
+      body: "{}",
+    });
+    expect(response.status).toBe(401);
+  });
+
+  test("refuses bad input with 65 and queues nothing", async () => {
+    const outboxSize = () => {
+      const db = database();
+      const n = (db.query("SELECT COUNT(*) AS n FROM outbox").get() as any).n;
+      db.close();
+      return n;
+    };
+    const before = outboxSize();
+    const notJson = await run(["collect", ...thing.flags], { input: "foo=bar" });
+    expect(notJson.code).toBe(65);
+    expect(notJson.stderr).toContain("stdin: not JSON");
+    const empty = await run(["collect", ...thing.flags], { input: "" });
+    expect(empty.code).toBe(65);
+    const huge = await run(["collect", ...thing.flags], { input: JSON.stringify({ blob: "x".repeat(300 * 1024) }) });
+    expect(huge.code).toBe(65);
+    expect(huge.stderr).toContain("over the 262144-byte limit");
+    const missingFile = await run(["collect", ...thing.flags, "--file", join(thing.dir, "nope.json")]);
+    expect(missingFile.code).toBe(65);
+    expect(outboxSize()).toBe(before);
+    const badVia = await run(["collect", ...thing.flags, "--via", "pigeon"], { input: "{}" });
+    expect(badVia.code).toBe(64);
+  });
+
+  test("with the API down the message is queued (exit 69) and serve delivers it later, once", async () => {
+    const port = receiver.port;
+    await receiver.stop();
+    const queued = await run(["collect", ...thing.flags, "--json"], { input: '{"later":true}' });
+    expect(queued.code).toBe(69);
+    const { messageId, outcome } = JSON.parse(queued.stdout);
+    expect(outcome).toBe("queued");
+    expect(queued.stderr).toContain("flashlex serve` will deliver it");
+    receiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: thing.pki.thing.publicKeyPem, port });
+    const serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(new RegExp(`egress\\.sent messageId=${messageId}`), 20_000);
+    } finally {
+      await serve.stop();
+    }
+    expect(receiver.received.filter((r) => r.messageId === messageId).map((r) => r.body)).toEqual([{ later: true }]);
+  });
+
+  test("--via mqtt publishes an envelope to the egress topic, with or without serve running", async () => {
+    const alone = await run(["collect", ...thing.flags, "--via", "mqtt"], { input: '{"via":"alone"}' });
+    expect(alone.code).toBe(0);
+    const serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/mqtt\.subscribed/);
+      const handed = await run(["collect", ...thing.flags, "--via", "mqtt"], { input: '{"via":"serve"}' });
+      expect(handed.code).toBe(0);
+      expect(serve.output()).toMatch(/egress\.sent [^\n]*via=mqtt/);
+    } finally {
+      await serve.stop();
+    }
+    await waitUntil(() => egressSeen.length >= 2);
+    const envelopes = egressSeen.map((e) => JSON.parse(e));
+    expect(envelopes.map((e) => e.payload)).toEqual([{ via: "alone" }, { via: "serve" }]);
+    expect(envelopes[0]).toMatchObject({ thingId: thing.thingId });
+    expect(envelopes[0].token.split(".")).toHaveLength(3);
+  });
+
+  test("a missing config exits 78 naming the file; an unknown flag exits 64", async () => {
+    const missing = await run(["collect", "-c", join(thing.dir, "absent.yml")], { input: "{}" });
+    expect(missing.code).toBe(78);
+    expect(missing.stderr).toContain("absent.yml: cannot read the configuration file");
+    expect((await run(["collect", "--frobnicate", ...thing.flags], { input: "{}" })).code).toBe(64);
+  });
+});
+
+async function captureToken(): Promise<string> {
+  // Ask collect for a fresh token by letting it talk to a one-shot server that keeps the header.
+  let token = "";
+  const server = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    fetch(request) {
+      token = request.headers.get("authorization")!.slice("Bearer ".length);
+      return Response.json({ status: "OK", code: 200 });
+    },
+  });
+  const config = join(thing.dir, "capture.yml");
+  writeFileSync(config, readFileSync(thing.configPath, "utf8").replace(receiver.url, `http://127.0.0.1:${server.port}`));
+  await run(["collect", "-c", config, "-k", thing.keysDir, "-d", join(thing.dir, "capture-data")], { input: "{}" });
+  server.stop(true);
+  return token;
+}
+
+async function waitUntil(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error("condition not met in time");
+    await Bun.sleep(50);
+  }
+}

@@ -1,0 +1,87 @@
+/**
+ * Integration tests run the compiled binary, as a user would. `scripts/test.ts` builds it
+ * once before the suite and passes its path in FLASHLEX_BIN; a test file run alone builds it
+ * here (once per process).
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+
+const ROOT = join(import.meta.dir, "../..");
+
+export function binaryPath(): string {
+  const fromEnv = process.env.FLASHLEX_BIN;
+  if (fromEnv) return fromEnv;
+  const local = join(ROOT, "dist", "flashlex-test");
+  if (!existsSync(local)) {
+    const result = Bun.spawnSync(
+      [process.execPath, "build", "--compile", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig", join(ROOT, "src/main.ts"), "--outfile", local],
+      { stdout: "inherit", stderr: "inherit" },
+    );
+    if (result.exitCode !== 0) throw new Error("building the test binary failed");
+  }
+  process.env.FLASHLEX_BIN = local;
+  return local;
+}
+
+export interface RunResult {
+  code: number;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the binary to completion with a time bound; `input` goes to stdin. */
+export async function run(args: string[], opts: { input?: string; timeoutMs?: number; env?: Record<string, string>; cwd?: string } = {}): Promise<RunResult> {
+  const proc = Bun.spawn([binaryPath(), ...args], {
+    stdin: opts.input === undefined ? "ignore" : new Blob([opts.input]),
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, ...opts.env },
+    cwd: opts.cwd,
+  });
+  const timer = setTimeout(() => proc.kill("SIGKILL"), opts.timeoutMs ?? 30_000);
+  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  clearTimeout(timer);
+  return { code, stdout, stderr };
+}
+
+/** A long-running child (serve): its stderr is kept so a test can wait for a log line. */
+export interface Background {
+  proc: ReturnType<typeof Bun.spawn>;
+  output(): string;
+  waitFor(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  /** SIGTERM, then the exit code (SIGKILL after `graceMs`) */
+  stop(graceMs?: number): Promise<number>;
+}
+
+export function start(args: string[], opts: { env?: Record<string, string> } = {}): Background {
+  const proc = Bun.spawn([binaryPath(), ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...opts.env } });
+  let text = "";
+  const pump = async (stream: ReadableStream<Uint8Array>) => {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
+  };
+  void pump(proc.stdout as ReadableStream<Uint8Array>);
+  void pump(proc.stderr as ReadableStream<Uint8Array>);
+  return {
+    proc,
+    output: () => text,
+    async waitFor(pattern, timeoutMs = 15_000) {
+      const deadline = Date.now() + timeoutMs;
+      while (Date.now() < deadline) {
+        const match = text.match(pattern);
+        if (match) return match[0];
+        if (proc.exitCode !== null) break;
+        await Bun.sleep(25);
+      }
+      throw new Error(`no ${pattern} in the output within ${timeoutMs} ms (exit ${proc.exitCode}):\n${text}`);
+    },
+    async stop(graceMs = 10_000) {
+      if (proc.exitCode !== null) return proc.exitCode;
+      proc.kill("SIGTERM");
+      const timer = setTimeout(() => proc.kill("SIGKILL"), graceMs);
+      const code = await proc.exited;
+      clearTimeout(timer);
+      return code;
+    },
+  };
+}
