@@ -1,0 +1,50 @@
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { rmSync } from "node:fs";
+import { FlashlexSDK } from "../../src/sdk/index.ts";
+import { InputError } from "../../src/errors.ts";
+import { MessageStore } from "../../src/store/message-store.ts";
+import { startReceiver, type Receiver } from "../support/receiver.ts";
+import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
+
+let thing: ThingFixture;
+let receiver: Receiver;
+
+beforeAll(async () => {
+  thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
+  receiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: thing.pki.thing.publicKeyPem });
+  thing.editConfig((doc) => (doc.flashlex.app.api.endpoint = receiver.url));
+});
+
+afterAll(async () => {
+  await receiver.stop();
+  rmSync(thing.dir, { recursive: true, force: true });
+});
+
+test("collectMessage delivers to the collect API with a verified JWT", async () => {
+  const sdk = FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
+  try {
+    const result = await sdk.collectMessage({ foo: "bar" });
+    expect(result.outcome).toBe("sent");
+    expect(result.status).toBe(200);
+    expect(receiver.received.at(-1)?.body).toEqual({ foo: "bar" });
+    await expect(sdk.collectMessage(undefined)).rejects.toThrow(InputError);
+  } finally {
+    sdk.close();
+  }
+});
+
+test("reads and acknowledges what serve stored", () => {
+  const store = MessageStore.open(`${thing.dataDir}/subscription.db`);
+  store.insertIngress({ topic: `ingress/${thing.thingName}`, payload: Buffer.from('{"message":"hi"}'), qos: 1, retain: false, receivedAt: Date.now() });
+  store.close();
+  const sdk = FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
+  try {
+    const [message] = sdk.getMessages();
+    expect(message?.payload).toBe('{"message":"hi"}');
+    expect(sdk.ackMessages([message!.id])).toEqual([message!.id]);
+    expect(sdk.getMessages()).toEqual([]);
+    expect(sdk.getMessages({ state: "acked" })).toHaveLength(1);
+  } finally {
+    sdk.close();
+  }
+});
