@@ -175,8 +175,17 @@ function messageFilter(thingId: string, q: MessageQuery): { where: string; param
   return { where: clauses.join(" AND "), params };
 }
 
+/**
+ * The SQLite store has one synchronous extra: the embedded broker's directory is asked on every
+ * connect and publish from inside aedes callbacks that expect an answer at once. A served
+ * database would feed the directory from a cache instead.
+ */
+export interface SqliteHubStore extends HubStore {
+  thingByNameSync(name: string): ThingRecord | undefined;
+}
+
 /** Opens (creating and migrating as needed) the hub database file. */
-export function openHubStore(file: string): HubStore {
+export function openHubStore(file: string): SqliteHubStore {
   const db = openSqlDatabase(file);
   try {
     applyPragmas(db);
@@ -188,7 +197,7 @@ export function openHubStore(file: string): HubStore {
   return sqliteHubStore(db);
 }
 
-export function sqliteHubStore(db: SqlDatabase): HubStore {
+export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
   const thingBy = (column: "id" | "name", value: string) => {
     const row = db.get<ThingRow>(`SELECT * FROM things WHERE ${column} = ?`, [value]);
     return row ? toThing(row) : undefined;
@@ -199,6 +208,7 @@ export function sqliteHubStore(db: SqlDatabase): HubStore {
   };
 
   return {
+    thingByNameSync: (name) => thingBy("name", name),
     async insertThing(t) {
       db.run(
         `INSERT INTO things (id, name, short_name, public_key_pem, cert_pem, cert_serial, created_at, verified_at, last_seen_at, revoked_at)

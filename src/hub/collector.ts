@@ -1,0 +1,98 @@
+import { randomUUID, type KeyObject } from "node:crypto";
+import { TokenError } from "../crypto/errors.ts";
+import { verifyThingToken } from "../crypto/jwt.ts";
+import { loadPublicKey } from "../crypto/keys.ts";
+import type { Logger } from "../log.ts";
+import { isoSeconds } from "./archive.ts";
+import type { HubStore, MessageRecord, ThingRecord } from "./hub-store.ts";
+import { isUuid } from "./http.ts";
+
+/**
+ * Egress, whichever way it arrives: `POST .../collect` with the thing's JWT, or an MQTT envelope
+ * on `flashlex/collect` carrying the same JWT. Both paths authenticate with the one function
+ * here and store through the one function here, so they cannot drift apart.
+ */
+
+/** Refused: unknown thing, revoked thing and bad token look the same from outside on purpose. */
+export class CollectAuthError extends Error {
+  constructor(readonly reason: string) {
+    super(`thing token refused: ${reason}`);
+    this.name = "CollectAuthError";
+  }
+}
+
+/** The message id was already used by another thing. */
+export class MessageIdConflict extends Error {
+  constructor() {
+    super("this message id is already used");
+    this.name = "MessageIdConflict";
+  }
+}
+
+export interface CollectResult {
+  thing: ThingRecord;
+  message: MessageRecord;
+  /** false when this id was stored before: a retry, answered exactly as the first time */
+  inserted: boolean;
+}
+
+export interface CollectorDeps {
+  store: HubStore;
+  log: Logger;
+  /** Unix ms */
+  now?: () => number;
+}
+
+export class Collector {
+  private readonly keys = new Map<string, { pem: string; key: KeyObject }>();
+  private readonly now: () => number;
+
+  constructor(private readonly deps: CollectorDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** The thing `thingId` if `token` is a valid token it signed; CollectAuthError otherwise. */
+  async authenticate(thingId: string, token: string | undefined): Promise<ThingRecord> {
+    if (!token) throw new CollectAuthError("no token");
+    if (!isUuid(thingId)) throw new CollectAuthError("malformed thing id");
+    const thing = await this.deps.store.getThing(thingId);
+    if (!thing) throw new CollectAuthError("unknown thing");
+    if (thing.revokedAt !== null) throw new CollectAuthError("revoked thing");
+    try {
+      await verifyThingToken(token, { thingId, publicKey: this.publicKey(thing), now: Math.floor(this.now() / 1000) });
+    } catch (err) {
+      if (err instanceof TokenError) throw new CollectAuthError(err.reason);
+      throw err;
+    }
+    return thing;
+  }
+
+  /**
+   * Stores one egress message under `messageId` (a new UUID when the sender gave none) and marks
+   * the thing verified and seen. The row is committed before this resolves, so whatever the
+   * caller then acknowledges (HTTP 200, MQTT PUBACK) survives a kill -9.
+   */
+  async store(thing: ThingRecord, messageId: string | undefined, payloadJson: string): Promise<CollectResult> {
+    const at = this.now();
+    const { inserted, message } = await this.deps.store.insertMessage({
+      flmessagespk: messageId ?? randomUUID(),
+      thingId: thing.id,
+      messagetype: "egress",
+      payload: payloadJson,
+      fltimestamp: Math.floor(at / 1000),
+      datecreated: isoSeconds(at),
+    });
+    if (message.thingId !== thing.id) throw new MessageIdConflict();
+    await this.deps.store.markVerified(thing.id, at);
+    return { thing, message, inserted };
+  }
+
+  /** Public keys parsed once per thing (and again if the stored PEM ever changes). */
+  private publicKey(thing: ThingRecord): KeyObject {
+    const cached = this.keys.get(thing.id);
+    if (cached && cached.pem === thing.publicKeyPem) return cached.key;
+    const key = loadPublicKey(thing.publicKeyPem);
+    this.keys.set(thing.id, { pem: thing.publicKeyPem, key });
+    return key;
+  }
+}

@@ -1,0 +1,419 @@
+/**
+ * The hub's HTTP API and MQTT egress path, called through the fetch handler (no socket), with a
+ * real hub home: CA, thing keys and certificates made by the same code production uses.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createHmac, randomUUID, type KeyObject } from "node:crypto";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { unzipSync } from "fflate";
+import { SignJWT } from "jose";
+import { parse } from "yaml";
+import { ThingYamlSchema } from "../../src/config/schema.ts";
+import { signThingToken } from "../../src/crypto/jwt.ts";
+import { generateRsaKeyPair, loadPrivateKey } from "../../src/crypto/keys.ts";
+import { checkCertificate } from "../../src/crypto/x509.ts";
+import { silentLogger } from "../../src/log.ts";
+import { createHubApi, type HubApi } from "../../src/hub/api.ts";
+import { createBrokerEvents } from "../../src/hub/broker-events.ts";
+import type { HubBroker } from "../../src/hub/broker.ts";
+import { initHub, type HubHome } from "../../src/hub/home.ts";
+import { openHubStore, type HubStore, type ThingRecord } from "../../src/hub/hub-store.ts";
+import { createThing, revokeThing } from "../../src/hub/provision.ts";
+
+const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
+
+let dir: string;
+let home: HubHome;
+let store: HubStore;
+let api: HubApi;
+let operatorToken: string;
+let thing: ThingRecord;
+let thingKey: KeyObject;
+const published: { topic: string; payload: string }[] = [];
+
+const fakeBroker: HubBroker = {
+  url: "mqtts://test:8883",
+  async publish(topic, payload) {
+    published.push({ topic, payload: payload.toString() });
+  },
+  connected: () => [],
+  async close() {},
+};
+
+/** The distribution's file contents, by path inside the zip, and the zip's external attributes. */
+function unzip(bytes: Uint8Array): Record<string, string> {
+  const files = unzipSync(bytes);
+  return Object.fromEntries(Object.entries(files).map(([k, v]) => [k, new TextDecoder().decode(v)]));
+}
+
+/** Unix mode bits of every entry, read from the zip's central directory. */
+function zipModes(bytes: Uint8Array): Record<string, number> {
+  const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+  let eocd = bytes.length - 22;
+  while (view.getUint32(eocd, true) !== 0x06054b50) eocd--;
+  let offset = view.getUint32(eocd + 16, true);
+  const count = view.getUint16(eocd + 10, true);
+  const modes: Record<string, number> = {};
+  for (let i = 0; i < count; i++) {
+    const nameLength = view.getUint16(offset + 28, true);
+    const extra = view.getUint16(offset + 30, true);
+    const comment = view.getUint16(offset + 32, true);
+    const attrs = view.getUint32(offset + 38, true);
+    const name = new TextDecoder().decode(bytes.subarray(offset + 46, offset + 46 + nameLength));
+    modes[name] = (attrs >>> 16) & 0o7777;
+    offset += 46 + nameLength + extra + comment;
+  }
+  return modes;
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "flashlex-hub-api-"));
+  const init = await initHub({ dir: join(dir, "hub"), ownerId: OWNER, apiUrl: "http://hub.example:8080", names: ["hub.example", "10.0.0.5"] });
+  home = init.home;
+  operatorToken = init.token;
+  store = openHubStore(home.paths.database);
+  api = createHubApi({ home, store, log: silentLogger, broker: fakeBroker });
+  const created = await createThing(home, store, "mything");
+  thing = created.thing;
+  const files = unzip(await Bun.file(created.distribution).bytes());
+  thingKey = loadPrivateKey(files[`${thing.name}/keys/${thing.name}-keypair-private.pem`]!);
+});
+
+afterAll(async () => {
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+const base = "http://hub.example:8080/dev/v1";
+
+function collect(opts: { token?: string; body?: string; contentType?: string; messageId?: string; thingId?: string } = {}) {
+  const headers: Record<string, string> = { "Content-Type": opts.contentType ?? "application/json" };
+  if (opts.token !== undefined) headers.Authorization = `Bearer ${opts.token}`;
+  if (opts.messageId) headers["X-Flashlex-Message-Id"] = opts.messageId;
+  return api.fetch(
+    new Request(`${base}/things/${opts.thingId ?? thing.id}/collect`, { method: "POST", headers, body: opts.body ?? '{"foo":"bar"}' }),
+  );
+}
+
+function operator(path: string, init: RequestInit & { token?: string | null } = {}) {
+  const headers = new Headers(init.headers);
+  const token = init.token === undefined ? operatorToken : init.token;
+  if (token !== null) headers.set("Authorization", `Bearer ${token}`);
+  return api.fetch(new Request(`${base}${path}`, { ...init, headers }));
+}
+
+// The API's envelope; tests look into it freely.
+const json = (response: Response): Promise<any> => response.json();
+const b64 = (v: unknown) => Buffer.from(typeof v === "string" ? v : JSON.stringify(v)).toString("base64url");
+const nowS = () => Math.floor(Date.now() / 1000);
+const goodClaims = () => ({ iss: `urn:thing:${thing.id}`, aud: `urn:flashlex:${thing.id}`, nbf: nowS() - 360, exp: nowS() + 360, iat: nowS() });
+
+describe("POST /things/{id}/collect", () => {
+  test("stores the message and answers exactly as the guide shows", async () => {
+    const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
+    const response = await collect({ token });
+    expect(response.status).toBe(200);
+    const body = await json(response);
+    expect(body).toEqual({
+      status: "OK",
+      code: 200,
+      messages: [{ key: "message", value: "Message collected." }],
+      result: { message: "Message collected.", flthingspk: thing.id, flmessagespk: expect.stringMatching(/^[0-9a-f-]{36}$/) },
+    });
+    const stored = await store.queryMessages(thing.id, {});
+    const mine = stored.find((m) => m.flmessagespk === body.result.flmessagespk)!;
+    expect(JSON.parse(mine.payload)).toEqual({ foo: "bar" });
+    expect(mine.messagetype).toBe("egress");
+    const after = (await store.getThing(thing.id))!;
+    expect(after.verifiedAt).not.toBeNull();
+    expect(after.lastSeenAt).not.toBeNull();
+  });
+
+  test("a repeated X-Flashlex-Message-Id is stored once and answered the same way", async () => {
+    const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
+    const messageId = randomUUID();
+    const first = await json(await collect({ token, messageId, body: '{"n":1}' }));
+    const again = await collect({ token, messageId, body: '{"n":1}' });
+    expect(again.status).toBe(200);
+    expect(await again.json()).toEqual(first);
+    expect(first.result.flmessagespk).toBe(messageId);
+    const rows = (await store.queryMessages(thing.id, {})).filter((m) => m.flmessagespk === messageId);
+    expect(rows).toHaveLength(1);
+  });
+
+  test("a malformed message id is a 400", async () => {
+    const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
+    expect((await collect({ token, messageId: "not-a-uuid" })).status).toBe(400);
+  });
+
+  test("refused tokens are all a plain 401 that never echoes the token", async () => {
+    const stranger = loadPrivateKey(generateRsaKeyPair().privateKeyPem);
+    const signingInput = `${b64({ alg: "HS256", kid: thing.id, typ: "JWT" })}.${b64(goodClaims())}`;
+    const hs256 = `${signingInput}.${createHmac("sha256", thing.publicKeyPem).update(signingInput).digest("base64url")}`;
+    const custom = (claims: object, header: object = {}) =>
+      new SignJWT({ ...claims }).setProtectedHeader({ alg: "RS256", kid: thing.id, typ: "JWT", ...header }).sign(thingKey);
+    const cases: Record<string, string> = {
+      forged: await signThingToken({ thingId: thing.id, privateKey: stranger }),
+      expired: await signThingToken({ thingId: thing.id, privateKey: thingKey, now: nowS() - 3600 }),
+      "not yet valid": await signThingToken({ thingId: thing.id, privateKey: thingKey, now: nowS() + 3600 }),
+      "wrong kid": await custom(goodClaims(), { kid: randomUUID() }),
+      "wrong audience": await custom({ ...goodClaims(), aud: "urn:flashlex:someone-else" }),
+      "alg none": `${b64({ alg: "none", kid: thing.id, typ: "JWT" })}.${b64(goodClaims())}.`,
+      "HS256 with the public key": hs256,
+      garbage: "abc.def.ghi",
+    };
+    for (const [name, token] of Object.entries(cases)) {
+      const response = await collect({ token });
+      const text = await response.text();
+      expect({ name, status: response.status }).toEqual({ name, status: 401 });
+      expect(text).not.toContain(token);
+      expect(JSON.parse(text)).toMatchObject({ status: "ERROR", code: 401, result: null });
+    }
+    expect((await collect({})).status).toBe(401);
+  });
+
+  test("an unknown or revoked thing gets the same 401 as a bad token", async () => {
+    const unknownId = randomUUID();
+    const unknown = await collect({ thingId: unknownId, token: await signThingToken({ thingId: unknownId, privateKey: thingKey }) });
+    const created = await createThing(home, store, "to-revoke");
+    const other = created.thing;
+    const otherKey = loadPrivateKey(unzip(await Bun.file(created.distribution).bytes())[`${other.name}/keys/${other.name}-keypair-private.pem`]!);
+    // Accepted before the revocation, refused after, with its own valid key.
+    expect((await collect({ thingId: other.id, token: await signThingToken({ thingId: other.id, privateKey: otherKey }) })).status).toBe(200);
+    await revokeThing(home, store, other);
+    const revoked = await collect({ thingId: other.id, token: await signThingToken({ thingId: other.id, privateKey: otherKey }) });
+    const bad = await collect({ token: "abc.def.ghi" });
+    expect([unknown.status, revoked.status, bad.status]).toEqual([401, 401, 401]);
+    const refusal = await bad.json();
+    expect(await unknown.json()).toEqual(refusal);
+    expect(await revoked.json()).toEqual(refusal);
+  });
+
+  test("a body that is not JSON: 415 for the content type, 400 for the content", async () => {
+    const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
+    expect((await collect({ token, contentType: "text/plain" })).status).toBe(415);
+    expect((await collect({ token, body: "{nope" })).status).toBe(400);
+    expect((await collect({ token, body: "" })).status).toBe(400);
+    expect((await collect({ token, contentType: "application/json; charset=utf-8" })).status).toBe(200);
+  });
+
+  test("a body over the payload limit (256 KiB) is a 413, declared or streamed", async () => {
+    const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
+    const big = JSON.stringify({ data: "x".repeat(300 * 1024) });
+    expect((await collect({ token, body: big })).status).toBe(413);
+    const stream = new ReadableStream({
+      start(controller) {
+        for (let i = 0; i < 40; i++) controller.enqueue(new TextEncoder().encode(`"${"y".repeat(10_000)}",`));
+        controller.close();
+      },
+    });
+    const chunked = new Request(`${base}/things/${thing.id}/collect`, {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: stream,
+    });
+    expect((await api.fetch(chunked)).status).toBe(413);
+  });
+});
+
+describe("operator routes", () => {
+  test("need the access token", async () => {
+    for (const [path, method] of [
+      ["/things", "GET"],
+      ["/things", "POST"],
+      [`/things/${thing.id}`, "GET"],
+      [`/things/${thing.id}`, "DELETE"],
+      [`/things/${thing.id}/messages`, "GET"],
+      [`/things/${thing.id}/messages`, "DELETE"],
+      [`/things/${thing.id}/archive`, "GET"],
+      [`/things/${thing.id}/dist`, "GET"],
+      [`/things/${thing.id}/publish`, "POST"],
+    ] as const) {
+      for (const token of [null, "wrong", await signThingToken({ thingId: thing.id, privateKey: thingKey })]) {
+        const response = await operator(path, { method, token });
+        expect({ path, method, status: response.status }).toEqual({ path, method, status: 401 });
+        expect(response.headers.get("www-authenticate")).toBe("Bearer");
+      }
+    }
+    expect((await store.getThing(thing.id))).toBeDefined();
+  });
+
+  test("GET /things lists things with their status and no key material", async () => {
+    const response = await operator("/things");
+    expect(response.status).toBe(200);
+    const body = await json(response);
+    expect(body.status).toBe("OK");
+    const mine = body.result.find((t: { id: string }) => t.id === thing.id);
+    expect(mine).toMatchObject({ name: "ecd13b11-mything", shortName: "mything", status: "verified" });
+    expect(mine.topics).toEqual({ ingress: "ingress/ecd13b11-mything", pubsub: "pubsub/ecd13b11-mything", egress: "flashlex/collect" });
+    expect(JSON.stringify(body)).not.toContain("BEGIN");
+  });
+
+  test("POST /things provisions; bad and duplicate names are refused", async () => {
+    const post = (body: string) => operator("/things", { method: "POST", body, headers: { "Content-Type": "application/json" } });
+    const created = await post('{"name":"sensor_1"}');
+    expect(created.status).toBe(201);
+    expect((await json(created)).result).toMatchObject({ name: "ecd13b11-sensor_1", status: "created" });
+    expect((await post('{"name":"sensor_1"}')).status).toBe(409);
+    expect((await post('{"name":"has space"}')).status).toBe(400);
+    expect((await post('{"name":""}')).status).toBe(400);
+    expect((await post(`{"name":"${"a".repeat(41)}"}`)).status).toBe(400);
+    expect((await post("{}")).status).toBe(400);
+    expect((await post("not json")).status).toBe(400);
+  });
+
+  test("unknown routes, things and methods: 404, 404, 405", async () => {
+    expect((await operator("/nothing")).status).toBe(404);
+    expect((await api.fetch(new Request(`http://hub.example:8080/prod/v1/things`))).status).toBe(404);
+    expect((await operator(`/things/${randomUUID()}`)).status).toBe(404);
+    expect((await operator(`/things/not-a-uuid`)).status).toBe(404);
+    expect((await operator(`/things/${thing.id}/nothing`)).status).toBe(404);
+    const wrongMethod = await operator("/things", { method: "PUT" });
+    expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.headers.get("allow")).toBe("GET, POST");
+  });
+
+  test("GET and DELETE messages by time range and type", async () => {
+    const target = (await createThing(home, store, "ranged")).thing;
+    for (const [ts, type] of [[1000, "egress"], [2000, "egress"], [3000, "ingress"]] as const) {
+      await store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: type, payload: `{"ts":${ts}}`, fltimestamp: ts, datecreated: "x" });
+    }
+    const get = async (q: string) => (await json(await operator(`/things/${target.id}/messages${q}`))).result as { fltimestamp: number }[];
+    expect((await get("")).map((m) => m.fltimestamp)).toEqual([1000, 2000, 3000]);
+    expect((await get("?startts=1500&endts=3000")).map((m) => m.fltimestamp)).toEqual([2000, 3000]);
+    expect((await get("?messagetype=ingress")).map((m) => m.fltimestamp)).toEqual([3000]);
+    expect((await operator(`/things/${target.id}/messages?startts=yesterday`)).status).toBe(400);
+    expect((await operator(`/things/${target.id}/messages?messagetype=sideways`)).status).toBe(400);
+    const deleted = await operator(`/things/${target.id}/messages?endts=1500`, { method: "DELETE" });
+    expect((await json(deleted)).result).toEqual({ deleted: 1 });
+    expect((await get("")).map((m) => m.fltimestamp)).toEqual([2000, 3000]);
+  });
+
+  test("GET archive: one <flmessagespk>.json per message, in the guide's format and folder", async () => {
+    const target = (await createThing(home, store, "archived")).thing;
+    const at = Date.UTC(2019, 6, 20, 1, 45, 44);
+    const api2 = createHubApi({ home, store, log: silentLogger, now: () => at });
+    const messageId = "1bdae18a-d97f-48ac-8256-f753de1c032f";
+    await store.insertMessage({ flmessagespk: messageId, thingId: target.id, messagetype: "egress", payload: '{"foo":"bar"}', fltimestamp: at / 1000, datecreated: "2019-07-20T01:45:44Z" });
+    const response = await api2.fetch(new Request(`${base}/things/${target.id}/archive?startts=0`, { headers: { Authorization: `Bearer ${operatorToken}` } }));
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toBe("application/zip");
+    const folder = `${target.id}_messages_2019-07-20`;
+    expect(response.headers.get("content-disposition")).toBe(`attachment; filename="${folder}.zip"`);
+    const files = unzip(new Uint8Array(await response.arrayBuffer()));
+    expect(Object.keys(files)).toEqual([`${folder}/${messageId}.json`]);
+    const text = files[`${folder}/${messageId}.json`]!;
+    expect(JSON.parse(text)).toEqual({
+      payload: { foo: "bar" },
+      flthingspk: target.id,
+      messagetype: "egress",
+      fltimestamp: 1563587144,
+      datecreated: "2019-07-20T01:45:44Z",
+      fluserspk: OWNER,
+      flmessagespk: messageId,
+    });
+    // Same key order as the guide's file.
+    expect(Object.keys(JSON.parse(text))).toEqual(["payload", "flthingspk", "messagetype", "fltimestamp", "datecreated", "fluserspk", "flmessagespk"]);
+  });
+
+  test("GET dist: the distribution zip, whose config.yml validates and whose key is 0600", async () => {
+    const response = await operator(`/things/${thing.id}/dist`);
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-disposition")).toBe(`attachment; filename="${thing.name}.zip"`);
+    const bytes = new Uint8Array(await response.arrayBuffer());
+    const files = unzip(bytes);
+    const n = thing.name;
+    expect(Object.keys(files).sort()).toEqual(
+      [
+        `${n}/README.md`,
+        `${n}/config.yml`,
+        `${n}/keys/${n}-certificate.pem`,
+        `${n}/keys/${n}-keypair-private.pem`,
+        `${n}/keys/${n}-keypair-public.pem`,
+        `${n}/keys/root-ca-cert.pem`,
+      ].sort(),
+    );
+    const config = ThingYamlSchema.parse(parse(files[`${n}/config.yml`]!)).flashlex;
+    expect(config.app.api).toEqual({ endpoint: "http://hub.example:8080", env: "dev" });
+    expect(config.thing).toMatchObject({ id: thing.id, name: n, endpoint: "hub.example" });
+    expect(config.thing.mqtt.ingress.topic).toBe(`ingress/${n}`);
+    expect(zipModes(bytes)[`${n}/keys/${n}-keypair-private.pem`]).toBe(0o600);
+    expect(zipModes(bytes)[`${n}/config.yml`]).toBe(0o644);
+    const check = checkCertificate(files[`${n}/keys/${n}-certificate.pem`]!, files[`${n}/keys/root-ca-cert.pem`]!, new Date());
+    expect(check.ok).toBe(true);
+    expect(files[`${n}/README.md`]).toContain(`flashlex bootstrap -c ${n}/config.yml -k ${n}/keys -d ${n}/data`);
+  });
+
+  test("POST publish sends {message} to ingress/<name> and stores it as ingress", async () => {
+    published.length = 0;
+    const response = await operator(`/things/${thing.id}/publish`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: '{"message":{"message":"this is a test message YO!"}}',
+    });
+    expect(response.status).toBe(200);
+    const body = await json(response);
+    expect(published).toEqual([{ topic: `ingress/${thing.name}`, payload: '{"message":{"message":"this is a test message YO!"}}' }]);
+    const stored = (await store.queryMessages(thing.id, { messagetype: "ingress" })).find((m) => m.flmessagespk === body.result.flmessagespk);
+    expect(JSON.parse(stored!.payload)).toEqual({ message: { message: "this is a test message YO!" } });
+    const missing = await operator(`/things/${thing.id}/publish`, { method: "POST", headers: { "Content-Type": "application/json" }, body: '{"text":"x"}' });
+    expect(missing.status).toBe(400);
+    const noBroker = createHubApi({ home, store, log: silentLogger });
+    const unavailable = await noBroker.fetch(
+      new Request(`${base}/things/${thing.id}/publish`, { method: "POST", headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" }, body: '{"message":1}' }),
+    );
+    expect(unavailable.status).toBe(503);
+  });
+
+  test("DELETE a thing removes it, its messages and its distribution", async () => {
+    const target = (await createThing(home, store, "doomed")).thing;
+    await store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: "egress", payload: "1", fltimestamp: 1, datecreated: "x" });
+    const kicked: string[] = [];
+    const api2 = createHubApi({ home, store, log: silentLogger, onThingRemoved: (name) => kicked.push(name) });
+    const response = await api2.fetch(new Request(`${base}/things/${target.id}`, { method: "DELETE", headers: { Authorization: `Bearer ${operatorToken}` } }));
+    expect(response.status).toBe(200);
+    expect(kicked).toEqual([target.name]);
+    expect(await store.getThing(target.id)).toBeUndefined();
+    expect(await store.queryMessages(target.id, {})).toEqual([]);
+    expect((await operator(`/things/${target.id}/dist`)).status).toBe(404);
+  });
+});
+
+describe("MQTT egress (BrokerEvents)", () => {
+  const events = () => createBrokerEvents({ store, collector: api.collector, log: silentLogger, payloadLimitBytes: 256 * 1024 });
+  const envelope = async (messageId: string, payload: unknown, thingId = thing.id) =>
+    Buffer.from(JSON.stringify({ messageId, thingId, token: await signThingToken({ thingId, privateKey: thingKey }), payload }));
+
+  test("a collect envelope with a valid token is stored once by messageId", async () => {
+    const e = events();
+    const id = randomUUID();
+    await e.handleThingPublish({ id: thing.id, name: thing.name }, "flashlex/collect", await envelope(id, { t: 21.5 }));
+    await e.handleThingPublish(undefined, "flashlex/collect", await envelope(id, { t: 21.5 })); // external broker: publisher unknown
+    const rows = (await store.queryMessages(thing.id, {})).filter((m) => m.flmessagespk === id);
+    expect(rows).toHaveLength(1);
+    expect(JSON.parse(rows[0]!.payload)).toEqual({ t: 21.5 });
+  });
+
+  test("bad tokens, another thing's id and junk are dropped, not stored", async () => {
+    const e = events();
+    const ids = [randomUUID(), randomUUID(), randomUUID()];
+    const forged = JSON.stringify({ messageId: ids[0], thingId: thing.id, token: "abc.def.ghi", payload: 1 });
+    await e.handleThingPublish(undefined, "flashlex/collect", Buffer.from(forged));
+    await e.handleThingPublish({ id: randomUUID(), name: "ecd13b11-other" }, "flashlex/collect", await envelope(ids[1]!, 2));
+    await e.handleThingPublish(undefined, "flashlex/collect", Buffer.from("not json"));
+    const stored = (await store.queryMessages(thing.id, {})).map((m) => m.flmessagespk);
+    for (const id of ids) expect(stored).not.toContain(id);
+  });
+
+  test("flashlex/test marks the thing verified when id and name match", async () => {
+    const fresh = (await createThing(home, store, "tester")).thing;
+    const e = events();
+    const body = (name: string) => Buffer.from(JSON.stringify({ thingId: fresh.id, thingName: name, message: "hi", sequence: 0 }));
+    await e.handleThingPublish({ id: fresh.id, name: fresh.name }, "flashlex/test", body("ecd13b11-someone-else"));
+    expect((await store.getThing(fresh.id))!.verifiedAt).toBeNull();
+    await e.handleThingPublish({ id: fresh.id, name: fresh.name }, "flashlex/test", body(fresh.name));
+    expect((await store.getThing(fresh.id))!.verifiedAt).not.toBeNull();
+  });
+});
