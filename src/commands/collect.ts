@@ -1,10 +1,10 @@
 import { readFileSync } from "node:fs";
 import { ExitCode, InputError, UsageError } from "../errors.ts";
 import { createLogger } from "../log.ts";
-import { MessageStore } from "../store/message-store.ts";
 import { collect, parseEgressDocument } from "../thing/collect.ts";
 import { MAX_EGRESS_BYTES } from "../thing/egress.ts";
 import { loadIdentity } from "../thing/identity.ts";
+import { openThingStore } from "../thing/store.ts";
 import { loadConfigFromFlags, type ThingFlags } from "./common.ts";
 
 export async function collectCommand(flags: ThingFlags & { file?: string; via?: string; json?: boolean }): Promise<number> {
@@ -15,7 +15,7 @@ export async function collectCommand(flags: ThingFlags & { file?: string; via?: 
   const source = flags.file ?? "stdin";
   const body = parseEgressDocument(await readInput(flags.file), source);
   const identity = loadIdentity(config);
-  const store = MessageStore.open(config.paths.database);
+  const store = openThingStore(config, log);
   try {
     const result = await collect({ config, identity, store, log, body, via });
     if (flags.json) {

@@ -1,6 +1,7 @@
 import { ExitCode, UsageError } from "../errors.ts";
 import { createLogger } from "../log.ts";
-import { MessageStore, type IngressMessage, type IngressQuery } from "../store/message-store.ts";
+import type { IngressMessage, IngressQuery, MessageStore } from "../store/message-store.ts";
+import { openThingStore } from "../thing/store.ts";
 import { loadConfigFromFlags, untilSignal, type ThingFlags } from "./common.ts";
 
 export interface ListFlags extends ThingFlags {
@@ -16,8 +17,8 @@ export interface ListFlags extends ThingFlags {
 const FOLLOW_POLL_MS = 250;
 
 function openStore(flags: ThingFlags): MessageStore {
-  const config = loadConfigFromFlags(flags, createLogger());
-  return MessageStore.open(config.paths.database);
+  const log = createLogger();
+  return openThingStore(loadConfigFromFlags(flags, log), log);
 }
 
 /** The application's view of what arrived: unacknowledged messages unless told otherwise. */

@@ -10,7 +10,8 @@
  */
 import { loadThingConfig, type ConfigLocation, type ThingConfig } from "../config/load.ts";
 import { silentLogger, type Logger } from "../log.ts";
-import { MessageStore, type IngressMessage, type IngressQuery, type OutboxVia } from "../store/message-store.ts";
+import { openThingStore } from "../thing/store.ts";
+import { type MessageStore, type IngressMessage, type IngressQuery, type OutboxVia } from "../store/message-store.ts";
 import { collect, parseEgressDocument, type CollectResult } from "../thing/collect.ts";
 import { loadIdentity, type ThingIdentity } from "../thing/identity.ts";
 
@@ -28,7 +29,7 @@ export class FlashlexSDK {
   static open(location: ConfigLocation, options: { log?: Logger } = {}): FlashlexSDK {
     const config = loadThingConfig(location);
     const identity = loadIdentity(config);
-    return new FlashlexSDK(config, identity, MessageStore.open(config.paths.database), options.log ?? silentLogger);
+    return new FlashlexSDK(config, identity, openThingStore(config, options.log ?? silentLogger), options.log ?? silentLogger);
   }
 
   /**

@@ -1,7 +1,8 @@
 import type { Server } from "node:http";
 import type { ThingConfig } from "../config/load.ts";
 import type { Logger } from "../log.ts";
-import { MessageStore } from "../store/message-store.ts";
+import type { MessageStore } from "../store/message-store.ts";
+import { openThingStore } from "./store.ts";
 import { closeControlSocket, listenControlSocket } from "./control-socket.ts";
 import { deliverHttp, deliverMqtt } from "./egress.ts";
 import { ExecRunner } from "./exec-runner.ts";
@@ -32,7 +33,7 @@ const UNACKED_WARNING = 10_000;
 export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const { config, log } = options;
   const identity = loadIdentity(config);
-  const store = MessageStore.open(config.paths.database);
+  const store = openThingStore(config, log);
   const app = config.yaml.app;
   const mqttConfig = config.yaml.thing.mqtt;
   const timers: ReturnType<typeof setInterval>[] = [];

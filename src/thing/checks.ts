@@ -6,7 +6,8 @@ import { loadThingConfig } from "../config/load.ts";
 import { keyMatchesCertificate } from "../crypto/keys.ts";
 import { checkCertificate, describeCertificate } from "../crypto/x509.ts";
 import { silentLogger, type Logger } from "../log.ts";
-import { MessageStore } from "../store/message-store.ts";
+import type { MessageStore } from "../store/message-store.ts";
+import { openThingStore } from "./store.ts";
 import { callServe } from "./control-socket.ts";
 import { collectUrl, deliverHttp } from "./egress.ts";
 import { loadIdentity, type ThingIdentity } from "./identity.ts";
@@ -135,7 +136,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
 
   const storeOk = await check("data directory writable and the database opens", Boolean(configOk), () => {
     try {
-      store = MessageStore.open(config!.paths.database);
+      store = openThingStore(config!, log);
       accessSync(config!.dataDir, constants.W_OK);
     } catch (err) {
       fail(`${config!.paths.database}: ${describeError(err)}`, `Create ${config!.dataDir} and make it writable by this user, or pass -d with a writable directory.`);
