@@ -1,0 +1,326 @@
+/**
+ * install-service / uninstall-service. The unit is rendered by the compiled binary (the
+ * template must be embedded) and checked by systemd's own parser, `systemd-analyze verify`.
+ * systemd is not running here, so install/uninstall run against a temp unit path and a fake
+ * systemctl that records its arguments.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { installService, uninstallService, type InstallOptions } from "../../src/commands/service.ts";
+import { ExitCode } from "../../src/errors.ts";
+import { renderUnit, UNIT_TEMPLATE, type UnitValues } from "../../src/thing/unit.ts";
+import { binaryPath, run } from "../support/binary.ts";
+
+const ROOT = join(import.meta.dir, "../..");
+const isRoot = process.getuid?.() === 0;
+const hasAnalyze = Bun.which("systemd-analyze") !== null;
+
+let tmp: string;
+let home: string; // <tmp>/home/pi/flashlex, the layout a Pi user unpacks
+let config: string;
+let owner: { name: string; uid: number; gid: number };
+
+/** An ordinary account to own the config: the caller, or (as root) the first non-system-ish one. */
+function pickOwner(): { name: string; uid: number; gid: number } {
+  const rows = readFileSync("/etc/passwd", "utf8")
+    .split("\n")
+    .map((l) => l.split(":"))
+    .filter((f) => f.length >= 4)
+    .map((f) => ({ name: f[0]!, uid: Number(f[2]), gid: Number(f[3]) }));
+  const self = process.getuid?.() ?? 0;
+  const found = isRoot ? rows.find((r) => r.uid > 0 && r.uid < 65534 && r.gid < 65534) : rows.find((r) => r.uid === self);
+  if (!found) throw new Error("no ordinary user in /etc/passwd to own the test config");
+  return found;
+}
+
+function makeConfig(dir: string): string {
+  mkdirSync(dir, { recursive: true });
+  const file = join(dir, "config.yml");
+  writeFileSync(file, "flashlex:\n  thing:\n    id: test\n");
+  if (isRoot) chownSync(file, owner.uid, owner.gid);
+  return file;
+}
+
+/** Runs systemd's unit parser on `unit` saved as <dir>/flashlex.service; returns its complaints about it. */
+function verify(unit: string): { code: number; complaints: string[] } {
+  const dir = mkdtempSync(join(tmp, "verify-"));
+  const file = join(dir, "flashlex.service");
+  writeFileSync(file, unit);
+  const result = Bun.spawnSync(["systemd-analyze", "verify", file], { stdout: "pipe", stderr: "pipe" });
+  const output = `${result.stdout.toString()}${result.stderr.toString()}`;
+  return { code: result.exitCode, complaints: output.split("\n").filter((l) => l.includes("flashlex.service")) };
+}
+
+function capture() {
+  const io = { stdout: "", stderr: "", out: (t: string) => void (io.stdout += t), err: (t: string) => void (io.stderr += t) };
+  return io;
+}
+
+beforeAll(() => {
+  tmp = realpathSync(mkdtempSync(join(tmpdir(), "flashlex-service-")));
+  chmodSync(tmp, 0o755); // the non-root run below must reach the config
+  owner = pickOwner();
+  home = join(tmp, "home/pi/flashlex");
+  config = makeConfig(home);
+  binaryPath(); // build once, before the first timed test
+});
+
+afterAll(() => rmSync(tmp, { recursive: true, force: true }));
+
+describe("install-service --dry-run (compiled binary)", () => {
+  let unit: string;
+
+  beforeAll(async () => {
+    const result = await run(["install-service", "-c", config, "--dry-run"], { cwd: tmp });
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(ExitCode.OK);
+    unit = result.stdout;
+  });
+
+  test("renders the embedded template with absolute paths and the config's owner", () => {
+    const bin = realpathSync(binaryPath());
+    expect(unit).not.toContain("{{");
+    expect(unit).toContain(`ExecStart=${bin} serve -c ${config} -k ${home} -d ${home}/data\n`);
+    expect(unit).toContain(`User=${owner.name}\n`);
+    expect(unit).toContain(`BindReadOnlyPaths=${bin} ${config} ${home}\n`);
+    expect(unit).toContain(`BindPaths=${home}/data\n`);
+    expect(unit).toContain(`ReadWritePaths=${home}/data\n`);
+    expect(existsSync(join(home, "data"))).toBe(false); // a dry run changes nothing
+  });
+
+  test("--print is --dry-run", async () => {
+    const result = await run(["install-service", "-c", config, "--print"], { cwd: tmp });
+    expect(result.code).toBe(ExitCode.OK);
+    expect(result.stdout).toBe(unit);
+  });
+
+  test("is hardened", () => {
+    const lines = new Set(unit.split("\n"));
+    for (const line of [
+      "NoNewPrivileges=yes",
+      "ProtectSystem=strict",
+      "ProtectHome=tmpfs",
+      "PrivateTmp=yes",
+      "PrivateDevices=yes",
+      "ProtectKernelTunables=yes",
+      "ProtectKernelModules=yes",
+      "ProtectKernelLogs=yes",
+      "ProtectControlGroups=yes",
+      "RestrictNamespaces=yes",
+      "LockPersonality=yes",
+      "SystemCallArchitectures=native",
+      "CapabilityBoundingSet=",
+      "RestrictAddressFamilies=AF_UNIX AF_INET AF_INET6",
+      "UMask=0077",
+      "Restart=on-failure",
+      "RestartPreventExitStatus=64 77 78",
+      "KillSignal=SIGTERM",
+      "TimeoutStopSec=15s",
+      "Type=simple",
+      "After=network-online.target",
+      "Wants=network-online.target",
+    ]) {
+      expect(lines.has(line)).toBe(true);
+    }
+    expect(unit).not.toMatch(/^MemoryDenyWriteExecute=/m); // the JIT needs W+X memory
+    expect(unit).not.toMatch(/^User=root$/m);
+    expect(unit).toMatch(/^StartLimitIntervalSec=/m);
+    expect(unit).toMatch(/^StartLimitBurst=/m);
+  });
+
+  test.skipIf(!hasAnalyze)("passes systemd-analyze verify without a warning", () => {
+    const { code, complaints } = verify(unit);
+    expect(complaints).toEqual([]);
+    expect(code).toBe(0);
+  });
+
+  test.skipIf(!hasAnalyze)("systemd-analyze security rates it OK or better", () => {
+    const dir = mkdtempSync(join(tmp, "security-"));
+    writeFileSync(join(dir, "flashlex.service"), unit);
+    const result = Bun.spawnSync(["systemd-analyze", "security", "--offline=true", "--no-pager", join(dir, "flashlex.service")], { stdout: "pipe", stderr: "pipe" });
+    const match = /Overall exposure level for flashlex\.service: ([\d.]+) (\w+)/.exec(result.stdout.toString());
+    expect(match).not.toBeNull();
+    console.log(`systemd-analyze security: ${match![1]} ${match![2]}`);
+    expect(Number(match![1])).toBeLessThanOrEqual(2.0);
+  });
+});
+
+describe("paths systemd has to be told carefully", () => {
+  test.skipIf(!hasAnalyze)("spaces and % in every path still verify", async () => {
+    const odd = join(tmp, "odd dir 100%", "flash lex");
+    const oddConfig = makeConfig(odd);
+    const result = await run(["install-service", "-c", oddConfig, "--dry-run"], { cwd: tmp });
+    expect(result.code).toBe(ExitCode.OK);
+    expect(result.stdout).toContain(`-c "${oddConfig.replaceAll("%", "%%")}"`);
+    const { code, complaints } = verify(result.stdout);
+    expect(complaints).toEqual([]);
+    expect(code).toBe(0);
+  });
+
+  test("a path systemd cannot express is refused, not mangled", async () => {
+    const bad = makeConfig(join(tmp, "a:b"));
+    const result = await run(["install-service", "-c", bad, "--dry-run"], { cwd: tmp });
+    expect(result.code).toBe(ExitCode.USAGE);
+    expect(result.stderr).toContain("cannot name a path");
+    expect(result.stdout).toBe("");
+  });
+
+  const values: UnitValues = { binary: "/opt/f/flashlex", config: "/opt/f/config.yml", keys: "/opt/f", data: "/opt/f/data", user: "pi", group: "pi" };
+
+  test("renderUnit refuses relative paths and odd user names", () => {
+    expect(() => renderUnit(UNIT_TEMPLATE, { ...values, config: "config.yml" })).toThrow("absolute");
+    expect(() => renderUnit(UNIT_TEMPLATE, { ...values, data: "/opt/f/../data" })).toThrow("normalized");
+    expect(() => renderUnit(UNIT_TEMPLATE, { ...values, keys: '/opt/"f"' })).toThrow("cannot name");
+    expect(() => renderUnit(UNIT_TEMPLATE, { ...values, user: "pi\nExecStartPre=/bin/sh" })).toThrow("user");
+    expect(() => renderUnit("{{nope}}", values)).toThrow("unknown placeholder");
+  });
+
+  test("a growing restart delay only where systemd knows it (254+)", () => {
+    expect(renderUnit(UNIT_TEMPLATE, { ...values, systemdVersion: 257 })).toMatch(/^RestartSteps=\d+\nRestartMaxDelaySec=/m);
+    expect(renderUnit(UNIT_TEMPLATE, { ...values, systemdVersion: 252 })).not.toMatch(/^RestartSteps=/m);
+    expect(renderUnit(UNIT_TEMPLATE, { ...values, systemdVersion: null })).not.toMatch(/^RestartSteps=/m);
+  });
+});
+
+describe("refusals", () => {
+  test("not root: one line and exit 77, for install and uninstall", async () => {
+    // as root, drop to nobody for the run; a non-root runner is already the case under test
+    const asNobody = isRoot && Bun.which("setpriv") ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : [];
+    for (const args of [["install-service", "-c", config], ["uninstall-service"]]) {
+      const proc = Bun.spawnSync([...asNobody, binaryPath(), ...args], { cwd: "/", stdout: "pipe", stderr: "pipe" });
+      const stderr = proc.stderr.toString();
+      expect(proc.exitCode).toBe(ExitCode.PERMISSION);
+      expect(stderr.trim().split("\n")).toHaveLength(1);
+      expect(stderr).toContain("sudo");
+    }
+    const io = capture();
+    expect(await installService({ config, uid: 1000, io })).toBe(ExitCode.PERMISSION);
+  });
+
+  test("a missing config is a configuration error naming the file", async () => {
+    const missing = join(tmp, "nowhere", "config.yml");
+    const result = await run(["install-service", "-c", missing, "--dry-run"], { cwd: tmp });
+    expect(result.code).toBe(ExitCode.CONFIG);
+    expect(result.stderr).toContain(missing);
+  });
+
+  test("never root: --user root, or a root-owned config without --user", async () => {
+    let io = capture();
+    expect(await installService({ config, user: "root", dryRun: true, io })).toBe(ExitCode.USAGE);
+    expect(io.stderr).toContain("never runs as root");
+    if (isRoot) {
+      const rootOwned = makeConfig(join(tmp, "rootowned"));
+      chownSync(rootOwned, 0, 0);
+      io = capture();
+      expect(await installService({ config: rootOwned, dryRun: true, io })).toBe(ExitCode.USAGE);
+      expect(io.stderr).toContain("--user");
+      io = capture();
+      expect(await installService({ config: rootOwned, user: owner.name, dryRun: true, io })).toBe(ExitCode.OK);
+    }
+  });
+
+  test("from source: a dry run works, an install is refused", async () => {
+    const dry = Bun.spawnSync([process.execPath, join(ROOT, "src/main.ts"), "install-service", "-c", config, "--dry-run"], { cwd: tmp, stdout: "pipe", stderr: "pipe" });
+    expect(dry.exitCode).toBe(ExitCode.OK);
+    expect(dry.stdout.toString()).toContain(`ExecStart=${realpathSync(process.execPath)} ${join(ROOT, "src/main.ts")} serve -c ${config}`);
+    const io = capture();
+    const code = await installService({ config, uid: 0, io, executable: { command: process.execPath, args: [join(ROOT, "src/main.ts")], compiled: false }, unitPath: join(tmp, "never", "flashlex.service") });
+    expect(code).toBe(ExitCode.USAGE);
+    expect(io.stderr).toContain("bun run build");
+  });
+});
+
+describe("install and uninstall against a fake systemctl", () => {
+  let etc: string;
+  let unitPath: string;
+  let log: string;
+  let systemctl: string;
+  let opts: InstallOptions;
+
+  const calls = () => (existsSync(log) ? readFileSync(log, "utf8").trim().split("\n").filter(Boolean) : []);
+  const reset = () => rmSync(log, { force: true });
+
+  beforeAll(() => {
+    const base = mkdtempSync(join(tmp, "install-"));
+    etc = join(base, "etc");
+    mkdirSync(etc);
+    unitPath = join(etc, "flashlex.service");
+    log = join(base, "systemctl.log");
+    systemctl = join(base, "systemctl");
+    // exit status from FAIL_ON (a subcommand name) so one test can make a step fail
+    writeFileSync(
+      systemctl,
+      `#!/bin/sh\necho "$*" >> ${JSON.stringify(log)}\n[ "$1" = --version ] && echo "systemd 252 (252.38-1)"\n[ "$1" = "$FAIL_ON" ] && { echo "Job for $2 failed." >&2; exit 1; }\nexit 0\n`,
+      { mode: 0o755 },
+    );
+    const bin = join(base, "bin", "flashlex");
+    mkdirSync(join(base, "bin"));
+    writeFileSync(bin, "#!/bin/sh\n", { mode: 0o755 });
+    opts = { config, unitPath, systemctl, uid: 0, executable: { command: bin, args: [], compiled: true } };
+  });
+
+  test("install writes the unit 0644, makes the data directory, reloads, enables, restarts", async () => {
+    reset();
+    const io = capture();
+    expect(await installService({ ...opts, io })).toBe(ExitCode.OK);
+    expect(calls()).toEqual(["--version", "daemon-reload", "enable flashlex.service", "restart flashlex.service"]);
+    expect(statSync(unitPath).mode & 0o777).toBe(0o644);
+    expect(readdirSync(etc)).toEqual(["flashlex.service"]); // no temp file left behind
+    expect(io.stdout).toContain(`wrote ${unitPath}`);
+    expect(io.stdout).toContain("systemctl status flashlex");
+    expect(io.stdout).toContain("journalctl -u flashlex -f");
+    const data = statSync(join(home, "data"));
+    expect(data.isDirectory()).toBe(true);
+    expect(data.uid).toBe(owner.uid);
+    if (hasAnalyze) expect(verify(readFileSync(unitPath, "utf8")).complaints).toEqual([]);
+  });
+
+  test("a second install changes nothing but still reloads and restarts", async () => {
+    const before = readFileSync(unitPath, "utf8");
+    const mtime = statSync(unitPath).mtimeMs;
+    reset();
+    const io = capture();
+    expect(await installService({ ...opts, io })).toBe(ExitCode.OK);
+    expect(io.stdout).toContain("up to date");
+    expect(readFileSync(unitPath, "utf8")).toBe(before);
+    expect(statSync(unitPath).mtimeMs).toBe(mtime);
+    expect(calls()).toEqual(["--version", "daemon-reload", "enable flashlex.service", "restart flashlex.service"]);
+  });
+
+  test("a changed setting rewrites the unit", async () => {
+    const io = capture();
+    expect(await installService({ ...opts, data: join(home, "data2"), io })).toBe(ExitCode.OK);
+    expect(io.stdout).toContain(`updated ${unitPath}`);
+    expect(readFileSync(unitPath, "utf8")).toContain(`-d ${home}/data2`);
+    expect(await installService({ ...opts, io: capture() })).toBe(ExitCode.OK);
+  });
+
+  test("a failing systemctl step is exit 69 with the step and a hint", async () => {
+    process.env.FAIL_ON = "restart";
+    try {
+      const io = capture();
+      expect(await installService({ ...opts, io })).toBe(ExitCode.UNAVAILABLE);
+      expect(io.stderr).toContain("restart flashlex.service failed");
+      expect(io.stderr).toContain("journalctl -u flashlex.service");
+    } finally {
+      delete process.env.FAIL_ON;
+    }
+  });
+
+  test("uninstall stops, disables, removes and reloads; a second uninstall is a no-op", async () => {
+    reset();
+    let io = capture();
+    expect(await uninstallService({ unitPath, systemctl, uid: 0, io })).toBe(ExitCode.OK);
+    expect(existsSync(unitPath)).toBe(false);
+    expect(calls()).toEqual(["stop flashlex.service", "disable flashlex.service", "daemon-reload", "reset-failed flashlex.service"]);
+    expect(existsSync(join(home, "data"))).toBe(true); // data is the user's, never removed
+
+    reset();
+    io = capture();
+    expect(await uninstallService({ unitPath, systemctl, uid: 0, io })).toBe(ExitCode.OK);
+    expect(io.stdout).toContain("not installed");
+    expect(calls()).toEqual([]);
+  });
+});
