@@ -74,7 +74,9 @@ export function buildCli(setExit: (code: number | Promise<number>) => void): CAC
     .option("--print", "same as --dry-run")
     .action((flags) => setExit(installService({ ...flags, dryRun: flags.dryRun || flags.print })));
 
-  thingCommand(cli, "uninstall-service", "Stop, disable and remove the systemd unit (root)").action((flags) => setExit(uninstallService(flags)));
+  thingCommand(cli, "uninstall-service", "Stop, disable and remove the systemd unit (root)")
+    .option("--dry-run", "say what would be done and change nothing")
+    .action((flags) => setExit(uninstallService(flags)));
 
   cli.command("version", "Print the version").action(() => setExit(printVersion()));
 

@@ -1,9 +1,8 @@
 /**
  * Integration tests run the compiled binary, as a user would. `scripts/test.ts` builds it
  * once before the suite and passes its path in FLASHLEX_BIN; a test file run alone builds it
- * here (once per process).
+ * here.
  */
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 
 const ROOT = join(import.meta.dir, "../..");
@@ -11,14 +10,12 @@ const ROOT = join(import.meta.dir, "../..");
 export function binaryPath(): string {
   const fromEnv = process.env.FLASHLEX_BIN;
   if (fromEnv) return fromEnv;
-  const local = join(ROOT, "dist", "flashlex-test");
-  if (!existsSync(local)) {
-    const result = Bun.spawnSync(
-      [process.execPath, "build", "--compile", "--no-compile-autoload-dotenv", "--no-compile-autoload-bunfig", join(ROOT, "src/main.ts"), "--outfile", local],
-      { stdout: "inherit", stderr: "inherit" },
-    );
-    if (result.exitCode !== 0) throw new Error("building the test binary failed");
-  }
+  // Built afresh once per test process, with the release build script, so a stale binary never
+  // hides new code and tests run what users run.
+  const outdir = join(ROOT, "dist", "test");
+  const result = Bun.spawnSync([process.execPath, join(ROOT, "scripts/build.ts"), "--host", "--outdir", outdir], { stdout: "inherit", stderr: "inherit" });
+  if (result.exitCode !== 0) throw new Error("building the test binary failed");
+  const local = join(outdir, `flashlex-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
   process.env.FLASHLEX_BIN = local;
   return local;
 }
