@@ -1,9 +1,13 @@
 import { Database } from "bun:sqlite";
-import type { OpenSqlDatabase, SqlDatabase, SqlValue } from "./driver.ts";
+import type { OpenSqlDatabase, Row, SqlDatabase, SqlValue } from "./driver.ts";
 
 /** The `bun:sqlite` driver: native SQLite with POSIX locks, so other processes may read the file. */
 export const openBunSqlite: OpenSqlDatabase = (file, options = {}) => {
-  const db = options.readonly ? new Database(file, { readonly: true }) : new Database(file, { create: true, readwrite: true });
+  // safeIntegers: without it an INTEGER beyond 2^53 comes back silently rounded; with it every
+  // INTEGER is a bigint, so rows are narrowed back to number where that is exact (as the wasm driver does)
+  const db = options.readonly
+    ? new Database(file, { readonly: true, safeIntegers: true })
+    : new Database(file, { create: true, readwrite: true, safeIntegers: true });
   const params = (values: readonly SqlValue[] | undefined) => (values ?? []) as any[];
   const wrapper: SqlDatabase = {
     driver: "bun:sqlite",
@@ -12,10 +16,21 @@ export const openBunSqlite: OpenSqlDatabase = (file, options = {}) => {
       const result = db.query(sql).run(...params(values));
       return { changes: result.changes, lastInsertRowid: Number(result.lastInsertRowid) };
     },
-    all: <T>(sql: string, values?: readonly SqlValue[]) => db.query(sql).all(...params(values)) as T[],
-    get: <T>(sql: string, values?: readonly SqlValue[]) => (db.query(sql).get(...params(values)) ?? undefined) as T | undefined,
+    all: <T>(sql: string, values?: readonly SqlValue[]) => (db.query(sql).all(...params(values)) as Row[]).map(narrow) as T[],
+    get: <T>(sql: string, values?: readonly SqlValue[]) => {
+      const row = db.query(sql).get(...params(values)) as Row | null;
+      return (row ? narrow(row) : undefined) as T | undefined;
+    },
     transaction: (fn) => db.transaction(fn).immediate(),
     close: () => db.close(),
   };
   return wrapper;
 };
+
+function narrow(row: Row): Row {
+  for (const key in row) {
+    const value = row[key];
+    if (typeof value === "bigint" && value >= Number.MIN_SAFE_INTEGER && value <= Number.MAX_SAFE_INTEGER) row[key] = Number(value);
+  }
+  return row;
+}

@@ -3,6 +3,8 @@
  * builds, a WebAssembly SQLite in the Node (armv7) build. Only what the stores use is here,
  * and every driver passes the same contract tests (test/unit/store-contract.test.ts).
  */
+import type { Logger } from "../log.ts";
+
 export type SqlValue = string | number | bigint | null | Uint8Array;
 export type Row = Record<string, SqlValue>;
 
@@ -26,6 +28,8 @@ export interface SqlDatabase {
 
 export interface OpenOptions {
   readonly?: boolean;
+  /** told of recoveries worth a line in the journal (a stale lock removed) */
+  log?: Logger;
 }
 
 export type OpenSqlDatabase = (file: string, options?: OpenOptions) => SqlDatabase;

@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import type { SqlDatabase, SqlValue } from "./driver.ts";
+import type { Logger } from "../log.ts";
+import type { OpenSqlDatabase, SqlDatabase, SqlValue } from "./driver.ts";
 import { applyPragmas, migrate } from "./migrate.ts";
 import { openSqlDatabase } from "./open.ts";
 
@@ -39,7 +40,7 @@ export const THING_MIGRATIONS: readonly string[] = [
 export interface IngressMessage {
   id: number;
   topic: string;
-  /** TEXT when the payload was valid UTF-8 (JSON always is), BLOB otherwise */
+  /** TEXT when the payload was valid UTF-8 without NUL (JSON always is), BLOB otherwise */
   payload: string | Uint8Array;
   qos: number;
   retain: number;
@@ -90,6 +91,8 @@ export interface ExpiryResult {
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 function payloadValue(payload: Uint8Array): SqlValue {
+  // NUL is valid UTF-8, but C readers of the file (and the wasm driver) stop a TEXT value there
+  if (payload.includes(0)) return payload;
   try {
     return utf8.decode(payload);
   } catch {
@@ -103,9 +106,10 @@ export class MessageStore {
     readonly file: string,
   ) {}
 
-  static open(file: string): MessageStore {
+  /** `open` picks the driver (tests run both); the default is this build's. */
+  static open(file: string, options: { open?: OpenSqlDatabase; log?: Logger } = {}): MessageStore {
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    const db = openSqlDatabase(file);
+    const db = (options.open ?? openSqlDatabase)(file, { log: options.log });
     try {
       applyPragmas(db);
       migrate(db, THING_MIGRATIONS, file);

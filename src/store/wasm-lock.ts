@@ -1,0 +1,166 @@
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmdirSync, unlinkSync, writeSync } from "node:fs";
+import { dirname } from "node:path";
+import { ExitCode, FlashlexError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+
+/**
+ * node-sqlite3-wasm locks a database by creating the directory `<db>.lock` (no POSIX locks, so
+ * the kernel never releases it): a SIGKILL, an OOM kill or a power cut leaves it behind and every
+ * later open fails with "database is locked". Next to it we keep `<db>.lock-owner`, naming the
+ * process that holds the lock by pid, kernel start time and boot id, so a later open can tell a
+ * dead holder (break the lock) from a live one (refuse, never break).
+ *
+ * Ordering keeps the owner file honest: it is written only after the library holds the lock
+ * directory and removed before the directory is; a stale record is claimed by renaming it
+ * (atomic, so of two processes breaking the same lock only one proceeds).
+ */
+export interface LockOwner {
+  pid: number;
+  /** field 22 of /proc/<pid>/stat: tells a reused pid from the process that wrote the record */
+  start: string | null;
+  /** /proc/sys/kernel/random/boot_id: after a reboot every recorded holder is gone */
+  boot: string | null;
+}
+
+export class DatabaseLockedError extends FlashlexError {
+  constructor(message: string, exitCode: ExitCode = ExitCode.TEMPFAIL) {
+    super(message, exitCode);
+    this.name = "DatabaseLockedError";
+  }
+}
+
+export const lockDirOf = (file: string) => `${file}.lock`;
+export const ownerFileOf = (file: string) => `${file}.lock-owner`;
+
+function readText(path: string): string | null {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return null;
+  }
+}
+
+function startTimeOf(pid: number): string | null {
+  const stat = readText(`/proc/${pid}/stat`);
+  // the command name (field 2) may hold spaces and parentheses: count fields after the last ")"
+  return stat?.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
+}
+
+export function ownerOf(pid: number): LockOwner {
+  return { pid, start: startTimeOf(pid), boot: readText("/proc/sys/kernel/random/boot_id")?.trim() ?? null };
+}
+
+function parseOwner(text: string | null): LockOwner | null {
+  try {
+    const o = JSON.parse(text ?? "");
+    return Number.isSafeInteger(o?.pid) && o.pid > 0 ? { pid: o.pid, start: o.start ?? null, boot: o.boot ?? null } : null;
+  } catch {
+    return null;
+  }
+}
+
+export const readOwner = (file: string) => parseOwner(readText(ownerFileOf(file)));
+
+const sameOwner = (a: LockOwner | null, b: LockOwner) => a !== null && a.pid === b.pid && a.start === b.start && a.boot === b.boot;
+
+export function isAlive(owner: LockOwner): boolean {
+  const now = ownerOf(owner.pid);
+  if (owner.boot && now.boot && owner.boot !== now.boot) return false;
+  try {
+    process.kill(owner.pid, 0);
+  } catch (err) {
+    // EPERM: the pid exists but belongs to another user, which still holds the lock
+    if ((err as NodeJS.ErrnoException).code === "ESRCH") return false;
+  }
+  return !(owner.start && now.start && owner.start !== now.start);
+}
+
+/**
+ * Called before opening: refuses a lock held by a live process (or one we cannot attribute), and
+ * removes one left by a dead process.
+ */
+export function breakStaleLock(file: string, log?: Logger): void {
+  const lockDir = lockDirOf(file);
+  if (!existsSync(lockDir)) return;
+  let owner = readOwner(file);
+  // a live holder lacks a record only for moments (taking the lock, closing): give it those
+  for (let waited = 0; !owner && waited < 500; waited += 50) {
+    sleepSync(50);
+    if (!existsSync(lockDir)) return;
+    owner = readOwner(file);
+  }
+  if (!owner) {
+    // either a holder between taking the lock and recording itself, or a process that is not flashlex
+    throw new DatabaseLockedError(
+      `${file} is locked (${lockDir} exists) by an unknown process; if no flashlex process is using it, remove that directory`,
+      ExitCode.IO,
+    );
+  }
+  if (isAlive(owner)) {
+    const who = owner.pid === process.pid ? "this process (opened twice)" : `process ${owner.pid}; stop it first`;
+    throw new DatabaseLockedError(`${file} is in use by ${who}`);
+  }
+
+  const claimed = `${ownerFileOf(file)}.${process.pid}.stale`;
+  try {
+    renameSync(ownerFileOf(file), claimed);
+  } catch {
+    throw new DatabaseLockedError(`${file} is being opened by another process; try again`);
+  }
+  if (!sameOwner(parseOwner(readText(claimed)), owner)) {
+    // another opener replaced the record after we read it: that holder is live, give it back
+    renameSync(claimed, ownerFileOf(file));
+    throw new DatabaseLockedError(`${file} is being opened by another process; try again`);
+  }
+  try {
+    rmdirSync(lockDir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
+      renameSync(claimed, ownerFileOf(file));
+      throw new DatabaseLockedError(`${file}: cannot remove the stale lock ${lockDir}: ${(err as Error).message}`, ExitCode.IO);
+    }
+  }
+  unlinkSync(claimed);
+  log?.warn("store.stale_lock_removed", { file, pid: owner.pid });
+}
+
+/** Called once the library holds the lock directory. Synced: a power cut must not leave the directory without its owner. */
+export function recordOwner(file: string): void {
+  const tmp = `${ownerFileOf(file)}.${process.pid}.tmp`;
+  const fd = openSync(tmp, "w", 0o600);
+  try {
+    writeSync(fd, JSON.stringify(ownerOf(process.pid)) + "\n");
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(tmp, ownerFileOf(file));
+  syncDir(dirname(file));
+}
+
+/** Called before the library removes the lock directory. */
+export function releaseOwner(file: string): void {
+  if (!sameOwner(readOwner(file), ownerOf(process.pid))) return;
+  try {
+    unlinkSync(ownerFileOf(file));
+  } catch {
+    // already gone: nothing to release
+  }
+}
+
+function sleepSync(ms: number): void {
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+}
+
+function syncDir(dir: string): void {
+  try {
+    const fd = openSync(dir, "r");
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch {
+    // some filesystems refuse fsync on a directory; the record is still written
+  }
+}

@@ -1,0 +1,446 @@
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import assert from "node:assert/strict";
+import type { OpenSqlDatabase, SqlDatabase } from "../../src/store/driver.ts";
+import { MessageStore, THING_MIGRATIONS } from "../../src/store/message-store.ts";
+import { applyPragmas, migrate } from "../../src/store/migrate.ts";
+
+/**
+ * The SQLite driver contract, free of any test framework: test/unit/store-contract.test.ts runs
+ * it in Bun against each driver, and bundled under Node 20 against the wasm driver (where
+ * bun:test does not exist). Each case asserts, then returns what it observed in a form that does
+ * not depend on the driver, so the test can also demand that every driver observed the same.
+ */
+export interface ContractContext {
+  open: OpenSqlDatabase;
+  /** a fresh, empty directory for this case */
+  dir: string;
+}
+
+export interface ContractCase {
+  name: string;
+  run(ctx: ContractContext): unknown;
+}
+
+export interface ContractResult {
+  name: string;
+  ok: boolean;
+  error?: string;
+  /** the observation, through `encodeObservation` */
+  seen?: string;
+}
+
+const te = new TextEncoder();
+const bytes = (...values: number[]) => new Uint8Array(values);
+const sqlite3Cli = (file: string, sql: string) => execFileSync("sqlite3", [file, sql], { encoding: "utf8" }).trim();
+
+function withDb<T>(ctx: ContractContext, fn: (db: SqlDatabase, file: string) => T, name = "c.db"): T {
+  const file = join(ctx.dir, name);
+  const db = ctx.open(file);
+  try {
+    return fn(db, file);
+  } finally {
+    db.close();
+  }
+}
+
+function withStore<T>(ctx: ContractContext, fn: (store: MessageStore) => T): T {
+  const store = MessageStore.open(join(ctx.dir, "data", "messages.db"), { open: ctx.open });
+  try {
+    return fn(store);
+  } finally {
+    store.close();
+  }
+}
+
+export const storeContract: ContractCase[] = [
+  {
+    name: "exec runs several statements; run reports changes and lastInsertRowid",
+    run: (ctx) =>
+      withDb(ctx, (db) => {
+        db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT); INSERT INTO t (v) VALUES ('a'), ('b');");
+        const insert = db.run("INSERT INTO t (v) VALUES (?)", ["c"]);
+        assert.deepEqual(insert, { changes: 1, lastInsertRowid: 3 });
+        const update = db.run("UPDATE t SET v = v || ?", ["!"]);
+        assert.equal(update.changes, 3);
+        const none = db.run("DELETE FROM t WHERE id > ?", [99]);
+        assert.equal(none.changes, 0);
+        return { insert, update, none };
+      }),
+  },
+  {
+    name: "all and get return plain row objects; get answers undefined for no row",
+    run: (ctx) =>
+      withDb(ctx, (db) => {
+        db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
+        for (const v of ["x", "y", "z"]) db.run("INSERT INTO t (v) VALUES (?)", [v]);
+        const all = db.all("SELECT id, v FROM t WHERE id >= ? ORDER BY id", [2]);
+        assert.deepEqual(all, [{ id: 2, v: "y" }, { id: 3, v: "z" }]);
+        assert.deepEqual(db.get("SELECT v FROM t WHERE id = ?", [1]), { v: "x" });
+        assert.equal(db.get("SELECT v FROM t WHERE id = ?", [42]), undefined);
+        assert.deepEqual(db.all("SELECT v FROM t WHERE 0"), []);
+        assert.deepEqual(db.get("SELECT count(*) AS n, NULL AS none FROM t"), { n: 3, none: null });
+        return all;
+      }),
+  },
+  {
+    name: "binds and returns every SqlValue type unchanged",
+    run: (ctx) =>
+      withDb(ctx, (db) => {
+        db.exec("CREATE TABLE v (k TEXT PRIMARY KEY, x)");
+        const big = 2n ** 62n + 7n;
+        const values: [string, unknown][] = [
+          ["text", "h\u00e9llo \u4e16\u754c \u{1f600}"],
+          ["empty text", ""],
+          ["int", 42],
+          ["negative", -7],
+          ["max safe", Number.MAX_SAFE_INTEGER],
+          ["real", 1.5],
+          ["null", null],
+          ["blob", bytes(0, 1, 2, 0xff, 0)],
+          ["empty blob", new Uint8Array(0)],
+          ["small bigint", 5n],
+          ["big bigint", big],
+          ["min int64", -(2n ** 63n)],
+        ];
+        for (const [k, x] of values) db.run("INSERT INTO v (k, x) VALUES (?, ?)", [k, x as never]);
+        const rows = db.all<{ k: string; x: unknown; t: string; exact: string }>("SELECT k, x, typeof(x) AS t, CAST(x AS TEXT) AS exact FROM v ORDER BY rowid");
+        const byKey = Object.fromEntries(rows.map((r) => [r.k, r]));
+        for (const [k, x] of values) {
+          const row = byKey[k]!;
+          // a bigint that fits a number comes back as a number; beyond 2^53 it stays a bigint
+          const expected = typeof x === "bigint" && x >= Number.MIN_SAFE_INTEGER && x <= Number.MAX_SAFE_INTEGER ? Number(x) : x;
+          assert.deepEqual(row.x, expected, k);
+          if (x instanceof Uint8Array) assert.ok(row.x instanceof Uint8Array, `${k} is a Uint8Array`);
+        }
+        assert.equal(byKey["big bigint"]!.exact, big.toString());
+        assert.equal(byKey["empty blob"]!.t, "blob");
+        // a number beyond 2^53 is not an exact integer in JS: both drivers store it as REAL
+        db.run("INSERT INTO v (k, x) VALUES (?, ?)", ["2^60 as number", 2 ** 60]);
+        assert.equal(db.get<{ t: string }>("SELECT typeof(x) AS t FROM v WHERE k = ?", ["2^60 as number"])!.t, "real");
+        const large = new Uint8Array(1 << 20).map((_, i) => i % 251);
+        db.run("INSERT INTO v (k, x) VALUES (?, ?)", ["1 MiB", large]);
+        assert.deepEqual(db.get<{ x: Uint8Array }>("SELECT x FROM v WHERE k = ?", ["1 MiB"])!.x, large);
+        return rows.map((r) => ({ k: r.k, x: r.x, t: r.t }));
+      }),
+  },
+  {
+    name: "a string containing NUL is stored whole or refused, never cut short",
+    run: (ctx) =>
+      withDb(ctx, (db) => {
+        db.exec("CREATE TABLE v (x)");
+        try {
+          db.run("INSERT INTO v (x) VALUES (?)", ["a\u0000b"]);
+        } catch (err) {
+          assert.ok(err instanceof RangeError, String(err));
+          return "never cut";
+        }
+        assert.equal(db.get<{ x: string }>("SELECT x FROM v")!.x, "a\u0000b");
+        return "never cut";
+      }),
+  },
+  {
+    name: "transaction commits and returns the function's value",
+    run: (ctx) =>
+      withDb(ctx, (db) => {
+        db.exec("CREATE TABLE t (v)");
+        const result = db.transaction(() => {
+          db.run("INSERT INTO t VALUES (1)");
+          db.run("INSERT INTO t VALUES (2)");
+          return "done";
+        });
+        assert.equal(result, "done");
+        assert.equal(db.get<{ n: number }>("SELECT count(*) AS n FROM t")!.n, 2);
+        db.run("INSERT INTO t VALUES (3)"); // autocommit again after the transaction
+        return db.all("SELECT v FROM t ORDER BY v");
+      }),
+  },
+  {
+    name: "transaction rolls back and rethrows when the function throws",
+    run: (ctx) =>
+      withDb(ctx, (db) => {
+        db.exec("CREATE TABLE t (v UNIQUE)");
+        db.run("INSERT INTO t VALUES (0)");
+        assert.throws(
+          () =>
+            db.transaction(() => {
+              db.run("INSERT INTO t VALUES (1)");
+              throw new Error("boom");
+            }),
+          /boom/,
+        );
+        // an SQL error inside rolls back too
+        assert.throws(() =>
+          db.transaction(() => {
+            db.run("INSERT INTO t VALUES (2)");
+            db.run("INSERT INTO t VALUES (0)");
+          }),
+        );
+        db.transaction(() => db.run("INSERT INTO t VALUES (3)"));
+        return db.all("SELECT v FROM t ORDER BY v");
+      }),
+  },
+  {
+    name: "a nested transaction that throws undoes only itself",
+    run: (ctx) =>
+      withDb(ctx, (db) => {
+        db.exec("CREATE TABLE t (v)");
+        db.transaction(() => {
+          db.run("INSERT INTO t VALUES (1)");
+          assert.throws(() =>
+            db.transaction(() => {
+              db.run("INSERT INTO t VALUES (2)");
+              throw new Error("inner");
+            }),
+          );
+          db.transaction(() => db.run("INSERT INTO t VALUES (3)"));
+        });
+        const rows = db.all("SELECT v FROM t ORDER BY v");
+        assert.deepEqual(rows, [{ v: 1 }, { v: 3 }]);
+        return rows;
+      }),
+  },
+  {
+    name: "applyPragmas turns on WAL and synchronous=FULL",
+    run: (ctx) =>
+      withDb(ctx, (db) => {
+        applyPragmas(db);
+        const seen = {
+          journal: db.get<{ journal_mode: string }>("PRAGMA journal_mode")!.journal_mode,
+          synchronous: db.get<{ synchronous: number }>("PRAGMA synchronous")!.synchronous,
+        };
+        assert.deepEqual(seen, { journal: "wal", synchronous: 2 });
+        return seen;
+      }),
+  },
+  {
+    name: "the file is real SQLite: sqlite3 reports integrity ok after close, and reopening keeps the data",
+    run: (ctx) => {
+      const file = join(ctx.dir, "real.db");
+      let db = ctx.open(file);
+      applyPragmas(db);
+      db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)");
+      db.transaction(() => {
+        for (let i = 0; i < 100; i++) db.run("INSERT INTO t (v) VALUES (?)", [te.encode(`row ${i}`)]);
+      });
+      db.close();
+      db.close(); // a second close is harmless
+      const cli = sqlite3Cli(file, "PRAGMA integrity_check; PRAGMA journal_mode; SELECT count(*) FROM t; SELECT hex(v) FROM t WHERE id = 100;");
+      assert.deepEqual(cli.split("\n"), ["ok", "wal", "100", Buffer.from("row 99").toString("hex").toUpperCase()]);
+      db = ctx.open(file);
+      try {
+        applyPragmas(db);
+        assert.equal(db.get<{ n: number }>("SELECT count(*) AS n FROM t")!.n, 100);
+        return { cli: cli.split("\n"), reopened: db.get("SELECT id, v FROM t WHERE id = 1") };
+      } finally {
+        db.close();
+      }
+    },
+  },
+  {
+    name: "migrate applies THING_MIGRATIONS once and refuses a newer user_version",
+    run: (ctx) =>
+      withDb(ctx, (db, file) => {
+        applyPragmas(db);
+        assert.equal(migrate(db, THING_MIGRATIONS, file), THING_MIGRATIONS.length);
+        assert.equal(migrate(db, THING_MIGRATIONS, file), THING_MIGRATIONS.length); // nothing left to do
+        const version = db.get<{ user_version: number }>("PRAGMA user_version")!.user_version;
+        const tables = db.all<{ name: string }>("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name");
+        assert.equal(version, THING_MIGRATIONS.length);
+        db.exec(`PRAGMA user_version = ${THING_MIGRATIONS.length + 1}`);
+        assert.throws(() => migrate(db, THING_MIGRATIONS, "messages.db"), /newer than this flashlex knows/);
+        return { version, tables: tables.map((t) => t.name) };
+      }),
+  },
+  {
+    name: "MessageStore keeps UTF-8 payloads as TEXT and others as BLOB",
+    run: (ctx) =>
+      withStore(ctx, (store) => {
+        const add = (payload: Uint8Array, topic = "ingress/t") => store.insertIngress({ topic, payload, qos: 1, retain: false, receivedAt: 1000 });
+        const json = add(te.encode('{"temp":21.5,"unit":"\u00b0C","note":"\u{1f321}"}'));
+        const binary = add(bytes(0xff, 0xfe, 0x00, 0x80));
+        const withNul = add(bytes(0x41, 0x00, 0x42)); // valid UTF-8, but stored as BLOB
+        const empty = add(new Uint8Array(0));
+        const got = [json, binary, withNul, empty].map((id) => store.getIngress(id)!);
+        assert.equal(got[0]!.payload, '{"temp":21.5,"unit":"\u00b0C","note":"\u{1f321}"}');
+        assert.deepEqual(got[1]!.payload, bytes(0xff, 0xfe, 0x00, 0x80));
+        assert.deepEqual(got[2]!.payload, bytes(0x41, 0x00, 0x42));
+        assert.equal(got[3]!.payload, "");
+        assert.deepEqual(
+          store.db.all("SELECT typeof(payload) AS t FROM ingress_messages ORDER BY id").map((r) => r.t),
+          ["text", "blob", "blob", "text"],
+        );
+        return got;
+      }),
+  },
+  {
+    name: "MessageStore listIngress filters by state, afterId, topic, since and limit",
+    run: (ctx) =>
+      withStore(ctx, (store) => {
+        const ids = [1, 2, 3, 4, 5].map((i) =>
+          store.insertIngress({ topic: i % 2 ? "ingress/odd" : "ingress/even", payload: te.encode(`m${i}`), qos: i % 2, retain: i === 5, receivedAt: i * 1000 }),
+        );
+        assert.deepEqual(ids, [1, 2, 3, 4, 5]);
+        store.ackIngress([2, 3], 9000);
+        const idsOf = (q: Parameters<MessageStore["listIngress"]>[0]) => store.listIngress(q).map((m) => m.id);
+        const seen = {
+          unacked: idsOf({}),
+          acked: idsOf({ state: "acked" }),
+          all: idsOf({ state: "all" }),
+          afterId: idsOf({ state: "all", afterId: 3 }),
+          topic: idsOf({ state: "all", topic: "ingress/odd" }),
+          since: idsOf({ since: 4000 }),
+          limit: idsOf({ state: "all", limit: 2 }),
+          combined: idsOf({ state: "all", topic: "ingress/odd", afterId: 1, limit: 1 }),
+          first: store.listIngress({ limit: 1 })[0],
+          count: store.countIngress(),
+        };
+        assert.deepEqual(seen.unacked, [1, 4, 5]);
+        assert.deepEqual(seen.acked, [2, 3]);
+        assert.deepEqual(seen.all, [1, 2, 3, 4, 5]);
+        assert.deepEqual(seen.afterId, [4, 5]);
+        assert.deepEqual(seen.topic, [1, 3, 5]);
+        assert.deepEqual(seen.since, [4, 5]);
+        assert.deepEqual(seen.limit, [1, 2]);
+        assert.deepEqual(seen.combined, [3]);
+        assert.deepEqual(seen.first, { id: 1, topic: "ingress/odd", payload: "m1", qos: 1, retain: 0, received_at: 1000, acked_at: null });
+        assert.deepEqual(seen.count, { unacked: 3, total: 5 });
+        return seen;
+      }),
+  },
+  {
+    name: "MessageStore ack keeps the first time and delete reports what existed",
+    run: (ctx) =>
+      withStore(ctx, (store) => {
+        for (let i = 0; i < 3; i++) store.insertIngress({ topic: "ingress/t", payload: te.encode("x"), qos: 1, retain: false, receivedAt: 1 });
+        const acked = store.ackIngress([1, 2, 99], 500);
+        const again = store.ackIngress([1], 600);
+        const deleted = store.deleteIngress([2, 3, 99]);
+        const deletedAgain = store.deleteIngress([2]);
+        const seen = { acked, again, ackedAt: store.getIngress(1)!.acked_at, deleted, deletedAgain, count: store.countIngress() };
+        assert.deepEqual(seen, { acked: [1, 2], again: [1], ackedAt: 500, deleted: [2, 3], deletedAgain: [], count: { unacked: 0, total: 1 } });
+        return seen;
+      }),
+  },
+  {
+    name: "MessageStore expire drops only old acknowledged ingress and old finished outbox entries",
+    run: (ctx) =>
+      withStore(ctx, (store) => {
+        const day = 86_400_000;
+        const now = 100 * day;
+        const add = (receivedAt: number) => store.insertIngress({ topic: "ingress/t", payload: te.encode("x"), qos: 1, retain: false, receivedAt });
+        const oldAcked = add(now - 10 * day);
+        const oldUnacked = add(now - 10 * day);
+        const newAcked = add(now - day / 2);
+        store.ackIngress([oldAcked, newAcked], now - day / 4);
+        store.enqueue({ messageId: "old-sent", body: "{}", via: "http", now: now - 10 * day });
+        store.enqueue({ messageId: "old-rejected", body: "{}", via: "http", now: now - 10 * day });
+        store.enqueue({ messageId: "old-pending", body: "{}", via: "mqtt", now: now - 10 * day });
+        store.enqueue({ messageId: "new-sent", body: "{}", via: "http", now: now - day / 2 });
+        store.markSent("old-sent", now - 9 * day);
+        store.markRejected("old-rejected", "400 Bad Request", { status: 400, body: "no" });
+        store.markSent("new-sent", now - day / 4);
+        const expired = store.expire(now, 86_400);
+        const seen = {
+          expired,
+          ingress: store.listIngress({ state: "all" }).map((m) => m.id),
+          outbox: store.listOutbox().map((e) => e.message_id),
+        };
+        assert.deepEqual(seen, { expired: { ingress: 1, outbox: 2 }, ingress: [oldUnacked, newAcked], outbox: ["old-pending", "new-sent"] });
+        return seen;
+      }),
+  },
+  {
+    name: "MessageStore outbox: enqueue, due, markSent, markRetry, markRejected, wake",
+    run: (ctx) =>
+      withStore(ctx, (store) => {
+        store.enqueue({ messageId: "a", body: '{"n":1}', via: "http", now: 100 });
+        store.enqueue({ messageId: "b", body: '{"n":2}', via: "mqtt", now: 200 });
+        store.enqueue({ messageId: "c", body: '{"n":3}', via: "http", now: 300, notBefore: 5000 });
+        assert.throws(() => store.enqueue({ messageId: "a", body: "{}", via: "http", now: 400 }), /UNIQUE|constraint/i);
+        const ids = (entries: { message_id: string }[]) => entries.map((e) => e.message_id);
+        const seen: Record<string, unknown> = {
+          dueAt1000: ids(store.due(1000, 10)),
+          dueHttp: ids(store.due(1000, 10, "http")),
+          dueLimit: ids(store.due(1000, 1)),
+          dueAt5000: ids(store.due(5000, 10)),
+          pending: store.countPending(),
+        };
+        store.markSent("a", 1100, { status: 201, body: '{"status":"ok"}' });
+        store.markRetry("b", "ECONNREFUSED", 2000);
+        seen.afterRetry = ids(store.due(1500, 10));
+        seen.retryDue = ids(store.due(2000, 10));
+        store.markRetry("b", "503 Service Unavailable", 3000);
+        store.markRejected("c", "400 Bad Request", { status: 400, body: "bad" });
+        store.wake("b", 2500);
+        seen.woken = ids(store.due(2500, 10));
+        seen.entries = store.listOutbox();
+        seen.sent = ids(store.listOutbox("sent"));
+        seen.pendingAfter = store.countPending();
+        assert.deepEqual(seen.dueAt1000, ["a", "b"]);
+        assert.deepEqual(seen.dueHttp, ["a"]);
+        assert.deepEqual(seen.dueLimit, ["a"]);
+        assert.deepEqual(seen.dueAt5000, ["a", "b", "c"]);
+        assert.deepEqual(seen.afterRetry, []);
+        assert.deepEqual(seen.retryDue, ["b"]);
+        assert.deepEqual(seen.woken, ["b"]);
+        assert.deepEqual(seen.sent, ["a"]);
+        assert.equal(seen.pendingAfter, 1);
+        assert.deepEqual(store.getOutbox("a"), {
+          message_id: "a", body: '{"n":1}', via: "http", state: "sent", created_at: 100, attempts: 1, next_attempt_at: 100,
+          last_error: null, sent_at: 1100, response_status: 201, response_body: '{"status":"ok"}',
+        });
+        assert.deepEqual(store.getOutbox("b"), {
+          message_id: "b", body: '{"n":2}', via: "mqtt", state: "pending", created_at: 200, attempts: 2, next_attempt_at: 2500,
+          last_error: "503 Service Unavailable", sent_at: null, response_status: null, response_body: null,
+        });
+        assert.deepEqual(store.getOutbox("c"), {
+          message_id: "c", body: '{"n":3}', via: "http", state: "rejected", created_at: 300, attempts: 1, next_attempt_at: 5000,
+          last_error: "400 Bad Request", sent_at: null, response_status: 400, response_body: "bad",
+        });
+        assert.equal(store.getOutbox("nope"), undefined);
+        return seen;
+      }),
+  },
+  {
+    name: "MessageStore reopens its file with the messages in it",
+    run: (ctx) => {
+      const file = join(ctx.dir, "data", "messages.db");
+      let store = MessageStore.open(file, { open: ctx.open });
+      store.insertIngress({ topic: "ingress/t", payload: bytes(0xc0, 0xff, 0), qos: 1, retain: false, receivedAt: 7 });
+      store.enqueue({ messageId: "m", body: "{}", via: "http", now: 8 });
+      store.close();
+      store = MessageStore.open(file, { open: ctx.open });
+      try {
+        const seen = { ingress: store.listIngress(), pending: store.countPending(), journal: store.db.get("PRAGMA journal_mode") };
+        assert.deepEqual(seen.ingress.map((m) => m.payload), [bytes(0xc0, 0xff, 0)]);
+        assert.equal(seen.pending, 1);
+        return seen;
+      } finally {
+        store.close();
+      }
+    },
+  },
+];
+
+/** JSON that keeps what JSON loses (bigint, bytes), so observations from two runtimes compare exactly. */
+export function encodeObservation(value: unknown): string {
+  return JSON.stringify(value, (_key, v) => {
+    if (typeof v === "bigint") return { bigint: v.toString() };
+    if (v instanceof Uint8Array) return { bytes: Buffer.from(v).toString("hex") };
+    return v;
+  });
+}
+
+export function runCase(open: OpenSqlDatabase, c: ContractCase): ContractResult {
+  const dir = mkdtempSync(join(tmpdir(), "flashlex-contract-"));
+  try {
+    return { name: c.name, ok: true, seen: encodeObservation(c.run({ open, dir })) };
+  } catch (err) {
+    return { name: c.name, ok: false, error: err instanceof Error ? (err.stack ?? err.message) : String(err) };
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}

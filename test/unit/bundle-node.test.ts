@@ -1,0 +1,44 @@
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { bundleForNode, type NodeBundle } from "../../scripts/bundle-node.ts";
+
+/**
+ * The armv7 build's bundle, proved on x64 Node 20: one CommonJS file, no `bun:` import, the
+ * SQLite wasm inside it, and the message database it writes is a real SQLite file.
+ */
+let dir: string;
+let bundle: NodeBundle;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "flashlex-bundle-"));
+  bundle = await bundleForNode(join(dir, "smoke.cjs"), { entry: resolve(import.meta.dir, "../support/node-smoke-entry.ts") });
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+test("is one CommonJS file with the wasm inlined and nothing from Bun", () => {
+  expect(readdirSync(dir)).toEqual(["smoke.cjs"]);
+  const code = readFileSync(bundle.outFile, "utf8");
+  expect(code).not.toMatch(/["']bun:/);
+  expect(code).toContain('wasmBinary:Buffer.from("AGFzbQ'); // base64 of "\0asm"
+  const required = new Set([...code.matchAll(/require\("([^"]+)"\)/g)].map((m) => m[1]));
+  expect([...required].every((id) => id!.startsWith("node:"))).toBe(true);
+  // ~1.27 MB of wasm as base64 plus the code: a jump means something unexpected got bundled
+  expect(bundle.bytes).toBeGreaterThan(1_600_000);
+  expect(bundle.bytes).toBeLessThan(2_500_000);
+});
+
+test("runs under node 20 from a directory without node_modules, writing a real SQLite file", () => {
+  const db = join(dir, "data", "messages.db");
+  const run = () => JSON.parse(execFileSync("node", [bundle.outFile, db], { cwd: dir, encoding: "utf8" }));
+  const first = run();
+  const second = run();
+  expect(first).toMatchObject({ driver: "node-sqlite3-wasm", id: 1, payload: '{"hello":"w\u00f6rld"}', journal: "wal" });
+  expect(first.runtime).toStartWith("v20.");
+  expect(second).toMatchObject({ id: 2, count: { total: 2, unacked: 2 } });
+  expect(readdirSync(join(dir, "data"))).toEqual(["messages.db"]); // closed: no lock, owner record or WAL left
+  const cli = execFileSync("sqlite3", [db, "PRAGMA integrity_check; PRAGMA user_version; SELECT count(*) FROM ingress_messages;"], { encoding: "utf8" });
+  expect(cli.trim().split("\n")).toEqual(["ok", "1", "2"]);
+});
