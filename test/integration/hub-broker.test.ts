@@ -1,0 +1,460 @@
+/**
+ * The hub's MQTT side, over real mutual TLS on loopback: the embedded aedes broker, then the same
+ * key rules with Debian's Mosquitto configured by renderMosquittoConfig/renderMosquittoAcl, and
+ * the hub as a client of that Mosquitto (connectExternalBroker).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { createLogger, type Logger } from "../../src/log.ts";
+import { describeCertificate } from "../../src/crypto/x509.ts";
+import type { BrokerEvents, HubBroker, ThingDirectory } from "../../src/hub/broker.ts";
+import { startEmbeddedBroker, type EmbeddedBroker } from "../../src/hub/embedded-broker.ts";
+import { connectExternalBroker } from "../../src/hub/external-broker.ts";
+import { renderMosquittoAcl, renderMosquittoConfig } from "../../src/hub/mosquitto-config.ts";
+import { createCrl } from "../../src/hub/crl.ts";
+import { makeTestPki, type TestPki, type ThingFiles } from "../support/pki.ts";
+import { startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
+
+const ALPHA = "ecd13b11-alpha";
+const BETA = "ecd13b11-beta";
+const GAMMA = "ecd13b11-gamma"; // has a hub certificate but is not in the directory (revoked)
+
+let dir: string;
+let pki: TestPki;
+let alpha: ThingFiles, beta: ThingFiles, gamma: ThingFiles, hubClient: ThingFiles, stranger: ThingFiles;
+
+/** The hub database, as far as the broker sees it. */
+class FakeDirectory implements ThingDirectory {
+  things = new Map<string, { id: string; name: string }>();
+  add(t: ThingFiles) {
+    this.things.set(t.name, { id: t.thingId, name: t.name });
+  }
+  lookup(name: string) {
+    return this.things.get(name);
+  }
+}
+
+const logLines: string[] = [];
+const log: Logger = createLogger({ level: "debug", write: (l) => logLines.push(l) });
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "flashlex-hub-broker-"));
+  pki = await makeTestPki(dir, { thingName: ALPHA });
+  alpha = pki.thing;
+  [beta, gamma, hubClient] = await Promise.all([pki.issueThing(BETA), pki.issueThing(GAMMA), pki.issueThing("flashlex-hub")]);
+  // Same name as a real thing and the same CA common name: only the signature differs.
+  stranger = (await pki.otherCa(ALPHA)).thing;
+}, 30_000);
+
+afterAll(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+type Attempt = { client?: MqttClient; error?: Error & { code?: unknown }; closed?: boolean };
+
+/** Connects and reports what happened instead of retrying: connected, refused (error) or dropped. */
+function attempt(port: number, thing: ThingFiles | undefined, extra: Partial<IClientOptions> = {}): Promise<Attempt> {
+  return new Promise((resolve) => {
+    const client = mqtt.connect({
+      protocol: "mqtts",
+      host: "127.0.0.1",
+      port,
+      ca: pki.ca.certPem,
+      ...(thing ? { cert: thing.certPem, key: thing.privateKeyPem } : {}),
+      rejectUnauthorized: true,
+      clientId: thing?.name ?? "anonymous",
+      reconnectPeriod: 0,
+      connectTimeout: 5_000,
+      ...extra,
+    });
+    const timer = setTimeout(() => finish({ error: new Error("no answer within 6 s") }), 6_000);
+    let finished = false;
+    const finish = (result: Attempt) => {
+      if (finished) return;
+      finished = true;
+      clearTimeout(timer);
+      client.off("connect", onConnect).off("error", onError).off("close", onClose);
+      if (!result.client) client.end(true);
+      resolve(result);
+    };
+    const onConnect = () => finish({ client });
+    const onError = (error: Error) => finish({ error });
+    const onClose = () => finish({ closed: true });
+    client.on("connect", onConnect).on("error", onError).on("close", onClose);
+  });
+}
+
+async function connect(port: number, thing: ThingFiles, extra: Partial<IClientOptions> = {}): Promise<MqttClient> {
+  const result = await attempt(port, thing, extra);
+  if (!result.client) throw new Error(`${thing.name} could not connect: ${result.error?.message ?? "closed"}\n${logLines.join("\n")}`);
+  return result.client;
+}
+
+/** Resolves with the next message on `topic`, or undefined after `ms`. */
+function nextMessage(client: MqttClient, topic: string, ms: number): Promise<string | undefined> {
+  return new Promise((resolve) => {
+    const onMessage = (t: string, payload: Buffer) => {
+      if (t !== topic) return;
+      done(payload.toString());
+    };
+    const timer = setTimeout(() => done(undefined), ms);
+    const done = (v: string | undefined) => {
+      clearTimeout(timer);
+      client.off("message", onMessage);
+      resolve(v);
+    };
+    client.on("message", onMessage);
+  });
+}
+
+function closedWithin(client: MqttClient, ms: number): Promise<boolean> {
+  if (!client.connected) return Promise.resolve(true);
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => resolve(false), ms);
+    client.once("close", () => {
+      clearTimeout(timer);
+      resolve(true);
+    });
+  });
+}
+
+describe("embedded broker (aedes)", () => {
+  const directory = new FakeDirectory();
+  const published: { thing?: string; topic: string; payload: string; at: number }[] = [];
+  const connects: string[] = [];
+  // Tests swap the store to make it slow or failing.
+  let store: (topic: string, payload: Buffer) => Promise<void> = async () => {};
+  const events: BrokerEvents = {
+    onConnect: (name) => connects.push(name),
+    async onThingPublish(thing, topic, payload) {
+      await store(topic, payload);
+      published.push({ thing: thing?.name, topic, payload: payload.toString(), at: performance.now() });
+    },
+  };
+  let broker: EmbeddedBroker;
+  const clients: MqttClient[] = [];
+  const track = (c: MqttClient) => (clients.push(c), c);
+
+  beforeAll(async () => {
+    directory.add(alpha);
+    directory.add(beta);
+    broker = await startEmbeddedBroker({
+      host: "127.0.0.1",
+      port: 0,
+      caPem: pki.ca.certPem,
+      certPem: pki.broker.certPem,
+      keyPem: pki.broker.keyPem,
+      directory,
+      events,
+      log,
+      maxPayloadBytes: 64 * 1024,
+    });
+  });
+
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.endAsync(true)));
+    await broker.close();
+  });
+
+  test("a thing subscribes to its ingress and receives what the hub publishes", async () => {
+    expect(broker.url).toBe(`mqtts://127.0.0.1:${broker.port}`);
+    const a = track(await connect(broker.port, alpha));
+    expect(connects).toContain(ALPHA);
+    expect(broker.connected()).toContain(ALPHA);
+
+    const granted = await a.subscribeAsync([`ingress/${ALPHA}`, `pubsub/${ALPHA}`], { qos: 1 });
+    expect(granted.map((g) => g.qos)).toEqual([1, 1]);
+
+    const got = nextMessage(a, `ingress/${ALPHA}`, 3_000);
+    await broker.publish(`ingress/${ALPHA}`, JSON.stringify({ hello: "alpha" }));
+    expect(await got).toBe('{"hello":"alpha"}');
+
+    // its own pubsub topic works both ways
+    const echo = nextMessage(a, `pubsub/${ALPHA}`, 3_000);
+    await a.publishAsync(`pubsub/${ALPHA}`, "ping", { qos: 1 });
+    expect(await echo).toBe("ping");
+  }, 15_000);
+
+  test("a thing cannot subscribe to another thing's topics or to wildcards (SUBACK 128)", async () => {
+    const a = track(await connect(broker.port, alpha, { clientId: ALPHA }));
+    for (const topic of [`ingress/${BETA}`, `pubsub/${BETA}`, "ingress/#", "#", "ingress/+", "flashlex/collect", "$SYS/#"]) {
+      // MQTT.js rejects a SUBACK with 128 in it, keeping the SUBACK packet on the error
+      const code = await a.subscribeAsync(topic, { qos: 1 }).then(
+        (granted) => granted[0]?.qos,
+        (e: Error & { packet?: { granted?: number[] } }) => e.packet?.granted?.[0],
+      );
+      expect({ topic, code }).toEqual({ topic, code: 128 });
+    }
+    expect(a.connected).toBe(true); // a refused subscription does not end the session
+  }, 15_000);
+
+  test("publishing to another thing's pubsub topic gets the publisher disconnected", async () => {
+    const b = track(await connect(broker.port, beta));
+    await b.subscribeAsync(`pubsub/${BETA}`, { qos: 1 });
+    const a = track(await connect(broker.port, alpha));
+    const leaked = nextMessage(b, `pubsub/${BETA}`, 1_000);
+    const closed = closedWithin(a, 3_000);
+    a.publish(`pubsub/${BETA}`, "intrusion", { qos: 1 });
+    expect(await closed).toBe(true);
+    expect(await leaked).toBeUndefined();
+    expect(logLines.some((l) => l.includes("mqtt.publish.refused") && l.includes(`pubsub/${BETA}`))).toBe(true);
+    expect(b.connected).toBe(true);
+  }, 15_000);
+
+  test("client id different from the certificate CN is refused, and does not kick the real owner", async () => {
+    const b = track(await connect(broker.port, beta));
+    const result = await attempt(broker.port, alpha, { clientId: BETA });
+    expect(result.client).toBeUndefined();
+    expect(result.error?.code).toBe(2); // CONNACK identifier rejected
+    await sleep(200);
+    expect(b.connected).toBe(true);
+    expect(broker.connected()).toContain(BETA);
+  }, 15_000);
+
+  test("a thing the directory does not know (revoked) is refused with CONNACK not authorized", async () => {
+    const result = await attempt(broker.port, gamma);
+    expect(result.client).toBeUndefined();
+    expect(result.error?.code).toBe(5);
+  }, 15_000);
+
+  test("revoking a connected thing: disconnect() kicks it and it cannot come back", async () => {
+    const revokedThing = await pki.issueThing("ecd13b11-delta");
+    directory.add(revokedThing);
+    const d = track(await connect(broker.port, revokedThing));
+    directory.things.delete(revokedThing.name);
+    const closed = closedWithin(d, 3_000);
+    expect(broker.disconnect(revokedThing.name)).toBe(true);
+    expect(await closed).toBe(true);
+    expect(broker.disconnect(revokedThing.name)).toBe(false);
+    const again = await attempt(broker.port, revokedThing);
+    expect(again.error?.code).toBe(5);
+  }, 15_000);
+
+  test("a certificate from another CA is refused during the TLS handshake", async () => {
+    const before = logLines.length;
+    const result = await attempt(broker.port, stranger);
+    expect(result.client).toBeUndefined();
+    expect(typeof result.error?.code).not.toBe("number"); // no CONNACK: the handshake failed (Bun just closes)
+    await sleep(100);
+    expect(logLines.slice(before).some((l) => l.includes("mqtt.tls.refused"))).toBe(true);
+    expect(logLines.slice(before).some((l) => l.includes("mqtt.connected"))).toBe(false);
+  }, 15_000);
+
+  test("a client without a certificate is refused", async () => {
+    const before = logLines.length;
+    const result = await attempt(broker.port, undefined, { clientId: ALPHA });
+    expect(result.client).toBeUndefined();
+    expect(result.error?.code).toBe("ERR_SSL_TLSV1_ALERT_CERTIFICATE_REQUIRED");
+    await sleep(100);
+    expect(logLines.slice(before).some((l) => l.includes("mqtt.tls.refused"))).toBe(true);
+  }, 15_000);
+
+  test("a publish to flashlex/collect is stored before the PUBACK: a slow store delays the PUBACK", async () => {
+    const a = track(await connect(broker.port, alpha));
+    let release!: () => void;
+    let storeStarted = 0;
+    store = (topic) => {
+      storeStarted = performance.now();
+      return topic === "flashlex/collect" ? new Promise<void>((r) => (release = r)) : Promise.resolve();
+    };
+    try {
+      let acked = 0;
+      const puback = a.publishAsync("flashlex/collect", '{"n":1}', { qos: 1 }).then(() => (acked = performance.now()));
+      await sleep(500);
+      expect(storeStarted).toBeGreaterThan(0); // the store runs…
+      expect(acked).toBe(0); // …and the PUBACK waits for it
+      release();
+      await puback;
+      const stored = published.find((p) => p.payload === '{"n":1}');
+      expect(stored).toMatchObject({ thing: ALPHA, topic: "flashlex/collect" });
+      expect(stored!.at).toBeLessThan(acked);
+      expect(acked - storeStarted).toBeGreaterThanOrEqual(450);
+
+      // flashlex/test goes the same way
+      await a.publishAsync("flashlex/test", "t", { qos: 1 });
+      expect(published.at(-1)).toMatchObject({ thing: ALPHA, topic: "flashlex/test", payload: "t" });
+    } finally {
+      store = async () => {};
+    }
+  }, 15_000);
+
+  test("a failing store means no PUBACK: the connection is dropped and the thing resends", async () => {
+    let failures = 1;
+    store = async () => {
+      if (failures-- > 0) throw new Error("disk full");
+    };
+    try {
+      // clean: false + reconnect: MQTT.js resends the unacknowledged QoS 1 message on the new connection
+      const a = track(await connect(broker.port, alpha, { clean: false, reconnectPeriod: 100 }));
+      const closed = closedWithin(a, 3_000);
+      const puback = a.publishAsync("flashlex/collect", "retry-me", { qos: 1 });
+      expect(await closed).toBe(true);
+      await puback; // acknowledged only after the second, successful store
+      expect(published.filter((p) => p.payload === "retry-me")).toHaveLength(1);
+      await a.endAsync(true);
+    } finally {
+      store = async () => {};
+    }
+  }, 15_000);
+
+  test("an oversized publish disconnects the client before it is buffered", async () => {
+    const a = track(await connect(broker.port, alpha));
+    const closed = closedWithin(a, 3_000);
+    a.publish("flashlex/collect", Buffer.alloc(200 * 1024, 1), { qos: 1 });
+    expect(await closed).toBe(true);
+    expect(published.some((p) => p.payload.length > 100_000)).toBe(false);
+  }, 15_000);
+});
+
+describe("Mosquitto with the rendered config", () => {
+  let mosquitto: MosquittoBroker;
+  let hub: HubBroker;
+  const clients: MqttClient[] = [];
+  const track = (c: MqttClient) => (clients.push(c), c);
+  const hubReceived: { thing: unknown; topic: string; payload: string }[] = [];
+  let failNextStore = false;
+
+  beforeAll(async () => {
+    const aclFile = join(dir, "acl");
+    writeFileSync(aclFile, renderMosquittoAcl());
+    const crlFile = join(dir, "crl.pem");
+    writeFileSync(crlFile, await createCrl(pki.ca, [])); // an empty CRL must not lock anyone out
+    mosquitto = await startMosquitto({
+      dir,
+      caFile: pki.caCertPath,
+      certFile: pki.brokerCertPath,
+      keyFile: pki.brokerKeyPath,
+      aclFile,
+      crlFile,
+      requireCertificate: true,
+      renderConfig: (port, files) =>
+        renderMosquittoConfig({
+          port,
+          bindAddress: "127.0.0.1",
+          caFile: files.caFile,
+          certFile: files.certFile,
+          keyFile: files.keyFile,
+          aclFile: files.aclFile!,
+          crlFile: files.crlFile,
+        }),
+    });
+    hub = await connectExternalBroker({
+      url: `mqtts://127.0.0.1:${mosquitto.port}`,
+      caPem: pki.ca.certPem,
+      certPem: hubClient.certPem,
+      keyPem: hubClient.privateKeyPem,
+      directory: new FakeDirectory(),
+      log,
+      connectTimeoutMs: 5_000,
+      events: {
+        async onThingPublish(thing, topic, payload) {
+          if (failNextStore) {
+            failNextStore = false;
+            throw new Error("database locked");
+          }
+          hubReceived.push({ thing, topic, payload: payload.toString() });
+        },
+      },
+    });
+  }, 30_000);
+
+  afterAll(async () => {
+    await Promise.all(clients.map((c) => c.endAsync(true)));
+    await hub?.close();
+    await mosquitto?.stop();
+  });
+
+  const failWithLog = (msg: string) => `${msg}\n--- mosquitto log ---\n${mosquitto.log()}`;
+
+  test("the hub receives a thing's flashlex/collect publish (thing unknown: undefined)", async () => {
+    const a = track(await connect(mosquitto.port, alpha));
+    await a.publishAsync("flashlex/collect", '{"egress":1}', { qos: 1 });
+    for (let i = 0; i < 100 && !hubReceived.some((m) => m.payload === '{"egress":1}'); i++) await sleep(20);
+    expect(hubReceived.find((m) => m.payload === '{"egress":1}'), failWithLog("not received")).toEqual({
+      thing: undefined,
+      topic: "flashlex/collect",
+      payload: '{"egress":1}',
+    });
+    expect(hub.connected()).toEqual([]);
+  }, 15_000);
+
+  test("a failed store is not acknowledged: Mosquitto redelivers after the hub reconnects", async () => {
+    const a = track(await connect(mosquitto.port, alpha));
+    failNextStore = true;
+    await a.publishAsync("flashlex/collect", "redeliver-me", { qos: 1 });
+    for (let i = 0; i < 250 && !hubReceived.some((m) => m.payload === "redeliver-me"); i++) await sleep(20);
+    expect(hubReceived.filter((m) => m.payload === "redeliver-me"), failWithLog("not redelivered")).toHaveLength(1);
+  }, 15_000);
+
+  test("ingress reaches only its thing; another thing's subscription gets nothing", async () => {
+    const a = track(await connect(mosquitto.port, alpha));
+    const b = track(await connect(mosquitto.port, beta));
+    await a.subscribeAsync(`ingress/${ALPHA}`, { qos: 1 });
+    // Mosquitto's ACL file does not check SUBSCRIBE (it grants it) but filters delivery by read access.
+    await b.subscribeAsync([`ingress/${ALPHA}`, "ingress/#"], { qos: 1 });
+    const toA = nextMessage(a, `ingress/${ALPHA}`, 3_000);
+    const toB = nextMessage(b, `ingress/${ALPHA}`, 1_000);
+    await hub.publish(`ingress/${ALPHA}`, "for alpha only");
+    expect(await toA, failWithLog("alpha got nothing")).toBe("for alpha only");
+    expect(await toB).toBeUndefined();
+  }, 15_000);
+
+  test("a thing cannot publish to another thing's pubsub or ingress", async () => {
+    const a = track(await connect(mosquitto.port, alpha));
+    const b = track(await connect(mosquitto.port, beta));
+    await b.subscribeAsync([`pubsub/${BETA}`, `ingress/${BETA}`], { qos: 1 });
+    const leakedPubsub = nextMessage(b, `pubsub/${BETA}`, 1_000);
+    const leakedIngress = nextMessage(b, `ingress/${BETA}`, 1_000);
+    // MQTT 3.1.1: Mosquitto acknowledges and drops a denied publish (it does not disconnect).
+    await a.publishAsync(`pubsub/${BETA}`, "intrusion", { qos: 1 });
+    await a.publishAsync(`ingress/${BETA}`, "forged ingress", { qos: 1 });
+    expect(await leakedPubsub).toBeUndefined();
+    expect(await leakedIngress).toBeUndefined();
+    // its own pubsub still works
+    await a.subscribeAsync(`pubsub/${ALPHA}`, { qos: 1 });
+    const own = nextMessage(a, `pubsub/${ALPHA}`, 3_000);
+    await a.publishAsync(`pubsub/${ALPHA}`, "mine", { qos: 1 });
+    expect(await own).toBe("mine");
+  }, 15_000);
+
+  test("a client id that is not the CN is replaced by the CN: it cannot kick the real owner", async () => {
+    const b = track(await connect(mosquitto.port, beta));
+    const spoof = track(await connect(mosquitto.port, alpha, { clientId: BETA }));
+    await sleep(500);
+    expect(b.connected).toBe(true);
+    expect(spoof.connected).toBe(true);
+    // the spoofing connection is still alpha for the ACL: beta's ingress never reaches it
+    await spoof.subscribeAsync(`ingress/${BETA}`, { qos: 1 });
+    const leaked = nextMessage(spoof, `ingress/${BETA}`, 1_000);
+    await hub.publish(`ingress/${BETA}`, "for beta");
+    expect(await leaked).toBeUndefined();
+    expect(mosquitto.log()).toContain(`as ${ALPHA} (`); // Mosquitto logs the connection under the CN
+  }, 15_000);
+
+  test("a certificate from another CA, and no certificate, are refused at TLS", async () => {
+    const strangerResult = await attempt(mosquitto.port, stranger);
+    const anonymous = await attempt(mosquitto.port, undefined);
+    expect(strangerResult.client).toBeUndefined();
+    expect(strangerResult.error?.code).toBe("ERR_SSL_TLSV1_ALERT_UNKNOWN_CA");
+    expect(anonymous.client).toBeUndefined();
+    expect(anonymous.error?.code).toBe("ERR_SSL_TLSV1_ALERT_CERTIFICATE_REQUIRED");
+  }, 15_000);
+
+  test("a revoked certificate (CRL + SIGHUP) is refused", async () => {
+    const before = await attempt(mosquitto.port, gamma);
+    expect(before.client, failWithLog("gamma should connect before revocation")).toBeDefined();
+    await before.client!.endAsync(true);
+
+    writeFileSync(mosquitto.files.crlFile!, await createCrl(pki.ca, [describeCertificate(gamma.certPem).serialNumber]));
+    await mosquitto.reload();
+    const after = await attempt(mosquitto.port, gamma);
+    expect(after.client, failWithLog("gamma connected after revocation")).toBeUndefined();
+    // the others are unaffected
+    const a = track(await connect(mosquitto.port, alpha));
+    expect(a.connected).toBe(true);
+  }, 15_000);
+});
