@@ -284,7 +284,8 @@ export function createHubApi(deps: HubApiDeps): HubApi {
 
 export interface HubServer {
   url: string;
-  stop(): Promise<void>;
+  /** `force` closes open connections at once; otherwise requests in flight finish first */
+  stop(force?: boolean): Promise<void>;
 }
 
 /**
@@ -304,8 +305,8 @@ export function startHubServer(api: HubApi, opts: { host: string; port: number; 
   const host = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
   return {
     url: `${opts.tls ? "https" : "http"}://${host}:${server.port}`,
-    async stop() {
-      await server.stop(true);
+    async stop(force = true) {
+      await server.stop(force);
     },
   };
 }

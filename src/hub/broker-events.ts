@@ -1,5 +1,5 @@
 import type { Logger } from "../log.ts";
-import type { BrokerEvents, ThingDirectory } from "./broker.ts";
+import { ingressTopic, type BrokerEvents, type ThingDirectory } from "./broker.ts";
 import { CollectAuthError, MessageIdConflict, type Collector } from "./collector.ts";
 import type { HubStore } from "./hub-store.ts";
 import { isUuid } from "./http.ts";
@@ -19,6 +19,8 @@ export interface BrokerEventDeps {
   log: Logger;
   /** the API's payload limit; an envelope may exceed it by the token's size */
   payloadLimitBytes: number;
+  /** publishes to a thing's ingress topic (the bootstrap echo); absent: no echo */
+  publish?: (topic: string, payload: string) => Promise<void>;
   now?: () => number;
 }
 
@@ -79,6 +81,18 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
     const first = thing.verifiedAt === null;
     await deps.store.markVerified(thing.id, now());
     log.info(first ? "hub.thing_verified" : "hub.test", { thing: thing.name, sequence: body.sequence as number | undefined });
+    // `flashlex bootstrap` proves ingress by waiting for its test message, recognised by the
+    // nonce it carries, to come back on its ingress topic. The `test` thread of `serve` sends no
+    // nonce and gets no echo, so it does not fill the thing's store. Echoes are not stored here:
+    // they are a handshake, not a message the owner sent. Not awaited: the thing's PUBACK must
+    // not wait on a publish to its own session.
+    if (typeof body.nonce === "string" && deps.publish) {
+      const echo = JSON.stringify({ message: body });
+      deps.publish(ingressTopic(thing.name), echo).then(
+        () => log.info("hub.test_echoed", { thing: thing.name }),
+        (err) => log.warn("hub.test_echo_failed", { thing: thing.name, error: err }),
+      );
+    }
   }
 
   const handleThingPublish = async (publisher: Publisher, topic: string, payload: Buffer): Promise<void> => {

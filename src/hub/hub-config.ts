@@ -1,3 +1,5 @@
+import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { parseDocument } from "yaml";
 import { z } from "zod";
 import { parseYamlFile, validate } from "../config/load.ts";
 
@@ -38,6 +40,11 @@ export const HubYamlSchema = z.object({
       listenPort: port.optional(),
       /** the names and addresses the broker certificate was issued for (informational) */
       names: z.array(z.string()).default([]),
+      /**
+       * CRL files an external broker reads (Mosquitto's crlfile); `hub thing revoke` rewrites
+       * each. `hub mosquitto-config` adds its own.
+       */
+      crlFiles: z.array(z.string()).default([]),
     }),
   }),
 });
@@ -52,4 +59,16 @@ export function loadHubSettings(file: string): HubSettings {
 /** The guide's short prefix: `ecd13b11` of the owner id `ecd13b11-6d91-...`. */
 export function ownerPrefix(settings: Pick<HubSettings, "ownerId">): string {
   return settings.ownerId.slice(0, 8).toLowerCase();
+}
+
+/** Adds a CRL file to `broker.crlFiles`, keeping the file's comments and layout. */
+export function addCrlFile(configFile: string, crlFile: string): void {
+  const doc = parseDocument(readFileSync(configFile, "utf8"));
+  const current = (doc.getIn(["hub", "broker", "crlFiles"]) as { toJSON(): unknown } | undefined)?.toJSON();
+  const list = Array.isArray(current) ? (current as string[]) : [];
+  if (list.includes(crlFile)) return;
+  doc.setIn(["hub", "broker", "crlFiles"], [...list, crlFile]);
+  const tmp = `${configFile}.tmp-${process.pid}`;
+  writeFileSync(tmp, doc.toString(), { mode: 0o644 });
+  renameSync(tmp, configFile);
 }

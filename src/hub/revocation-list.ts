@@ -1,0 +1,29 @@
+import { chmodSync, renameSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { createCrl } from "./crl.ts";
+import { readCa, type HubHome } from "./home.ts";
+import type { HubStore } from "./hub-store.ts";
+
+/**
+ * Revocation for brokers that check certificates themselves (Mosquitto's `crlfile`). The
+ * embedded broker asks the database instead and needs none of this. The CRL lists the
+ * certificate serial of every revoked thing; it is written to `<hub home>/crl.pem` and to every
+ * file in hub.yml's `broker.crlFiles`, each replaced atomically so a broker never reads half a
+ * file. Mosquitto re-reads it on SIGHUP (`systemctl reload mosquitto`).
+ */
+export function hubCrlPath(home: HubHome): string {
+  return join(home.paths.dir, "crl.pem");
+}
+
+export async function writeRevocationLists(home: HubHome, store: HubStore, now = new Date()): Promise<string[]> {
+  const serials = (await store.listThings()).filter((t) => t.revokedAt !== null).map((t) => t.certSerial);
+  const pem = await createCrl(readCa(home.paths), serials, { now });
+  const targets = [hubCrlPath(home), ...home.settings.broker.crlFiles];
+  for (const file of targets) {
+    const tmp = `${file}.tmp-${process.pid}`;
+    writeFileSync(tmp, pem, { mode: 0o644 });
+    chmodSync(tmp, 0o644); // the broker's own user must read it
+    renameSync(tmp, file);
+  }
+  return targets;
+}

@@ -1,0 +1,150 @@
+import { readFileSync } from "node:fs";
+import type { Logger } from "../log.ts";
+import { createHubApi, startHubServer, type HubServer } from "./api.ts";
+import { createBrokerEvents, createThingDirectory } from "./broker-events.ts";
+import type { HubBroker } from "./broker.ts";
+import { Collector } from "./collector.ts";
+import { startEmbeddedBroker, type EmbeddedBroker } from "./embedded-broker.ts";
+import { connectExternalBroker } from "./external-broker.ts";
+import { openHubHome } from "./home.ts";
+import { openHubStore, type SqliteHubStore } from "./hub-store.ts";
+
+/**
+ * `hub serve`: one process with the broker, the API and the database. This module starts and
+ * stops the pieces; the command decides about signals and exit codes.
+ *
+ * Durability: the database is SQLite in WAL mode with synchronous=FULL, and both egress paths
+ * commit before they acknowledge (HTTP 200 after the commit; the MQTT PUBACK after
+ * `onThingPublish` resolves), so a kill -9 loses nothing a thing was told was stored.
+ */
+export interface ServeHubOptions {
+  dir: string;
+  /** "embedded" (default) or an external broker URL, mqtts://HOST:PORT */
+  broker?: string;
+  log: Logger;
+  /** overrides of hub.yml's listen ports (tests pass 0 for a free port) */
+  apiPort?: number;
+  brokerPort?: number;
+  /** how often revocations made by other processes (`hub thing revoke`) are enforced; default 3 s */
+  revocationPollMs?: number;
+}
+
+export interface HubHandle {
+  apiUrl: string;
+  brokerUrl: string;
+  broker: HubBroker;
+  /** stops the API, then the broker, then closes the database; safe to call twice */
+  close(): Promise<void>;
+}
+
+const ENVELOPE_OVERHEAD = 8 * 1024;
+
+export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
+  const log = opts.log;
+  const home = openHubHome(opts.dir);
+  const { paths, settings } = home;
+  const store: SqliteHubStore = openHubStore(paths.database);
+  const cleanups: (() => Promise<void>)[] = [() => store.close()];
+  const closeAll = async () => {
+    for (const cleanup of cleanups.splice(0).reverse()) {
+      await cleanup().catch((err) => log.error("hub.close_failed", { error: err }));
+    }
+  };
+
+  try {
+    const collector = new Collector({ store, log });
+    // The events need the broker (for the bootstrap echo) and the broker needs the events.
+    let brokerRef: HubBroker | undefined;
+    const publish = async (topic: string, payload: string) => {
+      if (!brokerRef) throw new Error("the broker is not running yet");
+      await brokerRef.publish(topic, payload);
+    };
+    const events = createBrokerEvents({ store, collector, log, payloadLimitBytes: settings.api.payloadLimitBytes, publish });
+    const directory = createThingDirectory((name) => store.thingByNameSync(name));
+    const caPem = readFileSync(paths.caCert, "utf8");
+
+    let broker: HubBroker;
+    let embedded: EmbeddedBroker | undefined;
+    if (!opts.broker || opts.broker === "embedded") {
+      embedded = await startEmbeddedBroker({
+        host: settings.broker.listenHost,
+        port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port,
+        caPem,
+        certPem: readFileSync(paths.brokerCert, "utf8"),
+        keyPem: readFileSync(paths.brokerKey, "utf8"),
+        directory,
+        events,
+        log,
+        maxPayloadBytes: settings.api.payloadLimitBytes + ENVELOPE_OVERHEAD,
+      });
+      broker = embedded;
+    } else {
+      broker = await connectExternalBroker({
+        url: opts.broker,
+        caPem,
+        certPem: readFileSync(paths.clientCert, "utf8"),
+        keyPem: readFileSync(paths.clientKey, "utf8"),
+        events,
+        directory,
+        log,
+      });
+    }
+    brokerRef = broker;
+    cleanups.push(() => broker.close());
+
+    const kick = (name: string) => {
+      if (embedded?.disconnect(name)) log.info("hub.thing_disconnected", { thing: name, reason: "revoked or deleted" });
+    };
+    const api = createHubApi({ home, store, log, broker, collector, onThingRemoved: kick });
+    const server: HubServer = startHubServer(api, {
+      host: settings.api.host,
+      port: opts.apiPort ?? settings.api.port,
+      tls: settings.api.tls ? { certPem: readFileSync(paths.brokerCert, "utf8"), keyPem: readFileSync(paths.brokerKey, "utf8") } : undefined,
+      maxBodyBytes: settings.api.payloadLimitBytes,
+    });
+    cleanups.push(() => stopGracefully(server));
+
+    // `hub thing revoke` runs in another process and only writes the database; the broker
+    // refuses revoked things at their next connect or publish, and this poll disconnects the
+    // ones that sit idle on an open connection.
+    if (embedded) {
+      let since = Date.now();
+      const timer = setInterval(() => {
+        const from = since;
+        since = Date.now();
+        store
+          .revokedSince(from - 1000)
+          .then((names) => names.forEach(kick))
+          .catch((err) => log.warn("hub.revocation_poll_failed", { error: err }));
+      }, opts.revocationPollMs ?? 3000);
+      timer.unref?.();
+      cleanups.push(async () => clearInterval(timer));
+    }
+
+    const things = (await store.listThings()).length;
+    log.info("hub.started", { api: server.url, public_api: settings.api.publicUrl, broker: broker.url, env: settings.env, things });
+    let closing: Promise<void> | undefined;
+    return {
+      apiUrl: server.url,
+      brokerUrl: broker.url,
+      broker,
+      close() {
+        closing ??= closeAll().then(() => log.info("hub.stopped"));
+        return closing;
+      },
+    };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+/** Lets requests in flight finish for up to 2 s, then closes what is left. */
+async function stopGracefully(server: HubServer): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const graceful = server.stop(false);
+  const timeout = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), 2000)));
+  const outcome = await Promise.race([graceful.then(() => "done" as const), timeout]);
+  clearTimeout(timer);
+  if (outcome === "timeout") await server.stop(true);
+}
