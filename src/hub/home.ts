@@ -167,6 +167,9 @@ function initialSettings(o: InitHubOptions): HubSettings {
   const host = hostname();
   const defaults = ["localhost", "127.0.0.1", ...(DNS_NAME.test(host) ? [host] : [])];
   const names = userNames.length > 0 ? userNames : defaults;
+  for (const name of names) {
+    if (!isIP(name) && !DNS_NAME.test(name)) throw new UsageError(`--name: not a DNS name or IP address: ${JSON.stringify(name)}`);
+  }
   const brokerHost = o.brokerHost ?? userNames[0] ?? "localhost";
   // Things verify the broker's name: the host they are told must be in the certificate.
   if (!names.some((n) => n.toLowerCase() === brokerHost.toLowerCase())) names.unshift(brokerHost);

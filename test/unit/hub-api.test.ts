@@ -407,6 +407,24 @@ describe("MQTT egress (BrokerEvents)", () => {
     for (const id of ids) expect(stored).not.toContain(id);
   });
 
+  test("a bootstrap's test message (with a nonce) is echoed to the thing's ingress; others are not", async () => {
+    const echoes: { topic: string; payload: string }[] = [];
+    const e = createBrokerEvents({
+      store,
+      collector: api.collector,
+      log: silentLogger,
+      payloadLimitBytes: 1024,
+      publish: async (topic, payload) => void echoes.push({ topic, payload }),
+    });
+    const body = { thingId: thing.id, thingName: thing.name, message: "hi", sequence: 0 };
+    await e.handleThingPublish({ id: thing.id, name: thing.name }, "flashlex/test", Buffer.from(JSON.stringify(body)));
+    expect(echoes).toEqual([]);
+    const nonce = randomUUID();
+    await e.handleThingPublish({ id: thing.id, name: thing.name }, "flashlex/test", Buffer.from(JSON.stringify({ ...body, nonce })));
+    await Bun.sleep(0);
+    expect(echoes).toEqual([{ topic: `ingress/${thing.name}`, payload: JSON.stringify({ message: { ...body, nonce } }) }]);
+  });
+
   test("flashlex/test marks the thing verified when id and name match", async () => {
     const fresh = (await createThing(home, store, "tester")).thing;
     const e = events();

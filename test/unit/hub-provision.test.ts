@@ -1,0 +1,242 @@
+/**
+ * `hub init` and `hub thing create/revoke`: the hub home, its files and modes, thing names,
+ * certificates, and the distribution built from dist-template/.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { randomUUID, X509Certificate } from "node:crypto";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { unzipSync } from "fflate";
+import { parse } from "yaml";
+import { ThingYamlSchema } from "../../src/config/schema.ts";
+import { keyMatchesCertificate, loadPrivateKey } from "../../src/crypto/keys.ts";
+import { checkCertificate, describeCertificate } from "../../src/crypto/x509.ts";
+import { ConfigError, ExitCode } from "../../src/errors.ts";
+import { parseTime } from "../../src/commands/hub.ts";
+import { buildDistribution, renderTemplate, renderThingConfig } from "../../src/hub/distribution.ts";
+import { addCrlFile, loadHubSettings } from "../../src/hub/hub-config.ts";
+import { distributionPath, initHub, openHubHome, type HubHome } from "../../src/hub/home.ts";
+import { openHubStore, thingStatus, type HubStore } from "../../src/hub/hub-store.ts";
+import { createThing, findThing, ProvisionError, revokeThing, validateThingName } from "../../src/hub/provision.ts";
+import { writeRevocationLists } from "../../src/hub/revocation-list.ts";
+import { hashToken, tokenMatchesAny } from "../../src/hub/tokens.ts";
+
+const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
+let root: string;
+let home: HubHome;
+let store: HubStore;
+let token: string;
+
+const mode = (file: string) => statSync(file).mode & 0o777;
+
+beforeAll(async () => {
+  root = mkdtempSync(join(tmpdir(), "flashlex-hub-provision-"));
+  const result = await initHub({ dir: join(root, "hub"), ownerId: OWNER, names: ["hub.example", "192.0.2.7"] });
+  home = result.home;
+  token = result.token;
+  store = openHubStore(home.paths.database);
+});
+
+afterAll(async () => {
+  await store.close();
+  rmSync(root, { recursive: true, force: true });
+});
+
+describe("hub init", () => {
+  test("creates the home with owner-only secrets", () => {
+    const p = home.paths;
+    expect(mode(p.dir)).toBe(0o700);
+    for (const secret of [p.caKey, p.brokerKey, p.clientKey]) expect(mode(secret)).toBe(0o600);
+    for (const file of [p.caCert, p.brokerCert, p.clientCert, p.config, p.database]) expect(existsSync(file)).toBe(true);
+    expect(mode(p.dists)).toBe(0o700);
+  });
+
+  test("the broker certificate names what was asked, the client certificate is flashlex-hub", () => {
+    const ca = readFileSync(home.paths.caCert, "utf8");
+    const broker = readFileSync(home.paths.brokerCert, "utf8");
+    expect(checkCertificate(broker, ca, new Date()).ok).toBe(true);
+    const san = new X509Certificate(broker).subjectAltName as string;
+    expect(san).toContain("DNS:hub.example");
+    expect(san).toContain("IP Address:192.0.2.7");
+    expect(describeCertificate(readFileSync(home.paths.clientCert, "utf8")).subjectCN).toBe("flashlex-hub");
+    expect(keyMatchesCertificate(loadPrivateKey(readFileSync(home.paths.clientKey, "utf8")), readFileSync(home.paths.clientCert, "utf8"))).toBe(true);
+  });
+
+  test("hub.yml validates and says what things will use", () => {
+    const s = loadHubSettings(home.paths.config);
+    expect(s).toMatchObject({
+      ownerId: OWNER,
+      env: "dev",
+      api: { publicUrl: "http://127.0.0.1:8080", host: "127.0.0.1", port: 8080, tls: false, payloadLimitBytes: 262144 },
+      broker: { host: "hub.example", port: 8883, listenHost: "0.0.0.0" },
+    });
+  });
+
+  test("only the hash of the operator token is stored", async () => {
+    expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
+    const hashes = await store.activeTokenHashes(Date.now());
+    expect(hashes).toEqual([hashToken(token)]);
+    expect(tokenMatchesAny(token, hashes)).toBe(true);
+    expect(tokenMatchesAny(token + "x", hashes)).toBe(false);
+    expect(readFileSync(home.paths.database).includes(Buffer.from(token))).toBe(false);
+  });
+
+  test("refuses an existing hub or a non-empty directory with exit code 78, and leaves it alone", async () => {
+    const before = readFileSync(home.paths.config, "utf8");
+    const err = await initHub({ dir: home.paths.dir }).catch((e) => e);
+    expect(err).toBeInstanceOf(ConfigError);
+    expect(err.exitCode).toBe(ExitCode.CONFIG);
+    expect(readFileSync(home.paths.config, "utf8")).toBe(before);
+    const other = join(root, "busy");
+    mkdirSync(other);
+    writeFileSync(join(other, "notes.txt"), "mine");
+    expect(await initHub({ dir: other }).catch((e) => e)).toBeInstanceOf(ConfigError);
+  });
+
+  test("an empty directory is fine; a failed init leaves nothing behind", async () => {
+    const empty = join(root, "empty");
+    mkdirSync(empty);
+    await initHub({ dir: empty });
+    expect(mode(empty)).toBe(0o700);
+    const bad = join(root, "bad");
+    const err = await initHub({ dir: bad, names: ["not a name!"] }).catch((e) => e);
+    expect(err.exitCode).toBe(ExitCode.USAGE);
+    expect(existsSync(bad)).toBe(false);
+  });
+
+  test("openHubHome explains a missing home", () => {
+    expect(() => openHubHome(join(root, "nowhere"))).toThrow(/not a hub home/);
+  });
+});
+
+describe("hub thing create", () => {
+  test("prefixes the name with the owner id, issues a certificate and writes the distribution 0600", async () => {
+    const { thing, distribution } = await createThing(home, store, "mything");
+    expect(thing.name).toBe("ecd13b11-mything");
+    expect(thing.shortName).toBe("mything");
+    expect(thing.id).toMatch(/^[0-9a-f-]{36}$/);
+    expect(thingStatus(thing)).toBe("created");
+    expect(distribution).toBe(distributionPath(home.paths, thing.id));
+    expect(mode(distribution)).toBe(0o600);
+
+    const files = unzipSync(readFileSync(distribution));
+    const text = (name: string) => new TextDecoder().decode(files[`${thing.name}/${name}`]);
+    const cert = text(`keys/${thing.name}-certificate.pem`);
+    expect(describeCertificate(cert).subjectCN).toBe(thing.name);
+    expect(describeCertificate(cert).serialNumber).toBe(thing.certSerial);
+    expect(checkCertificate(cert, readFileSync(home.paths.caCert, "utf8"), new Date()).ok).toBe(true);
+    const privateKeyPem = text(`keys/${thing.name}-keypair-private.pem`);
+    expect(privateKeyPem).toContain("BEGIN RSA PRIVATE KEY"); // PKCS#1, as distributions shipped
+    const key = loadPrivateKey(privateKeyPem);
+    expect(key.asymmetricKeyDetails?.modulusLength).toBe(2048);
+    expect(keyMatchesCertificate(key, cert)).toBe(true);
+    expect(text(`keys/${thing.name}-keypair-public.pem`)).toBe(thing.publicKeyPem);
+    expect(text("keys/root-ca-cert.pem")).toBe(readFileSync(home.paths.caCert, "utf8"));
+    // The hub database never holds the private key.
+    expect(readFileSync(home.paths.database).includes(Buffer.from(privateKeyPem.split("\n")[1]!))).toBe(false);
+
+    const config = ThingYamlSchema.parse(parse(text("config.yml"))).flashlex;
+    expect(config.thing.keys).toEqual({
+      rootCA: "root-ca-cert.pem",
+      cert: "ecd13b11-mything-certificate.pem",
+      privateKey: "ecd13b11-mything-keypair-private.pem",
+      publicKey: "ecd13b11-mything-keypair-public.pem",
+    });
+  });
+
+  test("names: letters, digits, - and _, 1 to 40; duplicates refused", async () => {
+    for (const ok of ["a", "Sensor_1", "x-y", "a".repeat(40)]) expect(validateThingName(ok)).toBe(ok);
+    for (const bad of ["", "a".repeat(41), "has space", "dot.ted", "slash/", "ünï", "semi;colon", 42, undefined]) {
+      expect(() => validateThingName(bad)).toThrow(ProvisionError);
+    }
+    await createThing(home, store, "twin");
+    const err = await createThing(home, store, "twin").catch((e) => e);
+    expect(err).toBeInstanceOf(ProvisionError);
+    expect(err.status).toBe(409);
+    expect(err.exitCode).toBe(ExitCode.DATA);
+  });
+
+  test("findThing accepts the id, the full name and the typed name", async () => {
+    const { thing } = await createThing(home, store, "findme");
+    for (const ref of [thing.id, thing.name, "findme"]) expect((await findThing(home, store, ref))?.id).toBe(thing.id);
+    expect(await findThing(home, store, "nobody")).toBeUndefined();
+  });
+
+  test("revoke marks the thing, deletes its distribution and lists its serial in the CRL", async () => {
+    const { thing, distribution } = await createThing(home, store, "revokee");
+    expect(await revokeThing(home, store, thing)).toBe(true);
+    expect(await revokeThing(home, store, thing)).toBe(false);
+    expect(existsSync(distribution)).toBe(false);
+    const after = (await store.getThing(thing.id))!;
+    expect(thingStatus(after)).toBe("revoked");
+    expect(await store.revokedSince(after.revokedAt!)).toContain(thing.name);
+
+    const extra = join(root, "mosquitto-crl.pem");
+    addCrlFile(home.paths.config, extra);
+    addCrlFile(home.paths.config, extra); // once only
+    const reopened = openHubHome(home.paths.dir);
+    expect(reopened.settings.broker.crlFiles).toEqual([extra]);
+    expect(readFileSync(home.paths.config, "utf8")).toContain("# FlashLex hub settings"); // comments kept
+    const written = await writeRevocationLists(reopened, store);
+    expect(written).toContain(extra);
+    const { X509Crl } = await import("@peculiar/x509");
+    const crl = new X509Crl(readFileSync(extra, "utf8"));
+    expect(crl.entries.map((e) => e.serialNumber.toUpperCase().replace(/^0+/, ""))).toContain(thing.certSerial.replace(/^0+/, ""));
+  });
+});
+
+describe("distribution template", () => {
+  const values = { thingId: randomUUID(), thingName: "ecd13b11-t", apiEndpoint: "https://hub.example:8443/", env: "prod", brokerHost: "hub.example", brokerPort: 18883, commitSha: "abc123" };
+
+  test("config.yml has the guide's values and validates against the thing's schema", () => {
+    const { parsed } = renderThingConfig(values);
+    const f = parsed.flashlex;
+    expect(f.app).toMatchObject({ api: { endpoint: "https://hub.example:8443", env: "prod" }, callback: "persistent", thread: "subscribe", db: { subscriptionData: "subscription.json", expireSeconds: 3600 } });
+    expect(f.dist?.commitSha).toBe("abc123");
+    expect(f.thing.mqtt).toMatchObject({
+      pubsub: { topic: "pubsub/ecd13b11-t" },
+      ingress: { topic: "ingress/ecd13b11-t" },
+      egress: { topic: "flashlex/collect" },
+      useWebsocket: false,
+      port: 18883,
+      autoReconnectBackoffTime: { baseReconnectQuietTimeSecond: 1, maxReconnectQuietTimeSecond: 30, stableConnectionTimeSecond: 10 },
+      offlinePublishQueueing: -1,
+      drainingFrequency: 2,
+      connectDisconnectTimeout: 60,
+      mqttOperationTimeout: 120,
+    });
+  });
+
+  test("values that YAML would misread are refused, not written", () => {
+    expect(() => renderThingConfig({ ...values, brokerHost: "evil # comment" })).toThrow(/unquoted/);
+    expect(() => renderThingConfig({ ...values, env: "x\n  injected: true" })).toThrow();
+    expect(() => renderTemplate("{{missing}}", {}, true)).toThrow(/no value/);
+  });
+
+  test("the zip holds <name>/config.yml, README.md and keys/, nothing else", () => {
+    const zip = buildDistribution(values, { rootCaPem: "ca", certPem: "cert", privateKeyPem: "key", publicKeyPem: "pub" });
+    expect(Object.keys(unzipSync(zip)).sort()).toEqual([
+      "ecd13b11-t/README.md",
+      "ecd13b11-t/config.yml",
+      "ecd13b11-t/keys/ecd13b11-t-certificate.pem",
+      "ecd13b11-t/keys/ecd13b11-t-keypair-private.pem",
+      "ecd13b11-t/keys/ecd13b11-t-keypair-public.pem",
+      "ecd13b11-t/keys/root-ca-cert.pem",
+    ]);
+    const readme = new TextDecoder().decode(unzipSync(zip)["ecd13b11-t/README.md"]);
+    expect(readme).not.toContain("{{");
+    expect(readme).toContain("./flashlex bootstrap -c ecd13b11-t/config.yml -k ecd13b11-t/keys -d ecd13b11-t/data");
+  });
+});
+
+describe("hub export times", () => {
+  test("Unix seconds, ISO date-times, and bare dates (end of day for --until)", () => {
+    expect(parseTime(undefined, "--since", false)).toBeUndefined();
+    expect(parseTime("1563587144", "--since", false)).toBe(1563587144);
+    expect(parseTime("2019-07-20", "--since", false)).toBe(1563580800);
+    expect(parseTime("2019-07-20", "--until", true)).toBe(1563580800 + 86399);
+    expect(parseTime("2019-07-20T01:45:44Z", "--until", true)).toBe(1563587144);
+    expect(() => parseTime("yesterday", "--since", false)).toThrow(/--since/);
+  });
+});
