@@ -113,7 +113,7 @@ export interface HubStore {
   deleteMessages(thingId: string, query: MessageQuery): Promise<number>;
 
   addToken(hash: string, kind: TokenKind, createdAt: number, expiresAt: number | null): Promise<void>;
-  /** hashes of the tokens valid at `now` (expired ones are purged on the way) */
+  /** hashes of the tokens valid at `now` (a read only: it runs on every operator request) */
   activeTokenHashes(now: number): Promise<string[]>;
   deleteTokens(kind: TokenKind): Promise<number>;
   deleteToken(hash: string): Promise<void>;
@@ -262,11 +262,14 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
     },
 
     async addToken(hash, kind, createdAt, expiresAt) {
-      db.run("INSERT INTO tokens (hash, kind, created_at, expires_at) VALUES (?, ?, ?, ?)", [hash, kind, createdAt, expiresAt]);
+      db.transaction(() => {
+        // Expired CLI tokens (a CLI killed before it could delete its own) are purged here.
+        db.run("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", [createdAt]);
+        db.run("INSERT INTO tokens (hash, kind, created_at, expires_at) VALUES (?, ?, ?, ?)", [hash, kind, createdAt, expiresAt]);
+      });
     },
     async activeTokenHashes(now) {
-      db.run("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", [now]);
-      return db.all<{ hash: string }>("SELECT hash FROM tokens").map((r) => r.hash);
+      return db.all<{ hash: string }>("SELECT hash FROM tokens WHERE expires_at IS NULL OR expires_at > ?", [now]).map((r) => r.hash);
     },
     async deleteTokens(kind) {
       return db.run("DELETE FROM tokens WHERE kind = ?", [kind]).changes;

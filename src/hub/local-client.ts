@@ -57,7 +57,8 @@ export async function localRequest<T>(home: HubHome, token: string, method: stri
   try {
     response = await fetch(url, init);
   } catch (err) {
-    throw new FlashlexError(`the hub API at ${localApiUrl(home)} did not answer (${(err as Error).message}); is \`flashlex hub serve\` running?`, ExitCode.UNAVAILABLE);
+    const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new FlashlexError(`the hub API at ${localApiUrl(home)} did not answer (${why}); is \`flashlex hub serve\` running?`, ExitCode.UNAVAILABLE);
   }
   const text = await response.text();
   let parsed: Envelope<T> | undefined;

@@ -82,6 +82,15 @@ describe("hub init", () => {
     expect(readFileSync(home.paths.database).includes(Buffer.from(token))).toBe(false);
   });
 
+  test("short-lived CLI tokens expire; rotation replaces the operator token", async () => {
+    const t0 = Date.now();
+    await store.addToken(hashToken("cli-token"), "cli", t0, t0 + 60_000);
+    expect(await store.activeTokenHashes(t0)).toContain(hashToken("cli-token"));
+    expect(await store.activeTokenHashes(t0 + 60_000)).not.toContain(hashToken("cli-token"));
+    await store.deleteToken(hashToken("cli-token"));
+    expect(await store.activeTokenHashes(t0)).toEqual([hashToken(token)]);
+  });
+
   test("refuses an existing hub or a non-empty directory with exit code 78, and leaves it alone", async () => {
     const before = readFileSync(home.paths.config, "utf8");
     const err = await initHub({ dir: home.paths.dir }).catch((e) => e);
