@@ -209,7 +209,7 @@ export function hubThingRevoke(args: string[], options: Options): Promise<number
         return ExitCode.OK;
       }
       console.log(`revoked ${thing.name} (id ${thing.id}): it can no longer connect or collect, and its distribution was deleted`);
-      console.log("a running `flashlex hub serve` disconnects it within a few seconds");
+      console.log("a running `flashlex hub serve` with the embedded broker disconnects it within a few seconds");
       const external = crls.filter((f) => f !== hubCrlPath(home));
       if (external.length > 0) console.log(`CRL updated: ${external.join(", ")}; reload the broker (systemctl reload mosquitto)`);
       return ExitCode.OK;
@@ -283,22 +283,22 @@ export function hubMosquittoConfig(options: Options): Promise<number> {
       const dir = resolve(out);
       mkdirSync(dir, { recursive: true, mode: 0o755 });
       const file = (name: string) => join(dir, name);
-      copyFileSync(home.paths.caCert, file("ca-cert.pem"));
+      copyFileSync(home.paths.caCert, file("root-ca-cert.pem"));
       copyFileSync(home.paths.brokerCert, file("broker-cert.pem"));
       // Group-readable, so that after `chown root:mosquitto` the broker can read it after dropping root.
       writeFileSync(file("broker-key.pem"), readFileSync(home.paths.brokerKey), { mode: 0o640 });
       chmodSync(file("broker-key.pem"), 0o640);
-      writeFileSync(file("acl"), renderMosquittoAcl(), { mode: 0o644 });
+      writeFileSync(file("mosquitto.acl"), renderMosquittoAcl(), { mode: 0o644 });
       const persistence = str(options.persistence);
       writeFileSync(
         file("mosquitto.conf"),
         renderMosquittoConfig({
           port: port(options.port, "--port") ?? home.settings.broker.port,
           bindAddress: str(options.bind) ?? "0.0.0.0",
-          caFile: file("ca-cert.pem"),
+          caFile: file("root-ca-cert.pem"),
           certFile: file("broker-cert.pem"),
           keyFile: file("broker-key.pem"),
-          aclFile: file("acl"),
+          aclFile: file("mosquitto.acl"),
           crlFile: file("crl.pem"),
           persistenceDir: persistence ? resolve(persistence) : undefined,
         }),
@@ -307,7 +307,7 @@ export function hubMosquittoConfig(options: Options): Promise<number> {
       // From now on every `hub thing revoke` rewrites this CRL as well.
       addCrlFile(home.paths.config, file("crl.pem"));
       await writeRevocationLists(openHubHome(home.paths.dir), store);
-      console.log(`wrote ${file("mosquitto.conf")}, acl, ca-cert.pem, broker-cert.pem, broker-key.pem, crl.pem`);
+      console.log(`wrote ${file("mosquitto.conf")}, mosquitto.acl, root-ca-cert.pem, broker-cert.pem, broker-key.pem, crl.pem`);
       console.log(`the broker key must be readable by Mosquitto's user: sudo chown root:mosquitto ${file("broker-key.pem")}`);
       console.log(`run: mosquitto -c ${file("mosquitto.conf")}   then: flashlex hub serve --broker mqtts://${home.settings.broker.host}:${home.settings.broker.port}`);
       return ExitCode.OK;
