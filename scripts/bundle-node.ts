@@ -52,8 +52,9 @@ export async function bundleForNode(outFile: string, options: { entry?: string; 
     entrypoints: [entry],
     target: "node",
     format: "cjs",
-    // names stay readable: a stack trace from a device is worth more than a few KB
-    minify: options.minify === false ? false : { whitespace: true, syntax: true, identifiers: false },
+    // Names and line breaks stay: a stack trace from a device is worth more than a few KB, and
+    // Node prints the source line of an uncaught error, which in a one-line bundle is all of it.
+    minify: options.minify === false ? false : { whitespace: false, syntax: true, identifiers: false },
     plugins: [nodeStorePlugin],
     throw: false,
   });

@@ -41,7 +41,10 @@ function readText(path: string): string | null {
 }
 
 function startTimeOf(pid: number): string | null {
-  const stat = readText(`/proc/${pid}/stat`);
+  // Through task/<pid>/ (the main thread: same values): qemu-user answers /proc/self/stat and
+  // /proc/<own pid>/stat for the emulated process itself with a start time of its own making,
+  // often one tick off what every other process reads there.
+  const stat = readText(`/proc/${pid}/task/${pid}/stat`);
   // the command name (field 2) may hold spaces and parentheses: count fields after the last ")"
   return stat?.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
 }
@@ -72,8 +75,15 @@ export function isAlive(owner: LockOwner): boolean {
     // EPERM: the pid exists but belongs to another user, which still holds the lock
     if ((err as NodeJS.ErrnoException).code === "ESRCH") return false;
   }
-  return !(owner.start && now.start && owner.start !== now.start);
+  return !(owner.start && now.start && Math.abs(Number(owner.start) - Number(now.start)) > START_SLACK_TICKS);
 }
+
+/**
+ * How far two readings of one process's start time may differ (clock ticks, 100 a second), so an
+ * emulator that approximates it cannot make a live holder look dead. The price is the safe one:
+ * a pid reused within 5 s of the dead holder's start reads as alive, and the open is refused.
+ */
+const START_SLACK_TICKS = 500;
 
 /**
  * Called before opening: refuses a lock held by a live process (or one we cannot attribute), and
