@@ -1,10 +1,9 @@
 import { readFileSync } from "node:fs";
 import { ExitCode, InputError, UsageError } from "../errors.ts";
 import { createLogger } from "../log.ts";
-import { collect, parseEgressDocument } from "../thing/collect.ts";
+import { openThingAccess } from "../thing/access.ts";
+import { parseEgressDocument } from "../thing/collect.ts";
 import { MAX_EGRESS_BYTES } from "../thing/egress.ts";
-import { loadIdentity } from "../thing/identity.ts";
-import { openThingStore } from "../thing/store.ts";
 import { loadConfigFromFlags, type ThingFlags } from "./common.ts";
 
 export async function collectCommand(flags: ThingFlags & { file?: string; via?: string; json?: boolean }): Promise<number> {
@@ -12,12 +11,10 @@ export async function collectCommand(flags: ThingFlags & { file?: string; via?: 
   const via = flags.via ?? "http";
   if (via !== "http" && via !== "mqtt") throw new UsageError(`--via must be http or mqtt, not ${via}`);
   const config = loadConfigFromFlags(flags, log);
-  const source = flags.file ?? "stdin";
-  const body = parseEgressDocument(await readInput(flags.file), source);
-  const identity = loadIdentity(config);
-  const store = openThingStore(config, log);
+  const body = parseEgressDocument(await readInput(flags.file), flags.file ?? "stdin");
+  const access = await openThingAccess(config, log);
   try {
-    const result = await collect({ config, identity, store, log, body, via });
+    const result = await access.collect(body, via);
     if (flags.json) {
       console.log(JSON.stringify(result));
     } else {
@@ -32,7 +29,7 @@ export async function collectCommand(flags: ThingFlags & { file?: string; via?: 
     console.error(`collect: message ${result.messageId} is queued (${result.error}); \`flashlex serve\` will deliver it`);
     return ExitCode.UNAVAILABLE;
   } finally {
-    store.close();
+    access.close();
   }
 }
 

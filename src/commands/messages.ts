@@ -1,7 +1,7 @@
 import { ExitCode, UsageError } from "../errors.ts";
 import { createLogger } from "../log.ts";
-import type { IngressMessage, IngressQuery, MessageStore } from "../store/message-store.ts";
-import { openThingStore } from "../thing/store.ts";
+import type { IngressMessage, IngressQuery } from "../store/message-store.ts";
+import { openThingAccess, type ThingAccess } from "../thing/access.ts";
 import { loadConfigFromFlags, untilSignal, type ThingFlags } from "./common.ts";
 
 export interface ListFlags extends ThingFlags {
@@ -16,9 +16,9 @@ export interface ListFlags extends ThingFlags {
 
 const FOLLOW_POLL_MS = 250;
 
-function openStore(flags: ThingFlags): MessageStore {
+function openAccess(flags: ThingFlags): Promise<ThingAccess> {
   const log = createLogger();
-  return openThingStore(loadConfigFromFlags(flags, log), log);
+  return openThingAccess(loadConfigFromFlags(flags, log), log);
 }
 
 /** The application's view of what arrived: unacknowledged messages unless told otherwise. */
@@ -30,7 +30,7 @@ export async function messagesList(flags: ListFlags): Promise<number> {
     since: flags.since === undefined ? undefined : parseTime(flags.since),
     limit: flags.limit,
   };
-  const store = openStore(flags);
+  const access = await openAccess(flags);
   try {
     let lastId = 0;
     const print = (rows: IngressMessage[]) => {
@@ -39,37 +39,37 @@ export async function messagesList(flags: ListFlags): Promise<number> {
         lastId = row.id;
       }
     };
-    print(store.listIngress(query));
+    print(await access.listMessages(query));
     if (!flags.follow) return ExitCode.OK;
     let stop = false;
     untilSignal().then(() => (stop = true));
     while (!stop) {
       await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
-      print(store.listIngress({ ...query, afterId: lastId, limit: undefined }));
+      print(await access.listMessages({ ...query, afterId: lastId, limit: undefined }));
     }
     return ExitCode.OK;
   } finally {
-    store.close();
+    access.close();
   }
 }
 
-export function messagesAck(flags: ThingFlags, ids: string[]): number {
-  return changeMessages(flags, ids, "acknowledged", (store, parsed) => store.ackIngress(parsed, Date.now()));
+export function messagesAck(flags: ThingFlags, ids: string[]): Promise<number> {
+  return changeMessages(flags, ids, "acknowledged", (access, parsed) => access.ackMessages(parsed));
 }
 
-export function messagesDelete(flags: ThingFlags, ids: string[]): number {
-  return changeMessages(flags, ids, "deleted", (store, parsed) => store.deleteIngress(parsed));
+export function messagesDelete(flags: ThingFlags, ids: string[]): Promise<number> {
+  return changeMessages(flags, ids, "deleted", (access, parsed) => access.deleteMessages(parsed));
 }
 
-function changeMessages(flags: ThingFlags, ids: string[], verb: string, change: (store: MessageStore, ids: number[]) => number[]): number {
+async function changeMessages(flags: ThingFlags, ids: string[], verb: string, change: (access: ThingAccess, ids: number[]) => Promise<number[]>): Promise<number> {
   if (!ids.length) throw new UsageError("give at least one message id");
   const parsed = ids.map((id) => {
     if (!/^[1-9]\d*$/.test(id)) throw new UsageError(`not a message id: ${JSON.stringify(id)}`);
     return Number(id);
   });
-  const store = openStore(flags);
+  const access = await openAccess(flags);
   try {
-    const done = new Set(change(store, parsed));
+    const done = new Set(await change(access, parsed));
     const missing = parsed.filter((id) => !done.has(id));
     if (done.size) console.log(`${verb}: ${[...done].join(" ")}`);
     if (missing.length) {
@@ -78,7 +78,7 @@ function changeMessages(flags: ThingFlags, ids: string[], verb: string, change: 
     }
     return ExitCode.OK;
   } finally {
-    store.close();
+    access.close();
   }
 }
 

@@ -1,9 +1,9 @@
-import type { Server } from "node:http";
 import type { ThingConfig } from "../config/load.ts";
 import type { Logger } from "../log.ts";
-import type { MessageStore } from "../store/message-store.ts";
+import type { MessageStore, OutboxEntry } from "../store/message-store.ts";
 import { openThingStore } from "./store.ts";
-import { closeControlSocket, listenControlSocket } from "./control-socket.ts";
+import { databaseAccess } from "./access.ts";
+import { assertNoServeRunning, closeControlSocket, listenControlSocket } from "./control-socket.ts";
 import { deliverHttp, deliverMqtt } from "./egress.ts";
 import { ExecRunner } from "./exec-runner.ts";
 import { loadIdentity, type ThingIdentity } from "./identity.ts";
@@ -32,43 +32,44 @@ const UNACKED_WARNING = 10_000;
  */
 export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const { config, log } = options;
+  // Before anything connects: a second session with our client id would take over the first.
+  await assertNoServeRunning(config.dataDir);
   const identity = loadIdentity(config);
   const store = openThingStore(config, log);
   const app = config.yaml.app;
   const mqttConfig = config.yaml.thing.mqtt;
-  const timers: ReturnType<typeof setInterval>[] = [];
-  let control: Server | undefined;
-  let session: ThingSession | undefined;
-  let drainer: OutboxDrainer | undefined;
-  let runner: ExecRunner | undefined;
+  // What to undo on stop, in order: stop taking work, finish work in flight, disconnect, close.
+  const teardown: (() => unknown)[] = [() => store.close()];
+  const stopAll = async () => {
+    for (const step of teardown) await step();
+  };
 
   try {
-    const runnerRef = options.exec ? new ExecRunner({ store, command: options.exec, log }) : undefined;
-    runner = runnerRef;
+    const runner = options.exec ? new ExecRunner({ store, command: options.exec, log }) : undefined;
     const subscriptions = app.thread === "basicPubsub" ? [requirePubsubTopic(config)] : [mqttConfig.ingress.topic];
-    session = new ThingSession({
+    const session = new ThingSession({
       config,
       identity,
       log,
       subscriptions,
-      onMessage: createIngressHandler({ config, store, log, onStored: () => runnerRef?.wake() }),
+      onMessage: createIngressHandler({ config, store, log, onStored: () => runner?.wake() }),
     });
-    const sessionRef = session;
-    drainer = new OutboxDrainer({
-      store,
-      log,
-      ratePerSecond: mqttConfig.drainingFrequency,
-      deliverers: {
-        http: (entry) => deliverHttp(entry, { config, identity }),
-        mqtt: (entry) => deliverMqtt(entry, { config, identity, session: sessionRef }),
-      },
-    });
-    const drainerRef = drainer;
-    session.on("connected", () => drainerRef.wake());
-    control = await listenControlSocket(config.dataDir, {
-      status: () => ({ thingName: identity.thingName, connected: sessionRef.connected, pending: store.countPending(), ...store.countIngress() }),
-      drainOutbox: () => drainerRef.wake(),
-    });
+    teardown.unshift(() => session.stop());
+    const deliverers = {
+      http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity }),
+      mqtt: (entry: OutboxEntry) => deliverMqtt(entry, { config, identity, session }),
+    };
+    const drainer = new OutboxDrainer({ store, log, ratePerSecond: mqttConfig.drainingFrequency, deliverers });
+    session.on("connected", () => drainer.wake());
+    teardown.unshift(() => Promise.all([drainer.stop(), runner?.stop()]));
+    const access = databaseAccess(config, identity, store, log, deliverers);
+    const control = await listenControlSocket(config.dataDir, access, () => ({
+      thingName: identity.thingName,
+      connected: session.connected,
+      pending: store.countPending(),
+      ...store.countIngress(),
+    }), log);
+    teardown.unshift(() => closeControlSocket(control, config.dataDir));
 
     log.info("serve.started", {
       thing: identity.thingName,
@@ -81,24 +82,17 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     });
     drainer.start();
     runner?.wake();
-    timers.push(startExpiry(store, app.db.expireSeconds, log));
-    const thread = startThread(config, identity, session, log);
-    if (thread) timers.push(thread);
+    const timers = [startExpiry(store, app.db.expireSeconds, log), startThread(config, identity, session, log)];
+    teardown.unshift(() => timers.forEach((timer) => clearInterval(timer)));
   } catch (err) {
-    await session?.stop();
-    if (control) await closeControlSocket(control, config.dataDir);
-    store.close();
+    await stopAll();
     throw err;
   }
 
   return {
     async stop() {
       log.info("serve.stopping");
-      for (const timer of timers) clearInterval(timer);
-      await Promise.all([drainer?.stop(), runner?.stop()]);
-      await session?.stop();
-      if (control) await closeControlSocket(control, config.dataDir);
-      store.close();
+      await stopAll();
       log.info("serve.stopped");
     },
   };

@@ -8,7 +8,7 @@ import { checkCertificate, describeCertificate } from "../crypto/x509.ts";
 import { silentLogger, type Logger } from "../log.ts";
 import type { MessageStore } from "../store/message-store.ts";
 import { openThingStore } from "./store.ts";
-import { callServe } from "./control-socket.ts";
+import { serveIsRunning } from "./control-socket.ts";
 import { collectUrl, deliverHttp } from "./egress.ts";
 import { loadIdentity, type ThingIdentity } from "./identity.ts";
 import { createIngressHandler } from "./ingress.ts";
@@ -154,7 +154,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     }
   });
 
-  const serveRunning = configOk ? await callServe(config!.dataDir, "GET", "/v1/status").then(() => true, () => false) : false;
+  const serveRunning = configOk ? await serveIsRunning(config!.dataDir) : false;
   const canConnect = Boolean(chainOk && resolvedOk && storeOk);
   const nonce = randomUUID();
   let echoed: () => void = () => {};

@@ -1,41 +1,51 @@
-import { existsSync, unlinkSync, chmodSync } from "node:fs";
-import { createServer, request, type Server } from "node:http";
+import { chmodSync, existsSync, unlinkSync } from "node:fs";
+import { createServer, request, type IncomingMessage, type Server } from "node:http";
 import { join } from "node:path";
-import { ExitCode, FlashlexError } from "../errors.ts";
+import { ExitCode, FlashlexError, exitCodeOf } from "../errors.ts";
+import type { IngressMessage, IngressQuery, OutboxVia } from "../store/message-store.ts";
+import type { Logger } from "../log.ts";
+import type { ThingAccess } from "./access.ts";
 
 /**
  * A local HTTP endpoint on a Unix socket in the data directory (owner-only), through which
- * other flashlex commands reach the running `serve`: `collect --via mqtt` hands its message to
- * the one MQTT session instead of opening a second one with the same client id (which would
- * take the session over), and the socket's presence tells a second `serve` to refuse to start.
+ * the other flashlex commands and the SDK reach a running `serve` (see access.ts). Its
+ * presence also tells a second `serve` on the same data directory to refuse to start.
+ * Every answer is `{ok: true, result}` or `{ok: false, error, exitCode}`.
  */
 export const SOCKET_NAME = "flashlex.sock";
+const MAX_REQUEST_BYTES = 1024 * 1024;
 
 export function socketPath(dataDir: string): string {
   return join(dataDir, SOCKET_NAME);
 }
 
-export interface ControlHandlers {
-  status(): unknown;
-  drainOutbox(): void;
-}
-
-export async function listenControlSocket(dataDir: string, handlers: ControlHandlers): Promise<Server> {
+export async function listenControlSocket(dataDir: string, access: ThingAccess, status: () => unknown, log: Logger): Promise<Server> {
   const path = socketPath(dataDir);
-  if (existsSync(path)) {
-    if (await callServe(dataDir, "GET", "/v1/status").catch(() => undefined)) {
-      throw new FlashlexError(`${dataDir}: another flashlex serve is running for this data directory`, ExitCode.TEMPFAIL);
-    }
-    unlinkSync(path); // left behind by a serve that was killed
-  }
-  const server = createServer((req, res) => {
-    const send = (status: number, body: unknown) => {
+  await assertNoServeRunning(dataDir);
+  if (existsSync(path)) unlinkSync(path); // left behind by a serve that was killed
+  const routes: Record<string, (body: any) => unknown> = {
+    "GET /v1/status": () => status(),
+    "POST /v1/messages/list": async (query: IngressQuery) => (await access.listMessages(query)).map(toWire),
+    "POST /v1/messages/ack": ({ ids }: { ids: number[] }) => access.ackMessages(ids),
+    "POST /v1/messages/delete": ({ ids }: { ids: number[] }) => access.deleteMessages(ids),
+    "POST /v1/collect": async ({ body, via }: { body: string; via: OutboxVia }) => {
+      const result = await access.collect(body, via);
+      log.info("egress.collected", { messageId: result.messageId, via, outcome: result.outcome, status: result.status, error: result.error });
+      return result;
+    },
+  };
+  const server = createServer(async (req, res) => {
+    const send = (status: number, answer: unknown) => {
       res.writeHead(status, { "Content-Type": "application/json" });
-      res.end(JSON.stringify(body));
+      res.end(JSON.stringify(answer));
     };
-    if (req.method === "GET" && req.url === "/v1/status") return send(200, handlers.status());
-    if (req.method === "POST" && req.url === "/v1/outbox/drain") return (handlers.drainOutbox(), send(202, { ok: true }));
-    send(404, { error: "no such route" });
+    const route = routes[`${req.method} ${req.url}`];
+    if (!route) return send(404, { ok: false, error: `no route ${req.method} ${req.url}`, exitCode: ExitCode.USAGE });
+    try {
+      send(200, { ok: true, result: await route(await readJson(req)) });
+    } catch (err) {
+      send(200, { ok: false, error: (err as Error).message, exitCode: exitCodeOf(err) });
+    }
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -54,23 +64,62 @@ export async function closeControlSocket(server: Server, dataDir: string): Promi
   }
 }
 
-/** Calls the running serve; rejects when none answers (no socket, or a stale one). */
-export function callServe(dataDir: string, method: "GET" | "POST", path: string): Promise<unknown> {
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  let text = "";
+  for await (const chunk of req) {
+    text += chunk;
+    if (text.length > MAX_REQUEST_BYTES) throw new FlashlexError("request too large", ExitCode.DATA);
+  }
+  return text ? JSON.parse(text) : {};
+}
+
+export async function assertNoServeRunning(dataDir: string): Promise<void> {
+  if (await serveIsRunning(dataDir)) {
+    throw new FlashlexError(`${dataDir}: another flashlex serve is running for this data directory`, ExitCode.TEMPFAIL);
+  }
+}
+
+export function serveIsRunning(dataDir: string): Promise<boolean> {
+  if (!existsSync(socketPath(dataDir))) return Promise.resolve(false);
+  return callServe(dataDir, "GET", "/v1/status").then(
+    () => true,
+    () => false,
+  );
+}
+
+/**
+ * Calls the running serve; rejects when none answers (no socket, or a stale one). Long
+ * requests (a collect waiting for its API) are bounded by serve's own timeouts.
+ */
+export function callServe(dataDir: string, method: "GET" | "POST", path: string, body?: unknown): Promise<unknown> {
   return new Promise((resolve, reject) => {
-    const req = request({ socketPath: socketPath(dataDir), method, path, timeout: 2000 }, (res) => {
-      let body = "";
+    const req = request({ socketPath: socketPath(dataDir), method, path, headers: { "Content-Type": "application/json" } }, (res) => {
+      let text = "";
       res.setEncoding("utf8");
-      res.on("data", (chunk) => (body += chunk));
+      res.on("data", (chunk) => (text += chunk));
       res.on("end", () => {
         try {
-          resolve(JSON.parse(body));
+          resolve(JSON.parse(text));
         } catch (err) {
           reject(err);
         }
       });
     });
-    req.on("timeout", () => req.destroy(new Error("the running serve did not answer")));
+    req.setTimeout(method === "GET" ? 2000 : 120_000, () => req.destroy(new Error("the running serve did not answer")));
     req.on("error", reject);
-    req.end();
+    req.end(body === undefined ? undefined : JSON.stringify(body));
   });
+}
+
+/** An ingress message as JSON: binary payloads travel as base64. */
+export type WireMessage = Omit<IngressMessage, "payload"> & { payload?: string; payloadBase64?: string };
+
+export function toWire(message: IngressMessage): WireMessage {
+  const { payload, ...rest } = message;
+  return typeof payload === "string" ? { ...rest, payload } : { ...rest, payloadBase64: Buffer.from(payload).toString("base64") };
+}
+
+export function fromWire(message: WireMessage): IngressMessage {
+  const { payload, payloadBase64, ...rest } = message;
+  return { ...rest, payload: payload ?? new Uint8Array(Buffer.from(payloadBase64 ?? "", "base64")) };
 }

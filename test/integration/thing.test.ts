@@ -185,6 +185,24 @@ describe("serve", () => {
     }
   });
 
+  test("while serve runs, messages and collect go through its socket", async () => {
+    const serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/mqtt\.subscribed/);
+      hub.publish(`ingress/${thing.thingName}`, JSON.stringify({ through: "socket" }), { qos: 1 });
+      await serve.waitFor(/ingress\.stored/);
+      const listed = await run(["messages", "list", "--json", ...thing.flags]);
+      const row = listed.stdout.trim().split("\n").map((l) => JSON.parse(l)).find((r) => r.payload === '{"through":"socket"}');
+      expect(row).toBeDefined();
+      expect((await run(["messages", "ack", String(row.id), ...thing.flags])).code).toBe(0);
+      const collected = await run(["collect", ...thing.flags], { input: '{"through":"socket"}' });
+      expect(collected.code).toBe(0);
+      await serve.waitFor(/egress\.collected [^\n]*outcome=sent/);
+    } finally {
+      expect(await serve.stop()).toBe(0);
+    }
+  });
+
   test("a second serve on the same data directory is refused with 75", async () => {
     const serve = start(["serve", ...thing.flags]);
     try {
@@ -295,7 +313,7 @@ describe("collect", () => {
       await serve.waitFor(/mqtt\.subscribed/);
       const handed = await run(["collect", ...thing.flags, "--via", "mqtt"], { input: '{"via":"serve"}' });
       expect(handed.code).toBe(0);
-      expect(serve.output()).toMatch(/egress\.sent [^\n]*via=mqtt/);
+      expect(serve.output()).toMatch(/egress\.collected [^\n]*via=mqtt outcome=sent/);
     } finally {
       await serve.stop();
     }

@@ -21,7 +21,7 @@ afterAll(async () => {
 });
 
 test("collectMessage delivers to the collect API with a verified JWT", async () => {
-  const sdk = FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
+  const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
   try {
     const result = await sdk.collectMessage({ foo: "bar" });
     expect(result.outcome).toBe("sent");
@@ -33,17 +33,17 @@ test("collectMessage delivers to the collect API with a verified JWT", async () 
   }
 });
 
-test("reads and acknowledges what serve stored", () => {
+test("reads and acknowledges what serve stored", async () => {
   const store = MessageStore.open(`${thing.dataDir}/subscription.db`);
   store.insertIngress({ topic: `ingress/${thing.thingName}`, payload: Buffer.from('{"message":"hi"}'), qos: 1, retain: false, receivedAt: Date.now() });
   store.close();
-  const sdk = FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
+  const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
   try {
-    const [message] = sdk.getMessages();
+    const [message] = await sdk.getMessages();
     expect(message?.payload).toBe('{"message":"hi"}');
-    expect(sdk.ackMessages([message!.id])).toEqual([message!.id]);
-    expect(sdk.getMessages()).toEqual([]);
-    expect(sdk.getMessages({ state: "acked" })).toHaveLength(1);
+    expect(await sdk.ackMessages([message!.id])).toEqual([message!.id]);
+    expect(await sdk.getMessages()).toEqual([]);
+    expect(await sdk.getMessages({ state: "acked" })).toHaveLength(1);
   } finally {
     sdk.close();
   }

@@ -1,0 +1,96 @@
+import type { ThingConfig } from "../config/load.ts";
+import { FlashlexError } from "../errors.ts";
+import type { Logger } from "../log.ts";
+import type { IngressMessage, IngressQuery, MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import { collect, type CollectResult } from "./collect.ts";
+import { callServe, fromWire, serveIsRunning, type WireMessage } from "./control-socket.ts";
+import { deliverHttp, deliverMqtt, type DeliveryOutcome } from "./egress.ts";
+import { loadIdentity, type ThingIdentity } from "./identity.ts";
+import { createIngressHandler } from "./ingress.ts";
+import { ThingSession } from "./session.ts";
+import { openThingStore } from "./store.ts";
+
+/**
+ * What the application side (`messages`, `collect`, FlashlexSDK) does with the thing's data.
+ * When `serve` runs, everything goes through its control socket: serve owns the one MQTT
+ * session, and on armv7 the WebAssembly SQLite holds the database file exclusively. When it
+ * does not run, the command opens the database itself. Both answer the same way.
+ */
+export interface ThingAccess {
+  readonly via: "serve" | "database";
+  listMessages(query: IngressQuery): Promise<IngressMessage[]>;
+  ackMessages(ids: readonly number[]): Promise<number[]>;
+  deleteMessages(ids: readonly number[]): Promise<number[]>;
+  collect(body: string, via: OutboxVia): Promise<CollectResult>;
+  close(): void;
+}
+
+export async function openThingAccess(config: ThingConfig, log: Logger): Promise<ThingAccess> {
+  if (await serveIsRunning(config.dataDir)) return serveAccess(config.dataDir);
+  return databaseAccess(config, loadIdentity(config), openThingStore(config, log), log);
+}
+
+/** The thing's data in this process: used by serve itself (for its socket) and when serve is not running. */
+export function databaseAccess(
+  config: ThingConfig,
+  identity: ThingIdentity,
+  store: MessageStore,
+  log: Logger,
+  deliverers?: Record<OutboxVia, (entry: OutboxEntry) => Promise<DeliveryOutcome>>,
+): ThingAccess {
+  const deliver = deliverers ?? {
+    http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity }),
+    mqtt: (entry: OutboxEntry) => deliverOverOwnSession(entry, { config, identity, store, log }),
+  };
+  return {
+    via: "database",
+    listMessages: async (query) => store.listIngress(query),
+    ackMessages: async (ids) => store.ackIngress(ids, Date.now()),
+    deleteMessages: async (ids) => store.deleteIngress(ids),
+    collect: (body, via) => collect({ store, body, via, queueLimit: config.yaml.thing.mqtt.offlinePublishQueueing, deliver: deliver[via] }),
+    close: () => store.close(),
+  };
+}
+
+function serveAccess(dataDir: string): ThingAccess {
+  const call = async <T>(method: "GET" | "POST", path: string, body?: unknown): Promise<T> => {
+    const answer = (await callServe(dataDir, method, path, body)) as { ok: boolean; result: T; error?: string; exitCode?: number };
+    if (!answer.ok) throw new FlashlexError(answer.error ?? "the running serve refused the request", (answer.exitCode ?? 70) as never);
+    return answer.result;
+  };
+  return {
+    via: "serve",
+    listMessages: async (query) => (await call<WireMessage[]>("POST", "/v1/messages/list", query)).map(fromWire),
+    ackMessages: (ids) => call("POST", "/v1/messages/ack", { ids }),
+    deleteMessages: (ids) => call("POST", "/v1/messages/delete", { ids }),
+    collect: (body, via) => call("POST", "/v1/collect", { body, via }),
+    close: () => {},
+  };
+}
+
+/**
+ * `collect --via mqtt` with no serve running: connect as the thing (persistent session, like
+ * serve, so nothing of the session is discarded) just long enough to publish. Ingress that
+ * arrives meanwhile is stored exactly as serve would store it.
+ */
+async function deliverOverOwnSession(
+  entry: OutboxEntry,
+  deps: { config: ThingConfig; identity: ThingIdentity; store: MessageStore; log: Logger },
+): Promise<DeliveryOutcome> {
+  const session = new ThingSession({
+    config: deps.config,
+    identity: deps.identity,
+    log: deps.log,
+    subscriptions: [],
+    reconnect: false,
+    onMessage: createIngressHandler(deps),
+  });
+  try {
+    await session.waitConnected(Math.max(deps.config.yaml.thing.mqtt.connectDisconnectTimeout, 1) * 1000);
+    return await deliverMqtt(entry, { ...deps, session });
+  } catch (err) {
+    return { kind: "retry", error: (err as Error).message };
+  } finally {
+    await session.stop();
+  }
+}
