@@ -40,12 +40,37 @@ export const nodeStorePlugin: BunPlugin = {
   },
 };
 
+/**
+ * A `#!/usr/bin/env bun` line on the entry (src/main.ts has one) makes Bun.build emit its own
+ * CommonJS flavour even with `target: "node"`: a `// @bun @bun-cjs` pragma and the whole file as
+ * an uncalled `(function(exports, require, module, ...) {...})` expression, which Node evaluates
+ * and discards (the bundle runs nothing and exits 0). The entry is loaded without that line.
+ */
+function entryWithoutBunShebang(entry: string): BunPlugin {
+  return {
+    name: "flashlex-node-entry",
+    setup(build) {
+      build.onLoad({ filter: new RegExp(`^${escapeRegExp(entry)}$`) }, async ({ path }) => ({
+        contents: (await Bun.file(path).text()).replace(/^#!.*\n/, "\n"),
+        loader: "ts",
+      }));
+    },
+  };
+}
+
 export interface NodeBundle {
   outFile: string;
   bytes: number;
 }
 
-export async function bundleForNode(outFile: string, options: { entry?: string; minify?: boolean } = {}): Promise<NodeBundle> {
+export interface NodeBundleOptions {
+  entry?: string;
+  minify?: boolean;
+  /** compile-time constants, as `bun build --define` (values are JavaScript source: JSON.stringify strings) */
+  define?: Record<string, string>;
+}
+
+export async function bundleForNode(outFile: string, options: NodeBundleOptions = {}): Promise<NodeBundle> {
   const entry = resolve(options.entry ?? join(root, "src/main.ts"));
   if (!existsSync(entry)) throw new Error(`bundle entry ${entry} does not exist`);
   const result = await Bun.build({
@@ -55,7 +80,8 @@ export async function bundleForNode(outFile: string, options: { entry?: string; 
     // Names and line breaks stay: a stack trace from a device is worth more than a few KB, and
     // Node prints the source line of an uncaught error, which in a one-line bundle is all of it.
     minify: options.minify === false ? false : { whitespace: false, syntax: true, identifiers: false },
-    plugins: [nodeStorePlugin],
+    define: options.define,
+    plugins: [entryWithoutBunShebang(entry), nodeStorePlugin],
     throw: false,
   });
   if (!result.success) throw new AggregateError(result.logs, `bundling ${entry} for Node failed:\n${result.logs.join("\n")}`);
@@ -63,6 +89,7 @@ export async function bundleForNode(outFile: string, options: { entry?: string; 
     throw new Error(`the Node bundle must be one file, got: ${result.outputs.map((o) => o.path).join(", ")}`);
   }
   const code = await result.outputs[0]!.text();
+  if (/^(#!.*\n)?\/\/ @bun/.test(code)) throw new Error(`the Node bundle came out in Bun's own format (// @bun pragma): Node would not run it`);
   const bunImport = code.match(/(?:require\(|import\(|from\s*)["']bun(?::[\w-]+)?["']/);
   if (bunImport) throw new Error(`the Node bundle still imports Bun: ${bunImport[0]}`);
   await Bun.write(outFile, code);
