@@ -1,56 +1,51 @@
 /**
  * `bun run build [--target NAME]... [--host] [--outdir DIR] [--entry FILE] [--no-bytecode]`
  *
- * Compiles src/main.ts into one executable per target (scripts/targets.ts), dist/flashlex-<name>,
- * then runs each binary this machine can run (natively, or under qemu when installed) with
- * --version and fails unless it prints the package version. Prints a table of times and sizes.
+ * Builds src/main.ts into one executable per target (scripts/targets.ts), dist/flashlex-<name>:
+ * `bun build --compile` for Bun targets, a Node single executable for linux-armv7
+ * (scripts/build-node-sea.ts). Then runs each binary this machine can run (natively, or under
+ * qemu) with --version and fails unless it prints the package version and commit; a binary that
+ * cannot run here says why in the table. release.ts uses the same functions.
  */
 import { existsSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { TARGETS, hostTarget, targetByName, type Target } from "./targets.ts";
+import { buildNodeSea } from "./build-node-sea.ts";
+import { TARGETS, binaryName, hostTarget, runnerFor, targetByName, type BunTarget, type Target } from "./targets.ts";
 
-const ROOT = resolve(import.meta.dir, "..");
+export const ROOT = resolve(import.meta.dir, "..");
 
-const { values: args } = parseArgs({
-  options: {
-    target: { type: "string", multiple: true },
-    host: { type: "boolean", default: false },
-    outdir: { type: "string", default: join(ROOT, "dist") },
-    // for testing this script before the real entry exists; releases always build src/main.ts
-    entry: { type: "string", default: join(ROOT, "src/main.ts") },
-    "no-bytecode": { type: "boolean", default: false },
-  },
-  strict: true,
-});
-
-function fail(message: string): never {
-  console.error(`build: ${message}`);
-  process.exit(1);
+export interface BuildOptions {
+  outdir: string;
+  /** releases always build src/main.ts; another entry is for testing the scripts */
+  entry: string;
+  version: string;
+  commit: string;
+  bytecode: boolean;
+  log?: (line: string) => void;
 }
 
-function selectTargets(): Target[] {
-  if (args.host) {
-    const host = hostTarget();
-    if (!host) fail(`no target for this machine (${process.arch})`);
-    return [host];
-  }
-  if (!args.target?.length) return [...TARGETS];
-  return args.target.map((name) => targetByName(name) ?? fail(`unknown target ${name}; known: ${TARGETS.map((t) => t.name).join(", ")}`));
+export interface Built {
+  target: Target;
+  file: string;
+  bytes: number;
+  seconds: number;
 }
 
-function commitSha(): string {
+export function commitSha(): string {
   const git = Bun.spawnSync(["git", "rev-parse", "--short", "HEAD"], { cwd: ROOT, stderr: "ignore" });
   const sha = git.success ? git.stdout.toString().trim() : "";
   return sha || "unknown";
 }
 
-const version: string = (await Bun.file(join(ROOT, "package.json")).json()).version;
-const commit = commitSha();
-const bytecode = !args["no-bytecode"];
-const outdir = resolve(args.outdir);
-const entry = resolve(args.entry);
-if (!existsSync(entry)) fail(`${entry} does not exist`);
+export async function packageVersion(): Promise<string> {
+  return (await Bun.file(join(ROOT, "package.json")).json()).version;
+}
+
+/** The same constants for every target, Bun or Node: src/version.ts reads them. */
+export function defines(version: string, commit: string): Record<string, string> {
+  return { FLASHLEX_VERSION: JSON.stringify(version), FLASHLEX_COMMIT: JSON.stringify(commit) };
+}
 
 /**
  * Flag choices:
@@ -62,71 +57,118 @@ if (!existsSync(entry)) fail(`${entry} does not exist`);
  * - --no-compile-autoload-*: a compiled binary would otherwise read .env and bunfig.toml from
  *   whatever directory it is started in.
  */
-function compileArgs(target: Target, outfile: string): string[] {
+function compileArgs(target: BunTarget, outfile: string, opts: BuildOptions): string[] {
   return [
     "build",
     "--compile",
     `--target=${target.bunTarget}`,
     "--minify",
     "--sourcemap",
-    ...(bytecode ? ["--bytecode", "--format=esm"] : []),
+    ...(opts.bytecode ? ["--bytecode", "--format=esm"] : []),
     "--no-compile-autoload-dotenv",
     "--no-compile-autoload-bunfig",
-    "--define",
-    `FLASHLEX_VERSION=${JSON.stringify(version)}`,
-    "--define",
-    `FLASHLEX_COMMIT=${JSON.stringify(commit)}`,
-    entry,
+    ...Object.entries(defines(opts.version, opts.commit)).flatMap(([name, value]) => ["--define", `${name}=${value}`]),
+    opts.entry,
     "--outfile",
     outfile,
   ];
 }
 
-/** How to run a binary here: natively, under its emulator if installed, or not at all. */
-function runner(target: Target): string[] | undefined {
-  if (target === hostTarget()) return [];
-  const emulator = target.emulator;
-  if (!emulator?.[0] || !Bun.which(emulator[0])) return undefined;
-  const sysroot = emulator[emulator.indexOf("-L") + 1];
-  return sysroot && !existsSync(sysroot) ? undefined : emulator;
-}
-
-function smokeTest(target: Target, outfile: string): string {
-  const prefix = runner(target);
-  if (!prefix) return "skipped (cannot run here)";
-  const run = Bun.spawnSync([...prefix, outfile, "--version"], { stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
-  const output = `${run.stdout.toString()}${run.stderr.toString()}`.trim();
-  if (!run.success || !output.includes(version)) {
-    fail(`${outfile} --version: expected ${version}, got exit ${run.exitCode}: ${output.split("\n")[0] ?? ""}`);
-  }
-  return prefix.length ? "ok (qemu)" : "ok";
-}
-
-interface Row {
-  target: string;
-  file: string;
-  seconds: string;
-  size: string;
-  smoke: string;
-}
-
-const rows: Row[] = [];
-console.log(`building flashlex ${version} (${commit}) from ${entry}${bytecode ? " with bytecode" : ""}`);
-for (const target of selectTargets()) {
-  const outfile = join(outdir, `flashlex-${target.name}`);
+export async function buildTarget(target: Target, opts: BuildOptions): Promise<Built> {
+  const file = join(opts.outdir, binaryName(target));
   const started = performance.now();
-  const build = Bun.spawnSync([process.execPath, ...compileArgs(target, outfile)], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
-  const seconds = ((performance.now() - started) / 1000).toFixed(1);
-  if (!build.success) {
-    process.stderr.write(build.stdout.toString() + build.stderr.toString());
-    fail(`${target.name}: bun build failed (exit ${build.exitCode})`);
+  if (target.kind === "bun") {
+    const build = Bun.spawnSync([process.execPath, ...compileArgs(target, file, opts)], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
+    if (!build.success) {
+      throw new Error(`${target.name}: bun build failed (exit ${build.exitCode}):\n${build.stdout.toString()}${build.stderr.toString()}`);
+    }
+    rmSync(`${file}.map`, { force: true });
+  } else {
+    await buildNodeSea(target, { outfile: file, entry: opts.entry, define: defines(opts.version, opts.commit), log: opts.log });
   }
-  rmSync(`${outfile}.map`, { force: true });
-  const smoke = smokeTest(target, outfile);
-  rows.push({ target: target.name, file: outfile, seconds: `${seconds} s`, size: `${(statSync(outfile).size / 1e6).toFixed(1)} MB`, smoke });
+  return { target, file, bytes: statSync(file).size, seconds: (performance.now() - started) / 1000 };
 }
 
-const headers: Row = { target: "target", file: "file", seconds: "build", size: "size", smoke: "--version" };
-const columns = Object.keys(headers) as (keyof Row)[];
-const widths = columns.map((c) => Math.max(headers[c].length, ...rows.map((r) => r[c].length)));
-for (const row of [headers, ...rows]) console.log(columns.map((c, i) => row[c].padEnd(widths[i] ?? 0)).join("  ").trimEnd());
+export interface Smoke {
+  ok: boolean;
+  /** for the table: "ok", "ok (qemu)", "failed: ...", "not run: ..." */
+  text: string;
+}
+
+/** Runs `binary --version` here (natively or under qemu); ok when it prints the version and commit. */
+export function smokeVersion(target: Target, file: string, version: string, commit: string): Smoke {
+  const runner = runnerFor(target);
+  if (!runner.ok) return { ok: true, text: `NOT RUN: ${runner.why}${runner.install ? ` (${runner.install})` : ""}` };
+  const run = Bun.spawnSync([...runner.prefix, file, "--version"], { stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
+  const output = `${run.stdout.toString()}${run.stderr.toString()}`.trim();
+  if (!run.success || !output.includes(version) || !output.includes(commit)) {
+    return { ok: false, text: `FAILED: --version exit ${run.exitCode}, expected ${version} (${commit}), got: ${output.split("\n")[0] ?? ""}` };
+  }
+  return { ok: true, text: runner.how === "qemu" ? "ok (qemu)" : "ok" };
+}
+
+export function selectTargets(names: string[] | undefined, host: boolean): Target[] {
+  if (host) {
+    const target = hostTarget();
+    if (!target) throw new Error(`no target for this machine (${process.arch})`);
+    return [target];
+  }
+  if (!names?.length) return [...TARGETS];
+  return names.map((name) => {
+    const target = targetByName(name);
+    if (!target) throw new Error(`unknown target ${name}; known: ${TARGETS.map((t) => t.name).join(", ")}`);
+    return target;
+  });
+}
+
+export const megabytes = (bytes: number) => `${(bytes / 1e6).toFixed(1)} MB`;
+
+/** Prints rows of strings as aligned columns, the first row being the header. */
+export function printTable(rows: string[][]): void {
+  const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => (r[i] ?? "").length)));
+  for (const row of rows) console.log(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
+}
+
+if (import.meta.main) {
+  const { values: args } = parseArgs({
+    options: {
+      target: { type: "string", multiple: true },
+      host: { type: "boolean", default: false },
+      outdir: { type: "string", default: join(ROOT, "dist") },
+      entry: { type: "string", default: join(ROOT, "src/main.ts") },
+      "no-bytecode": { type: "boolean", default: false },
+    },
+    strict: true,
+  });
+  const fail = (message: string): never => {
+    console.error(`build: ${message}`);
+    process.exit(1);
+  };
+  const opts: BuildOptions = {
+    outdir: resolve(args.outdir),
+    entry: resolve(args.entry),
+    version: await packageVersion(),
+    commit: commitSha(),
+    bytecode: !args["no-bytecode"],
+    log: (line) => console.log(`  ${line}`),
+  };
+  if (!existsSync(opts.entry)) fail(`${opts.entry} does not exist`);
+  let targets: Target[] = [];
+  try {
+    targets = selectTargets(args.target, args.host);
+  } catch (err) {
+    fail((err as Error).message);
+  }
+
+  console.log(`building flashlex ${opts.version} (${opts.commit}) from ${opts.entry}${opts.bytecode ? " with bytecode" : ""}`);
+  const rows = [["target", "runtime", "file", "build", "size", "--version"]];
+  let failed = false;
+  for (const target of targets) {
+    const built = await buildTarget(target, opts).catch((err: Error) => fail(err.message));
+    const smoke = smokeVersion(target, built.file, opts.version, opts.commit);
+    failed ||= !smoke.ok;
+    rows.push([target.name, target.kind === "bun" ? "bun" : `node ${target.nodePackage.version}`, built.file, `${built.seconds.toFixed(1)} s`, megabytes(built.bytes), smoke.text]);
+  }
+  printTable(rows);
+  if (failed) fail("a binary did not pass its --version smoke test");
+}

