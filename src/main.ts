@@ -114,7 +114,10 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  main(process.argv).then((code) => {
+  // The linux-armv7 build is a Node single executable (no Bun.serve): the hub is for Bun builds.
+  const hubWithoutBun = typeof Bun === "undefined" && process.argv[2] === "hub";
+  if (hubWithoutBun) console.error("flashlex hub: the hub needs a Bun build: linux-x64 or linux-arm64");
+  (hubWithoutBun ? Promise.resolve(ExitCode.UNAVAILABLE) : main(process.argv)).then((code) => {
     process.exitCode = code;
     // An MQTT socket or timer left open by a failed command must not keep the process alive.
     setTimeout(() => process.exit(code), 100).unref();
