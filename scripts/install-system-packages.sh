@@ -1,13 +1,36 @@
 #!/usr/bin/env bash
-# Debian packages the tests and the demo use: Mosquitto (the reference broker, with its
-# clients), sqlite3 (to check the database file with the real CLI), and qemu-user-static
-# with the arm64/armhf runtime libraries (to run the ARM binaries in the test suite).
+# Debian packages the tests, the demo and the release use: Mosquitto (the reference broker, with
+# its clients), sqlite3 (to check the database file with the real CLI), xz-utils (release
+# archives), and qemu-user-static with the arm64 and armhf runtime libraries (Debian multiarch)
+# to run the ARM binaries in the test suite; binutils-arm-linux-gnueabihf strips the armv7 Node.
+# Idempotent; works as root (CI) or with sudo.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends \
-  mosquitto mosquitto-clients sqlite3 openssl systemd ca-certificates \
-  qemu-user-static libc6-arm64-cross >/dev/null
-echo "system packages installed"
+
+PACKAGES=(
+  mosquitto mosquitto-clients sqlite3 openssl systemd ca-certificates xz-utils
+  qemu-user-static libc6-arm64-cross
+  libc6:armhf libstdc++6:armhf libatomic1:armhf binutils-arm-linux-gnueabihf
+)
+
+# armhf packages (libc6:armhf ...) need the architecture before `apt-get update` lists them.
+if ! dpkg --print-foreign-architectures | grep -qx armhf; then
+  $SUDO dpkg --add-architecture armhf
+fi
+
+missing=()
+for package in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${db:Status-Status}' "$package" 2>/dev/null | grep -qx installed || missing+=("$package")
+done
+if [ "${#missing[@]}" -eq 0 ]; then
+  echo "system packages already installed"
+  exit 0
+fi
+
+# A mirror caught mid-sync fails one index (often armhf security); install from what we have,
+# and let apt-get install be the judge.
+$SUDO apt-get update -qq || echo "install-system-packages: apt-get update reported errors; trying with the package lists there are" >&2
+$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+echo "system packages installed: ${missing[*]}"
