@@ -467,3 +467,16 @@ export function matchHubCommand(words: readonly string[]): { command: HubCommand
   }
   return undefined;
 }
+
+/**
+ * Every option of every hub command, once each (same flags, first description wins), for a
+ * single cac command `hub [...words]` that dispatches with `matchHubCommand`. No defaults here:
+ * a default on the shared command would reach every subcommand.
+ */
+export function hubOptionUnion(): HubOptionSpec[] {
+  const seen = new Map<string, HubOptionSpec>();
+  for (const command of hubCommandTable) {
+    for (const option of command.options) if (!seen.has(option.flags)) seen.set(option.flags, { flags: option.flags, description: option.description });
+  }
+  return [...seen.values()];
+}
