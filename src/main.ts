@@ -10,7 +10,8 @@ import { THING_FLAG_HELP } from "./commands/common.ts";
 import { messagesAck, messagesDelete, messagesList } from "./commands/messages.ts";
 import { serve } from "./commands/serve.ts";
 import { installService, uninstallService } from "./commands/service.ts";
-import { ExitCode, exitCodeOf, UsageError } from "./errors.ts";
+import { hubCommandTable, hubOptionUnion, matchHubCommand, type HubCommandSpec } from "./commands/hub.ts";
+import { ExitCode, exitCodeOf, FlashlexError, UsageError } from "./errors.ts";
 import { VERSION, COMMIT } from "./version.ts";
 
 const EXIT_CODES = `Exit codes:
@@ -78,11 +79,56 @@ export function buildCli(setExit: (code: number | Promise<number>) => void): CAC
     .option("--dry-run", "say what would be done and change nothing")
     .action((flags) => setExit(uninstallService(flags)));
 
+  const hub = cli.command("hub [...words]", "The hub, the cloud half: `flashlex hub --help` lists its commands (init, thing, serve, send, export, ...)");
+  for (const option of hubOptionUnion()) hub.option(option.flags, option.description);
+  hub.action((words: string[], flags: Record<string, unknown>) => setExit(runHubCommand(words, flags)));
+
   cli.command("version", "Print the version").action(() => setExit(printVersion()));
 
-  cli.help((sections) => [...sections, { body: EXIT_CODES }]);
+  cli.help((sections) => {
+    // `flashlex hub ... --help` describes the hub's commands, not the one cac command behind them.
+    if (cli.matchedCommand === hub) return [{ body: hubHelp(matchHubCommand(["hub", ...cli.args])?.command) }];
+    return [...sections, { body: EXIT_CODES }];
+  });
   cli.version(`${VERSION} (${COMMIT})`);
   return cli;
+}
+
+/** `hub` is one cac command whose words pick an entry of the hub's own command table. */
+async function runHubCommand(words: string[], flags: Record<string, unknown>): Promise<number> {
+  // The linux-armv7 build is a Node single executable, without Bun.serve: the hub is for Bun builds.
+  if (typeof Bun === "undefined") throw new FlashlexError("the hub needs a Bun build: linux-x64 or linux-arm64", ExitCode.UNAVAILABLE);
+  const match = matchHubCommand(["hub", ...words]);
+  if (!match) {
+    if (words.length) throw new UsageError(`unknown hub command ${JSON.stringify(words.join(" "))}; see flashlex hub --help`);
+    console.log(hubHelp());
+    return ExitCode.USAGE;
+  }
+  const allowed = new Set(["--", "help", ...match.command.options.flatMap((o) => optionNames(o.flags))]);
+  const unknown = Object.keys(flags).filter((name) => !allowed.has(name));
+  if (unknown.length) throw new UsageError(`${match.command.name}: unknown option --${unknown[0]}; see flashlex ${match.command.name} --help`);
+  const required = match.command.args.match(/<[^>]+>/g) ?? [];
+  if (match.args.length < required.length) throw new UsageError(`${match.command.name}: missing ${required.slice(match.args.length).join(" ")}`);
+  return match.command.run(match.args, flags);
+}
+
+/** The names cac gives an option's value: `-o, --output <file>` → o, output. */
+function optionNames(flags: string): string[] {
+  return [...flags.matchAll(/--?([a-z][\w-]*)/gi)].map((m) => m[1]!.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()));
+}
+
+function hubHelp(command?: HubCommandSpec): string {
+  const commands = command ? [command] : hubCommandTable;
+  return [
+    "Usage:",
+    ...commands.flatMap((c) => [
+      `  $ flashlex ${c.name}${c.args ? " " + c.args : ""}`,
+      `      ${c.description}`,
+      ...c.options.map((o) => `      ${o.flags.padEnd(26)} ${o.description}`),
+    ]),
+    "",
+    EXIT_CODES,
+  ].join("\n");
 }
 
 function printVersion(): number {
@@ -114,10 +160,7 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 if (import.meta.main) {
-  // The linux-armv7 build is a Node single executable (no Bun.serve): the hub is for Bun builds.
-  const hubWithoutBun = typeof Bun === "undefined" && process.argv[2] === "hub";
-  if (hubWithoutBun) console.error("flashlex hub: the hub needs a Bun build: linux-x64 or linux-arm64");
-  (hubWithoutBun ? Promise.resolve(ExitCode.UNAVAILABLE) : main(process.argv)).then((code) => {
+  main(process.argv).then((code) => {
     process.exitCode = code;
     // An MQTT socket or timer left open by a failed command must not keep the process alive.
     setTimeout(() => process.exit(code), 100).unref();

@@ -1,6 +1,7 @@
 import type { ThingConfig } from "../config/load.ts";
 import { signThingToken } from "../crypto/jwt.ts";
 import type { OutboxEntry } from "../store/message-store.ts";
+import { postText, type PostResult } from "./http-post.ts";
 import type { ThingIdentity } from "./identity.ts";
 import { describeError, type ThingSession } from "./session.ts";
 
@@ -28,29 +29,29 @@ export async function deliverHttp(
   deps: { config: ThingConfig; identity: ThingIdentity; timeoutMs?: number },
 ): Promise<DeliveryOutcome> {
   const token = await signThingToken({ thingId: deps.identity.thingId, privateKey: deps.identity.privateKey });
-  let response: Response;
+  let response: PostResult;
   try {
-    response = await fetch(collectUrl(deps.config), {
-      method: "POST",
+    response = await postText(collectUrl(deps.config), {
       headers: {
         Authorization: `Bearer ${token}`,
         "Content-Type": "application/json",
         [MESSAGE_ID_HEADER]: entry.message_id,
       },
       body: entry.body,
-      signal: AbortSignal.timeout(deps.timeoutMs ?? 30_000),
+      extraCaPem: deps.identity.caPem,
+      timeoutMs: deps.timeoutMs ?? 30_000,
     });
   } catch (err) {
     return { kind: "retry", error: describeError(err) };
   }
-  const body = await response.text().catch(() => "");
-  if (response.ok) return { kind: "sent", status: response.status, body };
-  const error = `the API answered ${response.status} ${response.statusText}`.trim();
+  const { status, body } = response;
+  if (status >= 200 && status < 300) return { kind: "sent", status, body };
+  const error = `the API answered ${status} ${response.statusText}`.trim();
   // 408 and 429 say "later"; other 4xx say "never" (bad token, bad body) and would loop forever.
-  if (response.status >= 400 && response.status < 500 && response.status !== 408 && response.status !== 429) {
-    return { kind: "rejected", status: response.status, body, error };
+  if (status >= 400 && status < 500 && status !== 408 && status !== 429) {
+    return { kind: "rejected", status, body, error };
   }
-  return { kind: "retry", status: response.status, error };
+  return { kind: "retry", status, error };
 }
 
 /**

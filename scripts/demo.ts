@@ -1,0 +1,133 @@
+/**
+ * `npm run demo`: the whole system on this machine, on the embedded default. It builds the
+ * binary, makes a hub in a temporary directory, provisions a thing, starts the hub, runs the
+ * thing agent against it (bootstrap, then serve), sends an ingress message from the hub and
+ * shows the thing got it, collects an egress message from the thing and shows the hub stored
+ * it. Then it keeps both running until Ctrl-C (`--exit` or no terminal: stops at once).
+ */
+import { mkdtempSync, rmSync, writeFileSync, mkdirSync, chmodSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { unzipSync } from "fflate";
+
+const root = join(import.meta.dir, "..");
+const stayUp = process.stdout.isTTY && !process.argv.includes("--exit");
+const bold = (text: string) => (process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text);
+const step = (n: number, text: string) => console.log(`\n${bold(`${n}. ${text}`)}`);
+const children: ReturnType<typeof Bun.spawn>[] = [];
+const work = mkdtempSync(join(tmpdir(), "flashlex-demo-"));
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer().once("error", reject);
+    server.listen(0, "127.0.0.1", () => {
+      const { port } = server.address() as { port: number };
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+async function cleanup(code: number): Promise<never> {
+  for (const child of children.reverse()) {
+    child.kill("SIGTERM");
+    await Promise.race([child.exited, Bun.sleep(8000)]);
+  }
+  rmSync(work, { recursive: true, force: true });
+  process.exit(code);
+}
+process.on("SIGINT", () => void (console.log("\nstopping the thing and the hub..."), cleanup(0)));
+process.on("SIGTERM", () => void cleanup(0));
+
+/** Runs the binary, shows the command and its output indented; fails the demo on a bad exit. */
+async function flashlex(args: string[], opts: { input?: string; show?: boolean } = {}): Promise<string> {
+  console.log(`  $ flashlex ${args.map((a) => (a.startsWith(work) ? a.replace(work, "$DEMO") : a)).join(" ")}${opts.input ? `  <<< '${opts.input}'` : ""}`);
+  const proc = Bun.spawn([binary, ...args], { stdin: opts.input ? new Blob([opts.input]) : "ignore", stdout: "pipe", stderr: "pipe" });
+  const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  if (opts.show !== false) for (const line of out.trimEnd().split("\n")) if (line) console.log(`    ${line}`);
+  if (code !== 0) {
+    console.error(`demo: flashlex ${args[0]} exited ${code}\n${err}`);
+    await cleanup(1);
+  }
+  return out;
+}
+
+/** Starts a long-running flashlex; resolves once `ready` appears in its log. */
+async function background(name: string, args: string[], ready: RegExp): Promise<void> {
+  console.log(`  $ flashlex ${args.map((a) => a.replace(work, "$DEMO")).join(" ")} &`);
+  const proc = Bun.spawn([binary, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
+  children.push(proc);
+  let log = "";
+  const decoder = new TextDecoder();
+  (async () => {
+    for await (const chunk of proc.stderr as ReadableStream<Uint8Array>) {
+      const text = decoder.decode(chunk, { stream: true });
+      log += text;
+      for (const line of text.split("\n")) if (/ingress\.stored|egress\.|hub\.(collect|publish)|error/i.test(line)) console.log(`    [${name}] ${line.replace(/^\S+ /, "")}`);
+    }
+  })();
+  const deadline = Date.now() + 20_000;
+  while (!ready.test(log)) {
+    if (proc.exitCode !== null || Date.now() > deadline) {
+      console.error(`demo: ${name} did not start:\n${log}`);
+      await cleanup(1);
+    }
+    await Bun.sleep(50);
+  }
+}
+
+step(0, "Build the flashlex binary for this machine");
+const build = Bun.spawnSync([process.execPath, join(root, "scripts/build.ts"), "--host", "--outdir", join(root, "dist")], { stdout: "ignore", stderr: "inherit" });
+if (build.exitCode !== 0) await cleanup(1);
+const binary = join(root, "dist", `flashlex-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
+console.log(`  ${binary}`);
+console.log(`  working directory: ${work}  ($DEMO below; removed at the end)`);
+
+const hubDir = join(work, "hub");
+const [apiPort, brokerPort] = [await freePort(), await freePort()];
+step(1, "Create a hub: certificate authority, broker certificate, database, operator token");
+await flashlex(["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1,localhost"]);
+
+step(2, "Provision a thing: key pair, certificate, topics, distribution zip");
+const created = JSON.parse(await flashlex(["hub", "thing", "create", "demo-thing", "--dir", hubDir, "--json"], { show: false }));
+const thingName: string = created.name ?? created.thing?.name;
+const zipPath = join(work, "demo-thing.zip");
+await flashlex(["hub", "thing", "dist", thingName, "--dir", hubDir, "-o", zipPath]);
+const thingDir = join(work, "thing");
+for (const [path, bytes] of Object.entries(unzipSync(await Bun.file(zipPath).bytes()))) {
+  const target = join(thingDir, path);
+  mkdirSync(dirname(target), { recursive: true });
+  if (!path.endsWith("/")) (writeFileSync(target, bytes), chmodSync(target, path.includes("private") ? 0o600 : 0o644));
+}
+console.log(`  unzipped to $DEMO/thing/${thingName}/ (config.yml, keys/, README.md)`);
+const flags = ["-c", join(thingDir, thingName, "config.yml"), "-k", join(thingDir, thingName, "keys"), "-d", join(thingDir, thingName, "data")];
+
+step(3, "Start the hub: embedded MQTT broker (mutual TLS) and the HTTP API");
+await background("hub", ["hub", "serve", "--dir", hubDir], /hub\.(ready|started|listening)/);
+
+step(4, "On the thing: bootstrap, the self-test");
+await flashlex(["bootstrap", ...flags]);
+
+step(5, "On the thing: start the agent");
+await background("thing", ["serve", ...flags], /mqtt\.subscribed/);
+
+step(6, "Ingress: the hub sends the thing a message");
+await flashlex(["hub", "send", thingName, "--dir", hubDir], { input: '{"text":"hello, thing"}' });
+await Bun.sleep(500);
+await flashlex(["messages", "list", ...flags]);
+
+step(7, "Egress: the thing collects a reading; the hub stores it");
+await flashlex(["collect", ...flags], { input: '{"temperature":21.5,"unit":"C"}' });
+const archive = join(work, "collected.zip");
+await flashlex(["hub", "export", thingName, "--dir", hubDir, "-o", archive]);
+for (const [path, bytes] of Object.entries(unzipSync(await Bun.file(archive).bytes()))) {
+  if (path.endsWith(".json")) console.log(`    ${path}: ${new TextDecoder().decode(bytes).replace(/\s+/g, " ")}`);
+}
+await flashlex(["hub", "thing", "list", "--dir", hubDir]);
+
+console.log(`\n${bold("The hub and the thing work: a message each way, over mutual TLS, stored on both sides.")}`);
+if (stayUp) {
+  console.log(`Both keep running. Try, in another terminal:\n  echo '{"text":"more"}' | ${binary} hub send ${thingName} --dir ${hubDir}\n  ${binary} messages list ${flags.join(" ")}\nCtrl-C stops them and removes ${work}.`);
+  await new Promise(() => {});
+}
+await cleanup(0);
