@@ -20,7 +20,7 @@ import { createThing, deleteThing, ProvisionError, readDistribution, thingTopics
 import { bearerToken, tokenMatchesAny } from "./tokens.ts";
 
 /**
- * The hub's HTTP API: the old cloud's routes under `/{env}/v1` (docs/hub.md has the reference).
+ * The hub's HTTP API: the old cloud's routes under `/{env}/v1` (the README has the reference).
  * `createHubApi` returns a plain `fetch(Request) → Response` handler, so tests call it without a
  * socket and `startHubServer` only hands it to `Bun.serve`.
  *
