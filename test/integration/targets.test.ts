@@ -206,7 +206,7 @@ for (const { target, prefix, skip } of plans) {
       test("`hub` says it needs a Bun build and exits 69", async () => {
         const result = await run(command, ["hub", "serve"]);
         expect(result.code).toBe(69);
-        expect(result.stderr.trim()).toBe("flashlex hub: the hub needs a Bun build: linux-x64 or linux-arm64");
+        expect(result.stderr.trim()).toBe("flashlex: the hub needs a Bun build: linux-x64 or linux-arm64");
       }, 30_000);
     }
 
