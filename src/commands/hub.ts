@@ -21,6 +21,7 @@ import { hubCrlPath, writeRevocationLists } from "../hub/revocation-list.ts";
 import { serveHub } from "../hub/server.ts";
 import { hashToken, newAccessToken } from "../hub/tokens.ts";
 import { untilSignal } from "./common.ts";
+import { parseTime, readDocument } from "./input.ts";
 
 type Options = Record<string, unknown>;
 
@@ -235,7 +236,9 @@ export function hubSend(args: string[], options: Options): Promise<number> {
     withHub(options, async (home, store) => {
       const thing = await thingOrFail(home, store, required(args, "the thing"));
       const file = str(options.file);
-      const text = await readInput(file, home.settings.api.payloadLimitBytes);
+      const limit = home.settings.api.payloadLimitBytes;
+      const text = await readDocument(file, limit);
+      if (Buffer.byteLength(text) > limit) throw new InputError(`the message is larger than the hub's limit of ${limit} bytes`);
       let message: unknown;
       try {
         message = JSON.parse(text);
@@ -330,37 +333,6 @@ export function hubTokenRotate(options: Options): Promise<number> {
 
 // ---------------------------------------------------------------------------------------------
 
-/**
- * `--since`/`--until`: Unix seconds, or an ISO 8601 date or date-time (UTC unless it says
- * otherwise). A bare date in `--until` means the end of that day, so `--until 2024-01-31`
- * includes all of January 31st.
- */
-export function parseTime(value: string | undefined, flag: string, endOfDay: boolean): number | undefined {
-  if (value === undefined) return undefined;
-  if (/^\d{1,12}$/.test(value)) return Number(value);
-  const dateOnly = /^\d{4}-\d{2}-\d{2}$/.test(value);
-  const ms = Date.parse(dateOnly ? `${value}T00:00:00Z` : value);
-  if (Number.isNaN(ms)) throw new UsageError(`${flag} must be Unix seconds or an ISO date (2024-01-31 or 2024-01-31T12:00:00Z), not ${value}`);
-  return Math.floor(ms / 1000) + (dateOnly && endOfDay ? 86_399 : 0);
-}
-
-async function readInput(file: string | undefined, limit: number): Promise<string> {
-  if (file) {
-    try {
-      return readFileSync(file, "utf8");
-    } catch (err) {
-      throw new InputError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? "error"})`);
-    }
-  }
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of process.stdin) {
-    chunks.push(chunk as Buffer);
-    size += (chunk as Buffer).length;
-    if (size > limit) throw new InputError(`the message is larger than the hub's limit of ${limit} bytes`);
-  }
-  return Buffer.concat(chunks).toString("utf8");
-}
 
 export const hubCommandTable: HubCommandSpec[] = [
   {

@@ -3,6 +3,7 @@ import { createLogger } from "../log.ts";
 import type { IngressMessage, IngressQuery } from "../store/message-store.ts";
 import { openThingAccess, type ThingAccess } from "../thing/access.ts";
 import { loadConfigFromFlags, untilSignal, type ThingFlags } from "./common.ts";
+import { parseTime } from "./input.ts";
 
 export interface ListFlags extends ThingFlags {
   json?: boolean;
@@ -27,7 +28,7 @@ export async function messagesList(flags: ListFlags): Promise<number> {
   const query: IngressQuery = {
     state: flags.all ? "all" : flags.acked ? "acked" : "unacked",
     topic: flags.topic,
-    since: flags.since === undefined ? undefined : parseTime(flags.since),
+    since: flags.since === undefined ? undefined : parseTime(String(flags.since), "--since")! * 1000,
     limit: flags.limit,
   };
   const access = await openAccess(flags);
@@ -82,13 +83,6 @@ async function changeMessages(flags: ThingFlags, ids: string[], verb: string, ch
   }
 }
 
-/** Accepts an ISO date or Unix seconds. */
-function parseTime(text: string): number {
-  if (/^\d+$/.test(text)) return Number(text) * 1000;
-  const ms = Date.parse(text);
-  if (Number.isNaN(ms)) throw new UsageError(`--since: not a date or Unix seconds: ${JSON.stringify(text)}`);
-  return ms;
-}
 
 function payloadText(row: IngressMessage): { payload?: string; payloadBase64?: string } {
   return typeof row.payload === "string" ? { payload: row.payload } : { payloadBase64: Buffer.from(row.payload).toString("base64") };

@@ -13,7 +13,7 @@ import { ThingYamlSchema } from "../../src/config/schema.ts";
 import { keyMatchesCertificate, loadPrivateKey } from "../../src/crypto/keys.ts";
 import { checkCertificate, describeCertificate } from "../../src/crypto/x509.ts";
 import { ConfigError, ExitCode } from "../../src/errors.ts";
-import { parseTime } from "../../src/commands/hub.ts";
+import { parseTime } from "../../src/commands/input.ts";
 import { buildDistribution, renderTemplate, renderThingConfig } from "../../src/hub/distribution.ts";
 import { addCrlFile, loadHubSettings } from "../../src/hub/hub-config.ts";
 import { distributionPath, initHub, openHubHome, type HubHome } from "../../src/hub/home.ts";
