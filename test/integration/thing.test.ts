@@ -157,6 +157,37 @@ describe("serve", () => {
     expect((await run(["messages", "ack", "abc", ...thing.flags])).code).toBe(64);
   });
 
+  test("the persistent session keeps what was sent while serve was down", async () => {
+    let serve = start(["serve", ...thing.flags]);
+    await serve.waitFor(/mqtt\.subscribed/);
+    expect(await serve.stop()).toBe(0);
+    for (const n of [1, 2, 3]) hub.publish(`ingress/${thing.thingName}`, JSON.stringify({ offline: n }), { qos: 1 });
+    await Bun.sleep(300);
+    serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/sessionPresent=true/);
+      await waitUntil(() => (serve.output().match(/ingress\.stored/g) ?? []).length >= 3);
+    } finally {
+      await serve.stop();
+    }
+    const listed = await run(["messages", "list", "--json", ...thing.flags]);
+    const offline = listed.stdout.trim().split("\n").map((l) => JSON.parse(l).payload).filter((p: string) => p.includes("offline"));
+    expect(offline).toEqual(['{"offline":1}', '{"offline":2}', '{"offline":3}']);
+  });
+
+  test("messages list --follow prints messages as they arrive", async () => {
+    const serve = start(["serve", ...thing.flags]);
+    const follow = start(["messages", "list", "--follow", "--json", "--since", String(Math.floor(Date.now() / 1000)), ...thing.flags]);
+    try {
+      await serve.waitFor(/mqtt\.subscribed/);
+      hub.publish(`ingress/${thing.thingName}`, JSON.stringify({ followed: true }), { qos: 1 });
+      await follow.waitFor(/"payload":"\{\\"followed\\":true\}"/);
+    } finally {
+      expect(await follow.stop()).toBe(0);
+      await serve.stop();
+    }
+  });
+
   test("SIGTERM stops it cleanly with exit 0", async () => {
     const serve = start(["serve", ...thing.flags]);
     await serve.waitFor(/mqtt\.subscribed/);
