@@ -253,7 +253,7 @@ export function hubSend(args: string[], options: Options): Promise<number> {
       if (options.json) console.log(JSON.stringify(response.body));
       else {
         const { flmessagespk, online } = response.body.result;
-        console.log(`sent to ingress/${thing.name} as ${flmessagespk}${online ? "" : " (the thing is not connected now)"}`);
+        console.log(`sent to ingress/${thing.name} as ${flmessagespk}${online === false ? " (the thing is not connected now)" : ""}`);
       }
       return ExitCode.OK;
     }),

@@ -162,7 +162,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       log.error("hub.publish_failed", { thing: thing.name, error: err });
       throw new HttpError(503, "the broker did not accept the message");
     }
-    const online = deps.broker.connected().includes(thing.name);
+    const online = deps.broker.connected()?.includes(thing.name) ?? null;
     log.info("hub.publish", { thing: thing.name, message: flmessagespk, online });
     return ok({ message: "Message published.", flthingspk: thing.id, flmessagespk, topic: ingressTopic(thing.name), online }, "Message published.");
   }
@@ -292,12 +292,12 @@ export interface HubServer {
  * Serves the API on `host:port` (0 = a free port). With `tls` the hub answers HTTPS with the
  * broker's certificate, which things already trust through the hub CA in their keys directory.
  */
-export function startHubServer(api: HubApi, opts: { host: string; port: number; tls?: { certPem: string; keyPem: string }; maxBodyBytes: number }): HubServer {
+export function startHubServer(api: HubApi, opts: { host: string; port: number; tls?: { certPem: string; keyPem: string } }): HubServer {
   const server = Bun.serve({
     hostname: opts.host,
     port: opts.port,
-    // The routes enforce the payload limit; this is only the outer bound for the socket layer.
-    maxRequestBodySize: opts.maxBodyBytes + 64 * 1024,
+    // No socket-level body bound: Bun would answer a bare 413 before the route authenticates
+    // the request and answers in the API's envelope. The routes stream bodies with a limit.
     tls: opts.tls ? { cert: opts.tls.certPem, key: opts.tls.keyPem } : undefined,
     fetch: (request) => api.fetch(request),
     error: () => errorResponse(500, "internal error; see the hub's log"),

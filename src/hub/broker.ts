@@ -38,8 +38,8 @@ export interface HubBroker {
   readonly url: string;
   /** publish to a thing's ingress (QoS 1); resolves once the broker accepted it */
   publish(topic: string, payload: string | Buffer): Promise<void>;
-  /** names of things connected now (embedded only; external returns []) */
-  connected(): string[];
+  /** names of things connected now; undefined when the broker cannot tell (an external broker) */
+  connected(): string[] | undefined;
   close(): Promise<void>;
 }
 

@@ -132,7 +132,7 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
       if (!client.connected) throw new FlashlexError(`broker ${opts.url} is not connected`, ExitCode.UNAVAILABLE);
       await client.publishAsync(topic, payload, { qos: 1, retain: false });
     },
-    connected: () => [],
+    connected: () => undefined,
     async close() {
       await client.endAsync();
     },

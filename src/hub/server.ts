@@ -100,7 +100,6 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       host: settings.api.host,
       port: opts.apiPort ?? settings.api.port,
       tls: settings.api.tls ? { certPem: readFileSync(paths.brokerCert, "utf8"), keyPem: readFileSync(paths.brokerKey, "utf8") } : undefined,
-      maxBodyBytes: settings.api.payloadLimitBytes,
     });
     cleanups.push(() => stopGracefully(server));
 
