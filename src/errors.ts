@@ -60,5 +60,6 @@ export function exitCodeOf(err: unknown): ExitCode {
   const code = (err as NodeJS.ErrnoException | undefined)?.code;
   if (code === "EACCES" || code === "EPERM") return ExitCode.PERMISSION;
   if (code === "ENOENT" || code === "EISDIR" || code === "ENOSPC" || code === "EROFS") return ExitCode.IO;
+  if (code === "EADDRINUSE") return ExitCode.UNAVAILABLE;
   return ExitCode.SOFTWARE;
 }

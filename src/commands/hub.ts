@@ -5,21 +5,20 @@
  * `hubCommandTable` lists every command with its options for main.ts. cac matches one word per
  * command, so main.ts registers `hub [...words]` once and dispatches with `matchHubCommand`.
  */
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
-import { join, resolve } from "node:path";
-import { ExitCode, exitCodeOf, FlashlexError, InputError, UsageError } from "../errors.ts";
+import { chmodSync, copyFileSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { ExitCode, FlashlexError, InputError, UsageError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { thingJson } from "../hub/api.ts";
 import { buildArchive, isoSeconds } from "../hub/archive.ts";
-import { addCrlFile } from "../hub/hub-config.ts";
 import { defaultHubDir, initHub, openHubHome, type HubHome } from "../hub/home.ts";
 import { openHubStore, thingStatus, type HubStore, type MessageType, type ThingRecord } from "../hub/hub-store.ts";
 import { localRequest, withCliToken } from "../hub/local-client.ts";
-import { renderMosquittoAcl, renderMosquittoConfig } from "../hub/mosquitto-config.ts";
+import { writeMosquittoFiles } from "../hub/mosquitto-files.ts";
 import { createThing, findThing, readDistribution, revokeThing, thingTopics } from "../hub/provision.ts";
 import { hubCrlPath, writeRevocationLists } from "../hub/revocation-list.ts";
 import { serveHub } from "../hub/server.ts";
-import { hashToken, newAccessToken } from "../hub/tokens.ts";
+import { rotateOperatorToken } from "../hub/tokens.ts";
 import { untilSignal } from "./common.ts";
 import { parseTime, readDocument } from "./input.ts";
 
@@ -76,18 +75,6 @@ function required(args: string[], what: string): string {
   return value;
 }
 
-/** Runs a command body; any error becomes one line on stderr and its exit code. */
-async function guard(command: string, body: () => Promise<number>): Promise<number> {
-  try {
-    return await body();
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code === "EADDRINUSE" ? ExitCode.UNAVAILABLE : exitCodeOf(err);
-    const message = (err instanceof Error ? err.message : String(err)).split("\n")[0];
-    console.error(`flashlex ${command}: ${message}`);
-    return code;
-  }
-}
-
 /** Opens the home and its database for the length of `fn`. */
 async function withHub<T>(options: Options, fn: (home: HubHome, store: HubStore) => Promise<T>): Promise<T> {
   const home = openHubHome(hubDir(options));
@@ -108,227 +95,185 @@ async function thingOrFail(home: HubHome, store: HubStore, ref: string): Promise
 // ---------------------------------------------------------------------------------------------
 // commands
 
-export function hubInit(options: Options): Promise<number> {
-  return guard("hub init", async () => {
-    const dir = hubDir(options);
-    const { home, token } = await initHub({
-      dir,
-      names: list(options.name),
-      apiUrl: str(options.apiUrl),
-      brokerHost: str(options.brokerHost),
-      brokerPort: port(options.brokerPort, "--broker-port"),
-      env: str(options.env),
-    });
-    const s = home.settings;
-    if (options.json) {
-      console.log(JSON.stringify({ dir, ownerId: s.ownerId, env: s.env, apiUrl: s.api.publicUrl, broker: `${s.broker.host}:${s.broker.port}`, names: s.broker.names, token }));
-      return ExitCode.OK;
-    }
-    console.log(`hub created in ${dir}`);
-    console.log(`owner id:   ${s.ownerId} (thing names start with ${s.ownerId.slice(0, 8)}-)`);
-    console.log(`api:        ${s.api.publicUrl}/${s.env}/v1 (listening on ${s.api.host}:${s.api.port})`);
-    console.log(`broker:     ${s.broker.host}:${s.broker.port} (certificate for ${s.broker.names.join(", ")})`);
-    console.log("");
-    console.log("operator access token (shown once; the hub keeps only its hash; `flashlex hub token rotate` makes a new one):");
-    console.log(token);
-    console.log("");
-    if (!str(options.apiUrl) || list(options.name).length === 0) {
-      console.log("note: things on other machines need an address they can reach: use --name HOST and --api-url http://HOST:8080");
-    }
-    console.log(`next: flashlex hub thing create NAME --dir ${dir}   and   flashlex hub serve --dir ${dir}`);
-    return ExitCode.OK;
+export async function hubInit(options: Options): Promise<number> {
+  const dir = hubDir(options);
+  const { home, token } = await initHub({
+    dir,
+    names: list(options.name),
+    apiUrl: str(options.apiUrl),
+    brokerHost: str(options.brokerHost),
+    brokerPort: port(options.brokerPort, "--broker-port"),
+    env: str(options.env),
   });
+  const s = home.settings;
+  if (options.json) {
+    console.log(JSON.stringify({ dir, ownerId: s.ownerId, env: s.env, apiUrl: s.api.publicUrl, broker: `${s.broker.host}:${s.broker.port}`, names: s.broker.names, token }));
+    return ExitCode.OK;
+  }
+  console.log(`hub created in ${dir}`);
+  console.log(`owner id:   ${s.ownerId} (thing names start with ${s.ownerId.slice(0, 8)}-)`);
+  console.log(`api:        ${s.api.publicUrl}/${s.env}/v1 (listening on ${s.api.host}:${s.api.port})`);
+  console.log(`broker:     ${s.broker.host}:${s.broker.port} (certificate for ${s.broker.names.join(", ")})`);
+  console.log("");
+  console.log("operator access token (shown once; the hub keeps only its hash; `flashlex hub token rotate` makes a new one):");
+  console.log(token);
+  console.log("");
+  if (!str(options.apiUrl) || list(options.name).length === 0) {
+    console.log("note: things on other machines need an address they can reach: use --name HOST and --api-url http://HOST:8080");
+  }
+  console.log(`next: flashlex hub thing create NAME --dir ${dir}   and   flashlex hub serve --dir ${dir}`);
+  return ExitCode.OK;
 }
 
 export function hubThingCreate(args: string[], options: Options): Promise<number> {
-  return guard("hub thing create", () =>
-    withHub(options, async (home, store) => {
-      const { thing, distribution } = await createThing(home, store, required(args, "the thing name"));
-      const output = str(options.output);
-      if (output) {
-        copyFileSync(distribution, output);
-        chmodSync(output, 0o600); // it holds the thing's private key
-      }
-      if (options.json) {
-        console.log(JSON.stringify({ ...thingJson(thing, home.settings.env), distributionFile: output ?? distribution }));
-        return ExitCode.OK;
-      }
-      const topics = thingTopics(thing.name);
-      console.log(`created thing ${thing.name} (id ${thing.id})`);
-      console.log(`distribution: ${output ?? distribution}`);
-      console.log(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
-      console.log(`next: copy the zip and the flashlex binary to the thing, unzip, then:`);
-      console.log(`  ./flashlex bootstrap -c ${thing.name}/config.yml -k ${thing.name}/keys -d ${thing.name}/data`);
+  return withHub(options, async (home, store) => {
+    const { thing, distribution } = await createThing(home, store, required(args, "the thing name"));
+    const output = str(options.output);
+    if (output) {
+      copyFileSync(distribution, output);
+      chmodSync(output, 0o600); // it holds the thing's private key
+    }
+    if (options.json) {
+      console.log(JSON.stringify({ ...thingJson(thing, home.settings.env), distributionFile: output ?? distribution }));
       return ExitCode.OK;
-    }),
-  );
+    }
+    const topics = thingTopics(thing.name);
+    console.log(`created thing ${thing.name} (id ${thing.id})`);
+    console.log(`distribution: ${output ?? distribution}`);
+    console.log(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
+    console.log(`next: copy the zip and the flashlex binary to the thing, unzip, then:`);
+    console.log(`  ./flashlex bootstrap -c ${thing.name}/config.yml -k ${thing.name}/keys -d ${thing.name}/data`);
+    return ExitCode.OK;
+  })
 }
 
 export function hubThingList(options: Options): Promise<number> {
-  return guard("hub thing list", () =>
-    withHub(options, async (home, store) => {
-      const things = await store.listThings();
-      if (options.json) {
-        console.log(JSON.stringify(things.map((t) => thingJson(t, home.settings.env))));
-        return ExitCode.OK;
-      }
-      const rows = [
-        ["NAME", "ID", "STATUS", "LAST SEEN"],
-        ...things.map((t) => [t.name, t.id, thingStatus(t), t.lastSeenAt === null ? "never" : isoSeconds(t.lastSeenAt)]),
-      ];
-      const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-      for (const row of rows) console.log(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
-      if (things.length === 0) console.log("(no things yet: flashlex hub thing create NAME)");
+  return withHub(options, async (home, store) => {
+    const things = await store.listThings();
+    if (options.json) {
+      console.log(JSON.stringify(things.map((t) => thingJson(t, home.settings.env))));
       return ExitCode.OK;
-    }),
-  );
+    }
+    const rows = [
+      ["NAME", "ID", "STATUS", "LAST SEEN"],
+      ...things.map((t) => [t.name, t.id, thingStatus(t), t.lastSeenAt === null ? "never" : isoSeconds(t.lastSeenAt)]),
+    ];
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    for (const row of rows) console.log(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
+    if (things.length === 0) console.log("(no things yet: flashlex hub thing create NAME)");
+    return ExitCode.OK;
+  })
 }
 
 export function hubThingDist(args: string[], options: Options): Promise<number> {
-  return guard("hub thing dist", () =>
-    withHub(options, async (home, store) => {
-      const thing = await thingOrFail(home, store, required(args, "the thing"));
-      const zip = thing.revokedAt === null ? readDistribution(home, thing.id) : undefined;
-      if (!zip) throw new InputError(`${thing.name} has no distribution (it was revoked)`);
-      const output = resolve(str(options.output) ?? `${thing.name}.zip`);
-      writeFileSync(output, zip, { mode: 0o600 });
-      chmodSync(output, 0o600);
-      console.log(output);
-      return ExitCode.OK;
-    }),
-  );
+  return withHub(options, async (home, store) => {
+    const thing = await thingOrFail(home, store, required(args, "the thing"));
+    const zip = thing.revokedAt === null ? readDistribution(home, thing.id) : undefined;
+    if (!zip) throw new InputError(`${thing.name} has no distribution (it was revoked)`);
+    const output = resolve(str(options.output) ?? `${thing.name}.zip`);
+    writeFileSync(output, zip, { mode: 0o600 });
+    chmodSync(output, 0o600);
+    console.log(output);
+    return ExitCode.OK;
+  })
 }
 
 export function hubThingRevoke(args: string[], options: Options): Promise<number> {
-  return guard("hub thing revoke", () =>
-    withHub(options, async (home, store) => {
-      const thing = await thingOrFail(home, store, required(args, "the thing"));
-      const changed = await revokeThing(home, store, thing);
-      const crls = await writeRevocationLists(home, store);
-      if (!changed) {
-        console.log(`${thing.name} was already revoked`);
-        return ExitCode.OK;
-      }
-      console.log(`revoked ${thing.name} (id ${thing.id}): it can no longer connect or collect, and its distribution was deleted`);
-      console.log("a running `flashlex hub serve` with the embedded broker disconnects it within a few seconds");
-      const external = crls.filter((f) => f !== hubCrlPath(home));
-      if (external.length > 0) console.log(`CRL updated: ${external.join(", ")}; reload the broker (systemctl reload mosquitto)`);
+  return withHub(options, async (home, store) => {
+    const thing = await thingOrFail(home, store, required(args, "the thing"));
+    const changed = await revokeThing(home, store, thing);
+    const crls = await writeRevocationLists(home, store);
+    if (!changed) {
+      console.log(`${thing.name} was already revoked`);
       return ExitCode.OK;
-    }),
-  );
+    }
+    console.log(`revoked ${thing.name} (id ${thing.id}): it can no longer connect or collect, and its distribution was deleted`);
+    console.log("a running `flashlex hub serve` with the embedded broker disconnects it within a few seconds");
+    const external = crls.filter((f) => f !== hubCrlPath(home));
+    if (external.length > 0) console.log(`CRL updated: ${external.join(", ")}; reload the broker (systemctl reload mosquitto)`);
+    return ExitCode.OK;
+  })
 }
 
-export function hubServe(options: Options): Promise<number> {
-  return guard("hub serve", async () => {
-    const log = createLogger();
-    const handle = await serveHub({ dir: hubDir(options), broker: str(options.broker), log });
-    const signal = await untilSignal();
-    log.info("hub.stopping", { signal });
-    // A stuck close must not keep systemd waiting for its own stop timeout.
-    const deadline = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 5000).unref?.());
-    if ((await Promise.race([handle.close(), deadline])) === "timeout") log.warn("hub.stop_timeout", { note: "exiting anyway" });
+export async function hubServe(options: Options): Promise<number> {
+  const log = createLogger();
+  const handle = await serveHub({ dir: hubDir(options), broker: str(options.broker), log });
+  const signal = await untilSignal();
+  log.info("hub.stopping", { signal });
+  // A stuck close must not keep systemd waiting for its own stop timeout.
+  const deadline = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 5000).unref?.());
+  if ((await Promise.race([handle.close(), deadline])) === "timeout") log.warn("hub.stop_timeout", { note: "exiting anyway" });
+  return ExitCode.OK;
+}
+
+export function hubSend(args: string[], options: Options): Promise<number> {
+  return withHub(options, async (home, store) => {
+    const thing = await thingOrFail(home, store, required(args, "the thing"));
+    const file = str(options.file);
+    const limit = home.settings.api.payloadLimitBytes;
+    const text = await readDocument(file, limit);
+    if (Buffer.byteLength(text) > limit) throw new InputError(`the message is larger than the hub's limit of ${limit} bytes`);
+    let message: unknown;
+    try {
+      message = JSON.parse(text);
+    } catch {
+      throw new InputError(`${file ?? "stdin"}: not a JSON document`);
+    }
+    const response = await withCliToken(store, (token) => localRequest<{ flmessagespk: string; online: boolean }>(home, token, "POST", `/things/${thing.id}/publish`, { message }));
+    if (response.status !== 200 || !response.body) {
+      const why = response.body?.messages[0]?.value ?? `HTTP ${response.status}`;
+      throw new FlashlexError(`the hub refused the message: ${why}`, response.status === 503 ? ExitCode.UNAVAILABLE : response.status >= 500 ? ExitCode.SOFTWARE : ExitCode.DATA);
+    }
+    if (options.json) console.log(JSON.stringify(response.body));
+    else {
+      const { flmessagespk, online } = response.body.result;
+      console.log(`sent to ingress/${thing.name} as ${flmessagespk}${online === false ? " (the thing is not connected now)" : ""}`);
+    }
+    return ExitCode.OK;
+  })
+}
+
+export function hubExport(args: string[], options: Options): Promise<number> {
+  return withHub(options, async (home, store) => {
+    const thing = await thingOrFail(home, store, required(args, "the thing"));
+    const startts = parseTime(str(options.since), "--since", false);
+    const endts = parseTime(str(options.until), "--until", true);
+    const type = str(options.type);
+    if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
+    const messages = await store.queryMessages(thing.id, { startts, endts, messagetype: type as MessageType | undefined });
+    const { fileName, zip } = buildArchive(thing.id, messages, home.settings.ownerId, new Date());
+    const output = resolve(str(options.output) ?? fileName);
+    writeFileSync(output, zip);
+    console.log(`${output}: ${messages.length} messages`);
+    return ExitCode.OK;
+  })
+}
+
+export function hubMosquittoConfig(options: Options): Promise<number> {
+  return withHub(options, async (home, store) => {
+    const out = str(options.out);
+    if (!out) throw new UsageError("--out DIR is required (Mosquitto must be able to read it: not inside the 0700 hub home)");
+    const persistence = str(options.persistence);
+    const files = await writeMosquittoFiles(home, store, {
+      dir: resolve(out),
+      port: port(options.port, "--port") ?? home.settings.broker.port,
+      bindAddress: str(options.bind) ?? "0.0.0.0",
+      persistenceDir: persistence ? resolve(persistence) : undefined,
+    });
+    console.log(`wrote ${files.config}, mosquitto.acl, root-ca-cert.pem, broker-cert.pem, broker-key.pem, crl.pem`);
+    console.log(`the broker key must be readable by Mosquitto's user: sudo chown root:mosquitto ${files.brokerKey}`);
+    console.log(`run: mosquitto -c ${files.config}   then: flashlex hub serve --broker mqtts://${home.settings.broker.host}:${home.settings.broker.port}`);
     return ExitCode.OK;
   });
 }
 
-export function hubSend(args: string[], options: Options): Promise<number> {
-  return guard("hub send", () =>
-    withHub(options, async (home, store) => {
-      const thing = await thingOrFail(home, store, required(args, "the thing"));
-      const file = str(options.file);
-      const limit = home.settings.api.payloadLimitBytes;
-      const text = await readDocument(file, limit);
-      if (Buffer.byteLength(text) > limit) throw new InputError(`the message is larger than the hub's limit of ${limit} bytes`);
-      let message: unknown;
-      try {
-        message = JSON.parse(text);
-      } catch {
-        throw new InputError(`${file ?? "stdin"}: not a JSON document`);
-      }
-      const response = await withCliToken(store, (token) => localRequest<{ flmessagespk: string; online: boolean }>(home, token, "POST", `/things/${thing.id}/publish`, { message }));
-      if (response.status !== 200 || !response.body) {
-        const why = response.body?.messages[0]?.value ?? `HTTP ${response.status}`;
-        throw new FlashlexError(`the hub refused the message: ${why}`, response.status === 503 ? ExitCode.UNAVAILABLE : response.status >= 500 ? ExitCode.SOFTWARE : ExitCode.DATA);
-      }
-      if (options.json) console.log(JSON.stringify(response.body));
-      else {
-        const { flmessagespk, online } = response.body.result;
-        console.log(`sent to ingress/${thing.name} as ${flmessagespk}${online === false ? " (the thing is not connected now)" : ""}`);
-      }
-      return ExitCode.OK;
-    }),
-  );
-}
-
-export function hubExport(args: string[], options: Options): Promise<number> {
-  return guard("hub export", () =>
-    withHub(options, async (home, store) => {
-      const thing = await thingOrFail(home, store, required(args, "the thing"));
-      const startts = parseTime(str(options.since), "--since", false);
-      const endts = parseTime(str(options.until), "--until", true);
-      const type = str(options.type);
-      if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
-      const messages = await store.queryMessages(thing.id, { startts, endts, messagetype: type as MessageType | undefined });
-      const { fileName, zip } = buildArchive(thing.id, messages, home.settings.ownerId, new Date());
-      const output = resolve(str(options.output) ?? fileName);
-      writeFileSync(output, zip);
-      console.log(`${output}: ${messages.length} messages`);
-      return ExitCode.OK;
-    }),
-  );
-}
-
-export function hubMosquittoConfig(options: Options): Promise<number> {
-  return guard("hub mosquitto-config", () =>
-    withHub(options, async (home, store) => {
-      const out = str(options.out);
-      if (!out) throw new UsageError("--out DIR is required (Mosquitto must be able to read it: not inside the 0700 hub home)");
-      const dir = resolve(out);
-      mkdirSync(dir, { recursive: true, mode: 0o755 });
-      const file = (name: string) => join(dir, name);
-      copyFileSync(home.paths.caCert, file("root-ca-cert.pem"));
-      copyFileSync(home.paths.brokerCert, file("broker-cert.pem"));
-      // Group-readable, so that after `chown root:mosquitto` the broker can read it after dropping root.
-      writeFileSync(file("broker-key.pem"), readFileSync(home.paths.brokerKey), { mode: 0o640 });
-      chmodSync(file("broker-key.pem"), 0o640);
-      writeFileSync(file("mosquitto.acl"), renderMosquittoAcl(), { mode: 0o644 });
-      const persistence = str(options.persistence);
-      writeFileSync(
-        file("mosquitto.conf"),
-        renderMosquittoConfig({
-          port: port(options.port, "--port") ?? home.settings.broker.port,
-          bindAddress: str(options.bind) ?? "0.0.0.0",
-          caFile: file("root-ca-cert.pem"),
-          certFile: file("broker-cert.pem"),
-          keyFile: file("broker-key.pem"),
-          aclFile: file("mosquitto.acl"),
-          crlFile: file("crl.pem"),
-          persistenceDir: persistence ? resolve(persistence) : undefined,
-        }),
-        { mode: 0o644 },
-      );
-      // From now on every `hub thing revoke` rewrites this CRL as well.
-      addCrlFile(home.paths.config, file("crl.pem"));
-      await writeRevocationLists(openHubHome(home.paths.dir), store);
-      console.log(`wrote ${file("mosquitto.conf")}, mosquitto.acl, root-ca-cert.pem, broker-cert.pem, broker-key.pem, crl.pem`);
-      console.log(`the broker key must be readable by Mosquitto's user: sudo chown root:mosquitto ${file("broker-key.pem")}`);
-      console.log(`run: mosquitto -c ${file("mosquitto.conf")}   then: flashlex hub serve --broker mqtts://${home.settings.broker.host}:${home.settings.broker.port}`);
-      return ExitCode.OK;
-    }),
-  );
-}
-
 export function hubTokenRotate(options: Options): Promise<number> {
-  return guard("hub token rotate", () =>
-    withHub(options, async (_home, store) => {
-      const token = newAccessToken();
-      await store.deleteTokens("operator");
-      await store.addToken(hashToken(token), "operator", Date.now(), null);
-      console.log("new operator access token (shown once; the old one no longer works):");
-      console.log(token);
-      return ExitCode.OK;
-    }),
-  );
+  return withHub(options, async (_home, store) => {
+    const token = await rotateOperatorToken(store);
+    console.log("new operator access token (shown once; the old one no longer works):");
+    console.log(token);
+    return ExitCode.OK;
+  })
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,3 +1,4 @@
+import type { HubStore } from "./hub-store.ts";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 
 /**
@@ -28,4 +29,12 @@ export function tokenMatchesAny(token: string, hashes: readonly string[]): boole
 export function bearerToken(header: string | null): string | undefined {
   const match = /^Bearer[ ]+([^\s]+)\s*$/i.exec(header ?? "");
   return match?.[1];
+}
+
+/** Replaces the operator token: the old one stops working at once. Returns the new token (shown once). */
+export async function rotateOperatorToken(store: HubStore): Promise<string> {
+  const token = newAccessToken();
+  await store.deleteTokens("operator");
+  await store.addToken(hashToken(token), "operator", Date.now(), null);
+  return token;
 }
