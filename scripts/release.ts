@@ -109,7 +109,7 @@ if (import.meta.main) {
 
   if (args.test) {
     const host = hostTarget();
-    const env: Record<string, string | undefined> = { ...process.env, FLASHLEX_TARGET_BINARIES: outdir };
+    const env: Record<string, string | undefined> = { ...process.env, FLASHLEX_TARGET_BINARIES: outdir, FLASHLEX_EXPECT_COMMIT: commit };
     if (host && existsSync(join(outdir, binaryName(host)))) env.FLASHLEX_BIN = join(outdir, binaryName(host));
     console.log(`\nrunning the integration tests against ${outdir}`);
     const tests = Bun.spawnSync([process.execPath, "test", "test/integration"], { cwd: ROOT, stdout: "inherit", stderr: "inherit", env });

