@@ -19,11 +19,11 @@ import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, wr
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { unzipSync } from "fflate";
 import { parseDocument } from "yaml";
 import { buildTarget, commitSha, megabytes, packageVersion, printTable, ROOT } from "../scripts/build.ts";
 import { bundleForNode } from "../scripts/bundle-node.ts";
 import { TARGETS, binaryName, hostTarget, runnerFor, type Target } from "../scripts/targets.ts";
+import { unpackDistribution } from "../test/support/distribution.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -133,13 +133,7 @@ function provision(shortName: string): string[] {
   const created = JSON.parse(hostRun(["hub", "thing", "create", shortName, "--dir", hubDir, "--json"]));
   const zip = join(work, `${shortName}.zip`);
   hostRun(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zip]);
-  const thingDir = join(work, "things", shortName);
-  for (const [path, bytes] of Object.entries(unzipSync(readFileSync(zip)))) {
-    const file = join(thingDir, path);
-    mkdirSync(dirname(file), { recursive: true });
-    if (!path.endsWith("/")) (writeFileSync(file, bytes), chmodSync(file, path.includes("private") ? 0o600 : 0o644));
-  }
-  const root = join(thingDir, created.name);
+  const root = unpackDistribution(zip, join(work, "things", shortName), created.name);
   const config = join(root, "config.yml");
   const doc = parseDocument(readFileSync(config, "utf8"));
   doc.setIn(["flashlex", "thing", "mqtt", "connectDisconnectTimeout"], 30);

@@ -10,6 +10,7 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { unzipSync } from "fflate";
+import { unpackDistribution } from "../test/support/distribution.ts";
 
 const root = join(import.meta.dir, "..");
 const stayUp = process.stdout.isTTY && !process.argv.includes("--exit");
@@ -93,14 +94,9 @@ const created = JSON.parse(await flashlex(["hub", "thing", "create", "demo-thing
 const thingName: string = created.name ?? created.thing?.name;
 const zipPath = join(work, "demo-thing.zip");
 await flashlex(["hub", "thing", "dist", thingName, "--dir", hubDir, "-o", zipPath]);
-const thingDir = join(work, "thing");
-for (const [path, bytes] of Object.entries(unzipSync(await Bun.file(zipPath).bytes()))) {
-  const target = join(thingDir, path);
-  mkdirSync(dirname(target), { recursive: true });
-  if (!path.endsWith("/")) (writeFileSync(target, bytes), chmodSync(target, path.includes("private") ? 0o600 : 0o644));
-}
+const thingRoot = unpackDistribution(zipPath, join(work, "thing"), thingName);
 console.log(`  unzipped to $DEMO/thing/${thingName}/ (config.yml, keys/, README.md)`);
-const flags = ["-c", join(thingDir, thingName, "config.yml"), "-k", join(thingDir, thingName, "keys"), "-d", join(thingDir, thingName, "data")];
+const flags = ["-c", join(thingRoot, "config.yml"), "-k", join(thingRoot, "keys"), "-d", join(thingRoot, "data")];
 
 step(3, "Start the hub: embedded MQTT broker (mutual TLS) and the HTTP API");
 await background("hub", ["hub", "serve", "--dir", hubDir], /hub\.(ready|started|listening)/);

@@ -23,6 +23,7 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { parse, parseDocument, stringify } from "yaml";
 import { binaryPath, run, start, type Background, type RunResult } from "../support/binary.ts";
 import { freePort, startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
+import { unpackDistribution } from "../support/distribution.ts";
 import { makeTestPki } from "../support/pki.ts";
 
 // ---------------------------------------------------------------------------------------------
@@ -72,13 +73,7 @@ async function provision(shortName: string): Promise<Thing> {
   const created = JSON.parse((await flashlex(["hub", "thing", "create", shortName, "--dir", hubDir, "--json"])).stdout);
   const zipPath = join(work, `${shortName}.zip`);
   await flashlex(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zipPath]);
-  const dir = join(work, "things", shortName);
-  for (const [path, bytes] of Object.entries(unzipSync(readFileSync(zipPath)))) {
-    const target = join(dir, path);
-    mkdirSync(dirname(target), { recursive: true });
-    if (!path.endsWith("/")) (writeFileSync(target, bytes), chmodSync(target, path.includes("private") ? 0o600 : 0o644));
-  }
-  const root = join(dir, created.name);
+  const root = unpackDistribution(zipPath, join(work, "things", shortName), created.name);
   const keysDir = join(root, "keys");
   const privateKeyPem = readFileSync(join(keysDir, `${created.name}-keypair-private.pem`), "utf8");
   return {

@@ -21,12 +21,12 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { unzipSync } from "fflate";
 import { parseDocument } from "yaml";
 import { buildTarget, commitSha, ROOT } from "../../scripts/build.ts";
 import { nodeBinary } from "../../scripts/build-node-sea.ts";
 import { TARGETS, binaryName, hostTarget, runnerFor, type Target } from "../../scripts/targets.ts";
 import { binaryPath, run as runHost, start as startHost, type Background } from "../support/binary.ts";
+import { unpackDistribution } from "../support/distribution.ts";
 import { freePort } from "../support/mosquitto.ts";
 
 const VERSION: string = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version;
@@ -98,13 +98,7 @@ async function provision(shortName: string): Promise<Thing> {
   const created = JSON.parse(await host(["hub", "thing", "create", shortName, "--dir", hubDir, "--json"]));
   const zipPath = join(work, `${shortName}.zip`);
   await host(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zipPath]);
-  const dir = join(work, "things", shortName);
-  for (const [path, bytes] of Object.entries(unzipSync(readFileSync(zipPath)))) {
-    const file = join(dir, path);
-    mkdirSync(dirname(file), { recursive: true });
-    if (!path.endsWith("/")) (writeFileSync(file, bytes), chmodSync(file, path.includes("private") ? 0o600 : 0o644));
-  }
-  const root = join(dir, created.name);
+  const root = unpackDistribution(zipPath, join(work, "things", shortName), created.name);
   const configPath = join(root, "config.yml");
   // Under qemu a TLS handshake alone takes a second or two: the thing's own timeouts, not the test's.
   const config = parseDocument(readFileSync(configPath, "utf8"));
