@@ -35,6 +35,8 @@ export const THING_MIGRATIONS: readonly string[] = [
      response_body   TEXT
    );
    CREATE INDEX outbox_due ON outbox (state, next_attempt_at);`,
+  // 2: the MQTT packet identifier, to recognise the broker's redelivery of the last message
+  `ALTER TABLE ingress_messages ADD COLUMN packet_id INTEGER;`,
 ];
 
 export interface IngressMessage {
@@ -46,6 +48,8 @@ export interface IngressMessage {
   retain: number;
   received_at: number;
   acked_at: number | null;
+  /** the MQTT packet identifier it arrived with (QoS 1), null for QoS 0 */
+  packet_id: number | null;
 }
 
 export interface NewIngress {
@@ -54,6 +58,7 @@ export interface NewIngress {
   qos: number;
   retain: boolean;
   receivedAt: number;
+  packetId?: number;
 }
 
 export interface IngressQuery {
@@ -128,13 +133,32 @@ export class MessageStore {
 
   /** Commits before returning: the caller acknowledges to the broker only after this. */
   insertIngress(message: NewIngress): number {
-    return this.db.run("INSERT INTO ingress_messages (topic, payload, qos, retain, received_at) VALUES (?, ?, ?, ?, ?)", [
+    return this.db.run("INSERT INTO ingress_messages (topic, payload, qos, retain, received_at, packet_id) VALUES (?, ?, ?, ?, ?, ?)", [
       message.topic,
       payloadValue(message.payload),
       message.qos,
       message.retain ? 1 : 0,
       message.receivedAt,
+      message.packetId ?? null,
     ]).lastInsertRowid;
+  }
+
+  /**
+   * True when `message` repeats one of the last few stored messages: same packet identifier,
+   * topic and payload. A broker redelivers (with DUP set) what it sent but never saw
+   * acknowledged; when the agent stopped between its commit and its PUBACK, that message is
+   * already among the newest rows (at most the broker's in-flight window of them). Only that
+   * window is compared: brokers hand out packet identifiers in turn, so an older row with the
+   * same identifier is a different message that happened to look the same.
+   */
+  isRecentRedelivery(message: NewIngress, window = 32): boolean {
+    if (message.packetId === undefined) return false;
+    const candidates = this.db.all<IngressMessage>(
+      "SELECT * FROM (SELECT * FROM ingress_messages ORDER BY id DESC LIMIT ?) WHERE packet_id = ? AND topic = ?",
+      [window, message.packetId, message.topic],
+    );
+    const incoming = Buffer.from(message.payload);
+    return candidates.some((row) => (typeof row.payload === "string" ? Buffer.from(row.payload, "utf8") : Buffer.from(row.payload)).equals(incoming));
   }
 
   listIngress(query: IngressQuery = {}): IngressMessage[] {

@@ -24,13 +24,20 @@ export function createIngressHandler(deps: {
       log.info("ingress.received", { topic: packet.topic, callback: config.yaml.app.callback, payload: payload.toString("utf8") });
       return;
     }
-    const id = store.insertIngress({
+    const message = {
       topic: packet.topic,
       payload,
       qos: packet.qos,
       retain: packet.retain,
       receivedAt: Date.now(),
-    });
+      packetId: packet.qos > 0 ? packet.messageId : undefined,
+    };
+    if (packet.dup && store.isRecentRedelivery(message)) {
+      // Stored before a crash cut off its PUBACK: acknowledge it again, store it once.
+      log.info("ingress.redelivery_skipped", { topic: packet.topic, packetId: packet.messageId });
+      return;
+    }
+    const id = store.insertIngress(message);
     log.info("ingress.stored", { id, topic: packet.topic, bytes: payload.length, dup: packet.dup || undefined });
     onStored?.(id);
   };

@@ -305,7 +305,7 @@ export const storeContract: ContractCase[] = [
         assert.deepEqual(seen.since, [4, 5]);
         assert.deepEqual(seen.limit, [1, 2]);
         assert.deepEqual(seen.combined, [3]);
-        assert.deepEqual(seen.first, { id: 1, topic: "ingress/odd", payload: "m1", qos: 1, retain: 0, received_at: 1000, acked_at: null });
+        assert.deepEqual(seen.first, { id: 1, topic: "ingress/odd", payload: "m1", qos: 1, retain: 0, received_at: 1000, acked_at: null, packet_id: null });
         assert.deepEqual(seen.count, { unacked: 3, total: 5 });
         return seen;
       }),
