@@ -1,6 +1,7 @@
 /**
- * `bun run build [--target NAME]... [--host] [--outdir DIR] [--entry FILE] [--no-bytecode]`
+ * `bun run build [--target NAME]... [--all] [--host] [--outdir DIR] [--entry FILE] [--no-bytecode]`
  *
+ * Without --target it builds linux-x64 and linux-arm64; --all builds every target in the table.
  * Builds src/main.ts into one executable per target (scripts/targets.ts), dist/flashlex-<name>:
  * `bun build --compile` for Bun targets, a Node single executable for linux-armv7
  * (scripts/build-node-sea.ts). Then runs each binary this machine can run (natively, or under
@@ -107,13 +108,17 @@ export function smokeVersion(target: Target, file: string, version: string, comm
   return { ok: true, text: runner.how === "qemu" ? "ok (qemu)" : "ok" };
 }
 
-export function selectTargets(names: string[] | undefined, host: boolean): Target[] {
+/** What `bun run build` makes without --target: the two Bun builds most things run. */
+export const DEFAULT_TARGETS = ["linux-x64", "linux-arm64"];
+
+/** `--host`: this machine's; `--target`: those named; else `fallback` (build: DEFAULT_TARGETS, release: all). */
+export function selectTargets(names: string[] | undefined, host: boolean, fallback: readonly string[] = TARGETS.map((t) => t.name)): Target[] {
   if (host) {
     const target = hostTarget();
     if (!target) throw new Error(`no target for this machine (${process.arch})`);
     return [target];
   }
-  if (!names?.length) return [...TARGETS];
+  if (!names?.length) names = [...fallback];
   return names.map((name) => {
     const target = targetByName(name);
     if (!target) throw new Error(`unknown target ${name}; known: ${TARGETS.map((t) => t.name).join(", ")}`);
@@ -134,6 +139,7 @@ if (import.meta.main) {
     options: {
       target: { type: "string", multiple: true },
       host: { type: "boolean", default: false },
+      all: { type: "boolean", default: false },
       outdir: { type: "string", default: join(ROOT, "dist") },
       entry: { type: "string", default: join(ROOT, "src/main.ts") },
       "no-bytecode": { type: "boolean", default: false },
@@ -155,7 +161,7 @@ if (import.meta.main) {
   if (!existsSync(opts.entry)) fail(`${opts.entry} does not exist`);
   let targets: Target[] = [];
   try {
-    targets = selectTargets(args.target, args.host);
+    targets = selectTargets(args.target, args.host, args.all ? TARGETS.map((t) => t.name) : DEFAULT_TARGETS);
   } catch (err) {
     fail((err as Error).message);
   }
