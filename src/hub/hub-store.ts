@@ -40,6 +40,13 @@ export const HUB_MIGRATIONS: readonly string[] = [
      created_at INTEGER NOT NULL,
      expires_at INTEGER
    );`,
+  // Ingress delivery (the embedded broker resends what a thing has not acknowledged, even after
+  // a hub restart). Ingress stored before this migration was never tracked: it is 'unknown', so
+  // an upgrade does not resend a thing's whole history.
+  `ALTER TABLE messages ADD COLUMN delivery TEXT CHECK (delivery IN ('pending', 'delivered', 'unknown'));
+   ALTER TABLE messages ADD COLUMN delivered_at INTEGER;
+   UPDATE messages SET delivery = 'unknown' WHERE messagetype = 'ingress';
+   CREATE INDEX messages_pending ON messages (thing_id, fltimestamp) WHERE delivery = 'pending';`,
 ];
 
 export interface ThingRecord {
@@ -66,6 +73,16 @@ export function thingStatus(thing: ThingRecord): ThingStatus {
 
 export type MessageType = "egress" | "ingress";
 
+/**
+ * What the hub knows about an ingress message reaching its thing (egress has none):
+ * - `pending`: handed to the embedded broker, the thing has not acknowledged it yet; resent
+ *   when the thing next subscribes after a hub start;
+ * - `delivered`: the thing's PUBACK arrived (`deliveredAt`);
+ * - `unknown`: an external broker took it (the hub never sees the thing's PUBACK), or it was
+ *   stored before the hub tracked delivery.
+ */
+export type Delivery = "pending" | "delivered" | "unknown";
+
 export interface MessageRecord {
   flmessagespk: string;
   thingId: string;
@@ -76,6 +93,10 @@ export interface MessageRecord {
   fltimestamp: number;
   /** ISO 8601, seconds precision, UTC (`2019-07-20T01:45:44Z`) */
   datecreated: string;
+  /** ingress only; on insert an ingress message without one is `unknown`, egress is always null */
+  delivery?: Delivery | null;
+  /** Unix ms of the thing's PUBACK, when `delivery` is `delivered` */
+  deliveredAt?: number | null;
 }
 
 export interface MessageQuery {
@@ -111,6 +132,10 @@ export interface HubStore {
   deleteMessage(flmessagespk: string): Promise<void>;
   queryMessages(thingId: string, query: MessageQuery): Promise<MessageRecord[]>;
   deleteMessages(thingId: string, query: MessageQuery): Promise<number>;
+  /** the thing's `pending` ingress messages, oldest first */
+  pendingIngress(thingId: string): Promise<MessageRecord[]>;
+  /** pending → delivered; false when the message is gone or was not pending */
+  markDelivered(flmessagespk: string, at: number): Promise<boolean>;
 
   addToken(hash: string, kind: TokenKind, createdAt: number, expiresAt: number | null): Promise<void>;
   /** hashes of the tokens valid at `now` (a read only: it runs on every operator request) */
@@ -141,6 +166,8 @@ interface MessageRow {
   payload: string;
   fltimestamp: number;
   datecreated: string;
+  delivery: Delivery | null;
+  delivered_at: number | null;
 }
 
 const toThing = (r: ThingRow): ThingRecord => ({
@@ -163,6 +190,8 @@ const toMessage = (r: MessageRow): MessageRecord => ({
   payload: r.payload,
   fltimestamp: r.fltimestamp,
   datecreated: r.datecreated,
+  delivery: r.delivery,
+  deliveredAt: r.delivered_at,
 });
 
 /** WHERE clause for a thing's messages in a time range and of one type. */
@@ -241,12 +270,14 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
     async insertMessage(m) {
       // INSERT OR IGNORE + read back in one transaction: a retried id returns what was stored first.
       return db.transaction(() => {
+        const delivery = m.messagetype === "ingress" ? (m.delivery ?? "unknown") : null;
+        const deliveredAt = delivery === "delivered" ? (m.deliveredAt ?? null) : null;
         const { changes } = db.run(
-          `INSERT OR IGNORE INTO messages (flmessagespk, thing_id, messagetype, payload, fltimestamp, datecreated)
-           VALUES (?, ?, ?, ?, ?, ?)`,
-          [m.flmessagespk, m.thingId, m.messagetype, m.payload, m.fltimestamp, m.datecreated],
+          `INSERT OR IGNORE INTO messages (flmessagespk, thing_id, messagetype, payload, fltimestamp, datecreated, delivery, delivered_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+          [m.flmessagespk, m.thingId, m.messagetype, m.payload, m.fltimestamp, m.datecreated, delivery, deliveredAt],
         );
-        return { inserted: changes > 0, message: changes > 0 ? m : getMessage(m.flmessagespk)! };
+        return { inserted: changes > 0, message: changes > 0 ? { ...m, delivery, deliveredAt } : getMessage(m.flmessagespk)! };
       });
     },
     async deleteMessage(id) {
@@ -259,6 +290,14 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
     async deleteMessages(thingId, q) {
       const { where, params } = messageFilter(thingId, q);
       return db.run(`DELETE FROM messages WHERE ${where}`, params).changes;
+    },
+    async pendingIngress(thingId) {
+      return db
+        .all<MessageRow>("SELECT * FROM messages WHERE thing_id = ? AND delivery = 'pending' ORDER BY fltimestamp, rowid", [thingId])
+        .map(toMessage);
+    },
+    async markDelivered(id, at) {
+      return db.run("UPDATE messages SET delivery = 'delivered', delivered_at = ? WHERE flmessagespk = ? AND delivery = 'pending'", [at, id]).changes > 0;
     },
 
     async addToken(hash, kind, createdAt, expiresAt) {

@@ -1,0 +1,84 @@
+/**
+ * The hub database's ingress delivery state: the migration that adds it, and its two queries.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { HUB_MIGRATIONS, openHubStore, type MessageRecord, type SqliteHubStore } from "../../src/hub/hub-store.ts";
+import { applyPragmas, migrate } from "../../src/store/migrate.ts";
+import { openSqlDatabase } from "../../src/store/open.ts";
+
+const THING = "349c5942-77d6-4f36-880b-1762a3b07f06";
+let dir: string;
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "flashlex-hub-store-"));
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const message = (id: string, type: "egress" | "ingress", ts: number, extra: Partial<MessageRecord> = {}): MessageRecord => ({
+  flmessagespk: id,
+  thingId: THING,
+  messagetype: type,
+  payload: `{"id":"${id}"}`,
+  fltimestamp: ts,
+  datecreated: "2024-01-01T00:00:00Z",
+  ...extra,
+});
+
+async function freshStore(name: string): Promise<SqliteHubStore> {
+  return openHubStore(join(dir, name));
+}
+
+describe("hub-store: ingress delivery", () => {
+  test("a database from before delivery tracking: its ingress becomes 'unknown' (never resent), egress has none", async () => {
+    const file = join(dir, "v1.db");
+    const db = openSqlDatabase(file);
+    applyPragmas(db);
+    migrate(db, HUB_MIGRATIONS.slice(0, 1), file);
+    for (const [id, type] of [["old-in", "ingress"], ["old-out", "egress"]] as const) {
+      db.run("INSERT INTO messages (flmessagespk, thing_id, messagetype, payload, fltimestamp, datecreated) VALUES (?, ?, ?, '1', 1, 'x')", [id, THING, type]);
+    }
+    db.close();
+
+    const store = openHubStore(file);
+    const rows = await store.queryMessages(THING, {});
+    expect(rows.map((m) => [m.flmessagespk, m.delivery, m.deliveredAt])).toEqual([
+      ["old-in", "unknown", null],
+      ["old-out", null, null],
+    ]);
+    expect(await store.pendingIngress(THING)).toEqual([]);
+    await store.close();
+    // the version moved forward once; opening again does not migrate again
+    const again = openHubStore(file);
+    expect((await again.queryMessages(THING, {})).length).toBe(2);
+    await again.close();
+  });
+
+  test("pending ingress comes back oldest first; markDelivered moves it to delivered once", async () => {
+    const store = await freshStore("pending.db");
+    await store.insertMessage(message("b", "ingress", 20, { delivery: "pending" }));
+    await store.insertMessage(message("a", "ingress", 10, { delivery: "pending" }));
+    await store.insertMessage(message("c", "ingress", 20, { delivery: "pending" }));
+    await store.insertMessage(message("x", "ingress", 5)); // no delivery given: unknown
+    await store.insertMessage(message("e", "egress", 1, { delivery: "pending" })); // egress never has one
+    expect((await store.pendingIngress(THING)).map((m) => m.flmessagespk)).toEqual(["a", "b", "c"]);
+
+    expect(await store.markDelivered("b", 1_700_000_000_000)).toBe(true);
+    expect(await store.markDelivered("b", 1_700_000_999_000)).toBe(false); // already delivered: the first time stays
+    expect(await store.markDelivered("x", 1)).toBe(false); // unknown is not pending
+    expect(await store.markDelivered("nope", 1)).toBe(false);
+
+    expect((await store.pendingIngress(THING)).map((m) => m.flmessagespk)).toEqual(["a", "c"]);
+    const byId = Object.fromEntries((await store.queryMessages(THING, {})).map((m) => [m.flmessagespk, [m.delivery, m.deliveredAt]]));
+    expect(byId).toEqual({
+      e: [null, null],
+      x: ["unknown", null],
+      a: ["pending", null],
+      b: ["delivered", 1_700_000_000_000],
+      c: ["pending", null],
+    });
+    await store.close();
+  });
+});
