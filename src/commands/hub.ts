@@ -227,7 +227,9 @@ export function hubSend(args: string[], options: Options): Promise<number> {
     if (options.json) console.log(JSON.stringify(response.body));
     else {
       const { flmessagespk, online } = response.body.result;
-      console.log(`sent to ingress/${thing.name} as ${flmessagespk}${online === false ? " (the thing is not connected now)" : ""}`);
+      // `online: false` comes only from the embedded broker, which keeps the message until the thing acknowledges it.
+      const offline = " (the thing is not connected now; the hub keeps the message until the thing has it)";
+      console.log(`sent to ingress/${thing.name} as ${flmessagespk}${online === false ? offline : ""}`);
     }
     return ExitCode.OK;
   })

@@ -4,7 +4,7 @@ import { buildArchive, isoSeconds, storedMessageJson } from "./archive.ts";
 import { ingressTopic, type HubBroker } from "./broker.ts";
 import { CollectAuthError, Collector, MessageIdConflict } from "./collector.ts";
 import type { HubHome } from "./home.ts";
-import { thingStatus, type HubStore, type MessageQuery, type ThingRecord } from "./hub-store.ts";
+import { thingStatus, type HubStore, type MessageQuery, type MessageRecord, type ThingRecord } from "./hub-store.ts";
 import {
   errorResponse,
   fileResponse,
@@ -77,6 +77,16 @@ export function thingJson(thing: ThingRecord, env: string) {
     topics: thingTopics(thing.name),
     distribution: thing.revokedAt === null ? `/${env}/v1/things/${thing.id}/dist` : null,
   };
+}
+
+/**
+ * A stored message for the messages route: the archive's format, plus for ingress what the hub
+ * knows of its delivery (the archive keeps the old cloud's keys only).
+ */
+export function messageJson(m: MessageRecord, ownerId: string) {
+  const json = storedMessageJson(m, ownerId);
+  if (m.messagetype !== "ingress") return json;
+  return { ...json, delivery: m.delivery ?? "unknown", deliveredAt: m.deliveredAt == null ? null : isoSeconds(m.deliveredAt) };
 }
 
 export function createHubApi(deps: HubApiDeps): HubApi {
@@ -154,9 +164,11 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     const at = now();
     const flmessagespk = randomUUID();
     // Stored first, so an ingress the broker took is always on record; undone if the broker refuses.
-    await store.insertMessage({ flmessagespk, thingId: thing.id, messagetype: "ingress", payload: text, fltimestamp: Math.floor(at / 1000), datecreated: isoSeconds(at) });
+    // `pending` keeps it until the thing's PUBACK (embedded broker), even across hub restarts.
+    const delivery = deps.broker.tracksDelivery ? "pending" : "unknown";
+    await store.insertMessage({ flmessagespk, thingId: thing.id, messagetype: "ingress", payload: text, fltimestamp: Math.floor(at / 1000), datecreated: isoSeconds(at), delivery });
     try {
-      await deps.broker.publish(ingressTopic(thing.name), text);
+      await deps.broker.sendIngress(thing.name, { flmessagespk, payload: text });
     } catch (err) {
       await store.deleteMessage(flmessagespk);
       log.error("hub.publish_failed", { thing: thing.name, error: err });
@@ -208,7 +220,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         async handle({ id, url }) {
           const thing = await thingOr404(id);
           const messages = await store.queryMessages(thing.id, messageQuery(url.searchParams, true));
-          return ok(messages.map((m) => storedMessageJson(m, settings.ownerId)), `${messages.length} messages.`);
+          return ok(messages.map((m) => messageJson(m, settings.ownerId)), `${messages.length} messages.`);
         },
       },
       DELETE: {

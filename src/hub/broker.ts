@@ -36,8 +36,19 @@ export interface BrokerEvents {
 export interface HubBroker {
   /** e.g. mqtts://127.0.0.1:8883 (for logs) */
   readonly url: string;
-  /** publish to a thing's ingress (QoS 1); resolves once the broker accepted it */
+  /** publish to a thing's ingress (QoS 1), untracked (the bootstrap echo); resolves once the broker accepted it */
   publish(topic: string, payload: string | Buffer): Promise<void>;
+  /**
+   * Publishes a stored ingress message (QoS 1) to `ingress/<thingName>`; resolves once the broker
+   * accepted it. With `tracksDelivery` the broker also sees it through to the thing's PUBACK.
+   */
+  sendIngress(thingName: string, message: { flmessagespk: string; payload: string }): Promise<void>;
+  /**
+   * true (embedded): store ingress as `pending`; the broker marks it delivered on the thing's
+   * PUBACK and resends it after a hub restart. false (external): the broker keeps the queue and
+   * the hub never sees the PUBACK, so delivery is `unknown`.
+   */
+  readonly tracksDelivery: boolean;
   /** names of things connected now; undefined when the broker cannot tell (an external broker) */
   connected(): string[] | undefined;
   close(): Promise<void>;

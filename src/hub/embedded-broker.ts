@@ -14,14 +14,22 @@
  * Persistence: aedes' default in-memory persistence. A hub restart loses the broker's session
  * state: subscriptions of persistent (clean: false) sessions, QoS 1 messages queued for things
  * that were offline or not yet acknowledged (in-flight ingress), retained messages on pubsub
- * topics, and wills. Egress is safe (it is stored before the PUBACK); ingress sent while a thing
- * was offline must be sent again after a restart. Reconnecting things re-subscribe on their own.
+ * topics, and wills. Egress is safe (it is stored before the PUBACK). Ingress is kept by the hub
+ * database instead: with `ingress` given, a message stays pending until the thing's PUBACK and
+ * is replayed when the thing subscribes again after a restart (ingress-delivery.ts).
+ * Reconnecting things re-subscribe on their own.
+ *
+ * The thing's PUBACK (checked in aedes 1.2, lib/handlers/puback.js): aedes removes the message
+ * from the client's outgoing queue and emits `ack` with the queued packet, a copy made by
+ * aedes-packet that keeps topic, payload, qos, messageId, brokerId and brokerCounter but no
+ * property of ours. For a clean session nothing was queued and the packet is undefined.
  */
 import tls from "node:tls";
 import type { Duplex } from "node:stream";
 import { Aedes, type Client } from "aedes";
 import type { Logger } from "../log.ts";
-import { type BrokerEvents, type HubBroker, type ThingDirectory, isHubTopic, mayPublish, maySubscribe } from "./broker.ts";
+import { type BrokerEvents, type HubBroker, type ThingDirectory, ingressTopic, isHubTopic, mayPublish, maySubscribe } from "./broker.ts";
+import { IngressDelivery, type IngressLedger } from "./ingress-delivery.ts";
 
 export interface EmbeddedBrokerOptions {
   host: string;
@@ -35,6 +43,8 @@ export interface EmbeddedBrokerOptions {
   log: Logger;
   /** largest accepted PUBLISH payload; a bigger one disconnects the client. Default 256 KiB. */
   maxPayloadBytes?: number;
+  /** the hub's record of pending ingress; absent: `sendIngress` is a plain publish, untracked */
+  ingress?: IngressLedger;
 }
 
 export interface EmbeddedBroker extends HubBroker {
@@ -168,6 +178,16 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     log.debug("mqtt.client.error", { thing: client.id, error: err }),
   );
 
+  const publishQos1 = (topic: string, payload: string | Buffer) =>
+    new Promise<void>((resolve, reject) => {
+      broker.publish(
+        { cmd: "publish", topic, payload: typeof payload === "string" ? Buffer.from(payload) : payload, qos: 1, retain: false, dup: false },
+        (err) => (err ? reject(err) : resolve()),
+      );
+    });
+  const delivery = opts.ingress ? new IngressDelivery({ ledger: opts.ingress, publish: publishQos1, log }) : undefined;
+  if (delivery) trackIngress(broker, delivery);
+
   const sockets = new Set<tls.TLSSocket>();
   const server = tls.createServer(
     {
@@ -210,20 +230,10 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
   return {
     url,
     port,
-    publish(topic, payload) {
-      return new Promise<void>((resolve, reject) => {
-        broker.publish(
-          {
-            cmd: "publish",
-            topic,
-            payload: typeof payload === "string" ? Buffer.from(payload) : payload,
-            qos: 1,
-            retain: false,
-            dup: false,
-          },
-          (err) => (err ? reject(err) : resolve()),
-        );
-      });
+    tracksDelivery: delivery !== undefined,
+    publish: publishQos1,
+    sendIngress(thingName, message) {
+      return delivery ? delivery.send(thingName, message) : publishQos1(ingressTopic(thingName), message.payload);
     },
     connected() {
       // Registered clients have passed `authenticate`; `connected` flips only after the CONNACK is flushed.
@@ -251,6 +261,30 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
       return closing;
     },
   };
+}
+
+/**
+ * Tells `delivery` what happens to each thing's session. The client id is the thing's name
+ * (`authenticate` enforces it), so it names the ingress topic too.
+ */
+function trackIngress(broker: Aedes, delivery: IngressDelivery) {
+  // Emitted once the client is registered, before aedes empties (clean) or sends (persistent) its queue.
+  broker.on("client", (client: Client) => {
+    if (client.clean) delivery.sessionDiscarded(client.id);
+  });
+  // Emitted after the subscription is stored and live, so a replay from here is queued in it.
+  // Refused topics come with qos 128; a QoS 0 subscription gets no PUBACKs to track.
+  broker.on("subscribe", (subs: { topic: string; qos: number }[], client: Client) => {
+    const ingress = subs.find((s) => s.topic === ingressTopic(client.id));
+    if (!client.clean && ingress && (ingress.qos === 1 || ingress.qos === 2)) delivery.sessionSubscribed(client.id);
+  });
+  broker.on("unsubscribe", (topics: string[], client: Client) => {
+    if (topics.includes(ingressTopic(client.id))) delivery.sessionUnsubscribed(client.id);
+  });
+  broker.on("ack", (packet: { cmd?: string; topic?: string; payload?: Buffer | string } | undefined, client: Client) => {
+    if (!packet || !client || packet.cmd !== "publish" || packet.topic !== ingressTopic(client.id)) return;
+    delivery.acknowledged(client.id, Buffer.isBuffer(packet.payload) ? packet.payload.toString("utf8") : String(packet.payload ?? ""));
+  });
 }
 
 /**

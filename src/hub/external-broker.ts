@@ -10,11 +10,15 @@
  * Session: clean = false under the fixed client id `flashlex-hub`, so the broker queues hub-topic
  * messages while the hub is down or restarting and delivers them when it is back (Mosquitto keeps
  * up to `max_queued_messages`, 1000 by default, per offline session).
+ *
+ * Ingress: queueing it for an offline thing, across broker restarts, is the broker's job
+ * (Mosquitto with `persistence true`). The hub is not the subscriber, so it never sees the
+ * thing's PUBACK: ingress sent this way is stored with delivery `unknown`.
  */
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { ConfigError, ExitCode, FlashlexError } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import { type BrokerEvents, type HubBroker, type ThingDirectory, HUB_CLIENT_NAME, HUB_TOPICS } from "./broker.ts";
+import { type BrokerEvents, type HubBroker, type ThingDirectory, HUB_CLIENT_NAME, HUB_TOPICS, ingressTopic } from "./broker.ts";
 
 export interface ExternalBrokerOptions {
   /** mqtts://host:port (port defaults to 8883); TLS is never optional */
@@ -125,13 +129,16 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     clearTimeout(timer);
   }
 
+  const publish = async (topic: string, payload: string | Buffer) => {
+    // Fail now rather than wait for a reconnect that may never come: the caller reports it.
+    if (!client.connected) throw new FlashlexError(`broker ${opts.url} is not connected`, ExitCode.UNAVAILABLE);
+    await client.publishAsync(topic, payload, { qos: 1, retain: false });
+  };
   return {
     url: opts.url,
-    async publish(topic, payload) {
-      // Fail now rather than wait for a reconnect that may never come: the caller reports it.
-      if (!client.connected) throw new FlashlexError(`broker ${opts.url} is not connected`, ExitCode.UNAVAILABLE);
-      await client.publishAsync(topic, payload, { qos: 1, retain: false });
-    },
+    tracksDelivery: false,
+    publish,
+    sendIngress: (thingName, message) => publish(ingressTopic(thingName), message.payload),
     connected: () => undefined,
     async close() {
       await client.endAsync();

@@ -8,6 +8,7 @@ import { startEmbeddedBroker, type EmbeddedBroker } from "./embedded-broker.ts";
 import { connectExternalBroker } from "./external-broker.ts";
 import { openHubHome } from "./home.ts";
 import { openHubStore, type SqliteHubStore } from "./hub-store.ts";
+import { ingressLedger } from "./ingress-delivery.ts";
 
 /**
  * `hub serve`: one process with the broker, the API and the database. This module starts and
@@ -15,7 +16,9 @@ import { openHubStore, type SqliteHubStore } from "./hub-store.ts";
  *
  * Durability: the database is SQLite in WAL mode with synchronous=FULL, and both egress paths
  * commit before they acknowledge (HTTP 200 after the commit; the MQTT PUBACK after
- * `onThingPublish` resolves), so a kill -9 loses nothing a thing was told was stored.
+ * `onThingPublish` resolves), so a kill -9 loses nothing a thing was told was stored. Ingress is
+ * committed before the API answers and, with the embedded broker, stays pending in the database
+ * until the thing's PUBACK, so a restart resends it rather than losing it (ingress-delivery.ts).
  */
 export interface ServeHubOptions {
   dir: string;
@@ -76,6 +79,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
         events,
         log,
         maxPayloadBytes: settings.api.payloadLimitBytes + ENVELOPE_OVERHEAD,
+        ingress: ingressLedger(store),
       });
       broker = embedded;
     } else {

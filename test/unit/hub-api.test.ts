@@ -35,8 +35,12 @@ const published: { topic: string; payload: string }[] = [];
 
 const fakeBroker: HubBroker = {
   url: "mqtts://test:8883",
+  tracksDelivery: true,
   async publish(topic, payload) {
     published.push({ topic, payload: payload.toString() });
+  },
+  async sendIngress(thingName, message) {
+    published.push({ topic: `ingress/${thingName}`, payload: message.payload });
   },
   connected: () => [],
   async close() {},
@@ -358,6 +362,7 @@ describe("operator routes", () => {
     expect(published).toEqual([{ topic: `ingress/${thing.name}`, payload: '{"message":{"message":"this is a test message YO!"}}' }]);
     const stored = (await store.queryMessages(thing.id, { messagetype: "ingress" })).find((m) => m.flmessagespk === body.result.flmessagespk);
     expect(JSON.parse(stored!.payload)).toEqual({ message: { message: "this is a test message YO!" } });
+    expect(stored!.delivery).toBe("pending"); // this broker tracks PUBACKs
     const missing = await operator(`/things/${thing.id}/publish`, { method: "POST", headers: { "Content-Type": "application/json" }, body: '{"text":"x"}' });
     expect(missing.status).toBe(400);
     const noBroker = createHubApi({ home, store, log: silentLogger });
@@ -365,6 +370,29 @@ describe("operator routes", () => {
       new Request(`${base}/things/${thing.id}/publish`, { method: "POST", headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" }, body: '{"message":1}' }),
     );
     expect(unavailable.status).toBe(503);
+  });
+
+  test("GET messages says what the hub knows of each ingress message's delivery; egress entries keep the guide's keys", async () => {
+    const target = (await createThing(home, store, "delivery")).thing;
+    const send = async (through: HubApi, text: string): Promise<string> => {
+      const headers = { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" };
+      const request = new Request(`${base}/things/${target.id}/publish`, { method: "POST", headers, body: JSON.stringify({ message: text }) });
+      return (await json(await through.fetch(request))).result.flmessagespk;
+    };
+    const tracked = await send(api, "tracked");
+    const external = createHubApi({ home, store, log: silentLogger, broker: { ...fakeBroker, tracksDelivery: false, connected: () => undefined } });
+    const untracked = await send(external, "untracked");
+    const delivered = await send(api, "delivered");
+    await store.markDelivered(delivered, Date.UTC(2024, 0, 2, 3, 4, 5));
+    await store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: "egress", payload: "1", fltimestamp: 1, datecreated: "x" });
+
+    const entries = (await json(await operator(`/things/${target.id}/messages`))).result as any[];
+    const byId = Object.fromEntries(entries.map((m) => [m.flmessagespk, m]));
+    expect(byId[tracked]).toMatchObject({ messagetype: "ingress", delivery: "pending", deliveredAt: null });
+    expect(byId[untracked]).toMatchObject({ messagetype: "ingress", delivery: "unknown", deliveredAt: null });
+    expect(byId[delivered]).toMatchObject({ messagetype: "ingress", delivery: "delivered", deliveredAt: "2024-01-02T03:04:05Z" });
+    const egress = entries.find((m) => m.messagetype === "egress");
+    expect(Object.keys(egress)).toEqual(["payload", "flthingspk", "messagetype", "fltimestamp", "datecreated", "fluserspk", "flmessagespk"]);
   });
 
   test("DELETE a thing removes it, its messages and its distribution", async () => {
