@@ -1,0 +1,158 @@
+/**
+ * Ingress survives the hub. The compiled binary, real mutual TLS on loopback, the embedded
+ * broker: `hub send` to a thing that is offline, kill -9 the hub, start it again, start the
+ * thing's serve: every message arrives, in order, and the hub's record says delivered. And what
+ * a thing already acknowledged is not sent again after the next kill -9.
+ *
+ * The tests run in order and share one hub home, one thing, and the hub and serve the first leaves running.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseDocument } from "yaml";
+import { binaryPath, run, start, type Background } from "../support/binary.ts";
+import { unpackDistribution } from "../support/distribution.ts";
+import { freePort } from "../support/mosquitto.ts";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-hub-durability-"));
+const hubDir = join(work, "hub");
+const running: Background[] = [];
+let apiPort = 0;
+let operatorToken = "";
+let thing: { id: string; name: string; flags: string[] };
+/** the hub and the thing's serve, carried from the first test into the second */
+let hub: Background;
+let serve: Background;
+
+/** A child killed by a signal has exitCode null too. */
+const alive = (child: Background) => child.proc.exitCode === null && child.proc.signalCode === null;
+
+// A crashed run must not leave a hub or an agent behind.
+process.once("exit", () => running.forEach((b) => alive(b) && b.proc.kill("SIGKILL")));
+
+function launch(args: string[]): Background {
+  const child = start(args);
+  running.push(child);
+  return child;
+}
+
+async function flashlex(args: string[], input?: string) {
+  const result = await run(args, { input, timeoutMs: 30_000 });
+  if (result.code !== 0) throw new Error(`flashlex ${args.join(" ")} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
+  return result;
+}
+
+async function startHub(): Promise<Background> {
+  const child = launch(["hub", "serve", "--dir", hubDir]);
+  await child.waitFor(/hub\.started/);
+  return child;
+}
+
+async function killHub(child: Background): Promise<void> {
+  child.proc.kill("SIGKILL");
+  await child.proc.exited;
+}
+
+
+/** What the thing's application sees: its ingress payloads, oldest first. */
+async function thingInbox(): Promise<string[]> {
+  const listed = (await flashlex(["messages", "list", "--json", "--all", ...thing.flags])).stdout.trim();
+  return listed ? listed.split("\n").map((line) => JSON.parse(line)).filter((r) => r.topic === `ingress/${thing.name}`).map((r) => r.payload) : [];
+}
+
+type IngressEntry = { payload: unknown; flmessagespk: string; delivery: string; deliveredAt: string | null };
+
+/** The hub's ingress record for the thing, through the operator API. */
+async function hubIngress(): Promise<IngressEntry[]> {
+  const response = await fetch(`http://127.0.0.1:${apiPort}/dev/v1/things/${thing.id}/messages?messagetype=ingress`, {
+    headers: { Authorization: `Bearer ${operatorToken}` },
+    signal: AbortSignal.timeout(10_000),
+  });
+  expect(response.status).toBe(200);
+  return ((await response.json()) as { result: IngressEntry[] }).result;
+}
+
+async function waitUntil(what: string, probe: () => Promise<boolean>, timeoutMs: number, log?: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await probe())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms${log ? `\n--- log ---\n${log()}` : ""}`);
+    await Bun.sleep(100);
+  }
+}
+
+const count = (text: string, pattern: RegExp) => (text.match(new RegExp(pattern, "g")) ?? []).length;
+
+beforeAll(async () => {
+  binaryPath();
+  const brokerPort = await freePort();
+  apiPort = await freePort();
+  const init = await flashlex(["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1", "--json"]);
+  operatorToken = JSON.parse(init.stdout).token;
+  // Loopback only: the embedded broker listens on 0.0.0.0 unless hub.yml says otherwise.
+  const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
+  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
+  writeFileSync(join(hubDir, "hub.yml"), settings.toString());
+
+  const created = JSON.parse((await flashlex(["hub", "thing", "create", "steadfast", "--dir", hubDir, "--json"])).stdout);
+  const zip = join(work, "steadfast.zip");
+  await flashlex(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zip]);
+  const root = unpackDistribution(zip, join(work, "thing"), created.name);
+  thing = { id: created.id, name: created.name, flags: ["-c", join(root, "config.yml"), "-k", join(root, "keys"), "-d", join(root, "data")] };
+}, 60_000);
+
+afterAll(async () => {
+  await Promise.all(running.filter(alive).map((child) => child.stop(3_000)));
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe("ingress and the hub's kill -9 (embedded broker)", () => {
+  test("messages sent while the thing is offline arrive, in order, after the hub is killed and restarted", async () => {
+    hub = await startHub();
+    // The thing's persistent session exists in the broker, as it would for any installed thing.
+    serve = launch(["serve", ...thing.flags]);
+    await serve.waitFor(/mqtt\.subscribed/);
+    expect(await serve.stop()).toBe(0);
+
+    const sent = [];
+    for (const text of ["first while offline", "second while offline"]) {
+      const answer = await flashlex(["hub", "send", thing.name, "--dir", hubDir], JSON.stringify({ text }));
+      expect(answer.stdout).toContain("the thing is not connected now");
+      sent.push(JSON.stringify({ message: { text } }));
+    }
+    expect((await hubIngress()).map((m) => m.delivery)).toEqual(["pending", "pending"]);
+    await killHub(hub);
+
+    hub = await startHub(); // aedes' memory, and the queue it held for the thing, are gone
+    serve = launch(["serve", ...thing.flags]);
+    await waitUntil("both messages in the thing's database", async () => (await thingInbox()).length >= 2, 20_000, () => serve.output() + hub.output());
+    expect(await thingInbox()).toEqual(sent);
+    await waitUntil("the hub's record says delivered", async () => (await hubIngress()).every((m) => m.delivery === "delivered"), 10_000, () => hub.output());
+    const record = await hubIngress();
+    expect(record.map((m) => m.payload)).toEqual(sent.map((s) => JSON.parse(s)));
+    for (const m of record) expect(m.deliveredAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    expect(hub.output()).toMatch(/hub\.ingress_replayed [^\n]*count=2/);
+    // leave both running for the next test
+  }, 90_000);
+
+  test("a message the thing acknowledged is not sent again after the next kill -9", async () => {
+    const before = (await thingInbox()).length;
+
+    const answer = await flashlex(["hub", "send", thing.name, "--dir", hubDir, "--json"], '{"text":"while online"}');
+    expect(JSON.parse(answer.stdout).result.online).toBe(true);
+    await waitUntil("the hub's record says delivered", async () => (await hubIngress()).every((m) => m.delivery === "delivered"), 10_000, () => hub.output());
+    expect(await thingInbox()).toHaveLength(before + 1);
+    await killHub(hub);
+
+    const subscriptions = count(serve.output(), /mqtt\.subscribed/);
+    hub = await startHub();
+    // serve reconnects on its own (backoff from 1 s) and subscribes again to the fresh broker
+    await waitUntil("serve subscribed again", async () => count(serve.output(), /mqtt\.subscribed/) > subscriptions, 20_000, () => serve.output());
+    await Bun.sleep(1_000);
+    expect(await thingInbox()).toHaveLength(before + 1);
+    expect(hub.output()).not.toContain("hub.ingress_replayed");
+    expect((await hubIngress()).map((m) => m.delivery)).toEqual(["delivered", "delivered", "delivered"]);
+    expect(await serve.stop()).toBe(0);
+    expect(await hub.stop()).toBe(0);
+  }, 90_000);
+});
