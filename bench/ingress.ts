@@ -9,8 +9,7 @@
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { binaryPath, start } from "../test/support/binary.ts";
-import { startMosquitto } from "../test/support/mosquitto.ts";
-import { makeThingFixture } from "../test/support/thing-fixture.ts";
+import { makeThingFixture, startBrokerFor } from "../test/support/thing-fixture.ts";
 import { Database } from "bun:sqlite";
 
 const arg = (name: string, fallback: number) => {
@@ -22,16 +21,17 @@ const runs = arg("runs", 5);
 
 binaryPath();
 const thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
-const broker = await startMosquitto({ dir: thing.dir, caFile: thing.pki.caCertPath, certFile: thing.pki.brokerCertPath, keyFile: thing.pki.brokerKeyPath, requireCertificate: true, extraConfig: "max_queued_messages 100000" });
-thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = broker.port));
+const broker = await startBrokerFor(thing, "max_queued_messages 100000");
 const publisher = await thing.pki.issueThing("bench-publisher");
 const topic = `ingress/${thing.thingName}`;
+// mosquitto_sub gets a topic of its own: a stream for it must not queue up for the thing too.
+const subTopic = "bench/mosquitto_sub";
 const tls = ["-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath];
 const payloads = Array.from({ length: messages }, (_, i) => JSON.stringify({ n: i, reading: Math.random() })).join("\n") + "\n";
 
 /** Queues the whole stream for an offline persistent session, then times how long its client takes to drain it. */
-async function publishAll(): Promise<void> {
-  const pub = Bun.spawn(["mosquitto_pub", ...tls, "--cert", publisher.certPath, "--key", publisher.privateKeyPath, "-i", "bench-pub", "-q", "1", "-t", topic, "-l"], { stdin: new Blob([payloads]) });
+async function publishAll(to: string): Promise<void> {
+  const pub = Bun.spawn(["mosquitto_pub", ...tls, "--cert", publisher.certPath, "--key", publisher.privateKeyPath, "-i", "bench-pub", "-q", "1", "-t", to, "-l"], { stdin: new Blob([payloads]) });
   if ((await pub.exited) !== 0) throw new Error("mosquitto_pub failed");
 }
 
@@ -41,7 +41,7 @@ async function timeServe(): Promise<{ ms: number; rssKb: number }> {
   let serve = start(["serve", ...thing.flags]);
   await serve.waitFor(/mqtt\.subscribed/);
   await serve.stop();
-  await publishAll();
+  await publishAll(topic);
   const t0 = performance.now();
   serve = start(["serve", ...thing.flags]);
   let peak = 0;
@@ -66,9 +66,9 @@ async function timeServe(): Promise<{ ms: number; rssKb: number }> {
 
 async function timeMosquittoSub(): Promise<number> {
   const sub = (count?: number) =>
-    Bun.spawn(["mosquitto_sub", ...tls, "--cert", thing.pki.thing.certPath, "--key", thing.pki.thing.privateKeyPath, "-i", "bench-sub", "-c", "-q", "1", "-t", topic, ...(count ? ["-C", String(count)] : ["-W", "1"])], { stdout: "ignore", stderr: "ignore" });
+    Bun.spawn(["mosquitto_sub", ...tls, "--cert", thing.pki.thing.certPath, "--key", thing.pki.thing.privateKeyPath, "-i", "bench-sub", "-c", "-q", "1", "-t", subTopic, ...(count ? ["-C", String(count)] : ["-W", "1"])], { stdout: "ignore", stderr: "ignore" });
   await sub().exited; // registers the persistent session
-  await publishAll();
+  await publishAll(subTopic);
   const t0 = performance.now();
   await sub(messages).exited;
   return performance.now() - t0;

@@ -12,8 +12,8 @@ import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { binaryPath, run, start } from "../support/binary.ts";
 import { unpackDistribution } from "../support/distribution.ts";
-import { freePort, startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
-import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
+import { freePort, type MosquittoBroker } from "../support/mosquitto.ts";
+import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
 
 async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -30,15 +30,7 @@ describe("the thing agent, killed while receiving", () => {
   beforeAll(async () => {
     binaryPath();
     thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
-    broker = await startMosquitto({
-      dir: thing.dir,
-      caFile: thing.pki.caCertPath,
-      certFile: thing.pki.brokerCertPath,
-      keyFile: thing.pki.brokerKeyPath,
-      requireCertificate: true,
-      extraConfig: "max_queued_messages 100000",
-    });
-    thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = broker.port));
+    broker = await startBrokerFor(thing, "max_queued_messages 100000");
   });
 
   afterAll(async () => {

@@ -10,9 +10,9 @@ import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { binaryPath, run, start } from "../support/binary.ts";
-import { startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
+import type { MosquittoBroker } from "../support/mosquitto.ts";
 import { startReceiver, type Receiver } from "../support/receiver.ts";
-import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
+import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
 import type { ThingFiles } from "../support/pki.ts";
 
 let broker: MosquittoBroker;
@@ -49,17 +49,8 @@ beforeAll(async () => {
   // The broker and receiver need the thing's keys: make the fixture first, then point it at them.
   thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
   receiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: thing.pki.thing.publicKeyPem });
-  broker = await startMosquitto({
-    dir: thing.dir,
-    caFile: thing.pki.caCertPath,
-    certFile: thing.pki.brokerCertPath,
-    keyFile: thing.pki.brokerKeyPath,
-    requireCertificate: true,
-  });
-  thing.editConfig((doc) => {
-    doc.flashlex.thing.mqtt.port = broker.port;
-    doc.flashlex.app.api.endpoint = receiver.url;
-  });
+  broker = await startBrokerFor(thing);
+  thing.editConfig((doc) => (doc.flashlex.app.api.endpoint = receiver.url));
   hubFiles = await thing.pki.issueThing("test-hub");
   hub = await connectAs(hubFiles, "test-hub");
   hub.subscribe(["flashlex/test", "flashlex/collect"], { qos: 1 });

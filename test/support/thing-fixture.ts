@@ -6,6 +6,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse, stringify } from "yaml";
+import { startMosquitto, type MosquittoBroker } from "./mosquitto.ts";
 import { makeTestPki, type TestPki } from "./pki.ts";
 
 export interface ThingFixture {
@@ -70,4 +71,21 @@ export async function makeThingFixture(opts: { brokerPort: number; apiUrl: strin
       writeFileSync(configPath, stringify(current));
     },
   };
+}
+
+/**
+ * Debian's Mosquitto with `require_certificate true` and the fixture's PKI, and the thing's
+ * config pointed at its port. `extraConfig` adds listener lines (e.g. a larger queue).
+ */
+export async function startBrokerFor(thing: ThingFixture, extraConfig?: string): Promise<MosquittoBroker> {
+  const broker = await startMosquitto({
+    dir: thing.dir,
+    caFile: thing.pki.caCertPath,
+    certFile: thing.pki.brokerCertPath,
+    keyFile: thing.pki.brokerKeyPath,
+    requireCertificate: true,
+    extraConfig,
+  });
+  thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = broker.port));
+  return broker;
 }
