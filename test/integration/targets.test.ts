@@ -140,58 +140,15 @@ async function storedMessages(thing: Thing): Promise<{ messagetype: string; payl
 }
 
 // ---------------------------------------------------------------------------------------------
-// running a target's binary (under its emulator)
+// running a target's binary (under its emulator, which passes SIGTERM on to serve)
 
-interface Result {
-  code: number;
-  stdout: string;
-  stderr: string;
-}
-
-async function run(command: string[], args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<Result> {
-  const proc = Bun.spawn([...command, ...args], {
-    stdin: opts.input === undefined ? "ignore" : new Blob([opts.input]),
-    stdout: "pipe",
-    stderr: "pipe",
-    env: { ...process.env, NO_COLOR: "1" },
-  });
-  const timer = setTimeout(() => proc.kill("SIGKILL"), opts.timeoutMs ?? 45_000);
-  const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
-  clearTimeout(timer);
-  return { code, stdout, stderr };
-}
-
-function start(command: string[], args: string[]) {
-  // qemu-user passes signals on to the emulated process, so SIGTERM reaches serve's handler
-  const proc = Bun.spawn([...command, ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, NO_COLOR: "1" } });
-  let text = "";
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
-  };
-  void pump(proc.stdout);
-  void pump(proc.stderr);
-  return {
-    output: () => text,
-    async waitFor(pattern: RegExp, timeoutMs = 30_000): Promise<string> {
-      const deadline = Date.now() + timeoutMs;
-      while (Date.now() < deadline) {
-        const match = text.match(pattern);
-        if (match) return match[0];
-        if (proc.exitCode !== null) break;
-        await Bun.sleep(50);
-      }
-      throw new Error(`no ${pattern} within ${timeoutMs} ms (exit ${proc.exitCode}):\n${text}`);
-    },
-    async stop(graceMs = 15_000): Promise<number> {
-      if (proc.exitCode === null) proc.kill("SIGTERM");
-      const timer = setTimeout(() => proc.kill("SIGKILL"), graceMs);
-      const code = await proc.exited;
-      clearTimeout(timer);
-      return code;
-    },
-  };
-}
+const EMULATED_MS = 45_000;
+const run = (command: string[], args: string[], opts: { input?: string; timeoutMs?: number } = {}) =>
+  runHost(args, { ...opts, command, timeoutMs: opts.timeoutMs ?? EMULATED_MS, env: { NO_COLOR: "1" } });
+const start = (command: string[], args: string[]) => {
+  const child = startHost(args, { command, env: { NO_COLOR: "1" } });
+  return { ...child, waitFor: (pattern: RegExp) => child.waitFor(pattern, EMULATED_MS), stop: () => child.stop(15_000) };
+};
 
 // ---------------------------------------------------------------------------------------------
 

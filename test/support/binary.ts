@@ -27,8 +27,14 @@ export interface RunResult {
 }
 
 /** Runs the binary to completion with a time bound; `input` goes to stdin. */
-export async function run(args: string[], opts: { input?: string; timeoutMs?: number; env?: Record<string, string>; cwd?: string } = {}): Promise<RunResult> {
-  const proc = Bun.spawn([binaryPath(), ...args], {
+export interface SpawnOptions {
+  env?: Record<string, string>;
+  /** what to run instead of the host binary: another target's, under its emulator */
+  command?: string[];
+}
+
+export async function run(args: string[], opts: SpawnOptions & { input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+  const proc = Bun.spawn([...(opts.command ?? [binaryPath()]), ...args], {
     stdin: opts.input === undefined ? "ignore" : new Blob([opts.input]),
     stdout: "pipe",
     stderr: "pipe",
@@ -50,8 +56,8 @@ export interface Background {
   stop(graceMs?: number): Promise<number>;
 }
 
-export function start(args: string[], opts: { env?: Record<string, string> } = {}): Background {
-  const proc = Bun.spawn([binaryPath(), ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...opts.env } });
+export function start(args: string[], opts: SpawnOptions = {}): Background {
+  const proc = Bun.spawn([...(opts.command ?? [binaryPath()]), ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...opts.env } });
   let text = "";
   const pump = async (stream: ReadableStream<Uint8Array>) => {
     const decoder = new TextDecoder();
