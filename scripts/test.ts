@@ -3,8 +3,10 @@
  * runs the whole bun test suite and ends with one plain summary line, `N passed, N failed`,
  * so a run that executed no test is visible to CI.
  */
-import { existsSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { summariseTally } from "../test/support/tally.ts";
 
 const root = join(import.meta.dir, "..");
 const bun = process.execPath;
@@ -21,11 +23,14 @@ if (step(["scripts/build.ts", "--host"]) !== 0 || !existsSync(binary)) {
 }
 
 const args = process.argv.slice(2);
+// The reliability tally (test/support/tally.ts): tests append to it, this script sums it.
+const tallyDir = mkdtempSync(join(tmpdir(), "flashlex-tally-"));
+const tallyFile = join(tallyDir, "tally.jsonl");
 const proc = Bun.spawn([bun, "test", ...(args.length ? args : ["test/"])], {
   cwd: root,
   stdout: "pipe",
   stderr: "pipe",
-  env: { ...process.env, FLASHLEX_BIN: binary },
+  env: { ...process.env, FLASHLEX_BIN: binary, FLASHLEX_TALLY_FILE: tallyFile },
 });
 
 // bun test writes results to stderr; pass both streams through and keep the tail to count.
@@ -45,6 +50,8 @@ const count = (word: string) => Number(tail.match(new RegExp(`^\\s*(\\d+) ${word
 const passed = count("pass");
 const failed = count("fail") + (code !== 0 && count("fail") === 0 ? 1 : 0);
 const skipped = count("skip");
+console.log(summariseTally(existsSync(tallyFile) ? readFileSync(tallyFile, "utf8") : ""));
+rmSync(tallyDir, { recursive: true, force: true });
 console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
 process.exit(code === 0 && passed > 0 ? 0 : 1);
 

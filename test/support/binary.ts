@@ -4,6 +4,7 @@
  * here.
  */
 import { join } from "node:path";
+import { tally } from "./tally.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 
@@ -44,6 +45,8 @@ export async function run(args: string[], opts: SpawnOptions & { input?: string;
   const timer = setTimeout(() => proc.kill("SIGKILL"), opts.timeoutMs ?? 30_000);
   const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   clearTimeout(timer);
+  // Exit 70 means a bug in FlashLex, whatever the test expected: the suite's summary counts them.
+  if (code === 70) tally("exit70");
   return { code, stdout, stderr };
 }
 
@@ -84,6 +87,7 @@ export function start(args: string[], opts: SpawnOptions = {}): Background {
       const timer = setTimeout(() => proc.kill("SIGKILL"), graceMs);
       const code = await proc.exited;
       clearTimeout(timer);
+      if (code === 70) tally("exit70");
       return code;
     },
   };
