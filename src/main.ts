@@ -11,7 +11,7 @@ import { messagesAck, messagesDelete, messagesList } from "./commands/messages.t
 import { serve } from "./commands/serve.ts";
 import { installService, uninstallService } from "./commands/service.ts";
 import { hubCommandTable, hubOptionUnion, matchHubCommand, type HubCommandSpec } from "./commands/hub.ts";
-import { ExitCode, exitCodeOf, FlashlexError, UsageError } from "./errors.ts";
+import { ExitCode, FlashlexError, toFlashlexError, UsageError } from "./errors.ts";
 import { VERSION, COMMIT } from "./version.ts";
 
 const EXIT_CODES = `Exit codes:
@@ -140,7 +140,8 @@ export async function main(argv: string[]): Promise<number> {
   let result: number | Promise<number> | undefined;
   try {
     const cli = buildCli((code) => (result = code));
-    cli.parse(argv, { run: false });
+    cli.parse(keepArgumentsText(argv), { run: false });
+    restoreArgumentsText(cli);
     if (!cli.matchedCommand) {
       if (cli.options.help || cli.options.version) return ExitCode.OK;
       if (cli.args.length) throw new UsageError(`unknown command ${JSON.stringify(cli.args[0])}; see flashlex --help`);
@@ -151,15 +152,55 @@ export async function main(argv: string[]): Promise<number> {
     cli.runMatchedCommand();
     return (await result) ?? ExitCode.OK;
   } catch (err) {
-    const code = (err as Error)?.name === "CACError" ? ExitCode.USAGE : exitCodeOf(err);
-    const message = err instanceof Error ? err.message : String(err);
-    console.error(`flashlex: ${message}`);
-    if (code === ExitCode.SOFTWARE && process.env.FLASHLEX_LOG_LEVEL === "debug") console.error((err as Error)?.stack);
-    return code;
+    return report(err);
   }
 }
 
+/**
+ * Prints the one line a failure gets on stderr and returns its exit code: the error's kind
+ * decides the code (src/errors.ts). A bug (70) says so; its stack only with
+ * FLASHLEX_LOG_LEVEL=debug.
+ */
+export function report(err: unknown): number {
+  const error = toFlashlexError(err);
+  const bug = error.kind === "bug";
+  console.error(`flashlex: ${error.message}${bug ? " (an internal error in flashlex: please report it)" : ""}`);
+  if (bug && process.env.FLASHLEX_LOG_LEVEL === "debug") console.error((err as Error)?.stack);
+  return error.exitCode;
+}
+
+/**
+ * cac (through mri) turns every value that looks like a number into one: `--limit 0x10` becomes
+ * 16, `-c 1e3` becomes the path "1000", `--limit ""` becomes 0. Arguments cannot hold NUL, so a
+ * NUL put in front of each number-looking word keeps it text through parsing, and
+ * `restoreArgumentsText` takes it off again; commands parse their numbers themselves, strictly.
+ */
+function keepArgumentsText(argv: string[]): string[] {
+  const looksNumeric = (text: string) => text !== "" && Number(text) * 0 === 0;
+  return argv.map((arg, i) => {
+    if (i < 2) return arg;
+    const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
+    if (eq > 0) return looksNumeric(arg.slice(eq + 1)) ? `${arg.slice(0, eq + 1)}\0${arg.slice(eq + 1)}` : arg;
+    return !arg.startsWith("-") && looksNumeric(arg) ? `\0${arg}` : arg;
+  });
+}
+
+function restoreArgumentsText(cli: CAC): void {
+  const strip = (value: unknown): unknown =>
+    typeof value === "string" ? value.replace(/^\0/, "") : Array.isArray(value) ? value.map(strip) : value;
+  cli.args = cli.args.map((arg) => strip(arg) as string);
+  for (const key of Object.keys(cli.options)) cli.options[key] = strip(cli.options[key]);
+}
+
 if (import.meta.main) {
+  // Whatever escapes a command (a failure in a timer or an event handler of a long-running
+  // serve) still ends as one line and the exit code of its kind, never as a stack trace.
+  const last = (err: unknown) => {
+    process.exitCode = report(err);
+    setTimeout(() => process.exit(process.exitCode as number), 100).unref();
+  };
+  process.on("uncaughtException", last);
+  process.on("unhandledRejection", last);
   main(process.argv).then((code) => {
     process.exitCode = code;
     // An MQTT socket or timer left open by a failed command must not keep the process alive.
