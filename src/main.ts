@@ -142,6 +142,7 @@ export async function main(argv: string[]): Promise<number> {
     const cli = buildCli((code) => (result = code));
     cli.parse(keepArgumentsText(argv), { run: false });
     restoreArgumentsText(cli);
+    if (cli.matchedCommand && cli.matchedCommand.name !== "hub") lastValueOfRepeats(cli.matchedCommand, cli.options);
     if (!cli.matchedCommand) {
       if (cli.options.help || cli.options.version) return ExitCode.OK;
       if (cli.args.length) throw new UsageError(`unknown command ${JSON.stringify(cli.args[0])}; see flashlex --help`);
@@ -190,6 +191,18 @@ function restoreArgumentsText(cli: CAC): void {
     typeof value === "string" ? value.replace(/^\0/, "") : Array.isArray(value) ? value.map(strip) : value;
   cli.args = cli.args.map((arg) => strip(arg) as string);
   for (const key of Object.keys(cli.options)) cli.options[key] = strip(cli.options[key]);
+}
+
+/**
+ * A thing command's value flag given twice (`-c a.yml -c b.yml`) arrives as an array: the last
+ * one wins, as in most tools. (The hub's `--name` is meant to repeat; hub commands read arrays.)
+ */
+function lastValueOfRepeats(command: Command, options: Record<string, unknown>): void {
+  for (const option of command.options) {
+    if (!option.required) continue;
+    const value = options[option.name];
+    if (Array.isArray(value)) options[option.name] = value[value.length - 1];
+  }
 }
 
 if (import.meta.main) {
