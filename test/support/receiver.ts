@@ -19,6 +19,8 @@ export interface Receiver {
   received: Received[];
   /** requests refused, with the reason */
   refused: string[];
+  /** runs after a request is verified and recorded, before it is answered (e.g. to fill a disk meanwhile) */
+  beforeAnswer?: (received: Received) => void | Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -47,7 +49,9 @@ export async function startReceiver(opts: { thingId: string; publicKeyPem: strin
         if (payload.exp! - payload.nbf! !== 720) throw new Error(`lifetime ${payload.exp! - payload.nbf!}`);
         const messageId = request.headers.get("x-flashlex-message-id");
         const body = await request.json();
-        received.push({ messageId, body, claims: payload as Record<string, unknown>, header: header as Record<string, unknown> });
+        const entry = { messageId, body, claims: payload as Record<string, unknown>, header: header as Record<string, unknown> };
+        received.push(entry);
+        await receiver.beforeAnswer?.(entry);
         const result = { message: "Message collected.", flthingspk: opts.thingId, flmessagespk: messageId };
         return Response.json({ status: "OK", code: 200, messages: [{ key: "message", value: "Message collected." }], result });
       } catch (err) {
@@ -56,11 +60,12 @@ export async function startReceiver(opts: { thingId: string; publicKeyPem: strin
       }
     },
   });
-  return {
+  const receiver: Receiver = {
     url: `http://127.0.0.1:${server.port}`,
     port: server.port!,
     received,
     refused,
     stop: async () => void (await server.stop(true)),
   };
+  return receiver;
 }

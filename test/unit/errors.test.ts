@@ -155,7 +155,7 @@ describe("the hub's HTTP edge maps the same kinds", () => {
       const { response, status } = errorToResponse(new FlashlexError(`/secret/path/hub.db: something (SQLITE_X)`, kind));
       expect(response.status).toBe(expected[kind]);
       expect(status).toBe(expected[kind]);
-      const body = await response.json();
+      const body: any = await response.json();
       expect(body.status).toBe("ERROR");
       expect(body.code).toBe(expected[kind]);
       if (status >= 500) {
