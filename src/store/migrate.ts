@@ -10,7 +10,8 @@ type Schema = Map<string, string[]>;
  * version N-1 to N. Returns the schema version the database is at afterwards.
  *
  * Order matters, so that a file that is not ours is never written to:
- * 1. look first, writing nothing: a database at version 0 must be empty, and at version N it
+ * 1. look first, writing nothing (in a transaction that changes nothing, so the version and the
+ *    tables are read from one snapshot): a database at version 0 must be empty, and at version N it
  *    must have the tables and columns migrations 1..N make; one newer than this binary, or of
  *    another application, or changed by hand is refused (ConfigError, exit 78) byte-identical;
  * 2. only then switch to WAL (that writes the header);
@@ -20,7 +21,9 @@ type Schema = Map<string, string[]>;
  *    lock (busy_timeout), then finds the work done.
  */
 export function migrate(db: SqlDatabase, migrations: readonly string[], name: string): number {
-  checkSchema(db, migrations, name, userVersion(db));
+  // one snapshot for the version and the tables: read apart, another process's migration could
+  // land between them and make a fresh database look like someone else's
+  db.transaction(() => checkSchema(db, migrations, name, userVersion(db)));
   enableWal(db, name);
   for (;;) {
     const done = db.transaction(() => {
@@ -50,9 +53,30 @@ export function applyPragmas(db: SqlDatabase): void {
  * sees most; see bench/ for what it costs.
  */
 function enableWal(db: SqlDatabase, name: string): void {
-  const mode = db.get<{ journal_mode: string }>("PRAGMA journal_mode = WAL")?.journal_mode;
+  const mode = whileBusy(() => {
+    const current = db.get<{ journal_mode: string }>("PRAGMA journal_mode")?.journal_mode;
+    return current === "wal" ? current : db.get<{ journal_mode: string }>("PRAGMA journal_mode = WAL")?.journal_mode;
+  });
   if (mode !== "wal") throw new FlashlexError(`${name}: the database refused WAL mode (journal_mode=${mode})`, "io");
   db.exec("PRAGMA synchronous = FULL");
+}
+
+/**
+ * Switching a fresh file to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY at once,
+ * without waiting in busy_timeout, when two connections both hold a shared lock and want it (its
+ * deadlock rule). Seen with serve, collect and messages opening a new database together: retry
+ * for up to the busy timeout, a few milliseconds apart.
+ */
+function whileBusy<T>(fn: () => T, timeoutMs = 5000): T {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return fn();
+    } catch (err) {
+      if (!(err instanceof FlashlexError) || err.kind !== "try-later" || Date.now() > deadline) throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5 + Math.random() * 20);
+    }
+  }
 }
 
 function userVersion(db: SqlDatabase): number {
