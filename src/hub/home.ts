@@ -8,7 +8,7 @@ import { generateRsaKeyPair } from "../crypto/keys.ts";
 import { createCertificateAuthority, issueServerCertificate, issueThingCertificate, type CertifiedKey } from "../crypto/x509.ts";
 import { ConfigError, UsageError } from "../errors.ts";
 import { HUB_CLIENT_NAME } from "./broker.ts";
-import { HubYamlSchema, loadHubSettings, type HubSettings, type HubYaml } from "./hub-config.ts";
+import { DNS_NAME, HubYamlSchema, loadHubSettings, type HubSettings, type HubYaml } from "./hub-config.ts";
 import { openHubStore } from "./hub-store.ts";
 import { hashToken, newAccessToken } from "./tokens.ts";
 
@@ -102,7 +102,6 @@ export interface InitHubResult {
   token: string;
 }
 
-const DNS_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
 const LOOPBACK = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
 
 /**

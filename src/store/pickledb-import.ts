@@ -1,4 +1,5 @@
 import { existsSync, readFileSync, renameSync, statSync } from "node:fs";
+import { FlashlexError, oneLine, toFlashlexError } from "../errors.ts";
 import type { MessageStore } from "./message-store.ts";
 
 /**
@@ -17,7 +18,9 @@ export function importPickleDb(store: MessageStore, jsonPath: string, defaultTop
     if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new Error("not a JSON object");
     entries = Object.entries(parsed);
   } catch (err) {
-    throw new Error(`${jsonPath}: cannot import the old pickleDB file (${(err as Error).message}); move it aside to start without it`);
+    const reason = (err as NodeJS.ErrnoException).code ? toFlashlexError(err).message.replace(`${jsonPath}: `, "") : (err as Error).message;
+    const kind = (err as NodeJS.ErrnoException).code ? toFlashlexError(err).kind : "damaged";
+    throw new FlashlexError(`${jsonPath}: cannot import the old pickleDB file (${oneLine(reason)}); move it aside to start without it`, kind, { cause: err });
   }
   const fallbackTime = statSync(jsonPath).mtimeMs;
   store.db.transaction(() => {

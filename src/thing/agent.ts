@@ -9,6 +9,7 @@ import { ExecRunner } from "./exec-runner.ts";
 import { loadIdentity, type ThingIdentity } from "./identity.ts";
 import { createIngressHandler } from "./ingress.ts";
 import { OutboxDrainer } from "./outbox.ts";
+import { ConfigError } from "../errors.ts";
 import { acquireServeLock } from "./serve-lock.ts";
 import { explainTlsSetupError } from "./tls-files.ts";
 import { ThingSession } from "./session.ts";
@@ -116,7 +117,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
 
 function requirePubsubTopic(config: ThingConfig): string {
   const topic = config.yaml.thing.mqtt.pubsub?.topic;
-  if (!topic) throw new Error("app.thread basicPubsub needs flashlex.thing.mqtt.pubsub.topic");
+  if (!topic) throw new ConfigError(`${config.file}: flashlex.thing.mqtt.pubsub.topic: missing (flashlex.app.thread basicPubsub needs it)`);
   return topic;
 }
 
