@@ -17,14 +17,15 @@ import { VERSION, COMMIT } from "./version.ts";
 const EXIT_CODES = `Exit codes:
   0   ok
   1   a bootstrap check failed
-  64  usage: unknown command, flag or argument
-  65  bad input data: not JSON, too large, unknown message id; nothing was queued
+  64  usage: unknown command or flag, a flag value that is not valid (e.g. --limit abc)
+  65  bad input data: not JSON, not UTF-8, too large, unknown message id; nothing was queued
   69  service unavailable: the message is queued and \`serve\` delivers it later
   70  internal error (a bug; please report it)
-  74  I/O error
-  75  try again later: the outbox is full or another serve runs on this data directory
+  74  I/O error: disk full, read-only file system, damaged database (the message names the file)
+  75  try again later: the outbox is full, the database is busy, or another serve runs on this data directory
   77  permission denied (install-service needs root)
-  78  configuration error: the message names the file and the key`;
+  78  configuration error: the message names the file and the key (also: a certificate or key
+      that cannot be used, a database of another application or of a newer flashlex)`;
 
 function thingCommand(cli: CAC, name: string, description: string): Command {
   return cli
