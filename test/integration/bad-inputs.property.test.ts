@@ -14,11 +14,12 @@
  *
  * Bounded and seeded: a few hundred runs in total, a few at a time. FLASHLEX_FUZZ_SEED=<n>
  * replays a run (the seed is printed with any failure); FLASHLEX_FUZZ_RUNS scales the count.
- * Loopback only: every endpoint a run can reach is 127.0.0.1; nothing is written outside the
- * test's directories (install-service only ever runs with --dry-run).
+ * Loopback only: every endpoint a run can reach is 127.0.0.1. Nothing is written outside the
+ * test's directories: paths come from a sandbox, the defaults (HOME, FLASHLEX_HUB_DIR) point into
+ * the run's own directory, and install/uninstall-service only ever run with --dry-run.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -75,7 +76,10 @@ function judge(what: unknown, result: RunResult & { timedOut: boolean }, opts: {
 async function runBounded(args: string[], opts: { input?: string | Uint8Array; cwd: string; timeoutMs?: number }): Promise<RunResult & { timedOut: boolean }> {
   const timeoutMs = opts.timeoutMs ?? 15_000;
   const started = Date.now();
-  const result = await run(args, { input: opts.input, cwd: opts.cwd, timeoutMs });
+  // a safety net under the forced flags below: whatever the command line says, the defaults
+  // (~/.flashlex-hub, $FLASHLEX_HUB_DIR) point into the run's own directory
+  const env = { HOME: opts.cwd, FLASHLEX_HUB_DIR: join(opts.cwd, "default-hub") };
+  const result = await run(args, { input: opts.input, cwd: opts.cwd, timeoutMs, env });
   // run() SIGKILLs at the bound: the child then reports 137 or a signal
   const timedOut = Date.now() - started >= timeoutMs - 50 && result.code !== 0 && !DOCUMENTED.has(result.code);
   return { ...result, timedOut };
@@ -334,40 +338,49 @@ describe("bad inputs never make the binary exit 70", () => {
   }, 180_000);
 
   test("generated command lines for every command, hub subcommands against a fresh hub home", async () => {
+    // Paths a command may read or write: copies of the real files (an -o or --out that
+    // overwrites one must not change what later runs test), a directory of its own, devices,
+    // and places that do not exist, all inside the test's directory.
+    const sandbox = join(work, "paths");
+    mkdirSync(join(sandbox, "keys"), { recursive: true });
+    mkdirSync(join(sandbox, "empty"));
+    cpSync(thing.keysDir, join(sandbox, "keys"), { recursive: true });
+    writeFileSync(join(sandbox, "config.yml"), readFileSync(thing.configPath));
+    writeFileSync(join(sandbox, "hub.yml"), readFileSync(join(hubHome, "hub.yml")));
     const paths = [
-      thing.configPath,
-      thing.keysDir,
-      thing.dataDir,
-      hubHome,
-      "/nonexistent/flashlex",
+      join(sandbox, "config.yml"),
+      join(sandbox, "keys"),
+      join(sandbox, "empty"),
+      join(sandbox, "hub.yml"),
+      join(sandbox, "does", "not", "exist"),
       "/dev/null",
       "/dev/zero",
-      tmpdir(),
       "missing.yml",
       "out",
-      join(hubHome, "hub.yml"),
     ];
     await assertInLanes(
       commandLine(paths),
       async (line) => {
         const dir = scratch();
         const words = line.command.words;
-        const args = [...words, ...line.tokens];
+        const forced: string[] = [];
         const thingCommand = THING_COMMANDS.includes(line.command);
         // the configured thing, when asked for; its data directory is this run's own
-        if (thingCommand && line.withConfig) args.push("-c", thing.configPath, "-k", thing.keysDir, "-d", join(dir, "data"));
+        if (thingCommand && line.withConfig) forced.push("-c", thing.configPath, "-k", thing.keysDir, "-d", join(dir, "data"));
         // never touch this machine's systemd: install/uninstall only ever print what they would do
-        if (words[0] === "install-service" || words[0] === "uninstall-service") args.push("--dry-run");
-        // the hub home is the test's (the last --dir wins) or a fresh one (always for init);
-        // hub serve is not fuzzed (it would listen)
+        if (words[0] === "install-service" || words[0] === "uninstall-service") forced.push("--dry-run");
+        // the hub home is the test's or a fresh one (always for init); hub serve is not fuzzed (it would listen)
         const init = words.join(" ") === "hub init";
         const home = line.withConfig && !init ? hubHome : join(dir, "hub");
-        if (words[0] === "hub") args.push("--dir", home);
+        if (words[0] === "hub") forced.push("--dir", home);
+        // forced flags go last (the last value wins) but before any `--`, after which nothing is a flag
+        const end = line.tokens.indexOf("--");
+        const args = end < 0 ? [...words, ...line.tokens, ...forced] : [...words, ...line.tokens.slice(0, end), ...forced, ...line.tokens.slice(end)];
         const longRunning = words[0] === "serve" || args.includes("--follow");
         const result = await runBounded(args, { cwd: dir, input: line.stdin, timeoutMs: longRunning ? 1_500 : 20_000 });
         judge({ args }, result, { mayOutlive: longRunning, mayFailCheck: words[0] === "bootstrap" });
         // whatever init accepted must make a thing that works: provisioning reads every setting
-        if (init && result.code === 0) {
+        if (init && result.code === 0 && existsSync(join(home, "hub.yml"))) {
           const create = await runBounded(["hub", "thing", "create", "fuzz", "--dir", home], { cwd: dir });
           judge({ args, then: "hub thing create fuzz" }, create);
           expect(create.code).toBe(0);
