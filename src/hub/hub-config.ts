@@ -1,5 +1,5 @@
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
-import { parseDocument } from "yaml";
+import { parse, parseDocument } from "yaml";
 import { isIP } from "node:net";
 import { z } from "zod";
 import { parseYamlFile, validate } from "../config/load.ts";
@@ -25,22 +25,35 @@ export const DNS_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([
  */
 export const PLAIN_YAML_VALUE = /^[A-Za-z0-9][A-Za-z0-9._~:/@%+=\[\]-]*$/;
 
+/** True when `value` can be written unquoted into YAML and reads back as the same string (not 0, true, null...). */
+export function isPlainYamlString(value: string): boolean {
+  if (!PLAIN_YAML_VALUE.test(value)) return false;
+  try {
+    return parse(value) === value;
+  } catch {
+    return false;
+  }
+}
+
+const YAML_WORDS = "it goes unquoted into every distribution's config.yml, where YAML must read it back as text";
+
 const brokerHost = z
   .string()
   .min(1)
-  .refine((h) => (isIP(h) !== 0 || DNS_NAME.test(h)) && PLAIN_YAML_VALUE.test(h), "must be a DNS name or an IP address (an IPv6 address must not start with ':')");
+  .refine((h) => isIP(h) !== 0 || DNS_NAME.test(h), "must be a DNS name or an IP address")
+  .refine(isPlainYamlString, `must not look like a number or a YAML word, nor start with ':' (${YAML_WORDS})`);
 
 export const HubYamlSchema = z.object({
   hub: z.object({
     /** the owner (account) id; its first 8 hex digits prefix every thing name, as in the guide */
     ownerId: z.uuid(),
     /** the `{env}` path segment of the API, and `flashlex.app.api.env` in distributions */
-    env: z.string().regex(/^[A-Za-z0-9_-]+$/, "letters, digits, - and _ only").default("dev"),
+    env: z.string().regex(/^[A-Za-z0-9_-]+$/, "letters, digits, - and _ only").refine(isPlainYamlString, `must not look like a number or a YAML word (${YAML_WORDS})`).default("dev"),
     api: z.object({
       host: z.string().min(1).default("127.0.0.1"),
       port: port.default(8080),
       /** what things put in `flashlex.app.api.endpoint` */
-      publicUrl: z.url({ protocol: /^https?$/ }).regex(PLAIN_YAML_VALUE, "must be a URL without spaces, quotes or '#' (it goes into every distribution's config.yml)"),
+      publicUrl: z.url({ protocol: /^https?$/ }).refine(isPlainYamlString, `must be a URL without spaces, quotes or '#' (${YAML_WORDS})`),
       /** serve HTTPS with the broker certificate (set false when a proxy terminates TLS) */
       tls: z.boolean().default(false),
       /** largest collect/publish body accepted, in bytes */

@@ -106,9 +106,10 @@ describe("SQLite errors of both drivers name the file and get their kind", () =>
 
 describe("file-system, TLS, YAML and command-line errors", () => {
   test("errno: ENOENT and EISDIR are I/O (74) naming the path", () => {
-    const missing = toFlashlexError(thrown(() => readFileSync("/nonexistent/flashlex")));
+    const path = join(tmpdir(), `flashlex-missing-${process.pid}`, "file");
+    const missing = toFlashlexError(thrown(() => readFileSync(path)));
     expect(missing.kind).toBe("io");
-    expect(missing.message).toBe("/nonexistent/flashlex: no such file or directory (ENOENT)");
+    expect(missing.message).toBe(`${path}: no such file or directory (ENOENT)`);
     expect(toFlashlexError(thrown(() => readFileSync(tmpdir()))).kind).toBe("io");
   });
 
