@@ -173,12 +173,13 @@ export function report(err: unknown): number {
 
 /**
  * cac (through mri) turns every value that looks like a number into one: `--limit 0x10` becomes
- * 16, `-c 1e3` becomes the path "1000", `--limit ""` becomes 0. Arguments cannot hold NUL, so a
+ * 16, `-c 1e3` becomes the path "1000", `--data ""` becomes 0. Arguments cannot hold NUL, so a
  * NUL put in front of each number-looking word keeps it text through parsing, and
  * `restoreArgumentsText` takes it off again; commands parse their numbers themselves, strictly.
  */
 function keepArgumentsText(argv: string[]): string[] {
-  const looksNumeric = (text: string) => text !== "" && Number(text) * 0 === 0;
+  // mri's own test (`+text * 0 === 0`), which also turns "" and "  " into 0
+  const looksNumeric = (text: string) => Number(text) * 0 === 0;
   return argv.map((arg, i) => {
     if (i < 2) return arg;
     const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
