@@ -254,9 +254,11 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
       // ingress rows with types no agent writes: a number payload, a blob topic
       ["INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES (?, ?, 1, ?)", [`ingress/${fixture.thingName}`, 42, now - 3]],
       ["INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES (?, ?, 1, ?)", [new TextEncoder().encode("t/blob"), '{"odd":"topic"}', now - 2]],
+      // a NUL cannot travel in FLASHLEX_TOPIC: spawn throws, which used to take serve down
+      ["INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES (?, ?, 1, ?)", ["t/nul\u0000byte", '{"nul":"topic"}', now - 2]],
       ["INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES (?, ?, 1, ?)", [`ingress/${fixture.thingName}`, '{"good":"ingress"}', now - 1]],
     ]);
-    tally("faults", 6);
+    tally("faults", 7);
     const execOut = join(fixture.dir, "exec.out");
     const serve = launch(["serve", "--exec", `cat >> ${execOut}; echo >> ${execOut}`, ...flags]);
     await serve.waitFor(/mqtt\.subscribed/);
@@ -282,7 +284,13 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
     expect(readFileSync(execOut, "utf8").trim().split("\n")).toEqual(["42", '{"odd":"topic"}', '{"good":"ingress"}']);
     const listed = await run(["messages", "list", "--all", "--json", ...flags]);
     expect(listed.code, explain(listed)).toBe(0);
-    expect(listed.stdout.trim().split("\n").map((l) => JSON.parse(l).topic)).toEqual([`ingress/${fixture.thingName}`, "t/blob", `ingress/${fixture.thingName}`]);
+    const rows = listed.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    expect(rows.map((r) => [r.topic, r.ackedAt !== null])).toEqual([
+      [`ingress/${fixture.thingName}`, true],
+      ["t/blob", true],
+      ["t/nul\u0000byte", false], // held back, tried again later, visible to the owner
+      [`ingress/${fixture.thingName}`, true],
+    ]);
 
     // a refusal of the content is rejected (65) and kept; a 404 is not: it stays queued (69)
     receiver.answerStatus = 413;
@@ -315,6 +323,7 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
     expect(serve.proc.exitCode).toBeNull();
     const log = serve.output();
     expect(count(log, /ERROR egress\.unsendable/), log).toBe(4);
+    expect(count(log, /ERROR exec\.message_failed/), log).toBeGreaterThanOrEqual(1);
     expect(log).not.toMatch(/\n\s+at |exit_code|uncaught|unhandled/i);
     expect(await serve.stop()).toBe(0);
 
