@@ -16,7 +16,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
@@ -179,7 +179,9 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
     const queued = Array.from({ length: 4 }, () => crypto.randomUUID());
     plant(thing.dataDir, queued.map((id, i) => [PLANT_OUTBOX, [id, JSON.stringify({ queued: i }), "http", now - 1000 + i, now - 1000]]));
     const clockFile = join(work, "faketime");
-    writeFileSync(clockFile, "-1d");
+    // libfaketime reads the file at every clock read: replace it whole, never let it see it empty
+    const setClock = (offset: string) => (writeFileSync(`${clockFile}.new`, offset), renameSync(`${clockFile}.new`, clockFile));
+    setClock("-1d");
     tally("faults");
     const serve = launch(["serve", ...thing.flags], fakeClock({ file: clockFile }));
     await serve.waitFor(/serve\.started/);
@@ -193,11 +195,11 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
     };
     await collect("a day behind, 1");
     await collect("a day behind, 2");
-    writeFileSync(clockFile, "+0"); // NTP fixed it
+    setClock("+0"); // NTP fixed it
     await collect("in step, 1");
     await serve.waitFor(/clock\.in_step/);
     await collect("in step, 2");
-    writeFileSync(clockFile, "+30m"); // and it jumps again
+    setClock("+30m"); // and it jumps again
     tally("faults");
     await collect("30 min ahead, 1");
     await collect("30 min ahead, 2");
