@@ -8,7 +8,7 @@ import { deliverHttp, deliverMqtt, type DeliveryOutcome } from "./egress.ts";
 import { loadIdentity, type ThingIdentity } from "./identity.ts";
 import { createIngressHandler } from "./ingress.ts";
 import { ThingSession } from "./session.ts";
-import { openThingStore } from "./store.ts";
+import { openThingStore, sessionMemory } from "./store.ts";
 
 /**
  * What the application side (`messages`, `collect`, FlashlexSDK) does with the thing's data.
@@ -83,7 +83,8 @@ async function deliverOverOwnSession(
     log: deps.log,
     subscriptions: [],
     reconnect: false,
-    onMessage: createIngressHandler(deps),
+    ingress: createIngressHandler(deps),
+    memory: sessionMemory(deps.store),
   });
   try {
     await session.waitConnected(Math.max(deps.config.yaml.thing.mqtt.connectDisconnectTimeout, 1) * 1000);

@@ -8,13 +8,32 @@ import type { ThingIdentity } from "./identity.ts";
 /** Receives one ingress message; the broker gets its PUBACK only after the promise resolves. */
 export type MessageHandler = (packet: IPublishPacket) => Promise<void>;
 
+/** What the session tells the ingress side: each new connection, then its messages. */
+export interface IngressHandler {
+  /** a connection was accepted; `sessionPresent` is the CONNACK's flag (MQTT 3.1.1 §3.2.2.2) */
+  connectionStarted(sessionPresent: boolean): void;
+  handle: MessageHandler;
+}
+
+/**
+ * Where the session remembers what the broker's persistent session holds (its subscriptions),
+ * so that a resumed session is not subscribed again: a SUBSCRIBE replaces the subscription and
+ * makes the broker send the topic's retained message again (MQTT 3.1.1 §3.8.4).
+ */
+export interface SessionMemory {
+  get(key: string): string | undefined;
+  set(key: string, value: string): void;
+}
+
 export interface SessionOptions {
   config: ThingConfig;
   identity: ThingIdentity;
   log: Logger;
   /** topics to subscribe to at QoS 1 on every connection */
   subscriptions: string[];
-  onMessage?: MessageHandler;
+  ingress?: IngressHandler;
+  /** absent: subscribe on every connect */
+  memory?: SessionMemory;
   /** the persistent session survives restarts; only a one-shot check uses a clean one */
   clean?: boolean;
   /** a one-shot check fails fast instead of retrying forever */
@@ -24,6 +43,8 @@ export interface SessionOptions {
 }
 
 export class OperationTimeout extends Error {}
+
+const SUBSCRIPTIONS_KEY = "subscriptions";
 
 /**
  * The thing's MQTT connection: mutual TLS with the thing's certificate (verification is never
@@ -106,9 +127,9 @@ export class ThingSession extends EventEmitter {
   }
 
   private handle(packet: IPublishPacket, done: (err?: Error) => void): void {
-    const onMessage = this.options.onMessage;
-    if (!onMessage) return done();
-    onMessage(packet).then(
+    const ingress = this.options.ingress;
+    if (!ingress) return done();
+    ingress.handle(packet).then(
       () => done(),
       (err: Error) => {
         // Not acknowledged: drop the connection so the broker redelivers from the persistent session.
@@ -124,9 +145,20 @@ export class ThingSession extends EventEmitter {
     this.client.on("connect", (connack) => {
       this.backoff.connected(Date.now());
       log.info("mqtt.connected", { broker: this.brokerName(), sessionPresent: connack.sessionPresent });
+      // Before any PUBLISH of this connection is handled (MQTT.js emits `connect` first).
+      this.options.ingress?.connectionStarted(connack.sessionPresent);
+      const remembered = this.rememberedSubscriptions();
+      if (connack.sessionPresent && subscriptions.length && this.options.memory?.get(SUBSCRIPTIONS_KEY) === remembered) {
+        log.info("mqtt.subscribed", { topics: subscriptions.join(","), session: "resumed" });
+        this.emit("connected");
+        return;
+      }
       this.subscribe(subscriptions).then(
         () => {
-          if (subscriptions.length) log.info("mqtt.subscribed", { topics: subscriptions.join(",") });
+          if (subscriptions.length) {
+            this.options.memory?.set(SUBSCRIPTIONS_KEY, remembered);
+            log.info("mqtt.subscribed", { topics: subscriptions.join(",") });
+          }
           this.emit("connected");
         },
         (err: Error) => {
@@ -150,6 +182,12 @@ export class ThingSession extends EventEmitter {
       clearTimeout(this.reconnectTimer);
       this.reconnectTimer = setTimeout(() => this.client.reconnect(), delay);
     });
+  }
+
+  /** What the broker's session holds once `subscriptions` are made: which broker, client and topics. */
+  private rememberedSubscriptions(): string {
+    const clientId = this.options.clientId ?? this.options.identity.thingName;
+    return JSON.stringify({ broker: this.brokerName(), clientId, topics: [...this.options.subscriptions].sort() });
   }
 
   private brokerName(): string {
