@@ -46,7 +46,15 @@ export function createIngressHandler(deps: {
 
   return {
     connectionStarted(sessionPresent) {
-      resumedAfterId = persistent && sessionPresent ? store.lastIngressId() : undefined;
+      resumedAfterId = undefined;
+      if (!persistent || !sessionPresent) return;
+      try {
+        resumedAfterId = store.lastIngressId();
+      } catch (err) {
+        // Called inside MQTT.js's packet handling, where a throw would kill the process. Without
+        // the boundary, a resend without a hub id and without DUP would be stored again.
+        log.error("ingress.session_boundary_failed", { error: err });
+      }
     },
     async handle(packet: IPublishPacket) {
       const payload = typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload;
