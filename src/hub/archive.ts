@@ -69,13 +69,17 @@ export function storedMessageText(m: MessageRecord, ownerId: string): string {
   return JSON.stringify({ ...shell, payload }, null, 2) + "\n";
 }
 
-/** What an archive is read in: pages of about this many bytes at most (at the payload limit). */
-const PAGE_BYTES = 4 * 1024 * 1024;
+/**
+ * What an archive is read in: pages of about this many bytes at most (rows at the payload
+ * limit). Measured on the compiled hub: 1 MiB pages left it 31 MB larger after a 40 MB archive,
+ * 4 MiB pages 47 MB.
+ */
+export const ARCHIVE_PAGE_BYTES = 1024 * 1024;
 const MAX_PAGE_ROWS = 500;
 
-/** Rows per page so that a page of messages at the payload limit stays near PAGE_BYTES. */
+/** Rows per page so that a page of messages at the payload limit stays near ARCHIVE_PAGE_BYTES. */
 export function archivePageRows(payloadLimitBytes: number): number {
-  return Math.max(1, Math.min(MAX_PAGE_ROWS, Math.floor(PAGE_BYTES / Math.max(1, payloadLimitBytes))));
+  return Math.max(1, Math.min(MAX_PAGE_ROWS, Math.floor(ARCHIVE_PAGE_BYTES / Math.max(1, payloadLimitBytes))));
 }
 
 export interface ArchiveOptions {
@@ -103,7 +107,7 @@ export interface Archive {
  * The export zip, streamed: one pretty-printed `<flmessagespk>.json` per message, in one folder
  * named `<thing id>_messages_<date>` (an empty range gives the folder alone, so "no messages" is
  * visible, not an error). Messages are read from the store in keyset pages, so memory stays
- * bounded whatever the data: about one page (PAGE_BYTES at the payload limit) plus the zip's
+ * bounded whatever the data: about one page (ARCHIVE_PAGE_BYTES at the payload limit) plus the zip's
  * central directory (about 145 bytes per message). The archive holds the messages in range when
  * it was opened; one stored meanwhile is left for the next archive.
  */
@@ -117,19 +121,40 @@ export async function openArchive(store: HubStore, opts: ArchiveOptions): Promis
   async function* chunks(): AsyncGenerator<Uint8Array, void, undefined> {
     const zip = new ZipWriter();
     let after: MessageCursor | undefined;
+    let sinceCollection = 0;
     while (last) {
       const page = await store.messagePage(opts.thingId, opts.query, { after, through: last, limit: pageRows });
       if (page.length === 0) break;
       const parts = page.map(({ message }) => zip.file(`${folder}/${message.flmessagespk}.json`, encoder.encode(storedMessageText(message, opts.ownerId)), { mtime: opts.at }));
       written += page.length;
       after = page[page.length - 1]!.cursor;
-      yield concat(parts);
+      const chunk = concat(parts);
+      sinceCollection += chunk.length;
+      if (sinceCollection > COLLECT_EVERY_BYTES) {
+        sinceCollection = 0;
+        collectGarbage();
+      }
+      yield chunk;
     }
     if (written === 0) yield zip.directory(`${folder}/`, { mtime: opts.at });
-    yield zip.finish();
+    yield* zip.finish();
   }
 
   return { fileName: `${folder}.zip`, count, chunks: chunks(), written: () => written };
+}
+
+/**
+ * Rendering a message makes a few copies of it (row, parsed value, pretty text, bytes,
+ * compressed bytes) that are garbage a moment later. JSC collects by heap growth, so over a long
+ * archive the garbage piles up: measured on the compiled hub, +55 MB of peak RSS for a 197 MB
+ * archive without this, +34 MB with a full collection every 4 MiB of zip (about 15% slower).
+ * Bun only: Node (the armv7 build) has no collector call without a flag.
+ */
+const COLLECT_EVERY_BYTES = 4 * 1024 * 1024;
+
+function collectGarbage(): void {
+  const bun = (globalThis as { Bun?: { gc?: (force: boolean) => void } }).Bun;
+  bun?.gc?.(true);
 }
 
 /**

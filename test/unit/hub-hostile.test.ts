@@ -14,7 +14,7 @@ import { loadPrivateKey } from "../../src/crypto/keys.ts";
 import { createLogger } from "../../src/log.ts";
 import { MAX_JSON_DEPTH } from "../../src/protocol/limits.ts";
 import { createHubApi, type HubApi } from "../../src/hub/api.ts";
-import { archivePageRows, openArchive, writeArchiveFile } from "../../src/hub/archive.ts";
+import { ARCHIVE_PAGE_BYTES, archivePageRows, openArchive, writeArchiveFile } from "../../src/hub/archive.ts";
 import { createBrokerEvents } from "../../src/hub/broker-events.ts";
 import type { HubBroker } from "../../src/hub/broker.ts";
 import { Collector } from "../../src/hub/collector.ts";
@@ -107,7 +107,7 @@ describe("the streamed archive", () => {
     for (const [i, id] of ids.entries()) {
       await store.insertMessage({ flmessagespk: id, thingId: target.id, messagetype: "egress", payload: JSON.stringify({ i }), fltimestamp: i < 20 ? 1000 : 999, datecreated: "2019-07-20T01:45:44Z" });
     }
-    const limit = Math.floor((4 * 1024 * 1024) / 3);
+    const limit = Math.floor(ARCHIVE_PAGE_BYTES / 3);
     expect(archivePageRows(limit)).toBe(3);
     const archive = await openArchive(store, { thingId: target.id, ownerId: OWNER, query: {}, at: new Date(), payloadLimitBytes: limit });
     const bytes = await collectBytes(archive.chunks);
@@ -121,7 +121,7 @@ describe("the streamed archive", () => {
     const target = (await createThing(home, store, "snapshot")).thing;
     const insert = (i: number) => store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: "egress", payload: `{"i":${i}}`, fltimestamp: 2000 + i, datecreated: "2019-07-20T01:45:44Z" });
     for (let i = 0; i < 10; i++) await insert(i);
-    const archive = await openArchive(store, { thingId: target.id, ownerId: OWNER, query: {}, at: new Date(), payloadLimitBytes: 2 * 1024 * 1024 });
+    const archive = await openArchive(store, { thingId: target.id, ownerId: OWNER, query: {}, at: new Date(), payloadLimitBytes: ARCHIVE_PAGE_BYTES / 2 });
     expect(archive.count).toBe(10);
     const first = await archive.chunks.next(); // 2 rows per page
     await insert(10);

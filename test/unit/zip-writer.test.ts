@@ -16,7 +16,7 @@ const encoder = new TextEncoder();
 
 function build(add: (zip: ZipWriter) => Uint8Array[]): Uint8Array {
   const zip = new ZipWriter();
-  const parts = [...add(zip), zip.finish()];
+  const parts = [...add(zip), ...zip.finish()];
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let offset = 0;
   for (const part of parts) (out.set(part, offset), (offset += part.length));
