@@ -1,8 +1,8 @@
 import { ExitCode, UsageError } from "../errors.ts";
 import { createLogger } from "../log.ts";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
 import { openThingAccess } from "../thing/access.ts";
 import { parseEgressDocument } from "../thing/collect.ts";
-import { MAX_EGRESS_BYTES } from "../thing/egress.ts";
 import { loadConfigFromFlags, type ThingFlags } from "./common.ts";
 import { readDocument } from "./input.ts";
 
@@ -11,7 +11,7 @@ export async function collectCommand(flags: ThingFlags & { file?: string; via?: 
   const via = flags.via ?? "http";
   if (via !== "http" && via !== "mqtt") throw new UsageError(`--via must be http or mqtt, not ${via}`);
   const config = loadConfigFromFlags(flags, log);
-  const body = parseEgressDocument(await readDocument(flags.file, MAX_EGRESS_BYTES), flags.file ?? "stdin");
+  const body = parseEgressDocument(await readDocument(flags.file, DEFAULT_PAYLOAD_LIMIT_BYTES), flags.file ?? "stdin");
   const access = await openThingAccess(config, log);
   try {
     const result = await access.collect(body, via);

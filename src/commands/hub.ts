@@ -10,7 +10,7 @@ import { resolve } from "node:path";
 import { ExitCode, FlashlexError, InputError, UsageError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { thingJson } from "../hub/api.ts";
-import { buildArchive, isoSeconds } from "../hub/archive.ts";
+import { isoSeconds, openArchive, writeArchiveFile } from "../hub/archive.ts";
 import { defaultHubDir, initHub, openHubHome, type HubHome } from "../hub/home.ts";
 import { openHubStore, thingStatus, type HubStore, type MessageType, type ThingRecord } from "../hub/hub-store.ts";
 import { localRequest, withCliToken } from "../hub/local-client.ts";
@@ -21,6 +21,7 @@ import { serveHub } from "../hub/server.ts";
 import { rotateOperatorToken } from "../hub/tokens.ts";
 import { untilSignal } from "./common.ts";
 import { parseTime, readDocument } from "./input.ts";
+import { MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
 
 type Options = Record<string, unknown>;
 
@@ -211,14 +212,11 @@ export function hubSend(args: string[], options: Options): Promise<number> {
     const thing = await thingOrFail(home, store, required(args, "the thing"));
     const file = str(options.file);
     const limit = home.settings.api.payloadLimitBytes;
-    const text = await readDocument(file, limit);
-    if (Buffer.byteLength(text) > limit) throw new InputError(`the message is larger than the hub's limit of ${limit} bytes`);
-    let message: unknown;
-    try {
-      message = JSON.parse(text);
-    } catch {
-      throw new InputError(`${file ?? "stdin"}: not a JSON document`);
-    }
+    const source = file ?? "stdin";
+    const message = parseJsonDocument(await readDocument(file, limit), { maxBytes: limit, maxDepth: MAX_JSON_DEPTH, source });
+    // The publish body wraps the message: {"message": ...} must fit the hub's limit too.
+    const bodyBytes = Buffer.byteLength(JSON.stringify({ message }));
+    if (bodyBytes > limit) throw new InputError(`${source}: the message is ${bodyBytes} bytes as {"message": ...}, over the hub's ${limit}-byte limit`);
     const response = await withCliToken(store, (token) => localRequest<{ flmessagespk: string; online: boolean }>(home, token, "POST", `/things/${thing.id}/publish`, { message }));
     if (response.status !== 200 || !response.body) {
       const why = response.body?.messages[0]?.value ?? `HTTP ${response.status}`;
@@ -242,11 +240,16 @@ export function hubExport(args: string[], options: Options): Promise<number> {
     const endts = parseTime(str(options.until), "--until", true);
     const type = str(options.type);
     if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
-    const messages = await store.queryMessages(thing.id, { startts, endts, messagetype: type as MessageType | undefined });
-    const { fileName, zip } = buildArchive(thing.id, messages, home.settings.ownerId, new Date());
-    const output = resolve(str(options.output) ?? fileName);
-    writeFileSync(output, zip);
-    console.log(`${output}: ${messages.length} messages`);
+    const archive = await openArchive(store, {
+      thingId: thing.id,
+      ownerId: home.settings.ownerId,
+      query: { startts, endts, messagetype: type as MessageType | undefined },
+      at: new Date(),
+      payloadLimitBytes: home.settings.api.payloadLimitBytes,
+    });
+    const output = resolve(str(options.output) ?? archive.fileName);
+    const written = await writeArchiveFile(archive, output);
+    console.log(`${output}: ${written} messages`);
     return ExitCode.OK;
   })
 }

@@ -1,16 +1,26 @@
-import { readFileSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { InputError, UsageError } from "../errors.ts";
 
 /**
- * Reads a document from a file or stdin, stopping one byte past `limit` so an endless stdin
- * cannot fill memory; the caller's check reports a document that is too large.
+ * Reads a document from a file or stdin, stopping one byte past `limit` so that neither an
+ * endless stdin nor a huge (or endless: a FIFO, /dev/zero) file can fill memory; the caller's
+ * check reports a document that is too large. A regular file's own size is checked first, so
+ * the error can name it. Throws InputError (exit 65) for a file that cannot be read or is larger
+ * than `limit` bytes.
  */
 export async function readDocument(file: string | undefined, limit: number): Promise<string> {
   if (file) {
+    let fd: number | undefined;
     try {
-      return readFileSync(file, "utf8");
+      fd = openSync(file, "r");
+      const stat = fstatSync(fd);
+      if (stat.isFile() && stat.size > limit) throw new InputError(`${file}: ${stat.size} bytes is over the ${limit}-byte limit`);
+      return readBounded(fd, limit + 1).toString("utf8");
     } catch (err) {
+      if (err instanceof InputError) throw err;
       throw new InputError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+    } finally {
+      if (fd !== undefined) closeSync(fd);
     }
   }
   const chunks: Buffer[] = [];
@@ -21,6 +31,20 @@ export async function readDocument(file: string | undefined, limit: number): Pro
     if (size > limit) break;
   }
   return Buffer.concat(chunks).toString("utf8");
+}
+
+/** Up to `max` bytes from `fd`, read until end of file or `max`. */
+function readBounded(fd: number, max: number): Buffer {
+  const buffer = Buffer.alloc(Math.min(max, 64 * 1024));
+  const chunks: Buffer[] = [];
+  let total = 0;
+  while (total < max) {
+    const n = readSync(fd, buffer, 0, Math.min(buffer.length, max - total), null);
+    if (n === 0) break;
+    chunks.push(Buffer.from(buffer.subarray(0, n)));
+    total += n;
+  }
+  return Buffer.concat(chunks);
 }
 
 /**

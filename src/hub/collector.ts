@@ -4,7 +4,7 @@ import { verifyThingToken } from "../crypto/jwt.ts";
 import { loadPublicKey } from "../crypto/keys.ts";
 import type { Logger } from "../log.ts";
 import { isoSeconds } from "./archive.ts";
-import type { HubStore, MessageRecord, ThingRecord } from "./hub-store.ts";
+import { fromStore, type HubStore, type MessageRecord, type ThingRecord } from "./hub-store.ts";
 import { isUuid } from "./http.ts";
 
 /**
@@ -51,11 +51,14 @@ export class Collector {
     this.now = deps.now ?? Date.now;
   }
 
-  /** The thing `thingId` if `token` is a valid token it signed; CollectAuthError otherwise. */
+  /**
+   * The thing `thingId` if `token` is a valid token it signed; CollectAuthError otherwise.
+   * A failing database rejects with StoreFailure (hub-store.ts).
+   */
   async authenticate(thingId: string, token: string | undefined): Promise<ThingRecord> {
     if (!token) throw new CollectAuthError("no token");
     if (!isUuid(thingId)) throw new CollectAuthError("malformed thing id");
-    const thing = await this.deps.store.getThing(thingId);
+    const thing = await fromStore(() => this.deps.store.getThing(thingId));
     if (!thing) throw new CollectAuthError("unknown thing");
     if (thing.revokedAt !== null) throw new CollectAuthError("revoked thing");
     try {
@@ -70,20 +73,21 @@ export class Collector {
   /**
    * Stores one egress message under `messageId` (a new UUID when the sender gave none) and marks
    * the thing verified and seen. The row is committed before this resolves, so whatever the
-   * caller then acknowledges (HTTP 200, MQTT PUBACK) survives a kill -9.
+   * caller then acknowledges (HTTP 200, MQTT PUBACK) survives a kill -9. A failing database
+   * rejects with StoreFailure; an id another thing used, with MessageIdConflict.
    */
   async store(thing: ThingRecord, messageId: string | undefined, payloadJson: string): Promise<CollectResult> {
     const at = this.now();
-    const { inserted, message } = await this.deps.store.insertMessage({
+    const { inserted, message } = await fromStore(() => this.deps.store.insertMessage({
       flmessagespk: messageId ?? randomUUID(),
       thingId: thing.id,
       messagetype: "egress",
       payload: payloadJson,
       fltimestamp: Math.floor(at / 1000),
       datecreated: isoSeconds(at),
-    });
+    }));
     if (message.thingId !== thing.id) throw new MessageIdConflict();
-    await this.deps.store.markVerified(thing.id, at);
+    await fromStore(() => this.deps.store.markVerified(thing.id, at));
     return { thing, message, inserted };
   }
 

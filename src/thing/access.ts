@@ -9,7 +9,7 @@ import { HubClock } from "./hub-clock.ts";
 import { loadIdentity, type ThingIdentity } from "./identity.ts";
 import { createIngressHandler } from "./ingress.ts";
 import { ThingSession } from "./session.ts";
-import { openThingStore } from "./store.ts";
+import { openThingStore, sessionMemory } from "./store.ts";
 
 /**
  * What the application side (`messages`, `collect`, FlashlexSDK) does with the thing's data.
@@ -107,7 +107,8 @@ async function deliverOverOwnSession(
     log: deps.log,
     subscriptions: [],
     reconnect: false,
-    onMessage: createIngressHandler(deps),
+    ingress: createIngressHandler(deps),
+    memory: sessionMemory(deps.store),
   });
   try {
     await session.waitConnected(Math.max(deps.config.yaml.thing.mqtt.connectDisconnectTimeout, 1) * 1000);

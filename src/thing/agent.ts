@@ -1,7 +1,7 @@
 import type { ThingConfig } from "../config/load.ts";
 import type { Logger } from "../log.ts";
 import type { MessageStore, OutboxEntry } from "../store/message-store.ts";
-import { openThingStore } from "./store.ts";
+import { openThingStore, sessionMemory } from "./store.ts";
 import { databaseAccess } from "./access.ts";
 import { assertNoServeRunning, closeControlSocket, listenControlSocket } from "./control-socket.ts";
 import { deliverHttp, deliverMqtt } from "./egress.ts";
@@ -53,7 +53,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       identity,
       log,
       subscriptions,
-      onMessage: createIngressHandler({ config, store, log, onStored: () => runner?.wake() }),
+      ingress: createIngressHandler({ config, store, log, onStored: () => runner?.wake() }),
+      memory: sessionMemory(store),
     });
     teardown.unshift(() => session.stop());
     // One clock for serve's lifetime: the offset measured on one answer signs the next tokens.

@@ -7,7 +7,7 @@ import { keyMatchesCertificate } from "../crypto/keys.ts";
 import { checkCertificate, describeCertificate } from "../crypto/x509.ts";
 import { silentLogger, type Logger } from "../log.ts";
 import type { MessageStore } from "../store/message-store.ts";
-import { openThingStore } from "./store.ts";
+import { openThingStore, sessionMemory } from "./store.ts";
 import { serveIsRunning } from "./control-socket.ts";
 import { collectUrl, deliverHttp } from "./egress.ts";
 import { loadIdentity, type ThingIdentity } from "./identity.ts";
@@ -170,10 +170,14 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       log,
       subscriptions: [thing.mqtt.ingress.topic],
       reconnect: false,
-      onMessage: async (packet) => {
-        // The hub's echo of our test message proves ingress; anything else is a real message.
-        if (packet.payload.toString().includes(nonce)) return echoed();
-        await handler(packet);
+      memory: sessionMemory(store!),
+      ingress: {
+        connectionStarted: (sessionPresent) => handler.connectionStarted(sessionPresent),
+        async handle(packet) {
+          // The hub's echo of our test message proves ingress; anything else is a real message.
+          if (packet.payload.toString().includes(nonce)) return echoed();
+          await handler.handle(packet);
+        },
       },
     });
     try {

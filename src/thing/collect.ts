@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { ExitCode, FlashlexError, InputError } from "../errors.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
-import { MAX_EGRESS_BYTES, type DeliveryOutcome } from "./egress.ts";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
+import type { DeliveryOutcome } from "./egress.ts";
 import { recordOutcome } from "./outbox.ts";
 
 export interface CollectResult {
@@ -16,15 +17,17 @@ export interface CollectResult {
 /** While one delivery attempt of a fresh message runs, the outbox drainer leaves the row alone. */
 const LEASE_MS = 60_000;
 
-/** Checks that `text` is one JSON document within the size limit; returns it compacted. */
+/**
+ * Checks that `text` is one JSON document within the protocol's limits (DEFAULT_PAYLOAD_LIMIT_BYTES
+ * of UTF-8, MAX_JSON_DEPTH levels of nesting) and returns it compacted. Throws InputError
+ * (exit 65) naming `source` and the problem; nothing is queued by then.
+ */
 export function parseEgressDocument(text: string, source: string): string {
-  const bytes = Buffer.byteLength(text);
-  if (bytes > MAX_EGRESS_BYTES) throw new InputError(`${source}: ${bytes} bytes is over the ${MAX_EGRESS_BYTES}-byte limit; nothing was queued`);
-  if (!text.trim()) throw new InputError(`${source}: empty input, expected one JSON document; nothing was queued`);
   try {
-    return JSON.stringify(JSON.parse(text));
+    return JSON.stringify(parseJsonDocument(text, { maxBytes: DEFAULT_PAYLOAD_LIMIT_BYTES, maxDepth: MAX_JSON_DEPTH, source }));
   } catch (err) {
-    throw new InputError(`${source}: not JSON (${(err as Error).message}); nothing was queued`);
+    if (err instanceof JsonDocumentError) throw new InputError(`${err.message}; nothing was queued`);
+    throw err;
   }
 }
 

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { ExitCode, FlashlexError, exitCodeOf } from "../errors.ts";
 import type { IngressMessage, IngressQuery, OutboxEntry, OutboxVia } from "../store/message-store.ts";
 import type { Logger } from "../log.ts";
+import { MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
 import type { OutboxState, ThingAccess } from "./access.ts";
 
 /**
@@ -83,17 +84,22 @@ export async function closeControlSocket(server: Server, dataDir: string): Promi
   }
 }
 
+/**
+ * The request body as JSON, within MAX_REQUEST_BYTES and the protocol's depth limit (its egress
+ * document travels as a string inside, already checked by `collect`). Chunks are joined as
+ * bytes before decoding, so a character split between two chunks stays whole. Throws
+ * InputError (exit 65) for a body that is too large, too deep or not JSON.
+ */
 async function readJson(req: IncomingMessage): Promise<unknown> {
-  let text = "";
+  const chunks: Buffer[] = [];
+  let size = 0;
   for await (const chunk of req) {
-    text += chunk;
-    if (text.length > MAX_REQUEST_BYTES) throw new FlashlexError("request too large", ExitCode.DATA);
+    size += (chunk as Buffer).length;
+    if (size > MAX_REQUEST_BYTES) throw new FlashlexError(`request over the ${MAX_REQUEST_BYTES}-byte limit`, ExitCode.DATA);
+    chunks.push(chunk as Buffer);
   }
-  try {
-    return text ? JSON.parse(text) : {};
-  } catch {
-    throw new FlashlexError("the request body is not JSON", ExitCode.DATA);
-  }
+  const text = Buffer.concat(chunks).toString("utf8");
+  return text ? parseJsonDocument(text, { maxBytes: MAX_REQUEST_BYTES, maxDepth: MAX_JSON_DEPTH, source: "the request" }) : {};
 }
 
 export async function assertNoServeRunning(dataDir: string): Promise<void> {

@@ -3,6 +3,7 @@ import type { ThingConfig } from "../config/load.ts";
 import type { Logger } from "../log.ts";
 import { MessageStore } from "../store/message-store.ts";
 import { importPickleDb, PickleDbUnreadable } from "../store/pickledb-import.ts";
+import type { SessionMemory } from "./session.ts";
 
 /**
  * Opens the thing's message database, taking in an old Python SDK store the first time. An old
@@ -27,4 +28,9 @@ export function openThingStore(config: ThingConfig, log: Logger): MessageStore {
     log.error("store.pickledb_unreadable", { file: legacy, error: err.message, note: "left untouched; the agent runs without it" });
   }
   return store;
+}
+
+/** The MQTT session's memory (what the broker's session holds), kept in the message database. */
+export function sessionMemory(store: MessageStore): SessionMemory {
+  return { get: (key) => store.sessionState(key), set: (key, value) => store.setSessionState(key, value) };
 }
