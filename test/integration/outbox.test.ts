@@ -19,9 +19,8 @@ import { Database } from "bun:sqlite";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseDocument } from "yaml";
 import { binaryPath, run, start, type Background, type RunResult } from "../support/binary.ts";
-import { unpackDistribution } from "../support/distribution.ts";
+import { makeHubFixture, type HubFixture } from "../support/hub-fixture.ts";
 import { freePort, type MosquittoBroker } from "../support/mosquitto.ts";
 import { startReceiver, type Receiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
@@ -106,38 +105,21 @@ const PLANT_OUTBOX = "INSERT INTO outbox (message_id, body, via, created_at, nex
 // =============================================================================================
 
 describe("a wrong device clock: the real hub, the agent under libfaketime", () => {
-  const hubDir = join(work, "hub");
-  let hub: Background;
-  let apiPort = 0;
-  let operatorToken = "";
+  let hub: HubFixture;
   let thing: { id: string; name: string; flags: string[]; dataDir: string };
 
   beforeAll(async () => {
     binaryPath();
-    const brokerPort = await freePort();
-    apiPort = await freePort();
-    const init = await run(["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1,localhost", "--json"]);
-    expect(init.code, explain(init)).toBe(0);
-    operatorToken = JSON.parse(init.stdout).token;
-    const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
-    settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
-    writeFileSync(join(hubDir, "hub.yml"), settings.toString());
-    const created = await run(["hub", "thing", "create", "clock", "--dir", hubDir, "--json"]);
-    expect(created.code, explain(created)).toBe(0);
-    const { id, name } = JSON.parse(created.stdout);
-    const zip = join(work, "clock.zip");
-    expect((await run(["hub", "thing", "dist", name, "--dir", hubDir, "-o", zip])).code).toBe(0);
-    const root = unpackDistribution(zip, join(work, "things"), name);
-    const dataDir = join(root, "data");
-    thing = { id, name, dataDir, flags: ["-c", join(root, "config.yml"), "-k", join(root, "keys"), "-d", dataDir] };
-    hub = launch(["hub", "serve", "--dir", hubDir]);
-    await hub.waitFor(/hub\.started/);
+    hub = await makeHubFixture(work);
+    const created = await hub.createThing("clock");
+    thing = { ...created, dataDir: join(created.root, "data") };
+    background.push(await hub.serve());
   }, 60_000);
 
   /** How often the hub stored each message id (operator API). */
   async function storedCounts(): Promise<Map<string, number>> {
-    const response = await fetch(`http://127.0.0.1:${apiPort}/dev/v1/things/${thing.id}/messages?messagetype=egress`, {
-      headers: { Authorization: `Bearer ${operatorToken}` },
+    const response = await fetch(`http://127.0.0.1:${hub.apiPort}/dev/v1/things/${thing.id}/messages?messagetype=egress`, {
+      headers: { Authorization: `Bearer ${hub.token}` },
       signal: AbortSignal.timeout(10_000),
     });
     expect(response.status).toBe(200);
