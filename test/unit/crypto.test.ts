@@ -267,11 +267,13 @@ describe("certificates", () => {
   });
 
   test("bad issue requests are refused", async () => {
-    const ec = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({ type: "spki", format: "pem" }) as string;
+    const ed = generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "pem" }) as string;
+    const p521 = generateKeyPairSync("ec", { namedCurve: "secp521r1" }).publicKey.export({ type: "spki", format: "pem" }) as string;
     const small = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey.export({ type: "spki", format: "pem" }) as string;
     const pub = pki.thing.publicKeyPem;
-    await expect(issueThingCertificate(pki.ca, { thingName: "x", publicKeyPem: ec })).rejects.toThrow("must be RSA");
-    await expect(issueThingCertificate(pki.ca, { thingName: "x", publicKeyPem: small })).rejects.toThrow("2048");
+    await expect(issueThingCertificate(pki.ca, { thingName: "x", publicKeyPem: ed })).rejects.toThrow("an Ed25519 key is not supported");
+    await expect(issueThingCertificate(pki.ca, { thingName: "x", publicKeyPem: p521 })).rejects.toThrow("curve secp521r1 is not supported");
+    await expect(issueThingCertificate(pki.ca, { thingName: "x", publicKeyPem: small })).rejects.toThrow("RSA key of 1024 bits is not supported");
     await expect(issueThingCertificate(pki.ca, { thingName: "", publicKeyPem: pub })).rejects.toThrow(CryptoError);
     await expect(issueThingCertificate(pki.ca, { thingName: "x".repeat(65), publicKeyPem: pub })).rejects.toThrow(CryptoError);
     await expect(issueThingCertificate(pki.ca, { thingName: "x", publicKeyPem: pub, days: 0 })).rejects.toThrow(CryptoError);
