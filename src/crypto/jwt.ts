@@ -137,6 +137,9 @@ async function verifyWith(
   if (header.typ !== undefined && (typeof header.typ !== "string" || header.typ.toUpperCase() !== "JWT")) {
     throw new TokenError("wrong typ");
   }
+  // Extensions (RFC 7515 §4.1.11 crit, RFC 7797 b64) change how a token is read; a thing never
+  // sends them, so a token with either is not one of ours, whatever jose would make of it.
+  if ("crit" in header || "b64" in header) throw new TokenError("unsupported header");
 
   let payload: JWTPayload;
   try {
