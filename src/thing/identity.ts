@@ -38,8 +38,9 @@ export function readKeyFile(path: string, what: string): Buffer {
     return readFileSync(path);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    const exit = code === "EACCES" || code === "EPERM" ? ExitCode.PERMISSION : ExitCode.CONFIG;
-    throw new FlashlexError(`${path}: cannot read the ${what} (${code ?? "error"})`, exit);
+    const message = `${path}: cannot read the ${what} (${code ?? "error"})`;
+    if (code === "EACCES" || code === "EPERM") throw new FlashlexError(message, ExitCode.PERMISSION);
+    throw new ConfigError(message);
   }
 }
 
