@@ -297,9 +297,11 @@ export function describeCertificate(certPem: string): CertificateInfo {
 }
 
 /**
- * Checks that a certificate was signed by the root CA and is valid at `now`. Returns a
- * one-sentence reason instead of throwing, because callers (bootstrap, `check`) print it as-is.
- * A CA file that cannot be read is a configuration error and throws CryptoError.
+ * Checks that a certificate was signed directly by one CA certificate (the first of `caPem`) and
+ * is valid at `now`: the hub's view of the certificates it issued itself. It does not build
+ * chains (no intermediates, one root), so it is not how a thing's own chain is judged: bootstrap
+ * runs a real TLS handshake for that (src/thing/handshake-check.ts). Returns a one-sentence
+ * reason instead of throwing; a CA file that cannot be read throws CryptoError.
  */
 export function checkCertificate(certPem: string, caPem: string, now: Date): CertificateCheck {
   const caNode = parseNode(caPem);

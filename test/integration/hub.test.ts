@@ -403,6 +403,19 @@ describe("an EC thing end to end: embedded broker", () => {
     if (serveE) expect(await serveE.stop()).toBe(0);
   });
 
+  test("`hub thing create --key-type` takes rsa or ec; anything else is a usage error, and nothing is created", async () => {
+    for (const keyType of ["dsa", "EC", "ed25519"]) {
+      const result = await run(["hub", "thing", "create", `k-${keyType}`, "--dir", hubDir, "--key-type", keyType]);
+      expect(result.code).toBe(64);
+      expect(result.stderr.trim()).toBe(`flashlex: --key-type must be rsa or ec, not ${keyType}`);
+    }
+    tally("badInputs", 3);
+    const listed = JSON.parse((await flashlex(["hub", "thing", "list", "--dir", hubDir, "--json"])).stdout);
+    expect(listed.filter((t: any) => t.shortName.startsWith("k-"))).toEqual([]);
+    expect(listed.find((t: any) => t.id === E.id)).toMatchObject({ keyType: "ec" });
+    expect(listed.find((t: any) => t.id === A.id)).toMatchObject({ keyType: "rsa" });
+  });
+
   test("`hub thing create --key-type ec` ships an EC P-256 key (PKCS#8) and a certificate for it", () => {
     expect(E.privateKeyPem).toStartWith("-----BEGIN PRIVATE KEY-----");
     expect(E.privateKey.asymmetricKeyType).toBe("ec");
