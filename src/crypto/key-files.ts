@@ -1,10 +1,11 @@
 /**
  * The contents of key and certificate files as people really have them, made into the one form
  * OpenSSL, Bun's TLS and jose all read: canonical PEM (64-column base64, LF line ends, nothing
- * around the blocks). What can be normalised is, silently: CRLF or CR line ends, a UTF-8 BOM,
- * trailing spaces, text before and after the blocks (as `openssl x509 -text` writes it), base64
- * in one long line or at odd widths, a binary DER file instead of PEM, and a thing certificate
- * file whose certificates are not in leaf-first order is left to the caller (it knows the key).
+ * around the blocks). What can be normalised is, silently: CRLF or CR line ends, a UTF-8 BOM
+ * (or UTF-16 with its BOM, as Windows Notepad saves "Unicode"), trailing spaces, text before and
+ * after the blocks (as `openssl x509 -text` writes it), base64 in one long line or at odd
+ * widths, a binary DER file instead of PEM. (A certificate file not in leaf-first order is put
+ * right by the caller, which knows the key: src/thing/identity.ts.)
  * What cannot is refused with a KeyFileError that says what the bytes are and, where one command
  * converts them, which: PKCS#12 (.p12/.pfx), PKCS#7 (.p7b), an encrypted key, a certificate
  * where a key belongs, a key where a certificate belongs, a certificate request, an empty file.
@@ -108,6 +109,8 @@ export function normalisePrivateKey(bytes: Uint8Array): NormalisedPrivateKey {
 function readBlocks(bytes: Uint8Array, role: KeyFileRole): Block[] {
   let buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (buffer.subarray(0, 3).equals(UTF8_BOM)) buffer = buffer.subarray(3);
+  // Windows Notepad's "Unicode" is UTF-16LE with a BOM; PEM is ASCII, so nothing is lost.
+  else if (buffer[0] === 0xff && buffer[1] === 0xfe) buffer = Buffer.from(buffer.subarray(2).toString("utf16le"), "latin1");
   // latin1 maps bytes 1:1, so a binary file survives the detour through a string.
   const text = buffer.toString("latin1");
   if (text.trim() === "") throw new KeyFileError(`the file is empty; it should hold ${expected(role)}`);
@@ -236,7 +239,8 @@ const PKCS7_SIGNED = Buffer.from("06092a864886f70d010702", "hex");
 function headerLength(der: Buffer, offset: number): number | undefined {
   const first = der[offset + 1];
   if (first === undefined) return undefined;
-  if (first < 0x80) return 2;
+  // < 0x80: short form; 0x80: BER's indefinite length, which some PKCS#12 writers use
+  if (first <= 0x80) return 2;
   const count = first & 0x7f;
   return count >= 1 && count <= 4 ? 2 + count : undefined;
 }

@@ -86,7 +86,14 @@ export function explainChainRefusal(code: string, identity: ThingIdentity, confi
 
 /** Every certificate the handshake looked at, the chain first, with the file it came from. */
 function certificatesOf(identity: ThingIdentity, config: ThingConfig): { file: string; info: CertificateInfo }[] {
-  const from = (pem: string, file: string) => pemBlocks(pem).map((b) => ({ file, info: describeCertificate(b.text) }));
+  const from = (pem: string, file: string) =>
+    pemBlocks(pem).flatMap((b) => {
+      try {
+        return [{ file, info: describeCertificate(b.text) }];
+      } catch {
+        return []; // one the TLS stack read but the describer cannot: it just goes unnamed
+      }
+    });
   return [...from(identity.certPem, config.paths.cert), ...from(identity.caPem, config.paths.rootCA)];
 }
 

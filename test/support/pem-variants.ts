@@ -2,7 +2,7 @@
  * A thing's three identity files as people bring them from other systems, made from one good
  * identity with the openssl command line (so each variant is what a real tool writes):
  *
- *   normalisable   CRLF, a UTF-8 BOM, trailing blanks, `openssl x509 -text` and `openssl pkcs12
+ *   normalisable   CRLF, a UTF-8 BOM, UTF-16 text, trailing blanks, `openssl x509 -text` and `openssl pkcs12
  *                  -nodes` text around the blocks, base64 on one line or at 76 columns, DER
  *                  files, PKCS#1 / PKCS#8 / SEC1 keys, certificate and key in one file
  *   refused        PKCS#12, PKCS#7 (PEM and DER), encrypted keys (PKCS#8 PEM and DER,
@@ -76,6 +76,7 @@ export function identityVariants(source: SourceIdentity): Variant[] {
     const accepted: Variant[] = [
       { name: "CRLF line ends in all three files", files: { ca: text(crlf(source.caPem)), cert: text(crlf(source.certPem)), key: text(crlf(source.keyPem)) } },
       { name: "a UTF-8 BOM on all three files", files: { ca: withBom(source.caPem), cert: withBom(source.certPem), key: withBom(source.keyPem) } },
+      { name: "UTF-16 with a BOM (Windows Notepad's \"Unicode\") for the certificate", files: { cert: Buffer.concat([Buffer.from([0xff, 0xfe]), Buffer.from(crlf(source.certPem), "utf16le")]) } },
       { name: "trailing blanks on every line", files: { ca: text(trailingBlanks(source.caPem)), cert: text(trailingBlanks(source.certPem)), key: text(trailingBlanks(source.keyPem)) } },
       {
         name: "`openssl x509 -text` output, and a note after the block",
