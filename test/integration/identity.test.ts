@@ -168,7 +168,6 @@ describe("identity files from other systems: bootstrap passes ⇔ serve connects
     expect(variants.length).toBeGreaterThan(8);
     for (const variant of variants) {
       // every EC variant starts from the EC pair; checkVariant restores the RSA one afterwards
-      writeIdentity({ cert: ec.certPem, key: ec.keyPem });
       thing.editConfig((doc) => (doc.flashlex.app.api.endpoint = ecReceiver.url));
       await checkVariant({ ...variant, files: { cert: ec.certPem, key: ec.keyPem, ...variant.files } });
     }

@@ -28,7 +28,7 @@ export interface SourceIdentity {
 
 export interface Variant {
   name: string;
-  files: Partial<Record<IdentityFile, Uint8Array>>;
+  files: Partial<Record<IdentityFile, Uint8Array | string>>;
   /** absent: the variant must be accepted and work */
   refused?: { file: IdentityFile; says: RegExp };
 }
