@@ -437,7 +437,7 @@ describe("an EC thing end to end: embedded broker", () => {
     await flashlex(["hub", "send", E.name, "--dir", hubDir], { input: '{"to":"ec"}' });
     await serveE.waitFor(/ingress\.stored/);
     const listed = (await flashlex(["messages", "list", "--json", ...E.flags])).stdout.trim().split("\n").map((l) => JSON.parse(l));
-    expect(listed.map((r) => JSON.parse(r.payload))).toContainEqual({ message: { to: "ec" } });
+    expect(listed.map((r) => JSON.parse(r.payload).message)).toContainEqual({ to: "ec" });
 
     const overHttp = JSON.parse((await flashlex(["collect", ...E.flags, "--json"], { input: '{"via":"http","key":"ec"}' })).stdout);
     const overMqtt = JSON.parse((await flashlex(["collect", ...E.flags, "--via", "mqtt", "--json"], { input: '{"via":"mqtt","key":"ec"}' })).stdout);
