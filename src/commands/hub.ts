@@ -19,6 +19,7 @@ import { createThing, findThing, readDistribution, revokeThing, thingTopics } fr
 import { hubCrlPath, writeRevocationLists } from "../hub/revocation-list.ts";
 import { serveHub } from "../hub/server.ts";
 import { rotateOperatorToken } from "../hub/tokens.ts";
+import { THING_KEY_TYPES } from "../crypto/keys.ts";
 import { untilSignal } from "./common.ts";
 import { parseTime, readDocument } from "./input.ts";
 import { MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
@@ -128,7 +129,9 @@ export async function hubInit(options: Options): Promise<number> {
 
 export function hubThingCreate(args: string[], options: Options): Promise<number> {
   return withHub(options, async (home, store) => {
-    const { thing, distribution } = await createThing(home, store, required(args, "the thing name"));
+    const keyType = str(options.keyType) ?? "rsa";
+    if (!(THING_KEY_TYPES as readonly string[]).includes(keyType)) throw new UsageError(`--key-type must be ${THING_KEY_TYPES.join(" or ")}, not ${keyType}`);
+    const { thing, distribution } = await createThing(home, store, required(args, "the thing name"), Date.now, { keyType });
     const output = str(options.output);
     if (output) {
       copyFileSync(distribution, output);
@@ -139,7 +142,7 @@ export function hubThingCreate(args: string[], options: Options): Promise<number
       return ExitCode.OK;
     }
     const topics = thingTopics(thing.name);
-    console.log(`created thing ${thing.name} (id ${thing.id})`);
+    console.log(`created thing ${thing.name} (id ${thing.id}, ${keyType === "ec" ? "EC P-256 key, ES256 tokens" : "RSA-2048 key, RS256 tokens"})`);
     console.log(`distribution: ${output ?? distribution}`);
     console.log(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
     console.log(`next: copy the zip and the flashlex binary to the thing, unzip, then:`);
@@ -304,7 +307,12 @@ export const hubCommandTable: HubCommandSpec[] = [
     name: "hub thing create",
     args: "<name>",
     description: "Provision a thing: id, key pair, certificate, topics and its distribution zip",
-    options: [DIR_OPTION, { flags: "-o, --output <file>", description: "also write the distribution zip here (mode 0600)" }, JSON_OPTION],
+    options: [
+      DIR_OPTION,
+      { flags: "--key-type <type>", description: "rsa (default: RSA-2048, RS256 tokens) or ec (P-256, ES256 tokens)" },
+      { flags: "-o, --output <file>", description: "also write the distribution zip here (mode 0600)" },
+      JSON_OPTION,
+    ],
     run: hubThingCreate,
   },
   {

@@ -3,7 +3,7 @@ import type { Logger } from "../log.ts";
 import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../protocol/limits.ts";
 import { archiveStream, isoSeconds, openArchive, storedMessageJson } from "./archive.ts";
 import { ingressTopic, type HubBroker } from "./broker.ts";
-import { CollectAuthError, Collector, MessageIdConflict } from "./collector.ts";
+import { bearerChallenge, CollectAuthError, Collector, MessageIdConflict } from "./collector.ts";
 import type { HubHome } from "./home.ts";
 import { thingStatus, type HubStore, type MessageQuery, type MessageRecord, type ThingRecord } from "./hub-store.ts";
 import {
@@ -18,7 +18,7 @@ import {
   streamResponse,
   unixSecondsParam,
 } from "./http.ts";
-import { createThing, deleteThing, ProvisionError, readDistribution, thingTopics } from "./provision.ts";
+import { createThing, deleteThing, ProvisionError, readDistribution, thingKeyType, thingTopics } from "./provision.ts";
 import { bearerToken, tokenMatchesAny } from "./tokens.ts";
 
 /**
@@ -76,6 +76,7 @@ export function thingJson(thing: ThingRecord, env: string) {
     lastSeenAt: iso(thing.lastSeenAt),
     revokedAt: iso(thing.revokedAt),
     certificateSerial: thing.certSerial,
+    keyType: thingKeyType(thing),
     topics: thingTopics(thing.name),
     distribution: thing.revokedAt === null ? `/${env}/v1/things/${thing.id}/dist` : null,
   };
@@ -140,7 +141,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     } catch (err) {
       if (err instanceof CollectAuthError) {
         log.warn("hub.collect_refused", { via: "http", thing_id: id, reason: err.reason });
-        throw new HttpError(401, "the thing token was refused", { "WWW-Authenticate": "Bearer" });
+        throw new HttpError(401, "the thing token was refused", { "WWW-Authenticate": bearerChallenge(err) });
       }
       throw err;
     }
@@ -195,9 +196,9 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         async handle({ request }) {
           const body = await jsonBody(request);
-          const name = body !== null && typeof body === "object" ? (body as { name?: unknown }).name : undefined;
+          const { name, keyType } = body !== null && typeof body === "object" ? (body as { name?: unknown; keyType?: unknown }) : { name: undefined, keyType: undefined };
           try {
-            const { thing } = await createThing(home, store, name as string, now);
+            const { thing } = await createThing(home, store, name as string, now, { keyType });
             log.info("hub.thing_created", { thing: thing.name, id: thing.id });
             return ok(thingJson(thing, settings.env), "Thing created.", 201);
           } catch (err) {

@@ -21,6 +21,20 @@ export class CollectAuthError extends Error {
   }
 }
 
+/**
+ * The `WWW-Authenticate` value for a refused thing (RFC 6750 §3): plain `Bearer` when no token
+ * came (§3.1: no error code then), `error="invalid_token"` for every refused token, and a
+ * description only when the signature verified but the time claims refused it: the caller
+ * proved it holds the key, so "token expired" / "token not yet valid" tells it nothing it could
+ * not know, and tells its owner that the device clock is the thing to fix.
+ */
+export function bearerChallenge(err: CollectAuthError): string {
+  if (err.reason === "no token") return "Bearer";
+  if (err.reason === "expired") return 'Bearer error="invalid_token", error_description="token expired"';
+  if (err.reason === "not yet valid") return 'Bearer error="invalid_token", error_description="token not yet valid"';
+  return 'Bearer error="invalid_token"';
+}
+
 /** The message id was already used by another thing. */
 export class MessageIdConflict extends Error {
   constructor() {

@@ -34,34 +34,45 @@ export interface ThingAccess {
 
 export type OutboxState = OutboxEntry["state"];
 
-export async function openThingAccess(config: ThingConfig, log: Logger): Promise<ThingAccess> {
+/**
+ * `identity` is loaded only when something needs it (reading messages does not), and always
+ * before collect touches the outbox; pass one already loaded to skip reading the files again.
+ */
+export async function openThingAccess(config: ThingConfig, log: Logger, identity?: ThingIdentity): Promise<ThingAccess> {
   if (await serveIsRunning(config.dataDir)) return serveAccess(config.dataDir);
-  return databaseAccess(config, loadIdentity(config), openThingStore(config, log), log);
+  return databaseAccess(config, identity ?? (() => loadIdentity(config)), openThingStore(config, log), log);
 }
 
 /**
  * The thing's data in this process: used by serve itself (for its socket, with its own
  * deliverers and `onOutboxChanged` waking its drainer) and when serve is not running (a
- * one-shot clock: a skewed clock is found and corrected within the one attempt).
+ * one-shot clock: a skewed clock is found and corrected within the one attempt). `identity`
+ * may be a loader: it then runs at the first collect, before the outbox is touched, so a key
+ * that does not fit its certificate queues nothing (ConfigError, 78).
  */
 export function databaseAccess(
   config: ThingConfig,
-  identity: ThingIdentity,
+  identity: ThingIdentity | (() => ThingIdentity),
   store: MessageStore,
   log: Logger,
   serveHooks?: { deliverers: Record<OutboxVia, (entry: OutboxEntry) => Promise<DeliveryOutcome>>; onOutboxChanged: () => void },
 ): ThingAccess {
+  let loaded = typeof identity === "function" ? undefined : identity;
+  const getIdentity = () => (loaded ??= (identity as () => ThingIdentity)());
   const clock = new HubClock(log);
   const deliver = serveHooks?.deliverers ?? {
-    http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity, clock }),
-    mqtt: (entry: OutboxEntry) => deliverOverOwnSession(entry, { config, identity, store, log }),
+    http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity: getIdentity(), clock }),
+    mqtt: (entry: OutboxEntry) => deliverOverOwnSession(entry, { config, identity: getIdentity(), store, log }),
   };
   return {
     via: "database",
     listMessages: async (query) => store.listIngress(query),
     ackMessages: async (ids) => store.ackIngress(ids, Date.now()),
     deleteMessages: async (ids) => store.deleteIngress(ids),
-    collect: (body, via) => collect({ store, body, via, queueLimit: config.yaml.thing.mqtt.offlinePublishQueueing, deliver: deliver[via] }),
+    collect: async (body, via) => {
+      getIdentity();
+      return collect({ store, body, via, queueLimit: config.yaml.thing.mqtt.offlinePublishQueueing, deliver: deliver[via] });
+    },
     listOutbox: async (state) => store.listOutbox(state),
     retryOutbox: async (ids) => {
       const change = store.retryOutbox(ids, Date.now());

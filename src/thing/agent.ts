@@ -7,7 +7,7 @@ import { assertNoServeRunning, closeControlSocket, listenControlSocket } from ".
 import { deliverHttp, deliverMqtt } from "./egress.ts";
 import { ExecRunner } from "./exec-runner.ts";
 import { HubClock } from "./hub-clock.ts";
-import { loadIdentity, type ThingIdentity } from "./identity.ts";
+import { keyFileTooOpen, loadIdentity, type ThingIdentity } from "./identity.ts";
 import { createIngressHandler } from "./ingress.ts";
 import { OutboxDrainer } from "./outbox.ts";
 import { ThingSession } from "./session.ts";
@@ -35,7 +35,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const { config, log } = options;
   // Before anything connects: a second session with our client id would take over the first.
   await assertNoServeRunning(config.dataDir);
+  // Identity problems are configuration errors (78), found before anything connects.
   const identity = loadIdentity(config);
+  warnIfKeyTooOpen(config, log);
   const store = openThingStore(config, log);
   const app = config.yaml.app;
   const mqttConfig = config.yaml.thing.mqtt;
@@ -100,6 +102,13 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       log.info("serve.stopped");
     },
   };
+}
+
+/** bootstrap fails on a key others may read; serve runs (it would work) but says so once, with the fix. */
+function warnIfKeyTooOpen(config: ThingConfig, log: Logger): void {
+  const path = config.paths.privateKey;
+  const mode = keyFileTooOpen(path);
+  if (mode) log.warn("identity.key_file_open", { file: path, mode, note: "other users can read the thing's private key", fix: `chmod 600 ${path}` });
 }
 
 function requirePubsubTopic(config: ThingConfig): string {

@@ -29,6 +29,9 @@ export interface Receiver {
 
 export async function startReceiver(opts: { thingId: string; publicKeyPem: string; port?: number }): Promise<Receiver> {
   const publicKey = createPublicKey(opts.publicKeyPem);
+  // The algorithm follows from the thing's key, as the hub's does: RS256 for RSA, ES256/ES384 for EC.
+  const curve = publicKey.asymmetricKeyDetails?.namedCurve;
+  const algorithm = publicKey.asymmetricKeyType === "ec" ? (curve === "secp384r1" ? "ES384" : "ES256") : "RS256";
   const received: Received[] = [];
   const refused: string[] = [];
   const server = Bun.serve({
@@ -45,7 +48,7 @@ export async function startReceiver(opts: { thingId: string; publicKeyPem: strin
         const header = decodeProtectedHeader(token);
         if (header.kid !== opts.thingId || header.typ !== "JWT") throw new Error(`header ${JSON.stringify(header)}`);
         const { payload } = await jwtVerify(token, publicKey, {
-          algorithms: ["RS256"],
+          algorithms: [algorithm],
           issuer: `urn:thing:${opts.thingId}`,
           audience: `urn:flashlex:${opts.thingId}`,
         });
