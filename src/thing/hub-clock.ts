@@ -91,9 +91,10 @@ export function describeOffset(deviceMinusHubMs: number): string {
   const direction = deviceMinusHubMs >= 0 ? "ahead of" : "behind";
   const units = [["d", 86_400], ["h", 3600], ["min", 60], ["s", 1]] as const;
   const exact = Math.abs(deviceMinusHubMs) / 1000;
-  // rounded to what is shown, so 23 h 59 min 59.5 s reads "1 d", not "23 h 59 min"
+  // Rounded to what is shown, so 23 h 59 min 59.5 s reads "1 d", not "23 h 59 min". The Date
+  // header is only good to a second or two, so from 10 minutes on whole minutes are shown.
   const shownFirst = units.findIndex(([, size]) => exact >= size);
-  const granularity = shownFirst < 0 ? 1 : (units[shownFirst + 1]?.[1] ?? 1);
+  const granularity = exact >= 600 ? Math.max(60, units[shownFirst + 1]?.[1] ?? 1) : shownFirst < 0 ? 1 : (units[shownFirst + 1]?.[1] ?? 1);
   const seconds = Math.round(exact / granularity) * granularity;
   const first = units.findIndex(([, size]) => seconds >= size);
   if (first < 0) return `0 s ${direction}`;

@@ -149,6 +149,8 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
       expect(count(result.stderr, /WARN +clock\.skewed/), result.stderr).toBe(1);
       expect(result.stderr).toContain("timedatectl set-ntp true");
       expect(result.stderr).toContain(offset === "+30m" ? "30 min ahead of the hub's" : "1 d behind the hub's");
+      // the hub's RFC 6750 challenge says which time claim failed; the Date said by how much
+      expect(result.stderr).toContain(offset === "+30m" ? 'refusal="token not yet valid"' : 'refusal="token expired"');
       expect(result.stderr).not.toMatch(/eyJ[\w-]+\.[\w-]+\./); // no token in the log
     }
     expect((await outboxList(thing.flags)).filter((r) => ids.includes(r.messageId!)).map((r) => r.state)).toEqual(["sent", "sent"]);

@@ -81,7 +81,10 @@ describe("clock-skew correction", () => {
     expect(describeOffset(-(2 * 3600 + 5 * 60 + 7) * 1000)).toBe("2 h 5 min behind");
     expect(describeOffset(400)).toBe("0 s ahead of");
     expect(describeOffset(-(86_400 - 0.5) * 1000)).toBe("1 d behind");
-    expect(describeOffset((3600 - 20) * 1000)).toBe("59 min 40 s ahead of");
+    expect(describeOffset((3600 - 20) * 1000)).toBe("1 h ahead of");
+    expect(describeOffset((1800 - 1.5) * 1000)).toBe("30 min ahead of");
+    expect(describeOffset((1800 + 1.5) * 1000)).toBe("30 min ahead of");
+    expect(describeOffset((300 - 2) * 1000)).toBe("4 min 58 s ahead of");
     expect(describeOffset((7200 - 20) * 1000)).toBe("2 h ahead of");
     expect(bearerErrorDescription('Bearer error="invalid_token", error_description="token expired"')).toBe("token expired");
     expect(bearerErrorDescription('Bearer realm="x", error_description="say \\"hi\\""')).toBe('say "hi"');
