@@ -27,7 +27,7 @@ export async function collectCommand(flags: ThingFlags & { file?: string; via?: 
     }
     if (result.outcome === "sent") return ExitCode.OK;
     if (result.outcome === "rejected") {
-      console.error(`collect: the API refused message ${result.messageId}: ${result.error}`);
+      console.error(`collect: the API refused message ${result.messageId}: ${result.error}; it is kept as rejected (flashlex outbox list --state rejected)`);
       return ExitCode.DATA;
     }
     console.error(`collect: message ${result.messageId} is queued (${result.error}); \`flashlex serve\` will deliver it`);

@@ -115,6 +115,21 @@ export interface OutboxEntry {
   response_body: string | null;
 }
 
+/** What `retryOutbox` / `dropOutbox` did, id by id. */
+export interface OutboxChange {
+  changed: string[];
+  /** no such entry */
+  missing: string[];
+  /** retry only: already delivered, left alone */
+  sent: string[];
+}
+
+/**
+ * No legitimate schedule is further ahead than the longest outbox backoff (5 min) or a
+ * collect's lease (1 min); 10 minutes leaves room for both.
+ */
+export const MAX_SCHEDULE_AHEAD_MS = 10 * 60_000;
+
 export interface ExpiryResult {
   ingress: number;
   outbox: number;
@@ -130,6 +145,23 @@ function payloadValue(payload: Uint8Array): SqlValue {
   } catch {
     return payload;
   }
+}
+
+/**
+ * The file is public and other programs write to it; SQLite keeps whatever type a writer gave.
+ * A row read back always has a text topic and a text-or-bytes payload (a number becomes its
+ * decimal text, as SQLite's own CAST would), so one foreign row cannot break a list, the
+ * `--exec` runner or the redelivery check for every other row.
+ */
+function ingressRow(row: IngressMessage): IngressMessage {
+  const payload: unknown = row.payload;
+  const topic: unknown = row.topic;
+  if ((typeof payload === "string" || payload instanceof Uint8Array) && typeof topic === "string") return row;
+  return {
+    ...row,
+    topic: typeof topic === "string" ? topic : topic instanceof Uint8Array ? new TextDecoder().decode(topic) : String(topic),
+    payload: typeof payload === "string" || payload instanceof Uint8Array ? payload : String(payload),
+  };
 }
 
 function samePayload(stored: string | Uint8Array, incoming: Uint8Array): boolean {
@@ -207,7 +239,7 @@ export class MessageStore {
       "SELECT * FROM (SELECT * FROM ingress_messages WHERE id <= ? ORDER BY id DESC LIMIT ?) WHERE packet_id = ? AND topic = ?",
       [upToId, window, message.packetId, message.topic],
     );
-    return candidates.some((row) => samePayload(row.payload, message.payload));
+    return candidates.map(ingressRow).some((row) => samePayload(row.payload, message.payload));
   }
 
   /**
@@ -218,7 +250,7 @@ export class MessageStore {
   isRetainedRepeat(message: NewIngress): boolean {
     if (!message.retain) return false;
     const row = this.db.get<IngressMessage>("SELECT * FROM ingress_messages WHERE topic = ? AND retain = 1 ORDER BY id DESC LIMIT 1", [message.topic]);
-    return row !== undefined && samePayload(row.payload, message.payload);
+    return row !== undefined && samePayload(ingressRow(row).payload, message.payload);
   }
 
   /** A small key-value memory of the MQTT session (what the broker's session holds). */
@@ -241,11 +273,12 @@ export class MessageStore {
     if (query.since !== undefined) (where.push("received_at >= ?"), params.push(query.since));
     params.push(query.limit ?? -1);
     const clause = where.length ? `WHERE ${where.join(" AND ")}` : "";
-    return this.db.all<IngressMessage>(`SELECT * FROM ingress_messages ${clause} ORDER BY id LIMIT ?`, params);
+    return this.db.all<IngressMessage>(`SELECT * FROM ingress_messages ${clause} ORDER BY id LIMIT ?`, params).map(ingressRow);
   }
 
   getIngress(id: number): IngressMessage | undefined {
-    return this.db.get<IngressMessage>("SELECT * FROM ingress_messages WHERE id = ?", [id]);
+    const row = this.db.get<IngressMessage>("SELECT * FROM ingress_messages WHERE id = ?", [id]);
+    return row && ingressRow(row);
   }
 
   /** Marks messages read by the application; returns the ids that exist. Already-acked ids keep their first time. */
@@ -272,8 +305,9 @@ export class MessageStore {
   /**
    * Retention: an ingress message is deleted once it is older than `expireSeconds` AND the
    * application has acknowledged it; an unacknowledged one is never dropped. Outbox entries
-   * are deleted once delivered (or rejected by the API) and older than `expireSeconds`. The ids
-   * of stored hub messages are kept for `SEEN_ID_MIN_KEEP_MS`, or `expireSeconds` if longer.
+   * are deleted once delivered (`sent`) and older than `expireSeconds`; a `rejected` one stays
+   * until the owner retries or drops it (`flashlex outbox`), a `pending` one until delivered.
+   * The ids of stored hub messages are kept for `SEEN_ID_MIN_KEEP_MS`, or `expireSeconds` if longer.
    */
   expire(now: number, expireSeconds: number): ExpiryResult {
     const cutoff = now - expireSeconds * 1000;
@@ -281,7 +315,7 @@ export class MessageStore {
       this.db.run("DELETE FROM ingress_seen WHERE seen_at < ?", [Math.min(cutoff, now - SEEN_ID_MIN_KEEP_MS)]);
       return {
         ingress: this.db.run("DELETE FROM ingress_messages WHERE acked_at IS NOT NULL AND received_at < ?", [cutoff]).changes,
-        outbox: this.db.run("DELETE FROM outbox WHERE state != 'pending' AND created_at < ?", [cutoff]).changes,
+        outbox: this.db.run("DELETE FROM outbox WHERE state = 'sent' AND created_at < ?", [cutoff]).changes,
       };
     });
   }
@@ -306,12 +340,21 @@ export class MessageStore {
     return this.db.get<{ n: number }>("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")!.n;
   }
 
-  /** Pending entries whose next attempt is due, oldest first. */
+  countRejected(): number {
+    return this.db.get<{ n: number }>("SELECT COUNT(*) AS n FROM outbox WHERE state = 'rejected'")!.n;
+  }
+
+  /**
+   * Pending entries whose next attempt is due, oldest first. An entry scheduled further ahead
+   * than any backoff or lease reaches (`MAX_SCHEDULE_AHEAD_MS`) was scheduled by a clock that
+   * has since gone back (NTP stepping a clock that ran a day ahead): it is due now rather than
+   * stranded until the clock catches up.
+   */
   due(now: number, limit: number, via?: OutboxVia): OutboxEntry[] {
     const viaClause = via ? "AND via = ?" : "";
-    const params: SqlValue[] = via ? [now, via, limit] : [now, limit];
+    const params: SqlValue[] = via ? [now, now + MAX_SCHEDULE_AHEAD_MS, via, limit] : [now, now + MAX_SCHEDULE_AHEAD_MS, limit];
     return this.db.all<OutboxEntry>(
-      `SELECT * FROM outbox WHERE state = 'pending' AND next_attempt_at <= ? ${viaClause} ORDER BY created_at, message_id LIMIT ?`,
+      `SELECT * FROM outbox WHERE state = 'pending' AND (next_attempt_at <= ? OR next_attempt_at > ?) ${viaClause} ORDER BY created_at, message_id LIMIT ?`,
       params,
     );
   }
@@ -322,8 +365,37 @@ export class MessageStore {
 
   listOutbox(state?: OutboxEntry["state"]): OutboxEntry[] {
     return state
-      ? this.db.all<OutboxEntry>("SELECT * FROM outbox WHERE state = ? ORDER BY created_at", [state])
-      : this.db.all<OutboxEntry>("SELECT * FROM outbox ORDER BY created_at");
+      ? this.db.all<OutboxEntry>("SELECT * FROM outbox WHERE state = ? ORDER BY created_at, message_id", [state])
+      : this.db.all<OutboxEntry>("SELECT * FROM outbox ORDER BY created_at, message_id");
+  }
+
+  /**
+   * `flashlex outbox retry`: makes `pending` and `rejected` entries pending and due at `now`
+   * (their attempts and last error are kept). A `sent` entry is left alone: the receiver has it.
+   */
+  retryOutbox(ids: readonly string[], now: number): OutboxChange {
+    return this.db.transaction(() => {
+      const change: OutboxChange = { changed: [], missing: [], sent: [] };
+      for (const id of ids) {
+        const row = this.getOutbox(id);
+        if (!row) change.missing.push(id);
+        else if (row.state === "sent") change.sent.push(id);
+        else {
+          this.db.run("UPDATE outbox SET state = 'pending', next_attempt_at = ? WHERE message_id = ?", [now, id]);
+          change.changed.push(id);
+        }
+      }
+      return change;
+    });
+  }
+
+  /** `flashlex outbox drop`: deletes entries in any state. */
+  dropOutbox(ids: readonly string[]): OutboxChange {
+    return this.db.transaction(() => {
+      const change: OutboxChange = { changed: [], missing: [], sent: [] };
+      for (const id of ids) (this.db.run("DELETE FROM outbox WHERE message_id = ?", [id]).changes > 0 ? change.changed : change.missing).push(id);
+      return change;
+    });
   }
 
   markSent(messageId: string, at: number, response?: { status: number; body: string }): void {
@@ -333,7 +405,7 @@ export class MessageStore {
     );
   }
 
-  /** The receiver refused the message for good (a 4xx other than 408/429): retrying cannot help. */
+  /** The receiver refused the content for good (400, 409, 413, 415, 422): retrying cannot help. */
   markRejected(messageId: string, error: string, response: { status: number; body: string }): void {
     this.db.run(
       "UPDATE outbox SET state = 'rejected', attempts = attempts + 1, last_error = ?, response_status = ?, response_body = ? WHERE message_id = ?",
@@ -341,7 +413,18 @@ export class MessageStore {
     );
   }
 
-  /** A delivery attempt failed for a reason that may pass (network, 5xx): try again at `nextAttemptAt`. */
+  /**
+   * A row that cannot be sent at all (see outbox.ts `sendableEntry`). Matched with `IS`, so a
+   * row another program wrote with a NULL id is marked too instead of being tried forever.
+   */
+  markUnsendable(messageId: unknown, error: string): void {
+    this.db.run("UPDATE outbox SET state = 'rejected', attempts = attempts + 1, last_error = ? WHERE message_id IS ?", [
+      error,
+      (typeof messageId === "string" ? messageId : messageId === null || messageId === undefined ? null : String(messageId)) as SqlValue,
+    ]);
+  }
+
+  /** A delivery attempt failed for a reason that may pass (network, 5xx, 401): try again at `nextAttemptAt`. */
   markRetry(messageId: string, error: string, nextAttemptAt: number): void {
     this.db.run("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE message_id = ?", [
       error,

@@ -35,25 +35,40 @@ export function parseEgressDocument(text: string, source: string): string {
  * Egress: the message is committed to the outbox first, then delivered once now. Whatever
  * happens to that attempt, the message is either delivered, refused by the API for good, or
  * still queued for `serve`: never lost.
+ *
+ * `queueLimit` is `offlinePublishQueueing`, with the Python SDK's meaning: -1 queues without a
+ * limit; N > 0 lets at most N messages wait; 0 means no offline queueing at all. When the
+ * attempt does not deliver and the message may not wait (0, or N already waiting), its row is
+ * taken out again and FlashlexError(TEMPFAIL, exit 75) says that nothing was queued.
  */
 export async function collect(deps: {
   store: MessageStore;
   body: string;
   via: OutboxVia;
-  /** offlinePublishQueueing: -1 no limit, N at most N messages waiting */
+  /** offlinePublishQueueing: -1 no limit, 0 no queueing, N at most N messages waiting */
   queueLimit: number;
   deliver: (entry: OutboxEntry) => Promise<DeliveryOutcome>;
 }): Promise<CollectResult> {
   const { store, queueLimit } = deps;
-  const pending = store.countPending();
-  if (queueLimit >= 0 && pending >= Math.max(queueLimit, 1)) {
-    throw new FlashlexError(`the outbox holds ${pending} undelivered messages (offlinePublishQueueing: ${queueLimit}); nothing was queued`, ExitCode.TEMPFAIL);
-  }
   const messageId = randomUUID();
   const now = Date.now();
   store.enqueue({ messageId, body: deps.body, via: deps.via, now, notBefore: now + LEASE_MS });
   const entry = store.getOutbox(messageId)!;
-  const outcome = await deps.deliver(entry);
+  let outcome: DeliveryOutcome;
+  try {
+    outcome = await deps.deliver(entry);
+  } catch (err) {
+    // Kept as a retry: the row is on disk, and serve logs and retries it with backoff.
+    outcome = { kind: "retry", error: `delivery failed: ${(err as Error)?.message ?? String(err)}` };
+  }
+  if (outcome.kind === "retry" && queueLimit >= 0) {
+    const waiting = store.countPending() - 1;
+    if (waiting >= queueLimit) {
+      store.dropOutbox([messageId]);
+      const rule = queueLimit === 0 ? "offlinePublishQueueing is 0 (no offline queueing)" : `${waiting} messages already wait (offlinePublishQueueing: ${queueLimit})`;
+      throw new FlashlexError(`not delivered (${outcome.error}) and ${rule}: nothing was queued, try again later`, ExitCode.TEMPFAIL);
+    }
+  }
   recordOutcome(store, entry, outcome, Date.now());
   if (outcome.kind === "sent") return { messageId, outcome: "sent", status: outcome.status, body: outcome.body };
   if (outcome.kind === "rejected") return { messageId, outcome: "rejected", status: outcome.status, body: outcome.body, error: outcome.error };

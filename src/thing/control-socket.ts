@@ -2,10 +2,10 @@ import { chmodSync, existsSync, unlinkSync } from "node:fs";
 import { createServer, request, type IncomingMessage, type Server } from "node:http";
 import { join } from "node:path";
 import { ExitCode, FlashlexError, exitCodeOf } from "../errors.ts";
-import type { IngressMessage, IngressQuery, OutboxVia } from "../store/message-store.ts";
+import type { IngressMessage, IngressQuery, OutboxEntry, OutboxVia } from "../store/message-store.ts";
 import type { Logger } from "../log.ts";
 import { MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
-import type { ThingAccess } from "./access.ts";
+import type { OutboxState, ThingAccess } from "./access.ts";
 
 /**
  * A local HTTP endpoint on a Unix socket in the data directory (owner-only), through which
@@ -34,19 +34,38 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
       log.info("egress.collected", { messageId: result.messageId, via, outcome: result.outcome, status: result.status, error: result.error });
       return result;
     },
+    "POST /v1/outbox/list": async ({ state }: { state?: OutboxState }) => (await access.listOutbox(state)).map(toWireOutbox),
+    "POST /v1/outbox/retry": async ({ ids }: { ids: string[] }) => {
+      const change = await access.retryOutbox(ids);
+      if (change.changed.length) log.info("outbox.retried", { messageIds: change.changed.join(",") });
+      return change;
+    },
+    "POST /v1/outbox/drop": async ({ ids }: { ids: string[] }) => {
+      const change = await access.dropOutbox(ids);
+      if (change.changed.length) log.info("outbox.dropped", { messageIds: change.changed.join(",") });
+      return change;
+    },
   };
-  const server = createServer(async (req, res) => {
+  const server = createServer((req, res) => {
     const send = (status: number, answer: unknown) => {
       res.writeHead(status, { "Content-Type": "application/json" });
       res.end(JSON.stringify(answer));
     };
-    const route = routes[`${req.method} ${req.url}`];
-    if (!route) return send(404, { ok: false, error: `no route ${req.method} ${req.url}`, exitCode: ExitCode.USAGE });
-    try {
-      send(200, { ok: true, result: await route(await readJson(req)) });
-    } catch (err) {
-      send(200, { ok: false, error: (err as Error).message, exitCode: exitCodeOf(err) });
-    }
+    // One request never takes serve down: whatever a handler or an odd row throws becomes the
+    // answer, and if even that cannot be written the connection is dropped and the error logged.
+    const answer = async () => {
+      const route = routes[`${req.method} ${req.url}`];
+      if (!route) return send(404, { ok: false, error: `no route ${req.method} ${req.url}`, exitCode: ExitCode.USAGE });
+      try {
+        send(200, { ok: true, result: await route(await readJson(req)) });
+      } catch (err) {
+        send(200, { ok: false, error: (err as Error)?.message ?? String(err), exitCode: exitCodeOf(err) });
+      }
+    };
+    answer().catch((err) => {
+      log.error("control.request_failed", { route: `${req.method} ${req.url}`, error: (err as Error)?.message ?? String(err) });
+      res.destroy();
+    });
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -132,4 +151,20 @@ export function toWire(message: IngressMessage): WireMessage {
 export function fromWire(message: WireMessage): IngressMessage {
   const { payload, payloadBase64, ...rest } = message;
   return { ...rest, payload: payload ?? new Uint8Array(Buffer.from(payloadBase64 ?? "", "base64")) };
+}
+
+/** An outbox entry as JSON: a body that is not text (a row another program wrote) travels as base64. */
+export type WireOutboxEntry = Omit<OutboxEntry, "body"> & { body?: string; bodyBase64?: string };
+
+export function toWireOutbox(entry: OutboxEntry): WireOutboxEntry {
+  const { body, ...rest } = entry;
+  const raw: unknown = body;
+  if (typeof raw === "string") return { ...rest, body: raw };
+  if (raw instanceof Uint8Array) return { ...rest, bodyBase64: Buffer.from(raw).toString("base64") };
+  return { ...rest, body: String(raw) };
+}
+
+export function fromWireOutbox(entry: WireOutboxEntry): OutboxEntry {
+  const { body, bodyBase64, ...rest } = entry;
+  return { ...rest, body: body ?? (new Uint8Array(Buffer.from(bodyBase64 ?? "", "base64")) as unknown as string) };
 }

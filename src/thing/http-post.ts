@@ -1,4 +1,4 @@
-import { request as httpRequest } from "node:http";
+import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
 import { request as httpsRequest } from "node:https";
 import { rootCertificates } from "node:tls";
 
@@ -6,6 +6,8 @@ export interface PostResult {
   status: number;
   statusText: string;
   body: string;
+  /** the answer's headers, names in lower case (`date`, `www-authenticate`) */
+  headers: IncomingHttpHeaders;
 }
 
 /**
@@ -32,7 +34,7 @@ export function postText(url: string, opts: { headers: Record<string, string>; b
           size += chunk.length;
           if (size <= 1024 * 1024) chunks.push(chunk);
         });
-        res.on("end", () => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? "", body: Buffer.concat(chunks).toString("utf8") }));
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? "", body: Buffer.concat(chunks).toString("utf8"), headers: res.headers }));
         res.on("error", reject);
       },
     );

@@ -19,6 +19,11 @@ export interface Receiver {
   received: Received[];
   /** requests refused, with the reason */
   refused: string[];
+  /**
+   * When set, an authenticated request is answered with this status (and the envelope) and not
+   * stored: a receiver that refuses the content (413, 422, ...) or is in trouble (503).
+   */
+  answerStatus?: number;
   stop(): Promise<void>;
 }
 
@@ -49,6 +54,10 @@ export async function startReceiver(opts: { thingId: string; publicKeyPem: strin
         });
         if (payload.exp! - payload.nbf! !== 720) throw new Error(`lifetime ${payload.exp! - payload.nbf!}`);
         const messageId = request.headers.get("x-flashlex-message-id");
+        if (receiver.answerStatus) {
+          refused.push(`answered ${receiver.answerStatus}`);
+          return Response.json({ status: "ERROR", code: receiver.answerStatus, messages: [{ key: "message", value: "refused by the test" }] }, { status: receiver.answerStatus });
+        }
         const body = await request.json();
         received.push({ messageId, body, claims: payload as Record<string, unknown>, header: header as Record<string, unknown> });
         const result = { message: "Message collected.", flthingspk: opts.thingId, flmessagespk: messageId };
@@ -59,11 +68,12 @@ export async function startReceiver(opts: { thingId: string; publicKeyPem: strin
       }
     },
   });
-  return {
+  const receiver: Receiver = {
     url: `http://127.0.0.1:${server.port}`,
     port: server.port!,
     received,
     refused,
     stop: async () => void (await server.stop(true)),
   };
+  return receiver;
 }
