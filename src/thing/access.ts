@@ -62,7 +62,7 @@ export function databaseAccess(
   const clock = new HubClock(log);
   const deliver = serveHooks?.deliverers ?? {
     http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity: getIdentity(), clock }),
-    mqtt: (entry: OutboxEntry) => deliverOverOwnSession(entry, { config, identity: getIdentity(), store, log }),
+    mqtt: (entry: OutboxEntry) => deliverOverOwnSession(entry, { config, identity: getIdentity(), store, log, clock }),
   };
   return {
     via: "database",
@@ -110,7 +110,7 @@ function serveAccess(dataDir: string): ThingAccess {
  */
 async function deliverOverOwnSession(
   entry: OutboxEntry,
-  deps: { config: ThingConfig; identity: ThingIdentity; store: MessageStore; log: Logger },
+  deps: { config: ThingConfig; identity: ThingIdentity; store: MessageStore; log: Logger; clock: HubClock },
 ): Promise<DeliveryOutcome> {
   const session = new ThingSession({
     config: deps.config,

@@ -1,7 +1,7 @@
 import type { ThingConfig } from "../config/load.ts";
 import { signThingToken } from "../crypto/jwt.ts";
 import type { OutboxEntry } from "../store/message-store.ts";
-import { postText, type PostResult } from "./http-post.ts";
+import { requestText, type PostResult } from "./http-post.ts";
 import { bearerErrorDescription, describeOffset, SKEW_THRESHOLD_MS, type HubClock } from "./hub-clock.ts";
 import type { ThingIdentity } from "./identity.ts";
 import { describeError, type ThingSession } from "./session.ts";
@@ -57,7 +57,7 @@ export async function deliverHttp(
   const { clock } = deps;
   const post = async (): Promise<PostResult> => {
     const token = await signThingToken({ thingId: deps.identity.thingId, privateKey: deps.identity.privateKey, now: clock?.nowSeconds() });
-    return postText(collectUrl(deps.config), {
+    return requestText(collectUrl(deps.config), {
       headers: {
         Authorization: `Bearer ${token}`,
         "Content-Type": "application/json",
@@ -84,14 +84,20 @@ export async function deliverHttp(
 /**
  * Publishes one outbox entry to the egress topic. The envelope carries the thing's JWT, so the
  * hub authenticates the message the same way as over HTTP even behind a broker that does not
- * tell it who published. With a `clock`, the token carries the hub's time as measured by the
- * last HTTP answer (MQTT has no `Date` of its own).
+ * tell it who published. With a `clock`, the token carries the hub's time.
+ *
+ * MQTT has no `Date` of its own, and the hub cannot refuse one PUBLISH (MQTT 3.1.1 has no
+ * negative PUBACK): it acknowledges an envelope whose token it refuses and drops it. So a wrong
+ * device clock would lose MQTT egress silently. The clock is therefore measured over HTTP
+ * before signing when the last measurement is older than `CLOCK_MAX_AGE_MS` (one GET to the
+ * collect URL, which every hub answers with a `Date`, 405 included; no token is sent).
  */
 export async function deliverMqtt(
   entry: Pick<OutboxEntry, "message_id" | "body">,
   deps: { config: ThingConfig; identity: ThingIdentity; session: ThingSession; clock?: HubClock },
 ): Promise<DeliveryOutcome> {
   if (!deps.session.connected) return { kind: "retry", error: "not connected to the broker" };
+  if (deps.clock?.isStale(CLOCK_MAX_AGE_MS)) await measureHubClock(deps.clock, deps);
   const token = await signThingToken({ thingId: deps.identity.thingId, privateKey: deps.identity.privateKey, now: deps.clock?.nowSeconds() });
   const envelope = JSON.stringify({
     messageId: entry.message_id,
@@ -104,6 +110,24 @@ export async function deliverMqtt(
     return { kind: "sent" };
   } catch (err) {
     return { kind: "retry", error: describeError(err) };
+  }
+}
+
+/** How old the clock measurement may be when an MQTT token is signed. */
+export const CLOCK_MAX_AGE_MS = 10 * 60_000;
+
+/**
+ * Reads the hub's time from the `Date` of a GET to the collect URL (no token; the hub answers
+ * 405) and tells the clock. A hub that cannot be reached leaves the clock as it was: tokens are
+ * then signed with the device's time, as without correction.
+ */
+export async function measureHubClock(clock: HubClock, deps: { config: ThingConfig; identity: ThingIdentity }): Promise<void> {
+  clock.attempted();
+  try {
+    const response = await requestText(collectUrl(deps.config), { method: "GET", extraCaPem: deps.identity.caPem, timeoutMs: 10_000 });
+    clock.observe(headerText(response.headers.date), Date.now());
+  } catch {
+    // unreachable: nothing learned
   }
 }
 

@@ -33,6 +33,8 @@ export class HubClock {
   /** what is added to the local clock when signing: 0 unless the clock was found wrong */
   private appliedMs = 0;
   private skewed = false;
+  /** local time (ms) of the last measurement, or of the last attempt to measure */
+  private measuredAt: number | undefined;
 
   constructor(
     private readonly log: Logger,
@@ -42,6 +44,18 @@ export class HubClock {
   /** The time to sign with, in Unix seconds (the hub's time when the local clock was found wrong). */
   nowSeconds(): number {
     return Math.floor((this.localNow() + this.appliedMs) / 1000);
+  }
+
+  /** True when nothing was measured (or tried) within the last `maxAgeMs` of local time. */
+  isStale(maxAgeMs: number): boolean {
+    const now = this.localNow();
+    // A local clock that jumped back makes the last measurement "in the future": stale too.
+    return this.measuredAt === undefined || now - this.measuredAt > maxAgeMs || now < this.measuredAt;
+  }
+
+  /** An attempt to measure is under way: do not start another for `isStale`'s age. */
+  attempted(): void {
+    this.measuredAt = this.localNow();
   }
 
   /** Milliseconds currently added to the local clock (0 while the clock is in step). */
@@ -59,6 +73,7 @@ export class HubClock {
   observe(date: string | undefined, receivedAt: number, refusal?: string): boolean {
     const hubMs = date ? Date.parse(date) : NaN;
     if (!Number.isFinite(hubMs)) return false;
+    this.measuredAt = receivedAt;
     // The header drops the milliseconds: the hub's time was somewhere in that second, take its middle.
     const measured = hubMs + 500 - receivedAt;
     const before = this.appliedMs;

@@ -157,6 +157,22 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
     expectStoredOnce(await storedCounts(), ids);
   }, 30_000);
 
+  test("collect --via mqtt (no Date of its own): the hub's time is read over HTTP first, so the message is stored, not dropped", async () => {
+    const ids: string[] = [];
+    // -50 min, not -1 d: TLS itself refuses the hub's certificates, issued minutes ago and
+    // backdated one hour, to a clock a day behind (the token is what this test is about).
+    for (const offset of ["+30m", "-50m"]) {
+      tally("faults");
+      const result = await run(["collect", "--via", "mqtt", "--json", ...thing.flags], { input: JSON.stringify({ offset, via: "mqtt" }), env: fakeClock({ offset }) });
+      expect(result.code, explain(result)).toBe(0);
+      ids.push(JSON.parse(result.stdout).messageId);
+      expect(count(result.stderr, /WARN +clock\.skewed/), result.stderr).toBe(1);
+    }
+    // the hub acknowledges an MQTT envelope it refuses: only its record proves the delivery
+    await waitUntil("both stored by the hub", async () => (await storedCounts()).has(ids[1]!) && (await storedCounts()).has(ids[0]!));
+    expectStoredOnce(await storedCounts(), ids);
+  }, 30_000);
+
   test("serve: queued messages go out a day behind, and through live jumps (+0, +30 min); one WARN per episode", async () => {
     // Messages queued before serve starts (what a thing offline with a wrong clock collects).
     const now = Date.now();
