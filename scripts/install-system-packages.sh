@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the tests, the demo and the release use: Mosquitto (the reference broker, with
-# its clients), sqlite3 (to check the database file with the real CLI), xz-utils (release
-# archives), and qemu-user-static with the arm64 and armhf runtime libraries (Debian multiarch)
-# to run the ARM binaries in the test suite; binutils-arm-linux-gnueabihf strips the armv7 Node.
+# its clients), sqlite3 (to check the database file with the real CLI), unzip (Info-ZIP, to check
+# the archives the hub streams), xz-utils (release archives), and qemu-user-static with the arm64
+# and armhf runtime libraries (Debian multiarch) to run the ARM binaries in the test suite;
+# binutils-arm-linux-gnueabihf strips the armv7 Node; faketime (libfaketime, LD_PRELOAD) runs
+# the agent under a wrong or jumping clock.
 # Idempotent; works as root (CI) or with sudo.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -10,7 +12,7 @@ SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 
 PACKAGES=(
-  mosquitto mosquitto-clients sqlite3 openssl systemd ca-certificates xz-utils
+  mosquitto mosquitto-clients sqlite3 openssl systemd ca-certificates xz-utils unzip faketime
   qemu-user-static libc6-arm64-cross
   libc6:armhf libstdc++6:armhf libatomic1:armhf binutils-arm-linux-gnueabihf
 )

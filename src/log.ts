@@ -29,17 +29,66 @@ export interface LoggerOptions {
   now?: () => Date;
 }
 
+/**
+ * What never reaches a log line raw, wherever a value came from (a request path, a header, an
+ * MQTT client id or topic): C0 controls (NUL, BEL, ESC, newline...), DEL and the C1 controls
+ * (\p{Cc}), format characters such as bidi overrides and zero-width marks (\p{Cf}), the line and
+ * paragraph separators U+2028/U+2029, and lone surrogates (\p{Cs}; a valid pair is one astral
+ * code point and does not match). One event is always one printable line.
+ */
+const UNSAFE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu;
+/** Left unquoted: printable ASCII except space, `"`, `=` and `\`. */
+const BARE_VALUE = /^[!#-<>-[\]-~]+$/;
+const BARE_KEY = /^[A-Za-z0-9_.-]+$/;
+
+/**
+ * `text` as a JSON string literal (RFC 8259) in which every UNSAFE character is a `\uXXXX`
+ * escape (both halves for an astral one): `JSON.parse` gives `text` back exactly.
+ */
+export function quoteLogText(text: string): string {
+  // JSON.stringify escapes C0, `"`, `\` and lone surrogates; the rest of UNSAFE is escaped here.
+  return JSON.stringify(text).replace(UNSAFE, (ch) => {
+    let escaped = "";
+    for (let i = 0; i < ch.length; i++) escaped += `\\u${ch.charCodeAt(i).toString(16).padStart(4, "0")}`;
+    return escaped;
+  });
+}
+
 function formatValue(value: unknown): string {
   if (value instanceof Error) value = value.message;
   if (value === undefined) return "";
-  const text = typeof value === "string" ? value : JSON.stringify(value);
-  return /^[^\s"=]+$/.test(text) ? text : JSON.stringify(text);
+  let text: string;
+  if (typeof value === "string") text = value;
+  else {
+    try {
+      // undefined for functions and symbols; throws for a bigint or a cycle
+      text = JSON.stringify(value) ?? String(value);
+    } catch {
+      try {
+        text = String(value);
+      } catch {
+        text = "[unprintable]";
+      }
+    }
+  }
+  return BARE_VALUE.test(text) ? text : quoteLogText(text);
 }
 
+/** A key or an event name: bare when it is a plain identifier, else quoted like a value. */
+function formatName(name: string): string {
+  return BARE_KEY.test(name) ? name : quoteLogText(name);
+}
+
+/**
+ * `key=value` pairs separated by spaces. Values that are not plain printable ASCII are quoted
+ * as JSON strings with every control or invisible character escaped (see UNSAFE), so a line
+ * holds no control character and no line break whatever the fields; keys are escaped the same
+ * way. Values under keys that name a secret are `[redacted]`.
+ */
 export function formatFields(fields: Fields): string {
   return Object.entries(fields)
     .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${k}=${SECRET_KEY.test(k) ? "[redacted]" : formatValue(v)}`)
+    .map(([k, v]) => `${formatName(k)}=${SECRET_KEY.test(k) ? "[redacted]" : formatValue(v)}`)
     .join(" ");
 }
 
@@ -52,7 +101,8 @@ export function createLogger(options: LoggerOptions = {}, base: Fields = {}): Lo
   const emit = (level: Level, event: string, fields: Fields = {}) => {
     if (ORDER[level] < threshold) return;
     const rest = formatFields({ ...base, ...fields });
-    const body = rest ? `${event} ${rest}` : event;
+    const name = formatName(event);
+    const body = rest ? `${name} ${rest}` : name;
     write(journald ? `<${PRIORITY[level]}>${body}` : `${now().toISOString()} ${level.toUpperCase().padEnd(5)} ${body}`);
   };
 

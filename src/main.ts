@@ -8,6 +8,7 @@ import { bootstrap } from "./commands/bootstrap.ts";
 import { collectCommand } from "./commands/collect.ts";
 import { THING_FLAG_HELP } from "./commands/common.ts";
 import { messagesAck, messagesDelete, messagesList } from "./commands/messages.ts";
+import { outboxDrop, outboxList, outboxRetry } from "./commands/outbox.ts";
 import { serve } from "./commands/serve.ts";
 import { installService, uninstallService } from "./commands/service.ts";
 import { hubCommandTable, hubOptionUnion, matchHubCommand, type HubCommandSpec } from "./commands/hub.ts";
@@ -18,11 +19,13 @@ const EXIT_CODES = `Exit codes:
   0   ok
   1   a bootstrap check failed
   64  usage: unknown command or flag, a flag value that is not valid (e.g. --limit abc)
-  65  bad input data: not JSON, not UTF-8, too large, unknown message id; nothing was queued
+  65  bad input data: not JSON, not UTF-8, too large, unknown message id; nothing was queued;
+      collect: the API refused the message for good (kept as rejected, see \`outbox list\`)
   69  service unavailable: the message is queued and \`serve\` delivers it later
   70  internal error (a bug; please report it)
   74  I/O error: disk full, read-only file system, damaged database (the message names the file)
-  75  try again later: the outbox is full, the database is busy, or another serve runs on this data directory
+  75  try again later: not delivered and nothing was queued (offlinePublishQueueing: 0, or N
+      messages already wait), the database is busy, or another serve runs on this data directory
   77  permission denied (install-service needs root)
   78  configuration error: the message names the file and the key (also: a certificate or key
       that cannot be used, a database of another application or of a newer flashlex)`;
@@ -68,6 +71,19 @@ export function buildCli(setExit: (code: number | Promise<number>) => void): CAC
       if (action === "ack") return setExit(messagesAck(flags, ids));
       if (action === "delete") return setExit(messagesDelete(flags, ids));
       throw new UsageError(`messages: unknown action ${JSON.stringify(action)} (list, ack, delete)`);
+    });
+
+  thingCommand(cli, "outbox <action> [...ids]", "Egress not yet delivered or refused: `list` (--state, --json), `retry ID...` (rejected → pending, due now), `drop ID...`")
+    .option("--state <state>", "list: only pending, sent or rejected messages")
+    .option("--json", "list: one JSON object per line")
+    .action((action: string, ids: string[], flags) => {
+      if (action === "list") {
+        if (ids.length) throw new UsageError("outbox list takes no ids");
+        return setExit(outboxList(flags));
+      }
+      if (action === "retry") return setExit(outboxRetry(flags, ids));
+      if (action === "drop") return setExit(outboxDrop(flags, ids));
+      throw new UsageError(`outbox: unknown action ${JSON.stringify(action)} (list, retry, drop)`);
     });
 
   thingCommand(cli, "install-service", "Install, enable and start the systemd unit for `serve` (root)")

@@ -1,8 +1,9 @@
 import { ExitCode, UsageError } from "../errors.ts";
 import { createLogger } from "../log.ts";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
 import { openThingAccess } from "../thing/access.ts";
 import { parseEgressDocument } from "../thing/collect.ts";
-import { MAX_EGRESS_BYTES } from "../thing/egress.ts";
+import { loadIdentity } from "../thing/identity.ts";
 import { loadConfigFromFlags, type ThingFlags } from "./common.ts";
 import { readDocument } from "./input.ts";
 
@@ -11,8 +12,11 @@ export async function collectCommand(flags: ThingFlags & { file?: string; via?: 
   const via = String(flags.via ?? "http");
   if (via !== "http" && via !== "mqtt") throw new UsageError(`--via must be http or mqtt, not ${via}`);
   const config = loadConfigFromFlags(flags, log);
-  const body = parseEgressDocument(await readDocument(flags.file, MAX_EGRESS_BYTES), flags.file ?? "stdin");
-  const access = await openThingAccess(config, log);
+  // Identity first: a key that does not fit its certificate is a configuration error (78), and
+  // the message must not be queued only to be refused by the hub later.
+  const identity = loadIdentity(config);
+  const body = parseEgressDocument(await readDocument(flags.file, DEFAULT_PAYLOAD_LIMIT_BYTES), flags.file ?? "stdin");
+  const access = await openThingAccess(config, log, identity);
   try {
     const result = await access.collect(body, via);
     if (flags.json) {
@@ -29,7 +33,7 @@ export async function collectCommand(flags: ThingFlags & { file?: string; via?: 
     }
     if (result.outcome === "sent") return ExitCode.OK;
     if (result.outcome === "rejected") {
-      console.error(`collect: the API refused message ${result.messageId}: ${result.error}`);
+      console.error(`collect: the API refused message ${result.messageId}: ${result.error}; it is kept as rejected (flashlex outbox list --state rejected)`);
       return ExitCode.DATA;
     }
     console.error(`collect: message ${result.messageId} is queued (${result.error}); \`flashlex serve\` will deliver it`);

@@ -10,7 +10,7 @@ import { resolve } from "node:path";
 import { ExitCode, FlashlexError, InputError, UsageError } from "../errors.ts";
 import { createLogger } from "../log.ts";
 import { thingJson } from "../hub/api.ts";
-import { buildArchive, isoSeconds } from "../hub/archive.ts";
+import { isoSeconds, openArchive, writeArchiveFile } from "../hub/archive.ts";
 import { defaultHubDir, initHub, openHubHome, type HubHome } from "../hub/home.ts";
 import { openHubStore, thingStatus, type HubStore, type MessageType, type ThingRecord } from "../hub/hub-store.ts";
 import { localRequest, withCliToken } from "../hub/local-client.ts";
@@ -19,8 +19,10 @@ import { createThing, findThing, readDistribution, revokeThing, thingTopics } fr
 import { hubCrlPath, writeRevocationLists } from "../hub/revocation-list.ts";
 import { serveHub } from "../hub/server.ts";
 import { rotateOperatorToken } from "../hub/tokens.ts";
+import { THING_KEY_TYPES } from "../crypto/keys.ts";
 import { untilSignal } from "./common.ts";
 import { parseTime, readDocument } from "./input.ts";
+import { MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
 
 type Options = Record<string, unknown>;
 
@@ -127,7 +129,9 @@ export async function hubInit(options: Options): Promise<number> {
 
 export function hubThingCreate(args: string[], options: Options): Promise<number> {
   return withHub(options, async (home, store) => {
-    const { thing, distribution } = await createThing(home, store, required(args, "the thing name"));
+    const keyType = str(options.keyType) ?? "rsa";
+    if (!(THING_KEY_TYPES as readonly string[]).includes(keyType)) throw new UsageError(`--key-type must be ${THING_KEY_TYPES.join(" or ")}, not ${keyType}`);
+    const { thing, distribution } = await createThing(home, store, required(args, "the thing name"), Date.now, { keyType });
     const output = str(options.output);
     if (output) {
       copyFileSync(distribution, output);
@@ -138,7 +142,7 @@ export function hubThingCreate(args: string[], options: Options): Promise<number
       return ExitCode.OK;
     }
     const topics = thingTopics(thing.name);
-    console.log(`created thing ${thing.name} (id ${thing.id})`);
+    console.log(`created thing ${thing.name} (id ${thing.id}, ${keyType === "ec" ? "EC P-256 key, ES256 tokens" : "RSA-2048 key, RS256 tokens"})`);
     console.log(`distribution: ${output ?? distribution}`);
     console.log(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
     console.log(`next: copy the zip and the flashlex binary to the thing, unzip, then:`);
@@ -211,14 +215,11 @@ export function hubSend(args: string[], options: Options): Promise<number> {
     const thing = await thingOrFail(home, store, required(args, "the thing"));
     const file = str(options.file);
     const limit = home.settings.api.payloadLimitBytes;
-    const text = await readDocument(file, limit);
-    if (Buffer.byteLength(text) > limit) throw new InputError(`the message is larger than the hub's limit of ${limit} bytes`);
-    let message: unknown;
-    try {
-      message = JSON.parse(text);
-    } catch {
-      throw new InputError(`${file ?? "stdin"}: not a JSON document`);
-    }
+    const source = file ?? "stdin";
+    const message = parseJsonDocument(await readDocument(file, limit), { maxBytes: limit, maxDepth: MAX_JSON_DEPTH, source });
+    // The publish body wraps the message: {"message": ...} must fit the hub's limit too.
+    const bodyBytes = Buffer.byteLength(JSON.stringify({ message }));
+    if (bodyBytes > limit) throw new InputError(`${source}: the message is ${bodyBytes} bytes as {"message": ...}, over the hub's ${limit}-byte limit`);
     const response = await withCliToken(store, (token) => localRequest<{ flmessagespk: string; online: boolean }>(home, token, "POST", `/things/${thing.id}/publish`, { message }));
     if (response.status !== 200 || !response.body) {
       const why = response.body?.messages[0]?.value ?? `HTTP ${response.status}`;
@@ -242,11 +243,16 @@ export function hubExport(args: string[], options: Options): Promise<number> {
     const endts = parseTime(str(options.until), "--until", true);
     const type = str(options.type);
     if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
-    const messages = await store.queryMessages(thing.id, { startts, endts, messagetype: type as MessageType | undefined });
-    const { fileName, zip } = buildArchive(thing.id, messages, home.settings.ownerId, new Date());
-    const output = resolve(str(options.output) ?? fileName);
-    writeFileSync(output, zip);
-    console.log(`${output}: ${messages.length} messages`);
+    const archive = await openArchive(store, {
+      thingId: thing.id,
+      ownerId: home.settings.ownerId,
+      query: { startts, endts, messagetype: type as MessageType | undefined },
+      at: new Date(),
+      payloadLimitBytes: home.settings.api.payloadLimitBytes,
+    });
+    const output = resolve(str(options.output) ?? archive.fileName);
+    const written = await writeArchiveFile(archive, output);
+    console.log(`${output}: ${written} messages`);
     return ExitCode.OK;
   })
 }
@@ -301,7 +307,12 @@ export const hubCommandTable: HubCommandSpec[] = [
     name: "hub thing create",
     args: "<name>",
     description: "Provision a thing: id, key pair, certificate, topics and its distribution zip",
-    options: [DIR_OPTION, { flags: "-o, --output <file>", description: "also write the distribution zip here (mode 0600)" }, JSON_OPTION],
+    options: [
+      DIR_OPTION,
+      { flags: "--key-type <type>", description: "rsa (default: RSA-2048, RS256 tokens) or ec (P-256, ES256 tokens)" },
+      { flags: "-o, --output <file>", description: "also write the distribution zip here (mode 0600)" },
+      JSON_OPTION,
+    ],
     run: hubThingCreate,
   },
   {

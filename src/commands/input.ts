@@ -1,18 +1,46 @@
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { InputError, UsageError } from "../errors.ts";
 
 /**
- * Reads a document from a file or stdin, stopping one byte past `limit` so an endless input
- * (stdin, /dev/zero) cannot fill memory. The text must be valid UTF-8 (RFC 3629; a leading BOM
- * is dropped): anything else is an InputError (exit 65) naming the source and the byte offset,
- * never silently turned into U+FFFD. A document over the limit comes back as decoded as it can
- * be, longer than `limit` bytes, for the caller's size check to report.
+ * Reads a document from a file or stdin, stopping one byte past `limit` so that neither an
+ * endless stdin nor a huge (or endless: a FIFO, /dev/zero) file can fill memory; the caller's
+ * check reports a document that is too large. A regular file's own size is checked first, so
+ * the error can name it. The text must be valid UTF-8 (RFC 3629; a leading BOM is dropped):
+ * anything else is refused naming the source and the byte offset, never silently turned into
+ * U+FFFD. A document over the limit comes back decoded as well as it can be, longer than
+ * `limit` bytes, for the caller's size check to report. Throws InputError (exit 65) for a file
+ * that cannot be read or is larger than `limit` bytes, and for text that is not UTF-8.
  */
 export async function readDocument(file: string | undefined, limit: number): Promise<string> {
-  const source = file ?? "stdin";
-  const bytes = file === undefined ? await readStdin(limit) : readFileLimited(file, limit);
+  const bytes = file ? readFileBounded(file, limit) : await readStdin(limit);
   if (bytes.length > limit) return Buffer.from(bytes).toString("utf8");
-  return decodeUtf8(bytes, source);
+  return decodeUtf8(bytes, file ?? "stdin");
+}
+
+function readFileBounded(file: string, limit: number): Buffer {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, "r");
+    const stat = fstatSync(fd);
+    if (stat.isFile() && stat.size > limit) throw new InputError(`${file}: ${stat.size} bytes is over the ${limit}-byte limit`);
+    return readBounded(fd, limit + 1);
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw new InputError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+async function readStdin(limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of process.stdin) {
+    chunks.push(chunk as Buffer);
+    size += (chunk as Buffer).length;
+    if (size > limit) break;
+  }
+  return Buffer.concat(chunks);
 }
 
 /** Decodes strict UTF-8; throws InputError naming `source` and the first bad byte's offset. */
@@ -37,40 +65,6 @@ function firstInvalidUtf8Byte(bytes: Uint8Array): number {
   return offset;
 }
 
-async function readStdin(limit: number): Promise<Uint8Array> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of process.stdin) {
-    chunks.push(chunk as Buffer);
-    size += (chunk as Buffer).length;
-    if (size > limit) break;
-  }
-  return Buffer.concat(chunks);
-}
-
-function readFileLimited(file: string, limit: number): Uint8Array {
-  let fd: number;
-  try {
-    fd = openSync(file, "r");
-  } catch (err) {
-    throw new InputError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? "error"})`);
-  }
-  try {
-    const buffer = Buffer.alloc(limit + 1);
-    let size = 0;
-    while (size < buffer.length) {
-      const n = readSync(fd, buffer, size, buffer.length - size, null);
-      if (n === 0) break;
-      size += n;
-    }
-    return buffer.subarray(0, size);
-  } catch (err) {
-    throw new InputError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? "error"})`);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 /**
  * A count flag (`--limit`): a whole number from 1 to `max`, in decimal digits. Anything else
  * (text, 0, negative, a fraction, too large) is a UsageError (exit 64) naming the flag.
@@ -82,6 +76,20 @@ export function countFlag(value: unknown, flag: string, max = 1_000_000_000): nu
     throw new UsageError(`${flag} must be a whole number from 1 to ${max}, not ${JSON.stringify(text)}`);
   }
   return Number(text);
+}
+
+/** Up to `max` bytes from `fd`, read until end of file or `max`. */
+function readBounded(fd: number, max: number): Buffer {
+  const buffer = Buffer.alloc(Math.min(max, 64 * 1024));
+  const chunks: Buffer[] = [];
+  let total = 0;
+  while (total < max) {
+    const n = readSync(fd, buffer, 0, Math.min(buffer.length, max - total), null);
+    if (n === 0) break;
+    chunks.push(Buffer.from(buffer.subarray(0, n)));
+    total += n;
+  }
+  return Buffer.concat(chunks);
 }
 
 /**

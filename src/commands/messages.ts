@@ -95,13 +95,19 @@ function toJson(row: IngressMessage) {
     ...payloadText(row),
     qos: row.qos,
     retain: Boolean(row.retain),
-    receivedAt: new Date(row.received_at).toISOString(),
-    ackedAt: row.acked_at === null ? null : new Date(row.acked_at).toISOString(),
+    receivedAt: iso(row.received_at),
+    ackedAt: row.acked_at === null ? null : iso(row.acked_at),
   };
 }
 
 function toLine(row: IngressMessage): string {
   const { payload, payloadBase64 } = payloadText(row);
   const shown = payload ?? `base64:${payloadBase64}`;
-  return `${row.id}\t${new Date(row.received_at).toISOString()}\t${row.topic}\t${shown}${row.acked_at ? "\t(acked)" : ""}`;
+  return `${row.id}\t${iso(row.received_at)}\t${row.topic}\t${shown}${row.acked_at ? "\t(acked)" : ""}`;
+}
+
+/** Unix ms as ISO 8601; a value another program stored that is not a time is shown as it is. */
+function iso(ms: unknown): string {
+  const date = new Date(typeof ms === "number" ? ms : NaN);
+  return Number.isNaN(date.getTime()) ? String(ms) : date.toISOString();
 }

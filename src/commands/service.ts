@@ -9,6 +9,8 @@ import { spawnSync } from "node:child_process";
 import { accessSync, chmodSync, chownSync, constants, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError, ExitCode, FlashlexError, UsageError, toFlashlexError } from "../errors.ts";
+import { loadThingConfig } from "../config/load.ts";
+import { loadIdentity } from "../thing/identity.ts";
 import { renderUnit, UNIT_TEMPLATE } from "../thing/unit.ts";
 import { COMMIT, VERSION } from "../version.ts";
 
@@ -91,6 +93,9 @@ function install(opts: InstallOptions, io: ServiceIO): number {
   const config = existingConfig(opts.config);
   const keys = existingDir(opts.keys ?? dirname(config), "keys directory");
   const data = absolute(opts.data ?? join(dirname(config), "data"));
+  // The unit would start a serve that exits 78 at once: the config and the thing's identity are
+  // checked before anything is written (the dry run checks too, so it shows the same refusal).
+  loadIdentity(loadThingConfig({ config, keys, data }));
   const account = serviceAccount(opts.user, config);
   const systemctl = opts.systemctl ?? "systemctl";
 

@@ -6,7 +6,17 @@ import { z } from "zod";
  * Times in the `mqtt` block are seconds, as in the Python SDK.
  */
 const seconds = z.number().nonnegative();
-const topic = z.object({ topic: z.string().min(1) });
+/**
+ * A topic the agent subscribes or publishes to as it is: a topic name, not a filter (MQTT 3.1.1
+ * §4.7): no `+`/`#` wildcards (the hub grants a thing its own topics only, so a filter is refused
+ * by the broker and the agent would reconnect in vain), no NUL, at most 65,535 bytes of UTF-8.
+ */
+const topicName = z
+  .string()
+  .min(1)
+  .refine((t) => !/[+#\u0000]/.test(t), "must be a topic name without the wildcards + and # (or NUL), e.g. ingress/<thing name>")
+  .refine((t) => Buffer.byteLength(t) <= 65535, "is longer than MQTT's 65,535 bytes");
+const topic = z.object({ topic: topicName });
 
 export const ThingYamlSchema = z.object({
   flashlex: z.object({

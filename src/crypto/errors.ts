@@ -10,9 +10,15 @@ export class CryptoError extends Error {
   }
 }
 
-/** Why a thing token was refused: short and stable, meant for logs and tests, not for clients. */
+/**
+ * Why a thing token was refused: short and stable, meant for logs and tests, not for clients
+ * (the hub tells a client only "expired" and "not yet valid", which need a valid signature).
+ * `unverifiable` is the catch-all for a failure no other reason names.
+ */
 export type TokenRefusal =
   | "malformed"
+  | "unsupported header"
+  | "unverifiable"
   | "algorithm not allowed"
   | "wrong kid"
   | "wrong typ"

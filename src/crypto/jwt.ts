@@ -1,14 +1,20 @@
 /**
- * Thing tokens: the JWT a thing signs with its own RSA key to authorise HTTPS egress, in the
- * Python SDK's format so old clients keep working (DESIGN.md, "Identity and tokens").
+ * Thing tokens: the JWT a thing signs with its own key to authorise HTTPS egress, in the
+ * Python SDK's format so old clients keep working (DESIGN.md, "Identity and tokens"). An RSA
+ * thing signs RS256 (RFC 7518 §3.3), an EC P-256 thing ES256 and a P-384 thing ES384 (§3.4);
+ * the header and claims are otherwise the same.
  *
- * Verification is deliberately narrower than "any valid JWT": RS256 only, the thing's own key
- * only, exact iss/aud, a bounded lifetime, and canonical base64url. Header checks run before
- * any signature work so that junk is refused cheaply and with a precise reason.
+ * Verification is deliberately narrower than "any valid JWT": exactly the algorithm the thing's
+ * registered key implies (`tokenAlgorithmFor`; an RSA thing's ES256 token and an EC thing's
+ * RS256 token are both refused), the thing's own key only, exact iss/aud, a bounded lifetime,
+ * and canonical base64url. Header checks run before any signature work so that junk is refused
+ * cheaply and with a precise reason, and every way a token can fail, including ones jose has no
+ * class for, ends as a TokenError: the hub answers 401 for all of them, never 500.
  */
 import { randomUUID, type KeyObject } from "node:crypto";
 import { decodeProtectedHeader, errors, jwtVerify, SignJWT, type JWTPayload } from "jose";
 import { CryptoError, TokenError } from "./errors.ts";
+import { tokenAlgorithmFor } from "./keys.ts";
 
 /** How far nbf is before, and exp after, the signing time (the Python SDK's window). */
 export const TOKEN_LIFETIME_SECONDS = 360;
@@ -31,15 +37,17 @@ function requireThingId(thingId: string): void {
   if (typeof thingId !== "string" || thingId.length === 0) throw new CryptoError("the thing id must not be empty");
 }
 
-/** Signs a token for `thingId`, valid from now-360 s to now+360 s. */
+/**
+ * Signs a token for `thingId`, valid from now-360 s to now+360 s (`now` in Unix seconds), with
+ * the algorithm the key implies. Throws CryptoError for a public key or an unsupported key.
+ */
 export async function signThingToken(opts: { thingId: string; privateKey: KeyObject; now?: number }): Promise<string> {
   requireThingId(opts.thingId);
-  if (opts.privateKey.type !== "private" || opts.privateKey.asymmetricKeyType !== "rsa") {
-    throw new CryptoError("a thing token must be signed with the thing's RSA private key");
-  }
+  if (opts.privateKey.type !== "private") throw new CryptoError("a thing token must be signed with the thing's private key");
+  const alg = tokenAlgorithmFor(opts.privateKey);
   const now = opts.now ?? nowSeconds();
   return new SignJWT({})
-    .setProtectedHeader({ alg: "RS256", kid: opts.thingId, typ: "JWT" })
+    .setProtectedHeader({ alg, kid: opts.thingId, typ: "JWT" })
     .setIssuer(issuerFor(opts.thingId))
     .setAudience(audienceFor(opts.thingId))
     .setNotBefore(now - TOKEN_LIFETIME_SECONDS)
@@ -78,21 +86,38 @@ function refusalFor(err: unknown): TokenError | undefined {
     return new TokenError("malformed");
   }
   if (err instanceof errors.JWSInvalid || err instanceof errors.JWTInvalid) return new TokenError("malformed");
+  // `crit` naming an extension we do not implement, `b64: false`, an unknown `zip`, ...
+  if (err instanceof errors.JOSENotSupported) return new TokenError("unsupported header");
   return undefined;
 }
 
 /**
- * Verifies a thing token against that thing's public key. Throws TokenError (with `reason`) for
- * any refused token; throws a plain CryptoError when the caller passes an unusable key.
+ * Verifies a thing token against that thing's public key (`now` in Unix seconds, skew and
+ * lifetime in seconds) and returns its claims. Throws TokenError, with a stable `reason`, for
+ * every token it does not accept, whatever the cause; throws a plain CryptoError only when the
+ * caller passes something that is not a supported public key (a bug, not a bad token).
  */
 export async function verifyThingToken(
   token: string,
   opts: { thingId: string; publicKey: KeyObject; now?: number; clockSkewSeconds?: number; maxLifetimeSeconds?: number },
 ): Promise<ThingTokenClaims> {
   requireThingId(opts.thingId);
-  if (opts.publicKey.type !== "public" || opts.publicKey.asymmetricKeyType !== "rsa") {
-    throw new CryptoError("thing tokens are verified with the thing's RSA public key");
+  if (opts.publicKey.type !== "public") throw new CryptoError("thing tokens are verified with the thing's public key");
+  const algorithm = tokenAlgorithmFor(opts.publicKey);
+  try {
+    return await verifyWith(token, algorithm, opts);
+  } catch (err) {
+    if (err instanceof TokenError) throw err;
+    // Whatever else a hostile token provokes (in jose or here) is still a refused token.
+    throw refusalFor(err) ?? new TokenError("unverifiable", { cause: err });
   }
+}
+
+async function verifyWith(
+  token: string,
+  algorithm: string,
+  opts: { thingId: string; publicKey: KeyObject; now?: number; clockSkewSeconds?: number; maxLifetimeSeconds?: number },
+): Promise<ThingTokenClaims> {
   const now = opts.now ?? nowSeconds();
   const skew = opts.clockSkewSeconds ?? 60;
   const maxLifetime = opts.maxLifetimeSeconds ?? 900;
@@ -104,18 +129,22 @@ export async function verifyThingToken(
   } catch {
     throw new TokenError("malformed");
   }
-  // Checked here, not only via jose's `algorithms`, so that "none" and HS256 (the classic
-  // public-key-as-HMAC-secret confusion) never reach key handling at all.
-  if (header.alg !== "RS256") throw new TokenError("algorithm not allowed");
+  // Checked here, not only via jose's `algorithms`, so that "none", HS256 (the classic
+  // public-key-as-HMAC-secret confusion) and the other key type's algorithm never reach key
+  // handling at all.
+  if (header.alg !== algorithm) throw new TokenError("algorithm not allowed");
   if (header.kid !== opts.thingId) throw new TokenError("wrong kid");
   if (header.typ !== undefined && (typeof header.typ !== "string" || header.typ.toUpperCase() !== "JWT")) {
     throw new TokenError("wrong typ");
   }
+  // Extensions (RFC 7515 §4.1.11 crit, RFC 7797 b64) change how a token is read; a thing never
+  // sends them, so a token with either is not one of ours, whatever jose would make of it.
+  if ("crit" in header || "b64" in header) throw new TokenError("unsupported header");
 
   let payload: JWTPayload;
   try {
     ({ payload } = await jwtVerify(token, opts.publicKey, {
-      algorithms: ["RS256"],
+      algorithms: [algorithm],
       issuer: issuerFor(opts.thingId),
       audience: audienceFor(opts.thingId),
       clockTolerance: skew,

@@ -5,9 +5,10 @@
  * inside a `bun build --compile` binary (node-forge is avoided). Parsing and signature checks
  * use node:crypto's X509Certificate.
  *
- * All keys are RSA-2048. EC P-256 would be quicker to generate, but RSA-2048 generation costs
- * tens of milliseconds here, and an RSA chain is what old FlashLex things (Python SDK, older
- * OpenSSL builds) were built and tested against, so compatibility wins.
+ * The CA and server keys are RSA-2048. EC P-256 would be quicker to generate, but RSA-2048
+ * generation costs tens of milliseconds here, and an RSA chain is what old FlashLex things (Python
+ * SDK, older OpenSSL builds) were built and tested against, so compatibility wins. Thing keys
+ * may be RSA or EC P-256/P-384 (`issueThingCertificate`).
  */
 // @peculiar/x509 uses tsyringe, which needs the Reflect metadata polyfill loaded before it.
 import "reflect-metadata";
@@ -15,7 +16,7 @@ import * as x509 from "@peculiar/x509";
 import { createPrivateKey, randomBytes, X509Certificate as NodeX509, type KeyObject, type webcrypto as wc } from "node:crypto";
 import { isIP } from "node:net";
 import { CryptoError } from "./errors.ts";
-import { loadPrivateKey, loadPublicKey, pemBlocks, spkiDer } from "./keys.ts";
+import { loadPrivateKey, loadPublicKey, pemBlocks, spkiDer, tokenAlgorithmFor } from "./keys.ts";
 
 // Bun and Node both have a global WebCrypto; passing it explicitly as well (below) means we do not
 // depend on whatever another module may have set as the library's default provider.
@@ -248,8 +249,9 @@ export async function issueServerCertificate(
 }
 
 /**
- * A TLS client certificate (CN = thing name) for a thing's existing RSA public key. The thing
- * keeps its private key; only the public half ever reaches the CA.
+ * A TLS client certificate (CN = thing name) for a thing's existing public key: RSA of 2048
+ * bits or more, or EC P-256/P-384 (`tokenAlgorithmFor` decides; anything else throws
+ * CryptoError). The thing keeps its private key; only the public half ever reaches the CA.
  */
 export async function issueThingCertificate(
   ca: CertifiedKey,
@@ -257,13 +259,12 @@ export async function issueThingCertificate(
 ): Promise<string> {
   const subject = commonName(opts.thingName, "the thing name");
   const key = loadPublicKey(opts.publicKeyPem);
-  if (key.asymmetricKeyType !== "rsa") throw new CryptoError(`a thing key must be RSA, got ${key.asymmetricKeyType ?? "unknown"}`);
-  const bits = key.asymmetricKeyDetails?.modulusLength;
-  // OpenSSL 3 at the Debian default security level refuses RSA below 2048 bits in TLS anyway.
-  if (bits !== undefined && bits < 2048) throw new CryptoError(`a thing key must have at least 2048 bits, got ${bits}`);
+  const algorithm = tokenAlgorithmFor(key);
   const dates = validity(opts, 3650);
+  // keyEncipherment is an RSA-only use (RFC 5480 §3 lists what an EC key may do).
+  const usages = algorithm === "RS256" ? x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment : x509.KeyUsageFlags.digitalSignature;
   return issueLeaf(ca, subject, new Uint8Array(spkiDer(key)), dates, [
-    new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
+    new x509.KeyUsagesExtension(usages, true),
     new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
   ]);
 }
@@ -296,9 +297,11 @@ export function describeCertificate(certPem: string): CertificateInfo {
 }
 
 /**
- * Checks that a certificate was signed by the root CA and is valid at `now`. Returns a
- * one-sentence reason instead of throwing, because callers (bootstrap, `check`) print it as-is.
- * A CA file that cannot be read is a configuration error and throws CryptoError.
+ * Checks that a certificate was signed directly by one CA certificate (the first of `caPem`) and
+ * is valid at `now`: the hub's view of the certificates it issued itself. It does not build
+ * chains (no intermediates, one root), so it is not how a thing's own chain is judged: bootstrap
+ * runs a real TLS handshake for that (src/thing/handshake-check.ts). Returns a one-sentence
+ * reason instead of throwing; a CA file that cannot be read throws CryptoError.
  */
 export function checkCertificate(certPem: string, caPem: string, now: Date): CertificateCheck {
   const caNode = parseNode(caPem);

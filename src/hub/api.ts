@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../log.ts";
-import { buildArchive, isoSeconds, storedMessageJson } from "./archive.ts";
+import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../protocol/limits.ts";
+import { archiveStream, isoSeconds, openArchive, storedMessageJson } from "./archive.ts";
 import { ingressTopic, type HubBroker } from "./broker.ts";
-import { CollectAuthError, Collector, MessageIdConflict } from "./collector.ts";
+import { bearerChallenge, CollectAuthError, Collector, MessageIdConflict } from "./collector.ts";
 import type { HubHome } from "./home.ts";
 import { thingStatus, type HubStore, type MessageQuery, type MessageRecord, type ThingRecord } from "./hub-store.ts";
 import {
@@ -15,9 +16,10 @@ import {
   parseJsonBody,
   readBodyLimited,
   requireJsonContentType,
+  streamResponse,
   unixSecondsParam,
 } from "./http.ts";
-import { createThing, deleteThing, ProvisionError, readDistribution, thingTopics } from "./provision.ts";
+import { createThing, deleteThing, ProvisionError, readDistribution, thingKeyType, thingTopics } from "./provision.ts";
 import { bearerToken, tokenMatchesAny } from "./tokens.ts";
 
 /**
@@ -75,6 +77,7 @@ export function thingJson(thing: ThingRecord, env: string) {
     lastSeenAt: iso(thing.lastSeenAt),
     revokedAt: iso(thing.revokedAt),
     certificateSerial: thing.certSerial,
+    keyType: thingKeyType(thing),
     topics: thingTopics(thing.name),
     distribution: thing.revokedAt === null ? `/${env}/v1/things/${thing.id}/dist` : null,
   };
@@ -122,9 +125,13 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     return query;
   }
 
-  async function jsonBody(request: Request): Promise<unknown> {
+  /**
+   * The request's JSON body within the hub's limits: `payloadLimitBytes` (413) and MAX_JSON_DEPTH
+   * levels of nesting (400), plus `extraDepth` for a body that wraps the message (publish).
+   */
+  async function jsonBody(request: Request, extraDepth = 0): Promise<unknown> {
     requireJsonContentType(request);
-    return parseJsonBody(await readBodyLimited(request, limit));
+    return parseJsonBody(await readBodyLimited(request, limit), { maxBytes: limit, maxDepth: MAX_JSON_DEPTH + extraDepth });
   }
 
   async function collect({ request, id }: Context): Promise<Response> {
@@ -135,7 +142,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     } catch (err) {
       if (err instanceof CollectAuthError) {
         log.warn("hub.collect_refused", { via: "http", thing_id: id, reason: err.reason });
-        throw new HttpError(401, "the thing token was refused", { "WWW-Authenticate": "Bearer" });
+        throw new HttpError(401, "the thing token was refused", { "WWW-Authenticate": bearerChallenge(err) });
       }
       throw err;
     }
@@ -155,7 +162,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
 
   async function publish({ request, id }: Context): Promise<Response> {
     const thing = await thingOr404(id);
-    const body = await jsonBody(request);
+    const body = await jsonBody(request, ENVELOPE_DEPTH);
     if (body === null || typeof body !== "object" || Array.isArray(body) || !("message" in body)) {
       throw new HttpError(400, 'the body must be {"message": ...}');
     }
@@ -190,9 +197,9 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         async handle({ request }) {
           const body = await jsonBody(request);
-          const name = body !== null && typeof body === "object" ? (body as { name?: unknown }).name : undefined;
+          const { name, keyType } = body !== null && typeof body === "object" ? (body as { name?: unknown; keyType?: unknown }) : { name: undefined, keyType: undefined };
           try {
-            const { thing } = await createThing(home, store, name as string, now);
+            const { thing } = await createThing(home, store, name as string, now, { keyType });
             log.info("hub.thing_created", { thing: thing.name, id: thing.id });
             return ok(thingJson(thing, settings.env), "Thing created.", 201);
           } catch (err) {
@@ -239,9 +246,13 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         async handle({ id, url }) {
           const thing = await thingOr404(id);
-          const messages = await store.queryMessages(thing.id, messageQuery(url.searchParams, true));
-          const { fileName, zip } = buildArchive(thing.id, messages, settings.ownerId, new Date(now()));
-          return fileResponse(zip, fileName);
+          const query = messageQuery(url.searchParams, true);
+          const archive = await openArchive(store, { thingId: thing.id, ownerId: settings.ownerId, query, at: new Date(now()), payloadLimitBytes: limit });
+          log.info("hub.archive", { thing: thing.name, messages: archive.count });
+          // Streamed: the status and headers are sent before the zip is complete, so a failure
+          // half way can only cut the download short (a zip without its end record is invalid).
+          const stream = archiveStream(archive, (err) => log.error("hub.archive_failed", { thing: thing.name, written: archive.written(), error: err }));
+          return streamResponse(stream, archive.fileName);
         },
       },
     },

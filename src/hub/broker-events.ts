@@ -1,7 +1,8 @@
 import type { Logger } from "../log.ts";
+import { ENVELOPE_DEPTH, ENVELOPE_OVERHEAD_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
 import { ingressTopic, type BrokerEvents, type ThingDirectory } from "./broker.ts";
 import { CollectAuthError, MessageIdConflict, type Collector } from "./collector.ts";
-import type { HubStore } from "./hub-store.ts";
+import { fromStore, StoreFailure, type HubStore } from "./hub-store.ts";
 import { isUuid } from "./http.ts";
 
 /**
@@ -9,77 +10,99 @@ import { isUuid } from "./http.ts";
  * authenticated by certificate; behind an external broker it is undefined, and the JWT in the
  * collect envelope is all the hub has, which is why the envelope carries one.
  *
- * A message that can never be stored (bad JSON, bad token, wrong thing) is logged and dropped:
- * the broker acknowledges it, since a retry would fail the same way. A storage failure throws,
- * so the broker does not acknowledge and the thing sends again.
+ * The rule for the PUBACK (the README's "acknowledge and drop"): only a failure of the database
+ * (a StoreFailure) rejects, so the broker does not acknowledge and the thing sends again. Anything
+ * about the message itself (not UTF-8, not JSON, nested too deep, too large, not an envelope, a
+ * token that cannot be verified for whatever reason, another thing's id, an unknown or revoked
+ * thing), and anything unexpected while handling it, is logged once at WARN and the message is
+ * acknowledged and dropped: a retry would fail the same way, and an MQTT 3.1.1 refusal would
+ * mean dropping the connection, which the thing answers by sending the same message forever.
  */
 export interface BrokerEventDeps {
   store: HubStore;
   collector: Collector;
   log: Logger;
-  /** the API's payload limit; an envelope may exceed it by the token's size */
+  /** the API's payload limit; an envelope may exceed it by ENVELOPE_OVERHEAD_BYTES (the token) */
   payloadLimitBytes: number;
   /** publishes to a thing's ingress topic (the bootstrap echo); absent: no echo */
   publish?: (topic: string, payload: string) => Promise<void>;
   now?: () => number;
 }
 
-/** Room for the envelope around the payload: ids, keys and a JWT (about 1 KB with RS256). */
-const ENVELOPE_OVERHEAD = 8 * 1024;
-
 type Publisher = { id: string; name: string } | undefined;
+
+/** A message dropped for what it is; `reason` goes to the WARN line. */
+class Dropped extends Error {
+  constructor(
+    readonly event: string,
+    readonly reason: string,
+    readonly fields: Record<string, unknown> = {},
+  ) {
+    super(reason);
+  }
+}
 
 export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { handleThingPublish: NonNullable<BrokerEvents["onThingPublish"]> } {
   const now = deps.now ?? Date.now;
   const log = deps.log;
+  const maxBytes = deps.payloadLimitBytes + ENVELOPE_OVERHEAD_BYTES;
+
+  /** The payload as a JSON object within the limits (the message nests one level inside the envelope). */
+  function parseEnvelope(payload: Buffer, event: string): Record<string, unknown> {
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(payload);
+    } catch {
+      throw new Dropped(event, "the payload is not valid UTF-8");
+    }
+    let value: unknown;
+    try {
+      value = parseJsonDocument(text, { maxBytes, maxDepth: MAX_JSON_DEPTH + ENVELOPE_DEPTH, source: "the payload" });
+    } catch (err) {
+      if (err instanceof JsonDocumentError) throw new Dropped(event, err.message);
+      throw err;
+    }
+    if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Dropped(event, "the payload is not a JSON object");
+    return value as Record<string, unknown>;
+  }
 
   async function collect(publisher: Publisher, payload: Buffer): Promise<void> {
-    const envelope = parseObject(payload);
-    if (!envelope || !isUuid(envelope.thingId) || typeof envelope.token !== "string" || !("payload" in envelope)) {
-      log.warn("hub.collect_dropped", { via: "mqtt", thing: publisher?.name, reason: "not a collect envelope {messageId, thingId, token, payload}" });
-      return;
+    const envelope = parseEnvelope(payload, "hub.collect_dropped");
+    if (!isUuid(envelope.thingId) || typeof envelope.token !== "string" || !("payload" in envelope)) {
+      throw new Dropped("hub.collect_dropped", "not a collect envelope {messageId, thingId, token, payload}");
     }
-    if (envelope.messageId !== undefined && !isUuid(envelope.messageId)) {
-      log.warn("hub.collect_dropped", { via: "mqtt", thing: publisher?.name, reason: "messageId is not a UUID" });
-      return;
-    }
+    if (envelope.messageId !== undefined && !isUuid(envelope.messageId)) throw new Dropped("hub.collect_dropped", "messageId is not a UUID");
     // The embedded broker knows who published: a thing may not collect in another's name.
-    if (publisher && publisher.id !== envelope.thingId) {
-      log.warn("hub.collect_dropped", { via: "mqtt", thing: publisher.name, reason: "thingId is not the publisher's" });
-      return;
-    }
+    if (publisher && publisher.id !== envelope.thingId) throw new Dropped("hub.collect_dropped", "thingId is not the publisher's");
     let thing;
     try {
       thing = await deps.collector.authenticate(envelope.thingId, envelope.token);
     } catch (err) {
-      if (!(err instanceof CollectAuthError)) throw err;
-      log.warn("hub.collect_refused", { via: "mqtt", thing_id: envelope.thingId, reason: err.reason });
-      return;
+      if (err instanceof StoreFailure) throw err;
+      // A CollectAuthError, or whatever else the verifier threw: the token cannot be verified.
+      const reason = err instanceof CollectAuthError ? err.reason : `the token could not be verified (${(err as Error)?.message ?? String(err)})`;
+      throw new Dropped("hub.collect_refused", reason, { thing_id: envelope.thingId });
     }
     try {
       const result = await deps.collector.store(thing, envelope.messageId as string | undefined, JSON.stringify(envelope.payload));
       log.info("hub.collect", { via: "mqtt", thing: thing.name, message: result.message.flmessagespk, repeat: result.inserted ? undefined : true });
     } catch (err) {
-      if (!(err instanceof MessageIdConflict)) throw err;
-      log.warn("hub.collect_dropped", { via: "mqtt", thing: thing.name, message: envelope.messageId, reason: err.message });
+      if (err instanceof MessageIdConflict) throw new Dropped("hub.collect_dropped", err.message, { thing: thing.name, message: envelope.messageId });
+      throw err;
     }
   }
 
   async function test(publisher: Publisher, payload: Buffer): Promise<void> {
-    const body = parseObject(payload);
-    if (!body || !isUuid(body.thingId) || typeof body.thingName !== "string") {
-      log.warn("hub.test_dropped", { thing: publisher?.name, reason: "not a test message {thingId, thingName, message, sequence}" });
-      return;
+    const body = parseEnvelope(payload, "hub.test_dropped");
+    if (!isUuid(body.thingId) || typeof body.thingName !== "string") {
+      throw new Dropped("hub.test_dropped", "not a test message {thingId, thingName, message, sequence}");
     }
     // With an external broker nobody vouches for the publisher; the id and name must at least agree.
-    const thing = await deps.store.getThing(body.thingId);
+    const thing = await fromStore(() => deps.store.getThing(body.thingId as string));
     const matches = thing && thing.revokedAt === null && thing.name === body.thingName && (!publisher || publisher.id === thing.id);
-    if (!thing || !matches) {
-      log.warn("hub.test_dropped", { thing: publisher?.name, thing_id: body.thingId, reason: "thingId and thingName do not name the publishing thing" });
-      return;
-    }
+    if (!thing || !matches) throw new Dropped("hub.test_dropped", "thingId and thingName do not name the publishing thing", { thing_id: body.thingId });
     const first = thing.verifiedAt === null;
-    await deps.store.markVerified(thing.id, now());
+    await fromStore(() => deps.store.markVerified(thing.id, now()));
     log.info(first ? "hub.thing_verified" : "hub.test", { thing: thing.name, sequence: body.sequence as number | undefined });
     // `flashlex bootstrap` proves ingress by waiting for its test message, recognised by the
     // nonce it carries, to come back on its ingress topic. The `test` thread of `serve` sends no
@@ -95,14 +118,30 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
     }
   }
 
-  const handleThingPublish = async (publisher: Publisher, topic: string, payload: Buffer): Promise<void> => {
-    if (payload.length > deps.payloadLimitBytes + ENVELOPE_OVERHEAD) {
-      log.warn("hub.publish_dropped", { thing: publisher?.name, topic, bytes: payload.length, reason: "larger than the payload limit" });
-      return;
+  async function dispatch(publisher: Publisher, topic: string, payload: Buffer): Promise<void> {
+    if (payload.length > maxBytes) {
+      throw new Dropped("hub.publish_dropped", `the payload is ${payload.length} bytes, over the ${maxBytes}-byte limit`, { topic });
     }
     if (topic === "flashlex/collect") return collect(publisher, payload);
     if (topic === "flashlex/test") return test(publisher, payload);
-    if (publisher) await deps.store.markSeen(publisher.id, now());
+    if (publisher) await fromStore(() => deps.store.markSeen(publisher.id, now()));
+  }
+
+  /**
+   * Resolves when the message is stored or dropped (acknowledge it); rejects with StoreFailure
+   * only (do not acknowledge).
+   */
+  const handleThingPublish = async (publisher: Publisher, topic: string, payload: Buffer): Promise<void> => {
+    try {
+      await dispatch(publisher, topic, payload);
+    } catch (err) {
+      if (err instanceof StoreFailure) throw err;
+      if (err instanceof Dropped) {
+        log.warn(err.event, { via: "mqtt", thing: publisher?.name, ...err.fields, reason: err.reason });
+        return;
+      }
+      log.warn("hub.publish_dropped", { via: "mqtt", thing: publisher?.name, topic, reason: "the message could not be handled", error: err });
+    }
   };
 
   return {
@@ -127,13 +166,4 @@ export function createThingDirectory(lookup: (name: string) => { id: string; nam
       return thing && thing.revokedAt === null ? { id: thing.id, name: thing.name } : undefined;
     },
   };
-}
-
-function parseObject(payload: Buffer): Record<string, unknown> | undefined {
-  try {
-    const value = JSON.parse(payload.toString("utf8"));
-    return value !== null && typeof value === "object" && !Array.isArray(value) ? value : undefined;
-  } catch {
-    return undefined;
-  }
 }

@@ -39,8 +39,9 @@ export interface HubBroker {
   /** publish to a thing's ingress (QoS 1), untracked (the bootstrap echo); resolves once the broker accepted it */
   publish(topic: string, payload: string | Buffer): Promise<void>;
   /**
-   * Publishes a stored ingress message (QoS 1) to `ingress/<thingName>`; resolves once the broker
-   * accepted it. With `tracksDelivery` the broker also sees it through to the thing's PUBACK.
+   * Publishes a stored ingress message (QoS 1) to `ingress/<thingName>`, with its id added
+   * (src/protocol/ingress.ts); resolves once the broker accepted it. With `tracksDelivery` the
+   * broker also sees it through to the thing's PUBACK.
    */
   sendIngress(thingName: string, message: { flmessagespk: string; payload: string }): Promise<void>;
   /**

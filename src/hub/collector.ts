@@ -4,7 +4,7 @@ import { verifyThingToken } from "../crypto/jwt.ts";
 import { loadPublicKey } from "../crypto/keys.ts";
 import type { Logger } from "../log.ts";
 import { isoSeconds } from "./archive.ts";
-import type { HubStore, MessageRecord, ThingRecord } from "./hub-store.ts";
+import { fromStore, type HubStore, type MessageRecord, type ThingRecord } from "./hub-store.ts";
 import { isUuid } from "./http.ts";
 
 /**
@@ -19,6 +19,20 @@ export class CollectAuthError extends Error {
     super(`thing token refused: ${reason}`);
     this.name = "CollectAuthError";
   }
+}
+
+/**
+ * The `WWW-Authenticate` value for a refused thing (RFC 6750 §3): plain `Bearer` when no token
+ * came (§3.1: no error code then), `error="invalid_token"` for every refused token, and a
+ * description only when the signature verified but the time claims refused it: the caller
+ * proved it holds the key, so "token expired" / "token not yet valid" tells it nothing it could
+ * not know, and tells its owner that the device clock is the thing to fix.
+ */
+export function bearerChallenge(err: CollectAuthError): string {
+  if (err.reason === "no token") return "Bearer";
+  if (err.reason === "expired") return 'Bearer error="invalid_token", error_description="token expired"';
+  if (err.reason === "not yet valid") return 'Bearer error="invalid_token", error_description="token not yet valid"';
+  return 'Bearer error="invalid_token"';
 }
 
 /** The message id was already used by another thing. */
@@ -51,11 +65,14 @@ export class Collector {
     this.now = deps.now ?? Date.now;
   }
 
-  /** The thing `thingId` if `token` is a valid token it signed; CollectAuthError otherwise. */
+  /**
+   * The thing `thingId` if `token` is a valid token it signed; CollectAuthError otherwise.
+   * A failing database rejects with StoreFailure (hub-store.ts).
+   */
   async authenticate(thingId: string, token: string | undefined): Promise<ThingRecord> {
     if (!token) throw new CollectAuthError("no token");
     if (!isUuid(thingId)) throw new CollectAuthError("malformed thing id");
-    const thing = await this.deps.store.getThing(thingId);
+    const thing = await fromStore(() => this.deps.store.getThing(thingId));
     if (!thing) throw new CollectAuthError("unknown thing");
     if (thing.revokedAt !== null) throw new CollectAuthError("revoked thing");
     try {
@@ -70,20 +87,21 @@ export class Collector {
   /**
    * Stores one egress message under `messageId` (a new UUID when the sender gave none) and marks
    * the thing verified and seen. The row is committed before this resolves, so whatever the
-   * caller then acknowledges (HTTP 200, MQTT PUBACK) survives a kill -9.
+   * caller then acknowledges (HTTP 200, MQTT PUBACK) survives a kill -9. A failing database
+   * rejects with StoreFailure; an id another thing used, with MessageIdConflict.
    */
   async store(thing: ThingRecord, messageId: string | undefined, payloadJson: string): Promise<CollectResult> {
     const at = this.now();
-    const { inserted, message } = await this.deps.store.insertMessage({
+    const { inserted, message } = await fromStore(() => this.deps.store.insertMessage({
       flmessagespk: messageId ?? randomUUID(),
       thingId: thing.id,
       messagetype: "egress",
       payload: payloadJson,
       fltimestamp: Math.floor(at / 1000),
       datecreated: isoSeconds(at),
-    });
+    }));
     if (message.thingId !== thing.id) throw new MessageIdConflict();
-    await this.deps.store.markVerified(thing.id, at);
+    await fromStore(() => this.deps.store.markVerified(thing.id, at));
     return { thing, message, inserted };
   }
 

@@ -28,8 +28,10 @@ import tls from "node:tls";
 import type { Duplex } from "node:stream";
 import { Aedes, type Client } from "aedes";
 import type { Logger } from "../log.ts";
+import { ingressWirePayload } from "../protocol/ingress.ts";
 import { type BrokerEvents, type HubBroker, type ThingDirectory, ingressTopic, isHubTopic, mayPublish, maySubscribe } from "./broker.ts";
 import { IngressDelivery, type IngressLedger } from "./ingress-delivery.ts";
+import { createSessionPersistence } from "./session-persistence.ts";
 
 export interface EmbeddedBrokerOptions {
   host: string;
@@ -92,7 +94,20 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     }
   };
 
+  // Created before the broker, which needs it; the broker's events feed it (trackIngress).
+  const delivery = opts.ingress ? new IngressDelivery({ ledger: opts.ingress, publish: (topic, payload) => publishQos1(topic, payload), log }) : undefined;
+
   const broker = await Aedes.createBroker({
+    persistence: createSessionPersistence((clientId, messageId) =>
+      log.debug("mqtt.resend_acknowledged", { thing: clientId, packetId: messageId, note: "already acknowledged; sent again, stored once by the thing" }),
+    ),
+    preConnect(client, packet, done) {
+      // Before aedes restores the session: stop handing this thing new messages until it has
+      // resent what the session holds (IngressDelivery). Only for the certificate's own name.
+      const name = packet.clientId;
+      if (!delivery || !name || peerCommonName(client.conn) !== name) return done(null, true);
+      delivery.sessionConnecting(name).then(() => done(null, true));
+    },
     authenticate(client, _username, _password, done) {
       const cn = peerCommonName(client.conn);
       if (!cn) {
@@ -162,6 +177,16 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
         },
       );
     },
+
+    authorizeForward(client, packet) {
+      // A clean session's PUBACKs name no packet aedes kept: note what it was sent, in order.
+      // aedes downgrades to the subscription's QoS right after this hook, from the same
+      // (untyped) `client.subscriptions`; the clean-session test in hub-ingress.test.ts pins it.
+      if (delivery && client.clean && packet.qos > 0 && (subscriptionsOf(client)[packet.topic]?.qos ?? 0) > 0) {
+        delivery.forwardedToClean(client.id, packet.topic, packet.payload);
+      }
+      return packet;
+    },
   });
 
   // "client" fires once authenticated and registered, just before the CONNACK is written.
@@ -185,7 +210,6 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
         (err) => (err ? reject(err) : resolve()),
       );
     });
-  const delivery = opts.ingress ? new IngressDelivery({ ledger: opts.ingress, publish: publishQos1, log }) : undefined;
   if (delivery) trackIngress(broker, delivery);
 
   const sockets = new Set<tls.TLSSocket>();
@@ -233,7 +257,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     tracksDelivery: delivery !== undefined,
     publish: publishQos1,
     sendIngress(thingName, message) {
-      return delivery ? delivery.send(thingName, message) : publishQos1(ingressTopic(thingName), message.payload);
+      return delivery ? delivery.send(thingName, message) : publishQos1(ingressTopic(thingName), ingressWirePayload(message.payload, message.flmessagespk));
     },
     connected() {
       // Registered clients have passed `authenticate`; `connected` flips only after the CONNACK is flushed.
@@ -268,23 +292,36 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
  * (`authenticate` enforces it), so it names the ingress topic too.
  */
 function trackIngress(broker: Aedes, delivery: IngressDelivery) {
-  // Emitted once the client is registered, before aedes empties (clean) or sends (persistent) its queue.
+  // `preConnect` stopped hand-overs for the thing; "client" is emitted once the client is
+  // registered, before aedes empties (clean) or resends (persistent) its queue, and
+  // "clientReady" once that is done (lib/handlers/connect.js).
   broker.on("client", (client: Client) => {
     if (client.clean) delivery.sessionDiscarded(client.id);
   });
+  broker.on("clientReady", (client: Client) => delivery.sessionReady(client.id));
+  broker.on("clientDisconnect", (client: Client) => delivery.connectionClosed(client.id));
+  // A connection refused after `preConnect` (revoked, not authorized) ends here.
+  broker.on("clientError", (client: Client) => client.id && !client.connected && delivery.sessionReady(client.id));
   // Emitted after the subscription is stored and live, so a replay from here is queued in it.
   // Refused topics come with qos 128; a QoS 0 subscription gets no PUBACKs to track.
   broker.on("subscribe", (subs: { topic: string; qos: number }[], client: Client) => {
     const ingress = subs.find((s) => s.topic === ingressTopic(client.id));
-    if (!client.clean && ingress && (ingress.qos === 1 || ingress.qos === 2)) delivery.sessionSubscribed(client.id);
+    if (ingress && (ingress.qos === 1 || ingress.qos === 2)) delivery.sessionSubscribed(client.id, client.clean);
   });
   broker.on("unsubscribe", (topics: string[], client: Client) => {
     if (topics.includes(ingressTopic(client.id))) delivery.sessionUnsubscribed(client.id);
   });
   broker.on("ack", (packet: { cmd?: string; topic?: string; payload?: Buffer | string } | undefined, client: Client) => {
-    if (!packet || !client || packet.cmd !== "publish" || packet.topic !== ingressTopic(client.id)) return;
-    delivery.acknowledged(client.id, Buffer.isBuffer(packet.payload) ? packet.payload.toString("utf8") : String(packet.payload ?? ""));
+    if (!client) return;
+    if (client.clean) return delivery.cleanAcknowledged(client.id);
+    if (!packet || packet.cmd !== "publish" || packet.topic !== ingressTopic(client.id)) return;
+    delivery.acknowledged(client.id, packet.payload ?? "");
   });
+}
+
+/** The client's subscriptions by topic filter, as aedes keeps them (lib/client.js). */
+function subscriptionsOf(client: Client): Record<string, { qos: number } | undefined> {
+  return (client as Client & { subscriptions?: Record<string, { qos: number }> }).subscriptions ?? {};
 }
 
 /**

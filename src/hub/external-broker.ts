@@ -18,6 +18,7 @@
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { ConfigError, ExitCode, FlashlexError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { ingressWirePayload } from "../protocol/ingress.ts";
 import { type BrokerEvents, type HubBroker, type ThingDirectory, HUB_CLIENT_NAME, HUB_TOPICS, ingressTopic } from "./broker.ts";
 
 export interface ExternalBrokerOptions {
@@ -138,7 +139,7 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     url: opts.url,
     tracksDelivery: false,
     publish,
-    sendIngress: (thingName, message) => publish(ingressTopic(thingName), message.payload),
+    sendIngress: (thingName, message) => publish(ingressTopic(thingName), ingressWirePayload(message.payload, message.flmessagespk)),
     connected: () => undefined,
     async close() {
       await client.endAsync();

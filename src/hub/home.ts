@@ -7,6 +7,7 @@ import { stringify } from "yaml";
 import { generateRsaKeyPair } from "../crypto/keys.ts";
 import { createCertificateAuthority, issueServerCertificate, issueThingCertificate, type CertifiedKey } from "../crypto/x509.ts";
 import { ConfigError, UsageError } from "../errors.ts";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
 import { HUB_CLIENT_NAME } from "./broker.ts";
 import { DNS_NAME, HubYamlSchema, loadHubSettings, type HubSettings, type HubYaml } from "./hub-config.ts";
 import { openHubStore } from "./hub-store.ts";
@@ -190,7 +191,7 @@ function initialSettings(o: InitHubOptions): HubSettings {
         port: url.port ? Number(url.port) : 8080,
         publicUrl: publicUrl.replace(/\/+$/, ""),
         tls: https,
-        payloadLimitBytes: 256 * 1024,
+        payloadLimitBytes: DEFAULT_PAYLOAD_LIMIT_BYTES,
       },
       broker: {
         host: brokerHost,

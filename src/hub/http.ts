@@ -4,6 +4,8 @@ import { toFlashlexError, type ErrorKind } from "../errors.ts";
  * The old cloud's JSON envelope and the small HTTP helpers the API routes share. Every answer,
  * error or not, is `{status, code, messages: [{key, value}], result}` so a client parses one shape.
  */
+import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
+
 export interface Envelope<T = unknown> {
   status: "OK" | "ERROR";
   code: number;
@@ -91,6 +93,14 @@ export function fileResponse(bytes: Uint8Array, fileName: string, contentType = 
   });
 }
 
+/** A download whose length is not known in advance (sent chunked). */
+export function streamResponse(stream: ReadableStream<Uint8Array>, fileName: string, contentType = "application/zip"): Response {
+  return new Response(stream, {
+    status: 200,
+    headers: { "Content-Type": contentType, "Content-Disposition": `attachment; filename="${fileName}"` },
+  });
+}
+
 /** Refuses a body that is not `application/json` (any charset parameter is fine). */
 export function requireJsonContentType(request: Request): void {
   const type = (request.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
@@ -125,8 +135,12 @@ export async function readBodyLimited(request: Request, limit: number): Promise<
   return body;
 }
 
-/** Parses a JSON body; anything that is not valid UTF-8 JSON is a 400. */
-export function parseJsonBody(bytes: Uint8Array): unknown {
+/**
+ * Parses a JSON body within the protocol's limits (src/protocol/limits.ts): not valid UTF-8,
+ * blank, not JSON, or nested deeper than `maxDepth` is a 400; over `maxBytes` a 413 (normally
+ * caught earlier by readBodyLimited). The depth is checked before any recursive parsing.
+ */
+export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; maxBytes?: number } = {}): unknown {
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
@@ -135,8 +149,11 @@ export function parseJsonBody(bytes: Uint8Array): unknown {
   }
   if (text.trim() === "") throw new HttpError(400, "the body is empty; send a JSON document");
   try {
-    return JSON.parse(text);
-  } catch {
+    return parseJsonDocument(text, { maxDepth: limits.maxDepth ?? MAX_JSON_DEPTH, maxBytes: limits.maxBytes ?? bytes.byteLength, source: "the body" });
+  } catch (err) {
+    if (!(err instanceof JsonDocumentError)) throw err;
+    if (err.problem === "too_large") throw new HttpError(413, err.message);
+    if (err.problem === "too_deep") throw new HttpError(400, err.message);
     throw new HttpError(400, "the body is not valid JSON");
   }
 }

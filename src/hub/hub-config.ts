@@ -3,6 +3,7 @@ import { parse, parseDocument } from "yaml";
 import { isIP } from "node:net";
 import { z } from "zod";
 import { parseYamlFile, validate } from "../config/load.ts";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
 
 /**
  * `hub.yml`: the hub's own settings, written by `hub init` and read by every hub command. One
@@ -57,7 +58,7 @@ export const HubYamlSchema = z.object({
       /** serve HTTPS with the broker certificate (set false when a proxy terminates TLS) */
       tls: z.boolean().default(false),
       /** largest collect/publish body accepted, in bytes */
-      payloadLimitBytes: z.int().positive().default(256 * 1024),
+      payloadLimitBytes: z.int().positive().default(DEFAULT_PAYLOAD_LIMIT_BYTES),
     }),
     broker: z.object({
       /** `flashlex.thing.endpoint` in distributions: the name things connect to */

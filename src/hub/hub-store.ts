@@ -1,3 +1,4 @@
+import { chmodSync, closeSync, openSync, statSync } from "node:fs";
 import type { SqlDatabase } from "../store/driver.ts";
 import { applyPragmas, migrate } from "../store/migrate.ts";
 import { openSqlDatabase } from "../store/open.ts";
@@ -48,6 +49,28 @@ export const HUB_MIGRATIONS: readonly string[] = [
    UPDATE messages SET delivery = 'unknown' WHERE messagetype = 'ingress';
    CREATE INDEX messages_pending ON messages (thing_id, fltimestamp) WHERE delivery = 'pending';`,
 ];
+
+/**
+ * A failure of the database itself (I/O, disk full, locked, corrupt), as opposed to anything
+ * about the data a caller brought. Code that must tell the two apart (the MQTT egress path: only
+ * a storage failure may withhold the PUBACK, so the thing sends again) wraps its store calls
+ * with `fromStore`; `cause` is what the driver threw.
+ */
+export class StoreFailure extends Error {
+  constructor(cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause });
+    this.name = "StoreFailure";
+  }
+}
+
+/** Awaits a store call; whatever it rejects with comes back as a StoreFailure. */
+export async function fromStore<T>(call: () => Promise<T> | T): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw err instanceof StoreFailure ? err : new StoreFailure(err);
+  }
+}
 
 export interface ThingRecord {
   id: string;
@@ -107,6 +130,26 @@ export interface MessageQuery {
   messagetype?: MessageType;
 }
 
+/**
+ * A position in a thing's messages for keyset pagination: messages are ordered by
+ * (fltimestamp, seq), `seq` being the order of insertion (SQLite's rowid). Unlike OFFSET, a page
+ * after a cursor costs the same however far in it is, and rows inserted or deleted meanwhile
+ * neither repeat nor skip a message.
+ */
+export interface MessageCursor {
+  fltimestamp: number;
+  seq: number;
+}
+
+export interface MessagePageOptions {
+  /** only messages strictly after this one */
+  after?: MessageCursor;
+  /** only messages at or before this one (a snapshot's end) */
+  through?: MessageCursor;
+  /** at most this many */
+  limit: number;
+}
+
 export type TokenKind = "operator" | "cli";
 
 export interface HubStore {
@@ -132,6 +175,10 @@ export interface HubStore {
   deleteMessage(flmessagespk: string): Promise<void>;
   queryMessages(thingId: string, query: MessageQuery): Promise<MessageRecord[]>;
   deleteMessages(thingId: string, query: MessageQuery): Promise<number>;
+  /** one page of the thing's messages matching `query`, in (fltimestamp, seq) order, each with its cursor */
+  messagePage(thingId: string, query: MessageQuery, page: MessagePageOptions): Promise<{ message: MessageRecord; cursor: MessageCursor }[]>;
+  /** how many messages match `query`, and the cursor of the last (undefined when none) */
+  messageRange(thingId: string, query: MessageQuery): Promise<{ count: number; last: MessageCursor | undefined }>;
   /** the thing's `pending` ingress messages, oldest first */
   pendingIngress(thingId: string): Promise<MessageRecord[]>;
   /** pending → delivered; false when the message is gone or was not pending */
@@ -213,17 +260,42 @@ export interface SqliteHubStore extends HubStore {
   thingByNameSync(name: string): ThingRecord | undefined;
 }
 
-/** Opens (creating and migrating as needed) the hub database file. */
+/**
+ * Opens (creating and migrating as needed) the hub database file, owner-only (0600) whatever the
+ * umask: it holds every thing's messages and public keys. SQLite gives the `-wal` and `-shm`
+ * files it creates the main file's mode, so the main file is made 0600 before SQLite opens it,
+ * and files an older version left wider are narrowed here. Throws what the file system or
+ * SQLite throws (a file the caller may not chmod: EPERM).
+ */
 export function openHubStore(file: string): SqliteHubStore {
+  ownerOnlyDatabase(file);
   const db = openSqlDatabase(file);
   try {
     applyPragmas(db);
     migrate(db, HUB_MIGRATIONS, file);
+    // A driver that makes its journal itself (the WebAssembly one) may not copy the mode.
+    ownerOnlyDatabase(file);
   } catch (err) {
     db.close();
     throw err;
   }
   return sqliteHubStore(db);
+}
+
+const DATABASE_SIDE_FILES = ["-wal", "-shm", "-journal"];
+
+/** Creates `file` empty with mode 0600 if absent (an empty file is an empty SQLite database), and narrows it and its side files to 0600. */
+function ownerOnlyDatabase(file: string): void {
+  closeSync(openSync(file, "a", 0o600));
+  for (const path of [file, ...DATABASE_SIDE_FILES.map((suffix) => file + suffix)]) {
+    let mode: number;
+    try {
+      mode = statSync(path).mode & 0o777;
+    } catch {
+      continue; // no such side file
+    }
+    if (mode !== 0o600) chmodSync(path, 0o600);
+  }
 }
 
 export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
@@ -286,6 +358,27 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
     async queryMessages(thingId, q) {
       const { where, params } = messageFilter(thingId, q);
       return db.all<MessageRow>(`SELECT * FROM messages WHERE ${where} ORDER BY fltimestamp, rowid`, params).map(toMessage);
+    },
+    async messagePage(thingId, q, page) {
+      const { where, params } = messageFilter(thingId, q);
+      const clauses = [where];
+      // Row values compare as tuples and still use the (thing_id, fltimestamp) index, whose
+      // entries end with the rowid.
+      if (page.after) (clauses.push("(fltimestamp, rowid) > (?, ?)"), params.push(page.after.fltimestamp, page.after.seq));
+      if (page.through) (clauses.push("(fltimestamp, rowid) <= (?, ?)"), params.push(page.through.fltimestamp, page.through.seq));
+      params.push(Math.max(1, Math.floor(page.limit)));
+      return db
+        .all<MessageRow & { seq: number }>(`SELECT rowid AS seq, * FROM messages WHERE ${clauses.join(" AND ")} ORDER BY fltimestamp, rowid LIMIT ?`, params)
+        .map((row) => ({ message: toMessage(row), cursor: { fltimestamp: row.fltimestamp, seq: row.seq } }));
+    },
+    async messageRange(thingId, q) {
+      const { where, params } = messageFilter(thingId, q);
+      const count = db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM messages WHERE ${where}`, params)!.n;
+      const last = db.get<{ fltimestamp: number; seq: number }>(
+        `SELECT fltimestamp, rowid AS seq FROM messages WHERE ${where} ORDER BY fltimestamp DESC, rowid DESC LIMIT 1`,
+        params,
+      );
+      return { count, last: last ? { fltimestamp: last.fltimestamp, seq: last.seq } : undefined };
     },
     async deleteMessages(thingId, q) {
       const { where, params } = messageFilter(thingId, q);

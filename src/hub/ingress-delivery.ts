@@ -1,4 +1,5 @@
 import type { Logger } from "../log.ts";
+import { ingressMessageId, ingressWirePayload } from "../protocol/ingress.ts";
 import { ingressTopic } from "./broker.ts";
 import type { HubStore } from "./hub-store.ts";
 
@@ -19,16 +20,26 @@ import type { HubStore } from "./hub-store.ts";
  *   subscriber sees it live) but stays pending until the replay.
  * - A clean-session connect under the thing's name makes aedes drop the session and its queue
  *   (lib/handlers/connect.js `emptyQueueFilter`), so the next subscription replays again.
+ * - A clean session (the old Python distribution's MQTT client) holds nothing between
+ *   connections: each time it subscribes to its ingress topic at QoS 1, every pending message
+ *   not in flight on that connection is published to it. Its PUBACKs mark messages delivered
+ *   like a persistent session's: aedes keeps no packet for a clean session (its `ack` event
+ *   carries none), so the hub notes, in order, what aedes forwarded to that connection at QoS 1,
+ *   and takes each PUBACK for the oldest one (MQTT 3.1.1 §4.6: PUBACKs come in the order of the
+ *   PUBLISHes). So a thing that moves from the old client to the agent gets exactly what the
+ *   old client never acknowledged: nothing is lost, nothing replayed.
+ * - While aedes resends a resumed session's queue (between its `client` and `clientReady`
+ *   events), nothing new is handed over for that thing: a live delivery would overtake the
+ *   queue and reach the thing out of order.
  *
- * Guarantee: at least once, for a thing with a persistent session. A message is marked delivered
- * only after the thing's PUBACK, which the agent sends after its own commit; a kill -9 between
- * that PUBACK and our write to the database leaves it pending, and it is sent again (a
- * duplicate) after the restart. Clean sessions are not tracked: aedes cannot tell which message
- * their PUBACK acknowledges (its `ack` event carries no packet for them).
+ * Guarantee: a message is marked delivered only after the thing's PUBACK, which the agent sends
+ * after its own commit; a kill -9 between that PUBACK and our write to the database leaves it
+ * pending, and it is sent again after the restart. Every message carries its id (flmessagespk,
+ * src/protocol/ingress.ts), by which the agent stores it once: delivery is exactly once.
  */
 export interface PendingIngress {
   flmessagespk: string;
-  /** the published text, `{"message": ...}` */
+  /** the stored text, `{"message": ...}`; published with the id added */
   payload: string;
 }
 
@@ -60,13 +71,22 @@ export interface IngressDeliveryOptions {
   now?: () => number;
 }
 
+/** The longest a connection that never became ready holds its thing's hand-overs. */
+const GATE_TIMEOUT_MS = 30_000;
+
 export class IngressDelivery {
   /** things whose persistent session in aedes is subscribed to their ingress at QoS 1 */
   private readonly subscribed = new Set<string>();
   /** things whose pending messages must be replayed before anything else is handed over */
   private readonly replayDue = new Set<string>();
-  /** per thing, what aedes holds for it in this process, in hand-over order, by message id */
-  private readonly handed = new Map<string, Map<string, string>>();
+  /** per thing, the ids aedes holds in its persistent session's queue in this process */
+  private readonly handed = new Map<string, Set<string>>();
+  /** per thing with a clean session connected: what aedes forwarded to it at QoS 1, oldest first (undefined: not a hub message) */
+  private readonly cleanInFlight = new Map<string, (string | undefined)[]>();
+  /** per thing whose session aedes is resuming: released once its queue was resent */
+  private readonly gates = new Map<string, { closed: Promise<void>; open: () => void }>();
+  /** per thing, the hand-over task running now (past its gate) */
+  private readonly active = new Map<string, Promise<void>>();
   /** per thing, the tail of its hand-over chain: one thing's messages go to aedes in order */
   private readonly chains = new Map<string, Promise<void>>();
   private readonly now: () => number;
@@ -75,18 +95,55 @@ export class IngressDelivery {
     this.now = opts.now ?? Date.now;
   }
 
-  /** A new message, already stored as pending. Rejects if the broker did not take it. */
+  /**
+   * A new message, already stored as pending. Rejects if the broker did not take it. While the
+   * thing's session is being resumed it resolves at once: the message waits its turn in the
+   * database, and if handing it over fails then, it is replayed at the next subscription.
+   */
   send(thingName: string, message: PendingIngress): Promise<void> {
-    return this.serially(thingName, async () => {
-      if (!this.subscribed.has(thingName)) return this.opts.publish(ingressTopic(thingName), message.payload);
+    const task = this.serially(thingName, async () => {
+      if (!this.subscribed.has(thingName)) return this.publish(thingName, message);
       // The replay reads the database, where this message already is: it goes out in its turn.
       await this.replayIfDue(thingName);
       await this.handOver(thingName, message);
     });
+    if (!this.gates.has(thingName)) return task;
+    task.catch((err) => {
+      this.replayDue.add(thingName);
+      this.opts.log.warn("hub.ingress_handover_failed", { thing: thingName, message: message.flmessagespk, error: err });
+    });
+    return Promise.resolve();
   }
 
-  /** The thing's persistent session subscribed to its ingress topic at QoS 1 or 2. */
-  sessionSubscribed(thingName: string): void {
+  /**
+   * A connection of the thing is starting, before aedes restores its session: hand-overs stop,
+   * and this resolves once the one in progress has finished, so that nothing reaches the new
+   * connection ahead of the queue aedes resends. `sessionReady` lets them go on; a connection
+   * that never gets that far opens the gate after `GATE_TIMEOUT_MS` at the latest.
+   */
+  async sessionConnecting(thingName: string): Promise<void> {
+    if (!this.gates.has(thingName)) {
+      let open!: () => void;
+      const closed = new Promise<void>((resolve) => (open = resolve));
+      const timer = setTimeout(() => this.sessionReady(thingName), GATE_TIMEOUT_MS);
+      timer.unref?.();
+      this.gates.set(thingName, { closed, open: () => (clearTimeout(timer), open()) });
+    }
+    await this.active.get(thingName)?.catch(() => {});
+  }
+
+  /** aedes resent the session's queue (or the connection ended): hand-overs go on. */
+  sessionReady(thingName: string): void {
+    this.gates.get(thingName)?.open();
+    this.gates.delete(thingName);
+  }
+
+  /** The thing subscribed to its ingress topic at QoS 1 or 2, with a persistent or a clean session. */
+  sessionSubscribed(thingName: string, clean = false): void {
+    if (clean) {
+      this.serially(thingName, () => this.replayToClean(thingName)).catch(() => {});
+      return;
+    }
     if (this.subscribed.has(thingName)) return; // aedes already holds the session and its queue
     this.subscribed.add(thingName);
     this.replayDue.add(thingName);
@@ -103,27 +160,42 @@ export class IngressDelivery {
   sessionDiscarded(thingName: string): void {
     this.sessionUnsubscribed(thingName);
     this.handed.delete(thingName);
+    this.cleanInFlight.set(thingName, []);
   }
 
-  /**
-   * The thing acknowledged a message with this payload. aedes' `ack` event gives back the
-   * queued packet (topic, payload, its own counters) but not our id, so the message is found by
-   * payload: the oldest handed-over one with these bytes. Two pending messages with the same
-   * payload are interchangeable to the thing, so taking the oldest is right either way.
-   */
-  acknowledged(thingName: string, payload: string): void {
-    const handed = this.handed.get(thingName);
-    if (!handed) return;
-    for (const [id, text] of handed) {
-      if (text !== payload) continue;
-      handed.delete(id);
-      this.opts.ledger.delivered(id, this.now()).then(
-        () => this.opts.log.info("hub.ingress_delivered", { thing: thingName, message: id }),
-        // It stays pending and is sent again after the next hub start: a duplicate, not a loss.
-        (err) => this.opts.log.warn("hub.ingress_mark_failed", { thing: thingName, message: id, error: err }),
-      );
-      return;
-    }
+  /** The thing's connection closed: a clean session's unacknowledged messages stay pending. */
+  connectionClosed(thingName: string): void {
+    this.cleanInFlight.delete(thingName);
+    this.sessionReady(thingName);
+  }
+
+  /** aedes forwards a QoS 1 packet to the thing's clean session (any topic, to keep PUBACKs in step). */
+  forwardedToClean(thingName: string, topic: string, payload: Buffer | string): void {
+    const inFlight = this.cleanInFlight.get(thingName);
+    if (!inFlight) return;
+    inFlight.push(topic === ingressTopic(thingName) ? ingressMessageId(payload) : undefined);
+  }
+
+  /** The thing's clean session sent a PUBACK: it acknowledges the oldest packet forwarded to it. */
+  cleanAcknowledged(thingName: string): void {
+    const id = this.cleanInFlight.get(thingName)?.shift();
+    if (id) this.markDelivered(thingName, id);
+  }
+
+  /** The thing's persistent session acknowledged this packet (aedes' copy of it, without our properties). */
+  acknowledged(thingName: string, payload: Buffer | string): void {
+    const id = ingressMessageId(payload);
+    if (!id) return; // e.g. the bootstrap echo: not a stored message
+    this.handed.get(thingName)?.delete(id);
+    this.markDelivered(thingName, id);
+  }
+
+  private markDelivered(thingName: string, id: string): void {
+    this.opts.ledger.delivered(id, this.now()).then(
+      () => this.opts.log.info("hub.ingress_delivered", { thing: thingName, message: id }),
+      // It stays pending and is sent again after the next hub start; the thing stores it once.
+      (err) => this.opts.log.warn("hub.ingress_mark_failed", { thing: thingName, message: id, error: err }),
+    );
   }
 
   private async replayIfDue(thingName: string): Promise<void> {
@@ -144,22 +216,53 @@ export class IngressDelivery {
     if (count) this.opts.log.info("hub.ingress_replayed", { thing: thingName, count });
   }
 
+  private async replayToClean(thingName: string): Promise<void> {
+    const inFlight = new Set(this.cleanInFlight.get(thingName) ?? []);
+    let count = 0;
+    try {
+      for (const message of await this.opts.ledger.pending(thingName)) {
+        if (inFlight.has(message.flmessagespk)) continue;
+        await this.publish(thingName, message);
+        count++;
+      }
+    } catch (err) {
+      this.opts.log.warn("hub.ingress_replay_failed", { thing: thingName, session: "clean", error: err });
+      return;
+    }
+    if (count) this.opts.log.info("hub.ingress_replayed", { thing: thingName, count, session: "clean" });
+  }
+
   private async handOver(thingName: string, message: PendingIngress): Promise<void> {
     let handed = this.handed.get(thingName);
-    if (!handed) this.handed.set(thingName, (handed = new Map()));
+    if (!handed) this.handed.set(thingName, (handed = new Set()));
     if (handed.has(message.flmessagespk)) return;
     // Recorded before publishing: the PUBACK may come back before the publish callback does.
-    handed.set(message.flmessagespk, message.payload);
+    handed.add(message.flmessagespk);
     try {
-      await this.opts.publish(ingressTopic(thingName), message.payload);
+      await this.publish(thingName, message);
     } catch (err) {
       handed.delete(message.flmessagespk);
       throw err;
     }
   }
 
+  private publish(thingName: string, message: PendingIngress): Promise<void> {
+    return this.opts.publish(ingressTopic(thingName), ingressWirePayload(message.payload, message.flmessagespk));
+  }
+
+  /** Runs `task` after the thing's earlier tasks, and after its session finished resuming. */
   private serially(thingName: string, task: () => Promise<void>): Promise<void> {
-    const run = (this.chains.get(thingName) ?? Promise.resolve()).then(task);
+    const gated = async () => {
+      for (let gate = this.gates.get(thingName); gate; gate = this.gates.get(thingName)) await gate.closed;
+      const running = task();
+      this.active.set(thingName, running);
+      try {
+        await running;
+      } finally {
+        if (this.active.get(thingName) === running) this.active.delete(thingName);
+      }
+    };
+    const run = (this.chains.get(thingName) ?? Promise.resolve()).then(gated);
     const tail = run.catch(() => {});
     this.chains.set(thingName, tail);
     void tail.then(() => {

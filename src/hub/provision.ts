@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, rmSync } from "node:fs";
-import { generateRsaKeyPair } from "../crypto/keys.ts";
+import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, thingKeyTypeOf, type ThingKeyType } from "../crypto/keys.ts";
 import { describeCertificate, issueThingCertificate } from "../crypto/x509.ts";
 import { InputError } from "../errors.ts";
 import { ingressTopic, pubsubTopic } from "./broker.ts";
@@ -39,6 +39,24 @@ export function validateThingName(name: unknown): string {
   return name;
 }
 
+/** `keyType` of a create request: "rsa" (the default, what every FlashLex thing had) or "ec" (P-256, ES256 tokens). */
+export function validateKeyType(keyType: unknown): ThingKeyType {
+  if (keyType === undefined) return "rsa";
+  if (typeof keyType !== "string" || !(THING_KEY_TYPES as readonly string[]).includes(keyType)) {
+    throw new ProvisionError(`keyType must be ${THING_KEY_TYPES.join(" or ")}`, 400);
+  }
+  return keyType as ThingKeyType;
+}
+
+/** The kind of key a thing registered (its tokens are RS256 for rsa, ES256/ES384 for ec); "unknown" if the stored key cannot be read. */
+export function thingKeyType(thing: Pick<ThingRecord, "publicKeyPem">): ThingKeyType | "unknown" {
+  try {
+    return thingKeyTypeOf(loadPublicKey(thing.publicKeyPem));
+  } catch {
+    return "unknown";
+  }
+}
+
 export function thingTopics(name: string) {
   return { ingress: ingressTopic(name), pubsub: pubsubTopic(name), egress: "flashlex/collect" };
 }
@@ -49,14 +67,26 @@ export interface CreatedThing {
   distribution: string;
 }
 
-export async function createThing(home: HubHome, store: HubStore, typedName: string, now: () => number = Date.now): Promise<CreatedThing> {
+/**
+ * Provisions a thing named `typedName` with a new key of `opts.keyType` (default rsa: RSA-2048,
+ * RS256 tokens; ec: P-256, ES256 tokens), its certificate from the hub CA and its distribution.
+ * Throws ProvisionError (400 bad name or key type, 409 name taken).
+ */
+export async function createThing(
+  home: HubHome,
+  store: HubStore,
+  typedName: string,
+  now: () => number = Date.now,
+  opts: { keyType?: unknown } = {},
+): Promise<CreatedThing> {
   const shortName = validateThingName(typedName);
+  const keyType = validateKeyType(opts.keyType);
   const name = `${ownerPrefix(home.settings)}-${shortName}`;
   if (await store.getThingByName(name)) throw new ProvisionError(`a thing named ${name} already exists`, 409);
 
   const id = randomUUID();
   const ca = readCa(home.paths);
-  const keys = generateRsaKeyPair();
+  const keys = generateThingKeyPair(keyType);
   const certPem = await issueThingCertificate(ca, { thingName: name, publicKeyPem: keys.publicKeyPem });
   const zip = buildDistribution(
     {

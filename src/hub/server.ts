@@ -1,5 +1,6 @@
 import { readFileSync } from "node:fs";
 import type { Logger } from "../log.ts";
+import { ENVELOPE_OVERHEAD_BYTES } from "../protocol/limits.ts";
 import { createHubApi, startHubServer, type HubServer } from "./api.ts";
 import { createBrokerEvents, createThingDirectory } from "./broker-events.ts";
 import type { HubBroker } from "./broker.ts";
@@ -40,8 +41,6 @@ export interface HubHandle {
   close(): Promise<void>;
 }
 
-const ENVELOPE_OVERHEAD = 8 * 1024;
-
 export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
   const log = opts.log;
   const home = openHubHome(opts.dir);
@@ -78,7 +77,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
         directory,
         events,
         log,
-        maxPayloadBytes: settings.api.payloadLimitBytes + ENVELOPE_OVERHEAD,
+        maxPayloadBytes: settings.api.payloadLimitBytes + ENVELOPE_OVERHEAD_BYTES,
         ingress: ingressLedger(store),
       });
       broker = embedded;

@@ -10,11 +10,11 @@
  */
 import { loadThingConfig, type ConfigLocation, type ThingConfig } from "../config/load.ts";
 import { silentLogger, type Logger } from "../log.ts";
-import type { IngressMessage, IngressQuery, OutboxVia } from "../store/message-store.ts";
-import { openThingAccess, type ThingAccess } from "../thing/access.ts";
+import type { IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import { openThingAccess, type OutboxState, type ThingAccess } from "../thing/access.ts";
 import { parseEgressDocument, type CollectResult } from "../thing/collect.ts";
 
-export type { CollectResult, IngressMessage, IngressQuery, ConfigLocation };
+export type { CollectResult, IngressMessage, IngressQuery, ConfigLocation, OutboxChange, OutboxEntry, OutboxState };
 
 export class FlashlexSDK {
   private constructor(
@@ -32,7 +32,9 @@ export class FlashlexSDK {
    * Egress, like `flashlex collect`: queues the document durably, then tries to deliver it.
    * `outcome` is `sent` (with the API's `status` and `body`), `rejected`, or `queued` (the
    * API was unreachable; `flashlex serve` delivers it later). Rejects with InputError for a
-   * value that is not JSON-serialisable or is over the size limit.
+   * value that is not JSON-serialisable or is over the size limit, and with a FlashlexError of
+   * exit code 75 when it was not delivered and may not wait (`offlinePublishQueueing` 0, or N
+   * already waiting): then nothing was queued.
    */
   async collectMessage(document: unknown, options: { via?: OutboxVia } = {}): Promise<CollectResult> {
     const body = parseEgressDocument(JSON.stringify(document) ?? "", "collectMessage");
@@ -51,6 +53,21 @@ export class FlashlexSDK {
 
   deleteMessages(ids: readonly number[]): Promise<number[]> {
     return this.access.deleteMessages(ids);
+  }
+
+  /** The egress outbox, like `flashlex outbox list` (states: src/thing/outbox.ts). */
+  listOutbox(state?: OutboxState): Promise<OutboxEntry[]> {
+    return this.access.listOutbox(state);
+  }
+
+  /** Like `flashlex outbox retry`: rejected (or pending) messages become pending, due now. */
+  retryOutbox(messageIds: readonly string[]): Promise<OutboxChange> {
+    return this.access.retryOutbox(messageIds);
+  }
+
+  /** Like `flashlex outbox drop`: deletes messages from the outbox, whatever their state. */
+  dropOutbox(messageIds: readonly string[]): Promise<OutboxChange> {
+    return this.access.dropOutbox(messageIds);
   }
 
   close(): void {

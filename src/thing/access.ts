@@ -1,14 +1,15 @@
 import type { ThingConfig } from "../config/load.ts";
 import { EXIT_CODE_OF_KIND, ExitCode, FlashlexError, type ErrorKind } from "../errors.ts";
 import type { Logger } from "../log.ts";
-import type { IngressMessage, IngressQuery, MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import type { IngressMessage, IngressQuery, MessageStore, OutboxChange, OutboxEntry, OutboxVia } from "../store/message-store.ts";
 import { collect, type CollectResult } from "./collect.ts";
-import { callServe, fromWire, serveIsRunning, type WireMessage } from "./control-socket.ts";
+import { callServe, fromWire, fromWireOutbox, serveIsRunning, type WireMessage, type WireOutboxEntry } from "./control-socket.ts";
 import { deliverHttp, deliverMqtt, type DeliveryOutcome } from "./egress.ts";
+import { HubClock } from "./hub-clock.ts";
 import { loadIdentity, type ThingIdentity } from "./identity.ts";
 import { createIngressHandler } from "./ingress.ts";
 import { ThingSession } from "./session.ts";
-import { openThingStore } from "./store.ts";
+import { openThingStore, sessionMemory } from "./store.ts";
 import { explainTlsSetupError } from "./tls-files.ts";
 
 /**
@@ -23,32 +24,63 @@ export interface ThingAccess {
   ackMessages(ids: readonly number[]): Promise<number[]>;
   deleteMessages(ids: readonly number[]): Promise<number[]>;
   collect(body: string, via: OutboxVia): Promise<CollectResult>;
+  /** the egress outbox, oldest first; every state unless one is given */
+  listOutbox(state?: OutboxState): Promise<OutboxEntry[]>;
+  /** rejected (or pending) entries become pending and due now */
+  retryOutbox(ids: readonly string[]): Promise<OutboxChange>;
+  /** deletes entries in any state */
+  dropOutbox(ids: readonly string[]): Promise<OutboxChange>;
   close(): void;
 }
 
-export async function openThingAccess(config: ThingConfig, log: Logger): Promise<ThingAccess> {
+export type OutboxState = OutboxEntry["state"];
+
+/**
+ * `identity` is loaded only when something needs it (reading messages does not), and always
+ * before collect touches the outbox; pass one already loaded to skip reading the files again.
+ */
+export async function openThingAccess(config: ThingConfig, log: Logger, identity?: ThingIdentity): Promise<ThingAccess> {
   if (await serveIsRunning(config.dataDir)) return serveAccess(config.dataDir);
-  return databaseAccess(config, loadIdentity(config), openThingStore(config, log), log);
+  return databaseAccess(config, identity ?? (() => loadIdentity(config)), openThingStore(config, log), log);
 }
 
-/** The thing's data in this process: used by serve itself (for its socket) and when serve is not running. */
+/**
+ * The thing's data in this process: used by serve itself (for its socket, with its own
+ * deliverers and `onOutboxChanged` waking its drainer) and when serve is not running (a
+ * one-shot clock: a skewed clock is found and corrected within the one attempt). `identity`
+ * may be a loader: it then runs at the first collect, before the outbox is touched, so a key
+ * that does not fit its certificate queues nothing (ConfigError, 78).
+ */
 export function databaseAccess(
   config: ThingConfig,
-  identity: ThingIdentity,
+  identity: ThingIdentity | (() => ThingIdentity),
   store: MessageStore,
   log: Logger,
-  deliverers?: Record<OutboxVia, (entry: OutboxEntry) => Promise<DeliveryOutcome>>,
+  serveHooks?: { deliverers: Record<OutboxVia, (entry: OutboxEntry) => Promise<DeliveryOutcome>>; onOutboxChanged: () => void },
 ): ThingAccess {
-  const deliver = deliverers ?? {
-    http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity }),
-    mqtt: (entry: OutboxEntry) => deliverOverOwnSession(entry, { config, identity, store, log }),
+  let loaded = typeof identity === "function" ? undefined : identity;
+  const getIdentity = () => (loaded ??= (identity as () => ThingIdentity)());
+  const clock = new HubClock(log);
+  const deliver = serveHooks?.deliverers ?? {
+    http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity: getIdentity(), clock }),
+    mqtt: (entry: OutboxEntry) => deliverOverOwnSession(entry, { config, identity: getIdentity(), store, log, clock }),
   };
   return {
     via: "database",
     listMessages: async (query) => store.listIngress(query),
     ackMessages: async (ids) => store.ackIngress(ids, Date.now()),
     deleteMessages: async (ids) => store.deleteIngress(ids),
-    collect: (body, via) => collect({ store, body, via, queueLimit: config.yaml.thing.mqtt.offlinePublishQueueing, deliver: deliver[via] }),
+    collect: async (body, via) => {
+      getIdentity();
+      return collect({ store, body, via, queueLimit: config.yaml.thing.mqtt.offlinePublishQueueing, deliver: deliver[via] });
+    },
+    listOutbox: async (state) => store.listOutbox(state),
+    retryOutbox: async (ids) => {
+      const change = store.retryOutbox(ids, Date.now());
+      if (change.changed.length) serveHooks?.onOutboxChanged();
+      return change;
+    },
+    dropOutbox: async (ids) => store.dropOutbox(ids),
     close: () => store.close(),
   };
 }
@@ -68,6 +100,9 @@ function serveAccess(dataDir: string): ThingAccess {
     ackMessages: (ids) => call("POST", "/v1/messages/ack", { ids }),
     deleteMessages: (ids) => call("POST", "/v1/messages/delete", { ids }),
     collect: (body, via) => call("POST", "/v1/collect", { body, via }),
+    listOutbox: async (state) => (await call<WireOutboxEntry[]>("POST", "/v1/outbox/list", { state })).map(fromWireOutbox),
+    retryOutbox: (ids) => call("POST", "/v1/outbox/retry", { ids }),
+    dropOutbox: (ids) => call("POST", "/v1/outbox/drop", { ids }),
     close: () => {},
   };
 }
@@ -79,7 +114,7 @@ function serveAccess(dataDir: string): ThingAccess {
  */
 async function deliverOverOwnSession(
   entry: OutboxEntry,
-  deps: { config: ThingConfig; identity: ThingIdentity; store: MessageStore; log: Logger },
+  deps: { config: ThingConfig; identity: ThingIdentity; store: MessageStore; log: Logger; clock: HubClock },
 ): Promise<DeliveryOutcome> {
   let session: ThingSession;
   try {
@@ -89,7 +124,8 @@ async function deliverOverOwnSession(
       log: deps.log,
       subscriptions: [],
       reconnect: false,
-      onMessage: createIngressHandler(deps),
+      ingress: createIngressHandler(deps),
+      memory: sessionMemory(deps.store),
     });
   } catch (err) {
     throw explainTlsSetupError(err, deps.config, deps.identity);

@@ -1,12 +1,13 @@
 import type { ThingConfig } from "../config/load.ts";
 import type { Logger } from "../log.ts";
 import type { MessageStore, OutboxEntry } from "../store/message-store.ts";
-import { openThingStore } from "./store.ts";
+import { openThingStore, sessionMemory } from "./store.ts";
 import { databaseAccess } from "./access.ts";
 import { closeControlSocket, listenControlSocket } from "./control-socket.ts";
 import { deliverHttp, deliverMqtt } from "./egress.ts";
 import { ExecRunner } from "./exec-runner.ts";
-import { loadIdentity, type ThingIdentity } from "./identity.ts";
+import { HubClock } from "./hub-clock.ts";
+import { keyFileTooOpen, loadIdentity, type ThingIdentity } from "./identity.ts";
 import { createIngressHandler } from "./ingress.ts";
 import { OutboxDrainer } from "./outbox.ts";
 import { ConfigError } from "../errors.ts";
@@ -46,7 +47,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   let identity: ThingIdentity;
   let store: MessageStore;
   try {
+    // Identity problems are configuration errors (78), found before anything connects.
     identity = loadIdentity(config);
+    warnIfKeyTooOpen(config, log);
     store = openThingStore(config, log);
     teardown.unshift(() => store.close());
   } catch (err) {
@@ -66,20 +69,23 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         identity,
         log,
         subscriptions,
-        onMessage: createIngressHandler({ config, store, log, onStored: () => runner?.wake() }),
+        ingress: createIngressHandler({ config, store, log, onStored: () => runner?.wake() }),
+        memory: sessionMemory(store),
       });
     } catch (err) {
       throw explainTlsSetupError(err, config, identity);
     }
     teardown.unshift(() => session.stop());
+    // One clock for serve's lifetime: the offset measured on one answer signs the next tokens.
+    const clock = new HubClock(log);
     const deliverers = {
-      http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity }),
-      mqtt: (entry: OutboxEntry) => deliverMqtt(entry, { config, identity, session }),
+      http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity, clock }),
+      mqtt: (entry: OutboxEntry) => deliverMqtt(entry, { config, identity, session, clock }),
     };
     const drainer = new OutboxDrainer({ store, log, ratePerSecond: mqttConfig.drainingFrequency, deliverers });
     session.on("connected", () => drainer.wake());
     teardown.unshift(() => Promise.all([drainer.stop(), runner?.stop()]));
-    const access = databaseAccess(config, identity, store, log, deliverers);
+    const access = databaseAccess(config, identity, store, log, { deliverers, onOutboxChanged: () => drainer.wake() });
     const control = await listenControlSocket(config.dataDir, access, () => ({
       thingName: identity.thingName,
       connected: session.connected,
@@ -115,6 +121,13 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   };
 }
 
+/** bootstrap fails on a key others may read; serve runs (it would work) but says so once, with the fix. */
+function warnIfKeyTooOpen(config: ThingConfig, log: Logger): void {
+  const path = config.paths.privateKey;
+  const mode = keyFileTooOpen(path);
+  if (mode) log.warn("identity.key_file_open", { file: path, mode, note: "other users can read the thing's private key", fix: `chmod 600 ${path}` });
+}
+
 function requirePubsubTopic(config: ThingConfig): string {
   const topic = config.yaml.thing.mqtt.pubsub?.topic;
   if (!topic) throw new ConfigError(`${config.file}: flashlex.thing.mqtt.pubsub.topic: missing (flashlex.app.thread basicPubsub needs it)`);
@@ -122,11 +135,23 @@ function requirePubsubTopic(config: ThingConfig): string {
 }
 
 function startExpiry(store: MessageStore, expireSeconds: number, log: Logger): ReturnType<typeof setInterval> {
+  let rejectedShown = 0;
   const sweep = () => {
-    const removed = store.expire(Date.now(), expireSeconds);
-    if (removed.ingress || removed.outbox) log.info("store.expired", { ...removed });
-    const { unacked } = store.countIngress();
-    if (unacked >= UNACKED_WARNING) log.warn("store.unacked_growing", { unacked, hint: "acknowledge with `flashlex messages ack` or serve --exec" });
+    // A sweep that fails (a locked or full disk) is logged and tried at the next tick; it must
+    // not take serve down with it.
+    try {
+      const removed = store.expire(Date.now(), expireSeconds);
+      if (removed.ingress || removed.outbox) log.info("store.expired", { ...removed });
+      const { unacked } = store.countIngress();
+      if (unacked >= UNACKED_WARNING) log.warn("store.unacked_growing", { unacked, hint: "acknowledge with `flashlex messages ack` or serve --exec" });
+      const rejected = store.countRejected();
+      if (rejected > rejectedShown) {
+        log.warn("outbox.rejected_waiting", { rejected, hint: "see flashlex outbox list --state rejected; then outbox retry ID or outbox drop ID" });
+      }
+      rejectedShown = rejected;
+    } catch (err) {
+      log.error("store.sweep_failed", { error: (err as Error)?.message ?? String(err), note: "tried again at the next sweep" });
+    }
   };
   sweep();
   return setInterval(sweep, Math.min(expireSeconds, 60) * 1000);

@@ -3,14 +3,15 @@ import { lookup } from "node:dns/promises";
 import { accessSync, constants, existsSync, statSync } from "node:fs";
 import type { ConfigLocation, ThingConfig } from "../config/load.ts";
 import { loadThingConfig } from "../config/load.ts";
-import { keyMatchesCertificate } from "../crypto/keys.ts";
-import { checkCertificate, describeCertificate } from "../crypto/x509.ts";
+import { pemBlocks } from "../crypto/keys.ts";
+import { describeCertificate, type CertificateInfo } from "../crypto/x509.ts";
 import { silentLogger, type Logger } from "../log.ts";
 import type { MessageStore } from "../store/message-store.ts";
-import { openThingStore } from "./store.ts";
+import { openThingStore, sessionMemory } from "./store.ts";
 import { serveIsRunning } from "./control-socket.ts";
 import { collectUrl, deliverHttp } from "./egress.ts";
-import { loadIdentity, type ThingIdentity } from "./identity.ts";
+import { checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "./identity.ts";
+import { verifyByHandshake } from "./handshake-check.ts";
 import { createIngressHandler } from "./ingress.ts";
 import { describeError, ThingSession } from "./session.ts";
 
@@ -43,6 +44,57 @@ class CheckFailed extends Error {
 
 function fail(detail: string, fix: string): never {
   throw new CheckFailed(detail, fix);
+}
+
+/**
+ * A failed loopback handshake in one sentence and one fix. `code` is OpenSSL's verify error
+ * name (X509_V_ERR_* without the prefix), kept in the detail as the TLS stack's own words.
+ */
+export function explainChainRefusal(code: string, identity: ThingIdentity, config: ThingConfig, now: Date): { detail: string; fix: string } {
+  const { cert, rootCA } = config.paths;
+  const clockFix = "Set the clock (enable NTP: sudo timedatectl set-ntp true); if the clock is right, download the thing's distribution again from the hub.";
+  switch (code) {
+    case "CERT_HAS_EXPIRED": {
+      const expired = certificatesOf(identity, config).find((c) => c.info.notAfter.getTime() < now.getTime());
+      const what = expired ? `${expired.info.subjectCN} in ${expired.file} expired on ${expired.info.notAfter.toISOString()}` : `a certificate in ${cert} or ${rootCA} has expired`;
+      return { detail: `${what} (${code})`, fix: clockFix };
+    }
+    case "CERT_NOT_YET_VALID": {
+      const early = certificatesOf(identity, config).find((c) => c.info.notBefore.getTime() > now.getTime());
+      const what = early ? `${early.info.subjectCN} in ${early.file} is not valid until ${early.info.notBefore.toISOString()}` : `a certificate in ${cert} or ${rootCA} is not valid yet`;
+      return { detail: `${what} (${code})`, fix: clockFix };
+    }
+    case "UNABLE_TO_GET_ISSUER_CERT_LOCALLY":
+    case "UNABLE_TO_VERIFY_LEAF_SIGNATURE":
+    case "UNABLE_TO_GET_ISSUER_CERT":
+    case "SELF_SIGNED_CERT_IN_CHAIN":
+    case "DEPTH_ZERO_SELF_SIGNED_CERT":
+    case "CERT_SIGNATURE_FAILURE":
+      return {
+        detail: `${cert} does not chain to a CA in ${rootCA} (${code})`,
+        fix: `Use the root CA file that came with the certificate; if an intermediate CA issued the certificate, append the intermediate's PEM to ${cert}, after the thing's own certificate.`,
+      };
+    case "INVALID_PURPOSE":
+      return {
+        detail: `${cert} may not be used as a TLS client certificate (${code}: its extended key usage lacks clientAuth)`,
+        fix: "Use the thing certificate the hub issued, not a server certificate.",
+      };
+    default:
+      return { detail: `the TLS handshake refuses ${cert} with ${rootCA} (${code})`, fix: "Use the key files from the thing's distribution zip, unchanged." };
+  }
+}
+
+/** Every certificate the handshake looked at, the chain first, with the file it came from. */
+function certificatesOf(identity: ThingIdentity, config: ThingConfig): { file: string; info: CertificateInfo }[] {
+  const from = (pem: string, file: string) =>
+    pemBlocks(pem).flatMap((b) => {
+      try {
+        return [{ file, info: describeCertificate(b.text) }];
+      } catch {
+        return []; // one the TLS stack read but the describer cannot: it just goes unnamed
+      }
+    });
+  return [...from(identity.certPem, config.paths.cert), ...from(identity.caPem, config.paths.rootCA)];
 }
 
 /** The earliest date a clock could plausibly show: before this it was never set. */
@@ -90,36 +142,45 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     const missing = wanted.filter((p) => !existsSync(p));
     if (missing.length) fail(`missing: ${missing.join(", ")}`, `Copy the distribution's keys into ${config!.keysDir}, or pass -k with the directory that has them.`);
     try {
-      identity = loadIdentity(config!);
+      identity = readIdentity(config!);
     } catch (err) {
-      fail((err as Error).message, "Use the key files from the thing's distribution zip, unchanged.");
+      // The message names the file and, for a convertible format, the openssl command.
+      const message = (err as Error).message;
+      fail(message, /convert it with:/.test(message) ? "Convert the file with the command above, or use the key files from the thing's distribution zip." : "Use the key files from the thing's distribution zip, unchanged.");
     }
-    return config!.keysDir;
+    return `${config!.keysDir} (${identity!.tokenAlgorithm} key)`;
   });
 
   await check("private key readable by its owner only (0600)", Boolean(filesOk), () => {
     const path = config!.paths.privateKey;
-    const mode = statSync(path).mode & 0o777;
-    if (mode & 0o077) fail(`${path} has mode 0${mode.toString(8)}`, `Run: chmod 600 ${path}`);
-    return "0" + mode.toString(8);
+    const open = keyFileTooOpen(path);
+    if (open) fail(`${path} has mode ${open}`, `Run: chmod 600 ${path}`);
+    return "0" + (statSync(path).mode & 0o777).toString(8);
   });
 
   const matchOk = await check("certificate matches the private key", Boolean(filesOk), () => {
-    let matches = false;
     try {
-      matches = keyMatchesCertificate(identity!.privateKey, identity!.certPem);
+      checkKeyMatchesCertificate(identity!, config!);
     } catch (err) {
-      fail(`${config!.paths.cert}: ${(err as Error).message}`, "Use the certificate from the thing's distribution zip, unchanged.");
+      fail((err as Error).message, "Use the certificate and the key from the same distribution.");
     }
-    if (!matches) fail(`${config!.paths.cert} was not issued for ${config!.paths.privateKey}`, "Use the certificate and the key from the same distribution.");
   });
 
-  const chainOk = await check("certificate chains to the root CA and is within its validity", Boolean(matchOk), () => {
-    const result = checkCertificate(identity!.certPem, identity!.caPem, new Date());
-    if (!result.ok) fail(result.reason, "Download the thing's distribution again from the hub (or fix the clock if the dates look wrong).");
-    const cn = result.info.subjectCN;
-    if (cn !== identity!.thingName) fail(`the certificate is for ${cn}, the config names ${identity!.thingName}`, "Use the config and keys of the same thing.");
-    return `valid until ${result.info.notAfter.toISOString()}`;
+  const chainOk = await check("certificate chain accepted by a TLS handshake against the root CA", Boolean(matchOk), async () => {
+    let verdict;
+    try {
+      verdict = await verifyByHandshake(identity!);
+    } catch (err) {
+      fail(`the loopback TLS handshake failed: ${describeError(err)}`, "Use the key files from the thing's distribution zip, unchanged.");
+    }
+    if (!verdict.authorized) {
+      const { detail, fix } = explainChainRefusal(verdict.code, identity!, config!, new Date());
+      fail(detail, fix);
+    }
+    const leaf = describeCertificate(identity!.certPem);
+    if (leaf.subjectCN !== identity!.thingName) fail(`the certificate is for ${leaf.subjectCN}, the config names ${identity!.thingName}`, "Use the config and keys of the same thing.");
+    const chain = pemBlocks(identity!.certPem).length;
+    return `valid until ${leaf.notAfter.toISOString()}${chain > 1 ? ` (with ${chain - 1} intermediate${chain > 2 ? "s" : ""})` : ""}`;
   });
 
   await check("clock plausible", true, () => {
@@ -170,10 +231,14 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       log,
       subscriptions: [thing.mqtt.ingress.topic],
       reconnect: false,
-      onMessage: async (packet) => {
-        // The hub's echo of our test message proves ingress; anything else is a real message.
-        if (packet.payload.toString().includes(nonce)) return echoed();
-        await handler(packet);
+      memory: sessionMemory(store!),
+      ingress: {
+        connectionStarted: (sessionPresent) => handler.connectionStarted(sessionPresent),
+        async handle(packet) {
+          // The hub's echo of our test message proves ingress; anything else is a real message.
+          if (packet.payload.toString().includes(nonce)) return echoed();
+          await handler.handle(packet);
+        },
       },
     });
     try {

@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import { ExitCode, FlashlexError, InputError, toFlashlexError } from "../errors.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
-import { MAX_EGRESS_BYTES, type DeliveryOutcome } from "./egress.ts";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
+import type { DeliveryOutcome } from "./egress.ts";
 import { recordOutcome } from "./outbox.ts";
 
 export interface CollectResult {
@@ -22,15 +23,17 @@ export interface CollectResult {
 /** While one delivery attempt of a fresh message runs, the outbox drainer leaves the row alone. */
 const LEASE_MS = 60_000;
 
-/** Checks that `text` is one JSON document within the size limit; returns it compacted. */
+/**
+ * Checks that `text` is one JSON document within the protocol's limits (DEFAULT_PAYLOAD_LIMIT_BYTES
+ * of UTF-8, MAX_JSON_DEPTH levels of nesting) and returns it compacted. Throws InputError
+ * (exit 65) naming `source` and the problem; nothing is queued by then.
+ */
 export function parseEgressDocument(text: string, source: string): string {
-  const bytes = Buffer.byteLength(text);
-  if (bytes > MAX_EGRESS_BYTES) throw new InputError(`${source}: ${bytes} bytes is over the ${MAX_EGRESS_BYTES}-byte limit; nothing was queued`);
-  if (!text.trim()) throw new InputError(`${source}: empty input, expected one JSON document; nothing was queued`);
   try {
-    return JSON.stringify(JSON.parse(text));
+    return JSON.stringify(parseJsonDocument(text, { maxBytes: DEFAULT_PAYLOAD_LIMIT_BYTES, maxDepth: MAX_JSON_DEPTH, source }));
   } catch (err) {
-    throw new InputError(`${source}: not JSON (${(err as Error).message}); nothing was queued`);
+    if (err instanceof JsonDocumentError) throw new InputError(`${err.message}; nothing was queued`);
+    throw err;
   }
 }
 
@@ -38,25 +41,40 @@ export function parseEgressDocument(text: string, source: string): string {
  * Egress: the message is committed to the outbox first, then delivered once now. Whatever
  * happens to that attempt, the message is either delivered, refused by the API for good, or
  * still queued for `serve`: never lost.
+ *
+ * `queueLimit` is `offlinePublishQueueing`, with the Python SDK's meaning: -1 queues without a
+ * limit; N > 0 lets at most N messages wait; 0 means no offline queueing at all. When the
+ * attempt does not deliver and the message may not wait (0, or N already waiting), its row is
+ * taken out again and FlashlexError(TEMPFAIL, exit 75) says that nothing was queued.
  */
 export async function collect(deps: {
   store: MessageStore;
   body: string;
   via: OutboxVia;
-  /** offlinePublishQueueing: -1 no limit, N at most N messages waiting */
+  /** offlinePublishQueueing: -1 no limit, 0 no queueing, N at most N messages waiting */
   queueLimit: number;
   deliver: (entry: OutboxEntry) => Promise<DeliveryOutcome>;
 }): Promise<CollectResult> {
   const { store, queueLimit } = deps;
-  const pending = store.countPending();
-  if (queueLimit >= 0 && pending >= Math.max(queueLimit, 1)) {
-    throw new FlashlexError(`the outbox holds ${pending} undelivered messages (offlinePublishQueueing: ${queueLimit}); nothing was queued`, ExitCode.TEMPFAIL);
-  }
   const messageId = randomUUID();
   const now = Date.now();
   store.enqueue({ messageId, body: deps.body, via: deps.via, now, notBefore: now + LEASE_MS });
   const entry = store.getOutbox(messageId)!;
-  const outcome = await deps.deliver(entry);
+  let outcome: DeliveryOutcome;
+  try {
+    outcome = await deps.deliver(entry);
+  } catch (err) {
+    // Kept as a retry: the row is on disk, and serve logs and retries it with backoff.
+    outcome = { kind: "retry", error: `delivery failed: ${(err as Error)?.message ?? String(err)}` };
+  }
+  if (outcome.kind === "retry" && queueLimit >= 0) {
+    const waiting = store.countPending() - 1;
+    if (waiting >= queueLimit) {
+      store.dropOutbox([messageId]);
+      const rule = queueLimit === 0 ? "offlinePublishQueueing is 0 (no offline queueing)" : `${waiting} messages already wait (offlinePublishQueueing: ${queueLimit})`;
+      throw new FlashlexError(`not delivered (${outcome.error}) and ${rule}: nothing was queued, try again later`, ExitCode.TEMPFAIL);
+    }
+  }
   // A message that was delivered is never reported as failed because the disk filled up meanwhile.
   let recordError: string | undefined;
   try {

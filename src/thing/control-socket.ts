@@ -2,9 +2,10 @@ import { chmodSync, existsSync, unlinkSync } from "node:fs";
 import { createServer, request, type IncomingMessage, type Server } from "node:http";
 import { join } from "node:path";
 import { ExitCode, FlashlexError, toFlashlexError } from "../errors.ts";
-import type { IngressMessage, IngressQuery, OutboxVia } from "../store/message-store.ts";
+import type { IngressMessage, IngressQuery, OutboxEntry, OutboxVia } from "../store/message-store.ts";
 import type { Logger } from "../log.ts";
-import type { ThingAccess } from "./access.ts";
+import { MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
+import type { OutboxState, ThingAccess } from "./access.ts";
 
 /**
  * A local HTTP endpoint on a Unix socket in the data directory (owner-only), through which
@@ -33,20 +34,39 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
       log.info("egress.collected", { messageId: result.messageId, via, outcome: result.outcome, status: result.status, error: result.error });
       return result;
     },
+    "POST /v1/outbox/list": async ({ state }: { state?: OutboxState }) => (await access.listOutbox(state)).map(toWireOutbox),
+    "POST /v1/outbox/retry": async ({ ids }: { ids: string[] }) => {
+      const change = await access.retryOutbox(ids);
+      if (change.changed.length) log.info("outbox.retried", { messageIds: change.changed.join(",") });
+      return change;
+    },
+    "POST /v1/outbox/drop": async ({ ids }: { ids: string[] }) => {
+      const change = await access.dropOutbox(ids);
+      if (change.changed.length) log.info("outbox.dropped", { messageIds: change.changed.join(",") });
+      return change;
+    },
   };
-  const server = createServer(async (req, res) => {
+  const server = createServer((req, res) => {
     const send = (status: number, answer: unknown) => {
       res.writeHead(status, { "Content-Type": "application/json" });
       res.end(JSON.stringify(answer));
     };
-    const route = routes[`${req.method} ${req.url}`];
-    if (!route) return send(404, { ok: false, error: `no route ${req.method} ${req.url}`, exitCode: ExitCode.USAGE });
-    try {
-      send(200, { ok: true, result: await route(await readJson(req)) });
-    } catch (err) {
-      const error = toFlashlexError(err);
-      send(200, { ok: false, error: error.message, kind: error.kind, exitCode: error.exitCode });
-    }
+    // One request never takes serve down: whatever a handler or an odd row throws becomes the
+    // answer, and if even that cannot be written the connection is dropped and the error logged.
+    const answer = async () => {
+      const route = routes[`${req.method} ${req.url}`];
+      if (!route) return send(404, { ok: false, error: `no route ${req.method} ${req.url}`, exitCode: ExitCode.USAGE });
+      try {
+        send(200, { ok: true, result: await route(await readJson(req)) });
+      } catch (err) {
+        const error = toFlashlexError(err);
+        send(200, { ok: false, error: error.message, kind: error.kind, exitCode: error.exitCode });
+      }
+    };
+    answer().catch((err) => {
+      log.error("control.request_failed", { route: `${req.method} ${req.url}`, error: (err as Error)?.message ?? String(err) });
+      res.destroy();
+    });
   });
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
@@ -65,13 +85,22 @@ export async function closeControlSocket(server: Server, dataDir: string): Promi
   }
 }
 
+/**
+ * The request body as JSON, within MAX_REQUEST_BYTES and the protocol's depth limit (its egress
+ * document travels as a string inside, already checked by `collect`). Chunks are joined as
+ * bytes before decoding, so a character split between two chunks stays whole. Throws
+ * InputError (exit 65) for a body that is too large, too deep or not JSON.
+ */
 async function readJson(req: IncomingMessage): Promise<unknown> {
-  let text = "";
+  const chunks: Buffer[] = [];
+  let size = 0;
   for await (const chunk of req) {
-    text += chunk;
-    if (text.length > MAX_REQUEST_BYTES) throw new FlashlexError("request too large", ExitCode.DATA);
+    size += (chunk as Buffer).length;
+    if (size > MAX_REQUEST_BYTES) throw new FlashlexError(`request over the ${MAX_REQUEST_BYTES}-byte limit`, ExitCode.DATA);
+    chunks.push(chunk as Buffer);
   }
-  return text ? JSON.parse(text) : {};
+  const text = Buffer.concat(chunks).toString("utf8");
+  return text ? parseJsonDocument(text, { maxBytes: MAX_REQUEST_BYTES, maxDepth: MAX_JSON_DEPTH, source: "the request" }) : {};
 }
 
 export function serveIsRunning(dataDir: string): Promise<boolean> {
@@ -117,4 +146,20 @@ export function toWire(message: IngressMessage): WireMessage {
 export function fromWire(message: WireMessage): IngressMessage {
   const { payload, payloadBase64, ...rest } = message;
   return { ...rest, payload: payload ?? new Uint8Array(Buffer.from(payloadBase64 ?? "", "base64")) };
+}
+
+/** An outbox entry as JSON: a body that is not text (a row another program wrote) travels as base64. */
+export type WireOutboxEntry = Omit<OutboxEntry, "body"> & { body?: string; bodyBase64?: string };
+
+export function toWireOutbox(entry: OutboxEntry): WireOutboxEntry {
+  const { body, ...rest } = entry;
+  const raw: unknown = body;
+  if (typeof raw === "string") return { ...rest, body: raw };
+  if (raw instanceof Uint8Array) return { ...rest, bodyBase64: Buffer.from(raw).toString("base64") };
+  return { ...rest, body: String(raw) };
+}
+
+export function fromWireOutbox(entry: WireOutboxEntry): OutboxEntry {
+  const { body, bodyBase64, ...rest } = entry;
+  return { ...rest, body: body ?? (new Uint8Array(Buffer.from(bodyBase64 ?? "", "base64")) as unknown as string) };
 }

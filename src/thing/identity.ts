@@ -1,43 +1,137 @@
-import { readFileSync } from "node:fs";
-import type { KeyObject } from "node:crypto";
+/**
+ * The thing's identity: its root CA, certificate and private key, read once through one loader
+ * that `serve`, `collect`, `bootstrap`, `install-service` and the SDK all use, so that whatever
+ * one of them accepts the others accept too, and in the same normalised form (src/crypto/
+ * key-files.ts: PEM from other systems, DER, BOMs and CRLFs all end up as canonical PEM).
+ *
+ * Identity problems are configuration errors found before anything else happens: a missing or
+ * unreadable file, a PKCS#12/PKCS#7/encrypted/empty file, a key of a kind FlashLex does not
+ * sign with, a certificate that is not the key's. Each is one line naming the file, exit 78
+ * (77 when the file exists but this user may not read it).
+ */
+import { X509Certificate, type KeyObject } from "node:crypto";
+import { readFileSync, statSync } from "node:fs";
 import type { ThingConfig } from "../config/load.ts";
-import { loadPrivateKey } from "../crypto/keys.ts";
-import { FlashlexError, ExitCode } from "../errors.ts";
+import { certificatePem, KeyFileError, normaliseCertificates, normalisePrivateKey } from "../crypto/key-files.ts";
+import { spkiDer, tokenAlgorithmFor, type ThingTokenAlgorithm } from "../crypto/keys.ts";
+import { CryptoError } from "../crypto/errors.ts";
+import { ConfigError, ExitCode, FlashlexError } from "../errors.ts";
 
 /** What the thing proves itself with: the PEMs for mutual TLS and the key that signs its JWTs. */
 export interface ThingIdentity {
   thingId: string;
   thingName: string;
+  /** every certificate of the root CA file, canonical PEM */
   caPem: string;
+  /** the thing's certificate first, then any intermediates from the same file, canonical PEM */
   certPem: string;
+  /** the private key as PKCS#8 PEM, whatever format the file had */
   keyPem: string;
   privateKey: KeyObject;
+  /** what the key signs thing tokens with: RS256, ES256 or ES384 */
+  tokenAlgorithm: ThingTokenAlgorithm;
 }
 
-export function readKeyFile(path: string, what: string): string {
+/** Reads a key file's bytes; a missing file is a configuration error (78), an unreadable one a permission error (77). */
+export function readKeyFile(path: string, what: string): Buffer {
   try {
-    return readFileSync(path, "utf8");
+    return readFileSync(path);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    const exit = code === "EACCES" ? ExitCode.PERMISSION : ExitCode.CONFIG;
-    throw new FlashlexError(`${path}: cannot read the ${what} (${code ?? "error"})`, exit);
+    const message = `${path}: cannot read the ${what} (${code ?? "error"})`;
+    if (code === "EACCES" || code === "EPERM") throw new FlashlexError(message, ExitCode.PERMISSION);
+    throw new ConfigError(message);
   }
 }
 
-export function loadIdentity(config: ThingConfig): ThingIdentity {
-  const keyPem = readKeyFile(config.paths.privateKey, "private key");
-  let privateKey: KeyObject;
+/** Turns a crypto-layer refusal of a file's contents into a ConfigError naming the file. */
+function configError(path: string, err: unknown): never {
+  if (err instanceof KeyFileError) throw new ConfigError(err.describe(path));
+  if (err instanceof CryptoError) throw new ConfigError(`${path}: ${err.message}`);
+  throw err;
+}
+
+/**
+ * Reads and normalises the three files and checks that the key is of a kind FlashLex signs
+ * with. Does not check that key and certificate belong together (`checkKeyMatchesCertificate`):
+ * bootstrap reports that as a check of its own. Throws ConfigError (78) or FlashlexError (77).
+ */
+export function readIdentity(config: ThingConfig): ThingIdentity {
+  const { paths } = config;
+  const keyBytes = readKeyFile(paths.privateKey, "private key");
+  let key: { pem: string; key: KeyObject };
+  let tokenAlgorithm: ThingTokenAlgorithm;
   try {
-    privateKey = loadPrivateKey(keyPem);
+    key = normalisePrivateKey(keyBytes);
+    tokenAlgorithm = tokenAlgorithmFor(key.key);
   } catch (err) {
-    throw new FlashlexError(`${config.paths.privateKey}: ${(err as Error).message}`, ExitCode.CONFIG);
+    configError(paths.privateKey, err);
+  }
+  let certificates: Buffer[];
+  try {
+    certificates = normaliseCertificates(readKeyFile(paths.cert, "thing certificate"), "certificate").der;
+  } catch (err) {
+    configError(paths.cert, err);
+  }
+  let caPem: string;
+  try {
+    caPem = normaliseCertificates(readKeyFile(paths.rootCA, "root CA certificate"), "root CA").pem;
+  } catch (err) {
+    configError(paths.rootCA, err);
   }
   return {
     thingId: config.yaml.thing.id,
     thingName: config.yaml.thing.name,
-    caPem: readKeyFile(config.paths.rootCA, "root CA certificate"),
-    certPem: readKeyFile(config.paths.cert, "thing certificate"),
-    keyPem,
-    privateKey,
+    caPem,
+    certPem: leafFirst(certificates, key.key).map(certificatePem).join(""),
+    keyPem: key.pem,
+    privateKey: key.key,
+    tokenAlgorithm,
   };
+}
+
+/**
+ * TLS sends the first certificate of the file as the thing's own and the rest as its chain, so
+ * the certificate of this key goes first, wherever the file had it (some tools write the chain
+ * root-first). When no certificate is the key's, the order is kept and the match check says so.
+ */
+function leafFirst(certificates: Buffer[], privateKey: KeyObject): Buffer[] {
+  const own = spkiDer(privateKey);
+  const index = certificates.findIndex((der) => certificateSpki(der)?.equals(own));
+  if (index <= 0) return certificates;
+  return [certificates[index]!, ...certificates.slice(0, index), ...certificates.slice(index + 1)];
+}
+
+/** The SPKI DER of a certificate's key, or undefined when node cannot read its key. */
+function certificateSpki(certificate: Buffer | string): Buffer | undefined {
+  try {
+    return spkiDer(new X509Certificate(certificate).publicKey);
+  } catch {
+    return undefined;
+  }
+}
+
+/** Throws ConfigError naming the certificate file unless its first certificate carries the private key's public half. */
+export function checkKeyMatchesCertificate(identity: ThingIdentity, config: ThingConfig): void {
+  // X509Certificate reads the first block of the PEM: the thing's own certificate.
+  if (!certificateSpki(identity.certPem)?.equals(spkiDer(identity.privateKey))) {
+    throw new ConfigError(`${config.paths.cert}: this certificate was not issued for the private key ${config.paths.privateKey}; use the certificate and key of the same distribution`);
+  }
+}
+
+/**
+ * The one identity check, before anything is connected, queued or written: the files load, the
+ * key is RSA >= 2048 / EC P-256 / EC P-384, and the certificate is the key's. Throws ConfigError
+ * (78) or, for a file this user may not read, FlashlexError (77); the message names the file.
+ */
+export function loadIdentity(config: ThingConfig): ThingIdentity {
+  const identity = readIdentity(config);
+  checkKeyMatchesCertificate(identity, config);
+  return identity;
+}
+
+/** The private key file's mode as "0640" when group or others may read or write it; undefined when it is 0600 or stricter. */
+export function keyFileTooOpen(path: string): string | undefined {
+  const mode = statSync(path).mode & 0o777;
+  return mode & 0o077 ? `0${mode.toString(8)}` : undefined;
 }

@@ -2,11 +2,28 @@ import { EventEmitter } from "node:events";
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
 import type { ThingConfig } from "../config/load.ts";
 import type { Logger } from "../log.ts";
-import { Backoff } from "./backoff.ts";
+import { Backoff, type DropCause } from "./backoff.ts";
 import type { ThingIdentity } from "./identity.ts";
 
 /** Receives one ingress message; the broker gets its PUBACK only after the promise resolves. */
 export type MessageHandler = (packet: IPublishPacket) => Promise<void>;
+
+/** What the session tells the ingress side: each new connection, then its messages. */
+export interface IngressHandler {
+  /** a connection was accepted; `sessionPresent` is the CONNACK's flag (MQTT 3.1.1 §3.2.2.2) */
+  connectionStarted(sessionPresent: boolean): void;
+  handle: MessageHandler;
+}
+
+/**
+ * Where the session remembers what the broker's persistent session holds (its subscriptions),
+ * so that a resumed session is not subscribed again: a SUBSCRIBE replaces the subscription and
+ * makes the broker send the topic's retained message again (MQTT 3.1.1 §3.8.4).
+ */
+export interface SessionMemory {
+  get(key: string): string | undefined;
+  set(key: string, value: string): void;
+}
 
 export interface SessionOptions {
   config: ThingConfig;
@@ -14,7 +31,9 @@ export interface SessionOptions {
   log: Logger;
   /** topics to subscribe to at QoS 1 on every connection */
   subscriptions: string[];
-  onMessage?: MessageHandler;
+  ingress?: IngressHandler;
+  /** absent: subscribe on every connect */
+  memory?: SessionMemory;
   /** the persistent session survives restarts; only a one-shot check uses a clean one */
   clean?: boolean;
   /** a one-shot check fails fast instead of retrying forever */
@@ -24,6 +43,11 @@ export interface SessionOptions {
 }
 
 export class OperationTimeout extends Error {}
+
+/** The broker answered a SUBSCRIBE with 0x80 for a topic (MQTT 3.1.1 §3.9.3). */
+export class SubscriptionRefused extends Error {}
+
+const SUBSCRIPTIONS_KEY = "subscriptions";
 
 /**
  * The thing's MQTT connection: mutual TLS with the thing's certificate (verification is never
@@ -36,6 +60,9 @@ export class ThingSession extends EventEmitter {
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
   private stopping = false;
   private readonly operationTimeoutMs: number;
+  /** why the current connection will have ended: the broker, unless an error or we end it */
+  private dropCause: DropCause = "broker";
+  private takeoverWarned = false;
 
   constructor(private readonly options: SessionOptions) {
     super();
@@ -85,8 +112,11 @@ export class ThingSession extends EventEmitter {
     if (!topics.length) return Promise.resolve();
     return this.withTimeout(`subscribe to ${topics.join(", ")}`, (done) =>
       this.client.subscribe(topics, { qos: 1 }, (err, granted) => {
-        const refused = granted?.filter((g) => g.qos === 128).map((g) => g.topic) ?? [];
-        done(err ?? (refused.length ? new Error(`the broker refused the subscription to ${refused.join(", ")}`) : undefined));
+        // MQTT.js 5 rejects a SUBACK holding a 0x80 return code (MQTT 3.1.1 §3.9.3) with an
+        // error that carries the SUBACK (ErrorWithSubackPacket); in topic order, as sent.
+        const codes = (err as (Error & { packet?: { granted?: number[] } }) | null)?.packet?.granted;
+        const refused = codes ? topics.filter((_, i) => ((codes[i] ?? 0) & 0x80) !== 0) : (granted?.filter((g) => g.qos === 128).map((g) => g.topic) ?? []);
+        done(refused.length ? new SubscriptionRefused(`the broker refused the subscription to ${refused.join(", ")} (SUBACK 128)`) : (err ?? undefined));
       }),
     );
   }
@@ -106,15 +136,17 @@ export class ThingSession extends EventEmitter {
   }
 
   private handle(packet: IPublishPacket, done: (err?: Error) => void): void {
-    const onMessage = this.options.onMessage;
-    if (!onMessage) return done();
-    onMessage(packet).then(
+    const ingress = this.options.ingress;
+    if (!ingress) return done();
+    // Stopping: the database may be closing; no PUBACK, the broker sends it again next time.
+    if (this.stopping) return done(new Error("stopping"));
+    ingress.handle(packet).then(
       () => done(),
       (err: Error) => {
         // Not acknowledged: drop the connection so the broker redelivers from the persistent session.
         this.options.log.error("ingress.failed", { topic: packet.topic, error: err });
         done(err);
-        this.client.stream?.destroy();
+        this.dropConnection();
       },
     );
   }
@@ -122,24 +154,56 @@ export class ThingSession extends EventEmitter {
   private wire(): void {
     const { log, subscriptions } = this.options;
     this.client.on("connect", (connack) => {
+      // A connect that was under way when stop() began: stop() ends it.
+      if (this.stopping) return;
       this.backoff.connected(Date.now());
+      this.dropCause = "broker";
       log.info("mqtt.connected", { broker: this.brokerName(), sessionPresent: connack.sessionPresent });
+      // Before any PUBLISH of this connection is handled (MQTT.js emits `connect` first).
+      this.options.ingress?.connectionStarted(connack.sessionPresent);
+      const remembered = this.rememberedSubscriptions();
+      if (connack.sessionPresent && subscriptions.length && this.options.memory?.get(SUBSCRIPTIONS_KEY) === remembered) {
+        log.info("mqtt.subscribed", { topics: subscriptions.join(","), session: "resumed" });
+        this.emit("connected");
+        return;
+      }
       this.subscribe(subscriptions).then(
         () => {
-          if (subscriptions.length) log.info("mqtt.subscribed", { topics: subscriptions.join(",") });
+          if (subscriptions.length) {
+            this.options.memory?.set(SUBSCRIPTIONS_KEY, remembered);
+            log.info("mqtt.subscribed", { topics: subscriptions.join(",") });
+          }
           this.emit("connected");
         },
         (err: Error) => {
-          log.error("mqtt.subscribe_failed", { error: err });
+          const refused = err instanceof SubscriptionRefused;
+          log.error(refused ? "mqtt.subscription_refused" : "mqtt.subscribe_failed", {
+            error: err,
+            hint: refused ? `the broker does not allow this thing to subscribe to ${subscriptions.join(", ")}: check flashlex.thing.mqtt.ingress.topic (ingress/<thing name>) and the broker's rules` : undefined,
+          });
+          if (refused) this.backoff.penalise();
           this.emit("fatal", err);
-          this.client.stream?.destroy();
+          this.dropConnection();
         },
       );
     });
-    this.client.on("error", (err) => log.warn("mqtt.error", { error: describeError(err) }));
+    this.client.on("error", (err) => {
+      this.dropCause = "error";
+      log.warn("mqtt.error", { error: describeError(err) });
+    });
     this.client.on("close", () => {
       if (this.stopping) return;
-      this.backoff.disconnected(Date.now());
+      this.backoff.disconnected(Date.now(), this.dropCause);
+      this.dropCause = "error"; // until the next CONNACK, a close is a failed connect
+      if (this.backoff.takeoverSuspected && !this.takeoverWarned) {
+        this.takeoverWarned = true;
+        log.warn("mqtt.session_taken_over", {
+          client: this.options.clientId ?? this.options.identity.thingName,
+          hint: "the broker keeps closing this connection right after it is made: another device or process is probably connected with the same thing name and certificate (a copied distribution, or a second serve). Stop the other one, or give each device its own thing. Reconnecting more slowly meanwhile.",
+        });
+      } else if (!this.backoff.takeoverSuspected) {
+        this.takeoverWarned = false;
+      }
       this.emit("disconnected");
       if (this.options.reconnect === false) {
         this.emit("fatal", new Error("the MQTT connection closed"));
@@ -150,6 +214,18 @@ export class ThingSession extends EventEmitter {
       clearTimeout(this.reconnectTimer);
       this.reconnectTimer = setTimeout(() => this.client.reconnect(), delay);
     });
+  }
+
+  /** Ends the connection from our side (the broker then redelivers what we did not acknowledge). */
+  private dropConnection(): void {
+    this.dropCause = "self";
+    this.client.stream?.destroy();
+  }
+
+  /** What the broker's session holds once `subscriptions` are made: which broker, client and topics. */
+  private rememberedSubscriptions(): string {
+    const clientId = this.options.clientId ?? this.options.identity.thingName;
+    return JSON.stringify({ broker: this.brokerName(), clientId, topics: [...this.options.subscriptions].sort() });
   }
 
   private brokerName(): string {

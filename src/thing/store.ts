@@ -2,18 +2,35 @@ import { join } from "node:path";
 import type { ThingConfig } from "../config/load.ts";
 import type { Logger } from "../log.ts";
 import { MessageStore } from "../store/message-store.ts";
-import { importPickleDb } from "../store/pickledb-import.ts";
+import { importPickleDb, PickleDbUnreadable } from "../store/pickledb-import.ts";
+import type { SessionMemory } from "./session.ts";
 
-/** Opens the thing's message database, taking in an old Python SDK store the first time. */
+/**
+ * Opens the thing's message database, taking in an old Python SDK store the first time. An old
+ * store that cannot be read does not stop the agent: it is left untouched (nothing in it is
+ * lost) and every start says so, at ERROR, until the owner fixes or moves it.
+ */
 export function openThingStore(config: ThingConfig, log: Logger): MessageStore {
   const store = MessageStore.open(config.paths.database);
+  const legacy = join(config.dataDir, config.yaml.app.db.subscriptionData);
   try {
-    const legacy = join(config.dataDir, config.yaml.app.db.subscriptionData);
-    const imported = importPickleDb(store, legacy, config.yaml.thing.mqtt.ingress.topic);
+    const imported = importPickleDb(store, legacy, config.yaml.thing.mqtt.ingress.topic, (key, reason) =>
+      log.warn("store.pickledb_entry_skipped", { file: legacy, key, reason, note: `kept in ${legacy}.imported` }),
+    );
     if (imported) log.info("store.imported_pickledb", { file: legacy, messages: imported, renamedTo: `${legacy}.imported` });
   } catch (err) {
-    store.close();
-    throw err;
+    // Only "not readable" is survivable: after a failed commit or rename, importing again
+    // at the next start could store the messages twice, so those stop the start as before.
+    if (!(err instanceof PickleDbUnreadable)) {
+      store.close();
+      throw err;
+    }
+    log.error("store.pickledb_unreadable", { file: legacy, error: err.message, note: "left untouched; the agent runs without it" });
   }
   return store;
+}
+
+/** The MQTT session's memory (what the broker's session holds), kept in the message database. */
+export function sessionMemory(store: MessageStore): SessionMemory {
+  return { get: (key) => store.sessionState(key), set: (key, value) => store.setSessionState(key, value) };
 }

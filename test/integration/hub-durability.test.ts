@@ -7,6 +7,7 @@
  * The tests run in order and share one hub home, one thing, and the hub and serve the first leaves running.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -14,6 +15,7 @@ import { parseDocument } from "yaml";
 import { binaryPath, run, start, type Background } from "../support/binary.ts";
 import { unpackDistribution } from "../support/distribution.ts";
 import { freePort } from "../support/mosquitto.ts";
+import { tally } from "../support/tally.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-hub-durability-"));
 const hubDir = join(work, "hub");
@@ -58,7 +60,8 @@ async function killHub(child: Background): Promise<void> {
 /** What the thing's application sees: its ingress payloads, oldest first. */
 async function thingInbox(): Promise<string[]> {
   const listed = (await flashlex(["messages", "list", "--json", "--all", ...thing.flags])).stdout.trim();
-  return listed ? listed.split("\n").map((line) => JSON.parse(line)).filter((r) => r.topic === `ingress/${thing.name}`).map((r) => r.payload) : [];
+  // the guide's `message`, without the hub's id the wire payload carries
+  return listed ? listed.split("\n").map((line) => JSON.parse(line)).filter((r) => r.topic === `ingress/${thing.name}`).map((r) => JSON.stringify(JSON.parse(r.payload).message)) : [];
 }
 
 type IngressEntry = { payload: unknown; flmessagespk: string; delivery: string; deliveredAt: string | null };
@@ -118,7 +121,7 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
     for (const text of ["first while offline", "second while offline"]) {
       const answer = await flashlex(["hub", "send", thing.name, "--dir", hubDir], JSON.stringify({ text }));
       expect(answer.stdout).toContain("the thing is not connected now");
-      sent.push(JSON.stringify({ message: { text } }));
+      sent.push(JSON.stringify({ text }));
     }
     expect((await hubIngress()).map((m) => m.delivery)).toEqual(["pending", "pending"]);
     await killHub(hub);
@@ -129,7 +132,7 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
     expect(await thingInbox()).toEqual(sent);
     await waitUntil("the hub's record says delivered", async () => (await hubIngress()).every((m) => m.delivery === "delivered"), 10_000, () => hub.output());
     const record = await hubIngress();
-    expect(record.map((m) => m.payload)).toEqual(sent.map((s) => JSON.parse(s)));
+    expect(record.map((m) => m.payload)).toEqual(sent.map((s) => ({ message: JSON.parse(s) })));
     for (const m of record) expect(m.deliveredAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
     expect(hub.output()).toMatch(/hub\.ingress_replayed [^\n]*count=2/);
     // leave both running for the next test
@@ -152,6 +155,24 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
     expect(await thingInbox()).toHaveLength(before + 1);
     expect(hub.output()).not.toContain("hub.ingress_replayed");
     expect((await hubIngress()).map((m) => m.delivery)).toEqual(["delivered", "delivered", "delivered"]);
+    expect(await serve.stop()).toBe(0);
+    expect(await hub.stop()).toBe(0);
+  }, 90_000);
+
+  test("a hub killed between the thing's PUBACK and its own record sends the message again: the thing stores it once", async () => {
+    const before = await thingInbox();
+    // The state that kill leaves: the thing has the message, the hub's record still says pending.
+    const db = new Database(join(hubDir, "hub.db"));
+    db.run("UPDATE messages SET delivery = 'pending', delivered_at = NULL WHERE messagetype = 'ingress'");
+    db.close();
+    hub = await startHub();
+    serve = launch(["serve", ...thing.flags]);
+    await waitUntil("the hub's record says delivered", async () => (await hubIngress()).every((m) => m.delivery === "delivered"), 20_000, () => hub.output());
+    expect(hub.output()).toMatch(/hub\.ingress_replayed [^\n]*count=3/);
+    await waitUntil("serve recognised the three", async () => count(serve.output(), /ingress\.redelivery_skipped/) >= 3, 10_000, () => serve.output());
+    const after = await thingInbox();
+    tally("duplicates", after.length - before.length);
+    expect(after).toEqual(before);
     expect(await serve.stop()).toBe(0);
     expect(await hub.stop()).toBe(0);
   }, 90_000);

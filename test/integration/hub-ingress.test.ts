@@ -178,21 +178,41 @@ describe("ingress through the embedded broker, with the hub database behind it",
     await clients.pop()!.endAsync();
   }, 20_000);
 
-  test("a clean session sees a live message, but it stays pending until the persistent session has it", async () => {
+  test("a clean session (the old Python client) marks what it acknowledged delivered; the agent then gets only the rest", async () => {
     await restartBroker();
+    const waiting = await send("while nobody listens");
     const live: string[] = [];
     const clean = await connectThing(live, { clean: true });
-    const id = await send("to a clean session");
-    await waitUntil("the clean session got it", () => live.length === 1);
-    await Bun.sleep(300);
-    expect(await delivery(id)).toBe("pending"); // aedes' ack for a clean session names no message
+    await waitUntil("the clean session got what was pending", () => live.length === 1);
+    const sent = await send("live to the clean session");
+    await waitUntil("both delivered", async () => (await delivery(waiting)) === "delivered" && (await delivery(sent)) === "delivered");
+    expect(texts(live)).toEqual(["while nobody listens", "live to the clean session"]);
     await clean.endAsync();
     clients.pop();
 
+    const later = await send("after the old client stopped");
+    const received: string[] = [];
+    await connectThing(received); // the agent: a persistent session
+    await waitUntil("delivered", async () => (await delivery(later)) === "delivered");
+    await Bun.sleep(300);
+    expect(texts(received)).toEqual(["after the old client stopped"]);
+    await clients.pop()!.endAsync();
+  }, 20_000);
+
+  test("a clean session that drops before its PUBACK leaves the message pending for the next session", async () => {
+    await restartBroker();
+    const live: string[] = [];
+    const clean = await connectThing(live, { clean: true }, 60_000); // never acknowledges
+    const id = await send("unacknowledged");
+    await waitUntil("the clean session got it", () => live.length === 1);
+    clean.end(true);
+    clients.pop();
+    await Bun.sleep(200);
+    expect(await delivery(id)).toBe("pending");
     const received: string[] = [];
     await connectThing(received);
     await waitUntil("delivered", async () => (await delivery(id)) === "delivered");
-    expect(texts(received)).toEqual(["to a clean session"]);
+    expect(texts(received)).toEqual(["unacknowledged"]);
     await clients.pop()!.endAsync();
   }, 20_000);
 });

@@ -13,7 +13,7 @@
  * The describes run in order and share one hub: B is revoked in "broker rules", C in "Mosquitto".
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHmac, createPrivateKey, randomUUID, type KeyObject } from "node:crypto";
+import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -25,6 +25,8 @@ import { binaryPath, run, start, type Background, type RunResult } from "../supp
 import { freePort, startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
 import { unpackDistribution } from "../support/distribution.ts";
 import { makeTestPki } from "../support/pki.ts";
+import { tally } from "../support/tally.ts";
+import { issueThingCertificate } from "../../src/crypto/x509.ts";
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -53,6 +55,8 @@ interface Thing {
   privateKey: KeyObject;
 }
 let A: Thing, B: Thing, C: Thing;
+/** E: an EC P-256 thing (`--key-type ec`); X: an RSA thing whose key the test replaces with an EC one */
+let E: Thing, X: Thing;
 
 /** Runs the binary and fails with its output when it does not exit 0. */
 async function flashlex(args: string[], opts: { input?: string; timeoutMs?: number } = {}): Promise<RunResult> {
@@ -69,8 +73,9 @@ function launch(args: string[]): Background {
 }
 
 /** Provisions a thing and unpacks its distribution the way a user does (private key 0600). */
-async function provision(shortName: string): Promise<Thing> {
-  const created = JSON.parse((await flashlex(["hub", "thing", "create", shortName, "--dir", hubDir, "--json"])).stdout);
+async function provision(shortName: string, keyType?: "rsa" | "ec"): Promise<Thing> {
+  const created = JSON.parse((await flashlex(["hub", "thing", "create", shortName, "--dir", hubDir, "--json", ...(keyType ? ["--key-type", keyType] : [])])).stdout);
+  expect(created.keyType).toBe(keyType ?? "rsa");
   const zipPath = join(work, `${shortName}.zip`);
   await flashlex(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zipPath]);
   const root = unpackDistribution(zipPath, join(work, "things", shortName), created.name);
@@ -266,7 +271,7 @@ beforeAll(async () => {
   settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
   writeFileSync(join(hubDir, "hub.yml"), settings.toString());
 
-  [A, B, C] = await Promise.all([provision("a"), provision("b"), provision("c")]);
+  [A, B, C, E, X] = await Promise.all([provision("a"), provision("b"), provision("c"), provision("e", "ec"), provision("x")]);
   hub = launch(["hub", "serve", "--dir", hubDir]);
   await hub.waitFor(/hub\.started/);
 }, 120_000);
@@ -319,7 +324,8 @@ describe("round trip: embedded broker", () => {
     const rows = listed.stdout.trim().split("\n").map((line) => JSON.parse(line));
     const row = rows.find((r) => r.topic === `ingress/${A.name}` && JSON.parse(r.payload).message?.text === "hello, thing");
     expect(row, listed.stdout).toBeDefined();
-    expect(JSON.parse(row.payload)).toEqual({ message: { text: "hello, thing" } });
+    // the guide's wrapper, with the hub's id of the message (by which the agent stores it once)
+    expect(JSON.parse(row.payload)).toEqual({ message: { text: "hello, thing" }, flmessagespk: answer.result.flmessagespk });
     // ... and the hub keeps its copy as an ingress message
     const stored = (await storedMessages(A)).find((m) => m.flmessagespk === answer.result.flmessagespk);
     expect(stored).toMatchObject({ messagetype: "ingress", payload: { message: { text: "hello, thing" } } });
@@ -390,6 +396,105 @@ describe("round trip: embedded broker", () => {
   });
 });
 
+describe("an EC thing end to end: embedded broker", () => {
+  let serveE: Background;
+
+  afterAll(async () => {
+    if (serveE) expect(await serveE.stop()).toBe(0);
+  });
+
+  test("`hub thing create --key-type` takes rsa or ec; anything else is a usage error, and nothing is created", async () => {
+    for (const keyType of ["dsa", "EC", "ed25519"]) {
+      const result = await run(["hub", "thing", "create", `k-${keyType}`, "--dir", hubDir, "--key-type", keyType]);
+      expect(result.code).toBe(64);
+      expect(result.stderr.trim()).toBe(`flashlex: --key-type must be rsa or ec, not ${keyType}`);
+    }
+    tally("badInputs", 3);
+    const listed = JSON.parse((await flashlex(["hub", "thing", "list", "--dir", hubDir, "--json"])).stdout);
+    expect(listed.filter((t: any) => t.shortName.startsWith("k-"))).toEqual([]);
+    expect(listed.find((t: any) => t.id === E.id)).toMatchObject({ keyType: "ec" });
+    expect(listed.find((t: any) => t.id === A.id)).toMatchObject({ keyType: "rsa" });
+  });
+
+  test("`hub thing create --key-type ec` ships an EC P-256 key (PKCS#8) and a certificate for it", () => {
+    expect(E.privateKeyPem).toStartWith("-----BEGIN PRIVATE KEY-----");
+    expect(E.privateKey.asymmetricKeyType).toBe("ec");
+    expect(E.privateKey.asymmetricKeyDetails?.namedCurve).toBe("prime256v1");
+    expect(createPublicKey(E.certPem).export({ type: "spki", format: "pem" })).toBe(createPublicKey(E.privateKey).export({ type: "spki", format: "pem" }));
+  });
+
+  test("E's bootstrap passes all 12 checks (its egress check signs ES256)", async () => {
+    const result = await run(["bootstrap", ...E.flags], { timeoutMs: 30_000 });
+    expect(result.code, `${result.stdout}\n${result.stderr}\n--- hub log ---\n${hub.output()}`).toBe(0);
+    expect(result.stdout.match(/^\[PASS\]/gm)).toHaveLength(12);
+    expect(result.stdout).toContain("(ES256 key)");
+    await waitForLog(hub, new RegExp(`hub\\.thing_verified thing=${E.name}`));
+  }, 40_000);
+
+  test("E serves, receives `hub send`, and collects over HTTP and over MQTT", async () => {
+    serveE = launch(["serve", ...E.flags]);
+    await serveE.waitFor(/mqtt\.subscribed/);
+    await flashlex(["hub", "send", E.name, "--dir", hubDir], { input: '{"to":"ec"}' });
+    await serveE.waitFor(/ingress\.stored/);
+    const listed = (await flashlex(["messages", "list", "--json", ...E.flags])).stdout.trim().split("\n").map((l) => JSON.parse(l));
+    expect(listed.map((r) => JSON.parse(r.payload).message)).toContainEqual({ to: "ec" });
+
+    const overHttp = JSON.parse((await flashlex(["collect", ...E.flags, "--json"], { input: '{"via":"http","key":"ec"}' })).stdout);
+    const overMqtt = JSON.parse((await flashlex(["collect", ...E.flags, "--via", "mqtt", "--json"], { input: '{"via":"mqtt","key":"ec"}' })).stdout);
+    expect([overHttp.outcome, overMqtt.outcome]).toEqual(["sent", "sent"]);
+    const stored = await storedMessages(E);
+    expect(stored.find((m) => m.flmessagespk === overHttp.messageId)).toMatchObject({ messagetype: "egress", payload: { via: "http", key: "ec" } });
+    expect(stored.find((m) => m.flmessagespk === overMqtt.messageId)).toMatchObject({ messagetype: "egress", payload: { via: "mqtt", key: "ec" } });
+  }, 30_000);
+
+  test("E's tokens are ES256, and the hub takes nothing else from E: RS256 and HS256 are a 401", async () => {
+    const claims = claimsFor(E);
+    const es256 = await new SignJWT(claims).setProtectedHeader({ alg: "ES256", kid: E.id, typ: "JWT" }).sign(E.privateKey);
+    expect((await collectHttp(E, es256, { ok: true })).status).toBe(200);
+    const input = `${b64url({ alg: "HS256", kid: E.id, typ: "JWT" })}.${b64url(claims)}`;
+    const refused = [
+      await rs256(A.privateKey, E.id, claims), // an RSA key, RS256, in E's name
+      `${input}.${createHmac("sha256", E.publicKeyPem).update(input).digest("base64url")}`, // E's public key as an HMAC secret
+    ];
+    for (const token of refused) {
+      const answer = await collectHttp(E, token, { refused: true });
+      expect(answer.status).toBe(401);
+      expect(answer.headers.get("www-authenticate")).toBe('Bearer error="invalid_token"');
+    }
+    tally("attacks", refused.length);
+  });
+
+  test("a thing whose key was replaced by an EC key its hub never registered: 401 from the hub, never 500", async () => {
+    const before = hub.output().length;
+    const keyPath = join(X.keysDir, `${X.name}-keypair-private.pem`);
+    const certPath = join(X.keysDir, `${X.name}-certificate.pem`);
+    const { privateKey, publicKey } = generateKeyPairSync("ec", { namedCurve: "P-256" });
+    const ecKeyPem = privateKey.export({ type: "sec1", format: "pem" }) as string;
+
+    // Only the key replaced: the agent refuses it before sending anything (78, one line).
+    writeFileSync(keyPath, ecKeyPem, { mode: 0o600 });
+    const local = await run(["collect", ...X.flags], { input: '{"never":"sent"}' });
+    expect(local.code).toBe(78);
+    expect(local.stderr.trim()).toBe(`flashlex: ${certPath}: this certificate was not issued for the private key ${keyPath}; use the certificate and key of the same distribution`);
+
+    // Key and certificate replaced (a certificate from the hub's own CA, CN = X's name): the agent
+    // signs ES256 for X, the hub holds X's RSA key, and answers 401.
+    const ca = { certPem: readFileSync(join(hubDir, "ca-cert.pem"), "utf8"), keyPem: readFileSync(join(hubDir, "ca-key.pem"), "utf8") };
+    writeFileSync(certPath, await issueThingCertificate(ca, { thingName: X.name, publicKeyPem: publicKey.export({ type: "spki", format: "pem" }) as string }));
+    const sent = await run(["collect", ...X.flags, "--json"], { input: '{"refused":"by the hub"}' });
+    expect(sent.code).not.toBe(70);
+    expect(sent.code).not.toBe(0);
+    expect(JSON.parse(sent.stdout)).toMatchObject({ status: 401 });
+    await waitForLog(hub, new RegExp(`hub\\.collect_refused [^\\n]*thing_id=${X.id} reason="algorithm not allowed"`), before);
+    const direct = await collectHttp(X, await new SignJWT(claimsFor(X)).setProtectedHeader({ alg: "ES256", kid: X.id, typ: "JWT" }).sign(privateKey), { direct: true });
+    expect(direct.status).toBe(401);
+    expect(direct.body).toMatchObject({ status: "ERROR", code: 401, result: null });
+    expect(hub.output().slice(before)).not.toMatch(/hub\.api_failed|ERROR/);
+    expect(await storedMessages(X)).toEqual([]);
+    tally("attacks", 2);
+  }, 30_000);
+});
+
 describe("thing tokens over HTTP against the compiled hub", () => {
   const refusedIds: string[] = [];
 
@@ -426,7 +531,14 @@ describe("thing tokens over HTTP against the compiled hub", () => {
       const answer = await collectHttp(A, token, { refused: name }, { messageId });
       expect({ name, status: answer.status }).toEqual({ name, status: 401 });
       expect(answer.headers.get("content-type")).toContain("application/json");
-      expect(answer.headers.get("www-authenticate")).toBe("Bearer");
+      // RFC 6750 §3: no error code without a token; the time claims are named only after a verified signature.
+      const challenge =
+        reason === "no token"
+          ? "Bearer"
+          : reason === "expired" || reason === "not yet valid"
+            ? `Bearer error="invalid_token", error_description="token ${reason}"`
+            : 'Bearer error="invalid_token"';
+      expect({ name, challenge: answer.headers.get("www-authenticate") }).toEqual({ name, challenge });
       expect(answer.body).toEqual({ status: "ERROR", code: 401, messages: [{ key: "error", value: "the thing token was refused" }], result: null });
       if (token) expect(JSON.stringify(answer.body)).not.toContain(token.slice(0, 40));
       const logged = reason.includes(" ") ? `"${reason}"` : reason;
@@ -488,7 +600,7 @@ describe("broker rules: the compiled hub's embedded broker", () => {
     const mine = nextMessage(a, `ingress/${A.name}`, 5_000);
     await flashlex(["hub", "send", A.name, "--dir", hubDir], { input: '{"to":"a"}' });
     await flashlex(["hub", "send", B.name, "--dir", hubDir], { input: '{"to":"b"}' });
-    expect(await mine).toBe('{"message":{"to":"a"}}');
+    expect(JSON.parse((await mine)!).message).toEqual({ to: "a" });
     const leaked = nextMessage(a, `ingress/${B.name}`, 500);
     expect(await leaked).toBeUndefined();
     await a.endAsync();
@@ -646,7 +758,7 @@ describe("the same flow with Mosquitto and the generated config", () => {
     await flashlex(["hub", "send", A.name, "--dir", hubDir], { input: '{"via":"mosquitto"}' });
     await serveA.waitFor(/ingress\.stored/, 10_000);
     const rows = (await flashlex(["messages", "list", "--json", ...A.flags])).stdout.trim().split("\n").map((l) => JSON.parse(l));
-    expect(rows.some((r) => r.payload === '{"message":{"via":"mosquitto"}}'), withLog(JSON.stringify(rows))).toBe(true);
+    expect(rows.some((r) => JSON.stringify(JSON.parse(r.payload).message) === '{"via":"mosquitto"}'), withLog(JSON.stringify(rows))).toBe(true);
   }, 30_000);
 
   // Fails with the current hub: with an external broker HubBroker.connected() is always [] (src/hub/external-broker.ts),

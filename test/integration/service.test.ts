@@ -5,13 +5,14 @@
  * systemctl that records its arguments.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { installService, uninstallService, type InstallOptions } from "../../src/commands/service.ts";
 import { ExitCode } from "../../src/errors.ts";
 import { renderUnit, UNIT_TEMPLATE, type UnitValues } from "../../src/thing/unit.ts";
 import { binaryPath, run } from "../support/binary.ts";
+import { makeTestPki, type TestPki } from "../support/pki.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 const isRoot = process.getuid?.() === 0;
@@ -21,6 +22,9 @@ let tmp: string;
 let home: string; // <tmp>/home/pi/flashlex, the layout a Pi user unpacks
 let config: string;
 let owner: { name: string; uid: number; gid: number };
+let pki: TestPki;
+const THING = "ecd13b11-mything";
+const GUIDE = join(import.meta.dir, "../fixtures/guide-config.yml");
 
 /** An ordinary account to own the config: the caller, or (as root) the first non-system-ish one. */
 function pickOwner(): { name: string; uid: number; gid: number } {
@@ -35,10 +39,17 @@ function pickOwner(): { name: string; uid: number; gid: number } {
   return found;
 }
 
+/**
+ * The guide's config and a working identity (keys beside the config, the guide's layout):
+ * install-service checks both before it writes anything, as serve would at its start.
+ */
 function makeConfig(dir: string): string {
   mkdirSync(dir, { recursive: true });
   const file = join(dir, "config.yml");
-  writeFileSync(file, "flashlex:\n  thing:\n    id: test\n");
+  copyFileSync(GUIDE, file);
+  for (const name of ["root-ca-cert.pem", `${THING}-certificate.pem`, `${THING}-keypair-private.pem`, `${THING}-keypair-public.pem`]) {
+    copyFileSync(join(pki.dir, name), join(dir, name));
+  }
   if (isRoot) chownSync(file, owner.uid, owner.gid);
   return file;
 }
@@ -58,10 +69,11 @@ function capture() {
   return io;
 }
 
-beforeAll(() => {
+beforeAll(async () => {
   tmp = realpathSync(mkdtempSync(join(tmpdir(), "flashlex-service-")));
   chmodSync(tmp, 0o755); // the non-root run below must reach the config
   owner = pickOwner();
+  pki = await makeTestPki(join(tmp, "pki"), { thingName: THING });
   home = join(tmp, "home/pi/flashlex");
   config = makeConfig(home);
   binaryPath(); // build once, before the first timed test

@@ -21,11 +21,19 @@ export interface Receiver {
   refused: string[];
   /** runs after a request is verified and recorded, before it is answered (e.g. to fill a disk meanwhile) */
   beforeAnswer?: (received: Received) => void | Promise<void>;
+  /**
+   * When set, an authenticated request is answered with this status (and the envelope) and not
+   * stored: a receiver that refuses the content (413, 422, ...) or is in trouble (503).
+   */
+  answerStatus?: number;
   stop(): Promise<void>;
 }
 
 export async function startReceiver(opts: { thingId: string; publicKeyPem: string; port?: number }): Promise<Receiver> {
   const publicKey = createPublicKey(opts.publicKeyPem);
+  // The algorithm follows from the thing's key, as the hub's does: RS256 for RSA, ES256/ES384 for EC.
+  const curve = publicKey.asymmetricKeyDetails?.namedCurve;
+  const algorithm = publicKey.asymmetricKeyType === "ec" ? (curve === "secp384r1" ? "ES384" : "ES256") : "RS256";
   const received: Received[] = [];
   const refused: string[] = [];
   const server = Bun.serve({
@@ -42,12 +50,16 @@ export async function startReceiver(opts: { thingId: string; publicKeyPem: strin
         const header = decodeProtectedHeader(token);
         if (header.kid !== opts.thingId || header.typ !== "JWT") throw new Error(`header ${JSON.stringify(header)}`);
         const { payload } = await jwtVerify(token, publicKey, {
-          algorithms: ["RS256"],
+          algorithms: [algorithm],
           issuer: `urn:thing:${opts.thingId}`,
           audience: `urn:flashlex:${opts.thingId}`,
         });
         if (payload.exp! - payload.nbf! !== 720) throw new Error(`lifetime ${payload.exp! - payload.nbf!}`);
         const messageId = request.headers.get("x-flashlex-message-id");
+        if (receiver.answerStatus) {
+          refused.push(`answered ${receiver.answerStatus}`);
+          return Response.json({ status: "ERROR", code: receiver.answerStatus, messages: [{ key: "message", value: "refused by the test" }] }, { status: receiver.answerStatus });
+        }
         const body = await request.json();
         const entry = { messageId, body, claims: payload as Record<string, unknown>, header: header as Record<string, unknown> };
         received.push(entry);

@@ -327,7 +327,7 @@ export const storeContract: ContractCase[] = [
       }),
   },
   {
-    name: "MessageStore expire drops only old acknowledged ingress and old finished outbox entries",
+    name: "MessageStore expire drops only old acknowledged ingress and old sent outbox entries; rejected ones wait for the owner",
     run: (ctx) =>
       withStore(ctx, (store) => {
         const day = 86_400_000;
@@ -350,7 +350,7 @@ export const storeContract: ContractCase[] = [
           ingress: store.listIngress({ state: "all" }).map((m) => m.id),
           outbox: store.listOutbox().map((e) => e.message_id),
         };
-        assert.deepEqual(seen, { expired: { ingress: 1, outbox: 2 }, ingress: [oldUnacked, newAcked], outbox: ["old-pending", "new-sent"] });
+        assert.deepEqual(seen, { expired: { ingress: 1, outbox: 1 }, ingress: [oldUnacked, newAcked], outbox: ["old-pending", "old-rejected", "new-sent"] });
         return seen;
       }),
   },
@@ -403,6 +403,77 @@ export const storeContract: ContractCase[] = [
           last_error: "400 Bad Request", sent_at: null, response_status: 400, response_body: "bad",
         });
         assert.equal(store.getOutbox("nope"), undefined);
+        return seen;
+      }),
+  },
+  {
+    name: "MessageStore outbox retry and drop: rejected and pending become due now, sent is left alone, unknown ids are reported",
+    run: (ctx) =>
+      withStore(ctx, (store) => {
+        for (const [id, at] of [["r", 100], ["p", 200], ["s", 300]] as const) store.enqueue({ messageId: id, body: "{}", via: "http", now: at });
+        store.markRejected("r", "the API answered 413 Payload Too Large", { status: 413, body: "too large" });
+        store.markRetry("p", "ECONNREFUSED", 90_000);
+        store.markSent("s", 400);
+        const seen = {
+          rejected: store.countRejected(),
+          retried: store.retryOutbox(["r", "p", "s", "nope"], 5000),
+          r: store.getOutbox("r"),
+          due: store.due(5000, 10).map((e) => e.message_id),
+          dropped: store.dropOutbox(["s", "nope", "s"]),
+          left: store.listOutbox().map((e) => [e.message_id, e.state]),
+          rejectedAfter: store.countRejected(),
+        };
+        assert.deepEqual(seen.retried, { changed: ["r", "p"], missing: ["nope"], sent: ["s"] });
+        assert.deepEqual(seen.r, {
+          message_id: "r", body: "{}", via: "http", state: "pending", created_at: 100, attempts: 1, next_attempt_at: 5000,
+          last_error: "the API answered 413 Payload Too Large", sent_at: null, response_status: 413, response_body: "too large",
+        });
+        assert.deepEqual(seen.due, ["r", "p"]);
+        assert.deepEqual(seen.dropped, { changed: ["s"], missing: ["nope", "s"], sent: [] });
+        assert.deepEqual(seen.left, [["r", "pending"], ["p", "pending"]]);
+        assert.equal(seen.rejected, 1);
+        assert.equal(seen.rejectedAfter, 0);
+        return seen;
+      }),
+  },
+  {
+    name: "MessageStore due: an entry scheduled beyond any backoff (a clock that went back) is due now",
+    run: (ctx) =>
+      withStore(ctx, (store) => {
+        const now = 1_000_000_000;
+        store.enqueue({ messageId: "backoff", body: "{}", via: "http", now, notBefore: now + 300_000 });
+        store.enqueue({ messageId: "lease", body: "{}", via: "http", now, notBefore: now + 60_000 });
+        store.enqueue({ messageId: "day-ahead", body: "{}", via: "http", now, notBefore: now + 86_400_000 });
+        const seen = { due: store.due(now, 10).map((e) => e.message_id), dueMqtt: store.due(now, 10, "mqtt").length };
+        assert.deepEqual(seen, { due: ["day-ahead"], dueMqtt: 0 });
+        return seen;
+      }),
+  },
+  {
+    name: "MessageStore reads rows other programs wrote with odd types without failing the others",
+    run: (ctx) =>
+      withStore(ctx, (store) => {
+        store.insertIngress({ topic: "ingress/t", payload: te.encode('{"good":1}'), qos: 1, retain: false, receivedAt: 1 });
+        // SQLite keeps the type a writer gave: a number payload, a blob topic, a NULL outbox id
+        store.db.run("INSERT INTO ingress_messages (topic, payload, qos, retain, received_at) VALUES (?, ?, 1, 0, 2)", [bytes(0x74, 0x2f, 0x62), 42]);
+        store.db.run("INSERT INTO outbox (message_id, body, via, created_at, next_attempt_at) VALUES (NULL, ?, 'http', 3, 3)", ["{}"]);
+        store.db.run("INSERT INTO outbox (message_id, body, via, created_at, next_attempt_at) VALUES ('blob', ?, 'mqtt', 4, 4)", [bytes(0xff, 0xfe)]);
+        const ingress = store.listIngress().map((m) => [m.topic, m.payload]);
+        store.markUnsendable(null, "the stored message id is not 1-200 visible ASCII characters");
+        store.markUnsendable("blob", "the stored body is not UTF-8 text");
+        const seen = {
+          ingress,
+          one: store.getIngress(2)!.payload,
+          outbox: store.listOutbox().map((e) => [e.message_id, e.state, e.last_error, e.attempts]),
+          due: store.due(10, 10).length,
+        };
+        assert.deepEqual(seen.ingress, [["ingress/t", '{"good":1}'], ["t/b", "42"]]);
+        assert.equal(seen.one, "42");
+        assert.deepEqual(seen.outbox, [
+          [null, "rejected", "the stored message id is not 1-200 visible ASCII characters", 1],
+          ["blob", "rejected", "the stored body is not UTF-8 text", 1],
+        ]);
+        assert.equal(seen.due, 0);
         return seen;
       }),
   },

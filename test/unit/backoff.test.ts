@@ -28,3 +28,39 @@ test("a connection that stayed up for the stable time starts over from base; a s
   backoff.disconnected(20_000);
   expect(backoff.nextDelayMs()).toBe(1_000);
 });
+
+test("connections the broker closes before they are stable, three in a row, mean a takeover: waits of 15 s and more", () => {
+  const backoff = new Backoff({ baseSeconds: 0.2, maxSeconds: 1, stableSeconds: 10 }, () => 0);
+  for (let drop = 1; drop <= 3; drop++) {
+    expect(backoff.takeoverSuspected).toBe(false);
+    backoff.connected(drop * 1000);
+    backoff.disconnected(drop * 1000 + 500, "broker");
+  }
+  expect(backoff.takeoverSuspected).toBe(true);
+  expect(backoff.nextDelayMs()).toBe(15_000);
+  backoff.connected(100_000);
+  backoff.disconnected(100_500, "broker");
+  expect(backoff.nextDelayMs()).toBe(30_000);
+  // a stable connection ends the episode
+  backoff.connected(200_000);
+  backoff.disconnected(220_000, "broker");
+  expect(backoff.takeoverSuspected).toBe(false);
+  expect(backoff.nextDelayMs()).toBe(200);
+});
+
+test("drops with an error, or made by us, or failed connects do not count as a takeover", () => {
+  const backoff = new Backoff({ baseSeconds: 0.2, maxSeconds: 1, stableSeconds: 10 }, () => 0);
+  for (const cause of ["broker", "broker", "error", "broker", "broker", "self"] as const) {
+    backoff.connected(0);
+    backoff.disconnected(100, cause);
+    backoff.disconnected(200, "broker"); // a connect attempt that never got a CONNACK
+  }
+  expect(backoff.takeoverSuspected).toBe(false);
+});
+
+test("after the broker refused a subscription the next wait is the ceiling", () => {
+  const backoff = new Backoff({ baseSeconds: 1, maxSeconds: 30, stableSeconds: 10 }, () => 0);
+  backoff.penalise();
+  expect(backoff.nextDelayMs()).toBe(30_000);
+  expect(backoff.nextDelayMs()).toBe(1_000);
+});

@@ -88,6 +88,21 @@ describe("bad configuration is refused with the file and the key path", () => {
     expect(configErrorOf(join(dir, "nope.yml")).message).toContain("cannot read");
   });
 
+  test("a topic with a wildcard, NUL or too long is refused at load, naming the key", () => {
+    const cases: [string, (t: string) => string, string][] = [
+      ["plus.yml", (t) => t.replace("topic: ingress/ecd13b11-mything", "topic: ingress/+"), "flashlex.thing.mqtt.ingress.topic"],
+      ["hash.yml", (t) => t.replace("topic: ingress/ecd13b11-mything", "topic: ingress/#"), "flashlex.thing.mqtt.ingress.topic"],
+      ["egress.yml", (t) => t.replace("topic: flashlex/collect", "topic: flashlex/+"), "flashlex.thing.mqtt.egress.topic"],
+      ["nul.yml", (t) => t.replace("topic: pubsub/ecd13b11-mything", 'topic: "pubsub/\0"'), "flashlex.thing.mqtt.pubsub.topic"],
+      ["long.yml", (t) => t.replace("topic: ingress/ecd13b11-mything", `topic: ingress/${"x".repeat(70_000)}`), "flashlex.thing.mqtt.ingress.topic"],
+    ];
+    for (const [name, edit, key] of cases) {
+      const message = configErrorOf(variant(name, edit)).message;
+      expect(message).toContain(key);
+      expect(message.split("\n")).toHaveLength(1);
+    }
+  });
+
   test("unknown keys load, and are reported for a warning", () => {
     const file = variant("unknown.yml", (t) => t.replace("    thread: subscribe", "    thread: subscribe\n    colour: blue"));
     expect(loadThingConfig({ config: file }).unknownKeys).toEqual(["flashlex.app.colour"]);

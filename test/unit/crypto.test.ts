@@ -3,7 +3,7 @@
  * only external program is `openssl`, used as an independent judge of the certificates we issue.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
+import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, sign as cryptoSign, type KeyObject } from "node:crypto";
 import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -17,6 +17,8 @@ import {
   loadPrivateKey,
   loadPublicKey,
   publicKeyFingerprint,
+  spkiDer,
+  tokenAlgorithmFor,
 } from "../../src/crypto/keys.ts";
 import {
   checkCertificate,
@@ -267,11 +269,13 @@ describe("certificates", () => {
   });
 
   test("bad issue requests are refused", async () => {
-    const ec = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({ type: "spki", format: "pem" }) as string;
+    const ed = generateKeyPairSync("ed25519").publicKey.export({ type: "spki", format: "pem" }) as string;
+    const p521 = generateKeyPairSync("ec", { namedCurve: "secp521r1" }).publicKey.export({ type: "spki", format: "pem" }) as string;
     const small = generateKeyPairSync("rsa", { modulusLength: 1024 }).publicKey.export({ type: "spki", format: "pem" }) as string;
     const pub = pki.thing.publicKeyPem;
-    await expect(issueThingCertificate(pki.ca, { thingName: "x", publicKeyPem: ec })).rejects.toThrow("must be RSA");
-    await expect(issueThingCertificate(pki.ca, { thingName: "x", publicKeyPem: small })).rejects.toThrow("2048");
+    await expect(issueThingCertificate(pki.ca, { thingName: "x", publicKeyPem: ed })).rejects.toThrow("an Ed25519 key is not supported");
+    await expect(issueThingCertificate(pki.ca, { thingName: "x", publicKeyPem: p521 })).rejects.toThrow("curve secp521r1 is not supported");
+    await expect(issueThingCertificate(pki.ca, { thingName: "x", publicKeyPem: small })).rejects.toThrow("RSA key of 1024 bits is not supported");
     await expect(issueThingCertificate(pki.ca, { thingName: "", publicKeyPem: pub })).rejects.toThrow(CryptoError);
     await expect(issueThingCertificate(pki.ca, { thingName: "x".repeat(65), publicKeyPem: pub })).rejects.toThrow(CryptoError);
     await expect(issueThingCertificate(pki.ca, { thingName: "x", publicKeyPem: pub, days: 0 })).rejects.toThrow(CryptoError);
@@ -426,6 +430,45 @@ describe("thing tokens", () => {
       }),
       { numRuns: 50 },
     );
+  });
+
+  test("EC keys: P-256 signs ES256 and P-384 ES384, same header and claims; each verifies only as its own algorithm", async () => {
+    for (const [curve, alg] of [["P-256", "ES256"], ["P-384", "ES384"]] as const) {
+      const pair = generateKeyPairSync("ec", { namedCurve: curve });
+      // SEC1 (`BEGIN EC PRIVATE KEY`) and PKCS#8 load to the same key
+      const sec1 = loadPrivateKey(pair.privateKey.export({ type: "sec1", format: "pem" }) as string);
+      const pkcs8 = loadPrivateKey(pair.privateKey.export({ type: "pkcs8", format: "pem" }) as string);
+      expect(spkiDer(sec1).equals(spkiDer(pkcs8))).toBe(true);
+      expect(tokenAlgorithmFor(sec1)).toBe(alg);
+      const token = await signThingToken({ thingId, privateKey: sec1, now });
+      expect(JSON.parse(Buffer.from(token.split(".")[0]!, "base64url").toString())).toEqual({ alg, kid: thingId, typ: "JWT" });
+      expect(await verifyThingToken(token, { thingId, publicKey: pair.publicKey, now })).toMatchObject(good());
+      // the RSA thing's key never accepts it, and the EC key never accepts RS256
+      expect(await refusal(token)).toBe("algorithm not allowed");
+      expect(await refusal(await signThingToken({ thingId, privateKey: thingKey, now }), { publicKey: pair.publicKey })).toBe("algorithm not allowed");
+    }
+  });
+
+  test("keys FlashLex does not sign with are refused for signing and verifying, as a CryptoError", async () => {
+    for (const pair of [generateKeyPairSync("ed25519"), generateKeyPairSync("ec", { namedCurve: "secp521r1" }), generateKeyPairSync("rsa", { modulusLength: 1024 })]) {
+      await expect(signThingToken({ thingId, privateKey: pair.privateKey, now })).rejects.toThrow(/is not supported: FlashLex uses RSA keys of 2048 bits or more, EC P-256 or EC P-384 keys/);
+      const token = await signThingToken({ thingId, privateKey: thingKey, now });
+      const err = await verifyThingToken(token, { thingId, publicKey: pair.publicKey, now }).catch((e) => e);
+      expect(err).toBeInstanceOf(CryptoError);
+      expect(err).not.toBeInstanceOf(TokenError);
+    }
+  });
+
+  test("a token with crit or b64 in its header is refused, even correctly signed", async () => {
+    // jose will not sign these, so the RS256 signature is made by hand.
+    const raw = (header: object) => {
+      const input = `${b64({ alg: "RS256", kid: thingId, typ: "JWT", ...header })}.${b64(good())}`;
+      return `${input}.${cryptoSign("sha256", Buffer.from(input), thingKey).toString("base64url")}`;
+    };
+    expect(await verifyThingToken(raw({}), { thingId, publicKey: thingPub, now })).toMatchObject(good()); // the hand-made signature is right
+    expect(await refusal(raw({ crit: ["exp"] }))).toBe("unsupported header");
+    expect(await refusal(raw({ crit: ["b64"], b64: true }))).toBe("unsupported header");
+    expect(await refusal(raw({ b64: false }))).toBe("unsupported header");
   });
 
   test("the last signature character cannot be swapped for a same-bytes spelling", async () => {

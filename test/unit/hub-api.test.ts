@@ -3,7 +3,7 @@
  * real hub home: CA, thing keys and certificates made by the same code production uses.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHmac, randomUUID, type KeyObject } from "node:crypto";
+import { createHmac, generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,7 +12,7 @@ import { SignJWT } from "jose";
 import { parse } from "yaml";
 import { ThingYamlSchema } from "../../src/config/schema.ts";
 import { signThingToken } from "../../src/crypto/jwt.ts";
-import { generateRsaKeyPair, loadPrivateKey } from "../../src/crypto/keys.ts";
+import { generateRsaKeyPair, keyMatchesCertificate, loadPrivateKey } from "../../src/crypto/keys.ts";
 import { checkCertificate } from "../../src/crypto/x509.ts";
 import { silentLogger } from "../../src/log.ts";
 import { createHubApi, type HubApi } from "../../src/hub/api.ts";
@@ -21,6 +21,7 @@ import type { HubBroker } from "../../src/hub/broker.ts";
 import { initHub, type HubHome } from "../../src/hub/home.ts";
 import { openHubStore, type HubStore, type ThingRecord } from "../../src/hub/hub-store.ts";
 import { createThing, revokeThing } from "../../src/hub/provision.ts";
+import { tally } from "../support/tally.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
 
@@ -219,6 +220,100 @@ describe("POST /things/{id}/collect", () => {
       body: stream,
     });
     expect((await api.fetch(chunked)).status).toBe(413);
+  });
+});
+
+describe("EC things: the algorithm follows the registered key, nothing else", () => {
+  let ec: ThingRecord;
+  let ecKey: KeyObject;
+  const post = (body: string) => operator("/things", { method: "POST", body, headers: { "Content-Type": "application/json" } });
+
+  beforeAll(async () => {
+    const created = await post('{"name":"ec-thing","keyType":"ec"}');
+    expect(created.status).toBe(201);
+    const result = (await json(created)).result;
+    expect(result).toMatchObject({ name: "ecd13b11-ec-thing", keyType: "ec" });
+    ec = (await store.getThing(result.id))!;
+    const files = unzip(new Uint8Array(await (await operator(`/things/${ec.id}/dist`)).arrayBuffer()));
+    const keyPem = files[`${ec.name}/keys/${ec.name}-keypair-private.pem`]!;
+    expect(keyPem).toStartWith("-----BEGIN PRIVATE KEY-----");
+    ecKey = loadPrivateKey(keyPem);
+    expect(ecKey.asymmetricKeyDetails?.namedCurve).toBe("prime256v1");
+    const cert = files[`${ec.name}/keys/${ec.name}-certificate.pem`]!;
+    expect(checkCertificate(cert, files[`${ec.name}/keys/root-ca-cert.pem`]!, new Date()).ok).toBe(true);
+    expect(keyMatchesCertificate(ecKey, cert)).toBe(true);
+  });
+
+  test("POST /things takes keyType rsa or ec (default rsa) and refuses anything else with 400", async () => {
+    expect((await json(await post('{"name":"rsa-default"}'))).result.keyType).toBe("rsa");
+    expect((await json(await post('{"name":"rsa-explicit","keyType":"rsa"}'))).result.keyType).toBe("rsa");
+    for (const keyType of ['"dsa"', '"EC"', "null", "256", '["ec"]', '{"ec":1}']) {
+      const response = await post(`{"name":"bad-${randomUUID().slice(0, 8)}","keyType":${keyType}}`);
+      expect({ keyType, status: response.status }).toEqual({ keyType, status: 400 });
+      expect((await json(response)).messages[0].value).toBe("keyType must be rsa or ec");
+    }
+    tally("badInputs", 6);
+  });
+
+  test("the EC thing's own ES256 token is accepted", async () => {
+    const token = await signThingToken({ thingId: ec.id, privateKey: ecKey });
+    expect(JSON.parse(Buffer.from(token.split(".")[0]!, "base64url").toString())).toEqual({ alg: "ES256", kid: ec.id, typ: "JWT" });
+    expect((await collect({ thingId: ec.id, token })).status).toBe(200);
+  });
+
+  test("no algorithm confusion: every token whose algorithm is not the registered key's is a 401", async () => {
+    const claimsFor = (id: string) => ({ iss: `urn:thing:${id}`, aud: `urn:flashlex:${id}`, nbf: nowS() - 360, exp: nowS() + 360, iat: nowS() });
+    const sign = (alg: string, key: KeyObject, id: string) => new SignJWT(claimsFor(id)).setProtectedHeader({ alg, kid: id, typ: "JWT" }).sign(key);
+    const otherEc = generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
+    const p384 = generateKeyPairSync("ec", { namedCurve: "P-384" }).privateKey;
+    const hmac = (id: string, secret: string) => {
+      const input = `${b64({ alg: "HS256", kid: id, typ: "JWT" })}.${b64(claimsFor(id))}`;
+      return `${input}.${createHmac("sha256", secret).update(input).digest("base64url")}`;
+    };
+    const cases: [string, string, Promise<string> | string][] = [
+      ["RS256 to the EC thing, signed with the RSA thing's key", ec.id, sign("RS256", thingKey, ec.id)],
+      ["ES256 to the RSA thing, signed with the EC thing's key", thing.id, sign("ES256", ecKey, thing.id)],
+      ["ES256 to the RSA thing, signed with a stranger's P-256 key", thing.id, sign("ES256", otherEc, thing.id)],
+      ["ES256 to the EC thing, signed with a stranger's P-256 key", ec.id, sign("ES256", otherEc, ec.id)],
+      ["ES384 to the P-256 thing", ec.id, sign("ES384", p384, ec.id)],
+      ["HS256 keyed with the EC thing's public key", ec.id, hmac(ec.id, ec.publicKeyPem)],
+      ["alg none to the EC thing", ec.id, `${b64({ alg: "none", kid: ec.id, typ: "JWT" })}.${b64(claimsFor(ec.id))}.`],
+    ];
+    for (const [name, thingId, token] of cases) {
+      const response = await collect({ thingId, token: await token });
+      expect({ name, status: response.status }).toEqual({ name, status: 401 });
+      expect(await json(response)).toMatchObject({ status: "ERROR", code: 401, result: null });
+    }
+    tally("attacks", cases.length);
+  });
+});
+
+describe("WWW-Authenticate on a refused thing token (RFC 6750 §3)", () => {
+  const challenge = async (opts: { token?: string; thingId?: string }) => (await collect(opts)).headers.get("www-authenticate");
+  const stranger = () => loadPrivateKey(generateRsaKeyPair().privateKeyPem);
+
+  test("expired / not yet valid, with a verified signature: the description says so", async () => {
+    expect(await challenge({ token: await signThingToken({ thingId: thing.id, privateKey: thingKey, now: nowS() - 3600 }) })).toBe(
+      'Bearer error="invalid_token", error_description="token expired"',
+    );
+    expect(await challenge({ token: await signThingToken({ thingId: thing.id, privateKey: thingKey, now: nowS() + 3600 }) })).toBe(
+      'Bearer error="invalid_token", error_description="token not yet valid"',
+    );
+  });
+
+  test("every other refusal is a plain invalid_token, even an expired token signed by someone else", async () => {
+    const plain = 'Bearer error="invalid_token"';
+    expect(await challenge({ token: await signThingToken({ thingId: thing.id, privateKey: stranger(), now: nowS() - 3600 }) })).toBe(plain);
+    expect(await challenge({ token: await signThingToken({ thingId: thing.id, privateKey: stranger(), now: nowS() + 3600 }) })).toBe(plain);
+    expect(await challenge({ token: "abc.def.ghi" })).toBe(plain);
+    const unknown = randomUUID();
+    expect(await challenge({ thingId: unknown, token: await signThingToken({ thingId: unknown, privateKey: thingKey, now: nowS() - 3600 }) })).toBe(plain);
+    const longLived = await new SignJWT({ ...goodClaims(), exp: nowS() + 7200 }).setProtectedHeader({ alg: "RS256", kid: thing.id, typ: "JWT" }).sign(thingKey);
+    expect(await challenge({ token: longLived })).toBe(plain);
+  });
+
+  test("no token at all: a bare Bearer challenge (§3.1: no error code when no credentials came)", async () => {
+    expect(await challenge({})).toBe("Bearer");
   });
 });
 

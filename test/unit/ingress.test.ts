@@ -1,45 +1,154 @@
-import { afterAll, expect, test } from "bun:test";
+/**
+ * The ingress handler's exactly-once rules, against a real SQLite file: what counts as a
+ * redelivery (acknowledged again, not stored) and what is a new message.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { IPublishPacket } from "mqtt";
 import { loadThingConfig } from "../../src/config/load.ts";
 import { silentLogger } from "../../src/log.ts";
-import { MessageStore } from "../../src/store/message-store.ts";
+import { ingressMessageId, ingressWirePayload } from "../../src/protocol/ingress.ts";
+import { MessageStore, SEEN_ID_MIN_KEEP_MS } from "../../src/store/message-store.ts";
 import { createIngressHandler } from "../../src/thing/ingress.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-ingress-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-const packet = (messageId: number, payload: string, dup = false): IPublishPacket => ({
+const packet = (messageId: number, payload: string, opts: { dup?: boolean; retain?: boolean } = {}): IPublishPacket => ({
   cmd: "publish",
   topic: "ingress/ecd13b11-mything",
   payload: Buffer.from(payload),
   qos: 1,
-  dup,
-  retain: false,
+  dup: opts.dup ?? false,
+  retain: opts.retain ?? false,
   messageId,
 });
 
-test("a redelivery (DUP) of a stored message is acknowledged again but stored once; anything else is stored", async () => {
+let n = 0;
+function setup() {
   const config = loadThingConfig({ config: join(import.meta.dir, "../fixtures/guide-config.yml"), data: dir });
-  const store = MessageStore.open(join(dir, "ingress.db"));
-  try {
-    const handle = createIngressHandler({ config, store, log: silentLogger });
-    await handle(packet(7, '{"on":true}'));
-    await handle(packet(8, '{"on":false}'));
-    await handle(packet(7, '{"on":true}', true)); // the broker never saw the PUBACK of 7
-    await handle(packet(8, '{"on":"other"}', true)); // same id, other payload: a different message
-    await handle(packet(9, '{"on":true}')); // same payload, new id: a new message
-    await handle(packet(7, '{"on":true}')); // not a redelivery (no DUP): stored
-    expect(store.listIngress().map((m) => [m.packet_id, m.payload])).toEqual([
-      [7, '{"on":true}'],
-      [8, '{"on":false}'],
-      [8, '{"on":"other"}'],
-      [9, '{"on":true}'],
-      [7, '{"on":true}'],
-    ]);
-  } finally {
-    store.close();
-  }
+  const store = MessageStore.open(join(dir, `ingress-${n++}.db`));
+  const handler = createIngressHandler({ config, store, log: silentLogger });
+  const stored = () => store.listIngress({ state: "all" }).map((m) => [m.packet_id, m.payload]);
+  return { store, handler, stored };
+}
+
+describe("messages from a FlashLex hub (they carry the hub's id)", () => {
+  const id1 = "6f1c1d4e-0000-4000-8000-000000000001";
+  const id2 = "6f1c1d4e-0000-4000-8000-000000000002";
+  const hubMessage = (id: string, message: unknown) => ingressWirePayload(JSON.stringify({ message }), id);
+
+  test("the wire payload keeps the guide's wrapper and adds the id", () => {
+    expect(JSON.parse(hubMessage(id1, { on: true }))).toEqual({ message: { on: true }, flmessagespk: id1 });
+    expect(ingressMessageId(hubMessage(id1, "x"))).toBe(id1);
+    expect(ingressMessageId('{"message":"x","flmessagespk":"not-a-uuid"}')).toBeUndefined();
+    expect(ingressMessageId('["flmessagespk"]')).toBeUndefined();
+    expect(ingressMessageId("plain text")).toBeUndefined();
+  });
+
+  test("an id is stored once, whatever packet id, DUP flag or session it comes with", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(false);
+      await handler.handle(packet(7, hubMessage(id1, { on: true })));
+      await handler.handle(packet(900, hubMessage(id1, { on: true }))); // aedes: resent, new id, no DUP
+      handler.connectionStarted(false); // even after the broker lost the session (a hub replay)
+      await handler.handle(packet(7, hubMessage(id1, { on: true })));
+      await handler.handle(packet(8, hubMessage(id2, { on: true }))); // same content, other id: new
+      expect(stored().map(([, payload]) => JSON.parse(String(payload)).flmessagespk)).toEqual([id1, id2]);
+    } finally {
+      store.close();
+    }
+  });
+
+  test("an id is remembered after retention deleted the acknowledged message", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(false);
+      await handler.handle(packet(7, hubMessage(id1, "x")));
+      store.ackIngress([1], Date.now());
+      store.expire(Date.now() + 3600_000, 60);
+      expect(stored()).toEqual([]);
+      await handler.handle(packet(7, hubMessage(id1, "x")));
+      expect(stored()).toEqual([]);
+      store.expire(Date.now() + SEEN_ID_MIN_KEEP_MS + 3600_000, 60); // a week later the id is forgotten
+      await handler.handle(packet(7, hubMessage(id1, "x")));
+      expect(stored()).toHaveLength(1);
+    } finally {
+      store.close();
+    }
+  });
+});
+
+describe("messages without an id (published by anything else)", () => {
+  test("a resumed session's resend matches the rows stored before it, with or without DUP", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(false);
+      await handler.handle(packet(7, '{"on":true}'));
+      await handler.handle(packet(8, '{"on":false}'));
+      handler.connectionStarted(true); // the broker kept the session: 7 and 8 may come again
+      await handler.handle(packet(8, '{"on":false}')); // no DUP (aedes): still recognised
+      await handler.handle(packet(7, '{"on":true}', { dup: true }));
+      await handler.handle(packet(8, '{"on":"other"}')); // same packet id, other payload: a new message
+      await handler.handle(packet(9, '{"on":true}')); // same payload, new packet id: new
+      await handler.handle(packet(9, '{"on":true}')); // within this connection, no DUP: a new message
+      expect(stored()).toEqual([
+        [7, '{"on":true}'],
+        [8, '{"on":false}'],
+        [8, '{"on":"other"}'],
+        [9, '{"on":true}'],
+        [9, '{"on":true}'],
+      ]);
+    } finally {
+      store.close();
+    }
+  });
+
+  test("a fresh session (the broker lost it) starts over: a reused packet id is a new message", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(true);
+      await handler.handle(packet(1, "on"));
+      handler.connectionStarted(false);
+      await handler.handle(packet(1, "on"));
+      expect(stored()).toEqual([
+        [1, "on"],
+        [1, "on"],
+      ]);
+    } finally {
+      store.close();
+    }
+  });
+
+  test("with DUP set, the newest rows of this connection count too", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(false);
+      await handler.handle(packet(3, "a"));
+      await handler.handle(packet(3, "a", { dup: true }));
+      expect(stored()).toEqual([[3, "a"]]);
+    } finally {
+      store.close();
+    }
+  });
+
+  test("a retained message sent again at a new subscription is stored once; a new retained value is stored", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(false);
+      await handler.handle(packet(1, "mode=eco", { retain: true }));
+      handler.connectionStarted(false);
+      await handler.handle(packet(1, "mode=eco", { retain: true }));
+      await handler.handle(packet(2, "mode=boost", { retain: true }));
+      expect(stored()).toEqual([
+        [1, "mode=eco"],
+        [2, "mode=boost"],
+      ]);
+    } finally {
+      store.close();
+    }
+  });
 });

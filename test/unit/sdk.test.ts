@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { rmSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { FlashlexSDK } from "../../src/sdk/index.ts";
-import { InputError } from "../../src/errors.ts";
+import { ConfigError, InputError } from "../../src/errors.ts";
 import { MessageStore } from "../../src/store/message-store.ts";
 import { startReceiver, type Receiver } from "../support/receiver.ts";
 import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
@@ -46,5 +46,31 @@ test("reads and acknowledges what serve stored", async () => {
     expect(await sdk.getMessages({ state: "acked" })).toHaveLength(1);
   } finally {
     sdk.close();
+  }
+});
+
+test("the SDK uses the agent's identity loader: a key that is not the certificate's is a ConfigError before anything is queued, and reading messages still works", async () => {
+  const other = await thing.pki.issueThing("someone-else");
+  const keyPath = thing.pki.thing.privateKeyPath;
+  const original = readFileSync(keyPath);
+  writeFileSync(keyPath, readFileSync(other.privateKeyPath));
+  const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
+  try {
+    const outbox = () => {
+      const store = MessageStore.open(`${thing.dataDir}/subscription.db`);
+      try {
+        return store.countPending();
+      } finally {
+        store.close();
+      }
+    };
+    const before = outbox();
+    await expect(sdk.collectMessage({ never: "queued" })).rejects.toThrow(ConfigError);
+    await expect(sdk.collectMessage({ never: "queued" })).rejects.toThrow(`${thing.pki.thing.certPath}: this certificate was not issued for the private key ${keyPath}`);
+    expect(outbox()).toBe(before);
+    expect(Array.isArray(await sdk.getMessages())).toBe(true);
+  } finally {
+    sdk.close();
+    writeFileSync(keyPath, original);
   }
 });

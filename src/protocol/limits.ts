@@ -1,0 +1,122 @@
+/**
+ * How large and how deeply nested a JSON document from outside may be, for the thing and the hub
+ * alike, and the one parser that enforces it. Every place a document enters FlashLex (the hub's
+ * HTTP bodies, the MQTT collect and test envelopes, `hub send`, the thing's `collect` and its
+ * control socket) parses through `parseJsonDocument`, so the limits cannot drift apart.
+ *
+ * Why depth: `JSON.parse` and `JSON.stringify` recurse once per nesting level. A 100,000-deep
+ * array overflows the stack (a 500 before this existed); a 30,000-deep one parsed, was stored,
+ * and later cost the hub 30 s and 3.5 GB to pretty-print into an archive (the indentation grows
+ * with the depth, so the output grows with its square). Real messages are a few levels deep.
+ *
+ * Why scan first: the depth is measured by `jsonNestingDepth`, a single loop with no recursion
+ * that stops as soon as the limit is passed, before the document reaches a recursive parser.
+ *
+ * This module imports neither src/thing nor src/hub.
+ */
+import { InputError } from "../errors.ts";
+
+/**
+ * The deepest nesting of arrays and objects a message may have. `1`, `"a"`: depth 0;
+ * `[]`, `{}`: 1; `{"a": [1]}`: 2. A message of depth 64 is accepted, 65 is refused.
+ */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * The largest message, in bytes of UTF-8 JSON: the thing's `collect` refuses more, and it is the
+ * hub's default `api.payloadLimitBytes` (hub.yml), which bounds collect and publish bodies.
+ */
+export const DEFAULT_PAYLOAD_LIMIT_BYTES = 256 * 1024;
+
+/**
+ * An envelope (the MQTT collect envelope `{messageId, thingId, token, payload}`, the publish body
+ * `{"message": ...}`) puts the message one level deeper: it may be this much deeper than the
+ * message limit.
+ */
+export const ENVELOPE_DEPTH = 1;
+
+/** Room for the MQTT collect envelope around the payload: ids, keys and a JWT (about 1 KB with RS256). */
+export const ENVELOPE_OVERHEAD_BYTES = 8 * 1024;
+
+/** What is wrong with a document: each has its own answer (HTTP 400 or 413, exit 65). */
+export type JsonProblem = "empty" | "too_large" | "too_deep" | "not_json";
+
+/** A document refused by `parseJsonDocument`; an InputError, so the CLI exits 65. One line, no document text. */
+export class JsonDocumentError extends InputError {
+  constructor(
+    readonly problem: JsonProblem,
+    message: string,
+  ) {
+    super(message);
+    this.name = "JsonDocumentError";
+  }
+}
+
+/**
+ * The deepest nesting of `[`/`{` in `text`, outside strings, in one pass without recursion.
+ * Stops and returns as soon as the depth passes `stopAbove` (so the answer is then
+ * `stopAbove + 1`, not the full depth). For valid JSON this is exactly the document's depth;
+ * for invalid JSON it bounds the depth any parser reaches before it finds the error, since up
+ * to that point the text is a valid prefix.
+ */
+export function jsonNestingDepth(text: string, stopAbove = Number.POSITIVE_INFINITY): number {
+  let depth = 0;
+  let max = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c /* \ */) i++;
+      else if (c === 0x22 /* " */) inString = false;
+      continue;
+    }
+    if (c === 0x22) inString = true;
+    else if (c === 0x5b /* [ */ || c === 0x7b /* { */) {
+      if (++depth > max) {
+        max = depth;
+        if (max > stopAbove) return max;
+      }
+    } else if (c === 0x5d /* ] */ || c === 0x7d /* } */) depth--;
+  }
+  return max;
+}
+
+export interface JsonDocumentLimits {
+  /** largest size in UTF-8 bytes; default DEFAULT_PAYLOAD_LIMIT_BYTES */
+  maxBytes?: number;
+  /** deepest nesting; default MAX_JSON_DEPTH (add ENVELOPE_DEPTH for an envelope) */
+  maxDepth?: number;
+  /** names the document in the error message: a file, "stdin", "the body" */
+  source?: string;
+}
+
+/**
+ * Parses one JSON document from outside after checking, in this order, that it is not over
+ * `maxBytes` (UTF-8), not blank, and not nested deeper than `maxDepth`.
+ * Returns the parsed value. Throws JsonDocumentError (an InputError: exit 65) naming the problem
+ * and `source`; nothing else. JSON per RFC 8259 as `JSON.parse` reads it.
+ */
+export function parseJsonDocument(text: string, limits: JsonDocumentLimits = {}): unknown {
+  const maxBytes = limits.maxBytes ?? DEFAULT_PAYLOAD_LIMIT_BYTES;
+  const maxDepth = limits.maxDepth ?? MAX_JSON_DEPTH;
+  const source = limits.source ?? "the document";
+  // Characters are at most 3 UTF-8 bytes each (a surrogate pair is 4 bytes for 2), so short
+  // texts skip the count.
+  const bytes = text.length * 3 > maxBytes ? Buffer.byteLength(text, "utf8") : text.length;
+  if (bytes > maxBytes) throw new JsonDocumentError("too_large", `${source}: ${bytes} bytes is over the ${maxBytes}-byte limit`);
+  if (text.trim() === "") throw new JsonDocumentError("empty", `${source}: empty, expected one JSON document`);
+  if (jsonNestingDepth(text, maxDepth) > maxDepth) {
+    throw new JsonDocumentError("too_deep", `${source}: arrays and objects nested more than ${maxDepth} levels deep (the limit)`);
+  }
+  try {
+    return JSON.parse(text);
+  } catch (err) {
+    throw new JsonDocumentError("not_json", `${source}: not JSON (${oneLine((err as Error).message)})`);
+  }
+}
+
+/** A parser message on one line and short (it may quote a piece of the input). */
+function oneLine(text: string): string {
+  const flat = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, " ");
+  return flat.length > 120 ? `${flat.slice(0, 117)}...` : flat;
+}

@@ -1,0 +1,243 @@
+/**
+ * Exactly once, whatever the broker does. `serve` is killed with SIGKILL ten times while a
+ * stream of QoS 1 messages arrives, and restarted at once each time; afterwards every message
+ * is in the thing's database once, in order, counted by an id the test put in each payload.
+ *
+ * - the hub's embedded broker (aedes), fed through the operator API's publish route: aedes
+ *   resends unacknowledged messages without the DUP flag (MQTT 3.1.1 §3.3.1.1 says it must set
+ *   it), and may deliver a queued message both from its session queue and live; the agent
+ *   recognises a redelivery by the hub's message id in the payload;
+ * - Debian's Mosquitto, fed by mosquitto_pub with plain payloads (no hub id): the agent
+ *   recognises a redelivery by its packet identifier, topic and payload among the messages it
+ *   stored before the broker resumed the session (DUP set or not).
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import mqtt from "mqtt";
+import { parse } from "yaml";
+import { binaryPath, start, type Background } from "../support/binary.ts";
+import { makeHubFixture } from "../support/hub-fixture.ts";
+import { type MosquittoBroker } from "../support/mosquitto.ts";
+import { tally } from "../support/tally.ts";
+import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
+
+const KILLS = 10;
+const work = mkdtempSync(join(tmpdir(), "flashlex-exactly-once-"));
+const children: Background[] = [];
+process.once("exit", () => children.forEach((c) => c.proc.exitCode === null && c.proc.kill("SIGKILL")));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+function launch(args: string[]): Background {
+  const child = start(args);
+  children.push(child);
+  return child;
+}
+
+/** The `n` of every stored ingress message, in storage order (the test's id in each payload). */
+function storedIds(dataDir: string): number[] {
+  let db: Database | undefined;
+  try {
+    db = new Database(join(dataDir, "subscription.db"), { readonly: true });
+    const rows = db.query("SELECT CAST(payload AS TEXT) AS payload FROM ingress_messages ORDER BY id").all() as { payload: string }[];
+    return rows.map((r) => {
+      const doc = JSON.parse(r.payload);
+      return (doc.message ?? doc).n as number;
+    });
+  } catch {
+    return [];
+  } finally {
+    db?.close();
+  }
+}
+
+async function waitUntil(what: string, condition: () => boolean | Promise<boolean>, timeoutMs: number, log?: () => string): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await condition())) {
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms${log ? `\n--- log ---\n${log().slice(-6000)}` : ""}`);
+    await Bun.sleep(20);
+  }
+}
+
+/**
+ * Kills serve `KILLS` times while the stream arrives: each time a few more messages were
+ * stored since the last start, SIGKILL, and start again at once. Returns the serve left running.
+ */
+async function killRepeatedly(serveArgs: string[], dataDir: string, total: number): Promise<Background> {
+  let serve = launch(serveArgs);
+  for (let kill = 0; kill < KILLS; kill++) {
+    const before = storedIds(dataDir).length;
+    const step = 20 + Math.floor(Math.random() * (total / (KILLS * 3)));
+    await waitUntil(`serve stored ${step} more messages (kill ${kill + 1})`, () => storedIds(dataDir).length >= Math.min(before + step, total), 60_000, () => serve.output());
+    serve.proc.kill("SIGKILL");
+    await serve.proc.exited;
+    tally("faults");
+    serve = launch(serveArgs);
+  }
+  return serve;
+}
+
+function expectExactlyOnce(ids: number[], total: number) {
+  const distinct = new Set(ids).size;
+  tally("lost", total - distinct);
+  tally("duplicates", ids.length - distinct);
+  expect(ids.length - distinct).toBe(0);
+  expect(ids).toEqual(Array.from({ length: total }, (_, i) => i));
+}
+
+describe("exactly once across kill -9 of serve", () => {
+  test("the hub's embedded broker: ten kills in a stream of 2,000, every message stored once, in order", async () => {
+    binaryPath();
+    const total = 2000;
+    const hub = await makeHubFixture(join(work, "embedded"));
+    const thing = await hub.createThing("steady");
+    const dataDir = thing.flags[thing.flags.indexOf("-d") + 1]!;
+    const hubProcess = await hub.serve();
+    children.push(hubProcess);
+    // The thing's persistent session exists before the stream, as for any installed thing.
+    const first = launch(["serve", ...thing.flags]);
+    await first.waitFor(/mqtt\.subscribed/);
+    await first.stop();
+
+    const publishing = (async () => {
+      for (let n = 0; n < total; n++) await hub.publish(thing.id, { n });
+    })();
+    const serve = await killRepeatedly(["serve", ...thing.flags], dataDir, total);
+    await publishing;
+    try {
+      await waitUntil("every message stored", () => new Set(storedIds(dataDir)).size >= total, 90_000, () => serve.output() + hubProcess.output());
+      await waitUntil("the hub's record says delivered", async () => (await hub.ingress(thing.id)).every((m) => m.delivery === "delivered"), 30_000, () => hubProcess.output());
+      await Bun.sleep(500); // a late redelivery would land now
+      expectExactlyOnce(storedIds(dataDir), total);
+      expect(hubProcess.output()).not.toContain("no such packet");
+    } finally {
+      expect(await serve.stop()).toBe(0);
+      expect(await hubProcess.stop()).toBe(0);
+    }
+  }, 240_000);
+
+  describe("Mosquitto", () => {
+    let thing: ThingFixture;
+    let broker: MosquittoBroker;
+    afterAll(async () => {
+      await broker?.stop();
+    });
+
+    test("ten kills in a stream of 2,000 from mosquitto_pub, every message stored once, in order", async () => {
+      binaryPath();
+      const total = 2000;
+      thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
+      broker = await startBrokerFor(thing, "max_queued_messages 100000");
+      const first = launch(["serve", ...thing.flags]);
+      await first.waitFor(/mqtt\.subscribed/);
+      await first.stop();
+
+      const publisher = await thing.pki.issueThing("exactly-once-publisher");
+      const lines = Array.from({ length: total }, (_, n) => JSON.stringify({ n })).join("\n") + "\n";
+      const pub = Bun.spawn(
+        ["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "--cert", publisher.certPath, "--key", publisher.privateKeyPath, "-i", "exactly-once-publisher", "-q", "1", "-t", `ingress/${thing.thingName}`, "-l"],
+        { stdin: new Blob([lines]) },
+      );
+      expect(await pub.exited).toBe(0);
+      const serve = await killRepeatedly(["serve", ...thing.flags], thing.dataDir, total);
+      try {
+        await waitUntil("every message stored", () => new Set(storedIds(thing.dataDir)).size >= total, 90_000, () => serve.output());
+        await Bun.sleep(500);
+        expectExactlyOnce(storedIds(thing.dataDir), total);
+      } finally {
+        expect(await serve.stop()).toBe(0);
+        rmSync(thing.dir, { recursive: true, force: true });
+      }
+    }, 240_000);
+  });
+});
+
+describe("sessions the broker keeps, and the old distribution's clean session", () => {
+  test("a clean-session client (the old Python SDK) and then the agent: nothing lost, nothing replayed", async () => {
+    binaryPath();
+    const hub = await makeHubFixture(join(work, "clean"));
+    const thing = await hub.createThing("migrating");
+    const hubProcess = await hub.serve();
+    children.push(hubProcess);
+    const config = parse(readFileSync(join(thing.root, "config.yml"), "utf8")).flashlex.thing;
+    const key = (name: string) => readFileSync(join(thing.root, "keys", config.keys[name]), "utf8");
+    const texts = (payloads: string[]) => payloads.map((p) => JSON.parse(p).message.text);
+
+    const whileAway = await hub.publish(thing.id, { text: "sent before the old client connected" });
+    const old = mqtt.connect({
+      protocol: "mqtts", host: "127.0.0.1", port: hub.brokerPort, ca: key("rootCA"), cert: key("cert"), key: key("privateKey"),
+      rejectUnauthorized: true, clientId: thing.name, clean: true, reconnectPeriod: 0, protocolVersion: 4,
+    });
+    const received: string[] = [];
+    old.on("message", (_topic, payload) => received.push(payload.toString()));
+    await new Promise<void>((resolve, reject) => old.once("connect", () => resolve()).once("error", reject));
+    await old.subscribeAsync(`ingress/${thing.name}`, { qos: 1 });
+    await waitUntil("the old client got what was pending", () => received.length === 1, 10_000, () => hubProcess.output());
+    const live = await hub.publish(thing.id, { text: "sent while the old client listened" });
+    await waitUntil("the hub's record says both delivered", async () => (await hub.ingress(thing.id)).every((m) => m.delivery === "delivered"), 10_000, () => hubProcess.output());
+    expect(texts(received)).toEqual(["sent before the old client connected", "sent while the old client listened"]);
+    await old.endAsync();
+
+    const afterwards = await hub.publish(thing.id, { text: "sent after the move to the agent" });
+    const serve = launch(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/ingress\.stored/);
+      await waitUntil("the hub's record says delivered", async () => (await hub.ingress(thing.id)).every((m) => m.delivery === "delivered"), 10_000, () => hubProcess.output());
+      await Bun.sleep(500);
+      const stored = (await hub.flashlex(["messages", "list", "--json", ...thing.flags])).stdout.trim().split("\n").map((l) => JSON.parse(l).payload);
+      // what the old client acknowledged is not replayed to the agent; what it never had arrives
+      tally("duplicates", stored.length - 1);
+      expect(texts(stored)).toEqual(["sent after the move to the agent"]);
+      expect(new Set([whileAway, live, afterwards]).size).toBe(3);
+    } finally {
+      expect(await serve.stop()).toBe(0);
+      expect(await hubProcess.stop()).toBe(0);
+    }
+  }, 60_000);
+
+  test("a resumed session is not subscribed again: a retained message is stored once across restarts", async () => {
+    binaryPath();
+    const thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
+    const broker = await startBrokerFor(thing);
+    try {
+      const publisher = await thing.pki.issueThing("retained-publisher");
+      const pub = Bun.spawn(["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "--cert", publisher.certPath, "--key", publisher.privateKeyPath, "-i", "retained-publisher", "-q", "1", "-r", "-t", `ingress/${thing.thingName}`, "-m", '{"mode":"eco"}']);
+      expect(await pub.exited).toBe(0);
+      let serve = launch(["serve", ...thing.flags]);
+      await serve.waitFor(/ingress\.stored/);
+      expect(await serve.stop()).toBe(0);
+      serve = launch(["serve", ...thing.flags]);
+      await serve.waitFor(/mqtt\.subscribed [^\n]*session=resumed/);
+      await Bun.sleep(500);
+      expect(await serve.stop()).toBe(0);
+      expect(storedModes(thing.dataDir)).toEqual(["eco"]);
+      // A new subscription (here: the broker lost the session) gets the retained message again: recognised.
+      await broker.stop();
+      const fresh = await startBrokerFor(thing);
+      try {
+        const republish = Bun.spawn(["mosquitto_pub", "-h", "127.0.0.1", "-p", String(fresh.port), "--cafile", thing.pki.caCertPath, "--cert", publisher.certPath, "--key", publisher.privateKeyPath, "-i", "retained-publisher", "-q", "1", "-r", "-t", `ingress/${thing.thingName}`, "-m", '{"mode":"eco"}']);
+        expect(await republish.exited).toBe(0);
+        serve = launch(["serve", ...thing.flags]);
+        await serve.waitFor(/ingress\.redelivery_skipped [^\n]*matchedBy=retained/);
+        expect(await serve.stop()).toBe(0);
+        expect(storedModes(thing.dataDir)).toEqual(["eco"]);
+      } finally {
+        await fresh.stop();
+      }
+    } finally {
+      await broker.stop().catch(() => {});
+      rmSync(thing.dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+function storedModes(dataDir: string): string[] {
+  const db = new Database(join(dataDir, "subscription.db"), { readonly: true });
+  try {
+    return (db.query("SELECT CAST(payload AS TEXT) AS payload FROM ingress_messages ORDER BY id").all() as { payload: string }[]).map((r) => JSON.parse(r.payload).mode);
+  } finally {
+    db.close();
+  }
+}

@@ -1,0 +1,360 @@
+/**
+ * The compiled hub under hostile input, on loopback: one `hub serve` (embedded broker) started
+ * with umask 000, a thing provisioned as a user would, and a real MQTT client with its
+ * certificate.
+ *
+ *   files           hub.db and its -wal/-shm are 0600 after init and serve (umask 000, and a
+ *                   0644 database left by an older version); `hub export` writes its zip 0600
+ *   JSON limits     too deep (65 and 100,000 levels) is a 400, too large a 413, in the envelope;
+ *                   `hub send` and the thing's `collect` exit 65 and queue nothing
+ *   MQTT refusals   envelopes the hub cannot take are acknowledged (PUBACK) and dropped with a
+ *                   WARN; the sender stays connected
+ *   log             ESC, NUL, BEL in a request path, an MQTT client id and a topic reach the log
+ *                   escaped, never raw
+ *   archive         ~150 MB of messages stream out as a valid zip while the hub's peak RSS grows by
+ *                   far less than the data; `hub export` of the same is complete and valid
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createPrivateKey, randomBytes, randomUUID, sign, type KeyObject } from "node:crypto";
+import { chmodSync, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import mqtt, { type MqttClient } from "mqtt";
+import { parseDocument } from "yaml";
+import { signThingToken } from "../../src/crypto/jwt.ts";
+import { sqliteHubStore } from "../../src/hub/hub-store.ts";
+import { openSqlDatabase } from "../../src/store/open.ts";
+import { binaryPath, run, start, type Background } from "../support/binary.ts";
+import { unpackDistribution } from "../support/distribution.ts";
+import { freePort } from "../support/mosquitto.ts";
+import { tally } from "../support/tally.ts";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-hostile-"));
+const hubDir = join(work, "hub");
+const database = join(hubDir, "hub.db");
+/** Runs the binary with umask 000: whatever it creates is exactly the mode it asks for. */
+const UMASK_000 = ["sh", "-c", 'umask 000 && exec "$0" "$@"'];
+let apiPort = 0;
+let brokerPort = 0;
+let operatorToken = "";
+let hub: Background;
+const clients: MqttClient[] = [];
+
+interface Thing {
+  id: string;
+  name: string;
+  flags: string[];
+  dataDir: string;
+  certPem: string;
+  privateKeyPem: string;
+  privateKey: KeyObject;
+  caPem: string;
+}
+let A: Thing;
+/** the thing whose ~150 MB of messages the archive test downloads */
+let bulk: { id: string; name: string };
+const BULK_MESSAGES = 6_000;
+const BULK_BLOB_BYTES = 24 * 1024;
+let bulkBytes = 0;
+
+async function hubCli(args: string[], opts: { input?: string; umask000?: boolean } = {}) {
+  return run(args, { input: opts.input, timeoutMs: 60_000, command: opts.umask000 ? [...UMASK_000, binaryPath()] : undefined });
+}
+
+async function ok(args: string[], opts: { input?: string; umask000?: boolean } = {}) {
+  const result = await hubCli(args, opts);
+  if (result.code !== 0) throw new Error(`flashlex ${args.join(" ")} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
+  return result;
+}
+
+async function provision(shortName: string): Promise<Thing> {
+  const created = JSON.parse((await ok(["hub", "thing", "create", shortName, "--dir", hubDir, "--json"])).stdout);
+  const zip = join(work, `${shortName}.zip`);
+  await ok(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zip]);
+  const root = unpackDistribution(zip, join(work, "things", shortName), created.name);
+  const keys = join(root, "keys");
+  const privateKeyPem = readFileSync(join(keys, `${created.name}-keypair-private.pem`), "utf8");
+  return {
+    id: created.id,
+    name: created.name,
+    dataDir: join(root, "data"),
+    flags: ["-c", join(root, "config.yml"), "-k", keys, "-d", join(root, "data")],
+    certPem: readFileSync(join(keys, `${created.name}-certificate.pem`), "utf8"),
+    privateKeyPem,
+    privateKey: createPrivateKey(privateKeyPem),
+    caPem: readFileSync(join(keys, "root-ca-cert.pem"), "utf8"),
+  };
+}
+
+const api = (path: string) => `http://127.0.0.1:${apiPort}/dev/v1${path}`;
+
+async function request(method: string, path: string, opts: { token?: string; body?: string } = {}) {
+  const response = await fetch(api(path), {
+    method,
+    headers: { ...(opts.token ? { Authorization: `Bearer ${opts.token}` } : {}), ...(opts.body === undefined ? {} : { "Content-Type": "application/json" }) },
+    body: opts.body,
+    signal: AbortSignal.timeout(20_000),
+  });
+  const text = await response.text();
+  return { status: response.status, body: JSON.parse(text) };
+}
+
+const nested = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
+const modeOf = (file: string) => statSync(file).mode & 0o777;
+
+/** The hub's peak resident memory so far (VmHWM), in bytes. */
+function peakRss(pid: number): number {
+  const kb = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"))?.[1];
+  return Number(kb) * 1024;
+}
+
+/** Connects as `thing` (its certificate), under `clientId`; no retries. */
+function connect(thing: Thing, clientId = thing.name): Promise<{ client?: MqttClient; error?: Error }> {
+  return new Promise((resolve) => {
+    const client = mqtt.connect({
+      protocol: "mqtts",
+      host: "127.0.0.1",
+      port: brokerPort,
+      ca: thing.caPem,
+      cert: thing.certPem,
+      key: thing.privateKeyPem,
+      rejectUnauthorized: true,
+      clientId,
+      reconnectPeriod: 0,
+      connectTimeout: 5_000,
+    });
+    clients.push(client);
+    const timer = setTimeout(() => resolve({ error: new Error("no CONNACK within 6 s") }), 6_000);
+    client.once("connect", () => (clearTimeout(timer), resolve({ client })));
+    client.once("error", (error) => (clearTimeout(timer), resolve({ error })));
+  });
+}
+
+async function waitForLog(pattern: RegExp, from: number, timeoutMs = 5_000): Promise<string> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline) {
+    const match = hub.output().slice(from).match(pattern);
+    if (match) return match[0];
+    await Bun.sleep(50);
+  }
+  throw new Error(`no ${pattern} in the hub's log:\n${hub.output().slice(from)}`);
+}
+
+/** A token signed with the thing's key over any header and claims (jose refuses to sign some). */
+function signedToken(thing: Thing, header: Record<string, unknown>, claims: Record<string, unknown>): string {
+  const input = `${Buffer.from(JSON.stringify(header)).toString("base64url")}.${Buffer.from(JSON.stringify(claims)).toString("base64url")}`;
+  return `${input}.${sign("sha256", Buffer.from(input), thing.privateKey).toString("base64url")}`;
+}
+
+process.once("exit", () => hub?.proc.exitCode === null && hub.proc.kill("SIGKILL"));
+
+beforeAll(async () => {
+  binaryPath();
+  [apiPort, brokerPort] = [await freePort(), await freePort()];
+  const init = await ok(
+    ["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1", "--json"],
+    { umask000: true },
+  );
+  operatorToken = JSON.parse(init.stdout).token;
+  const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
+  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
+  writeFileSync(join(hubDir, "hub.yml"), settings.toString());
+  A = await provision("a");
+  bulk = JSON.parse((await ok(["hub", "thing", "create", "bulk", "--dir", hubDir, "--json"])).stdout);
+
+  // ~150 MB of egress for `bulk`, stored directly through the hub store (no fsync per row).
+  const db = openSqlDatabase(database);
+  db.exec("PRAGMA synchronous = OFF");
+  const store = sqliteHubStore(db);
+  const first = Math.floor(Date.now() / 1000) - BULK_MESSAGES;
+  for (let i = 0; i < BULK_MESSAGES; i++) {
+    const payload = JSON.stringify({ seq: i, blob: randomBytes((BULK_BLOB_BYTES * 3) / 4).toString("base64") });
+    bulkBytes += payload.length;
+    await store.insertMessage({ flmessagespk: randomUUID(), thingId: bulk.id, messagetype: "egress", payload, fltimestamp: first + i, datecreated: new Date((first + i) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z") });
+  }
+  await store.close();
+
+  // As an older hub left it: world-readable.
+  chmodSync(database, 0o644);
+  hub = start(["hub", "serve", "--dir", hubDir], { command: [...UMASK_000, binaryPath()] });
+  await hub.waitFor(/hub\.started/, 30_000);
+}, 180_000);
+
+afterAll(async () => {
+  await Promise.all(clients.map((c) => Promise.race([c.endAsync(true).catch(() => {}), Bun.sleep(1_000)])));
+  if (hub) expect(await hub.stop(5_000)).toBe(0);
+  rmSync(work, { recursive: true, force: true });
+}, 30_000);
+
+describe("files only the owner may read", () => {
+  test("hub.db, -wal and -shm are 0600 while the hub serves (umask 000; the 0644 file was narrowed at open)", async () => {
+    // A write, so the WAL holds something.
+    const token = await signThingToken({ thingId: A.id, privateKey: A.privateKey });
+    expect((await request("POST", `/things/${A.id}/collect`, { token, body: '{"t":1}' })).status).toBe(200);
+    for (const file of [database, `${database}-wal`, `${database}-shm`]) {
+      expect(existsSync(file), file).toBe(true);
+      expect(modeOf(file), file).toBe(0o600);
+    }
+  });
+
+  test("`hub init` under umask 000 made hub.db 0600 from the start", async () => {
+    const dir = join(work, "second-hub");
+    await ok(["hub", "init", "--dir", dir, "--json"], { umask000: true });
+    expect(modeOf(join(dir, "hub.db"))).toBe(0o600);
+    for (const suffix of ["-wal", "-shm"]) if (existsSync(join(dir, `hub.db${suffix}`))) expect(modeOf(join(dir, `hub.db${suffix}`))).toBe(0o600);
+  }, 30_000);
+});
+
+describe("JSON limits at every door", () => {
+  test("HTTP: 65 and 100,000 levels are a 400, 400 KiB a 413, all in the envelope; the hub stays up", async () => {
+    const token = () => signThingToken({ thingId: A.id, privateKey: A.privateKey });
+    for (const body of [nested(65), nested(100_000)]) {
+      const answer = await request("POST", `/things/${A.id}/collect`, { token: await token(), body });
+      expect(answer.status).toBe(400);
+      expect(answer.body).toMatchObject({ status: "ERROR", code: 400, result: null });
+    }
+    const publish = await request("POST", `/things/${A.id}/publish`, { token: operatorToken, body: `{"message":${nested(100_000)}}` });
+    expect(publish.status).toBe(400);
+    const large = await request("POST", `/things/${A.id}/collect`, { token: await token(), body: JSON.stringify({ blob: "x".repeat(400 * 1024) }) });
+    expect(large).toMatchObject({ status: 413, body: { status: "ERROR", code: 413 } });
+    expect((await request("GET", "/things", { token: operatorToken })).status).toBe(200);
+    expect(hub.output()).not.toContain("hub.api_failed");
+    tally("badInputs", 4);
+  }, 30_000);
+
+  test("`hub send` with a 100,000-deep document exits 65 and sends nothing", async () => {
+    const before = (await request("GET", `/things/${A.id}/messages?messagetype=ingress`, { token: operatorToken })).body.result.length;
+    const result = await hubCli(["hub", "send", A.name, "--dir", hubDir], { input: nested(100_000) });
+    expect(result.code).toBe(65);
+    expect(result.stderr).toContain("nested more than 64 levels");
+    expect((await request("GET", `/things/${A.id}/messages?messagetype=ingress`, { token: operatorToken })).body.result.length).toBe(before);
+    tally("badInputs");
+  }, 30_000);
+
+  test("the thing's `collect` with 65 and 100,000 levels exits 65 and queues nothing", async () => {
+    for (const depth of [65, 100_000]) {
+      const result = await run(["collect", ...A.flags], { input: nested(depth), timeoutMs: 30_000 });
+      expect(result.code).toBe(65);
+      expect(result.stderr).toContain("nothing was queued");
+    }
+    const dbFile = join(A.dataDir, "messages.db");
+    if (existsSync(dbFile)) {
+      const db = openSqlDatabase(dbFile, { readonly: true });
+      expect(db.get<{ n: number }>("SELECT COUNT(*) AS n FROM outbox")!.n).toBe(0);
+      db.close();
+    }
+    tally("badInputs", 2);
+  }, 60_000);
+});
+
+describe("MQTT: what the hub cannot take is acknowledged and dropped", () => {
+  test("each bad envelope gets its PUBACK and one WARN; the sender stays connected; a good one is then stored", async () => {
+    const { client, error } = await connect(A);
+    if (!client) throw error;
+    const token = await signThingToken({ thingId: A.id, privateKey: A.privateKey });
+    const envelope = (fields: Record<string, unknown>) => JSON.stringify({ messageId: randomUUID(), thingId: A.id, token, payload: { t: 1 }, ...fields });
+    const now = Math.floor(Date.now() / 1000);
+    const claims = { iss: `urn:thing:${A.id}`, aud: `urn:flashlex:${A.id}`, nbf: now - 60, exp: now + 300, iat: now };
+    const bad: [string, string | Buffer][] = [
+      ["a crit header jose does not know", envelope({ token: signedToken(A, { alg: "RS256", kid: A.id, typ: "JWT", crit: ["zzz"], zzz: 1 }, claims) })],
+      ["a forged token", envelope({ token: "abc.def.ghi" })],
+      ["an expired token", envelope({ token: signedToken(A, { alg: "RS256", kid: A.id, typ: "JWT" }, { ...claims, nbf: now - 4000, iat: now - 4000, exp: now - 3600 }) })],
+      ["100,000 levels deep", nested(100_000)],
+      ["a payload 65 levels deep", `{"messageId":"${randomUUID()}","thingId":"${A.id}","token":"${token}","payload":${nested(65)}}`],
+      ["not JSON", "not json"],
+      ["not UTF-8", Buffer.from([0x7b, 0xff, 0xfe, 0x7d])],
+      ["another thing's id", envelope({ thingId: bulk.id })],
+      ["an unknown thing's id", envelope({ thingId: randomUUID() })],
+    ];
+    const before = (await request("GET", `/things/${A.id}/messages`, { token: operatorToken })).body.result.length;
+    for (const [what, payload] of bad) {
+      const from = hub.output().length;
+      // publishAsync resolves on the PUBACK; a refusal would close the connection instead.
+      await Promise.race([client.publishAsync("flashlex/collect", payload, { qos: 1 }), Bun.sleep(5_000).then(() => Promise.reject(new Error(`no PUBACK for ${what}`)))]);
+      expect(client.connected, what).toBe(true);
+      await waitForLog(/WARN {2}hub\.(collect|publish)_(dropped|refused) [^\n]*\n/, from);
+      expect(hub.output().slice(from).match(/WARN {2}hub\.(collect|publish)_(dropped|refused)/g), what).toHaveLength(1);
+      tally("attacks");
+    }
+    const good = randomUUID();
+    await client.publishAsync("flashlex/collect", envelope({ messageId: good }), { qos: 1 });
+    const stored = (await request("GET", `/things/${A.id}/messages`, { token: operatorToken })).body.result.map((m: { flmessagespk: string }) => m.flmessagespk);
+    expect(stored).toHaveLength(before + 1);
+    expect(stored).toContain(good);
+    expect(hub.output()).not.toContain("mqtt.publish.store.failed");
+  }, 60_000);
+});
+
+describe("control bytes never reach the log raw", () => {
+  test("ESC, NUL, BEL in a request path, an MQTT client id and a topic are logged as \\u escapes", async () => {
+    const from = hub.output().length;
+    const token = await signThingToken({ thingId: A.id, privateKey: A.privateKey });
+    const answer = await fetch(api(`/things/%1B%5B31m%00%07${A.id}/collect`), { method: "POST", headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, body: "{}" });
+    expect(answer.status).toBe(401);
+    await waitForLog(/hub\.collect_refused [^\n]*thing_id="\\u001b\[31m\\u0000\\u0007/, from);
+
+    const refused = await connect(A, "\u001b[2J\u0007evil");
+    expect(refused.client).toBeUndefined();
+    await waitForLog(/mqtt\.connect\.refused [^\n]*clientId="\\u001b\[2J\\u0007evil"/, from);
+
+    const { client, error } = await connect(A);
+    if (!client) throw error;
+    const granted = await client.subscribeAsync("ingress/\u001b]0;owned\u0007", { qos: 1 }).then(
+      (g) => g[0]?.qos,
+      (err: { packet?: { granted?: number[] } }) => err.packet?.granted?.[0],
+    );
+    expect(granted).toBe(128);
+    await waitForLog(/mqtt\.subscribe\.refused [^\n]*topic="ingress\/\\u001b\]0;owned\\u0007"/, from);
+
+    // Nothing anywhere in the hub's output is a control character other than the line breaks.
+    expect(hub.output()).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029]/);
+    tally("attacks", 3);
+  }, 30_000);
+});
+
+describe("the archive streams", () => {
+  test(`${BULK_MESSAGES} messages (~150 MB) download as a complete, valid zip; the hub's peak RSS grows by far less than the data`, async () => {
+    const pid = hub.proc.pid;
+    // A first, small archive: what every archive costs once (code compiled, zlib and the stream
+    // machinery in use) is not what this test is about.
+    const warmUp = await fetch(api(`/things/${A.id}/archive`), { headers: { Authorization: `Bearer ${operatorToken}` } });
+    expect(warmUp.status).toBe(200);
+    await warmUp.arrayBuffer();
+    const before = peakRss(pid);
+    const zipFile = join(work, "bulk-archive.zip");
+    const response = await fetch(api(`/things/${bulk.id}/archive`), { headers: { Authorization: `Bearer ${operatorToken}` }, signal: AbortSignal.timeout(120_000) });
+    expect(response.status).toBe(200);
+    expect(response.headers.get("content-type")).toBe("application/zip");
+    const out = createWriteStream(zipFile);
+    for await (const chunk of response.body as unknown as AsyncIterable<Uint8Array>) {
+      if (!out.write(chunk)) await new Promise((resolve) => out.once("drain", resolve));
+    }
+    await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
+    const growth = peakRss(pid) - before;
+    console.log(`archive: ${(bulkBytes / 1e6).toFixed(1)} MB of payloads, zip ${(statSync(zipFile).size / 1e6).toFixed(1)} MB, hub peak RSS ${(before / 1e6).toFixed(0)} MB -> +${(growth / 1e6).toFixed(1)} MB`);
+    expect(bulkBytes).toBeGreaterThan(140e6);
+    expect(growth).toBeLessThan(bulkBytes / 2);
+
+    const check = Bun.spawnSync(["unzip", "-tq", zipFile]);
+    expect(check.exitCode, check.stdout.toString() + check.stderr.toString()).toBe(0);
+    const listing = Bun.spawnSync(["unzip", "-Z1", zipFile]).stdout.toString().trim().split("\n");
+    expect(listing).toHaveLength(BULK_MESSAGES);
+    const last = JSON.parse(Bun.spawnSync(["unzip", "-p", zipFile, listing[listing.length - 1]!]).stdout.toString());
+    expect(last).toMatchObject({ flthingspk: bulk.id, messagetype: "egress", payload: { seq: BULK_MESSAGES - 1 } });
+    expect(last.payload.blob).toHaveLength(BULK_BLOB_BYTES);
+  }, 120_000);
+
+  test("`hub export` (umask 000) writes the same messages to a 0600 zip and leaves no temporary file", async () => {
+    const dir = join(work, "export");
+    await ok(["hub", "thing", "list", "--dir", hubDir]); // the CLI opens the database beside the running hub
+    rmSync(dir, { recursive: true, force: true });
+    Bun.spawnSync(["mkdir", "-p", dir]);
+    const file = join(dir, "bulk.zip");
+    const result = await ok(["hub", "export", bulk.name, "--dir", hubDir, "-o", file], { umask000: true });
+    expect(result.stdout).toContain(`${BULK_MESSAGES} messages`);
+    expect(modeOf(file)).toBe(0o600);
+    expect(Bun.spawnSync(["ls", "-A", dir]).stdout.toString().trim()).toBe("bulk.zip");
+    expect(Bun.spawnSync(["unzip", "-tq", file]).exitCode).toBe(0);
+    expect(Bun.spawnSync(["unzip", "-Z1", file]).stdout.toString().trim().split("\n")).toHaveLength(BULK_MESSAGES);
+  }, 120_000);
+});

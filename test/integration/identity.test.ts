@@ -1,0 +1,313 @@
+/**
+ * Keys and certificates as people really have them, through the compiled binary and Debian's
+ * Mosquitto (`require_certificate true`), with a real collect receiver and a small MQTT client
+ * that echoes bootstrap's test message, so bootstrap can pass all 12 checks:
+ *
+ *   files from other systems   every variant of test/support/pem-variants.ts: `bootstrap`
+ *                              passes ⇔ `serve` connects; a refused file is one line naming it
+ *                              (bootstrap FAIL, serve 78, collect 78 with nothing queued)
+ *   chains                     leaf + intermediate with several roots in the CA file is accepted
+ *                              by bootstrap and by Mosquitto; a missing intermediate, an expired
+ *                              or not-yet-valid leaf are refused by both
+ *   identity errors            key ≠ certificate, a garbage certificate, an unsupported key: 78
+ *                              and one line from serve, collect (outbox untouched) and
+ *                              install-service; a group-readable key: serve warns once
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createPublicKey } from "node:crypto";
+import { join } from "node:path";
+import mqtt, { type MqttClient } from "mqtt";
+import { generateThingKeyPair } from "../../src/crypto/keys.ts";
+import { issueThingCertificate } from "../../src/crypto/x509.ts";
+import { binaryPath, run, start } from "../support/binary.ts";
+import { makeIntermediate, makeLeaf, makeRoot, type Issued } from "../support/chains.ts";
+import { startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
+import { identityVariants, unsupportedKeys, type IdentityFile, type Variant } from "../support/pem-variants.ts";
+import { startReceiver, type Receiver } from "../support/receiver.ts";
+import { tally } from "../support/tally.ts";
+import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
+
+let thing: ThingFixture;
+let broker: MosquittoBroker;
+let rsaReceiver: Receiver;
+let ecReceiver: Receiver;
+let echo: MqttClient;
+let chainRoot: Issued, otherRoot: Issued, intermediate: Issued, chainLeaf: Issued;
+let ec: { certPem: string; keyPem: string };
+const original: Record<IdentityFile, Buffer> = {} as never;
+
+const paths = (): Record<IdentityFile, string> => ({ ca: thing.pki.caCertPath, cert: thing.pki.thing.certPath, key: thing.pki.thing.privateKeyPath });
+
+/** Replaces some identity files (the key stays 0600, as bootstrap wants). */
+function writeIdentity(files: Partial<Record<IdentityFile, Uint8Array | string>>): void {
+  for (const [file, bytes] of Object.entries(files) as [IdentityFile, Uint8Array | string][]) {
+    writeFileSync(paths()[file], bytes);
+    chmodSync(paths()[file], file === "key" ? 0o600 : 0o644);
+  }
+}
+
+function restoreIdentity(): void {
+  writeIdentity(original);
+  thing.editConfig((doc) => (doc.flashlex.app.api.endpoint = rsaReceiver.url));
+}
+
+/** Rows in the outbox; 0 when the database was never created. */
+function outboxRows(): number {
+  const file = join(thing.dataDir, "subscription.db");
+  if (!existsSync(file)) return 0;
+  const db = new Database(file, { readonly: true });
+  try {
+    return (db.query("SELECT COUNT(*) AS n FROM outbox").get() as { n: number }).n;
+  } finally {
+    db.close();
+  }
+}
+
+interface Verdicts {
+  bootstrap: { code: number; report: any };
+  serve: { connected: boolean; code?: number; output: string };
+}
+
+/** Runs bootstrap, then serve until it connects (then stops it) or gives up / exits. */
+async function judge(): Promise<Verdicts> {
+  const boot = await run(["bootstrap", ...thing.flags, "--json"], { timeoutMs: 40_000 });
+  const report = JSON.parse(boot.stdout);
+  const serve = start(["serve", ...thing.flags]);
+  // serve either connects, exits, or (a refused handshake) schedules a reconnect: all three are events.
+  const event = await serve.waitFor(/mqtt\.connected|mqtt\.reconnect_scheduled/, 15_000).catch(() => "exited");
+  const connected = event.startsWith("mqtt.connected");
+  const code = await serve.stop();
+  return { bootstrap: { code: boot.code, report }, serve: { connected, code, output: serve.output() } };
+}
+
+function failedChecks(report: any): { name: string; detail: string; fix: string }[] {
+  return report.checks.filter((c: any) => c.status === "fail");
+}
+
+beforeAll(async () => {
+  binaryPath();
+  thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
+  [chainRoot, otherRoot] = await Promise.all([makeRoot("Chain Root"), makeRoot("Other Root", { keyType: "rsa" })]);
+  intermediate = await makeIntermediate(chainRoot, "Chain Intermediate");
+  chainLeaf = await makeLeaf(intermediate, thing.thingName, { keyType: "rsa" });
+  // Mosquitto trusts the fixture's CA and the chain's root: both kinds of client can connect.
+  const bundle = join(thing.dir, "broker-ca-bundle.pem");
+  writeFileSync(bundle, readFileSync(thing.pki.caCertPath, "utf8") + chainRoot.certPem);
+  broker = await startMosquitto({ dir: thing.dir, caFile: bundle, certFile: thing.pki.brokerCertPath, keyFile: thing.pki.brokerKeyPath, requireCertificate: true });
+  thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = broker.port));
+  const ecKeys = generateThingKeyPair("ec");
+  ec = { keyPem: ecKeys.privateKeyPem, certPem: await issueThingCertificate(thing.pki.ca, { thingName: thing.thingName, publicKeyPem: ecKeys.publicKeyPem }) };
+  rsaReceiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: thing.pki.thing.publicKeyPem });
+  ecReceiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: ecKeys.publicKeyPem });
+  for (const file of ["ca", "cert", "key"] as const) original[file] = readFileSync(paths()[file]);
+  restoreIdentity();
+
+  // The hub's part of bootstrap: echo each test message that carries a nonce to the thing's ingress.
+  const hubFiles = await thing.pki.issueThing("test-hub");
+  echo = mqtt.connect({ protocol: "mqtts", host: "127.0.0.1", port: broker.port, ca: thing.pki.ca.certPem, cert: hubFiles.certPem, key: hubFiles.privateKeyPem, rejectUnauthorized: true, clientId: "test-hub", reconnectPeriod: 0 });
+  await new Promise<void>((resolve, reject) => (echo.once("connect", () => resolve()), echo.once("error", reject)));
+  await echo.subscribeAsync("flashlex/test", { qos: 1 });
+  echo.on("message", (_topic, payload) => {
+    const message = JSON.parse(payload.toString());
+    if (message.nonce) echo.publish(`ingress/${message.thingName}`, JSON.stringify({ message }), { qos: 1 });
+  });
+}, 60_000);
+
+afterAll(async () => {
+  echo?.end(true);
+  await broker?.stop();
+  await rsaReceiver?.stop();
+  await ecReceiver?.stop();
+  if (thing) rmSync(thing.dir, { recursive: true, force: true });
+});
+
+/** One variant end to end: accepted ⇒ bootstrap passes and serve connects; refused ⇒ neither, one line naming the file everywhere. */
+async function checkVariant(variant: Variant): Promise<void> {
+  writeIdentity(variant.files);
+  try {
+    const verdicts = await judge();
+    const failed = failedChecks(verdicts.bootstrap.report);
+    if (!variant.refused) {
+      expect({ variant: variant.name, failed, serveConnected: verdicts.serve.connected }).toEqual({ variant: variant.name, failed: [], serveConnected: true });
+      expect(verdicts.bootstrap.code).toBe(0);
+      expect(verdicts.serve.code).toBe(0);
+      return;
+    }
+    tally("badInputs");
+    const file = paths()[variant.refused.file];
+    // bootstrap: the key-files check fails with the one line; nothing after it that needs the files passes
+    expect({ variant: variant.name, check: failed[0]?.name }).toEqual({ variant: variant.name, check: "key files present" });
+    expect(failed[0]!.detail.startsWith(`${file}: `)).toBe(true);
+    expect(failed[0]!.detail).toMatch(variant.refused.says);
+    expect(verdicts.bootstrap.code).toBe(1);
+    // serve: never connects, exits 78 with that line
+    expect({ variant: variant.name, connected: verdicts.serve.connected, code: verdicts.serve.code }).toEqual({ variant: variant.name, connected: false, code: 78 });
+    expect(verdicts.serve.output).toContain(`flashlex: ${file}: `);
+    // collect: 78, the same one line, nothing queued
+    const before = outboxRows();
+    const collect = await run(["collect", ...thing.flags], { input: '{"queued":"never"}' });
+    expect(collect.code).toBe(78);
+    expect(collect.stderr.trim().split("\n")).toEqual([expect.stringMatching(new RegExp(`^flashlex: ${file.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&")}: `))]);
+    expect(outboxRows()).toBe(before);
+  } finally {
+    restoreIdentity();
+  }
+}
+
+describe("identity files from other systems: bootstrap passes ⇔ serve connects", () => {
+  test("an RSA identity (PKCS#1, as distributions ship it), every variant", async () => {
+    const variants = identityVariants({ caPem: original.ca.toString(), certPem: original.cert.toString(), keyPem: original.key.toString(), keyType: "rsa" });
+    for (const variant of variants) await checkVariant(variant);
+  }, 240_000);
+
+  test("an EC P-256 identity (PKCS#8 and SEC1), the key-format variants", async () => {
+    thing.editConfig((doc) => (doc.flashlex.app.api.endpoint = ecReceiver.url));
+    const variants = identityVariants({ caPem: original.ca.toString(), certPem: ec.certPem, keyPem: ec.keyPem, keyType: "ec" }).filter((v) => /key|PKCS#12 where the key/.test(v.name) || v.name.startsWith("CRLF"));
+    expect(variants.length).toBeGreaterThan(8);
+    for (const variant of variants) {
+      // every EC variant starts from the EC pair; checkVariant restores the RSA one afterwards
+      thing.editConfig((doc) => (doc.flashlex.app.api.endpoint = ecReceiver.url));
+      await checkVariant({ ...variant, files: { cert: ec.certPem, key: ec.keyPem, ...variant.files } });
+    }
+    expect(ecReceiver.received.length).toBeGreaterThan(0);
+    expect(ecReceiver.received.every((r) => r.header.alg === "ES256")).toBe(true);
+  }, 120_000);
+
+  test("keys FlashLex does not sign with: one line naming the key file, from bootstrap, serve and collect", async () => {
+    for (const key of unsupportedKeys()) await checkVariant({ name: key.name, files: { key: key.keyPem }, refused: { file: "key", says: key.says } });
+  }, 60_000);
+});
+
+describe("certificate chains: bootstrap judges as the broker's handshake does", () => {
+  test("leaf + intermediate, several roots in the CA file: bootstrap passes and serve connects", async () => {
+    writeIdentity({ cert: chainLeaf.certPem + intermediate.certPem, key: chainLeaf.keyPem, ca: otherRoot.certPem + chainRoot.certPem + original.ca.toString() });
+    const chainReceiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: createPublicKey(chainLeaf.keyPem).export({ type: "spki", format: "pem" }) as string });
+    thing.editConfig((doc) => (doc.flashlex.app.api.endpoint = chainReceiver.url));
+    try {
+      const verdicts = await judge();
+      expect(failedChecks(verdicts.bootstrap.report)).toEqual([]);
+      expect(verdicts.bootstrap.report.checks.find((c: any) => c.name.startsWith("certificate chain")).detail).toContain("(with 1 intermediate)");
+      expect(verdicts.serve.connected).toBe(true);
+    } finally {
+      restoreIdentity();
+      await chainReceiver.stop();
+    }
+  }, 60_000);
+
+  const refusedChains: { name: string; files: () => Partial<Record<IdentityFile, string>>; says: RegExp }[] = [
+    {
+      name: "the intermediate missing from the certificate file",
+      files: () => ({ cert: chainLeaf.certPem, key: chainLeaf.keyPem, ca: chainRoot.certPem + original.ca.toString() }),
+      says: /does not chain to a CA in .*\((UNABLE_TO_GET_ISSUER_CERT_LOCALLY|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\)$/,
+    },
+    {
+      name: "an expired leaf",
+      files: () => ({ cert: expiredLeaf, key: original.key.toString() }),
+      says: /^ecd13b11-mything in .* expired on .*\(CERT_HAS_EXPIRED\)$/,
+    },
+    {
+      name: "a leaf not valid yet",
+      files: () => ({ cert: futureLeaf, key: original.key.toString() }),
+      says: /^ecd13b11-mything in .* is not valid until .*\(CERT_NOT_YET_VALID\)$/,
+    },
+  ];
+  let expiredLeaf = "";
+  let futureLeaf = "";
+
+  beforeAll(async () => {
+    const publicKeyPem = thing.pki.thing.publicKeyPem;
+    const day = 86_400_000;
+    expiredLeaf = await issueThingCertificate(thing.pki.ca, { thingName: thing.thingName, publicKeyPem, notBefore: new Date(Date.now() - 10 * day), days: 3 });
+    futureLeaf = await issueThingCertificate(thing.pki.ca, { thingName: thing.thingName, publicKeyPem, notBefore: new Date(Date.now() + 2 * day), days: 30 });
+  });
+
+  for (const chain of refusedChains) {
+    test(`${chain.name}: bootstrap fails the chain check with the fix, and Mosquitto refuses serve`, async () => {
+      tally("badInputs");
+      writeIdentity(chain.files());
+      try {
+        const verdicts = await judge();
+        const failed = failedChecks(verdicts.bootstrap.report);
+        expect(failed[0]?.name).toBe("certificate chain accepted by a TLS handshake against the root CA");
+        expect(failed[0]!.detail).toMatch(chain.says);
+        expect(verdicts.bootstrap.code).toBe(1);
+        expect(verdicts.serve.connected).toBe(false);
+        expect(verdicts.serve.output).not.toContain("mqtt.connected");
+      } finally {
+        restoreIdentity();
+      }
+    }, 60_000);
+  }
+});
+
+describe("identity problems are configuration errors found before anything is queued", () => {
+  const oneLine = (stderr: string) => stderr.trim().split("\n");
+
+  test("collect with a key that is not the certificate's: 78, one line naming both files, nothing queued", async () => {
+    tally("badInputs");
+    const other = await thing.pki.issueThing("someone-else");
+    writeIdentity({ key: readFileSync(other.privateKeyPath) });
+    try {
+      const before = outboxRows();
+      for (const via of ["http", "mqtt"]) {
+        const result = await run(["collect", ...thing.flags, "--via", via], { input: '{"n":1}' });
+        expect(result.code).toBe(78);
+        expect(oneLine(result.stderr)).toEqual([`flashlex: ${paths().cert}: this certificate was not issued for the private key ${paths().key}; use the certificate and key of the same distribution`]);
+      }
+      expect(outboxRows()).toBe(before);
+    } finally {
+      restoreIdentity();
+    }
+  });
+
+  test("serve with a key that is not the certificate's, or a garbage certificate: 78 and one line, no OpenSSL text", async () => {
+    const other = await thing.pki.issueThing("someone-else-2");
+    for (const [files, line] of [
+      [{ key: readFileSync(other.privateKeyPath) }, `flashlex: ${paths().cert}: this certificate was not issued for the private key ${paths().key}; use the certificate and key of the same distribution`],
+      [{ cert: "-----BEGIN CERTIFICATE-----\nTUlJQmFk\n-----END CERTIFICATE-----\n" }, `flashlex: ${paths().cert}: certificate 1 of the file is damaged (its base64 is not an X.509 certificate)`],
+      [{ cert: "hello, I am not a certificate\n" }, `flashlex: ${paths().cert}: neither PEM nor DER; the file should hold the thing's certificate`],
+    ] as const) {
+      tally("badInputs");
+      writeIdentity(files);
+      try {
+        const serve = await run(["serve", ...thing.flags], { timeoutMs: 15_000 });
+        expect(serve.code).toBe(78);
+        expect(oneLine(serve.stderr)).toEqual([line]);
+      } finally {
+        restoreIdentity();
+      }
+    }
+  });
+
+  test("install-service with a key that is not the certificate's: 78, one line, nothing written", async () => {
+    tally("badInputs");
+    const other = await thing.pki.issueThing("someone-else-3");
+    writeIdentity({ key: readFileSync(other.privateKeyPath) });
+    try {
+      const dry = await run(["install-service", ...thing.flags, "--dry-run"]);
+      expect(dry.code).toBe(78);
+      expect(dry.stdout).toBe("");
+      expect(oneLine(dry.stderr)).toEqual([`flashlex: ${paths().cert}: this certificate was not issued for the private key ${paths().key}; use the certificate and key of the same distribution`]);
+    } finally {
+      restoreIdentity();
+    }
+  });
+
+  test("serve with a group-readable private key runs, and says so once with the chmod fix", async () => {
+    chmodSync(paths().key, 0o640);
+    try {
+      const serve = start(["serve", ...thing.flags]);
+      await serve.waitFor(/mqtt\.connected/);
+      expect(await serve.stop()).toBe(0);
+      const warnings = serve.output().split("\n").filter((l) => l.includes("identity.key_file_open"));
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toContain(" WARN ");
+      expect(warnings[0]).toContain(`fix="chmod 600 ${paths().key}"`);
+      expect(warnings[0]).toContain("mode=0640");
+    } finally {
+      restoreIdentity();
+    }
+  });
+});

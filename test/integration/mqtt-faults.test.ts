@@ -1,0 +1,81 @@
+/**
+ * What the MQTT session does when the broker will not have it, with the compiled binary:
+ * - two devices with one identity (a copied distribution): the broker closes each connection
+ *   when the other connects; `serve` says so at WARN, with the likely cause, and slows down;
+ * - a subscription the broker refuses (SUBACK 128): `serve` says which and why at ERROR, and
+ *   waits the longest backoff before it tries again, instead of reconnecting at once.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { binaryPath, start, type Background } from "../support/binary.ts";
+import { makeHubFixture } from "../support/hub-fixture.ts";
+import { tally } from "../support/tally.ts";
+import { makeThingFixture, startBrokerFor } from "../support/thing-fixture.ts";
+import { parseDocument } from "yaml";
+import { readFileSync, writeFileSync } from "node:fs";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-mqtt-faults-"));
+const children: Background[] = [];
+process.once("exit", () => children.forEach((c) => c.proc.exitCode === null && c.proc.kill("SIGKILL")));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+function launch(args: string[]): Background {
+  const child = start(args);
+  children.push(child);
+  return child;
+}
+
+describe("the broker will not have the session", () => {
+  test("two devices with the same identity: WARN with the likely cause, then slower reconnects", async () => {
+    binaryPath();
+    const thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
+    const broker = await startBrokerFor(thing);
+    // the same config and keys, another data directory: as on a second device
+    const first = launch(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "device-1")]);
+    const second = launch(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "device-2")]);
+    try {
+      const warned = await Promise.race([first, second].map((s) => s.waitFor(/WARN +mqtt\.session_taken_over[^\n]*/, 30_000).then((line) => ({ s, line }))));
+      tally("faults");
+      expect(warned.line).toContain("same thing name and certificate");
+      // the warning comes once per episode, and the next wait is the takeover floor or more
+      await warned.s.waitFor(/mqtt\.session_taken_over[\s\S]*mqtt\.reconnect_scheduled inMs=\d+/, 5_000);
+      const delays = [...warned.s.output().split("mqtt.session_taken_over")[1]!.matchAll(/mqtt\.reconnect_scheduled inMs=(\d+)/g)].map((m) => Number(m[1]));
+      expect(delays[0]).toBeGreaterThanOrEqual(15_000);
+      expect(warned.s.output().match(/mqtt\.session_taken_over/g)).toHaveLength(1);
+    } finally {
+      const codes = [await first.stop(), await second.stop()];
+      if (codes.some((c) => c !== 0)) console.log(first.output().slice(-3000), "\n-----\n", second.output().slice(-3000));
+      expect(codes).toEqual([0, 0]);
+      await broker.stop();
+      rmSync(thing.dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  test("a subscription the hub's broker refuses: ERROR naming the topic and the key to fix, and the longest backoff", async () => {
+    binaryPath();
+    const hub = await makeHubFixture(join(work, "refused"));
+    const thing = await hub.createThing("wrong-topic");
+    const other = await hub.createThing("someone-else");
+    const configPath = join(thing.root, "config.yml");
+    const config = parseDocument(readFileSync(configPath, "utf8"));
+    config.setIn(["flashlex", "thing", "mqtt", "ingress", "topic"], `ingress/${other.name}`);
+    config.setIn(["flashlex", "thing", "mqtt", "autoReconnectBackoffTime", "maxReconnectQuietTimeSecond"], 7);
+    writeFileSync(configPath, config.toString());
+    const hubProcess = await hub.serve();
+    children.push(hubProcess);
+    const serve = launch(["serve", ...thing.flags]);
+    try {
+      const line = await serve.waitFor(/ERROR +mqtt\.subscription_refused[^\n]*/, 20_000);
+      tally("badInputs");
+      expect(line).toContain(`ingress/${other.name}`);
+      expect(line).toContain("flashlex.thing.mqtt.ingress.topic");
+      const next = await serve.waitFor(/mqtt\.subscription_refused[\s\S]*?mqtt\.reconnect_scheduled inMs=\d+/, 5_000);
+      expect(Number(next.match(/inMs=(\d+)$/)![1])).toBe(7_000);
+    } finally {
+      expect(await serve.stop()).toBe(0);
+      expect(await hubProcess.stop()).toBe(0);
+    }
+  }, 60_000);
+});

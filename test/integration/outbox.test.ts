@@ -1,0 +1,393 @@
+/**
+ * The egress outbox under the faults a device meets, with the compiled binary:
+ *
+ *   wrong clock       the real hub; the agent under libfaketime (LD_PRELOAD): a one-shot
+ *                     `collect` 30 min ahead and a day behind, and a `serve` whose clock jumps
+ *                     while it runs. Every message ends `sent`, stored once by the hub under its
+ *                     own id, and the log says WARN once per episode, with the fix.
+ *   bad rows          rows planted in the SQLite file that make delivery throw or cannot be sent,
+ *                     odd ingress rows for `--exec`: serve keeps running, delivers the good rows,
+ *                     marks the bad ones; `outbox list|retry|drop` with serve and without.
+ *   offline queueing  `offlinePublishQueueing` 0, -1 and 2 against a receiver that is down, then up.
+ *
+ * libfaketime fakes CLOCK_REALTIME for the compiled Bun binary (it calls glibc's clock_gettime).
+ * FAKETIME_DONT_FAKE_MONOTONIC=1 keeps the monotonic clock real, as a real clock step does: with
+ * a faked monotonic clock a jump back stalls every timer in the process, which no real device sees.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { binaryPath, run, start, type Background, type RunResult } from "../support/binary.ts";
+import { makeHubFixture, type HubFixture } from "../support/hub-fixture.ts";
+import { freePort, type MosquittoBroker } from "../support/mosquitto.ts";
+import { startReceiver, type Receiver } from "../support/receiver.ts";
+import { tally } from "../support/tally.ts";
+import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-outbox-test-"));
+const background: Background[] = [];
+process.once("exit", () => background.forEach((b) => b.proc.exitCode === null && b.proc.kill("SIGKILL")));
+
+afterAll(async () => {
+  for (const child of background.reverse()) await child.stop(5_000);
+  rmSync(work, { recursive: true, force: true });
+}, 30_000);
+
+function launch(args: string[], env?: Record<string, string>): Background {
+  const child = start(args, { env });
+  background.push(child);
+  return child;
+}
+
+/** The libfaketime library for this machine's architecture (Debian's `faketime` package). */
+const FAKETIME_LIB = [`/usr/lib/${process.arch === "arm64" ? "aarch64" : "x86_64"}-linux-gnu/faketime/libfaketime.so.1`].find((p) => existsSync(p));
+
+/** The environment that runs the binary under a fake clock: an offset ("+30m", "-1d") or a file holding one. */
+function fakeClock(clock: { offset: string } | { file: string }): Record<string, string> {
+  if (!FAKETIME_LIB) throw new Error("libfaketime is missing: apt-get install -y faketime (scripts/install-system-packages.sh)");
+  return {
+    LD_PRELOAD: FAKETIME_LIB,
+    FAKETIME_DONT_FAKE_MONOTONIC: "1",
+    ...("offset" in clock ? { FAKETIME: clock.offset } : { FAKETIME_TIMESTAMP_FILE: clock.file, FAKETIME_NO_CACHE: "1" }),
+  };
+}
+
+async function waitUntil<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 15_000, extra = () => ""): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined && value !== false) return value;
+    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms\n${extra()}`);
+    await Bun.sleep(100);
+  }
+}
+
+const count = (text: string, pattern: RegExp) => (text.match(new RegExp(pattern.source, "g")) ?? []).length;
+const explain = (r: RunResult) => `exit ${r.code}\n${r.stdout}\n${r.stderr}`;
+
+interface OutboxRow {
+  messageId: string | null;
+  state: "pending" | "sent" | "rejected";
+  via: string;
+  attempts: number;
+  lastError: string | null;
+  body?: string;
+}
+
+async function outboxList(flags: string[], state?: string): Promise<OutboxRow[]> {
+  const result = await run(["outbox", "list", "--json", ...(state ? ["--state", state] : []), ...flags]);
+  if (result.code !== 0) throw new Error(`outbox list: ${explain(result)}`);
+  return result.stdout.trim() ? result.stdout.trim().split("\n").map((line) => JSON.parse(line)) : [];
+}
+
+/** The thing's message database file (the config names it; one .db file in the data directory). */
+function databaseFile(dataDir: string): string {
+  const file = readdirSync(dataDir).find((f) => f.endsWith(".db"));
+  if (!file) throw new Error(`no database in ${dataDir}`);
+  return join(dataDir, file);
+}
+
+/** Writes rows straight into the SQLite file, as another program (or a bug) would. */
+function plant(dataDir: string, statements: [string, (string | number | null | Uint8Array)[]][]): void {
+  const db = new Database(databaseFile(dataDir));
+  try {
+    db.exec("PRAGMA busy_timeout = 5000");
+    for (const [sql, params] of statements) db.prepare(sql).run(...params);
+  } finally {
+    db.close();
+  }
+}
+
+const PLANT_OUTBOX = "INSERT INTO outbox (message_id, body, via, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)";
+
+// =============================================================================================
+
+describe("a wrong device clock: the real hub, the agent under libfaketime", () => {
+  let hub: HubFixture;
+  let thing: { id: string; name: string; flags: string[]; dataDir: string };
+
+  beforeAll(async () => {
+    binaryPath();
+    hub = await makeHubFixture(work);
+    const created = await hub.createThing("clock");
+    thing = { ...created, dataDir: join(created.root, "data") };
+    background.push(await hub.serve());
+  }, 60_000);
+
+  /** How often the hub stored each message id (operator API). */
+  async function storedCounts(): Promise<Map<string, number>> {
+    const response = await fetch(`http://127.0.0.1:${hub.apiPort}/dev/v1/things/${thing.id}/messages?messagetype=egress`, {
+      headers: { Authorization: `Bearer ${hub.token}` },
+      signal: AbortSignal.timeout(10_000),
+    });
+    expect(response.status).toBe(200);
+    const counts = new Map<string, number>();
+    for (const m of ((await response.json()) as { result: { flmessagespk: string }[] }).result) counts.set(m.flmessagespk, (counts.get(m.flmessagespk) ?? 0) + 1);
+    return counts;
+  }
+
+  function expectStoredOnce(counts: Map<string, number>, ids: string[]): void {
+    const missing = ids.filter((id) => !counts.has(id));
+    const twice = ids.filter((id) => (counts.get(id) ?? 0) > 1);
+    tally("lost", missing.length);
+    tally("duplicates", twice.length);
+    expect({ missing, twice }).toEqual({ missing: [], twice: [] });
+  }
+
+  test("collect (one shot) 30 min ahead and a day behind: delivered on its one attempt, one WARN with the fix", async () => {
+    const ids: string[] = [];
+    for (const offset of ["+30m", "-1d"]) {
+      tally("faults");
+      const result = await run(["collect", "--json", ...thing.flags], { input: JSON.stringify({ offset }), env: fakeClock({ offset }) });
+      expect(result.code, explain(result)).toBe(0);
+      const answer = JSON.parse(result.stdout);
+      expect(answer).toMatchObject({ outcome: "sent", status: 200 });
+      ids.push(answer.messageId);
+      // one line says the clock is wrong, by how much, and how to fix it; nothing else warns
+      expect(count(result.stderr, /WARN +clock\.skewed/), result.stderr).toBe(1);
+      expect(result.stderr).toContain("timedatectl set-ntp true");
+      expect(result.stderr).toContain(offset === "+30m" ? "30 min ahead of the hub's" : "1 d behind the hub's");
+      // the hub's RFC 6750 challenge says which time claim failed; the Date said by how much
+      expect(result.stderr).toContain(offset === "+30m" ? 'refusal="token not yet valid"' : 'refusal="token expired"');
+      expect(result.stderr).not.toMatch(/eyJ[\w-]+\.[\w-]+\./); // no token in the log
+    }
+    expect((await outboxList(thing.flags)).filter((r) => ids.includes(r.messageId!)).map((r) => r.state)).toEqual(["sent", "sent"]);
+    expectStoredOnce(await storedCounts(), ids);
+  }, 30_000);
+
+  test("collect --via mqtt (no Date of its own): the hub's time is read over HTTP first, so the message is stored, not dropped", async () => {
+    const ids: string[] = [];
+    // -50 min, not -1 d: TLS itself refuses the hub's certificates, issued minutes ago and
+    // backdated one hour, to a clock a day behind (the token is what this test is about).
+    for (const offset of ["+30m", "-50m"]) {
+      tally("faults");
+      const result = await run(["collect", "--via", "mqtt", "--json", ...thing.flags], { input: JSON.stringify({ offset, via: "mqtt" }), env: fakeClock({ offset }) });
+      expect(result.code, explain(result)).toBe(0);
+      ids.push(JSON.parse(result.stdout).messageId);
+      expect(count(result.stderr, /WARN +clock\.skewed/), result.stderr).toBe(1);
+    }
+    // the hub acknowledges an MQTT envelope it refuses: only its record proves the delivery
+    await waitUntil("both stored by the hub", async () => (await storedCounts()).has(ids[1]!) && (await storedCounts()).has(ids[0]!));
+    expectStoredOnce(await storedCounts(), ids);
+  }, 30_000);
+
+  test("serve: queued messages go out a day behind, and through live jumps (+0, +30 min); one WARN per episode", async () => {
+    // Messages queued before serve starts (what a thing offline with a wrong clock collects).
+    const now = Date.now();
+    const queued = Array.from({ length: 4 }, () => crypto.randomUUID());
+    plant(thing.dataDir, queued.map((id, i) => [PLANT_OUTBOX, [id, JSON.stringify({ queued: i }), "http", now - 1000 + i, now - 1000]]));
+    const clockFile = join(work, "faketime");
+    // libfaketime reads the file at every clock read: replace it whole, never let it see it empty
+    const setClock = (offset: string) => (writeFileSync(`${clockFile}.new`, offset), renameSync(`${clockFile}.new`, clockFile));
+    setClock("-1d");
+    tally("faults");
+    const serve = launch(["serve", ...thing.flags], fakeClock({ file: clockFile }));
+    await serve.waitFor(/serve\.started/);
+    await waitUntil("the queued messages sent", async () => (await outboxList(thing.flags, "pending")).length === 0, 20_000, serve.output);
+
+    const collected: string[] = [];
+    const collect = async (label: string) => {
+      const result = await run(["collect", "--json", ...thing.flags], { input: JSON.stringify({ label }) });
+      expect(result.code, `${explain(result)}\n--- serve ---\n${serve.output()}`).toBe(0);
+      collected.push(JSON.parse(result.stdout).messageId);
+    };
+    await collect("a day behind, 1");
+    await collect("a day behind, 2");
+    setClock("+0"); // NTP fixed it
+    await collect("in step, 1");
+    await serve.waitFor(/clock\.in_step/);
+    await collect("in step, 2");
+    setClock("+30m"); // and it jumps again
+    tally("faults");
+    await collect("30 min ahead, 1");
+    await collect("30 min ahead, 2");
+    expect(await serve.stop()).toBe(0);
+
+    const log = serve.output();
+    expect(count(log, /WARN +clock\.skewed/), log).toBe(2);
+    expect(count(log, /INFO +clock\.in_step/), log).toBe(1);
+    expect(count(log, /egress\.rejected/), log).toBe(0);
+    const states = await outboxList(thing.flags);
+    const all = [...queued, ...collected];
+    expect(states.filter((r) => all.includes(r.messageId!)).map((r) => r.state)).toEqual(all.map(() => "sent"));
+    expectStoredOnce(await storedCounts(), all);
+  }, 60_000);
+});
+
+// =============================================================================================
+
+describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
+  let fixture: ThingFixture;
+  let broker: MosquittoBroker;
+  let receiver: Receiver;
+
+  beforeAll(async () => {
+    binaryPath();
+    const apiPort = await freePort();
+    fixture = await makeThingFixture({ brokerPort: 0, apiUrl: `http://127.0.0.1:${apiPort}` });
+    broker = await startBrokerFor(fixture);
+    receiver = await startReceiver({ thingId: fixture.thingId, publicKeyPem: fixture.pki.thing.publicKeyPem, port: apiPort });
+  }, 30_000);
+
+  afterAll(async () => {
+    await receiver?.stop();
+    await broker?.stop();
+  });
+
+  const receivedIds = () => receiver.received.map((r) => r.messageId);
+
+  test("rows that cannot be delivered never stop serve: the good ones go, the bad ones are marked, the agent keeps running", async () => {
+    const flags = fixture.flags;
+    expect((await outboxList(flags)).length).toBe(0); // creates the database
+    const now = Date.now();
+    const good = { http1: crypto.randomUUID(), mqtt: crypto.randomUUID(), http2: crypto.randomUUID() };
+    const bad = { mqttNotJson: crypto.randomUUID(), notUtf8: crypto.randomUUID(), badId: "bad\r\nid" };
+    plant(fixture.dataDir, [
+      [PLANT_OUTBOX, [good.http1, '{"good":1}', "http", now - 10, now - 10]],
+      // delivering this one used to throw (JSON.parse of the body) and take serve down
+      [PLANT_OUTBOX, [bad.mqttNotJson, "{this is not json", "mqtt", now - 9, now - 9]],
+      [PLANT_OUTBOX, [bad.notUtf8, new Uint8Array([0xff, 0xfe, 0x7b]), "http", now - 8, now - 8]],
+      [PLANT_OUTBOX, [null, '{"id":"null"}', "http", now - 7, now - 7]],
+      [PLANT_OUTBOX, [bad.badId, '{"id":"not a header value"}', "http", now - 6, now - 6]],
+      [PLANT_OUTBOX, [good.mqtt, '{"good":2}', "mqtt", now - 5, now - 5]],
+      [PLANT_OUTBOX, [good.http2, '{"good":3}', "http", now - 4, now - 4]],
+      // ingress rows with types no agent writes: a number payload, a blob topic
+      ["INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES (?, ?, 1, ?)", [`ingress/${fixture.thingName}`, 42, now - 3]],
+      ["INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES (?, ?, 1, ?)", [new TextEncoder().encode("t/blob"), '{"odd":"topic"}', now - 2]],
+      // a NUL cannot travel in FLASHLEX_TOPIC: spawn throws, which used to take serve down
+      ["INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES (?, ?, 1, ?)", ["t/nul\u0000byte", '{"nul":"topic"}', now - 2]],
+      ["INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES (?, ?, 1, ?)", [`ingress/${fixture.thingName}`, '{"good":"ingress"}', now - 1]],
+    ]);
+    tally("faults", 7);
+    const execOut = join(fixture.dir, "exec.out");
+    const serve = launch(["serve", "--exec", `cat >> ${execOut}; echo >> ${execOut}`, ...flags]);
+    await serve.waitFor(/mqtt\.subscribed/);
+    const sent = await waitUntil(
+      "the good rows sent",
+      async () => {
+        const rows = await outboxList(flags);
+        return rows.filter((r) => r.state === "sent").length === 3 && rows.filter((r) => r.state === "rejected").length === 4 && rows;
+      },
+      20_000,
+      serve.output,
+    );
+    const byId = new Map(sent.map((r) => [r.messageId, r]));
+    for (const id of Object.values(good)) expect(byId.get(id)?.state).toBe("sent");
+    expect(byId.get(bad.mqttNotJson)).toMatchObject({ state: "rejected", lastError: expect.stringContaining("not JSON") });
+    expect(byId.get(bad.notUtf8)).toMatchObject({ state: "rejected", lastError: "the stored body is not UTF-8 text" });
+    expect(byId.get(bad.badId)).toMatchObject({ state: "rejected", lastError: expect.stringContaining("message id") });
+    expect(byId.get(null)).toMatchObject({ state: "rejected" });
+    expect(receivedIds().filter((id) => id === good.http1 || id === good.http2).sort()).toEqual([good.http1, good.http2].sort());
+
+    // --exec handed every ingress row to the command, the odd ones too, and acknowledged them
+    await waitUntil("--exec ran for the three ingress rows", () => existsSync(execOut) && readFileSync(execOut, "utf8").trim().split("\n").length === 3, 10_000, serve.output);
+    expect(readFileSync(execOut, "utf8").trim().split("\n")).toEqual(["42", '{"odd":"topic"}', '{"good":"ingress"}']);
+    const listed = await run(["messages", "list", "--all", "--json", ...flags]);
+    expect(listed.code, explain(listed)).toBe(0);
+    const rows = listed.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    expect(rows.map((r) => [r.topic, r.ackedAt !== null])).toEqual([
+      [`ingress/${fixture.thingName}`, true],
+      ["t/blob", true],
+      ["t/nul\u0000byte", false], // held back, tried again later, visible to the owner
+      [`ingress/${fixture.thingName}`, true],
+    ]);
+
+    // a refusal of the content is rejected (65) and kept; a 404 is not: it stays queued (69)
+    receiver.answerStatus = 413;
+    tally("faults");
+    const tooLarge = await run(["collect", "--json", ...flags], { input: '{"big":true}' });
+    expect(tooLarge.code, explain(tooLarge)).toBe(65);
+    expect(tooLarge.stderr).toContain("outbox list --state rejected");
+    const tooLargeId = JSON.parse(tooLarge.stdout).messageId;
+    receiver.answerStatus = 404;
+    tally("faults");
+    const notFound = await run(["collect", "--json", ...flags], { input: '{"route":"missing"}' });
+    expect(notFound.code, explain(notFound)).toBe(69);
+    const notFoundId = JSON.parse(notFound.stdout).messageId;
+    receiver.answerStatus = undefined;
+    // the owner raised the limit: retry the rejected one through the running serve
+    const retried = await run(["outbox", "retry", tooLargeId, ...flags]);
+    expect(retried.code, explain(retried)).toBe(0);
+    expect(retried.stdout).toContain(`retried: ${tooLargeId}`);
+    await waitUntil("the retried and the 404 messages sent", () => [tooLargeId, notFoundId].every((id) => receivedIds().includes(id)), 15_000, serve.output);
+    // unknown ids and sent ones: exit 65, the others still done
+    const mixed = await run(["outbox", "retry", good.http1, "no-such-id", ...flags]);
+    expect(mixed.code).toBe(65);
+    expect(mixed.stderr).toContain("already sent");
+    expect(mixed.stderr).toContain("no message with id no-such-id");
+    const dropped = await run(["outbox", "drop", bad.mqttNotJson, "no-such-id", ...flags]);
+    expect(dropped.code, explain(dropped)).toBe(65);
+    expect(dropped.stdout).toContain(`dropped: ${bad.mqttNotJson}`);
+    expect((await run(["outbox", "list", "--state", "stale", ...flags])).code).toBe(64);
+
+    expect(serve.proc.exitCode).toBeNull();
+    const log = serve.output();
+    expect(count(log, /ERROR egress\.unsendable/), log).toBe(4);
+    expect(count(log, /ERROR exec\.message_failed/), log).toBeGreaterThanOrEqual(1);
+    expect(log).not.toMatch(/\n\s+at |exit_code|uncaught|unhandled/i);
+    expect(await serve.stop()).toBe(0);
+
+    // without serve: the same commands on the file
+    const rejected = await outboxList(flags, "rejected");
+    expect(rejected.map((r) => r.messageId).sort()).toEqual([null, bad.badId, bad.notUtf8].sort());
+    const again = await run(["outbox", "retry", bad.notUtf8, ...flags]);
+    expect(again.code, explain(again)).toBe(0);
+    expect((await outboxList(flags, "pending")).map((r) => r.messageId)).toEqual([bad.notUtf8]);
+    expect((await run(["outbox", "drop", bad.notUtf8, bad.badId, ...flags])).code).toBe(0);
+    expect((await outboxList(flags)).filter((r) => r.state !== "sent").map((r) => r.messageId)).toEqual([null]);
+
+    const expected = [good.http1, good.http2, tooLargeId, notFoundId];
+    const got = receivedIds();
+    tally("lost", expected.filter((id) => !got.includes(id)).length);
+    tally("duplicates", got.length - new Set(got).size);
+    expect(got.length).toBe(new Set(got).size);
+  }, 60_000);
+
+  test("offlinePublishQueueing 0, -1 and 2 with the receiver down, then up", async () => {
+    await receiver.stop();
+    const received = new Set(receivedIds());
+    // one data directory per value, the same thing identity
+    const variants = await Promise.all(
+      [0, -1, 2].map(async (limit) => {
+        const made = await makeThingFixture({ brokerPort: broker.port, apiUrl: `http://127.0.0.1:${receiver.port}`, pki: fixture.pki });
+        made.editConfig((doc) => (doc.flashlex.thing.mqtt.offlinePublishQueueing = limit));
+        // the identity's files are in the first fixture's keys directory
+        return { limit, f: { flags: ["-c", made.configPath, "-k", fixture.keysDir, "-d", made.dataDir] } };
+      }),
+    );
+    const codes: Record<number, number[]> = {};
+    for (const { limit, f } of variants) {
+      codes[limit] = [];
+      for (let i = 0; i < (limit === 0 ? 1 : 3); i++) {
+        tally("faults");
+        const result = await run(["collect", ...f.flags], { input: JSON.stringify({ limit, i }) });
+        codes[limit]!.push(result.code);
+        if (result.code === 75) expect(result.stderr).toContain("nothing was queued");
+      }
+    }
+    expect(codes).toEqual({ 0: [75], [-1]: [69, 69, 69], 2: [69, 69, 75] });
+    const pending = Object.fromEntries(await Promise.all(variants.map(async ({ limit, f }) => [limit, (await outboxList(f.flags, "pending")).map((r) => r.messageId!)] as const)));
+    expect(Object.fromEntries(Object.entries(pending).map(([k, v]) => [k, v.length]))).toEqual({ 0: 0, [-1]: 3, 2: 2 });
+    expect(await outboxList(variants[0]!.f.flags)).toEqual([]); // 0 keeps nothing at all
+
+    // the receiver is back: serve delivers what waited, and 0 delivers at once
+    receiver = await startReceiver({ thingId: fixture.thingId, publicKeyPem: fixture.pki.thing.publicKeyPem, port: receiver.port });
+    const direct = await run(["collect", "--json", ...variants[0]!.f.flags], { input: '{"limit":0,"up":true}' });
+    expect(direct.code, explain(direct)).toBe(0);
+    const waited = [...pending[-1]!, ...pending[2]!];
+    for (const { f } of variants.slice(1)) {
+      const serve = launch(["serve", ...f.flags]);
+      await serve.waitFor(/serve\.started/);
+      await waitUntil("the queued messages delivered", async () => (await outboxList(f.flags, "pending")).length === 0, 20_000, serve.output);
+      expect(await serve.stop()).toBe(0);
+    }
+    const got = receiver.received.map((r) => r.messageId!).filter((id) => !received.has(id));
+    tally("lost", waited.filter((id) => !got.includes(id)).length);
+    tally("duplicates", got.length - new Set(got).size);
+    expect(got.sort()).toEqual([...waited, JSON.parse(direct.stdout).messageId].sort());
+    // nothing that was refused with 75 ever arrived
+    expect(receiver.received.filter((r) => (r.body as { i?: number }).i === 2 && (r.body as { limit?: number }).limit === 2)).toEqual([]);
+  }, 60_000);
+});

@@ -1,0 +1,93 @@
+/**
+ * A hub home on loopback, made by the compiled binary as a user would (`hub init`, `hub thing
+ * create`, `hub thing dist`, unzip), with the embedded broker bound to 127.0.0.1.
+ *
+ *   const hub = await makeHubFixture(work);
+ *   const thing = await hub.createThing("sturdy");      // unpacked distribution, -c/-k/-d flags
+ *   const serving = await hub.serve();                   // `hub serve`, waits for hub.started
+ *   await hub.publish(thing.id, { n: 1 });               // the operator API's publish route
+ */
+import { readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseDocument } from "yaml";
+import { run, start, type Background, type RunResult } from "./binary.ts";
+import { unpackDistribution } from "./distribution.ts";
+import { freePort } from "./mosquitto.ts";
+
+export interface HubThing {
+  id: string;
+  name: string;
+  /** the unpacked distribution's folder */
+  root: string;
+  /** -c, -k and -d for the thing commands */
+  flags: string[];
+}
+
+export interface HubFixture {
+  dir: string;
+  apiPort: number;
+  brokerPort: number;
+  token: string;
+  /** runs `flashlex ...`; throws with the output when it does not exit 0 */
+  flashlex(args: string[], input?: string): Promise<RunResult>;
+  createThing(name: string, extraArgs?: string[]): Promise<HubThing>;
+  /** `hub serve --dir`, waiting for `hub.started` */
+  serve(extraArgs?: string[]): Promise<Background>;
+  /** POST /things/{id}/publish with `{"message": message}`; returns the hub's message id */
+  publish(thingId: string, message: unknown): Promise<string>;
+  /** GET /things/{id}/messages?messagetype=ingress */
+  ingress(thingId: string): Promise<{ flmessagespk: string; payload: any; delivery: string }[]>;
+}
+
+export async function makeHubFixture(work: string): Promise<HubFixture> {
+  const dir = join(work, "hub");
+  const [apiPort, brokerPort] = [await freePort(), await freePort()];
+  const flashlex = async (args: string[], input?: string) => {
+    const result = await run(args, { input, timeoutMs: 60_000 });
+    if (result.code !== 0) throw new Error(`flashlex ${args.join(" ")} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
+    return result;
+  };
+  const init = await flashlex(["hub", "init", "--dir", dir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1", "--json"]);
+  const token = JSON.parse(init.stdout).token as string;
+  // Loopback only: the embedded broker listens on 0.0.0.0 unless hub.yml says otherwise.
+  const settings = parseDocument(readFileSync(join(dir, "hub.yml"), "utf8"));
+  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
+  writeFileSync(join(dir, "hub.yml"), settings.toString());
+  const api = (path: string, init: RequestInit = {}) =>
+    fetch(`http://127.0.0.1:${apiPort}/dev/v1${path}`, {
+      ...init,
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json", ...init.headers },
+      signal: AbortSignal.timeout(15_000),
+    });
+
+  return {
+    dir,
+    apiPort,
+    brokerPort,
+    token,
+    flashlex,
+    async createThing(name, extraArgs = []) {
+      const created = JSON.parse((await flashlex(["hub", "thing", "create", name, "--dir", dir, "--json", ...extraArgs])).stdout);
+      const zip = join(work, `${created.name}.zip`);
+      await flashlex(["hub", "thing", "dist", created.name, "--dir", dir, "-o", zip]);
+      const root = unpackDistribution(zip, join(work, "things"), created.name);
+      return { id: created.id, name: created.name, root, flags: ["-c", join(root, "config.yml"), "-k", join(root, "keys"), "-d", join(root, "data")] };
+    },
+    async serve(extraArgs = []) {
+      const hub = start(["hub", "serve", "--dir", dir, ...extraArgs]);
+      await hub.waitFor(/hub\.started/, 30_000);
+      return hub;
+    },
+    async publish(thingId, message) {
+      const response = await api(`/things/${thingId}/publish`, { method: "POST", body: JSON.stringify({ message }) });
+      const body = (await response.json()) as { result: { flmessagespk: string } };
+      if (response.status !== 200) throw new Error(`publish answered ${response.status}: ${JSON.stringify(body)}`);
+      return body.result.flmessagespk;
+    },
+    async ingress(thingId) {
+      const response = await api(`/things/${thingId}/messages?messagetype=ingress`);
+      if (response.status !== 200) throw new Error(`messages answered ${response.status}`);
+      return ((await response.json()) as { result: { flmessagespk: string; payload: any; delivery: string }[] }).result;
+    },
+  };
+}

@@ -1,0 +1,180 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createLogger } from "../../src/log.ts";
+import { MessageStore, type OutboxEntry } from "../../src/store/message-store.ts";
+import { outcomeOf, PERMANENT_REFUSALS, retryDelayMs, type DeliveryOutcome } from "../../src/thing/egress.ts";
+import { bearerErrorDescription, describeOffset, HubClock, SKEW_THRESHOLD_MS } from "../../src/thing/hub-clock.ts";
+import { OutboxDrainer, sendableEntry } from "../../src/thing/outbox.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "flashlex-egress-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+function captureLog() {
+  const lines: string[] = [];
+  return { lines, log: createLogger({ level: "debug", write: (line) => lines.push(line), journald: false }) };
+}
+
+const httpDate = (ms: number) => new Date(ms).toUTCString();
+
+describe("clock-skew correction", () => {
+  test("a Date far from the local clock corrects the signing time; one WARN per episode, INFO when it ends", () => {
+    let local = Date.parse("2026-01-10T12:00:00Z");
+    const { lines, log } = captureLog();
+    const clock = new HubClock(log, () => local);
+    expect(clock.nowSeconds()).toBe(local / 1000);
+
+    // in step: nothing changes, nothing logged
+    expect(clock.observe(httpDate(local), local)).toBe(false);
+    expect(clock.offsetMs).toBe(0);
+
+    // the device runs 30 min ahead: the hub is 30 min behind it
+    local += 30 * 60_000;
+    const hub = local - 30 * 60_000;
+    expect(clock.observe(httpDate(hub), local, "token not yet valid")).toBe(true);
+    expect(Math.abs(clock.nowSeconds() - Math.floor(hub / 1000))).toBeLessThanOrEqual(1);
+    // further answers of the same episode: no new WARN, no "changed"
+    for (let i = 0; i < 5; i++) expect(clock.observe(httpDate(hub + i * 1000), local + i * 1000)).toBe(false);
+    const warns = lines.filter((l) => l.includes("WARN  clock.skewed"));
+    expect(warns).toHaveLength(1);
+    expect(warns[0]).toMatch(/offsetSeconds=-(1799|1800) /);
+    expect(warns[0]).toContain("30 min ahead of the hub's");
+    expect(warns[0]).toContain("timedatectl set-ntp true");
+    expect(warns[0]).toContain('refusal="token not yet valid"');
+
+    // fixed (NTP stepped it back): in step again, once
+    local = hub + 10_000;
+    expect(clock.observe(httpDate(local), local)).toBe(true);
+    expect(clock.offsetMs).toBe(0);
+    expect(lines.filter((l) => l.includes("INFO  clock.in_step"))).toHaveLength(1);
+
+    // a second episode, a day behind: a second WARN
+    local -= 86_400_000;
+    expect(clock.observe(httpDate(local + 86_400_000), local)).toBe(true);
+    expect(lines.filter((l) => l.includes("WARN  clock.skewed"))).toHaveLength(2);
+    expect(lines.at(-1)).toContain("1 d behind the hub's");
+  });
+
+  test("between half the threshold and the threshold nothing flaps", () => {
+    const local = 1_800_000_000_000;
+    const { lines, log } = captureLog();
+    const clock = new HubClock(log, () => local);
+    clock.observe(httpDate(local + SKEW_THRESHOLD_MS * 0.8), local);
+    expect(clock.offsetMs).toBe(0);
+    clock.observe(httpDate(local + SKEW_THRESHOLD_MS * 3), local);
+    expect(clock.offsetMs).toBeGreaterThan(SKEW_THRESHOLD_MS);
+    clock.observe(httpDate(local + SKEW_THRESHOLD_MS * 0.8), local); // still off by more than half: stays corrected
+    expect(clock.offsetMs).toBeGreaterThan(SKEW_THRESHOLD_MS / 2);
+    expect(lines.filter((l) => l.includes("clock."))).toHaveLength(1);
+  });
+
+  test("a missing or unparsable Date changes nothing", () => {
+    const clock = new HubClock(createLogger({ write: () => {} }), () => 1_800_000_000_000);
+    for (const date of [undefined, "", "yesterday", "Mon, 99 Foo 2026 99:99:99 GMT"]) expect(clock.observe(date, 1_800_000_000_000)).toBe(false);
+    expect(clock.offsetMs).toBe(0);
+  });
+
+  test("offsets read as people say them; the RFC 6750 error description is taken from WWW-Authenticate", () => {
+    expect(describeOffset(30 * 60_000)).toBe("30 min ahead of");
+    expect(describeOffset(-86_400_000)).toBe("1 d behind");
+    expect(describeOffset(-(2 * 3600 + 5 * 60 + 7) * 1000)).toBe("2 h 5 min behind");
+    expect(describeOffset(400)).toBe("0 s ahead of");
+    expect(describeOffset(-(86_400 - 0.5) * 1000)).toBe("1 d behind");
+    expect(describeOffset((3600 - 20) * 1000)).toBe("1 h ahead of");
+    expect(describeOffset((1800 - 1.5) * 1000)).toBe("30 min ahead of");
+    expect(describeOffset((1800 + 1.5) * 1000)).toBe("30 min ahead of");
+    expect(describeOffset((300 - 2) * 1000)).toBe("4 min 58 s ahead of");
+    expect(describeOffset((7200 - 20) * 1000)).toBe("2 h ahead of");
+    expect(bearerErrorDescription('Bearer error="invalid_token", error_description="token expired"')).toBe("token expired");
+    expect(bearerErrorDescription('Bearer realm="x", error_description="say \\"hi\\""')).toBe('say "hi"');
+    expect(bearerErrorDescription("Bearer")).toBeUndefined();
+    expect(bearerErrorDescription(undefined)).toBeUndefined();
+  });
+});
+
+describe("what an answer means for the message", () => {
+  test("only a permanent refusal of the content rejects; every other answer keeps it pending", () => {
+    const kinds: Record<number, DeliveryOutcome["kind"]> = {};
+    for (const status of [200, 201, 204, 301, 400, 401, 403, 404, 405, 408, 409, 410, 413, 415, 422, 429, 500, 502, 503, 504]) {
+      kinds[status] = outcomeOf({ status, statusText: "", body: "" }).kind;
+    }
+    expect(kinds).toEqual({
+      200: "sent", 201: "sent", 204: "sent",
+      301: "retry", 400: "rejected", 401: "retry", 403: "retry", 404: "retry", 405: "retry", 408: "retry",
+      409: "rejected", 410: "retry", 413: "rejected", 415: "rejected", 422: "rejected", 429: "retry",
+      500: "retry", 502: "retry", 503: "retry", 504: "retry",
+    });
+    expect([...PERMANENT_REFUSALS].sort()).toEqual([400, 409, 413, 415, 422]);
+    expect(outcomeOf({ status: 401, statusText: "Unauthorized", body: "" }, "token expired")).toMatchObject({ kind: "retry", error: "the API answered 401 Unauthorized (token expired)" });
+  });
+
+  test("backoff doubles from 2 s to a 5 min cap; a count another program wrote as junk counts as 0", () => {
+    expect([0, 1, 2, 7, 8, 50].map(retryDelayMs)).toEqual([2000, 4000, 8000, 256_000, 300_000, 300_000]);
+    for (const junk of ["x", null, undefined, NaN, -3, Infinity]) expect(retryDelayMs(junk)).toBe(2000);
+  });
+
+  test("a row that cannot be sent at all is named, with why", () => {
+    const row = (over: Partial<Record<keyof OutboxEntry, unknown>>) => ({ message_id: "m-1", body: "{}", via: "http", state: "pending", attempts: 0, ...over }) as OutboxEntry;
+    expect(sendableEntry(row({}))).toEqual({ entry: row({}) });
+    expect(sendableEntry(row({ body: new TextEncoder().encode('{"a":1}') }))).toEqual({ entry: row({ body: '{"a":1}' }) });
+    const problems = [
+      row({ body: "{not json" }),
+      row({ body: new Uint8Array([0xff, 0xfe]) }),
+      row({ body: null }),
+      row({ body: 42 }),
+      row({ message_id: null }),
+      row({ message_id: "bad\nid" }),
+      row({ message_id: "" }),
+    ].map((r) => ("problem" in sendableEntry(r) ? (sendableEntry(r) as { problem: string }).problem : "sendable"));
+    expect(problems.every((p) => p !== "sendable"), problems.join("\n")).toBe(true);
+    expect(problems[0]).toContain("not JSON");
+    expect(problems[5]).toContain("message id");
+  });
+});
+
+describe("the drainer isolates each row", () => {
+  test("a row whose delivery throws, a row that is not JSON and a row whose outcome cannot be written (tried once a pass) do not stop the good rows", async () => {
+    const store = MessageStore.open(join(dir, "drain.db"));
+    const { lines, log } = captureLog();
+    try {
+      const now = Date.now();
+      store.enqueue({ messageId: "good-1", body: '{"n":1}', via: "http", now: now - 5 });
+      store.enqueue({ messageId: "throws", body: '{"n":2}', via: "http", now: now - 4 });
+      store.enqueue({ messageId: "not-json", body: "{oops", via: "mqtt", now: now - 3 });
+      store.enqueue({ messageId: "good-2", body: '{"n":4}', via: "mqtt", now: now - 2 });
+      store.enqueue({ messageId: "unwritable", body: '{"n":5}', via: "http", now: now - 1 });
+      // a real SQLite refusal to record that one row's outcome
+      store.db.exec("CREATE TRIGGER refuse BEFORE UPDATE ON outbox WHEN old.message_id = 'unwritable' BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
+      const delivered: string[] = [];
+      const deliver = async (entry: OutboxEntry): Promise<DeliveryOutcome> => {
+        if (entry.message_id === "throws") throw new Error("error:1E08010C:DECODER routines::unsupported");
+        delivered.push(entry.message_id);
+        return { kind: "sent", status: 200, body: "{}" };
+      };
+      const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver, mqtt: deliver } });
+      drainer.start();
+      for (let i = 0; i < 200 && (store.countPending() > 2 || !lines.some((l) => l.includes("outbox.record_failed"))); i++) await Bun.sleep(10);
+      await drainer.stop();
+      store.db.exec("DROP TRIGGER refuse");
+      const states = Object.fromEntries(store.listOutbox().map((e) => [e.message_id, [e.state, e.attempts, e.last_error?.slice(0, 40) ?? null]]));
+      // the unwritable row stays due, so each pass delivers it again (the receiver stores it once by id)
+      expect(delivered.filter((id) => id !== "unwritable")).toEqual(["good-1", "good-2"]);
+      const unwritableTries = delivered.filter((id) => id === "unwritable").length;
+      expect(unwritableTries).toBeGreaterThanOrEqual(1);
+      expect(lines.filter((l) => l.includes("ERROR outbox.record_failed") && l.includes("disk says no"))).toHaveLength(unwritableTries);
+      expect(states).toEqual({
+        "good-1": ["sent", 1, null],
+        throws: ["pending", 1, "delivery failed: error:1E08010C:DECODER "],
+        "not-json": ["rejected", 1, "the stored body is not JSON (JSON Parse "],
+        "good-2": ["sent", 1, null],
+        unwritable: ["pending", 0, null],
+      });
+      expect(store.getOutbox("throws")!.next_attempt_at).toBeGreaterThan(Date.now());
+      expect(lines.filter((l) => l.includes("ERROR egress.delivery_failed"))).toHaveLength(1);
+      expect(lines.filter((l) => l.includes("ERROR egress.unsendable"))).toHaveLength(1);
+    } finally {
+      store.close();
+    }
+  });
+});

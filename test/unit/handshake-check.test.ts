@@ -1,0 +1,148 @@
+/**
+ * bootstrap's chain check is a real TLS handshake on loopback (src/thing/handshake-check.ts).
+ * Real chains made here: root → intermediate → leaf, several roots in one file, a wrong root,
+ * expired and not-yet-valid certificates, a server-only certificate. Each verdict is compared
+ * with `openssl verify -purpose sslclient` (OpenSSL is what Mosquitto verifies with), and the
+ * refusals are turned into the one-sentence detail bootstrap prints.
+ */
+import { beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { ThingConfig } from "../../src/config/load.ts";
+import { loadPrivateKey } from "../../src/crypto/keys.ts";
+import { explainChainRefusal } from "../../src/thing/checks.ts";
+import { verifyByHandshake, type HandshakeVerdict } from "../../src/thing/handshake-check.ts";
+import type { ThingIdentity } from "../../src/thing/identity.ts";
+import { makeIntermediate, makeLeaf, makeRoot, type Issued } from "../support/chains.ts";
+import { tally } from "../support/tally.ts";
+
+const DAY = 86_400_000;
+const dir = mkdtempSync(join(tmpdir(), "flashlex-handshake-"));
+let root: Issued, otherRoot: Issued, thirdRoot: Issued, intermediate: Issued;
+let direct: Issued, viaIntermediate: Issued, expired: Issued, notYet: Issued, serverOnly: Issued, rsaLeaf: Issued, expiredIntermediate: Issued, leafOfExpired: Issued;
+
+beforeAll(async () => {
+  [root, otherRoot, thirdRoot] = await Promise.all([makeRoot("Test Root"), makeRoot("Other Root"), makeRoot("Third Root", { keyType: "rsa" })]);
+  intermediate = await makeIntermediate(root, "Test Intermediate");
+  expiredIntermediate = await makeIntermediate(root, "Old Intermediate", { notBefore: new Date(Date.now() - 30 * DAY), notAfter: new Date(Date.now() - DAY) });
+  [direct, viaIntermediate, expired, notYet, serverOnly, rsaLeaf, leafOfExpired] = await Promise.all([
+    makeLeaf(root, "direct"),
+    makeLeaf(intermediate, "via-intermediate"),
+    makeLeaf(root, "expired", { notBefore: new Date(Date.now() - 10 * DAY), notAfter: new Date(Date.now() - 2 * DAY) }),
+    makeLeaf(root, "not-yet", { notBefore: new Date(Date.now() + 2 * DAY), notAfter: new Date(Date.now() + 10 * DAY) }),
+    makeLeaf(root, "server-only", { serverOnly: true }),
+    makeLeaf(intermediate, "rsa-leaf", { keyType: "rsa" }),
+    makeLeaf(expiredIntermediate, "leaf-of-expired"),
+  ]);
+});
+
+/** What `openssl verify` (OpenSSL 3, as in Mosquitto) says about the same files: "OK" or its error name. */
+function opensslVerdict(caPem: string, certPem: string): string {
+  const blocks = certPem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----\n?/g)!;
+  const id = Math.random().toString(36).slice(2);
+  const [ca, leaf, chain] = ["ca", "leaf", "chain"].map((n) => join(dir, `${id}-${n}.pem`)) as [string, string, string];
+  writeFileSync(ca, caPem);
+  writeFileSync(leaf, blocks[0]!);
+  writeFileSync(chain, blocks.slice(1).join("") || blocks[0]!);
+  const run = Bun.spawnSync(["openssl", "verify", "-purpose", "sslclient", "-CAfile", ca, "-untrusted", chain, leaf], { stdout: "pipe", stderr: "pipe" });
+  return run.exitCode === 0 ? "OK" : `${run.stdout}${run.stderr}`;
+}
+
+const cases: { name: string; ca: () => string; cert: () => string; key: () => string; authorized: boolean; code?: RegExp; opensslSays?: RegExp }[] = [
+  { name: "root → leaf", ca: () => root.certPem, cert: () => direct.certPem, key: () => direct.keyPem, authorized: true },
+  {
+    name: "root → intermediate → leaf, the intermediate in the certificate file",
+    ca: () => root.certPem,
+    cert: () => viaIntermediate.certPem + intermediate.certPem,
+    key: () => viaIntermediate.keyPem,
+    authorized: true,
+  },
+  {
+    name: "an RSA leaf under an EC intermediate, several roots in the CA file (ours in the middle)",
+    ca: () => otherRoot.certPem + root.certPem + thirdRoot.certPem,
+    cert: () => rsaLeaf.certPem + intermediate.certPem,
+    key: () => rsaLeaf.keyPem,
+    authorized: true,
+  },
+  {
+    name: "the intermediate missing from the certificate file",
+    ca: () => root.certPem,
+    cert: () => viaIntermediate.certPem,
+    key: () => viaIntermediate.keyPem,
+    authorized: false,
+    code: /^(UNABLE_TO_GET_ISSUER_CERT_LOCALLY|UNABLE_TO_VERIFY_LEAF_SIGNATURE)$/,
+  },
+  {
+    name: "a CA file of other roots only",
+    ca: () => otherRoot.certPem + thirdRoot.certPem,
+    cert: () => direct.certPem,
+    key: () => direct.keyPem,
+    authorized: false,
+    code: /^(UNABLE_TO_GET_ISSUER_CERT_LOCALLY|UNABLE_TO_VERIFY_LEAF_SIGNATURE)$/,
+  },
+  { name: "an expired leaf", ca: () => root.certPem, cert: () => expired.certPem, key: () => expired.keyPem, authorized: false, code: /^CERT_HAS_EXPIRED$/ },
+  { name: "a not-yet-valid leaf", ca: () => root.certPem, cert: () => notYet.certPem, key: () => notYet.keyPem, authorized: false, code: /^CERT_NOT_YET_VALID$/ },
+  {
+    name: "an expired intermediate",
+    ca: () => root.certPem,
+    cert: () => leafOfExpired.certPem + expiredIntermediate.certPem,
+    key: () => leafOfExpired.keyPem,
+    authorized: false,
+    code: /^CERT_HAS_EXPIRED$/,
+  },
+  { name: "a server-only certificate", ca: () => root.certPem, cert: () => serverOnly.certPem, key: () => serverOnly.keyPem, authorized: false, code: /^INVALID_PURPOSE$/ },
+];
+
+describe("verifyByHandshake judges a chain as TLS does", () => {
+  for (const c of cases) {
+    test(`${c.name}: ${c.authorized ? "accepted" : "refused"}, as openssl verify says`, async () => {
+      tally("badInputs", c.authorized ? 0 : 1);
+      const verdict = await verifyByHandshake({ caPem: c.ca(), certPem: c.cert(), keyPem: c.key() });
+      expect(verdict.authorized).toBe(c.authorized);
+      if (!verdict.authorized) expect(verdict.code).toMatch(c.code!);
+      const openssl = opensslVerdict(c.ca(), c.cert());
+      expect(openssl === "OK").toBe(c.authorized);
+    });
+  }
+
+  test("a few milliseconds per handshake", async () => {
+    const started = performance.now();
+    for (let i = 0; i < 10; i++) await verifyByHandshake({ caPem: root.certPem, certPem: viaIntermediate.certPem + intermediate.certPem, keyPem: viaIntermediate.keyPem });
+    const perHandshakeMs = (performance.now() - started) / 10;
+    console.log(`loopback handshake: ${perHandshakeMs.toFixed(1)} ms each`);
+    expect(perHandshakeMs).toBeLessThan(1000); // a bound against hanging, not a timing claim
+  });
+
+  test("a key that is not the certificate's makes no handshake at all: rejected, not a verdict", async () => {
+    await expect(verifyByHandshake({ caPem: root.certPem, certPem: direct.certPem, keyPem: expired.keyPem })).rejects.toThrow();
+  });
+});
+
+describe("explainChainRefusal: one sentence naming the file, OpenSSL's code kept", () => {
+  const config = { paths: { cert: "/keys/thing-certificate.pem", rootCA: "/keys/root-ca-cert.pem", privateKey: "/keys/thing-private.pem" } } as ThingConfig;
+  const identity = (certPem: string, caPem: string): ThingIdentity =>
+    ({ thingId: "t", thingName: "n", caPem, certPem, keyPem: "", privateKey: loadPrivateKey(direct.keyPem), tokenAlgorithm: "ES256" }) as ThingIdentity;
+  const explain = async (certPem: string, caPem: string, keyPem: string) => {
+    const verdict: HandshakeVerdict = await verifyByHandshake({ caPem, certPem, keyPem });
+    if (verdict.authorized) throw new Error("expected a refusal");
+    return explainChainRefusal(verdict.code, identity(certPem, caPem), config, new Date());
+  };
+
+  test("missing intermediate: names both files and says to append the intermediate", async () => {
+    const { detail, fix } = await explain(viaIntermediate.certPem, root.certPem, viaIntermediate.keyPem);
+    expect(detail).toMatch(/^\/keys\/thing-certificate\.pem does not chain to a CA in \/keys\/root-ca-cert\.pem \((UNABLE_TO_GET_ISSUER_CERT_LOCALLY|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\)$/);
+    expect(fix).toContain("append the intermediate's PEM to /keys/thing-certificate.pem");
+  });
+
+  test("expired: names the certificate that expired and where it is", async () => {
+    const { detail, fix } = await explain(leafOfExpired.certPem + expiredIntermediate.certPem, root.certPem, leafOfExpired.keyPem);
+    expect(detail).toMatch(/^Old Intermediate in \/keys\/thing-certificate\.pem expired on \d{4}-.*\(CERT_HAS_EXPIRED\)$/);
+    expect(fix).toContain("timedatectl");
+  });
+
+  test("not yet valid and wrong purpose", async () => {
+    expect((await explain(notYet.certPem, root.certPem, notYet.keyPem)).detail).toMatch(/^not-yet in \/keys\/thing-certificate\.pem is not valid until .*\(CERT_NOT_YET_VALID\)$/);
+    expect((await explain(serverOnly.certPem, root.certPem, serverOnly.keyPem)).detail).toContain("may not be used as a TLS client certificate (INVALID_PURPOSE");
+  });
+});

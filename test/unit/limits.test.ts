@@ -1,0 +1,117 @@
+/**
+ * src/protocol/limits.ts: the JSON depth and size limits every document from outside goes
+ * through. The depth scanner is checked against a recursive reference on generated JSON, and the
+ * parser never throws anything but JsonDocumentError, whatever the text.
+ */
+import { describe, expect, test } from "bun:test";
+import fc from "fast-check";
+import { ExitCode, InputError } from "../../src/errors.ts";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, jsonNestingDepth, MAX_JSON_DEPTH, parseJsonDocument } from "../../src/protocol/limits.ts";
+import { tally } from "../support/tally.ts";
+
+/** The depth by recursion over the parsed value (fine for the shallow values fast-check makes). */
+function referenceDepth(value: unknown): number {
+  if (value === null || typeof value !== "object") return 0;
+  const children = Array.isArray(value) ? value : Object.values(value);
+  return 1 + children.reduce((max: number, child) => Math.max(max, referenceDepth(child)), 0);
+}
+
+const nested = (depth: number) => "[".repeat(depth) + "]".repeat(depth);
+
+function problemOf(text: string, limits?: Parameters<typeof parseJsonDocument>[1]): string | undefined {
+  try {
+    parseJsonDocument(text, limits);
+    return undefined;
+  } catch (err) {
+    expect(err).toBeInstanceOf(JsonDocumentError);
+    return (err as JsonDocumentError).problem;
+  }
+}
+
+describe("jsonNestingDepth", () => {
+  test("equals the depth of the parsed value for any JSON text, strings with brackets and escapes included", () => {
+    fc.assert(
+      fc.property(fc.json({ maxDepth: 8, stringUnit: "binary" }), (text) => {
+        expect(jsonNestingDepth(text)).toBe(referenceDepth(JSON.parse(text)));
+      }),
+      { numRuns: 500 },
+    );
+    expect(jsonNestingDepth('["[[[", {"k\\"[": "\\\\"}, "]]]"]')).toBe(2);
+    expect(jsonNestingDepth('"[[["')).toBe(0);
+  });
+
+  test("stops just past the limit, so a huge depth costs nothing", () => {
+    const text = nested(1_000_000);
+    expect(jsonNestingDepth(text, 64)).toBe(65);
+    expect(jsonNestingDepth(text)).toBe(1_000_000);
+  });
+});
+
+describe("parseJsonDocument", () => {
+  test("64 levels are accepted, 65 refused as too deep, 100,000 refused before any recursion", () => {
+    expect(parseJsonDocument(nested(MAX_JSON_DEPTH))).toBeArray();
+    expect(parseJsonDocument(`{"a":${nested(MAX_JSON_DEPTH - 1)}}`)).toBeObject();
+    for (const depth of [MAX_JSON_DEPTH + 1, 30_000, 100_000]) expect(problemOf(nested(depth))).toBe("too_deep");
+    expect(problemOf(`{"a":${nested(MAX_JSON_DEPTH)}}`)).toBe("too_deep");
+    // Unbalanced: the scan bounds what the parser would reach before its error.
+    expect(problemOf("[".repeat(100_000))).toBe("too_deep");
+    expect(problemOf("[".repeat(10))).toBe("not_json");
+    tally("badInputs", 6);
+  });
+
+  test("size is counted in UTF-8 bytes, 256 KiB by default; empty and non-JSON are their own problems", () => {
+    const fits = JSON.stringify("é".repeat((DEFAULT_PAYLOAD_LIMIT_BYTES - 2) / 2));
+    expect(Buffer.byteLength(fits)).toBe(DEFAULT_PAYLOAD_LIMIT_BYTES);
+    expect(parseJsonDocument(fits)).toBeString();
+    expect(problemOf(JSON.stringify("é".repeat(DEFAULT_PAYLOAD_LIMIT_BYTES / 2)))).toBe("too_large");
+    expect(problemOf('"abcdef"', { maxBytes: 7 })).toBe("too_large");
+    expect(problemOf("  \n")).toBe("empty");
+    expect(problemOf("{'a': 1}")).toBe("not_json");
+    tally("badInputs", 4);
+  });
+
+  test("errors are InputErrors (exit 65), one line, naming the source and not quoting a long document", () => {
+    try {
+      parseJsonDocument("{" + '"k": 1, '.repeat(1000) + "\u0007\n", { source: "stdin" });
+      throw new Error("not refused");
+    } catch (err) {
+      expect(err).toBeInstanceOf(InputError);
+      expect((err as InputError).exitCode).toBe(ExitCode.DATA);
+      expect((err as Error).message).toStartWith("stdin: not JSON");
+      expect((err as Error).message).not.toMatch(/[\u0000-\u001f]/);
+      expect((err as Error).message.length).toBeLessThan(200);
+    }
+  });
+
+  test("any text at all: the parsed value equals JSON.parse's, or a JsonDocumentError, never another error", () => {
+    const text = fc.oneof(
+      fc.string({ unit: "binary", maxLength: 200 }),
+      fc.json({ maxDepth: 4 }),
+      fc.integer({ min: 0, max: 200 }).map((depth) => nested(depth)),
+      fc.tuple(fc.json({ maxDepth: 3 }), fc.integer({ min: 0, max: 20 })).map(([json, cut]) => json.slice(0, Math.max(0, json.length - cut))),
+    );
+    let tried = 0;
+    fc.assert(
+      fc.property(text, (input) => {
+        tried++;
+        let expected: unknown;
+        let parses = true;
+        try {
+          expected = JSON.parse(input);
+        } catch {
+          parses = false;
+        }
+        try {
+          const value = parseJsonDocument(input, { maxDepth: 64 });
+          expect(parses).toBe(true);
+          expect(value).toEqual(expected);
+        } catch (err) {
+          expect(err).toBeInstanceOf(JsonDocumentError);
+          if (parses) expect(["too_deep", "empty"]).toContain((err as JsonDocumentError).problem);
+        }
+      }),
+      { numRuns: 1000 },
+    );
+    tally("badInputs", tried);
+  });
+});
