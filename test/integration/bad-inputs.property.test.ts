@@ -225,6 +225,7 @@ const THING_COMMANDS: { words: string[]; flags: string[] }[] = [
     words: ["messages", action],
     flags: [...THING_FLAGS, "--json", "--all", "--acked", "--topic", "--since", "--limit"],
   })),
+  ...["list", "retry", "drop", "frob"].map((action) => ({ words: ["outbox", action], flags: [...THING_FLAGS, "--json", "--state"] })),
   { words: ["install-service"], flags: [...THING_FLAGS, "--user", "--dry-run", "--print"] },
   { words: ["uninstall-service"], flags: [...THING_FLAGS, "--dry-run"] },
 ];
@@ -243,7 +244,7 @@ const ANY_FLAGS = [...new Set([...ALL_COMMANDS.flatMap((c) => c.flags), "--help"
 /** Flag values: numbers in every spelling, paths of every kind, odd text. Relative paths land in the run's cwd. */
 function flagValue(paths: string[]): fc.Arbitrary<string> {
   return fc.oneof(
-    fc.constantFrom("abc", "-5", "0", "1", "1.5", "99999999999999999999", "1e3", "0x10", "", " ", "-", "--", "Infinity", "NaN", "65536", "8883", "http", "mqtt", "egress", "ingress", "embedded", "mqtts://127.0.0.1:1", "http://127.0.0.1:1", "2024-01-31", "2024-13-45", "yesterday", "nobody", "root", "true"),
+    fc.constantFrom("abc", "-5", "0", "1", "1.5", "99999999999999999999", "1e3", "0x10", "", " ", "-", "--", "Infinity", "NaN", "65536", "8883", "http", "mqtt", "egress", "ingress", "embedded", "mqtts://127.0.0.1:1", "http://127.0.0.1:1", "2024-01-31", "2024-13-45", "yesterday", "nobody", "root", "true", "pending", "sent", "rejected", "ec", "rsa"),
     // names and URLs that are almost right: they pass a loose check and fail a later one
     fc.constantFrom("a#b", "x y", "::1", "[::1]", "-x", "host_name", "127.0.0.1", "localhost", "http://127.0.0.1:1/#x", "http://127.0.0.1:1/a b", "https://127.0.0.1:1/", "http://a:b@127.0.0.1:1", "ftp://127.0.0.1", "mqtt://127.0.0.1:1", "mqtts://127.0.0.1", "a,b", ",", "a.-b", "xn--", "1.2.3.4.5"),
     fc.constantFrom(...paths),
