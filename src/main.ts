@@ -12,22 +12,23 @@ import { outboxDrop, outboxList, outboxRetry } from "./commands/outbox.ts";
 import { serve } from "./commands/serve.ts";
 import { installService, uninstallService } from "./commands/service.ts";
 import { hubCommandTable, hubOptionUnion, matchHubCommand, type HubCommandSpec } from "./commands/hub.ts";
-import { ExitCode, exitCodeOf, FlashlexError, UsageError } from "./errors.ts";
+import { ExitCode, FlashlexError, toFlashlexError, UsageError } from "./errors.ts";
 import { VERSION, COMMIT } from "./version.ts";
 
 const EXIT_CODES = `Exit codes:
   0   ok
   1   a bootstrap check failed
-  64  usage: unknown command, flag or argument
-  65  bad input data: not JSON, too large, unknown message id; nothing was queued;
+  64  usage: unknown command or flag, a flag value that is not valid (e.g. --limit abc)
+  65  bad input data: not JSON, not UTF-8, too large, unknown message id; nothing was queued;
       collect: the API refused the message for good (kept as rejected, see \`outbox list\`)
   69  service unavailable: the message is queued and \`serve\` delivers it later
   70  internal error (a bug; please report it)
-  74  I/O error
+  74  I/O error: disk full, read-only file system, damaged database (the message names the file)
   75  try again later: not delivered and nothing was queued (offlinePublishQueueing: 0, or N
-      messages already wait), or another serve runs on this data directory
+      messages already wait), the database is busy, or another serve runs on this data directory
   77  permission denied (install-service needs root)
-  78  configuration error: the message names the file and the key`;
+  78  configuration error: the message names the file and the key (also: a certificate or key
+      that cannot be used, a database of another application or of a newer flashlex)`;
 
 function thingCommand(cli: CAC, name: string, description: string): Command {
   return cli
@@ -156,7 +157,9 @@ export async function main(argv: string[]): Promise<number> {
   let result: number | Promise<number> | undefined;
   try {
     const cli = buildCli((code) => (result = code));
-    cli.parse(argv, { run: false });
+    cli.parse(keepArgumentsText(argv), { run: false });
+    restoreArgumentsText(cli);
+    if (cli.matchedCommand && cli.matchedCommand.name !== "hub") lastValueOfRepeats(cli.matchedCommand, cli.options);
     if (!cli.matchedCommand) {
       if (cli.options.help || cli.options.version) return ExitCode.OK;
       if (cli.args.length) throw new UsageError(`unknown command ${JSON.stringify(cli.args[0])}; see flashlex --help`);
@@ -167,15 +170,68 @@ export async function main(argv: string[]): Promise<number> {
     cli.runMatchedCommand();
     return (await result) ?? ExitCode.OK;
   } catch (err) {
-    const code = (err as Error)?.name === "CACError" ? ExitCode.USAGE : exitCodeOf(err);
-    const message = err instanceof Error ? err.message : String(err);
-    console.error(`flashlex: ${message}`);
-    if (code === ExitCode.SOFTWARE && process.env.FLASHLEX_LOG_LEVEL === "debug") console.error((err as Error)?.stack);
-    return code;
+    return report(err);
+  }
+}
+
+/**
+ * Prints the one line a failure gets on stderr and returns its exit code: the error's kind
+ * decides the code (src/errors.ts). A bug (70) says so; its stack only with
+ * FLASHLEX_LOG_LEVEL=debug.
+ */
+export function report(err: unknown): number {
+  const error = toFlashlexError(err);
+  const bug = error.kind === "bug";
+  console.error(`flashlex: ${error.message}${bug ? " (an internal error in flashlex: please report it)" : ""}`);
+  if (bug && process.env.FLASHLEX_LOG_LEVEL === "debug") console.error((err as Error)?.stack);
+  return error.exitCode;
+}
+
+/**
+ * cac (through mri) turns every value that looks like a number into one: `--limit 0x10` becomes
+ * 16, `-c 1e3` becomes the path "1000", `--data ""` becomes 0. Arguments cannot hold NUL, so a
+ * NUL put in front of each number-looking word keeps it text through parsing, and
+ * `restoreArgumentsText` takes it off again; commands parse their numbers themselves, strictly.
+ */
+function keepArgumentsText(argv: string[]): string[] {
+  // mri's own test (`+text * 0 === 0`), which also turns "" and "  " into 0
+  const looksNumeric = (text: string) => Number(text) * 0 === 0;
+  return argv.map((arg, i) => {
+    if (i < 2) return arg;
+    const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
+    if (eq > 0) return looksNumeric(arg.slice(eq + 1)) ? `${arg.slice(0, eq + 1)}\0${arg.slice(eq + 1)}` : arg;
+    return !arg.startsWith("-") && looksNumeric(arg) ? `\0${arg}` : arg;
+  });
+}
+
+function restoreArgumentsText(cli: CAC): void {
+  const strip = (value: unknown): unknown =>
+    typeof value === "string" ? value.replace(/^\0/, "") : Array.isArray(value) ? value.map(strip) : value;
+  cli.args = cli.args.map((arg) => strip(arg) as string);
+  for (const key of Object.keys(cli.options)) cli.options[key] = strip(cli.options[key]);
+}
+
+/**
+ * A thing command's value flag given twice (`-c a.yml -c b.yml`) arrives as an array: the last
+ * one wins, as in most tools. (The hub's `--name` is meant to repeat; hub commands read arrays.)
+ */
+function lastValueOfRepeats(command: Command, options: Record<string, unknown>): void {
+  for (const option of command.options) {
+    if (!option.required) continue;
+    const value = options[option.name];
+    if (Array.isArray(value)) options[option.name] = value[value.length - 1];
   }
 }
 
 if (import.meta.main) {
+  // Whatever escapes a command (a failure in a timer or an event handler of a long-running
+  // serve) still ends as one line and the exit code of its kind, never as a stack trace.
+  const last = (err: unknown) => {
+    process.exitCode = report(err);
+    setTimeout(() => process.exit(process.exitCode as number), 100).unref();
+  };
+  process.on("uncaughtException", last);
+  process.on("unhandledRejection", last);
   main(process.argv).then((code) => {
     process.exitCode = code;
     // An MQTT socket or timer left open by a failed command must not keep the process alive.

@@ -9,7 +9,7 @@ import { readDocument } from "./input.ts";
 
 export async function collectCommand(flags: ThingFlags & { file?: string; via?: string; json?: boolean }): Promise<number> {
   const log = createLogger();
-  const via = flags.via ?? "http";
+  const via = String(flags.via ?? "http");
   if (via !== "http" && via !== "mqtt") throw new UsageError(`--via must be http or mqtt, not ${via}`);
   const config = loadConfigFromFlags(flags, log);
   // Identity first: a key that does not fit its certificate is a configuration error (78), and
@@ -24,6 +24,12 @@ export async function collectCommand(flags: ThingFlags & { file?: string; via?: 
     } else {
       if (result.body) console.log(prettyJson(result.body));
       if (result.status) console.log(`status code: ${result.status}`);
+    }
+    if (result.recordError) {
+      console.error(
+        `collect: message ${result.messageId} was ${result.outcome === "sent" ? "delivered" : result.outcome}, but the outbox could not record it (${result.recordError}); ` +
+          "serve may send it again later, with the same message id, and the hub stores it once",
+      );
     }
     if (result.outcome === "sent") return ExitCode.OK;
     if (result.outcome === "rejected") {

@@ -3,7 +3,7 @@ import { createLogger } from "../log.ts";
 import type { IngressMessage, IngressQuery } from "../store/message-store.ts";
 import { openThingAccess, type ThingAccess } from "../thing/access.ts";
 import { loadConfigFromFlags, untilSignal, type ThingFlags } from "./common.ts";
-import { parseTime } from "./input.ts";
+import { countFlag, parseTime } from "./input.ts";
 
 export interface ListFlags extends ThingFlags {
   json?: boolean;
@@ -12,7 +12,7 @@ export interface ListFlags extends ThingFlags {
   acked?: boolean;
   topic?: string;
   since?: string;
-  limit?: number;
+  limit?: string;
 }
 
 const FOLLOW_POLL_MS = 250;
@@ -27,9 +27,9 @@ export async function messagesList(flags: ListFlags): Promise<number> {
   if (flags.all && flags.acked) throw new UsageError("--all and --acked do not go together");
   const query: IngressQuery = {
     state: flags.all ? "all" : flags.acked ? "acked" : "unacked",
-    topic: flags.topic,
+    topic: flags.topic === undefined ? undefined : String(flags.topic),
     since: flags.since === undefined ? undefined : parseTime(String(flags.since), "--since")! * 1000,
-    limit: flags.limit,
+    limit: countFlag(flags.limit, "--limit"),
   };
   const access = await openAccess(flags);
   try {

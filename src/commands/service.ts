@@ -8,7 +8,7 @@
 import { spawnSync } from "node:child_process";
 import { accessSync, chmodSync, chownSync, constants, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { ConfigError, ExitCode, FlashlexError, UsageError, exitCodeOf } from "../errors.ts";
+import { ConfigError, ExitCode, FlashlexError, UsageError, toFlashlexError } from "../errors.ts";
 import { loadThingConfig } from "../config/load.ts";
 import { loadIdentity } from "../thing/identity.ts";
 import { renderUnit, UNIT_TEMPLATE } from "../thing/unit.ts";
@@ -75,9 +75,9 @@ function guarded(io: ServiceIO, run: () => number): number {
   try {
     return run();
   } catch (err) {
-    const message = err instanceof Error ? err.message : String(err);
-    io.err(`flashlex: ${message}\n`);
-    return exitCodeOf(err);
+    const error = toFlashlexError(err);
+    io.err(`flashlex: ${error.message}\n`);
+    return error.exitCode;
   }
 }
 

@@ -1,8 +1,8 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, oneLine, toFlashlexError } from "../errors.ts";
 import { ThingYamlSchema, type ThingYaml } from "./schema.ts";
 
 /** A validated thing configuration with every path made absolute. */
@@ -61,23 +61,44 @@ export function databaseFileName(subscriptionData: string): string {
   return subscriptionData.endsWith(".json") ? subscriptionData.slice(0, -".json".length) + ".db" : subscriptionData;
 }
 
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
 /** Reads and parses a YAML file; any failure is a one-line ConfigError naming the file (and line). */
 export function parseYamlFile(file: string): unknown {
-  let text: string;
+  let bytes: Buffer;
   try {
-    text = readFileSync(file, "utf8");
+    // a device (-c /dev/zero) or a huge file would be read forever or fill memory
+    const stat = statSync(file);
+    if (!stat.isFile()) throw new ConfigError(`${file}: not a regular file`);
+    if (stat.size > MAX_CONFIG_BYTES) throw new ConfigError(`${file}: ${stat.size} bytes is too large for a configuration file (at most ${MAX_CONFIG_BYTES})`);
+    bytes = readFileSync(file);
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code ?? "error";
     throw new ConfigError(`${file}: cannot read the configuration file (${code})`);
   }
-  const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
-  const first = doc.errors[0];
-  if (first) {
-    const pos = first.linePos?.[0];
-    const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
-    throw new ConfigError(`${where}: invalid YAML: ${first.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "")}`);
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new ConfigError(`${file}: not valid UTF-8 text`);
   }
-  return doc.toJS();
+  try {
+    const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+    const first = doc.errors[0];
+    if (first) {
+      const pos = first.linePos?.[0];
+      const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
+      throw new ConfigError(`${where}: invalid YAML: ${first.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "")}`);
+    }
+    // toJS refuses alias bombs ("Excessive alias count"); a document nested thousands deep
+    // overflows the parser's stack: both are a file that cannot be a configuration
+    return doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    const known = toFlashlexError(err);
+    throw new ConfigError(`${file}: invalid YAML: ${known.kind === "config" ? known.message.replace(/^invalid YAML: /, "") : oneLine((err as Error)?.message ?? String(err))}`, { cause: err });
+  }
 }
 
 /** Validates against a schema; the error names the file and the first failing key path. */

@@ -8,6 +8,7 @@ import type { HubHome } from "./home.ts";
 import { thingStatus, type HubStore, type MessageQuery, type MessageRecord, type ThingRecord } from "./hub-store.ts";
 import {
   errorResponse,
+  errorToResponse,
   fileResponse,
   HttpError,
   isUuid,
@@ -296,9 +297,13 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       if (method.caller === "operator") await requireOperator(request);
       return await method.handle({ request, url, id: found.id });
     } catch (err) {
-      if (err instanceof HttpError) return errorResponse(err.status, err.message, err.headers);
-      log.error("hub.api_failed", { method: request.method, route: found.key, error: err });
-      return errorResponse(500, "internal error; see the hub's log");
+      const answer = errorToResponse(err);
+      if (answer.status >= 500) {
+        const fields = { method: request.method, route: found.key, status: answer.status, kind: answer.kind, error: answer.kind === "bug" ? err : answer.detail };
+        if (answer.kind === "bug") log.error("hub.api_failed", fields);
+        else log.warn("hub.api_failed", fields);
+      }
+      return answer.response;
     }
   }
 
@@ -323,7 +328,7 @@ export function startHubServer(api: HubApi, opts: { host: string; port: number; 
     // the request and answers in the API's envelope. The routes stream bodies with a limit.
     tls: opts.tls ? { cert: opts.tls.certPem, key: opts.tls.keyPem } : undefined,
     fetch: (request) => api.fetch(request),
-    error: () => errorResponse(500, "internal error; see the hub's log"),
+    error: (err) => errorToResponse(err).response,
   });
   const host = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
   return {

@@ -17,6 +17,8 @@ import configTemplate from "../../dist-template/config.yml" with { type: "text" 
 import readmeTemplate from "../../dist-template/README.md" with { type: "text" };
 import { ThingYamlSchema, type ThingYaml } from "../config/schema.ts";
 import { COMMIT } from "../version.ts";
+import { ConfigError } from "../errors.ts";
+import { PLAIN_YAML_VALUE } from "./hub-config.ts";
 
 export const CONFIG_TEMPLATE: string = configTemplate;
 export const README_TEMPLATE: string = readmeTemplate;
@@ -54,7 +56,10 @@ export function keyFileNames(thingName: string) {
  * Every value the hub produces (UUIDs, names, URLs, host names) fits; anything else is refused
  * rather than escaped, and the result is validated against the thing's schema as well.
  */
-const PLAIN = /^[A-Za-z0-9][A-Za-z0-9._~:/@%+=\[\]-]*$/;
+const PLAIN = PLAIN_YAML_VALUE;
+
+/** The hub.yml setting each template value comes from, for error messages. */
+const HUB_SETTING_OF: Record<string, string> = { apiEndpoint: "hub.api.publicUrl", env: "hub.env", brokerHost: "hub.broker.host", brokerPort: "hub.broker.port" };
 
 /** Replaces `{{key}}` placeholders; an unknown placeholder is a bug in the template and throws. */
 export function renderTemplate(template: string, values: Record<string, string | number>, plainOnly: boolean): string {
@@ -62,7 +67,11 @@ export function renderTemplate(template: string, values: Record<string, string |
     const value = values[key];
     if (value === undefined) throw new Error(`template placeholder {{${key}}} has no value`);
     const text = String(value);
-    if (plainOnly && !PLAIN.test(text)) throw new Error(`value for {{${key}}} cannot go into YAML unquoted: ${JSON.stringify(text)}`);
+    if (plainOnly && !PLAIN.test(text)) {
+      // hub.yml's schema refuses such values; this is the net under it, naming the setting
+      const setting = HUB_SETTING_OF[key] ?? key;
+      throw new ConfigError(`hub.yml: ${setting}: ${JSON.stringify(text)} cannot go into a distribution's config.yml unquoted`);
+    }
     return text;
   });
 }
@@ -85,7 +94,7 @@ export function renderThingConfig(values: DistributionValues): { text: string; p
   const result = ThingYamlSchema.safeParse(parse(text));
   if (!result.success) {
     const issue = result.error.issues[0]!;
-    throw new Error(`the rendered config.yml does not validate: ${issue.path.join(".")}: ${issue.message}`);
+    throw new ConfigError(`hub.yml: the distribution's config.yml would not validate: ${issue.path.join(".")}: ${issue.message}`);
   }
   return { text, parsed: result.data };
 }

@@ -9,7 +9,7 @@ import { createCertificateAuthority, issueServerCertificate, issueThingCertifica
 import { ConfigError, UsageError } from "../errors.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
 import { HUB_CLIENT_NAME } from "./broker.ts";
-import { HubYamlSchema, loadHubSettings, type HubSettings, type HubYaml } from "./hub-config.ts";
+import { DNS_NAME, HubYamlSchema, loadHubSettings, type HubSettings, type HubYaml } from "./hub-config.ts";
 import { openHubStore } from "./hub-store.ts";
 import { hashToken, newAccessToken } from "./tokens.ts";
 
@@ -103,7 +103,6 @@ export interface InitHubResult {
   token: string;
 }
 
-const DNS_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
 const LOOPBACK = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
 
 /**

@@ -1,3 +1,5 @@
+import { toFlashlexError, type ErrorKind } from "../errors.ts";
+
 /**
  * The old cloud's JSON envelope and the small HTTP helpers the API routes share. Every answer,
  * error or not, is `{status, code, messages: [{key, value}], result}` so a client parses one shape.
@@ -21,6 +23,53 @@ export class HttpError extends Error {
     super(message);
     this.name = "HttpError";
   }
+}
+
+/**
+ * The HTTP edge of the error taxonomy (src/errors.ts): the status for each kind. Storage that is
+ * full, read-only or busy may pass, so it is 503 with Retry-After (a thing keeps its message
+ * queued and retries); input problems are 400; what only the hub's owner can fix is 500.
+ */
+export const HTTP_STATUS_OF_KIND: Record<ErrorKind, number> = {
+  usage: 400,
+  data: 400,
+  unavailable: 503,
+  bug: 500,
+  io: 500,
+  full: 503,
+  "read-only": 503,
+  damaged: 500,
+  "try-later": 503,
+  permission: 500,
+  config: 500,
+};
+
+/** What a client is told for a 5xx kind: no path, no library text; the hub's log has the details. */
+const PUBLIC_MESSAGE: Partial<Record<ErrorKind, string>> = {
+  unavailable: "a service the hub needs is not available; try again later",
+  bug: "internal error; see the hub's log",
+  io: "the hub could not read or write its storage; see the hub's log",
+  full: "the hub's storage is full; try again later",
+  "read-only": "the hub's storage is read-only; try again later",
+  damaged: "the hub's database is damaged; see the hub's log",
+  "try-later": "the hub is busy; try again later",
+  permission: "the hub may not access its storage; see the hub's log",
+  config: "the hub is misconfigured; see the hub's log",
+};
+
+const RETRY_AFTER_SECONDS = "30";
+
+/**
+ * Answers any error a route threw: an HttpError as it says; anything else by its kind, in the
+ * envelope, never with internals. `logged` says whether the caller should log it (5xx only).
+ */
+export function errorToResponse(err: unknown): { response: Response; status: number; kind?: ErrorKind; detail: string } {
+  if (err instanceof HttpError) return { response: errorResponse(err.status, err.message, err.headers), status: err.status, detail: err.message };
+  const error = toFlashlexError(err);
+  const status = HTTP_STATUS_OF_KIND[error.kind];
+  const message = status < 500 ? error.message : PUBLIC_MESSAGE[error.kind]!;
+  const headers: Record<string, string> = status === 503 ? { "Retry-After": RETRY_AFTER_SECONDS } : {};
+  return { response: errorResponse(status, message, headers), status, kind: error.kind, detail: error.message };
 }
 
 export function ok<T>(result: T, message: string, status = 200): Response {

@@ -1,5 +1,6 @@
 import { readFileSync, renameSync, writeFileSync } from "node:fs";
-import { parseDocument } from "yaml";
+import { parse, parseDocument } from "yaml";
+import { isIP } from "node:net";
 import { z } from "zod";
 import { parseYamlFile, validate } from "../config/load.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
@@ -15,17 +16,45 @@ import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
  */
 const port = z.int().min(1).max(65535);
 
+/** A DNS name as certificates carry it (RFC 1123 labels). */
+export const DNS_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+
+/**
+ * What can be written into a distribution's config.yml as a plain YAML scalar, unquoted (the
+ * template's rule, src/hub/distribution.ts): checked here, so a value that cannot go there is
+ * refused by `hub init` (64) or when hub.yml is read (78), never when a thing is created.
+ */
+export const PLAIN_YAML_VALUE = /^[A-Za-z0-9][A-Za-z0-9._~:/@%+=\[\]-]*$/;
+
+/** True when `value` can be written unquoted into YAML and reads back as the same string (not 0, true, null...). */
+export function isPlainYamlString(value: string): boolean {
+  if (!PLAIN_YAML_VALUE.test(value)) return false;
+  try {
+    return parse(value) === value;
+  } catch {
+    return false;
+  }
+}
+
+const YAML_WORDS = "it goes unquoted into every distribution's config.yml, where YAML must read it back as text";
+
+const brokerHost = z
+  .string()
+  .min(1)
+  .refine((h) => isIP(h) !== 0 || DNS_NAME.test(h), "must be a DNS name or an IP address")
+  .refine(isPlainYamlString, `must not look like a number or a YAML word, nor start with ':' (${YAML_WORDS})`);
+
 export const HubYamlSchema = z.object({
   hub: z.object({
     /** the owner (account) id; its first 8 hex digits prefix every thing name, as in the guide */
     ownerId: z.uuid(),
     /** the `{env}` path segment of the API, and `flashlex.app.api.env` in distributions */
-    env: z.string().regex(/^[A-Za-z0-9_-]+$/, "letters, digits, - and _ only").default("dev"),
+    env: z.string().regex(/^[A-Za-z0-9_-]+$/, "letters, digits, - and _ only").refine(isPlainYamlString, `must not look like a number or a YAML word (${YAML_WORDS})`).default("dev"),
     api: z.object({
       host: z.string().min(1).default("127.0.0.1"),
       port: port.default(8080),
       /** what things put in `flashlex.app.api.endpoint` */
-      publicUrl: z.url({ protocol: /^https?$/ }),
+      publicUrl: z.url({ protocol: /^https?$/ }).refine(isPlainYamlString, `must be a URL without spaces, quotes or '#' (${YAML_WORDS})`),
       /** serve HTTPS with the broker certificate (set false when a proxy terminates TLS) */
       tls: z.boolean().default(false),
       /** largest collect/publish body accepted, in bytes */
@@ -33,7 +62,7 @@ export const HubYamlSchema = z.object({
     }),
     broker: z.object({
       /** `flashlex.thing.endpoint` in distributions: the name things connect to */
-      host: z.string().min(1),
+      host: brokerHost,
       /** `flashlex.thing.mqtt.port` in distributions */
       port: port.default(8883),
       listenHost: z.string().min(1).default("0.0.0.0"),

@@ -1,28 +1,43 @@
 import { Database } from "bun:sqlite";
 import type { OpenSqlDatabase, Row, SqlDatabase, SqlValue } from "./driver.ts";
+import { storageError } from "./storage-errors.ts";
 
-/** The `bun:sqlite` driver: native SQLite with POSIX locks, so other processes may read the file. */
+/**
+ * The `bun:sqlite` driver: native SQLite with POSIX locks, so other processes may read the file.
+ * Every failure leaves as a FlashlexError naming the file (storage-errors.ts).
+ */
 export const openBunSqlite: OpenSqlDatabase = (file, options = {}) => {
+  const guard = <T>(fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      throw storageError(err, file);
+    }
+  };
   // safeIntegers: without it an INTEGER beyond 2^53 comes back silently rounded; with it every
   // INTEGER is a bigint, so rows are narrowed back to number where that is exact (as the wasm driver does)
-  const db = options.readonly
-    ? new Database(file, { readonly: true, safeIntegers: true })
-    : new Database(file, { create: true, readwrite: true, safeIntegers: true });
+  const db = guard(() =>
+    options.readonly
+      ? new Database(file, { readonly: true, safeIntegers: true })
+      : new Database(file, { create: true, readwrite: true, safeIntegers: true }),
+  );
   const params = (values: readonly SqlValue[] | undefined) => (values ?? []) as any[];
   const wrapper: SqlDatabase = {
     driver: "bun:sqlite",
-    exec: (sql) => void db.run(sql),
-    run: (sql, values) => {
-      const result = db.query(sql).run(...params(values));
-      return { changes: result.changes, lastInsertRowid: Number(result.lastInsertRowid) };
-    },
-    all: <T>(sql: string, values?: readonly SqlValue[]) => (db.query(sql).all(...params(values)) as Row[]).map(narrow) as T[],
-    get: <T>(sql: string, values?: readonly SqlValue[]) => {
-      const row = db.query(sql).get(...params(values)) as Row | null;
-      return (row ? narrow(row) : undefined) as T | undefined;
-    },
-    transaction: (fn) => db.transaction(fn).immediate(),
-    close: () => db.close(),
+    exec: (sql) => guard(() => void db.run(sql)),
+    run: (sql, values) =>
+      guard(() => {
+        const result = db.query(sql).run(...params(values));
+        return { changes: result.changes, lastInsertRowid: Number(result.lastInsertRowid) };
+      }),
+    all: <T>(sql: string, values?: readonly SqlValue[]) => guard(() => (db.query(sql).all(...params(values)) as Row[]).map(narrow) as T[]),
+    get: <T>(sql: string, values?: readonly SqlValue[]) =>
+      guard(() => {
+        const row = db.query(sql).get(...params(values)) as Row | null;
+        return (row ? narrow(row) : undefined) as T | undefined;
+      }),
+    transaction: (fn) => guard(() => db.transaction(fn).immediate()),
+    close: () => guard(() => db.close()),
   };
   return wrapper;
 };

@@ -1,5 +1,6 @@
 import { Database } from "node-sqlite3-wasm";
 import type { OpenSqlDatabase, SqlDatabase, SqlValue } from "./driver.ts";
+import { storageError } from "./storage-errors.ts";
 import { breakStaleLock, DatabaseLockedError, recordOwner, releaseOwner } from "./wasm-lock.ts";
 
 /**
@@ -9,12 +10,20 @@ import { breakStaleLock, DatabaseLockedError, recordOwner, releaseOwner } from "
  * process, not even a native SQLite, may open it meanwhile (DESIGN.md, "The message database").
  *
  * Statements are prepared per call: the library finalizes them itself, so nothing leaks when a
- * call throws, and preparing costs little next to a commit (bench/store-drivers.ts).
+ * call throws, and preparing costs little next to a commit (bench/store-drivers.ts). Every
+ * failure leaves as a FlashlexError naming the file (storage-errors.ts).
  */
 export const openWasmSqlite: OpenSqlDatabase = (file, options = {}) => {
+  const guard = <T>(fn: () => T): T => {
+    try {
+      return fn();
+    } catch (err) {
+      throw storageError(err, file);
+    }
+  };
   const onDisk = file !== ":memory:" && file !== "";
-  if (onDisk) breakStaleLock(file, options.log);
-  const db = new Database(file, { readOnly: options.readonly ?? false });
+  if (onDisk) guard(() => breakStaleLock(file, options.log));
+  const db = guard(() => new Database(file, { readOnly: options.readonly ?? false }));
   try {
     // Without shared memory WAL works only in exclusive locking mode (journal_mode=WAL otherwise
     // answers "delete"). Reading once takes the lock now, while we can still say who holds it.
@@ -25,26 +34,27 @@ export const openWasmSqlite: OpenSqlDatabase = (file, options = {}) => {
     if (/locked|busy/i.test((err as Error).message)) {
       throw new DatabaseLockedError(`${file} is in use by another process (${(err as Error).message})`);
     }
-    throw err;
+    throw storageError(err, file);
   }
   try {
     if (onDisk) recordOwner(file);
   } catch (err) {
     db.close();
-    throw err;
+    throw storageError(err, file);
   }
 
   const wrapper: SqlDatabase = {
     driver: "node-sqlite3-wasm",
-    exec: (sql) => db.exec(sql),
-    run: (sql, values) => {
-      const result = db.run(sql, bindable(values));
-      return { changes: result.changes, lastInsertRowid: Number(result.lastInsertRowid) };
-    },
+    exec: (sql) => guard(() => db.exec(sql)),
+    run: (sql, values) =>
+      guard(() => {
+        const result = db.run(sql, bindable(values));
+        return { changes: result.changes, lastInsertRowid: Number(result.lastInsertRowid) };
+      }),
     // the library already answers number for safe integers and bigint beyond, as the contract wants
-    all: <T>(sql: string, values?: readonly SqlValue[]) => db.all(sql, bindable(values)) as T[],
-    get: <T>(sql: string, values?: readonly SqlValue[]) => (db.get(sql, bindable(values)) ?? undefined) as T | undefined,
-    transaction: (fn) => {
+    all: <T>(sql: string, values?: readonly SqlValue[]) => guard(() => db.all(sql, bindable(values)) as T[]),
+    get: <T>(sql: string, values?: readonly SqlValue[]) => guard(() => (db.get(sql, bindable(values)) ?? undefined) as T | undefined),
+    transaction: (fn) => guard(() => {
       // nested calls become savepoints, as bun:sqlite does, so an inner failure undoes only itself
       const nested = db.inTransaction;
       db.exec(nested ? "SAVEPOINT flashlex_tx" : "BEGIN IMMEDIATE");
@@ -56,13 +66,14 @@ export const openWasmSqlite: OpenSqlDatabase = (file, options = {}) => {
         if (db.inTransaction) db.exec(nested ? "ROLLBACK TO flashlex_tx; RELEASE flashlex_tx" : "ROLLBACK");
         throw err;
       }
-    },
-    close: () => {
-      if (!db.isOpen) return;
-      // the record goes first: an owner file must never name a lock directory that is gone
-      if (onDisk) releaseOwner(file);
-      db.close();
-    },
+    }),
+    close: () =>
+      guard(() => {
+        if (!db.isOpen) return;
+        // the record goes first: an owner file must never name a lock directory that is gone
+        if (onDisk) releaseOwner(file);
+        db.close();
+      }),
   };
   return wrapper;
 };

@@ -1,5 +1,5 @@
 import type { ThingConfig } from "../config/load.ts";
-import { FlashlexError } from "../errors.ts";
+import { EXIT_CODE_OF_KIND, ExitCode, FlashlexError, type ErrorKind } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import type { IngressMessage, IngressQuery, MessageStore, OutboxChange, OutboxEntry, OutboxVia } from "../store/message-store.ts";
 import { collect, type CollectResult } from "./collect.ts";
@@ -10,6 +10,7 @@ import { loadIdentity, type ThingIdentity } from "./identity.ts";
 import { createIngressHandler } from "./ingress.ts";
 import { ThingSession } from "./session.ts";
 import { openThingStore, sessionMemory } from "./store.ts";
+import { explainTlsSetupError } from "./tls-files.ts";
 
 /**
  * What the application side (`messages`, `collect`, FlashlexSDK) does with the thing's data.
@@ -86,8 +87,11 @@ export function databaseAccess(
 
 function serveAccess(dataDir: string): ThingAccess {
   const call = async <T>(method: "GET" | "POST", path: string, body?: unknown): Promise<T> => {
-    const answer = (await callServe(dataDir, method, path, body)) as { ok: boolean; result: T; error?: string; exitCode?: number };
-    if (!answer.ok) throw new FlashlexError(answer.error ?? "the running serve refused the request", (answer.exitCode ?? 70) as never);
+    const answer = (await callServe(dataDir, method, path, body)) as { ok: boolean; result: T; error?: string; kind?: ErrorKind; exitCode?: number };
+    if (!answer.ok) {
+      const kind = answer.kind && answer.kind in EXIT_CODE_OF_KIND ? answer.kind : ((answer.exitCode ?? ExitCode.SOFTWARE) as ExitCode);
+      throw new FlashlexError(answer.error ?? "the running serve refused the request", kind);
+    }
     return answer.result;
   };
   return {
@@ -112,15 +116,20 @@ async function deliverOverOwnSession(
   entry: OutboxEntry,
   deps: { config: ThingConfig; identity: ThingIdentity; store: MessageStore; log: Logger; clock: HubClock },
 ): Promise<DeliveryOutcome> {
-  const session = new ThingSession({
-    config: deps.config,
-    identity: deps.identity,
-    log: deps.log,
-    subscriptions: [],
-    reconnect: false,
-    ingress: createIngressHandler(deps),
-    memory: sessionMemory(deps.store),
-  });
+  let session: ThingSession;
+  try {
+    session = new ThingSession({
+      config: deps.config,
+      identity: deps.identity,
+      log: deps.log,
+      subscriptions: [],
+      reconnect: false,
+      ingress: createIngressHandler(deps),
+      memory: sessionMemory(deps.store),
+    });
+  } catch (err) {
+    throw explainTlsSetupError(err, deps.config, deps.identity);
+  }
   try {
     await session.waitConnected(Math.max(deps.config.yaml.thing.mqtt.connectDisconnectTimeout, 1) * 1000);
     return await deliverMqtt(entry, { ...deps, session });

@@ -3,13 +3,16 @@ import type { Logger } from "../log.ts";
 import type { MessageStore, OutboxEntry } from "../store/message-store.ts";
 import { openThingStore, sessionMemory } from "./store.ts";
 import { databaseAccess } from "./access.ts";
-import { assertNoServeRunning, closeControlSocket, listenControlSocket } from "./control-socket.ts";
+import { closeControlSocket, listenControlSocket } from "./control-socket.ts";
 import { deliverHttp, deliverMqtt } from "./egress.ts";
 import { ExecRunner } from "./exec-runner.ts";
 import { HubClock } from "./hub-clock.ts";
 import { keyFileTooOpen, loadIdentity, type ThingIdentity } from "./identity.ts";
 import { createIngressHandler } from "./ingress.ts";
 import { OutboxDrainer } from "./outbox.ts";
+import { ConfigError } from "../errors.ts";
+import { acquireServeLock } from "./serve-lock.ts";
+import { explainTlsSetupError } from "./tls-files.ts";
 import { ThingSession } from "./session.ts";
 
 export interface AgentOptions {
@@ -33,31 +36,45 @@ const UNACKED_WARNING = 10_000;
  */
 export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const { config, log } = options;
-  // Before anything connects: a second session with our client id would take over the first.
-  await assertNoServeRunning(config.dataDir);
-  // Identity problems are configuration errors (78), found before anything connects.
-  const identity = loadIdentity(config);
-  warnIfKeyTooOpen(config, log);
-  const store = openThingStore(config, log);
-  const app = config.yaml.app;
-  const mqttConfig = config.yaml.thing.mqtt;
+  // Before anything connects or opens: a second session with our client id would take over the
+  // first, and the lock is the kernel's, so two serves started at the same instant cannot both pass.
+  const lock = await acquireServeLock(config.dataDir);
   // What to undo on stop, in order: stop taking work, finish work in flight, disconnect, close.
-  const teardown: (() => unknown)[] = [() => store.close()];
+  const teardown: (() => unknown)[] = [() => lock.release()];
   const stopAll = async () => {
     for (const step of teardown) await step();
   };
+  let identity: ThingIdentity;
+  let store: MessageStore;
+  try {
+    // Identity problems are configuration errors (78), found before anything connects.
+    identity = loadIdentity(config);
+    warnIfKeyTooOpen(config, log);
+    store = openThingStore(config, log);
+    teardown.unshift(() => store.close());
+  } catch (err) {
+    await stopAll();
+    throw err;
+  }
+  const app = config.yaml.app;
+  const mqttConfig = config.yaml.thing.mqtt;
 
   try {
     const runner = options.exec ? new ExecRunner({ store, command: options.exec, log }) : undefined;
     const subscriptions = app.thread === "basicPubsub" ? [requirePubsubTopic(config)] : [mqttConfig.ingress.topic];
-    const session = new ThingSession({
-      config,
-      identity,
-      log,
-      subscriptions,
-      ingress: createIngressHandler({ config, store, log, onStored: () => runner?.wake() }),
-      memory: sessionMemory(store),
-    });
+    let session: ThingSession;
+    try {
+      session = new ThingSession({
+        config,
+        identity,
+        log,
+        subscriptions,
+        ingress: createIngressHandler({ config, store, log, onStored: () => runner?.wake() }),
+        memory: sessionMemory(store),
+      });
+    } catch (err) {
+      throw explainTlsSetupError(err, config, identity);
+    }
     teardown.unshift(() => session.stop());
     // One clock for serve's lifetime: the offset measured on one answer signs the next tokens.
     const clock = new HubClock(log);
@@ -113,7 +130,7 @@ function warnIfKeyTooOpen(config: ThingConfig, log: Logger): void {
 
 function requirePubsubTopic(config: ThingConfig): string {
   const topic = config.yaml.thing.mqtt.pubsub?.topic;
-  if (!topic) throw new Error("app.thread basicPubsub needs flashlex.thing.mqtt.pubsub.topic");
+  if (!topic) throw new ConfigError(`${config.file}: flashlex.thing.mqtt.pubsub.topic: missing (flashlex.app.thread basicPubsub needs it)`);
   return topic;
 }
 

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { ExitCode, FlashlexError, InputError } from "../errors.ts";
+import { ExitCode, FlashlexError, InputError, toFlashlexError } from "../errors.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
 import type { DeliveryOutcome } from "./egress.ts";
@@ -12,6 +12,12 @@ export interface CollectResult {
   status?: number;
   body?: string;
   error?: string;
+  /**
+   * The attempt's outcome could not be written to the outbox (a full disk): the row stays
+   * pending under its lease, so `serve` may deliver it again later, with the same message id,
+   * which the hub stores once. The outcome above is still what happened.
+   */
+  recordError?: string;
 }
 
 /** While one delivery attempt of a fresh message runs, the outbox drainer leaves the row alone. */
@@ -69,8 +75,14 @@ export async function collect(deps: {
       throw new FlashlexError(`not delivered (${outcome.error}) and ${rule}: nothing was queued, try again later`, ExitCode.TEMPFAIL);
     }
   }
-  recordOutcome(store, entry, outcome, Date.now());
-  if (outcome.kind === "sent") return { messageId, outcome: "sent", status: outcome.status, body: outcome.body };
-  if (outcome.kind === "rejected") return { messageId, outcome: "rejected", status: outcome.status, body: outcome.body, error: outcome.error };
-  return { messageId, outcome: "queued", status: outcome.status, error: outcome.error };
+  // A message that was delivered is never reported as failed because the disk filled up meanwhile.
+  let recordError: string | undefined;
+  try {
+    recordOutcome(store, entry, outcome, Date.now());
+  } catch (err) {
+    recordError = toFlashlexError(err).message;
+  }
+  if (outcome.kind === "sent") return { messageId, outcome: "sent", status: outcome.status, body: outcome.body, recordError };
+  if (outcome.kind === "rejected") return { messageId, outcome: "rejected", status: outcome.status, body: outcome.body, error: outcome.error, recordError };
+  return { messageId, outcome: "queued", status: outcome.status, error: outcome.error, recordError };
 }

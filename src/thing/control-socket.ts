@@ -1,7 +1,7 @@
 import { chmodSync, existsSync, unlinkSync } from "node:fs";
 import { createServer, request, type IncomingMessage, type Server } from "node:http";
 import { join } from "node:path";
-import { ExitCode, FlashlexError, exitCodeOf } from "../errors.ts";
+import { ExitCode, FlashlexError, toFlashlexError } from "../errors.ts";
 import type { IngressMessage, IngressQuery, OutboxEntry, OutboxVia } from "../store/message-store.ts";
 import type { Logger } from "../log.ts";
 import { MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
@@ -9,9 +9,10 @@ import type { OutboxState, ThingAccess } from "./access.ts";
 
 /**
  * A local HTTP endpoint on a Unix socket in the data directory (owner-only), through which
- * the other flashlex commands and the SDK reach a running `serve` (see access.ts). Its
- * presence also tells a second `serve` on the same data directory to refuse to start.
- * Every answer is `{ok: true, result}` or `{ok: false, error, exitCode}`.
+ * the other flashlex commands and the SDK reach a running `serve` (see access.ts). Only the
+ * serve that holds the data directory's lock (serve-lock.ts) listens here, so a socket file it
+ * finds is a dead serve's and is replaced. Every answer is `{ok: true, result}` or
+ * `{ok: false, error, kind, exitCode}` (src/errors.ts).
  */
 export const SOCKET_NAME = "flashlex.sock";
 const MAX_REQUEST_BYTES = 1024 * 1024;
@@ -22,8 +23,7 @@ export function socketPath(dataDir: string): string {
 
 export async function listenControlSocket(dataDir: string, access: ThingAccess, status: () => unknown, log: Logger): Promise<Server> {
   const path = socketPath(dataDir);
-  await assertNoServeRunning(dataDir);
-  if (existsSync(path)) unlinkSync(path); // left behind by a serve that was killed
+  if (existsSync(path)) unlinkSync(path); // left behind by a serve that was killed (we hold the lock)
   const routes: Record<string, (body: any) => unknown> = {
     "GET /v1/status": () => status(),
     "POST /v1/messages/list": async (query: IngressQuery) => (await access.listMessages(query)).map(toWire),
@@ -59,7 +59,8 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
       try {
         send(200, { ok: true, result: await route(await readJson(req)) });
       } catch (err) {
-        send(200, { ok: false, error: (err as Error)?.message ?? String(err), exitCode: exitCodeOf(err) });
+        const error = toFlashlexError(err);
+        send(200, { ok: false, error: error.message, kind: error.kind, exitCode: error.exitCode });
       }
     };
     answer().catch((err) => {
@@ -100,12 +101,6 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
   }
   const text = Buffer.concat(chunks).toString("utf8");
   return text ? parseJsonDocument(text, { maxBytes: MAX_REQUEST_BYTES, maxDepth: MAX_JSON_DEPTH, source: "the request" }) : {};
-}
-
-export async function assertNoServeRunning(dataDir: string): Promise<void> {
-  if (await serveIsRunning(dataDir)) {
-    throw new FlashlexError(`${dataDir}: another flashlex serve is running for this data directory`, ExitCode.TEMPFAIL);
-  }
 }
 
 export function serveIsRunning(dataDir: string): Promise<boolean> {

@@ -34,7 +34,7 @@ export interface SpawnOptions {
   command?: string[];
 }
 
-export async function run(args: string[], opts: SpawnOptions & { input?: string; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+export async function run(args: string[], opts: SpawnOptions & { input?: string | Uint8Array; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
   const proc = Bun.spawn([...(opts.command ?? [binaryPath()]), ...args], {
     stdin: opts.input === undefined ? "ignore" : new Blob([opts.input]),
     stdout: "pipe",

@@ -19,6 +19,8 @@ export interface Receiver {
   received: Received[];
   /** requests refused, with the reason */
   refused: string[];
+  /** runs after a request is verified and recorded, before it is answered (e.g. to fill a disk meanwhile) */
+  beforeAnswer?: (received: Received) => void | Promise<void>;
   /**
    * When set, an authenticated request is answered with this status (and the envelope) and not
    * stored: a receiver that refuses the content (413, 422, ...) or is in trouble (503).
@@ -59,7 +61,9 @@ export async function startReceiver(opts: { thingId: string; publicKeyPem: strin
           return Response.json({ status: "ERROR", code: receiver.answerStatus, messages: [{ key: "message", value: "refused by the test" }] }, { status: receiver.answerStatus });
         }
         const body = await request.json();
-        received.push({ messageId, body, claims: payload as Record<string, unknown>, header: header as Record<string, unknown> });
+        const entry = { messageId, body, claims: payload as Record<string, unknown>, header: header as Record<string, unknown> };
+        received.push(entry);
+        await receiver.beforeAnswer?.(entry);
         const result = { message: "Message collected.", flthingspk: opts.thingId, flmessagespk: messageId };
         return Response.json({ status: "OK", code: 200, messages: [{ key: "message", value: "Message collected." }], result });
       } catch (err) {

@@ -203,10 +203,11 @@ export const storeContract: ContractCase[] = [
       }),
   },
   {
-    name: "applyPragmas turns on WAL and synchronous=FULL",
+    name: "migrate turns on WAL and synchronous=FULL",
     run: (ctx) =>
-      withDb(ctx, (db) => {
+      withDb(ctx, (db, file) => {
         applyPragmas(db);
+        migrate(db, [], file);
         const seen = {
           journal: db.get<{ journal_mode: string }>("PRAGMA journal_mode")!.journal_mode,
           synchronous: db.get<{ synchronous: number }>("PRAGMA synchronous")!.synchronous,
@@ -221,6 +222,7 @@ export const storeContract: ContractCase[] = [
       const file = join(ctx.dir, "real.db");
       let db = ctx.open(file);
       applyPragmas(db);
+      migrate(db, [], file);
       db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v BLOB)");
       db.transaction(() => {
         for (let i = 0; i < 100; i++) db.run("INSERT INTO t (v) VALUES (?)", [te.encode(`row ${i}`)]);

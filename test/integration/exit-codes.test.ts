@@ -1,0 +1,304 @@
+/**
+ * Faults a device really meets, through the compiled binary, each answered with its documented
+ * exit code and one line on stderr naming the file or flag — never 70 ("a bug"):
+ *
+ *   damaged database   ten kinds of damaged or foreign message database (74 or 78; one opens)
+ *   read-only          the data directory on a file system remounted read-only (74)
+ *   disk full          a tmpfs filled to the last byte: collect refuses (74) and queues nothing;
+ *                      a message delivered while the disk fills is still reported sent (0) and
+ *                      resent later only with the same message id; the hub answers 503
+ *   bad values         numeric flags (64), invalid UTF-8 on stdin and in --file (65)
+ *   TLS material       serve with a key that is not the certificate's, or a garbage certificate (78)
+ *
+ * The tmpfs tests need root (mount); without it they are skipped, loudly, with the reason.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseDocument } from "yaml";
+import { binaryPath, run, start, type RunResult } from "../support/binary.ts";
+import { DAMAGE_KINDS, GOOD_ROW_COUNT } from "../support/damaged-databases.ts";
+import { freePort } from "../support/mosquitto.ts";
+import { startReceiver, type Receiver } from "../support/receiver.ts";
+import { tally } from "../support/tally.ts";
+import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
+import { mountTmpfs, tmpfsUnavailable, type Tmpfs } from "../support/tmpfs.ts";
+
+let thing: ThingFixture;
+let receiver: Receiver;
+const mounts: Tmpfs[] = [];
+const noTmpfs = tmpfsUnavailable();
+if (noTmpfs) console.warn(`SKIPPING the read-only and disk-full tests: ${noTmpfs}`);
+
+/** The flags of `thing` with another data directory. */
+const withData = (dataDir: string) => ["-c", thing.configPath, "-k", thing.keysDir, "-d", dataDir];
+
+/** stderr is exactly one line, `flashlex: ...` (plus, for collect, its own one-line notes). */
+function expectOneLine(result: RunResult, pattern: RegExp): void {
+  const lines = result.stderr.trimEnd().split("\n");
+  expect(lines).toHaveLength(1);
+  expect(lines[0]).toMatch(pattern);
+  expect(result.stderr).not.toMatch(/^\s+at /m);
+}
+
+beforeAll(async () => {
+  binaryPath();
+  thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
+  receiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: thing.pki.thing.publicKeyPem });
+  thing.editConfig((doc) => (doc.flashlex.app.api.endpoint = receiver.url));
+});
+
+afterAll(async () => {
+  await receiver?.stop();
+  for (const m of mounts) m.unmount();
+  if (thing) rmSync(thing.dir, { recursive: true, force: true });
+});
+
+describe("a damaged or foreign message database", () => {
+  DAMAGE_KINDS.forEach((kind, i) => {
+    test(`${kind.name}: messages list exits ${kind.exitCode}, the file untouched`, async () => {
+      const dataDir = join(thing.dir, `damaged-${i}`);
+      mkdirSync(dataDir);
+      const file = join(dataDir, "subscription.db");
+      kind.make(file);
+      const before = readFileSync(file);
+      const filesBefore = readdirSync(dataDir).sort();
+      const result = await run(["messages", "list", "--all", ...withData(dataDir)]);
+      tally("badInputs");
+      expect(result.code).toBe(kind.exitCode);
+      expect(readFileSync(file).equals(before)).toBe(true);
+      if (kind.exitCode === 0) {
+        expect(result.stdout.trim().split("\n")).toHaveLength(GOOD_ROW_COUNT);
+        return;
+      }
+      expectOneLine(result, new RegExp(`^flashlex: ${file}: .*${kind.says.source}`));
+      expect(readdirSync(dataDir).sort()).toEqual(filesBefore);
+    });
+  });
+
+  test("serve and collect refuse a foreign database the same way, and send nothing", async () => {
+    const dataDir = join(thing.dir, "foreign-serve");
+    mkdirSync(dataDir);
+    const file = join(dataDir, "subscription.db");
+    DAMAGE_KINDS.find((k) => k.exitCode === 78)!.make(file);
+    const before = readFileSync(file);
+    const received = receiver.received.length;
+    const serve = await run(["serve", ...withData(dataDir)], { timeoutMs: 15_000 });
+    const collect = await run(["collect", ...withData(dataDir)], { input: '{"t":1}' });
+    tally("badInputs", 2);
+    for (const result of [serve, collect]) {
+      expect(result.code).toBe(78);
+      expect(result.stderr).toContain(`flashlex: ${file}: not a FlashLex database`);
+    }
+    expect(readFileSync(file).equals(before)).toBe(true);
+    expect(receiver.received.length).toBe(received);
+  });
+});
+
+describe.skipIf(Boolean(noTmpfs))("a read-only data directory", () => {
+  test("messages list, collect and serve exit 74 with one line naming the file; nothing is sent", async () => {
+    const fs = mountTmpfs(2048);
+    mounts.push(fs);
+    const dataDir = join(fs.dir, "data");
+    const created = await run(["messages", "list", ...withData(dataDir)]);
+    expect(created.code).toBe(0);
+    fs.remountReadOnly();
+    const received = receiver.received.length;
+    const list = await run(["messages", "list", ...withData(dataDir)]);
+    const collect = await run(["collect", ...withData(dataDir)], { input: '{"t":1}' });
+    const serve = await run(["serve", ...withData(dataDir)], { timeoutMs: 15_000 });
+    tally("faults", 3);
+    for (const result of [list, collect, serve]) {
+      expect(result.code).toBe(74);
+      expectOneLine(result, new RegExp(`^flashlex: ${dataDir}/\\S+: .*read-only`));
+    }
+    expect(receiver.received.length).toBe(received);
+  });
+});
+
+describe.skipIf(Boolean(noTmpfs))("a full disk", () => {
+  let fs: Tmpfs;
+  let dataDir: string;
+  const outbox = () => {
+    const db = new Database(join(dataDir, "subscription.db"), { readonly: true });
+    try {
+      return db.query("SELECT message_id, state FROM outbox ORDER BY created_at").all() as { message_id: string; state: string }[];
+    } finally {
+      db.close();
+    }
+  };
+
+  beforeAll(async () => {
+    fs = mountTmpfs(1024);
+    mounts.push(fs);
+    dataDir = join(fs.dir, "data");
+    const first = await run(["collect", ...withData(dataDir)], { input: '{"n":0}' });
+    expect(first.code).toBe(0);
+  });
+
+  test("collect refuses with 74 naming the database, queues nothing and sends nothing", async () => {
+    const received = receiver.received.length;
+    const rows = outbox().length;
+    fs.fill();
+    try {
+      const result = await run(["collect", ...withData(dataDir)], { input: '{"n":1}' });
+      tally("faults");
+      expect(result.code).toBe(74);
+      expectOneLine(result, new RegExp(`^flashlex: ${dataDir}/subscription\\.db: .*full`));
+    } finally {
+      fs.free();
+    }
+    expect(receiver.received.length).toBe(received);
+    expect(outbox().length).toBe(rows);
+  });
+
+  test("a message the API took while the disk filled is reported sent (exit 0), and resent only with the same message id", async () => {
+    receiver.beforeAnswer = () => void fs.fill();
+    let result: RunResult;
+    try {
+      result = await run(["collect", ...withData(dataDir), "--json"], { input: '{"n":2}' });
+    } finally {
+      receiver.beforeAnswer = undefined;
+      fs.free();
+    }
+    tally("faults");
+    expect(result.code).toBe(0);
+    const answer = JSON.parse(result.stdout);
+    expect(answer.outcome).toBe("sent");
+    expect(answer.recordError).toMatch(/full/);
+    expect(result.stderr).toContain(`was delivered, but the outbox could not record it`);
+    const id = answer.messageId as string;
+    expect(receiver.received.filter((r) => r.messageId === id)).toHaveLength(1);
+    // the row is still pending under collect's 60 s lease; let the lease pass, then serve drains it
+    expect(outbox().find((r) => r.message_id === id)?.state).toBe("pending");
+    const db = new Database(join(dataDir, "subscription.db"));
+    db.run("UPDATE outbox SET next_attempt_at = 0 WHERE message_id = ?", [id]);
+    db.close();
+    const serve = start(["serve", ...withData(dataDir)]);
+    try {
+      await serve.waitFor(/egress\.sent/, 15_000);
+    } finally {
+      expect(await serve.stop()).toBe(0);
+    }
+    const copies = receiver.received.filter((r) => r.messageId === id);
+    expect(copies).toHaveLength(2);
+    expect(copies.map((c) => c.body)).toEqual([{ n: 2 }, { n: 2 }]);
+    expect(outbox().find((r) => r.message_id === id)?.state).toBe("sent");
+    // every other message the receiver got was sent once
+    const ids = receiver.received.map((r) => r.messageId).filter((m) => m !== id);
+    expect(new Set(ids).size).toBe(ids.length);
+    tally("duplicates", 0);
+  });
+
+  test("the hub on a full disk answers 503 with Retry-After in its envelope, not 500, and works again once there is space", async () => {
+    const hubFs = mountTmpfs(4096);
+    mounts.push(hubFs);
+    const hubDir = join(hubFs.dir, "hub");
+    const [apiPort, brokerPort] = [await freePort(), await freePort()];
+    const init = await run(["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--json"]);
+    expect(init.code).toBe(0);
+    const { token } = JSON.parse(init.stdout);
+    const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
+    settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
+    writeFileSync(join(hubDir, "hub.yml"), settings.toString());
+    const hub = start(["hub", "serve", "--dir", hubDir]);
+    try {
+      await hub.waitFor(/hub\.started/);
+      const create = (name: string) =>
+        fetch(`http://127.0.0.1:${apiPort}/dev/v1/things`, {
+          method: "POST",
+          headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+          body: JSON.stringify({ name }),
+          signal: AbortSignal.timeout(15_000),
+        });
+      hubFs.fill();
+      let full: Response;
+      try {
+        full = await create("onfull");
+      } finally {
+        hubFs.free();
+      }
+      tally("faults");
+      expect(full.status).toBe(503);
+      expect(full.headers.get("retry-after")).toBe("30");
+      const body = await full.json();
+      expect(body).toMatchObject({ status: "ERROR", code: 503, messages: [{ key: "error", value: "the hub's storage is full; try again later" }] });
+      expect(hub.output()).not.toContain("hub.api_failed\" level=error");
+      const again = await create("afterfull");
+      expect(again.status).toBe(201);
+      const list = await fetch(`http://127.0.0.1:${apiPort}/dev/v1/things`, { headers: { Authorization: `Bearer ${token}` } });
+      expect(((await list.json()) as any).result.map((t: { name: string }) => t.name.replace(/^[0-9a-f]{8}-/, ""))).toEqual(["afterfull"]);
+    } finally {
+      expect(await hub.stop()).toBe(0);
+    }
+  }, 60_000);
+});
+
+describe("bad values on the command line and on stdin", () => {
+  test("--limit: text, negative, zero, fraction, huge, hex and empty are 64 naming the flag; a count works", async () => {
+    const values = ["abc", "-5", "0", "1.5", "99999999999999999999", "1e3", "0x10", " 7", ""];
+    for (const value of values) {
+      const result = await run(["messages", "list", ...thing.flags, `--limit=${value}`]);
+      tally("badInputs");
+      expect({ value, code: result.code }).toEqual({ value, code: 64 });
+      expectOneLine(result, /^flashlex: .*--limit/);
+    }
+    expect((await run(["messages", "list", ...thing.flags, "--limit", "3"])).code).toBe(0);
+  });
+
+  test("hub port flags: text, zero, too large and fractions are 64 naming the flag", async () => {
+    for (const value of ["abc", "0", "65536", "80.5", "-1", "1e3"]) {
+      const result = await run(["hub", "init", "--dir", join(thing.dir, `hub-${value}`), `--broker-port=${value}`]);
+      tally("badInputs");
+      expect({ value, code: result.code }).toEqual({ value, code: 64 });
+      expectOneLine(result, /--broker-port/);
+    }
+  });
+
+  test("invalid UTF-8 on collect's stdin or in --file is 65 naming the source and offset; nothing is sent or queued", async () => {
+    const received = receiver.received.length;
+    const bad = Buffer.concat([Buffer.from('{"text":"caf'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]);
+    const file = join(thing.dir, "latin1.json");
+    writeFileSync(file, bad);
+    const viaStdin = await run(["collect", ...thing.flags], { input: bad });
+    const viaFile = await run(["collect", ...thing.flags, "--file", file]);
+    const overlong = await run(["collect", ...thing.flags], { input: Buffer.from([0x7b, 0x22, 0x61, 0x22, 0x3a, 0x22, 0xc0, 0xaf, 0x22, 0x7d]) });
+    tally("badInputs", 3);
+    expect(viaStdin.code).toBe(65);
+    expectOneLine(viaStdin, /^flashlex: stdin: not valid UTF-8 \(first bad byte at offset 12\)/);
+    expect(viaFile.code).toBe(65);
+    expectOneLine(viaFile, new RegExp(`^flashlex: ${file}: not valid UTF-8 \\(first bad byte at offset 12\\)`));
+    expect(overlong.code).toBe(65);
+    expect(receiver.received.length).toBe(received);
+    // valid UTF-8, including a real U+FFFD, still goes through
+    const ok = await run(["collect", ...thing.flags], { input: '{"text":"café \uFFFD"}' });
+    expect(ok.code).toBe(0);
+    expect(receiver.received.at(-1)!.body).toEqual({ text: "café \uFFFD" });
+  });
+});
+
+describe("TLS material that cannot work", () => {
+  test("serve with a private key that is not the certificate's, or a garbage certificate, exits 78 naming the file, without OpenSSL's text", async () => {
+    const keys = join(thing.dir, "bad-keys");
+    mkdirSync(keys);
+    for (const name of readdirSync(thing.keysDir)) writeFileSync(join(keys, name), readFileSync(join(thing.keysDir, name)), { mode: 0o600 });
+    const other = await thing.pki.issueThing("ecd13b11-other");
+    const keyFile = join(keys, `${thing.thingName}-keypair-private.pem`);
+    const certFile = join(keys, `${thing.thingName}-certificate.pem`);
+    writeFileSync(keyFile, other.privateKeyPem, { mode: 0o600 });
+    const flags = ["-c", thing.configPath, "-k", keys, "-d", join(thing.dir, "bad-keys-data")];
+    const mismatch = await run(["serve", ...flags], { timeoutMs: 15_000 });
+    writeFileSync(keyFile, thing.pki.thing.privateKeyPem, { mode: 0o600 });
+    writeFileSync(certFile, "-----BEGIN CERTIFICATE-----\nMIIBAAAAAAAAAAAAAAAAAAAAAAAA\n-----END CERTIFICATE-----\n");
+    const garbage = await run(["serve", ...flags], { timeoutMs: 15_000 });
+    tally("badInputs", 2);
+    for (const result of [mismatch, garbage]) {
+      expect(result.code).toBe(78);
+      expect(result.stderr).not.toMatch(/error:[0-9a-f]{8}:|OPENSSL_internal/);
+      expect(result.stderr).not.toMatch(/^\s+at /m);
+    }
+    expect(mismatch.stderr).toMatch(new RegExp(`${keys}/\\S+(private|certificate)`));
+    expect(garbage.stderr).toContain(certFile);
+  });
+});

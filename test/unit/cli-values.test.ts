@@ -1,0 +1,92 @@
+/**
+ * Values from the command line and stdin, and the single-serve lock, in process: a count flag
+ * accepts only decimal whole numbers in range; strict UTF-8 names the first bad byte; the lock
+ * is the kernel's (a second holder is refused with try-later until the first lets go).
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { countFlag, decodeUtf8 } from "../../src/commands/input.ts";
+import { FlashlexError } from "../../src/errors.ts";
+import { acquireServeLock, LOCK_KEY_FILE, lockName } from "../../src/thing/serve-lock.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "flashlex-cli-values-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("countFlag", () => {
+  test("takes decimal whole numbers from 1 to the maximum", () => {
+    expect(countFlag(undefined, "--limit")).toBeUndefined();
+    expect(countFlag("1", "--limit")).toBe(1);
+    expect(countFlag("1000000000", "--limit")).toBe(1_000_000_000);
+  });
+  test("refuses text, zero, negative, fractions, exponents, hex, blanks and huge values with a usage error naming the flag", () => {
+    for (const value of ["abc", "0", "-1", "1.5", "1e3", "0x10", "", " 7", "1000000001", "99999999999999999999", "Infinity"]) {
+      let error: unknown;
+      try {
+        countFlag(value, "--limit");
+      } catch (err) {
+        error = err;
+      }
+      expect(error).toBeInstanceOf(FlashlexError);
+      expect((error as FlashlexError).exitCode).toBe(64);
+      expect((error as FlashlexError).message).toContain("--limit");
+    }
+  });
+});
+
+describe("decodeUtf8", () => {
+  test("decodes valid UTF-8, a literal U+FFFD included, and drops a BOM", () => {
+    expect(decodeUtf8(Buffer.from("caf\u00e9 \uFFFD"), "stdin")).toBe("caf\u00e9 \uFFFD");
+    expect(decodeUtf8(Buffer.from("\uFEFF{}"), "stdin")).toBe("{}");
+  });
+  test("refuses invalid sequences with exit 65, naming the source and the first bad byte", () => {
+    const cases: [number[], number][] = [
+      [[0x61, 0xc3, 0x28], 1], // a 2-byte lead without continuation
+      [[0xef, 0xbf, 0xbd, 0xff], 3], // a real U+FFFD, then 0xff
+      [[0xc0, 0xaf], 0], // overlong "/"
+      [[0xed, 0xa0, 0x80], 0], // a UTF-16 surrogate
+      [[0x7b, 0xe2, 0x82], 1], // cut short at the end
+    ];
+    for (const [bytes, offset] of cases) {
+      let error: FlashlexError | undefined;
+      try {
+        decodeUtf8(new Uint8Array(bytes), "in.json");
+      } catch (err) {
+        error = err as FlashlexError;
+      }
+      expect(error?.exitCode).toBe(65);
+      expect(error?.message).toStartWith(`in.json: not valid UTF-8 (first bad byte at offset ${offset})`);
+    }
+  });
+});
+
+describe("the single-serve lock", () => {
+  test("a second holder is refused (try-later, 75) until the first releases it", async () => {
+    const data = join(dir, "data");
+    const first = await acquireServeLock(data);
+    let refused: unknown;
+    try {
+      await acquireServeLock(data);
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).toBeInstanceOf(FlashlexError);
+    expect((refused as FlashlexError).exitCode).toBe(75);
+    expect((refused as FlashlexError).message).toBe(`${data}: another flashlex serve is running for this data directory`);
+    await first.release();
+    const again = await acquireServeLock(data);
+    await again.release();
+  });
+
+  test("the name depends on the directory's real path and its owner-only key, which is made once", () => {
+    const a = join(dir, "a");
+    const name = lockName(a);
+    expect(lockName(a)).toBe(name);
+    expect(lockName(join(dir, "a", "..", "a"))).toBe(name);
+    expect(lockName(join(dir, "b"))).not.toBe(name);
+    expect(readFileSync(join(a, LOCK_KEY_FILE), "utf8")).toMatch(/^[0-9a-f]{64}\n$/);
+    expect(statSync(join(a, LOCK_KEY_FILE)).mode & 0o777).toBe(0o600);
+    expect(statSync(a).mode & 0o777).toBe(0o700);
+  });
+});
