@@ -33,6 +33,8 @@ fi
 
 # A mirror caught mid-sync fails one index (often armhf security); install from what we have,
 # and let apt-get install be the judge.
-$SUDO apt-get update -qq || echo "install-system-packages: apt-get update reported errors; trying with the package lists there are" >&2
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# A fresh machine may be running unattended upgrades: wait for the dpkg lock (bounded) instead of failing.
+APT=(apt-get -o DPkg::Lock::Timeout=600)
+$SUDO "${APT[@]}" update -qq || echo "install-system-packages: apt-get update reported errors; trying with the package lists there are" >&2
+$SUDO "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 echo "system packages installed: ${missing[*]}"

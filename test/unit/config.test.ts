@@ -103,6 +103,12 @@ describe("bad configuration is refused with the file and the key path", () => {
     }
   });
 
+  test("the database name must be a file name inside the data directory", () => {
+    for (const name of ["..", ".", "../x", "a/b"]) {
+      expect(configErrorOf(variant("db.yml", (t) => t.replace("subscriptionData: subscription.json", `subscriptionData: "${name}"`))).message).toContain("flashlex.app.db.subscriptionData");
+    }
+  });
+
   test("unknown keys load, and are reported for a warning", () => {
     const file = variant("unknown.yml", (t) => t.replace("    thread: subscribe", "    thread: subscribe\n    colour: blue"));
     expect(loadThingConfig({ config: file }).unknownKeys).toEqual(["flashlex.app.colour"]);
