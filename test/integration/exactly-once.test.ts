@@ -26,15 +26,7 @@ import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/
 
 const KILLS = 10;
 const work = mkdtempSync(join(tmpdir(), "flashlex-exactly-once-"));
-const children: Background[] = [];
-process.once("exit", () => children.forEach((c) => c.proc.exitCode === null && c.proc.kill("SIGKILL")));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-function launch(args: string[]): Background {
-  const child = start(args);
-  children.push(child);
-  return child;
-}
 
 /** The `n` of every stored ingress message, in storage order (the test's id in each payload). */
 function storedIds(dataDir: string): number[] {
@@ -66,7 +58,7 @@ async function waitUntil(what: string, condition: () => boolean | Promise<boolea
  * stored since the last start, SIGKILL, and start again at once. Returns the serve left running.
  */
 async function killRepeatedly(serveArgs: string[], dataDir: string, total: number): Promise<Background> {
-  let serve = launch(serveArgs);
+  let serve = start(serveArgs);
   for (let kill = 0; kill < KILLS; kill++) {
     const before = storedIds(dataDir).length;
     const step = 20 + Math.floor(Math.random() * (total / (KILLS * 3)));
@@ -74,7 +66,7 @@ async function killRepeatedly(serveArgs: string[], dataDir: string, total: numbe
     serve.proc.kill("SIGKILL");
     await serve.proc.exited;
     tally("faults");
-    serve = launch(serveArgs);
+    serve = start(serveArgs);
   }
   return serve;
 }
@@ -95,9 +87,8 @@ describe("exactly once across kill -9 of serve", () => {
     const thing = await hub.createThing("steady");
     const dataDir = thing.flags[thing.flags.indexOf("-d") + 1]!;
     const hubProcess = await hub.serve();
-    children.push(hubProcess);
     // The thing's persistent session exists before the stream, as for any installed thing.
-    const first = launch(["serve", ...thing.flags]);
+    const first = start(["serve", ...thing.flags]);
     await first.waitFor(/mqtt\.subscribed/);
     await first.stop();
 
@@ -130,7 +121,7 @@ describe("exactly once across kill -9 of serve", () => {
       const total = 2000;
       thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
       broker = await startBrokerFor(thing, "max_queued_messages 100000");
-      const first = launch(["serve", ...thing.flags]);
+      const first = start(["serve", ...thing.flags]);
       await first.waitFor(/mqtt\.subscribed/);
       await first.stop();
 
@@ -160,7 +151,6 @@ describe("sessions the broker keeps, and the old distribution's clean session", 
     const hub = await makeHubFixture(join(work, "clean"));
     const thing = await hub.createThing("migrating");
     const hubProcess = await hub.serve();
-    children.push(hubProcess);
     const config = parse(readFileSync(join(thing.root, "config.yml"), "utf8")).flashlex.thing;
     const key = (name: string) => readFileSync(join(thing.root, "keys", config.keys[name]), "utf8");
     const texts = (payloads: string[]) => payloads.map((p) => JSON.parse(p).message.text);
@@ -181,7 +171,7 @@ describe("sessions the broker keeps, and the old distribution's clean session", 
     await old.endAsync();
 
     const afterwards = await hub.publish(thing.id, { text: "sent after the move to the agent" });
-    const serve = launch(["serve", ...thing.flags]);
+    const serve = start(["serve", ...thing.flags]);
     try {
       await serve.waitFor(/ingress\.stored/);
       await waitUntil("the hub's record says delivered", async () => (await hub.ingress(thing.id)).every((m) => m.delivery === "delivered"), 10_000, () => hubProcess.output());
@@ -205,10 +195,10 @@ describe("sessions the broker keeps, and the old distribution's clean session", 
       const publisher = await thing.pki.issueThing("retained-publisher");
       const pub = Bun.spawn(["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "--cert", publisher.certPath, "--key", publisher.privateKeyPath, "-i", "retained-publisher", "-q", "1", "-r", "-t", `ingress/${thing.thingName}`, "-m", '{"mode":"eco"}']);
       expect(await pub.exited).toBe(0);
-      let serve = launch(["serve", ...thing.flags]);
+      let serve = start(["serve", ...thing.flags]);
       await serve.waitFor(/ingress\.stored/);
       expect(await serve.stop()).toBe(0);
-      serve = launch(["serve", ...thing.flags]);
+      serve = start(["serve", ...thing.flags]);
       await serve.waitFor(/mqtt\.subscribed [^\n]*session=resumed/);
       await Bun.sleep(500);
       expect(await serve.stop()).toBe(0);
@@ -219,7 +209,7 @@ describe("sessions the broker keeps, and the old distribution's clean session", 
       try {
         const republish = Bun.spawn(["mosquitto_pub", "-h", "127.0.0.1", "-p", String(fresh.port), "--cafile", thing.pki.caCertPath, "--cert", publisher.certPath, "--key", publisher.privateKeyPath, "-i", "retained-publisher", "-q", "1", "-r", "-t", `ingress/${thing.thingName}`, "-m", '{"mode":"eco"}']);
         expect(await republish.exited).toBe(0);
-        serve = launch(["serve", ...thing.flags]);
+        serve = start(["serve", ...thing.flags]);
         await serve.waitFor(/ingress\.redelivery_skipped [^\n]*matchedBy=retained/);
         expect(await serve.stop()).toBe(0);
         expect(storedModes(thing.dataDir)).toEqual(["eco"]);

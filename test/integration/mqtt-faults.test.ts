@@ -6,26 +6,17 @@
  *   waits the longest backoff before it tries again, instead of reconnecting at once.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { binaryPath, start, type Background } from "../support/binary.ts";
+import { binaryPath, start } from "../support/binary.ts";
 import { makeHubFixture } from "../support/hub-fixture.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor } from "../support/thing-fixture.ts";
 import { parseDocument } from "yaml";
-import { readFileSync, writeFileSync } from "node:fs";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-mqtt-faults-"));
-const children: Background[] = [];
-process.once("exit", () => children.forEach((c) => c.proc.exitCode === null && c.proc.kill("SIGKILL")));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
-
-function launch(args: string[]): Background {
-  const child = start(args);
-  children.push(child);
-  return child;
-}
 
 describe("the broker will not have the session", () => {
   test("two devices with the same identity: WARN with the likely cause, then slower reconnects", async () => {
@@ -33,8 +24,8 @@ describe("the broker will not have the session", () => {
     const thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
     const broker = await startBrokerFor(thing);
     // the same config and keys, another data directory: as on a second device
-    const first = launch(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "device-1")]);
-    const second = launch(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "device-2")]);
+    const first = start(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "device-1")]);
+    const second = start(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "device-2")]);
     try {
       const warned = await Promise.race([first, second].map((s) => s.waitFor(/WARN +mqtt\.session_taken_over[^\n]*/, 30_000).then((line) => ({ s, line }))));
       tally("faults");
@@ -64,8 +55,7 @@ describe("the broker will not have the session", () => {
     config.setIn(["flashlex", "thing", "mqtt", "autoReconnectBackoffTime", "maxReconnectQuietTimeSecond"], 7);
     writeFileSync(configPath, config.toString());
     const hubProcess = await hub.serve();
-    children.push(hubProcess);
-    const serve = launch(["serve", ...thing.flags]);
+    const serve = start(["serve", ...thing.flags]);
     try {
       const line = await serve.waitFor(/ERROR +mqtt\.subscription_refused[^\n]*/, 20_000);
       tally("badInputs");

@@ -13,7 +13,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { binaryPath, run, type RunResult } from "../support/binary.ts";
+import { binaryPath, run, start, type Background, type RunResult } from "../support/binary.ts";
 import type { MosquittoBroker } from "../support/mosquitto.ts";
 import { startReceiver, type Receiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
@@ -26,23 +26,8 @@ let receiver: Receiver;
 
 const flagsFor = (dataDir: string) => ["-c", thing.configPath, "-k", thing.keysDir, "-d", dataDir];
 
-interface Child {
-  proc: ReturnType<typeof Bun.spawn>;
-  output: () => string;
-}
-
-/** Spawns serve with its output captured; several calls in one tick start together. */
-function spawnServe(dataDir: string): Child {
-  const proc = Bun.spawn([binaryPath(), "serve", ...flagsFor(dataDir)], { stdin: "ignore", stdout: "pipe", stderr: "pipe" });
-  let text = "";
-  const pump = async (stream: ReadableStream<Uint8Array>) => {
-    const decoder = new TextDecoder();
-    for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
-  };
-  void pump(proc.stdout as ReadableStream<Uint8Array>);
-  void pump(proc.stderr as ReadableStream<Uint8Array>);
-  return { proc, output: () => text };
-}
+/** serve with its output captured; several calls in one tick start together. */
+const spawnServe = (dataDir: string): Background => start(["serve", ...flagsFor(dataDir)]);
 
 async function waitFor(what: string, probe: () => boolean, timeoutMs = 15_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -50,15 +35,6 @@ async function waitFor(what: string, probe: () => boolean, timeoutMs = 15_000): 
     if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
     await Bun.sleep(20);
   }
-}
-
-async function stop(child: Child): Promise<number> {
-  if (child.proc.exitCode === null) child.proc.kill("SIGTERM");
-  const timer = setTimeout(() => child.proc.kill("SIGKILL"), 10_000);
-  const code = await child.proc.exited;
-  clearTimeout(timer);
-  if (code === 70) tally("exit70");
-  return code;
 }
 
 beforeAll(async () => {
@@ -95,11 +71,11 @@ describe("two serves started at the same instant on one data directory", () => {
         // the winner is the one serve: it connects and subscribes, and keeps running
         await waitFor(`trial ${trial}: the other serve subscribes`, () => /mqtt\.subscribed/.test(winner.output()) || winner.proc.exitCode !== null);
         expect(winner.proc.exitCode).toBeNull();
-        expect(await stop(winner)).toBe(0);
+        expect(await winner.stop()).toBe(0);
         tally("faults");
         outcomes.push(`${pair.indexOf(winner)}`);
       } finally {
-        for (const child of pair) await stop(child);
+        for (const child of pair) await child.stop();
       }
     }
     expect(outcomes).toHaveLength(20);
@@ -116,7 +92,7 @@ describe("two serves started at the same instant on one data directory", () => {
       await waitFor("the second serve subscribes", () => /mqtt\.subscribed/.test(second.output()) || second.proc.exitCode !== null);
       expect(second.proc.exitCode).toBeNull();
     } finally {
-      expect(await stop(second)).toBe(0);
+      expect(await second.stop()).toBe(0);
     }
     tally("faults");
   }, 60_000);
@@ -140,7 +116,7 @@ describe("processes opening a fresh database at once", () => {
         await waitFor(`trial ${trial}: serve subscribes`, () => /mqtt\.subscribed/.test(serve.output()) || serve.proc.exitCode !== null);
         running = serve.proc.exitCode;
       } finally {
-        const code = await stop(serve);
+        const code = await serve.stop();
         expect({ trial, code, output: code ? serve.output() : "" }).toEqual({ trial, code: 0, output: "" });
       }
       expect({ trial, serve: running, errors: serve.output().match(/ERROR.*/g) ?? [] }).toEqual({ trial, serve: null, errors: [] });
