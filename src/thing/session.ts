@@ -189,7 +189,8 @@ export class ThingSession extends EventEmitter {
     });
     this.client.on("error", (err) => {
       this.dropCause = "error";
-      log.warn("mqtt.error", { error: describeError(err) });
+      // While stopping, a broker that closes first makes a reset we asked for: not worth a WARN.
+      (this.stopping ? log.debug : log.warn)("mqtt.error", { error: describeError(err) });
     });
     this.client.on("close", () => {
       if (this.stopping) return;
