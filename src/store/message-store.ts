@@ -44,6 +44,7 @@ export const THING_MIGRATIONS: readonly string[] = [
      seen_at    INTEGER NOT NULL
    ) WITHOUT ROWID;
    CREATE INDEX ingress_seen_time ON ingress_seen (seen_at);
+   CREATE INDEX ingress_messages_packet ON ingress_messages (packet_id) WHERE packet_id IS NOT NULL;
    CREATE TABLE session_state (
      key   TEXT PRIMARY KEY,
      value TEXT NOT NULL
@@ -235,9 +236,13 @@ export class MessageStore {
    */
   isPacketRedelivery(message: NewIngress, upToId: number, window = REDELIVERY_WINDOW): boolean {
     if (message.packetId === undefined) return false;
+    // The window's lower end from the rowid alone, then the packet id through its index: no
+    // payload is read but those of the rows that carry this identifier.
     const candidates = this.db.all<IngressMessage>(
-      "SELECT * FROM (SELECT * FROM ingress_messages WHERE id <= ? ORDER BY id DESC LIMIT ?) WHERE packet_id = ? AND topic = ?",
-      [upToId, window, message.packetId, message.topic],
+      `SELECT * FROM ingress_messages
+        WHERE packet_id = ? AND id <= ? AND topic = ?
+          AND id > COALESCE((SELECT id FROM ingress_messages WHERE id <= ? ORDER BY id DESC LIMIT 1 OFFSET ?), 0)`,
+      [message.packetId, upToId, message.topic, upToId, window - 1],
     );
     return candidates.map(ingressRow).some((row) => samePayload(row.payload, message.payload));
   }
