@@ -32,7 +32,7 @@ export interface HubFixture {
   flashlex(args: string[], input?: string): Promise<RunResult>;
   createThing(name: string, extraArgs?: string[]): Promise<HubThing>;
   /** `hub serve --dir`, waiting for `hub.started` */
-  serve(extraArgs?: string[]): Promise<Background>;
+  serve(extraArgs?: string[], env?: Record<string, string>): Promise<Background>;
   /** POST /things/{id}/publish with `{"message": message}`; returns the hub's message id */
   publish(thingId: string, message: unknown): Promise<string>;
   /** GET /things/{id}/messages?messagetype=ingress */
@@ -73,8 +73,8 @@ export async function makeHubFixture(work: string): Promise<HubFixture> {
       const root = unpackDistribution(zip, join(work, "things"), created.name);
       return { id: created.id, name: created.name, root, flags: ["-c", join(root, "config.yml"), "-k", join(root, "keys"), "-d", join(root, "data")] };
     },
-    async serve(extraArgs = []) {
-      const hub = start(["hub", "serve", "--dir", dir, ...extraArgs]);
+    async serve(extraArgs = [], env) {
+      const hub = start(["hub", "serve", "--dir", dir, ...extraArgs], { env });
       await hub.waitFor(/hub\.started/, 30_000);
       return hub;
     },
