@@ -21,11 +21,18 @@ const packet = (counter: number, messageId?: number) => ({
   messageId,
 });
 
-async function setup(persistence: ReturnType<typeof memoryPersistence>) {
-  await persistence.setup({ id: "hub" } as never);
+/** aedes-persistence 11 runs promise-based; its bundled types still describe the callback API. */
+interface AsyncPersistence {
+  setup(broker: { id: string }): Promise<void>;
+  outgoingEnqueue(sub: { clientId: string }, queued: ReturnType<typeof packet>): Promise<void>;
+}
+
+async function setup(created: ReturnType<typeof memoryPersistence>) {
+  const persistence = created as unknown as AsyncPersistence;
+  await persistence.setup({ id: "hub" });
   // two messages queued for an offline persistent session
-  await persistence.outgoingEnqueue({ clientId: client.id } as never, packet(1) as never);
-  await persistence.outgoingEnqueue({ clientId: client.id } as never, packet(2) as never);
+  await persistence.outgoingEnqueue({ clientId: client.id }, packet(1));
+  await persistence.outgoingEnqueue({ clientId: client.id }, packet(2));
   return persistence as unknown as {
     outgoingUpdate(c: typeof client, p: ReturnType<typeof packet>): Promise<void>;
     outgoingClearMessageId(c: typeof client, p: { messageId: number }): Promise<{ brokerCounter: number } | undefined>;
