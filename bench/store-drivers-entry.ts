@@ -1,6 +1,6 @@
 import { rmSync } from "node:fs";
-import { MessageStore } from "../src/store/message-store.ts";
-import { openWasmSqlite } from "../src/store/wasm-sqlite.ts";
+import { MessageStore } from "../src/thing/store/message-store.ts";
+import { openWasmSqlite } from "../src/shared/sqlite/wasm-sqlite.ts";
 
 /**
  * One measurement run for bench/store-drivers.ts, in its own process so start-up is counted:

@@ -43,7 +43,7 @@ export async function packageVersion(): Promise<string> {
   return (await Bun.file(join(ROOT, "package.json")).json()).version;
 }
 
-/** The same constants for every target, Bun or Node: src/version.ts reads them. */
+/** The same constants for every target, Bun or Node: src/shared/version.ts reads them. */
 export function defines(version: string, commit: string): Record<string, string> {
   return { FLASHLEX_VERSION: JSON.stringify(version), FLASHLEX_COMMIT: JSON.stringify(commit) };
 }

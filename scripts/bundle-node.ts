@@ -8,8 +8,8 @@ import { dirname, join, resolve } from "node:path";
  * SQLite .wasm included, must be inside this file. Usage: `bun scripts/bundle-node.ts OUT [ENTRY]`.
  */
 const root = resolve(import.meta.dir, "..");
-const openTs = join(root, "src/store/open.ts");
-const openWasmTs = join(root, "src/store/open-wasm.ts");
+const openTs = join(root, "src/shared/sqlite/open.ts");
+const openWasmTs = join(root, "src/shared/sqlite/open-wasm.ts");
 
 /** The line of node-sqlite3-wasm's emscripten glue that creates its Module object (0.8.x). */
 const MODULE_LINE = 'var Module=typeof Module!="undefined"?Module:{};';

@@ -12,8 +12,8 @@ import { outboxDrop, outboxList, outboxRetry } from "./commands/outbox.ts";
 import { serve } from "./commands/serve.ts";
 import { installService, uninstallService } from "./commands/service.ts";
 import { hubCommandTable, hubOptionUnion, matchHubCommand, type HubCommandSpec } from "./commands/hub.ts";
-import { ExitCode, FlashlexError, toFlashlexError, UsageError } from "./errors.ts";
-import { VERSION, COMMIT } from "./version.ts";
+import { ExitCode, FlashlexError, toFlashlexError, UsageError } from "./shared/errors.ts";
+import { VERSION, COMMIT } from "./shared/version.ts";
 
 const EXIT_CODES = `Exit codes:
   0   ok
@@ -176,7 +176,7 @@ export async function main(argv: string[]): Promise<number> {
 
 /**
  * Prints the one line a failure gets on stderr and returns its exit code: the error's kind
- * decides the code (src/errors.ts). A bug (70) says so; its stack only with
+ * decides the code (src/shared/errors.ts). A bug (70) says so; its stack only with
  * FLASHLEX_LOG_LEVEL=debug.
  */
 export function report(err: unknown): number {

@@ -1,8 +1,8 @@
-import { ExitCode } from "../errors.ts";
-import { createLogger } from "../log.ts";
+import { ExitCode } from "../shared/errors.ts";
+import { createLogger } from "../shared/log.ts";
 import { runBootstrapChecks, type BootstrapReport } from "../thing/checks.ts";
 import type { ThingFlags } from "./common.ts";
-import { UsageError } from "../errors.ts";
+import { UsageError } from "../shared/errors.ts";
 
 const MARK = { pass: "PASS", fail: "FAIL", skip: "SKIP" } as const;
 

@@ -1,5 +1,5 @@
-import { ExitCode, UsageError } from "../errors.ts";
-import { createLogger } from "../log.ts";
+import { ExitCode, UsageError } from "../shared/errors.ts";
+import { createLogger } from "../shared/log.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
 import { openThingAccess } from "../thing/access.ts";
 import { parseEgressDocument } from "../thing/collect.ts";

@@ -1,6 +1,6 @@
-import { loadThingConfig, type ThingConfig } from "../config/load.ts";
-import { UsageError } from "../errors.ts";
-import type { Logger } from "../log.ts";
+import { loadThingConfig, type ThingConfig } from "../thing/settings.ts";
+import { UsageError } from "../shared/errors.ts";
+import type { Logger } from "../shared/log.ts";
 
 /** The flags every thing command shares, with the guide's meanings. */
 export interface ThingFlags {

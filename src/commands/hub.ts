@@ -7,8 +7,8 @@
  */
 import { chmodSync, copyFileSync, writeFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { ExitCode, FlashlexError, InputError, UsageError } from "../errors.ts";
-import { createLogger } from "../log.ts";
+import { ExitCode, FlashlexError, InputError, UsageError } from "../shared/errors.ts";
+import { createLogger } from "../shared/log.ts";
 import { thingJson } from "../hub/api.ts";
 import { isoSeconds, openArchive, writeArchiveFile } from "../hub/archive.ts";
 import { defaultHubDir, initHub, openHubHome, type HubHome } from "../hub/home.ts";

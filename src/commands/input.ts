@@ -1,5 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import { InputError, UsageError } from "../errors.ts";
+import { InputError, UsageError } from "../shared/errors.ts";
 
 /**
  * Reads a document from a file or stdin, stopping one byte past `limit` so that neither an

@@ -1,6 +1,6 @@
-import { ExitCode, UsageError } from "../errors.ts";
-import { createLogger } from "../log.ts";
-import type { IngressMessage, IngressQuery } from "../store/message-store.ts";
+import { ExitCode, UsageError } from "../shared/errors.ts";
+import { createLogger } from "../shared/log.ts";
+import type { IngressMessage, IngressQuery } from "../thing/store/message-store.ts";
 import { openThingAccess, type ThingAccess } from "../thing/access.ts";
 import { loadConfigFromFlags, untilSignal, type ThingFlags } from "./common.ts";
 import { countFlag, parseTime } from "./input.ts";

@@ -1,6 +1,6 @@
-import { ExitCode, UsageError } from "../errors.ts";
-import { createLogger } from "../log.ts";
-import type { OutboxChange, OutboxEntry } from "../store/message-store.ts";
+import { ExitCode, UsageError } from "../shared/errors.ts";
+import { createLogger } from "../shared/log.ts";
+import type { OutboxChange, OutboxEntry } from "../thing/store/message-store.ts";
 import { openThingAccess, type OutboxState, type ThingAccess } from "../thing/access.ts";
 import { loadConfigFromFlags, type ThingFlags } from "./common.ts";
 

@@ -1,5 +1,5 @@
-import { ExitCode } from "../errors.ts";
-import { createLogger } from "../log.ts";
+import { ExitCode } from "../shared/errors.ts";
+import { createLogger } from "../shared/log.ts";
 import { startAgent } from "../thing/agent.ts";
 import { loadConfigFromFlags, untilSignal, type ThingFlags } from "./common.ts";
 

@@ -8,11 +8,11 @@
 import { spawnSync } from "node:child_process";
 import { accessSync, chmodSync, chownSync, constants, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { ConfigError, ExitCode, FlashlexError, UsageError, toFlashlexError } from "../errors.ts";
-import { loadThingConfig } from "../config/load.ts";
+import { ConfigError, ExitCode, FlashlexError, UsageError, toFlashlexError } from "../shared/errors.ts";
+import { loadThingConfig } from "../thing/settings.ts";
 import { loadIdentity } from "../thing/identity.ts";
 import { renderUnit, UNIT_TEMPLATE } from "../thing/unit.ts";
-import { COMMIT, VERSION } from "../version.ts";
+import { COMMIT, VERSION } from "../shared/version.ts";
 
 export const DEFAULT_UNIT_PATH = "/etc/systemd/system/flashlex.service";
 /** Where the Python distribution's guide told users to copy its unit. */

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../shared/log.ts";
 import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../protocol/limits.ts";
 import { archiveStream, isoSeconds, openArchive, storedMessageJson } from "./archive.ts";
 import { ingressTopic, type HubBroker } from "./broker.ts";

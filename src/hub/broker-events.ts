@@ -1,4 +1,4 @@
-import type { Logger } from "../log.ts";
+import type { Logger } from "../shared/log.ts";
 import { ENVELOPE_DEPTH, ENVELOPE_OVERHEAD_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
 import { ingressTopic, type BrokerEvents, type ThingDirectory } from "./broker.ts";
 import { CollectAuthError, MessageIdConflict, type Collector } from "./collector.ts";

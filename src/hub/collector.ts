@@ -2,7 +2,7 @@ import { randomUUID, type KeyObject } from "node:crypto";
 import { TokenError } from "../crypto/errors.ts";
 import { verifyThingToken } from "../crypto/jwt.ts";
 import { loadPublicKey } from "../crypto/keys.ts";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../shared/log.ts";
 import { isoSeconds } from "./archive.ts";
 import { fromStore, type HubStore, type MessageRecord, type ThingRecord } from "./hub-store.ts";
 import { isUuid } from "./http.ts";

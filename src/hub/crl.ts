@@ -12,7 +12,7 @@
 import "reflect-metadata";
 import { createPrivateKey, type webcrypto as wc } from "node:crypto";
 import * as x509 from "@peculiar/x509";
-import { InputError } from "../errors.ts";
+import { InputError } from "../shared/errors.ts";
 
 export interface CrlOptions {
   /** when the CRL is issued; default now */

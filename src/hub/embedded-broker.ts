@@ -27,7 +27,7 @@
 import tls from "node:tls";
 import type { Duplex } from "node:stream";
 import { Aedes, type Client } from "aedes";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../shared/log.ts";
 import { ingressWirePayload } from "../protocol/ingress.ts";
 import { type BrokerEvents, type HubBroker, type ThingDirectory, ingressTopic, isHubTopic, mayPublish, maySubscribe } from "./broker.ts";
 import { IngressDelivery, type IngressLedger } from "./ingress-delivery.ts";

@@ -16,8 +16,8 @@
  * thing's PUBACK: ingress sent this way is stored with delivery `unknown`.
  */
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { ConfigError, ExitCode, FlashlexError } from "../errors.ts";
-import type { Logger } from "../log.ts";
+import { ConfigError, ExitCode, FlashlexError } from "../shared/errors.ts";
+import type { Logger } from "../shared/log.ts";
 import { ingressWirePayload } from "../protocol/ingress.ts";
 import { type BrokerEvents, type HubBroker, type ThingDirectory, HUB_CLIENT_NAME, HUB_TOPICS, ingressTopic } from "./broker.ts";
 

@@ -6,7 +6,7 @@ import { randomUUID } from "node:crypto";
 import { stringify } from "yaml";
 import { generateRsaKeyPair } from "../crypto/keys.ts";
 import { createCertificateAuthority, issueServerCertificate, issueThingCertificate, type CertifiedKey } from "../crypto/x509.ts";
-import { ConfigError, UsageError } from "../errors.ts";
+import { ConfigError, UsageError } from "../shared/errors.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
 import { HUB_CLIENT_NAME } from "./broker.ts";
 import { DNS_NAME, HubYamlSchema, loadHubSettings, type HubSettings, type HubYaml } from "./hub-config.ts";

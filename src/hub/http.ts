@@ -1,4 +1,4 @@
-import { toFlashlexError, type ErrorKind } from "../errors.ts";
+import { toFlashlexError, type ErrorKind } from "../shared/errors.ts";
 
 /**
  * The old cloud's JSON envelope and the small HTTP helpers the API routes share. Every answer,
@@ -26,7 +26,7 @@ export class HttpError extends Error {
 }
 
 /**
- * The HTTP edge of the error taxonomy (src/errors.ts): the status for each kind. Storage that is
+ * The HTTP edge of the error taxonomy (src/shared/errors.ts): the status for each kind. Storage that is
  * full, read-only or busy may pass, so it is 503 with Retry-After (a thing keeps its message
  * queued and retries); input problems are 400; what only the hub's owner can fix is 500.
  */

@@ -1,4 +1,4 @@
-import type { Logger } from "../log.ts";
+import type { Logger } from "../shared/log.ts";
 import { ingressMessageId, ingressWirePayload } from "../protocol/ingress.ts";
 import { ingressTopic } from "./broker.ts";
 import type { HubStore } from "./hub-store.ts";

@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import { ExitCode, FlashlexError } from "../errors.ts";
+import { ExitCode, FlashlexError } from "../shared/errors.ts";
 import type { HubHome } from "./home.ts";
 import type { HubStore } from "./hub-store.ts";
 import type { Envelope } from "./http.ts";

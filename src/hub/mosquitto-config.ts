@@ -14,7 +14,7 @@
  * - Revocation: an optional `crlfile` (see crl.ts); Mosquitto re-reads it on SIGHUP, and only
  *   new connections are checked against it.
  */
-import { ConfigError } from "../errors.ts";
+import { ConfigError } from "../shared/errors.ts";
 import { HUB_CLIENT_NAME } from "./broker.ts";
 
 export interface MosquittoConfigOptions {

@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, thingKeyTypeOf, type ThingKeyType } from "../crypto/keys.ts";
 import { describeCertificate, issueThingCertificate } from "../crypto/x509.ts";
-import { InputError } from "../errors.ts";
+import { InputError } from "../shared/errors.ts";
 import { ingressTopic, pubsubTopic } from "./broker.ts";
 import { buildDistribution } from "./distribution.ts";
 import { ownerPrefix } from "./hub-config.ts";

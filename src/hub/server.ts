@@ -1,5 +1,5 @@
 import { readFileSync } from "node:fs";
-import type { Logger } from "../log.ts";
+import type { Logger } from "../shared/log.ts";
 import { ENVELOPE_OVERHEAD_BYTES } from "../protocol/limits.ts";
 import { createHubApi, startHubServer, type HubServer } from "./api.ts";
 import { createBrokerEvents, createThingDirectory } from "./broker-events.ts";

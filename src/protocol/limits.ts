@@ -14,7 +14,7 @@
  *
  * This module imports neither src/thing nor src/hub.
  */
-import { InputError } from "../errors.ts";
+import { InputError } from "../shared/errors.ts";
 
 /**
  * The deepest nesting of arrays and objects a message may have. `1`, `"a"`: depth 0;

@@ -8,9 +8,9 @@
  *   for (const m of await sdk.getMessages()) { handle(m); await sdk.ackMessages([m.id]); }
  *   sdk.close();
  */
-import { loadThingConfig, type ConfigLocation, type ThingConfig } from "../config/load.ts";
-import { silentLogger, type Logger } from "../log.ts";
-import type { IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import { loadThingConfig, type ConfigLocation, type ThingConfig } from "../thing/settings.ts";
+import { silentLogger, type Logger } from "../shared/log.ts";
+import type { IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxVia } from "../thing/store/message-store.ts";
 import { openThingAccess, type OutboxState, type ThingAccess } from "../thing/access.ts";
 import { parseEgressDocument, type CollectResult } from "../thing/collect.ts";
 

@@ -1,7 +1,7 @@
-import type { ThingConfig } from "../config/load.ts";
-import { EXIT_CODE_OF_KIND, ExitCode, FlashlexError, type ErrorKind } from "../errors.ts";
-import type { Logger } from "../log.ts";
-import type { IngressMessage, IngressQuery, MessageStore, OutboxChange, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import type { ThingConfig } from "./settings.ts";
+import { EXIT_CODE_OF_KIND, ExitCode, FlashlexError, type ErrorKind } from "../shared/errors.ts";
+import type { Logger } from "../shared/log.ts";
+import type { IngressMessage, IngressQuery, MessageStore, OutboxChange, OutboxEntry, OutboxVia } from "./store/message-store.ts";
 import { collect, type CollectResult } from "./collect.ts";
 import { callServe, fromWire, fromWireOutbox, serveIsRunning, type WireMessage, type WireOutboxEntry } from "./control-socket.ts";
 import { deliverHttp, deliverMqtt, type DeliveryOutcome } from "./egress.ts";

@@ -1,6 +1,6 @@
-import type { ThingConfig } from "../config/load.ts";
-import type { Logger } from "../log.ts";
-import type { MessageStore, OutboxEntry } from "../store/message-store.ts";
+import type { ThingConfig } from "./settings.ts";
+import type { Logger } from "../shared/log.ts";
+import type { MessageStore, OutboxEntry } from "./store/message-store.ts";
 import { openThingStore, sessionMemory } from "./store.ts";
 import { databaseAccess } from "./access.ts";
 import { closeControlSocket, listenControlSocket } from "./control-socket.ts";
@@ -10,7 +10,7 @@ import { HubClock } from "./hub-clock.ts";
 import { keyFileTooOpen, loadIdentity, type ThingIdentity } from "./identity.ts";
 import { createIngressHandler } from "./ingress.ts";
 import { OutboxDrainer } from "./outbox.ts";
-import { ConfigError } from "../errors.ts";
+import { ConfigError } from "../shared/errors.ts";
 import { acquireServeLock } from "./serve-lock.ts";
 import { explainTlsSetupError } from "./tls-files.ts";
 import { ThingSession } from "./session.ts";

@@ -1,12 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import { accessSync, constants, existsSync, statSync } from "node:fs";
-import type { ConfigLocation, ThingConfig } from "../config/load.ts";
-import { loadThingConfig } from "../config/load.ts";
+import type { ConfigLocation, ThingConfig } from "./settings.ts";
+import { loadThingConfig } from "./settings.ts";
 import { pemBlocks } from "../crypto/keys.ts";
 import { describeCertificate, type CertificateInfo } from "../crypto/x509.ts";
-import { silentLogger, type Logger } from "../log.ts";
-import type { MessageStore } from "../store/message-store.ts";
+import { silentLogger, type Logger } from "../shared/log.ts";
+import type { MessageStore } from "./store/message-store.ts";
 import { openThingStore, sessionMemory } from "./store.ts";
 import { serveIsRunning } from "./control-socket.ts";
 import { collectUrl, deliverHttp } from "./egress.ts";

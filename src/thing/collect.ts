@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { ExitCode, FlashlexError, InputError, toFlashlexError } from "../errors.ts";
-import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import { ExitCode, FlashlexError, InputError, toFlashlexError } from "../shared/errors.ts";
+import type { MessageStore, OutboxEntry, OutboxVia } from "./store/message-store.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
 import type { DeliveryOutcome } from "./egress.ts";
 import { recordOutcome } from "./outbox.ts";

@@ -1,9 +1,9 @@
 import { chmodSync, existsSync, unlinkSync } from "node:fs";
 import { createServer, request, type IncomingMessage, type Server } from "node:http";
 import { join } from "node:path";
-import { ExitCode, FlashlexError, toFlashlexError } from "../errors.ts";
-import type { IngressMessage, IngressQuery, OutboxEntry, OutboxVia } from "../store/message-store.ts";
-import type { Logger } from "../log.ts";
+import { ExitCode, FlashlexError, toFlashlexError } from "../shared/errors.ts";
+import type { IngressMessage, IngressQuery, OutboxEntry, OutboxVia } from "./store/message-store.ts";
+import type { Logger } from "../shared/log.ts";
 import { MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
 import type { OutboxState, ThingAccess } from "./access.ts";
 
@@ -12,7 +12,7 @@ import type { OutboxState, ThingAccess } from "./access.ts";
  * the other flashlex commands and the SDK reach a running `serve` (see access.ts). Only the
  * serve that holds the data directory's lock (serve-lock.ts) listens here, so a socket file it
  * finds is a dead serve's and is replaced. Every answer is `{ok: true, result}` or
- * `{ok: false, error, kind, exitCode}` (src/errors.ts).
+ * `{ok: false, error, kind, exitCode}` (src/shared/errors.ts).
  */
 export const SOCKET_NAME = "flashlex.sock";
 const MAX_REQUEST_BYTES = 1024 * 1024;

@@ -1,6 +1,6 @@
-import type { ThingConfig } from "../config/load.ts";
+import type { ThingConfig } from "./settings.ts";
 import { signThingToken } from "../crypto/jwt.ts";
-import type { OutboxEntry } from "../store/message-store.ts";
+import type { OutboxEntry } from "./store/message-store.ts";
 import { requestText, type PostResult } from "./http-post.ts";
 import { bearerErrorDescription, describeOffset, SKEW_THRESHOLD_MS, type HubClock } from "./hub-clock.ts";
 import type { ThingIdentity } from "./identity.ts";

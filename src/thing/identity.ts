@@ -11,11 +11,11 @@
  */
 import { X509Certificate, type KeyObject } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
-import type { ThingConfig } from "../config/load.ts";
+import type { ThingConfig } from "./settings.ts";
 import { certificatePem, KeyFileError, normaliseCertificates, normalisePrivateKey } from "../crypto/key-files.ts";
 import { spkiDer, tokenAlgorithmFor, type ThingTokenAlgorithm } from "../crypto/keys.ts";
 import { CryptoError } from "../crypto/errors.ts";
-import { ConfigError, ExitCode, FlashlexError } from "../errors.ts";
+import { ConfigError, ExitCode, FlashlexError } from "../shared/errors.ts";
 
 /** What the thing proves itself with: the PEMs for mutual TLS and the key that signs its JWTs. */
 export interface ThingIdentity {

@@ -1,8 +1,8 @@
 import type { IPublishPacket } from "mqtt";
-import type { ThingConfig } from "../config/load.ts";
-import type { Logger } from "../log.ts";
+import type { ThingConfig } from "./settings.ts";
+import type { Logger } from "../shared/log.ts";
 import { ingressMessageId } from "../protocol/ingress.ts";
-import type { MessageStore, NewIngress } from "../store/message-store.ts";
+import type { MessageStore, NewIngress } from "./store/message-store.ts";
 import type { IngressHandler } from "./session.ts";
 
 /**

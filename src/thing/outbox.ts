@@ -1,5 +1,5 @@
-import type { Logger } from "../log.ts";
-import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import type { Logger } from "../shared/log.ts";
+import type { MessageStore, OutboxEntry, OutboxVia } from "./store/message-store.ts";
 import { retryDelayMs, type DeliveryOutcome } from "./egress.ts";
 import { describeError } from "./session.ts";
 

@@ -1,7 +1,7 @@
 import { EventEmitter } from "node:events";
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
-import type { ThingConfig } from "../config/load.ts";
-import type { Logger } from "../log.ts";
+import type { ThingConfig } from "./settings.ts";
+import type { Logger } from "../shared/log.ts";
 import { Backoff, type DropCause } from "./backoff.ts";
 import type { ThingIdentity } from "./identity.ts";
 

@@ -1,8 +1,8 @@
 import { join } from "node:path";
-import type { ThingConfig } from "../config/load.ts";
-import type { Logger } from "../log.ts";
-import { MessageStore } from "../store/message-store.ts";
-import { importPickleDb, PickleDbUnreadable } from "../store/pickledb-import.ts";
+import type { ThingConfig } from "./settings.ts";
+import type { Logger } from "../shared/log.ts";
+import { MessageStore } from "./store/message-store.ts";
+import { importPickleDb, PickleDbUnreadable } from "./store/pickledb-import.ts";
 import type { SessionMemory } from "./session.ts";
 
 /**

@@ -1,7 +1,7 @@
 import { createSecureContext } from "node:tls";
-import type { ThingConfig } from "../config/load.ts";
-import { ConfigError, toFlashlexError } from "../errors.ts";
-import { isTlsMaterialError } from "../foreign-errors.ts";
+import type { ThingConfig } from "./settings.ts";
+import { ConfigError, toFlashlexError } from "../shared/errors.ts";
+import { isTlsMaterialError } from "../shared/foreign-errors.ts";
 import type { ThingIdentity } from "./identity.ts";
 
 /**

@@ -5,7 +5,7 @@
  */
 import template from "../../systemd/flashlex.service" with { type: "text" };
 import { posix } from "node:path";
-import { UsageError } from "../errors.ts";
+import { UsageError } from "../shared/errors.ts";
 
 /** The unit template, inlined at build time (`bun build --compile` embeds the text). */
 export const UNIT_TEMPLATE: string = template;

@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { createLogger, type Logger } from "../../src/log.ts";
+import { createLogger, type Logger } from "../../src/shared/log.ts";
 import { describeCertificate } from "../../src/crypto/x509.ts";
 import type { BrokerEvents, HubBroker, ThingDirectory } from "../../src/hub/broker.ts";
 import { startEmbeddedBroker, type EmbeddedBroker } from "../../src/hub/embedded-broker.ts";

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { createLogger, type Logger } from "../../src/log.ts";
+import { createLogger, type Logger } from "../../src/shared/log.ts";
 import { startEmbeddedBroker, type EmbeddedBroker } from "../../src/hub/embedded-broker.ts";
 import { openHubStore, type SqliteHubStore } from "../../src/hub/hub-store.ts";
 import { ingressLedger } from "../../src/hub/ingress-delivery.ts";

@@ -18,7 +18,7 @@ import type { MosquittoBroker } from "../support/mosquitto.ts";
 import { startReceiver, type Receiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
-import { THING_MIGRATIONS } from "../../src/store/message-store.ts";
+import { THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
 
 let thing: ThingFixture;
 let broker: MosquittoBroker;

@@ -7,7 +7,7 @@
  */
 import { Database } from "bun:sqlite";
 import { readFileSync, writeFileSync } from "node:fs";
-import { MessageStore, THING_MIGRATIONS } from "../../src/store/message-store.ts";
+import { MessageStore, THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
 
 export interface DamageKind {
   name: string;

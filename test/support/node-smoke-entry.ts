@@ -1,4 +1,4 @@
-import { MessageStore } from "../../src/store/message-store.ts";
+import { MessageStore } from "../../src/thing/store/message-store.ts";
 
 /**
  * Stand-in for src/main.ts in the Node bundle proof: opens the message database at argv[2]

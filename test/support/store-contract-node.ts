@@ -1,4 +1,4 @@
-import { openSqlDatabase } from "../../src/store/open.ts";
+import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 import { runCase, storeContract } from "./store-contract.ts";
 
 /**

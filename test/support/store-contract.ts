@@ -3,9 +3,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import assert from "node:assert/strict";
-import type { OpenSqlDatabase, SqlDatabase } from "../../src/store/driver.ts";
-import { MessageStore, THING_MIGRATIONS } from "../../src/store/message-store.ts";
-import { applyPragmas, migrate } from "../../src/store/migrate.ts";
+import type { OpenSqlDatabase, SqlDatabase } from "../../src/shared/sqlite/driver.ts";
+import { MessageStore, THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
+import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
 
 /**
  * The SQLite driver contract, free of any test framework: test/unit/store-contract.test.ts runs

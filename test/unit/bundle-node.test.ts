@@ -1,4 +1,4 @@
-import { THING_MIGRATIONS } from "../../src/store/message-store.ts";
+import { THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { countFlag, decodeUtf8 } from "../../src/commands/input.ts";
-import { FlashlexError } from "../../src/errors.ts";
+import { FlashlexError } from "../../src/shared/errors.ts";
 import { acquireServeLock, LOCK_KEY_FILE, lockName } from "../../src/thing/serve-lock.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-cli-values-"));

@@ -2,8 +2,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { databaseFileName, loadThingConfig } from "../../src/config/load.ts";
-import { ConfigError, ExitCode } from "../../src/errors.ts";
+import { databaseFileName, loadThingConfig } from "../../src/thing/settings.ts";
+import { ConfigError, ExitCode } from "../../src/shared/errors.ts";
 
 const GUIDE = join(import.meta.dir, "../fixtures/guide-config.yml");
 const dir = mkdtempSync(join(tmpdir(), "flashlex-config-"));

@@ -1,5 +1,5 @@
 /**
- * The error taxonomy (src/errors.ts, src/foreign-errors.ts): real errors, made by the real
+ * The error taxonomy (src/shared/errors.ts, src/shared/foreign-errors.ts): real errors, made by the real
  * libraries here (both SQLite drivers, the file system, BoringSSL, yaml, cac), get the kind and
  * the exit code they mean, and the hub's HTTP edge maps the same kinds to statuses.
  */
@@ -11,11 +11,11 @@ import { join } from "node:path";
 import { createSecureContext } from "node:tls";
 import { cac } from "cac";
 import { parseDocument } from "yaml";
-import { EXIT_CODE_OF_KIND, ExitCode, FlashlexError, exitCodeOf, toFlashlexError, type ErrorKind } from "../../src/errors.ts";
+import { EXIT_CODE_OF_KIND, ExitCode, FlashlexError, exitCodeOf, toFlashlexError, type ErrorKind } from "../../src/shared/errors.ts";
 import { errorToResponse, HTTP_STATUS_OF_KIND } from "../../src/hub/http.ts";
-import { openBunSqlite } from "../../src/store/bun-sqlite.ts";
-import type { OpenSqlDatabase } from "../../src/store/driver.ts";
-import { openWasmSqlite } from "../../src/store/wasm-sqlite.ts";
+import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
+import type { OpenSqlDatabase } from "../../src/shared/sqlite/driver.ts";
+import { openWasmSqlite } from "../../src/shared/sqlite/wasm-sqlite.ts";
 import { generateRsaKeyPair } from "../../src/crypto/keys.ts";
 import { makeTestPki } from "../support/pki.ts";
 

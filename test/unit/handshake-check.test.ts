@@ -9,7 +9,7 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ThingConfig } from "../../src/config/load.ts";
+import type { ThingConfig } from "../../src/thing/settings.ts";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
 import { explainChainRefusal } from "../../src/thing/checks.ts";
 import { verifyByHandshake, type HandshakeVerdict } from "../../src/thing/handshake-check.ts";

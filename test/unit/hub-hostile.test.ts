@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
-import { createLogger } from "../../src/log.ts";
+import { createLogger } from "../../src/shared/log.ts";
 import { MAX_JSON_DEPTH } from "../../src/protocol/limits.ts";
 import { createHubApi, type HubApi } from "../../src/hub/api.ts";
 import { ARCHIVE_PAGE_BYTES, archivePageRows, openArchive, writeArchiveFile } from "../../src/hub/archive.ts";

@@ -3,7 +3,7 @@
  * The broker is a list of publishes; the ledger is the database's pending list.
  */
 import { describe, expect, test } from "bun:test";
-import { silentLogger } from "../../src/log.ts";
+import { silentLogger } from "../../src/shared/log.ts";
 import { IngressDelivery, type PendingIngress } from "../../src/hub/ingress-delivery.ts";
 import { ingressMessageId } from "../../src/protocol/ingress.ts";
 

@@ -6,8 +6,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { HUB_MIGRATIONS, openHubStore, type MessageRecord, type SqliteHubStore } from "../../src/hub/hub-store.ts";
-import { applyPragmas, migrate } from "../../src/store/migrate.ts";
-import { openSqlDatabase } from "../../src/store/open.ts";
+import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
+import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 
 const THING = "349c5942-77d6-4f36-880b-1762a3b07f06";
 let dir: string;

@@ -25,7 +25,7 @@ import fc from "fast-check";
 import { unzipSync } from "fflate";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
-import { createLogger } from "../../src/log.ts";
+import { createLogger } from "../../src/shared/log.ts";
 import { createHubApi, type HubApi } from "../../src/hub/api.ts";
 import { createBrokerEvents } from "../../src/hub/broker-events.ts";
 import { initHub, type HubHome } from "../../src/hub/home.ts";

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { ExitCode, InputError } from "../../src/errors.ts";
+import { ExitCode, InputError } from "../../src/shared/errors.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, jsonNestingDepth, MAX_JSON_DEPTH, parseJsonDocument } from "../../src/protocol/limits.ts";
 import { tally } from "../support/tally.ts";
 

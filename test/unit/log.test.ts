@@ -1,11 +1,11 @@
 /**
- * src/log.ts: one event is one printable line, whatever the values and keys hold (control
+ * src/shared/log.ts: one event is one printable line, whatever the values and keys hold (control
  * bytes from a request path, a header, an MQTT client id or topic), and a quoted value reads back
  * exactly with JSON.parse.
  */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { createLogger, formatFields, quoteLogText } from "../../src/log.ts";
+import { createLogger, formatFields, quoteLogText } from "../../src/shared/log.ts";
 import { tally } from "../support/tally.ts";
 
 /** What must never appear raw in a line: C0, DEL, C1, format characters, U+2028/9, lone surrogates. */

@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { FlashlexSDK } from "../../src/sdk/index.ts";
-import { ConfigError, InputError } from "../../src/errors.ts";
-import { MessageStore } from "../../src/store/message-store.ts";
+import { ConfigError, InputError } from "../../src/shared/errors.ts";
+import { MessageStore } from "../../src/thing/store/message-store.ts";
 import { startReceiver, type Receiver } from "../support/receiver.ts";
 import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
 

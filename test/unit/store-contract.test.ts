@@ -3,11 +3,11 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { bundleForNode } from "../../scripts/bundle-node.ts";
-import { createLogger } from "../../src/log.ts";
-import { openBunSqlite } from "../../src/store/bun-sqlite.ts";
-import type { OpenSqlDatabase } from "../../src/store/driver.ts";
-import { DatabaseLockedError, lockDirOf, ownerFileOf, ownerOf, readOwner } from "../../src/store/wasm-lock.ts";
-import { openWasmSqlite } from "../../src/store/wasm-sqlite.ts";
+import { createLogger } from "../../src/shared/log.ts";
+import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
+import type { OpenSqlDatabase } from "../../src/shared/sqlite/driver.ts";
+import { DatabaseLockedError, lockDirOf, ownerFileOf, ownerOf, readOwner } from "../../src/shared/sqlite/wasm-lock.ts";
+import { openWasmSqlite } from "../../src/shared/sqlite/wasm-sqlite.ts";
 import { type ContractResult, runCase, storeContract } from "../support/store-contract.ts";
 
 /**

@@ -2,8 +2,8 @@ import { readFileSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { parseDocument } from "yaml";
 import type { z } from "zod";
-import { ConfigError, oneLine, toFlashlexError } from "../errors.ts";
-import { ThingYamlSchema, type ThingYaml } from "./schema.ts";
+import { ConfigError, oneLine, toFlashlexError } from "../shared/errors.ts";
+import { ThingYamlSchema, type ThingYaml } from "../protocol/thing-config.ts";
 
 /** A validated thing configuration with every path made absolute. */
 export interface ThingConfig {

@@ -1,5 +1,5 @@
 /**
- * The one place where errors thrown by libraries get their kind (src/errors.ts): SQLite (both
+ * The one place where errors thrown by libraries get their kind (src/shared/errors.ts): SQLite (both
  * drivers), the file system and sockets (errno codes), OpenSSL/BoringSSL and TLS, YAML and cac.
  * Each answer is a kind and a one-line reason in plain words that still carries the library's
  * code, so a user can search for it; callers put the file or key path in front.

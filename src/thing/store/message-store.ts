@@ -1,9 +1,9 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
-import type { Logger } from "../log.ts";
-import type { OpenSqlDatabase, SqlDatabase, SqlValue } from "./driver.ts";
-import { applyPragmas, migrate } from "./migrate.ts";
-import { openSqlDatabase } from "./open.ts";
+import type { Logger } from "../../shared/log.ts";
+import type { OpenSqlDatabase, SqlDatabase, SqlValue } from "../../shared/sqlite/driver.ts";
+import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
+import { openSqlDatabase } from "../../shared/sqlite/open.ts";
 
 /**
  * The thing's message database. The schema is a public contract (README, "The message

@@ -5,7 +5,7 @@ import { sqliteCodeOf } from "../foreign-errors.ts";
 
 /**
  * Turns what a SQLite driver threw into a FlashlexError naming the database file, with its kind
- * (src/errors.ts). Errors that are not SQLite's or the file system's (a RangeError from binding,
+ * (src/shared/errors.ts). Errors that are not SQLite's or the file system's (a RangeError from binding,
  * a FlashlexError from inside a transaction) pass through unchanged.
  *
  * SQLite tells only part of the story: it reports a read-only mount or a denied directory as

@@ -1,6 +1,7 @@
 /**
- * The seam between the message database and a SQLite implementation: `bun:sqlite` in Bun
- * builds, a WebAssembly SQLite in the Node (armv7) build. Only what the stores use is here,
+ * The seam between the stores (the thing's message database, the hub's database) and a SQLite
+ * implementation: `bun:sqlite` in Bun builds, a WebAssembly SQLite in the Node (armv7) build
+ * (open.ts picks it; scripts/bundle-node.ts swaps in open-wasm.ts). Only what the stores use is here,
  * and every driver passes the same contract tests (test/unit/store-contract.test.ts).
  */
 import type { Logger } from "../log.ts";
