@@ -12,7 +12,8 @@ import { outboxDrop, outboxList, outboxRetry } from "./commands/outbox.ts";
 import { serve } from "./commands/serve.ts";
 import { installService, uninstallService } from "./commands/service.ts";
 import { hubCommandTable, hubOptionUnion, matchHubCommand, type HubCommandSpec } from "./commands/hub.ts";
-import { ExitCode, FlashlexError, toFlashlexError, UsageError } from "./shared/errors.ts";
+import { ExitCode, FlashlexError, UsageError } from "./shared/errors.ts";
+import { toFlashlexError } from "./shared/foreign-errors.ts";
 import { VERSION, COMMIT } from "./shared/version.ts";
 
 const EXIT_CODES = `Exit codes:

@@ -8,7 +8,8 @@
 import { spawnSync } from "node:child_process";
 import { accessSync, chmodSync, chownSync, constants, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { ConfigError, ExitCode, FlashlexError, UsageError, toFlashlexError } from "../shared/errors.ts";
+import { ConfigError, ExitCode, FlashlexError, UsageError } from "../shared/errors.ts";
+import { toFlashlexError } from "../shared/foreign-errors.ts";
 import { loadThingConfig } from "../thing/settings.ts";
 import { loadIdentity } from "../thing/identity.ts";
 import { renderUnit, UNIT_TEMPLATE } from "../thing/unit.ts";

@@ -1,4 +1,5 @@
-import { toFlashlexError, type ErrorKind } from "../shared/errors.ts";
+import { type ErrorKind } from "../shared/errors.ts";
+import { toFlashlexError } from "../shared/foreign-errors.ts";
 
 /**
  * The old cloud's JSON envelope and the small HTTP helpers the API routes share. Every answer,

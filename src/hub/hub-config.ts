@@ -2,7 +2,7 @@ import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { parse, parseDocument } from "yaml";
 import { isIP } from "node:net";
 import { z } from "zod";
-import { parseYamlFile, validate } from "../thing/settings.ts";
+import { parseYamlFile, validate } from "../shared/yaml.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
 
 /**

@@ -3,11 +3,10 @@
  * the kind and nothing else: `main.ts` to an exit code (sysexits(3), so systemd, shells and
  * scripts can tell a bad config, never worth restarting, from a broker that is down, worth
  * retrying), the hub's HTTP layer to a status code. Errors thrown by libraries (SQLite, OpenSSL,
- * the file system, YAML, cac) are given their kind in one place, `classifyForeign` in
- * foreign-errors.ts, by what they are, not by where they were thrown.
+ * the file system, YAML, cac) are given their kind in one place, `toFlashlexError` in
+ * foreign-errors.ts, by what they are, not by where they were thrown. This module imports
+ * nothing, so every layer may use it.
  */
-import { classifyForeign } from "./foreign-errors.ts";
-
 export const ExitCode = {
   OK: 0,
   /** bootstrap: at least one self-test check failed */
@@ -109,32 +108,6 @@ export class UsageError extends FlashlexError {
     super(message, "usage");
     this.name = "UsageError";
   }
-}
-
-/**
- * Gives any thrown value its kind: a FlashlexError as it is; a library's error (SQLite, OpenSSL,
- * file system, YAML, cac) by what it is, with a one-line message (prefixed with `where`, a file
- * or a key path, when the caller knows it); anything else is a bug, with its first line.
- */
-export function toFlashlexError(err: unknown, where?: string): FlashlexError {
-  if (err instanceof FlashlexError) return err;
-  const known = classifyForeign(err);
-  if (known) {
-    const place = where ?? known.where;
-    return new FlashlexError(place ? `${place}: ${known.reason}` : known.reason, known.kind, { cause: err });
-  }
-  const first = oneLine(err instanceof Error ? err.message || err.name : String(err));
-  return new FlashlexError(where ? `${where}: ${first}` : first, "bug", { cause: err });
-}
-
-/** The kind of any thrown value (see toFlashlexError). */
-export function kindOf(err: unknown): ErrorKind {
-  return toFlashlexError(err).kind;
-}
-
-/** Maps any thrown value to an exit code, for main.ts and the control socket. */
-export function exitCodeOf(err: unknown): ExitCode {
-  return EXIT_CODE_OF_KIND[kindOf(err)];
 }
 
 /** The first line of a message, so a library's multi-line text never reaches stderr whole. */

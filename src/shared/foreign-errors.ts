@@ -4,9 +4,9 @@
  * Each answer is a kind and a one-line reason in plain words that still carries the library's
  * code, so a user can search for it; callers put the file or key path in front.
  *
- * Imports only types from errors.ts, so errors.ts may import this module without a cycle.
+ * `toFlashlexError` is what every layer calls on a caught value to give it its kind.
  */
-import type { ErrorKind } from "./errors.ts";
+import { EXIT_CODE_OF_KIND, FlashlexError, oneLine, type ErrorKind, type ExitCode } from "./errors.ts";
 
 export interface ForeignError {
   kind: ErrorKind;
@@ -206,6 +206,25 @@ function classifyCli(err: object): ForeignError | undefined {
   return undefined;
 }
 
-function oneLine(text: string): string {
-  return (text.split(/\r?\n/).find((line) => line.trim()) ?? text).trim();
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * Gives any thrown value its kind: a FlashlexError as it is; a library's error (SQLite, OpenSSL,
+ * file system, YAML, cac) by what it is, with a one-line message (prefixed with `where`, a file
+ * or a key path, when the caller knows it); anything else is a bug, with its first line.
+ */
+export function toFlashlexError(err: unknown, where?: string): FlashlexError {
+  if (err instanceof FlashlexError) return err;
+  const known = classifyForeign(err);
+  if (known) {
+    const place = where ?? known.where;
+    return new FlashlexError(place ? `${place}: ${known.reason}` : known.reason, known.kind, { cause: err });
+  }
+  const first = oneLine(err instanceof Error ? err.message || err.name : String(err));
+  return new FlashlexError(where ? `${where}: ${first}` : first, "bug", { cause: err });
+}
+
+/** Maps any thrown value to an exit code, for main.ts and the control socket. */
+export function exitCodeOf(err: unknown): ExitCode {
+  return EXIT_CODE_OF_KIND[toFlashlexError(err).kind];
 }

@@ -1,6 +1,7 @@
 import { createSecureContext } from "node:tls";
 import type { ThingConfig } from "./settings.ts";
-import { ConfigError, toFlashlexError } from "../shared/errors.ts";
+import { ConfigError } from "../shared/errors.ts";
+import { toFlashlexError } from "../shared/foreign-errors.ts";
 import { isTlsMaterialError } from "../shared/foreign-errors.ts";
 import type { ThingIdentity } from "./identity.ts";
 

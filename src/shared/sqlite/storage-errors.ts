@@ -1,6 +1,7 @@
 import { accessSync, constants, existsSync, statfsSync } from "node:fs";
 import { dirname } from "node:path";
-import { FlashlexError, toFlashlexError, type ErrorKind } from "../errors.ts";
+import { FlashlexError, type ErrorKind } from "../errors.ts";
+import { toFlashlexError } from "../foreign-errors.ts";
 import { sqliteCodeOf } from "../foreign-errors.ts";
 
 /**
