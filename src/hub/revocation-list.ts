@@ -1,6 +1,6 @@
 import { chmodSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { createCrl } from "./crl.ts";
+import { createCrl } from "../crypto/crl.ts";
 import { readCa, type HubHome } from "./home.ts";
 import type { HubStore } from "./hub-store.ts";
 

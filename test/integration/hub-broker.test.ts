@@ -14,7 +14,7 @@ import type { BrokerEvents, HubBroker, ThingDirectory } from "../../src/hub/brok
 import { startEmbeddedBroker, type EmbeddedBroker } from "../../src/hub/embedded-broker.ts";
 import { connectExternalBroker } from "../../src/hub/external-broker.ts";
 import { renderMosquittoAcl, renderMosquittoConfig } from "../../src/hub/mosquitto-config.ts";
-import { createCrl } from "../../src/hub/crl.ts";
+import { createCrl } from "../../src/crypto/crl.ts";
 import { makeTestPki, type TestPki, type ThingFiles } from "../support/pki.ts";
 import { startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
 

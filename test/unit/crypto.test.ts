@@ -13,21 +13,19 @@ import { SignJWT } from "jose";
 import { CryptoError, TokenError } from "../../src/crypto/errors.ts";
 import {
   generateRsaKeyPair,
-  keyMatchesCertificate,
   loadPrivateKey,
   loadPublicKey,
-  publicKeyFingerprint,
   spkiDer,
   tokenAlgorithmFor,
 } from "../../src/crypto/keys.ts";
 import {
-  checkCertificate,
   createCertificateAuthority,
   describeCertificate,
   issueServerCertificate,
   issueThingCertificate,
 } from "../../src/crypto/x509.ts";
 import { signThingToken, TOKEN_LIFETIME_SECONDS, verifyThingToken } from "../../src/crypto/jwt.ts";
+import { checkCertificate, keyMatchesCertificate, publicKeyFingerprint } from "../support/certificates.ts";
 import { makeTestPki, type OtherCa, type TestPki } from "../support/pki.ts";
 
 const DAY = 86_400_000;

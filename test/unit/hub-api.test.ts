@@ -12,8 +12,7 @@ import { SignJWT } from "jose";
 import { parse } from "yaml";
 import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
 import { signThingToken } from "../../src/crypto/jwt.ts";
-import { generateRsaKeyPair, keyMatchesCertificate, loadPrivateKey } from "../../src/crypto/keys.ts";
-import { checkCertificate } from "../../src/crypto/x509.ts";
+import { generateRsaKeyPair, loadPrivateKey } from "../../src/crypto/keys.ts";
 import { silentLogger } from "../../src/shared/log.ts";
 import { createHubApi, type HubApi } from "../../src/hub/api.ts";
 import { createBrokerEvents } from "../../src/hub/broker-events.ts";
@@ -22,6 +21,7 @@ import { initHub, type HubHome } from "../../src/hub/home.ts";
 import { openHubStore, type HubStore, type ThingRecord } from "../../src/hub/hub-store.ts";
 import { createThing, revokeThing } from "../../src/hub/provision.ts";
 import { tally } from "../support/tally.ts";
+import { checkCertificate, keyMatchesCertificate } from "../support/certificates.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
 

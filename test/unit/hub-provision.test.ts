@@ -10,8 +10,8 @@ import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { parse } from "yaml";
 import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
-import { keyMatchesCertificate, loadPrivateKey } from "../../src/crypto/keys.ts";
-import { checkCertificate, describeCertificate } from "../../src/crypto/x509.ts";
+import { loadPrivateKey } from "../../src/crypto/keys.ts";
+import { describeCertificate } from "../../src/crypto/x509.ts";
 import { ConfigError, ExitCode } from "../../src/shared/errors.ts";
 import { parseTime } from "../../src/commands/input.ts";
 import { buildDistribution, renderTemplate, renderThingConfig } from "../../src/hub/distribution.ts";
@@ -21,6 +21,7 @@ import { openHubStore, thingStatus, type HubStore } from "../../src/hub/hub-stor
 import { createThing, findThing, ProvisionError, revokeThing, validateThingName } from "../../src/hub/provision.ts";
 import { writeRevocationLists } from "../../src/hub/revocation-list.ts";
 import { hashToken, tokenMatchesAny } from "../../src/hub/tokens.ts";
+import { checkCertificate, keyMatchesCertificate } from "../support/certificates.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
 let root: string;

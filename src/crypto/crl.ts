@@ -1,9 +1,9 @@
 /**
- * A certificate revocation list for an external broker (Mosquitto's `crlfile`). The embedded
- * broker does not need one: it asks the hub database on every connect. `hub thing revoke`
- * regenerates the file; Mosquitto re-reads it on SIGHUP (2.0: listeners__reload_all_certificates
- * reloads the CRL too). Connections already open are not re-checked: restart the broker or wait
- * for the thing to reconnect.
+ * A certificate revocation list (RFC 5280 §5) signed by the hub CA, for an external broker
+ * (Mosquitto's `crlfile`; the embedded broker asks the hub database instead). Where the files go
+ * and when they are rewritten is the hub's business (src/hub/things/revocation.ts); Mosquitto
+ * re-reads them on SIGHUP (2.0: listeners__reload_all_certificates reloads the CRL too), and
+ * connections already open are not re-checked.
  *
  * Careful: with a crlfile, OpenSSL checks the CRL on every handshake, and an expired CRL
  * (past nextUpdate) makes every client fail. The default validity is therefore long (10 years);
@@ -12,7 +12,7 @@
 import "reflect-metadata";
 import { createPrivateKey, type webcrypto as wc } from "node:crypto";
 import * as x509 from "@peculiar/x509";
-import { InputError } from "../shared/errors.ts";
+import { CryptoError } from "./errors.ts";
 
 export interface CrlOptions {
   /** when the CRL is issued; default now */
@@ -24,7 +24,7 @@ export interface CrlOptions {
 /** "0A:1b:2C" / "0x0a1b2c" / "0a1b2c" → "0a1b2c" (even length). Rejects anything that is not hex. */
 export function normalizeSerial(serial: string): string {
   let hex = serial.trim().replace(/^0x/i, "").replace(/:/g, "").toLowerCase();
-  if (!/^[0-9a-f]+$/.test(hex)) throw new InputError(`not a hexadecimal serial number: ${serial}`);
+  if (!/^[0-9a-f]+$/.test(hex)) throw new CryptoError(`not a hexadecimal serial number: ${serial}`);
   if (hex.length % 2) hex = "0" + hex;
   return hex;
 }
@@ -90,7 +90,7 @@ function algorithmsFor(keyPem: string): {
       return { signingAlgorithm: { name: "ECDSA", hash }, importAlgorithm: { name: "ECDSA", namedCurve } };
     }
   }
-  throw new InputError(`CA key type not supported for signing a CRL: ${key.asymmetricKeyType}`);
+  throw new CryptoError(`CA key type not supported for signing a CRL: ${key.asymmetricKeyType}`);
 }
 
 /** DER INTEGER of a non-negative safe integer. */
