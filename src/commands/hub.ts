@@ -15,7 +15,8 @@ import { defaultHubDir, initHub, openHubHome, type HubHome } from "../hub/home.t
 import { openHubStore, thingStatus, type HubStore, type MessageType, type ThingRecord } from "../hub/hub-store.ts";
 import { localRequest, withCliToken } from "../hub/local-client.ts";
 import { writeMosquittoFiles } from "../hub/mosquitto-files.ts";
-import { createThing, findThing, readDistribution, revokeThing, thingTopics } from "../hub/provision.ts";
+import { createThing, findThing, readDistribution, revokeThing } from "../hub/provision.ts";
+import { thingTopics } from "../protocol/topics.ts";
 import { hubCrlPath, writeRevocationLists } from "../hub/revocation-list.ts";
 import { serveHub } from "../hub/server.ts";
 import { rotateOperatorToken } from "../hub/tokens.ts";

@@ -2,7 +2,10 @@ import { randomUUID } from "node:crypto";
 import type { Logger } from "../shared/log.ts";
 import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../protocol/limits.ts";
 import { archiveStream, isoSeconds, openArchive, storedMessageJson } from "./archive.ts";
-import { ingressTopic, type HubBroker } from "./broker.ts";
+import { MESSAGE_ID_HEADER } from "../protocol/headers.ts";
+import { isUuid } from "../protocol/ids.ts";
+import { ingressTopic, thingTopics } from "../protocol/topics.ts";
+import type { HubBroker } from "./broker.ts";
 import { bearerChallenge, CollectAuthError, Collector, MessageIdConflict } from "./collector.ts";
 import type { HubHome } from "./home.ts";
 import { thingStatus, type HubStore, type MessageQuery, type MessageRecord, type ThingRecord } from "./hub-store.ts";
@@ -11,7 +14,6 @@ import {
   errorToResponse,
   fileResponse,
   HttpError,
-  isUuid,
   ok,
   parseJsonBody,
   readBodyLimited,
@@ -19,7 +21,7 @@ import {
   streamResponse,
   unixSecondsParam,
 } from "./http.ts";
-import { createThing, deleteThing, ProvisionError, readDistribution, thingKeyType, thingTopics } from "./provision.ts";
+import { createThing, deleteThing, ProvisionError, readDistribution, thingKeyType } from "./provision.ts";
 import { bearerToken, tokenMatchesAny } from "./tokens.ts";
 
 /**
@@ -30,8 +32,6 @@ import { bearerToken, tokenMatchesAny } from "./tokens.ts";
  * Two kinds of caller: the operator (`Authorization: Bearer <access token>`) on every route but
  * one, and a thing (`Authorization: Bearer <thing JWT>`) on `collect`. Errors never echo a token.
  */
-export const MESSAGE_ID_HEADER = "x-flashlex-message-id";
-
 export interface HubApiDeps {
   home: HubHome;
   store: HubStore;
@@ -147,7 +147,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       throw err;
     }
     const messageId = request.headers.get(MESSAGE_ID_HEADER) ?? undefined;
-    if (messageId !== undefined && !isUuid(messageId)) throw new HttpError(400, "X-Flashlex-Message-Id must be a UUID");
+    if (messageId !== undefined && !isUuid(messageId)) throw new HttpError(400, `${MESSAGE_ID_HEADER} must be a UUID`);
     const payload = await jsonBody(request);
     let result;
     try {

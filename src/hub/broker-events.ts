@@ -1,9 +1,12 @@
 import type { Logger } from "../shared/log.ts";
-import { ENVELOPE_DEPTH, ENVELOPE_OVERHEAD_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
-import { ingressTopic, type BrokerEvents, type ThingDirectory } from "./broker.ts";
+import { parseCollectEnvelope } from "../protocol/collect-envelope.ts";
+import { maxEnvelopeBytes } from "../protocol/limits.ts";
+import { parseTestMessage, testEcho } from "../protocol/test-message.ts";
+import { COLLECT_TOPIC, ingressTopic, TEST_TOPIC } from "../protocol/topics.ts";
+import { InputError } from "../shared/errors.ts";
+import type { BrokerEvents, ThingDirectory } from "./broker.ts";
 import { CollectAuthError, MessageIdConflict, type Collector } from "./collector.ts";
 import { fromStore, StoreFailure, type HubStore } from "./hub-store.ts";
-import { isUuid } from "./http.ts";
 
 /**
  * What the hub does with MQTT traffic from things. `publisher` is the thing the embedded broker
@@ -22,7 +25,7 @@ export interface BrokerEventDeps {
   store: HubStore;
   collector: Collector;
   log: Logger;
-  /** the API's payload limit; an envelope may exceed it by ENVELOPE_OVERHEAD_BYTES (the token) */
+  /** the API's payload limit; an envelope may be larger by the token and ids (maxEnvelopeBytes) */
   payloadLimitBytes: number;
   /** publishes to a thing's ingress topic (the bootstrap echo); absent: no echo */
   publish?: (topic: string, payload: string) => Promise<void>;
@@ -45,33 +48,20 @@ class Dropped extends Error {
 export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { handleThingPublish: NonNullable<BrokerEvents["onThingPublish"]> } {
   const now = deps.now ?? Date.now;
   const log = deps.log;
-  const maxBytes = deps.payloadLimitBytes + ENVELOPE_OVERHEAD_BYTES;
+  const maxBytes = maxEnvelopeBytes(deps.payloadLimitBytes);
 
-  /** The payload as a JSON object within the limits (the message nests one level inside the envelope). */
-  function parseEnvelope(payload: Buffer, event: string): Record<string, unknown> {
-    let text: string;
+  /** Runs a protocol parser; what it refuses is dropped under `event`. */
+  function parsed<T>(event: string, parse: () => T): T {
     try {
-      text = new TextDecoder("utf-8", { fatal: true }).decode(payload);
-    } catch {
-      throw new Dropped(event, "the payload is not valid UTF-8");
-    }
-    let value: unknown;
-    try {
-      value = parseJsonDocument(text, { maxBytes, maxDepth: MAX_JSON_DEPTH + ENVELOPE_DEPTH, source: "the payload" });
+      return parse();
     } catch (err) {
-      if (err instanceof JsonDocumentError) throw new Dropped(event, err.message);
+      if (err instanceof InputError) throw new Dropped(event, err.message);
       throw err;
     }
-    if (value === null || typeof value !== "object" || Array.isArray(value)) throw new Dropped(event, "the payload is not a JSON object");
-    return value as Record<string, unknown>;
   }
 
   async function collect(publisher: Publisher, payload: Buffer): Promise<void> {
-    const envelope = parseEnvelope(payload, "hub.collect_dropped");
-    if (!isUuid(envelope.thingId) || typeof envelope.token !== "string" || !("payload" in envelope)) {
-      throw new Dropped("hub.collect_dropped", "not a collect envelope {messageId, thingId, token, payload}");
-    }
-    if (envelope.messageId !== undefined && !isUuid(envelope.messageId)) throw new Dropped("hub.collect_dropped", "messageId is not a UUID");
+    const envelope = parsed("hub.collect_dropped", () => parseCollectEnvelope(payload, deps.payloadLimitBytes));
     // The embedded broker knows who published: a thing may not collect in another's name.
     if (publisher && publisher.id !== envelope.thingId) throw new Dropped("hub.collect_dropped", "thingId is not the publisher's");
     let thing;
@@ -84,7 +74,7 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
       throw new Dropped("hub.collect_refused", reason, { thing_id: envelope.thingId });
     }
     try {
-      const result = await deps.collector.store(thing, envelope.messageId as string | undefined, JSON.stringify(envelope.payload));
+      const result = await deps.collector.store(thing, envelope.messageId, JSON.stringify(envelope.payload));
       log.info("hub.collect", { via: "mqtt", thing: thing.name, message: result.message.flmessagespk, repeat: result.inserted ? undefined : true });
     } catch (err) {
       if (err instanceof MessageIdConflict) throw new Dropped("hub.collect_dropped", err.message, { thing: thing.name, message: envelope.messageId });
@@ -93,12 +83,9 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
   }
 
   async function test(publisher: Publisher, payload: Buffer): Promise<void> {
-    const body = parseEnvelope(payload, "hub.test_dropped");
-    if (!isUuid(body.thingId) || typeof body.thingName !== "string") {
-      throw new Dropped("hub.test_dropped", "not a test message {thingId, thingName, message, sequence}");
-    }
+    const body = parsed("hub.test_dropped", () => parseTestMessage(payload, deps.payloadLimitBytes));
     // With an external broker nobody vouches for the publisher; the id and name must at least agree.
-    const thing = await fromStore(() => deps.store.getThing(body.thingId as string));
+    const thing = await fromStore(() => deps.store.getThing(body.thingId));
     const matches = thing && thing.revokedAt === null && thing.name === body.thingName && (!publisher || publisher.id === thing.id);
     if (!thing || !matches) throw new Dropped("hub.test_dropped", "thingId and thingName do not name the publishing thing", { thing_id: body.thingId });
     const first = thing.verifiedAt === null;
@@ -110,8 +97,7 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
     // they are a handshake, not a message the owner sent. Not awaited: the thing's PUBACK must
     // not wait on a publish to its own session.
     if (typeof body.nonce === "string" && deps.publish) {
-      const echo = JSON.stringify({ message: body });
-      deps.publish(ingressTopic(thing.name), echo).then(
+      deps.publish(ingressTopic(thing.name), testEcho(body)).then(
         () => log.info("hub.test_echoed", { thing: thing.name }),
         (err) => log.warn("hub.test_echo_failed", { thing: thing.name, error: err }),
       );
@@ -122,8 +108,8 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
     if (payload.length > maxBytes) {
       throw new Dropped("hub.publish_dropped", `the payload is ${payload.length} bytes, over the ${maxBytes}-byte limit`, { topic });
     }
-    if (topic === "flashlex/collect") return collect(publisher, payload);
-    if (topic === "flashlex/test") return test(publisher, payload);
+    if (topic === COLLECT_TOPIC) return collect(publisher, payload);
+    if (topic === TEST_TOPIC) return test(publisher, payload);
     if (publisher) await fromStore(() => deps.store.markSeen(publisher.id, now()));
   }
 

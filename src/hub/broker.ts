@@ -3,19 +3,13 @@
  * embedded aedes broker (the one-machine default) and an external cluster (Mosquitto, EMQX) are a
  * configuration change, not a code change (DESIGN.md, "Scale path").
  *
- * Topic rules, enforced by the embedded broker itself and by the Mosquitto ACL we render:
- * a thing N may subscribe only to `ingress/N` and `pubsub/N`, and publish only to `pubsub/N`,
- * `flashlex/collect` and `flashlex/test`; its client id must equal its certificate's CN.
+ * Both enforce the topic rules of src/protocol/topics.ts (the embedded broker itself, an external
+ * one through the Mosquitto ACL the hub renders), and a thing's client id must equal its
+ * certificate's CN.
  */
-
-/** The topics a thing publishes for the hub to store (egress and the `test` thread). */
-export const HUB_TOPICS = ["flashlex/collect", "flashlex/test"] as const;
 
 /** The CN of the hub's own client certificate when it talks to an external broker. */
 export const HUB_CLIENT_NAME = "flashlex-hub";
-
-export const ingressTopic = (thingName: string) => `ingress/${thingName}`;
-export const pubsubTopic = (thingName: string) => `pubsub/${thingName}`;
 
 /** The hub database answers these. */
 export interface ThingDirectory {
@@ -53,19 +47,4 @@ export interface HubBroker {
   /** names of things connected now; undefined when the broker cannot tell (an external broker) */
   connected(): string[] | undefined;
   close(): Promise<void>;
-}
-
-/** True when `topic` is one of the hub topics a thing may publish to (and the hub stores). */
-export function isHubTopic(topic: string): boolean {
-  return (HUB_TOPICS as readonly string[]).includes(topic);
-}
-
-/** May thing `name` subscribe to `topic`? Exact topics only: no wildcards, no shared subscriptions. */
-export function maySubscribe(name: string, topic: string): boolean {
-  return topic === ingressTopic(name) || topic === pubsubTopic(name);
-}
-
-/** May thing `name` publish to `topic`? */
-export function mayPublish(name: string, topic: string): boolean {
-  return topic === pubsubTopic(name) || isHubTopic(topic);
 }

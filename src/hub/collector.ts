@@ -5,7 +5,7 @@ import { loadPublicKey } from "../crypto/keys.ts";
 import type { Logger } from "../shared/log.ts";
 import { isoSeconds } from "./archive.ts";
 import { fromStore, type HubStore, type MessageRecord, type ThingRecord } from "./hub-store.ts";
-import { isUuid } from "./http.ts";
+import { isUuid } from "../protocol/ids.ts";
 
 /**
  * Egress, whichever way it arrives: `POST .../collect` with the thing's JWT, or an MQTT envelope

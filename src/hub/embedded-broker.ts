@@ -29,7 +29,8 @@ import type { Duplex } from "node:stream";
 import { Aedes, type Client } from "aedes";
 import type { Logger } from "../shared/log.ts";
 import { ingressWirePayload } from "../protocol/ingress.ts";
-import { type BrokerEvents, type HubBroker, type ThingDirectory, ingressTopic, isHubTopic, mayPublish, maySubscribe } from "./broker.ts";
+import { ingressTopic, isHubTopic, mayPublish, maySubscribe } from "../protocol/topics.ts";
+import type { BrokerEvents, HubBroker, ThingDirectory } from "./broker.ts";
 import { IngressDelivery, type IngressLedger } from "./ingress-delivery.ts";
 import { createSessionPersistence } from "./session-persistence.ts";
 

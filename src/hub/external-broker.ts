@@ -19,7 +19,8 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { ConfigError, ExitCode, FlashlexError } from "../shared/errors.ts";
 import type { Logger } from "../shared/log.ts";
 import { ingressWirePayload } from "../protocol/ingress.ts";
-import { type BrokerEvents, type HubBroker, type ThingDirectory, HUB_CLIENT_NAME, HUB_TOPICS, ingressTopic } from "./broker.ts";
+import { HUB_TOPICS, ingressTopic } from "../protocol/topics.ts";
+import { type BrokerEvents, type HubBroker, type ThingDirectory, HUB_CLIENT_NAME } from "./broker.ts";
 
 export interface ExternalBrokerOptions {
   /** mqtts://host:port (port defaults to 8883); TLS is never optional */

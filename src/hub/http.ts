@@ -159,12 +159,6 @@ export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; ma
   }
 }
 
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-export function isUuid(value: unknown): value is string {
-  return typeof value === "string" && UUID.test(value);
-}
-
 /** A Unix-seconds query parameter, or undefined when absent. */
 export function unixSecondsParam(params: URLSearchParams, name: string): number | undefined {
   const raw = params.get(name);

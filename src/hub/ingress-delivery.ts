@@ -1,6 +1,6 @@
 import type { Logger } from "../shared/log.ts";
 import { ingressMessageId, ingressWirePayload } from "../protocol/ingress.ts";
-import { ingressTopic } from "./broker.ts";
+import { ingressTopic } from "../protocol/topics.ts";
 import type { HubStore } from "./hub-store.ts";
 
 /**

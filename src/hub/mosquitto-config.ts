@@ -15,6 +15,7 @@
  *   new connections are checked against it.
  */
 import { ConfigError } from "../shared/errors.ts";
+import { COLLECT_TOPIC, ingressTopic, pubsubTopic, TEST_TOPIC } from "../protocol/topics.ts";
 import { HUB_CLIENT_NAME } from "./broker.ts";
 
 export interface MosquittoConfigOptions {
@@ -88,17 +89,17 @@ export function renderMosquittoAcl(): string {
     "# Patterns apply to every user, the hub included.",
     "",
     "# A thing N reads its ingress, talks on its own pubsub topic and writes to the hub topics.",
-    "pattern read ingress/%u",
-    "pattern readwrite pubsub/%u",
-    "pattern write flashlex/collect",
-    "pattern write flashlex/test",
+    `pattern read ${ingressTopic("%u")}`,
+    `pattern readwrite ${pubsubTopic("%u")}`,
+    `pattern write ${COLLECT_TOPIC}`,
+    `pattern write ${TEST_TOPIC}`,
     "",
     "# The hub (client certificate CN flashlex-hub) sends ingress and reads the hub topics.",
     "# A thing can never be called flashlex-hub: thing names start with 8 hex digits and a dash.",
     `user ${HUB_CLIENT_NAME}`,
-    "topic write ingress/#",
-    "topic read flashlex/collect",
-    "topic read flashlex/test",
+    `topic write ${ingressTopic("#")}`,
+    `topic read ${COLLECT_TOPIC}`,
+    `topic read ${TEST_TOPIC}`,
     "",
   ].join("\n");
 }

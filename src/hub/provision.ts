@@ -3,7 +3,6 @@ import { existsSync, readFileSync, rmSync } from "node:fs";
 import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, thingKeyTypeOf, type ThingKeyType } from "../crypto/keys.ts";
 import { describeCertificate, issueThingCertificate } from "../crypto/x509.ts";
 import { InputError } from "../shared/errors.ts";
-import { ingressTopic, pubsubTopic } from "./broker.ts";
 import { buildDistribution } from "./distribution.ts";
 import { ownerPrefix } from "./hub-config.ts";
 import { distributionPath, readCa, writeSecret, type HubHome } from "./home.ts";
@@ -57,9 +56,6 @@ export function thingKeyType(thing: Pick<ThingRecord, "publicKeyPem">): ThingKey
   }
 }
 
-export function thingTopics(name: string) {
-  return { ingress: ingressTopic(name), pubsub: pubsubTopic(name), egress: "flashlex/collect" };
-}
 
 export interface CreatedThing {
   thing: ThingRecord;

@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import type { Logger } from "../shared/log.ts";
-import { ENVELOPE_OVERHEAD_BYTES } from "../protocol/limits.ts";
+import { maxEnvelopeBytes } from "../protocol/limits.ts";
 import { createHubApi, startHubServer, type HubServer } from "./api.ts";
 import { createBrokerEvents, createThingDirectory } from "./broker-events.ts";
 import type { HubBroker } from "./broker.ts";
@@ -77,7 +77,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
         directory,
         events,
         log,
-        maxPayloadBytes: settings.api.payloadLimitBytes + ENVELOPE_OVERHEAD_BYTES,
+        maxPayloadBytes: maxEnvelopeBytes(settings.api.payloadLimitBytes),
         ingress: ingressLedger(store),
       });
       broker = embedded;

@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { COLLECT_TOPIC } from "./topics.ts";
 
 /**
  * The guide's `config.yml`, as one declared schema. Every key the guide's file has is accepted
@@ -50,7 +51,7 @@ export const ThingYamlSchema = z.object({
       mqtt: z.object({
         pubsub: topic.optional(),
         ingress: topic,
-        egress: topic.prefault({ topic: "flashlex/collect" }),
+        egress: topic.prefault({ topic: COLLECT_TOPIC }),
         useWebsocket: z.boolean().default(false),
         port: z.int().min(1).max(65535).default(8883),
         autoReconnectBackoffTime: z

@@ -10,6 +10,8 @@ import { HubClock } from "./hub-clock.ts";
 import { keyFileTooOpen, loadIdentity, type ThingIdentity } from "./identity.ts";
 import { createIngressHandler } from "./ingress.ts";
 import { OutboxDrainer } from "./outbox.ts";
+import { buildTestMessage } from "../protocol/test-message.ts";
+import { TEST_TOPIC } from "../protocol/topics.ts";
 import { ConfigError } from "../shared/errors.ts";
 import { acquireServeLock } from "./serve-lock.ts";
 import { explainTlsSetupError } from "./tls-files.ts";
@@ -161,7 +163,7 @@ function startExpiry(store: MessageStore, expireSeconds: number, log: Logger): R
 function startThread(config: ThingConfig, identity: ThingIdentity, session: ThingSession, log: Logger): ReturnType<typeof setInterval> | undefined {
   const app = config.yaml.app;
   if (app.thread === "subscribe") return undefined;
-  const topic = app.thread === "basicPubsub" ? requirePubsubTopic(config) : "flashlex/test";
+  const topic = app.thread === "basicPubsub" ? requirePubsubTopic(config) : TEST_TOPIC;
   const limit = app.loopCount ?? (app.thread === "test" ? 10 : Infinity);
   let sequence = 0;
   const timer = setInterval(() => {
@@ -169,11 +171,11 @@ function startThread(config: ThingConfig, identity: ThingIdentity, session: Thin
     if (sequence >= limit) return clearInterval(timer);
     const body =
       app.thread === "test"
-        ? { thingId: identity.thingId, thingName: identity.thingName, message: app.message, sequence }
-        : { message: app.message, sequence };
-    sequence++;
-    session.publish(topic, JSON.stringify(body), 1).then(
-      () => log.info("thread.published", { topic, sequence: body.sequence }),
+        ? buildTestMessage({ thingId: identity.thingId, thingName: identity.thingName, message: app.message, sequence })
+        : JSON.stringify({ message: app.message, sequence });
+    const sent = sequence++;
+    session.publish(topic, body, 1).then(
+      () => log.info("thread.published", { topic, sequence: sent }),
       (err: Error) => log.warn("thread.publish_failed", { topic, error: err }),
     );
   }, THREAD_INTERVAL_MS);

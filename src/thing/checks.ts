@@ -5,6 +5,8 @@ import type { ConfigLocation, ThingConfig } from "./settings.ts";
 import { loadThingConfig } from "./settings.ts";
 import { pemBlocks } from "../crypto/keys.ts";
 import { describeCertificate, type CertificateInfo } from "../crypto/x509.ts";
+import { buildTestMessage } from "../protocol/test-message.ts";
+import { TEST_TOPIC } from "../protocol/topics.ts";
 import { silentLogger, type Logger } from "../shared/log.ts";
 import type { MessageStore } from "./store/message-store.ts";
 import { openThingStore, sessionMemory } from "./store.ts";
@@ -250,14 +252,14 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     return `${thing.endpoint}:${thing.mqtt.port} as ${identity!.thingName}, subscribed to ${thing.mqtt.ingress.topic}`;
   });
 
-  const publishOk = await check("publish the test message to flashlex/test", Boolean(connectOk), async () => {
-    const body = { thingId: identity!.thingId, thingName: identity!.thingName, message: config!.yaml.app.message, sequence: 0, nonce };
+  const publishOk = await check(`publish the test message to ${TEST_TOPIC}`, Boolean(connectOk), async () => {
+    const body = buildTestMessage({ thingId: identity!.thingId, thingName: identity!.thingName, message: config!.yaml.app.message, sequence: 0, nonce });
     try {
-      await session!.publish("flashlex/test", JSON.stringify(body), 1);
+      await session!.publish(TEST_TOPIC, body, 1);
     } catch (err) {
-      fail(describeError(err), "The broker must allow this thing to publish to flashlex/test.");
+      fail(describeError(err), `The broker must allow this thing to publish to ${TEST_TOPIC}.`);
     }
-    return JSON.stringify(body);
+    return body;
   });
 
   await check("ingress round trip", Boolean(publishOk), async () => {

@@ -1,16 +1,12 @@
 import type { ThingConfig } from "./settings.ts";
 import { signThingToken } from "../crypto/jwt.ts";
+import { buildCollectEnvelope } from "../protocol/collect-envelope.ts";
+import { MESSAGE_ID_HEADER } from "../protocol/headers.ts";
 import type { OutboxEntry } from "./store/message-store.ts";
 import { requestText, type PostResult } from "./http-post.ts";
 import { bearerErrorDescription, describeOffset, SKEW_THRESHOLD_MS, type HubClock } from "./hub-clock.ts";
 import type { ThingIdentity } from "./identity.ts";
 import { describeError, type ThingSession } from "./session.ts";
-
-/** The largest JSON document `collect` accepts; the hub's default limit is the same. */
-export const MAX_EGRESS_BYTES = 256 * 1024;
-
-/** The header that carries the outbox message id, so the receiver stores a retried message once. */
-export const MESSAGE_ID_HEADER = "X-Flashlex-Message-Id";
 
 export type DeliveryOutcome =
   | { kind: "sent"; status?: number; body?: string }
@@ -99,12 +95,7 @@ export async function deliverMqtt(
   if (!deps.session.connected) return { kind: "retry", error: "not connected to the broker" };
   if (deps.clock?.isStale(CLOCK_MAX_AGE_MS)) await measureHubClock(deps.clock, deps);
   const token = await signThingToken({ thingId: deps.identity.thingId, privateKey: deps.identity.privateKey, now: deps.clock?.nowSeconds() });
-  const envelope = JSON.stringify({
-    messageId: entry.message_id,
-    thingId: deps.identity.thingId,
-    token,
-    payload: JSON.parse(entry.body),
-  });
+  const envelope = buildCollectEnvelope({ messageId: entry.message_id, thingId: deps.identity.thingId, token, payload: JSON.parse(entry.body) });
   try {
     await deps.session.publish(deps.config.yaml.thing.mqtt.egress.topic, envelope, 1);
     return { kind: "sent" };
