@@ -1,6 +1,6 @@
 import { ExitCode } from "../shared/errors.ts";
 import { createLogger } from "../shared/log.ts";
-import { runBootstrapChecks, type BootstrapReport } from "../thing/checks.ts";
+import { runBootstrapChecks, type BootstrapReport } from "../thing/bootstrap/checks.ts";
 import type { ThingFlags } from "./common.ts";
 import { UsageError } from "../shared/errors.ts";
 

@@ -1,13 +1,13 @@
 import { ExitCode, UsageError } from "../shared/errors.ts";
 import { createLogger } from "../shared/log.ts";
 import type { OutboxChange, OutboxEntry } from "../thing/store/message-store.ts";
-import { openThingAccess, type OutboxState, type ThingAccess } from "../thing/access.ts";
+import { openThingAccess, type OutboxState, type ThingAccess } from "../thing/local/access.ts";
 import { loadConfigFromFlags, type ThingFlags } from "./common.ts";
 
 /**
  * `flashlex outbox list|retry|drop`: the egress outbox as the owner sees it. Works through the
  * running serve (its control socket) or on the database file, like `messages`. The states are
- * documented in src/thing/outbox.ts.
+ * documented in src/thing/egress/outbox.ts.
  */
 export interface OutboxListFlags extends ThingFlags {
   state?: string;

@@ -1,7 +1,7 @@
 /**
  * `flashlex install-service` / `uninstall-service`: what the guide's makeservice.py and five
  * sudo commands did, in one idempotent step. The unit comes from the template embedded in the
- * binary (src/thing/unit.ts); this module only gathers the values and talks to the system.
+ * binary (src/thing/service/unit.ts); this module only gathers the values and talks to the system.
  *
  * Only node: APIs here (no Bun globals), so the armv7 Node build runs it unchanged.
  */
@@ -12,7 +12,7 @@ import { ConfigError, ExitCode, FlashlexError, UsageError } from "../shared/erro
 import { toFlashlexError } from "../shared/foreign-errors.ts";
 import { loadThingConfig } from "../thing/settings.ts";
 import { loadIdentity } from "../thing/identity.ts";
-import { renderUnit, UNIT_TEMPLATE } from "../thing/unit.ts";
+import { renderUnit, UNIT_TEMPLATE } from "../thing/service/unit.ts";
 import { COMMIT, VERSION } from "../shared/version.ts";
 
 export const DEFAULT_UNIT_PATH = "/etc/systemd/system/flashlex.service";

@@ -11,8 +11,8 @@
 import { loadThingConfig, type ConfigLocation, type ThingConfig } from "../thing/settings.ts";
 import { silentLogger, type Logger } from "../shared/log.ts";
 import type { IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxVia } from "../thing/store/message-store.ts";
-import { openThingAccess, type OutboxState, type ThingAccess } from "../thing/access.ts";
-import { parseEgressDocument, type CollectResult } from "../thing/collect.ts";
+import { openThingAccess, type OutboxState, type ThingAccess } from "../thing/local/access.ts";
+import { parseEgressDocument, type CollectResult } from "../thing/egress/collect.ts";
 
 export type { CollectResult, IngressMessage, IngressQuery, ConfigLocation, OutboxChange, OutboxEntry, OutboxState };
 
@@ -55,7 +55,7 @@ export class FlashlexSDK {
     return this.access.deleteMessages(ids);
   }
 
-  /** The egress outbox, like `flashlex outbox list` (states: src/thing/outbox.ts). */
+  /** The egress outbox, like `flashlex outbox list` (states: src/thing/egress/outbox.ts). */
   listOutbox(state?: OutboxState): Promise<OutboxEntry[]> {
     return this.access.listOutbox(state);
   }

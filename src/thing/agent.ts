@@ -1,21 +1,21 @@
 import type { ThingConfig } from "./settings.ts";
 import type { Logger } from "../shared/log.ts";
 import type { MessageStore, OutboxEntry } from "./store/message-store.ts";
-import { openThingStore, sessionMemory } from "./store.ts";
-import { databaseAccess } from "./access.ts";
-import { closeControlSocket, listenControlSocket } from "./control-socket.ts";
-import { deliverHttp, deliverMqtt } from "./egress.ts";
-import { ExecRunner } from "./exec-runner.ts";
-import { HubClock } from "./hub-clock.ts";
+import { openThingStore, sessionMemory } from "./store/open.ts";
+import { databaseAccess } from "./local/access.ts";
+import { closeControlSocket, listenControlSocket } from "./local/control-socket.ts";
+import { deliverHttp, deliverMqtt } from "./egress/delivery.ts";
+import { ExecRunner } from "./ingress/exec-runner.ts";
+import { HubClock } from "./egress/hub-clock.ts";
 import { keyFileTooOpen, loadIdentity, type ThingIdentity } from "./identity.ts";
-import { createIngressHandler } from "./ingress.ts";
-import { OutboxDrainer } from "./outbox.ts";
+import { createIngressHandler } from "./ingress/handler.ts";
+import { OutboxDrainer } from "./egress/outbox.ts";
 import { buildTestMessage } from "../protocol/test-message.ts";
 import { TEST_TOPIC } from "../protocol/topics.ts";
 import { ConfigError } from "../shared/errors.ts";
-import { acquireServeLock } from "./serve-lock.ts";
-import { explainTlsSetupError } from "./tls-files.ts";
-import { ThingSession } from "./session.ts";
+import { acquireServeLock } from "./local/serve-lock.ts";
+import { explainTlsSetupError } from "./mqtt/tls-setup.ts";
+import { ThingSession } from "./mqtt/session.ts";
 
 export interface AgentOptions {
   config: ThingConfig;

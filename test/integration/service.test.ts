@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { installService, uninstallService, type InstallOptions } from "../../src/commands/service.ts";
 import { ExitCode } from "../../src/shared/errors.ts";
-import { renderUnit, UNIT_TEMPLATE, type UnitValues } from "../../src/thing/unit.ts";
+import { renderUnit, UNIT_TEMPLATE, type UnitValues } from "../../src/thing/service/unit.ts";
 import { binaryPath, run } from "../support/binary.ts";
 import { makeTestPki, type TestPki } from "../support/pki.ts";
 

@@ -1,6 +1,6 @@
 /**
  * Checks tests make on keys and certificates that FlashLex itself never needs (the hub trusts
- * what it issued; a thing's chain is judged by a real TLS handshake, src/thing/handshake-check.ts).
+ * what it issued; a thing's chain is judged by a real TLS handshake, src/thing/bootstrap/handshake-check.ts).
  */
 import { createHash, X509Certificate, type KeyObject } from "node:crypto";
 import { CryptoError } from "../../src/crypto/errors.ts";

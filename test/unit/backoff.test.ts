@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import fc from "fast-check";
-import { Backoff } from "../../src/thing/backoff.ts";
+import { Backoff } from "../../src/thing/mqtt/backoff.ts";
 
 test("the quiet time doubles from base up to max, with jitter inside those bounds", () => {
   fc.assert(

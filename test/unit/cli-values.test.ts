@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { countFlag, decodeUtf8 } from "../../src/commands/input.ts";
 import { FlashlexError } from "../../src/shared/errors.ts";
-import { acquireServeLock, LOCK_KEY_FILE, lockName } from "../../src/thing/serve-lock.ts";
+import { acquireServeLock, LOCK_KEY_FILE, lockName } from "../../src/thing/local/serve-lock.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-cli-values-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -4,9 +4,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "../../src/shared/log.ts";
 import { MessageStore, type OutboxEntry } from "../../src/thing/store/message-store.ts";
-import { outcomeOf, PERMANENT_REFUSALS, retryDelayMs, type DeliveryOutcome } from "../../src/thing/egress.ts";
-import { bearerErrorDescription, describeOffset, HubClock, SKEW_THRESHOLD_MS } from "../../src/thing/hub-clock.ts";
-import { OutboxDrainer, sendableEntry } from "../../src/thing/outbox.ts";
+import { outcomeOf, PERMANENT_REFUSALS, retryDelayMs, type DeliveryOutcome } from "../../src/thing/egress/delivery.ts";
+import { bearerErrorDescription, describeOffset, HubClock, SKEW_THRESHOLD_MS } from "../../src/thing/egress/hub-clock.ts";
+import { OutboxDrainer, sendableEntry } from "../../src/thing/egress/outbox.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-egress-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,5 +1,5 @@
 /**
- * bootstrap's chain check is a real TLS handshake on loopback (src/thing/handshake-check.ts).
+ * bootstrap's chain check is a real TLS handshake on loopback (src/thing/bootstrap/handshake-check.ts).
  * Real chains made here: root → intermediate → leaf, several roots in one file, a wrong root,
  * expired and not-yet-valid certificates, a server-only certificate. Each verdict is compared
  * with `openssl verify -purpose sslclient` (OpenSSL is what Mosquitto verifies with), and the
@@ -11,8 +11,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { ThingConfig } from "../../src/thing/settings.ts";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
-import { explainChainRefusal } from "../../src/thing/checks.ts";
-import { verifyByHandshake, type HandshakeVerdict } from "../../src/thing/handshake-check.ts";
+import { explainChainRefusal } from "../../src/thing/bootstrap/checks.ts";
+import { verifyByHandshake, type HandshakeVerdict } from "../../src/thing/bootstrap/handshake-check.ts";
 import type { ThingIdentity } from "../../src/thing/identity.ts";
 import { makeIntermediate, makeLeaf, makeRoot, type Issued } from "../support/chains.ts";
 import { tally } from "../support/tally.ts";

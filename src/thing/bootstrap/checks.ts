@@ -1,21 +1,21 @@
 import { randomUUID } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import { accessSync, constants, existsSync, statSync } from "node:fs";
-import type { ConfigLocation, ThingConfig } from "./settings.ts";
-import { loadThingConfig } from "./settings.ts";
-import { pemBlocks } from "../crypto/keys.ts";
-import { describeCertificate, type CertificateInfo } from "../crypto/x509.ts";
-import { buildTestMessage } from "../protocol/test-message.ts";
-import { TEST_TOPIC } from "../protocol/topics.ts";
-import { silentLogger, type Logger } from "../shared/log.ts";
-import type { MessageStore } from "./store/message-store.ts";
-import { openThingStore, sessionMemory } from "./store.ts";
-import { serveIsRunning } from "./control-socket.ts";
-import { collectUrl, deliverHttp } from "./egress.ts";
-import { checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "./identity.ts";
+import type { ConfigLocation, ThingConfig } from "../settings.ts";
+import { loadThingConfig } from "../settings.ts";
+import { pemBlocks } from "../../crypto/keys.ts";
+import { describeCertificate, type CertificateInfo } from "../../crypto/x509.ts";
+import { buildTestMessage } from "../../protocol/test-message.ts";
+import { TEST_TOPIC } from "../../protocol/topics.ts";
+import { silentLogger, type Logger } from "../../shared/log.ts";
+import type { MessageStore } from "../store/message-store.ts";
+import { openThingStore, sessionMemory } from "../store/open.ts";
+import { serveIsRunning } from "../local/control-socket.ts";
+import { collectUrl, deliverHttp } from "../egress/delivery.ts";
+import { checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
 import { verifyByHandshake } from "./handshake-check.ts";
-import { createIngressHandler } from "./ingress.ts";
-import { describeError, ThingSession } from "./session.ts";
+import { createIngressHandler } from "../ingress/handler.ts";
+import { describeError, ThingSession } from "../mqtt/session.ts";
 
 export type CheckStatus = "pass" | "fail" | "skip";
 

@@ -1,9 +1,9 @@
 import type { IPublishPacket } from "mqtt";
-import type { ThingConfig } from "./settings.ts";
-import type { Logger } from "../shared/log.ts";
-import { ingressMessageId } from "../protocol/ingress.ts";
-import type { MessageStore, NewIngress } from "./store/message-store.ts";
-import type { IngressHandler } from "./session.ts";
+import type { ThingConfig } from "../settings.ts";
+import type { Logger } from "../../shared/log.ts";
+import { ingressMessageId } from "../../protocol/ingress.ts";
+import type { MessageStore, NewIngress } from "../store/message-store.ts";
+import type { IngressHandler } from "../mqtt/session.ts";
 
 /**
  * What happens to an ingress message, by `app.callback` (the guide's meanings): `persistent`

@@ -1,9 +1,9 @@
 import { EventEmitter } from "node:events";
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
-import type { ThingConfig } from "./settings.ts";
-import type { Logger } from "../shared/log.ts";
+import type { ThingConfig } from "../settings.ts";
+import type { Logger } from "../../shared/log.ts";
 import { Backoff, type DropCause } from "./backoff.ts";
-import type { ThingIdentity } from "./identity.ts";
+import type { ThingIdentity } from "../identity.ts";
 
 /** Receives one ingress message; the broker gets its PUBACK only after the promise resolves. */
 export type MessageHandler = (packet: IPublishPacket) => Promise<void>;

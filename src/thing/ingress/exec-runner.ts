@@ -1,6 +1,6 @@
 import { spawn, type ChildProcess } from "node:child_process";
-import type { Logger } from "../shared/log.ts";
-import type { IngressMessage, MessageStore } from "./store/message-store.ts";
+import type { Logger } from "../../shared/log.ts";
+import type { IngressMessage, MessageStore } from "../store/message-store.ts";
 
 /**
  * `serve --exec CMD`: runs CMD (with /bin/sh) once per unacknowledged ingress message, in

@@ -1,11 +1,11 @@
 import { chmodSync, existsSync, unlinkSync } from "node:fs";
 import { createServer, request, type IncomingMessage, type Server } from "node:http";
 import { join } from "node:path";
-import { ExitCode, FlashlexError } from "../shared/errors.ts";
-import { toFlashlexError } from "../shared/foreign-errors.ts";
-import type { IngressMessage, IngressQuery, OutboxEntry, OutboxVia } from "./store/message-store.ts";
-import type { Logger } from "../shared/log.ts";
-import { MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
+import { ExitCode, FlashlexError } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import type { IngressMessage, IngressQuery, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import type { Logger } from "../../shared/log.ts";
+import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import type { OutboxState, ThingAccess } from "./access.ts";
 
 /**

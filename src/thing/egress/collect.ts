@@ -1,9 +1,9 @@
 import { randomUUID } from "node:crypto";
-import { ExitCode, FlashlexError, InputError } from "../shared/errors.ts";
-import { toFlashlexError } from "../shared/foreign-errors.ts";
-import type { MessageStore, OutboxEntry, OutboxVia } from "./store/message-store.ts";
-import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
-import type { DeliveryOutcome } from "./egress.ts";
+import { ExitCode, FlashlexError, InputError } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
+import type { DeliveryOutcome } from "./delivery.ts";
 import { recordOutcome } from "./outbox.ts";
 
 export interface CollectResult {

@@ -1,4 +1,4 @@
-import type { Logger } from "../shared/log.ts";
+import type { Logger } from "../../shared/log.ts";
 
 /**
  * Clock-skew correction for the thing's tokens, as cloud SDKs do it (the AWS SDKs'

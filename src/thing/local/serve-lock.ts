@@ -2,8 +2,8 @@ import { createHash, randomBytes } from "node:crypto";
 import { linkSync, mkdirSync, readFileSync, realpathSync, unlinkSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
-import { FlashlexError } from "../shared/errors.ts";
-import { toFlashlexError } from "../shared/foreign-errors.ts";
+import { FlashlexError } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 
 /**
  * One `serve` per data directory, decided by the kernel: the lock is a Linux abstract Unix

@@ -1,16 +1,16 @@
-import type { ThingConfig } from "./settings.ts";
-import { EXIT_CODE_OF_KIND, ExitCode, FlashlexError, type ErrorKind } from "../shared/errors.ts";
-import type { Logger } from "../shared/log.ts";
-import type { IngressMessage, IngressQuery, MessageStore, OutboxChange, OutboxEntry, OutboxVia } from "./store/message-store.ts";
-import { collect, type CollectResult } from "./collect.ts";
+import type { ThingConfig } from "../settings.ts";
+import { EXIT_CODE_OF_KIND, ExitCode, FlashlexError, type ErrorKind } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import type { IngressMessage, IngressQuery, MessageStore, OutboxChange, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import { collect, type CollectResult } from "../egress/collect.ts";
 import { callServe, fromWire, fromWireOutbox, serveIsRunning, type WireMessage, type WireOutboxEntry } from "./control-socket.ts";
-import { deliverHttp, deliverMqtt, type DeliveryOutcome } from "./egress.ts";
-import { HubClock } from "./hub-clock.ts";
-import { loadIdentity, type ThingIdentity } from "./identity.ts";
-import { createIngressHandler } from "./ingress.ts";
-import { ThingSession } from "./session.ts";
-import { openThingStore, sessionMemory } from "./store.ts";
-import { explainTlsSetupError } from "./tls-files.ts";
+import { deliverHttp, deliverMqtt, type DeliveryOutcome } from "../egress/delivery.ts";
+import { HubClock } from "../egress/hub-clock.ts";
+import { loadIdentity, type ThingIdentity } from "../identity.ts";
+import { createIngressHandler } from "../ingress/handler.ts";
+import { ThingSession } from "../mqtt/session.ts";
+import { openThingStore, sessionMemory } from "../store/open.ts";
+import { explainTlsSetupError } from "../mqtt/tls-setup.ts";
 
 /**
  * What the application side (`messages`, `collect`, FlashlexSDK) does with the thing's data.

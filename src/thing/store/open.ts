@@ -1,9 +1,9 @@
 import { join } from "node:path";
-import type { ThingConfig } from "./settings.ts";
-import type { Logger } from "../shared/log.ts";
-import { MessageStore } from "./store/message-store.ts";
-import { importPickleDb, PickleDbUnreadable } from "./store/pickledb-import.ts";
-import type { SessionMemory } from "./session.ts";
+import type { ThingConfig } from "../settings.ts";
+import type { Logger } from "../../shared/log.ts";
+import { MessageStore } from "./message-store.ts";
+import { importPickleDb, PickleDbUnreadable } from "./pickledb-import.ts";
+import type { SessionMemory } from "../mqtt/session.ts";
 
 /**
  * Opens the thing's message database, taking in an old Python SDK store the first time. An old
