@@ -1,7 +1,7 @@
 import { ExitCode, UsageError } from "../shared/errors.ts";
 import { createLogger } from "../shared/log.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
-import { openThingAccess } from "../thing/local/access.ts";
+import { openThingAccess } from "../thing/local/open.ts";
 import { parseEgressDocument } from "../thing/egress/collect.ts";
 import { loadIdentity } from "../thing/identity.ts";
 import { loadConfigFromFlags, type ThingFlags } from "./common.ts";

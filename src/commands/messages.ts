@@ -1,7 +1,7 @@
 import { ExitCode, UsageError } from "../shared/errors.ts";
 import { createLogger } from "../shared/log.ts";
-import type { IngressMessage, IngressQuery } from "../thing/store/message-store.ts";
-import { openThingAccess, type ThingAccess } from "../thing/local/access.ts";
+import type { IngressMessage, IngressQuery, ThingAccess } from "../thing/local/access.ts";
+import { openThingAccess } from "../thing/local/open.ts";
 import { loadConfigFromFlags, untilSignal, type ThingFlags } from "./common.ts";
 import { countFlag, parseTime } from "./input.ts";
 

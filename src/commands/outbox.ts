@@ -1,7 +1,7 @@
 import { ExitCode, UsageError } from "../shared/errors.ts";
 import { createLogger } from "../shared/log.ts";
-import type { OutboxChange, OutboxEntry } from "../thing/store/message-store.ts";
-import { openThingAccess, type OutboxState, type ThingAccess } from "../thing/local/access.ts";
+import type { OutboxChange, OutboxEntry, OutboxState, ThingAccess } from "../thing/local/access.ts";
+import { openThingAccess } from "../thing/local/open.ts";
 import { loadConfigFromFlags, type ThingFlags } from "./common.ts";
 
 /**

@@ -10,8 +10,8 @@
  */
 import { loadThingConfig, type ConfigLocation, type ThingConfig } from "../thing/settings.ts";
 import { silentLogger, type Logger } from "../shared/log.ts";
-import type { IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxVia } from "../thing/store/message-store.ts";
-import { openThingAccess, type OutboxState, type ThingAccess } from "../thing/local/access.ts";
+import type { IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxState, OutboxVia, ThingAccess } from "../thing/local/access.ts";
+import { openThingAccess } from "../thing/local/open.ts";
 import { parseEgressDocument, type CollectResult } from "../thing/egress/collect.ts";
 
 export type { CollectResult, IngressMessage, IngressQuery, ConfigLocation, OutboxChange, OutboxEntry, OutboxState };

@@ -42,7 +42,13 @@ export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
  * - `permission`: the OS refused access (77 / 500)
  * - `config`: the configuration, a key, a certificate or a database of another kind (78 / 500)
  */
-export type ErrorKind = "usage" | "data" | "unavailable" | "bug" | "io" | "full" | "read-only" | "damaged" | "try-later" | "permission" | "config";
+export const ERROR_KINDS = ["usage", "data", "unavailable", "bug", "io", "full", "read-only", "damaged", "try-later", "permission", "config"] as const;
+export type ErrorKind = (typeof ERROR_KINDS)[number];
+
+/** True when `value` names a kind (a kind that came over a wire is checked with this). */
+export function isErrorKind(value: unknown): value is ErrorKind {
+  return (ERROR_KINDS as readonly unknown[]).includes(value);
+}
 
 export const EXIT_CODE_OF_KIND: Record<ErrorKind, ExitCode> = {
   usage: ExitCode.USAGE,

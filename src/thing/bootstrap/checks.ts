@@ -10,7 +10,7 @@ import { TEST_TOPIC } from "../../protocol/topics.ts";
 import { silentLogger, type Logger } from "../../shared/log.ts";
 import type { MessageStore } from "../store/message-store.ts";
 import { openThingStore, sessionMemory } from "../store/open.ts";
-import { serveIsRunning } from "../local/control-socket.ts";
+import { serveIsRunning } from "../local/client.ts";
 import { collectUrl, deliverHttp } from "../egress/delivery.ts";
 import { checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
 import { verifyByHandshake } from "./handshake-check.ts";
