@@ -19,6 +19,16 @@ export interface ThingConfig {
     publicKey: string | undefined;
     database: string;
   };
+  /**
+   * The `mqtt` block's timeouts in milliseconds, converted once (the file has seconds, as the
+   * Python SDK had; 0 or a fraction would make every attempt fail at once, so at least 1 s).
+   */
+  timeouts: {
+    /** connectDisconnectTimeout: a connect, and the DISCONNECT on stop */
+    connectMs: number;
+    /** mqttOperationTimeout: the broker's PUBACK or SUBACK */
+    operationMs: number;
+  };
   /** `flashlex.a.b` paths present in the file that the schema does not know */
   unknownKeys: string[];
 }
@@ -49,6 +59,10 @@ export function loadThingConfig(location: ConfigLocation): ThingConfig {
       privateKey: resolve(keysDir, keys.privateKey),
       publicKey: keys.publicKey ? resolve(keysDir, keys.publicKey) : undefined,
       database: join(dataDir, databaseFileName(yaml.app.db.subscriptionData)),
+    },
+    timeouts: {
+      connectMs: Math.max(yaml.thing.mqtt.connectDisconnectTimeout, 1) * 1000,
+      operationMs: Math.max(yaml.thing.mqtt.mqttOperationTimeout, 1) * 1000,
     },
     unknownKeys: unknownKeys(ThingYamlSchema, raw),
   };

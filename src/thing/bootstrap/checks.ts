@@ -244,7 +244,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       },
     });
     try {
-      await session.waitConnected(Math.min(thing.mqtt.connectDisconnectTimeout, 15) * 1000);
+      await session.waitConnected(Math.min(config!.timeouts.connectMs, 15_000));
     } catch (err) {
       fail(`${thing.endpoint}:${thing.mqtt.port}: ${describeError(err)}`, "Check the endpoint and port, that the broker is up and trusts this root CA, and that the thing is not revoked.");
     }

@@ -79,7 +79,7 @@ async function deliverOverOwnSession(
     throw explainTlsSetupError(err, deps.config, deps.identity);
   }
   try {
-    await session.waitConnected(Math.max(deps.config.yaml.thing.mqtt.connectDisconnectTimeout, 1) * 1000);
+    await session.waitConnected(deps.config.timeouts.connectMs);
     return await deliverMqtt(entry, { ...deps, session });
   } catch (err) {
     return { kind: "retry", error: (err as Error).message };

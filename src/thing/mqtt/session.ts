@@ -73,7 +73,7 @@ export class ThingSession extends EventEmitter {
       maxSeconds: backoffConfig.maxReconnectQuietTimeSecond,
       stableSeconds: backoffConfig.stableConnectionTimeSecond,
     });
-    this.operationTimeoutMs = Math.max(mqttConfig.mqttOperationTimeout, 1) * 1000;
+    this.operationTimeoutMs = options.config.timeouts.operationMs;
     this.client = mqtt.connect(clientOptions(options));
     this.client.handleMessage = (packet, done) => this.handle(packet, done);
     this.wire();
@@ -128,7 +128,7 @@ export class ThingSession extends EventEmitter {
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.reconnectTimer);
-    const timeoutMs = Math.max(this.options.config.yaml.thing.mqtt.connectDisconnectTimeout, 1) * 1000;
+    const timeoutMs = this.options.config.timeouts.connectMs;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => this.client.end(true, {}, () => resolve()), Math.min(timeoutMs, 5000));
       this.client.end(false, {}, () => (clearTimeout(timer), resolve()));
@@ -265,7 +265,7 @@ function clientOptions(options: SessionOptions): IClientOptions {
     keepalive: 60,
     // Reconnects are ours (Backoff); MQTT.js only knows a fixed period.
     reconnectPeriod: 0,
-    connectTimeout: Math.max(thing.mqtt.connectDisconnectTimeout, 1) * 1000,
+    connectTimeout: options.config.timeouts.connectMs,
     // Our own queue is the durable outbox; MQTT.js's in-memory one would lose messages on a crash.
     queueQoSZero: false,
   };
