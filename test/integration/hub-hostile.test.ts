@@ -22,7 +22,7 @@ import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { parseDocument } from "yaml";
 import { signThingToken } from "../../src/crypto/jwt.ts";
-import { sqliteHubStore } from "../../src/hub/hub-store.ts";
+import { sqliteHubStore } from "../../src/hub/store/hub-store.ts";
 import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 import { binaryPath, run, start, type Background } from "../support/binary.ts";
 import { unpackDistribution } from "../support/distribution.ts";

@@ -10,9 +10,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { createLogger, type Logger } from "../../src/shared/log.ts";
-import { startEmbeddedBroker, type EmbeddedBroker } from "../../src/hub/embedded-broker.ts";
-import { openHubStore, type SqliteHubStore } from "../../src/hub/hub-store.ts";
-import { ingressLedger } from "../../src/hub/ingress-delivery.ts";
+import { startEmbeddedBroker, type EmbeddedBroker } from "../../src/hub/broker/embedded.ts";
+import { openHubStore, type SqliteHubStore } from "../../src/hub/store/hub-store.ts";
+import { ingressLedger } from "../../src/hub/messages/ingress-delivery.ts";
 import { makeTestPki, type TestPki } from "../support/pki.ts";
 
 const ALPHA = "ecd13b11-alpha";

@@ -576,7 +576,7 @@ describe("thing tokens over HTTP against the compiled hub", () => {
   });
 
   // Fails with the current hub: Bun.serve's own maxRequestBodySize (the payload limit + 64 KiB,
-  // src/hub/api.ts startHubServer) answers a bare 413 with an empty body before the route runs,
+  // src/hub/http/bun-server.ts startHubServer) answers a bare 413 with an empty body before the route runs,
   // so neither the envelope nor "authentication first" holds for a declared body above 320 KiB.
   test("a body far over the limit (400 KiB) still gets the JSON envelope: 413 with a valid token, 401 without", async () => {
     const body = { blob: "x".repeat(400 * 1024) };
@@ -761,7 +761,7 @@ describe("the same flow with Mosquitto and the generated config", () => {
     expect(rows.some((r) => JSON.stringify(JSON.parse(r.payload).message) === '{"via":"mosquitto"}'), withLog(JSON.stringify(rows))).toBe(true);
   }, 30_000);
 
-  // Fails with the current hub: with an external broker HubBroker.connected() is always [] (src/hub/external-broker.ts),
+  // Fails with the current hub: with an external broker HubBroker.connected() is always [] (src/hub/broker/external.ts),
   // so POST /things/{id}/publish answers online: false and `hub send` tells the operator a connected thing is offline.
   test("`hub send` does not claim that a connected thing is offline", async () => {
     const sent = await flashlex(["hub", "send", A.name, "--dir", hubDir], { input: '{"online":"?"}' });

@@ -1,5 +1,5 @@
 /**
- * The archive's zip (src/hub/archive-zip.ts, written by zip-stream) as `openArchive` makes it,
+ * The archive's zip (src/hub/messages/archive-zip.ts, written by zip-stream) as `openArchive` makes it,
  * read by three readers that share no code with the writer: fflate's unzip, Info-ZIP's
  * `unzip -t` (Debian's unzip) and the byte layout itself (methods, modes, ZIP64 end records);
  * and the pace: a page is read from the store only when the reader asks for more.
@@ -11,9 +11,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
-import { ArchiveZip } from "../../src/hub/archive-zip.ts";
-import { archiveFolderName, archiveStream, openArchive, storedMessageText, type Archive } from "../../src/hub/archive.ts";
-import { openHubStore, type HubStore, type MessageRecord, type SqliteHubStore } from "../../src/hub/hub-store.ts";
+import { ArchiveZip } from "../../src/hub/messages/archive-zip.ts";
+import { archiveFolderName, archiveStream, openArchive, storedMessageText, type Archive } from "../../src/hub/messages/archive.ts";
+import { openHubStore, type HubStore, type MessageRecord, type SqliteHubStore } from "../../src/hub/store/hub-store.ts";
 import { tally } from "../support/tally.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";

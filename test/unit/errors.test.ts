@@ -13,7 +13,7 @@ import { cac } from "cac";
 import { parseDocument } from "yaml";
 import { EXIT_CODE_OF_KIND, ExitCode, FlashlexError, type ErrorKind } from "../../src/shared/errors.ts";
 import { exitCodeOf, toFlashlexError } from "../../src/shared/foreign-errors.ts";
-import { errorToResponse, HTTP_STATUS_OF_KIND } from "../../src/hub/http.ts";
+import { errorToResponse, HTTP_STATUS_OF_KIND } from "../../src/hub/http/envelope.ts";
 import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
 import type { OpenSqlDatabase } from "../../src/shared/sqlite/driver.ts";
 import { openWasmSqlite } from "../../src/shared/sqlite/wasm-sqlite.ts";

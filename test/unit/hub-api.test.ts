@@ -14,12 +14,12 @@ import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { generateRsaKeyPair, loadPrivateKey } from "../../src/crypto/keys.ts";
 import { silentLogger } from "../../src/shared/log.ts";
-import { createHubApi, type HubApi } from "../../src/hub/api.ts";
-import { createBrokerEvents } from "../../src/hub/broker-events.ts";
-import type { HubBroker } from "../../src/hub/broker.ts";
-import { initHub, type HubHome } from "../../src/hub/home.ts";
-import { openHubStore, type HubStore, type ThingRecord } from "../../src/hub/hub-store.ts";
-import { createThing, revokeThing } from "../../src/hub/provision.ts";
+import { createHubApi, type HubApi } from "../../src/hub/http/routes.ts";
+import { createBrokerEvents } from "../../src/hub/broker/events.ts";
+import type { HubBroker } from "../../src/hub/broker/broker.ts";
+import { initHub, type HubHome } from "../../src/hub/home/home.ts";
+import { openHubStore, type HubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { createThing, revokeThing } from "../../src/hub/things/provision.ts";
 import { tally } from "../support/tally.ts";
 import { checkCertificate, keyMatchesCertificate } from "../support/certificates.ts";
 

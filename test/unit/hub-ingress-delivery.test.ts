@@ -4,7 +4,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import { silentLogger } from "../../src/shared/log.ts";
-import { IngressDelivery, type PendingIngress } from "../../src/hub/ingress-delivery.ts";
+import { IngressDelivery, type PendingIngress } from "../../src/hub/messages/ingress-delivery.ts";
 import { ingressMessageId } from "../../src/protocol/ingress.ts";
 
 const THING = "ecd13b11-thing";

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HUB_MIGRATIONS, openHubStore, type MessageRecord, type SqliteHubStore } from "../../src/hub/hub-store.ts";
+import { HUB_MIGRATIONS, openHubStore, type MessageRecord, type SqliteHubStore } from "../../src/hub/store/hub-store.ts";
 import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 

@@ -26,12 +26,12 @@ import { unzipSync } from "fflate";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
 import { createLogger } from "../../src/shared/log.ts";
-import { createHubApi, type HubApi } from "../../src/hub/api.ts";
-import { createBrokerEvents } from "../../src/hub/broker-events.ts";
-import { initHub, type HubHome } from "../../src/hub/home.ts";
-import { openHubStore, type HubStore, type ThingRecord } from "../../src/hub/hub-store.ts";
-import { createThing } from "../../src/hub/provision.ts";
-import { bearerToken } from "../../src/hub/tokens.ts";
+import { createHubApi, type HubApi } from "../../src/hub/http/routes.ts";
+import { createBrokerEvents } from "../../src/hub/broker/events.ts";
+import { initHub, type HubHome } from "../../src/hub/home/home.ts";
+import { openHubStore, type HubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { createThing } from "../../src/hub/things/provision.ts";
+import { bearerToken } from "../../src/hub/home/tokens.ts";
 import { tally } from "../support/tally.ts";
 
 interface Subject {

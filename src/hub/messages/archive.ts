@@ -1,8 +1,8 @@
 import { closeSync, fchmodSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
 import { randomBytes } from "node:crypto";
 import { basename, dirname, join } from "node:path";
-import { ENVELOPE_DEPTH, jsonNestingDepth, MAX_JSON_DEPTH } from "../protocol/limits.ts";
-import type { HubStore, MessageCursor, MessageQuery, MessageRecord } from "./hub-store.ts";
+import { ENVELOPE_DEPTH, jsonNestingDepth, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
+import type { HubStore, MessageCursor, MessageQuery, MessageRecord } from "../store/hub-store.ts";
 import { ArchiveZip } from "./archive-zip.ts";
 
 /**

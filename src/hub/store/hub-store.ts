@@ -1,7 +1,7 @@
 import { chmodSync, closeSync, openSync, statSync } from "node:fs";
-import type { SqlDatabase } from "../shared/sqlite/driver.ts";
-import { applyPragmas, migrate } from "../shared/sqlite/migrate.ts";
-import { openSqlDatabase } from "../shared/sqlite/open.ts";
+import type { SqlDatabase } from "../../shared/sqlite/driver.ts";
+import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
+import { openSqlDatabase } from "../../shared/sqlite/open.ts";
 
 /**
  * The hub's database: things, the messages they exchanged, operator tokens. Everything else in

@@ -1,7 +1,7 @@
-import type { Logger } from "../shared/log.ts";
-import { ingressMessageId, ingressWirePayload } from "../protocol/ingress.ts";
-import { ingressTopic } from "../protocol/topics.ts";
-import type { HubStore } from "./hub-store.ts";
+import type { Logger } from "../../shared/log.ts";
+import { ingressMessageId, ingressWirePayload } from "../../protocol/ingress.ts";
+import { ingressTopic } from "../../protocol/topics.ts";
+import type { HubStore } from "../store/hub-store.ts";
 
 /**
  * Ingress that outlives the embedded broker. aedes keeps its sessions in memory, so the QoS 1

@@ -16,7 +16,7 @@
  * that were offline or not yet acknowledged (in-flight ingress), retained messages on pubsub
  * topics, and wills. Egress is safe (it is stored before the PUBACK). Ingress is kept by the hub
  * database instead: with `ingress` given, a message stays pending until the thing's PUBACK and
- * is replayed when the thing subscribes again after a restart (ingress-delivery.ts).
+ * is replayed when the thing subscribes again after a restart (src/hub/messages/ingress-delivery.ts).
  * Reconnecting things re-subscribe on their own.
  *
  * The thing's PUBACK (checked in aedes 1.2, lib/handlers/puback.js): aedes removes the message
@@ -27,12 +27,12 @@
 import tls from "node:tls";
 import type { Duplex } from "node:stream";
 import { Aedes, type Client } from "aedes";
-import type { Logger } from "../shared/log.ts";
-import { ingressWirePayload } from "../protocol/ingress.ts";
-import { ingressTopic, isHubTopic, mayPublish, maySubscribe } from "../protocol/topics.ts";
+import type { Logger } from "../../shared/log.ts";
+import { ingressWirePayload } from "../../protocol/ingress.ts";
+import { ingressTopic, isHubTopic, mayPublish, maySubscribe } from "../../protocol/topics.ts";
 import type { BrokerEvents, HubBroker, ThingDirectory } from "./broker.ts";
-import { IngressDelivery, type IngressLedger } from "./ingress-delivery.ts";
-import { createSessionPersistence } from "./session-persistence.ts";
+import { IngressDelivery, type IngressLedger } from "../messages/ingress-delivery.ts";
+import { createSessionPersistence } from "./session-store.ts";
 
 export interface EmbeddedBrokerOptions {
   host: string;

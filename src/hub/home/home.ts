@@ -4,13 +4,13 @@ import { isIP } from "node:net";
 import { basename, dirname, join, resolve } from "node:path";
 import { randomUUID } from "node:crypto";
 import { stringify } from "yaml";
-import { generateRsaKeyPair } from "../crypto/keys.ts";
-import { createCertificateAuthority, issueServerCertificate, issueThingCertificate, type CertifiedKey } from "../crypto/x509.ts";
-import { ConfigError, UsageError } from "../shared/errors.ts";
-import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
-import { HUB_CLIENT_NAME } from "./broker.ts";
-import { DNS_NAME, HubYamlSchema, loadHubSettings, type HubSettings, type HubYaml } from "./hub-config.ts";
-import { openHubStore } from "./hub-store.ts";
+import { generateRsaKeyPair } from "../../crypto/keys.ts";
+import { createCertificateAuthority, issueServerCertificate, issueThingCertificate, type CertifiedKey } from "../../crypto/x509.ts";
+import { ConfigError, UsageError } from "../../shared/errors.ts";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
+import { HUB_CLIENT_NAME } from "../broker/broker.ts";
+import { DNS_NAME, HubYamlSchema, loadHubSettings, type HubSettings, type HubYaml } from "./settings.ts";
+import { openHubStore } from "../store/hub-store.ts";
 import { hashToken, newAccessToken } from "./tokens.ts";
 
 /**

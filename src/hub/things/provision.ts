@@ -1,12 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, rmSync } from "node:fs";
-import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, thingKeyTypeOf, type ThingKeyType } from "../crypto/keys.ts";
-import { describeCertificate, issueThingCertificate } from "../crypto/x509.ts";
-import { InputError } from "../shared/errors.ts";
+import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, thingKeyTypeOf, type ThingKeyType } from "../../crypto/keys.ts";
+import { describeCertificate, issueThingCertificate } from "../../crypto/x509.ts";
+import { InputError } from "../../shared/errors.ts";
 import { buildDistribution } from "./distribution.ts";
-import { ownerPrefix } from "./hub-config.ts";
-import { distributionPath, readCa, writeSecret, type HubHome } from "./home.ts";
-import type { HubStore, ThingRecord } from "./hub-store.ts";
+import { ownerPrefix } from "../home/settings.ts";
+import { distributionPath, readCa, writeSecret, type HubHome } from "../home/home.ts";
+import type { HubStore, ThingRecord } from "../store/hub-store.ts";
 
 /**
  * Provisioning, as the guide's "Create Thing" did it: an id, the prefixed name, a key pair, a

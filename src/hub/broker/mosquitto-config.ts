@@ -11,11 +11,11 @@
  *   the certificate is mapped (src/handle_connect.c in 2.0.11). A thing that sends another
  *   thing's name as client id is not refused, but it cannot take over that thing's session:
  *   it only ever gets its own. The embedded broker refuses it outright (CONNACK 2).
- * - Revocation: an optional `crlfile` (see crl.ts); Mosquitto re-reads it on SIGHUP, and only
+ * - Revocation: an optional `crlfile` (src/crypto/crl.ts, written by src/hub/things/revocation.ts); Mosquitto re-reads it on SIGHUP, and only
  *   new connections are checked against it.
  */
-import { ConfigError } from "../shared/errors.ts";
-import { COLLECT_TOPIC, ingressTopic, pubsubTopic, TEST_TOPIC } from "../protocol/topics.ts";
+import { ConfigError } from "../../shared/errors.ts";
+import { COLLECT_TOPIC, ingressTopic, pubsubTopic, TEST_TOPIC } from "../../protocol/topics.ts";
 import { HUB_CLIENT_NAME } from "./broker.ts";
 
 export interface MosquittoConfigOptions {

@@ -1,11 +1,11 @@
-import { type ErrorKind } from "../shared/errors.ts";
-import { toFlashlexError } from "../shared/foreign-errors.ts";
+import { type ErrorKind } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 
 /**
  * The old cloud's JSON envelope and the small HTTP helpers the API routes share. Every answer,
  * error or not, is `{status, code, messages: [{key, value}], result}` so a client parses one shape.
  */
-import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
+import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 
 export interface Envelope<T = unknown> {
   status: "OK" | "ERROR";

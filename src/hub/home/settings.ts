@@ -2,8 +2,8 @@ import { readFileSync, renameSync, writeFileSync } from "node:fs";
 import { parse, parseDocument } from "yaml";
 import { isIP } from "node:net";
 import { z } from "zod";
-import { parseYamlFile, validate } from "../shared/yaml.ts";
-import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
+import { parseYamlFile, validate } from "../../shared/yaml.ts";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 
 /**
  * `hub.yml`: the hub's own settings, written by `hub init` and read by every hub command. One
@@ -21,7 +21,7 @@ export const DNS_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([
 
 /**
  * What can be written into a distribution's config.yml as a plain YAML scalar, unquoted (the
- * template's rule, src/hub/distribution.ts): checked here, so a value that cannot go there is
+ * template's rule, src/hub/things/distribution.ts): checked here, so a value that cannot go there is
  * refused by `hub init` (64) or when hub.yml is read (78), never when a thing is created.
  */
 export const PLAIN_YAML_VALUE = /^[A-Za-z0-9][A-Za-z0-9._~:/@%+=\[\]-]*$/;

@@ -13,12 +13,12 @@
  */
 import { parse } from "yaml";
 import { zipSync, type ZipOptions } from "fflate";
-import configTemplate from "../../dist-template/config.yml" with { type: "text" };
-import readmeTemplate from "../../dist-template/README.md" with { type: "text" };
-import { ThingYamlSchema, type ThingYaml } from "../protocol/thing-config.ts";
-import { COMMIT } from "../shared/version.ts";
-import { ConfigError } from "../shared/errors.ts";
-import { PLAIN_YAML_VALUE } from "./hub-config.ts";
+import configTemplate from "../../../dist-template/config.yml" with { type: "text" };
+import readmeTemplate from "../../../dist-template/README.md" with { type: "text" };
+import { ThingYamlSchema, type ThingYaml } from "../../protocol/thing-config.ts";
+import { COMMIT } from "../../shared/version.ts";
+import { ConfigError } from "../../shared/errors.ts";
+import { PLAIN_YAML_VALUE } from "../home/settings.ts";
 
 export const CONFIG_TEMPLATE: string = configTemplate;
 export const README_TEMPLATE: string = readmeTemplate;

@@ -1,11 +1,11 @@
 import { randomUUID, type KeyObject } from "node:crypto";
-import { TokenError } from "../crypto/errors.ts";
-import { verifyThingToken } from "../crypto/jwt.ts";
-import { loadPublicKey } from "../crypto/keys.ts";
-import type { Logger } from "../shared/log.ts";
+import { TokenError } from "../../crypto/errors.ts";
+import { verifyThingToken } from "../../crypto/jwt.ts";
+import { loadPublicKey } from "../../crypto/keys.ts";
+import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "./archive.ts";
-import { fromStore, type HubStore, type MessageRecord, type ThingRecord } from "./hub-store.ts";
-import { isUuid } from "../protocol/ids.ts";
+import { fromStore, type HubStore, type MessageRecord, type ThingRecord } from "../store/hub-store.ts";
+import { isUuid } from "../../protocol/ids.ts";
 
 /**
  * Egress, whichever way it arrives: `POST .../collect` with the thing's JWT, or an MQTT envelope
@@ -67,7 +67,7 @@ export class Collector {
 
   /**
    * The thing `thingId` if `token` is a valid token it signed; CollectAuthError otherwise.
-   * A failing database rejects with StoreFailure (hub-store.ts).
+   * A failing database rejects with StoreFailure (src/hub/store/hub-store.ts).
    */
   async authenticate(thingId: string, token: string | undefined): Promise<ThingRecord> {
     if (!token) throw new CollectAuthError("no token");

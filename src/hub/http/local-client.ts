@@ -1,9 +1,9 @@
 import { readFileSync } from "node:fs";
-import { ExitCode, FlashlexError } from "../shared/errors.ts";
-import type { HubHome } from "./home.ts";
-import type { HubStore } from "./hub-store.ts";
-import type { Envelope } from "./http.ts";
-import { hashToken, newAccessToken } from "./tokens.ts";
+import { ExitCode, FlashlexError } from "../../shared/errors.ts";
+import type { HubHome } from "../home/home.ts";
+import type { HubStore } from "../store/hub-store.ts";
+import type { Envelope } from "./envelope.ts";
+import { hashToken, newAccessToken } from "../home/tokens.ts";
 
 /**
  * How the hub's CLI, on the hub machine, talks to the running `hub serve` (for `hub send`, which

@@ -1,15 +1,15 @@
 import { readFileSync } from "node:fs";
 import type { Logger } from "../shared/log.ts";
 import { maxEnvelopeBytes } from "../protocol/limits.ts";
-import { createHubApi, startHubServer, type HubServer } from "./api.ts";
-import { createBrokerEvents, createThingDirectory } from "./broker-events.ts";
-import type { HubBroker } from "./broker.ts";
-import { Collector } from "./collector.ts";
-import { startEmbeddedBroker, type EmbeddedBroker } from "./embedded-broker.ts";
-import { connectExternalBroker } from "./external-broker.ts";
-import { openHubHome } from "./home.ts";
-import { openHubStore, type SqliteHubStore } from "./hub-store.ts";
-import { ingressLedger } from "./ingress-delivery.ts";
+import { createHubApi, startHubServer, type HubServer } from "./http/routes.ts";
+import { createBrokerEvents, createThingDirectory } from "./broker/events.ts";
+import type { HubBroker } from "./broker/broker.ts";
+import { Collector } from "./messages/collect.ts";
+import { startEmbeddedBroker, type EmbeddedBroker } from "./broker/embedded.ts";
+import { connectExternalBroker } from "./broker/external.ts";
+import { openHubHome } from "./home/home.ts";
+import { openHubStore, type SqliteHubStore } from "./store/hub-store.ts";
+import { ingressLedger } from "./messages/ingress-delivery.ts";
 
 /**
  * `hub serve`: one process with the broker, the API and the database. This module starts and
@@ -19,7 +19,7 @@ import { ingressLedger } from "./ingress-delivery.ts";
  * commit before they acknowledge (HTTP 200 after the commit; the MQTT PUBACK after
  * `onThingPublish` resolves), so a kill -9 loses nothing a thing was told was stored. Ingress is
  * committed before the API answers and, with the embedded broker, stays pending in the database
- * until the thing's PUBACK, so a restart resends it rather than losing it (ingress-delivery.ts).
+ * until the thing's PUBACK, so a restart resends it rather than losing it (messages/ingress-delivery.ts).
  */
 export interface ServeHubOptions {
   dir: string;

@@ -16,10 +16,10 @@
  * thing's PUBACK: ingress sent this way is stored with delivery `unknown`.
  */
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { ConfigError, ExitCode, FlashlexError } from "../shared/errors.ts";
-import type { Logger } from "../shared/log.ts";
-import { ingressWirePayload } from "../protocol/ingress.ts";
-import { HUB_TOPICS, ingressTopic } from "../protocol/topics.ts";
+import { ConfigError, ExitCode, FlashlexError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import { ingressWirePayload } from "../../protocol/ingress.ts";
+import { HUB_TOPICS, ingressTopic } from "../../protocol/topics.ts";
 import { type BrokerEvents, type HubBroker, type ThingDirectory, HUB_CLIENT_NAME } from "./broker.ts";
 
 export interface ExternalBrokerOptions {

@@ -1,4 +1,4 @@
-import type { HubStore } from "./hub-store.ts";
+import type { HubStore } from "../store/hub-store.ts";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
 
 /**

@@ -1,14 +1,14 @@
 import { randomUUID } from "node:crypto";
-import type { Logger } from "../shared/log.ts";
-import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../protocol/limits.ts";
-import { archiveStream, isoSeconds, openArchive, storedMessageJson } from "./archive.ts";
-import { MESSAGE_ID_HEADER } from "../protocol/headers.ts";
-import { isUuid } from "../protocol/ids.ts";
-import { ingressTopic, thingTopics } from "../protocol/topics.ts";
-import type { HubBroker } from "./broker.ts";
-import { bearerChallenge, CollectAuthError, Collector, MessageIdConflict } from "./collector.ts";
-import type { HubHome } from "./home.ts";
-import { thingStatus, type HubStore, type MessageQuery, type MessageRecord, type ThingRecord } from "./hub-store.ts";
+import type { Logger } from "../../shared/log.ts";
+import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
+import { archiveStream, isoSeconds, openArchive, storedMessageJson } from "../messages/archive.ts";
+import { MESSAGE_ID_HEADER } from "../../protocol/headers.ts";
+import { isUuid } from "../../protocol/ids.ts";
+import { ingressTopic, thingTopics } from "../../protocol/topics.ts";
+import type { HubBroker } from "../broker/broker.ts";
+import { bearerChallenge, CollectAuthError, Collector, MessageIdConflict } from "../messages/collect.ts";
+import type { HubHome } from "../home/home.ts";
+import { thingStatus, type HubStore, type MessageQuery, type MessageRecord, type ThingRecord } from "../store/hub-store.ts";
 import {
   errorResponse,
   errorToResponse,
@@ -20,9 +20,9 @@ import {
   requireJsonContentType,
   streamResponse,
   unixSecondsParam,
-} from "./http.ts";
-import { createThing, deleteThing, ProvisionError, readDistribution, thingKeyType } from "./provision.ts";
-import { bearerToken, tokenMatchesAny } from "./tokens.ts";
+} from "./envelope.ts";
+import { createThing, deleteThing, ProvisionError, readDistribution, thingKeyType } from "../things/provision.ts";
+import { bearerToken, tokenMatchesAny } from "../home/tokens.ts";
 
 /**
  * The hub's HTTP API: the old cloud's routes under `/{env}/v1` (the README has the reference).

@@ -1,8 +1,8 @@
 import { chmodSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { createCrl } from "../crypto/crl.ts";
-import { readCa, type HubHome } from "./home.ts";
-import type { HubStore } from "./hub-store.ts";
+import { createCrl } from "../../crypto/crl.ts";
+import { readCa, type HubHome } from "../home/home.ts";
+import type { HubStore } from "../store/hub-store.ts";
 
 /**
  * Revocation for brokers that check certificates themselves (Mosquitto's `crlfile`). The
