@@ -4,6 +4,7 @@ import type { IngressMessage, IngressQuery, ThingAccess } from "../thing/local/a
 import { openThingAccess } from "../thing/local/open.ts";
 import { loadConfigFromFlags, untilSignal, type ThingFlags } from "./common.ts";
 import { countFlag, parseTime } from "./input.ts";
+import { isoOrAsIs } from "../shared/time.ts";
 
 export interface ListFlags extends ThingFlags {
   json?: boolean;
@@ -95,19 +96,13 @@ function toJson(row: IngressMessage) {
     ...payloadText(row),
     qos: row.qos,
     retain: Boolean(row.retain),
-    receivedAt: iso(row.received_at),
-    ackedAt: row.acked_at === null ? null : iso(row.acked_at),
+    receivedAt: isoOrAsIs(row.received_at),
+    ackedAt: row.acked_at === null ? null : isoOrAsIs(row.acked_at),
   };
 }
 
 function toLine(row: IngressMessage): string {
   const { payload, payloadBase64 } = payloadText(row);
   const shown = payload ?? `base64:${payloadBase64}`;
-  return `${row.id}\t${iso(row.received_at)}\t${row.topic}\t${shown}${row.acked_at ? "\t(acked)" : ""}`;
-}
-
-/** Unix ms as ISO 8601; a value another program stored that is not a time is shown as it is. */
-function iso(ms: unknown): string {
-  const date = new Date(typeof ms === "number" ? ms : NaN);
-  return Number.isNaN(date.getTime()) ? String(ms) : date.toISOString();
+  return `${row.id}\t${isoOrAsIs(row.received_at)}\t${row.topic}\t${shown}${row.acked_at ? "\t(acked)" : ""}`;
 }

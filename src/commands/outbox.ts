@@ -3,6 +3,7 @@ import { createLogger } from "../shared/log.ts";
 import type { OutboxChange, OutboxEntry, OutboxState, ThingAccess } from "../thing/local/access.ts";
 import { openThingAccess } from "../thing/local/open.ts";
 import { loadConfigFromFlags, type ThingFlags } from "./common.ts";
+import { isoOrAsIs } from "../shared/time.ts";
 
 /**
  * `flashlex outbox list|retry|drop`: the egress outbox as the owner sees it. Works through the
@@ -60,11 +61,9 @@ async function changeOutbox(flags: ThingFlags, ids: string[], verb: string, chan
   }
 }
 
-/** Unix ms as ISO 8601; a value another program stored that is not a time is shown as it is. */
+/** A time column as ISO 8601; null stays null (not yet). */
 function iso(ms: unknown): string | null {
-  if (ms === null || ms === undefined) return null;
-  const date = new Date(typeof ms === "number" ? ms : NaN);
-  return Number.isNaN(date.getTime()) ? String(ms) : date.toISOString();
+  return ms === null || ms === undefined ? null : isoOrAsIs(ms);
 }
 
 function bodyText(entry: OutboxEntry): { body?: string; bodyBase64?: string } {

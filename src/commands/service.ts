@@ -6,13 +6,14 @@
  * Only node: APIs here (no Bun globals), so the armv7 Node build runs it unchanged.
  */
 import { spawnSync } from "node:child_process";
-import { accessSync, chmodSync, chownSync, constants, existsSync, mkdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { accessSync, chownSync, constants, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError, ExitCode, FlashlexError, UsageError } from "../shared/errors.ts";
 import { toFlashlexError } from "../shared/foreign-errors.ts";
 import { loadThingConfig } from "../thing/settings.ts";
 import { loadIdentity } from "../thing/identity.ts";
 import { renderUnit, UNIT_TEMPLATE } from "../thing/service/unit.ts";
+import { writeFileAtomicallySync } from "../shared/files.ts";
 import { COMMIT, VERSION } from "../shared/version.ts";
 
 export const DEFAULT_UNIT_PATH = "/etc/systemd/system/flashlex.service";
@@ -126,7 +127,7 @@ function install(opts: InstallOptions, io: ServiceIO): number {
   if (previous === unit) {
     io.out(`${unitPath} is up to date\n`);
   } else {
-    writeAtomically(unitPath, unit, 0o644);
+    writeFileAtomicallySync(unitPath, unit, 0o644); // systemd never reads half a unit
     io.out(`${previous === undefined ? "wrote" : "updated"} ${unitPath} (runs as ${account.name}, writes only ${data})\n`);
   }
   if (opts.unitPath === undefined && existsSync(LEGACY_UNIT_PATH)) {
@@ -282,19 +283,6 @@ function run(systemctl: string, args: string[], io: ServiceIO, hint?: string, to
     const why = result.error ? (result.error as NodeJS.ErrnoException).code : `exit ${result.status ?? result.signal}`;
     if (tolerate) return;
     throw new FlashlexError(`${systemctl} ${args.join(" ")} failed (${why})${hint ? `; ${hint}` : ""}`, ExitCode.UNAVAILABLE);
-  }
-}
-
-/** temp file + rename in the same directory: systemd never reads half a unit. */
-function writeAtomically(path: string, text: string, mode: number): void {
-  const temp = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
-  try {
-    writeFileSync(temp, text, { mode });
-    chmodSync(temp, mode); // the umask may have narrowed it
-    renameSync(temp, path);
-  } catch (err) {
-    rmSync(temp, { force: true });
-    throw err;
   }
 }
 

@@ -18,7 +18,8 @@ import { ARCHIVE_PAGE_BYTES, archivePageRows, openArchive, writeArchiveFile } fr
 import { createBrokerEvents } from "../../src/hub/broker/events.ts";
 import type { HubBroker } from "../../src/hub/broker/broker.ts";
 import { Collector } from "../../src/hub/messages/collect.ts";
-import { initHub, type HubHome } from "../../src/hub/home/home.ts";
+import type { HubHome } from "../../src/hub/home/home.ts";
+import { initHub } from "../../src/hub/home/init.ts";
 import { openHubStore, StoreFailure, type HubStore, type SqliteHubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
 import { tally } from "../support/tally.ts";

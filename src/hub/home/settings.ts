@@ -1,9 +1,10 @@
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { parse, parseDocument } from "yaml";
 import { isIP } from "node:net";
 import { z } from "zod";
 import { parseYamlFile, validate } from "../../shared/yaml.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
+import { writeFileAtomicallySync } from "../../shared/files.ts";
 
 /**
  * `hub.yml`: the hub's own settings, written by `hub init` and read by every hub command. One
@@ -98,7 +99,5 @@ export function addCrlFile(configFile: string, crlFile: string): void {
   const list = Array.isArray(current) ? (current as string[]) : [];
   if (list.includes(crlFile)) return;
   doc.setIn(["hub", "broker", "crlFiles"], [...list, crlFile]);
-  const tmp = `${configFile}.tmp-${process.pid}`;
-  writeFileSync(tmp, doc.toString(), { mode: 0o644 });
-  renameSync(tmp, configFile);
+  writeFileAtomicallySync(configFile, doc.toString(), 0o644);
 }

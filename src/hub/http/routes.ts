@@ -1,7 +1,8 @@
 import { randomUUID } from "node:crypto";
 import type { Logger } from "../../shared/log.ts";
 import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
-import { archiveStream, isoSeconds, openArchive, storedMessageJson } from "../messages/archive.ts";
+import { isoSeconds } from "../../shared/time.ts";
+import { archiveStream, openArchive, storedMessageJson } from "../messages/archive.ts";
 import { MESSAGE_ID_HEADER } from "../../protocol/headers.ts";
 import { isUuid } from "../../protocol/ids.ts";
 import { ingressTopic, thingTopics } from "../../protocol/topics.ts";

@@ -1,6 +1,4 @@
-import { closeSync, fchmodSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from "node:fs";
-import { randomBytes } from "node:crypto";
-import { basename, dirname, join } from "node:path";
+import { writeFileAtomically } from "../../shared/files.ts";
 import { ENVELOPE_DEPTH, jsonNestingDepth, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
 import type { HubStore, MessageCursor, MessageQuery, MessageRecord } from "../store/hub-store.ts";
 import { ArchiveZip } from "./archive-zip.ts";
@@ -29,11 +27,6 @@ export function storedMessageJson(m: MessageRecord, ownerId: string): StoredMess
     fluserspk: ownerId,
     flmessagespk: m.flmessagespk,
   };
-}
-
-/** `2019-07-20T01:45:44Z`: ISO 8601 in UTC, seconds precision, as the old exports had it. */
-export function isoSeconds(ms: number): string {
-  return new Date(ms).toISOString().replace(/\.\d{3}Z$/, "Z");
 }
 
 /** `<thing id>_messages_<YYYY-MM-DD>`: the folder name of the guide's download. */
@@ -171,28 +164,8 @@ function collectGarbage(): void {
  * Returns the number of messages written. Throws what the file system throws (ENOSPC, EACCES...).
  */
 export async function writeArchiveFile(archive: Archive, file: string): Promise<number> {
-  const temp = join(dirname(file), `.${basename(file)}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`);
-  const fd = openSync(temp, "wx", 0o600);
-  let done = false;
-  try {
-    fchmodSync(fd, 0o600); // a umask cannot widen 0600, but be explicit about what the file is
-    for await (const chunk of archive.chunks) {
-      for (let at = 0; at < chunk.length; ) at += writeSync(fd, chunk, at, chunk.length - at);
-    }
-    fsyncSync(fd);
-    closeSync(fd);
-    done = true;
-    renameSync(temp, file);
-    return archive.written();
-  } catch (err) {
-    if (!done) closeSync(fd);
-    try {
-      unlinkSync(temp);
-    } catch {
-      // already gone
-    }
-    throw err;
-  }
+  await writeFileAtomically(file, archive.chunks, 0o600);
+  return archive.written();
 }
 
 /** The zip as a web stream for an HTTP answer: each pull reads the next page, so a slow client holds the hub to one page. */

@@ -3,7 +3,7 @@ import { TokenError } from "../../crypto/errors.ts";
 import { verifyThingToken } from "../../crypto/jwt.ts";
 import { loadPublicKey } from "../../crypto/keys.ts";
 import type { Logger } from "../../shared/log.ts";
-import { isoSeconds } from "./archive.ts";
+import { isoSeconds } from "../../shared/time.ts";
 import { fromStore, type HubStore, type MessageRecord, type ThingRecord } from "../store/hub-store.ts";
 import { isUuid } from "../../protocol/ids.ts";
 

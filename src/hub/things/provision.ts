@@ -5,7 +5,8 @@ import { describeCertificate, issueThingCertificate } from "../../crypto/x509.ts
 import { InputError } from "../../shared/errors.ts";
 import { buildDistribution } from "./distribution.ts";
 import { ownerPrefix } from "../home/settings.ts";
-import { distributionPath, readCa, writeSecret, type HubHome } from "../home/home.ts";
+import { createFile } from "../../shared/files.ts";
+import { distributionPath, readCa, type HubHome } from "../home/home.ts";
 import type { HubStore, ThingRecord } from "../store/hub-store.ts";
 
 /**
@@ -110,7 +111,7 @@ export async function createThing(
   };
   // The zip first, then the row: a thing in the database always has its distribution.
   const file = distributionPath(home.paths, id);
-  writeSecret(file, zip);
+  createFile(file, zip, 0o600);
   try {
     await store.insertThing(thing);
   } catch (err) {

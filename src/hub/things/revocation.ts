@@ -1,6 +1,6 @@
-import { chmodSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { createCrl } from "../../crypto/crl.ts";
+import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { readCa, type HubHome } from "../home/home.ts";
 import type { HubStore } from "../store/hub-store.ts";
 
@@ -19,11 +19,7 @@ export async function writeRevocationLists(home: HubHome, store: HubStore, now =
   const serials = (await store.listThings()).filter((t) => t.revokedAt !== null).map((t) => t.certSerial);
   const pem = await createCrl(readCa(home.paths), serials, { now });
   const targets = [hubCrlPath(home), ...home.settings.broker.crlFiles];
-  for (const file of targets) {
-    const tmp = `${file}.tmp-${process.pid}`;
-    writeFileSync(tmp, pem, { mode: 0o644 });
-    chmodSync(tmp, 0o644); // the broker's own user must read it
-    renameSync(tmp, file);
-  }
+  // 0644: the broker's own user must read it
+  for (const file of targets) writeFileAtomicallySync(file, pem, 0o644);
   return targets;
 }
