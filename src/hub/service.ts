@@ -1,7 +1,10 @@
 import { readFileSync } from "node:fs";
 import type { Logger } from "../shared/log.ts";
 import { maxEnvelopeBytes } from "../protocol/limits.ts";
-import { createHubApi, startHubServer, type HubServer } from "./http/routes.ts";
+import { createHubApi } from "./http/routes.ts";
+import { startHubServer, type HubServer } from "./http/bun-server.ts";
+import { hubUseCases } from "./hub.ts";
+import { Lifecycle } from "../shared/lifecycle.ts";
 import { createBrokerEvents, createThingDirectory } from "./broker/events.ts";
 import type { HubBroker } from "./broker/broker.ts";
 import { Collector } from "./messages/collect.ts";
@@ -45,15 +48,11 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
   const log = opts.log;
   const home = openHubHome(opts.dir);
   const { paths, settings } = home;
-  const store: SqliteHubStore = openHubStore(paths.database);
-  const cleanups: (() => Promise<void>)[] = [() => store.close()];
-  const closeAll = async () => {
-    for (const cleanup of cleanups.splice(0).reverse()) {
-      await cleanup().catch((err) => log.error("hub.close_failed", { error: err }));
-    }
-  };
-
+  const parts = new Lifecycle((part, err) => log.error("hub.close_failed", { part, error: err }));
   try {
+    const store: SqliteHubStore = openHubStore(paths.database);
+    await parts.start({ name: "hub database", stop: () => store.close() });
+
     const collector = new Collector({ store, log });
     // The events need the broker (for the bootstrap echo) and the broker needs the events.
     let brokerRef: HubBroker | undefined;
@@ -65,46 +64,43 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const directory = createThingDirectory((name) => store.thingByNameSync(name));
     const caPem = readFileSync(paths.caCert, "utf8");
 
-    let broker: HubBroker;
     let embedded: EmbeddedBroker | undefined;
-    if (!opts.broker || opts.broker === "embedded") {
-      embedded = await startEmbeddedBroker({
-        host: settings.broker.listenHost,
-        port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port,
-        caPem,
-        certPem: readFileSync(paths.brokerCert, "utf8"),
-        keyPem: readFileSync(paths.brokerKey, "utf8"),
-        directory,
-        events,
-        log,
-        maxPayloadBytes: maxEnvelopeBytes(settings.api.payloadLimitBytes),
-        ingress: ingressLedger(store),
-      });
-      broker = embedded;
-    } else {
-      broker = await connectExternalBroker({
-        url: opts.broker,
-        caPem,
-        certPem: readFileSync(paths.clientCert, "utf8"),
-        keyPem: readFileSync(paths.clientKey, "utf8"),
-        events,
-        directory,
-        log,
-      });
-    }
+    const broker: HubBroker =
+      !opts.broker || opts.broker === "embedded"
+        ? (embedded = await startEmbeddedBroker({
+            host: settings.broker.listenHost,
+            port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port,
+            caPem,
+            certPem: readFileSync(paths.brokerCert, "utf8"),
+            keyPem: readFileSync(paths.brokerKey, "utf8"),
+            directory,
+            events,
+            log,
+            maxPayloadBytes: maxEnvelopeBytes(settings.api.payloadLimitBytes),
+            ingress: ingressLedger(store),
+          }))
+        : await connectExternalBroker({
+            url: opts.broker,
+            caPem,
+            certPem: readFileSync(paths.clientCert, "utf8"),
+            keyPem: readFileSync(paths.clientKey, "utf8"),
+            events,
+            directory,
+            log,
+          });
     brokerRef = broker;
-    cleanups.push(() => broker.close());
+    await parts.start({ name: "broker", stop: () => broker.close() });
 
     const kick = (name: string) => {
       if (embedded?.disconnect(name)) log.info("hub.thing_disconnected", { thing: name, reason: "revoked or deleted" });
     };
-    const api = createHubApi({ home, store, log, broker, collector, onThingRemoved: kick });
-    const server: HubServer = startHubServer(api, {
+    const useCases = hubUseCases({ home, store, log, broker, collector, disconnect: kick });
+    const server: HubServer = startHubServer(createHubApi({ ...useCases, log }), {
       host: settings.api.host,
       port: opts.apiPort ?? settings.api.port,
       tls: settings.api.tls ? { certPem: readFileSync(paths.brokerCert, "utf8"), keyPem: readFileSync(paths.brokerKey, "utf8") } : undefined,
     });
-    cleanups.push(() => stopGracefully(server));
+    await parts.start({ name: "HTTP API", stop: () => stopGracefully(server) });
 
     // `hub thing revoke` runs in another process and only writes the database; the broker
     // refuses revoked things at their next connect or publish, and this poll disconnects the
@@ -120,7 +116,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
           .catch((err) => log.warn("hub.revocation_poll_failed", { error: err }));
       }, opts.revocationPollMs ?? 3000);
       timer.unref?.();
-      cleanups.push(async () => clearInterval(timer));
+      await parts.start({ name: "revocation poll", stop: () => clearInterval(timer) });
     }
 
     const things = (await store.listThings()).length;
@@ -131,12 +127,12 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       brokerUrl: broker.url,
       broker,
       close() {
-        closing ??= closeAll().then(() => log.info("hub.stopped"));
+        closing ??= parts.stop().then(() => log.info("hub.stopped"));
         return closing;
       },
     };
   } catch (err) {
-    await closeAll();
+    await parts.stop();
     throw err;
   }
 }

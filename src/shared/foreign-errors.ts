@@ -6,7 +6,7 @@
  *
  * `toFlashlexError` is what every layer calls on a caught value to give it its kind.
  */
-import { EXIT_CODE_OF_KIND, FlashlexError, oneLine, type ErrorKind, type ExitCode } from "./errors.ts";
+import { FlashlexError, oneLine, type ErrorKind } from "./errors.ts";
 
 export interface ForeignError {
   kind: ErrorKind;
@@ -222,9 +222,4 @@ export function toFlashlexError(err: unknown, where?: string): FlashlexError {
   }
   const first = oneLine(err instanceof Error ? err.message || err.name : String(err));
   return new FlashlexError(where ? `${where}: ${first}` : first, "bug", { cause: err });
-}
-
-/** Maps any thrown value to an exit code, for main.ts and the control socket. */
-export function exitCodeOf(err: unknown): ExitCode {
-  return EXIT_CODE_OF_KIND[toFlashlexError(err).kind];
 }

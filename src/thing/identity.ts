@@ -15,7 +15,7 @@ import type { ThingConfig } from "./settings.ts";
 import { certificatePem, KeyFileError, normaliseCertificates, normalisePrivateKey } from "../crypto/key-files.ts";
 import { spkiDer, tokenAlgorithmFor, type ThingTokenAlgorithm } from "../crypto/keys.ts";
 import { CryptoError } from "../crypto/errors.ts";
-import { ConfigError, ExitCode, FlashlexError } from "../shared/errors.ts";
+import { ConfigError, FlashlexError } from "../shared/errors.ts";
 
 /** What the thing proves itself with: the PEMs for mutual TLS and the key that signs its JWTs. */
 export interface ThingIdentity {
@@ -39,7 +39,7 @@ export function readKeyFile(path: string, what: string): Buffer {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const message = `${path}: cannot read the ${what} (${code ?? "error"})`;
-    if (code === "EACCES" || code === "EPERM") throw new FlashlexError(message, ExitCode.PERMISSION);
+    if (code === "EACCES" || code === "EPERM") throw new FlashlexError(message, "permission");
     throw new ConfigError(message);
   }
 }

@@ -24,7 +24,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { parse, stringify } from "yaml";
-import { hubCommandTable } from "../../src/commands/hub.ts";
+import { COMMANDS } from "../../src/main.ts";
 import { binaryPath, run, type RunResult } from "../support/binary.ts";
 import { startReceiver, type Receiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
@@ -229,7 +229,8 @@ const THING_COMMANDS: { words: string[]; flags: string[] }[] = [
   { words: ["install-service"], flags: [...THING_FLAGS, "--user", "--dry-run", "--print"] },
   { words: ["uninstall-service"], flags: [...THING_FLAGS, "--dry-run"] },
 ];
-/** Every hub command with its own flags, from the hub's command table (init twice: it feeds provisioning). */
+/** Every hub command with its own flags, from the command table (init twice: it feeds provisioning). */
+const hubCommandTable = COMMANDS.filter((c) => c.name.startsWith("hub "));
 const HUB_COMMANDS: { words: string[]; flags: string[] }[] = [
   ...hubCommandTable.filter((c) => c.name !== "hub serve").map((c) => ({ words: c.name.split(" "), flags: c.options.flatMap((o) => o.flags.match(/--?[\w-]+/g) ?? []) })),
   ...hubCommandTable.filter((c) => c.name === "hub init").map((c) => ({ words: c.name.split(" "), flags: c.options.flatMap((o) => o.flags.match(/--?[\w-]+/g) ?? []) })),

@@ -3,7 +3,9 @@ import { mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { databaseFileName, loadThingConfig } from "../../src/thing/settings.ts";
-import { ConfigError, ExitCode } from "../../src/shared/errors.ts";
+import { ExitCode } from "../../src/cli/exit-codes.ts";
+import { exitCodeOf } from "../../src/main.ts";
+import { ConfigError } from "../../src/shared/errors.ts";
 
 const GUIDE = join(import.meta.dir, "../fixtures/guide-config.yml");
 const dir = mkdtempSync(join(tmpdir(), "flashlex-config-"));
@@ -21,7 +23,7 @@ function configErrorOf(file: string): ConfigError {
     loadThingConfig({ config: file });
   } catch (err) {
     expect(err).toBeInstanceOf(ConfigError);
-    expect((err as ConfigError).exitCode).toBe(ExitCode.CONFIG);
+    expect(exitCodeOf(err)).toBe(ExitCode.CONFIG);
     return err as ConfigError;
   }
   throw new Error(`${file} loaded, but should not have`);

@@ -11,8 +11,10 @@ import { join } from "node:path";
 import { createSecureContext } from "node:tls";
 import { cac } from "cac";
 import { parseDocument } from "yaml";
-import { EXIT_CODE_OF_KIND, ExitCode, FlashlexError, type ErrorKind } from "../../src/shared/errors.ts";
-import { exitCodeOf, toFlashlexError } from "../../src/shared/foreign-errors.ts";
+import { ExitCode } from "../../src/cli/exit-codes.ts";
+import { EXIT_CODE_OF_KIND, exitCodeOf } from "../../src/main.ts";
+import { ERROR_KINDS, FlashlexError, type ErrorKind } from "../../src/shared/errors.ts";
+import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 import { errorToResponse, HTTP_STATUS_OF_KIND } from "../../src/hub/http/envelope.ts";
 import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
 import type { OpenSqlDatabase } from "../../src/shared/sqlite/driver.ts";
@@ -30,14 +32,12 @@ function thrown(fn: () => unknown): unknown {
 }
 
 describe("FlashlexError", () => {
-  test("carries a kind; the exit code follows from it; old callers may still pass an exit code", () => {
-    expect(new FlashlexError("x", "full").exitCode).toBe(ExitCode.IO);
-    expect(new FlashlexError("x", "try-later").exitCode).toBe(ExitCode.TEMPFAIL);
-    const old = new FlashlexError("x", ExitCode.CONFIG);
-    expect(old.kind).toBe("config");
-    expect(old.exitCode).toBe(78);
-    for (const [kind, code] of Object.entries(EXIT_CODE_OF_KIND)) expect(new FlashlexError("x", code).exitCode).toBe(code);
-    expect(new FlashlexError("x", ExitCode.IO).kind).toBe("io");
+  test("carries a kind; main.ts maps every kind, and only kinds, to an exit code", () => {
+    expect(exitCodeOf(new FlashlexError("x", "full"))).toBe(ExitCode.IO);
+    expect(exitCodeOf(new FlashlexError("x", "try-later"))).toBe(ExitCode.TEMPFAIL);
+    expect(exitCodeOf(new FlashlexError("x", "config"))).toBe(78);
+    expect(exitCodeOf(new FlashlexError("x", "conflict"))).toBe(65);
+    expect(Object.keys(EXIT_CODE_OF_KIND).sort()).toEqual([...ERROR_KINDS].sort());
   });
 
   test("an unknown error is a bug (70) and keeps only its first line", () => {
@@ -61,7 +61,7 @@ describe("SQLite errors of both drivers name the file and get their kind", () =>
         const full = toFlashlexError(thrown(() => db.transaction(() => { for (let i = 0; i < 100; i++) db.run("INSERT INTO t VALUES (?)", [new Uint8Array(4000)]); })));
         db.close();
         expect(full.kind).toBe("full");
-        expect(full.exitCode).toBe(74);
+        expect(exitCodeOf(full)).toBe(74);
         expect(full.message).toStartWith(`${file}: `);
         expect(full.message).toContain("SQLITE_FULL");
 
@@ -69,7 +69,7 @@ describe("SQLite errors of both drivers name the file and get their kind", () =>
         writeFileSync(text, "flashlex:\n  app: {}\n".repeat(100));
         const damaged = toFlashlexError(thrown(() => open(text).get("SELECT count(*) FROM sqlite_schema")));
         expect(damaged.kind).toBe("damaged");
-        expect(damaged.exitCode).toBe(74);
+        expect(exitCodeOf(damaged)).toBe(74);
         expect(damaged.message).toStartWith(`${text}: `);
         expect(damaged.message).toContain("SQLITE_NOTADB");
 
@@ -97,7 +97,7 @@ describe("SQLite errors of both drivers name the file and get their kind", () =>
       holder.close();
       db.close();
       expect(busy.kind).toBe("try-later");
-      expect(busy.exitCode).toBe(75);
+      expect(exitCodeOf(busy)).toBe(75);
       expect(busy.message).toStartWith(`${file}: `);
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -150,7 +150,7 @@ describe("file-system, TLS, YAML and command-line errors", () => {
 describe("the hub's HTTP edge maps the same kinds", () => {
   test("full, read-only and busy storage are 503 with Retry-After; no answer carries a path or a library's text", async () => {
     const expected: Record<ErrorKind, number> = {
-      usage: 400, data: 400, unavailable: 503, bug: 500, io: 500, full: 503, "read-only": 503, damaged: 500, "try-later": 503, permission: 500, config: 500,
+      usage: 400, data: 400, conflict: 409, unavailable: 503, bug: 500, io: 500, full: 503, "read-only": 503, damaged: 500, "try-later": 503, permission: 500, config: 500,
     };
     expect(HTTP_STATUS_OF_KIND).toEqual(expected);
     for (const kind of Object.keys(expected) as ErrorKind[]) {

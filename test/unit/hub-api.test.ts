@@ -14,13 +14,15 @@ import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { generateRsaKeyPair, loadPrivateKey } from "../../src/crypto/keys.ts";
 import { silentLogger } from "../../src/shared/log.ts";
-import { createHubApi, type HubApi } from "../../src/hub/http/routes.ts";
+import type { HubApi } from "../../src/hub/http/routes.ts";
+import { hubApiOver } from "../support/hub-api.ts";
 import { createBrokerEvents } from "../../src/hub/broker/events.ts";
 import type { HubBroker } from "../../src/hub/broker/broker.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
 import { openHubStore, type HubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
-import { createThing, revokeThing } from "../../src/hub/things/provision.ts";
+import { createThing } from "../../src/hub/things/provision.ts";
+import { Things } from "../../src/hub/things/things.ts";
 import { tally } from "../support/tally.ts";
 import { checkCertificate, keyMatchesCertificate } from "../support/certificates.ts";
 
@@ -29,7 +31,7 @@ const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
 let dir: string;
 let home: HubHome;
 let store: HubStore;
-let api: HubApi;
+let api: ReturnType<typeof hubApiOver>;
 let operatorToken: string;
 let thing: ThingRecord;
 let thingKey: KeyObject;
@@ -80,7 +82,7 @@ beforeAll(async () => {
   home = init.home;
   operatorToken = init.token;
   store = openHubStore(home.paths.database);
-  api = createHubApi({ home, store, log: silentLogger, broker: fakeBroker });
+  api = hubApiOver({ home, store, log: silentLogger, broker: fakeBroker });
   const created = await createThing(home, store, "mything");
   thing = created.thing;
   const files = unzip(await Bun.file(created.distribution).bytes());
@@ -188,7 +190,7 @@ describe("POST /things/{id}/collect", () => {
     const otherKey = loadPrivateKey(unzip(await Bun.file(created.distribution).bytes())[`${other.name}/keys/${other.name}-keypair-private.pem`]!);
     // Accepted before the revocation, refused after, with its own valid key.
     expect((await collect({ thingId: other.id, token: await signThingToken({ thingId: other.id, privateKey: otherKey }) })).status).toBe(200);
-    await revokeThing(home, store, other);
+    await new Things({ home, store }).revoke(other);
     const revoked = await collect({ thingId: other.id, token: await signThingToken({ thingId: other.id, privateKey: otherKey }) });
     const bad = await collect({ token: "abc.def.ghi" });
     expect([unknown.status, revoked.status, bad.status]).toEqual([401, 401, 401]);
@@ -394,7 +396,7 @@ describe("operator routes", () => {
   test("GET archive: one <flmessagespk>.json per message, in the guide's format and folder", async () => {
     const target = (await createThing(home, store, "archived")).thing;
     const at = Date.UTC(2019, 6, 20, 1, 45, 44);
-    const api2 = createHubApi({ home, store, log: silentLogger, now: () => at });
+    const api2 = hubApiOver({ home, store, log: silentLogger, now: () => at });
     const messageId = "1bdae18a-d97f-48ac-8256-f753de1c032f";
     await store.insertMessage({ flmessagespk: messageId, thingId: target.id, messagetype: "egress", payload: '{"foo":"bar"}', fltimestamp: at / 1000, datecreated: "2019-07-20T01:45:44Z" });
     const response = await api2.fetch(new Request(`${base}/things/${target.id}/archive?startts=0`, { headers: { Authorization: `Bearer ${operatorToken}` } }));
@@ -461,7 +463,7 @@ describe("operator routes", () => {
     expect(stored!.delivery).toBe("pending"); // this broker tracks PUBACKs
     const missing = await operator(`/things/${thing.id}/publish`, { method: "POST", headers: { "Content-Type": "application/json" }, body: '{"text":"x"}' });
     expect(missing.status).toBe(400);
-    const noBroker = createHubApi({ home, store, log: silentLogger });
+    const noBroker = hubApiOver({ home, store, log: silentLogger });
     const unavailable = await noBroker.fetch(
       new Request(`${base}/things/${thing.id}/publish`, { method: "POST", headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" }, body: '{"message":1}' }),
     );
@@ -476,7 +478,7 @@ describe("operator routes", () => {
       return (await json(await through.fetch(request))).result.flmessagespk;
     };
     const tracked = await send(api, "tracked");
-    const external = createHubApi({ home, store, log: silentLogger, broker: { ...fakeBroker, tracksDelivery: false, connected: () => undefined } });
+    const external = hubApiOver({ home, store, log: silentLogger, broker: { ...fakeBroker, tracksDelivery: false, connected: () => undefined } });
     const untracked = await send(external, "untracked");
     const delivered = await send(api, "delivered");
     await store.markDelivered(delivered, Date.UTC(2024, 0, 2, 3, 4, 5));
@@ -495,7 +497,7 @@ describe("operator routes", () => {
     const target = (await createThing(home, store, "doomed")).thing;
     await store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: "egress", payload: "1", fltimestamp: 1, datecreated: "x" });
     const kicked: string[] = [];
-    const api2 = createHubApi({ home, store, log: silentLogger, onThingRemoved: (name) => kicked.push(name) });
+    const api2 = hubApiOver({ home, store, log: silentLogger, disconnect: (name) => kicked.push(name) });
     const response = await api2.fetch(new Request(`${base}/things/${target.id}`, { method: "DELETE", headers: { Authorization: `Bearer ${operatorToken}` } }));
     expect(response.status).toBe(200);
     expect(kicked).toEqual([target.name]);

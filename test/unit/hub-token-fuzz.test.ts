@@ -1,7 +1,7 @@
 /**
  * Every thing token the hub cannot verify is a 401 in the API's envelope: never a 500, never an
  * ERROR line in the hub's log, whatever jose (or anything else) makes of it. fast-check
- * generates the tokens and the real `createHubApi(...).fetch` handler answers them, for an RSA
+ * generates the tokens and the real `hubApiOver(...).fetch` handler answers them, for an RSA
  * thing (RS256) and an EC thing (ES256):
  *
  *   mutated    a valid token with one segment (header, payload or signature) changed: a
@@ -26,7 +26,7 @@ import { unzipSync } from "fflate";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
 import { createLogger } from "../../src/shared/log.ts";
-import { createHubApi, type HubApi } from "../../src/hub/http/routes.ts";
+import { hubApiOver } from "../support/hub-api.ts";
 import { createBrokerEvents } from "../../src/hub/broker/events.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
@@ -44,7 +44,7 @@ interface Subject {
 let dir: string;
 let home: HubHome;
 let store: HubStore;
-let api: HubApi;
+let api: ReturnType<typeof hubApiOver>;
 let rsa: Subject;
 let ec: Subject;
 const logLines: string[] = [];
@@ -61,7 +61,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "flashlex-token-fuzz-"));
   home = (await initHub({ dir: join(dir, "hub"), ownerId: "ecd13b11-6d91-4e8e-9156-60e451a3c975", apiUrl: "http://hub.example:8080" })).home;
   store = openHubStore(home.paths.database);
-  api = createHubApi({ home, store, log: createLogger({ level: "debug", write: (line) => logLines.push(line) }) });
+  api = hubApiOver({ home, store, log: createLogger({ level: "debug", write: (line) => logLines.push(line) }) });
   [rsa, ec] = await Promise.all([provision("fuzz-rsa", "rsa"), provision("fuzz-ec", "ec")]);
 });
 

@@ -5,7 +5,9 @@
  */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { ExitCode, InputError } from "../../src/shared/errors.ts";
+import { ExitCode } from "../../src/cli/exit-codes.ts";
+import { exitCodeOf } from "../../src/main.ts";
+import { InputError } from "../../src/shared/errors.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, jsonNestingDepth, MAX_JSON_DEPTH, parseJsonDocument } from "../../src/protocol/limits.ts";
 import { tally } from "../support/tally.ts";
 
@@ -76,7 +78,7 @@ describe("parseJsonDocument", () => {
       throw new Error("not refused");
     } catch (err) {
       expect(err).toBeInstanceOf(InputError);
-      expect((err as InputError).exitCode).toBe(ExitCode.DATA);
+      expect(exitCodeOf(err)).toBe(ExitCode.DATA);
       expect((err as Error).message).toStartWith("stdin: not JSON");
       expect((err as Error).message).not.toMatch(/[\u0000-\u001f]/);
       expect((err as Error).message.length).toBeLessThan(200);

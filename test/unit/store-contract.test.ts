@@ -143,7 +143,7 @@ describe("wasm driver: the <db>.lock directory", () => {
         }
         expect(err).toBeInstanceOf(DatabaseLockedError);
         expect((err as DatabaseLockedError).message).toBe(`${file} is in use by process ${child.pid}; stop it first`);
-        expect((err as DatabaseLockedError).exitCode).toBe(75);
+        expect((err as DatabaseLockedError).kind).toBe("try-later"); // exit 75
         expect(existsSync(lockDirOf(file))).toBe(true);
         expect(readOwner(file)).toEqual(recorded);
       }

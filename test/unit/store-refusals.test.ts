@@ -7,6 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { exitCodeOf } from "../../src/main.ts";
 import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
 import type { OpenSqlDatabase } from "../../src/shared/sqlite/driver.ts";
@@ -41,7 +42,7 @@ for (const [driver, open] of Object.entries(drivers)) {
           }
         } catch (err) {
           const error = toFlashlexError(err);
-          outcome = error.exitCode;
+          outcome = exitCodeOf(error);
           message = error.message;
         }
         tally("badInputs");

@@ -16,7 +16,7 @@
  * thing's PUBACK: ingress sent this way is stored with delivery `unknown`.
  */
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { ConfigError, ExitCode, FlashlexError } from "../../shared/errors.ts";
+import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { ingressWirePayload } from "../../protocol/ingress.ts";
 import { HUB_TOPICS, ingressTopic } from "../../protocol/topics.ts";
@@ -101,7 +101,7 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
       const refused = granted?.filter((g) => g.qos === 128).map((g) => g.topic) ?? [];
       if (err || refused.length) {
         log.error("mqtt.subscribe.failed", { error: err, refused: refused.join(",") || undefined });
-        subscribed.reject(err ?? new FlashlexError(`broker refused subscription to ${refused.join(", ")}`, ExitCode.PERMISSION));
+        subscribed.reject(err ?? new FlashlexError(`broker refused subscription to ${refused.join(", ")}`, "permission"));
       } else {
         subscribed.resolve();
       }
@@ -116,7 +116,7 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
 
   const timeoutMs = opts.connectTimeoutMs ?? 30_000;
   const timer = setTimeout(
-    () => subscribed.reject(new FlashlexError(`broker ${opts.url} not reachable within ${timeoutMs} ms`, ExitCode.UNAVAILABLE)),
+    () => subscribed.reject(new FlashlexError(`broker ${opts.url} not reachable within ${timeoutMs} ms`, "unavailable")),
     timeoutMs,
   );
   try {
@@ -126,14 +126,14 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     await client.endAsync(true).catch(() => {});
     throw err instanceof FlashlexError
       ? err
-      : new FlashlexError(`cannot use broker ${opts.url}: ${(err as Error).message}`, ExitCode.UNAVAILABLE);
+      : new FlashlexError(`cannot use broker ${opts.url}: ${(err as Error).message}`, "unavailable");
   } finally {
     clearTimeout(timer);
   }
 
   const publish = async (topic: string, payload: string | Buffer) => {
     // Fail now rather than wait for a reconnect that may never come: the caller reports it.
-    if (!client.connected) throw new FlashlexError(`broker ${opts.url} is not connected`, ExitCode.UNAVAILABLE);
+    if (!client.connected) throw new FlashlexError(`broker ${opts.url} is not connected`, "unavailable");
     await client.publishAsync(topic, payload, { qos: 1, retain: false });
   };
   return {

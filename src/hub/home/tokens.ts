@@ -1,5 +1,5 @@
-import type { HubStore } from "../store/hub-store.ts";
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import type { HubStore } from "../store/hub-store.ts";
 
 /**
  * Operator access tokens. A token is 32 random bytes (base64url); the hub keeps only its SHA-256,
@@ -31,10 +31,44 @@ export function bearerToken(header: string | null): string | undefined {
   return match?.[1];
 }
 
-/** Replaces the operator token: the old one stops working at once. Returns the new token (shown once). */
-export async function rotateOperatorToken(store: HubStore): Promise<string> {
-  const token = newAccessToken();
-  await store.deleteTokens("operator");
-  await store.addToken(hashToken(token), "operator", Date.now(), null);
-  return token;
+/** How long a token the CLI mints for itself is valid (it is used for one request, then deleted). */
+const CLI_TOKEN_TTL_MS = 60_000;
+
+/** The operator's access to the hub: the tokens whose hashes the hub database keeps. */
+export class OperatorTokens {
+  constructor(
+    private readonly store: HubStore,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** True when `token` is a valid operator (or CLI) token now. */
+  async verify(token: string | undefined): Promise<boolean> {
+    return token !== undefined && tokenMatchesAny(token, await this.store.activeTokenHashes(this.now()));
+  }
+
+  /** Replaces the operator token: the old one stops working at once. Returns the new token (shown once). */
+  async rotate(): Promise<string> {
+    const token = newAccessToken();
+    await this.store.deleteTokens("operator");
+    await this.store.addToken(hashToken(token), "operator", this.now(), null);
+    return token;
+  }
+
+  /**
+   * Runs `fn` with a token of its own: the operator token is not stored anywhere in readable
+   * form, so the hub's CLI, on the hub machine, mints a fresh token whose hash goes into the
+   * database with a one-minute expiry, and deletes it right after. Whoever can write the hub
+   * home can do this, and could do far more anyway.
+   */
+  async withCliToken<T>(fn: (token: string) => Promise<T>): Promise<T> {
+    const token = newAccessToken();
+    const hash = hashToken(token);
+    const now = this.now();
+    await this.store.addToken(hash, "cli", now, now + CLI_TOKEN_TTL_MS);
+    try {
+      return await fn(token);
+    } finally {
+      await this.store.deleteToken(hash);
+    }
+  }
 }

@@ -1,11 +1,11 @@
-import { type ErrorKind } from "../../shared/errors.ts";
-import { toFlashlexError } from "../../shared/foreign-errors.ts";
-
 /**
  * The old cloud's JSON envelope and the small HTTP helpers the API routes share. Every answer,
  * error or not, is `{status, code, messages: [{key, value}], result}` so a client parses one shape.
+ * This is the HTTP edge of the error taxonomy: `errorToResponse` gives every kind its status.
  */
 import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
+import type { ErrorKind } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 
 export interface Envelope<T = unknown> {
   status: "OK" | "ERROR";
@@ -14,7 +14,12 @@ export interface Envelope<T = unknown> {
   result: T;
 }
 
-/** An error an API route answers with; the message is shown to the client, so it never holds a secret. */
+/**
+ * What a route answers with when the answer is about HTTP itself (no such route or thing, a wrong
+ * content type, a body too large, a refused token with its challenge), like hono's one
+ * HTTPException; everything else is a FlashlexError and answers by its kind. The message is
+ * shown to the client, so it never holds a secret.
+ */
 export class HttpError extends Error {
   constructor(
     readonly status: number,
@@ -34,6 +39,7 @@ export class HttpError extends Error {
 export const HTTP_STATUS_OF_KIND: Record<ErrorKind, number> = {
   usage: 400,
   data: 400,
+  conflict: 409,
   unavailable: 503,
   bug: 500,
   io: 500,
@@ -62,13 +68,15 @@ const RETRY_AFTER_SECONDS = "30";
 
 /**
  * Answers any error a route threw: an HttpError as it says; anything else by its kind, in the
- * envelope, never with internals. `logged` says whether the caller should log it (5xx only).
+ * envelope, never with internals: a 5xx gets a public sentence instead of its message, unless
+ * the error says its message is safe for clients (FlashlexError.clientSafe: "the broker did not
+ * accept the message"). `detail` is for the caller's log.
  */
 export function errorToResponse(err: unknown): { response: Response; status: number; kind?: ErrorKind; detail: string } {
   if (err instanceof HttpError) return { response: errorResponse(err.status, err.message, err.headers), status: err.status, detail: err.message };
   const error = toFlashlexError(err);
   const status = HTTP_STATUS_OF_KIND[error.kind];
-  const message = status < 500 ? error.message : PUBLIC_MESSAGE[error.kind]!;
+  const message = status < 500 || error.clientSafe ? error.message : PUBLIC_MESSAGE[error.kind]!;
   const headers: Record<string, string> = status === 503 ? { "Retry-After": RETRY_AFTER_SECONDS } : {};
   return { response: errorResponse(status, message, headers), status, kind: error.kind, detail: error.message };
 }

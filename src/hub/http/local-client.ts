@@ -1,31 +1,13 @@
 import { readFileSync } from "node:fs";
-import { ExitCode, FlashlexError } from "../../shared/errors.ts";
+import { FlashlexError } from "../../shared/errors.ts";
 import type { HubHome } from "../home/home.ts";
-import type { HubStore } from "../store/hub-store.ts";
+import type { OperatorTokens } from "../home/tokens.ts";
 import type { Envelope } from "./envelope.ts";
-import { hashToken, newAccessToken } from "../home/tokens.ts";
 
 /**
  * How the hub's CLI, on the hub machine, talks to the running `hub serve` (for `hub send`, which
- * needs the broker that process holds).
- *
- * The operator token is not stored anywhere in readable form, so the CLI mints its own: a fresh
- * token whose hash goes into the database with a one-minute expiry, used for one request and
- * deleted right after. Whoever can write the hub home can do this, and could do far more anyway.
+ * needs the broker that process holds), with a token of its own (OperatorTokens.withCliToken).
  */
-const CLI_TOKEN_TTL_MS = 60_000;
-
-export async function withCliToken<T>(store: HubStore, fn: (token: string) => Promise<T>): Promise<T> {
-  const token = newAccessToken();
-  const hash = hashToken(token);
-  const now = Date.now();
-  await store.addToken(hash, "cli", now, now + CLI_TOKEN_TTL_MS);
-  try {
-    return await fn(token);
-  } finally {
-    await store.deleteToken(hash);
-  }
-}
 
 /** The URL this machine reaches the API at: the listen address, with a wildcard made loopback. */
 export function localApiUrl(home: HubHome): string {
@@ -58,7 +40,7 @@ export async function localRequest<T>(home: HubHome, token: string, method: stri
     response = await fetch(url, init);
   } catch (err) {
     const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-    throw new FlashlexError(`the hub API at ${localApiUrl(home)} did not answer (${why}); is \`flashlex hub serve\` running?`, ExitCode.UNAVAILABLE);
+    throw new FlashlexError(`the hub API at ${localApiUrl(home)} did not answer (${why}); is \`flashlex hub serve\` running?`, "unavailable");
   }
   const text = await response.text();
   let parsed: Envelope<T> | undefined;
@@ -68,4 +50,24 @@ export async function localRequest<T>(home: HubHome, token: string, method: stri
     parsed = undefined;
   }
   return { status: response.status, body: parsed };
+}
+
+/**
+ * Sends `message` to thing `thingId` through the running hub (`POST /things/{id}/publish`): its
+ * broker lives in that process. Uses a one-request token (OperatorTokens.withCliToken). Returns
+ * the hub's answer, the API's envelope. Throws FlashlexError: unavailable when no hub answers or
+ * it answers 503, bug for another 5xx, data for a refusal of the message (4xx).
+ */
+export async function publishThroughService(
+  home: HubHome,
+  operators: OperatorTokens,
+  thingId: string,
+  message: unknown,
+): Promise<Envelope<{ flmessagespk: string; online: boolean | null }>> {
+  const response = await operators.withCliToken((token) => localRequest<{ flmessagespk: string; online: boolean | null }>(home, token, "POST", `/things/${thingId}/publish`, { message }));
+  if (response.status !== 200 || !response.body) {
+    const why = response.body?.messages[0]?.value ?? `HTTP ${response.status}`;
+    throw new FlashlexError(`the hub refused the message: ${why}`, response.status === 503 ? "unavailable" : response.status >= 500 ? "bug" : "data");
+  }
+  return response.body;
 }

@@ -1,15 +1,23 @@
-import { randomUUID } from "node:crypto";
-import type { Logger } from "../../shared/log.ts";
-import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
-import { isoSeconds } from "../../shared/time.ts";
-import { archiveStream, openArchive, storedMessageJson } from "../messages/archive.ts";
+/**
+ * The hub's HTTP API: the old cloud's routes under `/{env}/v1` (docs have the reference).
+ * `createHubApi` returns a plain `fetch(Request) → Response` handler, so tests call it without a
+ * socket and `startHubServer` (bun-server.ts) only hands it to `Bun.serve`.
+ *
+ * Two kinds of caller: the operator (`Authorization: Bearer <access token>`) on every route but
+ * one, and a thing (`Authorization: Bearer <thing JWT>`) on `collect`. Errors never echo a token.
+ * A route reads the request, calls a use case (src/hub/hub.ts) and presents its answer; errors
+ * become statuses by their kind in one place (envelope.ts `errorToResponse`).
+ */
 import { MESSAGE_ID_HEADER } from "../../protocol/headers.ts";
 import { isUuid } from "../../protocol/ids.ts";
-import { ingressTopic, thingTopics } from "../../protocol/topics.ts";
-import type { HubBroker } from "../broker/broker.ts";
-import { bearerChallenge, CollectAuthError, Collector, MessageIdConflict } from "../messages/collect.ts";
-import type { HubHome } from "../home/home.ts";
-import { thingStatus, type HubStore, type MessageQuery, type MessageRecord, type ThingRecord } from "../store/hub-store.ts";
+import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
+import { ingressTopic } from "../../protocol/topics.ts";
+import type { Logger } from "../../shared/log.ts";
+import { bearerToken } from "../home/tokens.ts";
+import type { HubUseCases } from "../hub.ts";
+import { archiveStream } from "../messages/archive.ts";
+import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
+import type { MessageQuery, ThingRecord } from "../store/hub-store.ts";
 import {
   errorResponse,
   errorToResponse,
@@ -22,33 +30,14 @@ import {
   streamResponse,
   unixSecondsParam,
 } from "./envelope.ts";
-import { createThing, deleteThing, ProvisionError, readDistribution, thingKeyType } from "../things/provision.ts";
-import { bearerToken, tokenMatchesAny } from "../home/tokens.ts";
+import { messageJson, thingJson } from "./presenters.ts";
 
-/**
- * The hub's HTTP API: the old cloud's routes under `/{env}/v1` (the README has the reference).
- * `createHubApi` returns a plain `fetch(Request) → Response` handler, so tests call it without a
- * socket and `startHubServer` only hands it to `Bun.serve`.
- *
- * Two kinds of caller: the operator (`Authorization: Bearer <access token>`) on every route but
- * one, and a thing (`Authorization: Bearer <thing JWT>`) on `collect`. Errors never echo a token.
- */
-export interface HubApiDeps {
-  home: HubHome;
-  store: HubStore;
+export interface HubApiDeps extends HubUseCases {
   log: Logger;
-  /** absent: `publish` answers 503 (e.g. a test without a broker) */
-  broker?: HubBroker;
-  collector?: Collector;
-  /** Unix ms */
-  now?: () => number;
-  /** a thing was deleted: disconnect it from the broker now */
-  onThingRemoved?: (thingName: string) => void;
 }
 
 export interface HubApi {
   fetch(request: Request): Promise<Response>;
-  readonly collector: Collector;
 }
 
 type Caller = "operator" | "thing";
@@ -65,53 +54,21 @@ interface RouteMethod {
   handle(ctx: Context): Promise<Response>;
 }
 
-/** JSON of a thing for API answers: no key material, times as ISO strings. */
-export function thingJson(thing: ThingRecord, env: string) {
-  const iso = (ms: number | null) => (ms === null ? null : isoSeconds(ms));
-  return {
-    id: thing.id,
-    name: thing.name,
-    shortName: thing.shortName,
-    status: thingStatus(thing),
-    createdAt: iso(thing.createdAt),
-    verifiedAt: iso(thing.verifiedAt),
-    lastSeenAt: iso(thing.lastSeenAt),
-    revokedAt: iso(thing.revokedAt),
-    certificateSerial: thing.certSerial,
-    keyType: thingKeyType(thing),
-    topics: thingTopics(thing.name),
-    distribution: thing.revokedAt === null ? `/${env}/v1/things/${thing.id}/dist` : null,
-  };
-}
-
-/**
- * A stored message for the messages route: the archive's format, plus for ingress what the hub
- * knows of its delivery (the archive keeps the old cloud's keys only).
- */
-export function messageJson(m: MessageRecord, ownerId: string) {
-  const json = storedMessageJson(m, ownerId);
-  if (m.messagetype !== "ingress") return json;
-  return { ...json, delivery: m.delivery ?? "unknown", deliveredAt: m.deliveredAt == null ? null : isoSeconds(m.deliveredAt) };
-}
-
 export function createHubApi(deps: HubApiDeps): HubApi {
-  const { home, store } = deps;
+  const { home, things, messages, collector, operators } = deps;
   const settings = home.settings;
-  const now = deps.now ?? Date.now;
   const log = deps.log.child({ component: "api" });
-  const collector = deps.collector ?? new Collector({ store, log: deps.log, now });
   const limit = settings.api.payloadLimitBytes;
   const prefix = `/${settings.env}/v1`;
 
   async function requireOperator(request: Request): Promise<void> {
-    const token = bearerToken(request.headers.get("authorization"));
-    if (!token || !tokenMatchesAny(token, await store.activeTokenHashes(now()))) {
+    if (!(await operators.verify(bearerToken(request.headers.get("authorization"))))) {
       throw new HttpError(401, "a valid access token is required (Authorization: Bearer <token>)", { "WWW-Authenticate": "Bearer" });
     }
   }
 
   async function thingOr404(id: string): Promise<ThingRecord> {
-    const thing = isUuid(id) ? await store.getThing(id.toLowerCase()) : undefined;
+    const thing = isUuid(id) ? await things.get(id) : undefined;
     if (!thing) throw new HttpError(404, "no such thing");
     return thing;
   }
@@ -141,6 +98,8 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     try {
       thing = await collector.authenticate(id.toLowerCase(), bearerToken(request.headers.get("authorization")));
     } catch (err) {
+      // The one refusal the kinds cannot express: RFC 6750 wants a challenge, and the reason
+      // (unknown, revoked, bad signature...) stays in the log, never in the answer.
       if (err instanceof CollectAuthError) {
         log.warn("hub.collect_refused", { via: "http", thing_id: id, reason: err.reason });
         throw new HttpError(401, "the thing token was refused", { "WWW-Authenticate": bearerChallenge(err) });
@@ -150,13 +109,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     const messageId = request.headers.get(MESSAGE_ID_HEADER) ?? undefined;
     if (messageId !== undefined && !isUuid(messageId)) throw new HttpError(400, `${MESSAGE_ID_HEADER} must be a UUID`);
     const payload = await jsonBody(request);
-    let result;
-    try {
-      result = await collector.store(thing, messageId?.toLowerCase(), JSON.stringify(payload));
-    } catch (err) {
-      if (err instanceof MessageIdConflict) throw new HttpError(409, err.message);
-      throw err;
-    }
+    const result = await collector.store(thing, messageId?.toLowerCase(), JSON.stringify(payload));
     log.info("hub.collect", { via: "http", thing: thing.name, message: result.message.flmessagespk, repeat: result.inserted ? undefined : true });
     return ok({ message: "Message collected.", flthingspk: thing.id, flmessagespk: result.message.flmessagespk }, "Message collected.");
   }
@@ -167,24 +120,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     if (body === null || typeof body !== "object" || Array.isArray(body) || !("message" in body)) {
       throw new HttpError(400, 'the body must be {"message": ...}');
     }
-    if (thing.revokedAt !== null) throw new HttpError(409, "the thing is revoked");
-    if (!deps.broker) throw new HttpError(503, "no broker is running");
-    const text = JSON.stringify({ message: (body as { message: unknown }).message });
-    const at = now();
-    const flmessagespk = randomUUID();
-    // Stored first, so an ingress the broker took is always on record; undone if the broker refuses.
-    // `pending` keeps it until the thing's PUBACK (embedded broker), even across hub restarts.
-    const delivery = deps.broker.tracksDelivery ? "pending" : "unknown";
-    await store.insertMessage({ flmessagespk, thingId: thing.id, messagetype: "ingress", payload: text, fltimestamp: Math.floor(at / 1000), datecreated: isoSeconds(at), delivery });
-    try {
-      await deps.broker.sendIngress(thing.name, { flmessagespk, payload: text });
-    } catch (err) {
-      await store.deleteMessage(flmessagespk);
-      log.error("hub.publish_failed", { thing: thing.name, error: err });
-      throw new HttpError(503, "the broker did not accept the message");
-    }
-    const online = deps.broker.connected()?.includes(thing.name) ?? null;
-    log.info("hub.publish", { thing: thing.name, message: flmessagespk, online });
+    const { flmessagespk, online } = await messages.send(thing, (body as { message: unknown }).message);
     return ok({ message: "Message published.", flthingspk: thing.id, flmessagespk, topic: ingressTopic(thing.name), online }, "Message published.");
   }
 
@@ -192,21 +128,16 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     things: {
       GET: {
         caller: "operator",
-        handle: async () => ok((await store.listThings()).map((t) => thingJson(t, settings.env)), "Things listed."),
+        handle: async () => ok((await things.list()).map((t) => thingJson(t, settings.env)), "Things listed."),
       },
       POST: {
         caller: "operator",
         async handle({ request }) {
           const body = await jsonBody(request);
           const { name, keyType } = body !== null && typeof body === "object" ? (body as { name?: unknown; keyType?: unknown }) : { name: undefined, keyType: undefined };
-          try {
-            const { thing } = await createThing(home, store, name as string, now, { keyType });
-            log.info("hub.thing_created", { thing: thing.name, id: thing.id });
-            return ok(thingJson(thing, settings.env), "Thing created.", 201);
-          } catch (err) {
-            if (err instanceof ProvisionError) throw new HttpError(err.status, err.message);
-            throw err;
-          }
+          const { thing } = await things.create(name, { keyType });
+          log.info("hub.thing_created", { thing: thing.name, id: thing.id });
+          return ok(thingJson(thing, settings.env), "Thing created.", 201);
         },
       },
     },
@@ -216,8 +147,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         async handle({ id }) {
           const thing = await thingOr404(id);
-          await deleteThing(home, store, thing);
-          deps.onThingRemoved?.(thing.name);
+          await things.delete(thing);
           log.info("hub.thing_deleted", { thing: thing.name, id: thing.id });
           return ok({ id: thing.id, name: thing.name }, "Thing deleted.");
         },
@@ -228,16 +158,15 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         async handle({ id, url }) {
           const thing = await thingOr404(id);
-          const messages = await store.queryMessages(thing.id, messageQuery(url.searchParams, true));
-          return ok(messages.map((m) => messageJson(m, settings.ownerId)), `${messages.length} messages.`);
+          const found = await messages.list(thing, messageQuery(url.searchParams, true));
+          return ok(found.map((m) => messageJson(m, settings.ownerId)), `${found.length} messages.`);
         },
       },
       DELETE: {
         caller: "operator",
         async handle({ id, url }) {
           const thing = await thingOr404(id);
-          const deleted = await store.deleteMessages(thing.id, messageQuery(url.searchParams, true));
-          log.info("hub.messages_deleted", { thing: thing.name, count: deleted });
+          const deleted = await messages.delete(thing, messageQuery(url.searchParams, true));
           return ok({ deleted }, `${deleted} messages deleted.`);
         },
       },
@@ -247,8 +176,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         async handle({ id, url }) {
           const thing = await thingOr404(id);
-          const query = messageQuery(url.searchParams, true);
-          const archive = await openArchive(store, { thingId: thing.id, ownerId: settings.ownerId, query, at: new Date(now()), payloadLimitBytes: limit });
+          const archive = await messages.archive(thing, messageQuery(url.searchParams, true));
           log.info("hub.archive", { thing: thing.name, messages: archive.count });
           // Streamed: the status and headers are sent before the zip is complete, so a failure
           // half way can only cut the download short (a zip without its end record is invalid).
@@ -262,7 +190,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         async handle({ id }) {
           const thing = await thingOr404(id);
-          const zip = thing.revokedAt === null ? readDistribution(home, thing.id) : undefined;
+          const zip = things.distribution(thing);
           if (!zip) throw new HttpError(404, "this thing has no distribution (it was revoked)");
           return fileResponse(zip, `${thing.name}.zip`);
         },
@@ -308,7 +236,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     }
   }
 
-  return { fetch: handle, collector };
+  return { fetch: handle };
 }
 
 export interface HubServer {

@@ -2,6 +2,7 @@ import { randomUUID, type KeyObject } from "node:crypto";
 import { TokenError } from "../../crypto/errors.ts";
 import { verifyThingToken } from "../../crypto/jwt.ts";
 import { loadPublicKey } from "../../crypto/keys.ts";
+import { ConflictError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { fromStore, type HubStore, type MessageRecord, type ThingRecord } from "../store/hub-store.ts";
@@ -35,8 +36,8 @@ export function bearerChallenge(err: CollectAuthError): string {
   return 'Bearer error="invalid_token"';
 }
 
-/** The message id was already used by another thing. */
-export class MessageIdConflict extends Error {
+/** The message id was already used by another thing (HTTP 409; over MQTT the message is dropped). */
+export class MessageIdConflict extends ConflictError {
   constructor() {
     super("this message id is already used");
     this.name = "MessageIdConflict";

@@ -87,13 +87,6 @@ export interface ThingRecord {
   revokedAt: number | null;
 }
 
-export type ThingStatus = "created" | "verified" | "revoked";
-
-export function thingStatus(thing: ThingRecord): ThingStatus {
-  if (thing.revokedAt !== null) return "revoked";
-  return thing.verifiedAt !== null ? "verified" : "created";
-}
-
 export type MessageType = "egress" | "ingress";
 
 /**

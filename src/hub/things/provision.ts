@@ -2,7 +2,7 @@ import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, thingKeyTypeOf, type ThingKeyType } from "../../crypto/keys.ts";
 import { describeCertificate, issueThingCertificate } from "../../crypto/x509.ts";
-import { InputError } from "../../shared/errors.ts";
+import { ConflictError, InputError } from "../../shared/errors.ts";
 import { buildDistribution } from "./distribution.ts";
 import { ownerPrefix } from "../home/settings.ts";
 import { createFile } from "../../shared/files.ts";
@@ -19,22 +19,12 @@ import type { HubStore, ThingRecord } from "../store/hub-store.ts";
  * database keeps only the public key and the certificate.
  */
 
-/** Why provisioning refused a request; `status` is the HTTP status the API answers with. */
-export class ProvisionError extends InputError {
-  constructor(
-    message: string,
-    readonly status: 400 | 409,
-  ) {
-    super(message);
-    this.name = "ProvisionError";
-  }
-}
 
 const TYPED_NAME = /^[A-Za-z0-9_-]{1,40}$/;
 
 export function validateThingName(name: unknown): string {
   if (typeof name !== "string" || !TYPED_NAME.test(name)) {
-    throw new ProvisionError("a thing name is 1 to 40 letters, digits, '-' or '_'", 400);
+    throw new InputError("a thing name is 1 to 40 letters, digits, '-' or '_'");
   }
   return name;
 }
@@ -43,7 +33,7 @@ export function validateThingName(name: unknown): string {
 export function validateKeyType(keyType: unknown): ThingKeyType {
   if (keyType === undefined) return "rsa";
   if (typeof keyType !== "string" || !(THING_KEY_TYPES as readonly string[]).includes(keyType)) {
-    throw new ProvisionError(`keyType must be ${THING_KEY_TYPES.join(" or ")}`, 400);
+    throw new InputError(`keyType must be ${THING_KEY_TYPES.join(" or ")}`);
   }
   return keyType as ThingKeyType;
 }
@@ -67,7 +57,7 @@ export interface CreatedThing {
 /**
  * Provisions a thing named `typedName` with a new key of `opts.keyType` (default rsa: RSA-2048,
  * RS256 tokens; ec: P-256, ES256 tokens), its certificate from the hub CA and its distribution.
- * Throws ProvisionError (400 bad name or key type, 409 name taken).
+ * Throws InputError (a bad name or key type) or ConflictError (the name is taken).
  */
 export async function createThing(
   home: HubHome,
@@ -79,7 +69,7 @@ export async function createThing(
   const shortName = validateThingName(typedName);
   const keyType = validateKeyType(opts.keyType);
   const name = `${ownerPrefix(home.settings)}-${shortName}`;
-  if (await store.getThingByName(name)) throw new ProvisionError(`a thing named ${name} already exists`, 409);
+  if (await store.getThingByName(name)) throw new ConflictError(`a thing named ${name} already exists`);
 
   const id = randomUUID();
   const ca = readCa(home.paths);
@@ -117,7 +107,7 @@ export async function createThing(
   } catch (err) {
     rmSync(file, { force: true });
     // Two creates racing for one name: the UNIQUE constraint decides, the loser hears why.
-    if (/UNIQUE/i.test(String((err as Error).message))) throw new ProvisionError(`a thing named ${name} already exists`, 409);
+    if (/UNIQUE/i.test(String((err as Error).message))) throw new ConflictError(`a thing named ${name} already exists`);
     throw err;
   }
   return { thing, distribution: file };
@@ -136,21 +126,4 @@ export async function findThing(home: HubHome, store: HubStore, ref: string): Pr
 export function readDistribution(home: HubHome, thingId: string): Uint8Array | undefined {
   const file = distributionPath(home.paths, thingId);
   return existsSync(file) ? readFileSync(file) : undefined;
-}
-
-/**
- * Revocation: the thing can no longer connect (the broker's directory refuses revoked things,
- * and a running hub disconnects it within seconds), its tokens are refused, and its
- * distribution, with the private key in it, is deleted. Its messages stay.
- */
-export async function revokeThing(home: HubHome, store: HubStore, thing: ThingRecord, now: () => number = Date.now): Promise<boolean> {
-  const changed = await store.revokeThing(thing.id, now());
-  rmSync(distributionPath(home.paths, thing.id), { force: true });
-  return changed;
-}
-
-/** Deletes a thing, its messages and its distribution. */
-export async function deleteThing(home: HubHome, store: HubStore, thing: ThingRecord): Promise<void> {
-  await store.deleteThing(thing.id);
-  rmSync(distributionPath(home.paths, thing.id), { force: true });
 }

@@ -1,6 +1,6 @@
 import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmdirSync, unlinkSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
-import { ExitCode, FlashlexError } from "../errors.ts";
+import { type ErrorKind, FlashlexError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 
 /**
@@ -23,8 +23,8 @@ export interface LockOwner {
 }
 
 export class DatabaseLockedError extends FlashlexError {
-  constructor(message: string, exitCode: ExitCode = ExitCode.TEMPFAIL) {
-    super(message, exitCode);
+  constructor(message: string, kind: ErrorKind = "try-later") {
+    super(message, kind);
     this.name = "DatabaseLockedError";
   }
 }
@@ -103,7 +103,7 @@ export function breakStaleLock(file: string, log?: Logger): void {
     // either a holder between taking the lock and recording itself, or a process that is not flashlex
     throw new DatabaseLockedError(
       `${file} is locked (${lockDir} exists) by an unknown process; if no flashlex process is using it, remove that directory`,
-      ExitCode.IO,
+      "io",
     );
   }
   if (isAlive(owner)) {
@@ -127,7 +127,7 @@ export function breakStaleLock(file: string, log?: Logger): void {
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "ENOENT") {
       renameSync(claimed, ownerFileOf(file));
-      throw new DatabaseLockedError(`${file}: cannot remove the stale lock ${lockDir}: ${(err as Error).message}`, ExitCode.IO);
+      throw new DatabaseLockedError(`${file}: cannot remove the stale lock ${lockDir}: ${(err as Error).message}`, "io");
     }
   }
   unlinkSync(claimed);

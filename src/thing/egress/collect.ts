@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { ExitCode, FlashlexError, InputError } from "../../shared/errors.ts";
+import { FlashlexError, InputError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
@@ -46,7 +46,7 @@ export function parseEgressDocument(text: string, source: string): string {
  * `queueLimit` is `offlinePublishQueueing`, with the Python SDK's meaning: -1 queues without a
  * limit; N > 0 lets at most N messages wait; 0 means no offline queueing at all. When the
  * attempt does not deliver and the message may not wait (0, or N already waiting), its row is
- * taken out again and FlashlexError(TEMPFAIL, exit 75) says that nothing was queued.
+ * taken out again and a FlashlexError of kind try-later (exit 75) says that nothing was queued.
  */
 export async function collect(deps: {
   store: MessageStore;
@@ -73,7 +73,7 @@ export async function collect(deps: {
     if (waiting >= queueLimit) {
       store.dropOutbox([messageId]);
       const rule = queueLimit === 0 ? "offlinePublishQueueing is 0 (no offline queueing)" : `${waiting} messages already wait (offlinePublishQueueing: ${queueLimit})`;
-      throw new FlashlexError(`not delivered (${outcome.error}) and ${rule}: nothing was queued, try again later`, ExitCode.TEMPFAIL);
+      throw new FlashlexError(`not delivered (${outcome.error}) and ${rule}: nothing was queued, try again later`, "try-later");
     }
   }
   // A message that was delivered is never reported as failed because the disk filled up meanwhile.

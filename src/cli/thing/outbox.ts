@@ -1,28 +1,43 @@
-import { ExitCode, UsageError } from "../shared/errors.ts";
-import { createLogger } from "../shared/log.ts";
-import type { OutboxChange, OutboxEntry, OutboxState, ThingAccess } from "../thing/local/access.ts";
-import { openThingAccess } from "../thing/local/open.ts";
-import { loadConfigFromFlags, type ThingFlags } from "./common.ts";
-import { isoOrAsIs } from "../shared/time.ts";
-
 /**
  * `flashlex outbox list|retry|drop`: the egress outbox as the owner sees it. Works through the
  * running serve (its control socket) or on the database file, like `messages`. The states are
  * documented in src/thing/egress/outbox.ts.
  */
-export interface OutboxListFlags extends ThingFlags {
+import { UsageError } from "../../shared/errors.ts";
+import { isoOrAsIs } from "../../shared/time.ts";
+import type { OutboxChange, OutboxEntry, OutboxState, ThingAccess } from "../../thing/local/access.ts";
+import type { CommandSpec } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { openAccessFromFlags as openAccess, THING_OPTIONS, type ThingFlags } from "./common.ts";
+
+export const outboxCommand: CommandSpec = {
+  name: "outbox",
+  args: "<action> [...ids]",
+  description: "Egress not yet delivered or refused: `list` (--state, --json), `retry ID...` (rejected → pending, due now), `drop ID...`",
+  options: [
+    ...THING_OPTIONS,
+    { flags: "--state <state>", description: "list: only pending, sent or rejected messages" },
+    { flags: "--json", description: "list: one JSON object per line" },
+  ],
+  run([action, ...ids], options) {
+    if (action === "list") {
+      if (ids.length) throw new UsageError("outbox list takes no ids");
+      return outboxList(options);
+    }
+    if (action === "retry") return outboxRetry(options, ids);
+    if (action === "drop") return outboxDrop(options, ids);
+    throw new UsageError(`outbox: unknown action ${JSON.stringify(action)} (list, retry, drop)`);
+  },
+};
+
+interface OutboxListFlags extends ThingFlags {
   state?: string;
   json?: boolean;
 }
 
 const STATES: readonly OutboxState[] = ["pending", "sent", "rejected"];
 
-function openAccess(flags: ThingFlags): Promise<ThingAccess> {
-  const log = createLogger();
-  return openThingAccess(loadConfigFromFlags(flags, log), log);
-}
-
-export async function outboxList(flags: OutboxListFlags): Promise<number> {
+async function outboxList(flags: OutboxListFlags): Promise<number> {
   const state = flags.state === undefined ? undefined : String(flags.state);
   if (state !== undefined && !STATES.includes(state as OutboxState)) throw new UsageError(`--state must be pending, sent or rejected, not ${JSON.stringify(state)}`);
   const access = await openAccess(flags);
@@ -35,12 +50,12 @@ export async function outboxList(flags: OutboxListFlags): Promise<number> {
 }
 
 /** rejected (or pending) → pending, due now; exit 65 when an id is unknown or already sent. */
-export function outboxRetry(flags: ThingFlags, ids: string[]): Promise<number> {
+function outboxRetry(flags: ThingFlags, ids: string[]): Promise<number> {
   return changeOutbox(flags, ids, "retried", (access, parsed) => access.retryOutbox(parsed));
 }
 
 /** Deletes entries in any state; exit 65 when an id is unknown. */
-export function outboxDrop(flags: ThingFlags, ids: string[]): Promise<number> {
+function outboxDrop(flags: ThingFlags, ids: string[]): Promise<number> {
   return changeOutbox(flags, ids, "dropped", (access, parsed) => access.dropOutbox(parsed));
 }
 

@@ -1,13 +1,28 @@
-import { ExitCode, UsageError } from "../shared/errors.ts";
-import { createLogger } from "../shared/log.ts";
-import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../protocol/limits.ts";
-import { openThingAccess } from "../thing/local/open.ts";
-import { parseEgressDocument } from "../thing/egress/collect.ts";
-import { loadIdentity } from "../thing/identity.ts";
-import { loadConfigFromFlags, type ThingFlags } from "./common.ts";
-import { readDocument } from "./input.ts";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
+import { UsageError } from "../../shared/errors.ts";
+import { createLogger } from "../../shared/log.ts";
+import { parseEgressDocument } from "../../thing/egress/collect.ts";
+import { loadIdentity } from "../../thing/identity.ts";
+import { openThingAccess } from "../../thing/local/open.ts";
+import type { CommandSpec } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { readDocument } from "../input.ts";
+import { loadConfigFromFlags, THING_OPTIONS, type ThingFlags } from "./common.ts";
 
-export async function collectCommand(flags: ThingFlags & { file?: string; via?: string; json?: boolean }): Promise<number> {
+export const collectCommand: CommandSpec = {
+  name: "collect",
+  description: "Egress: send one JSON document from stdin (or --file) to the collect API; queued if unreachable",
+  options: [
+    ...THING_OPTIONS,
+    { flags: "--file <path>", description: "read the document from a file instead of stdin" },
+    { flags: "--via <http|mqtt>", description: "http: POST to the collect API (default); mqtt: publish to the egress topic" },
+    { flags: "--json", description: "print the result as one JSON line" },
+  ],
+  run: (_args, options) => collect(options),
+};
+
+/** 0 delivered, 65 refused for good (kept as rejected), 69 queued for serve. */
+async function collect(flags: ThingFlags & { file?: string; via?: string; json?: boolean }): Promise<number> {
   const log = createLogger();
   const via = String(flags.via ?? "http");
   if (via !== "http" && via !== "mqtt") throw new UsageError(`--via must be http or mqtt, not ${via}`);

@@ -1,20 +1,19 @@
 /**
- * `flashlex install-service` / `uninstall-service`: what the guide's makeservice.py and five
- * sudo commands did, in one idempotent step. The unit comes from the template embedded in the
- * binary (src/thing/service/unit.ts); this module only gathers the values and talks to the system.
+ * install-service / uninstall-service: what the guide's makeservice.py and five sudo commands
+ * did, in one idempotent step (the command is src/cli/thing/service.ts). The unit comes from the
+ * template embedded in the binary (unit.ts); this module gathers the values and talks to the system.
  *
  * Only node: APIs here (no Bun globals), so the armv7 Node build runs it unchanged.
  */
 import { spawnSync } from "node:child_process";
 import { accessSync, chownSync, constants, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
-import { ConfigError, ExitCode, FlashlexError, UsageError } from "../shared/errors.ts";
-import { toFlashlexError } from "../shared/foreign-errors.ts";
-import { loadThingConfig } from "../thing/settings.ts";
-import { loadIdentity } from "../thing/identity.ts";
-import { renderUnit, UNIT_TEMPLATE } from "../thing/service/unit.ts";
-import { writeFileAtomicallySync } from "../shared/files.ts";
-import { COMMIT, VERSION } from "../shared/version.ts";
+import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
+import { loadThingConfig } from "../settings.ts";
+import { loadIdentity } from "../identity.ts";
+import { renderUnit, UNIT_TEMPLATE } from "./unit.ts";
+import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { COMMIT, VERSION } from "../../shared/version.ts";
 
 export const DEFAULT_UNIT_PATH = "/etc/systemd/system/flashlex.service";
 /** Where the Python distribution's guide told users to copy its unit. */
@@ -38,9 +37,10 @@ interface CommonOptions {
   unitPath?: string;
   /** default "systemctl" */
   systemctl?: string;
-  /** seams for tests: the effective uid, the running executable, the output */
+  /** a seam for tests: the effective uid */
   uid?: number;
-  io?: ServiceIO;
+  /** where progress and warnings go (the command prints them) */
+  io: ServiceIO;
 }
 
 export interface InstallOptions extends CommonOptions {
@@ -57,33 +57,23 @@ export interface InstallOptions extends CommonOptions {
 
 export type UninstallOptions = CommonOptions;
 
-const processIO: ServiceIO = {
-  out: (text) => void process.stdout.write(text),
-  err: (text) => void process.stderr.write(text),
-};
-
-export async function installService(opts: InstallOptions): Promise<number> {
-  const io = opts.io ?? processIO;
-  return guarded(io, () => install(opts, io));
+/**
+ * Installs, enables and (re)starts the unit for `serve`: checks everything the service will need
+ * first (config, identity, user), writes the unit atomically, then runs systemctl. Idempotent.
+ * Reports progress through `opts.io`. Throws a FlashlexError: permission (not root), usage (a
+ * source run, a root or unusable user), config (the config or keys `serve` would refuse),
+ * unavailable (a systemctl step failed).
+ */
+export async function installService(opts: InstallOptions): Promise<void> {
+  install(opts, opts.io);
 }
 
-export async function uninstallService(opts: UninstallOptions = {}): Promise<number> {
-  const io = opts.io ?? processIO;
-  return guarded(io, () => uninstall(opts, io));
+/** Stops, disables and removes the unit; the config, keys and data stay. Throws like installService. */
+export async function uninstallService(opts: UninstallOptions): Promise<void> {
+  uninstall(opts, opts.io);
 }
 
-/** Every failure is one line on stderr and an exit code; nothing here calls process.exit. */
-function guarded(io: ServiceIO, run: () => number): number {
-  try {
-    return run();
-  } catch (err) {
-    const error = toFlashlexError(err);
-    io.err(`flashlex: ${error.message}\n`);
-    return error.exitCode;
-  }
-}
-
-function install(opts: InstallOptions, io: ServiceIO): number {
+function install(opts: InstallOptions, io: ServiceIO): void {
   const dryRun = opts.dryRun ?? false;
   requireRoot(opts, "install-service");
   const exe = opts.executable ?? runningExecutable();
@@ -115,7 +105,7 @@ function install(opts: InstallOptions, io: ServiceIO): number {
 
   if (dryRun) {
     io.out(unit);
-    return ExitCode.OK;
+    return;
   }
 
   const unitPath = opts.unitPath ?? DEFAULT_UNIT_PATH;
@@ -139,21 +129,20 @@ function install(opts: InstallOptions, io: ServiceIO): number {
   run(systemctl, ["enable", name], io);
   run(systemctl, ["restart", name], io, `see: journalctl -u ${name} -e`);
   io.out(`${name} is enabled and started.\n  status: systemctl status ${stem(name)}\n  logs:   journalctl -u ${stem(name)} -f\n`);
-  return ExitCode.OK;
 }
 
-function uninstall(opts: UninstallOptions, io: ServiceIO): number {
+function uninstall(opts: UninstallOptions, io: ServiceIO): void {
   const unitPath = opts.unitPath ?? DEFAULT_UNIT_PATH;
   const name = basename(unitPath);
   const systemctl = opts.systemctl ?? "systemctl";
   if (opts.dryRun) {
     io.out(`would run: ${systemctl} stop ${name}; ${systemctl} disable ${name}; rm ${unitPath}; ${systemctl} daemon-reload\n`);
-    return ExitCode.OK;
+    return;
   }
   requireRoot(opts, "uninstall-service");
   if (!existsSync(unitPath)) {
     io.out(`${unitPath} is not installed; nothing to do\n`);
-    return ExitCode.OK;
+    return;
   }
   // stop/disable of a unit systemd never loaded fail harmlessly: report, go on.
   run(systemctl, ["stop", name], io, undefined, true);
@@ -162,14 +151,13 @@ function uninstall(opts: UninstallOptions, io: ServiceIO): number {
   run(systemctl, ["daemon-reload"], io);
   run(systemctl, ["reset-failed", name], io, undefined, true);
   io.out(`removed ${unitPath}; the config, keys and data directory are left as they were\n`);
-  return ExitCode.OK;
 }
 
 function requireRoot(opts: CommonOptions, command: string): void {
   if (opts.dryRun) return;
   const uid = opts.uid ?? process.getuid?.() ?? 0;
   if (uid !== 0) {
-    throw new FlashlexError(`${command} writes ${opts.unitPath ?? DEFAULT_UNIT_PATH} and runs systemctl: run it with sudo (or use --dry-run to print the unit)`, ExitCode.PERMISSION);
+    throw new FlashlexError(`${command} writes ${opts.unitPath ?? DEFAULT_UNIT_PATH} and runs systemctl: run it with sudo (or use --dry-run to print the unit)`, "permission");
   }
 }
 
@@ -282,7 +270,7 @@ function run(systemctl: string, args: string[], io: ServiceIO, hint?: string, to
   if (result.error || result.status !== 0) {
     const why = result.error ? (result.error as NodeJS.ErrnoException).code : `exit ${result.status ?? result.signal}`;
     if (tolerate) return;
-    throw new FlashlexError(`${systemctl} ${args.join(" ")} failed (${why})${hint ? `; ${hint}` : ""}`, ExitCode.UNAVAILABLE);
+    throw new FlashlexError(`${systemctl} ${args.join(" ")} failed (${why})${hint ? `; ${hint}` : ""}`, "unavailable");
   }
 }
 

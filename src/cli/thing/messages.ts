@@ -1,12 +1,37 @@
-import { ExitCode, UsageError } from "../shared/errors.ts";
-import { createLogger } from "../shared/log.ts";
-import type { IngressMessage, IngressQuery, ThingAccess } from "../thing/local/access.ts";
-import { openThingAccess } from "../thing/local/open.ts";
-import { loadConfigFromFlags, untilSignal, type ThingFlags } from "./common.ts";
-import { countFlag, parseTime } from "./input.ts";
-import { isoOrAsIs } from "../shared/time.ts";
+import { UsageError } from "../../shared/errors.ts";
+import { isoOrAsIs } from "../../shared/time.ts";
+import type { IngressMessage, IngressQuery, ThingAccess } from "../../thing/local/access.ts";
+import { type CommandSpec, untilSignal } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { countFlag, parseTime } from "../input.ts";
+import { openAccessFromFlags as openAccess, THING_OPTIONS, type ThingFlags } from "./common.ts";
 
-export interface ListFlags extends ThingFlags {
+export const messagesCommand: CommandSpec = {
+  name: "messages",
+  args: "<action> [...ids]",
+  description: "What arrived: `list` (--json, --follow, --all, --acked, --topic, --since, --limit), `ack ID...`, `delete ID...`",
+  options: [
+    ...THING_OPTIONS,
+    { flags: "--json", description: "list: one JSON object per line" },
+    { flags: "--follow", description: "list: keep printing messages as they arrive, until Ctrl-C" },
+    { flags: "--all", description: "list: acknowledged messages too" },
+    { flags: "--acked", description: "list: only acknowledged messages" },
+    { flags: "--topic <topic>", description: "list: only this topic" },
+    { flags: "--since <time>", description: "list: received at or after (ISO date or Unix seconds)" },
+    { flags: "--limit <n>", description: "list: at most N messages" },
+  ],
+  run([action, ...ids], options) {
+    if (action === "list") {
+      if (ids.length) throw new UsageError("messages list takes no ids");
+      return messagesList(options);
+    }
+    if (action === "ack") return messagesAck(options, ids);
+    if (action === "delete") return messagesDelete(options, ids);
+    throw new UsageError(`messages: unknown action ${JSON.stringify(action)} (list, ack, delete)`);
+  },
+};
+
+interface ListFlags extends ThingFlags {
   json?: boolean;
   follow?: boolean;
   all?: boolean;
@@ -18,13 +43,8 @@ export interface ListFlags extends ThingFlags {
 
 const FOLLOW_POLL_MS = 250;
 
-function openAccess(flags: ThingFlags): Promise<ThingAccess> {
-  const log = createLogger();
-  return openThingAccess(loadConfigFromFlags(flags, log), log);
-}
-
 /** The application's view of what arrived: unacknowledged messages unless told otherwise. */
-export async function messagesList(flags: ListFlags): Promise<number> {
+async function messagesList(flags: ListFlags): Promise<number> {
   if (flags.all && flags.acked) throw new UsageError("--all and --acked do not go together");
   const query: IngressQuery = {
     state: flags.all ? "all" : flags.acked ? "acked" : "unacked",
@@ -55,11 +75,11 @@ export async function messagesList(flags: ListFlags): Promise<number> {
   }
 }
 
-export function messagesAck(flags: ThingFlags, ids: string[]): Promise<number> {
+function messagesAck(flags: ThingFlags, ids: string[]): Promise<number> {
   return changeMessages(flags, ids, "acknowledged", (access, parsed) => access.ackMessages(parsed));
 }
 
-export function messagesDelete(flags: ThingFlags, ids: string[]): Promise<number> {
+function messagesDelete(flags: ThingFlags, ids: string[]): Promise<number> {
   return changeMessages(flags, ids, "deleted", (access, parsed) => access.deleteMessages(parsed));
 }
 

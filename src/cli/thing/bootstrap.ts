@@ -1,12 +1,21 @@
-import { ExitCode } from "../shared/errors.ts";
-import { createLogger } from "../shared/log.ts";
-import { runBootstrapChecks, type BootstrapReport } from "../thing/bootstrap/checks.ts";
-import type { ThingFlags } from "./common.ts";
-import { UsageError } from "../shared/errors.ts";
+import { UsageError } from "../../shared/errors.ts";
+import { createLogger } from "../../shared/log.ts";
+import { type BootstrapReport, runBootstrapChecks } from "../../thing/bootstrap/checks.ts";
+import type { CommandSpec } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { THING_OPTIONS, type ThingFlags } from "./common.ts";
 
 const MARK = { pass: "PASS", fail: "FAIL", skip: "SKIP" } as const;
 
-export async function bootstrap(flags: ThingFlags & { json?: boolean }): Promise<number> {
+export const bootstrapCommand: CommandSpec = {
+  name: "bootstrap",
+  description: "Self-test: config, keys, clock, database, broker, ingress and egress; one line per check",
+  options: [...THING_OPTIONS, { flags: "--json", description: "print the checklist as one JSON document" }],
+  run: (_args, options) => bootstrap(options),
+};
+
+/** Prints the checklist; 0 when every check passed, 78 when the config failed, else 1. */
+async function bootstrap(flags: ThingFlags & { json?: boolean }): Promise<number> {
   if (!flags.config) throw new UsageError("-c/--config is required");
   const log = createLogger({ level: process.env.FLASHLEX_LOG_LEVEL === "debug" ? "debug" : "error" });
   const report = await runBootstrapChecks({ config: flags.config, data: flags.data, keys: flags.keys }, log);
