@@ -26,11 +26,11 @@ import { createIngressHandler } from "./ingress/handler.ts";
 import { databaseAccess } from "./local/in-process.ts";
 import { closeControlSocket, listenControlSocket } from "./local/server.ts";
 import { acquireServeLock } from "./local/serve-lock.ts";
-import { ThingSession } from "./mqtt/session.ts";
+import { sessionMemory, ThingSession } from "./mqtt/session.ts";
 import { explainTlsSetupError } from "./mqtt/tls-setup.ts";
 import type { ThingConfig } from "./settings.ts";
 import type { MessageStore, OutboxEntry } from "./store/message-store.ts";
-import { openThingStore, sessionMemory } from "./store/open.ts";
+import { openThingStore } from "./store/open.ts";
 
 export interface AgentOptions {
   config: ThingConfig;

@@ -8,9 +8,6 @@
  * certificate's CN.
  */
 
-/** The CN of the hub's own client certificate when it talks to an external broker. */
-export const HUB_CLIENT_NAME = "flashlex-hub";
-
 /** The hub database answers these. */
 export interface ThingDirectory {
   /** the thing's record if it exists and is not revoked, else undefined */

@@ -20,7 +20,8 @@ import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { ingressWirePayload } from "../../protocol/ingress.ts";
 import { HUB_TOPICS, ingressTopic } from "../../protocol/topics.ts";
-import { type BrokerEvents, type HubBroker, type ThingDirectory, HUB_CLIENT_NAME } from "./broker.ts";
+import { HUB_CLIENT_NAME } from "../home/home.ts";
+import type { BrokerEvents, HubBroker, ThingDirectory } from "./broker.ts";
 
 export interface ExternalBrokerOptions {
   /** mqtts://host:port (port defaults to 8883); TLS is never optional */

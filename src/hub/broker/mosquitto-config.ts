@@ -16,7 +16,7 @@
  */
 import { ConfigError } from "../../shared/errors.ts";
 import { COLLECT_TOPIC, ingressTopic, pubsubTopic, TEST_TOPIC } from "../../protocol/topics.ts";
-import { HUB_CLIENT_NAME } from "./broker.ts";
+import { HUB_CLIENT_NAME } from "../home/home.ts";
 
 export interface MosquittoConfigOptions {
   port: number;

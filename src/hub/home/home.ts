@@ -56,6 +56,12 @@ export function distributionPath(paths: HubPaths, thingId: string): string {
   return join(paths.dists, `${thingId}.zip`);
 }
 
+/**
+ * The CN of the hub's own client certificate (hub-client-cert.pem), with which it logs in to an
+ * external broker. No thing can be called this: thing names start with 8 hex digits and a dash.
+ */
+export const HUB_CLIENT_NAME = "flashlex-hub";
+
 /** An initialised hub home: its paths and validated settings. */
 export interface HubHome {
   paths: HubPaths;

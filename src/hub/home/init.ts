@@ -12,9 +12,8 @@ import { createCertificateAuthority, issueServerCertificate, issueThingCertifica
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { UsageError, ConfigError } from "../../shared/errors.ts";
 import { createFile } from "../../shared/files.ts";
-import { HUB_CLIENT_NAME } from "../broker/broker.ts";
 import { openHubStore } from "../store/hub-store.ts";
-import { type HubHome, hubPaths } from "./home.ts";
+import { HUB_CLIENT_NAME, type HubHome, hubPaths } from "./home.ts";
 import { DNS_NAME, HubYamlSchema, type HubSettings, type HubYaml } from "./settings.ts";
 import { hashToken, newAccessToken } from "./tokens.ts";
 

@@ -12,7 +12,6 @@ import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import { ConflictError, FlashlexError, InputError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
-import type { HubBroker } from "../broker/broker.ts";
 import type { HubHome } from "../home/home.ts";
 import type { HubStore, MessageQuery, MessageRecord, ThingRecord } from "../store/hub-store.ts";
 import { type Archive, openArchive } from "./archive.ts";
@@ -40,12 +39,22 @@ export function parseIngressDocument(text: string, limitBytes: number, source: s
   return message;
 }
 
+/** What sending needs of the running hub's broker (src/hub/broker/broker.ts HubBroker has it). */
+export interface IngressBroker {
+  /** true: the broker sees the thing's PUBACK, so ingress waits as `pending` until then */
+  readonly tracksDelivery: boolean;
+  /** publishes a stored ingress message to the thing; resolves once the broker accepted it */
+  sendIngress(thingName: string, message: { flmessagespk: string; payload: string }): Promise<void>;
+  /** names of things connected now; undefined when the broker cannot tell */
+  connected(): string[] | undefined;
+}
+
 export interface MessagesDeps {
   home: HubHome;
   store: HubStore;
   log: Logger;
   /** the running hub's broker; absent: `send` answers unavailable */
-  broker?: HubBroker;
+  broker?: IngressBroker;
   /** Unix ms */
   now?: () => number;
 }

@@ -9,13 +9,13 @@ import { buildTestMessage } from "../../protocol/test-message.ts";
 import { TEST_TOPIC } from "../../protocol/topics.ts";
 import { silentLogger, type Logger } from "../../shared/log.ts";
 import type { MessageStore } from "../store/message-store.ts";
-import { openThingStore, sessionMemory } from "../store/open.ts";
+import { openThingStore } from "../store/open.ts";
 import { serveIsRunning } from "../local/client.ts";
 import { collectUrl, deliverHttp } from "../egress/delivery.ts";
 import { checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
 import { verifyByHandshake } from "./handshake-check.ts";
 import { createIngressHandler } from "../ingress/handler.ts";
-import { describeError, ThingSession } from "../mqtt/session.ts";
+import { describeError, sessionMemory, ThingSession } from "../mqtt/session.ts";
 
 export type CheckStatus = "pass" | "fail" | "skip";
 

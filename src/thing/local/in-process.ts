@@ -7,11 +7,10 @@ import { deliverHttp, deliverMqtt, type DeliveryOutcome } from "../egress/delive
 import { HubClock } from "../egress/hub-clock.ts";
 import type { ThingIdentity } from "../identity.ts";
 import { createIngressHandler } from "../ingress/handler.ts";
-import { ThingSession } from "../mqtt/session.ts";
+import { sessionMemory, ThingSession } from "../mqtt/session.ts";
 import { explainTlsSetupError } from "../mqtt/tls-setup.ts";
 import type { ThingConfig } from "../settings.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
-import { sessionMemory } from "../store/open.ts";
 import type { ThingAccess } from "./access.ts";
 
 /**

@@ -4,6 +4,7 @@ import type { ThingConfig } from "../settings.ts";
 import type { Logger } from "../../shared/log.ts";
 import { Backoff, type DropCause } from "./backoff.ts";
 import type { ThingIdentity } from "../identity.ts";
+import type { MessageStore } from "../store/message-store.ts";
 
 /** Receives one ingress message; the broker gets its PUBACK only after the promise resolves. */
 export type MessageHandler = (packet: IPublishPacket) => Promise<void>;
@@ -48,6 +49,11 @@ export class OperationTimeout extends Error {}
 export class SubscriptionRefused extends Error {}
 
 const SUBSCRIPTIONS_KEY = "subscriptions";
+
+/** The session's memory kept in the thing's message database (its `session_state` table). */
+export function sessionMemory(store: MessageStore): SessionMemory {
+  return { get: (key) => store.sessionState(key), set: (key, value) => store.setSessionState(key, value) };
+}
 
 /**
  * The thing's MQTT connection: mutual TLS with the thing's certificate (verification is never

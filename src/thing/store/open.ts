@@ -3,7 +3,6 @@ import type { ThingConfig } from "../settings.ts";
 import type { Logger } from "../../shared/log.ts";
 import { MessageStore } from "./message-store.ts";
 import { importPickleDb, PickleDbUnreadable } from "./pickledb-import.ts";
-import type { SessionMemory } from "../mqtt/session.ts";
 
 /**
  * Opens the thing's message database, taking in an old Python SDK store the first time. An old
@@ -28,9 +27,4 @@ export function openThingStore(config: ThingConfig, log: Logger): MessageStore {
     log.error("store.pickledb_unreadable", { file: legacy, error: err.message, note: "left untouched; the agent runs without it" });
   }
   return store;
-}
-
-/** The MQTT session's memory (what the broker's session holds), kept in the message database. */
-export function sessionMemory(store: MessageStore): SessionMemory {
-  return { get: (key) => store.sessionState(key), set: (key, value) => store.setSessionState(key, value) };
 }
