@@ -1,7 +1,7 @@
 import { resolve } from "node:path";
 import { defaultHubDir } from "../../hub/home/home.ts";
 import { type OpenedHub, withHub } from "../../hub/hub.ts";
-import type { ThingRecord } from "../../hub/store/hub-store.ts";
+import type { ThingRecord } from "../../hub/things/things.ts";
 import { InputError } from "../../shared/errors.ts";
 import { createLogger } from "../../shared/log.ts";
 import { type OptionSpec, type Options, text } from "../command.ts";

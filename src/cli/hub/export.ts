@@ -1,6 +1,6 @@
 import { resolve } from "node:path";
 import { writeArchiveFile } from "../../hub/messages/archive.ts";
-import type { MessageType } from "../../hub/store/hub-store.ts";
+import type { MessageType } from "../../hub/messages/messages.ts";
 import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";

@@ -13,8 +13,10 @@ import { ConflictError, FlashlexError, InputError } from "../../shared/errors.ts
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import type { HubHome } from "../home/home.ts";
-import type { HubStore, MessageQuery, MessageRecord, ThingRecord } from "../store/hub-store.ts";
+import type { HubStore, MessageQuery, MessageRecord, MessageType, ThingRecord } from "../store/hub-store.ts";
 import { type Archive, openArchive } from "./archive.ts";
+
+export type { MessageQuery, MessageType };
 
 /**
  * An ingress message as the hub stores and sends it: the guide's wrapper, `{"message": <document>}`,

@@ -13,6 +13,8 @@ import type { HubStore, ThingRecord } from "../store/hub-store.ts";
 import { type CreatedThing, createThing, findThing, readDistribution } from "./provision.ts";
 import { writeRevocationLists } from "./revocation.ts";
 
+export type { ThingRecord };
+
 export type ThingStatus = "created" | "verified" | "revoked";
 
 /** `created` until the thing first proves itself (a test message or a collect), then `verified`; `revoked` for good. */
