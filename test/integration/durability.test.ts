@@ -14,14 +14,6 @@ import { unpackDistribution } from "../support/distribution.ts";
 import { freePort, type MosquittoBroker } from "../support/mosquitto.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
 
-async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await Bun.sleep(25);
-  }
-}
-
 describe("the hub, killed after acknowledging", () => {
   const work = mkdtempSync(join(tmpdir(), "flashlex-durability-"));
   const hubDir = join(work, "hub");

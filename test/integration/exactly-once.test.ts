@@ -23,6 +23,7 @@ import { makeHubFixture } from "../support/hub-fixture.ts";
 import { type MosquittoBroker } from "../support/mosquitto.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
+import { waitUntil } from "../support/wait.ts";
 
 const KILLS = 10;
 const work = mkdtempSync(join(tmpdir(), "flashlex-exactly-once-"));
@@ -42,14 +43,6 @@ function storedIds(dataDir: string): number[] {
     return [];
   } finally {
     db?.close();
-  }
-}
-
-async function waitUntil(what: string, condition: () => boolean | Promise<boolean>, timeoutMs: number, log?: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms${log ? `\n--- log ---\n${log().slice(-6000)}` : ""}`);
-    await Bun.sleep(20);
   }
 }
 

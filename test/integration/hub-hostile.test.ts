@@ -25,9 +25,10 @@ import { signThingToken } from "../../src/crypto/jwt.ts";
 import { sqliteHubStore } from "../../src/hub/store/hub-store.ts";
 import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 import { binaryPath, run, start, type Background } from "../support/binary.ts";
-import { unpackDistribution } from "../support/distribution.ts";
+import { provisionThing } from "../support/distribution.ts";
 import { freePort } from "../support/mosquitto.ts";
 import { tally } from "../support/tally.ts";
+import { waitForLog } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-hostile-"));
 const hubDir = join(work, "hub");
@@ -67,24 +68,7 @@ async function ok(args: string[], opts: { input?: string; umask000?: boolean } =
   return result;
 }
 
-async function provision(shortName: string): Promise<Thing> {
-  const created = JSON.parse((await ok(["hub", "thing", "create", shortName, "--dir", hubDir, "--json"])).stdout);
-  const zip = join(work, `${shortName}.zip`);
-  await ok(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zip]);
-  const root = unpackDistribution(zip, join(work, "things", shortName), created.name);
-  const keys = join(root, "keys");
-  const privateKeyPem = readFileSync(join(keys, `${created.name}-keypair-private.pem`), "utf8");
-  return {
-    id: created.id,
-    name: created.name,
-    dataDir: join(root, "data"),
-    flags: ["-c", join(root, "config.yml"), "-k", keys, "-d", join(root, "data")],
-    certPem: readFileSync(join(keys, `${created.name}-certificate.pem`), "utf8"),
-    privateKeyPem,
-    privateKey: createPrivateKey(privateKeyPem),
-    caPem: readFileSync(join(keys, "root-ca-cert.pem"), "utf8"),
-  };
-}
+const provision = (shortName: string): Promise<Thing> => provisionThing(ok, hubDir, work, shortName);
 
 const api = (path: string) => `http://127.0.0.1:${apiPort}/dev/v1${path}`;
 
@@ -128,16 +112,6 @@ function connect(thing: Thing, clientId = thing.name): Promise<{ client?: MqttCl
     client.once("connect", () => (clearTimeout(timer), resolve({ client })));
     client.once("error", (error) => (clearTimeout(timer), resolve({ error })));
   });
-}
-
-async function waitForLog(pattern: RegExp, from: number, timeoutMs = 5_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const match = hub.output().slice(from).match(pattern);
-    if (match) return match[0];
-    await Bun.sleep(50);
-  }
-  throw new Error(`no ${pattern} in the hub's log:\n${hub.output().slice(from)}`);
 }
 
 /** A token signed with the thing's key over any header and claims (jose refuses to sign some). */
@@ -272,7 +246,7 @@ describe("MQTT: what the hub cannot take is acknowledged and dropped", () => {
       // publishAsync resolves on the PUBACK; a refusal would close the connection instead.
       await Promise.race([client.publishAsync("flashlex/collect", payload, { qos: 1 }), Bun.sleep(5_000).then(() => Promise.reject(new Error(`no PUBACK for ${what}`)))]);
       expect(client.connected, what).toBe(true);
-      await waitForLog(/WARN {2}hub\.(collect|publish)_(dropped|refused) [^\n]*\n/, from);
+      await waitForLog(hub, /WARN {2}hub\.(collect|publish)_(dropped|refused) [^\n]*\n/, from);
       expect(hub.output().slice(from).match(/WARN {2}hub\.(collect|publish)_(dropped|refused)/g), what).toHaveLength(1);
       tally("attacks");
     }
@@ -291,11 +265,11 @@ describe("control bytes never reach the log raw", () => {
     const token = await signThingToken({ thingId: A.id, privateKey: A.privateKey });
     const answer = await fetch(api(`/things/%1B%5B31m%00%07${A.id}/collect`), { method: "POST", headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, body: "{}" });
     expect(answer.status).toBe(401);
-    await waitForLog(/hub\.collect_refused [^\n]*thing_id="\\u001b\[31m\\u0000\\u0007/, from);
+    await waitForLog(hub, /hub\.collect_refused [^\n]*thing_id="\\u001b\[31m\\u0000\\u0007/, from);
 
     const refused = await connect(A, "\u001b[2J\u0007evil");
     expect(refused.client).toBeUndefined();
-    await waitForLog(/mqtt\.connect\.refused [^\n]*clientId="\\u001b\[2J\\u0007evil"/, from);
+    await waitForLog(hub, /mqtt\.connect\.refused [^\n]*clientId="\\u001b\[2J\\u0007evil"/, from);
 
     const { client, error } = await connect(A);
     if (!client) throw error;
@@ -304,7 +278,7 @@ describe("control bytes never reach the log raw", () => {
       (err: { packet?: { granted?: number[] } }) => err.packet?.granted?.[0],
     );
     expect(granted).toBe(128);
-    await waitForLog(/mqtt\.subscribe\.refused [^\n]*topic="ingress\/\\u001b\]0;owned\\u0007"/, from);
+    await waitForLog(hub, /mqtt\.subscribe\.refused [^\n]*topic="ingress\/\\u001b\]0;owned\\u0007"/, from);
 
     // Nothing anywhere in the hub's output is a control character other than the line breaks.
     expect(hub.output()).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029]/);

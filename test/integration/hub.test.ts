@@ -19,14 +19,16 @@ import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { unzipSync } from "fflate";
 import { SignJWT } from "jose";
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import type { IClientOptions, MqttClient } from "mqtt";
 import { parse, parseDocument, stringify } from "yaml";
 import { binaryPath, run, start, type Background, type RunResult } from "../support/binary.ts";
 import { freePort, startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
-import { unpackDistribution } from "../support/distribution.ts";
+import { provisionThing } from "../support/distribution.ts";
 import { makeTestPki } from "../support/pki.ts";
 import { tally } from "../support/tally.ts";
 import { issueThingCertificate } from "../../src/crypto/x509.ts";
+import { occurrences, waitForLog, waitUntil } from "../support/wait.ts";
+import { attemptConnect, closedWithin, nextMessage, subscribeCode } from "../support/mqtt-client.ts";
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -74,46 +76,14 @@ function launch(args: string[]): Background {
 
 /** Provisions a thing and unpacks its distribution the way a user does (private key 0600). */
 async function provision(shortName: string, keyType?: "rsa" | "ec"): Promise<Thing> {
-  const created = JSON.parse((await flashlex(["hub", "thing", "create", shortName, "--dir", hubDir, "--json", ...(keyType ? ["--key-type", keyType] : [])])).stdout);
-  expect(created.keyType).toBe(keyType ?? "rsa");
-  const zipPath = join(work, `${shortName}.zip`);
-  await flashlex(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zipPath]);
-  const root = unpackDistribution(zipPath, join(work, "things", shortName), created.name);
-  const keysDir = join(root, "keys");
-  const privateKeyPem = readFileSync(join(keysDir, `${created.name}-keypair-private.pem`), "utf8");
-  return {
-    id: created.id,
-    name: created.name,
-    dir: root,
-    keysDir,
-    configPath: join(root, "config.yml"),
-    flags: ["-c", join(root, "config.yml"), "-k", keysDir, "-d", join(root, "data")],
-    certPem: readFileSync(join(keysDir, `${created.name}-certificate.pem`), "utf8"),
-    privateKeyPem,
-    publicKeyPem: readFileSync(join(keysDir, `${created.name}-keypair-public.pem`), "utf8"),
-    privateKey: createPrivateKey(privateKeyPem),
-  };
+  const thing = await provisionThing(flashlex, hubDir, work, shortName, keyType ? ["--key-type", keyType] : []);
+  expect(thing.keyType).toBe(keyType ?? "rsa");
+  return { ...thing, dir: thing.root };
 }
 
 const caPem = () => readFileSync(join(A.keysDir, "root-ca-cert.pem"), "utf8");
 
 /** Waits for `pattern` in a child's log, looking only at what it wrote after `from` characters. */
-async function waitForLog(child: Background, pattern: RegExp, from = 0, timeoutMs = 5_000): Promise<void> {
-  await waitUntil(`${pattern} in the log`, () => pattern.test(child.output().slice(from)), timeoutMs).catch((err) => {
-    throw new Error(`${err.message}\n--- log ---\n${child.output().slice(from)}`);
-  });
-}
-
-async function waitUntil<T>(what: string, probe: () => Promise<T | undefined> | T | undefined, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await Bun.sleep(100);
-  }
-}
-
 // --- HTTP against the running hub
 
 const apiBase = () => `http://127.0.0.1:${apiPort}/dev/v1`;
@@ -184,75 +154,17 @@ const validToken = (thing: Thing) => rs256(thing.privateKey, thing.id, claimsFor
 
 // --- MQTT clients with a thing's certificate
 
-type Attempt = { client?: MqttClient; error?: Error & { code?: unknown } };
-
-/** Connects once (no retries) and reports what happened: connected, or the error. */
-function attempt(port: number, cert: { certPem: string; privateKeyPem: string } | undefined, clientId: string, extra: Partial<IClientOptions> = {}): Promise<Attempt> {
-  return new Promise((resolve) => {
-    const client = mqtt.connect({
-      protocol: "mqtts",
-      host: "127.0.0.1",
-      port,
-      ca: caPem(),
-      ...(cert ? { cert: cert.certPem, key: cert.privateKeyPem } : {}),
-      rejectUnauthorized: true,
-      clientId,
-      reconnectPeriod: 0,
-      connectTimeout: 5_000,
-      ...extra,
-    });
-    let finished = false;
-    const finish = (result: Attempt) => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      client.removeAllListeners("connect").removeAllListeners("close");
-      if (result.client) clients.push(client);
-      else client.end(true);
-      resolve(result);
-    };
-    const timer = setTimeout(() => finish({ error: new Error("no answer within 6 s") }), 6_000);
-    client.on("connect", () => finish({ client }));
-    client.on("error", (error) => finish({ error }));
-    client.on("close", () => finish({ error: new Error("connection closed before CONNACK") }));
-  });
+/** Connects once with `cert` as `clientId`; a client that connected is closed after the tests. */
+async function attempt(port: number, cert: { certPem: string; privateKeyPem: string } | undefined, clientId: string, extra: Partial<IClientOptions> = {}) {
+  const result = await attemptConnect({ port, caPem: caPem(), cert, clientId, extra });
+  if (result.client) clients.push(result.client);
+  return result;
 }
 
 async function connect(port: number, thing: Thing, extra: Partial<IClientOptions> = {}): Promise<MqttClient> {
   const result = await attempt(port, thing, thing.name, extra);
   if (!result.client) throw new Error(`${thing.name} could not connect: ${result.error?.message}\n--- hub log ---\n${hub?.output()}`);
   return result.client;
-}
-
-/** The SUBACK return code for one topic (MQTT.js rejects a 128 but keeps the packet). */
-function subscribeCode(client: MqttClient, topic: string): Promise<number | undefined> {
-  return client.subscribeAsync(topic, { qos: 1 }).then(
-    (granted) => granted[0]?.qos,
-    (err: Error & { packet?: { granted?: number[] } }) => err.packet?.granted?.[0],
-  );
-}
-
-/** The next message on `topic`, or undefined after `ms`. */
-function nextMessage(client: MqttClient, topic: string, ms: number): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const onMessage = (t: string, payload: Buffer) => t === topic && done(payload.toString());
-    const timer = setTimeout(() => done(undefined), ms);
-    const done = (value: string | undefined) => {
-      clearTimeout(timer);
-      client.off("message", onMessage);
-      resolve(value);
-    };
-    client.on("message", onMessage);
-  });
-}
-
-/** True when the client's connection closes within `ms`. */
-function closedWithin(client: MqttClient, ms: number): Promise<boolean> {
-  if (!client.connected) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    client.once("close", () => (clearTimeout(timer), resolve(true)));
-  });
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -787,7 +699,7 @@ describe("the same flow with Mosquitto and the generated config", () => {
     const storedBefore = (serveA.output().match(/ingress\.stored/g) ?? []).length;
     await flashlex(["hub", "send", A.name, "--dir", hubDir], { input: '{"secret":"for a"}' });
     expect(await leaked).toBeUndefined();
-    await waitUntil("A's copy", () => (serveA.output().match(/ingress\.stored/g) ?? []).length > storedBefore);
+    await waitUntil("A's copy", () => occurrences(serveA.output(), /ingress\.stored/) > storedBefore);
     // C forging ingress for A: acknowledged by Mosquitto, never delivered
     await c.publishAsync(`ingress/${A.name}`, '{"message":"forged"}', { qos: 1 });
     await Bun.sleep(1_000);

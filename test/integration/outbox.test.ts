@@ -25,6 +25,7 @@ import { freePort, type MosquittoBroker } from "../support/mosquitto.ts";
 import { startReceiver, type Receiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
+import { occurrences, waitUntil } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-outbox-test-"));
 const background: Background[] = [];
@@ -54,17 +55,6 @@ function fakeClock(clock: { offset: string } | { file: string }): Record<string,
   };
 }
 
-async function waitUntil<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 15_000, extra = () => ""): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms\n${extra()}`);
-    await Bun.sleep(100);
-  }
-}
-
-const count = (text: string, pattern: RegExp) => (text.match(new RegExp(pattern.source, "g")) ?? []).length;
 const explain = (r: RunResult) => `exit ${r.code}\n${r.stdout}\n${r.stderr}`;
 
 interface OutboxRow {
@@ -146,7 +136,7 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
       expect(answer).toMatchObject({ outcome: "sent", status: 200 });
       ids.push(answer.messageId);
       // one line says the clock is wrong, by how much, and how to fix it; nothing else warns
-      expect(count(result.stderr, /WARN +clock\.skewed/), result.stderr).toBe(1);
+      expect(occurrences(result.stderr, /WARN +clock\.skewed/), result.stderr).toBe(1);
       expect(result.stderr).toContain("timedatectl set-ntp true");
       expect(result.stderr).toContain(offset === "+30m" ? "30 min ahead of the hub's" : "1 d behind the hub's");
       // the hub's RFC 6750 challenge says which time claim failed; the Date said by how much
@@ -166,7 +156,7 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
       const result = await run(["collect", "--via", "mqtt", "--json", ...thing.flags], { input: JSON.stringify({ offset, via: "mqtt" }), env: fakeClock({ offset }) });
       expect(result.code, explain(result)).toBe(0);
       ids.push(JSON.parse(result.stdout).messageId);
-      expect(count(result.stderr, /WARN +clock\.skewed/), result.stderr).toBe(1);
+      expect(occurrences(result.stderr, /WARN +clock\.skewed/), result.stderr).toBe(1);
     }
     // the hub acknowledges an MQTT envelope it refuses: only its record proves the delivery
     await waitUntil("both stored by the hub", async () => (await storedCounts()).has(ids[1]!) && (await storedCounts()).has(ids[0]!));
@@ -206,9 +196,9 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
     expect(await serve.stop()).toBe(0);
 
     const log = serve.output();
-    expect(count(log, /WARN +clock\.skewed/), log).toBe(2);
-    expect(count(log, /INFO +clock\.in_step/), log).toBe(1);
-    expect(count(log, /egress\.rejected/), log).toBe(0);
+    expect(occurrences(log, /WARN +clock\.skewed/), log).toBe(2);
+    expect(occurrences(log, /INFO +clock\.in_step/), log).toBe(1);
+    expect(occurrences(log, /egress\.rejected/), log).toBe(0);
     const states = await outboxList(thing.flags);
     const all = [...queued, ...collected];
     expect(states.filter((r) => all.includes(r.messageId!)).map((r) => r.state)).toEqual(all.map(() => "sent"));
@@ -324,8 +314,8 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
 
     expect(serve.proc.exitCode).toBeNull();
     const log = serve.output();
-    expect(count(log, /ERROR egress\.unsendable/), log).toBe(4);
-    expect(count(log, /ERROR exec\.message_failed/), log).toBeGreaterThanOrEqual(1);
+    expect(occurrences(log, /ERROR egress\.unsendable/), log).toBe(4);
+    expect(occurrences(log, /ERROR exec\.message_failed/), log).toBeGreaterThanOrEqual(1);
     expect(log).not.toMatch(/\n\s+at |exit_code|uncaught|unhandled/i);
     expect(await serve.stop()).toBe(0);
 

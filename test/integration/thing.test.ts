@@ -14,6 +14,7 @@ import type { MosquittoBroker } from "../support/mosquitto.ts";
 import { startReceiver, type Receiver } from "../support/receiver.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
 import type { ThingFiles } from "../support/pki.ts";
+import { occurrences, waitUntil } from "../support/wait.ts";
 
 let broker: MosquittoBroker;
 let receiver: Receiver;
@@ -157,7 +158,7 @@ describe("serve", () => {
     serve = start(["serve", ...thing.flags]);
     try {
       await serve.waitFor(/sessionPresent=true/);
-      await waitUntil(() => (serve.output().match(/ingress\.stored/g) ?? []).length >= 3);
+      await waitUntil("three messages stored", () => occurrences(serve.output(), /ingress\.stored/) >= 3);
     } finally {
       await serve.stop();
     }
@@ -339,7 +340,7 @@ describe("collect", () => {
     } finally {
       await serve.stop();
     }
-    await waitUntil(() => egressSeen.length >= 2);
+    await waitUntil("two egress messages seen", () => egressSeen.length >= 2);
     const envelopes = egressSeen.map((e) => JSON.parse(e));
     expect(envelopes.map((e) => e.payload)).toEqual([{ via: "alone" }, { via: "serve" }]);
     expect(envelopes[0]).toMatchObject({ thingId: thing.thingId });
@@ -372,10 +373,3 @@ async function captureToken(): Promise<string> {
   return token;
 }
 
-async function waitUntil(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await Bun.sleep(50);
-  }
-}

@@ -11,17 +11,10 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
 import { run, start, type Background, type RunResult } from "./binary.ts";
-import { unpackDistribution } from "./distribution.ts";
+import { type ProvisionedThing, provisionThing } from "./distribution.ts";
 import { freePort } from "./mosquitto.ts";
 
-export interface HubThing {
-  id: string;
-  name: string;
-  /** the unpacked distribution's folder */
-  root: string;
-  /** -c, -k and -d for the thing commands */
-  flags: string[];
-}
+export type HubThing = ProvisionedThing;
 
 export interface HubFixture {
   dir: string;
@@ -66,13 +59,7 @@ export async function makeHubFixture(work: string): Promise<HubFixture> {
     brokerPort,
     token,
     flashlex,
-    async createThing(name, extraArgs = []) {
-      const created = JSON.parse((await flashlex(["hub", "thing", "create", name, "--dir", dir, "--json", ...extraArgs])).stdout);
-      const zip = join(work, `${created.name}.zip`);
-      await flashlex(["hub", "thing", "dist", created.name, "--dir", dir, "-o", zip]);
-      const root = unpackDistribution(zip, join(work, "things"), created.name);
-      return { id: created.id, name: created.name, root, flags: ["-c", join(root, "config.yml"), "-k", join(root, "keys"), "-d", join(root, "data")] };
-    },
+    createThing: (name, extraArgs = []) => provisionThing(flashlex, dir, work, name, extraArgs),
     async serve(extraArgs = [], env) {
       const hub = start(["hub", "serve", "--dir", dir, ...extraArgs], { env });
       await hub.waitFor(/hub\.started/, 30_000);
