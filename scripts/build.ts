@@ -12,7 +12,7 @@ import { existsSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { buildNodeSea } from "./build-node-sea.ts";
-import { TARGETS, binaryName, hostTarget, runnerFor, targetByName, type BunTarget, type Target } from "./targets.ts";
+import { type BunTarget, binaryName, hostTarget, runnerFor, TARGETS, type Target, targetByName } from "./targets.ts";
 
 export const ROOT = resolve(import.meta.dir, "..");
 
@@ -173,7 +173,14 @@ if (import.meta.main) {
     const built = await buildTarget(target, opts).catch((err: Error) => fail(err.message));
     const smoke = smokeVersion(target, built.file, opts.version, opts.commit);
     failed ||= !smoke.ok;
-    rows.push([target.name, target.kind === "bun" ? "bun" : `node ${target.nodePackage.version}`, built.file, `${built.seconds.toFixed(1)} s`, megabytes(built.bytes), smoke.text]);
+    rows.push([
+      target.name,
+      target.kind === "bun" ? "bun" : `node ${target.nodePackage.version}`,
+      built.file,
+      `${built.seconds.toFixed(1)} s`,
+      megabytes(built.bytes),
+      smoke.text,
+    ]);
   }
   printTable(rows);
   if (failed) fail("a binary did not pass its --version smoke test");

@@ -19,8 +19,8 @@ import { createHash } from "node:crypto";
 import { createReadStream, existsSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { buildTarget, commitSha, megabytes, packageVersion, printTable, ROOT, selectTargets, smokeVersion, type Built } from "./build.ts";
-import { hostTarget, binaryName } from "./targets.ts";
+import { type Built, buildTarget, commitSha, megabytes, packageVersion, printTable, ROOT, selectTargets, smokeVersion } from "./build.ts";
+import { binaryName, hostTarget } from "./targets.ts";
 
 const XZ = ["xz", "-6", "-T0", "--keep", "--force"];
 

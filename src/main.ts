@@ -8,7 +8,7 @@
  * matches, so cac parses every command's own flags and prints every command's help, all from
  * the table.
  */
-import { type CAC, cac, type Command } from "cac";
+import { type CAC, type Command, cac } from "cac";
 import { keepArgumentsText, lastValueOfRepeats, matchCommand, restoreArgumentsText } from "./cli/argv.ts";
 import type { CommandSpec } from "./cli/command.ts";
 import { EXIT_CODES_HELP, ExitCode } from "./cli/exit-codes.ts";

@@ -56,7 +56,18 @@ function optionNames(flags: string): string[] {
  * that takes a value anywhere in the table takes the next argument with it.
  */
 export function matchCommand(table: readonly CommandSpec[], words: readonly string[]): { spec: CommandSpec; rest: string[] } | undefined {
-  const valueFlags = new Set(table.flatMap((spec) => spec.options.filter((o) => o.flags.includes("<")).flatMap((o) => o.flags.replace(/[<[].*$/, "").split(",").map((f) => f.trim()))));
+  const valueFlags = new Set(
+    table.flatMap((spec) =>
+      spec.options
+        .filter((o) => o.flags.includes("<"))
+        .flatMap((o) =>
+          o.flags
+            .replace(/[<[].*$/, "")
+            .split(",")
+            .map((f) => f.trim()),
+        ),
+    ),
+  );
   const positional: number[] = [];
   for (let i = 0; i < words.length; i++) {
     const word = words[i]!;

@@ -103,6 +103,7 @@ export function parseTime(value: string | undefined, flag: string, endOfDay = fa
   if (/^\d{1,12}$/.test(value)) return Number(value);
   const dateOnly = /^\d{4}-\d{2}-\d{2}$/.test(value);
   const ms = Date.parse(dateOnly ? `${value}T00:00:00Z` : value);
-  if (Number.isNaN(ms) || Math.abs(ms) > 8.64e15) throw new UsageError(`${flag} must be Unix seconds or an ISO date (2024-01-31 or 2024-01-31T12:00:00Z), not ${value}`);
+  if (Number.isNaN(ms) || Math.abs(ms) > 8.64e15)
+    throw new UsageError(`${flag} must be Unix seconds or an ISO date (2024-01-31 or 2024-01-31T12:00:00Z), not ${value}`);
   return Math.floor(ms / 1000) + (dateOnly && endOfDay ? 86_399 : 0);
 }

@@ -30,11 +30,7 @@ export function normalizeSerial(serial: string): string {
 }
 
 /** Signs a CRL listing `revokedSerials` (hex) with the CA key; returns PEM (`BEGIN X509 CRL`). */
-export async function createCrl(
-  ca: { certPem: string; keyPem: string },
-  revokedSerials: string[],
-  options: CrlOptions = {},
-): Promise<string> {
+export async function createCrl(ca: { certPem: string; keyPem: string }, revokedSerials: string[], options: CrlOptions = {}): Promise<string> {
   const crypto = globalThis.crypto;
   const caCert = new x509.X509Certificate(ca.certPem);
   const { signingAlgorithm, importAlgorithm } = algorithmsFor(ca.keyPem);
@@ -68,7 +64,10 @@ export async function createCrl(
 }
 
 function toPem(der: Uint8Array, label: string): string {
-  const lines = Buffer.from(der).toString("base64").match(/.{1,64}/g) ?? [];
+  const lines =
+    Buffer.from(der)
+      .toString("base64")
+      .match(/.{1,64}/g) ?? [];
   return `-----BEGIN ${label}-----\n${lines.join("\n")}\n-----END ${label}-----\n`;
 }
 

@@ -1,4 +1,4 @@
-import { FlashlexError, type ErrorKind } from "../shared/errors.ts";
+import { type ErrorKind, FlashlexError } from "../shared/errors.ts";
 
 /**
  * Errors from src/crypto. Their messages are one line and never contain key material, PEM text

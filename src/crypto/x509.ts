@@ -12,9 +12,9 @@
  */
 // @peculiar/x509 uses tsyringe, which needs the Reflect metadata polyfill loaded before it.
 import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
-import { createPrivateKey, randomBytes, X509Certificate as NodeX509, type KeyObject, type webcrypto as wc } from "node:crypto";
+import { createPrivateKey, type KeyObject, X509Certificate as NodeX509, randomBytes, type webcrypto as wc } from "node:crypto";
 import { isIP } from "node:net";
+import * as x509 from "@peculiar/x509";
 import { CryptoError } from "./errors.ts";
 import { loadPrivateKey, loadPublicKey, pemBlocks, spkiDer, tokenAlgorithmFor } from "./keys.ts";
 
@@ -77,7 +77,7 @@ function validity(opts: ValidityOpts, defaultDays: number): { notBefore: Date; n
 /** 16 random bytes, first byte 0x01..0x7f: positive in DER, never padded, never zero (RFC 5280 4.1.2.2). */
 function randomSerial(): string {
   const bytes = randomBytes(16);
-  bytes[0] = (bytes[0]! & 0x7f) || 0x01;
+  bytes[0] = bytes[0]! & 0x7f || 0x01;
   return bytes.toString("hex");
 }
 

@@ -1,18 +1,18 @@
 import { readFileSync } from "node:fs";
-import type { Logger } from "../shared/log.ts";
 import { maxEnvelopeBytes } from "../protocol/limits.ts";
-import { createHubApi } from "./http/routes.ts";
-import { startHubServer, type HubServer } from "./http/bun-server.ts";
-import { hubUseCases } from "./hub.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
-import { createBrokerEvents, createThingDirectory } from "./broker/events.ts";
+import type { Logger } from "../shared/log.ts";
 import type { HubBroker } from "./broker/broker.ts";
-import { Collector } from "./messages/collect.ts";
-import { startEmbeddedBroker, type EmbeddedBroker } from "./broker/embedded.ts";
+import { type EmbeddedBroker, startEmbeddedBroker } from "./broker/embedded.ts";
+import { createBrokerEvents, createThingDirectory } from "./broker/events.ts";
 import { connectExternalBroker } from "./broker/external.ts";
 import { openHubHome } from "./home/home.ts";
-import { openHubStore, type SqliteHubStore } from "./store/hub-store.ts";
+import { type HubServer, startHubServer } from "./http/bun-server.ts";
+import { createHubApi } from "./http/routes.ts";
+import { hubUseCases } from "./hub.ts";
+import { Collector } from "./messages/collect.ts";
 import { ingressLedger } from "./messages/ingress-delivery.ts";
+import { openHubStore, type SqliteHubStore } from "./store/hub-store.ts";
 
 /**
  * `hub serve`: one process with the broker, the API and the database. This module starts and

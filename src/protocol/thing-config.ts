@@ -32,7 +32,10 @@ export const ThingYamlSchema = z.object({
       loopCount: z.int().positive().optional(),
       db: z
         .object({
-          subscriptionData: z.string().regex(/^(?!\.\.?$)[^/\u0000]+$/, "a file name, without a directory").default("subscription.json"),
+          subscriptionData: z
+            .string()
+            .regex(/^(?!\.\.?$)[^/\u0000]+$/, "a file name, without a directory")
+            .default("subscription.json"),
           expireSeconds: z.int().positive().default(3600),
         })
         .prefault({}),

@@ -8,13 +8,14 @@
  *   for (const m of await sdk.getMessages()) { handle(m); await sdk.ackMessages([m.id]); }
  *   sdk.close();
  */
-import { loadThingConfig, type ConfigLocation, type ThingConfig } from "../thing/settings.ts";
-import { silentLogger, type Logger } from "../shared/log.ts";
+
+import { type Logger, silentLogger } from "../shared/log.ts";
+import { type CollectResult, parseEgressDocument } from "../thing/egress/collect.ts";
 import type { IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxState, OutboxVia, ThingAccess } from "../thing/local/access.ts";
 import { openThingAccess } from "../thing/local/open.ts";
-import { parseEgressDocument, type CollectResult } from "../thing/egress/collect.ts";
+import { type ConfigLocation, loadThingConfig, type ThingConfig } from "../thing/settings.ts";
 
-export type { CollectResult, IngressMessage, IngressQuery, ConfigLocation, OutboxChange, OutboxEntry, OutboxState };
+export type { CollectResult, ConfigLocation, IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxState };
 
 export class FlashlexSDK {
   private constructor(

@@ -21,7 +21,20 @@
  * - `permission`: the OS refused access (77 / 500)
  * - `config`: the configuration, a key, a certificate or a database of another kind (78 / 500)
  */
-export const ERROR_KINDS = ["usage", "data", "conflict", "unavailable", "bug", "io", "full", "read-only", "damaged", "try-later", "permission", "config"] as const;
+export const ERROR_KINDS = [
+  "usage",
+  "data",
+  "conflict",
+  "unavailable",
+  "bug",
+  "io",
+  "full",
+  "read-only",
+  "damaged",
+  "try-later",
+  "permission",
+  "config",
+] as const;
 export type ErrorKind = (typeof ERROR_KINDS)[number];
 
 /** True when `value` names a kind (a kind that came over a wire is checked with this). */

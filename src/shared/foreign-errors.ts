@@ -6,7 +6,7 @@
  *
  * `toFlashlexError` is what every layer calls on a caught value to give it its kind.
  */
-import { FlashlexError, oneLine, type ErrorKind } from "./errors.ts";
+import { type ErrorKind, FlashlexError, oneLine } from "./errors.ts";
 
 export interface ForeignError {
   kind: ErrorKind;

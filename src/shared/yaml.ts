@@ -46,7 +46,10 @@ export function parseYamlFile(file: string): unknown {
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     const known = toFlashlexError(err);
-    throw new ConfigError(`${file}: invalid YAML: ${known.kind === "config" ? known.message.replace(/^invalid YAML: /, "") : oneLine((err as Error)?.message ?? String(err))}`, { cause: err });
+    throw new ConfigError(
+      `${file}: invalid YAML: ${known.kind === "config" ? known.message.replace(/^invalid YAML: /, "") : oneLine((err as Error)?.message ?? String(err))}`,
+      { cause: err },
+    );
   }
 }
 

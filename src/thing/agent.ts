@@ -24,8 +24,8 @@ import { keyFileTooOpen, loadIdentity, type ThingIdentity } from "./identity.ts"
 import { ExecRunner } from "./ingress/exec-runner.ts";
 import { createIngressHandler } from "./ingress/handler.ts";
 import { databaseAccess } from "./local/in-process.ts";
-import { closeControlSocket, listenControlSocket } from "./local/server.ts";
 import { acquireServeLock } from "./local/serve-lock.ts";
+import { closeControlSocket, listenControlSocket } from "./local/server.ts";
 import { sessionMemory, ThingSession } from "./mqtt/session.ts";
 import { explainTlsSetupError } from "./mqtt/tls-setup.ts";
 import type { ThingConfig } from "./settings.ts";

@@ -3,7 +3,7 @@
  * thing-config.ts) loaded and validated, with every path made absolute.
  */
 import { dirname, join, resolve } from "node:path";
-import { ThingYamlSchema, type ThingYaml } from "../protocol/thing-config.ts";
+import { type ThingYaml, ThingYamlSchema } from "../protocol/thing-config.ts";
 import { parseYamlFile, unknownKeys, validate } from "../shared/yaml.ts";
 
 /** A validated thing configuration with every path made absolute. */

@@ -8,16 +8,16 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { IClientOptions, MqttClient } from "mqtt";
-import { createLogger, type Logger } from "../../src/shared/log.ts";
+import { createCrl } from "../../src/crypto/crl.ts";
 import { describeCertificate } from "../../src/crypto/x509.ts";
 import type { BrokerEvents, HubBroker, ThingDirectory } from "../../src/hub/broker/broker.ts";
-import { startEmbeddedBroker, type EmbeddedBroker } from "../../src/hub/broker/embedded.ts";
+import { type EmbeddedBroker, startEmbeddedBroker } from "../../src/hub/broker/embedded.ts";
 import { connectExternalBroker } from "../../src/hub/broker/external.ts";
 import { renderMosquittoAcl, renderMosquittoConfig } from "../../src/hub/broker/mosquitto-config.ts";
-import { createCrl } from "../../src/crypto/crl.ts";
-import { makeTestPki, type TestPki, type ThingFiles } from "../support/pki.ts";
-import { startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
+import { createLogger, type Logger } from "../../src/shared/log.ts";
+import { type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
 import { attemptConnect, closedWithin, nextMessage } from "../support/mqtt-client.ts";
+import { makeTestPki, type TestPki, type ThingFiles } from "../support/pki.ts";
 
 const ALPHA = "ecd13b11-alpha";
 const BETA = "ecd13b11-beta";
@@ -316,7 +316,10 @@ describe("Mosquitto with the rendered config", () => {
     const a = track(await connect(mosquitto.port, alpha));
     await a.publishAsync("flashlex/collect", '{"egress":1}', { qos: 1 });
     for (let i = 0; i < 100 && !hubReceived.some((m) => m.payload === '{"egress":1}'); i++) await Bun.sleep(20);
-    expect(hubReceived.find((m) => m.payload === '{"egress":1}'), failWithLog("not received")).toEqual({
+    expect(
+      hubReceived.find((m) => m.payload === '{"egress":1}'),
+      failWithLog("not received"),
+    ).toEqual({
       thing: undefined,
       topic: "flashlex/collect",
       payload: '{"egress":1}',
@@ -329,7 +332,10 @@ describe("Mosquitto with the rendered config", () => {
     failNextStore = true;
     await a.publishAsync("flashlex/collect", "redeliver-me", { qos: 1 });
     for (let i = 0; i < 250 && !hubReceived.some((m) => m.payload === "redeliver-me"); i++) await Bun.sleep(20);
-    expect(hubReceived.filter((m) => m.payload === "redeliver-me"), failWithLog("not redelivered")).toHaveLength(1);
+    expect(
+      hubReceived.filter((m) => m.payload === "redeliver-me"),
+      failWithLog("not redelivered"),
+    ).toHaveLength(1);
   }, 15_000);
 
   test("ingress reaches only its thing; another thing's subscription gets nothing", async () => {

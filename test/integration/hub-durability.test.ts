@@ -6,12 +6,13 @@
  *
  * The tests run in order and share one hub home, one thing, and the hub and serve the first leaves running.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { binaryPath, start, type Background } from "../support/binary.ts";
+import { type Background, binaryPath, start } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { tally } from "../support/tally.ts";
 import { occurrences, waitUntil } from "../support/wait.ts";
@@ -49,19 +50,23 @@ async function killHub(child: Background): Promise<void> {
   await child.proc.exited;
 }
 
-
 /** What the thing's application sees: its ingress payloads, oldest first. */
 async function thingInbox(): Promise<string[]> {
   const listed = (await flashlex(["messages", "list", "--json", "--all", ...thing.flags])).stdout.trim();
   // the guide's `message`, without the hub's id the wire payload carries
-  return listed ? listed.split("\n").map((line) => JSON.parse(line)).filter((r) => r.topic === `ingress/${thing.name}`).map((r) => JSON.stringify(JSON.parse(r.payload).message)) : [];
+  return listed
+    ? listed
+        .split("\n")
+        .map((line) => JSON.parse(line))
+        .filter((r) => r.topic === `ingress/${thing.name}`)
+        .map((r) => JSON.stringify(JSON.parse(r.payload).message))
+    : [];
 }
 
 type IngressEntry = { payload: unknown; flmessagespk: string; delivery: string; deliveredAt: string | null };
 
 /** The hub's ingress record for the thing, through the operator API. */
 const hubIngress = () => fixture.ingress(thing.id) as Promise<IngressEntry[]>;
-
 
 beforeAll(async () => {
   binaryPath();
@@ -93,9 +98,19 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
 
     hub = await startHub(); // aedes' memory, and the queue it held for the thing, are gone
     serve = launch(["serve", ...thing.flags]);
-    await waitUntil("both messages in the thing's database", async () => (await thingInbox()).length >= 2, 20_000, () => serve.output() + hub.output());
+    await waitUntil(
+      "both messages in the thing's database",
+      async () => (await thingInbox()).length >= 2,
+      20_000,
+      () => serve.output() + hub.output(),
+    );
     expect(await thingInbox()).toEqual(sent);
-    await waitUntil("the hub's record says delivered", async () => (await hubIngress()).every((m) => m.delivery === "delivered"), 10_000, () => hub.output());
+    await waitUntil(
+      "the hub's record says delivered",
+      async () => (await hubIngress()).every((m) => m.delivery === "delivered"),
+      10_000,
+      () => hub.output(),
+    );
     const record = await hubIngress();
     expect(record.map((m) => m.payload)).toEqual(sent.map((s) => ({ message: JSON.parse(s) })));
     for (const m of record) expect(m.deliveredAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
@@ -108,14 +123,24 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
 
     const answer = await flashlex(["hub", "send", thing.name, "--dir", fixture.dir, "--json"], '{"text":"while online"}');
     expect(JSON.parse(answer.stdout).result.online).toBe(true);
-    await waitUntil("the hub's record says delivered", async () => (await hubIngress()).every((m) => m.delivery === "delivered"), 10_000, () => hub.output());
+    await waitUntil(
+      "the hub's record says delivered",
+      async () => (await hubIngress()).every((m) => m.delivery === "delivered"),
+      10_000,
+      () => hub.output(),
+    );
     expect(await thingInbox()).toHaveLength(before + 1);
     await killHub(hub);
 
     const subscriptions = occurrences(serve.output(), /mqtt\.subscribed/);
     hub = await startHub();
     // serve reconnects on its own (backoff from 1 s) and subscribes again to the fresh broker
-    await waitUntil("serve subscribed again", async () => occurrences(serve.output(), /mqtt\.subscribed/) > subscriptions, 20_000, () => serve.output());
+    await waitUntil(
+      "serve subscribed again",
+      async () => occurrences(serve.output(), /mqtt\.subscribed/) > subscriptions,
+      20_000,
+      () => serve.output(),
+    );
     await Bun.sleep(1_000);
     expect(await thingInbox()).toHaveLength(before + 1);
     expect(hub.output()).not.toContain("hub.ingress_replayed");
@@ -132,9 +157,19 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
     db.close();
     hub = await startHub();
     serve = launch(["serve", ...thing.flags]);
-    await waitUntil("the hub's record says delivered", async () => (await hubIngress()).every((m) => m.delivery === "delivered"), 20_000, () => hub.output());
+    await waitUntil(
+      "the hub's record says delivered",
+      async () => (await hubIngress()).every((m) => m.delivery === "delivered"),
+      20_000,
+      () => hub.output(),
+    );
     expect(hub.output()).toMatch(/hub\.ingress_replayed [^\n]*count=3/);
-    await waitUntil("serve recognised the three", async () => occurrences(serve.output(), /ingress\.redelivery_skipped/) >= 3, 10_000, () => serve.output());
+    await waitUntil(
+      "serve recognised the three",
+      async () => occurrences(serve.output(), /ingress\.redelivery_skipped/) >= 3,
+      10_000,
+      () => serve.output(),
+    );
     const after = await thingInbox();
     tally("duplicates", after.length - before.length);
     expect(after).toEqual(before);

@@ -15,7 +15,7 @@
  *                   far less than the data; `hub export` of the same is complete and valid
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createPrivateKey, randomBytes, randomUUID, sign, type KeyObject } from "node:crypto";
+import { createPrivateKey, type KeyObject, randomBytes, randomUUID, sign } from "node:crypto";
 import { chmodSync, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -24,7 +24,7 @@ import { parseDocument } from "yaml";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { sqliteHubStore } from "../../src/hub/store/hub-store.ts";
 import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
-import { binaryPath, run, start, type Background } from "../support/binary.ts";
+import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { provisionThing } from "../support/distribution.ts";
 import { freePort } from "../support/mosquitto.ts";
 import { tally } from "../support/tally.ts";
@@ -126,7 +126,21 @@ beforeAll(async () => {
   binaryPath();
   [apiPort, brokerPort] = [await freePort(), await freePort()];
   const init = await ok(
-    ["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1", "--json"],
+    [
+      "hub",
+      "init",
+      "--dir",
+      hubDir,
+      "--api-url",
+      `http://127.0.0.1:${apiPort}`,
+      "--broker-host",
+      "127.0.0.1",
+      "--broker-port",
+      String(brokerPort),
+      "--name",
+      "127.0.0.1",
+      "--json",
+    ],
     { umask000: true },
   );
   operatorToken = JSON.parse(init.stdout).token;
@@ -144,7 +158,14 @@ beforeAll(async () => {
   for (let i = 0; i < BULK_MESSAGES; i++) {
     const payload = JSON.stringify({ seq: i, blob: randomBytes((BULK_BLOB_BYTES * 3) / 4).toString("base64") });
     bulkBytes += payload.length;
-    await store.insertMessage({ flmessagespk: randomUUID(), thingId: bulk.id, messagetype: "egress", payload, fltimestamp: first + i, datecreated: new Date((first + i) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z") });
+    await store.insertMessage({
+      flmessagespk: randomUUID(),
+      thingId: bulk.id,
+      messagetype: "egress",
+      payload,
+      fltimestamp: first + i,
+      datecreated: new Date((first + i) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z"),
+    });
   }
   await store.close();
 
@@ -232,7 +253,10 @@ describe("MQTT: what the hub cannot take is acknowledged and dropped", () => {
     const bad: [string, string | Buffer][] = [
       ["a crit header jose does not know", envelope({ token: signedToken(A, { alg: "RS256", kid: A.id, typ: "JWT", crit: ["zzz"], zzz: 1 }, claims) })],
       ["a forged token", envelope({ token: "abc.def.ghi" })],
-      ["an expired token", envelope({ token: signedToken(A, { alg: "RS256", kid: A.id, typ: "JWT" }, { ...claims, nbf: now - 4000, iat: now - 4000, exp: now - 3600 }) })],
+      [
+        "an expired token",
+        envelope({ token: signedToken(A, { alg: "RS256", kid: A.id, typ: "JWT" }, { ...claims, nbf: now - 4000, iat: now - 4000, exp: now - 3600 }) }),
+      ],
       ["100,000 levels deep", nested(100_000)],
       ["a payload 65 levels deep", `{"messageId":"${randomUUID()}","thingId":"${A.id}","token":"${token}","payload":${nested(65)}}`],
       ["not JSON", "not json"],
@@ -244,15 +268,26 @@ describe("MQTT: what the hub cannot take is acknowledged and dropped", () => {
     for (const [what, payload] of bad) {
       const from = hub.output().length;
       // publishAsync resolves on the PUBACK; a refusal would close the connection instead.
-      await Promise.race([client.publishAsync("flashlex/collect", payload, { qos: 1 }), Bun.sleep(5_000).then(() => Promise.reject(new Error(`no PUBACK for ${what}`)))]);
+      await Promise.race([
+        client.publishAsync("flashlex/collect", payload, { qos: 1 }),
+        Bun.sleep(5_000).then(() => Promise.reject(new Error(`no PUBACK for ${what}`))),
+      ]);
       expect(client.connected, what).toBe(true);
       await waitForLog(hub, /WARN {2}hub\.(collect|publish)_(dropped|refused) [^\n]*\n/, from);
-      expect(hub.output().slice(from).match(/WARN {2}hub\.(collect|publish)_(dropped|refused)/g), what).toHaveLength(1);
+      expect(
+        hub
+          .output()
+          .slice(from)
+          .match(/WARN {2}hub\.(collect|publish)_(dropped|refused)/g),
+        what,
+      ).toHaveLength(1);
       tally("attacks");
     }
     const good = randomUUID();
     await client.publishAsync("flashlex/collect", envelope({ messageId: good }), { qos: 1 });
-    const stored = (await request("GET", `/things/${A.id}/messages`, { token: operatorToken })).body.result.map((m: { flmessagespk: string }) => m.flmessagespk);
+    const stored = (await request("GET", `/things/${A.id}/messages`, { token: operatorToken })).body.result.map(
+      (m: { flmessagespk: string }) => m.flmessagespk,
+    );
     expect(stored).toHaveLength(before + 1);
     expect(stored).toContain(good);
     expect(hub.output()).not.toContain("mqtt.publish.store.failed");
@@ -263,7 +298,11 @@ describe("control bytes never reach the log raw", () => {
   test("ESC, NUL, BEL in a request path, an MQTT client id and a topic are logged as \\u escapes", async () => {
     const from = hub.output().length;
     const token = await signThingToken({ thingId: A.id, privateKey: A.privateKey });
-    const answer = await fetch(api(`/things/%1B%5B31m%00%07${A.id}/collect`), { method: "POST", headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, body: "{}" });
+    const answer = await fetch(api(`/things/%1B%5B31m%00%07${A.id}/collect`), {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: "{}",
+    });
     expect(answer.status).toBe(401);
     await waitForLog(hub, /hub\.collect_refused [^\n]*thing_id="\\u001b\[31m\\u0000\\u0007/, from);
 
@@ -296,7 +335,10 @@ describe("the archive streams", () => {
     await warmUp.arrayBuffer();
     const before = peakRss(pid);
     const zipFile = join(work, "bulk-archive.zip");
-    const response = await fetch(api(`/things/${bulk.id}/archive`), { headers: { Authorization: `Bearer ${operatorToken}` }, signal: AbortSignal.timeout(120_000) });
+    const response = await fetch(api(`/things/${bulk.id}/archive`), {
+      headers: { Authorization: `Bearer ${operatorToken}` },
+      signal: AbortSignal.timeout(120_000),
+    });
     expect(response.status).toBe(200);
     expect(response.headers.get("content-type")).toBe("application/zip");
     const out = createWriteStream(zipFile);
@@ -305,7 +347,9 @@ describe("the archive streams", () => {
     }
     await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
     const growth = peakRss(pid) - before;
-    console.log(`archive: ${(bulkBytes / 1e6).toFixed(1)} MB of payloads, zip ${(statSync(zipFile).size / 1e6).toFixed(1)} MB, hub peak RSS ${(before / 1e6).toFixed(0)} MB -> +${(growth / 1e6).toFixed(1)} MB`);
+    console.log(
+      `archive: ${(bulkBytes / 1e6).toFixed(1)} MB of payloads, zip ${(statSync(zipFile).size / 1e6).toFixed(1)} MB, hub peak RSS ${(before / 1e6).toFixed(0)} MB -> +${(growth / 1e6).toFixed(1)} MB`,
+    );
     expect(bulkBytes).toBeGreaterThan(140e6);
     expect(growth).toBeLessThan(bulkBytes / 2);
 

@@ -9,10 +9,10 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { createLogger, type Logger } from "../../src/shared/log.ts";
-import { startEmbeddedBroker, type EmbeddedBroker } from "../../src/hub/broker/embedded.ts";
-import { openHubStore, type SqliteHubStore } from "../../src/hub/store/hub-store.ts";
+import { type EmbeddedBroker, startEmbeddedBroker } from "../../src/hub/broker/embedded.ts";
 import { ingressLedger } from "../../src/hub/messages/ingress-delivery.ts";
+import { openHubStore, type SqliteHubStore } from "../../src/hub/store/hub-store.ts";
+import { createLogger, type Logger } from "../../src/shared/log.ts";
 import { makeTestPki, type TestPki } from "../support/pki.ts";
 import { waitUntil } from "../support/wait.ts";
 
@@ -103,7 +103,15 @@ async function connectThing(received: string[], extra: Partial<IClientOptions> =
 async function send(text: string): Promise<string> {
   const flmessagespk = randomUUID();
   const payload = JSON.stringify({ message: text });
-  await store.insertMessage({ flmessagespk, thingId, messagetype: "ingress", payload, fltimestamp: Math.floor(Date.now() / 1000), datecreated: "x", delivery: "pending" });
+  await store.insertMessage({
+    flmessagespk,
+    thingId,
+    messagetype: "ingress",
+    payload,
+    fltimestamp: Math.floor(Date.now() / 1000),
+    datecreated: "x",
+    delivery: "pending",
+  });
   await broker!.sendIngress(ALPHA, { flmessagespk, payload });
   return flmessagespk;
 }

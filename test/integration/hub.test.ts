@@ -13,7 +13,7 @@
  * The describes run in order and share one hub: B is revoked in "broker rules", C in "Mosquitto".
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
+import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto";
 import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
@@ -21,14 +21,14 @@ import { unzipSync } from "fflate";
 import { SignJWT } from "jose";
 import type { IClientOptions, MqttClient } from "mqtt";
 import { parse, parseDocument, stringify } from "yaml";
-import { binaryPath, run, start, type Background, type RunResult } from "../support/binary.ts";
-import { freePort, startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
+import { issueThingCertificate } from "../../src/crypto/x509.ts";
+import { type Background, binaryPath, type RunResult, run, start } from "../support/binary.ts";
 import { provisionThing } from "../support/distribution.ts";
+import { freePort, type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
+import { attemptConnect, closedWithin, nextMessage, subscribeCode } from "../support/mqtt-client.ts";
 import { makeTestPki } from "../support/pki.ts";
 import { tally } from "../support/tally.ts";
-import { issueThingCertificate } from "../../src/crypto/x509.ts";
 import { occurrences, waitForLog, waitUntil } from "../support/wait.ts";
-import { attemptConnect, closedWithin, nextMessage, subscribeCode } from "../support/mqtt-client.ts";
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -140,7 +140,15 @@ const b64url = (value: unknown) => Buffer.from(typeof value === "string" ? value
 /** The agent's claims for `thing`, with `overrides` applied (undefined removes a claim). */
 function claimsFor(thing: Thing, overrides: Record<string, unknown> = {}): Record<string, unknown> {
   const t = now();
-  const claims: Record<string, unknown> = { iss: `urn:thing:${thing.id}`, aud: `urn:flashlex:${thing.id}`, nbf: t - 360, exp: t + 360, iat: t, jti: randomUUID(), ...overrides };
+  const claims: Record<string, unknown> = {
+    iss: `urn:thing:${thing.id}`,
+    aud: `urn:flashlex:${thing.id}`,
+    nbf: t - 360,
+    exp: t + 360,
+    iat: t,
+    jti: randomUUID(),
+    ...overrides,
+  };
   for (const key of Object.keys(claims)) if (claims[key] === undefined) delete claims[key];
   return claims;
 }
@@ -175,7 +183,21 @@ process.once("exit", () => background.forEach((b) => b.proc.exitCode === null &&
 beforeAll(async () => {
   binaryPath();
   [apiPort, brokerPort] = [await freePort(), await freePort()];
-  const init = await flashlex(["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1,localhost", "--json"]);
+  const init = await flashlex([
+    "hub",
+    "init",
+    "--dir",
+    hubDir,
+    "--api-url",
+    `http://127.0.0.1:${apiPort}`,
+    "--broker-host",
+    "127.0.0.1",
+    "--broker-port",
+    String(brokerPort),
+    "--name",
+    "127.0.0.1,localhost",
+    "--json",
+  ]);
   ({ token: operatorToken, ownerId } = JSON.parse(init.stdout));
   expect(operatorToken).toMatch(/^[A-Za-z0-9_-]{20,}$/);
   // Loopback only: the embedded broker listens on 0.0.0.0 unless hub.yml says otherwise.
@@ -233,7 +255,10 @@ describe("round trip: embedded broker", () => {
     expect(answer).toMatchObject({ status: "OK", code: 200, result: { flthingspk: A.id, topic: `ingress/${A.name}`, online: true } });
     await serveA.waitFor(/ingress\.stored/);
     const listed = await flashlex(["messages", "list", "--json", ...A.flags]);
-    const rows = listed.stdout.trim().split("\n").map((line) => JSON.parse(line));
+    const rows = listed.stdout
+      .trim()
+      .split("\n")
+      .map((line) => JSON.parse(line));
     const row = rows.find((r) => r.topic === `ingress/${A.name}` && JSON.parse(r.payload).message?.text === "hello, thing");
     expect(row, listed.stdout).toBeDefined();
     // the guide's wrapper, with the hub's id of the message (by which the agent stores it once)
@@ -254,7 +279,10 @@ describe("round trip: embedded broker", () => {
     const files = await exportMessages(A);
     days.push(today()); // in case the export ran across midnight (UTC)
     const path = Object.keys(files).find((p) => p.endsWith(`/${id}.json`));
-    expect(days.map((day) => `${A.id}_messages_${day}/${id}.json`), Object.keys(files).join("\n")).toContain(path!);
+    expect(
+      days.map((day) => `${A.id}_messages_${day}/${id}.json`),
+      Object.keys(files).join("\n"),
+    ).toContain(path!);
     const doc = files[path!];
     expect(Object.keys(doc)).toEqual(["payload", "flthingspk", "messagetype", "fltimestamp", "datecreated", "fluserspk", "flmessagespk"]);
     expect(doc).toMatchObject({ payload: { temperature: 21.5, unit: "C" }, flthingspk: A.id, messagetype: "egress", fluserspk: ownerId, flmessagespk: id });
@@ -348,7 +376,10 @@ describe("an EC thing end to end: embedded broker", () => {
     await serveE.waitFor(/mqtt\.subscribed/);
     await flashlex(["hub", "send", E.name, "--dir", hubDir], { input: '{"to":"ec"}' });
     await serveE.waitFor(/ingress\.stored/);
-    const listed = (await flashlex(["messages", "list", "--json", ...E.flags])).stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const listed = (await flashlex(["messages", "list", "--json", ...E.flags])).stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect(listed.map((r) => JSON.parse(r.payload).message)).toContainEqual({ to: "ec" });
 
     const overHttp = JSON.parse((await flashlex(["collect", ...E.flags, "--json"], { input: '{"via":"http","key":"ec"}' })).stdout);
@@ -387,7 +418,9 @@ describe("an EC thing end to end: embedded broker", () => {
     writeFileSync(keyPath, ecKeyPem, { mode: 0o600 });
     const local = await run(["collect", ...X.flags], { input: '{"never":"sent"}' });
     expect(local.code).toBe(78);
-    expect(local.stderr.trim()).toBe(`flashlex: ${certPath}: this certificate was not issued for the private key ${keyPath}; use the certificate and key of the same distribution`);
+    expect(local.stderr.trim()).toBe(
+      `flashlex: ${certPath}: this certificate was not issued for the private key ${keyPath}; use the certificate and key of the same distribution`,
+    );
 
     // Key and certificate replaced (a certificate from the hub's own CA, CN = X's name): the agent
     // signs ES256 for X, the hub holds X's RSA key, and answers 401.
@@ -398,7 +431,9 @@ describe("an EC thing end to end: embedded broker", () => {
     expect(sent.code).not.toBe(0);
     expect(JSON.parse(sent.stdout)).toMatchObject({ status: 401 });
     await waitForLog(hub, new RegExp(`hub\\.collect_refused [^\\n]*thing_id=${X.id} reason="algorithm not allowed"`), before);
-    const direct = await collectHttp(X, await new SignJWT(claimsFor(X)).setProtectedHeader({ alg: "ES256", kid: X.id, typ: "JWT" }).sign(privateKey), { direct: true });
+    const direct = await collectHttp(X, await new SignJWT(claimsFor(X)).setProtectedHeader({ alg: "ES256", kid: X.id, typ: "JWT" }).sign(privateKey), {
+      direct: true,
+    });
     expect(direct.status).toBe(401);
     expect(direct.body).toMatchObject({ status: "ERROR", code: 401, result: null });
     expect(hub.output().slice(before)).not.toMatch(/hub\.api_failed|ERROR/);
@@ -428,7 +463,10 @@ describe("thing tokens over HTTP against the compiled hub", () => {
       "no exp": [await rs256(A.privateKey, A.id, claimsFor(A, { exp: undefined })), "missing exp"],
       "a day long": [await rs256(A.privateKey, A.id, claimsFor(A, { exp: t + 86_400 })), "lifetime too long"],
       "alg none": [`${b64url({ alg: "none", kid: A.id, typ: "JWT" })}.${b64url(claimsFor(A))}.`, "algorithm not allowed"],
-      "HS256 with A's public key PEM as the secret": [`${hs256Input}.${createHmac("sha256", A.publicKeyPem).update(hs256Input).digest("base64url")}`, "algorithm not allowed"],
+      "HS256 with A's public key PEM as the secret": [
+        `${hs256Input}.${createHmac("sha256", A.publicKeyPem).update(hs256Input).digest("base64url")}`,
+        "algorithm not allowed",
+      ],
       "tampered payload": [`${h}.${b64url({ ...JSON.parse(Buffer.from(p!, "base64url").toString()), exp: t + 600 })}.${s}`, "bad signature"],
       "another token's signature": [`${h}.${p}.${(await validToken(A)).split(".")[2]}`, "bad signature"],
     };
@@ -669,8 +707,14 @@ describe("the same flow with Mosquitto and the generated config", () => {
     await serveA.waitFor(/mqtt\.subscribed/);
     await flashlex(["hub", "send", A.name, "--dir", hubDir], { input: '{"via":"mosquitto"}' });
     await serveA.waitFor(/ingress\.stored/, 10_000);
-    const rows = (await flashlex(["messages", "list", "--json", ...A.flags])).stdout.trim().split("\n").map((l) => JSON.parse(l));
-    expect(rows.some((r) => JSON.stringify(JSON.parse(r.payload).message) === '{"via":"mosquitto"}'), withLog(JSON.stringify(rows))).toBe(true);
+    const rows = (await flashlex(["messages", "list", "--json", ...A.flags])).stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
+    expect(
+      rows.some((r) => JSON.stringify(JSON.parse(r.payload).message) === '{"via":"mosquitto"}'),
+      withLog(JSON.stringify(rows)),
+    ).toBe(true);
   }, 30_000);
 
   // Fails with the current hub: with an external broker HubBroker.connected() is always [] (src/hub/broker/external.ts),
@@ -685,7 +729,11 @@ describe("the same flow with Mosquitto and the generated config", () => {
     const collected = await flashlex(["collect", ...A.flags, "--via", "mqtt", "--json"], { input: '{"egress":"mosquitto"}' });
     const { messageId } = JSON.parse(collected.stdout);
     // Mosquitto's PUBACK to the thing does not wait for the hub: poll the hub's database.
-    const doc = await waitUntil("the exported message", async () => Object.entries(await exportMessages(A)).find(([path]) => path.endsWith(`/${messageId}.json`))?.[1], 10_000).catch((err) => {
+    const doc = await waitUntil(
+      "the exported message",
+      async () => Object.entries(await exportMessages(A)).find(([path]) => path.endsWith(`/${messageId}.json`))?.[1],
+      10_000,
+    ).catch((err) => {
       throw new Error(withLog(String(err)));
     });
     expect(doc).toMatchObject({ payload: { egress: "mosquitto" }, flthingspk: A.id, messagetype: "egress", fluserspk: ownerId, flmessagespk: messageId });

@@ -5,13 +5,26 @@
  * systemctl that records its arguments.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { installService, uninstallService, type InstallOptions } from "../../src/thing/service/install.ts";
 import { ExitCode } from "../../src/cli/exit-codes.ts";
 import { exitCodeOf } from "../../src/main.ts";
 import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
+import { type InstallOptions, installService, uninstallService } from "../../src/thing/service/install.ts";
 import { renderUnit, UNIT_TEMPLATE, type UnitValues } from "../../src/thing/service/unit.ts";
 import { binaryPath, run } from "../support/binary.ts";
 import { makeTestPki, type TestPki } from "../support/pki.ts";
@@ -164,7 +177,10 @@ describe("install-service --dry-run (compiled binary)", () => {
   test.skipIf(!hasAnalyze)("systemd-analyze security rates it OK or better", () => {
     const dir = mkdtempSync(join(tmp, "security-"));
     writeFileSync(join(dir, "flashlex.service"), unit);
-    const result = Bun.spawnSync(["systemd-analyze", "security", "--offline=true", "--no-pager", join(dir, "flashlex.service")], { stdout: "pipe", stderr: "pipe" });
+    const result = Bun.spawnSync(["systemd-analyze", "security", "--offline=true", "--no-pager", join(dir, "flashlex.service")], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
     const match = /Overall exposure level for flashlex\.service: ([\d.]+) (\w+)/.exec(result.stdout.toString());
     expect(match).not.toBeNull();
     console.log(`systemd-analyze security: ${match![1]} ${match![2]}`);
@@ -247,11 +263,24 @@ describe("refusals", () => {
   });
 
   test("from source: a dry run works, an install is refused", async () => {
-    const dry = Bun.spawnSync([process.execPath, join(ROOT, "src/main.ts"), "install-service", "-c", config, "--dry-run"], { cwd: tmp, stdout: "pipe", stderr: "pipe" });
+    const dry = Bun.spawnSync([process.execPath, join(ROOT, "src/main.ts"), "install-service", "-c", config, "--dry-run"], {
+      cwd: tmp,
+      stdout: "pipe",
+      stderr: "pipe",
+    });
     expect(dry.exitCode).toBe(ExitCode.OK);
     expect(dry.stdout.toString()).toContain(`ExecStart=${realpathSync(process.execPath)} ${join(ROOT, "src/main.ts")} serve -c ${config}`);
     const io = capture();
-    const code = await exitOf(io, installService({ config, uid: 0, io, executable: { command: process.execPath, args: [join(ROOT, "src/main.ts")], compiled: false }, unitPath: join(tmp, "never", "flashlex.service") }));
+    const code = await exitOf(
+      io,
+      installService({
+        config,
+        uid: 0,
+        io,
+        executable: { command: process.execPath, args: [join(ROOT, "src/main.ts")], compiled: false },
+        unitPath: join(tmp, "never", "flashlex.service"),
+      }),
+    );
     expect(code).toBe(ExitCode.USAGE);
     expect(io.stderr).toContain("bun run build");
   });

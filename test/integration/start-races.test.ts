@@ -9,16 +9,17 @@
  *                        schema is migrated once, nothing is lost
  *   kill -9              a serve killed with SIGKILL leaves no lock behind: the next one starts
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { binaryPath, run, start, type Background, type RunResult } from "../support/binary.ts";
+import { THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
+import { type Background, binaryPath, type RunResult, run, start } from "../support/binary.ts";
 import type { MosquittoBroker } from "../support/mosquitto.ts";
-import { startReceiver, type Receiver } from "../support/receiver.ts";
+import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
-import { THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
 import { waitUntil } from "../support/wait.ts";
 
 let thing: ThingFixture;

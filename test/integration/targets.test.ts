@@ -24,8 +24,8 @@ import { dirname, join } from "node:path";
 import { parseDocument } from "yaml";
 import { buildTarget, commitSha, ROOT } from "../../scripts/build.ts";
 import { nodeBinary } from "../../scripts/build-node-sea.ts";
-import { TARGETS, binaryName, hostTarget, runnerFor, type Target } from "../../scripts/targets.ts";
-import { binaryPath, run as runHost, start as startHost, type Background } from "../support/binary.ts";
+import { binaryName, hostTarget, runnerFor, TARGETS, type Target } from "../../scripts/targets.ts";
+import { type Background, binaryPath, run as runHost, start as startHost } from "../support/binary.ts";
 import { unpackDistribution } from "../support/distribution.ts";
 import { freePort } from "../support/mosquitto.ts";
 
@@ -115,7 +115,21 @@ beforeAll(async () => {
   const brokerPort = await freePort();
   apiPort = await freePort();
   const init = JSON.parse(
-    await host(["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1", "--json"]),
+    await host([
+      "hub",
+      "init",
+      "--dir",
+      hubDir,
+      "--api-url",
+      `http://127.0.0.1:${apiPort}`,
+      "--broker-host",
+      "127.0.0.1",
+      "--broker-port",
+      String(brokerPort),
+      "--name",
+      "127.0.0.1",
+      "--json",
+    ]),
   );
   operatorToken = init.token;
   const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
@@ -202,7 +216,12 @@ for (const { target, prefix, skip } of plans) {
         const listed = await run(command, ["messages", "list", "--json", ...thing.flags]);
         expect(listed.code).toBe(0);
         // the guide's wrapper; the hub's id (flmessagespk) rides along
-        expect(listed.stdout.trim().split("\n").map((line) => JSON.parse(JSON.parse(line).payload).message)).toContainEqual({ to: target.name });
+        expect(
+          listed.stdout
+            .trim()
+            .split("\n")
+            .map((line) => JSON.parse(JSON.parse(line).payload).message),
+        ).toContainEqual({ to: target.name });
 
         const collected = await run(command, ["collect", ...thing.flags], { input: JSON.stringify({ from: target.name }) });
         expect(collected.stdout).toContain("status code: 200");

@@ -4,16 +4,17 @@
  * the JWT, and the real SQLite file. A small MQTT client plays the hub's part of bootstrap:
  * it echoes each test message that carries a nonce back to the thing's ingress topic.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { binaryPath, run, start } from "../support/binary.ts";
 import type { MosquittoBroker } from "../support/mosquitto.ts";
-import { startReceiver, type Receiver } from "../support/receiver.ts";
-import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
 import type { ThingFiles } from "../support/pki.ts";
+import { type Receiver, startReceiver } from "../support/receiver.ts";
+import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
 import { occurrences, waitUntil } from "../support/wait.ts";
 
 let broker: MosquittoBroker;
@@ -109,7 +110,26 @@ describe("serve", () => {
       await serve.waitFor(/mqtt\.subscribed/);
       const lines = Array.from({ length: 1000 }, (_, i) => JSON.stringify({ n: i, text: `message ${i}` }));
       const pub = Bun.spawn(
-        ["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "--cert", hubFiles.certPath, "--key", hubFiles.privateKeyPath, "-i", "publisher", "-q", "1", "-t", `ingress/${thing.thingName}`, "-l"],
+        [
+          "mosquitto_pub",
+          "-h",
+          "127.0.0.1",
+          "-p",
+          String(broker.port),
+          "--cafile",
+          thing.pki.caCertPath,
+          "--cert",
+          hubFiles.certPath,
+          "--key",
+          hubFiles.privateKeyPath,
+          "-i",
+          "publisher",
+          "-q",
+          "1",
+          "-t",
+          `ingress/${thing.thingName}`,
+          "-l",
+        ],
         { stdin: new Blob([lines.join("\n") + "\n"]), stderr: "pipe" },
       );
       expect(await pub.exited).toBe(0);
@@ -124,7 +144,10 @@ describe("serve", () => {
       }
       const listed = await run(["messages", "list", "--json", ...thing.flags]);
       expect(listed.code).toBe(0);
-      const rows = listed.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      const rows = listed.stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l));
       const payloads = rows.filter((r) => r.topic === `ingress/${thing.thingName}` && r.payload.startsWith('{"n"')).map((r) => r.payload);
       expect(payloads).toEqual(lines);
       expect(rows.every((r) => r.qos === 1)).toBe(true);
@@ -136,7 +159,10 @@ describe("serve", () => {
 
   test("ack and delete change what `messages list` shows; unknown ids exit 65", async () => {
     const listed = await run(["messages", "list", "--json", "--limit", "2", ...thing.flags]);
-    const [first, second] = listed.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const [first, second] = listed.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect((await run(["messages", "ack", String(first.id), ...thing.flags])).code).toBe(0);
     expect((await run(["messages", "delete", String(second.id), ...thing.flags])).code).toBe(0);
     const after = await run(["messages", "list", "--json", "--limit", "1", ...thing.flags]);
@@ -163,7 +189,11 @@ describe("serve", () => {
       await serve.stop();
     }
     const listed = await run(["messages", "list", "--json", ...thing.flags]);
-    const offline = listed.stdout.trim().split("\n").map((l) => JSON.parse(l).payload).filter((p: string) => p.includes("offline"));
+    const offline = listed.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l).payload)
+      .filter((p: string) => p.includes("offline"));
     expect(offline).toEqual(['{"offline":1}', '{"offline":2}', '{"offline":3}']);
   });
 
@@ -191,7 +221,11 @@ describe("serve", () => {
 
   test("--exec runs the command once per message and acknowledges it on exit 0", async () => {
     // Start from a clean slate of unacknowledged messages.
-    const pending = (await run(["messages", "list", "--json", ...thing.flags])).stdout.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l).id);
+    const pending = (await run(["messages", "list", "--json", ...thing.flags])).stdout
+      .trim()
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l).id);
     if (pending.length) expect((await run(["messages", "ack", ...pending.map(String), ...thing.flags])).code).toBe(0);
     const out = join(thing.dir, "exec-out.txt");
     const serve = start(["serve", ...thing.flags, "--exec", `cat >> ${out}; echo " id=$FLASHLEX_MESSAGE_ID" >> ${out}`]);
@@ -215,7 +249,11 @@ describe("serve", () => {
       hub.publish(`ingress/${thing.thingName}`, JSON.stringify({ through: "socket" }), { qos: 1 });
       await serve.waitFor(/ingress\.stored/);
       const listed = await run(["messages", "list", "--json", ...thing.flags]);
-      const row = listed.stdout.trim().split("\n").map((l) => JSON.parse(l)).find((r) => r.payload === '{"through":"socket"}');
+      const row = listed.stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l))
+        .find((r) => r.payload === '{"through":"socket"}');
       expect(row).toBeDefined();
       expect((await run(["messages", "ack", String(row.id), ...thing.flags])).code).toBe(0);
       const collected = await run(["collect", ...thing.flags], { input: '{"through":"socket"}' });
@@ -241,14 +279,32 @@ describe("serve", () => {
 
 describe("mutual TLS", () => {
   test("a client without a certificate is refused", async () => {
-    const pub = Bun.spawnSync(["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "-t", "x", "-m", "y"], { stderr: "pipe" });
+    const pub = Bun.spawnSync(["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "-t", "x", "-m", "y"], {
+      stderr: "pipe",
+    });
     expect(pub.exitCode).not.toBe(0);
   });
 
   test("a certificate from another CA is refused", async () => {
     const other = await thing.pki.otherCa();
     const pub = Bun.spawnSync(
-      ["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "--cert", other.thing.certPath, "--key", other.thing.privateKeyPath, "-t", "x", "-m", "y"],
+      [
+        "mosquitto_pub",
+        "-h",
+        "127.0.0.1",
+        "-p",
+        String(broker.port),
+        "--cafile",
+        thing.pki.caCertPath,
+        "--cert",
+        other.thing.certPath,
+        "--key",
+        other.thing.privateKeyPath,
+        "-t",
+        "x",
+        "-m",
+        "y",
+      ],
       { stderr: "pipe" },
     );
     expect(pub.exitCode).not.toBe(0);
@@ -372,4 +428,3 @@ async function captureToken(): Promise<string> {
   server.stop(true);
   return token;
 }
-

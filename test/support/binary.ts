@@ -64,7 +64,12 @@ const started = new Set<ReturnType<typeof Bun.spawn>>();
 process.once("exit", () => started.forEach((proc) => proc.exitCode === null && proc.signalCode === null && proc.kill("SIGKILL")));
 
 export function start(args: string[], opts: SpawnOptions = {}): Background {
-  const proc = Bun.spawn([...(opts.command ?? [binaryPath()]), ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...opts.env } });
+  const proc = Bun.spawn([...(opts.command ?? [binaryPath()]), ...args], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, ...opts.env },
+  });
   started.add(proc);
   void proc.exited.then(() => started.delete(proc));
   let text = "";

@@ -2,10 +2,10 @@
  * Checks tests make on keys and certificates that FlashLex itself never needs (the hub trusts
  * what it issued; a thing's chain is judged by a real TLS handshake, src/thing/bootstrap/handshake-check.ts).
  */
-import { createHash, X509Certificate, type KeyObject } from "node:crypto";
+import { createHash, type KeyObject, X509Certificate } from "node:crypto";
 import { CryptoError } from "../../src/crypto/errors.ts";
 import { loadPublicKey, pemBlocks, spkiDer } from "../../src/crypto/keys.ts";
-import { describeCertificate, type CertificateInfo } from "../../src/crypto/x509.ts";
+import { type CertificateInfo, describeCertificate } from "../../src/crypto/x509.ts";
 
 /** True when the certificate carries this private key's public half (compared as SPKI DER). */
 export function keyMatchesCertificate(privateKey: KeyObject, certPem: string): boolean {

@@ -93,13 +93,14 @@ export const DAMAGE_KINDS: DamageKind[] = [
   },
   {
     name: "a damaged page in the middle",
-    make: (f) =>
-      (writeGoodDatabase(f),
+    make: (f) => (
+      writeGoodDatabase(f),
       rewrite(f, (b) => {
         const pageSize = b.readUInt16BE(16);
         const page = Math.floor(b.length / pageSize / 2);
         return b.fill(0xa5, page * pageSize, (page + 1) * pageSize);
-      })),
+      })
+    ),
     exitCode: 74,
     says: /damaged.*SQLITE_CORRUPT/,
   },

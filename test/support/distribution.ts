@@ -11,7 +11,7 @@ export function unpackDistribution(zipPath: string, dir: string, thingName: stri
   for (const [path, bytes] of Object.entries(unzipSync(readFileSync(zipPath)))) {
     const target = join(dir, path);
     mkdirSync(dirname(target), { recursive: true });
-    if (!path.endsWith("/")) (writeFileSync(target, bytes), chmodSync(target, path.includes("private") ? 0o600 : 0o644));
+    if (!path.endsWith("/")) writeFileSync(target, bytes), chmodSync(target, path.includes("private") ? 0o600 : 0o644);
   }
   return join(dir, thingName);
 }

@@ -10,7 +10,7 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
-import { run, start, type Background, type RunResult } from "./binary.ts";
+import { type Background, type RunResult, run, start } from "./binary.ts";
 import { type ProvisionedThing, provisionThing } from "./distribution.ts";
 import { freePort } from "./mosquitto.ts";
 
@@ -40,7 +40,21 @@ export async function makeHubFixture(work: string): Promise<HubFixture> {
     if (result.code !== 0) throw new Error(`flashlex ${args.join(" ")} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
     return result;
   };
-  const init = await flashlex(["hub", "init", "--dir", dir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1", "--json"]);
+  const init = await flashlex([
+    "hub",
+    "init",
+    "--dir",
+    dir,
+    "--api-url",
+    `http://127.0.0.1:${apiPort}`,
+    "--broker-host",
+    "127.0.0.1",
+    "--broker-port",
+    String(brokerPort),
+    "--name",
+    "127.0.0.1",
+    "--json",
+  ]);
   const token = JSON.parse(init.stdout).token as string;
   // Loopback only: the embedded broker listens on 0.0.0.0 unless hub.yml says otherwise.
   const settings = parseDocument(readFileSync(join(dir, "hub.yml"), "utf8"));

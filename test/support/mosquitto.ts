@@ -10,7 +10,7 @@
  * its own subdirectory of `dir`, with 0755 directories and 0644 files (test keys only!), and makes
  * `dir` itself traversable. Its log is captured; `stop()` and failures include it.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { accessSync, chmodSync, constants, copyFileSync, existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";

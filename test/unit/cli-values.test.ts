@@ -8,8 +8,8 @@ import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { countFlag, decodeUtf8 } from "../../src/cli/input.ts";
-import { FlashlexError } from "../../src/shared/errors.ts";
 import { exitCodeOf } from "../../src/main.ts";
+import { FlashlexError } from "../../src/shared/errors.ts";
 import { acquireServeLock, LOCK_KEY_FILE, lockName } from "../../src/thing/local/serve-lock.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-cli-values-"));

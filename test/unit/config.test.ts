@@ -1,11 +1,11 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { databaseFileName, loadThingConfig } from "../../src/thing/settings.ts";
 import { ExitCode } from "../../src/cli/exit-codes.ts";
 import { exitCodeOf } from "../../src/main.ts";
 import { ConfigError } from "../../src/shared/errors.ts";
+import { databaseFileName, loadThingConfig } from "../../src/thing/settings.ts";
 
 const GUIDE = join(import.meta.dir, "../fixtures/guide-config.yml");
 const dir = mkdtempSync(join(tmpdir(), "flashlex-config-"));
@@ -107,7 +107,9 @@ describe("bad configuration is refused with the file and the key path", () => {
 
   test("the database name must be a file name inside the data directory", () => {
     for (const name of ["..", ".", "../x", "a/b"]) {
-      expect(configErrorOf(variant("db.yml", (t) => t.replace("subscriptionData: subscription.json", `subscriptionData: "${name}"`))).message).toContain("flashlex.app.db.subscriptionData");
+      expect(configErrorOf(variant("db.yml", (t) => t.replace("subscriptionData: subscription.json", `subscriptionData: "${name}"`))).message).toContain(
+        "flashlex.app.db.subscriptionData",
+      );
     }
   });
 

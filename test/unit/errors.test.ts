@@ -3,8 +3,9 @@
  * libraries here (both SQLite drivers, the file system, BoringSSL, yaml, cac), get the kind and
  * the exit code they mean, and the hub's HTTP edge maps the same kinds to statuses.
  */
-import { describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
+import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -12,14 +13,14 @@ import { createSecureContext } from "node:tls";
 import { cac } from "cac";
 import { parseDocument } from "yaml";
 import { ExitCode } from "../../src/cli/exit-codes.ts";
-import { EXIT_CODE_OF_KIND, exitCodeOf } from "../../src/main.ts";
-import { ERROR_KINDS, FlashlexError, type ErrorKind } from "../../src/shared/errors.ts";
-import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
+import { generateRsaKeyPair } from "../../src/crypto/keys.ts";
 import { errorToResponse, HTTP_STATUS_OF_KIND } from "../../src/hub/http/envelope.ts";
+import { EXIT_CODE_OF_KIND, exitCodeOf } from "../../src/main.ts";
+import { ERROR_KINDS, type ErrorKind, FlashlexError } from "../../src/shared/errors.ts";
+import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
 import type { OpenSqlDatabase } from "../../src/shared/sqlite/driver.ts";
 import { openWasmSqlite } from "../../src/shared/sqlite/wasm-sqlite.ts";
-import { generateRsaKeyPair } from "../../src/crypto/keys.ts";
 import { makeTestPki } from "../support/pki.ts";
 
 function thrown(fn: () => unknown): unknown {
@@ -58,7 +59,13 @@ describe("SQLite errors of both drivers name the file and get their kind", () =>
         const db = open(file);
         db.exec("CREATE TABLE t (v BLOB)");
         db.exec("PRAGMA max_page_count = 8");
-        const full = toFlashlexError(thrown(() => db.transaction(() => { for (let i = 0; i < 100; i++) db.run("INSERT INTO t VALUES (?)", [new Uint8Array(4000)]); })));
+        const full = toFlashlexError(
+          thrown(() =>
+            db.transaction(() => {
+              for (let i = 0; i < 100; i++) db.run("INSERT INTO t VALUES (?)", [new Uint8Array(4000)]);
+            }),
+          ),
+        );
         db.close();
         expect(full.kind).toBe("full");
         expect(exitCodeOf(full)).toBe(74);
@@ -135,13 +142,27 @@ describe("file-system, TLS, YAML and command-line errors", () => {
   test("yaml: a parse error and an alias bomb are configuration (78)", () => {
     const doc = parseDocument("a: [1, 2");
     expect(toFlashlexError(doc.errors[0]).kind).toBe("config");
-    const bomb = parseDocument(["a: &a [x, x, x, x, x, x, x, x, x, x]", ...Array.from({ length: 8 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10).fill(`*${String.fromCharCode(97 + i)}`).join(", ")}]`)].join("\n"));
+    const bomb = parseDocument(
+      [
+        "a: &a [x, x, x, x, x, x, x, x, x, x]",
+        ...Array.from(
+          { length: 8 },
+          (_, i) =>
+            `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10)
+              .fill(`*${String.fromCharCode(97 + i)}`)
+              .join(", ")}]`,
+        ),
+      ].join("\n"),
+    );
     expect(toFlashlexError(thrown(() => bomb.toJS({ maxAliasCount: 100 }))).kind).toBe("config");
   });
 
   test("cac: a missing flag value is usage (64)", () => {
     const cli = cac("x");
-    cli.command("go", "").option("--limit <n>", "").action(() => {});
+    cli
+      .command("go", "")
+      .option("--limit <n>", "")
+      .action(() => {});
     cli.parse(["node", "x", "go", "--limit"], { run: false });
     expect(exitCodeOf(thrown(() => cli.runMatchedCommand()))).toBe(64);
   });
@@ -150,7 +171,18 @@ describe("file-system, TLS, YAML and command-line errors", () => {
 describe("the hub's HTTP edge maps the same kinds", () => {
   test("full, read-only and busy storage are 503 with Retry-After; no answer carries a path or a library's text", async () => {
     const expected: Record<ErrorKind, number> = {
-      usage: 400, data: 400, conflict: 409, unavailable: 503, bug: 500, io: 500, full: 503, "read-only": 503, damaged: 500, "try-later": 503, permission: 500, config: 500,
+      usage: 400,
+      data: 400,
+      conflict: 409,
+      unavailable: 503,
+      bug: 500,
+      io: 500,
+      full: 503,
+      "read-only": 503,
+      damaged: 500,
+      "try-later": 503,
+      permission: 500,
+      config: 500,
     };
     expect(HTTP_STATUS_OF_KIND).toEqual(expected);
     for (const kind of Object.keys(expected) as ErrorKind[]) {
@@ -174,7 +206,11 @@ describe("the hub's HTTP edge maps the same kinds", () => {
       const db = openBunSqlite(join(dir, "hub.db"));
       db.exec("CREATE TABLE t (v BLOB)");
       db.exec("PRAGMA max_page_count = 4");
-      const err = thrown(() => db.transaction(() => { for (let i = 0; i < 50; i++) db.run("INSERT INTO t VALUES (?)", [new Uint8Array(4000)]); }));
+      const err = thrown(() =>
+        db.transaction(() => {
+          for (let i = 0; i < 50; i++) db.run("INSERT INTO t VALUES (?)", [new Uint8Array(4000)]);
+        }),
+      );
       db.close();
       expect(errorToResponse(err).status).toBe(503);
     } finally {

@@ -3,28 +3,28 @@
  * real hub home: CA, thing keys and certificates made by the same code production uses.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHmac, generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
+import { createHmac, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { SignJWT } from "jose";
 import { parse } from "yaml";
-import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { generateRsaKeyPair, loadPrivateKey } from "../../src/crypto/keys.ts";
-import { silentLogger } from "../../src/shared/log.ts";
-import type { HubApi } from "../../src/hub/http/routes.ts";
-import { hubApiOver } from "../support/hub-api.ts";
-import { createBrokerEvents } from "../../src/hub/broker/events.ts";
 import type { HubBroker } from "../../src/hub/broker/broker.ts";
+import { createBrokerEvents } from "../../src/hub/broker/events.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
-import { openHubStore, type HubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import type { HubApi } from "../../src/hub/http/routes.ts";
+import { type HubStore, openHubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
 import { Things } from "../../src/hub/things/things.ts";
-import { tally } from "../support/tally.ts";
+import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
+import { silentLogger } from "../../src/shared/log.ts";
 import { checkCertificate, keyMatchesCertificate } from "../support/certificates.ts";
+import { hubApiOver } from "../support/hub-api.ts";
+import { tally } from "../support/tally.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
 
@@ -100,9 +100,7 @@ function collect(opts: { token?: string; body?: string; contentType?: string; me
   const headers: Record<string, string> = { "Content-Type": opts.contentType ?? "application/json" };
   if (opts.token !== undefined) headers.Authorization = `Bearer ${opts.token}`;
   if (opts.messageId) headers["X-Flashlex-Message-Id"] = opts.messageId;
-  return api.fetch(
-    new Request(`${base}/things/${opts.thingId ?? thing.id}/collect`, { method: "POST", headers, body: opts.body ?? '{"foo":"bar"}' }),
-  );
+  return api.fetch(new Request(`${base}/things/${opts.thingId ?? thing.id}/collect`, { method: "POST", headers, body: opts.body ?? '{"foo":"bar"}' }));
 }
 
 function operator(path: string, init: RequestInit & { token?: string | null } = {}) {
@@ -339,7 +337,7 @@ describe("operator routes", () => {
         expect(response.headers.get("www-authenticate")).toBe("Bearer");
       }
     }
-    expect((await store.getThing(thing.id))).toBeDefined();
+    expect(await store.getThing(thing.id)).toBeDefined();
   });
 
   test("GET /things lists things with their status and no key material", async () => {
@@ -379,8 +377,19 @@ describe("operator routes", () => {
 
   test("GET and DELETE messages by time range and type", async () => {
     const target = (await createThing(home, store, "ranged")).thing;
-    for (const [ts, type] of [[1000, "egress"], [2000, "egress"], [3000, "ingress"]] as const) {
-      await store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: type, payload: `{"ts":${ts}}`, fltimestamp: ts, datecreated: "x" });
+    for (const [ts, type] of [
+      [1000, "egress"],
+      [2000, "egress"],
+      [3000, "ingress"],
+    ] as const) {
+      await store.insertMessage({
+        flmessagespk: randomUUID(),
+        thingId: target.id,
+        messagetype: type,
+        payload: `{"ts":${ts}}`,
+        fltimestamp: ts,
+        datecreated: "x",
+      });
     }
     const get = async (q: string) => (await json(await operator(`/things/${target.id}/messages${q}`))).result as { fltimestamp: number }[];
     expect((await get("")).map((m) => m.fltimestamp)).toEqual([1000, 2000, 3000]);
@@ -398,7 +407,14 @@ describe("operator routes", () => {
     const at = Date.UTC(2019, 6, 20, 1, 45, 44);
     const api2 = hubApiOver({ home, store, log: silentLogger, now: () => at });
     const messageId = "1bdae18a-d97f-48ac-8256-f753de1c032f";
-    await store.insertMessage({ flmessagespk: messageId, thingId: target.id, messagetype: "egress", payload: '{"foo":"bar"}', fltimestamp: at / 1000, datecreated: "2019-07-20T01:45:44Z" });
+    await store.insertMessage({
+      flmessagespk: messageId,
+      thingId: target.id,
+      messagetype: "egress",
+      payload: '{"foo":"bar"}',
+      fltimestamp: at / 1000,
+      datecreated: "2019-07-20T01:45:44Z",
+    });
     const response = await api2.fetch(new Request(`${base}/things/${target.id}/archive?startts=0`, { headers: { Authorization: `Bearer ${operatorToken}` } }));
     expect(response.status).toBe(200);
     expect(response.headers.get("content-type")).toBe("application/zip");
@@ -465,7 +481,11 @@ describe("operator routes", () => {
     expect(missing.status).toBe(400);
     const noBroker = hubApiOver({ home, store, log: silentLogger });
     const unavailable = await noBroker.fetch(
-      new Request(`${base}/things/${thing.id}/publish`, { method: "POST", headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" }, body: '{"message":1}' }),
+      new Request(`${base}/things/${thing.id}/publish`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" },
+        body: '{"message":1}',
+      }),
     );
     expect(unavailable.status).toBe(503);
   });

@@ -9,21 +9,21 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { parse } from "yaml";
-import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
+import { ExitCode } from "../../src/cli/exit-codes.ts";
+import { parseTime } from "../../src/cli/input.ts";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
 import { describeCertificate } from "../../src/crypto/x509.ts";
-import { ExitCode } from "../../src/cli/exit-codes.ts";
-import { exitCodeOf } from "../../src/main.ts";
-import { ConfigError, ConflictError, InputError } from "../../src/shared/errors.ts";
-import { parseTime } from "../../src/cli/input.ts";
-import { buildDistribution, renderTemplate, renderThingConfig } from "../../src/hub/things/distribution.ts";
-import { addCrlFile, loadHubSettings } from "../../src/hub/home/settings.ts";
-import { distributionPath, openHubHome, type HubHome } from "../../src/hub/home/home.ts";
+import { distributionPath, type HubHome, openHubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
-import { openHubStore, type HubStore } from "../../src/hub/store/hub-store.ts";
+import { addCrlFile, loadHubSettings } from "../../src/hub/home/settings.ts";
+import { hashToken, tokenMatchesAny } from "../../src/hub/home/tokens.ts";
+import { type HubStore, openHubStore } from "../../src/hub/store/hub-store.ts";
+import { buildDistribution, renderTemplate, renderThingConfig } from "../../src/hub/things/distribution.ts";
 import { createThing, findThing, validateThingName } from "../../src/hub/things/provision.ts";
 import { Things, thingStatus } from "../../src/hub/things/things.ts";
-import { hashToken, tokenMatchesAny } from "../../src/hub/home/tokens.ts";
+import { exitCodeOf } from "../../src/main.ts";
+import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
+import { ConfigError, ConflictError, InputError } from "../../src/shared/errors.ts";
 import { checkCertificate, keyMatchesCertificate } from "../support/certificates.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
@@ -203,12 +203,25 @@ describe("hub thing create", () => {
 });
 
 describe("distribution template", () => {
-  const values = { thingId: randomUUID(), thingName: "ecd13b11-t", apiEndpoint: "https://hub.example:8443/", env: "prod", brokerHost: "hub.example", brokerPort: 18883, commitSha: "abc123" };
+  const values = {
+    thingId: randomUUID(),
+    thingName: "ecd13b11-t",
+    apiEndpoint: "https://hub.example:8443/",
+    env: "prod",
+    brokerHost: "hub.example",
+    brokerPort: 18883,
+    commitSha: "abc123",
+  };
 
   test("config.yml has the guide's values and validates against the thing's schema", () => {
     const { parsed } = renderThingConfig(values);
     const f = parsed.flashlex;
-    expect(f.app).toMatchObject({ api: { endpoint: "https://hub.example:8443", env: "prod" }, callback: "persistent", thread: "subscribe", db: { subscriptionData: "subscription.json", expireSeconds: 3600 } });
+    expect(f.app).toMatchObject({
+      api: { endpoint: "https://hub.example:8443", env: "prod" },
+      callback: "persistent",
+      thread: "subscribe",
+      db: { subscriptionData: "subscription.json", expireSeconds: 3600 },
+    });
     expect(f.dist?.commitSha).toBe("abc123");
     expect(f.thing.mqtt).toMatchObject({
       pubsub: { topic: "pubsub/ecd13b11-t" },

@@ -5,7 +5,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HUB_MIGRATIONS, openHubStore, type MessageRecord, type SqliteHubStore } from "../../src/hub/store/hub-store.ts";
+import { HUB_MIGRATIONS, type MessageRecord, openHubStore, type SqliteHubStore } from "../../src/hub/store/hub-store.ts";
 import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 
@@ -37,7 +37,10 @@ describe("hub-store: ingress delivery", () => {
     const db = openSqlDatabase(file);
     applyPragmas(db);
     migrate(db, HUB_MIGRATIONS.slice(0, 1), file);
-    for (const [id, type] of [["old-in", "ingress"], ["old-out", "egress"]] as const) {
+    for (const [id, type] of [
+      ["old-in", "ingress"],
+      ["old-out", "egress"],
+    ] as const) {
       db.run("INSERT INTO messages (flmessagespk, thing_id, messagetype, payload, fltimestamp, datecreated) VALUES (?, ?, ?, '1', 1, 'x')", [id, THING, type]);
     }
     db.close();

@@ -45,14 +45,19 @@ describe("log lines", () => {
   test("any key and event name: still one printable line, and a quoted key reads back", () => {
     let tried = 0;
     fc.assert(
-      fc.property(fc.string({ unit: "binary", maxLength: 30 }), fc.string({ unit: "binary", maxLength: 30 }), fc.string({ unit: "binary", maxLength: 30 }), (event, key, value) => {
-        tried++;
-        const line = lineOf(event, { [key]: value });
-        expect(line).not.toMatch(UNSAFE);
-        expect(line).not.toContain("\n");
-        const keyText = /^[A-Za-z0-9_.-]+$/.test(key) ? key : quoteLogText(key);
-        if (!/(token|secret|password|authorization|private|jwt|bearer)/i.test(key)) expect(readBack(line, keyText)).toBe(value);
-      }),
+      fc.property(
+        fc.string({ unit: "binary", maxLength: 30 }),
+        fc.string({ unit: "binary", maxLength: 30 }),
+        fc.string({ unit: "binary", maxLength: 30 }),
+        (event, key, value) => {
+          tried++;
+          const line = lineOf(event, { [key]: value });
+          expect(line).not.toMatch(UNSAFE);
+          expect(line).not.toContain("\n");
+          const keyText = /^[A-Za-z0-9_.-]+$/.test(key) ? key : quoteLogText(key);
+          if (!/(token|secret|password|authorization|private|jwt|bearer)/i.test(key)) expect(readBack(line, keyText)).toBe(value);
+        },
+      ),
       { numRuns: 1000 },
     );
     tally("badInputs", tried);

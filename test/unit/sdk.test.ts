@@ -3,7 +3,7 @@ import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { FlashlexSDK } from "../../src/sdk/index.ts";
 import { ConfigError, InputError } from "../../src/shared/errors.ts";
 import { MessageStore } from "../../src/thing/store/message-store.ts";
-import { startReceiver, type Receiver } from "../support/receiver.ts";
+import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
 
 let thing: ThingFixture;
@@ -66,7 +66,9 @@ test("the SDK uses the agent's identity loader: a key that is not the certificat
     };
     const before = outbox();
     await expect(sdk.collectMessage({ never: "queued" })).rejects.toThrow(ConfigError);
-    await expect(sdk.collectMessage({ never: "queued" })).rejects.toThrow(`${thing.pki.thing.certPath}: this certificate was not issued for the private key ${keyPath}`);
+    await expect(sdk.collectMessage({ never: "queued" })).rejects.toThrow(
+      `${thing.pki.thing.certPath}: this certificate was not issued for the private key ${keyPath}`,
+    );
     expect(outbox()).toBe(before);
     expect(Array.isArray(await sdk.getMessages())).toBe(true);
   } finally {

@@ -155,7 +155,9 @@ describe("wasm driver: the <db>.lock directory", () => {
   test("without an owner record is refused (exit 74), telling what to remove", () => {
     fresh();
     leaveLock(null);
-    expect(() => openWasmSqlite(file)).toThrow(`${file} is locked (${lockDirOf(file)} exists) by an unknown process; if no flashlex process is using it, remove that directory`);
+    expect(() => openWasmSqlite(file)).toThrow(
+      `${file} is locked (${lockDirOf(file)} exists) by an unknown process; if no flashlex process is using it, remove that directory`,
+    );
     expect(existsSync(lockDirOf(file))).toBe(true);
   });
 

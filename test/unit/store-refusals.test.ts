@@ -11,8 +11,8 @@ import { exitCodeOf } from "../../src/main.ts";
 import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
 import type { OpenSqlDatabase } from "../../src/shared/sqlite/driver.ts";
-import { MessageStore } from "../../src/thing/store/message-store.ts";
 import { openWasmSqlite } from "../../src/shared/sqlite/wasm-sqlite.ts";
+import { MessageStore } from "../../src/thing/store/message-store.ts";
 import { DAMAGE_KINDS, GOOD_ROW_COUNT } from "../support/damaged-databases.ts";
 import { tally } from "../support/tally.ts";
 

@@ -8,7 +8,11 @@ export const hubInitCommand: CommandSpec = {
   description: "Create a hub home: CA, broker certificate, hub.yml, database and the operator access token",
   options: [
     DIR_OPTION,
-    { flags: "--name <name>", description: "DNS name or IP address for the broker certificate; repeat or comma-separate (default: localhost, 127.0.0.1, the hostname)", repeatable: true },
+    {
+      flags: "--name <name>",
+      description: "DNS name or IP address for the broker certificate; repeat or comma-separate (default: localhost, 127.0.0.1, the hostname)",
+      repeatable: true,
+    },
     { flags: "--api-url <url>", description: "the API URL things use (default: http://127.0.0.1:8080; https:// makes the hub serve TLS)" },
     { flags: "--broker-host <host>", description: "the broker host things connect to (default: the first --name, else localhost)" },
     { flags: "--broker-port <port>", description: "the broker port (default: 8883)" },
@@ -31,7 +35,17 @@ async function hubInit(options: Options): Promise<number> {
   });
   const s = home.settings;
   if (options.json) {
-    console.log(JSON.stringify({ dir, ownerId: s.ownerId, env: s.env, apiUrl: s.api.publicUrl, broker: `${s.broker.host}:${s.broker.port}`, names: s.broker.names, token }));
+    console.log(
+      JSON.stringify({
+        dir,
+        ownerId: s.ownerId,
+        env: s.env,
+        apiUrl: s.api.publicUrl,
+        broker: `${s.broker.host}:${s.broker.port}`,
+        names: s.broker.names,
+        token,
+      }),
+    );
     return ExitCode.OK;
   }
   console.log(`hub created in ${dir}`);

@@ -7,7 +7,14 @@ import { DIR_OPTION, hubDir } from "./common.ts";
 export const hubServeCommand: CommandSpec = {
   name: "hub serve",
   description: "Run the hub: MQTT broker, HTTP API and database in one process",
-  options: [DIR_OPTION, { flags: "--broker <broker>", description: "embedded, or an external broker mqtts://HOST:PORT (the hub logs in with its client certificate)", default: "embedded" }],
+  options: [
+    DIR_OPTION,
+    {
+      flags: "--broker <broker>",
+      description: "embedded, or an external broker mqtts://HOST:PORT (the hub logs in with its client certificate)",
+      default: "embedded",
+    },
+  ],
   bunOnly: true,
   run: (_args, options) => hubServe(options),
 };

@@ -81,7 +81,10 @@ function list(options: Options): Promise<number> {
       console.log(JSON.stringify(things.map((t) => thingJson(t, hub.home.settings.env))));
       return ExitCode.OK;
     }
-    const rows = [["NAME", "ID", "STATUS", "LAST SEEN"], ...things.map((t) => [t.name, t.id, thingStatus(t), t.lastSeenAt === null ? "never" : isoSeconds(t.lastSeenAt)])];
+    const rows = [
+      ["NAME", "ID", "STATUS", "LAST SEEN"],
+      ...things.map((t) => [t.name, t.id, thingStatus(t), t.lastSeenAt === null ? "never" : isoSeconds(t.lastSeenAt)]),
+    ];
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     for (const row of rows) console.log(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
     if (things.length === 0) console.log("(no things yet: flashlex hub thing create NAME)");

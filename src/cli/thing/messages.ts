@@ -83,7 +83,12 @@ function messagesDelete(flags: ThingFlags, ids: string[]): Promise<number> {
   return changeMessages(flags, ids, "deleted", (access, parsed) => access.deleteMessages(parsed));
 }
 
-async function changeMessages(flags: ThingFlags, ids: string[], verb: string, change: (access: ThingAccess, ids: number[]) => Promise<number[]>): Promise<number> {
+async function changeMessages(
+  flags: ThingFlags,
+  ids: string[],
+  verb: string,
+  change: (access: ThingAccess, ids: number[]) => Promise<number[]>,
+): Promise<number> {
   if (!ids.length) throw new UsageError("give at least one message id");
   const parsed = ids.map((id) => {
     if (!/^[1-9]\d*$/.test(id)) throw new UsageError(`not a message id: ${JSON.stringify(id)}`);
@@ -103,7 +108,6 @@ async function changeMessages(flags: ThingFlags, ids: string[], verb: string, ch
     access.close();
   }
 }
-
 
 function payloadText(row: IngressMessage): { payload?: string; payloadBase64?: string } {
   return typeof row.payload === "string" ? { payload: row.payload } : { payloadBase64: Buffer.from(row.payload).toString("base64") };

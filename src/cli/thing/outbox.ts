@@ -39,7 +39,8 @@ const STATES: readonly OutboxState[] = ["pending", "sent", "rejected"];
 
 async function outboxList(flags: OutboxListFlags): Promise<number> {
   const state = flags.state === undefined ? undefined : String(flags.state);
-  if (state !== undefined && !STATES.includes(state as OutboxState)) throw new UsageError(`--state must be pending, sent or rejected, not ${JSON.stringify(state)}`);
+  if (state !== undefined && !STATES.includes(state as OutboxState))
+    throw new UsageError(`--state must be pending, sent or rejected, not ${JSON.stringify(state)}`);
   const access = await openAccess(flags);
   try {
     for (const entry of await access.listOutbox(state as OutboxState | undefined)) console.log(flags.json ? JSON.stringify(toJson(entry)) : toLine(entry));
@@ -59,7 +60,12 @@ function outboxDrop(flags: ThingFlags, ids: string[]): Promise<number> {
   return changeOutbox(flags, ids, "dropped", (access, parsed) => access.dropOutbox(parsed));
 }
 
-async function changeOutbox(flags: ThingFlags, ids: string[], verb: string, change: (access: ThingAccess, ids: string[]) => Promise<OutboxChange>): Promise<number> {
+async function changeOutbox(
+  flags: ThingFlags,
+  ids: string[],
+  verb: string,
+  change: (access: ThingAccess, ids: string[]) => Promise<OutboxChange>,
+): Promise<number> {
   if (!ids.length) throw new UsageError("give at least one message id (see flashlex outbox list)");
   const parsed = ids.map(String);
   const empty = parsed.find((id) => !id.trim());

@@ -24,14 +24,15 @@
  * aedes-packet that keeps topic, payload, qos, messageId, brokerId and brokerCounter but no
  * property of ours. For a clean session nothing was queued and the packet is undefined.
  */
-import tls from "node:tls";
+
 import type { Duplex } from "node:stream";
+import tls from "node:tls";
 import { Aedes, type Client } from "aedes";
-import type { Logger } from "../../shared/log.ts";
 import { ingressWirePayload } from "../../protocol/ingress.ts";
 import { ingressTopic, isHubTopic, mayPublish, maySubscribe } from "../../protocol/topics.ts";
-import type { BrokerEvents, HubBroker, ThingDirectory } from "./broker.ts";
+import type { Logger } from "../../shared/log.ts";
 import { IngressDelivery, type IngressLedger } from "../messages/ingress-delivery.ts";
+import type { BrokerEvents, HubBroker, ThingDirectory } from "./broker.ts";
 import { createSessionPersistence } from "./session-store.ts";
 
 export interface EmbeddedBrokerOptions {
@@ -200,9 +201,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     }
   });
   broker.on("clientDisconnect", (client: Client) => log.info("mqtt.disconnected", { thing: client.id }));
-  broker.on("clientError", (client: Client, err: Error) =>
-    log.debug("mqtt.client.error", { thing: client.id, error: err }),
-  );
+  broker.on("clientError", (client: Client, err: Error) => log.debug("mqtt.client.error", { thing: client.id, error: err }));
 
   const publishQos1 = (topic: string, payload: string | Buffer) =>
     new Promise<void>((resolve, reject) => {
@@ -231,9 +230,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     },
   );
   // Wrong CA, no certificate, expired: the handshake fails and aedes never sees the socket.
-  server.on("tlsClientError", (err, socket) =>
-    log.info("mqtt.tls.refused", { remote: socket?.remoteAddress, error: err.message }),
-  );
+  server.on("tlsClientError", (err, socket) => log.info("mqtt.tls.refused", { remote: socket?.remoteAddress, error: err.message }));
 
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);

@@ -1,12 +1,12 @@
-import type { Logger } from "../../shared/log.ts";
 import { parseCollectEnvelope } from "../../protocol/collect-envelope.ts";
 import { maxEnvelopeBytes } from "../../protocol/limits.ts";
 import { parseTestMessage, testEcho } from "../../protocol/test-message.ts";
 import { COLLECT_TOPIC, ingressTopic, TEST_TOPIC } from "../../protocol/topics.ts";
 import { InputError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import { CollectAuthError, type Collector, MessageIdConflict } from "../messages/collect.ts";
+import { fromStore, type HubStore, StoreFailure } from "../store/hub-store.ts";
 import type { BrokerEvents, ThingDirectory } from "./broker.ts";
-import { CollectAuthError, MessageIdConflict, type Collector } from "../messages/collect.ts";
-import { fromStore, StoreFailure, type HubStore } from "../store/hub-store.ts";
 
 /**
  * What the hub does with MQTT traffic from things. `publisher` is the thing the embedded broker

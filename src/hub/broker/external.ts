@@ -16,10 +16,10 @@
  * thing's PUBACK: ingress sent this way is stored with delivery `unknown`.
  */
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { ConfigError, FlashlexError } from "../../shared/errors.ts";
-import type { Logger } from "../../shared/log.ts";
 import { ingressWirePayload } from "../../protocol/ingress.ts";
 import { HUB_TOPICS, ingressTopic } from "../../protocol/topics.ts";
+import { ConfigError, FlashlexError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/log.ts";
 import { HUB_CLIENT_NAME } from "../home/home.ts";
 import type { BrokerEvents, HubBroker, ThingDirectory } from "./broker.ts";
 
@@ -116,18 +116,13 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
   });
 
   const timeoutMs = opts.connectTimeoutMs ?? 30_000;
-  const timer = setTimeout(
-    () => subscribed.reject(new FlashlexError(`broker ${opts.url} not reachable within ${timeoutMs} ms`, "unavailable")),
-    timeoutMs,
-  );
+  const timer = setTimeout(() => subscribed.reject(new FlashlexError(`broker ${opts.url} not reachable within ${timeoutMs} ms`, "unavailable")), timeoutMs);
   try {
     await subscribed.promise;
     ready = true;
   } catch (err) {
     await client.endAsync(true).catch(() => {});
-    throw err instanceof FlashlexError
-      ? err
-      : new FlashlexError(`cannot use broker ${opts.url}: ${(err as Error).message}`, "unavailable");
+    throw err instanceof FlashlexError ? err : new FlashlexError(`cannot use broker ${opts.url}: ${(err as Error).message}`, "unavailable");
   } finally {
     clearTimeout(timer);
   }

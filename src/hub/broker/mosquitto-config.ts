@@ -14,8 +14,9 @@
  * - Revocation: an optional `crlfile` (src/crypto/crl.ts, written by src/hub/things/revocation.ts); Mosquitto re-reads it on SIGHUP, and only
  *   new connections are checked against it.
  */
-import { ConfigError } from "../../shared/errors.ts";
+
 import { COLLECT_TOPIC, ingressTopic, pubsubTopic, TEST_TOPIC } from "../../protocol/topics.ts";
+import { ConfigError } from "../../shared/errors.ts";
 import { HUB_CLIENT_NAME } from "../home/home.ts";
 
 export interface MosquittoConfigOptions {

@@ -1,10 +1,10 @@
 import { chmodSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { type HubHome, openHubHome } from "../home/home.ts";
 import { addCrlFile } from "../home/settings.ts";
-import { openHubHome, type HubHome } from "../home/home.ts";
 import type { HubStore } from "../store/hub-store.ts";
-import { renderMosquittoAcl, renderMosquittoConfig } from "./mosquitto-config.ts";
 import { writeRevocationLists } from "../things/revocation.ts";
+import { renderMosquittoAcl, renderMosquittoConfig } from "./mosquitto-config.ts";
 
 /**
  * Writes everything an external Mosquitto needs to enforce the hub's rules into `dir`

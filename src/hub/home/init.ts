@@ -10,11 +10,11 @@ import { stringify } from "yaml";
 import { generateRsaKeyPair } from "../../crypto/keys.ts";
 import { createCertificateAuthority, issueServerCertificate, issueThingCertificate } from "../../crypto/x509.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
-import { UsageError, ConfigError } from "../../shared/errors.ts";
+import { ConfigError, UsageError } from "../../shared/errors.ts";
 import { createFile } from "../../shared/files.ts";
 import { openHubStore } from "../store/hub-store.ts";
 import { HUB_CLIENT_NAME, type HubHome, hubPaths } from "./home.ts";
-import { DNS_NAME, HubYamlSchema, type HubSettings, type HubYaml } from "./settings.ts";
+import { DNS_NAME, type HubSettings, type HubYaml, HubYamlSchema } from "./settings.ts";
 import { hashToken, newAccessToken } from "./tokens.ts";
 
 export interface InitHubOptions {

@@ -1,10 +1,10 @@
 import { readFileSync } from "node:fs";
-import { parse, parseDocument } from "yaml";
 import { isIP } from "node:net";
+import { parse, parseDocument } from "yaml";
 import { z } from "zod";
-import { parseYamlFile, validate } from "../../shared/yaml.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { parseYamlFile, validate } from "../../shared/yaml.ts";
 
 /**
  * `hub.yml`: the hub's own settings, written by `hub init` and read by every hub command. One
@@ -50,7 +50,11 @@ export const HubYamlSchema = z.object({
     /** the owner (account) id; its first 8 hex digits prefix every thing name, as in the guide */
     ownerId: z.uuid(),
     /** the `{env}` path segment of the API, and `flashlex.app.api.env` in distributions */
-    env: z.string().regex(/^[A-Za-z0-9_-]+$/, "letters, digits, - and _ only").refine(isPlainYamlString, `must not look like a number or a YAML word (${YAML_WORDS})`).default("dev"),
+    env: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+$/, "letters, digits, - and _ only")
+      .refine(isPlainYamlString, `must not look like a number or a YAML word (${YAML_WORDS})`)
+      .default("dev"),
     api: z.object({
       host: z.string().min(1).default("127.0.0.1"),
       port: port.default(8080),

@@ -3,8 +3,9 @@
  * nothing of the server that calls it, so tests call it without one (as hono keeps its Bun
  * adapter apart from routing).
  */
-import type { HubApi } from "./routes.ts";
+
 import { errorToResponse } from "./envelope.ts";
+import type { HubApi } from "./routes.ts";
 
 export interface HubServer {
   url: string;

@@ -140,7 +140,7 @@ export async function readBodyLimited(request: Request, limit: number): Promise<
   }
   const body = new Uint8Array(size);
   let offset = 0;
-  for (const chunk of chunks) (body.set(chunk, offset), (offset += chunk.byteLength));
+  for (const chunk of chunks) body.set(chunk, offset), (offset += chunk.byteLength);
   return body;
 }
 

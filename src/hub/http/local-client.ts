@@ -64,7 +64,9 @@ export async function publishThroughService(
   thingId: string,
   message: unknown,
 ): Promise<Envelope<{ flmessagespk: string; online: boolean | null }>> {
-  const response = await operators.withCliToken((token) => localRequest<{ flmessagespk: string; online: boolean | null }>(home, token, "POST", `/things/${thingId}/publish`, { message }));
+  const response = await operators.withCliToken((token) =>
+    localRequest<{ flmessagespk: string; online: boolean | null }>(home, token, "POST", `/things/${thingId}/publish`, { message }),
+  );
   if (response.status !== 200 || !response.body) {
     const why = response.body?.messages[0]?.value ?? `HTTP ${response.status}`;
     throw new FlashlexError(`the hub refused the message: ${why}`, response.status === 503 ? "unavailable" : response.status >= 500 ? "bug" : "data");

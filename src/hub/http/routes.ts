@@ -128,13 +128,18 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     things: {
       GET: {
         caller: "operator",
-        handle: async () => ok((await things.list()).map((t) => thingJson(t, settings.env)), "Things listed."),
+        handle: async () =>
+          ok(
+            (await things.list()).map((t) => thingJson(t, settings.env)),
+            "Things listed.",
+          ),
       },
       POST: {
         caller: "operator",
         async handle({ request }) {
           const body = await jsonBody(request);
-          const { name, keyType } = body !== null && typeof body === "object" ? (body as { name?: unknown; keyType?: unknown }) : { name: undefined, keyType: undefined };
+          const { name, keyType } =
+            body !== null && typeof body === "object" ? (body as { name?: unknown; keyType?: unknown }) : { name: undefined, keyType: undefined };
           const { thing } = await things.create(name, { keyType });
           log.info("hub.thing_created", { thing: thing.name, id: thing.id });
           return ok(thingJson(thing, settings.env), "Thing created.", 201);
@@ -159,7 +164,10 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         async handle({ id, url }) {
           const thing = await thingOr404(id);
           const found = await messages.list(thing, messageQuery(url.searchParams, true));
-          return ok(found.map((m) => messageJson(m, settings.ownerId)), `${found.length} messages.`);
+          return ok(
+            found.map((m) => messageJson(m, settings.ownerId)),
+            `${found.length} messages.`,
+          );
         },
       },
       DELETE: {
@@ -203,7 +211,10 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   /** `/things/<id>/archive` → key `things/:id/archive` and the id. */
   function match(pathname: string): { key: string; id: string } | undefined {
     if (!pathname.startsWith(prefix + "/")) return undefined;
-    const parts = pathname.slice(prefix.length + 1).replace(/\/+$/, "").split("/");
+    const parts = pathname
+      .slice(prefix.length + 1)
+      .replace(/\/+$/, "")
+      .split("/");
     if (parts[0] !== "things" || parts.length > 3) return undefined;
     if (parts.length === 1) return { key: "things", id: "" };
     let id: string;
@@ -228,7 +239,13 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     } catch (err) {
       const answer = errorToResponse(err);
       if (answer.status >= 500) {
-        const fields = { method: request.method, route: found.key, status: answer.status, kind: answer.kind, error: answer.kind === "bug" ? err : answer.detail };
+        const fields = {
+          method: request.method,
+          route: found.key,
+          status: answer.status,
+          kind: answer.kind,
+          error: answer.kind === "bug" ? err : answer.detail,
+        };
         if (answer.kind === "bug") log.error("hub.api_failed", fields);
         else log.warn("hub.api_failed", fields);
       }

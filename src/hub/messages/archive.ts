@@ -1,5 +1,5 @@
-import { writeFileAtomically } from "../../shared/files.ts";
 import { ENVELOPE_DEPTH, jsonNestingDepth, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
+import { writeFileAtomically } from "../../shared/files.ts";
 import type { HubStore, MessageCursor, MessageQuery, MessageRecord } from "../store/hub-store.ts";
 import { ArchiveZip } from "./archive-zip.ts";
 

@@ -1,12 +1,12 @@
-import { randomUUID, type KeyObject } from "node:crypto";
+import { type KeyObject, randomUUID } from "node:crypto";
 import { TokenError } from "../../crypto/errors.ts";
 import { verifyThingToken } from "../../crypto/jwt.ts";
 import { loadPublicKey } from "../../crypto/keys.ts";
+import { isUuid } from "../../protocol/ids.ts";
 import { ConflictError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { fromStore, type HubStore, type MessageRecord, type ThingRecord } from "../store/hub-store.ts";
-import { isUuid } from "../../protocol/ids.ts";
 
 /**
  * Egress, whichever way it arrives: `POST .../collect` with the thing's JWT, or an MQTT envelope
@@ -93,14 +93,16 @@ export class Collector {
    */
   async store(thing: ThingRecord, messageId: string | undefined, payloadJson: string): Promise<CollectResult> {
     const at = this.now();
-    const { inserted, message } = await fromStore(() => this.deps.store.insertMessage({
-      flmessagespk: messageId ?? randomUUID(),
-      thingId: thing.id,
-      messagetype: "egress",
-      payload: payloadJson,
-      fltimestamp: Math.floor(at / 1000),
-      datecreated: isoSeconds(at),
-    }));
+    const { inserted, message } = await fromStore(() =>
+      this.deps.store.insertMessage({
+        flmessagespk: messageId ?? randomUUID(),
+        thingId: thing.id,
+        messagetype: "egress",
+        payload: payloadJson,
+        fltimestamp: Math.floor(at / 1000),
+        datecreated: isoSeconds(at),
+      }),
+    );
     if (message.thingId !== thing.id) throw new MessageIdConflict();
     await fromStore(() => this.deps.store.markVerified(thing.id, at));
     return { thing, message, inserted };

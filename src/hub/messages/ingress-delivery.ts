@@ -1,6 +1,6 @@
-import type { Logger } from "../../shared/log.ts";
 import { ingressMessageId, ingressWirePayload } from "../../protocol/ingress.ts";
 import { ingressTopic } from "../../protocol/topics.ts";
+import type { Logger } from "../../shared/log.ts";
 import type { HubStore } from "../store/hub-store.ts";
 
 /**

@@ -84,7 +84,15 @@ export class Messages {
     const at = this.now();
     const flmessagespk = randomUUID();
     const delivery = broker.tracksDelivery ? "pending" : "unknown";
-    await store.insertMessage({ flmessagespk, thingId: thing.id, messagetype: "ingress", payload: text, fltimestamp: Math.floor(at / 1000), datecreated: isoSeconds(at), delivery });
+    await store.insertMessage({
+      flmessagespk,
+      thingId: thing.id,
+      messagetype: "ingress",
+      payload: text,
+      fltimestamp: Math.floor(at / 1000),
+      datecreated: isoSeconds(at),
+      delivery,
+    });
     try {
       await broker.sendIngress(thing.name, { flmessagespk, payload: text });
     } catch (err) {

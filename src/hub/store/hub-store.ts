@@ -238,9 +238,9 @@ const toMessage = (r: MessageRow): MessageRecord => ({
 function messageFilter(thingId: string, q: MessageQuery): { where: string; params: (string | number)[] } {
   const clauses = ["thing_id = ?"];
   const params: (string | number)[] = [thingId];
-  if (q.startts !== undefined) (clauses.push("fltimestamp >= ?"), params.push(q.startts));
-  if (q.endts !== undefined) (clauses.push("fltimestamp <= ?"), params.push(q.endts));
-  if (q.messagetype !== undefined) (clauses.push("messagetype = ?"), params.push(q.messagetype));
+  if (q.startts !== undefined) clauses.push("fltimestamp >= ?"), params.push(q.startts);
+  if (q.endts !== undefined) clauses.push("fltimestamp <= ?"), params.push(q.endts);
+  if (q.messagetype !== undefined) clauses.push("messagetype = ?"), params.push(q.messagetype);
   return { where: clauses.join(" AND "), params };
 }
 
@@ -357,8 +357,8 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
       const clauses = [where];
       // Row values compare as tuples and still use the (thing_id, fltimestamp) index, whose
       // entries end with the rowid.
-      if (page.after) (clauses.push("(fltimestamp, rowid) > (?, ?)"), params.push(page.after.fltimestamp, page.after.seq));
-      if (page.through) (clauses.push("(fltimestamp, rowid) <= (?, ?)"), params.push(page.through.fltimestamp, page.through.seq));
+      if (page.after) clauses.push("(fltimestamp, rowid) > (?, ?)"), params.push(page.after.fltimestamp, page.after.seq);
+      if (page.through) clauses.push("(fltimestamp, rowid) <= (?, ?)"), params.push(page.through.fltimestamp, page.through.seq);
       params.push(Math.max(1, Math.floor(page.limit)));
       return db
         .all<MessageRow & { seq: number }>(`SELECT rowid AS seq, * FROM messages WHERE ${clauses.join(" AND ")} ORDER BY fltimestamp, rowid LIMIT ?`, params)
@@ -378,9 +378,7 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
       return db.run(`DELETE FROM messages WHERE ${where}`, params).changes;
     },
     async pendingIngress(thingId) {
-      return db
-        .all<MessageRow>("SELECT * FROM messages WHERE thing_id = ? AND delivery = 'pending' ORDER BY fltimestamp, rowid", [thingId])
-        .map(toMessage);
+      return db.all<MessageRow>("SELECT * FROM messages WHERE thing_id = ? AND delivery = 'pending' ORDER BY fltimestamp, rowid", [thingId]).map(toMessage);
     },
     async markDelivered(id, at) {
       return db.run("UPDATE messages SET delivery = 'delivered', delivered_at = ? WHERE flmessagespk = ? AND delivery = 'pending'", [at, id]).changes > 0;

@@ -11,13 +11,14 @@
  * so that `flashlex bootstrap -c <name>/config.yml -k <name>/keys -d <name>/data` works right
  * after `unzip`.
  */
+
+import { type ZipOptions, zipSync } from "fflate";
 import { parse } from "yaml";
-import { zipSync, type ZipOptions } from "fflate";
 import configTemplate from "../../../dist-template/config.yml" with { type: "text" };
 import readmeTemplate from "../../../dist-template/README.md" with { type: "text" };
-import { ThingYamlSchema, type ThingYaml } from "../../protocol/thing-config.ts";
-import { COMMIT } from "../../shared/version.ts";
+import { type ThingYaml, ThingYamlSchema } from "../../protocol/thing-config.ts";
 import { ConfigError } from "../../shared/errors.ts";
+import { COMMIT } from "../../shared/version.ts";
 import { PLAIN_YAML_VALUE } from "../home/settings.ts";
 
 export const CONFIG_TEMPLATE: string = configTemplate;
@@ -59,7 +60,12 @@ export function keyFileNames(thingName: string) {
 const PLAIN = PLAIN_YAML_VALUE;
 
 /** The hub.yml setting each template value comes from, for error messages. */
-const HUB_SETTING_OF: Record<string, string> = { apiEndpoint: "hub.api.publicUrl", env: "hub.env", brokerHost: "hub.broker.host", brokerPort: "hub.broker.port" };
+const HUB_SETTING_OF: Record<string, string> = {
+  apiEndpoint: "hub.api.publicUrl",
+  env: "hub.env",
+  brokerHost: "hub.broker.host",
+  brokerPort: "hub.broker.port",
+};
 
 /** Replaces `{{key}}` placeholders; an unknown placeholder is a bug in the template and throws. */
 export function renderTemplate(template: string, values: Record<string, string | number>, plainOnly: boolean): string {

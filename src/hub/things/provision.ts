@@ -1,13 +1,13 @@
 import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, rmSync } from "node:fs";
-import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, thingKeyTypeOf, type ThingKeyType } from "../../crypto/keys.ts";
+import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { describeCertificate, issueThingCertificate } from "../../crypto/x509.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
-import { buildDistribution } from "./distribution.ts";
-import { ownerPrefix } from "../home/settings.ts";
 import { createFile } from "../../shared/files.ts";
-import { distributionPath, readCa, type HubHome } from "../home/home.ts";
+import { distributionPath, type HubHome, readCa } from "../home/home.ts";
+import { ownerPrefix } from "../home/settings.ts";
 import type { HubStore, ThingRecord } from "../store/hub-store.ts";
+import { buildDistribution } from "./distribution.ts";
 
 /**
  * Provisioning, as the guide's "Create Thing" did it: an id, the prefixed name, a key pair, a
@@ -18,7 +18,6 @@ import type { HubStore, ThingRecord } from "../store/hub-store.ts";
  * of a thing key on the hub, protected like the CA key, and `revoke`/delete removes it. The
  * database keeps only the public key and the certificate.
  */
-
 
 const TYPED_NAME = /^[A-Za-z0-9_-]{1,40}$/;
 
@@ -46,7 +45,6 @@ export function thingKeyType(thing: Pick<ThingRecord, "publicKeyPem">): ThingKey
     return "unknown";
   }
 }
-
 
 export interface CreatedThing {
   thing: ThingRecord;
@@ -115,11 +113,7 @@ export async function createThing(
 
 /** Finds a thing by id, full name or typed name (the CLI accepts any of them). */
 export async function findThing(home: HubHome, store: HubStore, ref: string): Promise<ThingRecord | undefined> {
-  return (
-    (await store.getThing(ref)) ??
-    (await store.getThingByName(ref)) ??
-    (await store.getThingByName(`${ownerPrefix(home.settings)}-${ref}`))
-  );
+  return (await store.getThing(ref)) ?? (await store.getThingByName(ref)) ?? (await store.getThingByName(`${ownerPrefix(home.settings)}-${ref}`));
 }
 
 /** The stored distribution, or undefined once revoked or deleted. */

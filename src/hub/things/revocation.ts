@@ -1,7 +1,7 @@
 import { join } from "node:path";
 import { createCrl } from "../../crypto/crl.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
-import { readCa, type HubHome } from "../home/home.ts";
+import { type HubHome, readCa } from "../home/home.ts";
 import type { HubStore } from "../store/hub-store.ts";
 
 /**

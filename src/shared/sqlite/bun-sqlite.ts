@@ -17,9 +17,7 @@ export const openBunSqlite: OpenSqlDatabase = (file, options = {}) => {
   // safeIntegers: without it an INTEGER beyond 2^53 comes back silently rounded; with it every
   // INTEGER is a bigint, so rows are narrowed back to number where that is exact (as the wasm driver does)
   const db = guard(() =>
-    options.readonly
-      ? new Database(file, { readonly: true, safeIntegers: true })
-      : new Database(file, { create: true, readwrite: true, safeIntegers: true }),
+    options.readonly ? new Database(file, { readonly: true, safeIntegers: true }) : new Database(file, { create: true, readwrite: true, safeIntegers: true }),
   );
   const params = (values: readonly SqlValue[] | undefined) => (values ?? []) as any[];
   const wrapper: SqlDatabase = {

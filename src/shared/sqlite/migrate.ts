@@ -119,7 +119,10 @@ function schemaOf(db: SqlDatabase): Schema {
   const schema: Schema = new Map();
   const tables = db.all<{ name: string }>("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name");
   for (const { name } of tables) {
-    schema.set(name, db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?) ORDER BY cid`, [name]).map((c) => c.name));
+    schema.set(
+      name,
+      db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?) ORDER BY cid`, [name]).map((c) => c.name),
+    );
   }
   return schema;
 }

@@ -1,8 +1,7 @@
 import { accessSync, constants, existsSync, statfsSync } from "node:fs";
 import { dirname } from "node:path";
-import { FlashlexError, type ErrorKind } from "../errors.ts";
-import { toFlashlexError } from "../foreign-errors.ts";
-import { sqliteCodeOf } from "../foreign-errors.ts";
+import { type ErrorKind, FlashlexError } from "../errors.ts";
+import { sqliteCodeOf, toFlashlexError } from "../foreign-errors.ts";
 
 /**
  * Turns what a SQLite driver threw into a FlashlexError naming the database file, with its kind

@@ -54,19 +54,20 @@ export const openWasmSqlite: OpenSqlDatabase = (file, options = {}) => {
     // the library already answers number for safe integers and bigint beyond, as the contract wants
     all: <T>(sql: string, values?: readonly SqlValue[]) => guard(() => db.all(sql, bindable(values)) as T[]),
     get: <T>(sql: string, values?: readonly SqlValue[]) => guard(() => (db.get(sql, bindable(values)) ?? undefined) as T | undefined),
-    transaction: (fn) => guard(() => {
-      // nested calls become savepoints, as bun:sqlite does, so an inner failure undoes only itself
-      const nested = db.inTransaction;
-      db.exec(nested ? "SAVEPOINT flashlex_tx" : "BEGIN IMMEDIATE");
-      try {
-        const result = fn();
-        db.exec(nested ? "RELEASE flashlex_tx" : "COMMIT");
-        return result;
-      } catch (err) {
-        if (db.inTransaction) db.exec(nested ? "ROLLBACK TO flashlex_tx; RELEASE flashlex_tx" : "ROLLBACK");
-        throw err;
-      }
-    }),
+    transaction: (fn) =>
+      guard(() => {
+        // nested calls become savepoints, as bun:sqlite does, so an inner failure undoes only itself
+        const nested = db.inTransaction;
+        db.exec(nested ? "SAVEPOINT flashlex_tx" : "BEGIN IMMEDIATE");
+        try {
+          const result = fn();
+          db.exec(nested ? "RELEASE flashlex_tx" : "COMMIT");
+          return result;
+        } catch (err) {
+          if (db.inTransaction) db.exec(nested ? "ROLLBACK TO flashlex_tx; RELEASE flashlex_tx" : "ROLLBACK");
+          throw err;
+        }
+      }),
     close: () =>
       guard(() => {
         if (!db.isOpen) return;

@@ -1,21 +1,21 @@
 import { randomUUID } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import { accessSync, constants, existsSync, statSync } from "node:fs";
-import type { ConfigLocation, ThingConfig } from "../settings.ts";
-import { loadThingConfig } from "../settings.ts";
 import { pemBlocks } from "../../crypto/keys.ts";
-import { describeCertificate, type CertificateInfo } from "../../crypto/x509.ts";
+import { type CertificateInfo, describeCertificate } from "../../crypto/x509.ts";
 import { buildTestMessage } from "../../protocol/test-message.ts";
 import { TEST_TOPIC } from "../../protocol/topics.ts";
-import { silentLogger, type Logger } from "../../shared/log.ts";
-import type { MessageStore } from "../store/message-store.ts";
-import { openThingStore } from "../store/open.ts";
-import { serveIsRunning } from "../local/client.ts";
+import { type Logger, silentLogger } from "../../shared/log.ts";
 import { collectUrl, deliverHttp } from "../egress/delivery.ts";
 import { checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
-import { verifyByHandshake } from "./handshake-check.ts";
 import { createIngressHandler } from "../ingress/handler.ts";
+import { serveIsRunning } from "../local/client.ts";
 import { describeError, sessionMemory, ThingSession } from "../mqtt/session.ts";
+import type { ConfigLocation, ThingConfig } from "../settings.ts";
+import { loadThingConfig } from "../settings.ts";
+import type { MessageStore } from "../store/message-store.ts";
+import { openThingStore } from "../store/open.ts";
+import { verifyByHandshake } from "./handshake-check.ts";
 
 export type CheckStatus = "pass" | "fail" | "skip";
 
@@ -58,12 +58,16 @@ export function explainChainRefusal(code: string, identity: ThingIdentity, confi
   switch (code) {
     case "CERT_HAS_EXPIRED": {
       const expired = certificatesOf(identity, config).find((c) => c.info.notAfter.getTime() < now.getTime());
-      const what = expired ? `${expired.info.subjectCN} in ${expired.file} expired on ${expired.info.notAfter.toISOString()}` : `a certificate in ${cert} or ${rootCA} has expired`;
+      const what = expired
+        ? `${expired.info.subjectCN} in ${expired.file} expired on ${expired.info.notAfter.toISOString()}`
+        : `a certificate in ${cert} or ${rootCA} has expired`;
       return { detail: `${what} (${code})`, fix: clockFix };
     }
     case "CERT_NOT_YET_VALID": {
       const early = certificatesOf(identity, config).find((c) => c.info.notBefore.getTime() > now.getTime());
-      const what = early ? `${early.info.subjectCN} in ${early.file} is not valid until ${early.info.notBefore.toISOString()}` : `a certificate in ${cert} or ${rootCA} is not valid yet`;
+      const what = early
+        ? `${early.info.subjectCN} in ${early.file} is not valid until ${early.info.notBefore.toISOString()}`
+        : `a certificate in ${cert} or ${rootCA} is not valid yet`;
       return { detail: `${what} (${code})`, fix: clockFix };
     }
     case "UNABLE_TO_GET_ISSUER_CERT_LOCALLY":
@@ -142,13 +146,19 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     const paths = config!.paths;
     const wanted = [paths.rootCA, paths.cert, paths.privateKey, ...(paths.publicKey ? [paths.publicKey] : [])];
     const missing = wanted.filter((p) => !existsSync(p));
-    if (missing.length) fail(`missing: ${missing.join(", ")}`, `Copy the distribution's keys into ${config!.keysDir}, or pass -k with the directory that has them.`);
+    if (missing.length)
+      fail(`missing: ${missing.join(", ")}`, `Copy the distribution's keys into ${config!.keysDir}, or pass -k with the directory that has them.`);
     try {
       identity = readIdentity(config!);
     } catch (err) {
       // The message names the file and, for a convertible format, the openssl command.
       const message = (err as Error).message;
-      fail(message, /convert it with:/.test(message) ? "Convert the file with the command above, or use the key files from the thing's distribution zip." : "Use the key files from the thing's distribution zip, unchanged.");
+      fail(
+        message,
+        /convert it with:/.test(message)
+          ? "Convert the file with the command above, or use the key files from the thing's distribution zip."
+          : "Use the key files from the thing's distribution zip, unchanged.",
+      );
     }
     return `${config!.keysDir} (${identity!.tokenAlgorithm} key)`;
   });
@@ -180,7 +190,8 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       fail(detail, fix);
     }
     const leaf = describeCertificate(identity!.certPem);
-    if (leaf.subjectCN !== identity!.thingName) fail(`the certificate is for ${leaf.subjectCN}, the config names ${identity!.thingName}`, "Use the config and keys of the same thing.");
+    if (leaf.subjectCN !== identity!.thingName)
+      fail(`the certificate is for ${leaf.subjectCN}, the config names ${identity!.thingName}`, "Use the config and keys of the same thing.");
     const chain = pemBlocks(identity!.certPem).length;
     return `valid until ${leaf.notAfter.toISOString()}${chain > 1 ? ` (with ${chain - 1} intermediate${chain > 2 ? "s" : ""})` : ""}`;
   });
@@ -191,7 +202,10 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     if (identity) {
       const info = describeCertificate(identity.certPem);
       if (now < info.notBefore.getTime()) {
-        fail(`the clock says ${new Date(now).toISOString()}, before the certificate was issued`, "Set the clock: enable NTP with `sudo timedatectl set-ntp true`.");
+        fail(
+          `the clock says ${new Date(now).toISOString()}, before the certificate was issued`,
+          "Set the clock: enable NTP with `sudo timedatectl set-ntp true`.",
+        );
       }
     }
     return new Date(now).toISOString();
@@ -202,7 +216,10 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       store = openThingStore(config!, log);
       accessSync(config!.dataDir, constants.W_OK);
     } catch (err) {
-      fail(`${config!.paths.database}: ${describeError(err)}`, `Create ${config!.dataDir} and make it writable by this user, or pass -d with a writable directory.`);
+      fail(
+        `${config!.paths.database}: ${describeError(err)}`,
+        `Create ${config!.dataDir} and make it writable by this user, or pass -d with a writable directory.`,
+      );
     }
     return `${config!.paths.database} (${store!.db.driver})`;
   });
@@ -224,7 +241,11 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   const echo = new Promise<void>((resolve) => (echoed = resolve));
 
   const connectOk = await check("mutual-TLS connect", canConnect, async () => {
-    if (serveRunning) fail("flashlex serve is running with this data directory", "Stop it while bootstrapping (sudo systemctl stop flashlex): both would use the thing's one MQTT session.");
+    if (serveRunning)
+      fail(
+        "flashlex serve is running with this data directory",
+        "Stop it while bootstrapping (sudo systemctl stop flashlex): both would use the thing's one MQTT session.",
+      );
     const thing = config!.yaml.thing;
     const handler = createIngressHandler({ config: config!, store: store!, log });
     session = new ThingSession({
@@ -246,7 +267,10 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     try {
       await session.waitConnected(Math.min(config!.timeouts.connectMs, 15_000));
     } catch (err) {
-      fail(`${thing.endpoint}:${thing.mqtt.port}: ${describeError(err)}`, "Check the endpoint and port, that the broker is up and trusts this root CA, and that the thing is not revoked.");
+      fail(
+        `${thing.endpoint}:${thing.mqtt.port}: ${describeError(err)}`,
+        "Check the endpoint and port, that the broker is up and trusts this root CA, and that the thing is not revoked.",
+      );
     }
     mqttReady = true;
     return `${thing.endpoint}:${thing.mqtt.port} as ${identity!.thingName}, subscribed to ${thing.mqtt.ingress.topic}`;
@@ -274,7 +298,10 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   });
 
   await check("egress through the collect API", Boolean(chainOk), async () => {
-    const outcome = await deliverHttp({ message_id: randomUUID(), body: JSON.stringify({ foo: "bar" }) }, { config: config!, identity: identity!, timeoutMs: 15_000 });
+    const outcome = await deliverHttp(
+      { message_id: randomUUID(), body: JSON.stringify({ foo: "bar" }) },
+      { config: config!, identity: identity!, timeoutMs: 15_000 },
+    );
     if (outcome.kind !== "sent") {
       fail(
         `${collectUrl(config!)}: ${outcome.error}`,

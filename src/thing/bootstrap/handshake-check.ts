@@ -12,7 +12,7 @@
  * (rejectUnauthorized: false on the client side only), so nothing else is needed. A few
  * milliseconds; nothing leaves the machine.
  */
-import { createServer, connect, type TLSSocket } from "node:tls";
+import { connect, createServer, type TLSSocket } from "node:tls";
 
 export type HandshakeVerdict =
   | { authorized: true }

@@ -1,8 +1,8 @@
 import { randomUUID } from "node:crypto";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import { FlashlexError, InputError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
-import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import type { DeliveryOutcome } from "./delivery.ts";
 import { recordOutcome } from "./outbox.ts";
 
@@ -72,7 +72,8 @@ export async function collect(deps: {
     const waiting = store.countPending() - 1;
     if (waiting >= queueLimit) {
       store.dropOutbox([messageId]);
-      const rule = queueLimit === 0 ? "offlinePublishQueueing is 0 (no offline queueing)" : `${waiting} messages already wait (offlinePublishQueueing: ${queueLimit})`;
+      const rule =
+        queueLimit === 0 ? "offlinePublishQueueing is 0 (no offline queueing)" : `${waiting} messages already wait (offlinePublishQueueing: ${queueLimit})`;
       throw new FlashlexError(`not delivered (${outcome.error}) and ${rule}: nothing was queued, try again later`, "try-later");
     }
   }

@@ -1,12 +1,12 @@
-import type { ThingConfig } from "../settings.ts";
 import { signThingToken } from "../../crypto/jwt.ts";
 import { buildCollectEnvelope } from "../../protocol/collect-envelope.ts";
 import { MESSAGE_ID_HEADER } from "../../protocol/headers.ts";
-import type { OutboxEntry } from "../store/message-store.ts";
-import { requestText, type PostResult } from "./http-post.ts";
-import { bearerErrorDescription, describeOffset, SKEW_THRESHOLD_MS, type HubClock } from "./hub-clock.ts";
 import type { ThingIdentity } from "../identity.ts";
 import { describeError, type ThingSession } from "../mqtt/session.ts";
+import type { ThingConfig } from "../settings.ts";
+import type { OutboxEntry } from "../store/message-store.ts";
+import { type PostResult, requestText } from "./http-post.ts";
+import { bearerErrorDescription, describeOffset, type HubClock, SKEW_THRESHOLD_MS } from "./hub-clock.ts";
 
 export type DeliveryOutcome =
   | { kind: "sent"; status?: number; body?: string }

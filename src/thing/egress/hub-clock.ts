@@ -104,7 +104,12 @@ export class HubClock {
 /** "2 h 5 min ahead of" / "1 d behind": how far the device clock is off, in its two largest units. */
 export function describeOffset(deviceMinusHubMs: number): string {
   const direction = deviceMinusHubMs >= 0 ? "ahead of" : "behind";
-  const units = [["d", 86_400], ["h", 3600], ["min", 60], ["s", 1]] as const;
+  const units = [
+    ["d", 86_400],
+    ["h", 3600],
+    ["min", 60],
+    ["s", 1],
+  ] as const;
   const exact = Math.abs(deviceMinusHubMs) / 1000;
   // Rounded to what is shown, so 23 h 59 min 59.5 s reads "1 d", not "23 h 59 min". The Date
   // header is only good to a second or two, so from 10 minutes on whole minutes are shown.

@@ -1,7 +1,7 @@
 import type { Logger } from "../../shared/log.ts";
-import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
-import { retryDelayMs, type DeliveryOutcome } from "./delivery.ts";
 import { describeError } from "../mqtt/session.ts";
+import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import { type DeliveryOutcome, retryDelayMs } from "./delivery.ts";
 
 /**
  * The egress outbox. A message's row moves through these states (`outbox.state`):

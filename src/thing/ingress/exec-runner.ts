@@ -1,4 +1,4 @@
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import type { Logger } from "../../shared/log.ts";
 import type { IngressMessage, MessageStore } from "../store/message-store.ts";
 
@@ -24,9 +24,7 @@ export class ExecRunner {
   /** message id → when (performance.now() ms) to try it again, and how many tries failed */
   private readonly heldBack = new Map<number, { until: number; failures: number }>();
 
-  constructor(
-    private readonly deps: { store: MessageStore; command: string; log: Logger },
-  ) {}
+  constructor(private readonly deps: { store: MessageStore; command: string; log: Logger }) {}
 
   /** Called when a message was stored (and once at start, for what waited). */
   wake(): void {

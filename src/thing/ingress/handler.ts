@@ -1,9 +1,9 @@
 import type { IPublishPacket } from "mqtt";
-import type { ThingConfig } from "../settings.ts";
-import type { Logger } from "../../shared/log.ts";
 import { ingressMessageId } from "../../protocol/ingress.ts";
-import type { MessageStore, NewIngress } from "../store/message-store.ts";
+import type { Logger } from "../../shared/log.ts";
 import type { IngressHandler } from "../mqtt/session.ts";
+import type { ThingConfig } from "../settings.ts";
+import type { MessageStore, NewIngress } from "../store/message-store.ts";
 
 /**
  * What happens to an ingress message, by `app.callback` (the guide's meanings): `persistent`
@@ -75,7 +75,12 @@ export function createIngressHandler(deps: {
       const id = repeat ? undefined : store.insertIngress(message);
       if (id === undefined) {
         // Already stored (its PUBACK was lost, or the broker sent it twice): acknowledge it again.
-        log.info("ingress.redelivery_skipped", { topic: packet.topic, packetId: packet.messageId, messageId: message.messageId, matchedBy: repeat ?? "message id" });
+        log.info("ingress.redelivery_skipped", {
+          topic: packet.topic,
+          packetId: packet.messageId,
+          messageId: message.messageId,
+          matchedBy: repeat ?? "message id",
+        });
         return;
       }
       log.info("ingress.stored", { id, topic: packet.topic, bytes: payload.length, messageId: message.messageId, dup: packet.dup || undefined });

@@ -3,7 +3,7 @@
  */
 import type { Logger } from "../../shared/log.ts";
 import { collect } from "../egress/collect.ts";
-import { deliverHttp, deliverMqtt, type DeliveryOutcome } from "../egress/delivery.ts";
+import { type DeliveryOutcome, deliverHttp, deliverMqtt } from "../egress/delivery.ts";
 import { HubClock } from "../egress/hub-clock.ts";
 import type { ThingIdentity } from "../identity.ts";
 import { createIngressHandler } from "../ingress/handler.ts";

@@ -1,10 +1,10 @@
 import { EventEmitter } from "node:events";
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
-import type { ThingConfig } from "../settings.ts";
 import type { Logger } from "../../shared/log.ts";
-import { Backoff, type DropCause } from "./backoff.ts";
 import type { ThingIdentity } from "../identity.ts";
+import type { ThingConfig } from "../settings.ts";
 import type { MessageStore } from "../store/message-store.ts";
+import { Backoff, type DropCause } from "./backoff.ts";
 
 /** Receives one ingress message; the broker gets its PUBACK only after the promise resolves. */
 export type MessageHandler = (packet: IPublishPacket) => Promise<void>;
@@ -185,7 +185,9 @@ export class ThingSession extends EventEmitter {
           const refused = err instanceof SubscriptionRefused;
           log.error(refused ? "mqtt.subscription_refused" : "mqtt.subscribe_failed", {
             error: err,
-            hint: refused ? `the broker does not allow this thing to subscribe to ${subscriptions.join(", ")}: check flashlex.thing.mqtt.ingress.topic (ingress/<thing name>) and the broker's rules` : undefined,
+            hint: refused
+              ? `the broker does not allow this thing to subscribe to ${subscriptions.join(", ")}: check flashlex.thing.mqtt.ingress.topic (ingress/<thing name>) and the broker's rules`
+              : undefined,
           });
           if (refused) this.backoff.penalise();
           this.emit("fatal", err);

@@ -1,9 +1,8 @@
 import { createSecureContext } from "node:tls";
-import type { ThingConfig } from "../settings.ts";
 import { ConfigError } from "../../shared/errors.ts";
-import { toFlashlexError } from "../../shared/foreign-errors.ts";
-import { isTlsMaterialError } from "../../shared/foreign-errors.ts";
+import { isTlsMaterialError, toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { ThingIdentity } from "../identity.ts";
+import type { ThingConfig } from "../settings.ts";
 
 /**
  * MQTT.js builds its TLS context when a session is created, and OpenSSL/BoringSSL then throws

@@ -9,11 +9,11 @@ import { spawnSync } from "node:child_process";
 import { accessSync, chownSync, constants, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
-import { loadThingConfig } from "../settings.ts";
-import { loadIdentity } from "../identity.ts";
-import { renderUnit, UNIT_TEMPLATE } from "./unit.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
+import { loadIdentity } from "../identity.ts";
+import { loadThingConfig } from "../settings.ts";
+import { renderUnit, UNIT_TEMPLATE } from "./unit.ts";
 
 export const DEFAULT_UNIT_PATH = "/etc/systemd/system/flashlex.service";
 /** Where the Python distribution's guide told users to copy its unit. */
@@ -157,7 +157,10 @@ function requireRoot(opts: CommonOptions, command: string): void {
   if (opts.dryRun) return;
   const uid = opts.uid ?? process.getuid?.() ?? 0;
   if (uid !== 0) {
-    throw new FlashlexError(`${command} writes ${opts.unitPath ?? DEFAULT_UNIT_PATH} and runs systemctl: run it with sudo (or use --dry-run to print the unit)`, "permission");
+    throw new FlashlexError(
+      `${command} writes ${opts.unitPath ?? DEFAULT_UNIT_PATH} and runs systemctl: run it with sudo (or use --dry-run to print the unit)`,
+      "permission",
+    );
   }
 }
 
@@ -216,7 +219,9 @@ function serviceAccount(user: string | undefined, config: string): Account {
   const [name = key, , uid = "", gid = ""] = entry;
   if (Number(uid) === 0) {
     throw new UsageError(
-      user ? `--user ${user}: the service never runs as root; name an ordinary user` : `${config} is owned by root and the service never runs as root: pass --user NAME (the user who owns the keys)`,
+      user
+        ? `--user ${user}: the service never runs as root; name an ordinary user`
+        : `${config} is owned by root and the service never runs as root: pass --user NAME (the user who owns the keys)`,
     );
   }
   // systemd warns that nobody is not safe: files owned by nobody belong to every such service.
@@ -245,7 +250,9 @@ function ensureDataDir(data: string, account: Account, io: ServiceIO): void {
   const st = statSync(data);
   if (!st.isDirectory()) throw new ConfigError(`${data}: the data directory is not a directory`);
   if (st.uid !== account.uid) {
-    io.err(`warning: ${data} is owned by uid ${st.uid}, not ${account.name}; the service may not write it (fix: sudo chown -R ${account.name}:${account.group} ${data})\n`);
+    io.err(
+      `warning: ${data} is owned by uid ${st.uid}, not ${account.name}; the service may not write it (fix: sudo chown -R ${account.name}:${account.group} ${data})\n`,
+    );
   }
 }
 

@@ -3,8 +3,9 @@
  * The systemd unit: the template embedded in the binary and its rendering. Pure functions, no
  * I/O, so the rules for what systemd can and cannot express are tested on their own.
  */
-import template from "../../../systemd/flashlex.service" with { type: "text" };
+
 import { posix } from "node:path";
+import template from "../../../systemd/flashlex.service" with { type: "text" };
 import { UsageError } from "../../shared/errors.ts";
 
 /** The unit template, inlined at build time (`bun build --compile` embeds the text). */

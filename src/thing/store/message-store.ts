@@ -273,9 +273,9 @@ export class MessageStore {
     const state = query.state ?? "unacked";
     if (state === "unacked") where.push("acked_at IS NULL");
     if (state === "acked") where.push("acked_at IS NOT NULL");
-    if (query.afterId !== undefined) (where.push("id > ?"), params.push(query.afterId));
-    if (query.topic !== undefined) (where.push("topic = ?"), params.push(query.topic));
-    if (query.since !== undefined) (where.push("received_at >= ?"), params.push(query.since));
+    if (query.afterId !== undefined) where.push("id > ?"), params.push(query.afterId);
+    if (query.topic !== undefined) where.push("topic = ?"), params.push(query.topic);
+    if (query.since !== undefined) where.push("received_at >= ?"), params.push(query.since);
     params.push(query.limit ?? -1);
     const clause = where.length ? `WHERE ${where.join(" AND ")}` : "";
     return this.db.all<IngressMessage>(`SELECT * FROM ingress_messages ${clause} ORDER BY id LIMIT ?`, params).map(ingressRow);
@@ -302,9 +302,7 @@ export class MessageStore {
   }
 
   countIngress(): { unacked: number; total: number } {
-    return this.db.get<{ unacked: number; total: number }>(
-      "SELECT COUNT(*) AS total, COALESCE(SUM(acked_at IS NULL), 0) AS unacked FROM ingress_messages",
-    )!;
+    return this.db.get<{ unacked: number; total: number }>("SELECT COUNT(*) AS total, COALESCE(SUM(acked_at IS NULL), 0) AS unacked FROM ingress_messages")!;
   }
 
   /**
@@ -412,10 +410,12 @@ export class MessageStore {
 
   /** The receiver refused the content for good (400, 409, 413, 415, 422): retrying cannot help. */
   markRejected(messageId: string, error: string, response: { status: number; body: string }): void {
-    this.db.run(
-      "UPDATE outbox SET state = 'rejected', attempts = attempts + 1, last_error = ?, response_status = ?, response_body = ? WHERE message_id = ?",
-      [error, response.status, response.body, messageId],
-    );
+    this.db.run("UPDATE outbox SET state = 'rejected', attempts = attempts + 1, last_error = ?, response_status = ?, response_body = ? WHERE message_id = ?", [
+      error,
+      response.status,
+      response.body,
+      messageId,
+    ]);
   }
 
   /**
@@ -431,11 +431,7 @@ export class MessageStore {
 
   /** A delivery attempt failed for a reason that may pass (network, 5xx, 401): try again at `nextAttemptAt`. */
   markRetry(messageId: string, error: string, nextAttemptAt: number): void {
-    this.db.run("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE message_id = ?", [
-      error,
-      nextAttemptAt,
-      messageId,
-    ]);
+    this.db.run("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE message_id = ?", [error, nextAttemptAt, messageId]);
   }
 
   /** Makes a pending entry due now (another process asked for it). */

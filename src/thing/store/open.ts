@@ -1,6 +1,6 @@
 import { join } from "node:path";
-import type { ThingConfig } from "../settings.ts";
 import type { Logger } from "../../shared/log.ts";
+import type { ThingConfig } from "../settings.ts";
 import { MessageStore } from "./message-store.ts";
 import { importPickleDb, PickleDbUnreadable } from "./pickledb-import.ts";
 
