@@ -28,7 +28,7 @@ const topic = `ingress/${thing.thingName}`;
 // mosquitto_sub gets a topic of its own: a stream for it must not queue up for the thing too.
 const subTopic = "bench/mosquitto_sub";
 const tls = ["-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath];
-const payloads = Array.from({ length: messages }, (_, i) => JSON.stringify({ n: i, reading: Math.random() })).join("\n") + "\n";
+const payloads = `${Array.from({ length: messages }, (_, i) => JSON.stringify({ n: i, reading: Math.random() })).join("\n")}\n`;
 
 /** Queues the whole stream for an offline persistent session, then times how long its client takes to drain it. */
 async function publishAll(to: string): Promise<void> {

@@ -15,14 +15,14 @@
  * ones are built there first. A benchmark, not a test: it prints numbers and fails only when a
  * binary does not run.
  */
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { parseDocument } from "yaml";
 import { buildTarget, commitSha, megabytes, packageVersion, printTable, ROOT } from "../scripts/build.ts";
 import { bundleForNode } from "../scripts/bundle-node.ts";
-import { binaryName, hostTarget, runnerFor, TARGETS, type Target } from "../scripts/targets.ts";
+import { binaryName, hostTarget, runnerFor, TARGETS } from "../scripts/targets.ts";
 import { unpackDistribution } from "../test/support/distribution.ts";
 
 const { values: args } = parseArgs({

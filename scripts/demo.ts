@@ -5,10 +5,10 @@
  * shows the thing got it, collects an egress message from the thing and shows the hub stored
  * it. Then it keeps both running until Ctrl-C (`--exit` or no terminal: stops at once).
  */
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { unpackDistribution } from "../test/support/distribution.ts";
 

@@ -20,7 +20,7 @@ import { createReadStream, existsSync, rmSync, statSync, writeFileSync } from "n
 import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { type Built, buildTarget, commitSha, megabytes, packageVersion, printTable, ROOT, selectTargets, smokeVersion } from "./build.ts";
-import { binaryName, hostTarget } from "./targets.ts";
+import { binaryName, hostTarget, type Target } from "./targets.ts";
 
 const XZ = ["xz", "-6", "-T0", "--keep", "--force"];
 
@@ -56,7 +56,7 @@ if (import.meta.main) {
   const outdir = resolve(args.outdir);
   const version = await packageVersion();
   const commit = commitSha();
-  let targets;
+  let targets: Target[];
   try {
     targets = selectTargets(args.target, false);
   } catch (err) {

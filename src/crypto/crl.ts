@@ -25,7 +25,7 @@ export interface CrlOptions {
 export function normalizeSerial(serial: string): string {
   let hex = serial.trim().replace(/^0x/i, "").replace(/:/g, "").toLowerCase();
   if (!/^[0-9a-f]+$/.test(hex)) throw new CryptoError(`not a hexadecimal serial number: ${serial}`);
-  if (hex.length % 2) hex = "0" + hex;
+  if (hex.length % 2) hex = `0${hex}`;
   return hex;
 }
 

@@ -64,10 +64,9 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const directory = createThingDirectory((name) => store.thingByNameSync(name));
     const caPem = readFileSync(paths.caCert, "utf8");
 
-    let embedded: EmbeddedBroker | undefined;
-    const broker: HubBroker =
+    const embedded: EmbeddedBroker | undefined =
       !opts.broker || opts.broker === "embedded"
-        ? (embedded = await startEmbeddedBroker({
+        ? await startEmbeddedBroker({
             host: settings.broker.listenHost,
             port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port,
             caPem,
@@ -78,16 +77,19 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
             log,
             maxPayloadBytes: maxEnvelopeBytes(settings.api.payloadLimitBytes),
             ingress: ingressLedger(store),
-          }))
-        : await connectExternalBroker({
-            url: opts.broker,
-            caPem,
-            certPem: readFileSync(paths.clientCert, "utf8"),
-            keyPem: readFileSync(paths.clientKey, "utf8"),
-            events,
-            directory,
-            log,
-          });
+          })
+        : undefined;
+    const broker: HubBroker =
+      embedded ??
+      (await connectExternalBroker({
+        url: opts.broker!,
+        caPem,
+        certPem: readFileSync(paths.clientCert, "utf8"),
+        keyPem: readFileSync(paths.clientKey, "utf8"),
+        events,
+        directory,
+        log,
+      }));
     brokerRef = broker;
     await parts.start({ name: "broker", stop: () => broker.close() });
 

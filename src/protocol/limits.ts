@@ -144,6 +144,7 @@ export function parseEnvelopeObject(payload: Uint8Array, payloadLimitBytes: numb
 
 /** A parser message on one line and short (it may quote a piece of the input). */
 function oneLine(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this replaces
   const flat = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, " ");
   return flat.length > 120 ? `${flat.slice(0, 117)}...` : flat;
 }

@@ -15,6 +15,7 @@ const seconds = z.number().nonnegative();
 const topicName = z
   .string()
   .min(1)
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is what MQTT forbids in a topic name (§4.7.3)
   .refine((t) => !/[+#\u0000]/.test(t), "must be a topic name without the wildcards + and # (or NUL), e.g. ingress/<thing name>")
   .refine((t) => Buffer.byteLength(t) <= 65535, "is longer than MQTT's 65,535 bytes");
 const topic = z.object({ topic: topicName });
@@ -34,6 +35,7 @@ export const ThingYamlSchema = z.object({
         .object({
           subscriptionData: z
             .string()
+            // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL cannot be in a file name
             .regex(/^(?!\.\.?$)[^/\u0000]+$/, "a file name, without a directory")
             .default("subscription.json"),
           expireSeconds: z.int().positive().default(3600),

@@ -95,7 +95,7 @@ export function formatFields(fields: Fields): string {
 export function createLogger(options: LoggerOptions = {}, base: Fields = {}): Logger {
   const threshold = ORDER[options.level ?? levelFromEnv()];
   const journald = options.journald ?? Boolean(process.env.JOURNAL_STREAM);
-  const write = options.write ?? ((line: string) => process.stderr.write(line + "\n"));
+  const write = options.write ?? ((line: string) => process.stderr.write(`${line}\n`));
   const now = options.now ?? (() => new Date());
 
   const emit = (level: Level, event: string, fields: Fields = {}) => {

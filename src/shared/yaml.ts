@@ -92,7 +92,8 @@ export function unknownKeys(schema: z.ZodType, raw: unknown, prefix = ""): strin
 }
 
 function unwrapToObject(schema: z.ZodType): z.ZodObject | undefined {
-  let current: any = schema;
-  while (current && typeof current.unwrap === "function" && !current.shape) current = current.unwrap();
-  return current?.shape ? current : undefined;
+  // Optional, default and prefault wrappers each have `unwrap()`; the object inside has `shape`.
+  let current = schema as unknown as { unwrap?: () => unknown; shape?: unknown } | undefined;
+  while (current && typeof current.unwrap === "function" && !current.shape) current = current.unwrap() as typeof current;
+  return current?.shape ? (current as unknown as z.ZodObject) : undefined;
 }

@@ -98,7 +98,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     await parts.start({ name: "control socket", stop: () => closeControlSocket(control, config.dataDir) });
 
     const timers = [startExpiry(store, app.db.expireSeconds, log), startThread(config, identity, session, log)];
-    await parts.start({ name: "timers", stop: () => timers.forEach((timer) => clearInterval(timer)) });
+    await parts.start({
+      name: "timers",
+      stop: () => {
+        for (const timer of timers) clearInterval(timer);
+      },
+    });
 
     log.info("serve.started", {
       thing: identity.thingName,

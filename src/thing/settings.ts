@@ -73,5 +73,5 @@ export function loadThingConfig(location: ConfigLocation): ThingConfig {
  * names our SQLite file with the same stem, so an old config needs no edit.
  */
 export function databaseFileName(subscriptionData: string): string {
-  return subscriptionData.endsWith(".json") ? subscriptionData.slice(0, -".json".length) + ".db" : subscriptionData;
+  return subscriptionData.endsWith(".json") ? `${subscriptionData.slice(0, -".json".length)}.db` : subscriptionData;
 }

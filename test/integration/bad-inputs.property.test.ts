@@ -199,8 +199,8 @@ const yamlOddities = fc.constantFrom(
   "flashlex: !custom {a: 1}\n",
   "--- a\n--- b\n",
   "[".repeat(20_000) + "]".repeat(20_000),
-  "{a: ".repeat(5_000) + "1" + "}".repeat(5_000),
-  "- ".repeat(5_000) + "x",
+  `${"{a: ".repeat(5_000)}1${"}".repeat(5_000)}`,
+  `${"- ".repeat(5_000)}x`,
   "flashlex:\r\n  app:\r\n    thread: subscribe\r\n",
   "%YAML 9.9\n---\nflashlex: {}\n",
   'flashlex: "\\uD800"\n',
@@ -230,7 +230,7 @@ const stdinDocument: fc.Arbitrary<string | Uint8Array> = fc.oneof(
     return Buffer.concat([text.subarray(0, cut), Buffer.from(bad).map((b) => b | 0x80), text.subarray(cut)]);
   }),
   fc.integer({ min: 1, max: 200_000 }).map((n) => "[".repeat(n) + "]".repeat(n)),
-  fc.integer({ min: 1, max: 200_000 }).map((n) => '{"a":'.repeat(n) + "1" + "}".repeat(n)),
+  fc.integer({ min: 1, max: 200_000 }).map((n) => `${'{"a":'.repeat(n)}1${"}".repeat(n)}`),
   fc.integer({ min: 200_000, max: 400_000 }).map((n) => JSON.stringify({ big: "x".repeat(n) })),
   fc.constantFrom("", " ", "\n", "\uFEFF{}", "null", "1e999", '"\\ud800"', "{}{}", "[1,]", "\u0000"),
 );
@@ -485,7 +485,7 @@ describe("bad inputs never make the binary exit 70", () => {
         // whatever init accepted must make a thing that works: provisioning reads every setting
         if (init && result.code === 0 && existsSync(join(home, "hub.yml"))) {
           const create = await runBounded(["hub", "thing", "create", "fuzz", "--dir", home], { cwd: dir });
-          judge({ args, then: "hub thing create fuzz" }, create);
+          judge({ args, followedBy: "hub thing create fuzz" }, create);
           expect(create.code).toBe(0);
         }
       },

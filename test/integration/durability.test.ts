@@ -4,16 +4,14 @@
  * receiving: exactly-once.test.ts.)
  */
 
-import { Database } from "bun:sqlite";
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
-import { binaryPath, run, start } from "../support/binary.ts";
+import { run, start } from "../support/binary.ts";
 import { unpackDistribution } from "../support/distribution.ts";
-import { freePort, type MosquittoBroker } from "../support/mosquitto.ts";
-import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
+import { freePort } from "../support/mosquitto.ts";
 
 describe("the hub, killed after acknowledging", () => {
   const work = mkdtempSync(join(tmpdir(), "flashlex-durability-"));

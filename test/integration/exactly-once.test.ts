@@ -21,7 +21,7 @@ import mqtt from "mqtt";
 import { parse } from "yaml";
 import { type Background, binaryPath, start } from "../support/binary.ts";
 import { makeHubFixture } from "../support/hub-fixture.ts";
-import { type MosquittoBroker } from "../support/mosquitto.ts";
+import type { MosquittoBroker } from "../support/mosquitto.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
 import { waitUntil } from "../support/wait.ts";
@@ -148,7 +148,7 @@ describe("exactly once across kill -9 of serve", () => {
       await first.stop();
 
       const publisher = await thing.pki.issueThing("exactly-once-publisher");
-      const lines = Array.from({ length: total }, (_, n) => JSON.stringify({ n })).join("\n") + "\n";
+      const lines = `${Array.from({ length: total }, (_, n) => JSON.stringify({ n })).join("\n")}\n`;
       const pub = Bun.spawn(
         [
           "mosquitto_pub",

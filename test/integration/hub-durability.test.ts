@@ -29,7 +29,9 @@ let serve: Background;
 const alive = (child: Background) => child.proc.exitCode === null && child.proc.signalCode === null;
 
 // A crashed run must not leave a hub or an agent behind.
-process.once("exit", () => running.forEach((b) => alive(b) && b.proc.kill("SIGKILL")));
+process.once("exit", () => {
+  for (const b of running) if (alive(b)) b.proc.kill("SIGKILL");
+});
 
 function launch(args: string[]): Background {
   const child = start(args);

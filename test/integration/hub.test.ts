@@ -13,10 +13,10 @@
  * The describes run in order and share one hub: B is revoked in "broker rules", C in "Mosquitto".
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createHmac, createPublicKey, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { SignJWT } from "jose";
 import type { IClientOptions, MqttClient } from "mqtt";
@@ -178,7 +178,9 @@ async function connect(port: number, thing: Thing, extra: Partial<IClientOptions
 // ---------------------------------------------------------------------------------------------
 
 // A crashed run must not leave a hub or an agent behind.
-process.once("exit", () => background.forEach((b) => b.proc.exitCode === null && b.proc.kill("SIGKILL")));
+process.once("exit", () => {
+  for (const b of background) if (b.proc.exitCode === null) b.proc.kill("SIGKILL");
+});
 
 beforeAll(async () => {
   binaryPath();

@@ -30,7 +30,9 @@ import { occurrences, waitUntil } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-outbox-test-"));
 const background: Background[] = [];
-process.once("exit", () => background.forEach((b) => b.proc.exitCode === null && b.proc.kill("SIGKILL")));
+process.once("exit", () => {
+  for (const b of background) if (b.proc.exitCode === null) b.proc.kill("SIGKILL");
+});
 
 afterAll(async () => {
   for (const child of background.reverse()) await child.stop(5_000);

@@ -18,9 +18,9 @@
  * install it. Under qemu a start costs 1.5-2.6 s, so each target gets few, fat tests.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { parseDocument } from "yaml";
 import { buildTarget, commitSha, ROOT } from "../../scripts/build.ts";
 import { nodeBinary } from "../../scripts/build-node-sea.ts";

@@ -130,7 +130,7 @@ describe("serve", () => {
           `ingress/${thing.thingName}`,
           "-l",
         ],
-        { stdin: new Blob([lines.join("\n") + "\n"]), stderr: "pipe" },
+        { stdin: new Blob([`${lines.join("\n")}\n`]), stderr: "pipe" },
       );
       expect(await pub.exited).toBe(0);
       const deadline = Date.now() + 30_000;

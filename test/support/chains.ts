@@ -58,7 +58,7 @@ function window(v: Validity): { notBefore: Date; notAfter: Date } {
 }
 
 async function finish(cert: x509.X509Certificate, keys: CryptoKeyPair, keyType: TestKeyType): Promise<Issued> {
-  return { cert, keys, keyType, certPem: cert.toString("pem").replace(/\r\n/g, "\n") + "\n", keyPem: await pkcs8(keys.privateKey) };
+  return { cert, keys, keyType, certPem: `${cert.toString("pem").replace(/\r\n/g, "\n")}\n`, keyPem: await pkcs8(keys.privateKey) };
 }
 
 /** A self-signed root CA. */

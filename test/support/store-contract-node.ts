@@ -10,5 +10,5 @@ const driver = probe.driver;
 probe.close();
 const results = storeContract.map((c) => runCase(openSqlDatabase, c));
 process.stdout.write(
-  JSON.stringify({ driver, runtime: `node ${process.version}`, bun: typeof (globalThis as { Bun?: unknown }).Bun !== "undefined", results }) + "\n",
+  `${JSON.stringify({ driver, runtime: `node ${process.version}`, bun: typeof (globalThis as { Bun?: unknown }).Bun !== "undefined", results })}\n`,
 );

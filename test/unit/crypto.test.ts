@@ -3,8 +3,17 @@
  * only external program is `openssl`, used as an independent judge of the certificates we issue.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHmac, createPrivateKey, createPublicKey, sign as cryptoSign, generateKeyPairSync, type KeyObject, randomUUID, X509Certificate } from "node:crypto";
-import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  sign as cryptoSign,
+  generateKeyPairSync,
+  type KeyObject,
+  randomUUID,
+  X509Certificate,
+} from "node:crypto";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
@@ -34,12 +43,6 @@ afterAll(() => {
 function openssl(...args: string[]): { ok: boolean; out: string } {
   const r = Bun.spawnSync(["openssl", ...args], { stdout: "pipe", stderr: "pipe" });
   return { ok: r.exitCode === 0, out: r.stdout.toString() + r.stderr.toString() };
-}
-
-function tmpFile(name: string, text: string): string {
-  const path = join(dir, name);
-  writeFileSync(path, text);
-  return path;
 }
 
 /** Runs `fn`, expecting a CryptoError; returns it. */

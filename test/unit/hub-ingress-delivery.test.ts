@@ -56,7 +56,10 @@ function setup(initial: PendingIngress[] = []) {
     hold: () => {
       let release!: () => void;
       gate = new Promise((r) => (release = r));
-      return () => ((gate = undefined), release());
+      return () => {
+        gate = undefined;
+        release();
+      };
     },
   };
 }

@@ -82,7 +82,7 @@ describe("hub init", () => {
     const hashes = await store.activeTokenHashes(Date.now());
     expect(hashes).toEqual([hashToken(token)]);
     expect(tokenMatchesAny(token, hashes)).toBe(true);
-    expect(tokenMatchesAny(token + "x", hashes)).toBe(false);
+    expect(tokenMatchesAny(`${token}x`, hashes)).toBe(false);
     expect(readFileSync(home.paths.database).includes(Buffer.from(token))).toBe(false);
   });
 

@@ -74,12 +74,13 @@ describe("parseJsonDocument", () => {
 
   test("errors are InputErrors (exit 65), one line, naming the source and not quoting a long document", () => {
     try {
-      parseJsonDocument("{" + '"k": 1, '.repeat(1000) + "\u0007\n", { source: "stdin" });
+      parseJsonDocument(`{${'"k": 1, '.repeat(1000)}\u0007\n`, { source: "stdin" });
       throw new Error("not refused");
     } catch (err) {
       expect(err).toBeInstanceOf(InputError);
       expect(exitCodeOf(err)).toBe(ExitCode.DATA);
       expect((err as Error).message).toStartWith("stdin: not JSON");
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what must not reach the message
       expect((err as Error).message).not.toMatch(/[\u0000-\u001f]/);
       expect((err as Error).message.length).toBeLessThan(200);
     }

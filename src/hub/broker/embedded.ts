@@ -312,7 +312,7 @@ function trackIngress(broker: Aedes, delivery: IngressDelivery) {
   broker.on("ack", (packet: { cmd?: string; topic?: string; payload?: Buffer | string } | undefined, client: Client) => {
     if (!client) return;
     if (client.clean) return delivery.cleanAcknowledged(client.id);
-    if (!packet || packet.cmd !== "publish" || packet.topic !== ingressTopic(client.id)) return;
+    if (packet?.cmd !== "publish" || packet.topic !== ingressTopic(client.id)) return;
     delivery.acknowledged(client.id, packet.payload ?? "");
   });
 }

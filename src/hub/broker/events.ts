@@ -5,7 +5,7 @@ import { COLLECT_TOPIC, ingressTopic, TEST_TOPIC } from "../../protocol/topics.t
 import { InputError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { CollectAuthError, type Collector, MessageIdConflict } from "../messages/collect.ts";
-import { fromStore, type HubStore, StoreFailure } from "../store/hub-store.ts";
+import { fromStore, type HubStore, StoreFailure, type ThingRecord } from "../store/hub-store.ts";
 import type { BrokerEvents, ThingDirectory } from "./broker.ts";
 
 /**
@@ -64,7 +64,7 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
     const envelope = parsed("hub.collect_dropped", () => parseCollectEnvelope(payload, deps.payloadLimitBytes));
     // The embedded broker knows who published: a thing may not collect in another's name.
     if (publisher && publisher.id !== envelope.thingId) throw new Dropped("hub.collect_dropped", "thingId is not the publisher's");
-    let thing;
+    let thing: ThingRecord;
     try {
       thing = await deps.collector.authenticate(envelope.thingId, envelope.token);
     } catch (err) {

@@ -54,7 +54,7 @@ export function renderMosquittoConfig(opts: MosquittoConfigOptions): string {
   ];
   if (opts.persistenceDir) {
     const dir = value("persistenceDir", opts.persistenceDir);
-    lines.push("persistence true", `persistence_location ${dir.endsWith("/") ? dir : dir + "/"}`, "");
+    lines.push("persistence true", `persistence_location ${dir.endsWith("/") ? dir : `${dir}/`}`, "");
   } else {
     lines.push("# No persistence: a broker restart loses sessions and queued QoS 1 messages.", "persistence false", "");
   }

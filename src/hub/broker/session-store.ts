@@ -39,7 +39,10 @@ export function createSessionPersistence(onMissing?: (clientId: string, messageI
   const update = persistence.outgoingUpdate.bind(persistence);
   persistence.outgoingUpdate = async (client, packet) => {
     let ids = held.get(client.id);
-    if (!ids) held.set(client.id, (ids = new Map()));
+    if (!ids) {
+      ids = new Map();
+      held.set(client.id, ids);
+    }
     const key = keyOf(packet);
     for (const [id, owner] of ids) if (owner === key && id !== packet.messageId) ids.delete(id); // renumbered
     if (packet.messageId !== undefined && ids.get(packet.messageId) !== undefined && ids.get(packet.messageId) !== key) {

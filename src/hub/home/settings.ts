@@ -25,7 +25,7 @@ export const DNS_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([
  * template's rule, src/hub/things/distribution.ts): checked here, so a value that cannot go there is
  * refused by `hub init` (64) or when hub.yml is read (78), never when a thing is created.
  */
-export const PLAIN_YAML_VALUE = /^[A-Za-z0-9][A-Za-z0-9._~:/@%+=\[\]-]*$/;
+export const PLAIN_YAML_VALUE = /^[A-Za-z0-9][A-Za-z0-9._~:/@%+=[\]-]*$/;
 
 /** True when `value` can be written unquoted into YAML and reads back as the same string (not 0, true, null...). */
 export function isPlainYamlString(value: string): boolean {

@@ -210,7 +210,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
 
   /** `/things/<id>/archive` → key `things/:id/archive` and the id. */
   function match(pathname: string): { key: string; id: string } | undefined {
-    if (!pathname.startsWith(prefix + "/")) return undefined;
+    if (!pathname.startsWith(`${prefix}/`)) return undefined;
     const parts = pathname
       .slice(prefix.length + 1)
       .replace(/\/+$/, "")

@@ -51,7 +51,7 @@ export function storedMessageText(m: MessageRecord, ownerId: string): string {
     // The marker cannot occur in the other fields (ids, numbers, dates); the payload is JSON
     // already (it was parsed when it was stored).
     const text = JSON.stringify({ ...shell, payload: RAW_PAYLOAD }, null, 2);
-    return text.replace(JSON.stringify(RAW_PAYLOAD), () => m.payload) + "\n";
+    return `${text.replace(JSON.stringify(RAW_PAYLOAD), () => m.payload)}\n`;
   }
   let payload: unknown;
   try {
@@ -59,7 +59,7 @@ export function storedMessageText(m: MessageRecord, ownerId: string): string {
   } catch {
     payload = m.payload;
   }
-  return JSON.stringify({ ...shell, payload }, null, 2) + "\n";
+  return `${JSON.stringify({ ...shell, payload }, null, 2)}\n`;
 }
 
 /**

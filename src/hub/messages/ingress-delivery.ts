@@ -234,7 +234,10 @@ export class IngressDelivery {
 
   private async handOver(thingName: string, message: PendingIngress): Promise<void> {
     let handed = this.handed.get(thingName);
-    if (!handed) this.handed.set(thingName, (handed = new Set()));
+    if (!handed) {
+      handed = new Set();
+      this.handed.set(thingName, handed);
+    }
     if (handed.has(message.flmessagespk)) return;
     // Recorded before publishing: the PUBACK may come back before the publish callback does.
     handed.add(message.flmessagespk);

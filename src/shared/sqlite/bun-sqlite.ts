@@ -1,4 +1,4 @@
-import { Database } from "bun:sqlite";
+import { Database, type SQLQueryBindings } from "bun:sqlite";
 import type { OpenSqlDatabase, Row, SqlDatabase, SqlValue } from "./driver.ts";
 import { storageError } from "./storage-errors.ts";
 
@@ -19,7 +19,8 @@ export const openBunSqlite: OpenSqlDatabase = (file, options = {}) => {
   const db = guard(() =>
     options.readonly ? new Database(file, { readonly: true, safeIntegers: true }) : new Database(file, { create: true, readwrite: true, safeIntegers: true }),
   );
-  const params = (values: readonly SqlValue[] | undefined) => (values ?? []) as any[];
+  // bun:sqlite types its bindings narrower than SqlValue (no readonly arrays, no bigint in some overloads).
+  const params = (values: readonly SqlValue[] | undefined) => (values ?? []) as SQLQueryBindings[];
   const wrapper: SqlDatabase = {
     driver: "bun:sqlite",
     exec: (sql) => guard(() => void db.run(sql)),

@@ -139,7 +139,7 @@ export function recordOwner(file: string): void {
   const tmp = `${ownerFileOf(file)}.${process.pid}.tmp`;
   const fd = openSync(tmp, "w", 0o600);
   try {
-    writeSync(fd, JSON.stringify(ownerOf(process.pid)) + "\n");
+    writeSync(fd, `${JSON.stringify(ownerOf(process.pid))}\n`);
     fsyncSync(fd);
   } finally {
     closeSync(fd);

@@ -15,7 +15,7 @@ import type { ConfigLocation, ThingConfig } from "../settings.ts";
 import { loadThingConfig } from "../settings.ts";
 import type { MessageStore } from "../store/message-store.ts";
 import { openThingStore } from "../store/open.ts";
-import { verifyByHandshake } from "./handshake-check.ts";
+import { type HandshakeVerdict, verifyByHandshake } from "./handshake-check.ts";
 
 export type CheckStatus = "pass" | "fail" | "skip";
 
@@ -120,7 +120,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   let store: MessageStore | undefined;
   let mqttReady = false;
 
-  const check = async (name: string, prerequisite: boolean, run: () => Promise<string | void> | string | void) => {
+  const check = async (name: string, prerequisite: boolean, run: () => Promise<string | undefined> | string | undefined) => {
     if (!prerequisite) return void checks.push({ name, status: "skip", detail: "an earlier check failed" });
     try {
       const detail = await run();
@@ -167,7 +167,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     const path = config!.paths.privateKey;
     const open = keyFileTooOpen(path);
     if (open) fail(`${path} has mode ${open}`, `Run: chmod 600 ${path}`);
-    return "0" + (statSync(path).mode & 0o777).toString(8);
+    return `0${(statSync(path).mode & 0o777).toString(8)}`;
   });
 
   const matchOk = await check("certificate matches the private key", Boolean(filesOk), () => {
@@ -179,7 +179,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   });
 
   const chainOk = await check("certificate chain accepted by a TLS handshake against the root CA", Boolean(matchOk), async () => {
-    let verdict;
+    let verdict: HandshakeVerdict;
     try {
       verdict = await verifyByHandshake(identity!);
     } catch (err) {

@@ -48,7 +48,10 @@ export class ExecRunner {
   private later(delayMs: number): void {
     if (this.stopped) return;
     clearTimeout(this.retryTimer);
-    this.retryTimer = setTimeout(() => ((this.retryTimer = undefined), this.wake()), delayMs);
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = undefined;
+      this.wake();
+    }, delayMs);
   }
 
   /** The oldest unacknowledged message that is not held back, or the wait until one is. */

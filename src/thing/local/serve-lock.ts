@@ -88,7 +88,7 @@ function lockKey(dir: string): string {
   }
   const temp = join(dir, `.${LOCK_KEY_FILE}.${process.pid}.${randomBytes(4).toString("hex")}`);
   try {
-    writeFileSync(temp, randomBytes(32).toString("hex") + "\n", { mode: 0o600, flag: "wx" });
+    writeFileSync(temp, `${randomBytes(32).toString("hex")}\n`, { mode: 0o600, flag: "wx" });
     try {
       linkSync(temp, file);
     } catch (err) {

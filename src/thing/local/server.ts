@@ -19,6 +19,8 @@ import { type Answer, MAX_REQUEST_BYTES, ROUTES, socketPath, toWire, toWireOutbo
 export async function listenControlSocket(dataDir: string, access: ThingAccess, status: () => unknown, log: Logger): Promise<Server> {
   const path = socketPath(dataDir);
   if (existsSync(path)) unlinkSync(path); // left behind by a serve that was killed (we hold the lock)
+  // Each route reads the body it was sent: the client (client.ts) is FlashLex's own code.
+  // biome-ignore lint/suspicious/noExplicitAny: one table of handlers that each take their own body shape
   const routes: Record<string, (body: any) => unknown> = {
     [ROUTES.status]: () => status(),
     [ROUTES.listMessages]: async (query: IngressQuery) => (await access.listMessages(query)).map(toWire),

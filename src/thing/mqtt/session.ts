@@ -143,9 +143,15 @@ export class ThingSession extends EventEmitter {
 
   private handle(packet: IPublishPacket, done: (err?: Error) => void): void {
     const ingress = this.options.ingress;
-    if (!ingress) return done();
+    if (!ingress) {
+      done();
+      return;
+    }
     // Stopping: the database may be closing; no PUBACK, the broker sends it again next time.
-    if (this.stopping) return done(new Error("stopping"));
+    if (this.stopping) {
+      done(new Error("stopping"));
+      return;
+    }
     ingress.handle(packet).then(
       () => done(),
       (err: Error) => {

@@ -273,7 +273,7 @@ function systemdVersion(systemctl: string): number | null {
 function run(systemctl: string, args: string[], io: ServiceIO, hint?: string, tolerate = false): void {
   const result = spawnSync(systemctl, args, { encoding: "utf8" });
   const output = `${result.stdout ?? ""}${result.stderr ?? ""}`.trim();
-  if (output) io.err(output + "\n");
+  if (output) io.err(`${output}\n`);
   if (result.error || result.status !== 0) {
     const why = result.error ? (result.error as NodeJS.ErrnoException).code : `exit ${result.status ?? result.signal}`;
     if (tolerate) return;

@@ -52,6 +52,7 @@ export function backoffLines(systemdVersion: number | null | undefined): string 
  * settings a path appears in (ExecStart= C-unescapes and expands `$`, BindPaths= splits on `:`
  * and unescapes only separators), so no single spelling is right in all of them.
  */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what a unit cannot hold
 const UNEXPRESSIBLE = /[\x00-\x1f\x7f"\\$:]/;
 
 /**
@@ -82,6 +83,7 @@ function systemdName(name: string, what: string): string {
 
 /** Free text to the end of the line (Description=, comments): one line, `%` doubled. */
 function systemdText(text: string, what: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what a unit line cannot hold
   if (/[\x00-\x1f\x7f\\]/.test(text)) throw new UsageError(`${what}: must be one line without control characters or backslashes`);
   return text.replaceAll("%", "%%");
 }
