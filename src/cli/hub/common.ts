@@ -1,3 +1,4 @@
+/** What the hub commands share: --dir and --json, the hub they name, a thing by any of its names. */
 import { resolve } from "node:path";
 import { defaultHubDir } from "../../hub/home/home.ts";
 import { type OpenedHub, withHub } from "../../hub/hub.ts";

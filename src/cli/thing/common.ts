@@ -1,3 +1,4 @@
+/** What the thing commands share: the -c/-d/-k flags, the config they name, the thing's data. */
 import { UsageError } from "../../shared/errors.ts";
 import { createLogger, type Logger } from "../../shared/log.ts";
 import type { ThingAccess } from "../../thing/local/access.ts";

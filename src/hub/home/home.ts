@@ -1,3 +1,7 @@
+/**
+ * src/hub/home: the hub home directory: its paths and how to open it (home.ts), its settings,
+ * hub.yml (settings.ts), making a new one (init.ts), and the operator's tokens (tokens.ts).
+ */
 import { existsSync, readFileSync } from "node:fs";
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";

@@ -1,3 +1,8 @@
+/**
+ * src/thing/egress: what the thing sends. `collect` (here) queues a message durably and tries
+ * it once; the outbox drainer (outbox.ts) delivers what waits; delivery.ts sends one message
+ * over HTTP or MQTT with a freshly signed token, whose time the hub clock (hub-clock.ts) corrects.
+ */
 import { randomUUID } from "node:crypto";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import { FlashlexError, InputError } from "../../shared/errors.ts";

@@ -1,3 +1,7 @@
+/**
+ * src/thing/ingress: what happens to a message that arrives: stored once, before its PUBACK
+ * (handler.ts), then handed to the application by `serve --exec` (exec-runner.ts).
+ */
 import type { IPublishPacket } from "mqtt";
 import { ingressMessageId } from "../../protocol/ingress.ts";
 import type { Logger } from "../../shared/log.ts";

@@ -1,3 +1,7 @@
+/**
+ * src/thing/mqtt: the thing's one MQTT connection (session.ts), its reconnect pacing
+ * (backoff.ts) and the TLS material it is built from (tls-setup.ts names the file at fault).
+ */
 import { EventEmitter } from "node:events";
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
 import type { Logger } from "../../shared/log.ts";
