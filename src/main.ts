@@ -167,7 +167,7 @@ export function report(err: unknown): number {
   const bug = error.kind === "bug";
   console.error(`flashlex: ${error.message}${bug ? " (an internal error in flashlex: please report it)" : ""}`);
   if (bug && process.env.FLASHLEX_LOG_LEVEL === "debug") console.error((err as Error)?.stack);
-  return EXIT_CODE_OF_KIND[error.kind];
+  return exitCodeOf(error);
 }
 
 if (import.meta.main) {
