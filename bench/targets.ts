@@ -24,6 +24,7 @@ import { buildTarget, commitSha, megabytes, packageVersion, printTable, ROOT } f
 import { bundleForNode } from "../scripts/bundle-node.ts";
 import { binaryName, hostTarget, runnerFor, TARGETS } from "../scripts/targets.ts";
 import { unpackDistribution } from "../test/support/distribution.ts";
+import { listenOnLoopback, loopbackHubInit } from "../test/support/hub-fixture.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -128,24 +129,8 @@ async function freePort(): Promise<number> {
 const hubDir = join(work, "hub");
 const apiPort = await freePort();
 const brokerPort = await freePort();
-hostRun([
-  "hub",
-  "init",
-  "--dir",
-  hubDir,
-  "--api-url",
-  `http://127.0.0.1:${apiPort}`,
-  "--broker-host",
-  "127.0.0.1",
-  "--broker-port",
-  String(brokerPort),
-  "--name",
-  "127.0.0.1",
-  "--json",
-]);
-const hubYml = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
-hubYml.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
-writeFileSync(join(hubDir, "hub.yml"), hubYml.toString());
+hostRun([...loopbackHubInit(hubDir, apiPort, brokerPort, "127.0.0.1"), "--json"]);
+listenOnLoopback(hubDir);
 
 /** A thing provisioned by the hub and unpacked; returns -c -k -d flags. */
 function provision(shortName: string): string[] {

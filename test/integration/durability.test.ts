@@ -11,6 +11,7 @@ import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { run, start } from "../support/binary.ts";
 import { unpackDistribution } from "../support/distribution.ts";
+import { loopbackHubInit } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
 
 describe("the hub, killed after acknowledging", () => {
@@ -20,20 +21,7 @@ describe("the hub, killed after acknowledging", () => {
 
   test("every collect answered 200 is still stored after kill -9", async () => {
     const [apiPort, brokerPort] = [await freePort(), await freePort()];
-    const init = await run([
-      "hub",
-      "init",
-      "--dir",
-      hubDir,
-      "--api-url",
-      `http://127.0.0.1:${apiPort}`,
-      "--broker-host",
-      "127.0.0.1",
-      "--broker-port",
-      String(brokerPort),
-      "--name",
-      "127.0.0.1",
-    ]);
+    const init = await run([...loopbackHubInit(hubDir, apiPort, brokerPort, "127.0.0.1")]);
     expect(init.code).toBe(0);
     const created = JSON.parse((await run(["hub", "thing", "create", "sturdy", "--dir", hubDir, "--json"])).stdout);
     const zip = join(work, "sturdy.zip");

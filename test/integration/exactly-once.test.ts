@@ -21,7 +21,7 @@ import mqtt from "mqtt";
 import { parse } from "yaml";
 import { type Background, binaryPath, start } from "../support/binary.ts";
 import { makeHubFixture } from "../support/hub-fixture.ts";
-import type { MosquittoBroker } from "../support/mosquitto.ts";
+import { type MosquittoBroker, mosquittoPub } from "../support/mosquitto.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
 import { waitUntil } from "../support/wait.ts";
@@ -148,31 +148,17 @@ describe("exactly once across kill -9 of serve", () => {
       await first.stop();
 
       const publisher = await thing.pki.issueThing("exactly-once-publisher");
-      const lines = `${Array.from({ length: total }, (_, n) => JSON.stringify({ n })).join("\n")}\n`;
-      const pub = Bun.spawn(
-        [
-          "mosquitto_pub",
-          "-h",
-          "127.0.0.1",
-          "-p",
-          String(broker.port),
-          "--cafile",
-          thing.pki.caCertPath,
-          "--cert",
-          publisher.certPath,
-          "--key",
-          publisher.privateKeyPath,
-          "-i",
-          "exactly-once-publisher",
-          "-q",
-          "1",
-          "-t",
-          `ingress/${thing.thingName}`,
-          "-l",
-        ],
-        { stdin: new Blob([lines]) },
-      );
-      expect(await pub.exited).toBe(0);
+      const lines = Array.from({ length: total }, (_, n) => JSON.stringify({ n }));
+      const published = await mosquittoPub({
+        port: broker.port,
+        caCertPath: thing.pki.caCertPath,
+        client: publisher,
+        clientId: "exactly-once-publisher",
+        qos: 1,
+        topic: `ingress/${thing.thingName}`,
+        lines,
+      });
+      expect(published.code).toBe(0);
       const serve = await killRepeatedly(["serve", ...thing.flags], thing.dataDir, total);
       try {
         await waitUntil(
@@ -267,29 +253,16 @@ describe("sessions the broker keeps, and the old distribution's clean session", 
     const broker = await startBrokerFor(thing);
     try {
       const publisher = await thing.pki.issueThing("retained-publisher");
-      const pub = Bun.spawn([
-        "mosquitto_pub",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        String(broker.port),
-        "--cafile",
-        thing.pki.caCertPath,
-        "--cert",
-        publisher.certPath,
-        "--key",
-        publisher.privateKeyPath,
-        "-i",
-        "retained-publisher",
-        "-q",
-        "1",
-        "-r",
-        "-t",
-        `ingress/${thing.thingName}`,
-        "-m",
-        '{"mode":"eco"}',
-      ]);
-      expect(await pub.exited).toBe(0);
+      const retained = {
+        caCertPath: thing.pki.caCertPath,
+        client: publisher,
+        clientId: "retained-publisher",
+        qos: 1 as const,
+        retain: true,
+        topic: `ingress/${thing.thingName}`,
+        message: '{"mode":"eco"}',
+      };
+      expect((await mosquittoPub({ ...retained, port: broker.port })).code).toBe(0);
       let serve = start(["serve", ...thing.flags]);
       await serve.waitFor(/ingress\.stored/);
       expect(await serve.stop()).toBe(0);
@@ -302,29 +275,7 @@ describe("sessions the broker keeps, and the old distribution's clean session", 
       await broker.stop();
       const fresh = await startBrokerFor(thing);
       try {
-        const republish = Bun.spawn([
-          "mosquitto_pub",
-          "-h",
-          "127.0.0.1",
-          "-p",
-          String(fresh.port),
-          "--cafile",
-          thing.pki.caCertPath,
-          "--cert",
-          publisher.certPath,
-          "--key",
-          publisher.privateKeyPath,
-          "-i",
-          "retained-publisher",
-          "-q",
-          "1",
-          "-r",
-          "-t",
-          `ingress/${thing.thingName}`,
-          "-m",
-          '{"mode":"eco"}',
-        ]);
-        expect(await republish.exited).toBe(0);
+        expect((await mosquittoPub({ ...retained, port: fresh.port })).code).toBe(0);
         serve = start(["serve", ...thing.flags]);
         await serve.waitFor(/ingress\.redelivery_skipped [^\n]*matchedBy=retained/);
         expect(await serve.stop()).toBe(0);

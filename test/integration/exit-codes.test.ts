@@ -17,9 +17,9 @@ import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseDocument } from "yaml";
 import { binaryPath, type RunResult, run, start } from "../support/binary.ts";
 import { DAMAGE_KINDS, GOOD_ROW_COUNT } from "../support/damaged-databases.ts";
+import { listenOnLoopback, loopbackHubInit } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
 import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
@@ -197,24 +197,10 @@ describe.skipIf(Boolean(noTmpfs))("a full disk", () => {
     mounts.push(hubFs);
     const hubDir = join(hubFs.dir, "hub");
     const [apiPort, brokerPort] = [await freePort(), await freePort()];
-    const init = await run([
-      "hub",
-      "init",
-      "--dir",
-      hubDir,
-      "--api-url",
-      `http://127.0.0.1:${apiPort}`,
-      "--broker-host",
-      "127.0.0.1",
-      "--broker-port",
-      String(brokerPort),
-      "--json",
-    ]);
+    const init = await run([...loopbackHubInit(hubDir, apiPort, brokerPort), "--json"]);
     expect(init.code).toBe(0);
     const { token } = JSON.parse(init.stdout);
-    const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
-    settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
-    writeFileSync(join(hubDir, "hub.yml"), settings.toString());
+    listenOnLoopback(hubDir);
     const hub = start(["hub", "serve", "--dir", hubDir]);
     try {
       await hub.waitFor(/hub\.started/);

@@ -16,16 +16,16 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type KeyObject, randomBytes, randomUUID, sign } from "node:crypto";
-import { chmodSync, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync, } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
-import { parseDocument } from "yaml";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { sqliteHubStore } from "../../src/hub/store/hub-store.ts";
 import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { provisionThing } from "../support/distribution.ts";
+import { listenOnLoopback, loopbackHubInit } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
 import { tally } from "../support/tally.ts";
 import { waitForLog } from "../support/wait.ts";
@@ -125,28 +125,9 @@ process.once("exit", () => hub?.proc.exitCode === null && hub.proc.kill("SIGKILL
 beforeAll(async () => {
   binaryPath();
   [apiPort, brokerPort] = [await freePort(), await freePort()];
-  const init = await ok(
-    [
-      "hub",
-      "init",
-      "--dir",
-      hubDir,
-      "--api-url",
-      `http://127.0.0.1:${apiPort}`,
-      "--broker-host",
-      "127.0.0.1",
-      "--broker-port",
-      String(brokerPort),
-      "--name",
-      "127.0.0.1",
-      "--json",
-    ],
-    { umask000: true },
-  );
+  const init = await ok([...loopbackHubInit(hubDir, apiPort, brokerPort, "127.0.0.1"), "--json"], { umask000: true });
   operatorToken = JSON.parse(init.stdout).token;
-  const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
-  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
-  writeFileSync(join(hubDir, "hub.yml"), settings.toString());
+  listenOnLoopback(hubDir);
   A = await provision("a");
   bulk = JSON.parse((await ok(["hub", "thing", "create", "bulk", "--dir", hubDir, "--json"])).stdout);
 

@@ -20,10 +20,11 @@ import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { SignJWT } from "jose";
 import type { IClientOptions, MqttClient } from "mqtt";
-import { parse, parseDocument, stringify } from "yaml";
+import { parse, stringify } from "yaml";
 import { issueThingCertificate } from "../../src/crypto/x509.ts";
 import { type Background, binaryPath, type RunResult, run, start } from "../support/binary.ts";
 import { provisionThing } from "../support/distribution.ts";
+import { listenOnLoopback, loopbackHubInit } from "../support/hub-fixture.ts";
 import { freePort, type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
 import { attemptConnect, closedWithin, nextMessage, subscribeCode } from "../support/mqtt-client.ts";
 import { makeTestPki } from "../support/pki.ts";
@@ -185,27 +186,10 @@ process.once("exit", () => {
 beforeAll(async () => {
   binaryPath();
   [apiPort, brokerPort] = [await freePort(), await freePort()];
-  const init = await flashlex([
-    "hub",
-    "init",
-    "--dir",
-    hubDir,
-    "--api-url",
-    `http://127.0.0.1:${apiPort}`,
-    "--broker-host",
-    "127.0.0.1",
-    "--broker-port",
-    String(brokerPort),
-    "--name",
-    "127.0.0.1,localhost",
-    "--json",
-  ]);
+  const init = await flashlex([...loopbackHubInit(hubDir, apiPort, brokerPort, "127.0.0.1,localhost"), "--json"]);
   ({ token: operatorToken, ownerId } = JSON.parse(init.stdout));
   expect(operatorToken).toMatch(/^[A-Za-z0-9_-]{20,}$/);
-  // Loopback only: the embedded broker listens on 0.0.0.0 unless hub.yml says otherwise.
-  const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
-  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
-  writeFileSync(join(hubDir, "hub.yml"), settings.toString());
+  listenOnLoopback(hubDir);
 
   [A, B, C, E, X] = await Promise.all([provision("a"), provision("b"), provision("c"), provision("e", "ec"), provision("x")]);
   hub = launch(["hub", "serve", "--dir", hubDir]);

@@ -27,6 +27,7 @@ import { nodeBinary } from "../../scripts/build-node-sea.ts";
 import { binaryName, hostTarget, runnerFor, TARGETS, type Target } from "../../scripts/targets.ts";
 import { type Background, binaryPath, run as runHost, start as startHost } from "../support/binary.ts";
 import { unpackDistribution } from "../support/distribution.ts";
+import { listenOnLoopback, loopbackHubInit } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
 
 const VERSION: string = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version;
@@ -114,27 +115,9 @@ beforeAll(async () => {
   binaryPath(); // builds this machine's binary unless FLASHLEX_BIN names one
   const brokerPort = await freePort();
   apiPort = await freePort();
-  const init = JSON.parse(
-    await host([
-      "hub",
-      "init",
-      "--dir",
-      hubDir,
-      "--api-url",
-      `http://127.0.0.1:${apiPort}`,
-      "--broker-host",
-      "127.0.0.1",
-      "--broker-port",
-      String(brokerPort),
-      "--name",
-      "127.0.0.1",
-      "--json",
-    ]),
-  );
+  const init = JSON.parse(await host([...loopbackHubInit(hubDir, apiPort, brokerPort, "127.0.0.1"), "--json"]));
   operatorToken = init.token;
-  const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
-  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1"); // loopback only
-  writeFileSync(join(hubDir, "hub.yml"), settings.toString());
+  listenOnLoopback(hubDir);
   for (const p of runnable) things.set(p.target.name, await provision(`smoke-${p.target.name}`));
   hub = startHost(["hub", "serve", "--dir", hubDir]);
   await hub.waitFor(/hub\.started/);

@@ -11,7 +11,7 @@ import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { binaryPath, run, start } from "../support/binary.ts";
-import type { MosquittoBroker } from "../support/mosquitto.ts";
+import { type MosquittoBroker, mosquittoPub } from "../support/mosquitto.ts";
 import type { ThingFiles } from "../support/pki.ts";
 import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
@@ -109,30 +109,16 @@ describe("serve", () => {
     try {
       await serve.waitFor(/mqtt\.subscribed/);
       const lines = Array.from({ length: 1000 }, (_, i) => JSON.stringify({ n: i, text: `message ${i}` }));
-      const pub = Bun.spawn(
-        [
-          "mosquitto_pub",
-          "-h",
-          "127.0.0.1",
-          "-p",
-          String(broker.port),
-          "--cafile",
-          thing.pki.caCertPath,
-          "--cert",
-          hubFiles.certPath,
-          "--key",
-          hubFiles.privateKeyPath,
-          "-i",
-          "publisher",
-          "-q",
-          "1",
-          "-t",
-          `ingress/${thing.thingName}`,
-          "-l",
-        ],
-        { stdin: new Blob([`${lines.join("\n")}\n`]), stderr: "pipe" },
-      );
-      expect(await pub.exited).toBe(0);
+      const published = await mosquittoPub({
+        port: broker.port,
+        caCertPath: thing.pki.caCertPath,
+        client: hubFiles,
+        clientId: "publisher",
+        qos: 1,
+        topic: `ingress/${thing.thingName}`,
+        lines,
+      });
+      expect(published.code, published.stderr).toBe(0);
       const deadline = Date.now() + 30_000;
       let count = 0;
       while (Date.now() < deadline) {
@@ -279,35 +265,12 @@ describe("serve", () => {
 
 describe("mutual TLS", () => {
   test("a client without a certificate is refused", async () => {
-    const pub = Bun.spawnSync(["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "-t", "x", "-m", "y"], {
-      stderr: "pipe",
-    });
-    expect(pub.exitCode).not.toBe(0);
+    expect((await mosquittoPub({ port: broker.port, caCertPath: thing.pki.caCertPath, topic: "x", message: "y" })).code).not.toBe(0);
   });
 
   test("a certificate from another CA is refused", async () => {
     const other = await thing.pki.otherCa();
-    const pub = Bun.spawnSync(
-      [
-        "mosquitto_pub",
-        "-h",
-        "127.0.0.1",
-        "-p",
-        String(broker.port),
-        "--cafile",
-        thing.pki.caCertPath,
-        "--cert",
-        other.thing.certPath,
-        "--key",
-        other.thing.privateKeyPath,
-        "-t",
-        "x",
-        "-m",
-        "y",
-      ],
-      { stderr: "pipe" },
-    );
-    expect(pub.exitCode).not.toBe(0);
+    expect((await mosquittoPub({ port: broker.port, caCertPath: thing.pki.caCertPath, client: other.thing, topic: "x", message: "y" })).code).not.toBe(0);
   });
 });
 

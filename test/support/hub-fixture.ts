@@ -32,6 +32,25 @@ export interface HubFixture {
   ingress(thingId: string): Promise<{ flmessagespk: string; payload: any; delivery: string }[]>;
 }
 
+/**
+ * `hub init` for a hub whose things run on this machine: the API at 127.0.0.1:`apiPort`, the
+ * broker at 127.0.0.1:`brokerPort`, its certificate for `names` (hub init's default when absent).
+ */
+export function loopbackHubInit(dir: string, apiPort: number, brokerPort: number, names?: string): string[] {
+  return [
+    ...["hub", "init", "--dir", dir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort)],
+    ...(names ? ["--name", names] : []),
+  ];
+}
+
+/** Loopback only: the embedded broker listens on 0.0.0.0 unless hub.yml says otherwise. */
+export function listenOnLoopback(hubDir: string): void {
+  const file = join(hubDir, "hub.yml");
+  const settings = parseDocument(readFileSync(file, "utf8"));
+  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
+  writeFileSync(file, settings.toString());
+}
+
 export async function makeHubFixture(work: string): Promise<HubFixture> {
   const dir = join(work, "hub");
   const [apiPort, brokerPort] = [await freePort(), await freePort()];
@@ -40,26 +59,9 @@ export async function makeHubFixture(work: string): Promise<HubFixture> {
     if (result.code !== 0) throw new Error(`flashlex ${args.join(" ")} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
     return result;
   };
-  const init = await flashlex([
-    "hub",
-    "init",
-    "--dir",
-    dir,
-    "--api-url",
-    `http://127.0.0.1:${apiPort}`,
-    "--broker-host",
-    "127.0.0.1",
-    "--broker-port",
-    String(brokerPort),
-    "--name",
-    "127.0.0.1",
-    "--json",
-  ]);
+  const init = await flashlex([...loopbackHubInit(dir, apiPort, brokerPort, "127.0.0.1"), "--json"]);
   const token = JSON.parse(init.stdout).token as string;
-  // Loopback only: the embedded broker listens on 0.0.0.0 unless hub.yml says otherwise.
-  const settings = parseDocument(readFileSync(join(dir, "hub.yml"), "utf8"));
-  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
-  writeFileSync(join(dir, "hub.yml"), settings.toString());
+  listenOnLoopback(dir);
   const api = (path: string, init: RequestInit = {}) =>
     fetch(`http://127.0.0.1:${apiPort}/dev/v1${path}`, {
       ...init,

@@ -225,3 +225,30 @@ export async function startMosquitto(opts: StartMosquittoOptions): Promise<Mosqu
   }
   throw lastError;
 }
+
+export interface PublishOptions {
+  port: number;
+  caCertPath: string;
+  /** the publisher's certificate; absent: none is sent (the broker must refuse) */
+  client?: { certPath: string; privateKeyPath: string };
+  clientId?: string;
+  topic: string;
+  qos?: 0 | 1;
+  retain?: boolean;
+  /** one message (`-m`), or one per line of stdin (`-l`) */
+  message?: string;
+  lines?: string[];
+}
+
+/** Publishes with Debian's mosquitto_pub over TLS to 127.0.0.1; resolves to its exit code and stderr. */
+export async function mosquittoPub(opts: PublishOptions): Promise<{ code: number; stderr: string }> {
+  const args = ["-h", "127.0.0.1", "-p", String(opts.port), "--cafile", opts.caCertPath];
+  if (opts.client) args.push("--cert", opts.client.certPath, "--key", opts.client.privateKeyPath);
+  if (opts.clientId) args.push("-i", opts.clientId);
+  if (opts.qos !== undefined) args.push("-q", String(opts.qos));
+  if (opts.retain) args.push("-r");
+  args.push("-t", opts.topic, ...(opts.lines ? ["-l"] : ["-m", opts.message ?? ""]));
+  const pub = Bun.spawn(["mosquitto_pub", ...args], { stdin: opts.lines ? new Blob([`${opts.lines.join("\n")}\n`]) : "ignore", stderr: "pipe" });
+  const [code, stderr] = await Promise.all([pub.exited, new Response(pub.stderr).text()]);
+  return { code, stderr };
+}
