@@ -21,15 +21,21 @@ const packet = (counter: number, messageId?: number) => ({
   messageId,
 });
 
-async function setup(persistence: ReturnType<typeof memoryPersistence>) {
-  await persistence.setup({ id: "hub" } as never);
+/** The persistence methods aedes calls, as it calls them (promise form, no callback). */
+interface OutgoingStore {
+  setup(broker: unknown): Promise<void>;
+  outgoingEnqueue(sub: { clientId: string }, packet: unknown): Promise<void>;
+  outgoingUpdate(c: typeof client, p: ReturnType<typeof packet>): Promise<void>;
+  outgoingClearMessageId(c: typeof client, p: { messageId: number }): Promise<{ brokerCounter: number } | undefined>;
+}
+
+async function setup(persistence: unknown): Promise<OutgoingStore> {
+  const store = persistence as OutgoingStore;
+  await store.setup({ id: "hub" });
   // two messages queued for an offline persistent session
-  await persistence.outgoingEnqueue({ clientId: client.id } as never, packet(1) as never);
-  await persistence.outgoingEnqueue({ clientId: client.id } as never, packet(2) as never);
-  return persistence as unknown as {
-    outgoingUpdate(c: typeof client, p: ReturnType<typeof packet>): Promise<void>;
-    outgoingClearMessageId(c: typeof client, p: { messageId: number }): Promise<{ brokerCounter: number } | undefined>;
-  };
+  await store.outgoingEnqueue({ clientId: client.id }, packet(1));
+  await store.outgoingEnqueue({ clientId: client.id }, packet(2));
+  return store;
 }
 
 describe("the hub's session store", () => {
