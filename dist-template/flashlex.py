@@ -427,7 +427,9 @@ def _call_serve(socket_path, method, path, body, timeout):
     try:
         answer = json.loads(text)
     except ValueError:
-        raise FlashlexError("%s: the running serve answered something that is not JSON" % socket_path, "bug") from None
+        answer = None
+    if not isinstance(answer, dict):
+        raise FlashlexError("%s: the running serve answered something that is not its JSON envelope" % socket_path, "bug")
     if not answer.get("ok"):
         kind = answer.get("kind")
         code = answer.get("exitCode")
