@@ -1,11 +1,12 @@
 import { chmodSync, existsSync, unlinkSync } from "node:fs";
 import { createServer, request, type IncomingMessage, type Server } from "node:http";
 import { join } from "node:path";
-import { ExitCode, FlashlexError, toFlashlexError } from "../errors.ts";
-import type { IngressMessage, IngressQuery, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import { ExitCode, FlashlexError, toFlashlexError, UsageError } from "../errors.ts";
+import type { IngressMessage, IngressQuery, OutboxEntry } from "../store/message-store.ts";
 import type { Logger } from "../log.ts";
 import { MAX_JSON_DEPTH, parseJsonDocument } from "../protocol/limits.ts";
 import type { OutboxState, ThingAccess } from "./access.ts";
+import { parseEgressDocument } from "./collect.ts";
 
 /**
  * A local HTTP endpoint on a Unix socket in the data directory (owner-only), through which
@@ -29,8 +30,10 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
     "POST /v1/messages/list": async (query: IngressQuery) => (await access.listMessages(query)).map(toWire),
     "POST /v1/messages/ack": ({ ids }: { ids: number[] }) => access.ackMessages(ids),
     "POST /v1/messages/delete": ({ ids }: { ids: number[] }) => access.deleteMessages(ids),
-    "POST /v1/collect": async ({ body, via }: { body: string; via: OutboxVia }) => {
-      const result = await access.collect(body, via);
+    "POST /v1/collect": async ({ body, via = "http" }: { body: unknown; via?: unknown }) => {
+      // Checked here as `collect` checks stdin: other clients (flashlex.py) send documents too.
+      if (via !== "http" && via !== "mqtt") throw new UsageError(`via must be http or mqtt, not ${JSON.stringify(via)}`);
+      const result = await access.collect(parseEgressDocument(typeof body === "string" ? body : "", "the collect request's body"), via);
       log.info("egress.collected", { messageId: result.messageId, via, outcome: result.outcome, status: result.status, error: result.error });
       return result;
     },
@@ -87,7 +90,7 @@ export async function closeControlSocket(server: Server, dataDir: string): Promi
 
 /**
  * The request body as JSON, within MAX_REQUEST_BYTES and the protocol's depth limit (its egress
- * document travels as a string inside, already checked by `collect`). Chunks are joined as
+ * document travels as a string inside, checked by the collect route). Chunks are joined as
  * bytes before decoding, so a character split between two chunks stays whole. Throws
  * InputError (exit 65) for a body that is too large, too deep or not JSON.
  */

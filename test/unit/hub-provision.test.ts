@@ -223,11 +223,12 @@ describe("distribution template", () => {
     expect(() => renderTemplate("{{missing}}", {}, true)).toThrow(/no value/);
   });
 
-  test("the zip holds <name>/config.yml, README.md and keys/, nothing else", () => {
+  test("the zip holds <name>/config.yml, README.md, flashlex.py and keys/, nothing else", () => {
     const zip = buildDistribution(values, { rootCaPem: "ca", certPem: "cert", privateKeyPem: "key", publicKeyPem: "pub" });
     expect(Object.keys(unzipSync(zip)).sort()).toEqual([
       "ecd13b11-t/README.md",
       "ecd13b11-t/config.yml",
+      "ecd13b11-t/flashlex.py",
       "ecd13b11-t/keys/ecd13b11-t-certificate.pem",
       "ecd13b11-t/keys/ecd13b11-t-keypair-private.pem",
       "ecd13b11-t/keys/ecd13b11-t-keypair-public.pem",
