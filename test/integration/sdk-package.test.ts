@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { buildSdkPackage, type SdkPackage } from "../../scripts/build-sdk.ts";
-import { binaryPath, start, type Background } from "../support/binary.ts";
+import { binaryPath, run, start, type Background } from "../support/binary.ts";
 import type { MosquittoBroker } from "../support/mosquitto.ts";
 import { startReceiver, type Receiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
@@ -256,4 +256,28 @@ describe("the flashlex-sdk package", () => {
     }
     expect(existsSync(join(thing.dataDir, "flashlex.sock"))).toBe(false);
   });
+
+  test("while a WebAssembly SQLite holds the database (a Node app's call in flight), the native serve and messages refuse it (75) rather than write blind, and lose nothing", async () => {
+    const file = join(thing.dataDir, "subscription.db");
+    // the wasm driver under Bun: the same lock protocol as under Node, without a bundle to make
+    const holder = Bun.spawn([process.execPath, join(ROOT, "test/support/hold-wasm-db.ts"), file], { stdout: "pipe", stderr: "inherit" });
+    try {
+      const { value } = await holder.stdout.getReader().read();
+      expect(new TextDecoder().decode(value)).toBe("ready\n");
+      const expected = `${file} is in use by process ${holder.pid} through the WebAssembly SQLite`;
+      const list = await run(["messages", "list", ...thing.flags, "--all"]);
+      expect({ code: list.code, said: list.stderr.includes(expected) }).toEqual({ code: 75, said: true });
+      const refused = await run(["serve", ...thing.flags]);
+      expect({ code: refused.code, said: refused.stderr.includes(expected) }).toEqual({ code: 75, said: true });
+      tally("faults", 2);
+    } finally {
+      holder.kill("SIGKILL");
+      await holder.exited;
+    }
+    // a killed holder leaves its lock behind: a native open sees it is dead and goes ahead
+    const list = await run(["messages", "list", ...thing.flags, "--all", "--json"]);
+    expect(list.code).toBe(0);
+    expect(list.stdout.trim().split("\n").map((line) => JSON.parse(line).payload)).toEqual(published);
+  });
 });
+
