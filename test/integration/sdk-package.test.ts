@@ -38,6 +38,8 @@ const messages = await sdk.getMessages();
 out.messages = messages.map((m) => ({ id: m.id, topic: m.topic, payload: typeof m.payload === "string" ? m.payload : "bytes" }));
 out.acked = await sdk.ackMessages(messages.slice(0, 1).map((m) => m.id));
 out.sent = (await sdk.listOutbox("sent")).map((e) => e.message_id);
+// calls at once share one open of the database (the WebAssembly driver holds a file once per process)
+out.together = (await Promise.all([sdk.getMessages({ state: "all" }), sdk.listOutbox(), sdk.getMessages({ state: "acked" })])).map((r) => r.length);
 try {
   await sdk.collectMessage(undefined);
 } catch (err) {
@@ -87,6 +89,7 @@ interface AppOutput {
   messages: { id: number; topic: string; payload: string }[];
   acked: number[];
   sent: string[];
+  together: number[];
   refused: { isFlashlexError: boolean; kind: string; exitCode: number; message: string };
 }
 
@@ -231,6 +234,7 @@ describe("the flashlex-sdk package", () => {
     expect(node.messages.map((m) => m.payload)).toEqual(published.slice(2));
     expect(node.acked).toEqual([node.messages[0]!.id]);
     expect(node.sent).toContain(node.collect.messageId);
+    expect(node.together).toEqual([4, 3, 3]);
     // the wasm driver's lock directory and owner record are gone: the app closed the file
     expect(readdirSync(thing.dataDir).filter((f) => f.startsWith("subscription.db."))).toEqual([]);
 
@@ -240,6 +244,7 @@ describe("the flashlex-sdk package", () => {
     expect(bun.messages.map((m) => m.payload)).toEqual(published.slice(3));
     expect(bun.acked).toEqual([bun.messages[0]!.id]);
     expect(bun.sent).toHaveLength(4);
+    expect(bun.together).toEqual([4, 4, 4]);
 
     expect(receiver.received.map((r) => r.body)).toEqual(["node-through-serve", "bun-through-serve", "node-direct", "bun-direct"].map((from) => ({ from })));
     const db = database();
