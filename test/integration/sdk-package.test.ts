@@ -109,6 +109,7 @@ async function runApp(runtime: "node" | "bun", label: string): Promise<AppOutput
   const [stdout, stderr, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   clearTimeout(timer);
   if (code !== 0) throw new Error(`${runtime} app.mjs exited ${code}:\n${stderr}${stdout}`);
+  expect(stderr).toBe(""); // no warning reaches the app's output (a deprecation, an experimental feature)
   return JSON.parse(stdout.trim().split("\n").at(-1)!);
 }
 
