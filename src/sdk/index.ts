@@ -14,10 +14,11 @@
  * keeps each of them equal to the internal type it stands for.
  */
 import { loadThingConfig, type ConfigLocation as InternalConfigLocation, type ThingConfig } from "../config/load.ts";
-import { FlashlexError as InternalFlashlexError, type ErrorKind as InternalErrorKind } from "../errors.ts";
+import { FlashlexError as InternalFlashlexError, toFlashlexError, type ErrorKind as InternalErrorKind } from "../errors.ts";
 import { silentLogger, type Logger as InternalLogger } from "../log.ts";
 import type * as store from "../store/message-store.ts";
 import { openThingAccess, type OutboxState as InternalOutboxState, type ThingAccess } from "../thing/access.ts";
+import { socketPath } from "../thing/control-socket.ts";
 import { parseEgressDocument, type CollectResult as InternalCollectResult } from "../thing/collect.ts";
 
 /** Where the thing's files are, as `-c`, `-d` and `-k` on the command line. */
@@ -233,7 +234,13 @@ export class FlashlexSDK {
     }
     shared.users++;
     try {
-      return await work(await shared.access);
+      const access = await shared.access;
+      try {
+        return await work(access);
+      } catch (err) {
+        // what the socket's transport throws (a serve that stopped mid-call) gets its kind too
+        throw toFlashlexError(err, access.via === "serve" ? `the running serve (${socketPath(this.thingConfig.dataDir)})` : undefined);
+      }
     } finally {
       if (--shared.users === 0) {
         if (this.shared === shared) this.shared = undefined;
