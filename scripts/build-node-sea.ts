@@ -109,9 +109,9 @@ export async function buildNodeSea(
 
     const partial = join(work, "flashlex");
     copyFileSync(node, partial);
-    const { inject } = await import("postject");
-    // postject's LIEF prints "warning: Can't find string offset for section name '.note'" on ELF: harmless
-    await inject(partial, "NODE_SEA_BLOB", readFileSync(blob), { sentinelFuse: SEA_FUSE });
+    // postject runs as a child, so its LIEF's harmless "warning: Can't find string offset for
+    // section name '.note'" (printed on every ELF) stays out of the build's output unless it fails.
+    sh([process.execPath, require.resolve("postject/dist/cli.js"), partial, "NODE_SEA_BLOB", blob, "--sentinel-fuse", SEA_FUSE], "injecting the SEA blob (postject)");
     chmodSync(partial, 0o755);
     rmSync(opts.outfile, { force: true });
     copyFileSync(partial, opts.outfile);

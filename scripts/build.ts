@@ -8,7 +8,7 @@
  * qemu) with --version and fails unless it prints the package version and commit; a binary that
  * cannot run here says why in the table. release.ts uses the same functions.
  */
-import { existsSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { buildNodeSea } from "./build-node-sea.ts";
@@ -76,6 +76,7 @@ function compileArgs(target: BunTarget, outfile: string, opts: BuildOptions): st
 }
 
 export async function buildTarget(target: Target, opts: BuildOptions): Promise<Built> {
+  mkdirSync(opts.outdir, { recursive: true });
   const file = join(opts.outdir, binaryName(target));
   const started = performance.now();
   if (target.kind === "bun") {

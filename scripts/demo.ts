@@ -112,7 +112,7 @@ const thingName: string = created.name ?? created.thing?.name;
 const zipPath = join(work, "demo-thing.zip");
 await flashlex(["hub", "thing", "dist", thingName, "--dir", hubDir, "-o", zipPath]);
 const thingRoot = unpackDistribution(zipPath, join(work, "thing"), thingName);
-console.log(`  unzipped to $DEMO/thing/${thingName}/ (config.yml, keys/, README.md)`);
+console.log(`  unzipped to $DEMO/thing/${thingName}/ (config.yml, keys/, README.md, flashlex.py)`);
 const flags = ["-c", join(thingRoot, "config.yml"), "-k", join(thingRoot, "keys"), "-d", join(thingRoot, "data")];
 
 step(3, "Start the hub: embedded MQTT broker (mutual TLS) and the HTTP API");

@@ -5,7 +5,9 @@
  * (build.ts: one build path), smoke-tests each binary this machine can run (`--version`,
  * natively or under qemu), writes a compressed copy of each (`flashlex-<target>.xz`) and
  * dist/SHA256SUMS over the binaries and the .xz files (`cd dist && sha256sum -c SHA256SUMS`),
- * then prints a table: target, runtime, sizes, build and compression time, smoke result.
+ * then prints a table: target, runtime, sizes, build and compression time, smoke result. It also
+ * builds the TypeScript SDK package, dist/flashlex-sdk-<version>.tgz (scripts/build-sdk.ts: what
+ * apps on a thing install with `npm i ./flashlex-sdk-<version>.tgz`), listed in SHA256SUMS too.
  * `--test` then runs the integration suite against these very binaries (the host one through
  * FLASHLEX_BIN, the others through test/integration/targets.test.ts).
  *
@@ -20,6 +22,7 @@ import { createReadStream, existsSync, rmSync, statSync, writeFileSync } from "n
 import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { type Built, buildTarget, commitSha, megabytes, packageVersion, printTable, ROOT, selectTargets, smokeVersion } from "./build.ts";
+import { buildSdkPackage } from "./build-sdk.ts";
 import { binaryName, hostTarget, type Target } from "./targets.ts";
 
 const XZ = ["xz", "-6", "-T0", "--keep", "--force"];
@@ -93,6 +96,14 @@ if (import.meta.main) {
       smoke.text,
     ]);
   }
+
+  process.stdout.write("  flashlex-sdk: building");
+  const sdk = await buildSdkPackage(outdir).catch((err: Error) => {
+    console.log("");
+    return fail(`the SDK package: ${err.message}`);
+  });
+  console.log(`, done: ${basename(sdk.tarball)} ${megabytes(sdk.bytes)} in ${sdk.seconds.toFixed(1)} s`);
+  files.push(sdk.tarball);
 
   // sha256sum format: "<hex>  <name>", names relative to dist/ so `sha256sum -c` works there
   const sums = join(outdir, "SHA256SUMS");

@@ -1,7 +1,8 @@
 #!/usr/bin/env bun
 /**
- * The one entrypoint: the one command table, wired to cac, and the one mapping of errors to exit
- * codes. Each command lives in src/cli/; nothing here does the work.
+ * The one entrypoint: the one command table, wired to cac, and where a failure becomes its exit
+ * code (`report`, by the kind's code in cli/exit-codes.ts). Each command lives in src/cli/;
+ * nothing here does the work.
  *
  * cac matches a command by one word; a command of several words (`hub thing create`) is found
  * in the table first (cli/argv.ts `matchCommand`), its words joined into the one word cac then
@@ -11,7 +12,7 @@
 import { type CAC, type Command, cac } from "cac";
 import { keepArgumentsText, lastValueOfRepeats, matchCommand, restoreArgumentsText } from "./cli/argv.ts";
 import type { CommandSpec } from "./cli/command.ts";
-import { EXIT_CODES_HELP, ExitCode } from "./cli/exit-codes.ts";
+import { EXIT_CODES_HELP, ExitCode, exitCodeOf } from "./cli/exit-codes.ts";
 import { hubMosquittoConfigCommand } from "./cli/hub/broker.ts";
 import { hubExportCommand } from "./cli/hub/export.ts";
 import { hubInitCommand } from "./cli/hub/init.ts";
@@ -25,7 +26,7 @@ import { messagesCommand } from "./cli/thing/messages.ts";
 import { outboxCommand } from "./cli/thing/outbox.ts";
 import { serveCommand } from "./cli/thing/serve.ts";
 import { installServiceCommand, uninstallServiceCommand } from "./cli/thing/service.ts";
-import { type ErrorKind, FlashlexError, UsageError } from "./shared/errors.ts";
+import { FlashlexError, UsageError } from "./shared/errors.ts";
 import { toFlashlexError } from "./shared/foreign-errors.ts";
 import { COMMIT, VERSION } from "./shared/version.ts";
 
@@ -54,30 +55,6 @@ export const COMMANDS: readonly CommandSpec[] = [
   hubTokenRotateCommand,
   { name: "version", description: "Print the version", options: [], run: printVersion },
 ];
-
-/**
- * The exit code of each kind of failure (src/shared/errors.ts): the one place where an error
- * becomes an exit code.
- */
-export const EXIT_CODE_OF_KIND: Record<ErrorKind, ExitCode> = {
-  usage: ExitCode.USAGE,
-  data: ExitCode.DATA,
-  conflict: ExitCode.DATA,
-  unavailable: ExitCode.UNAVAILABLE,
-  bug: ExitCode.SOFTWARE,
-  io: ExitCode.IO,
-  full: ExitCode.IO,
-  "read-only": ExitCode.IO,
-  damaged: ExitCode.IO,
-  "try-later": ExitCode.TEMPFAIL,
-  permission: ExitCode.PERMISSION,
-  config: ExitCode.CONFIG,
-};
-
-/** The exit code of any thrown value, by its kind. */
-export function exitCodeOf(err: unknown): ExitCode {
-  return EXIT_CODE_OF_KIND[toFlashlexError(err).kind];
-}
 
 /** The commands a group (`hub`) lists: those whose name starts with its words. */
 function commandsUnder(group: CommandSpec): CommandSpec[] {
@@ -159,7 +136,7 @@ export async function main(argv: string[]): Promise<number> {
 
 /**
  * Prints the one line a failure gets on stderr and returns its exit code: the error's kind
- * decides the code (EXIT_CODE_OF_KIND). A bug (70) says so; its stack only with
+ * decides the code (cli/exit-codes.ts). A bug (70) says so; its stack only with
  * FLASHLEX_LOG_LEVEL=debug.
  */
 export function report(err: unknown): number {

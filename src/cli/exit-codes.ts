@@ -1,8 +1,12 @@
 /**
  * The exit codes of every command (sysexits(3), so systemd, shells and scripts can tell a bad
  * config, never worth restarting, from a broker that is down, worth retrying). A command returns
- * one for what it did; a failure's code follows from its kind, in main.ts and nowhere else.
+ * one for what it did; a failure's code follows from its kind, by the one table here, which
+ * main.ts reports with and the SDK gives its errors (the code the CLI would end with).
  */
+import type { ErrorKind } from "../shared/errors.ts";
+import { toFlashlexError } from "../shared/foreign-errors.ts";
+
 export const ExitCode = {
   OK: 0,
   /** bootstrap: at least one self-test check failed */
@@ -23,6 +27,27 @@ export const ExitCode = {
 } as const;
 
 export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+
+/** The exit code of each kind of failure (src/shared/errors.ts). */
+export const EXIT_CODE_OF_KIND: Record<ErrorKind, ExitCode> = {
+  usage: ExitCode.USAGE,
+  data: ExitCode.DATA,
+  conflict: ExitCode.DATA,
+  unavailable: ExitCode.UNAVAILABLE,
+  bug: ExitCode.SOFTWARE,
+  io: ExitCode.IO,
+  full: ExitCode.IO,
+  "read-only": ExitCode.IO,
+  damaged: ExitCode.IO,
+  "try-later": ExitCode.TEMPFAIL,
+  permission: ExitCode.PERMISSION,
+  config: ExitCode.CONFIG,
+};
+
+/** The exit code of any thrown value, by its kind (a library's error is classified first). */
+export function exitCodeOf(err: unknown): ExitCode {
+  return EXIT_CODE_OF_KIND[toFlashlexError(err).kind];
+}
 
 /** The help text's last section, for every command. */
 export const EXIT_CODES_HELP = `Exit codes:

@@ -7,71 +7,299 @@
  *   const result = await sdk.collectMessage({ foo: "bar" });                   // egress
  *   for (const m of await sdk.getMessages()) { handle(m); await sdk.ackMessages([m.id]); }
  *   sdk.close();
+ *
+ * Apps install it as the `flashlex-sdk` package that the release builds (scripts/build-sdk.ts):
+ * this file is its whole public API. Its types are declared here rather than re-exported, so
+ * the package's index.d.ts is one file that names no internal module; `PublicTypesMatch` below
+ * keeps each of them equal to the internal type it stands for.
  */
-
-import { type Logger, silentLogger } from "../shared/log.ts";
-import { type CollectResult, parseEgressDocument } from "../thing/egress/collect.ts";
-import type { IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxState, OutboxVia, ThingAccess } from "../thing/local/access.ts";
+import { exitCodeOf } from "../cli/exit-codes.ts";
+import { type ErrorKind as InternalErrorKind, FlashlexError as InternalFlashlexError } from "../shared/errors.ts";
+import { toFlashlexError } from "../shared/foreign-errors.ts";
+import { type Logger as InternalLogger, silentLogger } from "../shared/log.ts";
+import { type CollectResult as InternalCollectResult, parseEgressDocument } from "../thing/egress/collect.ts";
+import type * as store from "../thing/local/access.ts";
+import type { OutboxState as InternalOutboxState, ThingAccess } from "../thing/local/access.ts";
 import { openThingAccess } from "../thing/local/open.ts";
-import { type ConfigLocation, loadThingConfig, type ThingConfig } from "../thing/settings.ts";
+import { socketPath } from "../thing/local/wire.ts";
+import { type ConfigLocation as InternalConfigLocation, loadThingConfig, type ThingConfig } from "../thing/settings.ts";
 
-export type { CollectResult, ConfigLocation, IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxState };
+/** Where the thing's files are, as `-c`, `-d` and `-k` on the command line. */
+export interface ConfigLocation {
+  /** the thing's config.yml */
+  config: string;
+  /** default: `data/` beside the config file */
+  data?: string;
+  /** default: as `flashlex serve` finds it */
+  keys?: string;
+}
+
+/** What `open` read: the files it resolved and the thing they belong to. */
+export interface OpenedConfig {
+  /** absolute path of config.yml */
+  readonly file: string;
+  readonly dataDir: string;
+  readonly keysDir: string;
+  /** the thing's id (a UUID) and name (its MQTT client id) */
+  readonly thing: { readonly id: string; readonly name: string };
+}
+
+/** An ingress message as stored (times are Unix milliseconds). */
+export interface IngressMessage {
+  id: number;
+  topic: string;
+  /** a string when the payload was valid UTF-8 without NUL (JSON always is), bytes otherwise */
+  payload: string | Uint8Array;
+  qos: number;
+  /** 1 when it came as a retained message */
+  retain: number;
+  received_at: number;
+  /** null until acknowledged */
+  acked_at: number | null;
+  /** the MQTT packet identifier it arrived with (QoS 1), null for QoS 0 */
+  packet_id: number | null;
+}
+
+export interface IngressQuery {
+  /** only messages with a larger id (for following and paging) */
+  afterId?: number;
+  /** `unacked` (default), `acked` or `all` */
+  state?: "unacked" | "acked" | "all";
+  topic?: string;
+  /** received at or after, Unix ms */
+  since?: number;
+  limit?: number;
+}
+
+/** How an egress message travels: the collect API over HTTPS (default) or MQTT `flashlex/collect`. */
+export type OutboxVia = "http" | "mqtt";
+
+/** What `collectMessage` did with one document. */
+export interface CollectResult {
+  messageId: string;
+  /** `queued`: not delivered yet; it waits in the outbox and `serve` delivers it */
+  outcome: "sent" | "rejected" | "queued";
+  /** the collect API's HTTP status and body, when it answered */
+  status?: number;
+  body?: string;
+  error?: string;
+  /** the outcome could not be written to the outbox (a full disk): serve may deliver it again, with the same message id */
+  recordError?: string;
+}
+
+export type OutboxState = "pending" | "sent" | "rejected";
+
+/** An egress message in the outbox (times are Unix milliseconds). */
+export interface OutboxEntry {
+  message_id: string;
+  body: string;
+  via: OutboxVia;
+  state: OutboxState;
+  created_at: number;
+  attempts: number;
+  next_attempt_at: number;
+  last_error: string | null;
+  sent_at: number | null;
+  response_status: number | null;
+  response_body: string | null;
+}
+
+/** What `retryOutbox` / `dropOutbox` did, id by id. */
+export interface OutboxChange {
+  changed: string[];
+  /** no such entry */
+  missing: string[];
+  /** retry only: already delivered, left alone */
+  sent: string[];
+}
+
+/** Where the SDK's few log lines go (a stale lock removed, an old store imported); silent by default. */
+export interface Logger {
+  debug(event: string, fields?: Record<string, unknown>): void;
+  info(event: string, fields?: Record<string, unknown>): void;
+  warn(event: string, fields?: Record<string, unknown>): void;
+  error(event: string, fields?: Record<string, unknown>): void;
+  child(fields: Record<string, unknown>): Logger;
+}
+
+/**
+ * What went wrong, as `flashlex` reports it with an exit code: `data` (65: the document is not
+ * JSON or too large), `config` (78: the config, a key or a certificate), `try-later` (75: the
+ * outbox is full, the database is busy), `unavailable` (69), `io`/`full`/`read-only`/`damaged`
+ * (74), `permission` (77), `usage` (64), `bug` (70: please report it); `conflict` (65) is the
+ * hub's (a name taken) and never comes from the SDK.
+ */
+export type ErrorKind =
+  | "usage"
+  | "data"
+  | "conflict"
+  | "unavailable"
+  | "bug"
+  | "io"
+  | "full"
+  | "read-only"
+  | "damaged"
+  | "try-later"
+  | "permission"
+  | "config";
+
+/** Every rejection of the SDK is a FlashlexError: a one-line message naming what and where, and its kind. */
+export interface FlashlexError extends Error {
+  readonly kind: ErrorKind;
+  /** the exit code `flashlex` would end with (sysexits) */
+  readonly exitCode: number;
+}
+
+export interface FlashlexErrorConstructor {
+  new (message: string, kind: ErrorKind): FlashlexError;
+  readonly prototype: FlashlexError;
+}
+
+/**
+ * The class itself, for `err instanceof FlashlexError`. The SDK is an edge, like the command
+ * line: the agent's errors carry only their kind, and here they also tell the exit code the
+ * CLI would end with (src/cli/exit-codes.ts, the one table), as the SDK promises its apps.
+ */
+Object.defineProperty(InternalFlashlexError.prototype, "exitCode", {
+  configurable: true,
+  get(this: InternalFlashlexError) {
+    return exitCodeOf(this);
+  },
+});
+export const FlashlexError = InternalFlashlexError as unknown as FlashlexErrorConstructor;
 
 export class FlashlexSDK {
+  /** the access in use by the calls in flight; opened by the first, closed by the last */
+  private shared?: { users: number; access: Promise<ThingAccess> };
+  /** the previous access's close, which the next open waits for (the wasm driver holds a file once per process) */
+  private lastClose: Promise<void> = Promise.resolve();
+  private closed = false;
+
   private constructor(
-    readonly config: ThingConfig,
-    private readonly access: ThingAccess,
+    private readonly thingConfig: ThingConfig,
+    private readonly log: InternalLogger,
   ) {}
 
-  /** Opens the thing's config (-c/-k/-d as on the command line). */
+  /** What `open` read (paths resolved, the thing's id and name). */
+  get config(): OpenedConfig {
+    const c = this.thingConfig;
+    return { file: c.file, dataDir: c.dataDir, keysDir: c.keysDir, thing: { id: c.yaml.thing.id, name: c.yaml.thing.name } };
+  }
+
+  /**
+   * Reads and checks the thing's config (`-c`/`-d`/`-k` as on the command line). Rejects with a
+   * FlashlexError of kind `config` naming the file and key path when it is wrong. Nothing is
+   * opened yet: each call finds out then whether serve runs (and talks to it through its socket,
+   * `DATA/flashlex.sock`) or not (and opens the database only for as long as calls are in flight),
+   * so an app may open the SDK once and keep it while serve is started and stopped.
+   */
   static async open(location: ConfigLocation, options: { log?: Logger } = {}): Promise<FlashlexSDK> {
-    const config = loadThingConfig(location);
-    return new FlashlexSDK(config, await openThingAccess(config, options.log ?? silentLogger));
+    return new FlashlexSDK(loadThingConfig(location), options.log ?? silentLogger);
   }
 
   /**
    * Egress, like `flashlex collect`: queues the document durably, then tries to deliver it.
    * `outcome` is `sent` (with the API's `status` and `body`), `rejected`, or `queued` (the
-   * API was unreachable; `flashlex serve` delivers it later). Rejects with InputError for a
-   * value that is not JSON-serialisable or is over the size limit, and with a FlashlexError of
-   * exit code 75 when it was not delivered and may not wait (`offlinePublishQueueing` 0, or N
+   * API was unreachable; `flashlex serve` delivers it later). Rejects with kind `data` for a
+   * value that is not JSON-serialisable or is over the size limit, and with kind `try-later`
+   * (exit code 75) when it was not delivered and may not wait (`offlinePublishQueueing` 0, or N
    * already waiting): then nothing was queued.
    */
   async collectMessage(document: unknown, options: { via?: OutboxVia } = {}): Promise<CollectResult> {
     const body = parseEgressDocument(JSON.stringify(document) ?? "", "collectMessage");
-    return this.access.collect(body, options.via ?? "http");
+    return this.use((access) => access.collect(body, options.via ?? "http"));
   }
 
   /** Ingress messages, unacknowledged ones by default, oldest first. */
   getMessages(query: IngressQuery = {}): Promise<IngressMessage[]> {
-    return this.access.listMessages(query);
+    return this.use((access) => access.listMessages(query));
   }
 
   /** Marks messages as handled; resolves to the ids that existed. */
   ackMessages(ids: readonly number[]): Promise<number[]> {
-    return this.access.ackMessages(ids);
+    return this.use((access) => access.ackMessages(ids));
   }
 
+  /** Deletes messages; resolves to the ids that existed. */
   deleteMessages(ids: readonly number[]): Promise<number[]> {
-    return this.access.deleteMessages(ids);
+    return this.use((access) => access.deleteMessages(ids));
   }
 
-  /** The egress outbox, like `flashlex outbox list` (states: src/thing/egress/outbox.ts). */
+  /** The egress outbox, oldest first, like `flashlex outbox list`; every state unless one is given (states: src/thing/egress/outbox.ts). */
   listOutbox(state?: OutboxState): Promise<OutboxEntry[]> {
-    return this.access.listOutbox(state);
+    return this.use((access) => access.listOutbox(state));
   }
 
   /** Like `flashlex outbox retry`: rejected (or pending) messages become pending, due now. */
   retryOutbox(messageIds: readonly string[]): Promise<OutboxChange> {
-    return this.access.retryOutbox(messageIds);
+    return this.use((access) => access.retryOutbox(messageIds));
   }
 
   /** Like `flashlex outbox drop`: deletes messages from the outbox, whatever their state. */
   dropOutbox(messageIds: readonly string[]): Promise<OutboxChange> {
-    return this.access.dropOutbox(messageIds);
+    return this.use((access) => access.dropOutbox(messageIds));
   }
 
+  /** Later calls reject; calls in flight finish (the database closes after the last). */
   close(): void {
-    this.access.close();
+    this.closed = true;
+  }
+
+  /**
+   * Runs `work` with the thing's data: serve's socket when serve runs, else the database, opened
+   * for the calls in flight and closed after the last. Holding the file no longer than that
+   * matters under Node, whose WebAssembly SQLite sees no POSIX locks: while it has the file open,
+   * a native SQLite (a `serve` started meanwhile) must not write it, and refuses to.
+   */
+  private async use<T>(work: (access: ThingAccess) => Promise<T>): Promise<T> {
+    if (this.closed) throw new InternalFlashlexError("FlashlexSDK: used after close()", "usage");
+    let shared = this.shared;
+    if (!shared) {
+      const access = this.lastClose.then(() => openThingAccess(this.thingConfig, this.log));
+      shared = this.shared = { users: 0, access };
+    }
+    shared.users++;
+    try {
+      const access = await shared.access;
+      try {
+        return await work(access);
+      } catch (err) {
+        // what the socket's transport throws (a serve that stopped mid-call) gets its kind too
+        throw toFlashlexError(err, access.via === "serve" ? `the running serve (${socketPath(this.thingConfig.dataDir)})` : undefined);
+      }
+    } finally {
+      if (--shared.users === 0) {
+        if (this.shared === shared) this.shared = undefined;
+        this.lastClose = shared.access.then(
+          (access) => access.close(),
+          () => {},
+        );
+        await this.lastClose;
+      }
+    }
   }
 }
+
+/**
+ * Each public type must stay equal to the internal one it stands for: when a field is added or
+ * changes there, this fails to typecheck (`bun run build:sdk` runs tsc over this file), and the
+ * public declaration above is updated on purpose.
+ */
+// identical, not just mutually assignable: an added optional field counts too
+type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
+type AllHold<T extends readonly true[]> = T;
+// not exported: the shipped index.d.ts leaves it (and the internal imports it names) out
+type PublicTypesMatch = AllHold<
+  [
+    Same<ConfigLocation, InternalConfigLocation>,
+    Same<IngressMessage, store.IngressMessage>,
+    Same<IngressQuery, store.IngressQuery>,
+    Same<OutboxVia, store.OutboxVia>,
+    Same<OutboxEntry, store.OutboxEntry>,
+    Same<OutboxChange, store.OutboxChange>,
+    Same<OutboxState, InternalOutboxState>,
+    Same<CollectResult, InternalCollectResult>,
+    Same<Logger, InternalLogger>,
+    Same<ErrorKind, InternalErrorKind>,
+  ]
+>;

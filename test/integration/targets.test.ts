@@ -68,7 +68,6 @@ function shout(): void {
     console.warn(`\n!!! SKIPPED: the ${p.target.name} binary is not smoke-tested on this machine: ${p.skip}\n`);
   }
 }
-shout();
 
 // ---------------------------------------------------------------------------------------------
 // the hub, run by this machine's own binary (test/support/binary.ts), shared by all targets

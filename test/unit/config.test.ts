@@ -3,7 +3,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ExitCode } from "../../src/cli/exit-codes.ts";
-import { exitCodeOf } from "../../src/main.ts";
+import { exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { ConfigError } from "../../src/shared/errors.ts";
 import { databaseFileName, loadThingConfig } from "../../src/thing/settings.ts";
 

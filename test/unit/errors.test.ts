@@ -15,7 +15,7 @@ import { parseDocument } from "yaml";
 import { ExitCode } from "../../src/cli/exit-codes.ts";
 import { generateRsaKeyPair } from "../../src/crypto/keys.ts";
 import { errorToResponse, HTTP_STATUS_OF_KIND } from "../../src/hub/http/envelope.ts";
-import { EXIT_CODE_OF_KIND, exitCodeOf } from "../../src/main.ts";
+import { EXIT_CODE_OF_KIND, exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { ERROR_KINDS, type ErrorKind, FlashlexError } from "../../src/shared/errors.ts";
 import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";

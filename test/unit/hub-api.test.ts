@@ -447,6 +447,7 @@ describe("operator routes", () => {
       [
         `${n}/README.md`,
         `${n}/config.yml`,
+        `${n}/flashlex.py`,
         `${n}/keys/${n}-certificate.pem`,
         `${n}/keys/${n}-keypair-private.pem`,
         `${n}/keys/${n}-keypair-public.pem`,
@@ -459,6 +460,7 @@ describe("operator routes", () => {
     expect(config.thing.mqtt.ingress.topic).toBe(`ingress/${n}`);
     expect(zipModes(bytes)[`${n}/keys/${n}-keypair-private.pem`]).toBe(0o600);
     expect(zipModes(bytes)[`${n}/config.yml`]).toBe(0o644);
+    expect(zipModes(bytes)[`${n}/flashlex.py`]).toBe(0o644);
     const check = checkCertificate(files[`${n}/keys/${n}-certificate.pem`]!, files[`${n}/keys/root-ca-cert.pem`]!, new Date());
     expect(check.ok).toBe(true);
     expect(files[`${n}/README.md`]).toContain(`flashlex bootstrap -c ${n}/config.yml -k ${n}/keys -d ${n}/data`);

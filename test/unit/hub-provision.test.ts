@@ -21,7 +21,7 @@ import { type HubStore, openHubStore } from "../../src/hub/store/hub-store.ts";
 import { buildDistribution, renderTemplate, renderThingConfig } from "../../src/hub/things/distribution.ts";
 import { createThing, findThing, validateThingName } from "../../src/hub/things/provision.ts";
 import { Things, thingStatus } from "../../src/hub/things/things.ts";
-import { exitCodeOf } from "../../src/main.ts";
+import { exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
 import { ConfigError, ConflictError, InputError } from "../../src/shared/errors.ts";
 import { checkCertificate, keyMatchesCertificate } from "../support/certificates.ts";
@@ -243,11 +243,12 @@ describe("distribution template", () => {
     expect(() => renderTemplate("{{missing}}", {}, true)).toThrow(/no value/);
   });
 
-  test("the zip holds <name>/config.yml, README.md and keys/, nothing else", () => {
+  test("the zip holds <name>/config.yml, README.md, flashlex.py and keys/, nothing else", () => {
     const zip = buildDistribution(values, { rootCaPem: "ca", certPem: "cert", privateKeyPem: "key", publicKeyPem: "pub" });
     expect(Object.keys(unzipSync(zip)).sort()).toEqual([
       "ecd13b11-t/README.md",
       "ecd13b11-t/config.yml",
+      "ecd13b11-t/flashlex.py",
       "ecd13b11-t/keys/ecd13b11-t-certificate.pem",
       "ecd13b11-t/keys/ecd13b11-t-keypair-private.pem",
       "ecd13b11-t/keys/ecd13b11-t-keypair-public.pem",

@@ -1,7 +1,17 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { readFileSync, rmSync, writeFileSync } from "node:fs";
-import { FlashlexSDK } from "../../src/sdk/index.ts";
+import { createServer } from "node:http";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { FlashlexError, FlashlexSDK } from "../../src/sdk/index.ts";
 import { ConfigError, InputError } from "../../src/shared/errors.ts";
+import { silentLogger } from "../../src/shared/log.ts";
+import { openWasmSqlite } from "../../src/shared/sqlite/wasm-sqlite.ts";
+import { loadIdentity } from "../../src/thing/identity.ts";
+import type { ThingAccess } from "../../src/thing/local/access.ts";
+import { databaseAccess } from "../../src/thing/local/in-process.ts";
+import { closeControlSocket, listenControlSocket } from "../../src/thing/local/server.ts";
+import { socketPath } from "../../src/thing/local/wire.ts";
+import { loadThingConfig } from "../../src/thing/settings.ts";
 import { MessageStore } from "../../src/thing/store/message-store.ts";
 import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
@@ -74,5 +84,72 @@ test("the SDK uses the agent's identity loader: a key that is not the certificat
   } finally {
     sdk.close();
     writeFileSync(keyPath, original);
+  }
+});
+
+test("config says what open read; rejections are the exported FlashlexError with a kind; after close() calls reject", async () => {
+  const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
+  expect(sdk.config).toEqual({ file: thing.configPath, dataDir: thing.dataDir, keysDir: thing.keysDir, thing: { id: thing.thingId, name: thing.thingName } });
+  const refused = await sdk.collectMessage(Symbol("not JSON")).catch((err) => err);
+  expect(refused).toBeInstanceOf(FlashlexError);
+  expect({ kind: refused.kind, exitCode: refused.exitCode }).toEqual({ kind: "data", exitCode: 65 });
+  sdk.close();
+  const late = await sdk.getMessages().catch((err) => err);
+  expect(late).toBeInstanceOf(FlashlexError);
+  expect({ kind: late.kind, message: late.message }).toEqual({ kind: "usage", message: "FlashlexSDK: used after close()" });
+});
+
+test("the database is open only while calls are in flight: between calls another driver may open it", async () => {
+  const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
+  try {
+    const [all, outbox, unacked] = await Promise.all([sdk.getMessages({ state: "all" }), sdk.listOutbox(), sdk.getMessages()]);
+    expect(all.length).toBeGreaterThanOrEqual(unacked.length);
+    expect(outbox.length).toBeGreaterThan(0);
+    // the WebAssembly driver refuses a file this process still has open with bun:sqlite
+    openWasmSqlite(`${thing.dataDir}/subscription.db`).close();
+  } finally {
+    sdk.close();
+  }
+});
+
+test("one SDK follows serve: through its socket while it runs, the database once it has stopped", async () => {
+  const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
+  // serve's side of the socket, as serve sets it up, with the calls it answers counted
+  const config = loadThingConfig({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
+  const store = MessageStore.open(`${thing.dataDir}/subscription.db`);
+  const access = databaseAccess(config, loadIdentity(config), store, silentLogger);
+  let answered = 0;
+  const counted: ThingAccess = { ...access, listMessages: (query) => (answered++, access.listMessages(query)) };
+  const socket = await listenControlSocket(thing.dataDir, counted, () => ({}), silentLogger);
+  let listening = true;
+  try {
+    const throughServe = await sdk.getMessages({ state: "all" });
+    expect(answered).toBe(1);
+    await closeControlSocket(socket, thing.dataDir);
+    listening = false;
+    expect(await sdk.getMessages({ state: "all" })).toEqual(throughServe);
+    expect(answered).toBe(1);
+  } finally {
+    if (listening) await closeControlSocket(socket, thing.dataDir);
+    store.close();
+    sdk.close();
+  }
+});
+
+test("a serve that hangs up mid-call is a FlashlexError of kind unavailable naming its socket, like every other rejection", async () => {
+  // answers the liveness check as serve does, then drops every request: a serve stopping mid-call
+  const server = createServer((req, res) => (req.url === "/v1/status" ? res.end(JSON.stringify({ ok: true, result: {} })) : req.socket.destroy()));
+  // a data directory of its own: an earlier test's serve, closed in this process, may still hold a
+  // kept-alive connection to the same socket path (a serve that exits takes its connections along)
+  const data = mkdtempSync(join(thing.dir, "data-"));
+  await new Promise<void>((ok) => server.listen(socketPath(data), ok));
+  const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data });
+  try {
+    const err = await sdk.getMessages().catch((e) => e);
+    expect(err).toBeInstanceOf(FlashlexError);
+    expect({ kind: err.kind, message: err.message }).toEqual({ kind: "unavailable", message: `the running serve (${socketPath(data)}): connection reset (ECONNRESET)` });
+  } finally {
+    sdk.close();
+    await new Promise((ok) => server.close(ok));
   }
 });

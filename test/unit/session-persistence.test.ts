@@ -21,22 +21,21 @@ const packet = (counter: number, messageId?: number) => ({
   messageId,
 });
 
-/** aedes-persistence 11 runs promise-based; its bundled types still describe the callback API. */
-interface AsyncPersistence {
-  setup(broker: { id: string }): Promise<void>;
-  outgoingEnqueue(sub: { clientId: string }, queued: ReturnType<typeof packet>): Promise<void>;
+/** The persistence methods aedes calls, as it calls them (promise form, no callback). */
+interface OutgoingStore {
+  setup(broker: unknown): Promise<void>;
+  outgoingEnqueue(sub: { clientId: string }, packet: unknown): Promise<void>;
+  outgoingUpdate(c: typeof client, p: ReturnType<typeof packet>): Promise<void>;
+  outgoingClearMessageId(c: typeof client, p: { messageId: number }): Promise<{ brokerCounter: number } | undefined>;
 }
 
-async function setup(created: ReturnType<typeof memoryPersistence>) {
-  const persistence = created as unknown as AsyncPersistence;
-  await persistence.setup({ id: "hub" });
+async function setup(persistence: unknown): Promise<OutgoingStore> {
+  const store = persistence as OutgoingStore;
+  await store.setup({ id: "hub" });
   // two messages queued for an offline persistent session
-  await persistence.outgoingEnqueue({ clientId: client.id }, packet(1));
-  await persistence.outgoingEnqueue({ clientId: client.id }, packet(2));
-  return persistence as unknown as {
-    outgoingUpdate(c: typeof client, p: ReturnType<typeof packet>): Promise<void>;
-    outgoingClearMessageId(c: typeof client, p: { messageId: number }): Promise<{ brokerCounter: number } | undefined>;
-  };
+  await store.outgoingEnqueue({ clientId: client.id }, packet(1));
+  await store.outgoingEnqueue({ clientId: client.id }, packet(2));
+  return store;
 }
 
 describe("the hub's session store", () => {

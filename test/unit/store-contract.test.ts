@@ -180,3 +180,76 @@ describe("wasm driver: the <db>.lock directory", () => {
     expect(existsSync(lockDirOf(file))).toBe(false);
   });
 });
+
+describe("the two drivers never share a file", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "flashlex-mixed-"));
+  });
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+  /** a child process holding `file` open with `driver` until killed */
+  async function holder(driver: "wasm" | "native", file: string) {
+    const proc = Bun.spawn(["bun", resolve(import.meta.dir, `../support/hold-${driver}-db.ts`), file], { stdout: "pipe", stderr: "inherit" });
+    const { value } = await proc.stdout.getReader().read();
+    expect(new TextDecoder().decode(value)).toBe("ready\n");
+    return proc;
+  }
+  const refusal = (open: () => unknown) => {
+    try {
+      open();
+    } catch (err) {
+      return err as DatabaseLockedError;
+    }
+    throw new Error("the open was not refused");
+  };
+
+  test("bun:sqlite refuses (75) a file a live process holds through the wasm driver, and opens it once that process is gone", async () => {
+    const file = join(dir, "wasm-held.db");
+    const proc = await holder("wasm", file);
+    try {
+      const err = refusal(() => openBunSqlite(file));
+      expect(err).toBeInstanceOf(DatabaseLockedError);
+      expect(err.kind).toBe("try-later"); // exit 75
+      expect(err.message).toBe(
+        `${file} is in use by process ${proc.pid} through the WebAssembly SQLite (an app using flashlex-sdk under Node, or flashlex on armv7), which cannot share it; try again when it has closed the file`,
+      );
+    } finally {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    }
+    // the dead holder's lock is left to the next wasm opener to break; bun:sqlite just opens
+    const native = openBunSqlite(file);
+    native.run("INSERT INTO held VALUES (?)", ["after"]);
+    native.close();
+    expect(existsSync(lockDirOf(file))).toBe(true);
+    const wasm = openWasmSqlite(file);
+    expect(wasm.all("SELECT v FROM held")).toEqual([{ v: "after" }]);
+    wasm.close();
+  });
+
+  test("the wasm driver refuses (75) a file that a native SQLite has open, in another process or this one", async () => {
+    const file = join(dir, "native-held.db");
+    const proc = await holder("native", file);
+    try {
+      const err = refusal(() => openWasmSqlite(file));
+      expect(err).toBeInstanceOf(DatabaseLockedError);
+      expect(err.kind).toBe("try-later"); // exit 75
+      expect(err.message).toBe(
+        `${file} is open in process ${proc.pid} with a native SQLite (flashlex serve, flashlex messages, or another program), which the WebAssembly SQLite cannot share; try again when it has closed the file`,
+      );
+      expect(existsSync(lockDirOf(file))).toBe(false);
+    } finally {
+      proc.kill("SIGKILL");
+      await proc.exited;
+    }
+    const own = openBunSqlite(file);
+    own.get("SELECT count(*) FROM held"); // a native connection takes its locks at its first read
+    expect(refusal(() => openWasmSqlite(file)).message).toStartWith(`${file} is open in this process with a native SQLite`);
+    own.close();
+    // closed everywhere: the wasm driver opens it, and what the native holder committed is there
+    const wasm = openWasmSqlite(file);
+    expect(wasm.all("SELECT v FROM held")).toEqual([{ v: "native" }]);
+    wasm.close();
+  });
+});

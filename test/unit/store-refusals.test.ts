@@ -7,7 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { exitCodeOf } from "../../src/main.ts";
+import { exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
 import type { OpenSqlDatabase } from "../../src/shared/sqlite/driver.ts";

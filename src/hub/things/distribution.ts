@@ -7,6 +7,8 @@
  *   <name>/keys/         root-ca-cert.pem, <name>-certificate.pem,
  *                        <name>-keypair-private.pem (mode 0600), <name>-keypair-public.pem
  *   <name>/README.md     how to bootstrap, serve and install the service
+ *   <name>/flashlex.py   the Python module for thing applications (the old SDK's FlashlexSDK),
+ *                        copied as it is
  *
  * so that `flashlex bootstrap -c <name>/config.yml -k <name>/keys -d <name>/data` works right
  * after `unzip`.
@@ -15,6 +17,7 @@
 import { type ZipOptions, zipSync } from "fflate";
 import { parse } from "yaml";
 import configTemplate from "../../../dist-template/config.yml" with { type: "text" };
+import pythonModule from "../../../dist-template/flashlex.py" with { type: "text" };
 import readmeTemplate from "../../../dist-template/README.md" with { type: "text" };
 import { type ThingYaml, ThingYamlSchema } from "../../protocol/thing-config.ts";
 import { ConfigError } from "../../shared/errors.ts";
@@ -23,6 +26,8 @@ import { PLAIN_YAML_VALUE } from "../home/settings.ts";
 
 export const CONFIG_TEMPLATE: string = configTemplate;
 export const README_TEMPLATE: string = readmeTemplate;
+/** dist-template/flashlex.py: no placeholders, shipped byte for byte */
+export const PYTHON_MODULE: string = pythonModule;
 
 export interface DistributionValues {
   thingId: string;
@@ -119,6 +124,7 @@ export function buildDistribution(values: DistributionValues, keys: ThingKeys, m
   return zipSync({
     [`${name}/config.yml`]: entry(renderThingConfig(values).text, 0o644),
     [`${name}/README.md`]: entry(renderReadme(values), 0o644),
+    [`${name}/flashlex.py`]: entry(PYTHON_MODULE, 0o644),
     [`${name}/keys/${files.rootCA}`]: entry(keys.rootCaPem, 0o644),
     [`${name}/keys/${files.cert}`]: entry(keys.certPem, 0o644),
     // The unzip tool restores this mode: the key is owner-only from the moment it lands.

@@ -1,6 +1,7 @@
 import { Database, type SQLQueryBindings } from "bun:sqlite";
 import type { OpenSqlDatabase, Row, SqlDatabase, SqlValue } from "./driver.ts";
 import { storageError } from "./storage-errors.ts";
+import { refuseWasmHolder } from "./wasm-lock.ts";
 
 /**
  * The `bun:sqlite` driver: native SQLite with POSIX locks, so other processes may read the file.
@@ -14,6 +15,8 @@ export const openBunSqlite: OpenSqlDatabase = (file, options = {}) => {
       throw storageError(err, file);
     }
   };
+  // the WebAssembly driver sees no POSIX locks: never open a file one of its processes holds (wasm-lock.ts)
+  if (file !== ":memory:" && file !== "") guard(() => refuseWasmHolder(file));
   // safeIntegers: without it an INTEGER beyond 2^53 comes back silently rounded; with it every
   // INTEGER is a bigint, so rows are narrowed back to number where that is exact (as the wasm driver does)
   const db = guard(() =>

@@ -1,4 +1,4 @@
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmdirSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
 import { type ErrorKind, FlashlexError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -86,17 +86,17 @@ export function isAlive(owner: LockOwner): boolean {
 const START_SLACK_TICKS = 500;
 
 /**
- * Called before opening: refuses a lock held by a live process (or one we cannot attribute), and
- * removes one left by a dead process.
+ * Who holds `<db>.lock`: null when nobody does. A live holder lacks its record only for moments
+ * (taking the lock, closing), so it is given those; a directory still without one is refused
+ * (74) as an unknown process's.
  */
-export function breakStaleLock(file: string, log?: Logger): void {
+function recordedHolder(file: string): LockOwner | null {
   const lockDir = lockDirOf(file);
-  if (!existsSync(lockDir)) return;
+  if (!existsSync(lockDir)) return null;
   let owner = readOwner(file);
-  // a live holder lacks a record only for moments (taking the lock, closing): give it those
   for (let waited = 0; !owner && waited < 500; waited += 50) {
     sleepSync(50);
-    if (!existsSync(lockDir)) return;
+    if (!existsSync(lockDir)) return null;
     owner = readOwner(file);
   }
   if (!owner) {
@@ -106,6 +106,17 @@ export function breakStaleLock(file: string, log?: Logger): void {
       "io",
     );
   }
+  return owner;
+}
+
+/**
+ * Called before opening: refuses a lock held by a live process (or one we cannot attribute), and
+ * removes one left by a dead process.
+ */
+export function breakStaleLock(file: string, log?: Logger): void {
+  const lockDir = lockDirOf(file);
+  const owner = recordedHolder(file);
+  if (!owner) return;
   if (isAlive(owner)) {
     const who = owner.pid === process.pid ? "this process (opened twice)" : `process ${owner.pid}; stop it first`;
     throw new DatabaseLockedError(`${file} is in use by ${who}`);
@@ -132,6 +143,69 @@ export function breakStaleLock(file: string, log?: Logger): void {
   }
   unlinkSync(claimed);
   log?.warn("store.stale_lock_removed", { file, pid: owner.pid });
+}
+
+/**
+ * The two SQLites never share a file: the WebAssembly driver takes no POSIX locks and sees none,
+ * so while one of each has the file open, each writes blind to the other (measured: rows a
+ * bun:sqlite writer committed meanwhile were gone once the wasm holder wrote and closed). That
+ * happens where a native `flashlex` (x64, arm64) meets the WebAssembly one: an app using
+ * flashlex-sdk under Node with serve stopped. Each side checks for the other before it opens;
+ * two opens within the same few milliseconds are not told apart.
+ *
+ * For a native SQLite (bun:sqlite) about to open `file`: refuses (75) while a live process holds
+ * it through the WebAssembly driver. A dead holder's lock is left to the next wasm opener to break.
+ */
+export function refuseWasmHolder(file: string): void {
+  const owner = recordedHolder(file);
+  if (!owner || !isAlive(owner)) return;
+  const who = owner.pid === process.pid ? "this process" : `process ${owner.pid}`;
+  throw new DatabaseLockedError(
+    `${file} is in use by ${who} through the WebAssembly SQLite (an app using flashlex-sdk under Node, or flashlex on armv7), which cannot share it; try again when it has closed the file`,
+  );
+}
+
+/**
+ * For the WebAssembly driver about to open `file`: refuses (75) while a process has it open with a
+ * native SQLite (flashlex serve or messages on x64/arm64, an app's own sqlite3). In WAL mode a
+ * native connection holds POSIX locks on the file and its `-shm` for as long as it is open
+ * (SQLite's unix VFS: a shared lock on the wal-index's DMS byte, https://sqlite.org/walformat.html),
+ * and Linux lists every such lock with its pid and file in /proc/locks (proc(5)). Without procfs
+ * there is nothing to learn and nothing is refused.
+ */
+export function refuseNativeHolder(file: string): void {
+  let locks: string;
+  try {
+    locks = readFileSync("/proc/locks", "utf8");
+  } catch {
+    return;
+  }
+  const ours = new Set<string>();
+  for (const path of [file, `${file}-shm`]) {
+    try {
+      const { dev, ino } = statSync(path, { bigint: true });
+      // glibc's major()/minor() (sys/sysmacros.h): /proc/locks names a file MAJOR:MINOR:INODE, in hex, hex, decimal
+      const major = ((dev >> 8n) & 0xfffn) | ((dev >> 32n) & ~0xfffn);
+      const minor = (dev & 0xffn) | ((dev >> 12n) & ~0xffn);
+      ours.add(`${major}:${minor}:${ino}`);
+    } catch {
+      // absent: nobody has it open
+    }
+  }
+  if (ours.size === 0) return;
+  for (const line of locks.split("\n")) {
+    // "1: POSIX  ADVISORY  READ 29708 fe:00:2244639 128 128" (a waiter's line has "->" after the number)
+    const fields = line.trim().split(/\s+/);
+    const at = fields.findIndex((f) => /^[0-9a-f]+:[0-9a-f]+:\d+$/.test(f));
+    if (at < 1) continue;
+    const [major, minor, ino] = fields[at]!.split(":");
+    if (!ours.has(`${BigInt(`0x${major}`)}:${BigInt(`0x${minor}`)}:${ino}`)) continue;
+    const pid = Number(fields[at - 1]);
+    const who = pid === process.pid ? "this process" : pid > 0 ? `process ${pid}` : "another process";
+    throw new DatabaseLockedError(
+      `${file} is open in ${who} with a native SQLite (flashlex serve, flashlex messages, or another program), which the WebAssembly SQLite cannot share; try again when it has closed the file`,
+    );
+  }
 }
 
 /** Called once the library holds the lock directory. Synced: a power cut must not leave the directory without its owner. */

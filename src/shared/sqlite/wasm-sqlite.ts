@@ -1,7 +1,7 @@
 import { Database } from "node-sqlite3-wasm";
 import type { OpenSqlDatabase, SqlDatabase, SqlValue } from "./driver.ts";
 import { storageError } from "./storage-errors.ts";
-import { breakStaleLock, DatabaseLockedError, recordOwner, releaseOwner } from "./wasm-lock.ts";
+import { breakStaleLock, DatabaseLockedError, recordOwner, refuseNativeHolder, releaseOwner } from "./wasm-lock.ts";
 
 /**
  * The WebAssembly driver (node-sqlite3-wasm) for the Node build on armv7, where `bun:sqlite`
@@ -22,7 +22,10 @@ export const openWasmSqlite: OpenSqlDatabase = (file, options = {}) => {
     }
   };
   const onDisk = file !== ":memory:" && file !== "";
-  if (onDisk) guard(() => breakStaleLock(file, options.log));
+  if (onDisk) {
+    guard(() => breakStaleLock(file, options.log));
+    guard(() => refuseNativeHolder(file));
+  }
   const db = guard(() => new Database(file, { readOnly: options.readonly ?? false }));
   try {
     // Without shared memory WAL works only in exclusive locking mode (journal_mode=WAL otherwise

@@ -1,10 +1,11 @@
 import { chmodSync, existsSync, unlinkSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
-import { InputError } from "../../shared/errors.ts";
+import { InputError, UsageError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
-import type { IngressQuery, OutboxState, OutboxVia, ThingAccess } from "./access.ts";
+import { parseEgressDocument } from "../egress/collect.ts";
+import type { IngressQuery, OutboxState, ThingAccess } from "./access.ts";
 import { type Answer, MAX_REQUEST_BYTES, ROUTES, socketPath, toWire, toWireOutbox } from "./wire.ts";
 
 /**
@@ -26,8 +27,10 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
     [ROUTES.listMessages]: async (query: IngressQuery) => (await access.listMessages(query)).map(toWire),
     [ROUTES.ackMessages]: ({ ids }: { ids: number[] }) => access.ackMessages(ids),
     [ROUTES.deleteMessages]: ({ ids }: { ids: number[] }) => access.deleteMessages(ids),
-    [ROUTES.collect]: async ({ body, via }: { body: string; via: OutboxVia }) => {
-      const result = await access.collect(body, via);
+    [ROUTES.collect]: async ({ body, via = "http" }: { body: unknown; via?: unknown }) => {
+      // Checked here as `collect` checks stdin: other clients (flashlex.py) send documents too.
+      if (via !== "http" && via !== "mqtt") throw new UsageError(`via must be http or mqtt, not ${JSON.stringify(via)}`);
+      const result = await access.collect(parseEgressDocument(typeof body === "string" ? body : "", "the collect request's body"), via);
       log.info("egress.collected", { messageId: result.messageId, via, outcome: result.outcome, status: result.status, error: result.error });
       return result;
     },
@@ -85,7 +88,7 @@ export async function closeControlSocket(server: Server, dataDir: string): Promi
 
 /**
  * The request body as JSON, within MAX_REQUEST_BYTES and the protocol's depth limit (its egress
- * document travels as a string inside, already checked by `collect`). Chunks are joined as
+ * document travels as a string inside, checked by the collect route). Chunks are joined as
  * bytes before decoding, so a character split between two chunks stays whole. Throws
  * InputError (exit 65) for a body that is too large, too deep or not JSON.
  */

@@ -6,8 +6,8 @@ import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
 
 /**
- * The thing's message database. The schema is a public contract (README, "The message
- * database"): applications in any language read `ingress_messages` with their own SQLite.
+ * The thing's message database. The schema is a public contract (docs/database.md):
+ * applications in any language read `ingress_messages` with their own SQLite.
  * Times are Unix milliseconds.
  */
 export const THING_MIGRATIONS: readonly string[] = [
