@@ -111,7 +111,10 @@ export async function buildNodeSea(
     copyFileSync(node, partial);
     // postject runs as a child, so its LIEF's harmless "warning: Can't find string offset for
     // section name '.note'" (printed on every ELF) stays out of the build's output unless it fails.
-    sh([process.execPath, require.resolve("postject/dist/cli.js"), partial, "NODE_SEA_BLOB", blob, "--sentinel-fuse", SEA_FUSE], "injecting the SEA blob (postject)");
+    sh(
+      [process.execPath, require.resolve("postject/dist/cli.js"), partial, "NODE_SEA_BLOB", blob, "--sentinel-fuse", SEA_FUSE],
+      "injecting the SEA blob (postject)",
+    );
     chmodSync(partial, 0o755);
     rmSync(opts.outfile, { force: true });
     copyFileSync(partial, opts.outfile);

@@ -129,19 +129,7 @@ export interface Logger {
  * (74), `permission` (77), `usage` (64), `bug` (70: please report it); `conflict` (65) is the
  * hub's (a name taken) and never comes from the SDK.
  */
-export type ErrorKind =
-  | "usage"
-  | "data"
-  | "conflict"
-  | "unavailable"
-  | "bug"
-  | "io"
-  | "full"
-  | "read-only"
-  | "damaged"
-  | "try-later"
-  | "permission"
-  | "config";
+export type ErrorKind = "usage" | "data" | "conflict" | "unavailable" | "bug" | "io" | "full" | "read-only" | "damaged" | "try-later" | "permission" | "config";
 
 /** Every rejection of the SDK is a FlashlexError: a one-line message naming what and where, and its kind. */
 export interface FlashlexError extends Error {
@@ -289,6 +277,7 @@ export class FlashlexSDK {
 type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
 type AllHold<T extends readonly true[]> = T;
 // not exported: the shipped index.d.ts leaves it (and the internal imports it names) out
+// biome-ignore lint/correctness/noUnusedVariables: a check the compiler runs, never used as a value
 type PublicTypesMatch = AllHold<
   [
     Same<ConfigLocation, InternalConfigLocation>,

@@ -16,7 +16,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type KeyObject, randomBytes, randomUUID, sign } from "node:crypto";
-import { chmodSync, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync, } from "node:fs";
+import { chmodSync, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";

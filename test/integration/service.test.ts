@@ -21,8 +21,7 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ExitCode } from "../../src/cli/exit-codes.ts";
-import { exitCodeOf } from "../../src/cli/exit-codes.ts";
+import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 import { type InstallOptions, installService, uninstallService } from "../../src/thing/service/install.ts";
 import { renderUnit, UNIT_TEMPLATE, type UnitValues } from "../../src/thing/service/unit.ts";

@@ -7,8 +7,8 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { countFlag, decodeUtf8 } from "../../src/cli/input.ts";
 import { exitCodeOf } from "../../src/cli/exit-codes.ts";
+import { countFlag, decodeUtf8 } from "../../src/cli/input.ts";
 import { FlashlexError } from "../../src/shared/errors.ts";
 import { acquireServeLock, LOCK_KEY_FILE, lockName } from "../../src/thing/local/serve-lock.ts";
 

@@ -2,8 +2,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ExitCode } from "../../src/cli/exit-codes.ts";
-import { exitCodeOf } from "../../src/cli/exit-codes.ts";
+import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { ConfigError } from "../../src/shared/errors.ts";
 import { databaseFileName, loadThingConfig } from "../../src/thing/settings.ts";
 

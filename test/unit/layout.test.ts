@@ -62,7 +62,8 @@ function violations(files: Map<string, string[]>, rules: Rule[] = RULES): string
       // cli/ is the top: only main.ts and cli/ itself reach it (and the SDK its exit codes, which
       // it tells apps as the CLI would end); nothing imports main.ts.
       const sdkExitCodes = file.startsWith("sdk/") && target === "cli/exit-codes.ts";
-      if (target.startsWith("cli/") && file !== "main.ts" && !file.startsWith("cli/") && !sdkExitCodes) found.push(`${file} -> ${target} (only main.ts reaches cli/)`);
+      if (target.startsWith("cli/") && file !== "main.ts" && !file.startsWith("cli/") && !sdkExitCodes)
+        found.push(`${file} -> ${target} (only main.ts reaches cli/)`);
       if (target === "main.ts") found.push(`${file} -> main.ts (main.ts is the entrypoint, imported by nothing)`);
     }
   }

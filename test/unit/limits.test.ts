@@ -5,8 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { ExitCode } from "../../src/cli/exit-codes.ts";
-import { exitCodeOf } from "../../src/cli/exit-codes.ts";
+import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, jsonNestingDepth, MAX_JSON_DEPTH, parseJsonDocument } from "../../src/protocol/limits.ts";
 import { InputError } from "../../src/shared/errors.ts";
 import { tally } from "../support/tally.ts";

@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import { FlashlexError, FlashlexSDK } from "../../src/sdk/index.ts";
 import { ConfigError, InputError } from "../../src/shared/errors.ts";
@@ -147,7 +147,10 @@ test("a serve that hangs up mid-call is a FlashlexError of kind unavailable nami
   try {
     const err = await sdk.getMessages().catch((e) => e);
     expect(err).toBeInstanceOf(FlashlexError);
-    expect({ kind: err.kind, message: err.message }).toEqual({ kind: "unavailable", message: `the running serve (${socketPath(data)}): connection reset (ECONNRESET)` });
+    expect({ kind: err.kind, message: err.message }).toEqual({
+      kind: "unavailable",
+      message: `the running serve (${socketPath(data)}): connection reset (ECONNRESET)`,
+    });
   } finally {
     sdk.close();
     await new Promise((ok) => server.close(ok));
