@@ -213,7 +213,7 @@ export class FlashlexSDK {
     return this.use((access) => access.deleteMessages(ids));
   }
 
-  /** The egress outbox, oldest first, like `flashlex outbox list`; every state unless one is given (states: src/thing/egress/outbox.ts). */
+  /** The egress outbox, oldest first, like `flashlex outbox list`; every state unless one is given. */
   listOutbox(state?: OutboxState): Promise<OutboxEntry[]> {
     return this.use((access) => access.listOutbox(state));
   }

@@ -36,8 +36,8 @@ export interface ProvisionedThing {
 
 /**
  * Provisions a thing as an operator does: `hub thing create NAME --json` and `hub thing dist`
- * with the compiled binary (`flashlex` runs it and throws unless it exits 0), then unpacks the
- * zip under `work/things/<typed name>`.
+ * with the compiled binary (`flashlex` runs it and throws unless it exits 0), keeps the zip as
+ * `work/<name>.zip` and unpacks it into `work/things/<name>`.
  */
 export async function provisionThing(
   flashlex: (args: string[]) => Promise<{ stdout: string }>,
@@ -47,9 +47,9 @@ export async function provisionThing(
   createArgs: string[] = [],
 ): Promise<ProvisionedThing & { keyType: string }> {
   const created = JSON.parse((await flashlex(["hub", "thing", "create", typedName, "--dir", hubDir, "--json", ...createArgs])).stdout);
-  const zip = join(work, `${typedName}.zip`);
+  const zip = join(work, `${created.name}.zip`);
   await flashlex(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zip]);
-  const root = unpackDistribution(zip, join(work, "things", typedName), created.name);
+  const root = unpackDistribution(zip, join(work, "things"), created.name);
   const keysDir = join(root, "keys");
   const read = (file: string) => readFileSync(join(keysDir, file), "utf8");
   const privateKeyPem = read(`${created.name}-keypair-private.pem`);
