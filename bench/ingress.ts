@@ -6,11 +6,12 @@
  *
  *   bun bench/ingress.ts [--messages 5000] [--runs 5]
  */
+
+import { Database } from "bun:sqlite";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { binaryPath, start } from "../test/support/binary.ts";
 import { makeThingFixture, startBrokerFor } from "../test/support/thing-fixture.ts";
-import { Database } from "bun:sqlite";
 
 const arg = (name: string, fallback: number) => {
   const i = process.argv.indexOf(`--${name}`);
@@ -27,11 +28,14 @@ const topic = `ingress/${thing.thingName}`;
 // mosquitto_sub gets a topic of its own: a stream for it must not queue up for the thing too.
 const subTopic = "bench/mosquitto_sub";
 const tls = ["-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath];
-const payloads = Array.from({ length: messages }, (_, i) => JSON.stringify({ n: i, reading: Math.random() })).join("\n") + "\n";
+const payloads = `${Array.from({ length: messages }, (_, i) => JSON.stringify({ n: i, reading: Math.random() })).join("\n")}\n`;
 
 /** Queues the whole stream for an offline persistent session, then times how long its client takes to drain it. */
 async function publishAll(to: string): Promise<void> {
-  const pub = Bun.spawn(["mosquitto_pub", ...tls, "--cert", publisher.certPath, "--key", publisher.privateKeyPath, "-i", "bench-pub", "-q", "1", "-t", to, "-l"], { stdin: new Blob([payloads]) });
+  const pub = Bun.spawn(
+    ["mosquitto_pub", ...tls, "--cert", publisher.certPath, "--key", publisher.privateKeyPath, "-i", "bench-pub", "-q", "1", "-t", to, "-l"],
+    { stdin: new Blob([payloads]) },
+  );
   if ((await pub.exited) !== 0) throw new Error("mosquitto_pub failed");
 }
 
@@ -47,7 +51,9 @@ async function timeServe(): Promise<{ ms: number; rssKb: number }> {
   let peak = 0;
   const db = () => new Database(join(thing.dataDir, "subscription.db"), { readonly: true });
   for (;;) {
-    const status = await Bun.file(`/proc/${serve.proc.pid}/status`).text().catch(() => "");
+    const status = await Bun.file(`/proc/${serve.proc.pid}/status`)
+      .text()
+      .catch(() => "");
     peak = Math.max(peak, Number(status.match(/VmRSS:\s+(\d+)/)?.[1] ?? 0));
     try {
       const handle = db();
@@ -66,7 +72,25 @@ async function timeServe(): Promise<{ ms: number; rssKb: number }> {
 
 async function timeMosquittoSub(): Promise<number> {
   const sub = (count?: number) =>
-    Bun.spawn(["mosquitto_sub", ...tls, "--cert", thing.pki.thing.certPath, "--key", thing.pki.thing.privateKeyPath, "-i", "bench-sub", "-c", "-q", "1", "-t", subTopic, ...(count ? ["-C", String(count)] : ["-W", "1"])], { stdout: "ignore", stderr: "ignore" });
+    Bun.spawn(
+      [
+        "mosquitto_sub",
+        ...tls,
+        "--cert",
+        thing.pki.thing.certPath,
+        "--key",
+        thing.pki.thing.privateKeyPath,
+        "-i",
+        "bench-sub",
+        "-c",
+        "-q",
+        "1",
+        "-t",
+        subTopic,
+        ...(count ? ["-C", String(count)] : ["-W", "1"]),
+      ],
+      { stdout: "ignore", stderr: "ignore" },
+    );
   await sub().exited; // registers the persistent session
   await publishAll(subTopic);
   const t0 = performance.now();

@@ -1,6 +1,6 @@
 import { rmSync } from "node:fs";
-import { MessageStore } from "../src/store/message-store.ts";
-import { openWasmSqlite } from "../src/store/wasm-sqlite.ts";
+import { openWasmSqlite } from "../src/shared/sqlite/wasm-sqlite.ts";
+import { MessageStore } from "../src/thing/store/message-store.ts";
 
 /**
  * One measurement run for bench/store-drivers.ts, in its own process so start-up is counted:
@@ -39,4 +39,15 @@ const reopenMs = performance.now() - t;
 const count = store.countIngress().total / 2;
 store.close();
 
-console.log(JSON.stringify({ driver: store.db.driver, loadedMs, openFreshMs, insertMs, rowsPerSec: rows / (insertMs / 1000), warmRowsPerSec: rows / (warmMs / 1000), reopenMs, count }));
+console.log(
+  JSON.stringify({
+    driver: store.db.driver,
+    loadedMs,
+    openFreshMs,
+    insertMs,
+    rowsPerSec: rows / (insertMs / 1000),
+    warmRowsPerSec: rows / (warmMs / 1000),
+    reopenMs,
+    count,
+  }),
+);

@@ -63,7 +63,16 @@ try {
     for (const [name, command, extra] of configs) {
       const r = measure(command, sync, extra);
       const m = (key: keyof Run) => median(r.map((x) => x[key] as number));
-      table.push([name, sync, m("rowsPerSec").toFixed(0), m("warmRowsPerSec").toFixed(0), m("openFreshMs").toFixed(1), m("reopenMs").toFixed(1), m("loadedMs").toFixed(0), m("wallMs").toFixed(0)]);
+      table.push([
+        name,
+        sync,
+        m("rowsPerSec").toFixed(0),
+        m("warmRowsPerSec").toFixed(0),
+        m("openFreshMs").toFixed(1),
+        m("reopenMs").toFixed(1),
+        m("loadedMs").toFixed(0),
+        m("wallMs").toFixed(0),
+      ]);
     }
   }
   const widths = header.map((h, i) => Math.max(h.length, ...table.map((row) => row[i]!.length)));

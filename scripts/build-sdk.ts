@@ -14,8 +14,9 @@
  * - `package.json` (name `flashlex-sdk`, the repository's version, `exports`, `types`,
  *   `engines.node >= 20`) and a short README.md.
  */
-import { builtinModules } from "node:module";
+
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { builtinModules } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
@@ -125,7 +126,14 @@ function emitDeclarations(outDir: string, outFile: string): void {
     JSON.stringify({
       extends: join(ROOT, "tsconfig.json"),
       // typeRoots: `types` would otherwise be looked up beside this temporary tsconfig
-      compilerOptions: { noEmit: false, declaration: true, emitDeclarationOnly: true, outDir, rootDir: join(ROOT, "src"), typeRoots: [join(ROOT, "node_modules/@types")] },
+      compilerOptions: {
+        noEmit: false,
+        declaration: true,
+        emitDeclarationOnly: true,
+        outDir,
+        rootDir: join(ROOT, "src"),
+        typeRoots: [join(ROOT, "node_modules/@types")],
+      },
       files: [ENTRY],
       include: [],
     }),
@@ -181,7 +189,9 @@ if (import.meta.main) {
   const { values } = parseArgs({ options: { outdir: { type: "string", default: join(ROOT, "dist") } }, strict: true });
   try {
     const built = await buildSdkPackage(resolve(values.outdir!));
-    const inside = Object.entries(built.files).map(([name, bytes]) => `${name} ${(bytes / 1024).toFixed(0)} KiB`).join(", ");
+    const inside = Object.entries(built.files)
+      .map(([name, bytes]) => `${name} ${(bytes / 1024).toFixed(0)} KiB`)
+      .join(", ");
     console.log(`${built.tarball} ${(built.bytes / 1024).toFixed(0)} KiB in ${built.seconds.toFixed(1)} s (${inside})`);
   } catch (err) {
     console.error(`build:sdk: ${(err as Error).message}`);

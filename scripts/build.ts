@@ -12,7 +12,7 @@ import { existsSync, mkdirSync, rmSync, statSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { buildNodeSea } from "./build-node-sea.ts";
-import { TARGETS, binaryName, hostTarget, runnerFor, targetByName, type BunTarget, type Target } from "./targets.ts";
+import { type BunTarget, binaryName, hostTarget, runnerFor, TARGETS, type Target, targetByName } from "./targets.ts";
 
 export const ROOT = resolve(import.meta.dir, "..");
 
@@ -43,7 +43,7 @@ export async function packageVersion(): Promise<string> {
   return (await Bun.file(join(ROOT, "package.json")).json()).version;
 }
 
-/** The same constants for every target, Bun or Node: src/version.ts reads them. */
+/** The same constants for every target, Bun or Node: src/shared/version.ts reads them. */
 export function defines(version: string, commit: string): Record<string, string> {
   return { FLASHLEX_VERSION: JSON.stringify(version), FLASHLEX_COMMIT: JSON.stringify(commit) };
 }
@@ -174,7 +174,14 @@ if (import.meta.main) {
     const built = await buildTarget(target, opts).catch((err: Error) => fail(err.message));
     const smoke = smokeVersion(target, built.file, opts.version, opts.commit);
     failed ||= !smoke.ok;
-    rows.push([target.name, target.kind === "bun" ? "bun" : `node ${target.nodePackage.version}`, built.file, `${built.seconds.toFixed(1)} s`, megabytes(built.bytes), smoke.text]);
+    rows.push([
+      target.name,
+      target.kind === "bun" ? "bun" : `node ${target.nodePackage.version}`,
+      built.file,
+      `${built.seconds.toFixed(1)} s`,
+      megabytes(built.bytes),
+      smoke.text,
+    ]);
   }
   printTable(rows);
   if (failed) fail("a binary did not pass its --version smoke test");

@@ -1,6 +1,6 @@
-import type { BunPlugin } from "bun";
 import { existsSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import type { BunPlugin } from "bun";
 
 /**
  * Bundles the agent into ONE CommonJS file for Node 20 (the armv7 single-executable build): a
@@ -8,8 +8,8 @@ import { dirname, join, resolve } from "node:path";
  * SQLite .wasm included, must be inside this file. Usage: `bun scripts/bundle-node.ts OUT [ENTRY]`.
  */
 const root = resolve(import.meta.dir, "..");
-const openTs = join(root, "src/store/open.ts");
-const openWasmTs = join(root, "src/store/open-wasm.ts");
+const openTs = join(root, "src/shared/sqlite/open.ts");
+const openWasmTs = join(root, "src/shared/sqlite/open-wasm.ts");
 
 /** The line of node-sqlite3-wasm's emscripten glue that creates its Module object (0.8.x). */
 const MODULE_LINE = 'var Module=typeof Module!="undefined"?Module:{};';
@@ -31,7 +31,8 @@ export const nodeStorePlugin: BunPlugin = {
     build.onLoad({ filter: /node-sqlite3-wasm[\\/]dist[\\/]node-sqlite3-wasm\.js$/ }, async ({ path }) => {
       const glue = await Bun.file(path).text();
       // a new library version may word its glue differently: fail the build, never ship a bundle that looks for a file
-      if (glue.split(MODULE_LINE).length !== 2) throw new Error(`${path}: cannot find where to inline the wasm (${MODULE_LINE}); update scripts/bundle-node.ts`);
+      if (glue.split(MODULE_LINE).length !== 2)
+        throw new Error(`${path}: cannot find where to inline the wasm (${MODULE_LINE}); update scripts/bundle-node.ts`);
       const wasm = Buffer.from(await Bun.file(join(dirname(path), "node-sqlite3-wasm.wasm")).arrayBuffer());
       if (!WebAssembly.validate(wasm)) throw new Error(`${path}: node-sqlite3-wasm.wasm is not valid WebAssembly`);
       const inlined = `var Module={wasmBinary:Buffer.from(${JSON.stringify(wasm.toString("base64"))},"base64")};`;

@@ -5,10 +5,10 @@
  * shows the thing got it, collects an egress message from the thing and shows the hub stored
  * it. Then it keeps both running until Ctrl-C (`--exit` or no terminal: stops at once).
  */
-import { mkdtempSync, rmSync, writeFileSync, mkdirSync, chmodSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { unpackDistribution } from "../test/support/distribution.ts";
 
@@ -64,7 +64,8 @@ async function background(name: string, args: string[], ready: RegExp): Promise<
     for await (const chunk of proc.stderr as ReadableStream<Uint8Array>) {
       const text = decoder.decode(chunk, { stream: true });
       log += text;
-      for (const line of text.split("\n")) if (/ingress\.stored|egress\.|hub\.(collect|publish)|error/i.test(line)) console.log(`    [${name}] ${line.replace(/^\S+ /, "")}`);
+      for (const line of text.split("\n"))
+        if (/ingress\.stored|egress\.|hub\.(collect|publish)|error/i.test(line)) console.log(`    [${name}] ${line.replace(/^\S+ /, "")}`);
     }
   })();
   const deadline = Date.now() + 20_000;
@@ -78,7 +79,10 @@ async function background(name: string, args: string[], ready: RegExp): Promise<
 }
 
 step(0, "Build the flashlex binary for this machine");
-const build = Bun.spawnSync([process.execPath, join(root, "scripts/build.ts"), "--host", "--outdir", join(root, "dist")], { stdout: "ignore", stderr: "inherit" });
+const build = Bun.spawnSync([process.execPath, join(root, "scripts/build.ts"), "--host", "--outdir", join(root, "dist")], {
+  stdout: "ignore",
+  stderr: "inherit",
+});
 if (build.exitCode !== 0) await cleanup(1);
 const binary = join(root, "dist", `flashlex-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
 console.log(`  ${binary}`);
@@ -87,7 +91,20 @@ console.log(`  working directory: ${work}  ($DEMO below; removed at the end)`);
 const hubDir = join(work, "hub");
 const [apiPort, brokerPort] = [await freePort(), await freePort()];
 step(1, "Create a hub: certificate authority, broker certificate, database, operator token");
-await flashlex(["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1,localhost"]);
+await flashlex([
+  "hub",
+  "init",
+  "--dir",
+  hubDir,
+  "--api-url",
+  `http://127.0.0.1:${apiPort}`,
+  "--broker-host",
+  "127.0.0.1",
+  "--broker-port",
+  String(brokerPort),
+  "--name",
+  "127.0.0.1,localhost",
+]);
 
 step(2, "Provision a thing: key pair, certificate, topics, distribution zip");
 const created = JSON.parse(await flashlex(["hub", "thing", "create", "demo-thing", "--dir", hubDir, "--json"], { show: false }));
@@ -123,7 +140,9 @@ await flashlex(["hub", "thing", "list", "--dir", hubDir]);
 
 console.log(`\n${bold("The hub and the thing work: a message each way, over mutual TLS, stored on both sides.")}`);
 if (stayUp) {
-  console.log(`Both keep running. Try, in another terminal:\n  echo '{"text":"more"}' | ${binary} hub send ${thingName} --dir ${hubDir}\n  ${binary} messages list ${flags.join(" ")}\nCtrl-C stops them and removes ${work}.`);
+  console.log(
+    `Both keep running. Try, in another terminal:\n  echo '{"text":"more"}' | ${binary} hub send ${thingName} --dir ${hubDir}\n  ${binary} messages list ${flags.join(" ")}\nCtrl-C stops them and removes ${work}.`,
+  );
   await new Promise(() => {});
 }
 await cleanup(0);

@@ -21,9 +21,9 @@ import { createHash } from "node:crypto";
 import { createReadStream, existsSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { buildTarget, commitSha, megabytes, packageVersion, printTable, ROOT, selectTargets, smokeVersion, type Built } from "./build.ts";
+import { type Built, buildTarget, commitSha, megabytes, packageVersion, printTable, ROOT, selectTargets, smokeVersion } from "./build.ts";
 import { buildSdkPackage } from "./build-sdk.ts";
-import { hostTarget, binaryName } from "./targets.ts";
+import { binaryName, hostTarget, type Target } from "./targets.ts";
 
 const XZ = ["xz", "-6", "-T0", "--keep", "--force"];
 
@@ -59,7 +59,7 @@ if (import.meta.main) {
   const outdir = resolve(args.outdir);
   const version = await packageVersion();
   const commit = commitSha();
-  let targets;
+  let targets: Target[];
   try {
     targets = selectTargets(args.target, false);
   } catch (err) {

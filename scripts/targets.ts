@@ -62,7 +62,14 @@ const ARMHF: Emulation = {
 const MUSL = "a musl build: it needs Alpine's musl loader and libstdc++, which Debian does not ship; run it on Alpine";
 
 export const TARGETS: readonly Target[] = [
-  { name: "linux-x64", kind: "bun", bunTarget: "bun-linux-x64", arch: "x64", libc: "glibc", machines: "x86-64 Linux, glibc, CPUs with AVX2 (Intel Haswell 2013+, AMD Excavator 2015+)" },
+  {
+    name: "linux-x64",
+    kind: "bun",
+    bunTarget: "bun-linux-x64",
+    arch: "x64",
+    libc: "glibc",
+    machines: "x86-64 Linux, glibc, CPUs with AVX2 (Intel Haswell 2013+, AMD Excavator 2015+)",
+  },
   {
     name: "linux-arm64",
     kind: "bun",
@@ -88,8 +95,23 @@ export const TARGETS: readonly Target[] = [
     emulation: ARMHF,
     machines: "32-bit ARM Linux (ARMv7, hard float), glibc >= 2.28 and libstdc++ from GCC >= 9: any Pi 2/3/4/5/Zero 2 W on 32-bit Raspberry Pi OS 11 or later",
   },
-  { name: "linux-x64-baseline", kind: "bun", bunTarget: "bun-linux-x64-baseline", arch: "x64", libc: "glibc", machines: "x86-64 Linux, glibc, CPUs without AVX2 (older Intel/AMD, Atom, Celeron, some VMs)" },
-  { name: "linux-x64-musl", kind: "bun", bunTarget: "bun-linux-x64-musl", arch: "x64", libc: "musl", notRunnableHere: MUSL, machines: "x86-64 Alpine Linux (musl); `apk add libstdc++ libgcc`" },
+  {
+    name: "linux-x64-baseline",
+    kind: "bun",
+    bunTarget: "bun-linux-x64-baseline",
+    arch: "x64",
+    libc: "glibc",
+    machines: "x86-64 Linux, glibc, CPUs without AVX2 (older Intel/AMD, Atom, Celeron, some VMs)",
+  },
+  {
+    name: "linux-x64-musl",
+    kind: "bun",
+    bunTarget: "bun-linux-x64-musl",
+    arch: "x64",
+    libc: "musl",
+    notRunnableHere: MUSL,
+    machines: "x86-64 Alpine Linux (musl); `apk add libstdc++ libgcc`",
+  },
   {
     name: "linux-arm64-musl",
     kind: "bun",
@@ -121,7 +143,8 @@ export function runnerFor(target: Target, which: (command: string) => string | n
   if (target.notRunnableHere) return { ok: false, why: target.notRunnableHere, install: "" };
   if (target.arch === process.arch) return { ok: true, prefix: [], how: "native" };
   const emulation = target.emulation;
-  if (!emulation || process.arch !== "x64") return { ok: false, why: `a ${target.arch} binary on a ${process.arch} machine without an emulator for it`, install: "" };
+  if (!emulation || process.arch !== "x64")
+    return { ok: false, why: `a ${target.arch} binary on a ${process.arch} machine without an emulator for it`, install: "" };
   const qemu = which(emulation.qemu);
   if (!qemu) return { ok: false, why: `${emulation.qemu} is not installed`, install: emulation.install };
   const missing = emulation.needs.filter((file) => !existsSync(file));

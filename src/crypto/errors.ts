@@ -1,11 +1,14 @@
+import { type ErrorKind, FlashlexError } from "../shared/errors.ts";
+
 /**
  * Errors from src/crypto. Their messages are one line and never contain key material, PEM text
  * or token text: callers log them and print them to users, and a key pasted into a log is a
- * leaked key. Callers decide the exit code (usually a ConfigError wrapping this message).
+ * leaked key. A key, certificate or CA that cannot be used is a configuration problem (kind
+ * `config`, exit 78); callers that know the file put its name in front (src/thing/identity.ts).
  */
-export class CryptoError extends Error {
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options);
+export class CryptoError extends FlashlexError {
+  constructor(message: string, options?: { cause?: unknown; kind?: ErrorKind }) {
+    super(message, options?.kind ?? "config", options);
     this.name = "CryptoError";
   }
 }
@@ -35,7 +38,8 @@ export class TokenError extends CryptoError {
     readonly reason: TokenRefusal,
     options?: { cause?: unknown },
   ) {
-    super(`thing token refused: ${reason}`, options);
+    // A token is what a caller presented: refusing it is about the input, not the hub's keys.
+    super(`thing token refused: ${reason}`, { ...options, kind: "data" });
     this.name = "TokenError";
   }
 }

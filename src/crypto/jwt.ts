@@ -11,8 +11,8 @@
  * cheaply and with a precise reason, and every way a token can fail, including ones jose has no
  * class for, ends as a TokenError: the hub answers 401 for all of them, never 500.
  */
-import { randomUUID, type KeyObject } from "node:crypto";
-import { decodeProtectedHeader, errors, jwtVerify, SignJWT, type JWTPayload } from "jose";
+import { type KeyObject, randomUUID } from "node:crypto";
+import { decodeProtectedHeader, errors, type JWTPayload, jwtVerify, SignJWT } from "jose";
 import { CryptoError, TokenError } from "./errors.ts";
 import { tokenAlgorithmFor } from "./keys.ts";
 

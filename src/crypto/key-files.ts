@@ -15,7 +15,7 @@
  * containers below only recognises their first bytes (RFC 7292 PFX, RFC 5652 ContentInfo), it
  * parses nothing.
  */
-import { createPrivateKey, X509Certificate, type KeyObject } from "node:crypto";
+import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
 import { CryptoError } from "./errors.ts";
 import { SUPPORTED_KEYS } from "./keys.ts";
 
@@ -101,7 +101,8 @@ export function normalisePrivateKey(bytes: Uint8Array): NormalisedPrivateKey {
   const block = blocks.find((b) => PRIVATE_KEY_LABELS.has(b.label) && b !== encrypted);
   if (!block) throw encrypted ? new KeyFileError(ENCRYPTED, DECRYPT) : whyNot(blocks, "private key");
   const key = parsePrivateKey(block.der, block.label);
-  if (!key) throw new KeyFileError(`the "${block.label}" block could not be parsed: the key is damaged, or of a kind this build cannot read (${SUPPORTED_KEYS})`);
+  if (!key)
+    throw new KeyFileError(`the "${block.label}" block could not be parsed: the key is damaged, or of a kind this build cannot read (${SUPPORTED_KEYS})`);
   return { pem: key.export({ type: "pkcs8", format: "pem" }) as string, key };
 }
 
@@ -149,7 +150,10 @@ function derBlock(der: Buffer, role: KeyFileRole): Block {
   } catch (err) {
     if ((err as { code?: string }).code === "ERR_MISSING_PASSPHRASE") return { label: "ENCRYPTED PRIVATE KEY", headers: [], der };
   }
-  for (const [type, label] of [["pkcs1", "RSA PRIVATE KEY"], ["sec1", "EC PRIVATE KEY"]] as const) {
+  for (const [type, label] of [
+    ["pkcs1", "RSA PRIVATE KEY"],
+    ["sec1", "EC PRIVATE KEY"],
+  ] as const) {
     try {
       createPrivateKey({ key: der, format: "der", type });
       return { label, headers: [], der };
@@ -199,12 +203,15 @@ function whyNot(blocks: Block[], role: KeyFileRole): KeyFileError {
     );
   }
   if (role === "private key") {
-    if (has("CERTIFICATE", "X509 CERTIFICATE")) return new KeyFileError("this file holds a certificate, not a private key: the private key is the other file of the pair");
+    if (has("CERTIFICATE", "X509 CERTIFICATE"))
+      return new KeyFileError("this file holds a certificate, not a private key: the private key is the other file of the pair");
     if (has("PUBLIC KEY", "RSA PUBLIC KEY")) return new KeyFileError("this file holds a public key, not the private key");
     return new KeyFileError(`no private key in the file (found ${describeLabels(labels)})`);
   }
-  if (has("ENCRYPTED PRIVATE KEY", ...PRIVATE_KEY_LABELS)) return new KeyFileError("this file holds a private key, not a certificate: the certificate is the other file of the pair");
-  if (has("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST")) return new KeyFileError("this file holds a certificate request (CSR), not a certificate: the CA signs it to make one");
+  if (has("ENCRYPTED PRIVATE KEY", ...PRIVATE_KEY_LABELS))
+    return new KeyFileError("this file holds a private key, not a certificate: the certificate is the other file of the pair");
+  if (has("CERTIFICATE REQUEST", "NEW CERTIFICATE REQUEST"))
+    return new KeyFileError("this file holds a certificate request (CSR), not a certificate: the CA signs it to make one");
   return new KeyFileError(`no certificate in the file (found ${describeLabels(labels)})`);
 }
 

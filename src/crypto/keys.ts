@@ -9,7 +9,7 @@
  * `tokenAlgorithmFor` is the one place that decides, for the thing that signs and the hub that
  * verifies alike, so the algorithm always follows from the key and never from a token header.
  */
-import { createHash, createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
 import { CryptoError } from "./errors.ts";
 
 /** Every `-----BEGIN X-----…-----END X-----` block, with its label. */
@@ -161,17 +161,4 @@ export function spkiDer(key: KeyObject): Buffer {
   const pub = key.type === "private" ? createPublicKey(key) : key;
   if (pub.type !== "public") throw new CryptoError("expected an asymmetric key, got a secret key");
   return pub.export({ type: "spki", format: "der" });
-}
-
-/** True when the certificate carries this private key's public half (compared as SPKI DER). */
-export function keyMatchesCertificate(privateKey: KeyObject, certPem: string): boolean {
-  const cert = pemBlocks(certPem).find((b) => b.label === "CERTIFICATE");
-  if (!cert) throw new CryptoError("not a certificate");
-  const certKey = loadPublicKey(cert.text);
-  return spkiDer(privateKey).equals(spkiDer(certKey));
-}
-
-/** sha256 hex of the SPKI DER: the same value for a private key and its public key. */
-export function publicKeyFingerprint(key: KeyObject): string {
-  return createHash("sha256").update(spkiDer(key)).digest("hex");
 }

@@ -12,9 +12,9 @@
  */
 // @peculiar/x509 uses tsyringe, which needs the Reflect metadata polyfill loaded before it.
 import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
-import { createPrivateKey, randomBytes, X509Certificate as NodeX509, type KeyObject, type webcrypto as wc } from "node:crypto";
+import { createPrivateKey, type KeyObject, X509Certificate as NodeX509, randomBytes, type webcrypto as wc } from "node:crypto";
 import { isIP } from "node:net";
+import * as x509 from "@peculiar/x509";
 import { CryptoError } from "./errors.ts";
 import { loadPrivateKey, loadPublicKey, pemBlocks, spkiDer, tokenAlgorithmFor } from "./keys.ts";
 
@@ -39,8 +39,6 @@ export interface CertificateInfo {
   /** SHA-256 of the DER, upper-case hex pairs joined by ":", as `openssl x509 -fingerprint -sha256`. */
   fingerprint256: string;
 }
-
-export type CertificateCheck = { ok: true; info: CertificateInfo } | { ok: false; reason: string; info?: CertificateInfo };
 
 interface ValidityOpts {
   days?: number;
@@ -79,7 +77,7 @@ function validity(opts: ValidityOpts, defaultDays: number): { notBefore: Date; n
 /** 16 random bytes, first byte 0x01..0x7f: positive in DER, never padded, never zero (RFC 5280 4.1.2.2). */
 function randomSerial(): string {
   const bytes = randomBytes(16);
-  bytes[0] = (bytes[0]! & 0x7f) || 0x01;
+  bytes[0] = bytes[0]! & 0x7f || 0x01;
   return bytes.toString("hex");
 }
 
@@ -273,10 +271,6 @@ function cnOf(name: x509.Name): string {
   return name.getField("CN")[0] ?? "";
 }
 
-function isoSeconds(d: Date): string {
-  return d.toISOString().replace(/\.\d{3}Z$/, "Z");
-}
-
 function info(peculiar: x509.X509Certificate, node: NodeX509): CertificateInfo {
   return {
     subjectCN: cnOf(peculiar.subjectName),
@@ -294,37 +288,4 @@ export function describeCertificate(certPem: string): CertificateInfo {
   const node = parseNode(certPem);
   if (!peculiar || !node) throw new CryptoError("not a certificate");
   return info(peculiar, node);
-}
-
-/**
- * Checks that a certificate was signed directly by one CA certificate (the first of `caPem`) and
- * is valid at `now`: the hub's view of the certificates it issued itself. It does not build
- * chains (no intermediates, one root), so it is not how a thing's own chain is judged: bootstrap
- * runs a real TLS handshake for that (src/thing/handshake-check.ts). Returns a one-sentence
- * reason instead of throwing; a CA file that cannot be read throws CryptoError.
- */
-export function checkCertificate(certPem: string, caPem: string, now: Date): CertificateCheck {
-  const caNode = parseNode(caPem);
-  const caPeculiar = parsePeculiar(caPem);
-  if (!caNode || !caPeculiar) throw new CryptoError("the root CA file is not a certificate");
-  const peculiar = parsePeculiar(certPem);
-  const node = parseNode(certPem);
-  if (!peculiar || !node) return { ok: false, reason: "not a certificate" };
-  const described = info(peculiar, node);
-  if (!caNode.ca) return { ok: false, reason: "the root CA file is not a CA certificate", info: described };
-  let signed = false;
-  try {
-    signed = node.verify(caNode.publicKey) && node.checkIssued(caNode);
-  } catch {
-    signed = false;
-  }
-  if (!signed) return { ok: false, reason: "not signed by the root CA", info: described };
-  const t = now.getTime();
-  if (t < described.notBefore.getTime()) return { ok: false, reason: `not valid until ${isoSeconds(described.notBefore)}`, info: described };
-  if (t > described.notAfter.getTime()) return { ok: false, reason: `expired on ${isoSeconds(described.notAfter)}`, info: described };
-  const caTo = caPeculiar.notAfter;
-  const caFrom = caPeculiar.notBefore;
-  if (t > caTo.getTime()) return { ok: false, reason: `the root CA expired on ${isoSeconds(caTo)}`, info: described };
-  if (t < caFrom.getTime()) return { ok: false, reason: `the root CA is not valid until ${isoSeconds(caFrom)}`, info: described };
-  return { ok: true, info: described };
 }

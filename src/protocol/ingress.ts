@@ -12,10 +12,10 @@
  * `message` and never saw the extra key.
  */
 
+import { isUuid } from "./ids.ts";
+
 /** The key of the hub's message id in an ingress payload. */
 export const INGRESS_ID_KEY = "flmessagespk";
-
-const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 /**
  * The payload the hub publishes for a stored ingress message.
@@ -44,5 +44,5 @@ export function ingressMessageId(payload: Uint8Array | string): string | undefin
   }
   if (document === null || typeof document !== "object" || Array.isArray(document)) return undefined;
   const id = (document as Record<string, unknown>)[INGRESS_ID_KEY];
-  return typeof id === "string" && UUID.test(id) ? id.toLowerCase() : undefined;
+  return isUuid(id) ? id.toLowerCase() : undefined;
 }

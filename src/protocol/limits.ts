@@ -14,7 +14,7 @@
  *
  * This module imports neither src/thing nor src/hub.
  */
-import { InputError } from "../errors.ts";
+import { InputError } from "../shared/errors.ts";
 
 /**
  * The deepest nesting of arrays and objects a message may have. `1`, `"a"`: depth 0;
@@ -37,6 +37,15 @@ export const ENVELOPE_DEPTH = 1;
 
 /** Room for the MQTT collect envelope around the payload: ids, keys and a JWT (about 1 KB with RS256). */
 export const ENVELOPE_OVERHEAD_BYTES = 8 * 1024;
+
+/**
+ * The largest MQTT envelope (collect or test message) a hub whose messages may be
+ * `payloadLimitBytes` accepts: the message plus ENVELOPE_OVERHEAD_BYTES. The embedded broker
+ * refuses bigger PUBLISH packets and the hub drops bigger envelopes.
+ */
+export function maxEnvelopeBytes(payloadLimitBytes: number): number {
+  return payloadLimitBytes + ENVELOPE_OVERHEAD_BYTES;
+}
 
 /** What is wrong with a document: each has its own answer (HTTP 400 or 413, exit 65). */
 export type JsonProblem = "empty" | "too_large" | "too_deep" | "not_json";
@@ -115,8 +124,27 @@ export function parseJsonDocument(text: string, limits: JsonDocumentLimits = {})
   }
 }
 
+/**
+ * An MQTT envelope's payload (collect-envelope.ts, test-message.ts) as a JSON object: strict
+ * UTF-8, within `maxEnvelopeBytes(payloadLimitBytes)` and one level deeper than a message (the
+ * message nests inside). Throws InputError naming the problem: not UTF-8, a JsonDocumentError
+ * (source "the payload"), or not a JSON object.
+ */
+export function parseEnvelopeObject(payload: Uint8Array, payloadLimitBytes: number): Record<string, unknown> {
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(payload);
+  } catch {
+    throw new InputError("the payload is not valid UTF-8");
+  }
+  const value = parseJsonDocument(text, { maxBytes: maxEnvelopeBytes(payloadLimitBytes), maxDepth: MAX_JSON_DEPTH + ENVELOPE_DEPTH, source: "the payload" });
+  if (value === null || typeof value !== "object" || Array.isArray(value)) throw new InputError("the payload is not a JSON object");
+  return value as Record<string, unknown>;
+}
+
 /** A parser message on one line and short (it may quote a piece of the input). */
 function oneLine(text: string): string {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what this replaces
   const flat = text.replace(/[\u0000-\u001f\u007f-\u009f\u2028\u2029]+/g, " ");
   return flat.length > 120 ? `${flat.slice(0, 117)}...` : flat;
 }

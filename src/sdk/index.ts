@@ -13,13 +13,16 @@
  * the package's index.d.ts is one file that names no internal module; `PublicTypesMatch` below
  * keeps each of them equal to the internal type it stands for.
  */
-import { loadThingConfig, type ConfigLocation as InternalConfigLocation, type ThingConfig } from "../config/load.ts";
-import { FlashlexError as InternalFlashlexError, toFlashlexError, type ErrorKind as InternalErrorKind } from "../errors.ts";
-import { silentLogger, type Logger as InternalLogger } from "../log.ts";
-import type * as store from "../store/message-store.ts";
-import { openThingAccess, type OutboxState as InternalOutboxState, type ThingAccess } from "../thing/access.ts";
-import { socketPath } from "../thing/control-socket.ts";
-import { parseEgressDocument, type CollectResult as InternalCollectResult } from "../thing/collect.ts";
+import { exitCodeOf } from "../cli/exit-codes.ts";
+import { type ErrorKind as InternalErrorKind, FlashlexError as InternalFlashlexError } from "../shared/errors.ts";
+import { toFlashlexError } from "../shared/foreign-errors.ts";
+import { type Logger as InternalLogger, silentLogger } from "../shared/log.ts";
+import { type CollectResult as InternalCollectResult, parseEgressDocument } from "../thing/egress/collect.ts";
+import type * as store from "../thing/local/access.ts";
+import type { OutboxState as InternalOutboxState, ThingAccess } from "../thing/local/access.ts";
+import { openThingAccess } from "../thing/local/open.ts";
+import { socketPath } from "../thing/local/wire.ts";
+import { type ConfigLocation as InternalConfigLocation, loadThingConfig, type ThingConfig } from "../thing/settings.ts";
 
 /** Where the thing's files are, as `-c`, `-d` and `-k` on the command line. */
 export interface ConfigLocation {
@@ -123,9 +126,10 @@ export interface Logger {
  * What went wrong, as `flashlex` reports it with an exit code: `data` (65: the document is not
  * JSON or too large), `config` (78: the config, a key or a certificate), `try-later` (75: the
  * outbox is full, the database is busy), `unavailable` (69), `io`/`full`/`read-only`/`damaged`
- * (74), `permission` (77), `usage` (64), `bug` (70: please report it).
+ * (74), `permission` (77), `usage` (64), `bug` (70: please report it); `conflict` (65) is the
+ * hub's (a name taken) and never comes from the SDK.
  */
-export type ErrorKind = "usage" | "data" | "unavailable" | "bug" | "io" | "full" | "read-only" | "damaged" | "try-later" | "permission" | "config";
+export type ErrorKind = "usage" | "data" | "conflict" | "unavailable" | "bug" | "io" | "full" | "read-only" | "damaged" | "try-later" | "permission" | "config";
 
 /** Every rejection of the SDK is a FlashlexError: a one-line message naming what and where, and its kind. */
 export interface FlashlexError extends Error {
@@ -139,8 +143,18 @@ export interface FlashlexErrorConstructor {
   readonly prototype: FlashlexError;
 }
 
-/** The class itself, for `err instanceof FlashlexError`. */
-export const FlashlexError: FlashlexErrorConstructor = InternalFlashlexError;
+/**
+ * The class itself, for `err instanceof FlashlexError`. The SDK is an edge, like the command
+ * line: the agent's errors carry only their kind, and here they also tell the exit code the
+ * CLI would end with (src/cli/exit-codes.ts, the one table), as the SDK promises its apps.
+ */
+Object.defineProperty(InternalFlashlexError.prototype, "exitCode", {
+  configurable: true,
+  get(this: InternalFlashlexError) {
+    return exitCodeOf(this);
+  },
+});
+export const FlashlexError = InternalFlashlexError as unknown as FlashlexErrorConstructor;
 
 export class FlashlexSDK {
   /** the access in use by the calls in flight; opened by the first, closed by the last */
@@ -263,6 +277,7 @@ export class FlashlexSDK {
 type Same<A, B> = (<T>() => T extends A ? 1 : 2) extends <T>() => T extends B ? 1 : 2 ? true : false;
 type AllHold<T extends readonly true[]> = T;
 // not exported: the shipped index.d.ts leaves it (and the internal imports it names) out
+// biome-ignore lint/correctness/noUnusedVariables: a check the compiler runs, never used as a value
 type PublicTypesMatch = AllHold<
   [
     Same<ConfigLocation, InternalConfigLocation>,

@@ -1,19 +1,36 @@
-import type { ThingConfig } from "../config/load.ts";
-import type { Logger } from "../log.ts";
-import type { MessageStore, OutboxEntry } from "../store/message-store.ts";
-import { openThingStore, sessionMemory } from "./store.ts";
-import { databaseAccess } from "./access.ts";
-import { closeControlSocket, listenControlSocket } from "./control-socket.ts";
-import { deliverHttp, deliverMqtt } from "./egress.ts";
-import { ExecRunner } from "./exec-runner.ts";
-import { HubClock } from "./hub-clock.ts";
+/**
+ * src/thing: the thing agent. `startAgent` is `serve`; the folders hold its parts:
+ *
+ *   settings.ts, identity.ts   the config (typed, times in ms) and the key files, loaded once
+ *   mqtt/                      the MQTT session over mutual TLS, and its reconnect backoff
+ *   ingress/                   what happens to a message that arrives; serve --exec
+ *   egress/                    collect, the outbox and its delivery (HTTP or MQTT), the hub clock
+ *   store/                     the message database
+ *   local/                     the application side: the control socket, its client, the serve lock
+ *   bootstrap/                 the self-test
+ *   service/                   the systemd unit and install-service
+ *
+ * Data flows one way: config → session → ingress handler → store → application.
+ */
+import { buildTestMessage } from "../protocol/test-message.ts";
+import { TEST_TOPIC } from "../protocol/topics.ts";
+import { ConfigError } from "../shared/errors.ts";
+import { Lifecycle } from "../shared/lifecycle.ts";
+import type { Logger } from "../shared/log.ts";
+import { deliverHttp, deliverMqtt } from "./egress/delivery.ts";
+import { HubClock } from "./egress/hub-clock.ts";
+import { OutboxDrainer } from "./egress/outbox.ts";
 import { keyFileTooOpen, loadIdentity, type ThingIdentity } from "./identity.ts";
-import { createIngressHandler } from "./ingress.ts";
-import { OutboxDrainer } from "./outbox.ts";
-import { ConfigError } from "../errors.ts";
-import { acquireServeLock } from "./serve-lock.ts";
-import { explainTlsSetupError } from "./tls-files.ts";
-import { ThingSession } from "./session.ts";
+import { ExecRunner } from "./ingress/exec-runner.ts";
+import { createIngressHandler } from "./ingress/handler.ts";
+import { databaseAccess } from "./local/in-process.ts";
+import { acquireServeLock } from "./local/serve-lock.ts";
+import { closeControlSocket, listenControlSocket } from "./local/server.ts";
+import { sessionMemory, ThingSession } from "./mqtt/session.ts";
+import { explainTlsSetupError } from "./mqtt/tls-setup.ts";
+import type { ThingConfig } from "./settings.ts";
+import type { MessageStore, OutboxEntry } from "./store/message-store.ts";
+import { openThingStore } from "./store/open.ts";
 
 export interface AgentOptions {
   config: ThingConfig;
@@ -23,6 +40,7 @@ export interface AgentOptions {
 }
 
 export interface RunningAgent {
+  /** stops every part, the last started first (shared/lifecycle.ts) */
   stop(): Promise<void>;
 }
 
@@ -31,51 +49,32 @@ const THREAD_INTERVAL_MS = 5000;
 const UNACKED_WARNING = 10_000;
 
 /**
- * `serve`: the long-running agent. config → session → ingress handler → store → application
- * (messages / --exec / SDK), and the outbox drained through HTTP or the same session.
+ * `serve`: starts the agent's parts in order (the single-serve lock, the database, the MQTT
+ * session, outbox delivery and --exec, the control socket, the timers) and returns once all
+ * run. Stopping reverses the order: stop taking work, finish work in flight, disconnect, close.
+ * Throws, with what started stopped again, when a part cannot start: 75 (another serve), 78
+ * (config, identity), 74 (database).
  */
 export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const { config, log } = options;
-  // Before anything connects or opens: a second session with our client id would take over the
-  // first, and the lock is the kernel's, so two serves started at the same instant cannot both pass.
-  const lock = await acquireServeLock(config.dataDir);
-  // What to undo on stop, in order: stop taking work, finish work in flight, disconnect, close.
-  const teardown: (() => unknown)[] = [() => lock.release()];
-  const stopAll = async () => {
-    for (const step of teardown) await step();
-  };
-  let identity: ThingIdentity;
-  let store: MessageStore;
-  try {
-    // Identity problems are configuration errors (78), found before anything connects.
-    identity = loadIdentity(config);
-    warnIfKeyTooOpen(config, log);
-    store = openThingStore(config, log);
-    teardown.unshift(() => store.close());
-  } catch (err) {
-    await stopAll();
-    throw err;
-  }
   const app = config.yaml.app;
   const mqttConfig = config.yaml.thing.mqtt;
-
+  const parts = new Lifecycle((part, err) => log.error("serve.stop_failed", { part, error: err }));
   try {
+    // Before anything connects or opens: a second session with our client id would take over the
+    // first, and the lock is the kernel's, so two serves started at the same instant cannot both pass.
+    const lock = await acquireServeLock(config.dataDir);
+    await parts.start({ name: "serve lock", stop: () => lock.release() });
+    // Identity problems are configuration errors (78), found before anything connects.
+    const identity = loadIdentity(config);
+    warnIfKeyTooOpen(config, log);
+    const store = openThingStore(config, log);
+    await parts.start({ name: "message database", stop: () => store.close() });
+
     const runner = options.exec ? new ExecRunner({ store, command: options.exec, log }) : undefined;
-    const subscriptions = app.thread === "basicPubsub" ? [requirePubsubTopic(config)] : [mqttConfig.ingress.topic];
-    let session: ThingSession;
-    try {
-      session = new ThingSession({
-        config,
-        identity,
-        log,
-        subscriptions,
-        ingress: createIngressHandler({ config, store, log, onStored: () => runner?.wake() }),
-        memory: sessionMemory(store),
-      });
-    } catch (err) {
-      throw explainTlsSetupError(err, config, identity);
-    }
-    teardown.unshift(() => session.stop());
+    const session = newSession(config, identity, store, log, () => runner?.wake());
+    await parts.start({ name: "MQTT session", stop: () => session.stop() });
+
     // One clock for serve's lifetime: the offset measured on one answer signs the next tokens.
     const clock = new HubClock(log);
     const deliverers = {
@@ -84,15 +83,27 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     };
     const drainer = new OutboxDrainer({ store, log, ratePerSecond: mqttConfig.drainingFrequency, deliverers });
     session.on("connected", () => drainer.wake());
-    teardown.unshift(() => Promise.all([drainer.stop(), runner?.stop()]));
+    await parts.start({
+      name: "outbox and exec",
+      start: () => {
+        drainer.start();
+        runner?.wake();
+      },
+      stop: async () => void (await Promise.all([drainer.stop(), runner?.stop()])),
+    });
+
     const access = databaseAccess(config, identity, store, log, { deliverers, onOutboxChanged: () => drainer.wake() });
-    const control = await listenControlSocket(config.dataDir, access, () => ({
-      thingName: identity.thingName,
-      connected: session.connected,
-      pending: store.countPending(),
-      ...store.countIngress(),
-    }), log);
-    teardown.unshift(() => closeControlSocket(control, config.dataDir));
+    const status = () => ({ thingName: identity.thingName, connected: session.connected, pending: store.countPending(), ...store.countIngress() });
+    const control = await listenControlSocket(config.dataDir, access, status, log);
+    await parts.start({ name: "control socket", stop: () => closeControlSocket(control, config.dataDir) });
+
+    const timers = [startExpiry(store, app.db.expireSeconds, log), startThread(config, identity, session, log)];
+    await parts.start({
+      name: "timers",
+      stop: () => {
+        for (const timer of timers) clearInterval(timer);
+      },
+    });
 
     log.info("serve.started", {
       thing: identity.thingName,
@@ -103,22 +114,35 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       thread: app.thread,
       exec: options.exec ? "yes" : undefined,
     });
-    drainer.start();
-    runner?.wake();
-    const timers = [startExpiry(store, app.db.expireSeconds, log), startThread(config, identity, session, log)];
-    teardown.unshift(() => timers.forEach((timer) => clearInterval(timer)));
   } catch (err) {
-    await stopAll();
+    await parts.stop();
     throw err;
   }
 
   return {
     async stop() {
       log.info("serve.stopping");
-      await stopAll();
+      await parts.stop();
       log.info("serve.stopped");
     },
   };
+}
+
+/** The thing's MQTT session: the ingress topic (or the pubsub topic of the `basicPubsub` thread), stored as `app.callback` says. */
+function newSession(config: ThingConfig, identity: ThingIdentity, store: MessageStore, log: Logger, onStored: () => void): ThingSession {
+  const subscriptions = config.yaml.app.thread === "basicPubsub" ? [requirePubsubTopic(config)] : [config.yaml.thing.mqtt.ingress.topic];
+  try {
+    return new ThingSession({
+      config,
+      identity,
+      log,
+      subscriptions,
+      ingress: createIngressHandler({ config, store, log, onStored }),
+      memory: sessionMemory(store),
+    });
+  } catch (err) {
+    throw explainTlsSetupError(err, config, identity);
+  }
 }
 
 /** bootstrap fails on a key others may read; serve runs (it would work) but says so once, with the fix. */
@@ -161,7 +185,7 @@ function startExpiry(store: MessageStore, expireSeconds: number, log: Logger): R
 function startThread(config: ThingConfig, identity: ThingIdentity, session: ThingSession, log: Logger): ReturnType<typeof setInterval> | undefined {
   const app = config.yaml.app;
   if (app.thread === "subscribe") return undefined;
-  const topic = app.thread === "basicPubsub" ? requirePubsubTopic(config) : "flashlex/test";
+  const topic = app.thread === "basicPubsub" ? requirePubsubTopic(config) : TEST_TOPIC;
   const limit = app.loopCount ?? (app.thread === "test" ? 10 : Infinity);
   let sequence = 0;
   const timer = setInterval(() => {
@@ -169,11 +193,11 @@ function startThread(config: ThingConfig, identity: ThingIdentity, session: Thin
     if (sequence >= limit) return clearInterval(timer);
     const body =
       app.thread === "test"
-        ? { thingId: identity.thingId, thingName: identity.thingName, message: app.message, sequence }
-        : { message: app.message, sequence };
-    sequence++;
-    session.publish(topic, JSON.stringify(body), 1).then(
-      () => log.info("thread.published", { topic, sequence: body.sequence }),
+        ? buildTestMessage({ thingId: identity.thingId, thingName: identity.thingName, message: app.message, sequence })
+        : JSON.stringify({ message: app.message, sequence });
+    const sent = sequence++;
+    session.publish(topic, body, 1).then(
+      () => log.info("thread.published", { topic, sequence: sent }),
       (err: Error) => log.warn("thread.publish_failed", { topic, error: err }),
     );
   }, THREAD_INTERVAL_MS);

@@ -9,13 +9,13 @@
  * sign with, a certificate that is not the key's. Each is one line naming the file, exit 78
  * (77 when the file exists but this user may not read it).
  */
-import { X509Certificate, type KeyObject } from "node:crypto";
+import { type KeyObject, X509Certificate } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
-import type { ThingConfig } from "../config/load.ts";
-import { certificatePem, KeyFileError, normaliseCertificates, normalisePrivateKey } from "../crypto/key-files.ts";
-import { spkiDer, tokenAlgorithmFor, type ThingTokenAlgorithm } from "../crypto/keys.ts";
 import { CryptoError } from "../crypto/errors.ts";
-import { ConfigError, ExitCode, FlashlexError } from "../errors.ts";
+import { certificatePem, KeyFileError, normaliseCertificates, normalisePrivateKey } from "../crypto/key-files.ts";
+import { spkiDer, type ThingTokenAlgorithm, tokenAlgorithmFor } from "../crypto/keys.ts";
+import { ConfigError, FlashlexError } from "../shared/errors.ts";
+import type { ThingConfig } from "./settings.ts";
 
 /** What the thing proves itself with: the PEMs for mutual TLS and the key that signs its JWTs. */
 export interface ThingIdentity {
@@ -39,7 +39,7 @@ export function readKeyFile(path: string, what: string): Buffer {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const message = `${path}: cannot read the ${what} (${code ?? "error"})`;
-    if (code === "EACCES" || code === "EPERM") throw new FlashlexError(message, ExitCode.PERMISSION);
+    if (code === "EACCES" || code === "EPERM") throw new FlashlexError(message, "permission");
     throw new ConfigError(message);
   }
 }
@@ -115,7 +115,9 @@ function certificateSpki(certificate: Buffer | string): Buffer | undefined {
 export function checkKeyMatchesCertificate(identity: ThingIdentity, config: ThingConfig): void {
   // X509Certificate reads the first block of the PEM: the thing's own certificate.
   if (!certificateSpki(identity.certPem)?.equals(spkiDer(identity.privateKey))) {
-    throw new ConfigError(`${config.paths.cert}: this certificate was not issued for the private key ${config.paths.privateKey}; use the certificate and key of the same distribution`);
+    throw new ConfigError(
+      `${config.paths.cert}: this certificate was not issued for the private key ${config.paths.privateKey}; use the certificate and key of the same distribution`,
+    );
   }
 }
 

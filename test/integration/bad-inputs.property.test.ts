@@ -24,9 +24,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import fc from "fast-check";
 import { parse, stringify } from "yaml";
-import { hubCommandTable } from "../../src/commands/hub.ts";
-import { binaryPath, run, type RunResult } from "../support/binary.ts";
-import { startReceiver, type Receiver } from "../support/receiver.ts";
+import { COMMANDS } from "../../src/main.ts";
+import { binaryPath, type RunResult, run } from "../support/binary.ts";
+import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
 
@@ -57,7 +57,15 @@ const DOCUMENTED = new Set([0, 1, 64, 65, 69, 74, 75, 77, 78]);
  */
 function judge(what: unknown, result: RunResult & { timedOut: boolean }, opts: { mayOutlive?: boolean; mayFailCheck?: boolean } = {}): void {
   tally("badInputs");
-  if (process.env.FLASHLEX_FUZZ_VERBOSE) console.log(`${result.code} ${result.timedOut ? "T" : ""} ${result.stderr.split("\n").find((l) => l.startsWith("flashlex:"))?.slice(0, 160) ?? ""} <= ${JSON.stringify(what).slice(0, 160)}`);
+  if (process.env.FLASHLEX_FUZZ_VERBOSE)
+    console.log(
+      `${result.code} ${result.timedOut ? "T" : ""} ${
+        result.stderr
+          .split("\n")
+          .find((l) => l.startsWith("flashlex:"))
+          ?.slice(0, 160) ?? ""
+      } <= ${JSON.stringify(what).slice(0, 160)}`,
+    );
   const context = `seed ${SEED}: ${JSON.stringify(what).slice(0, 600)}\nexit ${result.code}\nstderr: ${result.stderr.slice(0, 1500)}`;
   if (result.timedOut) {
     if (!opts.mayOutlive) throw new Error(`hung (killed after the time bound): ${context}`);
@@ -89,9 +97,7 @@ async function runBounded(args: string[], opts: { input?: string | Uint8Array; c
 async function assertInLanes<T>(arb: fc.Arbitrary<T>, check: (value: T) => Promise<void>, total: number): Promise<void> {
   const perLane = Math.max(1, Math.round((total * SCALE) / LANES));
   await Promise.all(
-    Array.from({ length: LANES }, (_, lane) =>
-      fc.assert(fc.asyncProperty(arb, check), { seed: SEED + lane, numRuns: perLane, endOnFailure: true }),
-    ),
+    Array.from({ length: LANES }, (_, lane) => fc.assert(fc.asyncProperty(arb, check), { seed: SEED + lane, numRuns: perLane, endOnFailure: true })),
   );
 }
 
@@ -114,7 +120,21 @@ const anyValue: fc.Arbitrary<unknown> = fc.oneof(
 );
 
 /** What an endpoint may become: odd, but never a name that needs DNS or a host off this machine. */
-const loopbackEndpoint = fc.constantFrom("", "127.0.0.1", "::1", "localhost", "not a url", "http://127.0.0.1:1", "https://127.0.0.1:1", "http://[::1]:1", "ftp://127.0.0.1", 5, null, [], {});
+const loopbackEndpoint = fc.constantFrom(
+  "",
+  "127.0.0.1",
+  "::1",
+  "localhost",
+  "not a url",
+  "http://127.0.0.1:1",
+  "https://127.0.0.1:1",
+  "http://[::1]:1",
+  "ftp://127.0.0.1",
+  5,
+  null,
+  [],
+  {},
+);
 
 const ENDPOINT_PATHS = new Set(["flashlex.app.api.endpoint", "flashlex.thing.endpoint"]);
 
@@ -179,22 +199,25 @@ const yamlOddities = fc.constantFrom(
   "flashlex: !custom {a: 1}\n",
   "--- a\n--- b\n",
   "[".repeat(20_000) + "]".repeat(20_000),
-  "{a: ".repeat(5_000) + "1" + "}".repeat(5_000),
-  "- ".repeat(5_000) + "x",
+  `${"{a: ".repeat(5_000)}1${"}".repeat(5_000)}`,
+  `${"- ".repeat(5_000)}x`,
   "flashlex:\r\n  app:\r\n    thread: subscribe\r\n",
   "%YAML 9.9\n---\nflashlex: {}\n",
-  "flashlex: \"\\uD800\"\n",
+  'flashlex: "\\uD800"\n',
 );
 
 const configText: fc.Arbitrary<string | Uint8Array> = fc.oneof(
   { weight: 6, arbitrary: fc.array(mutation, { minLength: 1, maxLength: 3 }).map(mutatedConfig) },
   { weight: 2, arbitrary: yamlOddities },
   { weight: 1, arbitrary: fc.uint8Array({ maxLength: 2048 }) },
-  { weight: 1, arbitrary: fc.tuple(fc.array(mutation, { maxLength: 2 }), fc.uint8Array({ minLength: 1, maxLength: 8 }), fc.nat()).map(([m, bad, at]) => {
-    const text = Buffer.from(mutatedConfig(m));
-    const cut = at % text.length;
-    return Buffer.concat([text.subarray(0, cut), bad, text.subarray(cut)]);
-  }) },
+  {
+    weight: 1,
+    arbitrary: fc.tuple(fc.array(mutation, { maxLength: 2 }), fc.uint8Array({ minLength: 1, maxLength: 8 }), fc.nat()).map(([m, bad, at]) => {
+      const text = Buffer.from(mutatedConfig(m));
+      const cut = at % text.length;
+      return Buffer.concat([text.subarray(0, cut), bad, text.subarray(cut)]);
+    }),
+  },
 );
 
 /** Documents for collect's stdin. */
@@ -207,7 +230,7 @@ const stdinDocument: fc.Arbitrary<string | Uint8Array> = fc.oneof(
     return Buffer.concat([text.subarray(0, cut), Buffer.from(bad).map((b) => b | 0x80), text.subarray(cut)]);
   }),
   fc.integer({ min: 1, max: 200_000 }).map((n) => "[".repeat(n) + "]".repeat(n)),
-  fc.integer({ min: 1, max: 200_000 }).map((n) => '{"a":'.repeat(n) + "1" + "}".repeat(n)),
+  fc.integer({ min: 1, max: 200_000 }).map((n) => `${'{"a":'.repeat(n)}1${"}".repeat(n)}`),
   fc.integer({ min: 200_000, max: 400_000 }).map((n) => JSON.stringify({ big: "x".repeat(n) })),
   fc.constantFrom("", " ", "\n", "\uFEFF{}", "null", "1e999", '"\\ud800"', "{}{}", "[1,]", "\u0000"),
 );
@@ -229,24 +252,88 @@ const THING_COMMANDS: { words: string[]; flags: string[] }[] = [
   { words: ["install-service"], flags: [...THING_FLAGS, "--user", "--dry-run", "--print"] },
   { words: ["uninstall-service"], flags: [...THING_FLAGS, "--dry-run"] },
 ];
-/** Every hub command with its own flags, from the hub's command table (init twice: it feeds provisioning). */
+/** Every hub command with its own flags, from the command table (init twice: it feeds provisioning). */
+const hubCommandTable = COMMANDS.filter((c) => c.name.startsWith("hub "));
 const HUB_COMMANDS: { words: string[]; flags: string[] }[] = [
-  ...hubCommandTable.filter((c) => c.name !== "hub serve").map((c) => ({ words: c.name.split(" "), flags: c.options.flatMap((o) => o.flags.match(/--?[\w-]+/g) ?? []) })),
-  ...hubCommandTable.filter((c) => c.name === "hub init").map((c) => ({ words: c.name.split(" "), flags: c.options.flatMap((o) => o.flags.match(/--?[\w-]+/g) ?? []) })),
+  ...hubCommandTable
+    .filter((c) => c.name !== "hub serve")
+    .map((c) => ({ words: c.name.split(" "), flags: c.options.flatMap((o) => o.flags.match(/--?[\w-]+/g) ?? []) })),
+  ...hubCommandTable
+    .filter((c) => c.name === "hub init")
+    .map((c) => ({ words: c.name.split(" "), flags: c.options.flatMap((o) => o.flags.match(/--?[\w-]+/g) ?? []) })),
   { words: ["hub"], flags: ["--dir", "--help"] },
   { words: ["hub", "thing"], flags: ["--dir"] },
   { words: ["hub", "frob"], flags: ["--dir"] },
 ];
-const OTHER_COMMANDS: { words: string[]; flags: string[] }[] = [[], ["version"], ["frob"], ["--help"], ["--version"], ["help"]].map((words) => ({ words, flags: [] }));
+const OTHER_COMMANDS: { words: string[]; flags: string[] }[] = [[], ["version"], ["frob"], ["--help"], ["--version"], ["help"]].map((words) => ({
+  words,
+  flags: [],
+}));
 const ALL_COMMANDS = [...THING_COMMANDS, ...HUB_COMMANDS, ...OTHER_COMMANDS];
 const ANY_FLAGS = [...new Set([...ALL_COMMANDS.flatMap((c) => c.flags), "--help", "-h", "-v", "--version", "--bogus", "-x", "--", "--follow"])];
 
 /** Flag values: numbers in every spelling, paths of every kind, odd text. Relative paths land in the run's cwd. */
 function flagValue(paths: string[]): fc.Arbitrary<string> {
   return fc.oneof(
-    fc.constantFrom("abc", "-5", "0", "1", "1.5", "99999999999999999999", "1e3", "0x10", "", " ", "-", "--", "Infinity", "NaN", "65536", "8883", "http", "mqtt", "egress", "ingress", "embedded", "mqtts://127.0.0.1:1", "http://127.0.0.1:1", "2024-01-31", "2024-13-45", "yesterday", "nobody", "root", "true", "pending", "sent", "rejected", "ec", "rsa"),
+    fc.constantFrom(
+      "abc",
+      "-5",
+      "0",
+      "1",
+      "1.5",
+      "99999999999999999999",
+      "1e3",
+      "0x10",
+      "",
+      " ",
+      "-",
+      "--",
+      "Infinity",
+      "NaN",
+      "65536",
+      "8883",
+      "http",
+      "mqtt",
+      "egress",
+      "ingress",
+      "embedded",
+      "mqtts://127.0.0.1:1",
+      "http://127.0.0.1:1",
+      "2024-01-31",
+      "2024-13-45",
+      "yesterday",
+      "nobody",
+      "root",
+      "true",
+      "pending",
+      "sent",
+      "rejected",
+      "ec",
+      "rsa",
+    ),
     // names and URLs that are almost right: they pass a loose check and fail a later one
-    fc.constantFrom("a#b", "x y", "::1", "[::1]", "-x", "host_name", "127.0.0.1", "localhost", "http://127.0.0.1:1/#x", "http://127.0.0.1:1/a b", "https://127.0.0.1:1/", "http://a:b@127.0.0.1:1", "ftp://127.0.0.1", "mqtt://127.0.0.1:1", "mqtts://127.0.0.1", "a,b", ",", "a.-b", "xn--", "1.2.3.4.5"),
+    fc.constantFrom(
+      "a#b",
+      "x y",
+      "::1",
+      "[::1]",
+      "-x",
+      "host_name",
+      "127.0.0.1",
+      "localhost",
+      "http://127.0.0.1:1/#x",
+      "http://127.0.0.1:1/a b",
+      "https://127.0.0.1:1/",
+      "http://a:b@127.0.0.1:1",
+      "ftp://127.0.0.1",
+      "mqtt://127.0.0.1:1",
+      "mqtts://127.0.0.1",
+      "a,b",
+      ",",
+      "a.-b",
+      "xn--",
+      "1.2.3.4.5",
+    ),
     fc.constantFrom(...paths),
     fc.string({ maxLength: 30 }).map((s) => s.replace(/\0/g, "").replace(/^\/+/, "").replace(/\.\./g, "_")),
   );
@@ -262,10 +349,15 @@ interface CommandLine {
 function commandLine(paths: string[]): fc.Arbitrary<CommandLine> {
   return fc.constantFrom(...ALL_COMMANDS).chain((command) => {
     // mostly the command's own flags (that is where the checks are), sometimes anyone's
-    const flag = command.flags.length ? fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...command.flags) }, { weight: 1, arbitrary: fc.constantFrom(...ANY_FLAGS) }) : fc.constantFrom(...ANY_FLAGS);
+    const flag = command.flags.length
+      ? fc.oneof({ weight: 4, arbitrary: fc.constantFrom(...command.flags) }, { weight: 1, arbitrary: fc.constantFrom(...ANY_FLAGS) })
+      : fc.constantFrom(...ANY_FLAGS);
     const token = fc.oneof(
       { weight: 4, arbitrary: fc.tuple(flag, flagValue(paths)).map(([f, value]) => [f, value]) },
-      { weight: 1, arbitrary: fc.tuple(flag, flagValue(paths)).map(([f, value]) => [f.startsWith("--") ? `${f}=${value}` : f, ...(f.startsWith("--") ? [] : [value])]) },
+      {
+        weight: 1,
+        arbitrary: fc.tuple(flag, flagValue(paths)).map(([f, value]) => [f.startsWith("--") ? `${f}=${value}` : f, ...(f.startsWith("--") ? [] : [value])]),
+      },
       { weight: 1, arbitrary: flag.map((f) => [f]) },
       { weight: 1, arbitrary: flagValue(paths).map((value) => [value]) },
     );
@@ -319,7 +411,11 @@ describe("bad inputs never make the binary exit 70", () => {
           input: command[0] === "collect" ? '{"fuzz":true}' : undefined,
           timeoutMs: serve ? 1_500 : 20_000,
         });
-        judge({ config: typeof config === "string" ? config.slice(0, 400) : `bytes ${Buffer.from(config).toString("base64").slice(0, 200)}`, command }, result, { mayOutlive: serve, mayFailCheck: command[0] === "bootstrap" });
+        judge(
+          { config: typeof config === "string" ? config.slice(0, 400) : `bytes ${Buffer.from(config).toString("base64").slice(0, 200)}`, command },
+          result,
+          { mayOutlive: serve, mayFailCheck: command[0] === "bootstrap" },
+        );
       },
       120,
     );
@@ -331,7 +427,13 @@ describe("bad inputs never make the binary exit 70", () => {
       async (document) => {
         const dir = scratch();
         const result = await runBounded(["collect", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(dir, "data")], { cwd: dir, input: document });
-        judge({ stdin: typeof document === "string" ? document.slice(0, 200) : `bytes ${Buffer.from(document).toString("base64").slice(0, 200)}`, length: document.length }, result);
+        judge(
+          {
+            stdin: typeof document === "string" ? document.slice(0, 200) : `bytes ${Buffer.from(document).toString("base64").slice(0, 200)}`,
+            length: document.length,
+          },
+          result,
+        );
         expect([0, 65]).toContain(result.code);
       },
       60,
@@ -383,7 +485,7 @@ describe("bad inputs never make the binary exit 70", () => {
         // whatever init accepted must make a thing that works: provisioning reads every setting
         if (init && result.code === 0 && existsSync(join(home, "hub.yml"))) {
           const create = await runBounded(["hub", "thing", "create", "fuzz", "--dir", home], { cwd: dir });
-          judge({ args, then: "hub thing create fuzz" }, create);
+          judge({ args, followedBy: "hub thing create fuzz" }, create);
           expect(create.code).toBe(0);
         }
       },

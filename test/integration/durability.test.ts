@@ -3,24 +3,16 @@
  * collects with 200; after a restart it still has them all. (The thing agent killed while
  * receiving: exactly-once.test.ts.)
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { Database } from "bun:sqlite";
+
+import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
-import { binaryPath, run, start } from "../support/binary.ts";
+import { run, start } from "../support/binary.ts";
 import { unpackDistribution } from "../support/distribution.ts";
-import { freePort, type MosquittoBroker } from "../support/mosquitto.ts";
-import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
-
-async function waitUntil(condition: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await Bun.sleep(25);
-  }
-}
+import { loopbackHubInit } from "../support/hub-fixture.ts";
+import { freePort } from "../support/mosquitto.ts";
 
 describe("the hub, killed after acknowledging", () => {
   const work = mkdtempSync(join(tmpdir(), "flashlex-durability-"));
@@ -29,7 +21,7 @@ describe("the hub, killed after acknowledging", () => {
 
   test("every collect answered 200 is still stored after kill -9", async () => {
     const [apiPort, brokerPort] = [await freePort(), await freePort()];
-    const init = await run(["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1"]);
+    const init = await run([...loopbackHubInit(hubDir, apiPort, brokerPort, "127.0.0.1")]);
     expect(init.code).toBe(0);
     const created = JSON.parse((await run(["hub", "thing", "create", "sturdy", "--dir", hubDir, "--json"])).stdout);
     const zip = join(work, "sturdy.zip");
@@ -56,7 +48,12 @@ describe("the hub, killed after acknowledging", () => {
     }
     const archive = join(work, "export.zip");
     expect((await run(["hub", "export", created.name, "--dir", hubDir, "--type", "egress", "-o", archive])).code).toBe(0);
-    const stored = Object.keys(unzipSync(readFileSync(archive))).map((path) => path.split("/").pop()!.replace(/\.json$/, ""));
+    const stored = Object.keys(unzipSync(readFileSync(archive))).map((path) =>
+      path
+        .split("/")
+        .pop()!
+        .replace(/\.json$/, ""),
+    );
     expect(new Set(stored)).toEqual(new Set(sent));
   }, 120_000);
 });

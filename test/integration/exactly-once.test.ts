@@ -11,18 +11,20 @@
  *   recognises a redelivery by its packet identifier, topic and payload among the messages it
  *   stored before the broker resumed the session (DUP set or not).
  */
-import { afterAll, describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
+import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt from "mqtt";
 import { parse } from "yaml";
-import { binaryPath, start, type Background } from "../support/binary.ts";
+import { type Background, binaryPath, start } from "../support/binary.ts";
 import { makeHubFixture } from "../support/hub-fixture.ts";
-import { type MosquittoBroker } from "../support/mosquitto.ts";
+import { type MosquittoBroker, mosquittoPub } from "../support/mosquitto.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
+import { waitUntil } from "../support/wait.ts";
 
 const KILLS = 10;
 const work = mkdtempSync(join(tmpdir(), "flashlex-exactly-once-"));
@@ -45,14 +47,6 @@ function storedIds(dataDir: string): number[] {
   }
 }
 
-async function waitUntil(what: string, condition: () => boolean | Promise<boolean>, timeoutMs: number, log?: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms${log ? `\n--- log ---\n${log().slice(-6000)}` : ""}`);
-    await Bun.sleep(20);
-  }
-}
-
 /**
  * Kills serve `KILLS` times while the stream arrives: each time a few more messages were
  * stored since the last start, SIGKILL, and start again at once. Returns the serve left running.
@@ -64,7 +58,12 @@ async function killRepeatedly(serveArgs: string[], dataDir: string, total: numbe
   for (let kill = 0; kill < KILLS; kill++) {
     const before = storedIds(dataDir).length;
     const step = 20 + Math.floor(Math.random() * (total / (KILLS * 3)));
-    await waitUntil(`serve stored ${step} more messages (kill ${kill + 1})`, () => storedIds(dataDir).length >= Math.min(before + step, total), 60_000, () => serve.output());
+    await waitUntil(
+      `serve stored ${step} more messages (kill ${kill + 1})`,
+      () => storedIds(dataDir).length >= Math.min(before + step, total),
+      60_000,
+      () => serve.output(),
+    );
     serve.proc.kill("SIGKILL");
     await serve.proc.exited;
     tally("faults");
@@ -110,8 +109,18 @@ describe("exactly once across kill -9 of serve", () => {
     const serve = await killRepeatedly(["serve", ...thing.flags], dataDir, total);
     await publishing;
     try {
-      await waitUntil("every message stored", () => new Set(storedIds(dataDir)).size >= total, 90_000, () => serve.output() + hubProcess.output());
-      await waitUntil("the hub's record says delivered", async () => (await hub.ingress(thing.id)).every((m) => m.delivery === "delivered"), 30_000, () => hubProcess.output());
+      await waitUntil(
+        "every message stored",
+        () => new Set(storedIds(dataDir)).size >= total,
+        90_000,
+        () => serve.output() + hubProcess.output(),
+      );
+      await waitUntil(
+        "the hub's record says delivered",
+        async () => (await hub.ingress(thing.id)).every((m) => m.delivery === "delivered"),
+        30_000,
+        () => hubProcess.output(),
+      );
       await Bun.sleep(500); // a late redelivery would land now
       expectExactlyOnce(storedIds(dataDir), total);
       expect(hubProcess.output()).not.toContain("no such packet");
@@ -139,15 +148,25 @@ describe("exactly once across kill -9 of serve", () => {
       await first.stop();
 
       const publisher = await thing.pki.issueThing("exactly-once-publisher");
-      const lines = Array.from({ length: total }, (_, n) => JSON.stringify({ n })).join("\n") + "\n";
-      const pub = Bun.spawn(
-        ["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "--cert", publisher.certPath, "--key", publisher.privateKeyPath, "-i", "exactly-once-publisher", "-q", "1", "-t", `ingress/${thing.thingName}`, "-l"],
-        { stdin: new Blob([lines]) },
-      );
-      expect(await pub.exited).toBe(0);
+      const lines = Array.from({ length: total }, (_, n) => JSON.stringify({ n }));
+      const published = await mosquittoPub({
+        port: broker.port,
+        caCertPath: thing.pki.caCertPath,
+        client: publisher,
+        clientId: "exactly-once-publisher",
+        qos: 1,
+        topic: `ingress/${thing.thingName}`,
+        lines,
+      });
+      expect(published.code).toBe(0);
       const serve = await killRepeatedly(["serve", ...thing.flags], thing.dataDir, total);
       try {
-        await waitUntil("every message stored", () => new Set(storedIds(thing.dataDir)).size >= total, 90_000, () => serve.output());
+        await waitUntil(
+          "every message stored",
+          () => new Set(storedIds(thing.dataDir)).size >= total,
+          90_000,
+          () => serve.output(),
+        );
         await Bun.sleep(500);
         expectExactlyOnce(storedIds(thing.dataDir), total);
         expectNoSessionDropped();
@@ -171,16 +190,35 @@ describe("sessions the broker keeps, and the old distribution's clean session", 
 
     const whileAway = await hub.publish(thing.id, { text: "sent before the old client connected" });
     const old = mqtt.connect({
-      protocol: "mqtts", host: "127.0.0.1", port: hub.brokerPort, ca: key("rootCA"), cert: key("cert"), key: key("privateKey"),
-      rejectUnauthorized: true, clientId: thing.name, clean: true, reconnectPeriod: 0, protocolVersion: 4,
+      protocol: "mqtts",
+      host: "127.0.0.1",
+      port: hub.brokerPort,
+      ca: key("rootCA"),
+      cert: key("cert"),
+      key: key("privateKey"),
+      rejectUnauthorized: true,
+      clientId: thing.name,
+      clean: true,
+      reconnectPeriod: 0,
+      protocolVersion: 4,
     });
     const received: string[] = [];
     old.on("message", (_topic, payload) => received.push(payload.toString()));
     await new Promise<void>((resolve, reject) => old.once("connect", () => resolve()).once("error", reject));
     await old.subscribeAsync(`ingress/${thing.name}`, { qos: 1 });
-    await waitUntil("the old client got what was pending", () => received.length === 1, 10_000, () => hubProcess.output());
+    await waitUntil(
+      "the old client got what was pending",
+      () => received.length === 1,
+      10_000,
+      () => hubProcess.output(),
+    );
     const live = await hub.publish(thing.id, { text: "sent while the old client listened" });
-    await waitUntil("the hub's record says both delivered", async () => (await hub.ingress(thing.id)).every((m) => m.delivery === "delivered"), 10_000, () => hubProcess.output());
+    await waitUntil(
+      "the hub's record says both delivered",
+      async () => (await hub.ingress(thing.id)).every((m) => m.delivery === "delivered"),
+      10_000,
+      () => hubProcess.output(),
+    );
     expect(texts(received)).toEqual(["sent before the old client connected", "sent while the old client listened"]);
     await old.endAsync();
 
@@ -188,9 +226,17 @@ describe("sessions the broker keeps, and the old distribution's clean session", 
     const serve = start(["serve", ...thing.flags]);
     try {
       await serve.waitFor(/ingress\.stored/);
-      await waitUntil("the hub's record says delivered", async () => (await hub.ingress(thing.id)).every((m) => m.delivery === "delivered"), 10_000, () => hubProcess.output());
+      await waitUntil(
+        "the hub's record says delivered",
+        async () => (await hub.ingress(thing.id)).every((m) => m.delivery === "delivered"),
+        10_000,
+        () => hubProcess.output(),
+      );
       await Bun.sleep(500);
-      const stored = (await hub.flashlex(["messages", "list", "--json", ...thing.flags])).stdout.trim().split("\n").map((l) => JSON.parse(l).payload);
+      const stored = (await hub.flashlex(["messages", "list", "--json", ...thing.flags])).stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l).payload);
       // what the old client acknowledged is not replayed to the agent; what it never had arrives
       tally("duplicates", stored.length - 1);
       expect(texts(stored)).toEqual(["sent after the move to the agent"]);
@@ -207,8 +253,16 @@ describe("sessions the broker keeps, and the old distribution's clean session", 
     const broker = await startBrokerFor(thing);
     try {
       const publisher = await thing.pki.issueThing("retained-publisher");
-      const pub = Bun.spawn(["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "--cert", publisher.certPath, "--key", publisher.privateKeyPath, "-i", "retained-publisher", "-q", "1", "-r", "-t", `ingress/${thing.thingName}`, "-m", '{"mode":"eco"}']);
-      expect(await pub.exited).toBe(0);
+      const retained = {
+        caCertPath: thing.pki.caCertPath,
+        client: publisher,
+        clientId: "retained-publisher",
+        qos: 1 as const,
+        retain: true,
+        topic: `ingress/${thing.thingName}`,
+        message: '{"mode":"eco"}',
+      };
+      expect((await mosquittoPub({ ...retained, port: broker.port })).code).toBe(0);
       let serve = start(["serve", ...thing.flags]);
       await serve.waitFor(/ingress\.stored/);
       expect(await serve.stop()).toBe(0);
@@ -221,8 +275,7 @@ describe("sessions the broker keeps, and the old distribution's clean session", 
       await broker.stop();
       const fresh = await startBrokerFor(thing);
       try {
-        const republish = Bun.spawn(["mosquitto_pub", "-h", "127.0.0.1", "-p", String(fresh.port), "--cafile", thing.pki.caCertPath, "--cert", publisher.certPath, "--key", publisher.privateKeyPath, "-i", "retained-publisher", "-q", "1", "-r", "-t", `ingress/${thing.thingName}`, "-m", '{"mode":"eco"}']);
-        expect(await republish.exited).toBe(0);
+        expect((await mosquittoPub({ ...retained, port: fresh.port })).code).toBe(0);
         serve = start(["serve", ...thing.flags]);
         await serve.waitFor(/ingress\.redelivery_skipped [^\n]*matchedBy=retained/);
         expect(await serve.stop()).toBe(0);
@@ -240,7 +293,9 @@ describe("sessions the broker keeps, and the old distribution's clean session", 
 function storedModes(dataDir: string): string[] {
   const db = new Database(join(dataDir, "subscription.db"), { readonly: true });
   try {
-    return (db.query("SELECT CAST(payload AS TEXT) AS payload FROM ingress_messages ORDER BY id").all() as { payload: string }[]).map((r) => JSON.parse(r.payload).mode);
+    return (db.query("SELECT CAST(payload AS TEXT) AS payload FROM ingress_messages ORDER BY id").all() as { payload: string }[]).map(
+      (r) => JSON.parse(r.payload).mode,
+    );
   } finally {
     db.close();
   }

@@ -12,18 +12,19 @@
  *
  * The tmpfs tests need root (mount); without it they are skipped, loudly, with the reason.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { parseDocument } from "yaml";
-import { binaryPath, run, start, type RunResult } from "../support/binary.ts";
+import { binaryPath, type RunResult, run, start } from "../support/binary.ts";
 import { DAMAGE_KINDS, GOOD_ROW_COUNT } from "../support/damaged-databases.ts";
+import { listenOnLoopback, loopbackHubInit } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
-import { startReceiver, type Receiver } from "../support/receiver.ts";
+import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
-import { mountTmpfs, tmpfsUnavailable, type Tmpfs } from "../support/tmpfs.ts";
+import { mountTmpfs, type Tmpfs, tmpfsUnavailable } from "../support/tmpfs.ts";
 
 let thing: ThingFixture;
 let receiver: Receiver;
@@ -196,12 +197,10 @@ describe.skipIf(Boolean(noTmpfs))("a full disk", () => {
     mounts.push(hubFs);
     const hubDir = join(hubFs.dir, "hub");
     const [apiPort, brokerPort] = [await freePort(), await freePort()];
-    const init = await run(["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--json"]);
+    const init = await run([...loopbackHubInit(hubDir, apiPort, brokerPort), "--json"]);
     expect(init.code).toBe(0);
     const { token } = JSON.parse(init.stdout);
-    const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
-    settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
-    writeFileSync(join(hubDir, "hub.yml"), settings.toString());
+    listenOnLoopback(hubDir);
     const hub = start(["hub", "serve", "--dir", hubDir]);
     try {
       await hub.waitFor(/hub\.started/);
@@ -224,7 +223,7 @@ describe.skipIf(Boolean(noTmpfs))("a full disk", () => {
       expect(full.headers.get("retry-after")).toBe("30");
       const body = await full.json();
       expect(body).toMatchObject({ status: "ERROR", code: 503, messages: [{ key: "error", value: "the hub's storage is full; try again later" }] });
-      expect(hub.output()).not.toContain("hub.api_failed\" level=error");
+      expect(hub.output()).not.toContain('hub.api_failed" level=error');
       const again = await create("afterfull");
       expect(again.status).toBe(201);
       const list = await fetch(`http://127.0.0.1:${apiPort}/dev/v1/things`, { headers: { Authorization: `Bearer ${token}` } });

@@ -7,16 +7,17 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { createLogger, type Logger } from "../../src/log.ts";
+import type { IClientOptions, MqttClient } from "mqtt";
+import { createCrl } from "../../src/crypto/crl.ts";
 import { describeCertificate } from "../../src/crypto/x509.ts";
-import type { BrokerEvents, HubBroker, ThingDirectory } from "../../src/hub/broker.ts";
-import { startEmbeddedBroker, type EmbeddedBroker } from "../../src/hub/embedded-broker.ts";
-import { connectExternalBroker } from "../../src/hub/external-broker.ts";
-import { renderMosquittoAcl, renderMosquittoConfig } from "../../src/hub/mosquitto-config.ts";
-import { createCrl } from "../../src/hub/crl.ts";
+import type { BrokerEvents, HubBroker, ThingDirectory } from "../../src/hub/broker/broker.ts";
+import { type EmbeddedBroker, startEmbeddedBroker } from "../../src/hub/broker/embedded.ts";
+import { connectExternalBroker } from "../../src/hub/broker/external.ts";
+import { renderMosquittoAcl, renderMosquittoConfig } from "../../src/hub/broker/mosquitto-config.ts";
+import { createLogger, type Logger } from "../../src/shared/log.ts";
+import { type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
+import { attemptConnect, closedWithin, nextMessage } from "../support/mqtt-client.ts";
 import { makeTestPki, type TestPki, type ThingFiles } from "../support/pki.ts";
-import { startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
 
 const ALPHA = "ecd13b11-alpha";
 const BETA = "ecd13b11-beta";
@@ -39,7 +40,6 @@ class FakeDirectory implements ThingDirectory {
 
 const logLines: string[] = [];
 const log: Logger = createLogger({ level: "debug", write: (l) => logLines.push(l) });
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "flashlex-hub-broker-"));
@@ -54,72 +54,14 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-type Attempt = { client?: MqttClient; error?: Error & { code?: unknown }; closed?: boolean };
-
-/** Connects and reports what happened instead of retrying: connected, refused (error) or dropped. */
-function attempt(port: number, thing: ThingFiles | undefined, extra: Partial<IClientOptions> = {}): Promise<Attempt> {
-  return new Promise((resolve) => {
-    const client = mqtt.connect({
-      protocol: "mqtts",
-      host: "127.0.0.1",
-      port,
-      ca: pki.ca.certPem,
-      ...(thing ? { cert: thing.certPem, key: thing.privateKeyPem } : {}),
-      rejectUnauthorized: true,
-      clientId: thing?.name ?? "anonymous",
-      reconnectPeriod: 0,
-      connectTimeout: 5_000,
-      ...extra,
-    });
-    const timer = setTimeout(() => finish({ error: new Error("no answer within 6 s") }), 6_000);
-    let finished = false;
-    const finish = (result: Attempt) => {
-      if (finished) return;
-      finished = true;
-      clearTimeout(timer);
-      client.off("connect", onConnect).off("error", onError).off("close", onClose);
-      if (!result.client) client.end(true);
-      resolve(result);
-    };
-    const onConnect = () => finish({ client });
-    const onError = (error: Error) => finish({ error });
-    const onClose = () => finish({ closed: true });
-    client.on("connect", onConnect).on("error", onError).on("close", onClose);
-  });
-}
+/** Connects once with `thing`'s certificate and its name as client id (unless `extra` says otherwise). */
+const attempt = (port: number, thing: ThingFiles | undefined, extra: Partial<IClientOptions> = {}) =>
+  attemptConnect({ port, caPem: pki.ca.certPem, cert: thing, clientId: thing?.name ?? "anonymous", extra });
 
 async function connect(port: number, thing: ThingFiles, extra: Partial<IClientOptions> = {}): Promise<MqttClient> {
   const result = await attempt(port, thing, extra);
   if (!result.client) throw new Error(`${thing.name} could not connect: ${result.error?.message ?? "closed"}\n${logLines.join("\n")}`);
   return result.client;
-}
-
-/** Resolves with the next message on `topic`, or undefined after `ms`. */
-function nextMessage(client: MqttClient, topic: string, ms: number): Promise<string | undefined> {
-  return new Promise((resolve) => {
-    const onMessage = (t: string, payload: Buffer) => {
-      if (t !== topic) return;
-      done(payload.toString());
-    };
-    const timer = setTimeout(() => done(undefined), ms);
-    const done = (v: string | undefined) => {
-      clearTimeout(timer);
-      client.off("message", onMessage);
-      resolve(v);
-    };
-    client.on("message", onMessage);
-  });
-}
-
-function closedWithin(client: MqttClient, ms: number): Promise<boolean> {
-  if (!client.connected) return Promise.resolve(true);
-  return new Promise((resolve) => {
-    const timer = setTimeout(() => resolve(false), ms);
-    client.once("close", () => {
-      clearTimeout(timer);
-      resolve(true);
-    });
-  });
 }
 
 describe("embedded broker (aedes)", () => {
@@ -210,7 +152,7 @@ describe("embedded broker (aedes)", () => {
     const result = await attempt(broker.port, alpha, { clientId: BETA });
     expect(result.client).toBeUndefined();
     expect(result.error?.code).toBe(2); // CONNACK identifier rejected
-    await sleep(200);
+    await Bun.sleep(200);
     expect(b.connected).toBe(true);
     expect(broker.connected()).toContain(BETA);
   }, 15_000);
@@ -239,7 +181,7 @@ describe("embedded broker (aedes)", () => {
     const result = await attempt(broker.port, stranger);
     expect(result.client).toBeUndefined();
     expect(typeof result.error?.code).not.toBe("number"); // no CONNACK: the handshake failed (Bun just closes)
-    await sleep(100);
+    await Bun.sleep(100);
     expect(logLines.slice(before).some((l) => l.includes("mqtt.tls.refused"))).toBe(true);
     expect(logLines.slice(before).some((l) => l.includes("mqtt.connected"))).toBe(false);
   }, 15_000);
@@ -249,7 +191,7 @@ describe("embedded broker (aedes)", () => {
     const result = await attempt(broker.port, undefined, { clientId: ALPHA });
     expect(result.client).toBeUndefined();
     expect(result.error?.code).toBe("ERR_SSL_TLSV1_ALERT_CERTIFICATE_REQUIRED");
-    await sleep(100);
+    await Bun.sleep(100);
     expect(logLines.slice(before).some((l) => l.includes("mqtt.tls.refused"))).toBe(true);
   }, 15_000);
 
@@ -264,7 +206,7 @@ describe("embedded broker (aedes)", () => {
     try {
       let acked = 0;
       const puback = a.publishAsync("flashlex/collect", '{"n":1}', { qos: 1 }).then(() => (acked = performance.now()));
-      await sleep(500);
+      await Bun.sleep(500);
       expect(storeStarted).toBeGreaterThan(0); // the store runs…
       expect(acked).toBe(0); // …and the PUBACK waits for it
       release();
@@ -373,8 +315,11 @@ describe("Mosquitto with the rendered config", () => {
   test("the hub receives a thing's flashlex/collect publish (thing unknown: undefined)", async () => {
     const a = track(await connect(mosquitto.port, alpha));
     await a.publishAsync("flashlex/collect", '{"egress":1}', { qos: 1 });
-    for (let i = 0; i < 100 && !hubReceived.some((m) => m.payload === '{"egress":1}'); i++) await sleep(20);
-    expect(hubReceived.find((m) => m.payload === '{"egress":1}'), failWithLog("not received")).toEqual({
+    for (let i = 0; i < 100 && !hubReceived.some((m) => m.payload === '{"egress":1}'); i++) await Bun.sleep(20);
+    expect(
+      hubReceived.find((m) => m.payload === '{"egress":1}'),
+      failWithLog("not received"),
+    ).toEqual({
       thing: undefined,
       topic: "flashlex/collect",
       payload: '{"egress":1}',
@@ -386,8 +331,11 @@ describe("Mosquitto with the rendered config", () => {
     const a = track(await connect(mosquitto.port, alpha));
     failNextStore = true;
     await a.publishAsync("flashlex/collect", "redeliver-me", { qos: 1 });
-    for (let i = 0; i < 250 && !hubReceived.some((m) => m.payload === "redeliver-me"); i++) await sleep(20);
-    expect(hubReceived.filter((m) => m.payload === "redeliver-me"), failWithLog("not redelivered")).toHaveLength(1);
+    for (let i = 0; i < 250 && !hubReceived.some((m) => m.payload === "redeliver-me"); i++) await Bun.sleep(20);
+    expect(
+      hubReceived.filter((m) => m.payload === "redeliver-me"),
+      failWithLog("not redelivered"),
+    ).toHaveLength(1);
   }, 15_000);
 
   test("ingress reaches only its thing; another thing's subscription gets nothing", async () => {
@@ -424,7 +372,7 @@ describe("Mosquitto with the rendered config", () => {
   test("a client id that is not the CN is replaced by the CN: it cannot kick the real owner", async () => {
     const b = track(await connect(mosquitto.port, beta));
     const spoof = track(await connect(mosquitto.port, alpha, { clientId: BETA }));
-    await sleep(500);
+    await Bun.sleep(500);
     expect(b.connected).toBe(true);
     expect(spoof.connected).toBe(true);
     // the spoofing connection is still alpha for the ACL: beta's ingress never reaches it

@@ -6,23 +6,21 @@
  *
  * The tests run in order and share one hub home, one thing, and the hub and serve the first leaves running.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseDocument } from "yaml";
-import { binaryPath, run, start, type Background } from "../support/binary.ts";
-import { unpackDistribution } from "../support/distribution.ts";
-import { freePort } from "../support/mosquitto.ts";
+import { type Background, binaryPath, start } from "../support/binary.ts";
+import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { tally } from "../support/tally.ts";
+import { occurrences, waitUntil } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-hub-durability-"));
-const hubDir = join(work, "hub");
 const running: Background[] = [];
-let apiPort = 0;
-let operatorToken = "";
-let thing: { id: string; name: string; flags: string[] };
+let fixture: HubFixture;
+let thing: HubThing;
 /** the hub and the thing's serve, carried from the first test into the second */
 let hub: Background;
 let serve: Background;
@@ -31,7 +29,9 @@ let serve: Background;
 const alive = (child: Background) => child.proc.exitCode === null && child.proc.signalCode === null;
 
 // A crashed run must not leave a hub or an agent behind.
-process.once("exit", () => running.forEach((b) => alive(b) && b.proc.kill("SIGKILL")));
+process.once("exit", () => {
+  for (const b of running) if (alive(b)) b.proc.kill("SIGKILL");
+});
 
 function launch(args: string[]): Background {
   const child = start(args);
@@ -39,14 +39,10 @@ function launch(args: string[]): Background {
   return child;
 }
 
-async function flashlex(args: string[], input?: string) {
-  const result = await run(args, { input, timeoutMs: 30_000 });
-  if (result.code !== 0) throw new Error(`flashlex ${args.join(" ")} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
-  return result;
-}
+const flashlex = (args: string[], input?: string) => fixture.flashlex(args, input);
 
 async function startHub(): Promise<Background> {
-  const child = launch(["hub", "serve", "--dir", hubDir]);
+  const child = launch(["hub", "serve", "--dir", fixture.dir]);
   await child.waitFor(/hub\.started/);
   return child;
 }
@@ -56,52 +52,28 @@ async function killHub(child: Background): Promise<void> {
   await child.proc.exited;
 }
 
-
 /** What the thing's application sees: its ingress payloads, oldest first. */
 async function thingInbox(): Promise<string[]> {
   const listed = (await flashlex(["messages", "list", "--json", "--all", ...thing.flags])).stdout.trim();
   // the guide's `message`, without the hub's id the wire payload carries
-  return listed ? listed.split("\n").map((line) => JSON.parse(line)).filter((r) => r.topic === `ingress/${thing.name}`).map((r) => JSON.stringify(JSON.parse(r.payload).message)) : [];
+  return listed
+    ? listed
+        .split("\n")
+        .map((line) => JSON.parse(line))
+        .filter((r) => r.topic === `ingress/${thing.name}`)
+        .map((r) => JSON.stringify(JSON.parse(r.payload).message))
+    : [];
 }
 
 type IngressEntry = { payload: unknown; flmessagespk: string; delivery: string; deliveredAt: string | null };
 
 /** The hub's ingress record for the thing, through the operator API. */
-async function hubIngress(): Promise<IngressEntry[]> {
-  const response = await fetch(`http://127.0.0.1:${apiPort}/dev/v1/things/${thing.id}/messages?messagetype=ingress`, {
-    headers: { Authorization: `Bearer ${operatorToken}` },
-    signal: AbortSignal.timeout(10_000),
-  });
-  expect(response.status).toBe(200);
-  return ((await response.json()) as { result: IngressEntry[] }).result;
-}
-
-async function waitUntil(what: string, probe: () => Promise<boolean>, timeoutMs: number, log?: () => string): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms${log ? `\n--- log ---\n${log()}` : ""}`);
-    await Bun.sleep(100);
-  }
-}
-
-const count = (text: string, pattern: RegExp) => (text.match(new RegExp(pattern, "g")) ?? []).length;
+const hubIngress = () => fixture.ingress(thing.id) as Promise<IngressEntry[]>;
 
 beforeAll(async () => {
   binaryPath();
-  const brokerPort = await freePort();
-  apiPort = await freePort();
-  const init = await flashlex(["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1", "--json"]);
-  operatorToken = JSON.parse(init.stdout).token;
-  // Loopback only: the embedded broker listens on 0.0.0.0 unless hub.yml says otherwise.
-  const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
-  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
-  writeFileSync(join(hubDir, "hub.yml"), settings.toString());
-
-  const created = JSON.parse((await flashlex(["hub", "thing", "create", "steadfast", "--dir", hubDir, "--json"])).stdout);
-  const zip = join(work, "steadfast.zip");
-  await flashlex(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zip]);
-  const root = unpackDistribution(zip, join(work, "thing"), created.name);
-  thing = { id: created.id, name: created.name, flags: ["-c", join(root, "config.yml"), "-k", join(root, "keys"), "-d", join(root, "data")] };
+  fixture = await makeHubFixture(work);
+  thing = await fixture.createThing("steadfast");
 }, 60_000);
 
 afterAll(async () => {
@@ -119,7 +91,7 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
 
     const sent = [];
     for (const text of ["first while offline", "second while offline"]) {
-      const answer = await flashlex(["hub", "send", thing.name, "--dir", hubDir], JSON.stringify({ text }));
+      const answer = await flashlex(["hub", "send", thing.name, "--dir", fixture.dir], JSON.stringify({ text }));
       expect(answer.stdout).toContain("the thing is not connected now");
       sent.push(JSON.stringify({ text }));
     }
@@ -128,9 +100,19 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
 
     hub = await startHub(); // aedes' memory, and the queue it held for the thing, are gone
     serve = launch(["serve", ...thing.flags]);
-    await waitUntil("both messages in the thing's database", async () => (await thingInbox()).length >= 2, 20_000, () => serve.output() + hub.output());
+    await waitUntil(
+      "both messages in the thing's database",
+      async () => (await thingInbox()).length >= 2,
+      20_000,
+      () => serve.output() + hub.output(),
+    );
     expect(await thingInbox()).toEqual(sent);
-    await waitUntil("the hub's record says delivered", async () => (await hubIngress()).every((m) => m.delivery === "delivered"), 10_000, () => hub.output());
+    await waitUntil(
+      "the hub's record says delivered",
+      async () => (await hubIngress()).every((m) => m.delivery === "delivered"),
+      10_000,
+      () => hub.output(),
+    );
     const record = await hubIngress();
     expect(record.map((m) => m.payload)).toEqual(sent.map((s) => ({ message: JSON.parse(s) })));
     for (const m of record) expect(m.deliveredAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
@@ -141,16 +123,26 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
   test("a message the thing acknowledged is not sent again after the next kill -9", async () => {
     const before = (await thingInbox()).length;
 
-    const answer = await flashlex(["hub", "send", thing.name, "--dir", hubDir, "--json"], '{"text":"while online"}');
+    const answer = await flashlex(["hub", "send", thing.name, "--dir", fixture.dir, "--json"], '{"text":"while online"}');
     expect(JSON.parse(answer.stdout).result.online).toBe(true);
-    await waitUntil("the hub's record says delivered", async () => (await hubIngress()).every((m) => m.delivery === "delivered"), 10_000, () => hub.output());
+    await waitUntil(
+      "the hub's record says delivered",
+      async () => (await hubIngress()).every((m) => m.delivery === "delivered"),
+      10_000,
+      () => hub.output(),
+    );
     expect(await thingInbox()).toHaveLength(before + 1);
     await killHub(hub);
 
-    const subscriptions = count(serve.output(), /mqtt\.subscribed/);
+    const subscriptions = occurrences(serve.output(), /mqtt\.subscribed/);
     hub = await startHub();
     // serve reconnects on its own (backoff from 1 s) and subscribes again to the fresh broker
-    await waitUntil("serve subscribed again", async () => count(serve.output(), /mqtt\.subscribed/) > subscriptions, 20_000, () => serve.output());
+    await waitUntil(
+      "serve subscribed again",
+      async () => occurrences(serve.output(), /mqtt\.subscribed/) > subscriptions,
+      20_000,
+      () => serve.output(),
+    );
     await Bun.sleep(1_000);
     expect(await thingInbox()).toHaveLength(before + 1);
     expect(hub.output()).not.toContain("hub.ingress_replayed");
@@ -162,14 +154,24 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
   test("a hub killed between the thing's PUBACK and its own record sends the message again: the thing stores it once", async () => {
     const before = await thingInbox();
     // The state that kill leaves: the thing has the message, the hub's record still says pending.
-    const db = new Database(join(hubDir, "hub.db"));
+    const db = new Database(join(fixture.dir, "hub.db"));
     db.run("UPDATE messages SET delivery = 'pending', delivered_at = NULL WHERE messagetype = 'ingress'");
     db.close();
     hub = await startHub();
     serve = launch(["serve", ...thing.flags]);
-    await waitUntil("the hub's record says delivered", async () => (await hubIngress()).every((m) => m.delivery === "delivered"), 20_000, () => hub.output());
+    await waitUntil(
+      "the hub's record says delivered",
+      async () => (await hubIngress()).every((m) => m.delivery === "delivered"),
+      20_000,
+      () => hub.output(),
+    );
     expect(hub.output()).toMatch(/hub\.ingress_replayed [^\n]*count=3/);
-    await waitUntil("serve recognised the three", async () => count(serve.output(), /ingress\.redelivery_skipped/) >= 3, 10_000, () => serve.output());
+    await waitUntil(
+      "serve recognised the three",
+      async () => occurrences(serve.output(), /ingress\.redelivery_skipped/) >= 3,
+      10_000,
+      () => serve.output(),
+    );
     const after = await thingInbox();
     tally("duplicates", after.length - before.length);
     expect(after).toEqual(before);

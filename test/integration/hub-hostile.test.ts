@@ -15,19 +15,20 @@
  *                   far less than the data; `hub export` of the same is complete and valid
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createPrivateKey, randomBytes, randomUUID, sign, type KeyObject } from "node:crypto";
-import { chmodSync, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { type KeyObject, randomBytes, randomUUID, sign } from "node:crypto";
+import { chmodSync, createWriteStream, existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
-import { parseDocument } from "yaml";
 import { signThingToken } from "../../src/crypto/jwt.ts";
-import { sqliteHubStore } from "../../src/hub/hub-store.ts";
-import { openSqlDatabase } from "../../src/store/open.ts";
-import { binaryPath, run, start, type Background } from "../support/binary.ts";
-import { unpackDistribution } from "../support/distribution.ts";
+import { sqliteHubStore } from "../../src/hub/store/hub-store.ts";
+import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
+import { type Background, binaryPath, run, start } from "../support/binary.ts";
+import { provisionThing } from "../support/distribution.ts";
+import { listenOnLoopback, loopbackHubInit } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
 import { tally } from "../support/tally.ts";
+import { waitForLog } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-hostile-"));
 const hubDir = join(work, "hub");
@@ -67,24 +68,7 @@ async function ok(args: string[], opts: { input?: string; umask000?: boolean } =
   return result;
 }
 
-async function provision(shortName: string): Promise<Thing> {
-  const created = JSON.parse((await ok(["hub", "thing", "create", shortName, "--dir", hubDir, "--json"])).stdout);
-  const zip = join(work, `${shortName}.zip`);
-  await ok(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zip]);
-  const root = unpackDistribution(zip, join(work, "things", shortName), created.name);
-  const keys = join(root, "keys");
-  const privateKeyPem = readFileSync(join(keys, `${created.name}-keypair-private.pem`), "utf8");
-  return {
-    id: created.id,
-    name: created.name,
-    dataDir: join(root, "data"),
-    flags: ["-c", join(root, "config.yml"), "-k", keys, "-d", join(root, "data")],
-    certPem: readFileSync(join(keys, `${created.name}-certificate.pem`), "utf8"),
-    privateKeyPem,
-    privateKey: createPrivateKey(privateKeyPem),
-    caPem: readFileSync(join(keys, "root-ca-cert.pem"), "utf8"),
-  };
-}
+const provision = (shortName: string): Promise<Thing> => provisionThing(ok, hubDir, work, shortName);
 
 const api = (path: string) => `http://127.0.0.1:${apiPort}/dev/v1${path}`;
 
@@ -130,16 +114,6 @@ function connect(thing: Thing, clientId = thing.name): Promise<{ client?: MqttCl
   });
 }
 
-async function waitForLog(pattern: RegExp, from: number, timeoutMs = 5_000): Promise<string> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline) {
-    const match = hub.output().slice(from).match(pattern);
-    if (match) return match[0];
-    await Bun.sleep(50);
-  }
-  throw new Error(`no ${pattern} in the hub's log:\n${hub.output().slice(from)}`);
-}
-
 /** A token signed with the thing's key over any header and claims (jose refuses to sign some). */
 function signedToken(thing: Thing, header: Record<string, unknown>, claims: Record<string, unknown>): string {
   const input = `${Buffer.from(JSON.stringify(header)).toString("base64url")}.${Buffer.from(JSON.stringify(claims)).toString("base64url")}`;
@@ -151,14 +125,9 @@ process.once("exit", () => hub?.proc.exitCode === null && hub.proc.kill("SIGKILL
 beforeAll(async () => {
   binaryPath();
   [apiPort, brokerPort] = [await freePort(), await freePort()];
-  const init = await ok(
-    ["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1", "--json"],
-    { umask000: true },
-  );
+  const init = await ok([...loopbackHubInit(hubDir, apiPort, brokerPort, "127.0.0.1"), "--json"], { umask000: true });
   operatorToken = JSON.parse(init.stdout).token;
-  const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
-  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
-  writeFileSync(join(hubDir, "hub.yml"), settings.toString());
+  listenOnLoopback(hubDir);
   A = await provision("a");
   bulk = JSON.parse((await ok(["hub", "thing", "create", "bulk", "--dir", hubDir, "--json"])).stdout);
 
@@ -170,7 +139,14 @@ beforeAll(async () => {
   for (let i = 0; i < BULK_MESSAGES; i++) {
     const payload = JSON.stringify({ seq: i, blob: randomBytes((BULK_BLOB_BYTES * 3) / 4).toString("base64") });
     bulkBytes += payload.length;
-    await store.insertMessage({ flmessagespk: randomUUID(), thingId: bulk.id, messagetype: "egress", payload, fltimestamp: first + i, datecreated: new Date((first + i) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z") });
+    await store.insertMessage({
+      flmessagespk: randomUUID(),
+      thingId: bulk.id,
+      messagetype: "egress",
+      payload,
+      fltimestamp: first + i,
+      datecreated: new Date((first + i) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z"),
+    });
   }
   await store.close();
 
@@ -258,7 +234,10 @@ describe("MQTT: what the hub cannot take is acknowledged and dropped", () => {
     const bad: [string, string | Buffer][] = [
       ["a crit header jose does not know", envelope({ token: signedToken(A, { alg: "RS256", kid: A.id, typ: "JWT", crit: ["zzz"], zzz: 1 }, claims) })],
       ["a forged token", envelope({ token: "abc.def.ghi" })],
-      ["an expired token", envelope({ token: signedToken(A, { alg: "RS256", kid: A.id, typ: "JWT" }, { ...claims, nbf: now - 4000, iat: now - 4000, exp: now - 3600 }) })],
+      [
+        "an expired token",
+        envelope({ token: signedToken(A, { alg: "RS256", kid: A.id, typ: "JWT" }, { ...claims, nbf: now - 4000, iat: now - 4000, exp: now - 3600 }) }),
+      ],
       ["100,000 levels deep", nested(100_000)],
       ["a payload 65 levels deep", `{"messageId":"${randomUUID()}","thingId":"${A.id}","token":"${token}","payload":${nested(65)}}`],
       ["not JSON", "not json"],
@@ -270,15 +249,26 @@ describe("MQTT: what the hub cannot take is acknowledged and dropped", () => {
     for (const [what, payload] of bad) {
       const from = hub.output().length;
       // publishAsync resolves on the PUBACK; a refusal would close the connection instead.
-      await Promise.race([client.publishAsync("flashlex/collect", payload, { qos: 1 }), Bun.sleep(5_000).then(() => Promise.reject(new Error(`no PUBACK for ${what}`)))]);
+      await Promise.race([
+        client.publishAsync("flashlex/collect", payload, { qos: 1 }),
+        Bun.sleep(5_000).then(() => Promise.reject(new Error(`no PUBACK for ${what}`))),
+      ]);
       expect(client.connected, what).toBe(true);
-      await waitForLog(/WARN {2}hub\.(collect|publish)_(dropped|refused) [^\n]*\n/, from);
-      expect(hub.output().slice(from).match(/WARN {2}hub\.(collect|publish)_(dropped|refused)/g), what).toHaveLength(1);
+      await waitForLog(hub, /WARN {2}hub\.(collect|publish)_(dropped|refused) [^\n]*\n/, from);
+      expect(
+        hub
+          .output()
+          .slice(from)
+          .match(/WARN {2}hub\.(collect|publish)_(dropped|refused)/g),
+        what,
+      ).toHaveLength(1);
       tally("attacks");
     }
     const good = randomUUID();
     await client.publishAsync("flashlex/collect", envelope({ messageId: good }), { qos: 1 });
-    const stored = (await request("GET", `/things/${A.id}/messages`, { token: operatorToken })).body.result.map((m: { flmessagespk: string }) => m.flmessagespk);
+    const stored = (await request("GET", `/things/${A.id}/messages`, { token: operatorToken })).body.result.map(
+      (m: { flmessagespk: string }) => m.flmessagespk,
+    );
     expect(stored).toHaveLength(before + 1);
     expect(stored).toContain(good);
     expect(hub.output()).not.toContain("mqtt.publish.store.failed");
@@ -289,13 +279,17 @@ describe("control bytes never reach the log raw", () => {
   test("ESC, NUL, BEL in a request path, an MQTT client id and a topic are logged as \\u escapes", async () => {
     const from = hub.output().length;
     const token = await signThingToken({ thingId: A.id, privateKey: A.privateKey });
-    const answer = await fetch(api(`/things/%1B%5B31m%00%07${A.id}/collect`), { method: "POST", headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" }, body: "{}" });
+    const answer = await fetch(api(`/things/%1B%5B31m%00%07${A.id}/collect`), {
+      method: "POST",
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: "{}",
+    });
     expect(answer.status).toBe(401);
-    await waitForLog(/hub\.collect_refused [^\n]*thing_id="\\u001b\[31m\\u0000\\u0007/, from);
+    await waitForLog(hub, /hub\.collect_refused [^\n]*thing_id="\\u001b\[31m\\u0000\\u0007/, from);
 
     const refused = await connect(A, "\u001b[2J\u0007evil");
     expect(refused.client).toBeUndefined();
-    await waitForLog(/mqtt\.connect\.refused [^\n]*clientId="\\u001b\[2J\\u0007evil"/, from);
+    await waitForLog(hub, /mqtt\.connect\.refused [^\n]*clientId="\\u001b\[2J\\u0007evil"/, from);
 
     const { client, error } = await connect(A);
     if (!client) throw error;
@@ -304,9 +298,10 @@ describe("control bytes never reach the log raw", () => {
       (err: { packet?: { granted?: number[] } }) => err.packet?.granted?.[0],
     );
     expect(granted).toBe(128);
-    await waitForLog(/mqtt\.subscribe\.refused [^\n]*topic="ingress\/\\u001b\]0;owned\\u0007"/, from);
+    await waitForLog(hub, /mqtt\.subscribe\.refused [^\n]*topic="ingress\/\\u001b\]0;owned\\u0007"/, from);
 
     // Nothing anywhere in the hub's output is a control character other than the line breaks.
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what must not reach the log
     expect(hub.output()).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029]/);
     tally("attacks", 3);
   }, 30_000);
@@ -322,7 +317,10 @@ describe("the archive streams", () => {
     await warmUp.arrayBuffer();
     const before = peakRss(pid);
     const zipFile = join(work, "bulk-archive.zip");
-    const response = await fetch(api(`/things/${bulk.id}/archive`), { headers: { Authorization: `Bearer ${operatorToken}` }, signal: AbortSignal.timeout(120_000) });
+    const response = await fetch(api(`/things/${bulk.id}/archive`), {
+      headers: { Authorization: `Bearer ${operatorToken}` },
+      signal: AbortSignal.timeout(120_000),
+    });
     expect(response.status).toBe(200);
     expect(response.headers.get("content-type")).toBe("application/zip");
     const out = createWriteStream(zipFile);
@@ -331,7 +329,9 @@ describe("the archive streams", () => {
     }
     await new Promise<void>((resolve, reject) => out.end((err?: Error | null) => (err ? reject(err) : resolve())));
     const growth = peakRss(pid) - before;
-    console.log(`archive: ${(bulkBytes / 1e6).toFixed(1)} MB of payloads, zip ${(statSync(zipFile).size / 1e6).toFixed(1)} MB, hub peak RSS ${(before / 1e6).toFixed(0)} MB -> +${(growth / 1e6).toFixed(1)} MB`);
+    console.log(
+      `archive: ${(bulkBytes / 1e6).toFixed(1)} MB of payloads, zip ${(statSync(zipFile).size / 1e6).toFixed(1)} MB, hub peak RSS ${(before / 1e6).toFixed(0)} MB -> +${(growth / 1e6).toFixed(1)} MB`,
+    );
     expect(bulkBytes).toBeGreaterThan(140e6);
     expect(growth).toBeLessThan(bulkBytes / 2);
 

@@ -9,11 +9,12 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
-import { createLogger, type Logger } from "../../src/log.ts";
-import { startEmbeddedBroker, type EmbeddedBroker } from "../../src/hub/embedded-broker.ts";
-import { openHubStore, type SqliteHubStore } from "../../src/hub/hub-store.ts";
-import { ingressLedger } from "../../src/hub/ingress-delivery.ts";
+import { type EmbeddedBroker, startEmbeddedBroker } from "../../src/hub/broker/embedded.ts";
+import { ingressLedger } from "../../src/hub/messages/ingress-delivery.ts";
+import { openHubStore, type SqliteHubStore } from "../../src/hub/store/hub-store.ts";
+import { createLogger, type Logger } from "../../src/shared/log.ts";
 import { makeTestPki, type TestPki } from "../support/pki.ts";
+import { waitUntil } from "../support/wait.ts";
 
 const ALPHA = "ecd13b11-alpha";
 const TOPIC = `ingress/${ALPHA}`;
@@ -102,7 +103,15 @@ async function connectThing(received: string[], extra: Partial<IClientOptions> =
 async function send(text: string): Promise<string> {
   const flmessagespk = randomUUID();
   const payload = JSON.stringify({ message: text });
-  await store.insertMessage({ flmessagespk, thingId, messagetype: "ingress", payload, fltimestamp: Math.floor(Date.now() / 1000), datecreated: "x", delivery: "pending" });
+  await store.insertMessage({
+    flmessagespk,
+    thingId,
+    messagetype: "ingress",
+    payload,
+    fltimestamp: Math.floor(Date.now() / 1000),
+    datecreated: "x",
+    delivery: "pending",
+  });
   await broker!.sendIngress(ALPHA, { flmessagespk, payload });
   return flmessagespk;
 }
@@ -111,13 +120,8 @@ async function delivery(id: string) {
   return (await store.queryMessages(thingId, { messagetype: "ingress" })).find((m) => m.flmessagespk === id)?.delivery;
 }
 
-async function waitUntil(what: string, probe: () => boolean | Promise<boolean>, timeoutMs = 5_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await probe())) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms\n${logLines.slice(-30).join("\n")}`);
-    await Bun.sleep(20);
-  }
-}
+/** Waits for what the hub does in the background, with its log when it does not happen. */
+const settled = (what: string, probe: () => boolean | Promise<boolean>) => waitUntil(what, probe, 5_000, () => logLines.slice(-30).join("\n"));
 
 const texts = (received: string[]) => received.map((p) => JSON.parse(p).message);
 
@@ -127,7 +131,7 @@ describe("ingress through the embedded broker, with the hub database behind it",
     const received: string[] = [];
     const thing = await connectThing(received);
     const id = await send("while online");
-    await waitUntil("delivered", async () => (await delivery(id)) === "delivered");
+    await settled("delivered", async () => (await delivery(id)) === "delivered");
     expect(texts(received)).toEqual(["while online"]);
     await thing.endAsync();
 
@@ -149,7 +153,7 @@ describe("ingress through the embedded broker, with the hub database behind it",
     await restartBroker(); // aedes' queue for the thing is gone with it
     const received: string[] = [];
     await connectThing(received);
-    await waitUntil("both delivered", async () => (await delivery(ids[0]!)) === "delivered" && (await delivery(ids[1]!)) === "delivered");
+    await settled("both delivered", async () => (await delivery(ids[0]!)) === "delivered" && (await delivery(ids[1]!)) === "delivered");
     expect(texts(received)).toEqual(["offline 1", "offline 2"]);
     await clients.pop()!.endAsync();
   }, 20_000);
@@ -161,7 +165,7 @@ describe("ingress through the embedded broker, with the hub database behind it",
     const received: string[] = [];
     // The PUBACK comes after the SUBSCRIBE: a replay at the subscription would send it again.
     await connectThing(received, {}, 300);
-    await waitUntil("delivered", async () => (await delivery(id)) === "delivered");
+    await settled("delivered", async () => (await delivery(id)) === "delivered");
     await Bun.sleep(500);
     expect(texts(received)).toEqual(["queued by aedes"]);
     await clients.pop()!.endAsync();
@@ -173,7 +177,7 @@ describe("ingress through the embedded broker, with the hub database behind it",
     expect(await delivery(id)).toBe("pending");
     const received: string[] = [];
     await connectThing(received);
-    await waitUntil("delivered", async () => (await delivery(id)) === "delivered");
+    await settled("delivered", async () => (await delivery(id)) === "delivered");
     expect(texts(received)).toEqual(["before any session"]);
     await clients.pop()!.endAsync();
   }, 20_000);
@@ -183,9 +187,9 @@ describe("ingress through the embedded broker, with the hub database behind it",
     const waiting = await send("while nobody listens");
     const live: string[] = [];
     const clean = await connectThing(live, { clean: true });
-    await waitUntil("the clean session got what was pending", () => live.length === 1);
+    await settled("the clean session got what was pending", () => live.length === 1);
     const sent = await send("live to the clean session");
-    await waitUntil("both delivered", async () => (await delivery(waiting)) === "delivered" && (await delivery(sent)) === "delivered");
+    await settled("both delivered", async () => (await delivery(waiting)) === "delivered" && (await delivery(sent)) === "delivered");
     expect(texts(live)).toEqual(["while nobody listens", "live to the clean session"]);
     await clean.endAsync();
     clients.pop();
@@ -193,7 +197,7 @@ describe("ingress through the embedded broker, with the hub database behind it",
     const later = await send("after the old client stopped");
     const received: string[] = [];
     await connectThing(received); // the agent: a persistent session
-    await waitUntil("delivered", async () => (await delivery(later)) === "delivered");
+    await settled("delivered", async () => (await delivery(later)) === "delivered");
     await Bun.sleep(300);
     expect(texts(received)).toEqual(["after the old client stopped"]);
     await clients.pop()!.endAsync();
@@ -204,14 +208,14 @@ describe("ingress through the embedded broker, with the hub database behind it",
     const live: string[] = [];
     const clean = await connectThing(live, { clean: true }, 60_000); // never acknowledges
     const id = await send("unacknowledged");
-    await waitUntil("the clean session got it", () => live.length === 1);
+    await settled("the clean session got it", () => live.length === 1);
     clean.end(true);
     clients.pop();
     await Bun.sleep(200);
     expect(await delivery(id)).toBe("pending");
     const received: string[] = [];
     await connectThing(received);
-    await waitUntil("delivered", async () => (await delivery(id)) === "delivered");
+    await settled("delivered", async () => (await delivery(id)) === "delivered");
     expect(texts(received)).toEqual(["unacknowledged"]);
     await clients.pop()!.endAsync();
   }, 20_000);

@@ -13,19 +13,20 @@
  *                              and one line from serve, collect (outbox untouched) and
  *                              install-service; a group-readable key: serve warns once
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
-import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { createPublicKey } from "node:crypto";
+import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { issueThingCertificate } from "../../src/crypto/x509.ts";
 import { binaryPath, run, start } from "../support/binary.ts";
-import { makeIntermediate, makeLeaf, makeRoot, type Issued } from "../support/chains.ts";
-import { startMosquitto, type MosquittoBroker } from "../support/mosquitto.ts";
-import { identityVariants, unsupportedKeys, type IdentityFile, type Variant } from "../support/pem-variants.ts";
-import { startReceiver, type Receiver } from "../support/receiver.ts";
+import { type Issued, makeIntermediate, makeLeaf, makeRoot } from "../support/chains.ts";
+import { type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
+import { type IdentityFile, identityVariants, unsupportedKeys, type Variant } from "../support/pem-variants.ts";
+import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
 
@@ -95,7 +96,13 @@ beforeAll(async () => {
   // Mosquitto trusts the fixture's CA and the chain's root: both kinds of client can connect.
   const bundle = join(thing.dir, "broker-ca-bundle.pem");
   writeFileSync(bundle, readFileSync(thing.pki.caCertPath, "utf8") + chainRoot.certPem);
-  broker = await startMosquitto({ dir: thing.dir, caFile: bundle, certFile: thing.pki.brokerCertPath, keyFile: thing.pki.brokerKeyPath, requireCertificate: true });
+  broker = await startMosquitto({
+    dir: thing.dir,
+    caFile: bundle,
+    certFile: thing.pki.brokerCertPath,
+    keyFile: thing.pki.brokerKeyPath,
+    requireCertificate: true,
+  });
   thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = broker.port));
   const ecKeys = generateThingKeyPair("ec");
   ec = { keyPem: ecKeys.privateKeyPem, certPem: await issueThingCertificate(thing.pki.ca, { thingName: thing.thingName, publicKeyPem: ecKeys.publicKeyPem }) };
@@ -106,7 +113,17 @@ beforeAll(async () => {
 
   // The hub's part of bootstrap: echo each test message that carries a nonce to the thing's ingress.
   const hubFiles = await thing.pki.issueThing("test-hub");
-  echo = mqtt.connect({ protocol: "mqtts", host: "127.0.0.1", port: broker.port, ca: thing.pki.ca.certPem, cert: hubFiles.certPem, key: hubFiles.privateKeyPem, rejectUnauthorized: true, clientId: "test-hub", reconnectPeriod: 0 });
+  echo = mqtt.connect({
+    protocol: "mqtts",
+    host: "127.0.0.1",
+    port: broker.port,
+    ca: thing.pki.ca.certPem,
+    cert: hubFiles.certPem,
+    key: hubFiles.privateKeyPem,
+    rejectUnauthorized: true,
+    clientId: "test-hub",
+    reconnectPeriod: 0,
+  });
   await new Promise<void>((resolve, reject) => (echo.once("connect", () => resolve()), echo.once("error", reject)));
   await echo.subscribeAsync("flashlex/test", { qos: 1 });
   echo.on("message", (_topic, payload) => {
@@ -143,7 +160,11 @@ async function checkVariant(variant: Variant): Promise<void> {
     expect(failed[0]!.detail).toMatch(variant.refused.says);
     expect(verdicts.bootstrap.code).toBe(1);
     // serve: never connects, exits 78 with that line
-    expect({ variant: variant.name, connected: verdicts.serve.connected, code: verdicts.serve.code }).toEqual({ variant: variant.name, connected: false, code: 78 });
+    expect({ variant: variant.name, connected: verdicts.serve.connected, code: verdicts.serve.code }).toEqual({
+      variant: variant.name,
+      connected: false,
+      code: 78,
+    });
     expect(verdicts.serve.output).toContain(`flashlex: ${file}: `);
     // collect: 78, the same one line, nothing queued
     const before = outboxRows();
@@ -164,7 +185,9 @@ describe("identity files from other systems: bootstrap passes ⇔ serve connects
 
   test("an EC P-256 identity (PKCS#8 and SEC1), the key-format variants", async () => {
     thing.editConfig((doc) => (doc.flashlex.app.api.endpoint = ecReceiver.url));
-    const variants = identityVariants({ caPem: original.ca.toString(), certPem: ec.certPem, keyPem: ec.keyPem, keyType: "ec" }).filter((v) => /key|PKCS#12 where the key/.test(v.name) || v.name.startsWith("CRLF"));
+    const variants = identityVariants({ caPem: original.ca.toString(), certPem: ec.certPem, keyPem: ec.keyPem, keyType: "ec" }).filter(
+      (v) => /key|PKCS#12 where the key/.test(v.name) || v.name.startsWith("CRLF"),
+    );
     expect(variants.length).toBeGreaterThan(8);
     for (const variant of variants) {
       // every EC variant starts from the EC pair; checkVariant restores the RSA one afterwards
@@ -182,8 +205,15 @@ describe("identity files from other systems: bootstrap passes ⇔ serve connects
 
 describe("certificate chains: bootstrap judges as the broker's handshake does", () => {
   test("leaf + intermediate, several roots in the CA file: bootstrap passes and serve connects", async () => {
-    writeIdentity({ cert: chainLeaf.certPem + intermediate.certPem, key: chainLeaf.keyPem, ca: otherRoot.certPem + chainRoot.certPem + original.ca.toString() });
-    const chainReceiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: createPublicKey(chainLeaf.keyPem).export({ type: "spki", format: "pem" }) as string });
+    writeIdentity({
+      cert: chainLeaf.certPem + intermediate.certPem,
+      key: chainLeaf.keyPem,
+      ca: otherRoot.certPem + chainRoot.certPem + original.ca.toString(),
+    });
+    const chainReceiver = await startReceiver({
+      thingId: thing.thingId,
+      publicKeyPem: createPublicKey(chainLeaf.keyPem).export({ type: "spki", format: "pem" }) as string,
+    });
     thing.editConfig((doc) => (doc.flashlex.app.api.endpoint = chainReceiver.url));
     try {
       const verdicts = await judge();
@@ -254,7 +284,9 @@ describe("identity problems are configuration errors found before anything is qu
       for (const via of ["http", "mqtt"]) {
         const result = await run(["collect", ...thing.flags, "--via", via], { input: '{"n":1}' });
         expect(result.code).toBe(78);
-        expect(oneLine(result.stderr)).toEqual([`flashlex: ${paths().cert}: this certificate was not issued for the private key ${paths().key}; use the certificate and key of the same distribution`]);
+        expect(oneLine(result.stderr)).toEqual([
+          `flashlex: ${paths().cert}: this certificate was not issued for the private key ${paths().key}; use the certificate and key of the same distribution`,
+        ]);
       }
       expect(outboxRows()).toBe(before);
     } finally {
@@ -265,8 +297,14 @@ describe("identity problems are configuration errors found before anything is qu
   test("serve with a key that is not the certificate's, or a garbage certificate: 78 and one line, no OpenSSL text", async () => {
     const other = await thing.pki.issueThing("someone-else-2");
     for (const [files, line] of [
-      [{ key: readFileSync(other.privateKeyPath) }, `flashlex: ${paths().cert}: this certificate was not issued for the private key ${paths().key}; use the certificate and key of the same distribution`],
-      [{ cert: "-----BEGIN CERTIFICATE-----\nTUlJQmFk\n-----END CERTIFICATE-----\n" }, `flashlex: ${paths().cert}: certificate 1 of the file is damaged (its base64 is not an X.509 certificate)`],
+      [
+        { key: readFileSync(other.privateKeyPath) },
+        `flashlex: ${paths().cert}: this certificate was not issued for the private key ${paths().key}; use the certificate and key of the same distribution`,
+      ],
+      [
+        { cert: "-----BEGIN CERTIFICATE-----\nTUlJQmFk\n-----END CERTIFICATE-----\n" },
+        `flashlex: ${paths().cert}: certificate 1 of the file is damaged (its base64 is not an X.509 certificate)`,
+      ],
       [{ cert: "hello, I am not a certificate\n" }, `flashlex: ${paths().cert}: neither PEM nor DER; the file should hold the thing's certificate`],
     ] as const) {
       tally("badInputs");
@@ -289,7 +327,9 @@ describe("identity problems are configuration errors found before anything is qu
       const dry = await run(["install-service", ...thing.flags, "--dry-run"]);
       expect(dry.code).toBe(78);
       expect(dry.stdout).toBe("");
-      expect(oneLine(dry.stderr)).toEqual([`flashlex: ${paths().cert}: this certificate was not issued for the private key ${paths().key}; use the certificate and key of the same distribution`]);
+      expect(oneLine(dry.stderr)).toEqual([
+        `flashlex: ${paths().cert}: this certificate was not issued for the private key ${paths().key}; use the certificate and key of the same distribution`,
+      ]);
     } finally {
       restoreIdentity();
     }
@@ -301,7 +341,10 @@ describe("identity problems are configuration errors found before anything is qu
       const serve = start(["serve", ...thing.flags]);
       await serve.waitFor(/mqtt\.connected/);
       expect(await serve.stop()).toBe(0);
-      const warnings = serve.output().split("\n").filter((l) => l.includes("identity.key_file_open"));
+      const warnings = serve
+        .output()
+        .split("\n")
+        .filter((l) => l.includes("identity.key_file_open"));
       expect(warnings).toHaveLength(1);
       expect(warnings[0]).toContain(" WARN ");
       expect(warnings[0]).toContain(`fix="chmod 600 ${paths().key}"`);

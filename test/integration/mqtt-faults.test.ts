@@ -9,11 +9,11 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { parseDocument } from "yaml";
 import { binaryPath, start } from "../support/binary.ts";
 import { makeHubFixture } from "../support/hub-fixture.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor } from "../support/thing-fixture.ts";
-import { parseDocument } from "yaml";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-mqtt-faults-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -32,7 +32,12 @@ describe("the broker will not have the session", () => {
       expect(warned.line).toContain("same thing name and certificate");
       // the warning comes once per episode, and the next wait is the takeover floor or more
       await warned.s.waitFor(/mqtt\.session_taken_over[\s\S]*mqtt\.reconnect_scheduled inMs=\d+/, 5_000);
-      const delays = [...warned.s.output().split("mqtt.session_taken_over")[1]!.matchAll(/mqtt\.reconnect_scheduled inMs=(\d+)/g)].map((m) => Number(m[1]));
+      const delays = [
+        ...warned.s
+          .output()
+          .split("mqtt.session_taken_over")[1]!
+          .matchAll(/mqtt\.reconnect_scheduled inMs=(\d+)/g),
+      ].map((m) => Number(m[1]));
       expect(delays[0]).toBeGreaterThanOrEqual(15_000);
       expect(warned.s.output().match(/mqtt\.session_taken_over/g)).toHaveLength(1);
     } finally {

@@ -14,21 +14,25 @@
  * FAKETIME_DONT_FAKE_MONOTONIC=1 keeps the monotonic clock real, as a real clock step does: with
  * a faked monotonic clock a jump back stalls every timer in the process, which no real device sees.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { binaryPath, run, start, type Background, type RunResult } from "../support/binary.ts";
-import { makeHubFixture, type HubFixture } from "../support/hub-fixture.ts";
+import { type Background, binaryPath, type RunResult, run, start } from "../support/binary.ts";
+import { type HubFixture, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort, type MosquittoBroker } from "../support/mosquitto.ts";
-import { startReceiver, type Receiver } from "../support/receiver.ts";
+import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
+import { occurrences, waitUntil } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-outbox-test-"));
 const background: Background[] = [];
-process.once("exit", () => background.forEach((b) => b.proc.exitCode === null && b.proc.kill("SIGKILL")));
+process.once("exit", () => {
+  for (const b of background) if (b.proc.exitCode === null) b.proc.kill("SIGKILL");
+});
 
 afterAll(async () => {
   for (const child of background.reverse()) await child.stop(5_000);
@@ -54,17 +58,6 @@ function fakeClock(clock: { offset: string } | { file: string }): Record<string,
   };
 }
 
-async function waitUntil<T>(what: string, probe: () => Promise<T | undefined | false> | T | undefined | false, timeoutMs = 15_000, extra = () => ""): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined && value !== false) return value;
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms\n${extra()}`);
-    await Bun.sleep(100);
-  }
-}
-
-const count = (text: string, pattern: RegExp) => (text.match(new RegExp(pattern.source, "g")) ?? []).length;
 const explain = (r: RunResult) => `exit ${r.code}\n${r.stdout}\n${r.stderr}`;
 
 interface OutboxRow {
@@ -79,7 +72,12 @@ interface OutboxRow {
 async function outboxList(flags: string[], state?: string): Promise<OutboxRow[]> {
   const result = await run(["outbox", "list", "--json", ...(state ? ["--state", state] : []), ...flags]);
   if (result.code !== 0) throw new Error(`outbox list: ${explain(result)}`);
-  return result.stdout.trim() ? result.stdout.trim().split("\n").map((line) => JSON.parse(line)) : [];
+  return result.stdout.trim()
+    ? result.stdout
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line))
+    : [];
 }
 
 /** The thing's message database file (the config names it; one .db file in the data directory). */
@@ -124,7 +122,8 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
     });
     expect(response.status).toBe(200);
     const counts = new Map<string, number>();
-    for (const m of ((await response.json()) as { result: { flmessagespk: string }[] }).result) counts.set(m.flmessagespk, (counts.get(m.flmessagespk) ?? 0) + 1);
+    for (const m of ((await response.json()) as { result: { flmessagespk: string }[] }).result)
+      counts.set(m.flmessagespk, (counts.get(m.flmessagespk) ?? 0) + 1);
     return counts;
   }
 
@@ -146,7 +145,7 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
       expect(answer).toMatchObject({ outcome: "sent", status: 200 });
       ids.push(answer.messageId);
       // one line says the clock is wrong, by how much, and how to fix it; nothing else warns
-      expect(count(result.stderr, /WARN +clock\.skewed/), result.stderr).toBe(1);
+      expect(occurrences(result.stderr, /WARN +clock\.skewed/), result.stderr).toBe(1);
       expect(result.stderr).toContain("timedatectl set-ntp true");
       expect(result.stderr).toContain(offset === "+30m" ? "30 min ahead of the hub's" : "1 d behind the hub's");
       // the hub's RFC 6750 challenge says which time claim failed; the Date said by how much
@@ -163,10 +162,13 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
     // backdated one hour, to a clock a day behind (the token is what this test is about).
     for (const offset of ["+30m", "-50m"]) {
       tally("faults");
-      const result = await run(["collect", "--via", "mqtt", "--json", ...thing.flags], { input: JSON.stringify({ offset, via: "mqtt" }), env: fakeClock({ offset }) });
+      const result = await run(["collect", "--via", "mqtt", "--json", ...thing.flags], {
+        input: JSON.stringify({ offset, via: "mqtt" }),
+        env: fakeClock({ offset }),
+      });
       expect(result.code, explain(result)).toBe(0);
       ids.push(JSON.parse(result.stdout).messageId);
-      expect(count(result.stderr, /WARN +clock\.skewed/), result.stderr).toBe(1);
+      expect(occurrences(result.stderr, /WARN +clock\.skewed/), result.stderr).toBe(1);
     }
     // the hub acknowledges an MQTT envelope it refuses: only its record proves the delivery
     await waitUntil("both stored by the hub", async () => (await storedCounts()).has(ids[1]!) && (await storedCounts()).has(ids[0]!));
@@ -177,7 +179,10 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
     // Messages queued before serve starts (what a thing offline with a wrong clock collects).
     const now = Date.now();
     const queued = Array.from({ length: 4 }, () => crypto.randomUUID());
-    plant(thing.dataDir, queued.map((id, i) => [PLANT_OUTBOX, [id, JSON.stringify({ queued: i }), "http", now - 1000 + i, now - 1000]]));
+    plant(
+      thing.dataDir,
+      queued.map((id, i) => [PLANT_OUTBOX, [id, JSON.stringify({ queued: i }), "http", now - 1000 + i, now - 1000]]),
+    );
     const clockFile = join(work, "faketime");
     // libfaketime reads the file at every clock read: replace it whole, never let it see it empty
     const setClock = (offset: string) => (writeFileSync(`${clockFile}.new`, offset), renameSync(`${clockFile}.new`, clockFile));
@@ -206,9 +211,9 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
     expect(await serve.stop()).toBe(0);
 
     const log = serve.output();
-    expect(count(log, /WARN +clock\.skewed/), log).toBe(2);
-    expect(count(log, /INFO +clock\.in_step/), log).toBe(1);
-    expect(count(log, /egress\.rejected/), log).toBe(0);
+    expect(occurrences(log, /WARN +clock\.skewed/), log).toBe(2);
+    expect(occurrences(log, /INFO +clock\.in_step/), log).toBe(1);
+    expect(occurrences(log, /egress\.rejected/), log).toBe(0);
     const states = await outboxList(thing.flags);
     const all = [...queued, ...collected];
     expect(states.filter((r) => all.includes(r.messageId!)).map((r) => r.state)).toEqual(all.map(() => "sent"));
@@ -279,14 +284,26 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
     expect(byId.get(bad.notUtf8)).toMatchObject({ state: "rejected", lastError: "the stored body is not UTF-8 text" });
     expect(byId.get(bad.badId)).toMatchObject({ state: "rejected", lastError: expect.stringContaining("message id") });
     expect(byId.get(null)).toMatchObject({ state: "rejected" });
-    expect(receivedIds().filter((id) => id === good.http1 || id === good.http2).sort()).toEqual([good.http1, good.http2].sort());
+    expect(
+      receivedIds()
+        .filter((id) => id === good.http1 || id === good.http2)
+        .sort(),
+    ).toEqual([good.http1, good.http2].sort());
 
     // --exec handed every ingress row to the command, the odd ones too, and acknowledged them
-    await waitUntil("--exec ran for the three ingress rows", () => existsSync(execOut) && readFileSync(execOut, "utf8").trim().split("\n").length === 3, 10_000, serve.output);
+    await waitUntil(
+      "--exec ran for the three ingress rows",
+      () => existsSync(execOut) && readFileSync(execOut, "utf8").trim().split("\n").length === 3,
+      10_000,
+      serve.output,
+    );
     expect(readFileSync(execOut, "utf8").trim().split("\n")).toEqual(["42", '{"odd":"topic"}', '{"good":"ingress"}']);
     const listed = await run(["messages", "list", "--all", "--json", ...flags]);
     expect(listed.code, explain(listed)).toBe(0);
-    const rows = listed.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const rows = listed.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect(rows.map((r) => [r.topic, r.ackedAt !== null])).toEqual([
       [`ingress/${fixture.thingName}`, true],
       ["t/blob", true],
@@ -324,8 +341,8 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
 
     expect(serve.proc.exitCode).toBeNull();
     const log = serve.output();
-    expect(count(log, /ERROR egress\.unsendable/), log).toBe(4);
-    expect(count(log, /ERROR exec\.message_failed/), log).toBeGreaterThanOrEqual(1);
+    expect(occurrences(log, /ERROR egress\.unsendable/), log).toBe(4);
+    expect(occurrences(log, /ERROR exec\.message_failed/), log).toBeGreaterThanOrEqual(1);
     expect(log).not.toMatch(/\n\s+at |exit_code|uncaught|unhandled/i);
     expect(await serve.stop()).toBe(0);
 
@@ -368,7 +385,9 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
       }
     }
     expect(codes).toEqual({ 0: [75], [-1]: [69, 69, 69], 2: [69, 69, 75] });
-    const pending = Object.fromEntries(await Promise.all(variants.map(async ({ limit, f }) => [limit, (await outboxList(f.flags, "pending")).map((r) => r.messageId!)] as const)));
+    const pending = Object.fromEntries(
+      await Promise.all(variants.map(async ({ limit, f }) => [limit, (await outboxList(f.flags, "pending")).map((r) => r.messageId!)] as const)),
+    );
     expect(Object.fromEntries(Object.entries(pending).map(([k, v]) => [k, v.length]))).toEqual({ 0: 0, [-1]: 3, 2: 2 });
     expect(await outboxList(variants[0]!.f.flags)).toEqual([]); // 0 keeps nothing at all
 

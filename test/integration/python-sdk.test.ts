@@ -7,12 +7,12 @@
  * socket) and stopped (the database and `flashlex collect`), once without PyYAML (`-S`).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
-import { binaryPath, run, start, type Background } from "../support/binary.ts";
-import { makeHubFixture, type HubFixture, type HubThing } from "../support/hub-fixture.ts";
+import { type Background, binaryPath, run, start } from "../support/binary.ts";
+import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
 import { startReceiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
@@ -127,7 +127,12 @@ async function waitUntil<T>(what: string, probe: () => Promise<T | undefined | f
 async function storedIngress(state: "--all" | "" = ""): Promise<{ id: number; payload: string; ackedAt: string | null }[]> {
   const result = await run(["messages", "list", "--json", ...(state ? [state] : []), ...thing.flags]);
   expect(result.code, result.stderr).toBe(0);
-  return result.stdout.trim() ? result.stdout.trim().split("\n").map((line) => JSON.parse(line)) : [];
+  return result.stdout.trim()
+    ? result.stdout
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line))
+    : [];
 }
 
 describe("flashlex.py in the distribution zip: Debian's python3 -I, the compiled binary, the real hub", () => {
@@ -214,7 +219,11 @@ out({"rawNotJson": raw({"body": "{not json", "via": "http"}), "rawNoBody": raw({
     expect(out.viaMqtt).toMatchObject({ outcome: "sent", via: "serve" });
     expect(out.keyError).toBe("'pk key is required'");
     // the running agent checks the document as `flashlex collect` does, and says so in its words
-    expect(out.deep).toEqual({ kind: "data", exitCode: 65, message: "the collect request's body: arrays and objects nested more than 64 levels deep (the limit); nothing was queued" });
+    expect(out.deep).toEqual({
+      kind: "data",
+      exitCode: 65,
+      message: "the collect request's body: arrays and objects nested more than 64 levels deep (the limit); nothing was queued",
+    });
     // what any other client of the socket sends is checked too (nothing of it is queued)
     expect(out.rawNotJson).toMatchObject({ kind: "data", exitCode: 65 });
     expect(out.rawNotJson.message).toStartWith("the collect request's body: not JSON");
@@ -305,8 +314,24 @@ out({"refused": refusing.collectMessage({"label": "refused"}), "refusedResult": 
       expect(out.notQueuedError).toMatchObject({ kind: "try-later", exitCode: 75 });
       expect(out.notQueuedError.message).toContain("offlinePublishQueueing is 0 (no offline queueing): nothing was queued, try again later");
       // the outbox of that data directory: the two refused kept as rejected, the two queued pending
-      const outbox = await run(["outbox", "list", "--json", "-c", join(thing.root, "offline.yml"), "-k", join(thing.root, "keys"), "-d", join(work, "other-data")]);
-      expect(outbox.stdout.trim().split("\n").map((line) => JSON.parse(line).state).sort()).toEqual(["pending", "pending", "rejected", "rejected"]);
+      const outbox = await run([
+        "outbox",
+        "list",
+        "--json",
+        "-c",
+        join(thing.root, "offline.yml"),
+        "-k",
+        join(thing.root, "keys"),
+        "-d",
+        join(work, "other-data"),
+      ]);
+      expect(
+        outbox.stdout
+          .trim()
+          .split("\n")
+          .map((line) => JSON.parse(line).state)
+          .sort(),
+      ).toEqual(["pending", "pending", "rejected", "rejected"]);
     } finally {
       await receiver.stop();
     }
@@ -318,11 +343,20 @@ out({"refused": refusing.collectMessage({"label": "refused"}), "refusedResult": 
     const tabLine = config.split("\n").findIndex((line) => line.includes("callback:")) + 1;
     writeFileSync(join(thing.root, "bad-yaml.yml"), config.replace("    callback:", "\tcallback:"));
     // flow mappings: YAML the small reader leaves to PyYAML
-    writeFileSync(join(thing.root, "flow.yml"), config.replace(/    db:\n      subscriptionData: (\S+)\n      expireSeconds: (\d+)\n/, "    db: {subscriptionData: $1, expireSeconds: $2}\n"));
+    writeFileSync(
+      join(thing.root, "flow.yml"),
+      config.replace(/ {4}db:\n {6}subscriptionData: (\S+)\n {6}expireSeconds: (\d+)\n/, "    db: {subscriptionData: $1, expireSeconds: $2}\n"),
+    );
     expect(readFileSync(join(thing.root, "flow.yml"), "utf8")).toContain("db: {subscriptionData");
-    const agent = await run(["collect", "-c", join(thing.root, "bad-port.yml"), "-k", join(thing.root, "keys"), "-d", join(thing.root, "data")], { input: "{}" });
+    const agent = await run(["collect", "-c", join(thing.root, "bad-port.yml"), "-k", join(thing.root, "keys"), "-d", join(thing.root, "data")], {
+      input: "{}",
+    });
     expect(agent.code).toBe(78);
-    const agentLine = agent.stderr.trim().split("\n").pop()!.replace(/^flashlex: /, "");
+    const agentLine = agent.stderr
+      .trim()
+      .split("\n")
+      .pop()!
+      .replace(/^flashlex: /, "");
 
     const script = `
 sdk = FlashlexSDK("config.yml")
@@ -360,7 +394,11 @@ out(results)
       // (the agent stops reading stdin past the limit: it names what it read, not the whole size)
       expect(out.tooLarge).toMatchObject({ kind: "data", exitCode: 65 });
       expect(out.tooLarge.message).toMatch(/^stdin: \d+ bytes is over the 262144-byte limit; nothing was queued$/);
-      expect(out.noBinary).toMatchObject({ kind: "config", exitCode: 78, message: "/nonexistent/flashlex: not an executable flashlex binary (FlashlexSDK binary=)" });
+      expect(out.noBinary).toMatchObject({
+        kind: "config",
+        exitCode: 78,
+        message: "/nonexistent/flashlex: not an executable flashlex binary (FlashlexSDK binary=)",
+      });
       expect(out.badState).toMatchObject({ kind: "usage", exitCode: 64 });
       expect(out.locked).toMatchObject({ kind: "try-later", exitCode: 75 });
       expect(out.locked.message).toContain("subscription.db.lock exists");

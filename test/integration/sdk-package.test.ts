@@ -7,16 +7,17 @@
  * once with it stopped (the SDK opens the database: the WebAssembly SQLite under Node,
  * bun:sqlite under Bun). A TypeScript app typechecks against the shipped index.d.ts.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { buildSdkPackage, type SdkPackage } from "../../scripts/build-sdk.ts";
-import { binaryPath, run, start, type Background } from "../support/binary.ts";
+import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import type { MosquittoBroker } from "../support/mosquitto.ts";
-import { startReceiver, type Receiver } from "../support/receiver.ts";
+import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
 
@@ -179,7 +180,16 @@ describe("the flashlex-sdk package", () => {
     writeFileSync(
       join(dir, "tsconfig.json"),
       JSON.stringify({
-        compilerOptions: { target: "ES2022", lib: ["ES2022"], module: "node16", moduleResolution: "node16", strict: true, noEmit: true, types: [], skipLibCheck: false },
+        compilerOptions: {
+          target: "ES2022",
+          lib: ["ES2022"],
+          module: "node16",
+          moduleResolution: "node16",
+          strict: true,
+          noEmit: true,
+          types: [],
+          skipLibCheck: false,
+        },
         files: ["app.ts"],
       }),
     );
@@ -283,7 +293,11 @@ describe("the flashlex-sdk package", () => {
     // a killed holder leaves its lock behind: a native open sees it is dead and goes ahead
     const list = await run(["messages", "list", ...thing.flags, "--all", "--json"]);
     expect(list.code).toBe(0);
-    expect(list.stdout.trim().split("\n").map((line) => JSON.parse(line).payload)).toEqual(published);
+    expect(
+      list.stdout
+        .trim()
+        .split("\n")
+        .map((line) => JSON.parse(line).payload),
+    ).toEqual(published);
   });
 });
-

@@ -5,12 +5,26 @@
  * systemctl that records its arguments.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { installService, uninstallService, type InstallOptions } from "../../src/commands/service.ts";
-import { ExitCode } from "../../src/errors.ts";
-import { renderUnit, UNIT_TEMPLATE, type UnitValues } from "../../src/thing/unit.ts";
+import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
+import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
+import { type InstallOptions, installService, uninstallService } from "../../src/thing/service/install.ts";
+import { renderUnit, UNIT_TEMPLATE, type UnitValues } from "../../src/thing/service/unit.ts";
 import { binaryPath, run } from "../support/binary.ts";
 import { makeTestPki, type TestPki } from "../support/pki.ts";
 
@@ -65,8 +79,28 @@ function verify(unit: string): { code: number; complaints: string[] } {
 }
 
 function capture() {
-  const io = { stdout: "", stderr: "", out: (t: string) => void (io.stdout += t), err: (t: string) => void (io.stderr += t) };
+  const io = {
+    stdout: "",
+    stderr: "",
+    out: (t: string) => {
+      io.stdout += t;
+    },
+    err: (t: string) => {
+      io.stderr += t;
+    },
+  };
   return io;
+}
+
+/** What the command makes of a use case's outcome (src/main.ts): its exit code, a failure's one line on stderr. */
+async function exitOf(io: { err(text: string): void }, done: Promise<void>): Promise<number> {
+  try {
+    await done;
+    return ExitCode.OK;
+  } catch (err) {
+    io.err(`flashlex: ${toFlashlexError(err).message}\n`);
+    return exitCodeOf(err);
+  }
 }
 
 beforeAll(async () => {
@@ -151,7 +185,10 @@ describe("install-service --dry-run (compiled binary)", () => {
   test.skipIf(!hasAnalyze)("systemd-analyze security rates it OK or better", () => {
     const dir = mkdtempSync(join(tmp, "security-"));
     writeFileSync(join(dir, "flashlex.service"), unit);
-    const result = Bun.spawnSync(["systemd-analyze", "security", "--offline=true", "--no-pager", join(dir, "flashlex.service")], { stdout: "pipe", stderr: "pipe" });
+    const result = Bun.spawnSync(["systemd-analyze", "security", "--offline=true", "--no-pager", join(dir, "flashlex.service")], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
     const match = /Overall exposure level for flashlex\.service: ([\d.]+) (\w+)/.exec(result.stdout.toString());
     expect(match).not.toBeNull();
     console.log(`systemd-analyze security: ${match![1]} ${match![2]}`);
@@ -208,7 +245,7 @@ describe("refusals", () => {
       expect(stderr).toContain("sudo");
     }
     const io = capture();
-    expect(await installService({ config, uid: 1000, io })).toBe(ExitCode.PERMISSION);
+    expect(await exitOf(io, installService({ config, uid: 1000, io }))).toBe(ExitCode.PERMISSION);
   });
 
   test("a missing config is a configuration error naming the file", async () => {
@@ -220,25 +257,38 @@ describe("refusals", () => {
 
   test("never root: --user root, or a root-owned config without --user", async () => {
     let io = capture();
-    expect(await installService({ config, user: "root", dryRun: true, io })).toBe(ExitCode.USAGE);
+    expect(await exitOf(io, installService({ config, user: "root", dryRun: true, io }))).toBe(ExitCode.USAGE);
     expect(io.stderr).toContain("never runs as root");
     if (isRoot) {
       const rootOwned = makeConfig(join(tmp, "rootowned"));
       chownSync(rootOwned, 0, 0);
       io = capture();
-      expect(await installService({ config: rootOwned, dryRun: true, io })).toBe(ExitCode.USAGE);
+      expect(await exitOf(io, installService({ config: rootOwned, dryRun: true, io }))).toBe(ExitCode.USAGE);
       expect(io.stderr).toContain("--user");
       io = capture();
-      expect(await installService({ config: rootOwned, user: owner.name, dryRun: true, io })).toBe(ExitCode.OK);
+      expect(await exitOf(io, installService({ config: rootOwned, user: owner.name, dryRun: true, io }))).toBe(ExitCode.OK);
     }
   });
 
   test("from source: a dry run works, an install is refused", async () => {
-    const dry = Bun.spawnSync([process.execPath, join(ROOT, "src/main.ts"), "install-service", "-c", config, "--dry-run"], { cwd: tmp, stdout: "pipe", stderr: "pipe" });
+    const dry = Bun.spawnSync([process.execPath, join(ROOT, "src/main.ts"), "install-service", "-c", config, "--dry-run"], {
+      cwd: tmp,
+      stdout: "pipe",
+      stderr: "pipe",
+    });
     expect(dry.exitCode).toBe(ExitCode.OK);
     expect(dry.stdout.toString()).toContain(`ExecStart=${realpathSync(process.execPath)} ${join(ROOT, "src/main.ts")} serve -c ${config}`);
     const io = capture();
-    const code = await installService({ config, uid: 0, io, executable: { command: process.execPath, args: [join(ROOT, "src/main.ts")], compiled: false }, unitPath: join(tmp, "never", "flashlex.service") });
+    const code = await exitOf(
+      io,
+      installService({
+        config,
+        uid: 0,
+        io,
+        executable: { command: process.execPath, args: [join(ROOT, "src/main.ts")], compiled: false },
+        unitPath: join(tmp, "never", "flashlex.service"),
+      }),
+    );
     expect(code).toBe(ExitCode.USAGE);
     expect(io.stderr).toContain("bun run build");
   });
@@ -249,7 +299,7 @@ describe("install and uninstall against a fake systemctl", () => {
   let unitPath: string;
   let log: string;
   let systemctl: string;
-  let opts: InstallOptions;
+  let opts: Omit<InstallOptions, "io">;
 
   const calls = () => (existsSync(log) ? readFileSync(log, "utf8").trim().split("\n").filter(Boolean) : []);
   const reset = () => rmSync(log, { force: true });
@@ -276,7 +326,7 @@ describe("install and uninstall against a fake systemctl", () => {
   test("install writes the unit 0644, makes the data directory, reloads, enables, restarts", async () => {
     reset();
     const io = capture();
-    expect(await installService({ ...opts, io })).toBe(ExitCode.OK);
+    expect(await exitOf(io, installService({ ...opts, io }))).toBe(ExitCode.OK);
     expect(calls()).toEqual(["--version", "daemon-reload", "enable flashlex.service", "restart flashlex.service"]);
     expect(statSync(unitPath).mode & 0o777).toBe(0o644);
     expect(readdirSync(etc)).toEqual(["flashlex.service"]); // no temp file left behind
@@ -294,7 +344,7 @@ describe("install and uninstall against a fake systemctl", () => {
     const mtime = statSync(unitPath).mtimeMs;
     reset();
     const io = capture();
-    expect(await installService({ ...opts, io })).toBe(ExitCode.OK);
+    expect(await exitOf(io, installService({ ...opts, io }))).toBe(ExitCode.OK);
     expect(io.stdout).toContain("up to date");
     expect(readFileSync(unitPath, "utf8")).toBe(before);
     expect(statSync(unitPath).mtimeMs).toBe(mtime);
@@ -303,17 +353,17 @@ describe("install and uninstall against a fake systemctl", () => {
 
   test("a changed setting rewrites the unit", async () => {
     const io = capture();
-    expect(await installService({ ...opts, data: join(home, "data2"), io })).toBe(ExitCode.OK);
+    expect(await exitOf(io, installService({ ...opts, data: join(home, "data2"), io }))).toBe(ExitCode.OK);
     expect(io.stdout).toContain(`updated ${unitPath}`);
     expect(readFileSync(unitPath, "utf8")).toContain(`-d ${home}/data2`);
-    expect(await installService({ ...opts, io: capture() })).toBe(ExitCode.OK);
+    expect(await exitOf(capture(), installService({ ...opts, io: capture() }))).toBe(ExitCode.OK);
   });
 
   test("a failing systemctl step is exit 69 with the step and a hint", async () => {
     process.env.FAIL_ON = "restart";
     try {
       const io = capture();
-      expect(await installService({ ...opts, io })).toBe(ExitCode.UNAVAILABLE);
+      expect(await exitOf(io, installService({ ...opts, io }))).toBe(ExitCode.UNAVAILABLE);
       expect(io.stderr).toContain("restart flashlex.service failed");
       expect(io.stderr).toContain("journalctl -u flashlex.service");
     } finally {
@@ -324,14 +374,14 @@ describe("install and uninstall against a fake systemctl", () => {
   test("uninstall stops, disables, removes and reloads; a second uninstall is a no-op", async () => {
     reset();
     let io = capture();
-    expect(await uninstallService({ unitPath, systemctl, uid: 0, io })).toBe(ExitCode.OK);
+    expect(await exitOf(io, uninstallService({ unitPath, systemctl, uid: 0, io }))).toBe(ExitCode.OK);
     expect(existsSync(unitPath)).toBe(false);
     expect(calls()).toEqual(["stop flashlex.service", "disable flashlex.service", "daemon-reload", "reset-failed flashlex.service"]);
     expect(existsSync(join(home, "data"))).toBe(true); // data is the user's, never removed
 
     reset();
     io = capture();
-    expect(await uninstallService({ unitPath, systemctl, uid: 0, io })).toBe(ExitCode.OK);
+    expect(await exitOf(io, uninstallService({ unitPath, systemctl, uid: 0, io }))).toBe(ExitCode.OK);
     expect(io.stdout).toContain("not installed");
     expect(calls()).toEqual([]);
   });

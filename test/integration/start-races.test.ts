@@ -9,16 +9,18 @@
  *                        schema is migrated once, nothing is lost
  *   kill -9              a serve killed with SIGKILL leaves no lock behind: the next one starts
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
 import { join } from "node:path";
-import { binaryPath, run, start, type Background, type RunResult } from "../support/binary.ts";
+import { THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
+import { type Background, binaryPath, type RunResult, run, start } from "../support/binary.ts";
 import type { MosquittoBroker } from "../support/mosquitto.ts";
-import { startReceiver, type Receiver } from "../support/receiver.ts";
+import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
-import { THING_MIGRATIONS } from "../../src/store/message-store.ts";
+import { waitUntil } from "../support/wait.ts";
 
 let thing: ThingFixture;
 let broker: MosquittoBroker;
@@ -28,14 +30,6 @@ const flagsFor = (dataDir: string) => ["-c", thing.configPath, "-k", thing.keysD
 
 /** serve with its output captured; several calls in one tick start together. */
 const spawnServe = (dataDir: string): Background => start(["serve", ...flagsFor(dataDir)]);
-
-async function waitFor(what: string, probe: () => boolean, timeoutMs = 15_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!probe()) {
-    if (Date.now() > deadline) throw new Error(`${what}: not within ${timeoutMs} ms`);
-    await Bun.sleep(20);
-  }
-}
 
 beforeAll(async () => {
   binaryPath();
@@ -58,7 +52,7 @@ describe("two serves started at the same instant on one data directory", () => {
       const dataDir = join(thing.dir, `race-${trial}`);
       const pair = [spawnServe(dataDir), spawnServe(dataDir)];
       try {
-        await waitFor(`trial ${trial}: one serve exits`, () => pair.some((c) => c.proc.exitCode !== null));
+        await waitUntil(`trial ${trial}: one serve exits`, () => pair.some((c) => c.proc.exitCode !== null), 15_000);
         const loser = pair.find((c) => c.proc.exitCode !== null)!;
         const winner = pair.find((c) => c !== loser)!;
         const loserCode = await loser.proc.exited;
@@ -69,7 +63,7 @@ describe("two serves started at the same instant on one data directory", () => {
           stderr: `flashlex: ${dataDir}: another flashlex serve is running for this data directory`,
         });
         // the winner is the one serve: it connects and subscribes, and keeps running
-        await waitFor(`trial ${trial}: the other serve subscribes`, () => /mqtt\.subscribed/.test(winner.output()) || winner.proc.exitCode !== null);
+        await waitUntil(`trial ${trial}: the other serve subscribes`, () => /mqtt\.subscribed/.test(winner.output()) || winner.proc.exitCode !== null, 15_000);
         expect(winner.proc.exitCode).toBeNull();
         expect(await winner.stop()).toBe(0);
         tally("faults");
@@ -84,12 +78,12 @@ describe("two serves started at the same instant on one data directory", () => {
   test("a serve killed with SIGKILL leaves no lock: the next serve on that directory starts at once", async () => {
     const dataDir = join(thing.dir, "killed");
     const first = spawnServe(dataDir);
-    await waitFor("the first serve subscribes", () => /mqtt\.subscribed/.test(first.output()));
+    await waitUntil("the first serve subscribes", () => /mqtt\.subscribed/.test(first.output()), 15_000);
     first.proc.kill("SIGKILL");
     await first.proc.exited;
     const second = spawnServe(dataDir);
     try {
-      await waitFor("the second serve subscribes", () => /mqtt\.subscribed/.test(second.output()) || second.proc.exitCode !== null);
+      await waitUntil("the second serve subscribes", () => /mqtt\.subscribed/.test(second.output()) || second.proc.exitCode !== null, 15_000);
       expect(second.proc.exitCode).toBeNull();
     } finally {
       expect(await second.stop()).toBe(0);
@@ -113,7 +107,7 @@ describe("processes opening a fresh database at once", () => {
           run(["collect", ...flags, "--json"], { input: JSON.stringify({ trial, n: 2 }) }),
           run(["messages", "list", "--all", ...flags]),
         ]);
-        await waitFor(`trial ${trial}: serve subscribes`, () => /mqtt\.subscribed/.test(serve.output()) || serve.proc.exitCode !== null);
+        await waitUntil(`trial ${trial}: serve subscribes`, () => /mqtt\.subscribed/.test(serve.output()) || serve.proc.exitCode !== null, 15_000);
         running = serve.proc.exitCode;
       } finally {
         const code = await serve.stop();

@@ -18,15 +18,16 @@
  * install it. Under qemu a start costs 1.5-2.6 s, so each target gets few, fat tests.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { join } from "node:path";
 import { parseDocument } from "yaml";
 import { buildTarget, commitSha, ROOT } from "../../scripts/build.ts";
 import { nodeBinary } from "../../scripts/build-node-sea.ts";
-import { TARGETS, binaryName, hostTarget, runnerFor, type Target } from "../../scripts/targets.ts";
-import { binaryPath, run as runHost, start as startHost, type Background } from "../support/binary.ts";
+import { binaryName, hostTarget, runnerFor, TARGETS, type Target } from "../../scripts/targets.ts";
+import { type Background, binaryPath, run as runHost, start as startHost } from "../support/binary.ts";
 import { unpackDistribution } from "../support/distribution.ts";
+import { listenOnLoopback, loopbackHubInit } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
 
 const VERSION: string = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).version;
@@ -113,13 +114,9 @@ beforeAll(async () => {
   binaryPath(); // builds this machine's binary unless FLASHLEX_BIN names one
   const brokerPort = await freePort();
   apiPort = await freePort();
-  const init = JSON.parse(
-    await host(["hub", "init", "--dir", hubDir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1", "--json"]),
-  );
+  const init = JSON.parse(await host([...loopbackHubInit(hubDir, apiPort, brokerPort, "127.0.0.1"), "--json"]));
   operatorToken = init.token;
-  const settings = parseDocument(readFileSync(join(hubDir, "hub.yml"), "utf8"));
-  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1"); // loopback only
-  writeFileSync(join(hubDir, "hub.yml"), settings.toString());
+  listenOnLoopback(hubDir);
   for (const p of runnable) things.set(p.target.name, await provision(`smoke-${p.target.name}`));
   hub = startHost(["hub", "serve", "--dir", hubDir]);
   await hub.waitFor(/hub\.started/);
@@ -201,7 +198,12 @@ for (const { target, prefix, skip } of plans) {
         const listed = await run(command, ["messages", "list", "--json", ...thing.flags]);
         expect(listed.code).toBe(0);
         // the guide's wrapper; the hub's id (flmessagespk) rides along
-        expect(listed.stdout.trim().split("\n").map((line) => JSON.parse(JSON.parse(line).payload).message)).toContainEqual({ to: target.name });
+        expect(
+          listed.stdout
+            .trim()
+            .split("\n")
+            .map((line) => JSON.parse(JSON.parse(line).payload).message),
+        ).toContainEqual({ to: target.name });
 
         const collected = await run(command, ["collect", ...thing.flags], { input: JSON.stringify({ from: target.name }) });
         expect(collected.stdout).toContain("status code: 200");

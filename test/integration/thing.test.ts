@@ -4,16 +4,18 @@
  * the JWT, and the real SQLite file. A small MQTT client plays the hub's part of bootstrap:
  * it echoes each test message that carries a nonce back to the thing's ingress topic.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { binaryPath, run, start } from "../support/binary.ts";
-import type { MosquittoBroker } from "../support/mosquitto.ts";
-import { startReceiver, type Receiver } from "../support/receiver.ts";
-import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
+import { type MosquittoBroker, mosquittoPub } from "../support/mosquitto.ts";
 import type { ThingFiles } from "../support/pki.ts";
+import { type Receiver, startReceiver } from "../support/receiver.ts";
+import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
+import { occurrences, waitUntil } from "../support/wait.ts";
 
 let broker: MosquittoBroker;
 let receiver: Receiver;
@@ -107,11 +109,16 @@ describe("serve", () => {
     try {
       await serve.waitFor(/mqtt\.subscribed/);
       const lines = Array.from({ length: 1000 }, (_, i) => JSON.stringify({ n: i, text: `message ${i}` }));
-      const pub = Bun.spawn(
-        ["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "--cert", hubFiles.certPath, "--key", hubFiles.privateKeyPath, "-i", "publisher", "-q", "1", "-t", `ingress/${thing.thingName}`, "-l"],
-        { stdin: new Blob([lines.join("\n") + "\n"]), stderr: "pipe" },
-      );
-      expect(await pub.exited).toBe(0);
+      const published = await mosquittoPub({
+        port: broker.port,
+        caCertPath: thing.pki.caCertPath,
+        client: hubFiles,
+        clientId: "publisher",
+        qos: 1,
+        topic: `ingress/${thing.thingName}`,
+        lines,
+      });
+      expect(published.code, published.stderr).toBe(0);
       const deadline = Date.now() + 30_000;
       let count = 0;
       while (Date.now() < deadline) {
@@ -123,7 +130,10 @@ describe("serve", () => {
       }
       const listed = await run(["messages", "list", "--json", ...thing.flags]);
       expect(listed.code).toBe(0);
-      const rows = listed.stdout.trim().split("\n").map((l) => JSON.parse(l));
+      const rows = listed.stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l));
       const payloads = rows.filter((r) => r.topic === `ingress/${thing.thingName}` && r.payload.startsWith('{"n"')).map((r) => r.payload);
       expect(payloads).toEqual(lines);
       expect(rows.every((r) => r.qos === 1)).toBe(true);
@@ -135,7 +145,10 @@ describe("serve", () => {
 
   test("ack and delete change what `messages list` shows; unknown ids exit 65", async () => {
     const listed = await run(["messages", "list", "--json", "--limit", "2", ...thing.flags]);
-    const [first, second] = listed.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const [first, second] = listed.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect((await run(["messages", "ack", String(first.id), ...thing.flags])).code).toBe(0);
     expect((await run(["messages", "delete", String(second.id), ...thing.flags])).code).toBe(0);
     const after = await run(["messages", "list", "--json", "--limit", "1", ...thing.flags]);
@@ -157,12 +170,16 @@ describe("serve", () => {
     serve = start(["serve", ...thing.flags]);
     try {
       await serve.waitFor(/sessionPresent=true/);
-      await waitUntil(() => (serve.output().match(/ingress\.stored/g) ?? []).length >= 3);
+      await waitUntil("three messages stored", () => occurrences(serve.output(), /ingress\.stored/) >= 3);
     } finally {
       await serve.stop();
     }
     const listed = await run(["messages", "list", "--json", ...thing.flags]);
-    const offline = listed.stdout.trim().split("\n").map((l) => JSON.parse(l).payload).filter((p: string) => p.includes("offline"));
+    const offline = listed.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l).payload)
+      .filter((p: string) => p.includes("offline"));
     expect(offline).toEqual(['{"offline":1}', '{"offline":2}', '{"offline":3}']);
   });
 
@@ -190,7 +207,11 @@ describe("serve", () => {
 
   test("--exec runs the command once per message and acknowledges it on exit 0", async () => {
     // Start from a clean slate of unacknowledged messages.
-    const pending = (await run(["messages", "list", "--json", ...thing.flags])).stdout.trim().split("\n").filter(Boolean).map((l) => JSON.parse(l).id);
+    const pending = (await run(["messages", "list", "--json", ...thing.flags])).stdout
+      .trim()
+      .split("\n")
+      .filter(Boolean)
+      .map((l) => JSON.parse(l).id);
     if (pending.length) expect((await run(["messages", "ack", ...pending.map(String), ...thing.flags])).code).toBe(0);
     const out = join(thing.dir, "exec-out.txt");
     const serve = start(["serve", ...thing.flags, "--exec", `cat >> ${out}; echo " id=$FLASHLEX_MESSAGE_ID" >> ${out}`]);
@@ -214,7 +235,11 @@ describe("serve", () => {
       hub.publish(`ingress/${thing.thingName}`, JSON.stringify({ through: "socket" }), { qos: 1 });
       await serve.waitFor(/ingress\.stored/);
       const listed = await run(["messages", "list", "--json", ...thing.flags]);
-      const row = listed.stdout.trim().split("\n").map((l) => JSON.parse(l)).find((r) => r.payload === '{"through":"socket"}');
+      const row = listed.stdout
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l))
+        .find((r) => r.payload === '{"through":"socket"}');
       expect(row).toBeDefined();
       expect((await run(["messages", "ack", String(row.id), ...thing.flags])).code).toBe(0);
       const collected = await run(["collect", ...thing.flags], { input: '{"through":"socket"}' });
@@ -240,17 +265,12 @@ describe("serve", () => {
 
 describe("mutual TLS", () => {
   test("a client without a certificate is refused", async () => {
-    const pub = Bun.spawnSync(["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "-t", "x", "-m", "y"], { stderr: "pipe" });
-    expect(pub.exitCode).not.toBe(0);
+    expect((await mosquittoPub({ port: broker.port, caCertPath: thing.pki.caCertPath, topic: "x", message: "y" })).code).not.toBe(0);
   });
 
   test("a certificate from another CA is refused", async () => {
     const other = await thing.pki.otherCa();
-    const pub = Bun.spawnSync(
-      ["mosquitto_pub", "-h", "127.0.0.1", "-p", String(broker.port), "--cafile", thing.pki.caCertPath, "--cert", other.thing.certPath, "--key", other.thing.privateKeyPath, "-t", "x", "-m", "y"],
-      { stderr: "pipe" },
-    );
-    expect(pub.exitCode).not.toBe(0);
+    expect((await mosquittoPub({ port: broker.port, caCertPath: thing.pki.caCertPath, client: other.thing, topic: "x", message: "y" })).code).not.toBe(0);
   });
 });
 
@@ -339,7 +359,7 @@ describe("collect", () => {
     } finally {
       await serve.stop();
     }
-    await waitUntil(() => egressSeen.length >= 2);
+    await waitUntil("two egress messages seen", () => egressSeen.length >= 2);
     const envelopes = egressSeen.map((e) => JSON.parse(e));
     expect(envelopes.map((e) => e.payload)).toEqual([{ via: "alone" }, { via: "serve" }]);
     expect(envelopes[0]).toMatchObject({ thingId: thing.thingId });
@@ -370,12 +390,4 @@ async function captureToken(): Promise<string> {
   await run(["collect", "-c", config, "-k", thing.keysDir, "-d", join(thing.dir, "capture-data")], { input: "{}" });
   server.stop(true);
   return token;
-}
-
-async function waitUntil(condition: () => boolean, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error("condition not met in time");
-    await Bun.sleep(50);
-  }
 }

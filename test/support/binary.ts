@@ -61,10 +61,17 @@ export interface Background {
 
 /** Every child `start` made: a test process that ends (or crashes) takes them with it. */
 const started = new Set<ReturnType<typeof Bun.spawn>>();
-process.once("exit", () => started.forEach((proc) => proc.exitCode === null && proc.signalCode === null && proc.kill("SIGKILL")));
+process.once("exit", () => {
+  for (const proc of started) if (proc.exitCode === null && proc.signalCode === null) proc.kill("SIGKILL");
+});
 
 export function start(args: string[], opts: SpawnOptions = {}): Background {
-  const proc = Bun.spawn([...(opts.command ?? [binaryPath()]), ...args], { stdin: "ignore", stdout: "pipe", stderr: "pipe", env: { ...process.env, ...opts.env } });
+  const proc = Bun.spawn([...(opts.command ?? [binaryPath()]), ...args], {
+    stdin: "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, ...opts.env },
+  });
   started.add(proc);
   void proc.exited.then(() => started.delete(proc));
   let text = "";

@@ -5,8 +5,8 @@
  * generated in microseconds, RSA-2048 on request.
  */
 import "reflect-metadata";
-import * as x509 from "@peculiar/x509";
 import { createPrivateKey, randomBytes, type webcrypto as wc } from "node:crypto";
+import * as x509 from "@peculiar/x509";
 
 const webcrypto = globalThis.crypto;
 x509.cryptoProvider.set(webcrypto);
@@ -49,7 +49,7 @@ async function pkcs8(key: CryptoKey): Promise<string> {
 
 function serial(): string {
   const bytes = randomBytes(12);
-  bytes[0] = (bytes[0]! & 0x7f) || 1;
+  bytes[0] = bytes[0]! & 0x7f || 1;
   return bytes.toString("hex");
 }
 
@@ -58,7 +58,7 @@ function window(v: Validity): { notBefore: Date; notAfter: Date } {
 }
 
 async function finish(cert: x509.X509Certificate, keys: CryptoKeyPair, keyType: TestKeyType): Promise<Issued> {
-  return { cert, keys, keyType, certPem: cert.toString("pem").replace(/\r\n/g, "\n") + "\n", keyPem: await pkcs8(keys.privateKey) };
+  return { cert, keys, keyType, certPem: `${cert.toString("pem").replace(/\r\n/g, "\n")}\n`, keyPem: await pkcs8(keys.privateKey) };
 }
 
 /** A self-signed root CA. */

@@ -7,7 +7,7 @@
  */
 import { Database } from "bun:sqlite";
 import { readFileSync, writeFileSync } from "node:fs";
-import { MessageStore, THING_MIGRATIONS } from "../../src/store/message-store.ts";
+import { MessageStore, THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
 
 export interface DamageKind {
   name: string;
@@ -93,13 +93,14 @@ export const DAMAGE_KINDS: DamageKind[] = [
   },
   {
     name: "a damaged page in the middle",
-    make: (f) =>
-      (writeGoodDatabase(f),
+    make: (f) => (
+      writeGoodDatabase(f),
       rewrite(f, (b) => {
         const pageSize = b.readUInt16BE(16);
         const page = Math.floor(b.length / pageSize / 2);
         return b.fill(0xa5, page * pageSize, (page + 1) * pageSize);
-      })),
+      })
+    ),
     exitCode: 74,
     says: /damaged.*SQLITE_CORRUPT/,
   },

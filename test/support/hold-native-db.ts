@@ -1,4 +1,4 @@
-import { openBunSqlite } from "../../src/store/bun-sqlite.ts";
+import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
 
 /** Holds a database open with bun:sqlite (native SQLite, WAL) until killed: the other side of hold-wasm-db.ts. */
 const db = openBunSqlite(process.argv[2]!);

@@ -1,4 +1,4 @@
-import { openWasmSqlite } from "../../src/store/wasm-sqlite.ts";
+import { openWasmSqlite } from "../../src/shared/sqlite/wasm-sqlite.ts";
 
 /** Holds a database open with the wasm driver until killed: the live lock holder in store-contract.test.ts. */
 const db = openWasmSqlite(process.argv[2]!);

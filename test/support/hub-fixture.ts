@@ -10,18 +10,11 @@
 import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
-import { run, start, type Background, type RunResult } from "./binary.ts";
-import { unpackDistribution } from "./distribution.ts";
+import { type Background, type RunResult, run, start } from "./binary.ts";
+import { type ProvisionedThing, provisionThing } from "./distribution.ts";
 import { freePort } from "./mosquitto.ts";
 
-export interface HubThing {
-  id: string;
-  name: string;
-  /** the unpacked distribution's folder */
-  root: string;
-  /** -c, -k and -d for the thing commands */
-  flags: string[];
-}
+export type HubThing = ProvisionedThing;
 
 export interface HubFixture {
   dir: string;
@@ -39,6 +32,25 @@ export interface HubFixture {
   ingress(thingId: string): Promise<{ flmessagespk: string; payload: any; delivery: string }[]>;
 }
 
+/**
+ * `hub init` for a hub whose things run on this machine: the API at 127.0.0.1:`apiPort`, the
+ * broker at 127.0.0.1:`brokerPort`, its certificate for `names` (hub init's default when absent).
+ */
+export function loopbackHubInit(dir: string, apiPort: number, brokerPort: number, names?: string): string[] {
+  return [
+    ...["hub", "init", "--dir", dir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort)],
+    ...(names ? ["--name", names] : []),
+  ];
+}
+
+/** Loopback only: the embedded broker listens on 0.0.0.0 unless hub.yml says otherwise. */
+export function listenOnLoopback(hubDir: string): void {
+  const file = join(hubDir, "hub.yml");
+  const settings = parseDocument(readFileSync(file, "utf8"));
+  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
+  writeFileSync(file, settings.toString());
+}
+
 export async function makeHubFixture(work: string): Promise<HubFixture> {
   const dir = join(work, "hub");
   const [apiPort, brokerPort] = [await freePort(), await freePort()];
@@ -47,12 +59,9 @@ export async function makeHubFixture(work: string): Promise<HubFixture> {
     if (result.code !== 0) throw new Error(`flashlex ${args.join(" ")} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
     return result;
   };
-  const init = await flashlex(["hub", "init", "--dir", dir, "--api-url", `http://127.0.0.1:${apiPort}`, "--broker-host", "127.0.0.1", "--broker-port", String(brokerPort), "--name", "127.0.0.1", "--json"]);
+  const init = await flashlex([...loopbackHubInit(dir, apiPort, brokerPort, "127.0.0.1"), "--json"]);
   const token = JSON.parse(init.stdout).token as string;
-  // Loopback only: the embedded broker listens on 0.0.0.0 unless hub.yml says otherwise.
-  const settings = parseDocument(readFileSync(join(dir, "hub.yml"), "utf8"));
-  settings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
-  writeFileSync(join(dir, "hub.yml"), settings.toString());
+  listenOnLoopback(dir);
   const api = (path: string, init: RequestInit = {}) =>
     fetch(`http://127.0.0.1:${apiPort}/dev/v1${path}`, {
       ...init,
@@ -66,13 +75,7 @@ export async function makeHubFixture(work: string): Promise<HubFixture> {
     brokerPort,
     token,
     flashlex,
-    async createThing(name, extraArgs = []) {
-      const created = JSON.parse((await flashlex(["hub", "thing", "create", name, "--dir", dir, "--json", ...extraArgs])).stdout);
-      const zip = join(work, `${created.name}.zip`);
-      await flashlex(["hub", "thing", "dist", created.name, "--dir", dir, "-o", zip]);
-      const root = unpackDistribution(zip, join(work, "things"), created.name);
-      return { id: created.id, name: created.name, root, flags: ["-c", join(root, "config.yml"), "-k", join(root, "keys"), "-d", join(root, "data")] };
-    },
+    createThing: (name, extraArgs = []) => provisionThing(flashlex, dir, work, name, extraArgs),
     async serve(extraArgs = [], env) {
       const hub = start(["hub", "serve", "--dir", dir, ...extraArgs], { env });
       await hub.waitFor(/hub\.started/, 30_000);

@@ -10,7 +10,7 @@
  * its own subdirectory of `dir`, with 0755 directories and 0644 files (test keys only!), and makes
  * `dir` itself traversable. Its log is captured; `stop()` and failures include it.
  */
-import { spawn, type ChildProcess } from "node:child_process";
+import { type ChildProcess, spawn } from "node:child_process";
 import { accessSync, chmodSync, constants, copyFileSync, existsSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { createConnection, createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
@@ -224,4 +224,31 @@ export async function startMosquitto(opts: StartMosquittoOptions): Promise<Mosqu
     };
   }
   throw lastError;
+}
+
+export interface PublishOptions {
+  port: number;
+  caCertPath: string;
+  /** the publisher's certificate; absent: none is sent (the broker must refuse) */
+  client?: { certPath: string; privateKeyPath: string };
+  clientId?: string;
+  topic: string;
+  qos?: 0 | 1;
+  retain?: boolean;
+  /** one message (`-m`), or one per line of stdin (`-l`) */
+  message?: string;
+  lines?: string[];
+}
+
+/** Publishes with Debian's mosquitto_pub over TLS to 127.0.0.1; resolves to its exit code and stderr. */
+export async function mosquittoPub(opts: PublishOptions): Promise<{ code: number; stderr: string }> {
+  const args = ["-h", "127.0.0.1", "-p", String(opts.port), "--cafile", opts.caCertPath];
+  if (opts.client) args.push("--cert", opts.client.certPath, "--key", opts.client.privateKeyPath);
+  if (opts.clientId) args.push("-i", opts.clientId);
+  if (opts.qos !== undefined) args.push("-q", String(opts.qos));
+  if (opts.retain) args.push("-r");
+  args.push("-t", opts.topic, ...(opts.lines ? ["-l"] : ["-m", opts.message ?? ""]));
+  const pub = Bun.spawn(["mosquitto_pub", ...args], { stdin: opts.lines ? new Blob([`${opts.lines.join("\n")}\n`]) : "ignore", stderr: "pipe" });
+  const [code, stderr] = await Promise.all([pub.exited, new Response(pub.stderr).text()]);
+  return { code, stderr };
 }

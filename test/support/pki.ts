@@ -3,12 +3,13 @@
  * thing certificates, laid out with the file names the thing agent and hub expect. Everything is
  * made with src/crypto, so the tests exercise the same code that production uses.
  */
+
+import { randomUUID } from "node:crypto";
 import { chmodSync, mkdirSync, statSync, writeFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { join } from "node:path";
-import { randomUUID } from "node:crypto";
 import { generateRsaKeyPair } from "../../src/crypto/keys.ts";
-import { createCertificateAuthority, issueServerCertificate, issueThingCertificate, type CertifiedKey } from "../../src/crypto/x509.ts";
+import { type CertifiedKey, createCertificateAuthority, issueServerCertificate, issueThingCertificate } from "../../src/crypto/x509.ts";
 
 export interface ThingFiles {
   name: string;
@@ -80,10 +81,7 @@ async function makeCa(dir: string, commonName: string): Promise<{ ca: CertifiedK
   };
 }
 
-export async function makeTestPki(
-  dir: string,
-  opts: { thingName?: string; thingId?: string; serverNames?: string[] } = {},
-): Promise<TestPki> {
+export async function makeTestPki(dir: string, opts: { thingName?: string; thingId?: string; serverNames?: string[] } = {}): Promise<TestPki> {
   const { ca, caCertPath, caKeyPath } = await makeCa(dir, "FlashLex Test Root CA");
   const names = opts.serverNames ?? ["127.0.0.1", "localhost"];
   const broker = await issueServerCertificate(ca, {

@@ -58,7 +58,10 @@ export async function startReceiver(opts: { thingId: string; publicKeyPem: strin
         const messageId = request.headers.get("x-flashlex-message-id");
         if (receiver.answerStatus) {
           refused.push(`answered ${receiver.answerStatus}`);
-          return Response.json({ status: "ERROR", code: receiver.answerStatus, messages: [{ key: "message", value: "refused by the test" }] }, { status: receiver.answerStatus });
+          return Response.json(
+            { status: "ERROR", code: receiver.answerStatus, messages: [{ key: "message", value: "refused by the test" }] },
+            { status: receiver.answerStatus },
+          );
         }
         const body = await request.json();
         const entry = { messageId, body, claims: payload as Record<string, unknown>, header: header as Record<string, unknown> };

@@ -1,4 +1,4 @@
-import { openSqlDatabase } from "../../src/store/open.ts";
+import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 import { runCase, storeContract } from "./store-contract.ts";
 
 /**
@@ -9,4 +9,6 @@ const probe = openSqlDatabase(":memory:");
 const driver = probe.driver;
 probe.close();
 const results = storeContract.map((c) => runCase(openSqlDatabase, c));
-process.stdout.write(JSON.stringify({ driver, runtime: `node ${process.version}`, bun: typeof (globalThis as { Bun?: unknown }).Bun !== "undefined", results }) + "\n");
+process.stdout.write(
+  `${JSON.stringify({ driver, runtime: `node ${process.version}`, bun: typeof (globalThis as { Bun?: unknown }).Bun !== "undefined", results })}\n`,
+);

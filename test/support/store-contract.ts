@@ -1,11 +1,11 @@
+import assert from "node:assert/strict";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import assert from "node:assert/strict";
-import type { OpenSqlDatabase, SqlDatabase } from "../../src/store/driver.ts";
-import { MessageStore, THING_MIGRATIONS } from "../../src/store/message-store.ts";
-import { applyPragmas, migrate } from "../../src/store/migrate.ts";
+import type { OpenSqlDatabase, SqlDatabase } from "../../src/shared/sqlite/driver.ts";
+import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
+import { MessageStore, THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
 
 /**
  * The SQLite driver contract, free of any test framework: test/unit/store-contract.test.ts runs
@@ -77,7 +77,10 @@ export const storeContract: ContractCase[] = [
         db.exec("CREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT)");
         for (const v of ["x", "y", "z"]) db.run("INSERT INTO t (v) VALUES (?)", [v]);
         const all = db.all("SELECT id, v FROM t WHERE id >= ? ORDER BY id", [2]);
-        assert.deepEqual(all, [{ id: 2, v: "y" }, { id: 3, v: "z" }]);
+        assert.deepEqual(all, [
+          { id: 2, v: "y" },
+          { id: 3, v: "z" },
+        ]);
         assert.deepEqual(db.get("SELECT v FROM t WHERE id = ?", [1]), { v: "x" });
         assert.equal(db.get("SELECT v FROM t WHERE id = ?", [42]), undefined);
         assert.deepEqual(db.all("SELECT v FROM t WHERE 0"), []);
@@ -282,7 +285,13 @@ export const storeContract: ContractCase[] = [
     run: (ctx) =>
       withStore(ctx, (store) => {
         const ids = [1, 2, 3, 4, 5].map((i) =>
-          store.insertIngress({ topic: i % 2 ? "ingress/odd" : "ingress/even", payload: te.encode(`m${i}`), qos: i % 2, retain: i === 5, receivedAt: i * 1000 }),
+          store.insertIngress({
+            topic: i % 2 ? "ingress/odd" : "ingress/even",
+            payload: te.encode(`m${i}`),
+            qos: i % 2,
+            retain: i === 5,
+            receivedAt: i * 1000,
+          }),
         );
         assert.deepEqual(ids, [1, 2, 3, 4, 5]);
         store.ackIngress([2, 3], 9000);
@@ -391,16 +400,43 @@ export const storeContract: ContractCase[] = [
         assert.deepEqual(seen.sent, ["a"]);
         assert.equal(seen.pendingAfter, 1);
         assert.deepEqual(store.getOutbox("a"), {
-          message_id: "a", body: '{"n":1}', via: "http", state: "sent", created_at: 100, attempts: 1, next_attempt_at: 100,
-          last_error: null, sent_at: 1100, response_status: 201, response_body: '{"status":"ok"}',
+          message_id: "a",
+          body: '{"n":1}',
+          via: "http",
+          state: "sent",
+          created_at: 100,
+          attempts: 1,
+          next_attempt_at: 100,
+          last_error: null,
+          sent_at: 1100,
+          response_status: 201,
+          response_body: '{"status":"ok"}',
         });
         assert.deepEqual(store.getOutbox("b"), {
-          message_id: "b", body: '{"n":2}', via: "mqtt", state: "pending", created_at: 200, attempts: 2, next_attempt_at: 2500,
-          last_error: "503 Service Unavailable", sent_at: null, response_status: null, response_body: null,
+          message_id: "b",
+          body: '{"n":2}',
+          via: "mqtt",
+          state: "pending",
+          created_at: 200,
+          attempts: 2,
+          next_attempt_at: 2500,
+          last_error: "503 Service Unavailable",
+          sent_at: null,
+          response_status: null,
+          response_body: null,
         });
         assert.deepEqual(store.getOutbox("c"), {
-          message_id: "c", body: '{"n":3}', via: "http", state: "rejected", created_at: 300, attempts: 1, next_attempt_at: 5000,
-          last_error: "400 Bad Request", sent_at: null, response_status: 400, response_body: "bad",
+          message_id: "c",
+          body: '{"n":3}',
+          via: "http",
+          state: "rejected",
+          created_at: 300,
+          attempts: 1,
+          next_attempt_at: 5000,
+          last_error: "400 Bad Request",
+          sent_at: null,
+          response_status: 400,
+          response_body: "bad",
         });
         assert.equal(store.getOutbox("nope"), undefined);
         return seen;
@@ -410,7 +446,12 @@ export const storeContract: ContractCase[] = [
     name: "MessageStore outbox retry and drop: rejected and pending become due now, sent is left alone, unknown ids are reported",
     run: (ctx) =>
       withStore(ctx, (store) => {
-        for (const [id, at] of [["r", 100], ["p", 200], ["s", 300]] as const) store.enqueue({ messageId: id, body: "{}", via: "http", now: at });
+        for (const [id, at] of [
+          ["r", 100],
+          ["p", 200],
+          ["s", 300],
+        ] as const)
+          store.enqueue({ messageId: id, body: "{}", via: "http", now: at });
         store.markRejected("r", "the API answered 413 Payload Too Large", { status: 413, body: "too large" });
         store.markRetry("p", "ECONNREFUSED", 90_000);
         store.markSent("s", 400);
@@ -425,12 +466,24 @@ export const storeContract: ContractCase[] = [
         };
         assert.deepEqual(seen.retried, { changed: ["r", "p"], missing: ["nope"], sent: ["s"] });
         assert.deepEqual(seen.r, {
-          message_id: "r", body: "{}", via: "http", state: "pending", created_at: 100, attempts: 1, next_attempt_at: 5000,
-          last_error: "the API answered 413 Payload Too Large", sent_at: null, response_status: 413, response_body: "too large",
+          message_id: "r",
+          body: "{}",
+          via: "http",
+          state: "pending",
+          created_at: 100,
+          attempts: 1,
+          next_attempt_at: 5000,
+          last_error: "the API answered 413 Payload Too Large",
+          sent_at: null,
+          response_status: 413,
+          response_body: "too large",
         });
         assert.deepEqual(seen.due, ["r", "p"]);
         assert.deepEqual(seen.dropped, { changed: ["s"], missing: ["nope", "s"], sent: [] });
-        assert.deepEqual(seen.left, [["r", "pending"], ["p", "pending"]]);
+        assert.deepEqual(seen.left, [
+          ["r", "pending"],
+          ["p", "pending"],
+        ]);
         assert.equal(seen.rejected, 1);
         assert.equal(seen.rejectedAfter, 0);
         return seen;
@@ -467,7 +520,10 @@ export const storeContract: ContractCase[] = [
           outbox: store.listOutbox().map((e) => [e.message_id, e.state, e.last_error, e.attempts]),
           due: store.due(10, 10).length,
         };
-        assert.deepEqual(seen.ingress, [["ingress/t", '{"good":1}'], ["t/b", "42"]]);
+        assert.deepEqual(seen.ingress, [
+          ["ingress/t", '{"good":1}'],
+          ["t/b", "42"],
+        ]);
         assert.equal(seen.one, "42");
         assert.deepEqual(seen.outbox, [
           [null, "rejected", "the stored message id is not 1-200 visible ASCII characters", 1],
@@ -488,7 +544,10 @@ export const storeContract: ContractCase[] = [
       store = MessageStore.open(file, { open: ctx.open });
       try {
         const seen = { ingress: store.listIngress(), pending: store.countPending(), journal: store.db.get("PRAGMA journal_mode") };
-        assert.deepEqual(seen.ingress.map((m) => m.payload), [bytes(0xc0, 0xff, 0)]);
+        assert.deepEqual(
+          seen.ingress.map((m) => m.payload),
+          [bytes(0xc0, 0xff, 0)],
+        );
         assert.equal(seen.pending, 1);
         return seen;
       } finally {

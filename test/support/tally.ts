@@ -27,7 +27,7 @@ export const TALLY_LABELS: Record<TallyKind, string> = {
 export function tally(kind: TallyKind, count = 1): void {
   const file = process.env.FLASHLEX_TALLY_FILE;
   if (!file) return;
-  appendFileSync(file, JSON.stringify({ kind, count }) + "\n");
+  appendFileSync(file, `${JSON.stringify({ kind, count })}\n`);
 }
 
 /** Sums a tally file into one line (missing kinds are 0). */

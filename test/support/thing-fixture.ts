@@ -6,7 +6,7 @@ import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse, stringify } from "yaml";
-import { startMosquitto, type MosquittoBroker } from "./mosquitto.ts";
+import { type MosquittoBroker, startMosquitto } from "./mosquitto.ts";
 import { makeTestPki, type TestPki } from "./pki.ts";
 
 export interface ThingFixture {

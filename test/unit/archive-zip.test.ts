@@ -1,5 +1,5 @@
 /**
- * The archive's zip (src/hub/archive-zip.ts, written by zip-stream) as `openArchive` makes it,
+ * The archive's zip (src/hub/messages/archive-zip.ts, written by zip-stream) as `openArchive` makes it,
  * read by three readers that share no code with the writer: fflate's unzip, Info-ZIP's
  * `unzip -t` (Debian's unzip) and the byte layout itself (methods, modes, ZIP64 end records);
  * and the pace: a page is read from the store only when the reader asks for more.
@@ -11,9 +11,9 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
-import { ArchiveZip } from "../../src/hub/archive-zip.ts";
-import { archiveFolderName, archiveStream, openArchive, storedMessageText, type Archive } from "../../src/hub/archive.ts";
-import { openHubStore, type HubStore, type MessageRecord, type SqliteHubStore } from "../../src/hub/hub-store.ts";
+import { type Archive, archiveFolderName, archiveStream, openArchive, storedMessageText } from "../../src/hub/messages/archive.ts";
+import { ArchiveZip } from "../../src/hub/messages/archive-zip.ts";
+import { type HubStore, type MessageRecord, openHubStore, type SqliteHubStore } from "../../src/hub/store/hub-store.ts";
 import { tally } from "../support/tally.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
@@ -33,7 +33,14 @@ afterAll(async () => {
 });
 
 function message(thingId: string, i: number, payload: unknown): MessageRecord {
-  return { flmessagespk: randomUUID(), thingId, messagetype: "egress", payload: JSON.stringify(payload), fltimestamp: 1_563_587_144 + i, datecreated: "2019-07-20T01:45:44Z" };
+  return {
+    flmessagespk: randomUUID(),
+    thingId,
+    messagetype: "egress",
+    payload: JSON.stringify(payload),
+    fltimestamp: 1_563_587_144 + i,
+    datecreated: "2019-07-20T01:45:44Z",
+  };
 }
 
 async function archiveBytes(archive: Archive): Promise<Uint8Array> {
@@ -82,7 +89,8 @@ describe("the archive's zip", () => {
     const folder = archiveFolderName(thingId, at);
     const files = unzipSync(bytes);
     expect(Object.keys(files)).toEqual(messages.map((m) => `${folder}/${m.flmessagespk}.json`));
-    for (const m of messages) expect(new TextDecoder().decode(files[`${folder}/${m.flmessagespk}.json`])).toBe(storedMessageText({ ...m, delivery: null }, OWNER));
+    for (const m of messages)
+      expect(new TextDecoder().decode(files[`${folder}/${m.flmessagespk}.json`])).toBe(storedMessageText({ ...m, delivery: null }, OWNER));
     expect(bytes.length).toBeLessThan(45_000 / 10); // the 45 KB text is deflated
     for (const [method, mode, madeBy] of Object.values(centralEntries(bytes))) expect([method, mode, madeBy]).toEqual([8, 0o100644, 3]);
     infoZipTest(bytes, "files.zip");
@@ -126,7 +134,10 @@ describe("the archive's zip", () => {
     const last = JSON.parse(new TextDecoder().decode(files[names[count - 1]!]));
     expect(last).toMatchObject({ flthingspk: thingId, payload: { i: count - 1 } });
     expect(infoZipTest(bytes, "zip64.zip")).toContain("No errors detected");
-    const listing = Bun.spawnSync(["unzip", "-Z1", join(dir, "zip64.zip")]).stdout.toString().trim().split("\n");
+    const listing = Bun.spawnSync(["unzip", "-Z1", join(dir, "zip64.zip")])
+      .stdout.toString()
+      .trim()
+      .split("\n");
     expect(listing).toHaveLength(count);
   }, 60_000);
 

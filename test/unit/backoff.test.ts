@@ -1,18 +1,23 @@
 import { expect, test } from "bun:test";
 import fc from "fast-check";
-import { Backoff } from "../../src/thing/backoff.ts";
+import { Backoff } from "../../src/thing/mqtt/backoff.ts";
 
 test("the quiet time doubles from base up to max, with jitter inside those bounds", () => {
   fc.assert(
-    fc.property(fc.double({ min: 0.1, max: 5, noNaN: true }), fc.double({ min: 5, max: 60, noNaN: true }), fc.array(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), { minLength: 1, maxLength: 20 }), (base, max, randoms) => {
-      let i = 0;
-      const backoff = new Backoff({ baseSeconds: base, maxSeconds: max, stableSeconds: 10 }, () => randoms[i++ % randoms.length]!);
-      for (let attempt = 0; attempt < randoms.length; attempt++) {
-        const delay = backoff.nextDelayMs();
-        expect(delay).toBeGreaterThanOrEqual(Math.round(base * 1000));
-        expect(delay).toBeLessThanOrEqual(Math.round(Math.min(max, base * 2 ** attempt) * 1000));
-      }
-    }),
+    fc.property(
+      fc.double({ min: 0.1, max: 5, noNaN: true }),
+      fc.double({ min: 5, max: 60, noNaN: true }),
+      fc.array(fc.double({ min: 0, max: 1, maxExcluded: true, noNaN: true }), { minLength: 1, maxLength: 20 }),
+      (base, max, randoms) => {
+        let i = 0;
+        const backoff = new Backoff({ baseSeconds: base, maxSeconds: max, stableSeconds: 10 }, () => randoms[i++ % randoms.length]!);
+        for (let attempt = 0; attempt < randoms.length; attempt++) {
+          const delay = backoff.nextDelayMs();
+          expect(delay).toBeGreaterThanOrEqual(Math.round(base * 1000));
+          expect(delay).toBeLessThanOrEqual(Math.round(Math.min(max, base * 2 ** attempt) * 1000));
+        }
+      },
+    ),
     { numRuns: 100 },
   );
 });

@@ -1,10 +1,10 @@
-import { THING_MIGRATIONS } from "../../src/store/message-store.ts";
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { bundleForNode, type NodeBundle } from "../../scripts/bundle-node.ts";
+import { THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
 
 /**
  * The armv7 build's bundle, proved on x64 Node 20: one CommonJS file, no `bun:` import, the

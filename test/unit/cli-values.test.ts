@@ -7,9 +7,10 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { countFlag, decodeUtf8 } from "../../src/commands/input.ts";
-import { FlashlexError } from "../../src/errors.ts";
-import { acquireServeLock, LOCK_KEY_FILE, lockName } from "../../src/thing/serve-lock.ts";
+import { exitCodeOf } from "../../src/cli/exit-codes.ts";
+import { countFlag, decodeUtf8 } from "../../src/cli/input.ts";
+import { FlashlexError } from "../../src/shared/errors.ts";
+import { acquireServeLock, LOCK_KEY_FILE, lockName } from "../../src/thing/local/serve-lock.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-cli-values-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -29,7 +30,7 @@ describe("countFlag", () => {
         error = err;
       }
       expect(error).toBeInstanceOf(FlashlexError);
-      expect((error as FlashlexError).exitCode).toBe(64);
+      expect(exitCodeOf(error)).toBe(64);
       expect((error as FlashlexError).message).toContain("--limit");
     }
   });
@@ -55,7 +56,7 @@ describe("decodeUtf8", () => {
       } catch (err) {
         error = err as FlashlexError;
       }
-      expect(error?.exitCode).toBe(65);
+      expect(exitCodeOf(error)).toBe(65);
       expect(error?.message).toStartWith(`in.json: not valid UTF-8 (first bad byte at offset ${offset})`);
     }
   });
@@ -72,7 +73,7 @@ describe("the single-serve lock", () => {
       refused = err;
     }
     expect(refused).toBeInstanceOf(FlashlexError);
-    expect((refused as FlashlexError).exitCode).toBe(75);
+    expect(exitCodeOf(refused)).toBe(75);
     expect((refused as FlashlexError).message).toBe(`${data}: another flashlex serve is running for this data directory`);
     await first.release();
     const again = await acquireServeLock(data);

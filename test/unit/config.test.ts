@@ -1,9 +1,10 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { databaseFileName, loadThingConfig } from "../../src/config/load.ts";
-import { ConfigError, ExitCode } from "../../src/errors.ts";
+import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
+import { ConfigError } from "../../src/shared/errors.ts";
+import { databaseFileName, loadThingConfig } from "../../src/thing/settings.ts";
 
 const GUIDE = join(import.meta.dir, "../fixtures/guide-config.yml");
 const dir = mkdtempSync(join(tmpdir(), "flashlex-config-"));
@@ -21,7 +22,7 @@ function configErrorOf(file: string): ConfigError {
     loadThingConfig({ config: file });
   } catch (err) {
     expect(err).toBeInstanceOf(ConfigError);
-    expect((err as ConfigError).exitCode).toBe(ExitCode.CONFIG);
+    expect(exitCodeOf(err)).toBe(ExitCode.CONFIG);
     return err as ConfigError;
   }
   throw new Error(`${file} loaded, but should not have`);
@@ -105,7 +106,9 @@ describe("bad configuration is refused with the file and the key path", () => {
 
   test("the database name must be a file name inside the data directory", () => {
     for (const name of ["..", ".", "../x", "a/b"]) {
-      expect(configErrorOf(variant("db.yml", (t) => t.replace("subscriptionData: subscription.json", `subscriptionData: "${name}"`))).message).toContain("flashlex.app.db.subscriptionData");
+      expect(configErrorOf(variant("db.yml", (t) => t.replace("subscriptionData: subscription.json", `subscriptionData: "${name}"`))).message).toContain(
+        "flashlex.app.db.subscriptionData",
+      );
     }
   });
 

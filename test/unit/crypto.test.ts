@@ -3,31 +3,26 @@
  * only external program is `openssl`, used as an independent judge of the certificates we issue.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHmac, createPrivateKey, createPublicKey, generateKeyPairSync, randomUUID, sign as cryptoSign, type KeyObject } from "node:crypto";
-import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  createHmac,
+  createPrivateKey,
+  createPublicKey,
+  sign as cryptoSign,
+  generateKeyPairSync,
+  type KeyObject,
+  randomUUID,
+  X509Certificate,
+} from "node:crypto";
+import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { X509Certificate } from "node:crypto";
 import fc from "fast-check";
 import { SignJWT } from "jose";
 import { CryptoError, TokenError } from "../../src/crypto/errors.ts";
-import {
-  generateRsaKeyPair,
-  keyMatchesCertificate,
-  loadPrivateKey,
-  loadPublicKey,
-  publicKeyFingerprint,
-  spkiDer,
-  tokenAlgorithmFor,
-} from "../../src/crypto/keys.ts";
-import {
-  checkCertificate,
-  createCertificateAuthority,
-  describeCertificate,
-  issueServerCertificate,
-  issueThingCertificate,
-} from "../../src/crypto/x509.ts";
 import { signThingToken, TOKEN_LIFETIME_SECONDS, verifyThingToken } from "../../src/crypto/jwt.ts";
+import { generateRsaKeyPair, loadPrivateKey, loadPublicKey, spkiDer, tokenAlgorithmFor } from "../../src/crypto/keys.ts";
+import { createCertificateAuthority, describeCertificate, issueServerCertificate, issueThingCertificate } from "../../src/crypto/x509.ts";
+import { checkCertificate, keyMatchesCertificate, publicKeyFingerprint } from "../support/certificates.ts";
 import { makeTestPki, type OtherCa, type TestPki } from "../support/pki.ts";
 
 const DAY = 86_400_000;
@@ -48,12 +43,6 @@ afterAll(() => {
 function openssl(...args: string[]): { ok: boolean; out: string } {
   const r = Bun.spawnSync(["openssl", ...args], { stdout: "pipe", stderr: "pipe" });
   return { ok: r.exitCode === 0, out: r.stdout.toString() + r.stderr.toString() };
-}
-
-function tmpFile(name: string, text: string): string {
-  const path = join(dir, name);
-  writeFileSync(path, text);
-  return path;
 }
 
 /** Runs `fn`, expecting a CryptoError; returns it. */
@@ -256,9 +245,7 @@ describe("certificates", () => {
 
   test("openssl accepts thing certificates as TLS clients, and refuses another CA's", () => {
     expect(openssl("verify", "-CAfile", pki.caCertPath, "-purpose", "sslclient", pki.thing.certPath).ok).toBe(true);
-    expect(openssl("x509", "-in", pki.thing.certPath, "-noout", "-ext", "extendedKeyUsage").out).toContain(
-      "TLS Web Client Authentication",
-    );
+    expect(openssl("x509", "-in", pki.thing.certPath, "-noout", "-ext", "extendedKeyUsage").out).toContain("TLS Web Client Authentication");
     expect(openssl("verify", "-CAfile", pki.caCertPath, other.thing.certPath).ok).toBe(false);
   });
 
@@ -393,9 +380,7 @@ describe("thing tokens", () => {
   test("a lifetime over 15 minutes, or no exp, is refused", async () => {
     expect(await refusal(await custom({ ...good(), nbf: now - 600, exp: now + 600 }))).toBe("lifetime too long");
     expect(await refusal(await custom({ iss: good().iss, aud: good().aud, exp: now + 3600 }))).toBe("lifetime too long");
-    expect(await refusal(await custom({ iss: good().iss, aud: good().aud, iat: now + 3000, exp: now + 3600 }))).toBe(
-      "lifetime too long",
-    );
+    expect(await refusal(await custom({ iss: good().iss, aud: good().aud, iat: now + 3000, exp: now + 3600 }))).toBe("lifetime too long");
     expect(await refusal(await custom({ iss: good().iss, aud: good().aud, nbf: now - 60 }))).toBe("missing exp");
     expect(await refusal(await custom({ ...good(), exp: "soon" }))).toBe("malformed");
   });
@@ -433,7 +418,10 @@ describe("thing tokens", () => {
   });
 
   test("EC keys: P-256 signs ES256 and P-384 ES384, same header and claims; each verifies only as its own algorithm", async () => {
-    for (const [curve, alg] of [["P-256", "ES256"], ["P-384", "ES384"]] as const) {
+    for (const [curve, alg] of [
+      ["P-256", "ES256"],
+      ["P-384", "ES384"],
+    ] as const) {
       const pair = generateKeyPairSync("ec", { namedCurve: curve });
       // SEC1 (`BEGIN EC PRIVATE KEY`) and PKCS#8 load to the same key
       const sec1 = loadPrivateKey(pair.privateKey.export({ type: "sec1", format: "pem" }) as string);
@@ -450,8 +438,14 @@ describe("thing tokens", () => {
   });
 
   test("keys FlashLex does not sign with are refused for signing and verifying, as a CryptoError", async () => {
-    for (const pair of [generateKeyPairSync("ed25519"), generateKeyPairSync("ec", { namedCurve: "secp521r1" }), generateKeyPairSync("rsa", { modulusLength: 1024 })]) {
-      await expect(signThingToken({ thingId, privateKey: pair.privateKey, now })).rejects.toThrow(/is not supported: FlashLex uses RSA keys of 2048 bits or more, EC P-256 or EC P-384 keys/);
+    for (const pair of [
+      generateKeyPairSync("ed25519"),
+      generateKeyPairSync("ec", { namedCurve: "secp521r1" }),
+      generateKeyPairSync("rsa", { modulusLength: 1024 }),
+    ]) {
+      await expect(signThingToken({ thingId, privateKey: pair.privateKey, now })).rejects.toThrow(
+        /is not supported: FlashLex uses RSA keys of 2048 bits or more, EC P-256 or EC P-384 keys/,
+      );
       const token = await signThingToken({ thingId, privateKey: thingKey, now });
       const err = await verifyThingToken(token, { thingId, publicKey: pair.publicKey, now }).catch((e) => e);
       expect(err).toBeInstanceOf(CryptoError);

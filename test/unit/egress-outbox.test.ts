@@ -2,11 +2,11 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createLogger } from "../../src/log.ts";
-import { MessageStore, type OutboxEntry } from "../../src/store/message-store.ts";
-import { outcomeOf, PERMANENT_REFUSALS, retryDelayMs, type DeliveryOutcome } from "../../src/thing/egress.ts";
-import { bearerErrorDescription, describeOffset, HubClock, SKEW_THRESHOLD_MS } from "../../src/thing/hub-clock.ts";
-import { OutboxDrainer, sendableEntry } from "../../src/thing/outbox.ts";
+import { createLogger } from "../../src/shared/log.ts";
+import { type DeliveryOutcome, outcomeOf, PERMANENT_REFUSALS, retryDelayMs } from "../../src/thing/egress/delivery.ts";
+import { bearerErrorDescription, describeOffset, HubClock, SKEW_THRESHOLD_MS } from "../../src/thing/egress/hub-clock.ts";
+import { OutboxDrainer, sendableEntry } from "../../src/thing/egress/outbox.ts";
+import { MessageStore, type OutboxEntry } from "../../src/thing/store/message-store.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-egress-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -100,13 +100,32 @@ describe("what an answer means for the message", () => {
       kinds[status] = outcomeOf({ status, statusText: "", body: "" }).kind;
     }
     expect(kinds).toEqual({
-      200: "sent", 201: "sent", 204: "sent",
-      301: "retry", 400: "rejected", 401: "retry", 403: "retry", 404: "retry", 405: "retry", 408: "retry",
-      409: "rejected", 410: "retry", 413: "rejected", 415: "rejected", 422: "rejected", 429: "retry",
-      500: "retry", 502: "retry", 503: "retry", 504: "retry",
+      200: "sent",
+      201: "sent",
+      204: "sent",
+      301: "retry",
+      400: "rejected",
+      401: "retry",
+      403: "retry",
+      404: "retry",
+      405: "retry",
+      408: "retry",
+      409: "rejected",
+      410: "retry",
+      413: "rejected",
+      415: "rejected",
+      422: "rejected",
+      429: "retry",
+      500: "retry",
+      502: "retry",
+      503: "retry",
+      504: "retry",
     });
     expect([...PERMANENT_REFUSALS].sort()).toEqual([400, 409, 413, 415, 422]);
-    expect(outcomeOf({ status: 401, statusText: "Unauthorized", body: "" }, "token expired")).toMatchObject({ kind: "retry", error: "the API answered 401 Unauthorized (token expired)" });
+    expect(outcomeOf({ status: 401, statusText: "Unauthorized", body: "" }, "token expired")).toMatchObject({
+      kind: "retry",
+      error: "the API answered 401 Unauthorized (token expired)",
+    });
   });
 
   test("backoff doubles from 2 s to a 5 min cap; a count another program wrote as junk counts as 0", () => {
@@ -115,7 +134,8 @@ describe("what an answer means for the message", () => {
   });
 
   test("a row that cannot be sent at all is named, with why", () => {
-    const row = (over: Partial<Record<keyof OutboxEntry, unknown>>) => ({ message_id: "m-1", body: "{}", via: "http", state: "pending", attempts: 0, ...over }) as OutboxEntry;
+    const row = (over: Partial<Record<keyof OutboxEntry, unknown>>) =>
+      ({ message_id: "m-1", body: "{}", via: "http", state: "pending", attempts: 0, ...over }) as OutboxEntry;
     expect(sendableEntry(row({}))).toEqual({ entry: row({}) });
     expect(sendableEntry(row({ body: new TextEncoder().encode('{"a":1}') }))).toEqual({ entry: row({ body: '{"a":1}' }) });
     const problems = [
@@ -127,7 +147,10 @@ describe("what an answer means for the message", () => {
       row({ message_id: "bad\nid" }),
       row({ message_id: "" }),
     ].map((r) => ("problem" in sendableEntry(r) ? (sendableEntry(r) as { problem: string }).problem : "sendable"));
-    expect(problems.every((p) => p !== "sendable"), problems.join("\n")).toBe(true);
+    expect(
+      problems.every((p) => p !== "sendable"),
+      problems.join("\n"),
+    ).toBe(true);
     expect(problems[0]).toContain("not JSON");
     expect(problems[5]).toContain("message id");
   });

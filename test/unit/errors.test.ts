@@ -1,22 +1,25 @@
 /**
- * The error taxonomy (src/errors.ts, src/foreign-errors.ts): real errors, made by the real
+ * The error taxonomy (src/shared/errors.ts, src/shared/foreign-errors.ts): real errors, made by the real
  * libraries here (both SQLite drivers, the file system, BoringSSL, yaml, cac), get the kind and
  * the exit code they mean, and the hub's HTTP edge maps the same kinds to statuses.
  */
-import { describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
+import { describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createSecureContext } from "node:tls";
 import { cac } from "cac";
 import { parseDocument } from "yaml";
-import { EXIT_CODE_OF_KIND, ExitCode, FlashlexError, exitCodeOf, toFlashlexError, type ErrorKind } from "../../src/errors.ts";
-import { errorToResponse, HTTP_STATUS_OF_KIND } from "../../src/hub/http.ts";
-import { openBunSqlite } from "../../src/store/bun-sqlite.ts";
-import type { OpenSqlDatabase } from "../../src/store/driver.ts";
-import { openWasmSqlite } from "../../src/store/wasm-sqlite.ts";
+import { EXIT_CODE_OF_KIND, ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { generateRsaKeyPair } from "../../src/crypto/keys.ts";
+import { errorToResponse, HTTP_STATUS_OF_KIND } from "../../src/hub/http/envelope.ts";
+import { ERROR_KINDS, type ErrorKind, FlashlexError } from "../../src/shared/errors.ts";
+import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
+import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
+import type { OpenSqlDatabase } from "../../src/shared/sqlite/driver.ts";
+import { openWasmSqlite } from "../../src/shared/sqlite/wasm-sqlite.ts";
 import { makeTestPki } from "../support/pki.ts";
 
 function thrown(fn: () => unknown): unknown {
@@ -29,14 +32,12 @@ function thrown(fn: () => unknown): unknown {
 }
 
 describe("FlashlexError", () => {
-  test("carries a kind; the exit code follows from it; old callers may still pass an exit code", () => {
-    expect(new FlashlexError("x", "full").exitCode).toBe(ExitCode.IO);
-    expect(new FlashlexError("x", "try-later").exitCode).toBe(ExitCode.TEMPFAIL);
-    const old = new FlashlexError("x", ExitCode.CONFIG);
-    expect(old.kind).toBe("config");
-    expect(old.exitCode).toBe(78);
-    for (const [kind, code] of Object.entries(EXIT_CODE_OF_KIND)) expect(new FlashlexError("x", code).exitCode).toBe(code);
-    expect(new FlashlexError("x", ExitCode.IO).kind).toBe("io");
+  test("carries a kind; main.ts maps every kind, and only kinds, to an exit code", () => {
+    expect(exitCodeOf(new FlashlexError("x", "full"))).toBe(ExitCode.IO);
+    expect(exitCodeOf(new FlashlexError("x", "try-later"))).toBe(ExitCode.TEMPFAIL);
+    expect(exitCodeOf(new FlashlexError("x", "config"))).toBe(78);
+    expect(exitCodeOf(new FlashlexError("x", "conflict"))).toBe(65);
+    expect(Object.keys(EXIT_CODE_OF_KIND).sort()).toEqual([...ERROR_KINDS].sort());
   });
 
   test("an unknown error is a bug (70) and keeps only its first line", () => {
@@ -57,10 +58,16 @@ describe("SQLite errors of both drivers name the file and get their kind", () =>
         const db = open(file);
         db.exec("CREATE TABLE t (v BLOB)");
         db.exec("PRAGMA max_page_count = 8");
-        const full = toFlashlexError(thrown(() => db.transaction(() => { for (let i = 0; i < 100; i++) db.run("INSERT INTO t VALUES (?)", [new Uint8Array(4000)]); })));
+        const full = toFlashlexError(
+          thrown(() =>
+            db.transaction(() => {
+              for (let i = 0; i < 100; i++) db.run("INSERT INTO t VALUES (?)", [new Uint8Array(4000)]);
+            }),
+          ),
+        );
         db.close();
         expect(full.kind).toBe("full");
-        expect(full.exitCode).toBe(74);
+        expect(exitCodeOf(full)).toBe(74);
         expect(full.message).toStartWith(`${file}: `);
         expect(full.message).toContain("SQLITE_FULL");
 
@@ -68,7 +75,7 @@ describe("SQLite errors of both drivers name the file and get their kind", () =>
         writeFileSync(text, "flashlex:\n  app: {}\n".repeat(100));
         const damaged = toFlashlexError(thrown(() => open(text).get("SELECT count(*) FROM sqlite_schema")));
         expect(damaged.kind).toBe("damaged");
-        expect(damaged.exitCode).toBe(74);
+        expect(exitCodeOf(damaged)).toBe(74);
         expect(damaged.message).toStartWith(`${text}: `);
         expect(damaged.message).toContain("SQLITE_NOTADB");
 
@@ -96,7 +103,7 @@ describe("SQLite errors of both drivers name the file and get their kind", () =>
       holder.close();
       db.close();
       expect(busy.kind).toBe("try-later");
-      expect(busy.exitCode).toBe(75);
+      expect(exitCodeOf(busy)).toBe(75);
       expect(busy.message).toStartWith(`${file}: `);
     } finally {
       rmSync(dir, { recursive: true, force: true });
@@ -134,13 +141,27 @@ describe("file-system, TLS, YAML and command-line errors", () => {
   test("yaml: a parse error and an alias bomb are configuration (78)", () => {
     const doc = parseDocument("a: [1, 2");
     expect(toFlashlexError(doc.errors[0]).kind).toBe("config");
-    const bomb = parseDocument(["a: &a [x, x, x, x, x, x, x, x, x, x]", ...Array.from({ length: 8 }, (_, i) => `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10).fill(`*${String.fromCharCode(97 + i)}`).join(", ")}]`)].join("\n"));
+    const bomb = parseDocument(
+      [
+        "a: &a [x, x, x, x, x, x, x, x, x, x]",
+        ...Array.from(
+          { length: 8 },
+          (_, i) =>
+            `${String.fromCharCode(98 + i)}: &${String.fromCharCode(98 + i)} [${Array(10)
+              .fill(`*${String.fromCharCode(97 + i)}`)
+              .join(", ")}]`,
+        ),
+      ].join("\n"),
+    );
     expect(toFlashlexError(thrown(() => bomb.toJS({ maxAliasCount: 100 }))).kind).toBe("config");
   });
 
   test("cac: a missing flag value is usage (64)", () => {
     const cli = cac("x");
-    cli.command("go", "").option("--limit <n>", "").action(() => {});
+    cli
+      .command("go", "")
+      .option("--limit <n>", "")
+      .action(() => {});
     cli.parse(["node", "x", "go", "--limit"], { run: false });
     expect(exitCodeOf(thrown(() => cli.runMatchedCommand()))).toBe(64);
   });
@@ -149,7 +170,18 @@ describe("file-system, TLS, YAML and command-line errors", () => {
 describe("the hub's HTTP edge maps the same kinds", () => {
   test("full, read-only and busy storage are 503 with Retry-After; no answer carries a path or a library's text", async () => {
     const expected: Record<ErrorKind, number> = {
-      usage: 400, data: 400, unavailable: 503, bug: 500, io: 500, full: 503, "read-only": 503, damaged: 500, "try-later": 503, permission: 500, config: 500,
+      usage: 400,
+      data: 400,
+      conflict: 409,
+      unavailable: 503,
+      bug: 500,
+      io: 500,
+      full: 503,
+      "read-only": 503,
+      damaged: 500,
+      "try-later": 503,
+      permission: 500,
+      config: 500,
     };
     expect(HTTP_STATUS_OF_KIND).toEqual(expected);
     for (const kind of Object.keys(expected) as ErrorKind[]) {
@@ -173,7 +205,11 @@ describe("the hub's HTTP edge maps the same kinds", () => {
       const db = openBunSqlite(join(dir, "hub.db"));
       db.exec("CREATE TABLE t (v BLOB)");
       db.exec("PRAGMA max_page_count = 4");
-      const err = thrown(() => db.transaction(() => { for (let i = 0; i < 50; i++) db.run("INSERT INTO t VALUES (?)", [new Uint8Array(4000)]); }));
+      const err = thrown(() =>
+        db.transaction(() => {
+          for (let i = 0; i < 50; i++) db.run("INSERT INTO t VALUES (?)", [new Uint8Array(4000)]);
+        }),
+      );
       db.close();
       expect(errorToResponse(err).status).toBe(503);
     } finally {

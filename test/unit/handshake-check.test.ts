@@ -1,5 +1,5 @@
 /**
- * bootstrap's chain check is a real TLS handshake on loopback (src/thing/handshake-check.ts).
+ * bootstrap's chain check is a real TLS handshake on loopback (src/thing/bootstrap/handshake-check.ts).
  * Real chains made here: root → intermediate → leaf, several roots in one file, a wrong root,
  * expired and not-yet-valid certificates, a server-only certificate. Each verdict is compared
  * with `openssl verify -purpose sslclient` (OpenSSL is what Mosquitto verifies with), and the
@@ -9,18 +9,25 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ThingConfig } from "../../src/config/load.ts";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
-import { explainChainRefusal } from "../../src/thing/checks.ts";
-import { verifyByHandshake, type HandshakeVerdict } from "../../src/thing/handshake-check.ts";
+import { explainChainRefusal } from "../../src/thing/bootstrap/checks.ts";
+import { type HandshakeVerdict, verifyByHandshake } from "../../src/thing/bootstrap/handshake-check.ts";
 import type { ThingIdentity } from "../../src/thing/identity.ts";
-import { makeIntermediate, makeLeaf, makeRoot, type Issued } from "../support/chains.ts";
+import type { ThingConfig } from "../../src/thing/settings.ts";
+import { type Issued, makeIntermediate, makeLeaf, makeRoot } from "../support/chains.ts";
 import { tally } from "../support/tally.ts";
 
 const DAY = 86_400_000;
 const dir = mkdtempSync(join(tmpdir(), "flashlex-handshake-"));
 let root: Issued, otherRoot: Issued, thirdRoot: Issued, intermediate: Issued;
-let direct: Issued, viaIntermediate: Issued, expired: Issued, notYet: Issued, serverOnly: Issued, rsaLeaf: Issued, expiredIntermediate: Issued, leafOfExpired: Issued;
+let direct: Issued,
+  viaIntermediate: Issued,
+  expired: Issued,
+  notYet: Issued,
+  serverOnly: Issued,
+  rsaLeaf: Issued,
+  expiredIntermediate: Issued,
+  leafOfExpired: Issued;
 
 beforeAll(async () => {
   [root, otherRoot, thirdRoot] = await Promise.all([makeRoot("Test Root"), makeRoot("Other Root"), makeRoot("Third Root", { keyType: "rsa" })]);
@@ -82,7 +89,14 @@ const cases: { name: string; ca: () => string; cert: () => string; key: () => st
     code: /^(UNABLE_TO_GET_ISSUER_CERT_LOCALLY|UNABLE_TO_VERIFY_LEAF_SIGNATURE)$/,
   },
   { name: "an expired leaf", ca: () => root.certPem, cert: () => expired.certPem, key: () => expired.keyPem, authorized: false, code: /^CERT_HAS_EXPIRED$/ },
-  { name: "a not-yet-valid leaf", ca: () => root.certPem, cert: () => notYet.certPem, key: () => notYet.keyPem, authorized: false, code: /^CERT_NOT_YET_VALID$/ },
+  {
+    name: "a not-yet-valid leaf",
+    ca: () => root.certPem,
+    cert: () => notYet.certPem,
+    key: () => notYet.keyPem,
+    authorized: false,
+    code: /^CERT_NOT_YET_VALID$/,
+  },
   {
     name: "an expired intermediate",
     ca: () => root.certPem,
@@ -91,7 +105,14 @@ const cases: { name: string; ca: () => string; cert: () => string; key: () => st
     authorized: false,
     code: /^CERT_HAS_EXPIRED$/,
   },
-  { name: "a server-only certificate", ca: () => root.certPem, cert: () => serverOnly.certPem, key: () => serverOnly.keyPem, authorized: false, code: /^INVALID_PURPOSE$/ },
+  {
+    name: "a server-only certificate",
+    ca: () => root.certPem,
+    cert: () => serverOnly.certPem,
+    key: () => serverOnly.keyPem,
+    authorized: false,
+    code: /^INVALID_PURPOSE$/,
+  },
 ];
 
 describe("verifyByHandshake judges a chain as TLS does", () => {
@@ -108,7 +129,8 @@ describe("verifyByHandshake judges a chain as TLS does", () => {
 
   test("a few milliseconds per handshake", async () => {
     const started = performance.now();
-    for (let i = 0; i < 10; i++) await verifyByHandshake({ caPem: root.certPem, certPem: viaIntermediate.certPem + intermediate.certPem, keyPem: viaIntermediate.keyPem });
+    for (let i = 0; i < 10; i++)
+      await verifyByHandshake({ caPem: root.certPem, certPem: viaIntermediate.certPem + intermediate.certPem, keyPem: viaIntermediate.keyPem });
     const perHandshakeMs = (performance.now() - started) / 10;
     console.log(`loopback handshake: ${perHandshakeMs.toFixed(1)} ms each`);
     expect(perHandshakeMs).toBeLessThan(1000); // a bound against hanging, not a timing claim
@@ -131,7 +153,9 @@ describe("explainChainRefusal: one sentence naming the file, OpenSSL's code kept
 
   test("missing intermediate: names both files and says to append the intermediate", async () => {
     const { detail, fix } = await explain(viaIntermediate.certPem, root.certPem, viaIntermediate.keyPem);
-    expect(detail).toMatch(/^\/keys\/thing-certificate\.pem does not chain to a CA in \/keys\/root-ca-cert\.pem \((UNABLE_TO_GET_ISSUER_CERT_LOCALLY|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\)$/);
+    expect(detail).toMatch(
+      /^\/keys\/thing-certificate\.pem does not chain to a CA in \/keys\/root-ca-cert\.pem \((UNABLE_TO_GET_ISSUER_CERT_LOCALLY|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\)$/,
+    );
     expect(fix).toContain("append the intermediate's PEM to /keys/thing-certificate.pem");
   });
 
@@ -142,7 +166,11 @@ describe("explainChainRefusal: one sentence naming the file, OpenSSL's code kept
   });
 
   test("not yet valid and wrong purpose", async () => {
-    expect((await explain(notYet.certPem, root.certPem, notYet.keyPem)).detail).toMatch(/^not-yet in \/keys\/thing-certificate\.pem is not valid until .*\(CERT_NOT_YET_VALID\)$/);
-    expect((await explain(serverOnly.certPem, root.certPem, serverOnly.keyPem)).detail).toContain("may not be used as a TLS client certificate (INVALID_PURPOSE");
+    expect((await explain(notYet.certPem, root.certPem, notYet.keyPem)).detail).toMatch(
+      /^not-yet in \/keys\/thing-certificate\.pem is not valid until .*\(CERT_NOT_YET_VALID\)$/,
+    );
+    expect((await explain(serverOnly.certPem, root.certPem, serverOnly.keyPem)).detail).toContain(
+      "may not be used as a TLS client certificate (INVALID_PURPOSE",
+    );
   });
 });

@@ -3,24 +3,27 @@
  * real hub home: CA, thing keys and certificates made by the same code production uses.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createHmac, generateKeyPairSync, randomUUID, type KeyObject } from "node:crypto";
+import { createHmac, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { SignJWT } from "jose";
 import { parse } from "yaml";
-import { ThingYamlSchema } from "../../src/config/schema.ts";
 import { signThingToken } from "../../src/crypto/jwt.ts";
-import { generateRsaKeyPair, keyMatchesCertificate, loadPrivateKey } from "../../src/crypto/keys.ts";
-import { checkCertificate } from "../../src/crypto/x509.ts";
-import { silentLogger } from "../../src/log.ts";
-import { createHubApi, type HubApi } from "../../src/hub/api.ts";
-import { createBrokerEvents } from "../../src/hub/broker-events.ts";
-import type { HubBroker } from "../../src/hub/broker.ts";
-import { initHub, type HubHome } from "../../src/hub/home.ts";
-import { openHubStore, type HubStore, type ThingRecord } from "../../src/hub/hub-store.ts";
-import { createThing, revokeThing } from "../../src/hub/provision.ts";
+import { generateRsaKeyPair, loadPrivateKey } from "../../src/crypto/keys.ts";
+import type { HubBroker } from "../../src/hub/broker/broker.ts";
+import { createBrokerEvents } from "../../src/hub/broker/events.ts";
+import type { HubHome } from "../../src/hub/home/home.ts";
+import { initHub } from "../../src/hub/home/init.ts";
+import type { HubApi } from "../../src/hub/http/routes.ts";
+import { type HubStore, openHubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { createThing } from "../../src/hub/things/provision.ts";
+import { Things } from "../../src/hub/things/things.ts";
+import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
+import { silentLogger } from "../../src/shared/log.ts";
+import { checkCertificate, keyMatchesCertificate } from "../support/certificates.ts";
+import { hubApiOver } from "../support/hub-api.ts";
 import { tally } from "../support/tally.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
@@ -28,7 +31,7 @@ const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
 let dir: string;
 let home: HubHome;
 let store: HubStore;
-let api: HubApi;
+let api: ReturnType<typeof hubApiOver>;
 let operatorToken: string;
 let thing: ThingRecord;
 let thingKey: KeyObject;
@@ -79,7 +82,7 @@ beforeAll(async () => {
   home = init.home;
   operatorToken = init.token;
   store = openHubStore(home.paths.database);
-  api = createHubApi({ home, store, log: silentLogger, broker: fakeBroker });
+  api = hubApiOver({ home, store, log: silentLogger, broker: fakeBroker });
   const created = await createThing(home, store, "mything");
   thing = created.thing;
   const files = unzip(await Bun.file(created.distribution).bytes());
@@ -97,9 +100,7 @@ function collect(opts: { token?: string; body?: string; contentType?: string; me
   const headers: Record<string, string> = { "Content-Type": opts.contentType ?? "application/json" };
   if (opts.token !== undefined) headers.Authorization = `Bearer ${opts.token}`;
   if (opts.messageId) headers["X-Flashlex-Message-Id"] = opts.messageId;
-  return api.fetch(
-    new Request(`${base}/things/${opts.thingId ?? thing.id}/collect`, { method: "POST", headers, body: opts.body ?? '{"foo":"bar"}' }),
-  );
+  return api.fetch(new Request(`${base}/things/${opts.thingId ?? thing.id}/collect`, { method: "POST", headers, body: opts.body ?? '{"foo":"bar"}' }));
 }
 
 function operator(path: string, init: RequestInit & { token?: string | null } = {}) {
@@ -187,7 +188,7 @@ describe("POST /things/{id}/collect", () => {
     const otherKey = loadPrivateKey(unzip(await Bun.file(created.distribution).bytes())[`${other.name}/keys/${other.name}-keypair-private.pem`]!);
     // Accepted before the revocation, refused after, with its own valid key.
     expect((await collect({ thingId: other.id, token: await signThingToken({ thingId: other.id, privateKey: otherKey }) })).status).toBe(200);
-    await revokeThing(home, store, other);
+    await new Things({ home, store }).revoke(other);
     const revoked = await collect({ thingId: other.id, token: await signThingToken({ thingId: other.id, privateKey: otherKey }) });
     const bad = await collect({ token: "abc.def.ghi" });
     expect([unknown.status, revoked.status, bad.status]).toEqual([401, 401, 401]);
@@ -336,7 +337,7 @@ describe("operator routes", () => {
         expect(response.headers.get("www-authenticate")).toBe("Bearer");
       }
     }
-    expect((await store.getThing(thing.id))).toBeDefined();
+    expect(await store.getThing(thing.id)).toBeDefined();
   });
 
   test("GET /things lists things with their status and no key material", async () => {
@@ -376,8 +377,19 @@ describe("operator routes", () => {
 
   test("GET and DELETE messages by time range and type", async () => {
     const target = (await createThing(home, store, "ranged")).thing;
-    for (const [ts, type] of [[1000, "egress"], [2000, "egress"], [3000, "ingress"]] as const) {
-      await store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: type, payload: `{"ts":${ts}}`, fltimestamp: ts, datecreated: "x" });
+    for (const [ts, type] of [
+      [1000, "egress"],
+      [2000, "egress"],
+      [3000, "ingress"],
+    ] as const) {
+      await store.insertMessage({
+        flmessagespk: randomUUID(),
+        thingId: target.id,
+        messagetype: type,
+        payload: `{"ts":${ts}}`,
+        fltimestamp: ts,
+        datecreated: "x",
+      });
     }
     const get = async (q: string) => (await json(await operator(`/things/${target.id}/messages${q}`))).result as { fltimestamp: number }[];
     expect((await get("")).map((m) => m.fltimestamp)).toEqual([1000, 2000, 3000]);
@@ -393,9 +405,16 @@ describe("operator routes", () => {
   test("GET archive: one <flmessagespk>.json per message, in the guide's format and folder", async () => {
     const target = (await createThing(home, store, "archived")).thing;
     const at = Date.UTC(2019, 6, 20, 1, 45, 44);
-    const api2 = createHubApi({ home, store, log: silentLogger, now: () => at });
+    const api2 = hubApiOver({ home, store, log: silentLogger, now: () => at });
     const messageId = "1bdae18a-d97f-48ac-8256-f753de1c032f";
-    await store.insertMessage({ flmessagespk: messageId, thingId: target.id, messagetype: "egress", payload: '{"foo":"bar"}', fltimestamp: at / 1000, datecreated: "2019-07-20T01:45:44Z" });
+    await store.insertMessage({
+      flmessagespk: messageId,
+      thingId: target.id,
+      messagetype: "egress",
+      payload: '{"foo":"bar"}',
+      fltimestamp: at / 1000,
+      datecreated: "2019-07-20T01:45:44Z",
+    });
     const response = await api2.fetch(new Request(`${base}/things/${target.id}/archive?startts=0`, { headers: { Authorization: `Bearer ${operatorToken}` } }));
     expect(response.status).toBe(200);
     expect(response.headers.get("content-type")).toBe("application/zip");
@@ -462,9 +481,13 @@ describe("operator routes", () => {
     expect(stored!.delivery).toBe("pending"); // this broker tracks PUBACKs
     const missing = await operator(`/things/${thing.id}/publish`, { method: "POST", headers: { "Content-Type": "application/json" }, body: '{"text":"x"}' });
     expect(missing.status).toBe(400);
-    const noBroker = createHubApi({ home, store, log: silentLogger });
+    const noBroker = hubApiOver({ home, store, log: silentLogger });
     const unavailable = await noBroker.fetch(
-      new Request(`${base}/things/${thing.id}/publish`, { method: "POST", headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" }, body: '{"message":1}' }),
+      new Request(`${base}/things/${thing.id}/publish`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" },
+        body: '{"message":1}',
+      }),
     );
     expect(unavailable.status).toBe(503);
   });
@@ -477,7 +500,7 @@ describe("operator routes", () => {
       return (await json(await through.fetch(request))).result.flmessagespk;
     };
     const tracked = await send(api, "tracked");
-    const external = createHubApi({ home, store, log: silentLogger, broker: { ...fakeBroker, tracksDelivery: false, connected: () => undefined } });
+    const external = hubApiOver({ home, store, log: silentLogger, broker: { ...fakeBroker, tracksDelivery: false, connected: () => undefined } });
     const untracked = await send(external, "untracked");
     const delivered = await send(api, "delivered");
     await store.markDelivered(delivered, Date.UTC(2024, 0, 2, 3, 4, 5));
@@ -496,7 +519,7 @@ describe("operator routes", () => {
     const target = (await createThing(home, store, "doomed")).thing;
     await store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: "egress", payload: "1", fltimestamp: 1, datecreated: "x" });
     const kicked: string[] = [];
-    const api2 = createHubApi({ home, store, log: silentLogger, onThingRemoved: (name) => kicked.push(name) });
+    const api2 = hubApiOver({ home, store, log: silentLogger, disconnect: (name) => kicked.push(name) });
     const response = await api2.fetch(new Request(`${base}/things/${target.id}`, { method: "DELETE", headers: { Authorization: `Bearer ${operatorToken}` } }));
     expect(response.status).toBe(200);
     expect(kicked).toEqual([target.name]);

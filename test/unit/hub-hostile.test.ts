@@ -4,23 +4,24 @@
  * export file's atomic write, and the MQTT rule that only a failing database withholds a PUBACK.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { randomUUID, sign, type KeyObject } from "node:crypto";
+import { type KeyObject, randomUUID, sign } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
-import { createLogger } from "../../src/log.ts";
+import type { HubBroker } from "../../src/hub/broker/broker.ts";
+import { createBrokerEvents } from "../../src/hub/broker/events.ts";
+import type { HubHome } from "../../src/hub/home/home.ts";
+import { initHub } from "../../src/hub/home/init.ts";
+import { ARCHIVE_PAGE_BYTES, archivePageRows, openArchive, writeArchiveFile } from "../../src/hub/messages/archive.ts";
+import { Collector } from "../../src/hub/messages/collect.ts";
+import { type HubStore, openHubStore, type SqliteHubStore, StoreFailure, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { createThing } from "../../src/hub/things/provision.ts";
 import { MAX_JSON_DEPTH } from "../../src/protocol/limits.ts";
-import { createHubApi, type HubApi } from "../../src/hub/api.ts";
-import { ARCHIVE_PAGE_BYTES, archivePageRows, openArchive, writeArchiveFile } from "../../src/hub/archive.ts";
-import { createBrokerEvents } from "../../src/hub/broker-events.ts";
-import type { HubBroker } from "../../src/hub/broker.ts";
-import { Collector } from "../../src/hub/collector.ts";
-import { initHub, type HubHome } from "../../src/hub/home.ts";
-import { openHubStore, StoreFailure, type HubStore, type SqliteHubStore, type ThingRecord } from "../../src/hub/hub-store.ts";
-import { createThing } from "../../src/hub/provision.ts";
+import { createLogger } from "../../src/shared/log.ts";
+import { hubApiOver } from "../support/hub-api.ts";
 import { tally } from "../support/tally.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
@@ -28,7 +29,7 @@ const base = "http://hub.example:8080/dev/v1";
 let dir: string;
 let home: HubHome;
 let store: SqliteHubStore;
-let api: HubApi;
+let api: ReturnType<typeof hubApiOver>;
 let operatorToken: string;
 let thing: ThingRecord;
 let thingKey: KeyObject;
@@ -52,7 +53,7 @@ beforeAll(async () => {
   home = init.home;
   operatorToken = init.token;
   store = openHubStore(home.paths.database);
-  api = createHubApi({ home, store, log, broker: fakeBroker });
+  api = hubApiOver({ home, store, log, broker: fakeBroker });
   const created = await createThing(home, store, "hostile");
   thing = created.thing;
   const files = unzipSync(await Bun.file(created.distribution).bytes());
@@ -105,7 +106,14 @@ describe("the streamed archive", () => {
     const target = (await createThing(home, store, "paged")).thing;
     const ids = Array.from({ length: 40 }, () => randomUUID());
     for (const [i, id] of ids.entries()) {
-      await store.insertMessage({ flmessagespk: id, thingId: target.id, messagetype: "egress", payload: JSON.stringify({ i }), fltimestamp: i < 20 ? 1000 : 999, datecreated: "2019-07-20T01:45:44Z" });
+      await store.insertMessage({
+        flmessagespk: id,
+        thingId: target.id,
+        messagetype: "egress",
+        payload: JSON.stringify({ i }),
+        fltimestamp: i < 20 ? 1000 : 999,
+        datecreated: "2019-07-20T01:45:44Z",
+      });
     }
     const limit = Math.floor(ARCHIVE_PAGE_BYTES / 3);
     expect(archivePageRows(limit)).toBe(3);
@@ -119,7 +127,15 @@ describe("the streamed archive", () => {
 
   test("the archive is the range as it was when opened: messages stored meanwhile wait, deleted ones are left out", async () => {
     const target = (await createThing(home, store, "snapshot")).thing;
-    const insert = (i: number) => store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: "egress", payload: `{"i":${i}}`, fltimestamp: 2000 + i, datecreated: "2019-07-20T01:45:44Z" });
+    const insert = (i: number) =>
+      store.insertMessage({
+        flmessagespk: randomUUID(),
+        thingId: target.id,
+        messagetype: "egress",
+        payload: `{"i":${i}}`,
+        fltimestamp: 2000 + i,
+        datecreated: "2019-07-20T01:45:44Z",
+      });
     for (let i = 0; i < 10; i++) await insert(i);
     const archive = await openArchive(store, { thingId: target.id, ownerId: OWNER, query: {}, at: new Date(), payloadLimitBytes: ARCHIVE_PAGE_BYTES / 2 });
     expect(archive.count).toBe(10);
@@ -134,8 +150,22 @@ describe("the streamed archive", () => {
   test("a 30,000-deep payload stored before the limit is copied compact, and a damaged row becomes a string", async () => {
     const target = (await createThing(home, store, "legacy")).thing;
     const deep = nested(30_000);
-    await store.insertMessage({ flmessagespk: "d0000000-0000-4000-8000-000000000001", thingId: target.id, messagetype: "egress", payload: deep, fltimestamp: 1, datecreated: "1970-01-01T00:00:01Z" });
-    await store.insertMessage({ flmessagespk: "d0000000-0000-4000-8000-000000000002", thingId: target.id, messagetype: "egress", payload: "{not json", fltimestamp: 2, datecreated: "1970-01-01T00:00:02Z" });
+    await store.insertMessage({
+      flmessagespk: "d0000000-0000-4000-8000-000000000001",
+      thingId: target.id,
+      messagetype: "egress",
+      payload: deep,
+      fltimestamp: 1,
+      datecreated: "1970-01-01T00:00:01Z",
+    });
+    await store.insertMessage({
+      flmessagespk: "d0000000-0000-4000-8000-000000000002",
+      thingId: target.id,
+      messagetype: "egress",
+      payload: "{not json",
+      fltimestamp: 2,
+      datecreated: "1970-01-01T00:00:02Z",
+    });
     const response = await api.fetch(new Request(`${base}/things/${target.id}/archive`, { headers: { Authorization: `Bearer ${operatorToken}` } }));
     expect(response.status).toBe(200);
     const files = Object.values(unzipSync(new Uint8Array(await response.arrayBuffer()))).map((b) => new TextDecoder().decode(b));
@@ -147,7 +177,15 @@ describe("the streamed archive", () => {
 
   test("export writes the zip 0600 through a temporary file; a failure half way leaves nothing", async () => {
     const target = (await createThing(home, store, "exported")).thing;
-    for (let i = 0; i < 5; i++) await store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: "egress", payload: `{"i":${i}}`, fltimestamp: 3000 + i, datecreated: "2019-07-20T01:45:44Z" });
+    for (let i = 0; i < 5; i++)
+      await store.insertMessage({
+        flmessagespk: randomUUID(),
+        thingId: target.id,
+        messagetype: "egress",
+        payload: `{"i":${i}}`,
+        fltimestamp: 3000 + i,
+        datecreated: "2019-07-20T01:45:44Z",
+      });
     const out = join(dir, "exports");
     mkdirSync(out);
     const previous = process.umask(0);
@@ -161,7 +199,10 @@ describe("the streamed archive", () => {
       // The database fails after the first page: the export fails and leaves no file behind.
       let pages = 0;
       const failing: HubStore = Object.create(store, {
-        messagePage: { value: async (...args: Parameters<HubStore["messagePage"]>) => (++pages > 1 ? Promise.reject(new Error("disk I/O error")) : store.messagePage(...args)) },
+        messagePage: {
+          value: async (...args: Parameters<HubStore["messagePage"]>) =>
+            ++pages > 1 ? Promise.reject(new Error("disk I/O error")) : store.messagePage(...args),
+        },
       });
       const broken = await openArchive(failing, { thingId: target.id, ownerId: OWNER, query: {}, at: new Date(), payloadLimitBytes: 2 * 1024 * 1024 });
       await expect(writeArchiveFile(broken, join(out, "broken.zip"))).rejects.toThrow("disk I/O error");
@@ -175,7 +216,15 @@ describe("the streamed archive", () => {
 
 describe("MQTT egress: acknowledge and drop, unless the database fails", () => {
   const envelope = async (fields: Record<string, unknown> = {}) =>
-    Buffer.from(JSON.stringify({ messageId: randomUUID(), thingId: thing.id, token: await signThingToken({ thingId: thing.id, privateKey: thingKey }), payload: { t: 1 }, ...fields }));
+    Buffer.from(
+      JSON.stringify({
+        messageId: randomUUID(),
+        thingId: thing.id,
+        token: await signThingToken({ thingId: thing.id, privateKey: thingKey }),
+        payload: { t: 1 },
+        ...fields,
+      }),
+    );
   const publisher = () => ({ id: thing.id, name: thing.name });
 
   test("too deep, too large, not UTF-8, not JSON, unverifiable tokens: each resolves (PUBACK), one WARN each, nothing stored", async () => {
@@ -183,7 +232,10 @@ describe("MQTT egress: acknowledge and drop, unless the database fails", () => {
     const before = (await store.queryMessages(thing.id, {})).length;
     // Signed by the thing, but with a `crit` header jose does not know: jose throws
     // JOSENotSupported, which is not one of the refusals the verifier maps.
-    const critToken = signedToken({ alg: "RS256", kid: thing.id, typ: "JWT", crit: ["zzz"], zzz: 1 }, { iss: `urn:thing:${thing.id}`, aud: `urn:flashlex:${thing.id}`, exp: Math.floor(Date.now() / 1000) + 300 });
+    const critToken = signedToken(
+      { alg: "RS256", kid: thing.id, typ: "JWT", crit: ["zzz"], zzz: 1 },
+      { iss: `urn:thing:${thing.id}`, aud: `urn:flashlex:${thing.id}`, exp: Math.floor(Date.now() / 1000) + 300 },
+    );
     const bad: [string, Buffer][] = [
       ["too deep", Buffer.from(`{"messageId":"${randomUUID()}","thingId":"${thing.id}","token":"x","payload":${nested(MAX_JSON_DEPTH + 1)}}`)],
       ["100,000 deep", Buffer.from(nested(100_000))],
@@ -249,6 +301,6 @@ async function collectBytes(chunks: AsyncIterable<Uint8Array>): Promise<Uint8Arr
 function concat(parts: Uint8Array[]): Uint8Array {
   const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
   let offset = 0;
-  for (const part of parts) (out.set(part, offset), (offset += part.length));
+  for (const part of parts) out.set(part, offset), (offset += part.length);
   return out;
 }

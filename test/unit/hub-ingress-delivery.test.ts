@@ -3,9 +3,9 @@
  * The broker is a list of publishes; the ledger is the database's pending list.
  */
 import { describe, expect, test } from "bun:test";
-import { silentLogger } from "../../src/log.ts";
-import { IngressDelivery, type PendingIngress } from "../../src/hub/ingress-delivery.ts";
+import { IngressDelivery, type PendingIngress } from "../../src/hub/messages/ingress-delivery.ts";
 import { ingressMessageId } from "../../src/protocol/ingress.ts";
+import { silentLogger } from "../../src/shared/log.ts";
 
 const THING = "ecd13b11-thing";
 const TOPIC = `ingress/${THING}`;
@@ -56,7 +56,10 @@ function setup(initial: PendingIngress[] = []) {
     hold: () => {
       let release!: () => void;
       gate = new Promise((r) => (release = r));
-      return () => ((gate = undefined), release());
+      return () => {
+        gate = undefined;
+        release();
+      };
     },
   };
 }

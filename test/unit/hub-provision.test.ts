@@ -9,18 +9,21 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { parse } from "yaml";
-import { ThingYamlSchema } from "../../src/config/schema.ts";
-import { keyMatchesCertificate, loadPrivateKey } from "../../src/crypto/keys.ts";
-import { checkCertificate, describeCertificate } from "../../src/crypto/x509.ts";
-import { ConfigError, ExitCode } from "../../src/errors.ts";
-import { parseTime } from "../../src/commands/input.ts";
-import { buildDistribution, renderTemplate, renderThingConfig } from "../../src/hub/distribution.ts";
-import { addCrlFile, loadHubSettings } from "../../src/hub/hub-config.ts";
-import { distributionPath, initHub, openHubHome, type HubHome } from "../../src/hub/home.ts";
-import { openHubStore, thingStatus, type HubStore } from "../../src/hub/hub-store.ts";
-import { createThing, findThing, ProvisionError, revokeThing, validateThingName } from "../../src/hub/provision.ts";
-import { writeRevocationLists } from "../../src/hub/revocation-list.ts";
-import { hashToken, tokenMatchesAny } from "../../src/hub/tokens.ts";
+import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
+import { parseTime } from "../../src/cli/input.ts";
+import { loadPrivateKey } from "../../src/crypto/keys.ts";
+import { describeCertificate } from "../../src/crypto/x509.ts";
+import { distributionPath, type HubHome, openHubHome } from "../../src/hub/home/home.ts";
+import { initHub } from "../../src/hub/home/init.ts";
+import { addCrlFile, loadHubSettings } from "../../src/hub/home/settings.ts";
+import { hashToken, tokenMatchesAny } from "../../src/hub/home/tokens.ts";
+import { type HubStore, openHubStore } from "../../src/hub/store/hub-store.ts";
+import { buildDistribution, renderTemplate, renderThingConfig } from "../../src/hub/things/distribution.ts";
+import { createThing, findThing, validateThingName } from "../../src/hub/things/provision.ts";
+import { Things, thingStatus } from "../../src/hub/things/things.ts";
+import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
+import { ConfigError, ConflictError, InputError } from "../../src/shared/errors.ts";
+import { checkCertificate, keyMatchesCertificate } from "../support/certificates.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
 let root: string;
@@ -78,7 +81,7 @@ describe("hub init", () => {
     const hashes = await store.activeTokenHashes(Date.now());
     expect(hashes).toEqual([hashToken(token)]);
     expect(tokenMatchesAny(token, hashes)).toBe(true);
-    expect(tokenMatchesAny(token + "x", hashes)).toBe(false);
+    expect(tokenMatchesAny(`${token}x`, hashes)).toBe(false);
     expect(readFileSync(home.paths.database).includes(Buffer.from(token))).toBe(false);
   });
 
@@ -95,7 +98,7 @@ describe("hub init", () => {
     const before = readFileSync(home.paths.config, "utf8");
     const err = await initHub({ dir: home.paths.dir }).catch((e) => e);
     expect(err).toBeInstanceOf(ConfigError);
-    expect(err.exitCode).toBe(ExitCode.CONFIG);
+    expect(exitCodeOf(err)).toBe(ExitCode.CONFIG);
     expect(readFileSync(home.paths.config, "utf8")).toBe(before);
     const other = join(root, "busy");
     mkdirSync(other);
@@ -110,7 +113,7 @@ describe("hub init", () => {
     expect(mode(empty)).toBe(0o700);
     const bad = join(root, "bad");
     const err = await initHub({ dir: bad, names: ["not a name!"] }).catch((e) => e);
-    expect(err.exitCode).toBe(ExitCode.USAGE);
+    expect(exitCodeOf(err)).toBe(ExitCode.USAGE);
     expect(existsSync(bad)).toBe(false);
   });
 
@@ -157,13 +160,13 @@ describe("hub thing create", () => {
   test("names: letters, digits, - and _, 1 to 40; duplicates refused", async () => {
     for (const ok of ["a", "Sensor_1", "x-y", "a".repeat(40)]) expect(validateThingName(ok)).toBe(ok);
     for (const bad of ["", "a".repeat(41), "has space", "dot.ted", "slash/", "ünï", "semi;colon", 42, undefined]) {
-      expect(() => validateThingName(bad)).toThrow(ProvisionError);
+      expect(() => validateThingName(bad)).toThrow(InputError);
     }
     await createThing(home, store, "twin");
     const err = await createThing(home, store, "twin").catch((e) => e);
-    expect(err).toBeInstanceOf(ProvisionError);
-    expect(err.status).toBe(409);
-    expect(err.exitCode).toBe(ExitCode.DATA);
+    expect(err).toBeInstanceOf(ConflictError);
+    expect(err.kind).toBe("conflict"); // HTTP 409 (hub-api.test.ts), exit 65
+    expect(exitCodeOf(err)).toBe(ExitCode.DATA);
   });
 
   test("findThing accepts the id, the full name and the typed name", async () => {
@@ -172,23 +175,26 @@ describe("hub thing create", () => {
     expect(await findThing(home, store, "nobody")).toBeUndefined();
   });
 
-  test("revoke marks the thing, deletes its distribution and lists its serial in the CRL", async () => {
+  test("revoke marks the thing, deletes its distribution and rewrites the CRLs with its serial", async () => {
     const { thing, distribution } = await createThing(home, store, "revokee");
-    expect(await revokeThing(home, store, thing)).toBe(true);
-    expect(await revokeThing(home, store, thing)).toBe(false);
-    expect(existsSync(distribution)).toBe(false);
-    const after = (await store.getThing(thing.id))!;
-    expect(thingStatus(after)).toBe("revoked");
-    expect(await store.revokedSince(after.revokedAt!)).toContain(thing.name);
-
     const extra = join(root, "mosquitto-crl.pem");
     addCrlFile(home.paths.config, extra);
     addCrlFile(home.paths.config, extra); // once only
     const reopened = openHubHome(home.paths.dir);
     expect(reopened.settings.broker.crlFiles).toEqual([extra]);
     expect(readFileSync(home.paths.config, "utf8")).toContain("# FlashLex hub settings"); // comments kept
-    const written = await writeRevocationLists(reopened, store);
-    expect(written).toContain(extra);
+
+    const disconnected: string[] = [];
+    const things = new Things({ home: reopened, store, disconnect: (name) => disconnected.push(name) });
+    expect(await things.revoke(thing)).toEqual({ changed: true, brokerCrlFiles: [extra] });
+    expect(await things.revoke(thing)).toEqual({ changed: false, brokerCrlFiles: [extra] });
+    expect(disconnected).toEqual([thing.name]);
+    expect(existsSync(distribution)).toBe(false);
+    const after = (await store.getThing(thing.id))!;
+    expect(thingStatus(after)).toBe("revoked");
+    expect(things.distribution(after)).toBeUndefined();
+    expect(await store.revokedSince(after.revokedAt!)).toContain(thing.name);
+    expect(existsSync(join(reopened.paths.dir, "crl.pem"))).toBe(true);
     const { X509Crl } = await import("@peculiar/x509");
     const crl = new X509Crl(readFileSync(extra, "utf8"));
     expect(crl.entries.map((e) => e.serialNumber.toUpperCase().replace(/^0+/, ""))).toContain(thing.certSerial.replace(/^0+/, ""));
@@ -196,12 +202,25 @@ describe("hub thing create", () => {
 });
 
 describe("distribution template", () => {
-  const values = { thingId: randomUUID(), thingName: "ecd13b11-t", apiEndpoint: "https://hub.example:8443/", env: "prod", brokerHost: "hub.example", brokerPort: 18883, commitSha: "abc123" };
+  const values = {
+    thingId: randomUUID(),
+    thingName: "ecd13b11-t",
+    apiEndpoint: "https://hub.example:8443/",
+    env: "prod",
+    brokerHost: "hub.example",
+    brokerPort: 18883,
+    commitSha: "abc123",
+  };
 
   test("config.yml has the guide's values and validates against the thing's schema", () => {
     const { parsed } = renderThingConfig(values);
     const f = parsed.flashlex;
-    expect(f.app).toMatchObject({ api: { endpoint: "https://hub.example:8443", env: "prod" }, callback: "persistent", thread: "subscribe", db: { subscriptionData: "subscription.json", expireSeconds: 3600 } });
+    expect(f.app).toMatchObject({
+      api: { endpoint: "https://hub.example:8443", env: "prod" },
+      callback: "persistent",
+      thread: "subscribe",
+      db: { subscriptionData: "subscription.json", expireSeconds: 3600 },
+    });
     expect(f.dist?.commitSha).toBe("abc123");
     expect(f.thing.mqtt).toMatchObject({
       pubsub: { topic: "pubsub/ecd13b11-t" },

@@ -5,9 +5,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HUB_MIGRATIONS, openHubStore, type MessageRecord, type SqliteHubStore } from "../../src/hub/hub-store.ts";
-import { applyPragmas, migrate } from "../../src/store/migrate.ts";
-import { openSqlDatabase } from "../../src/store/open.ts";
+import { HUB_MIGRATIONS, type MessageRecord, openHubStore, type SqliteHubStore } from "../../src/hub/store/hub-store.ts";
+import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
+import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 
 const THING = "349c5942-77d6-4f36-880b-1762a3b07f06";
 let dir: string;
@@ -37,7 +37,10 @@ describe("hub-store: ingress delivery", () => {
     const db = openSqlDatabase(file);
     applyPragmas(db);
     migrate(db, HUB_MIGRATIONS.slice(0, 1), file);
-    for (const [id, type] of [["old-in", "ingress"], ["old-out", "egress"]] as const) {
+    for (const [id, type] of [
+      ["old-in", "ingress"],
+      ["old-out", "egress"],
+    ] as const) {
       db.run("INSERT INTO messages (flmessagespk, thing_id, messagetype, payload, fltimestamp, datecreated) VALUES (?, ?, ?, '1', 1, 'x')", [id, THING, type]);
     }
     db.close();

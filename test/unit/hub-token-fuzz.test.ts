@@ -1,7 +1,7 @@
 /**
  * Every thing token the hub cannot verify is a 401 in the API's envelope: never a 500, never an
  * ERROR line in the hub's log, whatever jose (or anything else) makes of it. fast-check
- * generates the tokens and the real `createHubApi(...).fetch` handler answers them, for an RSA
+ * generates the tokens and the real `hubApiOver(...).fetch` handler answers them, for an RSA
  * thing (RS256) and an EC thing (ES256):
  *
  *   mutated    a valid token with one segment (header, payload or signature) changed: a
@@ -25,13 +25,14 @@ import fc from "fast-check";
 import { unzipSync } from "fflate";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
-import { createLogger } from "../../src/log.ts";
-import { createHubApi, type HubApi } from "../../src/hub/api.ts";
-import { createBrokerEvents } from "../../src/hub/broker-events.ts";
-import { initHub, type HubHome } from "../../src/hub/home.ts";
-import { openHubStore, type HubStore, type ThingRecord } from "../../src/hub/hub-store.ts";
-import { createThing } from "../../src/hub/provision.ts";
-import { bearerToken } from "../../src/hub/tokens.ts";
+import { createBrokerEvents } from "../../src/hub/broker/events.ts";
+import type { HubHome } from "../../src/hub/home/home.ts";
+import { initHub } from "../../src/hub/home/init.ts";
+import { bearerToken } from "../../src/hub/home/tokens.ts";
+import { type HubStore, openHubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { createThing } from "../../src/hub/things/provision.ts";
+import { createLogger } from "../../src/shared/log.ts";
+import { hubApiOver } from "../support/hub-api.ts";
 import { tally } from "../support/tally.ts";
 
 interface Subject {
@@ -43,7 +44,7 @@ interface Subject {
 let dir: string;
 let home: HubHome;
 let store: HubStore;
-let api: HubApi;
+let api: ReturnType<typeof hubApiOver>;
 let rsa: Subject;
 let ec: Subject;
 const logLines: string[] = [];
@@ -60,7 +61,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "flashlex-token-fuzz-"));
   home = (await initHub({ dir: join(dir, "hub"), ownerId: "ecd13b11-6d91-4e8e-9156-60e451a3c975", apiUrl: "http://hub.example:8080" })).home;
   store = openHubStore(home.paths.database);
-  api = createHubApi({ home, store, log: createLogger({ level: "debug", write: (line) => logLines.push(line) }) });
+  api = hubApiOver({ home, store, log: createLogger({ level: "debug", write: (line) => logLines.push(line) }) });
   [rsa, ec] = await Promise.all([provision("fuzz-rsa", "rsa"), provision("fuzz-ec", "ec")]);
 });
 
@@ -154,11 +155,22 @@ function mutate(segment: string, m: SegmentMutation): string {
 
 /** Claims and header values, each either right or wrong; `odd` is true when at least one is wrong. */
 function oddOrRight<T>(right: T, odd: fc.Arbitrary<unknown>) {
-  return fc.oneof(fc.constant({ value: right as unknown, odd: false }), odd.map((value) => ({ value, odd: true })));
+  return fc.oneof(
+    fc.constant({ value: right as unknown, odd: false }),
+    odd.map((value) => ({ value, odd: true })),
+  );
 }
 
 const MISSING = Symbol("missing");
-const wrongScalar = fc.oneof(fc.string({ maxLength: 20 }), fc.integer(), fc.double(), fc.constant(null), fc.boolean(), fc.array(fc.string(), { maxLength: 3 }), fc.constant(MISSING));
+const wrongScalar = fc.oneof(
+  fc.string({ maxLength: 20 }),
+  fc.integer(),
+  fc.double(),
+  fc.constant(null),
+  fc.boolean(),
+  fc.array(fc.string(), { maxLength: 3 }),
+  fc.constant(MISSING),
+);
 
 describe("every token the hub cannot verify is a 401, never a 500", () => {
   test("valid tokens with one segment mutated", async () => {
@@ -178,7 +190,14 @@ describe("every token the hub cannot verify is a 401, never a 500", () => {
   });
 
   test("the dots disturbed: too few, too many, doubled, at the ends", async () => {
-    const shapes = [(t: string) => t.replaceAll(".", ""), (t: string) => t.replace(".", ".."), (t: string) => `.${t}`, (t: string) => `${t}.`, (t: string) => `${t}.${t}`, (t: string) => t.split(".").slice(0, 2).join(".")];
+    const shapes = [
+      (t: string) => t.replaceAll(".", ""),
+      (t: string) => t.replace(".", ".."),
+      (t: string) => `.${t}`,
+      (t: string) => `${t}.`,
+      (t: string) => `${t}.${t}`,
+      (t: string) => t.split(".").slice(0, 2).join("."),
+    ];
     for (const subject of [rsa, ec]) {
       const token = await signThingToken({ thingId: subject.thing.id, privateKey: subject.key });
       for (const shape of shapes) await expectRefused(subject, shape(token));
@@ -189,7 +208,11 @@ describe("every token the hub cannot verify is a 401, never a 500", () => {
     await fc.assert(
       fc.asyncProperty(
         subjects,
-        fc.oneof(fc.string({ maxLength: 300 }), fc.string({ unit: "binary", maxLength: 100 }), fc.tuple(base64urlText(200), base64urlText(400), base64urlText(400)).map((p) => p.join("."))),
+        fc.oneof(
+          fc.string({ maxLength: 300 }),
+          fc.string({ unit: "binary", maxLength: 100 }),
+          fc.tuple(base64urlText(200), base64urlText(400), base64urlText(400)).map((p) => p.join(".")),
+        ),
         async (subject, token) => {
           if (token.trim() === "") return; // no token at all is a different answer (a bare Bearer challenge), tested in hub-api
           await expectRefused(subject, token);
@@ -202,20 +225,52 @@ describe("every token the hub cannot verify is a 401, never a 500", () => {
   test("correctly signed tokens with odd headers and claims", async () => {
     const header = (subject: Subject) =>
       fc.record({
-        alg: oddOrRight(subject.alg, fc.oneof(fc.constantFrom("none", "HS256", "RS384", "PS256", "ES384", "EdDSA", "", subject.alg === "RS256" ? "ES256" : "RS256"), wrongScalar)),
+        alg: oddOrRight(
+          subject.alg,
+          fc.oneof(fc.constantFrom("none", "HS256", "RS384", "PS256", "ES384", "EdDSA", "", subject.alg === "RS256" ? "ES256" : "RS256"), wrongScalar),
+        ),
         kid: oddOrRight(subject.thing.id, fc.oneof(fc.uuid(), wrongScalar)),
-        typ: oddOrRight("JWT", fc.oneof(fc.constantFrom("at+jwt", "JWS", "jwt+x"), wrongScalar.filter((v) => v !== MISSING))),
-        crit: fc.option(fc.oneof(fc.constant([]), fc.array(fc.string({ maxLength: 8 }), { minLength: 1, maxLength: 3 }), fc.constant(["b64"]), wrongScalar), { nil: undefined }),
+        typ: oddOrRight(
+          "JWT",
+          fc.oneof(
+            fc.constantFrom("at+jwt", "JWS", "jwt+x"),
+            wrongScalar.filter((v) => v !== MISSING),
+          ),
+        ),
+        crit: fc.option(fc.oneof(fc.constant([]), fc.array(fc.string({ maxLength: 8 }), { minLength: 1, maxLength: 3 }), fc.constant(["b64"]), wrongScalar), {
+          nil: undefined,
+        }),
         b64: fc.option(fc.boolean(), { nil: undefined }),
       });
     const claims = (subject: Subject) =>
       fc.record({
         iss: oddOrRight(`urn:thing:${subject.thing.id}`, fc.oneof(fc.constant(`urn:thing:${subject.thing.id.toUpperCase()}`), wrongScalar)),
-        aud: oddOrRight(`urn:flashlex:${subject.thing.id}`, fc.oneof(fc.constant([`urn:flashlex:${subject.thing.id}`, "urn:other"]), fc.constant([]), wrongScalar)),
-        nbf: oddOrRight(nowS() - 360, fc.oneof(fc.constant(nowS() + 3600), fc.string(), fc.constant(null), fc.constant([1]), fc.constant(1e308), fc.constant(-1e308))),
-        exp: oddOrRight(nowS() + 360, fc.oneof(fc.constant(nowS() - 3600), fc.constant(nowS() + 100_000), fc.constant(1e308), fc.constant(-1), fc.string(), fc.constant(null), fc.constant(MISSING))),
+        aud: oddOrRight(
+          `urn:flashlex:${subject.thing.id}`,
+          fc.oneof(fc.constant([`urn:flashlex:${subject.thing.id}`, "urn:other"]), fc.constant([]), wrongScalar),
+        ),
+        nbf: oddOrRight(
+          nowS() - 360,
+          fc.oneof(fc.constant(nowS() + 3600), fc.string(), fc.constant(null), fc.constant([1]), fc.constant(1e308), fc.constant(-1e308)),
+        ),
+        exp: oddOrRight(
+          nowS() + 360,
+          fc.oneof(
+            fc.constant(nowS() - 3600),
+            fc.constant(nowS() + 100_000),
+            fc.constant(1e308),
+            fc.constant(-1),
+            fc.string(),
+            fc.constant(null),
+            fc.constant(MISSING),
+          ),
+        ),
         iat: oddOrRight(nowS(), fc.oneof(fc.string(), fc.constant(null), fc.constant({}), fc.constant(true))),
-        extra: fc.dictionary(fc.string({ maxLength: 8 }).map((k) => `x_${k}`), anyJson, { maxKeys: 3 }),
+        extra: fc.dictionary(
+          fc.string({ maxLength: 8 }).map((k) => `x_${k}`),
+          anyJson,
+          { maxKeys: 3 },
+        ),
       });
     const build = (fields: Record<string, { value: unknown; odd: boolean } | unknown>) => {
       const out: Record<string, unknown> = {};
@@ -264,14 +319,30 @@ describe("every token the hub cannot verify is a 401, never a 500", () => {
     for (const subject of [rsa, ec]) {
       const [h, p, s] = (await signThingToken({ thingId: subject.thing.id, privateKey: subject.key })).split(".");
       const huge = "A".repeat(100_000);
-      for (const token of ["..", `${h}..`, `.${p}.`, `..${s}`, `${h}.${p}.`, `${huge}.${p}.${s}`, `${h}.${huge}.${s}`, `${h}.${p}.${huge}`, `${huge}.${huge}.${huge}`, "a".repeat(8193)]) {
+      for (const token of [
+        "..",
+        `${h}..`,
+        `.${p}.`,
+        `..${s}`,
+        `${h}.${p}.`,
+        `${huge}.${p}.${s}`,
+        `${h}.${huge}.${s}`,
+        `${h}.${p}.${huge}`,
+        `${huge}.${huge}.${huge}`,
+        "a".repeat(8193),
+      ]) {
         await expectRefused(subject, token);
       }
     }
   });
 
   test("the same tokens over MQTT: a collect envelope with any of them is dropped without throwing", async () => {
-    const events = createBrokerEvents({ store, collector: api.collector, log: createLogger({ write: (line) => logLines.push(line) }), payloadLimitBytes: 256 * 1024 });
+    const events = createBrokerEvents({
+      store,
+      collector: api.collector,
+      log: createLogger({ write: (line) => logLines.push(line) }),
+      payloadLimitBytes: 256 * 1024,
+    });
     const before = (await store.queryMessages(rsa.thing.id, {})).length;
     await fc.assert(
       fc.asyncProperty(fc.constantFrom(0, 1, 2), segmentMutation, async (which, mutation) => {

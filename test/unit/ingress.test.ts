@@ -7,11 +7,11 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { IPublishPacket } from "mqtt";
-import { loadThingConfig } from "../../src/config/load.ts";
-import { silentLogger } from "../../src/log.ts";
 import { ingressMessageId, ingressWirePayload } from "../../src/protocol/ingress.ts";
-import { MessageStore, SEEN_ID_MIN_KEEP_MS } from "../../src/store/message-store.ts";
-import { createIngressHandler } from "../../src/thing/ingress.ts";
+import { silentLogger } from "../../src/shared/log.ts";
+import { createIngressHandler } from "../../src/thing/ingress/handler.ts";
+import { loadThingConfig } from "../../src/thing/settings.ts";
+import { MessageStore, SEEN_ID_MIN_KEEP_MS } from "../../src/thing/store/message-store.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-ingress-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -11,12 +11,12 @@ import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { ThingConfig } from "../../src/config/load.ts";
 import { generateThingKeyPair, spkiDer } from "../../src/crypto/keys.ts";
 import { issueThingCertificate } from "../../src/crypto/x509.ts";
-import { ConfigError } from "../../src/errors.ts";
+import { ConfigError } from "../../src/shared/errors.ts";
 import { loadIdentity, readIdentity, type ThingIdentity } from "../../src/thing/identity.ts";
-import { identityVariants, unsupportedKeys, type IdentityFile, type SourceIdentity } from "../support/pem-variants.ts";
+import type { ThingConfig } from "../../src/thing/settings.ts";
+import { type IdentityFile, identityVariants, type SourceIdentity, unsupportedKeys } from "../support/pem-variants.ts";
 import { makeTestPki, type TestPki } from "../support/pki.ts";
 import { tally } from "../support/tally.ts";
 
@@ -26,20 +26,39 @@ const sources: Record<"rsa" | "ec", SourceIdentity> = {} as never;
 
 function configFor(name: string, files: Record<IdentityFile, Uint8Array | string>): ThingConfig {
   const base = mkdtempSync(join(dir, `${name.replace(/\W+/g, "-").slice(0, 40)}-`));
-  const paths = { rootCA: join(base, "root-ca-cert.pem"), cert: join(base, "thing-certificate.pem"), privateKey: join(base, "thing-keypair-private.pem"), publicKey: undefined, database: join(base, "db") };
+  const paths = {
+    rootCA: join(base, "root-ca-cert.pem"),
+    cert: join(base, "thing-certificate.pem"),
+    privateKey: join(base, "thing-keypair-private.pem"),
+    publicKey: undefined,
+    database: join(base, "db"),
+  };
   writeFileSync(paths.rootCA, files.ca);
   writeFileSync(paths.cert, files.cert);
   writeFileSync(paths.privateKey, files.key, { mode: 0o600 });
-  return { file: join(base, "config.yml"), dataDir: base, keysDir: base, paths, unknownKeys: [], yaml: { thing: { id: "t-id", name: "test-thing" } } } as unknown as ThingConfig;
+  return {
+    file: join(base, "config.yml"),
+    dataDir: base,
+    keysDir: base,
+    paths,
+    unknownKeys: [],
+    yaml: { thing: { id: "t-id", name: "test-thing" } },
+  } as unknown as ThingConfig;
 }
 
-const filePath = (config: ThingConfig, file: IdentityFile) => (file === "ca" ? config.paths.rootCA : file === "cert" ? config.paths.cert : config.paths.privateKey);
+const filePath = (config: ThingConfig, file: IdentityFile) =>
+  file === "ca" ? config.paths.rootCA : file === "cert" ? config.paths.cert : config.paths.privateKey;
 
 beforeAll(async () => {
   pki = await makeTestPki(join(dir, "pki"), { thingName: "test-thing" });
   sources.rsa = { caPem: pki.ca.certPem, certPem: pki.thing.certPem, keyPem: pki.thing.privateKeyPem, keyType: "rsa" };
   const ec = generateThingKeyPair("ec");
-  sources.ec = { caPem: pki.ca.certPem, certPem: await issueThingCertificate(pki.ca, { thingName: "test-thing", publicKeyPem: ec.publicKeyPem }), keyPem: ec.privateKeyPem, keyType: "ec" };
+  sources.ec = {
+    caPem: pki.ca.certPem,
+    certPem: await issueThingCertificate(pki.ca, { thingName: "test-thing", publicKeyPem: ec.publicKeyPem }),
+    keyPem: ec.privateKeyPem,
+    keyType: "ec",
+  };
 });
 
 function same(a: ThingIdentity, b: ThingIdentity) {
@@ -80,7 +99,10 @@ for (const keyType of ["rsa", "ec"] as const) {
         })();
         expect({ variant: variant.name, kind: err.constructor.name }).toEqual({ variant: variant.name, kind: "ConfigError" });
         const message = err.message;
-        expect({ variant: variant.name, startsWithFile: message.startsWith(`${filePath(config, variant.refused.file)}: `) }).toEqual({ variant: variant.name, startsWithFile: true });
+        expect({ variant: variant.name, startsWithFile: message.startsWith(`${filePath(config, variant.refused.file)}: `) }).toEqual({
+          variant: variant.name,
+          startsWithFile: true,
+        });
         expect({ variant: variant.name, message }).toMatchObject({ variant: variant.name, message: expect.stringMatching(variant.refused.says) });
         expect(message).not.toContain("\n");
         expect(message).not.toMatch(/-----BEGIN [A-Z ]+-----|MII[A-Za-z0-9+/]{20}/); // no key material, no PEM
@@ -117,7 +139,9 @@ describe("key and certificate belong together", () => {
     const other = await pki.issueThing("other-thing");
     tally("badInputs");
     const config = configFor("mismatch", { ca: pki.ca.certPem, cert: other.certPem, key: pki.thing.privateKeyPem });
-    expect(() => loadIdentity(config)).toThrow(`${config.paths.cert}: this certificate was not issued for the private key ${config.paths.privateKey}; use the certificate and key of the same distribution`);
+    expect(() => loadIdentity(config)).toThrow(
+      `${config.paths.cert}: this certificate was not issued for the private key ${config.paths.privateKey}; use the certificate and key of the same distribution`,
+    );
     // readIdentity alone (what bootstrap's first key check uses) does not judge the pair.
     expect(readIdentity(config).thingName).toBe("test-thing");
   });

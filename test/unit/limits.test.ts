@@ -5,8 +5,9 @@
  */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { ExitCode, InputError } from "../../src/errors.ts";
+import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, jsonNestingDepth, MAX_JSON_DEPTH, parseJsonDocument } from "../../src/protocol/limits.ts";
+import { InputError } from "../../src/shared/errors.ts";
 import { tally } from "../support/tally.ts";
 
 /** The depth by recursion over the parsed value (fine for the shallow values fast-check makes). */
@@ -72,12 +73,13 @@ describe("parseJsonDocument", () => {
 
   test("errors are InputErrors (exit 65), one line, naming the source and not quoting a long document", () => {
     try {
-      parseJsonDocument("{" + '"k": 1, '.repeat(1000) + "\u0007\n", { source: "stdin" });
+      parseJsonDocument(`{${'"k": 1, '.repeat(1000)}\u0007\n`, { source: "stdin" });
       throw new Error("not refused");
     } catch (err) {
       expect(err).toBeInstanceOf(InputError);
-      expect((err as InputError).exitCode).toBe(ExitCode.DATA);
+      expect(exitCodeOf(err)).toBe(ExitCode.DATA);
       expect((err as Error).message).toStartWith("stdin: not JSON");
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what must not reach the message
       expect((err as Error).message).not.toMatch(/[\u0000-\u001f]/);
       expect((err as Error).message.length).toBeLessThan(200);
     }

@@ -1,11 +1,11 @@
 /**
- * src/log.ts: one event is one printable line, whatever the values and keys hold (control
+ * src/shared/log.ts: one event is one printable line, whatever the values and keys hold (control
  * bytes from a request path, a header, an MQTT client id or topic), and a quoted value reads back
  * exactly with JSON.parse.
  */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { createLogger, formatFields, quoteLogText } from "../../src/log.ts";
+import { createLogger, formatFields, quoteLogText } from "../../src/shared/log.ts";
 import { tally } from "../support/tally.ts";
 
 /** What must never appear raw in a line: C0, DEL, C1, format characters, U+2028/9, lone surrogates. */
@@ -45,14 +45,19 @@ describe("log lines", () => {
   test("any key and event name: still one printable line, and a quoted key reads back", () => {
     let tried = 0;
     fc.assert(
-      fc.property(fc.string({ unit: "binary", maxLength: 30 }), fc.string({ unit: "binary", maxLength: 30 }), fc.string({ unit: "binary", maxLength: 30 }), (event, key, value) => {
-        tried++;
-        const line = lineOf(event, { [key]: value });
-        expect(line).not.toMatch(UNSAFE);
-        expect(line).not.toContain("\n");
-        const keyText = /^[A-Za-z0-9_.-]+$/.test(key) ? key : quoteLogText(key);
-        if (!/(token|secret|password|authorization|private|jwt|bearer)/i.test(key)) expect(readBack(line, keyText)).toBe(value);
-      }),
+      fc.property(
+        fc.string({ unit: "binary", maxLength: 30 }),
+        fc.string({ unit: "binary", maxLength: 30 }),
+        fc.string({ unit: "binary", maxLength: 30 }),
+        (event, key, value) => {
+          tried++;
+          const line = lineOf(event, { [key]: value });
+          expect(line).not.toMatch(UNSAFE);
+          expect(line).not.toContain("\n");
+          const keyText = /^[A-Za-z0-9_.-]+$/.test(key) ? key : quoteLogText(key);
+          if (!/(token|secret|password|authorization|private|jwt|bearer)/i.test(key)) expect(readBack(line, keyText)).toBe(value);
+        },
+      ),
       { numRuns: 1000 },
     );
     tally("badInputs", tried);

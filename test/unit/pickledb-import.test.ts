@@ -2,8 +2,8 @@ import { afterAll, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { MessageStore } from "../../src/store/message-store.ts";
-import { importPickleDb } from "../../src/store/pickledb-import.ts";
+import { MessageStore } from "../../src/thing/store/message-store.ts";
+import { importPickleDb } from "../../src/thing/store/pickledb-import.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-pickledb-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

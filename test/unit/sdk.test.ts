@@ -1,17 +1,19 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { join } from "node:path";
 import { FlashlexError, FlashlexSDK } from "../../src/sdk/index.ts";
-import { loadThingConfig } from "../../src/config/load.ts";
-import { ConfigError, InputError } from "../../src/errors.ts";
-import { silentLogger } from "../../src/log.ts";
-import { MessageStore } from "../../src/store/message-store.ts";
-import { openWasmSqlite } from "../../src/store/wasm-sqlite.ts";
-import { databaseAccess, type ThingAccess } from "../../src/thing/access.ts";
-import { closeControlSocket, listenControlSocket, socketPath } from "../../src/thing/control-socket.ts";
-import { createServer } from "node:http";
+import { ConfigError, InputError } from "../../src/shared/errors.ts";
+import { silentLogger } from "../../src/shared/log.ts";
+import { openWasmSqlite } from "../../src/shared/sqlite/wasm-sqlite.ts";
 import { loadIdentity } from "../../src/thing/identity.ts";
-import { startReceiver, type Receiver } from "../support/receiver.ts";
+import type { ThingAccess } from "../../src/thing/local/access.ts";
+import { databaseAccess } from "../../src/thing/local/in-process.ts";
+import { closeControlSocket, listenControlSocket } from "../../src/thing/local/server.ts";
+import { socketPath } from "../../src/thing/local/wire.ts";
+import { loadThingConfig } from "../../src/thing/settings.ts";
+import { MessageStore } from "../../src/thing/store/message-store.ts";
+import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
 
 let thing: ThingFixture;
@@ -74,7 +76,9 @@ test("the SDK uses the agent's identity loader: a key that is not the certificat
     };
     const before = outbox();
     await expect(sdk.collectMessage({ never: "queued" })).rejects.toThrow(ConfigError);
-    await expect(sdk.collectMessage({ never: "queued" })).rejects.toThrow(`${thing.pki.thing.certPath}: this certificate was not issued for the private key ${keyPath}`);
+    await expect(sdk.collectMessage({ never: "queued" })).rejects.toThrow(
+      `${thing.pki.thing.certPath}: this certificate was not issued for the private key ${keyPath}`,
+    );
     expect(outbox()).toBe(before);
     expect(Array.isArray(await sdk.getMessages())).toBe(true);
   } finally {
@@ -143,7 +147,10 @@ test("a serve that hangs up mid-call is a FlashlexError of kind unavailable nami
   try {
     const err = await sdk.getMessages().catch((e) => e);
     expect(err).toBeInstanceOf(FlashlexError);
-    expect({ kind: err.kind, message: err.message }).toEqual({ kind: "unavailable", message: `the running serve (${socketPath(data)}): connection reset (ECONNRESET)` });
+    expect({ kind: err.kind, message: err.message }).toEqual({
+      kind: "unavailable",
+      message: `the running serve (${socketPath(data)}): connection reset (ECONNRESET)`,
+    });
   } finally {
     sdk.close();
     await new Promise((ok) => server.close(ok));

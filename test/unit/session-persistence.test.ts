@@ -6,7 +6,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import memoryPersistence from "aedes-persistence";
-import { createSessionPersistence } from "../../src/hub/session-persistence.ts";
+import { createSessionPersistence } from "../../src/hub/broker/session-store.ts";
 
 const client = { id: "ecd13b11-thing" };
 const packet = (counter: number, messageId?: number) => ({

@@ -3,11 +3,11 @@ import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { bundleForNode } from "../../scripts/bundle-node.ts";
-import { createLogger } from "../../src/log.ts";
-import { openBunSqlite } from "../../src/store/bun-sqlite.ts";
-import type { OpenSqlDatabase } from "../../src/store/driver.ts";
-import { DatabaseLockedError, lockDirOf, ownerFileOf, ownerOf, readOwner } from "../../src/store/wasm-lock.ts";
-import { openWasmSqlite } from "../../src/store/wasm-sqlite.ts";
+import { createLogger } from "../../src/shared/log.ts";
+import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
+import type { OpenSqlDatabase } from "../../src/shared/sqlite/driver.ts";
+import { DatabaseLockedError, lockDirOf, ownerFileOf, ownerOf, readOwner } from "../../src/shared/sqlite/wasm-lock.ts";
+import { openWasmSqlite } from "../../src/shared/sqlite/wasm-sqlite.ts";
 import { type ContractResult, runCase, storeContract } from "../support/store-contract.ts";
 
 /**
@@ -143,7 +143,7 @@ describe("wasm driver: the <db>.lock directory", () => {
         }
         expect(err).toBeInstanceOf(DatabaseLockedError);
         expect((err as DatabaseLockedError).message).toBe(`${file} is in use by process ${child.pid}; stop it first`);
-        expect((err as DatabaseLockedError).exitCode).toBe(75);
+        expect((err as DatabaseLockedError).kind).toBe("try-later"); // exit 75
         expect(existsSync(lockDirOf(file))).toBe(true);
         expect(readOwner(file)).toEqual(recorded);
       }
@@ -155,7 +155,9 @@ describe("wasm driver: the <db>.lock directory", () => {
   test("without an owner record is refused (exit 74), telling what to remove", () => {
     fresh();
     leaveLock(null);
-    expect(() => openWasmSqlite(file)).toThrow(`${file} is locked (${lockDirOf(file)} exists) by an unknown process; if no flashlex process is using it, remove that directory`);
+    expect(() => openWasmSqlite(file)).toThrow(
+      `${file} is locked (${lockDirOf(file)} exists) by an unknown process; if no flashlex process is using it, remove that directory`,
+    );
     expect(existsSync(lockDirOf(file))).toBe(true);
   });
 
@@ -208,7 +210,7 @@ describe("the two drivers never share a file", () => {
     try {
       const err = refusal(() => openBunSqlite(file));
       expect(err).toBeInstanceOf(DatabaseLockedError);
-      expect(err.exitCode).toBe(75);
+      expect(err.kind).toBe("try-later"); // exit 75
       expect(err.message).toBe(
         `${file} is in use by process ${proc.pid} through the WebAssembly SQLite (an app using flashlex-sdk under Node, or flashlex on armv7), which cannot share it; try again when it has closed the file`,
       );
@@ -232,7 +234,7 @@ describe("the two drivers never share a file", () => {
     try {
       const err = refusal(() => openWasmSqlite(file));
       expect(err).toBeInstanceOf(DatabaseLockedError);
-      expect(err.exitCode).toBe(75);
+      expect(err.kind).toBe("try-later"); // exit 75
       expect(err.message).toBe(
         `${file} is open in process ${proc.pid} with a native SQLite (flashlex serve, flashlex messages, or another program), which the WebAssembly SQLite cannot share; try again when it has closed the file`,
       );

@@ -7,11 +7,12 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { toFlashlexError } from "../../src/errors.ts";
-import { openBunSqlite } from "../../src/store/bun-sqlite.ts";
-import type { OpenSqlDatabase } from "../../src/store/driver.ts";
-import { MessageStore } from "../../src/store/message-store.ts";
-import { openWasmSqlite } from "../../src/store/wasm-sqlite.ts";
+import { exitCodeOf } from "../../src/cli/exit-codes.ts";
+import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
+import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
+import type { OpenSqlDatabase } from "../../src/shared/sqlite/driver.ts";
+import { openWasmSqlite } from "../../src/shared/sqlite/wasm-sqlite.ts";
+import { MessageStore } from "../../src/thing/store/message-store.ts";
 import { DAMAGE_KINDS, GOOD_ROW_COUNT } from "../support/damaged-databases.ts";
 import { tally } from "../support/tally.ts";
 
@@ -41,7 +42,7 @@ for (const [driver, open] of Object.entries(drivers)) {
           }
         } catch (err) {
           const error = toFlashlexError(err);
-          outcome = error.exitCode;
+          outcome = exitCodeOf(error);
           message = error.message;
         }
         tally("badInputs");

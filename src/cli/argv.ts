@@ -1,0 +1,90 @@
+/**
+ * What main.ts does to the command line around cac's parsing, so that every command gets its
+ * values the same way.
+ */
+import type { CAC } from "cac";
+import type { CommandSpec, Options } from "./command.ts";
+
+/**
+ * cac (through mri) turns every value that looks like a number into one: `--limit 0x10` becomes
+ * 16, `-c 1e3` becomes the path "1000", `--data ""` becomes 0. Arguments cannot hold NUL, so a
+ * NUL put in front of each number-looking word keeps it text through parsing, and
+ * `restoreArgumentsText` takes it off again; commands parse their numbers themselves, strictly.
+ */
+export function keepArgumentsText(argv: string[]): string[] {
+  // mri's own test (`+text * 0 === 0`), which also turns "" and "  " into 0
+  const looksNumeric = (text: string) => Number(text) * 0 === 0;
+  return argv.map((arg, i) => {
+    if (i < 2) return arg;
+    const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
+    if (eq > 0) return looksNumeric(arg.slice(eq + 1)) ? `${arg.slice(0, eq + 1)}\0${arg.slice(eq + 1)}` : arg;
+    return !arg.startsWith("-") && looksNumeric(arg) ? `\0${arg}` : arg;
+  });
+}
+
+/** Takes off the NUL `keepArgumentsText` put in front of number-looking words. */
+export function restoreArgumentsText(cli: CAC): void {
+  const strip = (value: unknown): unknown => (typeof value === "string" ? value.replace(/^\0/, "") : Array.isArray(value) ? value.map(strip) : value);
+  cli.args = cli.args.map((arg) => strip(arg) as string);
+  for (const key of Object.keys(cli.options)) cli.options[key] = strip(cli.options[key]);
+}
+
+/**
+ * A value flag given twice (`-c a.yml -c b.yml`) arrives as an array: the last one wins, as in
+ * most tools, except for a flag that is meant to repeat (OptionSpec.repeatable: `hub init --name`).
+ */
+export function lastValueOfRepeats(spec: CommandSpec, options: Options): void {
+  for (const option of spec.options) {
+    if (option.repeatable || !option.flags.includes("<")) continue;
+    for (const name of optionNames(option.flags)) {
+      const value = options[name];
+      if (Array.isArray(value)) options[name] = value[value.length - 1];
+    }
+  }
+}
+
+/** The names cac gives an option's value: `-o, --output <file>` → o, output. */
+function optionNames(flags: string): string[] {
+  return [...flags.replace(/[<[].*$/, "").matchAll(/--?([a-z][\w-]*)/gi)].map((m) => m[1]!.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()));
+}
+
+/**
+ * The table entry whose words are the first positional words of `words` (the arguments after
+ * `flashlex`), longest first, and the arguments without those words: cac matches one word, so
+ * a command of several (`hub thing create`) is found here first. Flags may stand before or
+ * between the words, as cac allows for one-word commands (`hub --dir X thing list`): a flag
+ * that takes a value anywhere in the table takes the next argument with it.
+ */
+export function matchCommand(table: readonly CommandSpec[], words: readonly string[]): { spec: CommandSpec; rest: string[] } | undefined {
+  const valueFlags = new Set(
+    table.flatMap((spec) =>
+      spec.options
+        .filter((o) => o.flags.includes("<"))
+        .flatMap((o) =>
+          o.flags
+            .replace(/[<[].*$/, "")
+            .split(",")
+            .map((f) => f.trim()),
+        ),
+    ),
+  );
+  const positional: number[] = [];
+  for (let i = 0; i < words.length; i++) {
+    const word = words[i]!;
+    if (word === "--") break;
+    if (word.startsWith("-") && word.length > 1) {
+      if (!word.includes("=") && valueFlags.has(word)) i++;
+      continue;
+    }
+    positional.push(i);
+  }
+  const longestFirst = [...table].sort((a, b) => b.name.split(" ").length - a.name.split(" ").length);
+  for (const spec of longestFirst) {
+    const names = spec.name.split(" ");
+    if (names.every((name, i) => positional[i] !== undefined && words[positional[i]!] === name)) {
+      const taken = new Set(positional.slice(0, names.length));
+      return { spec, rest: words.filter((_, i) => !taken.has(i)) };
+    }
+  }
+  return undefined;
+}

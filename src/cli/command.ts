@@ -1,0 +1,85 @@
+/**
+ * src/cli: the command line. Every command, thing and hub alike, is one `CommandSpec` in the one
+ * table of src/main.ts; cac parses its flags and main.ts prints its help from the table. A
+ * command parses its flags, calls a use case (src/thing, src/hub) and prints; it opens no
+ * store, runs no SQL and holds no business rule (test/unit/layout.test.ts checks the imports).
+ *
+ *   command.ts     CommandSpec, and the readers of flag values
+ *   exit-codes.ts  the exit codes and their help text
+ *   input.ts       documents from stdin or a file; counts and times from flags
+ *   thing/         bootstrap, serve, collect, messages, outbox, install-service
+ *   hub/           init, thing ..., serve, send, export, mosquitto-config, token rotate
+ */
+import { UsageError } from "../shared/errors.ts";
+
+/** Parsed flags, camelCased, as cac hands them over (see `text`, `list`). */
+export type Options = Record<string, unknown>;
+
+export interface OptionSpec {
+  /** cac syntax, e.g. "-o, --output <file>" */
+  flags: string;
+  description: string;
+  default?: unknown;
+  /** may be given more than once and means each (`hub init --name`); otherwise the last one wins */
+  repeatable?: boolean;
+}
+
+export interface CommandSpec {
+  /** the words after `flashlex`, e.g. "hub thing create" */
+  name: string;
+  /** positional arguments in cac syntax, e.g. "<thing>", "<action> [...ids]"; absent when none */
+  args?: string;
+  description: string;
+  options: OptionSpec[];
+  /**
+   * Runs the command with the positional values after its words; returns the exit code of what
+   * it did (a failure throws, and main.ts maps its kind). Absent: a group (`hub`), whose help
+   * lists the commands under it.
+   */
+  run?(args: string[], options: Options): Promise<number> | number;
+  /** the command needs Bun (the armv7 Node build has no Bun.serve): the hub's commands */
+  bunOnly?: boolean;
+}
+
+/** A text flag's value, or undefined when absent or empty (a repeated flag: the last one). */
+export function text(value: unknown): string | undefined {
+  if (Array.isArray(value)) value = value[value.length - 1];
+  return value === undefined || value === null || value === "" ? undefined : String(value);
+}
+
+/** A repeatable flag's values, each also split at commas (`--name a,b --name c`). */
+export function list(value: unknown): string[] {
+  const values = Array.isArray(value) ? value : value === undefined ? [] : [value];
+  return values
+    .flatMap((v) => String(v).split(","))
+    .map((v) => v.trim())
+    .filter(Boolean);
+}
+
+/** A port flag: 1-65535 in decimal digits, else UsageError (64) naming `flag`. */
+export function port(value: unknown, flag: string): number | undefined {
+  const given = text(value);
+  if (given === undefined) return undefined;
+  if (!/^\d{1,5}$/.test(given) || Number(given) < 1 || Number(given) > 65535) throw new UsageError(`${flag} must be a port number (1-65535), not ${given}`);
+  return Number(given);
+}
+
+/** The first positional value, or UsageError (64) saying what is missing. */
+export function required(args: string[], what: string): string {
+  const value = args[0];
+  if (!value) throw new UsageError(`missing ${what}`);
+  return value;
+}
+
+/** Resolves on SIGTERM or SIGINT (systemd stop, Ctrl-C). */
+export function untilSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    const on = (signal: NodeJS.Signals) => {
+      process.off("SIGTERM", on);
+      process.off("SIGINT", on);
+      resolve(signal);
+    };
+    process.on("SIGTERM", on);
+    process.on("SIGINT", on);
+  });
+}

@@ -1,0 +1,66 @@
+/**
+ * The exit codes of every command (sysexits(3), so systemd, shells and scripts can tell a bad
+ * config, never worth restarting, from a broker that is down, worth retrying). A command returns
+ * one for what it did; a failure's code follows from its kind, by the one table here, which
+ * main.ts reports with and the SDK gives its errors (the code the CLI would end with).
+ */
+import type { ErrorKind } from "../shared/errors.ts";
+import { toFlashlexError } from "../shared/foreign-errors.ts";
+
+export const ExitCode = {
+  OK: 0,
+  /** bootstrap: at least one self-test check failed */
+  CHECK_FAILED: 1,
+  USAGE: 64,
+  /** bad input data: not JSON, not UTF-8, too large, unknown message id */
+  DATA: 65,
+  /** the service could not be reached; the message is queued and `serve` delivers it later */
+  UNAVAILABLE: 69,
+  /** an unexpected internal error (a bug): please report it */
+  SOFTWARE: 70,
+  /** a file could not be read or written: disk full, read-only, damaged database */
+  IO: 74,
+  /** try again later: the outbox is full, the database is busy, another serve runs */
+  TEMPFAIL: 75,
+  PERMISSION: 77,
+  CONFIG: 78,
+} as const;
+
+export type ExitCode = (typeof ExitCode)[keyof typeof ExitCode];
+
+/** The exit code of each kind of failure (src/shared/errors.ts). */
+export const EXIT_CODE_OF_KIND: Record<ErrorKind, ExitCode> = {
+  usage: ExitCode.USAGE,
+  data: ExitCode.DATA,
+  conflict: ExitCode.DATA,
+  unavailable: ExitCode.UNAVAILABLE,
+  bug: ExitCode.SOFTWARE,
+  io: ExitCode.IO,
+  full: ExitCode.IO,
+  "read-only": ExitCode.IO,
+  damaged: ExitCode.IO,
+  "try-later": ExitCode.TEMPFAIL,
+  permission: ExitCode.PERMISSION,
+  config: ExitCode.CONFIG,
+};
+
+/** The exit code of any thrown value, by its kind (a library's error is classified first). */
+export function exitCodeOf(err: unknown): ExitCode {
+  return EXIT_CODE_OF_KIND[toFlashlexError(err).kind];
+}
+
+/** The help text's last section, for every command. */
+export const EXIT_CODES_HELP = `Exit codes:
+  0   ok
+  1   a bootstrap check failed
+  64  usage: unknown command or flag, a flag value that is not valid (e.g. --limit abc)
+  65  bad input data: not JSON, not UTF-8, too large, unknown message id; nothing was queued;
+      collect: the API refused the message for good (kept as rejected, see \`outbox list\`)
+  69  service unavailable: the message is queued and \`serve\` delivers it later
+  70  internal error (a bug; please report it)
+  74  I/O error: disk full, read-only file system, damaged database (the message names the file)
+  75  try again later: not delivered and nothing was queued (offlinePublishQueueing: 0, or N
+      messages already wait), the database is busy, or another serve runs on this data directory
+  77  permission denied (install-service needs root)
+  78  configuration error: the message names the file and the key (also: a certificate or key
+      that cannot be used, a database of another application or of a newer flashlex)`;

@@ -1,0 +1,38 @@
+import { resolve } from "node:path";
+import { UsageError } from "../../shared/errors.ts";
+import { type CommandSpec, type Options, port, text } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { DIR_OPTION, openedHub } from "./common.ts";
+
+export const hubMosquittoConfigCommand: CommandSpec = {
+  name: "hub mosquitto-config",
+  description: "Write a Mosquitto configuration, ACL, certificates and CRL for running the hub against an external broker",
+  options: [
+    DIR_OPTION,
+    { flags: "--out <dir>", description: "the directory to write (required; Mosquitto must be able to read it)" },
+    { flags: "--port <port>", description: "the listener port (default: hub.yml broker.port)" },
+    { flags: "--bind <address>", description: "the listener address (default: 0.0.0.0)" },
+    { flags: "--persistence <dir>", description: "enable Mosquitto persistence in this directory" },
+  ],
+  bunOnly: true,
+  run: (_args, options) => mosquittoConfig(options),
+};
+
+function mosquittoConfig(options: Options): Promise<number> {
+  return openedHub(options, async (hub) => {
+    const out = text(options.out);
+    if (!out) throw new UsageError("--out DIR is required (Mosquitto must be able to read it: not inside the 0700 hub home)");
+    const persistence = text(options.persistence);
+    const { broker } = hub.home.settings;
+    const files = await hub.writeMosquittoFiles({
+      dir: resolve(out),
+      port: port(options.port, "--port") ?? broker.port,
+      bindAddress: text(options.bind) ?? "0.0.0.0",
+      persistenceDir: persistence ? resolve(persistence) : undefined,
+    });
+    console.log(`wrote ${files.config}, mosquitto.acl, root-ca-cert.pem, broker-cert.pem, broker-key.pem, crl.pem`);
+    console.log(`the broker key must be readable by Mosquitto's user: sudo chown root:mosquitto ${files.brokerKey}`);
+    console.log(`run: mosquitto -c ${files.config}   then: flashlex hub serve --broker mqtts://${broker.host}:${broker.port}`);
+    return ExitCode.OK;
+  });
+}

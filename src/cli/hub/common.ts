@@ -1,0 +1,28 @@
+/** What the hub commands share: --dir and --json, the hub they name, a thing by any of its names. */
+import { resolve } from "node:path";
+import { defaultHubDir } from "../../hub/home/home.ts";
+import { type OpenedHub, withHub } from "../../hub/hub.ts";
+import type { ThingRecord } from "../../hub/things/things.ts";
+import { InputError } from "../../shared/errors.ts";
+import { createLogger } from "../../shared/log.ts";
+import { type OptionSpec, type Options, text } from "../command.ts";
+
+export const DIR_OPTION: OptionSpec = { flags: "--dir <dir>", description: "the hub home (default: $FLASHLEX_HUB_DIR or ~/.flashlex-hub)" };
+export const JSON_OPTION: OptionSpec = { flags: "--json", description: "print JSON instead of text" };
+
+/** `--dir`, else `$FLASHLEX_HUB_DIR`, else `~/.flashlex-hub`, absolute. */
+export function hubDir(options: Options): string {
+  return resolve(text(options.dir) ?? defaultHubDir());
+}
+
+/** The hub home named by `--dir`, opened for the length of `fn` (src/hub/hub.ts). */
+export function openedHub<T>(options: Options, fn: (hub: OpenedHub) => Promise<T>): Promise<T> {
+  return withHub(hubDir(options), createLogger(), fn);
+}
+
+/** The thing `ref` names (its id, name or typed name), or InputError (65) saying how to find one. */
+export async function thingOrFail(hub: OpenedHub, ref: string): Promise<ThingRecord> {
+  const thing = await hub.things.find(ref);
+  if (!thing) throw new InputError(`no thing ${JSON.stringify(ref)} (give its name, typed name or id; see \`flashlex hub thing list\`)`);
+  return thing;
+}

@@ -1,0 +1,38 @@
+import { resolve } from "node:path";
+import { writeArchiveFile } from "../../hub/messages/archive.ts";
+import type { MessageType } from "../../hub/messages/messages.ts";
+import { UsageError } from "../../shared/errors.ts";
+import { type CommandSpec, type Options, required, text } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { parseTime } from "../input.ts";
+import { DIR_OPTION, openedHub, thingOrFail } from "./common.ts";
+
+export const hubExportCommand: CommandSpec = {
+  name: "hub export",
+  args: "<thing>",
+  description: "Write a thing's messages to a zip, one <flmessagespk>.json each (the old cloud's export format)",
+  options: [
+    DIR_OPTION,
+    { flags: "--since <time>", description: "from this time: Unix seconds or an ISO date/date-time" },
+    { flags: "--until <time>", description: "up to this time, inclusive (a bare date means the end of that day)" },
+    { flags: "--type <type>", description: "only egress or only ingress messages (default: both)" },
+    { flags: "-o, --output <file>", description: "the zip file (default: ./<thing id>_messages_<date>.zip)" },
+  ],
+  bunOnly: true,
+  run: exportMessages,
+};
+
+function exportMessages(args: string[], options: Options): Promise<number> {
+  return openedHub(options, async (hub) => {
+    const thing = await thingOrFail(hub, required(args, "the thing"));
+    const startts = parseTime(text(options.since), "--since", false);
+    const endts = parseTime(text(options.until), "--until", true);
+    const type = text(options.type);
+    if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
+    const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());
+    const output = resolve(text(options.output) ?? archive.fileName);
+    const written = await writeArchiveFile(archive, output);
+    console.log(`${output}: ${written} messages`);
+    return ExitCode.OK;
+  });
+}

@@ -1,0 +1,64 @@
+import { initHub } from "../../hub/home/init.ts";
+import { type CommandSpec, list, type Options, port, text } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { DIR_OPTION, hubDir, JSON_OPTION } from "./common.ts";
+
+export const hubInitCommand: CommandSpec = {
+  name: "hub init",
+  description: "Create a hub home: CA, broker certificate, hub.yml, database and the operator access token",
+  options: [
+    DIR_OPTION,
+    {
+      flags: "--name <name>",
+      description: "DNS name or IP address for the broker certificate; repeat or comma-separate (default: localhost, 127.0.0.1, the hostname)",
+      repeatable: true,
+    },
+    { flags: "--api-url <url>", description: "the API URL things use (default: http://127.0.0.1:8080; https:// makes the hub serve TLS)" },
+    { flags: "--broker-host <host>", description: "the broker host things connect to (default: the first --name, else localhost)" },
+    { flags: "--broker-port <port>", description: "the broker port (default: 8883)" },
+    { flags: "--env <env>", description: "the API's {env} path segment (default: dev)" },
+    JSON_OPTION,
+  ],
+  bunOnly: true,
+  run: (_args, options) => hubInit(options),
+};
+
+async function hubInit(options: Options): Promise<number> {
+  const dir = hubDir(options);
+  const { home, token } = await initHub({
+    dir,
+    names: list(options.name),
+    apiUrl: text(options.apiUrl),
+    brokerHost: text(options.brokerHost),
+    brokerPort: port(options.brokerPort, "--broker-port"),
+    env: text(options.env),
+  });
+  const s = home.settings;
+  if (options.json) {
+    console.log(
+      JSON.stringify({
+        dir,
+        ownerId: s.ownerId,
+        env: s.env,
+        apiUrl: s.api.publicUrl,
+        broker: `${s.broker.host}:${s.broker.port}`,
+        names: s.broker.names,
+        token,
+      }),
+    );
+    return ExitCode.OK;
+  }
+  console.log(`hub created in ${dir}`);
+  console.log(`owner id:   ${s.ownerId} (thing names start with ${s.ownerId.slice(0, 8)}-)`);
+  console.log(`api:        ${s.api.publicUrl}/${s.env}/v1 (listening on ${s.api.host}:${s.api.port})`);
+  console.log(`broker:     ${s.broker.host}:${s.broker.port} (certificate for ${s.broker.names.join(", ")})`);
+  console.log("");
+  console.log("operator access token (shown once; the hub keeps only its hash; `flashlex hub token rotate` makes a new one):");
+  console.log(token);
+  console.log("");
+  if (!text(options.apiUrl) || list(options.name).length === 0) {
+    console.log("note: things on other machines need an address they can reach: use --name HOST and --api-url http://HOST:8080");
+  }
+  console.log(`next: flashlex hub thing create NAME --dir ${dir}   and   flashlex hub serve --dir ${dir}`);
+  return ExitCode.OK;
+}

@@ -1,0 +1,32 @@
+import { serveHub } from "../../hub/service.ts";
+import { createLogger } from "../../shared/log.ts";
+import { type CommandSpec, type Options, text, untilSignal } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { DIR_OPTION, hubDir } from "./common.ts";
+
+export const hubServeCommand: CommandSpec = {
+  name: "hub serve",
+  description: "Run the hub: MQTT broker, HTTP API and database in one process",
+  options: [
+    DIR_OPTION,
+    {
+      flags: "--broker <broker>",
+      description: "embedded, or an external broker mqtts://HOST:PORT (the hub logs in with its client certificate)",
+      default: "embedded",
+    },
+  ],
+  bunOnly: true,
+  run: (_args, options) => hubServe(options),
+};
+
+/** Runs the hub until SIGTERM or SIGINT, then stops it within 5 s. */
+async function hubServe(options: Options): Promise<number> {
+  const log = createLogger();
+  const handle = await serveHub({ dir: hubDir(options), broker: text(options.broker), log });
+  const signal = await untilSignal();
+  log.info("hub.stopping", { signal });
+  // A stuck close must not keep systemd waiting for its own stop timeout.
+  const deadline = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 5000).unref?.());
+  if ((await Promise.race([handle.close(), deadline])) === "timeout") log.warn("hub.stop_timeout", { note: "exiting anyway" });
+  return ExitCode.OK;
+}

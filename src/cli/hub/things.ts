@@ -1,0 +1,121 @@
+import { chmodSync, copyFileSync, writeFileSync } from "node:fs";
+import { resolve } from "node:path";
+import { THING_KEY_TYPES } from "../../crypto/keys.ts";
+import { thingJson } from "../../hub/http/presenters.ts";
+import { thingStatus } from "../../hub/things/things.ts";
+import { thingTopics } from "../../protocol/topics.ts";
+import { InputError, UsageError } from "../../shared/errors.ts";
+import { isoSeconds } from "../../shared/time.ts";
+import { type CommandSpec, type Options, required, text } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { DIR_OPTION, JSON_OPTION, openedHub, thingOrFail } from "./common.ts";
+
+/** `hub thing create|list|dist|revoke`: the thing use cases of src/hub/things. */
+export const hubThingCommands: CommandSpec[] = [
+  {
+    name: "hub thing create",
+    args: "<name>",
+    description: "Provision a thing: id, key pair, certificate, topics and its distribution zip",
+    options: [
+      DIR_OPTION,
+      { flags: "--key-type <type>", description: "rsa (default: RSA-2048, RS256 tokens) or ec (P-256, ES256 tokens)" },
+      { flags: "-o, --output <file>", description: "also write the distribution zip here (mode 0600)" },
+      JSON_OPTION,
+    ],
+    bunOnly: true,
+    run: create,
+  },
+  {
+    name: "hub thing list",
+    description: "List things with their status (created, verified, revoked) and when they were last seen",
+    options: [DIR_OPTION, JSON_OPTION],
+    bunOnly: true,
+    run: (_args, options) => list(options),
+  },
+  {
+    name: "hub thing dist",
+    args: "<thing>",
+    description: "Write a thing's distribution zip again",
+    options: [DIR_OPTION, { flags: "-o, --output <file>", description: "where to write it (default: ./<name>.zip)" }],
+    bunOnly: true,
+    run: dist,
+  },
+  {
+    name: "hub thing revoke",
+    args: "<thing>",
+    description: "Stop a thing from connecting and collecting; deletes its distribution",
+    options: [DIR_OPTION],
+    bunOnly: true,
+    run: revoke,
+  },
+];
+
+function create(args: string[], options: Options): Promise<number> {
+  return openedHub(options, async (hub) => {
+    const keyType = text(options.keyType) ?? "rsa";
+    if (!(THING_KEY_TYPES as readonly string[]).includes(keyType)) throw new UsageError(`--key-type must be ${THING_KEY_TYPES.join(" or ")}, not ${keyType}`);
+    const { thing, distribution } = await hub.things.create(required(args, "the thing name"), { keyType });
+    const output = text(options.output);
+    if (output) {
+      copyFileSync(distribution, output);
+      chmodSync(output, 0o600); // it holds the thing's private key
+    }
+    if (options.json) {
+      console.log(JSON.stringify({ ...thingJson(thing, hub.home.settings.env), distributionFile: output ?? distribution }));
+      return ExitCode.OK;
+    }
+    const topics = thingTopics(thing.name);
+    console.log(`created thing ${thing.name} (id ${thing.id}, ${keyType === "ec" ? "EC P-256 key, ES256 tokens" : "RSA-2048 key, RS256 tokens"})`);
+    console.log(`distribution: ${output ?? distribution}`);
+    console.log(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
+    console.log(`next: copy the zip and the flashlex binary to the thing, unzip, then:`);
+    console.log(`  ./flashlex bootstrap -c ${thing.name}/config.yml -k ${thing.name}/keys -d ${thing.name}/data`);
+    return ExitCode.OK;
+  });
+}
+
+function list(options: Options): Promise<number> {
+  return openedHub(options, async (hub) => {
+    const things = await hub.things.list();
+    if (options.json) {
+      console.log(JSON.stringify(things.map((t) => thingJson(t, hub.home.settings.env))));
+      return ExitCode.OK;
+    }
+    const rows = [
+      ["NAME", "ID", "STATUS", "LAST SEEN"],
+      ...things.map((t) => [t.name, t.id, thingStatus(t), t.lastSeenAt === null ? "never" : isoSeconds(t.lastSeenAt)]),
+    ];
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    for (const row of rows) console.log(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
+    if (things.length === 0) console.log("(no things yet: flashlex hub thing create NAME)");
+    return ExitCode.OK;
+  });
+}
+
+function dist(args: string[], options: Options): Promise<number> {
+  return openedHub(options, async (hub) => {
+    const thing = await thingOrFail(hub, required(args, "the thing"));
+    const zip = hub.things.distribution(thing);
+    if (!zip) throw new InputError(`${thing.name} has no distribution (it was revoked)`);
+    const output = resolve(text(options.output) ?? `${thing.name}.zip`);
+    writeFileSync(output, zip, { mode: 0o600 });
+    chmodSync(output, 0o600);
+    console.log(output);
+    return ExitCode.OK;
+  });
+}
+
+function revoke(args: string[], options: Options): Promise<number> {
+  return openedHub(options, async (hub) => {
+    const thing = await thingOrFail(hub, required(args, "the thing"));
+    const { changed, brokerCrlFiles } = await hub.things.revoke(thing);
+    if (!changed) {
+      console.log(`${thing.name} was already revoked`);
+      return ExitCode.OK;
+    }
+    console.log(`revoked ${thing.name} (id ${thing.id}): it can no longer connect or collect, and its distribution was deleted`);
+    console.log("a running `flashlex hub serve` with the embedded broker disconnects it within a few seconds");
+    if (brokerCrlFiles.length > 0) console.log(`CRL updated: ${brokerCrlFiles.join(", ")}; reload the broker (systemctl reload mosquitto)`);
+    return ExitCode.OK;
+  });
+}

@@ -1,0 +1,17 @@
+import type { CommandSpec } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { DIR_OPTION, openedHub } from "./common.ts";
+
+export const hubTokenRotateCommand: CommandSpec = {
+  name: "hub token rotate",
+  description: "Make a new operator access token; the old one stops working at once",
+  options: [DIR_OPTION],
+  bunOnly: true,
+  run: (_args, options) =>
+    openedHub(options, async (hub) => {
+      const token = await hub.operators.rotate();
+      console.log("new operator access token (shown once; the old one no longer works):");
+      console.log(token);
+      return ExitCode.OK;
+    }),
+};

@@ -1,0 +1,109 @@
+import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { InputError, UsageError } from "../shared/errors.ts";
+
+/**
+ * Reads a document from a file or stdin, stopping one byte past `limit` so that neither an
+ * endless stdin nor a huge (or endless: a FIFO, /dev/zero) file can fill memory; the caller's
+ * check reports a document that is too large. A regular file's own size is checked first, so
+ * the error can name it. The text must be valid UTF-8 (RFC 3629; a leading BOM is dropped):
+ * anything else is refused naming the source and the byte offset, never silently turned into
+ * U+FFFD. A document over the limit comes back decoded as well as it can be, longer than
+ * `limit` bytes, for the caller's size check to report. Throws InputError (exit 65) for a file
+ * that cannot be read or is larger than `limit` bytes, and for text that is not UTF-8.
+ */
+export async function readDocument(file: string | undefined, limit: number): Promise<string> {
+  const bytes = file ? readFileBounded(file, limit) : await readStdin(limit);
+  if (bytes.length > limit) return Buffer.from(bytes).toString("utf8");
+  return decodeUtf8(bytes, file ?? "stdin");
+}
+
+function readFileBounded(file: string, limit: number): Buffer {
+  let fd: number | undefined;
+  try {
+    fd = openSync(file, "r");
+    const stat = fstatSync(fd);
+    if (stat.isFile() && stat.size > limit) throw new InputError(`${file}: ${stat.size} bytes is over the ${limit}-byte limit`);
+    return readBounded(fd, limit + 1);
+  } catch (err) {
+    if (err instanceof InputError) throw err;
+    throw new InputError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+async function readStdin(limit: number): Promise<Buffer> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of process.stdin) {
+    chunks.push(chunk as Buffer);
+    size += (chunk as Buffer).length;
+    if (size > limit) break;
+  }
+  return Buffer.concat(chunks);
+}
+
+/** Decodes strict UTF-8; throws InputError naming `source` and the first bad byte's offset. */
+export function decodeUtf8(bytes: Uint8Array, source: string): string {
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new InputError(`${source}: not valid UTF-8 (first bad byte at offset ${firstInvalidUtf8Byte(bytes)}); nothing was sent or queued`);
+  }
+}
+
+/** The offset of the first byte that is not part of a valid UTF-8 sequence. */
+function firstInvalidUtf8Byte(bytes: Uint8Array): number {
+  const lenient = Buffer.from(bytes).toString("utf8");
+  let offset = 0;
+  for (const char of lenient) {
+    const size = Buffer.byteLength(char);
+    // U+FFFD is also a valid character (EF BF BD): only a replacement that was not in the input counts
+    if (char === "\uFFFD" && !(bytes[offset] === 0xef && bytes[offset + 1] === 0xbf && bytes[offset + 2] === 0xbd)) return offset;
+    offset += size;
+  }
+  return offset;
+}
+
+/**
+ * A count flag (`--limit`): a whole number from 1 to `max`, in decimal digits. Anything else
+ * (text, 0, negative, a fraction, too large) is a UsageError (exit 64) naming the flag.
+ */
+export function countFlag(value: unknown, flag: string, max = 1_000_000_000): number | undefined {
+  if (value === undefined) return undefined;
+  const text = String(value);
+  if (!/^[0-9]{1,10}$/.test(text) || Number(text) < 1 || Number(text) > max) {
+    throw new UsageError(`${flag} must be a whole number from 1 to ${max}, not ${JSON.stringify(text)}`);
+  }
+  return Number(text);
+}
+
+/** Up to `max` bytes from `fd`, read until end of file or `max`. */
+function readBounded(fd: number, max: number): Buffer {
+  const buffer = Buffer.alloc(Math.min(max, 64 * 1024));
+  const chunks: Buffer[] = [];
+  let total = 0;
+  while (total < max) {
+    const n = readSync(fd, buffer, 0, Math.min(buffer.length, max - total), null);
+    if (n === 0) break;
+    chunks.push(Buffer.from(buffer.subarray(0, n)));
+    total += n;
+  }
+  return Buffer.concat(chunks);
+}
+
+/**
+ * `--since`/`--until`: Unix seconds, or an ISO 8601 date or date-time (UTC unless it says
+ * otherwise), as Unix seconds. With `endOfDay`, a bare date means the end of that day, so
+ * `--until 2024-01-31` includes all of January 31st.
+ */
+export function parseTime(value: string | undefined, flag: string, endOfDay = false): number | undefined {
+  if (value === undefined) return undefined;
+  value = String(value);
+  if (/^\d{1,12}$/.test(value)) return Number(value);
+  const dateOnly = /^\d{4}-\d{2}-\d{2}$/.test(value);
+  const ms = Date.parse(dateOnly ? `${value}T00:00:00Z` : value);
+  if (Number.isNaN(ms) || Math.abs(ms) > 8.64e15)
+    throw new UsageError(`${flag} must be Unix seconds or an ISO date (2024-01-31 or 2024-01-31T12:00:00Z), not ${value}`);
+  return Math.floor(ms / 1000) + (dateOnly && endOfDay ? 86_399 : 0);
+}

@@ -1,0 +1,37 @@
+import { UsageError } from "../../shared/errors.ts";
+import { createLogger } from "../../shared/log.ts";
+import { type BootstrapReport, runBootstrapChecks } from "../../thing/bootstrap/checks.ts";
+import type { CommandSpec } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { THING_OPTIONS, type ThingFlags } from "./common.ts";
+
+const MARK = { pass: "PASS", fail: "FAIL", skip: "SKIP" } as const;
+
+export const bootstrapCommand: CommandSpec = {
+  name: "bootstrap",
+  description: "Self-test: config, keys, clock, database, broker, ingress and egress; one line per check",
+  options: [...THING_OPTIONS, { flags: "--json", description: "print the checklist as one JSON document" }],
+  run: (_args, options) => bootstrap(options),
+};
+
+/** Prints the checklist; 0 when every check passed, 78 when the config failed, else 1. */
+async function bootstrap(flags: ThingFlags & { json?: boolean }): Promise<number> {
+  if (!flags.config) throw new UsageError("-c/--config is required");
+  const log = createLogger({ level: process.env.FLASHLEX_LOG_LEVEL === "debug" ? "debug" : "error" });
+  const report = await runBootstrapChecks({ config: flags.config, data: flags.data, keys: flags.keys }, log);
+  console.log(flags.json ? JSON.stringify(report, null, 2) : formatReport(report));
+  if (report.ok) return ExitCode.OK;
+  return report.checks[0]?.status === "fail" ? ExitCode.CONFIG : ExitCode.CHECK_FAILED;
+}
+
+function formatReport(report: BootstrapReport): string {
+  const title = report.thing ? `flashlex bootstrap: ${report.thing.name} (${report.thing.id})` : "flashlex bootstrap";
+  const lines = report.checks.map((c) => {
+    const detail = c.detail ? `: ${c.detail}` : "";
+    const fix = c.fix ? `\n       fix: ${c.fix}` : "";
+    return `[${MARK[c.status]}] ${c.name}${detail}${fix}`;
+  });
+  const passed = report.checks.filter((c) => c.status === "pass").length;
+  const verdict = report.ok ? "all checks passed: this thing works with its hub" : "bootstrap failed: fix the first FAIL above and run it again";
+  return [title, ...lines, `${passed} of ${report.checks.length} checks passed; ${verdict}`].join("\n");
+}

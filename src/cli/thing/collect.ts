@@ -1,0 +1,67 @@
+import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
+import { UsageError } from "../../shared/errors.ts";
+import { createLogger } from "../../shared/log.ts";
+import { parseEgressDocument } from "../../thing/egress/collect.ts";
+import { loadIdentity } from "../../thing/identity.ts";
+import { openThingAccess } from "../../thing/local/open.ts";
+import type { CommandSpec } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { readDocument } from "../input.ts";
+import { loadConfigFromFlags, THING_OPTIONS, type ThingFlags } from "./common.ts";
+
+export const collectCommand: CommandSpec = {
+  name: "collect",
+  description: "Egress: send one JSON document from stdin (or --file) to the collect API; queued if unreachable",
+  options: [
+    ...THING_OPTIONS,
+    { flags: "--file <path>", description: "read the document from a file instead of stdin" },
+    { flags: "--via <http|mqtt>", description: "http: POST to the collect API (default); mqtt: publish to the egress topic" },
+    { flags: "--json", description: "print the result as one JSON line" },
+  ],
+  run: (_args, options) => collect(options),
+};
+
+/** 0 delivered, 65 refused for good (kept as rejected), 69 queued for serve. */
+async function collect(flags: ThingFlags & { file?: string; via?: string; json?: boolean }): Promise<number> {
+  const log = createLogger();
+  const via = String(flags.via ?? "http");
+  if (via !== "http" && via !== "mqtt") throw new UsageError(`--via must be http or mqtt, not ${via}`);
+  const config = loadConfigFromFlags(flags, log);
+  // Identity first: a key that does not fit its certificate is a configuration error (78), and
+  // the message must not be queued only to be refused by the hub later.
+  const identity = loadIdentity(config);
+  const body = parseEgressDocument(await readDocument(flags.file, DEFAULT_PAYLOAD_LIMIT_BYTES), flags.file ?? "stdin");
+  const access = await openThingAccess(config, log, identity);
+  try {
+    const result = await access.collect(body, via);
+    if (flags.json) {
+      console.log(JSON.stringify(result));
+    } else {
+      if (result.body) console.log(prettyJson(result.body));
+      if (result.status) console.log(`status code: ${result.status}`);
+    }
+    if (result.recordError) {
+      console.error(
+        `collect: message ${result.messageId} was ${result.outcome === "sent" ? "delivered" : result.outcome}, but the outbox could not record it (${result.recordError}); ` +
+          "serve may send it again later, with the same message id, and the hub stores it once",
+      );
+    }
+    if (result.outcome === "sent") return ExitCode.OK;
+    if (result.outcome === "rejected") {
+      console.error(`collect: the API refused message ${result.messageId}: ${result.error}; it is kept as rejected (flashlex outbox list --state rejected)`);
+      return ExitCode.DATA;
+    }
+    console.error(`collect: message ${result.messageId} is queued (${result.error}); \`flashlex serve\` will deliver it`);
+    return ExitCode.UNAVAILABLE;
+  } finally {
+    access.close();
+  }
+}
+
+function prettyJson(text: string): string {
+  try {
+    return JSON.stringify(JSON.parse(text), null, 2);
+  } catch {
+    return text;
+  }
+}

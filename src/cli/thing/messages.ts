@@ -1,0 +1,132 @@
+import { UsageError } from "../../shared/errors.ts";
+import { isoOrAsIs } from "../../shared/time.ts";
+import type { IngressMessage, IngressQuery, ThingAccess } from "../../thing/local/access.ts";
+import { type CommandSpec, untilSignal } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { countFlag, parseTime } from "../input.ts";
+import { openAccessFromFlags as openAccess, THING_OPTIONS, type ThingFlags } from "./common.ts";
+
+export const messagesCommand: CommandSpec = {
+  name: "messages",
+  args: "<action> [...ids]",
+  description: "What arrived: `list` (--json, --follow, --all, --acked, --topic, --since, --limit), `ack ID...`, `delete ID...`",
+  options: [
+    ...THING_OPTIONS,
+    { flags: "--json", description: "list: one JSON object per line" },
+    { flags: "--follow", description: "list: keep printing messages as they arrive, until Ctrl-C" },
+    { flags: "--all", description: "list: acknowledged messages too" },
+    { flags: "--acked", description: "list: only acknowledged messages" },
+    { flags: "--topic <topic>", description: "list: only this topic" },
+    { flags: "--since <time>", description: "list: received at or after (ISO date or Unix seconds)" },
+    { flags: "--limit <n>", description: "list: at most N messages" },
+  ],
+  run([action, ...ids], options) {
+    if (action === "list") {
+      if (ids.length) throw new UsageError("messages list takes no ids");
+      return messagesList(options);
+    }
+    if (action === "ack") return messagesAck(options, ids);
+    if (action === "delete") return messagesDelete(options, ids);
+    throw new UsageError(`messages: unknown action ${JSON.stringify(action)} (list, ack, delete)`);
+  },
+};
+
+interface ListFlags extends ThingFlags {
+  json?: boolean;
+  follow?: boolean;
+  all?: boolean;
+  acked?: boolean;
+  topic?: string;
+  since?: string;
+  limit?: string;
+}
+
+const FOLLOW_POLL_MS = 250;
+
+/** The application's view of what arrived: unacknowledged messages unless told otherwise. */
+async function messagesList(flags: ListFlags): Promise<number> {
+  if (flags.all && flags.acked) throw new UsageError("--all and --acked do not go together");
+  const query: IngressQuery = {
+    state: flags.all ? "all" : flags.acked ? "acked" : "unacked",
+    topic: flags.topic === undefined ? undefined : String(flags.topic),
+    since: flags.since === undefined ? undefined : parseTime(String(flags.since), "--since")! * 1000,
+    limit: countFlag(flags.limit, "--limit"),
+  };
+  const access = await openAccess(flags);
+  try {
+    let lastId = 0;
+    const print = (rows: IngressMessage[]) => {
+      for (const row of rows) {
+        console.log(flags.json ? JSON.stringify(toJson(row)) : toLine(row));
+        lastId = row.id;
+      }
+    };
+    print(await access.listMessages(query));
+    if (!flags.follow) return ExitCode.OK;
+    let stop = false;
+    untilSignal().then(() => (stop = true));
+    while (!stop) {
+      await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
+      print(await access.listMessages({ ...query, afterId: lastId, limit: undefined }));
+    }
+    return ExitCode.OK;
+  } finally {
+    access.close();
+  }
+}
+
+function messagesAck(flags: ThingFlags, ids: string[]): Promise<number> {
+  return changeMessages(flags, ids, "acknowledged", (access, parsed) => access.ackMessages(parsed));
+}
+
+function messagesDelete(flags: ThingFlags, ids: string[]): Promise<number> {
+  return changeMessages(flags, ids, "deleted", (access, parsed) => access.deleteMessages(parsed));
+}
+
+async function changeMessages(
+  flags: ThingFlags,
+  ids: string[],
+  verb: string,
+  change: (access: ThingAccess, ids: number[]) => Promise<number[]>,
+): Promise<number> {
+  if (!ids.length) throw new UsageError("give at least one message id");
+  const parsed = ids.map((id) => {
+    if (!/^[1-9]\d*$/.test(id)) throw new UsageError(`not a message id: ${JSON.stringify(id)}`);
+    return Number(id);
+  });
+  const access = await openAccess(flags);
+  try {
+    const done = new Set(await change(access, parsed));
+    const missing = parsed.filter((id) => !done.has(id));
+    if (done.size) console.log(`${verb}: ${[...done].join(" ")}`);
+    if (missing.length) {
+      console.error(`messages: no message with id ${missing.join(", ")}`);
+      return ExitCode.DATA;
+    }
+    return ExitCode.OK;
+  } finally {
+    access.close();
+  }
+}
+
+function payloadText(row: IngressMessage): { payload?: string; payloadBase64?: string } {
+  return typeof row.payload === "string" ? { payload: row.payload } : { payloadBase64: Buffer.from(row.payload).toString("base64") };
+}
+
+function toJson(row: IngressMessage) {
+  return {
+    id: row.id,
+    topic: row.topic,
+    ...payloadText(row),
+    qos: row.qos,
+    retain: Boolean(row.retain),
+    receivedAt: isoOrAsIs(row.received_at),
+    ackedAt: row.acked_at === null ? null : isoOrAsIs(row.acked_at),
+  };
+}
+
+function toLine(row: IngressMessage): string {
+  const { payload, payloadBase64 } = payloadText(row);
+  const shown = payload ?? `base64:${payloadBase64}`;
+  return `${row.id}\t${isoOrAsIs(row.received_at)}\t${row.topic}\t${shown}${row.acked_at ? "\t(acked)" : ""}`;
+}

@@ -1,0 +1,120 @@
+/**
+ * `flashlex outbox list|retry|drop`: the egress outbox as the owner sees it. Works through the
+ * running serve (its control socket) or on the database file, like `messages`. The states are
+ * documented in src/thing/egress/outbox.ts.
+ */
+import { UsageError } from "../../shared/errors.ts";
+import { isoOrAsIs } from "../../shared/time.ts";
+import type { OutboxChange, OutboxEntry, OutboxState, ThingAccess } from "../../thing/local/access.ts";
+import type { CommandSpec } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { openAccessFromFlags as openAccess, THING_OPTIONS, type ThingFlags } from "./common.ts";
+
+export const outboxCommand: CommandSpec = {
+  name: "outbox",
+  args: "<action> [...ids]",
+  description: "Egress not yet delivered or refused: `list` (--state, --json), `retry ID...` (rejected → pending, due now), `drop ID...`",
+  options: [
+    ...THING_OPTIONS,
+    { flags: "--state <state>", description: "list: only pending, sent or rejected messages" },
+    { flags: "--json", description: "list: one JSON object per line" },
+  ],
+  run([action, ...ids], options) {
+    if (action === "list") {
+      if (ids.length) throw new UsageError("outbox list takes no ids");
+      return outboxList(options);
+    }
+    if (action === "retry") return outboxRetry(options, ids);
+    if (action === "drop") return outboxDrop(options, ids);
+    throw new UsageError(`outbox: unknown action ${JSON.stringify(action)} (list, retry, drop)`);
+  },
+};
+
+interface OutboxListFlags extends ThingFlags {
+  state?: string;
+  json?: boolean;
+}
+
+const STATES: readonly OutboxState[] = ["pending", "sent", "rejected"];
+
+async function outboxList(flags: OutboxListFlags): Promise<number> {
+  const state = flags.state === undefined ? undefined : String(flags.state);
+  if (state !== undefined && !STATES.includes(state as OutboxState))
+    throw new UsageError(`--state must be pending, sent or rejected, not ${JSON.stringify(state)}`);
+  const access = await openAccess(flags);
+  try {
+    for (const entry of await access.listOutbox(state as OutboxState | undefined)) console.log(flags.json ? JSON.stringify(toJson(entry)) : toLine(entry));
+    return ExitCode.OK;
+  } finally {
+    access.close();
+  }
+}
+
+/** rejected (or pending) → pending, due now; exit 65 when an id is unknown or already sent. */
+function outboxRetry(flags: ThingFlags, ids: string[]): Promise<number> {
+  return changeOutbox(flags, ids, "retried", (access, parsed) => access.retryOutbox(parsed));
+}
+
+/** Deletes entries in any state; exit 65 when an id is unknown. */
+function outboxDrop(flags: ThingFlags, ids: string[]): Promise<number> {
+  return changeOutbox(flags, ids, "dropped", (access, parsed) => access.dropOutbox(parsed));
+}
+
+async function changeOutbox(
+  flags: ThingFlags,
+  ids: string[],
+  verb: string,
+  change: (access: ThingAccess, ids: string[]) => Promise<OutboxChange>,
+): Promise<number> {
+  if (!ids.length) throw new UsageError("give at least one message id (see flashlex outbox list)");
+  const parsed = ids.map(String);
+  const empty = parsed.find((id) => !id.trim());
+  if (empty !== undefined) throw new UsageError(`not a message id: ${JSON.stringify(empty)}`);
+  const access = await openAccess(flags);
+  try {
+    const result = await change(access, parsed);
+    if (result.changed.length) console.log(`${verb}: ${result.changed.join(" ")}`);
+    if (result.sent.length) console.error(`outbox: already sent, left alone: ${result.sent.join(", ")}`);
+    if (result.missing.length) console.error(`outbox: no message with id ${result.missing.join(", ")}`);
+    return result.sent.length || result.missing.length ? ExitCode.DATA : ExitCode.OK;
+  } finally {
+    access.close();
+  }
+}
+
+/** A time column as ISO 8601; null stays null (not yet). */
+function iso(ms: unknown): string | null {
+  return ms === null || ms === undefined ? null : isoOrAsIs(ms);
+}
+
+function bodyText(entry: OutboxEntry): { body?: string; bodyBase64?: string } {
+  const raw: unknown = entry.body;
+  if (raw instanceof Uint8Array) return { bodyBase64: Buffer.from(raw).toString("base64") };
+  return { body: typeof raw === "string" ? raw : String(raw) };
+}
+
+function toJson(entry: OutboxEntry) {
+  return {
+    messageId: entry.message_id,
+    state: entry.state,
+    via: entry.via,
+    createdAt: iso(entry.created_at),
+    attempts: entry.attempts,
+    nextAttemptAt: entry.state === "pending" ? iso(entry.next_attempt_at) : null,
+    sentAt: iso(entry.sent_at),
+    lastError: entry.last_error,
+    responseStatus: entry.response_status,
+    ...bodyText(entry),
+  };
+}
+
+/** id, state, via, created, attempts, then when it goes next (pending), when it went (sent) or why not (rejected). */
+function toLine(entry: OutboxEntry): string {
+  const detail =
+    entry.state === "pending"
+      ? `next ${iso(entry.next_attempt_at)}${entry.last_error ? `\t${entry.last_error}` : ""}`
+      : entry.state === "sent"
+        ? `sent ${iso(entry.sent_at)}`
+        : `${entry.last_error ?? ""}`;
+  return [entry.message_id, entry.state, entry.via, iso(entry.created_at), `attempts ${entry.attempts}`, detail].join("\t");
+}

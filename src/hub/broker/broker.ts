@@ -1,0 +1,47 @@
+/**
+ * The broker seam of the hub. `hub serve` talks to an MQTT broker only through `HubBroker`, so the
+ * embedded aedes broker (the one-machine default) and an external cluster (Mosquitto, EMQX) are a
+ * configuration change, not a code change (DESIGN.md, "Scale path").
+ *
+ * Both enforce the topic rules of src/protocol/topics.ts (the embedded broker itself, an external
+ * one through the Mosquitto ACL the hub renders), and a thing's client id must equal its
+ * certificate's CN.
+ */
+
+/** The hub database answers these. */
+export interface ThingDirectory {
+  /** the thing's record if it exists and is not revoked, else undefined */
+  lookup(thingName: string): { id: string; name: string } | undefined;
+}
+
+export interface BrokerEvents {
+  /** a thing connected (for "last seen") */
+  onConnect?(thingName: string): void;
+  /**
+   * a thing published to flashlex/collect or flashlex/test; resolve before the PUBACK goes out
+   * (store first). Throwing = the message is not acknowledged
+   */
+  onThingPublish?(thing: { id: string; name: string } | undefined, topic: string, payload: Buffer): Promise<void>;
+}
+
+export interface HubBroker {
+  /** e.g. mqtts://127.0.0.1:8883 (for logs) */
+  readonly url: string;
+  /** publish to a thing's ingress (QoS 1), untracked (the bootstrap echo); resolves once the broker accepted it */
+  publish(topic: string, payload: string | Buffer): Promise<void>;
+  /**
+   * Publishes a stored ingress message (QoS 1) to `ingress/<thingName>`, with its id added
+   * (src/protocol/ingress.ts); resolves once the broker accepted it. With `tracksDelivery` the
+   * broker also sees it through to the thing's PUBACK.
+   */
+  sendIngress(thingName: string, message: { flmessagespk: string; payload: string }): Promise<void>;
+  /**
+   * true (embedded): store ingress as `pending`; the broker marks it delivered on the thing's
+   * PUBACK and resends it after a hub restart. false (external): the broker keeps the queue and
+   * the hub never sees the PUBACK, so delivery is `unknown`.
+   */
+  readonly tracksDelivery: boolean;
+  /** names of things connected now; undefined when the broker cannot tell (an external broker) */
+  connected(): string[] | undefined;
+  close(): Promise<void>;
+}

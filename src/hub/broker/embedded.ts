@@ -1,0 +1,344 @@
+/**
+ * The embedded broker: aedes behind a mutual-TLS listener, with the hub's topic rules built in.
+ *
+ * Who may connect is decided twice: TLS accepts only certificates issued by the hub CA, then
+ * `authenticate` requires client id = certificate CN and a thing the directory knows (not revoked).
+ * Everything else follows from the CN, never from what the client claims.
+ *
+ * PUBACK timing (checked in aedes 1.2, lib/handlers/publish.js): a PUBLISH runs
+ * `authorizePublish`, then for QoS 1 writes the PUBACK, and only after that calls
+ * `broker.publish` (which runs the `published` hook). So `published` is too late to "store
+ * before acknowledging": egress is stored inside `authorizePublish`, whose callback is what lets
+ * the PUBACK go out. test/integration/hub-broker.test.ts proves it with a slow store.
+ *
+ * Persistence: aedes' default in-memory persistence. A hub restart loses the broker's session
+ * state: subscriptions of persistent (clean: false) sessions, QoS 1 messages queued for things
+ * that were offline or not yet acknowledged (in-flight ingress), retained messages on pubsub
+ * topics, and wills. Egress is safe (it is stored before the PUBACK). Ingress is kept by the hub
+ * database instead: with `ingress` given, a message stays pending until the thing's PUBACK and
+ * is replayed when the thing subscribes again after a restart (src/hub/messages/ingress-delivery.ts).
+ * Reconnecting things re-subscribe on their own.
+ *
+ * The thing's PUBACK (checked in aedes 1.2, lib/handlers/puback.js): aedes removes the message
+ * from the client's outgoing queue and emits `ack` with the queued packet, a copy made by
+ * aedes-packet that keeps topic, payload, qos, messageId, brokerId and brokerCounter but no
+ * property of ours. For a clean session nothing was queued and the packet is undefined.
+ */
+
+import type { Duplex } from "node:stream";
+import tls from "node:tls";
+import { Aedes, type Client } from "aedes";
+import { ingressWirePayload } from "../../protocol/ingress.ts";
+import { ingressTopic, isHubTopic, mayPublish, maySubscribe } from "../../protocol/topics.ts";
+import type { Logger } from "../../shared/log.ts";
+import { IngressDelivery, type IngressLedger } from "../messages/ingress-delivery.ts";
+import type { BrokerEvents, HubBroker, ThingDirectory } from "./broker.ts";
+import { createSessionPersistence } from "./session-store.ts";
+
+export interface EmbeddedBrokerOptions {
+  host: string;
+  /** 0 = any free port */
+  port: number;
+  caPem: string;
+  certPem: string;
+  keyPem: string;
+  directory: ThingDirectory;
+  events: BrokerEvents;
+  log: Logger;
+  /** largest accepted PUBLISH payload; a bigger one disconnects the client. Default 256 KiB. */
+  maxPayloadBytes?: number;
+  /** the hub's record of pending ingress; absent: `sendIngress` is a plain publish, untracked */
+  ingress?: IngressLedger;
+}
+
+export interface EmbeddedBroker extends HubBroker {
+  readonly port: number;
+  /** Kicks a connected thing (after `hub thing revoke`); true if it was connected. */
+  disconnect(thingName: string): boolean;
+}
+
+type Thing = { id: string; name: string };
+
+const DEFAULT_MAX_PAYLOAD = 256 * 1024;
+/** Room for the fixed/variable header and a topic name above the payload limit. */
+const HEADER_ALLOWANCE = 1024;
+
+/** CONNACK return codes of MQTT 3.1.1 that aedes passes through from `authenticate`. */
+const IDENTIFIER_REJECTED = 2;
+const SERVER_UNAVAILABLE = 3;
+const NOT_AUTHORIZED = 5;
+
+function refusal(returnCode: number, message: string) {
+  return Object.assign(new Error(message), { returnCode });
+}
+
+/** The CN of a verified client certificate, or undefined (no certificate, not verified, several CNs). */
+export function peerCommonName(conn: unknown): string | undefined {
+  const socket = conn as tls.TLSSocket;
+  if (typeof socket.getPeerCertificate !== "function" || socket.authorized !== true) return undefined;
+  const cn = socket.getPeerCertificate()?.subject?.CN as unknown;
+  return typeof cn === "string" && cn.length > 0 ? cn : undefined;
+}
+
+export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
+  const { directory, events } = opts;
+  const log = opts.log.child({ component: "broker" });
+  const maxPayload = opts.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD;
+  // Which thing a connection authenticated as; set in `authenticate`, read by the authorizers.
+  const things = new WeakMap<Client, Thing>();
+
+  const lookup = (name: string): Thing | undefined => {
+    try {
+      return directory.lookup(name);
+    } catch (err) {
+      log.error("thing.lookup.failed", { thing: name, error: err });
+      return undefined;
+    }
+  };
+
+  // Created before the broker, which needs it; the broker's events feed it (trackIngress).
+  const delivery = opts.ingress ? new IngressDelivery({ ledger: opts.ingress, publish: (topic, payload) => publishQos1(topic, payload), log }) : undefined;
+
+  const broker = await Aedes.createBroker({
+    persistence: createSessionPersistence((clientId, messageId) =>
+      log.debug("mqtt.resend_acknowledged", { thing: clientId, packetId: messageId, note: "already acknowledged; sent again, stored once by the thing" }),
+    ),
+    preConnect(client, packet, done) {
+      // Before aedes restores the session: stop handing this thing new messages until it has
+      // resent what the session holds (IngressDelivery). Only for the certificate's own name.
+      const name = packet.clientId;
+      if (!delivery || !name || peerCommonName(client.conn) !== name) return done(null, true);
+      delivery.sessionConnecting(name).then(() => done(null, true));
+    },
+    authenticate(client, _username, _password, done) {
+      const cn = peerCommonName(client.conn);
+      if (!cn) {
+        log.warn("mqtt.connect.refused", { clientId: client.id, reason: "no verified certificate CN" });
+        return done(refusal(NOT_AUTHORIZED, "not authorized"), false);
+      }
+      if (client.id !== cn) {
+        // A thing may only ever be itself: the client id names the session it can take over.
+        log.warn("mqtt.connect.refused", { clientId: client.id, cn, reason: "client id is not the certificate CN" });
+        return done(refusal(IDENTIFIER_REJECTED, "client id must equal the certificate CN"), false);
+      }
+      let thing: Thing | undefined;
+      try {
+        thing = directory.lookup(cn);
+      } catch (err) {
+        log.error("mqtt.connect.refused", { thing: cn, reason: "directory lookup failed", error: err });
+        return done(refusal(SERVER_UNAVAILABLE, "server unavailable"), false);
+      }
+      if (!thing) {
+        log.warn("mqtt.connect.refused", { thing: cn, reason: "unknown or revoked thing" });
+        return done(refusal(NOT_AUTHORIZED, "not authorized"), false);
+      }
+      things.set(client, thing);
+      done(null, true);
+    },
+
+    authorizeSubscribe(client, sub, done) {
+      const thing = things.get(client);
+      if (!thing || !maySubscribe(thing.name, sub.topic)) {
+        log.warn("mqtt.subscribe.refused", { thing: thing?.name ?? client.id, topic: sub.topic });
+        return done(null, null); // SUBACK 128 for this topic; the session stays up
+      }
+      done(null, sub);
+    },
+
+    authorizePublish(client, packet, done) {
+      // client is null only for a will left over from another broker instance: nobody to vouch for it.
+      const thing = client ? things.get(client) : undefined;
+      const topic = packet.topic;
+      if (!client || !thing || !mayPublish(thing.name, topic)) {
+        // MQTT 3.1.1 has no negative PUBACK: refusing one publish means dropping the connection.
+        log.warn("mqtt.publish.refused", { thing: thing?.name ?? client?.id, topic, reason: "topic not allowed" });
+        return done(new Error(`publish to ${topic} not allowed`));
+      }
+      const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload ?? "");
+      if (payload.length > maxPayload) {
+        log.warn("mqtt.publish.refused", { thing: thing.name, topic, bytes: payload.length, reason: "payload too large" });
+        return done(new Error("payload too large"));
+      }
+      // Re-checked on every publish so a revocation takes effect even before `disconnect` is called.
+      const current = lookup(thing.name);
+      if (!current) {
+        log.warn("mqtt.publish.refused", { thing: thing.name, topic, reason: "unknown or revoked thing" });
+        return done(new Error("thing revoked"));
+      }
+      if (!isHubTopic(topic)) return done(null);
+
+      // Hub topics are the hub's inbox, not a channel to other clients: never keep them retained.
+      packet.retain = false;
+      if (!events.onThingPublish) return done(null);
+      // The PUBACK (QoS 1) is written only after this callback: the message is stored first.
+      events.onThingPublish(current, topic, payload).then(
+        () => done(null),
+        (err) => {
+          log.error("mqtt.publish.store.failed", { thing: thing.name, topic, error: err });
+          done(err instanceof Error ? err : new Error(String(err)));
+        },
+      );
+    },
+
+    authorizeForward(client, packet) {
+      // A clean session's PUBACKs name no packet aedes kept: note what it was sent, in order.
+      // aedes downgrades to the subscription's QoS right after this hook, from the same
+      // (untyped) `client.subscriptions`; the clean-session test in hub-ingress.test.ts pins it.
+      if (delivery && client.clean && packet.qos > 0 && (subscriptionsOf(client)[packet.topic]?.qos ?? 0) > 0) {
+        delivery.forwardedToClean(client.id, packet.topic, packet.payload);
+      }
+      return packet;
+    },
+  });
+
+  // "client" fires once authenticated and registered, just before the CONNACK is written.
+  broker.on("client", (client: Client) => {
+    log.info("mqtt.connected", { thing: client.id });
+    try {
+      events.onConnect?.(client.id);
+    } catch (err) {
+      log.error("mqtt.on_connect.failed", { thing: client.id, error: err });
+    }
+  });
+  broker.on("clientDisconnect", (client: Client) => log.info("mqtt.disconnected", { thing: client.id }));
+  broker.on("clientError", (client: Client, err: Error) => log.debug("mqtt.client.error", { thing: client.id, error: err }));
+
+  const publishQos1 = (topic: string, payload: string | Buffer) =>
+    new Promise<void>((resolve, reject) => {
+      broker.publish(
+        { cmd: "publish", topic, payload: typeof payload === "string" ? Buffer.from(payload) : payload, qos: 1, retain: false, dup: false },
+        (err) => (err ? reject(err) : resolve()),
+      );
+    });
+  if (delivery) trackIngress(broker, delivery);
+
+  const sockets = new Set<tls.TLSSocket>();
+  const server = tls.createServer(
+    {
+      requestCert: true,
+      rejectUnauthorized: true,
+      ca: opts.caPem,
+      cert: opts.certPem,
+      key: opts.keyPem,
+      minVersion: "TLSv1.2",
+      handshakeTimeout: 10_000,
+    },
+    (socket) => {
+      sockets.add(socket);
+      socket.on("close", () => sockets.delete(socket));
+      limitPacketSize(broker.handle(socket as Duplex), maxPayload + HEADER_ALLOWANCE);
+    },
+  );
+  // Wrong CA, no certificate, expired: the handshake fails and aedes never sees the socket.
+  server.on("tlsClientError", (err, socket) => log.info("mqtt.tls.refused", { remote: socket?.remoteAddress, error: err.message }));
+
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(opts.port, opts.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  server.on("error", (err) => log.error("mqtt.server.error", { error: err }));
+  const address = server.address();
+  const port = typeof address === "object" && address ? address.port : opts.port;
+  const hostForUrl = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
+  const url = `mqtts://${hostForUrl}:${port}`;
+  log.info("mqtt.listening", { url });
+
+  const clients = () => (broker as unknown as { clients: Record<string, Client> }).clients;
+  let closing: Promise<void> | undefined;
+
+  return {
+    url,
+    port,
+    tracksDelivery: delivery !== undefined,
+    publish: publishQos1,
+    sendIngress(thingName, message) {
+      return delivery ? delivery.send(thingName, message) : publishQos1(ingressTopic(thingName), ingressWirePayload(message.payload, message.flmessagespk));
+    },
+    connected() {
+      // Registered clients have passed `authenticate`; `connected` flips only after the CONNACK is flushed.
+      return Object.values(clients())
+        .filter((c) => !c.closed)
+        .map((c) => c.id)
+        .sort();
+    },
+    disconnect(thingName) {
+      const client = clients()[thingName];
+      if (!client) return false;
+      log.info("mqtt.kicked", { thing: thingName });
+      client.close();
+      return true;
+    },
+    close() {
+      closing ??= (async () => {
+        const serverClosed = new Promise<void>((resolve) => server.close(() => resolve()));
+        await new Promise<void>((resolve) => broker.close(() => resolve()));
+        // Connections still in the TLS handshake or before CONNECT are not aedes clients yet.
+        for (const socket of sockets) socket.destroy();
+        await serverClosed;
+        log.info("mqtt.closed", { url });
+      })();
+      return closing;
+    },
+  };
+}
+
+/**
+ * Tells `delivery` what happens to each thing's session. The client id is the thing's name
+ * (`authenticate` enforces it), so it names the ingress topic too.
+ */
+function trackIngress(broker: Aedes, delivery: IngressDelivery) {
+  // `preConnect` stopped hand-overs for the thing; "client" is emitted once the client is
+  // registered, before aedes empties (clean) or resends (persistent) its queue, and
+  // "clientReady" once that is done (lib/handlers/connect.js).
+  broker.on("client", (client: Client) => {
+    if (client.clean) delivery.sessionDiscarded(client.id);
+  });
+  broker.on("clientReady", (client: Client) => delivery.sessionReady(client.id));
+  broker.on("clientDisconnect", (client: Client) => delivery.connectionClosed(client.id));
+  // A connection refused after `preConnect` (revoked, not authorized) ends here.
+  broker.on("clientError", (client: Client) => client.id && !client.connected && delivery.sessionReady(client.id));
+  // Emitted after the subscription is stored and live, so a replay from here is queued in it.
+  // Refused topics come with qos 128; a QoS 0 subscription gets no PUBACKs to track.
+  broker.on("subscribe", (subs: { topic: string; qos: number }[], client: Client) => {
+    const ingress = subs.find((s) => s.topic === ingressTopic(client.id));
+    if (ingress && (ingress.qos === 1 || ingress.qos === 2)) delivery.sessionSubscribed(client.id, client.clean);
+  });
+  broker.on("unsubscribe", (topics: string[], client: Client) => {
+    if (topics.includes(ingressTopic(client.id))) delivery.sessionUnsubscribed(client.id);
+  });
+  broker.on("ack", (packet: { cmd?: string; topic?: string; payload?: Buffer | string } | undefined, client: Client) => {
+    if (!client) return;
+    if (client.clean) return delivery.cleanAcknowledged(client.id);
+    if (packet?.cmd !== "publish" || packet.topic !== ingressTopic(client.id)) return;
+    delivery.acknowledged(client.id, packet.payload ?? "");
+  });
+}
+
+/** The client's subscriptions by topic filter, as aedes keeps them (lib/client.js). */
+function subscriptionsOf(client: Client): Record<string, { qos: number } | undefined> {
+  return (client as Client & { subscriptions?: Record<string, { qos: number }> }).subscriptions ?? {};
+}
+
+/**
+ * aedes has no packet size limit: its parser (mqtt-packet) buffers a whole packet, up to the
+ * protocol's 256 MB, before any hook sees it. We stop a connection as soon as a packet header
+ * announces more than `limit` bytes. This touches aedes internals (`client._parser`); if they
+ * change, the guard is skipped and the payload check in `authorizePublish` still applies.
+ */
+function limitPacketSize(client: Client, limit: number) {
+  type Parser = { _parseLength?: () => boolean; _emitError?: (err: Error) => void; packet: { length: number } };
+  const parser = (client as unknown as { _parser?: Parser })._parser;
+  const parseLength = parser?._parseLength;
+  if (!parser || typeof parseLength !== "function" || typeof parser._emitError !== "function") return;
+  parser._parseLength = function (this: Parser) {
+    const ok = parseLength.call(this);
+    if (ok && this.packet.length > limit) {
+      this._emitError!(new Error(`packet of ${this.packet.length} bytes exceeds the limit of ${limit}`));
+      return false;
+    }
+    return ok;
+  };
+}

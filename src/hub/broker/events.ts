@@ -1,0 +1,155 @@
+import { parseCollectEnvelope } from "../../protocol/collect-envelope.ts";
+import { maxEnvelopeBytes } from "../../protocol/limits.ts";
+import { parseTestMessage, testEcho } from "../../protocol/test-message.ts";
+import { COLLECT_TOPIC, ingressTopic, TEST_TOPIC } from "../../protocol/topics.ts";
+import { InputError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import { CollectAuthError, type Collector, MessageIdConflict } from "../messages/collect.ts";
+import { fromStore, type HubStore, StoreFailure, type ThingRecord } from "../store/hub-store.ts";
+import type { BrokerEvents, ThingDirectory } from "./broker.ts";
+
+/**
+ * What the hub does with MQTT traffic from things. `publisher` is the thing the embedded broker
+ * authenticated by certificate; behind an external broker it is undefined, and the JWT in the
+ * collect envelope is all the hub has, which is why the envelope carries one.
+ *
+ * The rule for the PUBACK (the README's "acknowledge and drop"): only a failure of the database
+ * (a StoreFailure) rejects, so the broker does not acknowledge and the thing sends again. Anything
+ * about the message itself (not UTF-8, not JSON, nested too deep, too large, not an envelope, a
+ * token that cannot be verified for whatever reason, another thing's id, an unknown or revoked
+ * thing), and anything unexpected while handling it, is logged once at WARN and the message is
+ * acknowledged and dropped: a retry would fail the same way, and an MQTT 3.1.1 refusal would
+ * mean dropping the connection, which the thing answers by sending the same message forever.
+ */
+export interface BrokerEventDeps {
+  store: HubStore;
+  collector: Collector;
+  log: Logger;
+  /** the API's payload limit; an envelope may be larger by the token and ids (maxEnvelopeBytes) */
+  payloadLimitBytes: number;
+  /** publishes to a thing's ingress topic (the bootstrap echo); absent: no echo */
+  publish?: (topic: string, payload: string) => Promise<void>;
+  now?: () => number;
+}
+
+type Publisher = { id: string; name: string } | undefined;
+
+/** A message dropped for what it is; `reason` goes to the WARN line. */
+class Dropped extends Error {
+  constructor(
+    readonly event: string,
+    readonly reason: string,
+    readonly fields: Record<string, unknown> = {},
+  ) {
+    super(reason);
+  }
+}
+
+export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { handleThingPublish: NonNullable<BrokerEvents["onThingPublish"]> } {
+  const now = deps.now ?? Date.now;
+  const log = deps.log;
+  const maxBytes = maxEnvelopeBytes(deps.payloadLimitBytes);
+
+  /** Runs a protocol parser; what it refuses is dropped under `event`. */
+  function parsed<T>(event: string, parse: () => T): T {
+    try {
+      return parse();
+    } catch (err) {
+      if (err instanceof InputError) throw new Dropped(event, err.message);
+      throw err;
+    }
+  }
+
+  async function collect(publisher: Publisher, payload: Buffer): Promise<void> {
+    const envelope = parsed("hub.collect_dropped", () => parseCollectEnvelope(payload, deps.payloadLimitBytes));
+    // The embedded broker knows who published: a thing may not collect in another's name.
+    if (publisher && publisher.id !== envelope.thingId) throw new Dropped("hub.collect_dropped", "thingId is not the publisher's");
+    let thing: ThingRecord;
+    try {
+      thing = await deps.collector.authenticate(envelope.thingId, envelope.token);
+    } catch (err) {
+      if (err instanceof StoreFailure) throw err;
+      // A CollectAuthError, or whatever else the verifier threw: the token cannot be verified.
+      const reason = err instanceof CollectAuthError ? err.reason : `the token could not be verified (${(err as Error)?.message ?? String(err)})`;
+      throw new Dropped("hub.collect_refused", reason, { thing_id: envelope.thingId });
+    }
+    try {
+      const result = await deps.collector.store(thing, envelope.messageId, JSON.stringify(envelope.payload));
+      log.info("hub.collect", { via: "mqtt", thing: thing.name, message: result.message.flmessagespk, repeat: result.inserted ? undefined : true });
+    } catch (err) {
+      if (err instanceof MessageIdConflict) throw new Dropped("hub.collect_dropped", err.message, { thing: thing.name, message: envelope.messageId });
+      throw err;
+    }
+  }
+
+  async function test(publisher: Publisher, payload: Buffer): Promise<void> {
+    const body = parsed("hub.test_dropped", () => parseTestMessage(payload, deps.payloadLimitBytes));
+    // With an external broker nobody vouches for the publisher; the id and name must at least agree.
+    const thing = await fromStore(() => deps.store.getThing(body.thingId));
+    const matches = thing && thing.revokedAt === null && thing.name === body.thingName && (!publisher || publisher.id === thing.id);
+    if (!thing || !matches) throw new Dropped("hub.test_dropped", "thingId and thingName do not name the publishing thing", { thing_id: body.thingId });
+    const first = thing.verifiedAt === null;
+    await fromStore(() => deps.store.markVerified(thing.id, now()));
+    log.info(first ? "hub.thing_verified" : "hub.test", { thing: thing.name, sequence: body.sequence as number | undefined });
+    // `flashlex bootstrap` proves ingress by waiting for its test message, recognised by the
+    // nonce it carries, to come back on its ingress topic. The `test` thread of `serve` sends no
+    // nonce and gets no echo, so it does not fill the thing's store. Echoes are not stored here:
+    // they are a handshake, not a message the owner sent. Not awaited: the thing's PUBACK must
+    // not wait on a publish to its own session.
+    if (typeof body.nonce === "string" && deps.publish) {
+      deps.publish(ingressTopic(thing.name), testEcho(body)).then(
+        () => log.info("hub.test_echoed", { thing: thing.name }),
+        (err) => log.warn("hub.test_echo_failed", { thing: thing.name, error: err }),
+      );
+    }
+  }
+
+  async function dispatch(publisher: Publisher, topic: string, payload: Buffer): Promise<void> {
+    if (payload.length > maxBytes) {
+      throw new Dropped("hub.publish_dropped", `the payload is ${payload.length} bytes, over the ${maxBytes}-byte limit`, { topic });
+    }
+    if (topic === COLLECT_TOPIC) return collect(publisher, payload);
+    if (topic === TEST_TOPIC) return test(publisher, payload);
+    if (publisher) await fromStore(() => deps.store.markSeen(publisher.id, now()));
+  }
+
+  /**
+   * Resolves when the message is stored or dropped (acknowledge it); rejects with StoreFailure
+   * only (do not acknowledge).
+   */
+  const handleThingPublish = async (publisher: Publisher, topic: string, payload: Buffer): Promise<void> => {
+    try {
+      await dispatch(publisher, topic, payload);
+    } catch (err) {
+      if (err instanceof StoreFailure) throw err;
+      if (err instanceof Dropped) {
+        log.warn(err.event, { via: "mqtt", thing: publisher?.name, ...err.fields, reason: err.reason });
+        return;
+      }
+      log.warn("hub.publish_dropped", { via: "mqtt", thing: publisher?.name, topic, reason: "the message could not be handled", error: err });
+    }
+  };
+
+  return {
+    handleThingPublish,
+    onThingPublish: handleThingPublish,
+    onConnect(thingName: string) {
+      // "Last seen" is best effort: a failed write here must not disturb the connection.
+      void (async () => {
+        const thing = await deps.store.getThingByName(thingName);
+        if (thing) await deps.store.markSeen(thing.id, now());
+        log.info("hub.thing_connected", { thing: thingName });
+      })().catch((err) => log.warn("hub.last_seen_failed", { thing: thingName, error: err }));
+    },
+  };
+}
+
+/** The broker's view of the database: a thing may connect while it exists and is not revoked. */
+export function createThingDirectory(lookup: (name: string) => { id: string; name: string; revokedAt: number | null } | undefined): ThingDirectory {
+  return {
+    lookup(name) {
+      const thing = lookup(name);
+      return thing && thing.revokedAt === null ? { id: thing.id, name: thing.name } : undefined;
+    },
+  };
+}

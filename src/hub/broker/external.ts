@@ -1,0 +1,145 @@
+/**
+ * The hub as a client of an external broker (Mosquitto, EMQX) — the scale path. The broker
+ * enforces the topic rules (see mosquitto-config.ts); the hub only reads the hub topics and
+ * publishes ingress.
+ *
+ * The broker does not tell a subscriber who published a message, so `onThingPublish` gets
+ * `undefined` as the thing: the egress handler authenticates the payload itself (the MQTT egress
+ * envelope carries the thing's JWT).
+ *
+ * Session: clean = false under the fixed client id `flashlex-hub`, so the broker queues hub-topic
+ * messages while the hub is down or restarting and delivers them when it is back (Mosquitto keeps
+ * up to `max_queued_messages`, 1000 by default, per offline session).
+ *
+ * Ingress: queueing it for an offline thing, across broker restarts, is the broker's job
+ * (Mosquitto with `persistence true`). The hub is not the subscriber, so it never sees the
+ * thing's PUBACK: ingress sent this way is stored with delivery `unknown`.
+ */
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { ingressWirePayload } from "../../protocol/ingress.ts";
+import { HUB_TOPICS, ingressTopic } from "../../protocol/topics.ts";
+import { ConfigError, FlashlexError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import { HUB_CLIENT_NAME } from "../home/home.ts";
+import type { BrokerEvents, HubBroker, ThingDirectory } from "./broker.ts";
+
+export interface ExternalBrokerOptions {
+  /** mqtts://host:port (port defaults to 8883); TLS is never optional */
+  url: string;
+  caPem: string;
+  /** the hub's own client certificate and key, CN "flashlex-hub" */
+  certPem: string;
+  keyPem: string;
+  events: BrokerEvents;
+  /** unused here (the broker authenticates things), kept so both brokers take the same inputs */
+  directory: ThingDirectory;
+  log: Logger;
+  /** how long the first connection may take before we give up; default 30 s */
+  connectTimeoutMs?: number;
+}
+
+export function parseBrokerUrl(url: string): { host: string; port: number } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    throw new ConfigError(`broker URL is not a URL: ${url}`);
+  }
+  if (parsed.protocol !== "mqtts:") throw new ConfigError(`broker URL must use mqtts:// (TLS), got ${url}`);
+  const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
+  if (!host) throw new ConfigError(`broker URL has no host: ${url}`);
+  return { host, port: parsed.port ? Number(parsed.port) : 8883 };
+}
+
+export async function connectExternalBroker(opts: ExternalBrokerOptions): Promise<HubBroker> {
+  const log = opts.log.child({ component: "broker" });
+  const { host, port } = parseBrokerUrl(opts.url);
+  const options: IClientOptions = {
+    // {protocol, host, port} rather than a URL string: a URL prints DEP0169 in a compiled binary.
+    protocol: "mqtts",
+    host,
+    port,
+    ca: opts.caPem,
+    cert: opts.certPem,
+    key: opts.keyPem,
+    rejectUnauthorized: true,
+    clientId: HUB_CLIENT_NAME,
+    clean: false,
+    protocolVersion: 4,
+    keepalive: 30,
+    reconnectPeriod: 2_000,
+    connectTimeout: 15_000,
+    resubscribe: true,
+  };
+  const client: MqttClient = mqtt.connect(options);
+  // Settled by the first connect + SUBACK (or the first error): whether the broker is usable at all.
+  const subscribed = Promise.withResolvers<void>();
+  let ready = false;
+
+  // Set on the client, not in the options (there it is silently ignored). MQTT.js sends the
+  // PUBACK only after done() and handles one packet at a time.
+  client.handleMessage = (packet, done) => {
+    const topic = packet.topic;
+    const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+    const store = opts.events.onThingPublish?.(undefined, topic, payload) ?? Promise.resolve();
+    store.then(
+      () => done(),
+      (err) => {
+        // No PUBACK. MQTT.js would just move on, and the broker only redelivers an unacknowledged
+        // message on a new connection of the same session: so drop the connection.
+        log.error("mqtt.store.failed", { topic, error: err });
+        done(err instanceof Error ? err : new Error(String(err)));
+        client.stream?.destroy();
+      },
+    );
+  };
+
+  client.on("connect", (connack) => {
+    log.info("mqtt.connected", { url: opts.url, sessionPresent: connack.sessionPresent });
+    // With a resumed session the broker still has the subscriptions; subscribing again is harmless
+    // and repairs a session the broker lost.
+    client.subscribe([...HUB_TOPICS], { qos: 1 }, (err, granted) => {
+      const refused = granted?.filter((g) => g.qos === 128).map((g) => g.topic) ?? [];
+      if (err || refused.length) {
+        log.error("mqtt.subscribe.failed", { error: err, refused: refused.join(",") || undefined });
+        subscribed.reject(err ?? new FlashlexError(`broker refused subscription to ${refused.join(", ")}`, "permission"));
+      } else {
+        subscribed.resolve();
+      }
+    });
+  });
+  client.on("reconnect", () => log.info("mqtt.reconnecting", { url: opts.url }));
+  client.on("offline", () => log.warn("mqtt.offline", { url: opts.url }));
+  client.on("error", (err) => {
+    log.warn("mqtt.error", { url: opts.url, error: err });
+    if (!ready) subscribed.reject(err);
+  });
+
+  const timeoutMs = opts.connectTimeoutMs ?? 30_000;
+  const timer = setTimeout(() => subscribed.reject(new FlashlexError(`broker ${opts.url} not reachable within ${timeoutMs} ms`, "unavailable")), timeoutMs);
+  try {
+    await subscribed.promise;
+    ready = true;
+  } catch (err) {
+    await client.endAsync(true).catch(() => {});
+    throw err instanceof FlashlexError ? err : new FlashlexError(`cannot use broker ${opts.url}: ${(err as Error).message}`, "unavailable");
+  } finally {
+    clearTimeout(timer);
+  }
+
+  const publish = async (topic: string, payload: string | Buffer) => {
+    // Fail now rather than wait for a reconnect that may never come: the caller reports it.
+    if (!client.connected) throw new FlashlexError(`broker ${opts.url} is not connected`, "unavailable");
+    await client.publishAsync(topic, payload, { qos: 1, retain: false });
+  };
+  return {
+    url: opts.url,
+    tracksDelivery: false,
+    publish,
+    sendIngress: (thingName, message) => publish(ingressTopic(thingName), ingressWirePayload(message.payload, message.flmessagespk)),
+    connected: () => undefined,
+    async close() {
+      await client.endAsync();
+    },
+  };
+}

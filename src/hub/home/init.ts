@@ -1,0 +1,155 @@
+/**
+ * `hub init`: a new hub home, made whole or not at all.
+ */
+import { randomUUID } from "node:crypto";
+import { chmodSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { isIP } from "node:net";
+import { hostname } from "node:os";
+import { basename, dirname, join, resolve } from "node:path";
+import { stringify } from "yaml";
+import { generateRsaKeyPair } from "../../crypto/keys.ts";
+import { createCertificateAuthority, issueServerCertificate, issueThingCertificate } from "../../crypto/x509.ts";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
+import { ConfigError, UsageError } from "../../shared/errors.ts";
+import { createFile } from "../../shared/files.ts";
+import { openHubStore } from "../store/hub-store.ts";
+import { HUB_CLIENT_NAME, type HubHome, hubPaths } from "./home.ts";
+import { DNS_NAME, type HubSettings, type HubYaml, HubYamlSchema } from "./settings.ts";
+import { hashToken, newAccessToken } from "./tokens.ts";
+
+export interface InitHubOptions {
+  dir: string;
+  /** DNS names and IP addresses for the broker certificate; default localhost, 127.0.0.1, hostname */
+  names?: string[];
+  /** the API URL things use; default http://127.0.0.1:8080 */
+  apiUrl?: string;
+  /** the broker host things use; default the first of `names`, else localhost */
+  brokerHost?: string;
+  brokerPort?: number;
+  env?: string;
+  /** the owner id; default a new UUID */
+  ownerId?: string;
+  now?: () => number;
+}
+
+export interface InitHubResult {
+  home: HubHome;
+  /** the operator API token, shown to the operator once; only its hash is stored */
+  token: string;
+}
+
+const LOOPBACK = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
+
+/**
+ * Creates a hub home. It is built in a sibling temporary directory and renamed into place at
+ * the end, so a failure half way (a bad name, a full disk) leaves nothing a later `init` or
+ * `serve` would trip over.
+ */
+export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
+  const target = resolve(options.dir);
+  if (existsSync(target) && readdirSync(target).length > 0) {
+    const what = existsSync(join(target, "hub.yml")) ? "a hub already exists there" : "the directory is not empty";
+    throw new ConfigError(`${target}: ${what}; refusing to overwrite it (choose another --dir)`);
+  }
+  const settings = initialSettings(options);
+  mkdirSync(dirname(target), { recursive: true });
+  const staging = join(dirname(target), `.${basename(target)}.init-${process.pid}`);
+  rmSync(staging, { recursive: true, force: true });
+  mkdirSync(staging, { mode: 0o700 });
+  try {
+    const paths = hubPaths(staging);
+    mkdirSync(paths.dists, { mode: 0o700 });
+    const ca = await createCertificateAuthority({ commonName: `FlashLex hub CA ${settings.ownerId.slice(0, 8)}` });
+    createFile(paths.caKey, ca.keyPem, 0o600);
+    createFile(paths.caCert, ca.certPem, 0o644);
+
+    const names = settings.broker.names;
+    const server = await issueServerCertificate(ca, {
+      commonName: settings.broker.host,
+      dnsNames: names.filter((n) => !isIP(n)),
+      ipAddresses: names.filter((n) => isIP(n)),
+    });
+    createFile(paths.brokerKey, server.keyPem, 0o600);
+    createFile(paths.brokerCert, server.certPem, 0o644);
+
+    const client = generateRsaKeyPair();
+    createFile(paths.clientKey, client.privateKeyPem, 0o600);
+    createFile(paths.clientCert, await issueThingCertificate(ca, { thingName: HUB_CLIENT_NAME, publicKeyPem: client.publicKeyPem }), 0o644);
+
+    createFile(paths.config, renderHubYaml(settings), 0o644);
+
+    const token = newAccessToken();
+    const store = openHubStore(paths.database);
+    try {
+      await store.addToken(hashToken(token), "operator", (options.now ?? Date.now)(), null);
+    } finally {
+      await store.close();
+    }
+    // rename(2) replaces an empty directory, so an empty --dir made by the operator is fine.
+    renameSync(staging, target);
+    chmodSync(target, 0o700);
+    return { home: { paths: hubPaths(target), settings }, token };
+  } catch (err) {
+    rmSync(staging, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+function initialSettings(o: InitHubOptions): HubSettings {
+  const userNames = (o.names ?? []).map((n) => n.trim()).filter(Boolean);
+  // The machine's hostname joins the defaults only when it is a valid DNS name (containers and
+  // some boards have odd ones), since a bad SAN would make the whole certificate fail.
+  const host = hostname();
+  const defaults = ["localhost", "127.0.0.1", ...(DNS_NAME.test(host) ? [host] : [])];
+  const names = userNames.length > 0 ? userNames : defaults;
+  for (const name of names) {
+    if (!isIP(name) && !DNS_NAME.test(name)) throw new UsageError(`--name: not a DNS name or IP address: ${JSON.stringify(name)}`);
+  }
+  const brokerHost = o.brokerHost ?? userNames[0] ?? "localhost";
+  // Things verify the broker's name: the host they are told must be in the certificate.
+  if (!names.some((n) => n.toLowerCase() === brokerHost.toLowerCase())) names.unshift(brokerHost);
+  const publicUrl = o.apiUrl ?? "http://127.0.0.1:8080";
+  let url: URL;
+  try {
+    url = new URL(publicUrl);
+  } catch {
+    throw new UsageError(`--api-url: not a URL: ${publicUrl}`);
+  }
+  const https = url.protocol === "https:";
+  const candidate = {
+    hub: {
+      ownerId: o.ownerId ?? randomUUID(),
+      env: o.env ?? "dev",
+      api: {
+        // A loopback public URL means things run on this machine: do not listen further out.
+        host: LOOPBACK.has(url.hostname) ? "127.0.0.1" : "0.0.0.0",
+        port: url.port ? Number(url.port) : 8080,
+        publicUrl: publicUrl.replace(/\/+$/, ""),
+        tls: https,
+        payloadLimitBytes: DEFAULT_PAYLOAD_LIMIT_BYTES,
+      },
+      broker: {
+        host: brokerHost,
+        port: o.brokerPort ?? 8883,
+        listenHost: "0.0.0.0",
+        names: [...new Set(names)],
+      },
+    },
+  };
+  const parsed = HubYamlSchema.safeParse(candidate);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    throw new UsageError(`hub init: ${issue.path.slice(1).join(".")}: ${issue.message}`);
+  }
+  return parsed.data.hub;
+}
+
+export function renderHubYaml(settings: HubSettings): string {
+  const doc: HubYaml = { hub: settings };
+  return [
+    "# FlashLex hub settings, written by `flashlex hub init`. Restart `flashlex hub serve` after an edit.",
+    "# api.host/port and broker.listenHost/listenPort are where the hub listens; api.publicUrl and",
+    "# broker.host/port are what new distributions tell things to use.",
+    stringify(doc),
+  ].join("\n");
+}

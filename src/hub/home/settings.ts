@@ -1,0 +1,107 @@
+import { readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { parse, parseDocument } from "yaml";
+import { z } from "zod";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
+import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { parseYamlFile, validate } from "../../shared/yaml.ts";
+
+/**
+ * `hub.yml`: the hub's own settings, written by `hub init` and read by every hub command. One
+ * declared schema, so a hand edit that breaks it fails with the file and the key path.
+ *
+ * Two kinds of address live here and are kept apart on purpose: where the hub *listens*
+ * (`api.host/port`, `broker.listenHost/listenPort`) and what things are *told* to use
+ * (`api.publicUrl`, `broker.host/port`, written into every distribution's config.yml). Behind NAT
+ * or a proxy they differ.
+ */
+const port = z.int().min(1).max(65535);
+
+/** A DNS name as certificates carry it (RFC 1123 labels). */
+export const DNS_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
+
+/**
+ * What can be written into a distribution's config.yml as a plain YAML scalar, unquoted (the
+ * template's rule, src/hub/things/distribution.ts): checked here, so a value that cannot go there is
+ * refused by `hub init` (64) or when hub.yml is read (78), never when a thing is created.
+ */
+export const PLAIN_YAML_VALUE = /^[A-Za-z0-9][A-Za-z0-9._~:/@%+=[\]-]*$/;
+
+/** True when `value` can be written unquoted into YAML and reads back as the same string (not 0, true, null...). */
+export function isPlainYamlString(value: string): boolean {
+  if (!PLAIN_YAML_VALUE.test(value)) return false;
+  try {
+    return parse(value) === value;
+  } catch {
+    return false;
+  }
+}
+
+const YAML_WORDS = "it goes unquoted into every distribution's config.yml, where YAML must read it back as text";
+
+const brokerHost = z
+  .string()
+  .min(1)
+  .refine((h) => isIP(h) !== 0 || DNS_NAME.test(h), "must be a DNS name or an IP address")
+  .refine(isPlainYamlString, `must not look like a number or a YAML word, nor start with ':' (${YAML_WORDS})`);
+
+export const HubYamlSchema = z.object({
+  hub: z.object({
+    /** the owner (account) id; its first 8 hex digits prefix every thing name, as in the guide */
+    ownerId: z.uuid(),
+    /** the `{env}` path segment of the API, and `flashlex.app.api.env` in distributions */
+    env: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]+$/, "letters, digits, - and _ only")
+      .refine(isPlainYamlString, `must not look like a number or a YAML word (${YAML_WORDS})`)
+      .default("dev"),
+    api: z.object({
+      host: z.string().min(1).default("127.0.0.1"),
+      port: port.default(8080),
+      /** what things put in `flashlex.app.api.endpoint` */
+      publicUrl: z.url({ protocol: /^https?$/ }).refine(isPlainYamlString, `must be a URL without spaces, quotes or '#' (${YAML_WORDS})`),
+      /** serve HTTPS with the broker certificate (set false when a proxy terminates TLS) */
+      tls: z.boolean().default(false),
+      /** largest collect/publish body accepted, in bytes */
+      payloadLimitBytes: z.int().positive().default(DEFAULT_PAYLOAD_LIMIT_BYTES),
+    }),
+    broker: z.object({
+      /** `flashlex.thing.endpoint` in distributions: the name things connect to */
+      host: brokerHost,
+      /** `flashlex.thing.mqtt.port` in distributions */
+      port: port.default(8883),
+      listenHost: z.string().min(1).default("0.0.0.0"),
+      /** the embedded broker's port; defaults to `port` */
+      listenPort: port.optional(),
+      /** the names and addresses the broker certificate was issued for (informational) */
+      names: z.array(z.string()).default([]),
+      /**
+       * CRL files an external broker reads (Mosquitto's crlfile); `hub thing revoke` rewrites
+       * each. `hub mosquitto-config` adds its own.
+       */
+      crlFiles: z.array(z.string()).default([]),
+    }),
+  }),
+});
+
+export type HubYaml = z.infer<typeof HubYamlSchema>;
+export type HubSettings = HubYaml["hub"];
+
+export function loadHubSettings(file: string): HubSettings {
+  return validate(HubYamlSchema, parseYamlFile(file), file).hub;
+}
+
+/** The guide's short prefix: `ecd13b11` of the owner id `ecd13b11-6d91-...`. */
+export function ownerPrefix(settings: Pick<HubSettings, "ownerId">): string {
+  return settings.ownerId.slice(0, 8).toLowerCase();
+}
+
+/** Adds a CRL file to `broker.crlFiles`, keeping the file's comments and layout. */
+export function addCrlFile(configFile: string, crlFile: string): void {
+  const doc = parseDocument(readFileSync(configFile, "utf8"));
+  const current = (doc.getIn(["hub", "broker", "crlFiles"]) as { toJSON(): unknown } | undefined)?.toJSON();
+  const list = Array.isArray(current) ? (current as string[]) : [];
+  if (list.includes(crlFile)) return;
+  doc.setIn(["hub", "broker", "crlFiles"], [...list, crlFile]);
+  writeFileAtomicallySync(configFile, doc.toString(), 0o644);
+}

@@ -1,0 +1,74 @@
+import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import type { HubStore } from "../store/hub-store.ts";
+
+/**
+ * Operator access tokens. A token is 32 random bytes (base64url); the hub keeps only its SHA-256,
+ * so a copied database or backup does not hand out API access. Hashing also gives every
+ * comparison the same length, which `timingSafeEqual` needs.
+ */
+export function newAccessToken(): string {
+  return randomBytes(32).toString("base64url");
+}
+
+export function hashToken(token: string): string {
+  return createHash("sha256").update(token, "utf8").digest("hex");
+}
+
+/** True when the token hashes to one of `hashes`. Every candidate is compared, in constant time. */
+export function tokenMatchesAny(token: string, hashes: readonly string[]): boolean {
+  const presented = Buffer.from(hashToken(token), "hex");
+  let match = false;
+  for (const hash of hashes) {
+    const stored = Buffer.from(hash, "hex");
+    if (stored.length === presented.length && timingSafeEqual(stored, presented)) match = true;
+  }
+  return match;
+}
+
+/** The token of an `Authorization: Bearer <token>` header, or undefined. */
+export function bearerToken(header: string | null): string | undefined {
+  const match = /^Bearer[ ]+([^\s]+)\s*$/i.exec(header ?? "");
+  return match?.[1];
+}
+
+/** How long a token the CLI mints for itself is valid (it is used for one request, then deleted). */
+const CLI_TOKEN_TTL_MS = 60_000;
+
+/** The operator's access to the hub: the tokens whose hashes the hub database keeps. */
+export class OperatorTokens {
+  constructor(
+    private readonly store: HubStore,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** True when `token` is a valid operator (or CLI) token now. */
+  async verify(token: string | undefined): Promise<boolean> {
+    return token !== undefined && tokenMatchesAny(token, await this.store.activeTokenHashes(this.now()));
+  }
+
+  /** Replaces the operator token: the old one stops working at once. Returns the new token (shown once). */
+  async rotate(): Promise<string> {
+    const token = newAccessToken();
+    await this.store.deleteTokens("operator");
+    await this.store.addToken(hashToken(token), "operator", this.now(), null);
+    return token;
+  }
+
+  /**
+   * Runs `fn` with a token of its own: the operator token is not stored anywhere in readable
+   * form, so the hub's CLI, on the hub machine, mints a fresh token whose hash goes into the
+   * database with a one-minute expiry, and deletes it right after. Whoever can write the hub
+   * home can do this, and could do far more anyway.
+   */
+  async withCliToken<T>(fn: (token: string) => Promise<T>): Promise<T> {
+    const token = newAccessToken();
+    const hash = hashToken(token);
+    const now = this.now();
+    await this.store.addToken(hash, "cli", now, now + CLI_TOKEN_TTL_MS);
+    try {
+      return await fn(token);
+    } finally {
+      await this.store.deleteToken(hash);
+    }
+  }
+}

@@ -1,0 +1,176 @@
+/**
+ * The old cloud's JSON envelope and the small HTTP helpers the API routes share. Every answer,
+ * error or not, is `{status, code, messages: [{key, value}], result}` so a client parses one shape.
+ * This is the HTTP edge of the error taxonomy: `errorToResponse` gives every kind its status.
+ */
+import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
+import type { ErrorKind } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
+
+export interface Envelope<T = unknown> {
+  status: "OK" | "ERROR";
+  code: number;
+  messages: { key: string; value: string }[];
+  result: T;
+}
+
+/**
+ * What a route answers with when the answer is about HTTP itself (no such route or thing, a wrong
+ * content type, a body too large, a refused token with its challenge), like hono's one
+ * HTTPException; everything else is a FlashlexError and answers by its kind. The message is
+ * shown to the client, so it never holds a secret.
+ */
+export class HttpError extends Error {
+  constructor(
+    readonly status: number,
+    message: string,
+    readonly headers: Record<string, string> = {},
+  ) {
+    super(message);
+    this.name = "HttpError";
+  }
+}
+
+/**
+ * The HTTP edge of the error taxonomy (src/shared/errors.ts): the status for each kind. Storage that is
+ * full, read-only or busy may pass, so it is 503 with Retry-After (a thing keeps its message
+ * queued and retries); input problems are 400; what only the hub's owner can fix is 500.
+ */
+export const HTTP_STATUS_OF_KIND: Record<ErrorKind, number> = {
+  usage: 400,
+  data: 400,
+  conflict: 409,
+  unavailable: 503,
+  bug: 500,
+  io: 500,
+  full: 503,
+  "read-only": 503,
+  damaged: 500,
+  "try-later": 503,
+  permission: 500,
+  config: 500,
+};
+
+/** What a client is told for a 5xx kind: no path, no library text; the hub's log has the details. */
+const PUBLIC_MESSAGE: Partial<Record<ErrorKind, string>> = {
+  unavailable: "a service the hub needs is not available; try again later",
+  bug: "internal error; see the hub's log",
+  io: "the hub could not read or write its storage; see the hub's log",
+  full: "the hub's storage is full; try again later",
+  "read-only": "the hub's storage is read-only; try again later",
+  damaged: "the hub's database is damaged; see the hub's log",
+  "try-later": "the hub is busy; try again later",
+  permission: "the hub may not access its storage; see the hub's log",
+  config: "the hub is misconfigured; see the hub's log",
+};
+
+const RETRY_AFTER_SECONDS = "30";
+
+/**
+ * Answers any error a route threw: an HttpError as it says; anything else by its kind, in the
+ * envelope, never with internals: a 5xx gets a public sentence instead of its message, unless
+ * the error says its message is safe for clients (FlashlexError.clientSafe: "the broker did not
+ * accept the message"). `detail` is for the caller's log.
+ */
+export function errorToResponse(err: unknown): { response: Response; status: number; kind?: ErrorKind; detail: string } {
+  if (err instanceof HttpError) return { response: errorResponse(err.status, err.message, err.headers), status: err.status, detail: err.message };
+  const error = toFlashlexError(err);
+  const status = HTTP_STATUS_OF_KIND[error.kind];
+  const message = status < 500 || error.clientSafe ? error.message : PUBLIC_MESSAGE[error.kind]!;
+  const headers: Record<string, string> = status === 503 ? { "Retry-After": RETRY_AFTER_SECONDS } : {};
+  return { response: errorResponse(status, message, headers), status, kind: error.kind, detail: error.message };
+}
+
+export function ok<T>(result: T, message: string, status = 200): Response {
+  const body: Envelope<T> = { status: "OK", code: status, messages: [{ key: "message", value: message }], result };
+  return Response.json(body, { status });
+}
+
+export function errorResponse(status: number, message: string, headers: Record<string, string> = {}): Response {
+  const body: Envelope<null> = { status: "ERROR", code: status, messages: [{ key: "error", value: message }], result: null };
+  return Response.json(body, { status, headers });
+}
+
+export function fileResponse(bytes: Uint8Array, fileName: string, contentType = "application/zip"): Response {
+  return new Response(bytes, {
+    status: 200,
+    headers: {
+      "Content-Type": contentType,
+      "Content-Disposition": `attachment; filename="${fileName}"`,
+      "Content-Length": String(bytes.byteLength),
+    },
+  });
+}
+
+/** A download whose length is not known in advance (sent chunked). */
+export function streamResponse(stream: ReadableStream<Uint8Array>, fileName: string, contentType = "application/zip"): Response {
+  return new Response(stream, {
+    status: 200,
+    headers: { "Content-Type": contentType, "Content-Disposition": `attachment; filename="${fileName}"` },
+  });
+}
+
+/** Refuses a body that is not `application/json` (any charset parameter is fine). */
+export function requireJsonContentType(request: Request): void {
+  const type = (request.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
+  if (type !== "application/json") throw new HttpError(415, "the body must be JSON (Content-Type: application/json)");
+}
+
+/**
+ * Reads the body, stopping as soon as it passes `limit` bytes: a declared Content-Length over the
+ * limit is refused before reading, and a lying or chunked one is cut off while streaming.
+ */
+export async function readBodyLimited(request: Request, limit: number): Promise<Uint8Array> {
+  const tooLarge = () => new HttpError(413, `the body is larger than ${limit} bytes`);
+  const declared = Number(request.headers.get("content-length") ?? NaN);
+  if (Number.isFinite(declared) && declared > limit) throw tooLarge();
+  if (!request.body) return new Uint8Array();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = request.body.getReader();
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel().catch(() => {});
+      throw tooLarge();
+    }
+    chunks.push(value);
+  }
+  const body = new Uint8Array(size);
+  let offset = 0;
+  for (const chunk of chunks) body.set(chunk, offset), (offset += chunk.byteLength);
+  return body;
+}
+
+/**
+ * Parses a JSON body within the protocol's limits (src/protocol/limits.ts): not valid UTF-8,
+ * blank, not JSON, or nested deeper than `maxDepth` is a 400; over `maxBytes` a 413 (normally
+ * caught earlier by readBodyLimited). The depth is checked before any recursive parsing.
+ */
+export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; maxBytes?: number } = {}): unknown {
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new HttpError(400, "the body is not valid UTF-8");
+  }
+  if (text.trim() === "") throw new HttpError(400, "the body is empty; send a JSON document");
+  try {
+    return parseJsonDocument(text, { maxDepth: limits.maxDepth ?? MAX_JSON_DEPTH, maxBytes: limits.maxBytes ?? bytes.byteLength, source: "the body" });
+  } catch (err) {
+    if (!(err instanceof JsonDocumentError)) throw err;
+    if (err.problem === "too_large") throw new HttpError(413, err.message);
+    if (err.problem === "too_deep") throw new HttpError(400, err.message);
+    throw new HttpError(400, "the body is not valid JSON");
+  }
+}
+
+/** A Unix-seconds query parameter, or undefined when absent. */
+export function unixSecondsParam(params: URLSearchParams, name: string): number | undefined {
+  const raw = params.get(name);
+  if (raw === null || raw === "") return undefined;
+  if (!/^\d{1,12}$/.test(raw)) throw new HttpError(400, `${name} must be Unix seconds (a non-negative integer)`);
+  return Number(raw);
+}

@@ -1,0 +1,257 @@
+/**
+ * The hub's HTTP API: the old cloud's routes under `/{env}/v1` (docs have the reference).
+ * `createHubApi` returns a plain `fetch(Request) → Response` handler, so tests call it without a
+ * socket and `startHubServer` (bun-server.ts) only hands it to `Bun.serve`.
+ *
+ * Two kinds of caller: the operator (`Authorization: Bearer <access token>`) on every route but
+ * one, and a thing (`Authorization: Bearer <thing JWT>`) on `collect`. Errors never echo a token.
+ * A route reads the request, calls a use case (src/hub/hub.ts) and presents its answer; errors
+ * become statuses by their kind in one place (envelope.ts `errorToResponse`).
+ */
+import { MESSAGE_ID_HEADER } from "../../protocol/headers.ts";
+import { isUuid } from "../../protocol/ids.ts";
+import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
+import { ingressTopic } from "../../protocol/topics.ts";
+import type { Logger } from "../../shared/log.ts";
+import { bearerToken } from "../home/tokens.ts";
+import type { HubUseCases } from "../hub.ts";
+import { archiveStream } from "../messages/archive.ts";
+import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
+import type { MessageQuery, ThingRecord } from "../store/hub-store.ts";
+import {
+  errorResponse,
+  errorToResponse,
+  fileResponse,
+  HttpError,
+  ok,
+  parseJsonBody,
+  readBodyLimited,
+  requireJsonContentType,
+  streamResponse,
+  unixSecondsParam,
+} from "./envelope.ts";
+import { messageJson, thingJson } from "./presenters.ts";
+
+export interface HubApiDeps extends HubUseCases {
+  log: Logger;
+}
+
+export interface HubApi {
+  fetch(request: Request): Promise<Response>;
+}
+
+type Caller = "operator" | "thing";
+
+interface Context {
+  request: Request;
+  url: URL;
+  /** the `{id}` path segment, when the route has one */
+  id: string;
+}
+
+interface RouteMethod {
+  caller: Caller;
+  handle(ctx: Context): Promise<Response>;
+}
+
+export function createHubApi(deps: HubApiDeps): HubApi {
+  const { home, things, messages, collector, operators } = deps;
+  const settings = home.settings;
+  const log = deps.log.child({ component: "api" });
+  const limit = settings.api.payloadLimitBytes;
+  const prefix = `/${settings.env}/v1`;
+
+  async function requireOperator(request: Request): Promise<void> {
+    if (!(await operators.verify(bearerToken(request.headers.get("authorization"))))) {
+      throw new HttpError(401, "a valid access token is required (Authorization: Bearer <token>)", { "WWW-Authenticate": "Bearer" });
+    }
+  }
+
+  async function thingOr404(id: string): Promise<ThingRecord> {
+    const thing = isUuid(id) ? await things.get(id) : undefined;
+    if (!thing) throw new HttpError(404, "no such thing");
+    return thing;
+  }
+
+  function messageQuery(params: URLSearchParams, withType: boolean): MessageQuery {
+    const query: MessageQuery = { startts: unixSecondsParam(params, "startts"), endts: unixSecondsParam(params, "endts") };
+    const type = params.get("messagetype");
+    if (withType && type) {
+      if (type !== "egress" && type !== "ingress") throw new HttpError(400, "messagetype must be egress or ingress");
+      query.messagetype = type;
+    }
+    return query;
+  }
+
+  /**
+   * The request's JSON body within the hub's limits: `payloadLimitBytes` (413) and MAX_JSON_DEPTH
+   * levels of nesting (400), plus `extraDepth` for a body that wraps the message (publish).
+   */
+  async function jsonBody(request: Request, extraDepth = 0): Promise<unknown> {
+    requireJsonContentType(request);
+    return parseJsonBody(await readBodyLimited(request, limit), { maxBytes: limit, maxDepth: MAX_JSON_DEPTH + extraDepth });
+  }
+
+  async function collect({ request, id }: Context): Promise<Response> {
+    // Authentication first: an unauthenticated caller learns nothing about limits or formats.
+    let thing: ThingRecord;
+    try {
+      thing = await collector.authenticate(id.toLowerCase(), bearerToken(request.headers.get("authorization")));
+    } catch (err) {
+      // The one refusal the kinds cannot express: RFC 6750 wants a challenge, and the reason
+      // (unknown, revoked, bad signature...) stays in the log, never in the answer.
+      if (err instanceof CollectAuthError) {
+        log.warn("hub.collect_refused", { via: "http", thing_id: id, reason: err.reason });
+        throw new HttpError(401, "the thing token was refused", { "WWW-Authenticate": bearerChallenge(err) });
+      }
+      throw err;
+    }
+    const messageId = request.headers.get(MESSAGE_ID_HEADER) ?? undefined;
+    if (messageId !== undefined && !isUuid(messageId)) throw new HttpError(400, `${MESSAGE_ID_HEADER} must be a UUID`);
+    const payload = await jsonBody(request);
+    const result = await collector.store(thing, messageId?.toLowerCase(), JSON.stringify(payload));
+    log.info("hub.collect", { via: "http", thing: thing.name, message: result.message.flmessagespk, repeat: result.inserted ? undefined : true });
+    return ok({ message: "Message collected.", flthingspk: thing.id, flmessagespk: result.message.flmessagespk }, "Message collected.");
+  }
+
+  async function publish({ request, id }: Context): Promise<Response> {
+    const thing = await thingOr404(id);
+    const body = await jsonBody(request, ENVELOPE_DEPTH);
+    if (body === null || typeof body !== "object" || Array.isArray(body) || !("message" in body)) {
+      throw new HttpError(400, 'the body must be {"message": ...}');
+    }
+    const { flmessagespk, online } = await messages.send(thing, (body as { message: unknown }).message);
+    return ok({ message: "Message published.", flthingspk: thing.id, flmessagespk, topic: ingressTopic(thing.name), online }, "Message published.");
+  }
+
+  const routes: Record<string, Record<string, RouteMethod>> = {
+    things: {
+      GET: {
+        caller: "operator",
+        handle: async () =>
+          ok(
+            (await things.list()).map((t) => thingJson(t, settings.env)),
+            "Things listed.",
+          ),
+      },
+      POST: {
+        caller: "operator",
+        async handle({ request }) {
+          const body = await jsonBody(request);
+          const { name, keyType } =
+            body !== null && typeof body === "object" ? (body as { name?: unknown; keyType?: unknown }) : { name: undefined, keyType: undefined };
+          const { thing } = await things.create(name, { keyType });
+          log.info("hub.thing_created", { thing: thing.name, id: thing.id });
+          return ok(thingJson(thing, settings.env), "Thing created.", 201);
+        },
+      },
+    },
+    "things/:id": {
+      GET: { caller: "operator", handle: async ({ id }) => ok(thingJson(await thingOr404(id), settings.env), "Thing found.") },
+      DELETE: {
+        caller: "operator",
+        async handle({ id }) {
+          const thing = await thingOr404(id);
+          await things.delete(thing);
+          log.info("hub.thing_deleted", { thing: thing.name, id: thing.id });
+          return ok({ id: thing.id, name: thing.name }, "Thing deleted.");
+        },
+      },
+    },
+    "things/:id/messages": {
+      GET: {
+        caller: "operator",
+        async handle({ id, url }) {
+          const thing = await thingOr404(id);
+          const found = await messages.list(thing, messageQuery(url.searchParams, true));
+          return ok(
+            found.map((m) => messageJson(m, settings.ownerId)),
+            `${found.length} messages.`,
+          );
+        },
+      },
+      DELETE: {
+        caller: "operator",
+        async handle({ id, url }) {
+          const thing = await thingOr404(id);
+          const deleted = await messages.delete(thing, messageQuery(url.searchParams, true));
+          return ok({ deleted }, `${deleted} messages deleted.`);
+        },
+      },
+    },
+    "things/:id/archive": {
+      GET: {
+        caller: "operator",
+        async handle({ id, url }) {
+          const thing = await thingOr404(id);
+          const archive = await messages.archive(thing, messageQuery(url.searchParams, true));
+          log.info("hub.archive", { thing: thing.name, messages: archive.count });
+          // Streamed: the status and headers are sent before the zip is complete, so a failure
+          // half way can only cut the download short (a zip without its end record is invalid).
+          const stream = archiveStream(archive, (err) => log.error("hub.archive_failed", { thing: thing.name, written: archive.written(), error: err }));
+          return streamResponse(stream, archive.fileName);
+        },
+      },
+    },
+    "things/:id/dist": {
+      GET: {
+        caller: "operator",
+        async handle({ id }) {
+          const thing = await thingOr404(id);
+          const zip = things.distribution(thing);
+          if (!zip) throw new HttpError(404, "this thing has no distribution (it was revoked)");
+          return fileResponse(zip, `${thing.name}.zip`);
+        },
+      },
+    },
+    "things/:id/publish": { POST: { caller: "operator", handle: publish } },
+    "things/:id/collect": { POST: { caller: "thing", handle: collect } },
+  };
+
+  /** `/things/<id>/archive` → key `things/:id/archive` and the id. */
+  function match(pathname: string): { key: string; id: string } | undefined {
+    if (!pathname.startsWith(`${prefix}/`)) return undefined;
+    const parts = pathname
+      .slice(prefix.length + 1)
+      .replace(/\/+$/, "")
+      .split("/");
+    if (parts[0] !== "things" || parts.length > 3) return undefined;
+    if (parts.length === 1) return { key: "things", id: "" };
+    let id: string;
+    try {
+      id = decodeURIComponent(parts[1]!);
+    } catch {
+      return undefined;
+    }
+    return { key: parts.length === 2 ? "things/:id" : `things/:id/${parts[2]}`, id };
+  }
+
+  async function handle(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    const found = match(url.pathname);
+    const methods = found ? routes[found.key] : undefined;
+    if (!found || !methods) return errorResponse(404, "no such route");
+    const method = methods[request.method];
+    if (!method) return errorResponse(405, `${request.method} is not allowed here`, { Allow: Object.keys(methods).join(", ") });
+    try {
+      if (method.caller === "operator") await requireOperator(request);
+      return await method.handle({ request, url, id: found.id });
+    } catch (err) {
+      const answer = errorToResponse(err);
+      if (answer.status >= 500) {
+        const fields = {
+          method: request.method,
+          route: found.key,
+          status: answer.status,
+          kind: answer.kind,
+          error: answer.kind === "bug" ? err : answer.detail,
+        };
+        if (answer.kind === "bug") log.error("hub.api_failed", fields);
+        else log.warn("hub.api_failed", fields);
+      }
+      return answer.response;
+    }
+  }
+
+  return { fetch: handle };
+}

@@ -1,0 +1,79 @@
+/**
+ * src/hub: the hub, the cloud half, self-hosted.
+ *
+ *   hub.ts      the use cases over one hub home and database (for the service and for commands)
+ *   service.ts  `hub serve`: broker, API and database in one process, one lifecycle
+ *   home/       the hub home: paths, settings (hub.yml), `hub init`, operator tokens
+ *   store/      the hub database
+ *   things/     the thing use cases: create, revoke (and the CRLs), delete, distribution
+ *   messages/   the message use cases: send ingress, collect egress, ingress delivery, archive
+ *   broker/     the MQTT broker seam: embedded aedes, an external broker, Mosquitto's files,
+ *               and what the hub does with MQTT traffic (events.ts)
+ *   http/       the HTTP API: routes, presenters, the envelope, the Bun server, the CLI's client
+ *
+ * Every rule lives in one use case (things/, messages/, home/tokens.ts) that the CLI, the HTTP
+ * API and the broker's events call; none of them touches the database directly.
+ */
+import type { Logger } from "../shared/log.ts";
+import type { HubBroker } from "./broker/broker.ts";
+import { writeMosquittoFiles } from "./broker/mosquitto-files.ts";
+import { type HubHome, openHubHome } from "./home/home.ts";
+import { OperatorTokens } from "./home/tokens.ts";
+import { Collector } from "./messages/collect.ts";
+import { Messages } from "./messages/messages.ts";
+import { type HubStore, openHubStore } from "./store/hub-store.ts";
+import { Things } from "./things/things.ts";
+
+/** The hub's use cases over one home and database. */
+export interface HubUseCases {
+  home: HubHome;
+  things: Things;
+  messages: Messages;
+  collector: Collector;
+  operators: OperatorTokens;
+}
+
+export interface HubUseCaseDeps {
+  home: HubHome;
+  store: HubStore;
+  log: Logger;
+  /** the running hub's broker: ingress can be sent, things can be disconnected */
+  broker?: HubBroker;
+  /** disconnects a thing from the running broker (after revoke or delete) */
+  disconnect?: (thingName: string) => void;
+  /** the collector, when the broker's events made it first (service.ts) */
+  collector?: Collector;
+  /** Unix ms */
+  now?: () => number;
+}
+
+/** Builds the use cases over `store`; they share it and its clock. */
+export function hubUseCases(deps: HubUseCaseDeps): HubUseCases {
+  const { home, store, log, now } = deps;
+  return {
+    home,
+    things: new Things({ home, store, now, disconnect: deps.disconnect }),
+    messages: new Messages({ home, store, log, broker: deps.broker, now }),
+    collector: deps.collector ?? new Collector({ store, log, now }),
+    operators: new OperatorTokens(store, now),
+  };
+}
+
+/** The hub as a command sees it: the use cases without a broker, and `hub mosquitto-config`. */
+export interface OpenedHub extends HubUseCases {
+  writeMosquittoFiles(options: Parameters<typeof writeMosquittoFiles>[2]): ReturnType<typeof writeMosquittoFiles>;
+}
+
+/**
+ * Opens the hub home in `dir` and its database for the length of `fn`, for a command that runs
+ * beside (or without) `hub serve`. Throws ConfigError (78) when `dir` is not a hub home.
+ */
+export async function withHub<T>(dir: string, log: Logger, fn: (hub: OpenedHub) => Promise<T>): Promise<T> {
+  const home = openHubHome(dir);
+  const store = openHubStore(home.paths.database);
+  try {
+    return await fn({ ...hubUseCases({ home, store, log }), writeMosquittoFiles: (options) => writeMosquittoFiles(home, store, options) });
+  } finally {
+    await store.close();
+  }
+}

@@ -1,0 +1,119 @@
+import { type KeyObject, randomUUID } from "node:crypto";
+import { TokenError } from "../../crypto/errors.ts";
+import { verifyThingToken } from "../../crypto/jwt.ts";
+import { loadPublicKey } from "../../crypto/keys.ts";
+import { isUuid } from "../../protocol/ids.ts";
+import { ConflictError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import { isoSeconds } from "../../shared/time.ts";
+import { fromStore, type HubStore, type MessageRecord, type ThingRecord } from "../store/hub-store.ts";
+
+/**
+ * Egress, whichever way it arrives: `POST .../collect` with the thing's JWT, or an MQTT envelope
+ * on `flashlex/collect` carrying the same JWT. Both paths authenticate with the one function
+ * here and store through the one function here, so they cannot drift apart.
+ */
+
+/** Refused: unknown thing, revoked thing and bad token look the same from outside on purpose. */
+export class CollectAuthError extends Error {
+  constructor(readonly reason: string) {
+    super(`thing token refused: ${reason}`);
+    this.name = "CollectAuthError";
+  }
+}
+
+/**
+ * The `WWW-Authenticate` value for a refused thing (RFC 6750 §3): plain `Bearer` when no token
+ * came (§3.1: no error code then), `error="invalid_token"` for every refused token, and a
+ * description only when the signature verified but the time claims refused it: the caller
+ * proved it holds the key, so "token expired" / "token not yet valid" tells it nothing it could
+ * not know, and tells its owner that the device clock is the thing to fix.
+ */
+export function bearerChallenge(err: CollectAuthError): string {
+  if (err.reason === "no token") return "Bearer";
+  if (err.reason === "expired") return 'Bearer error="invalid_token", error_description="token expired"';
+  if (err.reason === "not yet valid") return 'Bearer error="invalid_token", error_description="token not yet valid"';
+  return 'Bearer error="invalid_token"';
+}
+
+/** The message id was already used by another thing (HTTP 409; over MQTT the message is dropped). */
+export class MessageIdConflict extends ConflictError {
+  constructor() {
+    super("this message id is already used");
+    this.name = "MessageIdConflict";
+  }
+}
+
+export interface CollectResult {
+  thing: ThingRecord;
+  message: MessageRecord;
+  /** false when this id was stored before: a retry, answered exactly as the first time */
+  inserted: boolean;
+}
+
+export interface CollectorDeps {
+  store: HubStore;
+  log: Logger;
+  /** Unix ms */
+  now?: () => number;
+}
+
+export class Collector {
+  private readonly keys = new Map<string, { pem: string; key: KeyObject }>();
+  private readonly now: () => number;
+
+  constructor(private readonly deps: CollectorDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /**
+   * The thing `thingId` if `token` is a valid token it signed; CollectAuthError otherwise.
+   * A failing database rejects with StoreFailure (src/hub/store/hub-store.ts).
+   */
+  async authenticate(thingId: string, token: string | undefined): Promise<ThingRecord> {
+    if (!token) throw new CollectAuthError("no token");
+    if (!isUuid(thingId)) throw new CollectAuthError("malformed thing id");
+    const thing = await fromStore(() => this.deps.store.getThing(thingId));
+    if (!thing) throw new CollectAuthError("unknown thing");
+    if (thing.revokedAt !== null) throw new CollectAuthError("revoked thing");
+    try {
+      await verifyThingToken(token, { thingId, publicKey: this.publicKey(thing), now: Math.floor(this.now() / 1000) });
+    } catch (err) {
+      if (err instanceof TokenError) throw new CollectAuthError(err.reason);
+      throw err;
+    }
+    return thing;
+  }
+
+  /**
+   * Stores one egress message under `messageId` (a new UUID when the sender gave none) and marks
+   * the thing verified and seen. The row is committed before this resolves, so whatever the
+   * caller then acknowledges (HTTP 200, MQTT PUBACK) survives a kill -9. A failing database
+   * rejects with StoreFailure; an id another thing used, with MessageIdConflict.
+   */
+  async store(thing: ThingRecord, messageId: string | undefined, payloadJson: string): Promise<CollectResult> {
+    const at = this.now();
+    const { inserted, message } = await fromStore(() =>
+      this.deps.store.insertMessage({
+        flmessagespk: messageId ?? randomUUID(),
+        thingId: thing.id,
+        messagetype: "egress",
+        payload: payloadJson,
+        fltimestamp: Math.floor(at / 1000),
+        datecreated: isoSeconds(at),
+      }),
+    );
+    if (message.thingId !== thing.id) throw new MessageIdConflict();
+    await fromStore(() => this.deps.store.markVerified(thing.id, at));
+    return { thing, message, inserted };
+  }
+
+  /** Public keys parsed once per thing (and again if the stored PEM ever changes). */
+  private publicKey(thing: ThingRecord): KeyObject {
+    const cached = this.keys.get(thing.id);
+    if (cached && cached.pem === thing.publicKeyPem) return cached.key;
+    const key = loadPublicKey(thing.publicKeyPem);
+    this.keys.set(thing.id, { pem: thing.publicKeyPem, key });
+    return key;
+  }
+}

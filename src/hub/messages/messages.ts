@@ -1,0 +1,125 @@
+/**
+ * src/hub/messages: the message use cases, called by the HTTP API, the CLI and the broker.
+ *
+ *   messages.ts          Messages: send ingress (stored as pending, undone if the broker
+ *                        refuses), list, delete, archive
+ *   collect.ts           egress, over HTTP or MQTT: authenticate the thing's token, store once
+ *   ingress-delivery.ts  pending ingress until the thing's PUBACK, across hub restarts
+ *   archive.ts           the export zip (archive-zip.ts writes it)
+ */
+import { randomUUID } from "node:crypto";
+import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
+import { ConflictError, FlashlexError, InputError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import { isoSeconds } from "../../shared/time.ts";
+import type { HubHome } from "../home/home.ts";
+import type { HubStore, MessageQuery, MessageRecord, MessageType, ThingRecord } from "../store/hub-store.ts";
+import { type Archive, openArchive } from "./archive.ts";
+
+export type { MessageQuery, MessageType };
+
+/**
+ * An ingress message as the hub stores and sends it: the guide's wrapper, `{"message": <document>}`,
+ * at most `limitBytes` (hub.yml `api.payloadLimitBytes`). Throws InputError (exit 65, HTTP 400)
+ * naming `source` when the wrapped message is larger.
+ */
+export function ingressBody(message: unknown, limitBytes: number, source = "the message"): string {
+  const body = JSON.stringify({ message });
+  const bytes = Buffer.byteLength(body);
+  if (bytes > limitBytes) throw new InputError(`${source}: the message is ${bytes} bytes as {"message": ...}, over the hub's ${limitBytes}-byte limit`);
+  return body;
+}
+
+/**
+ * Parses a document an operator sends (`hub send`): one JSON document within the protocol's
+ * limits (src/protocol/limits.ts) that still fits the hub's limit once wrapped. Returns it.
+ * Throws InputError naming `source` (a file, "stdin").
+ */
+export function parseIngressDocument(text: string, limitBytes: number, source: string): unknown {
+  const message = parseJsonDocument(text, { maxBytes: limitBytes, maxDepth: MAX_JSON_DEPTH, source });
+  ingressBody(message, limitBytes, source);
+  return message;
+}
+
+/** What sending needs of the running hub's broker (src/hub/broker/broker.ts HubBroker has it). */
+export interface IngressBroker {
+  /** true: the broker sees the thing's PUBACK, so ingress waits as `pending` until then */
+  readonly tracksDelivery: boolean;
+  /** publishes a stored ingress message to the thing; resolves once the broker accepted it */
+  sendIngress(thingName: string, message: { flmessagespk: string; payload: string }): Promise<void>;
+  /** names of things connected now; undefined when the broker cannot tell */
+  connected(): string[] | undefined;
+}
+
+export interface MessagesDeps {
+  home: HubHome;
+  store: HubStore;
+  log: Logger;
+  /** the running hub's broker; absent: `send` answers unavailable */
+  broker?: IngressBroker;
+  /** Unix ms */
+  now?: () => number;
+}
+
+export class Messages {
+  private readonly now: () => number;
+
+  constructor(private readonly deps: MessagesDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /**
+   * Sends `message` to the thing's ingress topic as `{"message": ...}`. It is stored first, so an
+   * ingress the broker took is always on record, as `pending` until the thing's PUBACK when the
+   * broker tracks delivery (the embedded one; ingress-delivery.ts), and removed again if the
+   * broker refuses it. Returns its id and whether the thing is connected now (null: the broker
+   * cannot tell). Throws ConflictError (a revoked thing), InputError (too large) or an
+   * `unavailable` FlashlexError (no broker, or the broker refused it).
+   */
+  async send(thing: ThingRecord, message: unknown): Promise<{ flmessagespk: string; online: boolean | null }> {
+    const { store, broker, log } = this.deps;
+    const text = ingressBody(message, this.deps.home.settings.api.payloadLimitBytes);
+    if (thing.revokedAt !== null) throw new ConflictError("the thing is revoked");
+    if (!broker) throw new FlashlexError("no broker is running", "unavailable", { clientSafe: true });
+    const at = this.now();
+    const flmessagespk = randomUUID();
+    const delivery = broker.tracksDelivery ? "pending" : "unknown";
+    await store.insertMessage({
+      flmessagespk,
+      thingId: thing.id,
+      messagetype: "ingress",
+      payload: text,
+      fltimestamp: Math.floor(at / 1000),
+      datecreated: isoSeconds(at),
+      delivery,
+    });
+    try {
+      await broker.sendIngress(thing.name, { flmessagespk, payload: text });
+    } catch (err) {
+      await store.deleteMessage(flmessagespk);
+      log.error("hub.publish_failed", { thing: thing.name, error: err });
+      throw new FlashlexError("the broker did not accept the message", "unavailable", { cause: err, clientSafe: true });
+    }
+    const online = broker.connected()?.includes(thing.name) ?? null;
+    log.info("hub.publish", { thing: thing.name, message: flmessagespk, online });
+    return { flmessagespk, online };
+  }
+
+  /** The thing's messages in a time range and of a type, oldest first. */
+  list(thing: ThingRecord, query: MessageQuery): Promise<MessageRecord[]> {
+    return this.deps.store.queryMessages(thing.id, query);
+  }
+
+  /** Deletes the thing's messages in a range; returns how many. */
+  async delete(thing: ThingRecord, query: MessageQuery): Promise<number> {
+    const deleted = await this.deps.store.deleteMessages(thing.id, query);
+    this.deps.log.info("hub.messages_deleted", { thing: thing.name, count: deleted });
+    return deleted;
+  }
+
+  /** The thing's messages in a range as the old cloud's export zip (archive.ts), dated `at`. */
+  archive(thing: ThingRecord, query: MessageQuery, at: Date = new Date(this.now())): Promise<Archive> {
+    const { home, store } = this.deps;
+    return openArchive(store, { thingId: thing.id, ownerId: home.settings.ownerId, query, at, payloadLimitBytes: home.settings.api.payloadLimitBytes });
+  }
+}

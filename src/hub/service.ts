@@ -1,0 +1,150 @@
+import { readFileSync } from "node:fs";
+import { maxEnvelopeBytes } from "../protocol/limits.ts";
+import { Lifecycle } from "../shared/lifecycle.ts";
+import type { Logger } from "../shared/log.ts";
+import type { HubBroker } from "./broker/broker.ts";
+import { type EmbeddedBroker, startEmbeddedBroker } from "./broker/embedded.ts";
+import { createBrokerEvents, createThingDirectory } from "./broker/events.ts";
+import { connectExternalBroker } from "./broker/external.ts";
+import { openHubHome } from "./home/home.ts";
+import { type HubServer, startHubServer } from "./http/bun-server.ts";
+import { createHubApi } from "./http/routes.ts";
+import { hubUseCases } from "./hub.ts";
+import { Collector } from "./messages/collect.ts";
+import { ingressLedger } from "./messages/ingress-delivery.ts";
+import { openHubStore, type SqliteHubStore } from "./store/hub-store.ts";
+
+/**
+ * `hub serve`: one process with the broker, the API and the database. This module starts and
+ * stops the pieces; the command decides about signals and exit codes.
+ *
+ * Durability: the database is SQLite in WAL mode with synchronous=FULL, and both egress paths
+ * commit before they acknowledge (HTTP 200 after the commit; the MQTT PUBACK after
+ * `onThingPublish` resolves), so a kill -9 loses nothing a thing was told was stored. Ingress is
+ * committed before the API answers and, with the embedded broker, stays pending in the database
+ * until the thing's PUBACK, so a restart resends it rather than losing it (messages/ingress-delivery.ts).
+ */
+export interface ServeHubOptions {
+  dir: string;
+  /** "embedded" (default) or an external broker URL, mqtts://HOST:PORT */
+  broker?: string;
+  log: Logger;
+  /** overrides of hub.yml's listen ports (tests pass 0 for a free port) */
+  apiPort?: number;
+  brokerPort?: number;
+  /** how often revocations made by other processes (`hub thing revoke`) are enforced; default 3 s */
+  revocationPollMs?: number;
+}
+
+export interface HubHandle {
+  apiUrl: string;
+  brokerUrl: string;
+  broker: HubBroker;
+  /** stops the API, then the broker, then closes the database; safe to call twice */
+  close(): Promise<void>;
+}
+
+export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
+  const log = opts.log;
+  const home = openHubHome(opts.dir);
+  const { paths, settings } = home;
+  const parts = new Lifecycle((part, err) => log.error("hub.close_failed", { part, error: err }));
+  try {
+    const store: SqliteHubStore = openHubStore(paths.database);
+    await parts.start({ name: "hub database", stop: () => store.close() });
+
+    const collector = new Collector({ store, log });
+    // The events need the broker (for the bootstrap echo) and the broker needs the events.
+    let brokerRef: HubBroker | undefined;
+    const publish = async (topic: string, payload: string) => {
+      if (!brokerRef) throw new Error("the broker is not running yet");
+      await brokerRef.publish(topic, payload);
+    };
+    const events = createBrokerEvents({ store, collector, log, payloadLimitBytes: settings.api.payloadLimitBytes, publish });
+    const directory = createThingDirectory((name) => store.thingByNameSync(name));
+    const caPem = readFileSync(paths.caCert, "utf8");
+
+    const embedded: EmbeddedBroker | undefined =
+      !opts.broker || opts.broker === "embedded"
+        ? await startEmbeddedBroker({
+            host: settings.broker.listenHost,
+            port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port,
+            caPem,
+            certPem: readFileSync(paths.brokerCert, "utf8"),
+            keyPem: readFileSync(paths.brokerKey, "utf8"),
+            directory,
+            events,
+            log,
+            maxPayloadBytes: maxEnvelopeBytes(settings.api.payloadLimitBytes),
+            ingress: ingressLedger(store),
+          })
+        : undefined;
+    const broker: HubBroker =
+      embedded ??
+      (await connectExternalBroker({
+        url: opts.broker!,
+        caPem,
+        certPem: readFileSync(paths.clientCert, "utf8"),
+        keyPem: readFileSync(paths.clientKey, "utf8"),
+        events,
+        directory,
+        log,
+      }));
+    brokerRef = broker;
+    await parts.start({ name: "broker", stop: () => broker.close() });
+
+    const kick = (name: string) => {
+      if (embedded?.disconnect(name)) log.info("hub.thing_disconnected", { thing: name, reason: "revoked or deleted" });
+    };
+    const useCases = hubUseCases({ home, store, log, broker, collector, disconnect: kick });
+    const server: HubServer = startHubServer(createHubApi({ ...useCases, log }), {
+      host: settings.api.host,
+      port: opts.apiPort ?? settings.api.port,
+      tls: settings.api.tls ? { certPem: readFileSync(paths.brokerCert, "utf8"), keyPem: readFileSync(paths.brokerKey, "utf8") } : undefined,
+    });
+    await parts.start({ name: "HTTP API", stop: () => stopGracefully(server) });
+
+    // `hub thing revoke` runs in another process and only writes the database; the broker
+    // refuses revoked things at their next connect or publish, and this poll disconnects the
+    // ones that sit idle on an open connection.
+    if (embedded) {
+      let since = Date.now();
+      const timer = setInterval(() => {
+        const from = since;
+        since = Date.now();
+        store
+          .revokedSince(from - 1000)
+          .then((names) => names.forEach(kick))
+          .catch((err) => log.warn("hub.revocation_poll_failed", { error: err }));
+      }, opts.revocationPollMs ?? 3000);
+      timer.unref?.();
+      await parts.start({ name: "revocation poll", stop: () => clearInterval(timer) });
+    }
+
+    const things = (await store.listThings()).length;
+    log.info("hub.started", { api: server.url, public_api: settings.api.publicUrl, broker: broker.url, env: settings.env, things });
+    let closing: Promise<void> | undefined;
+    return {
+      apiUrl: server.url,
+      brokerUrl: broker.url,
+      broker,
+      close() {
+        closing ??= parts.stop().then(() => log.info("hub.stopped"));
+        return closing;
+      },
+    };
+  } catch (err) {
+    await parts.stop();
+    throw err;
+  }
+}
+
+/** Lets requests in flight finish for up to 2 s, then closes what is left. */
+async function stopGracefully(server: HubServer): Promise<void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const graceful = server.stop(false);
+  const timeout = new Promise<"timeout">((resolve) => (timer = setTimeout(() => resolve("timeout"), 2000)));
+  const outcome = await Promise.race([graceful.then(() => "done" as const), timeout]);
+  clearTimeout(timer);
+  if (outcome === "timeout") await server.stop(true);
+}

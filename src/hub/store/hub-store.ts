@@ -1,0 +1,408 @@
+import { chmodSync, closeSync, openSync, statSync } from "node:fs";
+import type { SqlDatabase } from "../../shared/sqlite/driver.ts";
+import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
+import { openSqlDatabase } from "../../shared/sqlite/open.ts";
+
+/**
+ * The hub's database: things, the messages they exchanged, operator tokens. Everything else in
+ * the hub talks to the `HubStore` interface, which is asynchronous although SQLite is not, so
+ * that a served database (the DESIGN's scale path) can replace this file without touching the
+ * API or the broker glue.
+ *
+ * Thing times are Unix milliseconds. Message times follow the old cloud's export format:
+ * `fltimestamp` in Unix seconds and `datecreated` as an ISO string without milliseconds.
+ */
+export const HUB_MIGRATIONS: readonly string[] = [
+  `CREATE TABLE things (
+     id             TEXT    PRIMARY KEY,
+     name           TEXT    NOT NULL UNIQUE,
+     short_name     TEXT    NOT NULL,
+     public_key_pem TEXT    NOT NULL,
+     cert_pem       TEXT    NOT NULL,
+     cert_serial    TEXT    NOT NULL,
+     created_at     INTEGER NOT NULL,
+     verified_at    INTEGER,
+     last_seen_at   INTEGER,
+     revoked_at     INTEGER
+   );
+   CREATE INDEX things_revoked ON things (revoked_at);
+   CREATE TABLE messages (
+     flmessagespk TEXT    PRIMARY KEY,
+     thing_id     TEXT    NOT NULL,
+     messagetype  TEXT    NOT NULL CHECK (messagetype IN ('egress', 'ingress')),
+     payload      TEXT    NOT NULL,
+     fltimestamp  INTEGER NOT NULL,
+     datecreated  TEXT    NOT NULL
+   );
+   CREATE INDEX messages_thing_time ON messages (thing_id, fltimestamp);
+   CREATE TABLE tokens (
+     hash       TEXT    PRIMARY KEY,
+     kind       TEXT    NOT NULL CHECK (kind IN ('operator', 'cli')),
+     created_at INTEGER NOT NULL,
+     expires_at INTEGER
+   );`,
+  // Ingress delivery (the embedded broker resends what a thing has not acknowledged, even after
+  // a hub restart). Ingress stored before this migration was never tracked: it is 'unknown', so
+  // an upgrade does not resend a thing's whole history.
+  `ALTER TABLE messages ADD COLUMN delivery TEXT CHECK (delivery IN ('pending', 'delivered', 'unknown'));
+   ALTER TABLE messages ADD COLUMN delivered_at INTEGER;
+   UPDATE messages SET delivery = 'unknown' WHERE messagetype = 'ingress';
+   CREATE INDEX messages_pending ON messages (thing_id, fltimestamp) WHERE delivery = 'pending';`,
+];
+
+/**
+ * A failure of the database itself (I/O, disk full, locked, corrupt), as opposed to anything
+ * about the data a caller brought. Code that must tell the two apart (the MQTT egress path: only
+ * a storage failure may withhold the PUBACK, so the thing sends again) wraps its store calls
+ * with `fromStore`; `cause` is what the driver threw.
+ */
+export class StoreFailure extends Error {
+  constructor(cause: unknown) {
+    super(cause instanceof Error ? cause.message : String(cause), { cause });
+    this.name = "StoreFailure";
+  }
+}
+
+/** Awaits a store call; whatever it rejects with comes back as a StoreFailure. */
+export async function fromStore<T>(call: () => Promise<T> | T): Promise<T> {
+  try {
+    return await call();
+  } catch (err) {
+    throw err instanceof StoreFailure ? err : new StoreFailure(err);
+  }
+}
+
+export interface ThingRecord {
+  id: string;
+  /** the full name: owner prefix, dash, typed name; MQTT client id and certificate CN */
+  name: string;
+  /** the name the owner typed */
+  shortName: string;
+  publicKeyPem: string;
+  certPem: string;
+  certSerial: string;
+  createdAt: number;
+  verifiedAt: number | null;
+  lastSeenAt: number | null;
+  revokedAt: number | null;
+}
+
+export type MessageType = "egress" | "ingress";
+
+/**
+ * What the hub knows about an ingress message reaching its thing (egress has none):
+ * - `pending`: handed to the embedded broker, the thing has not acknowledged it yet; resent
+ *   when the thing next subscribes after a hub start;
+ * - `delivered`: the thing's PUBACK arrived (`deliveredAt`);
+ * - `unknown`: an external broker took it (the hub never sees the thing's PUBACK), or it was
+ *   stored before the hub tracked delivery.
+ */
+export type Delivery = "pending" | "delivered" | "unknown";
+
+export interface MessageRecord {
+  flmessagespk: string;
+  thingId: string;
+  messagetype: MessageType;
+  /** the payload as JSON text */
+  payload: string;
+  /** Unix seconds */
+  fltimestamp: number;
+  /** ISO 8601, seconds precision, UTC (`2019-07-20T01:45:44Z`) */
+  datecreated: string;
+  /** ingress only; on insert an ingress message without one is `unknown`, egress is always null */
+  delivery?: Delivery | null;
+  /** Unix ms of the thing's PUBACK, when `delivery` is `delivered` */
+  deliveredAt?: number | null;
+}
+
+export interface MessageQuery {
+  /** Unix seconds, inclusive */
+  startts?: number;
+  /** Unix seconds, inclusive */
+  endts?: number;
+  messagetype?: MessageType;
+}
+
+/**
+ * A position in a thing's messages for keyset pagination: messages are ordered by
+ * (fltimestamp, seq), `seq` being the order of insertion (SQLite's rowid). Unlike OFFSET, a page
+ * after a cursor costs the same however far in it is, and rows inserted or deleted meanwhile
+ * neither repeat nor skip a message.
+ */
+export interface MessageCursor {
+  fltimestamp: number;
+  seq: number;
+}
+
+export interface MessagePageOptions {
+  /** only messages strictly after this one */
+  after?: MessageCursor;
+  /** only messages at or before this one (a snapshot's end) */
+  through?: MessageCursor;
+  /** at most this many */
+  limit: number;
+}
+
+export type TokenKind = "operator" | "cli";
+
+export interface HubStore {
+  insertThing(thing: ThingRecord): Promise<void>;
+  getThing(id: string): Promise<ThingRecord | undefined>;
+  getThingByName(name: string): Promise<ThingRecord | undefined>;
+  listThings(): Promise<ThingRecord[]>;
+  /** sets verified_at (first time only) and last_seen_at */
+  markVerified(id: string, at: number): Promise<void>;
+  markSeen(id: string, at: number): Promise<void>;
+  /** returns false when the thing is unknown or already revoked */
+  revokeThing(id: string, at: number): Promise<boolean>;
+  /** names of things revoked at or after `since` (ms), for kicking them off the broker */
+  revokedSince(since: number): Promise<string[]>;
+  /** deletes the thing and all its messages; false when unknown */
+  deleteThing(id: string): Promise<boolean>;
+
+  /**
+   * Stores a message once: when `flmessagespk` is already stored, nothing changes and the stored
+   * row comes back with `inserted: false` (a retry of an acknowledged message).
+   */
+  insertMessage(message: MessageRecord): Promise<{ inserted: boolean; message: MessageRecord }>;
+  deleteMessage(flmessagespk: string): Promise<void>;
+  queryMessages(thingId: string, query: MessageQuery): Promise<MessageRecord[]>;
+  deleteMessages(thingId: string, query: MessageQuery): Promise<number>;
+  /** one page of the thing's messages matching `query`, in (fltimestamp, seq) order, each with its cursor */
+  messagePage(thingId: string, query: MessageQuery, page: MessagePageOptions): Promise<{ message: MessageRecord; cursor: MessageCursor }[]>;
+  /** how many messages match `query`, and the cursor of the last (undefined when none) */
+  messageRange(thingId: string, query: MessageQuery): Promise<{ count: number; last: MessageCursor | undefined }>;
+  /** the thing's `pending` ingress messages, oldest first */
+  pendingIngress(thingId: string): Promise<MessageRecord[]>;
+  /** pending → delivered; false when the message is gone or was not pending */
+  markDelivered(flmessagespk: string, at: number): Promise<boolean>;
+
+  addToken(hash: string, kind: TokenKind, createdAt: number, expiresAt: number | null): Promise<void>;
+  /** hashes of the tokens valid at `now` (a read only: it runs on every operator request) */
+  activeTokenHashes(now: number): Promise<string[]>;
+  deleteTokens(kind: TokenKind): Promise<number>;
+  deleteToken(hash: string): Promise<void>;
+
+  close(): Promise<void>;
+}
+
+interface ThingRow {
+  id: string;
+  name: string;
+  short_name: string;
+  public_key_pem: string;
+  cert_pem: string;
+  cert_serial: string;
+  created_at: number;
+  verified_at: number | null;
+  last_seen_at: number | null;
+  revoked_at: number | null;
+}
+
+interface MessageRow {
+  flmessagespk: string;
+  thing_id: string;
+  messagetype: MessageType;
+  payload: string;
+  fltimestamp: number;
+  datecreated: string;
+  delivery: Delivery | null;
+  delivered_at: number | null;
+}
+
+const toThing = (r: ThingRow): ThingRecord => ({
+  id: r.id,
+  name: r.name,
+  shortName: r.short_name,
+  publicKeyPem: r.public_key_pem,
+  certPem: r.cert_pem,
+  certSerial: r.cert_serial,
+  createdAt: r.created_at,
+  verifiedAt: r.verified_at,
+  lastSeenAt: r.last_seen_at,
+  revokedAt: r.revoked_at,
+});
+
+const toMessage = (r: MessageRow): MessageRecord => ({
+  flmessagespk: r.flmessagespk,
+  thingId: r.thing_id,
+  messagetype: r.messagetype,
+  payload: r.payload,
+  fltimestamp: r.fltimestamp,
+  datecreated: r.datecreated,
+  delivery: r.delivery,
+  deliveredAt: r.delivered_at,
+});
+
+/** WHERE clause for a thing's messages in a time range and of one type. */
+function messageFilter(thingId: string, q: MessageQuery): { where: string; params: (string | number)[] } {
+  const clauses = ["thing_id = ?"];
+  const params: (string | number)[] = [thingId];
+  if (q.startts !== undefined) clauses.push("fltimestamp >= ?"), params.push(q.startts);
+  if (q.endts !== undefined) clauses.push("fltimestamp <= ?"), params.push(q.endts);
+  if (q.messagetype !== undefined) clauses.push("messagetype = ?"), params.push(q.messagetype);
+  return { where: clauses.join(" AND "), params };
+}
+
+/**
+ * The SQLite store has one synchronous extra: the embedded broker's directory is asked on every
+ * connect and publish from inside aedes callbacks that expect an answer at once. A served
+ * database would feed the directory from a cache instead.
+ */
+export interface SqliteHubStore extends HubStore {
+  thingByNameSync(name: string): ThingRecord | undefined;
+}
+
+/**
+ * Opens (creating and migrating as needed) the hub database file, owner-only (0600) whatever the
+ * umask: it holds every thing's messages and public keys. SQLite gives the `-wal` and `-shm`
+ * files it creates the main file's mode, so the main file is made 0600 before SQLite opens it,
+ * and files an older version left wider are narrowed here. Throws what the file system or
+ * SQLite throws (a file the caller may not chmod: EPERM).
+ */
+export function openHubStore(file: string): SqliteHubStore {
+  ownerOnlyDatabase(file);
+  const db = openSqlDatabase(file);
+  try {
+    applyPragmas(db);
+    migrate(db, HUB_MIGRATIONS, file);
+    // A driver that makes its journal itself (the WebAssembly one) may not copy the mode.
+    ownerOnlyDatabase(file);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  return sqliteHubStore(db);
+}
+
+const DATABASE_SIDE_FILES = ["-wal", "-shm", "-journal"];
+
+/** Creates `file` empty with mode 0600 if absent (an empty file is an empty SQLite database), and narrows it and its side files to 0600. */
+function ownerOnlyDatabase(file: string): void {
+  closeSync(openSync(file, "a", 0o600));
+  for (const path of [file, ...DATABASE_SIDE_FILES.map((suffix) => file + suffix)]) {
+    let mode: number;
+    try {
+      mode = statSync(path).mode & 0o777;
+    } catch {
+      continue; // no such side file
+    }
+    if (mode !== 0o600) chmodSync(path, 0o600);
+  }
+}
+
+export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
+  const thingBy = (column: "id" | "name", value: string) => {
+    const row = db.get<ThingRow>(`SELECT * FROM things WHERE ${column} = ?`, [value]);
+    return row ? toThing(row) : undefined;
+  };
+  const getMessage = (id: string) => {
+    const row = db.get<MessageRow>("SELECT * FROM messages WHERE flmessagespk = ?", [id]);
+    return row ? toMessage(row) : undefined;
+  };
+
+  return {
+    thingByNameSync: (name) => thingBy("name", name),
+    async insertThing(t) {
+      db.run(
+        `INSERT INTO things (id, name, short_name, public_key_pem, cert_pem, cert_serial, created_at, verified_at, last_seen_at, revoked_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+        [t.id, t.name, t.shortName, t.publicKeyPem, t.certPem, t.certSerial, t.createdAt, t.verifiedAt, t.lastSeenAt, t.revokedAt],
+      );
+    },
+    getThing: async (id) => thingBy("id", id),
+    getThingByName: async (name) => thingBy("name", name),
+    listThings: async () => db.all<ThingRow>("SELECT * FROM things ORDER BY created_at, name").map(toThing),
+    async markVerified(id, at) {
+      db.run("UPDATE things SET verified_at = COALESCE(verified_at, ?), last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) WHERE id = ?", [at, at, id]);
+    },
+    async markSeen(id, at) {
+      db.run("UPDATE things SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) WHERE id = ?", [at, id]);
+    },
+    async revokeThing(id, at) {
+      return db.run("UPDATE things SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [at, id]).changes > 0;
+    },
+    async revokedSince(since) {
+      return db.all<{ name: string }>("SELECT name FROM things WHERE revoked_at >= ?", [since]).map((r) => r.name);
+    },
+    async deleteThing(id) {
+      return db.transaction(() => {
+        db.run("DELETE FROM messages WHERE thing_id = ?", [id]);
+        return db.run("DELETE FROM things WHERE id = ?", [id]).changes > 0;
+      });
+    },
+
+    async insertMessage(m) {
+      // INSERT OR IGNORE + read back in one transaction: a retried id returns what was stored first.
+      return db.transaction(() => {
+        const delivery = m.messagetype === "ingress" ? (m.delivery ?? "unknown") : null;
+        const deliveredAt = delivery === "delivered" ? (m.deliveredAt ?? null) : null;
+        const { changes } = db.run(
+          `INSERT OR IGNORE INTO messages (flmessagespk, thing_id, messagetype, payload, fltimestamp, datecreated, delivery, delivered_at)
+           VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+          [m.flmessagespk, m.thingId, m.messagetype, m.payload, m.fltimestamp, m.datecreated, delivery, deliveredAt],
+        );
+        return { inserted: changes > 0, message: changes > 0 ? { ...m, delivery, deliveredAt } : getMessage(m.flmessagespk)! };
+      });
+    },
+    async deleteMessage(id) {
+      db.run("DELETE FROM messages WHERE flmessagespk = ?", [id]);
+    },
+    async queryMessages(thingId, q) {
+      const { where, params } = messageFilter(thingId, q);
+      return db.all<MessageRow>(`SELECT * FROM messages WHERE ${where} ORDER BY fltimestamp, rowid`, params).map(toMessage);
+    },
+    async messagePage(thingId, q, page) {
+      const { where, params } = messageFilter(thingId, q);
+      const clauses = [where];
+      // Row values compare as tuples and still use the (thing_id, fltimestamp) index, whose
+      // entries end with the rowid.
+      if (page.after) clauses.push("(fltimestamp, rowid) > (?, ?)"), params.push(page.after.fltimestamp, page.after.seq);
+      if (page.through) clauses.push("(fltimestamp, rowid) <= (?, ?)"), params.push(page.through.fltimestamp, page.through.seq);
+      params.push(Math.max(1, Math.floor(page.limit)));
+      return db
+        .all<MessageRow & { seq: number }>(`SELECT rowid AS seq, * FROM messages WHERE ${clauses.join(" AND ")} ORDER BY fltimestamp, rowid LIMIT ?`, params)
+        .map((row) => ({ message: toMessage(row), cursor: { fltimestamp: row.fltimestamp, seq: row.seq } }));
+    },
+    async messageRange(thingId, q) {
+      const { where, params } = messageFilter(thingId, q);
+      const count = db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM messages WHERE ${where}`, params)!.n;
+      const last = db.get<{ fltimestamp: number; seq: number }>(
+        `SELECT fltimestamp, rowid AS seq FROM messages WHERE ${where} ORDER BY fltimestamp DESC, rowid DESC LIMIT 1`,
+        params,
+      );
+      return { count, last: last ? { fltimestamp: last.fltimestamp, seq: last.seq } : undefined };
+    },
+    async deleteMessages(thingId, q) {
+      const { where, params } = messageFilter(thingId, q);
+      return db.run(`DELETE FROM messages WHERE ${where}`, params).changes;
+    },
+    async pendingIngress(thingId) {
+      return db.all<MessageRow>("SELECT * FROM messages WHERE thing_id = ? AND delivery = 'pending' ORDER BY fltimestamp, rowid", [thingId]).map(toMessage);
+    },
+    async markDelivered(id, at) {
+      return db.run("UPDATE messages SET delivery = 'delivered', delivered_at = ? WHERE flmessagespk = ? AND delivery = 'pending'", [at, id]).changes > 0;
+    },
+
+    async addToken(hash, kind, createdAt, expiresAt) {
+      db.transaction(() => {
+        // Expired CLI tokens (a CLI killed before it could delete its own) are purged here.
+        db.run("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", [createdAt]);
+        db.run("INSERT INTO tokens (hash, kind, created_at, expires_at) VALUES (?, ?, ?, ?)", [hash, kind, createdAt, expiresAt]);
+      });
+    },
+    async activeTokenHashes(now) {
+      return db.all<{ hash: string }>("SELECT hash FROM tokens WHERE expires_at IS NULL OR expires_at > ?", [now]).map((r) => r.hash);
+    },
+    async deleteTokens(kind) {
+      return db.run("DELETE FROM tokens WHERE kind = ?", [kind]).changes;
+    },
+    async deleteToken(hash) {
+      db.run("DELETE FROM tokens WHERE hash = ?", [hash]);
+    },
+
+    async close() {
+      db.close();
+    },
+  };
+}

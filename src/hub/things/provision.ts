@@ -1,0 +1,123 @@
+import { randomUUID } from "node:crypto";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
+import { describeCertificate, issueThingCertificate } from "../../crypto/x509.ts";
+import { ConflictError, InputError } from "../../shared/errors.ts";
+import { createFile } from "../../shared/files.ts";
+import { distributionPath, type HubHome, readCa } from "../home/home.ts";
+import { ownerPrefix } from "../home/settings.ts";
+import type { HubStore, ThingRecord } from "../store/hub-store.ts";
+import { buildDistribution } from "./distribution.ts";
+
+/**
+ * Provisioning, as the guide's "Create Thing" did it: an id, the prefixed name, a key pair, a
+ * certificate from the hub CA, the topics, and the distribution zip.
+ *
+ * The hub keeps the zip (mode 0600, in `dists/`) because the guide lets the owner download the
+ * distribution again (its cURL route). That zip holds the thing's private key: it is the one copy
+ * of a thing key on the hub, protected like the CA key, and `revoke`/delete removes it. The
+ * database keeps only the public key and the certificate.
+ */
+
+const TYPED_NAME = /^[A-Za-z0-9_-]{1,40}$/;
+
+export function validateThingName(name: unknown): string {
+  if (typeof name !== "string" || !TYPED_NAME.test(name)) {
+    throw new InputError("a thing name is 1 to 40 letters, digits, '-' or '_'");
+  }
+  return name;
+}
+
+/** `keyType` of a create request: "rsa" (the default, what every FlashLex thing had) or "ec" (P-256, ES256 tokens). */
+export function validateKeyType(keyType: unknown): ThingKeyType {
+  if (keyType === undefined) return "rsa";
+  if (typeof keyType !== "string" || !(THING_KEY_TYPES as readonly string[]).includes(keyType)) {
+    throw new InputError(`keyType must be ${THING_KEY_TYPES.join(" or ")}`);
+  }
+  return keyType as ThingKeyType;
+}
+
+/** The kind of key a thing registered (its tokens are RS256 for rsa, ES256/ES384 for ec); "unknown" if the stored key cannot be read. */
+export function thingKeyType(thing: Pick<ThingRecord, "publicKeyPem">): ThingKeyType | "unknown" {
+  try {
+    return thingKeyTypeOf(loadPublicKey(thing.publicKeyPem));
+  } catch {
+    return "unknown";
+  }
+}
+
+export interface CreatedThing {
+  thing: ThingRecord;
+  /** where the distribution zip was written (0600) */
+  distribution: string;
+}
+
+/**
+ * Provisions a thing named `typedName` with a new key of `opts.keyType` (default rsa: RSA-2048,
+ * RS256 tokens; ec: P-256, ES256 tokens), its certificate from the hub CA and its distribution.
+ * Throws InputError (a bad name or key type) or ConflictError (the name is taken).
+ */
+export async function createThing(
+  home: HubHome,
+  store: HubStore,
+  typedName: string,
+  now: () => number = Date.now,
+  opts: { keyType?: unknown } = {},
+): Promise<CreatedThing> {
+  const shortName = validateThingName(typedName);
+  const keyType = validateKeyType(opts.keyType);
+  const name = `${ownerPrefix(home.settings)}-${shortName}`;
+  if (await store.getThingByName(name)) throw new ConflictError(`a thing named ${name} already exists`);
+
+  const id = randomUUID();
+  const ca = readCa(home.paths);
+  const keys = generateThingKeyPair(keyType);
+  const certPem = await issueThingCertificate(ca, { thingName: name, publicKeyPem: keys.publicKeyPem });
+  const zip = buildDistribution(
+    {
+      thingId: id,
+      thingName: name,
+      apiEndpoint: home.settings.api.publicUrl,
+      env: home.settings.env,
+      brokerHost: home.settings.broker.host,
+      brokerPort: home.settings.broker.port,
+    },
+    { rootCaPem: ca.certPem, certPem, privateKeyPem: keys.privateKeyPem, publicKeyPem: keys.publicKeyPem },
+  );
+
+  const thing: ThingRecord = {
+    id,
+    name,
+    shortName,
+    publicKeyPem: keys.publicKeyPem,
+    certPem,
+    certSerial: describeCertificate(certPem).serialNumber,
+    createdAt: now(),
+    verifiedAt: null,
+    lastSeenAt: null,
+    revokedAt: null,
+  };
+  // The zip first, then the row: a thing in the database always has its distribution.
+  const file = distributionPath(home.paths, id);
+  createFile(file, zip, 0o600);
+  try {
+    await store.insertThing(thing);
+  } catch (err) {
+    rmSync(file, { force: true });
+    // Two creates racing for one name: the UNIQUE constraint decides, the loser hears why.
+    if (/UNIQUE/i.test(String((err as Error).message))) throw new ConflictError(`a thing named ${name} already exists`);
+    throw err;
+  }
+  return { thing, distribution: file };
+}
+
+/** Finds a thing by id, full name or typed name (the CLI accepts any of them). */
+export async function findThing(home: HubHome, store: HubStore, ref: string): Promise<ThingRecord | undefined> {
+  return (await store.getThing(ref)) ?? (await store.getThingByName(ref)) ?? (await store.getThingByName(`${ownerPrefix(home.settings)}-${ref}`));
+}
+
+/** The stored distribution, or undefined once revoked or deleted. */
+export function readDistribution(home: HubHome, thingId: string): Uint8Array | undefined {
+  const file = distributionPath(home.paths, thingId);
+  return existsSync(file) ? readFileSync(file) : undefined;
+}

@@ -1,0 +1,94 @@
+/**
+ * src/hub/things: the thing use cases, the one place for each rule about things, called by the
+ * CLI (src/cli/hub/things.ts), the HTTP API (src/hub/http/routes.ts) and later the console.
+ *
+ *   things.ts        Things: create, find, list, distribution, revoke, delete
+ *   provision.ts     a new thing: name, key pair, certificate, distribution
+ *   distribution.ts  the distribution zip, from dist-template/
+ *   revocation.ts    the CRL files an external broker reads
+ */
+import { rmSync } from "node:fs";
+import { distributionPath, type HubHome } from "../home/home.ts";
+import type { HubStore, ThingRecord } from "../store/hub-store.ts";
+import { type CreatedThing, createThing, findThing, readDistribution } from "./provision.ts";
+import { writeRevocationLists } from "./revocation.ts";
+
+export type { ThingRecord };
+
+export type ThingStatus = "created" | "verified" | "revoked";
+
+/** `created` until the thing first proves itself (a test message or a collect), then `verified`; `revoked` for good. */
+export function thingStatus(thing: Pick<ThingRecord, "revokedAt" | "verifiedAt">): ThingStatus {
+  if (thing.revokedAt !== null) return "revoked";
+  return thing.verifiedAt !== null ? "verified" : "created";
+}
+
+export interface ThingsDeps {
+  home: HubHome;
+  store: HubStore;
+  /** Unix ms */
+  now?: () => number;
+  /** a running hub's broker: disconnect this thing now (absent in a command: the service polls) */
+  disconnect?: (thingName: string) => void;
+}
+
+export class Things {
+  private readonly now: () => number;
+
+  constructor(private readonly deps: ThingsDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** Every thing, oldest first. */
+  list(): Promise<ThingRecord[]> {
+    return this.deps.store.listThings();
+  }
+
+  /** The thing with this id (a UUID in any case), or undefined. */
+  async get(id: string): Promise<ThingRecord | undefined> {
+    return this.deps.store.getThing(id.toLowerCase());
+  }
+
+  /** The thing named by `ref`: its id, its full name or the name the owner typed. */
+  find(ref: string): Promise<ThingRecord | undefined> {
+    return findThing(this.deps.home, this.deps.store, ref);
+  }
+
+  /**
+   * Provisions a thing (provision.ts): `typedName` and `keyType` as a caller sent them. Returns
+   * the record and the path of its distribution zip. Throws InputError (a bad name or key type)
+   * or ConflictError (the name is taken).
+   */
+  create(typedName: unknown, options: { keyType?: unknown } = {}): Promise<CreatedThing> {
+    return createThing(this.deps.home, this.deps.store, typedName as string, this.now, options);
+  }
+
+  /** The thing's distribution zip, or undefined once it was revoked (the zip holds its private key). */
+  distribution(thing: ThingRecord): Uint8Array | undefined {
+    return thing.revokedAt === null ? readDistribution(this.deps.home, thing.id) : undefined;
+  }
+
+  /**
+   * Revokes the thing: it can no longer connect (the broker's directory refuses revoked things;
+   * a running hub disconnects it within seconds) or collect, and its distribution, with its
+   * private key, is deleted; its messages stay. The CRLs are rewritten (revocation.ts), already
+   * revoked or not, so an external broker refuses its certificate too. Returns whether it was
+   * revoked now, and the CRL files an external broker reads (hub.yml `broker.crlFiles`).
+   */
+  async revoke(thing: ThingRecord): Promise<{ changed: boolean; brokerCrlFiles: string[] }> {
+    const { home, store } = this.deps;
+    const changed = await store.revokeThing(thing.id, this.now());
+    rmSync(distributionPath(home.paths, thing.id), { force: true });
+    await writeRevocationLists(home, store);
+    if (changed) this.deps.disconnect?.(thing.name);
+    return { changed, brokerCrlFiles: home.settings.broker.crlFiles };
+  }
+
+  /** Deletes the thing, its messages and its distribution, and disconnects it from a running broker. */
+  async delete(thing: ThingRecord): Promise<void> {
+    const { home, store } = this.deps;
+    await store.deleteThing(thing.id);
+    rmSync(distributionPath(home.paths, thing.id), { force: true });
+    this.deps.disconnect?.(thing.name);
+  }
+}

@@ -1,0 +1,80 @@
+import { z } from "zod";
+import { COLLECT_TOPIC } from "./topics.ts";
+
+/**
+ * The guide's `config.yml`, as one declared schema. Every key the guide's file has is accepted
+ * with its meaning; the ones a hand-edited file may lack get the guide's value as default.
+ * Times in the `mqtt` block are seconds, as in the Python SDK.
+ */
+const seconds = z.number().nonnegative();
+/**
+ * A topic the agent subscribes or publishes to as it is: a topic name, not a filter (MQTT 3.1.1
+ * §4.7): no `+`/`#` wildcards (the hub grants a thing its own topics only, so a filter is refused
+ * by the broker and the agent would reconnect in vain), no NUL, at most 65,535 bytes of UTF-8.
+ */
+const topicName = z
+  .string()
+  .min(1)
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL is what MQTT forbids in a topic name (§4.7.3)
+  .refine((t) => !/[+#\u0000]/.test(t), "must be a topic name without the wildcards + and # (or NUL), e.g. ingress/<thing name>")
+  .refine((t) => Buffer.byteLength(t) <= 65535, "is longer than MQTT's 65,535 bytes");
+const topic = z.object({ topic: topicName });
+
+export const ThingYamlSchema = z.object({
+  flashlex: z.object({
+    app: z.object({
+      api: z.object({
+        endpoint: z.url({ protocol: /^https?$/ }),
+        env: z.string().regex(/^[A-Za-z0-9_-]+$/, "letters, digits, - and _ only"),
+      }),
+      callback: z.enum(["persistent", "basicPubsub", "test"]).default("persistent"),
+      thread: z.enum(["subscribe", "basicPubsub", "test"]).default("subscribe"),
+      message: z.string().default("This is a really basic message."),
+      loopCount: z.int().positive().optional(),
+      db: z
+        .object({
+          subscriptionData: z
+            .string()
+            // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL cannot be in a file name
+            .regex(/^(?!\.\.?$)[^/\u0000]+$/, "a file name, without a directory")
+            .default("subscription.json"),
+          expireSeconds: z.int().positive().default(3600),
+        })
+        .prefault({}),
+    }),
+    dist: z.object({ commitSha: z.string() }).partial().optional(),
+    thing: z.object({
+      id: z.uuid(),
+      name: z.string().regex(/^[A-Za-z0-9_.-]+$/, "letters, digits, '.', '-' and '_' only"),
+      endpoint: z.string().min(1),
+      keys: z.object({
+        rootCA: z.string().min(1),
+        cert: z.string().min(1),
+        privateKey: z.string().min(1),
+        publicKey: z.string().min(1).optional(),
+      }),
+      mqtt: z.object({
+        pubsub: topic.optional(),
+        ingress: topic,
+        egress: topic.prefault({ topic: COLLECT_TOPIC }),
+        useWebsocket: z.boolean().default(false),
+        port: z.int().min(1).max(65535).default(8883),
+        autoReconnectBackoffTime: z
+          .object({
+            baseReconnectQuietTimeSecond: seconds.default(1),
+            maxReconnectQuietTimeSecond: seconds.default(32),
+            stableConnectionTimeSecond: seconds.default(20),
+          })
+          .prefault({}),
+        /** -1: unbounded, 0: disabled, N: at most N messages wait in the outbox */
+        offlinePublishQueueing: z.int().min(-1).default(-1),
+        /** how many queued messages per second are sent after a reconnect (Hz) */
+        drainingFrequency: z.number().positive().default(2),
+        connectDisconnectTimeout: seconds.default(10),
+        mqttOperationTimeout: seconds.default(5),
+      }),
+    }),
+  }),
+});
+
+export type ThingYaml = z.infer<typeof ThingYamlSchema>;

@@ -1,0 +1,124 @@
+/**
+ * One line per event on stderr, `key=value` pairs after a short event name (logfmt), so that
+ * journald, grep and humans all read it. Under systemd (JOURNAL_STREAM is set) each line starts
+ * with a `<N>` syslog priority that journald turns into the entry's priority, and the timestamp
+ * is left to journald; on a terminal the line starts with an ISO timestamp and the level.
+ *
+ * Secrets never reach a log: values under keys that name one are replaced before formatting.
+ */
+export type Level = "debug" | "info" | "warn" | "error";
+export type Fields = Record<string, unknown>;
+
+const PRIORITY: Record<Level, number> = { error: 3, warn: 4, info: 6, debug: 7 };
+const ORDER: Record<Level, number> = { debug: 0, info: 1, warn: 2, error: 3 };
+const SECRET_KEY = /(token|secret|password|authorization|private|jwt|bearer)/i;
+
+export interface Logger {
+  debug(event: string, fields?: Fields): void;
+  info(event: string, fields?: Fields): void;
+  warn(event: string, fields?: Fields): void;
+  error(event: string, fields?: Fields): void;
+  child(fields: Fields): Logger;
+}
+
+export interface LoggerOptions {
+  level?: Level;
+  /** where lines go; stderr unless a test wants them */
+  write?: (line: string) => void;
+  journald?: boolean;
+  now?: () => Date;
+}
+
+/**
+ * What never reaches a log line raw, wherever a value came from (a request path, a header, an
+ * MQTT client id or topic): C0 controls (NUL, BEL, ESC, newline...), DEL and the C1 controls
+ * (\p{Cc}), format characters such as bidi overrides and zero-width marks (\p{Cf}), the line and
+ * paragraph separators U+2028/U+2029, and lone surrogates (\p{Cs}; a valid pair is one astral
+ * code point and does not match). One event is always one printable line.
+ */
+const UNSAFE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu;
+/** Left unquoted: printable ASCII except space, `"`, `=` and `\`. */
+const BARE_VALUE = /^[!#-<>-[\]-~]+$/;
+const BARE_KEY = /^[A-Za-z0-9_.-]+$/;
+
+/**
+ * `text` as a JSON string literal (RFC 8259) in which every UNSAFE character is a `\uXXXX`
+ * escape (both halves for an astral one): `JSON.parse` gives `text` back exactly.
+ */
+export function quoteLogText(text: string): string {
+  // JSON.stringify escapes C0, `"`, `\` and lone surrogates; the rest of UNSAFE is escaped here.
+  return JSON.stringify(text).replace(UNSAFE, (ch) => {
+    let escaped = "";
+    for (let i = 0; i < ch.length; i++) escaped += `\\u${ch.charCodeAt(i).toString(16).padStart(4, "0")}`;
+    return escaped;
+  });
+}
+
+function formatValue(value: unknown): string {
+  if (value instanceof Error) value = value.message;
+  if (value === undefined) return "";
+  let text: string;
+  if (typeof value === "string") text = value;
+  else {
+    try {
+      // undefined for functions and symbols; throws for a bigint or a cycle
+      text = JSON.stringify(value) ?? String(value);
+    } catch {
+      try {
+        text = String(value);
+      } catch {
+        text = "[unprintable]";
+      }
+    }
+  }
+  return BARE_VALUE.test(text) ? text : quoteLogText(text);
+}
+
+/** A key or an event name: bare when it is a plain identifier, else quoted like a value. */
+function formatName(name: string): string {
+  return BARE_KEY.test(name) ? name : quoteLogText(name);
+}
+
+/**
+ * `key=value` pairs separated by spaces. Values that are not plain printable ASCII are quoted
+ * as JSON strings with every control or invisible character escaped (see UNSAFE), so a line
+ * holds no control character and no line break whatever the fields; keys are escaped the same
+ * way. Values under keys that name a secret are `[redacted]`.
+ */
+export function formatFields(fields: Fields): string {
+  return Object.entries(fields)
+    .filter(([, v]) => v !== undefined)
+    .map(([k, v]) => `${formatName(k)}=${SECRET_KEY.test(k) ? "[redacted]" : formatValue(v)}`)
+    .join(" ");
+}
+
+export function createLogger(options: LoggerOptions = {}, base: Fields = {}): Logger {
+  const threshold = ORDER[options.level ?? levelFromEnv()];
+  const journald = options.journald ?? Boolean(process.env.JOURNAL_STREAM);
+  const write = options.write ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const now = options.now ?? (() => new Date());
+
+  const emit = (level: Level, event: string, fields: Fields = {}) => {
+    if (ORDER[level] < threshold) return;
+    const rest = formatFields({ ...base, ...fields });
+    const name = formatName(event);
+    const body = rest ? `${name} ${rest}` : name;
+    write(journald ? `<${PRIORITY[level]}>${body}` : `${now().toISOString()} ${level.toUpperCase().padEnd(5)} ${body}`);
+  };
+
+  return {
+    debug: (e, f) => emit("debug", e, f),
+    info: (e, f) => emit("info", e, f),
+    warn: (e, f) => emit("warn", e, f),
+    error: (e, f) => emit("error", e, f),
+    child: (fields) => createLogger(options, { ...base, ...fields }),
+  };
+}
+
+function levelFromEnv(): Level {
+  const level = process.env.FLASHLEX_LOG_LEVEL;
+  return level === "debug" || level === "warn" || level === "error" ? level : "info";
+}
+
+/** A logger that drops everything, for library users who do not want output. */
+export const silentLogger: Logger = createLogger({ write: () => {} });

@@ -1,0 +1,36 @@
+/**
+ * The seam between the stores (the thing's message database, the hub's database) and a SQLite
+ * implementation: `bun:sqlite` in Bun builds, a WebAssembly SQLite in the Node (armv7) build
+ * (open.ts picks it; scripts/bundle-node.ts swaps in open-wasm.ts). Only what the stores use is here,
+ * and every driver passes the same contract tests (test/unit/store-contract.test.ts).
+ */
+import type { Logger } from "../log.ts";
+
+export type SqlValue = string | number | bigint | null | Uint8Array;
+export type Row = Record<string, SqlValue>;
+
+export interface RunResult {
+  changes: number;
+  lastInsertRowid: number;
+}
+
+export interface SqlDatabase {
+  /** runs one or more statements without parameters (schema, pragmas) */
+  exec(sql: string): void;
+  run(sql: string, params?: readonly SqlValue[]): RunResult;
+  all<T = Row>(sql: string, params?: readonly SqlValue[]): T[];
+  get<T = Row>(sql: string, params?: readonly SqlValue[]): T | undefined;
+  /** runs fn inside BEGIN IMMEDIATE … COMMIT, rolling back if it throws */
+  transaction<T>(fn: () => T): T;
+  close(): void;
+  /** the driver's name, for logs and `bootstrap` */
+  readonly driver: string;
+}
+
+export interface OpenOptions {
+  readonly?: boolean;
+  /** told of recoveries worth a line in the journal (a stale lock removed) */
+  log?: Logger;
+}
+
+export type OpenSqlDatabase = (file: string, options?: OpenOptions) => SqlDatabase;

@@ -1,0 +1,148 @@
+import { ConfigError, FlashlexError } from "../errors.ts";
+import type { SqlDatabase } from "./driver.ts";
+import { openSqlDatabase } from "./open.ts";
+
+/** Table name → its column names, in order. */
+type Schema = Map<string, string[]>;
+
+/**
+ * Forward-only migrations keyed by `PRAGMA user_version`: migration N brings the schema from
+ * version N-1 to N. Returns the schema version the database is at afterwards.
+ *
+ * Order matters, so that a file that is not ours is never written to:
+ * 1. look first, writing nothing (in a transaction that changes nothing, so the version and the
+ *    tables are read from one snapshot): a database at version 0 must be empty, and at version N it
+ *    must have the tables and columns migrations 1..N make; one newer than this binary, or of
+ *    another application, or changed by hand is refused (ConfigError, exit 78) byte-identical;
+ * 2. only then switch to WAL (that writes the header);
+ * 3. apply each migration in its own BEGIN IMMEDIATE transaction that reads `user_version`
+ *    (and checks the schema again) inside it: of two processes opening a fresh database at once
+ *    (two serves, serve and collect, messages list), one migrates while the other waits on the
+ *    lock (busy_timeout), then finds the work done.
+ */
+export function migrate(db: SqlDatabase, migrations: readonly string[], name: string): number {
+  // one snapshot for the version and the tables: read apart, another process's migration could
+  // land between them and make a fresh database look like someone else's
+  db.transaction(() => checkSchema(db, migrations, name, userVersion(db)));
+  enableWal(db, name);
+  for (;;) {
+    const done = db.transaction(() => {
+      const version = userVersion(db);
+      checkSchema(db, migrations, name, version);
+      if (version >= migrations.length) return true;
+      db.exec(migrations[version]!);
+      db.exec(`PRAGMA user_version = ${version + 1}`);
+      return false;
+    });
+    if (done) return userVersion(db);
+  }
+}
+
+/**
+ * Settings of the connection, set before anything is read: wait up to 5 s for another process's
+ * lock (a commit, a migration) instead of failing at once. The journal mode is set by `migrate`,
+ * once it knows the file is ours.
+ */
+export function applyPragmas(db: SqlDatabase): void {
+  db.exec("PRAGMA busy_timeout = 5000");
+}
+
+/**
+ * WAL lets a reader (an application, `flashlex messages`) work while `serve` writes.
+ * synchronous=FULL makes every commit survive a power cut, which is what a Pi with an SD card
+ * sees most; see bench/ for what it costs.
+ */
+function enableWal(db: SqlDatabase, name: string): void {
+  const mode = whileBusy(() => {
+    const current = db.get<{ journal_mode: string }>("PRAGMA journal_mode")?.journal_mode;
+    return current === "wal" ? current : db.get<{ journal_mode: string }>("PRAGMA journal_mode = WAL")?.journal_mode;
+  });
+  if (mode !== "wal") throw new FlashlexError(`${name}: the database refused WAL mode (journal_mode=${mode})`, "io");
+  db.exec("PRAGMA synchronous = FULL");
+}
+
+/**
+ * Switching a fresh file to WAL needs an exclusive lock, and SQLite answers SQLITE_BUSY at once,
+ * without waiting in busy_timeout, when two connections both hold a shared lock and want it (its
+ * deadlock rule). Seen with serve, collect and messages opening a new database together: retry
+ * for up to the busy timeout, a few milliseconds apart.
+ */
+function whileBusy<T>(fn: () => T, timeoutMs = 5000): T {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return fn();
+    } catch (err) {
+      if (!(err instanceof FlashlexError) || err.kind !== "try-later" || Date.now() > deadline) throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 5 + Math.random() * 20);
+    }
+  }
+}
+
+function userVersion(db: SqlDatabase): number {
+  return Number(db.get<{ user_version: number }>("PRAGMA user_version")!.user_version);
+}
+
+/** Refuses (ConfigError) a database that is not what `version` of these migrations makes. */
+function checkSchema(db: SqlDatabase, migrations: readonly string[], name: string, version: number): void {
+  const actual = schemaOf(db);
+  const foreign = () => {
+    const tables = [...actual.keys()].slice(0, 5).join(", ");
+    return new ConfigError(`${name}: not a FlashLex database (it holds other tables: ${tables}); move it aside or point flashlex at another file`);
+  };
+  if (version === 0) {
+    if (actual.size) throw foreign();
+    return;
+  }
+  const expected = expectedSchemas(migrations);
+  if (version > migrations.length) {
+    // a later FlashLex adds tables and columns but keeps these: without them it is someone else's file
+    const latest = expected[migrations.length]!;
+    if ([...latest.keys()].some((table) => !actual.has(table))) throw foreign();
+    throw new ConfigError(`${name}: schema version ${version} is newer than this flashlex knows (${migrations.length}); upgrade flashlex`);
+  }
+  for (const [table, columns] of expected[version]!) {
+    const found = actual.get(table);
+    if (!found) {
+      if (actual.size && ![...expected[version]!.keys()].some((t) => actual.has(t))) throw foreign();
+      throw new ConfigError(`${name}: table ${table} is missing at schema version ${version}: not a FlashLex database, or changed by hand`);
+    }
+    if (found.join(",") !== columns.join(",")) {
+      throw new ConfigError(
+        `${name}: table ${table} has columns (${found.join(", ")}), not those of schema version ${version} (${columns.join(", ")}): not a FlashLex database, or changed by hand`,
+      );
+    }
+  }
+}
+
+function schemaOf(db: SqlDatabase): Schema {
+  const schema: Schema = new Map();
+  const tables = db.all<{ name: string }>("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name");
+  for (const { name } of tables) {
+    schema.set(
+      name,
+      db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?) ORDER BY cid`, [name]).map((c) => c.name),
+    );
+  }
+  return schema;
+}
+
+const expectedCache = new WeakMap<readonly string[], Schema[]>();
+
+/** The schema after each version (index = version), made by running the migrations in memory. */
+function expectedSchemas(migrations: readonly string[]): Schema[] {
+  const cached = expectedCache.get(migrations);
+  if (cached) return cached;
+  const db = openSqlDatabase(":memory:");
+  try {
+    const schemas: Schema[] = [new Map()];
+    for (const migration of migrations) {
+      db.exec(migration);
+      schemas.push(schemaOf(db));
+    }
+    expectedCache.set(migrations, schemas);
+    return schemas;
+  } finally {
+    db.close();
+  }
+}

@@ -1,0 +1,48 @@
+import { accessSync, constants, existsSync, statfsSync } from "node:fs";
+import { dirname } from "node:path";
+import { type ErrorKind, FlashlexError } from "../errors.ts";
+import { sqliteCodeOf, toFlashlexError } from "../foreign-errors.ts";
+
+/**
+ * Turns what a SQLite driver threw into a FlashlexError naming the database file, with its kind
+ * (src/shared/errors.ts). Errors that are not SQLite's or the file system's (a RangeError from binding,
+ * a FlashlexError from inside a transaction) pass through unchanged.
+ *
+ * SQLite tells only part of the story: it reports a read-only mount or a denied directory as
+ * SQLITE_CANTOPEN or SQLITE_READONLY, and the WebAssembly driver reports a full disk as "disk I/O
+ * error". When the kind is that vague, the file system is asked what it is: full, read-only,
+ * or not ours to write.
+ */
+export function storageError(err: unknown, file: string): unknown {
+  if (err instanceof FlashlexError) return err;
+  const code = err !== null && typeof err === "object" ? sqliteCodeOf(err) : undefined;
+  const errno = (err as NodeJS.ErrnoException | null)?.code;
+  if (!code && typeof errno !== "string") return err;
+  const error = toFlashlexError(err, file);
+  if (error.kind !== "io" && error.kind !== "read-only") return error;
+  const found = probeFileSystem(file);
+  if (!found || found.kind === error.kind) return error;
+  return new FlashlexError(`${file}: ${found.reason}${code ? ` (${code})` : ""}`, found.kind, { cause: err });
+}
+
+/** What stands in the way of writing `file`, if the file system can tell; undefined otherwise. */
+export function probeFileSystem(file: string): { kind: ErrorKind; reason: string } | undefined {
+  const dir = dirname(file);
+  try {
+    const fs = statfsSync(dir);
+    if (fs.bavail === 0 || fs.bfree === 0) return { kind: "full", reason: "cannot write: the file system is full" };
+  } catch {
+    // no such directory: access() below says so
+  }
+  for (const path of existsSync(file) ? [dir, file] : [dir]) {
+    try {
+      accessSync(path, constants.R_OK | constants.W_OK);
+    } catch (err) {
+      const errno = (err as NodeJS.ErrnoException).code;
+      if (errno === "EROFS") return { kind: "read-only", reason: `cannot write: ${path} is on a read-only file system` };
+      if (errno === "EACCES" || errno === "EPERM") return { kind: "permission", reason: `cannot write: permission denied on ${path}` };
+      if (errno === "ENOENT") return { kind: "io", reason: `cannot open: ${path} does not exist` };
+    }
+  }
+  return undefined;
+}

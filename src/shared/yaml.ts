@@ -1,0 +1,99 @@
+/**
+ * YAML configuration files, loaded the one way the thing's config.yml and the hub's hub.yml both
+ * are: bounded in size, strict UTF-8, one document, no duplicate keys, no alias bombs, then
+ * validated against a declared zod schema. Every failure is one ConfigError (exit 78) naming the
+ * file and, where there is one, the line or the key path.
+ */
+import { readFileSync, statSync } from "node:fs";
+import { parseDocument } from "yaml";
+import type { z } from "zod";
+import { ConfigError, oneLine } from "./errors.ts";
+import { toFlashlexError } from "./foreign-errors.ts";
+
+const MAX_CONFIG_BYTES = 1024 * 1024;
+
+/** Reads and parses a YAML file; any failure is a one-line ConfigError naming the file (and line). */
+export function parseYamlFile(file: string): unknown {
+  let bytes: Buffer;
+  try {
+    // a device (-c /dev/zero) or a huge file would be read forever or fill memory
+    const stat = statSync(file);
+    if (!stat.isFile()) throw new ConfigError(`${file}: not a regular file`);
+    if (stat.size > MAX_CONFIG_BYTES) throw new ConfigError(`${file}: ${stat.size} bytes is too large for a configuration file (at most ${MAX_CONFIG_BYTES})`);
+    bytes = readFileSync(file);
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    const code = (err as NodeJS.ErrnoException).code ?? "error";
+    throw new ConfigError(`${file}: cannot read the configuration file (${code})`);
+  }
+  let text: string;
+  try {
+    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new ConfigError(`${file}: not valid UTF-8 text`);
+  }
+  try {
+    const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+    const first = doc.errors[0];
+    if (first) {
+      const pos = first.linePos?.[0];
+      const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
+      throw new ConfigError(`${where}: invalid YAML: ${first.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "")}`);
+    }
+    // toJS refuses alias bombs ("Excessive alias count"); a document nested thousands deep
+    // overflows the parser's stack: both are a file that cannot be a configuration
+    return doc.toJS({ maxAliasCount: 100 });
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    const known = toFlashlexError(err);
+    throw new ConfigError(
+      `${file}: invalid YAML: ${known.kind === "config" ? known.message.replace(/^invalid YAML: /, "") : oneLine((err as Error)?.message ?? String(err))}`,
+      { cause: err },
+    );
+  }
+}
+
+/** Validates against a schema; the error names the file and the first failing key path. */
+export function validate<S extends z.ZodType>(schema: S, raw: unknown, file: string): z.output<S> {
+  const result = schema.safeParse(raw);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  const path = issue.path.length ? issue.path.join(".") : "(top level)";
+  const more = result.error.issues.length > 1 ? ` (and ${result.error.issues.length - 1} more)` : "";
+  throw new ConfigError(`${file}: ${path}: ${describeIssue(issue, raw)}${more}`);
+}
+
+function describeIssue(issue: z.core.$ZodIssue, raw: unknown): string {
+  if (issue.code === "invalid_type" && valueAt(raw, issue.path) === undefined) {
+    return `missing (expected ${issue.expected})`;
+  }
+  return issue.message;
+}
+
+function valueAt(raw: unknown, path: PropertyKey[]): unknown {
+  let node = raw;
+  for (const key of path) {
+    if (node === null || typeof node !== "object") return undefined;
+    node = (node as Record<PropertyKey, unknown>)[key];
+  }
+  return node;
+}
+
+/** Key paths in `raw` that the schema's objects do not declare (they are ignored, with a warning). */
+export function unknownKeys(schema: z.ZodType, raw: unknown, prefix = ""): string[] {
+  const objectSchema = unwrapToObject(schema);
+  if (!objectSchema || raw === null || typeof raw !== "object" || Array.isArray(raw)) return [];
+  const shape = objectSchema.shape as Record<string, z.ZodType>;
+  return Object.entries(raw as Record<string, unknown>).flatMap(([key, value]) => {
+    const path = prefix ? `${prefix}.${key}` : key;
+    const child = shape[key];
+    return child ? unknownKeys(child, value, path) : [path];
+  });
+}
+
+function unwrapToObject(schema: z.ZodType): z.ZodObject | undefined {
+  // Optional, default and prefault wrappers each have `unwrap()`; the object inside has `shape`.
+  let current = schema as unknown as { unwrap?: () => unknown; shape?: unknown } | undefined;
+  while (current && typeof current.unwrap === "function" && !current.shape) current = current.unwrap() as typeof current;
+  return current?.shape ? (current as unknown as z.ZodObject) : undefined;
+}

@@ -1,0 +1,326 @@
+/**
+ * src/thing/bootstrap: the self-test, one check after another (checks.ts); the certificate
+ * chain is judged by a real TLS handshake on loopback (handshake-check.ts).
+ */
+import { randomUUID } from "node:crypto";
+import { lookup } from "node:dns/promises";
+import { accessSync, constants, existsSync, statSync } from "node:fs";
+import { pemBlocks } from "../../crypto/keys.ts";
+import { type CertificateInfo, describeCertificate } from "../../crypto/x509.ts";
+import { buildTestMessage } from "../../protocol/test-message.ts";
+import { TEST_TOPIC } from "../../protocol/topics.ts";
+import { type Logger, silentLogger } from "../../shared/log.ts";
+import { collectUrl, deliverHttp } from "../egress/delivery.ts";
+import { checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
+import { createIngressHandler } from "../ingress/handler.ts";
+import { serveIsRunning } from "../local/client.ts";
+import { describeError, sessionMemory, ThingSession } from "../mqtt/session.ts";
+import type { ConfigLocation, ThingConfig } from "../settings.ts";
+import { loadThingConfig } from "../settings.ts";
+import type { MessageStore } from "../store/message-store.ts";
+import { openThingStore } from "../store/open.ts";
+import { type HandshakeVerdict, verifyByHandshake } from "./handshake-check.ts";
+
+export type CheckStatus = "pass" | "fail" | "skip";
+
+export interface CheckResult {
+  name: string;
+  status: CheckStatus;
+  /** what was found (a path, a mode, a status code) */
+  detail?: string;
+  /** one sentence that says how to fix a failure */
+  fix?: string;
+}
+
+export interface BootstrapReport {
+  ok: boolean;
+  thing?: { id: string; name: string };
+  checks: CheckResult[];
+}
+
+/** Raised by a check: `detail` says what was found, `fix` what to do. */
+class CheckFailed extends Error {
+  constructor(
+    readonly detail: string,
+    readonly fix: string,
+  ) {
+    super(detail);
+  }
+}
+
+function fail(detail: string, fix: string): never {
+  throw new CheckFailed(detail, fix);
+}
+
+/**
+ * A failed loopback handshake in one sentence and one fix. `code` is OpenSSL's verify error
+ * name (X509_V_ERR_* without the prefix), kept in the detail as the TLS stack's own words.
+ */
+export function explainChainRefusal(code: string, identity: ThingIdentity, config: ThingConfig, now: Date): { detail: string; fix: string } {
+  const { cert, rootCA } = config.paths;
+  const clockFix = "Set the clock (enable NTP: sudo timedatectl set-ntp true); if the clock is right, download the thing's distribution again from the hub.";
+  switch (code) {
+    case "CERT_HAS_EXPIRED": {
+      const expired = certificatesOf(identity, config).find((c) => c.info.notAfter.getTime() < now.getTime());
+      const what = expired
+        ? `${expired.info.subjectCN} in ${expired.file} expired on ${expired.info.notAfter.toISOString()}`
+        : `a certificate in ${cert} or ${rootCA} has expired`;
+      return { detail: `${what} (${code})`, fix: clockFix };
+    }
+    case "CERT_NOT_YET_VALID": {
+      const early = certificatesOf(identity, config).find((c) => c.info.notBefore.getTime() > now.getTime());
+      const what = early
+        ? `${early.info.subjectCN} in ${early.file} is not valid until ${early.info.notBefore.toISOString()}`
+        : `a certificate in ${cert} or ${rootCA} is not valid yet`;
+      return { detail: `${what} (${code})`, fix: clockFix };
+    }
+    case "UNABLE_TO_GET_ISSUER_CERT_LOCALLY":
+    case "UNABLE_TO_VERIFY_LEAF_SIGNATURE":
+    case "UNABLE_TO_GET_ISSUER_CERT":
+    case "SELF_SIGNED_CERT_IN_CHAIN":
+    case "DEPTH_ZERO_SELF_SIGNED_CERT":
+    case "CERT_SIGNATURE_FAILURE":
+      return {
+        detail: `${cert} does not chain to a CA in ${rootCA} (${code})`,
+        fix: `Use the root CA file that came with the certificate; if an intermediate CA issued the certificate, append the intermediate's PEM to ${cert}, after the thing's own certificate.`,
+      };
+    case "INVALID_PURPOSE":
+      return {
+        detail: `${cert} may not be used as a TLS client certificate (${code}: its extended key usage lacks clientAuth)`,
+        fix: "Use the thing certificate the hub issued, not a server certificate.",
+      };
+    default:
+      return { detail: `the TLS handshake refuses ${cert} with ${rootCA} (${code})`, fix: "Use the key files from the thing's distribution zip, unchanged." };
+  }
+}
+
+/** Every certificate the handshake looked at, the chain first, with the file it came from. */
+function certificatesOf(identity: ThingIdentity, config: ThingConfig): { file: string; info: CertificateInfo }[] {
+  const from = (pem: string, file: string) =>
+    pemBlocks(pem).flatMap((b) => {
+      try {
+        return [{ file, info: describeCertificate(b.text) }];
+      } catch {
+        return []; // one the TLS stack read but the describer cannot: it just goes unnamed
+      }
+    });
+  return [...from(identity.certPem, config.paths.cert), ...from(identity.caPem, config.paths.rootCA)];
+}
+
+/** The earliest date a clock could plausibly show: before this it was never set. */
+const EARLIEST_PLAUSIBLE = Date.UTC(2024, 0, 1);
+const ROUND_TRIP_TIMEOUT_MS = 10_000;
+
+/**
+ * bootstrap: the self-test. Checks run in order; one whose prerequisites failed is skipped,
+ * so the first failure is the one to fix. Nothing here retries: a check either works now or
+ * says why not.
+ */
+export async function runBootstrapChecks(location: ConfigLocation, log: Logger = silentLogger): Promise<BootstrapReport> {
+  const checks: CheckResult[] = [];
+  let config: ThingConfig | undefined;
+  let identity: ThingIdentity | undefined;
+  let session: ThingSession | undefined;
+  let store: MessageStore | undefined;
+  let mqttReady = false;
+
+  const check = async (name: string, prerequisite: boolean, run: () => Promise<string | undefined> | string | undefined) => {
+    if (!prerequisite) return void checks.push({ name, status: "skip", detail: "an earlier check failed" });
+    try {
+      const detail = await run();
+      checks.push({ name, status: "pass", ...(detail ? { detail } : {}) });
+      return true;
+    } catch (err) {
+      if (err instanceof CheckFailed) checks.push({ name, status: "fail", detail: err.detail, fix: err.fix });
+      else checks.push({ name, status: "fail", detail: describeError(err), fix: "See the detail; run again with FLASHLEX_LOG_LEVEL=debug for more." });
+      return false;
+    }
+  };
+
+  const configOk = await check("config valid", true, () => {
+    try {
+      config = loadThingConfig(location);
+    } catch (err) {
+      fail((err as Error).message, "Correct the key named above in the configuration file.");
+    }
+    return config!.unknownKeys.length ? `${config!.file} (ignored unknown keys: ${config!.unknownKeys.join(", ")})` : config!.file;
+  });
+
+  const filesOk = await check("key files present", Boolean(configOk), () => {
+    const paths = config!.paths;
+    const wanted = [paths.rootCA, paths.cert, paths.privateKey, ...(paths.publicKey ? [paths.publicKey] : [])];
+    const missing = wanted.filter((p) => !existsSync(p));
+    if (missing.length)
+      fail(`missing: ${missing.join(", ")}`, `Copy the distribution's keys into ${config!.keysDir}, or pass -k with the directory that has them.`);
+    try {
+      identity = readIdentity(config!);
+    } catch (err) {
+      // The message names the file and, for a convertible format, the openssl command.
+      const message = (err as Error).message;
+      fail(
+        message,
+        /convert it with:/.test(message)
+          ? "Convert the file with the command above, or use the key files from the thing's distribution zip."
+          : "Use the key files from the thing's distribution zip, unchanged.",
+      );
+    }
+    return `${config!.keysDir} (${identity!.tokenAlgorithm} key)`;
+  });
+
+  await check("private key readable by its owner only (0600)", Boolean(filesOk), () => {
+    const path = config!.paths.privateKey;
+    const open = keyFileTooOpen(path);
+    if (open) fail(`${path} has mode ${open}`, `Run: chmod 600 ${path}`);
+    return `0${(statSync(path).mode & 0o777).toString(8)}`;
+  });
+
+  const matchOk = await check("certificate matches the private key", Boolean(filesOk), () => {
+    try {
+      checkKeyMatchesCertificate(identity!, config!);
+    } catch (err) {
+      fail((err as Error).message, "Use the certificate and the key from the same distribution.");
+    }
+  });
+
+  const chainOk = await check("certificate chain accepted by a TLS handshake against the root CA", Boolean(matchOk), async () => {
+    let verdict: HandshakeVerdict;
+    try {
+      verdict = await verifyByHandshake(identity!);
+    } catch (err) {
+      fail(`the loopback TLS handshake failed: ${describeError(err)}`, "Use the key files from the thing's distribution zip, unchanged.");
+    }
+    if (!verdict.authorized) {
+      const { detail, fix } = explainChainRefusal(verdict.code, identity!, config!, new Date());
+      fail(detail, fix);
+    }
+    const leaf = describeCertificate(identity!.certPem);
+    if (leaf.subjectCN !== identity!.thingName)
+      fail(`the certificate is for ${leaf.subjectCN}, the config names ${identity!.thingName}`, "Use the config and keys of the same thing.");
+    const chain = pemBlocks(identity!.certPem).length;
+    return `valid until ${leaf.notAfter.toISOString()}${chain > 1 ? ` (with ${chain - 1} intermediate${chain > 2 ? "s" : ""})` : ""}`;
+  });
+
+  await check("clock plausible", true, () => {
+    const now = Date.now();
+    if (now < EARLIEST_PLAUSIBLE) fail(`the clock says ${new Date(now).toISOString()}`, "Set the clock: enable NTP with `sudo timedatectl set-ntp true`.");
+    if (identity) {
+      const info = describeCertificate(identity.certPem);
+      if (now < info.notBefore.getTime()) {
+        fail(
+          `the clock says ${new Date(now).toISOString()}, before the certificate was issued`,
+          "Set the clock: enable NTP with `sudo timedatectl set-ntp true`.",
+        );
+      }
+    }
+    return new Date(now).toISOString();
+  });
+
+  const storeOk = await check("data directory writable and the database opens", Boolean(configOk), () => {
+    try {
+      store = openThingStore(config!, log);
+      accessSync(config!.dataDir, constants.W_OK);
+    } catch (err) {
+      fail(
+        `${config!.paths.database}: ${describeError(err)}`,
+        `Create ${config!.dataDir} and make it writable by this user, or pass -d with a writable directory.`,
+      );
+    }
+    return `${config!.paths.database} (${store!.db.driver})`;
+  });
+
+  const resolvedOk = await check("broker endpoint resolves", Boolean(configOk), async () => {
+    const host = config!.yaml.thing.endpoint;
+    try {
+      const { address } = await lookup(host);
+      return `${host} → ${address}`;
+    } catch (err) {
+      return fail(`${host}: ${describeError(err)}`, "Check flashlex.thing.endpoint in the config and the device's network and DNS.");
+    }
+  });
+
+  const serveRunning = configOk ? await serveIsRunning(config!.dataDir) : false;
+  const canConnect = Boolean(chainOk && resolvedOk && storeOk);
+  const nonce = randomUUID();
+  let echoed: () => void = () => {};
+  const echo = new Promise<void>((resolve) => (echoed = resolve));
+
+  const connectOk = await check("mutual-TLS connect", canConnect, async () => {
+    if (serveRunning)
+      fail(
+        "flashlex serve is running with this data directory",
+        "Stop it while bootstrapping (sudo systemctl stop flashlex): both would use the thing's one MQTT session.",
+      );
+    const thing = config!.yaml.thing;
+    const handler = createIngressHandler({ config: config!, store: store!, log });
+    session = new ThingSession({
+      config: config!,
+      identity: identity!,
+      log,
+      subscriptions: [thing.mqtt.ingress.topic],
+      reconnect: false,
+      memory: sessionMemory(store!),
+      ingress: {
+        connectionStarted: (sessionPresent) => handler.connectionStarted(sessionPresent),
+        async handle(packet) {
+          // The hub's echo of our test message proves ingress; anything else is a real message.
+          if (packet.payload.toString().includes(nonce)) return echoed();
+          await handler.handle(packet);
+        },
+      },
+    });
+    try {
+      await session.waitConnected(Math.min(config!.timeouts.connectMs, 15_000));
+    } catch (err) {
+      fail(
+        `${thing.endpoint}:${thing.mqtt.port}: ${describeError(err)}`,
+        "Check the endpoint and port, that the broker is up and trusts this root CA, and that the thing is not revoked.",
+      );
+    }
+    mqttReady = true;
+    return `${thing.endpoint}:${thing.mqtt.port} as ${identity!.thingName}, subscribed to ${thing.mqtt.ingress.topic}`;
+  });
+
+  const publishOk = await check(`publish the test message to ${TEST_TOPIC}`, Boolean(connectOk), async () => {
+    const body = buildTestMessage({ thingId: identity!.thingId, thingName: identity!.thingName, message: config!.yaml.app.message, sequence: 0, nonce });
+    try {
+      await session!.publish(TEST_TOPIC, body, 1);
+    } catch (err) {
+      fail(describeError(err), `The broker must allow this thing to publish to ${TEST_TOPIC}.`);
+    }
+    return body;
+  });
+
+  await check("ingress round trip", Boolean(publishOk), async () => {
+    const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), ROUND_TRIP_TIMEOUT_MS).unref?.());
+    if ((await Promise.race([echo, timer])) === "timeout") {
+      fail(
+        `no echo on ${config!.yaml.thing.mqtt.ingress.topic} within ${ROUND_TRIP_TIMEOUT_MS / 1000} s`,
+        "The hub echoes a bootstrap's test message to the thing's ingress topic: check the hub is running and serves this thing.",
+      );
+    }
+    return `received on ${config!.yaml.thing.mqtt.ingress.topic}`;
+  });
+
+  await check("egress through the collect API", Boolean(chainOk), async () => {
+    const outcome = await deliverHttp(
+      { message_id: randomUUID(), body: JSON.stringify({ foo: "bar" }) },
+      { config: config!, identity: identity!, timeoutMs: 15_000 },
+    );
+    if (outcome.kind !== "sent") {
+      fail(
+        `${collectUrl(config!)}: ${outcome.error}`,
+        "Check flashlex.app.api.endpoint and env in the config, that the hub's API is reachable, and that it knows this thing.",
+      );
+    }
+    return `HTTP ${outcome.kind === "sent" ? outcome.status : ""}`;
+  });
+
+  if (mqttReady) await session?.stop();
+  else session?.client.end(true);
+  store?.close();
+  return {
+    ok: checks.every((c) => c.status === "pass"),
+    thing: identity ? { id: identity.thingId, name: identity.thingName } : undefined,
+    checks,
+  };
+}

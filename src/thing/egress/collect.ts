@@ -1,0 +1,95 @@
+/**
+ * src/thing/egress: what the thing sends. `collect` (here) queues a message durably and tries
+ * it once; the outbox drainer (outbox.ts) delivers what waits; delivery.ts sends one message
+ * over HTTP or MQTT with a freshly signed token, whose time the hub clock (hub-clock.ts) corrects.
+ */
+import { randomUUID } from "node:crypto";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
+import { FlashlexError, InputError } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import type { DeliveryOutcome } from "./delivery.ts";
+import { recordOutcome } from "./outbox.ts";
+
+export interface CollectResult {
+  messageId: string;
+  /** `queued`: not delivered yet; it waits in the outbox and `serve` delivers it */
+  outcome: "sent" | "rejected" | "queued";
+  status?: number;
+  body?: string;
+  error?: string;
+  /**
+   * The attempt's outcome could not be written to the outbox (a full disk): the row stays
+   * pending under its lease, so `serve` may deliver it again later, with the same message id,
+   * which the hub stores once. The outcome above is still what happened.
+   */
+  recordError?: string;
+}
+
+/** While one delivery attempt of a fresh message runs, the outbox drainer leaves the row alone. */
+const LEASE_MS = 60_000;
+
+/**
+ * Checks that `text` is one JSON document within the protocol's limits (DEFAULT_PAYLOAD_LIMIT_BYTES
+ * of UTF-8, MAX_JSON_DEPTH levels of nesting) and returns it compacted. Throws InputError
+ * (exit 65) naming `source` and the problem; nothing is queued by then.
+ */
+export function parseEgressDocument(text: string, source: string): string {
+  try {
+    return JSON.stringify(parseJsonDocument(text, { maxBytes: DEFAULT_PAYLOAD_LIMIT_BYTES, maxDepth: MAX_JSON_DEPTH, source }));
+  } catch (err) {
+    if (err instanceof JsonDocumentError) throw new InputError(`${err.message}; nothing was queued`);
+    throw err;
+  }
+}
+
+/**
+ * Egress: the message is committed to the outbox first, then delivered once now. Whatever
+ * happens to that attempt, the message is either delivered, refused by the API for good, or
+ * still queued for `serve`: never lost.
+ *
+ * `queueLimit` is `offlinePublishQueueing`, with the Python SDK's meaning: -1 queues without a
+ * limit; N > 0 lets at most N messages wait; 0 means no offline queueing at all. When the
+ * attempt does not deliver and the message may not wait (0, or N already waiting), its row is
+ * taken out again and a FlashlexError of kind try-later (exit 75) says that nothing was queued.
+ */
+export async function collect(deps: {
+  store: MessageStore;
+  body: string;
+  via: OutboxVia;
+  /** offlinePublishQueueing: -1 no limit, 0 no queueing, N at most N messages waiting */
+  queueLimit: number;
+  deliver: (entry: OutboxEntry) => Promise<DeliveryOutcome>;
+}): Promise<CollectResult> {
+  const { store, queueLimit } = deps;
+  const messageId = randomUUID();
+  const now = Date.now();
+  store.enqueue({ messageId, body: deps.body, via: deps.via, now, notBefore: now + LEASE_MS });
+  const entry = store.getOutbox(messageId)!;
+  let outcome: DeliveryOutcome;
+  try {
+    outcome = await deps.deliver(entry);
+  } catch (err) {
+    // Kept as a retry: the row is on disk, and serve logs and retries it with backoff.
+    outcome = { kind: "retry", error: `delivery failed: ${(err as Error)?.message ?? String(err)}` };
+  }
+  if (outcome.kind === "retry" && queueLimit >= 0) {
+    const waiting = store.countPending() - 1;
+    if (waiting >= queueLimit) {
+      store.dropOutbox([messageId]);
+      const rule =
+        queueLimit === 0 ? "offlinePublishQueueing is 0 (no offline queueing)" : `${waiting} messages already wait (offlinePublishQueueing: ${queueLimit})`;
+      throw new FlashlexError(`not delivered (${outcome.error}) and ${rule}: nothing was queued, try again later`, "try-later");
+    }
+  }
+  // A message that was delivered is never reported as failed because the disk filled up meanwhile.
+  let recordError: string | undefined;
+  try {
+    recordOutcome(store, entry, outcome, Date.now());
+  } catch (err) {
+    recordError = toFlashlexError(err).message;
+  }
+  if (outcome.kind === "sent") return { messageId, outcome: "sent", status: outcome.status, body: outcome.body, recordError };
+  if (outcome.kind === "rejected") return { messageId, outcome: "rejected", status: outcome.status, body: outcome.body, error: outcome.error, recordError };
+  return { messageId, outcome: "queued", status: outcome.status, error: outcome.error, recordError };
+}

@@ -1,0 +1,158 @@
+import { signThingToken } from "../../crypto/jwt.ts";
+import { buildCollectEnvelope } from "../../protocol/collect-envelope.ts";
+import { MESSAGE_ID_HEADER } from "../../protocol/headers.ts";
+import type { ThingIdentity } from "../identity.ts";
+import { describeError, type ThingSession } from "../mqtt/session.ts";
+import type { ThingConfig } from "../settings.ts";
+import type { OutboxEntry } from "../store/message-store.ts";
+import { type PostResult, requestText } from "./http-post.ts";
+import { bearerErrorDescription, describeOffset, type HubClock, SKEW_THRESHOLD_MS } from "./hub-clock.ts";
+
+export type DeliveryOutcome =
+  | { kind: "sent"; status?: number; body?: string }
+  /** the receiver refused the message itself; retrying cannot help */
+  | { kind: "rejected"; status: number; body: string; error: string }
+  /** the receiver could not be reached, failed, or refused the thing (not the message); try again later */
+  | { kind: "retry"; error: string; status?: number };
+
+/**
+ * The answers that refuse the *content* of a message for good: sending the same bytes again
+ * gets the same answer. 400 (not JSON, too deep, bad message id), 409 (the message id belongs
+ * to another message), 413 (too large), 415 (not JSON), 422 (unprocessable). Everything else
+ * — 401/403 (the token or the thing: a wrong clock, a revoked or not yet registered thing),
+ * 404 (a wrong endpoint), 408, 429, 5xx, 3xx, network errors — is something the owner or time
+ * can fix, so the message stays pending and is retried with backoff.
+ */
+export const PERMANENT_REFUSALS: ReadonlySet<number> = new Set([400, 409, 413, 415, 422]);
+
+export function collectUrl(config: ThingConfig): string {
+  const { endpoint, env } = config.yaml.app.api;
+  return `${endpoint.replace(/\/+$/, "")}/${env}/v1/things/${config.yaml.thing.id}/collect`;
+}
+
+/** Classifies one HTTP answer of the collect API (see PERMANENT_REFUSALS). */
+export function outcomeOf(response: Pick<PostResult, "status" | "statusText" | "body">, detail?: string): DeliveryOutcome {
+  const { status, body } = response;
+  if (status >= 200 && status < 300) return { kind: "sent", status, body };
+  const error = `the API answered ${status} ${response.statusText}`.trim() + (detail ? ` (${detail})` : "");
+  if (PERMANENT_REFUSALS.has(status)) return { kind: "rejected", status, body, error };
+  return { kind: "retry", status, error };
+}
+
+/**
+ * POSTs one outbox entry to the collect API with a freshly signed JWT. With a `clock`, the
+ * token is signed with the hub's time once the answers showed the device clock is wrong
+ * (hub-clock.ts), and a 401 whose `Date` reveals a new skew is retried once at once with the
+ * corrected time — so a one-shot `collect` on a device with a wrong clock still delivers.
+ * Never throws for the network; throws only what signing throws (an unusable key).
+ */
+export async function deliverHttp(
+  entry: Pick<OutboxEntry, "message_id" | "body">,
+  deps: { config: ThingConfig; identity: ThingIdentity; timeoutMs?: number; clock?: HubClock },
+): Promise<DeliveryOutcome> {
+  const { clock } = deps;
+  const post = async (): Promise<PostResult> => {
+    const token = await signThingToken({ thingId: deps.identity.thingId, privateKey: deps.identity.privateKey, now: clock?.nowSeconds() });
+    return requestText(collectUrl(deps.config), {
+      headers: {
+        Authorization: `Bearer ${token}`,
+        "Content-Type": "application/json",
+        [MESSAGE_ID_HEADER]: entry.message_id,
+      },
+      body: entry.body,
+      extraCaPem: deps.identity.caPem,
+      timeoutMs: deps.timeoutMs ?? 30_000,
+    });
+  };
+  let response: PostResult;
+  try {
+    response = await post();
+    if (clock?.observe(headerText(response.headers.date), Date.now(), refusalOf(response)) && response.status === 401) {
+      response = await post();
+      clock.observe(headerText(response.headers.date), Date.now(), refusalOf(response));
+    }
+  } catch (err) {
+    return { kind: "retry", error: describeError(err) };
+  }
+  return outcomeOf(response, response.status === 401 ? refusalDetail(response) : undefined);
+}
+
+/**
+ * Publishes one outbox entry to the egress topic. The envelope carries the thing's JWT, so the
+ * hub authenticates the message the same way as over HTTP even behind a broker that does not
+ * tell it who published. With a `clock`, the token carries the hub's time.
+ *
+ * MQTT has no `Date` of its own, and the hub cannot refuse one PUBLISH (MQTT 3.1.1 has no
+ * negative PUBACK): it acknowledges an envelope whose token it refuses and drops it. So a wrong
+ * device clock would lose MQTT egress silently. The clock is therefore measured over HTTP
+ * before signing when the last measurement is older than `CLOCK_MAX_AGE_MS` (one GET to the
+ * collect URL, which every hub answers with a `Date`, 405 included; no token is sent).
+ */
+export async function deliverMqtt(
+  entry: Pick<OutboxEntry, "message_id" | "body">,
+  deps: { config: ThingConfig; identity: ThingIdentity; session: ThingSession; clock?: HubClock },
+): Promise<DeliveryOutcome> {
+  if (!deps.session.connected) return { kind: "retry", error: "not connected to the broker" };
+  if (deps.clock?.isStale(CLOCK_MAX_AGE_MS)) await measureHubClock(deps.clock, deps);
+  const token = await signThingToken({ thingId: deps.identity.thingId, privateKey: deps.identity.privateKey, now: deps.clock?.nowSeconds() });
+  const envelope = buildCollectEnvelope({ messageId: entry.message_id, thingId: deps.identity.thingId, token, payload: JSON.parse(entry.body) });
+  try {
+    await deps.session.publish(deps.config.yaml.thing.mqtt.egress.topic, envelope, 1);
+    return { kind: "sent" };
+  } catch (err) {
+    return { kind: "retry", error: describeError(err) };
+  }
+}
+
+/** How old the clock measurement may be when an MQTT token is signed. */
+export const CLOCK_MAX_AGE_MS = 10 * 60_000;
+
+/**
+ * Reads the hub's time from the `Date` of a GET to the collect URL (no token; the hub answers
+ * 405) and tells the clock. A hub that cannot be reached leaves the clock as it was: tokens are
+ * then signed with the device's time, as without correction.
+ */
+export async function measureHubClock(clock: HubClock, deps: { config: ThingConfig; identity: ThingIdentity }): Promise<void> {
+  clock.attempted();
+  try {
+    const response = await requestText(collectUrl(deps.config), { method: "GET", extraCaPem: deps.identity.caPem, timeoutMs: 10_000 });
+    clock.observe(headerText(response.headers.date), Date.now());
+  } catch {
+    // unreachable: nothing learned
+  }
+}
+
+/**
+ * Capped exponential backoff for outbox retries: 2 s, 4 s, … up to 5 minutes, after `attempts`
+ * failed tries. A value that is not a count (a row written by another program) counts as 0.
+ */
+export function retryDelayMs(attempts: unknown): number {
+  const n = typeof attempts === "number" && Number.isFinite(attempts) && attempts > 0 ? attempts : 0;
+  return Math.min(RETRY_CAP_MS, 2000 * 2 ** Math.min(n, 10));
+}
+
+export const RETRY_CAP_MS = 300_000;
+
+function headerText(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+function refusalOf(response: PostResult): string | undefined {
+  return response.status === 401 ? bearerErrorDescription(headerText(response.headers["www-authenticate"])) : undefined;
+}
+
+/**
+ * What a 401 means, for the row's `last_error` and the log: the hub's own words when it gave
+ * them, and how far the device clock is from the hub's when its `Date` says so.
+ */
+function refusalDetail(response: PostResult): string | undefined {
+  const parts: string[] = [];
+  const description = refusalOf(response);
+  if (description) parts.push(description);
+  const hubMs = Date.parse(headerText(response.headers.date) ?? "");
+  if (Number.isFinite(hubMs)) {
+    const deviceMinusHub = Date.now() - (hubMs + 500);
+    if (Math.abs(deviceMinusHub) > SKEW_THRESHOLD_MS) parts.push(`the device clock is ${describeOffset(deviceMinusHub)} the hub's`);
+  }
+  return parts.length ? parts.join("; ") : undefined;
+}

@@ -1,0 +1,172 @@
+import type { Logger } from "../../shared/log.ts";
+import { describeError } from "../mqtt/session.ts";
+import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import { type DeliveryOutcome, retryDelayMs } from "./delivery.ts";
+
+/**
+ * The egress outbox. A message's row moves through these states (`outbox.state`):
+ *
+ * | state      | meaning                                                     | leaves it                         |
+ * |------------|-------------------------------------------------------------|-----------------------------------|
+ * | `pending`  | waiting; tried at `next_attempt_at`, backoff 2 s … 5 min    | delivered → sent; refused → rejected; `outbox drop` |
+ * | `sent`     | the receiver took it (HTTP 2xx, or the broker's PUBACK)     | deleted `db.expireSeconds` after it was created |
+ * | `rejected` | the receiver refused the content for good (400, 409, 413,   | `outbox retry` → pending (due now); `outbox drop` |
+ * |            | 415, 422), or the stored row cannot be sent at all (its     | (never deleted by itself)         |
+ * |            | body is not JSON, its id is not a header-safe token)        |                                   |
+ *
+ * Every other answer — 401/403 (a wrong clock, a revoked thing), 404, 408, 429, 5xx, network
+ * errors, and any exception while delivering one row — keeps the row `pending`, with
+ * `attempts` counted and `last_error` saying why.
+ */
+
+export type Deliver = (entry: OutboxEntry) => Promise<DeliveryOutcome>;
+
+/** Writes a delivery attempt's outcome to the outbox row. */
+export function recordOutcome(store: MessageStore, entry: OutboxEntry, outcome: DeliveryOutcome, now: number): void {
+  if (outcome.kind === "sent") store.markSent(entry.message_id, now, outcome.status ? { status: outcome.status, body: outcome.body ?? "" } : undefined);
+  else if (outcome.kind === "rejected") store.markRejected(entry.message_id, outcome.error, { status: outcome.status, body: outcome.body });
+  else store.markRetry(entry.message_id, outcome.error, now + retryDelayMs(entry.attempts));
+}
+
+const HEADER_SAFE_ID = /^[\x21-\x7e]{1,200}$/;
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * Why a stored row cannot be sent at all, or undefined when it can. Rows are written by
+ * `collect` (which checks them), but the file is public and other programs write to it: a
+ * body that is not one JSON document, or an id that cannot travel as a header value, would
+ * fail the same way on every try. Returns the row with its body as text when it is fine.
+ */
+export function sendableEntry(entry: OutboxEntry): { entry: OutboxEntry } | { problem: string } {
+  const id: unknown = entry.message_id;
+  if (typeof id !== "string" || !HEADER_SAFE_ID.test(id)) return { problem: "the stored message id is not 1-200 visible ASCII characters" };
+  let body: unknown = entry.body;
+  if (body instanceof Uint8Array) {
+    try {
+      body = utf8.decode(body);
+    } catch {
+      return { problem: "the stored body is not UTF-8 text" };
+    }
+  }
+  if (typeof body !== "string") return { problem: `the stored body is not text (${body === null ? "null" : typeof body})` };
+  try {
+    JSON.parse(body);
+  } catch (err) {
+    return { problem: `the stored body is not JSON (${err instanceof RangeError ? "nested too deeply" : (err as Error).message})` };
+  }
+  return { entry: { ...entry, body } };
+}
+
+/**
+ * Delivers what waits in the outbox, oldest first, at most `ratePerSecond` messages a second
+ * (the config's `drainingFrequency`, so a thing back from a long outage does not flood the
+ * API). It looks again every `pollMs` because `collect` adds rows from another process, and
+ * at once when `wake()` is called.
+ *
+ * One row never stops it: a row that cannot be sent is marked `rejected`; an exception while
+ * delivering or recording one row is logged (ERROR, once per row and attempt), recorded on the
+ * row when the database lets us, and the drainer goes on with the next row. A row is tried at
+ * most once per pass, so a row whose outcome cannot be written does not spin.
+ */
+export class OutboxDrainer {
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private running: Promise<void> | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly deps: {
+      store: MessageStore;
+      deliverers: Partial<Record<OutboxVia, Deliver>>;
+      log: Logger;
+      ratePerSecond: number;
+      pollMs?: number;
+    },
+  ) {}
+
+  start(): void {
+    this.schedule(0);
+  }
+
+  /** Drain now (a new message was queued, or the connection came back). */
+  wake(): void {
+    if (!this.stopped && !this.running) this.schedule(0);
+  }
+
+  /** Waits for the delivery in flight, then stops. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private schedule(delayMs: number): void {
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.running = this.drain()
+        .catch((err) => this.deps.log.error("outbox.drain_failed", { error: describeError(err), note: "trying again at the next poll" }))
+        .finally(() => {
+          this.running = undefined;
+          if (!this.stopped) this.schedule(this.deps.pollMs ?? 1000);
+        });
+    }, delayMs);
+  }
+
+  private async drain(): Promise<void> {
+    const { store, deliverers } = this.deps;
+    const gapMs = 1000 / this.deps.ratePerSecond;
+    // A receiver that just failed would fail the rest of the batch too: wait for the next poll.
+    const down = new Set<OutboxVia>();
+    const tried = new Set<unknown>();
+    while (!this.stopped) {
+      const batch = store.due(Date.now(), 20).filter((e) => deliverers[e.via] && !down.has(e.via) && !tried.has(e.message_id));
+      if (!batch.length) return;
+      for (const entry of batch) {
+        if (this.stopped) return;
+        if (down.has(entry.via)) continue;
+        tried.add(entry.message_id);
+        const outcome = await this.deliverOne(entry);
+        if (outcome === "retry") down.add(entry.via);
+        if (outcome !== "skipped") await new Promise((r) => setTimeout(r, gapMs));
+      }
+    }
+  }
+
+  /** Delivers and records one row; never throws. */
+  private async deliverOne(raw: OutboxEntry): Promise<DeliveryOutcome["kind"] | "skipped"> {
+    const { store, log, deliverers } = this.deps;
+    const attempt = (typeof raw.attempts === "number" ? raw.attempts : 0) + 1;
+    const fields = { messageId: raw.message_id, via: raw.via, attempt };
+    const checked = sendableEntry(raw);
+    if ("problem" in checked) {
+      log.error("egress.unsendable", { ...fields, error: checked.problem, note: "marked rejected; see flashlex outbox list --state rejected" });
+      this.record(() => store.markUnsendable(raw.message_id, checked.problem), fields);
+      return "skipped";
+    }
+    const entry = checked.entry;
+    let outcome: DeliveryOutcome;
+    try {
+      outcome = await deliverers[entry.via]!(entry);
+    } catch (err) {
+      // A bug or an unusable key: the row waits with backoff instead of stopping the agent.
+      const error = `delivery failed: ${describeError(err)}`;
+      log.error("egress.delivery_failed", { ...fields, error, note: "the message stays pending and is tried again with backoff" });
+      const failed: DeliveryOutcome = { kind: "retry", error };
+      this.record(() => recordOutcome(store, entry, failed, Date.now()), fields);
+      return "retry";
+    }
+    this.record(() => recordOutcome(store, entry, outcome, Date.now()), fields);
+    const status = "status" in outcome ? outcome.status : undefined;
+    if (outcome.kind === "sent") log.info("egress.sent", { ...fields, status });
+    else if (outcome.kind === "rejected") log.warn("egress.rejected", { ...fields, status, error: outcome.error });
+    else log.warn("egress.retry_later", { ...fields, status, error: outcome.error });
+    return outcome.kind;
+  }
+
+  private record(write: () => void, fields: Record<string, unknown>): void {
+    try {
+      write();
+    } catch (err) {
+      this.deps.log.error("outbox.record_failed", { ...fields, error: describeError(err), note: "the row stays as it was and is tried again later" });
+    }
+  }
+}

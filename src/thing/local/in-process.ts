@@ -1,0 +1,88 @@
+/**
+ * The thing's data in this process: the message database, and delivery of what `collect` queues.
+ */
+import type { Logger } from "../../shared/log.ts";
+import { collect } from "../egress/collect.ts";
+import { type DeliveryOutcome, deliverHttp, deliverMqtt } from "../egress/delivery.ts";
+import { HubClock } from "../egress/hub-clock.ts";
+import type { ThingIdentity } from "../identity.ts";
+import { createIngressHandler } from "../ingress/handler.ts";
+import { sessionMemory, ThingSession } from "../mqtt/session.ts";
+import { explainTlsSetupError } from "../mqtt/tls-setup.ts";
+import type { ThingConfig } from "../settings.ts";
+import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import type { ThingAccess } from "./access.ts";
+
+/**
+ * The thing's data in this process: used by serve itself (for its socket, with its own
+ * deliverers and `onOutboxChanged` waking its drainer) and when serve is not running (a
+ * one-shot clock: a skewed clock is found and corrected within the one attempt). `identity`
+ * may be a loader: it then runs at the first collect, before the outbox is touched, so a key
+ * that does not fit its certificate queues nothing (ConfigError, 78).
+ */
+export function databaseAccess(
+  config: ThingConfig,
+  identity: ThingIdentity | (() => ThingIdentity),
+  store: MessageStore,
+  log: Logger,
+  serveHooks?: { deliverers: Record<OutboxVia, (entry: OutboxEntry) => Promise<DeliveryOutcome>>; onOutboxChanged: () => void },
+): ThingAccess {
+  let loaded = typeof identity === "function" ? undefined : identity;
+  const getIdentity = () => (loaded ??= (identity as () => ThingIdentity)());
+  const clock = new HubClock(log);
+  const deliver = serveHooks?.deliverers ?? {
+    http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity: getIdentity(), clock }),
+    mqtt: (entry: OutboxEntry) => deliverOverOwnSession(entry, { config, identity: getIdentity(), store, log, clock }),
+  };
+  return {
+    via: "database",
+    listMessages: async (query) => store.listIngress(query),
+    ackMessages: async (ids) => store.ackIngress(ids, Date.now()),
+    deleteMessages: async (ids) => store.deleteIngress(ids),
+    collect: async (body, via) => {
+      getIdentity();
+      return collect({ store, body, via, queueLimit: config.yaml.thing.mqtt.offlinePublishQueueing, deliver: deliver[via] });
+    },
+    listOutbox: async (state) => store.listOutbox(state),
+    retryOutbox: async (ids) => {
+      const change = store.retryOutbox(ids, Date.now());
+      if (change.changed.length) serveHooks?.onOutboxChanged();
+      return change;
+    },
+    dropOutbox: async (ids) => store.dropOutbox(ids),
+    close: () => store.close(),
+  };
+}
+
+/**
+ * `collect --via mqtt` with no serve running: connect as the thing (persistent session, like
+ * serve, so nothing of the session is discarded) just long enough to publish. Ingress that
+ * arrives meanwhile is stored exactly as serve would store it.
+ */
+async function deliverOverOwnSession(
+  entry: OutboxEntry,
+  deps: { config: ThingConfig; identity: ThingIdentity; store: MessageStore; log: Logger; clock: HubClock },
+): Promise<DeliveryOutcome> {
+  let session: ThingSession;
+  try {
+    session = new ThingSession({
+      config: deps.config,
+      identity: deps.identity,
+      log: deps.log,
+      subscriptions: [],
+      reconnect: false,
+      ingress: createIngressHandler(deps),
+      memory: sessionMemory(deps.store),
+    });
+  } catch (err) {
+    throw explainTlsSetupError(err, deps.config, deps.identity);
+  }
+  try {
+    await session.waitConnected(deps.config.timeouts.connectMs);
+    return await deliverMqtt(entry, { ...deps, session });
+  } catch (err) {
+    return { kind: "retry", error: (err as Error).message };
+  } finally {
+    await session.stop();
+  }
+}

@@ -1,0 +1,113 @@
+import { createHash, randomBytes } from "node:crypto";
+import { linkSync, mkdirSync, readFileSync, realpathSync, unlinkSync, writeFileSync } from "node:fs";
+import { createServer, type Server } from "node:net";
+import { join } from "node:path";
+import { FlashlexError } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
+
+/**
+ * One `serve` per data directory, decided by the kernel: the lock is a Linux abstract Unix
+ * socket (unix(7): a name that starts with NUL, no file behind it) named after the data
+ * directory. Binding a name is atomic, so of two serves started at the same instant exactly one
+ * gets it; the kernel releases it when the process ends in any way (SIGKILL, OOM kill), so
+ * there is never a stale lock to judge. Bun and Node 20 (the armv7 build) both bind such names.
+ *
+ * The name is a hash of the data directory's real path and a random key kept in the directory
+ * (`serve.lock-key`, 0600): abstract names have no permissions, and without the key any local
+ * user could take the name first and keep serve from starting.
+ *
+ * Limits: abstract names live in a network namespace, so two serves in different network
+ * namespaces (containers sharing a volume) do not see each other's lock; a Bun build and the
+ * armv7 Node build name it differently (Node pads the name), which never meet on one machine.
+ */
+export const LOCK_KEY_FILE = "serve.lock-key";
+
+export interface ServeLock {
+  /** the abstract name, for logs (without the leading NUL) */
+  readonly name: string;
+  release(): Promise<void>;
+}
+
+/**
+ * Takes the lock for `dataDir` (created 0700 if missing) for as long as the process lives or
+ * until `release()`. Throws FlashlexError `try-later` (exit 75) when another serve holds it,
+ * or a file-system kind (74/77) naming the path when the key cannot be made or read.
+ */
+export async function acquireServeLock(dataDir: string): Promise<ServeLock> {
+  const name = lockName(dataDir);
+  const server: Server = createServer((socket) => socket.destroy());
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", (err: NodeJS.ErrnoException) => {
+      if (err.code === "EADDRINUSE") {
+        reject(new FlashlexError(`${dataDir}: another flashlex serve is running for this data directory`, "try-later"));
+      } else {
+        reject(toFlashlexError(err, `${dataDir}: the single-serve lock`));
+      }
+    });
+    server.listen(`\0${name}`, () => resolve());
+  });
+  // The lock must not keep a stopping process alive; the handle stays open until the process ends.
+  server.unref();
+  held.add(server);
+  return {
+    name,
+    release: () =>
+      new Promise<void>((resolve) => {
+        held.delete(server);
+        server.close(() => resolve());
+      }),
+  };
+}
+
+/** Locks held by this process, so no garbage collector can ever close one early. */
+const held = new Set<Server>();
+
+/** `flashlex-serve-<hash of the real path and the key>`: the same for every serve of this directory. */
+export function lockName(dataDir: string): string {
+  try {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  } catch (err) {
+    throw toFlashlexError(err, dataDir);
+  }
+  const real = realpathSync(dataDir);
+  const key = lockKey(real);
+  return `flashlex-serve-${createHash("sha256").update(real).update("\0").update(key).digest("hex").slice(0, 40)}`;
+}
+
+/**
+ * Reads the directory's lock key, making it first if needed. Made under a temporary name and
+ * linked into place (link fails if the name exists), so two processes making it at once agree
+ * on one key and nobody reads a half-written one.
+ */
+function lockKey(dir: string): string {
+  const file = join(dir, LOCK_KEY_FILE);
+  try {
+    return readKey(file);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw toFlashlexError(err, file);
+  }
+  const temp = join(dir, `.${LOCK_KEY_FILE}.${process.pid}.${randomBytes(4).toString("hex")}`);
+  try {
+    writeFileSync(temp, `${randomBytes(32).toString("hex")}\n`, { mode: 0o600, flag: "wx" });
+    try {
+      linkSync(temp, file);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+    return readKey(file);
+  } catch (err) {
+    throw toFlashlexError(err, file);
+  } finally {
+    try {
+      unlinkSync(temp);
+    } catch {
+      // never written
+    }
+  }
+}
+
+function readKey(file: string): string {
+  const key = readFileSync(file, "utf8").trim();
+  if (!/^[0-9a-f]{64}$/.test(key)) throw new FlashlexError(`${file}: not a serve lock key (delete it; serve makes a new one)`, "config");
+  return key;
+}

@@ -1,0 +1,297 @@
+/**
+ * src/thing/mqtt: the thing's one MQTT connection (session.ts), its reconnect pacing
+ * (backoff.ts) and the TLS material it is built from (tls-setup.ts names the file at fault).
+ */
+import { EventEmitter } from "node:events";
+import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
+import type { Logger } from "../../shared/log.ts";
+import type { ThingIdentity } from "../identity.ts";
+import type { ThingConfig } from "../settings.ts";
+import type { MessageStore } from "../store/message-store.ts";
+import { Backoff, type DropCause } from "./backoff.ts";
+
+/** Receives one ingress message; the broker gets its PUBACK only after the promise resolves. */
+export type MessageHandler = (packet: IPublishPacket) => Promise<void>;
+
+/** What the session tells the ingress side: each new connection, then its messages. */
+export interface IngressHandler {
+  /** a connection was accepted; `sessionPresent` is the CONNACK's flag (MQTT 3.1.1 §3.2.2.2) */
+  connectionStarted(sessionPresent: boolean): void;
+  handle: MessageHandler;
+}
+
+/**
+ * Where the session remembers what the broker's persistent session holds (its subscriptions),
+ * so that a resumed session is not subscribed again: a SUBSCRIBE replaces the subscription and
+ * makes the broker send the topic's retained message again (MQTT 3.1.1 §3.8.4).
+ */
+export interface SessionMemory {
+  get(key: string): string | undefined;
+  set(key: string, value: string): void;
+}
+
+export interface SessionOptions {
+  config: ThingConfig;
+  identity: ThingIdentity;
+  log: Logger;
+  /** topics to subscribe to at QoS 1 on every connection */
+  subscriptions: string[];
+  ingress?: IngressHandler;
+  /** absent: subscribe on every connect */
+  memory?: SessionMemory;
+  /** the persistent session survives restarts; only a one-shot check uses a clean one */
+  clean?: boolean;
+  /** a one-shot check fails fast instead of retrying forever */
+  reconnect?: boolean;
+  /** overrides the thing name as MQTT client id (bootstrap's throwaway probe connection) */
+  clientId?: string;
+}
+
+export class OperationTimeout extends Error {}
+
+/** The broker answered a SUBSCRIBE with 0x80 for a topic (MQTT 3.1.1 §3.9.3). */
+export class SubscriptionRefused extends Error {}
+
+const SUBSCRIPTIONS_KEY = "subscriptions";
+
+/** The session's memory kept in the thing's message database (its `session_state` table). */
+export function sessionMemory(store: MessageStore): SessionMemory {
+  return { get: (key) => store.sessionState(key), set: (key, value) => store.setSessionState(key, value) };
+}
+
+/**
+ * The thing's MQTT connection: mutual TLS with the thing's certificate (verification is never
+ * turned off), client id = thing name, a persistent session, QoS 1 subscriptions renewed on
+ * every connect, and reconnects paced by `Backoff`. Emits `connected`, `disconnected`.
+ */
+export class ThingSession extends EventEmitter {
+  readonly client: MqttClient;
+  private readonly backoff: Backoff;
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined;
+  private stopping = false;
+  private readonly operationTimeoutMs: number;
+  /** why the current connection will have ended: the broker, unless an error or we end it */
+  private dropCause: DropCause = "broker";
+  private takeoverWarned = false;
+
+  constructor(private readonly options: SessionOptions) {
+    super();
+    const mqttConfig = options.config.yaml.thing.mqtt;
+    const backoffConfig = mqttConfig.autoReconnectBackoffTime;
+    this.backoff = new Backoff({
+      baseSeconds: backoffConfig.baseReconnectQuietTimeSecond,
+      maxSeconds: backoffConfig.maxReconnectQuietTimeSecond,
+      stableSeconds: backoffConfig.stableConnectionTimeSecond,
+    });
+    this.operationTimeoutMs = options.config.timeouts.operationMs;
+    this.client = mqtt.connect(clientOptions(options));
+    this.client.handleMessage = (packet, done) => this.handle(packet, done);
+    this.wire();
+  }
+
+  get connected(): boolean {
+    return this.client.connected;
+  }
+
+  /** Resolves on the first successful connect (and subscription), rejects after `timeoutMs`. */
+  waitConnected(timeoutMs: number): Promise<void> {
+    if (this.client.connected) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new OperationTimeout(`no MQTT connection within ${Math.round(timeoutMs / 1000)} s`));
+      }, timeoutMs);
+      const onConnected = () => (cleanup(), resolve());
+      const onFatal = (err: Error) => (cleanup(), reject(err));
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.off("connected", onConnected);
+        this.off("fatal", onFatal);
+      };
+      this.on("connected", onConnected);
+      this.on("fatal", onFatal);
+    });
+  }
+
+  /** Publishes and waits for the broker's PUBACK (QoS 1), bounded by `mqttOperationTimeout`. */
+  publish(topic: string, payload: string | Buffer, qos: 0 | 1 = 1): Promise<void> {
+    return this.withTimeout(`publish to ${topic}`, (done) => this.client.publish(topic, payload, { qos }, (err) => done(err)));
+  }
+
+  subscribe(topics: string[]): Promise<void> {
+    if (!topics.length) return Promise.resolve();
+    return this.withTimeout(`subscribe to ${topics.join(", ")}`, (done) =>
+      this.client.subscribe(topics, { qos: 1 }, (err, granted) => {
+        // MQTT.js 5 rejects a SUBACK holding a 0x80 return code (MQTT 3.1.1 §3.9.3) with an
+        // error that carries the SUBACK (ErrorWithSubackPacket); in topic order, as sent.
+        const codes = (err as (Error & { packet?: { granted?: number[] } }) | null)?.packet?.granted;
+        const refused = codes ? topics.filter((_, i) => ((codes[i] ?? 0) & 0x80) !== 0) : (granted?.filter((g) => g.qos === 128).map((g) => g.topic) ?? []);
+        done(refused.length ? new SubscriptionRefused(`the broker refused the subscription to ${refused.join(", ")} (SUBACK 128)`) : (err ?? undefined));
+      }),
+    );
+  }
+
+  /**
+   * Finishes what is in flight (an ingress message being stored gets its PUBACK), sends
+   * DISCONNECT and closes, bounded by `connectDisconnectTimeout`.
+   */
+  async stop(): Promise<void> {
+    this.stopping = true;
+    clearTimeout(this.reconnectTimer);
+    const timeoutMs = this.options.config.timeouts.connectMs;
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => this.client.end(true, {}, () => resolve()), Math.min(timeoutMs, 5000));
+      this.client.end(false, {}, () => (clearTimeout(timer), resolve()));
+    });
+  }
+
+  private handle(packet: IPublishPacket, done: (err?: Error) => void): void {
+    const ingress = this.options.ingress;
+    if (!ingress) {
+      done();
+      return;
+    }
+    // Stopping: the database may be closing; no PUBACK, the broker sends it again next time.
+    if (this.stopping) {
+      done(new Error("stopping"));
+      return;
+    }
+    ingress.handle(packet).then(
+      () => done(),
+      (err: Error) => {
+        // Not acknowledged: drop the connection so the broker redelivers from the persistent session.
+        this.options.log.error("ingress.failed", { topic: packet.topic, error: err });
+        done(err);
+        this.dropConnection();
+      },
+    );
+  }
+
+  private wire(): void {
+    const { log, subscriptions } = this.options;
+    this.client.on("connect", (connack) => {
+      // A connect that was under way when stop() began: stop() ends it.
+      if (this.stopping) return;
+      this.backoff.connected(Date.now());
+      this.dropCause = "broker";
+      log.info("mqtt.connected", { broker: this.brokerName(), sessionPresent: connack.sessionPresent });
+      // Before any PUBLISH of this connection is handled (MQTT.js emits `connect` first).
+      this.options.ingress?.connectionStarted(connack.sessionPresent);
+      const remembered = this.rememberedSubscriptions();
+      if (connack.sessionPresent && subscriptions.length && this.options.memory?.get(SUBSCRIPTIONS_KEY) === remembered) {
+        log.info("mqtt.subscribed", { topics: subscriptions.join(","), session: "resumed" });
+        this.emit("connected");
+        return;
+      }
+      this.subscribe(subscriptions).then(
+        () => {
+          if (subscriptions.length) {
+            this.options.memory?.set(SUBSCRIPTIONS_KEY, remembered);
+            log.info("mqtt.subscribed", { topics: subscriptions.join(",") });
+          }
+          this.emit("connected");
+        },
+        (err: Error) => {
+          const refused = err instanceof SubscriptionRefused;
+          log.error(refused ? "mqtt.subscription_refused" : "mqtt.subscribe_failed", {
+            error: err,
+            hint: refused
+              ? `the broker does not allow this thing to subscribe to ${subscriptions.join(", ")}: check flashlex.thing.mqtt.ingress.topic (ingress/<thing name>) and the broker's rules`
+              : undefined,
+          });
+          if (refused) this.backoff.penalise();
+          this.emit("fatal", err);
+          this.dropConnection();
+        },
+      );
+    });
+    this.client.on("error", (err) => {
+      this.dropCause = "error";
+      // While stopping, a broker that closes first makes a reset we asked for: not worth a WARN.
+      (this.stopping ? log.debug : log.warn)("mqtt.error", { error: describeError(err) });
+    });
+    this.client.on("close", () => {
+      if (this.stopping) return;
+      this.backoff.disconnected(Date.now(), this.dropCause);
+      this.dropCause = "error"; // until the next CONNACK, a close is a failed connect
+      if (this.backoff.takeoverSuspected && !this.takeoverWarned) {
+        this.takeoverWarned = true;
+        log.warn("mqtt.session_taken_over", {
+          client: this.options.clientId ?? this.options.identity.thingName,
+          hint: "the broker keeps closing this connection right after it is made: another device or process is probably connected with the same thing name and certificate (a copied distribution, or a second serve). Stop the other one, or give each device its own thing. Reconnecting more slowly meanwhile.",
+        });
+      } else if (!this.backoff.takeoverSuspected) {
+        this.takeoverWarned = false;
+      }
+      this.emit("disconnected");
+      if (this.options.reconnect === false) {
+        this.emit("fatal", new Error("the MQTT connection closed"));
+        return;
+      }
+      const delay = this.backoff.nextDelayMs();
+      log.info("mqtt.reconnect_scheduled", { inMs: delay });
+      clearTimeout(this.reconnectTimer);
+      this.reconnectTimer = setTimeout(() => this.client.reconnect(), delay);
+    });
+  }
+
+  /** Ends the connection from our side (the broker then redelivers what we did not acknowledge). */
+  private dropConnection(): void {
+    this.dropCause = "self";
+    this.client.stream?.destroy();
+  }
+
+  /** What the broker's session holds once `subscriptions` are made: which broker, client and topics. */
+  private rememberedSubscriptions(): string {
+    const clientId = this.options.clientId ?? this.options.identity.thingName;
+    return JSON.stringify({ broker: this.brokerName(), clientId, topics: [...this.options.subscriptions].sort() });
+  }
+
+  private brokerName(): string {
+    const thing = this.options.config.yaml.thing;
+    return `${thing.endpoint}:${thing.mqtt.port}`;
+  }
+
+  private withTimeout(what: string, start: (done: (err?: Error) => void) => void): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new OperationTimeout(`${what} not acknowledged within ${this.operationTimeoutMs / 1000} s`)),
+        this.operationTimeoutMs,
+      );
+      start((err) => {
+        clearTimeout(timer);
+        err ? reject(err) : resolve();
+      });
+    });
+  }
+}
+
+function clientOptions(options: SessionOptions): IClientOptions {
+  const thing = options.config.yaml.thing;
+  const { identity } = options;
+  return {
+    protocol: "mqtts",
+    host: thing.endpoint,
+    port: thing.mqtt.port,
+    ca: identity.caPem,
+    cert: identity.certPem,
+    key: identity.keyPem,
+    rejectUnauthorized: true,
+    clientId: options.clientId ?? identity.thingName,
+    clean: options.clean ?? false,
+    protocolVersion: 4,
+    keepalive: 60,
+    // Reconnects are ours (Backoff); MQTT.js only knows a fixed period.
+    reconnectPeriod: 0,
+    connectTimeout: options.config.timeouts.connectMs,
+    // Our own queue is the durable outbox; MQTT.js's in-memory one would lose messages on a crash.
+    queueQoSZero: false,
+  };
+}
+
+/** TLS and socket errors carry their reason in `code`; make it one readable phrase. */
+export function describeError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException & { reason?: string };
+  const code = e?.code ? ` (${e.code})` : "";
+  return `${e?.message ?? String(err)}${code}`;
+}

@@ -1,0 +1,294 @@
+/**
+ * install-service / uninstall-service: what the guide's makeservice.py and five sudo commands
+ * did, in one idempotent step (the command is src/cli/thing/service.ts). The unit comes from the
+ * template embedded in the binary (unit.ts); this module gathers the values and talks to the system.
+ *
+ * Only node: APIs here (no Bun globals), so the armv7 Node build runs it unchanged.
+ */
+import { spawnSync } from "node:child_process";
+import { accessSync, chownSync, constants, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
+import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { COMMIT, VERSION } from "../../shared/version.ts";
+import { loadIdentity } from "../identity.ts";
+import { loadThingConfig } from "../settings.ts";
+import { renderUnit, UNIT_TEMPLATE } from "./unit.ts";
+
+export const DEFAULT_UNIT_PATH = "/etc/systemd/system/flashlex.service";
+/** Where the Python distribution's guide told users to copy its unit. */
+const LEGACY_UNIT_PATH = "/lib/systemd/system/flashlex.service";
+
+export interface ServiceIO {
+  out(text: string): void;
+  err(text: string): void;
+}
+
+/** What ExecStart runs; `compiled` is false when a runtime runs the source tree. */
+export interface Executable {
+  command: string;
+  args: string[];
+  compiled: boolean;
+}
+
+interface CommonOptions {
+  dryRun?: boolean;
+  /** default /etc/systemd/system/flashlex.service; the unit's name is its basename */
+  unitPath?: string;
+  /** default "systemctl" */
+  systemctl?: string;
+  /** a seam for tests: the effective uid */
+  uid?: number;
+  /** where progress and warnings go (the command prints them) */
+  io: ServiceIO;
+}
+
+export interface InstallOptions extends CommonOptions {
+  /** required; optional in the type because cac hands over whatever flags it got */
+  config?: string;
+  /** default: the config file's directory */
+  keys?: string;
+  /** default: `data/` beside the config file */
+  data?: string;
+  /** default: the owner of the config file; never root */
+  user?: string;
+  executable?: Executable;
+}
+
+export type UninstallOptions = CommonOptions;
+
+/**
+ * Installs, enables and (re)starts the unit for `serve`: checks everything the service will need
+ * first (config, identity, user), writes the unit atomically, then runs systemctl. Idempotent.
+ * Reports progress through `opts.io`. Throws a FlashlexError: permission (not root), usage (a
+ * source run, a root or unusable user), config (the config or keys `serve` would refuse),
+ * unavailable (a systemctl step failed).
+ */
+export async function installService(opts: InstallOptions): Promise<void> {
+  install(opts, opts.io);
+}
+
+/** Stops, disables and removes the unit; the config, keys and data stay. Throws like installService. */
+export async function uninstallService(opts: UninstallOptions): Promise<void> {
+  uninstall(opts, opts.io);
+}
+
+function install(opts: InstallOptions, io: ServiceIO): void {
+  const dryRun = opts.dryRun ?? false;
+  requireRoot(opts, "install-service");
+  const exe = opts.executable ?? runningExecutable();
+  if (!exe.compiled && !dryRun) {
+    throw new UsageError("install-service needs the compiled binary; run `bun run build` and use dist/flashlex-<target> (--dry-run works from source)");
+  }
+
+  if (!opts.config) throw new UsageError("-c/--config is required");
+  const config = existingConfig(opts.config);
+  const keys = existingDir(opts.keys ?? dirname(config), "keys directory");
+  const data = absolute(opts.data ?? join(dirname(config), "data"));
+  // The unit would start a serve that exits 78 at once: the config and the thing's identity are
+  // checked before anything is written (the dry run checks too, so it shows the same refusal).
+  loadIdentity(loadThingConfig({ config, keys, data }));
+  const account = serviceAccount(opts.user, config);
+  const systemctl = opts.systemctl ?? "systemctl";
+
+  const unit = renderUnit(UNIT_TEMPLATE, {
+    binary: exe.command,
+    binaryArgs: exe.args,
+    config,
+    keys,
+    data,
+    user: account.name,
+    group: account.group,
+    systemdVersion: systemdVersion(systemctl),
+    generated: `flashlex ${VERSION} (${COMMIT})${exe.compiled ? "" : ", from a source run: install the compiled binary for real use"}`,
+  });
+
+  if (dryRun) {
+    io.out(unit);
+    return;
+  }
+
+  const unitPath = opts.unitPath ?? DEFAULT_UNIT_PATH;
+  const name = basename(unitPath);
+  ensureDataDir(data, account, io);
+  warnIfUnreadable(config, account, io);
+
+  const previous = readIfExists(unitPath);
+  if (previous === unit) {
+    io.out(`${unitPath} is up to date\n`);
+  } else {
+    writeFileAtomicallySync(unitPath, unit, 0o644); // systemd never reads half a unit
+    io.out(`${previous === undefined ? "wrote" : "updated"} ${unitPath} (runs as ${account.name}, writes only ${data})\n`);
+  }
+  if (opts.unitPath === undefined && existsSync(LEGACY_UNIT_PATH)) {
+    io.out(`note: ${LEGACY_UNIT_PATH} (the Python distribution's unit) is overridden by ${unitPath}; remove it when you no longer need it\n`);
+  }
+
+  // Always: a changed binary behind an unchanged unit still needs the restart.
+  run(systemctl, ["daemon-reload"], io);
+  run(systemctl, ["enable", name], io);
+  run(systemctl, ["restart", name], io, `see: journalctl -u ${name} -e`);
+  io.out(`${name} is enabled and started.\n  status: systemctl status ${stem(name)}\n  logs:   journalctl -u ${stem(name)} -f\n`);
+}
+
+function uninstall(opts: UninstallOptions, io: ServiceIO): void {
+  const unitPath = opts.unitPath ?? DEFAULT_UNIT_PATH;
+  const name = basename(unitPath);
+  const systemctl = opts.systemctl ?? "systemctl";
+  if (opts.dryRun) {
+    io.out(`would run: ${systemctl} stop ${name}; ${systemctl} disable ${name}; rm ${unitPath}; ${systemctl} daemon-reload\n`);
+    return;
+  }
+  requireRoot(opts, "uninstall-service");
+  if (!existsSync(unitPath)) {
+    io.out(`${unitPath} is not installed; nothing to do\n`);
+    return;
+  }
+  // stop/disable of a unit systemd never loaded fail harmlessly: report, go on.
+  run(systemctl, ["stop", name], io, undefined, true);
+  run(systemctl, ["disable", name], io, undefined, true);
+  rmSync(unitPath, { force: true });
+  run(systemctl, ["daemon-reload"], io);
+  run(systemctl, ["reset-failed", name], io, undefined, true);
+  io.out(`removed ${unitPath}; the config, keys and data directory are left as they were\n`);
+}
+
+function requireRoot(opts: CommonOptions, command: string): void {
+  if (opts.dryRun) return;
+  const uid = opts.uid ?? process.getuid?.() ?? 0;
+  if (uid !== 0) {
+    throw new FlashlexError(
+      `${command} writes ${opts.unitPath ?? DEFAULT_UNIT_PATH} and runs systemctl: run it with sudo (or use --dry-run to print the unit)`,
+      "permission",
+    );
+  }
+}
+
+/**
+ * The compiled Bun binary runs its entry from the embedded /$bunfs; `bun src/main.ts` has
+ * Bun.main on disk. Without Bun (the armv7 Node single executable) a SEA's argv[1] is the
+ * executable itself, a `node script.js` run's is the script.
+ */
+export function runningExecutable(): Executable {
+  const bunMain = (globalThis as { Bun?: { main: string } }).Bun?.main;
+  const script = bunMain ?? process.argv[1];
+  const compiled = bunMain !== undefined ? bunMain.startsWith("/$bunfs/") : script === undefined || script === process.execPath;
+  const command = realpathSync(process.execPath);
+  return compiled || script === undefined ? { command, args: [], compiled: true } : { command, args: [realpathSync(script)], compiled: false };
+}
+
+/** An absolute path with symlinks resolved where it exists (the unit must name real paths). */
+function absolute(path: string): string {
+  const full = resolve(path);
+  if (existsSync(full)) return realpathSync(full);
+  // not made yet (the data directory): resolve what exists above it
+  const parent = dirname(full);
+  return parent === full ? full : join(absolute(parent), basename(full));
+}
+
+function existingConfig(path: string): string {
+  const file = absolute(path);
+  try {
+    if (!statSync(file).isFile()) throw new ConfigError(`${file}: the configuration is not a file`);
+    accessSync(file, constants.R_OK);
+  } catch (err) {
+    if (err instanceof FlashlexError) throw err;
+    throw new ConfigError(`${file}: cannot read the configuration file (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+  }
+  return file;
+}
+
+function existingDir(path: string, what: string): string {
+  const dir = absolute(path);
+  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ConfigError(`${dir}: the ${what} does not exist or is not a directory`);
+  return dir;
+}
+
+interface Account {
+  name: string;
+  uid: number;
+  gid: number;
+  group: string;
+}
+
+/** --user, else the config file's owner; never root, whatever the name. */
+function serviceAccount(user: string | undefined, config: string): Account {
+  const key = user ?? String(statSync(config).uid);
+  const entry = getent("passwd", key);
+  if (!entry) throw new UsageError(user ? `--user ${user}: no such user` : `${config} is owned by uid ${key}, which has no user name: pass --user NAME`);
+  const [name = key, , uid = "", gid = ""] = entry;
+  if (Number(uid) === 0) {
+    throw new UsageError(
+      user
+        ? `--user ${user}: the service never runs as root; name an ordinary user`
+        : `${config} is owned by root and the service never runs as root: pass --user NAME (the user who owns the keys)`,
+    );
+  }
+  // systemd warns that nobody is not safe: files owned by nobody belong to every such service.
+  if (Number(uid) === 65534) throw new UsageError(`${user ? `--user ${user}` : `${config} is owned by ${name}`}: the service needs a real user, not nobody`);
+  const group = getent("group", gid)?.[0] ?? gid;
+  return { name, uid: Number(uid), gid: Number(gid), group };
+}
+
+/** getent asks NSS (LDAP, systemd-homed...) like systemd will; /etc files if it is missing. */
+function getent(db: "passwd" | "group", key: string): string[] | undefined {
+  const result = spawnSync("getent", [db, key], { encoding: "utf8" });
+  if (!result.error) return result.status === 0 ? result.stdout.trim().split("\n")[0]?.split(":") : undefined;
+  const lines = readIfExists(`/etc/${db}`)?.split("\n") ?? [];
+  return lines.map((l) => l.split(":")).find((f) => f[0] === key || f[2] === key);
+}
+
+/** The data directory is the one place the service writes, so it must belong to the service user. */
+function ensureDataDir(data: string, account: Account, io: ServiceIO): void {
+  if (!existsSync(data)) {
+    mkdirSync(dirname(data), { recursive: true }); // parents keep the usual 0755: the user must traverse them
+    mkdirSync(data, { mode: 0o750 });
+    chownSync(data, account.uid, account.gid);
+    io.out(`created ${data} (owner ${account.name})\n`);
+    return;
+  }
+  const st = statSync(data);
+  if (!st.isDirectory()) throw new ConfigError(`${data}: the data directory is not a directory`);
+  if (st.uid !== account.uid) {
+    io.err(
+      `warning: ${data} is owned by uid ${st.uid}, not ${account.name}; the service may not write it (fix: sudo chown -R ${account.name}:${account.group} ${data})\n`,
+    );
+  }
+}
+
+/** Mode bits only (no ACLs or supplementary groups), so a hint rather than an error. */
+function warnIfUnreadable(config: string, account: Account, io: ServiceIO): void {
+  const st = statSync(config);
+  const readable = st.uid === account.uid ? st.mode & 0o400 : st.gid === account.gid ? st.mode & 0o040 : st.mode & 0o004;
+  if (!readable) io.err(`warning: ${config} may not be readable by ${account.name}\n`);
+}
+
+function systemdVersion(systemctl: string): number | null {
+  const result = spawnSync(systemctl, ["--version"], { encoding: "utf8" });
+  const match = /systemd (\d+)/.exec(result.stdout ?? "");
+  return match ? Number(match[1]) : null;
+}
+
+/** Runs systemctl; its own output goes to stderr, a failure becomes UNAVAILABLE (69). */
+function run(systemctl: string, args: string[], io: ServiceIO, hint?: string, tolerate = false): void {
+  const result = spawnSync(systemctl, args, { encoding: "utf8" });
+  const output = `${result.stdout ?? ""}${result.stderr ?? ""}`.trim();
+  if (output) io.err(`${output}\n`);
+  if (result.error || result.status !== 0) {
+    const why = result.error ? (result.error as NodeJS.ErrnoException).code : `exit ${result.status ?? result.signal}`;
+    if (tolerate) return;
+    throw new FlashlexError(`${systemctl} ${args.join(" ")} failed (${why})${hint ? `; ${hint}` : ""}`, "unavailable");
+  }
+}
+
+function readIfExists(path: string): string | undefined {
+  try {
+    return readFileSync(path, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+function stem(unitName: string): string {
+  return unitName.replace(/\.service$/, "");
+}

@@ -1,0 +1,441 @@
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import type { Logger } from "../../shared/log.ts";
+import type { OpenSqlDatabase, SqlDatabase, SqlValue } from "../../shared/sqlite/driver.ts";
+import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
+import { openSqlDatabase } from "../../shared/sqlite/open.ts";
+
+/**
+ * The thing's message database. The schema is a public contract (docs/database.md):
+ * applications in any language read `ingress_messages` with their own SQLite.
+ * Times are Unix milliseconds.
+ */
+export const THING_MIGRATIONS: readonly string[] = [
+  `CREATE TABLE ingress_messages (
+     id          INTEGER PRIMARY KEY AUTOINCREMENT,
+     topic       TEXT    NOT NULL,
+     payload     BLOB    NOT NULL,
+     qos         INTEGER NOT NULL,
+     retain      INTEGER NOT NULL DEFAULT 0,
+     received_at INTEGER NOT NULL,
+     acked_at    INTEGER
+   );
+   CREATE INDEX ingress_messages_unacked ON ingress_messages (acked_at, id);
+   CREATE TABLE outbox (
+     message_id      TEXT    PRIMARY KEY,
+     body            TEXT    NOT NULL,
+     via             TEXT    NOT NULL CHECK (via IN ('http', 'mqtt')),
+     state           TEXT    NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'rejected')),
+     created_at      INTEGER NOT NULL,
+     attempts        INTEGER NOT NULL DEFAULT 0,
+     next_attempt_at INTEGER NOT NULL,
+     last_error      TEXT,
+     sent_at         INTEGER,
+     response_status INTEGER,
+     response_body   TEXT
+   );
+   CREATE INDEX outbox_due ON outbox (state, next_attempt_at);`,
+  // 2: the MQTT packet identifier, to recognise the broker's redelivery of the last message
+  `ALTER TABLE ingress_messages ADD COLUMN packet_id INTEGER;`,
+  // 3: the hub message ids already stored (exactly once, whatever the broker resends), and what
+  // the broker's persistent session holds for this thing (its subscriptions)
+  `CREATE TABLE ingress_seen (
+     message_id TEXT    PRIMARY KEY,
+     seen_at    INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE INDEX ingress_seen_time ON ingress_seen (seen_at);
+   CREATE INDEX ingress_messages_packet ON ingress_messages (packet_id) WHERE packet_id IS NOT NULL;
+   CREATE TABLE session_state (
+     key   TEXT PRIMARY KEY,
+     value TEXT NOT NULL
+   );`,
+];
+
+/**
+ * How long the id of a stored hub message is remembered, so that a redelivery is recognised
+ * even after the message itself was acknowledged and deleted by retention: at least a week
+ * (a hub that was down replays what it never saw acknowledged), longer if retention is longer.
+ */
+export const SEEN_ID_MIN_KEEP_MS = 7 * 24 * 3600 * 1000;
+
+/**
+ * How many stored messages a broker's redelivery is compared with when it carries no hub id
+ * (matched by packet identifier, topic and payload): the most a broker keeps in flight for one
+ * client is Mosquitto's max_inflight_messages (20 by default); the hub's own messages carry ids.
+ */
+export const REDELIVERY_WINDOW = 100;
+
+export interface IngressMessage {
+  id: number;
+  topic: string;
+  /** TEXT when the payload was valid UTF-8 without NUL (JSON always is), BLOB otherwise */
+  payload: string | Uint8Array;
+  qos: number;
+  retain: number;
+  received_at: number;
+  acked_at: number | null;
+  /** the MQTT packet identifier it arrived with (QoS 1), null for QoS 0 */
+  packet_id: number | null;
+}
+
+export interface NewIngress {
+  topic: string;
+  payload: Uint8Array;
+  qos: number;
+  retain: boolean;
+  receivedAt: number;
+  packetId?: number;
+  /** the hub's message id (flmessagespk) when the payload carries one: stored once, ever */
+  messageId?: string;
+}
+
+export interface IngressQuery {
+  /** only messages with a larger id (for --follow and paging) */
+  afterId?: number;
+  /** `unacked` (default), `acked` or `all` */
+  state?: "unacked" | "acked" | "all";
+  topic?: string;
+  /** received at or after, Unix ms */
+  since?: number;
+  limit?: number;
+}
+
+export type OutboxVia = "http" | "mqtt";
+
+export interface OutboxEntry {
+  message_id: string;
+  body: string;
+  via: OutboxVia;
+  state: "pending" | "sent" | "rejected";
+  created_at: number;
+  attempts: number;
+  next_attempt_at: number;
+  last_error: string | null;
+  sent_at: number | null;
+  response_status: number | null;
+  response_body: string | null;
+}
+
+/** What `retryOutbox` / `dropOutbox` did, id by id. */
+export interface OutboxChange {
+  changed: string[];
+  /** no such entry */
+  missing: string[];
+  /** retry only: already delivered, left alone */
+  sent: string[];
+}
+
+/**
+ * No legitimate schedule is further ahead than the longest outbox backoff (5 min) or a
+ * collect's lease (1 min); 10 minutes leaves room for both.
+ */
+export const MAX_SCHEDULE_AHEAD_MS = 10 * 60_000;
+
+export interface ExpiryResult {
+  ingress: number;
+  outbox: number;
+}
+
+const utf8 = new TextDecoder("utf-8", { fatal: true });
+
+function payloadValue(payload: Uint8Array): SqlValue {
+  // NUL is valid UTF-8, but C readers of the file (and the wasm driver) stop a TEXT value there
+  if (payload.includes(0)) return payload;
+  try {
+    return utf8.decode(payload);
+  } catch {
+    return payload;
+  }
+}
+
+/**
+ * The file is public and other programs write to it; SQLite keeps whatever type a writer gave.
+ * A row read back always has a text topic and a text-or-bytes payload (a number becomes its
+ * decimal text, as SQLite's own CAST would), so one foreign row cannot break a list, the
+ * `--exec` runner or the redelivery check for every other row.
+ */
+function ingressRow(row: IngressMessage): IngressMessage {
+  const payload: unknown = row.payload;
+  const topic: unknown = row.topic;
+  if ((typeof payload === "string" || payload instanceof Uint8Array) && typeof topic === "string") return row;
+  return {
+    ...row,
+    topic: typeof topic === "string" ? topic : topic instanceof Uint8Array ? new TextDecoder().decode(topic) : String(topic),
+    payload: typeof payload === "string" || payload instanceof Uint8Array ? payload : String(payload),
+  };
+}
+
+function samePayload(stored: string | Uint8Array, incoming: Uint8Array): boolean {
+  return (typeof stored === "string" ? Buffer.from(stored, "utf8") : Buffer.from(stored)).equals(Buffer.from(incoming));
+}
+
+export class MessageStore {
+  private constructor(
+    readonly db: SqlDatabase,
+    readonly file: string,
+  ) {}
+
+  /** `open` picks the driver (tests run both); the default is this build's. */
+  static open(file: string, options: { open?: OpenSqlDatabase; log?: Logger } = {}): MessageStore {
+    mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+    const db = (options.open ?? openSqlDatabase)(file, { log: options.log });
+    try {
+      applyPragmas(db);
+      migrate(db, THING_MIGRATIONS, file);
+    } catch (err) {
+      db.close();
+      throw err;
+    }
+    return new MessageStore(db, file);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  // ---- ingress: what the thing received, for the application ----
+
+  /**
+   * Stores an ingress message and commits before returning: the caller acknowledges to the
+   * broker only after this. A message whose hub id (`messageId`) was stored before is not
+   * stored again: returns undefined for such a repeat, else the new row's id.
+   */
+  insertIngress(message: Omit<NewIngress, "messageId">): number;
+  insertIngress(message: NewIngress): number | undefined;
+  insertIngress(message: NewIngress): number | undefined {
+    const insert = () =>
+      this.db.run("INSERT INTO ingress_messages (topic, payload, qos, retain, received_at, packet_id) VALUES (?, ?, ?, ?, ?, ?)", [
+        message.topic,
+        payloadValue(message.payload),
+        message.qos,
+        message.retain ? 1 : 0,
+        message.receivedAt,
+        message.packetId ?? null,
+      ]).lastInsertRowid;
+    const { messageId } = message;
+    if (messageId === undefined) return insert();
+    return this.db.transaction(() => {
+      // One statement decides: a second process storing the same id at once gets changes = 0.
+      const fresh = this.db.run("INSERT OR IGNORE INTO ingress_seen (message_id, seen_at) VALUES (?, ?)", [messageId, message.receivedAt]).changes > 0;
+      return fresh ? insert() : undefined;
+    });
+  }
+
+  /** The newest ingress row id (0 when there is none): where a connection's messages start. */
+  lastIngressId(): number {
+    return this.db.get<{ id: number | null }>("SELECT MAX(id) AS id FROM ingress_messages")!.id ?? 0;
+  }
+
+  /**
+   * True when `message` repeats one of the `window` newest rows up to row `upToId`: same packet
+   * identifier, topic and payload. This is how a broker's redelivery of a message without a hub
+   * id is recognised: MQTT 3.1.1 §4.4 has the broker resend what it never saw acknowledged, with
+   * its original packet identifier, when the session resumes; and §2.3.1 forbids reusing that
+   * identifier until the PUBACK arrived. So the rows that can be redelivered are the last ones
+   * stored before the session resumed (`upToId`), at most the broker's in-flight window of them.
+   */
+  isPacketRedelivery(message: NewIngress, upToId: number, window = REDELIVERY_WINDOW): boolean {
+    if (message.packetId === undefined) return false;
+    // The window's lower end from the rowid alone, then the packet id through its index: no
+    // payload is read but those of the rows that carry this identifier.
+    const candidates = this.db.all<IngressMessage>(
+      `SELECT * FROM ingress_messages
+        WHERE packet_id = ? AND id <= ? AND topic = ?
+          AND id > COALESCE((SELECT id FROM ingress_messages WHERE id <= ? ORDER BY id DESC LIMIT 1 OFFSET ?), 0)`,
+      [message.packetId, upToId, message.topic, upToId, window - 1],
+    );
+    return candidates.map(ingressRow).some((row) => samePayload(row.payload, message.payload));
+  }
+
+  /**
+   * True when a retained message repeats the newest retained row of its topic. A broker sends
+   * the retained message (RETAIN set, MQTT 3.1.1 §3.3.1.3) at every new subscription; the same
+   * bytes again on the same topic are the same retained message, not a new one.
+   */
+  isRetainedRepeat(message: NewIngress): boolean {
+    if (!message.retain) return false;
+    const row = this.db.get<IngressMessage>("SELECT * FROM ingress_messages WHERE topic = ? AND retain = 1 ORDER BY id DESC LIMIT 1", [message.topic]);
+    return row !== undefined && samePayload(ingressRow(row).payload, message.payload);
+  }
+
+  /** A small key-value memory of the MQTT session (what the broker's session holds). */
+  sessionState(key: string): string | undefined {
+    return this.db.get<{ value: string }>("SELECT value FROM session_state WHERE key = ?", [key])?.value;
+  }
+
+  setSessionState(key: string, value: string): void {
+    this.db.run("INSERT INTO session_state (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value", [key, value]);
+  }
+
+  listIngress(query: IngressQuery = {}): IngressMessage[] {
+    const where: string[] = [];
+    const params: SqlValue[] = [];
+    const state = query.state ?? "unacked";
+    if (state === "unacked") where.push("acked_at IS NULL");
+    if (state === "acked") where.push("acked_at IS NOT NULL");
+    if (query.afterId !== undefined) where.push("id > ?"), params.push(query.afterId);
+    if (query.topic !== undefined) where.push("topic = ?"), params.push(query.topic);
+    if (query.since !== undefined) where.push("received_at >= ?"), params.push(query.since);
+    params.push(query.limit ?? -1);
+    const clause = where.length ? `WHERE ${where.join(" AND ")}` : "";
+    return this.db.all<IngressMessage>(`SELECT * FROM ingress_messages ${clause} ORDER BY id LIMIT ?`, params).map(ingressRow);
+  }
+
+  getIngress(id: number): IngressMessage | undefined {
+    const row = this.db.get<IngressMessage>("SELECT * FROM ingress_messages WHERE id = ?", [id]);
+    return row && ingressRow(row);
+  }
+
+  /** Marks messages read by the application; returns the ids that exist. Already-acked ids keep their first time. */
+  ackIngress(ids: readonly number[], at: number): number[] {
+    return this.db.transaction(() =>
+      ids.filter((id) => {
+        this.db.run("UPDATE ingress_messages SET acked_at = COALESCE(acked_at, ?) WHERE id = ?", [at, id]);
+        return this.getIngress(id) !== undefined;
+      }),
+    );
+  }
+
+  /** Deletes messages; returns the ids that existed. */
+  deleteIngress(ids: readonly number[]): number[] {
+    return this.db.transaction(() => ids.filter((id) => this.db.run("DELETE FROM ingress_messages WHERE id = ?", [id]).changes > 0));
+  }
+
+  countIngress(): { unacked: number; total: number } {
+    return this.db.get<{ unacked: number; total: number }>("SELECT COUNT(*) AS total, COALESCE(SUM(acked_at IS NULL), 0) AS unacked FROM ingress_messages")!;
+  }
+
+  /**
+   * Retention: an ingress message is deleted once it is older than `expireSeconds` AND the
+   * application has acknowledged it; an unacknowledged one is never dropped. Outbox entries
+   * are deleted once delivered (`sent`) and older than `expireSeconds`; a `rejected` one stays
+   * until the owner retries or drops it (`flashlex outbox`), a `pending` one until delivered.
+   * The ids of stored hub messages are kept for `SEEN_ID_MIN_KEEP_MS`, or `expireSeconds` if longer.
+   */
+  expire(now: number, expireSeconds: number): ExpiryResult {
+    const cutoff = now - expireSeconds * 1000;
+    return this.db.transaction(() => {
+      this.db.run("DELETE FROM ingress_seen WHERE seen_at < ?", [Math.min(cutoff, now - SEEN_ID_MIN_KEEP_MS)]);
+      return {
+        ingress: this.db.run("DELETE FROM ingress_messages WHERE acked_at IS NOT NULL AND received_at < ?", [cutoff]).changes,
+        outbox: this.db.run("DELETE FROM outbox WHERE state = 'sent' AND created_at < ?", [cutoff]).changes,
+      };
+    });
+  }
+
+  // ---- outbox: egress waiting to be delivered ----
+
+  /**
+   * Queues a message. `notBefore` lets the enqueuing process try it first without `serve`
+   * racing it for the same row.
+   */
+  enqueue(entry: { messageId: string; body: string; via: OutboxVia; now: number; notBefore?: number }): void {
+    this.db.run("INSERT INTO outbox (message_id, body, via, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)", [
+      entry.messageId,
+      entry.body,
+      entry.via,
+      entry.now,
+      entry.notBefore ?? entry.now,
+    ]);
+  }
+
+  countPending(): number {
+    return this.db.get<{ n: number }>("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")!.n;
+  }
+
+  countRejected(): number {
+    return this.db.get<{ n: number }>("SELECT COUNT(*) AS n FROM outbox WHERE state = 'rejected'")!.n;
+  }
+
+  /**
+   * Pending entries whose next attempt is due, oldest first. An entry scheduled further ahead
+   * than any backoff or lease reaches (`MAX_SCHEDULE_AHEAD_MS`) was scheduled by a clock that
+   * has since gone back (NTP stepping a clock that ran a day ahead): it is due now rather than
+   * stranded until the clock catches up.
+   */
+  due(now: number, limit: number, via?: OutboxVia): OutboxEntry[] {
+    const viaClause = via ? "AND via = ?" : "";
+    const params: SqlValue[] = via ? [now, now + MAX_SCHEDULE_AHEAD_MS, via, limit] : [now, now + MAX_SCHEDULE_AHEAD_MS, limit];
+    return this.db.all<OutboxEntry>(
+      `SELECT * FROM outbox WHERE state = 'pending' AND (next_attempt_at <= ? OR next_attempt_at > ?) ${viaClause} ORDER BY created_at, message_id LIMIT ?`,
+      params,
+    );
+  }
+
+  getOutbox(messageId: string): OutboxEntry | undefined {
+    return this.db.get<OutboxEntry>("SELECT * FROM outbox WHERE message_id = ?", [messageId]);
+  }
+
+  listOutbox(state?: OutboxEntry["state"]): OutboxEntry[] {
+    return state
+      ? this.db.all<OutboxEntry>("SELECT * FROM outbox WHERE state = ? ORDER BY created_at, message_id", [state])
+      : this.db.all<OutboxEntry>("SELECT * FROM outbox ORDER BY created_at, message_id");
+  }
+
+  /**
+   * `flashlex outbox retry`: makes `pending` and `rejected` entries pending and due at `now`
+   * (their attempts and last error are kept). A `sent` entry is left alone: the receiver has it.
+   */
+  retryOutbox(ids: readonly string[], now: number): OutboxChange {
+    return this.db.transaction(() => {
+      const change: OutboxChange = { changed: [], missing: [], sent: [] };
+      for (const id of ids) {
+        const row = this.getOutbox(id);
+        if (!row) change.missing.push(id);
+        else if (row.state === "sent") change.sent.push(id);
+        else {
+          this.db.run("UPDATE outbox SET state = 'pending', next_attempt_at = ? WHERE message_id = ?", [now, id]);
+          change.changed.push(id);
+        }
+      }
+      return change;
+    });
+  }
+
+  /** `flashlex outbox drop`: deletes entries in any state. */
+  dropOutbox(ids: readonly string[]): OutboxChange {
+    return this.db.transaction(() => {
+      const change: OutboxChange = { changed: [], missing: [], sent: [] };
+      for (const id of ids) (this.db.run("DELETE FROM outbox WHERE message_id = ?", [id]).changes > 0 ? change.changed : change.missing).push(id);
+      return change;
+    });
+  }
+
+  markSent(messageId: string, at: number, response?: { status: number; body: string }): void {
+    this.db.run(
+      "UPDATE outbox SET state = 'sent', sent_at = ?, attempts = attempts + 1, last_error = NULL, response_status = ?, response_body = ? WHERE message_id = ?",
+      [at, response?.status ?? null, response?.body ?? null, messageId],
+    );
+  }
+
+  /** The receiver refused the content for good (400, 409, 413, 415, 422): retrying cannot help. */
+  markRejected(messageId: string, error: string, response: { status: number; body: string }): void {
+    this.db.run("UPDATE outbox SET state = 'rejected', attempts = attempts + 1, last_error = ?, response_status = ?, response_body = ? WHERE message_id = ?", [
+      error,
+      response.status,
+      response.body,
+      messageId,
+    ]);
+  }
+
+  /**
+   * A row that cannot be sent at all (see outbox.ts `sendableEntry`). Matched with `IS`, so a
+   * row another program wrote with a NULL id is marked too instead of being tried forever.
+   */
+  markUnsendable(messageId: unknown, error: string): void {
+    this.db.run("UPDATE outbox SET state = 'rejected', attempts = attempts + 1, last_error = ? WHERE message_id IS ?", [
+      error,
+      (typeof messageId === "string" ? messageId : messageId === null || messageId === undefined ? null : String(messageId)) as SqlValue,
+    ]);
+  }
+
+  /** A delivery attempt failed for a reason that may pass (network, 5xx, 401): try again at `nextAttemptAt`. */
+  markRetry(messageId: string, error: string, nextAttemptAt: number): void {
+    this.db.run("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE message_id = ?", [error, nextAttemptAt, messageId]);
+  }
+
+  /** Makes a pending entry due now (another process asked for it). */
+  wake(messageId: string, now: number): void {
+    this.db.run("UPDATE outbox SET next_attempt_at = ? WHERE message_id = ? AND state = 'pending'", [now, messageId]);
+  }
+}
