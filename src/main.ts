@@ -86,7 +86,8 @@ function buildCli(multiWord: CommandSpec | undefined, setExit: (code: number | P
           { title: "For more info, run any command with the `--help` flag", body: children.map((c) => `  $ flashlex ${c.name} --help`).join("\n") },
         ]
       : [];
-    return [header!, usage!, { body: `  ${spec.description}` }, ...listing, ...rest, { body: EXIT_CODES_HELP }];
+    const note = spec.helpNote?.(cli.options);
+    return [header!, usage!, { body: `  ${spec.description}` }, ...listing, ...rest, ...(note ? [{ body: note }] : []), { body: EXIT_CODES_HELP }];
   });
   cli.version(`${VERSION} (${COMMIT})`);
   return cli;

@@ -39,6 +39,8 @@ export interface CommandSpec {
   run?(args: string[], options: Options): Promise<number> | number;
   /** the command needs Bun (the armv7 Node build has no Bun.serve): the hub's commands */
   bunOnly?: boolean;
+  /** a last line for the command's --help, from the flags given (the thing commands: which config) */
+  helpNote?(options: Options): string | undefined;
 }
 
 /** A text flag's value, or undefined when absent or empty (a repeated flag: the last one). */

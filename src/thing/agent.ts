@@ -107,6 +107,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
 
     log.info("serve.started", {
       thing: identity.thingName,
+      config: config.file,
+      configFrom: config.origin,
       broker: `${config.yaml.thing.endpoint}:${mqttConfig.port}`,
       database: config.paths.database,
       driver: store.db.driver,

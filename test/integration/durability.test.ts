@@ -23,7 +23,7 @@ describe("the hub, killed after acknowledging", () => {
     const [apiPort, brokerPort] = [await freePort(), await freePort()];
     const init = await run([...loopbackHubInit(hubDir, apiPort, brokerPort, "127.0.0.1")]);
     expect(init.code).toBe(0);
-    const created = JSON.parse((await run(["hub", "thing", "create", "sturdy", "--dir", hubDir, "--json"])).stdout);
+    const created = JSON.parse((await run(["hub", "thing", "create", "sturdy", "--dir", hubDir, "--json"], { cwd: work })).stdout);
     const zip = join(work, "sturdy.zip");
     expect((await run(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zip])).code).toBe(0);
     const root = unpackDistribution(zip, join(work, "thing"), created.name);

@@ -129,7 +129,7 @@ beforeAll(async () => {
   operatorToken = JSON.parse(init.stdout).token;
   listenOnLoopback(hubDir);
   A = await provision("a");
-  bulk = JSON.parse((await ok(["hub", "thing", "create", "bulk", "--dir", hubDir, "--json"])).stdout);
+  bulk = JSON.parse((await ok(["hub", "thing", "create", "bulk", "--dir", hubDir, "-o", join(work, "bulk.zip"), "--json"])).stdout);
 
   // ~150 MB of egress for `bulk`, stored directly through the hub store (no fsync per row).
   const db = openSqlDatabase(database);

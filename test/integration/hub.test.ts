@@ -331,7 +331,7 @@ describe("an EC thing end to end: embedded broker", () => {
 
   test("`hub thing create --key-type` takes rsa or ec; anything else is a usage error, and nothing is created", async () => {
     for (const keyType of ["dsa", "EC", "ed25519"]) {
-      const result = await run(["hub", "thing", "create", `k-${keyType}`, "--dir", hubDir, "--key-type", keyType]);
+      const result = await run(["hub", "thing", "create", `k-${keyType}`, "--dir", hubDir, "--key-type", keyType], { cwd: work });
       expect(result.code).toBe(64);
       expect(result.stderr.trim()).toBe(`flashlex: --key-type must be rsa or ec, not ${keyType}`);
     }

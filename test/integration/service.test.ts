@@ -25,6 +25,7 @@ import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 import { type InstallOptions, installService, uninstallService } from "../../src/thing/service/install.ts";
 import { renderUnit, UNIT_TEMPLATE, type UnitValues } from "../../src/thing/service/unit.ts";
+import { ordinaryAccount } from "../support/accounts.ts";
 import { binaryPath, run } from "../support/binary.ts";
 import { makeTestPki, type TestPki } from "../support/pki.ts";
 
@@ -39,19 +40,6 @@ let owner: { name: string; uid: number; gid: number };
 let pki: TestPki;
 const THING = "ecd13b11-mything";
 const GUIDE = join(import.meta.dir, "../fixtures/guide-config.yml");
-
-/** An ordinary account to own the config: the caller, or (as root) the first non-system-ish one. */
-function pickOwner(): { name: string; uid: number; gid: number } {
-  const rows = readFileSync("/etc/passwd", "utf8")
-    .split("\n")
-    .map((l) => l.split(":"))
-    .filter((f) => f.length >= 4)
-    .map((f) => ({ name: f[0]!, uid: Number(f[2]), gid: Number(f[3]) }));
-  const self = process.getuid?.() ?? 0;
-  const found = isRoot ? rows.find((r) => r.uid > 0 && r.uid < 65534 && r.gid < 65534) : rows.find((r) => r.uid === self);
-  if (!found) throw new Error("no ordinary user in /etc/passwd to own the test config");
-  return found;
-}
 
 /**
  * The guide's config and a working identity (keys beside the config, the guide's layout):
@@ -106,7 +94,7 @@ async function exitOf(io: { err(text: string): void }, done: Promise<void>): Pro
 beforeAll(async () => {
   tmp = realpathSync(mkdtempSync(join(tmpdir(), "flashlex-service-")));
   chmodSync(tmp, 0o755); // the non-root run below must reach the config
-  owner = pickOwner();
+  owner = ordinaryAccount();
   pki = await makeTestPki(join(tmp, "pki"), { thingName: THING });
   home = join(tmp, "home/pi/flashlex");
   config = makeConfig(home);
@@ -320,7 +308,34 @@ describe("install and uninstall against a fake systemctl", () => {
     const bin = join(base, "bin", "flashlex");
     mkdirSync(join(base, "bin"));
     writeFileSync(bin, "#!/bin/sh\n", { mode: 0o755 });
-    opts = { config, unitPath, systemctl, uid: 0, executable: { command: bin, args: [], compiled: true } };
+    // systemd "runs" here: sd_booted's directory, made by the test
+    const runDir = join(base, "run-systemd-system");
+    mkdirSync(runDir);
+    opts = { config, unitPath, systemctl, uid: 0, executable: { command: bin, args: [], compiled: true }, systemdRunDir: runDir };
+  });
+
+  test("without systemd (a container, WSL) install says so and writes nothing", async () => {
+    reset();
+    const io = capture();
+    const elsewhere = join(etc, "..", "not-installed.service");
+    expect(await exitOf(io, installService({ ...opts, unitPath: elsewhere, systemdRunDir: join(etc, "no-such-dir"), io }))).toBe(ExitCode.UNAVAILABLE);
+    expect(io.stderr).toContain("systemd is not running on this machine");
+    expect(io.stderr).toContain("nothing was written");
+    expect(existsSync(elsewhere)).toBe(false);
+    expect(calls()).toEqual([]);
+  });
+
+  test("a daemon-reload that fails takes the new unit back: nothing is left half-installed", async () => {
+    process.env.FAIL_ON = "daemon-reload";
+    const fresh = join(etc, "fresh.service");
+    try {
+      const io = capture();
+      expect(await exitOf(io, installService({ ...opts, unitPath: fresh, io }))).toBe(ExitCode.UNAVAILABLE);
+      expect(io.stderr).toContain("daemon-reload failed");
+      expect(existsSync(fresh)).toBe(false);
+    } finally {
+      delete process.env.FAIL_ON;
+    }
   });
 
   test("install writes the unit 0644, makes the data directory, reloads, enables, restarts", async () => {

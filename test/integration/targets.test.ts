@@ -93,11 +93,10 @@ async function host(args: string[], input?: string): Promise<string> {
   return result.stdout;
 }
 
-/** `hub thing create` + `hub thing dist`, unzipped as a user does (private key 0600). */
+/** `hub thing create -o`, unzipped as a user does (private key 0600). */
 async function provision(shortName: string): Promise<Thing> {
-  const created = JSON.parse(await host(["hub", "thing", "create", shortName, "--dir", hubDir, "--json"]));
   const zipPath = join(work, `${shortName}.zip`);
-  await host(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zipPath]);
+  const created = JSON.parse(await host(["hub", "thing", "create", shortName, "--dir", hubDir, "-o", zipPath, "--json"]));
   const root = unpackDistribution(zipPath, join(work, "things", shortName), created.name);
   const configPath = join(root, "config.yml");
   // Under qemu a TLS handshake alone takes a second or two: the thing's own timeouts, not the test's.

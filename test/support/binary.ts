@@ -32,9 +32,11 @@ export interface SpawnOptions {
   env?: Record<string, string>;
   /** what to run instead of the host binary: another target's, under its emulator */
   command?: string[];
+  /** the working directory (default: the test process's) */
+  cwd?: string;
 }
 
-export async function run(args: string[], opts: SpawnOptions & { input?: string | Uint8Array; timeoutMs?: number; cwd?: string } = {}): Promise<RunResult> {
+export async function run(args: string[], opts: SpawnOptions & { input?: string | Uint8Array; timeoutMs?: number } = {}): Promise<RunResult> {
   const proc = Bun.spawn([...(opts.command ?? [binaryPath()]), ...args], {
     stdin: opts.input === undefined ? "ignore" : new Blob([opts.input]),
     stdout: "pipe",
@@ -71,6 +73,7 @@ export function start(args: string[], opts: SpawnOptions = {}): Background {
     stdout: "pipe",
     stderr: "pipe",
     env: { ...process.env, ...opts.env },
+    cwd: opts.cwd,
   });
   started.add(proc);
   void proc.exited.then(() => started.delete(proc));

@@ -1,5 +1,5 @@
 import { createPrivateKey, type KeyObject } from "node:crypto";
-import { chmodSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { unzipSync } from "fflate";
 
@@ -35,8 +35,8 @@ export interface ProvisionedThing {
 }
 
 /**
- * Provisions a thing as an operator does: `hub thing create NAME --json` and `hub thing dist`
- * with the compiled binary (`flashlex` runs it and throws unless it exits 0), keeps the zip as
+ * Provisions a thing as an operator does: `hub thing create NAME -o ... --json` with the
+ * compiled binary (`flashlex` runs it and throws unless it exits 0), keeps the zip as
  * `work/<name>.zip` and unpacks it into `work/things/<name>`.
  */
 export async function provisionThing(
@@ -46,9 +46,10 @@ export async function provisionThing(
   typedName: string,
   createArgs: string[] = [],
 ): Promise<ProvisionedThing & { keyType: string }> {
-  const created = JSON.parse((await flashlex(["hub", "thing", "create", typedName, "--dir", hubDir, "--json", ...createArgs])).stdout);
+  const written = join(work, `${typedName}.zip`);
+  const created = JSON.parse((await flashlex(["hub", "thing", "create", typedName, "--dir", hubDir, "-o", written, "--json", ...createArgs])).stdout);
   const zip = join(work, `${created.name}.zip`);
-  await flashlex(["hub", "thing", "dist", created.name, "--dir", hubDir, "-o", zip]);
+  renameSync(written, zip);
   const root = unpackDistribution(zip, join(work, "things"), created.name);
   const keysDir = join(root, "keys");
   const read = (file: string) => readFileSync(join(keysDir, file), "utf8");

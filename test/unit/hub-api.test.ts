@@ -463,7 +463,7 @@ describe("operator routes", () => {
     expect(zipModes(bytes)[`${n}/flashlex.py`]).toBe(0o644);
     const check = checkCertificate(files[`${n}/keys/${n}-certificate.pem`]!, files[`${n}/keys/root-ca-cert.pem`]!, new Date());
     expect(check.ok).toBe(true);
-    expect(files[`${n}/README.md`]).toContain(`flashlex bootstrap -c ${n}/config.yml -k ${n}/keys -d ${n}/data`);
+    expect(files[`${n}/README.md`]).toContain(`chmod +x flashlex && mv flashlex ${n}/\n    cd ${n}\n`);
   });
 
   test("POST publish sends {message} to ingress/<name> and stores it as ingress", async () => {

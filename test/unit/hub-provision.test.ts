@@ -255,7 +255,9 @@ describe("distribution template", () => {
     ]);
     const readme = new TextDecoder().decode(unzipSync(zip)["ecd13b11-t/README.md"]);
     expect(readme).not.toContain("{{");
-    expect(readme).toContain("./flashlex bootstrap -c ecd13b11-t/config.yml -k ecd13b11-t/keys -d ecd13b11-t/data");
+    expect(readme).toContain("cd ecd13b11-t\n");
+    expect(readme).toContain("    ./flashlex bootstrap\n");
+    expect(readme).toContain("/prod/v1/things/");
   });
 });
 

@@ -19,7 +19,7 @@ export const hubThingCommands: CommandSpec[] = [
     options: [
       DIR_OPTION,
       { flags: "--key-type <type>", description: "rsa (default: RSA-2048, RS256 tokens) or ec (P-256, ES256 tokens)" },
-      { flags: "-o, --output <file>", description: "also write the distribution zip here (mode 0600)" },
+      { flags: "-o, --output <file>", description: "where to write the distribution zip (default: ./<name>.zip; mode 0600)" },
       JSON_OPTION,
     ],
     bunOnly: true,
@@ -55,21 +55,25 @@ function create(args: string[], options: Options): Promise<number> {
     const keyType = text(options.keyType) ?? "rsa";
     if (!(THING_KEY_TYPES as readonly string[]).includes(keyType)) throw new UsageError(`--key-type must be ${THING_KEY_TYPES.join(" or ")}, not ${keyType}`);
     const { thing, distribution } = await hub.things.create(required(args, "the thing name"), { keyType });
-    const output = text(options.output);
-    if (output) {
-      copyFileSync(distribution, output);
-      chmodSync(output, 0o600); // it holds the thing's private key
-    }
+    // The zip the operator copies to the thing, where both READMEs say: <name>.zip, here.
+    const output = resolve(text(options.output) ?? `${thing.name}.zip`);
+    copyFileSync(distribution, output);
+    chmodSync(output, 0o600); // it holds the thing's private key
     if (options.json) {
-      console.log(JSON.stringify({ ...thingJson(thing, hub.home.settings.env), distributionFile: output ?? distribution }));
+      console.log(JSON.stringify({ ...thingJson(thing, hub.home.settings.env), distributionFile: output }));
       return ExitCode.OK;
     }
     const topics = thingTopics(thing.name);
+    const settings = hub.home.settings;
     console.log(`created thing ${thing.name} (id ${thing.id}, ${keyType === "ec" ? "EC P-256 key, ES256 tokens" : "RSA-2048 key, RS256 tokens"})`);
-    console.log(`distribution: ${output ?? distribution}`);
+    console.log(`distribution: ${output} (mode 0600: it holds the thing's private key)`);
     console.log(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
-    console.log(`next: copy the zip and the flashlex binary to the thing, unzip, then:`);
-    console.log(`  ./flashlex bootstrap -c ${thing.name}/config.yml -k ${thing.name}/keys -d ${thing.name}/data`);
+    console.log(
+      `or on the thing, with the operator access token: curl -fo ${thing.name}.zip -H "Authorization: Bearer $FLASHLEX_TOKEN" ${settings.api.publicUrl}/${settings.env}/v1/things/${thing.id}/dist`,
+    );
+    console.log("next: copy the zip and the flashlex binary for the board to the thing; there:");
+    console.log(`  unzip ${thing.name}.zip && mv flashlex ${thing.name}/ && cd ${thing.name}`);
+    console.log("  ./flashlex bootstrap && sudo ./flashlex install-service");
     return ExitCode.OK;
   });
 }

@@ -1,24 +1,23 @@
-import { UsageError } from "../../shared/errors.ts";
 import { createLogger } from "../../shared/log.ts";
 import { type BootstrapReport, runBootstrapChecks } from "../../thing/bootstrap/checks.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { THING_OPTIONS, type ThingFlags } from "./common.ts";
+import { chooseConfig, type ThingFlags, thingCommand } from "./common.ts";
 
 const MARK = { pass: "PASS", fail: "FAIL", skip: "SKIP" } as const;
 
-export const bootstrapCommand: CommandSpec = {
+export const bootstrapCommand: CommandSpec = thingCommand({
   name: "bootstrap",
   description: "Self-test: config, keys, clock, database, broker, ingress and egress; one line per check",
-  options: [...THING_OPTIONS, { flags: "--json", description: "print the checklist as one JSON document" }],
+  options: [{ flags: "--json", description: "print the checklist as one JSON document" }],
   run: (_args, options) => bootstrap(options),
-};
+});
 
 /** Prints the checklist; 0 when every check passed, 78 when the config failed, else 1. */
 async function bootstrap(flags: ThingFlags & { json?: boolean }): Promise<number> {
-  if (!flags.config) throw new UsageError("-c/--config is required");
+  const choice = chooseConfig(flags);
   const log = createLogger({ level: process.env.FLASHLEX_LOG_LEVEL === "debug" ? "debug" : "error" });
-  const report = await runBootstrapChecks({ config: flags.config, data: flags.data, keys: flags.keys }, log);
+  const report = await runBootstrapChecks({ config: choice.file, data: flags.data, keys: flags.keys }, log, choice.origin);
   console.log(flags.json ? JSON.stringify(report, null, 2) : formatReport(report));
   if (report.ok) return ExitCode.OK;
   return report.checks[0]?.status === "fail" ? ExitCode.CONFIG : ExitCode.CHECK_FAILED;

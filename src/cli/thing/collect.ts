@@ -7,19 +7,18 @@ import { openThingAccess } from "../../thing/local/open.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { readDocument } from "../input.ts";
-import { loadConfigFromFlags, THING_OPTIONS, type ThingFlags } from "./common.ts";
+import { loadConfigFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
-export const collectCommand: CommandSpec = {
+export const collectCommand: CommandSpec = thingCommand({
   name: "collect",
   description: "Egress: send one JSON document from stdin (or --file) to the collect API; queued if unreachable",
   options: [
-    ...THING_OPTIONS,
     { flags: "--file <path>", description: "read the document from a file instead of stdin" },
     { flags: "--via <http|mqtt>", description: "http: POST to the collect API (default); mqtt: publish to the egress topic" },
     { flags: "--json", description: "print the result as one JSON line" },
   ],
   run: (_args, options) => collect(options),
-};
+});
 
 /** 0 delivered, 65 refused for good (kept as rejected), 69 queued for serve. */
 async function collect(flags: ThingFlags & { file?: string; via?: string; json?: boolean }): Promise<number> {

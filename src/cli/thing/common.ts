@@ -1,10 +1,12 @@
 /** What the thing commands share: the -c/-d/-k flags, the config they name, the thing's data. */
-import { UsageError } from "../../shared/errors.ts";
+import { dirname } from "node:path";
+import { FlashlexError } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { createLogger, type Logger } from "../../shared/log.ts";
 import type { ThingAccess } from "../../thing/local/access.ts";
 import { openThingAccess } from "../../thing/local/open.ts";
-import { loadThingConfig, type ThingConfig } from "../../thing/settings.ts";
-import type { OptionSpec } from "../command.ts";
+import { type ConfigChoice, loadThingConfig, locateConfig, type ThingConfig } from "../../thing/settings.ts";
+import type { CommandSpec, OptionSpec, Options } from "../command.ts";
 
 /** The flags every thing command shares, with the guide's meanings. */
 export interface ThingFlags {
@@ -14,15 +16,28 @@ export interface ThingFlags {
 }
 
 export const THING_OPTIONS: OptionSpec[] = [
-  { flags: "-c, --config <file>", description: "the YAML configuration file (required)" },
+  { flags: "-c, --config <file>", description: "the YAML configuration file (default: ./config.yml, else config.yml beside the flashlex binary)" },
   { flags: "-d, --data <dir>", description: "the directory for the message database (default: data/ beside the config)" },
-  { flags: "-k, --keys <dir>", description: "the directory holding the key files named in the config (default: the config's directory)" },
+  {
+    flags: "-k, --keys <dir>",
+    description: "the directory holding the key files named in the config (default: keys/ beside the config when they are there, else the config's directory)",
+  },
 ];
 
-/** Loads the config named by the flags, warning once about keys it does not know. Throws UsageError without -c, ConfigError for a bad config. */
+/** The config the flags lead to (see locateConfig in src/thing/settings.ts); throws UsageError when there is none. */
+export function chooseConfig(flags: ThingFlags): ConfigChoice {
+  return locateConfig(flags.config, { cwd: process.cwd(), binaryDir: dirname(process.execPath) });
+}
+
+const GIVEN = "given with -c";
+
+/** The config this process chose, once it did: every failure of a thing command names it. */
+let chosen: ConfigChoice | undefined;
+
+/** Loads the config the flags lead to, warning once about keys it does not know. Throws UsageError when there is none, ConfigError for a bad one. */
 export function loadConfigFromFlags(flags: ThingFlags, log: Logger): ThingConfig {
-  if (!flags.config) throw new UsageError("-c/--config is required");
-  const config = loadThingConfig({ config: flags.config, data: flags.data, keys: flags.keys });
+  chosen = chooseConfig(flags);
+  const config = loadThingConfig({ config: chosen.file, data: flags.data, keys: flags.keys }, chosen.origin);
   for (const key of config.unknownKeys) log.warn("config.unknown_key", { file: config.file, key, note: "ignored" });
   if (config.yaml.thing.mqtt.useWebsocket) {
     log.warn("config.websocket_ignored", { file: config.file, note: "MQTT over WebSocket is not supported; using MQTT over TLS" });
@@ -34,4 +49,38 @@ export function loadConfigFromFlags(flags: ThingFlags, log: Logger): ThingConfig
 export function openAccessFromFlags(flags: ThingFlags): Promise<ThingAccess> {
   const log = createLogger();
   return openThingAccess(loadConfigFromFlags(flags, log), log);
+}
+
+/**
+ * A thing command: the -c/-d/-k flags first; every failure after the config was chosen says
+ * which config it used and why (`(config /home/pi/thing/config.yml, found in the current
+ * directory)`), and `--help` says which config the command would use.
+ */
+export function thingCommand(spec: CommandSpec): CommandSpec {
+  const run = spec.run;
+  return {
+    ...spec,
+    options: [...THING_OPTIONS, ...spec.options],
+    helpNote: (options: Options) => {
+      try {
+        const choice = chooseConfig(options as ThingFlags);
+        return `Config: ${choice.file} (${choice.origin})`;
+      } catch (err) {
+        return `Config: ${(err as Error).message}`;
+      }
+    },
+    run: run
+      ? async (args, options) => {
+          try {
+            return await run(args, options);
+          } catch (err) {
+            // -c named it: the user knows which config it was.
+            if (!chosen || chosen.origin === GIVEN) throw err;
+            const error = toFlashlexError(err);
+            const note = error.message.startsWith(chosen.file) ? `(${chosen.origin})` : `(config ${chosen.file}, ${chosen.origin})`;
+            throw new FlashlexError(`${error.message} ${note}`, error.kind, { cause: err });
+          }
+        }
+      : undefined,
+  };
 }

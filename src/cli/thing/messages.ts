@@ -4,14 +4,13 @@ import type { IngressMessage, IngressQuery, ThingAccess } from "../../thing/loca
 import { type CommandSpec, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag, parseTime } from "../input.ts";
-import { openAccessFromFlags as openAccess, THING_OPTIONS, type ThingFlags } from "./common.ts";
+import { openAccessFromFlags as openAccess, type ThingFlags, thingCommand } from "./common.ts";
 
-export const messagesCommand: CommandSpec = {
+export const messagesCommand: CommandSpec = thingCommand({
   name: "messages",
   args: "<action> [...ids]",
   description: "What arrived: `list` (--json, --follow, --all, --acked, --topic, --since, --limit), `ack ID...`, `delete ID...`",
   options: [
-    ...THING_OPTIONS,
     { flags: "--json", description: "list: one JSON object per line" },
     { flags: "--follow", description: "list: keep printing messages as they arrive, until Ctrl-C" },
     { flags: "--all", description: "list: acknowledged messages too" },
@@ -29,7 +28,7 @@ export const messagesCommand: CommandSpec = {
     if (action === "delete") return messagesDelete(options, ids);
     throw new UsageError(`messages: unknown action ${JSON.stringify(action)} (list, ack, delete)`);
   },
-};
+});
 
 interface ListFlags extends ThingFlags {
   json?: boolean;

@@ -8,14 +8,13 @@ import { isoOrAsIs } from "../../shared/time.ts";
 import type { OutboxChange, OutboxEntry, OutboxState, ThingAccess } from "../../thing/local/access.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { openAccessFromFlags as openAccess, THING_OPTIONS, type ThingFlags } from "./common.ts";
+import { openAccessFromFlags as openAccess, type ThingFlags, thingCommand } from "./common.ts";
 
-export const outboxCommand: CommandSpec = {
+export const outboxCommand: CommandSpec = thingCommand({
   name: "outbox",
   args: "<action> [...ids]",
   description: "Egress not yet delivered or refused: `list` (--state, --json), `retry ID...` (rejected → pending, due now), `drop ID...`",
   options: [
-    ...THING_OPTIONS,
     { flags: "--state <state>", description: "list: only pending, sent or rejected messages" },
     { flags: "--json", description: "list: one JSON object per line" },
   ],
@@ -28,7 +27,7 @@ export const outboxCommand: CommandSpec = {
     if (action === "drop") return outboxDrop(options, ids);
     throw new UsageError(`outbox: unknown action ${JSON.stringify(action)} (list, retry, drop)`);
   },
-};
+});
 
 interface OutboxListFlags extends ThingFlags {
   state?: string;

@@ -2,14 +2,14 @@ import { createLogger } from "../../shared/log.ts";
 import { startAgent } from "../../thing/agent.ts";
 import { type CommandSpec, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { loadConfigFromFlags, THING_OPTIONS, type ThingFlags } from "./common.ts";
+import { loadConfigFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
-export const serveCommand: CommandSpec = {
+export const serveCommand: CommandSpec = thingCommand({
   name: "serve",
   description: "Run the agent: MQTT over mutual TLS, store ingress, deliver the outbox (the systemd service)",
-  options: [...THING_OPTIONS, { flags: "--exec <cmd>", description: "run CMD once per ingress message, payload on stdin; exit 0 acknowledges it" }],
+  options: [{ flags: "--exec <cmd>", description: "run CMD once per ingress message, payload on stdin; exit 0 acknowledges it" }],
   run: (_args, options) => serve(options),
-};
+});
 
 /** Runs the agent until SIGTERM or SIGINT; a second signal exits at once. */
 async function serve(flags: ThingFlags & { exec?: string }): Promise<number> {

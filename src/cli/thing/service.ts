@@ -1,7 +1,7 @@
 import { type InstallOptions, installService, type ServiceIO, type UninstallOptions, uninstallService } from "../../thing/service/install.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { THING_OPTIONS } from "./common.ts";
+import { chooseConfig, type ThingFlags, thingCommand } from "./common.ts";
 
 /** install-service writes its progress to stdout and systemctl's own words to stderr. */
 const stdio: ServiceIO = {
@@ -9,25 +9,31 @@ const stdio: ServiceIO = {
   err: (text) => void process.stderr.write(text),
 };
 
-export const installServiceCommand: CommandSpec = {
+export const installServiceCommand: CommandSpec = thingCommand({
   name: "install-service",
   description: "Install, enable and start the systemd unit for `serve` (root)",
   options: [
-    ...THING_OPTIONS,
     { flags: "--user <name>", description: "the user the service runs as (default: the config file's owner)" },
     { flags: "--dry-run", description: "print the unit and change nothing" },
     { flags: "--print", description: "same as --dry-run" },
   ],
   async run(_args, options) {
-    await installService({ ...(options as Omit<InstallOptions, "io">), dryRun: Boolean(options.dryRun || options.print), io: stdio });
+    const choice = chooseConfig(options as ThingFlags);
+    await installService({ ...(options as Omit<InstallOptions, "io">), config: choice.file, dryRun: Boolean(options.dryRun || options.print), io: stdio });
     return ExitCode.OK;
   },
-};
+});
 
 export const uninstallServiceCommand: CommandSpec = {
   name: "uninstall-service",
   description: "Stop, disable and remove the systemd unit (root)",
-  options: [...THING_OPTIONS, { flags: "--dry-run", description: "say what would be done and change nothing" }],
+  options: [
+    { flags: "--dry-run", description: "say what would be done and change nothing" },
+    // The unit is found by its name; older scripts still pass the thing's flags.
+    { flags: "-c, --config <file>", description: "not needed (accepted, and ignored, for older scripts)" },
+    { flags: "-d, --data <dir>", description: "not needed (ignored)" },
+    { flags: "-k, --keys <dir>", description: "not needed (ignored)" },
+  ],
   async run(_args, options) {
     await uninstallService({ ...(options as Omit<UninstallOptions, "io">), io: stdio });
     return ExitCode.OK;

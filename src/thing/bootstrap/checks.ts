@@ -116,7 +116,14 @@ const ROUND_TRIP_TIMEOUT_MS = 10_000;
  * so the first failure is the one to fix. Nothing here retries: a check either works now or
  * says why not.
  */
-export async function runBootstrapChecks(location: ConfigLocation, log: Logger = silentLogger): Promise<BootstrapReport> {
+/** The fix for a config that did not load, by what went wrong with it. */
+function configFix(message: string): string {
+  if (/cannot read|not a (regular )?file|too large/.test(message)) return "Give the thing's config.yml with -c, or run bootstrap in the folder that holds it.";
+  if (/invalid YAML|not UTF-8/.test(message)) return "Fix the YAML at the line and column named above (spaces, not tabs; a colon after each key).";
+  return "Correct the key named above in the configuration file.";
+}
+
+export async function runBootstrapChecks(location: ConfigLocation, log: Logger = silentLogger, origin?: string): Promise<BootstrapReport> {
   const checks: CheckResult[] = [];
   let config: ThingConfig | undefined;
   let identity: ThingIdentity | undefined;
@@ -139,11 +146,12 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
 
   const configOk = await check("config valid", true, () => {
     try {
-      config = loadThingConfig(location);
+      config = loadThingConfig(location, origin);
     } catch (err) {
-      fail((err as Error).message, "Correct the key named above in the configuration file.");
+      fail((err as Error).message, configFix((err as Error).message));
     }
-    return config!.unknownKeys.length ? `${config!.file} (ignored unknown keys: ${config!.unknownKeys.join(", ")})` : config!.file;
+    const where = `${config!.file} (${config!.origin})`;
+    return config!.unknownKeys.length ? `${where}; ignored unknown keys: ${config!.unknownKeys.join(", ")}` : where;
   });
 
   const filesOk = await check("key files present", Boolean(configOk), () => {

@@ -12,7 +12,7 @@ import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
 import { loadIdentity } from "../identity.ts";
-import { loadThingConfig } from "../settings.ts";
+import { defaultKeysDir, loadThingConfig } from "../settings.ts";
 import { renderUnit, UNIT_TEMPLATE } from "./unit.ts";
 
 export const DEFAULT_UNIT_PATH = "/etc/systemd/system/flashlex.service";
@@ -37,6 +37,8 @@ interface CommonOptions {
   unitPath?: string;
   /** default "systemctl" */
   systemctl?: string;
+  /** exists only where systemd runs as PID 1 (sd_booted(3)); a seam for tests. Default /run/systemd/system */
+  systemdRunDir?: string;
   /** a seam for tests: the effective uid */
   uid?: number;
   /** where progress and warnings go (the command prints them) */
@@ -46,7 +48,7 @@ interface CommonOptions {
 export interface InstallOptions extends CommonOptions {
   /** required; optional in the type because cac hands over whatever flags it got */
   config?: string;
-  /** default: the config file's directory */
+  /** default: as `serve` finds them (settings.ts `defaultKeysDir`) */
   keys?: string;
   /** default: `data/` beside the config file */
   data?: string;
@@ -83,11 +85,14 @@ function install(opts: InstallOptions, io: ServiceIO): void {
 
   if (!opts.config) throw new UsageError("-c/--config is required");
   const config = existingConfig(opts.config);
-  const keys = existingDir(opts.keys ?? dirname(config), "keys directory");
+  // The unit would start a serve that exits 78 at once: the config, the keys as serve will find
+  // them and the thing's identity are checked before anything is written (the dry run checks
+  // too, so it shows the same refusal).
+  const thing = loadThingConfig({ config, keys: opts.keys, data: opts.data });
+  const keys = existingDir(opts.keys ?? defaultKeysDir(dirname(config), thing.yaml.thing.keys.privateKey), "keys directory");
   const data = absolute(opts.data ?? join(dirname(config), "data"));
-  // The unit would start a serve that exits 78 at once: the config and the thing's identity are
-  // checked before anything is written (the dry run checks too, so it shows the same refusal).
-  loadIdentity(loadThingConfig({ config, keys, data }));
+  loadIdentity(thing);
+  if (!dryRun) requireSystemd(opts.systemdRunDir ?? SYSTEMD_RUN_DIR);
   const account = serviceAccount(opts.user, config);
   const systemctl = opts.systemctl ?? "systemctl";
 
@@ -124,9 +129,18 @@ function install(opts: InstallOptions, io: ServiceIO): void {
     io.out(`note: ${LEGACY_UNIT_PATH} (the Python distribution's unit) is overridden by ${unitPath}; remove it when you no longer need it\n`);
   }
 
-  // Always: a changed binary behind an unchanged unit still needs the restart.
-  run(systemctl, ["daemon-reload"], io);
-  run(systemctl, ["enable", name], io);
+  // Always: a changed binary behind an unchanged unit still needs the restart. A unit systemd
+  // would not load is taken back, so a failed install leaves nothing behind.
+  try {
+    run(systemctl, ["daemon-reload"], io);
+    run(systemctl, ["enable", name], io);
+  } catch (err) {
+    if (previous === undefined) rmSync(unitPath, { force: true });
+    else if (previous !== unit) writeFileAtomicallySync(unitPath, previous, 0o644);
+    run(systemctl, ["daemon-reload"], io, undefined, true);
+    io.err(`${unitPath}: ${previous === undefined ? "removed again" : "put back as it was"}\n`);
+    throw err;
+  }
   run(systemctl, ["restart", name], io, `see: journalctl -u ${name} -e`);
   io.out(`${name} is enabled and started.\n  status: systemctl status ${stem(name)}\n  logs:   journalctl -u ${stem(name)} -f\n`);
 }
@@ -151,6 +165,18 @@ function uninstall(opts: UninstallOptions, io: ServiceIO): void {
   run(systemctl, ["daemon-reload"], io);
   run(systemctl, ["reset-failed", name], io, undefined, true);
   io.out(`removed ${unitPath}; the config, keys and data directory are left as they were\n`);
+}
+
+/** Where systemd keeps its runtime state; it exists only when systemd is PID 1 (sd_booted(3)). */
+const SYSTEMD_RUN_DIR = "/run/systemd/system";
+
+/** A container or WSL without systemd: say so before anything is written. */
+function requireSystemd(runDir: string): void {
+  if (existsSync(runDir)) return;
+  throw new FlashlexError(
+    `systemd is not running on this machine (no ${runDir}: a container, WSL or another init): run \`flashlex serve\` under your own supervisor, or print the unit with --dry-run; nothing was written`,
+    "unavailable",
+  );
 }
 
 function requireRoot(opts: CommonOptions, command: string): void {

@@ -1,0 +1,90 @@
+/**
+ * The README's path, as a new user walks it, with only the bare and short forms it shows:
+ * `hub thing create NAME` (the zip lands in the current directory), unzip, the binary moved into
+ * the thing's folder, then in that folder `./flashlex bootstrap`, `./flashlex install-service`
+ * (its unit printed with --dry-run: systemd does not run here), `serve` started with exactly
+ * the unit's ExecStart= line from `/` (systemd's working directory), `hub send`,
+ * `./flashlex messages list`, `./flashlex collect`. No flag the README does not show, no error.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ordinaryAccount } from "../support/accounts.ts";
+import { binaryPath, type RunResult, run, start } from "../support/binary.ts";
+import { unpackDistribution } from "../support/distribution.ts";
+import { makeHubFixture } from "../support/hub-fixture.ts";
+import { waitUntil } from "../support/wait.ts";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-newcomer-"));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+function explain(result: RunResult): string {
+  return `exit ${result.code}\n${result.stdout}\n${result.stderr}`;
+}
+
+test("hub -> thing -> device -> service -> a message each way, with the README's bare commands", async () => {
+  const hub = await makeHubFixture(work);
+  const hubProcess = await hub.serve();
+  try {
+    // 2. A thing: `hub thing create mything` writes ./<name>.zip where the operator stands.
+    const operator = join(work, "operator");
+    mkdirSync(operator);
+    const created = await run(["hub", "thing", "create", "mything", "--dir", hub.dir], { cwd: operator });
+    expect(created.code, explain(created)).toBe(0);
+    const name = /created thing (\S+)/.exec(created.stdout)![1]!;
+    const zip = join(operator, `${name}.zip`);
+    expect(existsSync(zip)).toBe(true);
+    expect(created.stdout).toContain(`curl -fo ${name}.zip -H "Authorization: Bearer $FLASHLEX_TOKEN"`);
+
+    // 3. The device: unzip, the binary into the thing's folder, cd there.
+    const pi = join(work, "home-pi");
+    const folder = unpackDistribution(zip, pi, name);
+    const flashlex = join(folder, "flashlex");
+    copyFileSync(binaryPath(), flashlex);
+    chmodSync(flashlex, 0o755);
+    // the Pi user's files, as unzip leaves them for them (the service never runs as root)
+    const owner = ordinaryAccount();
+    for (const path of [pi, folder, ...["config.yml", "keys", "flashlex"].map((f) => join(folder, f))]) chownSync(path, owner.uid, owner.gid);
+    const here = (args: string[], input?: string) => run(args, { command: [flashlex], cwd: folder, input, timeoutMs: 60_000 });
+
+    const boot = await here(["bootstrap"]);
+    expect(boot.code, explain(boot)).toBe(0);
+    expect(boot.stdout).toContain(`${join(folder, "config.yml")} (found in the current directory)`);
+
+    // 4. The service: the unit install-service writes (systemd does not run here: --dry-run shows it).
+    const unit = await here(["install-service", "--dry-run"]);
+    expect(unit.code, explain(unit)).toBe(0);
+    const execStart = /^ExecStart=(.+)$/m.exec(unit.stdout)![1]!.split(" ");
+    expect(execStart).toEqual([flashlex, "serve", "-c", join(folder, "config.yml"), "-k", join(folder, "keys"), "-d", join(folder, "data")]);
+    // systemd starts it from / with no other flags than the unit's
+    const serve = start(execStart.slice(1), { command: [execStart[0]!], cwd: "/" });
+    try {
+      await serve.waitFor(/mqtt\.subscribed/, 30_000);
+      expect(serve.output()).toContain(`configFrom="given with -c"`);
+
+      // 5. Messages each way.
+      const sent = await hub.flashlex(["hub", "send", "mything", "--dir", hub.dir], '{"text":"hello, thing"}');
+      expect(sent.stdout).toContain(`sent to ingress/${name}`);
+      const listed = await waitUntil("the message listed on the thing", async () => {
+        const result = await here(["messages", "list"]);
+        return result.code === 0 && result.stdout.includes("hello, thing") ? result : undefined;
+      });
+      expect(listed.stdout).toContain(`ingress/${name}`);
+      const collected = await here(["collect"], '{"temperature":21.5}');
+      expect(collected.code, explain(collected)).toBe(0);
+      expect(collected.stdout).toContain("status code: 200");
+    } finally {
+      expect(await serve.stop()).toBe(0);
+    }
+
+    // From the folder above, a bare command says where the config is.
+    const lost = await run(["messages", "list"], { command: [flashlex], cwd: pi });
+    expect(lost.code).toBe(0); // the binary's own folder holds config.yml: found beside the binary
+    const elsewhere = await run(["messages", "list"], { cwd: pi });
+    expect(elsewhere.code).toBe(64);
+    expect(elsewhere.stderr).toContain(`found ${name}/config.yml: cd ${name}, or pass -c ${name}/config.yml`);
+  } finally {
+    expect(await hubProcess.stop()).toBe(0);
+  }
+}, 120_000);
