@@ -89,7 +89,8 @@ function buildCli(multiWord: CommandSpec | undefined, setExit: (code: number | P
     const note = spec.helpNote?.(cli.options);
     return [header!, usage!, { body: `  ${spec.description}` }, ...listing, ...rest, ...(note ? [{ body: note }] : []), { body: EXIT_CODES_HELP }];
   });
-  cli.version(`${VERSION} (${COMMIT})`);
+  // Not cac's `version()`: it appends Node's compatibility version (`bun-v26.3.0` under Bun).
+  cli.option("-v, --version", "Display the version: flashlex, its commit, the runtime inside");
   return cli;
 }
 
@@ -103,8 +104,10 @@ async function runCommand(cli: CAC, spec: CommandSpec): Promise<number> {
   return ExitCode.USAGE;
 }
 
+/** `flashlex 0.1.0 (abc1234), Bun 1.4.5, linux-x64`: what was built, and what runs it (the armv7 build: Node). */
 function printVersion(): number {
-  console.log(`flashlex ${VERSION} (${COMMIT})`);
+  const runtime = typeof Bun === "undefined" ? `Node ${process.versions.node}` : `Bun ${Bun.version}`;
+  console.log(`flashlex ${VERSION} (${COMMIT}), ${runtime}, ${process.platform}-${process.arch}`);
   return ExitCode.OK;
 }
 
@@ -122,7 +125,8 @@ export async function main(argv: string[]): Promise<number> {
     const spec = cli.matchedCommand && COMMANDS.find((c) => c.name === cli.matchedCommand!.name);
     if (spec) lastValueOfRepeats(spec, cli.options);
     if (!cli.matchedCommand) {
-      if (cli.options.help || cli.options.version) return ExitCode.OK;
+      if (cli.options.version && !cli.options.help) return printVersion();
+      if (cli.options.help) return ExitCode.OK;
       if (cli.args.length) throw new UsageError(`unknown command ${JSON.stringify(cli.args[0])}; see flashlex --help`);
       cli.outputHelp();
       return ExitCode.USAGE;

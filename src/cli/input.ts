@@ -1,5 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
-import { InputError, UsageError } from "../shared/errors.ts";
+import { FlashlexError, InputError, UsageError } from "../shared/errors.ts";
 
 /**
  * Reads a document from a file or stdin, stopping one byte past `limit` so that neither an
@@ -9,7 +9,8 @@ import { InputError, UsageError } from "../shared/errors.ts";
  * anything else is refused naming the source and the byte offset, never silently turned into
  * U+FFFD. A document over the limit comes back decoded as well as it can be, longer than
  * `limit` bytes, for the caller's size check to report. Throws InputError (exit 65) for a file
- * that cannot be read or is larger than `limit` bytes, and for text that is not UTF-8.
+ * larger than `limit` bytes and for text that is not UTF-8, FlashlexError of kind io (74) or
+ * permission (77) for a file that cannot be read.
  */
 export async function readDocument(file: string | undefined, limit: number): Promise<string> {
   const bytes = file ? readFileBounded(file, limit) : await readStdin(limit);
@@ -26,7 +27,9 @@ function readFileBounded(file: string, limit: number): Buffer {
     return readBounded(fd, limit + 1);
   } catch (err) {
     if (err instanceof InputError) throw err;
-    throw new InputError(`${file}: cannot read (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+    // A file that is not there or not readable is an I/O problem (74, 77), not bad data (65).
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new FlashlexError(`${file}: cannot read (${code ?? "error"})`, code === "EACCES" || code === "EPERM" ? "permission" : "io", { cause: err });
   } finally {
     if (fd !== undefined) closeSync(fd);
   }

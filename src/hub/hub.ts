@@ -69,7 +69,7 @@ export interface OpenedHub extends HubUseCases {
  * beside (or without) `hub serve`. Throws ConfigError (78) when `dir` is not a hub home.
  */
 export async function withHub<T>(dir: string, log: Logger, fn: (hub: OpenedHub) => Promise<T>): Promise<T> {
-  const home = openHubHome(dir);
+  const home = openHubHome(dir, log);
   const store = openHubStore(home.paths.database);
   try {
     return await fn({ ...hubUseCases({ home, store, log }), writeMosquittoFiles: (options) => writeMosquittoFiles(home, store, options) });

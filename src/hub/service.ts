@@ -46,7 +46,7 @@ export interface HubHandle {
 
 export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
   const log = opts.log;
-  const home = openHubHome(opts.dir);
+  const home = openHubHome(opts.dir, log);
   const { paths, settings } = home;
   const parts = new Lifecycle((part, err) => log.error("hub.close_failed", { part, error: err }));
   try {

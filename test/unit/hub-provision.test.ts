@@ -67,13 +67,20 @@ describe("hub init", () => {
   });
 
   test("hub.yml validates and says what things will use", () => {
-    const s = loadHubSettings(home.paths.config);
+    const { settings: s, unknownKeys } = loadHubSettings(home.paths.config);
+    expect(unknownKeys).toEqual([]);
     expect(s).toMatchObject({
       ownerId: OWNER,
       env: "dev",
       api: { publicUrl: "http://127.0.0.1:8080", host: "127.0.0.1", port: 8080, tls: false, payloadLimitBytes: 262144 },
       broker: { host: "hub.example", port: 8883, listenHost: "0.0.0.0" },
     });
+  });
+
+  test("keys hub.yml has that the hub does not know are listed, for a warning, not refused", () => {
+    const file = join(root, "hub-unknown.yml");
+    writeFileSync(file, readFileSync(home.paths.config, "utf8").replace("hub:\n", "hub:\n  colour: blue\n"));
+    expect(loadHubSettings(file).unknownKeys).toEqual(["hub.colour"]);
   });
 
   test("only the hash of the operator token is stored", async () => {

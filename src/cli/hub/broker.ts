@@ -24,15 +24,19 @@ function mosquittoConfig(options: Options): Promise<number> {
     if (!out) throw new UsageError("--out DIR is required (Mosquitto must be able to read it: not inside the 0700 hub home)");
     const persistence = text(options.persistence);
     const { broker } = hub.home.settings;
+    const listenPort = port(options.port, "--port") ?? broker.port;
     const files = await hub.writeMosquittoFiles({
       dir: resolve(out),
-      port: port(options.port, "--port") ?? broker.port,
+      port: listenPort,
       bindAddress: text(options.bind) ?? "0.0.0.0",
       persistenceDir: persistence ? resolve(persistence) : undefined,
     });
     console.log(`wrote ${files.config}, mosquitto.acl, root-ca-cert.pem, broker-cert.pem, broker-key.pem, crl.pem`);
     console.log(`the broker key must be readable by Mosquitto's user: sudo chown root:mosquitto ${files.brokerKey}`);
-    console.log(`run: mosquitto -c ${files.config}   then: flashlex hub serve --broker mqtts://${broker.host}:${broker.port}`);
+    // The hub connects where this Mosquitto listens (--port), whatever hub.yml tells things.
+    console.log(`run: mosquitto -c ${files.config}   then: flashlex hub serve --broker mqtts://${broker.host}:${listenPort}`);
+    if (listenPort !== broker.port)
+      console.log(`note: things are told port ${broker.port} (hub.yml broker.port); set it to ${listenPort} before making their distributions`);
     return ExitCode.OK;
   });
 }

@@ -51,7 +51,9 @@ async function hubInit(options: Options): Promise<number> {
   console.log(`hub created in ${dir}`);
   console.log(`owner id:   ${s.ownerId} (thing names start with ${s.ownerId.slice(0, 8)}-)`);
   console.log(`api:        ${s.api.publicUrl}/${s.env}/v1 (listening on ${s.api.host}:${s.api.port})`);
-  console.log(`broker:     ${s.broker.host}:${s.broker.port} (certificate for ${s.broker.names.join(", ")})`);
+  console.log(
+    `broker:     ${s.broker.host}:${s.broker.port} (certificate for ${s.broker.names.join(", ")}; listening on ${s.broker.listenHost}:${s.broker.listenPort ?? s.broker.port}${s.broker.listenHost === "0.0.0.0" ? ", every interface: set hub.broker.listenHost in hub.yml to narrow it" : ""})`,
+  );
   console.log("");
   console.log("operator access token (shown once; the hub keeps only its hash; `flashlex hub token rotate` makes a new one):");
   console.log(token);

@@ -4,7 +4,7 @@ import { parse, parseDocument } from "yaml";
 import { z } from "zod";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
-import { parseYamlFile, validate } from "../../shared/yaml.ts";
+import { parseYamlFile, unknownKeys, validate } from "../../shared/yaml.ts";
 
 /**
  * `hub.yml`: the hub's own settings, written by `hub init` and read by every hub command. One
@@ -87,8 +87,13 @@ export const HubYamlSchema = z.object({
 export type HubYaml = z.infer<typeof HubYamlSchema>;
 export type HubSettings = HubYaml["hub"];
 
-export function loadHubSettings(file: string): HubSettings {
-  return validate(HubYamlSchema, parseYamlFile(file), file).hub;
+/**
+ * Loads and validates hub.yml (ConfigError, 78, naming the file and the key path). Keys the
+ * schema does not know are ignored and listed in `unknownKeys` (`hub.api.prot`), for a warning.
+ */
+export function loadHubSettings(file: string): { settings: HubSettings; unknownKeys: string[] } {
+  const raw = parseYamlFile(file);
+  return { settings: validate(HubYamlSchema, raw, file).hub, unknownKeys: unknownKeys(HubYamlSchema, raw) };
 }
 
 /** The guide's short prefix: `ecd13b11` of the owner id `ecd13b11-6d91-...`. */

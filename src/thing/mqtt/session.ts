@@ -72,6 +72,8 @@ export class ThingSession extends EventEmitter {
   private readonly operationTimeoutMs: number;
   /** why the current connection will have ended: the broker, unless an error or we end it */
   private dropCause: DropCause = "broker";
+  /** what MQTT.js last reported, for a one-shot session's "why it closed" */
+  private lastError: Error | undefined;
   private takeoverWarned = false;
 
   constructor(private readonly options: SessionOptions) {
@@ -174,6 +176,7 @@ export class ThingSession extends EventEmitter {
       if (this.stopping) return;
       this.backoff.connected(Date.now());
       this.dropCause = "broker";
+      this.lastError = undefined;
       log.info("mqtt.connected", { broker: this.brokerName(), sessionPresent: connack.sessionPresent });
       // Before any PUBLISH of this connection is handled (MQTT.js emits `connect` first).
       this.options.ingress?.connectionStarted(connack.sessionPresent);
@@ -207,6 +210,7 @@ export class ThingSession extends EventEmitter {
     });
     this.client.on("error", (err) => {
       this.dropCause = "error";
+      this.lastError = err;
       // While stopping, a broker that closes first makes a reset we asked for: not worth a WARN.
       (this.stopping ? log.debug : log.warn)("mqtt.error", { error: describeError(err) });
     });
@@ -225,7 +229,7 @@ export class ThingSession extends EventEmitter {
       }
       this.emit("disconnected");
       if (this.options.reconnect === false) {
-        this.emit("fatal", new Error("the MQTT connection closed"));
+        this.emit("fatal", new Error(closeReason(this.lastError)));
         return;
       }
       const delay = this.backoff.nextDelayMs();
@@ -287,6 +291,23 @@ function clientOptions(options: SessionOptions): IClientOptions {
     // Our own queue is the durable outbox; MQTT.js's in-memory one would lose messages on a crash.
     queueQoSZero: false,
   };
+}
+
+/** CONNACK return codes that refuse a connection (MQTT 3.1.1 §3.2.2.3), and what to check. */
+const CONNACK_REFUSALS: Record<number, string> = {
+  1: "the broker does not speak MQTT 3.1.1",
+  2: "the broker refused the client id: it must be the thing's name, as in its certificate",
+  3: "the broker is unavailable",
+  4: "the broker refused the user name or password",
+  5: "the broker refused this thing (not authorized): it may be revoked, or unknown to this hub",
+};
+
+/** Why a one-shot session's connection ended, in one phrase: a CONNACK refusal, an error, or the broker closing it. */
+function closeReason(err: Error | undefined): string {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code === "number" && CONNACK_REFUSALS[code]) return `${CONNACK_REFUSALS[code]} (CONNACK ${code})`;
+  if (err) return `the MQTT connection failed: ${describeError(err)}`;
+  return "the broker closed the MQTT connection";
 }
 
 /** TLS and socket errors carry their reason in `code`; make it one readable phrase. */

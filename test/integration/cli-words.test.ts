@@ -1,0 +1,73 @@
+/**
+ * What the command line says, through the compiled binary: the names and hints a new user reads
+ * (issue "names and hints that mislead"): the version, the exit code of a file that is not there,
+ * the flags an older `uninstall-service` line passes, where `hub init` says the broker listens,
+ * the port `mosquitto-config` tells the hub, hub.yml keys the hub does not know, and why a
+ * one-shot MQTT connection of a revoked thing ended.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { commitSha, packageVersion } from "../../scripts/build.ts";
+import { run } from "../support/binary.ts";
+import { makeHubFixture } from "../support/hub-fixture.ts";
+import { tally } from "../support/tally.ts";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-cli-words-"));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+test("--version names flashlex, its commit and the runtime inside (not Node's compatibility number)", async () => {
+  const result = await run(["--version"]);
+  expect(result.code).toBe(0);
+  const commit = process.env.FLASHLEX_EXPECT_COMMIT || commitSha();
+  expect(result.stdout.trim()).toBe(`flashlex ${await packageVersion()} (${commit}), Bun ${Bun.version}, linux-${process.arch}`);
+});
+
+test("collect --file that is not there is an I/O error (74), not bad data", async () => {
+  const hub = await makeHubFixture(join(work, "file"));
+  const thing = await hub.createThing("filer");
+  const result = await run(["collect", ...thing.flags, "--file", join(work, "missing.json")]);
+  tally("badInputs");
+  expect(result.code).toBe(74);
+  expect(result.stderr.trim()).toBe(`flashlex: ${join(work, "missing.json")}: cannot read (ENOENT)`);
+});
+
+test("uninstall-service takes the thing flags older lines pass, and says they are not needed", async () => {
+  const result = await run(["uninstall-service", "-c", "config.yml", "--dry-run"]);
+  expect(result.code).toBe(0);
+  const help = (await run(["uninstall-service", "--help"])).stdout;
+  expect(help).toContain("not needed");
+  expect(help).not.toContain("required");
+});
+
+test("hub init says the broker listens on every interface; mosquitto-config tells the hub the port it wrote", async () => {
+  const dir = join(work, "init");
+  const init = await run(["hub", "init", "--dir", dir]);
+  expect(init.code).toBe(0);
+  expect(init.stdout).toContain("listening on 0.0.0.0:8883, every interface");
+  const out = join(work, "mosquitto");
+  const config = await run(["hub", "mosquitto-config", "--dir", dir, "--out", out, "--port", "18883"]);
+  expect(config.code).toBe(0);
+  expect(config.stdout).toContain("flashlex hub serve --broker mqtts://");
+  expect(config.stdout).toMatch(/--broker mqtts:\/\/\S+:18883/);
+  expect(config.stdout).toContain("things are told port 8883");
+});
+
+test("a hub.yml key the hub does not know is a warning naming it; a revoked thing's one-shot connect says why it ended", async () => {
+  const hub = await makeHubFixture(join(work, "unknown"));
+  const file = join(hub.dir, "hub.yml");
+  writeFileSync(file, readFileSync(file, "utf8").replace("hub:\n", "hub:\n  colour: blue\n"));
+  const thing = await hub.createThing("revoked");
+  const hubProcess = await hub.serve();
+  try {
+    expect(hubProcess.output()).toMatch(/WARN +config\.unknown_key [^\n]*key=hub\.colour/);
+    await hub.flashlex(["hub", "thing", "revoke", thing.name, "--dir", hub.dir]);
+    const result = await run(["collect", ...thing.flags, "--via", "mqtt", "--json"], { input: '{"after":"revocation"}' });
+    tally("attacks");
+    expect(result.code).toBe(69);
+    expect(JSON.parse(result.stdout).error).toContain("the broker refused this thing (not authorized): it may be revoked, or unknown to this hub (CONNACK 5)");
+  } finally {
+    expect(await hubProcess.stop()).toBe(0);
+  }
+});
