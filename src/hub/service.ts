@@ -7,7 +7,7 @@ import { type EmbeddedBroker, startEmbeddedBroker } from "./broker/embedded.ts";
 import { createBrokerEvents, createThingDirectory } from "./broker/events.ts";
 import { connectExternalBroker } from "./broker/external.ts";
 import { openHubHome } from "./home/home.ts";
-import { type HubServer, startHubServer } from "./http/bun-server.ts";
+import { type HubServer, refuseSecondHub, startHubServer, startLocalSocket } from "./http/bun-server.ts";
 import { createHubApi } from "./http/routes.ts";
 import { hubUseCases } from "./hub.ts";
 import { Collector } from "./messages/collect.ts";
@@ -48,6 +48,8 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
   const log = opts.log;
   const home = openHubHome(opts.dir, log);
   const { paths, settings } = home;
+  // Before any port is taken: a second hub on this home is "try later" (75), not a busy port.
+  await refuseSecondHub(paths.socket);
   const parts = new Lifecycle((part, err) => log.error("hub.close_failed", { part, error: err }));
   try {
     const store: SqliteHubStore = openHubStore(paths.database);
@@ -97,7 +99,10 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       if (embedded?.disconnect(name)) log.info("hub.thing_disconnected", { thing: name, reason: "revoked or deleted" });
     };
     const useCases = hubUseCases({ home, store, log, broker, collector, disconnect: kick });
-    const server: HubServer = startHubServer(createHubApi({ ...useCases, log }), {
+    const api = createHubApi({ ...useCases, log });
+    const local = await startLocalSocket(api, paths.socket);
+    await parts.start({ name: "local socket", stop: () => local.stop() });
+    const server: HubServer = startHubServer(api, {
       host: settings.api.host,
       port: opts.apiPort ?? settings.api.port,
       tls: settings.api.tls ? { certPem: readFileSync(paths.brokerCert, "utf8"), keyPem: readFileSync(paths.brokerKey, "utf8") } : undefined,

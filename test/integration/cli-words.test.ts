@@ -71,3 +71,33 @@ test("a hub.yml key the hub does not know is a warning naming it; a revoked thin
     expect(await hubProcess.stop()).toBe(0);
   }
 });
+
+test("hub send reaches its own hub and nothing else: another server on the API's port gets no request (and no token)", async () => {
+  const hub = await makeHubFixture(join(work, "impostor"));
+  const thing = await hub.createThing("target");
+  const seen: string[] = [];
+  const impostor = Bun.serve({
+    hostname: "127.0.0.1",
+    port: hub.apiPort,
+    fetch: (request) => (seen.push(`${request.method} ${new URL(request.url).pathname} ${request.headers.get("authorization") ?? ""}`), new Response("{}")),
+  });
+  try {
+    const result = await run(["hub", "send", thing.name, "--dir", hub.dir], { input: '{"text":"for my hub only"}' });
+    tally("attacks");
+    expect(result.code).toBe(69);
+    expect(result.stderr).toContain(`the hub is not running for ${hub.dir}`);
+    expect(seen).toEqual([]);
+  } finally {
+    impostor.stop(true);
+  }
+  // with its hub running, the same command works; a second `hub serve` on that home is refused
+  const hubProcess = await hub.serve();
+  try {
+    expect((await run(["hub", "send", thing.name, "--dir", hub.dir], { input: '{"text":"now"}' })).code).toBe(0);
+    const second = await run(["hub", "serve", "--dir", hub.dir]);
+    expect(second.code).toBe(75);
+    expect(second.stderr).toContain("another `flashlex hub serve` runs with this hub home");
+  } finally {
+    expect(await hubProcess.stop()).toBe(0);
+  }
+});

@@ -22,7 +22,7 @@ function send(args: string[], options: Options): Promise<number> {
     const file = text(options.file);
     const limit = hub.home.settings.api.payloadLimitBytes;
     const message = parseIngressDocument(await readDocument(file, limit), limit, file ?? "stdin");
-    const answer = await publishThroughService(hub.home, hub.operators, thing.id, message);
+    const answer = await publishThroughService(hub.home, thing.id, message);
     if (options.json) console.log(JSON.stringify(answer));
     else {
       const { flmessagespk, online } = answer.result;

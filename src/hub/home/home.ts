@@ -34,6 +34,8 @@ export interface HubPaths {
   clientCert: string;
   clientKey: string;
   dists: string;
+  /** the running `hub serve`'s owner-only socket, through which local commands reach it */
+  socket: string;
 }
 
 export function hubPaths(dir: string): HubPaths {
@@ -49,6 +51,7 @@ export function hubPaths(dir: string): HubPaths {
     clientCert: join(d, "hub-client-cert.pem"),
     clientKey: join(d, "hub-client-key.pem"),
     dists: join(d, "dists"),
+    socket: join(d, "hub.sock"),
   };
 }
 

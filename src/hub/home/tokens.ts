@@ -32,7 +32,6 @@ export function bearerToken(header: string | null): string | undefined {
 }
 
 /** How long a token the CLI mints for itself is valid (it is used for one request, then deleted). */
-const CLI_TOKEN_TTL_MS = 60_000;
 
 /** The operator's access to the hub: the tokens whose hashes the hub database keeps. */
 export class OperatorTokens {
@@ -52,23 +51,5 @@ export class OperatorTokens {
     await this.store.deleteTokens("operator");
     await this.store.addToken(hashToken(token), "operator", this.now(), null);
     return token;
-  }
-
-  /**
-   * Runs `fn` with a token of its own: the operator token is not stored anywhere in readable
-   * form, so the hub's CLI, on the hub machine, mints a fresh token whose hash goes into the
-   * database with a one-minute expiry, and deletes it right after. Whoever can write the hub
-   * home can do this, and could do far more anyway.
-   */
-  async withCliToken<T>(fn: (token: string) => Promise<T>): Promise<T> {
-    const token = newAccessToken();
-    const hash = hashToken(token);
-    const now = this.now();
-    await this.store.addToken(hash, "cli", now, now + CLI_TOKEN_TTL_MS);
-    try {
-      return await fn(token);
-    } finally {
-      await this.store.deleteToken(hash);
-    }
   }
 }

@@ -4,6 +4,8 @@
  * adapter apart from routing).
  */
 
+import { chmodSync, existsSync, rmSync } from "node:fs";
+import { FlashlexError } from "../../shared/errors.ts";
 import { errorToResponse } from "./envelope.ts";
 import type { HubApi } from "./routes.ts";
 
@@ -34,4 +36,45 @@ export function startHubServer(api: HubApi, opts: { host: string; port: number; 
       await server.stop(force);
     },
   };
+}
+
+export interface LocalSocket {
+  path: string;
+  stop(): Promise<void>;
+}
+
+/**
+ * Serves the API on the hub home's Unix socket (`hub.sock`, mode 0600): the local commands
+ * (`hub send`) reach this hub through it and nothing else, whatever listens on the API's port,
+ * and without a token (the socket's mode authenticates the caller: HubApi.fetch `local`). A
+ * socket left by a hub that was killed is replaced; one that answers means another `hub serve`
+ * runs with this home: FlashlexError of kind try-later (75).
+ */
+export async function startLocalSocket(api: HubApi, path: string): Promise<LocalSocket> {
+  await refuseSecondHub(path);
+  rmSync(path, { force: true });
+  const server = Bun.serve({ unix: path, fetch: (request) => api.fetch(request, "local"), error: (err) => errorToResponse(err).response });
+  chmodSync(path, 0o600);
+  return {
+    path,
+    async stop() {
+      await server.stop(true);
+      rmSync(path, { force: true });
+    },
+  };
+}
+
+/** Throws FlashlexError (try-later, 75) when a `hub serve` already answers on this home's socket. */
+export async function refuseSecondHub(path: string): Promise<void> {
+  if (existsSync(path) && (await socketAnswers(path))) throw new FlashlexError(`${path}: another \`flashlex hub serve\` runs with this hub home`, "try-later");
+}
+
+/** True when something answers HTTP on the Unix socket `path` within a second. */
+export async function socketAnswers(path: string): Promise<boolean> {
+  try {
+    await fetch("http://hub/", { unix: path, signal: AbortSignal.timeout(1000) } as RequestInit);
+    return true;
+  } catch {
+    return false;
+  }
 }
