@@ -76,9 +76,14 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
   return server;
 }
 
-/** Stops listening and removes the socket file. */
+/**
+ * Stops listening and removes the socket file. Kept-alive connections are closed too: Bun keeps
+ * answering on them after close(), and serve is about to close the database they would reach.
+ */
 export async function closeControlSocket(server: Server, dataDir: string): Promise<void> {
-  await new Promise<void>((resolve) => server.close(() => resolve()));
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeAllConnections();
+  await closed;
   try {
     unlinkSync(socketPath(dataDir));
   } catch {
