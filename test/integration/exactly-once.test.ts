@@ -81,7 +81,31 @@ function expectNoSessionDropped() {
   expect(serves.map((s) => (s.output().match(/mqtt\.connected/g) ?? []).length).filter((n) => n > 1)).toEqual([]);
 }
 
-function expectExactlyOnce(ids: number[], total: number) {
+function expectExactlyOnce(ids: number[], total: number, dataDir?: string) {
+  if (process.env.DEBUG_EO && dataDir) {
+    const db = new Database(join(dataDir, "subscription.db"), { readonly: true });
+    const rows = db.query("SELECT id, packet_id, CAST(payload AS TEXT) AS p, received_at FROM ingress_messages ORDER BY id").all() as any[];
+    const seen = new Map<number, any>();
+    let shown = 0;
+    for (const r of rows) {
+      const n = JSON.parse(r.p).n ?? JSON.parse(r.p).message?.n;
+      if (seen.has(n) && shown++ < 15) console.log("dup", n, JSON.stringify(seen.get(n)), JSON.stringify({ id: r.id, pid: r.packet_id, at: r.received_at }));
+      else seen.set(n, { id: r.id, pid: r.packet_id, at: r.received_at });
+    }
+    console.log(
+      serves
+        .map((s) =>
+          s
+            .output()
+            .split("\n")
+            .filter((l) => /connected|redelivery|subscribed/.test(l))
+            .slice(0, 4)
+            .join("\n"),
+        )
+        .join("\n--\n")
+        .slice(0, 3000),
+    );
+  }
   const distinct = new Set(ids).size;
   tally("lost", total - distinct);
   tally("duplicates", ids.length - distinct);
@@ -168,7 +192,7 @@ describe("exactly once across kill -9 of serve", () => {
           () => serve.output(),
         );
         await Bun.sleep(500);
-        expectExactlyOnce(storedIds(thing.dataDir), total);
+        expectExactlyOnce(storedIds(thing.dataDir), total, thing.dataDir);
         expectNoSessionDropped();
       } finally {
         expect(await serve.stop()).toBe(0);
@@ -176,6 +200,54 @@ describe("exactly once across kill -9 of serve", () => {
       }
     }, 240_000);
   });
+});
+
+describe("group commit: killed between a batch's COMMIT and its PUBACKs", () => {
+  test("the whole batch comes again and is stored once (Mosquitto, plain payloads: matched by packet id)", async () => {
+    binaryPath();
+    const total = 1500;
+    const thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
+    const broker = await startBrokerFor(thing, "max_queued_messages 100000");
+    try {
+      const first = start(["serve", ...thing.flags]);
+      await first.waitFor(/mqtt\.subscribed/);
+      await first.stop();
+      const publisher = await thing.pki.issueThing("commit-kill-publisher");
+      const pub = await mosquittoPub({
+        port: broker.port,
+        caCertPath: thing.pki.caCertPath,
+        client: publisher,
+        clientId: "commit-kill-publisher",
+        topic: `ingress/${thing.thingName}`,
+        qos: 1,
+        lines: Array.from({ length: total }, (_, n) => JSON.stringify({ n })),
+      });
+      expect(pub.code).toBe(0);
+      // dies right after its second batch is committed, before one of its PUBACKs leaves
+      const killed = start(["serve", ...thing.flags], { env: { FLASHLEX_FAULT_KILL_AFTER_COMMIT: "2" } });
+      expect(await killed.proc.exited).toBe(137);
+      tally("faults");
+      const committed = storedIds(thing.dataDir).length;
+      expect(committed).toBeGreaterThan(0);
+      const serve = start(["serve", ...thing.flags]);
+      try {
+        await waitUntil(
+          "every message stored",
+          () => new Set(storedIds(thing.dataDir)).size >= total,
+          60_000,
+          () => serve.output(),
+        );
+        await Bun.sleep(500);
+        expect(serve.output()).toMatch(/ingress\.redelivery_skipped/);
+        expectExactlyOnce(storedIds(thing.dataDir), total);
+      } finally {
+        expect(await serve.stop()).toBe(0);
+      }
+    } finally {
+      await broker.stop();
+      rmSync(thing.dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 });
 
 describe("sessions the broker keeps, and the old distribution's clean session", () => {

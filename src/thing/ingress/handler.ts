@@ -7,7 +7,7 @@ import { ingressMessageId } from "../../protocol/ingress.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { IngressHandler } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";
-import type { MessageStore, NewIngress } from "../store/message-store.ts";
+import type { MessageStore, NewIngress, RedeliveryRange } from "../store/message-store.ts";
 
 /**
  * What happens to an ingress message, by `app.callback` (the guide's meanings): `persistent`
@@ -27,6 +27,19 @@ import type { MessageStore, NewIngress } from "../store/message-store.ts";
  * - a retained message that repeats the topic's newest retained row is the broker's re-send at a
  *   new subscription (MQTT 3.1.1 §3.3.1.3), not a new message.
  */
+/** A batch commits at once when it holds this many messages (or bytes): it bounds memory and latency. */
+export const MAX_BATCH_MESSAGES = 1000;
+export const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+
+interface Pending {
+  message: NewIngress;
+  packet: IPublishPacket;
+  /** why it is not stored again (a repeat found before the batch), or undefined */
+  repeat: string | undefined;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
 export function createIngressHandler(deps: {
   config: ThingConfig;
   store: MessageStore;
@@ -36,35 +49,98 @@ export function createIngressHandler(deps: {
 }): IngressHandler {
   const { config, store, log, onStored } = deps;
   const persistent = config.yaml.app.callback === "persistent";
-  /** the newest row stored before the broker resumed this session; undefined: a fresh session */
-  let resumedAfterId: number | undefined;
+  /** the rows stored before the broker resumed this session; undefined: a fresh session */
+  let resumed: RedeliveryRange | undefined;
+  /** group commit: what arrived since the last commit, in arrival order (their PUBACKs too) */
+  let batch: Pending[] = [];
+  let batchBytes = 0;
+  let scheduled = false;
+  /**
+   * A fault for the tests, and only for them: FLASHLEX_FAULT_KILL_AFTER_COMMIT=N makes the
+   * process kill itself (SIGKILL) right after its Nth batch commit, before any of that batch's
+   * PUBACKs leave: the one moment group commit adds (test/integration/exactly-once.test.ts).
+   */
+  let killAfterCommit = Number(process.env.FLASHLEX_FAULT_KILL_AFTER_COMMIT) || undefined;
 
   const isRepeat = (message: NewIngress, dup: boolean): string | undefined => {
     if (message.messageId === undefined) {
-      const upToId = dup ? Number.MAX_SAFE_INTEGER : resumedAfterId;
-      if (upToId !== undefined && store.isPacketRedelivery(message, upToId)) return "packet id";
+      const range = dup ? store.redeliveryRange(Number.MAX_SAFE_INTEGER) : resumed;
+      if (range !== undefined && store.isPacketRedelivery(message, range)) return "packet id";
     }
     if (store.isRetainedRepeat(message)) return "retained";
     return undefined;
   };
 
+  /**
+   * Stores the batch in one transaction (one fsync for all of it), then lets each message's
+   * PUBACK go, in arrival order. A failed commit stores none of them and acknowledges none: the
+   * session drops the connection and the broker sends them again.
+   */
+  const commit = () => {
+    scheduled = false;
+    const pending = batch;
+    batch = [];
+    batchBytes = 0;
+    if (!pending.length) return;
+    const fresh = pending.filter((p) => p.repeat === undefined);
+    let ids: (number | undefined)[];
+    try {
+      ids = store.insertIngressBatch(fresh.map((p) => p.message));
+    } catch (err) {
+      for (const p of pending) p.reject(err);
+      return;
+    }
+    if (killAfterCommit !== undefined && --killAfterCommit === 0) process.kill(process.pid, "SIGKILL");
+    const storedIds: number[] = [];
+    fresh.forEach((p, i) => {
+      const id = ids[i];
+      if (id === undefined) p.repeat = "message id";
+      else storedIds.push(id);
+    });
+    for (const p of pending) {
+      if (p.repeat !== undefined) {
+        // Already stored (its PUBACK was lost, or the broker sent it twice): acknowledge it again.
+        log.info("ingress.redelivery_skipped", { topic: p.packet.topic, packetId: p.packet.messageId, messageId: p.message.messageId, matchedBy: p.repeat });
+      }
+      p.resolve();
+    }
+    fresh.forEach((p, i) => {
+      const id = ids[i];
+      if (id === undefined) return;
+      log.info("ingress.stored", {
+        id,
+        topic: p.packet.topic,
+        bytes: p.message.payload.length,
+        messageId: p.message.messageId,
+        dup: p.packet.dup || undefined,
+      });
+    });
+    for (const id of storedIds) onStored?.(id);
+  };
+
   return {
     connectionStarted(sessionPresent) {
-      resumedAfterId = undefined;
+      resumed = undefined;
       if (!persistent || !sessionPresent) return;
       try {
-        resumedAfterId = store.lastIngressId();
+        resumed = store.redeliveryRange(store.lastIngressId());
       } catch (err) {
         // Called inside MQTT.js's packet handling, where a throw would kill the process. Without
         // the boundary, a resend without a hub id and without DUP would be stored again.
         log.error("ingress.session_boundary_failed", { error: err });
       }
     },
-    async handle(packet: IPublishPacket) {
+    /**
+     * Takes one message into the current batch; resolves once it is durable (committed, or
+     * recognised as a repeat), when its PUBACK may go. The batch commits when the messages
+     * already read from the connection are all in it (setImmediate runs after MQTT.js has handled
+     * every packet of the chunk it read), or at once when it is full.
+     */
+    handle(packet: IPublishPacket) {
       const payload = typeof packet.payload === "string" ? Buffer.from(packet.payload) : packet.payload;
       if (!persistent) {
         log.info("ingress.received", { topic: packet.topic, callback: config.yaml.app.callback, payload: payload.toString("utf8") });
-        return;
+        return Promise.resolve();
       }
       const message: NewIngress = {
         topic: packet.topic,
@@ -75,20 +151,23 @@ export function createIngressHandler(deps: {
         packetId: packet.qos > 0 ? packet.messageId : undefined,
         messageId: ingressMessageId(payload),
       };
-      const repeat = isRepeat(message, packet.dup);
-      const id = repeat ? undefined : store.insertIngress(message);
-      if (id === undefined) {
-        // Already stored (its PUBACK was lost, or the broker sent it twice): acknowledge it again.
-        log.info("ingress.redelivery_skipped", {
-          topic: packet.topic,
-          packetId: packet.messageId,
-          messageId: message.messageId,
-          matchedBy: repeat ?? "message id",
-        });
-        return;
-      }
-      log.info("ingress.stored", { id, topic: packet.topic, bytes: payload.length, messageId: message.messageId, dup: packet.dup || undefined });
-      onStored?.(id);
+      return new Promise<void>((resolve, reject) => {
+        let repeat: string | undefined;
+        try {
+          repeat = isRepeat(message, packet.dup);
+        } catch (err) {
+          reject(err);
+          return;
+        }
+        batch.push({ message, packet, repeat, resolve, reject });
+        batchBytes += payload.length;
+        if (batch.length >= MAX_BATCH_MESSAGES || batchBytes >= MAX_BATCH_BYTES) commit();
+        else if (!scheduled) {
+          scheduled = true;
+          setImmediate(commit);
+        }
+      });
     },
+    flush: commit,
   };
 }

@@ -9,6 +9,7 @@ import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
 import type { MessageStore } from "../store/message-store.ts";
 import { Backoff, type DropCause } from "./backoff.ts";
+import { deferredPuback, PUBACK_DEFERRED } from "./deferred-puback.ts";
 
 /** Receives one ingress message; the broker gets its PUBACK only after the promise resolves. */
 export type MessageHandler = (packet: IPublishPacket) => Promise<void>;
@@ -17,7 +18,10 @@ export type MessageHandler = (packet: IPublishPacket) => Promise<void>;
 export interface IngressHandler {
   /** a connection was accepted; `sessionPresent` is the CONNACK's flag (MQTT 3.1.1 §3.2.2.2) */
   connectionStarted(sessionPresent: boolean): void;
+  /** takes a message; resolves once it is durable, when its PUBACK may leave */
   handle: MessageHandler;
+  /** commits what waits for a group commit now (the session is stopping) */
+  flush?(): void;
 }
 
 /**
@@ -75,6 +79,10 @@ export class ThingSession extends EventEmitter {
   /** what MQTT.js last reported, for a one-shot session's "why it closed" */
   private lastError: Error | undefined;
   private takeoverWarned = false;
+  /** writes a PUBACK after a group commit (deferred-puback.ts); undefined: MQTT.js writes them */
+  private puback: ((messageId: number) => void) | undefined;
+  /** counts connections, so a PUBACK never leaves on a later connection than its message's */
+  private connection = 0;
 
   constructor(private readonly options: SessionOptions) {
     super();
@@ -88,6 +96,7 @@ export class ThingSession extends EventEmitter {
     this.operationTimeoutMs = options.config.timeouts.operationMs;
     this.client = mqtt.connect(clientOptions(options));
     this.client.handleMessage = (packet, done) => this.handle(packet, done);
+    this.puback = deferredPuback(this.client);
     this.wire();
   }
 
@@ -140,6 +149,9 @@ export class ThingSession extends EventEmitter {
   async stop(): Promise<void> {
     this.stopping = true;
     clearTimeout(this.reconnectTimer);
+    // What waits for a group commit is stored now, and its PUBACKs leave before the DISCONNECT.
+    this.options.ingress?.flush?.();
+    await new Promise((resolve) => setImmediate(resolve));
     const timeoutMs = this.options.config.timeouts.connectMs;
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => this.client.end(true, {}, () => resolve()), Math.min(timeoutMs, 5000));
@@ -158,13 +170,28 @@ export class ThingSession extends EventEmitter {
       done(new Error("stopping"));
       return;
     }
-    ingress.handle(packet).then(
+    const durable = ingress.handle(packet);
+    const failed = (err: Error) => {
+      // Not acknowledged: drop the connection so the broker redelivers from the persistent session.
+      this.options.log.error("ingress.failed", { topic: packet.topic, error: err });
+      this.dropConnection();
+    };
+    if (packet.qos === 1 && this.puback) {
+      // Group commit: MQTT.js reads on at once; this message's PUBACK follows its commit, on the
+      // connection it came on (after a reconnect the broker sends it again: a repeat, acknowledged then).
+      const connection = this.connection;
+      const puback = this.puback;
+      done(PUBACK_DEFERRED);
+      durable.then(() => {
+        if (this.connection === connection && this.client.connected) puback(packet.messageId!);
+      }, failed);
+      return;
+    }
+    durable.then(
       () => done(),
       (err: Error) => {
-        // Not acknowledged: drop the connection so the broker redelivers from the persistent session.
-        this.options.log.error("ingress.failed", { topic: packet.topic, error: err });
         done(err);
-        this.dropConnection();
+        failed(err);
       },
     );
   }
@@ -174,6 +201,7 @@ export class ThingSession extends EventEmitter {
     this.client.on("connect", (connack) => {
       // A connect that was under way when stop() began: stop() ends it.
       if (this.stopping) return;
+      this.connection++;
       this.backoff.connected(Date.now());
       this.dropCause = "broker";
       this.lastError = undefined;

@@ -60,10 +60,19 @@ export const SEEN_ID_MIN_KEEP_MS = 7 * 24 * 3600 * 1000;
 
 /**
  * How many stored messages a broker's redelivery is compared with when it carries no hub id
- * (matched by packet identifier, topic and payload): the most a broker keeps in flight for one
- * client is Mosquitto's max_inflight_messages (20 by default); the hub's own messages carry ids.
+ * (matched by packet identifier, topic and payload): every message that can have been committed
+ * without its PUBACK reaching the broker. With group commit that is up to a whole batch
+ * (MAX_BATCH_MESSAGES, src/thing/ingress/handler.ts) plus PUBACKs lost with the connection;
+ * Mosquitto 2.0.11 was seen sending a queue of 1,680 before the first PUBACKs came back, so
+ * its max_inflight_messages does not bound it. The hub's own messages carry ids.
  */
-export const REDELIVERY_WINDOW = 100;
+export const REDELIVERY_WINDOW = 4000;
+
+/** Ingress rows `afterId < id <= upToId`: where a redelivery without a hub id is looked for. */
+export interface RedeliveryRange {
+  afterId: number;
+  upToId: number;
+}
 
 export interface IngressMessage {
   id: number;
@@ -203,22 +212,38 @@ export class MessageStore {
   insertIngress(message: Omit<NewIngress, "messageId">): number;
   insertIngress(message: NewIngress): number | undefined;
   insertIngress(message: NewIngress): number | undefined {
-    const insert = () =>
-      this.db.run("INSERT INTO ingress_messages (topic, payload, qos, retain, received_at, packet_id) VALUES (?, ?, ?, ?, ?, ?)", [
-        message.topic,
-        payloadValue(message.payload),
-        message.qos,
-        message.retain ? 1 : 0,
-        message.receivedAt,
-        message.packetId ?? null,
-      ]).lastInsertRowid;
+    if (message.messageId === undefined) return this.insertOne(message);
+    return this.db.transaction(() => this.insertOne(message));
+  }
+
+  /**
+   * Stores several ingress messages in one transaction, committed before this returns (group
+   * commit: one fsync for the batch). Returns, per message and in order, its new row id, or
+   * undefined when its hub id was stored before (in an earlier batch or earlier in this one).
+   * Throws (and stores none of them) when the commit fails.
+   */
+  insertIngressBatch(messages: readonly NewIngress[]): (number | undefined)[] {
+    return this.db.transaction(() => messages.map((message) => this.insertOne(message)));
+  }
+
+  /** One message, inside the caller's transaction when it has a hub id. */
+  private insertOne(message: NewIngress): number | undefined {
     const { messageId } = message;
-    if (messageId === undefined) return insert();
-    return this.db.transaction(() => {
-      // One statement decides: a second process storing the same id at once gets changes = 0.
-      const fresh = this.db.run("INSERT OR IGNORE INTO ingress_seen (message_id, seen_at) VALUES (?, ?)", [messageId, message.receivedAt]).changes > 0;
-      return fresh ? insert() : undefined;
-    });
+    // One statement decides: a second process storing the same id at once gets changes = 0.
+    if (
+      messageId !== undefined &&
+      this.db.run("INSERT OR IGNORE INTO ingress_seen (message_id, seen_at) VALUES (?, ?)", [messageId, message.receivedAt]).changes === 0
+    ) {
+      return undefined;
+    }
+    return this.db.run("INSERT INTO ingress_messages (topic, payload, qos, retain, received_at, packet_id) VALUES (?, ?, ?, ?, ?, ?)", [
+      message.topic,
+      payloadValue(message.payload),
+      message.qos,
+      message.retain ? 1 : 0,
+      message.receivedAt,
+      message.packetId ?? null,
+    ]).lastInsertRowid;
   }
 
   /** The newest ingress row id (0 when there is none): where a connection's messages start. */
@@ -234,17 +259,25 @@ export class MessageStore {
    * identifier until the PUBACK arrived. So the rows that can be redelivered are the last ones
    * stored before the session resumed (`upToId`), at most the broker's in-flight window of them.
    */
-  isPacketRedelivery(message: NewIngress, upToId: number, window = REDELIVERY_WINDOW): boolean {
+  isPacketRedelivery(message: NewIngress, range: RedeliveryRange): boolean {
     if (message.packetId === undefined) return false;
-    // The window's lower end from the rowid alone, then the packet id through its index: no
-    // payload is read but those of the rows that carry this identifier.
-    const candidates = this.db.all<IngressMessage>(
-      `SELECT * FROM ingress_messages
-        WHERE packet_id = ? AND id <= ? AND topic = ?
-          AND id > COALESCE((SELECT id FROM ingress_messages WHERE id <= ? ORDER BY id DESC LIMIT 1 OFFSET ?), 0)`,
-      [message.packetId, upToId, message.topic, upToId, window - 1],
-    );
+    // Through the packet id's index: no payload is read but those of the rows that carry it.
+    const candidates = this.db.all<IngressMessage>("SELECT * FROM ingress_messages WHERE packet_id = ? AND id > ? AND id <= ? AND topic = ?", [
+      message.packetId,
+      range.afterId,
+      range.upToId,
+      message.topic,
+    ]);
     return candidates.map(ingressRow).some((row) => samePayload(row.payload, message.payload));
+  }
+
+  /**
+   * The rows a broker may send again when it resumes a session: the newest `window` rows up to
+   * row `upToId` (for `isPacketRedelivery`; computed once per connection, from the rowid alone).
+   */
+  redeliveryRange(upToId: number, window = REDELIVERY_WINDOW): RedeliveryRange {
+    const lowest = this.db.get<{ id: number }>("SELECT id FROM ingress_messages WHERE id <= ? ORDER BY id DESC LIMIT 1 OFFSET ?", [upToId, window]);
+    return { afterId: lowest?.id ?? 0, upToId };
   }
 
   /**
