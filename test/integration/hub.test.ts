@@ -29,7 +29,7 @@ import { freePort, type MosquittoBroker, startMosquitto } from "../support/mosqu
 import { attemptConnect, closedWithin, nextMessage, subscribeCode } from "../support/mqtt-client.ts";
 import { makeTestPki } from "../support/pki.ts";
 import { tally } from "../support/tally.ts";
-import { occurrences, waitForLog, waitUntil } from "../support/wait.ts";
+import { storedCount, waitForLog, waitUntil } from "../support/wait.ts";
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -730,10 +730,10 @@ describe("the same flow with Mosquitto and the generated config", () => {
     // Mosquitto grants the SUBSCRIBE but filters delivery by the ACL.
     await c.subscribeAsync([`ingress/${A.name}`, "ingress/#", `pubsub/${A.name}`], { qos: 1 });
     const leaked = nextMessage(c, `ingress/${A.name}`, 2_000);
-    const storedBefore = (serveA.output().match(/ingress\.stored/g) ?? []).length;
+    const storedBefore = storedCount(serveA.output());
     await flashlex(["hub", "send", A.name, "--dir", hubDir], { input: '{"secret":"for a"}' });
     expect(await leaked).toBeUndefined();
-    await waitUntil("A's copy", () => occurrences(serveA.output(), /ingress\.stored/) > storedBefore);
+    await waitUntil("A's copy", () => storedCount(serveA.output()) > storedBefore);
     // C forging ingress for A: acknowledged by Mosquitto, never delivered
     await c.publishAsync(`ingress/${A.name}`, '{"message":"forged"}', { qos: 1 });
     await Bun.sleep(1_000);

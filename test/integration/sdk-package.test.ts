@@ -208,7 +208,7 @@ describe("the flashlex-sdk package", () => {
       published.push(payload);
       await hub.publishAsync(`ingress/${thing.thingName}`, payload, { qos: 1 });
     }
-    await serve.waitFor(/ingress\.stored id=4\b/);
+    await serve.waitFor(/ingress\.stored [^\n]*last=4\b/);
 
     const node = await runApp("node", "node-through-serve");
     expect(Number(node.runtime.match(/^node v(\d+)\./)?.[1])).toBeGreaterThanOrEqual(20);

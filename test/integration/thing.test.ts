@@ -15,7 +15,7 @@ import { type MosquittoBroker, mosquittoPub } from "../support/mosquitto.ts";
 import type { ThingFiles } from "../support/pki.ts";
 import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
-import { occurrences, waitUntil } from "../support/wait.ts";
+import { storedCount, waitUntil } from "../support/wait.ts";
 
 let broker: MosquittoBroker;
 let receiver: Receiver;
@@ -170,7 +170,7 @@ describe("serve", () => {
     serve = start(["serve", ...thing.flags]);
     try {
       await serve.waitFor(/sessionPresent=true/);
-      await waitUntil("three messages stored", () => occurrences(serve.output(), /ingress\.stored/) >= 3);
+      await waitUntil("three messages stored", () => storedCount(serve.output()) >= 3);
     } finally {
       await serve.stop();
     }

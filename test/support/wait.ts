@@ -38,3 +38,8 @@ export async function waitForLog(source: { output(): string }, pattern: RegExp, 
 export function occurrences(text: string, pattern: RegExp): number {
   return (text.match(new RegExp(pattern.source, "g")) ?? []).length;
 }
+
+/** How many messages `serve` logged as stored (`ingress.stored count=N ...`, one line per commit). */
+export function storedCount(serveOutput: string): number {
+  return [...serveOutput.matchAll(/ingress\.stored count=(\d+)/g)].reduce((sum, m) => sum + Number(m[1]), 0);
+}

@@ -104,17 +104,23 @@ export function createIngressHandler(deps: {
       }
       p.resolve();
     }
+    // One line per commit (a line per message costs more than the commit at full speed); the
+    // details of each at debug. Rows of one commit have consecutive ids.
     fresh.forEach((p, i) => {
       const id = ids[i];
-      if (id === undefined) return;
-      log.info("ingress.stored", {
-        id,
-        topic: p.packet.topic,
-        bytes: p.message.payload.length,
-        messageId: p.message.messageId,
-        dup: p.packet.dup || undefined,
-      });
+      if (id !== undefined)
+        log.debug("ingress.message", {
+          id,
+          topic: p.packet.topic,
+          bytes: p.message.payload.length,
+          messageId: p.message.messageId,
+          dup: p.packet.dup || undefined,
+        });
     });
+    if (storedIds.length) {
+      const bytes = fresh.reduce((sum, p, i) => sum + (ids[i] === undefined ? 0 : p.message.payload.length), 0);
+      log.info("ingress.stored", { count: storedIds.length, first: storedIds[0], last: storedIds[storedIds.length - 1], bytes });
+    }
     for (const id of storedIds) onStored?.(id);
   };
 
