@@ -237,9 +237,17 @@ describe("every token the hub cannot verify is a 401, never a 500", () => {
             wrongScalar.filter((v) => v !== MISSING),
           ),
         ),
-        crit: fc.option(fc.oneof(fc.constant([]), fc.array(fc.string({ maxLength: 8 }), { minLength: 1, maxLength: 3 }), fc.constant(["b64"]), wrongScalar), {
-          nil: undefined,
-        }),
+        // never MISSING: `crit` absent is the `undefined` of fc.option (a MISSING symbol would be
+        // dropped by JSON.stringify and leave a right token counted as odd)
+        crit: fc.option(
+          fc.oneof(
+            fc.constant([]),
+            fc.array(fc.string({ maxLength: 8 }), { minLength: 1, maxLength: 3 }),
+            fc.constant(["b64"]),
+            wrongScalar.filter((v) => v !== MISSING),
+          ),
+          { nil: undefined },
+        ),
         b64: fc.option(fc.boolean(), { nil: undefined }),
       });
     const claims = (subject: Subject) =>
