@@ -249,6 +249,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   const serveRunning = configOk ? await serveIsRunning(config!.dataDir) : false;
   const canConnect = Boolean(chainOk && resolvedOk && storeOk);
   const nonce = randomUUID();
+  let sessionEnded: Promise<string> = new Promise(() => {});
   let echoed: () => void = () => {};
   const echo = new Promise<void>((resolve) => (echoed = resolve));
 
@@ -276,6 +277,10 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
         },
       },
     });
+    // From now on the connection may end under us (the broker stops, another client takes the
+    // thing's client id): the checks that wait on it hear why at once, instead of waiting out a
+    // timer, and the process never runs out of work with a check unsettled.
+    sessionEnded = new Promise<string>((resolve) => session!.once("fatal", (err: Error) => resolve(err.message)));
     try {
       await session.waitConnected(Math.min(config!.timeouts.connectMs, 15_000));
     } catch (err) {
@@ -299,14 +304,26 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   });
 
   await check("ingress round trip", Boolean(publishOk), async () => {
-    const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), ROUND_TRIP_TIMEOUT_MS).unref?.());
-    if ((await Promise.race([echo, timer])) === "timeout") {
+    // Not unref'd: while the round trip is awaited, this timer is what keeps the process alive.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<{ ended: "timeout" }>((r) => (timer = setTimeout(() => r({ ended: "timeout" }), ROUND_TRIP_TIMEOUT_MS)));
+    const closed = sessionEnded.then((reason) => ({ ended: reason }));
+    const outcome = await Promise.race([echo.then(() => undefined), timeout, closed]);
+    clearTimeout(timer);
+    const topic = config!.yaml.thing.mqtt.ingress.topic;
+    if (outcome?.ended === "timeout") {
       fail(
-        `no echo on ${config!.yaml.thing.mqtt.ingress.topic} within ${ROUND_TRIP_TIMEOUT_MS / 1000} s`,
-        "The hub echoes a bootstrap's test message to the thing's ingress topic: check the hub is running and serves this thing.",
+        `no echo on ${topic} within ${ROUND_TRIP_TIMEOUT_MS / 1000} s`,
+        "The hub echoes a bootstrap's test message to the thing's ingress topic: check the hub is running and serves this thing (flashlex.thing.id and name as the hub made them).",
       );
     }
-    return `received on ${config!.yaml.thing.mqtt.ingress.topic}`;
+    if (outcome) {
+      fail(
+        `the connection closed before the echo came on ${topic} (${outcome.ended})`,
+        "The broker went away or closed the session: check the hub is running, and that no other device or process uses this thing's identity (a copied distribution, a running serve); then run bootstrap again.",
+      );
+    }
+    return `received on ${topic}`;
   });
 
   await check("egress through the collect API", Boolean(chainOk), async () => {
