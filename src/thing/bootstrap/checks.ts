@@ -11,7 +11,7 @@ import { buildTestMessage } from "../../protocol/test-message.ts";
 import { TEST_TOPIC } from "../../protocol/topics.ts";
 import { type Logger, silentLogger } from "../../shared/log.ts";
 import { collectUrl, deliverHttp } from "../egress/delivery.ts";
-import { checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
+import { checkCertificateNamesThing, checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
 import { createIngressHandler } from "../ingress/handler.ts";
 import { serveIsRunning } from "../local/client.ts";
 import { describeError, sessionMemory, ThingSession } from "../mqtt/session.ts";
@@ -202,8 +202,11 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       fail(detail, fix);
     }
     const leaf = describeCertificate(identity!.certPem);
-    if (leaf.subjectCN !== identity!.thingName)
-      fail(`the certificate is for ${leaf.subjectCN}, the config names ${identity!.thingName}`, "Use the config and keys of the same thing.");
+    try {
+      checkCertificateNamesThing(identity!, config!);
+    } catch (err) {
+      fail((err as Error).message, "Use the config and keys of the same thing (the distribution zip the hub made for it).");
+    }
     const chain = pemBlocks(identity!.certPem).length;
     return `valid until ${leaf.notAfter.toISOString()}${chain > 1 ? ` (with ${chain - 1} intermediate${chain > 2 ? "s" : ""})` : ""}`;
   });
