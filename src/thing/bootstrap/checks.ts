@@ -10,7 +10,8 @@ import { type CertificateInfo, describeCertificate } from "../../crypto/x509.ts"
 import { buildTestMessage } from "../../protocol/test-message.ts";
 import { TEST_TOPIC } from "../../protocol/topics.ts";
 import { type Logger, silentLogger } from "../../shared/log.ts";
-import { collectUrl, deliverHttp } from "../egress/delivery.ts";
+import { collectUrl, deliverHttp, UNAUTHORIZED_FIX } from "../egress/delivery.ts";
+import { CLOCK_FIX_HINT, describeOffset, HubClock } from "../egress/hub-clock.ts";
 import { checkCertificateNamesThing, checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
 import { createIngressHandler } from "../ingress/handler.ts";
 import { serveIsRunning } from "../local/client.ts";
@@ -330,17 +331,25 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   });
 
   await check("egress through the collect API", Boolean(chainOk), async () => {
+    // As collect and serve deliver: a device clock the hub's answers show to be off is corrected
+    // (tokens signed with the hub's time), so the check passes and says so, with the fix.
+    const clock = new HubClock(log);
     const outcome = await deliverHttp(
       { message_id: randomUUID(), body: JSON.stringify({ foo: "bar" }) },
-      { config: config!, identity: identity!, timeoutMs: 15_000 },
+      { config: config!, identity: identity!, timeoutMs: 15_000, clock },
     );
     if (outcome.kind !== "sent") {
       fail(
         `${collectUrl(config!)}: ${outcome.error}`,
-        "Check flashlex.app.api.endpoint and env in the config, that the hub's API is reachable, and that it knows this thing.",
+        outcome.status === 401
+          ? UNAUTHORIZED_FIX
+          : "Check flashlex.app.api.endpoint and env in the config, that the hub's API is reachable, and that it knows this thing.",
       );
     }
-    return `HTTP ${outcome.kind === "sent" ? outcome.status : ""}`;
+    const skew = clock.offsetMs
+      ? `; WARN: the device clock is ${describeOffset(-clock.offsetMs)} the hub's, so tokens were signed with the hub's time (serve and collect do the same); fix: ${CLOCK_FIX_HINT}`
+      : "";
+    return `HTTP ${outcome.status ?? ""}${skew}`;
   });
 
   if (mqttReady) await session?.stop();
