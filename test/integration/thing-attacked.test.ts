@@ -3,13 +3,15 @@
  * the compiled binary against the real hub (`hub serve`, its embedded broker) on loopback:
  * - bootstrap's MQTT connection dropping during the ingress round trip is a FAIL with why, not
  *   exit 0 with no output;
+ * - `serve --exec` bounds each run of a handler (--exec-timeout) and ends its whole process
+ *   group at the timeout and at stop, and a message's retry pause is its own.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
-import { type Background, binaryPath, start } from "../support/binary.ts";
+import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { tally } from "../support/tally.ts";
 
@@ -45,7 +47,7 @@ async function waitAfter(process: Background, from: number, pattern: RegExp, tim
 }
 
 async function serveHub(): Promise<Background> {
-  if (hubProcess?.proc.exitCode === null) return hubProcess;
+  if (hubProcess && hubProcess.proc.exitCode === null && hubProcess.proc.signalCode === null) return hubProcess;
   hubProcess = await hub.serve();
   return hubProcess;
 }
@@ -93,4 +95,89 @@ describe("bootstrap's connection drops while it waits for the ingress round trip
     expect(result.code).toBe(1);
     expect(result.stdout).toMatch(/\[FAIL\] ingress round trip: the connection closed before the echo came on ingress\/\S+ \(/);
   }, 60_000);
+});
+
+/** True while `pid` runs (a zombie nobody reaped in this container counts as ended). */
+function alive(pid: number): boolean {
+  try {
+    return readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]?.[0] !== "Z";
+  } catch {
+    return false;
+  }
+}
+
+describe("serve --exec with a handler that hangs", () => {
+  test("each run is ended at --exec-timeout with its whole process group (WARN); a message's retry pause is its own; stop ends a run in flight and leaves nothing running", async () => {
+    await serveHub();
+    const thing = await hub.createThing("handler");
+    const dir = mkdtempSync(join(work, "exec-"));
+    // what the handler does with message N is in mode-N: hang (with a child of its own), ok, else fail
+    const handler = [
+      "cat > /dev/null",
+      `case "$(cat ${dir}/mode-$FLASHLEX_MESSAGE_ID 2>/dev/null)" in`,
+      `  hang) echo $$ >> ${dir}/pids; sleep 1000 & echo $! >> ${dir}/pids; wait ;;`,
+      "  ok) exit 0 ;;",
+      "  *) exit 3 ;;",
+      "esac",
+    ].join("\n");
+    const pids = () => (existsSync(join(dir, "pids")) ? readFileSync(join(dir, "pids"), "utf8").trim().split("\n").map(Number) : []);
+    writeFileSync(join(dir, "mode-1"), "hang");
+    const serve = start(["serve", ...thing.flags, "--exec", handler, "--exec-timeout", "1"]);
+    try {
+      await serve.waitFor(/mqtt\.subscribed/);
+      await hub.publish(thing.id, { n: 1 });
+      const timedOut = await serve.waitFor(/WARN +exec\.timed_out [^\n]*/);
+      tally("faults");
+      expect(timedOut).toContain("id=1");
+      expect(timedOut).toContain("afterSeconds=1");
+      expect(await serve.waitFor(/exec\.failed id=1 [^\n]*/)).toContain("exitCode=124 retryInMs=1000");
+      // the handler and what it started are gone (SIGTERM to the group; SIGKILL 2 s later at most)
+      const hung = pids();
+      expect(hung).toHaveLength(2);
+      for (let i = 0; i < 60 && hung.some(alive); i++) await Bun.sleep(50);
+      expect(hung.filter(alive)).toEqual([]);
+
+      // message 1 now fails at once: its pause grows (2 s) ...
+      writeFileSync(join(dir, "mode-1"), "fail");
+      expect(await serve.waitFor(/exec\.failed id=1 exitCode=3 [^\n]*/)).toContain("retryInMs=2000");
+      // ... the owner acknowledges it by hand meanwhile, and message 2 starts from 1 s again
+      await hub.publish(thing.id, { n: 2 });
+      const acked = await run(["messages", "ack", "1", ...thing.flags]);
+      expect(acked.code, acked.stderr).toBe(0);
+      expect(await serve.waitFor(/exec\.failed id=2 [^\n]*/)).toContain("exitCode=3 retryInMs=1000");
+    } finally {
+      expect(await serve.stop()).toBe(0);
+    }
+
+    // stop while message 2's run hangs (a long timeout this time): after the 5 s grace its group
+    // is ended, and serve exits 0 leaving nothing of it running
+    writeFileSync(join(dir, "mode-2"), "hang");
+    const again = start(["serve", ...thing.flags, "--exec", handler, "--exec-timeout", "600"]);
+    try {
+      for (let i = 0; i < 200 && pids().length < 4; i++) await Bun.sleep(50);
+      expect(pids()).toHaveLength(4);
+    } finally {
+      expect(await again.stop(20_000)).toBe(0);
+    }
+    tally("faults");
+    expect(again.output()).toMatch(/WARN +exec\.killed id=2 /);
+    expect(again.output()).not.toContain("exec.timed_out");
+    expect(pids().filter(alive)).toEqual([]);
+  }, 60_000);
+
+  test("--exec-timeout takes whole seconds (1 to a week) and needs --exec: anything else is 64 naming the flag", async () => {
+    const thing = await hub.createThing("handler-flags");
+    for (const [args, message] of [
+      [["--exec", "true", "--exec-timeout", "0"], "--exec-timeout must be a whole number from 1 to 604800"],
+      [["--exec", "true", "--exec-timeout", "1.5"], "--exec-timeout must be a whole number from 1 to 604800"],
+      [["--exec", "true", "--exec-timeout", "soon"], "--exec-timeout must be a whole number from 1 to 604800"],
+      [["--exec-timeout", "5"], "--exec-timeout bounds the runs of --exec CMD: give --exec too"],
+    ] as const) {
+      const result = await run(["serve", ...thing.flags, ...args]);
+      tally("badInputs");
+      expect({ args, code: result.code }).toEqual({ args, code: 64 });
+      expect(result.stderr.trim().split("\n")).toHaveLength(1);
+      expect(result.stderr).toContain(message);
+    }
+  });
 });
