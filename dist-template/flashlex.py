@@ -83,6 +83,7 @@ STATUS_TRY_LATER = 503
 
 _MAX_CONFIG_BYTES = 1024 * 1024
 _SUBSCRIPTION_DATA = re.compile(r"^(?!\.\.?$)[^/\x00]+$")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 _INGRESS_COLUMNS = ("id", "topic", "payload", "qos", "retain", "received_at", "acked_at", "packet_id")
 
 
@@ -663,11 +664,18 @@ class FlashlexSDK(object):
         "message": {"topic", "payload" (parsed JSON; other text as str, binary as bytes),
         "pos" (QoS), "retain", "mid" (MQTT packet id)}, "acked": seconds or None}``.
         Sorted by time, oldest first (``reverse``: newest first), at most ``count`` when it is
-        above 0. ``state``: ``unacked`` (default: what the application has not handled yet),
-        ``acked`` or ``all``; ``topic``: only that topic. Nothing stored yet: ``[]``.
+        above 0; ``count`` 0 or below returns them all, as the old SDK did (its code:
+        ``if(count>0): return messages_all[:count] else: return messages_all``).
+        ``state``: ``unacked`` (default: what the application has not handled yet), ``acked``
+        or ``all``; ``topic``: only that topic. Nothing stored yet: ``[]``. An argument of the
+        wrong type or value raises FlashlexError (kind ``usage``), serve running or not.
         """
         if state not in ("unacked", "acked", "all"):
             raise FlashlexError("state must be unacked, acked or all, not %r" % (state,), "usage")
+        if count is not None and (isinstance(count, bool) or not isinstance(count, int)):
+            raise FlashlexError("count must be a whole number (0 or below: all), not %r" % (count,), "usage")
+        if topic is not None and not isinstance(topic, str):
+            raise FlashlexError("topic must be a string, not %r" % (topic,), "usage")
         query = {"state": state}
         if topic is not None:
             query["topic"] = topic
@@ -743,6 +751,11 @@ class FlashlexSDK(object):
             body = json.dumps(message, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         except (TypeError, ValueError, RecursionError) as err:
             raise FlashlexError("the message is not a JSON document (%s); nothing was queued" % err, "data") from None
+        # A str may hold a lone surrogate ("\ud800"), which has no UTF-8 form: JSON writes it as
+        # the escape \ud800 (RFC 8259 section 7 allows it), as the agent's own JSON.stringify and
+        # the TypeScript SDK do, so the same text reaches the agent whether it goes through
+        # serve's socket or `flashlex collect`'s stdin (which must be UTF-8).
+        body = _SURROGATE.sub(lambda found: "\\u%04x" % ord(found.group()), body)
         try:
             result = _call_serve(self.socket_path, "POST", "/v1/collect", {"body": body, "via": via}, self._timeout)
             return self._result(result, "serve")

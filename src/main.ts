@@ -12,7 +12,7 @@
 import { type CAC, type Command, cac } from "cac";
 import { keepArgumentsText, lastValueOfRepeats, matchCommand, restoreArgumentsText } from "./cli/argv.ts";
 import type { CommandSpec } from "./cli/command.ts";
-import { EXIT_CODES_HELP, ExitCode, exitCodeOf } from "./cli/exit-codes.ts";
+import { EXIT_CODES_HELP, ExitCode } from "./cli/exit-codes.ts";
 import { hubMosquittoConfigCommand } from "./cli/hub/broker.ts";
 import { hubExportCommand } from "./cli/hub/export.ts";
 import { hubInitCommand } from "./cli/hub/init.ts";
@@ -20,6 +20,7 @@ import { hubSendCommand } from "./cli/hub/send.ts";
 import { hubServeCommand } from "./cli/hub/serve.ts";
 import { hubThingCommands } from "./cli/hub/things.ts";
 import { hubTokenRotateCommand } from "./cli/hub/token.ts";
+import { report, runAsProcess } from "./cli/process-entry.ts";
 import { bootstrapCommand } from "./cli/thing/bootstrap.ts";
 import { collectCommand } from "./cli/thing/collect.ts";
 import { messagesCommand } from "./cli/thing/messages.ts";
@@ -27,7 +28,6 @@ import { outboxCommand } from "./cli/thing/outbox.ts";
 import { serveCommand } from "./cli/thing/serve.ts";
 import { installServiceCommand, uninstallServiceCommand } from "./cli/thing/service.ts";
 import { FlashlexError, UsageError } from "./shared/errors.ts";
-import { toFlashlexError } from "./shared/foreign-errors.ts";
 import { COMMIT, VERSION } from "./shared/version.ts";
 
 /** Every command, in the order `flashlex --help` and `flashlex hub --help` list them. */
@@ -139,31 +139,4 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-/**
- * Prints the one line a failure gets on stderr and returns its exit code: the error's kind
- * decides the code (cli/exit-codes.ts). A bug (70) says so; its stack only with
- * FLASHLEX_LOG_LEVEL=debug.
- */
-export function report(err: unknown): number {
-  const error = toFlashlexError(err);
-  const bug = error.kind === "bug";
-  console.error(`flashlex: ${error.message}${bug ? " (an internal error in flashlex: please report it)" : ""}`);
-  if (bug && process.env.FLASHLEX_LOG_LEVEL === "debug") console.error((err as Error)?.stack);
-  return exitCodeOf(error);
-}
-
-if (import.meta.main) {
-  // Whatever escapes a command (a failure in a timer or an event handler of a long-running
-  // serve) still ends as one line and the exit code of its kind, never as a stack trace.
-  const last = (err: unknown) => {
-    process.exitCode = report(err);
-    setTimeout(() => process.exit(process.exitCode as number), 100).unref();
-  };
-  process.on("uncaughtException", last);
-  process.on("unhandledRejection", last);
-  main(process.argv).then((code) => {
-    process.exitCode = code;
-    // An MQTT socket or timer left open by a failed command must not keep the process alive.
-    setTimeout(() => process.exit(code), 100).unref();
-  });
-}
+if (import.meta.main) runAsProcess(() => main(process.argv), process.argv[2]);

@@ -125,6 +125,58 @@ export function parseJsonDocument(text: string, limits: JsonDocumentLimits = {})
 }
 
 /**
+ * A value from an application (the SDK's `collectMessage`) as JSON text, refused the same way a
+ * text would be when it cannot become a document within the limits: nested deeper than
+ * `maxDepth` (checked on the way down, so a 100,000-deep array never reaches the stack's end), a
+ * BigInt, a NaN or an infinity (JSON has no such numbers; `JSON.stringify` would throw or write
+ * `null` in their place), a structure that contains itself, a `toJSON` or getter that throws, or
+ * no value at all (undefined, a function, a symbol). Objects become what `JSON.stringify` makes
+ * of them (`toJSON` applied, undefined members left out). Returns the compact text; throws
+ * JsonDocumentError (an InputError: exit 65) naming `source` and, for a member, its path (`$.a[2]`).
+ * Checks neither size nor, for a text, anything else: parse the result with `parseJsonDocument`.
+ */
+export function stringifyJsonValue(value: unknown, limits: Pick<JsonDocumentLimits, "maxDepth" | "source"> = {}): string {
+  const maxDepth = limits.maxDepth ?? MAX_JSON_DEPTH;
+  const source = limits.source ?? "the document";
+  // Each object or array met, with where it sits: `this` in the replacer is the holder of the
+  // member being written, and every holder but JSON.stringify's own root wrapper went through
+  // the replacer first. An object met twice (not a cycle: stringify throws on those) is
+  // written again at once, so its entry is the right one while its members are written.
+  const placed = new WeakMap<object, { depth: number; path: string }>();
+  const pathOf = (holder: object, key: string) => {
+    const parent = placed.get(holder)?.path;
+    if (parent === undefined) return "$"; // JSON.stringify's wrapper around the value itself
+    if (Array.isArray(holder)) return `${parent}[${key}]`;
+    return /^[A-Za-z_$][\w$]*$/.test(key) ? `${parent}.${key}` : `${parent}[${JSON.stringify(key.length > 40 ? `${key.slice(0, 37)}...` : key)}]`;
+  };
+  function replacer(this: object, key: string, member: unknown): unknown {
+    const depth = placed.get(this)?.depth ?? 0;
+    if (typeof member === "bigint") throw new JsonDocumentError("not_json", `${source}: ${pathOf(this, key)} is a BigInt, which JSON cannot carry`);
+    if (typeof member === "number" && !Number.isFinite(member)) {
+      throw new JsonDocumentError("not_json", `${source}: ${pathOf(this, key)} is ${member}, which JSON cannot carry`);
+    }
+    if (member !== null && typeof member === "object") {
+      if (depth + 1 > maxDepth) {
+        throw new JsonDocumentError("too_deep", `${source}: arrays and objects nested more than ${maxDepth} levels deep (the limit)`);
+      }
+      placed.set(member, { depth: depth + 1, path: pathOf(this, key) });
+    }
+    return member;
+  }
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value, replacer);
+  } catch (err) {
+    if (err instanceof JsonDocumentError) throw err;
+    const message = (err as Error)?.message ?? String(err);
+    if (/cyclic|circular/i.test(message)) throw new JsonDocumentError("not_json", `${source}: not JSON (it contains itself: a cyclic structure)`);
+    throw new JsonDocumentError("not_json", `${source}: not JSON (${oneLine(message)})`);
+  }
+  if (text === undefined) throw new JsonDocumentError("not_json", `${source}: not a JSON value (${value === null ? "null" : typeof value})`);
+  return text;
+}
+
+/**
  * An MQTT envelope's payload (collect-envelope.ts, test-message.ts) as a JSON object: strict
  * UTF-8, within `maxEnvelopeBytes(payloadLimitBytes)` and one level deeper than a message (the
  * message nests inside). Throws InputError naming the problem: not UTF-8, a JsonDocumentError

@@ -17,7 +17,7 @@ import { exitCodeOf } from "../cli/exit-codes.ts";
 import { type ErrorKind as InternalErrorKind, FlashlexError as InternalFlashlexError } from "../shared/errors.ts";
 import { toFlashlexError } from "../shared/foreign-errors.ts";
 import { type Logger as InternalLogger, silentLogger } from "../shared/log.ts";
-import { type CollectResult as InternalCollectResult, parseEgressDocument } from "../thing/egress/collect.ts";
+import { egressDocumentOf, type CollectResult as InternalCollectResult } from "../thing/egress/collect.ts";
 import type * as store from "../thing/local/access.ts";
 import type { OutboxState as InternalOutboxState, ThingAccess } from "../thing/local/access.ts";
 import { openThingAccess } from "../thing/local/open.ts";
@@ -182,20 +182,29 @@ export class FlashlexSDK {
    * so an app may open the SDK once and keep it while serve is started and stopped.
    */
   static async open(location: ConfigLocation, options: { log?: Logger } = {}): Promise<FlashlexSDK> {
-    return new FlashlexSDK(loadThingConfig(location), options.log ?? silentLogger);
+    try {
+      checkOpenArguments(location, options);
+      return new FlashlexSDK(loadThingConfig(location), options?.log ?? silentLogger);
+    } catch (err) {
+      throw toFlashlexError(err);
+    }
   }
 
   /**
    * Egress, like `flashlex collect`: queues the document durably, then tries to deliver it.
    * `outcome` is `sent` (with the API's `status` and `body`), `rejected`, or `queued` (the
    * API was unreachable; `flashlex serve` delivers it later). Rejects with kind `data` for a
-   * value that is not JSON-serialisable or is over the size limit, and with kind `try-later`
-   * (exit code 75) when it was not delivered and may not wait (`offlinePublishQueueing` 0, or N
-   * already waiting): then nothing was queued.
+   * value that JSON cannot carry (a BigInt, NaN, a cycle, nesting deeper than 64 levels, no
+   * value at all) or is over the size limit, with kind `usage` (64) for a `via` that is not
+   * `http` or `mqtt`, and with kind `try-later` (exit code 75) when it was not delivered and may
+   * not wait (`offlinePublishQueueing` 0, or N already waiting): then nothing was queued.
    */
   async collectMessage(document: unknown, options: { via?: OutboxVia } = {}): Promise<CollectResult> {
-    const body = parseEgressDocument(JSON.stringify(document) ?? "", "collectMessage");
-    return this.use((access) => access.collect(body, options.via ?? "http"));
+    if (options !== undefined && (options === null || typeof options !== "object")) {
+      throw new InternalFlashlexError(`collectMessage: options must be an object such as {via: "mqtt"}, not ${typeof options}`, "usage");
+    }
+    const body = egressDocumentOf(document, "collectMessage");
+    return this.use((access) => access.collect(body, options?.via ?? "http"));
   }
 
   /** Ingress messages, unacknowledged ones by default, oldest first. */
@@ -248,7 +257,12 @@ export class FlashlexSDK {
     }
     shared.users++;
     try {
-      const access = await shared.access;
+      let access: ThingAccess;
+      try {
+        access = await shared.access;
+      } catch (err) {
+        throw toFlashlexError(err);
+      }
       try {
         return await work(access);
       } catch (err) {
@@ -265,6 +279,43 @@ export class FlashlexSDK {
         await this.lastClose;
       }
     }
+  }
+}
+
+/**
+ * `open`'s arguments, before anything is read: a location object whose `config` is a path, and
+ * `data`/`keys` paths when given; options an object whose `log`, when given, has a Logger's
+ * methods. Throws UsageError (64) naming the argument.
+ */
+function checkOpenArguments(location: unknown, options: unknown): void {
+  const example = 'FlashlexSDK.open({ config: "/home/pi/thing/config.yml" })';
+  if (location === null || typeof location !== "object" || Array.isArray(location)) {
+    throw new InternalFlashlexError(
+      `FlashlexSDK.open: give the thing's files as an object, e.g. ${example}; got ${location === null ? "null" : typeof location}`,
+      "usage",
+    );
+  }
+  const { config, data, keys } = location as Record<string, unknown>;
+  if (typeof config !== "string" || !config.trim()) {
+    throw new InternalFlashlexError(
+      `FlashlexSDK.open: config must be the path of the thing's config.yml, e.g. ${example}; got ${config === null ? "null" : typeof config}`,
+      "usage",
+    );
+  }
+  for (const [name, value] of [
+    ["data", data],
+    ["keys", keys],
+  ] as const) {
+    if (value !== undefined && (typeof value !== "string" || !value.trim())) {
+      throw new InternalFlashlexError(`FlashlexSDK.open: ${name} must be a directory path when given, not ${value === null ? "null" : typeof value}`, "usage");
+    }
+  }
+  if (options === undefined) return;
+  if (options === null || typeof options !== "object")
+    throw new InternalFlashlexError(`FlashlexSDK.open: options must be an object such as {log}, not ${typeof options}`, "usage");
+  const log = (options as { log?: unknown }).log;
+  if (log !== undefined && !["debug", "info", "warn", "error", "child"].every((m) => typeof (log as Record<string, unknown> | null)?.[m] === "function")) {
+    throw new InternalFlashlexError("FlashlexSDK.open: options.log must have debug, info, warn, error and child methods", "usage");
   }
 }
 

@@ -37,6 +37,8 @@ export interface AgentOptions {
   log: Logger;
   /** serve --exec */
   exec?: string;
+  /** serve --exec-timeout, in ms (default: DEFAULT_EXEC_TIMEOUT_SECONDS) */
+  execTimeoutMs?: number;
 }
 
 export interface RunningAgent {
@@ -71,7 +73,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const store = openThingStore(config, log);
     await parts.start({ name: "message database", stop: () => store.close() });
 
-    const runner = options.exec ? new ExecRunner({ store, command: options.exec, log }) : undefined;
+    const runner = options.exec ? new ExecRunner({ store, command: options.exec, log, timeoutMs: options.execTimeoutMs }) : undefined;
     const session = newSession(config, identity, store, log, () => runner?.wake());
     await parts.start({ name: "MQTT session", stop: () => session.stop() });
 

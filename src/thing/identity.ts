@@ -6,7 +6,7 @@
  *
  * Identity problems are configuration errors found before anything else happens: a missing or
  * unreadable file, a PKCS#12/PKCS#7/encrypted/empty file, a key of a kind FlashLex does not
- * sign with, a certificate that is not the key's. Each is one line naming the file, exit 78
+ * sign with, a certificate that is not the key's, a certificate of another thing. Each is one line naming the file, exit 78
  * (77 when the file exists but this user may not read it).
  */
 import { type KeyObject, X509Certificate } from "node:crypto";
@@ -14,6 +14,7 @@ import { readFileSync, statSync } from "node:fs";
 import { CryptoError } from "../crypto/errors.ts";
 import { certificatePem, KeyFileError, normaliseCertificates, normalisePrivateKey } from "../crypto/key-files.ts";
 import { spkiDer, type ThingTokenAlgorithm, tokenAlgorithmFor } from "../crypto/keys.ts";
+import { describeCertificate } from "../crypto/x509.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
 import type { ThingConfig } from "./settings.ts";
 
@@ -122,13 +123,36 @@ export function checkKeyMatchesCertificate(identity: ThingIdentity, config: Thin
 }
 
 /**
+ * Throws ConfigError naming the certificate file and the config's key unless the certificate's
+ * subject CN is the config's thing name (`flashlex.thing.name`). The hub issues each thing's
+ * certificate with its name as CN, and its broker takes the CN as who connects: a certificate
+ * of another thing (copied in under this thing's file names) would connect as that other thing,
+ * or be refused, and its tokens are refused by the hub (401): nothing would ever be delivered.
+ */
+export function checkCertificateNamesThing(identity: ThingIdentity, config: ThingConfig): void {
+  let cn: string | undefined;
+  try {
+    cn = describeCertificate(identity.certPem).subjectCN;
+  } catch {
+    cn = undefined; // a certificate the describer cannot read: the TLS stack decides about it
+  }
+  if (cn !== undefined && cn !== identity.thingName) {
+    throw new ConfigError(
+      `${config.paths.cert}: the certificate is for ${JSON.stringify(cn)}, the config names ${JSON.stringify(identity.thingName)} (flashlex.thing.name in ${config.file}); use the config and keys of the same thing`,
+    );
+  }
+}
+
+/**
  * The one identity check, before anything is connected, queued or written: the files load, the
- * key is RSA >= 2048 / EC P-256 / EC P-384, and the certificate is the key's. Throws ConfigError
- * (78) or, for a file this user may not read, FlashlexError (77); the message names the file.
+ * key is RSA >= 2048 / EC P-256 / EC P-384, the certificate is the key's, and it names this
+ * thing (its CN is flashlex.thing.name). Throws ConfigError (78) or, for a file this user may
+ * not read, FlashlexError (77); the message names the file.
  */
 export function loadIdentity(config: ThingConfig): ThingIdentity {
   const identity = readIdentity(config);
   checkKeyMatchesCertificate(identity, config);
+  checkCertificateNamesThing(identity, config);
   return identity;
 }
 

@@ -11,7 +11,9 @@
  *                              or not-yet-valid leaf are refused by both
  *   identity errors            key ≠ certificate, a garbage certificate, an unsupported key: 78
  *                              and one line from serve, collect (outbox untouched) and
- *                              install-service; a group-readable key: serve warns once
+ *                              install-service; another thing's certificate and key under this
+ *                              thing's file names: 78 from them all and the SDK, bootstrap FAILs;
+ *                              a group-readable key: serve warns once
  */
 
 import { Database } from "bun:sqlite";
@@ -22,6 +24,7 @@ import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { issueThingCertificate } from "../../src/crypto/x509.ts";
+import { FlashlexSDK } from "../../src/sdk/index.ts";
 import { binaryPath, run, start } from "../support/binary.ts";
 import { type Issued, makeIntermediate, makeLeaf, makeRoot } from "../support/chains.ts";
 import { type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
@@ -330,6 +333,37 @@ describe("identity problems are configuration errors found before anything is qu
       expect(oneLine(dry.stderr)).toEqual([
         `flashlex: ${paths().cert}: this certificate was not issued for the private key ${paths().key}; use the certificate and key of the same distribution`,
       ]);
+    } finally {
+      restoreIdentity();
+    }
+  });
+
+  test("another thing's certificate and key copied in under this thing's file names: collect, serve, install-service and the SDK refuse it (78, one line), nothing queued; bootstrap says the same", async () => {
+    const other = await thing.pki.issueThing("ecd13b11-other");
+    writeIdentity({ cert: readFileSync(other.certPath), key: readFileSync(other.privateKeyPath) });
+    const line = `flashlex: ${paths().cert}: the certificate is for "ecd13b11-other", the config names "${thing.thingName}" (flashlex.thing.name in ${thing.configPath}); use the config and keys of the same thing`;
+    try {
+      const before = outboxRows();
+      for (const args of [["collect", "--via", "http"], ["collect", "--via", "mqtt"], ["serve"], ["install-service", "--dry-run"]]) {
+        tally("attacks");
+        const result = await run([...args, ...thing.flags], { input: '{"n":1}', timeoutMs: 15_000 });
+        expect({ args, code: result.code, stdout: result.stdout, stderr: oneLine(result.stderr) }).toEqual({ args, code: 78, stdout: "", stderr: [line] });
+      }
+      const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
+      try {
+        const refused = await sdk.collectMessage({ n: 1 }).catch((err) => err);
+        expect({ kind: refused.kind, exitCode: refused.exitCode, message: `flashlex: ${refused.message}` }).toEqual({
+          kind: "config",
+          exitCode: 78,
+          message: line,
+        });
+      } finally {
+        sdk.close();
+      }
+      expect(outboxRows()).toBe(before);
+      const bootstrap = await run(["bootstrap", ...thing.flags]);
+      expect(bootstrap.code).toBe(1);
+      expect(bootstrap.stdout).toContain(`[FAIL] certificate chain accepted by a TLS handshake against the root CA: ${line.slice("flashlex: ".length)}`);
     } finally {
       restoreIdentity();
     }

@@ -3,7 +3,10 @@
  * - two devices with one identity (a copied distribution): the broker closes each connection
  *   when the other connects; `serve` says so at WARN, with the likely cause, and slows down;
  * - a subscription the broker refuses (SUBACK 128): `serve` says which and why at ERROR, and
- *   waits the longest backoff before it tries again, instead of reconnecting at once.
+ *   waits the longest backoff before it tries again, instead of reconnecting at once;
+ * - a connection the broker refuses (CONNACK 5, a revoked thing): one WARN saying what it means
+ *   and what to do, then the longest backoff each time;
+ * - a broker that is down: one WARN per failed connect (MQTT.js reports a TLS error twice).
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -48,6 +51,58 @@ describe("the broker will not have the session", () => {
       rmSync(thing.dir, { recursive: true, force: true });
     }
   }, 60_000);
+
+  test("a revoked thing: one WARN with what the CONNACK refusal means and the fix, then every retry at the longest backoff", async () => {
+    const hub = await makeHubFixture(join(work, "revoked"));
+    const thing = await hub.createThing("revoked");
+    const configPath = join(thing.root, "config.yml");
+    const config = parseDocument(readFileSync(configPath, "utf8"));
+    config.setIn(["flashlex", "thing", "mqtt", "autoReconnectBackoffTime"], {
+      baseReconnectQuietTimeSecond: 0.1,
+      maxReconnectQuietTimeSecond: 0.7,
+      stableConnectionTimeSecond: 2,
+    });
+    writeFileSync(configPath, config.toString());
+    await hub.flashlex(["hub", "thing", "revoke", thing.name, "--dir", hub.dir]);
+    const hubProcess = await hub.serve();
+    const serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/(mqtt\.reconnect_scheduled[^\n]*\n[\s\S]*){4}/, 20_000);
+      tally("attacks");
+      const log = serve.output();
+      const warnings = log.split("\n").filter((line) => line.includes("mqtt.connect_refused"));
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toMatch(/ WARN +mqtt\.connect_refused /);
+      expect(warnings[0]).toContain("code=5");
+      expect(warnings[0]).toContain("it may be revoked, or unknown to this hub");
+      expect(warnings[0]).toContain("flashlex hub thing list");
+      expect(log).not.toMatch(/mqtt\.error[^\n]*Not authorized/);
+      const delays = [...log.matchAll(/mqtt\.reconnect_scheduled inMs=(\d+)/g)].map((m) => Number(m[1]));
+      expect(delays.length).toBeGreaterThanOrEqual(4);
+      expect(new Set(delays)).toEqual(new Set([700]));
+    } finally {
+      expect(await serve.stop()).toBe(0);
+      expect(await hubProcess.stop()).toBe(0);
+    }
+  }, 60_000);
+
+  test("a broker that is down: each failed connect is one WARN line, not two", async () => {
+    const thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
+    const serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/(mqtt\.reconnect_scheduled[^\n]*\n[\s\S]*){4}/, 20_000);
+      tally("faults");
+      // up to the last retry scheduled: each failed connect, then its retry
+      const output = serve.output();
+      const log = output.slice(0, output.lastIndexOf("mqtt.reconnect_scheduled") + "mqtt.reconnect_scheduled".length);
+      const events = [...log.matchAll(/(mqtt\.error|mqtt\.reconnect_scheduled)/g)].map((m) => m[1]);
+      expect(events.length).toBeGreaterThanOrEqual(6);
+      expect(events.join(" ")).toBe(Array.from({ length: events.length / 2 }, () => "mqtt.error mqtt.reconnect_scheduled").join(" ") || "none");
+    } finally {
+      expect(await serve.stop()).toBe(0);
+      rmSync(thing.dir, { recursive: true, force: true });
+    }
+  }, 30_000);
 
   test("a subscription the hub's broker refuses: ERROR naming the topic and the key to fix, and the longest backoff", async () => {
     binaryPath();

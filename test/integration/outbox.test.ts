@@ -219,6 +219,40 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
     expect(states.filter((r) => all.includes(r.messageId!)).map((r) => r.state)).toEqual(all.map(() => "sent"));
     expectStoredOnce(await storedCounts(), all);
   }, 60_000);
+
+  test("bootstrap 2 h ahead corrects its tokens as collect and serve do: every check passes, the egress line says the clock is off, with the fix", async () => {
+    tally("faults");
+    const result = await run(["bootstrap", ...thing.flags], { env: fakeClock({ offset: "+2h" }), timeoutMs: 60_000 });
+    expect(result.code, explain(result)).toBe(0);
+    const egressLine = result.stdout.split("\n").find((line) => line.includes("egress through the collect API"));
+    expect(egressLine).toMatch(
+      /^\[PASS\] egress through the collect API: HTTP 200; WARN: the device clock is 2 h ahead of the hub's, so tokens were signed with the hub's time/,
+    );
+    expect(egressLine).toContain("timedatectl set-ntp true");
+    expect(result.stdout).toContain("12 of 12 checks passed");
+  }, 60_000);
+
+  test("a revoked thing: collect 2 h ahead says what the 401 means without blaming the clock its token had corrected; bootstrap's fix says what a 401 means", async () => {
+    const revoked = await hub.createThing("revoked-clock");
+    await hub.flashlex(["hub", "thing", "revoke", revoked.name, "--dir", hub.dir]);
+    tally("attacks");
+    const collect = await run(["collect", "--json", ...revoked.flags], { input: '{"after":"revocation"}', env: fakeClock({ offset: "+2h" }) });
+    expect(collect.code, explain(collect)).toBe(69);
+    const error = JSON.parse(collect.stdout).error as string;
+    expect(error).toStartWith(
+      "the API answered 401 Unauthorized (the hub refused the thing's token, not for its time: the thing may be revoked, or unknown to the hub",
+    );
+    expect(error).not.toContain("clock is");
+    // in step: nothing to rule the clock out with but the answer's Date, which does
+    const inStep = await run(["collect", "--json", ...revoked.flags], { input: '{"after":"revocation"}' });
+    expect(JSON.parse(inStep.stdout).error).toContain("not for its time: the thing may be revoked");
+    const bootstrap = await run(["bootstrap", ...revoked.flags], { timeoutMs: 60_000 });
+    expect(bootstrap.code).toBe(1);
+    expect(bootstrap.stdout).toMatch(
+      /\[FAIL\] egress through the collect API: \S+: the API answered 401 Unauthorized [^\n]*\n +fix: A 401 means the hub refused the thing's token: set the clock if it is off/,
+    );
+    expect(bootstrap.stdout).not.toMatch(/fix: Check flashlex\.app\.api\.endpoint and env in the config, that the hub's API is reachable/);
+  }, 60_000);
 });
 
 // =============================================================================================

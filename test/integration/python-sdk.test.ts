@@ -434,6 +434,41 @@ out({"running": sdk.serveIsRunning(), "waiting": [m["message"]["payload"]["messa
     expect(out).toEqual({ running: false, waiting: [5], removed: true, sqliteOpened: 2 });
   }, 20_000);
 
+  test("a lone surrogate travels as the \\ud800 escape with serve stopped and running alike (200 both ways); count 0 is all, as in the old SDK; a wrong count or topic is 64 both ways", async () => {
+    const app = (label: string) => `
+sdk = FlashlexSDK("config.yml")
+out({"running": sdk.serveIsRunning(),
+     "status": sdk.collectMessage({"label": "${label}", "lone": "\\ud800", "pair": "\\ud83d\\ude00", "\\udfff": 1}),
+     "zero": len(sdk.getSubscribedMessages(count=0, state="all")), "every": len(sdk.getSubscribedMessages(state="all")),
+     "one": len(sdk.getSubscribedMessages(count=1, state="all")),
+     "badCount": error(lambda: sdk.getSubscribedMessages(count="2")), "badTopic": error(lambda: sdk.getSubscribedMessages(topic=5))})
+`;
+    const stopped = (await python(app("surrogate-stopped"))).out;
+    serve = start(["serve", ...thing.flags]);
+    await serve.waitFor(/serve\.started/);
+    let running: any;
+    try {
+      running = (await python(app("surrogate-running"))).out;
+    } finally {
+      expect(await serve.stop()).toBe(0);
+      serve = undefined;
+    }
+    tally("badInputs", 6);
+    expect([stopped.running, running.running]).toEqual([false, true]);
+    for (const out of [stopped, running]) {
+      expect(out.status).toBe(200);
+      expect(out.every).toBeGreaterThanOrEqual(2);
+      expect([out.zero, out.one]).toEqual([out.every, 1]);
+      expect(out.badCount).toEqual({ kind: "usage", exitCode: 64, message: "count must be a whole number (0 or below: all), not '2'" });
+      expect(out.badTopic).toEqual({ kind: "usage", exitCode: 64, message: "topic must be a string, not 5" });
+    }
+    const stored = await egress();
+    for (const label of ["surrogate-stopped", "surrogate-running"]) {
+      expect(stored.find((m) => m.payload?.label === label)?.payload).toEqual({ label, lone: "\ud800", pair: "\u{1F600}", "\udfff": 1 });
+    }
+    await expectStoredOnce(["surrogate-stopped", "surrogate-running"]);
+  }, 30_000);
+
   test("the small YAML reader reads the distribution's config.yml exactly as PyYAML does", async () => {
     const { out } = await python(`
 import flashlex, yaml

@@ -6,7 +6,14 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
-import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, jsonNestingDepth, MAX_JSON_DEPTH, parseJsonDocument } from "../../src/protocol/limits.ts";
+import {
+  DEFAULT_PAYLOAD_LIMIT_BYTES,
+  JsonDocumentError,
+  jsonNestingDepth,
+  MAX_JSON_DEPTH,
+  parseJsonDocument,
+  stringifyJsonValue,
+} from "../../src/protocol/limits.ts";
 import { InputError } from "../../src/shared/errors.ts";
 import { tally } from "../support/tally.ts";
 
@@ -115,5 +122,54 @@ describe("parseJsonDocument", () => {
       { numRuns: 1000 },
     );
     tally("badInputs", tried);
+  });
+});
+
+describe("stringifyJsonValue", () => {
+  test("writes what JSON.stringify writes for any JSON value, and refuses exactly what parseJsonDocument would refuse as too deep", () => {
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 8 }), fc.integer({ min: 1, max: 8 }), (value, maxDepth) => {
+        const text = JSON.stringify(value);
+        const tooDeep = jsonNestingDepth(text) > maxDepth;
+        let written: string | undefined;
+        try {
+          written = stringifyJsonValue(value, { maxDepth });
+        } catch (err) {
+          expect(err).toBeInstanceOf(JsonDocumentError);
+          expect((err as JsonDocumentError).problem).toBe("too_deep");
+        }
+        expect(written === undefined).toBe(tooDeep);
+        if (written !== undefined) expect(written).toBe(text);
+      }),
+      { numRuns: 500 },
+    );
+  });
+
+  test("a 100,000-deep array, a cycle, a BigInt, NaN and no value are JsonDocumentErrors naming the member, never a RangeError or TypeError", () => {
+    let deep: unknown = [];
+    for (let i = 0; i < 100_000; i++) deep = [deep];
+    const cyclic: Record<string, unknown> = {};
+    cyclic.again = { inner: cyclic };
+    const problems = [deep, cyclic, { a: [1, { "b c": 2n }] }, { n: Number.NaN }, undefined, () => 1].map((value) => {
+      try {
+        return stringifyJsonValue(value, { source: "collectMessage" });
+      } catch (err) {
+        expect(err).toBeInstanceOf(JsonDocumentError);
+        expect(exitCodeOf(err)).toBe(ExitCode.DATA);
+        return (err as Error).message;
+      }
+    });
+    tally("badInputs", problems.length);
+    expect(problems).toEqual([
+      "collectMessage: arrays and objects nested more than 64 levels deep (the limit)",
+      "collectMessage: not JSON (it contains itself: a cyclic structure)",
+      'collectMessage: $.a[1]["b c"] is a BigInt, which JSON cannot carry',
+      "collectMessage: $.n is NaN, which JSON cannot carry",
+      "collectMessage: not a JSON value (undefined)",
+      "collectMessage: not a JSON value (function)",
+    ]);
+    // an object met twice (not a cycle) is written twice, as JSON.stringify does
+    const shared = { x: 1 };
+    expect(stringifyJsonValue({ p: shared, q: [shared] })).toBe('{"p":{"x":1},"q":[{"x":1}]}');
   });
 });

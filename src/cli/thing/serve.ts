@@ -1,22 +1,40 @@
+import { UsageError } from "../../shared/errors.ts";
 import { createLogger } from "../../shared/log.ts";
 import { startAgent } from "../../thing/agent.ts";
-import { type CommandSpec, untilSignal } from "../command.ts";
+import { DEFAULT_EXEC_TIMEOUT_SECONDS } from "../../thing/ingress/exec-runner.ts";
+import { type CommandSpec, text, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
+import { countFlag } from "../input.ts";
 import { loadConfigFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 export const serveCommand: CommandSpec = thingCommand({
   name: "serve",
   description: "Run the agent: MQTT over mutual TLS, store ingress, deliver the outbox (the systemd service)",
-  options: [{ flags: "--exec <cmd>", description: "run CMD once per ingress message, payload on stdin; exit 0 acknowledges it" }],
+  options: [
+    { flags: "--exec <cmd>", description: "run CMD once per ingress message, payload on stdin; exit 0 acknowledges it" },
+    {
+      flags: "--exec-timeout <seconds>",
+      description: `--exec: end a run of CMD (its whole process group) after this many seconds; it counts as failed (default ${DEFAULT_EXEC_TIMEOUT_SECONDS})`,
+    },
+  ],
   run: (_args, options) => serve(options),
 });
 
+/** The longest --exec-timeout: a week. */
+const MAX_EXEC_TIMEOUT_SECONDS = 7 * 24 * 3600;
+
 /** Runs the agent until SIGTERM or SIGINT; a second signal exits at once. */
-async function serve(flags: ThingFlags & { exec?: string }): Promise<number> {
+async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown }): Promise<number> {
+  const execTimeout = countFlag(flags.execTimeout, "--exec-timeout", MAX_EXEC_TIMEOUT_SECONDS);
+  const exec = text(flags.exec);
+  if (execTimeout !== undefined && exec === undefined) throw new UsageError("--exec-timeout bounds the runs of --exec CMD: give --exec too");
   const log = createLogger();
   const config = loadConfigFromFlags(flags, log);
-  const agent = await startAgent({ config, log, exec: flags.exec });
-  const signal = await untilSignal();
+  // Listening before the agent starts: a SIGTERM while it starts (an --exec run may already be
+  // going) stops it cleanly once started, instead of killing the process with its runs orphaned.
+  const stopRequested = untilSignal();
+  const agent = await startAgent({ config, log, exec, execTimeoutMs: execTimeout === undefined ? undefined : execTimeout * 1000 });
+  const signal = await stopRequested;
   log.info("serve.signal", { signal });
   // A second signal while stopping means "now".
   const force = () => process.exit(ExitCode.OK);

@@ -10,8 +10,9 @@ import { type CertificateInfo, describeCertificate } from "../../crypto/x509.ts"
 import { buildTestMessage } from "../../protocol/test-message.ts";
 import { TEST_TOPIC } from "../../protocol/topics.ts";
 import { type Logger, silentLogger } from "../../shared/log.ts";
-import { collectUrl, deliverHttp } from "../egress/delivery.ts";
-import { checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
+import { collectUrl, deliverHttp, UNAUTHORIZED_FIX } from "../egress/delivery.ts";
+import { CLOCK_FIX_HINT, describeOffset, HubClock } from "../egress/hub-clock.ts";
+import { checkCertificateNamesThing, checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
 import { createIngressHandler } from "../ingress/handler.ts";
 import { serveIsRunning } from "../local/client.ts";
 import { describeError, sessionMemory, ThingSession } from "../mqtt/session.ts";
@@ -202,8 +203,11 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       fail(detail, fix);
     }
     const leaf = describeCertificate(identity!.certPem);
-    if (leaf.subjectCN !== identity!.thingName)
-      fail(`the certificate is for ${leaf.subjectCN}, the config names ${identity!.thingName}`, "Use the config and keys of the same thing.");
+    try {
+      checkCertificateNamesThing(identity!, config!);
+    } catch (err) {
+      fail((err as Error).message, "Use the config and keys of the same thing (the distribution zip the hub made for it).");
+    }
     const chain = pemBlocks(identity!.certPem).length;
     return `valid until ${leaf.notAfter.toISOString()}${chain > 1 ? ` (with ${chain - 1} intermediate${chain > 2 ? "s" : ""})` : ""}`;
   });
@@ -249,6 +253,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   const serveRunning = configOk ? await serveIsRunning(config!.dataDir) : false;
   const canConnect = Boolean(chainOk && resolvedOk && storeOk);
   const nonce = randomUUID();
+  let sessionEnded: Promise<string> = new Promise(() => {});
   let echoed: () => void = () => {};
   const echo = new Promise<void>((resolve) => (echoed = resolve));
 
@@ -276,6 +281,10 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
         },
       },
     });
+    // From now on the connection may end under us (the broker stops, another client takes the
+    // thing's client id): the checks that wait on it hear why at once, instead of waiting out a
+    // timer, and the process never runs out of work with a check unsettled.
+    sessionEnded = new Promise<string>((resolve) => session!.once("fatal", (err: Error) => resolve(err.message)));
     try {
       await session.waitConnected(Math.min(config!.timeouts.connectMs, 15_000));
     } catch (err) {
@@ -299,28 +308,48 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   });
 
   await check("ingress round trip", Boolean(publishOk), async () => {
-    const timer = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), ROUND_TRIP_TIMEOUT_MS).unref?.());
-    if ((await Promise.race([echo, timer])) === "timeout") {
+    // Not unref'd: while the round trip is awaited, this timer is what keeps the process alive.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const timeout = new Promise<{ ended: "timeout" }>((r) => (timer = setTimeout(() => r({ ended: "timeout" }), ROUND_TRIP_TIMEOUT_MS)));
+    const closed = sessionEnded.then((reason) => ({ ended: reason }));
+    const outcome = await Promise.race([echo.then(() => undefined), timeout, closed]);
+    clearTimeout(timer);
+    const topic = config!.yaml.thing.mqtt.ingress.topic;
+    if (outcome?.ended === "timeout") {
       fail(
-        `no echo on ${config!.yaml.thing.mqtt.ingress.topic} within ${ROUND_TRIP_TIMEOUT_MS / 1000} s`,
-        "The hub echoes a bootstrap's test message to the thing's ingress topic: check the hub is running and serves this thing.",
+        `no echo on ${topic} within ${ROUND_TRIP_TIMEOUT_MS / 1000} s`,
+        "The hub echoes a bootstrap's test message to the thing's ingress topic: check the hub is running and serves this thing (flashlex.thing.id and name as the hub made them).",
       );
     }
-    return `received on ${config!.yaml.thing.mqtt.ingress.topic}`;
+    if (outcome) {
+      fail(
+        `the connection closed before the echo came on ${topic} (${outcome.ended})`,
+        "The broker went away or closed the session: check the hub is running, and that no other device or process uses this thing's identity (a copied distribution, a running serve); then run bootstrap again.",
+      );
+    }
+    return `received on ${topic}`;
   });
 
   await check("egress through the collect API", Boolean(chainOk), async () => {
+    // As collect and serve deliver: a device clock the hub's answers show to be off is corrected
+    // (tokens signed with the hub's time), so the check passes and says so, with the fix.
+    const clock = new HubClock(log);
     const outcome = await deliverHttp(
       { message_id: randomUUID(), body: JSON.stringify({ foo: "bar" }) },
-      { config: config!, identity: identity!, timeoutMs: 15_000 },
+      { config: config!, identity: identity!, timeoutMs: 15_000, clock },
     );
     if (outcome.kind !== "sent") {
       fail(
         `${collectUrl(config!)}: ${outcome.error}`,
-        "Check flashlex.app.api.endpoint and env in the config, that the hub's API is reachable, and that it knows this thing.",
+        outcome.status === 401
+          ? UNAUTHORIZED_FIX
+          : "Check flashlex.app.api.endpoint and env in the config, that the hub's API is reachable, and that it knows this thing.",
       );
     }
-    return `HTTP ${outcome.kind === "sent" ? outcome.status : ""}`;
+    const skew = clock.offsetMs
+      ? `; WARN: the device clock is ${describeOffset(-clock.offsetMs)} the hub's, so tokens were signed with the hub's time (serve and collect do the same); fix: ${CLOCK_FIX_HINT}`
+      : "";
+    return `HTTP ${outcome.status ?? ""}${skew}`;
   });
 
   if (mqttReady) await session?.stop();

@@ -4,7 +4,7 @@
  * over HTTP or MQTT with a freshly signed token, whose time the hub clock (hub-clock.ts) corrects.
  */
 import { randomUUID } from "node:crypto";
-import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
+import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument, stringifyJsonValue } from "../../protocol/limits.ts";
 import { FlashlexError, InputError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
@@ -41,6 +41,23 @@ export function parseEgressDocument(text: string, source: string): string {
     if (err instanceof JsonDocumentError) throw new InputError(`${err.message}; nothing was queued`);
     throw err;
   }
+}
+
+/**
+ * An application's value (the SDK's `collectMessage`) as an egress document: made into JSON
+ * text without recursion limits of its own (`stringifyJsonValue`: too deep, a BigInt, NaN, a
+ * cycle, no value), then checked as `parseEgressDocument` checks a text. Returns the compact
+ * text; throws InputError (exit 65) naming `source` and the problem; nothing is queued by then.
+ */
+export function egressDocumentOf(value: unknown, source: string): string {
+  let text: string;
+  try {
+    text = stringifyJsonValue(value, { maxDepth: MAX_JSON_DEPTH, source });
+  } catch (err) {
+    if (err instanceof JsonDocumentError) throw new InputError(`${err.message}; nothing was queued`);
+    throw err;
+  }
+  return parseEgressDocument(text, source);
 }
 
 /**

@@ -6,7 +6,7 @@ import { describeError, type ThingSession } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";
 import type { OutboxEntry } from "../store/message-store.ts";
 import { type PostResult, requestText } from "./http-post.ts";
-import { bearerErrorDescription, describeOffset, type HubClock, SKEW_THRESHOLD_MS } from "./hub-clock.ts";
+import { bearerErrorDescription, CLOCK_FIX_HINT, describeOffset, type HubClock, SKEW_THRESHOLD_MS } from "./hub-clock.ts";
 
 export type DeliveryOutcome =
   | { kind: "sent"; status?: number; body?: string }
@@ -51,7 +51,10 @@ export async function deliverHttp(
   deps: { config: ThingConfig; identity: ThingIdentity; timeoutMs?: number; clock?: HubClock },
 ): Promise<DeliveryOutcome> {
   const { clock } = deps;
+  // what the clock added to the local time when the token of the last request was signed
+  let signedWithOffsetMs = 0;
   const post = async (): Promise<PostResult> => {
+    signedWithOffsetMs = clock?.offsetMs ?? 0;
     const token = await signThingToken({ thingId: deps.identity.thingId, privateKey: deps.identity.privateKey, now: clock?.nowSeconds() });
     return requestText(collectUrl(deps.config), {
       headers: {
@@ -74,7 +77,7 @@ export async function deliverHttp(
   } catch (err) {
     return { kind: "retry", error: describeError(err) };
   }
-  return outcomeOf(response, response.status === 401 ? refusalDetail(response) : undefined);
+  return outcomeOf(response, response.status === 401 ? refusalDetail(response, signedWithOffsetMs) : undefined);
 }
 
 /**
@@ -142,17 +145,38 @@ function refusalOf(response: PostResult): string | undefined {
 }
 
 /**
- * What a 401 means, for the row's `last_error` and the log: the hub's own words when it gave
- * them, and how far the device clock is from the hub's when its `Date` says so.
+ * What a 401 means, for the row's `last_error`, the log and `collect`'s line: the hub's own words
+ * when it gave them, then the cause. The clock is named only when this answer's own `Date` shows
+ * that the token was signed with a time the hub does not share (the token's time is the device
+ * clock plus `signedWithOffsetMs`, what the hub clock had corrected by then): once tokens carry
+ * the hub's time, a device clock that is still wrong is not why the hub refused them.
  */
-function refusalDetail(response: PostResult): string | undefined {
+function refusalDetail(response: PostResult, signedWithOffsetMs: number): string {
   const parts: string[] = [];
   const description = refusalOf(response);
   if (description) parts.push(description);
   const hubMs = Date.parse(headerText(response.headers.date) ?? "");
-  if (Number.isFinite(hubMs)) {
-    const deviceMinusHub = Date.now() - (hubMs + 500);
-    if (Math.abs(deviceMinusHub) > SKEW_THRESHOLD_MS) parts.push(`the device clock is ${describeOffset(deviceMinusHub)} the hub's`);
+  const tokenMinusHub = Number.isFinite(hubMs) ? Date.now() + signedWithOffsetMs - (hubMs + 500) : undefined;
+  if (tokenMinusHub !== undefined && Math.abs(tokenMinusHub) > SKEW_THRESHOLD_MS) {
+    parts.push(`the device clock is ${describeOffset(tokenMinusHub)} the hub's; to fix it, ${CLOCK_FIX_HINT}`);
+  } else {
+    parts.push(unauthorizedMeaning(tokenMinusHub !== undefined));
   }
-  return parts.length ? parts.join("; ") : undefined;
+  return parts.join("; ");
 }
+
+/**
+ * What a 401 from the collect API means, in one phrase: the hub refused the thing's token. When
+ * the answer's `Date` showed the token's time was right (`clockRuledOut`), the clock is not the
+ * cause and is not named.
+ */
+export function unauthorizedMeaning(clockRuledOut: boolean): string {
+  const causes = "the thing may be revoked, or unknown to the hub at flashlex.app.api.endpoint (another hub's address)";
+  return clockRuledOut
+    ? `the hub refused the thing's token, not for its time: ${causes}`
+    : `the hub refused the thing's token: the device clock may be off, or ${causes}`;
+}
+
+/** The fix for a 401 from the collect API: what to check, in the order a 401 is most often caused. */
+export const UNAUTHORIZED_FIX =
+  "A 401 means the hub refused the thing's token: set the clock if it is off (enable NTP: sudo timedatectl set-ntp true); on the hub, check the thing is not revoked (flashlex hub thing list); check flashlex.app.api.endpoint and env name the hub that made this thing.";

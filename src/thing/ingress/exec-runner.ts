@@ -1,13 +1,28 @@
 import { type ChildProcess, spawn } from "node:child_process";
+import { constants } from "node:os";
 import type { Logger } from "../../shared/log.ts";
 import type { IngressMessage, MessageStore } from "../store/message-store.ts";
 
+/** How long one run of CMD may take by default (`serve --exec-timeout`), in seconds. */
+export const DEFAULT_EXEC_TIMEOUT_SECONDS = 300;
+/** After SIGTERM to a run's process group, how long before SIGKILL. */
+const KILL_GRACE_MS = 2000;
+/** A run's exit code when it was killed at its timeout (as timeout(1) has it). */
+const TIMED_OUT = 124;
+
 /**
  * `serve --exec CMD`: runs CMD (with /bin/sh) once per unacknowledged ingress message, in
- * arrival order, the payload on stdin and FLASHLEX_MESSAGE_ID / FLASHLEX_TOPIC in the
- * environment. Exit 0 acknowledges the message; anything else leaves it unacknowledged and
- * the same message is tried again after a growing pause (order is kept, so a message the
- * application keeps refusing holds the queue: the log says so on every try).
+ * arrival order, the payload on stdin and FLASHLEX_MESSAGE_ID / FLASHLEX_TOPIC /
+ * FLASHLEX_RECEIVED_AT in the environment. Exit 0 acknowledges the message; anything else leaves
+ * it unacknowledged and the same message is tried again after a growing pause, 1 s doubling to
+ * 60 s, counted for that message alone (the next message starts again at 1 s). Order is kept, so
+ * a message the application keeps refusing holds the queue: the log says so on every try.
+ *
+ * Each run is bounded: CMD runs in a process group of its own (spawned detached, so it is the
+ * leader), and when it has not exited after `timeoutMs` the whole group (CMD and whatever it
+ * started) gets SIGTERM, then SIGKILL 2 s later; the run counts as a failure (WARN
+ * `exec.timed_out`). Stopping serve gives a run in flight `graceMs` to finish, then ends its
+ * group the same way (WARN `exec.killed`), so nothing CMD started is left behind.
  *
  * A message that cannot even be handed to CMD (an exception of ours: a row another program
  * wrote that spawn refuses, a database error while acknowledging) is different: it is logged
@@ -17,14 +32,19 @@ import type { IngressMessage, MessageStore } from "../store/message-store.ts";
  */
 export class ExecRunner {
   private running: Promise<void> | undefined;
-  private child: ChildProcess | undefined;
+  /** the run in flight: its process group's leader, and how to end the group */
+  private current: { child: ChildProcess; kill: (why: "timeout" | "stop") => void } | undefined;
   private retryTimer: ReturnType<typeof setTimeout> | undefined;
-  private failures = 0;
+  /** the message whose runs keep failing, and how many did: the pause grows for it alone */
+  private failing: { id: number; failures: number } | undefined;
   private stopped = false;
   /** message id → when (performance.now() ms) to try it again, and how many tries failed */
   private readonly heldBack = new Map<number, { until: number; failures: number }>();
+  private readonly timeoutMs: number;
 
-  constructor(private readonly deps: { store: MessageStore; command: string; log: Logger }) {}
+  constructor(private readonly deps: { store: MessageStore; command: string; log: Logger; timeoutMs?: number }) {
+    this.timeoutMs = deps.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_SECONDS * 1000;
+  }
 
   /** Called when a message was stored (and once at start, for what waited). */
   wake(): void {
@@ -37,10 +57,11 @@ export class ExecRunner {
       .finally(() => (this.running = undefined));
   }
 
+  /** Takes no new run; a run in flight gets `graceMs` to finish, then its process group is ended. */
   async stop(graceMs = 5000): Promise<void> {
     this.stopped = true;
     clearTimeout(this.retryTimer);
-    const killer = setTimeout(() => this.child?.kill("SIGTERM"), graceMs);
+    const killer = setTimeout(() => this.current?.kill("stop"), graceMs);
     await this.running;
     clearTimeout(killer);
   }
@@ -96,21 +117,32 @@ export class ExecRunner {
           continue;
         }
         this.heldBack.delete(message.id);
-        this.failures = 0;
+        if (this.failing?.id === message.id) this.failing = undefined;
         log.info("exec.acked", { id: message.id });
         continue;
       }
-      this.failures++;
-      const delay = Math.min(60_000, 1000 * 2 ** Math.min(this.failures - 1, 6));
+      if (this.stopped) return; // ended by stop(): tried again at the next start
+      // A message that was acknowledged or deleted meanwhile takes its pause with it.
+      const failures = this.failing?.id === message.id ? this.failing.failures + 1 : 1;
+      this.failing = { id: message.id, failures };
+      const delay = Math.min(60_000, 1000 * 2 ** Math.min(failures - 1, 6));
       log.warn("exec.failed", { id: message.id, exitCode: code, retryInMs: delay });
       return this.later(delay);
     }
   }
 
+  /**
+   * One run of CMD for `message`: resolves to its exit code (128 + the signal's number when a
+   * signal ended it, TIMED_OUT when it was killed at its timeout, 127 when it could not start).
+   */
   private runOnce(message: IngressMessage): Promise<number> {
+    const { log } = this.deps;
     return new Promise((resolve) => {
       const child = spawn("/bin/sh", ["-c", this.deps.command], {
         stdio: ["pipe", "inherit", "inherit"],
+        // Its own process group (it is the leader, pgid = its pid): at a timeout or at stop the
+        // whole group is ended, not just the shell, so nothing CMD started lives on.
+        detached: true,
         env: {
           ...process.env,
           FLASHLEX_MESSAGE_ID: String(message.id),
@@ -118,12 +150,40 @@ export class ExecRunner {
           FLASHLEX_RECEIVED_AT: String(message.received_at),
         },
       });
-      this.child = child;
+      let ended: "timeout" | "stop" | undefined;
+      let hardKill: ReturnType<typeof setTimeout> | undefined;
+      const signalGroup = (signal: NodeJS.Signals) => {
+        try {
+          if (child.pid) process.kill(-child.pid, signal);
+        } catch {
+          // the group is gone already
+        }
+      };
+      const kill = (why: "timeout" | "stop") => {
+        if (ended) return;
+        ended = why;
+        const fields = { id: message.id, pid: child.pid, note: "its process group got SIGTERM, then SIGKILL 2 s later if still running" };
+        if (why === "timeout")
+          log.warn("exec.timed_out", { ...fields, afterSeconds: this.timeoutMs / 1000, hint: "raise serve --exec-timeout if the handler needs longer" });
+        else log.warn("exec.killed", { ...fields, reason: "serve is stopping; the message stays unacknowledged and runs again at the next start" });
+        signalGroup("SIGTERM");
+        hardKill = setTimeout(() => signalGroup("SIGKILL"), KILL_GRACE_MS);
+      };
+      const timer = setTimeout(() => kill("timeout"), this.timeoutMs);
+      this.current = { child, kill };
+      const finish = (code: number) => {
+        clearTimeout(timer);
+        clearTimeout(hardKill);
+        if (this.current?.child === child) this.current = undefined;
+        // What CMD left running in its group (a `cmd &`) is ended with it when the run was.
+        if (ended) signalGroup("SIGKILL");
+        resolve(ended === "timeout" ? TIMED_OUT : code);
+      };
       child.on("error", (err) => {
-        this.deps.log.error("exec.spawn_failed", { error: err });
-        resolve(127);
+        log.error("exec.spawn_failed", { error: err });
+        finish(127);
       });
-      child.on("close", (code, signal) => resolve(code ?? (signal ? 128 : 1)));
+      child.on("close", (code, signal) => finish(code ?? (signal ? 128 + (constants.signals[signal] ?? 0) : 1)));
       child.stdin?.on("error", () => {}); // a command that ignores stdin closes it early; that is fine
       child.stdin?.end(typeof message.payload === "string" ? message.payload : Buffer.from(message.payload));
     });

@@ -4,6 +4,7 @@ import { loadIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
 import { openThingStore } from "../store/open.ts";
 import type { ThingAccess } from "./access.ts";
+import { withCheckedArguments } from "./arguments.ts";
 import { serveAccess, serveIsRunning } from "./client.ts";
 import { databaseAccess } from "./in-process.ts";
 
@@ -11,9 +12,10 @@ import { databaseAccess } from "./in-process.ts";
  * The thing's data for a command or the SDK: through the running serve when there is one, else
  * the database opened here. `identity` is loaded only when something needs it (reading messages
  * does not), and always before collect touches the outbox; pass one already loaded to skip
- * reading the files again. Throws what opening the database throws (74, 75, 78).
+ * reading the files again. Every call's arguments are checked first, the same way on both paths
+ * (arguments.ts: a wrong one is a UsageError, 64). Throws what opening the database throws (74, 75, 78).
  */
 export async function openThingAccess(config: ThingConfig, log: Logger, identity?: ThingIdentity): Promise<ThingAccess> {
-  if (await serveIsRunning(config.dataDir)) return serveAccess(config.dataDir);
-  return databaseAccess(config, identity ?? (() => loadIdentity(config)), openThingStore(config, log), log);
+  if (await serveIsRunning(config.dataDir)) return withCheckedArguments(serveAccess(config.dataDir));
+  return withCheckedArguments(databaseAccess(config, identity ?? (() => loadIdentity(config)), openThingStore(config, log), log));
 }

@@ -1,11 +1,12 @@
 import { chmodSync, existsSync, unlinkSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
-import { InputError, UsageError } from "../../shared/errors.ts";
+import { InputError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { parseEgressDocument } from "../egress/collect.ts";
 import type { IngressQuery, OutboxState, ThingAccess } from "./access.ts";
+import { checkVia, withCheckedArguments } from "./arguments.ts";
 import { type Answer, MAX_REQUEST_BYTES, ROUTES, socketPath, toWire, toWireOutbox } from "./wire.ts";
 
 /**
@@ -20,28 +21,30 @@ import { type Answer, MAX_REQUEST_BYTES, ROUTES, socketPath, toWire, toWireOutbo
 export async function listenControlSocket(dataDir: string, access: ThingAccess, status: () => unknown, log: Logger): Promise<Server> {
   const path = socketPath(dataDir);
   if (existsSync(path)) unlinkSync(path); // left behind by a serve that was killed (we hold the lock)
-  // Each route reads the body it was sent: the client (client.ts) is FlashLex's own code.
-  // biome-ignore lint/suspicious/noExplicitAny: one table of handlers that each take their own body shape
-  const routes: Record<string, (body: any) => unknown> = {
+  // Every route's arguments are checked by the one wrapper the commands and the SDK use too
+  // (arguments.ts), whoever the client is (flashlex.py sends its own bodies).
+  const checked = withCheckedArguments(access);
+  const routes: Record<string, (body: unknown) => unknown> = {
     [ROUTES.status]: () => status(),
-    [ROUTES.listMessages]: async (query: IngressQuery) => (await access.listMessages(query)).map(toWire),
-    [ROUTES.ackMessages]: ({ ids }: { ids: number[] }) => access.ackMessages(ids),
-    [ROUTES.deleteMessages]: ({ ids }: { ids: number[] }) => access.deleteMessages(ids),
-    [ROUTES.collect]: async ({ body, via = "http" }: { body: unknown; via?: unknown }) => {
+    [ROUTES.listMessages]: async (query) => (await checked.listMessages(query as IngressQuery)).map(toWire),
+    [ROUTES.ackMessages]: (body) => checked.ackMessages(field(body, "ids") as number[]),
+    [ROUTES.deleteMessages]: (body) => checked.deleteMessages(field(body, "ids") as number[]),
+    [ROUTES.collect]: async (request) => {
+      const via = checkVia(field(request, "via"));
       // Checked here as `collect` checks stdin: other clients (flashlex.py) send documents too.
-      if (via !== "http" && via !== "mqtt") throw new UsageError(`via must be http or mqtt, not ${JSON.stringify(via)}`);
-      const result = await access.collect(parseEgressDocument(typeof body === "string" ? body : "", "the collect request's body"), via);
+      const body = field(request, "body");
+      const result = await checked.collect(parseEgressDocument(typeof body === "string" ? body : "", "the collect request's body"), via);
       log.info("egress.collected", { messageId: result.messageId, via, outcome: result.outcome, status: result.status, error: result.error });
       return result;
     },
-    [ROUTES.listOutbox]: async ({ state }: { state?: OutboxState }) => (await access.listOutbox(state)).map(toWireOutbox),
-    [ROUTES.retryOutbox]: async ({ ids }: { ids: string[] }) => {
-      const change = await access.retryOutbox(ids);
+    [ROUTES.listOutbox]: async (body) => (await checked.listOutbox(field(body, "state") as OutboxState | undefined)).map(toWireOutbox),
+    [ROUTES.retryOutbox]: async (body) => {
+      const change = await checked.retryOutbox(field(body, "ids") as string[]);
       if (change.changed.length) log.info("outbox.retried", { messageIds: change.changed.join(",") });
       return change;
     },
-    [ROUTES.dropOutbox]: async ({ ids }: { ids: string[] }) => {
-      const change = await access.dropOutbox(ids);
+    [ROUTES.dropOutbox]: async (body) => {
+      const change = await checked.dropOutbox(field(body, "ids") as string[]);
       if (change.changed.length) log.info("outbox.dropped", { messageIds: change.changed.join(",") });
       return change;
     },
@@ -74,6 +77,11 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
   });
   chmodSync(path, 0o600);
   return server;
+}
+
+/** A field of a request body, or undefined when the body is not a JSON object (the check then names what is missing). */
+function field(body: unknown, name: string): unknown {
+  return body !== null && typeof body === "object" && !Array.isArray(body) ? (body as Record<string, unknown>)[name] : undefined;
 }
 
 /**

@@ -79,6 +79,8 @@ export class ThingSession extends EventEmitter {
   /** what MQTT.js last reported, for a one-shot session's "why it closed" */
   private lastError: Error | undefined;
   private takeoverWarned = false;
+  /** the CONNACK code of the refusal already told (mqtt.connect_refused), until a connection is accepted */
+  private refusedWith: number | undefined;
   /** writes a PUBACK after a group commit (deferred-puback.ts); undefined: MQTT.js writes them */
   private puback: ((messageId: number) => void) | undefined;
   /** counts connections, so a PUBACK never leaves on a later connection than its message's */
@@ -205,6 +207,7 @@ export class ThingSession extends EventEmitter {
       this.backoff.connected(Date.now());
       this.dropCause = "broker";
       this.lastError = undefined;
+      this.refusedWith = undefined;
       log.info("mqtt.connected", { broker: this.brokerName(), sessionPresent: connack.sessionPresent });
       // Before any PUBLISH of this connection is handled (MQTT.js emits `connect` first).
       this.options.ingress?.connectionStarted(connack.sessionPresent);
@@ -237,8 +240,16 @@ export class ThingSession extends EventEmitter {
       );
     });
     this.client.on("error", (err) => {
+      // MQTT.js emits a TLS connection's error twice (its TLS wrapper and its stream handler
+      // both pass on the same object): one failure, one line.
+      if (err === this.lastError) return;
       this.dropCause = "error";
       this.lastError = err;
+      const refusal = connackRefusal(err);
+      if (refusal) {
+        this.refused(refusal);
+        return;
+      }
       // While stopping, a broker that closes first makes a reset we asked for: not worth a WARN.
       (this.stopping ? log.debug : log.warn)("mqtt.error", { error: describeError(err) });
     });
@@ -264,6 +275,31 @@ export class ThingSession extends EventEmitter {
       log.info("mqtt.reconnect_scheduled", { inMs: delay });
       clearTimeout(this.reconnectTimer);
       this.reconnectTimer = setTimeout(() => this.client.reconnect(), delay);
+    });
+  }
+
+  /**
+   * The broker answered CONNECT with a refusal (MQTT 3.1.1 §3.2.2.3). Retrying soon cannot help
+   * (the thing is revoked, its name is not its certificate's, the broker wants a password), so
+   * the next wait is the longest (except for "unavailable", which may pass), and the owner is
+   * told once per episode, at WARN, what the refusal means and what to do; the episode ends at
+   * the next accepted connection, or when the broker refuses for another reason.
+   */
+  private refused(refusal: { code: number; meaning: string; fix: string }): void {
+    const { log } = this.options;
+    if (!this.stopping && refusal.code !== 3) this.backoff.penalise();
+    if (this.stopping || this.refusedWith === refusal.code) {
+      log.debug("mqtt.connect_refused", { code: refusal.code, reason: refusal.meaning });
+      return;
+    }
+    this.refusedWith = refusal.code;
+    log.warn("mqtt.connect_refused", {
+      broker: this.brokerName(),
+      client: this.options.clientId ?? this.options.identity.thingName,
+      code: refusal.code,
+      reason: refusal.meaning,
+      fix: refusal.fix,
+      note: this.options.reconnect === false ? undefined : "retrying at the longest backoff; said once until a connection is accepted",
     });
   }
 
@@ -330,10 +366,26 @@ const CONNACK_REFUSALS: Record<number, string> = {
   5: "the broker refused this thing (not authorized): it may be revoked, or unknown to this hub",
 };
 
+/** What to do about each refusal, for the owner of the thing. */
+const CONNACK_FIXES: Record<number, string> = {
+  1: "point flashlex.thing.endpoint and mqtt.port at an MQTT 3.1.1 broker (the hub's, or Mosquitto)",
+  2: "use the config and keys of the same distribution: flashlex.thing.name must be the name in the thing's certificate",
+  3: "the broker is up but not taking connections: it is retried; if it lasts, ask the hub's operator",
+  4: "the broker wants a user name and password: have it authenticate things by their certificate (flashlex hub mosquitto-config writes such a broker config)",
+  5: "this thing is revoked or unknown to this hub: ask the hub's operator (`flashlex hub thing list` on the hub shows it); a revoked or deleted thing needs a new distribution (`flashlex hub thing create`)",
+};
+
+/** The refusal an MQTT.js error reports (its `code` is the CONNACK return code), or undefined. */
+function connackRefusal(err: Error | undefined): { code: number; meaning: string; fix: string } | undefined {
+  const code = (err as { code?: unknown } | undefined)?.code;
+  if (typeof code !== "number" || !CONNACK_REFUSALS[code]) return undefined;
+  return { code, meaning: CONNACK_REFUSALS[code]!, fix: CONNACK_FIXES[code]! };
+}
+
 /** Why a one-shot session's connection ended, in one phrase: a CONNACK refusal, an error, or the broker closing it. */
 function closeReason(err: Error | undefined): string {
-  const code = (err as { code?: unknown } | undefined)?.code;
-  if (typeof code === "number" && CONNACK_REFUSALS[code]) return `${CONNACK_REFUSALS[code]} (CONNACK ${code})`;
+  const refusal = connackRefusal(err);
+  if (refusal) return `${refusal.meaning} (CONNACK ${refusal.code})`;
   if (err) return `the MQTT connection failed: ${describeError(err)}`;
   return "the broker closed the MQTT connection";
 }

@@ -258,7 +258,7 @@ function serviceAccount(user: string | undefined, config: string): Account {
 
 /** getent asks NSS (LDAP, systemd-homed...) like systemd will; /etc files if it is missing. */
 function getent(db: "passwd" | "group", key: string): string[] | undefined {
-  const result = spawnSync("getent", [db, key], { encoding: "utf8" });
+  const result = spawnSync("getent", [db, key], { encoding: "utf8", timeout: HELPER_TIMEOUT_MS });
   if (!result.error) return result.status === 0 ? result.stdout.trim().split("\n")[0]?.split(":") : undefined;
   const lines = readIfExists(`/etc/${db}`)?.split("\n") ?? [];
   return lines.map((l) => l.split(":")).find((f) => f[0] === key || f[2] === key);
@@ -290,14 +290,22 @@ function warnIfUnreadable(config: string, account: Account, io: ServiceIO): void
 }
 
 function systemdVersion(systemctl: string): number | null {
-  const result = spawnSync(systemctl, ["--version"], { encoding: "utf8" });
+  const result = spawnSync(systemctl, ["--version"], { encoding: "utf8", timeout: HELPER_TIMEOUT_MS });
   const match = /systemd (\d+)/.exec(result.stdout ?? "");
   return match ? Number(match[1]) : null;
 }
 
-/** Runs systemctl; its own output goes to stderr, a failure becomes UNAVAILABLE (69). */
+/** How long getent or `systemctl --version` may take: they answer at once or are stuck. */
+const HELPER_TIMEOUT_MS = 10_000;
+/** How long one systemctl step may take (a restart waits for the old serve to stop: 15 s at most, by the unit). */
+const SYSTEMCTL_TIMEOUT_MS = 120_000;
+
+/**
+ * Runs systemctl, bounded by SYSTEMCTL_TIMEOUT_MS (then killed: ETIMEDOUT); its own output goes
+ * to stderr, a failure becomes UNAVAILABLE (69).
+ */
 function run(systemctl: string, args: string[], io: ServiceIO, hint?: string, tolerate = false): void {
-  const result = spawnSync(systemctl, args, { encoding: "utf8" });
+  const result = spawnSync(systemctl, args, { encoding: "utf8", timeout: SYSTEMCTL_TIMEOUT_MS });
   const output = `${result.stdout ?? ""}${result.stderr ?? ""}`.trim();
   if (output) io.err(`${output}\n`);
   if (result.error || result.status !== 0) {
