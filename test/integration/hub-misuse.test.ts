@@ -5,14 +5,17 @@
  *   hang-up         a client that closes the connection part way through a request body is one
  *                   INFO line (hub.request_abandoned), never an ERROR of kind bug, on every
  *                   route that reads a body; the hub answers on
+ *   hub.db          a home whose hub.db is gone is a 78 for every hub command but init, naming
+ *                   the file and the backup, and no command makes a new empty one; a damaged
+ *                   hub.db is a 74 that says to restore the backup, not to move it aside
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { closeSync, cpSync, existsSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { signThingToken } from "../../src/crypto/jwt.ts";
-import { type Background, binaryPath } from "../support/binary.ts";
+import { type Background, binaryPath, run } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { tally } from "../support/tally.ts";
 import { occurrences, waitUntil } from "../support/wait.ts";
@@ -74,4 +77,56 @@ describe("a client that hangs up part way through its body", () => {
     expect(await hub.publish(thing.id, { after: "hang-ups" })).toBeString();
     tally("attacks", cases.length);
   }, 30_000);
+});
+
+/** A copy of the fixture's hub home (without its socket), for a test that breaks it. */
+function copyOfHome(name: string): string {
+  const copy = join(work, name);
+  cpSync(hub.dir, copy, { recursive: true, filter: (source) => !source.endsWith("hub.sock") });
+  return copy;
+}
+
+describe("hub.db is the hub", () => {
+  test("moved aside: every hub command but init exits 78 naming hub.db and the backup, and none creates a new one", async () => {
+    const home = copyOfHome("no-db");
+    for (const suffix of ["", "-wal", "-shm"]) rmSync(join(home, `hub.db${suffix}`), { force: true });
+    const commands = [
+      ["hub", "thing", "list"],
+      ["hub", "thing", "create", "another"],
+      ["hub", "serve"],
+      ["hub", "export", thing.name, "-o", join(work, "no-db.zip")],
+      ["hub", "send", thing.name, "-f", "/dev/null"],
+      ["hub", "token", "rotate"],
+      ["hub", "mosquitto-config", "--out", join(work, "no-db-mosquitto")],
+    ];
+    for (const args of commands) {
+      const result = await run([...args, "--dir", home], { timeoutMs: 30_000 });
+      expect(result.code, `${args.join(" ")}: ${result.stderr}`).toBe(78);
+      expect(result.stderr).toBe(
+        `flashlex: ${join(home, "hub.db")}: the hub database is missing (the things and the operator token live in it); restore it from your backup of the hub home (docs/hub.md, "Backups"), or run \`flashlex hub init --dir <a new directory>\` to start a new hub\n`,
+      );
+      expect(existsSync(join(home, "hub.db")), args.join(" ")).toBe(false);
+    }
+    tally("badInputs", commands.length);
+  }, 60_000);
+
+  test("damaged: exit 74, the advice is to restore the backup, never to move it aside", async () => {
+    const home = copyOfHome("damaged-db");
+    for (const suffix of ["-wal", "-shm"]) rmSync(join(home, `hub.db${suffix}`), { force: true });
+    // The 100-byte header stays; every page after it becomes noise.
+    const fd = openSync(join(home, "hub.db"), "r+");
+    writeSync(fd, Buffer.alloc(8192, 0x5a), 0, 8192, 100);
+    closeSync(fd);
+    for (const args of [
+      ["hub", "thing", "list"],
+      ["hub", "serve"],
+    ]) {
+      const result = await run([...args, "--dir", home], { timeoutMs: 30_000 });
+      expect(result.code, `${args.join(" ")}: ${result.stderr}`).toBe(74);
+      expect(result.stderr).toStartWith(`flashlex: ${join(home, "hub.db")}: `);
+      expect(result.stderr).toContain('restore hub.db from your backup of the hub home (docs/hub.md, "Backups")');
+      expect(result.stderr).not.toContain("starts a new one");
+    }
+    tally("faults", 2);
+  }, 60_000);
 });

@@ -79,7 +79,7 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     createFile(paths.config, renderHubYaml(settings), 0o644);
 
     const token = newAccessToken();
-    const store = openHubStore(paths.database);
+    const store = openHubStore(paths.database, { create: true });
     try {
       await store.addToken(hashToken(token), "operator", (options.now ?? Date.now)(), null);
     } finally {
