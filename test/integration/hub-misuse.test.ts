@@ -8,14 +8,19 @@
  *   hub.db          a home whose hub.db is gone is a 78 for every hub command but init, naming
  *                   the file and the backup, and no command makes a new empty one; a damaged
  *                   hub.db is a 74 that says to restore the backup, not to move it aside
+ *   signals         SIGTERM/SIGINT part way through `hub export` or `hub init` exit 143/130 with
+ *                   one line and leave no temporary file or directory; what a SIGKILLed one left
+ *                   is removed by the next run (a live process's is not)
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { closeSync, cpSync, existsSync, mkdtempSync, openSync, rmSync, writeSync } from "node:fs";
+import { randomBytes, randomUUID } from "node:crypto";
+import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { signThingToken } from "../../src/crypto/jwt.ts";
-import { type Background, binaryPath, run } from "../support/binary.ts";
+import { openHubStore } from "../../src/hub/store/hub-store.ts";
+import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { tally } from "../support/tally.ts";
 import { occurrences, waitUntil } from "../support/wait.ts";
@@ -24,11 +29,26 @@ const work = mkdtempSync(join(tmpdir(), "flashlex-misuse-"));
 let hub: HubFixture;
 let serving: Background;
 let thing: HubThing;
+/** egress stored for `thing` before the hub starts: an export of it takes a while (~30 MB of zip) */
+const STORED_MESSAGES = 2_000;
 
 beforeAll(async () => {
   binaryPath();
   hub = await makeHubFixture(work);
   thing = await hub.createThing("misused");
+  const store = openHubStore(join(hub.dir, "hub.db"));
+  const first = Math.floor(Date.now() / 1000) - STORED_MESSAGES;
+  for (let i = 0; i < STORED_MESSAGES; i++) {
+    await store.insertMessage({
+      flmessagespk: randomUUID(),
+      thingId: thing.id,
+      messagetype: "egress",
+      payload: JSON.stringify({ seq: i, blob: randomBytes(12 * 1024).toString("base64") }),
+      fltimestamp: first + i,
+      datecreated: new Date((first + i) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z"),
+    });
+  }
+  await store.close();
   serving = await hub.serve();
 }, 120_000);
 
@@ -127,6 +147,89 @@ describe("hub.db is the hub", () => {
       expect(result.stderr).toContain('restore hub.db from your backup of the hub home (docs/hub.md, "Backups")');
       expect(result.stderr).not.toContain("starts a new one");
     }
+    tally("faults", 2);
+  }, 60_000);
+});
+
+/** Names in `dir` that start with `prefix` (a writer's temporary files and directories). */
+const leftovers = (dir: string, prefix: string) => readdirSync(dir).filter((name) => name.startsWith(prefix));
+
+describe("signals part way through a write", () => {
+  test("SIGTERM and SIGINT during `hub export`: exit 143 / 130 with one line; no temporary file, no output", async () => {
+    for (const [signal, code] of [
+      ["SIGTERM", 143],
+      ["SIGINT", 130],
+    ] as const) {
+      const dir = join(work, `export-${signal}`);
+      const out = join(dir, "out.zip");
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir);
+      const exporting = start(["hub", "export", thing.name, "--dir", hub.dir, "-o", out]);
+      await waitUntil("the export's temporary file", () => leftovers(dir, ".out.zip.").length === 1, 20_000, exporting.output);
+      exporting.proc.kill(signal);
+      expect(await exporting.proc.exited).toBe(code);
+      expect(exporting.proc.signalCode).toBeNull(); // it exited by itself, after cleaning up
+      expect(exporting.output()).toBe(`flashlex: hub export stopped by ${signal}; nothing was written (its temporary file was removed)\n`);
+      expect(readdirSync(dir)).toEqual([]);
+    }
+    tally("faults", 2);
+  }, 60_000);
+
+  test("a SIGKILLed export's temporary file is removed by the next export of that file; a live process's is left alone", async () => {
+    const dir = join(work, "export-kill");
+    mkdirSync(dir);
+    const out = join(dir, "out.zip");
+    const exporting = start(["hub", "export", thing.name, "--dir", hub.dir, "-o", out]);
+    await waitUntil("the export's temporary file", () => leftovers(dir, ".out.zip.").length === 1, 20_000, exporting.output);
+    exporting.proc.kill("SIGKILL");
+    await exporting.proc.exited;
+    const [killed] = leftovers(dir, ".out.zip.");
+    expect(killed).toMatch(new RegExp(`^\\.out\\.zip\\.${exporting.proc.pid}-[0-9a-f]{8}\\.tmp$`));
+    // One that looks like the work in progress of a live process (this test's).
+    const live = `.out.zip.${process.pid}-0123abcd.tmp`;
+    writeFileSync(join(dir, live), "in progress");
+    const again = await run(["hub", "export", thing.name, "--dir", hub.dir, "-o", out], { timeoutMs: 60_000 });
+    expect(again.code).toBe(0);
+    expect(again.stdout).toStartWith(`${out}: `); // all of the thing's messages, the stored ones and any a test sent
+    expect(Number(/: (\d+) messages/.exec(again.stdout)?.[1])).toBeGreaterThanOrEqual(STORED_MESSAGES);
+    expect(readdirSync(dir).sort()).toEqual([live, "out.zip"]);
+    tally("faults", 1);
+  }, 60_000);
+
+  test("`hub init` stopped by SIGTERM leaves neither the home nor its half-made directory; a SIGKILLed one's is removed by the next init", async () => {
+    const parent = join(work, "inits");
+    mkdirSync(parent);
+    const target = join(parent, "hub");
+    // init is quick (~0.2 s): try until a signal lands while it works; whatever lands, nothing half-made stays.
+    let stopped = 0;
+    for (let attempt = 0; attempt < 10 && stopped === 0; attempt++) {
+      rmSync(target, { recursive: true, force: true });
+      const init = start(["hub", "init", "--dir", target]);
+      await waitUntil("init's half-made home, or its end", () => leftovers(parent, ".hub.init-").length > 0 || init.proc.exitCode !== null, 20_000);
+      init.proc.kill("SIGTERM");
+      const code = await init.proc.exited;
+      expect(leftovers(parent, ".hub.init-")).toEqual([]);
+      if (code === 0) continue; // it had finished
+      expect(code).toBe(143);
+      expect(init.output()).toBe("flashlex: hub init stopped by SIGTERM; nothing was created (the half-made home was removed)\n");
+      expect(existsSync(target)).toBe(false);
+      stopped++;
+    }
+    expect(stopped).toBe(1);
+
+    let killedStaging: string[] = [];
+    for (let attempt = 0; attempt < 10 && killedStaging.length === 0; attempt++) {
+      rmSync(target, { recursive: true, force: true });
+      const init = start(["hub", "init", "--dir", target]);
+      await waitUntil("init's half-made home, or its end", () => leftovers(parent, ".hub.init-").length > 0 || init.proc.exitCode !== null, 20_000);
+      init.proc.kill("SIGKILL");
+      await init.proc.exited;
+      killedStaging = leftovers(parent, ".hub.init-");
+    }
+    expect(killedStaging).toHaveLength(1);
+    rmSync(target, { recursive: true, force: true });
+    expect((await run(["hub", "init", "--dir", target])).code).toBe(0);
+    expect(leftovers(parent, ".hub.init-")).toEqual([]);
     tally("faults", 2);
   }, 60_000);
 });
