@@ -10,6 +10,7 @@
  *   thing/         bootstrap, serve, collect, messages, outbox, install-service
  *   hub/           init, thing ..., serve, send, export, mosquitto-config, token rotate
  */
+import { constants } from "node:os";
 import { UsageError } from "../shared/errors.ts";
 
 /** Parsed flags, camelCased, as cac hands them over (see `text`, `list`). */
@@ -84,4 +85,38 @@ export function untilSignal(): Promise<NodeJS.Signals> {
     process.on("SIGTERM", on);
     process.on("SIGINT", on);
   });
+}
+
+/** SIGINT or SIGTERM stopped an `interruptible` command. */
+export class Interrupted extends Error {
+  constructor(readonly signal: "SIGINT" | "SIGTERM") {
+    super(`stopped by ${signal}`);
+    this.name = "Interrupted";
+  }
+}
+
+/**
+ * Runs `work` with SIGINT (Ctrl-C) and SIGTERM turned into an abort of the signal it is given,
+ * for a command that writes something it must not leave half-done (`hub export`, `hub init`):
+ * `work` checks the signal between its steps (shared/files.ts `checkpoint`), undoes what it
+ * started and throws the signal's reason, an Interrupted. Then one line goes to stderr, `what`
+ * stopped and `undone` (what was cleaned up), and the exit code is the shell's for a death by that
+ * signal, 128 + its number (130, 143), so scripts see the same code as before. Work that finishes
+ * before it notices the signal returns its own code.
+ */
+export async function interruptible(what: string, undone: string, work: (signal: AbortSignal) => Promise<number>): Promise<number> {
+  const controller = new AbortController();
+  const stop = (signal: NodeJS.Signals) => controller.abort(new Interrupted(signal === "SIGINT" ? "SIGINT" : "SIGTERM"));
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  try {
+    return await work(controller.signal);
+  } catch (err) {
+    if (!(err instanceof Interrupted)) throw err;
+    console.error(`flashlex: ${what} stopped by ${err.signal}; ${undone}`);
+    return 128 + constants.signals[err.signal];
+  } finally {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+  }
 }

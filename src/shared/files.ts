@@ -2,25 +2,72 @@
  * Writing files so that no reader ever sees half of one, and secrets are never widened or put
  * over something else. Every FlashLex file that another program (or a later run) reads goes
  * through here: the systemd unit, hub.yml, CRLs, export archives, the hub's keys.
+ *
+ * A replacement is written to a temporary file beside its target, named
+ * `.<target name>.<pid>-<8 hex>.tmp`, and renamed over it. A writer stopped by a signal it
+ * handles removes its temporary file (`signal` below); one killed outright (SIGKILL, a power cut,
+ * SIGTERM to a command that handles no signal) cannot, so every writer first removes the
+ * temporary files of its target that a process no longer alive left behind (`removeLeftovers`).
  */
 import { randomBytes } from "node:crypto";
-import { chmodSync, closeSync, fchmodSync, fsyncSync, openSync, renameSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  fchmodSync,
+  fsyncSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
+
+export interface AtomicWriteOptions {
+  /**
+   * Stops the write between two chunks when aborted (SIGINT, SIGTERM: src/cli/command.ts
+   * `interruptible`): the temporary file is removed, `file` is left as it was, and the abort's
+   * reason is thrown.
+   */
+  signal?: AbortSignal;
+}
 
 /**
  * Replaces `file` with `content`, atomically: a temporary file in the same directory (created
  * exclusively, with `mode` whatever the umask) is written, synced and renamed over `file`, so a
- * reader sees the old file or the whole new one (rename(2)). On any failure the temporary file
- * is removed and `file` is as it was; the error is what the file system threw (ENOSPC, EACCES).
+ * reader sees the old file or the whole new one (rename(2)). On any failure, or an abort of
+ * `options.signal`, the temporary file is removed and `file` is as it was; the error is what the
+ * file system threw (ENOSPC, EACCES) or the abort's reason. Temporary files of `file` left by
+ * dead processes are removed first. A `file` that is a stream, not a file (a device such as
+ * /dev/null or /dev/stdout, a FIFO), is written straight through, never replaced.
  */
-export async function writeFileAtomically(file: string, content: string | Uint8Array | AsyncIterable<Uint8Array>, mode: number): Promise<void> {
+export async function writeFileAtomically(
+  file: string,
+  content: string | Uint8Array | AsyncIterable<Uint8Array>,
+  mode: number,
+  options: AtomicWriteOptions = {},
+): Promise<void> {
+  const { signal } = options;
+  signal?.throwIfAborted();
+  if (isStream(file)) {
+    const fd = openSync(file, "w");
+    try {
+      await writeContent(fd, content, signal);
+    } finally {
+      closeSync(fd);
+    }
+    return;
+  }
+  removeLeftovers(dirname(file), temporaryNamePattern(file));
   const temp = tempPathFor(file);
-  const fd = openSync(temp, "wx", mode);
+  const fd = namingTarget(temp, file, () => openSync(temp, "wx", mode));
   let closed = false;
   try {
     fchmodSync(fd, mode); // the umask may have narrowed it
-    if (typeof content === "string" || content instanceof Uint8Array) writeAll(fd, typeof content === "string" ? Buffer.from(content) : content);
-    else for await (const chunk of content) writeAll(fd, chunk);
+    await writeContent(fd, content, signal);
     fsyncSync(fd);
     closeSync(fd);
     closed = true;
@@ -28,12 +75,21 @@ export async function writeFileAtomically(file: string, content: string | Uint8A
   } catch (err) {
     if (!closed) closeSync(fd);
     removeQuietly(temp);
-    throw err;
+    throw renamePath(err, temp, file);
   }
 }
 
-/** `writeFileAtomically` for content already in memory, without awaiting. */
+/**
+ * `writeFileAtomically` for content already in memory, without awaiting. Synchronous, so no
+ * signal handler can run part way: a process that handles SIGINT/SIGTERM finishes the write
+ * (or removes its temporary file on failure) before it hears of the signal.
+ */
 export function writeFileAtomicallySync(file: string, content: string | Uint8Array, mode: number): void {
+  if (isStream(file)) {
+    writeFileSync(file, content);
+    return;
+  }
+  removeLeftovers(dirname(file), temporaryNamePattern(file));
   const temp = tempPathFor(file);
   try {
     writeFileSync(temp, content, { mode, flag: "wx" });
@@ -41,7 +97,7 @@ export function writeFileAtomicallySync(file: string, content: string | Uint8Arr
     renameSync(temp, file);
   } catch (err) {
     removeQuietly(temp);
-    throw err;
+    throw renamePath(err, temp, file);
   }
 }
 
@@ -54,8 +110,111 @@ export function createFile(file: string, data: string | Uint8Array, mode: number
   chmodSync(file, mode); // the umask cannot widen the mode, but an odd file system might ignore it
 }
 
+/**
+ * Lets pending events run (a signal's handler among them), then throws `signal`'s reason if it
+ * was aborted. A long piece of work calls it between steps, so SIGINT/SIGTERM stop it there.
+ */
+export async function checkpoint(signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return;
+  await new Promise<void>((resolve) => setImmediate(resolve));
+  signal.throwIfAborted();
+}
+
+/**
+ * Removes the entries of `dir` (files or directories) whose names match `pattern` and were left
+ * by a process that is no longer alive: `pattern`'s first group is the pid that made the entry
+ * (the writer's own pid is alive, so its work in progress is never touched). Returns the paths
+ * removed; never throws (a directory it cannot read has nothing it could remove either).
+ */
+export function removeLeftovers(dir: string, pattern: RegExp): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const pid = Number(pattern.exec(name)?.[1]);
+    if (!Number.isSafeInteger(pid) || pid <= 0 || processIsAlive(pid)) continue;
+    try {
+      rmSync(join(dir, name), { recursive: true, force: true });
+      removed.push(join(dir, name));
+    } catch {
+      // another process removed it first, or it is not ours to remove
+    }
+  }
+  return removed;
+}
+
+/** Matches the names `writeFileAtomically` gives `file`'s temporary files; group 1 is the writer's pid. */
+export function temporaryNamePattern(file: string): RegExp {
+  return new RegExp(`^\\.${escapeRegExp(basename(file))}\\.(\\d+)-[0-9a-f]{8}\\.tmp$`);
+}
+
+/**
+ * True while a process with this pid exists (signal 0 checks without sending; EPERM means it
+ * exists but belongs to another user). A pid reused since is taken as alive: its leftover stays.
+ */
+export function processIsAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === "EPERM";
+  }
+}
+
+/**
+ * A file system error about the temporary file, told about the file the user named instead (the
+ * temporary name means nothing to them; the error's kind and reason stay): `err.path` is what
+ * the error message names (foreign-errors.ts).
+ */
+function renamePath(err: unknown, temp: string, file: string): unknown {
+  const e = err as NodeJS.ErrnoException | null;
+  if (e && typeof e === "object" && e.path === temp) e.path = file;
+  return err;
+}
+
+function namingTarget<T>(temp: string, file: string, fn: () => T): T {
+  try {
+    return fn();
+  } catch (err) {
+    throw renamePath(err, temp, file);
+  }
+}
+
 function tempPathFor(file: string): string {
   return join(dirname(file), `.${basename(file)}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`);
+}
+
+/** `text` as a regular expression that matches it literally. */
+export function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");
+}
+
+/**
+ * True when `file` exists and is neither a regular file nor a directory (after links): a device
+ * or a FIFO, which a rename would replace with a regular file (as root, /dev/null itself).
+ */
+function isStream(file: string): boolean {
+  try {
+    const stat = statSync(file);
+    return !stat.isFile() && !stat.isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+async function writeContent(fd: number, content: string | Uint8Array | AsyncIterable<Uint8Array>, signal: AbortSignal | undefined): Promise<void> {
+  if (typeof content === "string" || content instanceof Uint8Array) {
+    writeAll(fd, typeof content === "string" ? Buffer.from(content) : content);
+    return;
+  }
+  for await (const chunk of content) {
+    writeAll(fd, chunk);
+    if (signal) await checkpoint(signal);
+  }
 }
 
 function writeAll(fd: number, bytes: Uint8Array): void {

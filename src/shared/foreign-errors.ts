@@ -62,8 +62,9 @@ function classifySqlite(err: object): ForeignError | undefined {
   const known: Record<string, [ErrorKind, string]> = {
     SQLITE_FULL: ["full", "cannot write: the file system is full"],
     SQLITE_READONLY: ["read-only", "cannot write: the database or its directory is read-only"],
-    SQLITE_CORRUPT: ["damaged", "the database file is damaged; move it aside (flashlex starts a new one) or restore a backup"],
-    SQLITE_NOTADB: ["damaged", "not a SQLite database, or its header is damaged; move it aside (flashlex starts a new one) or restore a backup"],
+    // what to do about it depends on which database it is: the driver adds that (storage-errors.ts)
+    SQLITE_CORRUPT: ["damaged", "the database file is damaged"],
+    SQLITE_NOTADB: ["damaged", "not a SQLite database, or its header is damaged"],
     SQLITE_BUSY: ["try-later", "the database is locked by another process; try again"],
     SQLITE_LOCKED: ["try-later", "the database is locked by another process; try again"],
     SQLITE_CANTOPEN: ["io", "cannot open the database file"],

@@ -31,7 +31,7 @@ const log: Logger = createLogger({ level: "debug", write: (l) => logLines.push(l
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "flashlex-hub-ingress-"));
   pki = await makeTestPki(dir, { thingName: ALPHA });
-  store = openHubStore(join(dir, "hub.db"));
+  store = openHubStore(join(dir, "hub.db"), { create: true });
   thingId = pki.thing.thingId;
   await store.insertThing({
     id: thingId,

@@ -25,7 +25,7 @@ let store: SqliteHubStore;
 beforeAll(() => {
   dir = mkdtempSync(join(tmpdir(), "flashlex-zip-"));
   database = join(dir, "hub.db");
-  store = openHubStore(database);
+  store = openHubStore(database, { create: true });
 });
 afterAll(async () => {
   await store.close();

@@ -28,7 +28,7 @@ const message = (id: string, type: "egress" | "ingress", ts: number, extra: Part
 });
 
 async function freshStore(name: string): Promise<SqliteHubStore> {
-  return openHubStore(join(dir, name));
+  return openHubStore(join(dir, name), { create: true });
 }
 
 describe("hub-store: ingress delivery", () => {

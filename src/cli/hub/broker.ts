@@ -2,7 +2,7 @@ import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DIR_OPTION, openedHub } from "./common.ts";
+import { DIR_OPTION, openedHubToWrite } from "./common.ts";
 
 export const hubMosquittoConfigCommand: CommandSpec = {
   name: "hub mosquitto-config",
@@ -19,7 +19,7 @@ export const hubMosquittoConfigCommand: CommandSpec = {
 };
 
 function mosquittoConfig(options: Options): Promise<number> {
-  return openedHub(options, async (hub) => {
+  return openedHubToWrite("hub mosquitto-config", options, async (hub) => {
     const out = text(options.out);
     if (!out) throw new UsageError("--out DIR is required (Mosquitto must be able to read it: not inside the 0700 hub home)");
     const persistence = text(options.persistence);

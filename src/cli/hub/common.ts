@@ -5,7 +5,7 @@ import { type OpenedHub, withHub } from "../../hub/hub.ts";
 import type { ThingRecord } from "../../hub/things/things.ts";
 import { InputError } from "../../shared/errors.ts";
 import { createLogger } from "../../shared/log.ts";
-import { type OptionSpec, type Options, text } from "../command.ts";
+import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
 
 export const DIR_OPTION: OptionSpec = { flags: "--dir <dir>", description: "the hub home (default: $FLASHLEX_HUB_DIR or ~/.flashlex-hub)" };
 export const JSON_OPTION: OptionSpec = { flags: "--json", description: "print JSON instead of text" };
@@ -18,6 +18,16 @@ export function hubDir(options: Options): string {
 /** The hub home named by `--dir`, opened for the length of `fn` (src/hub/hub.ts). */
 export function openedHub<T>(options: Options, fn: (hub: OpenedHub) => Promise<T>): Promise<T> {
   return withHub(hubDir(options), createLogger(), fn);
+}
+
+/**
+ * `openedHub` for a command that changes the hub and writes files (the database, CRLs, hub.yml,
+ * a distribution zip), all in well under a second: SIGINT and SIGTERM wait until it is done
+ * (command.ts `interruptible`; it has no step at which to stop), so a signal never leaves a
+ * temporary file, or a change made to the database but not to the files, behind.
+ */
+export function openedHubToWrite(what: string, options: Options, fn: (hub: OpenedHub) => Promise<number>): Promise<number> {
+  return interruptible(what, "", () => openedHub(options, fn));
 }
 
 /** The thing `ref` names (its id, name or typed name), or InputError (65) saying how to find one. */

@@ -2,7 +2,7 @@ import { resolve } from "node:path";
 import { writeArchiveFile } from "../../hub/messages/archive.ts";
 import type { MessageType } from "../../hub/messages/messages.ts";
 import { UsageError } from "../../shared/errors.ts";
-import { type CommandSpec, type Options, required, text } from "../command.ts";
+import { type CommandSpec, interruptible, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { parseTime } from "../input.ts";
 import { DIR_OPTION, openedHub, thingOrFail } from "./common.ts";
@@ -22,17 +22,20 @@ export const hubExportCommand: CommandSpec = {
   run: exportMessages,
 };
 
+/** SIGINT/SIGTERM stop the export between two pages: its temporary file is removed, the output left as it was. */
 function exportMessages(args: string[], options: Options): Promise<number> {
-  return openedHub(options, async (hub) => {
-    const thing = await thingOrFail(hub, required(args, "the thing"));
-    const startts = parseTime(text(options.since), "--since", false);
-    const endts = parseTime(text(options.until), "--until", true);
-    const type = text(options.type);
-    if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
-    const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());
-    const output = resolve(text(options.output) ?? archive.fileName);
-    const written = await writeArchiveFile(archive, output);
-    console.log(`${output}: ${written} messages`);
-    return ExitCode.OK;
-  });
+  return interruptible("hub export", "nothing was written (its temporary file was removed)", (signal) =>
+    openedHub(options, async (hub) => {
+      const thing = await thingOrFail(hub, required(args, "the thing"));
+      const startts = parseTime(text(options.since), "--since", false);
+      const endts = parseTime(text(options.until), "--until", true);
+      const type = text(options.type);
+      if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
+      const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());
+      const output = resolve(text(options.output) ?? archive.fileName);
+      const written = await writeArchiveFile(archive, output, signal);
+      console.log(`${output}: ${written} messages`);
+      return ExitCode.OK;
+    }),
+  );
 }

@@ -1,5 +1,5 @@
 import { initHub } from "../../hub/home/init.ts";
-import { type CommandSpec, list, type Options, port, text } from "../command.ts";
+import { type CommandSpec, interruptible, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { DIR_OPTION, hubDir, JSON_OPTION } from "./common.ts";
 
@@ -20,12 +20,14 @@ export const hubInitCommand: CommandSpec = {
     JSON_OPTION,
   ],
   bunOnly: true,
-  run: (_args, options) => hubInit(options),
+  // SIGINT/SIGTERM stop it between steps; the half-made home (it holds a CA key) is removed.
+  run: (_args, options) => interruptible("hub init", "nothing was created (the half-made home was removed)", (signal) => hubInit(options, signal)),
 };
 
-async function hubInit(options: Options): Promise<number> {
+async function hubInit(options: Options, signal: AbortSignal): Promise<number> {
   const dir = hubDir(options);
   const { home, token } = await initHub({
+    signal,
     dir,
     names: list(options.name),
     apiUrl: text(options.apiUrl),

@@ -1,14 +1,15 @@
-import { chmodSync, copyFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
 import { THING_KEY_TYPES } from "../../crypto/keys.ts";
 import { thingJson } from "../../hub/http/presenters.ts";
 import { thingStatus } from "../../hub/things/things.ts";
 import { thingTopics } from "../../protocol/topics.ts";
 import { InputError, UsageError } from "../../shared/errors.ts";
+import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DIR_OPTION, JSON_OPTION, openedHub, thingOrFail } from "./common.ts";
+import { DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, thingOrFail } from "./common.ts";
 
 /** `hub thing create|list|dist|revoke`: the thing use cases of src/hub/things. */
 export const hubThingCommands: CommandSpec[] = [
@@ -51,14 +52,14 @@ export const hubThingCommands: CommandSpec[] = [
 ];
 
 function create(args: string[], options: Options): Promise<number> {
-  return openedHub(options, async (hub) => {
+  return openedHubToWrite("hub thing create", options, async (hub) => {
     const keyType = text(options.keyType) ?? "rsa";
     if (!(THING_KEY_TYPES as readonly string[]).includes(keyType)) throw new UsageError(`--key-type must be ${THING_KEY_TYPES.join(" or ")}, not ${keyType}`);
     const { thing, distribution } = await hub.things.create(required(args, "the thing name"), { keyType });
     // The zip the operator copies to the thing, where both READMEs say: <name>.zip, here.
     const output = resolve(text(options.output) ?? `${thing.name}.zip`);
-    copyFileSync(distribution, output);
-    chmodSync(output, 0o600); // it holds the thing's private key
+    // 0600: it holds the thing's private key; replaced whole, never written through a link
+    writeFileAtomicallySync(output, readFileSync(distribution), 0o600);
     if (options.json) {
       console.log(JSON.stringify({ ...thingJson(thing, hub.home.settings.env), distributionFile: output }));
       return ExitCode.OK;
@@ -97,20 +98,19 @@ function list(options: Options): Promise<number> {
 }
 
 function dist(args: string[], options: Options): Promise<number> {
-  return openedHub(options, async (hub) => {
+  return openedHubToWrite("hub thing dist", options, async (hub) => {
     const thing = await thingOrFail(hub, required(args, "the thing"));
     const zip = hub.things.distribution(thing);
     if (!zip) throw new InputError(`${thing.name} has no distribution (it was revoked)`);
     const output = resolve(text(options.output) ?? `${thing.name}.zip`);
-    writeFileSync(output, zip, { mode: 0o600 });
-    chmodSync(output, 0o600);
+    writeFileAtomicallySync(output, zip, 0o600);
     console.log(output);
     return ExitCode.OK;
   });
 }
 
 function revoke(args: string[], options: Options): Promise<number> {
-  return openedHub(options, async (hub) => {
+  return openedHubToWrite("hub thing revoke", options, async (hub) => {
     const thing = await thingOrFail(hub, required(args, "the thing"));
     const { changed, brokerCrlFiles } = await hub.things.revoke(thing);
     if (!changed) {

@@ -1,6 +1,6 @@
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DIR_OPTION, openedHub } from "./common.ts";
+import { DIR_OPTION, openedHubToWrite } from "./common.ts";
 
 export const hubTokenRotateCommand: CommandSpec = {
   name: "hub token rotate",
@@ -8,7 +8,7 @@ export const hubTokenRotateCommand: CommandSpec = {
   options: [DIR_OPTION],
   bunOnly: true,
   run: (_args, options) =>
-    openedHub(options, async (hub) => {
+    openedHubToWrite("hub token rotate", options, async (hub) => {
       const token = await hub.operators.rotate();
       console.log("new operator access token (shown once; the old one no longer works):");
       console.log(token);

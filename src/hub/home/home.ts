@@ -8,6 +8,7 @@ import { join, resolve } from "node:path";
 import type { CertifiedKey } from "../../crypto/x509.ts";
 import { ConfigError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
+import { hubDatabaseMissing } from "../store/hub-store.ts";
 import { type HubSettings, loadHubSettings } from "./settings.ts";
 
 /**
@@ -78,14 +79,16 @@ export interface HubHome {
 
 /**
  * Opens the hub home in `dir`: its paths and validated settings. Throws ConfigError (78) when it
- * is not one or hub.yml is wrong; warns on `log` (when given) about keys hub.yml has that the
- * hub does not know, as the thing's config does.
+ * is not one, hub.yml is wrong, or hub.db is missing (no command but `hub init` makes one: an
+ * empty database would be a new hub that refuses the operator's token); warns on `log` (when
+ * given) about keys hub.yml has that the hub does not know, as the thing's config does.
  */
 export function openHubHome(dir: string, log?: Logger): HubHome {
   const paths = hubPaths(dir);
   if (!existsSync(paths.config)) {
     throw new ConfigError(`${paths.dir}: not a hub home (no hub.yml); run \`flashlex hub init --dir ${paths.dir}\` first`);
   }
+  if (!existsSync(paths.database)) throw hubDatabaseMissing(paths.database);
   const { settings, unknownKeys } = loadHubSettings(paths.config);
   for (const key of unknownKeys) log?.warn("config.unknown_key", { file: paths.config, key, note: "ignored" });
   return { paths, settings };

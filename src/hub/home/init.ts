@@ -11,7 +11,7 @@ import { generateRsaKeyPair } from "../../crypto/keys.ts";
 import { createCertificateAuthority, issueServerCertificate, issueThingCertificate } from "../../crypto/x509.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { ConfigError, UsageError } from "../../shared/errors.ts";
-import { createFile } from "../../shared/files.ts";
+import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { openHubStore } from "../store/hub-store.ts";
 import { HUB_CLIENT_NAME, type HubHome, hubPaths } from "./home.ts";
 import { DNS_NAME, type HubSettings, type HubYaml, HubYamlSchema } from "./settings.ts";
@@ -30,6 +30,8 @@ export interface InitHubOptions {
   /** the owner id; default a new UUID */
   ownerId?: string;
   now?: () => number;
+  /** stops the init between steps when aborted (SIGINT, SIGTERM): nothing is left, the reason is thrown */
+  signal?: AbortSignal;
 }
 
 export interface InitHubResult {
@@ -41,9 +43,10 @@ export interface InitHubResult {
 const LOOPBACK = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
 
 /**
- * Creates a hub home. It is built in a sibling temporary directory and renamed into place at
- * the end, so a failure half way (a bad name, a full disk) leaves nothing a later `init` or
- * `serve` would trip over.
+ * Creates a hub home. It is built in a sibling temporary directory, `.<name>.init-<pid>`, and
+ * renamed into place at the end, so a failure half way (a bad name, a full disk) or an abort of
+ * `options.signal` leaves nothing a later `init` or `serve` would trip over; such directories
+ * left by killed inits (their process gone) are removed first: they hold a CA key.
  */
 export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
   const target = resolve(options.dir);
@@ -54,7 +57,10 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
   const settings = initialSettings(options);
   mkdirSync(dirname(target), { recursive: true });
   const staging = join(dirname(target), `.${basename(target)}.init-${process.pid}`);
-  rmSync(staging, { recursive: true, force: true });
+  removeLeftovers(dirname(target), new RegExp(`^\\.${escapeRegExp(basename(target))}\\.init-(\\d+)$`));
+  rmSync(staging, { recursive: true, force: true }); // an earlier process with this pid
+  const { signal } = options;
+  signal?.throwIfAborted();
   mkdirSync(staging, { mode: 0o700 });
   try {
     const paths = hubPaths(staging);
@@ -62,6 +68,7 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     const ca = await createCertificateAuthority({ commonName: `FlashLex hub CA ${settings.ownerId.slice(0, 8)}` });
     createFile(paths.caKey, ca.keyPem, 0o600);
     createFile(paths.caCert, ca.certPem, 0o644);
+    await checkpoint(signal);
 
     const names = settings.broker.names;
     const server = await issueServerCertificate(ca, {
@@ -71,20 +78,23 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     });
     createFile(paths.brokerKey, server.keyPem, 0o600);
     createFile(paths.brokerCert, server.certPem, 0o644);
+    await checkpoint(signal);
 
     const client = generateRsaKeyPair();
     createFile(paths.clientKey, client.privateKeyPem, 0o600);
     createFile(paths.clientCert, await issueThingCertificate(ca, { thingName: HUB_CLIENT_NAME, publicKeyPem: client.publicKeyPem }), 0o644);
 
     createFile(paths.config, renderHubYaml(settings), 0o644);
+    await checkpoint(signal);
 
     const token = newAccessToken();
-    const store = openHubStore(paths.database);
+    const store = openHubStore(paths.database, { create: true });
     try {
       await store.addToken(hashToken(token), "operator", (options.now ?? Date.now)(), null);
     } finally {
       await store.close();
     }
+    await checkpoint(signal);
     // rename(2) replaces an empty directory, so an empty --dir made by the operator is fine.
     renameSync(staging, target);
     chmodSync(target, 0o700);

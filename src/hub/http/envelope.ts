@@ -32,6 +32,31 @@ export class HttpError extends Error {
 }
 
 /**
+ * The client went away before its request body had arrived whole: it closed the connection (or
+ * its proxy gave up) part way through. Nobody is left to answer, and nothing is wrong with the
+ * hub: routes.ts logs one INFO line for it, never an error. 499 is nginx's "client closed request";
+ * no client reads it.
+ */
+export class ClientGoneError extends HttpError {
+  constructor(
+    /** bytes of the body read before the connection closed */
+    readonly receivedBytes: number,
+  ) {
+    super(499, "the client closed the connection before its request body arrived");
+    this.name = "ClientGoneError";
+  }
+}
+
+/**
+ * True when `err`, thrown while reading `request`'s body, means the client went away: Bun rejects
+ * the read with a DOMException named AbortError ("The connection was closed.") and aborts the
+ * request's signal.
+ */
+export function clientWentAway(request: Request, err: unknown): boolean {
+  return request.signal.aborted || (err instanceof DOMException && err.name === "AbortError");
+}
+
+/**
  * The HTTP edge of the error taxonomy (src/shared/errors.ts): the status for each kind. Storage that is
  * full, read-only or busy may pass, so it is 503 with Retry-After (a thing keeps its message
  * queued and retries); input problems are 400; what only the hub's owner can fix is 500.
@@ -118,7 +143,9 @@ export function requireJsonContentType(request: Request): void {
 
 /**
  * Reads the body, stopping as soon as it passes `limit` bytes: a declared Content-Length over the
- * limit is refused before reading, and a lying or chunked one is cut off while streaming.
+ * limit is refused before reading, and a lying or chunked one is cut off while streaming. Throws
+ * HttpError 413 for a body over the limit, ClientGoneError when the client closes the connection
+ * before the body is complete, and whatever else the stream throws.
  */
 export async function readBodyLimited(request: Request, limit: number): Promise<Uint8Array> {
   const tooLarge = () => new HttpError(413, `the body is larger than ${limit} bytes`);
@@ -129,7 +156,14 @@ export async function readBodyLimited(request: Request, limit: number): Promise<
   let size = 0;
   const reader = request.body.getReader();
   for (;;) {
-    const { done, value } = await reader.read();
+    let next: Awaited<ReturnType<typeof reader.read>>;
+    try {
+      next = await reader.read();
+    } catch (err) {
+      if (clientWentAway(request, err)) throw new ClientGoneError(size);
+      throw err;
+    }
+    const { done, value } = next;
     if (done) break;
     size += value.byteLength;
     if (size > limit) {

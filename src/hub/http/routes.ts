@@ -19,6 +19,7 @@ import { archiveStream } from "../messages/archive.ts";
 import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
 import type { MessageQuery, ThingRecord } from "../store/hub-store.ts";
 import {
+  ClientGoneError,
   errorResponse,
   errorToResponse,
   fileResponse,
@@ -243,6 +244,18 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       return await method.handle({ request, url, id: found.id });
     } catch (err) {
       const answer = errorToResponse(err);
+      if (err instanceof ClientGoneError) {
+        // Not the hub's fault, and only an authenticated caller gets this far (the body is read
+        // after the token is checked): one INFO line, as a completed request gets.
+        log.info("hub.request_abandoned", {
+          method: request.method,
+          route: found.key,
+          id: found.id || undefined,
+          received: err.receivedBytes,
+          declared: request.headers.get("content-length") ?? undefined,
+        });
+        return answer.response;
+      }
       if (answer.status >= 500) {
         const fields = {
           method: request.method,

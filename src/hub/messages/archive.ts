@@ -160,11 +160,13 @@ function collectGarbage(): void {
 /**
  * Writes an archive to `file`, mode 0600 whatever the umask (it holds the thing's data), through
  * a temporary file in the same folder that is synced and renamed into place at the end: a
- * failed export leaves nothing, and an existing file is replaced only by a complete one.
- * Returns the number of messages written. Throws what the file system throws (ENOSPC, EACCES...).
+ * failed or stopped export leaves nothing, and an existing file is replaced only by a complete
+ * one (shared/files.ts `writeFileAtomically`, which also removes temporary files of `file` that a
+ * killed export left). Returns the number of messages written. Throws what the file system throws
+ * (ENOSPC, EACCES...), or `signal`'s reason once it is aborted.
  */
-export async function writeArchiveFile(archive: Archive, file: string): Promise<number> {
-  await writeFileAtomically(file, archive.chunks, 0o600);
+export async function writeArchiveFile(archive: Archive, file: string, signal?: AbortSignal): Promise<number> {
+  await writeFileAtomically(file, archive.chunks, 0o600, { signal });
   return archive.written();
 }
 

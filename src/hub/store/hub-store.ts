@@ -1,4 +1,5 @@
-import { chmodSync, closeSync, openSync, statSync } from "node:fs";
+import { chmodSync, closeSync, existsSync, openSync, statSync } from "node:fs";
+import { ConfigError } from "../../shared/errors.ts";
 import type { SqlDatabase } from "../../shared/sqlite/driver.ts";
 import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
@@ -254,20 +255,38 @@ export interface SqliteHubStore extends HubStore {
 }
 
 /**
- * Opens (creating and migrating as needed) the hub database file, owner-only (0600) whatever the
- * umask: it holds every thing's messages and public keys. SQLite gives the `-wal` and `-shm`
- * files it creates the main file's mode, so the main file is made 0600 before SQLite opens it,
- * and files an older version left wider are narrowed here. Throws what the file system or
- * SQLite throws (a file the caller may not chmod: EPERM).
+ * What a damaged hub.db calls for. Not "move it aside": a hub without its database has no things
+ * and refuses its own operator token (only the token's hash is kept, in here).
  */
-export function openHubStore(file: string): SqliteHubStore {
-  ownerOnlyDatabase(file);
-  const db = openSqlDatabase(file);
+export const HUB_DB_DAMAGED_ADVICE =
+  'stop the hub and restore hub.db from your backup of the hub home (docs/hub.md, "Backups"); do not move it aside: the things and the operator token live in it';
+
+/** ConfigError (78) for a hub home whose hub.db is not there: restore it, or start a new hub elsewhere. */
+export function hubDatabaseMissing(file: string): ConfigError {
+  return new ConfigError(
+    `${file}: the hub database is missing (the things and the operator token live in it); restore it from your backup of the hub home (docs/hub.md, "Backups"), or run \`flashlex hub init --dir <a new directory>\` to start a new hub`,
+  );
+}
+
+/**
+ * Opens (migrating as needed) the hub database file, owner-only (0600) whatever the umask: it
+ * holds every thing's messages and public keys. SQLite gives the `-wal` and `-shm` files it
+ * creates the main file's mode, so the main file is made 0600 before SQLite opens it, and files
+ * an older version left wider are narrowed here. Only `hub init` passes `create`: for any other
+ * command a missing hub.db is lost data, not a new hub (home.ts `openHubHome` says so first).
+ * Throws what the file system or SQLite throws (a file the caller may not chmod: EPERM; a missing
+ * file without `create`: io), a damaged file with HUB_DB_DAMAGED_ADVICE.
+ */
+export function openHubStore(file: string, options: { create?: boolean } = {}): SqliteHubStore {
+  const create = options.create ?? false;
+  if (!create && !existsSync(file)) throw hubDatabaseMissing(file);
+  ownerOnlyDatabase(file, create);
+  const db = openSqlDatabase(file, { create, damagedAdvice: HUB_DB_DAMAGED_ADVICE });
   try {
     applyPragmas(db);
     migrate(db, HUB_MIGRATIONS, file);
     // A driver that makes its journal itself (the WebAssembly one) may not copy the mode.
-    ownerOnlyDatabase(file);
+    ownerOnlyDatabase(file, false);
   } catch (err) {
     db.close();
     throw err;
@@ -277,9 +296,12 @@ export function openHubStore(file: string): SqliteHubStore {
 
 const DATABASE_SIDE_FILES = ["-wal", "-shm", "-journal"];
 
-/** Creates `file` empty with mode 0600 if absent (an empty file is an empty SQLite database), and narrows it and its side files to 0600. */
-function ownerOnlyDatabase(file: string): void {
-  closeSync(openSync(file, "a", 0o600));
+/**
+ * With `create`, creates `file` empty with mode 0600 if absent (an empty file is an empty SQLite
+ * database); narrows it and its side files to 0600.
+ */
+function ownerOnlyDatabase(file: string, create: boolean): void {
+  if (create) closeSync(openSync(file, "a", 0o600));
   for (const path of [file, ...DATABASE_SIDE_FILES.map((suffix) => file + suffix)]) {
     let mode: number;
     try {

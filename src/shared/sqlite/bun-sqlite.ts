@@ -12,7 +12,7 @@ export const openBunSqlite: OpenSqlDatabase = (file, options = {}) => {
     try {
       return fn();
     } catch (err) {
-      throw storageError(err, file);
+      throw storageError(err, file, options.damagedAdvice);
     }
   };
   // the WebAssembly driver sees no POSIX locks: never open a file one of its processes holds (wasm-lock.ts)
@@ -20,7 +20,9 @@ export const openBunSqlite: OpenSqlDatabase = (file, options = {}) => {
   // safeIntegers: without it an INTEGER beyond 2^53 comes back silently rounded; with it every
   // INTEGER is a bigint, so rows are narrowed back to number where that is exact (as the wasm driver does)
   const db = guard(() =>
-    options.readonly ? new Database(file, { readonly: true, safeIntegers: true }) : new Database(file, { create: true, readwrite: true, safeIntegers: true }),
+    options.readonly
+      ? new Database(file, { readonly: true, safeIntegers: true })
+      : new Database(file, { create: options.create ?? true, readwrite: true, safeIntegers: true }),
   );
   // bun:sqlite types its bindings narrower than SqlValue (no readonly arrays, no bigint in some overloads).
   const params = (values: readonly SqlValue[] | undefined) => (values ?? []) as SQLQueryBindings[];

@@ -29,6 +29,14 @@ export interface SqlDatabase {
 
 export interface OpenOptions {
   readonly?: boolean;
+  /** make the file when it is not there (default true); false: a missing file is an error */
+  create?: boolean;
+  /**
+   * What to tell the user to do with a damaged file (SQLITE_CORRUPT, SQLITE_NOTADB), after the
+   * reason; default DEFAULT_DAMAGED_ADVICE (storage-errors.ts), which fits a database FlashLex
+   * may start afresh. A database that must not be replaced by an empty one (the hub's) says so.
+   */
+  damagedAdvice?: string;
   /** told of recoveries worth a line in the journal (a stale lock removed) */
   log?: Logger;
 }

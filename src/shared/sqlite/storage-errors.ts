@@ -4,8 +4,16 @@ import { type ErrorKind, FlashlexError } from "../errors.ts";
 import { sqliteCodeOf, toFlashlexError } from "../foreign-errors.ts";
 
 /**
+ * What to do with a damaged database file when its opener says nothing else: right for a database
+ * FlashLex can start afresh (the thing's message database: what it held was delivered already or
+ * is resent by the broker). The hub's database gives its own advice (src/hub/store/hub-store.ts).
+ */
+export const DEFAULT_DAMAGED_ADVICE = "move it aside (flashlex starts a new one) or restore a backup";
+
+/**
  * Turns what a SQLite driver threw into a FlashlexError naming the database file, with its kind
- * (src/shared/errors.ts). Errors that are not SQLite's or the file system's (a RangeError from binding,
+ * (src/shared/errors.ts); a damaged file's message ends with `damagedAdvice` (default
+ * DEFAULT_DAMAGED_ADVICE). Errors that are not SQLite's or the file system's (a RangeError from binding,
  * a FlashlexError from inside a transaction) pass through unchanged.
  *
  * SQLite tells only part of the story: it reports a read-only mount or a denied directory as
@@ -13,12 +21,13 @@ import { sqliteCodeOf, toFlashlexError } from "../foreign-errors.ts";
  * error". When the kind is that vague, the file system is asked what it is: full, read-only,
  * or not ours to write.
  */
-export function storageError(err: unknown, file: string): unknown {
+export function storageError(err: unknown, file: string, damagedAdvice = DEFAULT_DAMAGED_ADVICE): unknown {
   if (err instanceof FlashlexError) return err;
   const code = err !== null && typeof err === "object" ? sqliteCodeOf(err) : undefined;
   const errno = (err as NodeJS.ErrnoException | null)?.code;
   if (!code && typeof errno !== "string") return err;
   const error = toFlashlexError(err, file);
+  if (error.kind === "damaged") return new FlashlexError(`${error.message}; ${damagedAdvice}`, "damaged", { cause: err });
   if (error.kind !== "io" && error.kind !== "read-only") return error;
   const found = probeFileSystem(file);
   if (!found || found.kind === error.kind) return error;

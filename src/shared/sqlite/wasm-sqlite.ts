@@ -18,7 +18,7 @@ export const openWasmSqlite: OpenSqlDatabase = (file, options = {}) => {
     try {
       return fn();
     } catch (err) {
-      throw storageError(err, file);
+      throw storageError(err, file, options.damagedAdvice);
     }
   };
   const onDisk = file !== ":memory:" && file !== "";
@@ -26,7 +26,7 @@ export const openWasmSqlite: OpenSqlDatabase = (file, options = {}) => {
     guard(() => breakStaleLock(file, options.log));
     guard(() => refuseNativeHolder(file));
   }
-  const db = guard(() => new Database(file, { readOnly: options.readonly ?? false }));
+  const db = guard(() => new Database(file, { readOnly: options.readonly ?? false, fileMustExist: options.create === false }));
   try {
     // Without shared memory WAL works only in exclusive locking mode (journal_mode=WAL otherwise
     // answers "delete"). Reading once takes the lock now, while we can still say who holds it.
@@ -37,13 +37,13 @@ export const openWasmSqlite: OpenSqlDatabase = (file, options = {}) => {
     if (/locked|busy/i.test((err as Error).message)) {
       throw new DatabaseLockedError(`${file} is in use by another process (${(err as Error).message})`);
     }
-    throw storageError(err, file);
+    throw storageError(err, file, options.damagedAdvice);
   }
   try {
     if (onDisk) recordOwner(file);
   } catch (err) {
     db.close();
-    throw storageError(err, file);
+    throw storageError(err, file, options.damagedAdvice);
   }
 
   const wrapper: SqlDatabase = {

@@ -1,0 +1,235 @@
+/**
+ * The compiled hub as a new user tried it and tried to break it, on loopback: one hub home with
+ * one thing, one `hub serve` (embedded broker), raw sockets and real MQTT clients.
+ *
+ *   hang-up         a client that closes the connection part way through a request body is one
+ *                   INFO line (hub.request_abandoned), never an ERROR of kind bug, on every
+ *                   route that reads a body; the hub answers on
+ *   hub.db          a home whose hub.db is gone is a 78 for every hub command but init, naming
+ *                   the file and the backup, and no command makes a new empty one; a damaged
+ *                   hub.db is a 74 that says to restore the backup, not to move it aside
+ *   signals         SIGTERM/SIGINT part way through `hub export` or `hub init` exit 143/130 with
+ *                   one line and leave no temporary file or directory; what a SIGKILLed one left
+ *                   is removed by the next run (a live process's is not)
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { randomBytes, randomUUID } from "node:crypto";
+import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { connect as netConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { signThingToken } from "../../src/crypto/jwt.ts";
+import { openHubStore } from "../../src/hub/store/hub-store.ts";
+import { type Background, binaryPath, run, start } from "../support/binary.ts";
+import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
+import { tally } from "../support/tally.ts";
+import { occurrences, waitUntil } from "../support/wait.ts";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-misuse-"));
+let hub: HubFixture;
+let serving: Background;
+let thing: HubThing;
+/** egress stored for `thing` before the hub starts: an export of it takes a while (~30 MB of zip) */
+const STORED_MESSAGES = 2_000;
+
+beforeAll(async () => {
+  binaryPath();
+  hub = await makeHubFixture(work);
+  thing = await hub.createThing("misused");
+  const store = openHubStore(join(hub.dir, "hub.db"));
+  const first = Math.floor(Date.now() / 1000) - STORED_MESSAGES;
+  for (let i = 0; i < STORED_MESSAGES; i++) {
+    await store.insertMessage({
+      flmessagespk: randomUUID(),
+      thingId: thing.id,
+      messagetype: "egress",
+      payload: JSON.stringify({ seq: i, blob: randomBytes(12 * 1024).toString("base64") }),
+      fltimestamp: first + i,
+      datecreated: new Date((first + i) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z"),
+    });
+  }
+  await store.close();
+  serving = await hub.serve();
+}, 120_000);
+
+afterAll(async () => {
+  if (serving) expect(await serving.stop(5_000)).toBe(0);
+  rmSync(work, { recursive: true, force: true });
+}, 30_000);
+
+/**
+ * Sends a request head declaring a 100-byte body, then 13 bytes of it, then closes the socket
+ * once they are written.
+ */
+function hangUpMidBody(path: string, headers: Record<string, string>): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const socket = netConnect(hub.apiPort, "127.0.0.1", () => {
+      const head = [`POST /dev/v1${path} HTTP/1.1`, "Host: 127.0.0.1", "Content-Type: application/json", "Content-Length: 100"];
+      for (const [name, value] of Object.entries(headers)) head.push(`${name}: ${value}`);
+      socket.write(`${head.join("\r\n")}\r\n\r\n{"message":1,`, () => socket.destroy());
+    });
+    socket.on("close", () => resolve());
+    socket.on("error", reject);
+  });
+}
+
+describe("a client that hangs up part way through its body", () => {
+  test("publish, collect and POST /things: one INFO hub.request_abandoned each, no ERROR, no kind=bug; the hub answers on", async () => {
+    const from = serving.output().length;
+    const operator = { Authorization: `Bearer ${hub.token}` };
+    const cases: [string, () => Promise<Record<string, string>>][] = [
+      [`/things/${thing.id}/publish`, async () => operator],
+      [`/things/${thing.id}/collect`, async () => ({ Authorization: `Bearer ${await signThingToken({ thingId: thing.id, privateKey: thing.privateKey })}` })],
+      ["/things", async () => operator],
+    ];
+    for (const [path, headers] of cases) await hangUpMidBody(path, await headers());
+    const log = () => serving.output().slice(from);
+    await waitUntil("three hub.request_abandoned lines", () => occurrences(log(), /hub\.request_abandoned/) === 3, 10_000, log);
+    for (const route of ["things/:id/publish", "things/:id/collect", "things"]) {
+      expect(log()).toMatch(
+        new RegExp(`INFO  hub\\.request_abandoned component=api method=POST route=${route.replace(/[/:]/g, "\\$&")} .*received=\\d+ declared=100`),
+      );
+    }
+    expect(log()).not.toContain("ERROR");
+    expect(log()).not.toContain("kind=bug");
+    expect(log()).not.toContain("hub.api_failed");
+    // The hub is still there for the next caller.
+    expect(await hub.publish(thing.id, { after: "hang-ups" })).toBeString();
+    tally("attacks", cases.length);
+  }, 30_000);
+});
+
+/** A copy of the fixture's hub home (without its socket), for a test that breaks it. */
+function copyOfHome(name: string): string {
+  const copy = join(work, name);
+  cpSync(hub.dir, copy, { recursive: true, filter: (source) => !source.endsWith("hub.sock") });
+  return copy;
+}
+
+describe("hub.db is the hub", () => {
+  test("moved aside: every hub command but init exits 78 naming hub.db and the backup, and none creates a new one", async () => {
+    const home = copyOfHome("no-db");
+    for (const suffix of ["", "-wal", "-shm"]) rmSync(join(home, `hub.db${suffix}`), { force: true });
+    const commands = [
+      ["hub", "thing", "list"],
+      ["hub", "thing", "create", "another"],
+      ["hub", "serve"],
+      ["hub", "export", thing.name, "-o", join(work, "no-db.zip")],
+      ["hub", "send", thing.name, "-f", "/dev/null"],
+      ["hub", "token", "rotate"],
+      ["hub", "mosquitto-config", "--out", join(work, "no-db-mosquitto")],
+    ];
+    for (const args of commands) {
+      const result = await run([...args, "--dir", home], { timeoutMs: 30_000 });
+      expect(result.code, `${args.join(" ")}: ${result.stderr}`).toBe(78);
+      expect(result.stderr).toBe(
+        `flashlex: ${join(home, "hub.db")}: the hub database is missing (the things and the operator token live in it); restore it from your backup of the hub home (docs/hub.md, "Backups"), or run \`flashlex hub init --dir <a new directory>\` to start a new hub\n`,
+      );
+      expect(existsSync(join(home, "hub.db")), args.join(" ")).toBe(false);
+    }
+    tally("badInputs", commands.length);
+  }, 60_000);
+
+  test("damaged: exit 74, the advice is to restore the backup, never to move it aside", async () => {
+    const home = copyOfHome("damaged-db");
+    for (const suffix of ["-wal", "-shm"]) rmSync(join(home, `hub.db${suffix}`), { force: true });
+    // The 100-byte header stays; every page after it becomes noise.
+    const fd = openSync(join(home, "hub.db"), "r+");
+    writeSync(fd, Buffer.alloc(8192, 0x5a), 0, 8192, 100);
+    closeSync(fd);
+    for (const args of [
+      ["hub", "thing", "list"],
+      ["hub", "serve"],
+    ]) {
+      const result = await run([...args, "--dir", home], { timeoutMs: 30_000 });
+      expect(result.code, `${args.join(" ")}: ${result.stderr}`).toBe(74);
+      expect(result.stderr).toStartWith(`flashlex: ${join(home, "hub.db")}: `);
+      expect(result.stderr).toContain('restore hub.db from your backup of the hub home (docs/hub.md, "Backups")');
+      expect(result.stderr).not.toContain("starts a new one");
+    }
+    tally("faults", 2);
+  }, 60_000);
+});
+
+/** Names in `dir` that start with `prefix` (a writer's temporary files and directories). */
+const leftovers = (dir: string, prefix: string) => readdirSync(dir).filter((name) => name.startsWith(prefix));
+
+describe("signals part way through a write", () => {
+  test("SIGTERM and SIGINT during `hub export`: exit 143 / 130 with one line; no temporary file, no output", async () => {
+    for (const [signal, code] of [
+      ["SIGTERM", 143],
+      ["SIGINT", 130],
+    ] as const) {
+      const dir = join(work, `export-${signal}`);
+      const out = join(dir, "out.zip");
+      rmSync(dir, { recursive: true, force: true });
+      mkdirSync(dir);
+      const exporting = start(["hub", "export", thing.name, "--dir", hub.dir, "-o", out]);
+      await waitUntil("the export's temporary file", () => leftovers(dir, ".out.zip.").length === 1, 20_000, exporting.output);
+      exporting.proc.kill(signal);
+      expect(await exporting.proc.exited).toBe(code);
+      expect(exporting.proc.signalCode).toBeNull(); // it exited by itself, after cleaning up
+      expect(exporting.output()).toBe(`flashlex: hub export stopped by ${signal}; nothing was written (its temporary file was removed)\n`);
+      expect(readdirSync(dir)).toEqual([]);
+    }
+    tally("faults", 2);
+  }, 60_000);
+
+  test("a SIGKILLed export's temporary file is removed by the next export of that file; a live process's is left alone", async () => {
+    const dir = join(work, "export-kill");
+    mkdirSync(dir);
+    const out = join(dir, "out.zip");
+    const exporting = start(["hub", "export", thing.name, "--dir", hub.dir, "-o", out]);
+    await waitUntil("the export's temporary file", () => leftovers(dir, ".out.zip.").length === 1, 20_000, exporting.output);
+    exporting.proc.kill("SIGKILL");
+    await exporting.proc.exited;
+    const [killed] = leftovers(dir, ".out.zip.");
+    expect(killed).toMatch(new RegExp(`^\\.out\\.zip\\.${exporting.proc.pid}-[0-9a-f]{8}\\.tmp$`));
+    // One that looks like the work in progress of a live process (this test's).
+    const live = `.out.zip.${process.pid}-0123abcd.tmp`;
+    writeFileSync(join(dir, live), "in progress");
+    const again = await run(["hub", "export", thing.name, "--dir", hub.dir, "-o", out], { timeoutMs: 60_000 });
+    expect(again.code).toBe(0);
+    expect(again.stdout).toStartWith(`${out}: `); // all of the thing's messages, the stored ones and any a test sent
+    expect(Number(/: (\d+) messages/.exec(again.stdout)?.[1])).toBeGreaterThanOrEqual(STORED_MESSAGES);
+    expect(readdirSync(dir).sort()).toEqual([live, "out.zip"]);
+    tally("faults", 1);
+  }, 60_000);
+
+  test("`hub init` stopped by SIGTERM leaves neither the home nor its half-made directory; a SIGKILLed one's is removed by the next init", async () => {
+    const parent = join(work, "inits");
+    mkdirSync(parent);
+    const target = join(parent, "hub");
+    // init is quick (~0.2 s): try until a signal lands while it works; whatever lands, nothing half-made stays.
+    let stopped = 0;
+    for (let attempt = 0; attempt < 10 && stopped === 0; attempt++) {
+      rmSync(target, { recursive: true, force: true });
+      const init = start(["hub", "init", "--dir", target]);
+      await waitUntil("init's half-made home, or its end", () => leftovers(parent, ".hub.init-").length > 0 || init.proc.exitCode !== null, 20_000);
+      init.proc.kill("SIGTERM");
+      const code = await init.proc.exited;
+      expect(leftovers(parent, ".hub.init-")).toEqual([]);
+      if (code === 0) continue; // it had finished
+      expect(code).toBe(143);
+      expect(init.output()).toBe("flashlex: hub init stopped by SIGTERM; nothing was created (the half-made home was removed)\n");
+      expect(existsSync(target)).toBe(false);
+      stopped++;
+    }
+    expect(stopped).toBe(1);
+
+    let killedStaging: string[] = [];
+    for (let attempt = 0; attempt < 10 && killedStaging.length === 0; attempt++) {
+      rmSync(target, { recursive: true, force: true });
+      const init = start(["hub", "init", "--dir", target]);
+      await waitUntil("init's half-made home, or its end", () => leftovers(parent, ".hub.init-").length > 0 || init.proc.exitCode !== null, 20_000);
+      init.proc.kill("SIGKILL");
+      await init.proc.exited;
+      killedStaging = leftovers(parent, ".hub.init-");
+    }
+    expect(killedStaging).toHaveLength(1);
+    rmSync(target, { recursive: true, force: true });
+    expect((await run(["hub", "init", "--dir", target])).code).toBe(0);
+    expect(leftovers(parent, ".hub.init-")).toEqual([]);
+    tally("faults", 2);
+  }, 60_000);
+});

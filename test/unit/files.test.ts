@@ -1,0 +1,99 @@
+/**
+ * Atomic writes (src/shared/files.ts): a stopped write leaves the old file and no temporary file;
+ * what a dead writer left is removed, a live one's work is not; errors name the file the caller
+ * gave, not the temporary one; a device or FIFO is written through, never renamed over.
+ */
+import { afterAll, describe, expect, test } from "bun:test";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { removeLeftovers, temporaryNamePattern, writeFileAtomically, writeFileAtomicallySync } from "../../src/shared/files.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "flashlex-files-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+/** The pid of a process that has exited (a pid reused since would only keep a leftover). */
+async function deadPid(): Promise<number> {
+  const proc = Bun.spawn(["true"]);
+  await proc.exited;
+  return proc.pid;
+}
+
+describe("writeFileAtomically", () => {
+  test("aborted between chunks: the reason is thrown, the old file stays, no temporary file is left", async () => {
+    const file = join(dir, "aborted.zip");
+    writeFileSync(file, "old");
+    const controller = new AbortController();
+    const reason = new Error("stopped by SIGTERM");
+    async function* chunks() {
+      yield new Uint8Array(1024);
+      controller.abort(reason);
+      yield new Uint8Array(1024);
+      throw new Error("not reached: the write stops at the abort");
+    }
+    await expect(writeFileAtomically(file, chunks(), 0o600, { signal: controller.signal })).rejects.toBe(reason);
+    expect(readFileSync(file, "utf8")).toBe("old");
+    expect(readdirSync(dir).filter((n) => n.startsWith(".aborted"))).toEqual([]);
+  });
+
+  test("an error about the temporary file names the file asked for", async () => {
+    const file = join(dir, "no-such-dir", "out.zip");
+    const err = await writeFileAtomically(file, "x", 0o600).catch((e) => e);
+    expect(err.code).toBe("ENOENT");
+    expect(err.path).toBe(file);
+    let syncErr: NodeJS.ErrnoException | undefined;
+    try {
+      writeFileAtomicallySync(file, "x", 0o600);
+    } catch (e) {
+      syncErr = e as NodeJS.ErrnoException;
+    }
+    expect(syncErr?.path).toBe(file);
+  });
+});
+
+describe("a target that is a stream, not a file", () => {
+  test("a FIFO (as /dev/null or /dev/stdout would be) is written through and stays a FIFO, never replaced by a rename", async () => {
+    for (const [name, write] of [
+      ["async", (file: string) => writeFileAtomically(file, "through the pipe", 0o600)],
+      ["sync", async (file: string) => writeFileAtomicallySync(file, "through the pipe", 0o600)],
+    ] as const) {
+      const fifo = join(dir, `fifo-${name}`);
+      expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+      const reader = Bun.spawn(["cat", fifo], { stdout: "pipe" });
+      await write(fifo);
+      expect(await new Response(reader.stdout).text()).toBe("through the pipe");
+      expect(statSync(fifo).isFIFO()).toBe(true);
+      expect(readdirSync(dir).filter((n) => n.startsWith(`.fifo-${name}`))).toEqual([]);
+    }
+  });
+});
+
+describe("removeLeftovers", () => {
+  test("a dead writer's temporary files and directories go; a live one's, and other names, stay; the next write removes them too", async () => {
+    const sub = join(dir, "leftovers");
+    mkdirSync(sub);
+    const dead = await deadPid();
+    const names = {
+      deadFile: `.out.zip.${dead}-0badc0de.tmp`,
+      deadDir: `.out.zip.${dead}-feedbeef.tmp`,
+      live: `.out.zip.${process.pid}-12345678.tmp`,
+      otherTarget: `.other.zip.${dead}-0badc0de.tmp`,
+      notOurs: `.out.zip.${dead}-XYZ.tmp`,
+    };
+    for (const [key, name] of Object.entries(names)) {
+      if (key === "deadDir") mkdirSync(join(sub, name));
+      else writeFileSync(join(sub, name), "x");
+    }
+    const pattern = temporaryNamePattern(join(sub, "out.zip"));
+    expect(removeLeftovers(sub, pattern).sort()).toEqual([join(sub, names.deadDir), join(sub, names.deadFile)].sort());
+    expect(readdirSync(sub).sort()).toEqual([names.live, names.notOurs, names.otherTarget].sort());
+
+    writeFileSync(join(sub, names.deadFile), "x");
+    writeFileAtomicallySync(join(sub, "out.zip"), "new", 0o600);
+    expect(readdirSync(sub).sort()).toEqual([names.live, names.notOurs, names.otherTarget, "out.zip"].sort());
+  });
+
+  test("a directory that cannot be read has nothing to remove", () => {
+    expect(removeLeftovers(join(dir, "absent"), /^(\d+)$/)).toEqual([]);
+  });
+});
