@@ -12,7 +12,7 @@
 import { type CAC, type Command, cac } from "cac";
 import { keepArgumentsText, lastValueOfRepeats, matchCommand, restoreArgumentsText } from "./cli/argv.ts";
 import type { CommandSpec } from "./cli/command.ts";
-import { EXIT_CODES_HELP, ExitCode } from "./cli/exit-codes.ts";
+import { EXIT_CODES_HELP, ExitCode, HUB_EXIT_CODES_HELP } from "./cli/exit-codes.ts";
 import { hubMosquittoConfigCommand } from "./cli/hub/broker.ts";
 import { hubExportCommand } from "./cli/hub/export.ts";
 import { hubInitCommand } from "./cli/hub/init.ts";
@@ -87,7 +87,8 @@ function buildCli(multiWord: CommandSpec | undefined, setExit: (code: number | P
         ]
       : [];
     const note = spec.helpNote?.(cli.options);
-    return [header!, usage!, { body: `  ${spec.description}` }, ...listing, ...rest, ...(note ? [{ body: note }] : []), { body: EXIT_CODES_HELP }];
+    const exitCodes = spec.name === "hub" || spec.name.startsWith("hub ") ? HUB_EXIT_CODES_HELP : EXIT_CODES_HELP;
+    return [header!, usage!, { body: `  ${spec.description}` }, ...listing, ...rest, ...(note ? [{ body: note }] : []), { body: exitCodes }];
   });
   // Not cac's `version()`: it appends Node's compatibility version (`bun-v26.3.0` under Bun).
   cli.option("-v, --version", "Display the version: flashlex, its commit, the runtime inside");

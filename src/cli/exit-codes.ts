@@ -64,3 +64,17 @@ export const EXIT_CODES_HELP = `Exit codes:
   77  permission denied (install-service needs root)
   78  configuration error: the message names the file and the key (also: a certificate or key
       that cannot be used, a database of another application or of a newer flashlex)`;
+
+/** The help text's last section for the hub's commands: the same codes, in the hub's words. */
+export const HUB_EXIT_CODES_HELP = `Exit codes:
+  0   ok
+  64  usage: unknown command or flag, a flag value that is not valid
+  65  bad input data: no such thing, a thing name already taken, hub send's message not JSON,
+      too large or too deeply nested
+  69  service unavailable: hub send found no hub serve running on this home (its hub.sock)
+  70  internal error (a bug; please report it)
+  74  I/O error: disk full, read-only file system, damaged hub.db (the message names the file)
+  75  try again later: another hub serve runs on this home, or the database is busy
+  78  configuration error: hub.yml, a missing hub.db or CA file (the message names the file and
+      the key; restore hub.db from a backup), or an address hub serve cannot listen on
+  130 interrupted (SIGINT), 143 stopped (SIGTERM): nothing half-written is left`;

@@ -1,5 +1,7 @@
 import { readFileSync } from "node:fs";
 import { maxEnvelopeBytes } from "../protocol/limits.ts";
+import { ConfigError } from "../shared/errors.ts";
+import { classifyForeign } from "../shared/foreign-errors.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
 import type { Logger } from "../shared/log.ts";
 import type { HubBroker } from "./broker/broker.ts";
@@ -66,11 +68,11 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const directory = createThingDirectory((name) => store.thingByNameSync(name));
     const caPem = readFileSync(paths.caCert, "utf8");
 
+    const brokerListen = { host: settings.broker.listenHost, port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port };
     const embedded: EmbeddedBroker | undefined =
       !opts.broker || opts.broker === "embedded"
         ? await startEmbeddedBroker({
-            host: settings.broker.listenHost,
-            port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port,
+            ...brokerListen,
             caPem,
             certPem: readFileSync(paths.brokerCert, "utf8"),
             keyPem: readFileSync(paths.brokerKey, "utf8"),
@@ -79,6 +81,8 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
             log,
             maxPayloadBytes: maxEnvelopeBytes(settings.api.payloadLimitBytes),
             ingress: ingressLedger(store),
+          }).catch((err) => {
+            throw cannotListen(err, "the broker", brokerListen, "hub.broker.listenHost and hub.broker.listenPort", paths.config);
           })
         : undefined;
     const broker: HubBroker =
@@ -102,11 +106,14 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const api = createHubApi({ ...useCases, log });
     const local = await startLocalSocket(api, paths.socket);
     await parts.start({ name: "local socket", stop: () => local.stop() });
-    const server: HubServer = startHubServer(api, {
-      host: settings.api.host,
-      port: opts.apiPort ?? settings.api.port,
-      tls: settings.api.tls ? { certPem: readFileSync(paths.brokerCert, "utf8"), keyPem: readFileSync(paths.brokerKey, "utf8") } : undefined,
-    });
+    const apiListen = { host: settings.api.host, port: opts.apiPort ?? settings.api.port };
+    const tls = settings.api.tls ? { certPem: readFileSync(paths.brokerCert, "utf8"), keyPem: readFileSync(paths.brokerKey, "utf8") } : undefined;
+    let server: HubServer;
+    try {
+      server = startHubServer(api, { ...apiListen, tls });
+    } catch (err) {
+      throw cannotListen(err, "the API", apiListen, "hub.api.host and hub.api.port", paths.config);
+    }
     await parts.start({ name: "HTTP API", stop: () => stopGracefully(server) });
 
     // `hub thing revoke` runs in another process and only writes the database; the broker
@@ -152,4 +159,24 @@ async function stopGracefully(server: HubServer): Promise<void> {
   const outcome = await Promise.race([graceful.then(() => "done" as const), timeout]);
   clearTimeout(timer);
   if (outcome === "timeout") await server.stop(true);
+}
+
+/**
+ * A listen that failed (EADDRINUSE, EADDRNOTAVAIL, EACCES for a port below 1024) as the one line
+ * an operator can act on: what could not listen, where, and the hub.yml settings that say so
+ * (ConfigError, 78). Any other failure passes through unchanged.
+ */
+function cannotListen(err: unknown, what: string, at: { host: string; port: number }, settings: string, configFile: string): unknown {
+  const code = (err as { code?: unknown })?.code;
+  if (code !== "EADDRINUSE" && code !== "EADDRNOTAVAIL" && code !== "EACCES") return err;
+  const host = at.host.includes(":") ? `[${at.host}]` : at.host;
+  const hint =
+    code === "EADDRINUSE"
+      ? "; stop what listens there (ss -ltnp) or choose another port"
+      : code === "EACCES"
+        ? "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
+        : "";
+  return new ConfigError(`${what} cannot listen on ${host}:${at.port} (${settings} in ${configFile}): ${classifyForeign(err)?.reason ?? String(code)}${hint}`, {
+    cause: err,
+  });
 }

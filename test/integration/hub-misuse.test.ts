@@ -8,20 +8,24 @@
  *   hub.db          a home whose hub.db is gone is a 78 for every hub command but init, naming
  *                   the file and the backup, and no command makes a new empty one; a damaged
  *                   hub.db is a 74 that says to restore the backup, not to move it aside
+ *   listen          an API port in use, a broker address not on this machine, a payload limit
+ *                   too large: 78 with one line naming the address or key and hub.yml
  *   signals         SIGTERM/SIGINT part way through `hub export` or `hub init` exit 143/130 with
  *                   one line and leave no temporary file or directory; what a SIGKILLed one left
  *                   is removed by the next run (a live process's is not)
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes, randomUUID } from "node:crypto";
-import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, rmSync, writeFileSync, writeSync } from "node:fs";
-import { connect as netConnect } from "node:net";
+import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import { type AddressInfo, createServer, connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { parseDocument } from "yaml";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { openHubStore } from "../../src/hub/store/hub-store.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
+import { freePort } from "../support/mosquitto.ts";
 import { tally } from "../support/tally.ts";
 import { occurrences, waitUntil } from "../support/wait.ts";
 
@@ -105,6 +109,54 @@ function copyOfHome(name: string): string {
   cpSync(hub.dir, copy, { recursive: true, filter: (source) => !source.endsWith("hub.sock") });
   return copy;
 }
+
+describe("an address hub serve cannot listen on", () => {
+  /** A copy of the home whose hub.yml says `changes` (key path → value), with its own free ports. */
+  async function homeListeningOn(name: string, changes: [string[], unknown][]): Promise<string> {
+    const home = copyOfHome(name);
+    const file = join(home, "hub.yml");
+    const settings = parseDocument(readFileSync(file, "utf8"));
+    settings.setIn(["hub", "api", "port"], await freePort());
+    settings.setIn(["hub", "broker", "listenPort"], await freePort());
+    for (const [path, value] of changes) settings.setIn(path, value);
+    writeFileSync(file, settings.toString());
+    return home;
+  }
+
+  test("the API's port in use, the broker's address not on this machine: 78, one line naming the address and the hub.yml settings", async () => {
+    const holder = createServer().listen(0, "127.0.0.1");
+    await new Promise((resolve) => holder.once("listening", resolve));
+    const busyPort = (holder.address() as AddressInfo).port;
+    try {
+      const cases: [string, [string[], unknown][], string][] = [
+        ["busy-api", [[["hub", "api", "port"], busyPort]], `the API cannot listen on 127.0.0.1:${busyPort} (hub.api.host and hub.api.port in `],
+        ["absent-broker-host", [[["hub", "broker", "listenHost"], "192.0.2.1"]], "the broker cannot listen on 192.0.2.1:"],
+      ];
+      for (const [name, changes, expected] of cases) {
+        const home = await homeListeningOn(name, changes);
+        const result = await run(["hub", "serve", "--dir", home], { timeoutMs: 30_000 });
+        const errors = result.stderr.split("\n").filter((line) => line.startsWith("flashlex: "));
+        expect(result.code, result.stderr).toBe(78);
+        expect(errors).toHaveLength(1);
+        expect(errors[0]).toContain(expected);
+        expect(errors[0]).toContain(join(home, "hub.yml"));
+        expect(existsSync(join(home, "hub.sock")), name).toBe(false);
+      }
+      tally("badInputs", cases.length);
+    } finally {
+      holder.close();
+    }
+  }, 60_000);
+
+  test("payloadLimitBytes above 16 MiB is refused when hub.yml is read (78, naming the key)", async () => {
+    const home = await homeListeningOn("huge-limit", [[["hub", "api", "payloadLimitBytes"], 2 ** 31]]);
+    const result = await run(["hub", "serve", "--dir", home], { timeoutMs: 30_000 });
+    expect(result.code, result.stderr).toBe(78);
+    expect(result.stderr).toContain("hub.api.payloadLimitBytes");
+    expect(result.stderr).toContain("16 MiB");
+    tally("badInputs");
+  }, 30_000);
+});
 
 describe("hub.db is the hub", () => {
   test("moved aside: every hub command but init exits 78 naming hub.db and the backup, and none creates a new one", async () => {

@@ -1,7 +1,8 @@
 /**
  * What the MQTT session does when the broker will not have it, with the compiled binary:
  * - two devices with one identity (a copied distribution): the broker closes each connection
- *   when the other connects; `serve` says so at WARN, with the likely cause, and slows down;
+ *   when the other connects; `serve` says so at WARN, with the likely cause, and slows down, and
+ *   the hub's broker says so once, naming the thing;
  * - a subscription the broker refuses (SUBACK 128): `serve` says which and why at ERROR, and
  *   waits the longest backoff before it tries again, instead of reconnecting at once;
  * - a connection the broker refuses (CONNACK 5, a revoked thing): one WARN saying what it means
@@ -49,6 +50,33 @@ describe("the broker will not have the session", () => {
       expect(codes).toEqual([0, 0]);
       await broker.stop();
       rmSync(thing.dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  test("two devices with the same identity on the hub's broker: the hub WARNs once, naming the thing", async () => {
+    const hub = await makeHubFixture(join(work, "contested"));
+    const thing = await hub.createThing("contested");
+    const configPath = join(thing.root, "config.yml");
+    const config = parseDocument(readFileSync(configPath, "utf8"));
+    config.setIn(["flashlex", "thing", "mqtt", "autoReconnectBackoffTime"], {
+      baseReconnectQuietTimeSecond: 0.1,
+      maxReconnectQuietTimeSecond: 0.5,
+      stableConnectionTimeSecond: 2,
+    });
+    writeFileSync(configPath, config.toString());
+    const hubProcess = await hub.serve();
+    const flags = ["-c", configPath, "-k", thing.keysDir];
+    const first = start(["serve", ...flags, "-d", join(work, "contested-1")]);
+    const second = start(["serve", ...flags, "-d", join(work, "contested-2")]);
+    try {
+      const line = await hubProcess.waitFor(/WARN +mqtt\.identity_contested[^\n]*/, 45_000);
+      tally("faults");
+      expect(line).toContain(`thing=${thing.name}`);
+      expect(line).toContain("run its distribution on one device only");
+      await Bun.sleep(2000);
+      expect(hubProcess.output().match(/mqtt\.identity_contested/g)).toHaveLength(1);
+    } finally {
+      expect([await first.stop(), await second.stop(), await hubProcess.stop()]).toEqual([0, 0, 0]);
     }
   }, 60_000);
 

@@ -243,6 +243,12 @@ describe("distribution template", () => {
     });
   });
 
+  test("a commit id that YAML would read as a number stays the text it is (a hub built at commit 3814770 made no thing)", () => {
+    for (const commitSha of ["3814770", "0123456", "1e10000", "0e12345", "abc123"]) {
+      expect(renderThingConfig({ ...values, commitSha }).parsed.flashlex.dist?.commitSha).toBe(commitSha);
+    }
+  });
+
   test("values that YAML would misread are refused, not written", () => {
     expect(() => renderThingConfig({ ...values, brokerHost: "evil # comment" })).toThrow(/unquoted/);
     expect(() => renderThingConfig({ ...values, env: "x\n  injected: true" })).toThrow();

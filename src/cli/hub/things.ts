@@ -73,7 +73,7 @@ function create(args: string[], options: Options): Promise<number> {
       `or on the thing, with the operator access token: curl -fo ${thing.name}.zip -H "Authorization: Bearer $FLASHLEX_TOKEN" ${settings.api.publicUrl}/${settings.env}/v1/things/${thing.id}/dist`,
     );
     console.log("next: copy the zip and the flashlex binary for the board to the thing; there:");
-    console.log(`  unzip ${thing.name}.zip && mv flashlex ${thing.name}/ && cd ${thing.name}`);
+    console.log(`  unzip ${thing.name}.zip && chmod +x flashlex && mv flashlex ${thing.name}/ && cd ${thing.name}`);
     console.log("  ./flashlex bootstrap && sudo ./flashlex install-service");
     return ExitCode.OK;
   });

@@ -96,6 +96,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     }
   };
 
+  const noteTakeover = takeoverWatch(log);
   // Created before the broker, which needs it; the broker's events feed it (trackIngress).
   const delivery = opts.ingress ? new IngressDelivery({ ledger: opts.ingress, publish: (topic, payload) => publishQos1(topic, payload), log }) : undefined;
 
@@ -132,6 +133,8 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
         log.warn("mqtt.connect.refused", { thing: cn, reason: "unknown or revoked thing" });
         return done(refusal(NOT_AUTHORIZED, "not authorized"), false);
       }
+      const previous = clients()[cn];
+      if (previous && previous !== client) noteTakeover(cn, client.conn);
       things.set(client, thing);
       done(null, true);
     },
@@ -340,5 +343,39 @@ function limitPacketSize(client: Client, limit: number) {
       return false;
     }
     return ok;
+  };
+}
+
+/** How many hand-overs of one identity within TAKEOVER_WINDOW_MS mean two clients share it. */
+const TAKEOVER_THRESHOLD = 3;
+const TAKEOVER_WINDOW_MS = 60_000;
+/** At most one WARN per thing per this many ms, however long the fight goes on. */
+const TAKEOVER_WARN_EVERY_MS = 10 * 60_000;
+
+/**
+ * Notes each time a thing's live connection is replaced by a new one with the same identity
+ * (MQTT 3.1.1 §3.1.4: the server disconnects the existing client). One replacement is a thing
+ * that reconnected before its old TCP connection died; several a minute are two devices running
+ * with one distribution's keys, each connect throwing the other off, and each losing in-flight
+ * messages to the other's session: a WARN names the thing and the newest address.
+ */
+function takeoverWatch(log: Logger): (thingName: string, conn: unknown) => void {
+  const recent = new Map<string, number[]>();
+  const warnedAt = new Map<string, number>();
+  return (thingName, conn) => {
+    const now = Date.now();
+    const times = (recent.get(thingName) ?? []).filter((t) => now - t < TAKEOVER_WINDOW_MS);
+    times.push(now);
+    recent.set(thingName, times);
+    for (const [name, list] of recent) if (now - list[list.length - 1]! >= TAKEOVER_WINDOW_MS) recent.delete(name);
+    if (times.length < TAKEOVER_THRESHOLD || now - (warnedAt.get(thingName) ?? -Infinity) < TAKEOVER_WARN_EVERY_MS) return;
+    warnedAt.set(thingName, now);
+    log.warn("mqtt.identity_contested", {
+      thing: thingName,
+      takeovers: times.length,
+      window_s: TAKEOVER_WINDOW_MS / 1000,
+      remote: (conn as { remoteAddress?: string } | undefined)?.remoteAddress,
+      hint: "two clients use this thing's certificate and keep replacing each other: run its distribution on one device only",
+    });
   };
 }

@@ -17,6 +17,9 @@ import { parseYamlFile, unknownKeys, validate } from "../../shared/yaml.ts";
  */
 const port = z.int().min(1).max(65535);
 
+/** The largest `api.payloadLimitBytes`, in bytes. */
+const MAX_PAYLOAD_LIMIT_BYTES = 16 * 1024 * 1024;
+
 /** A DNS name as certificates carry it (RFC 1123 labels). */
 export const DNS_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
 
@@ -62,8 +65,12 @@ export const HubYamlSchema = z.object({
       publicUrl: z.url({ protocol: /^https?$/ }).refine(isPlainYamlString, `must be a URL without spaces, quotes or '#' (${YAML_WORDS})`),
       /** serve HTTPS with the broker certificate (set false when a proxy terminates TLS) */
       tls: z.boolean().default(false),
-      /** largest collect/publish body accepted, in bytes */
-      payloadLimitBytes: z.int().positive().default(DEFAULT_PAYLOAD_LIMIT_BYTES),
+      /** largest collect/publish body accepted, in bytes; each is held in memory whole, hence the cap */
+      payloadLimitBytes: z
+        .int()
+        .positive()
+        .max(MAX_PAYLOAD_LIMIT_BYTES, "at most 16777216 (16 MiB): every body is held in memory whole")
+        .default(DEFAULT_PAYLOAD_LIMIT_BYTES),
     }),
     broker: z.object({
       /** `flashlex.thing.endpoint` in distributions: the name things connect to */
