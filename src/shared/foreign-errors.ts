@@ -224,3 +224,10 @@ export function toFlashlexError(err: unknown, where?: string): FlashlexError {
   const first = oneLine(err instanceof Error ? err.message || err.name : String(err));
   return new FlashlexError(where ? `${where}: ${first}` : first, "bug", { cause: err });
 }
+
+/** An error as one phrase: its message and, when it has one, its `code` (TLS and socket errors carry their reason there). */
+export function describeError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException & { reason?: string };
+  const code = e?.code ? ` (${e.code})` : "";
+  return `${e?.message ?? String(err)}${code}`;
+}

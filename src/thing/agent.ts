@@ -37,8 +37,8 @@ export interface AgentOptions {
   log: Logger;
   /** serve --exec */
   exec?: string;
-  /** serve --exec-timeout, in ms (default: DEFAULT_EXEC_TIMEOUT_SECONDS) */
-  execTimeoutMs?: number;
+  /** serve --exec-timeout, in ms: how long one run of `exec` may take */
+  execTimeoutMs: number;
 }
 
 export interface RunningAgent {

@@ -11,10 +11,10 @@
  */
 import { type KeyObject, X509Certificate } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
+import { describeCertificate } from "../crypto/certificate-info.ts";
 import { CryptoError } from "../crypto/errors.ts";
 import { certificatePem, KeyFileError, normaliseCertificates, normalisePrivateKey } from "../crypto/key-files.ts";
 import { spkiDer, type ThingTokenAlgorithm, tokenAlgorithmFor } from "../crypto/keys.ts";
-import { describeCertificate } from "../crypto/x509.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
 import type { ThingConfig } from "./settings.ts";
 

@@ -2,10 +2,9 @@
  * The thing's settings: its config.yml (the guide's format, schema in src/protocol/
  * thing-config.ts) loaded and validated, with every path made absolute.
  */
-import { existsSync, readdirSync } from "node:fs";
-import { dirname, join, relative, resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { type ThingYaml, ThingYamlSchema } from "../protocol/thing-config.ts";
-import { UsageError } from "../shared/errors.ts";
 import { parseYamlFile, unknownKeys, validate } from "../shared/yaml.ts";
 
 /** A validated thing configuration with every path made absolute. */
@@ -43,46 +42,6 @@ export interface ConfigLocation {
   data?: string;
   /** default: `defaultKeysDir` */
   keys?: string;
-}
-
-/** The config file's name where the thing commands look for it without -c. */
-export const CONFIG_FILE_NAME = "config.yml";
-
-/** Which config a thing command uses, and why (for its log, its errors and its --help). */
-export interface ConfigChoice {
-  file: string;
-  origin: string;
-}
-
-/**
- * The config a thing command uses: the one given with -c; else `config.yml` in the current
- * directory (`./flashlex serve` run in the thing's folder); else `config.yml` beside the binary
- * (the binary copied into the thing's folder, as systemd runs it from anywhere). Throws a
- * UsageError (64) saying where it looked, and naming the one `<folder>/config.yml` below the
- * current directory when there is exactly one (the unzipped distribution, one level down).
- */
-export function locateConfig(given: string | undefined, places: { cwd: string; binaryDir: string }): ConfigChoice {
-  if (given) return { file: resolve(places.cwd, given), origin: "given with -c" };
-  const here = join(places.cwd, CONFIG_FILE_NAME);
-  if (existsSync(here)) return { file: here, origin: "found in the current directory" };
-  const beside = join(places.binaryDir, CONFIG_FILE_NAME);
-  if (existsSync(beside)) return { file: beside, origin: "found beside the flashlex binary" };
-  const below = configsOneLevelDown(places.cwd);
-  const hint = below.length === 1 ? `; found ${below[0]}: cd ${dirname(below[0]!)}, or pass -c ${below[0]}` : "";
-  throw new UsageError(
-    `no ${CONFIG_FILE_NAME} in the current directory (${places.cwd}) or beside the flashlex binary (${places.binaryDir}): pass -c FILE${hint}`,
-  );
-}
-
-/** `<folder>/config.yml` paths one level below `dir`, relative to it (an unreadable dir: none). */
-function configsOneLevelDown(dir: string): string[] {
-  try {
-    return readdirSync(dir, { withFileTypes: true })
-      .filter((entry) => entry.isDirectory() && existsSync(join(dir, entry.name, CONFIG_FILE_NAME)))
-      .map((entry) => relative(dir, join(dir, entry.name, CONFIG_FILE_NAME)));
-  } catch {
-    return [];
-  }
 }
 
 /**

@@ -107,7 +107,7 @@ beforeAll(async () => {
     requireCertificate: true,
   });
   thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = broker.port));
-  const ecKeys = generateThingKeyPair("ec");
+  const ecKeys = await generateThingKeyPair("ec");
   ec = { keyPem: ecKeys.privateKeyPem, certPem: await issueThingCertificate(thing.pki.ca, { thingName: thing.thingName, publicKeyPem: ecKeys.publicKeyPem }) };
   rsaReceiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: thing.pki.thing.publicKeyPem });
   ecReceiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: ecKeys.publicKeyPem });

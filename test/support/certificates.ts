@@ -3,9 +3,9 @@
  * what it issued; a thing's chain is judged by a real TLS handshake, src/thing/bootstrap/handshake-check.ts).
  */
 import { createHash, type KeyObject, X509Certificate } from "node:crypto";
+import { type CertificateInfo, describeCertificate } from "../../src/crypto/certificate-info.ts";
 import { CryptoError } from "../../src/crypto/errors.ts";
 import { loadPublicKey, pemBlocks, spkiDer } from "../../src/crypto/keys.ts";
-import { type CertificateInfo, describeCertificate } from "../../src/crypto/x509.ts";
 
 /** True when the certificate carries this private key's public half (compared as SPKI DER). */
 export function keyMatchesCertificate(privateKey: KeyObject, certPem: string): boolean {

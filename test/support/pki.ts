@@ -54,7 +54,7 @@ function write(path: string, text: string, mode: number): string {
 }
 
 async function makeThing(dir: string, ca: CertifiedKey, name: string, thingId: string): Promise<ThingFiles> {
-  const { privateKeyPem, publicKeyPem } = generateRsaKeyPair();
+  const { privateKeyPem, publicKeyPem } = await generateRsaKeyPair();
   const certPem = await issueThingCertificate(ca, { thingName: name, publicKeyPem });
   return {
     name,

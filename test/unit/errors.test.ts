@@ -124,7 +124,7 @@ describe("file-system, TLS, YAML and command-line errors", () => {
     const dir = mkdtempSync(join(tmpdir(), "flashlex-errors-"));
     try {
       const pki = await makeTestPki(dir);
-      const other = generateRsaKeyPair();
+      const other = await generateRsaKeyPair();
       const mismatch = toFlashlexError(thrown(() => createSecureContext({ cert: pki.thing.certPem, key: other.privateKeyPem })));
       expect(mismatch.kind).toBe("config");
       expect(mismatch.message).toContain("the private key does not belong to the certificate");

@@ -46,7 +46,7 @@ const fakeBroker: HubBroker = {
   async sendIngress(thingName, message) {
     published.push({ topic: `ingress/${thingName}`, payload: message.payload });
   },
-  connected: () => [],
+  isConnected: () => false,
   async close() {},
 };
 
@@ -155,7 +155,7 @@ describe("POST /things/{id}/collect", () => {
   });
 
   test("refused tokens are all a plain 401 that never echoes the token", async () => {
-    const stranger = loadPrivateKey(generateRsaKeyPair().privateKeyPem);
+    const stranger = loadPrivateKey((await generateRsaKeyPair()).privateKeyPem);
     const signingInput = `${b64({ alg: "HS256", kid: thing.id, typ: "JWT" })}.${b64(goodClaims())}`;
     const hs256 = `${signingInput}.${createHmac("sha256", thing.publicKeyPem).update(signingInput).digest("base64url")}`;
     const custom = (claims: object, header: object = {}) =>
@@ -291,7 +291,7 @@ describe("EC things: the algorithm follows the registered key, nothing else", ()
 
 describe("WWW-Authenticate on a refused thing token (RFC 6750 §3)", () => {
   const challenge = async (opts: { token?: string; thingId?: string }) => (await collect(opts)).headers.get("www-authenticate");
-  const stranger = () => loadPrivateKey(generateRsaKeyPair().privateKeyPem);
+  const stranger = async () => loadPrivateKey((await generateRsaKeyPair()).privateKeyPem);
 
   test("expired / not yet valid, with a verified signature: the description says so", async () => {
     expect(await challenge({ token: await signThingToken({ thingId: thing.id, privateKey: thingKey, now: nowS() - 3600 }) })).toBe(
@@ -304,8 +304,8 @@ describe("WWW-Authenticate on a refused thing token (RFC 6750 §3)", () => {
 
   test("every other refusal is a plain invalid_token, even an expired token signed by someone else", async () => {
     const plain = 'Bearer error="invalid_token"';
-    expect(await challenge({ token: await signThingToken({ thingId: thing.id, privateKey: stranger(), now: nowS() - 3600 }) })).toBe(plain);
-    expect(await challenge({ token: await signThingToken({ thingId: thing.id, privateKey: stranger(), now: nowS() + 3600 }) })).toBe(plain);
+    expect(await challenge({ token: await signThingToken({ thingId: thing.id, privateKey: await stranger(), now: nowS() - 3600 }) })).toBe(plain);
+    expect(await challenge({ token: await signThingToken({ thingId: thing.id, privateKey: await stranger(), now: nowS() + 3600 }) })).toBe(plain);
     expect(await challenge({ token: "abc.def.ghi" })).toBe(plain);
     const unknown = randomUUID();
     expect(await challenge({ thingId: unknown, token: await signThingToken({ thingId: unknown, privateKey: thingKey, now: nowS() - 3600 }) })).toBe(plain);
@@ -500,10 +500,10 @@ describe("operator routes", () => {
       return (await json(await through.fetch(request))).result.flmessagespk;
     };
     const tracked = await send(api, "tracked");
-    const external = hubApiOver({ home, store, log: silentLogger, broker: { ...fakeBroker, tracksDelivery: false, connected: () => undefined } });
+    const external = hubApiOver({ home, store, log: silentLogger, broker: { ...fakeBroker, tracksDelivery: false, isConnected: () => undefined } });
     const untracked = await send(external, "untracked");
     const delivered = await send(api, "delivered");
-    await store.markDelivered(delivered, Date.UTC(2024, 0, 2, 3, 4, 5));
+    await store.markDelivered([{ flmessagespk: delivered, at: Date.UTC(2024, 0, 2, 3, 4, 5) }]);
     await store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: "egress", payload: "1", fltimestamp: 1, datecreated: "x" });
 
     const entries = (await json(await operator(`/things/${target.id}/messages`))).result as any[];

@@ -41,7 +41,7 @@ const fakeBroker: HubBroker = {
   tracksDelivery: true,
   async publish() {},
   async sendIngress() {},
-  connected: () => [],
+  isConnected: () => false,
   async close() {},
 };
 
@@ -276,7 +276,13 @@ describe("MQTT egress: acknowledge and drop, unless the database fails", () => {
   });
 
   test("a failing database rejects with StoreFailure, so the broker withholds the PUBACK and the thing resends", async () => {
-    const failingInsert: HubStore = Object.create(store, { insertMessage: { value: async () => Promise.reject(new Error("database or disk is full")) } });
+    const failingInsert: HubStore = Object.create(store, {
+      insertMessages: {
+        value: async () => {
+          throw new Error("database or disk is full");
+        },
+      },
+    });
     const failingLookup: HubStore = Object.create(store, { getThing: { value: async () => Promise.reject(new Error("database is locked")) } });
     for (const broken of [failingInsert, failingLookup]) {
       const events = createBrokerEvents({ store: broken, collector: new Collector({ store: broken, log }), log, payloadLimitBytes: 1024 });

@@ -68,10 +68,15 @@ describe("hub-store: ingress delivery", () => {
     await store.insertMessage(message("e", "egress", 1, { delivery: "pending" })); // egress never has one
     expect((await store.pendingIngress(THING)).map((m) => m.flmessagespk)).toEqual(["a", "b", "c"]);
 
-    expect(await store.markDelivered("b", 1_700_000_000_000)).toBe(true);
-    expect(await store.markDelivered("b", 1_700_000_999_000)).toBe(false); // already delivered: the first time stays
-    expect(await store.markDelivered("x", 1)).toBe(false); // unknown is not pending
-    expect(await store.markDelivered("nope", 1)).toBe(false);
+    expect(await store.markDelivered([{ flmessagespk: "b", at: 1_700_000_000_000 }])).toEqual([true]);
+    // already delivered: the first time stays; unknown is not pending
+    expect(
+      await store.markDelivered([
+        { flmessagespk: "b", at: 1_700_000_999_000 },
+        { flmessagespk: "x", at: 1 },
+        { flmessagespk: "nope", at: 1 },
+      ]),
+    ).toEqual([false, false, false]);
 
     expect((await store.pendingIngress(THING)).map((m) => m.flmessagespk)).toEqual(["a", "c"]);
     const byId = Object.fromEntries((await store.queryMessages(THING, {})).map((m) => [m.flmessagespk, [m.delivery, m.deliveredAt]]));

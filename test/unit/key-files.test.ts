@@ -52,7 +52,7 @@ const filePath = (config: ThingConfig, file: IdentityFile) =>
 beforeAll(async () => {
   pki = await makeTestPki(join(dir, "pki"), { thingName: "test-thing" });
   sources.rsa = { caPem: pki.ca.certPem, certPem: pki.thing.certPem, keyPem: pki.thing.privateKeyPem, keyType: "rsa" };
-  const ec = generateThingKeyPair("ec");
+  const ec = await generateThingKeyPair("ec");
   sources.ec = {
     caPem: pki.ca.certPem,
     certPem: await issueThingCertificate(pki.ca, { thingName: "test-thing", publicKeyPem: ec.publicKeyPem }),

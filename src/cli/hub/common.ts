@@ -1,7 +1,7 @@
 /** What the hub commands share: --dir and --json, the hub they name, a thing by any of its names. */
 import { resolve } from "node:path";
-import { defaultHubDir } from "../../hub/home/home.ts";
-import { type OpenedHub, withHub } from "../../hub/hub.ts";
+import { defaultHubDir } from "../../hub/home/paths.ts";
+import type { OpenedHub } from "../../hub/hub.ts";
 import type { ThingRecord } from "../../hub/things/things.ts";
 import { InputError } from "../../shared/errors.ts";
 import { createLogger } from "../../shared/log.ts";
@@ -16,7 +16,8 @@ export function hubDir(options: Options): string {
 }
 
 /** The hub home named by `--dir`, opened for the length of `fn` (src/hub/hub.ts). */
-export function openedHub<T>(options: Options, fn: (hub: OpenedHub) => Promise<T>): Promise<T> {
+export async function openedHub<T>(options: Options, fn: (hub: OpenedHub) => Promise<T>): Promise<T> {
+  const { withHub } = await import("../../hub/hub.ts");
   return withHub(hubDir(options), createLogger(), fn);
 }
 

@@ -1,5 +1,4 @@
 import { resolve } from "node:path";
-import { writeArchiveFile } from "../../hub/messages/archive.ts";
 import type { MessageType } from "../../hub/messages/messages.ts";
 import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, interruptible, type Options, required, text } from "../command.ts";
@@ -33,6 +32,7 @@ function exportMessages(args: string[], options: Options): Promise<number> {
       if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
       const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());
       const output = resolve(text(options.output) ?? archive.fileName);
+      const { writeArchiveFile } = await import("../../hub/messages/archive.ts");
       const written = await writeArchiveFile(archive, output, signal);
       console.log(`${output}: ${written} messages`);
       return ExitCode.OK;

@@ -1,4 +1,3 @@
-import { initHub } from "../../hub/home/init.ts";
 import { type CommandSpec, interruptible, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { DIR_OPTION, hubDir, JSON_OPTION } from "./common.ts";
@@ -26,6 +25,7 @@ export const hubInitCommand: CommandSpec = {
 
 async function hubInit(options: Options, signal: AbortSignal): Promise<number> {
   const dir = hubDir(options);
+  const { initHub } = await import("../../hub/home/init.ts");
   const { home, token } = await initHub({
     signal,
     dir,

@@ -1,5 +1,3 @@
-import { publishThroughService } from "../../hub/http/local-client.ts";
-import { parseIngressDocument } from "../../hub/messages/messages.ts";
 import { ingressTopic } from "../../protocol/topics.ts";
 import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -21,6 +19,10 @@ function send(args: string[], options: Options): Promise<number> {
     const thing = await thingOrFail(hub, required(args, "the thing"));
     const file = text(options.file);
     const limit = hub.home.settings.api.payloadLimitBytes;
+    const [{ parseIngressDocument }, { publishThroughService }] = await Promise.all([
+      import("../../hub/messages/messages.ts"),
+      import("../../hub/http/local-client.ts"),
+    ]);
     const message = parseIngressDocument(await readDocument(file, limit), limit, file ?? "stdin");
     const answer = await publishThroughService(hub.home, thing.id, message);
     if (options.json) console.log(JSON.stringify(answer));

@@ -1,4 +1,3 @@
-import { serveHub } from "../../hub/service.ts";
 import { createLogger } from "../../shared/log.ts";
 import { type CommandSpec, type Options, text, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -22,6 +21,7 @@ export const hubServeCommand: CommandSpec = {
 /** Runs the hub until SIGTERM or SIGINT, then stops it within 5 s. */
 async function hubServe(options: Options): Promise<number> {
   const log = createLogger();
+  const { serveHub } = await import("../../hub/service.ts");
   const handle = await serveHub({ dir: hubDir(options), broker: text(options.broker), log });
   const signal = await untilSignal();
   log.info("hub.stopping", { signal });

@@ -1,8 +1,5 @@
 import { readFileSync } from "node:fs";
 import { resolve } from "node:path";
-import { THING_KEY_TYPES } from "../../crypto/keys.ts";
-import { thingJson } from "../../hub/http/presenters.ts";
-import { thingStatus } from "../../hub/things/things.ts";
 import { thingTopics } from "../../protocol/topics.ts";
 import { InputError, UsageError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
@@ -53,6 +50,7 @@ export const hubThingCommands: CommandSpec[] = [
 
 function create(args: string[], options: Options): Promise<number> {
   return openedHubToWrite("hub thing create", options, async (hub) => {
+    const { THING_KEY_TYPES } = await import("../../crypto/keys.ts");
     const keyType = text(options.keyType) ?? "rsa";
     if (!(THING_KEY_TYPES as readonly string[]).includes(keyType)) throw new UsageError(`--key-type must be ${THING_KEY_TYPES.join(" or ")}, not ${keyType}`);
     const { thing, distribution } = await hub.things.create(required(args, "the thing name"), { keyType });
@@ -61,6 +59,7 @@ function create(args: string[], options: Options): Promise<number> {
     // 0600: it holds the thing's private key; replaced whole, never written through a link
     writeFileAtomicallySync(output, readFileSync(distribution), 0o600);
     if (options.json) {
+      const { thingJson } = await import("../../hub/http/presenters.ts");
       console.log(JSON.stringify({ ...thingJson(thing, hub.home.settings.env), distributionFile: output }));
       return ExitCode.OK;
     }
@@ -82,6 +81,7 @@ function create(args: string[], options: Options): Promise<number> {
 function list(options: Options): Promise<number> {
   return openedHub(options, async (hub) => {
     const things = await hub.things.list();
+    const [{ thingJson }, { thingStatus }] = await Promise.all([import("../../hub/http/presenters.ts"), import("../../hub/things/things.ts")]);
     if (options.json) {
       console.log(JSON.stringify(things.map((t) => thingJson(t, hub.home.settings.env))));
       return ExitCode.OK;

@@ -1,5 +1,5 @@
 import { createLogger } from "../../shared/log.ts";
-import { type BootstrapReport, runBootstrapChecks } from "../../thing/bootstrap/checks.ts";
+import type { BootstrapReport } from "../../thing/bootstrap/checks.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { chooseConfig, type ThingFlags, thingCommand } from "./common.ts";
@@ -17,6 +17,7 @@ export const bootstrapCommand: CommandSpec = thingCommand({
 async function bootstrap(flags: ThingFlags & { json?: boolean }): Promise<number> {
   const choice = chooseConfig(flags);
   const log = createLogger({ level: process.env.FLASHLEX_LOG_LEVEL === "debug" ? "debug" : "error" });
+  const { runBootstrapChecks } = await import("../../thing/bootstrap/checks.ts");
   const report = await runBootstrapChecks({ config: choice.file, data: flags.data, keys: flags.keys }, log, choice.origin);
   console.log(flags.json ? JSON.stringify(report, null, 2) : formatReport(report));
   if (report.ok) return ExitCode.OK;

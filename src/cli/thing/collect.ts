@@ -1,9 +1,6 @@
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { UsageError } from "../../shared/errors.ts";
 import { createLogger } from "../../shared/log.ts";
-import { parseEgressDocument } from "../../thing/egress/collect.ts";
-import { loadIdentity } from "../../thing/identity.ts";
-import { openThingAccess } from "../../thing/local/open.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { readDocument } from "../input.ts";
@@ -25,7 +22,12 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
   const log = createLogger();
   const via = String(flags.via ?? "http");
   if (via !== "http" && via !== "mqtt") throw new UsageError(`--via must be http or mqtt, not ${via}`);
-  const config = loadConfigFromFlags(flags, log);
+  const config = await loadConfigFromFlags(flags, log);
+  const [{ loadIdentity }, { parseEgressDocument }, { openThingAccess }] = await Promise.all([
+    import("../../thing/identity.ts"),
+    import("../../thing/egress/collect.ts"),
+    import("../../thing/local/open.ts"),
+  ]);
   // Identity first: a key that does not fit its certificate is a configuration error (78), and
   // the message must not be queued only to be refused by the hub later.
   const identity = loadIdentity(config);

@@ -3,9 +3,9 @@ import { dirname } from "node:path";
 import { FlashlexError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { createLogger, type Logger } from "../../shared/log.ts";
+import { type ConfigChoice, locateConfig } from "../../thing/config-location.ts";
 import type { ThingAccess } from "../../thing/local/access.ts";
-import { openThingAccess } from "../../thing/local/open.ts";
-import { type ConfigChoice, loadThingConfig, locateConfig, type ThingConfig } from "../../thing/settings.ts";
+import type { ThingConfig } from "../../thing/settings.ts";
 import type { CommandSpec, OptionSpec, Options } from "../command.ts";
 
 /** The flags every thing command shares, with the guide's meanings. */
@@ -24,7 +24,7 @@ export const THING_OPTIONS: OptionSpec[] = [
   },
 ];
 
-/** The config the flags lead to (see locateConfig in src/thing/settings.ts); throws UsageError when there is none. */
+/** The config the flags lead to (see locateConfig in src/thing/config-location.ts); throws UsageError when there is none. */
 export function chooseConfig(flags: ThingFlags): ConfigChoice {
   return locateConfig(flags.config, { cwd: process.cwd(), binaryDir: dirname(process.execPath) });
 }
@@ -35,8 +35,9 @@ const GIVEN = "given with -c";
 let chosen: ConfigChoice | undefined;
 
 /** Loads the config the flags lead to, warning once about keys it does not know. Throws UsageError when there is none, ConfigError for a bad one. */
-export function loadConfigFromFlags(flags: ThingFlags, log: Logger): ThingConfig {
+export async function loadConfigFromFlags(flags: ThingFlags, log: Logger): Promise<ThingConfig> {
   chosen = chooseConfig(flags);
+  const { loadThingConfig } = await import("../../thing/settings.ts");
   const config = loadThingConfig({ config: chosen.file, data: flags.data, keys: flags.keys }, chosen.origin);
   for (const key of config.unknownKeys) log.warn("config.unknown_key", { file: config.file, key, note: "ignored" });
   if (config.yaml.thing.mqtt.useWebsocket) {
@@ -46,9 +47,11 @@ export function loadConfigFromFlags(flags: ThingFlags, log: Logger): ThingConfig
 }
 
 /** The thing's data for `messages` and `outbox`: through the running serve, else the database (src/thing/local/open.ts). */
-export function openAccessFromFlags(flags: ThingFlags): Promise<ThingAccess> {
+export async function openAccessFromFlags(flags: ThingFlags): Promise<ThingAccess> {
   const log = createLogger();
-  return openThingAccess(loadConfigFromFlags(flags, log), log);
+  const config = await loadConfigFromFlags(flags, log);
+  const { openThingAccess } = await import("../../thing/local/open.ts");
+  return openThingAccess(config, log);
 }
 
 /**

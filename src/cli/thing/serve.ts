@@ -1,11 +1,12 @@
 import { UsageError } from "../../shared/errors.ts";
 import { createLogger } from "../../shared/log.ts";
-import { startAgent } from "../../thing/agent.ts";
-import { DEFAULT_EXEC_TIMEOUT_SECONDS } from "../../thing/ingress/exec-runner.ts";
 import { type CommandSpec, text, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag } from "../input.ts";
 import { loadConfigFromFlags, type ThingFlags, thingCommand } from "./common.ts";
+
+/** How long one run of CMD may take by default (--exec-timeout), in seconds. */
+const DEFAULT_EXEC_TIMEOUT_SECONDS = 300;
 
 export const serveCommand: CommandSpec = thingCommand({
   name: "serve",
@@ -29,11 +30,12 @@ async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown 
   const exec = text(flags.exec);
   if (execTimeout !== undefined && exec === undefined) throw new UsageError("--exec-timeout bounds the runs of --exec CMD: give --exec too");
   const log = createLogger();
-  const config = loadConfigFromFlags(flags, log);
+  const config = await loadConfigFromFlags(flags, log);
+  const { startAgent } = await import("../../thing/agent.ts");
   // Listening before the agent starts: a SIGTERM while it starts (an --exec run may already be
   // going) stops it cleanly once started, instead of killing the process with its runs orphaned.
   const stopRequested = untilSignal();
-  const agent = await startAgent({ config, log, exec, execTimeoutMs: execTimeout === undefined ? undefined : execTimeout * 1000 });
+  const agent = await startAgent({ config, log, exec, execTimeoutMs: (execTimeout ?? DEFAULT_EXEC_TIMEOUT_SECONDS) * 1000 });
   const signal = await stopRequested;
   log.info("serve.signal", { signal });
   // A second signal while stopping means "now".

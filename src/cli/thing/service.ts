@@ -1,4 +1,4 @@
-import { type InstallOptions, installService, type ServiceIO, type UninstallOptions, uninstallService } from "../../thing/service/install.ts";
+import type { InstallOptions, ServiceIO, UninstallOptions } from "../../thing/service/install.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { chooseConfig, type ThingFlags, thingCommand } from "./common.ts";
@@ -19,6 +19,7 @@ export const installServiceCommand: CommandSpec = thingCommand({
   ],
   async run(_args, options) {
     const choice = chooseConfig(options as ThingFlags);
+    const { installService } = await import("../../thing/service/install.ts");
     await installService({ ...(options as Omit<InstallOptions, "io">), config: choice.file, dryRun: Boolean(options.dryRun || options.print), io: stdio });
     return ExitCode.OK;
   },
@@ -35,6 +36,7 @@ export const uninstallServiceCommand: CommandSpec = {
     { flags: "-k, --keys <dir>", description: "not needed (ignored)" },
   ],
   async run(_args, options) {
+    const { uninstallService } = await import("../../thing/service/install.ts");
     await uninstallService({ ...(options as Omit<UninstallOptions, "io">), io: stdio });
     return ExitCode.OK;
   },

@@ -41,7 +41,7 @@ export interface HubBroker {
    * the hub never sees the PUBACK, so delivery is `unknown`.
    */
   readonly tracksDelivery: boolean;
-  /** names of things connected now; undefined when the broker cannot tell (an external broker) */
-  connected(): string[] | undefined;
+  /** whether the thing is connected now, in constant time (no scan of every client); undefined when the broker cannot tell (an external broker) */
+  isConnected(thingName: string): boolean | undefined;
   close(): Promise<void>;
 }

@@ -260,12 +260,10 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     sendIngress(thingName, message) {
       return delivery ? delivery.send(thingName, message) : publishQos1(ingressTopic(thingName), ingressWirePayload(message.payload, message.flmessagespk));
     },
-    connected() {
+    isConnected(thingName) {
       // Registered clients have passed `authenticate`; `connected` flips only after the CONNACK is flushed.
-      return Object.values(clients())
-        .filter((c) => !c.closed)
-        .map((c) => c.id)
-        .sort();
+      const client = clients()[thingName];
+      return client !== undefined && !client.closed;
     },
     disconnect(thingName) {
       const client = clients()[thingName];

@@ -20,7 +20,7 @@ import { ingressWirePayload } from "../../protocol/ingress.ts";
 import { HUB_TOPICS, ingressTopic } from "../../protocol/topics.ts";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
-import { HUB_CLIENT_NAME } from "../home/home.ts";
+import { HUB_CLIENT_NAME } from "../home/paths.ts";
 import type { BrokerEvents, HubBroker, ThingDirectory } from "./broker.ts";
 
 export interface ExternalBrokerOptions {
@@ -137,7 +137,7 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     tracksDelivery: false,
     publish,
     sendIngress: (thingName, message) => publish(ingressTopic(thingName), ingressWirePayload(message.payload, message.flmessagespk)),
-    connected: () => undefined,
+    isConnected: () => undefined,
     async close() {
       await client.endAsync();
     },

@@ -17,7 +17,7 @@
 
 import { COLLECT_TOPIC, ingressTopic, pubsubTopic, TEST_TOPIC } from "../../protocol/topics.ts";
 import { ConfigError } from "../../shared/errors.ts";
-import { HUB_CLIENT_NAME } from "../home/home.ts";
+import { HUB_CLIENT_NAME } from "../home/paths.ts";
 
 export interface MosquittoConfigOptions {
   port: number;

@@ -13,7 +13,8 @@ import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { ConfigError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { openHubStore } from "../store/hub-store.ts";
-import { HUB_CLIENT_NAME, type HubHome, hubPaths } from "./home.ts";
+import type { HubHome } from "./home.ts";
+import { HUB_CLIENT_NAME, hubPaths } from "./paths.ts";
 import { DNS_NAME, type HubSettings, type HubYaml, HubYamlSchema } from "./settings.ts";
 import { hashToken, newAccessToken } from "./tokens.ts";
 
@@ -80,7 +81,7 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     createFile(paths.brokerCert, server.certPem, 0o644);
     await checkpoint(signal);
 
-    const client = generateRsaKeyPair();
+    const client = await generateRsaKeyPair();
     createFile(paths.clientKey, client.privateKeyPem, 0o600);
     createFile(paths.clientCert, await issueThingCertificate(ca, { thingName: HUB_CLIENT_NAME, publicKeyPem: client.publicKeyPem }), 0o644);
 

@@ -1,5 +1,6 @@
 import { ingressMessageId, ingressWirePayload } from "../../protocol/ingress.ts";
 import { ingressTopic } from "../../protocol/topics.ts";
+import { GroupCommit } from "../../shared/group-commit.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { HubStore } from "../store/hub-store.ts";
 
@@ -50,15 +51,20 @@ export interface IngressLedger {
   delivered(flmessagespk: string, at: number): Promise<void>;
 }
 
-/** The hub database as a ledger: by thing name, as the broker knows things. */
+/**
+ * The hub database as a ledger: by thing name, as the broker knows things. The PUBACKs that
+ * arrive together are recorded in one transaction (group commit): one fsync for a fan-out's
+ * worth of acknowledgements, not one each.
+ */
 export function ingressLedger(store: HubStore): IngressLedger {
+  const deliveries = new GroupCommit({ commit: (items: { flmessagespk: string; at: number }[]) => store.markDelivered(items) });
   return {
     async pending(thingName) {
       const thing = await store.getThingByName(thingName);
       return thing ? await store.pendingIngress(thing.id) : [];
     },
     async delivered(flmessagespk, at) {
-      await store.markDelivered(flmessagespk, at);
+      await deliveries.submit({ flmessagespk, at });
     },
   };
 }

@@ -10,6 +10,7 @@
 import { randomUUID } from "node:crypto";
 import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import { ConflictError, FlashlexError, InputError } from "../../shared/errors.ts";
+import { GroupCommit } from "../../shared/group-commit.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import type { HubHome } from "../home/home.ts";
@@ -47,8 +48,8 @@ export interface IngressBroker {
   readonly tracksDelivery: boolean;
   /** publishes a stored ingress message to the thing; resolves once the broker accepted it */
   sendIngress(thingName: string, message: { flmessagespk: string; payload: string }): Promise<void>;
-  /** names of things connected now; undefined when the broker cannot tell */
-  connected(): string[] | undefined;
+  /** whether the thing is connected now; undefined when the broker cannot tell */
+  isConnected(thingName: string): boolean | undefined;
 }
 
 export interface MessagesDeps {
@@ -63,9 +64,15 @@ export interface MessagesDeps {
 
 export class Messages {
   private readonly now: () => number;
+  /** ingress sent at about the same time (a fan-out to many things) is stored in one commit */
+  private readonly inserts: GroupCommit<MessageRecord, unknown>;
 
   constructor(private readonly deps: MessagesDeps) {
     this.now = deps.now ?? Date.now;
+    this.inserts = new GroupCommit({
+      commit: (messages: MessageRecord[]) => deps.store.insertMessages(messages.map((message) => ({ message }))),
+      bytesOf: (message) => message.payload.length,
+    });
   }
 
   /**
@@ -84,7 +91,7 @@ export class Messages {
     const at = this.now();
     const flmessagespk = randomUUID();
     const delivery = broker.tracksDelivery ? "pending" : "unknown";
-    await store.insertMessage({
+    await this.inserts.submit({
       flmessagespk,
       thingId: thing.id,
       messagetype: "ingress",
@@ -100,7 +107,7 @@ export class Messages {
       log.error("hub.publish_failed", { thing: thing.name, error: err });
       throw new FlashlexError("the broker did not accept the message", "unavailable", { cause: err, clientSafe: true });
     }
-    const online = broker.connected()?.includes(thing.name) ?? null;
+    const online = broker.isConnected(thing.name) ?? null;
     log.info("hub.publish", { thing: thing.name, message: flmessagespk, online });
     return { flmessagespk, online };
   }

@@ -166,6 +166,13 @@ export interface HubStore {
    * row comes back with `inserted: false` (a retry of an acknowledged message).
    */
   insertMessage(message: MessageRecord): Promise<{ inserted: boolean; message: MessageRecord }>;
+  /**
+   * Several messages in one transaction (one fsync; the group commits of src/shared/group-commit.ts),
+   * each stored once as `insertMessage` does. With `seenAt` (Unix ms; egress) the message's thing
+   * is also marked verified and seen, unless the id was already another thing's (the stored row
+   * comes back; the caller refuses it). One result per item, in order.
+   */
+  insertMessages(items: { message: MessageRecord; seenAt?: number }[]): Promise<{ inserted: boolean; message: MessageRecord }[]>;
   deleteMessage(flmessagespk: string): Promise<void>;
   queryMessages(thingId: string, query: MessageQuery): Promise<MessageRecord[]>;
   deleteMessages(thingId: string, query: MessageQuery): Promise<number>;
@@ -175,8 +182,8 @@ export interface HubStore {
   messageRange(thingId: string, query: MessageQuery): Promise<{ count: number; last: MessageCursor | undefined }>;
   /** the thing's `pending` ingress messages, oldest first */
   pendingIngress(thingId: string): Promise<MessageRecord[]>;
-  /** pending → delivered; false when the message is gone or was not pending */
-  markDelivered(flmessagespk: string, at: number): Promise<boolean>;
+  /** pending → delivered at `at` (Unix ms), several in one transaction; per item false when the message is gone or was not pending */
+  markDelivered(items: { flmessagespk: string; at: number }[]): Promise<boolean[]>;
 
   addToken(hash: string, kind: TokenKind, createdAt: number, expiresAt: number | null): Promise<void>;
   /** hashes of the tokens valid at `now` (a read only: it runs on every operator request) */
@@ -322,6 +329,20 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
     const row = db.get<MessageRow>("SELECT * FROM messages WHERE flmessagespk = ?", [id]);
     return row ? toMessage(row) : undefined;
   };
+  const markVerified = (id: string, at: number) => {
+    db.run("UPDATE things SET verified_at = COALESCE(verified_at, ?), last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) WHERE id = ?", [at, at, id]);
+  };
+  /** Inside a transaction: stores `m` unless its id is stored, and gives the stored row either way. */
+  const insertOnce = (m: MessageRecord): { inserted: boolean; message: MessageRecord } => {
+    const delivery = m.messagetype === "ingress" ? (m.delivery ?? "unknown") : null;
+    const deliveredAt = delivery === "delivered" ? (m.deliveredAt ?? null) : null;
+    const { changes } = db.run(
+      `INSERT OR IGNORE INTO messages (flmessagespk, thing_id, messagetype, payload, fltimestamp, datecreated, delivery, delivered_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+      [m.flmessagespk, m.thingId, m.messagetype, m.payload, m.fltimestamp, m.datecreated, delivery, deliveredAt],
+    );
+    return { inserted: changes > 0, message: changes > 0 ? { ...m, delivery, deliveredAt } : getMessage(m.flmessagespk)! };
+  };
 
   return {
     thingByNameSync: (name) => thingBy("name", name),
@@ -336,7 +357,7 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
     getThingByName: async (name) => thingBy("name", name),
     listThings: async () => db.all<ThingRow>("SELECT * FROM things ORDER BY created_at, name").map(toThing),
     async markVerified(id, at) {
-      db.run("UPDATE things SET verified_at = COALESCE(verified_at, ?), last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) WHERE id = ?", [at, at, id]);
+      markVerified(id, at);
     },
     async markSeen(id, at) {
       db.run("UPDATE things SET last_seen_at = MAX(COALESCE(last_seen_at, 0), ?) WHERE id = ?", [at, id]);
@@ -356,16 +377,16 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
 
     async insertMessage(m) {
       // INSERT OR IGNORE + read back in one transaction: a retried id returns what was stored first.
-      return db.transaction(() => {
-        const delivery = m.messagetype === "ingress" ? (m.delivery ?? "unknown") : null;
-        const deliveredAt = delivery === "delivered" ? (m.deliveredAt ?? null) : null;
-        const { changes } = db.run(
-          `INSERT OR IGNORE INTO messages (flmessagespk, thing_id, messagetype, payload, fltimestamp, datecreated, delivery, delivered_at)
-           VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
-          [m.flmessagespk, m.thingId, m.messagetype, m.payload, m.fltimestamp, m.datecreated, delivery, deliveredAt],
-        );
-        return { inserted: changes > 0, message: changes > 0 ? { ...m, delivery, deliveredAt } : getMessage(m.flmessagespk)! };
-      });
+      return db.transaction(() => insertOnce(m));
+    },
+    async insertMessages(items) {
+      return db.transaction(() =>
+        items.map(({ message, seenAt }) => {
+          const result = insertOnce(message);
+          if (seenAt !== undefined && result.message.thingId === message.thingId) markVerified(message.thingId, seenAt);
+          return result;
+        }),
+      );
     },
     async deleteMessage(id) {
       db.run("DELETE FROM messages WHERE flmessagespk = ?", [id]);
@@ -402,8 +423,14 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
     async pendingIngress(thingId) {
       return db.all<MessageRow>("SELECT * FROM messages WHERE thing_id = ? AND delivery = 'pending' ORDER BY fltimestamp, rowid", [thingId]).map(toMessage);
     },
-    async markDelivered(id, at) {
-      return db.run("UPDATE messages SET delivery = 'delivered', delivered_at = ? WHERE flmessagespk = ? AND delivery = 'pending'", [at, id]).changes > 0;
+    async markDelivered(items) {
+      return db.transaction(() =>
+        items.map(
+          ({ flmessagespk, at }) =>
+            db.run("UPDATE messages SET delivery = 'delivered', delivered_at = ? WHERE flmessagespk = ? AND delivery = 'pending'", [at, flmessagespk]).changes >
+            0,
+        ),
+      );
     },
 
     async addToken(hash, kind, createdAt, expiresAt) {

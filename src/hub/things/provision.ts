@@ -1,10 +1,12 @@
 import { randomUUID } from "node:crypto";
 import { existsSync, readFileSync, rmSync } from "node:fs";
+import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
-import { describeCertificate, issueThingCertificate } from "../../crypto/x509.ts";
+import { issueThingCertificate } from "../../crypto/x509.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { createFile } from "../../shared/files.ts";
-import { distributionPath, type HubHome, readCa } from "../home/home.ts";
+import { type HubHome, readCa } from "../home/home.ts";
+import { distributionPath } from "../home/paths.ts";
 import { ownerPrefix } from "../home/settings.ts";
 import type { HubStore, ThingRecord } from "../store/hub-store.ts";
 import { buildDistribution } from "./distribution.ts";
@@ -71,7 +73,7 @@ export async function createThing(
 
   const id = randomUUID();
   const ca = readCa(home.paths);
-  const keys = generateThingKeyPair(keyType);
+  const keys = await generateThingKeyPair(keyType);
   const certPem = await issueThingCertificate(ca, { thingName: name, publicKeyPem: keys.publicKeyPem });
   const zip = buildDistribution(
     {

@@ -8,7 +8,8 @@
  *   revocation.ts    the CRL files an external broker reads
  */
 import { rmSync } from "node:fs";
-import { distributionPath, type HubHome } from "../home/home.ts";
+import type { HubHome } from "../home/home.ts";
+import { distributionPath } from "../home/paths.ts";
 import type { HubStore, ThingRecord } from "../store/hub-store.ts";
 import { type CreatedThing, createThing, findThing, readDistribution } from "./provision.ts";
 import { writeRevocationLists } from "./revocation.ts";

@@ -1,8 +1,9 @@
 import { signThingToken } from "../../crypto/jwt.ts";
 import { buildCollectEnvelope } from "../../protocol/collect-envelope.ts";
 import { MESSAGE_ID_HEADER } from "../../protocol/headers.ts";
+import { describeError } from "../../shared/foreign-errors.ts";
 import type { ThingIdentity } from "../identity.ts";
-import { describeError, type ThingSession } from "../mqtt/session.ts";
+import type { ThingSession } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";
 import type { OutboxEntry } from "../store/message-store.ts";
 import { type PostResult, requestText } from "./http-post.ts";

@@ -1,6 +1,4 @@
-import { request as httpRequest, type IncomingHttpHeaders } from "node:http";
-import { request as httpsRequest } from "node:https";
-import { rootCertificates } from "node:tls";
+import type { IncomingHttpHeaders } from "node:http";
 
 export interface PostResult {
   status: number;
@@ -10,34 +8,111 @@ export interface PostResult {
   headers: IncomingHttpHeaders;
 }
 
+export interface RequestOptions {
+  method?: "POST" | "GET";
+  headers?: Record<string, string>;
+  body?: string;
+  /** a CA to trust next to the public roots (the hub's own, for a hub that serves HTTPS) */
+  extraCaPem?: string;
+  timeoutMs: number;
+}
+
+/** The most of an answer's body that is kept, in bytes; the rest is read and dropped. */
+const MAX_ANSWER_BYTES = 1024 * 1024;
+
 /**
- * Sends a request (POST with a body, or GET) and reads the answer (at most 1 MiB).
- * node:http(s) rather than fetch: it takes extra trusted CAs the same way in Bun and in Node
- * (the armv7 build), so a hub serving HTTPS with its own CA is trusted next to the public
- * roots, and TLS verification stays on. Rejects on network errors and after `timeoutMs`.
+ * Sends a request (POST with a body, or GET) and reads the answer (at most 1 MiB kept). TLS
+ * verification is always on; `extraCaPem` is trusted next to the public roots. Rejects on
+ * network errors (an error with an errno-like `code`: ECONNREFUSED, ENOTFOUND, EPROTO...) and
+ * after `timeoutMs`.
+ *
+ * Bun's fetch where there is Bun (about 7 ms quicker to a one-shot `collect` than loading
+ * node:http, measured in the compiled binary), node:http(s) on Node (the armv7 build), whose
+ * fetch cannot take a CA. node:http, node:https and node:tls are loaded only when used.
  */
-export function requestText(
-  url: string,
-  opts: { method?: "POST" | "GET"; headers?: Record<string, string>; body?: string; extraCaPem?: string; timeoutMs: number },
-): Promise<PostResult> {
+export function requestText(url: string, opts: RequestOptions): Promise<PostResult> {
+  return typeof Bun === "undefined" ? requestWithNodeHttp(url, opts) : requestWithFetch(url, opts);
+}
+
+/** The CAs an HTTPS request trusts: the public roots and `extraCaPem`, built once per CA (not per request). */
+async function trustedCas(extraCaPem: string | undefined): Promise<string[] | undefined> {
+  if (!extraCaPem) return undefined;
+  if (trusted?.extraCaPem !== extraCaPem) {
+    const { rootCertificates } = await import("node:tls");
+    trusted = { extraCaPem, list: [...rootCertificates, extraCaPem] };
+  }
+  return trusted.list;
+}
+let trusted: { extraCaPem: string; list: string[] } | undefined;
+
+async function requestWithFetch(url: string, opts: RequestOptions): Promise<PostResult> {
+  const isHttps = url.startsWith("https:");
+  let response: Response;
+  try {
+    response = await fetch(url, {
+      method: opts.method ?? "POST",
+      headers: opts.headers,
+      body: opts.body || undefined,
+      signal: AbortSignal.timeout(opts.timeoutMs),
+      redirect: "manual",
+      ...(isHttps ? { tls: { ca: await trustedCas(opts.extraCaPem), rejectUnauthorized: true } } : {}),
+    });
+    return { status: response.status, statusText: response.statusText, body: await boundedText(response), headers: Object.fromEntries(response.headers) };
+  } catch (err) {
+    if ((err as Error)?.name === "TimeoutError") throw new Error(`no answer within ${Math.round(opts.timeoutMs / 1000)} s`);
+    throw withAddress(err, url);
+  }
+}
+
+/**
+ * Bun's fetch errors do not say where ("ECONNREFUSED: Unable to connect. Is the computer able to
+ * access the url?"); node:http's do ("connect ECONNREFUSED 127.0.0.1:8080"). The outbox and
+ * `collect` show the reason to the owner, who needs the address: it is put in front, the code kept.
+ */
+function withAddress(err: unknown, url: string): unknown {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  if (typeof code !== "string") return err;
+  const reason = String((err as Error).message ?? "").replace(new RegExp(`^${code}: `), "");
+  return Object.assign(new Error(`${new URL(url).host}: ${reason}`, { cause: err }), { code });
+}
+
+/** The body as text, its first MAX_ANSWER_BYTES only: a hostile server cannot fill the memory. */
+async function boundedText(response: Response): Promise<string> {
+  if (!response.body) return "";
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of response.body) {
+    if (size + chunk.length > MAX_ANSWER_BYTES) {
+      chunks.push(chunk.subarray(0, MAX_ANSWER_BYTES - size));
+      size = MAX_ANSWER_BYTES;
+      break; // leaving the loop cancels the rest of the body
+    }
+    chunks.push(chunk);
+    size += chunk.length;
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+async function requestWithNodeHttp(url: string, opts: RequestOptions): Promise<PostResult> {
   const body = opts.body ?? "";
   const target = new URL(url);
   const isHttps = target.protocol === "https:";
-  const request = isHttps ? httpsRequest : httpRequest;
+  const { request } = isHttps ? await import("node:https") : await import("node:http");
+  const ca = isHttps ? await trustedCas(opts.extraCaPem) : undefined;
   return new Promise((resolve, reject) => {
     const req = request(
       target,
       {
         method: opts.method ?? "POST",
         headers: { ...opts.headers, ...(body ? { "Content-Length": String(Buffer.byteLength(body)) } : {}) },
-        ...(isHttps ? { ca: opts.extraCaPem ? [...rootCertificates, opts.extraCaPem] : undefined, rejectUnauthorized: true } : {}),
+        ...(isHttps ? { ca, rejectUnauthorized: true } : {}),
       },
       (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
         res.on("data", (chunk: Buffer) => {
+          if (size < MAX_ANSWER_BYTES) chunks.push(chunk.subarray(0, MAX_ANSWER_BYTES - size));
           size += chunk.length;
-          if (size <= 1024 * 1024) chunks.push(chunk);
         });
         res.on("end", () =>
           resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? "", body: Buffer.concat(chunks).toString("utf8"), headers: res.headers }),

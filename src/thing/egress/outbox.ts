@@ -1,5 +1,5 @@
+import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
-import { describeError } from "../mqtt/session.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
 import { type DeliveryOutcome, retryDelayMs } from "./delivery.ts";
 

@@ -3,8 +3,6 @@ import { constants } from "node:os";
 import type { Logger } from "../../shared/log.ts";
 import type { IngressMessage, MessageStore } from "../store/message-store.ts";
 
-/** How long one run of CMD may take by default (`serve --exec-timeout`), in seconds. */
-export const DEFAULT_EXEC_TIMEOUT_SECONDS = 300;
 /** After SIGTERM to a run's process group, how long before SIGKILL. */
 const KILL_GRACE_MS = 2000;
 /** A run's exit code when it was killed at its timeout (as timeout(1) has it). */
@@ -42,8 +40,9 @@ export class ExecRunner {
   private readonly heldBack = new Map<number, { until: number; failures: number }>();
   private readonly timeoutMs: number;
 
-  constructor(private readonly deps: { store: MessageStore; command: string; log: Logger; timeoutMs?: number }) {
-    this.timeoutMs = deps.timeoutMs ?? DEFAULT_EXEC_TIMEOUT_SECONDS * 1000;
+  /** `timeoutMs`: how long one run of CMD may take (serve --exec-timeout) */
+  constructor(private readonly deps: { store: MessageStore; command: string; log: Logger; timeoutMs: number }) {
+    this.timeoutMs = deps.timeoutMs;
   }
 
   /** Called when a message was stored (and once at start, for what waited). */

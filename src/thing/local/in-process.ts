@@ -6,9 +6,7 @@ import { collect } from "../egress/collect.ts";
 import { type DeliveryOutcome, deliverHttp, deliverMqtt } from "../egress/delivery.ts";
 import { HubClock } from "../egress/hub-clock.ts";
 import type { ThingIdentity } from "../identity.ts";
-import { createIngressHandler } from "../ingress/handler.ts";
-import { sessionMemory, ThingSession } from "../mqtt/session.ts";
-import { explainTlsSetupError } from "../mqtt/tls-setup.ts";
+import type { ThingSession } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
 import type { ThingAccess } from "./access.ts";
@@ -63,6 +61,12 @@ async function deliverOverOwnSession(
   entry: OutboxEntry,
   deps: { config: ThingConfig; identity: ThingIdentity; store: MessageStore; log: Logger; clock: HubClock },
 ): Promise<DeliveryOutcome> {
+  // MQTT is loaded only here: `collect` over HTTP, the default, starts without it.
+  const [{ ThingSession, sessionMemory }, { createIngressHandler }, { explainTlsSetupError }] = await Promise.all([
+    import("../mqtt/session.ts"),
+    import("../ingress/handler.ts"),
+    import("../mqtt/tls-setup.ts"),
+  ]);
   let session: ThingSession;
   try {
     session = new ThingSession({

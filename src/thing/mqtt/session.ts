@@ -4,6 +4,7 @@
  */
 import { EventEmitter } from "node:events";
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
+import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
@@ -388,11 +389,4 @@ function closeReason(err: Error | undefined): string {
   if (refusal) return `${refusal.meaning} (CONNACK ${refusal.code})`;
   if (err) return `the MQTT connection failed: ${describeError(err)}`;
   return "the broker closed the MQTT connection";
-}
-
-/** TLS and socket errors carry their reason in `code`; make it one readable phrase. */
-export function describeError(err: unknown): string {
-  const e = err as NodeJS.ErrnoException & { reason?: string };
-  const code = e?.code ? ` (${e.code})` : "";
-  return `${e?.message ?? String(err)}${code}`;
 }

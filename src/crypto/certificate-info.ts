@@ -1,0 +1,71 @@
+/**
+ * Reading a certificate: the facts people ask for (names, serial, validity, fingerprint), with
+ * node:crypto's X509Certificate only. Issuing is x509.ts's job (@peculiar/x509); reading is kept
+ * apart so the thing's commands (collect, serve, bootstrap) check their certificate without
+ * loading the issuing library (about 10 ms of start-up in the compiled binary).
+ */
+import { X509Certificate } from "node:crypto";
+import { CryptoError } from "./errors.ts";
+import { pemBlocks } from "./keys.ts";
+
+export interface CertificateInfo {
+  subjectCN: string;
+  issuerCN: string;
+  /** Upper-case hex without separators, as `openssl x509 -serial` prints it. */
+  serialNumber: string;
+  notBefore: Date;
+  notAfter: Date;
+  /** SHA-256 of the DER, upper-case hex pairs joined by ":", as `openssl x509 -fingerprint -sha256`. */
+  fingerprint256: string;
+}
+
+/** The facts about a certificate; the first certificate of a bundle is described. Throws CryptoError when there is none. */
+export function describeCertificate(certPem: string): CertificateInfo {
+  const block = pemBlocks(certPem).find((b) => b.label === "CERTIFICATE");
+  let cert: X509Certificate;
+  try {
+    if (!block) throw new Error("no CERTIFICATE block");
+    cert = new X509Certificate(block.text);
+  } catch {
+    throw new CryptoError("not a certificate");
+  }
+  return {
+    subjectCN: commonName(cert.subject),
+    issuerCN: commonName(cert.issuer),
+    serialNumber: cert.serialNumber.toUpperCase(),
+    // validFrom is OpenSSL's text ("Dec  1 00:54:15 2026 GMT"), which Date reads in JSC and V8
+    notBefore: new Date(cert.validFrom),
+    notAfter: new Date(cert.validTo),
+    fingerprint256: cert.fingerprint256,
+  };
+}
+
+/**
+ * The CN of a distinguished name as X509Certificate prints it: one `TYPE=value` per line, the
+ * value escaped as RFC 4514 has it (`\,` `\+` `\"`, a leading `\ `, `\0A` for a byte). Gives ""
+ * when there is no CN. One loss: Bun prints a backslash in a value without escaping it, so a CN
+ * holding one reads back without it (no thing name can hold one; the hub's names are
+ * `[0-9a-f]{8}-[A-Za-z0-9_-]+`).
+ */
+export function commonName(distinguishedName: string): string {
+  const line = distinguishedName.split("\n").find((l) => l.startsWith("CN="));
+  return line === undefined ? "" : unescapeValue(line.slice(3));
+}
+
+function unescapeValue(escaped: string): string {
+  const bytes: number[] = [];
+  const encoder = new TextEncoder();
+  for (let i = 0; i < escaped.length; i++) {
+    const char = escaped[i]!;
+    const hex = char === "\\" ? escaped.slice(i + 1, i + 3) : "";
+    if (/^[0-9A-Fa-f]{2}$/.test(hex)) {
+      bytes.push(Number.parseInt(hex, 16));
+      i += 2;
+    } else if (char === "\\" && i + 1 < escaped.length) {
+      bytes.push(...encoder.encode(escaped[++i]!));
+    } else {
+      bytes.push(...encoder.encode(char));
+    }
+  }
+  return new TextDecoder().decode(new Uint8Array(bytes));
+}

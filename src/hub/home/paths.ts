@@ -1,0 +1,66 @@
+/**
+ * Where a hub home is and what is in it: paths only, no reading, so a command can name the home
+ * before it loads anything (home.ts opens it).
+ */
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+
+/**
+ * The hub's home directory (mode 0700). Everything the hub knows lives here, so backing up the
+ * hub is copying this directory (stop `hub serve` first, or use `sqlite3 .backup` for hub.db).
+ *
+ *   hub.yml                      settings (settings.ts); `hub init` writes it all (init.ts)
+ *   hub.db                       things, messages, token hashes (SQLite, WAL)
+ *   ca-cert.pem / ca-key.pem     the certificate authority; the key (0600) never leaves the hub
+ *   broker-cert.pem / -key.pem   the broker's TLS server certificate (also the API's, with tls)
+ *   hub-client-cert.pem / -key   the hub's own client certificate (CN flashlex-hub), used to
+ *                                log in to an external broker
+ *   dists/<thing id>.zip         each thing's distribution (0600): it holds the thing's private
+ *                                key, kept so the distribution can be downloaded again
+ */
+export interface HubPaths {
+  dir: string;
+  config: string;
+  database: string;
+  caCert: string;
+  caKey: string;
+  brokerCert: string;
+  brokerKey: string;
+  clientCert: string;
+  clientKey: string;
+  dists: string;
+  /** the running `hub serve`'s owner-only socket, through which local commands reach it */
+  socket: string;
+}
+
+export function hubPaths(dir: string): HubPaths {
+  const d = resolve(dir);
+  return {
+    dir: d,
+    config: join(d, "hub.yml"),
+    database: join(d, "hub.db"),
+    caCert: join(d, "ca-cert.pem"),
+    caKey: join(d, "ca-key.pem"),
+    brokerCert: join(d, "broker-cert.pem"),
+    brokerKey: join(d, "broker-key.pem"),
+    clientCert: join(d, "hub-client-cert.pem"),
+    clientKey: join(d, "hub-client-key.pem"),
+    dists: join(d, "dists"),
+    socket: join(d, "hub.sock"),
+  };
+}
+
+/** `--dir`, else `$FLASHLEX_HUB_DIR`, else `~/.flashlex-hub`. */
+export function defaultHubDir(env: NodeJS.ProcessEnv = process.env): string {
+  return env.FLASHLEX_HUB_DIR || join(homedir(), ".flashlex-hub");
+}
+
+export function distributionPath(paths: HubPaths, thingId: string): string {
+  return join(paths.dists, `${thingId}.zip`);
+}
+
+/**
+ * The CN of the hub's own client certificate (hub-client-cert.pem), with which it logs in to an
+ * external broker. No thing can be called this: thing names start with 8 hex digits and a dash.
+ */
+export const HUB_CLIENT_NAME = "flashlex-hub";

@@ -1,0 +1,48 @@
+/**
+ * Which config.yml a thing command uses when -c is not given: a question every thing command
+ * asks before it loads anything, so this module loads nothing (no YAML, no schema) and a
+ * command's `--help` can answer it at once.
+ */
+import { existsSync, readdirSync } from "node:fs";
+import { dirname, join, relative, resolve } from "node:path";
+import { UsageError } from "../shared/errors.ts";
+
+/** The config file's name where the thing commands look for it without -c. */
+export const CONFIG_FILE_NAME = "config.yml";
+
+/** Which config a thing command uses, and why (for its log, its errors and its --help). */
+export interface ConfigChoice {
+  file: string;
+  origin: string;
+}
+
+/**
+ * The config a thing command uses: the one given with -c; else `config.yml` in the current
+ * directory (`./flashlex serve` run in the thing's folder); else `config.yml` beside the binary
+ * (the binary copied into the thing's folder, as systemd runs it from anywhere). Throws a
+ * UsageError (64) saying where it looked, and naming the one `<folder>/config.yml` below the
+ * current directory when there is exactly one (the unzipped distribution, one level down).
+ */
+export function locateConfig(given: string | undefined, places: { cwd: string; binaryDir: string }): ConfigChoice {
+  if (given) return { file: resolve(places.cwd, given), origin: "given with -c" };
+  const here = join(places.cwd, CONFIG_FILE_NAME);
+  if (existsSync(here)) return { file: here, origin: "found in the current directory" };
+  const beside = join(places.binaryDir, CONFIG_FILE_NAME);
+  if (existsSync(beside)) return { file: beside, origin: "found beside the flashlex binary" };
+  const below = configsOneLevelDown(places.cwd);
+  const hint = below.length === 1 ? `; found ${below[0]}: cd ${dirname(below[0]!)}, or pass -c ${below[0]}` : "";
+  throw new UsageError(
+    `no ${CONFIG_FILE_NAME} in the current directory (${places.cwd}) or beside the flashlex binary (${places.binaryDir}): pass -c FILE${hint}`,
+  );
+}
+
+/** `<folder>/config.yml` paths one level below `dir`, relative to it (an unreadable dir: none). */
+function configsOneLevelDown(dir: string): string[] {
+  try {
+    return readdirSync(dir, { withFileTypes: true })
+      .filter((entry) => entry.isDirectory() && existsSync(join(dir, entry.name, CONFIG_FILE_NAME)))
+      .map((entry) => relative(dir, join(dir, entry.name, CONFIG_FILE_NAME)));
+  } catch {
+    return [];
+  }
+}
