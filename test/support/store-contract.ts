@@ -281,6 +281,44 @@ export const storeContract: ContractCase[] = [
       }),
   },
   {
+    name: "MessageStore isPacketRedelivery answers the same with and without the range's packet index",
+    run: (ctx) =>
+      withStore(ctx, (store) => {
+        const add = (packetId: number, payload: string, topic = "ingress/t") =>
+          store.insertIngress({ topic, payload: te.encode(payload), qos: 1, retain: false, receivedAt: 1000, packetId });
+        add(1, "old");
+        add(7, "a");
+        add(7, "b");
+        add(8, "c", "ingress/other");
+        add(9, "d");
+        const range = store.redeliveryRange(store.lastIngressId(), 3);
+        const indexed = store.withPacketIndex(range);
+        const asked = [
+          [7, "a"], // outside the window of 3 rows
+          [7, "b"],
+          [8, "c"], // same packet id and payload, another topic
+          [9, "d"],
+          [9, "e"], // same packet id, other bytes
+          [1, "old"],
+          [42, "d"],
+        ] as const;
+        const answers = asked.map(([packetId, payload]) => {
+          const message = { topic: "ingress/t", payload: te.encode(payload), qos: 1, retain: false, receivedAt: 2000, packetId };
+          return [store.isPacketRedelivery(message, range), store.isPacketRedelivery(message, indexed)];
+        });
+        assert.deepEqual(answers, [
+          [false, false],
+          [true, true],
+          [false, false],
+          [true, true],
+          [false, false],
+          [false, false],
+          [false, false],
+        ]);
+        return answers;
+      }),
+  },
+  {
     name: "MessageStore listIngress filters by state, afterId, topic, since and limit",
     run: (ctx) =>
       withStore(ctx, (store) => {

@@ -129,7 +129,7 @@ export function createIngressHandler(deps: {
       resumed = undefined;
       if (!persistent || !sessionPresent) return;
       try {
-        resumed = store.redeliveryRange(store.lastIngressId());
+        resumed = store.withPacketIndex(store.redeliveryRange(store.lastIngressId()));
       } catch (err) {
         // Called inside MQTT.js's packet handling, where a throw would kill the process. Without
         // the boundary, a resend without a hub id and without DUP would be stored again.

@@ -72,6 +72,12 @@ export const REDELIVERY_WINDOW = 4000;
 export interface RedeliveryRange {
   afterId: number;
   upToId: number;
+  /**
+   * The range's rows by packet id (`withPacketIndex`), for a range asked about many times: a
+   * resumed session checks every message it receives against the same rows, and a message
+   * whose packet id no row carries (most of them) then costs no query at all.
+   */
+  byPacketId?: Map<number, number[]>;
 }
 
 export interface IngressMessage {
@@ -261,14 +267,39 @@ export class MessageStore {
    */
   isPacketRedelivery(message: NewIngress, range: RedeliveryRange): boolean {
     if (message.packetId === undefined) return false;
-    // Through the packet id's index: no payload is read but those of the rows that carry it.
-    const candidates = this.db.all<IngressMessage>("SELECT * FROM ingress_messages WHERE packet_id = ? AND id > ? AND id <= ? AND topic = ?", [
-      message.packetId,
-      range.afterId,
-      range.upToId,
-      message.topic,
-    ]);
+    let candidates: IngressMessage[];
+    if (range.byPacketId) {
+      const ids = range.byPacketId.get(message.packetId);
+      if (!ids) return false;
+      candidates = this.db.all<IngressMessage>(`SELECT * FROM ingress_messages WHERE id IN (${ids.map(() => "?").join(",")}) AND topic = ?`, [
+        ...ids,
+        message.topic,
+      ]);
+    } else {
+      // Through the packet id's index: no payload is read but those of the rows that carry it.
+      candidates = this.db.all<IngressMessage>("SELECT * FROM ingress_messages WHERE packet_id = ? AND id > ? AND id <= ? AND topic = ?", [
+        message.packetId,
+        range.afterId,
+        range.upToId,
+        message.topic,
+      ]);
+    }
     return candidates.map(ingressRow).some((row) => samePayload(row.payload, message.payload));
+  }
+
+  /** `range` with its rows' packet ids read into memory (RedeliveryRange.byPacketId): one query, ids and packet ids only. */
+  withPacketIndex(range: RedeliveryRange): RedeliveryRange {
+    const byPacketId = new Map<number, number[]>();
+    const rows = this.db.all<{ id: number; packet_id: number }>(
+      "SELECT id, packet_id FROM ingress_messages WHERE id > ? AND id <= ? AND packet_id IS NOT NULL",
+      [range.afterId, range.upToId],
+    );
+    for (const row of rows) {
+      const ids = byPacketId.get(row.packet_id);
+      if (ids) ids.push(row.id);
+      else byPacketId.set(row.packet_id, [row.id]);
+    }
+    return { ...range, byPacketId };
   }
 
   /**
