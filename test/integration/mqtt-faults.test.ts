@@ -22,6 +22,19 @@ import { makeThingFixture, startBrokerFor } from "../support/thing-fixture.ts";
 const work = mkdtempSync(join(tmpdir(), "flashlex-mqtt-faults-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
+/** Makes the thing in `thingRoot` reconnect after 0.1 s, at most `maxSeconds`; returns its config.yml. */
+function quickReconnects(thingRoot: string, maxSeconds: number): string {
+  const configPath = join(thingRoot, "config.yml");
+  const config = parseDocument(readFileSync(configPath, "utf8"));
+  config.setIn(["flashlex", "thing", "mqtt", "autoReconnectBackoffTime"], {
+    baseReconnectQuietTimeSecond: 0.1,
+    maxReconnectQuietTimeSecond: maxSeconds,
+    stableConnectionTimeSecond: 2,
+  });
+  writeFileSync(configPath, config.toString());
+  return configPath;
+}
+
 describe("the broker will not have the session", () => {
   test("two devices with the same identity: WARN with the likely cause, then slower reconnects", async () => {
     binaryPath();
@@ -56,14 +69,7 @@ describe("the broker will not have the session", () => {
   test("two devices with the same identity on the hub's broker: the hub WARNs once, naming the thing", async () => {
     const hub = await makeHubFixture(join(work, "contested"));
     const thing = await hub.createThing("contested");
-    const configPath = join(thing.root, "config.yml");
-    const config = parseDocument(readFileSync(configPath, "utf8"));
-    config.setIn(["flashlex", "thing", "mqtt", "autoReconnectBackoffTime"], {
-      baseReconnectQuietTimeSecond: 0.1,
-      maxReconnectQuietTimeSecond: 0.5,
-      stableConnectionTimeSecond: 2,
-    });
-    writeFileSync(configPath, config.toString());
+    const configPath = quickReconnects(thing.root, 0.5);
     const hubProcess = await hub.serve();
     const flags = ["-c", configPath, "-k", thing.keysDir];
     const first = start(["serve", ...flags, "-d", join(work, "contested-1")]);
@@ -83,14 +89,7 @@ describe("the broker will not have the session", () => {
   test("a revoked thing: one WARN with what the CONNACK refusal means and the fix, then every retry at the longest backoff", async () => {
     const hub = await makeHubFixture(join(work, "revoked"));
     const thing = await hub.createThing("revoked");
-    const configPath = join(thing.root, "config.yml");
-    const config = parseDocument(readFileSync(configPath, "utf8"));
-    config.setIn(["flashlex", "thing", "mqtt", "autoReconnectBackoffTime"], {
-      baseReconnectQuietTimeSecond: 0.1,
-      maxReconnectQuietTimeSecond: 0.7,
-      stableConnectionTimeSecond: 2,
-    });
-    writeFileSync(configPath, config.toString());
+    quickReconnects(thing.root, 0.7);
     await hub.flashlex(["hub", "thing", "revoke", thing.name, "--dir", hub.dir]);
     const hubProcess = await hub.serve();
     const serve = start(["serve", ...thing.flags]);
