@@ -7,6 +7,7 @@ import { ConflictError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { fromStore, type HubStore, type MessageRecord, type ThingRecord } from "../store/hub-store.ts";
+import type { MessageFeed } from "./feed.ts";
 
 /**
  * Egress, whichever way it arrives: `POST .../collect` with the thing's JWT, or an MQTT envelope
@@ -56,6 +57,8 @@ export interface CollectorDeps {
   log: Logger;
   /** Unix ms */
   now?: () => number;
+  /** hears of each message stored for the first time (the console's live view) */
+  feed?: MessageFeed;
 }
 
 export class Collector {
@@ -105,6 +108,7 @@ export class Collector {
     );
     if (message.thingId !== thing.id) throw new MessageIdConflict();
     await fromStore(() => this.deps.store.markVerified(thing.id, at));
+    if (inserted) this.deps.feed?.publish({ type: "collected", thingId: thing.id, thingName: thing.name, message });
     return { thing, message, inserted };
   }
 

@@ -2,6 +2,7 @@ import { ingressMessageId, ingressWirePayload } from "../../protocol/ingress.ts"
 import { ingressTopic } from "../../protocol/topics.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { HubStore } from "../store/hub-store.ts";
+import type { MessageFeed } from "./feed.ts";
 
 /**
  * Ingress that outlives the embedded broker. aedes keeps its sessions in memory, so the QoS 1
@@ -46,19 +47,22 @@ export interface PendingIngress {
 export interface IngressLedger {
   /** the thing's ingress messages not yet acknowledged, oldest first */
   pending(thingName: string): Promise<PendingIngress[]>;
-  /** the thing's PUBACK for this message arrived */
-  delivered(flmessagespk: string, at: number): Promise<void>;
+  /** the thing's PUBACK for this message arrived (`thingName`'s, at `at` Unix ms) */
+  delivered(flmessagespk: string, at: number, thingName: string): Promise<void>;
 }
 
-/** The hub database as a ledger: by thing name, as the broker knows things. */
-export function ingressLedger(store: HubStore): IngressLedger {
+/**
+ * The hub database as a ledger: by thing name, as the broker knows things. A message marked
+ * delivered now (not one delivered before) is told to `feed`.
+ */
+export function ingressLedger(store: HubStore, feed?: MessageFeed): IngressLedger {
   return {
     async pending(thingName) {
       const thing = await store.getThingByName(thingName);
       return thing ? await store.pendingIngress(thing.id) : [];
     },
-    async delivered(flmessagespk, at) {
-      await store.markDelivered(flmessagespk, at);
+    async delivered(flmessagespk, at, thingName) {
+      if (await store.markDelivered(flmessagespk, at)) feed?.publish({ type: "delivered", thingName, flmessagespk, at });
     },
   };
 }
@@ -191,7 +195,7 @@ export class IngressDelivery {
   }
 
   private markDelivered(thingName: string, id: string): void {
-    this.opts.ledger.delivered(id, this.now()).then(
+    this.opts.ledger.delivered(id, this.now(), thingName).then(
       () => this.opts.log.info("hub.ingress_delivered", { thing: thingName, message: id }),
       // It stays pending and is sent again after the next hub start; the thing stores it once.
       (err) => this.opts.log.warn("hub.ingress_mark_failed", { thing: thingName, message: id, error: err }),
