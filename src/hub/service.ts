@@ -118,6 +118,8 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       throw cannotListen(err, "the API", apiListen, "hub.api.host and hub.api.port", paths.config);
     }
     await parts.start({ name: "HTTP API", stop: () => stopGracefully(server) });
+    // Stopped before the server: a browser's open live view would otherwise hold its graceful stop.
+    await parts.start({ name: "console live views", stop: () => api.close() });
 
     // `hub thing revoke` runs in another process and only writes the database; the broker
     // refuses revoked things at their next connect or publish, and this poll disconnects the
