@@ -159,7 +159,7 @@ describe("headers and markup", () => {
       expect(csp).not.toContain("unsafe");
       expect(response.headers.get("x-content-type-options")).toBe("nosniff");
       expect(response.headers.get("x-frame-options")).toBe("DENY");
-      expect(response.headers.get("referrer-policy")).toBe("no-referrer");
+      expect(response.headers.get("referrer-policy")).toBe("same-origin");
       expect(response.headers.get("cache-control")).toBe("no-store");
     }
   });
@@ -208,7 +208,12 @@ describe("CSRF and the same-origin check", () => {
     const viaHeader = await post("/things", { name: "by-header" }, browser, { "X-CSRF-Token": browser.csrf });
     expect(viaHeader.status).toBe(303);
     expect(viaHeader.headers.get("location")).toMatch(/^\/things\/[0-9a-f-]{36}\?created=1$/);
-    const crossSite: Record<string, string>[] = [{ Origin: "https://evil.example" }, { Origin: "null" }, { "Sec-Fetch-Site": "cross-site" }];
+    const crossSite: Record<string, string>[] = [
+      { Origin: "https://evil.example" },
+      { Origin: "null" },
+      { "Sec-Fetch-Site": "cross-site" },
+      { "Sec-Fetch-Site": "same-site", Origin: BASE }, // a sibling host: not the hub
+    ];
     for (const headers of crossSite) {
       const response = await post("/things", { name: "cross-site", csrf: browser.csrf }, browser, headers);
       expect(response.status).toBe(403);

@@ -511,7 +511,12 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       let form = new URLSearchParams();
       if (request.method === "POST") {
         if (!fromSameOrigin(request, settings.api.publicUrl)) {
-          log.warn("hub.console_cross_site_refused", { path: url.pathname });
+          log.warn("hub.console_cross_site_refused", {
+            path: url.pathname,
+            origin: request.headers.get("origin") ?? undefined,
+            fetch_site: request.headers.get("sec-fetch-site") ?? undefined,
+            own_origin: url.origin,
+          });
           return errorPage(base, 403, "This form was sent from another site; nothing was done.");
         }
         form = await readForm(request);

@@ -26,8 +26,9 @@ export function securityHeaders(): Record<string, string> {
     "Content-Security-Policy": CONTENT_SECURITY_POLICY,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
-    // The console's URLs hold thing ids: no other site learns them from a link.
-    "Referrer-Policy": "no-referrer",
+    // The console's URLs hold thing ids: no other site learns them from a link. (Not
+    // no-referrer: with it Chromium sends `Origin: null` on the console's own form posts.)
+    "Referrer-Policy": "same-origin",
     "Cross-Origin-Opener-Policy": "same-origin",
     "Cross-Origin-Resource-Policy": "same-origin",
     "Permissions-Policy": "camera=(), microphone=(), geolocation=()",
@@ -72,15 +73,16 @@ export function readCookie(request: Request, name: string): string | undefined {
 }
 
 /**
- * False when the browser says a request came from another site: `Sec-Fetch-Site` other than
- * same-origin / none, or an `Origin` that is neither the request's own nor the hub's public
- * URL's (an opaque `null` origin included). A request that says nothing passes this check; the
- * CSRF token is the check every change must pass anyway (this one also covers sign-in, which
- * has no session yet: a login CSRF).
+ * False when the browser says a request came from another site. A browser that sends
+ * `Sec-Fetch-Site` (every current one; no page can set it) is believed: same-origin or none
+ * (typed, bookmarked) pass. Without it, an `Origin` that is neither the request's own nor the
+ * hub's public URL's (an opaque `null` origin included) fails. A request that says neither
+ * passes this check; the CSRF token is the check every change must pass anyway (this one also
+ * covers sign-in, which has no session yet: a login CSRF).
  */
 export function fromSameOrigin(request: Request, publicUrl: string): boolean {
   const site = request.headers.get("sec-fetch-site");
-  if (site !== null && site !== "same-origin" && site !== "none") return false;
+  if (site !== null) return site === "same-origin" || site === "none";
   const origin = request.headers.get("origin");
   if (origin === null) return true;
   const allowed = new Set([new URL(request.url).origin]);

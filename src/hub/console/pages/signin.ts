@@ -12,7 +12,7 @@ export function signInPage(opts: { assets: { js: string; css: string }; error?: 
   ${opts.info ? notice(opts.info) : html``}
   <form method="post" action="/signin" class="stack">
     <label for="token">Operator access token</label>
-    <input id="token" name="token" type="password" autocomplete="current-password" spellcheck="false" required autofocus aria-describedby="token-help">
+    <input id="token" name="token" type="password" autocomplete="current-password" spellcheck="false" required aria-describedby="token-help">
     <p id="token-help" class="help"><code>flashlex hub init</code> printed it; <code>flashlex hub token rotate</code> makes a new one.</p>
     <button type="submit">Sign in</button>
   </form>
