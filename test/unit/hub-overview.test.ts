@@ -10,6 +10,7 @@ import { join } from "node:path";
 import type { HubBroker } from "../../src/hub/broker/broker.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
+import { createHubApi } from "../../src/hub/http/routes.ts";
 import { type HubUseCases, hubUseCases } from "../../src/hub/hub.ts";
 import { type FeedEvent, MAX_FEED_WATCHERS, MessageFeed } from "../../src/hub/messages/feed.ts";
 import { ingressLedger } from "../../src/hub/messages/ingress-delivery.ts";
@@ -26,6 +27,7 @@ let dir: string;
 let home: HubHome;
 let store: SqliteHubStore;
 let hub: HubUseCases;
+let token: string;
 let real: ThingRecord;
 const online = new Set<string>();
 
@@ -59,6 +61,7 @@ beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "flashlex-hub-overview-"));
   const init = await initHub({ dir: join(dir, "hub"), ownerId: OWNER, apiUrl: "http://hub.example:8080", names: ["hub.example"] });
   home = init.home;
+  token = init.token;
   store = openHubStore(home.paths.database);
   hub = hubUseCases({ home, store, log: silentLogger, broker, now: () => NOW });
   for (let i = 1; i <= 1000; i++) await store.insertThing(fakeThing(i));
@@ -135,6 +138,19 @@ describe("Messages.hourly and Messages.latest", () => {
     expect(hours[0]).toEqual({ hour: Date.UTC(2024, 1, 29, 13) / 1000, egress: 1, ingress: 0 });
     expect(hours.reduce((n, h) => n + h.egress + h.ingress, 0)).toBe(5);
     expect(await hub.messages.hourly(thing, 10_000)).toHaveLength(168);
+    // the API's route answers the same counts (the console's chart and API clients agree)
+    const api = createHubApi({ ...hub, log: silentLogger });
+    const answer = await api.fetch(
+      new Request(`http://hub.example:8080/dev/v1/things/${thing.id}/hourly?hours=2`, { headers: { Authorization: `Bearer ${token}` } }),
+    );
+    expect(((await answer.json()) as any).result).toEqual([
+      { hour: "2024-03-01T11:00:00Z", egress: 0, ingress: 0 },
+      { hour: "2024-03-01T12:00:00Z", egress: 2, ingress: 1 },
+    ]);
+    const refused = await api.fetch(
+      new Request(`http://hub.example:8080/dev/v1/things/${thing.id}/hourly?hours=-1`, { headers: { Authorization: `Bearer ${token}` } }),
+    );
+    expect(refused.status).toBe(400);
   });
 
   test("latest gives the last stored first, by thing and type, bounded", async () => {

@@ -23,6 +23,7 @@ import { archiveStream } from "../messages/archive.ts";
 import { parseIngressDocument } from "../messages/messages.ts";
 import type { MessageQuery, MessageType, ThingRecord } from "../store/hub-store.ts";
 import { thingKeyType } from "../things/provision.ts";
+import { thingStatus } from "../things/things.ts";
 import { type ConsoleAssets, consoleAssets } from "./assets.ts";
 import { liveStreams } from "./events.ts";
 import { type Html, html } from "./html.ts";
@@ -142,8 +143,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
     return thing;
   }
 
-  const stateOfThing = (thing: ThingRecord) =>
-    stateOf({ status: thing.revokedAt !== null ? "revoked" : thing.verifiedAt !== null ? "verified" : "created", connected: things.isConnected(thing) });
+  const stateOfThing = (thing: ThingRecord) => stateOf({ status: thingStatus(thing), connected: things.isConnected(thing) });
 
   /** Thing names for messages of several things (the all-things list). */
   async function namesOf(thingIds: string[]): Promise<Map<string, string>> {

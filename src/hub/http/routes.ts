@@ -16,6 +16,7 @@ import { isUuid } from "../../protocol/ids.ts";
 import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
 import { ingressTopic } from "../../protocol/topics.ts";
 import type { Logger } from "../../shared/log.ts";
+import { isoSeconds } from "../../shared/time.ts";
 import { createConsole } from "../console/console.ts";
 import type { ConsoleSessions } from "../console/sessions.ts";
 import { bearerToken } from "../home/tokens.ts";
@@ -217,6 +218,21 @@ export function createHubApi(deps: HubApiDeps): HubApi {
           const zip = things.distribution(thing);
           if (!zip) throw new HttpError(404, "this thing has no distribution (it was revoked)");
           return fileResponse(zip, `${thing.name}.zip`);
+        },
+      },
+    },
+    "things/:id/hourly": {
+      GET: {
+        caller: "operator",
+        async handle({ id, url }) {
+          const thing = await thingOr404(id);
+          const raw = url.searchParams.get("hours");
+          if (raw !== null && !/^\d{1,3}$/.test(raw)) throw new HttpError(400, "hours must be a whole number from 1 to 168");
+          const hours = await messages.hourly(thing, raw === null ? 24 : Number(raw));
+          return ok(
+            hours.map((h) => ({ hour: isoSeconds(h.hour * 1000), egress: h.egress, ingress: h.ingress })),
+            `${hours.length} hours.`,
+          );
         },
       },
     },
