@@ -7,10 +7,14 @@
  * (scripts/build-node-sea.ts). Then runs each binary this machine can run (natively, or under
  * qemu) with --version and fails unless it prints the package version and commit; a binary that
  * cannot run here says why in the table. release.ts uses the same functions.
+ *
+ * Before compiling it bundles the web console's browser script into
+ * src/hub/console/generated/console-client.js (gitignored), which the binary embeds.
  */
-import { existsSync, mkdirSync, rmSync, statSync } from "node:fs";
-import { join, resolve } from "node:path";
+import { existsSync, mkdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
+import { bundleConsoleClient } from "../src/hub/console/build-client.ts";
 import { buildNodeSea } from "./build-node-sea.ts";
 import { type BunTarget, binaryName, hostTarget, runnerFor, TARGETS, type Target, targetByName } from "./targets.ts";
 
@@ -75,8 +79,25 @@ function compileArgs(target: BunTarget, outfile: string, opts: BuildOptions): st
   ];
 }
 
+/** Where the console's bundled script goes for the compiler to embed (src/hub/console/assets.ts imports it). */
+export const CONSOLE_CLIENT_FILE = join(ROOT, "src/hub/console/generated/console-client.js");
+
+/**
+ * Bundles the console's browser script into CONSOLE_CLIENT_FILE. Returns its size in bytes.
+ * Throws when bundling fails or the script is over its bound (build-client.ts). `bun build`
+ * would compile without the file and leave the console with no script, so every build writes
+ * it first.
+ */
+export async function writeConsoleClient(): Promise<number> {
+  const script = await bundleConsoleClient();
+  mkdirSync(dirname(CONSOLE_CLIENT_FILE), { recursive: true });
+  writeFileSync(CONSOLE_CLIENT_FILE, script);
+  return Buffer.byteLength(script);
+}
+
 export async function buildTarget(target: Target, opts: BuildOptions): Promise<Built> {
   mkdirSync(opts.outdir, { recursive: true });
+  await writeConsoleClient();
   const file = join(opts.outdir, binaryName(target));
   const started = performance.now();
   if (target.kind === "bun") {
@@ -168,6 +189,8 @@ if (import.meta.main) {
   }
 
   console.log(`building flashlex ${opts.version} (${opts.commit}) from ${opts.entry}${opts.bytecode ? " with bytecode" : ""}`);
+  const consoleBytes = await writeConsoleClient().catch((err: Error) => fail(err.message));
+  console.log(`  console script: ${(consoleBytes / 1024).toFixed(1)} KB (bound 100 KB), embedded from ${CONSOLE_CLIENT_FILE.slice(ROOT.length + 1)}`);
   const rows = [["target", "runtime", "file", "build", "size", "--version"]];
   let failed = false;
   for (const target of targets) {

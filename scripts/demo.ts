@@ -3,7 +3,8 @@
  * binary, makes a hub in a temporary directory, provisions a thing, starts the hub, runs the
  * thing agent against it (bootstrap, then serve), sends an ingress message from the hub and
  * shows the thing got it, collects an egress message from the thing and shows the hub stored
- * it. Then it keeps both running until Ctrl-C (`--exit` or no terminal: stops at once).
+ * it. It ends by printing the web console's address and the operator access token to sign in
+ * with, then keeps both running until Ctrl-C (`--exit` or no terminal: stops at once).
  */
 import { mkdtempSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
@@ -91,7 +92,7 @@ console.log(`  working directory: ${work}  ($DEMO below; removed at the end)`);
 const hubDir = join(work, "hub");
 const [apiPort, brokerPort] = [await freePort(), await freePort()];
 step(1, "Create a hub: certificate authority, broker certificate, database, operator token");
-await flashlex([
+const initOutput = await flashlex([
   "hub",
   "init",
   "--dir",
@@ -105,6 +106,9 @@ await flashlex([
   "--name",
   "127.0.0.1,localhost",
 ]);
+// `hub init` prints the token once, on the line after the one that announces it.
+const initLines = initOutput.split("\n");
+const operatorToken = initLines[initLines.findIndex((line) => line.startsWith("operator access token")) + 1]?.trim() ?? "";
 
 step(2, "Provision a thing: key pair, certificate, topics, distribution zip");
 const created = JSON.parse(await flashlex(["hub", "thing", "create", "demo-thing", "--dir", hubDir, "--json"], { show: false }));
@@ -139,6 +143,8 @@ for (const [path, bytes] of Object.entries(unzipSync(await Bun.file(archive).byt
 await flashlex(["hub", "thing", "list", "--dir", hubDir]);
 
 console.log(`\n${bold("The hub and the thing work: a message each way, over mutual TLS, stored on both sides.")}`);
+console.log(`\n${bold("The web console")} (docs/console.md): open http://127.0.0.1:${apiPort}/ and sign in with the operator access token`);
+console.log(`  ${operatorToken}`);
 if (stayUp) {
   console.log(
     `Both keep running. Try, in another terminal:\n  echo '{"text":"more"}' | ${binary} hub send ${thingName} --dir ${hubDir}\n  ${binary} messages list ${flags.join(" ")}\nCtrl-C stops them and removes ${work}.`,

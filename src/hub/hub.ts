@@ -20,6 +20,7 @@ import { writeMosquittoFiles } from "./broker/mosquitto-files.ts";
 import { type HubHome, openHubHome } from "./home/home.ts";
 import { OperatorTokens } from "./home/tokens.ts";
 import { Collector } from "./messages/collect.ts";
+import { MessageFeed } from "./messages/feed.ts";
 import { Messages } from "./messages/messages.ts";
 import { type HubStore, openHubStore } from "./store/hub-store.ts";
 import { Things } from "./things/things.ts";
@@ -31,6 +32,8 @@ export interface HubUseCases {
   messages: Messages;
   collector: Collector;
   operators: OperatorTokens;
+  /** what happens to messages, live (the console watches it) */
+  feed: MessageFeed;
 }
 
 export interface HubUseCaseDeps {
@@ -43,6 +46,8 @@ export interface HubUseCaseDeps {
   disconnect?: (thingName: string) => void;
   /** the collector, when the broker's events made it first (service.ts) */
   collector?: Collector;
+  /** the live feed, when the broker's parts were given it first (service.ts) */
+  feed?: MessageFeed;
   /** Unix ms */
   now?: () => number;
 }
@@ -50,12 +55,15 @@ export interface HubUseCaseDeps {
 /** Builds the use cases over `store`; they share it and its clock. */
 export function hubUseCases(deps: HubUseCaseDeps): HubUseCases {
   const { home, store, log, now } = deps;
+  const feed = deps.feed ?? new MessageFeed();
+  const broker = deps.broker;
   return {
     home,
-    things: new Things({ home, store, now, disconnect: deps.disconnect }),
-    messages: new Messages({ home, store, log, broker: deps.broker, now }),
-    collector: deps.collector ?? new Collector({ store, log, now }),
+    things: new Things({ home, store, now, disconnect: deps.disconnect, isConnected: broker ? (name) => broker.isConnected(name) : undefined }),
+    messages: new Messages({ home, store, log, broker, now, feed }),
+    collector: deps.collector ?? new Collector({ store, log, now, feed }),
     operators: new OperatorTokens(store, now),
+    feed,
   };
 }
 

@@ -13,6 +13,7 @@ import { type HubServer, refuseSecondHub, startHubServer, startLocalSocket } fro
 import { createHubApi } from "./http/routes.ts";
 import { hubUseCases } from "./hub.ts";
 import { Collector } from "./messages/collect.ts";
+import { MessageFeed } from "./messages/feed.ts";
 import { ingressLedger } from "./messages/ingress-delivery.ts";
 import { openHubStore, type SqliteHubStore } from "./store/hub-store.ts";
 
@@ -57,7 +58,9 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const store: SqliteHubStore = openHubStore(paths.database);
     await parts.start({ name: "hub database", stop: () => store.close() });
 
-    const collector = new Collector({ store, log });
+    // One feed for everything that stores or delivers a message in this process (the console listens).
+    const feed = new MessageFeed();
+    const collector = new Collector({ store, log, feed });
     // The events need the broker (for the bootstrap echo) and the broker needs the events.
     let brokerRef: HubBroker | undefined;
     const publish = async (topic: string, payload: string) => {
@@ -80,7 +83,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
             events,
             log,
             maxPayloadBytes: maxEnvelopeBytes(settings.api.payloadLimitBytes),
-            ingress: ingressLedger(store),
+            ingress: ingressLedger(store, feed),
           }).catch((err) => {
             throw cannotListen(err, "the broker", brokerListen, "hub.broker.listenHost and hub.broker.listenPort", paths.config);
           })
@@ -102,7 +105,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const kick = (name: string) => {
       if (embedded?.disconnect(name)) log.info("hub.thing_disconnected", { thing: name, reason: "revoked or deleted" });
     };
-    const useCases = hubUseCases({ home, store, log, broker, collector, disconnect: kick });
+    const useCases = hubUseCases({ home, store, log, broker, collector, feed, disconnect: kick });
     const api = createHubApi({ ...useCases, log });
     const local = await startLocalSocket(api, paths.socket);
     await parts.start({ name: "local socket", stop: () => local.stop() });
@@ -115,6 +118,8 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       throw cannotListen(err, "the API", apiListen, "hub.api.host and hub.api.port", paths.config);
     }
     await parts.start({ name: "HTTP API", stop: () => stopGracefully(server) });
+    // Stopped before the server: a browser's open live view would otherwise hold its graceful stop.
+    await parts.start({ name: "console live views", stop: () => api.close() });
 
     // `hub thing revoke` runs in another process and only writes the database; the broker
     // refuses revoked things at their next connect or publish, and this poll disconnects the

@@ -72,7 +72,9 @@ export async function refuseSecondHub(path: string): Promise<void> {
 /** True when something answers HTTP on the Unix socket `path` within a second. */
 export async function socketAnswers(path: string): Promise<boolean> {
   try {
-    await fetch("http://hub/", { unix: path, signal: AbortSignal.timeout(1000) } as RequestInit);
+    // Any answer will do. Not followed: `/` is the console's, which redirects to its sign-in
+    // page, and a followed redirect would leave the socket for a host named "hub".
+    await fetch("http://hub/", { unix: path, redirect: "manual", signal: AbortSignal.timeout(1000) } as RequestInit);
     return true;
   } catch {
     return false;

@@ -98,12 +98,22 @@ const RETRY_AFTER_SECONDS = "30";
  * accept the message"). `detail` is for the caller's log.
  */
 export function errorToResponse(err: unknown): { response: Response; status: number; kind?: ErrorKind; detail: string } {
-  if (err instanceof HttpError) return { response: errorResponse(err.status, err.message, err.headers), status: err.status, detail: err.message };
+  const { status, message, headers, kind, detail } = publicError(err);
+  return { response: errorResponse(status, message, headers), status, kind, detail };
+}
+
+/**
+ * What `errorToResponse` answers, before it becomes the envelope (the console shows the same
+ * status and words as an HTML page): the status, the sentence a client may see, the headers
+ * (Retry-After for 503, an HttpError's own), the kind, and `detail` for the caller's log.
+ */
+export function publicError(err: unknown): { status: number; message: string; headers: Record<string, string>; kind?: ErrorKind; detail: string } {
+  if (err instanceof HttpError) return { status: err.status, message: err.message, headers: err.headers, detail: err.message };
   const error = toFlashlexError(err);
   const status = HTTP_STATUS_OF_KIND[error.kind];
   const message = status < 500 || error.clientSafe ? error.message : PUBLIC_MESSAGE[error.kind]!;
   const headers: Record<string, string> = status === 503 ? { "Retry-After": RETRY_AFTER_SECONDS } : {};
-  return { response: errorResponse(status, message, headers), status, kind: error.kind, detail: error.message };
+  return { status, message, headers, kind: error.kind, detail: error.message };
 }
 
 export function ok<T>(result: T, message: string, status = 200): Response {

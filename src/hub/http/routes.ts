@@ -7,12 +7,18 @@
  * one, and a thing (`Authorization: Bearer <thing JWT>`) on `collect`. Errors never echo a token.
  * A route reads the request, calls a use case (src/hub/hub.ts) and presents its answer; errors
  * become statuses by their kind in one place (envelope.ts `errorToResponse`).
+ *
+ * Every path outside `/{env}/v1` belongs to the web console (src/hub/console), which calls the
+ * same use cases with a signed-in browser instead of a bearer token.
  */
 import { MESSAGE_ID_HEADER } from "../../protocol/headers.ts";
 import { isUuid } from "../../protocol/ids.ts";
 import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
 import { ingressTopic } from "../../protocol/topics.ts";
 import type { Logger } from "../../shared/log.ts";
+import { isoSeconds } from "../../shared/time.ts";
+import { createConsole } from "../console/console.ts";
+import type { ConsoleSessions } from "../console/sessions.ts";
 import { bearerToken } from "../home/tokens.ts";
 import type { HubUseCases } from "../hub.ts";
 import { archiveStream } from "../messages/archive.ts";
@@ -35,6 +41,8 @@ import { messageJson, thingJson } from "./presenters.ts";
 
 export interface HubApiDeps extends HubUseCases {
   log: Logger;
+  /** the console's sign-ins (tests pass their own) */
+  consoleSessions?: ConsoleSessions;
 }
 
 export interface HubApi {
@@ -44,6 +52,8 @@ export interface HubApi {
    * for docker.sock, so it is the operator's without a token.
    */
   fetch(request: Request, via?: "network" | "local"): Promise<Response>;
+  /** Ends what stays open between requests (the console's live views); the hub is stopping. */
+  close(): void;
 }
 
 type Caller = "operator" | "thing";
@@ -66,6 +76,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   const log = deps.log.child({ component: "api" });
   const limit = settings.api.payloadLimitBytes;
   const prefix = `/${settings.env}/v1`;
+  const webConsole = createConsole({ ...deps, sessions: deps.consoleSessions });
 
   async function requireOperator(request: Request): Promise<void> {
     if (!(await operators.verify(bearerToken(request.headers.get("authorization"))))) {
@@ -210,6 +221,21 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         },
       },
     },
+    "things/:id/hourly": {
+      GET: {
+        caller: "operator",
+        async handle({ id, url }) {
+          const thing = await thingOr404(id);
+          const raw = url.searchParams.get("hours");
+          if (raw !== null && !/^\d{1,3}$/.test(raw)) throw new HttpError(400, "hours must be a whole number from 1 to 168");
+          const hours = await messages.hourly(thing, raw === null ? 24 : Number(raw));
+          return ok(
+            hours.map((h) => ({ hour: isoSeconds(h.hour * 1000), egress: h.egress, ingress: h.ingress })),
+            `${hours.length} hours.`,
+          );
+        },
+      },
+    },
     "things/:id/publish": { POST: { caller: "operator", handle: publish } },
     "things/:id/collect": { POST: { caller: "thing", handle: collect } },
   };
@@ -234,6 +260,8 @@ export function createHubApi(deps: HubApiDeps): HubApi {
 
   async function handle(request: Request, via: "network" | "local" = "network"): Promise<Response> {
     const url = new URL(request.url);
+    // API-shaped paths (another env's included) answer as the API does; everything else is the console's.
+    if (!/^\/[^/]+\/v1(\/|$)/.test(url.pathname)) return webConsole.fetch(request);
     const found = match(url.pathname);
     const methods = found ? routes[found.key] : undefined;
     if (!found || !methods) return errorResponse(404, "no such route");
@@ -271,5 +299,5 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     }
   }
 
-  return { fetch: handle };
+  return { fetch: handle, close: () => webConsole.close() };
 }

@@ -8,6 +8,7 @@ import { GroupCommit } from "../../shared/group-commit.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { fromStore, type HubStore, type MessageRecord, type ThingRecord } from "../store/hub-store.ts";
+import type { MessageFeed } from "./feed.ts";
 
 /**
  * Egress, whichever way it arrives: `POST .../collect` with the thing's JWT, or an MQTT envelope
@@ -57,6 +58,8 @@ export interface CollectorDeps {
   log: Logger;
   /** Unix ms */
   now?: () => number;
+  /** hears of each message stored for the first time (the console's live view) */
+  feed?: MessageFeed;
 }
 
 export class Collector {
@@ -111,6 +114,7 @@ export class Collector {
     };
     const { inserted, message } = await fromStore(() => this.commits.submit({ message: record, seenAt: at }));
     if (message.thingId !== thing.id) throw new MessageIdConflict();
+    if (inserted) this.deps.feed?.publish({ type: "collected", thingId: thing.id, thingName: thing.name, message });
     return { thing, message, inserted };
   }
 

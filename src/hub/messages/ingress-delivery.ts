@@ -3,6 +3,7 @@ import { ingressTopic } from "../../protocol/topics.ts";
 import { GroupCommit } from "../../shared/group-commit.ts";
 import type { Logger } from "../../shared/log.ts";
 import type { HubStore } from "../store/hub-store.ts";
+import type { MessageFeed } from "./feed.ts";
 
 /**
  * Ingress that outlives the embedded broker. aedes keeps its sessions in memory, so the QoS 1
@@ -47,24 +48,25 @@ export interface PendingIngress {
 export interface IngressLedger {
   /** the thing's ingress messages not yet acknowledged, oldest first */
   pending(thingName: string): Promise<PendingIngress[]>;
-  /** the thing's PUBACK for this message arrived */
-  delivered(flmessagespk: string, at: number): Promise<void>;
+  /** the thing's PUBACK for this message arrived (`thingName`'s, at `at` Unix ms) */
+  delivered(flmessagespk: string, at: number, thingName: string): Promise<void>;
 }
 
 /**
  * The hub database as a ledger: by thing name, as the broker knows things. The PUBACKs that
  * arrive together are recorded in one transaction (group commit): one fsync for a fan-out's
- * worth of acknowledgements, not one each.
+ * worth of acknowledgements, not one each. A message marked delivered now (not one delivered
+ * before) is told to `feed`.
  */
-export function ingressLedger(store: HubStore): IngressLedger {
+export function ingressLedger(store: HubStore, feed?: MessageFeed): IngressLedger {
   const deliveries = new GroupCommit({ commit: (items: { flmessagespk: string; at: number }[]) => store.markDelivered(items) });
   return {
     async pending(thingName) {
       const thing = await store.getThingByName(thingName);
       return thing ? await store.pendingIngress(thing.id) : [];
     },
-    async delivered(flmessagespk, at) {
-      await deliveries.submit({ flmessagespk, at });
+    async delivered(flmessagespk, at, thingName) {
+      if (await deliveries.submit({ flmessagespk, at })) feed?.publish({ type: "delivered", thingName, flmessagespk, at });
     },
   };
 }
@@ -197,7 +199,7 @@ export class IngressDelivery {
   }
 
   private markDelivered(thingName: string, id: string): void {
-    this.opts.ledger.delivered(id, this.now()).then(
+    this.opts.ledger.delivered(id, this.now(), thingName).then(
       () => this.opts.log.info("hub.ingress_delivered", { thing: thingName, message: id }),
       // It stays pending and is sent again after the next hub start; the thing stores it once.
       (err) => this.opts.log.warn("hub.ingress_mark_failed", { thing: thingName, message: id, error: err }),

@@ -6,6 +6,7 @@
  *   collect.ts           egress, over HTTP or MQTT: authenticate the thing's token, store once
  *   ingress-delivery.ts  pending ingress until the thing's PUBACK, across hub restarts
  *   archive.ts           the export zip (archive-zip.ts writes it)
+ *   feed.ts              the live feed of collected, sent and delivered messages (the console)
  */
 import { randomUUID } from "node:crypto";
 import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
@@ -16,6 +17,7 @@ import { isoSeconds } from "../../shared/time.ts";
 import type { HubHome } from "../home/home.ts";
 import type { HubStore, MessageQuery, MessageRecord, MessageType, ThingRecord } from "../store/hub-store.ts";
 import { type Archive, openArchive } from "./archive.ts";
+import type { MessageFeed } from "./feed.ts";
 
 export type { MessageQuery, MessageType };
 
@@ -60,7 +62,21 @@ export interface MessagesDeps {
   broker?: IngressBroker;
   /** Unix ms */
   now?: () => number;
+  /** hears of each message sent (the console's live view) */
+  feed?: MessageFeed;
 }
+
+/** One hour of a thing's traffic: `hour` is its start in Unix seconds. */
+export interface HourOfMessages {
+  hour: number;
+  /** messages the thing sent (collected) */
+  egress: number;
+  /** messages sent to the thing */
+  ingress: number;
+}
+
+/** The most messages `latest` gives at once. */
+export const MAX_LATEST_MESSAGES = 500;
 
 export class Messages {
   private readonly now: () => number;
@@ -109,12 +125,52 @@ export class Messages {
     }
     const online = broker.isConnected(thing.name) ?? null;
     log.info("hub.publish", { thing: thing.name, message: flmessagespk, online });
+    this.deps.feed?.publish({
+      type: "sent",
+      thingId: thing.id,
+      thingName: thing.name,
+      message: {
+        flmessagespk,
+        thingId: thing.id,
+        messagetype: "ingress",
+        payload: text,
+        fltimestamp: Math.floor(at / 1000),
+        datecreated: isoSeconds(at),
+        delivery,
+      },
+    });
     return { flmessagespk, online };
   }
 
   /** The thing's messages in a time range and of a type, oldest first. */
   list(thing: ThingRecord, query: MessageQuery): Promise<MessageRecord[]> {
     return this.deps.store.queryMessages(thing.id, query);
+  }
+
+  /**
+   * The newest messages, last stored first: of `thing` (all things when absent), of `messagetype`
+   * (both when absent), at most `limit` (clamped to 1..MAX_LATEST_MESSAGES).
+   */
+  latest(query: { thing?: ThingRecord; messagetype?: MessageType; limit?: number } = {}): Promise<MessageRecord[]> {
+    const limit = Math.min(MAX_LATEST_MESSAGES, Math.max(1, Math.floor(query.limit ?? 50)));
+    return this.deps.store.latestMessages({ thingId: query.thing?.id, messagetype: query.messagetype, limit });
+  }
+
+  /**
+   * The thing's messages per hour and type over the last `hours` hours (1..168, default 24),
+   * oldest hour first, the current (unfinished) hour last; hours without messages are zeros.
+   */
+  async hourly(thing: ThingRecord, hours = 24): Promise<HourOfMessages[]> {
+    const span = Math.min(168, Math.max(1, Math.floor(hours)));
+    const currentHour = Math.floor(this.now() / 3_600_000) * 3600;
+    const first = currentHour - (span - 1) * 3600;
+    const buckets = Array.from({ length: span }, (_, i) => ({ hour: first + i * 3600, egress: 0, ingress: 0 }));
+    for (const row of await this.deps.store.hourlyMessageCounts(thing.id, first)) {
+      const bucket = buckets[(row.hour - first) / 3600];
+      // A message stamped in the future (a row written under a clock that ran ahead) is left out.
+      if (bucket) bucket[row.messagetype] += row.count;
+    }
+    return buckets;
   }
 
   /** Deletes the thing's messages in a range; returns how many. */

@@ -146,6 +146,35 @@ export interface MessagePageOptions {
 
 export type TokenKind = "operator" | "cli";
 
+/** A page of things: `nameContains` matches the full name, ASCII letters in any case. */
+export interface ThingPageQuery {
+  nameContains?: string;
+  /** things to skip, oldest first */
+  offset: number;
+  /** at most this many */
+  limit: number;
+}
+
+/** How many messages of each type a thing has stored. */
+export interface MessageCounts {
+  egress: number;
+  ingress: number;
+}
+
+/** Messages of one type stored in one hour: `hour` is the hour's start in Unix seconds. */
+export interface HourlyCount {
+  hour: number;
+  messagetype: MessageType;
+  count: number;
+}
+
+/** The newest messages, of one thing or of all, of one type or both. */
+export interface LatestMessagesQuery {
+  thingId?: string;
+  messagetype?: MessageType;
+  limit: number;
+}
+
 export interface HubStore {
   insertThing(thing: ThingRecord): Promise<void>;
   getThing(id: string): Promise<ThingRecord | undefined>;
@@ -160,6 +189,8 @@ export interface HubStore {
   revokedSince(since: number): Promise<string[]>;
   /** deletes the thing and all its messages; false when unknown */
   deleteThing(id: string): Promise<boolean>;
+  /** one page of things (oldest first, as `listThings`) and how many match in all */
+  thingPage(query: ThingPageQuery): Promise<{ total: number; things: ThingRecord[] }>;
 
   /**
    * Stores a message once: when `flmessagespk` is already stored, nothing changes and the stored
@@ -180,6 +211,12 @@ export interface HubStore {
   messagePage(thingId: string, query: MessageQuery, page: MessagePageOptions): Promise<{ message: MessageRecord; cursor: MessageCursor }[]>;
   /** how many messages match `query`, and the cursor of the last (undefined when none) */
   messageRange(thingId: string, query: MessageQuery): Promise<{ count: number; last: MessageCursor | undefined }>;
+  /** per thing id of `thingIds`, its stored messages by type (a thing without any is absent) */
+  messageCounts(thingIds: readonly string[]): Promise<Map<string, MessageCounts>>;
+  /** the thing's messages stored at or after `since` (Unix seconds), counted per hour and type */
+  hourlyMessageCounts(thingId: string, since: number): Promise<HourlyCount[]>;
+  /** the newest messages matching `query`, newest (last stored) first */
+  latestMessages(query: LatestMessagesQuery): Promise<MessageRecord[]>;
   /** the thing's `pending` ingress messages, oldest first */
   pendingIngress(thingId: string): Promise<MessageRecord[]>;
   /** pending → delivered at `at` (Unix ms), several in one transaction; per item false when the message is gone or was not pending */
@@ -375,6 +412,19 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
       });
     },
 
+    async thingPage(q) {
+      // LIKE with its wildcards escaped: a typed `%` or `_` matches itself.
+      const pattern = `%${(q.nameContains ?? "").replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      const where = "name LIKE ? ESCAPE '\\'";
+      const total = db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM things WHERE ${where}`, [pattern])!.n;
+      const rows = db.all<ThingRow>(`SELECT * FROM things WHERE ${where} ORDER BY created_at, name LIMIT ? OFFSET ?`, [
+        pattern,
+        Math.max(0, Math.floor(q.limit)),
+        Math.max(0, Math.floor(q.offset)),
+      ]);
+      return { total, things: rows.map(toThing) };
+    },
+
     async insertMessage(m) {
       // INSERT OR IGNORE + read back in one transaction: a retried id returns what was stored first.
       return db.transaction(() => insertOnce(m));
@@ -419,6 +469,39 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
     async deleteMessages(thingId, q) {
       const { where, params } = messageFilter(thingId, q);
       return db.run(`DELETE FROM messages WHERE ${where}`, params).changes;
+    },
+    async messageCounts(thingIds) {
+      const counts = new Map<string, MessageCounts>();
+      if (thingIds.length === 0) return counts;
+      const rows = db.all<{ thing_id: string; messagetype: MessageType; n: number }>(
+        `SELECT thing_id, messagetype, COUNT(*) AS n FROM messages WHERE thing_id IN (${thingIds.map(() => "?").join(", ")}) GROUP BY thing_id, messagetype`,
+        [...thingIds],
+      );
+      for (const row of rows) {
+        const entry = counts.get(row.thing_id) ?? { egress: 0, ingress: 0 };
+        entry[row.messagetype] = row.n;
+        counts.set(row.thing_id, entry);
+      }
+      return counts;
+    },
+    async hourlyMessageCounts(thingId, since) {
+      return db
+        .all<{ hour: number; messagetype: MessageType; n: number }>(
+          `SELECT (fltimestamp / 3600) * 3600 AS hour, messagetype, COUNT(*) AS n FROM messages
+           WHERE thing_id = ? AND fltimestamp >= ? GROUP BY hour, messagetype ORDER BY hour`,
+          [thingId, since],
+        )
+        .map((r) => ({ hour: r.hour, messagetype: r.messagetype, count: r.n }));
+    },
+    async latestMessages(q) {
+      const clauses: string[] = [];
+      const params: (string | number)[] = [];
+      if (q.thingId !== undefined) clauses.push("thing_id = ?"), params.push(q.thingId);
+      if (q.messagetype !== undefined) clauses.push("messagetype = ?"), params.push(q.messagetype);
+      params.push(Math.max(1, Math.floor(q.limit)));
+      const where = clauses.length ? `WHERE ${clauses.join(" AND ")}` : "";
+      // rowid is the order of insertion: the last stored first, whatever a sender's clock said.
+      return db.all<MessageRow>(`SELECT * FROM messages ${where} ORDER BY rowid DESC LIMIT ?`, params).map(toMessage);
     },
     async pendingIngress(thingId) {
       return db.all<MessageRow>("SELECT * FROM messages WHERE thing_id = ? AND delivery = 'pending' ORDER BY fltimestamp, rowid", [thingId]).map(toMessage);

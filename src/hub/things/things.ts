@@ -8,9 +8,10 @@
  *   revocation.ts    the CRL files an external broker reads
  */
 import { rmSync } from "node:fs";
+import { describeCertificate } from "../../crypto/certificate-info.ts";
 import type { HubHome } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
-import type { HubStore, ThingRecord } from "../store/hub-store.ts";
+import type { HubStore, MessageCounts, ThingRecord } from "../store/hub-store.ts";
 import { type CreatedThing, createThing, findThing, readDistribution } from "./provision.ts";
 import { writeRevocationLists } from "./revocation.ts";
 
@@ -31,13 +32,88 @@ export interface ThingsDeps {
   now?: () => number;
   /** a running hub's broker: disconnect this thing now (absent in a command: the service polls) */
   disconnect?: (thingName: string) => void;
+  /** a running hub's broker: whether this thing is connected now (undefined: it cannot tell; absent in a command) */
+  isConnected?: (thingName: string) => boolean | undefined;
+}
+
+/** A thing with what an owner looks at first: is it there now, what did it exchange, until when is it valid. */
+export interface ThingSummary {
+  thing: ThingRecord;
+  status: ThingStatus;
+  /** connected to the broker now; null when nobody can tell (an external broker, or no running hub) */
+  connected: boolean | null;
+  /** messages stored, by type */
+  messages: MessageCounts;
+  /** the certificate's notAfter in Unix ms; null when it cannot be read */
+  certExpiresAt: number | null;
+}
+
+export interface ThingOverview {
+  /** things matching the filter, in all */
+  total: number;
+  /** this page, oldest first */
+  items: ThingSummary[];
+  offset: number;
+  limit: number;
+}
+
+/** The largest page `overview` gives, so that one request stays cheap with thousands of things. */
+export const MAX_THINGS_PAGE = 200;
+
+/** The certificate's notAfter in Unix ms, or null when the PEM cannot be read. */
+export function certificateExpiry(certPem: string): number | null {
+  try {
+    const at = describeCertificate(certPem).notAfter.getTime();
+    return Number.isFinite(at) ? at : null;
+  } catch {
+    return null;
+  }
 }
 
 export class Things {
   private readonly now: () => number;
+  /** certificate expiry by serial: parsing a PEM per row per page view would be wasted work */
+  private readonly expiries = new Map<string, number | null>();
 
   constructor(private readonly deps: ThingsDeps) {
     this.now = deps.now ?? Date.now;
+  }
+
+  /**
+   * One page of things whose full name contains `nameContains` (ASCII letters in any case), each
+   * summarised (ThingSummary). `offset` and `limit` are clamped to 0.. and 1..MAX_THINGS_PAGE.
+   */
+  async overview(query: { nameContains?: string; offset?: number; limit?: number } = {}): Promise<ThingOverview> {
+    const offset = Math.max(0, Math.floor(query.offset ?? 0));
+    const limit = Math.min(MAX_THINGS_PAGE, Math.max(1, Math.floor(query.limit ?? 50)));
+    const { total, things } = await this.deps.store.thingPage({ nameContains: query.nameContains?.trim() || undefined, offset, limit });
+    return { total, offset, limit, items: await this.summarise(things) };
+  }
+
+  /** The summary (ThingSummary) of one thing. */
+  async summary(thing: ThingRecord): Promise<ThingSummary> {
+    return (await this.summarise([thing]))[0]!;
+  }
+
+  /** Whether the thing is connected now; null when nobody can tell. */
+  isConnected(thing: Pick<ThingRecord, "name">): boolean | null {
+    return this.deps.isConnected?.(thing.name) ?? null;
+  }
+
+  private async summarise(things: ThingRecord[]): Promise<ThingSummary[]> {
+    const counts = await this.deps.store.messageCounts(things.map((t) => t.id));
+    return things.map((thing) => ({
+      thing,
+      status: thingStatus(thing),
+      connected: this.isConnected(thing),
+      messages: counts.get(thing.id) ?? { egress: 0, ingress: 0 },
+      certExpiresAt: this.certExpiry(thing),
+    }));
+  }
+
+  private certExpiry(thing: ThingRecord): number | null {
+    if (!this.expiries.has(thing.certSerial)) this.expiries.set(thing.certSerial, certificateExpiry(thing.certPem));
+    return this.expiries.get(thing.certSerial)!;
   }
 
   /** Every thing, oldest first. */

@@ -1,0 +1,554 @@
+/**
+ * src/hub/console: the hub's web console, the guide's pages served by the binary itself.
+ *
+ *   console.ts        routing, sign-in and CSRF checks, and one handler per page and action
+ *   sessions.ts       sign-ins (memory only) and the CSRF token
+ *   security.ts       CSP and the other headers, the session cookie, the same-origin check
+ *   html.ts           the escaping HTML template every page is written in
+ *   layout.ts, pages/ the pages, pure functions from data to Html
+ *   views.ts, chart.ts what a message, a time and the hourly chart look like
+ *   events.ts         the live view (server-sent events from the hub's MessageFeed)
+ *   assets.ts         the stylesheet and the browser script (client/, bundled by build-client.ts)
+ *
+ * Every action calls the same use case (src/hub/hub.ts) as the CLI and the HTTP API: this file
+ * reads a form, calls it and shows its answer, and holds no rule of its own about things or
+ * messages. Errors carry a kind and answer with the API's status for it (http/envelope.ts).
+ */
+import { isUuid } from "../../protocol/ids.ts";
+import { thingTopics } from "../../protocol/topics.ts";
+import type { Logger } from "../../shared/log.ts";
+import { HttpError, publicError, readBodyLimited } from "../http/envelope.ts";
+import type { HubUseCases } from "../hub.ts";
+import { archiveStream } from "../messages/archive.ts";
+import { parseIngressDocument } from "../messages/messages.ts";
+import type { MessageQuery, MessageType, ThingRecord } from "../store/hub-store.ts";
+import { thingKeyType } from "../things/provision.ts";
+import { thingStatus } from "../things/things.ts";
+import { type ConsoleAssets, consoleAssets } from "./assets.ts";
+import { liveStreams } from "./events.ts";
+import { type Html, html } from "./html.ts";
+import { notice, page } from "./layout.ts";
+import { messagesPage } from "./pages/messages.ts";
+import { sendPage } from "./pages/send.ts";
+import { signInPage } from "./pages/signin.ts";
+import { thingPage } from "./pages/thing.ts";
+import { stateOf, thingsPage } from "./pages/things.ts";
+import { tokenPage } from "./pages/token.ts";
+import { fromSameOrigin, isSecureRequest, readCookie, securityHeaders, sessionCookie, sessionCookieName } from "./security.ts";
+import { type ConsoleSession, ConsoleSessions, csrfMatches } from "./sessions.ts";
+import { isoUtc, messageView } from "./views.ts";
+
+export interface ConsoleDeps extends HubUseCases {
+  log: Logger;
+  /** the sign-ins; tests pass their own (a clock, small limits) */
+  sessions?: ConsoleSessions;
+  /** the live view's heartbeat (ms) */
+  heartbeatMs?: number;
+}
+
+export interface HubConsole {
+  /** Answers one request for a console path (anything outside the API's `/{env}/v1`). */
+  fetch(request: Request): Promise<Response>;
+  /** Ends the live views (the hub is stopping). */
+  close(): void;
+}
+
+/** Things per page on the Things page. */
+export const THINGS_PER_PAGE = 50;
+/** Messages a list shows when the page loads. */
+const LIST_MESSAGES = 50;
+/** How long a refused sign-in waits before answering (ms): guessing gets slow, a typo does not. */
+const REFUSED_SIGN_IN_DELAY_MS = 400;
+
+interface Context {
+  request: Request;
+  url: URL;
+  /** the path's captures: the thing id */
+  params: string[];
+  secure: boolean;
+  assets: ConsoleAssets;
+  /** set on every route but sign-in's */
+  session: ConsoleSession;
+  sessionId: string;
+  /** the form's fields (POST only) */
+  form: URLSearchParams;
+}
+
+interface Route {
+  method: "GET" | "POST";
+  path: RegExp;
+  /** false: reachable signed out (sign-in) */
+  signedIn: boolean;
+  handle(ctx: Context): Promise<Response>;
+}
+
+/** A path segment decoded; one that is not valid percent-encoding stays as it is (and names nothing). */
+function decodePathSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}
+
+/** The answer a browser script asked for (Accept: application/json), rather than a page. */
+const wantsJson = (request: Request) => (request.headers.get("accept") ?? "").includes("application/json");
+
+export function createConsole(deps: ConsoleDeps): HubConsole {
+  const { things, messages, operators, feed, home } = deps;
+  const { settings } = home;
+  const log = deps.log.child({ component: "console" });
+  const sessions = deps.sessions ?? new ConsoleSessions();
+  const live = liveStreams({ feed, things, heartbeatMs: deps.heartbeatMs });
+  // A sent message's form holds the JSON and little else; urlencoding can triple its bytes.
+  const formLimit = settings.api.payloadLimitBytes * 3 + 4096;
+
+  // --- answers
+
+  function respond(body: ConstructorParameters<typeof Response>[0], status: number, headers: Record<string, string> = {}): Response {
+    return new Response(body, { status, headers: { ...securityHeaders(), "Cache-Control": "no-store", ...headers } });
+  }
+  const htmlPage = (body: Html, status = 200, headers: Record<string, string> = {}) =>
+    respond(body.text, status, { "Content-Type": "text/html; charset=utf-8", ...headers });
+  const redirect = (location: string, headers: Record<string, string> = {}) => respond(null, 303, { Location: location, ...headers });
+  const json = (body: unknown, status = 200) => respond(JSON.stringify(body), status, { "Content-Type": "application/json; charset=utf-8" });
+  const assetPaths = (assets: ConsoleAssets) => ({ js: assets.js.path, css: assets.css.path });
+
+  function errorPage(
+    ctx: Pick<Context, "assets" | "request"> & { session?: ConsoleSession },
+    status: number,
+    message: string,
+    headers: Record<string, string> = {},
+  ) {
+    if (wantsJson(ctx.request)) return respond(JSON.stringify({ error: message }), status, { "Content-Type": "application/json; charset=utf-8", ...headers });
+    const title = status === 404 ? "Not found" : status === 403 ? "Refused" : "Something went wrong";
+    return htmlPage(
+      page({
+        title,
+        csrf: ctx.session?.csrf,
+        assets: assetPaths(ctx.assets),
+        body: html`<h1>${title}</h1>${notice(message, "error")}<p><a href="/things">Back to Things</a></p>`,
+      }),
+      status,
+      headers,
+    );
+  }
+
+  // --- helpers over the use cases
+
+  async function thingOr404(ctx: Context): Promise<ThingRecord> {
+    const id = ctx.params[0]!;
+    const thing = isUuid(id) ? await things.get(id) : undefined;
+    if (!thing) throw new HttpError(404, "There is no such thing (it may have been deleted).");
+    return thing;
+  }
+
+  const stateOfThing = (thing: ThingRecord) => stateOf({ status: thingStatus(thing), connected: things.isConnected(thing) });
+
+  /** Thing names for messages of several things (the all-things list). */
+  async function namesOf(thingIds: string[]): Promise<Map<string, string>> {
+    const names = new Map<string, string>();
+    for (const id of new Set(thingIds)) names.set(id, (await things.get(id))?.name ?? "(deleted thing)");
+    return names;
+  }
+
+  /** `YYYY-MM-DDTHH:MM` (a datetime-local value, read as UTC) as Unix seconds; HttpError 400 otherwise. */
+  function utcMinute(value: string | null, field: string): number {
+    const match = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?$/.exec(value ?? "");
+    const ms = match ? Date.UTC(+match[1]!, +match[2]! - 1, +match[3]!, +match[4]!, +match[5]!, +(match[6] ?? 0)) : NaN;
+    if (!Number.isFinite(ms)) throw new HttpError(400, `${field} must be a date and time (YYYY-MM-DDTHH:MM, UTC)`);
+    return Math.floor(ms / 1000);
+  }
+
+  const minuteValue = (ms: number) => isoUtc(ms).slice(0, 16);
+
+  // --- routes
+
+  const routes: Route[] = [
+    {
+      method: "GET",
+      path: /^\/$/,
+      signedIn: false,
+      handle: async (ctx) => redirect(ctx.sessionId ? "/things" : "/signin"),
+    },
+    {
+      method: "GET",
+      path: /^\/signin$/,
+      signedIn: false,
+      async handle(ctx) {
+        if (ctx.sessionId) return redirect("/things");
+        const info = ctx.url.searchParams.get("out") ? "Signed out." : ctx.url.searchParams.get("expired") ? "Please sign in again." : undefined;
+        return htmlPage(signInPage({ assets: assetPaths(ctx.assets), info }));
+      },
+    },
+    {
+      method: "POST",
+      path: /^\/signin$/,
+      signedIn: false,
+      async handle(ctx) {
+        const token = ctx.form.get("token")?.trim() ?? "";
+        if (!(await operators.verify(token || undefined))) {
+          // Never the token itself in the log: only that a sign-in was refused.
+          log.warn("hub.console_signin_refused", { reason: token ? "not the access token" : "no token" });
+          await Bun.sleep(REFUSED_SIGN_IN_DELAY_MS);
+          return htmlPage(signInPage({ assets: assetPaths(ctx.assets), error: "That is not the hub's access token." }), 401);
+        }
+        const { id } = sessions.create(token);
+        log.info("hub.console_signin", { sessions: sessions.size });
+        return redirect("/things", { "Set-Cookie": sessionCookie(id, ctx.secure) });
+      },
+    },
+    {
+      method: "POST",
+      path: /^\/signout$/,
+      signedIn: true,
+      async handle(ctx) {
+        sessions.end(ctx.sessionId);
+        log.info("hub.console_signout");
+        return redirect("/signin?out=1", { "Set-Cookie": sessionCookie("", ctx.secure, true) });
+      },
+    },
+    {
+      method: "GET",
+      path: /^\/things$/,
+      signedIn: true,
+      async handle(ctx) {
+        const filter = (ctx.url.searchParams.get("q") ?? "").slice(0, 100);
+        const pageNo = Math.max(1, Math.floor(Number(ctx.url.searchParams.get("page") ?? 1)) || 1);
+        const overview = await things.overview({ nameContains: filter, offset: (pageNo - 1) * THINGS_PER_PAGE, limit: THINGS_PER_PAGE });
+        const deleted = ctx.url.searchParams.get("deleted");
+        return htmlPage(
+          thingsPage({
+            assets: assetPaths(ctx.assets),
+            csrf: ctx.session.csrf,
+            overview,
+            filter,
+            notice: deleted ? { text: `Deleted ${deleted}, its messages and its distribution.` } : undefined,
+          }),
+        );
+      },
+    },
+    {
+      method: "POST",
+      path: /^\/things$/,
+      signedIn: true,
+      async handle(ctx) {
+        try {
+          const { thing } = await things.create(ctx.form.get("name") ?? "", { keyType: ctx.form.get("keyType") || undefined });
+          log.info("hub.thing_created", { via: "console", thing: thing.name, id: thing.id });
+          return redirect(`/things/${thing.id}?created=1`);
+        } catch (err) {
+          const answer = publicError(err);
+          if (answer.status >= 500) throw err;
+          const overview = await things.overview({ limit: THINGS_PER_PAGE });
+          const refused = thingsPage({
+            assets: assetPaths(ctx.assets),
+            csrf: ctx.session.csrf,
+            overview,
+            filter: "",
+            notice: { text: answer.message, tone: "error" },
+          });
+          return htmlPage(refused, answer.status);
+        }
+      },
+    },
+    {
+      method: "GET",
+      path: /^\/things\/([^/]+)$/,
+      signedIn: true,
+      async handle(ctx) {
+        const thing = await thingOr404(ctx);
+        const [summary, hours] = await Promise.all([things.summary(thing), messages.hourly(thing)]);
+        const dist = `${settings.api.publicUrl.replace(/\/+$/, "")}/${settings.env}/v1/things/${thing.id}/dist`;
+        const q = ctx.url.searchParams;
+        const done = q.get("created")
+          ? `Created ${thing.name}. Download its distribution below (Thing SDK).`
+          : q.get("revoked")
+            ? `Revoked ${thing.name}.`
+            : undefined;
+        return htmlPage(
+          thingPage({
+            assets: assetPaths(ctx.assets),
+            csrf: ctx.session.csrf,
+            summary,
+            hours,
+            keyType: thingKeyType(thing),
+            topics: thingTopics(thing.name),
+            // The guide's cURL line, with this browser's token (the page is never cached).
+            curl: thing.revokedAt === null ? `curl -fo ${thing.name}.zip -H "Authorization: Bearer ${ctx.session.token}" ${dist}` : undefined,
+            notice: done ? { text: done } : undefined,
+          }),
+        );
+      },
+    },
+    {
+      method: "GET",
+      path: /^\/things\/([^/]+)\/distribution\.zip$/,
+      signedIn: true,
+      async handle(ctx) {
+        const thing = await thingOr404(ctx);
+        const zip = things.distribution(thing);
+        if (!zip) throw new HttpError(404, "This thing has no distribution (it was revoked).");
+        log.info("hub.distribution_downloaded", { via: "console", thing: thing.name });
+        return respond(zip, 200, {
+          "Content-Type": "application/zip",
+          "Content-Disposition": `attachment; filename="${thing.name}.zip"`,
+          "Content-Length": String(zip.byteLength),
+        });
+      },
+    },
+    {
+      method: "POST",
+      path: /^\/things\/([^/]+)\/revoke$/,
+      signedIn: true,
+      async handle(ctx) {
+        const thing = await thingOr404(ctx);
+        const { changed } = await things.revoke(thing);
+        log.info("hub.thing_revoked", { via: "console", thing: thing.name, changed });
+        return redirect(`/things/${thing.id}?revoked=1`);
+      },
+    },
+    {
+      method: "POST",
+      path: /^\/things\/([^/]+)\/delete$/,
+      signedIn: true,
+      async handle(ctx) {
+        const thing = await thingOr404(ctx);
+        await things.delete(thing);
+        log.info("hub.thing_deleted", { via: "console", thing: thing.name, id: thing.id });
+        return redirect(`/things?${new URLSearchParams({ deleted: thing.name })}`);
+      },
+    },
+    {
+      method: "GET",
+      path: /^\/things\/([^/]+)\/send$/,
+      signedIn: true,
+      async handle(ctx) {
+        const thing = await thingOr404(ctx);
+        return htmlPage(await sendView(ctx, thing));
+      },
+    },
+    {
+      method: "POST",
+      path: /^\/things\/([^/]+)\/send$/,
+      signedIn: true,
+      async handle(ctx) {
+        const thing = await thingOr404(ctx);
+        const text = ctx.form.get("message") ?? "";
+        try {
+          const document = parseIngressDocument(text, settings.api.payloadLimitBytes, "the message");
+          const { flmessagespk, online } = await messages.send(thing, document);
+          const sent = (await messages.latest({ thing, messagetype: "ingress", limit: 20 })).find((m) => m.flmessagespk === flmessagespk);
+          if (wantsJson(ctx.request)) return json({ message: sent ? messageView(sent, thing.name) : { id: flmessagespk }, online });
+          return redirect(`/things/${thing.id}/send?sent=${flmessagespk}`);
+        } catch (err) {
+          const answer = publicError(err);
+          if (answer.status >= 500 && answer.status !== 503) throw err;
+          if (wantsJson(ctx.request)) return json({ error: answer.message }, answer.status);
+          return htmlPage(await sendView(ctx, thing, { draft: text, notice: { text: answer.message, tone: "error" } }), answer.status);
+        }
+      },
+    },
+    {
+      method: "GET",
+      path: /^\/things\/([^/]+)\/messages$/,
+      signedIn: true,
+      async handle(ctx) {
+        const thing = await thingOr404(ctx);
+        const recent = await messages.latest({ thing, limit: LIST_MESSAGES });
+        const now = Date.now();
+        return htmlPage(
+          messagesPage({
+            assets: assetPaths(ctx.assets),
+            csrf: ctx.session.csrf,
+            thing: { record: thing, state: stateOfThing(thing) },
+            recent: recent.map((m) => messageView(m, thing.name)),
+            range: { from: minuteValue(now - 86_400_000), to: minuteValue(now + 60_000) },
+          }),
+        );
+      },
+    },
+    {
+      method: "GET",
+      path: /^\/things\/([^/]+)\/archive$/,
+      signedIn: true,
+      async handle(ctx) {
+        const thing = await thingOr404(ctx);
+        const q = ctx.url.searchParams;
+        const type = q.get("type");
+        if (type && type !== "egress" && type !== "ingress") throw new HttpError(400, "type must be egress, ingress or empty (both)");
+        // A minute picked in the form means all of it: the end is its last second.
+        const query: MessageQuery = { startts: utcMinute(q.get("from"), "From"), endts: utcMinute(q.get("to"), "To") + 59 };
+        if (type) query.messagetype = type as MessageType;
+        if (query.endts! < query.startts!) throw new HttpError(400, "From must not be after To");
+        const archive = await messages.archive(thing, query);
+        log.info("hub.archive", { via: "console", thing: thing.name, messages: archive.count });
+        const stream = archiveStream(archive, (err) => log.error("hub.archive_failed", { thing: thing.name, written: archive.written(), error: err }));
+        return respond(stream, 200, { "Content-Type": "application/zip", "Content-Disposition": `attachment; filename="${archive.fileName}"` });
+      },
+    },
+    {
+      method: "GET",
+      path: /^\/messages$/,
+      signedIn: true,
+      async handle(ctx) {
+        const recent = await messages.latest({ messagetype: "egress", limit: LIST_MESSAGES });
+        const names = await namesOf(recent.map((m) => m.thingId));
+        return htmlPage(
+          messagesPage({
+            assets: assetPaths(ctx.assets),
+            csrf: ctx.session.csrf,
+            recent: recent.map((m) => messageView(m, names.get(m.thingId)!)),
+            range: { from: "", to: "" },
+          }),
+        );
+      },
+    },
+    {
+      method: "GET",
+      path: /^\/token$/,
+      signedIn: true,
+      handle: async (ctx) => htmlPage(tokenPage({ assets: assetPaths(ctx.assets), csrf: ctx.session.csrf })),
+    },
+    {
+      method: "POST",
+      path: /^\/token$/,
+      signedIn: true,
+      async handle(ctx) {
+        const token = await operators.rotate();
+        // Every session held the old token: all end, and this browser gets a new one (a new
+        // cookie: the old cookie is refused from now on, here too).
+        sessions.endAll();
+        const { id, session } = sessions.create(token);
+        log.info("hub.token_rotated", { via: "console" });
+        return htmlPage(tokenPage({ assets: assetPaths(ctx.assets), csrf: session.csrf, newToken: token }), 200, {
+          "Set-Cookie": sessionCookie(id, ctx.secure),
+        });
+      },
+    },
+    {
+      method: "GET",
+      path: /^\/events$/,
+      signedIn: true,
+      async handle(ctx) {
+        const id = ctx.url.searchParams.get("thing");
+        const thing = id ? await thingOr404({ ...ctx, params: [id] }) : undefined;
+        const stream = live.open(thing, ctx.request.signal);
+        if (!stream) throw new HttpError(503, "Too many live views are open; try again later.", { "Retry-After": "30" });
+        return respond(stream, 200, { "Content-Type": "text/event-stream; charset=utf-8", "X-Accel-Buffering": "no" });
+      },
+    },
+  ];
+
+  async function sendView(ctx: Context, thing: ThingRecord, extra: { draft?: string; notice?: { text: string; tone?: "ok" | "error" } } = {}) {
+    const recent = await messages.latest({ thing, messagetype: "ingress", limit: 20 });
+    return sendPage({
+      assets: assetPaths(ctx.assets),
+      csrf: ctx.session.csrf,
+      thing,
+      state: stateOfThing(thing),
+      connected: things.isConnected(thing),
+      recent: recent.map((m) => messageView(m, thing.name)),
+      ...extra,
+    });
+  }
+
+  /** The session this request's cookie names, if it is live and its token still valid. */
+  async function sessionOf(request: Request, secure: boolean): Promise<{ id: string; session: ConsoleSession } | undefined> {
+    const id = readCookie(request, sessionCookieName(secure));
+    const session = sessions.get(id);
+    if (!id || !session) return undefined;
+    // A `hub token rotate` in another process ends every session at its next request.
+    if (!(await operators.verify(session.token))) {
+      sessions.end(id);
+      return undefined;
+    }
+    return { id, session };
+  }
+
+  async function readForm(request: Request): Promise<URLSearchParams> {
+    const type = (request.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
+    if (type !== "application/x-www-form-urlencoded") throw new HttpError(415, "The console takes forms (application/x-www-form-urlencoded).");
+    return new URLSearchParams(new TextDecoder().decode(await readBodyLimited(request, formLimit)));
+  }
+
+  async function handle(request: Request): Promise<Response> {
+    const url = new URL(request.url);
+    let assets: ConsoleAssets;
+    try {
+      assets = await consoleAssets();
+    } catch (err) {
+      log.error("hub.console_assets_failed", { error: err });
+      return respond("The console's script is missing from this build.", 500, { "Content-Type": "text/plain; charset=utf-8" });
+    }
+    if (request.method === "GET" && url.pathname.startsWith("/assets/")) {
+      const asset = [assets.js, assets.css].find((a) => a.path === url.pathname);
+      if (!asset) return respond("no such asset", 404, { "Content-Type": "text/plain; charset=utf-8" });
+      // Content-hashed names: a new build has new names, so a year of caching is safe.
+      return respond(asset.body, 200, { "Content-Type": asset.contentType, "Cache-Control": "public, max-age=31536000, immutable" });
+    }
+    if (url.pathname === "/favicon.ico") return respond(null, 204);
+
+    const secure = isSecureRequest(request, settings.api.publicUrl);
+    const signedIn = await sessionOf(request, secure);
+    const base = { request, assets, session: signedIn?.session };
+    const matching = routes.filter((r) => r.path.test(url.pathname));
+    if (matching.length === 0) {
+      return signedIn ? errorPage(base, 404, "There is no such page.") : redirect("/signin");
+    }
+    const route = matching.find((r) => r.method === request.method);
+    if (!route) return respond(null, 405, { Allow: matching.map((r) => r.method).join(", ") });
+
+    if (route.signedIn && !signedIn) {
+      if (request.method === "GET" && !wantsJson(request) && url.pathname !== "/events") {
+        // A cookie that no longer works (rotated token, restarted hub) is cleared on the way.
+        const stale = readCookie(request, sessionCookieName(secure));
+        return redirect(stale ? "/signin?expired=1" : "/signin", stale ? { "Set-Cookie": sessionCookie("", secure, true) } : {});
+      }
+      return errorPage(base, 401, "Sign in first.");
+    }
+    try {
+      let form = new URLSearchParams();
+      if (request.method === "POST") {
+        if (!fromSameOrigin(request, settings.api.publicUrl)) {
+          log.warn("hub.console_cross_site_refused", {
+            path: url.pathname,
+            origin: request.headers.get("origin") ?? undefined,
+            fetch_site: request.headers.get("sec-fetch-site") ?? undefined,
+            own_origin: url.origin,
+          });
+          return errorPage(base, 403, "This form was sent from another site; nothing was done.");
+        }
+        form = await readForm(request);
+        if (route.signedIn && !csrfMatches(signedIn!.session, request.headers.get("x-csrf-token") ?? form.get("csrf"))) {
+          log.warn("hub.console_csrf_refused", { path: url.pathname });
+          return errorPage(base, 403, "This form is out of date or was not sent from the console; reload the page and try again.");
+        }
+      }
+      const params = url.pathname.match(route.path)!.slice(1).map(decodePathSegment);
+      return await route.handle({
+        request,
+        url,
+        params,
+        secure,
+        assets,
+        session: signedIn?.session as ConsoleSession,
+        sessionId: signedIn?.id ?? "",
+        form,
+      });
+    } catch (err) {
+      const answer = publicError(err);
+      if (answer.status >= 500)
+        log[answer.kind === "bug" ? "error" : "warn"]("hub.console_failed", {
+          method: request.method,
+          path: url.pathname,
+          status: answer.status,
+          kind: answer.kind,
+          error: answer.kind === "bug" ? err : answer.detail,
+        });
+      return errorPage(base, answer.status, answer.message, answer.headers);
+    }
+  }
+
+  return { fetch: handle, close: () => live.close() };
+}

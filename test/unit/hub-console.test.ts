@@ -1,0 +1,412 @@
+/**
+ * The web console's HTTP layer, called through createHubApi's fetch (no socket, no browser) over
+ * a real hub home: who may see what, the session cookie, CSRF and the same-origin check, the
+ * security headers on every kind of answer, pages without inline code, escaping of everything
+ * a thing supplies, token rotation, sending, the range zip and the live feed.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { unzipSync } from "fflate";
+import type { HubBroker } from "../../src/hub/broker/broker.ts";
+import { escapeHtml, html } from "../../src/hub/console/html.ts";
+import { ConsoleSessions } from "../../src/hub/console/sessions.ts";
+import type { HubHome } from "../../src/hub/home/home.ts";
+import { initHub } from "../../src/hub/home/init.ts";
+import { createHubApi, type HubApi } from "../../src/hub/http/routes.ts";
+import { type HubUseCases, hubUseCases } from "../../src/hub/hub.ts";
+import { ingressLedger } from "../../src/hub/messages/ingress-delivery.ts";
+import { openHubStore, type SqliteHubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { silentLogger } from "../../src/shared/log.ts";
+
+const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
+const BASE = "http://hub.example:8080";
+const EVIL = '<script>alert("owned")</script><img src=x onerror=alert(1)>';
+
+let dir: string;
+let home: HubHome;
+let store: SqliteHubStore;
+let hub: HubUseCases;
+let api: HubApi;
+let token: string;
+let thing: ThingRecord;
+let clock = Date.now();
+const sessions = new ConsoleSessions({ now: () => clock, idleMs: 60_000 });
+const online = new Set<string>();
+const broker: HubBroker = {
+  url: "mqtts://test:8883",
+  tracksDelivery: true,
+  async publish() {},
+  async sendIngress() {},
+  isConnected: (name) => online.has(name),
+  async close() {},
+};
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "flashlex-hub-console-"));
+  const init = await initHub({ dir: join(dir, "hub"), ownerId: OWNER, apiUrl: "http://hub.example:8080", names: ["hub.example"] });
+  home = init.home;
+  token = init.token;
+  store = openHubStore(home.paths.database);
+  hub = hubUseCases({ home, store, log: silentLogger, broker });
+  api = createHubApi({ ...hub, log: silentLogger, consoleSessions: sessions });
+  thing = (await hub.things.create("pump")).thing;
+});
+
+afterAll(async () => {
+  api.close();
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+// --- a browser, by hand
+
+interface Browser {
+  cookie: string;
+  csrf: string;
+}
+
+function get(path: string, browser?: Browser, headers: Record<string, string> = {}): Promise<Response> {
+  return api.fetch(new Request(`${BASE}${path}`, { headers: { ...(browser ? { Cookie: browser.cookie } : {}), ...headers } }));
+}
+
+function post(path: string, fields: Record<string, string>, browser?: Browser, headers: Record<string, string> = {}): Promise<Response> {
+  return api.fetch(
+    new Request(`${BASE}${path}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/x-www-form-urlencoded", ...(browser ? { Cookie: browser.cookie } : {}), ...headers },
+      body: new URLSearchParams(fields),
+    }),
+  );
+}
+
+const cookieOf = (response: Response) => response.headers.get("set-cookie")?.split(";")[0] ?? "";
+
+async function signIn(with_ = token): Promise<Browser> {
+  const response = await post("/signin", { token: with_ });
+  expect(response.status).toBe(303);
+  const cookie = cookieOf(response);
+  const page = await (await get("/things", { cookie, csrf: "" })).text();
+  return { cookie, csrf: /name="csrf-token" content="([^"]+)"/.exec(page)![1]! };
+}
+
+/** The pages a signed-in browser can open, for the checks every page must pass. */
+const pages = () => ["/things", `/things/${thing.id}`, `/things/${thing.id}/send`, `/things/${thing.id}/messages`, "/messages", "/token"];
+
+describe("signed out", () => {
+  test("every page sends the browser to sign in; changes and the live view are refused", async () => {
+    expect((await get("/")).headers.get("location")).toBe("/signin");
+    for (const path of [...pages(), "/nowhere"]) {
+      const response = await get(path);
+      expect([path, response.status, response.headers.get("location")]).toEqual([path, 303, "/signin"]);
+    }
+    expect((await post("/things", { name: "sneaky" })).status).toBe(401);
+    expect((await get("/events")).status).toBe(401);
+    expect((await get(`/things/${thing.id}/distribution.zip`, undefined, { Accept: "application/json" })).status).toBe(401);
+    expect(await hub.things.find("sneaky")).toBeUndefined();
+    const signIn = await get("/signin");
+    expect(signIn.status).toBe(200);
+    expect(await signIn.text()).toContain('<input id="token" name="token" type="password"');
+  });
+
+  test("a wrong token is refused without a cookie; the right one gets an HttpOnly, SameSite=Strict cookie", async () => {
+    const wrong = await post("/signin", { token: "not-it" });
+    expect(wrong.status).toBe(401);
+    expect(wrong.headers.get("set-cookie")).toBeNull();
+    expect(await wrong.text()).toContain("not the hub&#39;s access token");
+    const right = await post("/signin", { token });
+    expect(right.headers.get("location")).toBe("/things");
+    const cookie = right.headers.get("set-cookie")!;
+    expect(cookie).toMatch(/^flashlex_session=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict$/);
+    expect(cookie).not.toContain(token);
+  });
+
+  test("over HTTPS the cookie is Secure with the __Host- prefix, and a plain-HTTP cookie name is not read", async () => {
+    const response = await api.fetch(
+      new Request("https://hub.example:8443/signin", {
+        method: "POST",
+        headers: { "Content-Type": "application/x-www-form-urlencoded" },
+        body: new URLSearchParams({ token }),
+      }),
+    );
+    const cookie = response.headers.get("set-cookie")!;
+    expect(cookie).toMatch(/^__Host-flashlex_session=[\w-]{43}; Path=\/; HttpOnly; SameSite=Strict; Secure$/);
+    const id = cookie.split(";")[0]!.split("=")[1]!;
+    const secure = await api.fetch(new Request("https://hub.example:8443/things", { headers: { Cookie: `__Host-flashlex_session=${id}` } }));
+    expect(secure.status).toBe(200);
+    const downgraded = await api.fetch(new Request("https://hub.example:8443/things", { headers: { Cookie: `flashlex_session=${id}` } }));
+    expect(downgraded.status).toBe(303);
+  });
+});
+
+describe("headers and markup", () => {
+  test("every answer carries the CSP, nosniff, frame and referrer headers; pages are never cached", async () => {
+    const browser = await signIn();
+    const answers = [
+      ...(await Promise.all(pages().map((p) => get(p, browser)))),
+      await get("/signin"),
+      await get("/things"), // a redirect
+      await get("/nowhere", browser), // a 404 page
+      await post("/things", { name: "x" }, browser), // a refused change
+    ];
+    for (const response of answers) {
+      const csp = response.headers.get("content-security-policy")!;
+      expect(csp).toContain("default-src 'self'");
+      expect(csp).toContain("script-src 'self'");
+      expect(csp).toContain("style-src 'self'");
+      expect(csp).toContain("frame-ancestors 'none'");
+      expect(csp).not.toContain("unsafe");
+      expect(response.headers.get("x-content-type-options")).toBe("nosniff");
+      expect(response.headers.get("x-frame-options")).toBe("DENY");
+      expect(response.headers.get("referrer-policy")).toBe("same-origin");
+      expect(response.headers.get("cache-control")).toBe("no-store");
+    }
+  });
+
+  test("pages have no inline script, style or event handler; the assets are the hub's own, hashed and small", async () => {
+    const browser = await signIn();
+    let assets: string[] = [];
+    for (const path of pages()) {
+      const page = await (await get(path, browser)).text();
+      expect(page).not.toMatch(/<script(?![^>]*\bsrc=)/);
+      expect(page).not.toMatch(/<style|\sstyle=|\son[a-z]+=/i);
+      expect(page).not.toMatch(/(?:src|href)="(?:https?:)?\/\//); // nothing from another host: no CDN, no font
+      assets = [...page.matchAll(/(?:src|href)="(\/assets\/[^"]+)"/g)].map((m) => m[1]!);
+    }
+    expect(assets).toHaveLength(2);
+    for (const path of assets) {
+      const response = await get(path);
+      expect(response.status).toBe(200);
+      expect(response.headers.get("cache-control")).toContain("immutable");
+      expect(response.headers.get("x-content-type-options")).toBe("nosniff");
+      const body = await response.text();
+      expect(body.length).toBeLessThan(100 * 1024);
+      expect(body).not.toMatch(/innerHTML|outerHTML|insertAdjacentHTML|document\.write/);
+    }
+    expect((await get("/assets/console-0000000000.js")).status).toBe(404);
+  });
+});
+
+describe("CSRF and the same-origin check", () => {
+  test("a change without the session's CSRF token, or with another's, does nothing", async () => {
+    const browser = await signIn();
+    const other = await signIn();
+    for (const csrf of [undefined, "", "forged", other.csrf]) {
+      const response = await post("/things", { name: "csrf-victim", ...(csrf === undefined ? {} : { csrf }) }, browser);
+      expect(response.status).toBe(403);
+    }
+    expect((await post(`/things/${thing.id}/revoke`, {}, browser)).status).toBe(403);
+    expect((await post("/token", {}, browser)).status).toBe(403);
+    expect(await hub.things.find("csrf-victim")).toBeUndefined();
+    expect((await hub.things.get(thing.id))!.revokedAt).toBeNull();
+    expect(await hub.operators.verify(token)).toBe(true);
+  });
+
+  test("the token in a header or the form field passes; another site's page is refused even with it", async () => {
+    const browser = await signIn();
+    const viaHeader = await post("/things", { name: "by-header" }, browser, { "X-CSRF-Token": browser.csrf });
+    expect(viaHeader.status).toBe(303);
+    expect(viaHeader.headers.get("location")).toMatch(/^\/things\/[0-9a-f-]{36}\?created=1$/);
+    const crossSite: Record<string, string>[] = [
+      { Origin: "https://evil.example" },
+      { Origin: "null" },
+      { "Sec-Fetch-Site": "cross-site" },
+      { "Sec-Fetch-Site": "same-site", Origin: BASE }, // a sibling host: not the hub
+    ];
+    for (const headers of crossSite) {
+      const response = await post("/things", { name: "cross-site", csrf: browser.csrf }, browser, headers);
+      expect(response.status).toBe(403);
+    }
+    expect(await hub.things.find("cross-site")).toBeUndefined();
+    // login CSRF: another site cannot sign a browser in with its own token
+    expect((await post("/signin", { token }, undefined, { Origin: "https://evil.example" })).status).toBe(403);
+    const sameOrigin = await post("/things", { name: "same-origin", csrf: browser.csrf }, browser, { Origin: BASE, "Sec-Fetch-Site": "same-origin" });
+    expect(sameOrigin.status).toBe(303);
+    await hub.things.delete((await hub.things.find("by-header"))!);
+    await hub.things.delete((await hub.things.find("same-origin"))!);
+  });
+
+  test("a change must be a form: JSON and other bodies are refused", async () => {
+    const browser = await signIn();
+    const response = await api.fetch(
+      new Request(`${BASE}/things`, {
+        method: "POST",
+        headers: { Cookie: browser.cookie, "Content-Type": "application/json", "X-CSRF-Token": browser.csrf },
+        body: '{"name":"j"}',
+      }),
+    );
+    expect(response.status).toBe(415);
+  });
+});
+
+describe("escaping", () => {
+  test("the template escapes values and keeps its own markup", () => {
+    expect(escapeHtml(`<a href="x" onclick='y'>&\``)).toBe("&lt;a href=&quot;x&quot; onclick=&#39;y&#39;&gt;&amp;&#96;");
+    expect(html`<p title="${'"><script>'}">${["<b>", html`<i>ok</i>`, null, false, 3]}</p>`.text).toBe(
+      '<p title="&quot;&gt;&lt;script&gt;">&lt;b&gt;<i>ok</i>3</p>',
+    );
+  });
+
+  test("a payload holding <script> is shown as text on every page that shows it, and in the live feed", async () => {
+    const browser = await signIn();
+    const collected = await hub.collector.store(thing, undefined, JSON.stringify({ note: EVIL }));
+    await hub.messages.send(thing, { note: EVIL });
+    for (const path of [`/things/${thing.id}/messages`, "/messages", `/things/${thing.id}/send`]) {
+      const page = await (await get(path, browser)).text();
+      expect(page).not.toContain("<script>alert");
+      expect(page).not.toContain("<img src=x");
+      expect(page).toContain("&lt;script&gt;alert(\\&quot;owned\\&quot;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;");
+    }
+    expect(collected.inserted).toBe(true);
+    // what the filter box and a deleted thing's name echo back is escaped too
+    const filtered = await (await get(`/things?q=${encodeURIComponent('"><script>x</script>')}`, browser)).text();
+    expect(filtered).toContain('value="&quot;&gt;&lt;script&gt;x&lt;/script&gt;"');
+    const deleted = await (await get(`/things?deleted=${encodeURIComponent("<script>y</script>")}`, browser)).text();
+    expect(deleted).not.toContain("<script>y");
+  });
+});
+
+describe("pages", () => {
+  test("Things pages through many things with a name filter", async () => {
+    for (let i = 0; i < 60; i++) {
+      await store.insertThing({
+        ...thing,
+        id: `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`,
+        name: `ecd13b11-bulk-${i}`,
+        certSerial: `B${i}`,
+        createdAt: 1 + i,
+      });
+    }
+    const browser = await signIn();
+    const first = await (await get("/things", browser)).text();
+    expect(first).toContain("1–50 of 61");
+    expect(first).toContain('href="/things?page=2" rel="next"');
+    const second = await (await get("/things?page=2", browser)).text();
+    expect(second).toContain("51–61 of 61");
+    expect(second).toContain("ecd13b11-pump");
+    const filtered = await (await get("/things?q=bulk-5", browser)).text();
+    expect(filtered).toContain("1–11 of 11");
+    for (let i = 0; i < 60; i++) await store.deleteThing(`00000000-0000-4000-8000-${String(i).padStart(12, "0")}`);
+  });
+
+  test("a thing's page has its facts, the chart, the distribution link and the guide's cURL line", async () => {
+    online.add(thing.name);
+    const browser = await signIn();
+    const page = await (await get(`/things/${thing.id}`, browser)).text();
+    online.delete(thing.name);
+    expect(page).toContain(`<code>${thing.id}</code>`);
+    expect(page).toContain('<span class="badge connected">connected</span>');
+    expect(page).toContain(`<code>ingress/${thing.name}</code>`);
+    expect(page).toContain('<svg viewBox="0 0 480 140" role="img"');
+    expect(page).toContain(`curl -fo ${thing.name}.zip -H &quot;Authorization: Bearer ${token}&quot; http://hub.example:8080/dev/v1/things/${thing.id}/dist`);
+    const zip = await get(`/things/${thing.id}/distribution.zip`, browser);
+    expect(zip.status).toBe(200);
+    expect(zip.headers.get("content-disposition")).toBe(`attachment; filename="${thing.name}.zip"`);
+    expect(Object.keys(unzipSync(new Uint8Array(await zip.arrayBuffer())))).toContain(`${thing.name}/config.yml`);
+    expect((await get(`/things/not-a-thing`, browser)).status).toBe(404);
+  });
+
+  test("Send Message: JSON refused before the use case runs; a valid document is sent as pending", async () => {
+    const browser = await signIn();
+    const send = (message: string) => post(`/things/${thing.id}/send`, { message, csrf: browser.csrf }, browser, { Accept: "application/json" });
+    const bad = await send("{not json");
+    expect(bad.status).toBe(400);
+    expect(((await bad.json()) as any).error).toContain("JSON");
+    const ok = await send('{"valve": "open"}');
+    expect(ok.status).toBe(200);
+    const answer = (await ok.json()) as any;
+    expect(answer.message).toMatchObject({ type: "ingress", delivery: "pending", payload: '{\n  "valve": "open"\n}' });
+    expect(answer.online).toBe(false);
+    // without the script: the form posts and comes back to the page
+    const plain = await post(`/things/${thing.id}/send`, { message: '{"n": 1}', csrf: browser.csrf }, browser);
+    expect(plain.status).toBe(303);
+    const refused = await post(`/things/${thing.id}/send`, { message: "[", csrf: browser.csrf }, browser);
+    expect(refused.status).toBe(400);
+    expect(await refused.text()).toContain(
+      '<textarea id="message" name="message" rows="8" spellcheck="false" required aria-describedby="message-status">[</textarea>',
+    );
+  });
+
+  test("the range zip holds one <flmessagespk>.json per message in the range", async () => {
+    const browser = await signIn();
+    const fresh = (await hub.things.create("ranged")).thing;
+    const now = Math.floor(Date.now() / 1000);
+    for (const [id, ts] of [
+      ["11111111-1111-4111-8111-111111111111", now - 7200],
+      ["22222222-2222-4222-8222-222222222222", now - 60],
+    ] as const) {
+      await store.insertMessage({ flmessagespk: id, thingId: fresh.id, messagetype: "egress", payload: '{"x":1}', fltimestamp: ts, datecreated: "x" });
+    }
+    const minute = (s: number) => new Date(s * 1000).toISOString().slice(0, 16);
+    const response = await get(`/things/${fresh.id}/archive?from=${minute(now - 3600)}&to=${minute(now)}&type=egress`, browser);
+    expect(response.status).toBe(200);
+    const files = Object.keys(unzipSync(new Uint8Array(await response.arrayBuffer()))).filter((f) => f.endsWith(".json"));
+    expect(files.map((f) => f.split("/").pop())).toEqual(["22222222-2222-4222-8222-222222222222.json"]);
+    expect((await get(`/things/${fresh.id}/archive?from=yesterday&to=${minute(now)}`, browser)).status).toBe(400);
+    await hub.things.delete(fresh);
+  });
+
+  test("the live view streams collected, sent and delivered messages as JSON", async () => {
+    const browser = await signIn();
+    const abort = new AbortController();
+    const response = await api.fetch(new Request(`${BASE}/events?thing=${thing.id}`, { headers: { Cookie: browser.cookie }, signal: abort.signal }));
+    expect(response.headers.get("content-type")).toBe("text/event-stream; charset=utf-8");
+    const reader = response.body!.getReader();
+    let text = "";
+    const until = async (pattern: RegExp) => {
+      while (!pattern.test(text)) text += new TextDecoder().decode((await reader.read()).value);
+    };
+    await until(/event: presence/);
+    await hub.collector.store(thing, undefined, JSON.stringify({ live: EVIL }));
+    const { flmessagespk } = await hub.messages.send(thing, { go: 1 });
+    await ingressLedger(store, hub.feed).delivered(flmessagespk, Date.UTC(2024, 0, 1), thing.name);
+    await until(/event: delivered/);
+    expect(text).toContain('"kind":"collected"');
+    expect(text).toContain('"kind":"sent"');
+    expect(text).toContain(`event: delivered\ndata: {"id":"${flmessagespk}","deliveredAt":"2024-01-01T00:00:00Z"}`);
+    // the payload travels as JSON text; the page's script puts it in as text (dom.ts)
+    expect(text).toContain(JSON.stringify(JSON.stringify({ live: EVIL }, null, 2)).slice(1, -1));
+    abort.abort();
+    api.close();
+    expect(hub.feed.watchers).toBe(0);
+  });
+});
+
+describe("ending sessions", () => {
+  test("sign out ends the session: its cookie is refused afterwards", async () => {
+    const browser = await signIn();
+    const out = await post("/signout", { csrf: browser.csrf }, browser);
+    expect(out.headers.get("location")).toBe("/signin?out=1");
+    expect(out.headers.get("set-cookie")).toContain("Max-Age=0");
+    const after = await get("/things", browser);
+    expect(after.status).toBe(303);
+    expect(after.headers.get("location")).toBe("/signin?expired=1");
+  });
+
+  test("an idle session ends", async () => {
+    const browser = await signIn();
+    clock += 61_000;
+    expect((await get("/things", browser)).status).toBe(303);
+    clock = Date.now();
+  });
+
+  test("rotating the token shows the new one once, keeps this browser signed in with a new cookie and refuses every old one", async () => {
+    const rotator = await signIn();
+    const bystander = await signIn();
+    const rotated = await post("/token", { csrf: rotator.csrf }, rotator);
+    expect(rotated.status).toBe(200);
+    const page = await rotated.text();
+    const fresh = /<pre id="new-token"><code>([\w-]{43})<\/code><\/pre>/.exec(page)![1]!;
+    expect(fresh).not.toBe(token);
+    const newCookie = cookieOf(rotated);
+    expect(newCookie).not.toBe(rotator.cookie);
+    for (const old of [rotator, bystander]) expect((await get("/things", old)).headers.get("location")).toBe("/signin?expired=1");
+    expect((await get("/things", { cookie: newCookie, csrf: "" })).status).toBe(200);
+    expect(await (await get("/token", { cookie: newCookie, csrf: "" })).text()).not.toContain(fresh);
+    expect((await post("/signin", { token })).status).toBe(401);
+    // a rotation elsewhere (the CLI) ends the console's sessions at their next request
+    token = await hub.operators.rotate();
+    expect((await get("/things", { cookie: newCookie, csrf: "" })).status).toBe(303);
+  });
+});
