@@ -17,7 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { ROOT } from "../scripts/build.ts";
-import { machine, machineLine, markdownTable, printTable, replaceBetweenMarkers } from "./lib/report.ts";
+import { loadNow, machine, machineLine, markdownTable, printTable, replaceBetweenMarkers } from "./lib/report.ts";
 import type { BenchContext, Row, RowResult } from "./lib/row.ts";
 import { collect } from "./rows/collect.ts";
 import { fanOut } from "./rows/fan-out.ts";
@@ -109,6 +109,7 @@ for (const row of selected) {
 }
 rmSync(work, { recursive: true, force: true });
 const seconds = (performance.now() - started) / 1000;
+m.load.end = loadNow();
 
 console.log(`\n${machineLine(m)}\n${quick ? "quick run" : `medians of ${runs} interleaved pairs`}, ${Math.round(seconds)} s\n`);
 printTable(results);

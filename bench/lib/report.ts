@@ -2,7 +2,7 @@
  * The bench's output: the machine it ran on, the table on the terminal, the JSON file and the
  * table section of docs/benchmarks.md (between BEGIN and END below).
  */
-import { cpus, totalmem } from "node:os";
+import { cpus, loadavg, totalmem } from "node:os";
 import type { RowResult, Target } from "./row.ts";
 import { targetMet } from "./row.ts";
 
@@ -20,6 +20,8 @@ export interface Machine {
   date: string;
   commit: string;
   flashlex: string;
+  /** 1-minute load average when the run started and when it ended (others' work on a shared machine shows here) */
+  load: { start: number; end?: number };
 }
 
 const firstLine = (argv: string[]) => {
@@ -30,6 +32,8 @@ const firstLine = (argv: string[]) => {
     return "not found";
   }
 };
+
+export const loadNow = () => Math.round(loadavg()[0]! * 100) / 100;
 
 export function machine(binary: string): Machine {
   const dirty = Bun.spawnSync(["git", "status", "--porcelain", "--untracked-files=no"]).stdout.toString().trim() !== "";
@@ -44,6 +48,7 @@ export function machine(binary: string): Machine {
     date: new Date().toISOString(),
     commit: `${Bun.spawnSync(["git", "rev-parse", "--short=12", "HEAD"]).stdout.toString().trim()}${dirty ? " (with uncommitted changes)" : ""}`,
     flashlex: firstLine([binary, "--version"]),
+    load: { start: loadNow() },
   };
 }
 
@@ -64,7 +69,9 @@ export const formatTarget = (t: Target | undefined, unit = "") =>
 function ratioCell(r: RowResult): string {
   if (r.skipped) return "—";
   if (r.ratio === undefined || !Number.isFinite(r.ratio)) return "—";
-  return `${r.ratio.toFixed(2)}×`;
+  const ratios = r.samples?.ratios ?? [];
+  const spread = ratios.length > 1 ? ` (${Math.min(...ratios).toFixed(2)}–${Math.max(...ratios).toFixed(2)})` : "";
+  return `${r.ratio.toFixed(2)}×${spread}`;
 }
 
 function metCell(r: RowResult): string {
@@ -102,7 +109,8 @@ export function printTable(results: RowResult[]): void {
 }
 
 export function machineLine(m: Machine): string {
-  return `${m.date.slice(0, 16).replace("T", " ")} UTC, commit ${m.commit}, ${m.flashlex}; ${m.cpu}, ${m.cores} cores, ${m.ramGiB} GiB, Linux ${m.kernel}; Bun ${m.bun}, Node ${m.node}, Mosquitto ${m.mosquitto}`;
+  const load = `load average ${m.load.start}${m.load.end === undefined ? "" : ` at the start, ${m.load.end} at the end`}`;
+  return `${m.date.slice(0, 16).replace("T", " ")} UTC, commit ${m.commit}, ${m.flashlex}; ${m.cpu}, ${m.cores} cores, ${m.ramGiB} GiB, Linux ${m.kernel}; Bun ${m.bun}, Node ${m.node}, Mosquitto ${m.mosquitto}; ${load}`;
 }
 
 export function markdownTable(results: RowResult[], m: Machine, runs: number, quick: boolean, seconds: number): string {
@@ -111,7 +119,7 @@ export function markdownTable(results: RowResult[], m: Machine, runs: number, qu
   return [
     `Measured ${machineLine(m)}.`,
     `${quick ? "A --quick smoke run" : `Medians of ${runs} interleaved pairs`}; the whole run took ${Math.round(seconds)} s. ` +
-      "Ratio = FlashLex / peer, the median of the per-pair ratios; ✓/✗: issue 13's target met or not.",
+      "Ratio = FlashLex / peer, the median of the per-pair ratios (their range in brackets); ✓/✗: issue 13's target met or not.",
     "",
     `| ${HEADER.join(" | ")} |`,
     `|${HEADER.map(() => "---").join("|")}|`,
