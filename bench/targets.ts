@@ -1,5 +1,5 @@
 /**
- * `bun bench/targets.ts [--dir dist] [--runs 7] [--idle 10]` (also part of `bun run bench`):
+ * `bun bench/targets.ts [--dir dist] [--runs 7] [--idle 10]` (run alone; `bun run bench` has its own start and RSS rows):
  *
  * 1. start time, `flashlex --version` exec to exit, of every binary this machine can run
  *    (natively or under qemu): median of --runs runs after one warm-up, with hyperfine when it
@@ -32,7 +32,7 @@ const { values: args } = parseArgs({
     runs: { type: "string", default: "7" },
     idle: { type: "string", default: "10" },
   },
-  strict: false, // bench/run.ts hands every benchmark the same arguments
+  strict: false, // unknown flags are ignored
 });
 const dir = resolve(String(args.dir));
 const runs = Math.max(5, Number(args.runs));

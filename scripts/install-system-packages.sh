@@ -6,7 +6,8 @@
 # binutils-arm-linux-gnueabihf strips the armv7 Node; faketime (libfaketime, LD_PRELOAD) runs
 # the agent under a wrong or jumping clock; python3 and python3-yaml run the distribution's
 # flashlex.py (test/integration/python-sdk.test.ts: with PyYAML and without it); chromium runs
-# the web console's browser test (test/integration/console.test.ts, through playwright-core).
+# the web console's browser test (test/integration/console.test.ts, through playwright-core); wrk
+# loads the hub in `bun run bench` (row 3) and hyperfine times starts in bench/targets.ts.
 # Idempotent; works as root (CI) or with sudo.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -15,7 +16,7 @@ SUDO=""
 
 PACKAGES=(
   mosquitto mosquitto-clients sqlite3 openssl systemd ca-certificates xz-utils unzip faketime
-  python3 python3-yaml chromium
+  python3 python3-yaml chromium wrk hyperfine
   qemu-user-static libc6-arm64-cross
   libc6:armhf libstdc++6:armhf libatomic1:armhf binutils-arm-linux-gnueabihf
 )
