@@ -10,6 +10,7 @@
  *   broker/     the MQTT broker seam: embedded aedes, an external broker, Mosquitto's files,
  *               and what the hub does with MQTT traffic (events.ts)
  *   http/       the HTTP API: routes, presenters, the envelope, the Bun server, the CLI's client
+ *   updates/    signed self-update: the update key, releases, rollouts (docs/updates.md)
  *
  * Every rule lives in one use case (things/, messages/, home/tokens.ts) that the CLI, the HTTP
  * API and the broker's events call; none of them touches the database directly.
@@ -23,6 +24,7 @@ import { Collector } from "./messages/collect.ts";
 import { Messages } from "./messages/messages.ts";
 import { type HubStore, openHubStore } from "./store/hub-store.ts";
 import { Things } from "./things/things.ts";
+import { Updates } from "./updates/updates.ts";
 
 /** The hub's use cases over one home and database. */
 export interface HubUseCases {
@@ -31,6 +33,8 @@ export interface HubUseCases {
   messages: Messages;
   collector: Collector;
   operators: OperatorTokens;
+  /** releases, rollouts, what things run; holds its own database connection: close it with the store */
+  updates: Updates;
 }
 
 export interface HubUseCaseDeps {
@@ -56,6 +60,7 @@ export function hubUseCases(deps: HubUseCaseDeps): HubUseCases {
     messages: new Messages({ home, store, log, broker: deps.broker, now }),
     collector: deps.collector ?? new Collector({ store, log, now }),
     operators: new OperatorTokens(store, now),
+    updates: new Updates({ home, store, now }),
   };
 }
 
@@ -71,9 +76,11 @@ export interface OpenedHub extends HubUseCases {
 export async function withHub<T>(dir: string, log: Logger, fn: (hub: OpenedHub) => Promise<T>): Promise<T> {
   const home = openHubHome(dir, log);
   const store = openHubStore(home.paths.database);
+  const useCases = hubUseCases({ home, store, log });
   try {
-    return await fn({ ...hubUseCases({ home, store, log }), writeMosquittoFiles: (options) => writeMosquittoFiles(home, store, options) });
+    return await fn({ ...useCases, writeMosquittoFiles: (options) => writeMosquittoFiles(home, store, options) });
   } finally {
+    useCases.updates.close();
     await store.close();
   }
 }
