@@ -47,9 +47,17 @@ export async function packageVersion(): Promise<string> {
   return (await Bun.file(join(ROOT, "package.json")).json()).version;
 }
 
-/** The same constants for every target, Bun or Node: src/shared/version.ts reads them. */
-export function defines(version: string, commit: string): Record<string, string> {
-  return { FLASHLEX_VERSION: JSON.stringify(version), FLASHLEX_COMMIT: JSON.stringify(commit) };
+/**
+ * The same constants for every target, Bun or Node: src/shared/version.ts reads them.
+ * FLASHLEX_TARGET is the target's name (`linux-arm64`): the agent takes only its own target's
+ * binary from a release (docs/updates.md).
+ */
+export function defines(version: string, commit: string, target?: string): Record<string, string> {
+  return {
+    FLASHLEX_VERSION: JSON.stringify(version),
+    FLASHLEX_COMMIT: JSON.stringify(commit),
+    ...(target ? { FLASHLEX_TARGET: JSON.stringify(target) } : {}),
+  };
 }
 
 /**
@@ -72,7 +80,7 @@ function compileArgs(target: BunTarget, outfile: string, opts: BuildOptions): st
     ...(opts.bytecode ? ["--bytecode", "--format=esm"] : []),
     "--no-compile-autoload-dotenv",
     "--no-compile-autoload-bunfig",
-    ...Object.entries(defines(opts.version, opts.commit)).flatMap(([name, value]) => ["--define", `${name}=${value}`]),
+    ...Object.entries(defines(opts.version, opts.commit, target.name)).flatMap(([name, value]) => ["--define", `${name}=${value}`]),
     opts.entry,
     "--outfile",
     outfile,
@@ -107,7 +115,7 @@ export async function buildTarget(target: Target, opts: BuildOptions): Promise<B
     }
     rmSync(`${file}.map`, { force: true });
   } else {
-    await buildNodeSea(target, { outfile: file, entry: opts.entry, define: defines(opts.version, opts.commit), log: opts.log });
+    await buildNodeSea(target, { outfile: file, entry: opts.entry, define: defines(opts.version, opts.commit, target.name), log: opts.log });
   }
   return { target, file, bytes: statSync(file).size, seconds: (performance.now() - started) / 1000 };
 }

@@ -8,6 +8,9 @@
  * then prints a table: target, runtime, sizes, build and compression time, smoke result. It also
  * builds the TypeScript SDK package, dist/flashlex-sdk-<version>.tgz (scripts/build-sdk.ts: what
  * apps on a thing install with `npm i ./flashlex-sdk-<version>.tgz`), listed in SHA256SUMS too.
+ * `--signing-key FILE` signs the release: dist/manifest.json (each binary's SHA-256 and size) and
+ * dist/manifest.sig, its Ed25519 signature with the hub's update key (scripts/sign-release.ts;
+ * docs/updates.md), what `flashlex hub release add dist/` takes.
  * `--test` then runs the integration suite against these very binaries (the host one through
  * FLASHLEX_BIN, the others through test/integration/targets.test.ts).
  *
@@ -18,7 +21,7 @@
  * Debian/Raspberry Pi OS image and in Alpine's busybox, and unpacks it in ~2 s on x64.
  */
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { createReadStream, existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { type Built, buildTarget, commitSha, megabytes, packageVersion, printTable, ROOT, selectTargets, smokeVersion } from "./build.ts";
@@ -52,6 +55,7 @@ if (import.meta.main) {
       target: { type: "string", multiple: true },
       outdir: { type: "string", default: join(ROOT, "dist") },
       test: { type: "boolean", default: false },
+      "signing-key": { type: "string" },
     },
     strict: true,
   });
@@ -112,6 +116,16 @@ if (import.meta.main) {
   writeFileSync(sums, `${lines.join("\n")}\n`);
   const check = Bun.spawnSync(["sha256sum", "--check", "--quiet", "SHA256SUMS"], { cwd: outdir, stdout: "pipe", stderr: "pipe" });
   if (!check.success) fail(`sha256sum --check SHA256SUMS failed: ${check.stdout.toString()}${check.stderr.toString()}`);
+
+  if (args["signing-key"]) {
+    const { writeSignedManifest } = await import("./sign-release.ts");
+    const manifest = await writeSignedManifest({ dir: outdir, version, commit, signingKeyPem: readFileSync(args["signing-key"], "utf8") }).catch((err: Error) =>
+      fail(`signing: ${err.message}`),
+    );
+    console.log(`signed: manifest.json and manifest.sig for ${Object.keys(manifest.targets).length} binaries`);
+  } else {
+    console.log("not signed (no --signing-key): `flashlex hub release add` refuses an unsigned release");
+  }
 
   console.log("");
   printTable(rows);

@@ -20,6 +20,7 @@ import { hubSendCommand } from "./cli/hub/send.ts";
 import { hubServeCommand } from "./cli/hub/serve.ts";
 import { hubThingCommands } from "./cli/hub/things.ts";
 import { hubTokenRotateCommand } from "./cli/hub/token.ts";
+import { hubUpdateCommands } from "./cli/hub/updates.ts";
 import { report, runAsProcess } from "./cli/process-entry.ts";
 import { bootstrapCommand } from "./cli/thing/bootstrap.ts";
 import { collectCommand } from "./cli/thing/collect.ts";
@@ -53,6 +54,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   hubExportCommand,
   hubMosquittoConfigCommand,
   hubTokenRotateCommand,
+  ...hubUpdateCommands,
   { name: "version", description: "Print the version", options: [], run: printVersion },
 ];
 

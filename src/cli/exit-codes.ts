@@ -11,6 +11,11 @@ export const ExitCode = {
   OK: 0,
   /** bootstrap: at least one self-test check failed */
   CHECK_FAILED: 1,
+  /**
+   * serve: it replaced its binary with a verified update (or put the previous one back) and
+   * stopped so that its supervisor starts it again (the unit's Restart=on-failure; docs/updates.md)
+   */
+  RESTART: 3,
   USAGE: 64,
   /** bad input data: not JSON, not UTF-8, too large, unknown message id */
   DATA: 65,
@@ -53,6 +58,7 @@ export function exitCodeOf(err: unknown): ExitCode {
 export const EXIT_CODES_HELP = `Exit codes:
   0   ok
   1   a bootstrap check failed
+  3   serve installed an update (or rolled one back) and stopped to be started again by systemd
   64  usage: unknown command or flag, a flag value that is not valid (e.g. --limit abc)
   65  bad input data: not JSON, not UTF-8, too large, unknown message id; nothing was queued;
       collect: the API refused the message for good (kept as rejected, see \`outbox list\`)

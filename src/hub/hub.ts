@@ -10,6 +10,7 @@
  *   broker/     the MQTT broker seam: embedded aedes, an external broker, Mosquitto's files,
  *               and what the hub does with MQTT traffic (events.ts)
  *   http/       the HTTP API: routes, presenters, the envelope, the Bun server, the CLI's client
+ *   updates/    signed self-update: the update key, releases, rollouts (docs/updates.md)
  *
  * Every rule lives in one use case (things/, messages/, home/tokens.ts) that the CLI, the HTTP
  * API and the broker's events call; none of them touches the database directly.
@@ -24,6 +25,7 @@ import { MessageFeed } from "./messages/feed.ts";
 import { Messages } from "./messages/messages.ts";
 import { type HubStore, openHubStore } from "./store/hub-store.ts";
 import { Things } from "./things/things.ts";
+import { Updates } from "./updates/updates.ts";
 
 /** The hub's use cases over one home and database. */
 export interface HubUseCases {
@@ -34,6 +36,8 @@ export interface HubUseCases {
   operators: OperatorTokens;
   /** what happens to messages, live (the console watches it) */
   feed: MessageFeed;
+  /** releases, rollouts, what things run; holds its own database connection: close it with the store */
+  updates: Updates;
 }
 
 export interface HubUseCaseDeps {
@@ -64,6 +68,7 @@ export function hubUseCases(deps: HubUseCaseDeps): HubUseCases {
     collector: deps.collector ?? new Collector({ store, log, now, feed }),
     operators: new OperatorTokens(store, now),
     feed,
+    updates: new Updates({ home, store, now }),
   };
 }
 
@@ -79,9 +84,11 @@ export interface OpenedHub extends HubUseCases {
 export async function withHub<T>(dir: string, log: Logger, fn: (hub: OpenedHub) => Promise<T>): Promise<T> {
   const home = openHubHome(dir, log);
   const store = openHubStore(home.paths.database);
+  const useCases = hubUseCases({ home, store, log });
   try {
-    return await fn({ ...hubUseCases({ home, store, log }), writeMosquittoFiles: (options) => writeMosquittoFiles(home, store, options) });
+    return await fn({ ...useCases, writeMosquittoFiles: (options) => writeMosquittoFiles(home, store, options) });
   } finally {
+    useCases.updates.close();
     await store.close();
   }
 }

@@ -106,6 +106,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       if (embedded?.disconnect(name)) log.info("hub.thing_disconnected", { thing: name, reason: "revoked or deleted" });
     };
     const useCases = hubUseCases({ home, store, log, broker, collector, feed, disconnect: kick });
+    await parts.start({ name: "update store", stop: () => useCases.updates.close() });
     const api = createHubApi({ ...useCases, log });
     const local = await startLocalSocket(api, paths.socket);
     await parts.start({ name: "local socket", stop: () => local.stop() });

@@ -43,6 +43,19 @@ export const ThingYamlSchema = z.object({
         .prefault({}),
     }),
     dist: z.object({ commitSha: z.string() }).partial().optional(),
+    /**
+     * Signed self-update (docs/updates.md). Absent (distributions made before it): serve never
+     * updates itself. `publicKey` pins the hub's release-signing key; the times are seconds.
+     */
+    update: z
+      .object({
+        publicKey: z.string().regex(/^ed25519:[A-Za-z0-9+/]{43}=$/, "ed25519: and the 32-byte key in base64 (`flashlex hub release key`)"),
+        /** how often serve asks the hub for an update */
+        checkSeconds: z.number().min(1).max(86_400).default(600),
+        /** how long a new version has, from its start, to connect and report healthy; past it the previous binary comes back */
+        healthySeconds: z.number().min(5).max(3600).default(120),
+      })
+      .optional(),
     thing: z.object({
       id: z.uuid(),
       name: z.string().regex(/^[A-Za-z0-9_.-]+$/, "letters, digits, '.', '-' and '_' only"),

@@ -9,6 +9,7 @@
  *   local/                     the application side: the control socket, its client, the serve lock
  *   bootstrap/                 the self-test
  *   service/                   the systemd unit and install-service
+ *   update/                    signed self-update: check, verify, install, trial and rollback
  *
  * Data flows one way: config → session → ingress handler → store → application.
  */
@@ -31,6 +32,7 @@ import { explainTlsSetupError } from "./mqtt/tls-setup.ts";
 import type { ThingConfig } from "./settings.ts";
 import type { MessageStore, OutboxEntry } from "./store/message-store.ts";
 import { openThingStore } from "./store/open.ts";
+import { startUpdater } from "./update/updater.ts";
 
 export interface AgentOptions {
   config: ThingConfig;
@@ -39,6 +41,8 @@ export interface AgentOptions {
   exec?: string;
   /** serve --exec-timeout, in ms: how long one run of `exec` may take */
   execTimeoutMs: number;
+  /** the updater replaced the binary (or rolled it back): serve stops and exits 3 (update/updater.ts) */
+  requestRestart?: (reason: string) => void;
 }
 
 export interface RunningAgent {
@@ -106,6 +110,16 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         for (const timer of timers) clearInterval(timer);
       },
     });
+
+    // Last: a version on trial reports healthy only once everything above runs (its self-test).
+    const updater = startUpdater({
+      config,
+      identity,
+      log,
+      connected: () => session.connected,
+      requestRestart: options.requestRestart ?? ((reason) => log.warn("update.restart_unhandled", { reason })),
+    });
+    await parts.start({ name: "updates", stop: () => updater.stop() });
 
     log.info("serve.started", {
       thing: identity.thingName,

@@ -35,8 +35,24 @@ async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown 
   // Listening before the agent starts: a SIGTERM while it starts (an --exec run may already be
   // going) stops it cleanly once started, instead of killing the process with its runs orphaned.
   const stopRequested = untilSignal();
-  const agent = await startAgent({ config, log, exec, execTimeoutMs: (execTimeout ?? DEFAULT_EXEC_TIMEOUT_SECONDS) * 1000 });
-  const signal = await stopRequested;
+  // A self-update (or its rollback) replaced the binary: stop as for a signal, then exit 3 so
+  // that the supervisor (systemd's Restart=) starts the binary now in place (docs/updates.md).
+  let restart: ((reason: string) => void) | undefined;
+  const restartRequested = new Promise<string>((resolve) => (restart = resolve));
+  const agent = await startAgent({
+    config,
+    log,
+    exec,
+    execTimeoutMs: (execTimeout ?? DEFAULT_EXEC_TIMEOUT_SECONDS) * 1000,
+    requestRestart: (reason) => restart?.(reason),
+  });
+  const outcome = await Promise.race([stopRequested.then((signal) => ({ signal })), restartRequested.then((reason) => ({ reason }))]);
+  if ("reason" in outcome) {
+    log.info("serve.restarting", { reason: outcome.reason, exit: ExitCode.RESTART });
+    await agent.stop();
+    return ExitCode.RESTART;
+  }
+  const signal = outcome.signal;
   log.info("serve.signal", { signal });
   // A second signal while stopping means "now".
   const force = () => process.exit(ExitCode.OK);

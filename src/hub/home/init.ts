@@ -13,6 +13,7 @@ import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { ConfigError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { openHubStore } from "../store/hub-store.ts";
+import { ensureUpdateKey } from "../updates/update-key.ts";
 import type { HubHome } from "./home.ts";
 import { HUB_CLIENT_NAME, hubPaths } from "./paths.ts";
 import { DNS_NAME, type HubSettings, type HubYaml, HubYamlSchema } from "./settings.ts";
@@ -85,6 +86,8 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     createFile(paths.clientKey, client.privateKeyPem, 0o600);
     createFile(paths.clientCert, await issueThingCertificate(ca, { thingName: HUB_CLIENT_NAME, publicKeyPem: client.publicKeyPem }), 0o644);
 
+    // The key that signs releases (docs/updates.md); its public half goes into every distribution.
+    ensureUpdateKey(paths.dir);
     createFile(paths.config, renderHubYaml(settings), 0o644);
     await checkpoint(signal);
 

@@ -38,6 +38,7 @@ import {
   unixSecondsParam,
 } from "./envelope.ts";
 import { messageJson, thingJson } from "./presenters.ts";
+import { createUpdateApi } from "./update-routes.ts";
 
 export interface HubApiDeps extends HubUseCases {
   log: Logger;
@@ -258,10 +259,15 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     return { key: parts.length === 2 ? "things/:id" : `things/:id/${parts[2]}`, id };
   }
 
+  // signed self-update: its own routes (update-routes.ts), asked first
+  const updateApi = createUpdateApi(deps);
+
   async function handle(request: Request, via: "network" | "local" = "network"): Promise<Response> {
     const url = new URL(request.url);
     // API-shaped paths (another env's included) answer as the API does; everything else is the console's.
     if (!/^\/[^/]+\/v1(\/|$)/.test(url.pathname)) return webConsole.fetch(request);
+    const updateAnswer = await updateApi.handle(request, url, via);
+    if (updateAnswer) return updateAnswer;
     const found = match(url.pathname);
     const methods = found ? routes[found.key] : undefined;
     if (!found || !methods) return errorResponse(404, "no such route");

@@ -49,6 +49,37 @@ export const HUB_MIGRATIONS: readonly string[] = [
    ALTER TABLE messages ADD COLUMN delivered_at INTEGER;
    UPDATE messages SET delivery = 'unknown' WHERE messagetype = 'ingress';
    CREATE INDEX messages_pending ON messages (thing_id, fltimestamp) WHERE delivery = 'pending';`,
+  // Signed self-update (src/hub/updates, docs/updates.md): the releases the hub stores, the
+  // rollouts of one to many things in batches, and per thing what it runs and how its update goes.
+  `CREATE TABLE releases (
+     version   TEXT    PRIMARY KEY,
+     manifest  TEXT    NOT NULL,
+     signature TEXT    NOT NULL,
+     added_at  INTEGER NOT NULL
+   );
+   CREATE TABLE rollouts (
+     id           INTEGER PRIMARY KEY,
+     version      TEXT    NOT NULL,
+     batch_size   INTEGER NOT NULL,
+     max_failures INTEGER NOT NULL,
+     state        TEXT    NOT NULL CHECK (state IN ('running', 'stopped', 'done')),
+     stop_reason  TEXT,
+     created_at   INTEGER NOT NULL,
+     finished_at  INTEGER
+   );
+   CREATE TABLE thing_updates (
+     thing_id    TEXT PRIMARY KEY,
+     version     TEXT,
+     target      TEXT,
+     seen_at     INTEGER,
+     rollout_id  INTEGER,
+     to_version  TEXT,
+     batch       INTEGER,
+     state       TEXT CHECK (state IN ('queued', 'pending', 'downloading', 'installed', 'healthy', 'rolled-back', 'failed', 'cancelled')),
+     detail      TEXT,
+     updated_at  INTEGER
+   );
+   CREATE INDEX thing_updates_rollout ON thing_updates (rollout_id, batch);`,
 ];
 
 /**

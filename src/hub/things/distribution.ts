@@ -37,6 +37,8 @@ export interface DistributionValues {
   brokerHost: string;
   brokerPort: number;
   commitSha?: string;
+  /** the hub's update public key (`ed25519:...`); absent: the config has no `update` block and the thing never updates itself */
+  updatePublicKey?: string;
 }
 
 export interface ThingKeys {
@@ -96,12 +98,15 @@ function templateValues(v: DistributionValues): Record<string, string | number> 
     brokerHost: v.brokerHost,
     brokerPort: v.brokerPort,
     commitSha: v.commitSha ?? COMMIT,
+    ...(v.updatePublicKey ? { updatePublicKey: v.updatePublicKey } : {}),
   };
 }
 
 /** The thing's config.yml, checked against the same schema the agent loads it with. */
 export function renderThingConfig(values: DistributionValues): { text: string; parsed: ThingYaml } {
-  const text = renderTemplate(CONFIG_TEMPLATE, templateValues(values), true);
+  // Without an update key the `update:` block (the line and its indented lines) is left out.
+  const template = values.updatePublicKey ? CONFIG_TEMPLATE : CONFIG_TEMPLATE.replace(/^ {2}# Self-update:.*\n {2}update:\n(?: {4}.*\n)+/m, "");
+  const text = renderTemplate(template, templateValues(values), true);
   const result = ThingYamlSchema.safeParse(parse(text));
   if (!result.success) {
     const issue = result.error.issues[0]!;

@@ -9,6 +9,7 @@ import { type HubHome, readCa } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
 import { ownerPrefix } from "../home/settings.ts";
 import type { HubStore, ThingRecord } from "../store/hub-store.ts";
+import { ensureUpdateKey } from "../updates/update-key.ts";
 import { buildDistribution } from "./distribution.ts";
 
 /**
@@ -83,6 +84,8 @@ export async function createThing(
       env: home.settings.env,
       brokerHost: home.settings.broker.host,
       brokerPort: home.settings.broker.port,
+      // every distribution pins the hub's release-signing key (made here for a home older than updates)
+      updatePublicKey: ensureUpdateKey(home.paths.dir),
     },
     { rootCaPem: ca.certPem, certPem, privateKeyPem: keys.privateKeyPem, publicKeyPem: keys.publicKeyPem },
   );

@@ -1,0 +1,125 @@
+/**
+ * `hub release add|list|key` and `hub update [status]`: signed self-update, the operator's side
+ * (src/hub/updates; docs/updates.md). Each opens the hub home as the other hub commands do, so
+ * it works beside a running `hub serve`, which offers the update to things as they poll.
+ */
+import { resolve } from "node:path";
+import { UsageError } from "../../shared/errors.ts";
+import { type CommandSpec, list, type Options, required, text } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, thingOrFail } from "./common.ts";
+
+export const hubUpdateCommands: CommandSpec[] = [
+  {
+    name: "hub release add",
+    args: "<dir>",
+    description: "Store a signed release (DIR has manifest.json, manifest.sig and the binaries: `bun run release --signing-key`)",
+    options: [DIR_OPTION, JSON_OPTION],
+    bunOnly: true,
+    run: add,
+  },
+  {
+    name: "hub release list",
+    description: "List the stored releases and their targets",
+    options: [DIR_OPTION, JSON_OPTION],
+    bunOnly: true,
+    run: (_args, options) => releases(options),
+  },
+  {
+    name: "hub release key",
+    description: "Print the hub's update public key (ed25519:...), which every thing pins in config.yml flashlex.update.publicKey",
+    options: [DIR_OPTION],
+    bunOnly: true,
+    run: (_args, options) => openedHub(options, async (hub) => (console.log(hub.updates.publicKey()), ExitCode.OK)),
+  },
+  {
+    name: "hub update",
+    description: "Roll a stored release out to things in batches; stop when more than --max-failures fail",
+    options: [
+      DIR_OPTION,
+      { flags: "--to <version>", description: "the release to install (see hub release list)" },
+      { flags: "--things <names>", description: "the things (names, typed names or ids), comma-separated or repeated", repeatable: true },
+      { flags: "--all", description: "every thing that is not revoked" },
+      { flags: "--batch <size>", description: "things per batch: a percentage (10%, the default) or a number" },
+      { flags: "--max-failures <n>", description: "stop the rollout when more things than this fail or roll back (default 0)" },
+      JSON_OPTION,
+    ],
+    bunOnly: true,
+    run: (_args, options) => rollout(options),
+  },
+  {
+    name: "hub update status",
+    description: "The latest rollout, and each thing's version and update state",
+    options: [DIR_OPTION, JSON_OPTION],
+    bunOnly: true,
+    run: (_args, options) => status(options),
+  },
+];
+
+function add(args: string[], options: Options): Promise<number> {
+  return openedHubToWrite("hub release add", options, async (hub) => {
+    const { release, outcome } = await hub.updates.addRelease(resolve(required(args, "the release directory")));
+    const targets = Object.keys(release.manifest.targets);
+    if (options.json) console.log(JSON.stringify({ version: release.manifest.version, targets, outcome }));
+    else console.log(`release ${release.manifest.version} ${outcome} (signature verified; ${targets.join(", ")})`);
+    return ExitCode.OK;
+  });
+}
+
+function releases(options: Options): Promise<number> {
+  return openedHub(options, async (hub) => {
+    const rows = hub.updates.listReleases().map((r) => ({ version: r.version, targets: Object.keys(JSON.parse(r.manifest).targets), addedAt: r.added_at }));
+    if (options.json) console.log(JSON.stringify(rows));
+    else if (!rows.length) console.log("no releases; add one with `flashlex hub release add DIR`");
+    else for (const r of rows) console.log(`${r.version}  ${new Date(r.addedAt).toISOString()}  ${r.targets.join(", ")}`);
+    return ExitCode.OK;
+  });
+}
+
+function count(value: unknown, flag: string): number | undefined {
+  const given = text(value);
+  if (given === undefined) return undefined;
+  if (!/^\d{1,6}$/.test(given)) throw new UsageError(`${flag} must be a whole number, not ${given}`);
+  return Number(given);
+}
+
+function rollout(options: Options): Promise<number> {
+  return openedHubToWrite("hub update", options, async (hub) => {
+    const version = text(options.to);
+    if (!version) throw new UsageError("--to VERSION is required (see `flashlex hub release list`)");
+    const refs = list(options.things);
+    if (options.all === true && refs.length) throw new UsageError("give --things or --all, not both");
+    if (options.all !== true && !refs.length) throw new UsageError("give the things to update: --things a,b or --all");
+    const things = options.all === true ? await hub.things.list() : await Promise.all(refs.map((ref) => thingOrFail(hub, ref)));
+    const started = hub.updates.startRollout({ version, things, batch: text(options.batch), maxFailures: count(options.maxFailures, "--max-failures") });
+    if (options.json) console.log(JSON.stringify(started));
+    else {
+      console.log(
+        `rollout ${started.id}: ${version} to ${things.length} things, ${started.batch_size} per batch, stops after ${started.max_failures + 1} failures`,
+      );
+      console.log("things get it when they next poll (serve checks every few minutes); follow it with `flashlex hub update status`");
+    }
+    return ExitCode.OK;
+  });
+}
+
+function status(options: Options): Promise<number> {
+  return openedHub(options, async (hub) => {
+    const { rollout, things } = await hub.updates.status();
+    if (options.json) {
+      console.log(JSON.stringify({ rollout, things }));
+      return ExitCode.OK;
+    }
+    if (rollout) {
+      const reason = rollout.stop_reason ? ` (${rollout.stop_reason})` : "";
+      console.log(
+        `rollout ${rollout.id} to ${rollout.version}: ${rollout.state}${reason}, ${rollout.batch_size} per batch, max failures ${rollout.max_failures}`,
+      );
+    } else console.log("no rollout yet");
+    const rows = [["thing", "runs", "target", "update", "to", "detail"]];
+    for (const t of things) rows.push([t.name, t.version ?? "?", t.target ?? "?", t.state ?? "-", t.to_version ?? "-", t.detail ?? ""]);
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    for (const r of rows) console.log(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  "));
+    return ExitCode.OK;
+  });
+}

@@ -1,0 +1,151 @@
+/**
+ * The update routes of the HTTP API (docs/updates.md), under `/{env}/v1` like the rest; routes.ts
+ * asks here first and answers the other routes itself.
+ *
+ * | route                                          | caller    | does                                      |
+ * |------------------------------------------------|-----------|-------------------------------------------|
+ * | `GET update-key`                               | anyone    | the hub's update public key (it is public: enrolment hands it out) |
+ * | `GET releases`                                 | operator  | the stored releases                        |
+ * | `GET updates`, `POST updates`                  | operator  | the latest rollout and each thing's state; start a rollout |
+ * | `GET things/{id}/update?version=V&target=T`    | thing JWT | says what the thing runs; answers the release to install, or null |
+ * | `POST things/{id}/update`                      | thing JWT | `{state, version, running, detail}`: how the update goes |
+ * | `GET things/{id}/update/binary?version=V&target=T` | thing JWT | the binary of that release for that target |
+ *
+ * A thing authenticates as for collect (the same JWT, the same one function).
+ */
+import { statSync } from "node:fs";
+import { isUuid } from "../../protocol/ids.ts";
+import { VERSION_PATTERN } from "../../protocol/release-manifest.ts";
+import type { Logger } from "../../shared/log.ts";
+import { bearerToken } from "../home/tokens.ts";
+import type { HubUseCases } from "../hub.ts";
+import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
+import type { ThingRecord } from "../store/hub-store.ts";
+import { REPORTED_STATES, type ReportedState } from "../updates/updates.ts";
+import { errorResponse, errorToResponse, HttpError, ok, parseJsonBody, readBodyLimited, requireJsonContentType } from "./envelope.ts";
+
+export interface UpdateApi {
+  /** The answer for an update route, or undefined when `url` is not one (routes.ts goes on). */
+  handle(request: Request, url: URL, via: "network" | "local"): Promise<Response | undefined>;
+}
+
+const TARGET = /^[a-z0-9][a-z0-9-]{0,39}$/;
+const BODY_LIMIT = 16 * 1024;
+
+export function createUpdateApi(deps: HubUseCases & { log: Logger }): UpdateApi {
+  const { updates, collector, operators, things } = deps;
+  const prefix = `/${deps.home.settings.env}/v1/`;
+  const log = deps.log.child({ component: "api" });
+
+  async function requireOperator(request: Request, via: "network" | "local"): Promise<void> {
+    if (via === "local") return;
+    if (!(await operators.verify(bearerToken(request.headers.get("authorization"))))) {
+      throw new HttpError(401, "a valid access token is required (Authorization: Bearer <token>)", { "WWW-Authenticate": "Bearer" });
+    }
+  }
+
+  async function requireThing(request: Request, id: string): Promise<ThingRecord> {
+    try {
+      return await collector.authenticate(id.toLowerCase(), bearerToken(request.headers.get("authorization")));
+    } catch (err) {
+      if (err instanceof CollectAuthError) {
+        log.warn("hub.update_refused", { thing_id: id, reason: err.reason });
+        throw new HttpError(401, "the thing token was refused", { "WWW-Authenticate": bearerChallenge(err) });
+      }
+      throw err;
+    }
+  }
+
+  function param(url: URL, name: string, pattern: RegExp): string {
+    const value = url.searchParams.get(name) ?? "";
+    if (!pattern.test(value)) throw new HttpError(400, `${name} is missing or malformed`);
+    return value;
+  }
+
+  async function body(request: Request): Promise<Record<string, unknown>> {
+    requireJsonContentType(request);
+    const parsed = parseJsonBody(await readBodyLimited(request, BODY_LIMIT), { maxBytes: BODY_LIMIT, maxDepth: 4 });
+    if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new HttpError(400, "the body must be a JSON object");
+    return parsed as Record<string, unknown>;
+  }
+
+  async function route(request: Request, url: URL, via: "network" | "local", path: string[]): Promise<Response | undefined> {
+    const method = request.method;
+    const [first, id, third, fourth] = path;
+    if (path.length === 1 && first === "update-key" && method === "GET") return ok({ publicKey: updates.publicKey() }, "The hub's update public key.");
+    if (path.length === 1 && first === "releases" && method === "GET") {
+      await requireOperator(request, via);
+      return ok(
+        updates.listReleases().map((r) => ({ version: r.version, targets: Object.keys(JSON.parse(r.manifest).targets), addedAt: r.added_at })),
+        "Releases listed.",
+      );
+    }
+    if (path.length === 1 && first === "updates" && method === "GET") {
+      await requireOperator(request, via);
+      return ok(await updates.status(), "Update status.");
+    }
+    if (path.length === 1 && first === "updates" && method === "POST") {
+      await requireOperator(request, via);
+      const b = await body(request);
+      const version = String(b.version ?? "");
+      const refs = Array.isArray(b.things) ? b.things.map(String) : [];
+      const chosen = b.all === true ? await things.list() : await Promise.all(refs.map(async (ref) => (await things.find(ref)) ?? ref));
+      const unknown = chosen.filter((t) => typeof t === "string");
+      if (unknown.length) throw new HttpError(404, `no such thing: ${unknown.join(", ")}`);
+      const rollout = updates.startRollout({
+        version,
+        things: chosen as ThingRecord[],
+        batch: b.batch === undefined ? undefined : String(b.batch),
+        maxFailures: typeof b.maxFailures === "number" ? b.maxFailures : undefined,
+      });
+      log.info("hub.rollout_started", { rollout: rollout.id, version, batch_size: rollout.batch_size, max_failures: rollout.max_failures });
+      return ok(rollout, "Rollout started.", 201);
+    }
+    if (first !== "things" || !id || third !== "update" || path.length > 4) return undefined;
+    if (!isUuid(id)) throw new HttpError(404, "no such thing");
+    if (path.length === 3 && method === "GET") {
+      const thing = await requireThing(request, id);
+      const assignment = updates.poll(thing, { version: param(url, "version", VERSION_PATTERN), target: param(url, "target", TARGET) });
+      return ok({ update: assignment ?? null }, assignment ? `Update to ${assignment.version}.` : "No update.");
+    }
+    if (path.length === 3 && method === "POST") {
+      const thing = await requireThing(request, id);
+      const b = await body(request);
+      const state = String(b.state) as ReportedState;
+      if (!REPORTED_STATES.includes(state)) throw new HttpError(400, `state must be one of ${REPORTED_STATES.join(", ")}`);
+      const version = String(b.version ?? "");
+      const running = String(b.running ?? "");
+      if (!VERSION_PATTERN.test(version) || !VERSION_PATTERN.test(running)) throw new HttpError(400, "version and running must be versions");
+      const detail = typeof b.detail === "string" ? b.detail : undefined;
+      const applied = updates.report(thing, { state, version, running, detail });
+      log.info("hub.update_report", { thing: thing.name, state, version, running, detail, applied: applied ? undefined : false });
+      return ok({ applied }, applied ? "Report stored." : "No update of that version for this thing.");
+    }
+    if (path.length === 4 && fourth === "binary" && method === "GET") {
+      const thing = await requireThing(request, id);
+      const version = param(url, "version", VERSION_PATTERN);
+      const target = param(url, "target", TARGET);
+      const binary = updates.binary(version, target);
+      if (!binary) throw new HttpError(404, `release ${version} has no binary for ${target}`);
+      log.info("hub.update_download", { thing: thing.name, version, target });
+      return new Response(Bun.file(binary.path), {
+        headers: { "Content-Type": "application/octet-stream", "Content-Length": String(statSync(binary.path).size) },
+      });
+    }
+    return errorResponse(405, `${method} is not allowed here`);
+  }
+
+  return {
+    async handle(request, url, via) {
+      if (!url.pathname.startsWith(prefix)) return undefined;
+      const path = url.pathname.slice(prefix.length).replace(/\/+$/, "").split("/");
+      try {
+        return await route(request, url, via, path);
+      } catch (err) {
+        const answer = errorToResponse(err);
+        if (answer.status >= 500) log.error("hub.api_failed", { method: request.method, route: url.pathname, status: answer.status, error: answer.detail });
+        return answer.response;
+      }
+    },
+  };
+}

@@ -1,0 +1,109 @@
+/**
+ * `hub release add DIR`: a release as the release step made it (manifest.json, manifest.sig and
+ * the binaries it lists) is checked and stored in the hub home:
+ *
+ *   releases/<version>/manifest.json, manifest.sig, flashlex-<target>...   (0644, dir 0755)
+ *
+ * Checked before anything is stored: the signature over manifest.json's exact bytes with the
+ * hub's update public key (a release signed with another key, or not at all, is refused), the
+ * manifest's form, and each binary's size and SHA-256 as copied (the stored copy is hashed, so
+ * what things download is what was checked). Idempotent for the same manifest; another manifest
+ * under a version already stored is refused (a version names one set of bytes, for good).
+ */
+import { createHash } from "node:crypto";
+import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
+import { MANIFEST_FILE, parseManifest, type ReleaseManifest, SIGNATURE_FILE } from "../../protocol/release-manifest.ts";
+import { ConflictError, InputError } from "../../shared/errors.ts";
+import { writeFileAtomically, writeFileAtomicallySync } from "../../shared/files.ts";
+
+export interface StoredRelease {
+  manifest: ReleaseManifest;
+  /** the signed bytes */
+  manifestText: string;
+  signature: string;
+}
+
+export function releasesDir(hubDir: string): string {
+  return join(hubDir, "releases");
+}
+
+/** Where the hub keeps `file` of `version`. */
+export function releaseFilePath(hubDir: string, version: string, file: string): string {
+  return join(releasesDir(hubDir), version, file);
+}
+
+/**
+ * Reads and verifies the release in `dir` with `publicKey` (`ed25519:...`). Throws InputError
+ * (65) saying what is wrong: no manifest, bad signature, a bad manifest, a binary missing.
+ */
+export function readSignedRelease(dir: string, publicKey: string): StoredRelease {
+  const manifestPath = join(dir, MANIFEST_FILE);
+  const signaturePath = join(dir, SIGNATURE_FILE);
+  if (!existsSync(manifestPath) || !existsSync(signaturePath)) {
+    throw new InputError(
+      `${dir}: no ${MANIFEST_FILE} and ${SIGNATURE_FILE}; make the release with \`bun run release --signing-key <hub home>/update-key.pem\``,
+    );
+  }
+  const bytes = readFileSync(manifestPath);
+  const signature = readFileSync(signaturePath, "utf8").trim();
+  if (!verifyRelease(bytes, signature, decodeUpdatePublicKey(publicKey))) {
+    throw new InputError(
+      `${manifestPath}: the signature does not verify with this hub's update key (update-key.pub); was it signed with this hub's update-key.pem?`,
+    );
+  }
+  let manifest: ReleaseManifest;
+  try {
+    manifest = parseManifest(bytes);
+  } catch (err) {
+    throw new InputError(`${manifestPath}: ${(err as Error).message}`);
+  }
+  return { manifest, manifestText: bytes.toString("utf8"), signature };
+}
+
+async function sha256Of(file: string): Promise<string> {
+  const hash = createHash("sha256");
+  for await (const chunk of createReadStream(file)) hash.update(chunk);
+  return hash.digest("hex");
+}
+
+/**
+ * Copies the release's binaries into the hub home, each written atomically and checked against
+ * the manifest after the copy. The version's directory is made in a staging directory and
+ * renamed into place, so a release is there whole or not at all. Throws InputError for a binary
+ * missing or not matching, ConflictError when the version is stored with another manifest.
+ */
+export async function storeReleaseFiles(hubDir: string, dir: string, release: StoredRelease): Promise<"stored" | "already stored"> {
+  const { manifest } = release;
+  const target = join(releasesDir(hubDir), manifest.version);
+  if (existsSync(join(target, MANIFEST_FILE))) {
+    if (readFileSync(join(target, MANIFEST_FILE), "utf8") === release.manifestText) return "already stored";
+    throw new ConflictError(`release ${manifest.version} is already stored with another manifest; a version names one set of binaries`);
+  }
+  mkdirSync(releasesDir(hubDir), { recursive: true, mode: 0o755 });
+  const staging = join(releasesDir(hubDir), `.${manifest.version}.${process.pid}.staging`);
+  rmSync(staging, { recursive: true, force: true });
+  mkdirSync(staging, { mode: 0o755 });
+  try {
+    for (const [name, entry] of Object.entries(manifest.targets)) {
+      const source = join(dir, entry.file);
+      if (!existsSync(source)) throw new InputError(`${source}: missing (the manifest lists it for ${name})`);
+      const copy = join(staging, entry.file);
+      await writeFileAtomically(copy, createReadStream(source), 0o644);
+      const size = Bun.file(copy).size;
+      const sha256 = await sha256Of(copy);
+      if (size !== entry.size || sha256 !== entry.sha256) {
+        throw new InputError(`${source}: does not match the signed manifest (${size} bytes, SHA-256 ${sha256}; signed: ${entry.size} bytes, ${entry.sha256})`);
+      }
+    }
+    writeFileAtomicallySync(join(staging, SIGNATURE_FILE), `${release.signature}\n`, 0o644);
+    // the manifest last: its presence says the directory is complete
+    writeFileAtomicallySync(join(staging, MANIFEST_FILE), release.manifestText, 0o644);
+    renameSync(staging, target);
+  } catch (err) {
+    rmSync(staging, { recursive: true, force: true });
+    throw err;
+  }
+  return "stored";
+}

@@ -1,0 +1,95 @@
+/**
+ * Downloads a release binary into a file, checking its size and SHA-256 as it streams: at most
+ * `size` bytes are written (a longer answer is cut off and refused), and the file is synced
+ * before the digest is compared. TLS verification is always on; `extraCaPem` (the hub's CA) is
+ * trusted next to the public roots. Bun's fetch in Bun builds, node:http(s) on Node (armv7).
+ */
+import { createHash } from "node:crypto";
+import { closeSync, fsyncSync, openSync, rmSync, writeSync } from "node:fs";
+
+export interface DownloadOptions {
+  headers: Record<string, string>;
+  extraCaPem?: string;
+  /** the whole download, in ms */
+  timeoutMs: number;
+  /** the manifest's size and SHA-256 (hex) */
+  size: number;
+  sha256: string;
+}
+
+/** Thrown when the bytes are not what the manifest says (refused: retrying the same file cannot help). */
+export class DownloadRefused extends Error {}
+
+/**
+ * Writes the body of GET `url` to `file` (created 0700, exclusively) and checks it. On any
+ * failure `file` is removed and the error thrown: DownloadRefused for a size or digest mismatch,
+ * Error for HTTP statuses and the network.
+ */
+export async function downloadVerified(url: string, file: string, opts: DownloadOptions): Promise<void> {
+  const fd = openSync(file, "wx", 0o700);
+  const hash = createHash("sha256");
+  let written = 0;
+  const write = (chunk: Uint8Array) => {
+    if (written + chunk.length > opts.size) throw new DownloadRefused(`the hub sent more than the signed ${opts.size} bytes`);
+    hash.update(chunk);
+    let offset = 0;
+    while (offset < chunk.length) offset += writeSync(fd, chunk, offset, chunk.length - offset);
+    written += chunk.length;
+  };
+  try {
+    if (typeof Bun === "undefined") await streamWithNode(url, opts, write);
+    else await streamWithFetch(url, opts, write);
+    fsyncSync(fd);
+    if (written !== opts.size) throw new DownloadRefused(`the download has ${written} bytes, the signed manifest says ${opts.size}`);
+    const digest = hash.digest("hex");
+    if (digest !== opts.sha256) throw new DownloadRefused(`SHA-256 mismatch: the download is ${digest}, the signed manifest says ${opts.sha256}`);
+  } catch (err) {
+    closeSync(fd);
+    rmSync(file, { force: true });
+    throw err;
+  }
+  closeSync(fd);
+}
+
+async function streamWithFetch(url: string, opts: DownloadOptions, write: (chunk: Uint8Array) => void): Promise<void> {
+  const https = url.startsWith("https:");
+  const ca = https && opts.extraCaPem ? [...(await import("node:tls")).rootCertificates, opts.extraCaPem] : undefined;
+  const response = await fetch(url, {
+    headers: opts.headers,
+    redirect: "manual",
+    signal: AbortSignal.timeout(opts.timeoutMs),
+    ...(https ? { tls: { ca, rejectUnauthorized: true } } : {}),
+  });
+  if (response.status !== 200 || !response.body) {
+    await response.body?.cancel();
+    throw new Error(`the hub answered ${response.status} ${response.statusText}`.trim());
+  }
+  for await (const chunk of response.body) write(chunk);
+}
+
+async function streamWithNode(url: string, opts: DownloadOptions, write: (chunk: Uint8Array) => void): Promise<void> {
+  const https = url.startsWith("https:");
+  const client = https ? await import("node:https") : await import("node:http");
+  const ca = https && opts.extraCaPem ? [...(await import("node:tls")).rootCertificates, opts.extraCaPem] : undefined;
+  await new Promise<void>((resolve, reject) => {
+    const request = client.get(url, { headers: opts.headers, timeout: opts.timeoutMs, ...(https ? { ca, rejectUnauthorized: true } : {}) }, (response) => {
+      if (response.statusCode !== 200) {
+        response.resume();
+        reject(new Error(`the hub answered ${response.statusCode} ${response.statusMessage ?? ""}`.trim()));
+        return;
+      }
+      response.on("data", (chunk: Buffer) => {
+        try {
+          write(chunk);
+        } catch (err) {
+          request.destroy();
+          reject(err);
+        }
+      });
+      response.on("end", resolve);
+      response.on("error", reject);
+    });
+    request.on("timeout", () => request.destroy(new Error(`no complete answer within ${Math.round(opts.timeoutMs / 1000)} s`)));
+    request.on("error", reject);
+  });
+}

@@ -1,0 +1,56 @@
+/**
+ * The pre-start guard: a POSIX sh script the supervisor runs before every start of the agent
+ * (the unit's `ExecStartPre=-/bin/sh <data>/update/guard.sh`; docs/updates.md). It decides a
+ * rollback that the new binary cannot decide itself because it may not run at all (it crashes
+ * before its JavaScript starts, or a moment after): while an update is pending it counts the
+ * starts, and at the third start of the same pending version it renames the previous binary back
+ * over the new one and leaves `rolled-back` for the previous binary to report. With no update
+ * pending it reads one file and exits. It needs only sh, sed, cat, mv, rm and sync, and
+ * never sources a file it reads.
+ *
+ * serve writes it at every start (atomically, when it changed), so the unit can name it from
+ * the day the service is installed.
+ */
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { markerPaths, updateDir } from "./marker.ts";
+
+/** Starts of a pending version before the guard rolls back: the third start restores the previous binary. */
+export const MAX_TRIAL_STARTS = 2;
+
+export const GUARD_SCRIPT = `#!/bin/sh
+# FlashLex update guard, written by flashlex serve (docs/updates.md). Run before every start of
+# the agent (ExecStartPre). It only acts while an update is pending (the file "pending" beside it).
+set -u
+dir=$(dirname -- "$0")
+pending="$dir/pending"
+[ -f "$pending" ] || exit 0
+value() { sed -n "s/^$1='\\(.*\\)'\\$/\\1/p" "$pending"; }
+binary=$(value FLASHLEX_UPDATE_BINARY)
+previous=$(value FLASHLEX_UPDATE_PREVIOUS)
+version=$(value FLASHLEX_UPDATE_VERSION)
+starts=$(cat "$dir/starts" 2>/dev/null || echo 0)
+case $starts in ''|*[!0-9]*) starts=0 ;; esac
+starts=$((starts + 1))
+if [ "$starts" -gt ${MAX_TRIAL_STARTS} ]; then
+  if [ -n "$binary" ] && [ -f "$previous" ]; then
+    mv -f -- "$previous" "$binary" || exit 0
+    { cat "$pending"; echo "FLASHLEX_UPDATE_REASON='$version started $((starts - 1)) times without reporting healthy'"; } > "$dir/rolled-back.tmp"
+    mv -f -- "$dir/rolled-back.tmp" "$dir/rolled-back"
+    echo "flashlex update guard: $version did not come up healthy; the previous binary is back" >&2
+  fi
+  rm -f -- "$pending" "$dir/starts"
+  sync
+  exit 0
+fi
+echo "$starts" > "$dir/starts.tmp" && mv -f -- "$dir/starts.tmp" "$dir/starts"
+exit 0
+`;
+
+/** Writes `<data>/update/guard.sh` (0700) unless it is already this script. */
+export function writeGuard(dataDir: string): void {
+  const file = markerPaths(dataDir).guard;
+  mkdirSync(updateDir(dataDir), { recursive: true, mode: 0o700 });
+  if (existsSync(file) && readFileSync(file, "utf8") === GUARD_SCRIPT) return;
+  writeFileAtomicallySync(file, GUARD_SCRIPT, 0o700);
+}

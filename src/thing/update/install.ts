@@ -1,0 +1,67 @@
+/**
+ * Putting a verified binary in place of the running one, so that every instant leaves a binary
+ * that starts (docs/updates.md, "Power loss"):
+ *
+ *   1. the download is already complete and synced beside the binary (same directory, so same
+ *      file system: rename(2) is atomic);
+ *   2. the running binary is kept as `<binary>.previous`: a hard link to the same inode (instant,
+ *      no copy; a copy when the file system refuses links), renamed into place, directory synced;
+ *   3. the pending marker is written and synced (marker.ts);
+ *   4. the new binary is renamed over the running one (the running process keeps its open
+ *      inode), directory synced.
+ * A crash before 4 leaves the old binary and a marker whose version is not the one that starts:
+ * the old binary clears it and reports the update failed. After 4, the guard and the new
+ * binary's watchdog decide (guard.ts, updater.ts).
+ */
+import { chmodSync, copyFileSync, existsSync, linkSync, renameSync, rmSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { fsyncDirectory } from "./fsync.ts";
+import { type PendingUpdate, writePending } from "./marker.ts";
+
+/** `<dir>/.<binary name>.download-<pid>`: where a download goes, beside the binary. */
+export function downloadPath(binary: string): string {
+  return join(dirname(binary), `.${basename(binary)}.download-${process.pid}`);
+}
+
+export function previousPath(binary: string): string {
+  return `${binary}.previous`;
+}
+
+/**
+ * Steps 2 to 4 above for the verified file `download`. Throws what the file system throws
+ * (EACCES: the binary's directory is not writable by the service user; EROFS), with the running
+ * binary untouched unless step 4 succeeded.
+ */
+export function installBinary(download: string, update: Omit<PendingUpdate, "previous">, dataDir: string): PendingUpdate {
+  const { binary } = update;
+  const dir = dirname(binary);
+  const previous = previousPath(binary);
+  const staging = join(dir, `.${basename(binary)}.previous-${process.pid}`);
+  rmSync(staging, { force: true });
+  try {
+    linkSync(binary, staging);
+  } catch {
+    copyFileSync(binary, staging);
+    chmodSync(staging, 0o755);
+  }
+  renameSync(staging, previous);
+  fsyncDirectory(dir);
+  const pending: PendingUpdate = { ...update, previous };
+  writePending(dataDir, pending);
+  chmodSync(download, 0o755);
+  renameSync(download, binary);
+  fsyncDirectory(dir);
+  return pending;
+}
+
+/**
+ * Puts `<binary>.previous` back over `binary` (the watchdog's rollback). The previous file is
+ * renamed, not copied, so it is gone afterwards: the binary that runs is the previous one.
+ * Returns false when there is no previous binary to restore.
+ */
+export function restorePrevious(update: PendingUpdate): boolean {
+  if (!existsSync(update.previous)) return false;
+  renameSync(update.previous, update.binary);
+  fsyncDirectory(dirname(update.binary));
+  return true;
+}

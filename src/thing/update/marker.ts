@@ -1,0 +1,113 @@
+/**
+ * The files of an update in progress, in `<data>/update/` (the one directory the service may
+ * always write, docs/updates.md):
+ *
+ *   pending      written (atomically, fsynced) by the old binary just before it renames the new
+ *                one into place; removed by the new one once it reported healthy
+ *   starts       how many times the supervisor started the pending version; the guard counts
+ *   rolled-back  written by whoever rolled back (the guard, or the new binary itself), read
+ *                and removed by the previous binary once the hub took its report
+ *   guard.sh     the pre-start guard (guard.ts), run by `/bin/sh` before each start
+ *
+ * `pending` and `rolled-back` are lines of `NAME='value'`, so the guard reads them with `sed`
+ * (never by sourcing them); values that cannot be written so (a `'` or a line break) are refused.
+ */
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { FlashlexError } from "../../shared/errors.ts";
+import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { fsyncDirectory } from "./fsync.ts";
+
+export interface PendingUpdate {
+  /** the version being tried */
+  version: string;
+  /** the version it replaced */
+  from: string;
+  /** the binary the service runs */
+  binary: string;
+  /** the previous binary, kept beside it */
+  previous: string;
+  /** why it was rolled back (rolled-back only) */
+  reason?: string;
+}
+
+const FIELDS: Record<keyof PendingUpdate, string> = {
+  version: "FLASHLEX_UPDATE_VERSION",
+  from: "FLASHLEX_UPDATE_FROM",
+  binary: "FLASHLEX_UPDATE_BINARY",
+  previous: "FLASHLEX_UPDATE_PREVIOUS",
+  reason: "FLASHLEX_UPDATE_REASON",
+};
+
+export function updateDir(dataDir: string): string {
+  return join(dataDir, "update");
+}
+
+export const markerPaths = (dataDir: string) => ({
+  pending: join(updateDir(dataDir), "pending"),
+  starts: join(updateDir(dataDir), "starts"),
+  rolledBack: join(updateDir(dataDir), "rolled-back"),
+  guard: join(updateDir(dataDir), "guard.sh"),
+});
+
+/** The marker text; throws FlashlexError (io) for a value the shell format cannot hold. */
+export function formatMarker(update: PendingUpdate): string {
+  return `${Object.entries(FIELDS)
+    .filter(([key]) => update[key as keyof PendingUpdate] !== undefined)
+    .map(([key, name]) => {
+      const value = update[key as keyof PendingUpdate]!;
+      if (/['\n\r\0]/.test(value)) throw new FlashlexError(`cannot update: ${key} ${JSON.stringify(value)} holds a quote or a line break`, "io");
+      return `${name}='${value}'`;
+    })
+    .join("\n")}\n`;
+}
+
+export function parseMarker(text: string): PendingUpdate | undefined {
+  const values: Record<string, string> = {};
+  for (const line of text.split("\n")) {
+    const match = /^([A-Z_]+)='([^']*)'$/.exec(line);
+    if (match) values[match[1]!] = match[2]!;
+  }
+  const get = (key: keyof PendingUpdate) => values[FIELDS[key]];
+  const [version, from, binary, previous] = [get("version"), get("from"), get("binary"), get("previous")];
+  if (!version || !from || !binary || !previous) return undefined;
+  return { version, from, binary, previous, reason: get("reason") };
+}
+
+function readMarker(file: string): PendingUpdate | undefined {
+  return existsSync(file) ? parseMarker(readFileSync(file, "utf8")) : undefined;
+}
+
+export const readPending = (dataDir: string) => readMarker(markerPaths(dataDir).pending);
+export const readRolledBack = (dataDir: string) => readMarker(markerPaths(dataDir).rolledBack);
+
+/** Writes `pending` (and clears the start count), durably: the file and its directory are synced. */
+export function writePending(dataDir: string, update: PendingUpdate): void {
+  const paths = markerPaths(dataDir);
+  rmSync(paths.starts, { force: true });
+  writeFileAtomicallyDurable(paths.pending, formatMarker(update));
+}
+
+/** Replaces `pending` by `rolled-back` with `reason`. */
+export function writeRolledBack(dataDir: string, update: PendingUpdate, reason: string): void {
+  const paths = markerPaths(dataDir);
+  writeFileAtomicallyDurable(paths.rolledBack, formatMarker({ ...update, reason: reason.replace(/['\n\r\0]/g, " ") }));
+  clearPending(dataDir);
+}
+
+export function clearPending(dataDir: string): void {
+  const paths = markerPaths(dataDir);
+  rmSync(paths.pending, { force: true });
+  rmSync(paths.starts, { force: true });
+  fsyncDirectory(updateDir(dataDir));
+}
+
+export function clearRolledBack(dataDir: string): void {
+  rmSync(markerPaths(dataDir).rolledBack, { force: true });
+}
+
+function writeFileAtomicallyDurable(file: string, text: string): void {
+  mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
+  writeFileAtomicallySync(file, text, 0o600);
+  fsyncDirectory(dirname(file));
+}

@@ -1,0 +1,241 @@
+/**
+ * src/thing/update: signed self-update, the thing's half (docs/updates.md). `startUpdater` is
+ * one part of serve (agent.ts):
+ *
+ *   - at start, it writes the pre-start guard (guard.ts) and looks at the markers (marker.ts):
+ *     a pending update of the version that is now running is on trial: it must connect and get
+ *     its `healthy` report accepted by the hub within `update.healthySeconds`, or the watchdog
+ *     puts the previous binary back and asks for a restart; a `rolled-back` note (left by the
+ *     guard or the watchdog) is reported by the previous binary that now runs;
+ *   - every `update.checkSeconds` (±10%) it asks the hub for an update; an offered release is
+ *     verified (Ed25519 signature with the pinned key, the manifest, this build's target),
+ *     downloaded beside the binary (size and SHA-256 as it streams, ELF machine), installed
+ *     (install.ts) and a restart is asked for: serve exits with 3 and its supervisor
+ *     (systemd's Restart=) starts the new binary.
+ *
+ * Nothing here exits the process: `requestRestart` is serve's (src/cli/thing/serve.ts).
+ */
+import { existsSync, realpathSync, rmSync } from "node:fs";
+import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
+import { parseManifest } from "../../protocol/release-manifest.ts";
+import { describeError } from "../../shared/foreign-errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import { TARGET, VERSION } from "../../shared/version.ts";
+import type { ThingIdentity } from "../identity.ts";
+import type { ThingConfig } from "../settings.ts";
+import { DownloadRefused, downloadVerified } from "./download.ts";
+import { elfMismatch } from "./elf.ts";
+import { writeGuard } from "./guard.ts";
+import { type OfferedUpdate, type ReportState, type UpdateHubApi, updateHubApi } from "./hub-api.ts";
+import { downloadPath, installBinary, restorePrevious } from "./install.ts";
+import { clearPending, clearRolledBack, type PendingUpdate, readPending, readRolledBack, writeRolledBack } from "./marker.ts";
+
+export interface UpdaterOptions {
+  config: ThingConfig;
+  identity: ThingIdentity;
+  log: Logger;
+  /** whether the MQTT session is connected now */
+  connected(): boolean;
+  /** serve stops and exits with 3 so that its supervisor starts the binary again */
+  requestRestart(reason: string): void;
+  /** seams for tests; defaults: this build's */
+  version?: string;
+  target?: string;
+  executable?: string;
+  hub?: UpdateHubApi;
+}
+
+export interface Updater {
+  stop(): void;
+}
+
+/** The first check after start, in ms: soon, so a restarted thing finds its update at once. */
+const FIRST_CHECK_MS = 2000;
+/** How often a trial version tries to report healthy, in ms. */
+const CONFIRM_EVERY_MS = 1000;
+
+/** Starts the updater; without `update.publicKey` in config.yml, or in a source run, it does nothing (and says so once). */
+export function startUpdater(opts: UpdaterOptions): Updater {
+  const { config, log } = opts;
+  const settings = config.yaml.update;
+  const version = opts.version ?? VERSION;
+  const target = opts.target ?? TARGET;
+  if (!settings) {
+    log.info("update.off", { reason: "config.yml has no flashlex.update.publicKey (a distribution older than self-update)" });
+    return { stop() {} };
+  }
+  if (!target) {
+    log.info("update.off", { reason: "a source run, not a release binary" });
+    return { stop() {} };
+  }
+  const dataDir = config.dataDir;
+  const binary = realpathSync(opts.executable ?? process.execPath);
+  const hub = opts.hub ?? updateHubApi(config, opts.identity);
+  const publicKey = decodeUpdatePublicKey(settings.publicKey);
+  const timers = new Set<ReturnType<typeof setTimeout>>();
+  let stopped = false;
+  let busy = false;
+  /** reports that must reach the hub (the trial's outcome): sent before each poll until one is accepted */
+  const owed: { state: ReportState; version: string; detail?: string; done?: () => void }[] = [];
+
+  const later = (ms: number, fn: () => void) => {
+    const timer = setTimeout(() => {
+      timers.delete(timer);
+      if (!stopped) fn();
+    }, ms);
+    timers.add(timer);
+    return timer;
+  };
+
+  writeGuard(dataDir);
+  const pending = readPending(dataDir);
+  let trial: PendingUpdate | undefined;
+  if (pending && pending.version === version) {
+    trial = pending;
+    log.info("update.trial", { version, from: pending.from, healthy_within_s: settings.healthySeconds });
+    const watchdog = later(settings.healthySeconds * 1000, () => rollBack(`${version} did not connect and report healthy within ${settings.healthySeconds} s`));
+    const confirm = async () => {
+      if (!trial) return;
+      if (opts.connected()) {
+        try {
+          await hub.report({ state: "healthy", version, running: version });
+          clearTimeout(watchdog);
+          clearPending(dataDir);
+          log.info("update.healthy", { version, from: trial.from, previous: trial.previous });
+          trial = undefined;
+          return;
+        } catch (err) {
+          log.warn("update.report_failed", { state: "healthy", error: describeError(err) });
+        }
+      }
+      later(CONFIRM_EVERY_MS, () => void confirm());
+    };
+    void confirm();
+  } else if (pending) {
+    // The marker was written but the new binary never took the old one's place (a crash
+    // between the two steps of install.ts): the old binary runs and the update did not happen.
+    clearPending(dataDir);
+    owed.push({ state: "failed", version: pending.version, detail: "the install was interrupted before the new binary was in place" });
+  }
+  const rolledBack = readRolledBack(dataDir);
+  if (rolledBack) {
+    log.warn("update.rolled_back", { version: rolledBack.version, running: version, reason: rolledBack.reason });
+    owed.push({ state: "rolled-back", version: rolledBack.version, detail: rolledBack.reason, done: () => clearRolledBack(dataDir) });
+  }
+
+  function rollBack(reason: string): void {
+    const current = readPending(dataDir) ?? trial;
+    if (!current) return;
+    log.error("update.rolling_back", { version: current.version, to: current.from, reason });
+    try {
+      if (!restorePrevious(current)) {
+        log.error("update.rollback_impossible", { previous: current.previous, reason: "the previous binary is gone" });
+        clearPending(dataDir);
+        return;
+      }
+      writeRolledBack(dataDir, current, reason);
+    } catch (err) {
+      log.error("update.rollback_failed", { error: describeError(err) });
+      return;
+    }
+    opts.requestRestart(`rolled back from ${current.version} to ${current.from}`);
+  }
+
+  async function report(state: ReportState, offered: string, detail?: string): Promise<boolean> {
+    try {
+      await hub.report({ state, version: offered, running: version, detail });
+      return true;
+    } catch (err) {
+      log.warn("update.report_failed", { state, error: describeError(err) });
+      return false;
+    }
+  }
+
+  async function refuse(offered: string, detail: string): Promise<void> {
+    log.error("update.refused", { version: offered, reason: detail });
+    await report("failed", offered, detail);
+  }
+
+  async function apply(offer: OfferedUpdate, target: string): Promise<void> {
+    const manifestBytes = new TextEncoder().encode(offer.manifest);
+    if (!verifyRelease(manifestBytes, offer.signature, publicKey))
+      return refuse(offer.version, "the manifest's signature does not verify with the pinned update key");
+    let entry: { file: string; sha256: string; size: number } | undefined;
+    try {
+      const manifest = parseManifest(manifestBytes);
+      if (manifest.version !== offer.version) return refuse(offer.version, `the signed manifest is for ${manifest.version}, not ${offer.version}`);
+      entry = manifest.targets[target];
+    } catch (err) {
+      return refuse(offer.version, (err as Error).message);
+    }
+    if (!entry) return refuse(offer.version, `the release has no binary for ${target}`);
+    log.info("update.downloading", { version: offer.version, target, bytes: entry.size });
+    await report("downloading", offer.version);
+    const file = downloadPath(binary);
+    rmSync(file, { force: true });
+    try {
+      await downloadVerified(hub.binaryUrl(offer.version, target), file, {
+        headers: await hub.authorization(),
+        extraCaPem: hub.caPem,
+        timeoutMs: Math.max(120_000, entry.size / 50), // 50 kB/s at the least
+        size: entry.size,
+        sha256: entry.sha256,
+      });
+    } catch (err) {
+      if (err instanceof DownloadRefused) return refuse(offer.version, err.message);
+      log.warn("update.download_failed", { version: offer.version, error: describeError(err), note: "tried again at the next check" });
+      return;
+    }
+    const mismatch = elfMismatch(file);
+    if (mismatch) {
+      rmSync(file, { force: true });
+      return refuse(offer.version, `the binary cannot run here: ${mismatch}`);
+    }
+    try {
+      installBinary(file, { version: offer.version, from: version, binary }, dataDir);
+    } catch (err) {
+      rmSync(file, { force: true });
+      return refuse(offer.version, `cannot replace ${binary}: ${describeError(err)}`);
+    }
+    log.info("update.installed", { version: offer.version, from: version, binary });
+    await report("installed", offer.version);
+    opts.requestRestart(`updated from ${version} to ${offer.version}`);
+  }
+
+  async function check(): Promise<void> {
+    if (busy || stopped) return;
+    busy = true;
+    try {
+      for (const item of [...owed]) {
+        if (await report(item.state, item.version, item.detail)) {
+          owed.splice(owed.indexOf(item), 1);
+          item.done?.();
+        }
+      }
+      // A version on trial installs nothing: first it must prove itself (or be rolled back).
+      if (trial || !target) return;
+      const offer = await hub.poll({ version, target });
+      if (offer && offer.version !== version) await apply(offer, target);
+    } catch (err) {
+      log.warn("update.check_failed", { error: describeError(err), note: `tried again in ${settings!.checkSeconds} s` });
+    } finally {
+      busy = false;
+    }
+  }
+
+  const schedule = (ms: number) =>
+    later(ms, () => {
+      void check().finally(() => schedule(settings.checkSeconds * 1000 * (0.9 + Math.random() * 0.2)));
+    });
+  schedule(FIRST_CHECK_MS);
+
+  return {
+    stop() {
+      stopped = true;
+      for (const timer of timers) clearTimeout(timer);
+      timers.clear();
+      const leftover = downloadPath(binary);
+      if (existsSync(leftover) && !busy) rmSync(leftover, { force: true });
+    },
+  };
+}

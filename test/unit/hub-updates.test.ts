@@ -1,0 +1,184 @@
+/**
+ * The hub's half of signed self-update over its HTTP API, without a socket: a release is stored
+ * only when signed with the hub's update key and matching its manifest; a rollout offers it to
+ * things batch by batch and stops past its failure threshold; things poll and report with their JWT.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import type { KeyObject } from "node:crypto";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { unzipSync } from "fflate";
+import { writeSignedManifest } from "../../scripts/sign-release.ts";
+import { signThingToken } from "../../src/crypto/jwt.ts";
+import { loadPrivateKey } from "../../src/crypto/keys.ts";
+import { generateUpdateKeyPair } from "../../src/crypto/update-signing.ts";
+import type { HubHome } from "../../src/hub/home/home.ts";
+import { initHub } from "../../src/hub/home/init.ts";
+import { type HubStore, openHubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { createThing } from "../../src/hub/things/provision.ts";
+import { updateKeyPaths } from "../../src/hub/updates/update-key.ts";
+import { Updates } from "../../src/hub/updates/updates.ts";
+import { silentLogger } from "../../src/shared/log.ts";
+import { hubApiOver } from "../support/hub-api.ts";
+
+let dir: string;
+let home: HubHome;
+let store: HubStore;
+let api: ReturnType<typeof hubApiOver>;
+let token: string;
+const things: { record: ThingRecord; key: KeyObject }[] = [];
+const base = "http://127.0.0.1:8080/dev/v1";
+
+/** A release directory with two fake binaries, signed with `keyPem`. */
+async function releaseDir(version: string, keyPem: string): Promise<string> {
+  const out = join(dir, `release-${version}-${Math.random().toString(16).slice(2)}`);
+  mkdirSync(out);
+  writeFileSync(join(out, "flashlex-linux-x64"), `x64 ${version}`);
+  writeFileSync(join(out, "flashlex-linux-arm64"), `arm64 ${version}`);
+  await writeSignedManifest({ dir: out, version, commit: "abc1234", signingKeyPem: keyPem });
+  return out;
+}
+
+const hubKey = () => readFileSync(updateKeyPaths(home.paths.dir).privateKey, "utf8");
+
+function operator(path: string, init: RequestInit = {}) {
+  return api.fetch(new Request(`${base}${path}`, { ...init, headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" } }));
+}
+
+async function asThing(i: number, path: string, init: RequestInit = {}) {
+  const { record, key } = things[i]!;
+  const jwt = await signThingToken({ thingId: record.id, privateKey: key });
+  return api.fetch(
+    new Request(`${base}/things/${record.id}${path}`, { ...init, headers: { Authorization: `Bearer ${jwt}`, "Content-Type": "application/json" } }),
+  );
+}
+
+const poll = async (i: number, version = "1.0.0") =>
+  ((await (await asThing(i, `/update?version=${version}&target=linux-x64`)).json()) as any).result.update as { version: string; manifest: string } | null;
+const report = (i: number, state: string, version = "2.0.0", running = "1.0.0") =>
+  asThing(i, "/update", { method: "POST", body: JSON.stringify({ state, version, running, detail: `said ${state}` }) });
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "flashlex-hub-updates-"));
+  const init = await initHub({ dir: join(dir, "hub"), apiUrl: "http://127.0.0.1:8080" });
+  home = init.home;
+  token = init.token;
+  store = openHubStore(home.paths.database);
+  api = hubApiOver({ home, store, log: silentLogger });
+  for (const name of ["a", "b", "c", "d"]) {
+    const created = await createThing(home, store, name);
+    const files = unzipSync(await Bun.file(created.distribution).bytes());
+    const pem = new TextDecoder().decode(files[`${created.thing.name}/keys/${created.thing.name}-keypair-private.pem`]!);
+    things.push({ record: created.thing, key: loadPrivateKey(pem) });
+  }
+});
+
+afterAll(async () => {
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("releases", () => {
+  test("hub init made the update key; its public half is served to anyone", async () => {
+    const answer = await api.fetch(new Request(`${base}/update-key`));
+    expect(answer.status).toBe(200);
+    const { publicKey } = ((await answer.json()) as any).result;
+    expect(publicKey).toBe(readFileSync(updateKeyPaths(home.paths.dir).publicKey, "utf8").trim());
+  });
+
+  test("a release signed with another key is refused, nothing stored", async () => {
+    const updates = new Updates({ home, store });
+    await expect(updates.addRelease(await releaseDir("9.9.9", generateUpdateKeyPair().privateKeyPem))).rejects.toThrow(/does not verify/);
+    expect(updates.listReleases()).toEqual([]);
+    updates.close();
+  });
+
+  test("a binary that does not match the signed manifest is refused", async () => {
+    const out = await releaseDir("9.9.8", hubKey());
+    writeFileSync(join(out, "flashlex-linux-arm64"), "arm64 9.9.9"); // same size, other bytes
+    const updates = new Updates({ home, store });
+    await expect(updates.addRelease(out)).rejects.toThrow(/does not match the signed manifest/);
+    expect(updates.listReleases()).toEqual([]);
+    updates.close();
+  });
+
+  test("a signed release is stored once; the same version with other bytes is a conflict", async () => {
+    const updates = new Updates({ home, store });
+    expect((await updates.addRelease(await releaseDir("2.0.0", hubKey()))).outcome).toBe("stored");
+    expect((await updates.addRelease(join(home.paths.dir, "releases", "2.0.0"))).outcome).toBe("already stored");
+    const other = await releaseDir("2.0.0", hubKey());
+    writeFileSync(join(other, "flashlex-linux-x64"), "x64 changed");
+    await writeSignedManifest({ dir: other, version: "2.0.0", commit: "def5678", signingKeyPem: hubKey() });
+    await expect(updates.addRelease(other)).rejects.toThrow(/already stored with another manifest/);
+    expect(updates.listReleases().map((r) => r.version)).toEqual(["2.0.0"]);
+    updates.close();
+  });
+});
+
+describe("a rollout in batches", () => {
+  test("batches of 50%: the second batch waits for the first; a failure past the threshold stops it", async () => {
+    // nothing is offered before a rollout
+    expect(await poll(0)).toBeNull();
+    const started = await operator("/updates", {
+      method: "POST",
+      body: JSON.stringify({ version: "2.0.0", things: things.map((t) => t.record.name), batch: "50%", maxFailures: 0 }),
+    });
+    expect(started.status).toBe(201);
+    expect(((await started.json()) as any).result.batch_size).toBe(2);
+
+    const offered = await Promise.all([0, 1, 2, 3].map((i) => poll(i)));
+    expect(offered.map((o) => o?.version ?? null)).toEqual(["2.0.0", "2.0.0", null, null]);
+    expect(JSON.parse(offered[0]!.manifest).version).toBe("2.0.0");
+
+    // the binary of the offered release, for the thing's target
+    const binary = await asThing(0, "/update/binary?version=2.0.0&target=linux-x64");
+    expect(await binary.text()).toBe("x64 2.0.0");
+    expect((await asThing(0, "/update/binary?version=2.0.0&target=linux-armv7")).status).toBe(404);
+
+    await report(0, "downloading");
+    await report(0, "installed");
+    await report(0, "healthy", "2.0.0", "2.0.0");
+    expect(await poll(2)).toBeNull(); // thing 1 is still on its way
+    await report(1, "rolled-back", "2.0.0", "1.0.0");
+
+    const status = ((await (await operator("/updates")).json()) as any).result;
+    expect(status.rollout.state).toBe("stopped");
+    expect(status.rollout.stop_reason).toMatch(/1 things failed or rolled back, more than --max-failures 0/);
+    const byName = Object.fromEntries(status.things.map((t: { name: string; state: string; version: string }) => [t.name, [t.state, t.version]]));
+    expect(byName[things[0]!.record.name]).toEqual(["healthy", "2.0.0"]);
+    expect(byName[things[1]!.record.name]).toEqual(["rolled-back", "1.0.0"]);
+    expect(byName[things[2]!.record.name]).toEqual(["cancelled", "1.0.0"]);
+    expect(await poll(2)).toBeNull();
+  });
+
+  test("with room for failures the next batch follows, and a thing already on the version is healthy at once", async () => {
+    const started = await operator("/updates", {
+      method: "POST",
+      body: JSON.stringify({ version: "2.0.0", all: true, batch: "1", maxFailures: 1 }),
+    });
+    expect(started.status).toBe(201);
+    // thing 0 runs 2.0.0 already: not in a batch; thing 1 is the first batch
+    expect(await poll(0, "2.0.0")).toBeNull();
+    expect((await poll(1))?.version).toBe("2.0.0");
+    expect(await poll(2)).toBeNull();
+    await report(1, "failed");
+    expect((await poll(2))?.version).toBe("2.0.0");
+    await report(2, "healthy", "2.0.0", "2.0.0");
+    expect((await poll(3))?.version).toBe("2.0.0");
+    await report(3, "healthy", "2.0.0", "2.0.0");
+    const status = ((await (await operator("/updates")).json()) as any).result;
+    expect(status.rollout.state).toBe("done");
+  });
+
+  test("things authenticate with their own JWT; the operator routes need the operator token", async () => {
+    const other = things[1]!;
+    const jwt = await signThingToken({ thingId: other.record.id, privateKey: other.key });
+    const answer = await api.fetch(
+      new Request(`${base}/things/${things[0]!.record.id}/update?version=1.0.0&target=linux-x64`, { headers: { Authorization: `Bearer ${jwt}` } }),
+    );
+    expect(answer.status).toBe(401);
+    expect((await api.fetch(new Request(`${base}/updates`))).status).toBe(401);
+    expect((await api.fetch(new Request(`${base}/releases`))).status).toBe(401);
+  });
+});
