@@ -44,8 +44,10 @@ describe("dynamic-security documents", () => {
     expect(revoked.acls.every((a: any) => a.topic === "#" && a.allow === false)).toBe(true);
   });
 
-  test("revoking is create (with the role), add the role, disable; repeats only answer harmless errors", () => {
-    expect(revokeCommands("ecd13b11-a").map((c) => c.command)).toEqual(["createClient", "addClientRole", "disableClient"]);
+  test("revoking is create (with the role), remove and add the role, disable; repeats only answer harmless errors", () => {
+    expect(revokeCommands("ecd13b11-a").map((c) => c.command)).toEqual(["createClient", "removeClientRole", "addClientRole", "disableClient"]);
+    expect(isHarmless("removeClientRole", "Client does not have role")).toBe(true);
+    expect(isHarmless("addClientRole", "Internal error")).toBe(false);
     expect(isHarmless("createClient", "Client already exists")).toBe(true);
     expect(isHarmless("createRole", "Role already exists")).toBe(true);
     expect(isHarmless("disableClient", "Client not found")).toBe(false);
@@ -96,9 +98,9 @@ describe("the control client", () => {
     await control.revoke(["t4"]);
     expect(sent.map((d) => d.commands.map((c: any) => c.command).join(","))).toEqual([
       "createRole",
-      "createClient,addClientRole,disableClient,createClient,addClientRole,disableClient",
-      "createClient,addClientRole,disableClient",
-      "createClient,addClientRole,disableClient",
+      "createClient,removeClientRole,addClientRole,disableClient,createClient,removeClientRole,addClientRole,disableClient",
+      "createClient,removeClientRole,addClientRole,disableClient",
+      "createClient,removeClientRole,addClientRole,disableClient",
     ]);
   });
 

@@ -21,7 +21,7 @@ export interface DynsecControlOptions {
   publish(topic: string, payload: string): Promise<void>;
   /** how long to wait for the answer to one document, in ms; default 5000 */
   timeoutMs?: number;
-  /** things per command document; default 100 (3 commands each) */
+  /** things per command document; default 100 (4 commands each) */
   batchSize?: number;
 }
 

@@ -84,15 +84,19 @@ export function renderDynsecState(hubName: string, revokedNames: readonly string
 }
 
 /**
- * The commands that shut `thingName` out, idempotent as a sequence: each may answer an error
- * that only says it was done before ("already exists"), which `isHarmless` accepts.
- * createRole keeps a state file from an older hub working; createClient with the role is the
- * ACL denial; addClientRole covers a client someone created without it; disableClient kicks the
- * open connection (and refuses password logins, which things do not use).
+ * The commands that shut `thingName` out, idempotent as a sequence (one document: Mosquitto runs
+ * them one after the other while handling one PUBLISH, so no packet of the thing falls between).
+ * createClient with the role is the ACL denial for a new client. For a client that already
+ * exists ("already exists", harmless) removeClientRole + addClientRole make sure it holds the role
+ * whatever it held before: 2.0.11 answers addClientRole for a role already held with
+ * "Internal error", so the role is removed first (removeClientRole failing only means it was not
+ * there). disableClient disconnects the open connection (and refuses password logins, which
+ * things do not use).
  */
 export function revokeCommands(thingName: string): DynsecCommand[] {
   return [
     { command: "createClient", username: thingName, roles: [{ rolename: REVOKED_ROLE, priority: 1000 }] },
+    { command: "removeClientRole", username: thingName, rolename: REVOKED_ROLE },
     { command: "addClientRole", username: thingName, rolename: REVOKED_ROLE, priority: 1000 },
     { command: "disableClient", username: thingName },
   ];
@@ -108,7 +112,7 @@ export function isHarmless(command: string, error: string): boolean {
   return (
     (command === "createClient" && /already exists/i.test(error)) ||
     (command === "createRole" && /already exists/i.test(error)) ||
-    (command === "addClientRole" && /already has role|already/i.test(error))
+    command === "removeClientRole"
   );
 }
 
