@@ -240,6 +240,9 @@ describe("revocation on Mosquitto 2.0.11 with the dynamic security plugin", () =
     // and the revoked stay refused by the renewed CRL
     expect(await refusedAtHandshakeWithin(B, 3_000)).toBeLessThan(3_000);
     expect(hub!.output()).toMatch(/hub\.broker_reloaded .*reason="crl renewal"/);
+    // several SIGHUPs later dynsec still holds its state: E (not in any CRL) is still denied
+    const e = await connected(E);
+    expect(await subscribeCode(e, `ingress/${E.name}`)).toBe(128);
     // Why the hub must renew and reload: with the hub stopped, the CRL Mosquitto loaded last
     // lapses within 6 s, and then Mosquitto 2.0.11 refuses every certificate at the handshake.
     expect(await hub!.stop()).toBe(0);
