@@ -7,8 +7,9 @@
  * - `reconcile()`: every revoked thing, at the hub's start and after each reconnect to the
  *   broker, so revocations made while the hub was down or cut off take effect then.
  *
- * A failed attempt (broker away, plugin missing) keeps its names and is retried every `retryMs`
- * until it succeeds or the enforcer stops; attempts never overlap.
+ * A failed attempt (broker away, plugin missing) keeps its names and is retried after `retryMs`,
+ * doubling up to a minute (a broker without the plugin should not get a command every 5 s
+ * forever), until it succeeds or the enforcer stops; attempts never overlap.
  */
 import type { Logger } from "../../shared/log.ts";
 
@@ -18,7 +19,7 @@ export interface RevocationEnforcerOptions {
   /** the names of every revoked thing in the hub database */
   listRevoked(): Promise<string[]>;
   log: Logger;
-  /** ms between retries of a failed attempt; default 5000 */
+  /** ms before the first retry of a failed attempt (then doubling, at most 60 s); default 5000 */
   retryMs?: number;
 }
 
@@ -38,6 +39,7 @@ export function createRevocationEnforcer(opts: RevocationEnforcerOptions): Revoc
   let retry: ReturnType<typeof setTimeout> | undefined;
   let stopped = false;
   let warned = false;
+  let failures = 0;
 
   const attempt = async (): Promise<void> => {
     const names = [...pending];
@@ -47,16 +49,18 @@ export function createRevocationEnforcer(opts: RevocationEnforcerOptions): Revoc
       await opts.revoke(names);
       for (const name of names) pending.delete(name);
       warned = false;
+      failures = 0;
       opts.log.info("hub.revocation_enforced", { things: names.length, first: names[0], ms: Math.round(performance.now() - started) });
     } catch (err) {
       // Once per outage at WARN: a broker away for an hour must not write a line every 5 s.
-      (warned ? opts.log.debug : opts.log.warn).call(opts.log, "hub.revocation_enforce_failed", { things: names.length, error: err, retry_ms: retryMs });
+      const delay = Math.min(60_000, retryMs * 2 ** failures++);
+      (warned ? opts.log.debug : opts.log.warn).call(opts.log, "hub.revocation_enforce_failed", { things: names.length, error: err, retry_ms: delay });
       warned = true;
       if (!stopped && !retry) {
         retry = setTimeout(() => {
           retry = undefined;
           void flush();
-        }, retryMs);
+        }, delay);
         retry.unref?.();
       }
     }
