@@ -5,9 +5,11 @@ import { classifyForeign } from "../shared/foreign-errors.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
 import type { Logger } from "../shared/log.ts";
 import type { HubBroker } from "./broker/broker.ts";
+import { createBrokerReloader } from "./broker/broker-reload.ts";
 import { type EmbeddedBroker, startEmbeddedBroker } from "./broker/embedded.ts";
 import { createBrokerEvents, createThingDirectory } from "./broker/events.ts";
-import { connectExternalBroker } from "./broker/external.ts";
+import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts";
+import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
 import { openHubHome } from "./home/home.ts";
 import { type HubServer, refuseSecondHub, startHubServer, startLocalSocket } from "./http/bun-server.ts";
 import { createHubApi } from "./http/routes.ts";
@@ -16,6 +18,8 @@ import { Collector } from "./messages/collect.ts";
 import { MessageFeed } from "./messages/feed.ts";
 import { ingressLedger } from "./messages/ingress-delivery.ts";
 import { openHubStore, type SqliteHubStore } from "./store/hub-store.ts";
+import { crlValiditySeconds, renewalIntervalMs, startCrlRenewal } from "./things/crl-renewal.ts";
+import { writeRevocationLists } from "./things/revocation.ts";
 
 /**
  * `hub serve`: one process with the broker, the API and the database. This module starts and
@@ -37,6 +41,8 @@ export interface ServeHubOptions {
   brokerPort?: number;
   /** how often revocations made by other processes (`hub thing revoke`) are enforced; default 3 s */
   revocationPollMs?: number;
+  /** ms between retries of revocations an external broker did not take; default 5 s */
+  revocationRetryMs?: number;
 }
 
 export interface HubHandle {
@@ -88,22 +94,52 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
             throw cannotListen(err, "the broker", brokerListen, "hub.broker.listenHost and hub.broker.listenPort", paths.config);
           })
         : undefined;
-    const broker: HubBroker =
-      embedded ??
-      (await connectExternalBroker({
-        url: opts.broker!,
-        caPem,
-        certPem: readFileSync(paths.clientCert, "utf8"),
-        keyPem: readFileSync(paths.clientKey, "utf8"),
-        events,
-        directory,
-        log,
-      }));
+    // External broker: revocations go to it through the dynamic security plugin, and again after
+    // every reconnect (revocation-enforcer.ts); the enforcer needs the broker, the broker calls it.
+    let enforcer: RevocationEnforcer | undefined;
+    const external: ExternalBroker | undefined = embedded
+      ? undefined
+      : await connectExternalBroker({
+          url: opts.broker!,
+          caPem,
+          certPem: readFileSync(paths.clientCert, "utf8"),
+          keyPem: readFileSync(paths.clientKey, "utf8"),
+          events,
+          directory,
+          log,
+          onConnected: () => void enforcer?.reconcile(),
+        });
+    const broker: HubBroker = embedded ?? external!;
     brokerRef = broker;
     await parts.start({ name: "broker", stop: () => broker.close() });
+    const reloader = createBrokerReloader(settings.broker.reloadCommand, log);
+    if (external) {
+      const revokeOn = external;
+      enforcer = createRevocationEnforcer({
+        revoke: (names) => revokeOn.revoke(names),
+        listRevoked: async () => (await store.listThings()).filter((t) => t.revokedAt !== null).map((t) => t.name),
+        log,
+        retryMs: opts.revocationRetryMs,
+      });
+      const started = enforcer;
+      await parts.start({ name: "revocation enforcer", stop: () => started.stop() });
+      // Revocations made while the hub was down: every revoked thing, before the hub reports started.
+      await enforcer.reconcile();
+      if (!settings.broker.reloadCommand) {
+        log.warn("hub.broker_reload_unset", {
+          note: "hub.broker.reloadCommand is not set: Mosquitto applies a new or renewed CRL only when it is reloaded (SIGHUP)",
+        });
+      }
+    }
 
     const kick = (name: string) => {
       if (embedded?.disconnect(name)) log.info("hub.thing_disconnected", { thing: name, reason: "revoked or deleted" });
+      if (external) {
+        // Shut out now through dynsec; the CRL the revoke just wrote is for new handshakes once
+        // the broker re-reads it. A deleted thing goes through here too: shutting it out is right.
+        void enforcer?.enforce([name]);
+        void reloader.request("revocation");
+      }
     };
     const useCases = hubUseCases({ home, store, log, broker, collector, feed, disconnect: kick });
     await parts.start({ name: "update store", stop: () => useCases.updates.close() });
@@ -122,10 +158,11 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     // Stopped before the server: a browser's open live view would otherwise hold its graceful stop.
     await parts.start({ name: "console live views", stop: () => api.close() });
 
-    // `hub thing revoke` runs in another process and only writes the database; the broker
-    // refuses revoked things at their next connect or publish, and this poll disconnects the
-    // ones that sit idle on an open connection.
-    if (embedded) {
+    // `hub thing revoke` runs in another process and only writes the database (and the CRLs); the
+    // embedded broker refuses revoked things at their next connect or publish, and this poll
+    // disconnects the ones that sit idle on an open connection; an external broker learns of
+    // them only through this poll (kick -> dynsec).
+    {
       let since = Date.now();
       const timer = setInterval(() => {
         const from = since;
@@ -138,6 +175,16 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       timer.unref?.();
       await parts.start({ name: "revocation poll", stop: () => clearInterval(timer) });
     }
+
+    // The CRLs never lapse while the hub runs (crl-renewal.ts has the schedule).
+    const validity = crlValiditySeconds();
+    const stopRenewal = await startCrlRenewal({
+      renew: () => writeRevocationLists(home, store, new Date(), validity),
+      afterRenewal: external ? () => reloader.request("crl renewal") : undefined,
+      intervalMs: renewalIntervalMs(validity),
+      log,
+    });
+    await parts.start({ name: "CRL renewal", stop: stopRenewal });
 
     const things = (await store.listThings()).length;
     log.info("hub.started", { api: server.url, public_api: settings.api.publicUrl, broker: broker.url, env: settings.env, things });

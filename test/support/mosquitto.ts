@@ -51,6 +51,8 @@ export interface StartMosquittoOptions {
 
 export interface MosquittoBroker {
   port: number;
+  /** the broker's process id (e.g. for a `kill -HUP` the code under test runs itself) */
+  pid: number;
   host: string;
   files: MosquittoFiles;
   /** everything Mosquitto logged so far */
@@ -206,6 +208,7 @@ export async function startMosquitto(opts: StartMosquittoOptions): Promise<Mosqu
 
     return {
       port,
+      pid: child.pid!,
       host,
       files: { ...files, configFile },
       log,

@@ -118,8 +118,11 @@ function revoke(args: string[], options: Options): Promise<number> {
       return ExitCode.OK;
     }
     console.log(`revoked ${thing.name} (id ${thing.id}): it can no longer connect or collect, and its distribution was deleted`);
-    console.log("a running `flashlex hub serve` with the embedded broker disconnects it within a few seconds");
-    if (brokerCrlFiles.length > 0) console.log(`CRL updated: ${brokerCrlFiles.join(", ")}; reload the broker (systemctl reload mosquitto)`);
+    console.log("a running `flashlex hub serve` disconnects it within a few seconds (embedded broker, or Mosquitto with its dynamic security plugin)");
+    if (brokerCrlFiles.length > 0)
+      console.log(
+        `CRL updated: ${brokerCrlFiles.join(", ")}; a running hub reloads the broker with hub.yml broker.reloadCommand (else: systemctl reload mosquitto)`,
+      );
     return ExitCode.OK;
   });
 }

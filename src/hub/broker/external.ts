@@ -14,6 +14,9 @@
  * Ingress: queueing it for an offline thing, across broker restarts, is the broker's job
  * (Mosquitto with `persistence true`). The hub is not the subscriber, so it never sees the
  * thing's PUBACK: ingress sent this way is stored with delivery `unknown`.
+ *
+ * Revocation: the same connection carries the dynamic security plugin's commands (dynsec.ts,
+ * dynsec-control.ts), so `revoke` shuts a thing out of Mosquitto within a round trip.
  */
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { ingressWirePayload } from "../../protocol/ingress.ts";
@@ -22,6 +25,8 @@ import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { HUB_CLIENT_NAME } from "../home/paths.ts";
 import type { BrokerEvents, HubBroker, ThingDirectory } from "./broker.ts";
+import { DYNSEC_RESPONSE_TOPIC } from "./dynsec.ts";
+import { createDynsecControl } from "./dynsec-control.ts";
 
 export interface ExternalBrokerOptions {
   /** mqtts://host:port (port defaults to 8883); TLS is never optional */
@@ -36,6 +41,18 @@ export interface ExternalBrokerOptions {
   log: Logger;
   /** how long the first connection may take before we give up; default 30 s */
   connectTimeoutMs?: number;
+  /** after every connect (the first and each reconnect), once subscribed: the hub re-applies revocations */
+  onConnected?: () => void;
+}
+
+/** An external broker, plus what only it needs. */
+export interface ExternalBroker extends HubBroker {
+  /**
+   * Shuts the named things out through the dynamic security plugin (disconnected now, denied
+   * everything on any later connection). Throws FlashlexError (`unavailable`) when the broker
+   * is not connected, has no plugin, or refused; the caller retries.
+   */
+  revoke(thingNames: readonly string[]): Promise<void>;
 }
 
 export function parseBrokerUrl(url: string): { host: string; port: number } {
@@ -51,7 +68,7 @@ export function parseBrokerUrl(url: string): { host: string; port: number } {
   return { host, port: parsed.port ? Number(parsed.port) : 8883 };
 }
 
-export async function connectExternalBroker(opts: ExternalBrokerOptions): Promise<HubBroker> {
+export async function connectExternalBroker(opts: ExternalBrokerOptions): Promise<ExternalBroker> {
   const log = opts.log.child({ component: "broker" });
   const { host, port } = parseBrokerUrl(opts.url);
   const options: IClientOptions = {
@@ -75,12 +92,22 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
   // Settled by the first connect + SUBACK (or the first error): whether the broker is usable at all.
   const subscribed = Promise.withResolvers<void>();
   let ready = false;
+  const dynsec = createDynsecControl({
+    publish: async (topic, payload) => {
+      if (!client.connected) throw new FlashlexError(`broker ${opts.url} is not connected`, "unavailable");
+      await client.publishAsync(topic, payload, { qos: 1, retain: false });
+    },
+  });
 
   // Set on the client, not in the options (there it is silently ignored). MQTT.js sends the
   // PUBACK only after done() and handles one packet at a time.
   client.handleMessage = (packet, done) => {
     const topic = packet.topic;
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
+    if (topic === DYNSEC_RESPONSE_TOPIC) {
+      dynsec.handleResponse(payload);
+      return done();
+    }
     const store = opts.events.onThingPublish?.(undefined, topic, payload) ?? Promise.resolve();
     store.then(
       () => done(),
@@ -105,7 +132,13 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
         subscribed.reject(err ?? new FlashlexError(`broker refused subscription to ${refused.join(", ")}`, "permission"));
       } else {
         subscribed.resolve();
+        if (ready) opts.onConnected?.();
       }
+    });
+    // Apart, and not fatal: a broker without the dynamic security plugin (or one that refuses
+    // the topic) still works; revocation then waits for the CRL (dynsec-control.ts times out).
+    client.subscribe(DYNSEC_RESPONSE_TOPIC, { qos: 1 }, (err, granted) => {
+      if (err || granted?.some((g) => g.qos === 128)) log.warn("mqtt.dynsec.unavailable", { error: err, note: "revocation waits for the CRL and SIGHUP" });
     });
   });
   client.on("reconnect", () => log.info("mqtt.reconnecting", { url: opts.url }));
@@ -120,6 +153,7 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
   try {
     await subscribed.promise;
     ready = true;
+    opts.onConnected?.();
   } catch (err) {
     await client.endAsync(true).catch(() => {});
     throw err instanceof FlashlexError ? err : new FlashlexError(`cannot use broker ${opts.url}: ${(err as Error).message}`, "unavailable");
@@ -138,6 +172,7 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     publish,
     sendIngress: (thingName, message) => publish(ingressTopic(thingName), ingressWirePayload(message.payload, message.flmessagespk)),
     isConnected: () => undefined,
+    revoke: (thingNames) => dynsec.revoke(thingNames),
     async close() {
       await client.endAsync();
     },

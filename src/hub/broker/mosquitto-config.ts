@@ -11,8 +11,10 @@
  *   the certificate is mapped (src/handle_connect.c in 2.0.11). A thing that sends another
  *   thing's name as client id is not refused, but it cannot take over that thing's session:
  *   it only ever gets its own. The embedded broker refuses it outright (CONNACK 2).
- * - Revocation: an optional `crlfile` (src/crypto/crl.ts, written by src/hub/things/revocation.ts); Mosquitto re-reads it on SIGHUP, and only
- *   new connections are checked against it.
+ * - Revocation, two layers (docs/broker.md, "Revocation"): the dynamic security plugin, which the
+ *   running hub drives to shut a revoked thing out at once (dynsec.ts), and an optional `crlfile`
+ *   (src/crypto/crl.ts, written by src/hub/things/revocation.ts) for the TLS handshake, which
+ *   Mosquitto 2.0.11 reads only at start and on SIGHUP.
  */
 
 import { COLLECT_TOPIC, ingressTopic, pubsubTopic, TEST_TOPIC } from "../../protocol/topics.ts";
@@ -32,6 +34,12 @@ export interface MosquittoConfigOptions {
   persistenceDir?: string;
   /** log to this file; default stderr (journald under systemd) */
   logFile?: string;
+  /**
+   * Load the dynamic security plugin (dynsec.ts): `plugin` is the .so (Debian:
+   * DEBIAN_DYNSEC_PLUGIN), `stateFile` its JSON state, which Mosquitto rewrites on every change
+   * (its directory must be writable by Mosquitto's user). Without it revocation waits for SIGHUP.
+   */
+  dynsec?: { plugin: string; stateFile: string };
 }
 
 /** Config values run to the end of the line: a newline would inject directives. */
@@ -80,6 +88,16 @@ export function renderMosquittoConfig(opts: MosquittoConfigOptions): string {
     `acl_file ${value("aclFile", opts.aclFile)}`,
     "",
   );
+  if (opts.dynsec) {
+    lines.push(
+      "# Revocation without a restart: the hub (its certificate CN is a dynsec client with the admin",
+      "# role) gives each revoked thing a deny-everything role and disconnects it. Things dynsec does",
+      "# not list fall through to acl_file above. The CRL still guards new TLS handshakes after SIGHUP.",
+      `plugin ${value("dynsec.plugin", opts.dynsec.plugin)}`,
+      `plugin_opt_config_file ${value("dynsec.stateFile", opts.dynsec.stateFile)}`,
+      "",
+    );
+  }
   return lines.join("\n");
 }
 

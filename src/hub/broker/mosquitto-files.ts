@@ -1,21 +1,29 @@
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { type HubHome, openHubHome } from "../home/home.ts";
+import { HUB_CLIENT_NAME } from "../home/paths.ts";
 import { addCrlFile } from "../home/settings.ts";
 import type { HubStore } from "../store/hub-store.ts";
 import { writeRevocationLists } from "../things/revocation.ts";
+import { renderDynsecState } from "./dynsec.ts";
 import { renderMosquittoAcl, renderMosquittoConfig } from "./mosquitto-config.ts";
 
 /**
  * Writes everything an external Mosquitto needs to enforce the hub's rules into `dir`
  * (outside the 0700 hub home, so Mosquitto's user can read it): config, ACL, CA and broker
  * certificates, the broker key and the CRL, which every later `hub thing revoke` rewrites.
+ *
+ * With `dynsecPlugin` (the plugin's .so path) the config loads the dynamic security plugin and
+ * `dynsec/dynamic-security.json` gets its initial state: the hub as admin, every thing revoked so
+ * far already shut out (dynsec.ts). An existing state file is left alone: Mosquitto owns it once
+ * it runs (it rewrites it on every change), and the hub re-applies every revocation when it
+ * connects anyway. Returns the paths an operator must act on (`dynsecDir`: chown to Mosquitto's user).
  */
 export async function writeMosquittoFiles(
   home: HubHome,
   store: HubStore,
-  opts: { dir: string; port: number; bindAddress: string; persistenceDir?: string },
-): Promise<{ config: string; brokerKey: string; crl: string }> {
+  opts: { dir: string; port: number; bindAddress: string; persistenceDir?: string; dynsecPlugin?: string },
+): Promise<{ config: string; brokerKey: string; crl: string; dynsecDir?: string; dynsecStateKept?: boolean }> {
   const file = (name: string) => join(opts.dir, name);
   mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
   copyFileSync(home.paths.caCert, file("root-ca-cert.pem"));
@@ -24,6 +32,19 @@ export async function writeMosquittoFiles(
   writeFileSync(file("broker-key.pem"), readFileSync(home.paths.brokerKey), { mode: 0o640 });
   chmodSync(file("broker-key.pem"), 0o640);
   writeFileSync(file("mosquitto.acl"), renderMosquittoAcl(), { mode: 0o644 });
+  let dynsec: { plugin: string; stateFile: string } | undefined;
+  let dynsecStateKept: boolean | undefined;
+  if (opts.dynsecPlugin) {
+    const dynsecDir = file("dynsec");
+    dynsec = { plugin: opts.dynsecPlugin, stateFile: join(dynsecDir, "dynamic-security.json") };
+    // Mosquitto writes `<state>.new` and renames it: the directory, not just the file, must be its.
+    mkdirSync(dynsecDir, { recursive: true, mode: 0o755 });
+    dynsecStateKept = existsSync(dynsec.stateFile);
+    if (!dynsecStateKept) {
+      const revoked = (await store.listThings()).filter((t) => t.revokedAt !== null).map((t) => t.name);
+      writeFileSync(dynsec.stateFile, renderDynsecState(HUB_CLIENT_NAME, revoked), { mode: 0o644 });
+    }
+  }
   writeFileSync(
     file("mosquitto.conf"),
     renderMosquittoConfig({
@@ -35,11 +56,18 @@ export async function writeMosquittoFiles(
       aclFile: file("mosquitto.acl"),
       crlFile: file("crl.pem"),
       persistenceDir: opts.persistenceDir,
+      dynsec,
     }),
     { mode: 0o644 },
   );
   addCrlFile(home.paths.config, file("crl.pem"));
   // Re-read the home: hub.yml now lists the new CRL file, and this writes it.
   await writeRevocationLists(openHubHome(home.paths.dir), store);
-  return { config: file("mosquitto.conf"), brokerKey: file("broker-key.pem"), crl: file("crl.pem") };
+  return {
+    config: file("mosquitto.conf"),
+    brokerKey: file("broker-key.pem"),
+    crl: file("crl.pem"),
+    dynsecDir: dynsec ? file("dynsec") : undefined,
+    dynsecStateKept,
+  };
 }

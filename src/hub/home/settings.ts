@@ -87,6 +87,12 @@ export const HubYamlSchema = z.object({
        * each. `hub mosquitto-config` adds its own.
        */
       crlFiles: z.array(z.string()).default([]),
+      /**
+       * What `hub serve` runs after it rewrites the CRL files (a revocation, a renewal) so that an
+       * external broker re-reads them: an argv list run without a shell, e.g.
+       * `[sudo, -n, systemctl, reload, mosquitto]`. Mosquitto reads its crlfile only on SIGHUP.
+       */
+      reloadCommand: z.array(z.string().min(1)).min(1).optional(),
     }),
   }),
 });

@@ -1,0 +1,77 @@
+/**
+ * The CRL's lifetime and its renewal by a running hub (RFC 5280 §5.1.2.4-5: thisUpdate and
+ * nextUpdate; a relying party treats a CRL past nextUpdate as unusable, and OpenSSL, hence
+ * Mosquitto, then refuses *every* client certificate).
+ *
+ * Schedule: each CRL is valid for `crlValiditySeconds()` (365 days). `hub serve` re-signs every CRL
+ * file at start and then every third of that validity, capped at one day: while the hub runs no
+ * CRL on disk is ever more than a day old, and none is ever within 364 days of lapsing. After each
+ * renewal the hub runs hub.yml `broker.reloadCommand`, because Mosquitto 2.0.11 keeps the CRL it
+ * loaded at start or on its last SIGHUP (broker-reload.ts): without a reload command, Mosquitto's
+ * copy lapses a year after its last (re)load, and the hub warns at start.
+ *
+ * Why a year and not ten: a CRL is also the hub's statement of who is revoked as of thisUpdate;
+ * a year bounds how long a copy restored from an old backup can pass for current, while leaving a
+ * hub that is stopped for months, or a Mosquitto without a reload command, far from a lock-out.
+ *
+ * Tests shorten it with FLASHLEX_CRL_VALIDITY_SECONDS (not for production: a hub stopped longer
+ * than that locks every thing out of a Mosquitto that restarts).
+ */
+import type { Logger } from "../../shared/log.ts";
+
+export const DEFAULT_CRL_VALIDITY_SECONDS = 365 * 86_400;
+/** The most a running hub waits between renewals, in ms. */
+export const MAX_RENEWAL_INTERVAL_MS = 86_400_000;
+
+/** Validity of every CRL the hub signs, in seconds: FLASHLEX_CRL_VALIDITY_SECONDS (>= 3) or a year. */
+export function crlValiditySeconds(env: NodeJS.ProcessEnv = process.env): number {
+  const raw = env.FLASHLEX_CRL_VALIDITY_SECONDS;
+  if (raw === undefined || raw === "") return DEFAULT_CRL_VALIDITY_SECONDS;
+  const seconds = Number(raw);
+  // Ignored rather than fatal: a typo here must not stop a hub, and the default is the safe side.
+  return Number.isInteger(seconds) && seconds >= 3 ? seconds : DEFAULT_CRL_VALIDITY_SECONDS;
+}
+
+/** ms between renewals for a validity in seconds: a third of it, at most a day. */
+export function renewalIntervalMs(validitySeconds: number): number {
+  return Math.min(MAX_RENEWAL_INTERVAL_MS, Math.floor((validitySeconds * 1000) / 3));
+}
+
+export interface CrlRenewalOptions {
+  /** re-signs and writes every CRL file (revocation.ts writeRevocationLists); may throw */
+  renew(): Promise<string[]>;
+  /** after a successful renewal: tell the broker (broker-reload.ts) */
+  afterRenewal?(): Promise<void>;
+  intervalMs: number;
+  log: Logger;
+}
+
+/**
+ * Renews now, then every `intervalMs`; a failed renewal is logged at ERROR and tried again after
+ * a tenth of the interval (the next regular one may be too late). Returns a stop function.
+ */
+export async function startCrlRenewal(opts: CrlRenewalOptions): Promise<() => void> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  let stopped = false;
+  const schedule = (ms: number) => {
+    if (stopped) return;
+    timer = setTimeout(() => void renewOnce(), ms);
+    timer.unref?.();
+  };
+  const renewOnce = async () => {
+    try {
+      const files = await opts.renew();
+      opts.log.debug("hub.crl_renewed", { files: files.length, next_in_ms: opts.intervalMs });
+      await opts.afterRenewal?.();
+      schedule(opts.intervalMs);
+    } catch (err) {
+      opts.log.error("hub.crl_renewal_failed", { error: err, retry_ms: Math.ceil(opts.intervalMs / 10) });
+      schedule(Math.ceil(opts.intervalMs / 10));
+    }
+  };
+  await renewOnce();
+  return () => {
+    stopped = true;
+    clearTimeout(timer);
+  };
+}

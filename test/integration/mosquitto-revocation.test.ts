@@ -1,0 +1,254 @@
+/**
+ * Revocation that bites on Debian's Mosquitto 2.0.11, end to end: the compiled binary writes the
+ * config (`hub mosquitto-config`, dynamic security plugin included) and serves the hub against it
+ * (`hub serve --broker mqtts://...`); things are revoked with `hub thing revoke` from another
+ * process, as an operator does. Mutual TLS on loopback, require_certificate true.
+ *
+ *   1. no reload command: a connected thing is disconnected within seconds, and when it comes
+ *      back (Mosquitto still accepts its certificate: no SIGHUP) it is denied every subscription
+ *   2. a thing revoked while the hub is stopped is disconnected when the hub starts, and with
+ *      hub.yml broker.reloadCommand the CRL then refuses it at the TLS handshake
+ *   3. a thing revoked while disconnected is refused at connect within seconds; one deleted
+ *      through the API (the hub's own process: no poll) is disconnected at once
+ *   4. a CRL valid for 6 s (FLASHLEX_CRL_VALIDITY_SECONDS) never lapses while the hub runs:
+ *      renewed and reloaded, Mosquitto keeps accepting the others past the first one's nextUpdate
+ *
+ * The tests run in order and share one hub home, one Mosquitto and things A, B, C (revoked one
+ * by one) and D (never revoked).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { execFileSync } from "node:child_process";
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { MqttClient } from "mqtt";
+import { parseDocument } from "yaml";
+import type { Background } from "../support/binary.ts";
+import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
+import { freePort, type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
+import { attemptConnect, closedWithin, subscribeCode } from "../support/mqtt-client.ts";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-mosquitto-revocation-"));
+const confDir = join(work, "mosquitto-conf");
+let fixture: HubFixture;
+let mosquitto: MosquittoBroker;
+let hub: Background | undefined;
+let A: HubThing, B: HubThing, C: HubThing, D: HubThing, E: HubThing;
+const clients: MqttClient[] = [];
+
+const withLogs = (what: string) => `${what}\n--- mosquitto ---\n${mosquitto?.log().slice(-4000)}\n--- hub ---\n${hub?.output().slice(-4000)}`;
+const attempt = (thing: HubThing) => attemptConnect({ port: mosquitto.port, caPem: thing.caPem, cert: thing, clientId: thing.name });
+async function connected(thing: HubThing): Promise<MqttClient> {
+  const result = await attempt(thing);
+  if (!result.client) throw new Error(withLogs(`${thing.name} could not connect: ${result.error?.message}`));
+  clients.push(result.client);
+  return result.client;
+}
+const revoke = (thing: HubThing) => fixture.flashlex(["hub", "thing", "revoke", thing.name, "--dir", fixture.dir]);
+
+async function serveHub(env: Record<string, string> = {}): Promise<Background> {
+  hub = await fixture.serve(["--broker", `mqtts://127.0.0.1:${mosquitto.port}`], env).catch((err) => {
+    throw new Error(withLogs(String(err)));
+  });
+  return hub;
+}
+
+/** Attempts a connect every 250 ms until the TLS handshake is refused as revoked; the ms it took. */
+async function refusedAtHandshakeWithin(thing: HubThing, ms: number): Promise<number> {
+  const started = Date.now();
+  let last = "";
+  while (Date.now() - started < ms) {
+    const result = await attempt(thing);
+    if (result.error?.code === "ERR_SSL_SSLV3_ALERT_CERTIFICATE_REVOKED") return Date.now() - started;
+    last = result.client ? "connected" : String(result.error?.code ?? result.error?.message);
+    await result.client?.endAsync(true);
+    await Bun.sleep(250);
+  }
+  throw new Error(withLogs(`${thing.name} not refused at the handshake within ${ms} ms (last: ${last})`));
+}
+
+function setReloadCommand(argv: string[]) {
+  const file = join(fixture.dir, "hub.yml");
+  const doc = parseDocument(readFileSync(file, "utf8"));
+  doc.setIn(["hub", "broker", "reloadCommand"], argv);
+  writeFileSync(file, doc.toString());
+}
+
+/** nextUpdate of a PEM CRL, in ms since the epoch (openssl, as Mosquitto's OpenSSL reads it). */
+function nextUpdate(file: string): number {
+  const out = execFileSync("openssl", ["crl", "-in", file, "-noout", "-nextupdate"], { encoding: "utf8" });
+  return Date.parse(out.trim().replace(/^nextUpdate=/, ""));
+}
+
+beforeAll(async () => {
+  fixture = await makeHubFixture(work);
+  [A, B, C, D] = [
+    await fixture.createThing("alpha"),
+    await fixture.createThing("bravo"),
+    await fixture.createThing("charlie"),
+    await fixture.createThing("delta"),
+  ];
+  E = await fixture.createThing("echo");
+
+  const listenerPort = await freePort();
+  const made = await fixture.flashlex([
+    "hub",
+    "mosquitto-config",
+    "--dir",
+    fixture.dir,
+    "--out",
+    confDir,
+    "--port",
+    String(listenerPort),
+    "--bind",
+    "127.0.0.1",
+  ]);
+  expect(made.stdout).toContain(`sudo chown -R mosquitto: ${join(confDir, "dynsec")}`);
+  const generated = readFileSync(join(confDir, "mosquitto.conf"), "utf8");
+  expect(generated).toContain("plugin /usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so");
+  expect(generated).toContain(`plugin_opt_config_file ${join(confDir, "dynsec", "dynamic-security.json")}`);
+  // What the CLI tells the operator to do: Mosquitto's user owns its dynsec state (it rewrites it).
+  const uid = Number(execFileSync("id", ["-u", "mosquitto"], { encoding: "utf8" }));
+  const gid = Number(execFileSync("id", ["-g", "mosquitto"], { encoding: "utf8" }));
+  chownSync(join(confDir, "dynsec"), uid, gid);
+  chownSync(join(confDir, "dynsec", "dynamic-security.json"), uid, gid);
+
+  // The generated config as it is, but for the listener port and the certificate files, which the
+  // helper copies where the `mosquitto` user can read them. The CRL and the dynsec state stay the
+  // files the hub writes.
+  mkdirSync(work, { recursive: true });
+  mosquitto = await startMosquitto({
+    dir: work,
+    caFile: join(confDir, "root-ca-cert.pem"),
+    certFile: join(confDir, "broker-cert.pem"),
+    keyFile: join(confDir, "broker-key.pem"),
+    requireCertificate: true,
+    renderConfig: (port, files) =>
+      generated
+        .replace(`listener ${listenerPort} 127.0.0.1`, `listener ${port} 127.0.0.1`)
+        .replace(join(confDir, "root-ca-cert.pem"), files.caFile)
+        .replace(join(confDir, "broker-cert.pem"), files.certFile)
+        .replace(join(confDir, "broker-key.pem"), files.keyFile),
+  });
+  await serveHub();
+}, 90_000);
+
+afterAll(async () => {
+  await Promise.all(clients.map((c) => c.endAsync(true).catch(() => {})));
+  await hub?.stop();
+  await mosquitto?.stop();
+  rmSync(work, { recursive: true, force: true });
+}, 30_000);
+
+describe("revocation on Mosquitto 2.0.11 with the dynamic security plugin", () => {
+  test("a connected thing is disconnected within seconds of `hub thing revoke`; back without a SIGHUP, it is denied everything", async () => {
+    const a = await connected(A);
+    expect(await subscribeCode(a, `ingress/${A.name}`)).toBe(1);
+    const closed = closedWithin(a, 10_000);
+    const revokedAt = Date.now();
+    await revoke(A);
+    expect(await closed, withLogs("A was not disconnected")).toBe(true);
+    const ms = Date.now() - revokedAt;
+    // the hub's poll (3 s) plus one dynsec round trip
+    expect(ms, withLogs(`disconnected after ${ms} ms`)).toBeLessThan(6_000);
+    expect(mosquitto.log()).toContain(`Client ${A.name} been disconnected by administrative action`);
+    await hub!.waitFor(/hub\.revocation_enforced/);
+
+    // No reload command yet: Mosquitto still has the CRL it started with, so the handshake passes
+    // (and dynsec's `disabled` is not checked for certificate identities) — but the revoked role
+    // denies every subscription, its own topics included.
+    const back = await connected(A);
+    expect(await subscribeCode(back, `ingress/${A.name}`)).toBe(128);
+    expect(await subscribeCode(back, `pubsub/${A.name}`)).toBe(128);
+    // the others are untouched
+    const d = await connected(D);
+    expect(await subscribeCode(d, `ingress/${D.name}`)).toBe(1);
+    expect(hub!.output()).toContain("hub.broker_reload_unset");
+  }, 30_000);
+
+  test("a revocation made while the hub was stopped takes effect when it starts (and the CRL, once reloaded, refuses the handshake)", async () => {
+    expect(await hub!.stop()).toBe(0);
+    const c = await connected(C);
+    await revoke(C);
+    // Nobody tells Mosquitto: C stays connected while the hub is down.
+    expect(await closedWithin(c, 1_500)).toBe(false);
+
+    setReloadCommand(["kill", "-HUP", String(mosquitto.pid)]);
+    const closed = closedWithin(c, 15_000);
+    const startAt = Date.now();
+    await serveHub();
+    expect(await closed, withLogs("C was not disconnected at the hub's start")).toBe(true);
+    expect(Date.now() - startAt).toBeLessThan(15_000);
+    // dynsec did it (the reconcile at start), not the reload: a SIGHUP leaves connections alone
+    expect(mosquitto.log()).toContain(`Client ${C.name} been disconnected by administrative action`);
+    expect(hub!.output()).toMatch(/hub\.broker_reloaded/);
+    // the CRL the hub re-signed at its start is what Mosquitto now checks: C and A fail at TLS
+    expect(await refusedAtHandshakeWithin(C, 5_000)).toBeLessThan(5_000);
+    expect(await refusedAtHandshakeWithin(A, 5_000)).toBeLessThan(5_000);
+    // the reload did not disturb D's connection
+    expect(clients.find((x) => x.options.clientId === D.name)?.connected).toBe(true);
+  }, 45_000);
+
+  test("a thing revoked while disconnected is refused at connect within seconds", async () => {
+    const before = await attempt(B);
+    expect(before.client, withLogs("B should connect before it is revoked")).toBeDefined();
+    await before.client!.endAsync(true);
+    const from = hub!.output().length;
+    await revoke(B);
+    const ms = await refusedAtHandshakeWithin(B, 10_000);
+    expect(ms).toBeLessThan(8_000);
+    expect(hub!.output().slice(from)).toMatch(/hub\.broker_reloaded .*reason=revocation/);
+    const d = await attempt(D);
+    expect(d.client, withLogs("D refused")).toBeDefined();
+    await d.client!.endAsync(true);
+  }, 30_000);
+
+  test("a thing deleted through the API is shut out at once (same process: no poll)", async () => {
+    const e = await connected(E);
+    const closed = closedWithin(e, 5_000);
+    const at = Date.now();
+    const response = await fetch(`http://127.0.0.1:${fixture.apiPort}/dev/v1/things/${E.id}`, {
+      method: "DELETE",
+      headers: { Authorization: `Bearer ${fixture.token}` },
+      signal: AbortSignal.timeout(10_000),
+    });
+    expect(response.status).toBe(200);
+    expect(await closed, withLogs("E stayed connected")).toBe(true);
+    expect(Date.now() - at).toBeLessThan(1_500);
+    // E's certificate is not in the CRL (deleted, not revoked), yet it gets nothing: dynsec denies it
+    const back = await connected(E);
+    expect(await subscribeCode(back, `ingress/${E.name}`)).toBe(128);
+  }, 20_000);
+
+  test("a CRL valid for 6 s never lapses while the hub runs: renewed, reloaded, the others keep connecting", async () => {
+    expect(await hub!.stop()).toBe(0);
+    await serveHub({ FLASHLEX_CRL_VALIDITY_SECONDS: "6" });
+    const crl = join(confDir, "crl.pem");
+    const seen = new Set<number>();
+    const started = Date.now();
+    // 10 s: past the nextUpdate of the CRL Mosquitto loaded at the hub's start (6 s)
+    while (Date.now() - started < 10_000) {
+      const next = nextUpdate(crl);
+      expect(next, withLogs("the CRL on disk lapsed")).toBeGreaterThan(Date.now());
+      seen.add(next);
+      await Bun.sleep(500);
+    }
+    expect(seen.size, "renewed every 2 s").toBeGreaterThanOrEqual(3);
+    const d = await attempt(D);
+    expect(d.client, withLogs(`D refused after 10 s: ${d.error?.message}`)).toBeDefined();
+    await d.client!.endAsync(true);
+    // and the revoked stay refused by the renewed CRL
+    expect(await refusedAtHandshakeWithin(B, 3_000)).toBeLessThan(3_000);
+    expect(hub!.output()).toMatch(/hub\.broker_reloaded .*reason="crl renewal"/);
+    // several SIGHUPs later dynsec still holds its state: E (not in any CRL) is still denied
+    const e = await connected(E);
+    expect(await subscribeCode(e, `ingress/${E.name}`)).toBe(128);
+    // Why the hub must renew and reload: with the hub stopped, the CRL Mosquitto loaded last
+    // lapses within 6 s, and then Mosquitto 2.0.11 refuses every certificate at the handshake.
+    expect(await hub!.stop()).toBe(0);
+    await Bun.sleep(Math.max(0, nextUpdate(crl) - Date.now()) + 1_000);
+    const lapsed = await attempt(D);
+    await lapsed.client?.endAsync(true);
+    expect(lapsed.client, "D connected with a lapsed CRL").toBeUndefined();
+  }, 45_000);
+});
