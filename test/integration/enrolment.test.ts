@@ -14,8 +14,8 @@ import { join } from "node:path";
 import { parse } from "yaml";
 import { createCsr } from "../../src/crypto/csr.ts";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
-import { type Background, binaryPath, run } from "../support/binary.ts";
-import { type HubFixture, makeHubFixture } from "../support/hub-fixture.ts";
+import { type Background, binaryPath, run, start } from "../support/binary.ts";
+import { type HubFixture, listenOnLoopback, loopbackHubInit, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-enrol-"));
@@ -208,4 +208,29 @@ describe("enrolment", () => {
     expect(readFileSync(join(taken, "config.yml"), "utf8")).toBe("# another thing\n");
     expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
   }, 30_000);
+
+  test("an https hub: its TLS is trusted through the pinned CA only, and the enrolled thing bootstraps", async () => {
+    const [apiPort, brokerPort] = [await freePort(), await freePort()];
+    const dir = join(work, "tls-hub");
+    const init = await run(
+      loopbackHubInit(dir, apiPort, brokerPort, "127.0.0.1").map((a) => (a === `http://127.0.0.1:${apiPort}` ? `https://127.0.0.1:${apiPort}` : a)),
+    );
+    expect(init.code, init.stderr).toBe(0);
+    listenOnLoopback(dir);
+    const tlsHub = start(["hub", "serve", "--dir", dir]);
+    try {
+      await tlsHub.waitFor(/hub\.started/, 30_000);
+      const t: Token = JSON.parse((await hub.flashlex(["hub", "enroll-token", "create", "--dir", dir, "--json"])).stdout);
+      expect(t.hub).toBe(`https://127.0.0.1:${apiPort}/dev/v1`);
+      // another hub's fingerprint: refused before the token is sent
+      expect((await enroll({ ...t, caFingerprint: (await newToken()).caFingerprint }, "secure", join(work, "secure-0"))).code).toBe(78);
+      const device = join(work, "secure");
+      const result = await enroll(t, "secure", device);
+      expect(result.code, result.stderr).toBe(0);
+      const boot = await run(["bootstrap", "-c", join(device, "config.yml")], { timeoutMs: 40_000 });
+      expect(boot.code, `${boot.stdout}\n${boot.stderr}`).toBe(0);
+    } finally {
+      expect(await tlsHub.stop(5_000)).toBe(0);
+    }
+  }, 90_000);
 });

@@ -106,7 +106,7 @@ function dist(args: string[], options: Options): Promise<number> {
   return openedHubToWrite("hub thing dist", options, async (hub) => {
     const thing = await thingOrFail(hub, required(args, "the thing"));
     const zip = hub.things.distribution(thing);
-    if (!zip) throw new InputError(`${thing.name} has no distribution (it was revoked)`);
+    if (!zip) throw new InputError(`${thing.name} has no distribution (it was revoked, or it enrolled itself: its key never left it)`);
     const output = resolve(text(options.output) ?? `${thing.name}.zip`);
     writeFileAtomicallySync(output, zip, 0o600);
     console.log(output);

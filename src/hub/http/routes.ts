@@ -315,7 +315,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         async handle({ id }) {
           const thing = await thingOr404(id);
           const zip = things.distribution(thing);
-          if (!zip) throw new HttpError(404, "this thing has no distribution (it was revoked)");
+          if (!zip) throw new HttpError(404, "this thing has no distribution (it was revoked, or it enrolled itself: its key never left it)");
           return fileResponse(zip, `${thing.name}.zip`);
         },
       },
