@@ -87,14 +87,16 @@ describe("the schedule", () => {
     expect(renewalDueAt(0, 90)).toBe(60);
   });
 
-  test("retries back off from 30 s to an hour, never beyond a tenth of what is left, at least a second", () => {
+  test("retries back off from 30 s to an hour, never beyond a tenth of what is left (at least a second) while valid", () => {
     for (let i = 0; i < 50; i++) {
       const first = retryDelay(1, 365 * 86_400_000);
       expect(first).toBeGreaterThanOrEqual(24_000);
       expect(first).toBeLessThanOrEqual(36_000);
       expect(retryDelay(20, 365 * 86_400_000)).toBeLessThanOrEqual(3_600_000 * 1.2);
       expect(retryDelay(5, 20_000)).toBeLessThanOrEqual(2_400);
-      expect(retryDelay(5, -1)).toBeGreaterThanOrEqual(800);
+      expect(retryDelay(5, 500)).toBeGreaterThanOrEqual(800);
+      // expired: the plain backoff, not a retry every second
+      expect(retryDelay(5, -1)).toBeGreaterThanOrEqual(384_000);
     }
   });
 

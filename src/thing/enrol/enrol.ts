@@ -105,7 +105,8 @@ export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<Enro
   checkFolderFree(opts.dir);
 
   const info = await hubRequest(`${hubUrl}/enroll`, { method: "GET", trust: { kind: "none-yet" }, timeoutMs });
-  if (info.status !== 200) throw answerError(info.status === 404 ? 500 : info.status, info.message);
+  if (info.status === 404) throw new ConfigError(`${hubUrl}/enroll: no such route; check --hub (the hub's API URL as \`hub enroll-token create\` printed it)`);
+  if (info.status !== 200) throw answerError(info.status, info.message);
   const { caCertificate, ownerPrefix } = (info.result ?? {}) as { caCertificate?: unknown; ownerPrefix?: unknown };
   if (typeof caCertificate !== "string" || typeof ownerPrefix !== "string" || !/^[0-9a-f]{8}$/.test(ownerPrefix)) {
     throw new ConfigError(`${hubUrl}/enroll did not answer as a FlashLex hub does (no CA and owner prefix); check --hub`);

@@ -47,10 +47,16 @@ export function jittered(ms: number, spread = 0.2): number {
   return Math.max(0, Math.round(ms * (1 - spread + Math.random() * 2 * spread)));
 }
 
-/** The wait before retry number `attempt` (1, 2, ...): 30 s doubling to an hour, at most a tenth of `remainingMs`, at least a second. */
+/**
+ * The wait before retry number `attempt` (1, 2, ...): 30 s doubling to an hour; while the
+ * certificate is valid, at most a tenth of the `remainingMs` it has left (at least a second), so
+ * a short lifetime is retried in time. Once it has expired, the plain backoff: a thing that
+ * cannot renew (revoked, a hub away for good) must not ask every second.
+ */
 export function retryDelay(attempt: number, remainingMs: number): number {
   const backoff = Math.min(RETRY_BASE_MS * 2 ** Math.max(0, attempt - 1), RETRY_MAX_MS);
-  return jittered(Math.max(1000, Math.min(backoff, remainingMs / 10)));
+  const cap = remainingMs > 0 ? Math.max(1000, remainingMs / 10) : Number.POSITIVE_INFINITY;
+  return jittered(Math.min(backoff, cap));
 }
 
 /** Errors that say the broker could not be reached at all: they say nothing about the identity. */
@@ -147,8 +153,17 @@ export class CertificateRenewer {
     return { status: answer.status, result: parsed.result, message: parsed.messages?.[0]?.value ?? `${answer.status} ${answer.statusText}` };
   }
 
-  /** One check: ask the hub, renew when due, schedule the next. Never throws. */
+  /** One check: ask the hub, renew when due, schedule the next. Never throws: a check that fails is logged and tried again. */
   private async check(): Promise<void> {
+    try {
+      await this.checkOnce();
+    } catch (err) {
+      this.deps.log.error("renewal.check_crashed", { error: describeError(err), note: "checked again later" });
+      this.schedule(jittered(this.checkMs));
+    }
+  }
+
+  private async checkOnce(): Promise<void> {
     const { log } = this.deps;
     const cert = describeCertificate(this.deps.identity.certPem);
     const notAfter = cert.notAfter.getTime();
