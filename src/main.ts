@@ -14,8 +14,10 @@ import { keepArgumentsText, lastValueOfRepeats, matchCommand, restoreArgumentsTe
 import type { CommandSpec } from "./cli/command.ts";
 import { EXIT_CODES_HELP, ExitCode, HUB_EXIT_CODES_HELP } from "./cli/exit-codes.ts";
 import { hubMosquittoConfigCommand } from "./cli/hub/broker.ts";
+import { hubEnrollTokenCommands } from "./cli/hub/enroll-token.ts";
 import { hubExportCommand } from "./cli/hub/export.ts";
 import { hubInitCommand } from "./cli/hub/init.ts";
+import { hubThingRotateCommand } from "./cli/hub/rotate.ts";
 import { hubSendCommand } from "./cli/hub/send.ts";
 import { hubServeCommand } from "./cli/hub/serve.ts";
 import { hubThingCommands } from "./cli/hub/things.ts";
@@ -24,6 +26,7 @@ import { hubUpdateCommands } from "./cli/hub/updates.ts";
 import { report, runAsProcess } from "./cli/process-entry.ts";
 import { bootstrapCommand } from "./cli/thing/bootstrap.ts";
 import { collectCommand } from "./cli/thing/collect.ts";
+import { enrollCommand } from "./cli/thing/enroll.ts";
 import { messagesCommand } from "./cli/thing/messages.ts";
 import { outboxCommand } from "./cli/thing/outbox.ts";
 import { serveCommand } from "./cli/thing/serve.ts";
@@ -33,6 +36,7 @@ import { COMMIT, VERSION } from "./shared/version.ts";
 
 /** Every command, in the order `flashlex --help` and `flashlex hub --help` list them. */
 export const COMMANDS: readonly CommandSpec[] = [
+  enrollCommand,
   bootstrapCommand,
   serveCommand,
   collectCommand,
@@ -49,6 +53,8 @@ export const COMMANDS: readonly CommandSpec[] = [
   },
   hubInitCommand,
   ...hubThingCommands,
+  hubThingRotateCommand,
+  ...hubEnrollTokenCommands,
   hubServeCommand,
   hubSendCommand,
   hubExportCommand,

@@ -61,15 +61,18 @@ export const EXIT_CODES_HELP = `Exit codes:
   3   serve installed an update (or rolled one back) and stopped to be started again by systemd
   64  usage: unknown command or flag, a flag value that is not valid (e.g. --limit abc)
   65  bad input data: not JSON, not UTF-8, too large, unknown message id; nothing was queued;
-      collect: the API refused the message for good (kept as rejected, see \`outbox list\`)
-  69  service unavailable: the message is queued and \`serve\` delivers it later
+      collect: the API refused the message for good (kept as rejected, see \`outbox list\`);
+      enroll: the hub refused the token, the name or the CSR, or the folder holds a thing
+  69  service unavailable: the message is queued and \`serve\` delivers it later (enroll: the
+      hub cannot be reached; nothing was written)
   70  internal error (a bug; please report it)
   74  I/O error: disk full, read-only file system, damaged database (the message names the file)
   75  try again later: not delivered and nothing was queued (offlinePublishQueueing: 0, or N
       messages already wait), the database is busy, or another serve runs on this data directory
   77  permission denied (install-service needs root)
   78  configuration error: the message names the file and the key (also: a certificate or key
-      that cannot be used, a database of another application or of a newer flashlex)`;
+      that cannot be used, a database of another application or of a newer flashlex; enroll:
+      the hub's CA is not the pinned --ca-fingerprint)`;
 
 /** The help text's last section for the hub's commands: the same codes, in the hub's words. */
 export const HUB_EXIT_CODES_HELP = `Exit codes:

@@ -5,7 +5,9 @@
  *   service.ts  `hub serve`: broker, API and database in one process, one lifecycle
  *   home/       the hub home: paths, settings (hub.yml), `hub init`, operator tokens
  *   store/      the hub database
- *   things/     the thing use cases: create, revoke (and the CRLs), delete, distribution
+ *   things/     the thing use cases: create, revoke (and the CRLs), delete, distribution,
+ *               certificates (renewal, rotation, expiry)
+ *   enrolment/  enrolment tokens and devices that enrol themselves with their own key
  *   messages/   the message use cases: send ingress, collect egress, ingress delivery, archive
  *   broker/     the MQTT broker seam: embedded aedes, an external broker, Mosquitto's files,
  *               and what the hub does with MQTT traffic (events.ts)
@@ -18,12 +20,14 @@
 import type { Logger } from "../shared/log.ts";
 import type { HubBroker } from "./broker/broker.ts";
 import { writeMosquittoFiles } from "./broker/mosquitto-files.ts";
+import { Enrolment } from "./enrolment/enrolment.ts";
 import { type HubHome, openHubHome } from "./home/home.ts";
 import { OperatorTokens } from "./home/tokens.ts";
 import { Collector } from "./messages/collect.ts";
 import { MessageFeed } from "./messages/feed.ts";
 import { Messages } from "./messages/messages.ts";
 import { type HubStore, openHubStore } from "./store/hub-store.ts";
+import { ThingCertificates } from "./things/certificates.ts";
 import { Things } from "./things/things.ts";
 import { Updates } from "./updates/updates.ts";
 
@@ -38,6 +42,10 @@ export interface HubUseCases {
   feed: MessageFeed;
   /** releases, rollouts, what things run; holds its own database connection: close it with the store */
   updates: Updates;
+  /** enrolment tokens and self-enrolment (enrolment/) */
+  enrolment: Enrolment;
+  /** thing certificates: renewal, rotation requests, expiry (things/certificates.ts) */
+  certificates: ThingCertificates;
 }
 
 export interface HubUseCaseDeps {
@@ -69,6 +77,8 @@ export function hubUseCases(deps: HubUseCaseDeps): HubUseCases {
     operators: new OperatorTokens(store, now),
     feed,
     updates: new Updates({ home, store, now }),
+    enrolment: new Enrolment({ home, store, log, now }),
+    certificates: new ThingCertificates({ home, store, now }),
   };
 }
 

@@ -7,6 +7,8 @@
  *   egress/                    collect, the outbox and its delivery (HTTP or MQTT), the hub clock
  *   store/                     the message database
  *   local/                     the application side: the control socket, its client, the serve lock
+ *   enrol/                     `flashlex enroll`: a key made here, a certificate from the hub
+ *   renewal/                   certificates that renew themselves, and the file swap that survives a power cut
  *   bootstrap/                 the self-test
  *   service/                   the systemd unit and install-service
  *   update/                    signed self-update: check, verify, install, trial and rollback
@@ -29,6 +31,8 @@ import { acquireServeLock } from "./local/serve-lock.ts";
 import { closeControlSocket, listenControlSocket } from "./local/server.ts";
 import { sessionMemory, ThingSession } from "./mqtt/session.ts";
 import { explainTlsSetupError } from "./mqtt/tls-setup.ts";
+import { recoverIdentityFiles } from "./renewal/identity-files.ts";
+import { CertificateRenewer } from "./renewal/renewer.ts";
 import type { ThingConfig } from "./settings.ts";
 import type { MessageStore, OutboxEntry } from "./store/message-store.ts";
 import { openThingStore } from "./store/open.ts";
@@ -71,6 +75,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // first, and the lock is the kernel's, so two serves started at the same instant cannot both pass.
     const lock = await acquireServeLock(config.dataDir);
     await parts.start({ name: "serve lock", stop: () => lock.release() });
+    // A renewal cut short by a crash or a power cut is finished or undone first (renewal/).
+    recoverIdentityFiles(config.paths, log);
     // Identity problems are configuration errors (78), found before anything connects.
     const identity = loadIdentity(config);
     warnIfKeyTooOpen(config, log);
@@ -97,6 +103,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       },
       stop: async () => void (await Promise.all([drainer.stop(), runner?.stop()])),
     });
+
+    const renewer = new CertificateRenewer({ config, identity, session, log, reload: () => loadIdentity(config) });
+    await parts.start({ name: "certificate renewal", start: () => renewer.start(), stop: () => renewer.stop() });
 
     const access = databaseAccess(config, identity, store, log, { deliverers, onOutboxChanged: () => drainer.wake() });
     const status = () => ({ thingName: identity.thingName, connected: session.connected, pending: store.countPending(), ...store.countIngress() });

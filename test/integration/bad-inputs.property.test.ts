@@ -251,6 +251,7 @@ const THING_COMMANDS: { words: string[]; flags: string[] }[] = [
   ...["list", "retry", "drop", "frob"].map((action) => ({ words: ["outbox", action], flags: [...THING_FLAGS, "--json", "--state"] })),
   { words: ["install-service"], flags: [...THING_FLAGS, "--user", "--dry-run", "--print"] },
   { words: ["uninstall-service"], flags: [...THING_FLAGS, "--dry-run"] },
+  { words: ["enroll"], flags: ["--hub", "--token", "--ca-fingerprint", "--name", "--dir", "--key-type"] },
 ];
 /** Every hub command with its own flags, from the command table (init twice: it feeds provisioning). */
 const hubCommandTable = COMMANDS.filter((c) => c.name.startsWith("hub "));

@@ -25,7 +25,7 @@ export const hubThingCommands: CommandSpec[] = [
   },
   {
     name: "hub thing list",
-    description: "List things with their status (created, verified, revoked) and when they were last seen",
+    description: "List things with their status (created, verified, revoked), certificate expiry and when they were last seen",
     options: [DIR_OPTION, JSON_OPTION],
     bunOnly: true,
     run: (_args, options) => list(options),
@@ -86,9 +86,14 @@ function list(options: Options): Promise<number> {
       console.log(JSON.stringify(things.map((t) => thingJson(t, hub.home.settings.env))));
       return ExitCode.OK;
     }
+    const { certificateNotAfter } = await import("../../hub/things/certificates.ts");
+    const expiry = (t: (typeof things)[number]) => {
+      const notAfter = certificateNotAfter(t);
+      return `${notAfter === null ? "unknown" : isoSeconds(notAfter)}${t.renewRequestedAt != null ? " (renewal asked)" : ""}`;
+    };
     const rows = [
-      ["NAME", "ID", "STATUS", "LAST SEEN"],
-      ...things.map((t) => [t.name, t.id, thingStatus(t), t.lastSeenAt === null ? "never" : isoSeconds(t.lastSeenAt)]),
+      ["NAME", "ID", "STATUS", "CERTIFICATE EXPIRES", "LAST SEEN"],
+      ...things.map((t) => [t.name, t.id, thingStatus(t), expiry(t), t.lastSeenAt === null ? "never" : isoSeconds(t.lastSeenAt)]),
     ];
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
     for (const row of rows) console.log(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
@@ -101,7 +106,7 @@ function dist(args: string[], options: Options): Promise<number> {
   return openedHubToWrite("hub thing dist", options, async (hub) => {
     const thing = await thingOrFail(hub, required(args, "the thing"));
     const zip = hub.things.distribution(thing);
-    if (!zip) throw new InputError(`${thing.name} has no distribution (it was revoked)`);
+    if (!zip) throw new InputError(`${thing.name} has no distribution (it was revoked, or it enrolled itself: its key never left it)`);
     const output = resolve(text(options.output) ?? `${thing.name}.zip`);
     writeFileAtomicallySync(output, zip, 0o600);
     console.log(output);

@@ -3,6 +3,7 @@ import { isIP } from "node:net";
 import { parse, parseDocument } from "yaml";
 import { z } from "zod";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
+import { parseDuration } from "../../shared/duration.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { parseYamlFile, unknownKeys, validate } from "../../shared/yaml.ts";
 
@@ -47,6 +48,31 @@ const brokerHost = z
   .min(1)
   .refine((h) => isIP(h) !== 0 || DNS_NAME.test(h), "must be a DNS name or an IP address")
   .refine(isPlainYamlString, `must not look like a number or a YAML word, nor start with ':' (${YAML_WORDS})`);
+
+/** A duration setting (`90d`, `12h`, `30s`: shared/duration.ts) between `minMs` and `maxMs`; kept as written, read by `settingMs`. */
+function durationSetting(minMs: number, maxMs: number, words: string) {
+  return z.string().refine((text) => {
+    const ms = parseDuration(text);
+    return ms !== undefined && ms >= minMs && ms <= maxMs;
+  }, words);
+}
+
+/** A duration setting in milliseconds (the schema checked it). */
+export function settingMs(text: string): number {
+  return parseDuration(text)!;
+}
+
+/**
+ * Lifetimes of the certificates the hub issues to things that enrol or renew (docs/enrolment.md
+ * says why these defaults). Things made by `hub thing create` keep their ten-year certificate
+ * until they renew (the agent does so at two thirds of a lifetime, or at `hub thing rotate`).
+ */
+const CertificatesSchema = z.object({
+  /** how long an enrolled or renewed thing certificate is valid; the agent renews at 2/3 of it */
+  thingLifetime: durationSetting(10_000, 3650 * 86_400_000, "a duration from 10s to 3650d, such as 90d, 12h or 30s").default("90d"),
+  /** how often a running agent asks the hub whether to renew (it learns of `hub thing rotate` then) */
+  renewalCheck: durationSetting(1000, 7 * 86_400_000, "a duration from 1s to 7d, such as 15m").default("15m"),
+});
 
 export const HubYamlSchema = z.object({
   hub: z.object({
@@ -94,6 +120,7 @@ export const HubYamlSchema = z.object({
        */
       reloadCommand: z.array(z.string().min(1)).min(1).optional(),
     }),
+    certificates: CertificatesSchema.default({ thingLifetime: "90d", renewalCheck: "15m" }),
   }),
 });
 

@@ -4,8 +4,10 @@
  */
 import { thingTopics } from "../../protocol/topics.ts";
 import { isoSeconds } from "../../shared/time.ts";
+import type { EnrolmentTokenState } from "../enrolment/tokens.ts";
 import { storedMessageJson } from "../messages/archive.ts";
-import type { MessageRecord, ThingRecord } from "../store/hub-store.ts";
+import type { EnrolmentTokenRecord, MessageRecord, ThingRecord } from "../store/hub-store.ts";
+import { certificateNotAfter, type RenewalAdvice } from "../things/certificates.ts";
 import { thingKeyType } from "../things/provision.ts";
 import { thingStatus } from "../things/things.ts";
 
@@ -22,9 +24,13 @@ export function thingJson(thing: ThingRecord, env: string) {
     lastSeenAt: iso(thing.lastSeenAt),
     revokedAt: iso(thing.revokedAt),
     certificateSerial: thing.certSerial,
+    certificateNotAfter: iso(certificateNotAfter(thing)),
+    renewalRequested: thing.renewRequestedAt != null,
+    enrolled: thing.enrolledWith != null,
     keyType: thingKeyType(thing),
     topics: thingTopics(thing.name),
-    distribution: thing.revokedAt === null ? `/${env}/v1/things/${thing.id}/dist` : null,
+    // an enrolled thing has no distribution: its key never left it
+    distribution: thing.revokedAt === null && thing.enrolledWith == null ? `/${env}/v1/things/${thing.id}/dist` : null,
   };
 }
 
@@ -36,4 +42,28 @@ export function messageJson(m: MessageRecord, ownerId: string) {
   const json = storedMessageJson(m, ownerId);
   if (m.messagetype !== "ingress") return json;
   return { ...json, delivery: m.delivery ?? "unknown", deliveredAt: m.deliveredAt == null ? null : isoSeconds(m.deliveredAt) };
+}
+
+/** JSON of an enrolment token: never its hash, never the token (that is shown once, when made). */
+export function enrolmentTokenJson(t: EnrolmentTokenRecord & { state: EnrolmentTokenState }) {
+  return {
+    id: t.id,
+    state: t.state,
+    namePrefix: t.namePrefix,
+    maxUses: t.maxUses,
+    uses: t.uses,
+    createdAt: isoSeconds(t.createdAt),
+    expiresAt: isoSeconds(t.expiresAt),
+    revokedAt: t.revokedAt === null ? null : isoSeconds(t.revokedAt),
+  };
+}
+
+/** What a thing's renewal check answers: times as ISO strings and seconds. */
+export function renewalAdviceJson(a: RenewalAdvice) {
+  return {
+    notAfter: a.notAfter === null ? null : isoSeconds(a.notAfter),
+    renewNow: a.renewNow,
+    checkAfterSeconds: Math.max(1, Math.round(a.checkAfterMs / 1000)),
+    lifetimeSeconds: Math.round(a.lifetimeMs / 1000),
+  };
 }

@@ -15,6 +15,7 @@ import { MESSAGE_ID_HEADER } from "../../protocol/headers.ts";
 import { isUuid } from "../../protocol/ids.ts";
 import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
 import { ingressTopic } from "../../protocol/topics.ts";
+import { parseDuration } from "../../shared/duration.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { createConsole } from "../console/console.ts";
@@ -37,8 +38,11 @@ import {
   streamResponse,
   unixSecondsParam,
 } from "./envelope.ts";
-import { messageJson, thingJson } from "./presenters.ts";
+import { enrolmentTokenJson, messageJson, renewalAdviceJson, thingJson } from "./presenters.ts";
 import { createUpdateApi } from "./update-routes.ts";
+
+/** The largest body of an enrolment, a token request or a renewal, in bytes: a token, a name and a CSR of a few KB. */
+const ENROL_BODY_LIMIT = 64 * 1024;
 
 export interface HubApiDeps extends HubUseCases {
   log: Logger;
@@ -57,7 +61,8 @@ export interface HubApi {
   close(): void;
 }
 
-type Caller = "operator" | "thing";
+/** `public`: nobody is authenticated by a header; the route checks what the body carries (enrolment's token). */
+type Caller = "operator" | "thing" | "public";
 
 interface Context {
   request: Request;
@@ -72,7 +77,7 @@ interface RouteMethod {
 }
 
 export function createHubApi(deps: HubApiDeps): HubApi {
-  const { home, things, messages, collector, operators } = deps;
+  const { home, things, messages, collector, operators, enrolment, certificates } = deps;
   const settings = home.settings;
   const log = deps.log.child({ component: "api" });
   const limit = settings.api.payloadLimitBytes;
@@ -142,7 +147,111 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     return ok({ message: "Message published.", flthingspk: thing.id, flmessagespk, topic: ingressTopic(thing.name), online }, "Message published.");
   }
 
+  /** The thing a JWT-authenticated request is from, and the key that signed it; refusals as collect's (401 with a challenge). */
+  async function thingCaller(request: Request, id: string, route: string): Promise<{ thing: ThingRecord; publicKeyPem: string }> {
+    try {
+      return await collector.authenticateKey(id.toLowerCase(), bearerToken(request.headers.get("authorization")));
+    } catch (err) {
+      if (err instanceof CollectAuthError) {
+        log.warn("hub.thing_refused", { route, thing_id: id, reason: err.reason });
+        throw new HttpError(401, "the thing token was refused", { "WWW-Authenticate": bearerChallenge(err) });
+      }
+      throw err;
+    }
+  }
+
+  /** The body of an unauthenticated request: JSON, at most ENROL_BODY_LIMIT bytes whatever payloadLimitBytes says. */
+  async function smallJsonObject(request: Request): Promise<Record<string, unknown>> {
+    requireJsonContentType(request);
+    const body = parseJsonBody(await readBodyLimited(request, ENROL_BODY_LIMIT), { maxBytes: ENROL_BODY_LIMIT, maxDepth: 4 });
+    if (body === null || typeof body !== "object" || Array.isArray(body)) throw new HttpError(400, "the body must be a JSON object");
+    return body as Record<string, unknown>;
+  }
+
   const routes: Record<string, Record<string, RouteMethod>> = {
+    enroll: {
+      GET: {
+        caller: "public",
+        handle: async () => {
+          const info = enrolment.info();
+          return ok({ ownerPrefix: info.ownerPrefix, caCertificate: info.caPem, caFingerprint: info.caFingerprint }, "Enrolment information.");
+        },
+      },
+      POST: {
+        caller: "public",
+        async handle({ request }) {
+          const body = await smallJsonObject(request);
+          const enrolled = await enrolment.enrol({ token: body.token, name: body.name, csr: body.csr }, "http");
+          return ok(
+            {
+              ...thingJson(enrolled.thing, settings.env),
+              certificate: enrolled.certPem,
+              caCertificate: enrolled.caPem,
+              config: enrolled.configText,
+            },
+            "Thing enrolled.",
+            201,
+          );
+        },
+      },
+    },
+    "enroll-tokens": {
+      GET: { caller: "operator", handle: async () => ok((await enrolment.tokens.list()).map(enrolmentTokenJson), "Enrolment tokens listed.") },
+      POST: {
+        caller: "operator",
+        async handle({ request }) {
+          const body = await smallJsonObject(request);
+          const lifetimeMs = body.expires === undefined ? undefined : typeof body.expires === "string" ? parseDuration(body.expires) : undefined;
+          if (body.expires !== undefined && lifetimeMs === undefined) throw new HttpError(400, "expires must be a duration such as 24h or 7d");
+          const created = await enrolment.tokens.create({
+            maxUses: body.maxUses === undefined ? undefined : (body.maxUses as number),
+            lifetimeMs,
+            namePrefix: body.namePrefix === undefined ? undefined : String(body.namePrefix),
+          });
+          log.info("hub.enroll_token_created", { id: created.record.id, maxUses: created.record.maxUses });
+          return ok({ ...enrolmentTokenJson({ ...created.record, state: "active" }), token: created.token }, "Enrolment token created.", 201);
+        },
+      },
+    },
+    "enroll-tokens/:id": {
+      DELETE: {
+        caller: "operator",
+        async handle({ id }) {
+          const changed = await enrolment.tokens.revoke(id);
+          return ok({ id, revoked: true, changed }, changed ? "Enrolment token revoked." : "Enrolment token was already revoked.");
+        },
+      },
+    },
+    "things/:id/certificate": {
+      GET: {
+        caller: "thing",
+        async handle({ request, id }) {
+          const { thing } = await thingCaller(request, id, "things/:id/certificate");
+          return ok(renewalAdviceJson(certificates.advice(thing)), "Certificate status.");
+        },
+      },
+      POST: {
+        caller: "thing",
+        async handle({ request, id }) {
+          const { thing, publicKeyPem } = await thingCaller(request, id, "things/:id/certificate");
+          const body = await smallJsonObject(request);
+          const renewed = await certificates.renew(thing, body.csr, publicKeyPem);
+          log.info("hub.certificate_renewed", { thing: thing.name, notAfter: isoSeconds(renewed.notAfter) });
+          return ok({ certificate: renewed.certPem, caCertificate: enrolment.info().caPem, notAfter: isoSeconds(renewed.notAfter) }, "Certificate renewed.");
+        },
+      },
+    },
+    "things/:id/rotate": {
+      POST: {
+        caller: "operator",
+        async handle({ id }) {
+          const thing = await thingOr404(id);
+          const { checkAfterMs } = await certificates.requestRotation(thing);
+          log.info("hub.rotation_requested", { thing: thing.name });
+          return ok({ id: thing.id, name: thing.name, checkAfterSeconds: Math.round(checkAfterMs / 1000) }, "Renewal requested.");
+        },
+      },
+    },
     things: {
       GET: {
         caller: "operator",
@@ -217,7 +326,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         async handle({ id }) {
           const thing = await thingOr404(id);
           const zip = things.distribution(thing);
-          if (!zip) throw new HttpError(404, "this thing has no distribution (it was revoked)");
+          if (!zip) throw new HttpError(404, "this thing has no distribution (it was revoked, or it enrolled itself: its key never left it)");
           return fileResponse(zip, `${thing.name}.zip`);
         },
       },
@@ -248,6 +357,11 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       .slice(prefix.length + 1)
       .replace(/\/+$/, "")
       .split("/");
+    if (parts[0] === "enroll" && parts.length === 1) return { key: "enroll", id: "" };
+    if (parts[0] === "enroll-tokens" && parts.length <= 2) {
+      if (parts.length === 1) return { key: "enroll-tokens", id: "" };
+      return /^[0-9a-f]{1,64}$/.test(parts[1]!) ? { key: "enroll-tokens/:id", id: parts[1]! } : undefined;
+    }
     if (parts[0] !== "things" || parts.length > 3) return undefined;
     if (parts.length === 1) return { key: "things", id: "" };
     let id: string;

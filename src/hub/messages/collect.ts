@@ -81,18 +81,42 @@ export class Collector {
    * A failing database rejects with StoreFailure (src/hub/store/hub-store.ts).
    */
   async authenticate(thingId: string, token: string | undefined): Promise<ThingRecord> {
+    return (await this.authenticateKey(thingId, token)).thing;
+  }
+
+  /**
+   * `authenticate`, also saying which of the thing's keys signed the token: its current key, or
+   * the previous one, which a renewal keeps (things/certificates.ts) until the thing's first token
+   * signed with its new key (the thing may have lost power before storing its new certificate,
+   * or fallen back to its old identity). That first token makes the hub forget the previous key.
+   */
+  async authenticateKey(thingId: string, token: string | undefined): Promise<{ thing: ThingRecord; publicKeyPem: string }> {
     if (!token) throw new CollectAuthError("no token");
     if (!isUuid(thingId)) throw new CollectAuthError("malformed thing id");
     const thing = await fromStore(() => this.deps.store.getThing(thingId));
     if (!thing) throw new CollectAuthError("unknown thing");
     if (thing.revokedAt !== null) throw new CollectAuthError("revoked thing");
+    const now = Math.floor(this.now() / 1000);
     try {
-      await verifyThingToken(token, { thingId, publicKey: this.publicKey(thing), now: Math.floor(this.now() / 1000) });
+      await verifyThingToken(token, { thingId, publicKey: this.publicKey(thing.id, thing.publicKeyPem), now });
+      if (thing.previousPublicKeyPem) {
+        await fromStore(() => this.deps.store.forgetPreviousKey(thing.id));
+        thing.previousPublicKeyPem = null;
+      }
+      return { thing, publicKeyPem: thing.publicKeyPem };
     } catch (err) {
-      if (err instanceof TokenError) throw new CollectAuthError(err.reason);
-      throw err;
+      if (!(err instanceof TokenError)) throw err;
+      const previous = thing.previousPublicKeyPem;
+      if (previous) {
+        try {
+          await verifyThingToken(token, { thingId, publicKey: this.publicKey(`${thing.id}/previous`, previous), now });
+          return { thing, publicKeyPem: previous };
+        } catch (previousErr) {
+          if (!(previousErr instanceof TokenError)) throw previousErr;
+        }
+      }
+      throw new CollectAuthError(err.reason);
     }
-    return thing;
   }
 
   /**
@@ -119,11 +143,11 @@ export class Collector {
   }
 
   /** Public keys parsed once per thing (and again if the stored PEM ever changes). */
-  private publicKey(thing: ThingRecord): KeyObject {
-    const cached = this.keys.get(thing.id);
-    if (cached && cached.pem === thing.publicKeyPem) return cached.key;
-    const key = loadPublicKey(thing.publicKeyPem);
-    this.keys.set(thing.id, { pem: thing.publicKeyPem, key });
+  private publicKey(slot: string, pem: string): KeyObject {
+    const cached = this.keys.get(slot);
+    if (cached && cached.pem === pem) return cached.key;
+    const key = loadPublicKey(pem);
+    this.keys.set(slot, { pem, key });
     return key;
   }
 }

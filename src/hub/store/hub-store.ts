@@ -80,6 +80,24 @@ export const HUB_MIGRATIONS: readonly string[] = [
      updated_at  INTEGER
    );
    CREATE INDEX thing_updates_rollout ON thing_updates (rollout_id, batch);`,
+  // Enrolment and renewal (issue 15): enrolment tokens (only their hash is kept), each thing's
+  // certificate expiry, the key that signed its last renewal (still accepted for its tokens until
+  // the new key is used once) and an operator's request to renew now. cert_not_after of things
+  // made before stays NULL; the presenters read it from the certificate then.
+  `CREATE TABLE enrollment_tokens (
+     id          TEXT    PRIMARY KEY,
+     hash        TEXT    NOT NULL UNIQUE,
+     name_prefix TEXT,
+     max_uses    INTEGER NOT NULL CHECK (max_uses > 0),
+     uses        INTEGER NOT NULL DEFAULT 0,
+     created_at  INTEGER NOT NULL,
+     expires_at  INTEGER NOT NULL,
+     revoked_at  INTEGER
+   );
+   ALTER TABLE things ADD COLUMN cert_not_after INTEGER;
+   ALTER TABLE things ADD COLUMN previous_public_key_pem TEXT;
+   ALTER TABLE things ADD COLUMN renew_requested_at INTEGER;
+   ALTER TABLE things ADD COLUMN enrolled_with TEXT;`,
 ];
 
 /**
@@ -117,6 +135,40 @@ export interface ThingRecord {
   verifiedAt: number | null;
   lastSeenAt: number | null;
   revokedAt: number | null;
+  /** Unix ms of the certificate's notAfter; null for a thing stored before the hub kept it (read it from certPem) */
+  certNotAfter?: number | null;
+  /** the key that signed the last renewal, still accepted for the thing's tokens until the new key is used once */
+  previousPublicKeyPem?: string | null;
+  /** Unix ms an operator asked for a renewal now (`hub thing rotate`); cleared by the renewal */
+  renewRequestedAt?: number | null;
+  /** the id of the enrolment token it enrolled with; null for a thing made by `hub thing create` */
+  enrolledWith?: string | null;
+}
+
+/** An enrolment token as stored: its hash, never the token itself. */
+export interface EnrolmentTokenRecord {
+  /** a short public id for `hub enroll-token list|revoke` (not secret, not the token) */
+  id: string;
+  /** SHA-256 of the token, hex */
+  hash: string;
+  /** typed names enrolled with it must start with this */
+  namePrefix: string | null;
+  maxUses: number;
+  uses: number;
+  /** Unix ms */
+  createdAt: number;
+  expiresAt: number;
+  revokedAt: number | null;
+}
+
+/** A thing's new certificate after a renewal. */
+export interface CertificateUpdate {
+  publicKeyPem: string;
+  certPem: string;
+  certSerial: string;
+  certNotAfter: number;
+  /** the key that authenticated the renewal: kept as the previous key */
+  previousPublicKeyPem: string;
 }
 
 export type MessageType = "egress" | "ingress";
@@ -253,6 +305,24 @@ export interface HubStore {
   /** pending → delivered at `at` (Unix ms), several in one transaction; per item false when the message is gone or was not pending */
   markDelivered(items: { flmessagespk: string; at: number }[]): Promise<boolean[]>;
 
+  addEnrolmentToken(token: EnrolmentTokenRecord): Promise<void>;
+  listEnrolmentTokens(): Promise<EnrolmentTokenRecord[]>;
+  enrolmentTokenByHash(hash: string): Promise<EnrolmentTokenRecord | undefined>;
+  /** sets revoked_at; false when unknown or already revoked */
+  revokeEnrolmentToken(id: string, at: number): Promise<boolean>;
+  /**
+   * One transaction: uses the token once (only while it is unrevoked, unexpired at `at` and has
+   * uses left) and inserts the thing. False, and nothing changed, when the token could not be
+   * used; throws (nothing changed) when the insert fails (a name taken meanwhile).
+   */
+  enrolThing(thing: ThingRecord, tokenHash: string, at: number): Promise<boolean>;
+  /** stores a renewed certificate and key, keeps the authenticating key as previous, clears a renewal request */
+  replaceCertificate(id: string, update: CertificateUpdate): Promise<void>;
+  /** forgets the previous key (the thing used its new key) */
+  forgetPreviousKey(id: string): Promise<void>;
+  /** asks for a renewal at the thing's next check; false when unknown or revoked */
+  requestRenewal(id: string, at: number): Promise<boolean>;
+
   addToken(hash: string, kind: TokenKind, createdAt: number, expiresAt: number | null): Promise<void>;
   /** hashes of the tokens valid at `now` (a read only: it runs on every operator request) */
   activeTokenHashes(now: number): Promise<string[]>;
@@ -273,7 +343,33 @@ interface ThingRow {
   verified_at: number | null;
   last_seen_at: number | null;
   revoked_at: number | null;
+  cert_not_after: number | null;
+  previous_public_key_pem: string | null;
+  renew_requested_at: number | null;
+  enrolled_with: string | null;
 }
+
+interface EnrolmentTokenRow {
+  id: string;
+  hash: string;
+  name_prefix: string | null;
+  max_uses: number;
+  uses: number;
+  created_at: number;
+  expires_at: number;
+  revoked_at: number | null;
+}
+
+const toEnrolmentToken = (r: EnrolmentTokenRow): EnrolmentTokenRecord => ({
+  id: r.id,
+  hash: r.hash,
+  namePrefix: r.name_prefix,
+  maxUses: r.max_uses,
+  uses: r.uses,
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
+  revokedAt: r.revoked_at,
+});
 
 interface MessageRow {
   flmessagespk: string;
@@ -297,6 +393,10 @@ const toThing = (r: ThingRow): ThingRecord => ({
   verifiedAt: r.verified_at,
   lastSeenAt: r.last_seen_at,
   revokedAt: r.revoked_at,
+  certNotAfter: r.cert_not_after,
+  previousPublicKeyPem: r.previous_public_key_pem,
+  renewRequestedAt: r.renew_requested_at,
+  enrolledWith: r.enrolled_with,
 });
 
 const toMessage = (r: MessageRow): MessageRecord => ({
@@ -412,14 +512,31 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
     return { inserted: changes > 0, message: changes > 0 ? { ...m, delivery, deliveredAt } : getMessage(m.flmessagespk)! };
   };
 
+  const insertThing = (t: ThingRecord) => {
+    db.run(
+      `INSERT INTO things (id, name, short_name, public_key_pem, cert_pem, cert_serial, created_at, verified_at, last_seen_at, revoked_at, cert_not_after, enrolled_with)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      [
+        t.id,
+        t.name,
+        t.shortName,
+        t.publicKeyPem,
+        t.certPem,
+        t.certSerial,
+        t.createdAt,
+        t.verifiedAt,
+        t.lastSeenAt,
+        t.revokedAt,
+        t.certNotAfter ?? null,
+        t.enrolledWith ?? null,
+      ],
+    );
+  };
+
   return {
     thingByNameSync: (name) => thingBy("name", name),
     async insertThing(t) {
-      db.run(
-        `INSERT INTO things (id, name, short_name, public_key_pem, cert_pem, cert_serial, created_at, verified_at, last_seen_at, revoked_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
-        [t.id, t.name, t.shortName, t.publicKeyPem, t.certPem, t.certSerial, t.createdAt, t.verifiedAt, t.lastSeenAt, t.revokedAt],
-      );
+      insertThing(t);
     },
     getThing: async (id) => thingBy("id", id),
     getThingByName: async (name) => thingBy("name", name),
@@ -545,6 +662,48 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
             0,
         ),
       );
+    },
+
+    async addEnrolmentToken(t) {
+      db.run(
+        `INSERT INTO enrollment_tokens (id, hash, name_prefix, max_uses, uses, created_at, expires_at, revoked_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        [t.id, t.hash, t.namePrefix, t.maxUses, t.uses, t.createdAt, t.expiresAt, t.revokedAt],
+      );
+    },
+    listEnrolmentTokens: async () => db.all<EnrolmentTokenRow>("SELECT * FROM enrollment_tokens ORDER BY created_at, id").map(toEnrolmentToken),
+    async enrolmentTokenByHash(hash) {
+      const row = db.get<EnrolmentTokenRow>("SELECT * FROM enrollment_tokens WHERE hash = ?", [hash]);
+      return row ? toEnrolmentToken(row) : undefined;
+    },
+    async revokeEnrolmentToken(id, at) {
+      return db.run("UPDATE enrollment_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [at, id]).changes > 0;
+    },
+    async enrolThing(thing, tokenHash, at) {
+      return db.transaction(() => {
+        // The conditions are checked again inside the transaction: two devices racing for the
+        // last use of a token cannot both pass.
+        const used = db.run("UPDATE enrollment_tokens SET uses = uses + 1 WHERE hash = ? AND revoked_at IS NULL AND expires_at > ? AND uses < max_uses", [
+          tokenHash,
+          at,
+        ]).changes;
+        if (used === 0) return false;
+        insertThing(thing);
+        return true;
+      });
+    },
+    async replaceCertificate(id, u) {
+      db.run(
+        `UPDATE things SET public_key_pem = ?, cert_pem = ?, cert_serial = ?, cert_not_after = ?, previous_public_key_pem = ?, renew_requested_at = NULL
+         WHERE id = ?`,
+        [u.publicKeyPem, u.certPem, u.certSerial, u.certNotAfter, u.previousPublicKeyPem, id],
+      );
+    },
+    async forgetPreviousKey(id) {
+      db.run("UPDATE things SET previous_public_key_pem = NULL WHERE id = ?", [id]);
+    },
+    async requestRenewal(id, at) {
+      return db.run("UPDATE things SET renew_requested_at = ? WHERE id = ? AND revoked_at IS NULL", [at, id]).changes > 0;
     },
 
     async addToken(hash, kind, createdAt, expiresAt) {

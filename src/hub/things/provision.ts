@@ -90,13 +90,15 @@ export async function createThing(
     { rootCaPem: ca.certPem, certPem, privateKeyPem: keys.privateKeyPem, publicKeyPem: keys.publicKeyPem },
   );
 
+  const info = describeCertificate(certPem);
   const thing: ThingRecord = {
     id,
     name,
     shortName,
     publicKeyPem: keys.publicKeyPem,
     certPem,
-    certSerial: describeCertificate(certPem).serialNumber,
+    certSerial: info.serialNumber,
+    certNotAfter: info.notAfter.getTime(),
     createdAt: now(),
     verifiedAt: null,
     lastSeenAt: null,

@@ -162,6 +162,18 @@ export class ThingSession extends EventEmitter {
     });
   }
 
+  /**
+   * Connects with `identity` from now on (a renewed certificate and key, or the previous pair
+   * put back): the next TLS handshakes use it, and the current connection is dropped so the next
+   * one is made at once (through the usual backoff). MQTT.js builds each connection's TLS stream
+   * from the options object it was given, so changing it is enough.
+   */
+  reconnectWith(identity: Pick<ThingIdentity, "caPem" | "certPem" | "keyPem">, why: string): void {
+    Object.assign(this.client.options, { ca: identity.caPem, cert: identity.certPem, key: identity.keyPem });
+    this.options.log.info("mqtt.identity_changed", { reason: why });
+    this.dropConnection();
+  }
+
   private handle(packet: IPublishPacket, done: (err?: Error) => void): void {
     const ingress = this.options.ingress;
     if (!ingress) {

@@ -1,0 +1,97 @@
+/** `hub enroll-token create|list|revoke`: the enrolment tokens of src/hub/enrolment. */
+import { UsageError } from "../../shared/errors.ts";
+import { type CommandSpec, type Options, required, text } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+import { countFlag } from "../input.ts";
+import { DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite } from "./common.ts";
+
+export const hubEnrollTokenCommands: CommandSpec[] = [
+  {
+    name: "hub enroll-token create",
+    description: "Make an enrolment token (shown once) with which devices enrol themselves: `flashlex enroll` on the device",
+    options: [
+      DIR_OPTION,
+      { flags: "--max-uses <n>", description: "how many devices may enrol with it (default: 1)" },
+      { flags: "--expires <duration>", description: "how long it is valid: 30m, 24h, 7d, at most 30d (default: 24h)" },
+      { flags: "--name-prefix <prefix>", description: "every name enrolled with it must start with this (e.g. sensor-)" },
+      JSON_OPTION,
+    ],
+    bunOnly: true,
+    run: (_args, options) => create(options),
+  },
+  {
+    name: "hub enroll-token list",
+    description: "List enrolment tokens: id, state, uses, expiry (never the tokens themselves)",
+    options: [DIR_OPTION, JSON_OPTION],
+    bunOnly: true,
+    run: (_args, options) => list(options),
+  },
+  {
+    name: "hub enroll-token revoke",
+    args: "<id>",
+    description: "Revoke an enrolment token by its id: it enrols nothing more (things it enrolled stay)",
+    options: [DIR_OPTION],
+    bunOnly: true,
+    run: (args, options) => revoke(args, options),
+  },
+];
+
+function create(options: Options): Promise<number> {
+  return openedHubToWrite("hub enroll-token create", options, async (hub) => {
+    const { parseDuration, formatDuration } = await import("../../shared/duration.ts");
+    const expires = text(options.expires);
+    const lifetimeMs = expires === undefined ? undefined : parseDuration(expires);
+    if (expires !== undefined && lifetimeMs === undefined) throw new UsageError(`--expires must be a duration such as 30m, 24h or 7d, not ${expires}`);
+    const maxUses = countFlag(options.maxUses, "--max-uses", 100_000);
+    const { token, record } = await hub.enrolment.tokens.create({ maxUses, lifetimeMs, namePrefix: text(options.namePrefix) });
+    const info = hub.enrolment.info();
+    const settings = hub.home.settings;
+    const hubUrl = `${settings.api.publicUrl.replace(/\/+$/, "")}/${settings.env}/v1`;
+    const name = record.namePrefix ? `${record.namePrefix}NAME` : "NAME";
+    const command = `flashlex enroll --hub ${hubUrl} --token ${token} --ca-fingerprint ${info.caFingerprint} --name ${name}`;
+    if (options.json) {
+      const { enrolmentTokenJson } = await import("../../hub/http/presenters.ts");
+      console.log(JSON.stringify({ ...enrolmentTokenJson({ ...record, state: "active" }), token, hub: hubUrl, caFingerprint: info.caFingerprint, command }));
+      return ExitCode.OK;
+    }
+    const { isoSeconds } = await import("../../shared/time.ts");
+    console.log(
+      `enrolment token ${record.id}: ${record.maxUses} use${record.maxUses === 1 ? "" : "s"}, expires ${isoSeconds(record.expiresAt)} (in ${formatDuration(record.expiresAt - record.createdAt)})${record.namePrefix ? `, names starting with ${record.namePrefix}` : ""}`,
+    );
+    console.log("token (shown once; the hub keeps only its hash):");
+    console.log(`  ${token}`);
+    console.log(`hub CA fingerprint (SHA-256; the device checks the hub against it): ${info.caFingerprint}`);
+    console.log("on each device, in the folder the thing will live in (the key is made there and never leaves it):");
+    console.log(`  ${command}`);
+    console.log("  ./flashlex bootstrap && sudo ./flashlex install-service");
+    return ExitCode.OK;
+  });
+}
+
+function list(options: Options): Promise<number> {
+  return openedHub(options, async (hub) => {
+    const tokens = await hub.enrolment.tokens.list();
+    const { enrolmentTokenJson } = await import("../../hub/http/presenters.ts");
+    if (options.json) {
+      console.log(JSON.stringify(tokens.map(enrolmentTokenJson)));
+      return ExitCode.OK;
+    }
+    const rows = [
+      ["ID", "STATE", "USES", "EXPIRES", "NAME PREFIX"],
+      ...tokens.map(enrolmentTokenJson).map((t) => [t.id, t.state, `${t.uses}/${t.maxUses}`, t.expiresAt, t.namePrefix ?? "-"]),
+    ];
+    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
+    for (const row of rows) console.log(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
+    if (tokens.length === 0) console.log("(no enrolment tokens yet: flashlex hub enroll-token create)");
+    return ExitCode.OK;
+  });
+}
+
+function revoke(args: string[], options: Options): Promise<number> {
+  return openedHubToWrite("hub enroll-token revoke", options, async (hub) => {
+    const id = required(args, "the token id (see flashlex hub enroll-token list)");
+    const changed = await hub.enrolment.tokens.revoke(id);
+    console.log(changed ? `revoked enrolment token ${id}: it enrols nothing more (things it enrolled stay)` : `enrolment token ${id} was already revoked`);
+    return ExitCode.OK;
+  });
+}

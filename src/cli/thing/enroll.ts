@@ -1,0 +1,54 @@
+import { resolve } from "node:path";
+import { UsageError } from "../../shared/errors.ts";
+import { type CommandSpec, type Options, text } from "../command.ts";
+import { ExitCode } from "../exit-codes.ts";
+
+/** `flashlex enroll`: make this device a thing with a key made here (src/thing/enrol). */
+export const enrollCommand: CommandSpec = {
+  name: "enroll",
+  description: "Make this device a thing: a key pair made here (it never leaves), a certificate from the hub, config.yml and keys/",
+  options: [
+    { flags: "--hub <url>", description: "the hub's API URL as `hub enroll-token create` printed it (https://HOST:8080/ENV/v1)" },
+    { flags: "--token <token>", description: "the enrolment token (or $FLASHLEX_ENROLL_TOKEN, which ps does not show)" },
+    {
+      flags: "--ca-fingerprint <sha256>",
+      description: "the hub CA's SHA-256 fingerprint printed with the token; required: the hub is never trusted on first use",
+    },
+    { flags: "--name <name>", description: "the thing's name, without the owner prefix (default: this machine's hostname)" },
+    { flags: "--dir <dir>", description: "the folder the thing lives in: config.yml and keys/ (default: the current directory)" },
+    { flags: "--key-type <type>", description: "rsa (default: RSA-2048, RS256 tokens) or ec (P-256, ES256 tokens)" },
+  ],
+  run: (_args, options) => enroll(options),
+};
+
+async function enroll(options: Options): Promise<number> {
+  const hub = text(options.hub);
+  if (!hub) throw new UsageError("--hub is required: the hub's API URL `hub enroll-token create` printed");
+  const token = text(options.token) ?? process.env.FLASHLEX_ENROLL_TOKEN;
+  if (!token) throw new UsageError("--token (or $FLASHLEX_ENROLL_TOKEN) is required: the enrolment token `hub enroll-token create` printed");
+  const caFingerprint = text(options.caFingerprint);
+  if (!caFingerprint)
+    throw new UsageError("--ca-fingerprint is required: the hub CA's fingerprint printed with the token (FlashLex never trusts a hub on first use)");
+  const keyType = text(options.keyType) ?? "rsa";
+  if (keyType !== "rsa" && keyType !== "ec") throw new UsageError(`--key-type must be rsa or ec, not ${keyType}`);
+  const { hostname } = await import("node:os");
+  const name =
+    text(options.name) ??
+    hostname()
+      .split(".")[0]!
+      .replace(/[^A-Za-z0-9_-]/g, "-")
+      .slice(0, 40);
+  const dir = resolve(text(options.dir) ?? ".");
+  const [{ enrolDevice }, { createLogger }, { isoSeconds }] = await Promise.all([
+    import("../../thing/enrol/enrol.ts"),
+    import("../../shared/log.ts"),
+    import("../../shared/time.ts"),
+  ]);
+  const result = await enrolDevice({ hubUrl: hub, token, name, caFingerprint, dir, keyType }, createLogger({ level: "warn" }));
+  console.log(`enrolled ${result.thingName} (id ${result.thingId}); its key was made here and never left this device`);
+  console.log(`config:      ${result.configPath}`);
+  console.log(`keys:        ${result.keysDir} (private key 0600)`);
+  console.log(`certificate: valid until ${isoSeconds(result.notAfter)}; \`flashlex serve\` renews it by itself`);
+  console.log(`next: cd ${dir} && ./flashlex bootstrap && sudo ./flashlex install-service`);
+  return ExitCode.OK;
+}

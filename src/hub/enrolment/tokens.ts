@@ -1,0 +1,114 @@
+/**
+ * Enrolment tokens: what lets a device enrol itself (`flashlex enroll`) without the operator's
+ * access token. A token is 32 random bytes (base64url) behind a `flxe_` tag, shown once; the hub
+ * keeps its SHA-256 only, so a copied database or backup cannot enrol anything. Each has a short
+ * public id (for `list` and `revoke`), a number of uses, an expiry and optionally a prefix every
+ * typed name enrolled with it must start with (a batch of sensors: `--name-prefix sensor-`).
+ *
+ * The rules a token is checked by at enrolment live here (`whyRefused`), and the store applies
+ * them again inside the enrolment's transaction, so two devices racing for a last use cannot
+ * both pass.
+ */
+import { randomBytes } from "node:crypto";
+import { InputError } from "../../shared/errors.ts";
+import { hashToken } from "../home/tokens.ts";
+import type { EnrolmentTokenRecord, HubStore } from "../store/hub-store.ts";
+
+export const ENROLMENT_TOKEN_TAG = "flxe_";
+/** A day: long enough to enrol a batch in one session, short enough that a token in a chat log soon means nothing. */
+export const DEFAULT_TOKEN_LIFETIME_MS = 86_400_000;
+/** At most 30 days: a standing token is a standing way in. */
+export const MAX_TOKEN_LIFETIME_MS = 30 * 86_400_000;
+export const MAX_TOKEN_USES = 100_000;
+/** What a typed name is (provision.ts); a prefix is the start of one. */
+const PREFIX = /^[A-Za-z0-9_-]{1,39}$/;
+
+export interface NewEnrolmentToken {
+  /** the token, shown once */
+  token: string;
+  record: EnrolmentTokenRecord;
+}
+
+export type EnrolmentTokenState = "active" | "used up" | "expired" | "revoked";
+
+/** The state of a token at `now` (Unix ms), revoked first, then used up, then expired. */
+export function tokenState(t: EnrolmentTokenRecord, now: number): EnrolmentTokenState {
+  if (t.revokedAt !== null) return "revoked";
+  if (t.uses >= t.maxUses) return "used up";
+  if (t.expiresAt <= now) return "expired";
+  return "active";
+}
+
+/**
+ * Why `record` (looked up by the presented token's hash; undefined when none matched) may not
+ * enrol `typedName` at `now`, in words a device may be told; undefined when it may. The words
+ * do not help a guesser: tokens are 256-bit random, and the state says nothing of other tokens.
+ */
+export function whyRefused(record: EnrolmentTokenRecord | undefined, typedName: string, now: number): string | undefined {
+  if (!record) return "the enrolment token is not known to this hub";
+  const state = tokenState(record, now);
+  if (state === "revoked") return "the enrolment token was revoked";
+  if (state === "used up") return `the enrolment token was already used (${record.maxUses} of ${record.maxUses} uses)`;
+  if (state === "expired") return "the enrolment token has expired";
+  if (record.namePrefix !== null && !typedName.startsWith(record.namePrefix))
+    return `this enrolment token only enrols names that start with ${record.namePrefix}`;
+  return undefined;
+}
+
+/** The hash a presented token is looked up by; "" for something that cannot be a token (looks up nothing). */
+export function enrolmentTokenHash(token: unknown): string {
+  if (typeof token !== "string" || !token.startsWith(ENROLMENT_TOKEN_TAG) || token.length > 100) return "";
+  return hashToken(token);
+}
+
+export class EnrolmentTokens {
+  constructor(
+    private readonly store: HubStore,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /**
+   * Makes a token: `maxUses` (default 1, at most MAX_TOKEN_USES), `lifetimeMs` (default a day,
+   * at most 30 days), `namePrefix` (letters, digits, - and _). Returns the token (shown once) and
+   * what is stored. Throws InputError (65/400) for a value out of range.
+   */
+  async create(opts: { maxUses?: number; lifetimeMs?: number; namePrefix?: string } = {}): Promise<NewEnrolmentToken> {
+    const maxUses = opts.maxUses ?? 1;
+    if (!Number.isSafeInteger(maxUses) || maxUses < 1 || maxUses > MAX_TOKEN_USES) throw new InputError(`max uses must be 1 to ${MAX_TOKEN_USES}`);
+    const lifetimeMs = opts.lifetimeMs ?? DEFAULT_TOKEN_LIFETIME_MS;
+    if (!Number.isSafeInteger(lifetimeMs) || lifetimeMs < 1000 || lifetimeMs > MAX_TOKEN_LIFETIME_MS) {
+      throw new InputError("an enrolment token expires after 1s to 30d");
+    }
+    const namePrefix = opts.namePrefix ?? null;
+    if (namePrefix !== null && !PREFIX.test(namePrefix)) throw new InputError("a name prefix is 1 to 39 letters, digits, '-' or '_'");
+    const token = ENROLMENT_TOKEN_TAG + randomBytes(32).toString("base64url");
+    const hash = hashToken(token);
+    const createdAt = this.now();
+    // The id is part of the hash: public, stable, and it tells nothing about the token.
+    const record: EnrolmentTokenRecord = {
+      id: hash.slice(0, 12),
+      hash,
+      namePrefix,
+      maxUses,
+      uses: 0,
+      createdAt,
+      expiresAt: createdAt + lifetimeMs,
+      revokedAt: null,
+    };
+    await this.store.addEnrolmentToken(record);
+    return { token, record };
+  }
+
+  /** Every token, oldest first, with its state at this moment. */
+  async list(): Promise<(EnrolmentTokenRecord & { state: EnrolmentTokenState })[]> {
+    const now = this.now();
+    return (await this.store.listEnrolmentTokens()).map((t) => ({ ...t, state: tokenState(t, now) }));
+  }
+
+  /** Revokes the token with this id: it enrols nothing more. Throws InputError when no token has it; false when already revoked. */
+  async revoke(id: string): Promise<boolean> {
+    const known = (await this.store.listEnrolmentTokens()).some((t) => t.id === id);
+    if (!known) throw new InputError(`no enrolment token ${JSON.stringify(id)} (see \`flashlex hub enroll-token list\`)`);
+    return this.store.revokeEnrolmentToken(id, this.now());
+  }
+}

@@ -1,0 +1,129 @@
+/**
+ * A thing's certificate over its life: issuing one for a public key the thing made (enrolment and
+ * renewal both come here, so both follow the one lifetime rule), renewing it over the thing's
+ * authenticated channel, an operator's request to renew now, and what the hub says about expiry.
+ *
+ * Lifetime: hub.yml `certificates.thingLifetime` (default 90 days; docs/enrolment.md says why);
+ * the agent renews at two thirds of it. A certificate starts a little in the past (5% of the
+ * lifetime, at most an hour) so a thing whose clock is behind can use it at once, and the start
+ * never eats into the lifetime: notAfter is `now + lifetime`.
+ */
+import { describeCertificate } from "../../crypto/certificate-info.ts";
+import { readCsr } from "../../crypto/csr.ts";
+import { issueThingCertificate } from "../../crypto/x509.ts";
+import { InputError } from "../../shared/errors.ts";
+import { type HubHome, readCa } from "../home/home.ts";
+import { settingMs } from "../home/settings.ts";
+import type { HubStore, ThingRecord } from "../store/hub-store.ts";
+
+const DAY_MS = 86_400_000;
+const MAX_BACKDATE_MS = 3_600_000;
+
+/** A certificate for `publicKeyPem` named `thingName`, valid from a little before `now` (Unix ms) to `now + lifetimeMs`. */
+export async function issueWithLifetime(home: HubHome, thingName: string, publicKeyPem: string, lifetimeMs: number, now: number): Promise<string> {
+  const backdateMs = Math.min(MAX_BACKDATE_MS, Math.floor(lifetimeMs / 20));
+  return issueThingCertificate(readCa(home.paths), {
+    thingName,
+    publicKeyPem,
+    notBefore: new Date(now - backdateMs),
+    days: (lifetimeMs + backdateMs) / DAY_MS,
+  });
+}
+
+/** The certificate's notAfter in Unix ms: the stored column, else read from the certificate (things stored before the column). */
+export function certificateNotAfter(thing: Pick<ThingRecord, "certNotAfter" | "certPem">): number | null {
+  if (thing.certNotAfter != null) return thing.certNotAfter;
+  try {
+    return describeCertificate(thing.certPem).notAfter.getTime();
+  } catch {
+    return null;
+  }
+}
+
+/** What a thing asks at each renewal check (GET .../certificate): when its certificate ends and whether to renew now. */
+export interface RenewalAdvice {
+  /** Unix ms */
+  notAfter: number | null;
+  /** an operator asked for it (`hub thing rotate`) */
+  renewNow: boolean;
+  /** ms until the agent should ask again (hub.yml certificates.renewalCheck) */
+  checkAfterMs: number;
+  /** ms: the lifetime a renewed certificate gets */
+  lifetimeMs: number;
+}
+
+export function renewalAdvice(home: HubHome, thing: ThingRecord): RenewalAdvice {
+  const { certificates } = home.settings;
+  return {
+    notAfter: certificateNotAfter(thing),
+    renewNow: thing.renewRequestedAt != null,
+    checkAfterMs: settingMs(certificates.renewalCheck),
+    lifetimeMs: settingMs(certificates.thingLifetime),
+  };
+}
+
+/**
+ * Renews `thing`'s certificate for the key in `csrPem` (RFC 2986; crypto/csr.ts `readCsr`
+ * checks signature and key strength), whose CN must be the thing's name. `authenticatedWith` is
+ * the public key whose token let the request in: it is kept as the thing's previous key, so a
+ * thing that loses power before it has stored its new certificate still authenticates with the
+ * old one (and can renew again). Throws InputError (65/400) for a refused CSR.
+ */
+export async function renewCertificate(
+  home: HubHome,
+  store: HubStore,
+  thing: ThingRecord,
+  csrPem: unknown,
+  authenticatedWith: string,
+  now: number,
+): Promise<{ certPem: string; notAfter: number }> {
+  const csr = await readCsr(csrPem);
+  if (csr.commonName !== thing.name) throw new InputError(`the CSR was refused: its CN must be ${thing.name}, not ${JSON.stringify(csr.commonName)}`);
+  const certPem = await issueWithLifetime(home, thing.name, csr.publicKeyPem, settingMs(home.settings.certificates.thingLifetime), now);
+  const info = describeCertificate(certPem);
+  await store.replaceCertificate(thing.id, {
+    publicKeyPem: csr.publicKeyPem,
+    certPem,
+    certSerial: info.serialNumber,
+    certNotAfter: info.notAfter.getTime(),
+    previousPublicKeyPem: authenticatedWith,
+  });
+  return { certPem, notAfter: info.notAfter.getTime() };
+}
+
+export interface ThingCertificatesDeps {
+  home: HubHome;
+  store: HubStore;
+  /** Unix ms */
+  now?: () => number;
+}
+
+/** The certificate use cases the CLI, the API and the console call. */
+export class ThingCertificates {
+  private readonly now: () => number;
+
+  constructor(private readonly deps: ThingCertificatesDeps) {
+    this.now = deps.now ?? Date.now;
+  }
+
+  /** What the agent learns at each check: notAfter, whether to renew now, when to ask again. */
+  advice(thing: ThingRecord): RenewalAdvice {
+    return renewalAdvice(this.deps.home, thing);
+  }
+
+  /** Renews (see `renewCertificate`); `authenticatedWith` is the key whose token let the thing in. */
+  renew(thing: ThingRecord, csrPem: unknown, authenticatedWith: string): Promise<{ certPem: string; notAfter: number }> {
+    return renewCertificate(this.deps.home, this.deps.store, thing, csrPem, authenticatedWith, this.now());
+  }
+
+  /**
+   * `hub thing rotate`: asks the thing to renew at its next check (hub.yml
+   * `certificates.renewalCheck`). Throws InputError for a revoked thing (it can renew nothing).
+   */
+  async requestRotation(thing: ThingRecord): Promise<{ checkAfterMs: number }> {
+    if (thing.revokedAt !== null || !(await this.deps.store.requestRenewal(thing.id, this.now()))) {
+      throw new InputError(`${thing.name} is revoked: it cannot renew its certificate`);
+    }
+    return { checkAfterMs: settingMs(this.deps.home.settings.certificates.renewalCheck) };
+  }
+}

@@ -1,0 +1,182 @@
+/**
+ * `flashlex enroll`: a device becomes a thing with a key it made itself (docs/enrolment.md).
+ *
+ *  1. The folder is checked first: a folder that already holds a thing is refused before the
+ *     token is spent.
+ *  2. `GET {hub}/enroll`: the hub's CA and the owner prefix. The CA must have the SHA-256
+ *     fingerprint the operator printed with the token (`--ca-fingerprint`), else nothing more
+ *     happens (78): no trust on first use. For an https hub this one request trusts no
+ *     certificate (it carries nothing secret and its answer is judged by the fingerprint); every
+ *     later request trusts that CA and only it.
+ *  3. A key pair is made here (RSA-2048 or EC P-256) and a CSR (RFC 2986) with CN = owner
+ *     prefix, dash, name: the name the hub will give the thing.
+ *  4. `POST {hub}/enroll` with the token, the name and the CSR. The answer's CA must be the
+ *     pinned one, the certificate must be signed by it, name the thing and carry this key, and
+ *     the config must be a valid thing config naming the same thing.
+ *  5. The folder is written all or nothing (folder.ts).
+ */
+import { createPublicKey, X509Certificate } from "node:crypto";
+import { parse } from "yaml";
+import { describeCertificate } from "../../crypto/certificate-info.ts";
+import { createCsr } from "../../crypto/csr.ts";
+import { generateThingKeyPair, spkiDer, type ThingKeyType } from "../../crypto/keys.ts";
+import { ThingYamlSchema } from "../../protocol/thing-config.ts";
+import { ConfigError, FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import { checkFolderFree, writeThingFolder } from "./folder.ts";
+import { hubRequest } from "./hub-request.ts";
+
+export interface EnrolOptions {
+  /** the hub's API base, `https://hub.example:8080/dev/v1`, as `hub enroll-token create` prints it */
+  hubUrl: string;
+  token: string;
+  /** the typed name; the thing is called `<owner prefix>-<name>` */
+  name: string;
+  /** SHA-256 of the hub CA's DER, hex, with or without colons */
+  caFingerprint: string;
+  /** the thing's folder: config.yml and keys/ go here */
+  dir: string;
+  keyType: ThingKeyType;
+  /** per request, ms */
+  timeoutMs?: number;
+}
+
+export interface EnrolResult {
+  thingId: string;
+  thingName: string;
+  configPath: string;
+  keysDir: string;
+  /** Unix ms */
+  notAfter: number;
+}
+
+const TYPED_NAME = /^[A-Za-z0-9_-]{1,40}$/;
+
+/** `AB:CD:...`, `abcd...`, `sha256:...` → 64 upper-case hex digits; UsageError (64) for anything else. */
+export function normaliseFingerprint(text: string): string {
+  const hex = text
+    .trim()
+    .replace(/^sha-?256[:=]/i, "")
+    .replace(/[:\s]/g, "")
+    .toUpperCase();
+  if (!/^[0-9A-F]{64}$/.test(hex))
+    throw new UsageError("--ca-fingerprint must be the SHA-256 fingerprint `hub enroll-token create` printed (64 hex digits, colons allowed)");
+  return hex;
+}
+
+/** The hub's API base URL, without a trailing slash; UsageError (64) unless http(s) and ending in /<env>/v1. */
+export function normaliseHubUrl(text: string): string {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new UsageError(`--hub must be the hub's API URL, such as https://hub.example:8080/dev/v1, not ${JSON.stringify(text)}`);
+  }
+  const path = url.pathname.replace(/\/+$/, "");
+  if ((url.protocol !== "http:" && url.protocol !== "https:") || !/^\/[A-Za-z0-9_-]+\/v1$/.test(path) || url.search || url.hash) {
+    throw new UsageError(
+      `--hub must be the hub's API URL as \`hub enroll-token create\` printed it, ending in /<env>/v1 (such as https://hub.example:8080/dev/v1), not ${JSON.stringify(text)}`,
+    );
+  }
+  return `${url.origin}${path}`;
+}
+
+const fingerprintOf = (pem: string) => describeCertificate(pem).fingerprint256.replace(/:/g, "");
+
+/** A hub refusal (4xx) is the token's or the request's fault: 65; anything else the hub's: 69. */
+function answerError(status: number, message: string): FlashlexError {
+  if (status >= 400 && status < 500) return new InputError(`the hub refused the enrolment: ${message}`);
+  return new FlashlexError(`the hub could not enrol this device (HTTP ${status}: ${message}); try again later`, "unavailable");
+}
+
+/**
+ * Enrols this device (see the module comment). Throws UsageError (64) for a bad flag,
+ * ConflictError (65) for a folder that holds a thing, InputError (65) when the hub refuses
+ * the token, the name or the CSR, FlashlexError `unavailable` (69) when the hub cannot be
+ * reached or fails, ConfigError (78) when the hub's CA is not the pinned one or its answer does
+ * not hold together. Nothing is written unless everything succeeded.
+ */
+export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<EnrolResult> {
+  const hubUrl = normaliseHubUrl(opts.hubUrl);
+  const pinned = normaliseFingerprint(opts.caFingerprint);
+  if (!TYPED_NAME.test(opts.name)) throw new UsageError("--name must be 1 to 40 letters, digits, '-' or '_'");
+  if (!opts.token) throw new UsageError("--token is required (the enrolment token `hub enroll-token create` printed)");
+  const timeoutMs = opts.timeoutMs ?? 30_000;
+  checkFolderFree(opts.dir);
+
+  const info = await hubRequest(`${hubUrl}/enroll`, { method: "GET", trust: { kind: "none-yet" }, timeoutMs });
+  if (info.status === 404) throw new ConfigError(`${hubUrl}/enroll: no such route; check --hub (the hub's API URL as \`hub enroll-token create\` printed it)`);
+  if (info.status !== 200) throw answerError(info.status, info.message);
+  const { caCertificate, ownerPrefix } = (info.result ?? {}) as { caCertificate?: unknown; ownerPrefix?: unknown };
+  if (typeof caCertificate !== "string" || typeof ownerPrefix !== "string" || !/^[0-9a-f]{8}$/.test(ownerPrefix)) {
+    throw new ConfigError(`${hubUrl}/enroll did not answer as a FlashLex hub does (no CA and owner prefix); check --hub`);
+  }
+  let actual: string;
+  try {
+    actual = fingerprintOf(caCertificate);
+  } catch {
+    throw new ConfigError(`${hubUrl}/enroll answered with a CA that is not a certificate; check --hub`);
+  }
+  if (actual !== pinned) {
+    throw new ConfigError(
+      `the hub's CA fingerprint is ${actual}, not the pinned ${pinned}: this is not the hub the token came from, or someone is in between; nothing was sent`,
+    );
+  }
+  log.debug("enrol.ca_pinned", { hub: hubUrl, fingerprint: actual });
+
+  const thingName = `${ownerPrefix}-${opts.name}`;
+  const keys = await generateThingKeyPair(opts.keyType);
+  const csr = await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: thingName });
+  const answer = await hubRequest(`${hubUrl}/enroll`, {
+    method: "POST",
+    body: { token: opts.token, name: opts.name, csr },
+    trust: { kind: "pinned-ca", caPem: caCertificate },
+    timeoutMs,
+  });
+  if (answer.status !== 201 && answer.status !== 200) throw answerError(answer.status, answer.message);
+
+  const result = (answer.result ?? {}) as { id?: unknown; name?: unknown; certificate?: unknown; caCertificate?: unknown; config?: unknown };
+  const certPem = checkAnswer(result, { caPem: caCertificate, pinned, thingName, publicKeyDer: spkiDer(createPublicKey(keys.publicKeyPem)) });
+  const config = ThingYamlSchema.safeParse(parse(String(result.config)));
+  if (!config.success || config.data.flashlex.thing.name !== thingName || config.data.flashlex.thing.id !== result.id) {
+    throw new ConfigError(
+      "the hub's answer holds no valid config.yml for this thing; nothing was written (the thing exists on the hub: revoke it there and enrol again)",
+    );
+  }
+  const names = config.data.flashlex.thing.keys;
+  const files: Record<string, { content: string; mode: number }> = {
+    [names.rootCA]: { content: caCertificate, mode: 0o644 },
+    [names.cert]: { content: certPem, mode: 0o644 },
+    [names.privateKey]: { content: keys.privateKeyPem, mode: 0o600 },
+  };
+  if (names.publicKey) files[names.publicKey] = { content: keys.publicKeyPem, mode: 0o644 };
+  writeThingFolder(opts.dir, String(result.config), files);
+  return {
+    thingId: String(result.id),
+    thingName,
+    configPath: `${opts.dir}/config.yml`,
+    keysDir: `${opts.dir}/keys`,
+    notAfter: describeCertificate(certPem).notAfter.getTime(),
+  };
+}
+
+/** The certificate of an enrolment answer, once it proved to be this key's, this thing's and the pinned CA's; ConfigError (78) otherwise. */
+function checkAnswer(
+  result: { id?: unknown; certificate?: unknown; caCertificate?: unknown },
+  expected: { caPem: string; pinned: string; thingName: string; publicKeyDer: Buffer },
+): string {
+  const broken = (why: string) =>
+    new ConfigError(`the hub's answer does not hold together (${why}); nothing was written (the thing exists on the hub: revoke it there and enrol again)`);
+  if (typeof result.certificate !== "string" || typeof result.caCertificate !== "string" || typeof result.id !== "string") throw broken("fields missing");
+  if (fingerprintOf(result.caCertificate) !== expected.pinned) throw broken("its CA is not the pinned one");
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(result.certificate);
+  } catch {
+    throw broken("the certificate cannot be read");
+  }
+  if (!cert.verify(new X509Certificate(expected.caPem).publicKey)) throw broken("the certificate is not signed by the hub's CA");
+  if (describeCertificate(result.certificate).subjectCN !== expected.thingName) throw broken(`the certificate does not name ${expected.thingName}`);
+  if (!spkiDer(cert.publicKey).equals(expected.publicKeyDer)) throw broken("the certificate is not for the key made here");
+  return result.certificate;
+}

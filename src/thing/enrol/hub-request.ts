@@ -1,0 +1,73 @@
+/**
+ * JSON requests from a device that is not a thing yet (enrolment) to its hub, with the TLS trust
+ * enrolment needs and collect's client (egress/http-post.ts) does not offer: trusting exactly one
+ * CA (the pinned hub CA, not the public roots), or, for the one request that fetches that CA,
+ * nothing at all (its answer is checked against the pinned fingerprint before anything is
+ * believed, and it carries no secret). node:http(s), so it runs alike under Bun and Node.
+ */
+import { FlashlexError } from "../../shared/errors.ts";
+import { describeError } from "../../shared/foreign-errors.ts";
+
+export interface HubAnswer {
+  status: number;
+  /** the envelope's result, or undefined when the body was not an envelope */
+  result: unknown;
+  /** the envelope's first message (`{key, value}`), the hub's one-line reason on a refusal */
+  message: string;
+}
+
+export type HubTrust = { kind: "pinned-ca"; caPem: string } | { kind: "none-yet" };
+
+/** The most of an answer kept, in bytes: an enrolment answer is a few KB. */
+const MAX_ANSWER_BYTES = 256 * 1024;
+
+/**
+ * Sends `body` (JSON) with `method` to `url` and parses the hub's envelope. Rejects with
+ * FlashlexError `unavailable` (69) when the hub cannot be reached, does not answer within
+ * `timeoutMs`, or its TLS certificate is not from the pinned CA.
+ */
+export async function hubRequest(url: string, opts: { method: "GET" | "POST"; body?: unknown; trust: HubTrust; timeoutMs: number }): Promise<HubAnswer> {
+  const target = new URL(url);
+  const isHttps = target.protocol === "https:";
+  const { request } = isHttps ? await import("node:https") : await import("node:http");
+  const payload = opts.body === undefined ? undefined : JSON.stringify(opts.body);
+  const tls = isHttps
+    ? opts.trust.kind === "pinned-ca"
+      ? { ca: opts.trust.caPem, rejectUnauthorized: true }
+      : // Only the fetch of the CA itself: its answer is judged by the pinned fingerprint, and it sends nothing secret.
+        { rejectUnauthorized: false }
+    : {};
+  const text = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+    const req = request(
+      target,
+      {
+        method: opts.method,
+        headers: payload ? { "Content-Type": "application/json", "Content-Length": String(Buffer.byteLength(payload)) } : {},
+        ...tls,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        let size = 0;
+        res.on("data", (chunk: Buffer) => {
+          if (size < MAX_ANSWER_BYTES) chunks.push(chunk.subarray(0, MAX_ANSWER_BYTES - size));
+          size += chunk.length;
+        });
+        res.on("end", () => resolve({ status: res.statusCode ?? 0, body: Buffer.concat(chunks).toString("utf8") }));
+        res.on("error", reject);
+      },
+    );
+    req.setTimeout(opts.timeoutMs, () => req.destroy(new Error(`no answer within ${Math.round(opts.timeoutMs / 1000)} s`)));
+    req.on("error", reject);
+    req.end(payload);
+  }).catch((err: unknown) => {
+    throw new FlashlexError(`the hub at ${target.host} cannot be reached: ${describeError(err)}`, "unavailable", { cause: err });
+  });
+  let envelope: { result?: unknown; messages?: { value?: unknown }[] } | undefined;
+  try {
+    envelope = JSON.parse(text.body);
+  } catch {
+    envelope = undefined;
+  }
+  const message = typeof envelope?.messages?.[0]?.value === "string" ? envelope.messages[0].value : `HTTP ${text.status}`;
+  return { status: text.status, result: envelope?.result, message };
+}

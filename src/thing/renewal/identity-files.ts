@@ -1,0 +1,151 @@
+/**
+ * The thing's key and certificate files through a renewal, so that a power cut at any instant
+ * leaves a thing that still connects. With K the private key file and C the certificate file
+ * named in config.yml:
+ *
+ *   1. key-staged      the new key is written to `K.next` (0600)         [the CSR is sent]
+ *   2. cert-staged     the new certificate is written to `C.next`
+ *   3. previous-saved  the current pair is copied to `K.previous`, `C.previous`
+ *   4. cert-swapped    `C.next` is renamed over C                       (C new, K old: a mismatch)
+ *   5. key-swapped     `K.next` is renamed over K                       (the new pair is in place)
+ *   6. committed       after the new pair has connected once, the `.previous` files are removed
+ *
+ * Every write is durable (shared/durable-files.ts: temporary file, fsync, rename, fsync of the
+ * directory), every rename is followed by an fsync of the directory. `recoverIdentityFiles`, run
+ * by `serve` before it loads the identity, turns whatever a crash left into a matching pair:
+ * a staged pair is rolled forward (the hub has already registered its key, and keeps the old key
+ * until the new one is used), a half-swapped pair is finished, a lone staged key is dropped. A
+ * `.previous` pair left in place means "not yet committed": `serve` connects with the new pair
+ * and goes back to the previous one if the broker refuses the new (renewer.ts).
+ *
+ * FLASHLEX_FAULT_KILL_AT_RENEWAL=<step> kills the process with SIGKILL right after that step, for
+ * the tests (test/integration/renewal.test.ts) and only for them.
+ */
+import { X509Certificate } from "node:crypto";
+import { existsSync, readFileSync, rmSync } from "node:fs";
+import { dirname } from "node:path";
+import { normalisePrivateKey } from "../../crypto/key-files.ts";
+import { spkiDer } from "../../crypto/keys.ts";
+import { fsyncDirectory, renameDurably, writeFileDurably } from "../../shared/durable-files.ts";
+import type { Logger } from "../../shared/log.ts";
+
+export type RenewalStep = "key-staged" | "cert-staged" | "previous-saved" | "cert-swapped" | "key-swapped" | "committed";
+
+export interface IdentityPaths {
+  privateKey: string;
+  cert: string;
+  /** the public key file, rewritten after a swap (nothing reads it to connect) */
+  publicKey?: string;
+}
+
+const next = (file: string) => `${file}.next`;
+const previous = (file: string) => `${file}.previous`;
+
+/** The test-only fault hook: SIGKILL right after `step` when FLASHLEX_FAULT_KILL_AT_RENEWAL names it. */
+export function faultPoint(step: RenewalStep): void {
+  if (process.env.FLASHLEX_FAULT_KILL_AT_RENEWAL === step) process.kill(process.pid, "SIGKILL");
+}
+
+/** The SPKI of a key file's key, or undefined when there is no such file or it is not a key. */
+function keySpki(file: string): Buffer | undefined {
+  try {
+    return spkiDer(normalisePrivateKey(readFileSync(file)).key);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The SPKI of a certificate file's first certificate, or undefined. */
+function certSpki(file: string): Buffer | undefined {
+  try {
+    return spkiDer(new X509Certificate(readFileSync(file)).publicKey);
+  } catch {
+    return undefined;
+  }
+}
+
+function pairMatches(keyFile: string, certFile: string): boolean {
+  const key = keySpki(keyFile);
+  const cert = certSpki(certFile);
+  return key !== undefined && cert !== undefined && key.equals(cert);
+}
+
+/** Step 1: the new key, 0600, durable. */
+export function stageKey(paths: IdentityPaths, keyPem: string): void {
+  writeFileDurably(next(paths.privateKey), keyPem, 0o600);
+  faultPoint("key-staged");
+}
+
+/** Steps 2 to 5: the new certificate staged, the current pair saved, then swapped in: certificate first, key last. */
+export function installStaged(paths: IdentityPaths, certPem: string, publicKeyPem?: string): void {
+  writeFileDurably(next(paths.cert), certPem, 0o644);
+  faultPoint("cert-staged");
+  swapStaged(paths);
+  if (paths.publicKey && publicKeyPem) writeFileDurably(paths.publicKey, publicKeyPem, 0o644);
+}
+
+/** Steps 3 to 5 for a staged pair (also the roll forward of recovery). */
+function swapStaged(paths: IdentityPaths): void {
+  // The current pair is kept, unless a matching one was saved already (a second pass after a crash).
+  if (!pairMatches(previous(paths.privateKey), previous(paths.cert)) && pairMatches(paths.privateKey, paths.cert)) {
+    writeFileDurably(previous(paths.privateKey), readFileSync(paths.privateKey), 0o600);
+    writeFileDurably(previous(paths.cert), readFileSync(paths.cert), 0o644);
+  }
+  faultPoint("previous-saved");
+  renameDurably(next(paths.cert), paths.cert);
+  faultPoint("cert-swapped");
+  renameDurably(next(paths.privateKey), paths.privateKey);
+  faultPoint("key-swapped");
+}
+
+/** Step 6: the new pair connected once; the previous pair is removed. */
+export function commitRenewal(paths: IdentityPaths): void {
+  rmSync(previous(paths.privateKey), { force: true });
+  rmSync(previous(paths.cert), { force: true });
+  fsyncDirectory(dirname(paths.privateKey));
+  faultPoint("committed");
+}
+
+/** True while a renewal is installed but not committed (a `.previous` pair exists). */
+export function renewalPending(paths: IdentityPaths): boolean {
+  return existsSync(previous(paths.privateKey)) && existsSync(previous(paths.cert));
+}
+
+/** Puts the previous pair back (the new one was refused): certificate first, then key, each durable. */
+export function revertRenewal(paths: IdentityPaths): void {
+  writeFileDurably(paths.cert, readFileSync(previous(paths.cert)), 0o644);
+  writeFileDurably(paths.privateKey, readFileSync(previous(paths.privateKey)), 0o600);
+  commitRenewal(paths);
+}
+
+/**
+ * Turns what a crash during a renewal left into a matching pair (see the module comment), and
+ * says what it did (`recovered`: a log word, undefined when there was nothing to do) and whether
+ * a renewal waits for its first connection (`pending`). Never throws for a missing or unreadable
+ * file: the identity check that follows names what is wrong.
+ */
+export function recoverIdentityFiles(paths: IdentityPaths, log: Logger): { pending: boolean; recovered?: string } {
+  const K = paths.privateKey;
+  const C = paths.cert;
+  let recovered: string | undefined;
+  if (pairMatches(K, C)) {
+    if (existsSync(next(K)) && pairMatches(next(K), next(C))) {
+      swapStaged(paths); // crashed after step 2, 3: roll forward
+      recovered = "rolled forward a staged renewal";
+    } else if (existsSync(next(K)) || existsSync(next(C))) {
+      rmSync(next(K), { force: true }); // crashed after step 1: the key was never certified here
+      rmSync(next(C), { force: true });
+      fsyncDirectory(dirname(K));
+      recovered = "dropped a key staged before its certificate";
+    }
+  } else if (existsSync(next(K)) && pairMatches(next(K), C)) {
+    renameDurably(next(K), K); // crashed after step 4: finish the swap
+    recovered = "finished a half-swapped renewal";
+  } else if (pairMatches(previous(K), previous(C))) {
+    revertRenewal(paths); // anything else that does not match: the last pair known to be whole
+    recovered = "restored the previous identity";
+    return { pending: false, recovered };
+  }
+  if (recovered) log.warn("renewal.recovered", { key: K, what: recovered });
+  return { pending: renewalPending(paths), recovered };
+}

@@ -1,0 +1,270 @@
+/**
+ * `serve`'s certificate renewal. The agent asks the hub at intervals the hub sets (hub.yml
+ * `certificates.renewalCheck`, 15 minutes by default) whether to renew now (`hub thing rotate`),
+ * and renews on its own once two thirds of its certificate's lifetime have passed. A renewal:
+ * a new key made here (the kind the thing has), a CSR (RFC 2986), `POST .../certificate`
+ * authenticated by a JWT signed with the current key (the thing's live authenticated channel,
+ * the one collect uses; see docs/enrolment.md for why HTTP and not MQTT), the files swapped as
+ * identity-files.ts describes, then the MQTT session reconnects with the new pair. The first
+ * connection commits the renewal; if the broker refuses the new pair (a TLS or CONNACK refusal,
+ * not a network failure) three times in a row, the agent goes back to the previous pair.
+ *
+ * A failed renewal is retried with exponential backoff and jitter, never later than a tenth of
+ * the time the certificate has left, so a short-lived certificate is retried in time.
+ */
+import { X509Certificate } from "node:crypto";
+import { describeCertificate } from "../../crypto/certificate-info.ts";
+import { createCsr, publicKeyPemOf } from "../../crypto/csr.ts";
+import { signThingToken } from "../../crypto/jwt.ts";
+import { normalisePrivateKey } from "../../crypto/key-files.ts";
+import { generateThingKeyPair, spkiDer, thingKeyTypeOf } from "../../crypto/keys.ts";
+import { describeError } from "../../shared/foreign-errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import { requestText } from "../egress/http-post.ts";
+import type { ThingIdentity } from "../identity.ts";
+import type { ThingSession } from "../mqtt/session.ts";
+import type { ThingConfig } from "../settings.ts";
+import { commitRenewal, type IdentityPaths, installStaged, renewalPending, revertRenewal, stageKey } from "./identity-files.ts";
+
+/** The fraction of a certificate's lifetime after which the agent renews it. */
+export const RENEW_AT_FRACTION = 2 / 3;
+/** Refusals of the new pair in a row after which the agent goes back to the previous one. */
+const REFUSALS_BEFORE_FALLBACK = 3;
+const FIRST_CHECK_MIN_MS = 1_000;
+const FIRST_CHECK_SPREAD_MS = 9_000;
+const RETRY_BASE_MS = 30_000;
+const RETRY_MAX_MS = 3_600_000;
+/** until the hub has said how often to ask */
+const DEFAULT_CHECK_MS = 15 * 60_000;
+
+/** When (Unix ms) a certificate valid from `notBefore` to `notAfter` is due for renewal. */
+export function renewalDueAt(notBefore: number, notAfter: number): number {
+  return notBefore + (notAfter - notBefore) * RENEW_AT_FRACTION;
+}
+
+/** `ms` times a random factor in [1 - spread, 1 + spread]: things that started together do not ask together. */
+export function jittered(ms: number, spread = 0.2): number {
+  return Math.max(0, Math.round(ms * (1 - spread + Math.random() * 2 * spread)));
+}
+
+/**
+ * The wait before retry number `attempt` (1, 2, ...): 30 s doubling to an hour; while the
+ * certificate is valid, at most a tenth of the `remainingMs` it has left (at least a second), so
+ * a short lifetime is retried in time. Once it has expired, the plain backoff: a thing that
+ * cannot renew (revoked, a hub away for good) must not ask every second.
+ */
+export function retryDelay(attempt: number, remainingMs: number): number {
+  const backoff = Math.min(RETRY_BASE_MS * 2 ** Math.max(0, attempt - 1), RETRY_MAX_MS);
+  const cap = remainingMs > 0 ? Math.max(1000, remainingMs / 10) : Number.POSITIVE_INFINITY;
+  return jittered(Math.min(backoff, cap));
+}
+
+/** Errors that say the broker could not be reached at all: they say nothing about the identity. */
+const NETWORK_CODES = new Set(["ECONNREFUSED", "EHOSTUNREACH", "ENETUNREACH", "ETIMEDOUT", "ENOTFOUND", "EAI_AGAIN", "ENETDOWN"]);
+
+/** True for an error that says the broker was not reached (refused TCP, no route, no DNS), as opposed to reached and refusing us. */
+export function isNetworkFailure(err: unknown): boolean {
+  const code = (err as { code?: unknown })?.code;
+  return (typeof code === "string" && NETWORK_CODES.has(code)) || (typeof code === "number" && code === 3); // CONNACK 3: server unavailable
+}
+
+/** The fields of the certificate route's answers the agent reads (GET: advice; POST: the certificate). */
+interface HubResult {
+  renewNow?: unknown;
+  checkAfterSeconds?: unknown;
+  certificate?: unknown;
+}
+
+export interface RenewerDeps {
+  config: ThingConfig;
+  /** the agent's identity: replaced in place after a renewal, so every part signs and connects with the new pair */
+  identity: ThingIdentity;
+  session: ThingSession;
+  log: Logger;
+  /** what `loadIdentity` makes of the files (the agent's own loader) */
+  reload(): ThingIdentity;
+}
+
+export class CertificateRenewer {
+  private timer: ReturnType<typeof setTimeout> | undefined;
+  private stopped = false;
+  private running: Promise<void> | undefined;
+  private checkMs = DEFAULT_CHECK_MS;
+  private failures = 0;
+  private refusals = 0;
+  /** the connection being made failed for the network (since the last close) */
+  private unreachable = false;
+  private readonly paths: IdentityPaths;
+
+  constructor(private readonly deps: RenewerDeps) {
+    const { paths } = deps.config;
+    this.paths = { privateKey: paths.privateKey, cert: paths.cert, publicKey: paths.publicKey };
+  }
+
+  /** Starts checking (the first check within 10 s) and, when a renewal waits for its first connection, watching for it. */
+  start(): void {
+    this.deps.session.client.on("error", (err) => {
+      if (isNetworkFailure(err)) this.unreachable = true;
+    });
+    this.deps.session.on("connected", () => this.onConnected());
+    this.deps.session.on("disconnected", () => this.onDisconnected());
+    if (renewalPending(this.paths))
+      this.deps.log.info("renewal.pending", { note: "a renewed certificate waits for its first connection; the previous one is kept until then" });
+    this.schedule(FIRST_CHECK_MIN_MS + Math.random() * FIRST_CHECK_SPREAD_MS);
+  }
+
+  /** Stops checking; a renewal in flight finishes (its files are consistent at every step) before this resolves. */
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearTimeout(this.timer);
+    await this.running;
+  }
+
+  private schedule(ms: number): void {
+    if (this.stopped) return;
+    clearTimeout(this.timer);
+    this.timer = setTimeout(() => {
+      this.running = this.check().finally(() => (this.running = undefined));
+    }, ms);
+    this.timer.unref?.();
+  }
+
+  private apiUrl(): string {
+    const { endpoint, env } = this.deps.config.yaml.app.api;
+    return `${endpoint.replace(/\/+$/, "")}/${env}/v1/things/${this.deps.identity.thingId}/certificate`;
+  }
+
+  private async request(method: "GET" | "POST", body?: unknown): Promise<{ status: number; result: HubResult | undefined; message: string }> {
+    const { identity } = this.deps;
+    const token = await signThingToken({ thingId: identity.thingId, privateKey: identity.privateKey });
+    const answer = await requestText(this.apiUrl(), {
+      method,
+      headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}) },
+      body: body ? JSON.stringify(body) : undefined,
+      extraCaPem: identity.caPem,
+      timeoutMs: this.deps.config.timeouts.operationMs * 3,
+    });
+    let parsed: { result?: HubResult; messages?: { value?: string }[] } = {};
+    try {
+      parsed = JSON.parse(answer.body);
+    } catch {
+      // not an envelope: the status says enough
+    }
+    return { status: answer.status, result: parsed.result, message: parsed.messages?.[0]?.value ?? `${answer.status} ${answer.statusText}` };
+  }
+
+  /** One check: ask the hub, renew when due, schedule the next. Never throws: a check that fails is logged and tried again. */
+  private async check(): Promise<void> {
+    try {
+      await this.checkOnce();
+    } catch (err) {
+      this.deps.log.error("renewal.check_crashed", { error: describeError(err), note: "checked again later" });
+      this.schedule(jittered(this.checkMs));
+    }
+  }
+
+  private async checkOnce(): Promise<void> {
+    const { log } = this.deps;
+    const cert = describeCertificate(this.deps.identity.certPem);
+    const notAfter = cert.notAfter.getTime();
+    const dueAt = renewalDueAt(cert.notBefore.getTime(), notAfter);
+    if (renewalPending(this.paths)) {
+      this.schedule(jittered(this.checkMs)); // the renewal made waits for its first connection
+      return;
+    }
+    let renewNow = false;
+    try {
+      const advice = await this.request("GET");
+      if (advice.status !== 200) throw new Error(`the hub answered ${advice.message}`);
+      renewNow = advice.result?.renewNow === true;
+      const checkAfter = advice.result?.checkAfterSeconds;
+      if (typeof checkAfter === "number" && Number.isFinite(checkAfter)) this.checkMs = Math.max(1000, checkAfter * 1000);
+    } catch (err) {
+      log.warn("renewal.check_failed", {
+        error: describeError(err),
+        note: Date.now() >= dueAt ? "renewing anyway: the certificate is due" : "asked again later",
+      });
+    }
+    if (renewNow || Date.now() >= dueAt) {
+      try {
+        await this.renew(renewNow ? "asked by the hub" : "two thirds of its lifetime passed");
+        this.failures = 0;
+      } catch (err) {
+        this.failures++;
+        const delay = retryDelay(this.failures, notAfter - Date.now());
+        log.warn("renewal.failed", { attempt: this.failures, error: describeError(err), retryInMs: delay });
+        this.schedule(delay);
+        return;
+      }
+    }
+    const untilDue = dueAt - Date.now();
+    this.schedule(jittered(untilDue > 0 ? Math.min(this.checkMs, untilDue) : this.checkMs, 0.1));
+  }
+
+  /** A renewal, steps 1 to 5 of identity-files.ts, then the session reconnects with the new pair. */
+  private async renew(why: string): Promise<void> {
+    const { identity, log } = this.deps;
+    log.info("renewal.started", { thing: identity.thingName, why });
+    const keys = await generateThingKeyPair(thingKeyTypeOf(identity.privateKey));
+    stageKey(this.paths, keys.privateKeyPem);
+    const csr = await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: identity.thingName });
+    const answer = await this.request("POST", { csr });
+    if (answer.status !== 200) throw new Error(`the hub refused the renewal: ${answer.message}`);
+    const certPem = answer.result?.certificate;
+    if (typeof certPem !== "string") throw new Error("the hub's answer holds no certificate");
+    // The same checks enrolment makes: our CA, our name, our new key.
+    const cert = new X509Certificate(certPem);
+    if (!cert.verify(new X509Certificate(identity.caPem).publicKey)) throw new Error("the renewed certificate is not signed by the thing's root CA");
+    if (describeCertificate(certPem).subjectCN !== identity.thingName) throw new Error("the renewed certificate names another thing");
+    if (!spkiDer(cert.publicKey).equals(spkiDer(normalisePrivateKey(Buffer.from(keys.privateKeyPem)).key)))
+      throw new Error("the renewed certificate is not for the new key");
+    installStaged(this.paths, certPem, publicKeyPemOf(keys.privateKeyPem));
+    this.switchTo(this.deps.reload(), "renewed");
+    log.info("renewal.installed", { thing: identity.thingName, notAfter: describeCertificate(certPem).notAfter.toISOString() });
+  }
+
+  /** Every part of the agent uses `fresh` from now on; the session reconnects with it. */
+  private switchTo(fresh: ThingIdentity, why: string): void {
+    Object.assign(this.deps.identity, fresh);
+    // The connection dropped on purpose just below closes too: that close is not a refusal.
+    this.refusals = this.deps.session.connected ? -1 : 0;
+    this.deps.session.reconnectWith(this.deps.identity, why);
+  }
+
+  private onConnected(): void {
+    this.refusals = 0;
+    if (!renewalPending(this.paths)) return;
+    try {
+      commitRenewal(this.paths);
+      this.deps.log.info("renewal.committed", { thing: this.deps.identity.thingName, note: "the renewed identity connected; the previous one was removed" });
+    } catch (err) {
+      this.deps.log.warn("renewal.commit_failed", { error: describeError(err), note: "tried again at the next connection" });
+    }
+  }
+
+  /**
+   * A connection closed. While a renewal waits for its first connection, a close that no network
+   * failure explains (the broker was reached, and ended the TLS handshake or refused the
+   * CONNECT: with TLS 1.3 a refused client certificate shows as a plain close) counts as a
+   * refusal of the new pair; REFUSALS_BEFORE_FALLBACK in a row, and the previous pair is put back.
+   */
+  private onDisconnected(): void {
+    const unreachable = this.unreachable;
+    this.unreachable = false;
+    if (!renewalPending(this.paths) || unreachable) return;
+    this.refusals++;
+    if (this.refusals < REFUSALS_BEFORE_FALLBACK) return;
+    const { log } = this.deps;
+    try {
+      revertRenewal(this.paths);
+      this.switchTo(this.deps.reload(), "previous identity restored");
+      log.warn("renewal.fell_back", {
+        thing: this.deps.identity.thingName,
+        refusals: REFUSALS_BEFORE_FALLBACK,
+        note: "the broker refused the renewed certificate; back on the previous one, renewed again later",
+      });
+    } catch (revertErr) {
+      log.error("renewal.fallback_failed", { error: describeError(revertErr) });
+    }
+  }
+}

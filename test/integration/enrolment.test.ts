@@ -1,0 +1,239 @@
+/**
+ * Enrolment against the compiled binary (docs/enrolment.md): `hub enroll-token create`, then
+ * `flashlex enroll` on the "device" (a folder here), then `bootstrap` passes against `hub serve`.
+ * Refusals: an unknown token, a used single-use token, an expired token, a CSR with a foreign
+ * name, a CSR with an RSA-1024 key, a CA that is not the pinned one, an unreachable hub, a folder
+ * that already holds a thing: each with its exit code (or HTTP status), and nothing created (no
+ * thing on the hub, no use of the token, no file in the folder). Loopback only.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parse } from "yaml";
+import { createCsr } from "../../src/crypto/csr.ts";
+import { generateThingKeyPair } from "../../src/crypto/keys.ts";
+import { type Background, binaryPath, run, start } from "../support/binary.ts";
+import { type HubFixture, listenOnLoopback, loopbackHubInit, makeHubFixture } from "../support/hub-fixture.ts";
+import { freePort } from "../support/mosquitto.ts";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-enrol-"));
+let hub: HubFixture;
+let serving: Background;
+let ownerPrefix: string;
+
+interface Token {
+  token: string;
+  id: string;
+  hub: string;
+  caFingerprint: string;
+  command: string;
+}
+
+async function newToken(args: string[] = []): Promise<Token> {
+  return JSON.parse((await hub.flashlex(["hub", "enroll-token", "create", "--dir", hub.dir, "--json", ...args])).stdout);
+}
+
+async function things(): Promise<any[]> {
+  return JSON.parse((await hub.flashlex(["hub", "thing", "list", "--dir", hub.dir, "--json"])).stdout);
+}
+
+async function tokens(): Promise<any[]> {
+  return JSON.parse((await hub.flashlex(["hub", "enroll-token", "list", "--dir", hub.dir, "--json"])).stdout);
+}
+
+function enroll(t: Token, name: string, dir: string, extra: string[] = []) {
+  return run(["enroll", "--hub", t.hub, "--token", t.token, "--ca-fingerprint", t.caFingerprint, "--name", name, "--dir", dir, ...extra], {
+    timeoutMs: 30_000,
+  });
+}
+
+async function postEnroll(body: unknown): Promise<{ status: number; body: any }> {
+  const response = await fetch(`http://127.0.0.1:${hub.apiPort}/dev/v1/enroll`, {
+    method: "POST",
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+    signal: AbortSignal.timeout(15_000),
+  });
+  return { status: response.status, body: await response.json() };
+}
+
+beforeAll(async () => {
+  binaryPath();
+  hub = await makeHubFixture(work);
+  serving = await hub.serve();
+  ownerPrefix = parse(readFileSync(join(hub.dir, "hub.yml"), "utf8")).hub.ownerId.slice(0, 8);
+}, 120_000);
+
+afterAll(async () => {
+  if (serving) expect(await serving.stop(5_000)).toBe(0);
+  rmSync(work, { recursive: true, force: true });
+}, 30_000);
+
+describe("enrolment", () => {
+  test("create prints the token once, the CA fingerprint and the exact enroll line; list never shows the token", async () => {
+    const created = await hub.flashlex(["hub", "enroll-token", "create", "--dir", hub.dir, "--max-uses", "3", "--expires", "2h"]);
+    const token = created.stdout.match(/flxe_[A-Za-z0-9_-]{43}/)![0];
+    expect(created.stdout).toMatch(/hub CA fingerprint \(SHA-256.*\): ([0-9A-F]{2}:){31}[0-9A-F]{2}/);
+    expect(created.stdout).toContain(`flashlex enroll --hub http://127.0.0.1:${hub.apiPort}/dev/v1 --token ${token} --ca-fingerprint `);
+    const listed = await hub.flashlex(["hub", "enroll-token", "list", "--dir", hub.dir]);
+    expect(listed.stdout).not.toContain(token);
+    expect(listed.stdout).toMatch(/active\s+0\/3/);
+    // the database keeps the hash only
+    expect(readFileSync(join(hub.dir, "hub.db")).includes(Buffer.from(token))).toBe(false);
+  });
+
+  test("enroll makes the key on the device, writes config.yml and keys/, and bootstrap passes", async () => {
+    const t = await newToken();
+    const dir = join(work, "device-a");
+    const result = await enroll(t, "alpha", dir);
+    expect(result.code, result.stderr).toBe(0);
+    const name = `${ownerPrefix}-alpha`;
+    expect(result.stdout).toContain(`enrolled ${name}`);
+    expect(readdirSync(dir).sort()).toEqual(["config.yml", "keys"]);
+    const keys = readdirSync(join(dir, "keys")).sort();
+    expect(keys).toEqual([`${name}-certificate.pem`, `${name}-keypair-private.pem`, `${name}-keypair-public.pem`, "root-ca-cert.pem"].sort());
+    expect(statSync(join(dir, "keys", `${name}-keypair-private.pem`)).mode & 0o777).toBe(0o600);
+    const listed = (await things()).find((x) => x.name === name);
+    expect(listed).toMatchObject({ status: "created", enrolled: true, distribution: null });
+    // 90 days by default
+    const days = (Date.parse(listed.certificateNotAfter) - Date.now()) / 86_400_000;
+    expect(days).toBeGreaterThan(89.9);
+    expect(days).toBeLessThan(90.1);
+    // the hub's update key is pinned at enrolment as in every distribution (docs/updates.md)
+    const pinned = parse(readFileSync(join(dir, "config.yml"), "utf8")).flashlex.update.publicKey;
+    expect(pinned).toBe(readFileSync(join(hub.dir, "update-key.pub"), "utf8").trim());
+    // the private key never reached the hub: no distribution zip was made
+    expect(existsSync(join(hub.dir, "dists", `${listed.id}.zip`))).toBe(false);
+    const boot = await run(["bootstrap", "-c", join(dir, "config.yml")], { timeoutMs: 40_000 });
+    expect(boot.code, `${boot.stdout}\n${boot.stderr}`).toBe(0);
+    expect(boot.stdout.match(/^\[PASS\]/gm)).toHaveLength(12);
+    const text = await hub.flashlex(["hub", "thing", "list", "--dir", hub.dir]);
+    expect(text.stdout).toMatch(/CERTIFICATE EXPIRES/);
+  }, 60_000);
+
+  test("a used single-use token is refused (65) and creates nothing", async () => {
+    const t = await newToken();
+    expect((await enroll(t, "once-1", join(work, "once-1"))).code).toBe(0);
+    const before = (await things()).length;
+    const again = await enroll(t, "once-2", join(work, "once-2"));
+    expect(again.code).toBe(65);
+    expect(again.stderr).toContain("already used");
+    expect((await things()).length).toBe(before);
+    expect(existsSync(join(work, "once-2", "config.yml"))).toBe(false);
+    expect(existsSync(join(work, "once-2", "keys"))).toBe(false);
+  }, 60_000);
+
+  test("an unknown token, an expired token and a revoked token are refused (65), nothing created", async () => {
+    const before = (await things()).length;
+    const real = await newToken();
+    const bad = await enroll({ ...real, token: `flxe_${"A".repeat(43)}` }, "bad", join(work, "bad"));
+    expect(bad.code).toBe(65);
+    expect(bad.stderr).toContain("not known");
+    const short = await newToken(["--expires", "1s"]);
+    await Bun.sleep(1_200);
+    const expired = await enroll(short, "late", join(work, "late"));
+    expect(expired.code).toBe(65);
+    expect(expired.stderr).toContain("expired");
+    await hub.flashlex(["hub", "enroll-token", "revoke", real.id, "--dir", hub.dir]);
+    const revoked = await enroll(real, "revoked", join(work, "revoked"));
+    expect(revoked.code).toBe(65);
+    expect(revoked.stderr).toContain("revoked");
+    expect((await things()).length).toBe(before);
+    // refusals are logged without the token
+    expect(serving.output()).toContain("hub.enrol_refused");
+    expect(serving.output()).not.toContain(real.token);
+    expect(serving.output()).not.toContain(short.token);
+  }, 60_000);
+
+  test("a name outside the token's prefix is refused; one inside enrols", async () => {
+    const t = await newToken(["--name-prefix", "sensor-", "--max-uses", "2"]);
+    expect((await enroll(t, "pump-1", join(work, "pump-1"))).code).toBe(65);
+    expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
+    expect((await enroll(t, "sensor-1", join(work, "sensor-1"))).code).toBe(0);
+  }, 60_000);
+
+  test("a CSR with a foreign name or a weak key (RSA 1024) is refused, nothing created, the token unused", async () => {
+    const t = await newToken();
+    const before = (await things()).length;
+    const keys = await generateThingKeyPair("ec");
+    for (const cn of ["flashlex-hub", `${ownerPrefix}-someone-else`, "00000000-mine"]) {
+      const answer = await postEnroll({ token: t.token, name: "mine", csr: await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: cn }) });
+      expect(answer.status).toBe(400);
+      expect(answer.body.messages[0].value).toContain(`its CN must be ${ownerPrefix}-mine`);
+    }
+    const weakKey = join(work, "weak.key");
+    const weakCsr = execFileSync("openssl", ["req", "-new", "-newkey", "rsa:1024", "-nodes", "-keyout", weakKey, "-subj", `/CN=${ownerPrefix}-weak`], {
+      encoding: "utf8",
+      stdio: ["ignore", "pipe", "ignore"],
+    });
+    const weak = await postEnroll({ token: t.token, name: "weak", csr: weakCsr });
+    expect(weak.status).toBe(400);
+    expect(weak.body.messages[0].value).toContain("RSA key of 1024 bits is too weak");
+    // a CSR whose signature does not match its key (another key's request, subject swapped in is not needed: flip a byte)
+    const good = await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: `${ownerPrefix}-mine` });
+    const body = good.split("\n").slice(1, -2).join("");
+    const der = Buffer.from(body, "base64");
+    der[der.length - 10]! ^= 0x01;
+    const tampered = `-----BEGIN CERTIFICATE REQUEST-----\n${der.toString("base64")}\n-----END CERTIFICATE REQUEST-----\n`;
+    const altered = await postEnroll({ token: t.token, name: "mine", csr: tampered });
+    expect(altered.status).toBe(400);
+    expect((await things()).length).toBe(before);
+    expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
+    // and the token still works for a proper request
+    expect((await postEnroll({ token: t.token, name: "mine", csr: good })).status).toBe(201);
+  }, 60_000);
+
+  test("a CA that is not the pinned one: 78, nothing sent, nothing written; the token stays usable", async () => {
+    const t = await newToken();
+    const dir = join(work, "pinned");
+    const wrong = `${"AB:".repeat(31)}AB`;
+    const result = await enroll({ ...t, caFingerprint: wrong }, "pinned", dir);
+    expect(result.code).toBe(78);
+    expect(result.stderr).toContain("not the pinned");
+    expect(existsSync(join(dir, "config.yml"))).toBe(false);
+    expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
+  }, 30_000);
+
+  test("usage (64), an unreachable hub (69), a folder that holds a thing (65)", async () => {
+    const t = await newToken();
+    expect((await run(["enroll", "--hub", t.hub, "--token", t.token])).code).toBe(64);
+    expect((await run(["enroll", "--hub", "http://127.0.0.1:8080", "--token", t.token, "--ca-fingerprint", t.caFingerprint])).code).toBe(64);
+    const port = await freePort();
+    const down = await enroll({ ...t, hub: `http://127.0.0.1:${port}/dev/v1` }, "down", join(work, "down"));
+    expect(down.code).toBe(69);
+    const taken = join(work, "taken");
+    mkdirSync(taken);
+    writeFileSync(join(taken, "config.yml"), "# another thing\n");
+    const result = await enroll(t, "taken", taken);
+    expect(result.code).toBe(65);
+    expect(readFileSync(join(taken, "config.yml"), "utf8")).toBe("# another thing\n");
+    expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
+  }, 30_000);
+
+  test("an https hub: its TLS is trusted through the pinned CA only, and the enrolled thing bootstraps", async () => {
+    const [apiPort, brokerPort] = [await freePort(), await freePort()];
+    const dir = join(work, "tls-hub");
+    const init = await run(
+      loopbackHubInit(dir, apiPort, brokerPort, "127.0.0.1").map((a) => (a === `http://127.0.0.1:${apiPort}` ? `https://127.0.0.1:${apiPort}` : a)),
+    );
+    expect(init.code, init.stderr).toBe(0);
+    listenOnLoopback(dir);
+    const tlsHub = start(["hub", "serve", "--dir", dir]);
+    try {
+      await tlsHub.waitFor(/hub\.started/, 30_000);
+      const t: Token = JSON.parse((await hub.flashlex(["hub", "enroll-token", "create", "--dir", dir, "--json"])).stdout);
+      expect(t.hub).toBe(`https://127.0.0.1:${apiPort}/dev/v1`);
+      // another hub's fingerprint: refused before the token is sent
+      expect((await enroll({ ...t, caFingerprint: (await newToken()).caFingerprint }, "secure", join(work, "secure-0"))).code).toBe(78);
+      const device = join(work, "secure");
+      const result = await enroll(t, "secure", device);
+      expect(result.code, result.stderr).toBe(0);
+      const boot = await run(["bootstrap", "-c", join(device, "config.yml")], { timeoutMs: 40_000 });
+      expect(boot.code, `${boot.stdout}\n${boot.stderr}`).toBe(0);
+    } finally {
+      expect(await tlsHub.stop(5_000)).toBe(0);
+    }
+  }, 90_000);
+});

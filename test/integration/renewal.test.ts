@@ -1,0 +1,151 @@
+/**
+ * Certificates that renew themselves, against the compiled binary and `hub serve` on loopback
+ * (docs/enrolment.md). The hub gives certificates a 30-second lifetime and asks things to check
+ * every second, so the agent renews by itself within the test:
+ *
+ *   lifetime     `serve` renews at two thirds of the lifetime, commits after its first
+ *                connection, and the hub lists the new expiry and serial
+ *   rotate       `hub thing rotate` has it renew at its next check
+ *   kill -9      at every step of the file swap (FLASHLEX_FAULT_KILL_AT_RENEWAL): the next
+ *                `serve` connects, and key and certificate on disk end up the hub's
+ *   fallback     a renewed pair the broker refuses (another CA's certificate) is given up for
+ *                the previous pair, which connects
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { parseDocument } from "yaml";
+import { describeCertificate } from "../../src/crypto/certificate-info.ts";
+import { generateThingKeyPair } from "../../src/crypto/keys.ts";
+import { createCertificateAuthority, issueThingCertificate } from "../../src/crypto/x509.ts";
+import { type Background, binaryPath, run, start } from "../support/binary.ts";
+import { type HubFixture, makeHubFixture } from "../support/hub-fixture.ts";
+import { waitUntil } from "../support/wait.ts";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-renewal-"));
+let hub: HubFixture;
+let serving: Background;
+let dir: string;
+let name: string;
+let keyFile: string;
+let certFile: string;
+
+async function listed(): Promise<any> {
+  const all = JSON.parse((await hub.flashlex(["hub", "thing", "list", "--dir", hub.dir, "--json"])).stdout);
+  return all.find((t: any) => t.name === name);
+}
+
+const diskSerial = () => describeCertificate(readFileSync(certFile, "utf8")).serialNumber;
+
+/** `serve` for the enrolled thing; waits until it is subscribed. */
+async function serve(env: Record<string, string> = {}): Promise<Background> {
+  const agent = start(["serve", "-c", join(dir, "config.yml")], { env: { FLASHLEX_LOG_LEVEL: "debug", ...env } });
+  if (!env.FLASHLEX_FAULT_KILL_AT_RENEWAL) await agent.waitFor(/mqtt\.subscribed/, 30_000);
+  return agent;
+}
+
+/** No staged files, the pair on disk matches and is the one the hub registered. */
+async function settled(): Promise<boolean> {
+  const leftovers = readdirSync(join(dir, "keys")).filter((f) => f.endsWith(".next") || f.endsWith(".previous"));
+  if (leftovers.length) return false;
+  return (await listed()).certificateSerial === diskSerial();
+}
+
+beforeAll(async () => {
+  binaryPath();
+  hub = await makeHubFixture(work);
+  const file = join(hub.dir, "hub.yml");
+  const settings = parseDocument(readFileSync(file, "utf8"));
+  settings.setIn(["hub", "certificates", "thingLifetime"], "30s");
+  settings.setIn(["hub", "certificates", "renewalCheck"], "1s");
+  writeFileSync(file, settings.toString());
+  serving = await hub.serve();
+  const t = JSON.parse((await hub.flashlex(["hub", "enroll-token", "create", "--dir", hub.dir, "--json"])).stdout);
+  dir = join(work, "device");
+  const enrolled = await run(["enroll", "--hub", t.hub, "--token", t.token, "--ca-fingerprint", t.caFingerprint, "--name", "renewing", "--dir", dir]);
+  if (enrolled.code !== 0) throw new Error(enrolled.stderr);
+  name = enrolled.stdout.match(/enrolled (\S+)/)![1]!;
+  keyFile = join(dir, "keys", `${name}-keypair-private.pem`);
+  certFile = join(dir, "keys", `${name}-certificate.pem`);
+}, 120_000);
+
+afterAll(async () => {
+  if (serving) await serving.stop(5_000);
+  rmSync(work, { recursive: true, force: true });
+}, 30_000);
+
+describe("renewal", () => {
+  test("serve renews at two thirds of the lifetime, commits after connecting, and the hub lists the new expiry", async () => {
+    const before = await listed();
+    const agent = await serve();
+    try {
+      await agent.waitFor(/renewal\.started .*two thirds/, 40_000);
+      await agent.waitFor(/renewal\.committed/, 20_000);
+      const after = await listed();
+      expect(after.certificateSerial).not.toBe(before.certificateSerial);
+      expect(Date.parse(after.certificateNotAfter)).toBeGreaterThan(Date.parse(before.certificateNotAfter));
+      expect(diskSerial()).toBe(after.certificateSerial);
+      // the agent's egress still authenticates: its tokens are signed with the new key
+      const collected = await run(["collect", "-c", join(dir, "config.yml")], { input: '{"after":"renewal"}' });
+      expect(collected.code, collected.stderr).toBe(0);
+    } finally {
+      expect(await agent.stop()).toBe(0);
+    }
+  }, 90_000);
+
+  test("`hub thing rotate` has a running agent renew at its next check", async () => {
+    const agent = await serve();
+    try {
+      const from = agent.output().length;
+      const rotated = await hub.flashlex(["hub", "thing", "rotate", name, "--dir", hub.dir]);
+      expect(rotated.stdout).toContain(`asked ${name} to renew`);
+      expect((await listed()).renewalRequested).toBe(true);
+      await waitUntil(
+        "a renewal asked by the hub",
+        () => /renewal\.started .*asked by the hub/.test(agent.output().slice(from)),
+        20_000,
+        () => agent.output(),
+      );
+      await agent.waitFor(/renewal\.committed/, 20_000);
+      expect((await listed()).renewalRequested).toBe(false);
+    } finally {
+      expect(await agent.stop()).toBe(0);
+    }
+  }, 60_000);
+
+  for (const step of ["key-staged", "cert-staged", "previous-saved", "cert-swapped", "key-swapped", "committed"]) {
+    test(`kill -9 after ${step}: the next serve connects, and disk and hub agree`, async () => {
+      await hub.flashlex(["hub", "thing", "rotate", name, "--dir", hub.dir]);
+      const killed = await serve({ FLASHLEX_FAULT_KILL_AT_RENEWAL: step });
+      await killed.proc.exited;
+      expect(killed.proc.signalCode, killed.output()).toBe("SIGKILL");
+      const agent = await serve();
+      try {
+        await waitUntil(`disk and hub agree after a kill at ${step}`, settled, 40_000, () => agent.output());
+        expect(agent.output()).toContain("mqtt.subscribed");
+      } finally {
+        expect(await agent.stop()).toBe(0);
+      }
+    }, 90_000);
+  }
+
+  test("a renewed pair the broker refuses is given up for the previous pair, which connects", async () => {
+    // a renewal installed but not committed, whose certificate is another CA's
+    copyFileSync(keyFile, `${keyFile}.previous`);
+    copyFileSync(certFile, `${certFile}.previous`);
+    const stranger = await createCertificateAuthority({ commonName: "not the hub" });
+    const keys = await generateThingKeyPair("rsa");
+    writeFileSync(keyFile, keys.privateKeyPem, { mode: 0o600 });
+    writeFileSync(certFile, await issueThingCertificate(stranger, { thingName: name, publicKeyPem: keys.publicKeyPem }));
+    const agent = start(["serve", "-c", join(dir, "config.yml")]);
+    try {
+      await agent.waitFor(/renewal\.fell_back/, 60_000);
+      await agent.waitFor(/mqtt\.subscribed/, 30_000);
+      expect(existsSync(`${keyFile}.previous`)).toBe(false);
+      await waitUntil("disk and hub agree after the fallback", settled, 40_000, () => agent.output());
+    } finally {
+      expect(await agent.stop()).toBe(0);
+    }
+  }, 120_000);
+});

@@ -1,0 +1,143 @@
+/**
+ * The hub's side of renewal through its HTTP API, without a socket (test/support/hub-api.ts):
+ * a thing renews over its JWT, its old key stays accepted until the new key is first used and is
+ * forgotten then; a CSR for another name is refused and changes nothing; rotate sets the flag
+ * the thing's check reads and the renewal clears it; the operator's token routes.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createCsr } from "../../src/crypto/csr.ts";
+import { signThingToken } from "../../src/crypto/jwt.ts";
+import { generateThingKeyPair, loadPrivateKey } from "../../src/crypto/keys.ts";
+import type { HubHome } from "../../src/hub/home/home.ts";
+import { initHub } from "../../src/hub/home/init.ts";
+import { type HubStore, openHubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { createThing } from "../../src/hub/things/provision.ts";
+import { silentLogger } from "../../src/shared/log.ts";
+import { hubApiOver } from "../support/hub-api.ts";
+
+let dir: string;
+let home: HubHome;
+let store: HubStore;
+let api: ReturnType<typeof hubApiOver>;
+let operatorToken: string;
+let thing: ThingRecord;
+let oldKeyPem: string;
+const base = "http://hub.example:8080/dev/v1";
+
+async function asThing(keyPem: string, method: "GET" | "POST", body?: unknown): Promise<{ status: number; body: any }> {
+  const token = await signThingToken({ thingId: thing.id, privateKey: loadPrivateKey(keyPem) });
+  const response = await api.fetch(
+    new Request(`${base}/things/${thing.id}/certificate`, {
+      method,
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    }),
+  );
+  return { status: response.status, body: await response.json() };
+}
+
+async function asOperator(path: string, method: string, body?: unknown): Promise<{ status: number; body: any }> {
+  const response = await api.fetch(
+    new Request(`${base}${path}`, {
+      method,
+      headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" },
+      body: body === undefined ? undefined : JSON.stringify(body),
+    }),
+  );
+  return { status: response.status, body: await response.json() };
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "flashlex-hub-renewal-"));
+  const init = await initHub({
+    dir: join(dir, "hub"),
+    ownerId: "ecd13b11-6d91-4e8e-9156-60e451a3c975",
+    apiUrl: "http://hub.example:8080",
+    names: ["hub.example"],
+  });
+  home = init.home;
+  operatorToken = init.token;
+  store = openHubStore(home.paths.database);
+  api = hubApiOver({ home, store, log: silentLogger });
+  // a thing whose key the test holds: its private key comes out of its distribution
+  const created = await createThing(home, store, "renewer");
+  thing = created.thing;
+  const { unzipSync } = await import("fflate");
+  const files = unzipSync(await Bun.file(created.distribution).bytes());
+  oldKeyPem = new TextDecoder().decode(files[`${thing.name}/keys/${thing.name}-keypair-private.pem`]!);
+});
+
+afterAll(async () => {
+  await store.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe("renewal over the thing's JWT", () => {
+  test("the check says when the certificate ends and whether to renew; rotate sets it", async () => {
+    const first = await asThing(oldKeyPem, "GET");
+    expect(first.status).toBe(200);
+    expect(first.body.result).toMatchObject({ renewNow: false, checkAfterSeconds: 900, lifetimeSeconds: 90 * 86_400 });
+    // a zip-made thing: ten years
+    expect(Date.parse(first.body.result.notAfter) - Date.now()).toBeGreaterThan(9 * 365 * 86_400_000);
+    expect((await asOperator(`/things/${thing.id}/rotate`, "POST")).status).toBe(200);
+    expect((await asThing(oldKeyPem, "GET")).body.result.renewNow).toBe(true);
+    expect((await asOperator(`/things/${thing.id}`, "GET")).body.result.renewalRequested).toBe(true);
+  });
+
+  test("a CSR for another name is refused and changes nothing", async () => {
+    const keys = await generateThingKeyPair("ec");
+    const refused = await asThing(oldKeyPem, "POST", { csr: await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: "ecd13b11-other" }) });
+    expect(refused.status).toBe(400);
+    expect((await store.getThing(thing.id))!.certSerial).toBe(thing.certSerial);
+  });
+
+  test("a renewal: new key and 90-day certificate; the old key still works until the new one is used, then not", async () => {
+    const keys = await generateThingKeyPair("rsa");
+    const renewed = await asThing(oldKeyPem, "POST", { csr: await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: thing.name }) });
+    expect(renewed.status).toBe(200);
+    expect(renewed.body.result.certificate).toContain("BEGIN CERTIFICATE");
+    const days = (Date.parse(renewed.body.result.notAfter) - Date.now()) / 86_400_000;
+    expect(days).toBeGreaterThan(89.9);
+    expect(days).toBeLessThan(90.1);
+    const stored = (await store.getThing(thing.id))!;
+    expect(stored.publicKeyPem).toBe(keys.publicKeyPem);
+    expect(stored.renewRequestedAt).toBeNull();
+    // a thing that lost the new certificate on the way still gets in with its old key...
+    expect((await asThing(oldKeyPem, "GET")).status).toBe(200);
+    // ...until its first token signed with the new key
+    expect((await asThing(keys.privateKeyPem, "GET")).status).toBe(200);
+    expect((await asThing(oldKeyPem, "GET")).status).toBe(401);
+    expect((await asOperator(`/things/${thing.id}`, "GET")).body.result).toMatchObject({
+      renewalRequested: false,
+      certificateNotAfter: renewed.body.result.notAfter,
+    });
+  });
+
+  test("no token, or another thing's key: 401", async () => {
+    const response = await api.fetch(new Request(`${base}/things/${thing.id}/certificate`));
+    expect(response.status).toBe(401);
+    const stranger = await generateThingKeyPair("rsa");
+    expect((await asThing(stranger.privateKeyPem, "GET")).status).toBe(401);
+  });
+});
+
+describe("enrolment tokens over the API", () => {
+  test("create (shown once), list (never the token), revoke; the enrol route needs no operator token", async () => {
+    const created = await asOperator("/enroll-tokens", "POST", { maxUses: 2, expires: "1h", namePrefix: "s-" });
+    expect(created.status).toBe(201);
+    const token = created.body.result.token as string;
+    expect(token).toMatch(/^flxe_/);
+    const listed = await asOperator("/enroll-tokens", "GET");
+    expect(JSON.stringify(listed.body)).not.toContain(token);
+    expect(listed.body.result[0]).toMatchObject({ id: created.body.result.id, state: "active", maxUses: 2, namePrefix: "s-" });
+    expect((await asOperator("/enroll-tokens", "POST", { expires: "forever" })).status).toBe(400);
+    const info = await api.fetch(new Request(`${base}/enroll`));
+    expect(info.status).toBe(200);
+    expect(((await info.json()) as any).result.ownerPrefix).toBe("ecd13b11");
+    expect((await asOperator(`/enroll-tokens/${created.body.result.id}`, "DELETE")).body.result.changed).toBe(true);
+    expect((await asOperator("/enroll-tokens/zzz", "DELETE")).status).toBe(404);
+  });
+});

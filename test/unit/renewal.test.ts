@@ -1,0 +1,109 @@
+/**
+ * The agent's renewal without processes: the file swap's recovery from a crash after every step
+ * (thing/renewal/identity-files.ts), and the schedule's arithmetic (renewer.ts).
+ */
+import { beforeAll, describe, expect, test } from "bun:test";
+import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { generateThingKeyPair } from "../../src/crypto/keys.ts";
+import { type CertifiedKey, createCertificateAuthority, issueThingCertificate } from "../../src/crypto/x509.ts";
+import { createLogger } from "../../src/shared/log.ts";
+import { type IdentityPaths, installStaged, recoverIdentityFiles, stageKey } from "../../src/thing/renewal/identity-files.ts";
+import { isNetworkFailure, renewalDueAt, retryDelay } from "../../src/thing/renewal/renewer.ts";
+
+const log = createLogger({ level: "error" });
+let ca: CertifiedKey;
+const pair = async () => {
+  const keys = await generateThingKeyPair("rsa");
+  return { key: keys.privateKeyPem, cert: await issueThingCertificate(ca, { thingName: "abcd1234-t", publicKeyPem: keys.publicKeyPem }) };
+};
+
+beforeAll(async () => {
+  ca = await createCertificateAuthority({ commonName: "test" });
+});
+
+/** A keys folder with the old pair in place, and the new pair to install. */
+async function folder() {
+  const dir = mkdtempSync(join(tmpdir(), "flashlex-renew-"));
+  const paths: IdentityPaths = { privateKey: join(dir, "k.pem"), cert: join(dir, "c.pem") };
+  const old = await pair();
+  const fresh = await pair();
+  writeFileSync(paths.privateKey, old.key, { mode: 0o600 });
+  writeFileSync(paths.cert, old.cert);
+  return { dir, paths, old, fresh };
+}
+
+describe("crash recovery of the file swap", () => {
+  test("after every step, recovery leaves a matching pair: the old one before the certificate is staged, the new one after", async () => {
+    const steps = ["key-staged", "cert-staged", "previous-saved", "cert-swapped", "key-swapped"] as const;
+    for (const step of steps) {
+      const { dir, paths, old, fresh } = await folder();
+      // run the swap in this process up to `step`, by replaying its writes (the fault hook would kill the test runner)
+      stageKey(paths, fresh.key);
+      if (step !== "key-staged") writeFileSync(`${paths.cert}.next`, fresh.cert);
+      if (["previous-saved", "cert-swapped", "key-swapped"].includes(step)) {
+        copyFileSync(paths.privateKey, `${paths.privateKey}.previous`);
+        copyFileSync(paths.cert, `${paths.cert}.previous`);
+      }
+      if (["cert-swapped", "key-swapped"].includes(step)) renameSync(`${paths.cert}.next`, paths.cert);
+      if (step === "key-swapped") renameSync(`${paths.privateKey}.next`, paths.privateKey);
+      const result = recoverIdentityFiles(paths, log);
+      const expected = step === "key-staged" ? old : fresh;
+      expect(readFileSync(paths.privateKey, "utf8"), step).toBe(expected.key);
+      expect(readFileSync(paths.cert, "utf8"), step).toBe(expected.cert);
+      expect(
+        readdirSync(dir).filter((f) => f.endsWith(".next")),
+        step,
+      ).toEqual([]);
+      // after the roll forward the renewal waits for its first connection, the old pair kept
+      expect(result.pending, step).toBe(step !== "key-staged");
+      if (result.pending) expect(readFileSync(`${paths.privateKey}.previous`, "utf8")).toBe(old.key);
+    }
+  });
+
+  test("installStaged swaps durably and keeps the previous pair; a mismatch with a whole previous pair restores it", async () => {
+    const { paths, old, fresh } = await folder();
+    stageKey(paths, fresh.key);
+    installStaged(paths, fresh.cert);
+    expect(readFileSync(paths.cert, "utf8")).toBe(fresh.cert);
+    expect(readFileSync(`${paths.cert}.previous`, "utf8")).toBe(old.cert);
+    // a key that is neither: the last whole pair comes back
+    const stranger = await pair();
+    writeFileSync(paths.privateKey, stranger.key);
+    expect(recoverIdentityFiles(paths, log)).toMatchObject({ pending: false, recovered: "restored the previous identity" });
+    expect(readFileSync(paths.privateKey, "utf8")).toBe(old.key);
+    expect(existsSync(`${paths.privateKey}.previous`)).toBe(false);
+  });
+
+  test("nothing to do: nothing done", async () => {
+    const { paths } = await folder();
+    expect(recoverIdentityFiles(paths, log)).toEqual({ pending: false, recovered: undefined });
+  });
+});
+
+describe("the schedule", () => {
+  test("due at two thirds of the lifetime", () => {
+    expect(renewalDueAt(0, 90)).toBe(60);
+  });
+
+  test("retries back off from 30 s to an hour, never beyond a tenth of what is left (at least a second) while valid", () => {
+    for (let i = 0; i < 50; i++) {
+      const first = retryDelay(1, 365 * 86_400_000);
+      expect(first).toBeGreaterThanOrEqual(24_000);
+      expect(first).toBeLessThanOrEqual(36_000);
+      expect(retryDelay(20, 365 * 86_400_000)).toBeLessThanOrEqual(3_600_000 * 1.2);
+      expect(retryDelay(5, 20_000)).toBeLessThanOrEqual(2_400);
+      expect(retryDelay(5, 500)).toBeGreaterThanOrEqual(800);
+      // expired: the plain backoff, not a retry every second
+      expect(retryDelay(5, -1)).toBeGreaterThanOrEqual(384_000);
+    }
+  });
+
+  test("a network failure is not a refusal of the identity", () => {
+    expect(isNetworkFailure(Object.assign(new Error("x"), { code: "ECONNREFUSED" }))).toBe(true);
+    expect(isNetworkFailure(Object.assign(new Error("x"), { code: 3 }))).toBe(true);
+    expect(isNetworkFailure(Object.assign(new Error("certificate unknown"), { code: "ERR_SSL_TLSV1_ALERT_UNKNOWN_CA" }))).toBe(false);
+    expect(isNetworkFailure(Object.assign(new Error("not authorized"), { code: 5 }))).toBe(false);
+  });
+});
