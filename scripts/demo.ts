@@ -1,17 +1,18 @@
 /**
  * `npm run demo`: the whole system on this machine, on the embedded default. It builds the
- * binary, makes a hub in a temporary directory, provisions a thing, starts the hub, runs the
- * thing agent against it (bootstrap, then serve), sends an ingress message from the hub and
+ * binary, makes a hub in a temporary directory, starts it, enrols a thing (its key made on the
+ * "device", a CA fingerprint pinned), runs the thing agent against the hub (bootstrap, then
+ * serve), sends an ingress message from the hub and
  * shows the thing got it, collects an egress message from the thing and shows the hub stored
  * it. It ends by printing the web console's address and the operator access token to sign in
  * with, then keeps both running until Ctrl-C (`--exit` or no terminal: stops at once).
  */
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
-import { unpackDistribution } from "../test/support/distribution.ts";
+import { parse } from "yaml";
 
 const root = join(import.meta.dir, "..");
 const stayUp = process.stdout.isTTY && !process.argv.includes("--exit");
@@ -110,22 +111,35 @@ const initOutput = await flashlex([
 const initLines = initOutput.split("\n");
 const operatorToken = initLines[initLines.findIndex((line) => line.startsWith("operator access token")) + 1]?.trim() ?? "";
 
-step(2, "Provision a thing: key pair, certificate, topics, distribution zip");
-const created = JSON.parse(await flashlex(["hub", "thing", "create", "demo-thing", "--dir", hubDir, "--json"], { show: false }));
-const thingName: string = created.name ?? created.thing?.name;
-const zipPath = join(work, "demo-thing.zip");
-await flashlex(["hub", "thing", "dist", thingName, "--dir", hubDir, "-o", zipPath]);
-const thingRoot = unpackDistribution(zipPath, join(work, "thing"), thingName);
-console.log(`  unzipped to $DEMO/thing/${thingName}/ (config.yml, keys/, README.md, flashlex.py)`);
-const flags = ["-c", join(thingRoot, "config.yml"), "-k", join(thingRoot, "keys"), "-d", join(thingRoot, "data")];
-
-step(3, "Start the hub: embedded MQTT broker (mutual TLS) and the HTTP API");
+step(2, "Start the hub: embedded MQTT broker (mutual TLS) and the HTTP API");
 await background("hub", ["hub", "serve", "--dir", hubDir], /hub\.(ready|started|listening)/);
 
-step(4, "On the thing: bootstrap, the self-test");
-await flashlex(["bootstrap", ...flags]);
+step(3, "On the hub: an enrolment token for one device, and the CA fingerprint the device pins");
+const enrolment = JSON.parse(await flashlex(["hub", "enroll-token", "create", "--dir", hubDir, "--json"], { show: false }));
+console.log(`    token (shown once): ${enrolment.token}\n    hub CA fingerprint: ${enrolment.caFingerprint}`);
 
-step(5, "On the thing: start the agent");
+step(4, "On the thing: enrol; its key pair is made here and never leaves it");
+const thingRoot = join(work, "thing");
+mkdirSync(thingRoot);
+await flashlex([
+  "enroll",
+  "--hub",
+  enrolment.hub,
+  "--token",
+  enrolment.token,
+  "--ca-fingerprint",
+  enrolment.caFingerprint,
+  "--name",
+  "demo-thing",
+  "--dir",
+  thingRoot,
+]);
+const config = parse(readFileSync(join(thingRoot, "config.yml"), "utf8"));
+const thingName: string = config.flashlex.thing.name;
+const flags = ["-c", join(thingRoot, "config.yml"), "-d", join(thingRoot, "data")];
+
+step(5, "On the thing: bootstrap, the self-test, then start the agent");
+await flashlex(["bootstrap", ...flags]);
 await background("thing", ["serve", ...flags], /mqtt\.subscribed/);
 
 step(6, "Ingress: the hub sends the thing a message");

@@ -5,6 +5,8 @@
  * (its unit printed with --dry-run: systemd does not run here), `serve` started with exactly
  * the unit's ExecStart= line from `/` (systemd's working directory), `hub send`,
  * `./flashlex messages list`, `./flashlex collect`. No flag the README does not show, no error.
+ * And the path the README leads with: `hub enroll-token create`, the line it prints run as
+ * `./flashlex enroll ...` in the thing's folder, then the same bare commands.
  */
 import { afterAll, expect, test } from "bun:test";
 import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
@@ -84,6 +86,55 @@ test("hub -> thing -> device -> service -> a message each way, with the README's
     const elsewhere = await run(["messages", "list"], { cwd: pi });
     expect(elsewhere.code).toBe(64);
     expect(elsewhere.stderr).toContain(`found ${name}/config.yml: cd ${name}, or pass -c ${name}/config.yml`);
+  } finally {
+    expect(await hubProcess.stop()).toBe(0);
+  }
+}, 120_000);
+
+test("the README's lead path: an enrolment token on the hub, `./flashlex enroll` with the printed line in the thing's folder, then the same bare commands", async () => {
+  const hub = await makeHubFixture(join(work, "enrol"));
+  const hubProcess = await hub.serve();
+  try {
+    // 2. On the hub: the token, and the exact line to run on the device.
+    const token = await hub.flashlex(["hub", "enroll-token", "create", "--dir", hub.dir]);
+    const line = /^ {2}(flashlex enroll --hub \S+ --token \S+ --ca-fingerprint \S+ --name NAME)$/m.exec(token.stdout)?.[1];
+    expect(line, token.stdout).toBeDefined();
+
+    // 3. The device: the binary in an empty folder, the printed line run there as ./flashlex with NAME filled in.
+    const folder = join(work, "enrol-pi", "mything");
+    mkdirSync(folder, { recursive: true });
+    const flashlex = join(folder, "flashlex");
+    copyFileSync(binaryPath(), flashlex);
+    chmodSync(flashlex, 0o755);
+    const here = (args: string[], input?: string) => run(args, { command: [flashlex], cwd: folder, input, timeoutMs: 60_000 });
+    const enrolled = await here(line!.replace(/NAME$/, "mything").split(" ").slice(1));
+    expect(enrolled.code, explain(enrolled)).toBe(0);
+    const name = /enrolled (\S+)/.exec(enrolled.stdout)![1]!;
+    expect(name).toEndWith("-mything");
+    // the Pi user enrols as themselves (the README says so): their files, as the service needs
+    const owner = ordinaryAccount();
+    for (const path of [folder, ...["config.yml", "keys", "flashlex"].map((f) => join(folder, f))]) chownSync(path, owner.uid, owner.gid);
+
+    const boot = await here(["bootstrap"]);
+    expect(boot.code, explain(boot)).toBe(0);
+    const unit = await here(["install-service", "--dry-run"]);
+    expect(unit.code, explain(unit)).toBe(0);
+    const execStart = /^ExecStart=(.+)$/m.exec(unit.stdout)![1]!.split(" ");
+    const serve = start(execStart.slice(1), { command: [execStart[0]!], cwd: "/" });
+    try {
+      await serve.waitFor(/mqtt\.subscribed/, 30_000);
+      const sent = await hub.flashlex(["hub", "send", "mything", "--dir", hub.dir], '{"text":"hello, enrolled thing"}');
+      expect(sent.stdout).toContain(`sent to ingress/${name}`);
+      await waitUntil("the message listed on the thing", async () => {
+        const result = await here(["messages", "list"]);
+        return result.code === 0 && result.stdout.includes("hello, enrolled thing") ? result : undefined;
+      });
+      const collected = await here(["collect"], '{"temperature":21.5}');
+      expect(collected.code, explain(collected)).toBe(0);
+      expect(collected.stdout).toContain("status code: 200");
+    } finally {
+      expect(await serve.stop()).toBe(0);
+    }
   } finally {
     expect(await hubProcess.stop()).toBe(0);
   }
