@@ -439,6 +439,20 @@ describe("install and uninstall against a fake systemctl", () => {
     expect(await exitOf(capture(), installService({ ...opts, io: capture() }))).toBe(ExitCode.OK);
   });
 
+  test("a hand-made drop-in that runs the update guard too is pointed out", async () => {
+    mkdirSync(`${unitPath}.d`, { recursive: true });
+    writeFileSync(join(`${unitPath}.d`, "override.conf"), `[Service]\nExecStartPre=-/bin/sh ${home}/data/update/guard.sh\n`);
+    writeFileSync(join(`${unitPath}.d`, "gpio.conf"), "[Service]\nSupplementaryGroups=gpio\n");
+    try {
+      const io = capture();
+      expect(await exitOf(io, installService({ ...opts, io }))).toBe(ExitCode.OK);
+      expect(io.stderr).toContain(`warning: ${unitPath}.d/override.conf runs the update guard too`);
+      expect(io.stderr).not.toContain("gpio.conf");
+    } finally {
+      rmSync(`${unitPath}.d`, { recursive: true, force: true });
+    }
+  });
+
   test("a failing systemctl step is exit 69 with the step and a hint", async () => {
     process.env.FAIL_ON = "restart";
     try {

@@ -6,7 +6,7 @@
  * Only node: APIs here (no Bun globals), so the armv7 Node build runs it unchanged.
  */
 import { spawnSync } from "node:child_process";
-import { accessSync, chownSync, constants, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
+import { accessSync, chownSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
@@ -134,6 +134,7 @@ function install(opts: InstallOptions, io: ServiceIO): void {
     const writes = selfUpdate === true ? `${data} and, for self-update, ${binaryDir}` : data;
     io.out(`${previous === undefined ? "wrote" : "updated"} ${unitPath} (runs as ${account.name}, writes only ${writes})\n`);
   }
+  warnAboutGuardDropIns(unitPath, io);
   if (opts.unitPath === undefined && existsSync(LEGACY_UNIT_PATH)) {
     io.out(`note: ${LEGACY_UNIT_PATH} (the Python distribution's unit) is overridden by ${unitPath}; remove it when you no longer need it\n`);
   }
@@ -328,6 +329,27 @@ function groupsOf(account: Account): number[] {
   const result = spawnSync("id", ["-G", account.name], { encoding: "utf8", timeout: HELPER_TIMEOUT_MS });
   if (result.error || result.status !== 0) return [account.gid];
   return result.stdout.trim().split(/\s+/).map(Number).concat(account.gid);
+}
+
+/**
+ * docs/updates.md once told users to add the guard in a drop-in; with the unit running it too,
+ * the guard would run twice per start and count every start twice.
+ */
+function warnAboutGuardDropIns(unitPath: string, io: ServiceIO): void {
+  const dir = `${unitPath}.d`;
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => n.endsWith(".conf"));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (/^\s*ExecStartPre=.*update\/guard\.sh/m.test(readIfExists(join(dir, name)) ?? "")) {
+      io.err(
+        `warning: ${join(dir, name)} runs the update guard too (the drop-in docs/updates.md used to suggest): remove it (the unit does this now), then run systemctl daemon-reload\n`,
+      );
+    }
+  }
 }
 
 /** Mode bits only (no ACLs or supplementary groups), so a hint rather than an error. */
