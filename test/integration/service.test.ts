@@ -221,6 +221,71 @@ describe("paths systemd has to be told carefully", () => {
   });
 });
 
+describe("self-update (config.yml has flashlex.update.publicKey)", () => {
+  /** The hub distribution's layout: the binary beside config.yml, keys/ and data/ in the thing's folder. */
+  function thingFolder(name: string): { dir: string; config: string; bin: string } {
+    const dir = join(tmp, name);
+    const keys = join(dir, "keys");
+    mkdirSync(keys, { recursive: true });
+    for (const f of readdirSync(home).filter((f) => f.endsWith(".pem"))) copyFileSync(join(home, f), join(keys, f));
+    const text = readFileSync(config, "utf8").replace(
+      "flashlex:\n",
+      `flashlex:\n  update:\n    publicKey: ed25519:${Buffer.alloc(32, 7).toString("base64")}\n`,
+    );
+    writeFileSync(join(dir, "config.yml"), text);
+    const bin = join(dir, "flashlex");
+    writeFileSync(bin, "#!/bin/sh\n", { mode: 0o755 });
+    if (isRoot) Bun.spawnSync(["chown", "-R", `${owner.uid}:${owner.gid}`, dir]);
+    return { dir, config: join(dir, "config.yml"), bin };
+  }
+  const print = async (folder: { config: string; bin: string }) => {
+    const io = capture();
+    const code = await exitOf(
+      io,
+      installService({ config: folder.config, dryRun: true, io, systemctl: "/bin/false", executable: { command: folder.bin, args: [], compiled: true } }),
+    );
+    return { code, ...io };
+  };
+
+  test("the binary's directory is the service user's: the guard and a writable directory", async () => {
+    const folder = thingFolder("updating");
+    const { code, stdout, stderr } = await print(folder);
+    expect(code).toBe(ExitCode.OK);
+    expect(stderr).toBe("");
+    expect(stdout).toContain(
+      `\nExecStartPre=-/bin/sh ${folder.dir}/data/update/guard.sh\nExecStart=${folder.bin} serve -c ${folder.config} -k ${folder.dir}/keys -d ${folder.dir}/data\n`,
+    );
+    expect(stdout).toContain(
+      `\nBindReadOnlyPaths=${folder.config} ${folder.dir}/keys\nBindPaths=${folder.dir} ${folder.dir}/data\nReadWritePaths=${folder.dir} ${folder.dir}/data\n`,
+    );
+    expect(stdout).toContain("\nSuccessExitStatus=3\nRestartForceExitStatus=3\nRestartPreventExitStatus=64 77 78\n");
+    if (hasAnalyze) expect(verify(stdout).complaints).toEqual([]);
+  });
+
+  test("a directory the service user cannot write: said clearly, and the unit keeps the binary read-only", async () => {
+    const folder = thingFolder("readonly-dir");
+    chmodSync(folder.dir, 0o555);
+    try {
+      const { code, stdout, stderr } = await print(folder);
+      expect(code).toBe(ExitCode.OK);
+      expect(stderr).toContain(`warning: self-update will not work: ${owner.name} cannot write ${folder.dir}`);
+      expect(stderr).toContain("run install-service again");
+      expect(stdout).not.toMatch(/^ExecStartPre=/m);
+      expect(stdout).toContain(`\nBindReadOnlyPaths=${folder.bin} ${folder.config} ${folder.dir}/keys\n`);
+      expect(stdout).toContain(`# Self-update is off (${owner.name} cannot write ${folder.dir}`);
+    } finally {
+      chmodSync(folder.dir, 0o755);
+    }
+  });
+
+  test("without update.publicKey nothing changes for the binary, and nothing is said", async () => {
+    const result = await run(["install-service", "-c", config, "--print"], { cwd: tmp });
+    expect(result.stderr).toBe("");
+    expect(result.stdout).not.toMatch(/^ExecStartPre=/m);
+    expect(result.stdout).toContain("# Self-update is off (config.yml has no flashlex.update.publicKey)");
+  });
+});
+
 describe("refusals", () => {
   test("not root: one line and exit 77, for install and uninstall", async () => {
     // as root, drop to nobody for the run; a non-root runner is already the case under test
@@ -372,6 +437,20 @@ describe("install and uninstall against a fake systemctl", () => {
     expect(io.stdout).toContain(`updated ${unitPath}`);
     expect(readFileSync(unitPath, "utf8")).toContain(`-d ${home}/data2`);
     expect(await exitOf(capture(), installService({ ...opts, io: capture() }))).toBe(ExitCode.OK);
+  });
+
+  test("a hand-made drop-in that runs the update guard too is pointed out", async () => {
+    mkdirSync(`${unitPath}.d`, { recursive: true });
+    writeFileSync(join(`${unitPath}.d`, "override.conf"), `[Service]\nExecStartPre=-/bin/sh ${home}/data/update/guard.sh\n`);
+    writeFileSync(join(`${unitPath}.d`, "gpio.conf"), "[Service]\nSupplementaryGroups=gpio\n");
+    try {
+      const io = capture();
+      expect(await exitOf(io, installService({ ...opts, io }))).toBe(ExitCode.OK);
+      expect(io.stderr).toContain(`warning: ${unitPath}.d/override.conf runs the update guard too`);
+      expect(io.stderr).not.toContain("gpio.conf");
+    } finally {
+      rmSync(`${unitPath}.d`, { recursive: true, force: true });
+    }
   });
 
   test("a failing systemctl step is exit 69 with the step and a hint", async () => {

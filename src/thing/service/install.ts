@@ -6,7 +6,7 @@
  * Only node: APIs here (no Bun globals), so the armv7 Node build runs it unchanged.
  */
 import { spawnSync } from "node:child_process";
-import { accessSync, chownSync, constants, existsSync, mkdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
+import { accessSync, chownSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
@@ -95,6 +95,12 @@ function install(opts: InstallOptions, io: ServiceIO): void {
   if (!dryRun) requireSystemd(opts.systemdRunDir ?? SYSTEMD_RUN_DIR);
   const account = serviceAccount(opts.user, config);
   const systemctl = opts.systemctl ?? "systemctl";
+  const binaryDir = dirname(exe.command);
+  const selfUpdate = selfUpdateCheck(thing.yaml.update !== undefined, exe, account);
+  if (typeof selfUpdate === "string" && thing.yaml.update !== undefined) {
+    io.err(`warning: self-update will not work: ${selfUpdate}; the unit keeps the binary read-only. Fix it, then run install-service again\n`);
+  }
+  const identityFiles = [thing.paths.rootCA, thing.paths.cert, thing.paths.privateKey, thing.paths.publicKey];
 
   const unit = renderUnit(UNIT_TEMPLATE, {
     binary: exe.command,
@@ -105,6 +111,8 @@ function install(opts: InstallOptions, io: ServiceIO): void {
     user: account.name,
     group: account.group,
     systemdVersion: systemdVersion(systemctl),
+    selfUpdate,
+    keyFiles: identityFiles.filter((f): f is string => f !== undefined && dirname(f) === keys && existsSync(f)),
     generated: `flashlex ${VERSION} (${COMMIT})${exe.compiled ? "" : ", from a source run: install the compiled binary for real use"}`,
   });
 
@@ -123,8 +131,10 @@ function install(opts: InstallOptions, io: ServiceIO): void {
     io.out(`${unitPath} is up to date\n`);
   } else {
     writeFileAtomicallySync(unitPath, unit, 0o644); // systemd never reads half a unit
-    io.out(`${previous === undefined ? "wrote" : "updated"} ${unitPath} (runs as ${account.name}, writes only ${data})\n`);
+    const writes = selfUpdate === true ? `${data} and, for self-update, ${binaryDir}` : data;
+    io.out(`${previous === undefined ? "wrote" : "updated"} ${unitPath} (runs as ${account.name}, writes only ${writes})\n`);
   }
+  warnAboutGuardDropIns(unitPath, io);
   if (opts.unitPath === undefined && existsSync(LEGACY_UNIT_PATH)) {
     io.out(`note: ${LEGACY_UNIT_PATH} (the Python distribution's unit) is overridden by ${unitPath}; remove it when you no longer need it\n`);
   }
@@ -279,6 +289,66 @@ function ensureDataDir(data: string, account: Account, io: ServiceIO): void {
     io.err(
       `warning: ${data} is owned by uid ${st.uid}, not ${account.name}; the service may not write it (fix: sudo chown -R ${account.name}:${account.group} ${data})\n`,
     );
+  }
+}
+
+/**
+ * Whether the unit can let serve update itself: true, or why not. The updater renames a new
+ * binary over the running one in its directory and keeps `<binary>.previous` beside it
+ * (update/install.ts), so the service user must be able to create and rename files there.
+ */
+function selfUpdateCheck(configured: boolean, exe: Executable, account: Account): true | string {
+  if (!configured) return "config.yml has no flashlex.update.publicKey";
+  if (!exe.compiled) return "a source run never updates itself";
+  const dir = dirname(exe.command);
+  if (dir === "/") return `${exe.command} is in /: put it in its own directory`;
+  const home = getent("passwd", account.name)?.[5];
+  if (home && resolve(home) === dir) {
+    return `${exe.command} is directly in ${account.name}'s home directory, which the unit would have to make writable as a whole: move it into its own folder (the thing's folder)`;
+  }
+  if (!writableBy(dir, account)) {
+    return `${account.name} cannot write ${dir}, where the binary is replaced (fix: sudo chown ${account.name}:${account.group} ${dir})`;
+  }
+  const st = statSync(dir);
+  if (st.mode & 0o1000 && st.uid !== account.uid && statSync(exe.command).uid !== account.uid) {
+    return `${dir} is sticky and ${exe.command} belongs to someone else, so ${account.name} cannot replace it (fix: sudo chown ${account.name} ${exe.command})`;
+  }
+  return true;
+}
+
+/** Write and search permission on `dir` for `account` by its mode bits, with the account's supplementary groups (no ACLs). */
+function writableBy(dir: string, account: Account): boolean {
+  const st = statSync(dir);
+  if (st.uid === account.uid) return (st.mode & 0o300) === 0o300;
+  if (groupsOf(account).includes(st.gid)) return (st.mode & 0o030) === 0o030;
+  return (st.mode & 0o003) === 0o003;
+}
+
+/** The account's group ids, as `id -G` reports them (NSS, like systemd's initgroups); the primary one if `id` fails. */
+function groupsOf(account: Account): number[] {
+  const result = spawnSync("id", ["-G", account.name], { encoding: "utf8", timeout: HELPER_TIMEOUT_MS });
+  if (result.error || result.status !== 0) return [account.gid];
+  return result.stdout.trim().split(/\s+/).map(Number).concat(account.gid);
+}
+
+/**
+ * docs/updates.md once told users to add the guard in a drop-in; with the unit running it too,
+ * the guard would run twice per start and count every start twice.
+ */
+function warnAboutGuardDropIns(unitPath: string, io: ServiceIO): void {
+  const dir = `${unitPath}.d`;
+  let names: string[];
+  try {
+    names = readdirSync(dir).filter((n) => n.endsWith(".conf"));
+  } catch {
+    return;
+  }
+  for (const name of names) {
+    if (/^\s*ExecStartPre=.*update\/guard\.sh/m.test(readIfExists(join(dir, name)) ?? "")) {
+      io.err(
+        `warning: ${join(dir, name)} runs the update guard too (the drop-in docs/updates.md used to suggest): remove it (the unit does this now), then run systemctl daemon-reload\n`,
+      );
+    }
   }
 }
 

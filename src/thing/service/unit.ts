@@ -7,6 +7,7 @@
 import { posix } from "node:path";
 import template from "../../../systemd/flashlex.service" with { type: "text" };
 import { UsageError } from "../../shared/errors.ts";
+import { markerPaths } from "../update/marker.ts";
 
 /** The unit template, inlined at build time (`bun build --compile` embeds the text). */
 export const UNIT_TEMPLATE: string = template;
@@ -26,6 +27,18 @@ export interface UnitValues {
   systemdVersion?: number | null;
   /** for the header comment: which flashlex rendered the file */
   generated?: string;
+  /**
+   * Self-update (docs/updates.md): `true` runs the update guard before every start and makes the
+   * binary's directory writable; a string says why not (a comment in the unit), and the binary
+   * stays read-only. Default: off.
+   */
+  selfUpdate?: true | string;
+  /**
+   * The identity's files (CA, certificate, keys). Bound read-only one by one when self-update
+   * is on and the keys directory is the binary's directory (the guide's layout): that directory
+   * is writable then, and a read-only bind of it would make it read-only again.
+   */
+  keyFiles?: readonly string[];
 }
 
 /** RestartSteps= and RestartMaxDelaySec= exist from this systemd version on. */
@@ -88,6 +101,58 @@ function systemdText(text: string, what: string): string {
   return text.replaceAll("%", "%%");
 }
 
+/** The command the unit runs before every start; the guard's path is the one serve writes (update/marker.ts). */
+export function guardCommand(data: string): string {
+  return `/bin/sh ${systemdPath(markerPaths(data).guard, "data directory")}`;
+}
+
+function guardLines(values: UnitValues): string {
+  if (values.selfUpdate !== true) {
+    const why = systemdText(values.selfUpdate ?? "not asked for", "self-update");
+    return `# Self-update is off (${why}): no update guard, and the binary stays read-only.`;
+  }
+  return [
+    "# Self-update (docs/updates.md): before every start the update guard, which serve writes at each",
+    "# start, rolls back a new binary that failed to start twice. It runs as the service user in",
+    '# the same sandbox. "-": a failing or missing guard (the very first start) does not stop the start.',
+    `ExecStartPre=-${guardCommand(values.data)}`,
+  ].join("\n");
+}
+
+/**
+ * The Bind*Paths= and ReadWritePaths= lines. Without self-update: the binary, config and keys
+ * read-only, the data directory read-write. With it: the binary's directory read-write instead
+ * of the binary (the updater renames files in it; a binary bound onto itself cannot be renamed
+ * over at all), the config and keys still bound read-only (inside it, they are mounted after
+ * it: systemd applies deeper paths last).
+ */
+function filesystemLines(values: UnitValues): string {
+  const path = (p: string, what: string) => systemdPath(p, what);
+  const config = path(values.config, "config");
+  const keys = path(values.keys, "keys directory");
+  const data = path(values.data, "data directory");
+  if (values.selfUpdate !== true) {
+    const binary = path(values.binary, "binary");
+    return [`BindReadOnlyPaths=${binary} ${config} ${keys}`, `BindPaths=${data}`, `ReadWritePaths=${data}`].join("\n");
+  }
+  const binaryDir = posix.dirname(values.binary);
+  const dir = path(binaryDir, "the binary's directory");
+  let readOnly = [config, keys];
+  if (values.keys === binaryDir) {
+    if (!values.keyFiles?.length) throw new Error("renderUnit: the keys directory is the binary's directory: keyFiles are needed");
+    readOnly = [config, ...values.keyFiles.map((f) => path(f, "key file"))];
+  }
+  const writable = values.data === binaryDir ? [dir] : [dir, data];
+  return [
+    "# Self-update renames a verified binary over this one, in its directory: that directory is",
+    "# writable instead of the binary being bound read-only; the config and the keys inside it stay",
+    "# read-only (bound after it, being deeper).",
+    `BindReadOnlyPaths=${readOnly.join(" ")}`,
+    `BindPaths=${writable.join(" ")}`,
+    `ReadWritePaths=${writable.join(" ")}`,
+  ].join("\n");
+}
+
 /** Replaces every `{{name}}` in the template; a placeholder without a value is a bug. */
 export function renderUnit(unitTemplate: string, values: UnitValues): string {
   const binary = [systemdPath(values.binary, "binary"), ...(values.binaryArgs ?? []).map((a) => systemdPath(a, "script"))].join(" ");
@@ -101,6 +166,8 @@ export function renderUnit(unitTemplate: string, values: UnitValues): string {
     description: systemdText(values.description ?? "FlashLex thing agent", "description"),
     backoff: backoffLines(values.systemdVersion),
     generated: systemdText(values.generated ?? "flashlex", "generated"),
+    guard: guardLines(values),
+    filesystem: filesystemLines(values),
   };
   return unitTemplate.replace(/\{\{(\w+)\}\}/g, (_, name: string) => {
     const value = rendered[name];
