@@ -118,9 +118,10 @@ describe("install-service --dry-run (compiled binary)", () => {
     expect(unit).not.toContain("{{");
     expect(unit).toContain(`ExecStart=${bin} serve -c ${config} -k ${home} -d ${home}/data\n`);
     expect(unit).toContain(`User=${owner.name}\n`);
-    expect(unit).toContain(`BindReadOnlyPaths=${bin} ${config} ${home}\n`);
-    expect(unit).toContain(`BindPaths=${home}/data\n`);
-    expect(unit).toContain(`ReadWritePaths=${home}/data\n`);
+    // the guide's layout: the keys beside the config, so that directory is writable (renewal); binary and config read-only
+    expect(unit).toContain(`BindReadOnlyPaths=${bin} ${config}\n`);
+    expect(unit).toContain(`BindPaths=${home} ${home}/data\n`);
+    expect(unit).toContain(`ReadWritePaths=${home} ${home}/data\n`);
     expect(existsSync(join(home, "data"))).toBe(false); // a dry run changes nothing
   });
 
@@ -256,7 +257,7 @@ describe("self-update (config.yml has flashlex.update.publicKey)", () => {
       `\nExecStartPre=-/bin/sh ${folder.dir}/data/update/guard.sh\nExecStart=${folder.bin} serve -c ${folder.config} -k ${folder.dir}/keys -d ${folder.dir}/data\n`,
     );
     expect(stdout).toContain(
-      `\nBindReadOnlyPaths=${folder.config} ${folder.dir}/keys\nBindPaths=${folder.dir} ${folder.dir}/data\nReadWritePaths=${folder.dir} ${folder.dir}/data\n`,
+      `\nBindReadOnlyPaths=${folder.config}\nBindPaths=${folder.dir} ${folder.dir}/keys ${folder.dir}/data\nReadWritePaths=${folder.dir} ${folder.dir}/keys ${folder.dir}/data\n`,
     );
     expect(stdout).toContain("\nSuccessExitStatus=3\nRestartForceExitStatus=3\nRestartPreventExitStatus=64 77 78\n");
     if (hasAnalyze) expect(verify(stdout).complaints).toEqual([]);
@@ -271,7 +272,7 @@ describe("self-update (config.yml has flashlex.update.publicKey)", () => {
       expect(stderr).toContain(`warning: self-update will not work: ${owner.name} cannot write ${folder.dir}`);
       expect(stderr).toContain("run install-service again");
       expect(stdout).not.toMatch(/^ExecStartPre=/m);
-      expect(stdout).toContain(`\nBindReadOnlyPaths=${folder.bin} ${folder.config} ${folder.dir}/keys\n`);
+      expect(stdout).toContain(`\nBindReadOnlyPaths=${folder.bin} ${folder.config}\nBindPaths=${folder.dir}/keys ${folder.dir}/data\n`);
       expect(stdout).toContain(`# Self-update is off (${owner.name} cannot write ${folder.dir}`);
     } finally {
       chmodSync(folder.dir, 0o755);

@@ -293,7 +293,11 @@ describe("pages", () => {
   test("a thing's page has its facts, the chart, the distribution link and the guide's cURL line", async () => {
     online.add(thing.name);
     const browser = await signIn();
+    expect(await (await get(`/things/${thing.id}`, browser)).text()).toContain("version not reported yet");
+    // what the agent said of itself when it last asked for updates (the updates use case), escaped
+    hub.updates.poll(thing, { version: "1.2.3<b>", target: "linux-arm64" });
     const page = await (await get(`/things/${thing.id}`, browser)).text();
+    expect(page).toContain("<dt>Agent</dt><dd>flashlex 1.2.3&lt;b&gt; (linux-arm64)</dd>");
     online.delete(thing.name);
     expect(page).toContain(`<code>${thing.id}</code>`);
     expect(page).toContain('<span class="badge connected">connected</span>');

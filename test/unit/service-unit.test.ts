@@ -36,7 +36,6 @@ function layout(name: string, keysBeside = false): UnitValues {
     user: "pi",
     group: "pi",
     systemdVersion: 252,
-    keyFiles,
   };
 }
 
@@ -64,30 +63,29 @@ describe("self-update on", () => {
     expect(guardCommand(values.data)).toBe(`/bin/sh ${values.data}/update/guard.sh`);
   });
 
-  test("the binary's directory is writable; the binary is not bound onto itself; config and keys stay read-only", () => {
-    expect(setting(unit, "BindReadOnlyPaths")).toEqual([`BindReadOnlyPaths=${values.config} ${values.keys}`]);
-    expect(setting(unit, "BindPaths")).toEqual([`BindPaths=${dir} ${values.data}`]);
-    expect(setting(unit, "ReadWritePaths")).toEqual([`ReadWritePaths=${dir} ${values.data}`]);
+  test("the binary's directory is writable; the binary is not bound onto itself; the keys writable for renewal, the config read-only", () => {
+    expect(setting(unit, "BindReadOnlyPaths")).toEqual([`BindReadOnlyPaths=${values.config}`]);
+    expect(setting(unit, "BindPaths")).toEqual([`BindPaths=${dir} ${values.keys} ${values.data}`]);
+    expect(setting(unit, "ReadWritePaths")).toEqual([`ReadWritePaths=${dir} ${values.keys} ${values.data}`]);
     expect(unit.split(values.binary)).toHaveLength(2); // named once: in ExecStart
     expect(setting(unit, "ExecStart")[0]).toStartWith(`ExecStart=${values.binary} serve`);
   });
 
-  test("keys beside the binary (the guide's layout): each key file is bound read-only, never the writable directory", () => {
+  test("keys beside the binary (the guide's layout): that directory is listed once, writable; only the config is read-only", () => {
     const guide = { ...layout("guide", true), selfUpdate: true as const };
     const rendered = renderUnit(UNIT_TEMPLATE, guide);
     const guideDir = join(tmp, "guide");
-    expect(setting(rendered, "BindReadOnlyPaths")).toEqual([`BindReadOnlyPaths=${guide.config} ${guide.keyFiles!.join(" ")}`]);
+    expect(setting(rendered, "BindReadOnlyPaths")).toEqual([`BindReadOnlyPaths=${guide.config}`]);
     expect(setting(rendered, "BindPaths")).toEqual([`BindPaths=${guideDir} ${guide.data}`]);
     // systemd merges a path given read-only and read-write into a read-only one (namespace.c drop_duplicates)
     expect(setting(rendered, "BindReadOnlyPaths")[0]!.split(" ")).not.toContain(guideDir);
-    expect(() => renderUnit(UNIT_TEMPLATE, { ...guide, keyFiles: [] })).toThrow("keyFiles");
     if (hasAnalyze) expect(verify(rendered)).toEqual([]);
   });
 
   test("the data directory as the binary's directory is listed once", () => {
     const v = layout("same");
     const rendered = renderUnit(UNIT_TEMPLATE, { ...v, data: join(tmp, "same"), selfUpdate: true });
-    expect(setting(rendered, "ReadWritePaths")).toEqual([`ReadWritePaths=${join(tmp, "same")}`]);
+    expect(setting(rendered, "ReadWritePaths")).toEqual([`ReadWritePaths=${join(tmp, "same")} ${v.keys}`]);
   });
 
   test("spaces and % in the paths are quoted and escaped in the guard line too", () => {
@@ -110,8 +108,8 @@ describe("self-update off", () => {
     const unit = renderUnit(UNIT_TEMPLATE, { ...values, selfUpdate: "config.yml has no flashlex.update.publicKey" });
     expect(setting(unit, "ExecStartPre")).toEqual([]);
     expect(unit).toContain("# Self-update is off (config.yml has no flashlex.update.publicKey)");
-    expect(setting(unit, "BindReadOnlyPaths")).toEqual([`BindReadOnlyPaths=${values.binary} ${values.config} ${values.keys}`]);
-    expect(setting(unit, "ReadWritePaths")).toEqual([`ReadWritePaths=${values.data}`]);
+    expect(setting(unit, "BindReadOnlyPaths")).toEqual([`BindReadOnlyPaths=${values.binary} ${values.config}`]);
+    expect(setting(unit, "ReadWritePaths")).toEqual([`ReadWritePaths=${values.keys} ${values.data}`]);
     expect(renderUnit(UNIT_TEMPLATE, values)).toContain("# Self-update is off (not asked for)");
     if (hasAnalyze) expect(verify(unit)).toEqual([]);
   });

@@ -95,7 +95,7 @@ function decodePathSegment(segment: string): string {
 const wantsJson = (request: Request) => (request.headers.get("accept") ?? "").includes("application/json");
 
 export function createConsole(deps: ConsoleDeps): HubConsole {
-  const { things, messages, operators, feed, home } = deps;
+  const { things, messages, operators, feed, home, updates } = deps;
   const { settings } = home;
   const log = deps.log.child({ component: "console" });
   const sessions = deps.sessions ?? new ConsoleSessions();
@@ -273,6 +273,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
             summary,
             hours,
             keyType: thingKeyType(thing),
+            agent: updates.forThing(thing.id),
             topics: thingTopics(thing.name),
             // The guide's cURL line, with this browser's token (the page is never cached).
             curl: thing.revokedAt === null ? `curl -fo ${thing.name}.zip -H "Authorization: Bearer ${ctx.session.token}" ${dist}` : undefined,

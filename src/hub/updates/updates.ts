@@ -247,6 +247,11 @@ export class Updates {
     this.opened = undefined;
   }
 
+  /** What the thing last said it runs and how its update goes (undefined: it never reported and was never in a rollout). */
+  forThing(thingId: string): ThingUpdateRow | undefined {
+    return this.row(thingId);
+  }
+
   private row(thingId: string): ThingUpdateRow | undefined {
     return this.db.get<ThingUpdateRow>("SELECT * FROM thing_updates WHERE thing_id = ?", [thingId]);
   }

@@ -100,7 +100,6 @@ function install(opts: InstallOptions, io: ServiceIO): void {
   if (typeof selfUpdate === "string" && thing.yaml.update !== undefined) {
     io.err(`warning: self-update will not work: ${selfUpdate}; the unit keeps the binary read-only. Fix it, then run install-service again\n`);
   }
-  const identityFiles = [thing.paths.rootCA, thing.paths.cert, thing.paths.privateKey, thing.paths.publicKey];
 
   const unit = renderUnit(UNIT_TEMPLATE, {
     binary: exe.command,
@@ -112,7 +111,6 @@ function install(opts: InstallOptions, io: ServiceIO): void {
     group: account.group,
     systemdVersion: systemdVersion(systemctl),
     selfUpdate,
-    keyFiles: identityFiles.filter((f): f is string => f !== undefined && dirname(f) === keys && existsSync(f)),
     generated: `flashlex ${VERSION} (${COMMIT})${exe.compiled ? "" : ", from a source run: install the compiled binary for real use"}`,
   });
 

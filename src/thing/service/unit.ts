@@ -33,12 +33,6 @@ export interface UnitValues {
    * stays read-only. Default: off.
    */
   selfUpdate?: true | string;
-  /**
-   * The identity's files (CA, certificate, keys). Bound read-only one by one when self-update
-   * is on and the keys directory is the binary's directory (the guide's layout): that directory
-   * is writable then, and a read-only bind of it would make it read-only again.
-   */
-  keyFiles?: readonly string[];
 }
 
 /** RestartSteps= and RestartMaxDelaySec= exist from this systemd version on. */
@@ -120,36 +114,24 @@ function guardLines(values: UnitValues): string {
 }
 
 /**
- * The Bind*Paths= and ReadWritePaths= lines. Without self-update: the binary, config and keys
- * read-only, the data directory read-write. With it: the binary's directory read-write instead
- * of the binary (the updater renames files in it; a binary bound onto itself cannot be renamed
- * over at all), the config and keys still bound read-only (inside it, they are mounted after
- * it: systemd applies deeper paths last).
+ * The Bind*Paths= and ReadWritePaths= lines. Writable: the data directory; the keys directory,
+ * where certificate renewal (src/thing/renewal) writes the new key and certificate and renames
+ * them into place; with self-update, the binary's directory too (the updater renames a verified
+ * binary over this one; a binary bound onto itself could not be renamed over at all). Read-only:
+ * the config, and without self-update the binary: bound after the writable directories that
+ * may hold them (systemd mounts deeper paths last), so they stay read-only inside them.
  */
 function filesystemLines(values: UnitValues): string {
   const path = (p: string, what: string) => systemdPath(p, what);
-  const config = path(values.config, "config");
-  const keys = path(values.keys, "keys directory");
-  const data = path(values.data, "data directory");
-  if (values.selfUpdate !== true) {
-    const binary = path(values.binary, "binary");
-    return [`BindReadOnlyPaths=${binary} ${config} ${keys}`, `BindPaths=${data}`, `ReadWritePaths=${data}`].join("\n");
-  }
-  const binaryDir = posix.dirname(values.binary);
-  const dir = path(binaryDir, "the binary's directory");
-  let readOnly = [config, keys];
-  if (values.keys === binaryDir) {
-    if (!values.keyFiles?.length) throw new Error("renderUnit: the keys directory is the binary's directory: keyFiles are needed");
-    readOnly = [config, ...values.keyFiles.map((f) => path(f, "key file"))];
-  }
-  const writable = values.data === binaryDir ? [dir] : [dir, data];
+  const selfUpdate = values.selfUpdate === true;
+  const writable = [...new Set([...(selfUpdate ? [posix.dirname(values.binary)] : []), values.keys, values.data])];
+  const readOnly = [...(selfUpdate ? [] : [path(values.binary, "binary")]), path(values.config, "config")];
+  const writableWords = writable.map((p) => path(p, p === values.data ? "data directory" : p === values.keys ? "keys directory" : "the binary's directory"));
   return [
-    "# Self-update renames a verified binary over this one, in its directory: that directory is",
-    "# writable instead of the binary being bound read-only; the config and the keys inside it stay",
-    "# read-only (bound after it, being deeper).",
+    `# Writable: ${selfUpdate ? "the binary's directory (self-update), " : ""}the keys (certificate renewal) and the data; the rest read-only.`,
     `BindReadOnlyPaths=${readOnly.join(" ")}`,
-    `BindPaths=${writable.join(" ")}`,
-    `ReadWritePaths=${writable.join(" ")}`,
+    `BindPaths=${writableWords.join(" ")}`,
+    `ReadWritePaths=${writableWords.join(" ")}`,
   ].join("\n");
 }
 

@@ -1,5 +1,6 @@
 import type { HourOfMessages } from "../../messages/messages.ts";
 import type { ThingSummary } from "../../things/things.ts";
+import type { ThingUpdateRow } from "../../updates/update-store.ts";
 import { hourlyChart } from "../chart.ts";
 import { type Html, html } from "../html.ts";
 import { notice, page } from "../layout.ts";
@@ -13,6 +14,8 @@ export interface ThingPageData {
   summary: ThingSummary;
   hours: HourOfMessages[];
   keyType: string;
+  /** what the agent last reported of itself and its update (the updates use case); undefined: never */
+  agent?: ThingUpdateRow;
   topics: { ingress: string; pubsub: string; egress: string };
   /** the guide's cURL line (with the signed-in token), absent once revoked */
   curl?: string;
@@ -52,6 +55,7 @@ ${d.notice ? notice(d.notice.text, d.notice.tone) : html``}
     <dt>Last seen</dt><dd>${timeHtml(thing.lastSeenAt)}</dd>
     ${thing.revokedAt !== null ? html`<dt>Revoked</dt><dd>${timeHtml(thing.revokedAt)}</dd>` : html``}
     <dt>Certificate expires</dt><dd>${timeHtml(d.summary.certExpiresAt, "unknown")} <span class="muted">(serial ${thing.certSerial}, ${d.keyType.toUpperCase()})</span></dd>
+    <dt>Agent</dt><dd>${agentText(d.agent)}</dd>
     <dt>Ingress topic</dt><dd><code>${d.topics.ingress}</code></dd>
     <dt>Pubsub topic</dt><dd><code>${d.topics.pubsub}</code></dd>
     <dt>Egress topic</dt><dd><code>${d.topics.egress}</code></dd>
@@ -82,4 +86,11 @@ ${d.notice ? notice(d.notice.text, d.notice.tone) : html``}
   </form>
 </section>`,
   });
+}
+
+/** "flashlex 1.0.0 (linux-arm64), update to 2.0.0: rolled-back": what the hub knows of the agent. */
+function agentText(agent: ThingUpdateRow | undefined): string {
+  if (!agent?.version) return "version not reported yet (agents report it when they check for updates)";
+  const running = `flashlex ${agent.version}${agent.target ? ` (${agent.target})` : ""}`;
+  return agent.to_version && agent.state ? `${running}, update to ${agent.to_version}: ${agent.state}` : running;
 }
