@@ -74,7 +74,10 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       await brokerRef.publish(topic, payload);
     };
     const events = createBrokerEvents({ store, collector, log, payloadLimitBytes: settings.api.payloadLimitBytes, publish });
-    const directory = createThingDirectory((name) => store.thingByNameSync(name));
+    const directory = createThingDirectory(
+      (name) => store.thingByNameSync(name),
+      (thingId) => void store.forgetPreviousKey(thingId).catch((err) => log.warn("hub.forget_previous_key_failed", { thing_id: thingId, error: err })),
+    );
     const caPem = readFileSync(paths.caCert, "utf8");
 
     const brokerListen = { host: settings.broker.listenHost, port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port };

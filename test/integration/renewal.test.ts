@@ -4,7 +4,8 @@
  * every second, so the agent renews by itself within the test:
  *
  *   lifetime     `serve` renews at two thirds of the lifetime, commits after its first
- *                connection, and the hub lists the new expiry and serial
+ *                connection, and the hub lists the new expiry and serial; the superseded
+ *                key and certificate no longer connect to the hub's broker
  *   rotate       `hub thing rotate` has it renew at its next check
  *   kill -9      at every step of the file swap (FLASHLEX_FAULT_KILL_AT_RENEWAL): the next
  *                `serve` connects, and key and certificate on disk end up the hub's
@@ -21,6 +22,7 @@ import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { createCertificateAuthority, issueThingCertificate } from "../../src/crypto/x509.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { type HubFixture, makeHubFixture } from "../support/hub-fixture.ts";
+import { attemptConnect } from "../support/mqtt-client.ts";
 import { waitUntil } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-renewal-"));
@@ -76,8 +78,9 @@ afterAll(async () => {
 }, 30_000);
 
 describe("renewal", () => {
-  test("serve renews at two thirds of the lifetime, commits after connecting, and the hub lists the new expiry", async () => {
+  test("serve renews at two thirds of the lifetime, commits after connecting, and the hub lists the new expiry; the superseded pair no longer connects", async () => {
     const before = await listed();
+    const old = { certPem: readFileSync(certFile, "utf8"), privateKeyPem: readFileSync(keyFile, "utf8") };
     const agent = await serve();
     try {
       await agent.waitFor(/renewal\.started .*two thirds/, 40_000);
@@ -89,6 +92,16 @@ describe("renewal", () => {
       // the agent's egress still authenticates: its tokens are signed with the new key
       const collected = await run(["collect", "-c", join(dir, "config.yml")], { input: '{"after":"renewal"}' });
       expect(collected.code, collected.stderr).toBe(0);
+      // a copy of the old key and certificate (valid, the hub's CA, the thing's name) is refused: CONNACK 5
+      const stale = await attemptConnect({
+        port: hub.brokerPort,
+        caPem: readFileSync(join(dir, "keys", "root-ca-cert.pem"), "utf8"),
+        cert: old,
+        clientId: name,
+      });
+      expect(stale.client).toBeUndefined();
+      expect(String(stale.error?.message)).toMatch(/Not authorized|not authorized/);
+      await serving.waitFor(/mqtt\.connect\.refused[^\n]*a certificate its renewal superseded/, 5_000); // the hub's log is read as it comes
     } finally {
       expect(await agent.stop()).toBe(0);
     }

@@ -12,6 +12,15 @@
 export interface ThingDirectory {
   /** the thing's record if it exists and is not revoked, else undefined */
   lookup(thingName: string): { id: string; name: string } | undefined;
+  /**
+   * Which of the thing's keys `spkiDer` (the SubjectPublicKeyInfo DER of the certificate a
+   * client presented) is: "current", "previous" (the key before its last renewal, still accepted
+   * until the new one is used), or undefined (a superseded or foreign key). Absent: any key the
+   * CA signed for the name is accepted (an external broker's directory).
+   */
+  keyOf?(thingName: string, spkiDer: Buffer): "current" | "previous" | undefined;
+  /** The thing connected with its current key: the previous one is no longer accepted. */
+  forgetPreviousKey?(thingName: string): void;
 }
 
 export interface BrokerEvents {

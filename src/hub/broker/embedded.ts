@@ -28,6 +28,7 @@
 import type { Duplex } from "node:stream";
 import tls from "node:tls";
 import { Aedes, type Client } from "aedes";
+import { spkiDer } from "../../crypto/keys.ts";
 import { ingressWirePayload } from "../../protocol/ingress.ts";
 import { ingressTopic, isHubTopic, mayPublish, maySubscribe } from "../../protocol/topics.ts";
 import type { Logger } from "../../shared/log.ts";
@@ -78,6 +79,17 @@ export function peerCommonName(conn: unknown): string | undefined {
   if (typeof socket.getPeerCertificate !== "function" || socket.authorized !== true) return undefined;
   const cn = socket.getPeerCertificate()?.subject?.CN as unknown;
   return typeof cn === "string" && cn.length > 0 ? cn : undefined;
+}
+
+/** The SubjectPublicKeyInfo DER of the verified client certificate, or undefined. */
+function peerSpki(conn: unknown): Buffer | undefined {
+  const socket = conn as tls.TLSSocket;
+  if (typeof socket.getPeerX509Certificate !== "function" || socket.authorized !== true) return undefined;
+  try {
+    return spkiDer(socket.getPeerX509Certificate()!.publicKey);
+  } catch {
+    return undefined;
+  }
 }
 
 export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
@@ -133,6 +145,13 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
         log.warn("mqtt.connect.refused", { thing: cn, reason: "unknown or revoked thing" });
         return done(refusal(NOT_AUTHORIZED, "not authorized"), false);
       }
+      const spki = peerSpki(client.conn);
+      const key = spki && directory.keyOf ? directory.keyOf(cn, spki) : "current";
+      if (key === undefined) {
+        log.warn("mqtt.connect.refused", { thing: cn, reason: "a certificate its renewal superseded (or not the thing's key)" });
+        return done(refusal(NOT_AUTHORIZED, "not authorized"), false);
+      }
+      if (key === "current") directory.forgetPreviousKey?.(cn);
       const previous = clients()[cn];
       if (previous && previous !== client) noteTakeover(cn, client.conn);
       things.set(client, thing);

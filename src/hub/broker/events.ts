@@ -1,3 +1,4 @@
+import { loadPublicKey, spkiDer } from "../../crypto/keys.ts";
 import { parseCollectEnvelope } from "../../protocol/collect-envelope.ts";
 import { maxEnvelopeBytes } from "../../protocol/limits.ts";
 import { parseTestMessage, testEcho } from "../../protocol/test-message.ts";
@@ -144,12 +145,48 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
   };
 }
 
-/** The broker's view of the database: a thing may connect while it exists and is not revoked. */
-export function createThingDirectory(lookup: (name: string) => { id: string; name: string; revokedAt: number | null } | undefined): ThingDirectory {
+/** What the directory reads of a thing. */
+export interface DirectoryThing {
+  id: string;
+  name: string;
+  revokedAt: number | null;
+  publicKeyPem: string;
+  previousPublicKeyPem?: string | null;
+}
+
+/**
+ * The broker's view of the database: a thing may connect while it exists and is not revoked,
+ * and only with its current key, or the key before its last renewal until the current one has
+ * been used (docs/enrolment.md): a certificate a renewal superseded stops working for MQTT, as
+ * its key stops working for tokens. `forget` makes the database forget the previous key.
+ */
+export function createThingDirectory(lookup: (name: string) => DirectoryThing | undefined, forget?: (thingId: string) => void): ThingDirectory {
+  // SPKI DER by PEM: a thing's key is parsed once, not at every connect
+  const ders = new Map<string, Buffer>();
+  const derOf = (pem: string) => {
+    let der = ders.get(pem);
+    if (!der) {
+      if (ders.size > 50_000) ders.clear();
+      der = spkiDer(loadPublicKey(pem));
+      ders.set(pem, der);
+    }
+    return der;
+  };
   return {
     lookup(name) {
       const thing = lookup(name);
       return thing && thing.revokedAt === null ? { id: thing.id, name: thing.name } : undefined;
+    },
+    keyOf(name, spki) {
+      const thing = lookup(name);
+      if (!thing) return undefined;
+      if (derOf(thing.publicKeyPem).equals(spki)) return "current";
+      if (thing.previousPublicKeyPem && derOf(thing.previousPublicKeyPem).equals(spki)) return "previous";
+      return undefined;
+    },
+    forgetPreviousKey(name) {
+      const thing = lookup(name);
+      if (thing?.previousPublicKeyPem) forget?.(thing.id);
     },
   };
 }
