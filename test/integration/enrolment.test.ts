@@ -15,7 +15,7 @@ import { parse } from "yaml";
 import { createCsr } from "../../src/crypto/csr.ts";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
-import { type HubFixture, listenOnLoopback, loopbackHubInit, makeHubFixture } from "../support/hub-fixture.ts";
+import { type EnrolToken, type HubFixture, listenOnLoopback, loopbackHubInit, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-enrol-"));
@@ -23,21 +23,9 @@ let hub: HubFixture;
 let serving: Background;
 let ownerPrefix: string;
 
-interface Token {
-  token: string;
-  id: string;
-  hub: string;
-  caFingerprint: string;
-  command: string;
-}
-
-async function newToken(args: string[] = []): Promise<Token> {
-  return JSON.parse((await hub.flashlex(["hub", "enroll-token", "create", "--dir", hub.dir, "--json", ...args])).stdout);
-}
-
-async function things(): Promise<any[]> {
-  return JSON.parse((await hub.flashlex(["hub", "thing", "list", "--dir", hub.dir, "--json"])).stdout);
-}
+type Token = EnrolToken;
+const newToken = (args: string[] = []) => hub.enrollToken(args);
+const things = () => hub.things();
 
 async function tokens(): Promise<any[]> {
   return JSON.parse((await hub.flashlex(["hub", "enroll-token", "list", "--dir", hub.dir, "--json"])).stdout);

@@ -16,7 +16,6 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseDocument } from "yaml";
 import { describeCertificate } from "../../src/crypto/certificate-info.ts";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { createCertificateAuthority, issueThingCertificate } from "../../src/crypto/x509.ts";
@@ -34,8 +33,7 @@ let keyFile: string;
 let certFile: string;
 
 async function listed(): Promise<any> {
-  const all = JSON.parse((await hub.flashlex(["hub", "thing", "list", "--dir", hub.dir, "--json"])).stdout);
-  return all.find((t: any) => t.name === name);
+  return (await hub.things()).find((t: any) => t.name === name);
 }
 
 const diskSerial = () => describeCertificate(readFileSync(certFile, "utf8")).serialNumber;
@@ -57,19 +55,12 @@ async function settled(): Promise<boolean> {
 beforeAll(async () => {
   binaryPath();
   hub = await makeHubFixture(work);
-  const file = join(hub.dir, "hub.yml");
-  const settings = parseDocument(readFileSync(file, "utf8"));
-  settings.setIn(["hub", "certificates", "thingLifetime"], "30s");
-  settings.setIn(["hub", "certificates", "renewalCheck"], "1s");
-  writeFileSync(file, settings.toString());
+  hub.configure([
+    [["certificates", "thingLifetime"], "30s"],
+    [["certificates", "renewalCheck"], "1s"],
+  ]);
   serving = await hub.serve();
-  const t = JSON.parse((await hub.flashlex(["hub", "enroll-token", "create", "--dir", hub.dir, "--json"])).stdout);
-  dir = join(work, "device");
-  const enrolled = await run(["enroll", "--hub", t.hub, "--token", t.token, "--ca-fingerprint", t.caFingerprint, "--name", "renewing", "--dir", dir]);
-  if (enrolled.code !== 0) throw new Error(enrolled.stderr);
-  name = enrolled.stdout.match(/enrolled (\S+)/)![1]!;
-  keyFile = join(dir, "keys", `${name}-keypair-private.pem`);
-  certFile = join(dir, "keys", `${name}-certificate.pem`);
+  ({ dir, name, keyFile, certFile } = await hub.enrol("renewing", join(work, "device")));
 }, 120_000);
 
 afterAll(async () => {

@@ -16,18 +16,17 @@
  * once from test/support/crash-at-start.ts; the hub is the host binary (FLASHLEX_BIN).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
-import { buildTarget, ROOT } from "../../scripts/build.ts";
-import { writeSignedManifest } from "../../scripts/sign-release.ts";
-import { hostTarget, targetByName } from "../../scripts/targets.ts";
-import { type Background, start } from "../support/binary.ts";
+import { targetByName } from "../../scripts/targets.ts";
+import type { Background } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
+import * as updates from "../support/updates.ts";
+import { buildVersion, CRASH_AT_START, host, sha256Of as sha, superviseServe, versionOf } from "../support/updates.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-self-update-"));
-const host = hostTarget()!;
 const V1 = "1.0.0-test";
 const V2 = "2.0.0-test";
 const binaries: Record<string, string> = {};
@@ -37,63 +36,18 @@ let thing: HubThing;
 let agent: Background;
 let thingBinary: string;
 
-async function build(name: string, version: string, entry = join(ROOT, "src/main.ts"), target = host): Promise<string> {
-  const built = await buildTarget(target, { outdir: join(work, "build", name), entry, version, commit: "selfupd", bytecode: true });
-  return built.file;
-}
-
-/** A signed release directory `version` whose linux-x64 binary is `file`, added to the hub. */
-async function addRelease(version: string, file: string): Promise<void> {
-  const dir = join(work, "releases", version);
-  mkdirSync(dir, { recursive: true });
-  copyFileSync(file, join(dir, `flashlex-${host.name}`));
-  const signingKeyPem = readFileSync(join(hub.dir, "update-key.pem"), "utf8");
-  await writeSignedManifest({ dir, version, commit: "selfupd", signingKeyPem, files: { [host.name]: `flashlex-${host.name}` } });
-  await hub.flashlex(["hub", "release", "add", dir, "--dir", hub.dir]);
-}
-
-async function rollOut(version: string): Promise<void> {
-  await hub.flashlex(["hub", "update", "--dir", hub.dir, "--to", version, "--things", thing.name]);
-}
-
-interface ThingState {
-  state: string | null;
-  version: string | null;
-  detail: string | null;
-  to_version: string | null;
-}
-
-async function thingState(): Promise<ThingState> {
-  const answer = await fetch(`http://127.0.0.1:${hub.apiPort}/dev/v1/updates`, { headers: { Authorization: `Bearer ${hub.token}` } });
-  const body = (await answer.json()) as { result: { things: (ThingState & { name: string })[] } };
-  return body.result.things.find((t) => t.name === thing.name)!;
-}
-
-/** Waits until the hub shows `state` for the thing's update to `version`. */
-async function waitForState(version: string, state: string, timeoutMs = 60_000): Promise<ThingState> {
-  const deadline = Date.now() + timeoutMs;
-  let last: ThingState | undefined;
-  while (Date.now() < deadline) {
-    last = await thingState();
-    if (last.to_version === version && last.state === state) return last;
-    await Bun.sleep(250);
-  }
-  throw new Error(`the thing did not reach ${state} for ${version}: ${JSON.stringify(last)}\n${agent.output().slice(-4000)}`);
-}
-
-const sha = (file: string) => new Bun.CryptoHasher("sha256").update(readFileSync(file)).digest("hex");
-const versionOf = async (file: string) => {
-  const run = Bun.spawnSync([file, "--version"], { stdout: "pipe" });
-  return run.stdout.toString();
-};
+const addRelease = (version: string, file: string) => updates.addRelease(hub, join(work, "releases"), version, file);
+const rollOut = (version: string) => updates.rollOut(hub, version, [thing.name]);
+const waitForState = (version: string, state: string, timeoutMs = 60_000) =>
+  updates.waitForUpdateState(hub, thing.name, version, state, timeoutMs, () => agent.output());
 
 beforeAll(async () => {
-  const arm64 = targetByName("linux-arm64")!;
+  const build = (name: string) => join(work, "build", name);
   const [v1, v2, crash, other] = await Promise.all([
-    build("v1", V1),
-    build("v2", V2),
-    build("crash", "3.0.0-crash", join(ROOT, "test/support/crash-at-start.ts")),
-    build("other", V2, join(ROOT, "src/main.ts"), host.name === "linux-x64" ? arm64 : targetByName("linux-x64")!),
+    buildVersion(build("v1"), V1),
+    buildVersion(build("v2"), V2),
+    buildVersion(build("crash"), "3.0.0-crash", { entry: CRASH_AT_START }),
+    buildVersion(build("other"), V2, { target: targetByName(host.name === "linux-x64" ? "linux-arm64" : "linux-x64")! }),
   ]);
   Object.assign(binaries, { v1, v2, crash, other });
   hub = await makeHubFixture(work);
@@ -106,9 +60,7 @@ beforeAll(async () => {
   thingBinary = join(thing.root, "flashlex");
   copyFileSync(v1, thingBinary);
   hubServe = await hub.serve();
-  const guard = join(thing.dataDir, "update", "guard.sh");
-  agent = start([], { command: [process.execPath, join(ROOT, "test/support/supervisor.ts"), guard, "--", thingBinary, "serve", ...thing.flags] });
-  await agent.waitFor(/serve\.started/, 30_000);
+  agent = await superviseServe(thingBinary, thing.dataDir, thing.flags);
 }, 240_000);
 
 afterAll(async () => {
@@ -128,8 +80,8 @@ describe("self-update under a supervisor", () => {
     await rollOut(V2);
     const state = await waitForState(V2, "healthy");
     expect(state.version).toBe(V2);
-    expect(await versionOf(thingBinary)).toContain(V2);
-    expect(await versionOf(`${thingBinary}.previous`)).toContain(V1);
+    expect(versionOf(thingBinary)).toContain(V2);
+    expect(versionOf(`${thingBinary}.previous`)).toContain(V1);
     expect(agent.output()).toContain("supervisor: exit 3");
     expect(agent.output()).toMatch(/update\.healthy/);
   }, 90_000);
@@ -167,8 +119,6 @@ describe("self-update under a supervisor", () => {
     expect(state.version).toBe(V2);
     expect(sha(thingBinary)).toBe(before);
     expect(agent.output()).toContain("the previous binary is back");
-    const status = await fetch(`http://127.0.0.1:${hub.apiPort}/dev/v1/updates`, { headers: { Authorization: `Bearer ${hub.token}` } });
-    const rollout = ((await status.json()) as { result: { rollout: { state: string; stop_reason: string } } }).result.rollout;
-    expect(rollout.state).toBe("stopped");
+    expect((await updates.updates(hub)).rollout?.state).toBe("stopped");
   }, 120_000);
 });

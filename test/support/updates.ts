@@ -1,0 +1,110 @@
+/**
+ * Self-update in integration tests (docs/updates.md): binaries of this tree built as other
+ * versions, signed releases added to a running hub, rollouts, the hub's view of a thing's update,
+ * and a thing's `serve` run under test/support/supervisor.ts (what the systemd unit does: the
+ * pre-start guard, then restart on a non-zero exit).
+ *
+ *   const v1 = await buildVersion(join(work, "build", "v1"), "1.0.0");
+ *   await addRelease(hub, join(work, "releases"), "2.0.0", v2);
+ *   await rollOut(hub, "2.0.0", [thingName]);
+ *   await waitForUpdateState(hub, thingName, "2.0.0", "healthy", 60_000, agent.output);
+ */
+import { copyFileSync, mkdirSync, readFileSync } from "node:fs";
+import { join } from "node:path";
+import { buildTarget, ROOT } from "../../scripts/build.ts";
+import { writeSignedManifest } from "../../scripts/sign-release.ts";
+import { hostTarget, type Target } from "../../scripts/targets.ts";
+import { type Background, start } from "./binary.ts";
+import type { HubFixture } from "./hub-fixture.ts";
+
+export const host = hostTarget()!;
+
+/** Builds `entry` (default: the agent, src/main.ts) as `version` for `target` into `outdir` with the release build; returns the binary. */
+export async function buildVersion(outdir: string, version: string, opts: { entry?: string; target?: Target } = {}): Promise<string> {
+  const built = await buildTarget(opts.target ?? host, {
+    outdir,
+    entry: opts.entry ?? join(ROOT, "src/main.ts"),
+    version,
+    commit: "selfupd",
+    bytecode: true,
+  });
+  return built.file;
+}
+
+/** test/support/crash-at-start.ts: a real Bun executable that aborts before it does anything. */
+export const CRASH_AT_START = join(ROOT, "test/support/crash-at-start.ts");
+
+/**
+ * A release directory `<releasesDir>/<version>` whose host-target binary is `file`, signed with
+ * the hub's update key as `bun run release` does, and stored with `hub release add`.
+ */
+export async function addRelease(hub: HubFixture, releasesDir: string, version: string, file: string): Promise<void> {
+  const dir = join(releasesDir, version);
+  mkdirSync(dir, { recursive: true });
+  copyFileSync(file, join(dir, `flashlex-${host.name}`));
+  const signingKeyPem = readFileSync(join(hub.dir, "update-key.pem"), "utf8");
+  await writeSignedManifest({ dir, version, commit: "selfupd", signingKeyPem, files: { [host.name]: `flashlex-${host.name}` } });
+  await hub.flashlex(["hub", "release", "add", dir, "--dir", hub.dir]);
+}
+
+/** `hub update --to VERSION --things a,b`. */
+export async function rollOut(hub: HubFixture, version: string, things: string[]): Promise<void> {
+  await hub.flashlex(["hub", "update", "--dir", hub.dir, "--to", version, "--things", things.join(",")]);
+}
+
+/** A thing's row of `GET /updates`: the state of its update to `to_version`, and the version it last said it runs. */
+export interface UpdateState {
+  name: string;
+  state: string | null;
+  version: string | null;
+  detail: string | null;
+  to_version: string | null;
+}
+
+/** `GET /updates`: the latest rollout and each thing's update state. */
+export async function updates(hub: HubFixture): Promise<{ rollout: { state: string; stop_reason: string | null } | null; things: UpdateState[] }> {
+  const answer = await fetch(`http://127.0.0.1:${hub.apiPort}/dev/v1/updates`, {
+    headers: { Authorization: `Bearer ${hub.token}` },
+    signal: AbortSignal.timeout(15_000),
+  });
+  return ((await answer.json()) as { result: { rollout: { state: string; stop_reason: string | null } | null; things: UpdateState[] } }).result;
+}
+
+/** Waits until the hub shows `state` for the thing's update to `version`; throws with the last row and the end of `log()`. */
+export async function waitForUpdateState(
+  hub: HubFixture,
+  thingName: string,
+  version: string,
+  state: string,
+  timeoutMs: number,
+  log: () => string,
+): Promise<UpdateState> {
+  const deadline = Date.now() + timeoutMs;
+  let last: UpdateState | undefined;
+  while (Date.now() < deadline) {
+    last = (await updates(hub)).things.find((t) => t.name === thingName);
+    if (last?.to_version === version && last.state === state) return last;
+    await Bun.sleep(250);
+  }
+  throw new Error(`${thingName} did not reach ${state} for ${version}: ${JSON.stringify(last)}\n${log().slice(-4000)}`);
+}
+
+/** What `<binary> --version` prints. */
+export function versionOf(binary: string): string {
+  return Bun.spawnSync([binary, "--version"], { stdout: "pipe" }).stdout.toString();
+}
+
+/** The SHA-256 of a file, hex. */
+export const sha256Of = (file: string) => new Bun.CryptoHasher("sha256").update(readFileSync(file)).digest("hex");
+
+/**
+ * `<binary> serve <serveArgs>` under test/support/supervisor.ts, which runs `<dataDir>/update/guard.sh`
+ * before every start and restarts serve after an exit other than 0, 64, 77, 78 (as the unit's
+ * `ExecStartPre=` and `Restart=` do). `binary` must be a copy the thing may replace. Waits for `serve.started`.
+ */
+export async function superviseServe(binary: string, dataDir: string, serveArgs: string[], env?: Record<string, string>): Promise<Background> {
+  const guard = join(dataDir, "update", "guard.sh");
+  const agent = start([], { command: [process.execPath, join(ROOT, "test/support/supervisor.ts"), guard, "--", binary, "serve", ...serveArgs], env });
+  await agent.waitFor(/serve\.started/, 30_000);
+  return agent;
+}
