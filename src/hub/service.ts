@@ -3,7 +3,10 @@ import { maxEnvelopeBytes } from "../protocol/limits.ts";
 import { ConfigError } from "../shared/errors.ts";
 import { classifyForeign } from "../shared/foreign-errors.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
+import { parseListenAddress } from "../shared/listen-address.ts";
 import type { Logger } from "../shared/log.ts";
+import { type MetricsListener, startMetricsListener } from "../shared/metrics-http.ts";
+import { VERSION } from "../shared/version.ts";
 import type { HubBroker } from "./broker/broker.ts";
 import { createBrokerReloader } from "./broker/broker-reload.ts";
 import { type EmbeddedBroker, startEmbeddedBroker } from "./broker/embedded.ts";
@@ -11,15 +14,18 @@ import { createBrokerEvents, createThingDirectory } from "./broker/events.ts";
 import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
 import { openHubHome } from "./home/home.ts";
+import { DEFAULT_METRICS_LISTEN } from "./home/settings.ts";
 import { type HubServer, refuseSecondHub, startHubServer, startLocalSocket } from "./http/bun-server.ts";
 import { createHubApi } from "./http/routes.ts";
 import { hubUseCases } from "./hub.ts";
 import { Collector } from "./messages/collect.ts";
 import { MessageFeed } from "./messages/feed.ts";
 import { ingressLedger } from "./messages/ingress-delivery.ts";
+import type { HubMetrics } from "./metrics/prometheus.ts";
 import { openHubStore, type SqliteHubStore } from "./store/hub-store.ts";
 import { crlValiditySeconds, renewalIntervalMs, startCrlRenewal } from "./things/crl-renewal.ts";
 import { writeRevocationLists } from "./things/revocation.ts";
+import type { Updates } from "./updates/updates.ts";
 
 /**
  * `hub serve`: one process with the broker, the API and the database. This module starts and
@@ -73,7 +79,12 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       if (!brokerRef) throw new Error("the broker is not running yet");
       await brokerRef.publish(topic, payload);
     };
-    const events = createBrokerEvents({ store, collector, log, payloadLimitBytes: settings.api.payloadLimitBytes, publish });
+    // Metrics (docs/metrics.md): prom-client is loaded here only, and only when they are on.
+    let updatesRef: Updates | undefined;
+    const metrics = settings.metrics.listen === false ? undefined : await loadHubMetrics(feed, store, () => updatesRef);
+    if (metrics) await parts.start({ name: "metrics", stop: () => metrics.close() });
+    const observer = metrics?.observer;
+    const events = createBrokerEvents({ store, collector, log, payloadLimitBytes: settings.api.payloadLimitBytes, publish, observer });
     const directory = createThingDirectory(
       (name) => store.thingByNameSync(name),
       (thingId) => void store.forgetPreviousKey(thingId).catch((err) => log.warn("hub.forget_previous_key_failed", { thing_id: thingId, error: err })),
@@ -114,6 +125,8 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
         });
     const broker: HubBroker = embedded ?? external!;
     brokerRef = broker;
+    const connectedCount = broker.connectedCount?.bind(broker);
+    if (metrics && connectedCount) metrics.countConnected(() => connectedCount() ?? 0);
     await parts.start({ name: "broker", stop: () => broker.close() });
     const reloader = createBrokerReloader(settings.broker.reloadCommand, log);
     if (external) {
@@ -146,7 +159,8 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     };
     const useCases = hubUseCases({ home, store, log, broker, collector, feed, disconnect: kick });
     await parts.start({ name: "update store", stop: () => useCases.updates.close() });
-    const api = createHubApi({ ...useCases, log });
+    updatesRef = useCases.updates;
+    const api = createHubApi({ ...useCases, log, observer });
     const local = await startLocalSocket(api, paths.socket);
     await parts.start({ name: "local socket", stop: () => local.stop() });
     const apiListen = { host: settings.api.host, port: opts.apiPort ?? settings.api.port };
@@ -189,8 +203,11 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     });
     await parts.start({ name: "CRL renewal", stop: stopRenewal });
 
+    const metricsUrl = metrics ? await listenForScrapes(metrics, settings.metrics.listen || undefined, paths.config, log) : undefined;
+    if (metricsUrl) await parts.start({ name: "metrics listener", stop: () => metricsUrl.close() });
+
     const things = (await store.listThings()).length;
-    log.info("hub.started", { api: server.url, public_api: settings.api.publicUrl, broker: broker.url, env: settings.env, things });
+    log.info("hub.started", { api: server.url, metrics: metricsUrl?.url, public_api: settings.api.publicUrl, broker: broker.url, env: settings.env, things });
     let closing: Promise<void> | undefined;
     return {
       apiUrl: server.url,
@@ -204,6 +221,44 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
   } catch (err) {
     await parts.stop();
     throw err;
+  }
+}
+
+/** The hub's registry (prometheus.ts, imported here so that only `hub serve` with metrics on loads prom-client). */
+async function loadHubMetrics(feed: MessageFeed, store: SqliteHubStore, updates: () => Updates | undefined): Promise<HubMetrics> {
+  const { createHubMetrics } = await import("./metrics/prometheus.ts");
+  const noReports = { reporting: 0, depthSum: 0, depthMax: 0, oldestAgeSeconds: 0 };
+  return createHubMetrics({
+    feed,
+    fleet: () => store.fleetCounts(),
+    outboxes: () => updates()?.outboxSummary() ?? noReports,
+    version: VERSION,
+  });
+}
+
+/**
+ * The scrape listener at `hub.metrics.listen`. A listen that fails where the owner set the
+ * address is a ConfigError (78) naming the setting, as for the API; at the default address it is
+ * one WARN and the hub runs without it: metrics must never keep a hub from starting (a second
+ * hub on the machine, tests side by side), and the line says how to move it.
+ */
+async function listenForScrapes(metrics: HubMetrics, setting: string | undefined, configFile: string, log: Logger): Promise<MetricsListener | undefined> {
+  const at = parseListenAddress(setting ?? DEFAULT_METRICS_LISTEN)!;
+  try {
+    return await startMetricsListener(
+      at,
+      () => metrics.render(),
+      (err) => log.error("hub.metrics_failed", { error: err }),
+    );
+  } catch (err) {
+    const refusal = cannotListen(err, "the metrics", at, "hub.metrics.listen", configFile);
+    if (setting !== undefined || refusal === err) throw refusal;
+    log.warn("hub.metrics_unavailable", {
+      listen: DEFAULT_METRICS_LISTEN,
+      reason: classifyForeign(err)?.reason ?? String((err as { code?: unknown })?.code),
+      fix: "set hub.metrics.listen to another HOST:PORT (or false) in hub.yml",
+    });
+    return undefined;
   }
 }
 

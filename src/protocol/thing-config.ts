@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseListenAddress } from "../shared/listen-address.ts";
 import { COLLECT_TOPIC } from "./topics.ts";
 
 /**
@@ -54,6 +55,15 @@ export const ThingYamlSchema = z.object({
         checkSeconds: z.number().min(1).max(86_400).default(600),
         /** how long a new version has, from its start, to connect and report healthy; past it the previous binary comes back */
         healthySeconds: z.number().min(5).max(3600).default(120),
+      })
+      .optional(),
+    /**
+     * The agent's local metrics endpoint (docs/metrics.md), off unless set: `listen` is HOST:PORT
+     * or a bare PORT (127.0.0.1). `serve --metrics` overrides it.
+     */
+    metrics: z
+      .object({
+        listen: z.string().refine((text) => parseListenAddress(text) !== undefined, "HOST:PORT or PORT (127.0.0.1:9465, 9465)"),
       })
       .optional(),
     thing: z.object({

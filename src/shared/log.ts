@@ -122,3 +122,31 @@ function levelFromEnv(): Level {
 
 /** A logger that drops everything, for library users who do not want output. */
 export const silentLogger: Logger = createLogger({ write: () => {} });
+
+/**
+ * `log`, with `tap` told of every warn and error event (its level, name and fields) before it is
+ * written, children included: how a metrics registry learns of the last error without every
+ * caller knowing about metrics. A tap that throws is ignored; the line is written all the same.
+ */
+export function tapLogger(log: Logger, tap: (level: "warn" | "error", event: string, fields: Fields) => void): Logger {
+  const tell = (level: "warn" | "error", event: string, fields: Fields = {}) => {
+    try {
+      tap(level, event, fields);
+    } catch {
+      // metrics must never disturb the log
+    }
+  };
+  return {
+    debug: (e, f) => log.debug(e, f),
+    info: (e, f) => log.info(e, f),
+    warn: (e, f) => {
+      tell("warn", e, f);
+      log.warn(e, f);
+    },
+    error: (e, f) => {
+      tell("error", e, f);
+      log.error(e, f);
+    },
+    child: (fields) => tapLogger(log.child(fields), tap),
+  };
+}

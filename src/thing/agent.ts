@@ -18,8 +18,12 @@
 import { buildTestMessage } from "../protocol/test-message.ts";
 import { TEST_TOPIC } from "../protocol/topics.ts";
 import { ConfigError } from "../shared/errors.ts";
+import { classifyForeign } from "../shared/foreign-errors.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
-import type { Logger } from "../shared/log.ts";
+import { formatListenAddress, type ListenAddress } from "../shared/listen-address.ts";
+import { type Logger, tapLogger } from "../shared/log.ts";
+import { type MetricsListener, startMetricsListener } from "../shared/metrics-http.ts";
+import { VERSION } from "../shared/version.ts";
 import { deliverHttp, deliverMqtt } from "./egress/delivery.ts";
 import { HubClock } from "./egress/hub-clock.ts";
 import { OutboxDrainer } from "./egress/outbox.ts";
@@ -29,6 +33,7 @@ import { createIngressHandler } from "./ingress/handler.ts";
 import { databaseAccess } from "./local/in-process.ts";
 import { acquireServeLock } from "./local/serve-lock.ts";
 import { closeControlSocket, listenControlSocket } from "./local/server.ts";
+import type { AgentMetrics } from "./metrics/prometheus.ts";
 import { sessionMemory, ThingSession } from "./mqtt/session.ts";
 import { explainTlsSetupError } from "./mqtt/tls-setup.ts";
 import { recoverIdentityFiles } from "./renewal/identity-files.ts";
@@ -47,6 +52,11 @@ export interface AgentOptions {
   execTimeoutMs: number;
   /** the updater replaced the binary (or rolled it back): serve stops and exits 3 (update/updater.ts) */
   requestRestart?: (reason: string) => void;
+  /**
+   * Where to answer Prometheus's scrape (docs/metrics.md); absent: no metrics, and prom-client is
+   * never loaded. `setting` names where it came from, for the error when it cannot listen.
+   */
+  metrics?: { at: ListenAddress; setting: string };
 }
 
 export interface RunningAgent {
@@ -66,7 +76,12 @@ const UNACKED_WARNING = 10_000;
  * (config, identity), 74 (database).
  */
 export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
-  const { config, log } = options;
+  const { config } = options;
+  // Metrics first, so that every part's failures reach them through the log (tapLogger); what
+  // they read (the database, the session) is bound once it exists.
+  const refs: { store?: MessageStore; session?: ThingSession } = {};
+  const metrics = options.metrics ? await loadAgentMetrics(refs) : undefined;
+  const log = metrics ? tapLogger(options.log, metrics.tap) : options.log;
   const app = config.yaml.app;
   const mqttConfig = config.yaml.thing.mqtt;
   const parts = new Lifecycle((part, err) => log.error("serve.stop_failed", { part, error: err }));
@@ -82,9 +97,15 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     warnIfKeyTooOpen(config, log);
     const store = openThingStore(config, log);
     await parts.start({ name: "message database", stop: () => store.close() });
+    refs.store = store;
 
     const runner = options.exec ? new ExecRunner({ store, command: options.exec, log, timeoutMs: options.execTimeoutMs }) : undefined;
-    const session = newSession(config, identity, store, log, () => runner?.wake());
+    const session = newSession(config, identity, store, log, () => {
+      metrics?.ingressStored();
+      runner?.wake();
+    });
+    refs.session = session;
+    if (metrics) session.on("connected", () => metrics.connected());
     await parts.start({ name: "MQTT session", stop: () => session.stop() });
 
     // One clock for serve's lifetime: the offset measured on one answer signs the next tokens.
@@ -126,9 +147,13 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       identity,
       log,
       connected: () => session.connected,
+      outbox: () => outboxReport(store),
       requestRestart: options.requestRestart ?? ((reason) => log.warn("update.restart_unhandled", { reason })),
     });
     await parts.start({ name: "updates", stop: () => updater.stop() });
+
+    const scrapes = metrics && options.metrics ? await listenForScrapes(metrics, options.metrics) : undefined;
+    if (scrapes) await parts.start({ name: "metrics", stop: () => scrapes.close() });
 
     log.info("serve.started", {
       thing: identity.thingName,
@@ -140,6 +165,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       callback: app.callback,
       thread: app.thread,
       exec: options.exec ? "yes" : undefined,
+      metrics: scrapes?.url,
     });
   } catch (err) {
     await parts.stop();
@@ -153,6 +179,33 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       log.info("serve.stopped");
     },
   };
+}
+
+/** The agent's registry (metrics/prometheus.ts): imported here, so prom-client loads only with metrics on. */
+async function loadAgentMetrics(refs: { store?: MessageStore; session?: ThingSession }): Promise<AgentMetrics> {
+  const { createAgentMetrics } = await import("./metrics/prometheus.ts");
+  return createAgentMetrics({
+    outbox: () => refs.store?.outboxStats() ?? { pending: 0, rejected: 0, oldestCreatedAt: null },
+    ingress: () => refs.store?.countIngress() ?? { total: 0, unacked: 0 },
+    connected: () => refs.session?.connected ?? false,
+    version: VERSION,
+  });
+}
+
+/** Listens for scrapes; a listen that fails is a ConfigError (78) naming the flag or key that asked for it. */
+async function listenForScrapes(metrics: AgentMetrics, where: { at: ListenAddress; setting: string }): Promise<MetricsListener> {
+  try {
+    return await startMetricsListener(where.at, () => metrics.render());
+  } catch (err) {
+    const reason = classifyForeign(err)?.reason ?? String((err as { code?: unknown })?.code ?? err);
+    throw new ConfigError(`${where.setting}: the metrics cannot listen on ${formatListenAddress(where.at)}: ${reason}`, { cause: err });
+  }
+}
+
+/** The outbox as the updater reports it to the hub with each poll (the hub's /metrics): entries waiting, oldest age in seconds. */
+function outboxReport(store: MessageStore): { depth: number; oldestAgeSeconds: number } {
+  const o = store.outboxStats();
+  return { depth: o.pending + o.rejected, oldestAgeSeconds: o.oldestCreatedAt === null ? 0 : Math.max(0, (Date.now() - o.oldestCreatedAt) / 1000) };
 }
 
 /** The thing's MQTT session: the ingress topic (or the pubsub topic of the `basicPubsub` thread), stored as `app.callback` says. */

@@ -1,4 +1,5 @@
 import { UsageError } from "../../shared/errors.ts";
+import { parseListenAddress } from "../../shared/listen-address.ts";
 import { createLogger } from "../../shared/log.ts";
 import { type CommandSpec, text, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -17,6 +18,10 @@ export const serveCommand: CommandSpec = thingCommand({
       flags: "--exec-timeout <seconds>",
       description: `--exec: end a run of CMD (its whole process group) after this many seconds; it counts as failed (default ${DEFAULT_EXEC_TIMEOUT_SECONDS})`,
     },
+    {
+      flags: "--metrics <address>",
+      description: "answer Prometheus scrapes at http://ADDRESS/metrics: HOST:PORT, or PORT for 127.0.0.1 (default: flashlex.metrics.listen, else off)",
+    },
   ],
   run: (_args, options) => serve(options),
 });
@@ -25,12 +30,21 @@ export const serveCommand: CommandSpec = thingCommand({
 const MAX_EXEC_TIMEOUT_SECONDS = 7 * 24 * 3600;
 
 /** Runs the agent until SIGTERM or SIGINT; a second signal exits at once. */
-async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown }): Promise<number> {
+async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown; metrics?: unknown }): Promise<number> {
   const execTimeout = countFlag(flags.execTimeout, "--exec-timeout", MAX_EXEC_TIMEOUT_SECONDS);
   const exec = text(flags.exec);
   if (execTimeout !== undefined && exec === undefined) throw new UsageError("--exec-timeout bounds the runs of --exec CMD: give --exec too");
   const log = createLogger();
+  const metricsFlag = text(flags.metrics);
+  const metricsAt = metricsFlag === undefined ? undefined : parseListenAddress(metricsFlag);
+  if (metricsFlag !== undefined && !metricsAt) throw new UsageError(`--metrics ${metricsFlag}: give HOST:PORT (127.0.0.1:9465) or a PORT (9465)`);
   const config = await loadConfigFromFlags(flags, log);
+  const configured = config.yaml.metrics?.listen;
+  const metrics = metricsAt
+    ? { at: metricsAt, setting: "--metrics" }
+    : configured
+      ? { at: parseListenAddress(configured)!, setting: `${config.file}: flashlex.metrics.listen` }
+      : undefined;
   const { startAgent } = await import("../../thing/agent.ts");
   // Listening before the agent starts: a SIGTERM while it starts (an --exec run may already be
   // going) stops it cleanly once started, instead of killing the process with its runs orphaned.
@@ -45,6 +59,7 @@ async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown 
     exec,
     execTimeoutMs: (execTimeout ?? DEFAULT_EXEC_TIMEOUT_SECONDS) * 1000,
     requestRestart: (reason) => restart?.(reason),
+    metrics,
   });
   const outcome = await Promise.race([stopRequested.then((signal) => ({ signal })), restartRequested.then((reason) => ({ reason }))]);
   if ("reason" in outcome) {

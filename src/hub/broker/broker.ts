@@ -52,5 +52,7 @@ export interface HubBroker {
   readonly tracksDelivery: boolean;
   /** whether the thing is connected now, in constant time (no scan of every client); undefined when the broker cannot tell (an external broker) */
   isConnected(thingName: string): boolean | undefined;
+  /** how many things are connected to this broker now (the hub's /metrics); absent or undefined when the broker cannot tell */
+  connectedCount?(): number | undefined;
   close(): Promise<void>;
 }

@@ -284,6 +284,12 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
       const client = clients()[thingName];
       return client !== undefined && !client.closed;
     },
+    connectedCount() {
+      // A scan of the registered clients: once per scrape, not per message.
+      let n = 0;
+      for (const client of Object.values(clients())) if (!client.closed) n++;
+      return n;
+    },
     disconnect(thingName) {
       const client = clients()[thingName];
       if (!client) return false;

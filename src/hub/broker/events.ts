@@ -4,8 +4,10 @@ import { maxEnvelopeBytes } from "../../protocol/limits.ts";
 import { parseTestMessage, testEcho } from "../../protocol/test-message.ts";
 import { COLLECT_TOPIC, ingressTopic, TEST_TOPIC } from "../../protocol/topics.ts";
 import { InputError } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { CollectAuthError, type Collector, MessageIdConflict } from "../messages/collect.ts";
+import type { HubObserver } from "../metrics/observer.ts";
 import { fromStore, type HubStore, StoreFailure, type ThingRecord } from "../store/hub-store.ts";
 import type { BrokerEvents, ThingDirectory } from "./broker.ts";
 
@@ -30,6 +32,8 @@ export interface BrokerEventDeps {
   payloadLimitBytes: number;
   /** publishes to a thing's ingress topic (the bootstrap echo); absent: no echo */
   publish?: (topic: string, payload: string) => Promise<void>;
+  /** told of each publish dropped and each failure, by kind (the hub's /metrics) */
+  observer?: HubObserver;
   now?: () => number;
 }
 
@@ -75,7 +79,7 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
       throw new Dropped("hub.collect_refused", reason, { thing_id: envelope.thingId });
     }
     try {
-      const result = await deps.collector.store(thing, envelope.messageId, JSON.stringify(envelope.payload));
+      const result = await deps.collector.store(thing, envelope.messageId, JSON.stringify(envelope.payload), "mqtt");
       log.info("hub.collect", { via: "mqtt", thing: thing.name, message: result.message.flmessagespk, repeat: result.inserted ? undefined : true });
     } catch (err) {
       if (err instanceof MessageIdConflict) throw new Dropped("hub.collect_dropped", err.message, { thing: thing.name, message: envelope.messageId });
@@ -122,11 +126,17 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
     try {
       await dispatch(publisher, topic, payload);
     } catch (err) {
-      if (err instanceof StoreFailure) throw err;
+      if (err instanceof StoreFailure) {
+        deps.observer?.error(toFlashlexError(err.cause).kind, "mqtt");
+        throw err;
+      }
       if (err instanceof Dropped) {
+        deps.observer?.dropped(err.event);
         log.warn(err.event, { via: "mqtt", thing: publisher?.name, ...err.fields, reason: err.reason });
         return;
       }
+      deps.observer?.dropped("hub.publish_dropped");
+      deps.observer?.error(toFlashlexError(err).kind, "mqtt");
       log.warn("hub.publish_dropped", { via: "mqtt", thing: publisher?.name, topic, reason: "the message could not be handled", error: err });
     }
   };

@@ -5,6 +5,7 @@ import { z } from "zod";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { parseDuration } from "../../shared/duration.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { parseListenAddress } from "../../shared/listen-address.ts";
 import { parseYamlFile, unknownKeys, validate } from "../../shared/yaml.ts";
 
 /**
@@ -74,6 +75,19 @@ const CertificatesSchema = z.object({
   renewalCheck: durationSetting(1000, 7 * 86_400_000, "a duration from 1s to 7d, such as 15m").default("15m"),
 });
 
+/**
+ * Where `hub serve` answers Prometheus's scrape (`GET /metrics`, docs/metrics.md): `HOST:PORT` or
+ * `false` for no listener. Absent: DEFAULT_METRICS_LISTEN, loopback, so the metrics need no
+ * secret (see docs/metrics.md for why there is no token).
+ */
+const metricsListen = z.union([
+  z.literal(false),
+  z.string().refine((text) => parseListenAddress(text) !== undefined, "must be HOST:PORT (127.0.0.1:9464, [::1]:9464) or false"),
+]);
+
+/** Where the hub's metrics listen when hub.yml does not say. */
+export const DEFAULT_METRICS_LISTEN = "127.0.0.1:9464";
+
 export const HubYamlSchema = z.object({
   hub: z.object({
     /** the owner (account) id; its first 8 hex digits prefix every thing name, as in the guide */
@@ -121,6 +135,12 @@ export const HubYamlSchema = z.object({
       reloadCommand: z.array(z.string().min(1)).min(1).optional(),
     }),
     certificates: CertificatesSchema.default({ thingLifetime: "90d", renewalCheck: "15m" }),
+    metrics: z
+      .object({
+        /** absent: DEFAULT_METRICS_LISTEN (and a busy port there is a warning, not a failure: serve.ts) */
+        listen: metricsListen.optional(),
+      })
+      .default({}),
   }),
 });
 

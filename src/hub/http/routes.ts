@@ -24,6 +24,7 @@ import { bearerToken } from "../home/tokens.ts";
 import type { HubUseCases } from "../hub.ts";
 import { archiveStream } from "../messages/archive.ts";
 import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
+import { type HubObserver, methodLabel } from "../metrics/observer.ts";
 import type { MessageQuery, ThingRecord } from "../store/hub-store.ts";
 import {
   ClientGoneError,
@@ -46,6 +47,8 @@ const ENROL_BODY_LIMIT = 64 * 1024;
 
 export interface HubApiDeps extends HubUseCases {
   log: Logger;
+  /** told of every answered request and every error by kind (the hub's /metrics); absent: nothing is measured */
+  observer?: HubObserver;
   /** the console's sign-ins (tests pass their own) */
   consoleSessions?: ConsoleSessions;
 }
@@ -379,7 +382,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   async function handle(request: Request, via: "network" | "local" = "network"): Promise<Response> {
     const url = new URL(request.url);
     // API-shaped paths (another env's included) answer as the API does; everything else is the console's.
-    if (!/^\/[^/]+\/v1(\/|$)/.test(url.pathname)) return webConsole.fetch(request);
+    if (!API_PATH.test(url.pathname)) return webConsole.fetch(request);
     const updateAnswer = await updateApi.handle(request, url, via);
     if (updateAnswer) return updateAnswer;
     const found = match(url.pathname);
@@ -392,6 +395,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       return await method.handle({ request, url, id: found.id });
     } catch (err) {
       const answer = errorToResponse(err);
+      if (answer.kind) deps.observer?.error(answer.kind, "http");
       if (err instanceof ClientGoneError) {
         // Not the hub's fault, and only an authenticated caller gets this far (the body is read
         // after the token is checked): one INFO line, as a completed request gets.
@@ -419,5 +423,47 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     }
   }
 
-  return { fetch: handle, close: () => webConsole.close() };
+  /** The updates API's own routes (update-routes.ts), for labels only. */
+  const UPDATE_ROUTES = new Set(["update-key", "releases", "updates", "things/:id/update", "things/:id/update/binary"]);
+
+  /**
+   * The pattern of the route `pathname` is answered by, as a metrics label: a key of `routes`,
+   * an update route, `console` (every page outside the API) or `unmatched`. Never the path
+   * itself: ids would make a series per thing, and a client could mint any number of them.
+   */
+  function routeLabel(pathname: string): string {
+    if (!API_PATH.test(pathname)) return "console";
+    const found = match(pathname);
+    if (found && routes[found.key]) return found.key;
+    const parts = pathname
+      .slice(prefix.length + 1)
+      .replace(/\/+$/, "")
+      .split("/");
+    const key = parts[0] === "things" && parts.length >= 3 ? ["things", ":id", ...parts.slice(2)].join("/") : parts.join("/");
+    return pathname.startsWith(`${prefix}/`) && UPDATE_ROUTES.has(key) ? key : "unmatched";
+  }
+
+  async function observed(request: Request, via: "network" | "local" = "network"): Promise<Response> {
+    const observer = deps.observer;
+    if (!observer) return handle(request, via);
+    const started = performance.now();
+    let status = 500;
+    try {
+      const response = await handle(request, via);
+      status = response.status;
+      return response;
+    } finally {
+      observer.request({
+        route: routeLabel(new URL(request.url).pathname),
+        method: methodLabel(request.method),
+        status,
+        seconds: (performance.now() - started) / 1000,
+      });
+    }
+  }
+
+  return { fetch: observed, close: () => webConsole.close() };
 }
+
+/** Paths of the API (any env's); the rest are the console's. */
+const API_PATH = /^\/[^/]+\/v1(\/|$)/;

@@ -7,7 +7,7 @@
  * | `GET update-key`                               | anyone    | the hub's update public key (it is public: enrolment hands it out) |
  * | `GET releases`                                 | operator  | the stored releases                        |
  * | `GET updates`, `POST updates`                  | operator  | the latest rollout and each thing's state; start a rollout |
- * | `GET things/{id}/update?version=V&target=T`    | thing JWT | says what the thing runs; answers the release to install, or null |
+ * | `GET things/{id}/update?version=V&target=T[&outbox=N&outboxAge=S]` | thing JWT | says what the thing runs (and its outbox: entries, oldest age in seconds); answers the release to install, or null |
  * | `POST things/{id}/update`                      | thing JWT | `{state, version, running, detail}`: how the update goes |
  * | `GET things/{id}/update/binary?version=V&target=T` | thing JWT | the binary of that release for that target |
  *
@@ -20,8 +20,9 @@ import type { Logger } from "../../shared/log.ts";
 import { bearerToken } from "../home/tokens.ts";
 import type { HubUseCases } from "../hub.ts";
 import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
+import type { HubObserver } from "../metrics/observer.ts";
 import type { ThingRecord } from "../store/hub-store.ts";
-import { REPORTED_STATES, type ReportedState } from "../updates/updates.ts";
+import { type OutboxReport, REPORTED_STATES, type ReportedState } from "../updates/updates.ts";
 import { errorResponse, errorToResponse, HttpError, ok, parseJsonBody, readBodyLimited, requireJsonContentType } from "./envelope.ts";
 
 export interface UpdateApi {
@@ -30,9 +31,25 @@ export interface UpdateApi {
 }
 
 const TARGET = /^[a-z0-9][a-z0-9-]{0,39}$/;
+/** A count or a number of seconds in a query: a non-negative integer, at most 12 digits. */
+const COUNT = /^\d{1,12}$/;
+
+/**
+ * The outbox a polling thing reports (docs/metrics.md): `outbox` entries waiting and `outboxAge`,
+ * the oldest one's age in whole seconds. Both optional (agents before metrics send neither);
+ * one without the other, or not a count, is a 400 naming it.
+ */
+function outboxParams(url: URL): OutboxReport | undefined {
+  const depth = url.searchParams.get("outbox");
+  const age = url.searchParams.get("outboxAge");
+  if (depth === null && age === null) return undefined;
+  if (depth === null || !COUNT.test(depth)) throw new HttpError(400, "outbox must be a count of messages (given with outboxAge)");
+  if (age === null || !COUNT.test(age)) throw new HttpError(400, "outboxAge must be whole seconds (given with outbox)");
+  return { depth: Number(depth), oldestAgeSeconds: Number(age) };
+}
 const BODY_LIMIT = 16 * 1024;
 
-export function createUpdateApi(deps: HubUseCases & { log: Logger }): UpdateApi {
+export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: HubObserver }): UpdateApi {
   const { updates, collector, operators, things } = deps;
   const prefix = `/${deps.home.settings.env}/v1/`;
   const log = deps.log.child({ component: "api" });
@@ -105,7 +122,11 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger }): UpdateApi 
     if (!isUuid(id)) throw new HttpError(404, "no such thing");
     if (path.length === 3 && method === "GET") {
       const thing = await requireThing(request, id);
-      const assignment = updates.poll(thing, { version: param(url, "version", VERSION_PATTERN), target: param(url, "target", TARGET) });
+      const assignment = updates.poll(thing, {
+        version: param(url, "version", VERSION_PATTERN),
+        target: param(url, "target", TARGET),
+        outbox: outboxParams(url),
+      });
       return ok({ update: assignment ?? null }, assignment ? `Update to ${assignment.version}.` : "No update.");
     }
     if (path.length === 3 && method === "POST") {
@@ -143,6 +164,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger }): UpdateApi 
         return await route(request, url, via, path);
       } catch (err) {
         const answer = errorToResponse(err);
+        if (answer.kind) deps.observer?.error(answer.kind, "http");
         if (answer.status >= 500) log.error("hub.api_failed", { method: request.method, route: url.pathname, status: answer.status, error: answer.detail });
         return answer.response;
       }

@@ -125,8 +125,9 @@ export class Collector {
    * caller then acknowledges (HTTP 200, MQTT PUBACK) survives a kill -9; messages stored at
    * about the same time share the commit (group commit: at most 1,000 messages or 4 MiB). A
    * failing database rejects with StoreFailure; an id another thing used, with MessageIdConflict.
+   * `via` is the path it came by (the HTTP collect route, or MQTT's flashlex/collect), told to the feed.
    */
-  async store(thing: ThingRecord, messageId: string | undefined, payloadJson: string): Promise<CollectResult> {
+  async store(thing: ThingRecord, messageId: string | undefined, payloadJson: string, via: "http" | "mqtt" = "http"): Promise<CollectResult> {
     const at = this.now();
     const record: MessageRecord = {
       flmessagespk: messageId ?? randomUUID(),
@@ -138,7 +139,7 @@ export class Collector {
     };
     const { inserted, message } = await fromStore(() => this.commits.submit({ message: record, seenAt: at }));
     if (message.thingId !== thing.id) throw new MessageIdConflict();
-    if (inserted) this.deps.feed?.publish({ type: "collected", thingId: thing.id, thingName: thing.name, message });
+    if (inserted) this.deps.feed?.publish({ type: "collected", thingId: thing.id, thingName: thing.name, message, via });
     return { thing, message, inserted };
   }
 

@@ -13,7 +13,7 @@ import type { MessageRecord } from "../store/hub-store.ts";
 
 export type FeedEvent =
   /** a thing's egress message was stored for the first time (not a retry of a stored one) */
-  | { type: "collected"; thingId: string; thingName: string; message: MessageRecord }
+  | { type: "collected"; thingId: string; thingName: string; message: MessageRecord; via?: "http" | "mqtt" }
   /** an ingress message was stored and the broker took it */
   | { type: "sent"; thingId: string; thingName: string; message: MessageRecord }
   /** the thing's PUBACK for this ingress message arrived; `at` in Unix ms */

@@ -98,6 +98,11 @@ export const HUB_MIGRATIONS: readonly string[] = [
    ALTER TABLE things ADD COLUMN previous_public_key_pem TEXT;
    ALTER TABLE things ADD COLUMN renew_requested_at INTEGER;
    ALTER TABLE things ADD COLUMN enrolled_with TEXT;`,
+  // Metrics (issue 16): the outbox a thing reported with its last update poll, for the hub's
+  // /metrics (docs/metrics.md). outbox_oldest_at is on the hub's clock (the poll's time less the
+  // age the thing reported), so a device's wrong clock does not skew it.
+  `ALTER TABLE thing_updates ADD COLUMN outbox_depth INTEGER;
+   ALTER TABLE thing_updates ADD COLUMN outbox_oldest_at INTEGER;`,
 ];
 
 /**
@@ -238,6 +243,18 @@ export interface ThingPageQuery {
   limit: number;
 }
 
+/** What the fleet-wide gauges of /metrics read from the database, in one cheap query (docs/metrics.md). */
+export interface FleetCounts {
+  /** every thing known, revoked ones included */
+  things: number;
+  /** things revoked */
+  revoked: number;
+  /** things not revoked that proved themselves once (ThingStatus `verified`) */
+  verified: number;
+  /** ingress messages stored and not yet acknowledged by their thing (`pending`) */
+  pendingIngress: number;
+}
+
 /** How many messages of each type a thing has stored. */
 export interface MessageCounts {
   egress: number;
@@ -272,6 +289,8 @@ export interface HubStore {
   revokedSince(since: number): Promise<string[]>;
   /** deletes the thing and all its messages; false when unknown */
   deleteThing(id: string): Promise<boolean>;
+  /** counts for the fleet-wide gauges of /metrics: things by state and pending ingress (two indexed counts) */
+  fleetCounts(): Promise<FleetCounts>;
   /** one page of things (oldest first, as `listThings`) and how many match in all */
   thingPage(query: ThingPageQuery): Promise<{ total: number; things: ThingRecord[] }>;
 
@@ -552,6 +571,16 @@ export function sqliteHubStore(db: SqlDatabase): SqliteHubStore {
     },
     async revokedSince(since) {
       return db.all<{ name: string }>("SELECT name FROM things WHERE revoked_at >= ?", [since]).map((r) => r.name);
+    },
+    async fleetCounts() {
+      const things = db.get<{ things: number; revoked: number; verified: number }>(
+        `SELECT COUNT(*) AS things, COUNT(revoked_at) AS revoked,
+                COALESCE(SUM(CASE WHEN revoked_at IS NULL AND verified_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS verified
+         FROM things`,
+      )!;
+      // messages_pending is a partial index on exactly these rows: the count reads only them.
+      const pending = db.get<{ n: number }>("SELECT COUNT(*) AS n FROM messages WHERE delivery = 'pending'")!;
+      return { ...things, pendingIngress: pending.n };
     },
     async deleteThing(id) {
       return db.transaction(() => {

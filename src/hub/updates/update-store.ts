@@ -54,6 +54,10 @@ export interface ThingUpdateRow {
   state: UpdateState | null;
   detail: string | null;
   updated_at: number | null;
+  /** the thing's outbox (egress not yet delivered) at its last poll, in messages; null: never reported */
+  outbox_depth: number | null;
+  /** Unix ms, on the hub's clock, when the oldest of those entries was made; null: the outbox was empty */
+  outbox_oldest_at: number | null;
 }
 
 export interface UpdateStore {

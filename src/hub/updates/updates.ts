@@ -35,6 +35,24 @@ export type { RolloutRow, ThingUpdateRow, UpdateState };
 export const REPORTED_STATES = ["downloading", "installed", "healthy", "rolled-back", "failed"] as const;
 export type ReportedState = (typeof REPORTED_STATES)[number];
 
+/** A thing's outbox as it reports it with a poll: entries waiting, and the age of the oldest in seconds (0 when empty). */
+export interface OutboxReport {
+  depth: number;
+  oldestAgeSeconds: number;
+}
+
+/** The outboxes things reported, over the fleet (the hub's /metrics, docs/metrics.md). */
+export interface OutboxSummary {
+  /** things that reported their outbox at least once */
+  reporting: number;
+  /** entries waiting, summed over the things */
+  depthSum: number;
+  /** the largest one thing reported */
+  depthMax: number;
+  /** the oldest waiting entry of any thing, in seconds at `now` (0 when none waits) */
+  oldestAgeSeconds: number;
+}
+
 /** What a thing is told when it polls: the release to install, or nothing. */
 export interface Assignment {
   version: string;
@@ -189,6 +207,8 @@ export class Updates {
       state: null,
       detail: null,
       updated_at: null,
+      outbox_depth: null,
+      outbox_oldest_at: null,
     });
     return { rollout, things: things.map((t) => ({ ...(rows.get(t.id) ?? empty(t.id)), name: t.name })) };
   }
@@ -201,15 +221,21 @@ export class Updates {
   /**
    * A thing polls: records what it runs (`version`, `target`) and answers the release it should
    * install, when its rollout is running and has offered it one. A thing that already runs the
-   * offered version is healthy (an earlier report was lost).
+   * offered version is healthy (an earlier report was lost). `outbox`, when the thing sends it,
+   * is kept for the fleet's gauges (`outboxSummary`); a poll without it keeps the last report.
    */
-  poll(thing: ThingRecord, running: { version: string; target: string }): Assignment | undefined {
+  poll(thing: ThingRecord, running: { version: string; target: string; outbox?: OutboxReport }): Assignment | undefined {
     const at = this.now();
+    const outbox = running.outbox;
+    // The age is turned into a time on the hub's clock: a device whose clock is wrong still reports right.
+    const oldestAt = outbox && outbox.depth > 0 ? at - Math.round(outbox.oldestAgeSeconds * 1000) : null;
     return this.db.transaction(() => {
       this.db.run(
-        `INSERT INTO thing_updates (thing_id, version, target, seen_at) VALUES (?, ?, ?, ?)
-         ON CONFLICT (thing_id) DO UPDATE SET version = excluded.version, target = excluded.target, seen_at = excluded.seen_at`,
-        [thing.id, running.version, running.target, at],
+        `INSERT INTO thing_updates (thing_id, version, target, seen_at, outbox_depth, outbox_oldest_at) VALUES (?, ?, ?, ?, ?, ?)
+         ON CONFLICT (thing_id) DO UPDATE SET version = excluded.version, target = excluded.target, seen_at = excluded.seen_at,
+           outbox_depth = COALESCE(excluded.outbox_depth, outbox_depth),
+           outbox_oldest_at = CASE WHEN excluded.outbox_depth IS NULL THEN outbox_oldest_at ELSE excluded.outbox_oldest_at END`,
+        [thing.id, running.version, running.target, at, outbox?.depth ?? null, oldestAt],
       );
       const row = this.row(thing.id)!;
       if (!row.rollout_id || !row.to_version || (row.state !== "pending" && row.state !== "downloading")) return undefined;
@@ -240,6 +266,24 @@ export class Updates {
       this.advanceInTransaction(row.rollout_id, at);
       return true;
     });
+  }
+
+  /**
+   * The outboxes things reported with their last poll, summed and maxed over the things that are
+   * not revoked: one aggregate query, whatever the fleet's size. A report is as old as the
+   * thing's last poll (update.checkSeconds); the oldest entry's age keeps growing until the next.
+   */
+  outboxSummary(): OutboxSummary {
+    const row = this.db.get<{ reporting: number; depth_sum: number | null; depth_max: number | null; oldest_at: number | null }>(
+      `SELECT COUNT(u.outbox_depth) AS reporting, SUM(u.outbox_depth) AS depth_sum, MAX(u.outbox_depth) AS depth_max, MIN(u.outbox_oldest_at) AS oldest_at
+       FROM thing_updates u JOIN things t ON t.id = u.thing_id WHERE t.revoked_at IS NULL`,
+    )!;
+    return {
+      reporting: row.reporting,
+      depthSum: row.depth_sum ?? 0,
+      depthMax: row.depth_max ?? 0,
+      oldestAgeSeconds: row.oldest_at === null ? 0 : Math.max(0, (this.now() - row.oldest_at) / 1000),
+    };
   }
 
   close(): void {

@@ -407,6 +407,19 @@ export class MessageStore {
     return this.db.get<{ n: number }>("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending'")!.n;
   }
 
+  /**
+   * The outbox for metrics, in one read of the entries not yet delivered: how many wait to be
+   * delivered (`pending`), how many the hub refused (`rejected`, kept until retried or dropped),
+   * and when the oldest of either was made (Unix ms on this device's clock; null when none waits).
+   */
+  outboxStats(): { pending: number; rejected: number; oldestCreatedAt: number | null } {
+    const row = this.db.get<{ pending: number; rejected: number; oldest: number | null }>(
+      `SELECT COALESCE(SUM(state = 'pending'), 0) AS pending, COALESCE(SUM(state = 'rejected'), 0) AS rejected, MIN(created_at) AS oldest
+       FROM outbox WHERE state IN ('pending', 'rejected')`,
+    )!;
+    return { pending: row.pending, rejected: row.rejected, oldestCreatedAt: row.oldest };
+  }
+
   countRejected(): number {
     return this.db.get<{ n: number }>("SELECT COUNT(*) AS n FROM outbox WHERE state = 'rejected'")!.n;
   }

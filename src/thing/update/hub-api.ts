@@ -17,7 +17,8 @@ export interface OfferedUpdate {
 export type ReportState = "downloading" | "installed" | "healthy" | "rolled-back" | "failed";
 
 export interface UpdateHubApi {
-  poll(running: { version: string; target: string }): Promise<OfferedUpdate | undefined>;
+  /** `outbox`: entries waiting and the oldest one's age in whole seconds, for the hub's /metrics (docs/metrics.md) */
+  poll(running: { version: string; target: string; outbox?: { depth: number; oldestAgeSeconds: number } }): Promise<OfferedUpdate | undefined>;
   report(report: { state: ReportState; version: string; running: string; detail?: string }): Promise<void>;
   binaryUrl(version: string, target: string): string;
   /** an Authorization header with a fresh token */
@@ -45,7 +46,8 @@ export function updateHubApi(config: ThingConfig, identity: ThingIdentity, timeo
     authorization,
     binaryUrl: (version, target) => `${base}/binary?version=${encodeURIComponent(version)}&target=${encodeURIComponent(target)}`,
     async poll(running) {
-      const answer = await call(`${base}?version=${encodeURIComponent(running.version)}&target=${encodeURIComponent(running.target)}`, "GET");
+      const outbox = running.outbox ? `&outbox=${running.outbox.depth}&outboxAge=${Math.floor(running.outbox.oldestAgeSeconds)}` : "";
+      const answer = await call(`${base}?version=${encodeURIComponent(running.version)}&target=${encodeURIComponent(running.target)}${outbox}`, "GET");
       return ((answer.result as { update?: OfferedUpdate | null }).update ?? undefined) || undefined;
     },
     async report(report) {

@@ -38,6 +38,8 @@ export interface UpdaterOptions {
   connected(): boolean;
   /** serve stops and exits with 3 so that its supervisor starts the binary again */
   requestRestart(reason: string): void;
+  /** the outbox now (entries waiting, the oldest one's age in seconds), sent with each poll for the hub's /metrics */
+  outbox?: () => { depth: number; oldestAgeSeconds: number };
   /** seams for tests; defaults: this build's */
   version?: string;
   target?: string;
@@ -85,6 +87,15 @@ export function startUpdater(opts: UpdaterOptions): Updater {
     }, ms);
     timers.add(timer);
     return timer;
+  };
+
+  // A failing read (a locked disk) must not stop the poll: the report is left out, the hub keeps the last one.
+  const outboxNow = () => {
+    try {
+      return opts.outbox?.();
+    } catch {
+      return undefined;
+    }
   };
 
   writeGuard(dataDir);
@@ -214,7 +225,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
       }
       // A version on trial installs nothing: first it must prove itself (or be rolled back).
       if (trial || !target) return;
-      const offer = await hub.poll({ version, target });
+      const offer = await hub.poll({ version, target, outbox: outboxNow() });
       if (offer && offer.version !== version) await apply(offer, target);
     } catch (err) {
       log.warn("update.check_failed", { error: describeError(err), note: `tried again in ${settings!.checkSeconds} s` });

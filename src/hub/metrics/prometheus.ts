@@ -1,0 +1,164 @@
+/**
+ * The hub's Prometheus registry (prom-client): every metric of docs/metrics.md, in one place.
+ * Loaded by `hub serve` only (a dynamic import in service.ts), so other commands never load the
+ * library.
+ *
+ * Two kinds of metric, so that several hubs on one database each say what they did while the
+ * fleet is counted once:
+ * - this process's own: counters and the latency histogram (what this hub received, sent,
+ *   answered, failed), and the things connected to its embedded broker. Prometheus sums them
+ *   over the hubs (`sum without (instance)`).
+ * - the fleet's, read from the database at scrape time (things by status, pending ingress, the
+ *   outboxes things reported): every hub reports the same value; take `max` over the hubs.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
+import { ERROR_KINDS } from "../../shared/errors.ts";
+import type { Exposition } from "../../shared/metrics-http.ts";
+import type { MessageFeed } from "../messages/feed.ts";
+import type { FleetCounts } from "../store/hub-store.ts";
+import type { OutboxSummary } from "../updates/updates.ts";
+import type { HubObserver } from "./observer.ts";
+
+export interface HubMetricsDeps {
+  /** the use cases announce each message stored, sent and delivered here */
+  feed: MessageFeed;
+  /** the fleet-wide counts, read at scrape time */
+  fleet: () => Promise<FleetCounts>;
+  outboxes: () => OutboxSummary;
+  /** a version label for `flashlex_hub_info` */
+  version: string;
+}
+
+export interface HubMetrics {
+  observer: HubObserver;
+  /** adds `flashlex_hub_things_connected`, read from `count` at scrape time: only for a broker that can tell (the embedded one) */
+  countConnected(count: () => number): void;
+  /** the exposition text of every metric, gauges read now */
+  render(): Promise<Exposition>;
+  /** stops listening to the feed */
+  close(): void;
+}
+
+/** Seconds: API answers are mostly a few ms (SQLite, one machine); archives and slow disks reach seconds. */
+const LATENCY_BUCKETS = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10];
+
+/** Builds the registry; `process_*` and `nodejs_*` come from prom-client's default collectors. */
+export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
+  const registry = new Registry();
+  const registers = [registry];
+  collectDefaultMetrics({ register: registry });
+
+  new Gauge({ name: "flashlex_hub_info", help: "Always 1; the version of this hub process", labelNames: ["version"], registers }).set(
+    { version: deps.version },
+    1,
+  );
+
+  const messages = new Counter({
+    name: "flashlex_hub_messages_total",
+    help: "Messages this hub process handled: egress received from things, ingress accepted from the operator, ingress delivered to things (their PUBACK)",
+    labelNames: ["type", "direction", "path"],
+    registers,
+  });
+  // Every combination at 0 from the start, so rate() and alerts see a series before the first message.
+  messages.inc({ type: "egress", direction: "in", path: "http" }, 0);
+  messages.inc({ type: "egress", direction: "in", path: "mqtt" }, 0);
+  messages.inc({ type: "ingress", direction: "in", path: "http" }, 0);
+  messages.inc({ type: "ingress", direction: "out", path: "mqtt" }, 0);
+
+  const requests = new Histogram({
+    name: "flashlex_hub_http_request_duration_seconds",
+    help: "HTTP API and console requests of this hub process, by route pattern, method and status class, until the answer's headers",
+    labelNames: ["route", "method", "status"],
+    buckets: LATENCY_BUCKETS,
+    registers,
+  });
+  const errors = new Counter({
+    name: "flashlex_hub_errors_total",
+    help: "Failures with a kind (src/shared/errors.ts) that reached an edge of this hub process: an HTTP answer, or an MQTT publish",
+    labelNames: ["kind", "via"],
+    registers,
+  });
+  for (const kind of ERROR_KINDS) for (const via of ["http", "mqtt"]) errors.inc({ kind, via }, 0);
+  const dropped = new Counter({
+    name: "flashlex_hub_mqtt_dropped_total",
+    help: "MQTT publishes from things this hub process acknowledged without storing, by the log event that says why",
+    labelNames: ["event"],
+    registers,
+  });
+
+  // One database read per scrape feeds both gauges.
+  let fleetRead: Promise<FleetCounts> | undefined;
+  const fleet = () => (fleetRead ??= deps.fleet().finally(() => queueMicrotask(() => (fleetRead = undefined))));
+  new Gauge({
+    name: "flashlex_hub_things",
+    help: "Things known to the hub database, by status (created, verified, revoked); the same on every hub of one database",
+    labelNames: ["status"],
+    registers,
+    async collect() {
+      const counts = await fleet();
+      this.set({ status: "created" }, counts.things - counts.revoked - counts.verified);
+      this.set({ status: "verified" }, counts.verified);
+      this.set({ status: "revoked" }, counts.revoked);
+    },
+  });
+  new Gauge({
+    name: "flashlex_hub_ingress_pending",
+    help: "Ingress messages stored and not yet acknowledged by their thing; the same on every hub of one database",
+    registers,
+    async collect() {
+      this.set((await fleet()).pendingIngress);
+    },
+  });
+
+  let outboxRead: OutboxSummary | undefined;
+  const outboxes = () => (outboxRead ??= (queueMicrotask(() => (outboxRead = undefined)), deps.outboxes()));
+  const outboxGauge = (name: string, help: string, pick: (s: OutboxSummary) => number) =>
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        this.set(pick(outboxes()));
+      },
+    });
+  outboxGauge(
+    "flashlex_hub_thing_outbox_messages",
+    "Egress waiting in the things' outboxes, summed over the things, as each last reported it",
+    (s) => s.depthSum,
+  );
+  outboxGauge("flashlex_hub_thing_outbox_messages_max", "The largest outbox one thing reported, in messages", (s) => s.depthMax);
+  outboxGauge(
+    "flashlex_hub_thing_outbox_oldest_age_seconds",
+    "Age of the oldest entry waiting in any thing's outbox, as last reported and aged on the hub's clock since",
+    (s) => s.oldestAgeSeconds,
+  );
+  outboxGauge("flashlex_hub_thing_outbox_reporting", "Things (not revoked) that reported their outbox at least once", (s) => s.reporting);
+
+  const stopWatching = deps.feed.watch((event) => {
+    if (event.type === "collected") messages.inc({ type: "egress", direction: "in", path: event.via ?? "http" });
+    else if (event.type === "sent") messages.inc({ type: "ingress", direction: "in", path: "http" });
+    else messages.inc({ type: "ingress", direction: "out", path: "mqtt" });
+  });
+
+  return {
+    observer: {
+      request: (s) => requests.observe({ route: s.route, method: s.method, status: `${Math.floor(s.status / 100)}xx` }, s.seconds),
+      error: (kind, via) => errors.inc({ kind, via }),
+      dropped: (event) => dropped.inc({ event }),
+    },
+    countConnected(count) {
+      new Gauge({
+        name: "flashlex_hub_things_connected",
+        help: "Things connected to this hub process's embedded broker now (absent with an external broker, which does not tell)",
+        registers,
+        collect() {
+          this.set(count());
+        },
+      });
+    },
+    async render() {
+      return { contentType: registry.contentType, body: await registry.metrics() };
+    },
+    close: () => stopWatching?.(),
+  };
+}

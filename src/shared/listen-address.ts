@@ -1,0 +1,40 @@
+import { isIP } from "node:net";
+
+/**
+ * Where a small local listener (the metrics endpoints) binds: `HOST:PORT`, `[IPv6]:PORT`, or a
+ * bare `PORT`, which means 127.0.0.1 (loopback unless the owner names another address on purpose).
+ */
+export interface ListenAddress {
+  host: string;
+  /** 0 asks the OS for a free port (tests) */
+  port: number;
+}
+
+/** The host a bare port binds to. */
+export const LOOPBACK = "127.0.0.1";
+
+/**
+ * Parses `text` as a listen address. Returns undefined when it is not one (the caller's error
+ * names the flag or key); hosts are IP addresses or DNS names (`localhost`), ports 0-65535.
+ */
+export function parseListenAddress(text: string): ListenAddress | undefined {
+  const value = text.trim();
+  if (/^\d{1,5}$/.test(value)) return portOf(LOOPBACK, value);
+  const bracketed = /^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$/.exec(value);
+  if (bracketed) return isIP(bracketed[1]!) === 6 ? portOf(bracketed[1]!, bracketed[2]!) : undefined;
+  const plain = /^([A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
+  if (!plain) return undefined;
+  const host = plain[1]!;
+  if (isIP(host) === 0 && !/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(host)) return undefined;
+  return portOf(host, plain[2]!);
+}
+
+function portOf(host: string, port: string): ListenAddress | undefined {
+  const n = Number(port);
+  return n <= 65535 ? { host, port: n } : undefined;
+}
+
+/** `host:port` as a URL authority (IPv6 in brackets). */
+export function formatListenAddress(at: ListenAddress): string {
+  return `${at.host.includes(":") ? `[${at.host}]` : at.host}:${at.port}`;
+}

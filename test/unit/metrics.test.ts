@@ -1,0 +1,201 @@
+import { describe, expect, test } from "bun:test";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { MessageFeed } from "../../src/hub/messages/feed.ts";
+import { methodLabel } from "../../src/hub/metrics/observer.ts";
+import { createHubMetrics } from "../../src/hub/metrics/prometheus.ts";
+import { FlashlexError } from "../../src/shared/errors.ts";
+import { parseListenAddress } from "../../src/shared/listen-address.ts";
+import { startMetricsListener } from "../../src/shared/metrics-http.ts";
+import { createAgentMetrics, kindOfLogged } from "../../src/thing/metrics/prometheus.ts";
+import { parseExposition } from "../support/prometheus-text.ts";
+
+const message = (id: string) => ({ flmessagespk: id, thingId: "t", messagetype: "egress" as const, payload: "{}", fltimestamp: 0, datecreated: "" });
+
+describe("listen addresses", () => {
+  test("HOST:PORT, [IPv6]:PORT and a bare PORT (loopback)", () => {
+    expect(parseListenAddress("127.0.0.1:9464")).toEqual({ host: "127.0.0.1", port: 9464 });
+    expect(parseListenAddress("[::1]:9")).toEqual({ host: "::1", port: 9 });
+    expect(parseListenAddress("9465")).toEqual({ host: "127.0.0.1", port: 9465 });
+    expect(parseListenAddress("localhost:0")).toEqual({ host: "localhost", port: 0 });
+  });
+  test("anything else is refused", () => {
+    for (const bad of ["", "host", ":80", "1.2.3.4:70000", "[zz]:1", "a b:1", "http://x:1", "1.2.3.4:", "x:-1"])
+      expect(parseListenAddress(bad)).toBeUndefined();
+  });
+});
+
+describe("the hub's registry", () => {
+  const fleet = { things: 5, revoked: 1, verified: 3, pendingIngress: 7 };
+  const outboxes = { reporting: 2, depthSum: 12, depthMax: 10, oldestAgeSeconds: 30 };
+  const make = (connected: number | null = 4) => {
+    const feed = new MessageFeed();
+    const metrics = createHubMetrics({ feed, fleet: async () => fleet, outboxes: () => outboxes, version: "1.2.3" });
+    if (connected !== null) metrics.countConnected(() => connected);
+    return { feed, metrics };
+  };
+
+  test("messages are counted from the feed, once per event, by type, direction and path", async () => {
+    const { feed, metrics } = make();
+    const before = parseExposition((await metrics.render()).body);
+    expect(before.value("flashlex_hub_messages_total", { type: "egress", path: "mqtt" })).toBe(0);
+    feed.publish({ type: "collected", thingId: "t", thingName: "n", message: message("a"), via: "mqtt" });
+    feed.publish({ type: "collected", thingId: "t", thingName: "n", message: message("b"), via: "http" });
+    feed.publish({ type: "collected", thingId: "t", thingName: "n", message: message("c"), via: "http" });
+    feed.publish({ type: "sent", thingId: "t", thingName: "n", message: message("d") });
+    feed.publish({ type: "delivered", thingName: "n", flmessagespk: "d", at: 1 });
+    const after = parseExposition((await metrics.render()).body);
+    expect(after.value("flashlex_hub_messages_total", { type: "egress", direction: "in", path: "mqtt" })).toBe(1);
+    expect(after.value("flashlex_hub_messages_total", { type: "egress", direction: "in", path: "http" })).toBe(2);
+    expect(after.value("flashlex_hub_messages_total", { type: "ingress", direction: "in", path: "http" })).toBe(1);
+    expect(after.value("flashlex_hub_messages_total", { type: "ingress", direction: "out", path: "mqtt" })).toBe(1);
+    expect(after.types.get("flashlex_hub_messages_total")).toBe("counter");
+    metrics.close();
+    feed.publish({ type: "delivered", thingName: "n", flmessagespk: "e", at: 2 });
+    expect(parseExposition((await metrics.render()).body).value("flashlex_hub_messages_total", { direction: "out" })).toBe(1);
+  });
+
+  test("the fleet's gauges are read at scrape time; things by status add up", async () => {
+    const { metrics } = make();
+    const text = parseExposition((await metrics.render()).body);
+    expect(text.value("flashlex_hub_things", { status: "created" })).toBe(1);
+    expect(text.value("flashlex_hub_things", { status: "verified" })).toBe(3);
+    expect(text.value("flashlex_hub_things", { status: "revoked" })).toBe(1);
+    expect(text.value("flashlex_hub_ingress_pending")).toBe(7);
+    expect(text.value("flashlex_hub_things_connected")).toBe(4);
+    expect(text.value("flashlex_hub_thing_outbox_messages")).toBe(12);
+    expect(text.value("flashlex_hub_thing_outbox_messages_max")).toBe(10);
+    expect(text.value("flashlex_hub_thing_outbox_oldest_age_seconds")).toBe(30);
+    expect(text.value("flashlex_hub_info", { version: "1.2.3" })).toBe(1);
+    expect(text.value("process_resident_memory_bytes")).toBeGreaterThan(0);
+  });
+
+  test("an external broker (cannot tell who is connected) leaves the gauge out rather than saying 0", async () => {
+    const { metrics } = make(null);
+    expect(parseExposition((await metrics.render()).body).value("flashlex_hub_things_connected")).toBeUndefined();
+  });
+
+  test("requests go into the histogram by route pattern, method and status class; errors by kind and path", async () => {
+    const { metrics } = make();
+    metrics.observer.request({ route: "things/:id/collect", method: "POST", status: 200, seconds: 0.003 });
+    metrics.observer.request({ route: "things/:id/collect", method: "POST", status: 503, seconds: 0.2 });
+    metrics.observer.error("try-later", "http");
+    metrics.observer.error("damaged", "mqtt");
+    metrics.observer.dropped("hub.collect_refused");
+    const text = parseExposition((await metrics.render()).body);
+    const route = { route: "things/:id/collect", method: "POST" };
+    expect(text.value("flashlex_hub_http_request_duration_seconds_count", { ...route, status: "2xx" })).toBe(1);
+    expect(text.value("flashlex_hub_http_request_duration_seconds_count", { ...route, status: "5xx" })).toBe(1);
+    expect(text.value("flashlex_hub_http_request_duration_seconds_bucket", { ...route, status: "2xx", le: "0.005" })).toBe(1);
+    expect(text.value("flashlex_hub_http_request_duration_seconds_bucket", { ...route, status: "2xx", le: "0.001" })).toBe(0);
+    expect(text.value("flashlex_hub_errors_total", { kind: "try-later", via: "http" })).toBe(1);
+    expect(text.value("flashlex_hub_errors_total", { kind: "damaged", via: "mqtt" })).toBe(1);
+    expect(text.value("flashlex_hub_errors_total", { kind: "bug", via: "http" })).toBe(0);
+    expect(text.value("flashlex_hub_mqtt_dropped_total", { event: "hub.collect_refused" })).toBe(1);
+  });
+
+  test("a method a client invents is one label, not a new series each", () => {
+    expect(methodLabel("POST")).toBe("POST");
+    expect(methodLabel("FROBNICATE")).toBe("other");
+  });
+});
+
+describe("the agent's registry", () => {
+  const now = 1_700_000_100_000;
+  const make = (oldest: number | null = now - 90_000) =>
+    createAgentMetrics({
+      outbox: () => ({ pending: 3, rejected: 1, oldestCreatedAt: oldest }),
+      ingress: () => ({ total: 10, unacked: 4 }),
+      connected: () => true,
+      version: "1.2.3",
+      now: () => now,
+    });
+
+  test("outbox depth and age, ingress, reconnects (not the first connection)", async () => {
+    const metrics = make();
+    metrics.connected();
+    metrics.connected();
+    metrics.connected();
+    metrics.ingressStored();
+    const text = parseExposition((await metrics.render()).body);
+    expect(text.value("flashlex_agent_outbox_messages", { state: "pending" })).toBe(3);
+    expect(text.value("flashlex_agent_outbox_messages", { state: "rejected" })).toBe(1);
+    expect(text.value("flashlex_agent_outbox_oldest_age_seconds")).toBe(90);
+    expect(text.value("flashlex_agent_ingress_messages", { state: "unacked" })).toBe(4);
+    expect(text.value("flashlex_agent_ingress_messages", { state: "acked" })).toBe(6);
+    expect(text.value("flashlex_agent_ingress_stored_total")).toBe(1);
+    expect(text.value("flashlex_agent_mqtt_reconnects_total")).toBe(2);
+    expect(text.value("flashlex_agent_mqtt_connected")).toBe(1);
+    expect(parseExposition((await make(null).render()).body).value("flashlex_agent_outbox_oldest_age_seconds")).toBe(0);
+  });
+
+  test("the last error is one series with its kind, event and time, never its message", async () => {
+    const metrics = make();
+    expect(parseExposition((await metrics.render()).body).value("flashlex_agent_last_error_timestamp_seconds")).toBeUndefined();
+    metrics.tap("warn", "mqtt.reconnect_scheduled", { inMs: 200 }); // a warning without an error is not a failure
+    metrics.tap("error", "store.sweep_failed", { error: new FlashlexError("disk /secret/path is full", "full") });
+    metrics.tap("warn", "outbox.delivery_failed", { error: new FlashlexError("the hub answered 503 token=abc", "unavailable") });
+    const text = (await metrics.render()).body;
+    const parsed = parseExposition(text);
+    expect(parsed.samples.filter((s) => s.name === "flashlex_agent_last_error_timestamp_seconds")).toEqual([
+      { name: "flashlex_agent_last_error_timestamp_seconds", labels: { kind: "unavailable", event: "outbox.delivery_failed" }, value: now / 1000 },
+    ]);
+    expect(parsed.value("flashlex_agent_errors_total", { kind: "full" })).toBe(1);
+    expect(parsed.value("flashlex_agent_errors_total", { kind: "unavailable" })).toBe(1);
+    expect(parsed.sum("flashlex_agent_errors_total")).toBe(2);
+    expect(text).not.toContain("secret");
+    expect(text).not.toContain("abc");
+  });
+
+  test("a logged failure's kind: its error's, a kind field, else bug", () => {
+    expect(kindOfLogged({ kind: "io" })).toBe("io");
+    expect(kindOfLogged({ error: new FlashlexError("x", "permission") })).toBe("permission");
+    expect(kindOfLogged({ error: "a string says nothing" })).toBe("bug");
+  });
+});
+
+describe("the scrape listener", () => {
+  test("GET /metrics answers the exposition; other paths 404, other methods 405, a failing render 500 without details", async () => {
+    let fail = false;
+    const listener = await startMetricsListener({ host: "127.0.0.1", port: 0 }, async () => {
+      if (fail) throw new Error("secret detail");
+      return { contentType: "text/plain; version=0.0.4", body: "x_total 1\n" };
+    });
+    try {
+      const ok = await fetch(listener.url, { signal: AbortSignal.timeout(5000) });
+      expect(ok.status).toBe(200);
+      expect(ok.headers.get("content-type")).toContain("version=0.0.4");
+      expect(parseExposition(await ok.text()).value("x_total")).toBe(1);
+      expect((await fetch(listener.url.replace("/metrics", "/other"), { signal: AbortSignal.timeout(5000) })).status).toBe(404);
+      expect((await fetch(listener.url, { method: "POST", signal: AbortSignal.timeout(5000) })).status).toBe(405);
+      fail = true;
+      const failed = await fetch(listener.url, { signal: AbortSignal.timeout(5000) });
+      expect(failed.status).toBe(500);
+      expect(await failed.text()).not.toContain("secret");
+    } finally {
+      await listener.close();
+    }
+  });
+
+  test("a busy port rejects with the listen error, for the caller to name its setting", async () => {
+    const first = await startMetricsListener({ host: "127.0.0.1", port: 0 }, async () => ({ contentType: "text/plain", body: "" }));
+    try {
+      const port = Number(new URL(first.url).port);
+      const second = startMetricsListener({ host: "127.0.0.1", port }, async () => ({ contentType: "text/plain", body: "" }));
+      await expect(second).rejects.toMatchObject({ code: "EADDRINUSE" });
+    } finally {
+      await first.close();
+    }
+  });
+});
+
+describe("docs/prometheus/alerts.yml", () => {
+  const promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].find((p) => existsSync(p));
+  // Debian's promtool comes with the prometheus package (~96 MB installed, a server and its web UI):
+  // too much for CI's package list for one check, so this runs where it is installed (docs/metrics.md).
+  test.skipIf(!promtool)("promtool check rules accepts it", () => {
+    const run = Bun.spawnSync([promtool!, "check", "rules", join(import.meta.dir, "../../docs/prometheus/alerts.yml")], { timeout: 30_000 });
+    expect(run.stdout.toString() + run.stderr.toString()).toContain("SUCCESS");
+    expect(run.exitCode).toBe(0);
+  });
+});
