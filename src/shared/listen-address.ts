@@ -1,5 +1,3 @@
-import { isIP } from "node:net";
-
 /**
  * Where a small local listener (the metrics endpoints) binds: `HOST:PORT`, `[IPv6]:PORT`, or a
  * bare `PORT`, which means 127.0.0.1 (loopback unless the owner names another address on purpose).
@@ -21,12 +19,21 @@ export function parseListenAddress(text: string): ListenAddress | undefined {
   const value = text.trim();
   if (/^\d{1,5}$/.test(value)) return portOf(LOOPBACK, value);
   const bracketed = /^\[([0-9A-Fa-f:.]+)\]:(\d{1,5})$/.exec(value);
-  if (bracketed) return isIP(bracketed[1]!) === 6 ? portOf(bracketed[1]!, bracketed[2]!) : undefined;
+  if (bracketed) return isIPv6(bracketed[1]!) ? portOf(bracketed[1]!, bracketed[2]!) : undefined;
   const plain = /^([A-Za-z0-9.-]+):(\d{1,5})$/.exec(value);
   if (!plain) return undefined;
   const host = plain[1]!;
-  if (isIP(host) === 0 && !/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(host)) return undefined;
+  // A dotted IPv4 address is also a well-formed DNS name here; a bad one fails at bind, naming the address.
+  if (!/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(host)) return undefined;
   return portOf(host, plain[2]!);
+}
+
+/**
+ * Whether `text` is an IPv6 address, by the WHATWG URL parser (node:net's isIP would load
+ * node:net when the config is read, which every command does: test/unit/start-up.test.ts).
+ */
+function isIPv6(text: string): boolean {
+  return URL.canParse(`http://[${text}]/`);
 }
 
 function portOf(host: string, port: string): ListenAddress | undefined {
