@@ -8,6 +8,8 @@
 # flashlex.py (test/integration/python-sdk.test.ts: with PyYAML and without it); chromium runs
 # the web console's browser test (test/integration/console.test.ts, through playwright-core); wrk
 # loads the hub in `bun run bench` (row 3) and hyperfine times starts in bench/targets.ts.
+# rabbitmq-server (3.10, with its MQTT plugin and HTTP auth backend) runs the three-node broker
+# cluster of test/integration/rabbitmq-cluster.test.ts; its default node must not run (see below).
 # Idempotent; works as root (CI) or with sudo.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -16,7 +18,7 @@ SUDO=""
 
 PACKAGES=(
   mosquitto mosquitto-clients sqlite3 openssl systemd ca-certificates xz-utils unzip faketime
-  python3 python3-yaml chromium wrk hyperfine
+  python3 python3-yaml chromium wrk hyperfine rabbitmq-server
   qemu-user-static libc6-arm64-cross
   libc6:armhf libstdc++6:armhf libatomic1:armhf binutils-arm-linux-gnueabihf
 )
@@ -40,5 +42,27 @@ fi
 # A fresh machine may be running unattended upgrades: wait for the dpkg lock (bounded) instead of failing.
 APT=(apt-get -o DPkg::Lock::Timeout=600)
 $SUDO "${APT[@]}" update -qq || echo "install-system-packages: apt-get update reported errors; trying with the package lists there are" >&2
-$SUDO "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+# rabbitmq-server's postinst starts its default node (rabbit@HOST: ports 5672, 25672 and epmd's
+# 4369), through systemd or, on a machine without it, /etc/init.d. The tests start their own nodes
+# and must find those ports free, and a start that fails (no systemd, odd hostname) would fail the
+# install. So while installing, a policy-rc.d (honoured by invoke-rc.d and deb-systemd-invoke)
+# forbids starting services, unless the machine already has one (Debian's Docker images do).
+POLICY=/usr/sbin/policy-rc.d
+added_policy=""
+if [ ! -e "$POLICY" ]; then
+  printf '#!/bin/sh\n# install-system-packages.sh: no service starts while installing\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
+  $SUDO chmod 755 "$POLICY"
+  added_policy=1
+fi
+status=0
+$SUDO "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
+[ -z "$added_policy" ] || $SUDO rm -f "$POLICY"
+[ "$status" -eq 0 ] || exit "$status"
+# Nor at the next boot: the default node stays disabled (and stopped, had anything started it).
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
+  $SUDO systemctl disable --now rabbitmq-server.service >/dev/null 2>&1 || true
+elif [ -x /etc/init.d/rabbitmq-server ]; then
+  $SUDO /etc/init.d/rabbitmq-server stop >/dev/null 2>&1 || true
+  $SUDO update-rc.d rabbitmq-server disable >/dev/null 2>&1 || true
+fi
 echo "system packages installed: ${missing[*]}"

@@ -13,7 +13,7 @@ import { type CAC, type Command, cac } from "cac";
 import { keepArgumentsText, lastValueOfRepeats, matchCommand, restoreArgumentsText } from "./cli/argv.ts";
 import type { CommandSpec } from "./cli/command.ts";
 import { EXIT_CODES_HELP, ExitCode, HUB_EXIT_CODES_HELP } from "./cli/exit-codes.ts";
-import { hubMosquittoConfigCommand } from "./cli/hub/broker.ts";
+import { hubMosquittoConfigCommand, hubRabbitmqConfigCommand } from "./cli/hub/broker.ts";
 import { hubEnrollTokenCommands } from "./cli/hub/enroll-token.ts";
 import { hubExportCommand } from "./cli/hub/export.ts";
 import { hubInitCommand } from "./cli/hub/init.ts";
@@ -59,6 +59,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   hubSendCommand,
   hubExportCommand,
   hubMosquittoConfigCommand,
+  hubRabbitmqConfigCommand,
   hubTokenRotateCommand,
   ...hubUpdateCommands,
   { name: "version", description: "Print the version", options: [], run: printVersion },

@@ -20,6 +20,7 @@
 import type { Logger } from "../shared/log.ts";
 import type { HubBroker } from "./broker/broker.ts";
 import { writeMosquittoFiles } from "./broker/mosquitto-files.ts";
+import { writeRabbitFiles } from "./broker/rabbitmq-files.ts";
 import { Enrolment } from "./enrolment/enrolment.ts";
 import { type HubHome, openHubHome } from "./home/home.ts";
 import { OperatorTokens } from "./home/tokens.ts";
@@ -82,9 +83,11 @@ export function hubUseCases(deps: HubUseCaseDeps): HubUseCases {
   };
 }
 
-/** The hub as a command sees it: the use cases without a broker, and `hub mosquitto-config`. */
+/** The hub as a command sees it: the use cases without a broker, `hub mosquitto-config` and `hub rabbitmq-config`. */
 export interface OpenedHub extends HubUseCases {
   writeMosquittoFiles(options: Parameters<typeof writeMosquittoFiles>[2]): ReturnType<typeof writeMosquittoFiles>;
+  /** `hub rabbitmq-config`: a RabbitMQ cluster's files, and hub.yml pointed at it */
+  writeRabbitFiles(options: Parameters<typeof writeRabbitFiles>[1]): ReturnType<typeof writeRabbitFiles>;
 }
 
 /**
@@ -96,7 +99,11 @@ export async function withHub<T>(dir: string, log: Logger, fn: (hub: OpenedHub) 
   const store = openHubStore(home.paths.database);
   const useCases = hubUseCases({ home, store, log });
   try {
-    return await fn({ ...useCases, writeMosquittoFiles: (options) => writeMosquittoFiles(home, store, options) });
+    return await fn({
+      ...useCases,
+      writeMosquittoFiles: (options) => writeMosquittoFiles(home, store, options),
+      writeRabbitFiles: (options) => writeRabbitFiles(home, options),
+    });
   } finally {
     useCases.updates.close();
     await store.close();

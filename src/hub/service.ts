@@ -7,14 +7,17 @@ import { parseListenAddress } from "../shared/listen-address.ts";
 import type { Logger } from "../shared/log.ts";
 import { type MetricsListener, startMetricsListener } from "../shared/metrics-http.ts";
 import { VERSION } from "../shared/version.ts";
-import type { HubBroker } from "./broker/broker.ts";
+import type { HubBroker, ThingDirectory } from "./broker/broker.ts";
+import { startBrokerAuthServer } from "./broker/broker-auth-server.ts";
 import { createBrokerReloader } from "./broker/broker-reload.ts";
 import { type EmbeddedBroker, startEmbeddedBroker } from "./broker/embedded.ts";
 import { createBrokerEvents, createThingDirectory } from "./broker/events.ts";
 import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts";
+import { rabbitConnectionCloser } from "./broker/rabbitmq-management.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
-import { openHubHome } from "./home/home.ts";
-import { DEFAULT_METRICS_LISTEN } from "./home/settings.ts";
+import { openHubHome, readBrokerSecret } from "./home/home.ts";
+import type { HubPaths } from "./home/paths.ts";
+import { DEFAULT_METRICS_LISTEN, type HubSettings } from "./home/settings.ts";
 import { type HubServer, refuseSecondHub, startHubServer, startLocalSocket } from "./http/bun-server.ts";
 import { createHubApi } from "./http/routes.ts";
 import { hubUseCases } from "./hub.ts";
@@ -59,6 +62,24 @@ export interface HubHandle {
   close(): Promise<void>;
 }
 
+type RabbitSettings = NonNullable<HubSettings["broker"]["rabbitmq"]>;
+
+/** The RabbitMQ cluster to use: hub.yml's, unless `--broker` names another (or `embedded`). */
+function rabbitCluster(flag: string | undefined, rabbit: RabbitSettings | undefined, configFile: string): RabbitSettings | undefined {
+  if (flag === "rabbitmq" && !rabbit) throw new ConfigError(`--broker rabbitmq: ${configFile} has no hub.broker.rabbitmq (run flashlex hub rabbitmq-config)`);
+  return !flag || flag === "rabbitmq" ? rabbit : undefined;
+}
+
+/** Starts the listener the cluster's auth backend asks (broker-auth-server.ts). */
+async function startRabbitAuth(rabbit: RabbitSettings, paths: HubPaths, directory: ThingDirectory, log: Logger) {
+  const listen = rabbit.authListen;
+  try {
+    return startBrokerAuthServer({ ...listen, ctx: { secret: readBrokerSecret(paths), isActiveThing: (name) => directory.lookup(name) !== undefined }, log });
+  } catch (err) {
+    throw cannotListen(err, "the broker auth listener", listen, "hub.broker.rabbitmq.authListen", paths.config);
+  }
+}
+
 export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
   const log = opts.log;
   const home = openHubHome(opts.dir, log);
@@ -93,7 +114,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
 
     const brokerListen = { host: settings.broker.listenHost, port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port };
     const embedded: EmbeddedBroker | undefined =
-      !opts.broker || opts.broker === "embedded"
+      opts.broker === "embedded" || (!opts.broker && !settings.broker.rabbitmq)
         ? await startEmbeddedBroker({
             ...brokerListen,
             caPem,
@@ -108,13 +129,22 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
             throw cannotListen(err, "the broker", brokerListen, "hub.broker.listenHost and hub.broker.listenPort", paths.config);
           })
         : undefined;
-    // External broker: revocations go to it through the dynamic security plugin, and again after
-    // every reconnect (revocation-enforcer.ts); the enforcer needs the broker, the broker calls it.
+    // External broker: revocations go to it through the dynamic security plugin (Mosquitto) or
+    // the management API (RabbitMQ), and again after every reconnect (revocation-enforcer.ts);
+    // the enforcer needs the broker, the broker calls it.
     let enforcer: RevocationEnforcer | undefined;
+    const rabbit = embedded ? undefined : rabbitCluster(opts.broker, settings.broker.rabbitmq, paths.config);
+    if (rabbit) {
+      // Before connecting: the nodes ask this listener whether the hub itself may log in.
+      const auth = await startRabbitAuth(rabbit, paths, directory, log);
+      await parts.start({ name: "broker auth listener", stop: () => auth.stop() });
+    }
     const external: ExternalBroker | undefined = embedded
       ? undefined
       : await connectExternalBroker({
-          url: opts.broker!,
+          url: rabbit ? rabbit.urls[0]! : opts.broker!,
+          failoverUrls: rabbit?.urls.slice(1),
+          revoke: rabbit ? rabbitConnectionCloser({ urls: rabbit.management, caPem, secret: readBrokerSecret(paths) }) : undefined,
           caPem,
           certPem: readFileSync(paths.clientCert, "utf8"),
           keyPem: readFileSync(paths.clientKey, "utf8"),
@@ -141,7 +171,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       await parts.start({ name: "revocation enforcer", stop: () => started.stop() });
       // Revocations made while the hub was down: every revoked thing, before the hub reports started.
       await enforcer.reconcile();
-      if (!settings.broker.reloadCommand) {
+      if (!settings.broker.reloadCommand && !rabbit) {
         log.warn("hub.broker_reload_unset", {
           note: "hub.broker.reloadCommand is not set: Mosquitto applies a new or renewed CRL only when it is reloaded (SIGHUP)",
         });

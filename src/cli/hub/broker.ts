@@ -1,7 +1,7 @@
 import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
-import { type CommandSpec, type Options, port, text } from "../command.ts";
+import { type CommandSpec, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { DIR_OPTION, openedHubToWrite } from "./common.ts";
 
@@ -55,6 +55,75 @@ function mosquittoConfig(options: Options): Promise<number> {
     console.log(`run: mosquitto -c ${files.config}   then: flashlex hub serve --broker mqtts://${broker.host}:${listenPort}`);
     if (listenPort !== broker.port)
       console.log(`note: things are told port ${broker.port} (hub.yml broker.port); set it to ${listenPort} before making their distributions`);
+    return ExitCode.OK;
+  });
+}
+
+/** Where Debian's rabbitmq-server package puts the scripts that honour RABBITMQ_CONF_ENV_FILE. */
+const RABBIT_BIN = "/usr/lib/rabbitmq/bin";
+
+export const hubRabbitmqConfigCommand: CommandSpec = {
+  name: "hub rabbitmq-config",
+  description: "Write a RabbitMQ 3.10 cluster's configuration (MQTT over mutual TLS, the hub deciding every permission) and point hub.yml at it",
+  options: [
+    DIR_OPTION,
+    { flags: "--out <dir>", description: "the directory to write (required; RabbitMQ must be able to read it)" },
+    { flags: "--nodes <n>", description: "how many nodes (default: 3)" },
+    {
+      flags: "--host <host>",
+      description: "each node's host, repeat or comma-separate (default: 127.0.0.1 for every node: one machine, ports counted up from the given ones)",
+    },
+    { flags: "--mqtt-port <port>", description: "MQTT over TLS (default: hub.yml broker.port)" },
+    { flags: "--management-port <port>", description: "the management API over HTTPS (default: 15671)" },
+    { flags: "--dist-port <port>", description: "the nodes' inter-node port (default: 25672)" },
+    { flags: "--epmd-port <port>", description: "Erlang's port mapper (default: 4369)" },
+    { flags: "--auth-listen <host:port>", description: "where hub serve answers the nodes' permission questions (default: 127.0.0.1:8091)" },
+    { flags: "--auth-host <host>", description: "the address the nodes reach that listener at (default: its host)" },
+  ],
+  bunOnly: true,
+  run: (_args, options) => rabbitmqConfig(options),
+};
+
+function hostPort(value: string | undefined, flag: string): { host: string; port: number } | undefined {
+  if (value === undefined) return undefined;
+  const m = /^(.+):(\d{1,5})$/.exec(value);
+  const portNumber = m ? port(m[2], flag) : undefined;
+  if (!m || !portNumber) throw new UsageError(`${flag} must be HOST:PORT, not ${value}`);
+  return { host: m[1]!.replace(/^\[(.*)\]$/, "$1"), port: portNumber };
+}
+
+function rabbitmqConfig(options: Options): Promise<number> {
+  return openedHubToWrite("hub rabbitmq-config", options, async (hub) => {
+    const out = text(options.out);
+    if (!out) throw new UsageError("--out DIR is required (RabbitMQ must be able to read it: not inside the 0700 hub home)");
+    const countText = text(options.nodes) ?? "3";
+    if (!/^\d+$/.test(countText) || Number(countText) < 1 || Number(countText) > 9) throw new UsageError(`--nodes must be 1-9, not ${countText}`);
+    const count = Number(countText);
+    const given = list(options.host);
+    if (given.length > 1 && given.length !== count) throw new UsageError(`--host: give one host, or one per node (${count}), not ${given.length}`);
+    const hosts = Array.from({ length: count }, (_, i) => given[given.length > 1 ? i : 0] ?? "127.0.0.1");
+    const authListen = hostPort(text(options.authListen), "--auth-listen") ?? { host: "127.0.0.1", port: 8091 };
+    const { nodes, local } = hub.writeRabbitFiles({
+      dir: resolve(out),
+      hosts,
+      mqttPort: port(options.mqttPort, "--mqtt-port") ?? hub.home.settings.broker.port,
+      managementPort: port(options.managementPort, "--management-port") ?? 15671,
+      distPort: port(options.distPort, "--dist-port") ?? 25672,
+      epmdPort: port(options.epmdPort, "--epmd-port") ?? 4369,
+      authListen,
+      authHost: text(options.authHost),
+    });
+    console.log(`wrote ${resolve(out)}: enabled_plugins, certificates, and node1..node${count} (rabbitmq.conf, rabbitmq-env.conf, .erlang.cookie)`);
+    console.log(`hub.yml now points at the cluster (hub.broker.rabbitmq); the nodes ask hub serve at ${authListen.host}:${authListen.port}`);
+    console.log(
+      "rabbitmq.conf holds the broker secret and the key must be readable by RabbitMQ's user: chown -R rabbitmq: the directory (or run the nodes as its owner)",
+    );
+    for (const node of nodes) {
+      console.log(
+        `${local ? "" : `on ${node.name.split("@")[1]}: `}HOME=${node.home} RABBITMQ_CONF_ENV_FILE=${node.envFile} ${RABBIT_BIN}/rabbitmq-server -detached   # ${node.name}, ${node.mqttUrl}`,
+      );
+    }
+    console.log(`then: flashlex hub serve   (things connect to ${nodes[0]!.mqttUrl}, or a load balancer in front of every node)`);
     return ExitCode.OK;
   });
 }

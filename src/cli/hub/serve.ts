@@ -10,8 +10,8 @@ export const hubServeCommand: CommandSpec = {
     DIR_OPTION,
     {
       flags: "--broker <broker>",
-      description: "embedded, or an external broker mqtts://HOST:PORT (the hub logs in with its client certificate)",
-      default: "embedded",
+      description:
+        "embedded, rabbitmq (the cluster hub.yml names: hub rabbitmq-config), or an external broker mqtts://HOST:PORT (the hub logs in with its client certificate) (default: rabbitmq when hub.yml names a cluster, else embedded)",
     },
   ],
   bunOnly: true,

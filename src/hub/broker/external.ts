@@ -31,6 +31,17 @@ import { createDynsecControl } from "./dynsec-control.ts";
 export interface ExternalBrokerOptions {
   /** mqtts://host:port (port defaults to 8883); TLS is never optional */
   url: string;
+  /**
+   * The other nodes of a cluster (mqtts:// URLs): after a lost connection the client tries the
+   * next, in turn (MQTT.js `servers`), so the hub follows the cluster when a node goes away.
+   */
+  failoverUrls?: string[];
+  /**
+   * How to shut revoked things out; default: the dynamic security plugin of Mosquitto
+   * (dynsec-control.ts). RabbitMQ: close their connections through the management API
+   * (rabbitmq-management.ts), the auth backend refusing them from then on.
+   */
+  revoke?: (thingNames: readonly string[]) => Promise<void>;
   caPem: string;
   /** the hub's own client certificate and key, CN "flashlex-hub" */
   certPem: string;
@@ -71,6 +82,7 @@ export function parseBrokerUrl(url: string): { host: string; port: number } {
 export async function connectExternalBroker(opts: ExternalBrokerOptions): Promise<ExternalBroker> {
   const log = opts.log.child({ component: "broker" });
   const { host, port } = parseBrokerUrl(opts.url);
+  const failover = (opts.failoverUrls ?? []).map(parseBrokerUrl);
   const options: IClientOptions = {
     // {protocol, host, port} rather than a URL string: a URL prints DEP0169 in a compiled binary.
     protocol: "mqtts",
@@ -87,6 +99,8 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     reconnectPeriod: 2_000,
     connectTimeout: 15_000,
     resubscribe: true,
+    // MQTT.js moves to the next of `servers` on every reconnect (and starts with the first).
+    servers: failover.length ? [{ host, port }, ...failover] : undefined,
   };
   const client: MqttClient = mqtt.connect(options);
   // Settled by the first connect + SUBACK (or the first error): whether the broker is usable at all.
@@ -122,7 +136,7 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
   };
 
   client.on("connect", (connack) => {
-    log.info("mqtt.connected", { url: opts.url, sessionPresent: connack.sessionPresent });
+    log.info("mqtt.connected", { url: opts.url, node: `${client.options.host}:${client.options.port}`, sessionPresent: connack.sessionPresent });
     // With a resumed session the broker still has the subscriptions; subscribing again is harmless
     // and repairs a session the broker lost.
     client.subscribe([...HUB_TOPICS], { qos: 1 }, (err, granted) => {
@@ -137,6 +151,7 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     });
     // Apart, and not fatal: a broker without the dynamic security plugin (or one that refuses
     // the topic) still works; revocation then waits for the CRL (dynsec-control.ts times out).
+    if (opts.revoke) return;
     client.subscribe(DYNSEC_RESPONSE_TOPIC, { qos: 1 }, (err, granted) => {
       if (err || granted?.some((g) => g.qos === 128)) log.warn("mqtt.dynsec.unavailable", { error: err, note: "revocation waits for the CRL and SIGHUP" });
     });
@@ -172,7 +187,7 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     publish,
     sendIngress: (thingName, message) => publish(ingressTopic(thingName), ingressWirePayload(message.payload, message.flmessagespk)),
     isConnected: () => undefined,
-    revoke: (thingNames) => dynsec.revoke(thingNames),
+    revoke: (thingNames) => (opts.revoke ? opts.revoke(thingNames) : dynsec.revoke(thingNames)),
     async close() {
       await client.endAsync();
     },

@@ -2,9 +2,11 @@
  * src/hub/home: the hub home directory: its paths (paths.ts) and how to open it (home.ts), its settings,
  * hub.yml (settings.ts), making a new one (init.ts), and the operator's tokens (tokens.ts).
  */
+import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import type { CertifiedKey } from "../../crypto/x509.ts";
 import { ConfigError } from "../../shared/errors.ts";
+import { writeFileAtomicallySync } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
 import { hubDatabaseMissing } from "../store/hub-store.ts";
 import { type HubPaths, hubPaths } from "./paths.ts";
@@ -35,4 +37,23 @@ export function openHubHome(dir: string, log?: Logger): HubHome {
 
 export function readCa(paths: HubPaths): CertifiedKey {
   return { certPem: readFileSync(paths.caCert, "utf8"), keyPem: readFileSync(paths.caKey, "utf8") };
+}
+
+/**
+ * The secret shared with a RabbitMQ cluster (paths.brokerSecret), made once by
+ * `ensureBrokerSecret`. Throws ConfigError (78) when it is missing or empty.
+ */
+export function readBrokerSecret(paths: HubPaths): string {
+  if (!existsSync(paths.brokerSecret)) {
+    throw new ConfigError(`${paths.brokerSecret} is missing: run \`flashlex hub rabbitmq-config\` to make it (and the nodes' config that holds it)`);
+  }
+  const secret = readFileSync(paths.brokerSecret, "utf8").trim();
+  if (!/^[A-Za-z0-9_-]{32,}$/.test(secret)) throw new ConfigError(`${paths.brokerSecret}: not a broker secret (32+ base64url characters)`);
+  return secret;
+}
+
+/** Returns the broker secret, making it first (32 random bytes, base64url, mode 0600) if there is none. */
+export function ensureBrokerSecret(paths: HubPaths): string {
+  if (!existsSync(paths.brokerSecret)) writeFileAtomicallySync(paths.brokerSecret, `${randomBytes(32).toString("base64url")}\n`, 0o600);
+  return readBrokerSecret(paths);
 }

@@ -15,6 +15,8 @@ import { join, resolve } from "node:path";
  *   broker-cert.pem / -key.pem   the broker's TLS server certificate (also the API's, with tls)
  *   hub-client-cert.pem / -key   the hub's own client certificate (CN flashlex-hub), used to
  *                                log in to an external broker
+ *   broker-secret                shared with a RabbitMQ cluster (0600): the path of the hub's
+ *                                auth listener and the management password (broker-auth.ts)
  *   dists/<thing id>.zip         each thing's distribution (0600): it holds the thing's private
  *                                key, kept so the distribution can be downloaded again
  */
@@ -31,6 +33,8 @@ export interface HubPaths {
   dists: string;
   /** the running `hub serve`'s owner-only socket, through which local commands reach it */
   socket: string;
+  /** the secret shared with a RabbitMQ cluster (0600; `hub rabbitmq-config` makes it) */
+  brokerSecret: string;
 }
 
 export function hubPaths(dir: string): HubPaths {
@@ -47,6 +51,7 @@ export function hubPaths(dir: string): HubPaths {
     clientKey: join(d, "hub-client-key.pem"),
     dists: join(d, "dists"),
     socket: join(d, "hub.sock"),
+    brokerSecret: join(d, "broker-secret"),
   };
 }
 

@@ -133,6 +133,20 @@ export const HubYamlSchema = z.object({
        * `[sudo, -n, systemctl, reload, mosquitto]`. Mosquitto reads its crlfile only on SIGHUP.
        */
       reloadCommand: z.array(z.string().min(1)).min(1).optional(),
+      /**
+       * A RabbitMQ 3.10 cluster as the broker (`hub rabbitmq-config` writes this): `hub serve`
+       * then uses it unless `--broker` says otherwise (docs/scaling.md, "Broker cluster").
+       */
+      rabbitmq: z
+        .object({
+          /** each node's MQTT listener, mqtts://HOST:PORT; the hub connects to the first and fails over in turn */
+          urls: z.array(z.url({ protocol: /^mqtts$/ })).min(1),
+          /** each node's management API, https://HOST:PORT (closing revoked things' connections) */
+          management: z.array(z.url({ protocol: /^https$/ })).min(1),
+          /** where the hub answers the nodes' auth backend (rabbitmq.conf auth_http.*_path) */
+          authListen: z.object({ host: z.string().min(1).default("127.0.0.1"), port }),
+        })
+        .optional(),
     }),
     certificates: CertificatesSchema.default({ thingLifetime: "90d", renewalCheck: "15m" }),
     metrics: z
@@ -168,5 +182,12 @@ export function addCrlFile(configFile: string, crlFile: string): void {
   const list = Array.isArray(current) ? (current as string[]) : [];
   if (list.includes(crlFile)) return;
   doc.setIn(["hub", "broker", "crlFiles"], [...list, crlFile]);
+  writeFileAtomicallySync(configFile, doc.toString(), 0o644);
+}
+
+/** Sets `broker.rabbitmq` in hub.yml (what `hub rabbitmq-config` wrote), keeping the file's comments and layout. */
+export function setRabbitSettings(configFile: string, rabbit: NonNullable<HubSettings["broker"]["rabbitmq"]>): void {
+  const doc = parseDocument(readFileSync(configFile, "utf8"));
+  doc.setIn(["hub", "broker", "rabbitmq"], rabbit);
   writeFileAtomicallySync(configFile, doc.toString(), 0o644);
 }

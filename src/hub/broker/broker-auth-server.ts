@@ -1,0 +1,90 @@
+/**
+ * The listener RabbitMQ's HTTP auth backend asks (broker-auth.ts decides). Apart from the API on
+ * purpose, and protected twice:
+ *
+ * - its own address (`hub.broker.rabbitmq.authListen`, loopback by default): the operator API may
+ *   face the internet, this one only the broker nodes;
+ * - a secret path segment: the backend (3.10) sends no header we could choose, only the URL we
+ *   configure, so the secret lives in the path (`/SECRET/user`). A wrong path gets 404 and
+ *   costs nothing. The secret is never logged: log lines name the endpoint, never the path.
+ *
+ * Answers are `text/plain`: `allow [tags]` or `deny`. A failure inside (the database) answers
+ * 500, which the backend treats as an error: the broker refuses, never allows.
+ */
+import type { Logger } from "../../shared/log.ts";
+import { type AuthParams, type BrokerAuthContext, decideResource, decideTopic, decideUser, decideVhost } from "./broker-auth.ts";
+
+export interface BrokerAuthServer {
+  /** http://HOST:PORT/SECRET: what the nodes' `auth_http.*_path` settings start with (secret inside: never log it) */
+  readonly baseUrl: string;
+  readonly port: number;
+  stop(): Promise<void>;
+}
+
+const ENDPOINTS = ["user", "vhost", "resource", "topic"] as const;
+type Endpoint = (typeof ENDPOINTS)[number];
+/** The backend sends a handful of short fields; anything bigger is not it. */
+const MAX_BODY_BYTES = 8 * 1024;
+
+/**
+ * Starts the listener on `host:port` (0 = a free port). Throws what Bun.serve throws when the
+ * address cannot be taken (the caller maps it to a config error naming the setting).
+ */
+export function startBrokerAuthServer(opts: { host: string; port: number; ctx: BrokerAuthContext; log: Logger }): BrokerAuthServer {
+  const log = opts.log.child({ component: "broker-auth" });
+  const prefix = `/${encodeURIComponent(opts.ctx.secret)}/`;
+  const decide = (endpoint: Endpoint, p: AuthParams): string => {
+    switch (endpoint) {
+      case "user":
+        return decideUser(p, opts.ctx);
+      case "vhost":
+        return decideVhost(p, opts.ctx) ? "allow" : "deny";
+      case "resource":
+        return decideResource(p, opts.ctx) ? "allow" : "deny";
+      case "topic":
+        return decideTopic(p, opts.ctx) ? "allow" : "deny";
+    }
+  };
+  const server = Bun.serve({
+    hostname: opts.host,
+    port: opts.port,
+    maxRequestBodySize: MAX_BODY_BYTES,
+    async fetch(request) {
+      const path = new URL(request.url).pathname;
+      const endpoint = path.startsWith(prefix) ? (path.slice(prefix.length) as Endpoint) : undefined;
+      if (!endpoint || !ENDPOINTS.includes(endpoint) || request.method !== "POST") return new Response("not found\n", { status: 404 });
+      const form = new URLSearchParams(await request.text());
+      const params: AuthParams = {};
+      for (const [k, v] of form) params[k] = v;
+      const answer = decide(endpoint, params);
+      if (answer === "deny") {
+        // What was refused, never the password (params.password) nor the path.
+        log.info("broker.auth.denied", {
+          endpoint,
+          user: params.username,
+          client_id: params.client_id,
+          resource: params.resource,
+          name: params.name,
+          permission: params.permission,
+          routing_key: params.routing_key,
+          login: params.password !== undefined ? "with a password" : "certificate",
+        });
+      } else {
+        log.debug("broker.auth.allowed", { endpoint, user: params.username, routing_key: params.routing_key, permission: params.permission });
+      }
+      return new Response(answer, { headers: { "content-type": "text/plain" } });
+    },
+    error(err) {
+      log.error("broker.auth.failed", { error: err });
+      return new Response("error\n", { status: 500 });
+    },
+  });
+  const host = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
+  return {
+    baseUrl: `http://${host}:${server.port}${prefix.slice(0, -1)}`,
+    port: server.port ?? opts.port,
+    async stop() {
+      await server.stop(true);
+    },
+  };
+}

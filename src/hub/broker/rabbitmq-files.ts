@@ -1,0 +1,125 @@
+/**
+ * Writes a RabbitMQ 3.10 cluster's files for `flashlex hub rabbitmq-config` (rabbitmq-config.ts
+ * renders them) and points hub.yml at the cluster (`hub.broker.rabbitmq`).
+ *
+ * Layout of `dir` (outside the 0700 hub home, so RabbitMQ's user can read it):
+ *
+ *   ca-cert.pem broker-cert.pem broker-key.pem   the hub CA and the broker's certificate and key
+ *   enabled_plugins                               shared by every node
+ *   nodeN/rabbitmq.conf                           node N's settings (holds the broker secret: 0640)
+ *   nodeN/rabbitmq-env.conf                       node N's name, ports and directories
+ *   nodeN/.erlang.cookie                          the cluster's one Erlang cookie (0400); nodeN is
+ *                                                 the node's HOME, where Erlang looks for it
+ *   nodeN/data/                                   the node's data, logs and pid (default)
+ *
+ * One machine (every host the same): ports are the given ones plus the node's index, so three
+ * nodes fit side by side. Distinct hosts: the same ports on each.
+ */
+
+import { randomBytes } from "node:crypto";
+import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { join } from "node:path";
+import { ConfigError } from "../../shared/errors.ts";
+import { ensureBrokerSecret, type HubHome } from "../home/home.ts";
+import { setRabbitSettings } from "../home/settings.ts";
+import { type RabbitClusterOptions, type RabbitNode, renderEnabledPlugins, renderRabbitConf, renderRabbitEnv } from "./rabbitmq-config.ts";
+
+export interface RabbitFilesOptions {
+  dir: string;
+  /** one per node; the same host N times = N nodes on one machine */
+  hosts: string[];
+  mqttPort: number;
+  managementPort: number;
+  /** Erlang distribution port (inter-node) */
+  distPort: number;
+  epmdPort: number;
+  /** where the hub's auth listener binds */
+  authListen: { host: string; port: number };
+  /** the address the nodes reach that listener at; default authListen.host */
+  authHost?: string;
+  /** a data directory per node instead of nodeN/data (`%n` is replaced by the node number) */
+  dataDir?: string;
+}
+
+export interface RabbitNodeFiles {
+  name: string;
+  home: string;
+  envFile: string;
+  mqttUrl: string;
+  managementUrl: string;
+}
+
+const hostInUrl = (h: string) => (isIP(h) === 6 ? `[${h}]` : h);
+
+/** The cookie all nodes share: kept if a node already has one (rewriting it would split a running cluster). */
+function clusterCookie(dir: string, count: number): string {
+  for (let i = 1; i <= count; i++) {
+    const file = join(dir, `node${i}`, ".erlang.cookie");
+    if (existsSync(file)) return readFileSync(file, "utf8").trim();
+  }
+  return randomBytes(24).toString("hex").toUpperCase();
+}
+
+export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nodes: RabbitNodeFiles[]; local: boolean } {
+  if (opts.hosts.length < 1) throw new ConfigError("rabbitmq: at least one node");
+  const local = opts.hosts.every((h) => h === opts.hosts[0]);
+  const file = (name: string) => join(opts.dir, name);
+  mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
+  copyFileSync(home.paths.caCert, file("ca-cert.pem"));
+  copyFileSync(home.paths.brokerCert, file("broker-cert.pem"));
+  writeFileSync(file("broker-key.pem"), readFileSync(home.paths.brokerKey), { mode: 0o640 });
+  chmodSync(file("broker-key.pem"), 0o640);
+  writeFileSync(file("enabled_plugins"), renderEnabledPlugins(), { mode: 0o644 });
+
+  const offset = (i: number) => (local ? i : 0);
+  const nodes: RabbitNode[] = opts.hosts.map((host, i) => ({
+    // Short names for names without a dot (localhost, a bare hostname); long ones otherwise.
+    name: `flashlex${i + 1}@${host}`,
+    bindAddress: isIP(host) ? host : local ? "127.0.0.1" : "0.0.0.0",
+    mqttPort: opts.mqttPort + offset(i),
+    managementPort: opts.managementPort + offset(i),
+    distPort: opts.distPort + offset(i),
+    amqpPort: opts.distPort - 20000 + offset(i),
+    dataDir: opts.dataDir ? opts.dataDir.replaceAll("%n", String(i + 1)) : file(`node${i + 1}/data`),
+  }));
+  const secret = ensureBrokerSecret(home.paths);
+  const authHost = opts.authHost ?? opts.authListen.host;
+  const cluster: RabbitClusterOptions = {
+    nodes,
+    caFile: file("ca-cert.pem"),
+    certFile: file("broker-cert.pem"),
+    keyFile: file("broker-key.pem"),
+    pluginsFile: file("enabled_plugins"),
+    authBaseUrl: `http://${hostInUrl(authHost)}:${opts.authListen.port}/${secret}`,
+    epmdPort: opts.epmdPort,
+  };
+  const cookie = clusterCookie(opts.dir, nodes.length);
+  const written = nodes.map((node, i) => {
+    const nodeHome = file(`node${i + 1}`);
+    mkdirSync(nodeHome, { recursive: true, mode: 0o755 });
+    mkdirSync(node.dataDir, { recursive: true, mode: 0o750 });
+    const conf = join(nodeHome, "rabbitmq.conf");
+    writeFileSync(conf, renderRabbitConf(cluster, i), { mode: 0o640 });
+    chmodSync(conf, 0o640);
+    const envFile = join(nodeHome, "rabbitmq-env.conf");
+    const longNames = nodes.some((n) => n.name.split("@")[1]!.includes("."));
+    writeFileSync(envFile, renderRabbitEnv(cluster, i, conf) + (longNames ? "USE_LONGNAME=true\n" : ""), { mode: 0o644 });
+    const cookieFile = join(nodeHome, ".erlang.cookie");
+    if (!existsSync(cookieFile)) writeFileSync(cookieFile, cookie, { mode: 0o400 });
+    const host = hostInUrl(opts.hosts[i]!);
+    return {
+      name: node.name,
+      home: nodeHome,
+      envFile,
+      mqttUrl: `mqtts://${host}:${node.mqttPort}`,
+      managementUrl: `https://${host}:${node.managementPort}`,
+    };
+  });
+  setRabbitSettings(home.paths.config, {
+    urls: written.map((n) => n.mqttUrl),
+    management: written.map((n) => n.managementUrl),
+    authListen: opts.authListen,
+  });
+  return { nodes: written, local };
+}

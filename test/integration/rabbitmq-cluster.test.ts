@@ -1,0 +1,202 @@
+/**
+ * The hub against a three-node RabbitMQ 3.10 cluster from Debian's package, on loopback: the
+ * compiled binary writes the nodes' config (`hub rabbitmq-config`), the nodes start from it and
+ * cluster, and `hub serve` (pointed at the cluster by hub.yml) answers their auth backend and
+ * publishes ingress through them. Shows, with things A, B and C:
+ *
+ *   1. A connects with its certificate (persistent session) and gets a QoS 1 ingress message
+ *   2. A cannot subscribe to B's ingress nor publish outside its topics (3.10 closes the
+ *      connection: its MQTT plugin has no SUBACK failure code)
+ *   3. A's certificate with B's client id is refused (CONNACK 5), and so is a username/password
+ *      login under B's name
+ *   4. revoking A (`hub thing revoke`, another process) closes its live connection within seconds,
+ *      and it cannot connect again
+ *   5. the node C is on stops; C reconnects to another node and gets the message sent meanwhile
+ *      (its session queue is a quorum queue, replicated on the other nodes)
+ *
+ * Bounded: the cluster must form within 90 s or the suite fails saying so; afterAll stops every
+ * node (and the epmd they started) whatever happened.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type mqtt from "mqtt";
+import type { MqttClient } from "mqtt";
+import type { Background } from "../support/binary.ts";
+import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
+import { freePort } from "../support/mosquitto.ts";
+import { attemptConnect, closedWithin, nextMessage } from "../support/mqtt-client.ts";
+
+const RABBIT_BIN = "/usr/lib/rabbitmq/bin";
+const haveRabbit = existsSync(join(RABBIT_BIN, "rabbitmq-server"));
+const work = mkdtempSync(join(tmpdir(), "flashlex-rabbitmq-"));
+const confDir = join(work, "rabbit");
+let fixture: HubFixture;
+let hub: Background | undefined;
+let A: HubThing, B: HubThing, C: HubThing;
+let mqttBase = 0;
+let epmdPort = 0;
+const nodes: { name: string; home: string; proc: ReturnType<typeof Bun.spawn> }[] = [];
+const clients: MqttClient[] = [];
+
+const nodeEnv = (i: number) => ({
+  ...process.env,
+  HOME: join(confDir, `node${i + 1}`),
+  RABBITMQ_CONF_ENV_FILE: join(confDir, `node${i + 1}`, "rabbitmq-env.conf"),
+});
+const rabbitmqctl = (i: number, args: string[], timeoutMs = 20_000) =>
+  spawnSync(join(RABBIT_BIN, "rabbitmqctl"), args, { env: nodeEnv(i), encoding: "utf8", timeout: timeoutMs });
+
+const nodeLog = (i: number) => {
+  const r = spawnSync("sh", ["-c", `tail -n 30 ${join(confDir, `node${i + 1}`, "data", "log")}/*.log`], { encoding: "utf8" });
+  return r.stdout;
+};
+const withLogs = (what: string) => `${what}\n--- hub ---\n${hub?.output().slice(-4000)}\n--- node1 ---\n${nodeLog(0)}`;
+
+/** `count` consecutive ports free on every address, from a random start. */
+async function consecutiveFreePorts(count: number): Promise<number> {
+  const free = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const server = createServer();
+      server.once("error", () => resolve(false));
+      server.listen(port, "0.0.0.0", () => server.close(() => resolve(true)));
+    });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 30_000 + Math.floor(Math.random() * 25_000);
+    let ok = true;
+    for (let p = base; p < base + count && ok; p++) ok = await free(p);
+    if (ok) return base;
+  }
+  throw new Error("no run of free ports found");
+}
+
+const mqttPort = (i: number) => mqttBase + i;
+
+/** A thing's client on node `i` (persistent session), connected; throws with the logs otherwise. */
+async function connectedOn(thing: HubThing, i: number, extra: mqtt.IClientOptions = {}): Promise<MqttClient> {
+  const result = await attemptConnect({ port: mqttPort(i), caPem: thing.caPem, cert: thing, clientId: thing.name, extra: { clean: false, ...extra } });
+  if (!result.client) throw new Error(withLogs(`${thing.name} could not connect to node ${i + 1}: ${result.error?.message}`));
+  clients.push(result.client);
+  return result.client;
+}
+
+beforeAll(async () => {
+  if (!haveRabbit) throw new Error("rabbitmq-server is not installed: run scripts/install-system-packages.sh");
+  fixture = await makeHubFixture(work);
+  [A, B, C] = [await fixture.createThing("alpha"), await fixture.createThing("bravo"), await fixture.createThing("charlie")];
+  // Three nodes × (MQTT, management, distribution), and AMQP's unused numbers 20000 below.
+  mqttBase = await consecutiveFreePorts(3);
+  const management = await consecutiveFreePorts(3);
+  const dist = await consecutiveFreePorts(3);
+  epmdPort = await freePort();
+  const authPort = await freePort();
+  await fixture.flashlex([
+    ...["hub", "rabbitmq-config", "--dir", fixture.dir, "--out", confDir, "--nodes", "3"],
+    ...["--mqtt-port", String(mqttBase), "--management-port", String(management), "--dist-port", String(dist)],
+    ...["--epmd-port", String(epmdPort), "--auth-listen", `127.0.0.1:${authPort}`],
+  ]);
+  for (let i = 0; i < 3; i++) {
+    const proc = Bun.spawn([join(RABBIT_BIN, "rabbitmq-server")], { env: nodeEnv(i), stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+    nodes.push({ name: `flashlex${i + 1}@localhost`, home: join(confDir, `node${i + 1}`), proc });
+  }
+  // Formed: every node running and each sees the other two.
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    const status = rabbitmqctl(0, ["cluster_status", "--formatter", "json"], 10_000);
+    const running = status.status === 0 ? (JSON.parse(status.stdout).running_nodes as string[]) : [];
+    if (running.length === 3) break;
+    if (nodes.some((n) => n.proc.exitCode !== null)) throw new Error(withLogs("a RabbitMQ node exited while starting"));
+    if (Date.now() > deadline) throw new Error(withLogs(`the RabbitMQ cluster did not form within 90 s (running: ${running.join(", ") || "none"})`));
+    await Bun.sleep(1000);
+  }
+  // hub.yml now names the cluster: no --broker needed.
+  hub = await fixture.serve([]).catch((err) => {
+    throw new Error(withLogs(String(err)));
+  });
+}, 180_000);
+
+afterAll(async () => {
+  for (const client of clients) await client.endAsync(true).catch(() => {});
+  await hub?.stop();
+  // Each node stops itself (rabbitmqctl stop); one that does not answer is killed.
+  for (let i = 0; i < nodes.length; i++) if (nodes[i]!.proc.exitCode === null) rabbitmqctl(i, ["stop"], 30_000);
+  for (const node of nodes) {
+    const exited = await Promise.race([node.proc.exited.then(() => true), Bun.sleep(10_000).then(() => false)]);
+    if (!exited) node.proc.kill("SIGKILL");
+  }
+  // The nodes started epmd on our port; it outlives them.
+  if (epmdPort) spawnSync("epmd", ["-port", String(epmdPort), "-kill"], { timeout: 5000 });
+  rmSync(work, { recursive: true, force: true });
+}, 90_000);
+
+describe.skipIf(!haveRabbit)("hub against a three-node RabbitMQ 3.10 cluster", () => {
+  test("a thing connects with its certificate and receives a QoS 1 ingress message", async () => {
+    const client = await connectedOn(A, 0);
+    await client.subscribeAsync(`ingress/${A.name}`, { qos: 1 });
+    const message = nextMessage(client, `ingress/${A.name}`, 15_000);
+    await fixture.publish(A.id, "hello through the cluster");
+    const received = await message;
+    if (received === undefined) throw new Error(withLogs("no ingress message"));
+    expect(JSON.parse(received).message).toBe("hello through the cluster");
+  }, 30_000);
+
+  test("a thing cannot subscribe to another's ingress nor publish outside its topics", async () => {
+    const subscriber = await connectedOn(B, 1);
+    const closed = closedWithin(subscriber, 10_000);
+    subscriber.subscribe(`ingress/${A.name}`, { qos: 1 });
+    expect(await closed).toBe(true);
+    await subscriber.endAsync(true);
+
+    const publisher = await connectedOn(B, 1);
+    const publisherClosed = closedWithin(publisher, 10_000);
+    publisher.publish(`ingress/${A.name}`, "not yours", { qos: 1 });
+    expect(await publisherClosed).toBe(true);
+    await publisher.endAsync(true);
+  }, 30_000);
+
+  test("a certificate whose CN differs from the client id is refused, as is a password login under another name", async () => {
+    const wrongId = await attemptConnect({ port: mqttPort(0), caPem: B.caPem, cert: B, clientId: A.name, extra: { clean: false } });
+    await wrongId.client?.endAsync(true);
+    expect(wrongId.client).toBeUndefined();
+    expect(wrongId.error?.code).toBe(5);
+
+    const password = await attemptConnect({ port: mqttPort(0), caPem: B.caPem, cert: B, clientId: A.name, extra: { username: A.name, password: "x" } });
+    await password.client?.endAsync(true);
+    expect(password.client).toBeUndefined();
+  }, 30_000);
+
+  test("revoking a connected thing closes its connection within seconds, and it cannot come back", async () => {
+    const client = await connectedOn(A, 0);
+    const closed = closedWithin(client, 15_000);
+    await fixture.flashlex(["hub", "thing", "revoke", A.name, "--dir", fixture.dir]);
+    if (!(await closed)) throw new Error(withLogs("A still connected 15 s after its revocation"));
+    const again = await attemptConnect({ port: mqttPort(2), caPem: A.caPem, cert: A, clientId: A.name });
+    await again.client?.endAsync(true);
+    expect(again.client).toBeUndefined();
+  }, 40_000);
+
+  test("the node a thing is on stops: it reconnects to another and gets what was sent meanwhile", async () => {
+    // C on node 3, with node 1 as where to go next (a load balancer would do this for a thing).
+    const servers = [
+      { host: "127.0.0.1", port: mqttPort(2) },
+      { host: "127.0.0.1", port: mqttPort(0) },
+    ];
+    const client = await connectedOn(C, 2, { servers, reconnectPeriod: 500 });
+    await client.subscribeAsync(`ingress/${C.name}`, { qos: 1 });
+    const received: string[] = [];
+    client.on("message", (_topic, payload) => received.push(JSON.parse(payload.toString()).message));
+    const closed = closedWithin(client, 30_000);
+    const stopped = rabbitmqctl(2, ["stop"], 30_000);
+    expect(stopped.status).toBe(0);
+    expect(await closed).toBe(true);
+    // Sent while C is away from node 3 (the hub is on node 1).
+    await fixture.publish(C.id, "sent while its node was down");
+    const deadline = Date.now() + 30_000;
+    while (!received.includes("sent while its node was down") && Date.now() < deadline) await Bun.sleep(250);
+    if (!received.includes("sent while its node was down")) throw new Error(withLogs(`C did not get the message (connected: ${client.connected})`));
+    expect(client.options.port).toBe(mqttPort(0));
+  }, 60_000);
+});
