@@ -48,16 +48,14 @@ $SUDO "${APT[@]}" update -qq || echo "install-system-packages: apt-get update re
 # install. So while installing, a policy-rc.d (honoured by invoke-rc.d and deb-systemd-invoke)
 # forbids starting services, unless the machine already has one (Debian's Docker images do).
 POLICY=/usr/sbin/policy-rc.d
-added_policy=""
 if [ ! -e "$POLICY" ]; then
   printf '#!/bin/sh\n# install-system-packages.sh: no service starts while installing\nexit 101\n' | $SUDO tee "$POLICY" >/dev/null
   $SUDO chmod 755 "$POLICY"
-  added_policy=1
+  # Removed however the script ends (a failed install, an interrupted CI job): left behind, it
+  # would keep every later package's service from starting on this machine.
+  trap '$SUDO rm -f "$POLICY"' EXIT
 fi
-status=0
-$SUDO "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null || status=$?
-[ -z "$added_policy" ] || $SUDO rm -f "$POLICY"
-[ "$status" -eq 0 ] || exit "$status"
+$SUDO "${APT[@]}" install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 # Nor at the next boot: the default node stays disabled (and stopped, had anything started it).
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then
   $SUDO systemctl disable --now rabbitmq-server.service >/dev/null 2>&1 || true
