@@ -10,14 +10,15 @@ import { type EmbeddedBroker, startEmbeddedBroker } from "./broker/embedded.ts";
 import { createBrokerEvents, createThingDirectory } from "./broker/events.ts";
 import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
-import { openHubHome } from "./home/home.ts";
+import { type DatabaseOverride, openHubHome } from "./home/home.ts";
 import { type HubServer, refuseSecondHub, startHubServer, startLocalSocket } from "./http/bun-server.ts";
 import { createHubApi } from "./http/routes.ts";
 import { hubUseCases } from "./hub.ts";
 import { Collector } from "./messages/collect.ts";
 import { MessageFeed } from "./messages/feed.ts";
 import { ingressLedger } from "./messages/ingress-delivery.ts";
-import { openHubStore, type SqliteHubStore } from "./store/hub-store.ts";
+import type { HubStore } from "./store/hub-store.ts";
+import { openHubStore } from "./store/open-store.ts";
 import { crlValiditySeconds, renewalIntervalMs, startCrlRenewal } from "./things/crl-renewal.ts";
 import { writeRevocationLists } from "./things/revocation.ts";
 
@@ -25,7 +26,7 @@ import { writeRevocationLists } from "./things/revocation.ts";
  * `hub serve`: one process with the broker, the API and the database. This module starts and
  * stops the pieces; the command decides about signals and exit codes.
  *
- * Durability: the database is SQLite in WAL mode with synchronous=FULL, and both egress paths
+ * Durability: the database is SQLite in WAL mode with synchronous=FULL (or PostgreSQL, which commits durably by default), and both egress paths
  * commit before they acknowledge (HTTP 200 after the commit; the MQTT PUBACK after
  * `onThingPublish` resolves), so a kill -9 loses nothing a thing was told was stored. Ingress is
  * committed before the API answers and, with the embedded broker, stays pending in the database
@@ -35,6 +36,8 @@ export interface ServeHubOptions {
   dir: string;
   /** "embedded" (default) or an external broker URL, mqtts://HOST:PORT */
   broker?: string;
+  /** `--db`: the database for this run over hub.yml's (store/database-url.ts) */
+  database?: DatabaseOverride;
   log: Logger;
   /** overrides of hub.yml's listen ports (tests pass 0 for a free port) */
   apiPort?: number;
@@ -55,13 +58,13 @@ export interface HubHandle {
 
 export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
   const log = opts.log;
-  const home = openHubHome(opts.dir, log);
+  const home = openHubHome(opts.dir, log, opts.database);
   const { paths, settings } = home;
   // Before any port is taken: a second hub on this home is "try later" (75), not a busy port.
   await refuseSecondHub(paths.socket);
   const parts = new Lifecycle((part, err) => log.error("hub.close_failed", { part, error: err }));
   try {
-    const store: SqliteHubStore = openHubStore(paths.database);
+    const store: HubStore = await openHubStore(home.database);
     await parts.start({ name: "hub database", stop: () => store.close() });
 
     // One feed for everything that stores or delivers a message in this process (the console listens).
@@ -75,7 +78,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     };
     const events = createBrokerEvents({ store, collector, log, payloadLimitBytes: settings.api.payloadLimitBytes, publish });
     const directory = createThingDirectory(
-      (name) => store.thingByNameSync(name),
+      (name) => store.getThingByName(name),
       (thingId) => void store.forgetPreviousKey(thingId).catch((err) => log.warn("hub.forget_previous_key_failed", { thing_id: thingId, error: err })),
     );
     const caPem = readFileSync(paths.caCert, "utf8");
@@ -145,7 +148,6 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       }
     };
     const useCases = hubUseCases({ home, store, log, broker, collector, feed, disconnect: kick });
-    await parts.start({ name: "update store", stop: () => useCases.updates.close() });
     const api = createHubApi({ ...useCases, log });
     const local = await startLocalSocket(api, paths.socket);
     await parts.start({ name: "local socket", stop: () => local.stop() });
@@ -190,7 +192,14 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     await parts.start({ name: "CRL renewal", stop: stopRenewal });
 
     const things = (await store.listThings()).length;
-    log.info("hub.started", { api: server.url, public_api: settings.api.publicUrl, broker: broker.url, env: settings.env, things });
+    log.info("hub.started", {
+      api: server.url,
+      public_api: settings.api.publicUrl,
+      broker: broker.url,
+      env: settings.env,
+      things,
+      database: home.database.display,
+    });
     let closing: Promise<void> | undefined;
     return {
       apiUrl: server.url,

@@ -6,6 +6,7 @@ import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { parseDuration } from "../../shared/duration.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { parseYamlFile, unknownKeys, validate } from "../../shared/yaml.ts";
+import { DATABASE_CHOICES, parseHubDatabase } from "../store/database-url.ts";
 
 /**
  * `hub.yml`: the hub's own settings, written by `hub init` and read by every hub command. One
@@ -121,6 +122,25 @@ export const HubYamlSchema = z.object({
       reloadCommand: z.array(z.string().min(1)).min(1).optional(),
     }),
     certificates: CertificatesSchema.default({ thingLifetime: "90d", renewalCheck: "15m" }),
+    /**
+     * Where the hub's database is (docs/scaling.md, "Storage"): absent or `sqlite`, hub.db in the
+     * hub home; a PostgreSQL URL, a served database (several hubs may share it). `--db` overrides.
+     */
+    database: z
+      .object({
+        url: z
+          .string()
+          .refine((url) => {
+            try {
+              parseHubDatabase(url, "hub.db", "hub.database.url");
+              return true;
+            } catch {
+              return false;
+            }
+          }, `must be ${DATABASE_CHOICES}`)
+          .optional(),
+      })
+      .optional(),
   }),
 });
 
