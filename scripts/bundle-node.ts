@@ -10,6 +10,8 @@ import type { BunPlugin } from "bun";
 const root = resolve(import.meta.dir, "..");
 const openTs = join(root, "src/shared/sqlite/open.ts");
 const openWasmTs = join(root, "src/shared/sqlite/open-wasm.ts");
+const postgresTs = join(root, "src/hub/store/postgres-driver.ts");
+const postgresUnavailableTs = join(root, "src/hub/store/postgres-unavailable.ts");
 
 /** The line of node-sqlite3-wasm's emscripten glue that creates its Module object (0.8.x). */
 const MODULE_LINE = 'var Module=typeof Module!="undefined"?Module:{};';
@@ -17,7 +19,8 @@ const MODULE_LINE = 'var Module=typeof Module!="undefined"?Module:{};';
 const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
 
 /**
- * Swaps the bun:sqlite driver for the wasm one, and hands the wasm glue its binary as
+ * Swaps the bun:sqlite driver for the wasm one, the hub's PostgreSQL driver (Bun's `SQL`
+ * client, which Node does not have) for one that refuses PostgreSQL in words, and hands the wasm glue its binary as
  * `Module.wasmBinary` (emscripten instantiates from that instead of reading
  * `__dirname/node-sqlite3-wasm.wasm`, which does not exist next to a bundle or in a SEA).
  */
@@ -26,6 +29,10 @@ export const nodeStorePlugin: BunPlugin = {
   setup(build) {
     build.onLoad({ filter: new RegExp(`^${escapeRegExp(openTs)}$`) }, () => ({
       contents: `export { openSqlDatabase } from ${JSON.stringify(openWasmTs)};`,
+      loader: "ts",
+    }));
+    build.onLoad({ filter: new RegExp(`^${escapeRegExp(postgresTs)}$`) }, () => ({
+      contents: `export { openPostgresHubSql } from ${JSON.stringify(postgresUnavailableTs)};`,
       loader: "ts",
     }));
     build.onLoad({ filter: /node-sqlite3-wasm[\\/]dist[\\/]node-sqlite3-wasm\.js$/ }, async ({ path }) => {

@@ -7,7 +7,9 @@
 # the agent under a wrong or jumping clock; python3 and python3-yaml run the distribution's
 # flashlex.py (test/integration/python-sdk.test.ts: with PyYAML and without it); chromium runs
 # the web console's browser test (test/integration/console.test.ts, through playwright-core); wrk
-# loads the hub in `bun run bench` (row 3) and hyperfine times starts in bench/targets.ts.
+# loads the hub in `bun run bench` (row 3) and hyperfine times starts in bench/targets.ts;
+# postgresql (15 on Debian 12) is the hub's served database: the store contract and
+# hub-postgres tests start their own cluster from /usr/lib/postgresql/15/bin, never Debian's.
 # rabbitmq-server (3.10, with its MQTT plugin and HTTP auth backend) runs the three-node broker
 # cluster of test/integration/rabbitmq-cluster.test.ts; its default node must not run (see below).
 # Idempotent; works as root (CI) or with sudo.
@@ -18,7 +20,7 @@ SUDO=""
 
 PACKAGES=(
   mosquitto mosquitto-clients sqlite3 openssl systemd ca-certificates xz-utils unzip faketime
-  python3 python3-yaml chromium wrk hyperfine rabbitmq-server
+  python3 python3-yaml chromium wrk hyperfine postgresql rabbitmq-server
   qemu-user-static libc6-arm64-cross
   libc6:armhf libstdc++6:armhf libatomic1:armhf binutils-arm-linux-gnueabihf
 )
@@ -36,6 +38,13 @@ if [ "${#missing[@]}" -eq 0 ]; then
   echo "system packages already installed"
   exit 0
 fi
+
+# Debian's postgresql package makes and starts a cluster `main` on port 5432 unless told not to.
+# The tests run clusters of their own (own directory, port and socket), so none is wanted: the
+# drop-in below (postgresql-common reads createcluster.d) stops it from being made. A cluster
+# made before this script ran is left alone; nothing in the tests uses 5432.
+$SUDO mkdir -p /etc/postgresql-common/createcluster.d
+echo "create_main_cluster = false" | $SUDO tee /etc/postgresql-common/createcluster.d/flashlex-no-main.conf >/dev/null
 
 # A mirror caught mid-sync fails one index (often armhf security); install from what we have,
 # and let apt-get install be the judge.

@@ -106,8 +106,15 @@ function buildCli(multiWord: CommandSpec | undefined, setExit: (code: number | P
 
 /** Runs the matched command: a group says which of its commands the words did not name. */
 async function runCommand(cli: CAC, spec: CommandSpec): Promise<number> {
-  // The linux-armv7 build is a Node single executable, without Bun.serve: the hub is for Bun builds.
-  if (spec.bunOnly && typeof Bun === "undefined") throw new FlashlexError("the hub needs a Bun build: linux-x64 or linux-arm64", "unavailable");
+  // The linux-armv7 build is a Node single executable, without Bun.serve or Bun's SQL client
+  // (PostgreSQL): the hub is for Bun builds. Asked for PostgreSQL, it says that too.
+  if (spec.bunOnly && typeof Bun === "undefined") {
+    const db = `${cli.options.db ?? process.env.FLASHLEX_HUB_DB ?? ""}`;
+    const postgres = /^postgres(ql)?:/i.test(db)
+      ? "; PostgreSQL (--db postgres://...) needs Bun's SQL client, which this armv7 (Node) build does not have"
+      : "";
+    throw new FlashlexError(`the hub needs a Bun build: linux-x64 or linux-arm64${postgres}`, "unavailable");
+  }
   if (spec.run) return spec.run([...cli.args], cli.options);
   if (cli.args.length) throw new UsageError(`unknown ${spec.name} command ${JSON.stringify(cli.args.join(" "))}; see flashlex ${spec.name} --help`);
   cli.outputHelp();

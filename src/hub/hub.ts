@@ -22,12 +22,13 @@ import type { HubBroker } from "./broker/broker.ts";
 import { writeMosquittoFiles } from "./broker/mosquitto-files.ts";
 import { writeRabbitFiles } from "./broker/rabbitmq-files.ts";
 import { Enrolment } from "./enrolment/enrolment.ts";
-import { type HubHome, openHubHome } from "./home/home.ts";
+import { type DatabaseOverride, type HubHome, openHubHome } from "./home/home.ts";
 import { OperatorTokens } from "./home/tokens.ts";
 import { Collector } from "./messages/collect.ts";
 import { MessageFeed } from "./messages/feed.ts";
 import { Messages } from "./messages/messages.ts";
-import { type HubStore, openHubStore } from "./store/hub-store.ts";
+import type { HubStore } from "./store/hub-store.ts";
+import { openHubStore } from "./store/open-store.ts";
 import { ThingCertificates } from "./things/certificates.ts";
 import { Things } from "./things/things.ts";
 import { Updates } from "./updates/updates.ts";
@@ -41,7 +42,7 @@ export interface HubUseCases {
   operators: OperatorTokens;
   /** what happens to messages, live (the console watches it) */
   feed: MessageFeed;
-  /** releases, rollouts, what things run; holds its own database connection: close it with the store */
+  /** releases, rollouts, what things run (the update tables of the store) */
   updates: Updates;
   /** enrolment tokens and self-enrolment (enrolment/) */
   enrolment: Enrolment;
@@ -92,11 +93,13 @@ export interface OpenedHub extends HubUseCases {
 
 /**
  * Opens the hub home in `dir` and its database for the length of `fn`, for a command that runs
- * beside (or without) `hub serve`. Throws ConfigError (78) when `dir` is not a hub home.
+ * beside (or without) `hub serve`, on the database `database` names (`--db`), else hub.yml's.
+ * Throws ConfigError (78) when `dir` is not a hub home, what openHubStore throws (69 for a
+ * PostgreSQL server that cannot be reached).
  */
-export async function withHub<T>(dir: string, log: Logger, fn: (hub: OpenedHub) => Promise<T>): Promise<T> {
-  const home = openHubHome(dir, log);
-  const store = openHubStore(home.paths.database);
+export async function withHub<T>(dir: string, log: Logger, fn: (hub: OpenedHub) => Promise<T>, database?: DatabaseOverride): Promise<T> {
+  const home = openHubHome(dir, log, database);
+  const store = await openHubStore(home.database);
   const useCases = hubUseCases({ home, store, log });
   try {
     return await fn({
@@ -105,7 +108,6 @@ export async function withHub<T>(dir: string, log: Logger, fn: (hub: OpenedHub) 
       writeRabbitFiles: (options) => writeRabbitFiles(home, options),
     });
   } finally {
-    useCases.updates.close();
     await store.close();
   }
 }

@@ -15,7 +15,7 @@ import { createBrokerEvents, createThingDirectory } from "./broker/events.ts";
 import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts";
 import { rabbitConnectionCloser } from "./broker/rabbitmq-management.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
-import { openHubHome, readBrokerSecret } from "./home/home.ts";
+import { type DatabaseOverride, openHubHome, readBrokerSecret } from "./home/home.ts";
 import type { HubPaths } from "./home/paths.ts";
 import { DEFAULT_METRICS_LISTEN, type HubSettings } from "./home/settings.ts";
 import { type HubServer, refuseSecondHub, startHubServer, startLocalSocket } from "./http/bun-server.ts";
@@ -25,7 +25,8 @@ import { Collector } from "./messages/collect.ts";
 import { MessageFeed } from "./messages/feed.ts";
 import { ingressLedger } from "./messages/ingress-delivery.ts";
 import type { HubMetrics } from "./metrics/prometheus.ts";
-import { openHubStore, type SqliteHubStore } from "./store/hub-store.ts";
+import type { HubStore } from "./store/hub-store.ts";
+import { openHubStore } from "./store/open-store.ts";
 import { crlValiditySeconds, renewalIntervalMs, startCrlRenewal } from "./things/crl-renewal.ts";
 import { writeRevocationLists } from "./things/revocation.ts";
 import type { Updates } from "./updates/updates.ts";
@@ -34,7 +35,7 @@ import type { Updates } from "./updates/updates.ts";
  * `hub serve`: one process with the broker, the API and the database. This module starts and
  * stops the pieces; the command decides about signals and exit codes.
  *
- * Durability: the database is SQLite in WAL mode with synchronous=FULL, and both egress paths
+ * Durability: the database is SQLite in WAL mode with synchronous=FULL (or PostgreSQL, which commits durably by default), and both egress paths
  * commit before they acknowledge (HTTP 200 after the commit; the MQTT PUBACK after
  * `onThingPublish` resolves), so a kill -9 loses nothing a thing was told was stored. Ingress is
  * committed before the API answers and, with the embedded broker, stays pending in the database
@@ -44,6 +45,8 @@ export interface ServeHubOptions {
   dir: string;
   /** "embedded" (default) or an external broker URL, mqtts://HOST:PORT */
   broker?: string;
+  /** `--db`: the database for this run over hub.yml's (store/database-url.ts) */
+  database?: DatabaseOverride;
   log: Logger;
   /** overrides of hub.yml's listen ports (tests pass 0 for a free port) */
   apiPort?: number;
@@ -74,7 +77,11 @@ function rabbitCluster(flag: string | undefined, rabbit: RabbitSettings | undefi
 async function startRabbitAuth(rabbit: RabbitSettings, paths: HubPaths, directory: ThingDirectory, log: Logger) {
   const listen = rabbit.authListen;
   try {
-    return startBrokerAuthServer({ ...listen, ctx: { secret: readBrokerSecret(paths), isActiveThing: (name) => directory.lookup(name) !== undefined }, log });
+    return startBrokerAuthServer({
+      ...listen,
+      ctx: { secret: readBrokerSecret(paths), isActiveThing: async (name) => (await directory.lookup(name)) !== undefined },
+      log,
+    });
   } catch (err) {
     throw cannotListen(err, "the broker auth listener", listen, "hub.broker.rabbitmq.authListen", paths.config);
   }
@@ -82,13 +89,13 @@ async function startRabbitAuth(rabbit: RabbitSettings, paths: HubPaths, director
 
 export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
   const log = opts.log;
-  const home = openHubHome(opts.dir, log);
+  const home = openHubHome(opts.dir, log, opts.database);
   const { paths, settings } = home;
   // Before any port is taken: a second hub on this home is "try later" (75), not a busy port.
   await refuseSecondHub(paths.socket);
   const parts = new Lifecycle((part, err) => log.error("hub.close_failed", { part, error: err }));
   try {
-    const store: SqliteHubStore = openHubStore(paths.database);
+    const store: HubStore = await openHubStore(home.database);
     await parts.start({ name: "hub database", stop: () => store.close() });
 
     // One feed for everything that stores or delivers a message in this process (the console listens).
@@ -107,7 +114,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const observer = metrics?.observer;
     const events = createBrokerEvents({ store, collector, log, payloadLimitBytes: settings.api.payloadLimitBytes, publish, observer });
     const directory = createThingDirectory(
-      (name) => store.thingByNameSync(name),
+      (name) => store.getThingByName(name),
       (thingId) => void store.forgetPreviousKey(thingId).catch((err) => log.warn("hub.forget_previous_key_failed", { thing_id: thingId, error: err })),
     );
     const caPem = readFileSync(paths.caCert, "utf8");
@@ -188,7 +195,6 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       }
     };
     const useCases = hubUseCases({ home, store, log, broker, collector, feed, disconnect: kick });
-    await parts.start({ name: "update store", stop: () => useCases.updates.close() });
     updatesRef = useCases.updates;
     const api = createHubApi({ ...useCases, log, observer });
     const local = await startLocalSocket(api, paths.socket);
@@ -237,7 +243,15 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     if (metricsUrl) await parts.start({ name: "metrics listener", stop: () => metricsUrl.close() });
 
     const things = (await store.listThings()).length;
-    log.info("hub.started", { api: server.url, metrics: metricsUrl?.url, public_api: settings.api.publicUrl, broker: broker.url, env: settings.env, things });
+    log.info("hub.started", {
+      api: server.url,
+      metrics: metricsUrl?.url,
+      public_api: settings.api.publicUrl,
+      broker: broker.url,
+      env: settings.env,
+      things,
+      database: home.database.display,
+    });
     let closing: Promise<void> | undefined;
     return {
       apiUrl: server.url,
@@ -255,13 +269,13 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
 }
 
 /** The hub's registry (prometheus.ts, imported here so that only `hub serve` with metrics on loads prom-client). */
-async function loadHubMetrics(feed: MessageFeed, store: SqliteHubStore, updates: () => Updates | undefined): Promise<HubMetrics> {
+async function loadHubMetrics(feed: MessageFeed, store: HubStore, updates: () => Updates | undefined): Promise<HubMetrics> {
   const { createHubMetrics } = await import("./metrics/prometheus.ts");
   const noReports = { reporting: 0, depthSum: 0, depthMax: 0, oldestAgeSeconds: 0 };
   return createHubMetrics({
     feed,
     fleet: () => store.fleetCounts(),
-    outboxes: () => updates()?.outboxSummary() ?? noReports,
+    outboxes: async () => (await updates()?.outboxSummary()) ?? noReports,
     version: VERSION,
   });
 }

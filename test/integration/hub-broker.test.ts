@@ -33,7 +33,7 @@ class FakeDirectory implements ThingDirectory {
   add(t: ThingFiles) {
     this.things.set(t.name, { id: t.thingId, name: t.name });
   }
-  lookup(name: string) {
+  async lookup(name: string) {
     return this.things.get(name);
   }
 }

@@ -21,7 +21,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { signThingToken } from "../../src/crypto/jwt.ts";
-import { sqliteHubStore } from "../../src/hub/store/hub-store.ts";
+import { sqlHubStore } from "../../src/hub/store/sql-hub-store.ts";
+import { sqliteHubSql } from "../../src/hub/store/sqlite-driver.ts";
 import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { provisionThing } from "../support/distribution.ts";
@@ -134,7 +135,7 @@ beforeAll(async () => {
   // ~150 MB of egress for `bulk`, stored directly through the hub store (no fsync per row).
   const db = openSqlDatabase(database);
   db.exec("PRAGMA synchronous = OFF");
-  const store = sqliteHubStore(db);
+  const store = sqlHubStore(sqliteHubSql(db));
   const first = Math.floor(Date.now() / 1000) - BULK_MESSAGES;
   for (let i = 0; i < BULK_MESSAGES; i++) {
     const payload = JSON.stringify({ seq: i, blob: randomBytes((BULK_BLOB_BYTES * 3) / 4).toString("base64") });

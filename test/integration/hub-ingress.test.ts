@@ -11,7 +11,8 @@ import { join } from "node:path";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { type EmbeddedBroker, startEmbeddedBroker } from "../../src/hub/broker/embedded.ts";
 import { ingressLedger } from "../../src/hub/messages/ingress-delivery.ts";
-import { openHubStore, type SqliteHubStore } from "../../src/hub/store/hub-store.ts";
+import type { HubStore } from "../../src/hub/store/hub-store.ts";
+import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createLogger, type Logger } from "../../src/shared/log.ts";
 import { makeTestPki, type TestPki } from "../support/pki.ts";
 import { waitUntil } from "../support/wait.ts";
@@ -21,7 +22,7 @@ const TOPIC = `ingress/${ALPHA}`;
 
 let dir: string;
 let pki: TestPki;
-let store: SqliteHubStore;
+let store: HubStore;
 let thingId: string;
 let broker: EmbeddedBroker | undefined;
 const clients: MqttClient[] = [];
@@ -31,7 +32,7 @@ const log: Logger = createLogger({ level: "debug", write: (l) => logLines.push(l
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "flashlex-hub-ingress-"));
   pki = await makeTestPki(dir, { thingName: ALPHA });
-  store = openHubStore(join(dir, "hub.db"), { create: true });
+  store = await openHubStore(join(dir, "hub.db"), { create: true });
   thingId = pki.thing.thingId;
   await store.insertThing({
     id: thingId,
@@ -63,7 +64,7 @@ async function restartBroker(): Promise<EmbeddedBroker> {
     caPem: pki.ca.certPem,
     certPem: pki.broker.certPem,
     keyPem: pki.broker.keyPem,
-    directory: { lookup: (name) => (name === ALPHA ? { id: thingId, name } : undefined) },
+    directory: { lookup: async (name) => (name === ALPHA ? { id: thingId, name } : undefined) },
     events: {},
     log,
     ingress: ingressLedger(store),

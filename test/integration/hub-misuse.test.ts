@@ -22,7 +22,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
 import { signThingToken } from "../../src/crypto/jwt.ts";
-import { openHubStore } from "../../src/hub/store/hub-store.ts";
+import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
@@ -40,7 +40,7 @@ beforeAll(async () => {
   binaryPath();
   hub = await makeHubFixture(work);
   thing = await hub.createThing("misused");
-  const store = openHubStore(join(hub.dir, "hub.db"));
+  const store = await openHubStore(join(hub.dir, "hub.db"));
   const first = Math.floor(Date.now() / 1000) - STORED_MESSAGES;
   for (let i = 0; i < STORED_MESSAGES; i++) {
     await store.insertMessage({

@@ -13,19 +13,20 @@ import { join } from "node:path";
 import { unzipSync } from "fflate";
 import { type Archive, archiveFolderName, archiveStream, openArchive, storedMessageText } from "../../src/hub/messages/archive.ts";
 import { ArchiveZip } from "../../src/hub/messages/archive-zip.ts";
-import { type HubStore, type MessageRecord, openHubStore, type SqliteHubStore } from "../../src/hub/store/hub-store.ts";
+import type { HubStore, MessageRecord } from "../../src/hub/store/hub-store.ts";
+import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { tally } from "../support/tally.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
 const at = new Date(2019, 6, 20, 1, 45, 44);
 let dir: string;
 let database: string;
-let store: SqliteHubStore;
+let store: HubStore;
 
-beforeAll(() => {
+beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "flashlex-zip-"));
   database = join(dir, "hub.db");
-  store = openHubStore(database, { create: true });
+  store = await openHubStore(database, { create: true });
 });
 afterAll(async () => {
   await store.close();

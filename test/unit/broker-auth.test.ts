@@ -8,48 +8,48 @@ import { decideResource, decideTopic, decideUser, decideVhost, topicOfRoutingKey
 
 const N = "ecd13b11-alpha";
 const M = "ecd13b11-bravo";
-const ctx = { secret: "s".repeat(43), isActiveThing: (name: string) => name === N || name === M };
+const ctx = { secret: "s".repeat(43), isActiveThing: async (name: string) => name === N || name === M };
 const topic = (username: string, permission: string, routing_key: string, client_id = username) =>
   decideTopic({ username, vhost: "/", resource: "topic", name: "amq.topic", permission, routing_key, client_id }, ctx);
 
 describe("RabbitMQ auth backend answers", () => {
-  test("user: certificate logins for active things and the hub; password logins only for the hub with the secret", () => {
-    expect(decideUser({ username: N }, ctx)).toBe("allow");
-    expect(decideUser({ username: "ecd13b11-revoked" }, ctx)).toBe("deny");
-    expect(decideUser({ username: "flashlex-hub" }, ctx)).toBe("allow");
-    expect(decideUser({ username: N, password: "" }, ctx)).toBe("deny");
-    expect(decideUser({ username: N, password: ctx.secret }, ctx)).toBe("deny");
-    expect(decideUser({ username: "flashlex-hub", password: "wrong" }, ctx)).toBe("deny");
-    expect(decideUser({ username: "flashlex-hub", password: ctx.secret }, ctx)).toStartWith("allow administrator");
+  test("user: certificate logins for active things and the hub; password logins only for the hub with the secret", async () => {
+    expect(await decideUser({ username: N }, ctx)).toBe("allow");
+    expect(await decideUser({ username: "ecd13b11-revoked" }, ctx)).toBe("deny");
+    expect(await decideUser({ username: "flashlex-hub" }, ctx)).toBe("allow");
+    expect(await decideUser({ username: N, password: "" }, ctx)).toBe("deny");
+    expect(await decideUser({ username: N, password: ctx.secret }, ctx)).toBe("deny");
+    expect(await decideUser({ username: "flashlex-hub", password: "wrong" }, ctx)).toBe("deny");
+    expect(await decideUser({ username: "flashlex-hub", password: ctx.secret }, ctx)).toStartWith("allow administrator");
   });
 
-  test("vhost: the MQTT vhost only, and the client id must be the certificate's name", () => {
-    expect(decideVhost({ username: N, vhost: "/", client_id: N }, ctx)).toBe(true);
-    expect(decideVhost({ username: N, vhost: "/", client_id: M }, ctx)).toBe(false);
-    expect(decideVhost({ username: N, vhost: "other", client_id: N }, ctx)).toBe(false);
+  test("vhost: the MQTT vhost only, and the client id must be the certificate's name", async () => {
+    expect(await decideVhost({ username: N, vhost: "/", client_id: N }, ctx)).toBe(true);
+    expect(await decideVhost({ username: N, vhost: "/", client_id: M }, ctx)).toBe(false);
+    expect(await decideVhost({ username: N, vhost: "other", client_id: N }, ctx)).toBe(false);
   });
 
-  test("resource: a thing's own session queues and the topic exchange, nothing else", () => {
+  test("resource: a thing's own session queues and the topic exchange, nothing else", async () => {
     const r = (name: string, resource: string, permission: string) => decideResource({ username: N, vhost: "/", resource, name, permission }, ctx);
-    expect(r(`mqtt-subscription-${N}qos1`, "queue", "configure")).toBe(true);
-    expect(r(`mqtt-subscription-${M}qos1`, "queue", "read")).toBe(false);
-    expect(r("amq.topic", "exchange", "write")).toBe(true);
-    expect(r("amq.topic", "exchange", "configure")).toBe(false);
-    expect(r("amq.fanout", "exchange", "write")).toBe(false);
+    expect(await r(`mqtt-subscription-${N}qos1`, "queue", "configure")).toBe(true);
+    expect(await r(`mqtt-subscription-${M}qos1`, "queue", "read")).toBe(false);
+    expect(await r("amq.topic", "exchange", "write")).toBe(true);
+    expect(await r("amq.topic", "exchange", "configure")).toBe(false);
+    expect(await r("amq.fanout", "exchange", "write")).toBe(false);
   });
 
-  test("topic: the same rules as the embedded broker, on the MQTT form of the routing key", () => {
+  test("topic: the same rules as the embedded broker, on the MQTT form of the routing key", async () => {
     expect(topicOfRoutingKey(`ingress.${N}`)).toBe(`ingress/${N}`);
-    expect(topic(N, "read", `ingress.${N}`)).toBe(true);
-    expect(topic(N, "read", `pubsub.${N}`)).toBe(true);
-    expect(topic(N, "read", `ingress.${M}`)).toBe(false);
-    expect(topic(N, "read", "ingress.*")).toBe(false);
-    expect(topic(N, "read", "#")).toBe(false);
-    expect(topic(N, "write", "flashlex.collect")).toBe(true);
-    expect(topic(N, "write", `pubsub.${N}`)).toBe(true);
-    expect(topic(N, "write", `ingress.${N}`)).toBe(false);
-    expect(topic(N, "write", "flashlex.collect", M)).toBe(false);
-    expect(topic("flashlex-hub", "write", `ingress.${N}`)).toBe(true);
-    expect(topic("ecd13b11-revoked", "write", "flashlex.collect")).toBe(false);
+    expect(await topic(N, "read", `ingress.${N}`)).toBe(true);
+    expect(await topic(N, "read", `pubsub.${N}`)).toBe(true);
+    expect(await topic(N, "read", `ingress.${M}`)).toBe(false);
+    expect(await topic(N, "read", "ingress.*")).toBe(false);
+    expect(await topic(N, "read", "#")).toBe(false);
+    expect(await topic(N, "write", "flashlex.collect")).toBe(true);
+    expect(await topic(N, "write", `pubsub.${N}`)).toBe(true);
+    expect(await topic(N, "write", `ingress.${N}`)).toBe(false);
+    expect(await topic(N, "write", "flashlex.collect", M)).toBe(false);
+    expect(await topic("flashlex-hub", "write", `ingress.${N}`)).toBe(true);
+    expect(await topic("ecd13b11-revoked", "write", "flashlex.collect")).toBe(false);
   });
 });

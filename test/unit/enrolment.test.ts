@@ -12,7 +12,8 @@ import { join } from "node:path";
 import { createCsr, readCsr } from "../../src/crypto/csr.ts";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { EnrolmentTokens, tokenState, whyRefused } from "../../src/hub/enrolment/tokens.ts";
-import { type EnrolmentTokenRecord, openHubStore } from "../../src/hub/store/hub-store.ts";
+import type { EnrolmentTokenRecord } from "../../src/hub/store/hub-store.ts";
+import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { formatDuration, parseDuration } from "../../src/shared/duration.ts";
 import { normaliseFingerprint, normaliseHubUrl } from "../../src/thing/enrol/enrol.ts";
 
@@ -96,7 +97,7 @@ describe("enrolment tokens", () => {
   });
 
   test("create: defaults, ranges, only the hash stored; the last use is taken once", async () => {
-    const store = openHubStore(join(mkdtempSync(join(tmpdir(), "flashlex-tokens-")), "hub.db"), { create: true });
+    const store = await openHubStore(join(mkdtempSync(join(tmpdir(), "flashlex-tokens-")), "hub.db"), { create: true });
     const tokens = new EnrolmentTokens(store, () => 1_000_000);
     const { token, record: made } = await tokens.create();
     expect(token).toMatch(/^flxe_[A-Za-z0-9_-]{43}$/);

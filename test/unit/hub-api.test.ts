@@ -17,7 +17,8 @@ import { createBrokerEvents } from "../../src/hub/broker/events.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
 import type { HubApi } from "../../src/hub/http/routes.ts";
-import { type HubStore, openHubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
 import { Things } from "../../src/hub/things/things.ts";
 import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
@@ -81,7 +82,7 @@ beforeAll(async () => {
   const init = await initHub({ dir: join(dir, "hub"), ownerId: OWNER, apiUrl: "http://hub.example:8080", names: ["hub.example", "10.0.0.5"] });
   home = init.home;
   operatorToken = init.token;
-  store = openHubStore(home.paths.database);
+  store = await openHubStore(home.paths.database);
   api = hubApiOver({ home, store, log: silentLogger, broker: fakeBroker });
   const created = await createThing(home, store, "mything");
   thing = created.thing;

@@ -17,7 +17,8 @@ import { initHub } from "../../src/hub/home/init.ts";
 import { createHubApi, type HubApi } from "../../src/hub/http/routes.ts";
 import { type HubUseCases, hubUseCases } from "../../src/hub/hub.ts";
 import { ingressLedger } from "../../src/hub/messages/ingress-delivery.ts";
-import { openHubStore, type SqliteHubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { silentLogger } from "../../src/shared/log.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
@@ -26,7 +27,7 @@ const EVIL = '<script>alert("owned")</script><img src=x onerror=alert(1)>';
 
 let dir: string;
 let home: HubHome;
-let store: SqliteHubStore;
+let store: HubStore;
 let hub: HubUseCases;
 let api: HubApi;
 let token: string;
@@ -48,7 +49,7 @@ beforeAll(async () => {
   const init = await initHub({ dir: join(dir, "hub"), ownerId: OWNER, apiUrl: "http://hub.example:8080", names: ["hub.example"] });
   home = init.home;
   token = init.token;
-  store = openHubStore(home.paths.database);
+  store = await openHubStore(home.paths.database);
   hub = hubUseCases({ home, store, log: silentLogger, broker });
   api = createHubApi({ ...hub, log: silentLogger, consoleSessions: sessions });
   thing = (await hub.things.create("pump")).thing;

@@ -14,7 +14,8 @@ import { createHubApi } from "../../src/hub/http/routes.ts";
 import { type HubUseCases, hubUseCases } from "../../src/hub/hub.ts";
 import { type FeedEvent, MAX_FEED_WATCHERS, MessageFeed } from "../../src/hub/messages/feed.ts";
 import { ingressLedger } from "../../src/hub/messages/ingress-delivery.ts";
-import { openHubStore, type SqliteHubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { certificateExpiry } from "../../src/hub/things/things.ts";
 import { silentLogger } from "../../src/shared/log.ts";
 
@@ -25,7 +26,7 @@ const NOW = Date.UTC(2024, 2, 1, 12, 30);
 
 let dir: string;
 let home: HubHome;
-let store: SqliteHubStore;
+let store: HubStore;
 let hub: HubUseCases;
 let token: string;
 let real: ThingRecord;
@@ -62,7 +63,7 @@ beforeAll(async () => {
   const init = await initHub({ dir: join(dir, "hub"), ownerId: OWNER, apiUrl: "http://hub.example:8080", names: ["hub.example"] });
   home = init.home;
   token = init.token;
-  store = openHubStore(home.paths.database);
+  store = await openHubStore(home.paths.database);
   hub = hubUseCases({ home, store, log: silentLogger, broker, now: () => NOW });
   for (let i = 1; i <= 1000; i++) await store.insertThing(fakeThing(i));
   real = (await hub.things.create("odd_100")).thing;

@@ -18,7 +18,8 @@ import { initHub } from "../../src/hub/home/init.ts";
 import { distributionPath } from "../../src/hub/home/paths.ts";
 import { addCrlFile, loadHubSettings } from "../../src/hub/home/settings.ts";
 import { hashToken, tokenMatchesAny } from "../../src/hub/home/tokens.ts";
-import { type HubStore, openHubStore } from "../../src/hub/store/hub-store.ts";
+import type { HubStore } from "../../src/hub/store/hub-store.ts";
+import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { buildDistribution, renderTemplate, renderThingConfig } from "../../src/hub/things/distribution.ts";
 import { createThing, findThing, validateThingName } from "../../src/hub/things/provision.ts";
 import { Things, thingStatus } from "../../src/hub/things/things.ts";
@@ -39,7 +40,7 @@ beforeAll(async () => {
   const result = await initHub({ dir: join(root, "hub"), ownerId: OWNER, names: ["hub.example", "192.0.2.7"] });
   home = result.home;
   token = result.token;
-  store = openHubStore(home.paths.database);
+  store = await openHubStore(home.paths.database);
 });
 
 afterAll(async () => {

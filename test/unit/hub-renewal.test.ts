@@ -13,7 +13,8 @@ import { signThingToken } from "../../src/crypto/jwt.ts";
 import { generateThingKeyPair, loadPrivateKey } from "../../src/crypto/keys.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
-import { type HubStore, openHubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
 import { silentLogger } from "../../src/shared/log.ts";
 import { hubApiOver } from "../support/hub-api.ts";
@@ -60,7 +61,7 @@ beforeAll(async () => {
   });
   home = init.home;
   operatorToken = init.token;
-  store = openHubStore(home.paths.database);
+  store = await openHubStore(home.paths.database);
   api = hubApiOver({ home, store, log: silentLogger });
   // a thing whose key the test holds: its private key comes out of its distribution
   const created = await createThing(home, store, "renewer");

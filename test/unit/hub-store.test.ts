@@ -5,7 +5,9 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { HUB_MIGRATIONS, type MessageRecord, openHubStore, type SqliteHubStore } from "../../src/hub/store/hub-store.ts";
+import type { HubStore, MessageRecord } from "../../src/hub/store/hub-store.ts";
+import { SQLITE_MIGRATIONS } from "../../src/hub/store/migrations.ts";
+import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 
@@ -27,8 +29,8 @@ const message = (id: string, type: "egress" | "ingress", ts: number, extra: Part
   ...extra,
 });
 
-async function freshStore(name: string): Promise<SqliteHubStore> {
-  return openHubStore(join(dir, name), { create: true });
+async function freshStore(name: string): Promise<HubStore> {
+  return await openHubStore(join(dir, name), { create: true });
 }
 
 describe("hub-store: ingress delivery", () => {
@@ -36,7 +38,7 @@ describe("hub-store: ingress delivery", () => {
     const file = join(dir, "v1.db");
     const db = openSqlDatabase(file);
     applyPragmas(db);
-    migrate(db, HUB_MIGRATIONS.slice(0, 1), file);
+    migrate(db, SQLITE_MIGRATIONS.slice(0, 1), file);
     for (const [id, type] of [
       ["old-in", "ingress"],
       ["old-out", "egress"],
@@ -45,7 +47,7 @@ describe("hub-store: ingress delivery", () => {
     }
     db.close();
 
-    const store = openHubStore(file);
+    const store = await openHubStore(file);
     const rows = await store.queryMessages(THING, {});
     expect(rows.map((m) => [m.flmessagespk, m.delivery, m.deliveredAt])).toEqual([
       ["old-in", "unknown", null],
@@ -54,7 +56,7 @@ describe("hub-store: ingress delivery", () => {
     expect(await store.pendingIngress(THING)).toEqual([]);
     await store.close();
     // the version moved forward once; opening again does not migrate again
-    const again = openHubStore(file);
+    const again = await openHubStore(file);
     expect((await again.queryMessages(THING, {})).length).toBe(2);
     await again.close();
   });

@@ -29,7 +29,8 @@ import { createBrokerEvents } from "../../src/hub/broker/events.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
 import { bearerToken } from "../../src/hub/home/tokens.ts";
-import { type HubStore, openHubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
 import { createLogger } from "../../src/shared/log.ts";
 import { hubApiOver } from "../support/hub-api.ts";
@@ -60,7 +61,7 @@ async function provision(name: string, keyType: "rsa" | "ec"): Promise<Subject> 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "flashlex-token-fuzz-"));
   home = (await initHub({ dir: join(dir, "hub"), ownerId: "ecd13b11-6d91-4e8e-9156-60e451a3c975", apiUrl: "http://hub.example:8080" })).home;
-  store = openHubStore(home.paths.database);
+  store = await openHubStore(home.paths.database);
   api = hubApiOver({ home, store, log: createLogger({ level: "debug", write: (line) => logLines.push(line) }) });
   [rsa, ec] = await Promise.all([provision("fuzz-rsa", "rsa"), provision("fuzz-ec", "ec")]);
 });

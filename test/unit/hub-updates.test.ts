@@ -15,7 +15,8 @@ import { loadPrivateKey } from "../../src/crypto/keys.ts";
 import { generateUpdateKeyPair } from "../../src/crypto/update-signing.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
-import { type HubStore, openHubStore, type ThingRecord } from "../../src/hub/store/hub-store.ts";
+import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
 import { updateKeyPaths } from "../../src/hub/updates/update-key.ts";
 import { Updates } from "../../src/hub/updates/updates.ts";
@@ -64,7 +65,7 @@ beforeAll(async () => {
   const init = await initHub({ dir: join(dir, "hub"), apiUrl: "http://127.0.0.1:8080" });
   home = init.home;
   token = init.token;
-  store = openHubStore(home.paths.database);
+  store = await openHubStore(home.paths.database);
   api = hubApiOver({ home, store, log: silentLogger });
   for (const name of ["a", "b", "c", "d"]) {
     const created = await createThing(home, store, name);
@@ -90,8 +91,7 @@ describe("releases", () => {
   test("a release signed with another key is refused, nothing stored", async () => {
     const updates = new Updates({ home, store });
     await expect(updates.addRelease(await releaseDir("9.9.9", generateUpdateKeyPair().privateKeyPem))).rejects.toThrow(/does not verify/);
-    expect(updates.listReleases()).toEqual([]);
-    updates.close();
+    expect(await updates.listReleases()).toEqual([]);
   });
 
   test("a binary that does not match the signed manifest is refused", async () => {
@@ -99,8 +99,7 @@ describe("releases", () => {
     writeFileSync(join(out, "flashlex-linux-arm64"), "arm64 9.9.9"); // same size, other bytes
     const updates = new Updates({ home, store });
     await expect(updates.addRelease(out)).rejects.toThrow(/does not match the signed manifest/);
-    expect(updates.listReleases()).toEqual([]);
-    updates.close();
+    expect(await updates.listReleases()).toEqual([]);
   });
 
   test("a signed release is stored once; the same version with other bytes is a conflict", async () => {
@@ -111,8 +110,7 @@ describe("releases", () => {
     writeFileSync(join(other, "flashlex-linux-x64"), "x64 changed");
     await writeSignedManifest({ dir: other, version: "2.0.0", commit: "def5678", signingKeyPem: hubKey() });
     await expect(updates.addRelease(other)).rejects.toThrow(/already stored with another manifest/);
-    expect(updates.listReleases().map((r) => r.version)).toEqual(["2.0.0"]);
-    updates.close();
+    expect((await updates.listReleases()).map((r) => r.version)).toEqual(["2.0.0"]);
   });
 });
 

@@ -30,7 +30,7 @@ describe("the hub's registry", () => {
   const outboxes = { reporting: 2, depthSum: 12, depthMax: 10, oldestAgeSeconds: 30 };
   const make = (connected: number | null = 4) => {
     const feed = new MessageFeed();
-    const metrics = createHubMetrics({ feed, fleet: async () => fleet, outboxes: () => outboxes, version: "1.2.3" });
+    const metrics = createHubMetrics({ feed, fleet: async () => fleet, outboxes: async () => outboxes, version: "1.2.3" });
     if (connected !== null) metrics.countConnected(() => connected);
     return { feed, metrics };
   };

@@ -3,7 +3,7 @@ import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DIR_OPTION, openedHubToWrite } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, openedHubToWrite } from "./common.ts";
 
 // The path only (no import of the broker code: command files load use cases inside run).
 const DEBIAN_DYNSEC_PLUGIN = "/usr/lib/x86_64-linux-gnu/mosquitto_dynamic_security.so";
@@ -13,6 +13,7 @@ export const hubMosquittoConfigCommand: CommandSpec = {
   description: "Write a Mosquitto configuration, ACL, certificates and CRL for running the hub against an external broker",
   options: [
     DIR_OPTION,
+    DB_OPTION,
     { flags: "--out <dir>", description: "the directory to write (required; Mosquitto must be able to read it)" },
     { flags: "--port <port>", description: "the listener port (default: hub.yml broker.port)" },
     { flags: "--bind <address>", description: "the listener address (default: 0.0.0.0)" },

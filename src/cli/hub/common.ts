@@ -1,4 +1,4 @@
-/** What the hub commands share: --dir and --json, the hub they name, a thing by any of its names. */
+/** What the hub commands share: --dir, --db and --json, the hub they name, a thing by any of its names. */
 import { resolve } from "node:path";
 import { defaultHubDir } from "../../hub/home/paths.ts";
 import type { OpenedHub } from "../../hub/hub.ts";
@@ -8,6 +8,11 @@ import { createLogger } from "../../shared/log.ts";
 import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
 
 export const DIR_OPTION: OptionSpec = { flags: "--dir <dir>", description: "the hub home (default: $FLASHLEX_HUB_DIR or ~/.flashlex-hub)" };
+export const DB_OPTION: OptionSpec = {
+  flags: "--db <url>",
+  description:
+    "the hub database: sqlite (hub.db in the hub home) or postgres://USER:PASSWORD@HOST:PORT/DATABASE (default: $FLASHLEX_HUB_DB, else hub.yml's hub.database.url, else sqlite)",
+};
 export const JSON_OPTION: OptionSpec = { flags: "--json", description: "print JSON instead of text" };
 
 /** `--dir`, else `$FLASHLEX_HUB_DIR`, else `~/.flashlex-hub`, absolute. */
@@ -15,10 +20,22 @@ export function hubDir(options: Options): string {
   return resolve(text(options.dir) ?? defaultHubDir());
 }
 
-/** The hub home named by `--dir`, opened for the length of `fn` (src/hub/hub.ts). */
+/**
+ * The database chosen for this command: `--db`, else `$FLASHLEX_HUB_DB`, else none (hub.yml's
+ * `hub.database.url`, else hub.db). Every hub command that opens the database takes it from
+ * here, so `hub serve` and the commands beside it agree.
+ */
+export function databaseOverride(options: Options): { value: string; where: string } | undefined {
+  const flag = text(options.db);
+  if (flag !== undefined) return { value: flag, where: "--db" };
+  const env = process.env.FLASHLEX_HUB_DB;
+  return env ? { value: env, where: "$FLASHLEX_HUB_DB" } : undefined;
+}
+
+/** The hub home named by `--dir`, on the database of `--db`, opened for the length of `fn` (src/hub/hub.ts). */
 export async function openedHub<T>(options: Options, fn: (hub: OpenedHub) => Promise<T>): Promise<T> {
   const { withHub } = await import("../../hub/hub.ts");
-  return withHub(hubDir(options), createLogger(), fn);
+  return withHub(hubDir(options), createLogger(), fn, databaseOverride(options));
 }
 
 /**

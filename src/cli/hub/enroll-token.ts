@@ -3,7 +3,7 @@ import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag } from "../input.ts";
-import { DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite } from "./common.ts";
 
 export const hubEnrollTokenCommands: CommandSpec[] = [
   {
@@ -11,6 +11,7 @@ export const hubEnrollTokenCommands: CommandSpec[] = [
     description: "Make an enrolment token (shown once) with which devices enrol themselves: `flashlex enroll` on the device",
     options: [
       DIR_OPTION,
+      DB_OPTION,
       { flags: "--max-uses <n>", description: "how many devices may enrol with it (default: 1)" },
       { flags: "--expires <duration>", description: "how long it is valid: 30m, 24h, 7d, at most 30d (default: 24h)" },
       { flags: "--name-prefix <prefix>", description: "every name enrolled with it must start with this (e.g. sensor-)" },
@@ -22,7 +23,7 @@ export const hubEnrollTokenCommands: CommandSpec[] = [
   {
     name: "hub enroll-token list",
     description: "List enrolment tokens: id, state, uses, expiry (never the tokens themselves)",
-    options: [DIR_OPTION, JSON_OPTION],
+    options: [DIR_OPTION, DB_OPTION, JSON_OPTION],
     bunOnly: true,
     run: (_args, options) => list(options),
   },
@@ -30,7 +31,7 @@ export const hubEnrollTokenCommands: CommandSpec[] = [
     name: "hub enroll-token revoke",
     args: "<id>",
     description: "Revoke an enrolment token by its id: it enrols nothing more (things it enrolled stay)",
-    options: [DIR_OPTION],
+    options: [DIR_OPTION, DB_OPTION],
     bunOnly: true,
     run: (args, options) => revoke(args, options),
   },

@@ -4,7 +4,7 @@ import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, interruptible, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { parseTime } from "../input.ts";
-import { DIR_OPTION, openedHub, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, openedHub, thingOrFail } from "./common.ts";
 
 export const hubExportCommand: CommandSpec = {
   name: "hub export",
@@ -12,6 +12,7 @@ export const hubExportCommand: CommandSpec = {
   description: "Write a thing's messages to a zip, one <flmessagespk>.json each (the old cloud's export format)",
   options: [
     DIR_OPTION,
+    DB_OPTION,
     { flags: "--since <time>", description: "from this time: Unix seconds or an ISO date/date-time" },
     { flags: "--until <time>", description: "up to this time, inclusive (a bare date means the end of that day)" },
     { flags: "--type <type>", description: "only egress or only ingress messages (default: both)" },

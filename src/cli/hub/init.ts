@@ -1,12 +1,13 @@
 import { type CommandSpec, interruptible, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DIR_OPTION, hubDir, JSON_OPTION } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, databaseOverride, hubDir, JSON_OPTION } from "./common.ts";
 
 export const hubInitCommand: CommandSpec = {
   name: "hub init",
   description: "Create a hub home: CA, broker certificate, hub.yml, database and the operator access token",
   options: [
     DIR_OPTION,
+    DB_OPTION,
     {
       flags: "--name <name>",
       description: "DNS name or IP address for the broker certificate; repeat or comma-separate (default: localhost, 127.0.0.1, the hostname)",
@@ -34,6 +35,7 @@ async function hubInit(options: Options, signal: AbortSignal): Promise<number> {
     brokerHost: text(options.brokerHost),
     brokerPort: port(options.brokerPort, "--broker-port"),
     env: text(options.env),
+    database: databaseOverride(options),
   });
   const s = home.settings;
   if (options.json) {

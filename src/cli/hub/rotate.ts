@@ -1,13 +1,13 @@
 import { type CommandSpec, required } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DIR_OPTION, openedHubToWrite, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, openedHubToWrite, thingOrFail } from "./common.ts";
 
 /** `hub thing rotate NAME`: ask a thing to renew its certificate (new key on the device) at its next check. */
 export const hubThingRotateCommand: CommandSpec = {
   name: "hub thing rotate",
   args: "<thing>",
   description: "Ask a thing to renew its certificate now: a new key made on the device, a new certificate (at its next check)",
-  options: [DIR_OPTION],
+  options: [DIR_OPTION, DB_OPTION],
   bunOnly: true,
   run: (args, options) =>
     openedHubToWrite("hub thing rotate", options, async (hub) => {

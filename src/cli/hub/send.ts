@@ -2,13 +2,13 @@ import { ingressTopic } from "../../protocol/topics.ts";
 import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { readDocument } from "../input.ts";
-import { DIR_OPTION, JSON_OPTION, openedHub, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, thingOrFail } from "./common.ts";
 
 export const hubSendCommand: CommandSpec = {
   name: "hub send",
   args: "<thing>",
   description: 'Send the JSON document on stdin to a thing, as {"message": <document>} on its ingress topic (needs a running hub)',
-  options: [DIR_OPTION, { flags: "-f, --file <file>", description: "read the document from this file instead of stdin" }, JSON_OPTION],
+  options: [DIR_OPTION, DB_OPTION, { flags: "-f, --file <file>", description: "read the document from this file instead of stdin" }, JSON_OPTION],
   bunOnly: true,
   run: send,
 };

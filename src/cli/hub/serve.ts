@@ -1,13 +1,14 @@
 import { createLogger } from "../../shared/log.ts";
 import { type CommandSpec, type Options, text, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DIR_OPTION, hubDir } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, databaseOverride, hubDir } from "./common.ts";
 
 export const hubServeCommand: CommandSpec = {
   name: "hub serve",
   description: "Run the hub: MQTT broker, HTTP API and database in one process",
   options: [
     DIR_OPTION,
+    DB_OPTION,
     {
       flags: "--broker <broker>",
       description:
@@ -22,7 +23,7 @@ export const hubServeCommand: CommandSpec = {
 async function hubServe(options: Options): Promise<number> {
   const log = createLogger();
   const { serveHub } = await import("../../hub/service.ts");
-  const handle = await serveHub({ dir: hubDir(options), broker: text(options.broker), log });
+  const handle = await serveHub({ dir: hubDir(options), broker: text(options.broker), log, database: databaseOverride(options) });
   const signal = await untilSignal();
   log.info("hub.stopping", { signal });
   // A stuck close must not keep systemd waiting for its own stop timeout.

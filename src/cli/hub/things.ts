@@ -6,7 +6,7 @@ import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, thingOrFail } from "./common.ts";
 
 /** `hub thing create|list|dist|revoke`: the thing use cases of src/hub/things. */
 export const hubThingCommands: CommandSpec[] = [
@@ -16,6 +16,7 @@ export const hubThingCommands: CommandSpec[] = [
     description: "Provision a thing: id, key pair, certificate, topics and its distribution zip",
     options: [
       DIR_OPTION,
+      DB_OPTION,
       { flags: "--key-type <type>", description: "rsa (default: RSA-2048, RS256 tokens) or ec (P-256, ES256 tokens)" },
       { flags: "-o, --output <file>", description: "where to write the distribution zip (default: ./<name>.zip; mode 0600)" },
       JSON_OPTION,
@@ -26,7 +27,7 @@ export const hubThingCommands: CommandSpec[] = [
   {
     name: "hub thing list",
     description: "List things with their status (created, verified, revoked), certificate expiry and when they were last seen",
-    options: [DIR_OPTION, JSON_OPTION],
+    options: [DIR_OPTION, DB_OPTION, JSON_OPTION],
     bunOnly: true,
     run: (_args, options) => list(options),
   },
@@ -34,7 +35,7 @@ export const hubThingCommands: CommandSpec[] = [
     name: "hub thing dist",
     args: "<thing>",
     description: "Write a thing's distribution zip again",
-    options: [DIR_OPTION, { flags: "-o, --output <file>", description: "where to write it (default: ./<name>.zip)" }],
+    options: [DIR_OPTION, DB_OPTION, { flags: "-o, --output <file>", description: "where to write it (default: ./<name>.zip)" }],
     bunOnly: true,
     run: dist,
   },
@@ -42,7 +43,7 @@ export const hubThingCommands: CommandSpec[] = [
     name: "hub thing revoke",
     args: "<thing>",
     description: "Stop a thing from connecting and collecting; deletes its distribution",
-    options: [DIR_OPTION],
+    options: [DIR_OPTION, DB_OPTION],
     bunOnly: true,
     run: revoke,
   },

@@ -1,11 +1,11 @@
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DIR_OPTION, openedHubToWrite } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, openedHubToWrite } from "./common.ts";
 
 export const hubTokenRotateCommand: CommandSpec = {
   name: "hub token rotate",
   description: "Make a new operator access token; the old one stops working at once",
-  options: [DIR_OPTION],
+  options: [DIR_OPTION, DB_OPTION],
   bunOnly: true,
   run: (_args, options) =>
     openedHubToWrite("hub token rotate", options, async (hub) => {

@@ -7,28 +7,28 @@ import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, list, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, thingOrFail } from "./common.ts";
 
 export const hubUpdateCommands: CommandSpec[] = [
   {
     name: "hub release add",
     args: "<dir>",
     description: "Store a signed release (DIR has manifest.json, manifest.sig and the binaries: `bun run release --signing-key`)",
-    options: [DIR_OPTION, JSON_OPTION],
+    options: [DIR_OPTION, DB_OPTION, JSON_OPTION],
     bunOnly: true,
     run: add,
   },
   {
     name: "hub release list",
     description: "List the stored releases and their targets",
-    options: [DIR_OPTION, JSON_OPTION],
+    options: [DIR_OPTION, DB_OPTION, JSON_OPTION],
     bunOnly: true,
     run: (_args, options) => releases(options),
   },
   {
     name: "hub release key",
     description: "Print the hub's update public key (ed25519:...), which every thing pins in config.yml flashlex.update.publicKey",
-    options: [DIR_OPTION],
+    options: [DIR_OPTION, DB_OPTION],
     bunOnly: true,
     run: (_args, options) => openedHub(options, async (hub) => (console.log(hub.updates.publicKey()), ExitCode.OK)),
   },
@@ -37,6 +37,7 @@ export const hubUpdateCommands: CommandSpec[] = [
     description: "Roll a stored release out to things in batches; stop when more than --max-failures fail",
     options: [
       DIR_OPTION,
+      DB_OPTION,
       { flags: "--to <version>", description: "the release to install (see hub release list)" },
       { flags: "--things <names>", description: "the things (names, typed names or ids), comma-separated or repeated", repeatable: true },
       { flags: "--all", description: "every thing that is not revoked" },
@@ -50,7 +51,7 @@ export const hubUpdateCommands: CommandSpec[] = [
   {
     name: "hub update status",
     description: "The latest rollout, and each thing's version and update state",
-    options: [DIR_OPTION, JSON_OPTION],
+    options: [DIR_OPTION, DB_OPTION, JSON_OPTION],
     bunOnly: true,
     run: (_args, options) => status(options),
   },
@@ -68,7 +69,11 @@ function add(args: string[], options: Options): Promise<number> {
 
 function releases(options: Options): Promise<number> {
   return openedHub(options, async (hub) => {
-    const rows = hub.updates.listReleases().map((r) => ({ version: r.version, targets: Object.keys(JSON.parse(r.manifest).targets), addedAt: r.added_at }));
+    const rows = (await hub.updates.listReleases()).map((r) => ({
+      version: r.version,
+      targets: Object.keys(JSON.parse(r.manifest).targets),
+      addedAt: r.added_at,
+    }));
     if (options.json) console.log(JSON.stringify(rows));
     else if (!rows.length) console.log("no releases; add one with `flashlex hub release add DIR`");
     else for (const r of rows) console.log(`${r.version}  ${new Date(r.addedAt).toISOString()}  ${r.targets.join(", ")}`);
@@ -91,7 +96,7 @@ function rollout(options: Options): Promise<number> {
     if (options.all === true && refs.length) throw new UsageError("give --things or --all, not both");
     if (options.all !== true && !refs.length) throw new UsageError("give the things to update: --things a,b or --all");
     const things = options.all === true ? await hub.things.list() : await Promise.all(refs.map((ref) => thingOrFail(hub, ref)));
-    const started = hub.updates.startRollout({ version, things, batch: text(options.batch), maxFailures: count(options.maxFailures, "--max-failures") });
+    const started = await hub.updates.startRollout({ version, things, batch: text(options.batch), maxFailures: count(options.maxFailures, "--max-failures") });
     if (options.json) console.log(JSON.stringify(started));
     else {
       console.log(

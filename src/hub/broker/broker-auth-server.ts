@@ -33,16 +33,16 @@ const MAX_BODY_BYTES = 8 * 1024;
 export function startBrokerAuthServer(opts: { host: string; port: number; ctx: BrokerAuthContext; log: Logger }): BrokerAuthServer {
   const log = opts.log.child({ component: "broker-auth" });
   const prefix = `/${encodeURIComponent(opts.ctx.secret)}/`;
-  const decide = (endpoint: Endpoint, p: AuthParams): string => {
+  const decide = async (endpoint: Endpoint, p: AuthParams): Promise<string> => {
     switch (endpoint) {
       case "user":
         return decideUser(p, opts.ctx);
       case "vhost":
-        return decideVhost(p, opts.ctx) ? "allow" : "deny";
+        return (await decideVhost(p, opts.ctx)) ? "allow" : "deny";
       case "resource":
-        return decideResource(p, opts.ctx) ? "allow" : "deny";
+        return (await decideResource(p, opts.ctx)) ? "allow" : "deny";
       case "topic":
-        return decideTopic(p, opts.ctx) ? "allow" : "deny";
+        return (await decideTopic(p, opts.ctx)) ? "allow" : "deny";
     }
   };
   const server = Bun.serve({
@@ -56,7 +56,7 @@ export function startBrokerAuthServer(opts: { host: string; port: number; ctx: B
       const form = new URLSearchParams(await request.text());
       const params: AuthParams = {};
       for (const [k, v] of form) params[k] = v;
-      const answer = decide(endpoint, params);
+      const answer = await decide(endpoint, params);
       if (answer === "deny") {
         // What was refused, never the password (params.password) nor the path.
         log.info("broker.auth.denied", {

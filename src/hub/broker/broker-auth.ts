@@ -35,8 +35,12 @@ export const RABBIT_VHOST = "/";
 export const RABBIT_EXCHANGE = "amq.topic";
 
 export interface BrokerAuthContext {
-  /** true when `name` is a thing that exists and is not revoked (the hub database) */
-  isActiveThing(name: string): boolean;
+  /**
+   * true when `name` is a thing that exists and is not revoked (the hub database, asked each
+   * time: several hubs share it). Rejects when the database cannot answer: the listener then
+   * answers 500, which RabbitMQ treats as a refusal, never as an allow.
+   */
+  isActiveThing(name: string): Promise<boolean>;
   /** the broker secret (the management password of `flashlex-hub`) */
   secret: string;
 }
@@ -69,7 +73,7 @@ function sameSecret(given: string, secret: string): boolean {
 }
 
 /** `allow ...` or `deny` for the user path. */
-export function decideUser(p: AuthParams, ctx: BrokerAuthContext): string {
+export async function decideUser(p: AuthParams, ctx: BrokerAuthContext): Promise<string> {
   const name = p.username ?? "";
   if (p.password !== undefined) {
     // Password logins: only the hub's management login.
@@ -77,25 +81,25 @@ export function decideUser(p: AuthParams, ctx: BrokerAuthContext): string {
   }
   // No password: a certificate login (the MQTT plugin with ssl_cert_login; AMQP is off).
   if (name === HUB_CLIENT_NAME) return "allow";
-  return ctx.isActiveThing(name) ? "allow" : "deny";
+  return (await ctx.isActiveThing(name)) ? "allow" : "deny";
 }
 
 /** The vhost path: only the MQTT vhost, and an MQTT client's id must be its user name. */
-export function decideVhost(p: AuthParams, ctx: BrokerAuthContext): boolean {
+export async function decideVhost(p: AuthParams, ctx: BrokerAuthContext): Promise<boolean> {
   const name = p.username ?? "";
   if (p.vhost !== RABBIT_VHOST) return false;
   if (p.client_id !== undefined && p.client_id !== name) return false;
   if (name === HUB_CLIENT_NAME) return true;
   // Asked again at every connect: a thing revoked since its last login is refused here too.
-  return ctx.isActiveThing(name);
+  return await ctx.isActiveThing(name);
 }
 
 /** The resource path: a thing may use its own session queues and the topic exchange. */
-export function decideResource(p: AuthParams, ctx: BrokerAuthContext): boolean {
+export async function decideResource(p: AuthParams, ctx: BrokerAuthContext): Promise<boolean> {
   const name = p.username ?? "";
   if (p.vhost !== RABBIT_VHOST) return false;
   if (name === HUB_CLIENT_NAME) return true;
-  if (!ctx.isActiveThing(name)) return false;
+  if (!(await ctx.isActiveThing(name))) return false;
   if (p.resource === "queue") return (mqttSessionQueues(name) as string[]).includes(p.name ?? "");
   // Reading the exchange = binding a queue to it; writing = publishing. The topic path says which keys.
   if (p.resource === "exchange") return p.name === RABBIT_EXCHANGE && (p.permission === "read" || p.permission === "write");
@@ -103,12 +107,12 @@ export function decideResource(p: AuthParams, ctx: BrokerAuthContext): boolean {
 }
 
 /** The topic path: the thing's subscribe (read) and publish (write) rules, on the MQTT topic. */
-export function decideTopic(p: AuthParams, ctx: BrokerAuthContext): boolean {
+export async function decideTopic(p: AuthParams, ctx: BrokerAuthContext): Promise<boolean> {
   const name = p.username ?? "";
   if (p.vhost !== RABBIT_VHOST || p.name !== RABBIT_EXCHANGE) return false;
   if (name === HUB_CLIENT_NAME) return true;
   if (p.client_id !== undefined && p.client_id !== name) return false;
-  if (!ctx.isActiveThing(name)) return false;
+  if (!(await ctx.isActiveThing(name))) return false;
   const topic = topicOfRoutingKey(p.routing_key ?? "");
   if (p.permission === "read") return maySubscribe(name, topic);
   if (p.permission === "write") return mayPublish(name, topic);

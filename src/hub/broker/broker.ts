@@ -8,19 +8,23 @@
  * certificate's CN.
  */
 
-/** The hub database answers these. */
+/**
+ * The hub database answers these, asynchronously (either driver may be behind it; nothing is
+ * cached in the broker's process, so a revocation another process or hub wrote counts at once).
+ * A rejection means the database could not answer: the broker refuses as "server unavailable".
+ */
 export interface ThingDirectory {
   /** the thing's record if it exists and is not revoked, else undefined */
-  lookup(thingName: string): { id: string; name: string } | undefined;
+  lookup(thingName: string): Promise<{ id: string; name: string } | undefined>;
   /**
    * Which of the thing's keys `spkiDer` (the SubjectPublicKeyInfo DER of the certificate a
    * client presented) is: "current", "previous" (the key before its last renewal, still accepted
    * until the new one is used), or undefined (a superseded or foreign key). Absent: any key the
    * CA signed for the name is accepted (an external broker's directory).
    */
-  keyOf?(thingName: string, spkiDer: Buffer): "current" | "previous" | undefined;
+  keyOf?(thingName: string, spkiDer: Buffer): Promise<"current" | "previous" | undefined>;
   /** The thing connected with its current key: the previous one is no longer accepted. */
-  forgetPreviousKey?(thingName: string): void;
+  forgetPreviousKey?(thingName: string): Promise<void>;
 }
 
 export interface BrokerEvents {

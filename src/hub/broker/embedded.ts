@@ -99,9 +99,9 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
   // Which thing a connection authenticated as; set in `authenticate`, read by the authorizers.
   const things = new WeakMap<Client, Thing>();
 
-  const lookup = (name: string): Thing | undefined => {
+  const lookup = async (name: string): Promise<Thing | undefined> => {
     try {
-      return directory.lookup(name);
+      return await directory.lookup(name);
     } catch (err) {
       log.error("thing.lookup.failed", { thing: name, error: err });
       return undefined;
@@ -134,28 +134,35 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
         log.warn("mqtt.connect.refused", { clientId: client.id, cn, reason: "client id is not the certificate CN" });
         return done(refusal(IDENTIFIER_REJECTED, "client id must equal the certificate CN"), false);
       }
-      let thing: Thing | undefined;
-      try {
-        thing = directory.lookup(cn);
-      } catch (err) {
-        log.error("mqtt.connect.refused", { thing: cn, reason: "directory lookup failed", error: err });
-        return done(refusal(SERVER_UNAVAILABLE, "server unavailable"), false);
-      }
-      if (!thing) {
-        log.warn("mqtt.connect.refused", { thing: cn, reason: "unknown or revoked thing" });
-        return done(refusal(NOT_AUTHORIZED, "not authorized"), false);
-      }
-      const spki = peerSpki(client.conn);
-      const key = spki && directory.keyOf ? directory.keyOf(cn, spki) : "current";
-      if (key === undefined) {
-        log.warn("mqtt.connect.refused", { thing: cn, reason: "a certificate its renewal superseded (or not the thing's key)" });
-        return done(refusal(NOT_AUTHORIZED, "not authorized"), false);
-      }
-      if (key === "current") directory.forgetPreviousKey?.(cn);
-      const previous = clients()[cn];
-      if (previous && previous !== client) noteTakeover(cn, client.conn);
-      things.set(client, thing);
-      done(null, true);
+      // The database answers asynchronously (either driver); aedes waits for `done`.
+      const admit = async (): Promise<void> => {
+        let thing: Thing | undefined;
+        let key: "current" | "previous" | undefined;
+        try {
+          thing = await directory.lookup(cn);
+          const spki = peerSpki(client.conn);
+          key = thing ? (spki && directory.keyOf ? await directory.keyOf(cn, spki) : "current") : undefined;
+        } catch (err) {
+          log.error("mqtt.connect.refused", { thing: cn, reason: "directory lookup failed", error: err });
+          return done(refusal(SERVER_UNAVAILABLE, "server unavailable"), false);
+        }
+        if (!thing) {
+          log.warn("mqtt.connect.refused", { thing: cn, reason: "unknown or revoked thing" });
+          return done(refusal(NOT_AUTHORIZED, "not authorized"), false);
+        }
+        if (key === undefined) {
+          log.warn("mqtt.connect.refused", { thing: cn, reason: "a certificate its renewal superseded (or not the thing's key)" });
+          return done(refusal(NOT_AUTHORIZED, "not authorized"), false);
+        }
+        if (key === "current") {
+          directory.forgetPreviousKey?.(cn).catch((err) => log.warn("thing.forget_previous_key.failed", { thing: cn, error: err }));
+        }
+        const previous = clients()[cn];
+        if (previous && previous !== client) noteTakeover(cn, client.conn);
+        things.set(client, thing);
+        done(null, true);
+      };
+      void admit();
     },
 
     authorizeSubscribe(client, sub, done) {
@@ -181,25 +188,27 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
         log.warn("mqtt.publish.refused", { thing: thing.name, topic, bytes: payload.length, reason: "payload too large" });
         return done(new Error("payload too large"));
       }
-      // Re-checked on every publish so a revocation takes effect even before `disconnect` is called.
-      const current = lookup(thing.name);
-      if (!current) {
-        log.warn("mqtt.publish.refused", { thing: thing.name, topic, reason: "unknown or revoked thing" });
-        return done(new Error("thing revoked"));
-      }
-      if (!isHubTopic(topic)) return done(null);
+      // Re-checked on every publish so a revocation takes effect even before `disconnect` is called
+      // (another process or hub may have written it: the database is asked, not a cache).
+      void lookup(thing.name).then((current) => {
+        if (!current) {
+          log.warn("mqtt.publish.refused", { thing: thing.name, topic, reason: "unknown or revoked thing" });
+          return done(new Error("thing revoked"));
+        }
+        if (!isHubTopic(topic)) return done(null);
 
-      // Hub topics are the hub's inbox, not a channel to other clients: never keep them retained.
-      packet.retain = false;
-      if (!events.onThingPublish) return done(null);
-      // The PUBACK (QoS 1) is written only after this callback: the message is stored first.
-      events.onThingPublish(current, topic, payload).then(
-        () => done(null),
-        (err) => {
-          log.error("mqtt.publish.store.failed", { thing: thing.name, topic, error: err });
-          done(err instanceof Error ? err : new Error(String(err)));
-        },
-      );
+        // Hub topics are the hub's inbox, not a channel to other clients: never keep them retained.
+        packet.retain = false;
+        if (!events.onThingPublish) return done(null);
+        // The PUBACK (QoS 1) is written only after this callback: the message is stored first.
+        events.onThingPublish(current, topic, payload).then(
+          () => done(null),
+          (err) => {
+            log.error("mqtt.publish.store.failed", { thing: thing.name, topic, error: err });
+            done(err instanceof Error ? err : new Error(String(err)));
+          },
+        );
+      });
     },
 
     authorizeForward(client, packet) {

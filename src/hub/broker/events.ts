@@ -170,7 +170,7 @@ export interface DirectoryThing {
  * been used (docs/enrolment.md): a certificate a renewal superseded stops working for MQTT, as
  * its key stops working for tokens. `forget` makes the database forget the previous key.
  */
-export function createThingDirectory(lookup: (name: string) => DirectoryThing | undefined, forget?: (thingId: string) => void): ThingDirectory {
+export function createThingDirectory(lookup: (name: string) => Promise<DirectoryThing | undefined>, forget?: (thingId: string) => void): ThingDirectory {
   // SPKI DER by PEM: a thing's key is parsed once, not at every connect
   const ders = new Map<string, Buffer>();
   const derOf = (pem: string) => {
@@ -183,19 +183,19 @@ export function createThingDirectory(lookup: (name: string) => DirectoryThing | 
     return der;
   };
   return {
-    lookup(name) {
-      const thing = lookup(name);
+    async lookup(name) {
+      const thing = await lookup(name);
       return thing && thing.revokedAt === null ? { id: thing.id, name: thing.name } : undefined;
     },
-    keyOf(name, spki) {
-      const thing = lookup(name);
+    async keyOf(name, spki) {
+      const thing = await lookup(name);
       if (!thing) return undefined;
       if (derOf(thing.publicKeyPem).equals(spki)) return "current";
       if (thing.previousPublicKeyPem && derOf(thing.previousPublicKeyPem).equals(spki)) return "previous";
       return undefined;
     },
-    forgetPreviousKey(name) {
-      const thing = lookup(name);
+    async forgetPreviousKey(name) {
+      const thing = await lookup(name);
       if (thing?.previousPublicKeyPem) forget?.(thing.id);
     },
   };

@@ -273,7 +273,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
             summary,
             hours,
             keyType: thingKeyType(thing),
-            agent: updates.forThing(thing.id),
+            agent: await updates.forThing(thing.id),
             topics: thingTopics(thing.name),
             // The guide's cURL line, with this browser's token (the page is never cached).
             curl: thing.revokedAt === null ? `curl -fo ${thing.name}.zip -H "Authorization: Bearer ${ctx.session.token}" ${dist}` : undefined,

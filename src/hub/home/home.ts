@@ -8,14 +8,23 @@ import type { CertifiedKey } from "../../crypto/x509.ts";
 import { ConfigError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
-import { hubDatabaseMissing } from "../store/hub-store.ts";
+import { type HubDatabase, parseHubDatabase } from "../store/database-url.ts";
+import { hubDatabaseMissing } from "../store/sqlite-driver.ts";
 import { type HubPaths, hubPaths } from "./paths.ts";
 import { type HubSettings, loadHubSettings } from "./settings.ts";
 
-/** An initialised hub home: its paths and validated settings. */
+/** An initialised hub home: its paths, validated settings, and the database it uses. */
 export interface HubHome {
   paths: HubPaths;
   settings: HubSettings;
+  /** hub.db in the home, or the PostgreSQL database of `--db` / hub.yml's `hub.database.url` */
+  database: HubDatabase;
+}
+
+/** A database chosen for one command (`--db`, `$FLASHLEX_HUB_DB`), over hub.yml's; `where` names it for errors. */
+export interface DatabaseOverride {
+  value: string;
+  where: string;
 }
 
 /**
@@ -23,16 +32,21 @@ export interface HubHome {
  * is not one, hub.yml is wrong, or hub.db is missing (no command but `hub init` makes one: an
  * empty database would be a new hub that refuses the operator's token); warns on `log` (when
  * given) about keys hub.yml has that the hub does not know, as the thing's config does.
+ * The database is `override` when given, else hub.yml's `hub.database.url`, else hub.db in the
+ * home (a bad URL: ConfigError naming where it came from, without its password).
  */
-export function openHubHome(dir: string, log?: Logger): HubHome {
+export function openHubHome(dir: string, log?: Logger, override?: DatabaseOverride): HubHome {
   const paths = hubPaths(dir);
   if (!existsSync(paths.config)) {
     throw new ConfigError(`${paths.dir}: not a hub home (no hub.yml); run \`flashlex hub init --dir ${paths.dir}\` first`);
   }
-  if (!existsSync(paths.database)) throw hubDatabaseMissing(paths.database);
   const { settings, unknownKeys } = loadHubSettings(paths.config);
+  const database = override
+    ? parseHubDatabase(override.value, paths.database, override.where)
+    : parseHubDatabase(settings.database?.url, paths.database, `hub.database.url in ${paths.config}`);
+  if (database.kind === "sqlite" && !existsSync(paths.database)) throw hubDatabaseMissing(paths.database);
   for (const key of unknownKeys) log?.warn("config.unknown_key", { file: paths.config, key, note: "ignored" });
-  return { paths, settings };
+  return { paths, settings, database };
 }
 
 export function readCa(paths: HubPaths): CertifiedKey {

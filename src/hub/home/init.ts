@@ -12,9 +12,10 @@ import { createCertificateAuthority, issueServerCertificate, issueThingCertifica
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { ConfigError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
-import { openHubStore } from "../store/hub-store.ts";
+import { parseHubDatabase } from "../store/database-url.ts";
+import { openHubStore } from "../store/open-store.ts";
 import { ensureUpdateKey } from "../updates/update-key.ts";
-import type { HubHome } from "./home.ts";
+import type { DatabaseOverride, HubHome } from "./home.ts";
 import { HUB_CLIENT_NAME, hubPaths } from "./paths.ts";
 import { DNS_NAME, type HubSettings, type HubYaml, HubYamlSchema } from "./settings.ts";
 import { hashToken, newAccessToken } from "./tokens.ts";
@@ -34,6 +35,8 @@ export interface InitHubOptions {
   now?: () => number;
   /** stops the init between steps when aborted (SIGINT, SIGTERM): nothing is left, the reason is thrown */
   signal?: AbortSignal;
+  /** `--db`: a PostgreSQL URL (recorded in hub.yml as `hub.database.url`) or `sqlite` (default) */
+  database?: DatabaseOverride;
 }
 
 export interface InitHubResult {
@@ -52,11 +55,14 @@ const LOOPBACK = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
  */
 export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
   const target = resolve(options.dir);
+  // Checked before anything is made: a bad URL is refused (78) without a half-made home.
+  const database = parseHubDatabase(options.database?.value, join(target, "hub.db"), options.database?.where ?? "--db");
   if (existsSync(target) && readdirSync(target).length > 0) {
     const what = existsSync(join(target, "hub.yml")) ? "a hub already exists there" : "the directory is not empty";
     throw new ConfigError(`${target}: ${what}; refusing to overwrite it (choose another --dir)`);
   }
   const settings = initialSettings(options);
+  if (database.kind === "postgres") settings.database = { url: database.url };
   mkdirSync(dirname(target), { recursive: true });
   const staging = join(dirname(target), `.${basename(target)}.init-${process.pid}`);
   removeLeftovers(dirname(target), new RegExp(`^\\.${escapeRegExp(basename(target))}\\.init-(\\d+)$`));
@@ -88,11 +94,12 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
 
     // The key that signs releases (docs/updates.md); its public half goes into every distribution.
     ensureUpdateKey(paths.dir);
-    createFile(paths.config, renderHubYaml(settings), 0o644);
+    // A PostgreSQL URL may carry a password: then hub.yml is the owner's alone (the home is 0700 anyway).
+    createFile(paths.config, renderHubYaml(settings), database.kind === "postgres" && new URL(database.url).password ? 0o600 : 0o644);
     await checkpoint(signal);
 
     const token = newAccessToken();
-    const store = openHubStore(paths.database, { create: true });
+    const store = await openHubStore(database.kind === "sqlite" ? paths.database : database, { create: true });
     try {
       await store.addToken(hashToken(token), "operator", (options.now ?? Date.now)(), null);
     } finally {
@@ -102,7 +109,15 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     // rename(2) replaces an empty directory, so an empty --dir made by the operator is fine.
     renameSync(staging, target);
     chmodSync(target, 0o700);
-    return { home: { paths: hubPaths(target), settings }, token };
+    const finalPaths = hubPaths(target);
+    return {
+      home: {
+        paths: finalPaths,
+        settings,
+        database: database.kind === "sqlite" ? { ...database, file: finalPaths.database, display: finalPaths.database } : database,
+      },
+      token,
+    };
   } catch (err) {
     rmSync(staging, { recursive: true, force: true });
     throw err;

@@ -7,6 +7,7 @@ import { parseDuration } from "../../shared/duration.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { parseListenAddress } from "../../shared/listen-address.ts";
 import { parseYamlFile, unknownKeys, validate } from "../../shared/yaml.ts";
+import { DATABASE_CHOICES, parseHubDatabase } from "../store/database-url.ts";
 
 /**
  * `hub.yml`: the hub's own settings, written by `hub init` and read by every hub command. One
@@ -155,6 +156,25 @@ export const HubYamlSchema = z.object({
         listen: metricsListen.optional(),
       })
       .default({}),
+    /**
+     * Where the hub's database is (docs/scaling.md, "Storage"): absent or `sqlite`, hub.db in the
+     * hub home; a PostgreSQL URL, a served database (several hubs may share it). `--db` overrides.
+     */
+    database: z
+      .object({
+        url: z
+          .string()
+          .refine((url) => {
+            try {
+              parseHubDatabase(url, "hub.db", "hub.database.url");
+              return true;
+            } catch {
+              return false;
+            }
+          }, `must be ${DATABASE_CHOICES}`)
+          .optional(),
+      })
+      .optional(),
   }),
 });
 

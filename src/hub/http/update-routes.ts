@@ -93,7 +93,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     if (path.length === 1 && first === "releases" && method === "GET") {
       await requireOperator(request, via);
       return ok(
-        updates.listReleases().map((r) => ({ version: r.version, targets: Object.keys(JSON.parse(r.manifest).targets), addedAt: r.added_at })),
+        (await updates.listReleases()).map((r) => ({ version: r.version, targets: Object.keys(JSON.parse(r.manifest).targets), addedAt: r.added_at })),
         "Releases listed.",
       );
     }
@@ -109,7 +109,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       const chosen = b.all === true ? await things.list() : await Promise.all(refs.map(async (ref) => (await things.find(ref)) ?? ref));
       const unknown = chosen.filter((t) => typeof t === "string");
       if (unknown.length) throw new HttpError(404, `no such thing: ${unknown.join(", ")}`);
-      const rollout = updates.startRollout({
+      const rollout = await updates.startRollout({
         version,
         things: chosen as ThingRecord[],
         batch: b.batch === undefined ? undefined : String(b.batch),
@@ -122,7 +122,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     if (!isUuid(id)) throw new HttpError(404, "no such thing");
     if (path.length === 3 && method === "GET") {
       const thing = await requireThing(request, id);
-      const assignment = updates.poll(thing, {
+      const assignment = await updates.poll(thing, {
         version: param(url, "version", VERSION_PATTERN),
         target: param(url, "target", TARGET),
         outbox: outboxParams(url),
@@ -138,7 +138,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       const running = String(b.running ?? "");
       if (!VERSION_PATTERN.test(version) || !VERSION_PATTERN.test(running)) throw new HttpError(400, "version and running must be versions");
       const detail = typeof b.detail === "string" ? b.detail : undefined;
-      const applied = updates.report(thing, { state, version, running, detail });
+      const applied = await updates.report(thing, { state, version, running, detail });
       log.info("hub.update_report", { thing: thing.name, state, version, running, detail, applied: applied ? undefined : false });
       return ok({ applied }, applied ? "Report stored." : "No update of that version for this thing.");
     }
@@ -146,7 +146,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       const thing = await requireThing(request, id);
       const version = param(url, "version", VERSION_PATTERN);
       const target = param(url, "target", TARGET);
-      const binary = updates.binary(version, target);
+      const binary = await updates.binary(version, target);
       if (!binary) throw new HttpError(404, `release ${version} has no binary for ${target}`);
       log.info("hub.update_download", { thing: thing.name, version, target });
       return new Response(Bun.file(binary.path), {

@@ -24,7 +24,7 @@ export interface HubMetricsDeps {
   feed: MessageFeed;
   /** the fleet-wide counts, read at scrape time */
   fleet: () => Promise<FleetCounts>;
-  outboxes: () => OutboxSummary;
+  outboxes: () => Promise<OutboxSummary>;
   /** a version label for `flashlex_hub_info` */
   version: string;
 }
@@ -110,15 +110,16 @@ export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
     },
   });
 
-  let outboxRead: OutboxSummary | undefined;
-  const outboxes = () => (outboxRead ??= (queueMicrotask(() => (outboxRead = undefined)), deps.outboxes()));
+  // One database read per scrape feeds the four outbox gauges.
+  let outboxRead: Promise<OutboxSummary> | undefined;
+  const outboxes = () => (outboxRead ??= deps.outboxes().finally(() => queueMicrotask(() => (outboxRead = undefined))));
   const outboxGauge = (name: string, help: string, pick: (s: OutboxSummary) => number) =>
     new Gauge({
       name,
       help,
       registers,
-      collect() {
-        this.set(pick(outboxes()));
+      async collect() {
+        this.set(pick(await outboxes()));
       },
     });
   outboxGauge(

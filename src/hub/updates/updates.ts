@@ -3,7 +3,7 @@
  *
  *   update-key.ts    the hub's Ed25519 update key pair, in the hub home
  *   releases.ts      `hub release add`: a signed release checked and stored
- *   update-store.ts  the update tables (own connection to hub.db)
+ *   the tables       src/hub/store/update-tables.ts: part of the HubStore, in both drivers
  *   updates.ts       Updates: releases, rollouts in batches with a failure threshold, and what
  *                    things poll and report
  *
@@ -15,19 +15,10 @@
  */
 import { InputError } from "../../shared/errors.ts";
 import type { HubHome } from "../home/home.ts";
-import type { HubStore, ThingRecord } from "../store/hub-store.ts";
+import type { HubStore, ThingRecord, UpdateTables } from "../store/hub-store.ts";
+import { FAILURE_STATES, type ReleaseRow, type RolloutRow, TERMINAL_STATES, type ThingUpdateRow, type UpdateState } from "../store/update-tables.ts";
 import { readSignedRelease, releaseFilePath, type StoredRelease, storeReleaseFiles } from "./releases.ts";
 import { ensureUpdateKey } from "./update-key.ts";
-import {
-  FAILURE_STATES,
-  openUpdateStore,
-  type ReleaseRow,
-  type RolloutRow,
-  TERMINAL_STATES,
-  type ThingUpdateRow,
-  type UpdateState,
-  type UpdateStore,
-} from "./update-store.ts";
 
 export type { RolloutRow, ThingUpdateRow, UpdateState };
 
@@ -97,15 +88,13 @@ export interface UpdatesDeps {
 
 export class Updates {
   private readonly now: () => number;
-  private opened: UpdateStore | undefined;
 
   constructor(private readonly deps: UpdatesDeps) {
     this.now = deps.now ?? Date.now;
   }
 
-  private get db() {
-    this.opened ??= openUpdateStore(this.deps.home.paths.database);
-    return this.opened.db;
+  private get tables(): UpdateTables {
+    return this.deps.store.updates;
   }
 
   /** The hub's update public key (`ed25519:<base64>`), made on first use: for distributions and enrolment. */
@@ -117,29 +106,29 @@ export class Updates {
   async addRelease(dir: string): Promise<{ release: StoredRelease; outcome: "stored" | "already stored" }> {
     const release = readSignedRelease(dir, this.publicKey());
     const outcome = await storeReleaseFiles(this.deps.home.paths.dir, dir, release);
-    this.db.run("INSERT OR IGNORE INTO releases (version, manifest, signature, added_at) VALUES (?, ?, ?, ?)", [
-      release.manifest.version,
-      release.manifestText,
-      release.signature,
-      this.now(),
-    ]);
+    await this.tables.insertRelease({
+      version: release.manifest.version,
+      manifest: release.manifestText,
+      signature: release.signature,
+      added_at: this.now(),
+    });
     return { release, outcome };
   }
 
-  listReleases(): ReleaseRow[] {
-    return this.db.all<ReleaseRow>("SELECT * FROM releases ORDER BY added_at");
+  listReleases(): Promise<ReleaseRow[]> {
+    return this.tables.listReleases();
   }
 
-  release(version: string): ReleaseRow | undefined {
-    return this.db.get<ReleaseRow>("SELECT * FROM releases WHERE version = ?", [version]);
+  release(version: string): Promise<ReleaseRow | undefined> {
+    return this.tables.release(version);
   }
 
   /**
    * The stored binary of `version` for `target`: its path and size, or undefined when the
    * release or its target is not there.
    */
-  binary(version: string, target: string): { path: string; size: number; sha256: string } | undefined {
-    const row = this.release(version);
+  async binary(version: string, target: string): Promise<{ path: string; size: number; sha256: string } | undefined> {
+    const row = await this.release(version);
     if (!row) return undefined;
     const entry = (JSON.parse(row.manifest) as { targets: Record<string, { file: string; size: number; sha256: string }> }).targets[target];
     return entry ? { path: releaseFilePath(this.deps.home.paths.dir, version, entry.file), size: entry.size, sha256: entry.sha256 } : undefined;
@@ -150,38 +139,34 @@ export class Updates {
    * yet offered are cancelled). Things that already run `version` are healthy at once and take
    * no batch. Returns the rollout. Throws InputError for an unknown release, no things, a bad batch.
    */
-  startRollout(request: RolloutRequest): RolloutRow {
-    if (!this.release(request.version)) throw new InputError(`no release ${request.version}; add it first with \`flashlex hub release add DIR\``);
+  async startRollout(request: RolloutRequest): Promise<RolloutRow> {
+    if (!(await this.release(request.version))) throw new InputError(`no release ${request.version}; add it first with \`flashlex hub release add DIR\``);
     const things = request.things.filter((t) => t.revokedAt === null);
     if (!things.length) throw new InputError("no things to update (revoked things are left out)");
     const size = batchSize(request.batch ?? "10%", things.length);
     const maxFailures = request.maxFailures ?? 0;
     const at = this.now();
-    return this.db.transaction(() => {
-      const running = this.db.get<RolloutRow>("SELECT * FROM rollouts WHERE state = 'running'");
-      if (running) this.stop(running.id, `replaced by the rollout to ${request.version}`, at);
-      const id = Number(
-        this.db.run("INSERT INTO rollouts (version, batch_size, max_failures, state, created_at) VALUES (?, ?, ?, 'running', ?)", [
-          request.version,
-          size,
-          maxFailures,
-          at,
-        ]).lastInsertRowid,
-      );
+    return this.tables.transaction(async (t) => {
+      const running = await t.runningRollout();
+      if (running) await t.stopRollout(running.id, `replaced by the rollout to ${request.version}`, at);
+      const id = await t.insertRollout({ version: request.version, batchSize: size, maxFailures, at });
       let index = 0;
       for (const thing of things) {
-        const current = this.row(thing.id);
+        const current = await t.thingRow(thing.id);
         const already = current?.version === request.version;
         const batch = already ? null : Math.floor(index++ / size);
-        this.db.run(
-          `INSERT INTO thing_updates (thing_id, rollout_id, to_version, batch, state, detail, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (thing_id) DO UPDATE SET rollout_id = excluded.rollout_id, to_version = excluded.to_version, batch = excluded.batch,
-             state = excluded.state, detail = excluded.detail, updated_at = excluded.updated_at`,
-          [thing.id, id, request.version, batch, already ? "healthy" : "queued", already ? `already runs ${request.version}` : null, at],
-        );
+        await t.assign({
+          thingId: thing.id,
+          rolloutId: id,
+          toVersion: request.version,
+          batch,
+          state: already ? "healthy" : "queued",
+          detail: already ? `already runs ${request.version}` : null,
+          at,
+        });
       }
-      this.advanceInTransaction(id, at);
-      return this.db.get<RolloutRow>("SELECT * FROM rollouts WHERE id = ?", [id])!;
+      await advance(t, id, at);
+      return (await t.rollout(id))!;
     });
   }
 
@@ -190,11 +175,8 @@ export class Updates {
    * said it runs and its update state (null fields: it never polled, or was never in a rollout).
    */
   async status(id?: number): Promise<RolloutStatus> {
-    const rollout =
-      id === undefined
-        ? this.db.get<RolloutRow>("SELECT * FROM rollouts ORDER BY id DESC LIMIT 1")
-        : this.db.get<RolloutRow>("SELECT * FROM rollouts WHERE id = ?", [id]);
-    const rows = this.thingRows();
+    const rollout = id === undefined ? await this.tables.latestRollout() : await this.tables.rollout(id);
+    const rows = await this.thingRows();
     const things = (await this.deps.store.listThings()).filter((t) => t.revokedAt === null);
     const empty = (thingId: string): ThingUpdateRow => ({
       thing_id: thingId,
@@ -213,9 +195,24 @@ export class Updates {
     return { rollout, things: things.map((t) => ({ ...(rows.get(t.id) ?? empty(t.id)), name: t.name })) };
   }
 
+  /**
+   * The outboxes things reported with their last poll, summed and maxed over the things that are
+   * not revoked: one aggregate query, whatever the fleet's size. A report is as old as the
+   * thing's last poll (update.checkSeconds); the oldest entry's age keeps growing until the next.
+   */
+  async outboxSummary(): Promise<OutboxSummary> {
+    const a = await this.tables.outboxAggregate();
+    return {
+      reporting: a.reporting,
+      depthSum: a.depthSum,
+      depthMax: a.depthMax,
+      oldestAgeSeconds: a.oldestAt === null ? 0 : Math.max(0, (this.now() - a.oldestAt) / 1000),
+    };
+  }
+
   /** Every thing's row (what it runs, its update state), by thing id: for lists of things. */
-  thingRows(): Map<string, ThingUpdateRow> {
-    return new Map(this.db.all<ThingUpdateRow>("SELECT * FROM thing_updates").map((r) => [r.thing_id, r] as const));
+  async thingRows(): Promise<Map<string, ThingUpdateRow>> {
+    return new Map((await this.tables.thingRows()).map((r) => [r.thing_id, r] as const));
   }
 
   /**
@@ -224,29 +221,23 @@ export class Updates {
    * offered version is healthy (an earlier report was lost). `outbox`, when the thing sends it,
    * is kept for the fleet's gauges (`outboxSummary`); a poll without it keeps the last report.
    */
-  poll(thing: ThingRecord, running: { version: string; target: string; outbox?: OutboxReport }): Assignment | undefined {
+  poll(thing: ThingRecord, running: { version: string; target: string; outbox?: OutboxReport }): Promise<Assignment | undefined> {
     const at = this.now();
-    const outbox = running.outbox;
+    const reported = running.outbox;
     // The age is turned into a time on the hub's clock: a device whose clock is wrong still reports right.
-    const oldestAt = outbox && outbox.depth > 0 ? at - Math.round(outbox.oldestAgeSeconds * 1000) : null;
-    return this.db.transaction(() => {
-      this.db.run(
-        `INSERT INTO thing_updates (thing_id, version, target, seen_at, outbox_depth, outbox_oldest_at) VALUES (?, ?, ?, ?, ?, ?)
-         ON CONFLICT (thing_id) DO UPDATE SET version = excluded.version, target = excluded.target, seen_at = excluded.seen_at,
-           outbox_depth = COALESCE(excluded.outbox_depth, outbox_depth),
-           outbox_oldest_at = CASE WHEN excluded.outbox_depth IS NULL THEN outbox_oldest_at ELSE excluded.outbox_oldest_at END`,
-        [thing.id, running.version, running.target, at, outbox?.depth ?? null, oldestAt],
-      );
-      const row = this.row(thing.id)!;
+    const outbox = reported && { depth: reported.depth, oldestAt: reported.depth > 0 ? at - Math.round(reported.oldestAgeSeconds * 1000) : null };
+    return this.tables.transaction(async (t) => {
+      await t.recordRunning(thing.id, { version: running.version, target: running.target, outbox }, at);
+      const row = (await t.thingRow(thing.id))!;
       if (!row.rollout_id || !row.to_version || (row.state !== "pending" && row.state !== "downloading")) return undefined;
-      const rollout = this.db.get<RolloutRow>("SELECT * FROM rollouts WHERE id = ?", [row.rollout_id]);
+      const rollout = await t.rollout(row.rollout_id);
       if (rollout?.state !== "running") return undefined;
       if (row.version === row.to_version) {
-        this.setState(thing.id, "healthy", `runs ${row.to_version}`, at);
-        this.advanceInTransaction(rollout.id, at);
+        await t.setState(thing.id, "healthy", `runs ${row.to_version}`, at);
+        await advance(t, rollout.id, at);
         return undefined;
       }
-      const release = this.release(row.to_version)!;
+      const release = (await t.release(row.to_version))!;
       return { version: release.version, manifest: release.manifest, signature: release.signature };
     });
   }
@@ -256,83 +247,39 @@ export class Updates {
    * update of that version (a late report of an older rollout). A failure counts toward the
    * rollout's threshold; a finished batch releases the next one.
    */
-  report(thing: ThingRecord, report: { state: ReportedState; version: string; running: string; detail?: string }): boolean {
+  report(thing: ThingRecord, report: { state: ReportedState; version: string; running: string; detail?: string }): Promise<boolean> {
     const at = this.now();
-    return this.db.transaction(() => {
-      const row = this.row(thing.id);
+    return this.tables.transaction(async (t) => {
+      const row = await t.thingRow(thing.id);
       if (!row?.rollout_id || row.to_version !== report.version || row.state === "cancelled") return false;
-      this.db.run("UPDATE thing_updates SET version = ?, seen_at = ? WHERE thing_id = ?", [report.running, at, thing.id]);
-      this.setState(thing.id, report.state, report.detail?.slice(0, 500) ?? null, at);
-      this.advanceInTransaction(row.rollout_id, at);
+      await t.recordRunning(thing.id, { version: report.running }, at);
+      await t.setState(thing.id, report.state, report.detail?.slice(0, 500) ?? null, at);
+      await advance(t, row.rollout_id, at);
       return true;
     });
   }
 
-  /**
-   * The outboxes things reported with their last poll, summed and maxed over the things that are
-   * not revoked: one aggregate query, whatever the fleet's size. A report is as old as the
-   * thing's last poll (update.checkSeconds); the oldest entry's age keeps growing until the next.
-   */
-  outboxSummary(): OutboxSummary {
-    const row = this.db.get<{ reporting: number; depth_sum: number | null; depth_max: number | null; oldest_at: number | null }>(
-      `SELECT COUNT(u.outbox_depth) AS reporting, SUM(u.outbox_depth) AS depth_sum, MAX(u.outbox_depth) AS depth_max, MIN(u.outbox_oldest_at) AS oldest_at
-       FROM thing_updates u JOIN things t ON t.id = u.thing_id WHERE t.revoked_at IS NULL`,
-    )!;
-    return {
-      reporting: row.reporting,
-      depthSum: row.depth_sum ?? 0,
-      depthMax: row.depth_max ?? 0,
-      oldestAgeSeconds: row.oldest_at === null ? 0 : Math.max(0, (this.now() - row.oldest_at) / 1000),
-    };
-  }
-
-  close(): void {
-    this.opened?.close();
-    this.opened = undefined;
-  }
-
   /** What the thing last said it runs and how its update goes (undefined: it never reported and was never in a rollout). */
-  forThing(thingId: string): ThingUpdateRow | undefined {
-    return this.row(thingId);
+  forThing(thingId: string): Promise<ThingUpdateRow | undefined> {
+    return this.tables.thingRow(thingId);
   }
+}
 
-  private row(thingId: string): ThingUpdateRow | undefined {
-    return this.db.get<ThingUpdateRow>("SELECT * FROM thing_updates WHERE thing_id = ?", [thingId]);
+/** Inside a transaction: stop past the threshold, else release the next batch when the released ones are done. */
+async function advance(t: UpdateTables, id: number, at: number): Promise<void> {
+  const rollout = await t.rollout(id);
+  if (rollout?.state !== "running") return;
+  const failures = await t.countStates(id, FAILURE_STATES);
+  if (failures > rollout.max_failures) {
+    await t.stopRollout(id, `${failures} things failed or rolled back, more than --max-failures ${rollout.max_failures}`, at);
+    return;
   }
-
-  private setState(thingId: string, state: UpdateState, detail: string | null, at: number): void {
-    this.db.run("UPDATE thing_updates SET state = ?, detail = ?, updated_at = ? WHERE thing_id = ?", [state, detail, at, thingId]);
+  const inFlight = await t.countStates(id, [...TERMINAL_STATES, "queued"], true);
+  if (inFlight > 0) return;
+  const next = await t.nextQueuedBatch(id);
+  if (next === null) {
+    await t.finishRollout(id, at);
+    return;
   }
-
-  private stop(id: number, reason: string, at: number): void {
-    this.db.run("UPDATE rollouts SET state = 'stopped', stop_reason = ?, finished_at = ? WHERE id = ? AND state = 'running'", [reason, at, id]);
-    this.db.run("UPDATE thing_updates SET state = 'cancelled', detail = ?, updated_at = ? WHERE rollout_id = ? AND state IN ('queued', 'pending')", [
-      reason,
-      at,
-      id,
-    ]);
-  }
-
-  /** Inside a transaction: stop past the threshold, else release the next batch when the released ones are done. */
-  private advanceInTransaction(id: number, at: number): void {
-    const rollout = this.db.get<RolloutRow>("SELECT * FROM rollouts WHERE id = ?", [id]);
-    if (rollout?.state !== "running") return;
-    const list = (states: readonly string[]) => states.map((s) => `'${s}'`).join(", ");
-    const failures = this.db.get<{ n: number }>(`SELECT COUNT(*) AS n FROM thing_updates WHERE rollout_id = ? AND state IN (${list(FAILURE_STATES)})`, [id])!.n;
-    if (failures > rollout.max_failures) {
-      this.stop(id, `${failures} things failed or rolled back, more than --max-failures ${rollout.max_failures}`, at);
-      return;
-    }
-    const inFlight = this.db.get<{ n: number }>(
-      `SELECT COUNT(*) AS n FROM thing_updates WHERE rollout_id = ? AND state NOT IN (${list(TERMINAL_STATES)}, 'queued')`,
-      [id],
-    )!.n;
-    if (inFlight > 0) return;
-    const next = this.db.get<{ batch: number | null }>("SELECT MIN(batch) AS batch FROM thing_updates WHERE rollout_id = ? AND state = 'queued'", [id]);
-    if (next?.batch === null || next?.batch === undefined) {
-      this.db.run("UPDATE rollouts SET state = 'done', finished_at = ? WHERE id = ?", [at, id]);
-      return;
-    }
-    this.db.run("UPDATE thing_updates SET state = 'pending', updated_at = ? WHERE rollout_id = ? AND state = 'queued' AND batch = ?", [at, id, next.batch]);
-  }
+  await t.releaseBatch(id, next, at);
 }

@@ -1,6 +1,6 @@
 import type { HourOfMessages } from "../../messages/messages.ts";
 import type { ThingSummary } from "../../things/things.ts";
-import type { ThingUpdateRow } from "../../updates/update-store.ts";
+import type { ThingUpdateRow } from "../../updates/updates.ts";
 import { hourlyChart } from "../chart.ts";
 import { type Html, html } from "../html.ts";
 import { notice, page } from "../layout.ts";

@@ -1,0 +1,57 @@
+import { ConfigError } from "../../shared/errors.ts";
+
+/**
+ * Where the hub's database is: the SQLite file in the hub home (the default), or a PostgreSQL
+ * database named by a URL (`postgres://USER:PASSWORD@HOST:PORT/DATABASE`, libpq's URL form;
+ * `postgresql://` too). The setting is `hub.database.url` in hub.yml; `hub init --db` and `hub
+ * serve --db` (and `$FLASHLEX_HUB_DB`) override it.
+ *
+ * A password in the URL never leaves this module in text: `display` is the URL without it, and
+ * every error names the database by `display`.
+ */
+export type HubDatabase =
+  | { kind: "sqlite"; file: string; display: string }
+  | {
+      kind: "postgres";
+      /** the URL as given, password included: for the driver only, never for a log or an error */
+      url: string;
+      /** `postgres://USER@HOST:PORT/DATABASE`, without the password */
+      display: string;
+      /** `HOST:PORT`, for error messages */
+      address: string;
+    };
+
+/** The words for the choice, used by `--db`, hub.yml and the docs. */
+export const DATABASE_CHOICES = "`sqlite` (hub.db in the hub home) or a PostgreSQL URL postgres://USER:PASSWORD@HOST:PORT/DATABASE";
+
+/** Replaces the password of anything that looks like a URL with userinfo by `***`. */
+export function redactUrl(text: string): string {
+  return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s/:@]*):[^\s@/]*@/gi, "$1:***@");
+}
+
+/**
+ * Reads a database setting: `sqlite` (or nothing) for `sqliteFile`, or a PostgreSQL URL.
+ * `where` names where the setting came from (`--db`, `hub.database.url in /x/hub.yml`) for the
+ * error. Throws ConfigError (78) for anything else: not a URL, another scheme, no host, a port
+ * that is not one, no database name; the message shows the value without its password.
+ */
+export function parseHubDatabase(value: string | undefined, sqliteFile: string, where: string): HubDatabase {
+  const text = value?.trim() ?? "";
+  if (text === "" || text === "sqlite") return { kind: "sqlite", file: sqliteFile, display: sqliteFile };
+  const bad = (why: string) => new ConfigError(`${where}: ${why}: ${JSON.stringify(redactUrl(text))}; give ${DATABASE_CHOICES}`);
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw bad("not a URL");
+  }
+  if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") throw bad(`unsupported scheme ${url.protocol.replace(/:$/, "")}`);
+  if (!url.hostname) throw bad("no host");
+  const port = url.port === "" ? 5432 : Number(url.port);
+  if (!Number.isInteger(port) || port < 1 || port > 65535) throw bad("not a port");
+  const database = decodeURIComponent(url.pathname.replace(/^\//, ""));
+  if (!database || database.includes("/")) throw bad("no database name (the path: postgres://HOST:PORT/DATABASE)");
+  const user = url.username ? `${url.username}@` : "";
+  const address = `${url.hostname}:${port}`;
+  return { kind: "postgres", url: text, display: `postgres://${user}${address}/${database}`, address };
+}

@@ -1,0 +1,201 @@
+/**
+ * The hub database's migrations, one list, each step in both dialects. Step N brings the schema
+ * from version N-1 to N; a step is never edited once released (a database made by it would no
+ * longer match), only new steps are added, to both dialects at once.
+ *
+ * - SQLite keeps its version in `PRAGMA user_version` and checks the tables and columns against
+ *   what the steps make (src/shared/sqlite/migrate.ts), as hub.db files always have.
+ * - PostgreSQL keeps it in the table `schema_version` (one row per applied step), and applies
+ *   steps under an advisory lock, so hubs starting together migrate once (postgres-driver.ts).
+ *
+ * The dialects differ in types only where they must: integers that hold Unix milliseconds are
+ * BIGINT in PostgreSQL (SQLite's INTEGER is 64-bit already), and PostgreSQL's messages have an
+ * identity column `seq` for the order of insertion, which SQLite has as the rowid.
+ */
+export interface Migration {
+  sqlite: string;
+  postgres: string;
+}
+
+export const HUB_MIGRATIONS: readonly Migration[] = [
+  {
+    sqlite: `CREATE TABLE things (
+       id             TEXT    PRIMARY KEY,
+       name           TEXT    NOT NULL UNIQUE,
+       short_name     TEXT    NOT NULL,
+       public_key_pem TEXT    NOT NULL,
+       cert_pem       TEXT    NOT NULL,
+       cert_serial    TEXT    NOT NULL,
+       created_at     INTEGER NOT NULL,
+       verified_at    INTEGER,
+       last_seen_at   INTEGER,
+       revoked_at     INTEGER
+     );
+     CREATE INDEX things_revoked ON things (revoked_at);
+     CREATE TABLE messages (
+       flmessagespk TEXT    PRIMARY KEY,
+       thing_id     TEXT    NOT NULL,
+       messagetype  TEXT    NOT NULL CHECK (messagetype IN ('egress', 'ingress')),
+       payload      TEXT    NOT NULL,
+       fltimestamp  INTEGER NOT NULL,
+       datecreated  TEXT    NOT NULL
+     );
+     CREATE INDEX messages_thing_time ON messages (thing_id, fltimestamp);
+     CREATE TABLE tokens (
+       hash       TEXT    PRIMARY KEY,
+       kind       TEXT    NOT NULL CHECK (kind IN ('operator', 'cli')),
+       created_at INTEGER NOT NULL,
+       expires_at INTEGER
+     );`,
+    postgres: `CREATE TABLE things (
+       id             TEXT   PRIMARY KEY,
+       name           TEXT   NOT NULL UNIQUE,
+       short_name     TEXT   NOT NULL,
+       public_key_pem TEXT   NOT NULL,
+       cert_pem       TEXT   NOT NULL,
+       cert_serial    TEXT   NOT NULL,
+       created_at     BIGINT NOT NULL,
+       verified_at    BIGINT,
+       last_seen_at   BIGINT,
+       revoked_at     BIGINT
+     );
+     CREATE INDEX things_revoked ON things (revoked_at);
+     CREATE TABLE messages (
+       flmessagespk TEXT   PRIMARY KEY,
+       seq          BIGINT GENERATED ALWAYS AS IDENTITY UNIQUE,
+       thing_id     TEXT   NOT NULL,
+       messagetype  TEXT   NOT NULL CHECK (messagetype IN ('egress', 'ingress')),
+       payload      TEXT   NOT NULL,
+       fltimestamp  BIGINT NOT NULL,
+       datecreated  TEXT   NOT NULL
+     );
+     CREATE INDEX messages_thing_time ON messages (thing_id, fltimestamp, seq);
+     CREATE TABLE tokens (
+       hash       TEXT   PRIMARY KEY,
+       kind       TEXT   NOT NULL CHECK (kind IN ('operator', 'cli')),
+       created_at BIGINT NOT NULL,
+       expires_at BIGINT
+     );`,
+  },
+  // Ingress delivery (the embedded broker resends what a thing has not acknowledged, even after
+  // a hub restart). Ingress stored before this migration was never tracked: it is 'unknown', so
+  // an upgrade does not resend a thing's whole history.
+  {
+    sqlite: `ALTER TABLE messages ADD COLUMN delivery TEXT CHECK (delivery IN ('pending', 'delivered', 'unknown'));
+     ALTER TABLE messages ADD COLUMN delivered_at INTEGER;
+     UPDATE messages SET delivery = 'unknown' WHERE messagetype = 'ingress';
+     CREATE INDEX messages_pending ON messages (thing_id, fltimestamp) WHERE delivery = 'pending';`,
+    postgres: `ALTER TABLE messages ADD COLUMN delivery TEXT CHECK (delivery IN ('pending', 'delivered', 'unknown'));
+     ALTER TABLE messages ADD COLUMN delivered_at BIGINT;
+     UPDATE messages SET delivery = 'unknown' WHERE messagetype = 'ingress';
+     CREATE INDEX messages_pending ON messages (thing_id, fltimestamp, seq) WHERE delivery = 'pending';`,
+  },
+  // Signed self-update (src/hub/updates, docs/updates.md): the releases the hub stores, the
+  // rollouts of one to many things in batches, and per thing what it runs and how its update goes.
+  {
+    sqlite: `CREATE TABLE releases (
+       version   TEXT    PRIMARY KEY,
+       manifest  TEXT    NOT NULL,
+       signature TEXT    NOT NULL,
+       added_at  INTEGER NOT NULL
+     );
+     CREATE TABLE rollouts (
+       id           INTEGER PRIMARY KEY,
+       version      TEXT    NOT NULL,
+       batch_size   INTEGER NOT NULL,
+       max_failures INTEGER NOT NULL,
+       state        TEXT    NOT NULL CHECK (state IN ('running', 'stopped', 'done')),
+       stop_reason  TEXT,
+       created_at   INTEGER NOT NULL,
+       finished_at  INTEGER
+     );
+     CREATE TABLE thing_updates (
+       thing_id    TEXT PRIMARY KEY,
+       version     TEXT,
+       target      TEXT,
+       seen_at     INTEGER,
+       rollout_id  INTEGER,
+       to_version  TEXT,
+       batch       INTEGER,
+       state       TEXT CHECK (state IN ('queued', 'pending', 'downloading', 'installed', 'healthy', 'rolled-back', 'failed', 'cancelled')),
+       detail      TEXT,
+       updated_at  INTEGER
+     );
+     CREATE INDEX thing_updates_rollout ON thing_updates (rollout_id, batch);`,
+    postgres: `CREATE TABLE releases (
+       version   TEXT   PRIMARY KEY,
+       manifest  TEXT   NOT NULL,
+       signature TEXT   NOT NULL,
+       added_at  BIGINT NOT NULL
+     );
+     CREATE TABLE rollouts (
+       id           BIGINT  GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY,
+       version      TEXT    NOT NULL,
+       batch_size   INTEGER NOT NULL,
+       max_failures INTEGER NOT NULL,
+       state        TEXT    NOT NULL CHECK (state IN ('running', 'stopped', 'done')),
+       stop_reason  TEXT,
+       created_at   BIGINT  NOT NULL,
+       finished_at  BIGINT
+     );
+     CREATE TABLE thing_updates (
+       thing_id    TEXT PRIMARY KEY,
+       version     TEXT,
+       target      TEXT,
+       seen_at     BIGINT,
+       rollout_id  BIGINT,
+       to_version  TEXT,
+       batch       INTEGER,
+       state       TEXT CHECK (state IN ('queued', 'pending', 'downloading', 'installed', 'healthy', 'rolled-back', 'failed', 'cancelled')),
+       detail      TEXT,
+       updated_at  BIGINT
+     );
+     CREATE INDEX thing_updates_rollout ON thing_updates (rollout_id, batch);`,
+  },
+  // Enrolment and renewal (issue 15): enrolment tokens (only their hash is kept), each thing's
+  // certificate expiry, the key that signed its last renewal (still accepted for its tokens until
+  // the new key is used once) and an operator's request to renew now. cert_not_after of things
+  // made before stays NULL; the presenters read it from the certificate then.
+  {
+    sqlite: `CREATE TABLE enrollment_tokens (
+       id          TEXT    PRIMARY KEY,
+       hash        TEXT    NOT NULL UNIQUE,
+       name_prefix TEXT,
+       max_uses    INTEGER NOT NULL CHECK (max_uses > 0),
+       uses        INTEGER NOT NULL DEFAULT 0,
+       created_at  INTEGER NOT NULL,
+       expires_at  INTEGER NOT NULL,
+       revoked_at  INTEGER
+     );
+     ALTER TABLE things ADD COLUMN cert_not_after INTEGER;
+     ALTER TABLE things ADD COLUMN previous_public_key_pem TEXT;
+     ALTER TABLE things ADD COLUMN renew_requested_at INTEGER;
+     ALTER TABLE things ADD COLUMN enrolled_with TEXT;`,
+    postgres: `CREATE TABLE enrollment_tokens (
+       id          TEXT    PRIMARY KEY,
+       hash        TEXT    NOT NULL UNIQUE,
+       name_prefix TEXT,
+       max_uses    INTEGER NOT NULL CHECK (max_uses > 0),
+       uses        INTEGER NOT NULL DEFAULT 0,
+       created_at  BIGINT  NOT NULL,
+       expires_at  BIGINT  NOT NULL,
+       revoked_at  BIGINT
+     );
+     ALTER TABLE things ADD COLUMN cert_not_after BIGINT;
+     ALTER TABLE things ADD COLUMN previous_public_key_pem TEXT;
+     ALTER TABLE things ADD COLUMN renew_requested_at BIGINT;
+     ALTER TABLE things ADD COLUMN enrolled_with TEXT;`,
+  },
+  // Metrics (issue 16): the outbox a thing reported with its last update poll, for the hub's
+  // /metrics (docs/metrics.md). outbox_oldest_at is on the hub's clock (the poll's time less the
+  // age the thing reported), so a device's wrong clock does not skew it.
+  {
+    sqlite: `ALTER TABLE thing_updates ADD COLUMN outbox_depth INTEGER;
+     ALTER TABLE thing_updates ADD COLUMN outbox_oldest_at INTEGER;`,
+    postgres: `ALTER TABLE thing_updates ADD COLUMN outbox_depth INTEGER;
+     ALTER TABLE thing_updates ADD COLUMN outbox_oldest_at BIGINT;`,
+  },
+];
+
+/** The SQLite text of every step, for src/shared/sqlite/migrate.ts. */
+export const SQLITE_MIGRATIONS: readonly string[] = HUB_MIGRATIONS.map((m) => m.sqlite);

@@ -1,0 +1,167 @@
+import { SQL } from "bun";
+import { ConfigError, FlashlexError, oneLine } from "../../shared/errors.ts";
+import type { HubDatabase } from "./database-url.ts";
+import { HUB_MIGRATIONS, type Migration } from "./migrations.ts";
+import { type HubSql, type HubSqlValue, narrowRow } from "./sql.ts";
+
+/**
+ * The PostgreSQL driver of the hub store, on Bun's built-in client (`import { SQL } from "bun"`:
+ * no npm dependency, and it works in the compiled binary). A pool of connections; every
+ * statement is a parameterised query (`?` becomes `$1`, `$2`, ...). `bigint: true` makes every
+ * BIGINT a bigint, which `narrowRow` turns into an exact number (without it Bun answers strings).
+ *
+ * Migrations (migrations.ts) run when the store opens, in one transaction under an advisory
+ * lock, so hubs starting together against one database migrate it once; the version is the
+ * highest row of `schema_version`. PostgreSQL's DDL is transactional: a step half done rolls back.
+ *
+ * Failures to reach or log in to the server become FlashlexError `unavailable` (exit 69, HTTP
+ * 503) naming HOST:PORT and the database without its password; nothing here puts the URL in a
+ * message.
+ */
+
+/** The advisory lock key hubs take while they migrate ("flashlex" in ASCII, as a bigint). */
+const MIGRATION_LOCK = 0x666c6173686c6578n;
+
+/** Server error codes (SQLSTATE) that mean "cannot use this server now", not "bad statement". */
+const UNAVAILABLE_SQLSTATE = /^(08|28|3D|53|57P)/;
+
+interface PostgresErrorLike {
+  code?: unknown;
+  errno?: unknown;
+  message?: unknown;
+}
+
+/**
+ * Opens the hub database at `db` (a PostgreSQL URL), migrates it, and gives the HubSql seam over
+ * it. With `create` (`hub init`) the database must hold no hub yet: a second hub in one database
+ * would mix two CAs' things (ConfigError). Throws FlashlexError `unavailable` (69) when the
+ * server cannot be reached or refuses the login, ConfigError (78) for a database that is not a
+ * FlashLex hub's, or has a newer schema than this binary knows.
+ */
+export async function openPostgresHubSql(db: Extract<HubDatabase, { kind: "postgres" }>, options: { create?: boolean } = {}): Promise<HubSql> {
+  const client = new SQL(db.url, {
+    bigint: true,
+    max: 10,
+    // seconds: an unreachable host fails in this time, not in the kernel's minutes
+    connectionTimeout: 10,
+    idleTimeout: 60,
+  });
+  const fail = (err: unknown) => postgresError(err, db);
+  try {
+    await migratePostgres(client, HUB_MIGRATIONS, db, options.create ?? false);
+  } catch (err) {
+    await client.close().catch(() => {});
+    throw fail(err);
+  }
+  return postgresHubSql(client, fail);
+}
+
+/** The HubSql seam over a pool (or, inside `transaction`, over one reserved connection). */
+function postgresHubSql(client: SQL, fail: (err: unknown) => unknown, inTransaction = false): HubSql {
+  const query = async (sql: string, values?: readonly HubSqlValue[]) => {
+    try {
+      return await client.unsafe(numbered(sql), values ? [...values] : []);
+    } catch (err) {
+      throw fail(err);
+    }
+  };
+  return {
+    dialect: "postgres",
+    all: async <T>(sql: string, values?: readonly HubSqlValue[]) => ((await query(sql, values)) as Record<string, unknown>[]).map((r) => narrowRow<T>(r)),
+    async get<T>(sql: string, values?: readonly HubSqlValue[]) {
+      const rows = (await query(sql, values)) as Record<string, unknown>[];
+      return rows[0] ? narrowRow<T>(rows[0]) : undefined;
+    },
+    async run(sql, values) {
+      const result = (await query(sql, values)) as { count?: number | bigint };
+      return { changes: Number(result.count ?? 0) };
+    },
+    async transaction<T>(fn: (tx: HubSql) => Promise<T>): Promise<T> {
+      if (inTransaction) throw new Error("nested transactions are not supported");
+      try {
+        return (await client.begin((tx) => fn(postgresHubSql(tx as unknown as SQL, fail, true)))) as T;
+      } catch (err) {
+        throw fail(err);
+      }
+    },
+    close: () => client.close(),
+  };
+}
+
+/** `?` placeholders → `$1`, `$2`, ... (outside quoted text; the hub's statements have no `?` in literals). */
+export function numbered(sql: string): string {
+  let n = 0;
+  let quoted = false;
+  let out = "";
+  for (const c of sql) {
+    if (c === "'") quoted = !quoted;
+    out += c === "?" && !quoted ? `$${++n}` : c;
+  }
+  return out;
+}
+
+/**
+ * Brings the database to the newest schema, or refuses it. In one transaction under the advisory
+ * lock: a database without `schema_version` must hold no tables (else it is someone else's);
+ * one at a version newer than `migrations` is refused (upgrade flashlex); with `create`, one that
+ * already holds a hub is refused.
+ */
+async function migratePostgres(client: SQL, migrations: readonly Migration[], db: HubDatabase, create: boolean): Promise<void> {
+  await client.begin(async (tx) => {
+    await tx.unsafe("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK]);
+    const tables = (
+      (await tx.unsafe("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY table_name")) as {
+        table_name: string;
+      }[]
+    ).map((r) => r.table_name);
+    let version = 0;
+    if (tables.includes("schema_version")) {
+      const [row] = (await tx.unsafe("SELECT COALESCE(MAX(version), 0) AS version FROM schema_version")) as { version: number | bigint }[];
+      version = Number(row?.version ?? 0);
+      if (create && version > 0) {
+        throw new ConfigError(
+          `${db.display}: already holds a FlashLex hub (schema version ${version}); \`hub init --db\` needs an empty database: create one (createdb) or point the new hub home at this one's hub.yml`,
+        );
+      }
+    } else if (tables.length > 0) {
+      throw new ConfigError(
+        `${db.display}: not a FlashLex database (it holds other tables: ${tables.slice(0, 5).join(", ")}); create an empty database for the hub (createdb)`,
+      );
+    } else {
+      await tx.unsafe("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)");
+    }
+    if (version > migrations.length) {
+      throw new ConfigError(`${db.display}: schema version ${version} is newer than this flashlex knows (${migrations.length}); upgrade flashlex`);
+    }
+    for (let step = version; step < migrations.length; step++) {
+      await tx.unsafe(migrations[step]!.postgres);
+      await tx.unsafe("INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)", [step + 1, Date.now()]);
+    }
+  });
+}
+
+/**
+ * What the client threw, as the hub reports it: cannot connect, refused login, server shutting
+ * down, too many connections → FlashlexError `unavailable` naming HOST:PORT and the database
+ * (never its password); a FlashlexError passes through; anything else (a statement's own error,
+ * such as a unique violation) passes through unchanged, for the caller to judge.
+ */
+export function postgresError(err: unknown, db: Extract<HubDatabase, { kind: "postgres" }>): unknown {
+  if (err instanceof FlashlexError || err === null || typeof err !== "object") return err;
+  const e = err as PostgresErrorLike;
+  const code = typeof e.code === "string" ? e.code : "";
+  const sqlstate = typeof e.errno === "string" ? e.errno : "";
+  const message = typeof e.message === "string" ? oneLine(e.message) : String(err);
+  let reason: string | undefined;
+  if (code === "ERR_POSTGRES_CONNECTION_REFUSED") reason = "connection refused";
+  else if (code === "ERR_POSTGRES_CONNECTION_CLOSED") reason = "the server closed the connection";
+  else if (/TIMEOUT/.test(code) || /timed? ?out/i.test(message)) reason = "no answer (timed out)";
+  else if (/^ERR_POSTGRES_(TLS|SSL|CHANNEL_BINDING|UNSUPPORTED_AUTH|AUTHENTICATION|INVALID_SERVER)/.test(code)) reason = message;
+  else if (UNAVAILABLE_SQLSTATE.test(sqlstate)) reason = `${message} (${sqlstate})`;
+  else if ((e as { syscall?: unknown }).syscall || /^E[A-Z]+$/.test(code)) reason = message;
+  if (!reason) return err;
+  return new FlashlexError(`PostgreSQL at ${db.address} (${db.display}): cannot use the hub database: ${reason}`, "unavailable", {
+    cause: err,
+    clientSafe: false,
+  });
+}

@@ -1,0 +1,357 @@
+import type { Delivery, EnrolmentTokenRecord, HubStore, MessageCounts, MessageQuery, MessageRecord, MessageType, ThingRecord } from "./hub-store.ts";
+import { type HubSql, type HubSqlValue, seqColumn } from "./sql.ts";
+import { sqlUpdateTables } from "./sql-update-tables.ts";
+
+/**
+ * The HubStore, written once over the HubSql seam (sql.ts): the SQLite and PostgreSQL drivers
+ * differ only in how they connect, migrate and report failures, never in what the hub stores.
+ * The contract suite (test/integration/hub-store-contract.test.ts) runs against both.
+ */
+interface ThingRow {
+  id: string;
+  name: string;
+  short_name: string;
+  public_key_pem: string;
+  cert_pem: string;
+  cert_serial: string;
+  created_at: number;
+  verified_at: number | null;
+  last_seen_at: number | null;
+  revoked_at: number | null;
+  cert_not_after: number | null;
+  previous_public_key_pem: string | null;
+  renew_requested_at: number | null;
+  enrolled_with: string | null;
+}
+
+interface EnrolmentTokenRow {
+  id: string;
+  hash: string;
+  name_prefix: string | null;
+  max_uses: number;
+  uses: number;
+  created_at: number;
+  expires_at: number;
+  revoked_at: number | null;
+}
+
+const toEnrolmentToken = (r: EnrolmentTokenRow): EnrolmentTokenRecord => ({
+  id: r.id,
+  hash: r.hash,
+  namePrefix: r.name_prefix,
+  maxUses: r.max_uses,
+  uses: r.uses,
+  createdAt: r.created_at,
+  expiresAt: r.expires_at,
+  revokedAt: r.revoked_at,
+});
+
+interface MessageRow {
+  flmessagespk: string;
+  thing_id: string;
+  messagetype: MessageType;
+  payload: string;
+  fltimestamp: number;
+  datecreated: string;
+  delivery: Delivery | null;
+  delivered_at: number | null;
+}
+
+const toThing = (r: ThingRow): ThingRecord => ({
+  id: r.id,
+  name: r.name,
+  shortName: r.short_name,
+  publicKeyPem: r.public_key_pem,
+  certPem: r.cert_pem,
+  certSerial: r.cert_serial,
+  createdAt: r.created_at,
+  verifiedAt: r.verified_at,
+  lastSeenAt: r.last_seen_at,
+  revokedAt: r.revoked_at,
+  certNotAfter: r.cert_not_after,
+  previousPublicKeyPem: r.previous_public_key_pem,
+  renewRequestedAt: r.renew_requested_at,
+  enrolledWith: r.enrolled_with,
+});
+
+const toMessage = (r: MessageRow): MessageRecord => ({
+  flmessagespk: r.flmessagespk,
+  thingId: r.thing_id,
+  messagetype: r.messagetype,
+  payload: r.payload,
+  fltimestamp: r.fltimestamp,
+  datecreated: r.datecreated,
+  delivery: r.delivery,
+  deliveredAt: r.delivered_at,
+});
+
+/** WHERE clause for a thing's messages in a time range and of one type. */
+function messageFilter(thingId: string, q: MessageQuery): { where: string; params: HubSqlValue[] } {
+  const clauses = ["thing_id = ?"];
+  const params: HubSqlValue[] = [thingId];
+  if (q.startts !== undefined) clauses.push("fltimestamp >= ?"), params.push(q.startts);
+  if (q.endts !== undefined) clauses.push("fltimestamp <= ?"), params.push(q.endts);
+  if (q.messagetype !== undefined) clauses.push("messagetype = ?"), params.push(q.messagetype);
+  return { where: clauses.join(" AND "), params };
+}
+
+/**
+ * A HubStore over `sql`; `close` closes `sql`. Throws nothing itself: each method rejects with
+ * what the driver threw (a FlashlexError with a kind for a database that is gone, full or locked).
+ */
+export function sqlHubStore(sql: HubSql): HubStore {
+  const seq = seqColumn(sql);
+  const thingBy = async (db: HubSql, column: "id" | "name", value: string) => {
+    const row = await db.get<ThingRow>(`SELECT * FROM things WHERE ${column} = ?`, [value]);
+    return row ? toThing(row) : undefined;
+  };
+  const getMessage = async (db: HubSql, id: string) => {
+    const row = await db.get<MessageRow>("SELECT * FROM messages WHERE flmessagespk = ?", [id]);
+    return row ? toMessage(row) : undefined;
+  };
+  const markVerified = async (db: HubSql, id: string, at: number) => {
+    await db.run(
+      `UPDATE things SET verified_at = COALESCE(verified_at, ?),
+         last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < ? THEN ? ELSE last_seen_at END
+       WHERE id = ?`,
+      [at, at, at, id],
+    );
+  };
+  /** Inside a transaction: stores `m` unless its id is stored, and gives the stored row either way. */
+  const insertOnce = async (db: HubSql, m: MessageRecord): Promise<{ inserted: boolean; message: MessageRecord }> => {
+    const delivery = m.messagetype === "ingress" ? (m.delivery ?? "unknown") : null;
+    const deliveredAt = delivery === "delivered" ? (m.deliveredAt ?? null) : null;
+    const { changes } = await db.run(
+      `INSERT INTO messages (flmessagespk, thing_id, messagetype, payload, fltimestamp, datecreated, delivery, delivered_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (flmessagespk) DO NOTHING`,
+      [m.flmessagespk, m.thingId, m.messagetype, m.payload, m.fltimestamp, m.datecreated, delivery, deliveredAt],
+    );
+    return { inserted: changes > 0, message: changes > 0 ? { ...m, delivery, deliveredAt } : (await getMessage(db, m.flmessagespk))! };
+  };
+
+  const insertThing = async (db: HubSql, t: ThingRecord) => {
+    await db.run(
+      `INSERT INTO things (id, name, short_name, public_key_pem, cert_pem, cert_serial, created_at, verified_at, last_seen_at, revoked_at, cert_not_after, enrolled_with)
+       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+      [
+        t.id,
+        t.name,
+        t.shortName,
+        t.publicKeyPem,
+        t.certPem,
+        t.certSerial,
+        t.createdAt,
+        t.verifiedAt,
+        t.lastSeenAt,
+        t.revokedAt,
+        t.certNotAfter ?? null,
+        t.enrolledWith ?? null,
+      ],
+    );
+  };
+
+  return {
+    driver: sql.dialect,
+    updates: sqlUpdateTables(sql),
+    insertThing: (t) => insertThing(sql, t),
+    getThing: (id) => thingBy(sql, "id", id),
+    getThingByName: (name) => thingBy(sql, "name", name),
+    listThings: async () => (await sql.all<ThingRow>("SELECT * FROM things ORDER BY created_at, name")).map(toThing),
+    markVerified: (id, at) => markVerified(sql, id, at),
+    async markSeen(id, at) {
+      await sql.run("UPDATE things SET last_seen_at = ? WHERE id = ? AND (last_seen_at IS NULL OR last_seen_at < ?)", [at, id, at]);
+    },
+    async revokeThing(id, at) {
+      return (await sql.run("UPDATE things SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [at, id])).changes > 0;
+    },
+    async revokedSince(since) {
+      return (await sql.all<{ name: string }>("SELECT name FROM things WHERE revoked_at >= ?", [since])).map((r) => r.name);
+    },
+    async fleetCounts() {
+      const things = (await sql.get<{ things: number; revoked: number; verified: number }>(
+        `SELECT COUNT(*) AS things, COUNT(revoked_at) AS revoked,
+                COALESCE(SUM(CASE WHEN revoked_at IS NULL AND verified_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS verified
+         FROM things`,
+      ))!;
+      // messages_pending is a partial index on exactly these rows: the count reads only them.
+      const pending = (await sql.get<{ n: number }>("SELECT COUNT(*) AS n FROM messages WHERE delivery = 'pending'"))!;
+      return { ...things, pendingIngress: pending.n };
+    },
+    deleteThing: (id) =>
+      sql.transaction(async (tx) => {
+        await tx.run("DELETE FROM messages WHERE thing_id = ?", [id]);
+        return (await tx.run("DELETE FROM things WHERE id = ?", [id])).changes > 0;
+      }),
+
+    async thingPage(q) {
+      // LIKE with its wildcards escaped: a typed `%` or `_` matches itself. Lower-cased on both
+      // sides: SQLite's LIKE ignores ASCII case, PostgreSQL's does not.
+      const pattern = `%${(q.nameContains ?? "").toLowerCase().replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
+      const where = "LOWER(name) LIKE ? ESCAPE '\\'";
+      const total = (await sql.get<{ n: number }>(`SELECT COUNT(*) AS n FROM things WHERE ${where}`, [pattern]))!.n;
+      const rows = await sql.all<ThingRow>(`SELECT * FROM things WHERE ${where} ORDER BY created_at, name LIMIT ? OFFSET ?`, [
+        pattern,
+        Math.max(0, Math.floor(q.limit)),
+        Math.max(0, Math.floor(q.offset)),
+      ]);
+      return { total, things: rows.map(toThing) };
+    },
+
+    // Insert-if-absent + read back in one transaction: a retried id returns what was stored first.
+    insertMessage: (m) => sql.transaction((tx) => insertOnce(tx, m)),
+    insertMessages: (items) =>
+      sql.transaction(async (tx) => {
+        const results: { inserted: boolean; message: MessageRecord }[] = [];
+        for (const { message, seenAt } of items) {
+          const result = await insertOnce(tx, message);
+          if (seenAt !== undefined && result.message.thingId === message.thingId) await markVerified(tx, message.thingId, seenAt);
+          results.push(result);
+        }
+        return results;
+      }),
+    async deleteMessage(id) {
+      await sql.run("DELETE FROM messages WHERE flmessagespk = ?", [id]);
+    },
+    async queryMessages(thingId, q) {
+      const { where, params } = messageFilter(thingId, q);
+      return (await sql.all<MessageRow>(`SELECT * FROM messages WHERE ${where} ORDER BY fltimestamp, ${seq}`, params)).map(toMessage);
+    },
+    async messagePage(thingId, q, page) {
+      const { where, params } = messageFilter(thingId, q);
+      const clauses = [where];
+      // Row values compare as tuples and still use the (thing_id, fltimestamp) index, whose
+      // entries end with the rowid (SQLite) or seq (PostgreSQL's index names it).
+      if (page.after) clauses.push(`(fltimestamp, ${seq}) > (?, ?)`), params.push(page.after.fltimestamp, page.after.seq);
+      if (page.through) clauses.push(`(fltimestamp, ${seq}) <= (?, ?)`), params.push(page.through.fltimestamp, page.through.seq);
+      params.push(Math.max(1, Math.floor(page.limit)));
+      const rows = await sql.all<MessageRow & { cursor_seq: number }>(
+        `SELECT ${seq} AS cursor_seq, * FROM messages WHERE ${clauses.join(" AND ")} ORDER BY fltimestamp, ${seq} LIMIT ?`,
+        params,
+      );
+      return rows.map((row) => ({ message: toMessage(row), cursor: { fltimestamp: row.fltimestamp, seq: row.cursor_seq } }));
+    },
+    async messageRange(thingId, q) {
+      const { where, params } = messageFilter(thingId, q);
+      const count = (await sql.get<{ n: number }>(`SELECT COUNT(*) AS n FROM messages WHERE ${where}`, params))!.n;
+      const last = await sql.get<{ fltimestamp: number; cursor_seq: number }>(
+        `SELECT fltimestamp, ${seq} AS cursor_seq FROM messages WHERE ${where} ORDER BY fltimestamp DESC, ${seq} DESC LIMIT 1`,
+        params,
+      );
+      return { count, last: last ? { fltimestamp: last.fltimestamp, seq: last.cursor_seq } : undefined };
+    },
+    async deleteMessages(thingId, q) {
+      const { where, params } = messageFilter(thingId, q);
+      return (await sql.run(`DELETE FROM messages WHERE ${where}`, params)).changes;
+    },
+    async messageCounts(thingIds) {
+      const counts = new Map<string, MessageCounts>();
+      if (thingIds.length === 0) return counts;
+      const rows = await sql.all<{ thing_id: string; messagetype: MessageType; n: number }>(
+        `SELECT thing_id, messagetype, COUNT(*) AS n FROM messages WHERE thing_id IN (${thingIds.map(() => "?").join(", ")}) GROUP BY thing_id, messagetype`,
+        [...thingIds],
+      );
+      for (const row of rows) {
+        const entry = counts.get(row.thing_id) ?? { egress: 0, ingress: 0 };
+        entry[row.messagetype] = row.n;
+        counts.set(row.thing_id, entry);
+      }
+      return counts;
+    },
+    async hourlyMessageCounts(thingId, since) {
+      const rows = await sql.all<{ hour: number; messagetype: MessageType; n: number }>(
+        `SELECT (fltimestamp / 3600) * 3600 AS hour, messagetype, COUNT(*) AS n FROM messages
+         WHERE thing_id = ? AND fltimestamp >= ? GROUP BY (fltimestamp / 3600) * 3600, messagetype ORDER BY hour, messagetype`,
+        [thingId, since],
+      );
+      return rows.map((r) => ({ hour: r.hour, messagetype: r.messagetype, count: r.n }));
+    },
+    async latestMessages(q) {
+      const clauses: string[] = [];
+      const params: HubSqlValue[] = [];
+      if (q.thingId !== undefined) clauses.push("thing_id = ?"), params.push(q.thingId);
+      if (q.messagetype !== undefined) clauses.push("messagetype = ?"), params.push(q.messagetype);
+      params.push(Math.max(1, Math.floor(q.limit)));
+      const where = clauses.length ? `WHERE ${clauses.join(" AND ")}` : "";
+      // The order of insertion: the last stored first, whatever a sender's clock said.
+      return (await sql.all<MessageRow>(`SELECT * FROM messages ${where} ORDER BY ${seq} DESC LIMIT ?`, params)).map(toMessage);
+    },
+    async pendingIngress(thingId) {
+      return (await sql.all<MessageRow>(`SELECT * FROM messages WHERE thing_id = ? AND delivery = 'pending' ORDER BY fltimestamp, ${seq}`, [thingId])).map(
+        toMessage,
+      );
+    },
+    markDelivered: (items) =>
+      sql.transaction(async (tx) => {
+        const results: boolean[] = [];
+        for (const { flmessagespk, at } of items) {
+          const { changes } = await tx.run("UPDATE messages SET delivery = 'delivered', delivered_at = ? WHERE flmessagespk = ? AND delivery = 'pending'", [
+            at,
+            flmessagespk,
+          ]);
+          results.push(changes > 0);
+        }
+        return results;
+      }),
+
+    async addEnrolmentToken(t) {
+      await sql.run(
+        `INSERT INTO enrollment_tokens (id, hash, name_prefix, max_uses, uses, created_at, expires_at, revoked_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+        [t.id, t.hash, t.namePrefix, t.maxUses, t.uses, t.createdAt, t.expiresAt, t.revokedAt],
+      );
+    },
+    listEnrolmentTokens: async () => (await sql.all<EnrolmentTokenRow>("SELECT * FROM enrollment_tokens ORDER BY created_at, id")).map(toEnrolmentToken),
+    async enrolmentTokenByHash(hash) {
+      const row = await sql.get<EnrolmentTokenRow>("SELECT * FROM enrollment_tokens WHERE hash = ?", [hash]);
+      return row ? toEnrolmentToken(row) : undefined;
+    },
+    async revokeEnrolmentToken(id, at) {
+      return (await sql.run("UPDATE enrollment_tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [at, id])).changes > 0;
+    },
+    enrolThing: (thing, tokenHash, at) =>
+      sql.transaction(async (tx) => {
+        // The conditions are checked again inside the transaction (and, in PostgreSQL, on the
+        // locked row): two devices racing for the last use of a token cannot both pass.
+        const used = (
+          await tx.run("UPDATE enrollment_tokens SET uses = uses + 1 WHERE hash = ? AND revoked_at IS NULL AND expires_at > ? AND uses < max_uses", [
+            tokenHash,
+            at,
+          ])
+        ).changes;
+        if (used === 0) return false;
+        await insertThing(tx, thing);
+        return true;
+      }),
+    async replaceCertificate(id, u) {
+      await sql.run(
+        `UPDATE things SET public_key_pem = ?, cert_pem = ?, cert_serial = ?, cert_not_after = ?, previous_public_key_pem = ?, renew_requested_at = NULL
+         WHERE id = ?`,
+        [u.publicKeyPem, u.certPem, u.certSerial, u.certNotAfter, u.previousPublicKeyPem, id],
+      );
+    },
+    async forgetPreviousKey(id) {
+      await sql.run("UPDATE things SET previous_public_key_pem = NULL WHERE id = ?", [id]);
+    },
+    async requestRenewal(id, at) {
+      return (await sql.run("UPDATE things SET renew_requested_at = ? WHERE id = ? AND revoked_at IS NULL", [at, id])).changes > 0;
+    },
+
+    addToken: (hash, kind, createdAt, expiresAt) =>
+      sql.transaction(async (tx) => {
+        // Expired CLI tokens (a CLI killed before it could delete its own) are purged here.
+        await tx.run("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", [createdAt]);
+        await tx.run("INSERT INTO tokens (hash, kind, created_at, expires_at) VALUES (?, ?, ?, ?)", [hash, kind, createdAt, expiresAt]);
+      }),
+    async activeTokenHashes(now) {
+      return (await sql.all<{ hash: string }>("SELECT hash FROM tokens WHERE expires_at IS NULL OR expires_at > ?", [now])).map((r) => r.hash);
+    },
+    async deleteTokens(kind) {
+      return (await sql.run("DELETE FROM tokens WHERE kind = ?", [kind])).changes;
+    },
+    async deleteToken(hash) {
+      await sql.run("DELETE FROM tokens WHERE hash = ?", [hash]);
+    },
+
+    close: () => sql.close(),
+  };
+}

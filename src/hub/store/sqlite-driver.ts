@@ -1,0 +1,123 @@
+import { chmodSync, closeSync, existsSync, openSync, statSync } from "node:fs";
+import { ConfigError } from "../../shared/errors.ts";
+import type { SqlDatabase } from "../../shared/sqlite/driver.ts";
+import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
+import { openSqlDatabase } from "../../shared/sqlite/open.ts";
+import { SQLITE_MIGRATIONS } from "./migrations.ts";
+import type { HubSql, HubSqlValue } from "./sql.ts";
+
+/**
+ * The SQLite driver of the hub store: hub.db in the hub home, through the project's SQLite seam
+ * (src/shared/sqlite: bun:sqlite, or the WebAssembly SQLite on armv7), WAL, synchronous=FULL,
+ * schema version in `PRAGMA user_version` (migrate.ts).
+ *
+ * SQLite itself is synchronous; the HubSql seam is not. A transaction's statements are awaited
+ * one by one, and another caller's statement must not slip in between them on the one
+ * connection (it would join the transaction, and be rolled back with it), so every statement
+ * outside a transaction waits for a running transaction to finish: one lock, in this process.
+ * Other processes (CLI commands beside `hub serve`) are kept apart by SQLite's own locks, as
+ * before (BEGIN IMMEDIATE waits up to busy_timeout).
+ */
+
+/**
+ * What a damaged hub.db calls for. Not "move it aside": a hub without its database has no things
+ * and refuses its own operator token (only the token's hash is kept, in here).
+ */
+export const HUB_DB_DAMAGED_ADVICE =
+  'stop the hub and restore hub.db from your backup of the hub home (docs/hub.md, "Backups"); do not move it aside: the things and the operator token live in it';
+
+/** ConfigError (78) for a hub home whose hub.db is not there: restore it, or start a new hub elsewhere. */
+export function hubDatabaseMissing(file: string): ConfigError {
+  return new ConfigError(
+    `${file}: the hub database is missing (the things and the operator token live in it); restore it from your backup of the hub home (docs/hub.md, "Backups"), or run \`flashlex hub init --dir <a new directory>\` to start a new hub`,
+  );
+}
+
+/**
+ * Opens (migrating as needed) the hub database file, owner-only (0600) whatever the umask: it
+ * holds every thing's messages and public keys. SQLite gives the `-wal` and `-shm` files it
+ * creates the main file's mode, so the main file is made 0600 before SQLite opens it, and files
+ * an older version left wider are narrowed here. Only `hub init` passes `create`: for any other
+ * command a missing hub.db is lost data, not a new hub. Throws what the file system or SQLite
+ * throws (a file the caller may not chmod: EPERM; a missing file without `create`: ConfigError),
+ * a damaged file with HUB_DB_DAMAGED_ADVICE, a database of another kind or a newer schema: ConfigError.
+ */
+export function openSqliteHubSql(file: string, options: { create?: boolean } = {}): HubSql {
+  const create = options.create ?? false;
+  if (!create && !existsSync(file)) throw hubDatabaseMissing(file);
+  ownerOnlyDatabase(file, create);
+  const db = openSqlDatabase(file, { create, damagedAdvice: HUB_DB_DAMAGED_ADVICE });
+  try {
+    applyPragmas(db);
+    migrate(db, SQLITE_MIGRATIONS, file);
+    // A driver that makes its journal itself (the WebAssembly one) may not copy the mode.
+    ownerOnlyDatabase(file, false);
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  return sqliteHubSql(db);
+}
+
+/** The HubSql seam over an open (migrated) SQLite connection; `close` closes it. */
+export function sqliteHubSql(db: SqlDatabase): HubSql {
+  // One queue for the connection: a statement or a whole transaction at a time, in call order.
+  let tail: Promise<unknown> = Promise.resolve();
+  const exclusive = <T>(fn: () => T | Promise<T>): Promise<T> => {
+    const result = tail.then(fn);
+    tail = result.catch(() => {});
+    return result;
+  };
+  const params = (values?: readonly HubSqlValue[]) => values ?? [];
+  // Inside a transaction the queue is already held: statements run at once.
+  const tx: HubSql = {
+    dialect: "sqlite",
+    all: async <T>(sql: string, values?: readonly HubSqlValue[]) => db.all<T>(sql, params(values)),
+    get: async <T>(sql: string, values?: readonly HubSqlValue[]) => db.get<T>(sql, params(values)),
+    run: async (sql: string, values?: readonly HubSqlValue[]) => ({ changes: db.run(sql, params(values)).changes }),
+    transaction: () => Promise.reject(new Error("nested transactions are not supported")),
+    close: () => Promise.reject(new Error("close the store, not a transaction")),
+  };
+  return {
+    dialect: "sqlite",
+    all: (sql, values) => exclusive(() => tx.all(sql, values)),
+    get: (sql, values) => exclusive(() => tx.get(sql, values)),
+    run: (sql, values) => exclusive(() => tx.run(sql, values)),
+    transaction: <T>(fn: (tx: HubSql) => Promise<T>) =>
+      exclusive(async () => {
+        db.exec("BEGIN IMMEDIATE");
+        try {
+          const result = await fn(tx);
+          db.exec("COMMIT");
+          return result;
+        } catch (err) {
+          try {
+            db.exec("ROLLBACK");
+          } catch {
+            // SQLite rolled back already (an I/O error, a full disk): nothing left to undo
+          }
+          throw err;
+        }
+      }),
+    close: () => exclusive(() => db.close()),
+  };
+}
+
+const DATABASE_SIDE_FILES = ["-wal", "-shm", "-journal"];
+
+/**
+ * With `create`, creates `file` empty with mode 0600 if absent (an empty file is an empty SQLite
+ * database); narrows it and its side files to 0600.
+ */
+function ownerOnlyDatabase(file: string, create: boolean): void {
+  if (create) closeSync(openSync(file, "a", 0o600));
+  for (const path of [file, ...DATABASE_SIDE_FILES.map((suffix) => file + suffix)]) {
+    let mode: number;
+    try {
+      mode = statSync(path).mode & 0o777;
+    } catch {
+      continue; // no such side file
+    }
+    if (mode !== 0o600) chmodSync(path, 0o600);
+  }
+}

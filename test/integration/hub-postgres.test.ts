@@ -1,0 +1,109 @@
+/**
+ * The compiled hub on PostgreSQL (docs/scaling.md, "Storage"), on loopback: Debian's PostgreSQL
+ * 15 started by the test (own data directory, port and socket; stopped in afterAll), then
+ *
+ *   hub init --db URL   records the URL in hub.yml (0600: it holds a password), makes no hub.db
+ *   hub thing create    a second command, on hub.yml's database
+ *   hub serve --db URL  logs the database without its password; a thing collects over HTTP
+ *   hub export --db URL another process reads the message back from PostgreSQL
+ *   unreachable         a closed port: exit 69, one line naming HOST:PORT, no password
+ *   malformed           a URL that is not one: exit 78, naming --db, no password
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { unzipSync } from "fflate";
+import { type Background, binaryPath, run, start } from "../support/binary.ts";
+import { type ProvisionedThing, provisionThing } from "../support/distribution.ts";
+import { listenOnLoopback, loopbackHubInit } from "../support/hub-fixture.ts";
+import { freePort } from "../support/mosquitto.ts";
+import { startPostgres, type TestPostgres } from "../support/postgres.ts";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-hub-pg-"));
+const hubDir = join(work, "hub");
+let pg: TestPostgres;
+let url: string;
+let serving: Background | undefined;
+let thing: ProvisionedThing;
+
+const flashlex = async (args: string[], input?: string) => {
+  const result = await run(args, { input, timeoutMs: 60_000 });
+  if (result.code !== 0) throw new Error(`flashlex ${args.join(" ")} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
+  return result;
+};
+
+beforeAll(async () => {
+  binaryPath();
+  pg = await startPostgres(work);
+  url = pg.createDatabase("hub");
+}, 60_000);
+
+afterAll(async () => {
+  if (serving) await serving.stop(5_000);
+  await pg?.stop();
+  rmSync(work, { recursive: true, force: true });
+}, 60_000);
+
+describe("hub on PostgreSQL (compiled binary)", () => {
+  test("init --db records the database in hub.yml, owner-only; no hub.db; a second command uses it", async () => {
+    const [apiPort, brokerPort] = [await freePort(), await freePort()];
+    await flashlex([...loopbackHubInit(hubDir, apiPort, brokerPort, "127.0.0.1"), "--db", url, "--json"]);
+    listenOnLoopback(hubDir);
+    const yml = readFileSync(join(hubDir, "hub.yml"), "utf8");
+    expect(yml).toContain(url);
+    expect(statSync(join(hubDir, "hub.yml")).mode & 0o777).toBe(0o600);
+    expect(existsSync(join(hubDir, "hub.db"))).toBe(false);
+    thing = await provisionThing(flashlex, hubDir, work, "pgthing");
+    const listed = JSON.parse((await flashlex(["hub", "thing", "list", "--dir", hubDir, "--json"])).stdout);
+    expect(listed.map((t: { id: string }) => t.id)).toEqual([thing.id]);
+  }, 60_000);
+
+  test("serve --db: a thing collects over HTTP; `hub export` in another process reads it back from PostgreSQL", async () => {
+    serving = start(["hub", "serve", "--dir", hubDir, "--db", url]);
+    await serving.waitFor(/hub\.started/, 30_000);
+    expect(serving.output()).toContain(`database=postgres://flashlex@127.0.0.1:${pg.port}/hub`);
+
+    const collected = JSON.parse((await flashlex(["collect", ...thing.flags, "--json"], '{"stored":"in postgres"}')).stdout);
+    const id = collected.messageId;
+    expect(typeof id).toBe("string");
+
+    const zip = join(work, "export.zip");
+    const exported = await flashlex(["hub", "export", thing.name, "--dir", hubDir, "--db", url, "-o", zip]);
+    expect(exported.stdout).toContain("1 messages");
+    const files = unzipSync(readFileSync(zip));
+    const names = Object.keys(files);
+    expect(names).toHaveLength(1);
+    expect(names[0]).toEndWith(`/${id}.json`);
+    const stored = JSON.parse(new TextDecoder().decode(files[names[0]!]!));
+    expect(stored).toMatchObject({ flthingspk: thing.id, messagetype: "egress" });
+    expect(JSON.stringify(stored.payload)).toContain("in postgres");
+
+    expect(serving.output()).not.toContain(pg.password);
+    expect(await serving.stop(10_000)).toBe(0);
+    serving = undefined;
+  }, 90_000);
+
+  test("a PostgreSQL that cannot be reached: exit 69, one line naming HOST:PORT, without the password", async () => {
+    const closed = await freePort();
+    const result = await run(["hub", "thing", "list", "--dir", hubDir, "--db", `postgres://flashlex:${pg.password}@127.0.0.1:${closed}/hub`], {
+      timeoutMs: 60_000,
+    });
+    expect(result.code).toBe(69);
+    expect(result.stderr.trim().split("\n")).toHaveLength(1);
+    expect(result.stderr).toContain(`127.0.0.1:${closed}`);
+    expect(result.stderr + result.stdout).not.toContain(pg.password);
+
+    const denied = await run(["hub", "serve", "--dir", hubDir, "--db", `postgres://flashlex:not-the-password@127.0.0.1:${pg.port}/hub`], { timeoutMs: 60_000 });
+    expect(denied.code).toBe(69);
+    expect(denied.stderr).toContain(`127.0.0.1:${pg.port}`);
+    expect(denied.stderr + denied.stdout).not.toContain("not-the-password");
+  }, 90_000);
+
+  test("a malformed database URL: exit 78 naming --db, without the password", async () => {
+    const result = await run(["hub", "thing", "list", "--dir", hubDir, "--db", "postgres://flashlex:hidden-pw@127.0.0.1:99999/hub"], { timeoutMs: 30_000 });
+    expect(result.code).toBe(78);
+    expect(result.stderr).toContain("--db");
+    expect(result.stderr).not.toContain("hidden-pw");
+  }, 60_000);
+});

@@ -1,0 +1,431 @@
+/**
+ * The hub store's contract, run against both drivers: SQLite (a file in a temp dir) and
+ * PostgreSQL (Debian's PostgreSQL 15, started by this test on loopback with its own data
+ * directory, socket directory and port, and stopped in afterAll whatever the tests did:
+ * test/support/postgres.ts). Each test gets a fresh database: a new file, or a new PostgreSQL
+ * database on the one server.
+ *
+ * Then what only the PostgreSQL driver has: its schema_version table and migration under a
+ * lock, refusals of a foreign or already used database, and the errors for a server that
+ * cannot be reached or refuses the login (exit 69's kind, HOST:PORT named, no password).
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SQL } from "bun";
+import { parseHubDatabase } from "../../src/hub/store/database-url.ts";
+import type { HubStore, MessageRecord, ThingRecord } from "../../src/hub/store/hub-store.ts";
+import { HUB_MIGRATIONS } from "../../src/hub/store/migrations.ts";
+import { openHubStore } from "../../src/hub/store/open-store.ts";
+import { FlashlexError } from "../../src/shared/errors.ts";
+import { hasPostgres, startPostgres, type TestPostgres } from "../support/postgres.ts";
+
+let dir: string;
+let pg: TestPostgres | undefined;
+let databases = 0;
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), "flashlex-store-contract-"));
+  if (!hasPostgres) throw new Error("PostgreSQL 15 is not installed: run scripts/install-system-packages.sh");
+  pg = await startPostgres(dir);
+}, 60_000);
+
+afterAll(async () => {
+  await pg?.stop();
+  rmSync(dir, { recursive: true, force: true });
+}, 60_000);
+
+const DRIVERS: { name: string; open: () => Promise<HubStore> }[] = [
+  { name: "sqlite", open: () => openHubStore(join(dir, `hub-${++databases}.db`), { create: true }) },
+  {
+    name: "postgres",
+    open: () => openHubStore(parseHubDatabase(pg!.createDatabase(`hub_${++databases}`), "unused.db", "test"), { create: true }),
+  },
+];
+
+// Unix ms beyond 2^32 and 2^31 seconds, and the last millisecond a Date can hold: exact or bust.
+const CREATED_AT = 1_733_022_000_123;
+const FAR_FUTURE = 8_640_000_000_000_000;
+
+const thing = (n: number, extra: Partial<ThingRecord> = {}): ThingRecord => ({
+  id: `00000000-0000-4000-8000-${String(n).padStart(12, "0")}`,
+  name: `ecd13b11-thing${n}`,
+  shortName: `thing${n}`,
+  publicKeyPem: `key-${n}`,
+  certPem: `cert-${n}`,
+  certSerial: `serial-${n}`,
+  createdAt: CREATED_AT + n,
+  verifiedAt: null,
+  lastSeenAt: null,
+  revokedAt: null,
+  certNotAfter: FAR_FUTURE,
+  enrolledWith: null,
+  ...extra,
+});
+
+const message = (id: string, thingId: string, type: "egress" | "ingress", ts: number, extra: Partial<MessageRecord> = {}): MessageRecord => ({
+  flmessagespk: id,
+  thingId,
+  messagetype: type,
+  payload: JSON.stringify({ id, text: "grüße ✓" }),
+  fltimestamp: ts,
+  datecreated: "2024-01-01T00:00:00Z",
+  ...extra,
+});
+
+for (const driver of DRIVERS) {
+  describe(`hub store contract: ${driver.name}`, () => {
+    const withStore = (fn: (store: HubStore) => Promise<void>) => async () => {
+      const store = await driver.open();
+      try {
+        await fn(store);
+      } finally {
+        await store.close();
+      }
+    };
+
+    test(
+      "things: stored and read back exactly, integers as numbers; a taken name is refused as UNIQUE",
+      withStore(async (store) => {
+        expect(store.driver).toBe(driver.name as "sqlite" | "postgres");
+        await store.insertThing(thing(1));
+        await store.insertThing(thing(2, { revokedAt: FAR_FUTURE - 1 }));
+        const got = await store.getThing(thing(1).id);
+        expect(got).toEqual({ ...thing(1), previousPublicKeyPem: null, renewRequestedAt: null });
+        expect(typeof got!.createdAt).toBe("number");
+        expect((await store.getThingByName(thing(2).name))!.revokedAt).toBe(FAR_FUTURE - 1);
+        expect(await store.getThing("nope")).toBeUndefined();
+        expect((await store.listThings()).map((t) => t.shortName)).toEqual(["thing1", "thing2"]);
+        await expect(store.insertThing(thing(3, { name: thing(1).name }))).rejects.toThrow(/unique/i);
+      }),
+    );
+
+    test(
+      "seen and verified only move forward; revoke once; revokedSince; delete takes the messages along",
+      withStore(async (store) => {
+        const t = thing(1);
+        await store.insertThing(t);
+        await store.markVerified(t.id, CREATED_AT + 100);
+        await store.markVerified(t.id, CREATED_AT + 50);
+        await store.markSeen(t.id, CREATED_AT + 10);
+        let got = (await store.getThing(t.id))!;
+        expect([got.verifiedAt, got.lastSeenAt]).toEqual([CREATED_AT + 100, CREATED_AT + 100]);
+        await store.markSeen(t.id, CREATED_AT + 200);
+        got = (await store.getThing(t.id))!;
+        expect(got.lastSeenAt).toBe(CREATED_AT + 200);
+
+        expect(await store.revokeThing(t.id, CREATED_AT + 300)).toBe(true);
+        expect(await store.revokeThing(t.id, CREATED_AT + 400)).toBe(false);
+        expect(await store.revokedSince(CREATED_AT + 300)).toEqual([t.name]);
+        expect(await store.revokedSince(CREATED_AT + 301)).toEqual([]);
+
+        await store.insertMessage(message("m1", t.id, "egress", 1000));
+        expect(await store.deleteThing(t.id)).toBe(true);
+        expect(await store.deleteThing(t.id)).toBe(false);
+        expect(await store.queryMessages(t.id, {})).toEqual([]);
+      }),
+    );
+
+    test(
+      "thing pages: the name matched in any case, % and _ as themselves, total and window",
+      withStore(async (store) => {
+        for (let n = 1; n <= 5; n++) await store.insertThing(thing(n));
+        await store.insertThing(thing(6, { name: "ecd13b11-50%_off", shortName: "50%_off" }));
+        expect(await store.thingPage({ nameContains: "THING", offset: 1, limit: 2 })).toMatchObject({ total: 5 });
+        expect((await store.thingPage({ nameContains: "THING", offset: 1, limit: 2 })).things.map((t) => t.shortName)).toEqual(["thing2", "thing3"]);
+        expect((await store.thingPage({ nameContains: "%_", offset: 0, limit: 10 })).things.map((t) => t.shortName)).toEqual(["50%_off"]);
+        expect((await store.thingPage({ offset: 0, limit: 100 })).total).toBe(6);
+      }),
+    );
+
+    test(
+      "a message is stored once: a retried id gives the first row back; several in one transaction mark the sender seen",
+      withStore(async (store) => {
+        const [a, b] = [thing(1), thing(2)];
+        await store.insertThing(a);
+        await store.insertThing(b);
+        const first = await store.insertMessage(message("m1", a.id, "egress", 1_700_000_000));
+        expect(first).toEqual({ inserted: true, message: { ...message("m1", a.id, "egress", 1_700_000_000), delivery: null, deliveredAt: null } });
+        const again = await store.insertMessage(message("m1", a.id, "egress", 1_700_000_001, { payload: '"other"' }));
+        expect(again.inserted).toBe(false);
+        expect(again.message.fltimestamp).toBe(1_700_000_000);
+        expect(again.message.payload).toBe(first.message.payload);
+
+        const results = await store.insertMessages([
+          { message: message("m2", a.id, "egress", 1_700_000_002), seenAt: CREATED_AT + 5 },
+          { message: message("m1", b.id, "egress", 1_700_000_003), seenAt: CREATED_AT + 6 },
+        ]);
+        expect(results.map((r) => [r.inserted, r.message.thingId])).toEqual([
+          [true, a.id],
+          [false, a.id],
+        ]);
+        expect((await store.getThing(a.id))!.verifiedAt).toBe(CREATED_AT + 5);
+        // the id was a's: b is not marked by a message it could not store
+        expect((await store.getThing(b.id))!.verifiedAt).toBeNull();
+      }),
+    );
+
+    test(
+      "queries, pages after a cursor, ranges, counts, hourly counts, latest first, deletes",
+      withStore(async (store) => {
+        const t = thing(1);
+        await store.insertThing(t);
+        const base = 1_700_000_000 - (1_700_000_000 % 3600);
+        // two at one second: the order of insertion breaks the tie
+        const rows = [
+          message("e1", t.id, "egress", base + 10),
+          message("i1", t.id, "ingress", base + 10),
+          message("e2", t.id, "egress", base + 3600),
+          message("e3", t.id, "egress", base + 7300),
+        ];
+        for (const row of rows) await store.insertMessage(row);
+        expect((await store.queryMessages(t.id, {})).map((m) => m.flmessagespk)).toEqual(["e1", "i1", "e2", "e3"]);
+        expect((await store.queryMessages(t.id, { startts: base + 11, messagetype: "egress" })).map((m) => m.flmessagespk)).toEqual(["e2", "e3"]);
+        expect((await store.queryMessages(t.id, { endts: base + 10 })).map((m) => m.delivery)).toEqual([null, "unknown"]);
+
+        const page1 = await store.messagePage(t.id, {}, { limit: 2 });
+        expect(page1.map((p) => p.message.flmessagespk)).toEqual(["e1", "i1"]);
+        const page2 = await store.messagePage(t.id, {}, { limit: 2, after: page1[1]!.cursor });
+        expect(page2.map((p) => p.message.flmessagespk)).toEqual(["e2", "e3"]);
+        const range = await store.messageRange(t.id, { messagetype: "egress" });
+        expect(range.count).toBe(3);
+        expect(range.last!.fltimestamp).toBe(base + 7300);
+        expect((await store.messagePage(t.id, {}, { limit: 10, through: page1[1]!.cursor })).length).toBe(2);
+        expect(await store.messageRange(t.id, { startts: base + 99_999 })).toEqual({ count: 0, last: undefined });
+
+        expect(await store.messageCounts([t.id, "other"])).toEqual(new Map([[t.id, { egress: 3, ingress: 1 }]]));
+        expect(await store.messageCounts([])).toEqual(new Map());
+        expect(await store.hourlyMessageCounts(t.id, base)).toEqual([
+          { hour: base, messagetype: "egress", count: 1 },
+          { hour: base, messagetype: "ingress", count: 1 },
+          { hour: base + 3600, messagetype: "egress", count: 1 },
+          { hour: base + 7200, messagetype: "egress", count: 1 },
+        ]);
+        expect((await store.latestMessages({ limit: 3 })).map((m) => m.flmessagespk)).toEqual(["e3", "e2", "i1"]);
+        expect((await store.latestMessages({ thingId: t.id, messagetype: "ingress", limit: 3 })).map((m) => m.flmessagespk)).toEqual(["i1"]);
+
+        expect(await store.deleteMessages(t.id, { messagetype: "egress", endts: base + 3600 })).toBe(2);
+        await store.deleteMessage("e3");
+        expect((await store.queryMessages(t.id, {})).map((m) => m.flmessagespk)).toEqual(["i1"]);
+      }),
+    );
+
+    test(
+      "pending ingress: oldest first, delivered once, with the time of the PUBACK",
+      withStore(async (store) => {
+        const t = thing(1);
+        await store.insertThing(t);
+        await store.insertMessage(message("p2", t.id, "ingress", 20, { delivery: "pending" }));
+        await store.insertMessage(message("p1", t.id, "ingress", 10, { delivery: "pending" }));
+        expect((await store.pendingIngress(t.id)).map((m) => m.flmessagespk)).toEqual(["p1", "p2"]);
+        expect(
+          await store.markDelivered([
+            { flmessagespk: "p1", at: CREATED_AT },
+            { flmessagespk: "p1", at: CREATED_AT + 1 },
+            { flmessagespk: "gone", at: CREATED_AT },
+          ]),
+        ).toEqual([true, false, false]);
+        expect((await store.queryMessages(t.id, { endts: 10 }))[0]).toMatchObject({ delivery: "delivered", deliveredAt: CREATED_AT });
+        expect((await store.pendingIngress(t.id)).map((m) => m.flmessagespk)).toEqual(["p2"]);
+      }),
+    );
+
+    test(
+      "enrolment tokens: used while valid and only max times; a failed insert leaves the token unused (one transaction)",
+      withStore(async (store) => {
+        const token = { id: "tok1", hash: "h1", namePrefix: "lab-", maxUses: 2, uses: 0, createdAt: CREATED_AT, expiresAt: CREATED_AT + 1000, revokedAt: null };
+        await store.addEnrolmentToken(token);
+        expect(await store.enrolmentTokenByHash("h1")).toEqual(token);
+        expect(await store.enrolThing(thing(1), "h1", CREATED_AT + 1)).toBe(true);
+        await expect(store.enrolThing(thing(2, { name: thing(1).name }), "h1", CREATED_AT + 1)).rejects.toThrow(/unique/i);
+        expect((await store.enrolmentTokenByHash("h1"))!.uses).toBe(1);
+        expect(await store.enrolThing(thing(3), "h1", CREATED_AT + 1000)).toBe(false); // expired
+        expect(await store.enrolThing(thing(3), "h1", CREATED_AT + 2)).toBe(true);
+        expect(await store.enrolThing(thing(4), "h1", CREATED_AT + 3)).toBe(false); // used up
+        expect(await store.revokeEnrolmentToken("tok1", CREATED_AT + 4)).toBe(true);
+        expect(await store.revokeEnrolmentToken("tok1", CREATED_AT + 5)).toBe(false);
+        expect((await store.listEnrolmentTokens()).map((t) => [t.id, t.uses, t.revokedAt])).toEqual([["tok1", 2, CREATED_AT + 4]]);
+        expect((await store.getThing(thing(1).id))!.enrolledWith).toBeNull();
+      }),
+    );
+
+    test(
+      "certificates: a renewal keeps the previous key until forgotten; a renewal request only for a thing not revoked",
+      withStore(async (store) => {
+        await store.insertThing(thing(1));
+        expect(await store.requestRenewal(thing(1).id, CREATED_AT + 1)).toBe(true);
+        await store.replaceCertificate(thing(1).id, {
+          publicKeyPem: "new",
+          certPem: "c2",
+          certSerial: "s2",
+          certNotAfter: FAR_FUTURE,
+          previousPublicKeyPem: "key-1",
+        });
+        let got = (await store.getThing(thing(1).id))!;
+        expect([got.publicKeyPem, got.previousPublicKeyPem, got.renewRequestedAt, got.certNotAfter]).toEqual(["new", "key-1", null, FAR_FUTURE]);
+        await store.forgetPreviousKey(thing(1).id);
+        got = (await store.getThing(thing(1).id))!;
+        expect(got.previousPublicKeyPem).toBeNull();
+        await store.revokeThing(thing(1).id, CREATED_AT + 2);
+        expect(await store.requestRenewal(thing(1).id, CREATED_AT + 3)).toBe(false);
+      }),
+    );
+
+    test(
+      "operator tokens: expired CLI tokens are purged on add; active at a time; deleted by kind",
+      withStore(async (store) => {
+        await store.addToken("op", "operator", CREATED_AT, null);
+        await store.addToken("cli-old", "cli", CREATED_AT, CREATED_AT + 10);
+        expect((await store.activeTokenHashes(CREATED_AT + 5)).sort()).toEqual(["cli-old", "op"]);
+        expect(await store.activeTokenHashes(CREATED_AT + 10)).toEqual(["op"]);
+        await store.addToken("cli-new", "cli", CREATED_AT + 20, CREATED_AT + 30);
+        expect(await store.deleteTokens("cli")).toBe(1); // cli-old was purged by the add
+        await store.deleteToken("op");
+        expect(await store.activeTokenHashes(CREATED_AT)).toEqual([]);
+      }),
+    );
+
+    test(
+      "update tables: releases once, rollouts with growing ids, batches, counts, and a transaction that throws leaves nothing",
+      withStore(async (store) => {
+        const u = store.updates;
+        await u.insertRelease({ version: "1.0.0", manifest: "{}", signature: "sig", added_at: CREATED_AT });
+        await u.insertRelease({ version: "1.0.0", manifest: "{other}", signature: "x", added_at: CREATED_AT + 1 });
+        expect(await u.listReleases()).toEqual([{ version: "1.0.0", manifest: "{}", signature: "sig", added_at: CREATED_AT }]);
+        const id1 = await u.insertRollout({ version: "1.0.0", batchSize: 1, maxFailures: 0, at: CREATED_AT });
+        const id2 = await u.insertRollout({ version: "1.0.0", batchSize: 1, maxFailures: 0, at: CREATED_AT });
+        expect(id2).toBeGreaterThan(id1);
+        expect((await u.latestRollout())!.id).toBe(id2);
+        expect((await u.runningRollout())!.id).toBe(id1);
+        for (const [n, batch] of [
+          [1, 0],
+          [2, 1],
+          [3, 1],
+        ] as const) {
+          await u.assign({
+            thingId: `t${n}`,
+            rolloutId: id2,
+            toVersion: "1.0.0",
+            batch,
+            state: batch === 0 ? "pending" : "queued",
+            detail: null,
+            at: CREATED_AT,
+          });
+        }
+        await u.recordRunning("t1", { version: "0.9.0", target: "linux-arm64" }, CREATED_AT + 1);
+        await u.recordRunning("t1", { version: "0.9.1" }, CREATED_AT + 2);
+        expect(await u.thingRow("t1")).toMatchObject({ version: "0.9.1", target: "linux-arm64", seen_at: CREATED_AT + 2, state: "pending", rollout_id: id2 });
+        expect(await u.countStates(id2, ["queued"])).toBe(2);
+        expect(await u.countStates(id2, ["queued"], true)).toBe(1);
+        expect(await u.nextQueuedBatch(id2)).toBe(1);
+        await u.releaseBatch(id2, 1, CREATED_AT + 3);
+        expect(await u.nextQueuedBatch(id2)).toBeNull();
+        await u.setState("t2", "failed", "no", CREATED_AT + 4);
+        await u.stopRollout(id2, "enough", CREATED_AT + 5);
+        expect((await u.rollout(id2))!.state).toBe("stopped");
+        expect((await u.thingRows()).map((r) => [r.thing_id, r.state]).sort()).toEqual([
+          ["t1", "cancelled"],
+          ["t2", "failed"],
+          ["t3", "cancelled"],
+        ]);
+        await expect(
+          u.transaction(async (t) => {
+            await t.finishRollout(id1, CREATED_AT + 6);
+            throw new Error("changed my mind");
+          }),
+        ).rejects.toThrow("changed my mind");
+        expect((await u.rollout(id1))!.state).toBe("running");
+      }),
+    );
+
+    test(
+      "concurrent callers: transactions and single statements interleave without joining each other",
+      withStore(async (store) => {
+        const t = thing(1);
+        await store.insertThing(t);
+        const failing = store.updates.transaction(async (u) => {
+          await u.insertRelease({ version: "9.9.9", manifest: "{}", signature: "s", added_at: 1 });
+          await new Promise((r) => setTimeout(r, 20));
+          throw new Error("rolled back");
+        });
+        const writes = Array.from({ length: 20 }, (_, i) => store.insertMessage(message(`c${i}`, t.id, "egress", 100 + i)));
+        await expect(failing).rejects.toThrow("rolled back");
+        expect((await Promise.all(writes)).every((r) => r.inserted)).toBe(true);
+        expect((await store.queryMessages(t.id, {})).length).toBe(20);
+        expect(await store.updates.listReleases()).toEqual([]);
+      }),
+    );
+  });
+}
+
+describe("the PostgreSQL driver", () => {
+  const at = (url: string) => parseHubDatabase(url, "unused.db", "--db");
+
+  test("migrates once, under a lock: two hubs opening a new database together; schema_version has one row per step", async () => {
+    const url = pg!.createDatabase("twice");
+    const [a, b] = await Promise.all([openHubStore(at(url)), openHubStore(at(url))]);
+    await a.insertThing(thing(1));
+    expect((await b.getThing(thing(1).id))!.createdAt).toBe(thing(1).createdAt);
+    await Promise.all([a.close(), b.close()]);
+    const sql = new SQL(url);
+    try {
+      const rows = await sql`SELECT version FROM schema_version ORDER BY version`;
+      expect(rows.map((r: { version: number }) => r.version)).toEqual(HUB_MIGRATIONS.map((_, i) => i + 1));
+    } finally {
+      await sql.close();
+    }
+  });
+
+  test("refuses a database that holds other tables, and `create` on one that holds a hub (ConfigError, 78)", async () => {
+    const url = pg!.createDatabase("someone_elses");
+    const sql = new SQL(url);
+    await sql`CREATE TABLE invoices (id int)`;
+    await sql.close();
+    const foreign = await openHubStore(at(url)).catch((e: unknown) => e);
+    expect(foreign).toBeInstanceOf(FlashlexError);
+    expect((foreign as FlashlexError).kind).toBe("config");
+    expect((foreign as Error).message).toContain("not a FlashLex database (it holds other tables: invoices)");
+
+    const used = pg!.createDatabase("used");
+    await (await openHubStore(at(used), { create: true })).close();
+    const again = await openHubStore(at(used), { create: true }).catch((e: unknown) => e);
+    expect((again as FlashlexError).kind).toBe("config");
+    expect((again as Error).message).toMatch(/already holds a FlashLex hub/);
+  });
+
+  test("a server that cannot be reached, or refuses the password: one line, kind unavailable (69), HOST:PORT named, no password", async () => {
+    const closedPort = await new Promise<number>((resolve) => {
+      const server = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+      const port = server.port;
+      server.stop(true);
+      resolve(port);
+    });
+    const refused = await openHubStore(at(`postgres://flashlex:sekrit-pw@127.0.0.1:${closedPort}/flashlex`)).catch((e: unknown) => e);
+    expect((refused as FlashlexError).kind).toBe("unavailable");
+    expect((refused as Error).message).toContain(`127.0.0.1:${closedPort}`);
+    expect((refused as Error).message).not.toContain("sekrit-pw");
+    expect((refused as Error).message).not.toContain("\n");
+
+    const denied = await openHubStore(at(`postgres://flashlex:wrong-pw@127.0.0.1:${pg!.port}/flashlex`)).catch((e: unknown) => e);
+    expect((denied as FlashlexError).kind).toBe("unavailable");
+    expect((denied as Error).message).toContain(`127.0.0.1:${pg!.port}`);
+    expect((denied as Error).message).toMatch(/password authentication failed/);
+    expect((denied as Error).message).not.toContain("wrong-pw");
+  });
+
+  test("a malformed URL is a configuration error naming where it came from, its password hidden", () => {
+    for (const bad of ["postgres://u:pw-hidden@/db", "mysql://u:pw-hidden@h/db", "postgres://u:pw-hidden@h:99999/db", "postgres://u:pw-hidden@h:5432/"]) {
+      let thrown: unknown;
+      try {
+        at(bad);
+      } catch (err) {
+        thrown = err;
+      }
+      expect((thrown as FlashlexError).kind).toBe("config");
+      expect((thrown as Error).message).toStartWith("--db: ");
+      expect((thrown as Error).message).not.toContain("pw-hidden");
+    }
+    expect(at("sqlite")).toEqual({ kind: "sqlite", file: "unused.db", display: "unused.db" });
+  });
+});
