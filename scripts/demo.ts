@@ -165,4 +165,8 @@ if (stayUp) {
   );
   await new Promise(() => {});
 }
+// Without a terminal (a pipe, ssh without -t) nobody can press Ctrl-C: say why it stops now.
+console.log(
+  `\nNo terminal${process.argv.includes("--exit") ? " (--exit)" : ""}: stopping the thing and the hub and removing ${work}. Run \`npm run demo\` in a terminal to keep them up for the console.`,
+);
 await cleanup(0);

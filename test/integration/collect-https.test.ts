@@ -5,7 +5,7 @@
  * delivered, the message is queued (69) and the reason names the address.
  */
 import { afterAll, expect, test } from "bun:test";
-import { copyFileSync, mkdtempSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { run, start } from "../support/binary.ts";
@@ -23,11 +23,11 @@ async function flashlex(args: string[], input?: string) {
   return result;
 }
 
-/** A hub home whose API is https://127.0.0.1:PORT, its certificate from the hub's own CA. */
-async function httpsHub(name: string): Promise<string> {
+/** A hub home whose API is https://127.0.0.1:PORT, its certificate from the hub's own CA; its operator token. */
+async function httpsHub(name: string): Promise<{ dir: string; token: string }> {
   const dir = join(work, name);
   const [apiPort, brokerPort] = [await freePort(), await freePort()];
-  await flashlex([
+  const init = await flashlex([
     "hub",
     "init",
     "--dir",
@@ -40,14 +40,15 @@ async function httpsHub(name: string): Promise<string> {
     String(brokerPort),
     "--name",
     "127.0.0.1",
+    "--json",
   ]);
   listenOnLoopback(dir);
-  return dir;
+  return { dir, token: JSON.parse(init.stdout).token as string };
 }
 
 test("a hub serving HTTPS with its own CA: collect delivers; with another CA in the thing's root file it is refused and queued", async () => {
-  const hubDir = await httpsHub("hub");
-  const stranger = await httpsHub("stranger");
+  const { dir: hubDir } = await httpsHub("hub");
+  const { dir: stranger } = await httpsHub("stranger");
   const thing = await provisionThing(flashlex, hubDir, work, "secure");
   const hub = start(["hub", "serve", "--dir", hubDir]);
   try {
@@ -63,5 +64,43 @@ test("a hub serving HTTPS with its own CA: collect delivers; with another CA in 
     tally("attacks");
   } finally {
     expect(await hub.stop()).toBe(0);
+  }
+}, 90_000);
+
+test("the cURL line `hub thing create` prints for an HTTPS hub downloads with real curl: the hub's key is pinned, and another hub's is refused", async () => {
+  const { dir: hubDir, token } = await httpsHub("pinned");
+  const { dir: otherDir } = await httpsHub("other");
+  const created = await flashlex(["hub", "thing", "create", "kitchen", "--dir", hubDir, "-o", join(work, "kitchen-cli.zip")]);
+  const line = /curl -fo \S+ -k --pinnedpubkey '(sha256\/\/[A-Za-z0-9+/=]+)' -H "Authorization: Bearer \$FLASHLEX_TOKEN" (https:\/\/\S+)$/m.exec(
+    created.stdout,
+  );
+  expect(line, created.stdout).not.toBeNull();
+  const [, pin, url] = line!;
+  const curl = async (cwd: string, port?: string) => {
+    // --connect-to sends the same URL to another hub's port: its key is not the pinned one.
+    const target = port ? ["--connect-to", `127.0.0.1:${new URL(url!).port}:127.0.0.1:${port}`] : [];
+    const proc = Bun.spawn(["curl", "-sS", "-fo", "kitchen.zip", "-k", "--pinnedpubkey", pin!, ...target, "-H", `Authorization: Bearer ${token}`, url!], {
+      cwd,
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    return { code: await proc.exited, stderr: await new Response(proc.stderr).text() };
+  };
+  const hub = start(["hub", "serve", "--dir", hubDir]);
+  const other = start(["hub", "serve", "--dir", otherDir]);
+  try {
+    await hub.waitFor(/hub\.started/, 30_000);
+    const started = await other.waitFor(/hub\.started.*api=https:\/\/127\.0\.0\.1:(\d+)/, 30_000);
+    const otherPort = /api=https:\/\/127\.0\.0\.1:(\d+)/.exec(started)![1]!;
+    const fetched = mkdtempSync(join(work, "curl-"));
+    const ok = await curl(fetched);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(readFileSync(join(fetched, "kitchen.zip")).subarray(0, 2).toString()).toBe("PK");
+    const impostor = await curl(mkdtempSync(join(work, "curl-")), otherPort);
+    expect(impostor.code).toBe(90); // curl: CURLE_SSL_PINNEDPUBKEYNOTMATCH
+    tally("attacks");
+  } finally {
+    expect(await hub.stop()).toBe(0);
+    expect(await other.stop()).toBe(0);
   }
 }, 90_000);

@@ -64,7 +64,7 @@ describe("enrolment", () => {
     const created = await hub.flashlex(["hub", "enroll-token", "create", "--dir", hub.dir, "--max-uses", "3", "--expires", "2h"]);
     const token = created.stdout.match(/flxe_[A-Za-z0-9_-]{43}/)![0];
     expect(created.stdout).toMatch(/hub CA fingerprint \(SHA-256.*\): ([0-9A-F]{2}:){31}[0-9A-F]{2}/);
-    expect(created.stdout).toContain(`flashlex enroll --hub http://127.0.0.1:${hub.apiPort}/dev/v1 --token ${token} --ca-fingerprint `);
+    expect(created.stdout).toContain(`FLASHLEX_ENROLL_TOKEN=${token} ./flashlex enroll --hub http://127.0.0.1:${hub.apiPort}/dev/v1 --ca-fingerprint `);
     const listed = await hub.flashlex(["hub", "enroll-token", "list", "--dir", hub.dir]);
     expect(listed.stdout).not.toContain(token);
     expect(listed.stdout).toMatch(/active\s+0\/3/);

@@ -97,8 +97,10 @@ test("the README's lead path: an enrolment token on the hub, `./flashlex enroll`
   try {
     // 2. On the hub: the token, and the exact line to run on the device.
     const token = await hub.flashlex(["hub", "enroll-token", "create", "--dir", hub.dir]);
-    const line = /^ {2}(flashlex enroll --hub \S+ --token \S+ --ca-fingerprint \S+ --name NAME)$/m.exec(token.stdout)?.[1];
-    expect(line, token.stdout).toBeDefined();
+    // The token travels in the environment (ps shows arguments): FLASHLEX_ENROLL_TOKEN=... ./flashlex enroll ...
+    const printed = /^ {2}FLASHLEX_ENROLL_TOKEN=(flxe_\S+) \.\/flashlex (enroll --hub \S+ --ca-fingerprint \S+ --name NAME)$/m.exec(token.stdout);
+    expect(printed, token.stdout).not.toBeNull();
+    const [, enrolToken, line] = printed!;
 
     // 3. The device: the binary in an empty folder, the printed line run there as ./flashlex with NAME filled in.
     const folder = join(work, "enrol-pi", "mything");
@@ -106,8 +108,9 @@ test("the README's lead path: an enrolment token on the hub, `./flashlex enroll`
     const flashlex = join(folder, "flashlex");
     copyFileSync(binaryPath(), flashlex);
     chmodSync(flashlex, 0o755);
-    const here = (args: string[], input?: string) => run(args, { command: [flashlex], cwd: folder, input, timeoutMs: 60_000 });
-    const enrolled = await here(line!.replace(/NAME$/, "mything").split(" ").slice(1));
+    const here = (args: string[], input?: string, env?: Record<string, string>) =>
+      run(args, { command: [flashlex], cwd: folder, input, env, timeoutMs: 60_000 });
+    const enrolled = await here(line!.replace(/NAME$/, "mything").split(" "), undefined, { FLASHLEX_ENROLL_TOKEN: enrolToken! });
     expect(enrolled.code, explain(enrolled)).toBe(0);
     const name = /enrolled (\S+)/.exec(enrolled.stdout)![1]!;
     expect(name).toEndWith("-mything");

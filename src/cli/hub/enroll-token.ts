@@ -49,7 +49,8 @@ function create(options: Options): Promise<number> {
     const settings = hub.home.settings;
     const hubUrl = `${settings.api.publicUrl.replace(/\/+$/, "")}/${settings.env}/v1`;
     const name = record.namePrefix ? `${record.namePrefix}NAME` : "NAME";
-    const command = `flashlex enroll --hub ${hubUrl} --token ${token} --ca-fingerprint ${info.caFingerprint} --name ${name}`;
+    // The token in the environment, not a flag: `ps` shows every process's arguments to every user.
+    const command = `FLASHLEX_ENROLL_TOKEN=${token} ./flashlex enroll --hub ${hubUrl} --ca-fingerprint ${info.caFingerprint} --name ${name}`;
     if (options.json) {
       const { enrolmentTokenJson } = await import("../../hub/http/presenters.ts");
       console.log(JSON.stringify({ ...enrolmentTokenJson({ ...record, state: "active" }), token, hub: hubUrl, caFingerprint: info.caFingerprint, command }));

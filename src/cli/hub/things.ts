@@ -65,13 +65,11 @@ function create(args: string[], options: Options): Promise<number> {
       return ExitCode.OK;
     }
     const topics = thingTopics(thing.name);
-    const settings = hub.home.settings;
     console.log(`created thing ${thing.name} (id ${thing.id}, ${keyType === "ec" ? "EC P-256 key, ES256 tokens" : "RSA-2048 key, RS256 tokens"})`);
     console.log(`distribution: ${output} (mode 0600: it holds the thing's private key)`);
     console.log(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
-    console.log(
-      `or on the thing, with the operator access token: curl -fo ${thing.name}.zip -H "Authorization: Bearer $FLASHLEX_TOKEN" ${settings.api.publicUrl}/${settings.env}/v1/things/${thing.id}/dist`,
-    );
+    const { distributionDownloadLine } = await import("../../hub/things/download-line.ts");
+    console.log(`or on the thing, with the operator access token: ${distributionDownloadLine(thing, "$FLASHLEX_TOKEN", hub.home)}`);
     console.log("next: copy the zip and the flashlex binary for the board to the thing; there:");
     console.log(`  unzip ${thing.name}.zip && chmod +x flashlex && mv flashlex ${thing.name}/ && cd ${thing.name}`);
     console.log("  ./flashlex bootstrap && sudo ./flashlex install-service");

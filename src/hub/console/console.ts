@@ -22,6 +22,7 @@ import type { HubUseCases } from "../hub.ts";
 import { archiveStream } from "../messages/archive.ts";
 import { parseIngressDocument } from "../messages/messages.ts";
 import type { MessageQuery, MessageType, ThingRecord } from "../store/hub-store.ts";
+import { distributionDownloadLine } from "../things/download-line.ts";
 import { thingKeyType } from "../things/provision.ts";
 import { thingStatus } from "../things/things.ts";
 import { type ConsoleAssets, consoleAssets } from "./assets.ts";
@@ -259,7 +260,6 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       async handle(ctx) {
         const thing = await thingOr404(ctx);
         const [summary, hours] = await Promise.all([things.summary(thing), messages.hourly(thing)]);
-        const dist = `${settings.api.publicUrl.replace(/\/+$/, "")}/${settings.env}/v1/things/${thing.id}/dist`;
         const q = ctx.url.searchParams;
         const done = q.get("created")
           ? `Created ${thing.name}. Download its distribution below (Thing SDK).`
@@ -276,7 +276,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
             agent: await updates.forThing(thing.id),
             topics: thingTopics(thing.name),
             // The guide's cURL line, with this browser's token (the page is never cached).
-            curl: thing.revokedAt === null ? `curl -fo ${thing.name}.zip -H "Authorization: Bearer ${ctx.session.token}" ${dist}` : undefined,
+            curl: thing.revokedAt === null ? distributionDownloadLine(thing, ctx.session.token, home) : undefined,
             notice: done ? { text: done } : undefined,
           }),
         );

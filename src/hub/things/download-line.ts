@@ -1,0 +1,33 @@
+import { createHash, X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import type { HubPaths } from "../home/paths.ts";
+import type { HubSettings } from "../home/settings.ts";
+
+/**
+ * The guide's cURL line that downloads a thing's distribution zip on the thing itself, as the
+ * CLI (`hub thing create`) and the console's thing page print it.
+ *
+ * An `https://` hub answers with its own certificate (the broker's, signed by the hub CA), which
+ * a fresh Pi does not trust: curl would fail (exit 60) and the user's next move would be `-k`,
+ * sending the operator token to whoever answers. So for HTTPS the line pins the hub's public key
+ * (`--pinnedpubkey sha256//...`, checked by curl whether or not the chain is verified): the
+ * token reaches this hub or nobody. Takes the thing's name and id, the Authorization value to
+ * show (a `$VARIABLE` or the token itself), the hub's settings and paths; throws what reading the
+ * certificate throws (a hub home without it cannot serve HTTPS either).
+ */
+export function distributionDownloadLine(
+  thing: { id: string; name: string },
+  bearer: string,
+  hub: { settings: Pick<HubSettings, "api" | "env">; paths: Pick<HubPaths, "brokerCert"> },
+): string {
+  const base = hub.settings.api.publicUrl.replace(/\/+$/, "");
+  const url = `${base}/${hub.settings.env}/v1/things/${thing.id}/dist`;
+  const tls = url.startsWith("https://") ? ` -k --pinnedpubkey 'sha256//${publicKeyPin(readFileSync(hub.paths.brokerCert, "utf8"))}'` : "";
+  return `curl -fo ${thing.name}.zip${tls} -H "Authorization: Bearer ${bearer}" ${url}`;
+}
+
+/** The SHA-256 of a certificate's SubjectPublicKeyInfo (DER), base64: curl's --pinnedpubkey form (RFC 7469 §2.4). */
+export function publicKeyPin(certPem: string): string {
+  const spki = new X509Certificate(certPem).publicKey.export({ type: "spki", format: "der" });
+  return createHash("sha256").update(spki).digest("base64");
+}
