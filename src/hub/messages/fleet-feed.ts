@@ -5,8 +5,10 @@
  * (`seq`), once a second and only while someone watches, and hands them to the console's feed:
  * one query per second per hub, however many browsers watch.
  *
- * Why polling and not PostgreSQL's LISTEN/NOTIFY: Bun's SQL client (1.4) has no LISTEN, and a
- * second driver only for this is not worth it at one query a second.
+ * Why polling and not PostgreSQL's LISTEN/NOTIFY: Bun 1.4.5's SQL object has `listen` and
+ * `notify` methods, not tried here yet; NOTIFY would also need every insert (or a trigger) to
+ * send one and a dedicated connection per hub, while one indexed query a second, only while a
+ * browser watches, costs little and needs nothing of the writers.
  *
  * Holes: PostgreSQL hands out `seq` values at insert, not at commit, so a row with a lower seq
  * can become visible after a higher one; and an insert that does nothing (a message id stored
