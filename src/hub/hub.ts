@@ -21,6 +21,7 @@ import type { Logger } from "../shared/log.ts";
 import type { HubBroker } from "./broker/broker.ts";
 import { writeMosquittoFiles } from "./broker/mosquitto-files.ts";
 import { writeRabbitFiles } from "./broker/rabbitmq-files.ts";
+import { ConsoleSessions } from "./console/sessions.ts";
 import { Enrolment } from "./enrolment/enrolment.ts";
 import { type DatabaseOverride, type HubHome, openHubHome } from "./home/home.ts";
 import { OperatorTokens } from "./home/tokens.ts";
@@ -40,14 +41,21 @@ export interface HubUseCases {
   messages: Messages;
   collector: Collector;
   operators: OperatorTokens;
-  /** what happens to messages, live (the console watches it) */
+  /** what happens to messages in this process (the use cases publish, /metrics counts) */
   feed: MessageFeed;
+  /**
+   * what the console's live view watches: `feed` itself on SQLite (one hub); on a served
+   * database, what every hub stored (messages/fleet-feed.ts)
+   */
+  live: MessageFeed;
   /** releases, rollouts, what things run (the update tables of the store) */
   updates: Updates;
   /** enrolment tokens and self-enrolment (enrolment/) */
   enrolment: Enrolment;
   /** thing certificates: renewal, rotation requests, expiry (things/certificates.ts) */
   certificates: ThingCertificates;
+  /** the console's sign-ins, kept in the database (console/sessions.ts) */
+  consoleSessions: ConsoleSessions;
 }
 
 export interface HubUseCaseDeps {
@@ -62,6 +70,8 @@ export interface HubUseCaseDeps {
   collector?: Collector;
   /** the live feed, when the broker's parts were given it first (service.ts) */
   feed?: MessageFeed;
+  /** the console's feed, when not `feed` (service.ts, on a served database) */
+  live?: MessageFeed;
   /** Unix ms */
   now?: () => number;
 }
@@ -78,9 +88,11 @@ export function hubUseCases(deps: HubUseCaseDeps): HubUseCases {
     collector: deps.collector ?? new Collector({ store, log, now, feed }),
     operators: new OperatorTokens(store, now),
     feed,
+    live: deps.live ?? feed,
     updates: new Updates({ home, store, now }),
     enrolment: new Enrolment({ home, store, log, now }),
     certificates: new ThingCertificates({ home, store, now }),
+    consoleSessions: new ConsoleSessions(store, { now }),
   };
 }
 

@@ -16,6 +16,7 @@ import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts
 import { rabbitConnectionCloser } from "./broker/rabbitmq-management.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
 import { type DatabaseOverride, openHubHome, readBrokerSecret } from "./home/home.ts";
+import { hubClientId, hubInstance } from "./home/instance.ts";
 import type { HubPaths } from "./home/paths.ts";
 import { DEFAULT_METRICS_LISTEN, type HubSettings } from "./home/settings.ts";
 import { type HubServer, refuseSecondHub, startHubServer, startLocalSocket } from "./http/bun-server.ts";
@@ -23,6 +24,7 @@ import { createHubApi } from "./http/routes.ts";
 import { hubUseCases } from "./hub.ts";
 import { Collector } from "./messages/collect.ts";
 import { MessageFeed } from "./messages/feed.ts";
+import { startFleetFeed } from "./messages/fleet-feed.ts";
 import { ingressLedger } from "./messages/ingress-delivery.ts";
 import type { HubMetrics } from "./metrics/prometheus.ts";
 import type { HubStore } from "./store/hub-store.ts";
@@ -155,6 +157,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
           caPem,
           certPem: readFileSync(paths.clientCert, "utf8"),
           keyPem: readFileSync(paths.clientKey, "utf8"),
+          clientId: hubClientId(hubInstance(paths, settings)),
           events,
           directory,
           log,
@@ -194,7 +197,15 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
         void reloader.request("revocation");
       }
     };
-    const useCases = hubUseCases({ home, store, log, broker, collector, feed, disconnect: kick });
+    // On a served database the console's live view shows what every hub stored (fleet-feed.ts).
+    let live: MessageFeed | undefined;
+    if (store.driver === "postgres") {
+      const fleetFeed = new MessageFeed();
+      const stopFleetFeed = startFleetFeed({ store, local: feed, live: fleetFeed, log });
+      await parts.start({ name: "fleet live feed", stop: stopFleetFeed });
+      live = fleetFeed;
+    }
+    const useCases = hubUseCases({ home, store, log, broker, collector, feed, live, disconnect: kick });
     updatesRef = useCases.updates;
     const api = createHubApi({ ...useCases, log, observer });
     const local = await startLocalSocket(api, paths.socket);

@@ -294,10 +294,13 @@ for (const driver of DRIVERS) {
         await u.insertRelease({ version: "1.0.0", manifest: "{other}", signature: "x", added_at: CREATED_AT + 1 });
         expect(await u.listReleases()).toEqual([{ version: "1.0.0", manifest: "{}", signature: "sig", added_at: CREATED_AT }]);
         const id1 = await u.insertRollout({ version: "1.0.0", batchSize: 1, maxFailures: 0, at: CREATED_AT });
+        expect((await u.runningRollout())!.id).toBe(id1);
+        // at most one runs (rollouts_one_running): the first stops before the second starts
+        await u.stopRollout(id1, "replaced", CREATED_AT);
         const id2 = await u.insertRollout({ version: "1.0.0", batchSize: 1, maxFailures: 0, at: CREATED_AT });
         expect(id2).toBeGreaterThan(id1);
         expect((await u.latestRollout())!.id).toBe(id2);
-        expect((await u.runningRollout())!.id).toBe(id1);
+        expect((await u.runningRollout())!.id).toBe(id2);
         for (const [n, batch] of [
           [1, 0],
           [2, 1],
@@ -335,7 +338,53 @@ for (const driver of DRIVERS) {
             throw new Error("changed my mind");
           }),
         ).rejects.toThrow("changed my mind");
-        expect((await u.rollout(id1))!.state).toBe("running");
+        expect((await u.rollout(id1))!.state).toBe("stopped");
+      }),
+    );
+
+    test(
+      "several hubs: console sessions, once-only claims, messages after a position, one running rollout",
+      withStore(async (store) => {
+        const keep = { usedSince: 0, createdSince: 0, max: 2 };
+        await store.addConsoleSession({ idHash: "h1", tokenBox: "b1", createdAt: 10, lastUsedAt: 10 }, keep);
+        await store.addConsoleSession({ idHash: "h2", tokenBox: "b2", createdAt: 11, lastUsedAt: 11 }, keep);
+        await store.touchConsoleSession("h1", 20);
+        await store.touchConsoleSession("h1", 15); // only forward
+        expect(await store.consoleSession("h1")).toEqual({ idHash: "h1", tokenBox: "b1", createdAt: 10, lastUsedAt: 20 });
+        // the third of at most two: the least recently used (h2) goes
+        await store.addConsoleSession({ idHash: "h3", tokenBox: "b3", createdAt: 30, lastUsedAt: 30 }, keep);
+        expect(await store.consoleSession("h2")).toBeUndefined();
+        // expired ones go first
+        await store.addConsoleSession({ idHash: "h4", tokenBox: "b4", createdAt: 40, lastUsedAt: 40 }, { ...keep, usedSince: 25 });
+        expect(await store.consoleSession("h1")).toBeUndefined();
+        expect(await store.consoleSession("h3")).toBeDefined();
+        await store.deleteConsoleSession("h3");
+        expect(await store.consoleSession("h3")).toBeUndefined();
+        expect(await store.deleteConsoleSessions()).toBe(1);
+
+        const claims = await Promise.all([1, 2, 3].map(() => store.claimOnce("echo:x", 100, 0)));
+        expect(claims.filter(Boolean).length).toBe(1);
+        expect(await store.claimOnce("echo:x", 200, 150)).toBe(true); // the old claim was forgotten
+
+        const t = thing(1);
+        await store.insertThing(t);
+        expect(await store.lastMessageSeq()).toBe(0);
+        await store.insertMessage(message("m1", t.id, "egress", 5));
+        const first = await store.lastMessageSeq();
+        await store.insertMessage(message("m1", t.id, "egress", 5)); // a repeat: no row
+        await store.insertMessage(message("m2", t.id, "ingress", 4, { delivery: "pending" }));
+        const after = await store.messagesAfter(first - 1, 10);
+        expect(after.map((r) => [r.message.flmessagespk, r.thingName])).toEqual([
+          ["m1", t.name],
+          ["m2", t.name],
+        ]);
+        expect(after[0]!.seq).toBe(first);
+        expect((await store.messagesAfter(first, 10)).map((r) => r.message.flmessagespk)).toEqual(["m2"]);
+
+        const u = store.updates;
+        await u.insertRelease({ version: "1.0.0", manifest: "{}", signature: "s", added_at: 1 });
+        await u.insertRollout({ version: "1.0.0", batchSize: 1, maxFailures: 0, at: 1 });
+        await expect(u.insertRollout({ version: "1.0.0", batchSize: 1, maxFailures: 0, at: 2 })).rejects.toThrow(/unique/i);
       }),
     );
 

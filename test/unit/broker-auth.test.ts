@@ -29,6 +29,15 @@ describe("RabbitMQ auth backend answers", () => {
     expect(await decideVhost({ username: N, vhost: "other", client_id: N }, ctx)).toBe(false);
   });
 
+  test("vhost: the hub's certificate user, and only it, connects as flashlex-hub-<instance> (one session per hub)", async () => {
+    expect(await decideVhost({ username: "flashlex-hub", vhost: "/", client_id: "flashlex-hub" }, ctx)).toBe(true);
+    expect(await decideVhost({ username: "flashlex-hub", vhost: "/", client_id: "flashlex-hub-a1" }, ctx)).toBe(true);
+    expect(await decideVhost({ username: "flashlex-hub", vhost: "/", client_id: "flashlex-hub-A1" }, ctx)).toBe(false);
+    expect(await decideVhost({ username: "flashlex-hub", vhost: "/", client_id: N }, ctx)).toBe(false);
+    expect(await decideVhost({ username: N, vhost: "/", client_id: "flashlex-hub-a1" }, ctx)).toBe(false);
+    expect(await decideVhost({ username: N, vhost: "/", client_id: "flashlex-hub" }, ctx)).toBe(false);
+  });
+
   test("resource: a thing's own session queues and the topic exchange, nothing else", async () => {
     const r = (name: string, resource: string, permission: string) => decideResource({ username: N, vhost: "/", resource, name, permission }, ctx);
     expect(await r(`mqtt-subscription-${N}qos1`, "queue", "configure")).toBe(true);

@@ -33,7 +33,7 @@ let api: HubApi;
 let token: string;
 let thing: ThingRecord;
 let clock = Date.now();
-const sessions = new ConsoleSessions({ now: () => clock, idleMs: 60_000 });
+let sessions: ConsoleSessions;
 const online = new Set<string>();
 const broker: HubBroker = {
   url: "mqtts://test:8883",
@@ -51,6 +51,7 @@ beforeAll(async () => {
   token = init.token;
   store = await openHubStore(home.paths.database);
   hub = hubUseCases({ home, store, log: silentLogger, broker });
+  sessions = new ConsoleSessions(store, { now: () => clock, idleMs: 60_000 });
   api = createHubApi({ ...hub, log: silentLogger, consoleSessions: sessions });
   thing = (await hub.things.create("pump")).thing;
 });

@@ -48,6 +48,10 @@ export function startBrokerAuthServer(opts: { host: string; port: number; ctx: B
   const server = Bun.serve({
     hostname: opts.host,
     port: opts.port,
+    // SO_REUSEPORT: several hubs on one machine listen on the one address the nodes' config
+    // names, the kernel shares the requests among them, and when one hub stops the others
+    // answer alone (docs/scaling.md, "Several hubs"). Linux lets only the same user share a port.
+    reusePort: true,
     maxRequestBodySize: MAX_BODY_BYTES,
     async fetch(request) {
       const path = new URL(request.url).pathname;

@@ -24,10 +24,13 @@
  *   login under a thing's name is refused, whatever the password: the MQTT plugin prefers a
  *   CONNECT's username and password to the certificate, and a thing must not become another.
  * - MQTT client id ≠ user name (= CN): refused at the vhost check, before the client id is
- *   registered, so it cannot take over the real thing's session.
+ *   registered, so it cannot take over the real thing's session. The one exception is the hub's
+ *   certificate user, whose client id is `flashlex-hub-<instance>` (one session per hub process,
+ *   home/instance.ts); no thing can use such an id (its client id must be its own name).
  */
 import { timingSafeEqual } from "node:crypto";
 import { mayPublish, maySubscribe } from "../../protocol/topics.ts";
+import { isHubClientId } from "../home/instance.ts";
 import { HUB_CLIENT_NAME } from "../home/paths.ts";
 
 /** The vhost and exchange the MQTT plugin uses (rabbitmq-config.ts sets them). */
@@ -88,8 +91,10 @@ export async function decideUser(p: AuthParams, ctx: BrokerAuthContext): Promise
 export async function decideVhost(p: AuthParams, ctx: BrokerAuthContext): Promise<boolean> {
   const name = p.username ?? "";
   if (p.vhost !== RABBIT_VHOST) return false;
+  // The hub's certificate user connects as `flashlex-hub-<instance>` (home/instance.ts): each hub
+  // of a fleet has its own session. Only that user may; a thing's client id must be its name.
+  if (name === HUB_CLIENT_NAME) return p.client_id === undefined || isHubClientId(p.client_id);
   if (p.client_id !== undefined && p.client_id !== name) return false;
-  if (name === HUB_CLIENT_NAME) return true;
   // Asked again at every connect: a thing revoked since its last login is refused here too.
   return await ctx.isActiveThing(name);
 }

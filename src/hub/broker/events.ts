@@ -39,6 +39,9 @@ export interface BrokerEventDeps {
 
 type Publisher = { id: string; name: string } | undefined;
 
+/** How long a bootstrap echo's claim is remembered (ms): far longer than a thing retries one test message. */
+const ECHO_CLAIM_MS = 86_400_000;
+
 /** A message dropped for what it is; `reason` goes to the WARN line. */
 class Dropped extends Error {
   constructor(
@@ -101,7 +104,13 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
     // nonce and gets no echo, so it does not fill the thing's store. Echoes are not stored here:
     // they are a handshake, not a message the owner sent. Not awaited: the thing's PUBACK must
     // not wait on a publish to its own session.
-    if (typeof body.nonce === "string" && deps.publish) {
+    // Several hubs on one broker cluster all read flashlex/test: the hub whose claim of this
+    // nonce wins echoes, the others do not (a second echo would reach the thing's session).
+    if (
+      typeof body.nonce === "string" &&
+      deps.publish &&
+      (await fromStore(() => deps.store.claimOnce(`echo:${thing.id}:${body.nonce}`, now(), now() - ECHO_CLAIM_MS)))
+    ) {
       deps.publish(ingressTopic(thing.name), testEcho(body)).then(
         () => log.info("hub.test_echoed", { thing: thing.name }),
         (err) => log.warn("hub.test_echo_failed", { thing: thing.name, error: err }),

@@ -7,9 +7,13 @@
  * `undefined` as the thing: the egress handler authenticates the payload itself (the MQTT egress
  * envelope carries the thing's JWT).
  *
- * Session: clean = false under the fixed client id `flashlex-hub`, so the broker queues hub-topic
- * messages while the hub is down or restarting and delivers them when it is back (Mosquitto keeps
- * up to `max_queued_messages`, 1000 by default, per offline session).
+ * Session: clean = false under the client id `flashlex-hub-<instance>` (home/instance.ts), so the
+ * broker queues hub-topic messages while the hub is down or restarting and delivers them when it
+ * is back (Mosquitto keeps up to `max_queued_messages`, 1000 by default, per offline session).
+ * Several hubs on one RabbitMQ cluster each have their own session, and each receives every
+ * message on the hub topics (3.10's MQTT has no shared subscriptions): storing is idempotent by
+ * the message id (events.ts). Mosquitto replaces the client id with the certificate's CN
+ * (`use_username_as_clientid`), so there every hub is `flashlex-hub`: one hub per Mosquitto.
  *
  * Ingress: queueing it for an offline thing, across broker restarts, is the broker's job
  * (Mosquitto with `persistence true`). The hub is not the subscriber, so it never sees the
@@ -45,6 +49,8 @@ export interface ExternalBrokerOptions {
   caPem: string;
   /** the hub's own client certificate and key, CN "flashlex-hub" */
   certPem: string;
+  /** the MQTT client id: `flashlex-hub-<instance>` (home/instance.ts); default `flashlex-hub` */
+  clientId?: string;
   keyPem: string;
   events: BrokerEvents;
   /** unused here (the broker authenticates things), kept so both brokers take the same inputs */
@@ -92,7 +98,7 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     cert: opts.certPem,
     key: opts.keyPem,
     rejectUnauthorized: true,
-    clientId: HUB_CLIENT_NAME,
+    clientId: opts.clientId ?? HUB_CLIENT_NAME,
     clean: false,
     protocolVersion: 4,
     keepalive: 30,
@@ -136,7 +142,12 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
   };
 
   client.on("connect", (connack) => {
-    log.info("mqtt.connected", { url: opts.url, node: `${client.options.host}:${client.options.port}`, sessionPresent: connack.sessionPresent });
+    log.info("mqtt.connected", {
+      url: opts.url,
+      client_id: options.clientId,
+      node: `${client.options.host}:${client.options.port}`,
+      sessionPresent: connack.sessionPresent,
+    });
     // With a resumed session the broker still has the subscriptions; subscribing again is harmless
     // and repairs a session the broker lost.
     client.subscribe([...HUB_TOPICS], { qos: 1 }, (err, granted) => {

@@ -2,7 +2,7 @@
  * src/hub/console: the hub's web console, the guide's pages served by the binary itself.
  *
  *   console.ts        routing, sign-in and CSRF checks, and one handler per page and action
- *   sessions.ts       sign-ins (memory only) and the CSRF token
+ *   sessions.ts       sign-ins (in the hub database, shared by every hub) and the CSRF token
  *   security.ts       CSP and the other headers, the session cookie, the same-origin check
  *   html.ts           the escaping HTML template every page is written in
  *   layout.ts, pages/ the pages, pure functions from data to Html
@@ -36,7 +36,7 @@ import { thingPage } from "./pages/thing.ts";
 import { stateOf, thingsPage } from "./pages/things.ts";
 import { tokenPage } from "./pages/token.ts";
 import { fromSameOrigin, isSecureRequest, readCookie, securityHeaders, sessionCookie, sessionCookieName } from "./security.ts";
-import { type ConsoleSession, ConsoleSessions, csrfMatches } from "./sessions.ts";
+import { type ConsoleSession, type ConsoleSessions, csrfMatches } from "./sessions.ts";
 import { isoUtc, messageView } from "./views.ts";
 
 export interface ConsoleDeps extends HubUseCases {
@@ -96,11 +96,11 @@ function decodePathSegment(segment: string): string {
 const wantsJson = (request: Request) => (request.headers.get("accept") ?? "").includes("application/json");
 
 export function createConsole(deps: ConsoleDeps): HubConsole {
-  const { things, messages, operators, feed, home, updates } = deps;
+  const { things, messages, operators, home, updates } = deps;
   const { settings } = home;
   const log = deps.log.child({ component: "console" });
-  const sessions = deps.sessions ?? new ConsoleSessions();
-  const live = liveStreams({ feed, things, heartbeatMs: deps.heartbeatMs });
+  const sessions = deps.sessions ?? deps.consoleSessions;
+  const live = liveStreams({ feed: deps.live, things, heartbeatMs: deps.heartbeatMs });
   // A sent message's form holds the JSON and little else; urlencoding can triple its bytes.
   const formLimit = settings.api.payloadLimitBytes * 3 + 4096;
 
@@ -194,8 +194,8 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
           await Bun.sleep(REFUSED_SIGN_IN_DELAY_MS);
           return htmlPage(signInPage({ assets: assetPaths(ctx.assets), error: "That is not the hub's access token." }), 401);
         }
-        const { id } = sessions.create(token);
-        log.info("hub.console_signin", { sessions: sessions.size });
+        const { id } = await sessions.create(token);
+        log.info("hub.console_signin");
         return redirect("/things", { "Set-Cookie": sessionCookie(id, ctx.secure) });
       },
     },
@@ -204,7 +204,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       path: /^\/signout$/,
       signedIn: true,
       async handle(ctx) {
-        sessions.end(ctx.sessionId);
+        await sessions.end(ctx.sessionId);
         log.info("hub.console_signout");
         return redirect("/signin?out=1", { "Set-Cookie": sessionCookie("", ctx.secure, true) });
       },
@@ -416,11 +416,10 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       path: /^\/token$/,
       signedIn: true,
       async handle(ctx) {
+        // Every session held the old token: rotate() ends them all, on every hub of the database,
+        // and this browser gets a new one (a new cookie: the old cookie is refused from now on).
         const token = await operators.rotate();
-        // Every session held the old token: all end, and this browser gets a new one (a new
-        // cookie: the old cookie is refused from now on, here too).
-        sessions.endAll();
-        const { id, session } = sessions.create(token);
+        const { id, session } = await sessions.create(token);
         log.info("hub.token_rotated", { via: "console" });
         return htmlPage(tokenPage({ assets: assetPaths(ctx.assets), csrf: session.csrf, newToken: token }), 200, {
           "Set-Cookie": sessionCookie(id, ctx.secure),
@@ -457,11 +456,12 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
   /** The session this request's cookie names, if it is live and its token still valid. */
   async function sessionOf(request: Request, secure: boolean): Promise<{ id: string; session: ConsoleSession } | undefined> {
     const id = readCookie(request, sessionCookieName(secure));
-    const session = sessions.get(id);
+    const session = await sessions.get(id);
     if (!id || !session) return undefined;
-    // A `hub token rotate` in another process ends every session at its next request.
+    // A rotation in another process or hub deleted the sessions; this also catches a token that
+    // stopped working another way (a CLI token's expiry) at the session's next request.
     if (!(await operators.verify(session.token))) {
-      sessions.end(id);
+      await sessions.end(id);
       return undefined;
     }
     return { id, session };

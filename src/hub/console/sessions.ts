@@ -1,15 +1,24 @@
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
+import type { HubStore } from "../store/hub-store.ts";
 
 /**
  * The console's sign-ins. A browser that signs in with the operator access token gets a random
- * session id (its cookie) and a random CSRF token (in every page, sent back with every change).
- * Sessions live in the hub's memory only: a hub restart signs everyone out, and nothing about a
- * session ever reaches the disk or the log. The map is keyed by the id's SHA-256, so a lookup's
- * timing says nothing about the ids it holds.
+ * session id (its cookie, 32 random bytes) and a CSRF token (in every page, sent back with every
+ * change). Sessions live in the hub database (table `console_sessions`), so that every hub of a
+ * fleet on one database knows them: a browser signed in on one hub may use any other, and a
+ * sign-out or a token rotation on one hub ends sessions everywhere.
  *
- * The session keeps the token it was made with, for two reasons: every request checks that the
- * token is still valid (a `hub token rotate` in another process ends the session at its next
- * request), and the thing page shows the guide's cURL line with it.
+ * What the database holds of a session, and why that is enough:
+ * - the SHA-256 of its id, never the id: a copied database or backup signs no one in, and a
+ *   lookup by hash says nothing by its timing about the ids it holds;
+ * - the operator token it was made with, sealed with AES-256-GCM under a key derived (HKDF-SHA256)
+ *   from the session id, which only the browser's cookie holds: the database alone cannot
+ *   reveal the token. The session keeps the token because every request checks it is still
+ *   valid (a `hub token rotate` elsewhere ends the session at its next request) and the thing
+ *   page shows the guide's cURL line with it;
+ * - its times. The CSRF token is not stored at all: it is an HMAC of the session id.
+ *
+ * Nothing about a session reaches the log.
  */
 export interface ConsoleSession {
   /** the operator access token this browser signed in with */
@@ -18,7 +27,7 @@ export interface ConsoleSession {
   readonly csrf: string;
   /** Unix ms */
   readonly createdAt: number;
-  /** Unix ms of the last request */
+  /** Unix ms of the last request (as last written: at most a minute behind) */
   lastUsedAt: number;
 }
 
@@ -35,63 +44,91 @@ export interface SessionLimits {
 
 const hashId = (id: string) => createHash("sha256").update(id, "utf8").digest("hex");
 
+/** The sealing key of a session's token: HKDF-SHA256 of the session id (RFC 5869), 32 bytes. */
+const sealingKey = (id: string) => Buffer.from(hkdfSync("sha256", Buffer.from(id, "utf8"), Buffer.alloc(0), "flashlex console session token", 32));
+
+/** The CSRF token of a session: HMAC-SHA256 of its id, so nothing about it is stored. */
+const csrfOf = (id: string) => createHmac("sha256", id).update("flashlex console csrf").digest("base64url");
+
+const BOX_VERSION = "v1";
+
+/** `v1.<base64url of 12-byte IV | ciphertext | 16-byte GCM tag>`: `token` sealed with AES-256-GCM under the session's key. */
+export function sealToken(id: string, token: string): string {
+  const iv = randomBytes(12);
+  const cipher = createCipheriv("aes-256-gcm", sealingKey(id), iv);
+  const body = Buffer.concat([cipher.update(token, "utf8"), cipher.final()]);
+  return `${BOX_VERSION}.${Buffer.concat([iv, body, cipher.getAuthTag()]).toString("base64url")}`;
+}
+
+/** The token sealed in `box` for session `id`; undefined when it does not open (another id, tampered, unknown form). */
+export function openToken(id: string, box: string): string | undefined {
+  const [version, data] = box.split(".");
+  if (version !== BOX_VERSION || !data) return undefined;
+  const bytes = Buffer.from(data, "base64url");
+  if (bytes.length < 12 + 16) return undefined;
+  try {
+    const decipher = createDecipheriv("aes-256-gcm", sealingKey(id), bytes.subarray(0, 12));
+    decipher.setAuthTag(bytes.subarray(bytes.length - 16));
+    return Buffer.concat([decipher.update(bytes.subarray(12, bytes.length - 16)), decipher.final()]).toString("utf8");
+  } catch {
+    return undefined;
+  }
+}
+
 export class ConsoleSessions {
-  private readonly sessions = new Map<string, ConsoleSession>();
   private readonly idleMs: number;
   private readonly maxAgeMs: number;
   private readonly max: number;
   private readonly now: () => number;
+  /** a use is written back only when the stored one is older than this (ms): not one write per request */
+  private readonly touchEveryMs: number;
 
-  constructor(limits: SessionLimits = {}) {
+  constructor(
+    private readonly store: HubStore,
+    limits: SessionLimits = {},
+  ) {
     this.idleMs = limits.idleMs ?? 12 * 3_600_000;
     this.maxAgeMs = limits.maxAgeMs ?? 7 * 86_400_000;
     this.max = limits.max ?? 1000;
     this.now = limits.now ?? Date.now;
+    this.touchEveryMs = Math.min(60_000, this.idleMs / 10);
   }
 
-  /** Starts a session for `token` (already verified by the caller). Returns its id, for the cookie, and the session. */
-  create(token: string): { id: string; session: ConsoleSession } {
+  /** Starts a session for `token` (already verified by the caller). Returns its id, for the cookie, and the session. Rejects when the database does. */
+  async create(token: string): Promise<{ id: string; session: ConsoleSession }> {
     const at = this.now();
     const id = randomBytes(32).toString("base64url");
-    const session: ConsoleSession = { token, csrf: randomBytes(32).toString("base64url"), createdAt: at, lastUsedAt: at };
-    while (this.sessions.size >= this.max) this.sessions.delete(this.leastRecentlyUsed()!);
-    this.sessions.set(hashId(id), session);
-    return { id, session };
+    await this.store.addConsoleSession(
+      { idHash: hashId(id), tokenBox: sealToken(id, token), createdAt: at, lastUsedAt: at },
+      { usedSince: at - this.idleMs, createdSince: at - this.maxAgeMs, max: this.max },
+    );
+    return { id, session: { token, csrf: csrfOf(id), createdAt: at, lastUsedAt: at } };
   }
 
   /** The live session with this id (its last use set to now), or undefined; an expired one is ended. */
-  get(id: string | undefined): ConsoleSession | undefined {
+  async get(id: string | undefined): Promise<ConsoleSession | undefined> {
     if (!id) return undefined;
     const key = hashId(id);
-    const session = this.sessions.get(key);
-    if (!session) return undefined;
+    const row = await this.store.consoleSession(key);
+    if (!row) return undefined;
     const at = this.now();
-    if (at - session.lastUsedAt > this.idleMs || at - session.createdAt > this.maxAgeMs) {
-      this.sessions.delete(key);
+    const token = openToken(id, row.tokenBox);
+    if (token === undefined || at - row.lastUsedAt > this.idleMs || at - row.createdAt > this.maxAgeMs) {
+      await this.store.deleteConsoleSession(key);
       return undefined;
     }
-    session.lastUsedAt = at;
-    return session;
+    if (at - row.lastUsedAt >= this.touchEveryMs) await this.store.touchConsoleSession(key, at);
+    return { token, csrf: csrfOf(id), createdAt: row.createdAt, lastUsedAt: at };
   }
 
   /** Ends the session with this id (sign out); nothing happens for an unknown id. */
-  end(id: string | undefined): void {
-    if (id) this.sessions.delete(hashId(id));
+  async end(id: string | undefined): Promise<void> {
+    if (id) await this.store.deleteConsoleSession(hashId(id));
   }
 
-  /** Ends every session (the token was rotated: none of them holds a valid token any more). */
-  endAll(): void {
-    this.sessions.clear();
-  }
-
-  get size(): number {
-    return this.sessions.size;
-  }
-
-  private leastRecentlyUsed(): string | undefined {
-    let oldest: [string, number] | undefined;
-    for (const [key, session] of this.sessions) if (!oldest || session.lastUsedAt < oldest[1]) oldest = [key, session.lastUsedAt];
-    return oldest?.[0];
+  /** Ends every session, on every hub of the database (the token was rotated: none of them holds a valid token any more). */
+  async endAll(): Promise<void> {
+    await this.store.deleteConsoleSessions();
   }
 }
 

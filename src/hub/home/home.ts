@@ -36,16 +36,21 @@ export interface DatabaseOverride {
  * home (a bad URL: ConfigError naming where it came from, without its password).
  */
 export function openHubHome(dir: string, log?: Logger, override?: DatabaseOverride): HubHome {
-  const paths = hubPaths(dir);
+  let paths = hubPaths(dir);
   if (!existsSync(paths.config)) {
     throw new ConfigError(`${paths.dir}: not a hub home (no hub.yml); run \`flashlex hub init --dir ${paths.dir}\` first`);
   }
-  const { settings, unknownKeys } = loadHubSettings(paths.config);
+  const loaded = loadHubSettings(paths.config);
+  const { settings, unknownKeys } = loaded;
+  if (settings.sharedDir) paths = hubPaths(dir, settings.sharedDir);
   const database = override
     ? parseHubDatabase(override.value, paths.database, override.where)
     : parseHubDatabase(settings.database?.url, paths.database, `hub.database.url in ${paths.config}`);
   if (database.kind === "sqlite" && !existsSync(paths.database)) throw hubDatabaseMissing(paths.database);
   for (const key of unknownKeys) log?.warn("config.unknown_key", { file: paths.config, key, note: "ignored" });
+  if (settings.sharedDir && !existsSync(paths.shared)) {
+    throw new ConfigError(`hub.sharedDir in ${paths.config}: ${paths.shared} does not exist (mount or create the directory the hubs share)`);
+  }
   return { paths, settings, database };
 }
 

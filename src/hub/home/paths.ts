@@ -19,6 +19,11 @@ import { join, resolve } from "node:path";
  *                                auth listener and the management password (broker-auth.ts)
  *   dists/<thing id>.zip         each thing's distribution (0600): it holds the thing's private
  *                                key, kept so the distribution can be downloaded again
+ *   releases/<version>/          releases for things to update to (updates/releases.ts)
+ *   instance                     this hub's instance name when hub.yml sets none (instance.ts)
+ *
+ * `dists/` and `releases/` are under `shared` (hub.yml `hub.sharedDir`, default the home): several
+ * hubs of one fleet point it at one shared directory (docs/scaling.md, "Several hubs").
  */
 export interface HubPaths {
   dir: string;
@@ -30,6 +35,8 @@ export interface HubPaths {
   brokerKey: string;
   clientCert: string;
   clientKey: string;
+  /** where dists/ and releases/ are: hub.yml's `hub.sharedDir`, else the home */
+  shared: string;
   dists: string;
   /** the running `hub serve`'s owner-only socket, through which local commands reach it */
   socket: string;
@@ -37,8 +44,10 @@ export interface HubPaths {
   brokerSecret: string;
 }
 
-export function hubPaths(dir: string): HubPaths {
+/** The paths of the home `dir`; `sharedDir` (relative to the home) moves dists/ and releases/. */
+export function hubPaths(dir: string, sharedDir?: string): HubPaths {
   const d = resolve(dir);
+  const shared = sharedDir ? resolve(d, sharedDir) : d;
   return {
     dir: d,
     config: join(d, "hub.yml"),
@@ -49,7 +58,8 @@ export function hubPaths(dir: string): HubPaths {
     brokerKey: join(d, "broker-key.pem"),
     clientCert: join(d, "hub-client-cert.pem"),
     clientKey: join(d, "hub-client-key.pem"),
-    dists: join(d, "dists"),
+    shared,
+    dists: join(shared, "dists"),
     socket: join(d, "hub.sock"),
     brokerSecret: join(d, "broker-secret"),
   };

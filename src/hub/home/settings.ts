@@ -86,6 +86,9 @@ const metricsListen = z.union([
   z.string().refine((text) => parseListenAddress(text) !== undefined, "must be HOST:PORT (127.0.0.1:9464, [::1]:9464) or false"),
 ]);
 
+/** A hub instance name (`hub.instance`): lower-case letters, digits and dashes, at most 32. */
+export const HUB_INSTANCE = /^[a-z0-9][a-z0-9-]{0,31}$/;
+
 /** Where the hub's metrics listen when hub.yml does not say. */
 export const DEFAULT_METRICS_LISTEN = "127.0.0.1:9464";
 
@@ -149,6 +152,17 @@ export const HubYamlSchema = z.object({
         })
         .optional(),
     }),
+    /**
+     * This hub process's name among several on one database and broker cluster (docs/scaling.md,
+     * "Several hubs"): its MQTT client id is `flashlex-hub-<instance>`, so each hub has its own
+     * broker session. Absent: made once at random and kept in the home's `instance` file.
+     */
+    instance: z.string().regex(HUB_INSTANCE, "1 to 32 lower-case letters, digits and dashes, starting with a letter or digit").optional(),
+    /**
+     * The directory, shared by every hub of a fleet, that holds what lives in files rather than the
+     * database: thing distributions (`dists/`) and releases (`releases/`). Absent: the hub home.
+     */
+    sharedDir: z.string().min(1).optional(),
     certificates: CertificatesSchema.default({ thingLifetime: "90d", renewalCheck: "15m" }),
     metrics: z
       .object({

@@ -45,11 +45,15 @@ export class OperatorTokens {
     return token !== undefined && tokenMatchesAny(token, await this.store.activeTokenHashes(this.now()));
   }
 
-  /** Replaces the operator token: the old one stops working at once. Returns the new token (shown once). */
+  /**
+   * Replaces the operator token: the old one stops working at once, and every console sign-in
+   * made with it ends, on every hub of the database. Returns the new token (shown once).
+   */
   async rotate(): Promise<string> {
     const token = newAccessToken();
     await this.store.deleteTokens("operator");
     await this.store.addToken(hashToken(token), "operator", this.now(), null);
+    await this.store.deleteConsoleSessions();
     return token;
   }
 }

@@ -19,7 +19,6 @@ import { parseDuration } from "../../shared/duration.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { createConsole } from "../console/console.ts";
-import type { ConsoleSessions } from "../console/sessions.ts";
 import { bearerToken } from "../home/tokens.ts";
 import type { HubUseCases } from "../hub.ts";
 import { archiveStream } from "../messages/archive.ts";
@@ -49,8 +48,6 @@ export interface HubApiDeps extends HubUseCases {
   log: Logger;
   /** told of every answered request and every error by kind (the hub's /metrics); absent: nothing is measured */
   observer?: HubObserver;
-  /** the console's sign-ins (tests pass their own) */
-  consoleSessions?: ConsoleSessions;
 }
 
 export interface HubApi {

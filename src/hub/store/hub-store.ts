@@ -184,6 +184,28 @@ export interface LatestMessagesQuery {
   limit: number;
 }
 
+/**
+ * A console sign-in as stored (console/sessions.ts): the SHA-256 of its id, never the id, and
+ * the operator token sealed under a key derived from the id, never the token in clear.
+ */
+export interface ConsoleSessionRecord {
+  /** SHA-256 of the session id (the browser's cookie), hex */
+  idHash: string;
+  /** the operator token, sealed (AES-256-GCM, console/sessions.ts) */
+  tokenBox: string;
+  /** Unix ms */
+  createdAt: number;
+  /** Unix ms of the last request (written at most once a minute) */
+  lastUsedAt: number;
+}
+
+/** A message with its place in the order of insertion and its thing's name (the live view of a served database). */
+export interface StoredMessage {
+  seq: number;
+  message: MessageRecord;
+  thingName: string;
+}
+
 export interface HubStore {
   insertThing(thing: ThingRecord): Promise<void>;
   getThing(id: string): Promise<ThingRecord | undefined>;
@@ -256,6 +278,31 @@ export interface HubStore {
   activeTokenHashes(now: number): Promise<string[]>;
   deleteTokens(kind: TokenKind): Promise<number>;
   deleteToken(hash: string): Promise<void>;
+
+  /** messages stored after insertion position `seq`, in that order, at most `limit` (the live view of a served database, console/fleet-feed.ts) */
+  messagesAfter(seq: number, limit: number): Promise<StoredMessage[]>;
+  /** the newest insertion position; 0 when no message is stored */
+  lastMessageSeq(): Promise<number>;
+
+  /**
+   * One transaction: forgets sessions unused since `keep.usedSince` or made before
+   * `keep.createdSince` (Unix ms), then the least recently used until fewer than `keep.max` are
+   * left, then stores `session`.
+   */
+  addConsoleSession(session: ConsoleSessionRecord, keep: { usedSince: number; createdSince: number; max: number }): Promise<void>;
+  consoleSession(idHash: string): Promise<ConsoleSessionRecord | undefined>;
+  /** sets last_used_at (only forward) */
+  touchConsoleSession(idHash: string, at: number): Promise<void>;
+  deleteConsoleSession(idHash: string): Promise<void>;
+  /** ends every sign-in (the operator token changed); how many */
+  deleteConsoleSessions(): Promise<number>;
+
+  /**
+   * True for the first caller, fleet-wide, that claims `key` (several hubs handle the same MQTT
+   * message: the one whose claim wins does what must happen once); false for every later one.
+   * Claims older than `forgetBefore` (Unix ms) are forgotten on the way.
+   */
+  claimOnce(key: string, at: number, forgetBefore: number): Promise<boolean>;
 
   /** the update feature's tables (releases, rollouts, what each thing runs): update-tables.ts */
   readonly updates: UpdateTables;

@@ -195,6 +195,41 @@ export const HUB_MIGRATIONS: readonly Migration[] = [
     postgres: `ALTER TABLE thing_updates ADD COLUMN outbox_depth INTEGER;
      ALTER TABLE thing_updates ADD COLUMN outbox_oldest_at BIGINT;`,
   },
+  // Several hubs on one database (issue 16, docs/scaling.md "Several hubs"): what one hub
+  // process used to keep in memory moves here. Console sign-ins, keyed by the SHA-256 of the
+  // session id, the operator token sealed under a key only the browser's cookie holds
+  // (console/sessions.ts); claims, so that what must happen once per fleet (the bootstrap echo)
+  // happens on one hub; and at most one running rollout, whichever hub starts it.
+  {
+    sqlite: `CREATE TABLE console_sessions (
+       id_hash      TEXT    PRIMARY KEY,
+       token_box    TEXT    NOT NULL,
+       created_at   INTEGER NOT NULL,
+       last_used_at INTEGER NOT NULL
+     );
+     CREATE INDEX console_sessions_used ON console_sessions (last_used_at);
+     CREATE TABLE hub_claims (
+       key        TEXT    PRIMARY KEY,
+       claimed_at INTEGER NOT NULL
+     );
+     UPDATE rollouts SET state = 'stopped', stop_reason = 'another rollout was running', finished_at = created_at
+       WHERE state = 'running' AND id <> (SELECT MAX(id) FROM rollouts WHERE state = 'running');
+     CREATE UNIQUE INDEX rollouts_one_running ON rollouts (state) WHERE state = 'running';`,
+    postgres: `CREATE TABLE console_sessions (
+       id_hash      TEXT   PRIMARY KEY,
+       token_box    TEXT   NOT NULL,
+       created_at   BIGINT NOT NULL,
+       last_used_at BIGINT NOT NULL
+     );
+     CREATE INDEX console_sessions_used ON console_sessions (last_used_at);
+     CREATE TABLE hub_claims (
+       key        TEXT   PRIMARY KEY,
+       claimed_at BIGINT NOT NULL
+     );
+     UPDATE rollouts SET state = 'stopped', stop_reason = 'another rollout was running', finished_at = created_at
+       WHERE state = 'running' AND id <> (SELECT MAX(id) FROM rollouts WHERE state = 'running');
+     CREATE UNIQUE INDEX rollouts_one_running ON rollouts (state) WHERE state = 'running';`,
+  },
 ];
 
 /** The SQLite text of every step, for src/shared/sqlite/migrate.ts. */

@@ -1,4 +1,14 @@
-import type { Delivery, EnrolmentTokenRecord, HubStore, MessageCounts, MessageQuery, MessageRecord, MessageType, ThingRecord } from "./hub-store.ts";
+import type {
+  ConsoleSessionRecord,
+  Delivery,
+  EnrolmentTokenRecord,
+  HubStore,
+  MessageCounts,
+  MessageQuery,
+  MessageRecord,
+  MessageType,
+  ThingRecord,
+} from "./hub-store.ts";
 import { type HubSql, type HubSqlValue, seqColumn } from "./sql.ts";
 import { sqlUpdateTables } from "./sql-update-tables.ts";
 
@@ -351,6 +361,61 @@ export function sqlHubStore(sql: HubSql): HubStore {
     async deleteToken(hash) {
       await sql.run("DELETE FROM tokens WHERE hash = ?", [hash]);
     },
+
+    async messagesAfter(after, limit) {
+      const rows = await sql.all<MessageRow & { cursor_seq: number; thing_name: string }>(
+        `SELECT m.${seq} AS cursor_seq, t.name AS thing_name, m.* FROM messages m JOIN things t ON t.id = m.thing_id
+         WHERE m.${seq} > ? ORDER BY m.${seq} LIMIT ?`,
+        [after, Math.max(1, Math.floor(limit))],
+      );
+      return rows.map((r) => ({ seq: r.cursor_seq, thingName: r.thing_name, message: toMessage(r) }));
+    },
+    async lastMessageSeq() {
+      return (await sql.get<{ n: number | null }>(`SELECT MAX(${seq}) AS n FROM messages`))?.n ?? 0;
+    },
+
+    addConsoleSession: (s, keep) =>
+      sql.transaction(async (tx) => {
+        await tx.run("DELETE FROM console_sessions WHERE last_used_at < ? OR created_at < ?", [keep.usedSince, keep.createdSince]);
+        const count = (await tx.get<{ n: number }>("SELECT COUNT(*) AS n FROM console_sessions"))!.n;
+        if (count >= keep.max) {
+          await tx.run("DELETE FROM console_sessions WHERE id_hash IN (SELECT id_hash FROM console_sessions ORDER BY last_used_at, id_hash LIMIT ?)", [
+            count - keep.max + 1,
+          ]);
+        }
+        await tx.run("INSERT INTO console_sessions (id_hash, token_box, created_at, last_used_at) VALUES (?, ?, ?, ?)", [
+          s.idHash,
+          s.tokenBox,
+          s.createdAt,
+          s.lastUsedAt,
+        ]);
+      }),
+    async consoleSession(idHash) {
+      const row = await sql.get<{ id_hash: string; token_box: string; created_at: number; last_used_at: number }>(
+        "SELECT * FROM console_sessions WHERE id_hash = ?",
+        [idHash],
+      );
+      return row
+        ? ({ idHash: row.id_hash, tokenBox: row.token_box, createdAt: row.created_at, lastUsedAt: row.last_used_at } satisfies ConsoleSessionRecord)
+        : undefined;
+    },
+    async touchConsoleSession(idHash, at) {
+      await sql.run("UPDATE console_sessions SET last_used_at = ? WHERE id_hash = ? AND last_used_at < ?", [at, idHash, at]);
+    },
+    async deleteConsoleSession(idHash) {
+      await sql.run("DELETE FROM console_sessions WHERE id_hash = ?", [idHash]);
+    },
+    async deleteConsoleSessions() {
+      return (await sql.run("DELETE FROM console_sessions")).changes;
+    },
+
+    claimOnce: (key, at, forgetBefore) =>
+      sql.transaction(async (tx) => {
+        await tx.run("DELETE FROM hub_claims WHERE claimed_at < ?", [forgetBefore]);
+        // Two hubs inserting the same key: PostgreSQL makes the second wait for the first to
+        // commit and then do nothing; SQLite's writers queue. Exactly one sees a change.
+        return (await tx.run("INSERT INTO hub_claims (key, claimed_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", [key, at])).changes > 0;
+      }),
 
     close: () => sql.close(),
   };

@@ -5,6 +5,9 @@ import type { ReleaseRow, RolloutRow, ThingUpdateRow, UpdateTables } from "./upd
  * The update tables (update-tables.ts) over the HubSql seam, for both drivers. Inside
  * `transaction` the tables given to `fn` run on the transaction.
  */
+/** The advisory lock key of rollout changes ("flroll" in ASCII, under 2^53): hub processes take it in turn (PostgreSQL). */
+const ROLLOUT_LOCK = 0x666c726f6c6c;
+
 export function sqlUpdateTables(sql: HubSql): UpdateTables {
   const list = (states: readonly string[]) => states.map(() => "?").join(", ");
   return {
@@ -98,5 +101,8 @@ export function sqlUpdateTables(sql: HubSql): UpdateTables {
     },
 
     transaction: (fn) => sql.transaction((tx) => fn(sqlUpdateTables(tx))),
+    async lockRollouts() {
+      if (sql.dialect === "postgres") await sql.get("SELECT pg_advisory_xact_lock(?)", [ROLLOUT_LOCK]);
+    },
   };
 }

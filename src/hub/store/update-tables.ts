@@ -118,4 +118,12 @@ export interface UpdateTables {
 
   /** runs `fn` in one transaction over these tables (rolled back if it throws) */
   transaction<T>(fn: (tables: UpdateTables) => Promise<T>): Promise<T>;
+  /**
+   * Inside `transaction`, before its first write: waits until no other transaction (of any hub on
+   * the database) changes rollouts, and keeps them out until this one ends. PostgreSQL: a
+   * transaction-level advisory lock (its READ COMMITTED would otherwise let two hubs both start a
+   * rollout, or both release the next batch); SQLite: nothing to do (BEGIN IMMEDIATE already
+   * runs writers one at a time).
+   */
+  lockRollouts(): Promise<void>;
 }

@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { issueThingCertificate } from "../../crypto/x509.ts";
@@ -106,6 +106,8 @@ export async function createThing(
   };
   // The zip first, then the row: a thing in the database always has its distribution.
   const file = distributionPath(home.paths, id);
+  // A shared directory (hub.sharedDir) set after `hub init` has no dists/ yet.
+  mkdirSync(home.paths.dists, { recursive: true, mode: 0o700 });
   createFile(file, zip, 0o600);
   try {
     await store.insertThing(thing);

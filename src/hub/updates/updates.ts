@@ -105,7 +105,7 @@ export class Updates {
   /** Checks and stores the signed release in `dir` (releases.ts). Throws InputError or ConflictError. */
   async addRelease(dir: string): Promise<{ release: StoredRelease; outcome: "stored" | "already stored" }> {
     const release = readSignedRelease(dir, this.publicKey());
-    const outcome = await storeReleaseFiles(this.deps.home.paths.dir, dir, release);
+    const outcome = await storeReleaseFiles(this.deps.home.paths.shared, dir, release);
     await this.tables.insertRelease({
       version: release.manifest.version,
       manifest: release.manifestText,
@@ -131,7 +131,7 @@ export class Updates {
     const row = await this.release(version);
     if (!row) return undefined;
     const entry = (JSON.parse(row.manifest) as { targets: Record<string, { file: string; size: number; sha256: string }> }).targets[target];
-    return entry ? { path: releaseFilePath(this.deps.home.paths.dir, version, entry.file), size: entry.size, sha256: entry.sha256 } : undefined;
+    return entry ? { path: releaseFilePath(this.deps.home.paths.shared, version, entry.file), size: entry.size, sha256: entry.sha256 } : undefined;
   }
 
   /**
@@ -147,6 +147,9 @@ export class Updates {
     const maxFailures = request.maxFailures ?? 0;
     const at = this.now();
     return this.tables.transaction(async (t) => {
+      // One start at a time fleet-wide (several hubs): two would both see no running rollout.
+      // The partial unique index rollouts_one_running stands behind this.
+      await t.lockRollouts();
       const running = await t.runningRollout();
       if (running) await t.stopRollout(running.id, `replaced by the rollout to ${request.version}`, at);
       const id = await t.insertRollout({ version: request.version, batchSize: size, maxFailures, at });
@@ -227,6 +230,13 @@ export class Updates {
     // The age is turned into a time on the hub's clock: a device whose clock is wrong still reports right.
     const outbox = reported && { depth: reported.depth, oldestAt: reported.depth > 0 ? at - Math.round(reported.oldestAgeSeconds * 1000) : null };
     return this.tables.transaction(async (t) => {
+      // A poll that will finish the thing's update advances its rollout: it takes the rollouts'
+      // lock before its first write, as report() does, so that it cannot deadlock with a
+      // startRollout (which holds the lock and writes thing rows).
+      const before = await t.thingRow(thing.id);
+      if (before?.rollout_id && before.to_version === running.version && (before.state === "pending" || before.state === "downloading")) {
+        await t.lockRollouts();
+      }
       await t.recordRunning(thing.id, { version: running.version, target: running.target, outbox }, at);
       const row = (await t.thingRow(thing.id))!;
       if (!row.rollout_id || !row.to_version || (row.state !== "pending" && row.state !== "downloading")) return undefined;
@@ -250,6 +260,9 @@ export class Updates {
   report(thing: ThingRecord, report: { state: ReportedState; version: string; running: string; detail?: string }): Promise<boolean> {
     const at = this.now();
     return this.tables.transaction(async (t) => {
+      // Reports of two things handled by two hubs at once: one advances the rollout after the
+      // other has committed, and sees its state (the lock, before any write).
+      await t.lockRollouts();
       const row = await t.thingRow(thing.id);
       if (!row?.rollout_id || row.to_version !== report.version || row.state === "cancelled") return false;
       await t.recordRunning(thing.id, { version: report.running }, at);

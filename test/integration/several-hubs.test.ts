@@ -1,0 +1,300 @@
+/**
+ * Several hubs (issue 16, docs/scaling.md "Several hubs"): two compiled `hub serve` processes, A
+ * and B, on one PostgreSQL database (test/support/postgres.ts) and one three-node RabbitMQ 3.10
+ * cluster, on loopback. Two homes made from one `hub init` (B is a copy of A with its own
+ * instance name and API port), one shared directory for distributions and releases. Shows:
+ *
+ *   1. a thing created through A is read, and its distribution downloaded, through B
+ *   2. a console cookie from signing in on A works on B
+ *   3. an egress message a thing publishes on flashlex/collect reaches both hubs and is stored
+ *      once (one hub stores it, the other sees a repeat)
+ *   4. an ingress message sent through B reaches the thing once
+ *   5. rotating the token in B's console ends the sign-in made on A
+ *   6. A is killed (SIGKILL) while the thing publishes: every message is stored once, through B,
+ *      and B still answers the API and the thing
+ *
+ * Bounded: the cluster must form within 90 s; afterAll stops both hubs, every node, the epmd they
+ * started and PostgreSQL, whatever happened.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
+import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import type { MqttClient } from "mqtt";
+import { parseDocument } from "yaml";
+import { signThingToken } from "../../src/crypto/jwt.ts";
+import { buildCollectEnvelope } from "../../src/protocol/collect-envelope.ts";
+import { type Background, run, start } from "../support/binary.ts";
+import { provisionThing } from "../support/distribution.ts";
+import { type HubThing, listenOnLoopback, loopbackHubInit } from "../support/hub-fixture.ts";
+import { freePort } from "../support/mosquitto.ts";
+import { attemptConnect } from "../support/mqtt-client.ts";
+import { hasPostgres, startPostgres, type TestPostgres } from "../support/postgres.ts";
+
+const RABBIT_BIN = "/usr/lib/rabbitmq/bin";
+const haveRabbit = existsSync(join(RABBIT_BIN, "rabbitmq-server"));
+const work = mkdtempSync(join(tmpdir(), "flashlex-several-hubs-"));
+const confDir = join(work, "rabbit");
+const homeA = join(work, "hub-a");
+const homeB = join(work, "hub-b");
+const shared = join(work, "shared");
+let pg: TestPostgres | undefined;
+let hubA: Background | undefined;
+let hubB: Background | undefined;
+let token = "";
+let apiA = 0;
+let apiB = 0;
+let mqttBase = 0;
+let epmdPort = 0;
+let thing: HubThing;
+const nodes: { proc: ReturnType<typeof Bun.spawn> }[] = [];
+const clients: MqttClient[] = [];
+
+const nodeEnv = (i: number) => ({
+  ...process.env,
+  HOME: join(confDir, `node${i + 1}`),
+  RABBITMQ_CONF_ENV_FILE: join(confDir, `node${i + 1}`, "rabbitmq-env.conf"),
+});
+const rabbitmqctl = (i: number, args: string[], timeoutMs = 20_000) =>
+  spawnSync(join(RABBIT_BIN, "rabbitmqctl"), args, { env: nodeEnv(i), encoding: "utf8", timeout: timeoutMs });
+const withLogs = (what: string) => `${what}\n--- hub A ---\n${hubA?.output().slice(-3000)}\n--- hub B ---\n${hubB?.output().slice(-3000)}`;
+
+async function flashlex(args: string[]) {
+  const result = await run(args, { timeoutMs: 60_000 });
+  if (result.code !== 0) throw new Error(`flashlex ${args.join(" ")} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
+  return result;
+}
+
+/** `count` consecutive ports free on every address, from a random start. */
+async function consecutiveFreePorts(count: number): Promise<number> {
+  const free = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const server = createServer();
+      server.once("error", () => resolve(false));
+      server.listen(port, "0.0.0.0", () => server.close(() => resolve(true)));
+    });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 30_000 + Math.floor(Math.random() * 25_000);
+    let ok = true;
+    for (let p = base; p < base + count && ok; p++) ok = await free(p);
+    if (ok) return base;
+  }
+  throw new Error("no run of free ports found");
+}
+
+function configure(home: string, values: [string[], unknown][]): void {
+  const file = join(home, "hub.yml");
+  const doc = parseDocument(readFileSync(file, "utf8"));
+  for (const [path, value] of values) doc.setIn(["hub", ...path], value);
+  writeFileSync(file, doc.toString());
+}
+
+const api = (port: number, path: string, init: RequestInit = {}, bearer = token) =>
+  fetch(`http://127.0.0.1:${port}/dev/v1${path}`, {
+    ...init,
+    headers: { Authorization: `Bearer ${bearer}`, "Content-Type": "application/json", ...init.headers },
+    signal: AbortSignal.timeout(15_000),
+  });
+
+const consoleGet = (port: number, path: string, cookie: string) =>
+  fetch(`http://127.0.0.1:${port}${path}`, { headers: { Cookie: cookie }, redirect: "manual", signal: AbortSignal.timeout(15_000) });
+const consolePost = (port: number, path: string, fields: Record<string, string>, cookie = "") =>
+  fetch(`http://127.0.0.1:${port}${path}`, {
+    method: "POST",
+    headers: { "Content-Type": "application/x-www-form-urlencoded", Origin: `http://127.0.0.1:${port}`, ...(cookie ? { Cookie: cookie } : {}) },
+    body: new URLSearchParams(fields),
+    redirect: "manual",
+    signal: AbortSignal.timeout(15_000),
+  });
+const cookieOf = (response: Response) => response.headers.get("set-cookie")?.split(";")[0] ?? "";
+
+/** Signs in to the console on `port`; the cookie and the page's CSRF token. */
+async function signIn(port: number): Promise<{ cookie: string; csrf: string }> {
+  const response = await consolePost(port, "/signin", { token });
+  expect(response.status).toBe(303);
+  const cookie = cookieOf(response);
+  const page = await (await consoleGet(port, "/things", cookie)).text();
+  return { cookie, csrf: /name="csrf-token" content="([^"]+)"/.exec(page)![1]! };
+}
+
+async function egress(port: number): Promise<{ flmessagespk: string; payload: any }[]> {
+  const response = await api(port, `/things/${thing.id}/messages?messagetype=egress`);
+  if (response.status !== 200) throw new Error(`messages answered ${response.status}`);
+  return ((await response.json()) as { result: { flmessagespk: string; payload: any }[] }).result;
+}
+
+/** Publishes one collect envelope (QoS 1) as the thing; resolves on the PUBACK. */
+async function collect(client: MqttClient, messageId: string, payload: unknown): Promise<void> {
+  const jwt = await signThingToken({ thingId: thing.id, privateKey: thing.privateKey });
+  await client.publishAsync("flashlex/collect", buildCollectEnvelope({ messageId, thingId: thing.id, token: jwt, payload }), { qos: 1 });
+}
+
+async function until(what: string, check: () => Promise<boolean> | boolean, ms = 20_000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error(withLogs(`not within ${ms} ms: ${what}`));
+    await Bun.sleep(200);
+  }
+}
+
+beforeAll(async () => {
+  if (!haveRabbit) throw new Error("rabbitmq-server is not installed: run scripts/install-system-packages.sh");
+  if (!hasPostgres) throw new Error("PostgreSQL 15 is not installed: run scripts/install-system-packages.sh");
+  pg = await startPostgres(work);
+  const db = pg.createDatabase("fleet");
+  [apiA, apiB] = [await freePort(), await freePort()];
+  const init = await flashlex([...loopbackHubInit(homeA, apiA, 8883, "127.0.0.1"), "--db", db, "--json"]);
+  token = JSON.parse(init.stdout).token;
+  listenOnLoopback(homeA);
+
+  mqttBase = await consecutiveFreePorts(3);
+  const management = await consecutiveFreePorts(3);
+  const dist = await consecutiveFreePorts(3);
+  epmdPort = await freePort();
+  const authPort = await freePort();
+  await flashlex([
+    ...["hub", "rabbitmq-config", "--dir", homeA, "--out", confDir, "--nodes", "3"],
+    ...["--mqtt-port", String(mqttBase), "--management-port", String(management), "--dist-port", String(dist)],
+    ...["--epmd-port", String(epmdPort), "--auth-listen", `127.0.0.1:${authPort}`],
+  ]);
+  // B: a copy of A's home (the CA, the broker secret, hub.yml with the database and the
+  // cluster), its own instance and API port; both share one directory for distributions.
+  mkdirSync(shared);
+  configure(homeA, [
+    [["instance"], "a"],
+    [["sharedDir"], shared],
+    [["metrics", "listen"], false],
+  ]);
+  cpSync(homeA, homeB, { recursive: true });
+  configure(homeB, [
+    [["instance"], "b"],
+    [["api", "port"], apiB],
+  ]);
+
+  for (let i = 0; i < 3; i++) {
+    nodes.push({ proc: Bun.spawn([join(RABBIT_BIN, "rabbitmq-server")], { env: nodeEnv(i), stdin: "ignore", stdout: "ignore", stderr: "ignore" }) });
+  }
+  const deadline = Date.now() + 90_000;
+  for (;;) {
+    const status = rabbitmqctl(0, ["cluster_status", "--formatter", "json"], 10_000);
+    const running = status.status === 0 ? (JSON.parse(status.stdout).running_nodes as string[]) : [];
+    if (running.length === 3) break;
+    if (nodes.some((n) => n.proc.exitCode !== null)) throw new Error("a RabbitMQ node exited while starting");
+    if (Date.now() > deadline) throw new Error(`the RabbitMQ cluster did not form within 90 s (running: ${running.join(", ") || "none"})`);
+    await Bun.sleep(1000);
+  }
+  hubA = start(["hub", "serve", "--dir", homeA]);
+  hubB = start(["hub", "serve", "--dir", homeB]);
+  await hubA.waitFor(/hub\.started/, 30_000);
+  await hubB.waitFor(/hub\.started/, 30_000);
+  thing = await provisionThing(flashlex, homeA, work, "pump");
+}, 180_000);
+
+afterAll(async () => {
+  for (const client of clients) await client.endAsync(true).catch(() => {});
+  await hubA?.stop();
+  await hubB?.stop();
+  for (let i = 0; i < nodes.length; i++) if (nodes[i]!.proc.exitCode === null) rabbitmqctl(i, ["stop"], 30_000);
+  for (const node of nodes) {
+    const exited = await Promise.race([node.proc.exited.then(() => true), Bun.sleep(10_000).then(() => false)]);
+    if (!exited) node.proc.kill("SIGKILL");
+  }
+  if (epmdPort) spawnSync("epmd", ["-port", String(epmdPort), "-kill"], { timeout: 5000 });
+  await pg?.stop();
+  rmSync(work, { recursive: true, force: true });
+}, 90_000);
+
+describe.skipIf(!haveRabbit || !hasPostgres)("two hubs on one PostgreSQL database and one RabbitMQ cluster", () => {
+  let client: MqttClient;
+  let cookieA = "";
+
+  test("each hub has its own MQTT session (client id flashlex-hub-<instance>)", async () => {
+    await hubA!.waitFor(/mqtt\.connected.*flashlex-hub-a/);
+    await hubB!.waitFor(/mqtt\.connected.*flashlex-hub-b/);
+  });
+
+  test("a thing created through A is read, and its distribution downloaded, through B", async () => {
+    const created = await api(apiA, "/things", { method: "POST", body: JSON.stringify({ name: "valve" }) });
+    expect(created.status).toBeLessThan(300);
+    const id = ((await created.json()) as { result: { id: string } }).result.id;
+    const read = await api(apiB, `/things/${id}`);
+    expect(read.status).toBe(200);
+    expect(((await read.json()) as { result: { id: string } }).result.id).toBe(id);
+    expect((await api(apiB, `/things/${id}/dist`)).status).toBe(200);
+  });
+
+  test("a console cookie from A works on B", async () => {
+    cookieA = (await signIn(apiA)).cookie;
+    const onB = await consoleGet(apiB, "/things", cookieA);
+    expect(onB.status).toBe(200);
+    expect(await onB.text()).toContain(thing.name);
+  });
+
+  test("an egress message on flashlex/collect reaches both hubs and is stored once", async () => {
+    const connected = await attemptConnect({ port: mqttBase + 1, caPem: thing.caPem, cert: thing, clientId: thing.name, extra: { clean: false } });
+    if (!connected.client) throw new Error(withLogs(`the thing could not connect: ${connected.error?.message}`));
+    client = connected.client;
+    clients.push(client);
+    const id = randomUUID();
+    await collect(client, id, { n: "once" });
+    // Both hubs handled it: one stored it, the other found it stored (a repeat).
+    await until("both hubs logged the message", () => hubA!.output().includes(id) && hubB!.output().includes(id));
+    const lines = [hubA!, hubB!].map(
+      (h) =>
+        h
+          .output()
+          .split("\n")
+          .find((l) => l.includes(id) && l.includes("hub.collect"))!,
+    );
+    expect(lines.filter((l) => l.includes("repeat=true")).length).toBe(1);
+    expect((await egress(apiB)).filter((m) => m.flmessagespk === id).length).toBe(1);
+  }, 30_000);
+
+  test("an ingress message sent through B reaches the thing once", async () => {
+    const received: string[] = [];
+    client.on("message", (_topic, payload) => received.push(JSON.parse(payload.toString()).message));
+    await client.subscribeAsync(`ingress/${thing.name}`, { qos: 1 });
+    const sent = await api(apiB, `/things/${thing.id}/publish`, { method: "POST", body: JSON.stringify({ message: "through B" }) });
+    expect(sent.status).toBe(200);
+    // A marker sent after it through A: once the marker is here, a second copy would be too.
+    expect((await api(apiA, `/things/${thing.id}/publish`, { method: "POST", body: JSON.stringify({ message: "marker" }) })).status).toBe(200);
+    await until("the marker arrived", () => received.includes("marker"));
+    expect(received.filter((m) => m === "through B").length).toBe(1);
+  }, 30_000);
+
+  test("rotating the token in B's console ends the sign-in made on A", async () => {
+    const onB = await signIn(apiB);
+    const rotated = await consolePost(apiB, "/token", { csrf: onB.csrf }, onB.cookie);
+    expect(rotated.status).toBe(200);
+    token = /<pre id="new-token"><code>([\w-]{43})<\/code><\/pre>/.exec(await rotated.text())![1]!;
+    const onA = await consoleGet(apiA, "/things", cookieA);
+    expect(onA.status).toBe(303);
+    expect(onA.headers.get("location")).toBe("/signin?expired=1");
+    expect((await api(apiA, "/things")).status).toBe(200); // the new token works on A
+  });
+
+  test("A is killed mid-stream: every message is stored once, and B keeps answering", async () => {
+    const ids = Array.from({ length: 20 }, () => randomUUID());
+    for (const [i, id] of ids.entries()) {
+      if (i === 8) hubA!.proc.kill("SIGKILL");
+      await collect(client, id, { n: i });
+    }
+    await hubA!.proc.exited;
+    await until("B stored all 20", async () => {
+      const stored = new Set((await egress(apiB)).map((m) => m.flmessagespk));
+      return ids.every((id) => stored.has(id));
+    });
+    const all = (await egress(apiB)).map((m) => m.flmessagespk);
+    expect(all.length).toBe(new Set(all).size);
+    // B still answers the API, the console and the thing.
+    expect((await api(apiB, "/things")).status).toBe(200);
+    expect((await signIn(apiB)).csrf.length).toBeGreaterThan(0);
+    const received: string[] = [];
+    client.on("message", (_topic, payload) => received.push(JSON.parse(payload.toString()).message));
+    expect((await api(apiB, `/things/${thing.id}/publish`, { method: "POST", body: JSON.stringify({ message: "after A" }) })).status).toBe(200);
+    await until("the thing got the message sent after A died", () => received.includes("after A"));
+  }, 60_000);
+});
