@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { IClientOptions, MqttClient } from "mqtt";
@@ -15,7 +16,7 @@ import { type EmbeddedBroker, startEmbeddedBroker } from "../../src/hub/broker/e
 import { connectExternalBroker } from "../../src/hub/broker/external.ts";
 import { renderMosquittoAcl, renderMosquittoConfig } from "../../src/hub/broker/mosquitto-config.ts";
 import { createLogger, type Logger } from "../../src/shared/log.ts";
-import { type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
+import { freePort, type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
 import { attemptConnect, closedWithin, nextMessage } from "../support/mqtt-client.ts";
 import { makeTestPki, type TestPki, type ThingFiles } from "../support/pki.ts";
 
@@ -405,4 +406,49 @@ describe("Mosquitto with the rendered config", () => {
     const a = track(await connect(mosquitto.port, alpha));
     expect(a.connected).toBe(true);
   }, 15_000);
+
+  test("the hub waits for a broker that is not up yet (a cluster still booting), and fails at once when the broker refuses its certificate", async () => {
+    // Nothing listens on the port for 3 s, then a relay to Mosquitto does: as a node that boots.
+    const port = await freePort();
+    let relay: net.Server | undefined;
+    const opening = setTimeout(() => {
+      relay = net.createServer((socket) => {
+        const upstream = net.connect(mosquitto.port, "127.0.0.1");
+        socket.pipe(upstream).pipe(socket);
+        const close = () => (socket.destroy(), upstream.destroy());
+        socket.on("error", close).on("close", close);
+        upstream.on("error", close).on("close", close);
+      });
+      relay.listen(port, "127.0.0.1");
+    }, 3_000);
+    const late = await connectExternalBroker({
+      url: `mqtts://127.0.0.1:${port}`,
+      caPem: pki.ca.certPem,
+      certPem: hubClient.certPem,
+      keyPem: hubClient.privateKeyPem,
+      directory: new FakeDirectory(),
+      log,
+      clientId: "flashlex-hub-late",
+      connectTimeoutMs: 15_000,
+      events: {},
+    }).finally(() => clearTimeout(opening));
+    await late.close();
+    relay?.close();
+
+    // A wait long past the test's own bound: were the refusal waited on, the test would time out.
+    const refused = await connectExternalBroker({
+      url: `mqtts://127.0.0.1:${mosquitto.port}`,
+      caPem: pki.ca.certPem,
+      certPem: stranger.certPem,
+      keyPem: stranger.privateKeyPem,
+      directory: new FakeDirectory(),
+      log,
+      connectTimeoutMs: 120_000,
+      events: {},
+    }).then(
+      () => "connected",
+      (err: Error) => err.message,
+    );
+    expect(refused).toMatch(/cannot use broker .*(certificate|unknown ca|alert)/i);
+  }, 40_000);
 });

@@ -169,13 +169,26 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
   });
   client.on("reconnect", () => log.info("mqtt.reconnecting", { url: opts.url }));
   client.on("offline", () => log.warn("mqtt.offline", { url: opts.url }));
+  // While the hub starts, a broker that is not ready yet (a cluster still electing the leader of
+  // its client-id tracking answers CONNACK 3; a node still booting refuses the TCP connection) is
+  // waited for, MQTT.js retrying every reconnectPeriod, until the timeout; a refusal that will not
+  // change (bad credentials, TLS) fails at once.
+  let lastTransient: Error | undefined;
   client.on("error", (err) => {
     log.warn("mqtt.error", { url: opts.url, error: err });
-    if (!ready) subscribed.reject(err);
+    if (ready) return;
+    if (isTransientRefusal(err)) lastTransient = err;
+    else subscribed.reject(err);
   });
 
   const timeoutMs = opts.connectTimeoutMs ?? 30_000;
-  const timer = setTimeout(() => subscribed.reject(new FlashlexError(`broker ${opts.url} not reachable within ${timeoutMs} ms`, "unavailable")), timeoutMs);
+  const timer = setTimeout(
+    () =>
+      subscribed.reject(
+        new FlashlexError(`broker ${opts.url} not usable within ${timeoutMs} ms${lastTransient ? ` (last: ${lastTransient.message})` : ""}`, "unavailable"),
+      ),
+    timeoutMs,
+  );
   try {
     await subscribed.promise;
     ready = true;
@@ -203,4 +216,10 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
       await client.endAsync();
     },
   };
+}
+
+/** CONNACK 3 (server unavailable, MQTT 3.1.1 §3.2.2.3) or a refused or reset TCP connection: the broker may be ready soon. */
+function isTransientRefusal(err: Error): boolean {
+  const code = (err as { code?: unknown }).code;
+  return code === 3 || code === "ECONNREFUSED" || code === "ECONNRESET";
 }
