@@ -192,8 +192,8 @@ export function createHubApi(deps: HubApiDeps): HubApi {
               caCertificate: enrolled.caPem,
               config: enrolled.configText,
             },
-            "Thing enrolled.",
-            201,
+            enrolled.repeated ? "Thing already enrolled with this key; its certificate again." : "Thing enrolled.",
+            enrolled.repeated ? 200 : 201,
           );
         },
       },
