@@ -64,7 +64,7 @@ export const EXIT_CODES_HELP = `Exit codes:
       collect: the API refused the message for good (kept as rejected, see \`outbox list\`);
       enroll: the hub refused the token, the name or the CSR, or the folder holds a thing
   69  service unavailable: the message is queued and \`serve\` delivers it later (enroll: the
-      hub cannot be reached; nothing was written)
+      hub cannot be reached; run it again: it keeps its key in .enrol/ and the hub answers a retry)
   70  internal error (a bug; please report it)
   74  I/O error: disk full, read-only file system, damaged database (the message names the file)
   75  try again later: not delivered and nothing was queued (offlinePublishQueueing: 0, or N

@@ -110,3 +110,17 @@ export function parseTime(value: string | undefined, flag: string, endOfDay = fa
     throw new UsageError(`${flag} must be Unix seconds or an ISO date (2024-01-31 or 2024-01-31T12:00:00Z), not ${value}`);
   return Math.floor(ms / 1000) + (dateOnly && endOfDay ? 86_399 : 0);
 }
+
+/**
+ * `--since` and `--until` together (parseTime each): Unix seconds, either may be absent. Throws
+ * UsageError (64) naming both flags when `--since` is after `--until`: such a range matches
+ * nothing, and an empty export that exits 0 hides the typo.
+ */
+export function parseTimeRange(since: string | undefined, until: string | undefined): { startts?: number; endts?: number } {
+  const startts = parseTime(since, "--since", false);
+  const endts = parseTime(until, "--until", true);
+  if (startts !== undefined && endts !== undefined && startts > endts) {
+    throw new UsageError(`--since ${since} is after --until ${until}: the range holds no time; swap them or widen it`);
+  }
+  return { startts, endts };
+}

@@ -10,20 +10,7 @@
  * temporary files of its target that a process no longer alive left behind (`removeLeftovers`).
  */
 import { randomBytes } from "node:crypto";
-import {
-  chmodSync,
-  closeSync,
-  fchmodSync,
-  fsyncSync,
-  openSync,
-  readdirSync,
-  renameSync,
-  rmSync,
-  statSync,
-  unlinkSync,
-  writeFileSync,
-  writeSync,
-} from "node:fs";
+import { closeSync, fchmodSync, fsyncSync, linkSync, openSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 
 export interface AtomicWriteOptions {
@@ -80,9 +67,11 @@ export async function writeFileAtomically(
 }
 
 /**
- * `writeFileAtomically` for content already in memory, without awaiting. Synchronous, so no
- * signal handler can run part way: a process that handles SIGINT/SIGTERM finishes the write
- * (or removes its temporary file on failure) before it hears of the signal.
+ * `writeFileAtomically` for content already in memory, without awaiting: a temporary file beside
+ * `file`, written, fsynced, renamed over `file`. Synchronous, so no signal handler can run part
+ * way: a process that handles SIGINT/SIGTERM finishes the write (or removes its temporary file
+ * on failure) before it hears of the signal. A full disk (ENOSPC) leaves `file` as it was and no
+ * temporary file.
  */
 export function writeFileAtomicallySync(file: string, content: string | Uint8Array, mode: number): void {
   if (isStream(file)) {
@@ -92,8 +81,7 @@ export function writeFileAtomicallySync(file: string, content: string | Uint8Arr
   removeLeftovers(dirname(file), temporaryNamePattern(file));
   const temp = tempPathFor(file);
   try {
-    writeFileSync(temp, content, { mode, flag: "wx" });
-    chmodSync(temp, mode); // the umask may have narrowed it
+    writeSyncedTemp(temp, content, mode);
     renameSync(temp, file);
   } catch (err) {
     removeQuietly(temp);
@@ -103,11 +91,37 @@ export function writeFileAtomicallySync(file: string, content: string | Uint8Arr
 
 /**
  * Creates `file` with `data` and `mode`, refusing (EEXIST) when something is already there: a
- * secret (a private key) is never written over another file or through a planted link.
+ * secret (a private key) is never written over another file or through a planted link. All or
+ * nothing: the data goes to a temporary file that is fsynced, then hard-linked to `file`
+ * (link(2) fails when `file` exists, where rename(2) would replace it), so a full disk never
+ * leaves a `file` that is empty or cut short. Throws what the file system throws, with nothing
+ * left behind.
  */
 export function createFile(file: string, data: string | Uint8Array, mode: number): void {
-  writeFileSync(file, data, { mode, flag: "wx" });
-  chmodSync(file, mode); // the umask cannot widen the mode, but an odd file system might ignore it
+  removeLeftovers(dirname(file), temporaryNamePattern(file));
+  const temp = tempPathFor(file);
+  try {
+    writeSyncedTemp(temp, data, mode);
+    linkSync(temp, file);
+  } catch (err) {
+    removeQuietly(temp);
+    throw renamePath(err, temp, file);
+  }
+  removeQuietly(temp);
+}
+
+/** Writes `content` to the new file `temp` (exclusively, `mode` whatever the umask) and fsyncs it. */
+function writeSyncedTemp(temp: string, content: string | Uint8Array, mode: number): void {
+  const fd = openSync(temp, "wx", mode);
+  try {
+    fchmodSync(fd, mode); // the umask may have narrowed it
+    const bytes = typeof content === "string" ? Buffer.from(content) : content;
+    for (let at = 0; at < bytes.byteLength; ) at += writeSync(fd, bytes, at, bytes.byteLength - at);
+    // The data reaches the disk before the name does: a power cut never leaves the target empty.
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**

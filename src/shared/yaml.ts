@@ -57,14 +57,23 @@ export function parseYamlFile(file: string): unknown {
   }
 }
 
-/** Validates against a schema; the error names the file and the first failing key path. */
+/**
+ * Validates against a schema. The error (ConfigError, one line) names the file and every failing
+ * key path with what is wrong there, each path once: `hub.yml: hub.env: letters, digits, - and _
+ * only; must not be empty; hub.api.port: ...` — never a bare "(and 1 more)" that hides the rest.
+ */
 export function validate<S extends z.ZodType>(schema: S, raw: unknown, file: string): z.output<S> {
   const result = schema.safeParse(raw);
   if (result.success) return result.data;
-  const issue = result.error.issues[0]!;
-  const path = issue.path.length ? issue.path.join(".") : "(top level)";
-  const more = result.error.issues.length > 1 ? ` (and ${result.error.issues.length - 1} more)` : "";
-  throw new ConfigError(`${file}: ${path}: ${describeIssue(issue, raw)}${more}`);
+  const byPath = new Map<string, string[]>();
+  for (const issue of result.error.issues) {
+    const path = issue.path.length ? issue.path.join(".") : "(top level)";
+    const said = byPath.get(path) ?? [];
+    const text = describeIssue(issue, raw);
+    if (!said.includes(text)) said.push(text);
+    byPath.set(path, said);
+  }
+  throw new ConfigError(`${file}: ${[...byPath].map(([path, said]) => `${path}: ${said.join("; ")}`).join("; ")}`);
 }
 
 function describeIssue(issue: z.core.$ZodIssue, raw: unknown): string {

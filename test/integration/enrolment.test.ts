@@ -17,6 +17,7 @@ import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { type EnrolToken, type HubFixture, listenOnLoopback, loopbackHubInit, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
+import { waitUntil } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-enrol-"));
 let hub: HubFixture;
@@ -180,6 +181,8 @@ describe("enrolment", () => {
     const result = await enroll({ ...t, caFingerprint: wrong }, "pinned", dir);
     expect(result.code).toBe(78);
     expect(result.stderr).toContain("not the pinned");
+    // one format on both ends: colons, as `hub enroll-token create` prints it
+    expect(result.stderr).toContain(`is ${t.caFingerprint}, not the pinned ${wrong}`);
     expect(existsSync(join(dir, "config.yml"))).toBe(false);
     expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
   }, 30_000);
@@ -199,6 +202,75 @@ describe("enrolment", () => {
     expect(readFileSync(join(taken, "config.yml"), "utf8")).toBe("# another thing\n");
     expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
   }, 30_000);
+
+  test("the hub killed after it enrolled, before it answered: the retry (same token, used up) gets the same thing, no use spent", async () => {
+    const t = await newToken();
+    const dir = join(work, "hub-killed");
+    const name = `${ownerPrefix}-hkilled`;
+    expect(await serving.stop(5_000)).toBe(0);
+    const doomed = await hub.serve([], { FLASHLEX_FAULT_KILL_AT_ENROL: "enrolled" });
+    const first = await enroll(t, "hkilled", dir);
+    await doomed.proc.exited;
+    expect(doomed.proc.signalCode).toBe("SIGKILL");
+    serving = await hub.serve();
+    expect(first.code, first.stderr).toBe(69);
+    expect(first.stderr).toContain("run the same `flashlex enroll` again");
+    // the hub made the thing and spent the use; the device kept its key, and only its key
+    const made = (await things()).find((x) => x.name === name);
+    expect(made).toBeDefined();
+    expect((await tokens()).find((x) => x.id === t.id).uses).toBe(1);
+    expect(existsSync(join(dir, "config.yml"))).toBe(false);
+    expect(readdirSync(join(dir, ".enrol"))).toEqual(["pending-key.pem"]);
+    expect(statSync(join(dir, ".enrol", "pending-key.pem")).mode & 0o777).toBe(0o600);
+    const pending = readFileSync(join(dir, ".enrol", "pending-key.pem"), "utf8");
+
+    const again = await enroll(t, "hkilled", dir);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain(`enrolled ${name} (id ${made.id})`);
+    expect(readdirSync(dir).sort()).toEqual(["config.yml", "keys"]);
+    expect(readFileSync(join(dir, "keys", `${name}-keypair-private.pem`), "utf8")).toBe(pending);
+    expect((await tokens()).find((x) => x.id === t.id).uses).toBe(1);
+    expect((await things()).filter((x) => x.name === name)).toHaveLength(1);
+    const boot = await run(["bootstrap", "-c", join(dir, "config.yml")], { timeoutMs: 40_000 });
+    expect(boot.code, `${boot.stdout}\n${boot.stderr}`).toBe(0);
+  }, 120_000);
+
+  test("the device killed after the hub answered: a retry with a fresh token gets the same thing and spends no use; another key is refused", async () => {
+    const t = await newToken();
+    const dir = join(work, "device-killed");
+    const name = `${ownerPrefix}-dkilled`;
+    const first = await run(["enroll", "--hub", t.hub, "--token", t.token, "--ca-fingerprint", t.caFingerprint, "--name", "dkilled", "--dir", dir], {
+      timeoutMs: 30_000,
+      env: { FLASHLEX_FAULT_KILL_AT_ENROL: "answered" },
+    });
+    expect(first.code).not.toBe(0);
+    expect(existsSync(join(dir, "config.yml"))).toBe(false);
+    expect(existsSync(join(dir, ".enrol", "pending-key.pem"))).toBe(true);
+
+    // another key for the same name (the pending key lost) is refused as before, nothing spent
+    const stranger = await newToken();
+    const elsewhere = await enroll(stranger, "dkilled", join(work, "device-killed-other"));
+    expect(elsewhere.code).toBe(65);
+    expect(elsewhere.stderr).toContain("already exists");
+    expect((await tokens()).find((x) => x.id === stranger.id).uses).toBe(0);
+
+    const fresh = await newToken();
+    const again = await enroll(fresh, "dkilled", dir);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toContain(`enrolled ${name}`);
+    expect(existsSync(join(dir, ".enrol"))).toBe(false);
+    expect((await tokens()).find((x) => x.id === fresh.id).uses).toBe(0);
+    expect((await tokens()).find((x) => x.id === t.id).uses).toBe(1);
+
+    // once it has connected, the same key and name are a conflict again (a retry is only for a thing nobody runs)
+    const boot = await run(["bootstrap", "-c", join(dir, "config.yml")], { timeoutMs: 40_000 });
+    expect(boot.code, `${boot.stdout}\n${boot.stderr}`).toBe(0);
+    await waitUntil("the thing verified", async () => (await things()).find((x) => x.name === name)?.status === "verified");
+    const keyPem = readFileSync(join(dir, "keys", `${name}-keypair-private.pem`), "utf8");
+    const csr = await createCsr({ privateKeyPem: keyPem, commonName: name });
+    const late = await postEnroll({ token: (await newToken()).token, name: "dkilled", csr });
+    expect(late.status).toBe(409);
+  }, 120_000);
 
   test("an https hub: its TLS is trusted through the pinned CA only, and the enrolled thing bootstraps", async () => {
     const [apiPort, brokerPort] = [await freePort(), await freePort()];

@@ -255,6 +255,37 @@ describe("bad values on the command line and on stdin", () => {
     }
   });
 
+  test("every hub command's bad flag value is 64 naming the flag, before any lookup (the trial's --expires 31d was 65)", async () => {
+    const home = join(thing.dir, "hub-flags");
+    expect((await run(["hub", "init", "--dir", home])).code).toBe(0);
+    const cases: [string[], RegExp][] = [
+      [["hub", "enroll-token", "create", "--expires", "31d"], /--expires/],
+      [["hub", "enroll-token", "create", "--expires", "0s"], /--expires/],
+      [["hub", "enroll-token", "create", "--expires", "soon"], /--expires/],
+      [["hub", "enroll-token", "create", "--max-uses", "0"], /--max-uses/],
+      [["hub", "enroll-token", "create", "--name-prefix", "bad prefix"], /--name-prefix/],
+      [["hub", "export", "nosuch", "--since", "garbage"], /--since/],
+      [["hub", "export", "nosuch", "--since", "2026-12-01", "--until", "2026-11-01"], /--since 2026-12-01 is after --until 2026-11-01/],
+      [["hub", "export", "nosuch", "--type", "sideways"], /--type/],
+      [["hub", "update", "--to", "9.9.9", "--all", "--batch", "0"], /--batch/],
+      [["hub", "update", "--to", "9.9.9", "--all", "--batch", "200%"], /--batch/],
+      [["hub", "update", "--to", "9.9.9", "--all", "--max-failures", "x"], /--max-failures/],
+      [["hub", "mosquitto-config", "--out", join(thing.dir, "mq"), "--bind", "not an address"], /--bind/],
+      [["hub", "mosquitto-config", "--out", join(thing.dir, "mq"), "--port", "0"], /--port/],
+      [["hub", "thing", "create", "x", "--key-type", "dsa"], /--key-type/],
+      [["hub", "serve", "--broker", "ftp://x"], /--broker/],
+    ];
+    for (const [args, pattern] of cases) {
+      const result = await run([...args, "--dir", home]);
+      tally("badInputs");
+      expect({ args, code: result.code }).toEqual({ args, code: 64 });
+      expectOneLine(result, pattern);
+    }
+    // nothing was made by any of them
+    const tokens = await run(["hub", "enroll-token", "list", "--dir", home, "--json"]);
+    expect(JSON.parse(tokens.stdout)).toEqual([]);
+  }, 60_000);
+
   test("invalid UTF-8 on collect's stdin or in --file is 65 naming the source and offset; nothing is sent or queued", async () => {
     const received = receiver.received.length;
     const bad = Buffer.concat([Buffer.from('{"text":"caf'), Buffer.from([0xc3, 0x28]), Buffer.from('"}')]);

@@ -51,8 +51,13 @@ function makeConfig(dir: string): string {
   copyFileSync(GUIDE, file);
   for (const name of ["root-ca-cert.pem", `${THING}-certificate.pem`, `${THING}-keypair-private.pem`, `${THING}-keypair-public.pem`]) {
     copyFileSync(join(pki.dir, name), join(dir, name));
+    // the user unpacked the thing: its files, the private key (0600) among them, are that user's
+    if (isRoot) chownSync(join(dir, name), owner.uid, owner.gid);
   }
-  if (isRoot) chownSync(file, owner.uid, owner.gid);
+  if (isRoot) {
+    chownSync(file, owner.uid, owner.gid);
+    chownSync(dir, owner.uid, owner.gid);
+  }
   return file;
 }
 
@@ -378,6 +383,65 @@ describe("install and uninstall against a fake systemctl", () => {
     const runDir = join(base, "run-systemd-system");
     mkdirSync(runDir);
     opts = { config, unitPath, systemctl, uid: 0, executable: { command: bin, args: [], compiled: true }, systemdRunDir: runDir };
+  });
+
+  test.skipIf(!isRoot)("every file serve opens is checked as the service user first: 77 naming the file and the fix, nothing written", async () => {
+    const folder = join(tmp, "unreadable", "thing");
+    const cfg = makeConfig(folder);
+    const key = join(folder, `${THING}-keypair-private.pem`);
+    const fresh = join(etc, "unreadable.service");
+    const attempt = async () => {
+      reset();
+      const io = capture();
+      const code = await exitOf(io, installService({ ...opts, config: cfg, unitPath: fresh, io }));
+      return { code, io };
+    };
+    // the trial's case: the private key root's and 0600, only the config checked before
+    chownSync(key, 0, 0);
+    let { code, io } = await attempt();
+    expect(code).toBe(ExitCode.PERMISSION);
+    expect(io.stderr).toContain(`${owner.name} cannot read ${key}`);
+    expect(io.stderr).toContain("sudo chown");
+    expect(existsSync(fresh)).toBe(false);
+    expect(existsSync(join(folder, "data"))).toBe(false);
+    expect(calls()).toEqual([]);
+    // a dry run refuses the same way
+    const dry = capture();
+    expect(await exitOf(dry, installService({ config: cfg, dryRun: true, io: dry }))).toBe(ExitCode.PERMISSION);
+    chownSync(key, owner.uid, owner.gid);
+    // a data directory the user cannot write
+    mkdirSync(join(folder, "data"), { mode: 0o755 });
+    ({ code, io } = await attempt());
+    expect(code).toBe(ExitCode.PERMISSION);
+    expect(io.stderr).toContain(`${owner.name} cannot write the data directory ${join(folder, "data")}`);
+    expect(existsSync(fresh)).toBe(false);
+    chownSync(join(folder, "data"), owner.uid, owner.gid);
+    // a folder on the way it cannot enter
+    chmodSync(join(tmp, "unreadable"), 0o700);
+    ({ code, io } = await attempt());
+    expect(code).toBe(ExitCode.PERMISSION);
+    expect(io.stderr).toContain(`may not enter ${join(tmp, "unreadable")}`);
+    chmodSync(join(tmp, "unreadable"), 0o755);
+    ({ code, io } = await attempt());
+    expect(code, io.stderr).toBe(ExitCode.OK);
+    rmSync(fresh, { force: true });
+  });
+
+  test.skipIf(!isRoot)("a root-owned config and keys: the --user hint does not send the user to root", async () => {
+    const folder = join(tmp, "allroot");
+    const cfg = makeConfig(folder);
+    for (const name of readdirSync(folder)) chownSync(join(folder, name), 0, 0);
+    chownSync(folder, 0, 0);
+    const io = capture();
+    expect(await exitOf(io, installService({ config: cfg, dryRun: true, io }))).toBe(ExitCode.USAGE);
+    expect(io.stderr).not.toContain("the user who owns the keys");
+    expect(io.stderr).toContain(`sudo chown -R NAME: ${folder}`);
+    // keys still the user's: the hint names that user
+    for (const name of readdirSync(folder)) if (name !== "config.yml") chownSync(join(folder, name), owner.uid, owner.gid);
+    chownSync(folder, owner.uid, owner.gid);
+    const named = capture();
+    expect(await exitOf(named, installService({ config: cfg, dryRun: true, io: named }))).toBe(ExitCode.USAGE);
+    expect(named.stderr).toContain(`pass --user ${owner.name} (the user who owns the keys)`);
   });
 
   test("without systemd (a container, WSL) install says so and writes nothing", async () => {

@@ -117,3 +117,26 @@ describe("bad configuration is refused with the file and the key path", () => {
     expect(loadThingConfig({ config: file }).unknownKeys).toEqual(["flashlex.app.colour"]);
   });
 });
+
+describe("schema errors", () => {
+  test("every failing key path is named with what is wrong there, never '(and 1 more)'", async () => {
+    const { validate } = await import("../../src/shared/yaml.ts");
+    const { z } = await import("zod");
+    const schema = z.object({
+      env: z
+        .string()
+        .regex(/^[a-z]+$/, "letters only")
+        .refine((v) => v !== "", "must not be empty"),
+      port: z.number(),
+    });
+    let message = "";
+    try {
+      validate(schema, { env: "", port: "x" }, "hub.yml");
+    } catch (err) {
+      expect(err).toBeInstanceOf(ConfigError);
+      message = (err as Error).message;
+    }
+    expect(message).toBe("hub.yml: env: letters only; must not be empty; port: Invalid input: expected number, received string");
+    expect(message).not.toContain("more)");
+  });
+});

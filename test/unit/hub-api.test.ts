@@ -397,6 +397,26 @@ describe("operator routes", () => {
     expect((await get("?startts=1500&endts=3000")).map((m) => m.fltimestamp)).toEqual([2000, 3000]);
     expect((await get("?messagetype=ingress")).map((m) => m.fltimestamp)).toEqual([3000]);
     expect((await operator(`/things/${target.id}/messages?startts=yesterday`)).status).toBe(400);
+    // every numeric parameter is a bounded whole number, a 400 naming it otherwise (never SQLite's 500)
+    for (const [route, param] of [
+      ["messages", "startts"],
+      ["messages", "endts"],
+      ["archive", "startts"],
+      ["archive", "endts"],
+      ["hourly", "hours"],
+    ] as const) {
+      for (const bad of ["1e20", "1e300", "-1", "1.5", "99999999999999999999", "abc"]) {
+        const answer = await operator(`/things/${target.id}/${route}?${param}=${bad}`);
+        expect(answer.status, `${route} ${param}=${bad}`).toBe(400);
+        expect(JSON.stringify(await answer.json())).toContain(`${param} must be a whole number from`);
+      }
+    }
+    // an inverted range is refused, not answered with nothing
+    const inverted = await operator(`/things/${target.id}/messages?startts=3000&endts=1000`);
+    expect(inverted.status).toBe(400);
+    expect(JSON.stringify(await inverted.json())).toContain("startts (3000) must not be after endts (1000)");
+    expect((await operator(`/things/${target.id}/archive?startts=3000&endts=1000`)).status).toBe(400);
+    expect((await operator(`/things/${target.id}/messages?startts=3000&endts=1000`, { method: "DELETE" })).status).toBe(400);
     expect((await operator(`/things/${target.id}/messages?messagetype=sideways`)).status).toBe(400);
     const deleted = await operator(`/things/${target.id}/messages?endts=1500`, { method: "DELETE" });
     expect((await json(deleted)).result).toEqual({ deleted: 1 });

@@ -292,6 +292,42 @@ describe("pages", () => {
     for (let i = 0; i < 60; i++) await store.deleteThing(`00000000-0000-4000-8000-${String(i).padStart(12, "0")}`);
   });
 
+  test("a page number or a filter out of bounds is a plain 400 naming it, never a 500", async () => {
+    const browser = await signIn();
+    for (const page of ["1e20", "1e300", "abc", "-1", "0", "1.5", "99999999999999999999"]) {
+      const answer = await get(`/things?page=${page}`, browser);
+      expect(answer.status, page).toBe(400);
+      expect(await answer.text()).toContain("page must be a whole number from 1 to 1000000");
+    }
+    // past the last page: an empty page, not an error
+    expect((await get("/things?page=1000000", browser)).status).toBe(200);
+    const long = await get(`/things?q=${"a".repeat(9000)}`, browser);
+    expect(long.status).toBe(400);
+    expect(await long.text()).toContain("The name filter (q) is at most 200 characters; this one has 9000.");
+    expect((await get(`/things?q=${"a".repeat(200)}`, browser)).status).toBe(200);
+    // only a name is echoed back
+    const echoed = await (await get(`/things?deleted=${encodeURIComponent(EVIL)}`, browser)).text();
+    expect(echoed).not.toContain("Deleted &lt;script");
+    expect(await (await get("/things?deleted=ecd13b11-gone", browser)).text()).toContain("Deleted ecd13b11-gone");
+    expect((await get(`/things/${thing.id}`, browser)).status).toBe(200);
+  });
+
+  test("an enrolled thing's page offers no zip and no cURL line, and its zip's 404 says why", async () => {
+    const enrolled = { ...thing, id: "00000000-0000-4000-8000-00000000e001", name: "ecd13b11-selfmade", certSerial: "E1", enrolledWith: "abc" };
+    await store.insertThing(enrolled);
+    const browser = await signIn();
+    const page = await (await get(`/things/${enrolled.id}`, browser)).text();
+    expect(page).not.toContain("distribution.zip");
+    expect(page).not.toContain("curl -fo");
+    expect(page).toContain("The thing enrolled itself");
+    const zip = await get(`/things/${enrolled.id}/distribution.zip`, browser);
+    expect(zip.status).toBe(404);
+    const text = await zip.text();
+    expect(text).toContain("it enrolled itself");
+    expect(text).not.toContain("revoked");
+    await store.deleteThing(enrolled.id);
+  });
+
   test("a thing's page has its facts, the chart, the distribution link and the guide's cURL line", async () => {
     online.add(thing.name);
     const browser = await signIn();

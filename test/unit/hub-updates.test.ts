@@ -88,6 +88,20 @@ describe("releases", () => {
     expect(publicKey).toBe(readFileSync(updateKeyPaths(home.paths.dir).publicKey, "utf8").trim());
   });
 
+  test("the outbox a thing reports is two bounded whole numbers; anything else is a 400 naming it", async () => {
+    expect((await asThing(0, "/update?version=1.0.0&target=linux-x64&outbox=3&outboxAge=60")).status).toBe(200);
+    for (const [q, name] of [
+      ["outbox=1e20&outboxAge=1", "outbox"],
+      ["outbox=1&outboxAge=1e300", "outboxAge"],
+      ["outbox=-1&outboxAge=1", "outbox"],
+      ["outbox=1&outboxAge=9999999999999", "outboxAge"],
+    ] as const) {
+      const answer = await asThing(0, `/update?version=1.0.0&target=linux-x64&${q}`);
+      expect(answer.status, q).toBe(400);
+      expect(JSON.stringify(await answer.json())).toContain(`${name} must be a whole number from 0 to 999999999999`);
+    }
+  });
+
   test("a release signed with another key is refused, nothing stored", async () => {
     const updates = new Updates({ home, store });
     await expect(updates.addRelease(await releaseDir("9.9.9", generateUpdateKeyPair().privateKeyPem))).rejects.toThrow(/does not verify/);

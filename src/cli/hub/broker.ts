@@ -38,7 +38,7 @@ function mosquittoConfig(options: Options): Promise<number> {
     const files = await hub.writeMosquittoFiles({
       dir: resolve(out),
       port: listenPort,
-      bindAddress: text(options.bind) ?? "0.0.0.0",
+      bindAddress: await bindAddress(text(options.bind)),
       persistenceDir: persistence ? resolve(persistence) : undefined,
       dynsecPlugin: plugin === "none" ? undefined : plugin,
     });
@@ -127,4 +127,14 @@ function rabbitmqConfig(options: Options): Promise<number> {
     console.log(`then: flashlex hub serve   (things connect to ${nodes[0]!.mqttUrl}, or a load balancer in front of every node)`);
     return ExitCode.OK;
   });
+}
+
+/** `--bind`: an IP address or a host name Mosquitto can listen on (default 0.0.0.0); UsageError (64) otherwise. */
+async function bindAddress(value: string | undefined): Promise<string> {
+  if (value === undefined) return "0.0.0.0";
+  // loaded here, not at start: every command's start-up would pay for node:net
+  const { isIP } = await import("node:net");
+  if (isIP(value) || /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(value))
+    return value;
+  throw new UsageError(`--bind must be an IP address or a host name, not ${JSON.stringify(value)}`);
 }

@@ -39,12 +39,21 @@ export const hubEnrollTokenCommands: CommandSpec[] = [
 
 function create(options: Options): Promise<number> {
   return openedHubToWrite("hub enroll-token create", options, async (hub) => {
-    const { parseDuration, formatDuration } = await import("../../shared/duration.ts");
+    const [{ parseDuration, formatDuration }, { MAX_TOKEN_LIFETIME_MS, MAX_TOKEN_USES, NAME_PREFIX }] = await Promise.all([
+      import("../../shared/duration.ts"),
+      import("../../hub/enrolment/tokens.ts"),
+    ]);
+    // Every flag value is checked here, so a bad one is usage (64), as --help says, not the
+    // use case's bad input (65, the API's 400).
     const expires = text(options.expires);
     const lifetimeMs = expires === undefined ? undefined : parseDuration(expires);
-    if (expires !== undefined && lifetimeMs === undefined) throw new UsageError(`--expires must be a duration such as 30m, 24h or 7d, not ${expires}`);
-    const maxUses = countFlag(options.maxUses, "--max-uses", 100_000);
-    const { token, record } = await hub.enrolment.tokens.create({ maxUses, lifetimeMs, namePrefix: text(options.namePrefix) });
+    if (expires !== undefined && (lifetimeMs === undefined || lifetimeMs < 1000 || lifetimeMs > MAX_TOKEN_LIFETIME_MS))
+      throw new UsageError(`--expires must be a duration from 1s to 30d, such as 30m, 24h or 7d, not ${expires}`);
+    const maxUses = countFlag(options.maxUses, "--max-uses", MAX_TOKEN_USES);
+    const namePrefix = text(options.namePrefix);
+    if (namePrefix !== undefined && !NAME_PREFIX.test(namePrefix))
+      throw new UsageError(`--name-prefix must be 1 to 39 letters, digits, '-' or '_', not ${JSON.stringify(namePrefix)}`);
+    const { token, record } = await hub.enrolment.tokens.create({ maxUses, lifetimeMs, namePrefix });
     const info = hub.enrolment.info();
     const settings = hub.home.settings;
     const hubUrl = `${settings.api.publicUrl.replace(/\/+$/, "")}/${settings.env}/v1`;

@@ -3,7 +3,7 @@ import type { MessageType } from "../../hub/messages/messages.ts";
 import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, interruptible, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { parseTime } from "../input.ts";
+import { parseTimeRange } from "../input.ts";
 import { DB_OPTION, DIR_OPTION, openedHub, thingOrFail } from "./common.ts";
 
 export const hubExportCommand: CommandSpec = {
@@ -26,11 +26,11 @@ export const hubExportCommand: CommandSpec = {
 function exportMessages(args: string[], options: Options): Promise<number> {
   return interruptible("hub export", "nothing was written (its temporary file was removed)", (signal) =>
     openedHub(options, async (hub) => {
-      const thing = await thingOrFail(hub, required(args, "the thing"));
-      const startts = parseTime(text(options.since), "--since", false);
-      const endts = parseTime(text(options.until), "--until", true);
+      // The flags first: a bad value is usage (64) whether or not the thing exists.
+      const { startts, endts } = parseTimeRange(text(options.since), text(options.until));
       const type = text(options.type);
       if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
+      const thing = await thingOrFail(hub, required(args, "the thing"));
       const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());
       const output = resolve(text(options.output) ?? archive.fileName);
       const { writeArchiveFile } = await import("../../hub/messages/archive.ts");

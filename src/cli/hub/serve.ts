@@ -1,3 +1,4 @@
+import { UsageError } from "../../shared/errors.ts";
 import { createLogger } from "../../shared/log.ts";
 import { type CommandSpec, type Options, text, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -22,8 +23,18 @@ export const hubServeCommand: CommandSpec = {
 /** Runs the hub until SIGTERM or SIGINT, then stops it within 5 s. */
 async function hubServe(options: Options): Promise<number> {
   const log = createLogger();
+  const broker = text(options.broker);
+  if (broker !== undefined && broker !== "embedded" && broker !== "rabbitmq") {
+    // A bad flag value is usage (64); the same URL in hub.yml stays a configuration error (78).
+    const { parseBrokerUrl } = await import("../../hub/broker/external.ts");
+    try {
+      parseBrokerUrl(broker);
+    } catch (err) {
+      throw new UsageError(`--broker must be embedded, rabbitmq or mqtts://HOST:PORT: ${(err as Error).message}`);
+    }
+  }
   const { serveHub } = await import("../../hub/service.ts");
-  const handle = await serveHub({ dir: hubDir(options), broker: text(options.broker), log, database: databaseOverride(options) });
+  const handle = await serveHub({ dir: hubDir(options), broker, log, database: databaseOverride(options) });
   const signal = await untilSignal();
   log.info("hub.stopping", { signal });
   // A stuck close must not keep systemd waiting for its own stop timeout.

@@ -8,7 +8,7 @@ import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, thingOrFail } from "./common.ts";
 
-/** `hub thing create|list|dist|revoke`: the thing use cases of src/hub/things. */
+/** `hub thing create|list|dist|revoke|delete`: the thing use cases of src/hub/things. */
 export const hubThingCommands: CommandSpec[] = [
   {
     name: "hub thing create",
@@ -46,6 +46,14 @@ export const hubThingCommands: CommandSpec[] = [
     options: [DIR_OPTION, DB_OPTION],
     bunOnly: true,
     run: revoke,
+  },
+  {
+    name: "hub thing delete",
+    args: "<thing>",
+    description: "Delete a thing, its messages and its distribution (what DELETE /things/{id} does); its name can be used again",
+    options: [DIR_OPTION, DB_OPTION],
+    bunOnly: true,
+    run: remove,
   },
 ];
 
@@ -127,6 +135,17 @@ function revoke(args: string[], options: Options): Promise<number> {
       console.log(
         `CRL updated: ${brokerCrlFiles.join(", ")}; a running hub reloads the broker with hub.yml broker.reloadCommand (else: systemctl reload mosquitto)`,
       );
+    return ExitCode.OK;
+  });
+}
+
+/** `hub thing delete`: the same use case as `DELETE /things/{id}` and the console's delete button. */
+function remove(args: string[], options: Options): Promise<number> {
+  return openedHubToWrite("hub thing delete", options, async (hub) => {
+    const thing = await thingOrFail(hub, required(args, "the thing"));
+    await hub.things.delete(thing);
+    console.log(`deleted ${thing.name} (id ${thing.id}), its messages and its distribution; the name can be used again`);
+    console.log("a running `flashlex hub serve` refuses it at its next connection or publish (revoke it first to have it disconnected at once)");
     return ExitCode.OK;
   });
 }

@@ -92,11 +92,22 @@ function rollout(options: Options): Promise<number> {
   return openedHubToWrite("hub update", options, async (hub) => {
     const version = text(options.to);
     if (!version) throw new UsageError("--to VERSION is required (see `flashlex hub release list`)");
+    const batch = text(options.batch);
+    if (batch !== undefined) {
+      // the flag's syntax and range first: a bad value is usage (64), before any release or thing is looked up
+      const { batchSize } = await import("../../hub/updates/updates.ts");
+      try {
+        batchSize(batch, 1);
+      } catch (err) {
+        throw new UsageError((err as Error).message);
+      }
+    }
+    const maxFailures = count(options.maxFailures, "--max-failures");
     const refs = list(options.things);
     if (options.all === true && refs.length) throw new UsageError("give --things or --all, not both");
     if (options.all !== true && !refs.length) throw new UsageError("give the things to update: --things a,b or --all");
     const things = options.all === true ? await hub.things.list() : await Promise.all(refs.map((ref) => thingOrFail(hub, ref)));
-    const started = await hub.updates.startRollout({ version, things, batch: text(options.batch), maxFailures: count(options.maxFailures, "--max-failures") });
+    const started = await hub.updates.startRollout({ version, things, batch, maxFailures });
     if (options.json) console.log(JSON.stringify(started));
     else {
       console.log(

@@ -1,5 +1,6 @@
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
+import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { type HubHome, openHubHome } from "../home/home.ts";
 import { HUB_CLIENT_NAME } from "../home/paths.ts";
 import { addCrlFile } from "../home/settings.ts";
@@ -26,12 +27,11 @@ export async function writeMosquittoFiles(
 ): Promise<{ config: string; brokerKey: string; crl: string; dynsecDir?: string; dynsecStateKept?: boolean }> {
   const file = (name: string) => join(opts.dir, name);
   mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
-  copyFileSync(home.paths.caCert, file("root-ca-cert.pem"));
-  copyFileSync(home.paths.brokerCert, file("broker-cert.pem"));
+  writeFileAtomicallySync(file("root-ca-cert.pem"), readFileSync(home.paths.caCert), 0o644);
+  writeFileAtomicallySync(file("broker-cert.pem"), readFileSync(home.paths.brokerCert), 0o644);
   // Group-readable, so that after `chown root:mosquitto` the broker can read it after dropping root.
-  writeFileSync(file("broker-key.pem"), readFileSync(home.paths.brokerKey), { mode: 0o640 });
-  chmodSync(file("broker-key.pem"), 0o640);
-  writeFileSync(file("mosquitto.acl"), renderMosquittoAcl(), { mode: 0o644 });
+  writeFileAtomicallySync(file("broker-key.pem"), readFileSync(home.paths.brokerKey), 0o640);
+  writeFileAtomicallySync(file("mosquitto.acl"), renderMosquittoAcl(), 0o644);
   let dynsec: { plugin: string; stateFile: string } | undefined;
   let dynsecStateKept: boolean | undefined;
   if (opts.dynsecPlugin) {
@@ -42,10 +42,10 @@ export async function writeMosquittoFiles(
     dynsecStateKept = existsSync(dynsec.stateFile);
     if (!dynsecStateKept) {
       const revoked = (await store.listThings()).filter((t) => t.revokedAt !== null).map((t) => t.name);
-      writeFileSync(dynsec.stateFile, renderDynsecState(HUB_CLIENT_NAME, revoked), { mode: 0o644 });
+      writeFileAtomicallySync(dynsec.stateFile, renderDynsecState(HUB_CLIENT_NAME, revoked), 0o644);
     }
   }
-  writeFileSync(
+  writeFileAtomicallySync(
     file("mosquitto.conf"),
     renderMosquittoConfig({
       port: opts.port,
@@ -58,7 +58,7 @@ export async function writeMosquittoFiles(
       persistenceDir: opts.persistenceDir,
       dynsec,
     }),
-    { mode: 0o644 },
+    0o644,
   );
   addCrlFile(home.paths.config, file("crl.pem"));
   // Re-read the home: hub.yml now lists the new CRL file, and this writes it.

@@ -17,10 +17,11 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { chmodSync, copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { join } from "node:path";
 import { ConfigError } from "../../shared/errors.ts";
+import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { ensureBrokerSecret, type HubHome } from "../home/home.ts";
 import { setRabbitSettings } from "../home/settings.ts";
 import { type RabbitClusterOptions, type RabbitNode, renderEnabledPlugins, renderRabbitConf, renderRabbitEnv } from "./rabbitmq-config.ts";
@@ -66,11 +67,10 @@ export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nod
   const local = opts.hosts.every((h) => h === opts.hosts[0]);
   const file = (name: string) => join(opts.dir, name);
   mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
-  copyFileSync(home.paths.caCert, file("ca-cert.pem"));
-  copyFileSync(home.paths.brokerCert, file("broker-cert.pem"));
-  writeFileSync(file("broker-key.pem"), readFileSync(home.paths.brokerKey), { mode: 0o640 });
-  chmodSync(file("broker-key.pem"), 0o640);
-  writeFileSync(file("enabled_plugins"), renderEnabledPlugins(), { mode: 0o644 });
+  writeFileAtomicallySync(file("ca-cert.pem"), readFileSync(home.paths.caCert), 0o644);
+  writeFileAtomicallySync(file("broker-cert.pem"), readFileSync(home.paths.brokerCert), 0o644);
+  writeFileAtomicallySync(file("broker-key.pem"), readFileSync(home.paths.brokerKey), 0o640);
+  writeFileAtomicallySync(file("enabled_plugins"), renderEnabledPlugins(), 0o644);
 
   const offset = (i: number) => (local ? i : 0);
   const nodes: RabbitNode[] = opts.hosts.map((host, i) => ({
@@ -100,13 +100,12 @@ export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nod
     mkdirSync(nodeHome, { recursive: true, mode: 0o755 });
     mkdirSync(node.dataDir, { recursive: true, mode: 0o750 });
     const conf = join(nodeHome, "rabbitmq.conf");
-    writeFileSync(conf, renderRabbitConf(cluster, i), { mode: 0o640 });
-    chmodSync(conf, 0o640);
+    writeFileAtomicallySync(conf, renderRabbitConf(cluster, i), 0o640);
     const envFile = join(nodeHome, "rabbitmq-env.conf");
     const longNames = nodes.some((n) => n.name.split("@")[1]!.includes("."));
-    writeFileSync(envFile, renderRabbitEnv(cluster, i, conf) + (longNames ? "USE_LONGNAME=true\n" : ""), { mode: 0o644 });
+    writeFileAtomicallySync(envFile, renderRabbitEnv(cluster, i, conf) + (longNames ? "USE_LONGNAME=true\n" : ""), 0o644);
     const cookieFile = join(nodeHome, ".erlang.cookie");
-    if (!existsSync(cookieFile)) writeFileSync(cookieFile, cookie, { mode: 0o400 });
+    if (!existsSync(cookieFile)) writeFileAtomicallySync(cookieFile, cookie, 0o400);
     const host = hostInUrl(opts.hosts[i]!);
     return {
       name: node.name,

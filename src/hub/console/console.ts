@@ -17,7 +17,7 @@
 import { isUuid } from "../../protocol/ids.ts";
 import { thingTopics } from "../../protocol/topics.ts";
 import type { Logger } from "../../shared/log.ts";
-import { HttpError, publicError, readBodyLimited } from "../http/envelope.ts";
+import { HttpError, integerParam, publicError, readBodyLimited } from "../http/envelope.ts";
 import type { HubUseCases } from "../hub.ts";
 import { archiveStream } from "../messages/archive.ts";
 import { parseIngressDocument } from "../messages/messages.ts";
@@ -56,6 +56,15 @@ export interface HubConsole {
 
 /** Things per page on the Things page. */
 export const THINGS_PER_PAGE = 50;
+/** The longest name filter taken: a thing's full name is far shorter (owner prefix, dash, 40). */
+export const MAX_FILTER_CHARS = 200;
+/** The highest page number taken: 50 million things, far past any fleet one hub serves. */
+const MAX_PAGE = 1_000_000;
+
+/** A thing name echoed from a query parameter (`?deleted=`), or undefined when it cannot be one. */
+function echoedName(value: string | null): string | undefined {
+  return value && /^[A-Za-z0-9_-]{1,60}$/.test(value) ? value : undefined;
+}
 /** Messages a list shows when the page loads. */
 const LIST_MESSAGES = 50;
 /** How long a refused sign-in waits before answering (ms): guessing gets slow, a typo does not. */
@@ -214,10 +223,13 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       path: /^\/things$/,
       signedIn: true,
       async handle(ctx) {
-        const filter = (ctx.url.searchParams.get("q") ?? "").slice(0, 100);
-        const pageNo = Math.max(1, Math.floor(Number(ctx.url.searchParams.get("page") ?? 1)) || 1);
+        const filter = ctx.url.searchParams.get("q") ?? "";
+        if (filter.length > MAX_FILTER_CHARS)
+          throw new HttpError(400, `The name filter (q) is at most ${MAX_FILTER_CHARS} characters; this one has ${filter.length}.`);
+        const pageNo = integerParam(ctx.url.searchParams, "page", { min: 1, max: MAX_PAGE, fallback: 1 });
         const overview = await things.overview({ nameContains: filter, offset: (pageNo - 1) * THINGS_PER_PAGE, limit: THINGS_PER_PAGE });
-        const deleted = ctx.url.searchParams.get("deleted");
+        // Echoed on the page: only what a thing's name can be.
+        const deleted = echoedName(ctx.url.searchParams.get("deleted"));
         return htmlPage(
           thingsPage({
             assets: assetPaths(ctx.assets),
@@ -275,8 +287,9 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
             keyType: thingKeyType(thing),
             agent: await updates.forThing(thing.id),
             topics: thingTopics(thing.name),
-            // The guide's cURL line, with this browser's token (the page is never cached).
-            curl: thing.revokedAt === null ? distributionDownloadLine(thing, ctx.session.token, home) : undefined,
+            // The guide's cURL line, with this browser's token (the page is never cached); only
+            // a thing with a distribution has one (not a revoked one, not an enrolled one).
+            curl: thing.revokedAt === null && thing.enrolledWith == null ? distributionDownloadLine(thing, ctx.session.token, home) : undefined,
             notice: done ? { text: done } : undefined,
           }),
         );
@@ -289,7 +302,15 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       async handle(ctx) {
         const thing = await thingOr404(ctx);
         const zip = things.distribution(thing);
-        if (!zip) throw new HttpError(404, "This thing has no distribution (it was revoked).");
+        if (!zip)
+          throw new HttpError(
+            404,
+            thing.revokedAt !== null
+              ? "This thing has no distribution: it was revoked, and its distribution deleted."
+              : thing.enrolledWith != null
+                ? "This thing has no distribution: it enrolled itself, and its key never left the device."
+                : "This thing's distribution is missing from the hub's dists/ folder.",
+          );
         log.info("hub.distribution_downloaded", { via: "console", thing: thing.name });
         return respond(zip, 200, {
           "Content-Type": "application/zip",

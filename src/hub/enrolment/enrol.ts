@@ -7,13 +7,22 @@
  * registers the thing, all or nothing: the token's use and the thing's row are one transaction,
  * and nothing is written to disk (no zip: the hub never had the private key).
  *
+ * A retry is answered, not refused: a device whose enrolment the hub completed but which never
+ * got the answer (the hub killed before it left, the device killed before it wrote its folder)
+ * enrols again with the key it kept (src/thing/enrol/folder.ts). When the name is taken by a
+ * thing that was enrolled, is not revoked, has never connected and whose public key is the
+ * CSR's, the hub answers with that thing's certificate again. The token must still be valid
+ * (the one that enrolled the thing may be used up by that very enrolment) and no further use is
+ * spent. Anything else with a taken name stays a conflict.
+ *
  * The answer carries what the device writes beside its key: the thing's id and name, its
  * certificate, the CA and the thing's config.yml, rendered by the hub from the same template as
  * the distribution (so the device never needs the template, and both flows write the same file).
  */
-import { randomUUID } from "node:crypto";
+import { createPublicKey, randomUUID } from "node:crypto";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { readCsr } from "../../crypto/csr.ts";
+import { spkiDer } from "../../crypto/keys.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { type HubHome, readCa } from "../home/home.ts";
 import { ownerPrefix, settingMs } from "../home/settings.ts";
@@ -46,6 +55,8 @@ export interface Enrolled {
   caPem: string;
   /** the thing's config.yml, ready to write */
   configText: string;
+  /** true: a retry of an enrolment already done (same name, same key), answered again; no token use spent */
+  repeated: boolean;
 }
 
 /** What a device needs before it can make its CSR: the CN prefix, and the CA it pins by fingerprint. */
@@ -68,7 +79,9 @@ export async function enrol(home: HubHome, store: HubStore, request: EnrolmentRe
   const tokenHash = enrolmentTokenHash(request.token);
   const token = tokenHash ? await store.enrolmentTokenByHash(tokenHash) : undefined;
   const refused = whyRefused(token, typedName, now());
-  if (refused) throw new EnrolmentRefused(refused);
+  // A used-up token may still answer the retry of the enrolment that used it up (below).
+  if (refused && !(token && token.uses >= token.maxUses && whyRefused({ ...token, uses: 0 }, typedName, now()) === undefined))
+    throw new EnrolmentRefused(refused);
 
   const name = `${ownerPrefix(home.settings)}-${typedName}`;
   let csr: Awaited<ReturnType<typeof readCsr>>;
@@ -79,23 +92,22 @@ export async function enrol(home: HubHome, store: HubStore, request: EnrolmentRe
   }
   if (csr.commonName !== name)
     throw new EnrolmentRefused(`the CSR was refused: its CN must be ${name} (owner prefix and name), not ${JSON.stringify(csr.commonName)}`);
-  if (await store.getThingByName(name)) throw new ConflictError(`a thing named ${name} already exists; choose another name`);
+  const existing = await store.getThingByName(name);
+  if (existing) {
+    if (!isRetryOf(existing, csr.publicKeyPem)) {
+      if (refused) throw new EnrolmentRefused(refused);
+      throw new ConflictError(`a thing named ${name} already exists; choose another name`);
+    }
+    if (refused && token!.id !== existing.enrolledWith) throw new EnrolmentRefused(refused);
+    return { thing: existing, certPem: existing.certPem, caPem: readCa(home.paths).certPem, configText: configFor(home, existing.id, name), repeated: true };
+  }
+  if (refused) throw new EnrolmentRefused(refused);
 
   const at = now();
   const id = randomUUID();
   const certPem = await issueWithLifetime(home, name, csr.publicKeyPem, settingMs(home.settings.certificates.thingLifetime), at);
   const info = describeCertificate(certPem);
-  const { settings } = home;
-  const configText = renderThingConfig({
-    thingId: id,
-    thingName: name,
-    apiEndpoint: settings.api.publicUrl,
-    env: settings.env,
-    brokerHost: settings.broker.host,
-    brokerPort: settings.broker.port,
-    // the key its updates must be signed with, pinned at enrolment as in every distribution
-    updatePublicKey: ensureUpdateKey(home.paths.dir),
-  }).text;
+  const configText = configFor(home, id, name);
   const thing: ThingRecord = {
     id,
     name,
@@ -119,5 +131,45 @@ export async function enrol(home: HubHome, store: HubStore, request: EnrolmentRe
   }
   // Another device took the last use (or the token expired) between the check and the transaction.
   if (!used) throw new EnrolmentRefused(whyRefused(await store.enrolmentTokenByHash(tokenHash), typedName, at) ?? "the enrolment token can no longer be used");
-  return { thing, certPem, caPem: readCa(home.paths).certPem, configText };
+  faultHook("enrolled");
+  return { thing, certPem, caPem: readCa(home.paths).certPem, configText, repeated: false };
+}
+
+/**
+ * Whether an enrolment request with `publicKeyPem` repeats the one that made `thing`: enrolled
+ * (not made by `hub thing create`), not revoked, never connected (so its key was never renewed
+ * and nobody runs it), and the same public key (so the requester holds the private key the
+ * certificate was issued for: the CSR's self-signature proved it).
+ */
+function isRetryOf(thing: ThingRecord, publicKeyPem: string): boolean {
+  if (thing.enrolledWith == null || thing.revokedAt !== null || thing.verifiedAt !== null || thing.lastSeenAt !== null) return false;
+  try {
+    return spkiDer(createPublicKey(thing.publicKeyPem)).equals(spkiDer(createPublicKey(publicKeyPem)));
+  } catch {
+    return false;
+  }
+}
+
+/** The thing's config.yml, rendered from the hub's settings as every distribution's is. */
+function configFor(home: HubHome, id: string, name: string): string {
+  const { settings } = home;
+  return renderThingConfig({
+    thingId: id,
+    thingName: name,
+    apiEndpoint: settings.api.publicUrl,
+    env: settings.env,
+    brokerHost: settings.broker.host,
+    brokerPort: settings.broker.port,
+    // the key its updates must be signed with, pinned at enrolment as in every distribution
+    updatePublicKey: ensureUpdateKey(home.paths.dir),
+  }).text;
+}
+
+/**
+ * The test-only fault hook: SIGKILL right after `step` when FLASHLEX_FAULT_KILL_AT_ENROL names
+ * it (`enrolled`: the thing's row and the token's use are committed, the answer not yet sent).
+ * Never set outside tests.
+ */
+function faultHook(step: string): void {
+  if (process.env.FLASHLEX_FAULT_KILL_AT_ENROL === step) process.kill(process.pid, "SIGKILL");
 }

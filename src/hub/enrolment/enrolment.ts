@@ -42,7 +42,13 @@ export class Enrolment {
     const name = typeof request.name === "string" ? request.name.slice(0, 64) : undefined;
     try {
       const enrolled = await enrol(this.deps.home, this.deps.store, request, this.now);
-      log.info("hub.thing_enrolled", { via, thing: enrolled.thing.name, id: enrolled.thing.id, token: enrolled.thing.enrolledWith });
+      log.info("hub.thing_enrolled", {
+        via,
+        thing: enrolled.thing.name,
+        id: enrolled.thing.id,
+        token: enrolled.thing.enrolledWith,
+        repeated: enrolled.repeated,
+      });
       return enrolled;
     } catch (err) {
       if (err instanceof EnrolmentRefused || (err as { kind?: string }).kind === "conflict") {

@@ -211,10 +211,28 @@ export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; ma
   }
 }
 
-/** A Unix-seconds query parameter, or undefined when absent. */
-export function unixSecondsParam(params: URLSearchParams, name: string): number | undefined {
+/**
+ * A whole-number query parameter within [`min`, `max`] (both safe integers), or `fallback` when
+ * it is absent or empty. Anything else — `1e20`, `1.5`, `-1`, `abc`, a number past `max` — is
+ * an HttpError 400 naming the parameter and its range: a number that reached SQL unchecked
+ * overflowed SQLite's integers ("datatype mismatch", a 500).
+ */
+export function integerParam(params: URLSearchParams, name: string, range: { min: number; max: number }): number | undefined;
+export function integerParam(params: URLSearchParams, name: string, range: { min: number; max: number; fallback: number }): number;
+export function integerParam(params: URLSearchParams, name: string, range: { min: number; max: number; fallback?: number }): number | undefined {
   const raw = params.get(name);
-  if (raw === null || raw === "") return undefined;
-  if (!/^\d{1,12}$/.test(raw)) throw new HttpError(400, `${name} must be Unix seconds (a non-negative integer)`);
-  return Number(raw);
+  if (raw === null || raw === "") return range.fallback;
+  const value = /^\d{1,16}$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(value) || value < range.min || value > range.max) {
+    throw new HttpError(400, `${name} must be a whole number from ${range.min} to ${range.max}, not ${JSON.stringify(raw.slice(0, 40))}`);
+  }
+  return value;
+}
+
+/** The largest Unix-seconds value taken: 9999-12-31T23:59:59Z. */
+export const MAX_UNIX_SECONDS = 253_402_300_799;
+
+/** A Unix-seconds query parameter (0 to MAX_UNIX_SECONDS), or undefined when absent; HttpError 400 naming it otherwise. */
+export function unixSecondsParam(params: URLSearchParams, name: string): number | undefined {
+  return integerParam(params, name, { min: 0, max: MAX_UNIX_SECONDS });
 }

@@ -31,6 +31,7 @@ import {
   errorToResponse,
   fileResponse,
   HttpError,
+  integerParam,
   ok,
   parseJsonBody,
   readBodyLimited,
@@ -98,6 +99,9 @@ export function createHubApi(deps: HubApiDeps): HubApi {
 
   function messageQuery(params: URLSearchParams, withType: boolean): MessageQuery {
     const query: MessageQuery = { startts: unixSecondsParam(params, "startts"), endts: unixSecondsParam(params, "endts") };
+    // An inverted range matches nothing: refused, not answered with an empty list (or zip).
+    if (query.startts !== undefined && query.endts !== undefined && query.endts < query.startts)
+      throw new HttpError(400, `startts (${query.startts}) must not be after endts (${query.endts})`);
     const type = params.get("messagetype");
     if (withType && type) {
       if (type !== "egress" && type !== "ingress") throw new HttpError(400, "messagetype must be egress or ingress");
@@ -189,8 +193,8 @@ export function createHubApi(deps: HubApiDeps): HubApi {
               caCertificate: enrolled.caPem,
               config: enrolled.configText,
             },
-            "Thing enrolled.",
-            201,
+            enrolled.repeated ? "Thing already enrolled with this key; its certificate again." : "Thing enrolled.",
+            enrolled.repeated ? 200 : 201,
           );
         },
       },
@@ -336,9 +340,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         async handle({ id, url }) {
           const thing = await thingOr404(id);
-          const raw = url.searchParams.get("hours");
-          if (raw !== null && !/^\d{1,3}$/.test(raw)) throw new HttpError(400, "hours must be a whole number from 1 to 168");
-          const hours = await messages.hourly(thing, raw === null ? 24 : Number(raw));
+          const hours = await messages.hourly(thing, integerParam(url.searchParams, "hours", { min: 1, max: 168, fallback: 24 }));
           return ok(
             hours.map((h) => ({ hour: isoSeconds(h.hour * 1000), egress: h.egress, ingress: h.ingress })),
             `${hours.length} hours.`,

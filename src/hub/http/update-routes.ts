@@ -23,7 +23,7 @@ import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
 import type { HubObserver } from "../metrics/observer.ts";
 import type { ThingRecord } from "../store/hub-store.ts";
 import { type OutboxReport, REPORTED_STATES, type ReportedState } from "../updates/updates.ts";
-import { errorResponse, errorToResponse, HttpError, ok, parseJsonBody, readBodyLimited, requireJsonContentType } from "./envelope.ts";
+import { errorResponse, errorToResponse, HttpError, integerParam, ok, parseJsonBody, readBodyLimited, requireJsonContentType } from "./envelope.ts";
 
 export interface UpdateApi {
   /** The answer for an update route, or undefined when `url` is not one (routes.ts goes on). */
@@ -32,7 +32,8 @@ export interface UpdateApi {
 
 const TARGET = /^[a-z0-9][a-z0-9-]{0,39}$/;
 /** A count or a number of seconds in a query: a non-negative integer, at most 12 digits. */
-const COUNT = /^\d{1,12}$/;
+/** What a thing may report as its outbox depth or age: 12 digits, as before. */
+const MAX_COUNT = 999_999_999_999;
 
 /**
  * The outbox a polling thing reports (docs/metrics.md): `outbox` entries waiting and `outboxAge`,
@@ -43,9 +44,12 @@ function outboxParams(url: URL): OutboxReport | undefined {
   const depth = url.searchParams.get("outbox");
   const age = url.searchParams.get("outboxAge");
   if (depth === null && age === null) return undefined;
-  if (depth === null || !COUNT.test(depth)) throw new HttpError(400, "outbox must be a count of messages (given with outboxAge)");
-  if (age === null || !COUNT.test(age)) throw new HttpError(400, "outboxAge must be whole seconds (given with outbox)");
-  return { depth: Number(depth), oldestAgeSeconds: Number(age) };
+  if (depth === null) throw new HttpError(400, "outbox must be a count of messages (given with outboxAge)");
+  if (age === null) throw new HttpError(400, "outboxAge must be whole seconds (given with outbox)");
+  return {
+    depth: integerParam(url.searchParams, "outbox", { min: 0, max: MAX_COUNT, fallback: 0 }),
+    oldestAgeSeconds: integerParam(url.searchParams, "outboxAge", { min: 0, max: MAX_COUNT, fallback: 0 }),
+  };
 }
 const BODY_LIMIT = 16 * 1024;
 

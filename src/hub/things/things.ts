@@ -81,11 +81,14 @@ export class Things {
 
   /**
    * One page of things whose full name contains `nameContains` (ASCII letters in any case), each
-   * summarised (ThingSummary). `offset` and `limit` are clamped to 0.. and 1..MAX_THINGS_PAGE.
+   * summarised (ThingSummary). `offset` and `limit` are clamped to 0..2^53-1 and
+   * 1..MAX_THINGS_PAGE (a NaN or an infinity to their defaults): an integer past SQLite's
+   * 64 bits would fail as a "datatype mismatch".
    */
   async overview(query: { nameContains?: string; offset?: number; limit?: number } = {}): Promise<ThingOverview> {
-    const offset = Math.max(0, Math.floor(query.offset ?? 0));
-    const limit = Math.min(MAX_THINGS_PAGE, Math.max(1, Math.floor(query.limit ?? 50)));
+    const whole = (n: number | undefined, fallback: number) => (n !== undefined && Number.isFinite(n) ? Math.floor(n) : fallback);
+    const offset = Math.min(Number.MAX_SAFE_INTEGER, Math.max(0, whole(query.offset, 0)));
+    const limit = Math.min(MAX_THINGS_PAGE, Math.max(1, whole(query.limit, 50)));
     const { total, things } = await this.deps.store.thingPage({ nameContains: query.nameContains?.trim() || undefined, offset, limit });
     return { total, offset, limit, items: await this.summarise(things) };
   }

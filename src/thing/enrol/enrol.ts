@@ -8,8 +8,11 @@
  *     happens (78): no trust on first use. For an https hub this one request trusts no
  *     certificate (it carries nothing secret and its answer is judged by the fingerprint); every
  *     later request trusts that CA and only it.
- *  3. A key pair is made here (RSA-2048 or EC P-256) and a CSR (RFC 2986) with CN = owner
- *     prefix, dash, name: the name the hub will give the thing.
+ *  3. A key pair is made here (RSA-2048 or EC P-256) and kept, 0600, in the folder's staging
+ *     place (`.enrol/`) until the enrolment completes, so a retry after the hub or this process
+ *     died mid-way sends the same key (the hub then answers with the certificate it already
+ *     issued: src/hub/enrolment/enrol.ts); then a CSR (RFC 2986) with CN = owner prefix, dash,
+ *     name: the name the hub will give the thing.
  *  4. `POST {hub}/enroll` with the token, the name and the CSR. The answer's CA must be the
  *     pinned one, the certificate must be signed by it, name the thing and carry this key, and
  *     the config must be a valid thing config naming the same thing.
@@ -23,7 +26,7 @@ import { generateThingKeyPair, spkiDer, type ThingKeyType } from "../../crypto/k
 import { ThingYamlSchema } from "../../protocol/thing-config.ts";
 import { ConfigError, FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
-import { checkFolderFree, writeThingFolder } from "./folder.ts";
+import { checkFolderFree, pendingKeyPair, STAGING_DIR, writeThingFolder } from "./folder.ts";
 import { hubRequest } from "./hub-request.ts";
 
 export interface EnrolOptions {
@@ -82,6 +85,20 @@ export function normaliseHubUrl(text: string): string {
 }
 
 const fingerprintOf = (pem: string) => describeCertificate(pem).fingerprint256.replace(/:/g, "");
+/** `AB:CD:...`: how the hub prints a fingerprint (`hub enroll-token create`), so both ends read alike. */
+const withColons = (hex: string) => hex.match(/../g)!.join(":");
+
+/** What to do after a failure that may have left a thing on the hub without its answer. */
+const retryHint = (dir: string) =>
+  `the key made for this enrolment is kept in ${dir}/${STAGING_DIR}: run the same \`flashlex enroll\` again (a fresh token works too), and the hub answers with the thing it may already have made`;
+
+/**
+ * The test-only fault hook: SIGKILL right after `step` when FLASHLEX_FAULT_KILL_AT_ENROL names
+ * it (`answered`: the hub's answer arrived, nothing written yet). Never set outside tests.
+ */
+function faultHook(step: string): void {
+  if (process.env.FLASHLEX_FAULT_KILL_AT_ENROL === step) process.kill(process.pid, "SIGKILL");
+}
 
 /** A hub refusal (4xx) is the token's or the request's fault: 65; anything else the hub's: 69. */
 function answerError(status: number, message: string): FlashlexError {
@@ -119,21 +136,33 @@ export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<Enro
   }
   if (actual !== pinned) {
     throw new ConfigError(
-      `the hub's CA fingerprint is ${actual}, not the pinned ${pinned}: this is not the hub the token came from, or someone is in between; nothing was sent`,
+      `the hub's CA fingerprint is ${withColons(actual)}, not the pinned ${withColons(pinned)}: this is not the hub the token came from, or someone is in between; nothing was sent`,
     );
   }
   log.debug("enrol.ca_pinned", { hub: hubUrl, fingerprint: actual });
 
   const thingName = `${ownerPrefix}-${opts.name}`;
-  const keys = await generateThingKeyPair(opts.keyType);
+  const keys = await pendingKeyPair(opts.dir, opts.keyType, generateThingKeyPair);
+  if (!keys.made) log.info("enrol.key_reused", { dir: opts.dir, why: "an earlier enrolment in this folder did not complete" });
   const csr = await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: thingName });
-  const answer = await hubRequest(`${hubUrl}/enroll`, {
-    method: "POST",
-    body: { token: opts.token, name: opts.name, csr },
-    trust: { kind: "pinned-ca", caPem: caCertificate },
-    timeoutMs,
-  });
+  let answer: Awaited<ReturnType<typeof hubRequest>>;
+  try {
+    answer = await hubRequest(`${hubUrl}/enroll`, {
+      method: "POST",
+      body: { token: opts.token, name: opts.name, csr },
+      trust: { kind: "pinned-ca", caPem: caCertificate },
+      timeoutMs,
+    });
+  } catch (err) {
+    // The hub may have enrolled the thing before the answer was lost: the retry sends the same key.
+    if (err instanceof FlashlexError && err.kind === "unavailable") {
+      throw new FlashlexError(`${err.message}; ${retryHint(opts.dir)}`, "unavailable", { cause: err });
+    }
+    throw err;
+  }
+  if (answer.status >= 500) throw new FlashlexError(`${answerError(answer.status, answer.message).message}; ${retryHint(opts.dir)}`, "unavailable");
   if (answer.status !== 201 && answer.status !== 200) throw answerError(answer.status, answer.message);
+  faultHook("answered");
 
   const result = (answer.result ?? {}) as { id?: unknown; name?: unknown; certificate?: unknown; caCertificate?: unknown; config?: unknown };
   const certPem = checkAnswer(result, { caPem: caCertificate, pinned, thingName, publicKeyDer: spkiDer(createPublicKey(keys.publicKeyPem)) });

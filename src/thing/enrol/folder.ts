@@ -4,25 +4,42 @@
  * (0600) and the public key), so `bootstrap`, `serve` and `install-service` find it exactly as
  * they find an unzipped distribution.
  *
- * Everything is first written into a staging directory inside the folder
- * (`.enrol.<pid>-<8 hex>`, 0700), each file fsynced; then `keys/` is renamed into place, then
- * `config.yml`, the commit point: a folder with a config.yml has its keys. A failure, or an
- * interruption before the commit, removes what was placed; a kill -9 leaves only a staging
- * directory, which the next enrolment in the folder removes (its pid is no longer alive).
+ * The staging place is one directory inside the folder, `.enrol` (0700). It holds, from the
+ * first attempt until the enrolment completes, the key pair made for it (`pending-key.pem`,
+ * 0600): an enrolment the hub completed but the device never heard of (the hub or the device
+ * killed in between) is retried with the same key, and the hub answers a retry whose key equals
+ * the registered one with the same certificate (src/hub/enrolment/enrol.ts). The folder's files
+ * are written into `.enrol` too, each fsynced; then `keys/` is renamed into place, then
+ * `config.yml`, the commit point: a folder with a config.yml has its keys. Only then is `.enrol`
+ * removed. A failure before the commit removes what was placed and keeps the pending key; a
+ * kill -9 between the two renames leaves `keys/` without `config.yml` beside `.enrol`, which the
+ * next attempt recognises as its own and removes.
  */
 
-import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, renameSync, rmdirSync, rmSync } from "node:fs";
+import { createPublicKey } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
+import { loadPrivateKey, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { fsyncDirectory, writeFileDurably } from "../../shared/durable-files.ts";
 import { ConflictError } from "../../shared/errors.ts";
 import { removeLeftovers } from "../../shared/files.ts";
 
-const STAGING = /^\.enrol\.(\d+)-[0-9a-f]{8}$/;
+/** The staging directories of versions before the pending key (`.enrol.<pid>-<8 hex>`), removed once their process is gone. */
+const OLD_STAGING = /^\.enrol\.(\d+)-[0-9a-f]{8}$/;
+/** The staging directory's name inside the thing's folder. */
+export const STAGING_DIR = ".enrol";
+const PENDING_KEY = "pending-key.pem";
 
 export interface FolderFile {
   content: string;
   mode: number;
+}
+
+export interface PendingKey {
+  privateKeyPem: string;
+  publicKeyPem: string;
+  /** false: made by an earlier attempt that did not complete */
+  made: boolean;
 }
 
 /** Throws ConflictError (65) when `dir` already holds a thing (a config.yml, or a keys/ that is not empty): enrolment never writes over one. */
@@ -31,37 +48,81 @@ export function checkFolderFree(dir: string): void {
     throw new ConflictError(`${join(dir, "config.yml")} exists: a thing already lives in ${dir}; enrol into an empty folder (--dir)`);
   }
   const keys = join(dir, "keys");
-  if (existsSync(keys) && readdirSync(keys).length > 0) {
+  if (existsSync(keys) && readdirSync(keys).length > 0 && !existsSync(join(dir, STAGING_DIR, PENDING_KEY))) {
     throw new ConflictError(`${keys} is not empty: a thing's keys already live in ${dir}; enrol into an empty folder (--dir)`);
   }
 }
 
 /**
+ * The key pair this folder's enrolment uses: the one an earlier, unfinished attempt kept in
+ * `dir/.enrol/pending-key.pem`, or a new one of `keyType` made by `generate` and written there
+ * (0600, fsynced) before anything is sent. A kept key of another type than `keyType` is kept
+ * all the same (the hub may already hold it) and wins. Also removes what an interrupted attempt
+ * left: an older version's staging directories, and a `keys/` placed without its `config.yml`.
+ * Throws ConflictError when `dir` holds a thing, or what the file system throws.
+ */
+export async function pendingKeyPair(
+  dir: string,
+  keyType: ThingKeyType,
+  generate: (type: ThingKeyType) => Promise<{ privateKeyPem: string; publicKeyPem: string }>,
+): Promise<PendingKey> {
+  mkdirSync(dir, { recursive: true, mode: 0o755 });
+  removeLeftovers(dir, OLD_STAGING);
+  checkFolderFree(dir);
+  const staging = join(dir, STAGING_DIR);
+  const file = join(staging, PENDING_KEY);
+  if (existsSync(file)) {
+    // keys/ without config.yml beside our own staging: placed by an attempt killed before its commit.
+    if (existsSync(join(dir, "keys"))) rmSync(join(dir, "keys"), { recursive: true, force: true });
+    const privateKeyPem = readFileSync(file, "utf8");
+    const key = loadPrivateKey(privateKeyPem);
+    thingKeyTypeOf(key); // a kind FlashLex takes, or CryptoError
+    const publicKeyPem = createPublicKey(key).export({ type: "spki", format: "pem" }).toString();
+    return { privateKeyPem, publicKeyPem, made: false };
+  }
+  const pair = await generate(keyType);
+  mkdirSync(staging, { recursive: true, mode: 0o700 });
+  writeFileDurably(file, pair.privateKeyPem, 0o600);
+  fsyncDirectory(dir);
+  return { ...pair, made: true };
+}
+
+/**
  * Writes `config` as `dir/config.yml` and `keys` into `dir/keys/`, all or nothing (see the module
- * comment). `dir` is made when missing. Throws ConflictError when `dir` already holds a thing,
- * or what the file system throws, with nothing of the new thing left in `dir`.
+ * comment), staging in `dir/.enrol`, which is removed once `config.yml` is in place. Throws
+ * ConflictError when `dir` already holds a thing, or what the file system throws, with nothing
+ * of the new thing left in `dir` but the pending key.
  */
 export function writeThingFolder(dir: string, config: string, keys: Record<string, FolderFile>): void {
   mkdirSync(dir, { recursive: true, mode: 0o755 });
-  removeLeftovers(dir, STAGING);
+  removeLeftovers(dir, OLD_STAGING);
   checkFolderFree(dir);
-  const staging = join(dir, `.enrol.${process.pid}-${randomBytes(4).toString("hex")}`);
+  const staging = join(dir, STAGING_DIR);
   const keysDir = join(dir, "keys");
   let placedKeys = false;
+  let committed = false;
   try {
-    mkdirSync(join(staging, "keys"), { recursive: true, mode: 0o700 });
+    mkdirSync(staging, { recursive: true, mode: 0o700 });
+    rmSync(join(staging, "keys"), { recursive: true, force: true });
+    mkdirSync(join(staging, "keys"), { mode: 0o700 });
     for (const [name, file] of Object.entries(keys)) writeFileDurably(join(staging, "keys", name), file.content, file.mode);
     writeFileDurably(join(staging, "config.yml"), config, 0o644);
-    if (existsSync(keysDir)) rmdirSync(keysDir); // empty (checkFolderFree): a rename cannot replace a directory
+    if (existsSync(keysDir)) rmSync(keysDir, { recursive: true }); // empty, or our own leftover (checkFolderFree)
     renameSync(join(staging, "keys"), keysDir);
     placedKeys = true;
     fsyncDirectory(dir);
     renameSync(join(staging, "config.yml"), join(dir, "config.yml"));
     fsyncDirectory(dir);
+    committed = true;
   } catch (err) {
     if (placedKeys && !existsSync(join(dir, "config.yml"))) rmSync(keysDir, { recursive: true, force: true });
+    rmSync(join(staging, "keys"), { recursive: true, force: true });
+    rmSync(join(staging, "config.yml"), { force: true });
     throw err;
-  } finally {
+  }
+  // The thing is complete: its key lives in keys/ now, the pending copy goes.
+  if (committed) {
     rmSync(staging, { recursive: true, force: true });
+    fsyncDirectory(dir);
   }
 }

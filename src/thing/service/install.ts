@@ -13,6 +13,7 @@ import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
 import { loadIdentity } from "../identity.ts";
 import { defaultKeysDir, loadThingConfig } from "../settings.ts";
+import { checkServiceAccess } from "./access.ts";
 import { renderUnit, UNIT_TEMPLATE } from "./unit.ts";
 
 export const DEFAULT_UNIT_PATH = "/etc/systemd/system/flashlex.service";
@@ -93,7 +94,13 @@ function install(opts: InstallOptions, io: ServiceIO): void {
   const data = absolute(opts.data ?? join(dirname(config), "data"));
   loadIdentity(thing);
   if (!dryRun) requireSystemd(opts.systemdRunDir ?? SYSTEMD_RUN_DIR);
-  const account = serviceAccount(opts.user, config);
+  const account = serviceAccount(opts.user, config, keys);
+  // Everything serve opens, as the service user, before anything is written (a dry run too).
+  const warnings = checkServiceAccess(
+    { config, keysDir: keys, keyFiles: [thing.paths.rootCA, thing.paths.cert, thing.paths.privateKey], data },
+    { ...account, groups: groupsOf(account) },
+  );
+  for (const warning of warnings) io.err(`warning: ${warning}\n`);
   const systemctl = opts.systemctl ?? "systemctl";
   const binaryDir = dirname(exe.command);
   const selfUpdate = selfUpdateCheck(thing.yaml.update !== undefined, exe, account);
@@ -122,7 +129,6 @@ function install(opts: InstallOptions, io: ServiceIO): void {
   const unitPath = opts.unitPath ?? DEFAULT_UNIT_PATH;
   const name = basename(unitPath);
   ensureDataDir(data, account, io);
-  warnIfUnreadable(config, account, io);
 
   const previous = readIfExists(unitPath);
   if (previous === unit) {
@@ -246,7 +252,7 @@ interface Account {
 }
 
 /** --user, else the config file's owner; never root, whatever the name. */
-function serviceAccount(user: string | undefined, config: string): Account {
+function serviceAccount(user: string | undefined, config: string, keys: string): Account {
   const key = user ?? String(statSync(config).uid);
   const entry = getent("passwd", key);
   if (!entry) throw new UsageError(user ? `--user ${user}: no such user` : `${config} is owned by uid ${key}, which has no user name: pass --user NAME`);
@@ -255,7 +261,7 @@ function serviceAccount(user: string | undefined, config: string): Account {
     throw new UsageError(
       user
         ? `--user ${user}: the service never runs as root; name an ordinary user`
-        : `${config} is owned by root and the service never runs as root: pass --user NAME (the user who owns the keys)`,
+        : `${config} is owned by root and the service never runs as root: ${userHint(keys, dirname(config))}`,
     );
   }
   // systemd warns that nobody is not safe: files owned by nobody belong to every such service.
@@ -350,11 +356,15 @@ function warnAboutGuardDropIns(unitPath: string, io: ServiceIO): void {
   }
 }
 
-/** Mode bits only (no ACLs or supplementary groups), so a hint rather than an error. */
-function warnIfUnreadable(config: string, account: Account, io: ServiceIO): void {
-  const st = statSync(config);
-  const readable = st.uid === account.uid ? st.mode & 0o400 : st.gid === account.gid ? st.mode & 0o040 : st.mode & 0o004;
-  if (!readable) io.err(`warning: ${config} may not be readable by ${account.name}\n`);
+/**
+ * What to pass when the config is root's: the owner of the keys directory when that is an
+ * ordinary user (they unpacked the thing), else any ordinary user, given the folder first.
+ */
+function userHint(keys: string, folder: string): string {
+  const uid = statSync(keys).uid;
+  const owner = uid !== 0 ? getent("passwd", String(uid))?.[0] : undefined;
+  if (owner) return `pass --user ${owner} (the user who owns the keys)`;
+  return `pass --user NAME, an ordinary user, after giving it the thing's folder (the keys are root's too: sudo chown -R NAME: ${folder})`;
 }
 
 function systemdVersion(systemctl: string): number | null {

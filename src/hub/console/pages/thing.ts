@@ -17,7 +17,7 @@ export interface ThingPageData {
   /** what the agent last reported of itself and its update (the updates use case); undefined: never */
   agent?: ThingUpdateRow;
   topics: { ingress: string; pubsub: string; egress: string };
-  /** the guide's cURL line (with the signed-in token), absent once revoked */
+  /** the guide's cURL line (with the signed-in token), absent when there is no distribution (revoked, or enrolled) */
   curl?: string;
   notice?: { text: string; tone?: "ok" | "error" };
 }
@@ -34,7 +34,9 @@ export function thingPage(d: ThingPageData): Html {
     <pre id="curl-line"><code>${d.curl}</code></pre>
     <button type="button" data-copy="curl-line">Copy cURL line</button>
   </div>`
-    : html`<p class="muted">The thing is revoked: its distribution, with its private key, was deleted.</p>`;
+    : thing.revokedAt !== null
+      ? html`<p class="muted">The thing is revoked: its distribution, with its private key, was deleted.</p>`
+      : html`<p class="muted">The thing enrolled itself (<code>flashlex enroll</code>): its key was made on the device and never left it, so there is no distribution to download.</p>`;
   return page({
     title: thing.name,
     section: "things",

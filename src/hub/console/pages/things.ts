@@ -69,7 +69,7 @@ ${d.notice ? notice(d.notice.text, d.notice.tone) : html``}
   <h2 id="list-heading">Your things <span class="muted">(${shown})</span></h2>
   <form method="get" action="/things" class="inline" role="search">
     <label for="filter">Filter by name</label>
-    <input id="filter" name="q" type="search" value="${d.filter}" autocomplete="off">
+    <input id="filter" name="q" type="search" value="${d.filter}" maxlength="200" autocomplete="off">
     <button type="submit">Filter</button>
     ${d.filter ? html`<a href="/things">Clear</a>` : html``}
   </form>

@@ -1,0 +1,84 @@
+/**
+ * What the service user must be able to reach before install-service writes a unit: every file
+ * `serve` opens at its start (the config, the keys directory and each key file it reads), and
+ * the data directory it writes. A file the user cannot read makes the service exit 77 at once,
+ * and the unit's RestartPreventExitStatus leaves it failed: checked here first, so the refusal
+ * comes from install-service, naming the file and the fix, with nothing written.
+ *
+ * By mode bits and the account's groups (owner, then group, then other, as the kernel decides
+ * without ACLs), every directory on the way needing search permission. Only node: APIs.
+ */
+import { existsSync, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { FlashlexError } from "../../shared/errors.ts";
+
+export interface ServiceAccount {
+  name: string;
+  uid: number;
+  gid: number;
+  group: string;
+  /** every group id the account has (primary and supplementary) */
+  groups: number[];
+}
+
+export interface ServiceFiles {
+  config: string;
+  keysDir: string;
+  /** the key files serve reads (root CA, certificate, private key) */
+  keyFiles: string[];
+  data: string;
+}
+
+/** Whether `account` has every permission in `need` ("r", "w", "x") on `path` by its mode bits. */
+export function permitted(path: string, account: ServiceAccount, need: string): boolean {
+  const st = statSync(path);
+  const shift = st.uid === account.uid ? 6 : account.groups.includes(st.gid) ? 3 : 0;
+  const bits = (st.mode >> shift) & 0o7;
+  const wanted = (need.includes("r") ? 4 : 0) | (need.includes("w") ? 2 : 0) | (need.includes("x") ? 1 : 0);
+  return (bits & wanted) === wanted;
+}
+
+/** The first directory above `path` that `account` cannot search, or undefined when it reaches it. */
+function blockedOnTheWay(path: string, account: ServiceAccount): string | undefined {
+  const dirs: string[] = [];
+  for (let dir = dirname(resolve(path)); ; dir = dirname(dir)) {
+    dirs.unshift(dir);
+    if (dir === dirname(dir)) break;
+  }
+  // a directory not made yet (the data directory's parents) is made by root for the service later
+  return dirs.find((dir) => existsSync(dir) && !permitted(dir, account, "x"));
+}
+
+const refuse = (message: string) => new FlashlexError(message, "permission");
+
+/**
+ * Throws FlashlexError `permission` (77), one line naming the file, the service user and the
+ * fix, when `account` could not read the config, the keys directory or a key file, or could
+ * not write the data directory (a missing one is made for it later, so its parent must only be
+ * reachable). Returns the warnings that do not stop serve: a keys directory it cannot write
+ * (certificate renewal writes its new key there).
+ */
+export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount): string[] {
+  const who = account.name;
+  const owner = `${account.name}:${account.group}`;
+  const reach = (path: string) => {
+    const blocked = blockedOnTheWay(path, account);
+    if (blocked) throw refuse(`${who} cannot reach ${path}: it may not enter ${blocked} (fix: sudo chmod o+x ${blocked}, or move the thing's folder)`);
+  };
+  reach(files.config);
+  if (!permitted(files.config, account, "r")) throw refuse(`${who} cannot read ${files.config} (fix: sudo chown ${owner} ${files.config})`);
+  reach(files.keysDir);
+  if (!permitted(files.keysDir, account, "rx"))
+    throw refuse(`${who} cannot open the keys directory ${files.keysDir} (fix: sudo chown -R ${owner} ${files.keysDir})`);
+  for (const file of files.keyFiles) {
+    if (!existsSync(file)) continue; // loadIdentity said what is missing already
+    if (!permitted(file, account, "r"))
+      throw refuse(`${who} cannot read ${file} (fix: sudo chown ${owner} ${files.keysDir}/*, or sudo chown -R ${owner} ${files.keysDir})`);
+  }
+  reach(files.data);
+  if (existsSync(files.data) && !permitted(files.data, account, "rwx"))
+    throw refuse(`${who} cannot write the data directory ${files.data} (fix: sudo chown -R ${owner} ${files.data})`);
+  return permitted(files.keysDir, account, "wx")
+    ? []
+    : [`${who} cannot write ${files.keysDir}: certificate renewal, which writes the new key there, will fail (fix: sudo chown ${owner} ${files.keysDir})`];
+}

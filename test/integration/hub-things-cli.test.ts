@@ -1,0 +1,96 @@
+/**
+ * The hub's thing commands against the compiled binary, where the trial found faults:
+ * - `hub thing delete`: the same use case as `DELETE /things/{id}` (the thing, its messages, its
+ *   distribution go; the name can be used again), 65 for a thing that does not exist, 64 without;
+ * - a full disk (a real tmpfs) under a running hub: `POST /things` answers 503 and leaves no
+ *   thing and no distribution zip, not even an empty one, and no temporary file.
+ * Loopback only.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { binaryPath, run, start } from "../support/binary.ts";
+import { type HubFixture, listenOnLoopback, loopbackHubInit, makeHubFixture } from "../support/hub-fixture.ts";
+import { freePort } from "../support/mosquitto.ts";
+import { mountTmpfs, type Tmpfs, tmpfsUnavailable } from "../support/tmpfs.ts";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-thing-delete-"));
+let hub: HubFixture;
+const mounts: Tmpfs[] = [];
+const noTmpfs = tmpfsUnavailable();
+if (noTmpfs) console.warn(`SKIPPING the disk-full test: ${noTmpfs}`);
+
+beforeAll(async () => {
+  binaryPath();
+  hub = await makeHubFixture(work);
+}, 120_000);
+
+afterAll(() => {
+  for (const fs of mounts) fs.unmount();
+  rmSync(work, { recursive: true, force: true });
+});
+
+describe("hub thing delete", () => {
+  test("deletes the thing and its distribution; the name can be used again", async () => {
+    const made = await hub.createThing("doomed");
+    const zip = join(hub.dir, "dists", `${made.id}.zip`);
+    expect(existsSync(zip)).toBe(true);
+    const deleted = await run(["hub", "thing", "delete", "doomed", "--dir", hub.dir], { timeoutMs: 30_000 });
+    expect(deleted.code, deleted.stderr).toBe(0);
+    expect(deleted.stdout).toContain(`deleted ${made.name} (id ${made.id})`);
+    expect((await hub.things()).some((t) => t.id === made.id)).toBe(false);
+    expect(existsSync(zip)).toBe(false);
+    const again = await hub.createThing("doomed");
+    expect(again.id).not.toBe(made.id);
+  }, 60_000);
+
+  test("a thing that does not exist is 65; no thing named is 64", async () => {
+    const missing = await run(["hub", "thing", "delete", "nosuch", "--dir", hub.dir], { timeoutMs: 30_000 });
+    expect(missing.code).toBe(65);
+    expect(missing.stderr).toContain('no thing "nosuch"');
+    expect((await run(["hub", "thing", "delete", "--dir", hub.dir], { timeoutMs: 30_000 })).code).toBe(64);
+  }, 30_000);
+});
+
+describe.skipIf(Boolean(noTmpfs))("a full disk under the hub home", () => {
+  test("POST /things answers 503 and leaves no thing, no zip (not an empty one) and no temporary file", async () => {
+    const fs = mountTmpfs(4096);
+    mounts.push(fs);
+    const home = `${fs.dir}/hub`;
+    const [apiPort, brokerPort] = [await freePort(), await freePort()];
+    const init = await run([...loopbackHubInit(home, apiPort, brokerPort, "127.0.0.1"), "--json"], { timeoutMs: 60_000 });
+    expect(init.code, init.stderr).toBe(0);
+    const token = JSON.parse(init.stdout).token as string;
+    listenOnLoopback(home);
+    const serving = start(["hub", "serve", "--dir", home], {});
+    try {
+      await serving.waitFor(/hub\.started/, 30_000);
+      const create = (name: string) =>
+        fetch(`http://127.0.0.1:${apiPort}/dev/v1/things`, {
+          method: "POST",
+          headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+          body: JSON.stringify({ name }),
+          signal: AbortSignal.timeout(15_000),
+        });
+      // one thing first, so dists/ exists and the full disk is the only fault
+      expect((await create("first")).status).toBe(201);
+      const before = readdirSync(`${home}/dists`);
+      fs.fill();
+      let status: number;
+      try {
+        status = (await create("second")).status;
+      } finally {
+        fs.free();
+      }
+      expect(status).toBe(503);
+      expect(readdirSync(`${home}/dists`)).toEqual(before);
+      expect((await create("third")).status).toBe(201);
+      expect(readdirSync(`${home}/dists`)).toHaveLength(before.length + 1);
+      // space again: the name refused on the full disk is free
+      expect((await create("second")).status).toBe(201);
+    } finally {
+      expect(await serving.stop(10_000)).toBe(0);
+    }
+  }, 120_000);
+});
