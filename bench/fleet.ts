@@ -140,12 +140,12 @@ try {
   if (args["no-capacity"]) capacitySkipped = "--no-capacity";
   else if (!interrupted) {
     console.error("== capacity: one hub with its embedded broker");
-    const big = await fleetCache(cache, maxThings, progress);
     try {
+      const big = await fleetCache(cache, maxThings, progress);
       // the whole run stays near ten minutes: no new step after 9 minutes from the start
       capacity = await capacityRamp(big, join(work, "capacity"), {
         step: capacityStep,
-        maxStepSeconds: 120,
+        maxStepSeconds: 60,
         maxP99Ms: 10_000,
         deadline: Date.now() + Math.max(60_000, 540_000 - (performance.now() - started)),
         progress,

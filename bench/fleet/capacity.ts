@@ -6,7 +6,7 @@
  * p99 exceeds `maxP99Ms` or loses a message, the fleet is used up, or the time budget is spent;
  * it says which.
  */
-import { readFileSync } from "node:fs";
+import { readdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { mib } from "../lib/procs.ts";
 import { percentile } from "../lib/stats.ts";
@@ -29,6 +29,8 @@ export interface CapacityStep {
   p50: number;
   p99: number;
   lost: number;
+  /** the hub's open file descriptors after the step */
+  openFiles: number;
 }
 
 export interface Capacity {
@@ -61,6 +63,15 @@ function fileLimit(pid: number): number {
   }
 }
 
+/** Open file descriptors of process `pid` now. */
+function openFiles(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 export async function capacityRamp(fleet: FleetCache, work: string, opts: CapacityOptions): Promise<Capacity> {
   const setup = await startSetup(SETUPS.find((s) => s.id === "embedded")!, fleet, work);
   const groups: SimGroup[] = [];
@@ -79,7 +90,7 @@ export async function capacityRamp(fleet: FleetCache, work: string, opts: Capaci
       const slice = fleet.things.slice(offset, offset + opts.step);
       const group = startSims(
         [{ things: slice, offset }],
-        { ca: fleet.ca, key: fleet.key, servers: setup.servers, connectTimeoutMs: opts.maxStepSeconds * 1000 },
+        { ca: fleet.ca, key: fleet.key, servers: setup.servers, connectTimeoutMs: 30_000 },
         join(work, `sims-${offset}`),
       );
       groups.push(group);
@@ -90,6 +101,33 @@ export async function capacityRamp(fleet: FleetCache, work: string, opts: Capaci
         firstError?: string;
       };
       await Bun.sleep(2000);
+      if (ready.failed > 0) {
+        // No ingress round: a hub out of descriptors cannot accept the API's connections either.
+        const open = openFiles(pid);
+        const limit = fileLimit(pid);
+        const rss = rssKb([pid]);
+        const reached = held + ready.connected;
+        steps.push({
+          things: offset + slice.length,
+          held: reached,
+          failed: ready.failed,
+          firstError: ready.firstError,
+          stepConnectSeconds: ready.ms / 1000,
+          hubRssMiB: mib(rss),
+          hubKiBPerThing: (rss - idle) / reached,
+          ingressRate: Number.NaN,
+          p50: Number.NaN,
+          p99: Number.NaN,
+          lost: 0,
+          openFiles: open,
+        });
+        stoppedBecause =
+          open >= limit - 16
+            ? `the hub ran out of file descriptors at ${reached} connected things (${open} open, RLIMIT_NOFILE ${limit}); ${ready.failed} connections got no CONNACK`
+            : `${ready.failed} connections failed at ${offset + slice.length} things (${ready.firstError})`;
+        opts.progress(`capacity: ${stoppedBecause}`);
+        break;
+      }
       const all = fleet.things.slice(0, offset + slice.length);
       const arrivals = async () => sumOf((await Promise.all(groups.map((g) => g.ask({ cmd: "count" }, "count")))).flat(), "ingress");
       const before = await arrivals();
@@ -116,15 +154,12 @@ export async function capacityRamp(fleet: FleetCache, work: string, opts: Capaci
         p50: percentile(latencies, 50),
         p99: percentile(latencies, 99),
         lost: accepted - first.size,
+        openFiles: openFiles(pid),
       };
       steps.push(step);
       opts.progress(
         `capacity: ${step.held}/${step.things} held (step connected in ${step.stepConnectSeconds.toFixed(1)} s), hub ${step.hubRssMiB.toFixed(0)} MiB, ingress ${step.ingressRate.toFixed(0)} msg/s p99 ${step.p99.toFixed(0)} ms`,
       );
-      if (step.failed > 0) {
-        stoppedBecause = `${step.failed} connections failed at ${step.things} (${step.firstError})`;
-        break;
-      }
       if (step.lost > 0) {
         stoppedBecause = `${step.lost} ingress messages did not arrive within 60 s at ${step.things}`;
         break;

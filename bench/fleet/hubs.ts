@@ -44,6 +44,7 @@ export async function copyHome(from: string, to: string): Promise<void> {
 
 /** `hub serve --dir home` (extra args after), its log in `logFile`, once it logged hub.started. */
 export async function serveHome(home: string, logFile: string, extra: string[] = []): Promise<ServedHub> {
+  rmSync(logFile, { force: true }); // an old log's hub.started must not count as this one's
   const hub = startLogged([binaryPath(), "hub", "serve", "--dir", home, ...extra], logFile);
   try {
     await hub.waitFor(/hub\.started/, 60_000);
