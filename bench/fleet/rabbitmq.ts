@@ -1,0 +1,154 @@
+/**
+ * A three-node RabbitMQ 3.10 cluster on loopback for the fleet bench, made as docs/scaling.md
+ * says: `hub rabbitmq-config` writes each node's files into `<work>/rabbit` (and names the
+ * cluster in the hub's hub.yml), Debian's `rabbitmq-server` starts each node from them. The same
+ * steps as test/integration/rabbitmq-cluster.test.ts, kept here so the bench does not import a
+ * test file.
+ *
+ * `stop()` stops every node (`rabbitmqctl stop`, SIGKILL after 10 s) and the epmd they started,
+ * whatever state they are in; call it in a `finally`.
+ */
+import { spawnSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { join } from "node:path";
+import { binaryPath } from "../../test/support/binary.ts";
+import { freePort } from "../../test/support/mosquitto.ts";
+
+export const RABBIT_BIN = "/usr/lib/rabbitmq/bin";
+
+/** Why a cluster cannot run here, or undefined when it can. */
+export const rabbitMissing = () =>
+  existsSync(join(RABBIT_BIN, "rabbitmq-server")) ? undefined : "rabbitmq-server is not installed (scripts/install-system-packages.sh)";
+
+export interface RabbitCluster {
+  /** MQTT over TLS, one per node */
+  servers: { host: string; port: number }[];
+  /** the nodes' Erlang VMs (beam.smp), alive now */
+  pids: () => number[];
+  /** hard-kills node i (SIGKILL to its VM, as a lost machine); resolves when it is gone */
+  kill(i: number): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/**
+ * The Erlang VM under a `rabbitmq-server` process: the script stays as the VM's parent (it
+ * forwards signals), so killing the script's pid would leave the node running. Searches the
+ * process's descendants for `beam.smp`; undefined when there is none (yet).
+ */
+function beamUnder(pid: number): number | undefined {
+  const children = (p: number): number[] => {
+    try {
+      return readFileSync(`/proc/${p}/task/${p}/children`, "utf8").trim().split(/\s+/).filter(Boolean).map(Number);
+    } catch {
+      return [];
+    }
+  };
+  for (const queue = [pid]; queue.length; ) {
+    const p = queue.shift()!;
+    try {
+      if (readFileSync(`/proc/${p}/comm`, "utf8").trim() === "beam.smp") return p;
+    } catch {
+      continue;
+    }
+    queue.push(...children(p));
+  }
+  return undefined;
+}
+
+/** `count` consecutive ports free on every address, from a random start. */
+async function consecutiveFreePorts(count: number): Promise<number> {
+  const free = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const server = createServer();
+      server.once("error", () => resolve(false));
+      server.listen(port, "0.0.0.0", () => server.close(() => resolve(true)));
+    });
+  for (let attempt = 0; attempt < 50; attempt++) {
+    const base = 30_000 + Math.floor(Math.random() * 25_000);
+    let ok = true;
+    for (let p = base; p < base + count && ok; p++) ok = await free(p);
+    if (ok) return base;
+  }
+  throw new Error("no run of free ports found");
+}
+
+/**
+ * Writes the cluster's files for the hub home `hubDir` (its hub.yml then names the cluster),
+ * starts three nodes and waits until they form one cluster (at most `formMs`). Throws, with the
+ * first node's log, when a node exits or the cluster does not form; the nodes started so far
+ * are stopped first.
+ */
+export async function startRabbitCluster(hubDir: string, work: string, formMs = 90_000): Promise<RabbitCluster> {
+  const confDir = join(work, "rabbit");
+  const mqttBase = await consecutiveFreePorts(3);
+  const management = await consecutiveFreePorts(3);
+  const dist = await consecutiveFreePorts(3);
+  const epmdPort = await freePort();
+  const authPort = await freePort();
+  const config = Bun.spawnSync([
+    binaryPath(),
+    ...["hub", "rabbitmq-config", "--dir", hubDir, "--out", confDir, "--nodes", "3"],
+    ...["--mqtt-port", String(mqttBase), "--management-port", String(management), "--dist-port", String(dist)],
+    ...["--epmd-port", String(epmdPort), "--auth-listen", `127.0.0.1:${authPort}`],
+  ]);
+  if (config.exitCode !== 0) throw new Error(`hub rabbitmq-config exited ${config.exitCode}: ${config.stderr.toString()}`);
+  const env = (i: number) => ({
+    ...process.env,
+    HOME: join(confDir, `node${i + 1}`),
+    RABBITMQ_CONF_ENV_FILE: join(confDir, `node${i + 1}`, "rabbitmq-env.conf"),
+  });
+  const ctl = (i: number, args: string[], timeoutMs = 20_000) =>
+    spawnSync(join(RABBIT_BIN, "rabbitmqctl"), args, { env: env(i), encoding: "utf8", timeout: timeoutMs });
+  const nodeLog = (i: number) => spawnSync("sh", ["-c", `tail -n 30 ${join(confDir, `node${i + 1}`, "data", "log")}/*.log`], { encoding: "utf8" }).stdout;
+  const procs = [0, 1, 2].map((i) => Bun.spawn([join(RABBIT_BIN, "rabbitmq-server")], { env: env(i), stdin: "ignore", stdout: "ignore", stderr: "ignore" }));
+  // A bench that exits without reaching stop() (an exception, a signal) still leaves no node.
+  const onExit = () => {
+    for (const proc of procs) {
+      const beam = proc.exitCode === null ? beamUnder(proc.pid) : undefined;
+      if (beam) process.kill(beam, "SIGKILL");
+      if (proc.exitCode === null) proc.kill("SIGKILL");
+    }
+    spawnSync("epmd", ["-port", String(epmdPort), "-kill"], { timeout: 5000 });
+  };
+  process.once("exit", onExit);
+  const stop = async () => {
+    for (let i = 0; i < procs.length; i++) if (procs[i]!.exitCode === null) ctl(i, ["stop"], 30_000);
+    for (const proc of procs) {
+      const exited = await Promise.race([proc.exited.then(() => true), Bun.sleep(10_000).then(() => false)]);
+      if (!exited) {
+        const beam = beamUnder(proc.pid);
+        if (beam) process.kill(beam, "SIGKILL");
+        proc.kill("SIGKILL");
+      }
+    }
+    spawnSync("epmd", ["-port", String(epmdPort), "-kill"], { timeout: 5000 });
+    process.removeListener("exit", onExit);
+  };
+  const deadline = Date.now() + formMs;
+  try {
+    for (;;) {
+      const status = ctl(0, ["cluster_status", "--formatter", "json"], 10_000);
+      const running = status.status === 0 ? (JSON.parse(status.stdout).running_nodes as string[]) : [];
+      if (running.length === 3) break;
+      if (procs.some((p) => p.exitCode !== null)) throw new Error(`a RabbitMQ node exited while starting:\n${nodeLog(0)}`);
+      if (Date.now() > deadline) throw new Error(`the RabbitMQ cluster did not form within ${formMs / 1000} s:\n${nodeLog(0)}`);
+      await Bun.sleep(1000);
+    }
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+  return {
+    servers: [0, 1, 2].map((i) => ({ host: "127.0.0.1", port: mqttBase + i })),
+    pids: () => procs.flatMap((p) => (p.exitCode === null ? [beamUnder(p.pid) ?? []].flat() : [])),
+    async kill(i) {
+      // the VM first (as a lost machine: no goodbye to its peers or its clients), then its script
+      const beam = beamUnder(procs[i]!.pid);
+      if (beam) process.kill(beam, "SIGKILL");
+      procs[i]!.kill("SIGKILL");
+      await procs[i]!.exited;
+    },
+    stop,
+  };
+}
