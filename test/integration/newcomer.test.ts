@@ -9,7 +9,7 @@
  * `./flashlex enroll ...` in the thing's folder, then the same bare commands.
  */
 import { afterAll, expect, test } from "bun:test";
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ordinaryAccount } from "../support/accounts.ts";
@@ -19,7 +19,15 @@ import { makeHubFixture } from "../support/hub-fixture.ts";
 import { waitUntil } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-newcomer-"));
+// mkdtemp makes it 0700 (root's); the folders inside stand for /home/pi, which the Pi user (the
+// service user) can enter: install-service checks that it can reach every file serve opens.
+chmodSync(work, 0o711);
 afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+/** `dir` and everything below it. */
+function treeOf(dir: string): string[] {
+  return [dir, ...readdirSync(dir, { recursive: true, encoding: "utf8" }).map((entry) => join(dir, entry))];
+}
 
 function explain(result: RunResult): string {
   return `exit ${result.code}\n${result.stdout}\n${result.stderr}`;
@@ -47,7 +55,8 @@ test("hub -> thing -> device -> service -> a message each way, with the README's
     chmodSync(flashlex, 0o755);
     // the Pi user's files, as unzip leaves them for them (the service never runs as root)
     const owner = ordinaryAccount();
-    for (const path of [pi, folder, ...["config.yml", "keys", "flashlex"].map((f) => join(folder, f))]) chownSync(path, owner.uid, owner.gid);
+    // The Pi user unzipped it: every file of the folder is theirs (the keys inside keys/ too).
+    for (const path of [pi, ...treeOf(folder)]) chownSync(path, owner.uid, owner.gid);
     const here = (args: string[], input?: string) => run(args, { command: [flashlex], cwd: folder, input, timeoutMs: 60_000 });
 
     const boot = await here(["bootstrap"]);
@@ -55,6 +64,8 @@ test("hub -> thing -> device -> service -> a message each way, with the README's
     expect(boot.stdout).toContain(`${join(folder, "config.yml")} (found in the current directory)`);
 
     // 4. The service: the unit install-service writes (systemd does not run here: --dry-run shows it).
+    // bootstrap ran as root here (the test's user) and made data/: give it to the Pi user, who runs it on a device
+    for (const path of treeOf(folder)) chownSync(path, owner.uid, owner.gid);
     const unit = await here(["install-service", "--dry-run"]);
     expect(unit.code, explain(unit)).toBe(0);
     const execStart = /^ExecStart=(.+)$/m.exec(unit.stdout)![1]!.split(" ");
@@ -116,10 +127,12 @@ test("the README's lead path: an enrolment token on the hub, `./flashlex enroll`
     expect(name).toEndWith("-mything");
     // the Pi user enrols as themselves (the README says so): their files, as the service needs
     const owner = ordinaryAccount();
-    for (const path of [folder, ...["config.yml", "keys", "flashlex"].map((f) => join(folder, f))]) chownSync(path, owner.uid, owner.gid);
+    for (const path of treeOf(folder)) chownSync(path, owner.uid, owner.gid);
 
     const boot = await here(["bootstrap"]);
     expect(boot.code, explain(boot)).toBe(0);
+    // bootstrap ran as root here (the test's user) and made data/: give it to the Pi user, who runs it on a device
+    for (const path of treeOf(folder)) chownSync(path, owner.uid, owner.gid);
     const unit = await here(["install-service", "--dry-run"]);
     expect(unit.code, explain(unit)).toBe(0);
     const execStart = /^ExecStart=(.+)$/m.exec(unit.stdout)![1]!.split(" ");

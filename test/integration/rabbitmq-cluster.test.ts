@@ -77,7 +77,15 @@ const mqttPort = (i: number) => mqttBase + i;
 
 /** A thing's client on node `i` (persistent session), connected; throws with the logs otherwise. */
 async function connectedOn(thing: HubThing, i: number, extra: mqtt.IClientOptions = {}): Promise<MqttClient> {
-  const result = await attemptConnect({ port: mqttPort(i), caPem: thing.caPem, cert: thing, clientId: thing.name, extra: { clean: false, ...extra } });
+  // A node on a busy two-core machine may take seconds to ask the hub's auth backend.
+  const result = await attemptConnect({
+    port: mqttPort(i),
+    caPem: thing.caPem,
+    cert: thing,
+    clientId: thing.name,
+    extra: { clean: false, ...extra },
+    timeoutMs: 20_000,
+  });
   if (!result.client) throw new Error(withLogs(`${thing.name} could not connect to node ${i + 1}: ${result.error?.message}`));
   clients.push(result.client);
   return result.client;

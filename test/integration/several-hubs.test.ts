@@ -234,7 +234,14 @@ describe.skipIf(!haveRabbit || !hasPostgres)("two hubs on one PostgreSQL databas
   });
 
   test("an egress message on flashlex/collect reaches both hubs and is stored once", async () => {
-    const connected = await attemptConnect({ port: mqttBase + 1, caPem: thing.caPem, cert: thing, clientId: thing.name, extra: { clean: false } });
+    const connected = await attemptConnect({
+      port: mqttBase + 1,
+      caPem: thing.caPem,
+      cert: thing,
+      clientId: thing.name,
+      extra: { clean: false },
+      timeoutMs: 20_000,
+    });
     if (!connected.client) throw new Error(withLogs(`the thing could not connect: ${connected.error?.message}`));
     client = connected.client;
     clients.push(client);
