@@ -31,6 +31,7 @@ import { messagesCommand } from "./cli/thing/messages.ts";
 import { outboxCommand } from "./cli/thing/outbox.ts";
 import { serveCommand } from "./cli/thing/serve.ts";
 import { installServiceCommand, uninstallServiceCommand } from "./cli/thing/service.ts";
+import { trialExitCode } from "./cli/thing/trial-exit.ts";
 import { FlashlexError, UsageError } from "./shared/errors.ts";
 import { COMMIT, VERSION } from "./shared/version.ts";
 
@@ -156,4 +157,12 @@ export async function main(argv: string[]): Promise<number> {
   }
 }
 
-if (import.meta.main) runAsProcess(() => main(process.argv), process.argv[2]);
+/**
+ * Runs `argv` as this process and exits with its code; for `serve` on trial after a
+ * self-update, an exit the unit would not restart becomes one it does (cli/thing/trial-exit.ts).
+ */
+export function runMain(argv: string[]): void {
+  runAsProcess(async () => trialExitCode(argv.slice(2), await main(argv), VERSION), argv[2]);
+}
+
+if (import.meta.main) runMain(process.argv);

@@ -30,8 +30,25 @@ export function normalizeSerial(serial: string): string {
   return hex;
 }
 
-/** Signs a CRL listing `revokedSerials` (hex) with the CA key; returns PEM (`BEGIN X509 CRL`). */
-export async function createCrl(ca: { certPem: string; keyPem: string }, revokedSerials: string[], options: CrlOptions = {}): Promise<string> {
+/**
+ * One revoked certificate: its serial (hex), and optionally when it was revoked (default: the
+ * CRL's thisUpdate) and why (RFC 5280 §5.3.1 reasonCode; absent means unspecified, which §5.3.1
+ * says to express by leaving the extension out).
+ */
+export interface CrlEntry {
+  serial: string;
+  revokedAt?: Date;
+  reason?: "keyCompromise" | "superseded" | "cessationOfOperation";
+}
+
+/** reasonCode values (RFC 5280 §5.3.1) of the reasons above. */
+const REASON_CODES = { keyCompromise: 1, superseded: 4, cessationOfOperation: 5 } as const;
+
+/**
+ * Signs a CRL listing `revoked` (hex serials, or entries with a date and a reason) with the CA
+ * key; returns PEM (`BEGIN X509 CRL`). A serial listed twice is listed once (the first entry).
+ */
+export async function createCrl(ca: { certPem: string; keyPem: string }, revoked: (string | CrlEntry)[], options: CrlOptions = {}): Promise<string> {
   const crypto = globalThis.crypto;
   const caCert = new x509.X509Certificate(ca.certPem);
   const { signingAlgorithm, importAlgorithm } = algorithmsFor(ca.keyPem);
@@ -47,7 +64,12 @@ export async function createCrl(ca: { certPem: string; keyPem: string }, revoked
   const ski = caCert.getExtension(x509.SubjectKeyIdentifierExtension);
   if (ski) extensions.push(new x509.AuthorityKeyIdentifierExtension(ski.keyId));
 
-  const unique = [...new Set(revokedSerials.map(normalizeSerial))];
+  const unique = new Map<string, CrlEntry>();
+  for (const item of revoked) {
+    const entry = typeof item === "string" ? { serial: item } : item;
+    const serial = normalizeSerial(entry.serial);
+    if (!unique.has(serial)) unique.set(serial, { ...entry, serial });
+  }
   const crl = await x509.X509CrlGenerator.create(
     {
       issuer: caCert.subjectName,
@@ -56,7 +78,11 @@ export async function createCrl(ca: { certPem: string; keyPem: string }, revoked
       signingAlgorithm,
       signingKey,
       extensions,
-      entries: unique.map((serialNumber) => ({ serialNumber, revocationDate: thisUpdate })),
+      entries: [...unique.values()].map((e) => ({
+        serialNumber: e.serial,
+        revocationDate: e.revokedAt ?? thisUpdate,
+        ...(e.reason ? { reason: REASON_CODES[e.reason] as number as X509.X509CrlReason } : {}),
+      })),
     },
     crypto,
   );

@@ -31,6 +31,7 @@ import { Messages } from "./messages/messages.ts";
 import type { HubStore } from "./store/hub-store.ts";
 import { openHubStore } from "./store/open-store.ts";
 import { ThingCertificates } from "./things/certificates.ts";
+import { writeRevocationLists } from "./things/revocation.ts";
 import { Things } from "./things/things.ts";
 import { Updates } from "./updates/updates.ts";
 
@@ -100,7 +101,7 @@ export function hubUseCases(deps: HubUseCaseDeps): HubUseCases {
 export interface OpenedHub extends HubUseCases {
   writeMosquittoFiles(options: Parameters<typeof writeMosquittoFiles>[2]): ReturnType<typeof writeMosquittoFiles>;
   /** `hub rabbitmq-config`: a RabbitMQ cluster's files, and hub.yml pointed at it */
-  writeRabbitFiles(options: Parameters<typeof writeRabbitFiles>[1]): ReturnType<typeof writeRabbitFiles>;
+  writeRabbitFiles(options: Parameters<typeof writeRabbitFiles>[1]): Promise<ReturnType<typeof writeRabbitFiles>>;
 }
 
 /**
@@ -117,7 +118,13 @@ export async function withHub<T>(dir: string, log: Logger, fn: (hub: OpenedHub) 
     return await fn({
       ...useCases,
       writeMosquittoFiles: (options) => writeMosquittoFiles(home, store, options),
-      writeRabbitFiles: (options) => writeRabbitFiles(home, options),
+      writeRabbitFiles: async (options) => {
+        const written = writeRabbitFiles(home, options);
+        // Re-read the home: hub.yml now lists the nodes' CRL file, and this writes it (before the
+        // nodes start: without it, RabbitMQ's CRL check refuses every client).
+        await writeRevocationLists(openHubHome(home.paths.dir), store);
+        return written;
+      },
     });
   } finally {
     await store.close();

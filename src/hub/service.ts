@@ -30,7 +30,7 @@ import type { HubMetrics } from "./metrics/prometheus.ts";
 import type { HubStore } from "./store/hub-store.ts";
 import { openHubStore } from "./store/open-store.ts";
 import { crlValiditySeconds, renewalIntervalMs, startCrlRenewal } from "./things/crl-renewal.ts";
-import { writeRevocationLists } from "./things/revocation.ts";
+import { createCrlWriter, writeRevocationLists } from "./things/revocation.ts";
 import type { Updates } from "./updates/updates.ts";
 
 /**
@@ -102,7 +102,10 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
 
     // One feed for everything that stores or delivers a message in this process (the console listens).
     const feed = new MessageFeed();
-    const collector = new Collector({ store, log, feed });
+    // A token or a connection with a renewed key makes the hub forget the previous key: its
+    // certificate is superseded, and the CRL must say so at once (things/revocation.ts).
+    let superseded: (reason: string) => void = () => {};
+    const collector = new Collector({ store, log, feed, onSuperseded: () => superseded("superseded") });
     // The events need the broker (for the bootstrap echo) and the broker needs the events.
     let brokerRef: HubBroker | undefined;
     const publish = async (topic: string, payload: string) => {
@@ -117,7 +120,11 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const events = createBrokerEvents({ store, collector, log, payloadLimitBytes: settings.api.payloadLimitBytes, publish, observer });
     const directory = createThingDirectory(
       (name) => store.getThingByName(name),
-      (thingId) => void store.forgetPreviousKey(thingId).catch((err) => log.warn("hub.forget_previous_key_failed", { thing_id: thingId, error: err })),
+      (thingId) =>
+        void store
+          .forgetPreviousKey(thingId, Date.now())
+          .then((forgot) => forgot && superseded("superseded"))
+          .catch((err) => log.warn("hub.forget_previous_key_failed", { thing_id: thingId, error: err })),
     );
     const caPem = readFileSync(paths.caCert, "utf8");
 
@@ -169,6 +176,13 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     if (metrics && connectedCount) metrics.countConnected(() => connectedCount() ?? 0);
     await parts.start({ name: "broker", stop: () => broker.close() });
     const reloader = createBrokerReloader(settings.broker.reloadCommand, log);
+    const validity = crlValiditySeconds();
+    const crlWriter = createCrlWriter(() => writeRevocationLists(home, store, new Date(), validity));
+    superseded = (reason) =>
+      void crlWriter
+        .write()
+        .then(() => (external ? reloader.request(reason) : undefined))
+        .catch((err) => log.error("hub.crl_write_failed", { reason, error: err, note: "written again at the next change or renewal" }));
     if (external) {
       const revokeOn = external;
       enforcer = createRevocationEnforcer({
@@ -228,12 +242,19 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     // them only through this poll (kick -> dynsec).
     {
       let since = Date.now();
+      // Certificates another hub (or a `hub thing revoke`) made superseded: this hub's CRL files too.
+      let lastSuperseded = await store.lastSupersededAt();
       const timer = setInterval(() => {
         const from = since;
         since = Date.now();
         store
           .revokedSince(from - 1000)
           .then((names) => names.forEach(kick))
+          .then(() => store.lastSupersededAt())
+          .then((at) => {
+            if (at > lastSuperseded) superseded("superseded elsewhere");
+            lastSuperseded = Math.max(lastSuperseded, at);
+          })
           .catch((err) => log.warn("hub.revocation_poll_failed", { error: err }));
       }, opts.revocationPollMs ?? 3000);
       timer.unref?.();
@@ -241,9 +262,8 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     }
 
     // The CRLs never lapse while the hub runs (crl-renewal.ts has the schedule).
-    const validity = crlValiditySeconds();
     const stopRenewal = await startCrlRenewal({
-      renew: () => writeRevocationLists(home, store, new Date(), validity),
+      renew: () => crlWriter.write(),
       afterRenewal: external ? () => reloader.request("crl renewal") : undefined,
       intervalMs: renewalIntervalMs(validity),
       log,

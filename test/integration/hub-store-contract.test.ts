@@ -261,12 +261,28 @@ for (const driver of DRIVERS) {
           certSerial: "s2",
           certNotAfter: FAR_FUTURE,
           previousPublicKeyPem: "key-1",
+          previousCertSerial: "s1",
+          previousCertNotAfter: CREATED_AT + 1000,
+          superseded: [{ serial: "s0", notAfter: CREATED_AT + 500 }],
+          at: CREATED_AT + 1,
         });
         let got = (await store.getThing(thing(1).id))!;
         expect([got.publicKeyPem, got.previousPublicKeyPem, got.renewRequestedAt, got.certNotAfter]).toEqual(["new", "key-1", null, FAR_FUTURE]);
-        await store.forgetPreviousKey(thing(1).id);
+        expect([got.previousCertSerial, got.previousCertNotAfter]).toEqual(["s1", CREATED_AT + 1000]);
+        expect((await store.supersededCertificates(0)).map((c) => c.serial)).toEqual(["s0"]);
+        expect(await store.forgetPreviousKey(thing(1).id, CREATED_AT + 2)).toBe(true);
+        expect(await store.forgetPreviousKey(thing(1).id, CREATED_AT + 3)).toBe(false);
         got = (await store.getThing(thing(1).id))!;
-        expect(got.previousPublicKeyPem).toBeNull();
+        expect([got.previousPublicKeyPem, got.previousCertSerial, got.previousCertNotAfter]).toEqual([null, null, null]);
+        expect(await store.supersededCertificates(0)).toEqual([
+          { serial: "s0", thingId: thing(1).id, notAfter: CREATED_AT + 500, supersededAt: CREATED_AT + 1 },
+          { serial: "s1", thingId: thing(1).id, notAfter: CREATED_AT + 1000, supersededAt: CREATED_AT + 2 },
+        ]);
+        expect(await store.lastSupersededAt()).toBe(CREATED_AT + 2);
+        // listed until expired; pruned after
+        expect((await store.supersededCertificates(CREATED_AT + 500)).map((c) => c.serial)).toEqual(["s1"]);
+        expect(await store.pruneSupersededCertificates(CREATED_AT + 500)).toBe(1);
+        expect((await store.supersededCertificates(0)).map((c) => c.serial)).toEqual(["s1"]);
         await store.revokeThing(thing(1).id, CREATED_AT + 2);
         expect(await store.requestRenewal(thing(1).id, CREATED_AT + 3)).toBe(false);
       }),

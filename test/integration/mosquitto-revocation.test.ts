@@ -10,11 +10,13 @@
  *      hub.yml broker.reloadCommand the CRL then refuses it at the TLS handshake
  *   3. a thing revoked while disconnected is refused at connect within seconds; one deleted
  *      through the API (the hub's own process: no poll) is disconnected at once
- *   4. a CRL valid for 6 s (FLASHLEX_CRL_VALIDITY_SECONDS) never lapses while the hub runs:
+ *   4. a certificate its renewal superseded (F renews over HTTP, then uses its new key once) is
+ *      refused at the TLS handshake within seconds: the CRL lists it, reason superseded
+ *   5. a CRL valid for 6 s (FLASHLEX_CRL_VALIDITY_SECONDS) never lapses while the hub runs:
  *      renewed and reloaded, Mosquitto keeps accepting the others past the first one's nextUpdate
  *
  * The tests run in order and share one hub home, one Mosquitto and things A, B, C (revoked one
- * by one) and D (never revoked).
+ * by one), D (never revoked) and F (renewed).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
@@ -23,21 +25,23 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { MqttClient } from "mqtt";
 import { parseDocument } from "yaml";
+import { describeCertificate } from "../../src/crypto/certificate-info.ts";
 import type { Background } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort, type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
 import { attemptConnect, closedWithin, subscribeCode } from "../support/mqtt-client.ts";
+import { type Identity, renewOverHttp, useKey } from "../support/renewal-http.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-mosquitto-revocation-"));
 const confDir = join(work, "mosquitto-conf");
 let fixture: HubFixture;
 let mosquitto: MosquittoBroker;
 let hub: Background | undefined;
-let A: HubThing, B: HubThing, C: HubThing, D: HubThing, E: HubThing;
+let A: HubThing, B: HubThing, C: HubThing, D: HubThing, E: HubThing, F: HubThing;
 const clients: MqttClient[] = [];
 
 const withLogs = (what: string) => `${what}\n--- mosquitto ---\n${mosquitto?.log().slice(-4000)}\n--- hub ---\n${hub?.output().slice(-4000)}`;
-const attempt = (thing: HubThing) => attemptConnect({ port: mosquitto.port, caPem: thing.caPem, cert: thing, clientId: thing.name });
+const attempt = (thing: HubThing, cert: Identity = thing) => attemptConnect({ port: mosquitto.port, caPem: thing.caPem, cert, clientId: thing.name });
 async function connected(thing: HubThing): Promise<MqttClient> {
   const result = await attempt(thing);
   if (!result.client) throw new Error(withLogs(`${thing.name} could not connect: ${result.error?.message}`));
@@ -54,11 +58,11 @@ async function serveHub(env: Record<string, string> = {}): Promise<Background> {
 }
 
 /** Attempts a connect every 250 ms until the TLS handshake is refused as revoked; the ms it took. */
-async function refusedAtHandshakeWithin(thing: HubThing, ms: number): Promise<number> {
+async function refusedAtHandshakeWithin(thing: HubThing, ms: number, cert: Identity = thing): Promise<number> {
   const started = Date.now();
   let last = "";
   while (Date.now() - started < ms) {
-    const result = await attempt(thing);
+    const result = await attempt(thing, cert);
     if (result.error?.code === "ERR_SSL_SSLV3_ALERT_CERTIFICATE_REVOKED") return Date.now() - started;
     last = result.client ? "connected" : String(result.error?.code ?? result.error?.message);
     await result.client?.endAsync(true);
@@ -89,6 +93,7 @@ beforeAll(async () => {
     await fixture.createThing("delta"),
   ];
   E = await fixture.createThing("echo");
+  F = await fixture.createThing("foxtrot");
 
   const listenerPort = await freePort();
   const made = await fixture.flashlex([
@@ -219,6 +224,29 @@ describe("revocation on Mosquitto 2.0.11 with the dynamic security plugin", () =
     const back = await connected(E);
     expect(await subscribeCode(back, `ingress/${E.name}`)).toBe(128);
   }, 20_000);
+
+  test("a certificate its renewal superseded is refused at the handshake once the hub forgot the previous key", async () => {
+    const old = await connected(F);
+    await old.endAsync(true);
+    const renewed = await renewOverHttp(fixture.apiPort, F.id, F.name, F);
+    // until the new key is used, the previous one stays accepted (a thing may fall back to it)
+    const stillOld = await attempt(F);
+    expect(stillOld.client, withLogs(`the previous certificate was refused too early: ${stillOld.error?.message}`)).toBeDefined();
+    await stillOld.client!.endAsync(true);
+    expect(await useKey(fixture.apiPort, F.id, renewed)).toBe(200);
+    expect(await refusedAtHandshakeWithin(F, 10_000)).toBeLessThan(10_000);
+    const crl = execFileSync("openssl", ["crl", "-in", join(confDir, "crl.pem"), "-noout", "-text"], { encoding: "utf8" });
+    const serial = describeCertificate(F.certPem).serialNumber.replace(/^0+/, "");
+    expect(crl.replace(/\s+/g, " ")).toMatch(new RegExp(`Serial Number: 0*${serial} Revocation Date: (?:(?!Serial).)*? Reason Code: Superseded`, "i"));
+    expect(hub!.output()).toMatch(/hub\.broker_reloaded .*reason=superseded/);
+    // the renewed certificate connects and gets its own topic
+    const fresh = await attempt(F, renewed);
+    expect(fresh.client, withLogs(`the renewed certificate was refused: ${fresh.error?.message}`)).toBeDefined();
+    clients.push(fresh.client!);
+    expect(await subscribeCode(fresh.client!, `ingress/${F.name}`)).toBe(1);
+    // the previous key no longer signs tokens either
+    expect(await useKey(fixture.apiPort, F.id, F)).toBe(401);
+  }, 30_000);
 
   test("a CRL valid for 6 s never lapses while the hub runs: renewed, reloaded, the others keep connecting", async () => {
     expect(await hub!.stop()).toBe(0);

@@ -11,7 +11,10 @@
  *      login under B's name
  *   4. revoking A (`hub thing revoke`, another process) closes its live connection within seconds,
  *      and it cannot connect again
- *   5. the node C is on stops; C reconnects to another node and gets the message sent meanwhile
+ *   5. a certificate a renewal superseded (D renews over HTTP, then uses its new key once) is
+ *      refused at the TLS handshake by every node: they read the hub's CRL from the directory
+ *      `hub rabbitmq-config` wrote (advanced.config: crl_check, ssl_crl_hash_dir)
+ *   6. the node C is on stops; C reconnects to another node and gets the message sent meanwhile
  *      (its session queue is a quorum queue, replicated on the other nodes)
  *
  * Bounded: the cluster must form within 90 s or the suite fails saying so; afterAll stops every
@@ -29,6 +32,7 @@ import type { Background } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
 import { attemptConnect, closedWithin, nextMessage } from "../support/mqtt-client.ts";
+import { type Identity, renewOverHttp, useKey } from "../support/renewal-http.ts";
 
 const RABBIT_BIN = "/usr/lib/rabbitmq/bin";
 const haveRabbit = existsSync(join(RABBIT_BIN, "rabbitmq-server"));
@@ -36,7 +40,7 @@ const work = mkdtempSync(join(tmpdir(), "flashlex-rabbitmq-"));
 const confDir = join(work, "rabbit");
 let fixture: HubFixture;
 let hub: Background | undefined;
-let A: HubThing, B: HubThing, C: HubThing;
+let A: HubThing, B: HubThing, C: HubThing, D: HubThing;
 let mqttBase = 0;
 let epmdPort = 0;
 const nodes: { name: string; home: string; proc: ReturnType<typeof Bun.spawn> }[] = [];
@@ -95,6 +99,7 @@ beforeAll(async () => {
   if (!haveRabbit) throw new Error("rabbitmq-server is not installed: run scripts/install-system-packages.sh");
   fixture = await makeHubFixture(work);
   [A, B, C] = [await fixture.createThing("alpha"), await fixture.createThing("bravo"), await fixture.createThing("charlie")];
+  D = await fixture.createThing("delta");
   // Three nodes × (MQTT, management, distribution), and AMQP's unused numbers 20000 below.
   mqttBase = await consecutiveFreePorts(3);
   const management = await consecutiveFreePorts(3);
@@ -185,6 +190,32 @@ describe.skipIf(!haveRabbit)("hub against a three-node RabbitMQ 3.10 cluster", (
     await again.client?.endAsync(true);
     expect(again.client).toBeUndefined();
   }, 40_000);
+
+  test("a certificate its renewal superseded is refused at the handshake by every node once the hub forgot the previous key", async () => {
+    const attemptOn = (i: number, cert: Identity) => attemptConnect({ port: mqttPort(i), caPem: D.caPem, cert, clientId: D.name });
+    const renewed = await renewOverHttp(fixture.apiPort, D.id, D.name, D);
+    // the previous certificate still connects until the new key is used (a thing may fall back)
+    const before = await attemptOn(1, D);
+    expect(before.client, withLogs(`refused too early: ${before.error?.message}`)).toBeDefined();
+    await before.client!.endAsync(true);
+    expect(await useKey(fixture.apiPort, D.id, renewed)).toBe(200);
+    // no reload: each handshake reads the CRL file the hub rewrote
+    for (const i of [0, 1, 2]) {
+      const deadline = Date.now() + 10_000;
+      let last = "";
+      for (;;) {
+        const old = await attemptOn(i, D);
+        await old.client?.endAsync(true);
+        last = old.client ? "connected" : String(old.error?.code ?? old.error?.message);
+        if (/CERTIFICATE_REVOKED/.test(last)) break;
+        if (Date.now() > deadline) throw new Error(withLogs(`node ${i + 1} still takes the superseded certificate (last: ${last})`));
+        await Bun.sleep(250);
+      }
+    }
+    const fresh = await attemptOn(2, renewed);
+    expect(fresh.client, withLogs(`the renewed certificate was refused: ${fresh.error?.message}`)).toBeDefined();
+    clients.push(fresh.client!);
+  }, 60_000);
 
   test("the node a thing is on stops: it reconnects to another and gets what was sent meanwhile", async () => {
     // C on node 3, with node 1 as where to go next (a load balancer would do this for a thing).

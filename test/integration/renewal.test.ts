@@ -11,17 +11,24 @@
  *                `serve` connects, and key and certificate on disk end up the hub's
  *   fallback     a renewed pair the broker refuses (another CA's certificate) is given up for
  *                the previous pair, which connects
+ *   no lockout   a renewed pair the hub has already seen used (it forgot the previous key)
+ *                is kept even when the broker closes its connections: the agent asks the hub
+ *                with the previous key first, hears 401, commits the new pair, and connects
+ *                with it once the broker takes connections again
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { parseDocument } from "yaml";
 import { describeCertificate } from "../../src/crypto/certificate-info.ts";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { createCertificateAuthority, issueThingCertificate } from "../../src/crypto/x509.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { type HubFixture, makeHubFixture } from "../support/hub-fixture.ts";
 import { attemptConnect } from "../support/mqtt-client.ts";
+import { renewOverHttp, useKey } from "../support/renewal-http.ts";
 import { waitUntil } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-renewal-"));
@@ -152,4 +159,44 @@ describe("renewal", () => {
       expect(await agent.stop()).toBe(0);
     }
   }, 120_000);
+
+  test("a renewal the hub has already seen used is never given up, whatever the broker does", async () => {
+    // a renewal installed but not committed, with the hub's real new certificate...
+    const previous = { certPem: readFileSync(certFile, "utf8"), privateKeyPem: readFileSync(keyFile, "utf8") };
+    const thing = await listed();
+    const renewed = await renewOverHttp(hub.apiPort, thing.id, name, previous);
+    copyFileSync(keyFile, `${keyFile}.previous`);
+    copyFileSync(certFile, `${certFile}.previous`);
+    writeFileSync(keyFile, renewed.privateKeyPem, { mode: 0o600 });
+    writeFileSync(certFile, renewed.certPem);
+    // ...which something on the thing already used (a collect, an update poll): the hub forgot the previous key
+    expect(await useKey(hub.apiPort, thing.id, renewed)).toBe(200);
+    expect(await useKey(hub.apiPort, thing.id, previous)).toBe(401);
+    // the broker the thing reaches closes every connection (a proxy, a broker in trouble)
+    const closer = createServer((socket) => socket.destroy());
+    await new Promise<void>((resolve) => closer.listen(0, "127.0.0.1", resolve));
+    const config = join(dir, "config.yml");
+    const original = readFileSync(config, "utf8");
+    const doc = parseDocument(original);
+    doc.setIn(["flashlex", "thing", "mqtt", "port"], (closer.address() as AddressInfo).port);
+    writeFileSync(config, doc.toString());
+    const agent = start(["serve", "-c", config]);
+    try {
+      await agent.waitFor(/renewal\.fallback_refused/, 60_000);
+      expect(agent.output()).not.toContain("renewal.fell_back");
+      expect(existsSync(`${keyFile}.previous`)).toBe(false);
+      expect(readFileSync(certFile, "utf8")).toBe(renewed.certPem);
+    } finally {
+      expect(await agent.stop()).toBe(0);
+      closer.close();
+      writeFileSync(config, original);
+    }
+    // the real broker again: the kept pair connects, and disk and hub agree
+    const again = await serve();
+    try {
+      await waitUntil("disk and hub agree", settled, 40_000, () => again.output());
+    } finally {
+      expect(await again.stop()).toBe(0);
+    }
+  }, 150_000);
 });

@@ -9,7 +9,11 @@
  *   1. a good release: exit 3 is a clean exit that restarts into the new binary, which reports
  *      healthy; the service user wrote the new binary and `flashlex.previous` in the thing's folder;
  *   2. a release that crashes at start: two failed starts, then the unit's guard line puts the
- *      previous binary back, which reports the rollback.
+ *      previous binary back, which reports the rollback;
+ *   3. a release that refuses its config at start (78, which the unit's RestartPreventExitStatus=
+ *      does not restart): on trial, serve ends with 75 instead, so it is restarted, and the guard
+ *      rolls back at the third start as for a crash. The same binary with no update pending
+ *      keeps its 78, and the supervisor does not restart that (it honours the unit's line).
  *
  * Not emulated: the sandbox (mount namespace, filters); the unit's Bind*Paths= are checked by
  * reading (test/unit/service-unit.test.ts, systemd-analyze verify).
@@ -81,8 +85,13 @@ const versionOf = (file: string) => Bun.spawnSync([file, "--version"], { stdout:
 const count = (text: string, what: string) => text.split(what).length - 1;
 
 beforeAll(async () => {
-  const [v1, v2, crash] = await Promise.all([build("v1", V1), build("v2", V2), build("crash", "3.0.0-crash", join(ROOT, "test/support/crash-at-start.ts"))]);
-  Object.assign(binaries, { v1, v2, crash });
+  const [v1, v2, crash, refuses] = await Promise.all([
+    build("v1", V1),
+    build("v2", V2),
+    build("crash", "3.0.0-crash", join(ROOT, "test/support/crash-at-start.ts")),
+    build("refuses", "4.0.0-refuses", join(ROOT, "test/support/config-refused-at-start.ts")),
+  ]);
+  Object.assign(binaries, { v1, v2, crash, refuses });
   hub = await makeHubFixture(work);
   thing = await hub.createThing("unitupdate");
   const config = parseDocument(readFileSync(thing.configPath, "utf8"));
@@ -151,4 +160,29 @@ describe("self-update through the unit install-service writes", () => {
     expect(output).toContain("the previous binary is back");
     expect(output).not.toContain("start-limit-hit");
   }, 120_000);
+
+  test("a binary that exits 78 at start (a config it refuses): on trial it exits 75, is restarted, and the guard rolls it back", async () => {
+    const before = sha(thingBinary);
+    const exitsBefore = count(agent.output(), "supervisor: exit 75");
+    await addRelease("4.0.0-refuses", binaries.refuses!);
+    const state = await waitForState("4.0.0-refuses", "rolled-back", 90_000);
+    expect(state.detail).toMatch(/started 2 times without reporting healthy/);
+    expect(state.version).toBe(V2);
+    expect(sha(thingBinary)).toBe(before);
+    const output = agent.output();
+    expect(count(output, "supervisor: exit 75") - exitsBefore).toBe(2);
+    expect(output).toContain("exit 78 turned into 75: version 4.0.0-refuses is on trial");
+    expect(output).not.toContain("start-limit-hit");
+  }, 120_000);
+
+  test("without an update on trial, the same binary's 78 is not restarted (the supervisor honours RestartPreventExitStatus=)", async () => {
+    const lone = join(work, "lone.service");
+    const dataDir = join(work, "lone-data");
+    const flags = thing.flags.map((f) => (f === thing.dataDir ? dataDir : f));
+    writeFileSync(lone, `[Service]\nExecStart=${binaries.refuses} serve ${flags.join(" ")}\nRestart=on-failure\nRestartPreventExitStatus=64 77 78\n`);
+    const ran = Bun.spawnSync([process.execPath, join(ROOT, "test/support/supervisor.ts"), "--unit", lone], { stderr: "pipe", timeout: 30_000 });
+    const said = ran.stderr.toString();
+    expect(said).toContain("supervisor: exit 78\nsupervisor: failed, no restart");
+    expect(count(said, "supervisor: start")).toBe(1);
+  }, 40_000);
 });

@@ -104,7 +104,7 @@ function rabbitmqConfig(options: Options): Promise<number> {
     if (given.length > 1 && given.length !== count) throw new UsageError(`--host: give one host, or one per node (${count}), not ${given.length}`);
     const hosts = Array.from({ length: count }, (_, i) => given[given.length > 1 ? i : 0] ?? "127.0.0.1");
     const authListen = hostPort(text(options.authListen), "--auth-listen") ?? { host: "127.0.0.1", port: 8091 };
-    const { nodes, local } = hub.writeRabbitFiles({
+    const { nodes, local, crlFile } = await hub.writeRabbitFiles({
       dir: resolve(out),
       hosts,
       mqttPort: port(options.mqttPort, "--mqtt-port") ?? hub.home.settings.broker.port,
@@ -114,7 +114,12 @@ function rabbitmqConfig(options: Options): Promise<number> {
       authListen,
       authHost: text(options.authHost),
     });
-    console.log(`wrote ${resolve(out)}: enabled_plugins, certificates, and node1..node${count} (rabbitmq.conf, rabbitmq-env.conf, .erlang.cookie)`);
+    console.log(
+      `wrote ${resolve(out)}: enabled_plugins, advanced.config, certificates, the CRL (${crlFile}), and node1..node${count} (rabbitmq.conf, rabbitmq-env.conf, .erlang.cookie)`,
+    );
+    console.log(
+      "hub serve keeps the CRL current (hub.yml broker.crlFiles); nodes on other hosts need the crl/ directory shared or copied: see docs/scaling.md",
+    );
     console.log(`hub.yml now points at the cluster (hub.broker.rabbitmq); the nodes ask hub serve at ${authListen.host}:${authListen.port}`);
     console.log(
       "rabbitmq.conf holds the broker secret and the key must be readable by RabbitMQ's user: chown -R rabbitmq: the directory (or run the nodes as its owner)",

@@ -6,6 +6,10 @@
  *
  *   ca-cert.pem broker-cert.pem broker-key.pem   the hub CA and the broker's certificate and key
  *   enabled_plugins                               shared by every node
+ *   advanced.config                               the MQTT listener's TLS and CRL check, every node
+ *   crl/<hash>.r0                                 the hub's CRL, named by the CA's subject hash;
+ *                                                 listed in hub.yml broker.crlFiles, so the hub
+ *                                                 keeps it current (things/revocation.ts)
  *   nodeN/rabbitmq.conf                           node N's settings (holds the broker secret: 0640)
  *   nodeN/rabbitmq-env.conf                       node N's name, ports and directories
  *   nodeN/.erlang.cookie                          the cluster's one Erlang cookie (0400); nodeN is
@@ -20,11 +24,19 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { join } from "node:path";
+import { subjectNameHash } from "../../crypto/name-hash.ts";
 import { ConfigError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { ensureBrokerSecret, type HubHome } from "../home/home.ts";
-import { setRabbitSettings } from "../home/settings.ts";
-import { type RabbitClusterOptions, type RabbitNode, renderEnabledPlugins, renderRabbitConf, renderRabbitEnv } from "./rabbitmq-config.ts";
+import { addCrlFile, setRabbitSettings } from "../home/settings.ts";
+import {
+  type RabbitClusterOptions,
+  type RabbitNode,
+  renderEnabledPlugins,
+  renderRabbitAdvancedConfig,
+  renderRabbitConf,
+  renderRabbitEnv,
+} from "./rabbitmq-config.ts";
 
 export interface RabbitFilesOptions {
   dir: string;
@@ -62,7 +74,11 @@ function clusterCookie(dir: string, count: number): string {
   return randomBytes(24).toString("hex").toUpperCase();
 }
 
-export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nodes: RabbitNodeFiles[]; local: boolean } {
+/**
+ * Writes the files (see above) and points hub.yml at the cluster; returns the nodes and the CRL
+ * file, which the caller must write before the nodes start (without it every client is refused).
+ */
+export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nodes: RabbitNodeFiles[]; local: boolean; crlFile: string } {
   if (opts.hosts.length < 1) throw new ConfigError("rabbitmq: at least one node");
   const local = opts.hosts.every((h) => h === opts.hosts[0]);
   const file = (name: string) => join(opts.dir, name);
@@ -71,6 +87,8 @@ export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nod
   writeFileAtomicallySync(file("broker-cert.pem"), readFileSync(home.paths.brokerCert), 0o644);
   writeFileAtomicallySync(file("broker-key.pem"), readFileSync(home.paths.brokerKey), 0o640);
   writeFileAtomicallySync(file("enabled_plugins"), renderEnabledPlugins(), 0o644);
+  mkdirSync(file("crl"), { recursive: true, mode: 0o755 });
+  const crlFile = join(file("crl"), `${subjectNameHash(readFileSync(home.paths.caCert, "utf8"))}.r0`);
 
   const offset = (i: number) => (local ? i : 0);
   const nodes: RabbitNode[] = opts.hosts.map((host, i) => ({
@@ -91,9 +109,11 @@ export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nod
     certFile: file("broker-cert.pem"),
     keyFile: file("broker-key.pem"),
     pluginsFile: file("enabled_plugins"),
+    crlDir: file("crl"),
     authBaseUrl: `http://${hostInUrl(authHost)}:${opts.authListen.port}/${secret}`,
     epmdPort: opts.epmdPort,
   };
+  writeFileAtomicallySync(file("advanced.config"), renderRabbitAdvancedConfig(cluster), 0o644);
   const cookie = clusterCookie(opts.dir, nodes.length);
   const written = nodes.map((node, i) => {
     const nodeHome = file(`node${i + 1}`);
@@ -103,7 +123,7 @@ export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nod
     writeFileAtomicallySync(conf, renderRabbitConf(cluster, i), 0o640);
     const envFile = join(nodeHome, "rabbitmq-env.conf");
     const longNames = nodes.some((n) => n.name.split("@")[1]!.includes("."));
-    writeFileAtomicallySync(envFile, renderRabbitEnv(cluster, i, conf) + (longNames ? "USE_LONGNAME=true\n" : ""), 0o644);
+    writeFileAtomicallySync(envFile, renderRabbitEnv(cluster, i, conf, file("advanced.config")) + (longNames ? "USE_LONGNAME=true\n" : ""), 0o644);
     const cookieFile = join(nodeHome, ".erlang.cookie");
     if (!existsSync(cookieFile)) writeFileAtomicallySync(cookieFile, cookie, 0o400);
     const host = hostInUrl(opts.hosts[i]!);
@@ -120,5 +140,6 @@ export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nod
     management: written.map((n) => n.managementUrl),
     authListen: opts.authListen,
   });
-  return { nodes: written, local };
+  addCrlFile(home.paths.config, crlFile);
+  return { nodes: written, local, crlFile };
 }

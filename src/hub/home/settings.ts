@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { parse, parseDocument } from "yaml";
 import { z } from "zod";
@@ -209,6 +209,11 @@ export function ownerPrefix(settings: Pick<HubSettings, "ownerId">): string {
   return settings.ownerId.slice(0, 8).toLowerCase();
 }
 
+/** A file's permission bits: hub.yml stays 0600 when `hub init --db` made it so (the URL holds a password). */
+function modeOf(file: string): number {
+  return statSync(file).mode & 0o777;
+}
+
 /** Adds a CRL file to `broker.crlFiles`, keeping the file's comments and layout. */
 export function addCrlFile(configFile: string, crlFile: string): void {
   const doc = parseDocument(readFileSync(configFile, "utf8"));
@@ -216,12 +221,12 @@ export function addCrlFile(configFile: string, crlFile: string): void {
   const list = Array.isArray(current) ? (current as string[]) : [];
   if (list.includes(crlFile)) return;
   doc.setIn(["hub", "broker", "crlFiles"], [...list, crlFile]);
-  writeFileAtomicallySync(configFile, doc.toString(), 0o644);
+  writeFileAtomicallySync(configFile, doc.toString(), modeOf(configFile));
 }
 
 /** Sets `broker.rabbitmq` in hub.yml (what `hub rabbitmq-config` wrote), keeping the file's comments and layout. */
 export function setRabbitSettings(configFile: string, rabbit: NonNullable<HubSettings["broker"]["rabbitmq"]>): void {
   const doc = parseDocument(readFileSync(configFile, "utf8"));
   doc.setIn(["hub", "broker", "rabbitmq"], rabbit);
-  writeFileAtomicallySync(configFile, doc.toString(), 0o644);
+  writeFileAtomicallySync(configFile, doc.toString(), modeOf(configFile));
 }

@@ -60,6 +60,8 @@ export interface CollectorDeps {
   now?: () => number;
   /** hears of each message stored for the first time (the console's live view) */
   feed?: MessageFeed;
+  /** told when a token made the hub forget a thing's previous key: its certificate is superseded (the CRL must say so) */
+  onSuperseded?: (thingId: string) => void;
 }
 
 export class Collector {
@@ -88,7 +90,8 @@ export class Collector {
    * `authenticate`, also saying which of the thing's keys signed the token: its current key, or
    * the previous one, which a renewal keeps (things/certificates.ts) until the thing's first token
    * signed with its new key (the thing may have lost power before storing its new certificate,
-   * or fallen back to its old identity). That first token makes the hub forget the previous key.
+   * or fallen back to its old identity). That first token makes the hub forget the previous key,
+   * and the previous certificate is from then on revoked as superseded (`onSuperseded`).
    */
   async authenticateKey(thingId: string, token: string | undefined): Promise<{ thing: ThingRecord; publicKeyPem: string }> {
     if (!token) throw new CollectAuthError("no token");
@@ -100,7 +103,7 @@ export class Collector {
     try {
       await verifyThingToken(token, { thingId, publicKey: this.publicKey(thing.id, thing.publicKeyPem), now });
       if (thing.previousPublicKeyPem) {
-        await fromStore(() => this.deps.store.forgetPreviousKey(thing.id));
+        if (await fromStore(() => this.deps.store.forgetPreviousKey(thing.id, this.now()))) this.deps.onSuperseded?.(thing.id);
         thing.previousPublicKeyPem = null;
       }
       return { thing, publicKeyPem: thing.publicKeyPem };

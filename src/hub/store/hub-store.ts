@@ -53,6 +53,9 @@ export interface ThingRecord {
   certNotAfter?: number | null;
   /** the key that signed the last renewal, still accepted for the thing's tokens until the new key is used once */
   previousPublicKeyPem?: string | null;
+  /** the serial (hex) and notAfter (Unix ms) of the certificate of that previous key; null when none, or kept before the hub kept them */
+  previousCertSerial?: string | null;
+  previousCertNotAfter?: number | null;
   /** Unix ms an operator asked for a renewal now (`hub thing rotate`); cleared by the renewal */
   renewRequestedAt?: number | null;
   /** the id of the enrolment token it enrolled with; null for a thing made by `hub thing create` */
@@ -81,8 +84,24 @@ export interface CertificateUpdate {
   certPem: string;
   certSerial: string;
   certNotAfter: number;
-  /** the key that authenticated the renewal: kept as the previous key */
+  /** the key that authenticated the renewal: kept as the previous key, with its certificate's serial and notAfter (Unix ms) */
   previousPublicKeyPem: string;
+  previousCertSerial: string | null;
+  previousCertNotAfter: number | null;
+  /** certificates the hub stops accepting with this renewal (listed in the CRL, reason superseded) */
+  superseded: { serial: string; notAfter: number }[];
+  /** Unix ms of the renewal */
+  at: number;
+}
+
+/** A certificate the hub no longer accepts because a renewal replaced it (RFC 5280 §5.3.1 reason superseded). */
+export interface SupersededCertificate {
+  serial: string;
+  thingId: string;
+  /** Unix ms: the certificate's own notAfter; the CRL lists it until a day after */
+  notAfter: number;
+  /** Unix ms: when the hub stopped accepting it */
+  supersededAt: number;
 }
 
 export type MessageType = "egress" | "ingress";
@@ -268,8 +287,17 @@ export interface HubStore {
   enrolThing(thing: ThingRecord, tokenHash: string, at: number): Promise<boolean>;
   /** stores a renewed certificate and key, keeps the authenticating key as previous, clears a renewal request */
   replaceCertificate(id: string, update: CertificateUpdate): Promise<void>;
-  /** forgets the previous key (the thing used its new key) */
-  forgetPreviousKey(id: string): Promise<void>;
+  /**
+   * One transaction: forgets the previous key (the thing used its new key) and lists its
+   * certificate as superseded at `at` (Unix ms). False when there was no previous key.
+   */
+  forgetPreviousKey(id: string, at: number): Promise<boolean>;
+  /** superseded certificates whose notAfter is after `expiredAfter` (Unix ms), oldest first */
+  supersededCertificates(expiredAfter: number): Promise<SupersededCertificate[]>;
+  /** forgets superseded certificates whose notAfter is at or before `expiredBefore` (Unix ms); how many */
+  pruneSupersededCertificates(expiredBefore: number): Promise<number>;
+  /** Unix ms of the newest superseded certificate; 0 when none (other hubs' CRL refresh polls this) */
+  lastSupersededAt(): Promise<number>;
   /** asks for a renewal at the thing's next check; false when unknown or revoked */
   requestRenewal(id: string, at: number): Promise<boolean>;
 

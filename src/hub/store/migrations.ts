@@ -230,6 +230,29 @@ export const HUB_MIGRATIONS: readonly Migration[] = [
        WHERE state = 'running' AND id <> (SELECT MAX(id) FROM rollouts WHERE state = 'running');
      CREATE UNIQUE INDEX rollouts_one_running ON rollouts (state) WHERE state = 'running';`,
   },
+  // Superseded certificates (docs/enrolment.md "Renewal"): the serial and notAfter of the
+  // certificate a renewal keeps as the previous one, and the certificates the hub has stopped
+  // accepting, listed in the CRL (reason superseded) until a day after they expire.
+  {
+    sqlite: `ALTER TABLE things ADD COLUMN previous_cert_serial TEXT;
+     ALTER TABLE things ADD COLUMN previous_cert_not_after INTEGER;
+     CREATE TABLE superseded_certificates (
+       serial        TEXT    PRIMARY KEY,
+       thing_id      TEXT    NOT NULL,
+       not_after     INTEGER NOT NULL,
+       superseded_at INTEGER NOT NULL
+     );
+     CREATE INDEX superseded_certificates_not_after ON superseded_certificates (not_after);`,
+    postgres: `ALTER TABLE things ADD COLUMN previous_cert_serial TEXT;
+     ALTER TABLE things ADD COLUMN previous_cert_not_after BIGINT;
+     CREATE TABLE superseded_certificates (
+       serial        TEXT   PRIMARY KEY,
+       thing_id      TEXT   NOT NULL,
+       not_after     BIGINT NOT NULL,
+       superseded_at BIGINT NOT NULL
+     );
+     CREATE INDEX superseded_certificates_not_after ON superseded_certificates (not_after);`,
+  },
 ];
 
 /** The SQLite text of every step, for src/shared/sqlite/migrate.ts. */

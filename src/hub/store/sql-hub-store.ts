@@ -30,6 +30,8 @@ interface ThingRow {
   revoked_at: number | null;
   cert_not_after: number | null;
   previous_public_key_pem: string | null;
+  previous_cert_serial?: string | null;
+  previous_cert_not_after?: number | null;
   renew_requested_at: number | null;
   enrolled_with: string | null;
 }
@@ -80,6 +82,8 @@ const toThing = (r: ThingRow): ThingRecord => ({
   revokedAt: r.revoked_at,
   certNotAfter: r.cert_not_after,
   previousPublicKeyPem: r.previous_public_key_pem,
+  previousCertSerial: r.previous_cert_serial ?? null,
+  previousCertNotAfter: r.previous_cert_not_after ?? null,
   renewRequestedAt: r.renew_requested_at,
   enrolledWith: r.enrolled_with,
 });
@@ -126,6 +130,15 @@ export function sqlHubStore(sql: HubSql): HubStore {
        WHERE id = ?`,
       [at, at, at, id],
     );
+  };
+  /** Inside a transaction: lists a certificate as superseded (once: the first time wins). */
+  const supersede = async (db: HubSql, serial: string, thingId: string, notAfter: number, at: number) => {
+    await db.run("INSERT INTO superseded_certificates (serial, thing_id, not_after, superseded_at) VALUES (?, ?, ?, ?) ON CONFLICT (serial) DO NOTHING", [
+      serial,
+      thingId,
+      notAfter,
+      at,
+    ]);
   };
   /** Inside a transaction: stores `m` unless its id is stored, and gives the stored row either way. */
   const insertOnce = async (db: HubSql, m: MessageRecord): Promise<{ inserted: boolean; message: MessageRecord }> => {
@@ -332,15 +345,39 @@ export function sqlHubStore(sql: HubSql): HubStore {
         await insertThing(tx, thing);
         return true;
       }),
-    async replaceCertificate(id, u) {
-      await sql.run(
-        `UPDATE things SET public_key_pem = ?, cert_pem = ?, cert_serial = ?, cert_not_after = ?, previous_public_key_pem = ?, renew_requested_at = NULL
-         WHERE id = ?`,
-        [u.publicKeyPem, u.certPem, u.certSerial, u.certNotAfter, u.previousPublicKeyPem, id],
-      );
-    },
-    async forgetPreviousKey(id) {
-      await sql.run("UPDATE things SET previous_public_key_pem = NULL WHERE id = ?", [id]);
+    replaceCertificate: (id, u) =>
+      sql.transaction(async (tx) => {
+        for (const c of u.superseded) await supersede(tx, c.serial, id, c.notAfter, u.at);
+        await tx.run(
+          `UPDATE things SET public_key_pem = ?, cert_pem = ?, cert_serial = ?, cert_not_after = ?, previous_public_key_pem = ?,
+             previous_cert_serial = ?, previous_cert_not_after = ?, renew_requested_at = NULL
+           WHERE id = ?`,
+          [u.publicKeyPem, u.certPem, u.certSerial, u.certNotAfter, u.previousPublicKeyPem, u.previousCertSerial, u.previousCertNotAfter, id],
+        );
+      }),
+    forgetPreviousKey: (id, at) =>
+      sql.transaction(async (tx) => {
+        const row = await tx.get<{ serial: string | null; not_after: number | null }>(
+          "SELECT previous_cert_serial AS serial, previous_cert_not_after AS not_after FROM things WHERE id = ? AND previous_public_key_pem IS NOT NULL",
+          [id],
+        );
+        if (!row) return false;
+        // A previous key kept before the hub kept its certificate's serial has none to list.
+        if (row.serial && row.not_after != null) await supersede(tx, row.serial, id, row.not_after, at);
+        await tx.run("UPDATE things SET previous_public_key_pem = NULL, previous_cert_serial = NULL, previous_cert_not_after = NULL WHERE id = ?", [id]);
+        return true;
+      }),
+    supersededCertificates: async (expiredAfter) =>
+      (
+        await sql.all<{ serial: string; thing_id: string; not_after: number; superseded_at: number }>(
+          "SELECT serial, thing_id, not_after, superseded_at FROM superseded_certificates WHERE not_after > ? ORDER BY superseded_at, serial",
+          [expiredAfter],
+        )
+      ).map((r) => ({ serial: r.serial, thingId: r.thing_id, notAfter: Number(r.not_after), supersededAt: Number(r.superseded_at) })),
+    pruneSupersededCertificates: async (expiredBefore) => (await sql.run("DELETE FROM superseded_certificates WHERE not_after <= ?", [expiredBefore])).changes,
+    lastSupersededAt: async () => {
+      const row = await sql.get<{ at: number | null }>("SELECT MAX(superseded_at) AS at FROM superseded_certificates");
+      return row?.at == null ? 0 : Number(row.at);
     },
     async requestRenewal(id, at) {
       return (await sql.run("UPDATE things SET renew_requested_at = ? WHERE id = ? AND revoked_at IS NULL", [at, id])).changes > 0;

@@ -67,7 +67,9 @@ export function renewalAdvice(home: HubHome, thing: ThingRecord): RenewalAdvice 
  * checks signature and key strength), whose CN must be the thing's name. `authenticatedWith` is
  * the public key whose token let the request in: it is kept as the thing's previous key, so a
  * thing that loses power before it has stored its new certificate still authenticates with the
- * old one (and can renew again). Throws InputError (65/400) for a refused CSR.
+ * old one (and can renew again). The thing's other certificate, if it had one, is superseded at
+ * once (listed in the CRL); the kept one is superseded when the hub forgets the previous key
+ * (store `forgetPreviousKey`). Throws InputError (65/400) for a refused CSR.
  */
 export async function renewCertificate(
   home: HubHome,
@@ -81,12 +83,23 @@ export async function renewCertificate(
   if (csr.commonName !== thing.name) throw new InputError(`the CSR was refused: its CN must be ${thing.name}, not ${JSON.stringify(csr.commonName)}`);
   const certPem = await issueWithLifetime(home, thing.name, csr.publicKeyPem, settingMs(home.settings.certificates.thingLifetime), now);
   const info = describeCertificate(certPem);
+  // The key that signed the request stays accepted (as the previous one) with its certificate;
+  // the other certificate the thing had is superseded now: a renewal signed with the previous
+  // key drops the current certificate, which the thing never used (it fell back, or lost it).
+  const current = { key: thing.publicKeyPem, serial: thing.certSerial, notAfter: certificateNotAfter(thing) };
+  const previous = { key: thing.previousPublicKeyPem ?? null, serial: thing.previousCertSerial ?? null, notAfter: thing.previousCertNotAfter ?? null };
+  const kept = authenticatedWith === current.key ? current : previous;
+  const dropped = kept === current ? previous : current;
   await store.replaceCertificate(thing.id, {
     publicKeyPem: csr.publicKeyPem,
     certPem,
     certSerial: info.serialNumber,
     certNotAfter: info.notAfter.getTime(),
     previousPublicKeyPem: authenticatedWith,
+    previousCertSerial: kept.serial,
+    previousCertNotAfter: kept.notAfter,
+    superseded: dropped.serial && dropped.notAfter != null ? [{ serial: dropped.serial, notAfter: dropped.notAfter }] : [],
+    at: now,
   });
   return { certPem, notAfter: info.notAfter.getTime() };
 }

@@ -1,29 +1,83 @@
 import { join } from "node:path";
-import { createCrl } from "../../crypto/crl.ts";
+import { type CrlEntry, createCrl } from "../../crypto/crl.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { type HubHome, readCa } from "../home/home.ts";
 import type { HubStore } from "../store/hub-store.ts";
-import { crlValiditySeconds } from "./crl-renewal.ts";
+import { crlValiditySeconds, MAX_RENEWAL_INTERVAL_MS } from "./crl-renewal.ts";
 
 /**
- * Revocation for brokers that check certificates themselves (Mosquitto's `crlfile`). The
- * embedded broker asks the database instead and needs none of this. The CRL lists the
- * certificate serial of every revoked thing; it is written to `<hub home>/crl.pem` and to every
- * file in hub.yml's `broker.crlFiles`, each replaced atomically so a broker never reads half a
- * file. Mosquitto re-reads it on SIGHUP (`systemctl reload mosquitto`; a running hub does so
- * through hub.yml `broker.reloadCommand`). Each is valid for crlValiditySeconds() (crl-renewal.ts),
+ * Revocation for brokers that check certificates themselves (Mosquitto's `crlfile`, RabbitMQ's
+ * Erlang ssl `crl_check` reading a hashed directory). The embedded broker asks the database
+ * instead and needs none of this. The CRL lists:
+ *
+ * - every revoked thing's certificate (and the previous one a pending renewal kept);
+ * - every certificate a renewal superseded (RFC 5280 §5.3.1 reason `superseded`), from the moment
+ *   the hub stopped accepting it (it forgot the previous key: the thing used its new one), until
+ *   a day after the certificate's own notAfter. RFC 5280 §3.3 lets an entry leave once it has
+ *   appeared on one regularly scheduled CRL issued after the certificate expired; a running hub
+ *   re-signs at least daily, so a day after expiry it has. This keeps the CRL bounded: about one
+ *   entry per thing renewed within the last lifetime (90 days by default).
+ *
+ * It is written to `<hub home>/crl.pem` and to every file in hub.yml's `broker.crlFiles`, each
+ * replaced atomically so a broker never reads half a file. Mosquitto re-reads it on SIGHUP
+ * (`systemctl reload mosquitto`; a running hub does so through hub.yml `broker.reloadCommand`);
+ * RabbitMQ reads it at every handshake. Each is valid for crlValiditySeconds() (crl-renewal.ts),
  * and a running hub re-signs them long before that.
  */
 export function hubCrlPath(home: HubHome): string {
   return join(home.paths.dir, "crl.pem");
 }
 
-/** Writes every CRL file (see above); returns their paths. Throws on a CA or file error. */
+/** How long after its notAfter a superseded certificate stays on the CRL, in ms (see above). */
+export const SUPERSEDED_KEPT_AFTER_EXPIRY_MS = MAX_RENEWAL_INTERVAL_MS;
+
+/** What the CRL lists at `now` (Unix ms); forgets superseded certificates that no longer need listing. */
+export async function crlEntries(store: HubStore, now: number): Promise<CrlEntry[]> {
+  const horizon = now - SUPERSEDED_KEPT_AFTER_EXPIRY_MS;
+  await store.pruneSupersededCertificates(horizon);
+  const entries: CrlEntry[] = [];
+  for (const t of await store.listThings()) {
+    if (t.revokedAt === null) continue;
+    const revokedAt = new Date(t.revokedAt);
+    entries.push({ serial: t.certSerial, revokedAt });
+    if (t.previousCertSerial) entries.push({ serial: t.previousCertSerial, revokedAt });
+  }
+  for (const c of await store.supersededCertificates(horizon)) entries.push({ serial: c.serial, revokedAt: new Date(c.supersededAt), reason: "superseded" });
+  return entries;
+}
+
+/** Writes every CRL file (see above); returns their paths. Throws on a CA, database or file error. */
 export async function writeRevocationLists(home: HubHome, store: HubStore, now = new Date(), validitySeconds = crlValiditySeconds()): Promise<string[]> {
-  const serials = (await store.listThings()).filter((t) => t.revokedAt !== null).map((t) => t.certSerial);
-  const pem = await createCrl(readCa(home.paths), serials, { now, days: validitySeconds / 86_400 });
+  const entries = await crlEntries(store, now.getTime());
+  const pem = await createCrl(readCa(home.paths), entries, { now, days: validitySeconds / 86_400 });
   const targets = [hubCrlPath(home), ...home.settings.broker.crlFiles];
   // 0644: the broker's own user must read it
   for (const file of targets) writeFileAtomicallySync(file, pem, 0o644);
   return targets;
+}
+
+/**
+ * One process's CRL writes, one at a time: a write asked for while one runs is done once more
+ * after it (it may have read the database before the change it is asked for), so the files never
+ * go back to an older state within this process.
+ */
+export function createCrlWriter(write: () => Promise<string[]>): { write(): Promise<string[]> } {
+  let running: Promise<string[]> | undefined;
+  let queued: Promise<string[]> | undefined;
+  const start = (): Promise<string[]> => {
+    running = write().finally(() => (running = undefined));
+    return running;
+  };
+  return {
+    write() {
+      if (!running) return start();
+      queued ??= running
+        .catch(() => [])
+        .then(() => {
+          queued = undefined;
+          return start();
+        });
+      return queued;
+    },
+  };
 }

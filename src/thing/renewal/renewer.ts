@@ -7,12 +7,14 @@
  * the one collect uses; see docs/enrolment.md for why HTTP and not MQTT), the files swapped as
  * identity-files.ts describes, then the MQTT session reconnects with the new pair. The first
  * connection commits the renewal; if the broker refuses the new pair (a TLS or CONNACK refusal,
- * not a network failure) three times in a row, the agent goes back to the previous pair.
+ * not a network failure) three times in a row, the agent goes back to the previous pair, but only
+ * when the hub says it still takes the previous key (`fallBack`).
  *
  * A failed renewal is retried with exponential backoff and jitter, never later than a tenth of
  * the time the certificate has left, so a short-lived certificate is retried in time.
  */
-import { X509Certificate } from "node:crypto";
+import { type KeyObject, X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { createCsr, publicKeyPemOf } from "../../crypto/csr.ts";
 import { signThingToken } from "../../crypto/jwt.ts";
@@ -92,6 +94,8 @@ export class CertificateRenewer {
   private checkMs = DEFAULT_CHECK_MS;
   private failures = 0;
   private refusals = 0;
+  /** a fallback is being decided (the hub is asked): closes meanwhile do not count */
+  private deciding = false;
   /** the connection being made failed for the network (since the last close) */
   private unreachable = false;
   private readonly paths: IdentityPaths;
@@ -134,9 +138,13 @@ export class CertificateRenewer {
     return `${endpoint.replace(/\/+$/, "")}/${env}/v1/things/${this.deps.identity.thingId}/certificate`;
   }
 
-  private async request(method: "GET" | "POST", body?: unknown): Promise<{ status: number; result: HubResult | undefined; message: string }> {
+  private async request(
+    method: "GET" | "POST",
+    body?: unknown,
+    privateKey: KeyObject = this.deps.identity.privateKey,
+  ): Promise<{ status: number; result: HubResult | undefined; message: string }> {
     const { identity } = this.deps;
-    const token = await signThingToken({ thingId: identity.thingId, privateKey: identity.privateKey });
+    const token = await signThingToken({ thingId: identity.thingId, privateKey });
     const answer = await requestText(this.apiUrl(), {
       method,
       headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}) },
@@ -246,22 +254,75 @@ export class CertificateRenewer {
    * A connection closed. While a renewal waits for its first connection, a close that no network
    * failure explains (the broker was reached, and ended the TLS handshake or refused the
    * CONNECT: with TLS 1.3 a refused client certificate shows as a plain close) counts as a
-   * refusal of the new pair; REFUSALS_BEFORE_FALLBACK in a row, and the previous pair is put back.
+   * refusal of the new pair; after REFUSALS_BEFORE_FALLBACK in a row, the previous pair may be
+   * put back (`fallBack`).
    */
   private onDisconnected(): void {
     const unreachable = this.unreachable;
     this.unreachable = false;
-    if (!renewalPending(this.paths) || unreachable) return;
+    if (!renewalPending(this.paths) || unreachable || this.deciding) return;
     this.refusals++;
     if (this.refusals < REFUSALS_BEFORE_FALLBACK) return;
+    this.deciding = true;
+    void this.fallBack().finally(() => (this.deciding = false));
+  }
+
+  /**
+   * Goes back to the previous pair only if the hub still accepts its key. The hub forgets the
+   * previous key as soon as it sees the new one used once (a token from any part of the agent:
+   * collect, the update poll; or a connection to the embedded broker), and from then on it
+   * refuses the previous key's tokens and lists its certificate in the CRL: falling back then
+   * would lock the thing out for good. So the agent asks first, with a token signed by the
+   * previous key (`GET .../certificate`):
+   *
+   * - 200: the hub still takes it (it never saw the new key: a hub restored from a backup, a
+   *   certificate another CA signed): the previous pair is put back, as before;
+   * - 401: the hub has moved on to the new key: the new pair is kept and committed (the
+   *   `.previous` files removed), and the agent keeps connecting with it; whatever made the
+   *   broker close the connections is not the certificate the hub issued;
+   * - anything else (the hub unreachable, 5xx): nothing is decided now; the next refusal asks again.
+   */
+  private async fallBack(): Promise<void> {
     const { log } = this.deps;
+    let status: number;
+    try {
+      const previousKey = normalisePrivateKey(readFileSync(`${this.paths.privateKey}.previous`)).key;
+      status = (await this.request("GET", undefined, previousKey)).status;
+    } catch (err) {
+      this.refusals = REFUSALS_BEFORE_FALLBACK - 1;
+      log.warn("renewal.fallback_deferred", {
+        error: describeError(err),
+        note: "the hub could not say whether it still takes the previous key; asked again at the next refusal",
+      });
+      return;
+    }
+    if (status === 401) {
+      this.refusals = 0;
+      try {
+        commitRenewal(this.paths);
+        log.warn("renewal.fallback_refused", {
+          thing: this.deps.identity.thingName,
+          refusals: REFUSALS_BEFORE_FALLBACK,
+          note: "the hub takes only the renewed key now; kept it (committed) and keeps connecting with it",
+        });
+      } catch (err) {
+        log.warn("renewal.commit_failed", { error: describeError(err), note: "tried again at the next connection" });
+      }
+      return;
+    }
+    if (status !== 200) {
+      this.refusals = REFUSALS_BEFORE_FALLBACK - 1;
+      log.warn("renewal.fallback_deferred", { status, note: "asked again at the next refusal" });
+      return;
+    }
+    if (!renewalPending(this.paths)) return; // committed meanwhile: it connected
     try {
       revertRenewal(this.paths);
       this.switchTo(this.deps.reload(), "previous identity restored");
       log.warn("renewal.fell_back", {
         thing: this.deps.identity.thingName,
         refusals: REFUSALS_BEFORE_FALLBACK,
-        note: "the broker refused the renewed certificate; back on the previous one, renewed again later",
+        note: "the broker refused the renewed certificate and the hub still takes the previous one; back on it, renewed again later",
       });
     } catch (revertErr) {
       log.error("renewal.fallback_failed", { error: describeError(revertErr) });
