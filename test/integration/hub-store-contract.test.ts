@@ -92,7 +92,7 @@ for (const driver of DRIVERS) {
         await store.insertThing(thing(1));
         await store.insertThing(thing(2, { revokedAt: FAR_FUTURE - 1 }));
         const got = await store.getThing(thing(1).id);
-        expect(got).toEqual({ ...thing(1), previousPublicKeyPem: null, renewRequestedAt: null });
+        expect(got).toEqual({ ...thing(1), previousPublicKeyPem: null, previousCertSerial: null, previousCertNotAfter: null, renewRequestedAt: null });
         expect(typeof got!.createdAt).toBe("number");
         expect((await store.getThingByName(thing(2).name))!.revokedAt).toBe(FAR_FUTURE - 1);
         expect(await store.getThing("nope")).toBeUndefined();
