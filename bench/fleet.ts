@@ -120,10 +120,16 @@ try {
     const t0 = performance.now();
     let running: RunningSetup | undefined;
     try {
-      running = await startSetup(setup, fleet, join(work, setup.id));
+      running = await startSetup(setup, fleet, join(work, setup.id), progress);
       stoppers.add(running.stop);
       progress(`${setup.id}: started in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
-      const figures = await drive(running, fleet, join(work, setup.id), { rounds, perThing, procs, resilience: !args["no-resilience"], progress });
+      const figures = await drive(running, running.fleet ?? fleet, join(work, setup.id), {
+        rounds,
+        perThing,
+        procs,
+        resilience: !args["no-resilience"],
+        progress,
+      });
       results.push({ id: setup.id, label: setup.label, figures });
     } catch (err) {
       failed = true;

@@ -13,7 +13,8 @@
  * - a round's rate is its messages over the time from its first send to its last arrival.
  *
  * The resilience phase (setups with broker nodes): an ingress round and two egress rounds, with
- * broker node 2 killed (SIGKILL) a third of the way through the ingress round; things reconnect to
+ * broker node 2 killed (SIGKILL) a third of the way through the ingress round and, with two
+ * hubs, hub A killed (SIGKILL) halfway through it; things reconnect to
  * the other nodes (their MQTT.js `servers`), and every message the hub accepted or the broker
  * acknowledged must arrive. Repeats are counted, not hidden.
  */
@@ -45,8 +46,10 @@ export interface Tally {
 
 export interface PhaseFigures {
   ingress: Tally;
-  egress: Tally & { unacknowledged: number; storedTwice: number; hubRepeats: number };
+  egress: Tally & { unacknowledged: number; storedTwice: number; hubRepeats: number; otherHubCopies?: number };
   reconnects: number;
+  /** the hub killed with SIGKILL during the resilience phase, when the setup has two */
+  hubKilled?: string;
   /** seconds from the node's kill until every thing was connected again (resilience only) */
   reconnectSeconds?: number;
 }
@@ -78,19 +81,28 @@ const RESILIENCE_ROUND = 1000;
 /** Sum of VmRSS (KiB) of live `pids`. */
 export const rssKb = (pids: number[]) => pids.reduce((sum, pid) => sum + (statusKb(pid, "VmRSS") || 0), 0);
 
-/** Stored egress ids and their first `hub.collect` time, from every hub's log; repeats counted. */
-function storedFromLogs(setup: RunningSetup): { first: Map<string, number>; repeats: number } {
+/**
+ * Stored egress ids and their first `hub.collect` time, from every hub's log. `repeats`: a hub
+ * logging an id it logged before (the broker delivered it to that hub again: a PUBACK lost with
+ * a node, a connection dropped before the PUBACK). `otherHub`: an id a second hub logged too —
+ * every hub has its own session and gets its own copy of each message (RabbitMQ 3.10's MQTT has
+ * no shared subscriptions); the database stores it once by its id.
+ */
+function storedFromLogs(setup: RunningSetup): { first: Map<string, number>; repeats: number; otherHub: number } {
   const first = new Map<string, number>();
   let repeats = 0;
-  const line = /^(\S+) INFO\s+hub\.collect .*?message=([0-9a-f-]{36})(.*)$/gm;
+  let otherHub = 0;
+  const line = /^(\S+) INFO\s+hub\.collect .*?message=([0-9a-f-]{36})/gm;
   for (const hub of setup.hubs) {
+    const seen = new Set<string>();
     for (const m of hub.log().matchAll(line)) {
-      const at = Date.parse(m[1]!);
-      if (m[3]!.includes("repeat=true") || first.has(m[2]!)) repeats++;
-      else first.set(m[2]!, at);
+      const id = m[2]!;
+      if (seen.has(id)) repeats++;
+      else if (seen.add(id) && first.has(id)) otherHub++;
+      else first.set(id, Date.parse(m[1]!));
     }
   }
-  return { first, repeats };
+  return { first, repeats, otherHub };
 }
 
 /** Polls `check` every 100 ms until it is true or `timeoutMs` passed; false on timeout. */
@@ -167,7 +179,7 @@ async function storedInDatabase(setup: RunningSetup, fleet: FleetCache): Promise
 function phaseFigures(
   report: SimReport,
   sent: Map<string, { at: number; round: number; ok: boolean }>,
-  stored: { first: Map<string, number>; repeats: number },
+  stored: { first: Map<string, number>; repeats: number; otherHub: number },
   database: Map<string, number>,
   rounds: Set<number>,
 ): PhaseFigures & { ingressEntries: { round: number; sent: number; arrived?: number }[]; egressEntries: { round: number; sent: number; arrived?: number }[] } {
@@ -253,6 +265,7 @@ export async function drive(setup: RunningSetup, fleet: FleetCache, work: string
     }
 
     let reconnectSeconds: number | undefined;
+    let hubKilled: string | undefined;
     let resilienceReconnects = 0;
     const resilienceRounds = new Set<number>();
     if (opts.resilience && setup.killNode) {
@@ -265,6 +278,11 @@ export async function drive(setup: RunningSetup, fleet: FleetCache, work: string
         if (done === Math.floor(n / 3)) {
           killedAt = Date.now();
           void setup.killNode!(1).then(() => opts.progress("broker node 2 killed (SIGKILL)"));
+        }
+        // Two hubs: hub A goes too, halfway (its API is taken out of the rotation, as a load balancer would).
+        if (done === Math.floor(n / 2) && setup.killHub) {
+          hubKilled = "hub A";
+          void setup.killHub(0).then(() => opts.progress("hub A killed (SIGKILL)"));
         }
       });
       await killing;
@@ -293,6 +311,7 @@ export async function drive(setup: RunningSetup, fleet: FleetCache, work: string
     // The hub's repeats (a message delivered to it again, stored once) over the whole run, in the last phase.
     (resilience ?? steady).egress.hubRepeats = stored.repeats;
     (resilience ?? steady).egress.duplicates = stored.repeats;
+    (resilience ?? steady).egress.otherHubCopies = stored.otherHub;
     const ingressLat = steady.ingressEntries.filter((e) => e.arrived !== undefined).map((e) => e.arrived! - e.sent);
     const egressLat = steady.egressEntries.filter((e) => e.arrived !== undefined).map((e) => e.arrived! - e.sent);
     const rounds = [...steadyRounds];
@@ -314,7 +333,7 @@ export async function drive(setup: RunningSetup, fleet: FleetCache, work: string
         ? { brokerRssIdleMiB: mib(brokerIdle), brokerRssHeldMiB: mib(brokerHeld), brokerKiBPerThing: held ? (brokerHeld - brokerIdle) / held : Number.NaN }
         : {}),
       steady: strip(steady),
-      resilience: resilience ? { ...strip(resilience), reconnects: resilienceReconnects, reconnectSeconds } : undefined,
+      resilience: resilience ? { ...strip(resilience), reconnects: resilienceReconnects, reconnectSeconds, hubKilled } : undefined,
     };
   } finally {
     await sims.stop();

@@ -70,7 +70,7 @@ export function setupRows(results: SetupResult[]): string[][] {
 
 const RESILIENCE_HEADER = [
   "setup",
-  "node killed",
+  "killed (SIGKILL)",
   "all back after",
   "ingress accepted / arrived / lost / repeats",
   "egress acked / stored / lost / repeats at the hub",
@@ -84,10 +84,10 @@ export function resilienceRows(results: SetupResult[]): string[][] {
       const p = r.figures!.resilience!;
       return [
         r.label,
-        "node 2 (SIGKILL)",
+        p.hubKilled ? `node 2, ${p.hubKilled}` : "node 2",
         p.reconnectSeconds === undefined ? "—" : `${p.reconnectSeconds.toFixed(1)} s`,
         `${p.ingress.accepted} / ${p.ingress.arrived} / ${p.ingress.lost} / ${p.ingress.duplicates}`,
-        `${p.egress.accepted} / ${p.egress.arrived} / ${p.egress.lost} / ${p.egress.hubRepeats}${p.egress.storedTwice ? ` (stored twice: ${p.egress.storedTwice})` : ""}`,
+        `${p.egress.accepted} / ${p.egress.arrived} / ${p.egress.lost} / ${p.egress.hubRepeats}${p.egress.otherHubCopies ? ` (+ ${p.egress.otherHubCopies} copies at the other hub)` : ""}${p.egress.storedTwice ? ` (stored twice: ${p.egress.storedTwice})` : ""}`,
         String(p.reconnects),
       ];
     });

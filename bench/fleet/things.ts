@@ -80,32 +80,47 @@ async function enrolMore(dir: string, cache: FleetCache, n: number, progress: (m
   const t0 = performance.now();
   const hub = await serveHome(cache.home, join(dir, "enrol.log"));
   try {
-    const api = hub.apis[0]!;
-    const headers = { Authorization: `Bearer ${cache.token}`, "Content-Type": "application/json" };
-    const made = await fetch(`${api}/enroll-tokens`, { method: "POST", headers, body: JSON.stringify({ maxUses: missing, expires: "1h" }) });
-    if (made.status !== 201) throw new Error(`POST /enroll-tokens answered ${made.status}: ${await made.text()}`);
-    const token = ((await made.json()) as { result: { token: string } }).result.token;
-    const info = ((await (await fetch(`${api}/enroll`)).json()) as { result: { ownerPrefix: string } }).result;
-    const start = cache.things.length;
-    const added: FleetThing[] = new Array(missing);
-    await pool(missing, 8, async (i) => {
-      const name = `fleet${String(start + i).padStart(5, "0")}`;
-      const csr = await createCsr({ privateKeyPem: cache.key, commonName: `${info.ownerPrefix}-${name}` });
-      const answer = await fetch(`${api}/enroll`, {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ token, name, csr }),
-      });
-      if (answer.status !== 201) throw new Error(`POST /enroll of ${name} answered ${answer.status}: ${await answer.text()}`);
-      const thing = ((await answer.json()) as { result: { id: string; name: string; certificate: string } }).result;
-      added[i] = { id: thing.id, name: thing.name, cert: thing.certificate };
-      if ((i + 1) % 2000 === 0) progress(`fleet: ${i + 1}/${missing} enrolled`);
-    });
-    cache.things.push(...added);
+    cache.things.push(...(await enrolThings(hub.apis[0]!, cache.token, cache.key, cache.things.length, missing, progress)));
   } finally {
     await hub.stop();
   }
   writeFileSync(join(dir, "cache.json"), JSON.stringify({ ...cache, home: undefined }));
   progress(`fleet: ${missing} things enrolled in ${((performance.now() - t0) / 1000).toFixed(0)} s`);
   return { ...cache, things: cache.things.slice(0, n) };
+}
+
+/**
+ * Enrols `count` things named fleetNNNNN from `start` on through the hub API `api` (a base,
+ * `http://HOST:PORT/dev/v1`), every CSR made from the one private key `keyPem`: one enrolment
+ * token from the operator token, then `POST /enroll` per thing, 8 at a time. Throws with the
+ * hub's answer when it refuses one.
+ */
+export async function enrolThings(
+  api: string,
+  operatorToken: string,
+  keyPem: string,
+  start: number,
+  count: number,
+  progress: (m: string) => void,
+): Promise<FleetThing[]> {
+  const headers = { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" };
+  const made = await fetch(`${api}/enroll-tokens`, { method: "POST", headers, body: JSON.stringify({ maxUses: count, expires: "1h" }) });
+  if (made.status !== 201) throw new Error(`POST /enroll-tokens answered ${made.status}: ${await made.text()}`);
+  const token = ((await made.json()) as { result: { token: string } }).result.token;
+  const info = ((await (await fetch(`${api}/enroll`)).json()) as { result: { ownerPrefix: string } }).result;
+  const added: FleetThing[] = new Array(count);
+  await pool(count, 8, async (i) => {
+    const name = `fleet${String(start + i).padStart(5, "0")}`;
+    const csr = await createCsr({ privateKeyPem: keyPem, commonName: `${info.ownerPrefix}-${name}` });
+    const answer = await fetch(`${api}/enroll`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ token, name, csr }),
+    });
+    if (answer.status !== 201) throw new Error(`POST /enroll of ${name} answered ${answer.status}: ${await answer.text()}`);
+    const thing = ((await answer.json()) as { result: { id: string; name: string; certificate: string } }).result;
+    added[i] = { id: thing.id, name: thing.name, cert: thing.certificate };
+    if ((i + 1) % 2000 === 0) progress(`fleet: ${i + 1}/${count} enrolled`);
+  });
+  return added;
 }

@@ -1,5 +1,5 @@
 /**
- * Pins the two MQTT.js behaviours group commit stands on (src/thing/mqtt/deferred-puback.ts),
+ * Pins the two MQTT.js behaviours group commit stands on (src/shared/mqtt-puback.ts),
  * against Debian's Mosquitto: `handleMessage`'s `done(err)` writes no PUBACK (the broker sends
  * the message again on the next connection), and `_sendPacket({cmd: "puback"})` acknowledges
  * (it does not). An MQTT.js upgrade that changes either fails here, not in the field.
@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { readFileSync, rmSync } from "node:fs";
 import mqtt, { type IPublishPacket, type MqttClient } from "mqtt";
-import { deferredPuback, PUBACK_DEFERRED } from "../../src/thing/mqtt/deferred-puback.ts";
+import { deferredPuback, PUBACK_DEFERRED } from "../../src/shared/mqtt-puback.ts";
 import { type MosquittoBroker, mosquittoPub } from "../support/mosquitto.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
 import { waitUntil } from "../support/wait.ts";

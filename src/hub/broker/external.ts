@@ -27,6 +27,7 @@ import { ingressWirePayload } from "../../protocol/ingress.ts";
 import { HUB_TOPICS, ingressTopic } from "../../protocol/topics.ts";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
+import { OrderedPubacks } from "../../shared/mqtt-puback.ts";
 import { HUB_CLIENT_NAME } from "../home/paths.ts";
 import type { BrokerEvents, HubBroker, ThingDirectory } from "./broker.ts";
 import { DYNSEC_RESPONSE_TOPIC } from "./dynsec.ts";
@@ -58,6 +59,8 @@ export interface ExternalBrokerOptions {
   log: Logger;
   /** how long the first connection may take before we give up; default 30 s */
   connectTimeoutMs?: number;
+  /** at most this many hub-topic messages handed to the hub and not yet acknowledged; default 1,000 (shared/mqtt-puback.ts) */
+  maxPendingAcks?: number;
   /** after every connect (the first and each reconnect), once subscribed: the hub re-applies revocations */
   onConnected?: () => void;
 }
@@ -119,29 +122,34 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     },
   });
 
-  // Set on the client, not in the options (there it is silently ignored). MQTT.js sends the
-  // PUBACK only after done() and handles one packet at a time.
+  // Egress is committed in groups (the Collector's group commit), so MQTT.js must go on reading
+  // while a message is being stored: its PUBACK is written after the commit, in order, on the
+  // connection it came on (shared/mqtt-puback.ts, as the thing does for its ingress). At most
+  // `maxPending` wait; the broker's own window (RabbitMQ's mqtt.prefetch, Mosquitto's
+  // max_inflight_messages) usually bounds it first.
+  const pubacks = new OrderedPubacks({
+    client,
+    maxPending: opts.maxPendingAcks,
+    onFailure: (err, packet) => {
+      // No PUBACK. MQTT.js would just move on, and the broker only redelivers an unacknowledged
+      // message on a new connection of the same session: so drop the connection.
+      log.error("mqtt.store.failed", { topic: packet.topic, error: err });
+      client.stream?.destroy();
+    },
+  });
+  // Set on the client, not in the options (there it is silently ignored).
   client.handleMessage = (packet, done) => {
     const topic = packet.topic;
     const payload = Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload);
-    if (topic === DYNSEC_RESPONSE_TOPIC) {
-      dynsec.handleResponse(payload);
-      return done();
-    }
-    const store = opts.events.onThingPublish?.(undefined, topic, payload) ?? Promise.resolve();
-    store.then(
-      () => done(),
-      (err) => {
-        // No PUBACK. MQTT.js would just move on, and the broker only redelivers an unacknowledged
-        // message on a new connection of the same session: so drop the connection.
-        log.error("mqtt.store.failed", { topic, error: err });
-        done(err instanceof Error ? err : new Error(String(err)));
-        client.stream?.destroy();
-      },
-    );
+    pubacks.handle(packet, done, async () => {
+      if (topic === DYNSEC_RESPONSE_TOPIC) return dynsec.handleResponse(payload);
+      await opts.events.onThingPublish?.(undefined, topic, payload);
+    });
   };
 
   client.on("connect", (connack) => {
+    // Before this connection's first PUBLISH is handled (MQTT.js emits `connect` first).
+    pubacks.connectionStarted();
     log.info("mqtt.connected", {
       url: opts.url,
       client_id: options.clientId,

@@ -224,11 +224,16 @@ export function sqlHubStore(sql: HubSql): HubStore {
     insertMessage: (m) => sql.transaction((tx) => insertOnce(tx, m)),
     insertMessages: (items) =>
       sql.transaction(async (tx) => {
-        const results: { inserted: boolean; message: MessageRecord }[] = [];
-        for (const { message, seenAt } of items) {
+        // Rows are locked in one order, by (thing id, message id), whatever order the batch came
+        // in: two hubs committing batches of the same messages (each gets its own copy from the
+        // broker) then wait for each other instead of deadlocking (PostgreSQL 40P01).
+        const order = items.map((_, i) => i).sort((a, b) => lockKey(items[a]!.message).localeCompare(lockKey(items[b]!.message)));
+        const results: { inserted: boolean; message: MessageRecord }[] = new Array(items.length);
+        for (const i of order) {
+          const { message, seenAt } = items[i]!;
           const result = await insertOnce(tx, message);
           if (seenAt !== undefined && result.message.thingId === message.thingId) await markVerified(tx, message.thingId, seenAt);
-          results.push(result);
+          results[i] = result;
         }
         return results;
       }),
@@ -457,3 +462,6 @@ export function sqlHubStore(sql: HubSql): HubStore {
     close: () => sql.close(),
   };
 }
+
+/** The order a batch's rows are locked in (insertMessages). */
+const lockKey = (m: MessageRecord) => `${m.thingId}/${m.flmessagespk}`;

@@ -6,11 +6,11 @@ import { EventEmitter } from "node:events";
 import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
+import { OrderedPubacks } from "../../shared/mqtt-puback.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
 import type { MessageStore } from "../store/message-store.ts";
 import { Backoff, type DropCause } from "./backoff.ts";
-import { deferredPuback, PUBACK_DEFERRED } from "./deferred-puback.ts";
 
 /** Receives one ingress message; the broker gets its PUBACK only after the promise resolves. */
 export type MessageHandler = (packet: IPublishPacket) => Promise<void>;
@@ -82,10 +82,8 @@ export class ThingSession extends EventEmitter {
   private takeoverWarned = false;
   /** the CONNACK code of the refusal already told (mqtt.connect_refused), until a connection is accepted */
   private refusedWith: number | undefined;
-  /** writes a PUBACK after a group commit (deferred-puback.ts); undefined: MQTT.js writes them */
-  private puback: ((messageId: number) => void) | undefined;
-  /** counts connections, so a PUBACK never leaves on a later connection than its message's */
-  private connection = 0;
+  /** writes each PUBACK after the group commit that holds its message, in order, on its connection */
+  private readonly pubacks: OrderedPubacks;
 
   constructor(private readonly options: SessionOptions) {
     super();
@@ -99,7 +97,14 @@ export class ThingSession extends EventEmitter {
     this.operationTimeoutMs = options.config.timeouts.operationMs;
     this.client = mqtt.connect(clientOptions(options));
     this.client.handleMessage = (packet, done) => this.handle(packet, done);
-    this.puback = deferredPuback(this.client);
+    // Not acknowledged: drop the connection so the broker redelivers from the persistent session.
+    this.pubacks = new OrderedPubacks({
+      client: this.client,
+      onFailure: (err, packet) => {
+        this.options.log.error("ingress.failed", { topic: packet.topic, error: err });
+        this.dropConnection();
+      },
+    });
     this.wire();
   }
 
@@ -185,30 +190,9 @@ export class ThingSession extends EventEmitter {
       done(new Error("stopping"));
       return;
     }
-    const durable = ingress.handle(packet);
-    const failed = (err: Error) => {
-      // Not acknowledged: drop the connection so the broker redelivers from the persistent session.
-      this.options.log.error("ingress.failed", { topic: packet.topic, error: err });
-      this.dropConnection();
-    };
-    if (packet.qos === 1 && this.puback) {
-      // Group commit: MQTT.js reads on at once; this message's PUBACK follows its commit, on the
-      // connection it came on (after a reconnect the broker sends it again: a repeat, acknowledged then).
-      const connection = this.connection;
-      const puback = this.puback;
-      done(PUBACK_DEFERRED);
-      durable.then(() => {
-        if (this.connection === connection && this.client.connected) puback(packet.messageId!);
-      }, failed);
-      return;
-    }
-    durable.then(
-      () => done(),
-      (err: Error) => {
-        done(err);
-        failed(err);
-      },
-    );
+    // Group commit: MQTT.js reads on at once; this message's PUBACK follows its commit, on the
+    // connection it came on (after a reconnect the broker sends it again: a repeat, acknowledged then).
+    this.pubacks.handle(packet, done, () => ingress.handle(packet));
   }
 
   private wire(): void {
@@ -216,7 +200,7 @@ export class ThingSession extends EventEmitter {
     this.client.on("connect", (connack) => {
       // A connect that was under way when stop() began: stop() ends it.
       if (this.stopping) return;
-      this.connection++;
+      this.pubacks.connectionStarted();
       this.backoff.connected(Date.now());
       this.dropCause = "broker";
       this.lastError = undefined;
