@@ -14,8 +14,8 @@
  */
 import { mkdirSync } from "node:fs";
 import { join } from "node:path";
+import { rabbitMissing, startRabbitCluster } from "../../test/support/rabbitmq-cluster.ts";
 import { copyHome, type ServedHub, serveHome } from "./hubs.ts";
-import { rabbitMissing, startRabbitCluster } from "./rabbitmq.ts";
 import type { FleetCache } from "./things.ts";
 import { postgresMissing, startTwoHubs } from "./two-hubs.ts";
 

@@ -17,8 +17,8 @@ import { run } from "../../test/support/binary.ts";
 import { listenOnLoopback, loopbackHubInit } from "../../test/support/hub-fixture.ts";
 import { freePort } from "../../test/support/mosquitto.ts";
 import { hasPostgres, startPostgres, type TestPostgres } from "../../test/support/postgres.ts";
+import { type RabbitCluster, startRabbitCluster } from "../../test/support/rabbitmq-cluster.ts";
 import { type ServedHub, serveHome } from "./hubs.ts";
-import { type RabbitCluster, startRabbitCluster } from "./rabbitmq.ts";
 import { enrolThings, type FleetCache } from "./things.ts";
 
 /** Why (c) cannot run here, or undefined. */

@@ -21,110 +21,57 @@
  * node (and the epmd they started) whatever happened.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { spawnSync } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { createServer } from "node:net";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type mqtt from "mqtt";
 import type { MqttClient } from "mqtt";
 import type { Background } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
-import { freePort } from "../support/mosquitto.ts";
-import { attemptConnect, closedWithin, nextMessage } from "../support/mqtt-client.ts";
+import { type Attempt, attemptConnect, closedWithin, nextMessage } from "../support/mqtt-client.ts";
+import { type RabbitCluster, rabbitMissing, startRabbitCluster } from "../support/rabbitmq-cluster.ts";
 import { type Identity, renewOverHttp, useKey } from "../support/renewal-http.ts";
 
-const RABBIT_BIN = "/usr/lib/rabbitmq/bin";
-const haveRabbit = existsSync(join(RABBIT_BIN, "rabbitmq-server"));
+const haveRabbit = rabbitMissing() === undefined;
 const work = mkdtempSync(join(tmpdir(), "flashlex-rabbitmq-"));
-const confDir = join(work, "rabbit");
 let fixture: HubFixture;
 let hub: Background | undefined;
+let cluster: RabbitCluster | undefined;
 let A: HubThing, B: HubThing, C: HubThing, D: HubThing;
-let mqttBase = 0;
-let epmdPort = 0;
-const nodes: { name: string; home: string; proc: ReturnType<typeof Bun.spawn> }[] = [];
 const clients: MqttClient[] = [];
 
-const nodeEnv = (i: number) => ({
-  ...process.env,
-  HOME: join(confDir, `node${i + 1}`),
-  RABBITMQ_CONF_ENV_FILE: join(confDir, `node${i + 1}`, "rabbitmq-env.conf"),
-});
-const rabbitmqctl = (i: number, args: string[], timeoutMs = 20_000) =>
-  spawnSync(join(RABBIT_BIN, "rabbitmqctl"), args, { env: nodeEnv(i), encoding: "utf8", timeout: timeoutMs });
+const withLogs = (what: string) => `${what}\n--- hub ---\n${hub?.output().slice(-4000)}\n--- node1 ---\n${cluster?.nodeLog(0)}`;
+const mqttPort = (i: number) => cluster!.servers[i]!.port;
 
-const nodeLog = (i: number) => {
-  const r = spawnSync("sh", ["-c", `tail -n 30 ${join(confDir, `node${i + 1}`, "data", "log")}/*.log`], { encoding: "utf8" });
-  return r.stdout;
-};
-const withLogs = (what: string) => `${what}\n--- hub ---\n${hub?.output().slice(-4000)}\n--- node1 ---\n${nodeLog(0)}`;
-
-/** `count` consecutive ports free on every address, from a random start. */
-async function consecutiveFreePorts(count: number): Promise<number> {
-  const free = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const server = createServer();
-      server.once("error", () => resolve(false));
-      server.listen(port, "0.0.0.0", () => server.close(() => resolve(true)));
-    });
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 30_000 + Math.floor(Math.random() * 25_000);
-    let ok = true;
-    for (let p = base; p < base + count && ok; p++) ok = await free(p);
-    if (ok) return base;
+/**
+ * attemptConnect, again while the node answers CONNACK 3 (server unavailable: 3.10's client-id
+ * tracking timed out, as it does for a while after the cluster forms on a busy machine), for up to
+ * 30 s: what a thing's reconnect does. Any other answer is returned at once.
+ */
+async function attemptPastUnavailable(opts: Parameters<typeof attemptConnect>[0]): Promise<Attempt> {
+  const deadline = Date.now() + 30_000;
+  for (;;) {
+    const result = await attemptConnect({ timeoutMs: 20_000, ...opts });
+    if (result.error?.code !== 3 || Date.now() > deadline) return result;
+    await Bun.sleep(1_000);
   }
-  throw new Error("no run of free ports found");
 }
-
-const mqttPort = (i: number) => mqttBase + i;
 
 /** A thing's client on node `i` (persistent session), connected; throws with the logs otherwise. */
 async function connectedOn(thing: HubThing, i: number, extra: mqtt.IClientOptions = {}): Promise<MqttClient> {
-  // A node on a busy two-core machine may take seconds to ask the hub's auth backend.
-  const result = await attemptConnect({
-    port: mqttPort(i),
-    caPem: thing.caPem,
-    cert: thing,
-    clientId: thing.name,
-    extra: { clean: false, ...extra },
-    timeoutMs: 20_000,
-  });
+  const result = await attemptPastUnavailable({ port: mqttPort(i), caPem: thing.caPem, cert: thing, clientId: thing.name, extra: { clean: false, ...extra } });
   if (!result.client) throw new Error(withLogs(`${thing.name} could not connect to node ${i + 1}: ${result.error?.message}`));
   clients.push(result.client);
   return result.client;
 }
 
 beforeAll(async () => {
-  if (!haveRabbit) throw new Error("rabbitmq-server is not installed: run scripts/install-system-packages.sh");
+  if (!haveRabbit) throw new Error(rabbitMissing());
   fixture = await makeHubFixture(work);
   [A, B, C] = [await fixture.createThing("alpha"), await fixture.createThing("bravo"), await fixture.createThing("charlie")];
   D = await fixture.createThing("delta");
-  // Three nodes × (MQTT, management, distribution), and AMQP's unused numbers 20000 below.
-  mqttBase = await consecutiveFreePorts(3);
-  const management = await consecutiveFreePorts(3);
-  const dist = await consecutiveFreePorts(3);
-  epmdPort = await freePort();
-  const authPort = await freePort();
-  await fixture.flashlex([
-    ...["hub", "rabbitmq-config", "--dir", fixture.dir, "--out", confDir, "--nodes", "3"],
-    ...["--mqtt-port", String(mqttBase), "--management-port", String(management), "--dist-port", String(dist)],
-    ...["--epmd-port", String(epmdPort), "--auth-listen", `127.0.0.1:${authPort}`],
-  ]);
-  for (let i = 0; i < 3; i++) {
-    const proc = Bun.spawn([join(RABBIT_BIN, "rabbitmq-server")], { env: nodeEnv(i), stdin: "ignore", stdout: "ignore", stderr: "ignore" });
-    nodes.push({ name: `flashlex${i + 1}@localhost`, home: join(confDir, `node${i + 1}`), proc });
-  }
-  // Formed: every node running and each sees the other two.
-  const deadline = Date.now() + 90_000;
-  for (;;) {
-    const status = rabbitmqctl(0, ["cluster_status", "--formatter", "json"], 10_000);
-    const running = status.status === 0 ? (JSON.parse(status.stdout).running_nodes as string[]) : [];
-    if (running.length === 3) break;
-    if (nodes.some((n) => n.proc.exitCode !== null)) throw new Error(withLogs("a RabbitMQ node exited while starting"));
-    if (Date.now() > deadline) throw new Error(withLogs(`the RabbitMQ cluster did not form within 90 s (running: ${running.join(", ") || "none"})`));
-    await Bun.sleep(1000);
-  }
+  // Ports of their own for each node, config by `hub rabbitmq-config`, formed within 90 s.
+  cluster = await startRabbitCluster(fixture.dir, work);
   // hub.yml now names the cluster: no --broker needed.
   hub = await fixture.serve([]).catch((err) => {
     throw new Error(withLogs(String(err)));
@@ -134,14 +81,8 @@ beforeAll(async () => {
 afterAll(async () => {
   for (const client of clients) await client.endAsync(true).catch(() => {});
   await hub?.stop();
-  // Each node stops itself (rabbitmqctl stop); one that does not answer is killed.
-  for (let i = 0; i < nodes.length; i++) if (nodes[i]!.proc.exitCode === null) rabbitmqctl(i, ["stop"], 30_000);
-  for (const node of nodes) {
-    const exited = await Promise.race([node.proc.exited.then(() => true), Bun.sleep(10_000).then(() => false)]);
-    if (!exited) node.proc.kill("SIGKILL");
-  }
-  // The nodes started epmd on our port; it outlives them.
-  if (epmdPort) spawnSync("epmd", ["-port", String(epmdPort), "-kill"], { timeout: 5000 });
+  // Every node (rabbitmqctl stop, then SIGKILL to its VM) and the epmd they started.
+  await cluster?.stop();
   rmSync(work, { recursive: true, force: true });
 }, 90_000);
 
@@ -192,7 +133,7 @@ describe.skipIf(!haveRabbit)("hub against a three-node RabbitMQ 3.10 cluster", (
   }, 40_000);
 
   test("a certificate its renewal superseded is refused at the handshake by every node once the hub forgot the previous key", async () => {
-    const attemptOn = (i: number, cert: Identity) => attemptConnect({ port: mqttPort(i), caPem: D.caPem, cert, clientId: D.name });
+    const attemptOn = (i: number, cert: Identity) => attemptPastUnavailable({ port: mqttPort(i), caPem: D.caPem, cert, clientId: D.name });
     const renewed = await renewOverHttp(fixture.apiPort, D.id, D.name, D);
     // the previous certificate still connects until the new key is used (a thing may fall back)
     const before = await attemptOn(1, D);
@@ -228,7 +169,7 @@ describe.skipIf(!haveRabbit)("hub against a three-node RabbitMQ 3.10 cluster", (
     const received: string[] = [];
     client.on("message", (_topic, payload) => received.push(JSON.parse(payload.toString()).message));
     const closed = closedWithin(client, 30_000);
-    const stopped = rabbitmqctl(2, ["stop"], 30_000);
+    const stopped = cluster!.ctl(2, ["stop"], 30_000);
     expect(stopped.status).toBe(0);
     expect(await closed).toBe(true);
     // Sent while C is away from node 3 (the hub is on node 1).

@@ -1,19 +1,18 @@
 /**
- * A three-node RabbitMQ 3.10 cluster on loopback for the fleet bench, made as docs/scaling.md
- * says: `hub rabbitmq-config` writes each node's files into `<work>/rabbit` (and names the
- * cluster in the hub's hub.yml), Debian's `rabbitmq-server` starts each node from them. The same
- * steps as test/integration/rabbitmq-cluster.test.ts, kept here so the bench does not import a
- * test file.
+ * A three-node RabbitMQ 3.10 cluster on loopback, made as docs/scaling.md says: `hub
+ * rabbitmq-config` (the compiled binary) writes each node's files into `<work>/rabbit` (and names
+ * the cluster in the hub's hub.yml), Debian's `rabbitmq-server` starts each node from them. One
+ * way to start it for the cluster tests (rabbitmq-cluster, several-hubs) and `bun run bench:fleet`.
  *
  * `stop()` stops every node (`rabbitmqctl stop`, SIGKILL after 10 s) and the epmd they started,
  * whatever state they are in; call it in a `finally`.
  */
-import { spawnSync } from "node:child_process";
+import { type SpawnSyncReturns, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
-import { binaryPath } from "../../test/support/binary.ts";
-import { freePort } from "../../test/support/mosquitto.ts";
+import { binaryPath } from "./binary.ts";
+import { freePort } from "./mosquitto.ts";
 
 export const RABBIT_BIN = "/usr/lib/rabbitmq/bin";
 
@@ -24,6 +23,10 @@ export const rabbitMissing = () =>
 export interface RabbitCluster {
   /** MQTT over TLS, one per node */
   servers: { host: string; port: number }[];
+  /** `rabbitmqctl ARGS` against node i (synchronous, bounded by `timeoutMs`) */
+  ctl(i: number, args: string[], timeoutMs?: number): SpawnSyncReturns<string>;
+  /** the last lines of node i's logs, for a failure message */
+  nodeLog(i: number): string;
   /** the nodes' Erlang VMs (beam.smp), alive now */
   pids: () => number[];
   /** hard-kills node i (SIGKILL to its VM, as a lost machine); resolves when it is gone */
@@ -141,6 +144,8 @@ export async function startRabbitCluster(hubDir: string, work: string, formMs = 
   }
   return {
     servers: [0, 1, 2].map((i) => ({ host: "127.0.0.1", port: mqttBase + i })),
+    ctl,
+    nodeLog,
     pids: () => procs.flatMap((p) => (p.exitCode === null ? [beamUnder(p.pid) ?? []].flat() : [])),
     async kill(i) {
       // the VM first (as a lost machine: no goodbye to its peers or its clients), then its script
