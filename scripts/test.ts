@@ -28,6 +28,7 @@ const WEIGHTS: Record<string, number> = {
   "test/integration/rabbitmq-cluster.test.ts": 60,
   "test/integration/several-hubs.test.ts": 60,
   "test/integration/targets.test.ts": 35,
+  "test/integration/self-update-arm64.test.ts": 35, // measured alone; qemu, so mostly compute
   "test/integration/mosquitto-revocation.test.ts": 25,
   "test/integration/identity.test.ts": 18,
   "test/integration/mqtt-faults.test.ts": 15,

@@ -2,13 +2,18 @@
  * What systemd does for flashlex.service, for test machines where systemd is not PID 1. Two ways
  * to run it:
  *
- *   bun test/support/supervisor.ts --unit <flashlex.service>
+ *   bun test/support/supervisor.ts --unit <flashlex.service> [-- <prefix...>]
  *     runs a unit rendered by `install-service --print` by its own lines (systemd-unit.ts): its
  *     ExecStartPre= commands before every start (a `-` prefix ignores a failure), its ExecStart=,
  *     as its User=/Group= when the supervisor is root (setpriv, groups from initgroups), and
  *     decides each restart by its Restart=, SuccessExitStatus=, RestartForceExitStatus= and
  *     RestartPreventExitStatus=; stops when more than StartLimitBurst= starts fall within
  *     StartLimitIntervalSec=. Not emulated: the sandbox (namespaces, bind mounts, filters).
+ *     Words after `--` go before ExecStart='s argv at every start (not before ExecStartPre=,
+ *     which is /bin/sh): `-- qemu-aarch64-static -L /usr/aarch64-linux-gnu` runs an arm64 unit's
+ *     binary under emulation, as binfmt_misc would on a machine that registers qemu (these
+ *     containers do not), and each restart starts the emulator again on whatever binary is then
+ *     at the unit's path.
  *
  *   bun test/support/supervisor.ts <guard.sh> -- <binary> serve -c ... -k ... -d ...
  *     the fixed reading: `/bin/sh <guard.sh>` before every start when it exists, then the
@@ -25,12 +30,14 @@ import { type Ending, isClean, parseServiceUnit, type ServiceUnit, shallRestart 
 
 const args = process.argv.slice(2);
 let unit: ServiceUnit;
-if (args[0] === "--unit" && args[1]) {
+if (args[0] === "--unit" && args[1] && (args.length === 2 || (args[2] === "--" && args.length > 3))) {
   unit = parseServiceUnit(readFileSync(args[1], "utf8"));
+  const prefix = args.slice(3);
+  unit.execStart = { ...unit.execStart, argv: [...prefix, ...unit.execStart.argv] };
 } else {
   const [guard, separator, ...command] = args;
   if (!guard || separator !== "--" || !command.length) {
-    console.error("usage: supervisor.ts --unit <file.service> | <guard.sh> -- <command...>");
+    console.error("usage: supervisor.ts --unit <file.service> [-- <prefix...>] | <guard.sh> -- <command...>");
     process.exit(64);
   }
   unit = {

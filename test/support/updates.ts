@@ -10,7 +10,7 @@
  *   await waitForUpdateState(hub, thingName, "2.0.0", "healthy", 60_000, agent.output);
  */
 import { copyFileSync, mkdirSync, readFileSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { buildTarget, ROOT } from "../../scripts/build.ts";
 import { writeSignedManifest } from "../../scripts/sign-release.ts";
 import { hostTarget, type Target } from "../../scripts/targets.ts";
@@ -35,15 +35,16 @@ export async function buildVersion(outdir: string, version: string, opts: { entr
 export const CRASH_AT_START = join(ROOT, "test/support/crash-at-start.ts");
 
 /**
- * A release directory `<releasesDir>/<version>` whose host-target binary is `file`, signed with
- * the hub's update key as `bun run release` does, and stored with `hub release add`.
+ * A release directory `<releasesDir>/<version>` whose `target` entry (default: this machine's)
+ * is `file`, whatever architecture `file` really is, signed with the hub's update key as
+ * `bun run release` does, and stored with `hub release add`.
  */
-export async function addRelease(hub: HubFixture, releasesDir: string, version: string, file: string): Promise<void> {
+export async function addRelease(hub: HubFixture, releasesDir: string, version: string, file: string, target: Target = host): Promise<void> {
   const dir = join(releasesDir, version);
   mkdirSync(dir, { recursive: true });
-  copyFileSync(file, join(dir, `flashlex-${host.name}`));
+  copyFileSync(file, join(dir, `flashlex-${target.name}`));
   const signingKeyPem = readFileSync(join(hub.dir, "update-key.pem"), "utf8");
-  await writeSignedManifest({ dir, version, commit: "selfupd", signingKeyPem, files: { [host.name]: `flashlex-${host.name}` } });
+  await writeSignedManifest({ dir, version, commit: "selfupd", signingKeyPem, files: { [target.name]: `flashlex-${target.name}` } });
   await hub.flashlex(["hub", "release", "add", dir, "--dir", hub.dir]);
 }
 
@@ -52,11 +53,12 @@ export async function rollOut(hub: HubFixture, version: string, things: string[]
   await hub.flashlex(["hub", "update", "--dir", hub.dir, "--to", version, "--things", things.join(",")]);
 }
 
-/** A thing's row of `GET /updates`: the state of its update to `to_version`, and the version it last said it runs. */
+/** A thing's row of `GET /updates`: the state of its update to `to_version`, and the version and target it last said it runs. */
 export interface UpdateState {
   name: string;
   state: string | null;
   version: string | null;
+  target: string | null;
   detail: string | null;
   to_version: string | null;
 }
@@ -89,9 +91,9 @@ export async function waitForUpdateState(
   throw new Error(`${thingName} did not reach ${state} for ${version}: ${JSON.stringify(last)}\n${log().slice(-4000)}`);
 }
 
-/** What `<binary> --version` prints. */
-export function versionOf(binary: string): string {
-  return Bun.spawnSync([binary, "--version"], { stdout: "pipe" }).stdout.toString();
+/** What `<binary> --version` prints; `prefix` runs it under an emulator (runnerFor's prefix). */
+export function versionOf(binary: string, prefix: string[] = []): string {
+  return Bun.spawnSync([...prefix, binary, "--version"], { stdout: "pipe", timeout: 60_000 }).stdout.toString();
 }
 
 /** The SHA-256 of a file, hex. */
@@ -106,5 +108,21 @@ export async function superviseServe(binary: string, dataDir: string, serveArgs:
   const guard = join(dataDir, "update", "guard.sh");
   const agent = start([], { command: [process.execPath, join(ROOT, "test/support/supervisor.ts"), guard, "--", binary, "serve", ...serveArgs], env });
   await agent.waitFor(/serve\.started/, 30_000);
+  return agent;
+}
+
+/**
+ * A unit rendered by `install-service --print` run by test/support/supervisor.ts as systemd
+ * would (its ExecStartPre=, ExecStart= as its User=, its restart lines), with `prefix` (an
+ * emulator: runnerFor's prefix) before ExecStart= at every start. Waits `startMs` for `serve.started`.
+ * It runs in the unit file's directory: when the core limit allows (`ulimit -c unlimited`), a
+ * guest that aborts under qemu-user leaves two cores in the working directory, qemu's
+ * `qemu_<name>_<time>_<pid>.core` and the kernel's `core` of qemu itself (6 GB apparent each).
+ */
+export async function superviseUnit(unitFile: string, prefix: string[] = [], startMs = 30_000): Promise<Background> {
+  const separator = prefix.length ? ["--", ...prefix] : [];
+  const supervisor = [process.execPath, join(ROOT, "test/support/supervisor.ts"), "--unit", unitFile, ...separator];
+  const agent = start([], { command: supervisor, cwd: dirname(unitFile) });
+  await agent.waitFor(/serve\.started/, startMs);
   return agent;
 }
