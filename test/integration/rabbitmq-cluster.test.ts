@@ -106,11 +106,13 @@ beforeAll(async () => {
   const dist = await consecutiveFreePorts(3);
   epmdPort = await freePort();
   const authPort = await freePort();
-  await fixture.flashlex([
+  const written = await fixture.flashlex([
     ...["hub", "rabbitmq-config", "--dir", fixture.dir, "--out", confDir, "--nodes", "3"],
     ...["--mqtt-port", String(mqttBase), "--management-port", String(management), "--dist-port", String(dist)],
     ...["--epmd-port", String(epmdPort), "--auth-listen", `127.0.0.1:${authPort}`],
   ]);
+  // The check line docs/scaling.md shows ("Trying it on one machine").
+  expect(written.stdout).toContain(`RABBITMQ_CONF_ENV_FILE=${join(confDir, "node1", "rabbitmq-env.conf")} ${RABBIT_BIN}/rabbitmqctl cluster_status`);
   for (let i = 0; i < 3; i++) {
     const proc = Bun.spawn([join(RABBIT_BIN, "rabbitmq-server")], { env: nodeEnv(i), stdin: "ignore", stdout: "ignore", stderr: "ignore" });
     nodes.push({ name: `flashlex${i + 1}@localhost`, home: join(confDir, `node${i + 1}`), proc });

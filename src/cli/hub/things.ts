@@ -141,9 +141,11 @@ function revoke(args: string[], options: Options): Promise<number> {
     if (brokerCrlFiles.length > 0)
       console.log(
         `CRL updated: ${brokerCrlFiles.join(", ")}; ${
-          reloadCommand
-            ? `a running hub then runs hub.yml broker.reloadCommand (${reloadCommand.join(" ")})`
-            : "reload the broker that reads it (Mosquitto: systemctl reload mosquitto)"
+          configuredBroker === "rabbitmq"
+            ? "the RabbitMQ nodes read it at each new handshake (no reload)"
+            : reloadCommand
+              ? `a running hub then runs hub.yml broker.reloadCommand (${reloadCommand.join(" ")})`
+              : "reload the broker that reads it (Mosquitto: systemctl reload mosquitto)"
         }`,
       );
     return ExitCode.OK;
