@@ -155,7 +155,9 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       const auth = await startRabbitAuth(rabbit, paths, directory, log);
       await parts.start({ name: "broker auth listener", stop: () => auth.stop() });
     }
-    const external: ExternalBroker | undefined = embedded
+    const instance = embedded ? undefined : hubInstance(paths, settings);
+    if (instance) log.info("hub.instance", { instance: instance.name, from: instance.from, client_id: hubClientId(instance.name) });
+    const external: ExternalBroker | undefined = !instance
       ? undefined
       : await connectExternalBroker({
           url: rabbit ? rabbit.urls[0]! : opts.broker!,
@@ -164,7 +166,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
           caPem,
           certPem: readFileSync(paths.clientCert, "utf8"),
           keyPem: readFileSync(paths.clientKey, "utf8"),
-          clientId: hubClientId(hubInstance(paths, settings)),
+          clientId: hubClientId(instance.name),
           events,
           directory,
           log,

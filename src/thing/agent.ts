@@ -115,7 +115,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       mqtt: (entry: OutboxEntry) => deliverMqtt(entry, { config, identity, session, clock }),
     };
     const drainer = new OutboxDrainer({ store, log, ratePerSecond: mqttConfig.drainingFrequency, deliverers });
-    session.on("connected", () => drainer.wake());
+    // A (re)connected session: MQTT egress waiting for its retry time goes now, not ~30 s later.
+    session.on("connected", () => drainer.receiverBack("mqtt"));
     await parts.start({
       name: "outbox and exec",
       start: () => {

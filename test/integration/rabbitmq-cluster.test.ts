@@ -29,7 +29,7 @@ import type { MqttClient } from "mqtt";
 import type { Background } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { type Attempt, attemptConnect, closedWithin, nextMessage } from "../support/mqtt-client.ts";
-import { type RabbitCluster, rabbitMissing, startRabbitCluster } from "../support/rabbitmq-cluster.ts";
+import { RABBIT_BIN, type RabbitCluster, rabbitMissing, startRabbitCluster } from "../support/rabbitmq-cluster.ts";
 import { type Identity, renewOverHttp, useKey } from "../support/renewal-http.ts";
 
 const haveRabbit = rabbitMissing() === undefined;
@@ -72,6 +72,9 @@ beforeAll(async () => {
   D = await fixture.createThing("delta");
   // Ports of their own for each node, config by `hub rabbitmq-config`, formed within 90 s.
   cluster = await startRabbitCluster(fixture.dir, work);
+  // The check line docs/scaling.md shows ("Trying it on one machine").
+  const confDir = join(work, "rabbit");
+  expect(cluster.configOutput).toContain(`RABBITMQ_CONF_ENV_FILE=${join(confDir, "node1", "rabbitmq-env.conf")} ${RABBIT_BIN}/rabbitmqctl cluster_status`);
   // hub.yml now names the cluster: no --broker needed.
   hub = await fixture.serve([]).catch((err) => {
     throw new Error(withLogs(String(err)));
@@ -125,7 +128,10 @@ describe.skipIf(!haveRabbit)("hub against a three-node RabbitMQ 3.10 cluster", (
   test("revoking a connected thing closes its connection within seconds, and it cannot come back", async () => {
     const client = await connectedOn(A, 0);
     const closed = closedWithin(client, 15_000);
-    await fixture.flashlex(["hub", "thing", "revoke", A.name, "--dir", fixture.dir]);
+    const revoked = await fixture.flashlex(["hub", "thing", "revoke", A.name, "--dir", fixture.dir]);
+    // It says what happens on this broker, not Mosquitto's plugin or reload.
+    expect(revoked.stdout).toContain("RabbitMQ cluster");
+    expect(revoked.stdout).not.toContain("mosquitto");
     if (!(await closed)) throw new Error(withLogs("A still connected 15 s after its revocation"));
     const again = await attemptConnect({ port: mqttPort(2), caPem: A.caPem, cert: A, clientId: A.name });
     await again.client?.endAsync(true);

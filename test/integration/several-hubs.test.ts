@@ -12,6 +12,8 @@
  *   5. rotating the token in B's console ends the sign-in made on A
  *   6. A is killed (SIGKILL) while the thing publishes: every message is stored once, through B,
  *      and B still answers the API and the thing
+ *   7. a third hub C under B's instance name: the two take the session from each other, and an
+ *      ERROR names the client id clash and the fix
  *
  * Bounded: the cluster must form within 90 s; afterAll stops both hubs, every node, the epmd they
  * started and PostgreSQL, whatever happened.
@@ -19,7 +21,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -44,6 +46,7 @@ const shared = join(work, "shared");
 let pg: TestPostgres | undefined;
 let hubA: Background | undefined;
 let hubB: Background | undefined;
+let hubC: Background | undefined;
 let token = "";
 let apiA = 0;
 let apiB = 0;
@@ -163,16 +166,14 @@ beforeAll(async () => {
   // B: a copy of A's home (the CA, the broker secret, hub.yml with the database and the
   // cluster), its own instance and API port; both share one directory for distributions.
   mkdirSync(shared);
+  // No hub.instance anywhere: each hub's name is derived from its home's path, so a copy made
+  // after A's first start (the docs advise copying) still gets its own (home/instance.ts).
   configure(homeA, [
-    [["instance"], "a"],
     [["sharedDir"], shared],
     [["metrics", "listen"], false],
   ]);
   cpSync(homeA, homeB, { recursive: true });
-  configure(homeB, [
-    [["instance"], "b"],
-    [["api", "port"], apiB],
-  ]);
+  configure(homeB, [[["api", "port"], apiB]]);
 
   for (let i = 0; i < 3; i++) {
     nodes.push({ proc: Bun.spawn([join(RABBIT_BIN, "rabbitmq-server")], { env: nodeEnv(i), stdin: "ignore", stdout: "ignore", stderr: "ignore" }) });
@@ -197,6 +198,7 @@ afterAll(async () => {
   for (const client of clients) await client.endAsync(true).catch(() => {});
   await hubA?.stop();
   await hubB?.stop();
+  await hubC?.stop();
   for (let i = 0; i < nodes.length; i++) if (nodes[i]!.proc.exitCode === null) rabbitmqctl(i, ["stop"], 30_000);
   for (const node of nodes) {
     const exited = await Promise.race([node.proc.exited.then(() => true), Bun.sleep(10_000).then(() => false)]);
@@ -211,9 +213,14 @@ describe.skipIf(!haveRabbit || !hasPostgres)("two hubs on one PostgreSQL databas
   let client: MqttClient;
   let cookieA = "";
 
-  test("each hub has its own MQTT session (client id flashlex-hub-<instance>)", async () => {
-    await hubA!.waitFor(/mqtt\.connected.*flashlex-hub-a/);
-    await hubB!.waitFor(/mqtt\.connected.*flashlex-hub-b/);
+  test("each hub has its own MQTT session (client id flashlex-hub-<instance>, derived from its home)", async () => {
+    const named = /hub\.instance instance=(\S+) from=derived/;
+    await hubA!.waitFor(named);
+    await hubB!.waitFor(named);
+    const [a, b] = [named.exec(hubA!.output())![1]!, named.exec(hubB!.output())![1]!];
+    expect(a).not.toBe(b);
+    await hubA!.waitFor(new RegExp(`mqtt\\.connected.*flashlex-hub-${a}`));
+    await hubB!.waitFor(new RegExp(`mqtt\\.connected.*flashlex-hub-${b}`));
   });
 
   test("a thing created through A is read, and its distribution downloaded, through B", async () => {
@@ -304,4 +311,22 @@ describe.skipIf(!haveRabbit || !hasPostgres)("two hubs on one PostgreSQL databas
     expect((await api(apiB, `/things/${thing.id}/publish`, { method: "POST", body: JSON.stringify({ message: "after A" }) })).status).toBe(200);
     await until("the thing got the message sent after A died", () => received.includes("after A"));
   }, 60_000);
+
+  test("a third hub under B's instance name: the clash is named in an ERROR with the fix", async () => {
+    const b = /hub\.instance instance=(\S+)/.exec(hubB!.output())![1]!;
+    const homeC = join(work, "hub-c");
+    // B is running: its control socket stays behind (cp cannot copy a socket).
+    cpSync(homeB, homeC, { recursive: true, filter: (src) => !lstatSync(src).isSocket() });
+    configure(homeC, [
+      [["instance"], b],
+      [["api", "port"], await freePort()],
+    ]);
+    hubC = start(["hub", "serve", "--dir", homeC]);
+    // Either may be the first to see three short sessions in a row; both do within seconds.
+    const clash = /ERROR mqtt\.client_id_clash .*client_id=(\S+) .*hub\.instance/;
+    await until("an ERROR naming the client id clash", () => clash.test(hubB!.output()) || clash.test(hubC!.output()), 60_000);
+    const named = (clash.exec(hubB!.output()) ?? clash.exec(hubC!.output()))![1];
+    expect(named).toBe(`flashlex-hub-${b}`);
+    await hubC.stop();
+  }, 90_000);
 });

@@ -27,6 +27,8 @@ export interface RabbitCluster {
   ctl(i: number, args: string[], timeoutMs?: number): SpawnSyncReturns<string>;
   /** the last lines of node i's logs, for a failure message */
   nodeLog(i: number): string;
+  /** what `hub rabbitmq-config` printed (the commands for each node, the check line) */
+  configOutput: string;
   /** the nodes' Erlang VMs (beam.smp), alive now */
   pids: () => number[];
   /** hard-kills node i (SIGKILL to its VM, as a lost machine); resolves when it is gone */
@@ -146,6 +148,7 @@ export async function startRabbitCluster(hubDir: string, work: string, formMs = 
     servers: [0, 1, 2].map((i) => ({ host: "127.0.0.1", port: mqttBase + i })),
     ctl,
     nodeLog,
+    configOutput: config.stdout.toString(),
     pids: () => procs.flatMap((p) => (p.exitCode === null ? [beamUnder(p.pid) ?? []].flat() : [])),
     async kill(i) {
       // the VM first (as a lost machine: no goodbye to its peers or its clients), then its script

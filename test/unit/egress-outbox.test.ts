@@ -201,3 +201,69 @@ describe("the drainer isolates each row", () => {
     }
   });
 });
+
+describe("a receiver back", () => {
+  test("a reconnected session makes MQTT egress waiting for its retry time due at once; HTTP rows keep theirs", async () => {
+    const store = MessageStore.open(join(dir, "back.db"));
+    const { lines, log } = captureLog();
+    try {
+      const now = Date.now();
+      store.enqueue({ messageId: "m-1", body: '{"n":1}', via: "mqtt", now: now - 2 });
+      store.enqueue({ messageId: "m-2", body: '{"n":2}', via: "mqtt", now: now - 1 });
+      store.enqueue({ messageId: "h-1", body: '{"n":3}', via: "http", now: now - 1 });
+      // all three failed once while the broker was away: their retry is 30 s ahead
+      for (const id of ["m-1", "m-2", "h-1"]) store.markRetry(id, "not connected", now + 30_000);
+      const delivered: string[] = [];
+      const deliver = async (entry: OutboxEntry): Promise<DeliveryOutcome> => {
+        delivered.push(entry.message_id);
+        return { kind: "sent", status: 200, body: "{}" };
+      };
+      const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver, mqtt: deliver } });
+      drainer.start();
+      await Bun.sleep(100);
+      expect(delivered).toEqual([]); // nothing is due yet
+      drainer.receiverBack("mqtt");
+      for (let i = 0; i < 200 && delivered.length < 2; i++) await Bun.sleep(10);
+      await Bun.sleep(50);
+      await drainer.stop();
+      expect(delivered).toEqual(["m-1", "m-2"]);
+      expect(store.getOutbox("h-1")!.state).toBe("pending");
+      expect(store.getOutbox("m-2")!.attempts).toBe(2); // the failed attempt is kept
+      expect(lines.some((l) => l.includes("outbox.receiver_back") && l.includes("due=2"))).toBe(true);
+    } finally {
+      store.close();
+    }
+  });
+
+  test("a receiver that answers again after a failure makes the rest of its backlog due", async () => {
+    const store = MessageStore.open(join(dir, "back-http.db"));
+    const { log } = captureLog();
+    try {
+      const now = Date.now();
+      store.enqueue({ messageId: "first", body: '{"n":1}', via: "http", now: now - 3 });
+      store.enqueue({ messageId: "later-1", body: '{"n":2}', via: "http", now: now - 2 });
+      store.enqueue({ messageId: "later-2", body: '{"n":3}', via: "http", now: now - 1 });
+      let hubUp = false;
+      const delivered: string[] = [];
+      const deliver = async (entry: OutboxEntry): Promise<DeliveryOutcome> => {
+        if (!hubUp) return { kind: "retry", error: "connection refused" };
+        delivered.push(entry.message_id);
+        return { kind: "sent", status: 200, body: "{}" };
+      };
+      const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver } });
+      drainer.start();
+      const triedOnce = () => ["first", "later-1", "later-2"].every((id) => store.getOutbox(id)!.attempts >= 1);
+      for (let i = 0; i < 300 && !triedOnce(); i++) await Bun.sleep(10);
+      expect(triedOnce()).toBe(true);
+      // the hub is back; only "first" is made due (as `flashlex outbox retry` would), the rest wait 2 s+
+      hubUp = true;
+      store.wake("first", Date.now());
+      expect(store.getOutbox("later-1")!.next_attempt_at).toBeGreaterThan(Date.now());
+      for (let i = 0; i < 200 && delivered.length < 3; i++) await Bun.sleep(10);
+      await drainer.stop();
+      expect(delivered).toEqual(["first", "later-1", "later-2"]);
+    } finally {
+      store.close();
+    }
+  });
+});

@@ -195,8 +195,9 @@ describe("hub thing create", () => {
 
     const disconnected: string[] = [];
     const things = new Things({ home: reopened, store, disconnect: (name) => disconnected.push(name) });
-    expect(await things.revoke(thing)).toEqual({ changed: true, brokerCrlFiles: [extra] });
-    expect(await things.revoke(thing)).toEqual({ changed: false, brokerCrlFiles: [extra] });
+    const said = { brokerCrlFiles: [extra], reloadCommand: undefined, configuredBroker: "embedded" as const };
+    expect(await things.revoke(thing)).toEqual({ changed: true, ...said });
+    expect(await things.revoke(thing)).toEqual({ changed: false, ...said });
     expect(disconnected).toEqual([thing.name]);
     expect(existsSync(distribution)).toBe(false);
     const after = (await store.getThing(thing.id))!;

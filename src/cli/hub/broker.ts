@@ -129,6 +129,11 @@ function rabbitmqConfig(options: Options): Promise<number> {
         `${local ? "" : `on ${node.name.split("@")[1]}: `}HOME=${node.home} RABBITMQ_CONF_ENV_FILE=${node.envFile} ${RABBIT_BIN}/rabbitmq-server -detached   # ${node.name}, ${node.mqttUrl}`,
       );
     }
+    // The check the docs give: any node answers for the whole cluster once it has formed.
+    const first = nodes[0]!;
+    console.log(
+      `check: ${local ? "" : `on ${first.name.split("@")[1]}: `}HOME=${first.home} RABBITMQ_CONF_ENV_FILE=${first.envFile} ${RABBIT_BIN}/rabbitmqctl cluster_status   # ${count} running nodes once formed`,
+    );
     console.log(`then: flashlex hub serve   (things connect to ${nodes[0]!.mqttUrl}, or a load balancer in front of every node)`);
     return ExitCode.OK;
   });

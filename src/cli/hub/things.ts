@@ -124,16 +124,29 @@ function dist(args: string[], options: Options): Promise<number> {
 function revoke(args: string[], options: Options): Promise<number> {
   return openedHubToWrite("hub thing revoke", options, async (hub) => {
     const thing = await thingOrFail(hub, required(args, "the thing"));
-    const { changed, brokerCrlFiles } = await hub.things.revoke(thing);
+    const { changed, brokerCrlFiles, reloadCommand, configuredBroker } = await hub.things.revoke(thing);
     if (!changed) {
       console.log(`${thing.name} was already revoked`);
       return ExitCode.OK;
     }
     console.log(`revoked ${thing.name} (id ${thing.id}): it can no longer connect or collect, and its distribution was deleted`);
-    console.log("a running `flashlex hub serve` disconnects it within a few seconds (embedded broker, or Mosquitto with its dynamic security plugin)");
+    if (configuredBroker === "rabbitmq")
+      console.log(
+        "a running `flashlex hub serve` closes its connections on the RabbitMQ cluster within a few seconds (management API), and its auth backend refuses the thing from now on",
+      );
+    else
+      console.log(
+        "a running `flashlex hub serve` disconnects it within a few seconds (its embedded broker; with --broker, Mosquitto's dynamic security plugin)",
+      );
     if (brokerCrlFiles.length > 0)
       console.log(
-        `CRL updated: ${brokerCrlFiles.join(", ")}; a running hub reloads the broker with hub.yml broker.reloadCommand (else: systemctl reload mosquitto)`,
+        `CRL updated: ${brokerCrlFiles.join(", ")}; ${
+          configuredBroker === "rabbitmq"
+            ? "the RabbitMQ nodes read it at each new handshake (no reload)"
+            : reloadCommand
+              ? `a running hub then runs hub.yml broker.reloadCommand (${reloadCommand.join(" ")})`
+              : "reload the broker that reads it (Mosquitto: systemctl reload mosquitto)"
+        }`,
       );
     return ExitCode.OK;
   });

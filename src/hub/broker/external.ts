@@ -32,6 +32,7 @@ import { HUB_CLIENT_NAME } from "../home/paths.ts";
 import type { BrokerEvents, HubBroker, ThingDirectory } from "./broker.ts";
 import { DYNSEC_RESPONSE_TOPIC } from "./dynsec.ts";
 import { createDynsecControl } from "./dynsec-control.ts";
+import { TakeoverDetector } from "./takeover.ts";
 
 export interface ExternalBrokerOptions {
   /** mqtts://host:port (port defaults to 8883); TLS is never optional */
@@ -147,7 +148,19 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     });
   };
 
+  // Two hubs under one client id knock each other off every reconnectPeriod, each seeing only
+  // offline/connected: say so once, with the fix (home/instance.ts).
+  const takeovers = new TakeoverDetector();
+  client.on("close", () => {
+    if (takeovers.closed(Date.now()))
+      log.error("mqtt.client_id_clash", {
+        client_id: options.clientId,
+        note: "connections under this client id keep closing within seconds of opening: probably another hub uses the same instance name (a copied home's instance file, or the same hub.instance) and the broker hands the session back and forth. Give each hub its own hub.instance in hub.yml, or delete the copied instance file (docs/scaling.md, Several hubs)",
+      });
+  });
+
   client.on("connect", (connack) => {
+    takeovers.connected(Date.now());
     // Before this connection's first PUBLISH is handled (MQTT.js emits `connect` first).
     pubacks.connectionStarted();
     log.info("mqtt.connected", {

@@ -20,7 +20,7 @@ import { join, resolve } from "node:path";
  *   dists/<thing id>.zip         each thing's distribution (0600): it holds the thing's private
  *                                key, kept so the distribution can be downloaded again
  *   releases/<version>/          releases for things to update to (updates/releases.ts)
- *   instance                     this hub's instance name when hub.yml sets none (instance.ts)
+ *   instance                     written by earlier hubs only: their random instance name, still read (instance.ts)
  *
  * `dists/` and `releases/` are under `shared` (hub.yml `hub.sharedDir`, default the home): several
  * hubs of one fleet point it at one shared directory (docs/scaling.md, "Several hubs").

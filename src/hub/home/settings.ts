@@ -155,7 +155,8 @@ export const HubYamlSchema = z.object({
     /**
      * This hub process's name among several on one database and broker cluster (docs/scaling.md,
      * "Several hubs"): its MQTT client id is `flashlex-hub-<instance>`, so each hub has its own
-     * broker session. Absent: made once at random and kept in the home's `instance` file.
+     * broker session. Absent: the home's legacy `instance` file, else derived from the host name
+     * and the home's real path (home/instance.ts), so a copied home gets its own.
      */
     instance: z.string().regex(HUB_INSTANCE, "1 to 32 lower-case letters, digits and dashes, starting with a letter or digit").optional(),
     /**

@@ -70,6 +70,22 @@ export function certificateExpiry(certPem: string): number | null {
   }
 }
 
+/** What `revoke` did, and what a running hub does next. */
+export interface RevokeResult {
+  /** false when the thing was already revoked */
+  changed: boolean;
+  /** hub.yml `broker.crlFiles`, rewritten now */
+  brokerCrlFiles: string[];
+  /** hub.yml `broker.reloadCommand`: what a running hub runs after rewriting the CRL files */
+  reloadCommand: string[] | undefined;
+  /**
+   * The broker `hub serve` uses without `--broker`: `rabbitmq` when hub.yml has
+   * `broker.rabbitmq` (the hub closes the thing's connections through the management API and
+   * its auth backend refuses it), else `embedded` (the hub disconnects it itself).
+   */
+  configuredBroker: "rabbitmq" | "embedded";
+}
+
 export class Things {
   private readonly now: () => number;
   /** certificate expiry by serial: parsing a PEM per row per page view would be wasted work */
@@ -153,15 +169,24 @@ export class Things {
    * a running hub disconnects it within seconds) or collect, and its distribution, with its
    * private key, is deleted; its messages stay. The CRLs are rewritten (revocation.ts), already
    * revoked or not, so an external broker refuses its certificate too. Returns whether it was
-   * revoked now, and the CRL files an external broker reads (hub.yml `broker.crlFiles`).
+   * revoked now, the CRL files an external broker reads (hub.yml `broker.crlFiles`), the command
+   * a running hub runs after rewriting them (`broker.reloadCommand`), and which broker hub.yml
+   * configures, so the caller can say what shuts the thing out.
    */
-  async revoke(thing: ThingRecord): Promise<{ changed: boolean; brokerCrlFiles: string[] }> {
+  async revoke(thing: ThingRecord): Promise<RevokeResult> {
     const { home, store } = this.deps;
     const changed = await store.revokeThing(thing.id, this.now());
     rmSync(distributionPath(home.paths, thing.id), { force: true });
     await writeRevocationLists(home, store);
     if (changed) this.deps.disconnect?.(thing.name);
-    return { changed, brokerCrlFiles: home.settings.broker.crlFiles };
+    const broker = home.settings.broker;
+    return {
+      changed,
+      brokerCrlFiles: broker.crlFiles,
+      reloadCommand: broker.reloadCommand,
+      // What `hub serve` uses without --broker: the cluster hub.yml names, else the embedded broker.
+      configuredBroker: broker.rabbitmq ? "rabbitmq" : "embedded",
+    };
   }
 
   /** Deletes the thing, its messages and its distribution, and disconnects it from a running broker. */

@@ -72,6 +72,8 @@ export class OutboxDrainer {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
+  /** Receivers whose last delivery in a pass asked for a retry: their next success makes their backlog due. */
+  private readonly failing = new Set<OutboxVia>();
 
   constructor(
     private readonly deps: {
@@ -90,6 +92,17 @@ export class OutboxDrainer {
   /** Drain now (a new message was queued, or the connection came back). */
   wake(): void {
     if (!this.stopped && !this.running) this.schedule(0);
+  }
+
+  /**
+   * The receiver behind `via` is reachable again (the MQTT session (re)connected): what waits
+   * for a retry time of that receiver is due now, and the drainer runs at once instead of
+   * leaving it until its backoff (up to 5 min) runs out.
+   */
+  receiverBack(via: OutboxVia): void {
+    if (this.stopped) return;
+    this.makeDue(via);
+    this.wake();
   }
 
   /** Waits for the delivery in flight, then stops. */
@@ -125,14 +138,32 @@ export class OutboxDrainer {
         if (down.has(entry.via)) continue;
         tried.add(entry.message_id);
         const outcome = await this.deliverOne(entry);
-        if (outcome === "retry") down.add(entry.via);
+        if (outcome === "retry" || outcome === "threw") down.add(entry.via);
+        // Only the receiver's own "later" marks it failing: a row whose delivery throws is that
+        // row's problem and keeps its backoff.
+        if (outcome === "retry") this.failing.add(entry.via);
+        else if (outcome === "sent" && this.failing.delete(entry.via)) {
+          // The receiver answers again (the hub is back): the rest of its backlog need not wait
+          // for each row's own retry time.
+          this.makeDue(entry.via);
+        }
         if (outcome !== "skipped") await new Promise((r) => setTimeout(r, gapMs));
       }
     }
   }
 
+  /** Makes `via`'s waiting rows due now; never throws (a database refusal is logged). */
+  private makeDue(via: OutboxVia): void {
+    try {
+      const moved = this.deps.store.dueNowVia(via, Date.now());
+      if (moved) this.deps.log.info("outbox.receiver_back", { via, due: moved });
+    } catch (err) {
+      this.deps.log.error("outbox.record_failed", { via, error: describeError(err), note: "the waiting rows keep their retry times" });
+    }
+  }
+
   /** Delivers and records one row; never throws. */
-  private async deliverOne(raw: OutboxEntry): Promise<DeliveryOutcome["kind"] | "skipped"> {
+  private async deliverOne(raw: OutboxEntry): Promise<DeliveryOutcome["kind"] | "skipped" | "threw"> {
     const { store, log, deliverers } = this.deps;
     const attempt = (typeof raw.attempts === "number" ? raw.attempts : 0) + 1;
     const fields = { messageId: raw.message_id, via: raw.via, attempt };
@@ -152,7 +183,7 @@ export class OutboxDrainer {
       log.error("egress.delivery_failed", { ...fields, error, note: "the message stays pending and is tried again with backoff" });
       const failed: DeliveryOutcome = { kind: "retry", error };
       this.record(() => recordOutcome(store, entry, failed, Date.now()), fields);
-      return "retry";
+      return "threw";
     }
     this.record(() => recordOutcome(store, entry, outcome, Date.now()), fields);
     const status = "status" in outcome ? outcome.status : undefined;

@@ -511,6 +511,15 @@ export class MessageStore {
     this.db.run("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE message_id = ?", [error, nextAttemptAt, messageId]);
   }
 
+  /**
+   * Makes every pending entry sent by `via` that waits for a later retry due at `now` (the
+   * receiver is reachable again: the MQTT session reconnected, or the hub answered). Their
+   * attempts and last error are kept. Returns how many entries it moved.
+   */
+  dueNowVia(via: OutboxVia, now: number): number {
+    return this.db.run("UPDATE outbox SET next_attempt_at = ? WHERE state = 'pending' AND via = ? AND next_attempt_at > ?", [now, via, now]).changes;
+  }
+
   /** Makes a pending entry due now (another process asked for it). */
   wake(messageId: string, now: number): void {
     this.db.run("UPDATE outbox SET next_attempt_at = ? WHERE message_id = ? AND state = 'pending'", [now, messageId]);
