@@ -31,6 +31,7 @@ describe("database URLs", () => {
     expect(redactUrl("at postgres://flashlex:p@ss/w0rd@host/db now")).toBe("at postgres://***@host/db now");
     expect(redactUrl("postgres://we@ird:p@ss:w/rd#1%@127.0.0.1:55432/weird")).toBe("postgres://***@127.0.0.1:55432/weird");
     expect(redactUrl("http://host:8080/path and mqtts://broker")).toBe("http://host:8080/path and mqtts://broker");
+    expect(redactUrl("database=postgres://flashlex@127.0.0.1:5432/hub")).toBe("database=postgres://flashlex@127.0.0.1:5432/hub");
     expect(formatFields({ error: "cannot open postgres://a:s3cr@t@h/db" })).not.toContain("s3cr");
   });
 
