@@ -4,6 +4,7 @@
  */
 import { FlashlexError } from "../shared/errors.ts";
 import { toFlashlexError } from "../shared/foreign-errors.ts";
+import { redactUrl } from "../shared/redact-url.ts";
 import { exitCodeOf } from "./exit-codes.ts";
 
 /**
@@ -14,7 +15,7 @@ import { exitCodeOf } from "./exit-codes.ts";
 export function report(err: unknown): number {
   const error = toFlashlexError(err);
   const bug = error.kind === "bug";
-  console.error(`flashlex: ${error.message}${bug ? " (an internal error in flashlex: please report it)" : ""}`);
+  console.error(`flashlex: ${redactUrl(error.message)}${bug ? " (an internal error in flashlex: please report it)" : ""}`);
   if (bug && process.env.FLASHLEX_LOG_LEVEL === "debug") console.error((err as Error)?.stack);
   return exitCodeOf(error);
 }

@@ -114,7 +114,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     };
     // Metrics (docs/metrics.md): prom-client is loaded here only, and only when they are on.
     let updatesRef: Updates | undefined;
-    const metrics = settings.metrics.listen === false ? undefined : await loadHubMetrics(feed, store, () => updatesRef);
+    const metrics = settings.metrics.listen === false ? undefined : await loadHubMetrics(feed, store, () => updatesRef, log);
     if (metrics) await parts.start({ name: "metrics", stop: () => metrics.close() });
     const observer = metrics?.observer;
     const events = createBrokerEvents({ store, collector, log, payloadLimitBytes: settings.api.payloadLimitBytes, publish, observer });
@@ -302,7 +302,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
 }
 
 /** The hub's registry (prometheus.ts, imported here so that only `hub serve` with metrics on loads prom-client). */
-async function loadHubMetrics(feed: MessageFeed, store: HubStore, updates: () => Updates | undefined): Promise<HubMetrics> {
+async function loadHubMetrics(feed: MessageFeed, store: HubStore, updates: () => Updates | undefined, log: Logger): Promise<HubMetrics> {
   const { createHubMetrics } = await import("./metrics/prometheus.ts");
   const noReports = { reporting: 0, depthSum: 0, depthMax: 0, oldestAgeSeconds: 0 };
   return createHubMetrics({
@@ -310,6 +310,7 @@ async function loadHubMetrics(feed: MessageFeed, store: HubStore, updates: () =>
     fleet: () => store.fleetCounts(),
     outboxes: async () => (await updates()?.outboxSummary()) ?? noReports,
     version: VERSION,
+    onFleetReadFailed: (err) => log.warn("hub.metrics_fleet_unavailable", { error: err }),
   });
 }
 

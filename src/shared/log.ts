@@ -1,3 +1,5 @@
+import { redactUrl } from "./redact-url.ts";
+
 /**
  * One line per event on stderr, `key=value` pairs after a short event name (logfmt), so that
  * journald, grep and humans all read it. Under systemd (JOURNAL_STREAM is set) each line starts
@@ -58,7 +60,8 @@ function formatValue(value: unknown): string {
   if (value instanceof Error) value = value.message;
   if (value === undefined) return "";
   let text: string;
-  if (typeof value === "string") text = value;
+  // a URL with a password that slipped into a message (a driver's error text) loses it here
+  if (typeof value === "string") text = redactUrl(value);
   else {
     try {
       // undefined for functions and symbols; throws for a bigint or a cycle

@@ -8,6 +8,9 @@
  *   hub export --db URL another process reads the message back from PostgreSQL
  *   unreachable         a closed port: exit 69, one line naming HOST:PORT, no password
  *   malformed           a URL that is not one: exit 78, naming --db, no password
+ *   hostile URLs        passwords holding @ : / # %: never printed (--db, $FLASHLEX_HUB_DB)
+ *   no CREATE right     42501: exit 77 with a createdb --owner hint; nohost.invalid: DNS
+ *   frozen (SIGSTOP)    exit 69 at the store's deadline, not a hang
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
@@ -106,4 +109,46 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     expect(result.stderr).toContain("--db");
     expect(result.stderr).not.toContain("hidden-pw");
   }, 60_000);
+  test("hostile URLs: a password holding @ : / # % is never printed, from --db or $FLASHLEX_HUB_DB", async () => {
+    const weird = await run(["hub", "init", "--dir", join(work, "weird"), "--db", "postgres://we@ird:p@ss:w/rd#1%@127.0.0.1:55432/weird"], {
+      timeoutMs: 30_000,
+    });
+    expect(weird.code).toBe(78);
+    expect(weird.stderr).toContain("--db");
+    for (const piece of ["p@ss", "rd#1", "ird:"]) expect(weird.stderr + weird.stdout).not.toContain(piece);
+
+    const env = await run(["hub", "thing", "list", "--dir", hubDir], { env: { FLASHLEX_HUB_DB: "postgres://flashlex:p@ss/w0rd@host/db" }, timeoutMs: 30_000 });
+    expect(env.code).toBe(78);
+    expect(env.stderr).toContain("$FLASHLEX_HUB_DB");
+    expect(env.stderr + env.stdout).not.toContain("w0rd");
+  }, 60_000);
+
+  test("a role that may not create tables: 77 with a createdb --owner hint; an unknown host: a DNS failure", async () => {
+    pg.psql("CREATE ROLE weak LOGIN PASSWORD 'weak-pw'");
+    const locked = pg.createDatabase("locked");
+    pg.psql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", "locked");
+    const weakUrl = locked.replace(/flashlex:[^@]+@/, "weak:weak-pw@");
+    const denied = await run(["hub", "init", "--dir", join(work, "weak"), "--db", weakUrl], { timeoutMs: 60_000 });
+    expect(denied.code).toBe(77);
+    expect(denied.stderr).toContain(`PostgreSQL at 127.0.0.1:${pg.port}`);
+    expect(denied.stderr).toContain("createdb --owner weak");
+    expect(denied.stderr).not.toContain("weak-pw");
+
+    const dns = await run(["hub", "thing", "list", "--dir", hubDir, "--db", "postgres://flashlex:pw@nohost.invalid:5432/hub"], { timeoutMs: 60_000 });
+    expect(dns.code).toBe(69);
+    expect(dns.stderr).toContain("does not resolve");
+  }, 90_000);
+
+  test("a frozen PostgreSQL (SIGSTOP): a command fails as unavailable (69) at the store's deadline instead of hanging", async () => {
+    pg.freeze();
+    try {
+      const frozen = await run(["hub", "thing", "list", "--dir", hubDir, "--json"], { timeoutMs: 60_000 });
+      expect(frozen.code).toBe(69);
+      expect(frozen.stderr).toContain(`127.0.0.1:${pg.port}`);
+      expect(frozen.stderr).toContain("no answer");
+      expect(frozen.stderr).not.toContain(pg.password);
+    } finally {
+      pg.thaw();
+    }
+  }, 90_000);
 });

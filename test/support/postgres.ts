@@ -31,6 +31,12 @@ export interface TestPostgres {
   createDatabase(name: string): string;
   /** the server's log so far */
   log(): string;
+  /** runs one SQL command as the superuser over the unix socket (psql); its output */
+  psql(command: string, database?: string): string;
+  /** SIGSTOP to the postmaster and every backend: the server accepts TCP and answers nothing (a hang) */
+  freeze(): void;
+  /** SIGCONT to the same processes */
+  thaw(): void;
   /** pg_ctl stop -m fast; safe to call twice */
   stop(): Promise<void>;
 }
@@ -128,8 +134,26 @@ export async function startPostgres(dir: string): Promise<TestPostgres> {
     throw err;
   }
   const url = (db: string) => `postgres://flashlex:${password}@127.0.0.1:${port}/${db}`;
-  const psql = (command: string) =>
-    run([join(POSTGRES_BIN, "psql"), "-h", sockets, "-p", String(port), "-U", "flashlex", "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-c", command]);
+  const psql = (command: string, database = "postgres") =>
+    run([join(POSTGRES_BIN, "psql"), "-h", sockets, "-p", String(port), "-U", "flashlex", "-d", database, "-v", "ON_ERROR_STOP=1", "-c", command]);
+  // the postmaster's pid is postmaster.pid's first line; its children are the backends and workers
+  const serverPids = () => {
+    const main = Number(readFileSync(join(data, "postmaster.pid"), "utf8").split("\n")[0]);
+    const children = spawnSync("pgrep", ["-P", String(main)], { encoding: "utf8" })
+      .stdout.split("\n")
+      .filter(Boolean)
+      .map(Number);
+    return [main, ...children];
+  };
+  const signal = (sig: NodeJS.Signals) => {
+    for (const pid of serverPids()) {
+      try {
+        process.kill(pid, sig);
+      } catch {
+        // a backend that ended meanwhile
+      }
+    }
+  };
   try {
     psql("CREATE DATABASE flashlex");
   } catch (err) {
@@ -146,6 +170,13 @@ export async function startPostgres(dir: string): Promise<TestPostgres> {
       return url(name);
     },
     log: () => (existsSync(logFile) ? readFileSync(logFile, "utf8") : ""),
-    stop,
+    psql,
+    freeze: () => signal("SIGSTOP"),
+    thaw: () => signal("SIGCONT"),
+    async stop() {
+      // a frozen server cannot stop: thaw it first
+      if (!stopped && existsSync(join(data, "postmaster.pid"))) signal("SIGCONT");
+      await stop();
+    },
   };
 }

@@ -70,6 +70,50 @@ describe("the hub's registry", () => {
     expect(text.value("process_resident_memory_bytes")).toBeGreaterThan(0);
   });
 
+  test("64 scrapes at once share one fleet read, reused for a few seconds; a failed read leaves the fleet gauges out and is counted", async () => {
+    const feed = new MessageFeed();
+    let reads = 0;
+    let down = false;
+    const failures: unknown[] = [];
+    const metrics = createHubMetrics({
+      feed,
+      fleet: async () => {
+        reads++;
+        if (down) throw new FlashlexError("PostgreSQL at 127.0.0.1:5432: connection refused", "unavailable");
+        return fleet;
+      },
+      outboxes: async () => outboxes,
+      version: "1.2.3",
+      onFleetReadFailed: (err) => failures.push(err),
+    });
+    const bodies = await Promise.all(Array.from({ length: 64 }, () => metrics.render()));
+    expect(reads).toBe(1);
+    for (const body of bodies) expect(parseExposition(body.body).value("flashlex_hub_ingress_pending")).toBe(7);
+    await metrics.render();
+    expect(reads).toBe(1);
+
+    const failing = createHubMetrics({
+      ...{ feed, outboxes: async () => outboxes, version: "1" },
+      fleet: async () => {
+        down = true;
+        reads++;
+        throw new FlashlexError("PostgreSQL at 127.0.0.1:5432: connection refused", "unavailable");
+      },
+      onFleetReadFailed: (err) => failures.push(err),
+    });
+    const text = parseExposition((await failing.render()).body);
+    expect(text.value("flashlex_hub_ingress_pending")).toBeNaN();
+    expect(text.value("flashlex_hub_things", { status: "verified" })).toBeUndefined();
+    expect(text.value("flashlex_hub_thing_outbox_messages")).toBe(12);
+    expect(failures).toHaveLength(1);
+    // counted as it happens: the next scrape shows it (a failure is not cached: that one tries again)
+    const next = parseExposition((await failing.render()).body);
+    expect(next.value("flashlex_hub_errors_total", { kind: "unavailable", via: "metrics" })).toBeGreaterThanOrEqual(1);
+    expect(failures).toHaveLength(2);
+    metrics.close();
+    failing.close();
+  });
+
   test("an external broker (cannot tell who is connected) leaves the gauge out rather than saying 0", async () => {
     const { metrics } = make(null);
     expect(parseExposition((await metrics.render()).body).value("flashlex_hub_things_connected")).toBeUndefined();

@@ -8,9 +8,16 @@
  *   configure, so the secret lives in the path (`/SECRET/user`). A wrong path gets 404 and
  *   costs nothing. The secret is never logged: log lines name the endpoint, never the path.
  *
- * Answers are `text/plain`: `allow [tags]` or `deny`. A failure inside (the database) answers
- * 500, which the backend treats as an error: the broker refuses, never allows.
+ * Answers are `text/plain`: `allow [tags]` or `deny`. A failure inside never allows (fail
+ * closed): a database that cannot be used now (kind `unavailable` or `try-later`: a stopped or
+ * frozen PostgreSQL, within the store's deadline) answers 503 with a WARN
+ * `broker.auth.unavailable`; anything else 500 with an ERROR `broker.auth.failed`. Not `deny`: a
+ * deny is a verdict about the thing (revoked, unknown) and reads as one in RabbitMQ's log, while
+ * this is the hub's own outage. RabbitMQ 3.10 refuses the CONNECT either way (CONNACK 4 for an
+ * error on `user`), and the thing retries with its backoff until the database is back
+ * (docs/scaling.md, "The hub's auth listener").
  */
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { type AuthParams, type BrokerAuthContext, decideResource, decideTopic, decideUser, decideVhost } from "./broker-auth.ts";
 
@@ -79,7 +86,12 @@ export function startBrokerAuthServer(opts: { host: string; port: number; ctx: B
       return new Response(answer, { headers: { "content-type": "text/plain" } });
     },
     error(err) {
-      log.error("broker.auth.failed", { error: err });
+      const kind = toFlashlexError(err).kind;
+      if (kind === "unavailable" || kind === "try-later") {
+        log.warn("broker.auth.unavailable", { kind, error: err });
+        return new Response("unavailable\n", { status: 503 });
+      }
+      log.error("broker.auth.failed", { kind, error: err });
       return new Response("error\n", { status: 500 });
     },
   });

@@ -13,10 +13,12 @@
  */
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from "prom-client";
 import { ERROR_KINDS } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Exposition } from "../../shared/metrics-http.ts";
 import type { MessageFeed } from "../messages/feed.ts";
 import type { FleetCounts } from "../store/hub-store.ts";
 import type { OutboxSummary } from "../updates/updates.ts";
+import { cachedRead } from "./cached-read.ts";
 import type { HubObserver } from "./observer.ts";
 
 export interface HubMetricsDeps {
@@ -27,7 +29,16 @@ export interface HubMetricsDeps {
   outboxes: () => Promise<OutboxSummary>;
   /** a version label for `flashlex_hub_info` */
   version: string;
+  /** told when a fleet read failed or timed out (the scrape still answers, fleet gauges NaN or absent); the hub logs a WARN */
+  onFleetReadFailed?: (err: unknown) => void;
+  /** how long the fleet reads are reused, ms (FLEET_TTL_MS) */
+  fleetTtlMs?: number;
 }
+
+/** The fleet gauges are reused for this long (ms): one set of queries per 5 s, however many scrapers. */
+export const FLEET_TTL_MS = 5_000;
+/** A fleet read that takes longer (ms) fails the gauges of that scrape, not the scrape. */
+export const FLEET_DEADLINE_MS = 5_000;
 
 export interface HubMetrics {
   observer: HubObserver;
@@ -78,7 +89,7 @@ export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
     labelNames: ["kind", "via"],
     registers,
   });
-  for (const kind of ERROR_KINDS) for (const via of ["http", "mqtt"]) errors.inc({ kind, via }, 0);
+  for (const kind of ERROR_KINDS) for (const via of ["http", "mqtt", "metrics"]) errors.inc({ kind, via }, 0);
   const dropped = new Counter({
     name: "flashlex_hub_mqtt_dropped_total",
     help: "MQTT publishes from things this hub process acknowledged without storing, by the log event that says why",
@@ -86,9 +97,25 @@ export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
     registers,
   });
 
-  // One database read per scrape feeds both gauges.
-  let fleetRead: Promise<FleetCounts> | undefined;
-  const fleet = () => (fleetRead ??= deps.fleet().finally(() => queueMicrotask(() => (fleetRead = undefined))));
+  // One database read at a time, reused for a few seconds, feeds the fleet gauges. A read that
+  // fails gives that scrape no `flashlex_hub_things` series and NaN for the unlabelled ones
+  // (never a stale value), counted in errors_total{via="metrics"} and logged.
+  const ttlMs = deps.fleetTtlMs ?? FLEET_TTL_MS;
+  const failed = (err: unknown) => {
+    errors.inc({ kind: toFlashlexError(err).kind, via: "metrics" });
+    deps.onFleetReadFailed?.(err);
+  };
+  const fleetShared = cachedRead(deps.fleet, { ttlMs, deadlineMs: FLEET_DEADLINE_MS, what: "the fleet counts" });
+  const outboxShared = cachedRead(deps.outboxes, { ttlMs, deadlineMs: FLEET_DEADLINE_MS, what: "the outbox summary" });
+  // Both gauges of one scrape await the same attempt, so a failure is counted once per scrape.
+  let fleetAttempt: Promise<FleetCounts | undefined> | undefined;
+  const fleet = () =>
+    (fleetAttempt ??= fleetShared()
+      .catch((err) => {
+        failed(err);
+        return undefined;
+      })
+      .finally(() => queueMicrotask(() => (fleetAttempt = undefined))));
   new Gauge({
     name: "flashlex_hub_things",
     help: "Things known to the hub database, by status (created, verified, revoked); the same on every hub of one database",
@@ -96,6 +123,8 @@ export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
     registers,
     async collect() {
       const counts = await fleet();
+      this.reset();
+      if (!counts) return;
       this.set({ status: "created" }, counts.things - counts.revoked - counts.verified);
       this.set({ status: "verified" }, counts.verified);
       this.set({ status: "revoked" }, counts.revoked);
@@ -106,20 +135,29 @@ export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
     help: "Ingress messages stored and not yet acknowledged by their thing; the same on every hub of one database",
     registers,
     async collect() {
-      this.set((await fleet()).pendingIngress);
+      // NaN, not 0 and not a stale value, when the database did not answer: an unlabelled
+      // gauge cannot be left out, and NaN compares false in every alert rule
+      this.set((await fleet())?.pendingIngress ?? Number.NaN);
     },
   });
 
-  // One database read per scrape feeds the four outbox gauges.
-  let outboxRead: Promise<OutboxSummary> | undefined;
-  const outboxes = () => (outboxRead ??= deps.outboxes().finally(() => queueMicrotask(() => (outboxRead = undefined))));
+  // The same for the four outbox gauges.
+  let outboxAttempt: Promise<OutboxSummary | undefined> | undefined;
+  const outboxes = () =>
+    (outboxAttempt ??= outboxShared()
+      .catch((err) => {
+        failed(err);
+        return undefined;
+      })
+      .finally(() => queueMicrotask(() => (outboxAttempt = undefined))));
   const outboxGauge = (name: string, help: string, pick: (s: OutboxSummary) => number) =>
     new Gauge({
       name,
       help,
       registers,
       async collect() {
-        this.set(pick(await outboxes()));
+        const summary = await outboxes();
+        this.set(summary ? pick(summary) : Number.NaN);
       },
     });
   outboxGauge(

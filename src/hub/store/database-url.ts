@@ -24,21 +24,18 @@ export type HubDatabase =
 /** The words for the choice, used by `--db`, hub.yml and the docs. */
 export const DATABASE_CHOICES = "`sqlite` (hub.db in the hub home) or a PostgreSQL URL postgres://USER:PASSWORD@HOST:PORT/DATABASE";
 
-/** Replaces the password of anything that looks like a URL with userinfo by `***`. */
-export function redactUrl(text: string): string {
-  return text.replace(/(\b[a-z][a-z0-9+.-]*:\/\/[^\s/:@]*):[^\s@/]*@/gi, "$1:***@");
-}
-
 /**
  * Reads a database setting: `sqlite` (or nothing) for `sqliteFile`, or a PostgreSQL URL.
  * `where` names where the setting came from (`--db`, `hub.database.url in /x/hub.yml`) for the
  * error. Throws ConfigError (78) for anything else: not a URL, another scheme, no host, a port
- * that is not one, no database name; the message shows the value without its password.
+ * that is not one, no database name. The message never shows the value: a URL that does not
+ * parse cannot be trusted to show where its password ends (`postgres://u:p@ss/w0rd@host/db`),
+ * so it says what is wrong and where the value came from, nothing more.
  */
 export function parseHubDatabase(value: string | undefined, sqliteFile: string, where: string): HubDatabase {
   const text = value?.trim() ?? "";
   if (text === "" || text === "sqlite") return { kind: "sqlite", file: sqliteFile, display: sqliteFile };
-  const bad = (why: string) => new ConfigError(`${where}: ${why}: ${JSON.stringify(redactUrl(text))}; give ${DATABASE_CHOICES}`);
+  const bad = (why: string) => new ConfigError(`${where}: ${why} (the value is not shown: it may hold a password); give ${DATABASE_CHOICES}`);
   let url: URL;
   try {
     url = new URL(text);
@@ -52,6 +49,9 @@ export function parseHubDatabase(value: string | undefined, sqliteFile: string, 
   const database = decodeURIComponent(url.pathname.replace(/^\//, ""));
   if (!database || database.includes("/")) throw bad("no database name (the path: postgres://HOST:PORT/DATABASE)");
   const user = url.username ? `${url.username}@` : "";
-  const address = `${url.hostname}:${port}`;
-  return { kind: "postgres", url: text, display: `postgres://${user}${address}/${database}`, address };
+  // libpq's `?host=/run/postgresql` puts the server on a unix socket in that directory: the
+  // errors name the socket, not the URL's (then unused) host
+  const socketDir = url.searchParams.get("host");
+  const address = socketDir?.startsWith("/") ? `${socketDir.replace(/\/+$/, "")}/.s.PGSQL.${port}` : `${url.hostname}:${port}`;
+  return { kind: "postgres", url: text, display: `postgres://${user}${url.hostname}:${port}/${database}${socketDir ? `?host=${socketDir}` : ""}`, address };
 }

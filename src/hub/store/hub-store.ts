@@ -10,6 +10,8 @@
  * `fltimestamp` in Unix seconds and `datecreated` as an ISO string without milliseconds. Both
  * drivers give every integer back as a number, exactly (PostgreSQL's BIGINT included).
  */
+import { FlashlexError } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { UpdateTables } from "./update-tables.ts";
 
 export type { UpdateTables } from "./update-tables.ts";
@@ -19,10 +21,17 @@ export type { UpdateTables } from "./update-tables.ts";
  * about the data a caller brought. Code that must tell the two apart (the MQTT egress path: only
  * a storage failure may withhold the PUBACK, so the thing sends again) wraps its store calls
  * with `fromStore`; `cause` is what the driver threw.
+ *
+ * It is a FlashlexError of the kind of what it wraps (the driver's `unavailable`, SQLite's
+ * `try-later` or `full`, ...), so every edge that maps kinds (HTTP status, exit code, metrics'
+ * errors_total, the broker's auth answers) treats a failing database the same way. It once was a
+ * plain Error: the collect route, the one route that wraps its store calls, answered a stopped
+ * PostgreSQL with 500 `bug` while every other route answered 503 `unavailable`.
  */
-export class StoreFailure extends Error {
+export class StoreFailure extends FlashlexError {
   constructor(cause: unknown) {
-    super(cause instanceof Error ? cause.message : String(cause), { cause });
+    const known = toFlashlexError(cause);
+    super(known.message, known.kind, { cause, clientSafe: known.clientSafe });
     this.name = "StoreFailure";
   }
 }

@@ -1,3 +1,5 @@
+import { lookup } from "node:dns/promises";
+import { isIP } from "node:net";
 import { SQL } from "bun";
 import { ConfigError, FlashlexError, oneLine } from "../../shared/errors.ts";
 import type { HubDatabase } from "./database-url.ts";
@@ -19,11 +21,23 @@ import { type HubSql, type HubSqlValue, narrowRow } from "./sql.ts";
  * message.
  */
 
+/**
+ * How long one store call (a statement, a transaction, opening and migrating) may take before
+ * the hub gives up on it, in milliseconds: a server that stopped answering (frozen, a network
+ * that drops packets) then fails as `unavailable` (HTTP 503, exit 69, a WARN in serve) instead of
+ * holding the caller until Bun.serve's idle timeout. The statement itself is left to the pool:
+ * Bun's SQL has no cancel, and a frozen server would not hear one.
+ */
+export const STORE_DEADLINE_MS = 10_000;
+
 /** The advisory lock key hubs take while they migrate ("flashlex" in ASCII, as a bigint). */
 const MIGRATION_LOCK = 0x666c6173686c6578n;
 
 /** Server error codes (SQLSTATE) that mean "cannot use this server now", not "bad statement". */
 const UNAVAILABLE_SQLSTATE = /^(08|28|3D|53|57P)/;
+
+/** insufficient_privilege (42501) and the other "not allowed" codes of class 42 and 2F/38 */
+const INSUFFICIENT_PRIVILEGE_SQLSTATE = /^(42501|2F004|38004|0LP01)$/;
 
 interface PostgresErrorLike {
   code?: unknown;
@@ -48,19 +62,71 @@ export async function openPostgresHubSql(db: Extract<HubDatabase, { kind: "postg
   });
   const fail = (err: unknown) => postgresError(err, db);
   try {
-    await migratePostgres(client, HUB_MIGRATIONS, db, options.create ?? false);
+    await withDeadline(migratePostgres(client, HUB_MIGRATIONS, db, options.create ?? false), db, "opening the database");
   } catch (err) {
-    await client.close().catch(() => {});
-    throw fail(err);
+    client.close().catch(() => {});
+    throw await explained(fail(err), db);
   }
-  return postgresHubSql(client, fail);
+  return postgresHubSql(client, fail, db);
+}
+
+/**
+ * `work`, or FlashlexError `unavailable` when it has not settled within STORE_DEADLINE_MS.
+ * `what` says what was being done, for the message.
+ */
+export async function withDeadline<T>(work: Promise<T>, db: Extract<HubDatabase, { kind: "postgres" }>, what: string, ms = STORE_DEADLINE_MS): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new FlashlexError(
+            `PostgreSQL at ${db.address} (${db.display}): cannot use the hub database: no answer within ${ms / 1000} s (${what})`,
+            "unavailable",
+            {
+              clientSafe: false,
+            },
+          ),
+        ),
+      ms,
+    );
+  });
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * Bun's client says "connection refused" (ERR_POSTGRES_CONNECTION_REFUSED) also when the host
+ * name does not resolve; a name that DNS does not know is said so, which points at a typo rather
+ * than at a stopped server.
+ */
+async function explained(err: unknown, db: Extract<HubDatabase, { kind: "postgres" }>): Promise<unknown> {
+  if (!(err instanceof FlashlexError) || !/connection refused$/.test(err.message)) return err;
+  const host = db.address.startsWith("/") ? "" : db.address.replace(/:\d+$/, "");
+  if (!host || isIP(host.replace(/^\[|\]$/g, ""))) return err;
+  try {
+    await lookup(host);
+    return err;
+  } catch (dns) {
+    const code = (dns as { code?: unknown }).code;
+    return new FlashlexError(
+      `PostgreSQL at ${db.address} (${db.display}): cannot use the hub database: the host name ${host} does not resolve (DNS: ${typeof code === "string" ? code : "lookup failed"})`,
+      "unavailable",
+      { cause: err, clientSafe: false },
+    );
+  }
 }
 
 /** The HubSql seam over a pool (or, inside `transaction`, over one reserved connection). */
-function postgresHubSql(client: SQL, fail: (err: unknown) => unknown, inTransaction = false): HubSql {
+function postgresHubSql(client: SQL, fail: (err: unknown) => unknown, db: Extract<HubDatabase, { kind: "postgres" }>, inTransaction = false): HubSql {
   const query = async (sql: string, values?: readonly HubSqlValue[]) => {
     try {
-      return await client.unsafe(numbered(sql), values ? [...values] : []);
+      const work = client.unsafe(numbered(sql), values ? [...values] : []);
+      // inside a transaction the transaction's own deadline bounds every statement
+      return inTransaction ? await work : await withDeadline(Promise.resolve(work), db, "a statement");
     } catch (err) {
       throw fail(err);
     }
@@ -79,7 +145,7 @@ function postgresHubSql(client: SQL, fail: (err: unknown) => unknown, inTransact
     async transaction<T>(fn: (tx: HubSql) => Promise<T>): Promise<T> {
       if (inTransaction) throw new Error("nested transactions are not supported");
       try {
-        return (await client.begin((tx) => fn(postgresHubSql(tx as unknown as SQL, fail, true)))) as T;
+        return (await withDeadline(Promise.resolve(client.begin((tx) => fn(postgresHubSql(tx as unknown as SQL, fail, db, true)))), db, "a transaction")) as T;
       } catch (err) {
         throw fail(err);
       }
@@ -153,6 +219,14 @@ export function postgresError(err: unknown, db: Extract<HubDatabase, { kind: "po
   const sqlstate = typeof e.errno === "string" ? e.errno : "";
   const message = typeof e.message === "string" ? oneLine(e.message) : String(err);
   let reason: string | undefined;
+  if (INSUFFICIENT_PRIVILEGE_SQLSTATE.test(sqlstate)) {
+    const role = db.display.match(/^postgres:\/\/([^@/]+)@/)?.[1] ?? "ROLE";
+    return new FlashlexError(
+      `PostgreSQL at ${db.address} (${db.display}): the role may not do what the hub needs: ${message} (${sqlstate}); give the hub a database its role owns (createdb --owner ${role} DATABASE), or GRANT CREATE ON SCHEMA public TO ${role}`,
+      "permission",
+      { cause: err, clientSafe: false },
+    );
+  }
   if (code === "ERR_POSTGRES_CONNECTION_REFUSED") reason = "connection refused";
   else if (code === "ERR_POSTGRES_CONNECTION_CLOSED") reason = "the server closed the connection";
   else if (/TIMEOUT/.test(code) || /timed? ?out/i.test(message)) reason = "no answer (timed out)";

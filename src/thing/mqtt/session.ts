@@ -368,7 +368,9 @@ const CONNACK_FIXES: Record<number, string> = {
   1: "point flashlex.thing.endpoint and mqtt.port at an MQTT 3.1.1 broker (the hub's, or Mosquitto)",
   2: "use the config and keys of the same distribution: flashlex.thing.name must be the name in the thing's certificate",
   3: "the broker is up but not taking connections: it is retried; if it lasts, ask the hub's operator",
-  4: "the broker wants a user name and password: have it authenticate things by their certificate (flashlex hub mosquitto-config writes such a broker config)",
+  // broker-neutral: a Mosquitto that wants passwords answers 4, and so does a RabbitMQ cluster
+  // whose auth backend (the hub) could not answer, e.g. while the hub's database is down
+  4: "the broker did not accept this thing's login: it is retried; if it lasts, ask the hub's operator to check that the broker authenticates things by their certificate and that the hub answers the broker's auth requests (its database is up)",
   5: "this thing is revoked or unknown to this hub: ask the hub's operator (`flashlex hub thing list` on the hub shows it); a revoked or deleted thing needs a new distribution (`flashlex hub thing create`)",
 };
 
