@@ -19,10 +19,8 @@
  * started and PostgreSQL, whatever happened.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { spawnSync } from "node:child_process";
 import { randomUUID } from "node:crypto";
-import { cpSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
+import { cpSync, lstatSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { MqttClient } from "mqtt";
@@ -35,11 +33,10 @@ import { type HubThing, listenOnLoopback, loopbackHubInit } from "../support/hub
 import { freePort } from "../support/mosquitto.ts";
 import { attemptConnect } from "../support/mqtt-client.ts";
 import { hasPostgres, startPostgres, type TestPostgres } from "../support/postgres.ts";
+import { type RabbitCluster, rabbitMissing, startRabbitCluster } from "../support/rabbitmq-cluster.ts";
 
-const RABBIT_BIN = "/usr/lib/rabbitmq/bin";
-const haveRabbit = existsSync(join(RABBIT_BIN, "rabbitmq-server"));
+const haveRabbit = rabbitMissing() === undefined;
 const work = mkdtempSync(join(tmpdir(), "flashlex-several-hubs-"));
-const confDir = join(work, "rabbit");
 const homeA = join(work, "hub-a");
 const homeB = join(work, "hub-b");
 const shared = join(work, "shared");
@@ -50,42 +47,16 @@ let hubC: Background | undefined;
 let token = "";
 let apiA = 0;
 let apiB = 0;
-let mqttBase = 0;
-let epmdPort = 0;
+let cluster: RabbitCluster | undefined;
 let thing: HubThing;
-const nodes: { proc: ReturnType<typeof Bun.spawn> }[] = [];
 const clients: MqttClient[] = [];
 
-const nodeEnv = (i: number) => ({
-  ...process.env,
-  HOME: join(confDir, `node${i + 1}`),
-  RABBITMQ_CONF_ENV_FILE: join(confDir, `node${i + 1}`, "rabbitmq-env.conf"),
-});
-const rabbitmqctl = (i: number, args: string[], timeoutMs = 20_000) =>
-  spawnSync(join(RABBIT_BIN, "rabbitmqctl"), args, { env: nodeEnv(i), encoding: "utf8", timeout: timeoutMs });
 const withLogs = (what: string) => `${what}\n--- hub A ---\n${hubA?.output().slice(-3000)}\n--- hub B ---\n${hubB?.output().slice(-3000)}`;
 
 async function flashlex(args: string[]) {
   const result = await run(args, { timeoutMs: 60_000 });
   if (result.code !== 0) throw new Error(`flashlex ${args.join(" ")} exited ${result.code}\n${result.stdout}\n${result.stderr}`);
   return result;
-}
-
-/** `count` consecutive ports free on every address, from a random start. */
-async function consecutiveFreePorts(count: number): Promise<number> {
-  const free = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const server = createServer();
-      server.once("error", () => resolve(false));
-      server.listen(port, "0.0.0.0", () => server.close(() => resolve(true)));
-    });
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 30_000 + Math.floor(Math.random() * 25_000);
-    let ok = true;
-    for (let p = base; p < base + count && ok; p++) ok = await free(p);
-    if (ok) return base;
-  }
-  throw new Error("no run of free ports found");
 }
 
 function configure(home: string, values: [string[], unknown][]): void {
@@ -144,7 +115,7 @@ async function until(what: string, check: () => Promise<boolean> | boolean, ms =
 }
 
 beforeAll(async () => {
-  if (!haveRabbit) throw new Error("rabbitmq-server is not installed: run scripts/install-system-packages.sh");
+  if (!haveRabbit) throw new Error(rabbitMissing());
   if (!hasPostgres) throw new Error("PostgreSQL 15 is not installed: run scripts/install-system-packages.sh");
   pg = await startPostgres(work);
   const db = pg.createDatabase("fleet");
@@ -153,16 +124,8 @@ beforeAll(async () => {
   token = JSON.parse(init.stdout).token;
   listenOnLoopback(homeA);
 
-  mqttBase = await consecutiveFreePorts(3);
-  const management = await consecutiveFreePorts(3);
-  const dist = await consecutiveFreePorts(3);
-  epmdPort = await freePort();
-  const authPort = await freePort();
-  await flashlex([
-    ...["hub", "rabbitmq-config", "--dir", homeA, "--out", confDir, "--nodes", "3"],
-    ...["--mqtt-port", String(mqttBase), "--management-port", String(management), "--dist-port", String(dist)],
-    ...["--epmd-port", String(epmdPort), "--auth-listen", `127.0.0.1:${authPort}`],
-  ]);
+  // The cluster's files from A's home (its hub.yml then names the cluster), the nodes formed.
+  cluster = await startRabbitCluster(homeA, work);
   // B: a copy of A's home (the CA, the broker secret, hub.yml with the database and the
   // cluster), its own instance and API port; both share one directory for distributions.
   mkdirSync(shared);
@@ -175,18 +138,6 @@ beforeAll(async () => {
   cpSync(homeA, homeB, { recursive: true });
   configure(homeB, [[["api", "port"], apiB]]);
 
-  for (let i = 0; i < 3; i++) {
-    nodes.push({ proc: Bun.spawn([join(RABBIT_BIN, "rabbitmq-server")], { env: nodeEnv(i), stdin: "ignore", stdout: "ignore", stderr: "ignore" }) });
-  }
-  const deadline = Date.now() + 90_000;
-  for (;;) {
-    const status = rabbitmqctl(0, ["cluster_status", "--formatter", "json"], 10_000);
-    const running = status.status === 0 ? (JSON.parse(status.stdout).running_nodes as string[]) : [];
-    if (running.length === 3) break;
-    if (nodes.some((n) => n.proc.exitCode !== null)) throw new Error("a RabbitMQ node exited while starting");
-    if (Date.now() > deadline) throw new Error(`the RabbitMQ cluster did not form within 90 s (running: ${running.join(", ") || "none"})`);
-    await Bun.sleep(1000);
-  }
   hubA = start(["hub", "serve", "--dir", homeA]);
   hubB = start(["hub", "serve", "--dir", homeB]);
   await hubA.waitFor(/hub\.started/, 30_000);
@@ -199,12 +150,8 @@ afterAll(async () => {
   await hubA?.stop();
   await hubB?.stop();
   await hubC?.stop();
-  for (let i = 0; i < nodes.length; i++) if (nodes[i]!.proc.exitCode === null) rabbitmqctl(i, ["stop"], 30_000);
-  for (const node of nodes) {
-    const exited = await Promise.race([node.proc.exited.then(() => true), Bun.sleep(10_000).then(() => false)]);
-    if (!exited) node.proc.kill("SIGKILL");
-  }
-  if (epmdPort) spawnSync("epmd", ["-port", String(epmdPort), "-kill"], { timeout: 5000 });
+  // Every node (rabbitmqctl stop, then SIGKILL to its VM) and the epmd they started.
+  await cluster?.stop();
   await pg?.stop();
   rmSync(work, { recursive: true, force: true });
 }, 90_000);
@@ -242,7 +189,7 @@ describe.skipIf(!haveRabbit || !hasPostgres)("two hubs on one PostgreSQL databas
 
   test("an egress message on flashlex/collect reaches both hubs and is stored once", async () => {
     const connected = await attemptConnect({
-      port: mqttBase + 1,
+      port: cluster!.servers[1]!.port,
       caPem: thing.caPem,
       cert: thing,
       clientId: thing.name,
