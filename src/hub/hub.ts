@@ -24,6 +24,7 @@ import { writeRabbitFiles } from "./broker/rabbitmq-files.ts";
 import { ConsoleSessions } from "./console/sessions.ts";
 import { Enrolment } from "./enrolment/enrolment.ts";
 import { type DatabaseOverride, type HubHome, openHubHome } from "./home/home.ts";
+import { checkHubIdentity } from "./home/identity.ts";
 import { OperatorTokens } from "./home/tokens.ts";
 import { Collector } from "./messages/collect.ts";
 import { MessageFeed } from "./messages/feed.ts";
@@ -113,6 +114,10 @@ export interface OpenedHub extends HubUseCases {
 export async function withHub<T>(dir: string, log: Logger, fn: (hub: OpenedHub) => Promise<T>, database?: DatabaseOverride): Promise<T> {
   const home = openHubHome(dir, log, database);
   const store = await openHubStore(home.database);
+  await checkHubIdentity(home, store).catch(async (err) => {
+    await store.close();
+    throw err;
+  });
   const useCases = hubUseCases({ home, store, log });
   try {
     return await fn({

@@ -16,6 +16,7 @@ import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts
 import { rabbitConnectionCloser } from "./broker/rabbitmq-management.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
 import { type DatabaseOverride, openHubHome, readBrokerSecret } from "./home/home.ts";
+import { checkHubIdentity } from "./home/identity.ts";
 import { hubClientId, hubInstance } from "./home/instance.ts";
 import type { HubPaths } from "./home/paths.ts";
 import { DEFAULT_METRICS_LISTEN, type HubSettings } from "./home/settings.ts";
@@ -99,6 +100,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
   try {
     const store: HubStore = await openHubStore(home.database);
     await parts.start({ name: "hub database", stop: () => store.close() });
+    await checkHubIdentity(home, store);
 
     // One feed for everything that stores or delivers a message in this process (the console listens).
     const feed = new MessageFeed();

@@ -87,6 +87,24 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     serving = undefined;
   }, 90_000);
 
+  test("another hub's home pointed at this database (a wrong --db, a leftover $FLASHLEX_HUB_DB): 78 naming both hubs, nothing created", async () => {
+    const otherDir = join(work, "other-hub");
+    const [apiPort, brokerPort] = [await freePort(), await freePort()];
+    await flashlex([...loopbackHubInit(otherDir, apiPort, brokerPort, "127.0.0.1"), "--json"]);
+    const before = JSON.parse((await flashlex(["hub", "thing", "list", "--dir", hubDir, "--json"])).stdout).length;
+    for (const [args, env] of [
+      [["hub", "thing", "create", "intruder", "--dir", otherDir, "--db", url], {}],
+      [["hub", "thing", "create", "intruder", "--dir", otherDir], { FLASHLEX_HUB_DB: url }],
+    ] as [string[], Record<string, string>][]) {
+      const refused = await run(args, { env, timeoutMs: 60_000 });
+      expect(refused.code, refused.stderr).toBe(78);
+      expect(refused.stderr).toContain("this database belongs to another hub");
+      expect(refused.stderr).toContain(otherDir);
+      expect(refused.stderr).not.toContain(pg.password);
+    }
+    expect(JSON.parse((await flashlex(["hub", "thing", "list", "--dir", hubDir, "--json"])).stdout).length).toBe(before);
+  }, 60_000);
+
   test("a PostgreSQL that cannot be reached: exit 69, one line naming HOST:PORT, without the password", async () => {
     const closed = await freePort();
     const result = await run(["hub", "thing", "list", "--dir", hubDir, "--db", `postgres://flashlex:${pg.password}@127.0.0.1:${closed}/hub`], {

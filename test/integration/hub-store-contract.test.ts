@@ -382,6 +382,11 @@ for (const driver of DRIVERS) {
         expect(claims.filter(Boolean).length).toBe(1);
         expect(await store.claimOnce("echo:x", 200, 150)).toBe(true); // the old claim was forgotten
 
+        // The first hub to open the database owns it; another's identity gets the first one back.
+        const mine = { ownerId: "ecd13b11-6d91-4000-8000-000000000001", caFingerprint: "AA:BB" };
+        expect(await store.adoptHubIdentity(mine, 1)).toEqual(mine);
+        expect(await store.adoptHubIdentity({ ownerId: "0badc0de-0000-4000-8000-000000000002", caFingerprint: "CC:DD" }, 2)).toEqual(mine);
+
         const t = thing(1);
         await store.insertThing(t);
         expect(await store.lastMessageSeq()).toBe(0);

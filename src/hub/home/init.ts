@@ -16,6 +16,7 @@ import { parseHubDatabase } from "../store/database-url.ts";
 import { openHubStore } from "../store/open-store.ts";
 import { ensureUpdateKey } from "../updates/update-key.ts";
 import type { DatabaseOverride, HubHome } from "./home.ts";
+import { homeIdentity } from "./identity.ts";
 import { HUB_CLIENT_NAME, hubPaths } from "./paths.ts";
 import { DNS_NAME, type HubSettings, type HubYaml, HubYamlSchema } from "./settings.ts";
 import { hashToken, newAccessToken } from "./tokens.ts";
@@ -102,6 +103,8 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     const store = await openHubStore(database.kind === "sqlite" ? paths.database : database, { create: true });
     try {
       await store.addToken(hashToken(token), "operator", (options.now ?? Date.now)(), null);
+      // The database is this hub's from now on: another home pointed at it is refused (identity.ts).
+      await store.adoptHubIdentity(homeIdentity({ paths, settings }), (options.now ?? Date.now)());
     } finally {
       await store.close();
     }

@@ -234,6 +234,12 @@ export interface StoredMessage {
   thingName: string;
 }
 
+/** Which hub a database belongs to: the owner (account) id and the hub CA's SHA-256 fingerprint. */
+export interface HubIdentity {
+  ownerId: string;
+  caFingerprint: string;
+}
+
 export interface HubStore {
   insertThing(thing: ThingRecord): Promise<void>;
   getThing(id: string): Promise<ThingRecord | undefined>;
@@ -340,6 +346,12 @@ export interface HubStore {
    * Claims older than `forgetBefore` (Unix ms) are forgotten on the way.
    */
   claimOnce(key: string, at: number, forgetBefore: number): Promise<boolean>;
+
+  /**
+   * The hub the database belongs to: records `identity` (at `at`, Unix ms) when none is recorded
+   * yet, and gives what is recorded either way (home/identity.ts compares).
+   */
+  adoptHubIdentity(identity: HubIdentity, at: number): Promise<HubIdentity>;
 
   /** the update feature's tables (releases, rollouts, what each thing runs): update-tables.ts */
   readonly updates: UpdateTables;

@@ -253,6 +253,23 @@ export const HUB_MIGRATIONS: readonly Migration[] = [
      );
      CREATE INDEX superseded_certificates_not_after ON superseded_certificates (not_after);`,
   },
+  // Which hub the database belongs to (home/identity.ts): its owner id and CA fingerprint, one
+  // row, so a hub home pointed at another hub's database (a wrong --db, a leftover
+  // $FLASHLEX_HUB_DB) is refused instead of mixing two owners' things.
+  {
+    sqlite: `CREATE TABLE hub_identity (
+       id             INTEGER PRIMARY KEY CHECK (id = 1),
+       owner_id       TEXT    NOT NULL,
+       ca_fingerprint TEXT    NOT NULL,
+       recorded_at    INTEGER NOT NULL
+     );`,
+    postgres: `CREATE TABLE hub_identity (
+       id             INTEGER PRIMARY KEY CHECK (id = 1),
+       owner_id       TEXT    NOT NULL,
+       ca_fingerprint TEXT    NOT NULL,
+       recorded_at    BIGINT  NOT NULL
+     );`,
+  },
 ];
 
 /** The SQLite text of every step, for src/shared/sqlite/migrate.ts. */

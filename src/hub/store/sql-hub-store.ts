@@ -459,6 +459,16 @@ export function sqlHubStore(sql: HubSql): HubStore {
         return (await tx.run("INSERT INTO hub_claims (key, claimed_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", [key, at])).changes > 0;
       }),
 
+    async adoptHubIdentity(identity, at) {
+      await sql.run("INSERT INTO hub_identity (id, owner_id, ca_fingerprint, recorded_at) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO NOTHING", [
+        identity.ownerId,
+        identity.caFingerprint,
+        at,
+      ]);
+      const row = (await sql.get<{ owner_id: string; ca_fingerprint: string }>("SELECT owner_id, ca_fingerprint FROM hub_identity WHERE id = 1"))!;
+      return { ownerId: row.owner_id, caFingerprint: row.ca_fingerprint };
+    },
+
     close: () => sql.close(),
   };
 }
