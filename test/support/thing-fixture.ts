@@ -2,12 +2,12 @@
  * A thing's distribution on disk, as a user unpacks it: config.yml made from the guide's
  * fixture with this test's broker port and API URL, and a keys directory from a fresh PKI.
  */
-import { mkdirSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse, stringify } from "yaml";
 import { type MosquittoBroker, startMosquitto } from "./mosquitto.ts";
 import { makeTestPki, type TestPki } from "./pki.ts";
+import { scratchDir } from "./scratch.ts";
 
 export interface ThingFixture {
   dir: string;
@@ -26,7 +26,7 @@ export interface ThingFixture {
 const GUIDE = join(import.meta.dir, "../fixtures/guide-config.yml");
 
 export async function makeThingFixture(opts: { brokerPort: number; apiUrl: string; thingName?: string; pki?: TestPki }): Promise<ThingFixture> {
-  const dir = mkdtempSync(join(tmpdir(), "flashlex-thing-"));
+  const dir = scratchDir("flashlex-thing-");
   const keysDir = join(dir, "keys");
   mkdirSync(keysDir);
   const thingName = opts.thingName ?? "ecd13b11-mything";

@@ -6,8 +6,6 @@
 import { describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
 import { generateKeyPairSync } from "node:crypto";
-import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createCsr, readCsr } from "../../src/crypto/csr.ts";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
@@ -16,6 +14,7 @@ import type { EnrolmentTokenRecord } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { formatDuration, parseDuration } from "../../src/shared/duration.ts";
 import { normaliseFingerprint, normaliseHubUrl } from "../../src/thing/enrol/enrol.ts";
+import { scratchDir } from "../support/scratch.ts";
 
 const openssl = (args: string[]) => execFileSync("openssl", args, { encoding: "utf8", stdio: ["ignore", "pipe", "ignore"] });
 
@@ -36,7 +35,7 @@ describe("CSR checks", () => {
   });
 
   test("weak or foreign kinds of key are refused for what they are: RSA 1024, Ed25519, P-521", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "flashlex-csr-"));
+    const dir = scratchDir("flashlex-csr-");
     const csrFor = (newkey: string[]) => openssl(["req", "-new", ...newkey, "-nodes", "-keyout", join(dir, "k"), "-subj", "/CN=x"]);
     await expect(readCsr(csrFor(["-newkey", "rsa:1024"]))).rejects.toThrow(/RSA key of 1024 bits is too weak/);
     await expect(readCsr(csrFor(["-newkey", "ed25519"]))).rejects.toThrow(/Ed25519 key is too weak or not supported/);
@@ -51,7 +50,7 @@ describe("CSR checks", () => {
     await expect(readCsr(`-----BEGIN CERTIFICATE REQUEST-----\n${der.toString("base64")}\n-----END CERTIFICATE REQUEST-----\n`)).rejects.toThrow(
       /signature does not verify/,
     );
-    const dir = mkdtempSync(join(tmpdir(), "flashlex-csr-"));
+    const dir = scratchDir("flashlex-csr-");
     const twoCns = openssl(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", join(dir, "k"), "-subj", "/CN=a/CN=b"]);
     await expect(readCsr(twoCns)).rejects.toThrow(/exactly one CN \(it has 2\)/);
     const noCn = openssl(["req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", join(dir, "k"), "-subj", "/O=nobody"]);
@@ -97,7 +96,7 @@ describe("enrolment tokens", () => {
   });
 
   test("create: defaults, ranges, only the hash stored; the last use is taken once", async () => {
-    const store = await openHubStore(join(mkdtempSync(join(tmpdir(), "flashlex-tokens-")), "hub.db"), { create: true });
+    const store = await openHubStore(join(scratchDir("flashlex-tokens-"), "hub.db"), { create: true });
     const tokens = new EnrolmentTokens(store, () => 1_000_000);
     const { token, record: made } = await tokens.create();
     expect(token).toMatch(/^flxe_[A-Za-z0-9_-]{43}$/);

@@ -6,8 +6,7 @@
  * refusals are turned into the one-sentence detail bootstrap prints.
  */
 import { beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
 import { explainChainRefusal } from "../../src/thing/bootstrap/checks.ts";
@@ -15,10 +14,11 @@ import { type HandshakeVerdict, verifyByHandshake } from "../../src/thing/bootst
 import type { ThingIdentity } from "../../src/thing/identity.ts";
 import type { ThingConfig } from "../../src/thing/settings.ts";
 import { type Issued, makeIntermediate, makeLeaf, makeRoot } from "../support/chains.ts";
+import { scratchDir } from "../support/scratch.ts";
 import { tally } from "../support/tally.ts";
 
 const DAY = 86_400_000;
-const dir = mkdtempSync(join(tmpdir(), "flashlex-handshake-"));
+const dir = scratchDir("flashlex-handshake-");
 let root: Issued, otherRoot: Issued, thirdRoot: Issued, intermediate: Issued;
 let direct: Issued,
   viaIntermediate: Issued,

@@ -9,7 +9,6 @@
 import { beforeAll, describe, expect, test } from "bun:test";
 import { generateKeyPairSync } from "node:crypto";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { generateThingKeyPair, spkiDer } from "../../src/crypto/keys.ts";
 import { issueThingCertificate } from "../../src/crypto/x509.ts";
@@ -18,9 +17,10 @@ import { loadIdentity, readIdentity, type ThingIdentity } from "../../src/thing/
 import type { ThingConfig } from "../../src/thing/settings.ts";
 import { type IdentityFile, identityVariants, type SourceIdentity, unsupportedKeys } from "../support/pem-variants.ts";
 import { makeTestPki, type TestPki } from "../support/pki.ts";
+import { scratchDir } from "../support/scratch.ts";
 import { tally } from "../support/tally.ts";
 
-const dir = mkdtempSync(join(tmpdir(), "flashlex-key-files-"));
+const dir = scratchDir("flashlex-key-files-");
 let pki: TestPki;
 const sources: Record<"rsa" | "ec", SourceIdentity> = {} as never;
 

@@ -3,14 +3,14 @@
  * (thing/renewal/identity-files.ts), and the schedule's arithmetic (renewer.ts).
  */
 import { beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { type CertifiedKey, createCertificateAuthority, issueThingCertificate } from "../../src/crypto/x509.ts";
 import { createLogger } from "../../src/shared/log.ts";
 import { type IdentityPaths, installStaged, recoverIdentityFiles, stageKey } from "../../src/thing/renewal/identity-files.ts";
 import { isNetworkFailure, renewalDueAt, retryDelay } from "../../src/thing/renewal/renewer.ts";
+import { scratchDir } from "../support/scratch.ts";
 
 const log = createLogger({ level: "error" });
 let ca: CertifiedKey;
@@ -25,7 +25,7 @@ beforeAll(async () => {
 
 /** A keys folder with the old pair in place, and the new pair to install. */
 async function folder() {
-  const dir = mkdtempSync(join(tmpdir(), "flashlex-renew-"));
+  const dir = scratchDir("flashlex-renew-");
   const paths: IdentityPaths = { privateKey: join(dir, "k.pem"), cert: join(dir, "c.pem") };
   const old = await pair();
   const fresh = await pair();

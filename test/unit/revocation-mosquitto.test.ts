@@ -4,8 +4,7 @@
  * test/integration/mosquitto-revocation.test.ts runs all of it against Debian's Mosquitto.
  */
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { createBrokerReloader } from "../../src/hub/broker/broker-reload.ts";
 import {
@@ -22,6 +21,7 @@ import { renderMosquittoConfig } from "../../src/hub/broker/mosquitto-config.ts"
 import { createRevocationEnforcer } from "../../src/hub/broker/revocation-enforcer.ts";
 import { crlValiditySeconds, DEFAULT_CRL_VALIDITY_SECONDS, renewalIntervalMs, startCrlRenewal } from "../../src/hub/things/crl-renewal.ts";
 import { createLogger } from "../../src/shared/log.ts";
+import { scratchDir } from "../support/scratch.ts";
 
 const lines: string[] = [];
 const log = createLogger({ level: "debug", write: (l) => lines.push(l) });
@@ -154,7 +154,7 @@ describe("the broker reload", () => {
   });
 
   test("a burst of requests is one run plus one", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "flashlex-reload-"));
+    const dir = scratchDir("flashlex-reload-");
     const file = join(dir, "runs");
     const reloader = createBrokerReloader(["sh", "-c", `sleep 0.1; echo run >> ${file}`], log);
     await Promise.all(Array.from({ length: 10 }, (_, i) => reloader.request(`r${i}`)));

@@ -3,16 +3,16 @@
  * the real /bin/sh, as the unit runs it), the ELF check and the install's file steps.
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { elfMismatch } from "../../src/thing/update/elf.ts";
 import { writeGuard } from "../../src/thing/update/guard.ts";
 import { installBinary, restorePrevious } from "../../src/thing/update/install.ts";
 import { formatMarker, markerPaths, parseMarker, readPending, readRolledBack } from "../../src/thing/update/marker.ts";
+import { scratchDir } from "../support/scratch.ts";
 
 function device() {
-  const root = mkdtempSync(join(tmpdir(), "flashlex-update-agent-"));
+  const root = scratchDir("flashlex-update-agent-");
   const data = join(root, "data");
   mkdirSync(data);
   const binary = join(root, "flashlex");

@@ -1,11 +1,11 @@
 /** The release signature (RFC 8032 Ed25519 via node:crypto) and the manifest's canonical form. */
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeSignedManifest } from "../../scripts/sign-release.ts";
 import { decodeUpdatePublicKey, generateUpdateKeyPair, loadUpdatePrivateKey, signRelease, verifyRelease } from "../../src/crypto/update-signing.ts";
 import { canonicalJson, MANIFEST_FILE, parseManifest, SIGNATURE_FILE } from "../../src/protocol/release-manifest.ts";
+import { scratchDir } from "../support/scratch.ts";
 
 describe("Ed25519 release signatures", () => {
   const pair = generateUpdateKeyPair();
@@ -55,7 +55,7 @@ describe("the release manifest", () => {
   });
 
   test("sign-release writes a canonical, verifiable manifest of the binaries in a directory", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "flashlex-sign-"));
+    const dir = scratchDir("flashlex-sign-");
     writeFileSync(join(dir, "flashlex-linux-x64"), "x64 binary");
     writeFileSync(join(dir, "flashlex-linux-arm64"), "arm64 binary");
     const pair = generateUpdateKeyPair();
