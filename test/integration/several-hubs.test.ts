@@ -15,7 +15,7 @@
  *   7. a third hub C under B's instance name: the two take the session from each other, and an
  *      ERROR names the client id clash and the fix
  *
- * Bounded: the cluster must form within 90 s; afterAll stops both hubs, every node, the epmd they
+ * Bounded: the cluster must form within 150 s; afterAll stops both hubs, every node, the epmd they
  * started and PostgreSQL, whatever happened.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -143,7 +143,7 @@ beforeAll(async () => {
   await hubA.waitFor(/hub\.started/, 30_000);
   await hubB.waitFor(/hub\.started/, 30_000);
   thing = await provisionThing(flashlex, homeA, work, "pump");
-}, 180_000);
+}, 240_000);
 
 afterAll(async () => {
   for (const client of clients) await client.endAsync(true).catch(() => {});

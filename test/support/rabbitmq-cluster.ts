@@ -84,7 +84,7 @@ async function consecutiveFreePorts(count: number): Promise<number> {
  * first node's log, when a node exits or the cluster does not form; the nodes started so far
  * are stopped first.
  */
-export async function startRabbitCluster(hubDir: string, work: string, formMs = 90_000): Promise<RabbitCluster> {
+export async function startRabbitCluster(hubDir: string, work: string, formMs = 150_000): Promise<RabbitCluster> {
   const confDir = join(work, "rabbit");
   const mqttBase = await consecutiveFreePorts(3);
   const management = await consecutiveFreePorts(3);
@@ -133,11 +133,16 @@ export async function startRabbitCluster(hubDir: string, work: string, formMs = 
   const deadline = Date.now() + formMs;
   try {
     for (;;) {
-      const status = ctl(0, ["cluster_status", "--formatter", "json"], 10_000);
+      // rabbitmqctl is an Erlang VM of its own: on a busy two-core machine one call can take
+      // many seconds, so it gets a generous bound, and what it last said goes into the failure.
+      const status = ctl(0, ["cluster_status", "--formatter", "json"], 30_000);
       const running = status.status === 0 ? (JSON.parse(status.stdout).running_nodes as string[]) : [];
       if (running.length === 3) break;
       if (procs.some((p) => p.exitCode !== null)) throw new Error(`a RabbitMQ node exited while starting:\n${nodeLog(0)}`);
-      if (Date.now() > deadline) throw new Error(`the RabbitMQ cluster did not form within ${formMs / 1000} s:\n${nodeLog(0)}`);
+      if (Date.now() > deadline) {
+        const said = `rabbitmqctl cluster_status: exit ${status.status ?? status.signal}, running ${JSON.stringify(running)}, stderr ${String(status.stderr).slice(-500)}`;
+        throw new Error(`the RabbitMQ cluster did not form within ${formMs / 1000} s (${said}):\n${nodeLog(0)}`);
+      }
       await Bun.sleep(1000);
     }
   } catch (err) {
