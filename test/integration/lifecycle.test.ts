@@ -21,14 +21,25 @@
  * 1.0.0 and 2.0.1, and test/support/crash-at-start.ts built as 2.0.0 (test/support/updates.ts).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
 import { describeCertificate } from "../../src/crypto/certificate-info.ts";
 import { type Background, binaryPath, run } from "../support/binary.ts";
 import { type EnrolledThing, type HubFixture, makeHubFixture } from "../support/hub-fixture.ts";
-import { addRelease, buildVersion, CRASH_AT_START, rollOut, sha256Of, superviseServe, updates, versionOf, waitForUpdateState } from "../support/updates.ts";
+import {
+  addRelease,
+  buildVersion,
+  CRASH_AT_START,
+  prepareUpdatingThing,
+  rollOut,
+  sha256Of,
+  superviseServe,
+  updates,
+  versionOf,
+  waitForUpdateState,
+} from "../support/updates.ts";
 import { waitForLog, waitUntil } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-lifecycle-"));
@@ -129,14 +140,9 @@ describe("a thing's life: enrolment, renewal, rollback, update, revocation", () 
     enrolledSerial = diskSerial();
     expect(row.certificateSerial).toBe(enrolledSerial);
     // the device's own copy of release 1.0.0, beside its config (the layout of docs/updates.md)
-    thingBinary = join(thing.dir, "flashlex");
-    copyFileSync(binaries.v1!, thingBinary);
-    // asks for updates every second, and a new version has 20 s to come up healthy (defaults: 600 s, 120 s)
     const config = parseDocument(readFileSync(thing.configPath, "utf8"));
     expect(config.getIn(["flashlex", "update", "publicKey"])).toBe(readFileSync(join(hub.dir, "update-key.pub"), "utf8").trim());
-    config.setIn(["flashlex", "update", "checkSeconds"], 1);
-    config.setIn(["flashlex", "update", "healthySeconds"], 20);
-    writeFileSync(thing.configPath, config.toString());
+    thingBinary = prepareUpdatingThing(thing.configPath, binaries.v1!, join(thing.dir, "flashlex"));
 
     const boot = await run(["bootstrap", "-c", thing.configPath], { command: [thingBinary], timeoutMs: 40_000 });
     expect(boot.code, `${boot.stdout}\n${boot.stderr}`).toBe(0);

@@ -31,10 +31,9 @@
  * arm64 agent natively there).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { parseDocument } from "yaml";
 import { runnerFor, targetByName } from "../../scripts/targets.ts";
 import { elfMismatch } from "../../src/thing/update/elf.ts";
 import { ordinaryAccount } from "../support/accounts.ts";
@@ -42,7 +41,7 @@ import { type Background, binaryPath, run } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { parseServiceUnit } from "../support/systemd-unit.ts";
 import * as updates from "../support/updates.ts";
-import { buildVersion, CRASH_AT_START, sha256Of as sha, superviseUnit } from "../support/updates.ts";
+import { buildVersion, CRASH_AT_START, prepareUpdatingThing, sha256Of as sha, superviseUnit } from "../support/updates.ts";
 
 const ARM64 = targetByName("linux-arm64")!;
 const runner = runnerFor(ARM64);
@@ -85,16 +84,15 @@ beforeAll(async () => {
   Object.assign(binaries, { v1, v2, crash, x64: binaryPath() });
   hub = await makeHubFixture(work);
   thing = await hub.createThing("arm64updater");
-  const config = parseDocument(readFileSync(thing.configPath, "utf8"));
-  // the thing asks every second; under qemu a start and a TLS handshake take seconds, so the
-  // trial gets 60 s (default 120 s) and MQTT its own generous timeouts, as in targets.test.ts
-  config.setIn(["flashlex", "update", "checkSeconds"], 1);
-  config.setIn(["flashlex", "update", "healthySeconds"], 60);
-  config.setIn(["flashlex", "thing", "mqtt", "connectDisconnectTimeout"], 30);
-  config.setIn(["flashlex", "thing", "mqtt", "mqttOperationTimeout"], 30);
-  writeFileSync(thing.configPath, config.toString());
-  thingBinary = join(thing.root, "flashlex");
-  copyFileSync(v1, thingBinary);
+  // under qemu a start and a TLS handshake take seconds, so the trial gets 60 s (default 120 s)
+  // and MQTT its own generous timeouts, as in targets.test.ts
+  thingBinary = prepareUpdatingThing(thing.configPath, v1, join(thing.root, "flashlex"), {
+    healthySeconds: 60,
+    settings: [
+      [["flashlex", "thing", "mqtt", "connectDisconnectTimeout"], 30],
+      [["flashlex", "thing", "mqtt", "mqttOperationTimeout"], 30],
+    ],
+  });
   const owner = ordinaryAccount();
   if (isRoot) {
     // the Pi layout: the thing's folder belongs to the service user, who runs the agent

@@ -16,7 +16,7 @@
  * once from test/support/crash-at-start.ts; the hub is the host binary (FLASHLEX_BIN).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
@@ -24,7 +24,7 @@ import { targetByName } from "../../scripts/targets.ts";
 import type { Background } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import * as updates from "../support/updates.ts";
-import { buildVersion, CRASH_AT_START, host, sha256Of as sha, superviseServe, versionOf } from "../support/updates.ts";
+import { buildVersion, CRASH_AT_START, host, prepareUpdatingThing, sha256Of as sha, superviseServe, versionOf } from "../support/updates.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-self-update-"));
 const V1 = "1.0.0-test";
@@ -52,13 +52,7 @@ beforeAll(async () => {
   Object.assign(binaries, { v1, v2, crash, other });
   hub = await makeHubFixture(work);
   thing = await hub.createThing("updater");
-  // the thing asks every second and has 20 s to come up healthy (defaults: 600 s and 120 s)
-  const config = parseDocument(readFileSync(thing.configPath, "utf8"));
-  config.setIn(["flashlex", "update", "checkSeconds"], 1);
-  config.setIn(["flashlex", "update", "healthySeconds"], 20);
-  writeFileSync(thing.configPath, config.toString());
-  thingBinary = join(thing.root, "flashlex");
-  copyFileSync(v1, thingBinary);
+  thingBinary = prepareUpdatingThing(thing.configPath, v1, join(thing.root, "flashlex"));
   hubServe = await hub.serve();
   agent = await superviseServe(thingBinary, thing.dataDir, thing.flags);
 }, 240_000);

@@ -19,20 +19,18 @@
  * reading (test/unit/service-unit.test.ts, systemd-analyze verify).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
-import { parseDocument } from "yaml";
-import { buildTarget, ROOT } from "../../scripts/build.ts";
-import { writeSignedManifest } from "../../scripts/sign-release.ts";
-import { hostTarget } from "../../scripts/targets.ts";
+import { ROOT } from "../../scripts/build.ts";
 import { ordinaryAccount } from "../support/accounts.ts";
 import { type Background, run, start } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { parseServiceUnit } from "../support/systemd-unit.ts";
+import * as updates from "../support/updates.ts";
+import { buildVersion, CRASH_AT_START, prepareUpdatingThing, sha256Of as sha, versionOf } from "../support/updates.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-service-update-"));
-const host = hostTarget()!;
 const isRoot = process.getuid?.() === 0;
 const owner = ordinaryAccount();
 const V1 = "1.0.0-unit";
@@ -45,61 +43,26 @@ let agent: Background;
 let thingBinary: string;
 let unit: string;
 
-async function build(name: string, version: string, entry = join(ROOT, "src/main.ts")): Promise<string> {
-  const built = await buildTarget(host, { outdir: join(work, "build", name), entry, version, commit: "unitupd", bytecode: true });
-  return built.file;
-}
-
+const build = (name: string, version: string, entry?: string) => buildVersion(join(work, "build", name), version, { entry });
 async function addRelease(version: string, file: string): Promise<void> {
-  const dir = join(work, "releases", version);
-  mkdirSync(dir, { recursive: true });
-  copyFileSync(file, join(dir, `flashlex-${host.name}`));
-  const signingKeyPem = readFileSync(join(hub.dir, "update-key.pem"), "utf8");
-  await writeSignedManifest({ dir, version, commit: "unitupd", signingKeyPem, files: { [host.name]: `flashlex-${host.name}` } });
-  await hub.flashlex(["hub", "release", "add", dir, "--dir", hub.dir]);
-  await hub.flashlex(["hub", "update", "--dir", hub.dir, "--to", version, "--things", thing.name]);
+  await updates.addRelease(hub, join(work, "releases"), version, file);
+  await updates.rollOut(hub, version, [thing.name]);
 }
-
-interface ThingState {
-  state: string | null;
-  version: string | null;
-  detail: string | null;
-  to_version: string | null;
-}
-
-async function waitForState(version: string, state: string, timeoutMs = 60_000): Promise<ThingState> {
-  const deadline = Date.now() + timeoutMs;
-  let last: ThingState | undefined;
-  while (Date.now() < deadline) {
-    const answer = await fetch(`http://127.0.0.1:${hub.apiPort}/dev/v1/updates`, { headers: { Authorization: `Bearer ${hub.token}` } });
-    const body = (await answer.json()) as { result: { things: (ThingState & { name: string })[] } };
-    last = body.result.things.find((t) => t.name === thing.name)!;
-    if (last.to_version === version && last.state === state) return last;
-    await Bun.sleep(250);
-  }
-  throw new Error(`the thing did not reach ${state} for ${version}: ${JSON.stringify(last)}\n${agent.output().slice(-4000)}`);
-}
-
-const sha = (file: string) => new Bun.CryptoHasher("sha256").update(readFileSync(file)).digest("hex");
-const versionOf = (file: string) => Bun.spawnSync([file, "--version"], { stdout: "pipe" }).stdout.toString();
+const waitForState = (version: string, state: string, timeoutMs = 60_000) =>
+  updates.waitForUpdateState(hub, thing.name, version, state, timeoutMs, () => agent.output());
 const count = (text: string, what: string) => text.split(what).length - 1;
 
 beforeAll(async () => {
   const [v1, v2, crash, refuses] = await Promise.all([
     build("v1", V1),
     build("v2", V2),
-    build("crash", "3.0.0-crash", join(ROOT, "test/support/crash-at-start.ts")),
+    build("crash", "3.0.0-crash", CRASH_AT_START),
     build("refuses", "4.0.0-refuses", join(ROOT, "test/support/config-refused-at-start.ts")),
   ]);
   Object.assign(binaries, { v1, v2, crash, refuses });
   hub = await makeHubFixture(work);
   thing = await hub.createThing("unitupdate");
-  const config = parseDocument(readFileSync(thing.configPath, "utf8"));
-  config.setIn(["flashlex", "update", "checkSeconds"], 1);
-  config.setIn(["flashlex", "update", "healthySeconds"], 20);
-  writeFileSync(thing.configPath, config.toString());
-  thingBinary = join(thing.root, "flashlex");
-  copyFileSync(v1, thingBinary);
+  thingBinary = prepareUpdatingThing(thing.configPath, v1, join(thing.root, "flashlex"));
   if (isRoot) {
     // the Pi layout: the thing's folder belongs to the service user, who runs the agent
     Bun.spawnSync(["chown", "-R", `${owner.uid}:${owner.gid}`, thing.root]);

@@ -9,8 +9,9 @@
  *   await rollOut(hub, "2.0.0", [thingName]);
  *   await waitForUpdateState(hub, thingName, "2.0.0", "healthy", 60_000, agent.output);
  */
-import { copyFileSync, mkdirSync, readFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { parseDocument } from "yaml";
 import { buildTarget, ROOT } from "../../scripts/build.ts";
 import { writeSignedManifest } from "../../scripts/sign-release.ts";
 import { hostTarget, type Target } from "../../scripts/targets.ts";
@@ -29,6 +30,27 @@ export async function buildVersion(outdir: string, version: string, opts: { entr
     bytecode: true,
   });
   return built.file;
+}
+
+/**
+ * Makes the thing at `configPath` an updating thing for a test: it asks for updates every second
+ * and a new version has `healthySeconds` (default 20) to come up healthy (defaults: 600 s and
+ * 120 s), plus any other `settings` (key path → value); then copies `binary` to `thingBinary`, the
+ * device's own copy of its first release. Returns `thingBinary`.
+ */
+export function prepareUpdatingThing(
+  configPath: string,
+  binary: string,
+  thingBinary: string,
+  opts: { healthySeconds?: number; settings?: [string[], unknown][] } = {},
+): string {
+  const config = parseDocument(readFileSync(configPath, "utf8"));
+  config.setIn(["flashlex", "update", "checkSeconds"], 1);
+  config.setIn(["flashlex", "update", "healthySeconds"], opts.healthySeconds ?? 20);
+  for (const [path, value] of opts.settings ?? []) config.setIn(path, value);
+  writeFileSync(configPath, config.toString());
+  copyFileSync(binary, thingBinary);
+  return thingBinary;
 }
 
 /** test/support/crash-at-start.ts: a real Bun executable that aborts before it does anything. */
