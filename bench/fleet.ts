@@ -25,6 +25,7 @@ import { drive } from "./fleet/drive.ts";
 import { type FleetRun, markdownRun, printRun, replaceSection, type SetupResult } from "./fleet/report.ts";
 import { type RunningSetup, SETUPS, setupMissing, startSetup } from "./fleet/setups.ts";
 import { fleetCache } from "./fleet/things.ts";
+import { hostBinary } from "./lib/host-binary.ts";
 import { loadNow, machine, machineLine } from "./lib/report.ts";
 
 const { values: args } = parseArgs({
@@ -73,17 +74,7 @@ const writeDocs = args.docs ?? (!args["no-docs"] && full);
 const started = performance.now();
 const progress = (message: string) => console.error(`  [${((performance.now() - started) / 1000).toFixed(0).padStart(3)} s] ${message}`);
 process.chdir(ROOT);
-let binary = process.env.FLASHLEX_BIN ?? join(ROOT, "dist", "flashlex-linux-x64");
-if (!process.env.FLASHLEX_BIN && !args["no-build"]) {
-  console.error("building the host binary (scripts/build.ts --host)");
-  const build = Bun.spawnSync([process.execPath, "scripts/build.ts", "--host"], { stdout: "pipe", stderr: "pipe" });
-  if (!build.success) {
-    console.error(build.stdout.toString(), build.stderr.toString());
-    process.exit(1);
-  }
-  binary = join(ROOT, "dist", `flashlex-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
-}
-process.env.FLASHLEX_BIN = binary; // test/support's binaryPath() runs this one
+const binary = hostBinary(Boolean(args["no-build"]));
 
 const cache = join(ROOT, "bench", ".cache");
 mkdirSync(cache, { recursive: true });

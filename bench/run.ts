@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { ROOT } from "../scripts/build.ts";
+import { hostBinary } from "./lib/host-binary.ts";
 import { loadNow, machine, machineLine, markdownTable, printTable, replaceBetweenMarkers } from "./lib/report.ts";
 import type { BenchContext, Row, RowResult } from "./lib/row.ts";
 import { collect } from "./rows/collect.ts";
@@ -53,17 +54,7 @@ const writeDocs = args.docs ?? (!args["no-docs"] && !quick && selected.length ==
 
 const started = performance.now();
 process.chdir(ROOT);
-let binary = process.env.FLASHLEX_BIN ?? join(ROOT, "dist", "flashlex-linux-x64");
-if (!process.env.FLASHLEX_BIN && !args["no-build"]) {
-  console.error("building the host binary (scripts/build.ts --host)");
-  const build = Bun.spawnSync([process.execPath, "scripts/build.ts", "--host"], { stdout: "pipe", stderr: "pipe" });
-  if (!build.success) {
-    console.error(build.stdout.toString(), build.stderr.toString());
-    process.exit(1);
-  }
-  binary = join(ROOT, "dist", `flashlex-linux-${process.arch === "arm64" ? "arm64" : "x64"}`);
-}
-process.env.FLASHLEX_BIN = binary; // test/support's binaryPath() runs this one
+const binary = hostBinary(Boolean(args["no-build"]));
 
 const cache = join(ROOT, "bench", ".cache");
 mkdirSync(cache, { recursive: true });
