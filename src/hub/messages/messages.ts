@@ -107,7 +107,7 @@ export class Messages {
     const at = this.now();
     const flmessagespk = randomUUID();
     const delivery = broker.tracksDelivery ? "pending" : "unknown";
-    await this.inserts.submit({
+    const record: MessageRecord = {
       flmessagespk,
       thingId: thing.id,
       messagetype: "ingress",
@@ -115,7 +115,8 @@ export class Messages {
       fltimestamp: Math.floor(at / 1000),
       datecreated: isoSeconds(at),
       delivery,
-    });
+    };
+    await this.inserts.submit(record);
     try {
       await broker.sendIngress(thing.name, { flmessagespk, payload: text });
     } catch (err) {
@@ -129,15 +130,7 @@ export class Messages {
       type: "sent",
       thingId: thing.id,
       thingName: thing.name,
-      message: {
-        flmessagespk,
-        thingId: thing.id,
-        messagetype: "ingress",
-        payload: text,
-        fltimestamp: Math.floor(at / 1000),
-        datecreated: isoSeconds(at),
-        delivery,
-      },
+      message: record,
     });
     return { flmessagespk, online };
   }

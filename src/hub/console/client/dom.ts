@@ -2,6 +2,9 @@
  * Browser helpers. Everything a thing or a payload supplies goes into the page with
  * `textContent`, never `innerHTML`: a payload holding `<script>` stays text.
  */
+import type { MessageView } from "../views.ts";
+
+export type { MessageView };
 
 /** The CSRF token the page carries (layout.ts), sent back with every change. */
 export function csrfToken(): string {
@@ -14,18 +17,6 @@ export function el<K extends keyof HTMLElementTagNameMap>(tag: K, className?: st
   if (className) node.className = className;
   if (text !== undefined) node.textContent = text;
   return node;
-}
-
-/** A message as the live feed sends it (views.ts MessageView). */
-export interface MessageView {
-  id: string;
-  thingId: string;
-  thingName: string;
-  type: "egress" | "ingress";
-  datecreated: string;
-  payload: string;
-  delivery: "pending" | "delivered" | "unknown" | null;
-  deliveredAt: string | null;
 }
 
 /** The words views.ts DELIVERY_WORDS gives each state. */
