@@ -60,15 +60,20 @@ interface ShardResult {
   passed: number;
   failed: number;
   skipped: number;
+  /** Each failed test's `(fail)` line with the error bun printed before it. */
+  failures: string[];
 }
 
 /** Output of shard i waits until every shard before it has printed everything. */
 const printedUpTo = shards.map(() => Promise.withResolvers<void>());
 const results = await Promise.all(shards.map((files, i) => runShard(files, i)));
-const sum = (key: keyof ShardResult) => results.reduce((total, r) => total + r[key], 0);
+const sum = (key: "passed" | "failed" | "skipped") => results.reduce((total, r) => total + r[key], 0);
 const passed = sum("passed");
 const failed = sum("failed");
 const skipped = sum("skipped");
+// CI keeps only the end of the log: the failures are repeated here, where it is kept.
+const failures = results.flatMap((r) => r.failures);
+if (failures.length) console.log(`\nthe ${failures.length} failed test(s), repeated:\n${failures.join("\n\n")}`);
 if (shards.length > 1) console.log(`\nall ${shards.length} shards:\n ${passed} pass\n ${skipped} skip\n ${failed} fail`);
 console.log(summariseTally(existsSync(tallyFile) ? readFileSync(tallyFile, "utf8") : ""));
 rmSync(tallyDir, { recursive: true, force: true });
@@ -85,6 +90,7 @@ async function runShard(files: string[], index: number): Promise<ShardResult> {
   // bun test writes results to stderr; pass both streams through (held back until the shards
   // before this one are done) and keep this shard's own tail to count.
   let tail = "";
+  const failures = new FailureCollector();
   let held: { text: string; out: NodeJS.WriteStream }[] | undefined = index === 0 ? undefined : [];
   if (held) {
     const waitFor = printedUpTo[index - 1]!.promise;
@@ -100,6 +106,7 @@ async function runShard(files: string[], index: number): Promise<ShardResult> {
       if (held) held.push({ text, out });
       else out.write(text);
       tail = (tail + text).slice(-4000);
+      if (out === process.stderr) failures.add(text);
     }
   }
   await Promise.all([pump(proc.stdout, process.stdout), pump(proc.stderr, process.stderr)]);
@@ -111,7 +118,29 @@ async function runShard(files: string[], index: number): Promise<ShardResult> {
   const count = (word: string) => Number(tail.match(new RegExp(`^\\s*(\\d+) ${word}$`, "m"))?.[1] ?? 0);
   const failedHere = count("fail");
   // A shard that crashed without its summary counts as one failure.
-  return { code, passed: count("pass"), failed: failedHere + (code !== 0 && failedHere === 0 ? 1 : 0), skipped: count("skip") };
+  return { code, passed: count("pass"), failed: failedHere + (code !== 0 && failedHere === 0 ? 1 : 0), skipped: count("skip"), failures: failures.found };
+}
+
+/**
+ * Finds bun test's `(fail)` lines in a shard's output, each with the lines bun printed for it
+ * since the previous result line (the error and its source excerpt), at most 40 of them.
+ */
+class FailureCollector {
+  readonly found: string[] = [];
+  #partial = "";
+  #since: string[] = [];
+  #file = "";
+
+  add(text: string): void {
+    const lines = (this.#partial + text).split("\n");
+    this.#partial = lines.pop() ?? "";
+    for (const line of lines) {
+      if (line.endsWith(".test.ts:")) this.#file = line;
+      if (/^\(fail\) /.test(line)) this.found.push([this.#file, ...this.#since.slice(-40), line].join("\n"));
+      if (/^\((pass|fail|skip|todo)\) /.test(line) || line.endsWith(".test.ts:")) this.#since = [];
+      else this.#since.push(line);
+    }
+  }
 }
 
 /** Every test file under test/, as paths from the repository root. */
