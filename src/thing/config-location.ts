@@ -36,6 +36,15 @@ export function locateConfig(given: string | undefined, places: { cwd: string; b
   );
 }
 
+/**
+ * The thing's data directory (its message database and serve's control socket): `given` (-d),
+ * else `data/` beside the config. Known before the config is read, so a command can find the
+ * running serve without reading the config at all.
+ */
+export function dataDirFor(configFile: string, given?: string): string {
+  return resolve(given ?? join(dirname(resolve(configFile)), "data"));
+}
+
 /** `<folder>/config.yml` paths one level below `dir`, relative to it (an unreadable dir: none). */
 function configsOneLevelDown(dir: string): string[] {
   try {

@@ -6,6 +6,7 @@ import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { type ThingYaml, ThingYamlSchema } from "../protocol/thing-config.ts";
 import { parseYamlFile, unknownKeys, validate } from "../shared/yaml.ts";
+import { dataDirFor } from "./config-location.ts";
 
 /** A validated thing configuration with every path made absolute. */
 export interface ThingConfig {
@@ -65,7 +66,7 @@ export function loadThingConfig(location: ConfigLocation, origin = "given with -
   const file = resolve(location.config);
   const raw = parseYamlFile(file);
   const yaml = validate(ThingYamlSchema, raw, file).flashlex;
-  const dataDir = resolve(location.data ?? join(dirname(file), "data"));
+  const dataDir = dataDirFor(file, location.data);
   const keys = yaml.thing.keys;
   const keysDir = resolve(location.keys ?? defaultKeysDir(dirname(file), keys.privateKey));
   return {

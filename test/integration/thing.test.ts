@@ -366,6 +366,30 @@ describe("collect", () => {
     expect(envelopes[0].token.split(".")).toHaveLength(3);
   });
 
+  test("with serve running, collect and messages hand their request to it: the config and the keys are not read", async () => {
+    const serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/mqtt\.subscribed/);
+      // Only -d leads to serve's socket: a config that could not even be parsed is never read.
+      const unread = join(thing.dir, "unread.yml");
+      writeFileSync(unread, "flashlex: [this is not a thing config\n");
+      const flags = ["-c", unread, "-d", thing.flags[thing.flags.indexOf("-d") + 1]!];
+      const sent = await run(["collect", ...flags, "--json"], { input: '{"handed":"to serve"}' });
+      expect(sent.code).toBe(0);
+      expect(JSON.parse(sent.stdout)).toMatchObject({ outcome: "sent" });
+      expect(serve.output()).toMatch(/egress\.collected [^\n]*outcome=sent/);
+      expect((await run(["messages", "list", ...flags, "--json"])).code).toBe(0);
+      // Bad documents are still refused before they reach serve.
+      expect((await run(["collect", ...flags], { input: "[1," })).code).toBe(65);
+    } finally {
+      await serve.stop();
+    }
+    // With serve stopped the config is read, and this one is refused.
+    const alone = await run(["collect", "-c", join(thing.dir, "unread.yml"), "-d", thing.flags[thing.flags.indexOf("-d") + 1]!], { input: "{}" });
+    expect(alone.code).toBe(78);
+    expect(receiver.received.some((r) => JSON.stringify(r.body) === '{"handed":"to serve"}')).toBe(true);
+  });
+
   test("a missing config exits 78 naming the file; an unknown flag exits 64", async () => {
     const missing = await run(["collect", "-c", join(thing.dir, "absent.yml")], { input: "{}" });
     expect(missing.code).toBe(78);

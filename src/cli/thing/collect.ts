@@ -1,10 +1,9 @@
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { UsageError } from "../../shared/errors.ts";
-import { createLogger } from "../../shared/log.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { readDocument } from "../input.ts";
-import { loadConfigFromFlags, type ThingFlags, thingCommand } from "./common.ts";
+import { openAccessFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 export const collectCommand: CommandSpec = thingCommand({
   name: "collect",
@@ -19,21 +18,15 @@ export const collectCommand: CommandSpec = thingCommand({
 
 /** 0 delivered, 65 refused for good (kept as rejected), 69 queued for serve. */
 async function collect(flags: ThingFlags & { file?: string; via?: string; json?: boolean }): Promise<number> {
-  const log = createLogger();
   const via = String(flags.via ?? "http");
   if (via !== "http" && via !== "mqtt") throw new UsageError(`--via must be http or mqtt, not ${via}`);
-  const config = await loadConfigFromFlags(flags, log);
-  const [{ loadIdentity }, { parseEgressDocument }, { openThingAccess }] = await Promise.all([
-    import("../../thing/identity.ts"),
-    import("../../thing/egress/collect.ts"),
-    import("../../thing/local/open.ts"),
-  ]);
-  // Identity first: a key that does not fit its certificate is a configuration error (78), and
-  // the message must not be queued only to be refused by the hub later.
-  const identity = loadIdentity(config);
-  const body = parseEgressDocument(await readDocument(flags.file, DEFAULT_PAYLOAD_LIMIT_BYTES), flags.file ?? "stdin");
-  const access = await openThingAccess(config, log, identity);
+  // Identity first when collect delivers itself: a key that does not fit its certificate is a
+  // configuration error (78), and the message must not be queued only to be refused by the hub
+  // later. A running serve delivers with the identity it has already checked.
+  const access = await openAccessFromFlags(flags, { identityFirst: true });
   try {
+    const { parseEgressDocument } = await import("../../thing/egress/collect.ts");
+    const body = parseEgressDocument(await readDocument(flags.file, DEFAULT_PAYLOAD_LIMIT_BYTES), flags.file ?? "stdin");
     const result = await access.collect(body, via);
     if (flags.json) {
       console.log(JSON.stringify(result));

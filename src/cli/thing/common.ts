@@ -3,7 +3,7 @@ import { dirname } from "node:path";
 import { FlashlexError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { createLogger, type Logger } from "../../shared/log.ts";
-import { type ConfigChoice, locateConfig } from "../../thing/config-location.ts";
+import { type ConfigChoice, dataDirFor, locateConfig } from "../../thing/config-location.ts";
 import type { ThingAccess } from "../../thing/local/access.ts";
 import type { ThingConfig } from "../../thing/settings.ts";
 import type { CommandSpec, OptionSpec, Options } from "../command.ts";
@@ -46,12 +46,23 @@ export async function loadConfigFromFlags(flags: ThingFlags, log: Logger): Promi
   return config;
 }
 
-/** The thing's data for `messages` and `outbox`: through the running serve, else the database (src/thing/local/open.ts). */
-export async function openAccessFromFlags(flags: ThingFlags): Promise<ThingAccess> {
+/**
+ * The thing's data for `messages`, `outbox` and `collect`: through the serve running on the data
+ * directory the flags lead to, without reading the config (that serve loaded and checked its
+ * own, and answers with it); else the database opened here (src/thing/local/open.ts), the
+ * config loaded first, and with `identityFirst` the thing's keys too, so a key that does not fit
+ * its certificate fails (78) before anything is queued. Throws UsageError when there is no
+ * config, ConfigError for a bad one, and what opening the database throws.
+ */
+export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = false } = {}): Promise<ThingAccess> {
+  chosen = chooseConfig(flags);
+  const { runningServeAccess } = await import("../../thing/local/client.ts");
+  const serve = await runningServeAccess(dataDirFor(chosen.file, flags.data));
+  if (serve) return serve;
   const log = createLogger();
   const config = await loadConfigFromFlags(flags, log);
-  const { openThingAccess } = await import("../../thing/local/open.ts");
-  return openThingAccess(config, log);
+  const [{ openThingAccess }, { loadIdentity }] = await Promise.all([import("../../thing/local/open.ts"), import("../../thing/identity.ts")]);
+  return openThingAccess(config, log, identityFirst ? loadIdentity(config) : undefined);
 }
 
 /**

@@ -5,7 +5,7 @@ import type { ThingConfig } from "../settings.ts";
 import { openThingStore } from "../store/open.ts";
 import type { ThingAccess } from "./access.ts";
 import { withCheckedArguments } from "./arguments.ts";
-import { serveAccess, serveIsRunning } from "./client.ts";
+import { runningServeAccess } from "./client.ts";
 import { databaseAccess } from "./in-process.ts";
 
 /**
@@ -16,6 +16,8 @@ import { databaseAccess } from "./in-process.ts";
  * (arguments.ts: a wrong one is a UsageError, 64). Throws what opening the database throws (74, 75, 78).
  */
 export async function openThingAccess(config: ThingConfig, log: Logger, identity?: ThingIdentity): Promise<ThingAccess> {
-  if (await serveIsRunning(config.dataDir)) return withCheckedArguments(serveAccess(config.dataDir));
-  return withCheckedArguments(databaseAccess(config, identity ?? (() => loadIdentity(config)), openThingStore(config, log), log));
+  return (
+    (await runningServeAccess(config.dataDir)) ??
+    withCheckedArguments(databaseAccess(config, identity ?? (() => loadIdentity(config)), openThingStore(config, log), log))
+  );
 }
