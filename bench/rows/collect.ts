@@ -5,14 +5,20 @@
  * beforehand (`curl -sS -f -o /dev/null`, exec to exit). Unit: milliseconds (lower is better);
  * ratio = collect / curl.
  *
+ * Two FlashLex figures, each paired with curl: collect delivering by itself (no serve: it reads
+ * the config and the keys, signs, records the message in the outbox and posts it), and collect
+ * handing the document to the thing's running `serve` over its socket (the thing's usual state
+ * under systemd; serve signs, records and posts).
+ *
  * The hub is `flashlex hub init` + `hub thing create` + `hub serve`, all by the compiled binary,
  * its API on http://127.0.0.1 (hub init's loopback setup; the thing's config points there).
  * Every request is a new message: collect makes a new id, curl sends none and the hub makes one.
  */
+import { join } from "node:path";
 import { binaryPath } from "../../test/support/binary.ts";
 import { makeHubFixture } from "../../test/support/hub-fixture.ts";
 import { collectUrl, serveHub, tokenFor } from "../lib/hub.ts";
-import { timeProcess } from "../lib/procs.ts";
+import { startLogged, timeProcess } from "../lib/procs.ts";
 import { type BenchContext, measured, type Row, type RowResult, skipped } from "../lib/row.ts";
 import { interleave } from "../lib/stats.ts";
 
@@ -43,10 +49,23 @@ export const collect: Row = {
       await ours(); // warm-up: the first run creates the outbox database, and the page cache gets the binary
       await peer();
       const runs = ctx.quick ? ctx.runs : Math.max(ctx.runs, 11);
-      const samples = await interleave(runs, ours, peer, (i, a, b) =>
+      const alone = await interleave(runs, ours, peer, (i, a, b) =>
         ctx.progress(`collect ${i + 1}/${runs}: collect ${a.toFixed(0)} ms, curl ${b.toFixed(0)} ms`),
       );
-      return [measured(base, samples)];
+      const serve = startLogged([binaryPath(), "serve", ...thing.flags], join(ctx.work, "serve-collect.log"));
+      try {
+        await serve.waitFor(/mqtt\.subscribed/, 30_000);
+        await ours(); // warm-up: serve's first delivery
+        const viaServe = await interleave(runs, ours, peer, (i, a, b) =>
+          ctx.progress(`collect through serve ${i + 1}/${runs}: collect ${a.toFixed(0)} ms, curl ${b.toFixed(0)} ms`),
+        );
+        return [
+          measured({ ...base, measure: "`flashlex collect` wall time, one message, serve stopped" }, alone),
+          measured({ ...base, id: "collect-wall-serve", measure: "`flashlex collect` wall time, one message, through the running serve" }, viaServe),
+        ];
+      } finally {
+        await serve.stop();
+      }
     } finally {
       await serving.stop();
     }

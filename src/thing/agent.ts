@@ -15,10 +15,12 @@
  *
  * Data flows one way: config → session → ingress handler → store → application.
  */
+
 import { buildTestMessage } from "../protocol/test-message.ts";
 import { TEST_TOPIC } from "../protocol/topics.ts";
 import { ConfigError } from "../shared/errors.ts";
 import { classifyForeign } from "../shared/foreign-errors.ts";
+import { IdleTrim } from "../shared/idle-trim.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
 import { formatListenAddress, type ListenAddress } from "../shared/listen-address.ts";
 import { type Logger, tapLogger } from "../shared/log.ts";
@@ -100,9 +102,16 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     refs.store = store;
 
     const runner = options.exec ? new ExecRunner({ store, command: options.exec, log, timeoutMs: options.execTimeoutMs }) : undefined;
+    const trim = new IdleTrim();
+    await parts.start({
+      name: "memory trim",
+      start: () => trim.start(),
+      stop: () => trim.stop(),
+    });
     const session = newSession(config, identity, store, log, () => {
       metrics?.ingressStored();
       runner?.wake();
+      trim.worked();
     });
     refs.session = session;
     if (metrics) session.on("connected", () => metrics.connected());

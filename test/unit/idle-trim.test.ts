@@ -1,0 +1,36 @@
+import { describe, expect, test } from "bun:test";
+import { IdleTrim } from "../../src/shared/idle-trim.ts";
+
+describe("IdleTrim", () => {
+  test("one collection once the work has been quiet for quietMs, none while it goes on, none without work", async () => {
+    let collections = 0;
+    const trim = new IdleTrim(60, () => collections++);
+    trim.start();
+    try {
+      await Bun.sleep(200);
+      expect(collections).toBe(0); // no work yet: nothing owed
+      const until = performance.now() + 250;
+      while (performance.now() < until) {
+        trim.worked();
+        await Bun.sleep(10);
+      }
+      expect(collections).toBe(0); // never quiet for 60 ms
+      await Bun.sleep(250);
+      expect(collections).toBe(1);
+      await Bun.sleep(200);
+      expect(collections).toBe(1); // owed once per burst
+      trim.worked();
+      await Bun.sleep(250);
+      expect(collections).toBe(2);
+    } finally {
+      trim.stop();
+    }
+  });
+
+  test("without a collection (Node) start does nothing", () => {
+    const trim = new IdleTrim(10, undefined);
+    trim.start();
+    trim.worked();
+    trim.stop();
+  });
+});
