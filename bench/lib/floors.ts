@@ -10,7 +10,7 @@ import { hostTarget } from "../../scripts/targets.ts";
 import type { BenchContext } from "./row.ts";
 
 /** `bench/peers/<name>.ts` compiled for this machine; returns the binary's path. */
-export async function compiledFloor(ctx: BenchContext, name: "hello" | "idle"): Promise<string> {
+export async function compiledFloor(ctx: BenchContext, name: "hello" | "idle" | "mqtt-idle"): Promise<string> {
   const target = hostTarget();
   if (!target) throw new Error("no compile target for this machine");
   const outdir = join(ctx.cache, `${name}-bun-${Bun.version}`);

@@ -5,6 +5,9 @@
  *   TLS and subscribed, nothing arriving, 5 s after `mqtt.subscribed`, next to the peer: a
  *   compiled Bun binary that only waits (bench/peers/idle.ts, compiled like flashlex), read
  *   after the same 5 s. The two run side by side in each pair. Ratio = serve / idle floor.
+ *   A second figure compares the same serve with a compiled Bun binary that only holds one
+ *   MQTT.js connection to the same broker, subscribed (bench/peers/mqtt-idle.ts): the part of
+ *   serve's memory that is the MQTT client and Bun's TLS and streams underneath it.
  * - a large ingress run: the same serve, idle as above (its VmRSS is the peer here), then a
  *   live stream of 1,000,000 QoS 1 messages (100,000 with --quick) published by
  *   `mosquitto_pub -l -q 1 -M 1000` while it is connected; when all are stored: its peak
@@ -21,30 +24,64 @@ import type { Paired } from "../lib/stats.ts";
 
 const SETTLE_MS = 5_000;
 
+/** Resolves once `stream` has printed `text`; rejects after `timeoutMs`. */
+async function untilPrinted(stream: ReadableStream<Uint8Array>, text: string, timeoutMs: number): Promise<void> {
+  const decoder = new TextDecoder();
+  let seen = "";
+  const reader = stream.getReader();
+  const timer = setTimeout(() => void reader.cancel(), timeoutMs);
+  try {
+    while (!seen.includes(text)) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`the MQTT.js peer did not print "${text}" within ${timeoutMs / 1000} s`);
+      seen += decoder.decode(value, { stream: true });
+    }
+  } finally {
+    clearTimeout(timer);
+    reader.releaseLock();
+  }
+}
+
 export const rss: Row = {
   id: "rss",
   number: 5,
   async run(ctx: BenchContext): Promise<RowResult[]> {
     const idleBinary = await compiledFloor(ctx, "idle");
+    const mqttIdleBinary = await compiledFloor(ctx, "mqtt-idle");
     const s = await ingressSetup();
     const results: RowResult[] = [];
     try {
       const idle: Paired = { ours: [], peer: [], ratios: [] };
+      const besideMqtt: Paired = { ours: [], peer: [], ratios: [] };
+      const mqttPeerArgs = [
+        mqttIdleBinary,
+        "127.0.0.1",
+        String(s.broker.port),
+        s.thing.pki.caCertPath,
+        s.publisher.certPath,
+        s.publisher.privateKeyPath,
+        "bench/mqtt-idle",
+      ];
       for (let i = 0; i < ctx.runs; i++) {
         rmSync(s.thing.dataDir, { recursive: true, force: true });
         const floor = Bun.spawn([idleBinary], { stdout: "ignore", stderr: "ignore" });
+        const mqttPeer = Bun.spawn(mqttPeerArgs, { stdout: "pipe", stderr: "ignore" });
         const serve = start(["serve", ...s.thing.flags]);
         try {
-          await serve.waitFor(/mqtt\.subscribed/, 30_000);
+          await Promise.all([serve.waitFor(/mqtt\.subscribed/, 30_000), untilPrinted(mqttPeer.stdout, "subscribed", 30_000)]);
           await Bun.sleep(SETTLE_MS);
-          const [a, b] = [mib(statusKb(serve.proc.pid, "VmRSS")), mib(statusKb(floor.pid, "VmRSS"))];
+          const [a, b, c] = [mib(statusKb(serve.proc.pid, "VmRSS")), mib(statusKb(floor.pid, "VmRSS")), mib(statusKb(mqttPeer.pid, "VmRSS"))];
           idle.ours.push(a);
           idle.peer.push(b);
           idle.ratios.push(a / b);
-          ctx.progress(`rss idle ${i + 1}/${ctx.runs}: serve ${a.toFixed(1)} MiB, idle Bun binary ${b.toFixed(1)} MiB`);
+          besideMqtt.ours.push(a);
+          besideMqtt.peer.push(c);
+          besideMqtt.ratios.push(a / c);
+          ctx.progress(`rss idle ${i + 1}/${ctx.runs}: serve ${a.toFixed(1)} MiB, idle Bun binary ${b.toFixed(1)} MiB, MQTT.js subscriber ${c.toFixed(1)} MiB`);
         } finally {
           floor.kill("SIGTERM");
-          await Promise.all([serve.stop(), floor.exited]);
+          mqttPeer.kill("SIGTERM");
+          await Promise.all([serve.stop(), floor.exited, mqttPeer.exited]);
         }
       }
       results.push(
@@ -59,6 +96,17 @@ export const rss: Row = {
             target: { op: "<=", value: 2 },
           },
           idle,
+        ),
+        measured(
+          {
+            id: "rss-idle-mqtt",
+            row: 5,
+            measure: "RSS of idle `serve`, next to the MQTT client alone",
+            unit: "MiB",
+            better: "lower",
+            peerName: "compiled Bun binary holding one MQTT.js connection over mutual TLS, subscribed",
+          },
+          besideMqtt,
         ),
       );
 
