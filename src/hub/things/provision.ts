@@ -76,6 +76,9 @@ export async function createThing(
   const ca = readCa(home.paths);
   const keys = await generateThingKeyPair(keyType);
   const certPem = await issueThingCertificate(ca, { thingName: name, publicKeyPem: keys.publicKeyPem });
+  // The steps below run on the hub's one thread (the key pair above did not): requests waiting
+  // get their turn between them, so creating a thing never stalls the API for all of them at once.
+  await nextTurn();
   const zip = buildDistribution(
     {
       thingId: id,
@@ -90,6 +93,7 @@ export async function createThing(
     { rootCaPem: ca.certPem, certPem, privateKeyPem: keys.privateKeyPem, publicKeyPem: keys.publicKeyPem },
   );
 
+  await nextTurn();
   const info = describeCertificate(certPem);
   const thing: ThingRecord = {
     id,
@@ -109,6 +113,7 @@ export async function createThing(
   // A shared directory (hub.sharedDir) set after `hub init` has no dists/ yet.
   mkdirSync(home.paths.dists, { recursive: true, mode: 0o700 });
   createFile(file, zip, 0o600);
+  await nextTurn();
   try {
     await store.insertThing(thing);
   } catch (err) {
@@ -118,6 +123,11 @@ export async function createThing(
     throw err;
   }
   return { thing, distribution: file };
+}
+
+/** Lets the events already waiting (API requests, broker packets) run first. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 /** Finds a thing by id, full name or typed name (the CLI accepts any of them). */
