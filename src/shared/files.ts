@@ -6,8 +6,9 @@
  * A replacement is written to a temporary file beside its target, named
  * `.<target name>.<pid>-<8 hex>.tmp`, and renamed over it. A writer stopped by a signal it
  * handles removes its temporary file (`signal` below); one killed outright (SIGKILL, a power cut,
- * SIGTERM to a command that handles no signal) cannot, so every writer first removes the
- * temporary files of its target that a process no longer alive left behind (`removeLeftovers`).
+ * SIGTERM to a command that handles no signal) cannot, so the first time a process writes into a
+ * directory it removes the temporary files that processes no longer alive left there
+ * (`sweepDeadWriters`).
  */
 import { randomBytes } from "node:crypto";
 import { closeSync, fchmodSync, fsyncSync, linkSync, openSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
@@ -48,7 +49,7 @@ export async function writeFileAtomically(
     }
     return;
   }
-  removeLeftovers(dirname(file), temporaryNamePattern(file));
+  sweepDeadWriters(dirname(file));
   const temp = tempPathFor(file);
   const fd = namingTarget(temp, file, () => openSync(temp, "wx", mode));
   let closed = false;
@@ -78,7 +79,7 @@ export function writeFileAtomicallySync(file: string, content: string | Uint8Arr
     writeFileSync(file, content);
     return;
   }
-  removeLeftovers(dirname(file), temporaryNamePattern(file));
+  sweepDeadWriters(dirname(file));
   const temp = tempPathFor(file);
   try {
     writeSyncedTemp(temp, content, mode);
@@ -98,7 +99,7 @@ export function writeFileAtomicallySync(file: string, content: string | Uint8Arr
  * left behind.
  */
 export function createFile(file: string, data: string | Uint8Array, mode: number): void {
-  removeLeftovers(dirname(file), temporaryNamePattern(file));
+  sweepDeadWriters(dirname(file));
   const temp = tempPathFor(file);
   try {
     writeSyncedTemp(temp, data, mode);
@@ -161,9 +162,23 @@ export function removeLeftovers(dir: string, pattern: RegExp): string[] {
   return removed;
 }
 
-/** Matches the names `writeFileAtomically` gives `file`'s temporary files; group 1 is the writer's pid. */
-export function temporaryNamePattern(file: string): RegExp {
-  return new RegExp(`^\\.${escapeRegExp(basename(file))}\\.(\\d+)-[0-9a-f]{8}\\.tmp$`);
+/** Directories this process has swept already. */
+const swept = new Set<string>();
+
+/** Every temporary name the writers here give, whatever the target; group 1 is the writer's pid. */
+const ANY_TEMPORARY_NAME = /^\..+\.(\d+)-[0-9a-f]{8}\.tmp$/;
+
+/**
+ * Removes the temporary files dead writers left in `dir`, once per process and directory. Not at
+ * every write: listing the directory each time made writing N files into one directory O(N²)
+ * (the hub's dists/, a zip per thing: at 1,000 things, listing it took more of `hub thing
+ * create` than anything but the zip). A writer that dies after the sweep is another process,
+ * whose leftovers the next process to write there removes.
+ */
+export function sweepDeadWriters(dir: string): void {
+  if (swept.has(dir)) return;
+  swept.add(dir);
+  removeLeftovers(dir, ANY_TEMPORARY_NAME);
 }
 
 /**
