@@ -267,3 +267,30 @@ describe("a receiver back", () => {
     }
   });
 });
+
+describe("outcomes are committed without an fsync, the message with one", () => {
+  test("each mark runs at synchronous=NORMAL and leaves the connection at FULL, also when SQLite refuses it", () => {
+    const store = MessageStore.open(join(dir, "sync-levels.db"));
+    try {
+      const level = () => store.db.get<{ synchronous: number }>("PRAGMA synchronous")!.synchronous;
+      const seen: number[] = [];
+      store.db.exec("CREATE TEMP TABLE levels (level INTEGER)");
+      const now = Date.now();
+      for (const id of ["a", "b", "c", "refused"]) store.enqueue({ messageId: id, body: "{}", via: "http", now });
+      expect(level()).toBe(2); // FULL: the enqueue
+      // the level during each UPDATE, seen from a trigger on it
+      store.db.exec("CREATE TEMP TRIGGER watch AFTER UPDATE ON outbox BEGIN INSERT INTO levels SELECT synchronous FROM pragma_synchronous; END");
+      store.markSent("a", now, { status: 200, body: "" });
+      store.markRejected("b", "no", { status: 400, body: "" });
+      store.markRetry("c", "later", now + 1000);
+      seen.push(...store.db.all<{ level: number }>("SELECT level FROM levels").map((r) => r.level));
+      expect(seen).toEqual([1, 1, 1]);
+      expect(level()).toBe(2);
+      store.db.exec("CREATE TEMP TRIGGER refuse BEFORE UPDATE ON outbox WHEN old.message_id = 'refused' BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
+      expect(() => store.markSent("refused", now)).toThrow("disk says no");
+      expect(level()).toBe(2);
+    } finally {
+      store.close();
+    }
+  });
+});

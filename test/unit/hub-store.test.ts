@@ -8,6 +8,8 @@ import { join } from "node:path";
 import type { HubStore, MessageRecord } from "../../src/hub/store/hub-store.ts";
 import { SQLITE_MIGRATIONS } from "../../src/hub/store/migrations.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
+import type { HubSql } from "../../src/hub/store/sql.ts";
+import { sqliteHubSql } from "../../src/hub/store/sqlite-driver.ts";
 import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 
@@ -90,5 +92,23 @@ describe("hub-store: ingress delivery", () => {
       c: ["pending", null],
     });
     await store.close();
+  });
+});
+
+describe("hub-store: commits that need no fsync", () => {
+  test("a transaction with durable: false runs at synchronous=NORMAL and leaves the connection at FULL, also when it throws", async () => {
+    const file = join(dir, "lazy.db");
+    const db = openSqlDatabase(file);
+    applyPragmas(db);
+    migrate(db, SQLITE_MIGRATIONS, file);
+    const sql = sqliteHubSql(db);
+    const level = async (via: Pick<HubSql, "get">) => (await via.get<{ synchronous: number }>("PRAGMA synchronous"))!.synchronous;
+    expect(await level(sql)).toBe(2); // FULL
+    expect(await sql.transaction((tx) => level(tx), { durable: false })).toBe(1); // NORMAL
+    expect(await level(sql)).toBe(2);
+    expect(await sql.transaction((tx) => level(tx))).toBe(2);
+    await expect(sql.transaction(() => Promise.reject(new Error("no")), { durable: false })).rejects.toThrow("no");
+    expect(await level(sql)).toBe(2);
+    await sql.close();
   });
 });

@@ -142,10 +142,14 @@ function postgresHubSql(client: SQL, fail: (err: unknown) => unknown, db: Extrac
       const result = (await query(sql, values)) as { count?: number | bigint };
       return { changes: Number(result.count ?? 0) };
     },
-    async transaction<T>(fn: (tx: HubSql) => Promise<T>): Promise<T> {
+    async transaction<T>(fn: (tx: HubSql) => Promise<T>, options?: { durable?: boolean }): Promise<T> {
       if (inTransaction) throw new Error("nested transactions are not supported");
+      const run = async (tx: SQL) => {
+        if (options?.durable === false) await tx.unsafe("SET LOCAL synchronous_commit TO off");
+        return fn(postgresHubSql(tx, fail, db, true));
+      };
       try {
-        return (await withDeadline(Promise.resolve(client.begin((tx) => fn(postgresHubSql(tx as unknown as SQL, fail, db, true)))), db, "a transaction")) as T;
+        return (await withDeadline(Promise.resolve(client.begin((tx) => run(tx as unknown as SQL))), db, "a transaction")) as T;
       } catch (err) {
         throw fail(err);
       }

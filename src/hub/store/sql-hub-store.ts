@@ -315,18 +315,23 @@ export function sqlHubStore(sql: HubSql): HubStore {
         toMessage,
       );
     },
+    // Not durable: a power cut that undoes it leaves the messages pending, as a kill -9 before
+    // the write would, and they are sent again, stored once by the thing (ingress-delivery.ts).
     markDelivered: (items) =>
-      sql.transaction(async (tx) => {
-        const results: boolean[] = [];
-        for (const { flmessagespk, at } of items) {
-          const { changes } = await tx.run("UPDATE messages SET delivery = 'delivered', delivered_at = ? WHERE flmessagespk = ? AND delivery = 'pending'", [
-            at,
-            flmessagespk,
-          ]);
-          results.push(changes > 0);
-        }
-        return results;
-      }),
+      sql.transaction(
+        async (tx) => {
+          const results: boolean[] = [];
+          for (const { flmessagespk, at } of items) {
+            const { changes } = await tx.run("UPDATE messages SET delivery = 'delivered', delivered_at = ? WHERE flmessagespk = ? AND delivery = 'pending'", [
+              at,
+              flmessagespk,
+            ]);
+            results.push(changes > 0);
+          }
+          return results;
+        },
+        { durable: false },
+      ),
 
     async addEnrolmentToken(t) {
       await sql.run(

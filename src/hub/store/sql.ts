@@ -22,8 +22,14 @@ export interface HubSql {
    * Runs `fn` in one transaction (SQLite: BEGIN IMMEDIATE, so writers queue before they read;
    * PostgreSQL: READ COMMITTED, the statements re-check their own conditions) and commits; rolls
    * back and rethrows when it throws. Statements inside go through `tx` only.
+   *
+   * `durable: false` commits without waiting for the disk (SQLite: synchronous=NORMAL for this
+   * commit; PostgreSQL: synchronous_commit off for this transaction), for writes a power cut
+   * may undo harmlessly because the database's state before them is handled anyway: the
+   * commit is atomic all the same, and on disk within moments (the next durable commit, a
+   * checkpoint, PostgreSQL's WAL writer).
    */
-  transaction<T>(fn: (tx: HubSql) => Promise<T>): Promise<T>;
+  transaction<T>(fn: (tx: HubSql) => Promise<T>, options?: { durable?: boolean }): Promise<T>;
   close(): Promise<void>;
 }
 

@@ -83,8 +83,10 @@ export function sqliteHubSql(db: SqlDatabase): HubSql {
     all: (sql, values) => exclusive(() => tx.all(sql, values)),
     get: (sql, values) => exclusive(() => tx.get(sql, values)),
     run: (sql, values) => exclusive(() => tx.run(sql, values)),
-    transaction: <T>(fn: (tx: HubSql) => Promise<T>) =>
+    transaction: <T>(fn: (tx: HubSql) => Promise<T>, options?: { durable?: boolean }) =>
       exclusive(async () => {
+        const lazy = options?.durable === false;
+        if (lazy) db.exec("PRAGMA synchronous = NORMAL");
         db.exec("BEGIN IMMEDIATE");
         try {
           const result = await fn(tx);
@@ -97,6 +99,8 @@ export function sqliteHubSql(db: SqlDatabase): HubSql {
             // SQLite rolled back already (an I/O error, a full disk): nothing left to undo
           }
           throw err;
+        } finally {
+          if (lazy) db.exec("PRAGMA synchronous = FULL");
         }
       }),
     close: () => exclusive(() => db.close()),
