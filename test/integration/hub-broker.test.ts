@@ -8,6 +8,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import net from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import tls from "node:tls";
+import { Aedes } from "aedes";
 import type { IClientOptions, MqttClient } from "mqtt";
 import { describeCertificate } from "../../src/crypto/certificate-info.ts";
 import { createCrl } from "../../src/crypto/crl.ts";
@@ -450,5 +452,56 @@ describe("Mosquitto with the rendered config", () => {
       (err: Error) => err.message,
     );
     expect(refused).toMatch(/cannot use broker .*(certificate|unknown ca|alert)/i);
+  }, 40_000);
+
+  test("the hub waits through CONNACK 3 (a RabbitMQ cluster still electing its client-id tracking leader), and fails at once on CONNACK 5", async () => {
+    // A broker that answers its first two CONNECTs with CONNACK 3, as a booting cluster does;
+    // then `refuseWith` says what it answers (0: accepted).
+    let attempts = 0;
+    let refuseWith = 0;
+    const booting = await Aedes.createBroker({
+      authenticate: (_client, _user, _password, done) => {
+        const code = ++attempts <= 2 ? 3 : refuseWith;
+        if (code) done(Object.assign(new Error("refused"), { returnCode: code }), false);
+        else done(null, true);
+      },
+    });
+    const server = tls.createServer(
+      { requestCert: true, rejectUnauthorized: true, ca: pki.ca.certPem, cert: pki.broker.certPem, key: pki.broker.keyPem },
+      (socket) => booting.handle(socket),
+    );
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const connectHub = () =>
+      connectExternalBroker({
+        url: `mqtts://127.0.0.1:${(server.address() as net.AddressInfo).port}`,
+        caPem: pki.ca.certPem,
+        certPem: hubClient.certPem,
+        keyPem: hubClient.privateKeyPem,
+        directory: new FakeDirectory(),
+        log,
+        clientId: "flashlex-hub-waits",
+        connectTimeoutMs: 20_000,
+        events: {},
+      });
+    try {
+      const hub = await connectHub();
+      await hub.close();
+      expect(attempts).toBe(3);
+
+      refuseWith = 5; // not authorized: will not change, so no waiting and no more attempts
+      const started = Date.now();
+      const refused = await connectHub().then(
+        () => "connected",
+        (err: Error) => err.message,
+      );
+      expect(refused).toMatch(/cannot use broker .*Not authorized/i);
+      expect(Date.now() - started).toBeLessThan(10_000);
+      const triedBefore = attempts;
+      await Bun.sleep(2_500); // past the reconnect period: a retry would have come
+      expect(attempts).toBe(triedBefore);
+    } finally {
+      server.close();
+      await new Promise<void>((resolve) => booting.close(() => resolve()));
+    }
   }, 40_000);
 });

@@ -107,6 +107,10 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     protocolVersion: 4,
     keepalive: 30,
     reconnectPeriod: 2_000,
+    // MQTT.js 5 stops reconnecting after a refused CONNACK unless told otherwise: the hub keeps
+    // trying (CONNACK 3 from a cluster still starting, or a node that lost its leader); a refusal
+    // that will not change ends the first connect below (client.endAsync).
+    reconnectOnConnackError: true,
     connectTimeout: 15_000,
     resubscribe: true,
     // MQTT.js moves to the next of `servers` on every reconnect (and starts with the first).
@@ -192,8 +196,8 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
   client.on("offline", () => log.warn("mqtt.offline", { url: opts.url }));
   // While the hub starts, a broker that is not ready yet (a cluster still electing the leader of
   // its client-id tracking answers CONNACK 3; a node still booting refuses the TCP connection) is
-  // waited for, MQTT.js retrying every reconnectPeriod, until the timeout; a refusal that will not
-  // change (bad credentials, TLS) fails at once.
+  // waited for, MQTT.js retrying every reconnectPeriod (reconnectOnConnackError), until the
+  // timeout; a refusal that will not change (bad credentials, TLS) fails at once.
   let lastTransient: Error | undefined;
   client.on("error", (err) => {
     log.warn("mqtt.error", { url: opts.url, error: err });
