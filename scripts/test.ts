@@ -130,11 +130,15 @@ class FailureCollector {
   #partial = "";
   #since: string[] = [];
   #file = "";
+  /** Past bun's own closing list (`N tests failed:` and each `(fail)` line again): not collected twice. */
+  #summary = false;
 
   add(text: string): void {
     const lines = (this.#partial + text).split("\n");
     this.#partial = lines.pop() ?? "";
     for (const line of lines) {
+      if (/^\d+ tests? failed:$/.test(line)) this.#summary = true;
+      if (this.#summary) continue;
       if (line.endsWith(".test.ts:")) this.#file = line;
       if (/^\(fail\) /.test(line)) this.found.push([this.#file, ...this.#since.slice(-40), line].join("\n"));
       if (/^\((pass|fail|skip|todo)\) /.test(line) || line.endsWith(".test.ts:")) this.#since = [];
