@@ -123,7 +123,8 @@ async function runShard(files: string[], index: number): Promise<ShardResult> {
 
 /**
  * Finds bun test's `(fail)` lines in a shard's output, each with the lines bun printed for it
- * since the previous result line (the error and its source excerpt), at most 40 of them.
+ * since the previous result line (the error and its source excerpt), at most 40 of them, and
+ * the `  ^ this test timed out after N ms.` bun prints after it.
  */
 class FailureCollector {
   readonly found: string[] = [];
@@ -132,6 +133,7 @@ class FailureCollector {
   #file = "";
   /** Past bun's own closing list (`N tests failed:` and each `(fail)` line again): not collected twice. */
   #summary = false;
+  #lastWasFail = false;
 
   add(text: string): void {
     const lines = (this.#partial + text).split("\n");
@@ -139,6 +141,11 @@ class FailureCollector {
     for (const line of lines) {
       if (/^\d+ tests? failed:$/.test(line)) this.#summary = true;
       if (this.#summary) continue;
+      if (line.startsWith("  ^ ") && this.#lastWasFail) {
+        this.found[this.found.length - 1] += `\n${line}`;
+        continue;
+      }
+      this.#lastWasFail = /^\(fail\) /.test(line);
       if (line.endsWith(".test.ts:")) this.#file = line;
       if (/^\(fail\) /.test(line)) this.found.push([this.#file, ...this.#since.slice(-40), line].join("\n"));
       if (/^\((pass|fail|skip|todo)\) /.test(line) || line.endsWith(".test.ts:")) this.#since = [];
