@@ -34,6 +34,13 @@ const WEIGHTS: Record<string, number> = {
   "test/integration/mqtt-faults.test.ts": 15,
   "test/integration/bad-inputs.property.test.ts": 15,
 };
+/**
+ * The bound of a test that sets none. bun reads it only from the command line (a `timeout` in
+ * bunfig.toml's [test] is ignored; its own default is 5 s), while the suite's helpers wait longer
+ * than that (waitFor 15 s, waitUntil 10 s): two thirds of the tests set no bound and were cut at
+ * 5 s, which a slow machine reaches.
+ */
+const DEFAULT_TEST_TIMEOUT_MS = 60_000;
 /** Files that must not run at the same time: each starts a three-node RabbitMQ cluster. */
 const SAME_SHARD = ["test/integration/rabbitmq-cluster.test.ts", "test/integration/several-hubs.test.ts"];
 
@@ -81,7 +88,7 @@ console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped
 process.exit(failed === 0 && passed > 0 ? 0 : 1);
 
 async function runShard(files: string[], index: number): Promise<ShardResult> {
-  const proc = Bun.spawn([bun, "test", ...files], {
+  const proc = Bun.spawn([bun, "test", "--timeout", String(DEFAULT_TEST_TIMEOUT_MS), ...files], {
     cwd: root,
     stdout: "pipe",
     stderr: "pipe",
