@@ -111,11 +111,13 @@ describe("serve --exec with a handler that hangs", () => {
     await serveHub();
     const thing = await hub.createThing("handler");
     const dir = mkdtempSync(join(work, "exec-"));
-    // what the handler does with message N is in mode-N: hang (with a child of its own), ok, else fail
+    // what the handler does with message N is in mode-N: hang (with a child of its own) this once
+    // and fail the next time (set by the run itself: the test setting it after the timeout raced
+    // the retry 1 s later), ok, else fail
     const handler = [
       "cat > /dev/null",
       `case "$(cat ${dir}/mode-$FLASHLEX_MESSAGE_ID 2>/dev/null)" in`,
-      `  hang) echo $$ >> ${dir}/pids; sleep 1000 & echo $! >> ${dir}/pids; wait ;;`,
+      `  hang) echo fail > ${dir}/mode-$FLASHLEX_MESSAGE_ID; echo $$ >> ${dir}/pids; sleep 1000 & echo $! >> ${dir}/pids; wait ;;`,
       "  ok) exit 0 ;;",
       "  *) exit 3 ;;",
       "esac",
@@ -138,7 +140,6 @@ describe("serve --exec with a handler that hangs", () => {
       expect(hung.filter(alive)).toEqual([]);
 
       // message 1 now fails at once: its pause grows (2 s) ...
-      writeFileSync(join(dir, "mode-1"), "fail");
       expect(await serve.waitFor(/exec\.failed id=1 exitCode=3 [^\n]*/)).toContain("retryInMs=2000");
       // ... the owner acknowledges it by hand meanwhile, and message 2 starts from 1 s again
       await hub.publish(thing.id, { n: 2 });
