@@ -28,7 +28,7 @@ import type mqtt from "mqtt";
 import type { MqttClient } from "mqtt";
 import type { Background } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
-import { type Attempt, attemptConnect, closedWithin, nextMessage } from "../support/mqtt-client.ts";
+import { attemptConnect, attemptPastUnavailable, closedWithin, nextMessage } from "../support/mqtt-client.ts";
 import { RABBIT_BIN, type RabbitCluster, rabbitMissing, startRabbitCluster } from "../support/rabbitmq-cluster.ts";
 import { type Identity, renewOverHttp, useKey } from "../support/renewal-http.ts";
 
@@ -43,23 +43,16 @@ const clients: MqttClient[] = [];
 const withLogs = (what: string) => `${what}\n--- hub ---\n${hub?.output().slice(-4000)}\n--- node1 ---\n${cluster?.nodeLog(0)}`;
 const mqttPort = (i: number) => cluster!.servers[i]!.port;
 
-/**
- * attemptConnect, again while the node answers CONNACK 3 (server unavailable: 3.10's client-id
- * tracking timed out, as it does for a while after the cluster forms on a busy machine), for up to
- * 30 s: what a thing's reconnect does. Any other answer is returned at once.
- */
-async function attemptPastUnavailable(opts: Parameters<typeof attemptConnect>[0]): Promise<Attempt> {
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    const result = await attemptConnect({ timeoutMs: 20_000, ...opts });
-    if (result.error?.code !== 3 || Date.now() > deadline) return result;
-    await Bun.sleep(1_000);
-  }
-}
-
 /** A thing's client on node `i` (persistent session), connected; throws with the logs otherwise. */
 async function connectedOn(thing: HubThing, i: number, extra: mqtt.IClientOptions = {}): Promise<MqttClient> {
-  const result = await attemptPastUnavailable({ port: mqttPort(i), caPem: thing.caPem, cert: thing, clientId: thing.name, extra: { clean: false, ...extra } });
+  const result = await attemptPastUnavailable({
+    port: mqttPort(i),
+    caPem: thing.caPem,
+    cert: thing,
+    clientId: thing.name,
+    extra: { clean: false, ...extra },
+    timeoutMs: 20_000,
+  });
   if (!result.client) throw new Error(withLogs(`${thing.name} could not connect to node ${i + 1}: ${result.error?.message}`));
   clients.push(result.client);
   return result.client;
@@ -139,7 +132,7 @@ describe.skipIf(!haveRabbit)("hub against a three-node RabbitMQ 3.10 cluster", (
   }, 40_000);
 
   test("a certificate its renewal superseded is refused at the handshake by every node once the hub forgot the previous key", async () => {
-    const attemptOn = (i: number, cert: Identity) => attemptPastUnavailable({ port: mqttPort(i), caPem: D.caPem, cert, clientId: D.name });
+    const attemptOn = (i: number, cert: Identity) => attemptPastUnavailable({ port: mqttPort(i), caPem: D.caPem, cert, clientId: D.name, timeoutMs: 20_000 });
     const renewed = await renewOverHttp(fixture.apiPort, D.id, D.name, D);
     // the previous certificate still connects until the new key is used (a thing may fall back)
     const before = await attemptOn(1, D);

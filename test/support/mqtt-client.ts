@@ -56,6 +56,20 @@ export function attemptConnect(opts: AttemptOptions): Promise<Attempt> {
   });
 }
 
+/**
+ * attemptConnect, again while the broker answers CONNACK 3 (server unavailable: RabbitMQ 3.10's
+ * client-id tracking timed out, as it does for a while after a cluster forms on a busy machine),
+ * for up to `withinMs`: what a thing's reconnect does. Any other answer is returned at once.
+ */
+export async function attemptPastUnavailable(opts: AttemptOptions, withinMs = 30_000): Promise<Attempt> {
+  const deadline = Date.now() + withinMs;
+  for (;;) {
+    const result = await attemptConnect(opts);
+    if (result.error?.code !== 3 || Date.now() > deadline) return result;
+    await Bun.sleep(1_000);
+  }
+}
+
 /** The next message on `topic`, or undefined after `ms`. */
 export function nextMessage(client: MqttClient, topic: string, ms: number): Promise<string | undefined> {
   return new Promise((resolve) => {
