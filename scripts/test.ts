@@ -131,7 +131,8 @@ async function runShard(files: string[], index: number): Promise<ShardResult> {
 /**
  * Finds bun test's `(fail)` lines in a shard's output, each with the lines bun printed for it
  * since the previous result line (the error and its source excerpt), at most 40 of them, and
- * the `  ^ this test timed out after N ms.` bun prints after it.
+ * the `  ^ this test timed out after N ms.` bun prints after it; and each `# Unhandled error
+ * between tests` block (bun counts it as a failure without a `(fail)` line).
  */
 class FailureCollector {
   readonly found: string[] = [];
@@ -141,6 +142,8 @@ class FailureCollector {
   /** Past bun's own closing list (`N tests failed:` and each `(fail)` line again): not collected twice. */
   #summary = false;
   #lastWasFail = false;
+  /** An unhandled-error block being read: its lines, and how many of its two ---- rules were seen. */
+  #unhandled: { lines: string[]; rules: number } | undefined;
 
   add(text: string): void {
     const lines = (this.#partial + text).split("\n");
@@ -148,6 +151,17 @@ class FailureCollector {
     for (const line of lines) {
       if (/^\d+ tests? failed:$/.test(line)) this.#summary = true;
       if (this.#summary) continue;
+      if (line === "# Unhandled error between tests") this.#unhandled = { lines: [this.#file], rules: 0 };
+      if (this.#unhandled) {
+        const block = this.#unhandled;
+        if (block.lines.length < 42) block.lines.push(line);
+        if (/^-{10,}$/.test(line) && ++block.rules === 2) {
+          this.found.push(block.lines.join("\n"));
+          this.#unhandled = undefined;
+          this.#since = [];
+        }
+        continue;
+      }
       if (line.startsWith("  ^ ") && this.#lastWasFail) {
         this.found[this.found.length - 1] += `\n${line}`;
         continue;
