@@ -355,7 +355,8 @@ describe("collect", () => {
       await serve.waitFor(/mqtt\.subscribed/);
       const handed = await run(["collect", ...thing.flags, "--via", "mqtt"], { input: '{"via":"serve"}' });
       expect(handed.code).toBe(0);
-      expect(serve.output()).toMatch(/egress\.collected [^\n]*via=mqtt outcome=sent/);
+      // serve's log comes through a pipe the test reads on its own: wait for the line, do not assume it is read yet
+      await serve.waitFor(/egress\.collected [^\n]*via=mqtt outcome=sent/);
     } finally {
       await serve.stop();
     }
