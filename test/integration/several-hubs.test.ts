@@ -198,7 +198,8 @@ describe.skipIf(!haveRabbit || !hasPostgres)("two hubs on one PostgreSQL databas
       extra: { clean: false },
       timeoutMs: 20_000,
     });
-    if (!connected.client) throw new Error(withLogs(`the thing could not connect: ${connected.error?.message}`));
+    if (!connected.client)
+      throw new Error(withLogs(`the thing could not connect to node 2: ${connected.error?.message}\n--- node 2 ---\n${cluster!.nodeLog(1)}`));
     client = connected.client;
     clients.push(client);
     const id = randomUUID();
