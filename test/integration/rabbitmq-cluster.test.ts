@@ -68,6 +68,11 @@ beforeAll(async () => {
   // The check line docs/scaling.md shows ("Trying it on one machine").
   const confDir = join(work, "rabbit");
   expect(cluster.configOutput).toContain(`RABBITMQ_CONF_ENV_FILE=${join(confDir, "node1", "rabbitmq-env.conf")} ${RABBIT_BIN}/rabbitmqctl cluster_status`);
+  // and the wait for the first node, between its start line and the others' (the support starts them so)
+  const lines = cluster.configOutput.split("\n");
+  const wait = lines.findIndex((l) => l.startsWith("wait: ") && l.includes(`${RABBIT_BIN}/rabbitmqctl await_startup`));
+  expect(wait).toBe(lines.findIndex((l) => l.includes("node1/rabbitmq-env.conf") && l.includes("rabbitmq-server -detached")) + 1);
+  expect(lines.findIndex((l) => l.includes("node2/rabbitmq-env.conf"))).toBeGreaterThan(wait);
   // hub.yml now names the cluster: no --broker needed.
   hub = await fixture.serve([]).catch((err) => {
     throw new Error(withLogs(String(err)));

@@ -106,7 +106,13 @@ export async function startRabbitCluster(hubDir: string, work: string, formMs = 
   const ctl = (i: number, args: string[], timeoutMs = 20_000) =>
     spawnSync(join(RABBIT_BIN, "rabbitmqctl"), args, { env: env(i), encoding: "utf8", timeout: timeoutMs });
   const nodeLog = (i: number) => spawnSync("sh", ["-c", `tail -n 30 ${join(confDir, `node${i + 1}`, "data", "log")}/*.log`], { encoding: "utf8" }).stdout;
-  const procs = [0, 1, 2].map((i) => Bun.spawn([join(RABBIT_BIN, "rabbitmq-server")], { env: env(i), stdin: "ignore", stdout: "ignore", stderr: "ignore" }));
+  const boot = (i: number) => Bun.spawn([join(RABBIT_BIN, "rabbitmq-server")], { env: env(i), stdin: "ignore", stdout: "ignore", stderr: "ignore" });
+  // The first node boots alone, the other two once it is up (docs/scaling.md says the same to
+  // operators): nodes booted at one instant can each form an MQTT client-id tracker of their own
+  // (RabbitMQ 3.10's mqtt_node Raft cluster, joined best effort at boot), and a node left outside
+  // the tracker refuses every MQTT connection with CONNACK 3: "client ID registration timed
+  // out" in its log, after "leader not known". Seen in 3 of 7 full runs with all three at once.
+  const procs = [boot(0)];
   // A bench that exits without reaching stop() (an exception, a signal) still leaves no node.
   const onExit = () => {
     for (const proc of procs) {
@@ -131,10 +137,23 @@ export async function startRabbitCluster(hubDir: string, work: string, formMs = 
     process.removeListener("exit", onExit);
   };
   const deadline = Date.now() + formMs;
+  const secondsLeft = () => Math.max(1, Math.round((deadline - Date.now()) / 1000));
   try {
+    // rabbitmqctl is an Erlang VM of its own: on a busy two-core machine one call can take
+    // many seconds, so each gets a generous bound, and what it last said goes into a failure.
+    const awaitStartup = async (i: number) => {
+      for (;;) {
+        const up = ctl(i, ["await_startup", "--timeout", String(Math.min(20, secondsLeft()))], 40_000);
+        if (up.status === 0) return;
+        if (procs[i]!.exitCode !== null) throw new Error(`RabbitMQ node ${i + 1} exited while starting:\n${nodeLog(i)}`);
+        if (Date.now() > deadline)
+          throw new Error(`RabbitMQ node ${i + 1} did not start within ${formMs / 1000} s (${String(up.stderr).slice(-300)}):\n${nodeLog(i)}`);
+        await Bun.sleep(500);
+      }
+    };
+    await awaitStartup(0);
+    procs.push(boot(1), boot(2));
     for (;;) {
-      // rabbitmqctl is an Erlang VM of its own: on a busy two-core machine one call can take
-      // many seconds, so it gets a generous bound, and what it last said goes into the failure.
       const status = ctl(0, ["cluster_status", "--formatter", "json"], 30_000);
       const running = status.status === 0 ? (JSON.parse(status.stdout).running_nodes as string[]) : [];
       if (running.length === 3) break;
@@ -144,6 +163,19 @@ export async function startRabbitCluster(hubDir: string, work: string, formMs = 
         throw new Error(`the RabbitMQ cluster did not form within ${formMs / 1000} s (${said}):\n${nodeLog(0)}`);
       }
       await Bun.sleep(1000);
+    }
+    // Every node has booted (its plugins too, the MQTT listener among them), and its client-id
+    // tracker knows its leader: until then that node refuses connections, or answers CONNACK 3.
+    for (let i = 1; i < 3; i++) await awaitStartup(i);
+    for (let i = 0; i < 3; i++) {
+      for (;;) {
+        const leader = ctl(i, ["eval", "ra_leaderboard:lookup_leader(mqtt_node)."], 30_000);
+        if (leader.status === 0 && leader.stdout.includes("mqtt_node")) break;
+        if (Date.now() > deadline) {
+          throw new Error(`RabbitMQ node ${i + 1}'s MQTT client-id tracker has no leader after ${formMs / 1000} s (${leader.stdout.trim()}):\n${nodeLog(i)}`);
+        }
+        await Bun.sleep(1000);
+      }
     }
   } catch (err) {
     await stop();
