@@ -57,7 +57,7 @@ export interface Background {
   proc: ReturnType<typeof Bun.spawn>;
   output(): string;
   waitFor(pattern: RegExp, timeoutMs?: number): Promise<string>;
-  /** SIGTERM, then the exit code (SIGKILL after `graceMs`) */
+  /** SIGTERM, then the exit code (SIGKILL after `graceMs`), once the output is read to its end */
   stop(graceMs?: number): Promise<number>;
 }
 
@@ -82,8 +82,10 @@ export function start(args: string[], opts: SpawnOptions = {}): Background {
     const decoder = new TextDecoder();
     for await (const chunk of stream) text += decoder.decode(chunk, { stream: true });
   };
-  void pump(proc.stdout as ReadableStream<Uint8Array>);
-  void pump(proc.stderr as ReadableStream<Uint8Array>);
+  const pumped = Promise.all([pump(proc.stdout as ReadableStream<Uint8Array>), pump(proc.stderr as ReadableStream<Uint8Array>)]);
+  // The process has exited, but what it wrote last may still be in the pipes: read to their end
+  // (bounded: a child of its own may hold them open) before anyone looks at the output.
+  const drained = () => Promise.race([pumped, Bun.sleep(2000)]);
   return {
     proc,
     output: () => text,
@@ -92,18 +94,26 @@ export function start(args: string[], opts: SpawnOptions = {}): Background {
       while (Date.now() < deadline) {
         const match = text.match(pattern);
         if (match) return match[0];
-        if (proc.exitCode !== null) break;
+        if (proc.exitCode !== null) {
+          await drained();
+          const last = text.match(pattern);
+          if (last) return last[0];
+          break;
+        }
         await Bun.sleep(25);
       }
       throw new Error(`no ${pattern} in the output within ${timeoutMs} ms (exit ${proc.exitCode}):\n${text}`);
     },
     async stop(graceMs = 10_000) {
-      if (proc.exitCode !== null) return proc.exitCode;
-      proc.kill("SIGTERM");
-      const timer = setTimeout(() => proc.kill("SIGKILL"), graceMs);
-      const code = await proc.exited;
-      clearTimeout(timer);
-      if (code === 70) tally("exit70");
+      let code = proc.exitCode;
+      if (code === null) {
+        proc.kill("SIGTERM");
+        const timer = setTimeout(() => proc.kill("SIGKILL"), graceMs);
+        code = await proc.exited;
+        clearTimeout(timer);
+        if (code === 70) tally("exit70");
+      }
+      await drained();
       return code;
     },
   };

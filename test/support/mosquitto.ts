@@ -65,17 +65,33 @@ export interface MosquittoBroker {
 const running = new Set<ChildProcess>();
 let exitHookInstalled = false;
 
+/**
+ * Where the tests' ports come from: below Linux's ephemeral range (32768-60999), so no outgoing
+ * connection of another process (a shard's clients, a broker's) is handed the port between this
+ * check and the moment a test binds it, sometimes minutes later (a cluster's nodes).
+ */
+const PORT_RANGE = { from: 10_000, to: 32_768 };
+
 /** A port that was free a moment ago (Mosquitto binds it next; a lost race is retried). */
-export async function freePort(host = "127.0.0.1"): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const server = createServer();
-    server.once("error", reject);
-    server.listen(0, host, () => {
-      const address = server.address();
-      const port = typeof address === "object" && address ? address.port : 0;
-      server.close(() => resolvePort(port));
+export function freePort(host = "127.0.0.1"): Promise<number> {
+  return freePorts(1, host);
+}
+
+/** The first of `count` consecutive ports free on `host` a moment ago, from a random start. */
+export async function freePorts(count: number, host = "127.0.0.1"): Promise<number> {
+  const free = (port: number) =>
+    new Promise<boolean>((resolve) => {
+      const server = createServer();
+      server.once("error", () => resolve(false));
+      server.listen(port, host, () => server.close(() => resolve(true)));
     });
-  });
+  for (let attempt = 0; attempt < 200; attempt++) {
+    const base = PORT_RANGE.from + Math.floor(Math.random() * (PORT_RANGE.to - PORT_RANGE.from - count));
+    let ok = true;
+    for (let port = base; port < base + count && ok; port++) ok = await free(port);
+    if (ok) return base;
+  }
+  throw new Error(`no ${count} free consecutive ports on ${host} in ${PORT_RANGE.from}-${PORT_RANGE.to - 1}`);
 }
 
 function makeTraversable(path: string) {

@@ -9,10 +9,9 @@
  */
 import { type SpawnSyncReturns, spawnSync } from "node:child_process";
 import { existsSync, readFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { join } from "node:path";
 import { binaryPath } from "./binary.ts";
-import { freePort } from "./mosquitto.ts";
+import { freePort, freePorts } from "./mosquitto.ts";
 
 export const RABBIT_BIN = "/usr/lib/rabbitmq/bin";
 
@@ -61,23 +60,6 @@ function beamUnder(pid: number): number | undefined {
   return undefined;
 }
 
-/** `count` consecutive ports free on every address, from a random start. */
-async function consecutiveFreePorts(count: number): Promise<number> {
-  const free = (port: number) =>
-    new Promise<boolean>((resolve) => {
-      const server = createServer();
-      server.once("error", () => resolve(false));
-      server.listen(port, "0.0.0.0", () => server.close(() => resolve(true)));
-    });
-  for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 30_000 + Math.floor(Math.random() * 25_000);
-    let ok = true;
-    for (let p = base; p < base + count && ok; p++) ok = await free(p);
-    if (ok) return base;
-  }
-  throw new Error("no run of free ports found");
-}
-
 /**
  * Writes the cluster's files for the hub home `hubDir` (its hub.yml then names the cluster),
  * starts three nodes and waits until they form one cluster (at most `formMs`). Throws, with the
@@ -86,9 +68,9 @@ async function consecutiveFreePorts(count: number): Promise<number> {
  */
 export async function startRabbitCluster(hubDir: string, work: string, formMs = 150_000): Promise<RabbitCluster> {
   const confDir = join(work, "rabbit");
-  const mqttBase = await consecutiveFreePorts(3);
-  const management = await consecutiveFreePorts(3);
-  const dist = await consecutiveFreePorts(3);
+  const mqttBase = await freePorts(3, "0.0.0.0");
+  const management = await freePorts(3, "0.0.0.0");
+  const dist = await freePorts(3, "0.0.0.0");
   const epmdPort = await freePort();
   const authPort = await freePort();
   const config = Bun.spawnSync([
