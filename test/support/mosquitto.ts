@@ -77,8 +77,8 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
   return freePorts(1, host);
 }
 
-/** The first of `count` consecutive ports free on `host` a moment ago, from a random start. */
-export async function freePorts(count: number, host = "127.0.0.1"): Promise<number> {
+/** The first of `count` consecutive ports free on `host` a moment ago, from a random start at or above `from`. */
+export async function freePorts(count: number, host = "127.0.0.1", from = PORT_RANGE.from): Promise<number> {
   const free = (port: number) =>
     new Promise<boolean>((resolve) => {
       const server = createServer();
@@ -86,12 +86,12 @@ export async function freePorts(count: number, host = "127.0.0.1"): Promise<numb
       server.listen(port, host, () => server.close(() => resolve(true)));
     });
   for (let attempt = 0; attempt < 200; attempt++) {
-    const base = PORT_RANGE.from + Math.floor(Math.random() * (PORT_RANGE.to - PORT_RANGE.from - count));
+    const base = from + Math.floor(Math.random() * (PORT_RANGE.to - from - count));
     let ok = true;
     for (let port = base; port < base + count && ok; port++) ok = await free(port);
     if (ok) return base;
   }
-  throw new Error(`no ${count} free consecutive ports on ${host} in ${PORT_RANGE.from}-${PORT_RANGE.to - 1}`);
+  throw new Error(`no ${count} free consecutive ports on ${host} in ${from}-${PORT_RANGE.to - 1}`);
 }
 
 function makeTraversable(path: string) {

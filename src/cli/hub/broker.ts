@@ -76,7 +76,7 @@ export const hubRabbitmqConfigCommand: CommandSpec = {
     },
     { flags: "--mqtt-port <port>", description: "MQTT over TLS (default: hub.yml broker.port)" },
     { flags: "--management-port <port>", description: "the management API over HTTPS (default: 15671)" },
-    { flags: "--dist-port <port>", description: "the nodes' inter-node port (default: 25672)" },
+    { flags: "--dist-port <port>", description: "the nodes' inter-node port, above 20000 (default: 25672)" },
     { flags: "--epmd-port <port>", description: "Erlang's port mapper (default: 4369)" },
     { flags: "--auth-listen <host:port>", description: "where hub serve answers the nodes' permission questions (default: 127.0.0.1:8091)" },
     { flags: "--auth-host <host>", description: "the address the nodes reach that listener at (default: its host)" },
@@ -109,7 +109,7 @@ function rabbitmqConfig(options: Options): Promise<number> {
       hosts,
       mqttPort: port(options.mqttPort, "--mqtt-port") ?? hub.home.settings.broker.port,
       managementPort: port(options.managementPort, "--management-port") ?? 15671,
-      distPort: port(options.distPort, "--dist-port") ?? 25672,
+      distPort: distributionPort(port(options.distPort, "--dist-port")),
       epmdPort: port(options.epmdPort, "--epmd-port") ?? 4369,
       authListen,
       authHost: text(options.authHost),
@@ -144,6 +144,17 @@ function rabbitmqConfig(options: Options): Promise<number> {
     console.log(`then: flashlex hub serve   (things connect to ${nodes[0]!.mqttUrl}, or a load balancer in front of every node)`);
     return ExitCode.OK;
   });
+}
+
+/**
+ * `--dist-port` (default 25672). RabbitMQ derives a node's inter-node port as its AMQP port +
+ * 20000 (and wants an AMQP port even with no AMQP listener), so the port must be above 20000;
+ * UsageError (64) otherwise.
+ */
+function distributionPort(given: number | undefined): number {
+  if (given === undefined) return 25672;
+  if (given <= 20000) throw new UsageError(`--dist-port must be above 20000, not ${given}: RabbitMQ takes a node's inter-node port as its AMQP port + 20000`);
+  return given;
 }
 
 /** `--bind`: an IP address or a host name Mosquitto can listen on (default 0.0.0.0); UsageError (64) otherwise. */
