@@ -6,22 +6,26 @@
  * (bench/rows/rss.ts measures it). `Bun.gc(true)` also has mimalloc, which holds the memory that
  * is not JavaScript's, return what it freed.
  *
- * Node (the linux-armv7 build) has no collection to call without --expose-gc: there it is off.
+ * Node (the linux-armv7 build) has no collection to call without --expose-gc: there only
+ * `release` runs.
  */
 export class IdleTrim {
   readonly #quietMs: number;
+  readonly #release: (() => void) | undefined;
   readonly #collect: (() => void) | undefined;
   #lastWorkAt = 0;
   #owed = false;
   #timer: ReturnType<typeof setInterval> | undefined;
 
   /**
-   * `quietMs`: how long without work (milliseconds) before the collection runs; `collect`: the
-   * collection (default: Bun's full GC, or none on Node).
+   * `quietMs`: how long without work (milliseconds) before the trim runs; `release`: what else
+   * to give back first (a database's page cache); `collect`: the collection (default: Bun's full
+   * GC, none on Node).
    */
-  constructor(quietMs = 1000, collect: (() => void) | undefined = defaultCollect()) {
-    this.#quietMs = quietMs;
-    this.#collect = collect;
+  constructor(options: { quietMs?: number; release?: () => void; collect?: () => void } = {}) {
+    this.#quietMs = options.quietMs ?? 1000;
+    this.#release = options.release;
+    this.#collect = "collect" in options ? options.collect : defaultCollect();
   }
 
   /** Some work was done (a batch stored): one collection is owed once it has been quiet for quietMs. */
@@ -31,7 +35,7 @@ export class IdleTrim {
   }
 
   start(): void {
-    if (!this.#collect || this.#timer) return;
+    if ((!this.#collect && !this.#release) || this.#timer) return;
     // Checked on a coarse tick rather than a timer re-armed per message: worked() stays a store.
     this.#timer = setInterval(() => this.#check(), Math.max(this.#quietMs / 2, 10));
     this.#timer.unref?.();
@@ -45,7 +49,12 @@ export class IdleTrim {
   #check(): void {
     if (!this.#owed || performance.now() - this.#lastWorkAt < this.#quietMs) return;
     this.#owed = false;
-    this.#collect?.();
+    try {
+      this.#release?.();
+      this.#collect?.();
+    } catch {
+      // A trim that fails (the database closing under it) gives back nothing; it is no reason to stop.
+    }
   }
 }
 

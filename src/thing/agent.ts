@@ -102,7 +102,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     refs.store = store;
 
     const runner = options.exec ? new ExecRunner({ store, command: options.exec, log, timeoutMs: options.execTimeoutMs }) : undefined;
-    const trim = new IdleTrim();
+    const trim = new IdleTrim({ release: () => store.releaseMemory() });
     await parts.start({
       name: "memory trim",
       start: () => trim.start(),

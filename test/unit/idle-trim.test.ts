@@ -4,7 +4,8 @@ import { IdleTrim } from "../../src/shared/idle-trim.ts";
 describe("IdleTrim", () => {
   test("one collection once the work has been quiet for quietMs, none while it goes on, none without work", async () => {
     let collections = 0;
-    const trim = new IdleTrim(60, () => collections++);
+    let releases = 0;
+    const trim = new IdleTrim({ quietMs: 60, release: () => releases++, collect: () => collections++ });
     trim.start();
     try {
       await Bun.sleep(200);
@@ -22,13 +23,14 @@ describe("IdleTrim", () => {
       trim.worked();
       await Bun.sleep(250);
       expect(collections).toBe(2);
+      expect(releases).toBe(2); // before each collection
     } finally {
       trim.stop();
     }
   });
 
-  test("without a collection (Node) start does nothing", () => {
-    const trim = new IdleTrim(10, undefined);
+  test("with neither a collection (Node) nor anything to release, start does nothing", () => {
+    const trim = new IdleTrim({ quietMs: 10, collect: undefined });
     trim.start();
     trim.worked();
     trim.stop();

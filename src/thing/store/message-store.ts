@@ -495,6 +495,11 @@ export class MessageStore {
     }
   }
 
+  /** Gives back the memory SQLite holds for this connection (its page cache), once a burst is over. */
+  releaseMemory(): void {
+    this.db.exec("PRAGMA shrink_memory");
+  }
+
   markSent(messageId: string, at: number, response?: { status: number; body: string }): void {
     this.withoutFsync(() =>
       this.db.run(
