@@ -7,7 +7,8 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { binaryPath, run, start } from "../support/binary.ts";
@@ -389,6 +390,46 @@ describe("collect", () => {
     const alone = await run(["collect", "-c", join(thing.dir, "unread.yml"), "-d", thing.flags[thing.flags.indexOf("-d") + 1]!], { input: "{}" });
     expect(alone.code).toBe(78);
     expect(receiver.received.some((r) => JSON.stringify(r.body) === '{"handed":"to serve"}')).toBe(true);
+  });
+
+  test("a serve that stops answering in the middle of a collect: 75, the outcome unknown, never 69 'queued'", async () => {
+    // A stand-in for serve on the socket: it answers the probe, then drops the collect request
+    // unanswered, as a serve killed while it delivers does.
+    const dataDir = join(thing.dir, "dropping-serve");
+    mkdirSync(dataDir, { mode: 0o700 });
+    const server = createServer((socket) => {
+      socket.once("data", (chunk) => {
+        if (chunk.toString("latin1").startsWith("GET /v1/status")) {
+          const body = JSON.stringify({ ok: true, result: {} });
+          socket.end(`HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: ${body.length}\r\nConnection: close\r\n\r\n${body}`);
+        } else socket.destroy();
+      });
+    });
+    await new Promise<void>((resolve) => server.listen(join(dataDir, "flashlex.sock"), resolve));
+    try {
+      const result = await run(["collect", "-c", thing.configPath, "-d", dataDir], { input: '{"n":1}' });
+      expect(result.code).toBe(75);
+      expect(result.stderr).toContain(`the running serve (${join(dataDir, "flashlex.sock")}) stopped answering`);
+      expect(result.stderr).toContain("may or may not be queued: see `flashlex outbox list`");
+      expect(result.stderr.trim().split("\n")).toHaveLength(1);
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  test("-d naming a file, or a directory under one that is not there, is refused (64) before anything is read or made", async () => {
+    const missing = join(thing.dir, "no-such", "data");
+    const asFile = join(thing.dir, "a-file");
+    writeFileSync(asFile, "x");
+    for (const args of [["messages", "list"], ["outbox", "list"], ["collect"]]) {
+      for (const dir of [missing, asFile]) {
+        const result = await run([...args, "-c", thing.configPath, "-k", thing.keysDir, "-d", dir], { input: "{}" });
+        expect({ args, dir, code: result.code }).toEqual({ args, dir, code: 64 });
+        expect(result.stderr).toContain(dir === missing ? `-d ${dir}: no such directory, nor ${join(thing.dir, "no-such")}` : `-d ${dir}: not a directory`);
+      }
+    }
+    expect(existsSync(join(thing.dir, "no-such"))).toBe(false);
+    expect(readFileSync(asFile, "utf8")).toBe("x");
   });
 
   test("a missing config exits 78 naming the file; an unknown flag exits 64", async () => {

@@ -1,6 +1,7 @@
 /** What the thing commands share: the -c/-d/-k flags, the config they name, the thing's data. */
-import { dirname } from "node:path";
-import { FlashlexError } from "../../shared/errors.ts";
+import { statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
+import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { createLogger, type Logger } from "../../shared/log.ts";
 import { type ConfigChoice, dataDirFor, locateConfig } from "../../thing/config-location.ts";
@@ -55,6 +56,7 @@ export async function loadConfigFromFlags(flags: ThingFlags, log: Logger): Promi
  * config, ConfigError for a bad one, and what opening the database throws.
  */
 export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = false } = {}): Promise<ThingAccess> {
+  if (flags.data !== undefined) checkDataFlag(String(flags.data));
   chosen = chooseConfig(flags);
   const { runningServeAccess } = await import("../../thing/local/client.ts");
   const serve = await runningServeAccess(dataDirFor(chosen.file, flags.data));
@@ -97,4 +99,25 @@ export function thingCommand(spec: CommandSpec): CommandSpec {
         }
       : undefined,
   };
+}
+
+/**
+ * A -d that is a file, or under a directory that is not there, is a typo rather than a new
+ * thing: a database made there would answer "no messages", or queue a message no serve ever
+ * sends. Throws UsageError (64). A missing last level is made, as serve makes `data/`.
+ */
+function checkDataFlag(given: string): void {
+  const dir = resolve(given);
+  const kind = (path: string) => {
+    try {
+      return statSync(path).isDirectory() ? "directory" : "other";
+    } catch {
+      return "none";
+    }
+  };
+  const here = kind(dir);
+  if (here === "other") throw new UsageError(`-d ${given}: not a directory; pass the data directory serve uses (by default data/ beside the config)`);
+  if (here === "none" && kind(dirname(dir)) !== "directory") {
+    throw new UsageError(`-d ${given}: no such directory, nor ${dirname(dir)}; pass the data directory serve uses (by default data/ beside the config)`);
+  }
 }

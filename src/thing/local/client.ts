@@ -72,6 +72,20 @@ async function callWithNodeHttp(socket: string, method: string, path: string, js
   });
 }
 
+/**
+ * serve answered the probe, then the request got no answer (serve stopped, was killed, or hung):
+ * 75, naming the socket rather than the request's URL. For a collect the outcome is unknown: serve
+ * may have queued the message before it went, so it must not read as queued (69) nor as refused.
+ */
+function lostServe(err: unknown, route: string, dataDir: string): FlashlexError {
+  const why = err instanceof Error ? ((err as NodeJS.ErrnoException).code ?? err.message) : String(err);
+  const outcome =
+    route === ROUTES.collect
+      ? "; the message may or may not be queued: see `flashlex outbox list` before sending it again (a message sent twice is stored once only with the same message id)"
+      : "; run the command again";
+  return new FlashlexError(`the running serve (${socketPath(dataDir)}) stopped answering (${why})${outcome}`, "try-later", { cause: err });
+}
+
 /** The thing's data through the serve running on `dataDir`, its arguments checked (arguments.ts); undefined when none answers there. */
 export async function runningServeAccess(dataDir: string): Promise<ThingAccess | undefined> {
   return (await serveIsRunning(dataDir)) ? withCheckedArguments(serveAccess(dataDir)) : undefined;
@@ -80,7 +94,12 @@ export async function runningServeAccess(dataDir: string): Promise<ThingAccess |
 /** The thing's data through the serve that runs on `dataDir`. A refusal comes back with serve's kind. */
 export function serveAccess(dataDir: string): ThingAccess {
   const call = async <T>(route: string, body?: unknown): Promise<T> => {
-    const answer = await callServe(dataDir, route, body);
+    let answer: Answer;
+    try {
+      answer = await callServe(dataDir, route, body);
+    } catch (err) {
+      throw lostServe(err, route, dataDir);
+    }
     if (!answer.ok) throw new FlashlexError(answer.error ?? "the running serve refused the request", isErrorKind(answer.kind) ? answer.kind : "bug");
     return answer.result as T;
   };
