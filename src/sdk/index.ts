@@ -21,7 +21,6 @@ import { egressDocumentOf, type CollectResult as InternalCollectResult } from ".
 import type * as store from "../thing/local/access.ts";
 import type { OutboxState as InternalOutboxState, ThingAccess } from "../thing/local/access.ts";
 import { openThingAccess } from "../thing/local/open.ts";
-import { socketPath } from "../thing/local/wire.ts";
 import { type ConfigLocation as InternalConfigLocation, loadThingConfig, type ThingConfig } from "../thing/settings.ts";
 
 /** Where the thing's files are, as `-c`, `-d` and `-k` on the command line. */
@@ -266,8 +265,8 @@ export class FlashlexSDK {
       try {
         return await work(access);
       } catch (err) {
-        // what the socket's transport throws (a serve that stopped mid-call) gets its kind too
-        throw toFlashlexError(err, access.via === "serve" ? `the running serve (${socketPath(this.thingConfig.dataDir)})` : undefined);
+        // (a serve that stopped mid-call is already one, naming its socket: local/client.ts)
+        throw toFlashlexError(err);
       }
     } finally {
       if (--shared.users === 0) {

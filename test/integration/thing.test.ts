@@ -409,8 +409,8 @@ describe("collect", () => {
     try {
       const result = await run(["collect", "-c", thing.configPath, "-d", dataDir], { input: '{"n":1}' });
       expect(result.code).toBe(75);
-      expect(result.stderr).toContain(`the running serve (${join(dataDir, "flashlex.sock")}) stopped answering`);
-      expect(result.stderr).toContain("may or may not be queued: see `flashlex outbox list`");
+      expect(result.stderr).toContain(`the running serve (${join(dataDir, "flashlex.sock")}): `);
+      expect(result.stderr).toContain("; the message may or may not be queued: see `flashlex outbox list`");
       expect(result.stderr.trim().split("\n")).toHaveLength(1);
     } finally {
       await new Promise((resolve) => server.close(resolve));

@@ -113,6 +113,8 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     reconnectOnConnackError: true,
     connectTimeout: 15_000,
     resubscribe: true,
+    // No 65,536 pre-made packet-id Buffers (mqtt-packet's cache; see the agent's session.ts).
+    writeCache: false,
     // MQTT.js moves to the next of `servers` on every reconnect (and starts with the first).
     servers: failover.length ? [{ host, port }, ...failover] : undefined,
   };

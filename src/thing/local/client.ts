@@ -4,6 +4,7 @@
  */
 import { existsSync } from "node:fs";
 import { FlashlexError, isErrorKind } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { ThingAccess } from "./access.ts";
 import { withCheckedArguments } from "./arguments.ts";
 import { type Answer, fromWire, fromWireOutbox, ROUTES, socketPath, type WireMessage, type WireOutboxEntry } from "./wire.ts";
@@ -74,16 +75,16 @@ async function callWithNodeHttp(socket: string, method: string, path: string, js
 
 /**
  * serve answered the probe, then the request got no answer (serve stopped, was killed, or hung):
- * 75, naming the socket rather than the request's URL. For a collect the outcome is unknown: serve
- * may have queued the message before it went, so it must not read as queued (69) nor as refused.
+ * one FlashlexError naming the socket, not the request's URL, of the transport error's kind (a
+ * reset: unavailable, 69). For a collect the outcome is unknown, since serve may have queued the
+ * message before it went: 75 and says so, for 69 means "queued".
  */
 function lostServe(err: unknown, route: string, dataDir: string): FlashlexError {
-  const why = err instanceof Error ? ((err as NodeJS.ErrnoException).code ?? err.message) : String(err);
-  const outcome =
-    route === ROUTES.collect
-      ? "; the message may or may not be queued: see `flashlex outbox list` before sending it again (a message sent twice is stored once only with the same message id)"
-      : "; run the command again";
-  return new FlashlexError(`the running serve (${socketPath(dataDir)}) stopped answering (${why})${outcome}`, "try-later", { cause: err });
+  const lost = toFlashlexError(err, `the running serve (${socketPath(dataDir)})`);
+  if (route !== ROUTES.collect) return lost;
+  return new FlashlexError(`${lost.message}; the message may or may not be queued: see \`flashlex outbox list\` before sending it again`, "try-later", {
+    cause: err,
+  });
 }
 
 /** The thing's data through the serve running on `dataDir`, its arguments checked (arguments.ts); undefined when none answers there. */
