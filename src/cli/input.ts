@@ -7,14 +7,15 @@ import { FlashlexError, InputError, UsageError } from "../shared/errors.ts";
  * check reports a document that is too large. A regular file's own size is checked first, so
  * the error can name it. The text must be valid UTF-8 (RFC 3629; a leading BOM is dropped):
  * anything else is refused naming the source and the byte offset, never silently turned into
- * U+FFFD. A document over the limit comes back decoded as well as it can be, longer than
- * `limit` bytes, for the caller's size check to report. Throws InputError (exit 65) for a file
- * larger than `limit` bytes and for text that is not UTF-8, FlashlexError of kind io (74) or
- * permission (77) for a file that cannot be read.
+ * U+FFFD. Throws InputError (exit 65) for a document larger than `limit` bytes (a regular
+ * file's line names its size; stdin's says "more than", as reading stopped there) and for text
+ * that is not UTF-8, FlashlexError of kind io (74) or permission (77) for a file that cannot be
+ * read.
  */
 export async function readDocument(file: string | undefined, limit: number): Promise<string> {
   const bytes = file ? readFileBounded(file, limit) : await readStdin(limit);
-  if (bytes.length > limit) return Buffer.from(bytes).toString("utf8");
+  // Reading stopped past the limit: how much more there was is not known, and not worth reading.
+  if (bytes.length > limit) throw new InputError(`${file ?? "stdin"}: more than ${limit} bytes, over the ${limit}-byte limit; nothing was sent or queued`);
   return decodeUtf8(bytes, file ?? "stdin");
 }
 
@@ -23,7 +24,7 @@ function readFileBounded(file: string, limit: number): Buffer {
   try {
     fd = openSync(file, "r");
     const stat = fstatSync(fd);
-    if (stat.isFile() && stat.size > limit) throw new InputError(`${file}: ${stat.size} bytes is over the ${limit}-byte limit`);
+    if (stat.isFile() && stat.size > limit) throw new InputError(`${file}: ${stat.size} bytes is over the ${limit}-byte limit; nothing was sent or queued`);
     return readBounded(fd, limit + 1);
   } catch (err) {
     if (err instanceof InputError) throw err;
