@@ -89,11 +89,12 @@ export async function startRabbitCluster(hubDir: string, work: string, formMs = 
     spawnSync(join(RABBIT_BIN, "rabbitmqctl"), args, { env: env(i), encoding: "utf8", timeout: timeoutMs });
   const nodeLog = (i: number) => spawnSync("sh", ["-c", `tail -n 30 ${join(confDir, `node${i + 1}`, "data", "log")}/*.log`], { encoding: "utf8" }).stdout;
   const boot = (i: number) => Bun.spawn([join(RABBIT_BIN, "rabbitmq-server")], { env: env(i), stdin: "ignore", stdout: "ignore", stderr: "ignore" });
-  // The first node boots alone, the other two once it is up (docs/scaling.md says the same to
-  // operators): nodes booted at one instant can each form an MQTT client-id tracker of their own
-  // (RabbitMQ 3.10's mqtt_node Raft cluster, joined best effort at boot), and a node left outside
-  // the tracker refuses every MQTT connection with CONNACK 3: "client ID registration timed
-  // out" in its log, after "leader not known". Seen in 3 of 7 full runs with all three at once.
+  // One node at a time, each once the one before is up (docs/scaling.md says the same to
+  // operators): a node that boots while another is still booting can miss the MQTT client-id
+  // tracker (RabbitMQ 3.10's mqtt_node Raft cluster, joined best effort at boot) and then
+  // refuses every MQTT connection with CONNACK 3, "client ID registration timed out" in its log
+  // after "leader not known". Seen in 3 of 7 runs booting all three at once, and in 1 of 3
+  // booting the second and third together.
   const procs = [boot(0)];
   // A bench that exits without reaching stop() (an exception, a signal) still leaves no node.
   const onExit = () => {
@@ -134,7 +135,10 @@ export async function startRabbitCluster(hubDir: string, work: string, formMs = 
       }
     };
     await awaitStartup(0);
-    procs.push(boot(1), boot(2));
+    for (const i of [1, 2]) {
+      procs.push(boot(i));
+      await awaitStartup(i);
+    }
     for (;;) {
       const status = ctl(0, ["cluster_status", "--formatter", "json"], 30_000);
       const running = status.status === 0 ? (JSON.parse(status.stdout).running_nodes as string[]) : [];
@@ -148,7 +152,6 @@ export async function startRabbitCluster(hubDir: string, work: string, formMs = 
     }
     // Every node has booted (its plugins too, the MQTT listener among them), and its client-id
     // tracker knows its leader: until then that node refuses connections, or answers CONNACK 3.
-    for (let i = 1; i < 3; i++) await awaitStartup(i);
     for (let i = 0; i < 3; i++) {
       for (;;) {
         const leader = ctl(i, ["eval", "ra_leaderboard:lookup_leader(mqtt_node)."], 30_000);

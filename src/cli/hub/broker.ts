@@ -129,11 +129,11 @@ function rabbitmqConfig(options: Options): Promise<number> {
       console.log(
         `${local ? "" : `on ${node.name.split("@")[1]}: `}HOME=${node.home} RABBITMQ_CONF_ENV_FILE=${node.envFile} ${RABBIT_BIN}/rabbitmq-server -detached   # ${node.name}, ${node.mqttUrl}`,
       );
-      // Nodes booted at one instant can each form an MQTT client-id tracker of their own
-      // (RabbitMQ 3.10), and a node left outside it answers every thing CONNACK 3.
-      if (node === first && nodes.length > 1) {
+      // One at a time: a node booting while another still boots can miss the MQTT client-id
+      // tracker (RabbitMQ 3.10), and then answers every thing CONNACK 3.
+      if (node !== nodes[nodes.length - 1]) {
         console.log(
-          `wait: ${local ? "" : `on ${first.name.split("@")[1]}: `}HOME=${first.home} RABBITMQ_CONF_ENV_FILE=${first.envFile} ${RABBIT_BIN}/rabbitmqctl await_startup   # the first node up before the others start (docs/scaling.md)`,
+          `wait: ${local ? "" : `on ${node.name.split("@")[1]}: `}HOME=${node.home} RABBITMQ_CONF_ENV_FILE=${node.envFile} ${RABBIT_BIN}/rabbitmqctl await_startup   # ${node.name} up before the next starts (docs/scaling.md)`,
         );
       }
     }
