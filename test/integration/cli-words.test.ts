@@ -41,7 +41,7 @@ test("uninstall-service takes the thing flags older lines pass, and says they ar
   expect(help).not.toContain("required");
 });
 
-test("hub init says the broker listens on every interface; mosquitto-config tells the hub the port it wrote", async () => {
+test("hub init says the broker listens on every interface; mosquitto-config tells the hub the port it wrote and the CRL it added to hub.yml", async () => {
   const dir = join(work, "init");
   const init = await run(["hub", "init", "--dir", dir]);
   expect(init.code).toBe(0);
@@ -52,6 +52,9 @@ test("hub init says the broker listens on every interface; mosquitto-config tell
   expect(config.stdout).toContain("flashlex hub serve --broker mqtts://");
   expect(config.stdout).toMatch(/--broker mqtts:\/\/\S+:18883/);
   expect(config.stdout).toContain("things are told port 8883");
+  // it says what it changed in hub.yml, and the change is there
+  expect(config.stdout).toContain(`hub.yml now lists ${join(out, "crl.pem")} in broker.crlFiles`);
+  expect(readFileSync(join(dir, "hub.yml"), "utf8")).toContain(join(out, "crl.pem"));
 });
 
 test("a hub.yml key the hub does not know is a warning naming it; a revoked thing's one-shot connect says why it ended", async () => {

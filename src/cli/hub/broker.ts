@@ -43,6 +43,7 @@ function mosquittoConfig(options: Options): Promise<number> {
       dynsecPlugin: plugin === "none" ? undefined : plugin,
     });
     console.log(`wrote ${files.config}, mosquitto.acl, root-ca-cert.pem, broker-cert.pem, broker-key.pem, crl.pem`);
+    console.log(`hub.yml now lists ${files.crl} in broker.crlFiles: hub serve keeps that CRL current`);
     console.log(`the broker key must be readable by Mosquitto's user: sudo chown root:mosquitto ${files.brokerKey}`);
     if (files.dynsecDir) {
       if (files.dynsecStateKept)
