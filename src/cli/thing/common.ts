@@ -63,8 +63,9 @@ export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = f
   if (serve) return serve;
   const log = createLogger();
   const config = await loadConfigFromFlags(flags, log);
-  const [{ openThingAccess }, { loadIdentity }] = await Promise.all([import("../../thing/local/open.ts"), import("../../thing/identity.ts")]);
-  return openThingAccess(config, log, identityFirst ? loadIdentity(config) : undefined);
+  const { openThingAccess } = await import("../../thing/local/open.ts");
+  const identity = identityFirst ? (await import("../../thing/identity.ts")).loadIdentity(config) : undefined;
+  return openThingAccess(config, log, identity);
 }
 
 /**

@@ -352,7 +352,7 @@ function clientOptions(options: SessionOptions): IClientOptions {
     // Our own queue is the durable outbox; MQTT.js's in-memory one would lose messages on a crash.
     queueQoSZero: false,
     // Otherwise mqtt-packet makes a Buffer for every packet id (65,536 of them) before the first
-    // packet leaves: ~13 ms of serve's start and the memory they hold, for 2-byte writes.
+    // packet leaves: ~13 ms in a CPU profile of serve's start, and ~5 MiB held, for 2-byte writes.
     writeCache: false,
   };
 }
