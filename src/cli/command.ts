@@ -15,7 +15,6 @@
  * then loads what it needs and nothing else (`--version` and `collect` do not load the broker,
  * MQTT or X.509 libraries). test/unit/start-up.test.ts keeps it so.
  */
-import { constants } from "node:os";
 import { UsageError } from "../shared/errors.ts";
 
 /** Parsed flags, camelCased, as cac hands them over (see `text`, `list`). */
@@ -100,6 +99,9 @@ export class Interrupted extends Error {
   }
 }
 
+/** POSIX's numbers for the two signals `interruptible` handles (the same on every Linux architecture). */
+const SIGNAL_NUMBERS = { SIGINT: 2, SIGTERM: 15 } as const;
+
 /**
  * Runs `work` with SIGINT (Ctrl-C) and SIGTERM turned into an abort of the signal it is given,
  * for a command that writes something it must not leave half-done (`hub export`, `hub init`):
@@ -119,7 +121,7 @@ export async function interruptible(what: string, undone: string, work: (signal:
   } catch (err) {
     if (!(err instanceof Interrupted)) throw err;
     console.error(`flashlex: ${what} stopped by ${err.signal}; ${undone}`);
-    return 128 + constants.signals[err.signal];
+    return 128 + SIGNAL_NUMBERS[err.signal];
   } finally {
     process.off("SIGINT", stop);
     process.off("SIGTERM", stop);

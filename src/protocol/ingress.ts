@@ -16,6 +16,7 @@ import { isUuid } from "./ids.ts";
 
 /** The key of the hub's message id in an ingress payload. */
 export const INGRESS_ID_KEY = "flmessagespk";
+const QUOTED_KEY = `"${INGRESS_ID_KEY}"`;
 
 /**
  * The payload the hub publishes for a stored ingress message.
@@ -34,8 +35,17 @@ export function ingressWirePayload(storedPayload: string, messageId: string): st
  * that are not the hub's: only a JSON object that mentions the key is parsed.
  */
 export function ingressMessageId(payload: Uint8Array | string): string | undefined {
-  const text = typeof payload === "string" ? payload : Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString("utf8");
-  if (!text.includes(`"${INGRESS_ID_KEY}"`)) return undefined;
+  let text: string;
+  if (typeof payload === "string") {
+    if (!payload.includes(QUOTED_KEY)) return undefined;
+    text = payload;
+  } else {
+    // looked for in the bytes before decoding: decoding every payload took a fifth of serve's
+    // time on a stream of 4 KiB messages that were not the hub's
+    const bytes = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength);
+    if (!bytes.includes(QUOTED_KEY)) return undefined;
+    text = bytes.toString("utf8");
+  }
   let document: unknown;
   try {
     document = JSON.parse(text);

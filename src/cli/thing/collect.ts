@@ -25,7 +25,7 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
   // later. A running serve delivers with the identity it has already checked.
   const access = await openAccessFromFlags(flags, { identityFirst: true });
   try {
-    const { parseEgressDocument } = await import("../../thing/egress/collect.ts");
+    const { parseEgressDocument } = await import("../../thing/egress/document.ts");
     const body = parseEgressDocument(await readDocument(flags.file, DEFAULT_PAYLOAD_LIMIT_BYTES), flags.file ?? "stdin");
     const result = await access.collect(body, via);
     if (flags.json) {

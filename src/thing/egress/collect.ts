@@ -4,8 +4,7 @@
  * over HTTP or MQTT with a freshly signed token, whose time the hub clock (hub-clock.ts) corrects.
  */
 import { randomUUID } from "node:crypto";
-import { DEFAULT_PAYLOAD_LIMIT_BYTES, JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument, stringifyJsonValue } from "../../protocol/limits.ts";
-import { FlashlexError, InputError } from "../../shared/errors.ts";
+import { FlashlexError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
 import type { DeliveryOutcome } from "./delivery.ts";
@@ -28,37 +27,6 @@ export interface CollectResult {
 
 /** While one delivery attempt of a fresh message runs, the outbox drainer leaves the row alone. */
 const LEASE_MS = 60_000;
-
-/**
- * Checks that `text` is one JSON document within the protocol's limits (DEFAULT_PAYLOAD_LIMIT_BYTES
- * of UTF-8, MAX_JSON_DEPTH levels of nesting) and returns it compacted. Throws InputError
- * (exit 65) naming `source` and the problem; nothing is queued by then.
- */
-export function parseEgressDocument(text: string, source: string): string {
-  try {
-    return JSON.stringify(parseJsonDocument(text, { maxBytes: DEFAULT_PAYLOAD_LIMIT_BYTES, maxDepth: MAX_JSON_DEPTH, source }));
-  } catch (err) {
-    if (err instanceof JsonDocumentError) throw new InputError(`${err.message}; nothing was queued`);
-    throw err;
-  }
-}
-
-/**
- * An application's value (the SDK's `collectMessage`) as an egress document: made into JSON
- * text without recursion limits of its own (`stringifyJsonValue`: too deep, a BigInt, NaN, a
- * cycle, no value), then checked as `parseEgressDocument` checks a text. Returns the compact
- * text; throws InputError (exit 65) naming `source` and the problem; nothing is queued by then.
- */
-export function egressDocumentOf(value: unknown, source: string): string {
-  let text: string;
-  try {
-    text = stringifyJsonValue(value, { maxDepth: MAX_JSON_DEPTH, source });
-  } catch (err) {
-    if (err instanceof JsonDocumentError) throw new InputError(`${err.message}; nothing was queued`);
-    throw err;
-  }
-  return parseEgressDocument(text, source);
-}
 
 /**
  * Egress: the message is committed to the outbox first, then delivered once now. Whatever

@@ -4,7 +4,7 @@ import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import { InputError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
-import { parseEgressDocument } from "../egress/collect.ts";
+import { parseEgressDocument } from "../egress/document.ts";
 import type { IngressQuery, OutboxState, ThingAccess } from "./access.ts";
 import { checkVia, withCheckedArguments } from "./arguments.ts";
 import { type Answer, MAX_REQUEST_BYTES, ROUTES, socketPath, toWire, toWireOutbox } from "./wire.ts";
