@@ -29,6 +29,7 @@ import { VERSION } from "../shared/version.ts";
 import { deliverHttp, deliverMqtt } from "./egress/delivery.ts";
 import { HubClock } from "./egress/hub-clock.ts";
 import { OutboxDrainer } from "./egress/outbox.ts";
+import { ThingTokens } from "./egress/tokens.ts";
 import { keyFileTooOpen, loadIdentity, type ThingIdentity } from "./identity.ts";
 import { ExecRunner } from "./ingress/exec-runner.ts";
 import { createIngressHandler } from "./ingress/handler.ts";
@@ -119,9 +120,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
 
     // One clock for serve's lifetime: the offset measured on one answer signs the next tokens.
     const clock = new HubClock(log);
+    // ... and one token, reused while young (egress/tokens.ts), for both ways out.
+    const tokens = new ThingTokens(clock);
     const deliverers = {
-      http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity, clock }),
-      mqtt: (entry: OutboxEntry) => deliverMqtt(entry, { config, identity, session, clock }),
+      http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity, clock, tokens }),
+      mqtt: (entry: OutboxEntry) => deliverMqtt(entry, { config, identity, session, clock, tokens }),
     };
     const drainer = new OutboxDrainer({ store, log, ratePerSecond: mqttConfig.drainingFrequency, deliverers });
     // A (re)connected session: MQTT egress waiting for its retry time goes now, not ~30 s later.

@@ -1,4 +1,5 @@
 import { afterAll, describe, expect, test } from "bun:test";
+import { generateKeyPairSync, type KeyObject } from "node:crypto";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -6,6 +7,8 @@ import { createLogger } from "../../src/shared/log.ts";
 import { type DeliveryOutcome, outcomeOf, PERMANENT_REFUSALS, retryDelayMs } from "../../src/thing/egress/delivery.ts";
 import { bearerErrorDescription, describeOffset, HubClock, SKEW_THRESHOLD_MS } from "../../src/thing/egress/hub-clock.ts";
 import { OutboxDrainer, sendableEntry } from "../../src/thing/egress/outbox.ts";
+import { ThingTokens, TOKEN_REUSE_SECONDS } from "../../src/thing/egress/tokens.ts";
+import type { ThingIdentity } from "../../src/thing/identity.ts";
 import { MessageStore, type OutboxEntry } from "../../src/thing/store/message-store.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-egress-"));
@@ -292,5 +295,42 @@ describe("outcomes are committed without an fsync, the message with one", () => 
     } finally {
       store.close();
     }
+  });
+});
+
+describe("the thing's token is reused while young", () => {
+  const identityWith = (privateKey: KeyObject): ThingIdentity =>
+    ({ thingId: "6c0f5b5e-3c0e-4a8e-9a55-1c2d3e4f5a6b", privateKey, tokenAlgorithm: "ES256" }) as ThingIdentity;
+  const ecKey = () => generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey;
+
+  test("the same token for TOKEN_REUSE_SECONDS, then a new one; a new key, a new clock offset or forget sign anew", async () => {
+    let local = Date.parse("2026-01-10T12:00:00Z");
+    const clock = new HubClock(captureLog().log, () => local);
+    const tokens = new ThingTokens(clock);
+    const identity = identityWith(ecKey());
+    const first = await tokens.current(identity);
+    local += (TOKEN_REUSE_SECONDS - 1) * 1000;
+    expect((await tokens.current(identity)).token).toBe(first.token);
+    local += 1000;
+    const second = await tokens.current(identity);
+    expect(second.token).not.toBe(first.token);
+    // a renewal: the identity's key is another
+    const renewed = identityWith(ecKey());
+    const third = await tokens.current(renewed);
+    expect(third.token).not.toBe(second.token);
+    // the clock was found an hour behind: the token carries the hub's time from now on
+    clock.observe(httpDate(local + 3_600_000), local);
+    const corrected = await tokens.current(renewed);
+    expect(corrected.token).not.toBe(third.token);
+    expect(corrected.offsetMs).toBe(clock.offsetMs);
+    const claims = JSON.parse(Buffer.from(corrected.token.split(".")[1]!, "base64url").toString());
+    expect(Math.abs(claims.iat - Math.floor((local + 3_600_000) / 1000))).toBeLessThanOrEqual(1);
+    // a local clock stepped back: not reused from "the future"
+    expect((await tokens.current(renewed)).token).toBe(corrected.token);
+    local -= 5000;
+    expect((await tokens.current(renewed)).token).not.toBe(corrected.token);
+    const kept = await tokens.current(renewed);
+    tokens.forget();
+    expect((await tokens.current(renewed)).token).not.toBe(kept.token);
   });
 });

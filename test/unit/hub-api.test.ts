@@ -17,6 +17,7 @@ import { createBrokerEvents } from "../../src/hub/broker/events.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
 import type { HubApi } from "../../src/hub/http/routes.ts";
+import { CollectAuthError, Collector } from "../../src/hub/messages/collect.ts";
 import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
@@ -222,6 +223,35 @@ describe("POST /things/{id}/collect", () => {
       body: stream,
     });
     expect((await api.fetch(chunked)).status).toBe(413);
+  });
+});
+
+describe("a token that verified once (the agent reuses its token for a while)", () => {
+  test("is refused as soon as its thing is revoked or has another key, and past its exp and the skew, as a fresh one would be", async () => {
+    let nowMs = Date.now();
+    let record: ThingRecord = { ...thing };
+    // the store as the hub sees it, with this thing's row changed by the test
+    const view = Object.create(store, { getThing: { value: async (id: string) => (id === thing.id ? record : undefined) } }) as HubStore;
+    const collector = new Collector({ store: view, log: silentLogger, now: () => nowMs });
+    const token = await signThingToken({ thingId: thing.id, privateKey: thingKey, now: Math.floor(nowMs / 1000) });
+    const accepted = async () =>
+      collector.authenticate(thing.id, token).then(
+        () => true,
+        (err) => (err instanceof CollectAuthError ? false : Promise.reject(err)),
+      );
+    expect(await accepted()).toBe(true);
+    expect(await accepted()).toBe(true);
+    record = { ...thing, revokedAt: nowMs };
+    expect(await accepted()).toBe(false);
+    record = { ...thing, publicKeyPem: generateKeyPairSync("rsa", { modulusLength: 2048 }).publicKey.export({ type: "spki", format: "pem" }).toString() };
+    expect(await accepted()).toBe(false);
+    record = { ...thing };
+    expect(await accepted()).toBe(true);
+    // exp is signing time + 360 s; the signature check allows a minute of skew past it
+    nowMs += 400_000;
+    expect(await accepted()).toBe(true);
+    nowMs += 30_000;
+    expect(await accepted()).toBe(false);
   });
 });
 

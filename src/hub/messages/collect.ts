@@ -64,8 +64,27 @@ export interface CollectorDeps {
   onSuperseded?: (thingId: string) => void;
 }
 
+/** At most this many verified tokens are remembered (a few hundred bytes each); the oldest go first. */
+export const MAX_VERIFIED_TOKENS = 10_000;
+
+interface VerifiedToken {
+  thingId: string;
+  /** the key that verified it: a token is taken on trust only while the thing still has that key */
+  publicKeyPem: string;
+  /** the token's exp, Unix seconds */
+  exp: number;
+}
+
 export class Collector {
   private readonly keys = new Map<string, { pem: string; key: KeyObject }>();
+  /**
+   * Tokens that verified with their thing's current key, by their exact text: the agent reuses a
+   * token for a while (src/thing/egress/tokens.ts), and checking its signature again for every
+   * message was a sixth of the hub's time per collect. The thing is still looked up for every
+   * request, so a revoked thing or a new key refuses a remembered token at once; it is taken on
+   * trust only until its exp (the signature check adds a minute of clock skew; this does not).
+   */
+  private readonly verified = new Map<string, VerifiedToken>();
   private readonly now: () => number;
   /** egress of concurrent requests and publishes, committed together: one fsync for many */
   private readonly commits: GroupCommit<{ message: MessageRecord; seenAt?: number }, { inserted: boolean; message: MessageRecord }>;
@@ -100,8 +119,10 @@ export class Collector {
     if (!thing) throw new CollectAuthError("unknown thing");
     if (thing.revokedAt !== null) throw new CollectAuthError("revoked thing");
     const now = Math.floor(this.now() / 1000);
+    if (this.isVerified(token, thing, now)) return { thing, publicKeyPem: thing.publicKeyPem };
     try {
-      await verifyThingToken(token, { thingId, publicKey: this.publicKey(thing.id, thing.publicKeyPem), now });
+      const claims = await verifyThingToken(token, { thingId, publicKey: this.publicKey(thing.id, thing.publicKeyPem), now });
+      this.rememberVerified(token, { thingId, publicKeyPem: thing.publicKeyPem, exp: claims.exp });
       if (thing.previousPublicKeyPem) {
         if (await fromStore(() => this.deps.store.forgetPreviousKey(thing.id, this.now()))) this.deps.onSuperseded?.(thing.id);
         thing.previousPublicKeyPem = null;
@@ -144,6 +165,24 @@ export class Collector {
     if (message.thingId !== thing.id) throw new MessageIdConflict();
     if (inserted) this.deps.feed?.publish({ type: "collected", thingId: thing.id, thingName: thing.name, message, via });
     return { thing, message, inserted };
+  }
+
+  /** True when `token` verified before with `thing`'s current key and has not expired (`now`: Unix seconds). */
+  private isVerified(token: string, thing: ThingRecord, now: number): boolean {
+    const known = this.verified.get(token);
+    if (!known) return false;
+    if (now >= known.exp) {
+      this.verified.delete(token);
+      return false;
+    }
+    // A thing that still has a previous key goes the long way: its first token signed with the
+    // current key is what makes the hub forget the previous one.
+    return known.thingId === thing.id && known.publicKeyPem === thing.publicKeyPem && !thing.previousPublicKeyPem;
+  }
+
+  private rememberVerified(token: string, entry: VerifiedToken): void {
+    if (this.verified.size >= MAX_VERIFIED_TOKENS) this.verified.delete(this.verified.keys().next().value!);
+    this.verified.set(token, entry);
   }
 
   /** Public keys parsed once per thing (and again if the stored PEM ever changes). */

@@ -1,4 +1,3 @@
-import { signThingToken } from "../../crypto/jwt.ts";
 import { buildCollectEnvelope } from "../../protocol/collect-envelope.ts";
 import { MESSAGE_ID_HEADER } from "../../protocol/headers.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
@@ -8,6 +7,7 @@ import type { ThingConfig } from "../settings.ts";
 import type { OutboxEntry } from "../store/message-store.ts";
 import { type PostResult, requestText } from "./http-post.ts";
 import { bearerErrorDescription, CLOCK_FIX_HINT, describeOffset, type HubClock, SKEW_THRESHOLD_MS } from "./hub-clock.ts";
+import { ThingTokens } from "./tokens.ts";
 
 export type DeliveryOutcome =
   | { kind: "sent"; status?: number; body?: string }
@@ -41,25 +41,27 @@ export function outcomeOf(response: Pick<PostResult, "status" | "statusText" | "
 }
 
 /**
- * POSTs one outbox entry to the collect API with a freshly signed JWT. With a `clock`, the
- * token is signed with the hub's time once the answers showed the device clock is wrong
- * (hub-clock.ts), and a 401 whose `Date` reveals a new skew is retried once at once with the
- * corrected time — so a one-shot `collect` on a device with a wrong clock still delivers.
+ * POSTs one outbox entry to the collect API with the thing's JWT (`tokens`: serve's, reused while
+ * young; else one signed for this delivery). With a `clock`, the token is signed with the hub's
+ * time once the answers showed the device clock is wrong (hub-clock.ts), and a 401 whose `Date`
+ * reveals a new skew is retried once at once with the corrected time — so a one-shot `collect`
+ * on a device with a wrong clock still delivers. A 401 makes `tokens` sign anew next time.
  * Never throws for the network; throws only what signing throws (an unusable key).
  */
 export async function deliverHttp(
   entry: Pick<OutboxEntry, "message_id" | "body">,
-  deps: { config: ThingConfig; identity: ThingIdentity; timeoutMs?: number; clock?: HubClock },
+  deps: { config: ThingConfig; identity: ThingIdentity; timeoutMs?: number; clock?: HubClock; tokens?: ThingTokens },
 ): Promise<DeliveryOutcome> {
   const { clock } = deps;
+  const tokens = deps.tokens ?? new ThingTokens(clock);
   // what the clock added to the local time when the token of the last request was signed
   let signedWithOffsetMs = 0;
   const post = async (): Promise<PostResult> => {
-    signedWithOffsetMs = clock?.offsetMs ?? 0;
-    const token = await signThingToken({ thingId: deps.identity.thingId, privateKey: deps.identity.privateKey, now: clock?.nowSeconds() });
-    return requestText(collectUrl(deps.config), {
+    const signed = await tokens.current(deps.identity);
+    signedWithOffsetMs = signed.offsetMs;
+    const response = await requestText(collectUrl(deps.config), {
       headers: {
-        Authorization: `Bearer ${token}`,
+        Authorization: `Bearer ${signed.token}`,
         "Content-Type": "application/json",
         [MESSAGE_ID_HEADER]: entry.message_id,
       },
@@ -67,6 +69,8 @@ export async function deliverHttp(
       extraCaPem: deps.identity.caPem,
       timeoutMs: deps.timeoutMs ?? 30_000,
     });
+    if (response.status === 401) tokens.forget();
+    return response;
   };
   let response: PostResult;
   try {
@@ -94,11 +98,11 @@ export async function deliverHttp(
  */
 export async function deliverMqtt(
   entry: Pick<OutboxEntry, "message_id" | "body">,
-  deps: { config: ThingConfig; identity: ThingIdentity; session: ThingSession; clock?: HubClock },
+  deps: { config: ThingConfig; identity: ThingIdentity; session: ThingSession; clock?: HubClock; tokens?: ThingTokens },
 ): Promise<DeliveryOutcome> {
   if (!deps.session.connected) return { kind: "retry", error: "not connected to the broker" };
   if (deps.clock?.isStale(CLOCK_MAX_AGE_MS)) await measureHubClock(deps.clock, deps);
-  const token = await signThingToken({ thingId: deps.identity.thingId, privateKey: deps.identity.privateKey, now: deps.clock?.nowSeconds() });
+  const { token } = await (deps.tokens ?? new ThingTokens(deps.clock)).current(deps.identity);
   const envelope = buildCollectEnvelope({ messageId: entry.message_id, thingId: deps.identity.thingId, token, payload: JSON.parse(entry.body) });
   try {
     await deps.session.publish(deps.config.yaml.thing.mqtt.egress.topic, envelope, 1);
