@@ -95,10 +95,40 @@ export function formatFields(fields: Fields): string {
     .join(" ");
 }
 
+/**
+ * Writes a line to stderr, one write(2) per turn of the event loop when lines come in bursts: the
+ * hub logs a line per request, and a write per line was a tenth of its time at 32 connections
+ * (CPU profile). A line with nothing pending goes out at once, so a lone line keeps its place
+ * among a command's other output; the lines after it in the same turn go out together when the
+ * turn ends (setImmediate), or when the process exits first.
+ */
+const writeStderrLine = (() => {
+  let pending: string[] = [];
+  let turnStarted = false;
+  let exitHooked = false;
+  const flush = () => {
+    turnStarted = false;
+    if (pending.length === 0) return;
+    const text = pending.join("");
+    pending = [];
+    process.stderr.write(text);
+  };
+  return (line: string) => {
+    if (!turnStarted) {
+      turnStarted = true;
+      setImmediate(flush);
+      process.stderr.write(`${line}\n`);
+      return;
+    }
+    if (!exitHooked) process.on("exit", flush), (exitHooked = true);
+    pending.push(`${line}\n`);
+  };
+})();
+
 export function createLogger(options: LoggerOptions = {}, base: Fields = {}): Logger {
   const threshold = ORDER[options.level ?? levelFromEnv()];
   const journald = options.journald ?? Boolean(process.env.JOURNAL_STREAM);
-  const write = options.write ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const write = options.write ?? writeStderrLine;
   const now = options.now ?? (() => new Date());
 
   const emit = (level: Level, event: string, fields: Fields = {}) => {

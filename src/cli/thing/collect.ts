@@ -23,10 +23,14 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
   // Identity first when collect delivers itself: a key that does not fit its certificate is a
   // configuration error (78), and the message must not be queued only to be refused by the hub
   // later. A running serve delivers with the identity it has already checked.
+  // The document is read while the running serve is looked for (or the config and keys load);
+  // a problem with the access is still reported first.
+  const reading = readDocument(flags.file, DEFAULT_PAYLOAD_LIMIT_BYTES);
+  reading.catch(() => {});
   const access = await openAccessFromFlags(flags, { identityFirst: true });
   try {
     const { parseEgressDocument } = await import("../../thing/egress/document.ts");
-    const body = parseEgressDocument(await readDocument(flags.file, DEFAULT_PAYLOAD_LIMIT_BYTES), flags.file ?? "stdin");
+    const body = parseEgressDocument(await reading, flags.file ?? "stdin");
     const result = await access.collect(body, via);
     if (flags.json) {
       console.log(JSON.stringify(result));
