@@ -4,11 +4,16 @@
  * validated against a declared zod schema. Every failure is one ConfigError (exit 78) naming the
  * file and, where there is one, the line or the key path.
  */
-import { readFileSync, statSync } from "node:fs";
-import { parseDocument } from "yaml";
+import { mkdirSync, readFileSync, statSync } from "node:fs";
+import { dirname } from "node:path";
+import { isDeepStrictEqual } from "node:util";
+import type * as Yaml from "yaml";
+import yamlPackage from "yaml/package.json" with { type: "json" };
 import { z } from "zod";
 import { ConfigError, oneLine } from "./errors.ts";
+import { writeFileAtomicallySync } from "./files.ts";
 import { toFlashlexError } from "./foreign-errors.ts";
+import { COMMIT, VERSION } from "./version.ts";
 
 const MAX_CONFIG_BYTES = 1024 * 1024;
 
@@ -16,8 +21,13 @@ const MAX_CONFIG_BYTES = 1024 * 1024;
 // costs more than it saves, about 8 ms of a one-shot `collect` in the compiled binary.
 z.config({ jitless: true });
 
-/** Reads and parses a YAML file; any failure is a one-line ConfigError naming the file (and line). */
-export function parseYamlFile(file: string): unknown {
+/**
+ * Reads and parses a YAML file; any failure is a one-line ConfigError naming the file (and line).
+ * With `cache`, the parsed document is taken from `cache.file` when it was parsed from this very
+ * text by this very build (the parse cache, below), and with `cache.update` kept there after a
+ * parse (its directory made, mode 0700, as the process that updates it would make it anyway).
+ */
+export function parseYamlFile(file: string, cache?: { file: string; update: boolean }): unknown {
   let bytes: Buffer;
   try {
     // a device (-c /dev/zero) or a huge file would be read forever or fill memory
@@ -36,8 +46,26 @@ export function parseYamlFile(file: string): unknown {
   } catch {
     throw new ConfigError(`${file}: not valid UTF-8 text`);
   }
+  if (!cache) return parseYamlText(text, file);
+  const cached = readParseCache(cache.file, text);
+  if (cached.hit) return cached.value;
+  const value = parseYamlText(text, file);
+  if (cache.update) writeParseCache(cache.file, text, value);
+  return value;
+}
+
+/**
+ * The `yaml` library, loaded on first use: a start that the parse cache serves never loads it
+ * (its module alone is ~8 ms of a compiled command's start here). `require` of a bundled CommonJS
+ * package is the bundler's own lazy loader, on Bun and in the Node build alike.
+ */
+function yamlLibrary(): typeof Yaml {
+  return require("yaml") as typeof Yaml;
+}
+
+function parseYamlText(text: string, file: string): unknown {
   try {
-    const doc = parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+    const doc = yamlLibrary().parseDocument(text, { prettyErrors: true, uniqueKeys: true });
     const first = doc.errors[0];
     if (first) {
       const pos = first.linePos?.[0];
@@ -54,6 +82,39 @@ export function parseYamlFile(file: string): unknown {
       `${file}: invalid YAML: ${known.kind === "config" ? known.message.replace(/^invalid YAML: /, "") : oneLine((err as Error)?.message ?? String(err))}`,
       { cause: err },
     );
+  }
+}
+
+/**
+ * The parse cache. The `yaml` library's first document in a process is the slowest step of a
+ * command's start (10 to 30 ms of cold code in the compiled binary, on x64: more on a Pi), where
+ * JSON.parse of the same data takes a fraction of a millisecond, and a thing's config.yml is
+ * parsed by every serve start and every command that opens the thing without serve. So the
+ * parsed document is kept as JSON with the exact text it came from and the parser that made it
+ * (this build and the yaml library's version), and used only when both still match: the value
+ * is the one the parse would give. A document JSON cannot carry exactly (.inf, .nan, -0) is not
+ * kept. A cache that is missing, damaged, stale or cannot be written is ignored: it only saves time.
+ */
+const PARSER = `flashlex ${VERSION} (${COMMIT}), yaml ${yamlPackage.version}`;
+
+function readParseCache(cacheFile: string, text: string): { hit: true; value: unknown } | { hit: false } {
+  try {
+    const cache = JSON.parse(readFileSync(cacheFile, "utf8")) as { parser?: unknown; text?: unknown; value?: unknown };
+    if (cache.parser === PARSER && cache.text === text) return { hit: true, value: cache.value };
+  } catch {
+    // none yet, or not ours: parsed afresh
+  }
+  return { hit: false };
+}
+
+function writeParseCache(cacheFile: string, text: string, value: unknown): void {
+  try {
+    const json = JSON.stringify({ parser: PARSER, text, value });
+    if (!isDeepStrictEqual((JSON.parse(json) as { value: unknown }).value, value)) return;
+    mkdirSync(dirname(cacheFile), { recursive: true, mode: 0o700 });
+    writeFileAtomicallySync(cacheFile, json, 0o600);
+  } catch {
+    // a read-only or missing directory: the next start parses again
   }
 }
 

@@ -58,15 +58,22 @@ export function defaultKeysDir(configDir: string, privateKeyName: string): strin
 }
 
 /**
+ * In the data directory: the config as serve last parsed it, with its text (src/shared/yaml.ts,
+ * the parse cache). Only serve writes it; every command reads it.
+ */
+export const CONFIG_CACHE_NAME = "config.parsed.json";
+
+/**
  * Loads and validates the config (ConfigError, 78, naming the file and the key path), with every
  * path made absolute: the data directory defaults to `data/` beside the config, the keys
- * directory to `defaultKeysDir`. `origin` says why this file (see `locateConfig`).
+ * directory to `defaultKeysDir`. `origin` says why this file (see `locateConfig`). With
+ * `keepParsed` (serve) the parse is kept in the data directory for the next load (CONFIG_CACHE_NAME).
  */
-export function loadThingConfig(location: ConfigLocation, origin = "given with -c"): ThingConfig {
+export function loadThingConfig(location: ConfigLocation, origin = "given with -c", options: { keepParsed?: boolean } = {}): ThingConfig {
   const file = resolve(location.config);
-  const raw = parseYamlFile(file);
-  const yaml = validate(ThingYamlSchema, raw, file).flashlex;
   const dataDir = dataDirFor(file, location.data);
+  const raw = parseYamlFile(file, { file: join(dataDir, CONFIG_CACHE_NAME), update: options.keepParsed ?? false });
+  const yaml = validate(ThingYamlSchema, raw, file).flashlex;
   const keys = yaml.thing.keys;
   const keysDir = resolve(location.keys ?? defaultKeysDir(dirname(file), keys.privateKey));
   return {

@@ -1,10 +1,10 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { ConfigError } from "../../src/shared/errors.ts";
-import { databaseFileName, loadThingConfig } from "../../src/thing/settings.ts";
+import { CONFIG_CACHE_NAME, databaseFileName, loadThingConfig } from "../../src/thing/settings.ts";
 
 const GUIDE = join(import.meta.dir, "../fixtures/guide-config.yml");
 const dir = mkdtempSync(join(tmpdir(), "flashlex-config-"));
@@ -138,5 +138,66 @@ describe("schema errors", () => {
     }
     expect(message).toBe("hub.yml: env: letters only; must not be empty; port: Invalid input: expected number, received string");
     expect(message).not.toContain("more)");
+  });
+});
+
+describe("the parse cache (data/config.parsed.json)", () => {
+  function thingDir(name: string, edit: (text: string) => string = (t) => t): { config: string; cache: string } {
+    const home = join(dir, name);
+    mkdirSync(join(home, "data"), { recursive: true });
+    const config = join(home, "config.yml");
+    writeFileSync(config, edit(readFileSync(GUIDE, "utf8")));
+    return { config, cache: join(home, "data", CONFIG_CACHE_NAME) };
+  }
+
+  const serveLoads = (config: string) => loadThingConfig({ config }, "given with -c", { keepParsed: true });
+
+  test("serve writes it (0600); every load reads it instead of parsing while the text is the same", () => {
+    const { config, cache } = thingDir("cached");
+    expect(loadThingConfig({ config }).yaml.thing.mqtt.port).toBe(8883);
+    expect(existsSync(cache)).toBe(false);
+    expect(serveLoads(config).yaml.thing.mqtt.port).toBe(8883);
+    expect(statSync(cache).mode & 0o777).toBe(0o600);
+    // what the cache holds is what the next load uses: changed here, seen there
+    const kept = JSON.parse(readFileSync(cache, "utf8"));
+    kept.value.flashlex.thing.mqtt.port = 1884;
+    writeFileSync(cache, JSON.stringify(kept));
+    expect(loadThingConfig({ config }).yaml.thing.mqtt.port).toBe(1884);
+    // the file changed (one byte): parsed afresh, and serve's next load updates the cache
+    writeFileSync(config, readFileSync(config, "utf8").replace("port: 8883", "port: 8884"));
+    expect(loadThingConfig({ config }).yaml.thing.mqtt.port).toBe(8884);
+    expect(serveLoads(config).yaml.thing.mqtt.port).toBe(8884);
+    expect(JSON.parse(readFileSync(cache, "utf8")).value.flashlex.thing.mqtt.port).toBe(8884);
+  });
+
+  test("a damaged or foreign cache is ignored and replaced; another build's is not used", () => {
+    const { config, cache } = thingDir("damaged");
+    writeFileSync(cache, "{ not json");
+    expect(serveLoads(config).yaml.thing.mqtt.port).toBe(8883);
+    const kept = JSON.parse(readFileSync(cache, "utf8"));
+    kept.parser = "flashlex 0.0.1 (older), yaml 1.0.0";
+    kept.value.flashlex.thing.mqtt.port = 1;
+    writeFileSync(cache, JSON.stringify(kept));
+    expect(loadThingConfig({ config }).yaml.thing.mqtt.port).toBe(8883);
+  });
+
+  test("a bad file is still refused with its line, whatever the cache holds; a value JSON cannot carry is not cached", () => {
+    const { config } = thingDir("refused");
+    serveLoads(config);
+    writeFileSync(config, `${readFileSync(config, "utf8")}\n  bad: [unclosed\n`);
+    expect(configErrorOf(config).message).toMatch(/config\.yml:\d+:\d+: invalid YAML/);
+    const infinite = thingDir("infinite", (t) => `${t}\nextra: .inf\n`);
+    serveLoads(infinite.config);
+    expect(existsSync(infinite.cache)).toBe(false);
+  });
+
+  test("a command that only reads makes no data directory for it; serve makes it (0700), as it would a moment later", () => {
+    const config = variant("no-data.yml", (t) => t);
+    const data = join(dir, "missing", "data");
+    loadThingConfig({ config, data });
+    expect(existsSync(join(dir, "missing"))).toBe(false);
+    loadThingConfig({ config, data }, "given with -c", { keepParsed: true });
+    expect(statSync(data).mode & 0o777).toBe(0o700);
+    expect(existsSync(join(data, CONFIG_CACHE_NAME))).toBe(true);
   });
 });

@@ -35,11 +35,15 @@ const GIVEN = "given with -c";
 /** The config this process chose, once it did: every failure of a thing command names it. */
 let chosen: ConfigChoice | undefined;
 
-/** Loads the config the flags lead to, warning once about keys it does not know. Throws UsageError when there is none, ConfigError for a bad one. */
-export async function loadConfigFromFlags(flags: ThingFlags, log: Logger): Promise<ThingConfig> {
+/**
+ * Loads the config the flags lead to, warning once about keys it does not know (`keepParsed`:
+ * serve keeps the parse for the next commands, thing/settings.ts). Throws UsageError when there
+ * is none, ConfigError for a bad one.
+ */
+export async function loadConfigFromFlags(flags: ThingFlags, log: Logger, options: { keepParsed?: boolean } = {}): Promise<ThingConfig> {
   chosen = chooseConfig(flags);
   const { loadThingConfig } = await import("../../thing/settings.ts");
-  const config = loadThingConfig({ config: chosen.file, data: flags.data, keys: flags.keys }, chosen.origin);
+  const config = loadThingConfig({ config: chosen.file, data: flags.data, keys: flags.keys }, chosen.origin, options);
   for (const key of config.unknownKeys) log.warn("config.unknown_key", { file: config.file, key, note: "ignored" });
   if (config.yaml.thing.mqtt.useWebsocket) {
     log.warn("config.websocket_ignored", { file: config.file, note: "MQTT over WebSocket is not supported; using MQTT over TLS" });

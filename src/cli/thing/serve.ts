@@ -38,7 +38,7 @@ async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown;
   const metricsFlag = text(flags.metrics);
   const metricsAt = metricsFlag === undefined ? undefined : parseListenAddress(metricsFlag);
   if (metricsFlag !== undefined && !metricsAt) throw new UsageError(`--metrics ${metricsFlag}: give HOST:PORT (127.0.0.1:9465) or a PORT (9465)`);
-  const config = await loadConfigFromFlags(flags, log);
+  const config = await loadConfigFromFlags(flags, log, { keepParsed: true });
   const configured = config.yaml.metrics?.listen;
   const metrics = metricsAt
     ? { at: metricsAt, setting: "--metrics" }
