@@ -17,7 +17,7 @@
  * Only the thing's own target entry is used by a thing: the agent refuses a manifest without an
  * entry for the target it was built for, and a file whose size or SHA-256 differs.
  */
-import { z } from "zod";
+import { z } from "../shared/zod.ts";
 
 export const MANIFEST_FILE = "manifest.json";
 export const SIGNATURE_FILE = "manifest.sig";

@@ -1,5 +1,5 @@
-import { z } from "zod";
 import { parseListenAddress } from "../shared/listen-address.ts";
+import { z } from "../shared/zod.ts";
 import { COLLECT_TOPIC } from "./topics.ts";
 
 /**

@@ -9,7 +9,7 @@ import { dirname } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import type * as Yaml from "yaml";
 import yamlPackage from "yaml/package.json" with { type: "json" };
-import { z } from "zod";
+import type { z } from "zod";
 import { ConfigError, oneLine } from "./errors.ts";
 import { writeFileAtomicallySync } from "./files.ts";
 import { toFlashlexError } from "./foreign-errors.ts";
@@ -17,17 +17,47 @@ import { COMMIT, VERSION } from "./version.ts";
 
 const MAX_CONFIG_BYTES = 1024 * 1024;
 
-// A configuration is validated once per process: zod's JIT (a `new Function` compiled per schema)
-// costs more than it saves, about 8 ms of a one-shot `collect` in the compiled binary.
-z.config({ jitless: true });
+/** Reads and parses a YAML file; any failure is a one-line ConfigError naming the file (and line). */
+export function parseYamlFile(file: string): unknown {
+  return parseYamlText(readConfigText(file), file);
+}
+
+/** Where a configuration's interpretation is kept between processes (loadYamlFile). */
+export interface ConfigCache {
+  file: string;
+  /** what made the interpretation (this build, the libraries): a cache made by anything else is not used */
+  madeBy: string;
+  /** write the interpretation after a miss (its directory made, mode 0700) */
+  update: boolean;
+}
 
 /**
- * Reads and parses a YAML file; any failure is a one-line ConfigError naming the file (and line).
- * With `cache`, the parsed document is taken from `cache.file` when it was parsed from this very
- * text by this very build (the parse cache, below), and with `cache.update` kept there after a
- * parse (its directory made, mode 0700, as the process that updates it would make it anyway).
+ * Reads, parses and interprets a YAML configuration: `interpret` validates the parsed document
+ * and gives what the program uses, or throws (ConfigError). With `cache`, a miss's result is kept
+ * in `cache.file` with the exact text it came from, and a later load of the same text by the same
+ * build takes it from there, without loading the YAML parser or the schemas.
+ *
+ * Why: parsing the YAML (the `yaml` library's first document: 10 to 30 ms of cold code in the
+ * compiled binary on x64, more on a Pi) and loading the schemas (zod) are the slowest steps of a
+ * command's start, where JSON.parse of the result takes a fraction of a millisecond. The result is
+ * what `interpret` would give for that text: same text, same build. One JSON cannot carry exactly
+ * (.inf, .nan, -0) is not kept. A cache that is missing, damaged, stale or cannot be written is
+ * ignored: it only saves time. Throws what `interpret` throws, and ConfigError for a file that
+ * cannot be read or is not YAML.
  */
-export function parseYamlFile(file: string, cache?: { file: string; update: boolean }): unknown {
+export function loadYamlFile<T>(file: string, interpret: (raw: unknown) => T, cache?: ConfigCache): T {
+  const text = readConfigText(file);
+  if (cache) {
+    const cached = readConfigCache(cache, text);
+    if (cached.hit) return cached.value as T;
+  }
+  const value = interpret(parseYamlText(text, file));
+  if (cache?.update) writeConfigCache(cache, text, value);
+  return value;
+}
+
+/** The file's text: bounded in size, a regular file, strict UTF-8; else a one-line ConfigError. */
+function readConfigText(file: string): string {
   let bytes: Buffer;
   try {
     // a device (-c /dev/zero) or a huge file would be read forever or fill memory
@@ -40,18 +70,11 @@ export function parseYamlFile(file: string, cache?: { file: string; update: bool
     const code = (err as NodeJS.ErrnoException).code ?? "error";
     throw new ConfigError(`${file}: cannot read the configuration file (${code})`);
   }
-  let text: string;
   try {
-    text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
   } catch {
     throw new ConfigError(`${file}: not valid UTF-8 text`);
   }
-  if (!cache) return parseYamlText(text, file);
-  const cached = readParseCache(cache.file, text);
-  if (cached.hit) return cached.value;
-  const value = parseYamlText(text, file);
-  if (cache.update) writeParseCache(cache.file, text, value);
-  return value;
 }
 
 /**
@@ -85,36 +108,27 @@ function parseYamlText(text: string, file: string): unknown {
   }
 }
 
-/**
- * The parse cache. The `yaml` library's first document in a process is the slowest step of a
- * command's start (10 to 30 ms of cold code in the compiled binary, on x64: more on a Pi), where
- * JSON.parse of the same data takes a fraction of a millisecond, and a thing's config.yml is
- * parsed by every serve start and every command that opens the thing without serve. So the
- * parsed document is kept as JSON with the exact text it came from and the parser that made it
- * (this build and the yaml library's version), and used only when both still match: the value
- * is the one the parse would give. A document JSON cannot carry exactly (.inf, .nan, -0) is not
- * kept. A cache that is missing, damaged, stale or cannot be written is ignored: it only saves time.
- */
-const PARSER = `flashlex ${VERSION} (${COMMIT}), yaml ${yamlPackage.version}`;
+/** What a build of flashlex names itself as a cache's maker; undefined in a source run, whose code may change under the same name. */
+export const THIS_BUILD: string | undefined = COMMIT === "unknown" ? undefined : `flashlex ${VERSION} (${COMMIT}), yaml ${yamlPackage.version}`;
 
-function readParseCache(cacheFile: string, text: string): { hit: true; value: unknown } | { hit: false } {
+function readConfigCache(cache: ConfigCache, text: string): { hit: true; value: unknown } | { hit: false } {
   try {
-    const cache = JSON.parse(readFileSync(cacheFile, "utf8")) as { parser?: unknown; text?: unknown; value?: unknown };
-    if (cache.parser === PARSER && cache.text === text) return { hit: true, value: cache.value };
+    const kept = JSON.parse(readFileSync(cache.file, "utf8")) as { madeBy?: unknown; text?: unknown; value?: unknown };
+    if (kept.madeBy === cache.madeBy && kept.text === text) return { hit: true, value: kept.value };
   } catch {
-    // none yet, or not ours: parsed afresh
+    // none yet, or not ours: interpreted afresh
   }
   return { hit: false };
 }
 
-function writeParseCache(cacheFile: string, text: string, value: unknown): void {
+function writeConfigCache(cache: ConfigCache, text: string, value: unknown): void {
   try {
-    const json = JSON.stringify({ parser: PARSER, text, value });
+    const json = JSON.stringify({ madeBy: cache.madeBy, text, value });
     if (!isDeepStrictEqual((JSON.parse(json) as { value: unknown }).value, value)) return;
-    mkdirSync(dirname(cacheFile), { recursive: true, mode: 0o700 });
-    writeFileAtomicallySync(cacheFile, json, 0o600);
+    mkdirSync(dirname(cache.file), { recursive: true, mode: 0o700 });
+    writeFileAtomicallySync(cache.file, json, 0o600);
   } catch {
-    // a read-only or missing directory: the next start parses again
+    // a read-only or unreachable directory: the next start interprets again
   }
 }
 

@@ -4,8 +4,9 @@
  */
 import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { type ThingYaml, ThingYamlSchema } from "../protocol/thing-config.ts";
-import { parseYamlFile, unknownKeys, validate } from "../shared/yaml.ts";
+import type * as ThingConfigSchema from "../protocol/thing-config.ts";
+import type { ThingYaml } from "../protocol/thing-config.ts";
+import { loadYamlFile, THIS_BUILD, unknownKeys, validate } from "../shared/yaml.ts";
 import { dataDirFor } from "./config-location.ts";
 
 /** A validated thing configuration with every path made absolute. */
@@ -58,22 +59,40 @@ export function defaultKeysDir(configDir: string, privateKeyName: string): strin
 }
 
 /**
- * In the data directory: the config as serve last parsed it, with its text (src/shared/yaml.ts,
- * the parse cache). Only serve writes it; every command reads it.
+ * In the data directory: the config as serve last read it (validated, with the text it came
+ * from; src/shared/yaml.ts `loadYamlFile`). Only serve writes it; every command reads it.
  */
 export const CONFIG_CACHE_NAME = "config.parsed.json";
+
+/**
+ * The config's schema (zod), loaded on first use: a load that the cache serves never needs it.
+ * `require` of a bundled module is the bundler's own lazy loader, on Bun and in the Node build.
+ */
+function configSchema(): typeof ThingConfigSchema.ThingYamlSchema {
+  return (require("../protocol/thing-config.ts") as typeof ThingConfigSchema).ThingYamlSchema;
+}
 
 /**
  * Loads and validates the config (ConfigError, 78, naming the file and the key path), with every
  * path made absolute: the data directory defaults to `data/` beside the config, the keys
  * directory to `defaultKeysDir`. `origin` says why this file (see `locateConfig`). With
- * `keepParsed` (serve) the parse is kept in the data directory for the next load (CONFIG_CACHE_NAME).
+ * `keepParsed` (serve) what was read is kept in the data directory for the next load
+ * (CONFIG_CACHE_NAME); `madeBy` names the cache's maker (default: this build; a source run keeps
+ * none, as its code may change under the same name).
  */
-export function loadThingConfig(location: ConfigLocation, origin = "given with -c", options: { keepParsed?: boolean } = {}): ThingConfig {
+export function loadThingConfig(location: ConfigLocation, origin = "given with -c", options: { keepParsed?: boolean; madeBy?: string } = {}): ThingConfig {
   const file = resolve(location.config);
   const dataDir = dataDirFor(file, location.data);
-  const raw = parseYamlFile(file, { file: join(dataDir, CONFIG_CACHE_NAME), update: options.keepParsed ?? false });
-  const yaml = validate(ThingYamlSchema, raw, file).flashlex;
+  const madeBy = options.madeBy ?? THIS_BUILD;
+  const cache = madeBy ? { file: join(dataDir, CONFIG_CACHE_NAME), madeBy, update: options.keepParsed ?? false } : undefined;
+  const { yaml, unknown } = loadYamlFile(
+    file,
+    (raw) => {
+      const schema = configSchema();
+      return { yaml: validate(schema, raw, file).flashlex, unknown: unknownKeys(schema, raw) };
+    },
+    cache,
+  );
   const keys = yaml.thing.keys;
   const keysDir = resolve(location.keys ?? defaultKeysDir(dirname(file), keys.privateKey));
   return {
@@ -93,7 +112,7 @@ export function loadThingConfig(location: ConfigLocation, origin = "given with -
       connectMs: Math.max(yaml.thing.mqtt.connectDisconnectTimeout, 1) * 1000,
       operationMs: Math.max(yaml.thing.mqtt.mqttOperationTimeout, 1) * 1000,
     },
-    unknownKeys: unknownKeys(ThingYamlSchema, raw),
+    unknownKeys: unknown,
   };
 }
 

@@ -7,7 +7,7 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
@@ -249,6 +249,26 @@ describe("serve", () => {
     } finally {
       expect(await serve.stop()).toBe(0);
     }
+  });
+
+  test("serve keeps what it read of config.yml in data/config.parsed.json (0600); a changed config.yml is read afresh", async () => {
+    const cache = join(thing.dataDir, "config.parsed.json");
+    rmSync(cache, { force: true });
+    const serve = start(["serve", ...thing.flags]);
+    await serve.waitFor(/serve\.started/);
+    expect(await serve.stop()).toBe(0);
+    expect(statSync(cache).mode & 0o777).toBe(0o600);
+    expect(JSON.parse(readFileSync(cache, "utf8")).text).toBe(readFileSync(thing.configPath, "utf8"));
+    const good = readFileSync(thing.configPath, "utf8");
+    try {
+      writeFileSync(thing.configPath, good.replace(/port: \d+/, "port: eighty"));
+      const refused = await run(["messages", "list", ...thing.flags]);
+      expect(refused.code).toBe(78);
+      expect(refused.stderr).toContain("port");
+    } finally {
+      writeFileSync(thing.configPath, good);
+    }
+    expect((await run(["messages", "list", ...thing.flags])).code).toBe(0);
   });
 
   test("a second serve on the same data directory is refused with 75", async () => {

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { ConfigError } from "../../src/shared/errors.ts";
+import { loadYamlFile } from "../../src/shared/yaml.ts";
 import { CONFIG_CACHE_NAME, databaseFileName, loadThingConfig } from "../../src/thing/settings.ts";
 
 const GUIDE = join(import.meta.dir, "../fixtures/guide-config.yml");
@@ -141,7 +142,10 @@ describe("schema errors", () => {
   });
 });
 
-describe("the parse cache (data/config.parsed.json)", () => {
+describe("the config cache (data/config.parsed.json)", () => {
+  // a source run keeps no cache (its code may change under one name): these loads name a build
+  const madeBy = "flashlex 9.9.9 (test), yaml 2";
+  const loads = (config: string) => loadThingConfig({ config }, "given with -c", { madeBy });
   function thingDir(name: string, edit: (text: string) => string = (t) => t): { config: string; cache: string } {
     const home = join(dir, name);
     mkdirSync(join(home, "data"), { recursive: true });
@@ -150,35 +154,38 @@ describe("the parse cache (data/config.parsed.json)", () => {
     return { config, cache: join(home, "data", CONFIG_CACHE_NAME) };
   }
 
-  const serveLoads = (config: string) => loadThingConfig({ config }, "given with -c", { keepParsed: true });
+  const serveLoads = (config: string) => loadThingConfig({ config }, "given with -c", { keepParsed: true, madeBy });
 
   test("serve writes it (0600); every load reads it instead of parsing while the text is the same", () => {
     const { config, cache } = thingDir("cached");
-    expect(loadThingConfig({ config }).yaml.thing.mqtt.port).toBe(8883);
+    expect(loads(config).yaml.thing.mqtt.port).toBe(8883);
     expect(existsSync(cache)).toBe(false);
     expect(serveLoads(config).yaml.thing.mqtt.port).toBe(8883);
     expect(statSync(cache).mode & 0o777).toBe(0o600);
     // what the cache holds is what the next load uses: changed here, seen there
     const kept = JSON.parse(readFileSync(cache, "utf8"));
-    kept.value.flashlex.thing.mqtt.port = 1884;
+    kept.value.yaml.thing.mqtt.port = 1884;
     writeFileSync(cache, JSON.stringify(kept));
-    expect(loadThingConfig({ config }).yaml.thing.mqtt.port).toBe(1884);
+    expect(loads(config).yaml.thing.mqtt.port).toBe(1884);
     // the file changed (one byte): parsed afresh, and serve's next load updates the cache
     writeFileSync(config, readFileSync(config, "utf8").replace("port: 8883", "port: 8884"));
-    expect(loadThingConfig({ config }).yaml.thing.mqtt.port).toBe(8884);
+    expect(loads(config).yaml.thing.mqtt.port).toBe(8884);
     expect(serveLoads(config).yaml.thing.mqtt.port).toBe(8884);
-    expect(JSON.parse(readFileSync(cache, "utf8")).value.flashlex.thing.mqtt.port).toBe(8884);
+    expect(JSON.parse(readFileSync(cache, "utf8")).value.yaml.thing.mqtt.port).toBe(8884);
   });
 
-  test("a damaged or foreign cache is ignored and replaced; another build's is not used", () => {
+  test("a damaged or foreign cache is ignored and replaced; another build's is not used; a source run keeps none", () => {
     const { config, cache } = thingDir("damaged");
     writeFileSync(cache, "{ not json");
     expect(serveLoads(config).yaml.thing.mqtt.port).toBe(8883);
     const kept = JSON.parse(readFileSync(cache, "utf8"));
-    kept.parser = "flashlex 0.0.1 (older), yaml 1.0.0";
-    kept.value.flashlex.thing.mqtt.port = 1;
+    kept.madeBy = "flashlex 0.0.1 (older), yaml 1.0.0";
+    kept.value.yaml.thing.mqtt.port = 1;
     writeFileSync(cache, JSON.stringify(kept));
-    expect(loadThingConfig({ config }).yaml.thing.mqtt.port).toBe(8883);
+    expect(loads(config).yaml.thing.mqtt.port).toBe(8883);
+    const source = thingDir("source-run");
+    loadThingConfig({ config: source.config }, "given with -c", { keepParsed: true });
+    expect(existsSync(source.cache)).toBe(false);
   });
 
   test("a bad file is still refused with its line, whatever the cache holds; a value JSON cannot carry is not cached", () => {
@@ -186,17 +193,18 @@ describe("the parse cache (data/config.parsed.json)", () => {
     serveLoads(config);
     writeFileSync(config, `${readFileSync(config, "utf8")}\n  bad: [unclosed\n`);
     expect(configErrorOf(config).message).toMatch(/config\.yml:\d+:\d+: invalid YAML/);
-    const infinite = thingDir("infinite", (t) => `${t}\nextra: .inf\n`);
-    serveLoads(infinite.config);
+    const infinite = thingDir("infinite");
+    const value = loadYamlFile(infinite.config, () => ({ weight: Number.POSITIVE_INFINITY }), { file: infinite.cache, madeBy, update: true });
+    expect(value.weight).toBe(Number.POSITIVE_INFINITY);
     expect(existsSync(infinite.cache)).toBe(false);
   });
 
   test("a command that only reads makes no data directory for it; serve makes it (0700), as it would a moment later", () => {
     const config = variant("no-data.yml", (t) => t);
     const data = join(dir, "missing", "data");
-    loadThingConfig({ config, data });
+    loadThingConfig({ config, data }, "given with -c", { madeBy });
     expect(existsSync(join(dir, "missing"))).toBe(false);
-    loadThingConfig({ config, data }, "given with -c", { keepParsed: true });
+    loadThingConfig({ config, data }, "given with -c", { keepParsed: true, madeBy });
     expect(statSync(data).mode & 0o777).toBe(0o700);
     expect(existsSync(join(data, CONFIG_CACHE_NAME))).toBe(true);
   });

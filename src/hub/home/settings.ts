@@ -1,12 +1,12 @@
 import { readFileSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { parse, parseDocument } from "yaml";
-import { z } from "zod";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { parseDuration } from "../../shared/duration.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { parseListenAddress } from "../../shared/listen-address.ts";
 import { parseYamlFile, unknownKeys, validate } from "../../shared/yaml.ts";
+import { z } from "../../shared/zod.ts";
 import { DATABASE_CHOICES, parseHubDatabase } from "../store/database-url.ts";
 
 /**
