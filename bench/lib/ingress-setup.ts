@@ -3,7 +3,9 @@
  * over mutual TLS, a publisher with its own certificate, `mosquitto_pub -l` to publish a stream,
  * and counting what `serve` stored from its `ingress.stored count=N` log lines as they come.
  */
-import { rmSync } from "node:fs";
+import { existsSync, readdirSync, rmSync } from "node:fs";
+import { join } from "node:path";
+import { CONFIG_CACHE_NAME } from "../../src/thing/settings.ts";
 import type { Background } from "../../test/support/binary.ts";
 import type { MosquittoBroker } from "../../test/support/mosquitto.ts";
 import { makeThingFixture, type ThingFixture } from "../../test/support/thing-fixture.ts";
@@ -39,6 +41,16 @@ export async function ingressSetup(): Promise<IngressSetup> {
       rmSync(thing.dir, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * The thing's data directory as after a restart with an emptied database: the message database
+ * and everything else serve left go (so each run's count is exact), except the config serve read
+ * at its last start (data/config.parsed.json), which a device that restarts keeps too.
+ */
+export function restartWithEmptyDatabase(dataDir: string): void {
+  if (!existsSync(dataDir)) return;
+  for (const name of readdirSync(dataDir)) if (name !== CONFIG_CACHE_NAME) rmSync(join(dataDir, name), { recursive: true, force: true });
 }
 
 /** `count` lines of JSON, each `bytes` long (0: short readings, ~35 bytes). */

@@ -5,8 +5,8 @@
  */
 import { readFileSync } from "node:fs";
 
-/** VmRSS, VmHWM, ... of a live process, in KiB; NaN once it is gone. */
-export function statusKb(pid: number, field: "VmRSS" | "VmHWM"): number {
+/** VmRSS, VmHWM, ... of a live process, in KiB (RssFile: the pages mapped from files, the executable's mostly; RssAnon: the process's own); NaN once it is gone. */
+export function statusKb(pid: number, field: "VmRSS" | "VmHWM" | "RssAnon" | "RssFile"): number {
   try {
     const match = readFileSync(`/proc/${pid}/status`, "utf8").match(new RegExp(`^${field}:\\s+(\\d+) kB`, "m"));
     return match ? Number(match[1]) : Number.NaN;

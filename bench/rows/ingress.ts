@@ -20,13 +20,12 @@
  *
  * Also reported: serve's peak RSS (VmHWM) in the queued runs.
  */
-import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { commitSha, packageVersion } from "../../scripts/build.ts";
 import { bundleForNode } from "../../scripts/bundle-node.ts";
 import { start } from "../../test/support/binary.ts";
 import { connected } from "../lib/broker.ts";
-import { type IngressSetup, ingressSetup, payloadLines, publishLines, untilStored } from "../lib/ingress-setup.ts";
+import { type IngressSetup, ingressSetup, payloadLines, publishLines, restartWithEmptyDatabase, untilStored } from "../lib/ingress-setup.ts";
 import { mib, statusKb } from "../lib/procs.ts";
 import { type BenchContext, measured, type Row, type RowResult, skipped } from "../lib/row.ts";
 import { interleave, median, perSecond } from "../lib/stats.ts";
@@ -49,7 +48,7 @@ function subArgs(s: IngressSetup, extra: string[]): string[] {
 
 /** serve until `count` messages are stored: ms from serve's start (or, live, from `during`'s start) and serve's peak RSS. */
 async function serveUntil(s: IngressSetup, subject: Subject, count: number, during?: () => Promise<void>) {
-  rmSync(s.thing.dataDir, { recursive: true, force: true });
+  restartWithEmptyDatabase(s.thing.dataDir);
   const before = during ? undefined : performance.now();
   const serve = start(["serve", ...s.thing.flags], { command: subject.command });
   let t0 = before ?? 0;

@@ -14,13 +14,12 @@
  *   (VmHWM) and, 5 s later, its VmRSS after the drain. Ratios = peak / idle and after-drain /
  *   idle of the same process. One run (it takes about a minute); not a median.
  */
-import { rmSync } from "node:fs";
 import { start } from "../../test/support/binary.ts";
 import { compiledFloor } from "../lib/floors.ts";
-import { ingressSetup, payloadLines, publishLines, untilStored } from "../lib/ingress-setup.ts";
+import { ingressSetup, payloadLines, publishLines, restartWithEmptyDatabase, untilStored } from "../lib/ingress-setup.ts";
 import { mib, statusKb } from "../lib/procs.ts";
 import { type BenchContext, measured, type Row, type RowResult } from "../lib/row.ts";
-import type { Paired } from "../lib/stats.ts";
+import { median, type Paired } from "../lib/stats.ts";
 
 const SETTLE_MS = 5_000;
 
@@ -62,8 +61,10 @@ export const rss: Row = {
         s.publisher.privateKeyPath,
         "bench/mqtt-idle",
       ];
+      /** serve's and the floor's anonymous memory, beside the pages mapped from their executables */
+      const kinds = { serveAnon: [] as number[], serveFile: [] as number[], floorAnon: [] as number[], floorFile: [] as number[] };
       for (let i = 0; i < ctx.runs; i++) {
-        rmSync(s.thing.dataDir, { recursive: true, force: true });
+        restartWithEmptyDatabase(s.thing.dataDir);
         const floor = Bun.spawn([idleBinary], { stdout: "ignore", stderr: "ignore" });
         const mqttPeer = Bun.spawn(mqttPeerArgs, { stdout: "pipe", stderr: "ignore" });
         const serve = start(["serve", ...s.thing.flags]);
@@ -77,6 +78,10 @@ export const rss: Row = {
           besideMqtt.ours.push(a);
           besideMqtt.peer.push(c);
           besideMqtt.ratios.push(a / c);
+          kinds.serveAnon.push(mib(statusKb(serve.proc.pid, "RssAnon")));
+          kinds.serveFile.push(mib(statusKb(serve.proc.pid, "RssFile")));
+          kinds.floorAnon.push(mib(statusKb(floor.pid, "RssAnon")));
+          kinds.floorFile.push(mib(statusKb(floor.pid, "RssFile")));
           ctx.progress(`rss idle ${i + 1}/${ctx.runs}: serve ${a.toFixed(1)} MiB, idle Bun binary ${b.toFixed(1)} MiB, MQTT.js subscriber ${c.toFixed(1)} MiB`);
         } finally {
           floor.kill("SIGTERM");
@@ -94,6 +99,9 @@ export const rss: Row = {
             better: "lower",
             peerName: "compiled Bun binary that only waits",
             target: { op: "<=", value: 2 },
+            notes: [
+              `of which pages mapped from the executable (clean, shared, reclaimable under memory pressure): serve ${median(kinds.serveFile).toFixed(1)} MiB, the floor ${median(kinds.floorFile).toFixed(1)} MiB; the process's own (anonymous): serve ${median(kinds.serveAnon).toFixed(1)} MiB, the floor ${median(kinds.floorAnon).toFixed(1)} MiB`,
+            ],
           },
           idle,
         ),
@@ -112,7 +120,7 @@ export const rss: Row = {
 
       const count = ctx.quick ? 100_000 : 1_000_000;
       const label = count >= 1e6 ? `${count / 1e6}M` : `${count / 1000}k`;
-      rmSync(s.thing.dataDir, { recursive: true, force: true });
+      restartWithEmptyDatabase(s.thing.dataDir);
       const lines = payloadLines(count);
       const serve = start(["serve", ...s.thing.flags]);
       try {

@@ -8,7 +8,6 @@ import { mkdirSync, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { isDeepStrictEqual } from "node:util";
 import type * as Yaml from "yaml";
-import yamlPackage from "yaml/package.json" with { type: "json" };
 import type { z } from "zod";
 import { ConfigError, oneLine } from "./errors.ts";
 import { writeFileAtomicallySync } from "./files.ts";
@@ -108,8 +107,20 @@ function parseYamlText(text: string, file: string): unknown {
   }
 }
 
-/** What a build of flashlex names itself as a cache's maker; undefined in a source run, whose code may change under the same name. */
-export const THIS_BUILD: string | undefined = COMMIT === "unknown" ? undefined : `flashlex ${VERSION} (${COMMIT}), yaml ${yamlPackage.version}`;
+/**
+ * What this build of flashlex names itself as a cache's maker: its version, its commit and its
+ * executable's modification time (a rebuild from a working tree with uncommitted changes keeps
+ * the commit's name, and a self-update replaces the file). Undefined in a source run, whose code
+ * may change under the same name, and when the executable cannot be looked at.
+ */
+export function thisBuild(): string | undefined {
+  if (COMMIT === "unknown") return undefined;
+  try {
+    return `flashlex ${VERSION} (${COMMIT}), ${process.execPath} of ${statSync(process.execPath).mtimeMs}`;
+  } catch {
+    return undefined;
+  }
+}
 
 function readConfigCache(cache: ConfigCache, text: string): { hit: true; value: unknown } | { hit: false } {
   try {

@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type * as ThingConfigSchema from "../protocol/thing-config.ts";
 import type { ThingYaml } from "../protocol/thing-config.ts";
-import { loadYamlFile, THIS_BUILD, unknownKeys, validate } from "../shared/yaml.ts";
+import { loadYamlFile, thisBuild, unknownKeys, validate } from "../shared/yaml.ts";
 import { dataDirFor } from "./config-location.ts";
 
 /** A validated thing configuration with every path made absolute. */
@@ -83,7 +83,7 @@ function configSchema(): typeof ThingConfigSchema.ThingYamlSchema {
 export function loadThingConfig(location: ConfigLocation, origin = "given with -c", options: { keepParsed?: boolean; madeBy?: string } = {}): ThingConfig {
   const file = resolve(location.config);
   const dataDir = dataDirFor(file, location.data);
-  const madeBy = options.madeBy ?? THIS_BUILD;
+  const madeBy = options.madeBy ?? thisBuild();
   const cache = madeBy ? { file: join(dataDir, CONFIG_CACHE_NAME), madeBy, update: options.keepParsed ?? false } : undefined;
   const { yaml, unknown } = loadYamlFile(
     file,
