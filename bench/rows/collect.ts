@@ -5,8 +5,9 @@
  * beforehand (`curl -sS -f -o /dev/null`, exec to exit). Unit: milliseconds (lower is better);
  * ratio = collect / curl.
  *
- * Two FlashLex figures, each paired with curl: collect delivering by itself (no serve: it reads
- * the config and the keys, signs, records the message in the outbox and posts it), and collect
+ * Two FlashLex figures, each paired with curl: collect delivering by itself (serve stopped, after
+ * it ran once, as on a device: collect reads the config serve left read in data/, and the keys,
+ * signs, records the message in the outbox and posts it), and collect
  * handing the document to the thing's running `serve` over its socket (the thing's usual state
  * under systemd; serve signs, records and posts).
  *
@@ -46,6 +47,11 @@ export const collect: Row = {
       const curl = ["curl", "-sS", "-f", "-o", "/dev/null", "-X", "POST", "-H", `Authorization: Bearer ${token}`, "-H", "Content-Type: application/json"];
       const ours = () => timeProcess([binaryPath(), "collect", ...thing.flags], { stdin: BODY });
       const peer = () => timeProcess([...curl, "--data-binary", BODY, collectUrl(hub, thing)]);
+      // A thing whose serve has run (then stopped): it left the config it read in the data
+      // directory (data/config.parsed.json), which a collect on its own reads instead of the YAML.
+      const once = startLogged([binaryPath(), "serve", ...thing.flags], join(ctx.work, "serve-once.log"));
+      await once.waitFor(/serve\.started/, 30_000);
+      await once.stop();
       await ours(); // warm-up: the first run creates the outbox database, and the page cache gets the binary
       await peer();
       const runs = ctx.quick ? ctx.runs : Math.max(ctx.runs, 11);
