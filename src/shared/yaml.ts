@@ -122,19 +122,46 @@ export function thisBuild(): string | undefined {
   }
 }
 
+/** A cache holds the text (at most MAX_CONFIG_BYTES) and what it means: anything far larger is not one. */
+const MAX_CACHE_BYTES = 4 * MAX_CONFIG_BYTES;
+
+/**
+ * A cache is used only when it is a regular file of a sane size (a FIFO or /dev/zero in its place
+ * must not hang or fill memory) whose maker and text match and whose checksum holds: a file
+ * damaged, cut short or edited by hand (still valid JSON) is a miss, never a half-read config.
+ */
 function readConfigCache(cache: ConfigCache, text: string): { hit: true; value: unknown } | { hit: false } {
   try {
-    const kept = JSON.parse(readFileSync(cache.file, "utf8")) as { madeBy?: unknown; text?: unknown; value?: unknown };
-    if (kept.madeBy === cache.madeBy && kept.text === text) return { hit: true, value: kept.value };
+    const stat = statSync(cache.file);
+    if (!stat.isFile() || stat.size > MAX_CACHE_BYTES) return { hit: false };
+    const kept = JSON.parse(readFileSync(cache.file, "utf8")) as { madeBy?: unknown; text?: unknown; value?: unknown; check?: unknown };
+    if (kept.madeBy === cache.madeBy && kept.text === text && kept.check === checksum(cache.madeBy, text, JSON.stringify(kept.value))) {
+      return { hit: true, value: kept.value };
+    }
   } catch {
     // none yet, or not ours: interpreted afresh
   }
   return { hit: false };
 }
 
+/**
+ * FNV-1a (32 bits) of what a cache says, to tell a damaged or edited file from a good one: not a
+ * defence against its owner, who may as well edit config.yml, so no cryptographic hash (and no
+ * node:crypto, whose loading costs more than the cache saves).
+ */
+function checksum(madeBy: string, text: string, valueJson: string): string {
+  let hash = 0x811c9dc5;
+  for (const part of [madeBy, text, valueJson]) {
+    for (let i = 0; i < part.length; i++) hash = Math.imul(hash ^ part.charCodeAt(i), 0x01000193);
+    hash = Math.imul(hash ^ 0, 0x01000193);
+  }
+  return (hash >>> 0).toString(16).padStart(8, "0");
+}
+
 function writeConfigCache(cache: ConfigCache, text: string, value: unknown): void {
   try {
-    const json = JSON.stringify({ madeBy: cache.madeBy, text, value });
+    const valueJson = JSON.stringify(value);
+    const json = JSON.stringify({ madeBy: cache.madeBy, text, value, check: checksum(cache.madeBy, text, valueJson) });
     if (!isDeepStrictEqual((JSON.parse(json) as { value: unknown }).value, value)) return;
     mkdirSync(dirname(cache.file), { recursive: true, mode: 0o700 });
     writeFileAtomicallySync(cache.file, json, 0o600);

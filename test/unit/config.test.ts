@@ -1,5 +1,5 @@
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
@@ -156,22 +156,45 @@ describe("the config cache (data/config.parsed.json)", () => {
 
   const serveLoads = (config: string) => loadThingConfig({ config }, "given with -c", { keepParsed: true, madeBy });
 
-  test("serve writes it (0600); every load reads it instead of parsing while the text is the same", () => {
+  test("serve writes it (0600); a load of the same text takes it without interpreting again; a changed text is read afresh", () => {
     const { config, cache } = thingDir("cached");
     expect(loads(config).yaml.thing.mqtt.port).toBe(8883);
     expect(existsSync(cache)).toBe(false);
     expect(serveLoads(config).yaml.thing.mqtt.port).toBe(8883);
     expect(statSync(cache).mode & 0o777).toBe(0o600);
-    // what the cache holds is what the next load uses: changed here, seen there
-    const kept = JSON.parse(readFileSync(cache, "utf8"));
-    kept.value.yaml.thing.mqtt.port = 1884;
-    writeFileSync(cache, JSON.stringify(kept));
-    expect(loads(config).yaml.thing.mqtt.port).toBe(1884);
-    // the file changed (one byte): parsed afresh, and serve's next load updates the cache
+    expect(loads(config).yaml.thing.mqtt.port).toBe(8883);
+    // what a hit skips: the interpretation (parse and validation) is not run again
+    let interpreted = 0;
+    const interpret = (raw: unknown) => (interpreted++, raw);
+    const counted = { file: join(dir, "interpret-count.json"), madeBy, update: true };
+    loadYamlFile(config, interpret, counted);
+    loadYamlFile(config, interpret, counted);
+    expect(interpreted).toBe(1);
+    // the file changed (one byte): read afresh, and serve's next load updates the cache
     writeFileSync(config, readFileSync(config, "utf8").replace("port: 8883", "port: 8884"));
     expect(loads(config).yaml.thing.mqtt.port).toBe(8884);
     expect(serveLoads(config).yaml.thing.mqtt.port).toBe(8884);
     expect(JSON.parse(readFileSync(cache, "utf8")).value.yaml.thing.mqtt.port).toBe(8884);
+    loadYamlFile(config, interpret, counted);
+    expect(interpreted).toBe(2);
+  });
+
+  test("a cache edited by hand, cut short, or not a regular file (a FIFO, /dev/zero) is a miss, never a hang", () => {
+    const { config, cache } = thingDir("edited");
+    serveLoads(config);
+    const kept = JSON.parse(readFileSync(cache, "utf8"));
+    for (const value of [null, {}, { yaml: null }, { ...kept.value, yaml: { ...kept.value.yaml, thing: { ...kept.value.yaml.thing, mqtt: { port: 1 } } } }]) {
+      writeFileSync(cache, JSON.stringify({ ...kept, value }));
+      expect(loads(config).yaml.thing.mqtt.port).toBe(8883);
+    }
+    writeFileSync(cache, readFileSync(cache, "utf8").slice(0, 40));
+    expect(loads(config).yaml.thing.mqtt.port).toBe(8883);
+    rmSync(cache);
+    expect(Bun.spawnSync(["mkfifo", cache]).exitCode).toBe(0);
+    expect(loads(config).yaml.thing.mqtt.port).toBe(8883);
+    rmSync(cache);
+    symlinkSync("/dev/zero", cache);
+    expect(loads(config).yaml.thing.mqtt.port).toBe(8883);
   });
 
   test("a damaged or foreign cache is ignored and replaced; another build's is not used; a source run keeps none", () => {

@@ -24,8 +24,12 @@ export function startHubServer(api: HubApi, opts: { host: string; port: number; 
     hostname: opts.host,
     port: opts.port,
     // No socket-level body bound: Bun would answer a bare 413 before the route authenticates
-    // the request and answers in the API's envelope. The routes stream bodies with a limit.
+    // the request and answers in the API's envelope. The routes read bodies with a limit.
     tls: opts.tls ? { cert: opts.tls.certPem, key: opts.tls.keyPem } : undefined,
+    // Bun's own 10 s for a connection that sends nothing (a client stalled part way through its
+    // body), given explicitly: left to its default, Bun prints a warning of its own to stderr
+    // the first time, outside the hub's log format. routes.ts logs hub.request_abandoned.
+    idleTimeout: 10,
     fetch: (request) => api.fetch(request),
     error: (err) => errorToResponse(err).response,
   });
