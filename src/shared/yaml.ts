@@ -24,7 +24,7 @@ export function parseYamlFile(file: string): unknown {
 /** Where a configuration's interpretation is kept between processes (loadYamlFile). */
 export interface ConfigCache {
   file: string;
-  /** what made the interpretation (this build, the libraries): a cache made by anything else is not used */
+  /** what made the interpretation (`thisBuild()`): a cache made by anything else is not used */
   madeBy: string;
   /** write the interpretation after a miss (its directory made, mode 0700) */
   update: boolean;
@@ -39,8 +39,8 @@ export interface ConfigCache {
  * Why: parsing the YAML (the `yaml` library's first document: 10 to 30 ms of cold code in the
  * compiled binary on x64, more on a Pi) and loading the schemas (zod) are the slowest steps of a
  * command's start, where JSON.parse of the result takes a fraction of a millisecond. The result is
- * what `interpret` would give for that text: same text, same build. One JSON cannot carry exactly
- * (.inf, .nan, -0) is not kept. A cache that is missing, damaged, stale or cannot be written is
+ * what `interpret` would give for that text: same text, same build. A result JSON cannot carry
+ * exactly (.inf, .nan, -0) is not kept. A cache that is missing, damaged, stale or cannot be written is
  * ignored: it only saves time. Throws what `interpret` throws, and ConfigError for a file that
  * cannot be read or is not YAML.
  */
@@ -77,7 +77,7 @@ function readConfigText(file: string): string {
 }
 
 /**
- * The `yaml` library, loaded on first use: a start that the parse cache serves never loads it
+ * The `yaml` library, loaded on first use: a start that the config cache serves never loads it
  * (its module alone is ~8 ms of a compiled command's start here). `require` of a bundled CommonJS
  * package is the bundler's own lazy loader, on Bun and in the Node build alike.
  */
@@ -153,7 +153,7 @@ function checksum(madeBy: string, text: string, valueJson: string): string {
   let hash = 0x811c9dc5;
   for (const part of [madeBy, text, valueJson]) {
     for (let i = 0; i < part.length; i++) hash = Math.imul(hash ^ part.charCodeAt(i), 0x01000193);
-    hash = Math.imul(hash ^ 0, 0x01000193);
+    hash = Math.imul(hash, 0x01000193); // a NUL between the parts: "ab"+"c" and "a"+"bc" differ
   }
   return (hash >>> 0).toString(16).padStart(8, "0");
 }
