@@ -72,14 +72,17 @@ function commandsUnder(group: CommandSpec): CommandSpec[] {
 }
 
 /**
- * A cac instance for this command line: every one-word command, and `multiWord` when the
- * command line names one. `setExit` receives what the matched command's run returns.
+ * A cac instance for this command line: `only` when the table matched the command line, else
+ * every one-word command (for the listing of `flashlex --help` and the unknown-command error).
+ * Registering one command instead of all saves a one-shot command (`collect`) a few ms of
+ * start: cac parses every option's flags when it is registered. `setExit` receives what the
+ * matched command's run returns.
  */
-function buildCli(multiWord: CommandSpec | undefined, setExit: (code: number | Promise<number>) => void): CAC {
+function buildCli(only: CommandSpec | undefined, setExit: (code: number | Promise<number>) => void): CAC {
   const cli = cac("flashlex");
   const specOf = new Map<Command, CommandSpec>();
-  for (const spec of COMMANDS) {
-    if (spec.name.includes(" ") && spec !== multiWord) continue;
+  for (const spec of only ? [only] : COMMANDS) {
+    if (!only && spec.name.includes(" ")) continue;
     const command = cli.command(spec.args ? `${spec.name} ${spec.args}` : spec.name, spec.description);
     for (const option of spec.options) command.option(option.flags, option.description, option.default === undefined ? undefined : { default: option.default });
     command.action(() => setExit(runCommand(cli, spec)));
@@ -137,8 +140,15 @@ export async function main(argv: string[]): Promise<number> {
     const multiWord = matched?.spec.name.includes(" ") ? matched.spec : undefined;
     // cac matches args[0]: a multi-word command's words become its one (space-holding) name.
     const line = multiWord ? [argv[0]!, argv[1]!, multiWord.name, ...matched!.rest] : argv;
-    const cli = buildCli(multiWord, (code) => (result = code));
-    cli.parse(keepArgumentsText(line), { run: false });
+    const parse = (only: CommandSpec | undefined) => {
+      const cli = buildCli(only, (code) => (result = code));
+      cli.parse(keepArgumentsText(line), { run: false });
+      return cli;
+    };
+    let cli = parse(matched?.spec);
+    // cac saw another first word than the table did (a flag it took a value for): start over
+    // with every command, as if nothing had matched
+    if (matched && !cli.matchedCommand) cli = parse(undefined);
     restoreArgumentsText(cli);
     const spec = cli.matchedCommand && COMMANDS.find((c) => c.name === cli.matchedCommand!.name);
     if (spec) lastValueOfRepeats(spec, cli.options);

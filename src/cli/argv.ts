@@ -56,18 +56,16 @@ function optionNames(flags: string): string[] {
  * that takes a value anywhere in the table takes the next argument with it.
  */
 export function matchCommand(table: readonly CommandSpec[], words: readonly string[]): { spec: CommandSpec; rest: string[] } | undefined {
-  const valueFlags = new Set(
-    table.flatMap((spec) =>
-      spec.options
-        .filter((o) => o.flags.includes("<"))
-        .flatMap((o) =>
-          o.flags
-            .replace(/[<[].*$/, "")
-            .split(",")
-            .map((f) => f.trim()),
-        ),
-    ),
-  );
+  // Plain loops and string slicing: this runs before every command, and a first use of a
+  // regular expression or of flatMap costs a cold process about a millisecond each.
+  const valueFlags = new Set<string>();
+  for (const spec of table) {
+    for (const { flags } of spec.options) {
+      const value = flags.indexOf("<");
+      if (value < 0) continue;
+      for (const flag of flags.slice(0, value).split(",")) valueFlags.add(flag.trim());
+    }
+  }
   const positional: number[] = [];
   for (let i = 0; i < words.length; i++) {
     const word = words[i]!;
@@ -78,13 +76,14 @@ export function matchCommand(table: readonly CommandSpec[], words: readonly stri
     }
     positional.push(i);
   }
-  const longestFirst = [...table].sort((a, b) => b.name.split(" ").length - a.name.split(" ").length);
-  for (const spec of longestFirst) {
+  // The longest name the words spell out (`hub thing create` before `hub`).
+  let best: { spec: CommandSpec; length: number } | undefined;
+  for (const spec of table) {
     const names = spec.name.split(" ");
-    if (names.every((name, i) => positional[i] !== undefined && words[positional[i]!] === name)) {
-      const taken = new Set(positional.slice(0, names.length));
-      return { spec, rest: words.filter((_, i) => !taken.has(i)) };
-    }
+    if (names.length <= (best?.length ?? 0)) continue;
+    if (names.every((name, i) => positional[i] !== undefined && words[positional[i]!] === name)) best = { spec, length: names.length };
   }
-  return undefined;
+  if (!best) return undefined;
+  const taken = new Set(positional.slice(0, best.length));
+  return { spec: best.spec, rest: words.filter((_, i) => !taken.has(i)) };
 }
