@@ -10,7 +10,6 @@
  * verifies alike, so the algorithm always follows from the key and never from a token header.
  */
 import { createPrivateKey, createPublicKey, generateKeyPair, type KeyObject } from "node:crypto";
-import { promisify } from "node:util";
 import { CryptoError } from "./errors.ts";
 
 /** Every `-----BEGIN X-----…-----END X-----` block, with its label. */
@@ -83,22 +82,33 @@ export function loadPublicKey(pem: string): KeyObject {
  * Key generation off the event loop (node's thread pool; Bun's likewise): an RSA-2048 key takes
  * 50-150 ms, which the synchronous call took from every request and MQTT packet of `hub serve`
  * (measured: the longest event-loop stall while creating things went from 153 ms to 3 ms).
+ * `generate` starts it and calls `done`. The callback form rather than util.promisify: node:util
+ * costs every command that loads this module about a millisecond of start.
  */
-const generateKeyPairAsync = promisify(generateKeyPair);
+function pemKeyPair(
+  generate: (done: (err: Error | null, publicKeyPem: string, privateKeyPem: string) => void) => void,
+): Promise<{ privateKeyPem: string; publicKeyPem: string }> {
+  return new Promise((resolve, reject) => generate((err, publicKeyPem, privateKeyPem) => (err ? reject(err) : resolve({ privateKeyPem, publicKeyPem }))));
+}
 
 /**
  * A new RSA-2048 thing key pair. The private key is PKCS#1 because that is what FlashLex
  * distributions always shipped and what old tools next to the agent expect; the public key is
  * SPKI, which every consumer reads. Made off the event loop.
  */
-export async function generateRsaKeyPair(): Promise<{ privateKeyPem: string; publicKeyPem: string }> {
-  const { privateKey, publicKey } = await generateKeyPairAsync("rsa", {
-    modulusLength: 2048,
-    publicExponent: 0x10001,
-    publicKeyEncoding: { type: "spki", format: "pem" },
-    privateKeyEncoding: { type: "pkcs1", format: "pem" },
-  });
-  return { privateKeyPem: privateKey, publicKeyPem: publicKey };
+export function generateRsaKeyPair(): Promise<{ privateKeyPem: string; publicKeyPem: string }> {
+  return pemKeyPair((done) =>
+    generateKeyPair(
+      "rsa",
+      {
+        modulusLength: 2048,
+        publicExponent: 0x10001,
+        publicKeyEncoding: { type: "spki", format: "pem" },
+        privateKeyEncoding: { type: "pkcs1", format: "pem" },
+      },
+      done,
+    ),
+  );
 }
 
 /** What `hub thing create --key-type` offers. */
@@ -156,12 +166,13 @@ export function thingKeyTypeOf(key: KeyObject): ThingKeyType {
 export async function generateThingKeyPair(type: ThingKeyType): Promise<{ privateKeyPem: string; publicKeyPem: string }> {
   if (type === "rsa") return generateRsaKeyPair();
   if (type !== "ec") throw new CryptoError(`unknown key type ${JSON.stringify(type)}; use rsa or ec`);
-  const { privateKey, publicKey } = await generateKeyPairAsync("ec", {
-    namedCurve: "prime256v1",
-    publicKeyEncoding: { type: "spki", format: "pem" },
-    privateKeyEncoding: { type: "pkcs8", format: "pem" },
-  });
-  return { privateKeyPem: privateKey, publicKeyPem: publicKey };
+  return pemKeyPair((done) =>
+    generateKeyPair(
+      "ec",
+      { namedCurve: "prime256v1", publicKeyEncoding: { type: "spki", format: "pem" }, privateKeyEncoding: { type: "pkcs8", format: "pem" } },
+      done,
+    ),
+  );
 }
 
 /** SPKI DER of a key; for a private key, of its public half. */

@@ -6,7 +6,6 @@
  */
 import { mkdirSync, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
-import { isDeepStrictEqual } from "node:util";
 import type * as Yaml from "yaml";
 import type { z } from "zod";
 import { ConfigError, oneLine } from "./errors.ts";
@@ -162,6 +161,8 @@ function writeConfigCache(cache: ConfigCache, text: string, value: unknown): voi
   try {
     const valueJson = JSON.stringify(value);
     const json = JSON.stringify({ madeBy: cache.madeBy, text, value, check: checksum(cache.madeBy, text, valueJson) });
+    // node:util only here, where serve writes the cache: loading it costs every command ~1 ms
+    const { isDeepStrictEqual } = require("node:util") as typeof import("node:util");
     if (!isDeepStrictEqual((JSON.parse(json) as { value: unknown }).value, value)) return;
     mkdirSync(dirname(cache.file), { recursive: true, mode: 0o700 });
     writeFileAtomicallySync(cache.file, json, 0o600);

@@ -23,8 +23,15 @@ type Schema = Map<string, string[]>;
 export function migrate(db: SqlDatabase, migrations: readonly string[], name: string): number {
   // one snapshot for the version and the tables: read apart, another process's migration could
   // land between them and make a fresh database look like someone else's
-  db.transaction(() => checkSchema(db, migrations, name, userVersion(db)));
+  const found = db.transaction(() => {
+    const version = userVersion(db);
+    checkSchema(db, migrations, name, version);
+    return version;
+  });
   enableWal(db, name);
+  // Every open but the first finds the schema current (collect opens the database each time):
+  // the snapshot above already checked it, and nothing is left to apply.
+  if (found === migrations.length) return found;
   for (;;) {
     const done = db.transaction(() => {
       const version = userVersion(db);
@@ -116,13 +123,16 @@ function checkSchema(db: SqlDatabase, migrations: readonly string[], name: strin
 }
 
 function schemaOf(db: SqlDatabase): Schema {
+  // one statement for every table's columns: this runs on each open of the database
+  const rows = db.all<{ tableName: string; column: string }>(
+    `SELECT t.name AS tableName, c.name AS column FROM sqlite_schema AS t, pragma_table_info(t.name) AS c
+     WHERE t.type = 'table' AND t.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY t.name, c.cid`,
+  );
   const schema: Schema = new Map();
-  const tables = db.all<{ name: string }>("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name");
-  for (const { name } of tables) {
-    schema.set(
-      name,
-      db.all<{ name: string }>(`SELECT name FROM pragma_table_info(?) ORDER BY cid`, [name]).map((c) => c.name),
-    );
+  for (const { tableName, column } of rows) {
+    const columns = schema.get(tableName);
+    if (columns) columns.push(column);
+    else schema.set(tableName, [column]);
   }
   return schema;
 }
