@@ -81,7 +81,8 @@ export const HUB_EXIT_CODES_HELP = `Exit codes:
   64  usage: unknown command or flag, a flag value that is not valid
   65  bad input data: no such thing, a thing name already taken, hub send's message not JSON,
       too large or too deeply nested
-  69  service unavailable: hub send found no hub serve running on this home (its hub.sock)
+  69  service unavailable: hub send found no hub serve running on this home (its hub.sock),
+      or its broker did not take the message for every thing named
   70  internal error (a bug; please report it)
   74  I/O error: disk full, read-only file system, damaged hub.db (the message names the file)
   75  try again later: another hub serve runs on this home, or the database is busy

@@ -178,4 +178,45 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
     expect(await serve.stop()).toBe(0);
     expect(await hub.stop()).toBe(0);
   }, 90_000);
+
+  test("a fan-out (`hub send A B`, one POST /publish) reaches a connected thing at once and an offline one after a kill -9", async () => {
+    const other = await fixture.createThing("faraway");
+    hub = await startHub();
+    const otherServe = launch(["serve", ...other.flags]);
+    await otherServe.waitFor(/mqtt\.subscribed/); // its persistent session, then offline
+    expect(await otherServe.stop()).toBe(0);
+    serve = launch(["serve", ...thing.flags]);
+    await serve.waitFor(/mqtt\.subscribed/);
+    const before = (await thingInbox()).length;
+
+    const answer = await flashlex(["hub", "send", thing.name, "faraway", "--dir", fixture.dir], '{"text":"to both"}');
+    expect(answer.code, answer.stderr).toBe(0);
+    const lines = answer.stdout.trim().split("\n");
+    expect(lines).toHaveLength(2);
+    expect(lines[0]).toMatch(new RegExp(`^sent to ingress/${thing.name} as [0-9a-f-]{36}$`));
+    expect(lines[1]).toContain(`sent to ingress/${other.name} as `);
+    expect(lines[1]).toContain("the thing is not connected now");
+    await waitUntil(
+      "the connected thing has it",
+      async () => (await thingInbox()).length === before + 1,
+      10_000,
+      () => serve.output(),
+    );
+    expect((await fixture.ingress(other.id)).map((m) => (m as IngressEntry).delivery)).toEqual(["pending"]);
+    await killHub(hub);
+
+    hub = await startHub();
+    const later = launch(["serve", ...other.flags]);
+    await waitUntil(
+      "the offline thing's copy delivered after the restart",
+      async () => (await fixture.ingress(other.id)).every((m) => (m as IngressEntry).delivery === "delivered"),
+      20_000,
+      () => later.output() + hub.output(),
+    );
+    const theirs = (await flashlex(["messages", "list", "--json", "--all", ...other.flags])).stdout;
+    expect(theirs).toContain('\\"to both\\"');
+    expect(await later.stop()).toBe(0);
+    expect(await serve.stop()).toBe(0);
+    expect(await hub.stop()).toBe(0);
+  }, 90_000);
 });

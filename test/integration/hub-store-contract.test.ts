@@ -108,12 +108,26 @@ for (const driver of DRIVERS) {
         await store.insertThing(t);
         await store.markVerified(t.id, CREATED_AT + 100);
         await store.markVerified(t.id, CREATED_AT + 50);
-        await store.markSeen(t.id, CREATED_AT + 10);
+        await store.markSeen([{ id: t.id, at: CREATED_AT + 10 }]);
         let got = (await store.getThing(t.id))!;
         expect([got.verifiedAt, got.lastSeenAt]).toEqual([CREATED_AT + 100, CREATED_AT + 100]);
-        await store.markSeen(t.id, CREATED_AT + 200);
+        // a batch: each thing once, at its latest; an unknown id changes nothing
+        const u = thing(2);
+        await store.insertThing(u);
+        await store.markSeen([
+          { id: u.id, at: CREATED_AT + 300 },
+          { id: t.id, at: CREATED_AT + 200 },
+          { id: "nope", at: CREATED_AT + 999 },
+          { id: t.id, at: CREATED_AT + 150 },
+        ]);
         got = (await store.getThing(t.id))!;
         expect(got.lastSeenAt).toBe(CREATED_AT + 200);
+        expect((await store.getThing(u.id))!.lastSeenAt).toBe(CREATED_AT + 300);
+        expect((await store.getThings([u.id, "nope", t.id])).map((x) => x.id).sort()).toEqual([t.id, u.id].sort());
+        expect(await store.getThings([])).toEqual([]);
+        // more ids than one statement takes
+        const many = Array.from({ length: 1200 }, (_, i) => `ffffffff-0000-4000-8000-${String(i).padStart(12, "0")}`);
+        expect((await store.getThings([...many, t.id])).map((x) => x.id)).toEqual([t.id]);
 
         expect(await store.revokeThing(t.id, CREATED_AT + 300)).toBe(true);
         expect(await store.revokeThing(t.id, CREATED_AT + 400)).toBe(false);

@@ -361,6 +361,7 @@ describe("operator routes", () => {
       [`/things/${thing.id}/archive`, "GET"],
       [`/things/${thing.id}/dist`, "GET"],
       [`/things/${thing.id}/publish`, "POST"],
+      ["/publish", "POST"],
     ] as const) {
       for (const token of [null, "wrong", await signThingToken({ thingId: thing.id, privateKey: thingKey })]) {
         const response = await operator(path, { method, token });
@@ -541,6 +542,87 @@ describe("operator routes", () => {
       }),
     );
     expect(unavailable.status).toBe(503);
+  });
+
+  test("POST /publish sends one message to each thing named, stored in one go; a bad list stores nothing", async () => {
+    const a = (await createThing(home, store, "fan-a")).thing;
+    const b = (await createThing(home, store, "fan-b")).thing;
+    const post = (body: unknown) =>
+      operator("/publish", { method: "POST", headers: { "Content-Type": "application/json" }, body: typeof body === "string" ? body : JSON.stringify(body) });
+    const ingressOf = async (id: string) => (await store.queryMessages(id, { messagetype: "ingress" })).length;
+    const before = [await ingressOf(a.id), await ingressOf(b.id)];
+
+    published.length = 0;
+    const response = await post({ things: [a.id, b.id.toUpperCase()], message: { cmd: "reboot" } });
+    expect(response.status).toBe(200);
+    const body = await json(response);
+    expect(body.messages[0].value).toBe("Published to 2 things.");
+    expect(body.result.map((r: { flthingspk: string }) => r.flthingspk)).toEqual([a.id, b.id]);
+    expect(body.result[1]).toMatchObject({ topic: `ingress/${b.name}`, online: false });
+    expect(published.map((p) => p.topic)).toEqual([`ingress/${a.name}`, `ingress/${b.name}`]);
+    for (const [i, target] of [a, b].entries()) {
+      const stored = (await store.queryMessages(target.id, { messagetype: "ingress" })).find((m) => m.flmessagespk === body.result[i].flmessagespk);
+      expect(stored).toMatchObject({ payload: '{"message":{"cmd":"reboot"}}', delivery: "pending" });
+    }
+
+    // every refusal names what is wrong, and nothing is stored or published
+    published.length = 0;
+    const refusals: [unknown, number, RegExp][] = [
+      [{ message: 1 }, 400, /"things"/],
+      [{ things: [a.id] }, 400, /"message"/],
+      [{ things: [], message: 1 }, 400, /1 to 10000 thing ids/],
+      [{ things: a.id, message: 1 }, 400, /array/],
+      [{ things: [a.id, "kitchen"], message: 1 }, 400, /things\[1\] is not a thing id/],
+      [{ things: [a.id, a.id.toUpperCase()], message: 1 }, 400, /things\[1\] repeats/],
+      [{ things: Array.from({ length: 10_001 }, () => randomUUID()), message: 1 }, 400, /1 to 10000/],
+      [{ things: [a.id, randomUUID()], message: 1 }, 404, /no such thing: /],
+      ["[1]", 400, /"things"/],
+    ];
+    for (const [request, status, message] of refusals) {
+      const refused = await post(request);
+      expect({ status: refused.status }).toEqual({ status });
+      expect((await json(refused)).messages[0].value).toMatch(message);
+    }
+    const revoked = (await createThing(home, store, "fan-revoked")).thing;
+    await new Things({ home, store }).revoke(revoked);
+    const conflict = await post({ things: [a.id, revoked.id], message: 1 });
+    expect(conflict.status).toBe(409);
+    expect((await json(conflict)).messages[0].value).toContain(revoked.name);
+    expect(published).toEqual([]);
+    expect([await ingressOf(a.id), await ingressOf(b.id)]).toEqual([before[0]! + 1, before[1]! + 1]);
+  });
+
+  test("POST /publish: a copy the broker refuses is not stored and is answered as such; the rest stand", async () => {
+    const a = (await createThing(home, store, "fan-ok")).thing;
+    const b = (await createThing(home, store, "fan-refused")).thing;
+    const choosy = hubApiOver({
+      home,
+      store,
+      log: silentLogger,
+      broker: {
+        ...fakeBroker,
+        async sendIngress(name, message) {
+          if (name === b.name) throw new Error("queue full");
+          await fakeBroker.sendIngress(name, message);
+        },
+      },
+    });
+    const send = (things: string[]) =>
+      choosy.fetch(
+        new Request(`${base}/publish`, {
+          method: "POST",
+          headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" },
+          body: JSON.stringify({ things, message: "hello" }),
+        }),
+      );
+    const partly = await send([a.id, b.id]);
+    expect(partly.status).toBe(200);
+    const body = await json(partly);
+    expect(body.messages[0].value).toBe("Published to 1 of 2 things; the broker did not accept 1.");
+    expect(body.result[1]).toEqual({ flthingspk: b.id, topic: `ingress/${b.name}`, error: "the broker did not accept the message; it is not stored" });
+    expect(await store.queryMessages(b.id, { messagetype: "ingress" })).toEqual([]);
+    expect((await store.queryMessages(a.id, { messagetype: "ingress" })).map((m) => m.flmessagespk)).toEqual([body.result[0].flmessagespk]);
+    expect((await send([b.id])).status).toBe(503);
   });
 
   test("GET messages says what the hub knows of each ingress message's delivery; egress entries keep the guide's keys", async () => {

@@ -1,22 +1,32 @@
 import { ingressTopic } from "../../protocol/topics.ts";
-import { type CommandSpec, type Options, required, text } from "../command.ts";
+import { UsageError } from "../../shared/errors.ts";
+import { type CommandSpec, type Options, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { readDocument } from "../input.ts";
 import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, thingOrFail } from "./common.ts";
 
 export const hubSendCommand: CommandSpec = {
   name: "hub send",
-  args: "<thing>",
-  description: 'Send the JSON document on stdin to a thing, as {"message": <document>} on its ingress topic (needs a running hub)',
+  args: "<...things>",
+  description: 'Send the JSON document on stdin to one thing or several, as {"message": <document>} on each one\'s ingress topic (needs a running hub)',
   options: [DIR_OPTION, DB_OPTION, { flags: "-f, --file <file>", description: "read the document from this file instead of stdin" }, JSON_OPTION],
   bunOnly: true,
   run: send,
 };
 
-/** Checks the document here, naming the file, then hands it to the running hub, which holds the broker. */
+/**
+ * Checks the things and the document here, naming the file, then hands it to the running hub,
+ * which holds the broker. 0 when every thing got it; 69 when the broker did not take it for some.
+ */
 function send(args: string[], options: Options): Promise<number> {
   return openedHub(options, async (hub) => {
-    const thing = await thingOrFail(hub, required(args, "the thing"));
+    if (args.length === 0) throw new UsageError("missing the thing");
+    const things = await Promise.all(args.map((ref) => thingOrFail(hub, ref)));
+    const named = new Set<string>();
+    for (const [i, thing] of things.entries()) {
+      if (named.has(thing.id)) throw new UsageError(`${args[i]}: ${thing.name} is named twice`);
+      named.add(thing.id);
+    }
     const file = text(options.file);
     const limit = hub.home.settings.api.payloadLimitBytes;
     const [{ parseIngressDocument }, { publishThroughService }] = await Promise.all([
@@ -24,14 +34,20 @@ function send(args: string[], options: Options): Promise<number> {
       import("../../hub/http/local-client.ts"),
     ]);
     const message = parseIngressDocument(await readDocument(file, limit), limit, file ?? "stdin");
-    const answer = await publishThroughService(hub.home, thing.id, message);
-    if (options.json) console.log(JSON.stringify(answer));
+    const answer = await publishThroughService(
+      hub.home,
+      things.map((t) => t.id),
+      message,
+    );
+    if (options.json) console.log(JSON.stringify(things.length === 1 ? { ...answer, result: answer.result[0] } : answer));
     else {
-      const { flmessagespk, online } = answer.result;
-      // `online: false` comes only from the embedded broker, which keeps the message until the thing acknowledges it.
-      const offline = " (the thing is not connected now; the hub keeps the message until the thing has it)";
-      console.log(`sent to ${ingressTopic(thing.name)} as ${flmessagespk}${online === false ? offline : ""}`);
+      for (const [i, { flmessagespk, online, error }] of answer.result.entries()) {
+        const topic = ingressTopic(things[i]!.name);
+        // `online: false` comes only from the embedded broker, which keeps the message until the thing acknowledges it.
+        const offline = " (the thing is not connected now; the hub keeps the message until the thing has it)";
+        console.log(error ? `not sent to ${topic}: ${error}` : `sent to ${topic} as ${flmessagespk}${online === false ? offline : ""}`);
+      }
     }
-    return ExitCode.OK;
+    return answer.result.some((r) => r.error) ? ExitCode.UNAVAILABLE : ExitCode.OK;
   });
 }

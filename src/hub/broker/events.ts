@@ -5,6 +5,7 @@ import { parseTestMessage, testEcho } from "../../protocol/test-message.ts";
 import { COLLECT_TOPIC, ingressTopic, TEST_TOPIC } from "../../protocol/topics.ts";
 import { InputError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import { GroupCommit } from "../../shared/group-commit.ts";
 import type { Logger } from "../../shared/log.ts";
 import { CollectAuthError, type Collector, MessageIdConflict } from "../messages/collect.ts";
 import type { HubObserver } from "../metrics/observer.ts";
@@ -57,6 +58,14 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
   const now = deps.now ?? Date.now;
   const log = deps.log;
   const maxBytes = maxEnvelopeBytes(deps.payloadLimitBytes);
+  // things that connect or publish at about the same time (a fleet reconnecting after the hub
+  // restarted) are marked seen in one transaction
+  const seen = new GroupCommit<{ id: string; at: number }, void>({
+    commit: async (items) => {
+      await deps.store.markSeen(items);
+      return items.map(() => undefined);
+    },
+  });
 
   /** Runs a protocol parser; what it refuses is dropped under `event`. */
   function parsed<T>(event: string, parse: () => T): T {
@@ -124,7 +133,7 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
     }
     if (topic === COLLECT_TOPIC) return collect(publisher, payload);
     if (topic === TEST_TOPIC) return test(publisher, payload);
-    if (publisher) await fromStore(() => deps.store.markSeen(publisher.id, now()));
+    if (publisher) await fromStore(() => seen.submit({ id: publisher.id, at: now() }));
   }
 
   /**
@@ -157,7 +166,7 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
       // "Last seen" is best effort: a failed write here must not disturb the connection.
       void (async () => {
         const thing = await deps.store.getThingByName(thingName);
-        if (thing) await deps.store.markSeen(thing.id, now());
+        if (thing) await seen.submit({ id: thing.id, at: now() });
         log.info("hub.thing_connected", { thing: thingName });
       })().catch((err) => log.warn("hub.last_seen_failed", { thing: thingName, error: err }));
     },

@@ -43,21 +43,30 @@ export async function localRequest<T>(home: HubHome, method: string, path: strin
   return { status: response.status, body: parsed };
 }
 
+/** One thing's answer to a publish: its message id, or why the broker did not take it. */
+export interface PublishedTo {
+  flthingspk: string;
+  flmessagespk?: string;
+  online?: boolean | null;
+  error?: string;
+}
+
 /**
- * Sends `message` to thing `thingId` through the running hub (`POST /things/{id}/publish`): its
- * broker lives in that process. Returns the hub's answer, the API's envelope. Throws
- * FlashlexError: unavailable when no hub answers or it answers 503, bug for another 5xx, data
- * for a refusal of the message (4xx).
+ * Sends `message` to each of `thingIds` through the running hub: its broker lives in that
+ * process. One thing: `POST /things/{id}/publish`; several: one `POST /publish` (a fan-out,
+ * stored in one transaction). Returns the hub's answer, the API's envelope, with one entry per
+ * thing in the order given. Throws FlashlexError: unavailable when no hub answers or it answers
+ * 503, bug for another 5xx, data for a refusal of the message (4xx).
  */
-export async function publishThroughService(
-  home: HubHome,
-  thingId: string,
-  message: unknown,
-): Promise<Envelope<{ flmessagespk: string; online: boolean | null }>> {
-  const response = await localRequest<{ flmessagespk: string; online: boolean | null }>(home, "POST", `/things/${thingId}/publish`, { message });
+export async function publishThroughService(home: HubHome, thingIds: readonly string[], message: unknown): Promise<Envelope<PublishedTo[]>> {
+  const one = thingIds.length === 1;
+  const response = one
+    ? await localRequest<PublishedTo>(home, "POST", `/things/${thingIds[0]}/publish`, { message })
+    : await localRequest<PublishedTo[]>(home, "POST", "/publish", { things: thingIds, message });
   if (response.status !== 200 || !response.body) {
     const why = response.body?.messages[0]?.value ?? `HTTP ${response.status}`;
     throw new FlashlexError(`the hub refused the message: ${why}`, response.status === 503 ? "unavailable" : response.status >= 500 ? "bug" : "data");
   }
-  return response.body;
+  const { result } = response.body;
+  return { ...response.body, result: Array.isArray(result) ? result : [result] };
 }

@@ -16,6 +16,7 @@ import { isUuid } from "../../protocol/ids.ts";
 import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
 import { ingressTopic } from "../../protocol/topics.ts";
 import { parseDuration } from "../../shared/duration.ts";
+import { FlashlexError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { createConsole } from "../console/console.ts";
@@ -23,6 +24,7 @@ import { bearerToken } from "../home/tokens.ts";
 import type { HubUseCases } from "../hub.ts";
 import { archiveStream } from "../messages/archive.ts";
 import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
+import { MAX_FAN_OUT_THINGS } from "../messages/messages.ts";
 import { type HubObserver, methodLabel } from "../metrics/observer.ts";
 import type { MessageQuery, ThingRecord } from "../store/hub-store.ts";
 import {
@@ -149,6 +151,46 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     }
     const { flmessagespk, online } = await messages.send(thing, (body as { message: unknown }).message);
     return ok({ message: "Message published.", flthingspk: thing.id, flmessagespk, topic: ingressTopic(thing.name), online }, "Message published.");
+  }
+
+  /**
+   * A fan-out: `{"things": [<id>, ...], "message": ...}`, one copy to each thing. Every id is
+   * checked first (400 malformed or repeated, 404 naming an unknown one); then Messages.sendToMany.
+   */
+  async function publishToMany({ request }: Context): Promise<Response> {
+    requireJsonContentType(request);
+    // room for the ids besides the message: a UUID and its quotes and comma each
+    const maxBytes = limit + MAX_FAN_OUT_THINGS * 40;
+    const body = parseJsonBody(await readBodyLimited(request, maxBytes), { maxBytes, maxDepth: MAX_JSON_DEPTH + ENVELOPE_DEPTH });
+    if (body === null || typeof body !== "object" || Array.isArray(body) || !("message" in body) || !("things" in body)) {
+      throw new HttpError(400, 'the body must be {"things": [<thing id>, ...], "message": ...}');
+    }
+    const ids = (body as { things: unknown }).things;
+    if (!Array.isArray(ids) || ids.length === 0 || ids.length > MAX_FAN_OUT_THINGS) {
+      throw new HttpError(400, `things must be an array of 1 to ${MAX_FAN_OUT_THINGS} thing ids`);
+    }
+    const seen = new Set<string>();
+    for (const [i, id] of ids.entries()) {
+      if (typeof id !== "string" || !isUuid(id)) throw new HttpError(400, `things[${i}] is not a thing id (a UUID)`);
+      if (seen.has(id.toLowerCase())) throw new HttpError(400, `things[${i}] repeats ${id}`);
+      seen.add(id.toLowerCase());
+    }
+    const found = await things.getMany([...seen]);
+    const unknown = found.indexOf(undefined);
+    if (unknown >= 0) throw new HttpError(404, `no such thing: ${ids[unknown]}`);
+    const targets = found as ThingRecord[];
+    const sent = await messages.sendToMany(targets, (body as { message: unknown }).message);
+    const refused = sent.filter((s) => "refused" in s).length;
+    if (refused === sent.length) throw new FlashlexError("the broker did not accept the messages", "unavailable", { clientSafe: true });
+    const result = sent.map((s, i) => ({
+      flthingspk: targets[i]!.id,
+      topic: ingressTopic(targets[i]!.name),
+      ...("refused" in s ? { error: "the broker did not accept the message; it is not stored" } : s),
+    }));
+    const summary = refused
+      ? `Published to ${sent.length - refused} of ${sent.length} things; the broker did not accept ${refused}.`
+      : `Published to ${sent.length} things.`;
+    return ok(result, summary);
   }
 
   /** The thing a JWT-authenticated request is from, and the key that signed it; refusals as collect's (401 with a challenge). */
@@ -349,6 +391,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       },
     },
     "things/:id/publish": { POST: { caller: "operator", handle: publish } },
+    publish: { POST: { caller: "operator", handle: publishToMany } },
     "things/:id/collect": { POST: { caller: "thing", handle: collect } },
   };
 
@@ -360,6 +403,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       .replace(/\/+$/, "")
       .split("/");
     if (parts[0] === "enroll" && parts.length === 1) return { key: "enroll", id: "" };
+    if (parts[0] === "publish" && parts.length === 1) return { key: "publish", id: "" };
     if (parts[0] === "enroll-tokens" && parts.length <= 2) {
       if (parts.length === 1) return { key: "enroll-tokens", id: "" };
       return /^[0-9a-f]{1,64}$/.test(parts[1]!) ? { key: "enroll-tokens/:id", id: parts[1]! } : undefined;

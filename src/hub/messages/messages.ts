@@ -1,8 +1,8 @@
 /**
  * src/hub/messages: the message use cases, called by the HTTP API, the CLI and the broker.
  *
- *   messages.ts          Messages: send ingress (stored as pending, undone if the broker
- *                        refuses), list, delete, archive
+ *   messages.ts          Messages: send ingress to one thing or many (stored as pending,
+ *                        undone if the broker refuses), list, delete, archive
  *   collect.ts           egress, over HTTP or MQTT: authenticate the thing's token, store once
  *   ingress-delivery.ts  pending ingress until the thing's PUBACK, across hub restarts
  *   archive.ts           the export zip (archive-zip.ts writes it)
@@ -75,6 +75,23 @@ export interface HourOfMessages {
   ingress: number;
 }
 
+/** An ingress message the broker took: its id, and whether the thing is connected now (null: the broker cannot tell). */
+export interface SentIngress {
+  flmessagespk: string;
+  online: boolean | null;
+}
+
+/** An ingress message the broker did not take (and that is no longer stored): what it threw. */
+export interface RefusedIngress {
+  refused: unknown;
+}
+
+/** The most things one fan-out (`sendToMany`, POST /publish) sends to. */
+export const MAX_FAN_OUT_THINGS = 10_000;
+
+/** The most bytes one fan-out stores (its copies of the message, in one transaction). */
+export const MAX_FAN_OUT_BYTES = 64 * 1024 * 1024;
+
 /** The most messages `latest` gives at once. */
 export const MAX_LATEST_MESSAGES = 500;
 
@@ -99,39 +116,66 @@ export class Messages {
    * cannot tell). Throws ConflictError (a revoked thing), InputError (too large) or an
    * `unavailable` FlashlexError (no broker, or the broker refused it).
    */
-  async send(thing: ThingRecord, message: unknown): Promise<{ flmessagespk: string; online: boolean | null }> {
-    const { store, broker, log } = this.deps;
+  async send(thing: ThingRecord, message: unknown): Promise<SentIngress> {
+    const [record] = this.records([thing], message);
+    await this.inserts.submit(record!);
+    const sent = await this.handOver(thing, record!);
+    if ("refused" in sent) throw new FlashlexError("the broker did not accept the message", "unavailable", { cause: sent.refused, clientSafe: true });
+    return sent;
+  }
+
+  /**
+   * Sends one `message` to each of `things` (a fan-out; distinct things): every copy is stored in
+   * one transaction, then each is handed to the broker, as `send` does for one. All or nothing
+   * before the broker: a revoked thing (ConflictError naming it), a message too large (InputError)
+   * or no broker (`unavailable`) stores nothing. A copy the broker refuses is removed again and
+   * answered as `refused`; the others stand. Gives one answer per thing, in order.
+   */
+  async sendToMany(things: readonly ThingRecord[], message: unknown): Promise<(SentIngress | RefusedIngress)[]> {
+    const records = this.records(things, message);
+    const bytes = records.length * (records[0]?.payload.length ?? 0);
+    if (bytes > MAX_FAN_OUT_BYTES) {
+      throw new InputError(
+        `${records.length} copies of a ${records[0]!.payload.length}-byte message are ${bytes} bytes, over the ${MAX_FAN_OUT_BYTES}-byte limit of one fan-out; send it in parts`,
+      );
+    }
+    await this.deps.store.insertMessages(records.map((record) => ({ message: record })));
+    return Promise.all(records.map((record, i) => this.handOver(things[i]!, record)));
+  }
+
+  /** The ingress records for `message` to each of `things`; throws before anything is stored (see send). */
+  private records(things: readonly ThingRecord[], message: unknown): MessageRecord[] {
     const text = ingressBody(message, this.deps.home.settings.api.payloadLimitBytes);
-    if (thing.revokedAt !== null) throw new ConflictError("the thing is revoked");
-    if (!broker) throw new FlashlexError("no broker is running", "unavailable", { clientSafe: true });
+    const revoked = things.find((thing) => thing.revokedAt !== null);
+    if (revoked) throw new ConflictError(things.length === 1 ? "the thing is revoked" : `thing ${revoked.name} is revoked`);
+    if (!this.deps.broker) throw new FlashlexError("no broker is running", "unavailable", { clientSafe: true });
     const at = this.now();
-    const flmessagespk = randomUUID();
-    const delivery = broker.tracksDelivery ? "pending" : "unknown";
-    const record: MessageRecord = {
-      flmessagespk,
+    const delivery = this.deps.broker.tracksDelivery ? "pending" : "unknown";
+    return things.map((thing) => ({
+      flmessagespk: randomUUID(),
       thingId: thing.id,
       messagetype: "ingress",
       payload: text,
       fltimestamp: Math.floor(at / 1000),
       datecreated: isoSeconds(at),
       delivery,
-    };
-    await this.inserts.submit(record);
+    }));
+  }
+
+  /** Publishes a stored ingress record to its thing; one the broker refuses is deleted again. */
+  private async handOver(thing: ThingRecord, record: MessageRecord): Promise<SentIngress | RefusedIngress> {
+    const { store, broker, log } = this.deps;
+    const { flmessagespk } = record;
     try {
-      await broker.sendIngress(thing.name, { flmessagespk, payload: text });
+      await broker!.sendIngress(thing.name, { flmessagespk, payload: record.payload });
     } catch (err) {
       await store.deleteMessage(flmessagespk);
       log.error("hub.publish_failed", { thing: thing.name, error: err });
-      throw new FlashlexError("the broker did not accept the message", "unavailable", { cause: err, clientSafe: true });
+      return { refused: err };
     }
-    const online = broker.isConnected(thing.name) ?? null;
+    const online = broker!.isConnected(thing.name) ?? null;
     log.info("hub.publish", { thing: thing.name, message: flmessagespk, online });
-    this.deps.feed?.publish({
-      type: "sent",
-      thingId: thing.id,
-      thingName: thing.name,
-      message: record,
-    });
+    this.deps.feed?.publish({ type: "sent", thingId: thing.id, thingName: thing.name, message: record });
     return { flmessagespk, online };
   }
 

@@ -244,10 +244,17 @@ export interface HubStore {
   insertThing(thing: ThingRecord): Promise<void>;
   getThing(id: string): Promise<ThingRecord | undefined>;
   getThingByName(name: string): Promise<ThingRecord | undefined>;
+  /** the things of `ids` (lower-case UUIDs) that exist, in no particular order; unknown ids are left out */
+  getThings(ids: readonly string[]): Promise<ThingRecord[]>;
   listThings(): Promise<ThingRecord[]>;
   /** sets verified_at (first time only) and last_seen_at */
   markVerified(id: string, at: number): Promise<void>;
-  markSeen(id: string, at: number): Promise<void>;
+  /**
+   * last_seen_at = `at` (Unix ms) for each thing, where it is later than what is stored; several
+   * in one transaction that is not durable: "last seen" is informational, and a power cut that
+   * undoes it only makes a thing look seen a little earlier (no fsync per connecting thing).
+   */
+  markSeen(items: readonly { id: string; at: number }[]): Promise<void>;
   /** returns false when the thing is unknown or already revoked */
   revokeThing(id: string, at: number): Promise<boolean>;
   /** names of things revoked at or after `since` (ms), for kicking them off the broker */

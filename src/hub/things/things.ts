@@ -145,6 +145,13 @@ export class Things {
     return this.deps.store.getThing(id.toLowerCase());
   }
 
+  /** The things of `ids` (UUIDs, any case) in one lookup, in the order given; undefined where there is none. */
+  async getMany(ids: readonly string[]): Promise<(ThingRecord | undefined)[]> {
+    const wanted = ids.map((id) => id.toLowerCase());
+    const found = new Map((await this.deps.store.getThings(wanted)).map((thing) => [thing.id, thing]));
+    return wanted.map((id) => found.get(id));
+  }
+
   /** The thing named by `ref`: its id, its full name or the name the owner typed. */
   find(ref: string): Promise<ThingRecord | undefined> {
     return findThing(this.deps.home, this.deps.store, ref);
