@@ -119,7 +119,7 @@ export class Messages {
   async send(thing: ThingRecord, message: unknown): Promise<SentIngress> {
     const [record] = this.records([thing], message);
     await this.inserts.submit(record!);
-    const sent = await this.handOver(thing, record!);
+    const sent = await this.handOver(thing, record!, true);
     if ("refused" in sent) throw new FlashlexError("the broker did not accept the message", "unavailable", { cause: sent.refused, clientSafe: true });
     return sent;
   }
@@ -140,7 +140,15 @@ export class Messages {
       );
     }
     await this.deps.store.insertMessages(records.map((record) => ({ message: record })));
-    return Promise.all(records.map((record, i) => this.handOver(things[i]!, record)));
+    const sent = await Promise.all(records.map((record, i) => this.handOver(things[i]!, record, false)));
+    // One line for the fan-out, not one per thing: the delivery of each copy is logged as its
+    // PUBACK arrives (hub.ingress_delivered), and the answer lists every copy's id.
+    this.deps.log.info("hub.fan_out", {
+      things: things.length,
+      online: sent.filter((s) => "online" in s && s.online).length,
+      refused: sent.filter((s) => "refused" in s).length || undefined,
+    });
+    return sent;
   }
 
   /** The ingress records for `message` to each of `things`; throws before anything is stored (see send). */
@@ -162,8 +170,8 @@ export class Messages {
     }));
   }
 
-  /** Publishes a stored ingress record to its thing; one the broker refuses is deleted again. */
-  private async handOver(thing: ThingRecord, record: MessageRecord): Promise<SentIngress | RefusedIngress> {
+  /** Publishes a stored ingress record to its thing (`logIt`: a hub.publish line); one the broker refuses is deleted again. */
+  private async handOver(thing: ThingRecord, record: MessageRecord, logIt: boolean): Promise<SentIngress | RefusedIngress> {
     const { store, broker, log } = this.deps;
     const { flmessagespk } = record;
     try {
@@ -174,7 +182,7 @@ export class Messages {
       return { refused: err };
     }
     const online = broker!.isConnected(thing.name) ?? null;
-    log.info("hub.publish", { thing: thing.name, message: flmessagespk, online });
+    if (logIt) log.info("hub.publish", { thing: thing.name, message: flmessagespk, online });
     this.deps.feed?.publish({ type: "sent", thingId: thing.id, thingName: thing.name, message: record });
     return { flmessagespk, online };
   }
