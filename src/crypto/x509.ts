@@ -126,6 +126,23 @@ function parsePeculiar(pem: string): X509.X509Certificate | undefined {
   }
 }
 
+/** The last CA `loadedCa` parsed: the hub signs every certificate with one CA. */
+let lastCa: { certPem: string; keyPem: string; loaded: Promise<{ caCert: X509.X509Certificate; signer: Awaited<ReturnType<typeof caSigner>> }> } | undefined;
+
+/**
+ * The CA's certificate, parsed, and its key, imported for signing: done again only when the CA's
+ * PEM text changes. Parsing and importing were a third of an issuance, time the hub's event loop
+ * spent on nothing else. Throws CryptoError as parseCa and caSigner do.
+ */
+function loadedCa(ca: CertifiedKey): Promise<{ caCert: X509.X509Certificate; signer: Awaited<ReturnType<typeof caSigner>> }> {
+  if (lastCa?.certPem !== ca.certPem || lastCa.keyPem !== ca.keyPem) {
+    const loaded = (async () => ({ caCert: parseCa(ca), signer: await caSigner(ca.keyPem) }))();
+    lastCa = { certPem: ca.certPem, keyPem: ca.keyPem, loaded };
+    loaded.catch(() => (lastCa = undefined));
+  }
+  return lastCa!.loaded;
+}
+
 /** AKI copied from the CA's own SKI so they match even for a CA made by another tool. */
 async function authorityKeyId(caCert: X509.X509Certificate): Promise<X509.AuthorityKeyIdentifierExtension> {
   const ski = caCert.getExtension(x509.SubjectKeyIdentifierExtension);
@@ -141,8 +158,7 @@ async function issueLeaf(
   validityDates: { notBefore: Date; notAfter: Date },
   extensions: X509.Extension[],
 ): Promise<string> {
-  const caCert = parseCa(ca);
-  const signer = await caSigner(ca.keyPem);
+  const { caCert, signer } = await loadedCa(ca);
   const cert = await x509.X509CertificateGenerator.create(
     {
       serialNumber: randomSerial(),

@@ -121,13 +121,22 @@ export function renderReadme(values: DistributionValues): string {
 
 const FILE = (mode: number): ZipOptions => ({ os: 3, attrs: ((0o100000 | mode) << 16) >>> 0 }) as ZipOptions;
 
-export function buildDistribution(values: DistributionValues, keys: ThingKeys, mtime: Date = new Date()): Uint8Array {
+/**
+ * The distribution zip. `configText` is `renderThingConfig(values).text`, made here unless the
+ * caller made it already (the hub lets other work run between the two, each a few ms).
+ */
+export function buildDistribution(
+  values: DistributionValues,
+  keys: ThingKeys,
+  mtime: Date = new Date(),
+  configText: string = renderThingConfig(values).text,
+): Uint8Array {
   const name = values.thingName;
   const files = keyFileNames(name);
   const text = (s: string) => new TextEncoder().encode(s);
   const entry = (content: string, mode: number): [Uint8Array, ZipOptions] => [text(content), { ...FILE(mode), mtime }];
   return zipSync({
-    [`${name}/config.yml`]: entry(renderThingConfig(values).text, 0o644),
+    [`${name}/config.yml`]: entry(configText, 0o644),
     [`${name}/README.md`]: entry(renderReadme(values), 0o644),
     [`${name}/flashlex.py`]: entry(PYTHON_MODULE, 0o644),
     [`${name}/keys/${files.rootCA}`]: entry(keys.rootCaPem, 0o644),

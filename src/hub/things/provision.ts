@@ -10,7 +10,7 @@ import { distributionPath } from "../home/paths.ts";
 import { ownerPrefix } from "../home/settings.ts";
 import type { HubStore, ThingRecord } from "../store/hub-store.ts";
 import { ensureUpdateKey } from "../updates/update-key.ts";
-import { buildDistribution } from "./distribution.ts";
+import { buildDistribution, renderThingConfig } from "./distribution.ts";
 
 /**
  * Provisioning, as the guide's "Create Thing" did it: an id, the prefixed name, a key pair, a
@@ -79,18 +79,23 @@ export async function createThing(
   // The steps below run on the hub's one thread (the key pair above did not): requests waiting
   // get their turn between them, so creating a thing never stalls the API for all of them at once.
   await nextTurn();
+  const values = {
+    thingId: id,
+    thingName: name,
+    apiEndpoint: home.settings.api.publicUrl,
+    env: home.settings.env,
+    brokerHost: home.settings.broker.host,
+    brokerPort: home.settings.broker.port,
+    // every distribution pins the hub's release-signing key (made here for a home older than updates)
+    updatePublicKey: ensureUpdateKey(home.paths.dir),
+  };
+  const configText = renderThingConfig(values).text;
+  await nextTurn();
   const zip = buildDistribution(
-    {
-      thingId: id,
-      thingName: name,
-      apiEndpoint: home.settings.api.publicUrl,
-      env: home.settings.env,
-      brokerHost: home.settings.broker.host,
-      brokerPort: home.settings.broker.port,
-      // every distribution pins the hub's release-signing key (made here for a home older than updates)
-      updatePublicKey: ensureUpdateKey(home.paths.dir),
-    },
+    values,
     { rootCaPem: ca.certPem, certPem, privateKeyPem: keys.privateKeyPem, publicKeyPem: keys.publicKeyPem },
+    new Date(),
+    configText,
   );
 
   await nextTurn();
