@@ -197,6 +197,34 @@ describe("serve", () => {
     }
   });
 
+  test("messages list --follow outlives a serve restart; with --limit it ends after that many", async () => {
+    let serve = start(["serve", ...thing.flags]);
+    await serve.waitFor(/mqtt\.subscribed/);
+    const since = String(Math.floor(Date.now() / 1000));
+    // started while serve runs: it follows through serve's socket
+    const follow = start(["messages", "list", "--follow", "--json", "--since", since, ...thing.flags]);
+    try {
+      await Bun.sleep(500);
+      hub.publish(`ingress/${thing.thingName}`, JSON.stringify({ restart: "before" }), { qos: 1 });
+      await follow.waitFor(/\\"restart\\":\\"before\\"/);
+      expect(await serve.stop()).toBe(0);
+      await follow.waitFor(/serve stopped; following again/);
+      expect(follow.proc.exitCode).toBeNull();
+      serve = start(["serve", ...thing.flags]);
+      await serve.waitFor(/mqtt\.subscribed/);
+      const one = start(["messages", "list", "--follow", "--json", "--limit", "1", "--since", String(Math.floor(Date.now() / 1000) + 1), ...thing.flags]);
+      await Bun.sleep(1500);
+      hub.publish(`ingress/${thing.thingName}`, JSON.stringify({ restart: "after" }), { qos: 1 });
+      await follow.waitFor(/\\"restart\\":\\"after\\"/);
+      expect(await one.proc.exited).toBe(0); // it printed its one message and stopped by itself
+      expect(one.output()).toContain('\\"restart\\":\\"after\\"');
+      expect(follow.output().match(/\\"restart\\":\\"before\\"/g)).toHaveLength(1); // nothing printed twice
+    } finally {
+      expect(await follow.stop()).toBe(0);
+      await serve.stop();
+    }
+  });
+
   test("SIGTERM stops it cleanly with exit 0", async () => {
     const serve = start(["serve", ...thing.flags]);
     await serve.waitFor(/mqtt\.subscribed/);

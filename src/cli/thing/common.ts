@@ -60,16 +60,25 @@ export async function loadConfigFromFlags(flags: ThingFlags, log: Logger, option
  * config, ConfigError for a bad one, and what opening the database throws.
  */
 export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = false } = {}): Promise<ThingAccess> {
-  if (flags.data !== undefined) checkDataFlag(String(flags.data));
-  chosen = chooseConfig(flags);
-  const { runningServeAccess } = await import("../../thing/local/client.ts");
-  const serve = await runningServeAccess(dataDirFor(chosen.file, flags.data));
+  const serve = await runningServeFromFlags(flags);
   if (serve) return serve;
   const log = createLogger();
   const config = await loadConfigFromFlags(flags, log);
   const { openThingAccess } = await import("../../thing/local/open.ts");
   const identity = identityFirst ? (await import("../../thing/identity.ts")).loadIdentity(config) : undefined;
   return openThingAccess(config, log, identity);
+}
+
+/**
+ * The thing's data through the serve running on the data directory the flags lead to, or
+ * undefined when none answers there; reads no config. Throws UsageError when there is no config
+ * or -d is not a directory.
+ */
+export async function runningServeFromFlags(flags: ThingFlags): Promise<ThingAccess | undefined> {
+  if (flags.data !== undefined) checkDataFlag(String(flags.data));
+  chosen = chooseConfig(flags);
+  const { runningServeAccess } = await import("../../thing/local/client.ts");
+  return runningServeAccess(dataDirFor(chosen.file, flags.data));
 }
 
 /**

@@ -4,7 +4,7 @@ import type { IngressMessage, IngressQuery, ThingAccess } from "../../thing/loca
 import { type CommandSpec, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag, parseTime } from "../input.ts";
-import { openAccessFromFlags as openAccess, type ThingFlags, thingCommand } from "./common.ts";
+import { openAccessFromFlags as openAccess, runningServeFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 export const messagesCommand: CommandSpec = thingCommand({
   name: "messages",
@@ -17,7 +17,7 @@ export const messagesCommand: CommandSpec = thingCommand({
     { flags: "--acked", description: "list: only acknowledged messages" },
     { flags: "--topic <topic>", description: "list: only this topic" },
     { flags: "--since <time>", description: "list: received at or after (ISO date or Unix seconds)" },
-    { flags: "--limit <n>", description: "list: at most N messages" },
+    { flags: "--limit <n>", description: "list: at most N messages (with --follow: stop after N)" },
   ],
   run([action, ...ids], options) {
     if (action === "list") {
@@ -42,7 +42,11 @@ interface ListFlags extends ThingFlags {
 
 const FOLLOW_POLL_MS = 250;
 
-/** The application's view of what arrived: unacknowledged messages unless told otherwise. */
+/**
+ * The application's view of what arrived: unacknowledged messages unless told otherwise. With
+ * --follow it keeps printing until a signal, or until --limit messages were printed in all (as
+ * `mosquitto_sub -C` does); a serve that stops meanwhile (a restart, an update) is waited for.
+ */
 async function messagesList(flags: ListFlags): Promise<number> {
   if (flags.all && flags.acked) throw new UsageError("--all and --acked do not go together");
   const query: IngressQuery = {
@@ -51,27 +55,52 @@ async function messagesList(flags: ListFlags): Promise<number> {
     since: flags.since === undefined ? undefined : parseTime(String(flags.since), "--since")! * 1000,
     limit: countFlag(flags.limit, "--limit"),
   };
-  const access = await openAccess(flags);
+  let access = await openAccess(flags);
   try {
     let lastId = 0;
+    let printed = 0;
     const print = (rows: IngressMessage[]) => {
       for (const row of rows) {
         console.log(flags.json ? JSON.stringify(toJson(row)) : toLine(row));
         lastId = row.id;
+        printed++;
       }
     };
     print(await access.listMessages(query));
     if (!flags.follow) return ExitCode.OK;
     let stop = false;
     untilSignal().then(() => (stop = true));
-    while (!stop) {
-      await new Promise((r) => setTimeout(r, FOLLOW_POLL_MS));
-      print(await access.listMessages({ ...query, afterId: lastId, limit: undefined }));
+    const wanted = query.limit;
+    while (!stop && (wanted === undefined || printed < wanted)) {
+      await sleep(FOLLOW_POLL_MS);
+      try {
+        print(await access.listMessages({ ...query, afterId: lastId, limit: wanted === undefined ? undefined : wanted - printed }));
+      } catch (err) {
+        const { LostServeError } = await import("../../thing/local/client.ts");
+        if (!(err instanceof LostServeError)) throw err;
+        // Nothing arrives while serve is away, so nothing is missed waiting for the next one.
+        const next = await serveAgain(flags, () => stop);
+        if (!next) break;
+        access = next;
+      }
     }
     return ExitCode.OK;
   } finally {
     access.close();
   }
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** The access of the next serve to answer on the thing's data directory, polled; undefined once `stopped()`. Says once on stderr that it waits. */
+async function serveAgain(flags: ThingFlags, stopped: () => boolean): Promise<ThingAccess | undefined> {
+  console.error("messages: serve stopped; following again once it is back (Ctrl-C to stop)");
+  while (!stopped()) {
+    await sleep(FOLLOW_POLL_MS);
+    const serve = await runningServeFromFlags(flags);
+    if (serve) return serve;
+  }
+  return undefined;
 }
 
 function messagesAck(flags: ThingFlags, ids: string[]): Promise<number> {

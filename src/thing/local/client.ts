@@ -79,12 +79,17 @@ async function callWithNodeHttp(socket: string, method: string, path: string, js
  * reset: unavailable, 69). For a collect the outcome is unknown, since serve may have queued the
  * message before it went: 75 and says so, for 69 means "queued".
  */
-function lostServe(err: unknown, route: string, dataDir: string): FlashlexError {
+function lostServe(err: unknown, route: string, dataDir: string): LostServeError {
   const lost = toFlashlexError(err, `the running serve (${socketPath(dataDir)})`);
-  if (route !== ROUTES.collect) return lost;
-  return new FlashlexError(`${lost.message}; the message may or may not be queued: see \`flashlex outbox list\` before sending it again`, "try-later", {
+  if (route !== ROUTES.collect) return new LostServeError(lost.message, lost.kind, { cause: err });
+  return new LostServeError(`${lost.message}; the message may or may not be queued: see \`flashlex outbox list\` before sending it again`, "try-later", {
     cause: err,
   });
+}
+
+/** A request to serve got no answer: serve went away after the probe (lostServe), as opposed to serve refusing it. */
+export class LostServeError extends FlashlexError {
+  override name = "LostServeError";
 }
 
 /** The thing's data through the serve running on `dataDir`, its arguments checked (arguments.ts); undefined when none answers there. */
