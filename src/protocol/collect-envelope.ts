@@ -29,7 +29,7 @@ export function buildCollectEnvelope(envelope: CollectEnvelope): string {
 /**
  * Reads a collect envelope from an MQTT payload, within the limits of a hub whose messages may
  * be `payloadLimitBytes` (limits.ts). Checks the shape only; the token is the hub's to verify.
- * Throws InputError saying what is wrong (the hub logs it and drops the message).
+ * Gives `thingId` and `messageId` in lower case. Throws InputError saying what is wrong (the hub logs it and drops the message).
  */
 export function parseCollectEnvelope(payload: Uint8Array, payloadLimitBytes: number): CollectEnvelope {
   const envelope = parseEnvelopeObject(payload, payloadLimitBytes);
@@ -37,5 +37,11 @@ export function parseCollectEnvelope(payload: Uint8Array, payloadLimitBytes: num
     throw new InputError("not a collect envelope {messageId, thingId, token, payload}");
   }
   if (envelope.messageId !== undefined && !isUuid(envelope.messageId)) throw new InputError("messageId is not a UUID");
-  return envelope as unknown as CollectEnvelope;
+  // UUIDs compare as text in the database: one case, as the HTTP route stores them, so a resend
+  // by the other path is the same message
+  return {
+    ...(envelope as unknown as CollectEnvelope),
+    thingId: envelope.thingId.toLowerCase(),
+    messageId: (envelope.messageId as string | undefined)?.toLowerCase(),
+  };
 }

@@ -28,14 +28,15 @@ export function buildTestMessage(message: { thingId: string; thingName: string; 
 
 /**
  * Reads a test message from an MQTT payload (limits as for a collect envelope). Checks that it
- * names a thing; whether it names the publisher is the hub's to decide. Throws InputError.
+ * names a thing (`thingId` given in lower case); whether it names the publisher is the hub's to
+ * decide. Throws InputError.
  */
 export function parseTestMessage(payload: Uint8Array, payloadLimitBytes: number): TestMessage {
   const body = parseEnvelopeObject(payload, payloadLimitBytes);
   if (!isUuid(body.thingId) || typeof body.thingName !== "string") {
     throw new InputError("not a test message {thingId, thingName, message, sequence}");
   }
-  return body as unknown as TestMessage;
+  return { ...(body as unknown as TestMessage), thingId: body.thingId.toLowerCase() };
 }
 
 /** The echo of a bootstrap's test message, published to the thing's ingress topic. */

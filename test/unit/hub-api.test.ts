@@ -18,6 +18,7 @@ import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
 import type { HubApi } from "../../src/hub/http/routes.ts";
 import { CollectAuthError, Collector } from "../../src/hub/messages/collect.ts";
+import { Messages } from "../../src/hub/messages/messages.ts";
 import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
@@ -551,6 +552,7 @@ describe("operator routes", () => {
       operator("/publish", { method: "POST", headers: { "Content-Type": "application/json" }, body: typeof body === "string" ? body : JSON.stringify(body) });
     const ingressOf = async (id: string) => (await store.queryMessages(id, { messagetype: "ingress" })).length;
     const before = [await ingressOf(a.id), await ingressOf(b.id)];
+    const limit = home.settings.api.payloadLimitBytes;
 
     published.length = 0;
     const response = await post({ things: [a.id, b.id.toUpperCase()], message: { cmd: "reboot" } });
@@ -575,14 +577,27 @@ describe("operator routes", () => {
       [{ things: [a.id, "kitchen"], message: 1 }, 400, /things\[1\] is not a thing id/],
       [{ things: [a.id, a.id.toUpperCase()], message: 1 }, 400, /things\[1\] repeats/],
       [{ things: Array.from({ length: 10_001 }, () => randomUUID()), message: 1 }, 400, /1 to 10000/],
-      [{ things: [a.id, randomUUID()], message: 1 }, 404, /no such thing: /],
+      [{ things: [a.id, randomUUID()], message: 1 }, 404, /^no such thing: things\[1\] [0-9a-f-]{36}$/],
+      [
+        { things: [randomUUID(), a.id, randomUUID(), randomUUID(), randomUUID(), randomUUID()], message: 1 },
+        404,
+        /things\[0\] .*, things\[2\] .*, things\[3\] \S+ and 2 more$/,
+      ],
       ["[1]", 400, /"things"/],
+      // over the message limit: 413 as on /things/{id}/publish, counted in UTF-8 bytes, not characters
+      [{ things: [a.id], message: "€".repeat(Math.ceil(limit / 3)) }, 413, /^the message: \d+ bytes as \{"message": \.\.\.\}, over the hub's \d+-byte limit$/],
     ];
     for (const [request, status, message] of refusals) {
       const refused = await post(request);
       expect({ status: refused.status }).toEqual({ status });
       expect((await json(refused)).messages[0].value).toMatch(message);
     }
+    // a body pretty-printed with 10,000 ids and a message near the limit is read, not refused for its size
+    const pretty = JSON.stringify({ things: Array.from({ length: 10_000 }, () => randomUUID()), message: "x".repeat(limit - 100) }, null, 4);
+    expect(pretty.length).toBeGreaterThan(limit + 10_000 * 40);
+    const unknownMany = await post(pretty);
+    expect(unknownMany.status).toBe(404);
+    expect((await json(unknownMany)).messages[0].value).toMatch(/and 9997 more$/);
     const revoked = (await createThing(home, store, "fan-revoked")).thing;
     await new Things({ home, store }).revoke(revoked);
     const conflict = await post({ things: [a.id, revoked.id], message: 1 });
@@ -590,6 +605,17 @@ describe("operator routes", () => {
     expect((await json(conflict)).messages[0].value).toContain(revoked.name);
     expect(published).toEqual([]);
     expect([await ingressOf(a.id), await ingressOf(b.id)]).toEqual([before[0]! + 1, before[1]! + 1]);
+  });
+
+  test("a fan-out's 64 MiB bound counts UTF-8 bytes: 300 copies of 87,000 euro signs (26 M characters, 78 MB) are refused before anything is stored", async () => {
+    const limit = home.settings.api.payloadLimitBytes;
+    const thing = (await createThing(home, store, "fan-bytes")).thing;
+    const many = Array.from({ length: 300 }, (_, i) => ({ ...thing, id: randomUUID(), name: `${thing.name}-${i}` }));
+    const message = "€".repeat(Math.floor((limit - 20) / 3));
+    const sending = new Messages({ home, store, log: silentLogger, broker: fakeBroker }).sendToMany(many, message);
+    await expect(sending).rejects.toThrow(/^300 copies of a \d+-byte message are \d+ bytes, over the 67108864-byte limit of one fan-out; send it in parts$/);
+    await expect(sending).rejects.toMatchObject({ problem: "too_large" });
+    for (const copy of many.slice(0, 3)) expect(await store.queryMessages(copy.id, { messagetype: "ingress" })).toEqual([]);
   });
 
   test("POST /publish: a copy the broker refuses is not stored and is answered as such; the rest stand", async () => {
@@ -675,6 +701,18 @@ describe("MQTT egress (BrokerEvents)", () => {
     const rows = (await store.queryMessages(thing.id, {})).filter((m) => m.flmessagespk === id);
     expect(rows).toHaveLength(1);
     expect(JSON.parse(rows[0]!.payload)).toEqual({ t: 21.5 });
+  });
+
+  test("ids in upper case are the same ids: an envelope's, then the same message by HTTP, stored once", async () => {
+    const e = events();
+    const id = randomUUID();
+    const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
+    const upper = JSON.stringify({ messageId: id.toUpperCase(), thingId: thing.id.toUpperCase(), token, payload: { case: "upper" } });
+    await e.handleThingPublish({ id: thing.id, name: thing.name }, "flashlex/collect", Buffer.from(upper));
+    expect((await store.queryMessages(thing.id, {})).filter((m) => m.flmessagespk === id)).toHaveLength(1);
+    const resent = await collect({ token, messageId: id, body: '{"case":"upper"}' });
+    expect((await json(resent)).result.flmessagespk).toBe(id);
+    expect((await store.queryMessages(thing.id, {})).filter((m) => m.flmessagespk.toLowerCase() === id)).toHaveLength(1);
   });
 
   test("bad tokens, another thing's id and junk are dropped, not stored", async () => {

@@ -93,6 +93,8 @@ describe("JSON limits on HTTP bodies", () => {
     const deep = await post(`/things/${thing.id}/publish`, `{"message":${nested(MAX_JSON_DEPTH + 1)}}`, operatorToken);
     expect(deep.status).toBe(400);
     expect(deep.body.code).toBe(400);
+    // the limit the sender chose is its message's, not the body's one level more
+    expect(deep.body.messages[0]!.value).toBe("the body is nested more than 65 levels deep: its message may be nested at most 64");
     const things = await post("/things", `{"name":${nested(100_000, '"x"')}}`, operatorToken);
     expect(things.status).toBe(400);
     const large = await post(`/things/${thing.id}/publish`, JSON.stringify({ message: "x".repeat(300 * 1024) }), operatorToken);

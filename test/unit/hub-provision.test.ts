@@ -178,9 +178,9 @@ describe("hub thing create", () => {
     expect(exitCodeOf(err)).toBe(ExitCode.DATA);
   });
 
-  test("findThing accepts the id, the full name and the typed name", async () => {
+  test("findThing accepts the id (in either case), the full name and the typed name", async () => {
     const { thing } = await createThing(home, store, "findme");
-    for (const ref of [thing.id, thing.name, "findme"]) expect((await findThing(home, store, ref))?.id).toBe(thing.id);
+    for (const ref of [thing.id, thing.id.toUpperCase(), thing.name, "findme"]) expect((await findThing(home, store, ref))?.id).toBe(thing.id);
     expect(await findThing(home, store, "nobody")).toBeUndefined();
   });
 

@@ -109,6 +109,9 @@ export function errorToResponse(err: unknown): { response: Response; status: num
  */
 export function publicError(err: unknown): { status: number; message: string; headers: Record<string, string>; kind?: ErrorKind; detail: string } {
   if (err instanceof HttpError) return { status: err.status, message: err.message, headers: err.headers, detail: err.message };
+  // a message over a size limit, wherever it was measured (the body, the message once wrapped, a fan-out's copies)
+  if (err instanceof JsonDocumentError && err.problem === "too_large")
+    return { status: 413, message: err.message, headers: {}, kind: err.kind, detail: err.message };
   const error = toFlashlexError(err);
   const status = HTTP_STATUS_OF_KIND[error.kind];
   const message = status < 500 || error.clientSafe ? error.message : PUBLIC_MESSAGE[error.kind]!;
@@ -219,7 +222,13 @@ export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; ma
   } catch (err) {
     if (!(err instanceof JsonDocumentError)) throw err;
     if (err.problem === "too_large") throw new HttpError(413, err.message);
-    if (err.problem === "too_deep") throw new HttpError(400, err.message);
+    if (err.problem === "too_deep") {
+      // an envelope's limit is its message's plus its own level: say the one the sender chose
+      const maxDepth = limits.maxDepth ?? MAX_JSON_DEPTH;
+      const envelope =
+        maxDepth > MAX_JSON_DEPTH ? `the body is nested more than ${maxDepth} levels deep: its message may be nested at most ${MAX_JSON_DEPTH}` : undefined;
+      throw new HttpError(400, envelope ?? err.message);
+    }
     throw new HttpError(400, "the body is not valid JSON");
   }
 }

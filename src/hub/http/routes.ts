@@ -24,7 +24,7 @@ import { bearerToken } from "../home/tokens.ts";
 import type { HubUseCases } from "../hub.ts";
 import { archiveStream } from "../messages/archive.ts";
 import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
-import { MAX_FAN_OUT_THINGS } from "../messages/messages.ts";
+import { fanOutBodyLimit, MAX_FAN_OUT_THINGS } from "../messages/messages.ts";
 import { type HubObserver, methodLabel } from "../metrics/observer.ts";
 import type { MessageQuery, ThingRecord } from "../store/hub-store.ts";
 import {
@@ -155,12 +155,11 @@ export function createHubApi(deps: HubApiDeps): HubApi {
 
   /**
    * A fan-out: `{"things": [<id>, ...], "message": ...}`, one copy to each thing. Every id is
-   * checked first (400 malformed or repeated, 404 naming an unknown one); then Messages.sendToMany.
+   * checked first (400 malformed or repeated, 404 naming the unknown ones); then Messages.sendToMany.
    */
   async function publishToMany({ request }: Context): Promise<Response> {
     requireJsonContentType(request);
-    // room for the ids besides the message: a UUID and its quotes and comma each
-    const maxBytes = limit + MAX_FAN_OUT_THINGS * 40;
+    const maxBytes = fanOutBodyLimit(limit);
     const body = parseJsonBody(await readBodyLimited(request, maxBytes), { maxBytes, maxDepth: MAX_JSON_DEPTH + ENVELOPE_DEPTH });
     if (body === null || typeof body !== "object" || Array.isArray(body) || !("message" in body) || !("things" in body)) {
       throw new HttpError(400, 'the body must be {"things": [<thing id>, ...], "message": ...}');
@@ -176,8 +175,11 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       seen.add(id.toLowerCase());
     }
     const found = await things.getMany([...seen]);
-    const unknown = found.indexOf(undefined);
-    if (unknown >= 0) throw new HttpError(404, `no such thing: ${ids[unknown]}`);
+    const unknown = found.flatMap((thing, i) => (thing ? [] : [`things[${i}] ${ids[i]}`]));
+    if (unknown.length) {
+      const more = unknown.length > 3 ? ` and ${unknown.length - 3} more` : "";
+      throw new HttpError(404, `no such thing: ${unknown.slice(0, 3).join(", ")}${more}`);
+    }
     const targets = found as ThingRecord[];
     const sent = await messages.sendToMany(targets, (body as { message: unknown }).message);
     const refused = sent.filter((s) => "refused" in s).length;
@@ -189,7 +191,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     }));
     const summary = refused
       ? `Published to ${sent.length - refused} of ${sent.length} things; the broker did not accept ${refused}.`
-      : `Published to ${sent.length} things.`;
+      : `Published to ${sent.length} ${sent.length === 1 ? "thing" : "things"}.`;
     return ok(result, summary);
   }
 

@@ -93,7 +93,7 @@ export class Collector {
     this.now = deps.now ?? Date.now;
     this.commits = new GroupCommit({
       commit: (items) => deps.store.insertMessages(items),
-      bytesOf: (item) => item.message.payload.length,
+      bytesOf: (item) => Buffer.byteLength(item.message.payload),
     });
   }
 

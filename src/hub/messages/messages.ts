@@ -9,8 +9,8 @@
  *   feed.ts              the live feed of collected, sent and delivered messages (the console)
  */
 import { randomUUID } from "node:crypto";
-import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
-import { ConflictError, FlashlexError, InputError } from "../../shared/errors.ts";
+import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
+import { ConflictError, FlashlexError } from "../../shared/errors.ts";
 import { GroupCommit } from "../../shared/group-commit.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
@@ -23,13 +23,13 @@ export type { MessageQuery, MessageType };
 
 /**
  * An ingress message as the hub stores and sends it: the guide's wrapper, `{"message": <document>}`,
- * at most `limitBytes` (hub.yml `api.payloadLimitBytes`). Throws InputError (exit 65, HTTP 400)
- * naming `source` when the wrapped message is larger.
+ * at most `limitBytes` (hub.yml `api.payloadLimitBytes`) in UTF-8. Throws JsonDocumentError
+ * `too_large` (exit 65, HTTP 413) naming `source` when the wrapped message is larger.
  */
 export function ingressBody(message: unknown, limitBytes: number, source = "the message"): string {
   const body = JSON.stringify({ message });
   const bytes = Buffer.byteLength(body);
-  if (bytes > limitBytes) throw new InputError(`${source}: the message is ${bytes} bytes as {"message": ...}, over the hub's ${limitBytes}-byte limit`);
+  if (bytes > limitBytes) throw new JsonDocumentError("too_large", `${source}: ${bytes} bytes as {"message": ...}, over the hub's ${limitBytes}-byte limit`);
   return body;
 }
 
@@ -89,7 +89,15 @@ export interface RefusedIngress {
 /** The most things one fan-out (`sendToMany`, POST /publish) sends to. */
 export const MAX_FAN_OUT_THINGS = 10_000;
 
-/** The most bytes one fan-out stores (its copies of the message, in one transaction). */
+/** What a fan-out's body may hold per thing id besides its message: the UUID, quotes, comma, a line break and an indent. */
+export const FAN_OUT_BYTES_PER_THING = 64;
+
+/** The largest body of a fan-out (POST /publish), in bytes: the message limit plus FAN_OUT_BYTES_PER_THING for each thing it may name. */
+export function fanOutBodyLimit(payloadLimitBytes: number): number {
+  return payloadLimitBytes + MAX_FAN_OUT_THINGS * FAN_OUT_BYTES_PER_THING;
+}
+
+/** The most bytes (UTF-8) one fan-out stores: its copies of the message, in one transaction. */
 export const MAX_FAN_OUT_BYTES = 64 * 1024 * 1024;
 
 /** The most messages `latest` gives at once. */
@@ -104,7 +112,7 @@ export class Messages {
     this.now = deps.now ?? Date.now;
     this.inserts = new GroupCommit({
       commit: (messages: MessageRecord[]) => deps.store.insertMessages(messages.map((message) => ({ message }))),
-      bytesOf: (message) => message.payload.length,
+      bytesOf: (message) => Buffer.byteLength(message.payload),
     });
   }
 
@@ -113,7 +121,7 @@ export class Messages {
    * ingress the broker took is always on record, as `pending` until the thing's PUBACK when the
    * broker tracks delivery (the embedded one; ingress-delivery.ts), and removed again if the
    * broker refuses it. Returns its id and whether the thing is connected now (null: the broker
-   * cannot tell). Throws ConflictError (a revoked thing), InputError (too large) or an
+   * cannot tell). Throws ConflictError (a revoked thing), JsonDocumentError `too_large` or an
    * `unavailable` FlashlexError (no broker, or the broker refused it).
    */
   async send(thing: ThingRecord, message: unknown): Promise<SentIngress> {
@@ -127,16 +135,19 @@ export class Messages {
   /**
    * Sends one `message` to each of `things` (a fan-out; distinct things): every copy is stored in
    * one transaction, then each is handed to the broker, as `send` does for one. All or nothing
-   * before the broker: a revoked thing (ConflictError naming it), a message too large (InputError)
+   * before the broker: a revoked thing (ConflictError naming it), a message or its copies together
+   * too large (JsonDocumentError `too_large`, counted in UTF-8 bytes)
    * or no broker (`unavailable`) stores nothing. A copy the broker refuses is removed again and
    * answered as `refused`; the others stand. Gives one answer per thing, in order.
    */
   async sendToMany(things: readonly ThingRecord[], message: unknown): Promise<(SentIngress | RefusedIngress)[]> {
     const records = this.records(things, message);
-    const bytes = records.length * (records[0]?.payload.length ?? 0);
+    const size = Buffer.byteLength(records[0]?.payload ?? "");
+    const bytes = records.length * size;
     if (bytes > MAX_FAN_OUT_BYTES) {
-      throw new InputError(
-        `${records.length} copies of a ${records[0]!.payload.length}-byte message are ${bytes} bytes, over the ${MAX_FAN_OUT_BYTES}-byte limit of one fan-out; send it in parts`,
+      throw new JsonDocumentError(
+        "too_large",
+        `${records.length} copies of a ${size}-byte message are ${bytes} bytes, over the ${MAX_FAN_OUT_BYTES}-byte limit of one fan-out; send it in parts`,
       );
     }
     await this.deps.store.insertMessages(records.map((record) => ({ message: record })));

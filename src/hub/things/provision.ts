@@ -3,6 +3,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { issueThingCertificate } from "../../crypto/x509.ts";
+import { isUuid } from "../../protocol/ids.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { createFile } from "../../shared/files.ts";
 import { type HubHome, readCa } from "../home/home.ts";
@@ -135,9 +136,14 @@ function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
 }
 
-/** Finds a thing by id, full name or typed name (the CLI accepts any of them). */
+/** Finds a thing by id (either case), full name or typed name (the CLI accepts any of them). */
 export async function findThing(home: HubHome, store: HubStore, ref: string): Promise<ThingRecord | undefined> {
-  return (await store.getThing(ref)) ?? (await store.getThingByName(ref)) ?? (await store.getThingByName(`${ownerPrefix(home.settings)}-${ref}`));
+  // ids are stored in lower case; a UUID typed or pasted in upper case is the same thing
+  return (
+    (await store.getThing(isUuid(ref) ? ref.toLowerCase() : ref)) ??
+    (await store.getThingByName(ref)) ??
+    (await store.getThingByName(`${ownerPrefix(home.settings)}-${ref}`))
+  );
 }
 
 /** The stored distribution, or undefined once revoked or deleted. */
