@@ -20,7 +20,7 @@ import { addCrlFile, loadHubSettings } from "../../src/hub/home/settings.ts";
 import { hashToken, tokenMatchesAny } from "../../src/hub/home/tokens.ts";
 import type { HubStore } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
-import { buildDistribution, renderTemplate, renderThingConfig } from "../../src/hub/things/distribution.ts";
+import { buildDistribution, PYTHON_MODULE, renderTemplate, renderThingConfig } from "../../src/hub/things/distribution.ts";
 import { createThing, findThing, validateThingName } from "../../src/hub/things/provision.ts";
 import { Things, thingStatus } from "../../src/hub/things/things.ts";
 import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
@@ -274,6 +274,24 @@ describe("distribution template", () => {
     expect(readme).toContain("cd ecd13b11-t\n");
     expect(readme).toContain("    ./flashlex bootstrap\n");
     expect(readme).toContain("/prod/v1/things/");
+  });
+
+  test("every zip made in one process is whole: Info-ZIP's unzip tests it, modes and flashlex.py byte for byte (deflated once, reused)", () => {
+    const dir = mkdtempSync(join(tmpdir(), "flashlex-zips-"));
+    try {
+      for (const n of [1, 2]) {
+        const file = join(dir, `${n}.zip`);
+        writeFileSync(file, buildDistribution(values, { rootCaPem: "ca", certPem: "cert", privateKeyPem: `key ${n}`, publicKeyPem: "pub" }));
+        expect(Bun.spawnSync(["unzip", "-tq", file]).exitCode).toBe(0);
+        expect(Bun.spawnSync(["unzip", "-p", file, "ecd13b11-t/flashlex.py"]).stdout.toString()).toBe(PYTHON_MODULE);
+        expect(Bun.spawnSync(["unzip", "-p", file, "ecd13b11-t/keys/ecd13b11-t-keypair-private.pem"]).stdout.toString()).toBe(`key ${n}`);
+        const modes = Bun.spawnSync(["unzip", "-Z", file]).stdout.toString();
+        expect(modes).toMatch(/^-rw------- .* ecd13b11-t\/keys\/ecd13b11-t-keypair-private\.pem$/m);
+        expect(modes).toMatch(/^-rw-r--r-- .* ecd13b11-t\/flashlex\.py$/m);
+      }
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
 
