@@ -29,7 +29,7 @@ export async function localRequest<T>(home: HubHome, method: string, path: strin
   } catch (err) {
     const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new FlashlexError(
-      `the hub is not running for ${home.paths.dir} (no answer on ${home.paths.socket}: ${why}); start it with \`flashlex hub serve --dir ${home.paths.dir}\``,
+      `the hub is not running for ${home.paths.dir} (no answer on ${home.paths.socket}: ${why}); start it with \`flashlex hub serve --dir ${home.paths.dir}\`, or, if it is starting (an external broker is waited for up to 30 s), try again once it logged hub.started`,
       "unavailable",
     );
   }
