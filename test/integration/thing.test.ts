@@ -184,9 +184,10 @@ describe("serve", () => {
     expect(offline).toEqual(['{"offline":1}', '{"offline":2}', '{"offline":3}']);
   });
 
-  test("messages list --follow prints messages as they arrive", async () => {
-    const serve = start(["serve", ...thing.flags]);
+  test("messages list --follow prints messages as they arrive, also when started before serve", async () => {
     const follow = start(["messages", "list", "--follow", "--json", "--since", String(Math.floor(Date.now() / 1000)), ...thing.flags]);
+    await follow.waitFor(/messages: serve is not running; following once it runs/);
+    const serve = start(["serve", ...thing.flags]);
     try {
       await serve.waitFor(/mqtt\.subscribed/);
       hub.publish(`ingress/${thing.thingName}`, JSON.stringify({ followed: true }), { qos: 1 });
@@ -208,7 +209,7 @@ describe("serve", () => {
       hub.publish(`ingress/${thing.thingName}`, JSON.stringify({ restart: "before" }), { qos: 1 });
       await follow.waitFor(/\\"restart\\":\\"before\\"/);
       expect(await serve.stop()).toBe(0);
-      await follow.waitFor(/serve stopped; following again/);
+      await follow.waitFor(/messages: serve stopped; following once it runs/);
       expect(follow.proc.exitCode).toBeNull();
       serve = start(["serve", ...thing.flags]);
       await serve.waitFor(/mqtt\.subscribed/);

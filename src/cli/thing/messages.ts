@@ -45,7 +45,10 @@ const FOLLOW_POLL_MS = 250;
 /**
  * The application's view of what arrived: unacknowledged messages unless told otherwise. With
  * --follow it keeps printing until a signal, or until --limit messages were printed in all (as
- * `mosquitto_sub -C` does); a serve that stops meanwhile (a restart, an update) is waited for.
+ * `mosquitto_sub -C` does), following through the running serve: only serve stores ingress, so
+ * while none runs (not started yet, a restart, an update) there is nothing to miss, and the
+ * follower waits for the next one instead of holding the database (which the armv7 build's serve
+ * must have to itself).
  */
 async function messagesList(flags: ListFlags): Promise<number> {
   if (flags.all && flags.acked) throw new UsageError("--all and --acked do not go together");
@@ -55,7 +58,7 @@ async function messagesList(flags: ListFlags): Promise<number> {
     since: flags.since === undefined ? undefined : parseTime(String(flags.since), "--since")! * 1000,
     limit: countFlag(flags.limit, "--limit"),
   };
-  let access = await openAccess(flags);
+  let access: ThingAccess | undefined = await openAccess(flags);
   try {
     let lastId = 0;
     let printed = 0;
@@ -72,29 +75,35 @@ async function messagesList(flags: ListFlags): Promise<number> {
     untilSignal().then(() => (stop = true));
     const wanted = query.limit;
     while (!stop && (wanted === undefined || printed < wanted)) {
+      if (access?.via !== "serve") {
+        access?.close();
+        access = await nextServe(flags, () => stop, access ? "is not running" : "stopped");
+        if (!access) break;
+        continue;
+      }
       await sleep(FOLLOW_POLL_MS);
       try {
         print(await access.listMessages({ ...query, afterId: lastId, limit: wanted === undefined ? undefined : wanted - printed }));
       } catch (err) {
         const { LostServeError } = await import("../../thing/local/client.ts");
         if (!(err instanceof LostServeError)) throw err;
-        // Nothing arrives while serve is away, so nothing is missed waiting for the next one.
-        const next = await serveAgain(flags, () => stop);
-        if (!next) break;
-        access = next;
+        access = undefined;
       }
     }
     return ExitCode.OK;
   } finally {
-    access.close();
+    access?.close();
   }
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** The access of the next serve to answer on the thing's data directory, polled; undefined once `stopped()`. Says once on stderr that it waits. */
-async function serveAgain(flags: ThingFlags, stopped: () => boolean): Promise<ThingAccess | undefined> {
-  console.error("messages: serve stopped; following again once it is back (Ctrl-C to stop)");
+/**
+ * The access of the next serve to answer on the thing's data directory, polled; undefined once
+ * `stopped()`. Says once on stderr that serve `is not running` or `stopped`, and that it waits.
+ */
+async function nextServe(flags: ThingFlags, stopped: () => boolean, serveState: string): Promise<ThingAccess | undefined> {
+  console.error(`messages: serve ${serveState}; following once it runs (Ctrl-C to stop)`);
   while (!stopped()) {
     await sleep(FOLLOW_POLL_MS);
     const serve = await runningServeFromFlags(flags);
