@@ -3,7 +3,7 @@
  * (backoff.ts) and the TLS material it is built from (tls-setup.ts names the file at fault).
  */
 import { EventEmitter } from "node:events";
-import mqtt, { type IClientOptions, type IPublishPacket, type MqttClient } from "mqtt";
+import { type IClientOptions, type IPublishPacket, MqttClient } from "mqtt";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { OrderedPubacks } from "../../shared/mqtt-puback.ts";
@@ -11,6 +11,7 @@ import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
 import type { MessageStore } from "../store/message-store.ts";
 import { Backoff, type DropCause } from "./backoff.ts";
+import { tlsStream } from "./tls-stream.ts";
 
 /** Receives one ingress message; the broker gets its PUBACK only after the promise resolves. */
 export type MessageHandler = (packet: IPublishPacket) => Promise<void>;
@@ -95,7 +96,7 @@ export class ThingSession extends EventEmitter {
       stableSeconds: backoffConfig.stableConnectionTimeSecond,
     });
     this.operationTimeoutMs = options.config.timeouts.operationMs;
-    this.client = mqtt.connect(clientOptions(options));
+    this.client = new MqttClient(tlsStream, clientOptions(options));
     this.client.handleMessage = (packet, done) => this.handle(packet, done);
     // Not acknowledged: drop the connection so the broker redelivers from the persistent session.
     this.pubacks = new OrderedPubacks({
@@ -335,13 +336,12 @@ function clientOptions(options: SessionOptions): IClientOptions {
   const thing = options.config.yaml.thing;
   const { identity } = options;
   return {
-    protocol: "mqtts",
+    // what tlsStream connects with, each time
     host: thing.endpoint,
     port: thing.mqtt.port,
     ca: identity.caPem,
     cert: identity.certPem,
     key: identity.keyPem,
-    rejectUnauthorized: true,
     clientId: options.clientId ?? identity.thingName,
     clean: options.clean ?? false,
     protocolVersion: 4,
