@@ -92,6 +92,17 @@ export const DAMAGE_KINDS: DamageKind[] = [
     says: /schema version 99 is newer than this flashlex knows.*upgrade flashlex/,
   },
   {
+    name: "the current schema version with a table changed by hand (a column added)",
+    make: (f) => {
+      writeGoodDatabase(f);
+      const db = new Database(f);
+      db.run("ALTER TABLE session_state ADD COLUMN note TEXT");
+      db.close();
+    },
+    exitCode: 78,
+    says: /table session_state has columns \(key, value, note\), not those of schema version 3 \(key, value\).*changed by hand/,
+  },
+  {
     name: "a damaged page in the middle",
     make: (f) => (
       writeGoodDatabase(f),

@@ -4,8 +4,8 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { OpenSqlDatabase, SqlDatabase } from "../../src/shared/sqlite/driver.ts";
-import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
-import { MessageStore, THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
+import { applyPragmas, migrate, schemaAfter } from "../../src/shared/sqlite/migrate.ts";
+import { MessageStore, THING_MIGRATIONS, THING_SCHEMA } from "../../src/thing/store/message-store.ts";
 
 /**
  * The SQLite driver contract, free of any test framework: test/unit/store-contract.test.ts runs
@@ -251,6 +251,9 @@ export const storeContract: ContractCase[] = [
         applyPragmas(db);
         assert.equal(migrate(db, THING_MIGRATIONS, file), THING_MIGRATIONS.length);
         assert.equal(migrate(db, THING_MIGRATIONS, file), THING_MIGRATIONS.length); // nothing left to do
+        assert.equal(migrate(db, THING_MIGRATIONS, file, THING_SCHEMA), THING_MIGRATIONS.length); // checked against the written-out schema
+        // the written-out schema is what the migrations make, so it cannot drift from them
+        assert.deepEqual(schemaAfter(THING_MIGRATIONS), THING_SCHEMA);
         const version = db.get<{ user_version: number }>("PRAGMA user_version")!.user_version;
         const tables = db.all<{ name: string }>("SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name");
         assert.equal(version, THING_MIGRATIONS.length);

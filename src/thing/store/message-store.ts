@@ -2,7 +2,7 @@ import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Logger } from "../../shared/log.ts";
 import type { OpenSqlDatabase, SqlDatabase, SqlValue } from "../../shared/sqlite/driver.ts";
-import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
+import { applyPragmas, migrate, type SchemaSnapshot } from "../../shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
 
 /**
@@ -50,6 +50,14 @@ export const THING_MIGRATIONS: readonly string[] = [
      value TEXT NOT NULL
    );`,
 ];
+
+/** The tables THING_MIGRATIONS leave (migrate.ts SchemaSnapshot; test/unit/store-contract.test.ts holds it to them). */
+export const THING_SCHEMA: SchemaSnapshot = {
+  ingress_messages: ["id", "topic", "payload", "qos", "retain", "received_at", "acked_at", "packet_id"],
+  ingress_seen: ["message_id", "seen_at"],
+  outbox: ["message_id", "body", "via", "state", "created_at", "attempts", "next_attempt_at", "last_error", "sent_at", "response_status", "response_body"],
+  session_state: ["key", "value"],
+};
 
 /**
  * How long the id of a stored hub message is remembered, so that a redelivery is recognised
@@ -196,7 +204,7 @@ export class MessageStore {
     const db = (options.open ?? openSqlDatabase)(file, { log: options.log });
     try {
       applyPragmas(db);
-      migrate(db, THING_MIGRATIONS, file);
+      migrate(db, THING_MIGRATIONS, file, THING_SCHEMA);
     } catch (err) {
       db.close();
       throw err;
