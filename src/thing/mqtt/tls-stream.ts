@@ -19,9 +19,9 @@ export function tlsStream(client: MqttClient): IStream {
     host,
     port,
     servername: isIP(host) ? undefined : host,
-    ca: ca as string,
-    cert: cert as string,
-    key: key as string,
+    ca,
+    cert,
+    key,
     rejectUnauthorized: true,
   });
   const beforeHandshake = (err: NodeJS.ErrnoException) => {
