@@ -201,7 +201,12 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
   // waited for, MQTT.js retrying every reconnectPeriod (reconnectOnConnackError), until the
   // timeout; a refusal that will not change (bad credentials, TLS) fails at once.
   let lastTransient: Error | undefined;
+  // MQTT.js's TLS transport hands a connection's error to the client, and the client then reports
+  // the same error object again from the stream: one line for it.
+  let lastError: Error | undefined;
   client.on("error", (err) => {
+    if (err === lastError) return;
+    lastError = err;
     log.warn("mqtt.error", { url: opts.url, error: err });
     if (ready) return;
     if (isTransientRefusal(err)) lastTransient = err;
