@@ -24,7 +24,7 @@ import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
 import { Things } from "../../src/hub/things/things.ts";
 import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
-import { silentLogger } from "../../src/shared/log.ts";
+import { createLogger, silentLogger } from "../../src/shared/log.ts";
 import { checkCertificate, keyMatchesCertificate } from "../support/certificates.ts";
 import { hubApiOver } from "../support/hub-api.ts";
 import { tally } from "../support/tally.ts";
@@ -224,6 +224,28 @@ describe("POST /things/{id}/collect", () => {
       body: stream,
     });
     expect((await api.fetch(chunked)).status).toBe(413);
+  });
+
+  test("a refused body is logged once, as hub.collect_rejected with the thing, status and reason, never the body", async () => {
+    const lines: string[] = [];
+    const logged = hubApiOver({ home, store, log: createLogger({ write: (line) => lines.push(line) }), broker: fakeBroker });
+    const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
+    const post = (body: string, headers: Record<string, string> = {}) =>
+      logged.fetch(
+        new Request(`${base}/things/${thing.id}/collect`, {
+          method: "POST",
+          headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json", ...headers },
+          body,
+        }),
+      );
+    expect((await post(JSON.stringify({ secret: "s3cr3t".repeat(50_000) }))).status).toBe(413);
+    expect((await post("{not json")).status).toBe(400);
+    expect((await post("{}", { "X-Flashlex-Message-Id": "nope" })).status).toBe(400);
+    const rejected = lines.filter((line) => line.includes("hub.collect_rejected"));
+    expect(rejected).toHaveLength(3);
+    expect(rejected[0]).toContain(`thing=${thing.name}`);
+    expect(rejected.map((line) => line.match(/status=(\d+)/)?.[1])).toEqual(["413", "400", "400"]);
+    expect(lines.join("\n")).not.toContain("s3cr3t");
   });
 });
 

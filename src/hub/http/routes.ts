@@ -135,9 +135,17 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       }
       throw err;
     }
+    let payload: unknown;
     const messageId = request.headers.get(MESSAGE_ID_HEADER) ?? undefined;
-    if (messageId !== undefined && !isUuid(messageId)) throw new HttpError(400, `${MESSAGE_ID_HEADER} must be a UUID`);
-    const payload = await jsonBody(request);
+    try {
+      if (messageId !== undefined && !isUuid(messageId)) throw new HttpError(400, `${MESSAGE_ID_HEADER} must be a UUID`);
+      payload = await jsonBody(request);
+    } catch (err) {
+      // The thing will not send this message again (its outbox keeps it as rejected): say so
+      // here, where its owner looks, as the MQTT path does (hub.collect_dropped).
+      if (err instanceof HttpError) log.warn("hub.collect_rejected", { via: "http", thing: thing.name, status: err.status, reason: err.message });
+      throw err;
+    }
     const result = await collector.store(thing, messageId?.toLowerCase(), JSON.stringify(payload));
     log.info("hub.collect", { via: "http", thing: thing.name, message: result.message.flmessagespk, repeat: result.inserted ? undefined : true });
     return ok({ message: "Message collected.", flthingspk: thing.id, flmessagespk: result.message.flmessagespk }, "Message collected.");
