@@ -184,6 +184,16 @@ describe("hub thing create", () => {
     expect(await findThing(home, store, "nobody")).toBeUndefined();
   });
 
+  test("a typed name that another thing's id or full name would shadow is refused (65): commands would find that thing instead", async () => {
+    const { thing } = await createThing(home, store, "shadowed");
+    for (const shadow of [thing.id, randomUUID().toUpperCase(), thing.name]) {
+      const err = await createThing(home, store, shadow).catch((e: unknown) => e);
+      expect(exitCodeOf(err)).toBe(ExitCode.DATA);
+      expect((err as Error).message).toMatch(/may not be a UUID|without the owner prefix/);
+    }
+    expect((await findThing(home, store, thing.id))?.id).toBe(thing.id);
+  });
+
   test("revoke marks the thing, deletes its distribution and rewrites the CRLs with its serial", async () => {
     const { thing, distribution } = await createThing(home, store, "revokee");
     const extra = join(root, "mosquitto-crl.pem");

@@ -59,7 +59,7 @@ export interface CreatedThing {
 /**
  * Provisions a thing named `typedName` with a new key of `opts.keyType` (default rsa: RSA-2048,
  * RS256 tokens; ec: P-256, ES256 tokens), its certificate from the hub CA and its distribution.
- * Throws InputError (a bad name or key type) or ConflictError (the name is taken).
+ * Throws InputError (a bad name or key type; a name that is a UUID or starts with the owner prefix) or ConflictError (the name is taken).
  */
 export async function createThing(
   home: HubHome,
@@ -70,7 +70,16 @@ export async function createThing(
 ): Promise<CreatedThing> {
   const shortName = validateThingName(typedName);
   const keyType = validateKeyType(opts.keyType);
-  const name = `${ownerPrefix(home.settings)}-${shortName}`;
+  const prefix = ownerPrefix(home.settings);
+  // Commands find a thing by id, then full name, then typed name (findThing): a typed name that
+  // looks like either would be found as another thing, by `revoke` and `delete` too.
+  if (isUuid(shortName as unknown)) throw new InputError(`${shortName}: a thing's name may not be a UUID: it would be taken for a thing id`);
+  if (shortName.startsWith(`${prefix}-`)) {
+    throw new InputError(
+      `${shortName}: give the name without the owner prefix ${prefix}- (the hub adds it, and a name that starts with it would be taken for another thing's full name)`,
+    );
+  }
+  const name = `${prefix}-${shortName}`;
   if (await store.getThingByName(name)) throw new ConflictError(`a thing named ${name} already exists`);
 
   const id = randomUUID();
