@@ -220,6 +220,16 @@ describe("serve", () => {
       expect(await one.proc.exited).toBe(0); // it printed its one message and stopped by itself
       expect(one.output()).toContain('\\"restart\\":\\"after\\"');
       expect(follow.output().match(/\\"restart\\":\\"before\\"/g)).toHaveLength(1); // nothing printed twice
+      // a follower whose reader went away (`| head -n1`) ends by itself at its next line
+      const piped = Bun.spawn(["sh", "-c", `"$0" messages list --follow --json --since 0 "$@" | head -n 1 > /dev/null`, binaryPath(), ...thing.flags], {
+        stdout: "ignore",
+        stderr: "ignore",
+      });
+      await Bun.sleep(1500);
+      hub.publish(`ingress/${thing.thingName}`, JSON.stringify({ restart: "piped" }), { qos: 1 });
+      const ended = await Promise.race([piped.exited, Bun.sleep(10_000).then(() => "still running")]);
+      if (ended === "still running") piped.kill();
+      expect(ended).toBe(0);
     } finally {
       expect(await follow.stop()).toBe(0);
       await serve.stop();

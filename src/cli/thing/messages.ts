@@ -44,11 +44,11 @@ const FOLLOW_POLL_MS = 250;
 
 /**
  * The application's view of what arrived: unacknowledged messages unless told otherwise. With
- * --follow it keeps printing until a signal, or until --limit messages were printed in all (as
- * `mosquitto_sub -C` does), following through the running serve: only serve stores ingress, so
- * while none runs (not started yet, a restart, an update) there is nothing to miss, and the
- * follower waits for the next one instead of holding the database (which the armv7 build's serve
- * must have to itself).
+ * --follow it keeps printing until a signal, until --limit messages were printed in all (as
+ * `mosquitto_sub -C` does), or until its reader closes stdout, following through the running
+ * serve: only serve stores ingress, so while none runs (not started yet, a restart, an update)
+ * there is nothing to miss, and the follower waits for the next one instead of holding the
+ * database (which the armv7 build's serve must have to itself).
  */
 async function messagesList(flags: ListFlags): Promise<number> {
   if (flags.all && flags.acked) throw new UsageError("--all and --acked do not go together");
@@ -59,19 +59,22 @@ async function messagesList(flags: ListFlags): Promise<number> {
     limit: countFlag(flags.limit, "--limit"),
   };
   let access: ThingAccess | undefined = await openAccess(flags);
+  let stop = false;
+  // A follower writes through process.stdout, which reports a reader that went away (EPIPE: the
+  // end of `| head -n1`); console.log, cheaper to start, drops that error, and Bun ignores SIGPIPE.
+  const writeLine = flags.follow ? followerOutput(() => (stop = true)) : (line: string) => console.log(line);
   try {
     let lastId = 0;
     let printed = 0;
     const print = (rows: IngressMessage[]) => {
       for (const row of rows) {
-        console.log(flags.json ? JSON.stringify(toJson(row)) : toLine(row));
+        writeLine(flags.json ? JSON.stringify(toJson(row)) : toLine(row));
         lastId = row.id;
         printed++;
       }
     };
     print(await access.listMessages(query));
     if (!flags.follow) return ExitCode.OK;
-    let stop = false;
     untilSignal().then(() => (stop = true));
     const wanted = query.limit;
     while (!stop && (wanted === undefined || printed < wanted)) {
@@ -97,6 +100,15 @@ async function messagesList(flags: ListFlags): Promise<number> {
 }
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/** Writes a line to stdout; `onClosed` hears once that its reader is gone (EPIPE). */
+function followerOutput(onClosed: () => void): (line: string) => void {
+  process.stdout.on("error", (err: NodeJS.ErrnoException) => {
+    if (err.code !== "EPIPE") throw err;
+    onClosed();
+  });
+  return (line) => void process.stdout.write(`${line}\n`);
+}
 
 /**
  * The access of the next serve to answer on the thing's data directory, polled; undefined once
