@@ -7,7 +7,8 @@
  *   waits the longest backoff before it tries again, instead of reconnecting at once;
  * - a connection the broker refuses (CONNACK 5, a revoked thing): one WARN saying what it means
  *   and what to do, then the longest backoff each time;
- * - a broker that is down: one WARN per failed connect (MQTT.js reports a TLS error twice).
+ * - a broker that is down: one WARN per failed connect (MQTT.js reports a TLS error twice);
+ * - a broker that refuses the thing's certificate with nothing but a close: one WARN saying so.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
@@ -110,6 +111,34 @@ describe("the broker will not have the session", () => {
     } finally {
       expect(await serve.stop()).toBe(0);
       expect(await hubProcess.stop()).toBe(0);
+    }
+  }, 60_000);
+
+  test("a broker that will not take the thing's certificate and only closes: one WARN with the likely causes", async () => {
+    // a thing of one hub, pointed at another hub's broker and trusting that broker's CA: the
+    // broker refuses the certificate at TLS, and the thing sees nothing but a close
+    const home = await makeHubFixture(join(work, "home-hub"));
+    const other = await makeHubFixture(join(work, "other-hub"));
+    const thing = await home.createThing("stray");
+    const configPath = quickReconnects(thing.root, 0.5);
+    const config = parseDocument(readFileSync(configPath, "utf8"));
+    config.setIn(["flashlex", "thing", "mqtt", "port"], other.brokerPort);
+    writeFileSync(configPath, config.toString());
+    writeFileSync(join(thing.keysDir, "root-ca-cert.pem"), readFileSync(join(other.dir, "ca-cert.pem")));
+    const otherProcess = await other.serve();
+    const serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/(mqtt\.reconnect_scheduled[^\n]*\n[\s\S]*){4}/, 20_000);
+      tally("faults");
+      const warnings = serve
+        .output()
+        .split("\n")
+        .filter((line) => / WARN +mqtt\.(closed_before_connack|error) /.test(line));
+      expect(warnings).toHaveLength(1);
+      expect(warnings[0]).toContain("does not accept this thing's certificate");
+      expect(warnings[0]).toContain(`:${other.brokerPort} hint=`);
+    } finally {
+      expect([await serve.stop(), await otherProcess.stop()]).toEqual([0, 0]);
     }
   }, 60_000);
 

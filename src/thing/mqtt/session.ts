@@ -83,6 +83,10 @@ export class ThingSession extends EventEmitter {
   private takeoverWarned = false;
   /** the CONNACK code of the refusal already told (mqtt.connect_refused), until a connection is accepted */
   private refusedWith: number | undefined;
+  /** this connection got its CONNACK; an error was reported since the last close; the silent close of a connect was told (once until a connection is accepted) */
+  private accepted = false;
+  private erredSinceClose = false;
+  private silentCloseTold = false;
   /** writes each PUBACK after the group commit that holds its message, in order, on its connection */
   private readonly pubacks: OrderedPubacks;
 
@@ -206,6 +210,8 @@ export class ThingSession extends EventEmitter {
       this.dropCause = "broker";
       this.lastError = undefined;
       this.refusedWith = undefined;
+      this.accepted = true;
+      this.silentCloseTold = false;
       log.info("mqtt.connected", { broker: this.brokerName(), sessionPresent: connack.sessionPresent });
       // Before any PUBLISH of this connection is handled (MQTT.js emits `connect` first).
       this.options.ingress?.connectionStarted(connack.sessionPresent);
@@ -238,8 +244,8 @@ export class ThingSession extends EventEmitter {
       );
     });
     this.client.on("error", (err) => {
-      // MQTT.js emits a TLS connection's error twice (its TLS wrapper and its stream handler
-      // both pass on the same object): one failure, one line.
+      this.erredSinceClose = true;
+      // one failure, one line, however many times it is passed on
       if (err === this.lastError) return;
       this.dropCause = "error";
       this.lastError = err;
@@ -253,6 +259,18 @@ export class ThingSession extends EventEmitter {
     });
     this.client.on("close", () => {
       if (this.stopping) return;
+      const silentlyRefused = !this.accepted && !this.erredSinceClose;
+      this.accepted = false;
+      this.erredSinceClose = false;
+      if (silentlyRefused && !this.silentCloseTold) {
+        // A broker that will not take the thing's certificate may end the TLS connection after
+        // the thing's side of the handshake is done: no error reaches this side, only a close.
+        this.silentCloseTold = true;
+        log.warn("mqtt.closed_before_connack", {
+          broker: this.brokerName(),
+          hint: `${SILENT_CLOSE}. Retrying; said once until a connection is accepted`,
+        });
+      }
       this.backoff.disconnected(Date.now(), this.dropCause);
       this.dropCause = "error"; // until the next CONNACK, a close is a failed connect
       if (this.backoff.takeoverSuspected && !this.takeoverWarned) {
@@ -266,7 +284,7 @@ export class ThingSession extends EventEmitter {
       }
       this.emit("disconnected");
       if (this.options.reconnect === false) {
-        this.emit("fatal", new Error(closeReason(this.lastError)));
+        this.emit("fatal", new Error(closeReason(this.lastError, silentlyRefused)));
         return;
       }
       const delay = this.backoff.nextDelayMs();
@@ -385,9 +403,13 @@ function connackRefusal(err: Error | undefined): { code: number; meaning: string
 }
 
 /** Why a one-shot session's connection ended, in one phrase: a CONNACK refusal, an error, or the broker closing it. */
-function closeReason(err: Error | undefined): string {
+/** What a close without CONNACK and without an error most often means. */
+const SILENT_CLOSE =
+  "the broker closed the connection before answering CONNECT: most often it does not accept this thing's certificate (one signed by another hub's CA, keys from another distribution, or a certificate its CRL revokes); the broker's log says why";
+
+function closeReason(err: Error | undefined, beforeConnack: boolean): string {
   const refusal = connackRefusal(err);
   if (refusal) return `${refusal.meaning} (CONNACK ${refusal.code})`;
   if (err) return `the MQTT connection failed: ${describeError(err)}`;
-  return "the broker closed the MQTT connection";
+  return beforeConnack ? SILENT_CLOSE : "the broker closed the MQTT connection";
 }
