@@ -18,7 +18,7 @@ import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
 import type { HubApi } from "../../src/hub/http/routes.ts";
 import { CollectAuthError, Collector } from "../../src/hub/messages/collect.ts";
-import { Messages } from "../../src/hub/messages/messages.ts";
+import { Messages, parseIngressDocument } from "../../src/hub/messages/messages.ts";
 import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
@@ -627,6 +627,25 @@ describe("operator routes", () => {
     expect((await json(conflict)).messages[0].value).toContain(revoked.name);
     expect(published).toEqual([]);
     expect([await ingressOf(a.id), await ingressOf(b.id)]).toEqual([before[0]! + 1, before[1]! + 1]);
+  });
+
+  test("a publish is held to its message, not to how it is written: pretty-printed over the limit is sent, a message over it is 413", async () => {
+    const limit = home.settings.api.payloadLimitBytes;
+    const target = (await createThing(home, store, "pretty")).thing;
+    const message = { rows: Array.from({ length: 4000 }, (_, i) => ({ n: i, v: "x".repeat(20) })) };
+    const compact = Buffer.byteLength(JSON.stringify({ message }));
+    const pretty = JSON.stringify({ message }, null, 8);
+    expect(compact).toBeLessThan(limit);
+    expect(pretty.length).toBeGreaterThan(limit);
+    const publish = (body: string) => operator(`/things/${target.id}/publish`, { method: "POST", headers: { "Content-Type": "application/json" }, body });
+    expect((await publish(pretty)).status).toBe(200);
+    const over = JSON.stringify({ message: { text: "x".repeat(limit) } }, null, 2);
+    const refused = await publish(over);
+    expect(refused.status).toBe(413);
+    expect((await json(refused)).messages[0].value).toMatch(/bytes as \{"message": \.\.\.\}, over the hub's \d+-byte limit/);
+    // hub send reads its file the same way
+    expect(parseIngressDocument(JSON.stringify(message, null, 8), limit, "pretty.json")).toEqual(message);
+    expect(() => parseIngressDocument(JSON.stringify({ text: "x".repeat(limit) }), limit, "big.json")).toThrow(/big\.json: \d+ bytes as/);
   });
 
   test("a fan-out's 64 MiB bound counts UTF-8 bytes: 300 copies of 87,000 euro signs (26 M characters, 78 MB) are refused before anything is stored", async () => {

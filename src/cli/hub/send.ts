@@ -29,11 +29,11 @@ function send(args: string[], options: Options): Promise<number> {
     }
     const file = text(options.file);
     const limit = hub.home.settings.api.payloadLimitBytes;
-    const [{ parseIngressDocument }, { publishThroughService }] = await Promise.all([
+    const [{ parseIngressDocument, publishTextLimit }, { publishThroughService }] = await Promise.all([
       import("../../hub/messages/messages.ts"),
       import("../../hub/http/local-client.ts"),
     ]);
-    const message = parseIngressDocument(await readDocument(file, limit), limit, file ?? "stdin");
+    const message = parseIngressDocument(await readDocument(file, publishTextLimit(limit)), limit, file ?? "stdin");
     const answer = await publishThroughService(
       hub.home,
       things.map((t) => t.id),

@@ -24,7 +24,7 @@ import { bearerToken } from "../home/tokens.ts";
 import type { HubUseCases } from "../hub.ts";
 import { archiveStream } from "../messages/archive.ts";
 import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
-import { fanOutBodyLimit, MAX_FAN_OUT_THINGS } from "../messages/messages.ts";
+import { fanOutBodyLimit, MAX_FAN_OUT_THINGS, publishTextLimit } from "../messages/messages.ts";
 import { type HubObserver, methodLabel } from "../metrics/observer.ts";
 import type { MessageQuery, ThingRecord } from "../store/hub-store.ts";
 import {
@@ -113,12 +113,13 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   }
 
   /**
-   * The request's JSON body within the hub's limits: `payloadLimitBytes` (413) and MAX_JSON_DEPTH
-   * levels of nesting (400), plus `extraDepth` for a body that wraps the message (publish).
+   * The request's JSON body within the hub's limits: `maxBytes` (413; default `payloadLimitBytes`)
+   * and MAX_JSON_DEPTH levels of nesting (400), plus `extraDepth` for a body that wraps the
+   * message (publish).
    */
-  async function jsonBody(request: Request, extraDepth = 0): Promise<unknown> {
+  async function jsonBody(request: Request, extraDepth = 0, maxBytes = limit): Promise<unknown> {
     requireJsonContentType(request);
-    return parseJsonBody(await readBodyLimited(request, limit), { maxBytes: limit, maxDepth: MAX_JSON_DEPTH + extraDepth });
+    return parseJsonBody(await readBodyLimited(request, maxBytes), { maxBytes, maxDepth: MAX_JSON_DEPTH + extraDepth });
   }
 
   async function collect({ request, id }: Context): Promise<Response> {
@@ -153,7 +154,8 @@ export function createHubApi(deps: HubApiDeps): HubApi {
 
   async function publish({ request, id }: Context): Promise<Response> {
     const thing = await thingOr404(id);
-    const body = await jsonBody(request, ENVELOPE_DEPTH);
+    // the body as written may be up to publishTextLimit; the message itself is held to the limit (Messages.send)
+    const body = await jsonBody(request, ENVELOPE_DEPTH, publishTextLimit(limit));
     if (body === null || typeof body !== "object" || Array.isArray(body) || !("message" in body)) {
       throw new HttpError(400, 'the body must be {"message": ...}');
     }

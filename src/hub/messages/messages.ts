@@ -34,12 +34,13 @@ export function ingressBody(message: unknown, limitBytes: number, source = "the 
 }
 
 /**
- * Parses a document an operator sends (`hub send`): one JSON document within the protocol's
- * limits (src/protocol/limits.ts) that still fits the hub's limit once wrapped. Returns it.
- * Throws InputError naming `source` (a file, "stdin").
+ * Parses a document an operator sends (`hub send`): one JSON document of at most
+ * publishTextLimit bytes as written, nested within the protocol's limits (src/protocol/limits.ts),
+ * whose message, compact and wrapped, fits the hub's limit. Returns it. Throws InputError naming
+ * `source` (a file, "stdin").
  */
 export function parseIngressDocument(text: string, limitBytes: number, source: string): unknown {
-  const message = parseJsonDocument(text, { maxBytes: limitBytes, maxDepth: MAX_JSON_DEPTH, source });
+  const message = parseJsonDocument(text, { maxBytes: publishTextLimit(limitBytes), maxDepth: MAX_JSON_DEPTH, source });
   ingressBody(message, limitBytes, source);
   return message;
 }
@@ -86,15 +87,27 @@ export interface RefusedIngress {
   refused: unknown;
 }
 
+/**
+ * How much larger than the payload limit a document to publish may be as it is written (pretty-
+ * printed, escaped): its text or body is read up to this many times the limit, and the limit is
+ * then held to the message itself, compact and wrapped as {"message": ...} (ingressBody).
+ */
+export const PUBLISH_TEXT_FACTOR = 4;
+
+/** The most bytes of a document to publish that are read (a file, stdin, one thing's body): PUBLISH_TEXT_FACTOR times the payload limit. */
+export function publishTextLimit(payloadLimitBytes: number): number {
+  return PUBLISH_TEXT_FACTOR * payloadLimitBytes;
+}
+
 /** The most things one fan-out (`sendToMany`, POST /publish) sends to. */
 export const MAX_FAN_OUT_THINGS = 10_000;
 
 /** What a fan-out's body may hold per thing id besides its message: the UUID, quotes, comma, a line break and an indent. */
 export const FAN_OUT_BYTES_PER_THING = 64;
 
-/** The largest body of a fan-out (POST /publish), in bytes: the message limit plus FAN_OUT_BYTES_PER_THING for each thing it may name. */
+/** The largest body of a fan-out (POST /publish), in bytes: a publish's text limit plus FAN_OUT_BYTES_PER_THING for each thing it may name. */
 export function fanOutBodyLimit(payloadLimitBytes: number): number {
-  return payloadLimitBytes + MAX_FAN_OUT_THINGS * FAN_OUT_BYTES_PER_THING;
+  return publishTextLimit(payloadLimitBytes) + MAX_FAN_OUT_THINGS * FAN_OUT_BYTES_PER_THING;
 }
 
 /** The most bytes (UTF-8) one fan-out stores: its copies of the message, in one transaction. */
