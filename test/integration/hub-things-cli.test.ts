@@ -50,6 +50,10 @@ describe("hub thing delete", () => {
     expect(missing.code).toBe(65);
     expect(missing.stderr).toContain('no thing "nosuch"');
     expect((await run(["hub", "thing", "delete", "--dir", hub.dir], { timeoutMs: 30_000 })).code).toBe(64);
+    // several things named: every unknown one is named at once, before anything is sent
+    const several = await run(["hub", "send", "nosuch1", "nosuch2", "--dir", hub.dir], { timeoutMs: 30_000, input: "{}" });
+    expect(several.code).toBe(65);
+    expect(several.stderr).toContain('no things "nosuch1", "nosuch2"');
   }, 30_000);
 });
 

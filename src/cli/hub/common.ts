@@ -50,7 +50,19 @@ export function openedHubToWrite(what: string, options: Options, fn: (hub: Opene
 
 /** The thing `ref` names (its id, name or typed name), or InputError (65) saying how to find one. */
 export async function thingOrFail(hub: OpenedHub, ref: string): Promise<ThingRecord> {
-  const thing = await hub.things.find(ref);
-  if (!thing) throw new InputError(`no thing ${JSON.stringify(ref)} (give its name, typed name or id; see \`flashlex hub thing list\`)`);
-  return thing;
+  return (await thingsOrFail(hub, [ref]))[0]!;
+}
+
+/** The things `refs` name, in order, or one InputError (65) naming the refs that name none (the first three, then how many more). */
+export async function thingsOrFail(hub: OpenedHub, refs: readonly string[]): Promise<ThingRecord[]> {
+  const found = await Promise.all(refs.map((ref) => hub.things.find(ref)));
+  const unknown = refs.filter((_, i) => !found[i]).map((ref) => JSON.stringify(ref));
+  if (unknown.length) {
+    const more = unknown.length > 3 ? ` and ${unknown.length - 3} more` : "";
+    const one = unknown.length === 1;
+    throw new InputError(
+      `${one ? "no thing" : "no things"} ${unknown.slice(0, 3).join(", ")}${more} (give ${one ? "its" : "each its"} name, typed name or id; see \`flashlex hub thing list\`)`,
+    );
+  }
+  return found as ThingRecord[];
 }

@@ -3,7 +3,7 @@ import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, type Options, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { readDocument } from "../input.ts";
-import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, thingsOrFail } from "./common.ts";
 
 export const hubSendCommand: CommandSpec = {
   name: "hub send",
@@ -21,7 +21,7 @@ export const hubSendCommand: CommandSpec = {
 function send(args: string[], options: Options): Promise<number> {
   return openedHub(options, async (hub) => {
     if (args.length === 0) throw new UsageError("missing the thing");
-    const things = await Promise.all(args.map((ref) => thingOrFail(hub, ref)));
+    const things = await thingsOrFail(hub, args);
     const named = new Set<string>();
     for (const [i, thing] of things.entries()) {
       if (named.has(thing.id)) throw new UsageError(`${args[i]}: ${thing.name} is named twice`);

@@ -7,7 +7,7 @@ import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, list, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, thingsOrFail } from "./common.ts";
 
 export const hubUpdateCommands: CommandSpec[] = [
   {
@@ -106,7 +106,7 @@ function rollout(options: Options): Promise<number> {
     const refs = list(options.things);
     if (options.all === true && refs.length) throw new UsageError("give --things or --all, not both");
     if (options.all !== true && !refs.length) throw new UsageError("give the things to update: --things a,b or --all");
-    const things = options.all === true ? await hub.things.list() : await Promise.all(refs.map((ref) => thingOrFail(hub, ref)));
+    const things = options.all === true ? await hub.things.list() : await thingsOrFail(hub, refs);
     const started = await hub.updates.startRollout({ version, things, batch, maxFailures });
     if (options.json) console.log(JSON.stringify(started));
     else {
