@@ -83,9 +83,11 @@ export class ThingSession extends EventEmitter {
   private takeoverWarned = false;
   /** the CONNACK code of the refusal already told (mqtt.connect_refused), until a connection is accepted */
   private refusedWith: number | undefined;
-  /** this connection got its CONNACK; an error was reported since the last close; the silent close of a connect was told (once until a connection is accepted) */
+  /** this connection got its CONNACK */
   private accepted = false;
+  /** an error was reported since the last close */
   private erredSinceClose = false;
+  /** a close before CONNACK without an error was told (mqtt.closed_before_connack), until a connection is accepted */
   private silentCloseTold = false;
   /** writes each PUBACK after the group commit that holds its message, in order, on its connection */
   private readonly pubacks: OrderedPubacks;
@@ -402,11 +404,11 @@ function connackRefusal(err: Error | undefined): { code: number; meaning: string
   return { code, meaning: CONNACK_REFUSALS[code]!, fix: CONNACK_FIXES[code]! };
 }
 
-/** Why a one-shot session's connection ended, in one phrase: a CONNACK refusal, an error, or the broker closing it. */
 /** What a close without CONNACK and without an error most often means. */
 const SILENT_CLOSE =
   "the broker closed the connection before answering CONNECT: most often it does not accept this thing's certificate (one signed by another hub's CA, keys from another distribution, or a certificate its CRL revokes); the broker's log says why";
 
+/** Why a one-shot session's connection ended, in one phrase: a CONNACK refusal, an error, or the broker closing it (`beforeConnack`: before any CONNACK). */
 function closeReason(err: Error | undefined, beforeConnack: boolean): string {
   const refusal = connackRefusal(err);
   if (refusal) return `${refusal.meaning} (CONNACK ${refusal.code})`;
