@@ -29,6 +29,16 @@ export const MAX_JSON_DEPTH = 64;
 export const DEFAULT_PAYLOAD_LIMIT_BYTES = 256 * 1024;
 
 /**
+ * How much larger than its limit a document may be as written (pretty-printed, escaped): a file,
+ * stdin or an operator's publish body is read up to this many times the limit, and the limit is
+ * then held to the document compact (`collect`) or the message compact and wrapped (publish).
+ */
+export const WRITTEN_TEXT_FACTOR = 4;
+
+/** The most bytes of a document `collect` reads as written (pretty-printed JSON may be larger than the compact text it sends). */
+export const EGRESS_TEXT_LIMIT_BYTES = WRITTEN_TEXT_FACTOR * DEFAULT_PAYLOAD_LIMIT_BYTES;
+
+/**
  * An envelope (the MQTT collect envelope `{messageId, thingId, token, payload}`, the publish body
  * `{"message": ...}`) puts the message one level deeper: it may be this much deeper than the
  * message limit.

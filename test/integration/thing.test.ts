@@ -366,6 +366,20 @@ describe("collect", () => {
     expect(response.status).toBe(401);
   });
 
+  test("a pretty-printed document larger than the limit as written is sent compact; the limit holds for what is sent", async () => {
+    const before = receiver.received.length;
+    const document = { rows: Array.from({ length: 3000 }, (_, i) => ({ n: i, label: "x".repeat(30) })) };
+    const pretty = JSON.stringify(document, null, 8);
+    expect(pretty.length).toBeGreaterThan(262_144);
+    expect(JSON.stringify(document).length).toBeLessThan(262_144);
+    const result = await run(["collect", ...thing.flags], { input: pretty });
+    expect(result.code, result.stderr).toBe(0);
+    expect(receiver.received[before]!.body).toEqual(document);
+    const over = await run(["collect", ...thing.flags], { input: JSON.stringify({ blob: "x".repeat(262_144) }, null, 2) });
+    expect(over.code).toBe(65);
+    expect(over.stderr).toMatch(/stdin: \d+ bytes as compact JSON, over the 262144-byte limit; nothing was queued/);
+  });
+
   test("refuses bad input with 65 and queues nothing", async () => {
     const outboxSize = () => {
       const db = database();

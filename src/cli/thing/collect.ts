@@ -1,4 +1,4 @@
-import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
+import { EGRESS_TEXT_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { UsageError } from "../../shared/errors.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -25,7 +25,7 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
   // later. A running serve delivers with the identity it has already checked.
   // The document is read while the running serve is looked for (or the config and keys load);
   // a problem with the access is still reported first.
-  const reading = readDocument(flags.file, DEFAULT_PAYLOAD_LIMIT_BYTES);
+  const reading = readDocument(flags.file, EGRESS_TEXT_LIMIT_BYTES);
   reading.catch(() => {});
   const access = await openAccessFromFlags(flags, { identityFirst: true });
   try {

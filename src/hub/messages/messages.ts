@@ -9,7 +9,7 @@
  *   feed.ts              the live feed of collected, sent and delivered messages (the console)
  */
 import { randomUUID } from "node:crypto";
-import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
+import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument, WRITTEN_TEXT_FACTOR } from "../../protocol/limits.ts";
 import { ConflictError, FlashlexError } from "../../shared/errors.ts";
 import { GroupCommit } from "../../shared/group-commit.ts";
 import type { Logger } from "../../shared/log.ts";
@@ -88,15 +88,12 @@ export interface RefusedIngress {
 }
 
 /**
- * How much larger than the payload limit a document to publish may be as it is written (pretty-
- * printed, escaped): its text or body is read up to this many times the limit, and the limit is
- * then held to the message itself, compact and wrapped as {"message": ...} (ingressBody).
+ * The most bytes of a document to publish that are read (a file, stdin, one thing's body):
+ * WRITTEN_TEXT_FACTOR times the payload limit; the limit itself is held to the message, compact
+ * and wrapped as {"message": ...} (ingressBody).
  */
-export const PUBLISH_TEXT_FACTOR = 4;
-
-/** The most bytes of a document to publish that are read (a file, stdin, one thing's body): PUBLISH_TEXT_FACTOR times the payload limit. */
 export function publishTextLimit(payloadLimitBytes: number): number {
-  return PUBLISH_TEXT_FACTOR * payloadLimitBytes;
+  return WRITTEN_TEXT_FACTOR * payloadLimitBytes;
 }
 
 /** The most things one fan-out (`sendToMany`, POST /publish) sends to. */
