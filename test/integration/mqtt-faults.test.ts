@@ -7,7 +7,7 @@
  *   waits the longest backoff before it tries again, instead of reconnecting at once;
  * - a connection the broker refuses (CONNACK 5, a revoked thing): one WARN saying what it means
  *   and what to do, then the longest backoff each time;
- * - a broker that is down: one WARN per failed connect (MQTT.js reports a TLS error twice);
+ * - a broker that is down: one WARN per failed connect, however often the error is passed on;
  * - a broker that refuses the thing's certificate with nothing but a close: one WARN saying so.
  */
 import { afterAll, describe, expect, test } from "bun:test";
