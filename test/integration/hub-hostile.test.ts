@@ -6,7 +6,8 @@
  *   files           hub.db and its -wal/-shm are 0600 after init and serve (umask 000, and a
  *                   0644 database left by an older version); `hub export` writes its zip 0600
  *   JSON limits     too deep (65 and 100,000 levels) is a 400, too large a 413, in the envelope;
- *                   `hub send` and the thing's `collect` exit 65 and queue nothing
+ *                   a client that sends a 20 MB body before it reads (urllib) reads the 413 or
+ *                   401; `hub send` and the thing's `collect` exit 65 and queue nothing
  *   MQTT refusals   envelopes the hub cannot take are acknowledged (PUBACK) and dropped with a
  *                   WARN; the sender stays connected
  *   log             ESC, NUL, BEL in a request path, an MQTT client id and a topic reach the log
@@ -198,6 +199,37 @@ describe("JSON limits at every door", () => {
     expect(hub.output()).not.toContain("hub.api_failed");
     tally("badInputs", 4);
   }, 30_000);
+
+  test("a client that writes its whole body before reading (Python's urllib) reads the 413 or 401 of a 20 MB body, not a reset", async () => {
+    // urllib sends the body, then reads the answer: before the hub read the rest of a body it
+    // refused, it got "[Errno 32] Broken pipe" in place of the answer, from ~20 MB on loopback.
+    const script = `
+import json, sys, urllib.request
+api, thing, thing_token, operator_token = sys.argv[1:5]
+body = json.dumps({"message": "x" * 20_000_000}).encode()
+for path, token in [("/publish", operator_token), ("/things/%s/collect" % thing, thing_token), ("/things/%s/collect" % thing, "not.a.token")]:
+    request = urllib.request.Request(api + path, data=body, method="POST", headers={"Authorization": "Bearer " + token, "Content-Type": "application/json"})
+    try:
+        urllib.request.urlopen(request, timeout=30)
+        print(path, "accepted")
+    except urllib.error.HTTPError as answer:
+        print(answer.code, json.loads(answer.read())["messages"][0]["value"])
+    except OSError as err:
+        print(path, "failed:", err)
+`;
+    const token = await signThingToken({ thingId: A.id, privateKey: A.privateKey });
+    const python = Bun.spawn(["/usr/bin/python3", "-I", "-c", script, api(""), A.id, token, operatorToken], { stdout: "pipe", stderr: "pipe" });
+    const [out, err, code] = await Promise.all([new Response(python.stdout).text(), new Response(python.stderr).text(), python.exited]);
+    expect(err).toBe("");
+    expect(code).toBe(0);
+    expect(out.trim().split("\n")).toEqual([
+      expect.stringMatching(/^413 the body is larger than \d+ bytes$/),
+      "413 the body is larger than 262144 bytes",
+      "401 the thing token was refused",
+    ]);
+    expect((await request("GET", "/things", { token: operatorToken })).status).toBe(200);
+    tally("badInputs", 3);
+  }, 60_000);
 
   test("`hub send` with a 100,000-deep document exits 65 and sends nothing", async () => {
     const before = (await request("GET", `/things/${A.id}/messages?messagetype=ingress`, { token: operatorToken })).body.result.length;

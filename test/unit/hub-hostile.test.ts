@@ -15,6 +15,7 @@ import type { HubBroker } from "../../src/hub/broker/broker.ts";
 import { createBrokerEvents } from "../../src/hub/broker/events.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
+import { DISCARD_BODY_LIMIT_BYTES, discardUnreadBody, readBodyLimited } from "../../src/hub/http/envelope.ts";
 import { ARCHIVE_PAGE_BYTES, archivePageRows, openArchive, writeArchiveFile } from "../../src/hub/messages/archive.ts";
 import { Collector } from "../../src/hub/messages/collect.ts";
 import { type HubStore, StoreFailure, type ThingRecord } from "../../src/hub/store/hub-store.ts";
@@ -101,6 +102,47 @@ describe("JSON limits on HTTP bodies", () => {
     expect(large.status).toBe(413);
     expect(large.body).toMatchObject({ status: "ERROR", code: 413 });
     tally("badInputs", 3);
+  });
+});
+
+describe("a refused body is read to its end before the answer (a client that writes it all first can then read the answer)", () => {
+  /** A body of `chunks` chunks of `size` bytes, counting how many were read. */
+  function countedBody(chunks: number, size: number) {
+    const counted = { read: 0 };
+    const stream = new ReadableStream<Uint8Array>(
+      {
+        pull(controller) {
+          if (counted.read === chunks) return controller.close();
+          counted.read++;
+          controller.enqueue(new Uint8Array(size));
+        },
+      },
+      { highWaterMark: 0 },
+    ); // pulled only when read
+    return { stream, counted };
+  }
+
+  test("chunked, over the limit: 413, and every chunk was read", async () => {
+    const { stream, counted } = countedBody(40, 64 * 1024);
+    const request = new Request(`${base}/x`, { method: "POST", body: stream, headers: { "Transfer-Encoding": "chunked" } });
+    const refused = await readBodyLimited(request, 256 * 1024).catch((err) => err);
+    expect(refused).toMatchObject({ status: 413 });
+    expect(counted.read).toBe(40);
+  });
+
+  test("declared and never read by the route (a 413 or 401 before the body): discardUnreadBody reads it all", async () => {
+    const { stream, counted } = countedBody(40, 64 * 1024);
+    const request = new Request(`${base}/x`, { method: "POST", body: stream, headers: { "Content-Length": String(40 * 64 * 1024) } });
+    await expect(readBodyLimited(request, 256 * 1024)).rejects.toMatchObject({ status: 413 });
+    expect(counted.read).toBe(0);
+    await discardUnreadBody(request);
+    expect(counted.read).toBe(40);
+  });
+
+  test(`a body declared over ${DISCARD_BODY_LIMIT_BYTES} bytes is left alone`, async () => {
+    const { stream, counted } = countedBody(4, 1024);
+    await discardUnreadBody(new Request(`${base}/x`, { method: "POST", body: stream, headers: { "Content-Length": String(DISCARD_BODY_LIMIT_BYTES + 1) } }));
+    expect(counted.read).toBe(0);
   });
 });
 

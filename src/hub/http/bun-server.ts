@@ -6,7 +6,7 @@
 
 import { chmodSync, existsSync, rmSync } from "node:fs";
 import { FlashlexError } from "../../shared/errors.ts";
-import { errorToResponse } from "./envelope.ts";
+import { discardUnreadBody, errorToResponse } from "./envelope.ts";
 import type { HubApi } from "./routes.ts";
 
 export interface HubServer {
@@ -30,7 +30,7 @@ export function startHubServer(api: HubApi, opts: { host: string; port: number; 
     // body), given explicitly: left to its default, Bun prints a warning of its own to stderr
     // the first time, outside the hub's log format. routes.ts logs hub.request_abandoned.
     idleTimeout: 10,
-    fetch: (request) => api.fetch(request),
+    fetch: (request) => afterBody(request, api.fetch(request)),
     error: (err) => errorToResponse(err).response,
   });
   const host = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
@@ -40,6 +40,14 @@ export function startHubServer(api: HubApi, opts: { host: string; port: number; 
       await server.stop(force);
     },
   };
+}
+
+/**
+ * `answer`, once what the route left of the request's body is read (envelope.ts
+ * discardUnreadBody). A body the route read, as every collect's, costs one check, no await.
+ */
+function afterBody(request: Request, answer: Promise<Response>): Promise<Response> {
+  return answer.then((response) => (request.bodyUsed ? response : discardUnreadBody(request).then(() => response)));
 }
 
 export interface LocalSocket {
@@ -57,7 +65,7 @@ export interface LocalSocket {
 export async function startLocalSocket(api: HubApi, path: string): Promise<LocalSocket> {
   await refuseSecondHub(path);
   rmSync(path, { force: true });
-  const server = Bun.serve({ unix: path, fetch: (request) => api.fetch(request, "local"), error: (err) => errorToResponse(err).response });
+  const server = Bun.serve({ unix: path, fetch: (request) => afterBody(request, api.fetch(request, "local")), error: (err) => errorToResponse(err).response });
   chmodSync(path, 0o600);
   return {
     path,

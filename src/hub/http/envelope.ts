@@ -155,16 +155,17 @@ export function requireJsonContentType(request: Request): void {
 }
 
 /**
- * Reads the body, stopping as soon as it passes `limit` bytes: a declared Content-Length over the
- * limit is refused before reading; a body within it is read whole at once (HTTP/1.1 framing: the
- * server reads exactly that many bytes, RFC 9112 §6.3), and a chunked one is cut off while
- * streaming. Throws HttpError 413 for a body over the limit, ClientGoneError when the client
- * closes the connection before the body is complete, and whatever else the read throws.
+ * Reads the body, keeping at most `limit` bytes: a body within it is read whole at once (HTTP/1.1
+ * framing: the server reads exactly that many bytes, RFC 9112 §6.3); one declared over it is
+ * refused unread, and a chunked one passing it while streaming is refused once what is left of it
+ * was read and dropped (discardRest). Throws HttpError 413 for a body over the limit, ClientGoneError when
+ * the client closes the connection before the body is complete, and whatever else the read throws.
  */
 export async function readBodyLimited(request: Request, limit: number): Promise<Uint8Array> {
   const tooLarge = () => new HttpError(413, `the body is larger than ${limit} bytes`);
   const length = request.headers.get("content-length");
   const declared = length === null ? NaN : Number(length);
+  // left unread: the server reads and drops it after the answer (discardUnreadBody)
   if (Number.isFinite(declared) && declared > limit) throw tooLarge();
   // Bun's whole-body read makes no JavaScript stream (nor does it when `request.body` is not
   // touched): the stream's promises were a third of the hub's time per collect (CPU profile,
@@ -193,7 +194,7 @@ export async function readBodyLimited(request: Request, limit: number): Promise<
     if (done) break;
     size += value.byteLength;
     if (size > limit) {
-      await reader.cancel().catch(() => {});
+      await discardRest(reader, DISCARD_BODY_LIMIT_BYTES - size);
       throw tooLarge();
     }
     chunks.push(value);
@@ -202,6 +203,43 @@ export async function readBodyLimited(request: Request, limit: number): Promise<
   let offset = 0;
   for (const chunk of chunks) body.set(chunk, offset), (offset += chunk.byteLength);
   return body;
+}
+
+/**
+ * The most of a request body the hub reads and drops when it answers without it (a 413 for a body
+ * over a limit, a 401 or 415 before the body is read), in bytes. A client that writes its whole
+ * body before it reads the answer (Python's urllib, so the distribution's flashlex.py) gets a
+ * reset connection, "Broken pipe", in place of the answer once the unread rest is more than the
+ * sockets' buffers hold (seen at 20 MB on loopback): reading the rest first lets it read the
+ * answer, as nginx's lingering close does. A body declared larger is not read, and such a client
+ * sees the reset.
+ */
+export const DISCARD_BODY_LIMIT_BYTES = 64 * 1024 * 1024;
+
+/**
+ * After an answer that did not use the request's body: reads and drops the body (up to
+ * DISCARD_BODY_LIMIT_BYTES; one declared larger is left alone), so the client can read the
+ * answer (see there). Never throws: a client that went away needs nothing more.
+ */
+export async function discardUnreadBody(request: Request): Promise<void> {
+  if (request.bodyUsed) return;
+  const length = request.headers.get("content-length");
+  if (length === null ? !request.headers.has("transfer-encoding") : !(Number(length) > 0 && Number(length) <= DISCARD_BODY_LIMIT_BYTES)) return;
+  if (request.body) await discardRest(request.body.getReader(), DISCARD_BODY_LIMIT_BYTES);
+}
+
+/** Reads and drops up to `budget` more bytes from `reader`, then cancels what may be left. Never throws. */
+async function discardRest(reader: Pick<ReadableStreamDefaultReader<Uint8Array>, "read" | "cancel">, budget: number): Promise<void> {
+  try {
+    for (let left = budget; left > 0; ) {
+      const { done, value } = await reader.read();
+      if (done) return;
+      left -= value.byteLength;
+    }
+    await reader.cancel();
+  } catch {
+    // the client went away: there is nobody to answer and nothing left to drop
+  }
 }
 
 /**
