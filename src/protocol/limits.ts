@@ -14,6 +14,7 @@
  *
  * This module imports neither src/thing nor src/hub.
  */
+import type * as Jsonc from "jsonc-parser";
 import { InputError } from "../shared/errors.ts";
 
 /**
@@ -130,8 +131,32 @@ export function parseJsonDocument(text: string, limits: JsonDocumentLimits = {})
   try {
     return JSON.parse(text);
   } catch (err) {
-    throw new JsonDocumentError("not_json", `${source}: not JSON (${oneLine((err as Error).message)})`);
+    throw new JsonDocumentError("not_json", `${source}: not JSON${syntaxErrorAt(text, (err as Error).message)}`);
   }
+}
+
+/**
+ * Where `text` stops being JSON and why, for the error of `parseJsonDocument`: " at line L,
+ * column C (why)", both from 1, the column in UTF-16 code units. JavaScriptCore's JSON.parse
+ * gives no position, and for text after a complete document only "Unable to parse JSON string";
+ * jsonc-parser (strict: no comments, no trailing commas) finds the place. `engineMessage` (the
+ * parser's own words) is the why, except for text after the document, which is named. Without
+ * a place found (the two parsers disagree), the engine's message alone.
+ */
+function syntaxErrorAt(text: string, engineMessage: string): string {
+  const why = oneLine(engineMessage.replace(/^JSON Parse error: /, ""));
+  // loaded here, on the error path only: as a static import its module cost every command ~1.5 ms
+  // of start. Its ES module build: the bundler cannot follow the UMD build's own requires.
+  const { parse, printParseErrorCode } = require("jsonc-parser/lib/esm/main.js") as typeof Jsonc;
+  const errors: Jsonc.ParseError[] = [];
+  parse(text, errors, { disallowComments: true, allowTrailingComma: false, allowEmptyContent: false });
+  const first = errors[0];
+  if (!first) return ` (${why})`;
+  const before = text.slice(0, first.offset);
+  const line = before.split("\n").length;
+  const column = first.offset - before.lastIndexOf("\n");
+  const reason = printParseErrorCode(first.error) === "EndOfFileExpected" ? "text after the document: one JSON document only" : why;
+  return ` at line ${line}, column ${column} (${reason})`;
 }
 
 /**

@@ -92,6 +92,22 @@ describe("parseJsonDocument", () => {
     }
   });
 
+  test("the error says where the text stops being JSON: line and column, and names text after the document", () => {
+    const refusal = (text: string) => {
+      try {
+        parseJsonDocument(text, { source: "stdin" });
+      } catch (err) {
+        return (err as Error).message;
+      }
+      throw new Error("not refused");
+    };
+    expect(refusal('{"a": 1}\n{"b": 2}\n')).toBe("stdin: not JSON at line 2, column 1 (text after the document: one JSON document only)");
+    expect(refusal('{"a": 1}}')).toBe("stdin: not JSON at line 1, column 9 (text after the document: one JSON document only)");
+    expect(refusal('{\n  "a": 1\n  "b": 2\n}')).toStartWith("stdin: not JSON at line 3, column 3 (");
+    expect(refusal('{"a": [1, 2,]}')).toStartWith("stdin: not JSON at line 1, column 13 (");
+    expect(refusal("// a comment\n{}")).toStartWith("stdin: not JSON at line 1, column 1 (");
+  });
+
   test("any text at all: the parsed value equals JSON.parse's, or a JsonDocumentError, never another error", () => {
     const text = fc.oneof(
       fc.string({ unit: "binary", maxLength: 200 }),
