@@ -6,28 +6,12 @@
 import { ENVELOPE_DEPTH, jsonNestingDepth, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
 import type { Delivery, MessageRecord } from "../store/hub-store.ts";
 import { type Html, html } from "./html.ts";
+import type { MessageView } from "./message-view.ts";
+
+export type { MessageView };
 
 /** The most characters of a payload a page shows; the archive has the rest. */
 export const PAYLOAD_PREVIEW_CHARS = 4000;
-
-export interface MessageView {
-  id: string;
-  thingId: string;
-  thingName: string;
-  type: "egress" | "ingress";
-  /** ISO 8601 UTC, seconds */
-  datecreated: string;
-  /**
-   * The document, pretty-printed and cut at PAYLOAD_PREVIEW_CHARS: for egress what the thing
-   * collected, for ingress the message the owner sent (without the `{"message": ...}` wrapper).
-   * Untrusted text: shown escaped, never as HTML.
-   */
-  payload: string;
-  /** ingress only */
-  delivery: Delivery | null;
-  /** ISO 8601 UTC of the thing's PUBACK, when delivered */
-  deliveredAt: string | null;
-}
 
 /** A stored payload (JSON text) as the console shows it (MessageView.payload). */
 export function payloadPreview(stored: string, type: "egress" | "ingress"): string {

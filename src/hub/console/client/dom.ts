@@ -2,7 +2,7 @@
  * Browser helpers. Everything a thing or a payload supplies goes into the page with
  * `textContent`, never `innerHTML`: a payload holding `<script>` stays text.
  */
-import type { MessageView } from "../views.ts";
+import type { MessageView } from "../message-view.ts";
 
 export type { MessageView };
 
