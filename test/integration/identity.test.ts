@@ -27,7 +27,7 @@ import { issueThingCertificate } from "../../src/crypto/x509.ts";
 import { FlashlexSDK } from "../../src/sdk/index.ts";
 import { binaryPath, run, start } from "../support/binary.ts";
 import { type Issued, makeIntermediate, makeLeaf, makeRoot } from "../support/chains.ts";
-import { type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
+import { freePort, type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
 import { type IdentityFile, identityVariants, unsupportedKeys, type Variant } from "../support/pem-variants.ts";
 import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
@@ -273,6 +273,28 @@ describe("certificate chains: bootstrap judges as the broker's handshake does", 
       }
     }, 60_000);
   }
+});
+
+describe("a broker address that is wrong: bootstrap's fix says which way", () => {
+  test("the port of a web server (no TLS) and a port nothing listens on: each FAIL names its cause and the setting to change", async () => {
+    const cases = [
+      { port: Number(new URL(rsaReceiver.url).port), fix: /^Something answers on 127\.0\.0\.1:\d+, but not with TLS .*flashlex\.thing\.mqtt\.port in / },
+      { port: await freePort(), fix: /^Nothing listens on 127\.0\.0\.1:\d+: start the broker/ },
+    ];
+    try {
+      for (const { port, fix } of cases) {
+        thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = port));
+        const boot = await run(["bootstrap", ...thing.flags, "--json"], { timeoutMs: 40_000 });
+        expect(boot.code).not.toBe(0);
+        const connect = failedChecks(JSON.parse(boot.stdout)).find((c) => c.name === "mutual-TLS connect");
+        expect(connect?.fix).toMatch(fix);
+        expect(connect?.fix).toContain(thing.configPath);
+        tally("badInputs");
+      }
+    } finally {
+      thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = broker.port));
+    }
+  }, 90_000);
 });
 
 describe("identity problems are configuration errors found before anything is queued", () => {

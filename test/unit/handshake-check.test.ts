@@ -9,7 +9,7 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
-import { explainChainRefusal } from "../../src/thing/bootstrap/checks.ts";
+import { connectFailureFix, explainChainRefusal } from "../../src/thing/bootstrap/checks.ts";
 import { type HandshakeVerdict, verifyByHandshake } from "../../src/thing/bootstrap/handshake-check.ts";
 import type { ThingIdentity } from "../../src/thing/identity.ts";
 import type { ThingConfig } from "../../src/thing/settings.ts";
@@ -172,5 +172,24 @@ describe("explainChainRefusal: one sentence naming the file, OpenSSL's code kept
     expect((await explain(serverOnly.certPem, root.certPem, serverOnly.keyPem)).detail).toContain(
       "may not be used as a TLS client certificate (INVALID_PURPOSE",
     );
+  });
+});
+
+describe("connectFailureFix: the fix for a failed MQTT connect names the cause by the connection's error code", () => {
+  const config = {
+    file: "/home/pi/thing/config.yml",
+    paths: { rootCA: "/keys/root-ca-cert.pem" },
+    yaml: { thing: { endpoint: "hub.lan", mqtt: { port: 8883 } } },
+  } as ThingConfig;
+  // as the session reports it: its words, the TLS stack's error (with the code) as the cause
+  const failed = (code: string) => new Error("the MQTT connection failed: ...", { cause: Object.assign(new Error("..."), { code }) });
+
+  test("a certificate for another name, one the root CA does not vouch for, anything else", () => {
+    expect(connectFailureFix(failed("ERR_TLS_CERT_ALTNAME_INVALID"), config)).toStartWith(
+      "The broker's certificate is not issued for hub.lan (the error above names what it is for): set flashlex.thing.endpoint in /home/pi/thing/config.yml",
+    );
+    expect(connectFailureFix(failed("SELF_SIGNED_CERT_IN_CHAIN"), config)).toContain("a certificate that /keys/root-ca-cert.pem does not vouch for");
+    expect(connectFailureFix(failed("ECONNREFUSED"), config)).toStartWith("Nothing listens on hub.lan:8883");
+    expect(connectFailureFix(new Error("no MQTT connection within 15 s"), config)).toStartWith("Check the endpoint and port");
   });
 });

@@ -96,6 +96,39 @@ export function explainChainRefusal(code: string, identity: ThingIdentity, confi
   }
 }
 
+/**
+ * The fix for a failed MQTT connect, by what the connection came to (the error's `code`): no
+ * listener, a listener that does not speak TLS, a broker certificate for another name, one the
+ * root CA does not vouch for; else the general list (the broker may also close the connection
+ * without a word when it refuses the thing's certificate: revoked, or another hub's).
+ */
+export function connectFailureFix(err: unknown, config: ThingConfig): string {
+  const { endpoint, mqtt } = config.yaml.thing;
+  const address = `${endpoint}:${mqtt.port}`;
+  const settings = `flashlex.thing.endpoint and flashlex.thing.mqtt.port in ${config.file}`;
+  // the session's error says why in words; the connection's own error, with the code, is its cause
+  const failure = err as { code?: unknown; cause?: { code?: unknown } } | null;
+  const code = String(failure?.code ?? failure?.cause?.code ?? "");
+  switch (code) {
+    case "ECONNREFUSED":
+      return `Nothing listens on ${address}: start the broker (for the hub's own: flashlex hub serve), or correct ${settings}.`;
+    case "ERR_SSL_WRONG_VERSION_NUMBER":
+    case "ERR_SSL_PACKET_LENGTH_TOO_LONG":
+    case "ERR_SSL_HTTP_REQUEST":
+      return `Something answers on ${address}, but not with TLS (a web server, such as the hub's API, or a broker's listener without TLS): set flashlex.thing.mqtt.port in ${config.file} to the broker's TLS port (the hub's: broker.port in hub.yml, 8883 unless changed).`;
+    case "ERR_TLS_CERT_ALTNAME_INVALID":
+    case "HOSTNAME_MISMATCH":
+      return `The broker's certificate is not issued for ${endpoint} (the error above names what it is for): set flashlex.thing.endpoint in ${config.file} to one of its names, or give the hub that name (hub init --name).`;
+    case "UNABLE_TO_VERIFY_LEAF_SIGNATURE":
+    case "UNABLE_TO_GET_ISSUER_CERT_LOCALLY":
+    case "SELF_SIGNED_CERT_IN_CHAIN":
+    case "DEPTH_ZERO_SELF_SIGNED_CERT":
+      return `The broker on ${address} shows a certificate that ${config.paths.rootCA} does not vouch for: it is another hub's or broker's; correct ${settings}, or use the root CA that came with this thing's distribution.`;
+    default:
+      return "Check the endpoint and port, that the broker is up and trusts this root CA, and that the thing is not revoked.";
+  }
+}
+
 /** Every certificate the handshake looked at, the chain first, with the file it came from. */
 function certificatesOf(identity: ThingIdentity, config: ThingConfig): { file: string; info: CertificateInfo }[] {
   const from = (pem: string, file: string) =>
@@ -289,10 +322,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     try {
       await session.waitConnected(Math.min(config!.timeouts.connectMs, 15_000));
     } catch (err) {
-      fail(
-        `${thing.endpoint}:${thing.mqtt.port}: ${describeError(err)}`,
-        "Check the endpoint and port, that the broker is up and trusts this root CA, and that the thing is not revoked.",
-      );
+      fail(`${thing.endpoint}:${thing.mqtt.port}: ${describeError(err)}`, connectFailureFix(err, config!));
     }
     mqttReady = true;
     return `${thing.endpoint}:${thing.mqtt.port} as ${identity!.thingName}, subscribed to ${thing.mqtt.ingress.topic}`;

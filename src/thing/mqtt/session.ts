@@ -286,7 +286,7 @@ export class ThingSession extends EventEmitter {
       }
       this.emit("disconnected");
       if (this.options.reconnect === false) {
-        this.emit("fatal", new Error(closeReason(this.lastError, silentlyRefused)));
+        this.emit("fatal", new Error(closeReason(this.lastError, silentlyRefused), { cause: this.lastError }));
         return;
       }
       const delay = this.backoff.nextDelayMs();
