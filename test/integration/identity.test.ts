@@ -276,7 +276,7 @@ describe("certificate chains: bootstrap judges as the broker's handshake does", 
 });
 
 describe("a broker address that is wrong: bootstrap's fix says which way", () => {
-  test("the port of a web server (no TLS) and a port nothing listens on: each FAIL names its cause and the setting to change", async () => {
+  test("the port of a web server (no TLS) and a port nothing listens on: bootstrap's FAIL and serve's first mqtt.error name the cause and the setting to change", async () => {
     const cases = [
       { port: Number(new URL(rsaReceiver.url).port), fix: /^Something answers on 127\.0\.0\.1:\d+, but not with TLS .*flashlex\.thing\.mqtt\.port in / },
       { port: await freePort(), fix: /^Nothing listens on 127\.0\.0\.1:\d+: start the broker/ },
@@ -289,6 +289,14 @@ describe("a broker address that is wrong: bootstrap's fix says which way", () =>
         const connect = failedChecks(JSON.parse(boot.stdout)).find((c) => c.name === "mutual-TLS connect");
         expect(connect?.fix).toMatch(fix);
         expect(connect?.fix).toContain(thing.configPath);
+        // serve says the same on its first failed attempt
+        const serve = start(["serve", ...thing.flags]);
+        try {
+          await serve.waitFor(/WARN\s+mqtt\.error .* hint=/, 15_000);
+          expect(serve.output()).toContain(`hint="${connect?.fix}"`);
+        } finally {
+          await serve.stop();
+        }
         tally("badInputs");
       }
     } finally {

@@ -9,9 +9,10 @@ import { beforeAll, describe, expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
-import { connectFailureFix, explainChainRefusal } from "../../src/thing/bootstrap/checks.ts";
+import { explainChainRefusal } from "../../src/thing/bootstrap/checks.ts";
 import { type HandshakeVerdict, verifyByHandshake } from "../../src/thing/bootstrap/handshake-check.ts";
 import type { ThingIdentity } from "../../src/thing/identity.ts";
+import { connectFailureHint } from "../../src/thing/mqtt/connect-failure.ts";
 import type { ThingConfig } from "../../src/thing/settings.ts";
 import { type Issued, makeIntermediate, makeLeaf, makeRoot } from "../support/chains.ts";
 import { scratchDir } from "../support/scratch.ts";
@@ -175,7 +176,7 @@ describe("explainChainRefusal: one sentence naming the file, OpenSSL's code kept
   });
 });
 
-describe("connectFailureFix: the fix for a failed MQTT connect names the cause by the connection's error code", () => {
+describe("connectFailureHint: the fix for a failed MQTT connect names the cause by the connection's error code", () => {
   const config = {
     file: "/home/pi/thing/config.yml",
     paths: { rootCA: "/keys/root-ca-cert.pem" },
@@ -185,11 +186,11 @@ describe("connectFailureFix: the fix for a failed MQTT connect names the cause b
   const failed = (code: string) => new Error("the MQTT connection failed: ...", { cause: Object.assign(new Error("..."), { code }) });
 
   test("a certificate for another name, one the root CA does not vouch for, anything else", () => {
-    expect(connectFailureFix(failed("ERR_TLS_CERT_ALTNAME_INVALID"), config)).toStartWith(
-      "The broker's certificate is not issued for hub.lan (the error above names what it is for): set flashlex.thing.endpoint in /home/pi/thing/config.yml",
+    expect(connectFailureHint(failed("ERR_TLS_CERT_ALTNAME_INVALID"), config)).toStartWith(
+      "The broker's certificate is not issued for hub.lan (the error names what it is for): set flashlex.thing.endpoint in /home/pi/thing/config.yml",
     );
-    expect(connectFailureFix(failed("SELF_SIGNED_CERT_IN_CHAIN"), config)).toContain("a certificate that /keys/root-ca-cert.pem does not vouch for");
-    expect(connectFailureFix(failed("ECONNREFUSED"), config)).toStartWith("Nothing listens on hub.lan:8883");
-    expect(connectFailureFix(new Error("no MQTT connection within 15 s"), config)).toStartWith("Check the endpoint and port");
+    expect(connectFailureHint(failed("SELF_SIGNED_CERT_IN_CHAIN"), config)).toContain("a certificate that /keys/root-ca-cert.pem does not vouch for");
+    expect(connectFailureHint(failed("ECONNREFUSED"), config)).toStartWith("Nothing listens on hub.lan:8883");
+    expect(connectFailureHint(new Error("no MQTT connection within 15 s"), config)).toBeUndefined();
   });
 });

@@ -16,6 +16,7 @@ import { CLOCK_FIX_HINT, describeOffset, HubClock } from "../egress/hub-clock.ts
 import { checkCertificateNamesThing, checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
 import { createIngressHandler } from "../ingress/handler.ts";
 import { serveIsRunning } from "../local/client.ts";
+import { connectFailureHint } from "../mqtt/connect-failure.ts";
 import { sessionMemory, ThingSession } from "../mqtt/session.ts";
 import type { ConfigLocation, ThingConfig } from "../settings.ts";
 import { loadThingConfig } from "../settings.ts";
@@ -93,39 +94,6 @@ export function explainChainRefusal(code: string, identity: ThingIdentity, confi
       };
     default:
       return { detail: `the TLS handshake refuses ${cert} with ${rootCA} (${code})`, fix: "Use the key files from the thing's distribution zip, unchanged." };
-  }
-}
-
-/**
- * The fix for a failed MQTT connect, by what the connection came to (the error's `code`): no
- * listener, a listener that does not speak TLS, a broker certificate for another name, one the
- * root CA does not vouch for; else the general list (the broker may also close the connection
- * without a word when it refuses the thing's certificate: revoked, or another hub's).
- */
-export function connectFailureFix(err: unknown, config: ThingConfig): string {
-  const { endpoint, mqtt } = config.yaml.thing;
-  const address = `${endpoint}:${mqtt.port}`;
-  const settings = `flashlex.thing.endpoint and flashlex.thing.mqtt.port in ${config.file}`;
-  // the session's error says why in words; the connection's own error, with the code, is its cause
-  const failure = err as { code?: unknown; cause?: { code?: unknown } } | null;
-  const code = String(failure?.code ?? failure?.cause?.code ?? "");
-  switch (code) {
-    case "ECONNREFUSED":
-      return `Nothing listens on ${address}: start the broker (for the hub's own: flashlex hub serve), or correct ${settings}.`;
-    case "ERR_SSL_WRONG_VERSION_NUMBER":
-    case "ERR_SSL_PACKET_LENGTH_TOO_LONG":
-    case "ERR_SSL_HTTP_REQUEST":
-      return `Something answers on ${address}, but not with TLS (a web server, such as the hub's API, or a broker's listener without TLS): set flashlex.thing.mqtt.port in ${config.file} to the broker's TLS port (the hub's: broker.port in hub.yml, 8883 unless changed).`;
-    case "ERR_TLS_CERT_ALTNAME_INVALID":
-    case "HOSTNAME_MISMATCH":
-      return `The broker's certificate is not issued for ${endpoint} (the error above names what it is for): set flashlex.thing.endpoint in ${config.file} to one of its names, or give the hub that name (hub init --name).`;
-    case "UNABLE_TO_VERIFY_LEAF_SIGNATURE":
-    case "UNABLE_TO_GET_ISSUER_CERT_LOCALLY":
-    case "SELF_SIGNED_CERT_IN_CHAIN":
-    case "DEPTH_ZERO_SELF_SIGNED_CERT":
-      return `The broker on ${address} shows a certificate that ${config.paths.rootCA} does not vouch for: it is another hub's or broker's; correct ${settings}, or use the root CA that came with this thing's distribution.`;
-    default:
-      return "Check the endpoint and port, that the broker is up and trusts this root CA, and that the thing is not revoked.";
   }
 }
 
@@ -322,7 +290,10 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     try {
       await session.waitConnected(Math.min(config!.timeouts.connectMs, 15_000));
     } catch (err) {
-      fail(`${thing.endpoint}:${thing.mqtt.port}: ${describeError(err)}`, connectFailureFix(err, config!));
+      fail(
+        `${thing.endpoint}:${thing.mqtt.port}: ${describeError(err)}`,
+        connectFailureHint(err, config!) ?? "Check the endpoint and port, that the broker is up and trusts this root CA, and that the thing is not revoked.",
+      );
     }
     mqttReady = true;
     return `${thing.endpoint}:${thing.mqtt.port} as ${identity!.thingName}, subscribed to ${thing.mqtt.ingress.topic}`;

@@ -11,6 +11,7 @@ import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
 import type { MessageStore } from "../store/message-store.ts";
 import { Backoff, type DropCause } from "./backoff.ts";
+import { connectFailureHint } from "./connect-failure.ts";
 import { tlsStream } from "./tls-stream.ts";
 
 /** Receives one ingress message; the broker gets its PUBACK only after the promise resolves. */
@@ -89,6 +90,8 @@ export class ThingSession extends EventEmitter {
   private erredSinceClose = false;
   /** a close before CONNACK without an error was told (mqtt.closed_before_connack), until a connection is accepted */
   private silentCloseTold = false;
+  /** the connect failures whose hint (connect-failure.ts) was logged, until a connection is accepted */
+  private readonly hintsTold = new Set<string>();
   /** writes each PUBACK after the group commit that holds its message, in order, on its connection */
   private readonly pubacks: OrderedPubacks;
 
@@ -214,6 +217,7 @@ export class ThingSession extends EventEmitter {
       this.refusedWith = undefined;
       this.accepted = true;
       this.silentCloseTold = false;
+      this.hintsTold.clear();
       log.info("mqtt.connected", { broker: this.brokerName(), sessionPresent: connack.sessionPresent });
       // Before any PUBLISH of this connection is handled (MQTT.js emits `connect` first).
       this.options.ingress?.connectionStarted(connack.sessionPresent);
@@ -257,7 +261,11 @@ export class ThingSession extends EventEmitter {
         return;
       }
       // While stopping, a broker that closes first makes a reset we asked for: not worth a WARN.
-      (this.stopping ? log.debug : log.warn)("mqtt.error", { error: describeError(err) });
+      // A cause-specific fix (a wrong port, a wrong name) rides on the first such line, not on every retry.
+      const hint = this.accepted ? undefined : connectFailureHint(err, this.options.config);
+      const told = hint !== undefined && this.hintsTold.has(hint);
+      if (hint) this.hintsTold.add(hint);
+      (this.stopping ? log.debug : log.warn)("mqtt.error", { error: describeError(err), hint: told ? undefined : hint });
     });
     this.client.on("close", () => {
       if (this.stopping) return;
