@@ -31,8 +31,6 @@ export function bearerToken(header: string | null): string | undefined {
   return match?.[1];
 }
 
-/** How long a token the CLI mints for itself is valid (it is used for one request, then deleted). */
-
 /** The operator's access to the hub: the tokens whose hashes the hub database keeps. */
 export class OperatorTokens {
   constructor(
