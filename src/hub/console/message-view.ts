@@ -17,7 +17,10 @@ export interface MessageView {
    * Untrusted text: shown escaped, never as HTML.
    */
   payload: string;
-  /** ingress only: the store's Delivery (hub-store.ts), spelled out; a value added there fails views.ts's messageView() to compile */
+  /**
+   * Ingress only: the store's Delivery (hub-store.ts), spelled out here; a value added there
+   * stops views.ts's messageView() from compiling until it is added here too.
+   */
   delivery: "pending" | "delivered" | "unknown" | null;
   /** ISO 8601 UTC of the thing's PUBACK, when delivered */
   deliveredAt: string | null;

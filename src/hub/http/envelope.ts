@@ -155,11 +155,12 @@ export function requireJsonContentType(request: Request): void {
 }
 
 /**
- * Reads the body, keeping at most `limit` bytes: a body within it is read whole at once (HTTP/1.1
- * framing: the server reads exactly that many bytes, RFC 9112 §6.3); one declared over it is
- * refused unread, and a chunked one passing it while streaming is refused once what is left of it
- * was read and dropped (discardRest). Throws HttpError 413 for a body over the limit, ClientGoneError when
- * the client closes the connection before the body is complete, and whatever else the read throws.
+ * Reads the body, keeping at most `limit` bytes: a body within it is read whole at once
+ * (HTTP/1.1 framing: the server reads exactly that many bytes, RFC 9112 §6.3); one declared over
+ * it is refused unread, and a chunked one passing it while streaming is refused once what is left
+ * of it was read and dropped (discardRest). Throws HttpError 413 for a body over the limit,
+ * ClientGoneError when the client closes the connection before the body is complete, and
+ * whatever else the read throws.
  */
 export async function readBodyLimited(request: Request, limit: number): Promise<Uint8Array> {
   const tooLarge = () => new HttpError(413, `the body is larger than ${limit} bytes`);
