@@ -59,7 +59,7 @@ export function maxEnvelopeBytes(payloadLimitBytes: number): number {
 }
 
 /** What is wrong with a document: each has its own answer (HTTP 400 or 413, exit 65). */
-export type JsonProblem = "empty" | "too_large" | "too_deep" | "not_json";
+export type JsonProblem = "empty" | "too_large" | "too_deep" | "not_json" | "out_of_range";
 
 /** A document refused by `parseJsonDocument`; an InputError, so the CLI exits 65. One line, no document text. */
 export class JsonDocumentError extends InputError {
@@ -128,35 +128,101 @@ export function parseJsonDocument(text: string, limits: JsonDocumentLimits = {})
   if (jsonNestingDepth(text, maxDepth) > maxDepth) {
     throw new JsonDocumentError("too_deep", `${source}: arrays and objects nested more than ${maxDepth} levels deep (the limit)`);
   }
+  let value: unknown;
   try {
-    return JSON.parse(text);
+    value = JSON.parse(text);
   } catch (err) {
     throw new JsonDocumentError("not_json", `${source}: not JSON${syntaxErrorAt(text, (err as Error).message)}`);
   }
+  // A number past the doubles' range (1e999) parses as Infinity, which JSON.stringify writes as
+  // null: the message would be stored changed. Only a text that may hold one is looked at closely.
+  if (MAY_HOLD_HUGE_NUMBER.test(text)) {
+    const at = infiniteNumberAt(text);
+    if (at !== undefined) {
+      throw new JsonDocumentError(
+        "out_of_range",
+        `${source}: the number at ${at} is too large for a JSON number here (the largest is about 1.8e308): it would be stored as null; send it as a string`,
+      );
+    }
+  }
+  return value;
+}
+
+/** Text that may hold a number past the doubles' range: a 3-digit positive exponent, or 309 digits in a row. */
+const MAY_HOLD_HUGE_NUMBER = /[eE]\+?\d{3}|\d{309}/;
+
+/** "line L, column C" of the first number literal in `text` (valid JSON) that parses as ±Infinity; undefined when none does. */
+function infiniteNumberAt(text: string): string | undefined {
+  let offset: number | undefined;
+  jsonc().visit(text, {
+    onLiteralValue(value: unknown, at: number) {
+      if (offset === undefined && typeof value === "number" && !Number.isFinite(value)) offset = at;
+    },
+  });
+  return offset === undefined ? undefined : lineAndColumn(text, offset);
 }
 
 /**
  * Where `text` stops being JSON and why, for the error of `parseJsonDocument`: " at line L,
- * column C (why)", both from 1, the column in UTF-16 code units. JavaScriptCore's JSON.parse
- * gives no position, and for text after a complete document only "Unable to parse JSON string";
- * jsonc-parser (strict: no comments, no trailing commas) finds the place. `engineMessage` (the
- * parser's own words) is the why, except for text after the document, which is named. Without
- * a place found (the two parsers disagree), the engine's message alone.
+ * column C (why)", both from 1, the column in characters (code points). JavaScriptCore's
+ * JSON.parse gives no position, and for text after a complete document only "Unable to parse JSON
+ * string"; jsonc-parser (strict: no comments, no trailing commas) finds the place. `engineMessage`
+ * (the parser's own words) is the why, except where the place says more: text after the
+ * document, or a control character (raw, or inside a string where it must be escaped), named by
+ * its code point. Without a place found (the two parsers disagree), the engine's message alone.
  */
 function syntaxErrorAt(text: string, engineMessage: string): string {
   const why = oneLine(engineMessage.replace(/^JSON Parse error: /, ""));
-  // loaded here, on the error path only: as a static import its module cost every command ~1.5 ms
-  // of start. Its ES module build: the bundler cannot follow the UMD build's own requires.
-  const { parse, printParseErrorCode } = require("jsonc-parser/lib/esm/main.js") as typeof Jsonc;
   const errors: Jsonc.ParseError[] = [];
+  const { parse, printParseErrorCode } = jsonc();
   parse(text, errors, { disallowComments: true, allowTrailingComma: false, allowEmptyContent: false });
   const first = errors[0];
   if (!first) return ` (${why})`;
-  const before = text.slice(0, first.offset);
+  const code = printParseErrorCode(first.error);
+  if (code === "EndOfFileExpected") return ` at ${lineAndColumn(text, first.offset)} (text after the document: one JSON document only)`;
+  // jsonc puts a string's fault at its opening quote: the control character in it is the place
+  const control =
+    code === "InvalidCharacter" || code === "UnexpectedEndOfString" || code === "InvalidSymbol" ? controlCharacterFrom(text, first.offset) : undefined;
+  if (control !== undefined) {
+    const inString = text[first.offset] === '"';
+    const name = `U+${text.charCodeAt(control).toString(16).toUpperCase().padStart(4, "0")}`;
+    return ` at ${lineAndColumn(text, control)} (a control character, ${name}, ${inString ? "inside a string: escape it, as \\n or \\u0009" : "outside any string"})`;
+  }
+  return ` at ${lineAndColumn(text, first.offset)} (${why})`;
+}
+
+/**
+ * The offset of the control character (U+0000 to U+001F, U+007F) at `offset`, or within the
+ * string that opens there, up to its closing quote; undefined when there is none.
+ */
+function controlCharacterFrom(text: string, offset: number): number | undefined {
+  const isControl = (c: number) => c < 0x20 || c === 0x7f;
+  if (text[offset] !== '"') return isControl(text.charCodeAt(offset)) ? offset : undefined;
+  for (let i = offset + 1; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x5c /* backslash */) i++;
+    else if (c === 0x22 /* " */) return undefined;
+    else if (isControl(c)) return i;
+  }
+  return undefined;
+}
+
+/** "line L, column C" of `offset` in `text`, both from 1; a line ends at LF, a column counts code points. */
+function lineAndColumn(text: string, offset: number): string {
+  const before = text.slice(0, offset);
+  const lineStart = before.lastIndexOf("\n") + 1;
   const line = before.split("\n").length;
-  const column = first.offset - before.lastIndexOf("\n");
-  const reason = printParseErrorCode(first.error) === "EndOfFileExpected" ? "text after the document: one JSON document only" : why;
-  return ` at line ${line}, column ${column} (${reason})`;
+  const column = Array.from(before.slice(lineStart)).length + 1;
+  return `line ${line}, column ${column}`;
+}
+
+/**
+ * jsonc-parser, loaded on first use, on error paths only: as a static import its module cost
+ * every command ~1.5 ms of start. Its ES module build: the bundler cannot follow the UMD build's
+ * own requires.
+ */
+function jsonc(): typeof Jsonc {
+  return require("jsonc-parser/lib/esm/main.js") as typeof Jsonc;
 }
 
 /**

@@ -89,6 +89,21 @@ describe("JSON limits on HTTP bodies", () => {
     tally("badInputs", 2);
   });
 
+  test("collect and publish: a body that is not JSON names the line and column; a number past the doubles' range is a 400, not a stored null", async () => {
+    const token = () => signThingToken({ thingId: thing.id, privateKey: thingKey });
+    const before = (await store.queryMessages(thing.id, {})).length;
+    const missingComma = await post(`/things/${thing.id}/collect`, '{\n  "a": 1\n  "b": 2\n}', await token());
+    expect(missingComma.status).toBe(400);
+    expect(missingComma.body.messages[0]!.value).toStartWith("the body: not JSON at line 3, column 3 (");
+    const huge = await post(`/things/${thing.id}/collect`, '{"a": 1e999}', await token());
+    expect(huge.status).toBe(400);
+    expect(huge.body.messages[0]!.value).toStartWith("the body: the number at line 1, column 7 is too large");
+    const hugeIngress = await post(`/things/${thing.id}/publish`, '{"message": {"a": -1e999}}', operatorToken);
+    expect(hugeIngress.status).toBe(400);
+    expect((await store.queryMessages(thing.id, {})).length).toBe(before);
+    tally("badInputs", 3);
+  });
+
   test("publish: a message of 64 levels is sent inside {message}; 65 is a 400; POST /things too", async () => {
     expect((await post(`/things/${thing.id}/publish`, JSON.stringify({ message: JSON.parse(nested(MAX_JSON_DEPTH)) }), operatorToken)).status).toBe(200);
     const deep = await post(`/things/${thing.id}/publish`, `{"message":${nested(MAX_JSON_DEPTH + 1)}}`, operatorToken);

@@ -106,6 +106,27 @@ describe("parseJsonDocument", () => {
     expect(refusal('{\n  "a": 1\n  "b": 2\n}')).toStartWith("stdin: not JSON at line 3, column 3 (");
     expect(refusal('{"a": [1, 2,]}')).toStartWith("stdin: not JSON at line 1, column 13 (");
     expect(refusal("// a comment\n{}")).toStartWith("stdin: not JSON at line 1, column 1 (");
+    // columns count characters as an editor shows them: an emoji is one
+    expect(refusal('{"\u{1F600}\u{1F600}\u{1F600}": "\u{1F600}" x}')).toStartWith("stdin: not JSON at line 1, column 13 (");
+    // a control character is named where it is, not at the string that holds it
+    expect(refusal('{"a": "x\ty"}')).toBe("stdin: not JSON at line 1, column 9 (a control character, U+0009, inside a string: escape it, as \\n or \\u0009)");
+    expect(refusal('{"a": 1}\u0000')).toBe("stdin: not JSON at line 1, column 9 (a control character, U+0000, outside any string)");
+  });
+
+  test("a number past the doubles' range is refused where it is, not stored as null; one in a string, or a small one, is kept", () => {
+    for (const text of ['{"a": 1e999}', '{"a": [-2E+400]}', `{"a": 1${"0".repeat(400)}}`]) {
+      let error: JsonDocumentError | undefined;
+      try {
+        parseJsonDocument(text, { source: "stdin" });
+      } catch (err) {
+        error = err as JsonDocumentError;
+      }
+      expect(error).toBeInstanceOf(JsonDocumentError);
+      expect(error!.problem).toBe("out_of_range");
+      expect(error!.message).toStartWith("stdin: the number at line 1, column ");
+      expect(error!.message).toContain("it would be stored as null; send it as a string");
+    }
+    expect(parseJsonDocument('{"a": "1e999", "b": 1e308, "c": 1e-999}')).toEqual({ a: "1e999", b: 1e308, c: 0 });
   });
 
   test("any text at all: the parsed value equals JSON.parse's, or a JsonDocumentError, never another error", () => {

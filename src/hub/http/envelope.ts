@@ -268,7 +268,8 @@ export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; ma
         maxDepth > MAX_JSON_DEPTH ? `the body is nested more than ${maxDepth} levels deep: its message may be nested at most ${MAX_JSON_DEPTH}` : undefined;
       throw new HttpError(400, envelope ?? err.message);
     }
-    throw new HttpError(400, "the body is not valid JSON");
+    // not JSON (its message names the line and column), or a number JSON here cannot hold
+    throw new HttpError(400, err.message);
   }
 }
 
