@@ -8,8 +8,8 @@ import type { CommandSpec, Options } from "./command.ts";
 /**
  * cac (through mri) turns every value that looks like a number into one: `--limit 0x10` becomes
  * 16, `-c 1e3` becomes the path "1000", `--data ""` becomes 0. Arguments cannot hold NUL, so a
- * NUL put in front of each number-looking word (a negative one included: mri would read `-1` as
- * a flag named "1") keeps it text through parsing, and
+ * NUL put in front of each number-looking word (and of each word of a dash and a digit, which mri
+ * would read as flags) keeps it text through parsing, and
  * `restoreArgumentsText` takes it off again; commands parse their numbers themselves, strictly.
  */
 export function keepArgumentsText(argv: string[]): string[] {
@@ -19,8 +19,11 @@ export function keepArgumentsText(argv: string[]): string[] {
     if (i < 2) return arg;
     const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;
     if (eq > 0) return looksNumeric(arg.slice(eq + 1)) ? `${arg.slice(0, eq + 1)}\0${arg.slice(eq + 1)}` : arg;
-    // a negative number (`--limit -1`) is a value too, not the flag "-1": no flag is a digit
-    return (!arg.startsWith("-") || /^-[\d.]/.test(arg)) && looksNumeric(arg) ? `\0${arg}` : arg;
+    // a word of a dash and a digit (`--limit -1`, `--since -1h`, `--batch -10%`) is a value too:
+    // mri would read it as flags ("-1h" as -1 -h, which asks for help), and no flag is a digit
+    const second = arg.charCodeAt(1);
+    if (arg[0] === "-" && ((second >= 0x30 && second <= 0x39) || second === 0x2e) /* . */) return `\0${arg}`;
+    return !arg.startsWith("-") && looksNumeric(arg) ? `\0${arg}` : arg;
   });
 }
 

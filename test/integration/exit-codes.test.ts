@@ -235,7 +235,7 @@ describe.skipIf(Boolean(noTmpfs))("a full disk", () => {
 });
 
 describe("bad values on the command line and on stdin", () => {
-  test("--limit: text, negative (as --limit=-5 and --limit -1), zero, fraction, huge, hex and empty are 64 naming the flag; a count works", async () => {
+  test("--limit: text, negative (as --limit=-5, --limit -1 and --limit -1h), zero, fraction, huge, hex and empty are 64 naming the flag (--since -1h too); a count works", async () => {
     const values = ["abc", "-5", "0", "1.5", "99999999999999999999", "1e3", "0x10", " 7", ""];
     for (const value of values) {
       const result = await run(["messages", "list", ...thing.flags, `--limit=${value}`]);
@@ -243,13 +243,17 @@ describe("bad values on the command line and on stdin", () => {
       expect({ value, code: result.code }).toEqual({ value, code: 64 });
       expectOneLine(result, /^flashlex: .*--limit/);
     }
-    // written apart, a negative value used to read as an unknown flag "-1"
-    for (const value of ["-1", "-0.5"]) {
+    // written apart, a negative value used to read as an unknown flag "-1", and "-1h" as -1 -h:
+    // the help, exit 0
+    for (const value of ["-1", "-0.5", "-1h"]) {
       const result = await run(["messages", "list", ...thing.flags, "--limit", value]);
       tally("badInputs");
       expect({ value, code: result.code }).toEqual({ value, code: 64 });
       expectOneLine(result, new RegExp(`^flashlex: --limit must be a whole number .*not "${value}"`));
     }
+    const since = await run(["messages", "list", ...thing.flags, "--since", "-1h"]);
+    expect(since.code).toBe(64);
+    expectOneLine(since, /^flashlex: --since must be .*not -1h$/);
     expect((await run(["messages", "list", ...thing.flags, "--limit", "3"])).code).toBe(0);
   });
 
