@@ -276,9 +276,17 @@ describe("certificate chains: bootstrap judges as the broker's handshake does", 
 });
 
 describe("a broker address that is wrong: bootstrap's fix says which way", () => {
-  test("the port of a web server (no TLS) and a port nothing listens on: bootstrap's FAIL and serve's first mqtt.error name the cause and the setting to change", async () => {
+  test("the port of a web server, of an HTTPS server, and one nothing listens on: bootstrap's FAIL and serve's first mqtt.error name the cause and the setting to change", async () => {
+    // an HTTPS server with a certificate the thing trusts (as the hub's API served over HTTPS)
+    const https = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      tls: { cert: readFileSync(thing.pki.brokerCertPath, "utf8"), key: readFileSync(thing.pki.brokerKeyPath, "utf8") },
+      fetch: () => new Response("not MQTT"),
+    });
     const cases = [
       { port: Number(new URL(rsaReceiver.url).port), fix: /^Something answers on 127\.0\.0\.1:\d+, but not with TLS .*flashlex\.thing\.mqtt\.port in / },
+      { port: https.port, fix: /^Something on 127\.0\.0\.1:\d+ speaks TLS but not MQTT .*flashlex\.thing\.mqtt\.port in / },
       { port: await freePort(), fix: /^Nothing listens on 127\.0\.0\.1:\d+: start the broker/ },
     ];
     try {
@@ -301,6 +309,7 @@ describe("a broker address that is wrong: bootstrap's fix says which way", () =>
       }
     } finally {
       thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = broker.port));
+      await https.stop(true);
     }
   }, 90_000);
 });

@@ -185,12 +185,26 @@ describe("connectFailureHint: the fix for a failed MQTT connect names the cause 
   // as the session reports it: its words, the TLS stack's error (with the code) as the cause
   const failed = (code: string) => new Error("the MQTT connection failed: ...", { cause: Object.assign(new Error("..."), { code }) });
 
-  test("a certificate for another name, one the root CA does not vouch for, anything else", () => {
+  test("each cause it knows, by code or by MQTT.js's words; nothing for the rest", () => {
     expect(connectFailureHint(failed("ERR_TLS_CERT_ALTNAME_INVALID"), config)).toStartWith(
       "The broker's certificate is not issued for hub.lan (the error names what it is for): set flashlex.thing.endpoint in /home/pi/thing/config.yml",
     );
-    expect(connectFailureHint(failed("SELF_SIGNED_CERT_IN_CHAIN"), config)).toContain("a certificate that /keys/root-ca-cert.pem does not vouch for");
+    expect(connectFailureHint(failed("SELF_SIGNED_CERT_IN_CHAIN"), config)).toContain(
+      "a certificate that /keys/root-ca-cert.pem does not vouch for: that file may be another hub's",
+    );
     expect(connectFailureHint(failed("ECONNREFUSED"), config)).toStartWith("Nothing listens on hub.lan:8883");
-    expect(connectFailureHint(new Error("no MQTT connection within 15 s"), config)).toBeUndefined();
+    expect(connectFailureHint(failed("ENOTFOUND"), config)).toStartWith(
+      "hub.lan does not resolve to an address: correct flashlex.thing.endpoint in /home/pi/thing/config.yml",
+    );
+    expect(connectFailureHint(failed("ECONNRESET"), config)).toContain("it may be a listener without TLS");
+    // MQTT.js's parser on an HTTPS server's answer, and its CONNACK timer: no code, its words
+    expect(connectFailureHint(new Error("Invalid header flag bits, must be 0x0 for puback packet"), config)).toStartWith(
+      "Something on hub.lan:8883 speaks TLS but not MQTT",
+    );
+    expect(connectFailureHint(new Error("connack timeout"), config)).toStartWith("Nothing answered MQTT on hub.lan:8883 in time");
+    expect(connectFailureHint(new Error("no MQTT connection within 15 s"), config)).toStartWith("Nothing answered MQTT on hub.lan:8883 in time");
+    // a CONNACK refusal says what it is itself, even when its words mention the protocol
+    expect(connectFailureHint(Object.assign(new Error("Connection refused: Unacceptable protocol version"), { code: 1 }), config)).toBeUndefined();
+    expect(connectFailureHint(new Error("something else"), config)).toBeUndefined();
   });
 });

@@ -248,7 +248,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       const { address } = await lookup(host);
       return `${host} → ${address}`;
     } catch (err) {
-      return fail(`${host}: ${describeError(err)}`, "Check flashlex.thing.endpoint in the config and the device's network and DNS.");
+      return fail(`${host}: ${describeError(err)}`, `Check flashlex.thing.endpoint in ${config!.file} and the device's network and DNS.`);
     }
   });
 
