@@ -126,6 +126,14 @@ describe("hub init", () => {
     expect(existsSync(bad)).toBe(false);
   });
 
+  test("a refused value names the flag it came from, then the hub.yml setting", async () => {
+    const refusal = async (options: Partial<Parameters<typeof initHub>[0]>) =>
+      ((await initHub({ dir: join(root, "refused"), ...options }).catch((e) => e)) as Error).message;
+    expect(await refusal({ apiUrl: "http://127.0.0.1:0" })).toStartWith("hub init: --api-url (api.port): ");
+    expect(await refusal({ env: "a b" })).toStartWith("hub init: --env (env): ");
+    expect(existsSync(join(root, "refused"))).toBe(false);
+  });
+
   test("openHubHome explains a missing home", () => {
     expect(() => openHubHome(join(root, "nowhere"))).toThrow(/not a hub home/);
   });

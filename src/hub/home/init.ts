@@ -48,6 +48,15 @@ export interface InitHubResult {
 
 const LOOPBACK = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
 
+/** The `hub init` flag each hub.yml setting it writes comes from, to name in a refusal. */
+const INIT_FLAG_OF: Record<string, string> = {
+  api: "--api-url",
+  "broker.host": "--broker-host",
+  "broker.port": "--broker-port",
+  "broker.names": "--name",
+  env: "--env",
+};
+
 /**
  * Creates a hub home. It is built in a sibling temporary directory, `.<name>.init-<pid>`, and
  * renamed into place at the end, so a failure half way (a bad name, a full disk) or an abort of
@@ -171,7 +180,9 @@ function initialSettings(o: InitHubOptions): HubSettings {
   const parsed = HubYamlSchema.safeParse(candidate);
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
-    throw new UsageError(`hub init: ${issue.path.slice(1).join(".")}: ${issue.message}`);
+    const where = issue.path.slice(1).join(".");
+    const flag = INIT_FLAG_OF[where] ?? INIT_FLAG_OF[where.split(".")[0]!];
+    throw new UsageError(`hub init: ${flag ? `${flag} (${where})` : where}: ${issue.message}`);
   }
   return parsed.data.hub;
 }
