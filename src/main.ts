@@ -119,8 +119,7 @@ async function runCommand(cli: CAC, spec: CommandSpec): Promise<number> {
       : "";
     throw new FlashlexError(`the hub needs a Bun build: linux-x64 or linux-arm64${postgres}`, "unavailable");
   }
-  // what follows `--` is positional too (`hub send -- -1`: a thing named "-1"); cac keeps it apart
-  if (spec.run) return spec.run([...cli.args, ...((cli.options["--"] as string[] | undefined) ?? [])], cli.options);
+  if (spec.run) return spec.run([...cli.args], cli.options);
   if (cli.args.length) throw new UsageError(`unknown ${spec.name} command ${JSON.stringify(cli.args.join(" "))}; see flashlex ${spec.name} --help`);
   cli.outputHelp();
   return ExitCode.USAGE;

@@ -11,10 +11,16 @@ import type { CommandSpec, Options } from "./command.ts";
  * NUL put in front of each number-looking word (and of each word of a dash and a digit, which mri
  * would read as flags) keeps it text through parsing, and
  * `restoreArgumentsText` takes it off again; commands parse their numbers themselves, strictly.
+ * Every word after `--` is kept as text and positional the same way.
  */
 export function keepArgumentsText(argv: string[]): string[] {
   // mri's own test (`+text * 0 === 0`), which also turns "" and "  " into 0
   const looksNumeric = (text: string) => Number(text) * 0 === 0;
+  // After `--` every word is positional (`hub send -- -1`, a thing named "-1"): cac would keep
+  // them apart from the arguments, after its check of the required ones, so the marker goes and
+  // each word is kept as text.
+  const end = argv.indexOf("--", 2);
+  if (end >= 0) return [...keepArgumentsText(argv.slice(0, end)), ...argv.slice(end + 1).map((arg) => `\0${arg}`)];
   return argv.map((arg, i) => {
     if (i < 2) return arg;
     const eq = arg.startsWith("--") ? arg.indexOf("=") : -1;

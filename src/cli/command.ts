@@ -67,7 +67,8 @@ export function list(value: unknown): string[] {
 export function port(value: unknown, flag: string): number | undefined {
   const given = text(value);
   if (given === undefined) return undefined;
-  if (!/^\d{1,5}$/.test(given) || Number(given) < 1 || Number(given) > 65535) throw new UsageError(`${flag} must be a port number (1-65535), not ${given}`);
+  if (!/^\d{1,5}$/.test(given) || Number(given) < 1 || Number(given) > 65535)
+    throw new UsageError(`${flag} must be a port number (1-65535), not ${JSON.stringify(given)}`);
   return Number(given);
 }
 

@@ -108,11 +108,22 @@ export function parseTime(value: string | undefined, flag: string, endOfDay = fa
   if (value === undefined) return undefined;
   value = String(value);
   if (/^\d{1,12}$/.test(value)) return Number(value);
-  const dateOnly = /^\d{4}-\d{2}-\d{2}$/.test(value);
-  const ms = Date.parse(dateOnly ? `${value}T00:00:00Z` : value);
+  // ISO 8601 only: Date.parse also takes other shapes ("-1" is 2001-01-01 in Bun, "Dec 2" a
+  // date in 2001), and reads a date-time without a zone as local time, not UTC
+  const iso = ISO_DATE_TIME.exec(value);
+  const ms = iso ? Date.parse(`${iso[1]}T${iso[2] ?? "00:00:00"}${isoZone(iso[3])}`) : Number.NaN;
   if (Number.isNaN(ms) || Math.abs(ms) > 8.64e15)
-    throw new UsageError(`${flag} must be Unix seconds or an ISO date (2024-01-31 or 2024-01-31T12:00:00Z), not ${value}`);
-  return Math.floor(ms / 1000) + (dateOnly && endOfDay ? 86_399 : 0);
+    throw new UsageError(`${flag} must be Unix seconds or an ISO date (2024-01-31 or 2024-01-31T12:00:00Z), not ${JSON.stringify(value)}`);
+  return Math.floor(ms / 1000) + (!iso![2] && endOfDay ? 86_399 : 0);
+}
+
+/** An ISO 8601 date, with a time (T or a space between) and a zone if any: date, time, zone. */
+const ISO_DATE_TIME = /^(\d{4}-\d{2}-\d{2})(?:[Tt ](\d{2}:\d{2}(?::\d{2}(?:\.\d{1,9})?)?)([Zz]|[+-]\d{2}:?\d{2})?)?$/;
+
+/** A zone as Date.parse takes it: Z when there is none (UTC, as the flags say), ±hh:mm otherwise. */
+function isoZone(zone: string | undefined): string {
+  if (!zone || zone === "z" || zone === "Z") return "Z";
+  return zone.includes(":") ? zone : `${zone.slice(0, 3)}:${zone.slice(3)}`;
 }
 
 /**

@@ -141,15 +141,20 @@ export function parseJsonDocument(text: string, limits: JsonDocumentLimits = {})
     if (at !== undefined) {
       throw new JsonDocumentError(
         "out_of_range",
-        `${source}: the number at ${at} is too large for a JSON number here (the largest is about 1.8e308): it would be stored as null; send it as a string`,
+        `${source}: the number at ${at} is beyond what a JSON number here can hold (about ±1.8e308): it would be stored as null; send it as a string`,
       );
     }
   }
   return value;
 }
 
-/** Text that may hold a number past the doubles' range: a 3-digit positive exponent, or 309 digits in a row. */
-const MAY_HOLD_HUGE_NUMBER = /[eE]\+?\d{3}|\d{309}/;
+/**
+ * Text that may hold a number past the doubles' range (about 1.8e308). A number whose integer part
+ * has D digits and whose exponent is E is below 10^(D + E), so it overflows only if D + E > 308:
+ * with an exponent of at most two digits (E <= 99) that takes 209 digits in a row; with a larger
+ * one, the exponent has three digits. A match is only a reason to look closely (infiniteNumberAt).
+ */
+const MAY_HOLD_HUGE_NUMBER = /[eE]\+?\d{3}|\d{209}/;
 
 /** "line L, column C" of the first number literal in `text` (valid JSON) that parses as ±Infinity; undefined when none does. */
 function infiniteNumberAt(text: string): string | undefined {
@@ -167,28 +172,50 @@ function infiniteNumberAt(text: string): string | undefined {
  * column C (why)", both from 1, the column in characters (code points). JavaScriptCore's
  * JSON.parse gives no position, and for text after a complete document only "Unable to parse JSON
  * string"; jsonc-parser (strict: no comments, no trailing commas) finds the place. `engineMessage`
- * (the parser's own words) is the why, except where the place says more: text after the
- * document, or a control character (raw, or inside a string where it must be escaped), named by
- * its code point. Without a place found (the two parsers disagree), the engine's message alone.
+ * (the parser's own words) is the why, except where the place says more: a control character
+ * (raw, or inside a string where it must be escaped), named by its code point, or text after a
+ * complete document. A character the engine quotes is named by its code point unless it is
+ * printable ASCII, so nothing invisible or bidirectional reaches a terminal or an answer.
+ * Without a place found (the two parsers disagree), the engine's message alone.
  */
 function syntaxErrorAt(text: string, engineMessage: string): string {
-  const why = oneLine(engineMessage.replace(/^JSON Parse error: /, ""));
+  // the engine may quote the offending character: anything but printable ASCII is named by its code point
+  const why = oneLine(engineMessage.replace(/^JSON Parse error: /, "").replace(/[^\x20-\x7e]/gu, (c) => codePointName(c.codePointAt(0)!)));
   const errors: Jsonc.ParseError[] = [];
   const { parse, printParseErrorCode } = jsonc();
   parse(text, errors, { disallowComments: true, allowTrailingComma: false, allowEmptyContent: false });
   const first = errors[0];
   if (!first) return ` (${why})`;
   const code = printParseErrorCode(first.error);
-  if (code === "EndOfFileExpected") return ` at ${lineAndColumn(text, first.offset)} (text after the document: one JSON document only)`;
   // jsonc puts a string's fault at its opening quote: the control character in it is the place
   const control =
     code === "InvalidCharacter" || code === "UnexpectedEndOfString" || code === "InvalidSymbol" ? controlCharacterFrom(text, first.offset) : undefined;
   if (control !== undefined) {
     const inString = text[first.offset] === '"';
-    const name = `U+${text.charCodeAt(control).toString(16).toUpperCase().padStart(4, "0")}`;
+    const name = codePointName(text.charCodeAt(control));
     return ` at ${lineAndColumn(text, control)} (a control character, ${name}, ${inString ? "inside a string: escape it, as \\n or \\u0009" : "outside any string"})`;
   }
+  // a complete document before the place: what follows it is the fault, whatever it is
+  if (code === "EndOfFileExpected" || isJson(text.slice(0, first.offset))) {
+    return ` at ${lineAndColumn(text, first.offset)} (text after the document: one JSON document only)`;
+  }
   return ` at ${lineAndColumn(text, first.offset)} (${why})`;
+}
+
+/** `U+0009`: a character named by its code point, for messages that must not hold it raw. */
+function codePointName(codePoint: number): string {
+  return `U+${codePoint.toString(16).toUpperCase().padStart(4, "0")}`;
+}
+
+/** True when `text` is one JSON document (surrounding whitespace allowed). */
+function isJson(text: string): boolean {
+  if (text.trim() === "") return false;
+  try {
+    JSON.parse(text);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /**

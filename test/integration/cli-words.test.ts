@@ -97,6 +97,12 @@ test("hub send reaches its own hub and nothing else: another server on the API's
   const hubProcess = await hub.serve();
   try {
     expect((await run(["hub", "send", thing.name, "--dir", hub.dir], { input: '{"text":"now"}' })).code).toBe(0);
+    // after `--` every word is a thing, the first one included (cac checked its required
+    // arguments before it looked past `--`: "missing required args")
+    expect((await run(["hub", "send", "--dir", hub.dir, "--", thing.name], { input: '{"text":"after --"}' })).code).toBe(0);
+    const dashed = await run(["hub", "send", "--dir", hub.dir, "--", "-5"], { input: '{"text":"to -5"}' });
+    expect(dashed.code).toBe(65);
+    expect(dashed.stderr).toContain('no thing "-5"');
     const second = await run(["hub", "serve", "--dir", hub.dir]);
     expect(second.code).toBe(75);
     expect(second.stderr).toContain("another `flashlex hub serve` runs with this hub home");

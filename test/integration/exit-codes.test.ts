@@ -253,7 +253,7 @@ describe("bad values on the command line and on stdin", () => {
     }
     const since = await run(["messages", "list", ...thing.flags, "--since", "-1h"]);
     expect(since.code).toBe(64);
-    expectOneLine(since, /^flashlex: --since must be .*not -1h$/);
+    expectOneLine(since, /^flashlex: --since must be .*not "-1h"$/);
     expect((await run(["messages", "list", ...thing.flags, "--limit", "3"])).code).toBe(0);
   });
 

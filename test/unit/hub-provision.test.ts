@@ -322,4 +322,18 @@ describe("hub export times", () => {
     expect(parseTime("2019-07-20T01:45:44Z", "--until", true)).toBe(1563587144);
     expect(() => parseTime("yesterday", "--since", false)).toThrow(/--since/);
   });
+
+  test("ISO 8601 only, UTC unless a zone is given: what else Date.parse takes is refused", () => {
+    // a date-time without a zone is UTC, as the flags say (Date.parse would read local time)
+    expect(parseTime("2019-07-20T01:45:44", "--since", false)).toBe(1563587144);
+    expect(parseTime("2019-07-20 01:45", "--since", false)).toBe(1563587100);
+    expect(parseTime("2019-07-20T02:45:44+0100", "--since", false)).toBe(1563587144);
+    expect(parseTime("2019-07-20T02:45:44.5+01:00", "--since", false)).toBe(1563587144);
+    // "-1" was 2001-01-01 to Bun's Date.parse, "-1.5" 2001-01-05, "Jul 20 2019" a date
+    for (const value of ["-1", "-12", "-1.5", "Jul 20 2019", "2019-13-45", "2019-07-20Z", "2019-07-20T25:00"]) {
+      expect(() => parseTime(value, "--since", false)).toThrow(
+        `--since must be Unix seconds or an ISO date (2024-01-31 or 2024-01-31T12:00:00Z), not "${value}"`,
+      );
+    }
+  });
 });

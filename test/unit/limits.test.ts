@@ -111,10 +111,15 @@ describe("parseJsonDocument", () => {
     // a control character is named where it is, not at the string that holds it
     expect(refusal('{"a": "x\ty"}')).toBe("stdin: not JSON at line 1, column 9 (a control character, U+0009, inside a string: escape it, as \\n or \\u0009)");
     expect(refusal('{"a": 1}\u0000')).toBe("stdin: not JSON at line 1, column 9 (a control character, U+0000, outside any string)");
+    // any text after a complete document is named so, not only another document
+    expect(refusal('{"a": 1}\n\n  x')).toBe("stdin: not JSON at line 3, column 3 (text after the document: one JSON document only)");
+    // a character the parser quotes is named by its code point, never printed raw (here a right-to-left override)
+    expect(refusal('{"a": \u202e 1}')).toBe("stdin: not JSON at line 1, column 7 (Unrecognized token 'U+202E')");
   });
 
   test("a number past the doubles' range is refused where it is, not stored as null; one in a string, or a small one, is kept", () => {
-    for (const text of ['{"a": 1e999}', '{"a": [-2E+400]}', `{"a": 1${"0".repeat(400)}}`]) {
+    // 1e310 written as 251 digits and a two-digit exponent passed the first look at the text
+    for (const text of ['{"a": 1e999}', '{"a": [-2E+400]}', `{"a": 1${"0".repeat(400)}}`, `{"a": 1${"0".repeat(250)}e60}`]) {
       let error: JsonDocumentError | undefined;
       try {
         parseJsonDocument(text, { source: "stdin" });
@@ -124,9 +129,15 @@ describe("parseJsonDocument", () => {
       expect(error).toBeInstanceOf(JsonDocumentError);
       expect(error!.problem).toBe("out_of_range");
       expect(error!.message).toStartWith("stdin: the number at line 1, column ");
-      expect(error!.message).toContain("it would be stored as null; send it as a string");
+      expect(error!.message).toContain("is beyond what a JSON number here can hold (about ±1.8e308): it would be stored as null; send it as a string");
     }
-    expect(parseJsonDocument('{"a": "1e999", "b": 1e308, "c": 1e-999}')).toEqual({ a: "1e999", b: 1e308, c: 0 });
+    expect(parseJsonDocument('{"a": "1e999", "b": 1e308, "c": 1e-999, "d": 1.7976931348623157e308}')).toEqual({
+      a: "1e999",
+      b: 1e308,
+      c: 0,
+      d: Number.MAX_VALUE,
+    });
+    expect(parseJsonDocument(`{"a": 1${"0".repeat(250)}}`)).toEqual({ a: 1e250 });
   });
 
   test("any text at all: the parsed value equals JSON.parse's, or a JsonDocumentError, never another error", () => {

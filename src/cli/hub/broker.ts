@@ -90,7 +90,7 @@ function hostPort(value: string | undefined, flag: string): { host: string; port
   if (value === undefined) return undefined;
   const m = /^(.+):(\d{1,5})$/.exec(value);
   const portNumber = m ? port(m[2], flag) : undefined;
-  if (!m || !portNumber) throw new UsageError(`${flag} must be HOST:PORT, not ${value}`);
+  if (!m || !portNumber) throw new UsageError(`${flag} must be HOST:PORT, not ${JSON.stringify(value)}`);
   return { host: m[1]!.replace(/^\[(.*)\]$/, "$1"), port: portNumber };
 }
 

@@ -48,7 +48,7 @@ function create(options: Options): Promise<number> {
     const expires = text(options.expires);
     const lifetimeMs = expires === undefined ? undefined : parseDuration(expires);
     if (expires !== undefined && (lifetimeMs === undefined || lifetimeMs < 1000 || lifetimeMs > MAX_TOKEN_LIFETIME_MS))
-      throw new UsageError(`--expires must be a duration from 1s to 30d, such as 30m, 24h or 7d, not ${expires}`);
+      throw new UsageError(`--expires must be a duration from 1s to 30d, such as 30m, 24h or 7d, not ${JSON.stringify(expires)}`);
     const maxUses = countFlag(options.maxUses, "--max-uses", MAX_TOKEN_USES);
     const namePrefix = text(options.namePrefix);
     if (namePrefix !== undefined && !NAME_PREFIX.test(namePrefix))

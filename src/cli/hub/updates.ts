@@ -84,7 +84,7 @@ function releases(options: Options): Promise<number> {
 function count(value: unknown, flag: string): number | undefined {
   const given = text(value);
   if (given === undefined) return undefined;
-  if (!/^\d{1,6}$/.test(given)) throw new UsageError(`${flag} must be a whole number, not ${given}`);
+  if (!/^\d{1,6}$/.test(given)) throw new UsageError(`${flag} must be a whole number, not ${JSON.stringify(given)}`);
   return Number(given);
 }
 

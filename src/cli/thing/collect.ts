@@ -19,7 +19,7 @@ export const collectCommand: CommandSpec = thingCommand({
 /** 0 delivered, 65 refused for good (kept as rejected), 69 queued for serve. */
 async function collect(flags: ThingFlags & { file?: string; via?: string; json?: boolean }): Promise<number> {
   const via = String(flags.via ?? "http");
-  if (via !== "http" && via !== "mqtt") throw new UsageError(`--via must be http or mqtt, not ${via}`);
+  if (via !== "http" && via !== "mqtt") throw new UsageError(`--via must be http or mqtt, not ${JSON.stringify(via)}`);
   // Identity first when collect delivers itself: a key that does not fit its certificate is a
   // configuration error (78), and the message must not be queued only to be refused by the hub
   // later. A running serve delivers with the identity it has already checked.
