@@ -131,6 +131,12 @@ describe("hub init", () => {
       ((await initHub({ dir: join(root, "refused"), ...options }).catch((e) => e)) as Error).message;
     expect(await refusal({ apiUrl: "http://127.0.0.1:0" })).toStartWith("hub init: --api-url (api.port): ");
     expect(await refusal({ env: "a b" })).toStartWith("hub init: --env (env): ");
+    expect(await refusal({ apiUrl: "ftp://hub.lan/" })).toBe('--api-url must be an http:// or https:// URL, not "ftp://hub.lan/"');
+    // it would be written into every distribution
+    expect(await refusal({ apiUrl: "http://user:secret@hub.lan:8080" })).toStartWith("--api-url must not hold a user name or password");
+    expect(await refusal({ apiUrl: "http://hub.lan:8883" })).toStartWith(
+      "the API's port (--api-url) and the broker's (--broker-port, 8883 unless given) are both 8883",
+    );
     expect(existsSync(join(root, "refused"))).toBe(false);
   });
 

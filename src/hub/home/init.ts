@@ -156,6 +156,15 @@ function initialSettings(o: InitHubOptions): HubSettings {
   } catch {
     throw new UsageError(`--api-url: not a URL: ${publicUrl}`);
   }
+  if (url.protocol !== "http:" && url.protocol !== "https:")
+    throw new UsageError(`--api-url must be an http:// or https:// URL, not ${JSON.stringify(publicUrl)}`);
+  // it is written into every thing's config.yml
+  if (url.username || url.password) throw new UsageError("--api-url must not hold a user name or password: every thing's config.yml gets it");
+  const apiPort = url.port ? Number(url.port) : 8080;
+  const brokerPort = o.brokerPort ?? 8883;
+  if (apiPort === brokerPort) {
+    throw new UsageError(`the API's port (--api-url) and the broker's (--broker-port, 8883 unless given) are both ${apiPort}: give each its own`);
+  }
   const https = url.protocol === "https:";
   const candidate = {
     hub: {
@@ -164,14 +173,14 @@ function initialSettings(o: InitHubOptions): HubSettings {
       api: {
         // A loopback public URL means things run on this machine: do not listen further out.
         host: LOOPBACK.has(url.hostname) ? "127.0.0.1" : "0.0.0.0",
-        port: url.port ? Number(url.port) : 8080,
+        port: apiPort,
         publicUrl: publicUrl.replace(/\/+$/, ""),
         tls: https,
         payloadLimitBytes: DEFAULT_PAYLOAD_LIMIT_BYTES,
       },
       broker: {
         host: brokerHost,
-        port: o.brokerPort ?? 8883,
+        port: brokerPort,
         listenHost: "0.0.0.0",
         names: [...new Set(names)],
       },
