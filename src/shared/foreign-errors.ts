@@ -203,7 +203,9 @@ function classifyYaml(err: object): ForeignError | undefined {
 
 function classifyCli(err: object): ForeignError | undefined {
   const e = err as Error;
-  if (e.name === "CACError") return { kind: "usage", reason: oneLine(e.message) };
+  // cac names an unknown option as it stores it, camelCased: `--payloadLimit` for --payload-limit
+  if (e.name === "CACError")
+    return { kind: "usage", reason: oneLine(e.message.replace(/`--[a-zA-Z0-9-]+`/g, (flag) => flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`))) };
   return undefined;
 }
 

@@ -257,6 +257,13 @@ describe("bad values on the command line and on stdin", () => {
     expect((await run(["messages", "list", ...thing.flags, "--limit", "3"])).code).toBe(0);
   });
 
+  test("an unknown flag is 64 and named as it was typed, not camelCased (cac's own name for it)", async () => {
+    const result = await run(["messages", "list", ...thing.flags, "--payload-limit", "5"]);
+    tally("badInputs");
+    expect(result.code).toBe(64);
+    expectOneLine(result, /^flashlex: Unknown option `--payload-limit`$/);
+  });
+
   test("hub port flags: text, zero, too large and fractions are 64 naming the flag", async () => {
     for (const value of ["abc", "0", "65536", "80.5", "-1", "1e3"]) {
       const result = await run(["hub", "init", "--dir", join(thing.dir, `hub-${value}`), `--broker-port=${value}`]);

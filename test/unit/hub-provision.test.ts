@@ -140,6 +140,11 @@ describe("hub init", () => {
     expect(existsSync(join(root, "refused"))).toBe(false);
   });
 
+  test("an API on IPv6's loopback listens there, where its things will connect (it listened on 127.0.0.1)", async () => {
+    const result = await initHub({ dir: join(root, "ipv6"), apiUrl: "http://[::1]:18798", brokerPort: 18799 });
+    expect(result.home.settings.api).toMatchObject({ host: "::1", port: 18798, publicUrl: "http://[::1]:18798" });
+  });
+
   test("openHubHome explains a missing home", () => {
     expect(() => openHubHome(join(root, "nowhere"))).toThrow(/not a hub home/);
   });

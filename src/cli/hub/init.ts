@@ -54,7 +54,8 @@ async function hubInit(options: Options, signal: AbortSignal): Promise<number> {
   }
   console.log(`hub created in ${dir}`);
   console.log(`owner id:   ${s.ownerId} (thing names start with ${s.ownerId.slice(0, 8)}-)`);
-  console.log(`api:        ${s.api.publicUrl}/${s.env}/v1 (listening on ${s.api.host}:${s.api.port})`);
+  const apiHost = s.api.host.includes(":") ? `[${s.api.host}]` : s.api.host;
+  console.log(`api:        ${s.api.publicUrl}/${s.env}/v1 (listening on ${apiHost}:${s.api.port})`);
   console.log(
     `broker:     ${s.broker.host}:${s.broker.port} (certificate for ${s.broker.names.join(", ")}; listening on ${s.broker.listenHost}:${s.broker.listenPort ?? s.broker.port}${s.broker.listenHost === "0.0.0.0" ? ", every interface: set hub.broker.listenHost in hub.yml to narrow it" : ""})`,
   );

@@ -171,8 +171,9 @@ function initialSettings(o: InitHubOptions): HubSettings {
       ownerId: o.ownerId ?? randomUUID(),
       env: o.env ?? "dev",
       api: {
-        // A loopback public URL means things run on this machine: do not listen further out.
-        host: LOOPBACK.has(url.hostname) ? "127.0.0.1" : "0.0.0.0",
+        // A loopback public URL means things run on this machine: do not listen further out
+        // (on IPv6's loopback when the URL names it: things will connect there).
+        host: url.hostname === "[::1]" ? "::1" : LOOPBACK.has(url.hostname) ? "127.0.0.1" : "0.0.0.0",
         port: apiPort,
         publicUrl: publicUrl.replace(/\/+$/, ""),
         tls: https,
