@@ -382,7 +382,7 @@ beforeAll(async () => {
   thing.editConfig((doc) => (doc.flashlex.app.api.endpoint = receiver.url));
   guide = parse(readFileSync(thing.configPath, "utf8"));
   hubHome = join(work, "hub");
-  const init = await run(["hub", "init", "--dir", hubHome, "--api-url", "http://127.0.0.1:1", "--broker-host", "127.0.0.1", "--broker-port", "1"]);
+  const init = await run(["hub", "init", "--dir", hubHome, "--api-url", "http://127.0.0.1:1", "--broker-host", "127.0.0.1", "--broker-port", "2"]);
   expect(init.code).toBe(0);
   console.log(`bad-inputs property: seed ${SEED} (replay with FLASHLEX_FUZZ_SEED=${SEED})`);
 }, 60_000);
