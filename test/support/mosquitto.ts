@@ -77,6 +77,12 @@ export function freePort(host = "127.0.0.1"): Promise<number> {
   return freePorts(1, host);
 }
 
+/**
+ * Ports this process handed out: never handed out twice, so two calls in a row (an API's port and
+ * its broker's) cannot pick the same free port before either is bound.
+ */
+const handedOut = new Set<number>();
+
 /** The first of `count` consecutive ports free on `host` a moment ago, from a random start at or above `from`. */
 export async function freePorts(count: number, host = "127.0.0.1", from = PORT_RANGE.from): Promise<number> {
   const free = (port: number) =>
@@ -88,8 +94,11 @@ export async function freePorts(count: number, host = "127.0.0.1", from = PORT_R
   for (let attempt = 0; attempt < 200; attempt++) {
     const base = from + Math.floor(Math.random() * (PORT_RANGE.to - from - count));
     let ok = true;
-    for (let port = base; port < base + count && ok; port++) ok = await free(port);
-    if (ok) return base;
+    for (let port = base; port < base + count && ok; port++) ok = !handedOut.has(port) && (await free(port));
+    if (ok) {
+      for (let port = base; port < base + count; port++) handedOut.add(port);
+      return base;
+    }
   }
   throw new Error(`no ${count} free consecutive ports on ${host} in ${from}-${PORT_RANGE.to - 1}`);
 }
