@@ -221,11 +221,12 @@ function isJson(text: string): boolean {
 }
 
 /**
- * The offset of the control character (U+0000 to U+001F, U+007F) at `offset`, or within the
- * string that opens there, up to its closing quote; undefined when there is none.
+ * The offset of the control character (U+0000 to U+001F, which JSON strings may not hold raw,
+ * RFC 8259 §7) at `offset`, or within the string that opens there, up to its closing quote;
+ * undefined when there is none.
  */
 function controlCharacterFrom(text: string, offset: number): number | undefined {
-  const isControl = (c: number) => c < 0x20 || c === 0x7f;
+  const isControl = (c: number) => c < 0x20;
   if (text[offset] !== '"') return isControl(text.charCodeAt(offset)) ? offset : undefined;
   for (let i = offset + 1; i < text.length; i++) {
     const c = text.charCodeAt(i);
