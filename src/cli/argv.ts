@@ -9,9 +9,9 @@ import type { CommandSpec, Options } from "./command.ts";
  * cac (through mri) turns every value that looks like a number into one: `--limit 0x10` becomes
  * 16, `-c 1e3` becomes the path "1000", `--data ""` becomes 0. Arguments cannot hold NUL, so a
  * NUL put in front of each number-looking word (and of each word of a dash and a digit, which mri
- * would read as flags) keeps it text through parsing, and
- * `restoreArgumentsText` takes it off again; commands parse their numbers themselves, strictly.
- * Every word after `--` is kept as text and positional the same way.
+ * would read as flags) keeps it text through parsing, and `restoreArgumentsText` takes it off
+ * again; commands parse their numbers themselves, strictly. Every word after `--` is kept as text
+ * and positional the same way.
  */
 export function keepArgumentsText(argv: string[]): string[] {
   // mri's own test (`+text * 0 === 0`), which also turns "" and "  " into 0
@@ -33,7 +33,7 @@ export function keepArgumentsText(argv: string[]): string[] {
   });
 }
 
-/** Takes off the NUL `keepArgumentsText` put in front of number-looking words. */
+/** Takes off the NUL `keepArgumentsText` put in front of the words it kept as text. */
 export function restoreArgumentsText(cli: CAC): void {
   const strip = (value: unknown): unknown => (typeof value === "string" ? value.replace(/^\0/, "") : Array.isArray(value) ? value.map(strip) : value);
   cli.args = cli.args.map((arg) => strip(arg) as string);
