@@ -150,13 +150,8 @@ function initialSettings(o: InitHubOptions): HubSettings {
   // Things verify the broker's name: the host they are told must be in the certificate.
   if (!names.some((n) => n.toLowerCase() === brokerHost.toLowerCase())) names.unshift(brokerHost);
   const publicUrl = o.apiUrl ?? "http://127.0.0.1:8080";
-  let url: URL;
-  try {
-    url = new URL(publicUrl);
-  } catch {
-    throw new UsageError(`--api-url: not a URL: ${publicUrl}`);
-  }
-  if (url.protocol !== "http:" && url.protocol !== "https:")
+  const url = URL.parse(publicUrl);
+  if (url?.protocol !== "http:" && url?.protocol !== "https:")
     throw new UsageError(`--api-url must be an http:// or https:// URL, not ${JSON.stringify(publicUrl)}`);
   // it is written into every thing's config.yml
   if (url.username || url.password) throw new UsageError("--api-url must not hold a user name or password: every thing's config.yml gets it");
