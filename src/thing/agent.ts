@@ -261,8 +261,9 @@ function startExpiry(store: MessageStore, expireSeconds: number, log: Logger): R
     try {
       const removed = store.expire(Date.now(), expireSeconds);
       if (removed.ingress || removed.outbox) log.info("store.expired", { ...removed });
-      const { unacked } = store.countIngress();
-      if (unacked >= UNACKED_WARNING) log.warn("store.unacked_growing", { unacked, hint: "acknowledge with `flashlex messages ack` or serve --exec" });
+      if (store.countUnacked(UNACKED_WARNING) >= UNACKED_WARNING) {
+        log.warn("store.unacked_growing", { unacked: store.countUnacked(), hint: "acknowledge with `flashlex messages ack` or serve --exec" });
+      }
       const rejected = store.countRejected();
       if (rejected > rejectedShown) {
         log.warn("outbox.rejected_waiting", { rejected, hint: "see flashlex outbox list --state rejected; then outbox retry ID or outbox drop ID" });

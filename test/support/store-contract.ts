@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { OpenSqlDatabase, SqlDatabase } from "../../src/shared/sqlite/driver.ts";
 import { applyPragmas, migrate, schemaAfter } from "../../src/shared/sqlite/migrate.ts";
-import { MessageStore, THING_MIGRATIONS, THING_SCHEMA } from "../../src/thing/store/message-store.ts";
+import { EXPIRE_ACKED_INGRESS, MessageStore, THING_MIGRATIONS, THING_SCHEMA } from "../../src/thing/store/message-store.ts";
 
 /**
  * The SQLite driver contract, free of any test framework: test/unit/store-contract.test.ts runs
@@ -401,6 +401,23 @@ export const storeContract: ContractCase[] = [
           outbox: store.listOutbox().map((e) => e.message_id),
         };
         assert.deepEqual(seen, { expired: { ingress: 1, outbox: 1 }, ingress: [oldUnacked, newAcked], outbox: ["old-pending", "old-rejected", "new-sent"] });
+        return seen;
+      }),
+  },
+  {
+    name: "MessageStore retention reads only what it deletes, and the unacked count stops where it is told",
+    run: (ctx) =>
+      withStore(ctx, (store) => {
+        for (let i = 0; i < 5; i++) store.insertIngress({ topic: "ingress/t", payload: te.encode("x"), qos: 1, retain: false, receivedAt: i });
+        store.ackIngress([1], 10);
+        // A sweep that scans the table costs every minute in proportion to the backlog.
+        const plan = store.db.all<{ detail: string }>(`EXPLAIN QUERY PLAN ${EXPIRE_ACKED_INGRESS}`, [0]).map((r) => r.detail);
+        const seen = {
+          usesAckedIndex: plan.some((d) => d.includes("ingress_messages_acked")),
+          scansTable: plan.some((d) => /^SCAN ingress_messages\b/.test(d)),
+          unacked: [store.countUnacked(), store.countUnacked(2), store.countUnacked(10)],
+        };
+        assert.deepEqual(seen, { usesAckedIndex: true, scansTable: false, unacked: [4, 2, 4] }, plan.join(" | "));
         return seen;
       }),
   },
