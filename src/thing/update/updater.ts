@@ -17,7 +17,6 @@
  */
 import { existsSync, realpathSync, rmSync } from "node:fs";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
-import { parseManifest } from "../../protocol/release-manifest.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { TARGET, VERSION } from "../../shared/version.ts";
@@ -173,6 +172,8 @@ export function startUpdater(opts: UpdaterOptions): Updater {
       return refuse(offer.version, "the manifest's signature does not verify with the pinned update key");
     let entry: { file: string; sha256: string; size: number } | undefined;
     try {
+      // Loaded here, not with serve: the manifest's schema brings zod, ~10 ms of every start.
+      const { parseManifest } = await import("../../protocol/release-manifest.ts");
       const manifest = parseManifest(manifestBytes);
       if (manifest.version !== offer.version) return refuse(offer.version, `the signed manifest is for ${manifest.version}, not ${offer.version}`);
       entry = manifest.targets[target];
