@@ -147,8 +147,9 @@ export async function main(argv: string[]): Promise<number> {
     };
     let cli = parse(matched?.spec);
     // cac saw another first word than the table did (a flag it took a value for): start over
-    // with every command, as if nothing had matched
-    if (matched && !cli.matchedCommand) cli = parse(undefined);
+    // with every command, as if nothing had matched. Not after --help: cac has printed the
+    // help and forgotten the command, and a second parse would print it again.
+    if (matched && !cli.matchedCommand && !cli.options.help) cli = parse(undefined);
     restoreArgumentsText(cli);
     const spec = cli.matchedCommand && COMMANDS.find((c) => c.name === cli.matchedCommand!.name);
     if (spec) lastValueOfRepeats(spec, cli.options);

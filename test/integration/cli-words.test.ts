@@ -41,6 +41,14 @@ test("uninstall-service takes the thing flags older lines pass, and says they ar
   expect(help).not.toContain("required");
 });
 
+test("--help prints one help, for the command it follows, and exits 0", async () => {
+  for (const words of [[], ["messages"], ["collect"], ["serve"], ["hub"], ["hub", "thing", "create"], ["version"]]) {
+    const result = await run([...words, "--help"]);
+    expect({ words, code: result.code, usages: result.stdout.match(/^Usage:$/gm)?.length }).toEqual({ words, code: 0, usages: 1 });
+    expect(result.stdout).toContain(`$ flashlex ${words.join(" ")}`.trimEnd());
+  }
+});
+
 test("hub init says the broker listens on every interface; mosquitto-config tells the hub the port it wrote and the CRL it added to hub.yml", async () => {
   const dir = join(work, "init");
   const init = await run(["hub", "init", "--dir", dir]);
