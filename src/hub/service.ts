@@ -246,7 +246,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     // them only through this poll (kick -> dynsec).
     {
       let since = Date.now();
-      // Certificates another hub (or a `hub thing revoke`) made superseded: this hub's CRL files too.
+      // Certificates another hub (or a `hub thing delete` elsewhere) made superseded: this hub's CRL files too.
       let lastSuperseded = await store.lastSupersededAt();
       const timer = setInterval(() => {
         const from = since;
@@ -255,9 +255,13 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
           .revokedSince(from - 1000)
           .then((names) => names.forEach(kick))
           .then(() => store.lastSupersededAt())
-          .then((at) => {
-            if (at > lastSuperseded) superseded("superseded elsewhere");
-            lastSuperseded = Math.max(lastSuperseded, at);
+          .then(async (at) => {
+            if (at <= lastSuperseded) return;
+            lastSuperseded = at;
+            superseded("superseded elsewhere");
+            // A `hub thing delete` elsewhere supersedes the thing's certificates: a device still
+            // connected under them goes now, before a thing made again under its name gets its messages.
+            for (const name of (await embedded?.disconnectStale()) ?? []) log.info("hub.thing_disconnected", { thing: name, reason: "revoked or deleted" });
           })
           .catch((err) => log.warn("hub.revocation_poll_failed", { error: err }));
       }, opts.revocationPollMs ?? 3000);

@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import tls from "node:tls";
 import { Aedes } from "aedes";
-import type { IClientOptions, MqttClient } from "mqtt";
+import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { describeCertificate } from "../../src/crypto/certificate-info.ts";
 import { createCrl } from "../../src/crypto/crl.ts";
 import type { BrokerEvents, HubBroker, ThingDirectory } from "../../src/hub/broker/broker.ts";
@@ -178,6 +178,60 @@ describe("embedded broker (aedes)", () => {
     const again = await attempt(broker.port, revokedThing);
     expect(again.error?.code).toBe(5);
   }, 15_000);
+
+  test("deleted elsewhere (or made again under its name): disconnectStale drops that connection and no other", async () => {
+    const [epsilon, zeta] = await Promise.all([pki.issueThing("ecd13b11-epsilon"), pki.issueThing("ecd13b11-zeta")]);
+    directory.add(epsilon);
+    directory.add(zeta);
+    const e = track(await connect(broker.port, epsilon));
+    const z = track(await connect(broker.port, zeta));
+    expect(await broker.disconnectStale()).toEqual([]);
+    // `hub thing delete` in another process, then `hub thing create` of the same name: a new id.
+    directory.things.set(epsilon.name, { id: crypto.randomUUID(), name: epsilon.name });
+    const closed = closedWithin(e, 3_000);
+    expect(await broker.disconnectStale()).toEqual([epsilon.name]);
+    expect(await closed).toBe(true);
+    expect(z.connected).toBe(true);
+  }, 15_000);
+
+  test("a session made for a deleted thing is not resumed by a new thing of the same name: no subscriptions, no queued messages", async () => {
+    const eta = await pki.issueThing("ecd13b11-eta");
+    directory.add(eta);
+    const persistent = { clean: false, clientId: eta.name };
+    const queueOne = async (payload: string) => {
+      const first = await connect(broker.port, eta, persistent);
+      await first.subscribeAsync(`ingress/${eta.name}`, { qos: 1 });
+      await first.endAsync();
+      await broker.publish(`ingress/${eta.name}`, payload); // queued in the offline session
+    };
+    // The session's queue arrives right after the CONNACK: listen from before the connect.
+    const reconnect = async () => {
+      const got: string[] = [];
+      const client = mqtt.connect({
+        protocol: "mqtts",
+        host: "127.0.0.1",
+        port: broker.port,
+        ca: pki.ca.certPem,
+        cert: eta.certPem,
+        key: eta.privateKeyPem,
+        reconnectPeriod: 0,
+        ...persistent,
+      });
+      client.on("message", (_topic, payload) => got.push(payload.toString()));
+      const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => client.once("connect", resolve).once("error", reject));
+      await Bun.sleep(1_000);
+      await client.endAsync();
+      return { sessionPresent: connack.sessionPresent, got };
+    };
+    // The same thing comes back: its session and the queued message are there.
+    await queueOne("for the same thing");
+    expect(await reconnect()).toEqual({ sessionPresent: true, got: ["for the same thing"] });
+    // The thing is deleted and a new one made under the name: the old session goes.
+    await queueOne("for the deleted thing");
+    directory.things.set(eta.name, { id: crypto.randomUUID(), name: eta.name });
+    expect(await reconnect()).toEqual({ sessionPresent: false, got: [] });
+    expect(logLines.some((l) => l.includes("mqtt.session_dropped") && l.includes(eta.name))).toBe(true);
+  }, 20_000);
 
   test("a certificate from another CA is refused during the TLS handshake", async () => {
     const before = logLines.length;

@@ -135,9 +135,13 @@ for (const driver of DRIVERS) {
         expect(await store.revokedSince(CREATED_AT + 301)).toEqual([]);
 
         await store.insertMessage(message("m1", t.id, "egress", 1000));
-        expect(await store.deleteThing(t.id)).toBe(true);
-        expect(await store.deleteThing(t.id)).toBe(false);
+        const retired = { at: CREATED_AT + 500, certificates: [{ serial: "0DE1E7ED", notAfter: CREATED_AT + 10_000 }] };
+        expect(await store.deleteThing(t.id, retired)).toBe(true);
+        expect(await store.deleteThing(t.id, { ...retired, certificates: [{ serial: "0DE1E7E2", notAfter: 1 }] })).toBe(false);
         expect(await store.queryMessages(t.id, {})).toEqual([]);
+        // The deleted thing's certificate stays refused (the CRL), and other processes see when.
+        expect(await store.supersededCertificates(0)).toEqual([{ serial: "0DE1E7ED", thingId: t.id, notAfter: CREATED_AT + 10_000, supersededAt: CREATED_AT + 500 }]);
+        expect(await store.lastSupersededAt()).toBe(CREATED_AT + 500);
       }),
     );
 

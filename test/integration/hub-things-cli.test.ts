@@ -7,9 +7,11 @@
  * Loopback only.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { execFileSync } from "node:child_process";
 import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { describeCertificate } from "../../src/crypto/certificate-info.ts";
 import { binaryPath, run, start } from "../support/binary.ts";
 import { type HubFixture, listenOnLoopback, loopbackHubInit, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
@@ -44,6 +46,34 @@ describe("hub thing delete", () => {
     const again = await hub.createThing("doomed");
     expect(again.id).not.toBe(made.id);
   }, 60_000);
+
+  test("deleted by the command while the hub serves: its device is disconnected, its certificate is on the CRL, and a new thing of its name gets its messages alone", async () => {
+    const old = await hub.createThing("reused");
+    const serving = await hub.serve();
+    const device = start(["serve", ...old.flags]);
+    try {
+      await device.waitFor(/mqtt\.subscribed/, 30_000);
+      const deleted = await run(["hub", "thing", "delete", "reused", "--dir", hub.dir], { timeoutMs: 30_000 });
+      expect(deleted.code, deleted.stderr).toBe(0);
+      // Another process deleted it: the serving hub notices at its next revocation poll (3 s).
+      await serving.waitFor(new RegExp(`hub\\.thing_disconnected thing=${old.name} reason="revoked or deleted"`), 15_000);
+      const crl = execFileSync("openssl", ["crl", "-in", join(hub.dir, "crl.pem"), "-noout", "-text"], { encoding: "utf8" });
+      expect(crl.replace(/[\s:]/g, "")).toContain(`SerialNumber${describeCertificate(old.certPem).serialNumber}`);
+      const fresh = await hub.createThing("reused");
+      expect(fresh.name).toBe(old.name);
+      const id = await hub.publish(fresh.id, { secret: "for the new thing" });
+      // The old device keeps trying to come back (refused: its key is not the new thing's).
+      await device.waitFor(/mqtt\.(error|offline|reconnect_scheduled)/, 15_000);
+      await Bun.sleep(2_000);
+      const stored = await run(["messages", "list", "--all", "--json", ...old.flags], { timeoutMs: 30_000 });
+      expect(stored.code, stored.stderr).toBe(0);
+      expect(stored.stdout).not.toContain(id);
+      expect((await hub.ingress(fresh.id)).map((m) => [m.flmessagespk, m.delivery])).toEqual([[id, "pending"]]);
+    } finally {
+      await device.stop();
+      await serving.stop();
+    }
+  }, 90_000);
 
   test("a thing that does not exist is 65; no thing named is 64", async () => {
     const missing = await run(["hub", "thing", "delete", "nosuch", "--dir", hub.dir], { timeoutMs: 30_000 });

@@ -5,8 +5,8 @@
  */
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 
-/** What a single connect did: connected (`client`), refused (`error`: a CONNACK code or a TLS alert), or `closed` before a CONNACK. */
-export type Attempt = { client?: MqttClient; error?: Error & { code?: unknown }; closed?: boolean };
+/** What a single connect did: connected (`client`, with the CONNACK's session-present flag), refused (`error`: a CONNACK code or a TLS alert), or `closed` before a CONNACK. */
+export type Attempt = { client?: MqttClient; error?: Error & { code?: unknown }; closed?: boolean; sessionPresent?: boolean };
 
 export interface AttemptOptions {
   port: number;
@@ -48,7 +48,7 @@ export function attemptConnect(opts: AttemptOptions): Promise<Attempt> {
       resolve(result);
     };
     const timer = setTimeout(() => finish({ error: new Error(`no answer within ${timeoutMs} ms`) }), timeoutMs);
-    const onConnect = () => finish({ client });
+    const onConnect = (connack: { sessionPresent?: boolean }) => finish({ client, sessionPresent: connack.sessionPresent });
     const onClose = () => finish({ closed: true, error: new Error("connection closed before CONNACK") });
     client.on("connect", onConnect);
     client.on("error", (error) => finish({ error }));

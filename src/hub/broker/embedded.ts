@@ -56,6 +56,12 @@ export interface EmbeddedBroker extends HubBroker {
   readonly port: number;
   /** Kicks a connected thing (after `hub thing revoke`); true if it was connected. */
   disconnect(thingName: string): boolean;
+  /**
+   * Disconnects every connection whose thing the directory no longer has as it authenticated:
+   * revoked, deleted, or deleted and made again under the same name (another process did it,
+   * `hub thing delete`); resolves with their names.
+   */
+  disconnectStale(): Promise<string[]>;
 }
 
 type Thing = { id: string; name: string };
@@ -98,6 +104,11 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
   const maxPayload = opts.maxPayloadBytes ?? DEFAULT_MAX_PAYLOAD;
   // Which thing a connection authenticated as; set in `authenticate`, read by the authorizers.
   const things = new WeakMap<Client, Thing>();
+  // Which thing (id) each session was made for, by client id. A persistent session outlives its
+  // connection, and the name can be given to a new thing once the old one is deleted: the new
+  // thing must not inherit the old one's subscriptions and queued messages. In memory, like
+  // aedes' sessions themselves.
+  const sessionOwner = new Map<string, string>();
 
   const lookup = async (name: string): Promise<Thing | undefined> => {
     try {
@@ -105,6 +116,15 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     } catch (err) {
       log.error("thing.lookup.failed", { thing: name, error: err });
       return undefined;
+    }
+  };
+  /** Whether the directory no longer has `thing` under its name; false when it cannot tell (a database error). */
+  const isGone = async (thing: Thing): Promise<boolean> => {
+    try {
+      return (await directory.lookup(thing.name))?.id !== thing.id;
+    } catch (err) {
+      log.error("thing.lookup.failed", { thing: thing.name, error: err });
+      return false;
     }
   };
 
@@ -117,11 +137,23 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
       log.debug("mqtt.resend_acknowledged", { thing: clientId, packetId: messageId, note: "already acknowledged; sent again, stored once by the thing" }),
     ),
     preConnect(client, packet, done) {
-      // Before aedes restores the session: stop handing this thing new messages until it has
-      // resent what the session holds (IngressDelivery). Only for the certificate's own name.
+      // Only for the certificate's own name (authenticate refuses any other).
       const name = packet.clientId;
-      if (!delivery || !name || peerCommonName(client.conn) !== name) return done(null, true);
-      delivery.sessionConnecting(name).then(() => done(null, true));
+      if (!name || peerCommonName(client.conn) !== name) return done(null, true);
+      void (async () => {
+        // A session made for a thing since deleted: this connection starts clean, so aedes
+        // drops the old session's subscriptions and queue (lib/handlers/connect.js reads
+        // `packet.clean` after this hook). IngressDelivery replays the new thing's pending messages.
+        const owner = sessionOwner.get(name);
+        if (owner !== undefined && !packet.clean && (await isGone({ id: owner, name }))) {
+          packet.clean = true;
+          log.info("mqtt.session_dropped", { thing: name, reason: "the session was made for a thing of this name that was deleted" });
+        }
+        // Before aedes restores the session: stop handing this thing new messages until it has
+        // resent what the session holds (IngressDelivery).
+        if (delivery) await delivery.sessionConnecting(name);
+        done(null, true);
+      })();
     },
     authenticate(client, _username, _password, done) {
       const cn = peerCommonName(client.conn);
@@ -160,6 +192,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
         const previous = clients()[cn];
         if (previous && previous !== client) noteTakeover(cn, client.conn);
         things.set(client, thing);
+        sessionOwner.set(cn, thing.id);
         done(null, true);
       };
       void admit();
@@ -305,6 +338,17 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
       log.info("mqtt.kicked", { thing: thingName });
       client.close();
       return true;
+    },
+    async disconnectStale() {
+      const stale: string[] = [];
+      for (const client of Object.values(clients())) {
+        const thing = things.get(client);
+        if (!thing || client.closed || !(await isGone(thing))) continue;
+        log.info("mqtt.kicked", { thing: thing.name, reason: "revoked or deleted" });
+        client.close();
+        stale.push(thing.name);
+      }
+      return stale;
     },
     close() {
       closing ??= (async () => {

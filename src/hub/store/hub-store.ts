@@ -259,8 +259,13 @@ export interface HubStore {
   revokeThing(id: string, at: number): Promise<boolean>;
   /** names of things revoked at or after `since` (ms), for kicking them off the broker */
   revokedSince(since: number): Promise<string[]>;
-  /** deletes the thing and all its messages; false when unknown */
-  deleteThing(id: string): Promise<boolean>;
+  /**
+   * Deletes the thing and all its messages; false when unknown. In the same transaction
+   * `retired.certificates` (the thing's own, current and previous) are listed as superseded at
+   * `retired.at` (Unix ms): the CRLs go on refusing them once the row is gone, and a hub running
+   * in another process learns of the deletion from `lastSupersededAt`.
+   */
+  deleteThing(id: string, retired?: { at: number; certificates: readonly { serial: string; notAfter: number }[] }): Promise<boolean>;
   /** counts for the fleet-wide gauges of /metrics: things by state and pending ingress (two indexed counts) */
   fleetCounts(): Promise<FleetCounts>;
   /** one page of things (oldest first, as `listThings`) and how many match in all */

@@ -222,10 +222,12 @@ export function sqlHubStore(sql: HubSql): HubStore {
       const pending = (await sql.get<{ n: number }>("SELECT COUNT(*) AS n FROM messages WHERE delivery = 'pending'"))!;
       return { ...things, pendingIngress: pending.n };
     },
-    deleteThing: (id) =>
+    deleteThing: (id, retired) =>
       sql.transaction(async (tx) => {
         await tx.run("DELETE FROM messages WHERE thing_id = ?", [id]);
-        return (await tx.run("DELETE FROM things WHERE id = ?", [id])).changes > 0;
+        const deleted = (await tx.run("DELETE FROM things WHERE id = ?", [id])).changes > 0;
+        if (deleted && retired) for (const c of retired.certificates) await supersede(tx, c.serial, id, c.notAfter, retired.at);
+        return deleted;
       }),
 
     async thingPage(q) {

@@ -196,11 +196,21 @@ export class Things {
     };
   }
 
-  /** Deletes the thing, its messages and its distribution, and disconnects it from a running broker. */
+  /**
+   * Deletes the thing, its messages and its distribution, and disconnects it from a running
+   * broker. Its certificates stay refused: they go on the CRLs (as superseded, until a day after
+   * they expire), which are rewritten now, so a device still holding them cannot connect to an
+   * external broker, nor as a new thing given the same name (the embedded broker also checks the
+   * key). A hub serving in another process disconnects it within seconds (it sees the CRL change).
+   */
   async delete(thing: ThingRecord): Promise<void> {
     const { home, store } = this.deps;
-    await store.deleteThing(thing.id);
+    const certificates = [{ serial: thing.certSerial, notAfter: thing.certNotAfter ?? describeCertificate(thing.certPem).notAfter.getTime() }];
+    if (thing.previousCertSerial && thing.previousCertNotAfter != null)
+      certificates.push({ serial: thing.previousCertSerial, notAfter: thing.previousCertNotAfter });
+    await store.deleteThing(thing.id, { at: this.now(), certificates });
     rmSync(distributionPath(home.paths, thing.id), { force: true });
+    await writeRevocationLists(home, store);
     this.deps.disconnect?.(thing.name);
   }
 }
