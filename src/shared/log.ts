@@ -106,18 +106,29 @@ const writeStderrLine = (() => {
   let pending: string[] = [];
   let turnStarted = false;
   let exitHooked = false;
+  let errorHooked = false;
+  // A log that cannot be written (stderr piped to a reader that went away: EPIPE; a full disk)
+  // loses its lines, never the process: serve must go on storing messages without its log.
+  const write = (text: string) => {
+    if (!errorHooked) process.stderr.on("error", () => {}), (errorHooked = true);
+    try {
+      process.stderr.write(text);
+    } catch {
+      // the same, thrown at once by a synchronous stream (a file or device)
+    }
+  };
   const flush = () => {
     turnStarted = false;
     if (pending.length === 0) return;
     const text = pending.join("");
     pending = [];
-    process.stderr.write(text);
+    write(text);
   };
   return (line: string) => {
     if (!turnStarted) {
       turnStarted = true;
       setImmediate(flush);
-      process.stderr.write(`${line}\n`);
+      write(`${line}\n`);
       return;
     }
     if (!exitHooked) process.on("exit", flush), (exitHooked = true);

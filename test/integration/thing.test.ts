@@ -245,6 +245,61 @@ describe("serve", () => {
     expect(existsSync(join(thing.dataDir, "flashlex.sock"))).toBe(false);
   });
 
+  test("a log that cannot be written (its reader went away: EPIPE; a full device) does not stop serve from storing messages", async () => {
+    // Each with its own data directory, one after the other (two serves of one thing would take
+    // the broker session from each other); a stored message is the proof, the log being lost.
+    const survives = async (
+      name: string,
+      spawn: (dataDir: string) => ReturnType<typeof Bun.spawn>,
+      afterStart: (p: ReturnType<typeof Bun.spawn>) => Promise<void>,
+    ) => {
+      const dataDir = join(thing.dataDir, "..", `data-${name}`);
+      const serve = spawn(dataDir);
+      try {
+        await afterStart(serve);
+        const nonce = crypto.randomUUID();
+        const stored = () => {
+          if (!existsSync(join(dataDir, "subscription.db"))) return false;
+          const db = new Database(join(dataDir, "subscription.db"), { readonly: true });
+          const row = db.query("SELECT COUNT(*) AS n FROM ingress_messages WHERE payload LIKE ?").get(`%${nonce}%`) as { n: number };
+          db.close();
+          return row.n === 1;
+        };
+        // Published until one is stored: serve's subscription may not be there yet.
+        await waitUntil(
+          `${name}: a message stored`,
+          () => {
+            if (serve.exitCode !== null) throw new Error(`${name}: serve exited ${serve.exitCode}`);
+            if (stored()) return true;
+            hub.publish(`ingress/${thing.thingName}`, JSON.stringify({ message: { nonce } }), { qos: 1 });
+            return Bun.sleep(300).then(() => stored());
+          },
+          20_000,
+        );
+      } finally {
+        serve.kill("SIGTERM");
+        await serve.exited;
+      }
+      expect({ name, code: serve.exitCode }).toEqual({ name, code: 0 });
+    };
+    // stderr to a pipe whose reader leaves after the first chunk (`serve | head -n 1`): EPIPE
+    await survives(
+      "epipe",
+      (dataDir) => Bun.spawn([binaryPath(), "serve", ...thing.flags, "-d", dataDir], { stdout: "ignore", stderr: "pipe" }),
+      async (serve) => {
+        const reader = (serve.stderr as ReadableStream<Uint8Array>).getReader();
+        await reader.read();
+        await reader.cancel();
+      },
+    );
+    // stderr to /dev/full: every write fails at once (ENOSPC)
+    await survives(
+      "full",
+      (dataDir) => Bun.spawn(["sh", "-c", 'exec "$0" serve "$@" 2>/dev/full', binaryPath(), ...thing.flags, "-d", dataDir], { stdout: "ignore" }),
+      async () => {},
+    );
+  }, 60_000);
+
   test("--exec runs the command once per message and acknowledges it on exit 0", async () => {
     // Start from a clean slate of unacknowledged messages.
     const pending = (await run(["messages", "list", "--json", ...thing.flags])).stdout
