@@ -143,6 +143,20 @@ describe("enrolment", () => {
     expect((await enroll(t, "sensor-1", join(work, "sensor-1"))).code).toBe(0);
   }, 60_000);
 
+  test("a name `hub thing create` refuses is refused here too: the owner's prefix (found as another thing), a UUID (found as an id), a leading '-' (read as a flag)", async () => {
+    const t = await newToken();
+    const keys = await generateThingKeyPair("ec");
+    for (const name of [`${ownerPrefix}-x`, crypto.randomUUID(), "-sh"]) {
+      const answer = await postEnroll({ token: t.token, name, csr: await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: `${ownerPrefix}-${name}` }) });
+      expect({ name, status: answer.status }).toEqual({ name, status: 400 });
+    }
+    expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
+    // the device's own check names the rule before anything is sent
+    const dashed = await run(["enroll", "--hub", t.hub, "--token", t.token, "--ca-fingerprint", t.caFingerprint, "--name=-sh", "--dir", join(work, "dashed")], { timeoutMs: 30_000 });
+    expect(dashed.code).toBe(64);
+    expect(dashed.stderr).toContain("not starting with '-'");
+  }, 60_000);
+
   test("a CSR with a foreign name or a weak key (RSA 1024) is refused, nothing created, the token unused", async () => {
     const t = await newToken();
     const before = (await things()).length;

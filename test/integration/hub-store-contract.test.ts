@@ -140,7 +140,9 @@ for (const driver of DRIVERS) {
         expect(await store.deleteThing(t.id, { ...retired, certificates: [{ serial: "0DE1E7E2", notAfter: 1 }] })).toBe(false);
         expect(await store.queryMessages(t.id, {})).toEqual([]);
         // The deleted thing's certificate stays refused (the CRL), and other processes see when.
-        expect(await store.supersededCertificates(0)).toEqual([{ serial: "0DE1E7ED", thingId: t.id, notAfter: CREATED_AT + 10_000, supersededAt: CREATED_AT + 500 }]);
+        expect(await store.supersededCertificates(0)).toEqual([
+          { serial: "0DE1E7ED", thingId: t.id, notAfter: CREATED_AT + 10_000, supersededAt: CREATED_AT + 500 },
+        ]);
         expect(await store.lastSupersededAt()).toBe(CREATED_AT + 500);
       }),
     );

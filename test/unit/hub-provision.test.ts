@@ -16,7 +16,7 @@ import { loadPrivateKey } from "../../src/crypto/keys.ts";
 import { type HubHome, openHubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
 import { distributionPath } from "../../src/hub/home/paths.ts";
-import { addCrlFile, loadHubSettings } from "../../src/hub/home/settings.ts";
+import { addCrlFile, loadHubSettings, ownerPrefix } from "../../src/hub/home/settings.ts";
 import { hashToken, tokenMatchesAny } from "../../src/hub/home/tokens.ts";
 import type { HubStore } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
@@ -185,11 +185,11 @@ describe("hub thing create", () => {
     });
   });
 
-  test("names: letters, digits, - and _, 1 to 40; duplicates refused", async () => {
-    for (const ok of ["a", "Sensor_1", "x-y", "a".repeat(40)]) expect(validateThingName(ok)).toBe(ok);
-    for (const bad of ["", "a".repeat(41), "has space", "dot.ted", "slash/", "ünï", "semi;colon", 42, undefined]) {
-      expect(() => validateThingName(bad)).toThrow(InputError);
-    }
+  test("names: letters, digits, - and _, 1 to 40, not a flag, a UUID or the owner's prefix; duplicates refused", async () => {
+    const prefix = ownerPrefix(home.settings);
+    for (const ok of ["a", "Sensor_1", "x-y", "_x", "1", "a".repeat(40)]) expect(validateThingName(ok, prefix)).toBe(ok);
+    const bad = ["", "a".repeat(41), "has space", "dot.ted", "slash/", "ünï", "semi;colon", 42, undefined, "-sh", "-1", "--x"];
+    for (const name of [...bad, randomUUID(), `${prefix}-x`]) expect(() => validateThingName(name, prefix)).toThrow(InputError);
     await createThing(home, store, "twin");
     const err = await createThing(home, store, "twin").catch((e) => e);
     expect(err).toBeInstanceOf(ConflictError);

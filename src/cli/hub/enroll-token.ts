@@ -52,7 +52,7 @@ function create(options: Options): Promise<number> {
     const maxUses = countFlag(options.maxUses, "--max-uses", MAX_TOKEN_USES);
     const namePrefix = text(options.namePrefix);
     if (namePrefix !== undefined && !NAME_PREFIX.test(namePrefix))
-      throw new UsageError(`--name-prefix must be 1 to 39 letters, digits, '-' or '_', not ${JSON.stringify(namePrefix)}`);
+      throw new UsageError(`--name-prefix must be 1 to 39 letters, digits, '-' or '_', not starting with '-'; not ${JSON.stringify(namePrefix)}`);
     const { token, record } = await hub.enrolment.tokens.create({ maxUses, lifetimeMs, namePrefix });
     const info = hub.enrolment.info();
     const settings = hub.home.settings;

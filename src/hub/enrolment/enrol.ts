@@ -72,7 +72,7 @@ export function enrolmentInfo(home: HubHome): { ownerPrefix: string; caPem: stri
 export async function enrol(home: HubHome, store: HubStore, request: EnrolmentRequest, now: () => number = Date.now): Promise<Enrolled> {
   let typedName: string;
   try {
-    typedName = validateThingName(request.name);
+    typedName = validateThingName(request.name, ownerPrefix(home.settings));
   } catch (err) {
     throw new EnrolmentRefused((err as Error).message);
   }

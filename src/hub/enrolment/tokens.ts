@@ -21,7 +21,7 @@ export const DEFAULT_TOKEN_LIFETIME_MS = 86_400_000;
 export const MAX_TOKEN_LIFETIME_MS = 30 * 86_400_000;
 export const MAX_TOKEN_USES = 100_000;
 /** What a typed name is (provision.ts); a prefix is the start of one. */
-export const NAME_PREFIX = /^[A-Za-z0-9_-]{1,39}$/;
+export const NAME_PREFIX = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,38}$/;
 
 export interface NewEnrolmentToken {
   /** the token, shown once */
@@ -80,7 +80,8 @@ export class EnrolmentTokens {
       throw new InputError("an enrolment token expires after 1s to 30d");
     }
     const namePrefix = opts.namePrefix ?? null;
-    if (namePrefix !== null && !NAME_PREFIX.test(namePrefix)) throw new InputError("a name prefix is 1 to 39 letters, digits, '-' or '_'");
+    if (namePrefix !== null && !NAME_PREFIX.test(namePrefix))
+      throw new InputError("a name prefix is 1 to 39 letters, digits, '-' or '_', not starting with '-'");
     const token = ENROLMENT_TOKEN_TAG + randomBytes(32).toString("base64url");
     const hash = hashToken(token);
     const createdAt = this.now();

@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { issueThingCertificate } from "../../crypto/x509.ts";
-import { isUuid } from "../../protocol/ids.ts";
+import { isUuid, TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { createFile } from "../../shared/files.ts";
 import { type HubHome, readCa } from "../home/home.ts";
@@ -23,11 +23,15 @@ import { buildDistribution, renderThingConfig } from "./distribution.ts";
  * database keeps only the public key and the certificate.
  */
 
-const TYPED_NAME = /^[A-Za-z0-9_-]{1,40}$/;
-
-export function validateThingName(name: unknown): string {
-  if (typeof name !== "string" || !TYPED_NAME.test(name)) {
-    throw new InputError("a thing name is 1 to 40 letters, digits, '-' or '_'");
+export function validateThingName(name: unknown, ownerPrefixOfHub: string): string {
+  if (typeof name !== "string" || !TYPED_THING_NAME.test(name)) throw new InputError(`a thing name is ${TYPED_THING_NAME_RULE}`);
+  // Commands find a thing by id, then full name, then typed name (findThing): a typed name that
+  // looks like either would be found as another thing, by `revoke` and `delete` too.
+  if (isUuid(name as unknown)) throw new InputError(`${name}: a thing's name may not be a UUID: it would be taken for a thing id`);
+  if (name.startsWith(`${ownerPrefixOfHub}-`)) {
+    throw new InputError(
+      `${name}: give the name without the owner prefix ${ownerPrefixOfHub}- (the hub adds it, and a name that starts with it would be taken for another thing's full name)`,
+    );
   }
   return name;
 }
@@ -68,17 +72,9 @@ export async function createThing(
   now: () => number = Date.now,
   opts: { keyType?: unknown } = {},
 ): Promise<CreatedThing> {
-  const shortName = validateThingName(typedName);
-  const keyType = validateKeyType(opts.keyType);
   const prefix = ownerPrefix(home.settings);
-  // Commands find a thing by id, then full name, then typed name (findThing): a typed name that
-  // looks like either would be found as another thing, by `revoke` and `delete` too.
-  if (isUuid(shortName as unknown)) throw new InputError(`${shortName}: a thing's name may not be a UUID: it would be taken for a thing id`);
-  if (shortName.startsWith(`${prefix}-`)) {
-    throw new InputError(
-      `${shortName}: give the name without the owner prefix ${prefix}- (the hub adds it, and a name that starts with it would be taken for another thing's full name)`,
-    );
-  }
+  const shortName = validateThingName(typedName, prefix);
+  const keyType = validateKeyType(opts.keyType);
   const name = `${prefix}-${shortName}`;
   if (await store.getThingByName(name)) throw new ConflictError(`a thing named ${name} already exists`);
 

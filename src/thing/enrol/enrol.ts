@@ -23,6 +23,7 @@ import { parse } from "yaml";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { createCsr } from "../../crypto/csr.ts";
 import { generateThingKeyPair, spkiDer, type ThingKeyType } from "../../crypto/keys.ts";
+import { TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
 import { ThingYamlSchema } from "../../protocol/thing-config.ts";
 import { ConfigError, FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
@@ -52,8 +53,6 @@ export interface EnrolResult {
   /** Unix ms */
   notAfter: number;
 }
-
-const TYPED_NAME = /^[A-Za-z0-9_-]{1,40}$/;
 
 /** `AB:CD:...`, `abcd...`, `sha256:...` → 64 upper-case hex digits; UsageError (64) for anything else. */
 export function normaliseFingerprint(text: string): string {
@@ -116,7 +115,7 @@ function answerError(status: number, message: string): FlashlexError {
 export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<EnrolResult> {
   const hubUrl = normaliseHubUrl(opts.hubUrl);
   const pinned = normaliseFingerprint(opts.caFingerprint);
-  if (!TYPED_NAME.test(opts.name)) throw new UsageError("--name must be 1 to 40 letters, digits, '-' or '_'");
+  if (!TYPED_THING_NAME.test(opts.name)) throw new UsageError(`--name must be ${TYPED_THING_NAME_RULE}, not ${JSON.stringify(opts.name)}`);
   if (!opts.token) throw new UsageError("--token is required (the enrolment token `hub enroll-token create` printed)");
   const timeoutMs = opts.timeoutMs ?? 30_000;
   checkFolderFree(opts.dir);
