@@ -2,6 +2,7 @@
  * The hub's thing commands against the compiled binary, where the trial found faults:
  * - `hub thing delete`: the same use case as `DELETE /things/{id}` (the thing, its messages, its
  *   distribution go; the name can be used again), 65 for a thing that does not exist, 64 without;
+ * - `-o` naming a directory or a file in a missing directory: 64 before anything is made;
  * - a full disk (a real tmpfs) under a running hub: `POST /things` answers 503 and leaves no
  *   thing and no distribution zip, not even an empty one, and no temporary file.
  * Loopback only.
@@ -85,6 +86,30 @@ describe("hub thing delete", () => {
     expect(several.code).toBe(65);
     expect(several.stderr).toContain('no things "nosuch1", "nosuch2"');
   }, 30_000);
+});
+
+describe("-o of hub thing create, hub thing dist and hub export", () => {
+  test("-o naming a directory, or a file in a directory that is not there, is 64 before anything is made; the zip goes where -o says, and the hint names it", async () => {
+    const before = (await hub.things()).length;
+    for (const output of [join(work, "no-such-dir", "x.zip"), work]) {
+      const made = await run(["hub", "thing", "create", "outlier", "--dir", hub.dir, "-o", output], { timeoutMs: 30_000 });
+      expect({ output, code: made.code }).toEqual({ output, code: 64 });
+      expect(made.stderr).toContain(`-o ${JSON.stringify(output)}`);
+    }
+    expect((await hub.things()).length).toBe(before);
+    const zip = join(work, "elsewhere.zip");
+    const made = await run(["hub", "thing", "create", "outlier", "--dir", hub.dir, "-o", zip], { timeoutMs: 30_000 });
+    expect(made.code, made.stderr).toBe(0);
+    expect(existsSync(zip)).toBe(true);
+    expect(made.stdout).toContain("unzip elsewhere.zip");
+    for (const args of [
+      ["thing", "dist", "outlier"],
+      ["export", "outlier"],
+    ]) {
+      const refused = await run(["hub", ...args, "--dir", hub.dir, "-o", join(work, "no-such-dir", "y.zip")], { timeoutMs: 30_000 });
+      expect({ args, code: refused.code }).toEqual({ args, code: 64 });
+    }
+  }, 60_000);
 });
 
 describe.skipIf(Boolean(noTmpfs))("a full disk under the hub home", () => {

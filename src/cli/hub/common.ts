@@ -1,9 +1,10 @@
 /** What the hub commands share: --dir, --db and --json, the hub they name, a thing by any of its names. */
-import { resolve } from "node:path";
+import { statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 import { defaultHubDir } from "../../hub/home/paths.ts";
 import type { OpenedHub } from "../../hub/hub.ts";
 import type { ThingRecord } from "../../hub/things/things.ts";
-import { InputError } from "../../shared/errors.ts";
+import { InputError, UsageError } from "../../shared/errors.ts";
 import { createLogger } from "../../shared/log.ts";
 import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
 
@@ -14,6 +15,27 @@ export const DB_OPTION: OptionSpec = {
     "the hub database: sqlite (hub.db in the hub home) or postgres://USER:PASSWORD@HOST:PORT/DATABASE (default: $FLASHLEX_HUB_DB, else hub.yml's hub.database.url, else sqlite)",
 };
 export const JSON_OPTION: OptionSpec = { flags: "--json", description: "print JSON instead of text" };
+
+/**
+ * The file `-o` names (else `fallback`), absolute, checked before the command changes anything:
+ * its directory exists and it is not a directory itself. Throws UsageError (64) naming the flag,
+ * so a mistyped path never leaves a thing made without its zip, or an export half done.
+ */
+export function outputFile(options: Options, fallback: string): string {
+  const given = text(options.output);
+  const file = resolve(given ?? fallback);
+  const kindOf = (path: string) => {
+    try {
+      return statSync(path).isDirectory() ? "directory" : "file";
+    } catch {
+      return "none";
+    }
+  };
+  const flag = given === undefined ? "the output file" : `-o ${JSON.stringify(given)}`;
+  if (kindOf(file) === "directory") throw new UsageError(`${flag}: ${file} is a directory; name the file to write`);
+  if (kindOf(dirname(file)) !== "directory") throw new UsageError(`${flag}: the directory ${dirname(file)} does not exist`);
+  return file;
+}
 
 /** `--dir`, else `$FLASHLEX_HUB_DIR`, else `~/.flashlex-hub`, absolute. */
 export function hubDir(options: Options): string {

@@ -1,10 +1,9 @@
-import { resolve } from "node:path";
 import type { MessageType } from "../../hub/messages/messages.ts";
 import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, interruptible, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { parseTimeRange } from "../input.ts";
-import { DB_OPTION, DIR_OPTION, openedHub, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, openedHub, outputFile, thingOrFail } from "./common.ts";
 
 export const hubExportCommand: CommandSpec = {
   name: "hub export",
@@ -32,7 +31,7 @@ function exportMessages(args: string[], options: Options): Promise<number> {
       if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
       const thing = await thingOrFail(hub, required(args, "the thing"));
       const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());
-      const output = resolve(text(options.output) ?? archive.fileName);
+      const output = outputFile(options, archive.fileName);
       const { writeArchiveFile } = await import("../../hub/messages/archive.ts");
       const written = await writeArchiveFile(archive, output, signal);
       console.log(`${output}: ${written} messages`);

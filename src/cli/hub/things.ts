@@ -1,12 +1,13 @@
 import { readFileSync } from "node:fs";
-import { resolve } from "node:path";
+import { basename } from "node:path";
 import { thingTopics } from "../../protocol/topics.ts";
-import { InputError, UsageError } from "../../shared/errors.ts";
+import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, outputFile, thingOrFail } from "./common.ts";
 
 /** `hub thing create|list|dist|revoke|delete`: the thing use cases of src/hub/things. */
 export const hubThingCommands: CommandSpec[] = [
@@ -62,11 +63,23 @@ function create(args: string[], options: Options): Promise<number> {
     const { THING_KEY_TYPES } = await import("../../crypto/keys.ts");
     const keyType = text(options.keyType) ?? "rsa";
     if (!(THING_KEY_TYPES as readonly string[]).includes(keyType)) throw new UsageError(`--key-type must be ${THING_KEY_TYPES.join(" or ")}, not ${keyType}`);
+    // -o is checked before the thing is made; the default, <name>.zip here (where both READMEs
+    // say the zip is), once the name is known.
+    const given = text(options.output) === undefined ? undefined : outputFile(options, "");
     const { thing, distribution } = await hub.things.create(required(args, "the thing name"), { keyType });
-    // The zip the operator copies to the thing, where both READMEs say: <name>.zip, here.
-    const output = resolve(text(options.output) ?? `${thing.name}.zip`);
-    // 0600: it holds the thing's private key; replaced whole, never written through a link
-    writeFileAtomicallySync(output, readFileSync(distribution), 0o600);
+    let output: string;
+    try {
+      output = given ?? outputFile(options, `${thing.name}.zip`);
+      // 0600: it holds the thing's private key; replaced whole, never written through a link
+      writeFileAtomicallySync(output, readFileSync(distribution), 0o600);
+    } catch (err) {
+      const error = toFlashlexError(err);
+      throw new FlashlexError(
+        `created thing ${thing.name} (id ${thing.id}), but its distribution could not be written: ${error.message}; get it with \`flashlex hub thing dist ${thing.name} -o FILE\``,
+        error.kind,
+        { cause: err },
+      );
+    }
     if (options.json) {
       const { thingJson } = await import("../../hub/http/presenters.ts");
       console.log(JSON.stringify({ ...thingJson(thing, hub.home.settings.env), distributionFile: output }));
@@ -79,7 +92,7 @@ function create(args: string[], options: Options): Promise<number> {
     const { distributionDownloadLine } = await import("../../hub/things/download-line.ts");
     console.log(`or on the thing, with the operator access token: ${distributionDownloadLine(thing, "$FLASHLEX_TOKEN", hub.home)}`);
     console.log("next: copy the zip and the flashlex binary for the board to the thing; there:");
-    console.log(`  unzip ${thing.name}.zip && chmod +x flashlex && mv flashlex ${thing.name}/ && cd ${thing.name}`);
+    console.log(`  unzip ${basename(output)} && chmod +x flashlex && mv flashlex ${thing.name}/ && cd ${thing.name}`);
     console.log("  ./flashlex bootstrap && sudo ./flashlex install-service");
     return ExitCode.OK;
   });
@@ -114,7 +127,7 @@ function dist(args: string[], options: Options): Promise<number> {
     const thing = await thingOrFail(hub, required(args, "the thing"));
     const zip = hub.things.distribution(thing);
     if (!zip) throw new InputError(`${thing.name} has no distribution (it was revoked, or it enrolled itself: its key never left it)`);
-    const output = resolve(text(options.output) ?? `${thing.name}.zip`);
+    const output = outputFile(options, `${thing.name}.zip`);
     writeFileAtomicallySync(output, zip, 0o600);
     console.log(output);
     return ExitCode.OK;
