@@ -147,12 +147,18 @@ describe("enrolment", () => {
     const t = await newToken();
     const keys = await generateThingKeyPair("ec");
     for (const name of [`${ownerPrefix}-x`, crypto.randomUUID(), "-sh"]) {
-      const answer = await postEnroll({ token: t.token, name, csr: await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: `${ownerPrefix}-${name}` }) });
+      const answer = await postEnroll({
+        token: t.token,
+        name,
+        csr: await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: `${ownerPrefix}-${name}` }),
+      });
       expect({ name, status: answer.status }).toEqual({ name, status: 400 });
     }
     expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
     // the device's own check names the rule before anything is sent
-    const dashed = await run(["enroll", "--hub", t.hub, "--token", t.token, "--ca-fingerprint", t.caFingerprint, "--name=-sh", "--dir", join(work, "dashed")], { timeoutMs: 30_000 });
+    const dashed = await run(["enroll", "--hub", t.hub, "--token", t.token, "--ca-fingerprint", t.caFingerprint, "--name=-sh", "--dir", join(work, "dashed")], {
+      timeoutMs: 30_000,
+    });
     expect(dashed.code).toBe(64);
     expect(dashed.stderr).toContain("not starting with '-'");
   }, 60_000);
@@ -216,6 +222,21 @@ describe("enrolment", () => {
     expect(readFileSync(join(taken, "config.yml"), "utf8")).toBe("# another thing\n");
     expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
   }, 30_000);
+
+  test("keys/ made by someone after a refused attempt is never taken for enrolment's own leftover: refused (65), left as it was", async () => {
+    const t = await newToken();
+    const dir = join(work, "refused-then-keys");
+    const refused = await enroll({ ...t, token: "flxe_not-a-token" }, "precious", dir);
+    expect(refused.code).toBe(65);
+    expect(existsSync(join(dir, ".enrol", "pending-key.pem"))).toBe(true); // kept for a retry
+    mkdirSync(join(dir, "keys"));
+    writeFileSync(join(dir, "keys", "precious.pem"), "IMPORTANT\n");
+    const again = await enroll(t, "precious", dir);
+    expect(again.code).toBe(65);
+    expect(again.stderr).toContain("keys is not empty");
+    expect(readFileSync(join(dir, "keys", "precious.pem"), "utf8")).toBe("IMPORTANT\n");
+    expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
+  }, 60_000);
 
   test("the hub killed after it enrolled, before it answered: the retry (same token, used up) gets the same thing, no use spent", async () => {
     const t = await newToken();

@@ -42,15 +42,37 @@ export interface PendingKey {
   made: boolean;
 }
 
-/** Throws ConflictError (65) when `dir` already holds a thing (a config.yml, or a keys/ that is not empty): enrolment never writes over one. */
+/**
+ * Throws ConflictError (65) when `dir` already holds a thing (a config.yml, or a keys/ that is
+ * not empty and not this enrolment's own leftover): enrolment never writes over one.
+ */
 export function checkFolderFree(dir: string): void {
   if (existsSync(join(dir, "config.yml"))) {
     throw new ConflictError(`${join(dir, "config.yml")} exists: a thing already lives in ${dir}; enrol into an empty folder (--dir)`);
   }
   const keys = join(dir, "keys");
-  if (existsSync(keys) && readdirSync(keys).length > 0 && !existsSync(join(dir, STAGING_DIR, PENDING_KEY))) {
+  if (existsSync(keys) && readdirSync(keys).length > 0 && !isOwnLeftover(dir)) {
     throw new ConflictError(`${keys} is not empty: a thing's keys already live in ${dir}; enrol into an empty folder (--dir)`);
   }
+}
+
+/**
+ * A `keys/` this enrolment placed before it was killed, short of its commit: it holds the
+ * pending key itself. A pending key alone does not make keys/ ours: an attempt the hub refused
+ * leaves one, and whatever was put in keys/ after it is someone's, not to be removed.
+ */
+function isOwnLeftover(dir: string): boolean {
+  const pending = join(dir, STAGING_DIR, PENDING_KEY);
+  if (!existsSync(pending)) return false;
+  const key = readFileSync(pending, "utf8");
+  const keys = join(dir, "keys");
+  return readdirSync(keys).some((name) => {
+    try {
+      return readFileSync(join(keys, name), "utf8") === key;
+    } catch {
+      return false; // a directory, or a file this user may not read: not what enrolment writes
+    }
+  });
 }
 
 /**
@@ -72,7 +94,8 @@ export async function pendingKeyPair(
   const staging = join(dir, STAGING_DIR);
   const file = join(staging, PENDING_KEY);
   if (existsSync(file)) {
-    // keys/ without config.yml beside our own staging: placed by an attempt killed before its commit.
+    // keys/ holding the pending key, without config.yml: placed by an attempt killed before its
+    // commit (checkFolderFree refused any other keys/ that is not empty).
     if (existsSync(join(dir, "keys"))) rmSync(join(dir, "keys"), { recursive: true, force: true });
     const privateKeyPem = readFileSync(file, "utf8");
     const key = loadPrivateKey(privateKeyPem);
