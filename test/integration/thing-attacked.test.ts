@@ -164,6 +164,18 @@ describe("serve --exec with a handler that hangs", () => {
     expect(again.output()).toMatch(/WARN +exec\.killed id=2 /);
     expect(again.output()).not.toContain("exec.timed_out");
     expect(pids().filter(alive)).toEqual([]);
+
+    // a second signal while it stops ("exit now"): the run's group goes with serve, not after it
+    writeFileSync(join(dir, "mode-2"), "hang");
+    const third = start(["serve", ...thing.flags, "--exec", handler, "--exec-timeout", "600"]);
+    for (let i = 0; i < 200 && pids().length < 6; i++) await Bun.sleep(50);
+    expect(pids()).toHaveLength(6);
+    third.proc.kill("SIGINT");
+    await third.waitFor(/serve\.signal/);
+    third.proc.kill("SIGINT");
+    expect(await third.proc.exited).toBe(0);
+    for (let i = 0; i < 40 && pids().some(alive); i++) await Bun.sleep(50);
+    expect(pids().filter(alive)).toEqual([]);
   }, 60_000);
 
   test("--exec-timeout takes whole seconds (1 to a week) and needs --exec: anything else is 64 naming the flag", async () => {
@@ -173,6 +185,9 @@ describe("serve --exec with a handler that hangs", () => {
       [["--exec", "true", "--exec-timeout", "1.5"], "--exec-timeout must be a whole number from 1 to 604800"],
       [["--exec", "true", "--exec-timeout", "soon"], "--exec-timeout must be a whole number from 1 to 604800"],
       [["--exec-timeout", "5"], "--exec-timeout bounds the runs of --exec CMD: give --exec too"],
+      // an unset variable in a unit file (`--exec "$HANDLER"`): not a serve without its handler
+      [["--exec", ""], "--exec needs a command"],
+      [["--exec", "  "], "--exec needs a command"],
     ] as const) {
       const result = await run(["serve", ...thing.flags, ...args]);
       tally("badInputs");

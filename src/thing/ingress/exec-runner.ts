@@ -28,6 +28,29 @@ const TIMED_OUT = 124;
  * message, so one bad row never stops the others. Held-back messages are remembered in memory
  * only: a restart tries them again first.
  */
+/**
+ * The process groups of the runs in flight, ended when serve's process exits by any way short
+ * of SIGKILL (the second signal's "exit now", an error): a run must never outlive serve, or the
+ * next serve would hand the same message to a second run while the first still works on it.
+ */
+const liveGroups = new Set<number>();
+let exitHooked = false;
+
+function trackGroup(pid: number): void {
+  liveGroups.add(pid);
+  if (exitHooked) return;
+  exitHooked = true;
+  process.once("exit", () => {
+    for (const group of liveGroups) {
+      try {
+        process.kill(-group, "SIGKILL");
+      } catch {
+        // gone already
+      }
+    }
+  });
+}
+
 export class ExecRunner {
   private running: Promise<void> | undefined;
   /** the run in flight: its process group's leader, and how to end the group */
@@ -170,9 +193,11 @@ export class ExecRunner {
       };
       const timer = setTimeout(() => kill("timeout"), this.timeoutMs);
       this.current = { child, kill };
+      if (child.pid) trackGroup(child.pid);
       const finish = (code: number) => {
         clearTimeout(timer);
         clearTimeout(hardKill);
+        if (child.pid) liveGroups.delete(child.pid);
         if (this.current?.child === child) this.current = undefined;
         // What CMD left running in its group (a `cmd &`) is ended with it when the run was.
         if (ended) signalGroup("SIGKILL");
