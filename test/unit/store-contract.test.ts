@@ -152,13 +152,30 @@ describe("wasm driver: the <db>.lock directory", () => {
     }
   });
 
-  test("without an owner record is refused (exit 74), telling what to remove", () => {
+  test("without an owner record, while a process has the database open: refused (exit 74), telling what to remove", async () => {
     fresh();
     leaveLock(null);
-    expect(() => openWasmSqlite(file)).toThrow(
-      `${file} is locked (${lockDirOf(file)} exists) by an unknown process; if no flashlex process is using it, remove that directory`,
-    );
-    expect(existsSync(lockDirOf(file))).toBe(true);
+    const holder = Bun.spawn(["sleep", "30"], { stdin: Bun.file(file) }); // the file open as its fd 0
+    try {
+      expect(() => openWasmSqlite(file)).toThrow(
+        `${file} is locked (${lockDirOf(file)} exists) by an unknown process; if no flashlex process is using it, remove that directory`,
+      );
+      expect(existsSync(lockDirOf(file))).toBe(true);
+    } finally {
+      holder.kill();
+      await holder.exited;
+    }
+  });
+
+  test("without an owner record, and no process has the database open (its holder was killed between taking the lock and recording itself): removed at open, with a warning", () => {
+    fresh();
+    leaveLock(null);
+    const lines: string[] = [];
+    const db = openWasmSqlite(file, { log: createLogger({ write: (l) => lines.push(l), level: "debug" }) });
+    expect(db.get("SELECT 1 AS one")).toEqual({ one: 1 });
+    db.close();
+    expect(existsSync(lockDirOf(file))).toBe(false);
+    expect(lines.join("\n")).toContain("store.stale_lock_removed");
   });
 
   test("a real holder: refused while it runs, taken over after it is SIGKILLed", async () => {

@@ -1,5 +1,19 @@
-import { closeSync, existsSync, fsyncSync, openSync, readFileSync, renameSync, rmdirSync, statSync, unlinkSync, writeSync } from "node:fs";
-import { dirname } from "node:path";
+import {
+  closeSync,
+  existsSync,
+  fsyncSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  renameSync,
+  rmdirSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { type ErrorKind, FlashlexError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 
@@ -90,7 +104,7 @@ const START_SLACK_TICKS = 500;
  * (taking the lock, closing), so it is given those; a directory still without one is refused
  * (74) as an unknown process's.
  */
-function recordedHolder(file: string): LockOwner | null {
+function recordedHolder(file: string, log?: Logger): LockOwner | null {
   const lockDir = lockDirOf(file);
   if (!existsSync(lockDir)) return null;
   let owner = readOwner(file);
@@ -100,13 +114,67 @@ function recordedHolder(file: string): LockOwner | null {
     owner = readOwner(file);
   }
   if (!owner) {
-    // either a holder between taking the lock and recording itself, or a process that is not flashlex
-    throw new DatabaseLockedError(
-      `${file} is locked (${lockDir} exists) by an unknown process; if no flashlex process is using it, remove that directory`,
-      "io",
-    );
+    // A holder killed between taking the lock and recording itself (or between releasing its
+    // record and the directory) leaves a lock nobody can name. When no process has the database
+    // open, nobody holds it: removing it is safe, and leaving it would stop serve (74) until
+    // someone removed it by hand. When that cannot be known, it stays and is refused.
+    if (openedByNobody(file)) {
+      try {
+        rmdirSync(lockDir);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== "ENOENT") throw unknownHolder(file);
+      }
+      log?.warn("store.stale_lock_removed", { file, note: "a lock without an owner record, and no process had the database open" });
+      return null;
+    }
+    throw unknownHolder(file);
   }
   return owner;
+}
+
+function unknownHolder(file: string): DatabaseLockedError {
+  return new DatabaseLockedError(
+    `${file} is locked (${lockDirOf(file)} exists) by an unknown process; if no flashlex process is using it, remove that directory`,
+    "io",
+  );
+}
+
+/**
+ * True only when no process has the database (or its -wal or -journal) open, from every
+ * process's /proc/PID/fd (proc(5)). False when any has, and when that cannot be known: no
+ * procfs, or a process whose descriptors this user may not read (another user's could hold it).
+ */
+function openedByNobody(file: string): boolean {
+  let real: string;
+  try {
+    real = join(realpathSync(dirname(file)), basename(file)); // as /proc names it: absolute, links resolved
+  } catch {
+    return false;
+  }
+  const paths = new Set([real, `${real}-wal`, `${real}-journal`]);
+  let pids: string[];
+  try {
+    pids = readdirSync("/proc").filter((name) => /^\d+$/.test(name));
+  } catch {
+    return false;
+  }
+  for (const pid of pids) {
+    let fds: string[];
+    try {
+      fds = readdirSync(`/proc/${pid}/fd`);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === "ENOENT") continue; // it exited meanwhile
+      return false;
+    }
+    for (const fd of fds) {
+      try {
+        if (paths.has(readlinkSync(`/proc/${pid}/fd/${fd}`))) return false;
+      } catch {
+        // closed meanwhile
+      }
+    }
+  }
+  return true;
 }
 
 /**
@@ -115,7 +183,7 @@ function recordedHolder(file: string): LockOwner | null {
  */
 export function breakStaleLock(file: string, log?: Logger): void {
   const lockDir = lockDirOf(file);
-  const owner = recordedHolder(file);
+  const owner = recordedHolder(file, log);
   if (!owner) return;
   if (isAlive(owner)) {
     const who = owner.pid === process.pid ? "this process (opened twice)" : `process ${owner.pid}; stop it first`;
