@@ -43,6 +43,12 @@ const UNSAFE = /[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/gu;
 const BARE_VALUE = /^[!#-<>-[\]-~]+$/;
 const BARE_KEY = /^[A-Za-z0-9_.-]+$/;
 
+/** True when `text` holds a character UNSAFE names: printed as it is, it could break or forge a line. */
+export function hasUnsafeCharacters(text: string): boolean {
+  return UNSAFE_ONE.test(text);
+}
+const UNSAFE_ONE = new RegExp(UNSAFE.source, "u");
+
 /**
  * `text` as a JSON string literal (RFC 8259) in which every UNSAFE character is a `\uXXXX`
  * escape (both halves for an astral one): `JSON.parse` gives `text` back exactly.

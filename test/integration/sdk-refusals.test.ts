@@ -48,7 +48,7 @@ const BAD_CALLS: { name: string; call: (sdk: FlashlexSDK) => Promise<unknown>; k
     kind: "usage",
     names: "since must be a time in Unix milliseconds, not NaN",
   },
-  { name: "getMessages({limit: 0})", call: (sdk) => sdk.getMessages({ limit: 0 }), kind: "usage", names: "limit must be a whole number from 1 up, not 0" },
+  { name: "getMessages({limit: 0})", call: (sdk) => sdk.getMessages({ limit: 0 }), kind: "usage", names: "limit must be a whole number from 1 to 9007199254740991, not 0" },
   { name: 'getMessages({stat: "acked"})', call: (sdk) => sdk.getMessages({ stat: "acked" } as never), kind: "usage", names: 'no field "stat"' },
   {
     name: 'listOutbox("bogus")',
@@ -60,7 +60,7 @@ const BAD_CALLS: { name: string; call: (sdk: FlashlexSDK) => Promise<unknown>; k
     name: 'ackMessages(["1"])',
     call: (sdk) => sdk.ackMessages(["1"] as never),
     kind: "usage",
-    names: 'a message id must be a whole number from 1 up, not "1"',
+    names: 'a message id must be a whole number from 1 to 9007199254740991, not "1"',
   },
   { name: "deleteMessages(7)", call: (sdk) => sdk.deleteMessages(7 as never), kind: "usage", names: "the message ids must be an array of numbers, not 7" },
   { name: 'retryOutbox([""])', call: (sdk) => sdk.retryOutbox([""]), kind: "usage", names: 'not an outbox message id: ""' },

@@ -160,6 +160,28 @@ describe("serve", () => {
     expect(missing.code).toBe(65);
     expect(missing.stderr).toContain("no message with id 99999999");
     expect((await run(["messages", "ack", "abc", ...thing.flags])).code).toBe(64);
+    // an id given twice is one id; one past 2^53 - 1 is named as typed, with the range
+    const twice = await run(["messages", "ack", String(first.id), String(first.id), ...thing.flags]);
+    expect({ code: twice.code, out: twice.stdout.trim() }).toEqual({ code: 0, out: `acknowledged: ${first.id}` });
+    const huge = await run(["messages", "ack", "9007199254740993", ...thing.flags]);
+    expect(huge.code).toBe(64);
+    expect(huge.stderr).toContain('not a message id: "9007199254740993" (ids are whole numbers from 1 to 9007199254740991)');
+  });
+
+  test("messages list writes one line per message: a tab, newline or escape sequence in a topic or payload is escaped, not printed", async () => {
+    const db = new Database(join(thing.dataDir, "subscription.db"));
+    const forged = "a\n999\tfake\tt\tforged\u001b[31mRED";
+    const { id } = db
+      .query("INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES (?, ?, 1, ?) RETURNING id")
+      .get("app/x\tq", forged, Date.now()) as { id: number };
+    db.close();
+    const listed = await run(["messages", "list", "--all", ...thing.flags]);
+    expect(listed.code).toBe(0);
+    const line = listed.stdout.split("\n").find((l) => l.startsWith(`${id}\t`))!;
+    expect(line.split("\t").slice(2)).toEqual([JSON.stringify("app/x\tq"), JSON.stringify(forged)]);
+    expect(listed.stdout).not.toContain("\u001b");
+    expect(listed.stdout).not.toMatch(/^999\tfake/m);
+    expect((await run(["messages", "delete", String(id), ...thing.flags])).code).toBe(0);
   });
 
   test("the persistent session keeps what was sent while serve was down", async () => {

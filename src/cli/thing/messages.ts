@@ -1,4 +1,5 @@
 import { UsageError } from "../../shared/errors.ts";
+import { hasUnsafeCharacters, quoteLogText } from "../../shared/log.ts";
 import { isoOrAsIs } from "../../shared/time.ts";
 import type { IngressMessage, IngressQuery, ThingAccess } from "../../thing/local/access.ts";
 import { type CommandSpec, untilSignal } from "../command.ts";
@@ -140,7 +141,9 @@ async function changeMessages(
 ): Promise<number> {
   if (!ids.length) throw new UsageError("give at least one message id");
   const parsed = ids.map((id) => {
-    if (!/^[1-9]\d*$/.test(id)) throw new UsageError(`not a message id: ${JSON.stringify(id)}`);
+    if (!/^[1-9]\d*$/.test(id) || !Number.isSafeInteger(Number(id))) {
+      throw new UsageError(`not a message id: ${JSON.stringify(id)} (ids are whole numbers from 1 to ${Number.MAX_SAFE_INTEGER})`);
+    }
     return Number(id);
   });
   const access = await openAccess(flags);
@@ -174,8 +177,17 @@ function toJson(row: IngressMessage) {
   };
 }
 
+/**
+ * One row per line, fields split by tabs. A field holding a control or invisible character (a
+ * tab or newline would forge fields or rows; an escape sequence would reach the terminal) is
+ * written as a JSON string with those characters escaped, as the log does; others as they are.
+ */
 function toLine(row: IngressMessage): string {
   const { payload, payloadBase64 } = payloadText(row);
   const shown = payload ?? `base64:${payloadBase64}`;
-  return `${row.id}\t${isoOrAsIs(row.received_at)}\t${row.topic}\t${shown}${row.acked_at ? "\t(acked)" : ""}`;
+  return `${row.id}\t${isoOrAsIs(row.received_at)}\t${safeField(row.topic)}\t${safeField(shown)}${row.acked_at ? "\t(acked)" : ""}`;
+}
+
+function safeField(text: string): string {
+  return hasUnsafeCharacters(text) ? quoteLogText(text) : text;
 }

@@ -38,7 +38,8 @@ function oneOf<T extends string>(value: unknown, allowed: readonly T[], what: st
 
 function wholeNumber(value: unknown, what: string, min: number): number {
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < min) {
-    throw new UsageError(`${what} must be a whole number from ${min} up, not ${shown(value)}`);
+    // a number past 2^53 - 1 is already rounded: the range names what went wrong
+    throw new UsageError(`${what} must be a whole number from ${min} to ${Number.MAX_SAFE_INTEGER}, not ${shown(value)}`);
   }
   return value;
 }
@@ -81,19 +82,21 @@ export function checkIngressQuery(query: unknown): IngressQuery {
   return checked;
 }
 
-/** Message ids (ingress): an array of whole numbers >= 1. Throws UsageError otherwise. */
+/** Message ids (ingress): an array of whole numbers >= 1, each kept once. Throws UsageError otherwise. */
 export function checkMessageIds(ids: unknown): number[] {
   if (!Array.isArray(ids)) throw new UsageError(`the message ids must be an array of numbers, not ${shown(ids)}`);
-  return ids.map((id) => wholeNumber(id, "a message id", 1));
+  return [...new Set(ids.map((id) => wholeNumber(id, "a message id", 1)))];
 }
 
-/** Outbox message ids: an array of non-blank strings. Throws UsageError otherwise. */
+/** Outbox message ids: an array of non-blank strings, each kept once. Throws UsageError otherwise. */
 export function checkOutboxIds(ids: unknown): string[] {
   if (!Array.isArray(ids)) throw new UsageError(`the outbox message ids must be an array of strings, not ${shown(ids)}`);
-  return ids.map((id) => {
+  const checked = ids.map((id) => {
     if (typeof id !== "string" || !id.trim()) throw new UsageError(`not an outbox message id: ${shown(id)}`);
     return id;
   });
+  // each once: dropping X twice is dropping X, not "no message X" the second time
+  return [...new Set(checked)];
 }
 
 /**
