@@ -18,7 +18,7 @@
 
 import { buildTestMessage } from "../protocol/test-message.ts";
 import { TEST_TOPIC } from "../protocol/topics.ts";
-import { ConfigError } from "../shared/errors.ts";
+import { ConfigError, FlashlexError } from "../shared/errors.ts";
 import { classifyForeign } from "../shared/foreign-errors.ts";
 import { IdleTrim } from "../shared/idle-trim.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
@@ -33,6 +33,7 @@ import { ThingTokens } from "./egress/tokens.ts";
 import { keyFileTooOpen, loadIdentity, type ThingIdentity } from "./identity.ts";
 import { ExecRunner } from "./ingress/exec-runner.ts";
 import { createIngressHandler } from "./ingress/handler.ts";
+import { serveIsRunning } from "./local/client.ts";
 import { databaseAccess } from "./local/in-process.ts";
 import { acquireServeLock } from "./local/serve-lock.ts";
 import { closeControlSocket, listenControlSocket } from "./local/server.ts";
@@ -93,6 +94,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // first, and the lock is the kernel's, so two serves started at the same instant cannot both pass.
     const lock = await acquireServeLock(config.dataDir);
     await parts.start({ name: "serve lock", stop: () => lock.release() });
+    // A serve whose lock this one cannot see (another network namespace: a container sharing the
+    // volume) still answers on the directory's control socket; taking over would remove it.
+    if (await serveIsRunning(config.dataDir)) {
+      throw new FlashlexError(`${config.dataDir}: another flashlex serve is running for this data directory (it answers on its control socket)`, "try-later");
+    }
     // A renewal cut short by a crash or a power cut is finished or undone first (renewal/).
     recoverIdentityFiles(config.paths, log);
     // Identity problems are configuration errors (78), found before anything connects.

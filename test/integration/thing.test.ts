@@ -387,6 +387,32 @@ describe("serve", () => {
     expect((await run(["messages", "list", ...thing.flags])).code).toBe(0);
   });
 
+  test("a serve that holds the data directory but does not answer (stopped): the commands say so (75) instead of going behind its back", async () => {
+    const serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/mqtt\.subscribed/);
+      serve.proc.kill("SIGSTOP");
+      try {
+        for (const args of [
+          ["messages", "list"],
+          ["collect", "--via", "mqtt"],
+        ]) {
+          const result = await run([...args, ...thing.flags], { timeoutMs: 15_000, input: '{"frozen":true}' });
+          expect({ args, code: result.code }).toEqual({ args, code: 75 });
+          expect(result.stderr).toContain(`${thing.dataDir}: the flashlex serve running there did not answer within 2 s (busy, or stopped); try again`);
+        }
+      } finally {
+        serve.proc.kill("SIGCONT");
+      }
+      // nothing took its session meanwhile
+      await Bun.sleep(500);
+      expect(serve.output()).not.toMatch(/mqtt\.(offline|reconnect)/);
+      expect((await run(["messages", "list", "--limit", "1", ...thing.flags])).code).toBe(0);
+    } finally {
+      expect(await serve.stop()).toBe(0);
+    }
+  }, 60_000);
+
   test("a second serve on the same data directory is refused with 75", async () => {
     const serve = start(["serve", ...thing.flags]);
     try {
@@ -394,6 +420,17 @@ describe("serve", () => {
       const second = await run(["serve", ...thing.flags], { timeoutMs: 10_000 });
       expect(second.code).toBe(75);
       expect(second.stderr).toContain("another flashlex serve is running");
+      // Where the lock is out of sight (another network namespace, as a container sharing the
+      // volume is): the control socket answers, and the second serve leaves it alone.
+      if (Bun.spawnSync(["unshare", "-n", "true"]).exitCode === 0) {
+        const elsewhere = await run(["serve", ...thing.flags], { timeoutMs: 10_000, command: ["unshare", "-n", binaryPath()] });
+        expect({ code: elsewhere.code, stderr: elsewhere.stderr.trim() }).toEqual({
+          code: 75,
+          stderr: `flashlex: ${thing.dataDir}: another flashlex serve is running for this data directory (it answers on its control socket)`,
+        });
+        expect(existsSync(join(thing.dataDir, "flashlex.sock"))).toBe(true);
+        expect((await run(["messages", "list", "--limit", "1", ...thing.flags])).code).toBe(0);
+      } else console.warn("SKIPPING the other-network-namespace case: unshare -n is not permitted here");
     } finally {
       await serve.stop();
     }

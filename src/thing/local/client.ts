@@ -92,9 +92,21 @@ export class LostServeError extends FlashlexError {
   override name = "LostServeError";
 }
 
-/** The thing's data through the serve running on `dataDir`, its arguments checked (arguments.ts); undefined when none answers there. */
+/**
+ * The thing's data through the serve running on `dataDir`, its arguments checked (arguments.ts);
+ * undefined when none runs there. Throws FlashlexError try-later (75) when one holds the
+ * directory but did not answer within 2 s.
+ */
 export async function runningServeAccess(dataDir: string): Promise<ThingAccess | undefined> {
-  return (await serveIsRunning(dataDir)) ? withCheckedArguments(serveAccess(dataDir)) : undefined;
+  if (await serveIsRunning(dataDir)) return withCheckedArguments(serveAccess(dataDir));
+  // A serve that holds the directory but did not answer (stopped with SIGSTOP, or its event loop
+  // held by an app's long write lock) is running all the same: opening the database here, or a
+  // second MQTT connection as the thing, would go behind its back.
+  // (serve-lock.ts only then: it loads node:crypto, milliseconds of every one-shot command's start)
+  if (existsSync(socketPath(dataDir)) && (await (await import("./serve-lock.ts")).serveHoldsLock(dataDir))) {
+    throw new FlashlexError(`${dataDir}: the flashlex serve running there did not answer within 2 s (busy, or stopped); try again`, "try-later");
+  }
+  return undefined;
 }
 
 /** The thing's data through the serve that runs on `dataDir`. A refusal comes back with serve's kind. */

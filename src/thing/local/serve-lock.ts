@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
-import { linkSync, mkdirSync, readFileSync, realpathSync, unlinkSync, writeFileSync } from "node:fs";
-import { createServer, type Server } from "node:net";
+import { linkSync, mkdirSync, readFileSync, realpathSync, statSync, unlinkSync, writeFileSync } from "node:fs";
+import { connect, createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { FlashlexError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
@@ -12,13 +12,16 @@ import { toFlashlexError } from "../../shared/foreign-errors.ts";
  * gets it; the kernel releases it when the process ends in any way (SIGKILL, OOM kill), so
  * there is never a stale lock to judge. Bun and Node 20 (the armv7 build) both bind such names.
  *
- * The name is a hash of the data directory's real path and a random key kept in the directory
- * (`serve.lock-key`, 0600): abstract names have no permissions, and without the key any local
- * user could take the name first and keep serve from starting.
+ * The name is a hash of the data directory's identity (device and inode: the same directory
+ * reached through a bind mount or another path is the same) and a random key kept in the
+ * directory (`serve.lock-key`, 0600): abstract names have no permissions, and without the key
+ * any local user could take the name first and keep serve from starting.
  *
  * Limits: abstract names live in a network namespace, so two serves in different network
- * namespaces (containers sharing a volume) do not see each other's lock; a Bun build and the
- * armv7 Node build name it differently (Node pads the name), which never meet on one machine.
+ * namespaces (containers sharing a volume) do not see each other's lock; serve also asks the
+ * control socket in the directory, which a file system shares (agent.ts), before it takes over.
+ * A Bun build and the armv7 Node build name it differently (Node pads the name), which never
+ * meet on one machine.
  */
 export const LOCK_KEY_FILE = "serve.lock-key";
 
@@ -59,19 +62,42 @@ export async function acquireServeLock(dataDir: string): Promise<ServeLock> {
   };
 }
 
+/**
+ * True when a serve holds `dataDir`'s lock (in this network namespace): a connection to the
+ * lock's name is accepted only while its holder lives, busy or stopped (SIGSTOP) alike, as
+ * the kernel accepts it into the backlog. False when nobody holds it, or it cannot be asked.
+ */
+export function serveHoldsLock(dataDir: string): Promise<boolean> {
+  let name: string;
+  try {
+    name = lockName(dataDir);
+  } catch {
+    return Promise.resolve(false);
+  }
+  return new Promise((resolve) => {
+    const socket = connect(`\0${name}`);
+    socket.once("connect", () => (socket.destroy(), resolve(true)));
+    socket.once("error", () => resolve(false));
+  });
+}
+
 /** Locks held by this process, so no garbage collector can ever close one early. */
 const held = new Set<Server>();
 
-/** `flashlex-serve-<hash of the real path and the key>`: the same for every serve of this directory. */
+/** `flashlex-serve-<hash of the directory's device, inode and key>`: the same for every serve of this directory, by any path. */
 export function lockName(dataDir: string): string {
+  let real: string;
+  let identity: string;
   try {
     mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+    real = realpathSync(dataDir);
+    const { dev, ino } = statSync(real, { bigint: true });
+    identity = `${dev}:${ino}`;
   } catch (err) {
     throw toFlashlexError(err, dataDir);
   }
-  const real = realpathSync(dataDir);
   const key = lockKey(real);
-  return `flashlex-serve-${createHash("sha256").update(real).update("\0").update(key).digest("hex").slice(0, 40)}`;
+  return `flashlex-serve-${createHash("sha256").update(identity).update("\0").update(key).digest("hex").slice(0, 40)}`;
 }
 
 /**
