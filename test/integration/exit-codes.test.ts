@@ -102,6 +102,7 @@ describe.skipIf(Boolean(noTmpfs))("a read-only data directory", () => {
     const fs = mountTmpfs(2048);
     mounts.push(fs);
     const dataDir = join(fs.dir, "data");
+    mkdirSync(dataDir); // as serve makes it
     const created = await run(["messages", "list", ...withData(dataDir)]);
     expect(created.code).toBe(0);
     fs.remountReadOnly();
@@ -254,6 +255,7 @@ describe("bad values on the command line and on stdin", () => {
     const since = await run(["messages", "list", ...thing.flags, "--since", "-1h"]);
     expect(since.code).toBe(64);
     expectOneLine(since, /^flashlex: --since must be .*not "-1h"$/);
+    mkdirSync(thing.dataDir, { recursive: true }); // as serve makes it
     expect((await run(["messages", "list", ...thing.flags, "--limit", "3"])).code).toBe(0);
   });
 

@@ -17,7 +17,7 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Background, binaryPath, type RunResult, run, start } from "../support/binary.ts";
@@ -279,6 +279,7 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
 
   test("rows that cannot be delivered never stop serve: the good ones go, the bad ones are marked, the agent keeps running", async () => {
     const flags = fixture.flags;
+    mkdirSync(fixture.dataDir, { recursive: true }); // as serve makes it; outbox only reads one that is there
     expect((await outboxList(flags)).length).toBe(0); // creates the database
     const now = Date.now();
     const good = { http1: crypto.randomUUID(), mqtt: crypto.randomUUID(), http2: crypto.randomUUID() };

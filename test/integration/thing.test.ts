@@ -617,6 +617,20 @@ describe("collect", () => {
     }
     expect(existsSync(join(thing.dir, "no-such"))).toBe(false);
     expect(readFileSync(asFile, "utf8")).toBe("x");
+    // one level below an existing directory (a typo of data/): the commands that only read
+    // and change what is there refuse it too, and make nothing
+    const typo = join(thing.dir, "dta");
+    for (const args of [
+      ["messages", "list"],
+      ["messages", "ack", "1"],
+      ["outbox", "list"],
+      ["outbox", "drop", "x"],
+    ]) {
+      const result = await run([...args, "-c", thing.configPath, "-k", thing.keysDir, "-d", typo]);
+      expect({ args, code: result.code }).toEqual({ args, code: 64 });
+      expect(result.stderr).toContain(`-d ${typo}: no such directory (serve makes its data directory when it first runs)`);
+    }
+    expect(existsSync(typo)).toBe(false);
   });
 
   test("a missing config exits 78 naming the file; an unknown flag exits 64", async () => {

@@ -59,8 +59,8 @@ export async function loadConfigFromFlags(flags: ThingFlags, log: Logger, option
  * its certificate fails (78) before anything is queued. Throws UsageError when there is no
  * config, ConfigError for a bad one, and what opening the database throws.
  */
-export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = false } = {}): Promise<ThingAccess> {
-  const serve = await runningServeFromFlags(flags);
+export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = false, existingData = false } = {}): Promise<ThingAccess> {
+  const serve = await runningServeFromFlags(flags, { existingData });
   if (serve) return serve;
   const log = createLogger();
   const config = await loadConfigFromFlags(flags, log);
@@ -74,8 +74,8 @@ export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = f
  * undefined when none answers there; reads no config. Throws UsageError when there is no config
  * or -d is not a directory.
  */
-export async function runningServeFromFlags(flags: ThingFlags): Promise<ThingAccess | undefined> {
-  if (flags.data !== undefined) checkDataFlag(String(flags.data));
+export async function runningServeFromFlags(flags: ThingFlags, { existingData = false } = {}): Promise<ThingAccess | undefined> {
+  if (flags.data !== undefined) checkDataFlag(String(flags.data), existingData);
   chosen = chooseConfig(flags);
   const { runningServeAccess } = await import("../../thing/local/client.ts");
   return runningServeAccess(dataDirFor(chosen.file, flags.data));
@@ -118,9 +118,11 @@ export function thingCommand(spec: CommandSpec): CommandSpec {
 /**
  * A -d that is a file, or under a directory that is not there, is a typo rather than a new
  * thing: a database made there would answer "no messages", or queue a message no serve ever
- * sends. Throws UsageError (64). A missing last level is made, as serve makes `data/`.
+ * sends. Throws UsageError (64). A missing last level is made, as serve makes `data/`, except
+ * for a command that only works on what is there (`existing`: messages, outbox), which has
+ * nothing to find in a directory serve never made.
  */
-function checkDataFlag(given: string): void {
+function checkDataFlag(given: string, existing: boolean): void {
   const dir = resolve(given);
   const kind = (path: string) => {
     try {
@@ -133,5 +135,10 @@ function checkDataFlag(given: string): void {
   if (here === "other") throw new UsageError(`-d ${given}: not a directory; pass the data directory serve uses (by default data/ beside the config)`);
   if (here === "none" && kind(dirname(dir)) !== "directory") {
     throw new UsageError(`-d ${given}: no such directory, nor ${dirname(dir)}; pass the data directory serve uses (by default data/ beside the config)`);
+  }
+  if (here === "none" && existing) {
+    throw new UsageError(
+      `-d ${given}: no such directory (serve makes its data directory when it first runs); pass the data directory serve uses (by default data/ beside the config)`,
+    );
   }
 }

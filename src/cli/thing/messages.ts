@@ -59,7 +59,7 @@ async function messagesList(flags: ListFlags): Promise<number> {
     since: flags.since === undefined ? undefined : parseTime(String(flags.since), "--since")! * 1000,
     limit: countFlag(flags.limit, "--limit"),
   };
-  let access: ThingAccess | undefined = await openAccess(flags);
+  let access: ThingAccess | undefined = await openAccess(flags, { existingData: true });
   let stop = false;
   // A follower writes through process.stdout, which reports a reader that went away (EPIPE: the
   // end of `| head -n1`); console.log, cheaper to start, drops that error, and Bun ignores SIGPIPE.
@@ -146,7 +146,7 @@ async function changeMessages(
     }
     return Number(id);
   });
-  const access = await openAccess(flags);
+  const access = await openAccess(flags, { existingData: true });
   try {
     const done = new Set(await change(access, parsed));
     const missing = parsed.filter((id) => !done.has(id));

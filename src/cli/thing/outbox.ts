@@ -40,7 +40,7 @@ async function outboxList(flags: OutboxListFlags): Promise<number> {
   const state = flags.state === undefined ? undefined : String(flags.state);
   if (state !== undefined && !STATES.includes(state as OutboxState))
     throw new UsageError(`--state must be pending, sent or rejected, not ${JSON.stringify(state)}`);
-  const access = await openAccess(flags);
+  const access = await openAccess(flags, { existingData: true });
   try {
     for (const entry of await access.listOutbox(state as OutboxState | undefined)) console.log(flags.json ? JSON.stringify(toJson(entry)) : toLine(entry));
     return ExitCode.OK;
@@ -69,7 +69,7 @@ async function changeOutbox(
   const parsed = ids.map(String);
   const empty = parsed.find((id) => !id.trim());
   if (empty !== undefined) throw new UsageError(`not a message id: ${JSON.stringify(empty)}`);
-  const access = await openAccess(flags);
+  const access = await openAccess(flags, { existingData: true });
   try {
     const result = await change(access, parsed);
     if (result.changed.length) console.log(`${verb}: ${result.changed.join(" ")}`);
