@@ -538,11 +538,13 @@ describe("collect", () => {
   test("--via mqtt publishes an envelope to the egress topic, with or without serve running", async () => {
     const alone = await run(["collect", ...thing.flags, "--via", "mqtt"], { input: '{"via":"alone"}' });
     expect(alone.code).toBe(0);
+    expect(alone.stdout).toMatch(/^published message [0-9a-f-]{36} to the egress topic \(the broker acknowledged it\)\n$/);
     const serve = start(["serve", ...thing.flags]);
     try {
       await serve.waitFor(/mqtt\.subscribed/);
       const handed = await run(["collect", ...thing.flags, "--via", "mqtt"], { input: '{"via":"serve"}' });
       expect(handed.code).toBe(0);
+      expect(handed.stdout).toMatch(/^published message [0-9a-f-]{36} to the egress topic/);
       // serve's log comes through a pipe the test reads on its own: wait for the line, do not assume it is read yet
       await serve.waitFor(/egress\.collected [^\n]*via=mqtt outcome=sent/);
     } finally {

@@ -34,6 +34,9 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
     const result = await access.collect(body, via);
     if (flags.json) {
       console.log(JSON.stringify(result));
+    } else if (via === "mqtt") {
+      // no answer but the broker's PUBACK: say what went, with the id the hub stores it under
+      if (result.outcome === "sent") console.log(`published message ${result.messageId} to the egress topic (the broker acknowledged it)`);
     } else {
       if (result.body) console.log(prettyJson(result.body));
       if (result.status) console.log(`status code: ${result.status}`);
