@@ -3,6 +3,7 @@
  * and the URL of a binary; each request carries a freshly signed thing JWT, as collect does.
  */
 import { signThingToken } from "../../crypto/jwt.ts";
+import { FlashlexError } from "../../shared/errors.ts";
 import { requestText } from "../egress/http-post.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
@@ -39,7 +40,7 @@ export function updateHubApi(config: ThingConfig, identity: ThingIdentity, timeo
       timeoutMs,
     });
     if (answer.status !== 200 && answer.status !== 201) throw new Error(`the hub answered ${answer.status} ${answer.statusText}`.trim());
-    return JSON.parse(answer.body) as { result: unknown };
+    return { result: resultOf(answer.body, url) };
   };
   return {
     caPem: identity.caPem,
@@ -47,11 +48,40 @@ export function updateHubApi(config: ThingConfig, identity: ThingIdentity, timeo
     binaryUrl: (version, target) => `${base}/binary?version=${encodeURIComponent(version)}&target=${encodeURIComponent(target)}`,
     async poll(running) {
       const outbox = running.outbox ? `&outbox=${running.outbox.depth}&outboxAge=${Math.floor(running.outbox.oldestAgeSeconds)}` : "";
-      const answer = await call(`${base}?version=${encodeURIComponent(running.version)}&target=${encodeURIComponent(running.target)}${outbox}`, "GET");
-      return ((answer.result as { update?: OfferedUpdate | null }).update ?? undefined) || undefined;
+      const url = `${base}?version=${encodeURIComponent(running.version)}&target=${encodeURIComponent(running.target)}${outbox}`;
+      const update = (await call(url, "GET")).result.update;
+      if (update === undefined || update === null) return undefined;
+      if (!isOffer(update)) throw notFromHub(url, "its update is not {version, manifest, signature} of strings");
+      return update;
     },
     async report(report) {
       await call(base, "POST", report);
     },
   };
+}
+
+/**
+ * The `result` object of a hub's answer (the envelope every route answers with). Throws
+ * FlashlexError (unavailable: what answers at api.endpoint is not a FlashLex hub, or not this
+ * version's) naming the URL when the body is not JSON or holds no result object.
+ */
+function resultOf(body: string, url: string): Record<string, unknown> {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    throw notFromHub(url, "not JSON");
+  }
+  const result = (parsed as { result?: unknown } | null)?.result;
+  if (typeof result !== "object" || result === null || Array.isArray(result)) throw notFromHub(url, "no result object");
+  return result as Record<string, unknown>;
+}
+
+function isOffer(value: unknown): value is OfferedUpdate {
+  const offer = value as Partial<OfferedUpdate> | null;
+  return typeof offer === "object" && offer !== null && [offer.version, offer.manifest, offer.signature].every((v) => typeof v === "string");
+}
+
+function notFromHub(url: string, what: string): FlashlexError {
+  return new FlashlexError(`${url.split("?")[0]}: the answer is not a FlashLex hub's (${what}); check api.endpoint`, "unavailable");
 }
