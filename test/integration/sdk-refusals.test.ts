@@ -48,7 +48,12 @@ const BAD_CALLS: { name: string; call: (sdk: FlashlexSDK) => Promise<unknown>; k
     kind: "usage",
     names: "since must be a time in Unix milliseconds, not NaN",
   },
-  { name: "getMessages({limit: 0})", call: (sdk) => sdk.getMessages({ limit: 0 }), kind: "usage", names: "limit must be a whole number from 1 to 9007199254740991, not 0" },
+  {
+    name: "getMessages({limit: 0})",
+    call: (sdk) => sdk.getMessages({ limit: 0 }),
+    kind: "usage",
+    names: "limit must be a whole number from 1 to 9007199254740991, not 0",
+  },
   { name: 'getMessages({stat: "acked"})', call: (sdk) => sdk.getMessages({ stat: "acked" } as never), kind: "usage", names: 'no field "stat"' },
   {
     name: 'listOutbox("bogus")',
