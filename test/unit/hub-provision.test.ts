@@ -3,7 +3,7 @@
  * certificates, and the distribution built from dist-template/.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { randomUUID, X509Certificate } from "node:crypto";
+import { generateKeyPairSync, randomUUID, X509Certificate } from "node:crypto";
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -231,7 +231,26 @@ describe("hub thing create", () => {
     expect(existsSync(distribution)).toBe(false);
     const after = (await store.getThing(thing.id))!;
     expect(thingStatus(after)).toBe("revoked");
-    expect(things.distribution(after)).toBeUndefined();
+    expect(things.distribution(after)).toEqual({ missing: "it was revoked, and its distribution deleted" });
+
+    // A thing that renewed its key on the device: the zip's key is no longer the thing's.
+    const { thing: renewing } = await createThing(reopened, store, "renewing");
+    expect("zip" in things.distribution(renewing)).toBe(true);
+    const fresh = generateKeyPairSync("ec", { namedCurve: "P-256" }).publicKey.export({ type: "spki", format: "pem" }).toString();
+    await store.replaceCertificate(renewing.id, {
+      publicKeyPem: fresh,
+      certPem: renewing.certPem,
+      certSerial: "0DD5",
+      certNotAfter: Date.now() + 86_400_000,
+      previousPublicKeyPem: renewing.publicKeyPem,
+      previousCertSerial: renewing.certSerial,
+      previousCertNotAfter: renewing.certNotAfter ?? null,
+      superseded: [],
+      at: Date.now(),
+    });
+    expect(things.distribution((await store.getThing(renewing.id))!)).toEqual({
+      missing: "it renewed its key on the device since: the zip's key is no longer accepted (create the thing again, or enrol it)",
+    });
     expect(await store.revokedSince(after.revokedAt!)).toContain(thing.name);
     expect(existsSync(join(reopened.paths.dir, "crl.pem"))).toBe(true);
     const { X509Crl } = await import("@peculiar/x509");

@@ -125,8 +125,9 @@ function list(options: Options): Promise<number> {
 function dist(args: string[], options: Options): Promise<number> {
   return openedHubToWrite("hub thing dist", options, async (hub) => {
     const thing = await thingOrFail(hub, required(args, "the thing"));
-    const zip = hub.things.distribution(thing);
-    if (!zip) throw new InputError(`${thing.name} has no distribution (it was revoked, or it enrolled itself: its key never left it)`);
+    const found = hub.things.distribution(thing);
+    if ("missing" in found) throw new InputError(`${thing.name} has no distribution: ${found.missing}`);
+    const zip = found.zip;
     const output = outputFile(options, `${thing.name}.zip`);
     writeFileAtomicallySync(output, zip, 0o600);
     console.log(output);

@@ -288,8 +288,9 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
             agent: await updates.forThing(thing.id),
             topics: thingTopics(thing.name),
             // The guide's cURL line, with this browser's token (the page is never cached); only
-            // a thing with a distribution has one (not a revoked one, not an enrolled one).
-            curl: thing.revokedAt === null && thing.enrolledWith == null ? distributionDownloadLine(thing, ctx.session.token, home) : undefined,
+            // a thing with a distribution that still works has one (not a revoked one, not an
+            // enrolled one, not one that renewed its key since).
+            curl: "zip" in things.distribution(thing) ? distributionDownloadLine(thing, ctx.session.token, home) : undefined,
             notice: done ? { text: done } : undefined,
           }),
         );
@@ -301,16 +302,9 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       signedIn: true,
       async handle(ctx) {
         const thing = await thingOr404(ctx);
-        const zip = things.distribution(thing);
-        if (!zip)
-          throw new HttpError(
-            404,
-            thing.revokedAt !== null
-              ? "This thing has no distribution: it was revoked, and its distribution deleted."
-              : thing.enrolledWith != null
-                ? "This thing has no distribution: it enrolled itself, and its key never left the device."
-                : "This thing's distribution is missing from the hub's dists/ folder.",
-          );
+        const found = things.distribution(thing);
+        if ("missing" in found) throw new HttpError(404, `This thing has no distribution: ${found.missing}.`);
+        const zip = found.zip;
         log.info("hub.distribution_downloaded", { via: "console", thing: thing.name });
         return respond(zip, 200, {
           "Content-Type": "application/zip",

@@ -383,9 +383,9 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         async handle({ id }) {
           const thing = await thingOr404(id);
-          const zip = things.distribution(thing);
-          if (!zip) throw new HttpError(404, "this thing has no distribution (it was revoked, or it enrolled itself: its key never left it)");
-          return fileResponse(zip, `${thing.name}.zip`);
+          const found = things.distribution(thing);
+          if ("missing" in found) throw new HttpError(404, `this thing has no distribution: ${found.missing}`);
+          return fileResponse(found.zip, `${thing.name}.zip`);
         },
       },
     },

@@ -8,10 +8,12 @@
  *   revocation.ts    the CRL files an external broker reads
  */
 import { rmSync } from "node:fs";
+import { unzipSync } from "fflate";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import type { HubHome } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
 import type { HubStore, MessageCounts, ThingRecord } from "../store/hub-store.ts";
+import { keyFileNames } from "./distribution.ts";
 import { type CreatedThing, createThing, findThing, readDistribution } from "./provision.ts";
 import { writeRevocationLists } from "./revocation.ts";
 
@@ -166,9 +168,21 @@ export class Things {
     return createThing(this.deps.home, this.deps.store, typedName as string, this.now, options);
   }
 
-  /** The thing's distribution zip, or undefined once it was revoked (the zip holds its private key). */
-  distribution(thing: ThingRecord): Uint8Array | undefined {
-    return thing.revokedAt === null ? readDistribution(this.deps.home, thing.id) : undefined;
+  /**
+   * The thing's distribution zip, or why it has none, in words for the owner (`missing`): it was
+   * revoked (the zip, which holds its private key, was deleted), it enrolled itself (its key
+   * never left the device), it renewed its key since (a bootstrap from the zip would be refused:
+   * CONNACK 5, and its collect 401), or the file is gone from `dists/`.
+   */
+  distribution(thing: ThingRecord): { zip: Uint8Array } | { missing: string } {
+    if (thing.revokedAt !== null) return { missing: "it was revoked, and its distribution deleted" };
+    if (thing.enrolledWith != null) return { missing: "it enrolled itself: its key never left the device" };
+    const zip = readDistribution(this.deps.home, thing.id);
+    if (!zip) return { missing: "its zip is missing from the hub's dists/ folder" };
+    if (!distributionHoldsKey(zip, thing)) {
+      return { missing: "it renewed its key on the device since: the zip's key is no longer accepted (create the thing again, or enrol it)" };
+    }
+    return { zip };
   }
 
   /**
@@ -213,4 +227,12 @@ export class Things {
     await writeRevocationLists(home, store);
     this.deps.disconnect?.(thing.name);
   }
+}
+
+/** Whether the zip's public key file is the thing's current key (renewal replaces it on the device). */
+function distributionHoldsKey(zip: Uint8Array, thing: Pick<ThingRecord, "name" | "publicKeyPem">): boolean {
+  const name = `keys/${keyFileNames(thing.name).publicKey}`;
+  const files = unzipSync(zip, { filter: (file) => file.name.endsWith(name) });
+  const key = Object.values(files)[0];
+  return key !== undefined && new TextDecoder().decode(key).trim() === thing.publicKeyPem.trim();
 }
