@@ -254,6 +254,8 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
         store
           .revokedSince(from - 1000)
           .then((names) => names.forEach(kick))
+          // a thing revoked or deleted mid-rollout will not poll again: its batch moves on
+          .then(() => useCases.updates.advanceRunning())
           .then(() => store.lastSupersededAt())
           .then(async (at) => {
             if (at <= lastSuperseded) return;

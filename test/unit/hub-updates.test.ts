@@ -183,6 +183,26 @@ describe("a rollout in batches", () => {
     expect(status.rollout.state).toBe("done");
   });
 
+  test("a thing of the current batch revoked or deleted mid-rollout does not hold it: the next batch goes, at once or at the hub's next poll", async () => {
+    const extra = await Promise.all(["e", "f", "g"].map((name) => createThing(home, store, name)));
+    const [e, f, g] = extra.map((x) => x.thing);
+    const updates = new Updates({ home, store });
+    const request = { version: "2.0.0", batch: "1", maxFailures: 0 };
+    await updates.startRollout({ ...request, things: [e!, f!, g!] });
+    const state = async (id: string) => (await updates.forThing(id))?.state;
+    expect([await state(e!.id), await state(f!.id), await state(g!.id)]).toEqual(["pending", "queued", "queued"]);
+    // e is revoked (by any process): it will never poll; the hub's poll advances the rollout
+    await store.revokeThing(e!.id, Date.now());
+    await updates.advanceRunning();
+    expect([await state(f!.id), await state(g!.id)]).toEqual(["pending", "queued"]);
+    // f is deleted: the same, and the rollout ends when g is done
+    await store.deleteThing(f!.id);
+    await updates.advanceRunning();
+    expect(await state(g!.id)).toBe("pending");
+    await updates.advanceRunning(); // nothing to do while g works
+    expect((await updates.status()).rollout?.state).toBe("running");
+  });
+
   test("things authenticate with their own JWT; the operator routes need the operator token", async () => {
     const other = things[1]!;
     const jwt = await signThingToken({ thingId: other.record.id, privateKey: other.key });

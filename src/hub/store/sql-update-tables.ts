@@ -46,7 +46,8 @@ export function sqlUpdateTables(sql: HubSql): UpdateTables {
     },
     async countStates(rolloutId, states, not = false) {
       const row = await sql.get<{ n: number }>(
-        `SELECT COUNT(*) AS n FROM thing_updates WHERE rollout_id = ? AND state ${not ? "NOT IN" : "IN"} (${list(states)})`,
+        `SELECT COUNT(*) AS n FROM thing_updates WHERE rollout_id = ? AND state ${not ? "NOT IN" : "IN"} (${list(states)})
+           AND thing_id IN (SELECT id FROM things WHERE revoked_at IS NULL)`,
         [rolloutId, ...states],
       );
       return row!.n;

@@ -95,7 +95,7 @@ export interface UpdateTables {
   stopRollout(id: number, reason: string, at: number): Promise<void>;
   /** → done */
   finishRollout(id: number, at: number): Promise<void>;
-  /** how many of the rollout's things are in one of `states` (or, with `not`, in none of them) */
+  /** how many of the rollout's things (those that exist and are not revoked) are in one of `states` (or, with `not`, in none of them) */
   countStates(rolloutId: number, states: readonly string[], not?: boolean): Promise<number>;
   /** the lowest batch number still `queued`, or null */
   nextQueuedBatch(rolloutId: number): Promise<number | null>;

@@ -272,13 +272,30 @@ export class Updates {
     });
   }
 
+  /**
+   * Advances the running rollout, if any (advance): for what no poll or report of a thing will
+   * say, a thing of the current batch revoked or deleted (by any process). The hub's
+   * revocation poll calls it.
+   */
+  advanceRunning(): Promise<void> {
+    return this.tables.transaction(async (t) => {
+      const running = await t.runningRollout();
+      if (running) await advance(t, running.id, this.now());
+    });
+  }
+
   /** What the thing last said it runs and how its update goes (undefined: it never reported and was never in a rollout). */
   forThing(thingId: string): Promise<ThingUpdateRow | undefined> {
     return this.tables.thingRow(thingId);
   }
 }
 
-/** Inside a transaction: stop past the threshold, else release the next batch when the released ones are done. */
+/**
+ * Inside a transaction: stop past the threshold, else release the next batch when the released
+ * ones are done. Only things that still exist and are not revoked count (countStates): a thing
+ * revoked or deleted mid-rollout never polls again, and would hold its batch for ever. A batch
+ * with none of those left is passed over at once.
+ */
 async function advance(t: UpdateTables, id: number, at: number): Promise<void> {
   const rollout = await t.rollout(id);
   if (rollout?.state !== "running") return;
@@ -287,12 +304,14 @@ async function advance(t: UpdateTables, id: number, at: number): Promise<void> {
     await t.stopRollout(id, `${failures} things failed or rolled back, more than --max-failures ${rollout.max_failures}`, at);
     return;
   }
-  const inFlight = await t.countStates(id, [...TERMINAL_STATES, "queued"], true);
-  if (inFlight > 0) return;
-  const next = await t.nextQueuedBatch(id);
-  if (next === null) {
-    await t.finishRollout(id, at);
-    return;
+  for (;;) {
+    const inFlight = await t.countStates(id, [...TERMINAL_STATES, "queued"], true);
+    if (inFlight > 0) return;
+    const next = await t.nextQueuedBatch(id);
+    if (next === null) {
+      await t.finishRollout(id, at);
+      return;
+    }
+    await t.releaseBatch(id, next, at);
   }
-  await t.releaseBatch(id, next, at);
 }
