@@ -199,4 +199,12 @@ describe("renewal", () => {
       expect(await again.stop()).toBe(0);
     }
   }, 150_000);
+
+  test("a certificate that expired while serve was not running: the broker's silent refusal is put down to the expiry, with its date", async () => {
+    const notAfter = describeCertificate(readFileSync(certFile, "utf8")).notAfter;
+    await waitUntil("the certificate on disk has expired", () => Date.now() > notAfter.getTime() + 1_000, 40_000);
+    const collected = await run(["collect", "-c", join(dir, "config.yml"), "--via", "mqtt"], { input: '{"expired":true}', timeoutMs: 30_000 });
+    expect(collected.code).not.toBe(0);
+    expect(collected.stderr).toContain(`this thing's certificate expired at ${notAfter.toISOString()}, which brokers refuse`);
+  }, 60_000);
 });

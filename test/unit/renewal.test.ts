@@ -87,7 +87,7 @@ describe("the schedule", () => {
     expect(renewalDueAt(0, 90)).toBe(60);
   });
 
-  test("retries back off from 30 s to an hour, never beyond a tenth of what is left (at least a second) while valid", () => {
+  test("retries back off from 30 s to an hour, never beyond a tenth of what is left (at least a second) while valid; after expiry from 30 s to five minutes", () => {
     for (let i = 0; i < 50; i++) {
       const first = retryDelay(1, 365 * 86_400_000);
       expect(first).toBeGreaterThanOrEqual(24_000);
@@ -95,8 +95,12 @@ describe("the schedule", () => {
       expect(retryDelay(20, 365 * 86_400_000)).toBeLessThanOrEqual(3_600_000 * 1.2);
       expect(retryDelay(5, 20_000)).toBeLessThanOrEqual(2_400);
       expect(retryDelay(5, 500)).toBeGreaterThanOrEqual(800);
-      // expired: the plain backoff, not a retry every second
-      expect(retryDelay(5, -1)).toBeGreaterThanOrEqual(384_000);
+      // expired: from 30 s again (attempts counted since the expiry), doubling to five minutes,
+      // never a retry every second, nor an hour away once the hub is back
+      expect(retryDelay(1, -1)).toBeGreaterThanOrEqual(24_000);
+      expect(retryDelay(1, -1)).toBeLessThanOrEqual(36_000);
+      expect(retryDelay(5, -1)).toBeGreaterThanOrEqual(240_000);
+      expect(retryDelay(50, -1)).toBeLessThanOrEqual(360_000);
     }
   });
 

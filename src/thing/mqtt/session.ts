@@ -4,6 +4,7 @@
  */
 import { EventEmitter } from "node:events";
 import { type IClientOptions, type IPublishPacket, MqttClient } from "mqtt";
+import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { OrderedPubacks } from "../../shared/mqtt-puback.ts";
@@ -278,7 +279,7 @@ export class ThingSession extends EventEmitter {
         this.silentCloseTold = true;
         log.warn("mqtt.closed_before_connack", {
           broker: this.brokerName(),
-          hint: `${SILENT_CLOSE}. Retrying; said once until a connection is accepted`,
+          hint: `${silentClose(this.client.options.cert)}. Retrying; said once until a connection is accepted`,
         });
       }
       this.backoff.disconnected(Date.now(), this.dropCause);
@@ -294,7 +295,7 @@ export class ThingSession extends EventEmitter {
       }
       this.emit("disconnected");
       if (this.options.reconnect === false) {
-        this.emit("fatal", new Error(closeReason(this.lastError, silentlyRefused), { cause: this.lastError }));
+        this.emit("fatal", new Error(closeReason(this.lastError, silentlyRefused, this.client.options.cert), { cause: this.lastError }));
         return;
       }
       const delay = this.backoff.nextDelayMs();
@@ -416,10 +417,27 @@ function connackRefusal(err: Error | undefined): { code: number; meaning: string
 const SILENT_CLOSE =
   "the broker closed the connection before answering CONNECT: most often it does not accept this thing's certificate (one signed by another hub's CA, keys from another distribution, or a certificate its CRL revokes); the broker's log says why";
 
+/**
+ * SILENT_CLOSE, unless the certificate the thing connects with (`certPem`) has expired: then
+ * that, which is why a broker refuses it (the thing knows its own dates; the broker's side does
+ * not reach it).
+ */
+function silentClose(certPem: unknown, now = Date.now()): string {
+  try {
+    const { notAfter } = describeCertificate(String(certPem));
+    if (notAfter.getTime() <= now) {
+      return `the broker closed the connection before answering CONNECT: this thing's certificate expired at ${notAfter.toISOString()}, which brokers refuse; serve renews it from the hub as soon as the hub answers (the renewal lines say how it goes), and a device clock set wrong makes a valid one look expired`;
+    }
+  } catch {
+    // a certificate we cannot read: the general words
+  }
+  return SILENT_CLOSE;
+}
+
 /** Why a one-shot session's connection ended, in one phrase: a CONNACK refusal, an error, or the broker closing it (`beforeConnack`: before any CONNACK). */
-function closeReason(err: Error | undefined, beforeConnack: boolean): string {
+function closeReason(err: Error | undefined, beforeConnack: boolean, certPem: unknown): string {
   const refusal = connackRefusal(err);
   if (refusal) return `${refusal.meaning} (CONNACK ${refusal.code})`;
   if (err) return `the MQTT connection failed: ${describeError(err)}`;
-  return beforeConnack ? SILENT_CLOSE : "the broker closed the MQTT connection";
+  return beforeConnack ? silentClose(certPem) : "the broker closed the MQTT connection";
 }

@@ -35,6 +35,7 @@ const FIRST_CHECK_MIN_MS = 1_000;
 const FIRST_CHECK_SPREAD_MS = 9_000;
 const RETRY_BASE_MS = 30_000;
 const RETRY_MAX_MS = 3_600_000;
+const RETRY_EXPIRED_MAX_MS = 300_000;
 /** until the hub has said how often to ask */
 const DEFAULT_CHECK_MS = 15 * 60_000;
 
@@ -51,12 +52,15 @@ export function jittered(ms: number, spread = 0.2): number {
 /**
  * The wait before retry number `attempt` (1, 2, ...): 30 s doubling to an hour; while the
  * certificate is valid, at most a tenth of the `remainingMs` it has left (at least a second), so
- * a short lifetime is retried in time. Once it has expired, the plain backoff: a thing that
- * cannot renew (revoked, a hub away for good) must not ask every second.
+ * a short lifetime is retried in time. Once it has expired (`attempt` then counts the retries
+ * since it did), 30 s doubling to five minutes: the thing is shut out of the broker until it
+ * renews, so it asks often enough to be back soon after the hub is, and no more (a thing that
+ * cannot renew, revoked or its hub gone, asks every five minutes).
  */
 export function retryDelay(attempt: number, remainingMs: number): number {
-  const backoff = Math.min(RETRY_BASE_MS * 2 ** Math.max(0, attempt - 1), RETRY_MAX_MS);
-  const cap = remainingMs > 0 ? Math.max(1000, remainingMs / 10) : Number.POSITIVE_INFINITY;
+  const expired = remainingMs <= 0;
+  const backoff = Math.min(RETRY_BASE_MS * 2 ** Math.max(0, attempt - 1), expired ? RETRY_EXPIRED_MAX_MS : RETRY_MAX_MS);
+  const cap = expired ? Number.POSITIVE_INFINITY : Math.max(1000, remainingMs / 10);
   return jittered(Math.min(backoff, cap));
 }
 
@@ -92,6 +96,8 @@ export class CertificateRenewer {
   private running: Promise<void> | undefined;
   private checkMs = DEFAULT_CHECK_MS;
   private failures = 0;
+  /** failed renewals since the certificate expired (retryDelay starts its backoff again there) */
+  private failuresSinceExpiry = 0;
   private refusals = 0;
   /** a fallback is being decided (the hub is asked): closes meanwhile do not count */
   private deciding = false;
@@ -196,9 +202,14 @@ export class CertificateRenewer {
       try {
         await this.renew(renewNow ? "asked by the hub" : "two thirds of its lifetime passed");
         this.failures = 0;
+        this.failuresSinceExpiry = 0;
       } catch (err) {
         this.failures++;
-        const delay = retryDelay(this.failures, notAfter - Date.now());
+        // Past expiry the backoff starts again: the retries made while the certificate was valid
+        // (many, for a short one) must not put the next one an hour away.
+        const expired = notAfter <= Date.now();
+        if (expired) this.failuresSinceExpiry++;
+        const delay = retryDelay(expired ? this.failuresSinceExpiry : this.failures, notAfter - Date.now());
         log.warn("renewal.failed", { attempt: this.failures, error: describeError(err), retryInMs: delay });
         this.schedule(delay);
         return;
