@@ -10,7 +10,7 @@
  * the table.
  */
 import { type CAC, type Command, cac } from "cac";
-import { keepArgumentsText, lastValueOfRepeats, matchCommand, restoreArgumentsText } from "./cli/argv.ts";
+import { keepArgumentsText, lastValueOfRepeats, matchCommand, refuseEmptyValues, restoreArgumentsText } from "./cli/argv.ts";
 import type { CommandSpec } from "./cli/command.ts";
 import { EXIT_CODES_HELP, ExitCode, HUB_EXIT_CODES_HELP } from "./cli/exit-codes.ts";
 import { hubMosquittoConfigCommand, hubRabbitmqConfigCommand } from "./cli/hub/broker.ts";
@@ -152,7 +152,10 @@ export async function main(argv: string[]): Promise<number> {
     if (matched && !cli.matchedCommand && !cli.options.help) cli = parse(undefined);
     restoreArgumentsText(cli);
     const spec = cli.matchedCommand && COMMANDS.find((c) => c.name === cli.matchedCommand!.name);
-    if (spec) lastValueOfRepeats(spec, cli.options);
+    if (spec && !cli.options.help) {
+      lastValueOfRepeats(spec, cli.options);
+      refuseEmptyValues(spec, cli.options);
+    }
     if (!cli.matchedCommand) {
       if (cli.options.version && !cli.options.help) return printVersion();
       if (cli.options.help) return ExitCode.OK;

@@ -3,6 +3,7 @@
  * values the same way.
  */
 import type { CAC } from "cac";
+import { UsageError } from "../shared/errors.ts";
 import type { CommandSpec, Options } from "./command.ts";
 
 /**
@@ -50,6 +51,22 @@ export function lastValueOfRepeats(spec: CommandSpec, options: Options): void {
     for (const name of optionNames(option.flags)) {
       const value = options[name];
       if (Array.isArray(value)) options[name] = value[value.length - 1];
+    }
+  }
+}
+
+/**
+ * Refuses a flag given an empty value (`--dir ''`, an unset variable in a script): every command
+ * would otherwise take it for not given and use the default, such as `hub init --dir ''` making
+ * ~/.flashlex-hub. Throws UsageError (64) naming the flag as it is written.
+ */
+export function refuseEmptyValues(spec: CommandSpec, options: Options): void {
+  for (const option of spec.options) {
+    if (!option.flags.includes("<")) continue;
+    const given = optionNames(option.flags).map((name) => options[name]);
+    if (given.some((value) => value === "" || (Array.isArray(value) && value.includes("")))) {
+      const written = option.flags.match(/--[a-z][\w-]*/i)?.[0] ?? option.flags;
+      throw new UsageError(`${written} needs a value; it was given empty`);
     }
   }
 }

@@ -15,7 +15,7 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { binaryPath, type RunResult, run, start } from "../support/binary.ts";
 import { DAMAGE_KINDS, GOOD_ROW_COUNT } from "../support/damaged-databases.ts";
@@ -257,6 +257,24 @@ describe("bad values on the command line and on stdin", () => {
     expectOneLine(since, /^flashlex: --since must be .*not "-1h"$/);
     mkdirSync(thing.dataDir, { recursive: true }); // as serve makes it
     expect((await run(["messages", "list", ...thing.flags, "--limit", "3"])).code).toBe(0);
+  });
+
+  test("a flag given an empty value (an unset variable in a script) is 64 naming it, not the default: `hub init --dir ''` makes no ~/.flashlex-hub", async () => {
+    const home = mkdtempSync(join(thing.dir, "home-"));
+    for (const args of [
+      ["hub", "init", "--dir", ""],
+      ["hub", "thing", "create", "x", "--dir", ""],
+      ["messages", "list", ...thing.flags, "--since", ""],
+      ["collect", ...thing.flags, "--file", ""],
+      ["serve", ...thing.flags, "--exec", ""],
+    ]) {
+      const result = await run(args, { env: { HOME: home, FLASHLEX_HUB_DIR: "" }, input: "{}" });
+      tally("badInputs");
+      const flag = args[args.length - 2]!;
+      expect({ args, code: result.code }).toEqual({ args, code: 64 });
+      expectOneLine(result, new RegExp(`^flashlex: ${flag} needs a value; it was given empty$`));
+    }
+    expect(readdirSync(home)).toEqual([]);
   });
 
   test("an unknown flag is 64 and named as it was typed, not camelCased (cac's own name for it)", async () => {

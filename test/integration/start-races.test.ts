@@ -12,7 +12,7 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { rmSync } from "node:fs";
+import { mkdirSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
 import { type Background, binaryPath, type RunResult, run, start } from "../support/binary.ts";
@@ -96,6 +96,9 @@ describe("processes opening a fresh database at once", () => {
   test("10 trials of serve + 2 collect + 2 messages list started together: none fails, the schema is migrated once, nothing is lost", async () => {
     for (let trial = 0; trial < 10; trial++) {
       const dataDir = join(thing.dir, `fresh-${trial}`);
+      // the directory without a database (messages only reads a data directory that exists);
+      // all of them race to make the database and its schema
+      mkdirSync(dataDir);
       const flags = flagsFor(dataDir);
       const serve = spawnServe(dataDir);
       let results: RunResult[];

@@ -186,7 +186,7 @@ describe("serve --exec with a handler that hangs", () => {
       [["--exec", "true", "--exec-timeout", "soon"], "--exec-timeout must be a whole number from 1 to 604800"],
       [["--exec-timeout", "5"], "--exec-timeout bounds the runs of --exec CMD: give --exec too"],
       // an unset variable in a unit file (`--exec "$HANDLER"`): not a serve without its handler
-      [["--exec", ""], "--exec needs a command"],
+      [["--exec", ""], "--exec needs a value; it was given empty"],
       [["--exec", "  "], "--exec needs a command"],
     ] as const) {
       const result = await run(["serve", ...thing.flags, ...args]);
