@@ -221,6 +221,12 @@ describe("enrolment", () => {
     expect(result.code).toBe(65);
     expect(readFileSync(join(taken, "config.yml"), "utf8")).toBe("# another thing\n");
     expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
+    // --dir naming a file: usage, said as such (not "already exists (EEXIST)", 74)
+    const file = join(work, "a-file");
+    writeFileSync(file, "x");
+    const onFile = await enroll(t, "onfile", file);
+    expect(onFile.code).toBe(64);
+    expect(onFile.stderr).toContain(`--dir ${file}: not a directory`);
   }, 30_000);
 
   test("keys/ made by someone after a refused attempt is never taken for enrolment's own leftover: refused (65), left as it was", async () => {

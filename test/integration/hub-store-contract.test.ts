@@ -337,13 +337,17 @@ for (const driver of DRIVERS) {
         expect(id2).toBeGreaterThan(id1);
         expect((await u.latestRollout())!.id).toBe(id2);
         expect((await u.runningRollout())!.id).toBe(id2);
+        // thing 4 is revoked: it never polls again, so it counts toward no batch (updates.ts advance)
+        for (const n of [1, 2, 3, 4]) await store.insertThing(thing(n, n === 4 ? { revokedAt: CREATED_AT } : {}));
+        const t = (n: number) => thing(n).id;
         for (const [n, batch] of [
           [1, 0],
           [2, 1],
           [3, 1],
+          [4, 1],
         ] as const) {
           await u.assign({
-            thingId: `t${n}`,
+            thingId: t(n),
             rolloutId: id2,
             toVersion: "1.0.0",
             batch,
@@ -352,21 +356,22 @@ for (const driver of DRIVERS) {
             at: CREATED_AT,
           });
         }
-        await u.recordRunning("t1", { version: "0.9.0", target: "linux-arm64" }, CREATED_AT + 1);
-        await u.recordRunning("t1", { version: "0.9.1" }, CREATED_AT + 2);
-        expect(await u.thingRow("t1")).toMatchObject({ version: "0.9.1", target: "linux-arm64", seen_at: CREATED_AT + 2, state: "pending", rollout_id: id2 });
+        await u.recordRunning(t(1), { version: "0.9.0", target: "linux-arm64" }, CREATED_AT + 1);
+        await u.recordRunning(t(1), { version: "0.9.1" }, CREATED_AT + 2);
+        expect(await u.thingRow(t(1))).toMatchObject({ version: "0.9.1", target: "linux-arm64", seen_at: CREATED_AT + 2, state: "pending", rollout_id: id2 });
         expect(await u.countStates(id2, ["queued"])).toBe(2);
         expect(await u.countStates(id2, ["queued"], true)).toBe(1);
         expect(await u.nextQueuedBatch(id2)).toBe(1);
         await u.releaseBatch(id2, 1, CREATED_AT + 3);
         expect(await u.nextQueuedBatch(id2)).toBeNull();
-        await u.setState("t2", "failed", "no", CREATED_AT + 4);
+        await u.setState(t(2), "failed", "no", CREATED_AT + 4);
         await u.stopRollout(id2, "enough", CREATED_AT + 5);
         expect((await u.rollout(id2))!.state).toBe("stopped");
         expect((await u.thingRows()).map((r) => [r.thing_id, r.state]).sort()).toEqual([
-          ["t1", "cancelled"],
-          ["t2", "failed"],
-          ["t3", "cancelled"],
+          [t(1), "cancelled"],
+          [t(2), "failed"],
+          [t(3), "cancelled"],
+          [t(4), "cancelled"],
         ]);
         await expect(
           u.transaction(async (t) => {

@@ -188,9 +188,11 @@ describe("a rollout in batches", () => {
     const [e, f, g] = extra.map((x) => x.thing);
     const updates = new Updates({ home, store });
     const request = { version: "2.0.0", batch: "1", maxFailures: 0 };
-    await updates.startRollout({ ...request, things: [e!, f!, g!] });
+    // e named twice is one thing (one batch of 1 for it, not two)
+    await updates.startRollout({ ...request, things: [e!, e!, f!, g!] });
     const state = async (id: string) => (await updates.forThing(id))?.state;
     expect([await state(e!.id), await state(f!.id), await state(g!.id)]).toEqual(["pending", "queued", "queued"]);
+    expect(await Promise.all([e!, f!, g!].map(async (t) => (await updates.forThing(t.id))?.batch))).toEqual([0, 1, 2]);
     // e is revoked (by any process): it will never poll; the hub's poll advances the rollout
     await store.revokeThing(e!.id, Date.now());
     await updates.advanceRunning();

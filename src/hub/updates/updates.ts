@@ -141,7 +141,8 @@ export class Updates {
    */
   async startRollout(request: RolloutRequest): Promise<RolloutRow> {
     if (!(await this.release(request.version))) throw new InputError(`no release ${request.version}; add it first with \`flashlex hub release add DIR\``);
-    const things = request.things.filter((t) => t.revokedAt === null);
+    // a thing named twice (by its name and its id, say) is one thing of the rollout
+    const things = [...new Map(request.things.filter((t) => t.revokedAt === null).map((t) => [t.id, t])).values()];
     if (!things.length) throw new InputError("no things to update (revoked things are left out)");
     const size = batchSize(request.batch ?? "10%", things.length);
     const maxFailures = request.maxFailures ?? 0;

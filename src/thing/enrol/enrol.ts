@@ -19,6 +19,7 @@
  *  5. The folder is written all or nothing (folder.ts).
  */
 import { createPublicKey, X509Certificate } from "node:crypto";
+import { existsSync, statSync } from "node:fs";
 import { parse } from "yaml";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { createCsr } from "../../crypto/csr.ts";
@@ -118,6 +119,8 @@ export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<Enro
   if (!TYPED_THING_NAME.test(opts.name)) throw new UsageError(`--name must be ${TYPED_THING_NAME_RULE}, not ${JSON.stringify(opts.name)}`);
   if (!opts.token) throw new UsageError("--token is required (the enrolment token `hub enroll-token create` printed)");
   const timeoutMs = opts.timeoutMs ?? 30_000;
+  if (existsSync(opts.dir) && !statSync(opts.dir).isDirectory())
+    throw new UsageError(`--dir ${opts.dir}: not a directory; give the folder the thing will live in`);
   checkFolderFree(opts.dir);
 
   const info = await hubRequest(`${hubUrl}/enroll`, { method: "GET", trust: { kind: "none-yet" }, timeoutMs });
