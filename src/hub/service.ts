@@ -254,8 +254,9 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
         store
           .revokedSince(from - 1000)
           .then((names) => names.forEach(kick))
-          // a thing revoked or deleted mid-rollout will not poll again: its batch moves on
-          .then(() => useCases.updates.advanceRunning())
+          // a thing revoked or deleted mid-rollout will not poll again: its batch moves on (a
+          // failure here must not hold up the certificates below)
+          .then(() => useCases.updates.advanceRunning().catch((err) => log.warn("hub.rollout_advance_failed", { error: err })))
           .then(() => store.lastSupersededAt())
           .then(async (at) => {
             if (at <= lastSuperseded) return;
