@@ -86,6 +86,9 @@ describe("enrolment", () => {
     expect(statSync(join(dir, "keys", `${name}-keypair-private.pem`)).mode & 0o777).toBe(0o600);
     const listed = (await things()).find((x) => x.name === name);
     expect(listed).toMatchObject({ status: "created", enrolled: true, distribution: null });
+    // the hub's log names the token by its id (public), never the token
+    await serving.waitFor(new RegExp(`hub\\.thing_enrolled [^\\n]*thing=${name} [^\\n]*enrolled_with=${t.id}`), 5_000);
+    expect(serving.output()).not.toContain(t.token);
     // 90 days by default
     const days = (Date.parse(listed.certificateNotAfter) - Date.now()) / 86_400_000;
     expect(days).toBeGreaterThan(89.9);

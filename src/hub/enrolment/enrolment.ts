@@ -46,7 +46,8 @@ export class Enrolment {
         via,
         thing: enrolled.thing.name,
         id: enrolled.thing.id,
-        token: enrolled.thing.enrolledWith,
+        // the token's id (public): a key named like a secret ("token") would be [redacted] in the log
+        enrolled_with: enrolled.thing.enrolledWith,
         repeated: enrolled.repeated,
       });
       return enrolled;
