@@ -131,6 +131,13 @@ describe("hub init", () => {
       ((await initHub({ dir: join(root, "refused"), ...options }).catch((e) => e)) as Error).message;
     expect(await refusal({ apiUrl: "http://127.0.0.1:0" })).toStartWith("hub init: --api-url (api.port): ");
     expect(await refusal({ env: "a b" })).toStartWith("hub init: --env (env): ");
+    // the broker host comes from --broker-host, else the first --name: the refusal says which
+    expect(await refusal({ names: ["::1"] })).toStartWith("hub init: --name (its first, the broker host things are told) (broker.host): ");
+    expect(await refusal({ brokerHost: "::1" })).toStartWith("hub init: --broker-host (broker.host): ");
+    const long = `${"a".repeat(30)}.${"b".repeat(39)}`; // a valid DNS name, too long for a certificate's CN
+    expect(await refusal({ names: [long] })).toBe(
+      `--name (its first, the broker host things are told): "${long}" is longer than 64 characters, which a certificate's common name cannot hold; give a shorter name first, or --broker-host`,
+    );
     expect(await refusal({ apiUrl: "ftp://hub.lan/" })).toBe('--api-url must be an http:// or https:// URL, not "ftp://hub.lan/"');
     // it would be written into every distribution
     expect(await refusal({ apiUrl: "http://user:secret@hub.lan:8080" })).toStartWith("--api-url must not hold a user name or password");

@@ -51,7 +51,6 @@ const LOOPBACK = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
 /** The `hub init` flag each hub.yml setting it writes comes from, to name in a refusal. */
 const INIT_FLAG_OF: Record<string, string> = {
   api: "--api-url",
-  "broker.host": "--broker-host",
   "broker.port": "--broker-port",
   "broker.names": "--name",
   env: "--env",
@@ -147,6 +146,15 @@ function initialSettings(o: InitHubOptions): HubSettings {
     if (!isIP(name) && !DNS_NAME.test(name)) throw new UsageError(`--name: not a DNS name or IP address: ${JSON.stringify(name)}`);
   }
   const brokerHost = o.brokerHost ?? userNames[0] ?? "localhost";
+  // Refusals of the broker host name the flag it came from: --broker-host, else the first --name.
+  const brokerHostFlag =
+    o.brokerHost !== undefined ? "--broker-host" : userNames[0] !== undefined ? "--name (its first, the broker host things are told)" : "--broker-host";
+  // It is the broker certificate's common name, which RFC 5280 (ub-common-name) bounds at 64.
+  if (brokerHost.length > 64) {
+    throw new UsageError(
+      `${brokerHostFlag}: ${JSON.stringify(brokerHost)} is longer than 64 characters, which a certificate's common name cannot hold; give a shorter name first, or --broker-host`,
+    );
+  }
   // Things verify the broker's name: the host they are told must be in the certificate.
   if (!names.some((n) => n.toLowerCase() === brokerHost.toLowerCase())) names.unshift(brokerHost);
   const publicUrl = o.apiUrl ?? "http://127.0.0.1:8080";
@@ -186,7 +194,7 @@ function initialSettings(o: InitHubOptions): HubSettings {
   if (!parsed.success) {
     const issue = parsed.error.issues[0]!;
     const where = issue.path.slice(1).join(".");
-    const flag = INIT_FLAG_OF[where] ?? INIT_FLAG_OF[where.split(".")[0]!];
+    const flag = where === "broker.host" ? brokerHostFlag : (INIT_FLAG_OF[where] ?? INIT_FLAG_OF[where.split(".")[0]!]);
     throw new UsageError(`hub init: ${flag ? `${flag} (${where})` : where}: ${issue.message}`);
   }
   return parsed.data.hub;
