@@ -120,9 +120,13 @@ async function runCommand(cli: CAC, spec: CommandSpec): Promise<number> {
     throw new FlashlexError(`the hub needs a Bun build: linux-x64 or linux-arm64${postgres}`, "unavailable");
   }
   if (spec.run) return spec.run([...cli.args], cli.options);
-  if (cli.args.length) throw new UsageError(`unknown ${spec.name} command ${JSON.stringify(cli.args.join(" "))}; see flashlex ${spec.name} --help`);
+  if (cli.args.length) throw unknownGroupCommand(spec, cli.args);
   cli.outputHelp();
   return ExitCode.USAGE;
+}
+
+function unknownGroupCommand(group: CommandSpec, words: readonly string[]): UsageError {
+  return new UsageError(`unknown ${group.name} command ${JSON.stringify(words.join(" "))}; see flashlex ${group.name} --help`);
 }
 
 /** `flashlex 0.1.0 (abc1234), Bun 1.4.5, linux-x64`: what was built, and what runs it (the armv7 build: Node). */
@@ -164,6 +168,9 @@ export async function main(argv: string[]): Promise<number> {
       return ExitCode.USAGE;
     }
     if (cli.options.help) return ExitCode.OK;
+    // A group (`hub`, `hub thing`) followed by words it has no command for: say that, before cac
+    // judges the flags by the group's own (none), which would call --dir an unknown option.
+    if (spec && !spec.run && cli.args.length) throw unknownGroupCommand(spec, cli.args);
     cli.runMatchedCommand();
     return (await result) ?? ExitCode.OK;
   } catch (err) {

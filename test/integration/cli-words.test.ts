@@ -49,6 +49,17 @@ test("--help prints one help, for the command it follows, and exits 0", async ()
   }
 });
 
+test("a word a group has no command for is named as an unknown command, also with flags after it (not as an unknown --dir)", async () => {
+  for (const [args, said] of [
+    [["hub", "thing", "frobnicate", "x", "--dir", work], 'unknown hub command "thing frobnicate x"'],
+    [["hub", "frob", "--dir", work], 'unknown hub command "frob"'],
+  ] as const) {
+    const result = await run([...args]);
+    expect({ args, code: result.code }).toEqual({ args, code: 64 });
+    expect(result.stderr.trim()).toBe(`flashlex: ${said}; see flashlex hub --help`);
+  }
+});
+
 test("hub init says the broker listens on every interface; mosquitto-config tells the hub the port it wrote and the CRL it added to hub.yml", async () => {
   const dir = join(work, "init");
   const init = await run(["hub", "init", "--dir", dir]);
