@@ -138,7 +138,14 @@ describe("enrolment tokens over the API", () => {
     const info = await api.fetch(new Request(`${base}/enroll`));
     expect(info.status).toBe(200);
     expect(((await info.json()) as any).result.ownerPrefix).toBe("ecd13b11");
-    expect((await asOperator(`/enroll-tokens/${created.body.result.id}`, "DELETE")).body.result.changed).toBe(true);
+    // the id in either case
+    expect((await asOperator(`/enroll-tokens/${created.body.result.id.toUpperCase()}`, "DELETE")).body.result.changed).toBe(true);
     expect((await asOperator("/enroll-tokens/zzz", "DELETE")).status).toBe(404);
+    // an id no token has: 404 with what is missing, not 400
+    const unknown = await asOperator("/enroll-tokens/abcdef012345", "DELETE");
+    expect({ status: unknown.status, said: unknown.body.messages[0].value }).toEqual({
+      status: 404,
+      said: 'no enrolment token "abcdef012345" (see `flashlex hub enroll-token list`)',
+    });
   });
 });

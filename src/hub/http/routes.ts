@@ -16,7 +16,7 @@ import { isUuid } from "../../protocol/ids.ts";
 import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
 import { ingressTopic } from "../../protocol/topics.ts";
 import { parseDuration } from "../../shared/duration.ts";
-import { FlashlexError } from "../../shared/errors.ts";
+import { FlashlexError, InputError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { createConsole } from "../console/console.ts";
@@ -275,7 +275,10 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       DELETE: {
         caller: "operator",
         async handle({ id }) {
-          const changed = await enrolment.tokens.revoke(id);
+          // an id no token has is a resource that is not there: 404, as for things
+          const changed = await enrolment.tokens.revoke(id).catch((err) => {
+            throw err instanceof InputError ? new HttpError(404, err.message) : err;
+          });
           return ok({ id, revoked: true, changed }, changed ? "Enrolment token revoked." : "Enrolment token was already revoked.");
         },
       },
@@ -418,7 +421,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     if (parts[0] === "publish" && parts.length === 1) return { key: "publish", id: "" };
     if (parts[0] === "enroll-tokens" && parts.length <= 2) {
       if (parts.length === 1) return { key: "enroll-tokens", id: "" };
-      return /^[0-9a-f]{1,64}$/.test(parts[1]!) ? { key: "enroll-tokens/:id", id: parts[1]! } : undefined;
+      return /^[0-9a-f]{1,64}$/i.test(parts[1]!) ? { key: "enroll-tokens/:id", id: parts[1]!.toLowerCase() } : undefined;
     }
     if (parts[0] !== "things" || parts.length > 3) return undefined;
     if (parts.length === 1) return { key: "things", id: "" };
