@@ -158,6 +158,9 @@ describe("enrolment", () => {
       expect({ name, status: answer.status }).toEqual({ name, status: 400 });
     }
     expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
+    // a request without a token is refused for that first, whatever else it lacks
+    const empty = await postEnroll({});
+    expect({ status: empty.status, said: empty.body.messages[0].value }).toEqual({ status: 400, said: "no enrolment token in the request (token)" });
     // the device's own check names the rule before anything is sent
     const dashed = await run(["enroll", "--hub", t.hub, "--token", t.token, "--ca-fingerprint", t.caFingerprint, "--name=-sh", "--dir", join(work, "dashed")], {
       timeoutMs: 30_000,

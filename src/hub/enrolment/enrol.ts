@@ -70,6 +70,8 @@ export function enrolmentInfo(home: HubHome): { ownerPrefix: string; caPem: stri
  * refused: nothing was created), ConflictError (the name is taken: nothing was created).
  */
 export async function enrol(home: HubHome, store: HubStore, request: EnrolmentRequest, now: () => number = Date.now): Promise<Enrolled> {
+  // The token first: a request without one is refused for that, whatever its name.
+  if (typeof request.token !== "string" || request.token === "") throw new EnrolmentRefused("no enrolment token in the request (token)");
   let typedName: string;
   try {
     typedName = validateThingName(request.name, ownerPrefix(home.settings));
