@@ -33,7 +33,7 @@ import { ThingTokens } from "./egress/tokens.ts";
 import { keyFileTooOpen, loadIdentity, type ThingIdentity } from "./identity.ts";
 import { ExecRunner } from "./ingress/exec-runner.ts";
 import { createIngressHandler } from "./ingress/handler.ts";
-import { serveIsRunning } from "./local/client.ts";
+import { serveListens } from "./local/client.ts";
 import { databaseAccess } from "./local/in-process.ts";
 import { acquireServeLock } from "./local/serve-lock.ts";
 import { closeControlSocket, listenControlSocket } from "./local/server.ts";
@@ -95,9 +95,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const lock = await acquireServeLock(config.dataDir);
     await parts.start({ name: "serve lock", stop: () => lock.release() });
     // A serve whose lock this one cannot see (another network namespace: a container sharing the
-    // volume) still answers on the directory's control socket; taking over would remove it.
-    if (await serveIsRunning(config.dataDir)) {
-      throw new FlashlexError(`${config.dataDir}: another flashlex serve is running for this data directory (it answers on its control socket)`, "try-later");
+    // volume) still listens on the directory's control socket, answering or not (stopped, busy);
+    // taking over would remove its socket.
+    if (await serveListens(config.dataDir)) {
+      throw new FlashlexError(`${config.dataDir}: another flashlex serve is running for this data directory (it listens on its control socket)`, "try-later");
     }
     // A renewal cut short by a crash or a power cut is finished or undone first (renewal/).
     recoverIdentityFiles(config.paths, log);

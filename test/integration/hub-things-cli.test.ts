@@ -76,6 +76,39 @@ describe("hub thing delete", () => {
     }
   }, 90_000);
 
+  test("deleted, made again and sent a message at once (before or after the serving hub's poll saw the delete): the old device gets nothing, the new one gets it", async () => {
+    const old = await hub.createThing("quick");
+    const serving = await hub.serve();
+    const device = start(["serve", ...old.flags]);
+    try {
+      await device.waitFor(/mqtt\.subscribed/, 30_000);
+      // As fast as the commands go: the message may come before the hub's 3 s poll saw the
+      // delete (then sending it drops the old connection), or after (then the poll did).
+      expect((await run(["hub", "thing", "delete", "quick", "--dir", hub.dir], { timeoutMs: 30_000 })).code).toBe(0);
+      const fresh = await hub.createThing("quick", ["--key-type", "ec"]);
+      const id = await hub.publish(fresh.id, { secret: "for the new quick" });
+      await serving.waitFor(new RegExp(`mqtt\\.kicked [^\\n]*thing=${old.name} `), 10_000);
+      await Bun.sleep(2_000);
+      const stored = await run(["messages", "list", "--all", "--json", ...old.flags], { timeoutMs: 30_000 });
+      expect(stored.stdout).not.toContain(id);
+      expect((await hub.ingress(fresh.id)).map((m) => m.delivery)).toEqual(["pending"]);
+      await device.stop();
+      // the new device, started now, gets it (the old session's queue is not handed to it)
+      const newDevice = start(["serve", ...fresh.flags]);
+      try {
+        await newDevice.waitFor(/ingress\.stored/, 30_000);
+        const mine = await run(["messages", "list", "--all", "--json", ...fresh.flags], { timeoutMs: 30_000 });
+        expect(mine.stdout).toContain(id);
+        expect(mine.stdout.trim().split("\n")).toHaveLength(1);
+      } finally {
+        await newDevice.stop();
+      }
+    } finally {
+      await device.stop();
+      await serving.stop();
+    }
+  }, 90_000);
+
   test("a thing that does not exist is 65; no thing named is 64", async () => {
     const missing = await run(["hub", "thing", "delete", "nosuch", "--dir", hub.dir], { timeoutMs: 30_000 });
     expect(missing.code).toBe(65);

@@ -419,6 +419,28 @@ describe("serve", () => {
     }
   }, 60_000);
 
+  test.skipIf(Bun.spawnSync(["unshare", "-n", "true"]).exitCode !== 0)(
+    "a serve in another network namespace that does not answer (stopped): its lock is out of sight, its socket is not, and nothing goes behind its back (75)",
+    async () => {
+      const serve = start(["serve", ...thing.flags], { command: ["unshare", "-n", binaryPath()] });
+      try {
+        await serve.waitFor(/serve\.started/);
+        serve.proc.kill("SIGSTOP");
+        try {
+          for (const args of [["messages", "list"], ["outbox", "list"], ["collect"], ["serve"]]) {
+            const result = await run([...args, ...thing.flags], { timeoutMs: 15_000, input: '{"frozen":"elsewhere"}' });
+            expect({ args, code: result.code }).toEqual({ args, code: 75 });
+          }
+        } finally {
+          serve.proc.kill("SIGCONT");
+        }
+      } finally {
+        await serve.stop();
+      }
+    },
+    60_000,
+  );
+
   test("a second serve on the same data directory is refused with 75", async () => {
     const serve = start(["serve", ...thing.flags]);
     try {
@@ -432,7 +454,7 @@ describe("serve", () => {
         const elsewhere = await run(["serve", ...thing.flags], { timeoutMs: 10_000, command: ["unshare", "-n", binaryPath()] });
         expect({ code: elsewhere.code, stderr: elsewhere.stderr.trim() }).toEqual({
           code: 75,
-          stderr: `flashlex: ${thing.dataDir}: another flashlex serve is running for this data directory (it answers on its control socket)`,
+          stderr: `flashlex: ${thing.dataDir}: another flashlex serve is running for this data directory (it listens on its control socket)`,
         });
         expect(existsSync(join(thing.dataDir, "flashlex.sock"))).toBe(true);
         expect((await run(["messages", "list", "--limit", "1", ...thing.flags])).code).toBe(0);

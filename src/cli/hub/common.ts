@@ -33,7 +33,9 @@ export function outputFile(options: Options, fallback: string): string {
   };
   const flag = given === undefined ? "the output file" : `-o ${JSON.stringify(given)}`;
   if (kindOf(file) === "directory") throw new UsageError(`${flag}: ${file} is a directory; name the file to write`);
-  if (kindOf(dirname(file)) !== "directory") throw new UsageError(`${flag}: the directory ${dirname(file)} does not exist`);
+  const parent = kindOf(dirname(file));
+  if (parent === "file") throw new UsageError(`${flag}: ${dirname(file)} is a file, not a directory`);
+  if (parent === "none") throw new UsageError(`${flag}: the directory ${dirname(file)} does not exist`);
   return file;
 }
 

@@ -172,7 +172,9 @@ function remove(args: string[], options: Options): Promise<number> {
     const thing = await thingOrFail(hub, required(args, "the thing"));
     await hub.things.delete(thing);
     console.log(`deleted ${thing.name} (id ${thing.id}), its messages and its distribution; the name can be used again`);
-    console.log("a running `flashlex hub serve` refuses it at its next connection or publish (revoke it first to have it disconnected at once)");
+    console.log(
+      "a running `flashlex hub serve` with its own broker disconnects it within 3 s; its certificate is on the CRL (an external broker refuses it once reloaded)",
+    );
     return ExitCode.OK;
   });
 }

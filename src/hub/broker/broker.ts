@@ -45,9 +45,11 @@ export interface HubBroker {
   /**
    * Publishes a stored ingress message (QoS 1) to `ingress/<thingName>`, with its id added
    * (src/protocol/ingress.ts); resolves once the broker accepted it. With `tracksDelivery` the
-   * broker also sees it through to the thing's PUBACK.
+   * broker also sees it through to the thing's PUBACK. `message.thingId`, the thing it is for:
+   * a connection under that name that authenticated as another thing (one deleted and made
+   * again, before the hub's poll saw it) is dropped first, so the message reaches the new one only.
    */
-  sendIngress(thingName: string, message: { flmessagespk: string; payload: string }): Promise<void>;
+  sendIngress(thingName: string, message: IngressForThing): Promise<void>;
   /**
    * true (embedded): store ingress as `pending`; the broker marks it delivered on the thing's
    * PUBACK and resends it after a hub restart. false (external): the broker keeps the queue and
@@ -59,4 +61,11 @@ export interface HubBroker {
   /** how many things are connected to this broker now (the hub's /metrics); absent or undefined when the broker cannot tell */
   connectedCount?(): number | undefined;
   close(): Promise<void>;
+}
+
+/** A stored ingress message as the broker sends it, and the id of the thing it is for. */
+export interface IngressForThing {
+  flmessagespk: string;
+  payload: string;
+  thingId?: string;
 }

@@ -319,6 +319,14 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
     tracksDelivery: delivery !== undefined,
     publish: publishQos1,
     sendIngress(thingName, message) {
+      // A device of a thing deleted and made again under this name, still connected (another
+      // process deleted it; the poll has not run yet): it goes before the message is published.
+      const connected = clients()[thingName];
+      const as = connected && things.get(connected);
+      if (message.thingId && as && as.id !== message.thingId) {
+        log.info("mqtt.kicked", { thing: thingName, reason: "connected as a thing of this name since deleted" });
+        connected.close();
+      }
       return delivery ? delivery.send(thingName, message) : publishQos1(ingressTopic(thingName), ingressWirePayload(message.payload, message.flmessagespk));
     },
     isConnected(thingName) {

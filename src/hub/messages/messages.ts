@@ -49,8 +49,8 @@ export function parseIngressDocument(text: string, limitBytes: number, source: s
 export interface IngressBroker {
   /** true: the broker sees the thing's PUBACK, so ingress waits as `pending` until then */
   readonly tracksDelivery: boolean;
-  /** publishes a stored ingress message to the thing; resolves once the broker accepted it */
-  sendIngress(thingName: string, message: { flmessagespk: string; payload: string }): Promise<void>;
+  /** publishes a stored ingress message to the thing (`thingId`: which one, src/hub/broker/broker.ts); resolves once the broker accepted it */
+  sendIngress(thingName: string, message: { flmessagespk: string; payload: string; thingId?: string }): Promise<void>;
   /** whether the thing is connected now; undefined when the broker cannot tell */
   isConnected(thingName: string): boolean | undefined;
 }
@@ -196,7 +196,7 @@ export class Messages {
     const { store, broker, log } = this.deps;
     const { flmessagespk } = record;
     try {
-      await broker!.sendIngress(thing.name, { flmessagespk, payload: record.payload });
+      await broker!.sendIngress(thing.name, { flmessagespk, payload: record.payload, thingId: thing.id });
     } catch (err) {
       await store.deleteMessage(flmessagespk);
       log.error("hub.publish_failed", { thing: thing.name, error: err });

@@ -116,7 +116,7 @@ function answerError(status: number, message: string): FlashlexError {
 export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<EnrolResult> {
   const hubUrl = normaliseHubUrl(opts.hubUrl);
   const pinned = normaliseFingerprint(opts.caFingerprint);
-  if (!TYPED_THING_NAME.test(opts.name)) throw new UsageError(`--name must be ${TYPED_THING_NAME_RULE}, not ${JSON.stringify(opts.name)}`);
+  if (!TYPED_THING_NAME.test(opts.name)) throw new UsageError(`--name ${JSON.stringify(opts.name)}: a thing name is ${TYPED_THING_NAME_RULE}`);
   if (!opts.token) throw new UsageError("--token is required (the enrolment token `hub enroll-token create` printed)");
   const timeoutMs = opts.timeoutMs ?? 30_000;
   if (existsSync(opts.dir) && !statSync(opts.dir).isDirectory())

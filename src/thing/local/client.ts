@@ -99,14 +99,30 @@ export class LostServeError extends FlashlexError {
  */
 export async function runningServeAccess(dataDir: string): Promise<ThingAccess | undefined> {
   if (await serveIsRunning(dataDir)) return withCheckedArguments(serveAccess(dataDir));
-  // A serve that holds the directory but did not answer (stopped with SIGSTOP, or its event loop
-  // held by an app's long write lock) is running all the same: opening the database here, or a
-  // second MQTT connection as the thing, would go behind its back.
-  // (serve-lock.ts only then: it loads node:crypto, milliseconds of every one-shot command's start)
-  if (existsSync(socketPath(dataDir)) && (await (await import("./serve-lock.ts")).serveHoldsLock(dataDir))) {
+  // A serve that listens but did not answer (stopped with SIGSTOP, or its event loop held by an
+  // app's long write lock) is running all the same: opening the database here, or a second MQTT
+  // connection as the thing, would go behind its back.
+  if (await serveListens(dataDir)) {
     throw new FlashlexError(`${dataDir}: the flashlex serve running there did not answer within 2 s (busy, or stopped); try again`, "try-later");
   }
   return undefined;
+}
+
+/**
+ * Whether a process listens on `dataDir`'s control socket, answering or not: the kernel accepts
+ * a connection for a serve that is stopped or busy all the same, and refuses one on the socket
+ * file a dead serve left. A path socket, so it also sees a serve in another network namespace.
+ */
+export async function serveListens(dataDir: string): Promise<boolean> {
+  const path = socketPath(dataDir);
+  if (!existsSync(path)) return false;
+  // node:net only here, where a serve was looked for and did not answer
+  const { connect } = await import("node:net");
+  return new Promise((resolve) => {
+    const socket = connect(path);
+    socket.once("connect", () => (socket.destroy(), resolve(true)));
+    socket.once("error", () => resolve(false));
+  });
 }
 
 /** The thing's data through the serve that runs on `dataDir`. A refusal comes back with serve's kind. */

@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from "node:crypto";
 import { linkSync, mkdirSync, readFileSync, realpathSync, statSync, unlinkSync, writeFileSync } from "node:fs";
-import { connect, createServer, type Server } from "node:net";
+import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { FlashlexError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
@@ -18,7 +18,7 @@ import { toFlashlexError } from "../../shared/foreign-errors.ts";
  * any local user could take the name first and keep serve from starting.
  *
  * Limits: abstract names live in a network namespace, so two serves in different network
- * namespaces (containers sharing a volume) do not see each other's lock; serve also asks the
+ * namespaces (containers sharing a volume) do not see each other's lock; serve also tries the
  * control socket in the directory, which a file system shares (agent.ts), before it takes over.
  * A Bun build and the armv7 Node build name it differently (Node pads the name), which never
  * meet on one machine.
@@ -60,25 +60,6 @@ export async function acquireServeLock(dataDir: string): Promise<ServeLock> {
         server.close(() => resolve());
       }),
   };
-}
-
-/**
- * True when a serve holds `dataDir`'s lock (in this network namespace): a connection to the
- * lock's name is accepted only while its holder lives, busy or stopped (SIGSTOP) alike, as
- * the kernel accepts it into the backlog. False when nobody holds it, or it cannot be asked.
- */
-export function serveHoldsLock(dataDir: string): Promise<boolean> {
-  let name: string;
-  try {
-    name = lockName(dataDir);
-  } catch {
-    return Promise.resolve(false);
-  }
-  return new Promise((resolve) => {
-    const socket = connect(`\0${name}`);
-    socket.once("connect", () => (socket.destroy(), resolve(true)));
-    socket.once("error", () => resolve(false));
-  });
 }
 
 /** Locks held by this process, so no garbage collector can ever close one early. */
