@@ -13,8 +13,8 @@ import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeCertificate } from "../../src/crypto/certificate-info.ts";
-import { binaryPath, run, start } from "../support/binary.ts";
-import { type HubFixture, listenOnLoopback, loopbackHubInit, makeHubFixture } from "../support/hub-fixture.ts";
+import { type Background, binaryPath, run, start } from "../support/binary.ts";
+import { type HubFixture, type HubThing, listenOnLoopback, loopbackHubInit, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
 import { mountTmpfs, type Tmpfs, tmpfsUnavailable } from "../support/tmpfs.ts";
 
@@ -34,6 +34,20 @@ afterAll(() => {
   rmSync(work, { recursive: true, force: true });
 });
 
+/** A thing made as `name` with the hub serving and the thing's serve subscribed; both stopped after `fn`. */
+async function withConnectedThing(name: string, fn: (ctx: { old: HubThing; serving: Background; device: Background }) => Promise<void>): Promise<void> {
+  const old = await hub.createThing(name);
+  const serving = await hub.serve();
+  const device = start(["serve", ...old.flags]);
+  try {
+    await device.waitFor(/mqtt\.subscribed/, 30_000);
+    await fn({ old, serving, device });
+  } finally {
+    await device.stop();
+    await serving.stop();
+  }
+}
+
 describe("hub thing delete", () => {
   test("deletes the thing and its distribution; the name can be used again", async () => {
     const made = await hub.createThing("doomed");
@@ -49,11 +63,7 @@ describe("hub thing delete", () => {
   }, 60_000);
 
   test("deleted by the command while the hub serves: its device is disconnected, its certificate is on the CRL, and a new thing of its name gets its messages alone", async () => {
-    const old = await hub.createThing("reused");
-    const serving = await hub.serve();
-    const device = start(["serve", ...old.flags]);
-    try {
-      await device.waitFor(/mqtt\.subscribed/, 30_000);
+    await withConnectedThing("reused", async ({ old, serving, device }) => {
       const deleted = await run(["hub", "thing", "delete", "reused", "--dir", hub.dir], { timeoutMs: 30_000 });
       expect(deleted.code, deleted.stderr).toBe(0);
       // Another process deleted it: the serving hub notices at its next revocation poll (3 s).
@@ -70,18 +80,11 @@ describe("hub thing delete", () => {
       expect(stored.code, stored.stderr).toBe(0);
       expect(stored.stdout).not.toContain(id);
       expect((await hub.ingress(fresh.id)).map((m) => [m.flmessagespk, m.delivery])).toEqual([[id, "pending"]]);
-    } finally {
-      await device.stop();
-      await serving.stop();
-    }
+    });
   }, 90_000);
 
   test("deleted, made again and sent a message at once (before or after the serving hub's poll saw the delete): the old device gets nothing, the new one gets it", async () => {
-    const old = await hub.createThing("quick");
-    const serving = await hub.serve();
-    const device = start(["serve", ...old.flags]);
-    try {
-      await device.waitFor(/mqtt\.subscribed/, 30_000);
+    await withConnectedThing("quick", async ({ old, serving, device }) => {
       // As fast as the commands go: the message may come before the hub's 3 s poll saw the
       // delete (then sending it drops the old connection), or after (then the poll did).
       expect((await run(["hub", "thing", "delete", "quick", "--dir", hub.dir], { timeoutMs: 30_000 })).code).toBe(0);
@@ -103,10 +106,7 @@ describe("hub thing delete", () => {
       } finally {
         await newDevice.stop();
       }
-    } finally {
-      await device.stop();
-      await serving.stop();
-    }
+    });
   }, 90_000);
 
   test("a thing that does not exist is 65; no thing named is 64", async () => {
