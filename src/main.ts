@@ -10,7 +10,7 @@
  * the table.
  */
 import { type CAC, type Command, cac } from "cac";
-import { keepArgumentsText, lastValueOfRepeats, matchCommand, refuseEmptyValues, restoreArgumentsText } from "./cli/argv.ts";
+import { keepArgumentsText, lastValueOfRepeats, matchCommand, refuseEmptyValues, refuseHelpInCluster, restoreArgumentsText } from "./cli/argv.ts";
 import type { CommandSpec } from "./cli/command.ts";
 import { EXIT_CODES_HELP, ExitCode, HUB_EXIT_CODES_HELP } from "./cli/exit-codes.ts";
 import { hubMosquittoConfigCommand, hubRabbitmqConfigCommand } from "./cli/hub/broker.ts";
@@ -140,6 +140,7 @@ function printVersion(): number {
 export async function main(argv: string[]): Promise<number> {
   let result: number | Promise<number> | undefined;
   try {
+    refuseHelpInCluster(argv);
     const matched = matchCommand(COMMANDS, argv.slice(2));
     const multiWord = matched?.spec.name.includes(" ") ? matched.spec : undefined;
     // cac matches args[0]: a multi-word command's words become its one (space-holding) name.

@@ -34,6 +34,21 @@ export function keepArgumentsText(argv: string[]): string[] {
   });
 }
 
+/**
+ * Refuses a word of several letters after one dash that holds an `h` (`--name -sh`): mri reads
+ * it as one-letter flags, `-h` among them, so the command printed its help and exited 0, doing
+ * nothing it was asked. No command has a use for such a cluster; a value that starts with a dash
+ * is written with `=`. Throws UsageError (64). Words after `--` are left alone.
+ */
+export function refuseHelpInCluster(argv: readonly string[]): void {
+  const end = argv.indexOf("--", 2);
+  for (const word of argv.slice(2, end < 0 ? undefined : end)) {
+    if (/^-[A-Za-z]{2,}$/.test(word) && word.includes("h")) {
+      throw new UsageError(`${JSON.stringify(word)} reads as one-letter flags, -h among them; to give it as a value, join it with =, as in --name=${word}`);
+    }
+  }
+}
+
 /** Takes off the NUL `keepArgumentsText` put in front of the words it kept as text. */
 export function restoreArgumentsText(cli: CAC): void {
   const strip = (value: unknown): unknown => (typeof value === "string" ? value.replace(/^\0/, "") : Array.isArray(value) ? value.map(strip) : value);

@@ -277,6 +277,20 @@ describe("bad values on the command line and on stdin", () => {
     expect(readdirSync(home)).toEqual([]);
   });
 
+  test("a dash word with an h after a value flag (`--name -sh`) is 64 saying how to give it, not the help with 0", async () => {
+    for (const args of [
+      ["enroll", "--hub", "http://127.0.0.1:1/dev/v1", "--token", "t", "--ca-fingerprint", "AA", "--name", "-sh"],
+      ["hub", "thing", "delete", "-sh", "--dir", thing.dir],
+    ]) {
+      const result = await run(args);
+      tally("badInputs");
+      expect({ args, code: result.code }).toEqual({ args, code: 64 });
+      expectOneLine(result, /^flashlex: "-sh" reads as one-letter flags, -h among them; to give it as a value, join it with =, as in --name=-sh$/);
+    }
+    // after --, a word is a word
+    expect((await run(["hub", "thing", "delete", "--dir", thing.dir, "--", "-sh"])).code).not.toBe(64);
+  });
+
   test("an unknown flag is 64 and named as it was typed, not camelCased (cac's own name for it)", async () => {
     const result = await run(["messages", "list", ...thing.flags, "--payload-limit", "5"]);
     tally("badInputs");
