@@ -33,9 +33,9 @@ const MAX_EXEC_TIMEOUT_SECONDS = 7 * 24 * 3600;
 async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown; metrics?: unknown }): Promise<number> {
   const execTimeout = countFlag(flags.execTimeout, "--exec-timeout", MAX_EXEC_TIMEOUT_SECONDS);
   const exec = text(flags.exec);
-  // An unset variable in a unit file (`--exec "$HANDLER"`) would start serve with no handler,
-  // its messages piling up unacknowledged without a word.
-  if (flags.exec !== undefined && !exec?.trim()) throw new UsageError("--exec needs a command; it was given empty");
+  // Blanks only (an empty value is refused for every flag, main.ts): serve would start with no
+  // handler, its messages piling up unacknowledged without a word.
+  if (flags.exec !== undefined && !exec?.trim()) throw new UsageError("--exec needs a command; it was given only blanks");
   if (execTimeout !== undefined && exec === undefined) throw new UsageError("--exec-timeout bounds the runs of --exec CMD: give --exec too");
   const log = createLogger();
   const metricsFlag = text(flags.metrics);

@@ -116,7 +116,7 @@ export async function runningServeAccess(dataDir: string): Promise<ThingAccess |
 export async function serveListens(dataDir: string): Promise<boolean> {
   const path = socketPath(dataDir);
   if (!existsSync(path)) return false;
-  // node:net only here, where a serve was looked for and did not answer
+  // node:net only when a socket file is there and no serve answered on it (a rare path)
   const { connect } = await import("node:net");
   return new Promise((resolve) => {
     const socket = connect(path);
