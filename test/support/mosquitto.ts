@@ -129,6 +129,8 @@ function copyReadable(from: string, dir: string, name: string): string {
 function defaultConfig(port: number, files: Omit<MosquittoFiles, "configFile">, opts: StartMosquittoOptions): string {
   return [
     "per_listener_settings true",
+    // as `hub mosquitto-config` writes it (docs/broker.md): no ~40 ms wait for each CONNACK
+    "set_tcp_nodelay true",
     "persistence false",
     "log_dest stderr",
     "log_type all",
