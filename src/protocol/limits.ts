@@ -260,9 +260,12 @@ function jsonc(): typeof Jsonc {
  * text would be when it cannot become a document within the limits: nested deeper than
  * `maxDepth` (checked on the way down, so a 100,000-deep array never reaches the stack's end), a
  * BigInt, a NaN or an infinity (JSON has no such numbers; `JSON.stringify` would throw or write
- * `null` in their place), a structure that contains itself, a `toJSON` or getter that throws, or
- * no value at all (undefined, a function, a symbol). Objects become what `JSON.stringify` makes
- * of them (`toJSON` applied, undefined members left out). Returns the compact text; throws
+ * `null` in their place), a structure that contains itself, a `toJSON` or getter that throws, a
+ * built-in whose contents JSON would drop (a Map, a Set, a typed array or ArrayBuffer, a RegExp,
+ * an Error, a Promise: written as `{}` or as an object of indexes), or no value at all
+ * (undefined, a function, a symbol). Other objects become what `JSON.stringify` makes of them
+ * (`toJSON` applied, so a Date is its ISO text and a Buffer its `{type, data}`; undefined
+ * members left out). Returns the compact text; throws
  * JsonDocumentError (an InputError: exit 65) naming `source` and, for a member, its path (`$.a[2]`).
  * Checks neither size nor, for a text, anything else: parse the result with `parseJsonDocument`.
  */
@@ -287,6 +290,12 @@ export function stringifyJsonValue(value: unknown, limits: Pick<JsonDocumentLimi
       throw new JsonDocumentError("not_json", `${source}: ${pathOf(this, key)} is ${member}, which JSON cannot carry`);
     }
     if (member !== null && typeof member === "object") {
+      const lossy = lossyObjectName(member);
+      if (lossy)
+        throw new JsonDocumentError(
+          "not_json",
+          `${source}: ${pathOf(this, key)} is of type ${lossy}, which JSON cannot carry (it would be written as {}); make it a plain object or an array`,
+        );
       if (depth + 1 > maxDepth) {
         throw new JsonDocumentError("too_deep", `${source}: arrays and objects nested more than ${maxDepth} levels deep (the limit)`);
       }
@@ -305,6 +314,29 @@ export function stringifyJsonValue(value: unknown, limits: Pick<JsonDocumentLimi
   }
   if (text === undefined) throw new JsonDocumentError("not_json", `${source}: not a JSON value (${value === null ? "null" : typeof value})`);
   return text;
+}
+
+/**
+ * The name of a built-in object that `JSON.stringify` writes as `{}` or as an object of its
+ * indexes without a word (its contents live outside its own enumerable properties), or undefined
+ * for any other object: plain ones, arrays, class instances (their own fields are their data).
+ */
+function lossyObjectName(value: object): string | undefined {
+  if (
+    value instanceof Map ||
+    value instanceof Set ||
+    value instanceof WeakMap ||
+    value instanceof WeakSet ||
+    value instanceof ArrayBuffer ||
+    (typeof SharedArrayBuffer === "function" && value instanceof SharedArrayBuffer) ||
+    ArrayBuffer.isView(value) ||
+    value instanceof RegExp ||
+    value instanceof Error ||
+    value instanceof Promise
+  ) {
+    return value.constructor?.name || Object.prototype.toString.call(value).slice(8, -1);
+  }
+  return undefined;
 }
 
 /**

@@ -46,6 +46,11 @@ try {
 } catch (err) {
   out.refused = { isFlashlexError: err instanceof FlashlexError, kind: err.kind, exitCode: err.exitCode, message: err.message };
 }
+try {
+  await sdk.collectMessage({ readings: new Map([["t", 21]]) });
+} catch (err) {
+  out.refusedMap = { kind: err.kind, message: err.message };
+}
 sdk.close();
 console.log(JSON.stringify(out));
 `;
@@ -92,6 +97,8 @@ interface AppOutput {
   sent: string[];
   together: number[];
   refused: { isFlashlexError: boolean; kind: string; exitCode: number; message: string };
+  /** a Map, which JSON.stringify would write as {} */
+  refusedMap: { kind: string; message: string };
 }
 
 let pkg: SdkPackage;
@@ -219,7 +226,8 @@ describe("the flashlex-sdk package", () => {
     expect(node.acked).toEqual([node.messages[0]!.id]);
     expect(node.sent).toContain(node.collect.messageId);
     expect(node.refused).toMatchObject({ isFlashlexError: true, kind: "data", exitCode: 65 });
-    tally("badInputs");
+    expect(node.refusedMap).toMatchObject({ kind: "data", message: expect.stringContaining("$.readings is of type Map") });
+    tally("badInputs", 2);
 
     const bun = await runApp("bun", "bun-through-serve");
     expect(bun.runtime).toStartWith("bun ");
@@ -228,7 +236,8 @@ describe("the flashlex-sdk package", () => {
     expect(bun.messages.map((m) => m.payload)).toEqual(published.slice(1));
     expect(bun.acked).toEqual([bun.messages[0]!.id]);
     expect(bun.refused).toMatchObject({ isFlashlexError: true, kind: "data", exitCode: 65 });
-    tally("badInputs");
+    expect(bun.refusedMap).toMatchObject({ kind: "data", message: expect.stringContaining("$.readings is of type Map") });
+    tally("badInputs", 2);
 
     // serve did both collects (its log names each message id): the apps did not open the database
     for (const id of [node.collect.messageId, bun.collect.messageId]) expect(serve.output()).toContain(id);

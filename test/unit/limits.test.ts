@@ -193,7 +193,7 @@ describe("stringifyJsonValue", () => {
     );
   });
 
-  test("a 100,000-deep array, a cycle, a BigInt, NaN and no value are JsonDocumentErrors naming the member, never a RangeError or TypeError", () => {
+  test("a 100,000-deep array, a cycle, a BigInt, NaN, no value and a Map or Set (JSON would write {}) are JsonDocumentErrors naming the member, never a RangeError or TypeError", () => {
     let deep: unknown = [];
     for (let i = 0; i < 100_000; i++) deep = [deep];
     const cyclic: Record<string, unknown> = {};
@@ -216,6 +216,42 @@ describe("stringifyJsonValue", () => {
       "collectMessage: not a JSON value (undefined)",
       "collectMessage: not a JSON value (function)",
     ]);
+    // built-ins whose contents JSON.stringify drops without a word ({} or an object of indexes)
+    const lossy = [
+      { readings: new Map([["t", 21]]) },
+      { seen: [1, new Set([1, 2])] },
+      { raw: new Uint8Array([1, 2]) },
+      { raw: new ArrayBuffer(2) },
+      { pattern: /x/ },
+      { failure: new Error("boom") },
+      { later: Promise.resolve(1) },
+      new Map(),
+    ].map((value) => {
+      try {
+        return stringifyJsonValue(value, { source: "collectMessage" });
+      } catch (err) {
+        expect(err).toBeInstanceOf(JsonDocumentError);
+        return (err as Error).message.replace(/ \(it would.*$/, "");
+      }
+    });
+    tally("badInputs", lossy.length);
+    expect(lossy).toEqual([
+      "collectMessage: $.readings is of type Map, which JSON cannot carry",
+      "collectMessage: $.seen[1] is of type Set, which JSON cannot carry",
+      "collectMessage: $.raw is of type Uint8Array, which JSON cannot carry",
+      "collectMessage: $.raw is of type ArrayBuffer, which JSON cannot carry",
+      "collectMessage: $.pattern is of type RegExp, which JSON cannot carry",
+      "collectMessage: $.failure is of type Error, which JSON cannot carry",
+      "collectMessage: $.later is of type Promise, which JSON cannot carry",
+      "collectMessage: $ is of type Map, which JSON cannot carry",
+    ]);
+    // what has a toJSON is what it makes (a Date its ISO text, a Buffer its {type, data}); a class instance its own fields
+    class Reading {
+      constructor(readonly t: number) {}
+    }
+    expect(stringifyJsonValue({ at: new Date(0), b: Buffer.from([1]), r: new Reading(2) })).toBe(
+      '{"at":"1970-01-01T00:00:00.000Z","b":{"type":"Buffer","data":[1]},"r":{"t":2}}',
+    );
     // an object met twice (not a cycle) is written twice, as JSON.stringify does
     const shared = { x: 1 };
     expect(stringifyJsonValue({ p: shared, q: [shared] })).toBe('{"p":{"x":1},"q":[{"x":1}]}');
