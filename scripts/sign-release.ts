@@ -55,20 +55,33 @@ export async function writeSignedManifest(opts: SignOptions): Promise<ReleaseMan
 }
 
 if (import.meta.main) {
-  const { values: args } = parseArgs({
-    options: { dir: { type: "string" }, "signing-key": { type: "string" }, version: { type: "string" }, commit: { type: "string" } },
-    strict: true,
-  });
-  const { packageVersion, commitSha } = await import("./build.ts");
-  if (!args.dir || !args["signing-key"]) {
-    console.error("usage: bun scripts/sign-release.ts --dir DIR --signing-key FILE [--version V] [--commit C]");
+  const usage = "usage: bun scripts/sign-release.ts --dir DIR --signing-key FILE [--version V] [--commit C]";
+  let args: { dir?: string; "signing-key"?: string; version?: string; commit?: string };
+  try {
+    args = parseArgs({
+      options: { dir: { type: "string" }, "signing-key": { type: "string" }, version: { type: "string" }, commit: { type: "string" } },
+      strict: true,
+    }).values;
+  } catch (err) {
+    console.error(`sign-release: ${(err as Error).message}\n${usage}`);
     process.exit(64);
   }
-  const manifest = await writeSignedManifest({
-    dir: resolve(args.dir),
-    version: args.version ?? (await packageVersion()),
-    commit: args.commit ?? commitSha(),
-    signingKeyPem: readFileSync(args["signing-key"], "utf8"),
-  });
-  console.log(`signed ${manifest.version}: ${Object.keys(manifest.targets).join(", ")} -> ${join(args.dir, MANIFEST_FILE)}, ${SIGNATURE_FILE}`);
+  if (!args.dir || !args["signing-key"]) {
+    console.error(usage);
+    process.exit(64);
+  }
+  // One line naming the problem (a missing key file, a bad version, no binaries), not a stack.
+  try {
+    const { packageVersion, commitSha } = await import("./build.ts");
+    const manifest = await writeSignedManifest({
+      dir: resolve(args.dir),
+      version: args.version ?? (await packageVersion()),
+      commit: args.commit ?? commitSha(),
+      signingKeyPem: readFileSync(args["signing-key"], "utf8"),
+    });
+    console.log(`signed ${manifest.version}: ${Object.keys(manifest.targets).join(", ")} -> ${join(args.dir, MANIFEST_FILE)}, ${SIGNATURE_FILE}`);
+  } catch (err) {
+    console.error(`sign-release: ${(err as Error).message}`);
+    process.exit(1);
+  }
 }

@@ -59,9 +59,19 @@ export function canonicalJson(value: unknown): string {
   return JSON.stringify(value);
 }
 
-/** The bytes to sign for `manifest` (validated first: a bad manifest is never signed). */
+/**
+ * The bytes to sign for `manifest`, validated first: a bad manifest is never signed. Throws an
+ * Error naming the first problem on one line, as parseManifest does (`version: a version ...`).
+ */
 export function manifestBytes(manifest: ReleaseManifest): Uint8Array {
-  return new TextEncoder().encode(canonicalJson(ManifestSchema.parse(manifest)));
+  return new TextEncoder().encode(canonicalJson(validManifest(manifest)));
+}
+
+function validManifest(value: unknown): ReleaseManifest {
+  const result = ManifestSchema.safeParse(value);
+  if (result.success) return result.data;
+  const issue = result.error.issues[0]!;
+  throw new Error(`the release manifest is not valid: ${issue.path.join(".") || "(top)"}: ${issue.message}`);
 }
 
 /**
@@ -71,11 +81,7 @@ export function manifestBytes(manifest: ReleaseManifest): Uint8Array {
  */
 export function parseManifest(bytes: Uint8Array): ReleaseManifest {
   const text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  const result = ManifestSchema.safeParse(JSON.parse(text));
-  if (!result.success) {
-    const issue = result.error.issues[0]!;
-    throw new Error(`the release manifest is not valid: ${issue.path.join(".") || "(top)"}: ${issue.message}`);
-  }
-  if (canonicalJson(result.data) !== text) throw new Error("the release manifest is not in canonical form");
-  return result.data;
+  const manifest = validManifest(JSON.parse(text));
+  if (canonicalJson(manifest) !== text) throw new Error("the release manifest is not in canonical form");
+  return manifest;
 }

@@ -1,11 +1,12 @@
 /** The release signature (RFC 8032 Ed25519 via node:crypto) and the manifest's canonical form. */
 import { describe, expect, test } from "bun:test";
-import { readFileSync, writeFileSync } from "node:fs";
+import { existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { writeSignedManifest } from "../../scripts/sign-release.ts";
 import { decodeUpdatePublicKey, generateUpdateKeyPair, loadUpdatePrivateKey, signRelease, verifyRelease } from "../../src/crypto/update-signing.ts";
 import { canonicalJson, MANIFEST_FILE, parseManifest, SIGNATURE_FILE } from "../../src/protocol/release-manifest.ts";
 import { scratchDir } from "../support/scratch.ts";
+import { tally } from "../support/tally.ts";
 
 describe("Ed25519 release signatures", () => {
   const pair = generateUpdateKeyPair();
@@ -73,5 +74,33 @@ describe("the release manifest", () => {
     // re-indented is not what was signed
     expect(() => parseManifest(new TextEncoder().encode(JSON.stringify(manifest, null, 2)))).toThrow(/canonical/);
     expect(() => parseManifest(new TextEncoder().encode(canonicalJson({ ...manifest, targets: {} })))).toThrow(/targets/);
+  });
+
+  test("sign-release refuses what it cannot sign on one line with exit 1 (a bad version, a missing key), and a wrong flag with 64: no stack, nothing written", () => {
+    const dir = scratchDir("flashlex-sign-");
+    writeFileSync(join(dir, "flashlex-linux-x64"), "x64 binary");
+    const keyFile = join(dir, "update-key.pem");
+    writeFileSync(keyFile, generateUpdateKeyPair().privateKeyPem);
+    const sign = (...args: string[]) => {
+      const r = Bun.spawnSync([process.execPath, join(import.meta.dir, "../../scripts/sign-release.ts"), "--dir", dir, ...args], {
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      return { code: r.exitCode, stderr: r.stderr.toString() };
+    };
+    const cases = [
+      { run: sign("--signing-key", keyFile, "--version", "1.0/evil"), code: 1, says: "sign-release: the release manifest is not valid: version: a version" },
+      { run: sign("--signing-key", join(dir, "missing.pem")), code: 1, says: "sign-release: ENOENT" },
+      { run: sign("--signing-key", keyFile, "--bogus"), code: 64, says: "sign-release: Unknown option '--bogus'" },
+    ];
+    for (const c of cases) {
+      expect({ code: c.run.code, says: c.run.stderr.startsWith(c.says), lines: c.run.stderr.trim().split("\n").length }).toEqual({
+        code: c.code,
+        says: true,
+        lines: c.code === 64 ? 2 : 1,
+      });
+    }
+    tally("badInputs", cases.length);
+    expect(existsSync(join(dir, MANIFEST_FILE))).toBe(false);
   });
 });
