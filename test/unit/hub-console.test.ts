@@ -104,6 +104,9 @@ describe("signed out", () => {
       expect([path, response.status, response.headers.get("location")]).toEqual([path, 303, "/signin"]);
     }
     expect((await post("/things", { name: "sneaky" })).status).toBe(401);
+    // a method a page does not take: 405 saying so, not an empty answer
+    const wrongMethod = await post("/", {});
+    expect([wrongMethod.status, wrongMethod.headers.get("allow"), await wrongMethod.text()]).toEqual([405, "GET", "POST is not allowed on / (allowed: GET)"]);
     expect((await get("/events")).status).toBe(401);
     expect((await get(`/things/${thing.id}/distribution.zip`, undefined, { Accept: "application/json" })).status).toBe(401);
     expect(await hub.things.find("sneaky")).toBeUndefined();

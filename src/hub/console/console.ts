@@ -513,7 +513,13 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       return signedIn ? errorPage(base, 404, "There is no such page.") : redirect("/signin");
     }
     const route = matching.find((r) => r.method === request.method);
-    if (!route) return respond(null, 405, { Allow: matching.map((r) => r.method).join(", ") });
+    if (!route) {
+      const allow = matching.map((r) => r.method).join(", ");
+      return respond(`${request.method} is not allowed on ${url.pathname} (allowed: ${allow})`, 405, {
+        Allow: allow,
+        "Content-Type": "text/plain; charset=utf-8",
+      });
+    }
 
     if (route.signedIn && !signedIn) {
       if (request.method === "GET" && !wantsJson(request) && url.pathname !== "/events") {
