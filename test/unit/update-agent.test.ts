@@ -1,14 +1,21 @@
 /**
  * The thing's update pieces that need no hub: the marker format, the pre-start guard (run with
- * the real /bin/sh, as the unit runs it), the ELF check and the install's file steps.
+ * the real /bin/sh, as the unit runs it), the ELF check, the install's file steps, and what the
+ * updater decides at start about a pending update that is not the running version (a fake hub).
  */
 import { describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { generateUpdateKeyPair } from "../../src/crypto/update-signing.ts";
+import { silentLogger } from "../../src/shared/log.ts";
+import type { ThingIdentity } from "../../src/thing/identity.ts";
+import type { ThingConfig } from "../../src/thing/settings.ts";
 import { elfMismatch } from "../../src/thing/update/elf.ts";
 import { writeGuard } from "../../src/thing/update/guard.ts";
+import type { UpdateHubApi } from "../../src/thing/update/hub-api.ts";
 import { installBinary, restorePrevious } from "../../src/thing/update/install.ts";
 import { formatMarker, markerPaths, parseMarker, readPending, readRolledBack } from "../../src/thing/update/marker.ts";
+import { startUpdater } from "../../src/thing/update/updater.ts";
 import { scratchDir } from "../support/scratch.ts";
 
 function device() {
@@ -27,7 +34,9 @@ const guard = (data: string) => Bun.spawnSync(["/bin/sh", markerPaths(data).guar
 describe("the pending marker", () => {
   test("round-trips and refuses what sh could not read back", () => {
     const update = { version: "2.0.0", from: "1.0.0", binary: "/opt/my thing/flashlex", previous: "/opt/my thing/flashlex.previous" };
-    expect(parseMarker(formatMarker(update))).toEqual({ ...update, reason: undefined });
+    expect(parseMarker(formatMarker(update))).toEqual({ ...update, reason: undefined, sha256: undefined });
+    const digest = "ab".repeat(32);
+    expect(parseMarker(formatMarker({ ...update, sha256: digest }))?.sha256).toBe(digest);
     expect(() => formatMarker({ ...update, binary: "/opt/it's/flashlex" })).toThrow(/quote/);
   });
 });
@@ -70,6 +79,72 @@ describe("install, then the guard", () => {
     expect(readFileSync(d.binary, "utf8")).toBe("old binary");
     expect(restorePrevious(pending)).toBe(false);
   });
+});
+
+describe("at start, a pending update whose version is not the one that runs", () => {
+  const sha256 = (text: string) => new Bun.CryptoHasher("sha256").update(text).digest("hex");
+  /** serve's updater started by the binary now in place, reporting `version`; what it reported and asked */
+  async function startAs(d: ReturnType<typeof device>, version: string) {
+    const reports: { state: string; version: string; running: string; detail?: string }[] = [];
+    const restarts: string[] = [];
+    const hub: UpdateHubApi = {
+      poll: async () => undefined,
+      report: async (r) => void reports.push(r),
+      binaryUrl: () => "http://127.0.0.1:1/",
+      authorization: async () => ({}),
+      caPem: "",
+    };
+    const config = {
+      dataDir: d.data,
+      yaml: { update: { publicKey: generateUpdateKeyPair().publicKey, checkSeconds: 3600, healthySeconds: 60 } },
+    } as unknown as ThingConfig;
+    const updater = startUpdater({
+      config,
+      identity: {} as ThingIdentity,
+      log: silentLogger,
+      connected: () => true,
+      requestRestart: (reason) => restarts.push(reason),
+      version,
+      target: "linux-x64",
+      executable: d.binary,
+      hub,
+    });
+    await Bun.sleep(2300); // the first check (2 s after start) sends what is owed
+    updater.stop();
+    return { reports, restarts };
+  }
+
+  test("the release's own binary saying another version (mislabeled) is rolled back: the previous binary is put back, and it reports why", async () => {
+    const d = device();
+    installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary, sha256: sha256("new binary") }, d.data);
+    const { restarts, reports } = await startAs(d, "9.9.9");
+    expect(restarts).toEqual(["rolled back from 2.0.0 to 1.0.0"]);
+    expect(reports).toEqual([]); // the previous binary reports it, once it runs
+    expect(readFileSync(d.binary, "utf8")).toBe("old binary");
+    expect(readPending(d.data)).toBeUndefined();
+    expect(readRolledBack(d.data)?.reason).toBe("the binary of release 2.0.0 says it is version 9.9.9: the release is mislabeled");
+  }, 10_000);
+
+  test("the old binary (a crash before the rename) reports the install interrupted; another binary put there since is not rolled back", async () => {
+    const interrupted = device();
+    writeGuard(interrupted.data);
+    installBinary(interrupted.download, { version: "2.0.0", from: "1.0.0", binary: interrupted.binary, sha256: sha256("new binary") }, interrupted.data);
+    writeFileSync(interrupted.binary, "old binary"); // as if the rename never happened
+    const replaced = device();
+    installBinary(replaced.download, { version: "2.0.0", from: "1.0.0", binary: replaced.binary, sha256: sha256("new binary") }, replaced.data);
+    writeFileSync(replaced.binary, "an operator's own build");
+    const [a, b] = await Promise.all([startAs(interrupted, "1.0.0"), startAs(replaced, "3.0.0")]);
+    expect(a).toEqual({
+      restarts: [],
+      reports: [{ state: "failed", version: "2.0.0", running: "1.0.0", detail: "the install was interrupted before the new binary was in place" }],
+    });
+    expect(b).toEqual({
+      restarts: [],
+      reports: [{ state: "failed", version: "2.0.0", running: "3.0.0", detail: "another binary (version 3.0.0) replaced the one installed before it ran" }],
+    });
+    expect(readFileSync(replaced.binary, "utf8")).toBe("an operator's own build");
+    expect([readPending(interrupted.data), readPending(replaced.data)]).toEqual([undefined, undefined]);
+  }, 10_000);
 });
 
 describe("the ELF check", () => {

@@ -11,9 +11,11 @@
  *      inode), directory synced.
  * A crash before 4 leaves the old binary and a marker whose version is not the one that starts:
  * the old binary clears it and reports the update failed. After 4, the guard and the new
- * binary's watchdog decide (guard.ts, updater.ts).
+ * binary's watchdog decide (guard.ts, updater.ts); a new binary that says it is another version
+ * than its release is known by its digest (isInstalledBinary) and rolled back.
  */
-import { chmodSync, copyFileSync, existsSync, linkSync, renameSync, rmSync } from "node:fs";
+import { createHash } from "node:crypto";
+import { chmodSync, closeSync, copyFileSync, existsSync, linkSync, openSync, readSync, renameSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { fsyncDirectory } from "./fsync.ts";
 import { type PendingUpdate, writePending } from "./marker.ts";
@@ -64,4 +66,25 @@ export function restorePrevious(update: PendingUpdate): boolean {
   renameSync(update.previous, update.binary);
   fsyncDirectory(dirname(update.binary));
   return true;
+}
+
+/**
+ * Whether `binary` is the one `update` put in place (its SHA-256 is the manifest's): false when
+ * the marker has no digest (an older version wrote it) or the file cannot be read. Reads the
+ * whole file (1 MiB at a time): only for a marker whose version is not the one that runs.
+ */
+export function isInstalledBinary(update: PendingUpdate): boolean {
+  if (!update.sha256) return false;
+  let fd: number | undefined;
+  try {
+    fd = openSync(update.binary, "r");
+    const hash = createHash("sha256");
+    const chunk = Buffer.allocUnsafe(1 << 20);
+    for (let n = readSync(fd, chunk); n > 0; n = readSync(fd, chunk)) hash.update(chunk.subarray(0, n));
+    return hash.digest("hex") === update.sha256;
+  } catch {
+    return false;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
 }

@@ -29,6 +29,8 @@ export interface PendingUpdate {
   previous: string;
   /** why it was rolled back (rolled-back only) */
   reason?: string;
+  /** the SHA-256 (hex) of the binary put in place, from the signed manifest; absent in markers of older versions */
+  sha256?: string;
 }
 
 const FIELDS: Record<keyof PendingUpdate, string> = {
@@ -37,6 +39,7 @@ const FIELDS: Record<keyof PendingUpdate, string> = {
   binary: "FLASHLEX_UPDATE_BINARY",
   previous: "FLASHLEX_UPDATE_PREVIOUS",
   reason: "FLASHLEX_UPDATE_REASON",
+  sha256: "FLASHLEX_UPDATE_SHA256",
 };
 
 export function updateDir(dataDir: string): string {
@@ -65,13 +68,13 @@ export function formatMarker(update: PendingUpdate): string {
 export function parseMarker(text: string): PendingUpdate | undefined {
   const values: Record<string, string> = {};
   for (const line of text.split("\n")) {
-    const match = /^([A-Z_]+)='([^']*)'$/.exec(line);
+    const match = /^([A-Z][A-Z0-9_]*)='([^']*)'$/.exec(line);
     if (match) values[match[1]!] = match[2]!;
   }
   const get = (key: keyof PendingUpdate) => values[FIELDS[key]];
   const [version, from, binary, previous] = [get("version"), get("from"), get("binary"), get("previous")];
   if (!version || !from || !binary || !previous) return undefined;
-  return { version, from, binary, previous, reason: get("reason") };
+  return { version, from, binary, previous, reason: get("reason"), sha256: get("sha256") };
 }
 
 function readMarker(file: string): PendingUpdate | undefined {

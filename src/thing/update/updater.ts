@@ -26,7 +26,7 @@ import { DownloadRefused, downloadVerified } from "./download.ts";
 import { elfMismatch } from "./elf.ts";
 import { writeGuard } from "./guard.ts";
 import { type OfferedUpdate, type ReportState, type UpdateHubApi, updateHubApi } from "./hub-api.ts";
-import { downloadPath, installBinary, restorePrevious } from "./install.ts";
+import { downloadPath, installBinary, isInstalledBinary, restorePrevious } from "./install.ts";
 import { clearPending, clearRolledBack, type PendingUpdate, readPending, readRolledBack, writeRolledBack } from "./marker.ts";
 
 export interface UpdaterOptions {
@@ -98,6 +98,9 @@ export function startUpdater(opts: UpdaterOptions): Updater {
   };
 
   writeGuard(dataDir);
+  // Read before the pending update is looked at: a rollback decided below is reported by the
+  // previous binary once it runs, not by this one.
+  const rolledBack = readRolledBack(dataDir);
   const pending = readPending(dataDir);
   let trial: PendingUpdate | undefined;
   if (pending && pending.version === version) {
@@ -121,13 +124,20 @@ export function startUpdater(opts: UpdaterOptions): Updater {
       later(CONFIRM_EVERY_MS, () => void confirm());
     };
     void confirm();
+  } else if (pending && isInstalledBinary(pending)) {
+    // The release's own binary runs but says it is another version (a mislabeled release): it
+    // would never be on trial, nothing would roll it back, and the hub would offer it again.
+    rollBack(`the binary of release ${pending.version} says it is version ${version}: the release is mislabeled`);
   } else if (pending) {
     // The marker was written but the new binary never took the old one's place (a crash
-    // between the two steps of install.ts): the old binary runs and the update did not happen.
+    // between the two steps of install.ts), or someone put another binary there since.
     clearPending(dataDir);
-    owed.push({ state: "failed", version: pending.version, detail: "the install was interrupted before the new binary was in place" });
+    const detail =
+      version === pending.from
+        ? "the install was interrupted before the new binary was in place"
+        : `another binary (version ${version}) replaced the one installed before it ran`;
+    owed.push({ state: "failed", version: pending.version, detail });
   }
-  const rolledBack = readRolledBack(dataDir);
   if (rolledBack) {
     log.warn("update.rolled_back", { version: rolledBack.version, running: version, reason: rolledBack.reason });
     owed.push({ state: "rolled-back", version: rolledBack.version, detail: rolledBack.reason, done: () => clearRolledBack(dataDir) });
@@ -204,7 +214,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
       return refuse(offer.version, `the binary cannot run here: ${mismatch}`);
     }
     try {
-      installBinary(file, { version: offer.version, from: version, binary }, dataDir);
+      installBinary(file, { version: offer.version, from: version, binary, sha256: entry.sha256 }, dataDir);
     } catch (err) {
       rmSync(file, { force: true });
       return refuse(offer.version, `cannot replace ${binary}: ${describeError(err)}`);
