@@ -198,16 +198,20 @@ describe("stringifyJsonValue", () => {
     for (let i = 0; i < 100_000; i++) deep = [deep];
     const cyclic: Record<string, unknown> = {};
     cyclic.again = { inner: cyclic };
-    const problems = [deep, cyclic, { a: [1, { "b c": 2n }] }, { n: Number.NaN }, undefined, () => 1].map((value) => {
-      try {
-        return stringifyJsonValue(value, { source: "collectMessage" });
-      } catch (err) {
-        expect(err).toBeInstanceOf(JsonDocumentError);
-        expect(exitCodeOf(err)).toBe(ExitCode.DATA);
-        return (err as Error).message;
-      }
-    });
-    tally("badInputs", problems.length);
+    /** the message of the JsonDocumentError (exit 65) each value is refused with */
+    const refusals = (values: unknown[]) => {
+      tally("badInputs", values.length);
+      return values.map((value) => {
+        try {
+          return stringifyJsonValue(value, { source: "collectMessage" });
+        } catch (err) {
+          expect(err).toBeInstanceOf(JsonDocumentError);
+          expect(exitCodeOf(err)).toBe(ExitCode.DATA);
+          return (err as Error).message;
+        }
+      });
+    };
+    const problems = refusals([deep, cyclic, { a: [1, { "b c": 2n }] }, { n: Number.NaN }, undefined, () => 1]);
     expect(problems).toEqual([
       "collectMessage: arrays and objects nested more than 64 levels deep (the limit)",
       "collectMessage: not JSON (it contains itself: a cyclic structure)",
@@ -217,7 +221,7 @@ describe("stringifyJsonValue", () => {
       "collectMessage: not a JSON value (function)",
     ]);
     // built-ins whose contents JSON.stringify drops without a word ({} or an object of indexes)
-    const lossy = [
+    const lossy = refusals([
       { readings: new Map([["t", 21]]) },
       { seen: [1, new Set([1, 2])] },
       { raw: new Uint8Array([1, 2]) },
@@ -226,15 +230,7 @@ describe("stringifyJsonValue", () => {
       { failure: new Error("boom") },
       { later: Promise.resolve(1) },
       new Map(),
-    ].map((value) => {
-      try {
-        return stringifyJsonValue(value, { source: "collectMessage" });
-      } catch (err) {
-        expect(err).toBeInstanceOf(JsonDocumentError);
-        return (err as Error).message.replace(/ \(it would.*$/, "");
-      }
-    });
-    tally("badInputs", lossy.length);
+    ]).map((message) => message.replace(/ \(it would.*$/, ""));
     expect(lossy).toEqual([
       "collectMessage: $.readings is of type Map, which JSON cannot carry",
       "collectMessage: $.seen[1] is of type Set, which JSON cannot carry",
