@@ -472,6 +472,21 @@ describe("operator routes", () => {
     expect((await operator(`/things/${target.id}/archive?startts=3000&endts=1000`)).status).toBe(400);
     expect((await operator(`/things/${target.id}/messages?startts=3000&endts=1000`, { method: "DELETE" })).status).toBe(400);
     expect((await operator(`/things/${target.id}/messages?messagetype=sideways`)).status).toBe(400);
+    // given empty (an unset shell variable) or twice: a 400 naming it, never read as "no bound"
+    for (const [query, says] of [
+      ["startts=", "startts is empty; leave it out instead"],
+      ["endts=&messagetype=", "endts is empty; leave it out instead"],
+      ["messagetype=", "messagetype is empty; leave it out instead"],
+      ["startts=1&startts=abc", "startts is given 2 times; give it once"],
+      ["messagetype=egress&messagetype=xx", "messagetype is given 2 times; give it once"],
+    ] as const) {
+      for (const method of ["DELETE", "GET"]) {
+        const answer = await operator(`/things/${target.id}/messages?${query}`, { method });
+        expect([method, query, answer.status, JSON.stringify(await answer.json()).includes(says)]).toEqual([method, query, 400, true]);
+      }
+    }
+    tally("badInputs", 10);
+    expect((await get("")).map((m) => m.fltimestamp)).toEqual([1000, 2000, 3000]);
     const deleted = await operator(`/things/${target.id}/messages?endts=1500`, { method: "DELETE" });
     expect((await json(deleted)).result).toEqual({ deleted: 1 });
     expect((await get("")).map((m) => m.fltimestamp)).toEqual([2000, 3000]);

@@ -274,16 +274,29 @@ export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; ma
 }
 
 /**
+ * A query parameter's one value, or undefined when it is absent. Given empty (`?startts=`, a
+ * shell variable that was not set) or more than once, it is an HttpError 400 naming it: taken as
+ * absent, `DELETE /things/{id}/messages?startts=` deleted every message of the thing.
+ */
+export function queryParam(params: URLSearchParams, name: string): string | undefined {
+  const values = params.getAll(name);
+  if (values.length === 0) return undefined;
+  if (values.length > 1) throw new HttpError(400, `${name} is given ${values.length} times; give it once`);
+  if (values[0] === "") throw new HttpError(400, `${name} is empty; leave it out instead`);
+  return values[0];
+}
+
+/**
  * A whole-number query parameter within [`min`, `max`] (both safe integers), or `fallback` when
- * it is absent or empty. Anything else — `1e20`, `1.5`, `-1`, `abc`, a number past `max` — is
- * an HttpError 400 naming the parameter and its range: a number that reached SQL unchecked
- * overflowed SQLite's integers ("datatype mismatch", a 500).
+ * it is absent. Anything else — empty, repeated, `1e20`, `1.5`, `-1`, `abc`, a number past
+ * `max` — is an HttpError 400 naming the parameter (and its range): a number that reached SQL
+ * unchecked overflowed SQLite's integers ("datatype mismatch", a 500).
  */
 export function integerParam(params: URLSearchParams, name: string, range: { min: number; max: number }): number | undefined;
 export function integerParam(params: URLSearchParams, name: string, range: { min: number; max: number; fallback: number }): number;
 export function integerParam(params: URLSearchParams, name: string, range: { min: number; max: number; fallback?: number }): number | undefined {
-  const raw = params.get(name);
-  if (raw === null || raw === "") return range.fallback;
+  const raw = queryParam(params, name);
+  if (raw === undefined) return range.fallback;
   const value = /^\d{1,16}$/.test(raw) ? Number(raw) : Number.NaN;
   if (!Number.isSafeInteger(value) || value < range.min || value > range.max) {
     throw new HttpError(400, `${name} must be a whole number from ${range.min} to ${range.max}, not ${JSON.stringify(raw.slice(0, 40))}`);

@@ -36,6 +36,7 @@ import {
   integerParam,
   ok,
   parseJsonBody,
+  queryParam,
   readBodyLimited,
   requireJsonContentType,
   streamResponse,
@@ -104,8 +105,8 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     // An inverted range matches nothing: refused, not answered with an empty list (or zip).
     if (query.startts !== undefined && query.endts !== undefined && query.endts < query.startts)
       throw new HttpError(400, `startts (${query.startts}) must not be after endts (${query.endts})`);
-    const type = params.get("messagetype");
-    if (withType && type) {
+    const type = queryParam(params, "messagetype");
+    if (withType && type !== undefined) {
       if (type !== "egress" && type !== "ingress") throw new HttpError(400, "messagetype must be egress or ingress");
       query.messagetype = type;
     }

@@ -23,7 +23,7 @@ import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
 import type { HubObserver } from "../metrics/observer.ts";
 import type { ThingRecord } from "../store/hub-store.ts";
 import { type OutboxReport, REPORTED_STATES, type ReportedState } from "../updates/updates.ts";
-import { errorResponse, errorToResponse, HttpError, integerParam, ok, parseJsonBody, readBodyLimited, requireJsonContentType } from "./envelope.ts";
+import { errorResponse, errorToResponse, HttpError, integerParam, ok, parseJsonBody, queryParam, readBodyLimited, requireJsonContentType } from "./envelope.ts";
 
 export interface UpdateApi {
   /** The answer for an update route, or undefined when `url` is not one (routes.ts goes on). */
@@ -41,11 +41,11 @@ const MAX_COUNT = 999_999_999_999;
  * one without the other, or not a count, is a 400 naming it.
  */
 function outboxParams(url: URL): OutboxReport | undefined {
-  const depth = url.searchParams.get("outbox");
-  const age = url.searchParams.get("outboxAge");
-  if (depth === null && age === null) return undefined;
-  if (depth === null) throw new HttpError(400, "outbox must be a count of messages (given with outboxAge)");
-  if (age === null) throw new HttpError(400, "outboxAge must be whole seconds (given with outbox)");
+  const depth = queryParam(url.searchParams, "outbox");
+  const age = queryParam(url.searchParams, "outboxAge");
+  if (depth === undefined && age === undefined) return undefined;
+  if (depth === undefined) throw new HttpError(400, "outbox must be a count of messages (given with outboxAge)");
+  if (age === undefined) throw new HttpError(400, "outboxAge must be whole seconds (given with outbox)");
   return {
     depth: integerParam(url.searchParams, "outbox", { min: 0, max: MAX_COUNT, fallback: 0 }),
     oldestAgeSeconds: integerParam(url.searchParams, "outboxAge", { min: 0, max: MAX_COUNT, fallback: 0 }),
@@ -78,7 +78,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
   }
 
   function param(url: URL, name: string, pattern: RegExp): string {
-    const value = url.searchParams.get(name) ?? "";
+    const value = queryParam(url.searchParams, name) ?? "";
     if (!pattern.test(value)) throw new HttpError(400, `${name} is missing or malformed`);
     return value;
   }
