@@ -17,6 +17,7 @@ import { exitCodeOf } from "../cli/exit-codes.ts";
 import { type ErrorKind as InternalErrorKind, FlashlexError as InternalFlashlexError } from "../shared/errors.ts";
 import { toFlashlexError } from "../shared/foreign-errors.ts";
 import { type Logger as InternalLogger, silentLogger } from "../shared/log.ts";
+import { checkDataDirectory } from "../thing/config-location.ts";
 import type { CollectResult as InternalCollectResult } from "../thing/egress/collect.ts";
 import { egressDocumentOf } from "../thing/egress/document.ts";
 import type * as store from "../thing/local/access.ts";
@@ -166,6 +167,8 @@ export class FlashlexSDK {
   private constructor(
     private readonly thingConfig: ThingConfig,
     private readonly log: InternalLogger,
+    /** `data` was given: it must be there for every call but a collect (checkDataDirectory) */
+    private readonly dataGiven: boolean,
   ) {}
 
   /** What `open` read (paths resolved, the thing's id and name). */
@@ -176,7 +179,10 @@ export class FlashlexSDK {
 
   /**
    * Reads and checks the thing's config (`-c`/`-d`/`-k` as on the command line). Rejects with a
-   * FlashlexError of kind `config` naming the file and key path when it is wrong. Nothing is
+   * FlashlexError of kind `config` naming the file and key path when it is wrong, and of kind
+   * `usage` (64) for a `data` that is a file or under a directory that is not there (a typo: a
+   * database made there would answer "no messages"). A `data` directory not made yet is refused
+   * by each call but `collectMessage` (which makes it, as `flashlex collect -d` does). Nothing is
    * opened yet: each call finds out then whether serve runs (and talks to it through its socket,
    * `DATA/flashlex.sock`) or not (and opens the database only for as long as calls are in flight),
    * so an app may open the SDK once and keep it while serve is started and stopped.
@@ -184,7 +190,8 @@ export class FlashlexSDK {
   static async open(location: ConfigLocation, options: { log?: Logger } = {}): Promise<FlashlexSDK> {
     try {
       checkOpenArguments(location, options);
-      return new FlashlexSDK(loadThingConfig(location), options?.log ?? silentLogger);
+      if (location.data !== undefined) checkDataDirectory(location.data, { flag: "FlashlexSDK.open: data", existing: false });
+      return new FlashlexSDK(loadThingConfig(location), options?.log ?? silentLogger, location.data !== undefined);
     } catch (err) {
       throw toFlashlexError(err);
     }
@@ -210,32 +217,32 @@ export class FlashlexSDK {
 
   /** Ingress messages, unacknowledged ones by default, oldest first. */
   getMessages(query: IngressQuery = {}): Promise<IngressMessage[]> {
-    return this.use((access) => access.listMessages(query));
+    return this.use((access) => access.listMessages(query), { existingData: true });
   }
 
   /** Marks messages as handled; resolves to the ids that existed. */
   ackMessages(ids: readonly number[]): Promise<number[]> {
-    return this.use((access) => access.ackMessages(ids));
+    return this.use((access) => access.ackMessages(ids), { existingData: true });
   }
 
   /** Deletes messages; resolves to the ids that existed. */
   deleteMessages(ids: readonly number[]): Promise<number[]> {
-    return this.use((access) => access.deleteMessages(ids));
+    return this.use((access) => access.deleteMessages(ids), { existingData: true });
   }
 
   /** The egress outbox, oldest first, like `flashlex outbox list`; every state unless one is given. */
   listOutbox(state?: OutboxState): Promise<OutboxEntry[]> {
-    return this.use((access) => access.listOutbox(state));
+    return this.use((access) => access.listOutbox(state), { existingData: true });
   }
 
   /** Like `flashlex outbox retry`: rejected (or pending) messages become pending, due now. */
   retryOutbox(messageIds: readonly string[]): Promise<OutboxChange> {
-    return this.use((access) => access.retryOutbox(messageIds));
+    return this.use((access) => access.retryOutbox(messageIds), { existingData: true });
   }
 
   /** Like `flashlex outbox drop`: deletes messages from the outbox, whatever their state. */
   dropOutbox(messageIds: readonly string[]): Promise<OutboxChange> {
-    return this.use((access) => access.dropOutbox(messageIds));
+    return this.use((access) => access.dropOutbox(messageIds), { existingData: true });
   }
 
   /** Later calls reject; calls in flight finish (the database closes after the last). */
@@ -249,8 +256,15 @@ export class FlashlexSDK {
    * matters under Node, whose WebAssembly SQLite sees no POSIX locks: while it has the file open,
    * a native SQLite (a `serve` started meanwhile) must not write it, and refuses to.
    */
-  private async use<T>(work: (access: ThingAccess) => Promise<T>): Promise<T> {
+  private async use<T>(work: (access: ThingAccess) => Promise<T>, { existingData = false } = {}): Promise<T> {
     if (this.closed) throw new InternalFlashlexError("FlashlexSDK: used after close()", "usage");
+    if (this.dataGiven) {
+      try {
+        checkDataDirectory(this.thingConfig.dataDir, { flag: "data", existing: existingData });
+      } catch (err) {
+        throw toFlashlexError(err);
+      }
+    }
     let shared = this.shared;
     if (!shared) {
       const access = this.lastClose.then(() => openThingAccess(this.thingConfig, this.log));

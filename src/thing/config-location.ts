@@ -3,7 +3,7 @@
  * asks before it loads anything, so this module loads nothing (no YAML, no schema) and a
  * command's `--help` can answer it at once.
  */
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, readdirSync, statSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { UsageError } from "../shared/errors.ts";
 
@@ -43,6 +43,33 @@ export function locateConfig(given: string | undefined, places: { cwd: string; b
  */
 export function dataDirFor(configFile: string, given?: string): string {
   return resolve(given ?? join(dirname(resolve(configFile)), "data"));
+}
+
+/**
+ * A data directory given explicitly (`-d`, the SDK's `data`) that is a file, or under a
+ * directory that is not there, is a typo rather than a new thing: a database made there would
+ * answer "no messages", or queue a message no serve ever sends. Throws UsageError (64) naming
+ * `flag`. A missing last level is made, as serve makes `data/`, except where only what is there
+ * counts (`existing`: reading and changing messages or the outbox), as nothing can be in a
+ * directory serve never made.
+ */
+export function checkDataDirectory(given: string, options: { flag: string; existing: boolean }): void {
+  const { flag } = options;
+  const dir = resolve(given);
+  const kind = (path: string) => {
+    try {
+      return statSync(path).isDirectory() ? "directory" : "other";
+    } catch {
+      return "none";
+    }
+  };
+  const advice = "pass the data directory serve uses (by default data/ beside the config)";
+  const here = kind(dir);
+  if (here === "other") throw new UsageError(`${flag} ${given}: not a directory; ${advice}`);
+  if (here === "none" && kind(dirname(dir)) !== "directory") throw new UsageError(`${flag} ${given}: no such directory, nor ${dirname(dir)}; ${advice}`);
+  if (here === "none" && options.existing) {
+    throw new UsageError(`${flag} ${given}: no such directory (serve makes its data directory when it first runs); ${advice}`);
+  }
 }
 
 /** `<folder>/config.yml` paths one level below `dir`, relative to it (an unreadable dir: none). */

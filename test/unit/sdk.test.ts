@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
 import { FlashlexError, FlashlexSDK } from "../../src/sdk/index.ts";
@@ -14,6 +14,7 @@ import { socketPath } from "../../src/thing/local/wire.ts";
 import { loadThingConfig } from "../../src/thing/settings.ts";
 import { MessageStore } from "../../src/thing/store/message-store.ts";
 import { type Receiver, startReceiver } from "../support/receiver.ts";
+import { tally } from "../support/tally.ts";
 import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
 
 let thing: ThingFixture;
@@ -97,6 +98,41 @@ test("config says what open read; rejections are the exported FlashlexError with
   const late = await sdk.getMessages().catch((err) => err);
   expect(late).toBeInstanceOf(FlashlexError);
   expect({ kind: late.kind, message: late.message }).toEqual({ kind: "usage", message: "FlashlexSDK: used after close()" });
+});
+
+test("a data directory that is a typo is refused (64) as -d is: a file or a missing parent at open, a directory serve never made at any call but a collect", async () => {
+  const at = (data: string) => FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data });
+  const refusal = async (p: Promise<unknown>) => {
+    const err = await p.then(
+      () => undefined,
+      (e) => e,
+    );
+    return err && { kind: err.kind, exitCode: err.exitCode, message: err.message };
+  };
+  const dir = mkdtempSync("/tmp/flashlex-sdk-data-");
+  try {
+    writeFileSync(join(dir, "a-file"), "");
+    expect(await refusal(at(join(dir, "a-file")))).toEqual({
+      kind: "usage",
+      exitCode: 64,
+      message: `FlashlexSDK.open: data ${join(dir, "a-file")}: not a directory; pass the data directory serve uses (by default data/ beside the config)`,
+    });
+    expect((await refusal(at(join(dir, "no/such"))))?.message).toStartWith(
+      `FlashlexSDK.open: data ${join(dir, "no/such")}: no such directory, nor ${join(dir, "no")}`,
+    );
+    const typo = await at(join(dir, "typo-data"));
+    for (const call of [typo.getMessages(), typo.ackMessages([1]), typo.listOutbox(), typo.dropOutbox(["x"])]) {
+      expect(await refusal(call)).toMatchObject({
+        kind: "usage",
+        exitCode: 64,
+        message: expect.stringContaining("no such directory (serve makes its data directory when it first runs)"),
+      });
+    }
+    expect(existsSync(join(dir, "typo-data"))).toBe(false); // nothing made there
+    tally("badInputs", 6);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("the database is open only while calls are in flight: between calls another driver may open it", async () => {

@@ -1,10 +1,9 @@
 /** What the thing commands share: the -c/-d/-k flags, the config they name, the thing's data. */
-import { statSync } from "node:fs";
-import { dirname, resolve } from "node:path";
-import { FlashlexError, UsageError } from "../../shared/errors.ts";
+import { dirname } from "node:path";
+import { FlashlexError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { createLogger, type Logger } from "../../shared/log.ts";
-import { type ConfigChoice, dataDirFor, locateConfig } from "../../thing/config-location.ts";
+import { type ConfigChoice, checkDataDirectory, dataDirFor, locateConfig } from "../../thing/config-location.ts";
 import type { ThingAccess } from "../../thing/local/access.ts";
 import type { ThingConfig } from "../../thing/settings.ts";
 import type { CommandSpec, OptionSpec, Options } from "../command.ts";
@@ -75,7 +74,7 @@ export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = f
  * or -d is not a directory.
  */
 export async function runningServeFromFlags(flags: ThingFlags, { existingData = false } = {}): Promise<ThingAccess | undefined> {
-  if (flags.data !== undefined) checkDataFlag(String(flags.data), existingData);
+  if (flags.data !== undefined) checkDataDirectory(String(flags.data), { flag: "-d", existing: existingData });
   chosen = chooseConfig(flags);
   const { runningServeAccess } = await import("../../thing/local/client.ts");
   return runningServeAccess(dataDirFor(chosen.file, flags.data));
@@ -113,32 +112,4 @@ export function thingCommand(spec: CommandSpec): CommandSpec {
         }
       : undefined,
   };
-}
-
-/**
- * A -d that is a file, or under a directory that is not there, is a typo rather than a new
- * thing: a database made there would answer "no messages", or queue a message no serve ever
- * sends. Throws UsageError (64). A missing last level is made, as serve makes `data/`, except
- * for a command that only works on what is there (`existing`: messages, outbox), which has
- * nothing to find in a directory serve never made.
- */
-function checkDataFlag(given: string, existing: boolean): void {
-  const dir = resolve(given);
-  const kind = (path: string) => {
-    try {
-      return statSync(path).isDirectory() ? "directory" : "other";
-    } catch {
-      return "none";
-    }
-  };
-  const here = kind(dir);
-  if (here === "other") throw new UsageError(`-d ${given}: not a directory; pass the data directory serve uses (by default data/ beside the config)`);
-  if (here === "none" && kind(dirname(dir)) !== "directory") {
-    throw new UsageError(`-d ${given}: no such directory, nor ${dirname(dir)}; pass the data directory serve uses (by default data/ beside the config)`);
-  }
-  if (here === "none" && existing) {
-    throw new UsageError(
-      `-d ${given}: no such directory (serve makes its data directory when it first runs); pass the data directory serve uses (by default data/ beside the config)`,
-    );
-  }
 }
