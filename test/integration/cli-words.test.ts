@@ -6,7 +6,7 @@
  * one-shot MQTT connection of a revoked thing ended.
  */
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { commitSha, packageVersion } from "../../scripts/build.ts";
@@ -65,9 +65,14 @@ test("hub init says the broker listens on every interface; mosquitto-config tell
   const init = await run(["hub", "init", "--dir", dir]);
   expect(init.code).toBe(0);
   expect(init.stdout).toContain("listening on 0.0.0.0:8883, every interface");
-  const out = join(work, "mosquitto");
-  const config = await run(["hub", "mosquitto-config", "--dir", dir, "--out", out, "--port", "18883"]);
+  const out = join(work, "mosquitto's files");
+  const persistence = join(work, "mosquitto-persist", "db");
+  const config = await run(["hub", "mosquitto-config", "--dir", dir, "--out", out, "--port", "18883", "--persistence", persistence]);
   expect(config.code).toBe(0);
+  // the persistence directory is made (Mosquitto would fail at its first save), and the hints are commands to copy
+  expect(statSync(persistence).isDirectory()).toBe(true);
+  expect(config.stdout).toContain(`sudo chown -R mosquitto: ${persistence}`);
+  expect(config.stdout).toContain(`run: mosquitto -c '${join(work, "mosquitto'\\''s files", "mosquitto.conf")}'`);
   expect(config.stdout).toContain("flashlex hub serve --broker mqtts://");
   expect(config.stdout).toMatch(/--broker mqtts:\/\/\S+:18883/);
   expect(config.stdout).toContain("things are told port 8883");

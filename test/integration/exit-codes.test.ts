@@ -324,6 +324,11 @@ describe("bad values on the command line and on stdin", () => {
       [["hub", "update", "--to", "9.9.9", "--all", "--max-failures", "x"], /--max-failures/],
       [["hub", "mosquitto-config", "--out", join(thing.dir, "mq"), "--bind", "not an address"], /--bind/],
       [["hub", "mosquitto-config", "--out", join(thing.dir, "mq"), "--port", "0"], /--port/],
+      [
+        ["hub", "mosquitto-config", "--out", join(thing.dir, "mq"), "--persistence", "/tmp/x\nallow_anonymous true"],
+        /--persistence must be a path on one line/,
+      ],
+      [["hub", "mosquitto-config", "--out", join(thing.dir, "config.yml")], /--out \S+config\.yml: not a directory/],
       [["hub", "rabbitmq-config", "--out", join(thing.dir, "rabbit"), "--dist-port", "18000"], /--dist-port must be above 20000/],
       [["hub", "thing", "create", "x", "--key-type", "dsa"], /--key-type/],
       [["hub", "serve", "--broker", "ftp://x"], /--broker/],

@@ -1,4 +1,4 @@
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, list, type Options, port, text } from "../command.ts";
@@ -29,32 +29,35 @@ export const hubMosquittoConfigCommand: CommandSpec = {
 
 function mosquittoConfig(options: Options): Promise<number> {
   return openedHubToWrite("hub mosquitto-config", options, async (hub) => {
-    const out = text(options.out);
+    const out = configPath(text(options.out), "--out");
     if (!out) throw new UsageError("--out DIR is required (Mosquitto must be able to read it: not inside the 0700 hub home)");
-    const persistence = text(options.persistence);
+    if (existsSync(out) && !statSync(out).isDirectory()) throw new UsageError(`--out ${out}: not a directory`);
+    const persistence = configPath(text(options.persistence), "--persistence");
     const { broker } = hub.home.settings;
     const listenPort = port(options.port, "--port") ?? broker.port;
     const plugin = text(options.dynsecPlugin) ?? DEBIAN_DYNSEC_PLUGIN;
     const files = await hub.writeMosquittoFiles({
-      dir: resolve(out),
+      dir: out,
       port: listenPort,
       bindAddress: await bindAddress(text(options.bind)),
-      persistenceDir: persistence ? resolve(persistence) : undefined,
+      persistenceDir: persistence,
       dynsecPlugin: plugin === "none" ? undefined : plugin,
     });
     console.log(`wrote ${files.config}, mosquitto.acl, root-ca-cert.pem, broker-cert.pem, broker-key.pem, crl.pem`);
     console.log(`hub.yml now lists ${files.crl} in broker.crlFiles: hub serve keeps that CRL current`);
-    console.log(`the broker key must be readable by Mosquitto's user: sudo chown root:mosquitto ${files.brokerKey}`);
+    console.log(`the broker key must be readable by Mosquitto's user: sudo chown root:mosquitto ${shellWord(files.brokerKey)}`);
+    if (files.persistenceDir)
+      console.log(`Mosquitto saves its sessions and queued messages there: sudo chown -R mosquitto: ${shellWord(files.persistenceDir)}`);
     if (files.dynsecDir) {
       if (files.dynsecStateKept)
         console.log(`kept the dynamic-security state in ${files.dynsecDir} (Mosquitto's; the hub re-applies revocations when it connects)`);
-      console.log(`Mosquitto rewrites its dynamic-security state: sudo chown -R mosquitto: ${files.dynsecDir}`);
+      console.log(`Mosquitto rewrites its dynamic-security state: sudo chown -R mosquitto: ${shellWord(files.dynsecDir)}`);
       if (!existsSync(plugin)) console.log(`note: ${plugin} is not on this machine; install mosquitto there or pass --dynsec-plugin`);
     } else {
       console.log("note: without the dynamic security plugin a revoked thing stays connected until Mosquitto reloads (SIGHUP)");
     }
     // The hub connects where this Mosquitto listens (--port), whatever hub.yml tells things.
-    console.log(`run: mosquitto -c ${files.config}   then: flashlex hub serve --broker mqtts://${broker.host}:${listenPort}`);
+    console.log(`run: mosquitto -c ${shellWord(files.config)}   then: flashlex hub serve --broker mqtts://${broker.host}:${listenPort}`);
     if (listenPort !== broker.port)
       console.log(`note: things are told port ${broker.port} (hub.yml broker.port); set it to ${listenPort} before making their distributions`);
     return ExitCode.OK;
@@ -106,7 +109,7 @@ function rabbitmqConfig(options: Options): Promise<number> {
     const hosts = Array.from({ length: count }, (_, i) => given[given.length > 1 ? i : 0] ?? "127.0.0.1");
     const authListen = hostPort(text(options.authListen), "--auth-listen") ?? { host: "127.0.0.1", port: 8091 };
     const { nodes, local, crlFile } = await hub.writeRabbitFiles({
-      dir: resolve(out),
+      dir: out,
       hosts,
       mqttPort: port(options.mqttPort, "--mqtt-port") ?? hub.home.settings.broker.port,
       managementPort: port(options.managementPort, "--management-port") ?? 15671,
@@ -159,6 +162,22 @@ function distributionPort(given: number | undefined): number {
 }
 
 /** `--bind`: an IP address or a host name Mosquitto can listen on (default 0.0.0.0); UsageError (64) otherwise. */
+/**
+ * A directory path for the Mosquitto config, absolute; undefined when not given. A line break or
+ * NUL would end a config line early (and could start another directive): UsageError (64) naming
+ * the flag, before anything is written.
+ */
+function configPath(value: string | undefined, flag: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (/[\r\n\0]/.test(value)) throw new UsageError(`${flag} must be a path on one line, not ${JSON.stringify(value)}`);
+  return resolve(value);
+}
+
+/** `path` as one word for a shell command printed for the user to copy: quoted when it holds anything but safe characters. */
+function shellWord(path: string): string {
+  return /^[\w@%+=:,./-]+$/.test(path) ? path : `'${path.replace(/'/g, "'\\''")}'`;
+}
+
 async function bindAddress(value: string | undefined): Promise<string> {
   if (value === undefined) return "0.0.0.0";
   // loaded here, not at start: every command's start-up would pay for node:net

@@ -18,15 +18,19 @@ import { renderMosquittoAcl, renderMosquittoConfig } from "./mosquitto-config.ts
  * `dynsec/dynamic-security.json` gets its initial state: the hub as admin, every thing revoked so
  * far already shut out (dynsec.ts). An existing state file is left alone: Mosquitto owns it once
  * it runs (it rewrites it on every change), and the hub re-applies every revocation when it
- * connects anyway. Returns the paths an operator must act on (`dynsecDir`: chown to Mosquitto's user).
+ * connects anyway. `persistenceDir` is made when missing (Mosquitto would start without it and
+ * fail at its first save). Returns the paths an operator must act on (`persistenceDir` and
+ * `dynsecDir`: chown to Mosquitto's user).
  */
 export async function writeMosquittoFiles(
   home: HubHome,
   store: HubStore,
   opts: { dir: string; port: number; bindAddress: string; persistenceDir?: string; dynsecPlugin?: string },
-): Promise<{ config: string; brokerKey: string; crl: string; dynsecDir?: string; dynsecStateKept?: boolean }> {
+): Promise<{ config: string; brokerKey: string; crl: string; persistenceDir?: string; dynsecDir?: string; dynsecStateKept?: boolean }> {
   const file = (name: string) => join(opts.dir, name);
   mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
+  // Mosquitto does not make it: without it, it starts and loses its sessions at the first save.
+  if (opts.persistenceDir) mkdirSync(opts.persistenceDir, { recursive: true, mode: 0o755 });
   writeFileAtomicallySync(file("root-ca-cert.pem"), readFileSync(home.paths.caCert), 0o644);
   writeFileAtomicallySync(file("broker-cert.pem"), readFileSync(home.paths.brokerCert), 0o644);
   // Group-readable, so that after `chown root:mosquitto` the broker can read it after dropping root.
@@ -67,6 +71,7 @@ export async function writeMosquittoFiles(
     config: file("mosquitto.conf"),
     brokerKey: file("broker-key.pem"),
     crl: file("crl.pem"),
+    persistenceDir: opts.persistenceDir,
     dynsecDir: dynsec ? file("dynsec") : undefined,
     dynsecStateKept,
   };
