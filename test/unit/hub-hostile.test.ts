@@ -6,6 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { type KeyObject, randomUUID, sign } from "node:crypto";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
@@ -15,6 +16,7 @@ import type { HubBroker } from "../../src/hub/broker/broker.ts";
 import { createBrokerEvents } from "../../src/hub/broker/events.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
+import { startHubServer } from "../../src/hub/http/bun-server.ts";
 import { DISCARD_BODY_LIMIT_BYTES, discardUnreadBody, readBodyLimited } from "../../src/hub/http/envelope.ts";
 import { ARCHIVE_PAGE_BYTES, archivePageRows, openArchive, writeArchiveFile } from "../../src/hub/messages/archive.ts";
 import { Collector } from "../../src/hub/messages/collect.ts";
@@ -117,6 +119,43 @@ describe("JSON limits on HTTP bodies", () => {
     expect(large.status).toBe(413);
     expect(large.body).toMatchObject({ status: "ERROR", code: 413 });
     tally("badInputs", 3);
+  });
+});
+
+describe("a request the server cannot build a URL for", () => {
+  test("no Host, an empty one, or one with a space: 400 naming the Host header, never an unlogged 500", async () => {
+    const server = startHubServer(api, { host: "127.0.0.1", port: 0 });
+    const port = Number(new URL(server.url).port);
+    /** the status line and body of one raw request over TCP */
+    const raw = (head: string) =>
+      new Promise<string>((resolve, reject) => {
+        let text = "";
+        const socket = connect({ host: "127.0.0.1", port }, () => socket.write(`${head}\r\nConnection: close\r\n\r\n`));
+        socket.setEncoding("utf8");
+        socket.on("data", (chunk) => (text += chunk));
+        socket.on("end", () => resolve(text));
+        socket.on("error", reject);
+      });
+    try {
+      const before = lines.length;
+      for (const head of [
+        "GET /dev/v1/enroll HTTP/1.0",
+        "GET /dev/v1/things HTTP/1.1\r\nHost:",
+        "GET / HTTP/1.1\r\nHost: a b",
+        "GET /dev/v1/things HTTP/1.1\r\nHost: [::1",
+      ]) {
+        const answer = await raw(head);
+        expect({ head, status: answer.split("\r\n")[0], says: answer.includes("the request has no valid Host header") }).toEqual({
+          head,
+          status: "HTTP/1.1 400 Bad Request",
+          says: true,
+        });
+      }
+      tally("badInputs", 4);
+      expect(lines.slice(before).filter((l) => l.includes("api_failed"))).toEqual([]);
+    } finally {
+      await server.stop();
+    }
   });
 });
 

@@ -438,8 +438,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   // signed self-update: its own routes (update-routes.ts), asked first
   const updateApi = createUpdateApi(deps);
 
-  async function handle(request: Request, via: "network" | "local" = "network"): Promise<Response> {
-    const url = new URL(request.url);
+  async function handle(request: Request, url: URL, via: "network" | "local"): Promise<Response> {
     // API-shaped paths (another env's included) answer as the API does; everything else is the console's.
     if (!API_PATH.test(url.pathname)) return webConsole.fetch(request);
     const updateAnswer = await updateApi.handle(request, url, via);
@@ -502,18 +501,39 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     return pathname.startsWith(`${prefix}/`) && UPDATE_ROUTES.has(key) ? key : "unmatched";
   }
 
+  /**
+   * Every request's way in: its URL, built by the server from the Host header, parsed once. A
+   * request whose URL cannot be parsed (no Host, or one with a space) is the client's mistake,
+   * 400; a failure nothing below caught is logged before its 500.
+   */
   async function observed(request: Request, via: "network" | "local" = "network"): Promise<Response> {
+    let url: URL | undefined;
+    try {
+      url = new URL(request.url);
+    } catch {
+      // answered below, and counted as unmatched
+    }
+    const answer = async () => {
+      if (!url) return errorResponse(400, "the request has no valid Host header (the host name of this hub)");
+      try {
+        return await handle(request, url, via);
+      } catch (err) {
+        const answer = errorToResponse(err);
+        if (answer.status >= 500) log.error("hub.api_failed", { method: request.method, route: url.pathname, status: answer.status, error: err });
+        return answer.response;
+      }
+    };
     const observer = deps.observer;
-    if (!observer) return handle(request, via);
+    if (!observer) return answer();
     const started = performance.now();
     let status = 500;
     try {
-      const response = await handle(request, via);
+      const response = await answer();
       status = response.status;
       return response;
     } finally {
       observer.request({
-        route: routeLabel(new URL(request.url).pathname),
+        route: url ? routeLabel(url.pathname) : "unmatched",
         method: methodLabel(request.method),
         status,
         seconds: (performance.now() - started) / 1000,
