@@ -262,10 +262,12 @@ function jsonc(): typeof Jsonc {
  * BigInt, a NaN or an infinity (JSON has no such numbers; `JSON.stringify` would throw or write
  * `null` in their place), a structure that contains itself, a `toJSON` or getter that throws, a
  * built-in whose contents JSON would drop (a Map, a Set, a typed array or ArrayBuffer, a RegExp,
- * an Error, a Promise: written as `{}` or as an object of indexes), or no value at all
- * (undefined, a function, a symbol). Other objects become what `JSON.stringify` makes of them
- * (`toJSON` applied, so a Date is its ISO text and a Buffer its `{type, data}`; undefined
- * members left out). Returns the compact text; throws
+ * an Error, a Promise: written as `{}` or as an object of indexes), a member JSON would drop
+ * or write as null (a function, a symbol, undefined in an array, an invalid Date, a `toJSON`
+ * that gives nothing), or no value at all (undefined, a function, a symbol). Other objects
+ * become what `JSON.stringify` makes of them (`toJSON` applied, so a Date is its ISO text and a
+ * Buffer its `{type, data}`); an object member whose value is undefined is left out, as
+ * `JSON.stringify` leaves it. Returns the compact text; throws
  * JsonDocumentError (an InputError: exit 65) naming `source` and, for a member, its path (`$.a[2]`).
  * Checks neither size nor, for a text, anything else: parse the result with `parseJsonDocument`.
  */
@@ -285,6 +287,24 @@ export function stringifyJsonValue(value: unknown, limits: Pick<JsonDocumentLimi
   };
   function replacer(this: object, key: string, member: unknown): unknown {
     const depth = placed.get(this)?.depth ?? 0;
+    const isRoot = placed.get(this) === undefined;
+    if (!isRoot) {
+      // Members JSON.stringify would drop or turn into null without a word: the document sent
+      // would not be the one given. (Undefined object members stay out, as JSON.stringify does.)
+      const given = (this as Record<string, unknown>)[key];
+      if (typeof member === "function" || typeof member === "symbol") {
+        throw new JsonDocumentError("not_json", `${source}: ${pathOf(this, key)} is a ${typeof member}, which JSON cannot carry`);
+      }
+      if (member === undefined && Array.isArray(this)) {
+        throw new JsonDocumentError("not_json", `${source}: ${pathOf(this, key)} is undefined, which JSON would write as null`);
+      }
+      if (member === undefined && given !== undefined) {
+        throw new JsonDocumentError("not_json", `${source}: ${pathOf(this, key)}: its toJSON() gave no value`);
+      }
+      if (given instanceof Date && Number.isNaN(given.getTime())) {
+        throw new JsonDocumentError("not_json", `${source}: ${pathOf(this, key)} is an invalid Date, which JSON would write as null`);
+      }
+    }
     if (typeof member === "bigint") throw new JsonDocumentError("not_json", `${source}: ${pathOf(this, key)} is a BigInt, which JSON cannot carry`);
     if (typeof member === "number" && !Number.isFinite(member)) {
       throw new JsonDocumentError("not_json", `${source}: ${pathOf(this, key)} is ${member}, which JSON cannot carry`);

@@ -241,6 +241,16 @@ describe("stringifyJsonValue", () => {
       "collectMessage: $.later is of type Promise, which JSON cannot carry",
       "collectMessage: $ is of type Map, which JSON cannot carry",
     ]);
+    // members JSON.stringify would drop or write as null
+    expect(refusals([{ f: () => 1 }, { s: Symbol("s") }, [1, undefined], { d: new Date(Number.NaN) }, { j: { toJSON: () => undefined } }])).toEqual([
+      "collectMessage: $.f is a function, which JSON cannot carry",
+      "collectMessage: $.s is a symbol, which JSON cannot carry",
+      "collectMessage: $[1] is undefined, which JSON would write as null",
+      "collectMessage: $.d is an invalid Date, which JSON would write as null",
+      "collectMessage: $.j: its toJSON() gave no value",
+    ]);
+    // an object member that is undefined is left out, as JSON.stringify leaves it
+    expect(stringifyJsonValue({ a: undefined, b: 1 })).toBe('{"b":1}');
     // what has a toJSON is what it makes (a Date its ISO text, a Buffer its {type, data}); a class instance its own fields
     class Reading {
       constructor(readonly t: number) {}
