@@ -1,5 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { FlashlexError, InputError, UsageError } from "../shared/errors.ts";
+import { utcFromParts } from "../shared/time.ts";
 
 /**
  * Reads a document from a file or stdin, stopping one byte past `limit` so that neither an
@@ -111,7 +112,11 @@ export function parseTime(value: string | undefined, flag: string, endOfDay = fa
   // ISO 8601 only: Date.parse also takes other shapes ("-1" is 2001-01-01 in Bun, "Dec 2" a
   // date in 2001), and reads a date-time without a zone as local time, not UTC
   const iso = ISO_DATE_TIME.exec(value);
-  const ms = iso ? Date.parse(`${iso[1]}T${iso[2] ?? "00:00:00"}${isoZone(iso[3])}`) : Number.NaN;
+  // Date.parse rolls 2026-02-30 over into March: each part is checked first.
+  const [year, month, day] = (iso?.[1] ?? "").split("-").map(Number);
+  const [hour = 0, minute = 0, second = 0] = (iso?.[2] ?? "").split(":").map((part) => Math.floor(Number(part)));
+  const real = iso !== null && !Number.isNaN(utcFromParts(year!, month!, day!, hour, minute, second));
+  const ms = real ? Date.parse(`${iso[1]}T${iso[2] ?? "00:00:00"}${isoZone(iso[3])}`) : Number.NaN;
   if (Number.isNaN(ms) || Math.abs(ms) > 8.64e15)
     throw new UsageError(`${flag} must be Unix seconds or an ISO date (2024-01-31 or 2024-01-31T12:00:00Z), not ${JSON.stringify(value)}`);
   return Math.floor(ms / 1000) + (!iso![2] && endOfDay ? 86_399 : 0);

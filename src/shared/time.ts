@@ -13,3 +13,21 @@ export function isoOrAsIs(ms: unknown): string {
   const date = new Date(typeof ms === "number" ? ms : Number.NaN);
   return Number.isNaN(date.getTime()) ? String(ms) : date.toISOString();
 }
+
+/**
+ * Unix ms of a UTC date and time given as its parts (month 1-12), or NaN when a part is out of
+ * its range: February 30th, April 31st, hour 24, minute 60. `Date.UTC` and `Date.parse` roll such
+ * a date over into the next month or day without a word (2026-02-30 became March 2nd).
+ */
+export function utcFromParts(year: number, month: number, day: number, hour = 0, minute = 0, second = 0): number {
+  const ms = Date.UTC(year, month - 1, day, hour, minute, second);
+  const back = new Date(ms);
+  const same =
+    back.getUTCFullYear() === year &&
+    back.getUTCMonth() === month - 1 &&
+    back.getUTCDate() === day &&
+    back.getUTCHours() === hour &&
+    back.getUTCMinutes() === minute &&
+    back.getUTCSeconds() === second;
+  return same ? ms : Number.NaN;
+}

@@ -389,6 +389,9 @@ describe("pages", () => {
     const files = Object.keys(unzipSync(new Uint8Array(await response.arrayBuffer()))).filter((f) => f.endsWith(".json"));
     expect(files.map((f) => f.split("/").pop())).toEqual(["22222222-2222-4222-8222-222222222222.json"]);
     expect((await get(`/things/${fresh.id}/archive?from=yesterday&to=${minute(now)}`, browser)).status).toBe(400);
+    // a day the month does not have is refused, not rolled over into the next month
+    expect((await get(`/things/${fresh.id}/archive?from=2026-02-30T00:00&to=${minute(now)}`, browser)).status).toBe(400);
+    expect((await get(`/things/${fresh.id}/archive?from=2026-01-01T00:00&to=2026-01-01T24:00`, browser)).status).toBe(400);
     await hub.things.delete(fresh);
   });
 

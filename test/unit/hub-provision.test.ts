@@ -366,8 +366,25 @@ describe("hub export times", () => {
     expect(parseTime("2019-07-20 01:45", "--since", false)).toBe(1563587100);
     expect(parseTime("2019-07-20T02:45:44+0100", "--since", false)).toBe(1563587144);
     expect(parseTime("2019-07-20T02:45:44.5+01:00", "--since", false)).toBe(1563587144);
+    expect(parseTime("2024-02-29", "--since", false)).toBe(1709164800); // a leap day that is one
     // "-1" was 2001-01-01 to Bun's Date.parse, "-1.5" 2001-01-05, "Jul 20 2019" a date
-    for (const value of ["-1", "-12", "-1.5", "Jul 20 2019", "2019-13-45", "2019-07-20Z", "2019-07-20T25:00"]) {
+    // a day the month does not have, or a clock past 23:59:59, is refused, not rolled over (2026-02-30 was March 2nd)
+    for (const value of [
+      "-1",
+      "-12",
+      "-1.5",
+      "Jul 20 2019",
+      "2019-13-45",
+      "2019-07-20Z",
+      "2019-07-20T25:00",
+      "2026-02-30",
+      "2026-04-31",
+      "2025-02-29",
+      "2026-01-01T23:60",
+      "2026-01-01T24:00:00Z",
+      "2026-01-01T12:00:60Z",
+      "2026-00-10",
+    ]) {
       expect(() => parseTime(value, "--since", false)).toThrow(
         `--since must be Unix seconds or an ISO date (2024-01-31 or 2024-01-31T12:00:00Z), not "${value}"`,
       );

@@ -17,6 +17,7 @@
 import { isUuid } from "../../protocol/ids.ts";
 import { thingTopics } from "../../protocol/topics.ts";
 import type { Logger } from "../../shared/log.ts";
+import { utcFromParts } from "../../shared/time.ts";
 import { HttpError, integerParam, publicError, readBodyLimited } from "../http/envelope.ts";
 import type { HubUseCases } from "../hub.ts";
 import { archiveStream } from "../messages/archive.ts";
@@ -165,7 +166,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
   /** `YYYY-MM-DDTHH:MM` (a datetime-local value, read as UTC) as Unix seconds; HttpError 400 otherwise. */
   function utcMinute(value: string | null, field: string): number {
     const match = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?$/.exec(value ?? "");
-    const ms = match ? Date.UTC(+match[1]!, +match[2]! - 1, +match[3]!, +match[4]!, +match[5]!, +(match[6] ?? 0)) : NaN;
+    const ms = match ? utcFromParts(+match[1]!, +match[2]!, +match[3]!, +match[4]!, +match[5]!, +(match[6] ?? 0)) : NaN;
     if (!Number.isFinite(ms)) throw new HttpError(400, `${field} must be a date and time (YYYY-MM-DDTHH:MM, UTC)`);
     return Math.floor(ms / 1000);
   }
