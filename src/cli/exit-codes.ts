@@ -59,7 +59,8 @@ export const EXIT_CODES_HELP = `Exit codes:
   0   ok
   1   a bootstrap check failed
   3   serve installed an update (or rolled one back) and stopped to be started again by systemd
-  64  usage: unknown command or flag, a flag value that is not valid (e.g. --limit abc)
+  64  usage: unknown command or flag, a flag value that is not valid (e.g. --limit abc, a
+      --file that is not there)
   65  bad input data: not JSON, not UTF-8, too large, unknown message id; nothing was queued;
       collect: the API refused the message for good (kept as rejected, see \`outbox list\`);
       enroll: the hub refused the token, the name or the CSR, or the folder holds a thing

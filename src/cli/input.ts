@@ -29,8 +29,11 @@ function readFileBounded(file: string, limit: number): Buffer {
     return readBounded(fd, limit + 1);
   } catch (err) {
     if (err instanceof InputError) throw err;
-    // A file that is not there or not readable is an I/O problem (74, 77), not bad data (65).
+    // The path given with --file is not a file (a typo, a directory): the command line is wrong
+    // (64), as for -o. One that cannot be read is a permission (77) or I/O (74) problem.
     const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") throw new UsageError(`--file ${file}: no such file`);
+    if (code === "EISDIR") throw new UsageError(`--file ${file}: a directory, not a file`);
     throw new FlashlexError(`${file}: cannot read (${code ?? "error"})`, code === "EACCES" || code === "EPERM" ? "permission" : "io", { cause: err });
   } finally {
     if (fd !== undefined) closeSync(fd);

@@ -24,13 +24,19 @@ test("--version names flashlex, its commit and the runtime inside (not Node's co
   expect(result.stdout.trim()).toBe(`flashlex ${await packageVersion()} (${commit}), Bun ${Bun.version}, linux-${process.arch}`);
 });
 
-test("collect --file that is not there is an I/O error (74), not bad data", async () => {
+test("collect and hub send --file that is not there, or a directory, is a usage error (64) naming the flag, not an I/O error", async () => {
   const hub = await makeHubFixture(join(work, "file"));
   const thing = await hub.createThing("filer");
-  const result = await run(["collect", ...thing.flags, "--file", join(work, "missing.json")]);
-  tally("badInputs");
-  expect(result.code).toBe(74);
-  expect(result.stderr.trim()).toBe(`flashlex: ${join(work, "missing.json")}: cannot read (ENOENT)`);
+  const cases = [
+    { args: ["collect", ...thing.flags, "--file", join(work, "missing.json")], says: `--file ${join(work, "missing.json")}: no such file` },
+    { args: ["collect", ...thing.flags, "--file", work], says: `--file ${work}: a directory, not a file` },
+    { args: ["hub", "send", thing.name, "--dir", hub.dir, "--file", work], says: `--file ${work}: a directory, not a file` },
+  ];
+  for (const c of cases) {
+    const result = await run(c.args);
+    expect({ code: result.code, stderr: result.stderr.trim() }).toEqual({ code: 64, stderr: `flashlex: ${c.says}` });
+  }
+  tally("badInputs", cases.length);
 });
 
 test("uninstall-service takes the thing flags older lines pass, and says they are not needed", async () => {

@@ -539,7 +539,7 @@ describe("collect", () => {
     expect(huge.code).toBe(65);
     expect(huge.stderr).toContain("over the 262144-byte limit");
     const missingFile = await run(["collect", ...thing.flags, "--file", join(thing.dir, "nope.json")]);
-    expect(missingFile.code).toBe(74); // a file that is not there: I/O, not bad data
+    expect(missingFile.code).toBe(64); // a file that is not there: the command line is wrong, not the data
     expect(outboxSize()).toBe(before);
     const badVia = await run(["collect", ...thing.flags, "--via", "pigeon"], { input: "{}" });
     expect(badVia.code).toBe(64);
