@@ -211,6 +211,9 @@ export class FlashlexSDK {
     if (options !== undefined && (options === null || typeof options !== "object")) {
       throw new InternalFlashlexError(`collectMessage: options must be an object such as {via: "mqtt"}, not ${typeof options}`, "usage");
     }
+    // a misspelt option ({vai: "mqtt"}) would send over HTTP without a word, as getMessages' query refuses one
+    const unknown = Object.keys(options ?? {}).find((key) => key !== "via");
+    if (unknown !== undefined) throw new InternalFlashlexError(`collectMessage: options has no field ${JSON.stringify(unknown)} (it takes via)`, "usage");
     const body = egressDocumentOf(document, "collectMessage");
     return this.use((access) => access.collect(body, options?.via ?? "http"));
   }

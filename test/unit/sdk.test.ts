@@ -94,6 +94,8 @@ test("config says what open read; rejections are the exported FlashlexError with
   const refused = await sdk.collectMessage(Symbol("not JSON")).catch((err) => err);
   expect(refused).toBeInstanceOf(FlashlexError);
   expect({ kind: refused.kind, exitCode: refused.exitCode }).toEqual({ kind: "data", exitCode: 65 });
+  const misspelt = await sdk.collectMessage({ a: 1 }, { vai: "mqtt" } as never).catch((err) => err);
+  expect({ kind: misspelt.kind, message: misspelt.message }).toEqual({ kind: "usage", message: 'collectMessage: options has no field "vai" (it takes via)' });
   sdk.close();
   const late = await sdk.getMessages().catch((err) => err);
   expect(late).toBeInstanceOf(FlashlexError);
