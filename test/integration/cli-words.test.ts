@@ -39,6 +39,28 @@ test("collect and hub send --file that is not there, or a directory, is a usage 
   tally("badInputs", cases.length);
 });
 
+test("collect --via mqtt run several at once with serve stopped take turns on the thing's session: each is delivered, none is pushed off", async () => {
+  const hub = await makeHubFixture(join(work, "turns"));
+  const thing = await hub.createThing("turns");
+  const serving = await hub.serve();
+  try {
+    // before, each took the thing's client id from the one before: one waited 120 s for its PUBACK, then 69
+    const results = await Promise.all(
+      [1, 2, 3, 4].map((n) => run(["collect", ...thing.flags, "--via", "mqtt", "--json"], { input: `{"n":${n}}`, timeoutMs: 60_000 })),
+    );
+    expect(results.map((r) => [r.code, JSON.parse(r.stdout || "{}").outcome])).toEqual([
+      [0, "sent"],
+      [0, "sent"],
+      [0, "sent"],
+      [0, "sent"],
+    ]);
+    tally("attacks");
+    expect(serving.output()).not.toContain("identity_contested");
+  } finally {
+    await serving.stop();
+  }
+}, 90_000);
+
 test("uninstall-service takes the thing flags older lines pass, and says they are not needed", async () => {
   const result = await run(["uninstall-service", "-c", "config.yml", "--dry-run"]);
   expect(result.code).toBe(0);

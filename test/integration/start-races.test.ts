@@ -60,7 +60,7 @@ describe("two serves started at the same instant on one data directory", () => {
         expect({ trial, code: loserCode, stderr: loser.output().trim() }).toEqual({
           trial,
           code: 75,
-          stderr: `flashlex: ${dataDir}: another flashlex serve is running for this data directory`,
+          stderr: `flashlex: ${dataDir}: another flashlex serve is running for this data directory (or a collect --via mqtt is publishing as the thing)`,
         });
         // the winner is the one serve: it connects and subscribes, and keeps running
         await waitUntil(`trial ${trial}: the other serve subscribes`, () => /mqtt\.subscribed/.test(winner.output()) || winner.proc.exitCode !== null, 15_000);

@@ -74,7 +74,9 @@ describe("the single-serve lock", () => {
     }
     expect(refused).toBeInstanceOf(FlashlexError);
     expect(exitCodeOf(refused)).toBe(75);
-    expect((refused as FlashlexError).message).toBe(`${data}: another flashlex serve is running for this data directory`);
+    expect((refused as FlashlexError).message).toBe(
+      `${data}: another flashlex serve is running for this data directory (or a collect --via mqtt is publishing as the thing)`,
+    );
     await first.release();
     const again = await acquireServeLock(data);
     await again.release();

@@ -1,6 +1,7 @@
 /**
  * The thing's data in this process: the message database, and delivery of what `collect` queues.
  */
+import { FlashlexError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { collect } from "../egress/collect.ts";
 import { type DeliveryOutcome, deliverHttp, deliverMqtt } from "../egress/delivery.ts";
@@ -56,37 +57,72 @@ export function databaseAccess(
  * `collect --via mqtt` with no serve running: connect as the thing (persistent session, like
  * serve, so nothing of the session is discarded) just long enough to publish. Ingress that
  * arrives meanwhile is stored exactly as serve would store it.
+ *
+ * The session is the thing's one client id: two at once take it from each other (the broker
+ * drops the older connection), so it is held under serve's lock. Concurrent one-shot collects
+ * take turns; when the lock stays taken (a serve started meanwhile, which drains the outbox) the
+ * message stays queued.
  */
 async function deliverOverOwnSession(
   entry: OutboxEntry,
   deps: { config: ThingConfig; identity: ThingIdentity; store: MessageStore; log: Logger; clock: HubClock },
 ): Promise<DeliveryOutcome> {
   // MQTT is loaded only here: `collect` over HTTP, the default, starts without it.
-  const [{ ThingSession, sessionMemory }, { createIngressHandler }, { explainTlsSetupError }] = await Promise.all([
+  const [{ ThingSession, sessionMemory }, { createIngressHandler }, { explainTlsSetupError }, { acquireServeLock }] = await Promise.all([
     import("../mqtt/session.ts"),
     import("../ingress/handler.ts"),
     import("../mqtt/tls-setup.ts"),
+    import("./serve-lock.ts"),
   ]);
-  let session: ThingSession;
-  try {
-    session = new ThingSession({
-      config: deps.config,
-      identity: deps.identity,
-      log: deps.log,
-      subscriptions: [],
-      reconnect: false,
-      ingress: createIngressHandler(deps),
-      memory: sessionMemory(deps.store),
-    });
-  } catch (err) {
-    throw explainTlsSetupError(err, deps.config, deps.identity);
+  const lock = await takeTurn(() => acquireServeLock(deps.config.dataDir), deps.config.timeouts.connectMs);
+  if (!lock) {
+    return {
+      kind: "retry",
+      error: `another flashlex process held the thing's MQTT session for ${deps.config.timeouts.connectMs / 1000} s (a serve, or another collect --via mqtt)`,
+    };
   }
   try {
-    await session.waitConnected(deps.config.timeouts.connectMs);
-    return await deliverMqtt(entry, { ...deps, session });
-  } catch (err) {
-    return { kind: "retry", error: (err as Error).message };
+    return await publishOverOwnSession();
   } finally {
-    await session.stop();
+    await lock.release();
+  }
+
+  async function publishOverOwnSession(): Promise<DeliveryOutcome> {
+    let session: ThingSession;
+    try {
+      session = new ThingSession({
+        config: deps.config,
+        identity: deps.identity,
+        log: deps.log,
+        subscriptions: [],
+        reconnect: false,
+        ingress: createIngressHandler(deps),
+        memory: sessionMemory(deps.store),
+      });
+    } catch (err) {
+      throw explainTlsSetupError(err, deps.config, deps.identity);
+    }
+    try {
+      await session.waitConnected(deps.config.timeouts.connectMs);
+      return await deliverMqtt(entry, { ...deps, session });
+    } catch (err) {
+      return { kind: "retry", error: (err as Error).message };
+    } finally {
+      await session.stop();
+    }
+  }
+}
+
+/** `take` until it does not throw try-later, every 50-100 ms, for up to `waitMs`; undefined when the time ran out. */
+async function takeTurn<T>(take: () => Promise<T>, waitMs: number): Promise<T | undefined> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return await take();
+    } catch (err) {
+      if (!(err instanceof FlashlexError) || err.kind !== "try-later") throw err;
+      if (Date.now() >= deadline) return undefined;
+      await new Promise((resolve) => setTimeout(resolve, 50 + Math.random() * 50));
+    }
   }
 }

@@ -42,7 +42,12 @@ export async function acquireServeLock(dataDir: string): Promise<ServeLock> {
   await new Promise<void>((resolve, reject) => {
     server.once("error", (err: NodeJS.ErrnoException) => {
       if (err.code === "EADDRINUSE") {
-        reject(new FlashlexError(`${dataDir}: another flashlex serve is running for this data directory`, "try-later"));
+        reject(
+          new FlashlexError(
+            `${dataDir}: another flashlex serve is running for this data directory (or a collect --via mqtt is publishing as the thing)`,
+            "try-later",
+          ),
+        );
       } else {
         reject(toFlashlexError(err, `${dataDir}: the single-serve lock`));
       }
