@@ -40,9 +40,11 @@ export async function writeFileAtomically(
   const { signal } = options;
   signal?.throwIfAborted();
   if (isStream(file)) {
-    const fd = openSync(file, "w");
+    const fd = namingTarget(undefined, file, () => openSync(file, "w"));
     try {
       await writeContent(fd, content, signal);
+    } catch (err) {
+      throw renamePath(err, undefined, file);
     } finally {
       closeSync(fd);
     }
@@ -75,7 +77,7 @@ export async function writeFileAtomically(
  */
 export function writeFileAtomicallySync(file: string, content: string | Uint8Array, mode: number): void {
   if (isStream(file)) {
-    writeFileSync(file, content);
+    namingTarget(undefined, file, () => writeFileSync(file, content));
     return;
   }
   sweepDeadWriters(dirname(file));
@@ -198,13 +200,18 @@ export function processIsAlive(pid: number): boolean {
  * temporary name means nothing to them; the error's kind and reason stay): `err.path` is what
  * the error message names (foreign-errors.ts).
  */
-function renamePath(err: unknown, temp: string, file: string): unknown {
+/**
+ * `err` naming `file`: a system error about the temporary file, or one that names no file at
+ * all (write(2) failing with ENOSPC or EIO on a descriptor carries no path), is about `file`
+ * for whoever reads the message.
+ */
+function renamePath(err: unknown, temp: string | undefined, file: string): unknown {
   const e = err as NodeJS.ErrnoException | null;
-  if (e && typeof e === "object" && e.path === temp) e.path = file;
+  if (e && typeof e === "object" && typeof e.code === "string" && (e.path === undefined || e.path === temp)) e.path = file;
   return err;
 }
 
-function namingTarget<T>(temp: string, file: string, fn: () => T): T {
+function namingTarget<T>(temp: string | undefined, file: string, fn: () => T): T {
   try {
     return fn();
   } catch (err) {

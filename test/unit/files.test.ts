@@ -1,13 +1,15 @@
 /**
  * Atomic writes (src/shared/files.ts): a stopped write leaves the old file and no temporary file;
  * what a dead writer left is removed, a live one's work is not; errors name the file the caller
- * gave, not the temporary one; a device or FIFO is written through, never renamed over.
+ * gave, not the temporary one (nor none, for a write that failed on its descriptor); a device or
+ * FIFO is written through, never renamed over.
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../src/shared/files.ts";
+import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-files-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -64,6 +66,19 @@ describe("a target that is a stream, not a file", () => {
       expect(await new Response(reader.stdout).text()).toBe("through the pipe");
       expect(statSync(fifo).isFIFO()).toBe(true);
       expect(readdirSync(dir).filter((n) => n.startsWith(`.fifo-${name}`))).toEqual([]);
+    }
+  });
+
+  test("a full device (/dev/full): the error names it, so the one-line message says which file did not fit", async () => {
+    for (const write of [() => writeFileAtomically("/dev/full", "x".repeat(70_000), 0o600), async () => writeFileAtomicallySync("/dev/full", "x", 0o600)]) {
+      const err = await write().then(
+        () => undefined,
+        (e) => e,
+      );
+      expect({ code: err?.code, message: toFlashlexError(err).message }).toEqual({
+        code: "ENOSPC",
+        message: "/dev/full: no space left on the device (ENOSPC)",
+      });
     }
   });
 });
