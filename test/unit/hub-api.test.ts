@@ -427,7 +427,10 @@ describe("operator routes", () => {
     expect((await operator(`/things/${thing.id}/nothing`)).status).toBe(404);
     const wrongMethod = await operator("/things", { method: "PUT" });
     expect(wrongMethod.status).toBe(405);
-    expect(wrongMethod.headers.get("allow")).toBe("GET, POST");
+    expect(wrongMethod.headers.get("allow")).toBe("GET, HEAD, POST");
+    // HEAD is answered as GET is (the server leaves the body out)
+    expect((await operator("/things", { method: "HEAD" })).status).toBe(200);
+    expect((await operator(`/things/${randomUUID()}`, { method: "HEAD" })).status).toBe(404);
   });
 
   test("GET and DELETE messages by time range and type", async () => {

@@ -446,8 +446,12 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     const found = match(url.pathname);
     const methods = found ? routes[found.key] : undefined;
     if (!found || !methods) return errorResponse(404, "no such route");
-    const method = methods[request.method];
-    if (!method) return errorResponse(405, `${request.method} is not allowed here`, { Allow: Object.keys(methods).join(", ") });
+    // HEAD is GET without the body (RFC 9110 §9.3.2; the server leaves the body out)
+    const method = methods[request.method] ?? (request.method === "HEAD" ? methods.GET : undefined);
+    if (!method) {
+      const allow = Object.keys(methods).flatMap((m) => (m === "GET" ? ["GET", "HEAD"] : [m]));
+      return errorResponse(405, `${request.method} is not allowed here`, { Allow: allow.join(", ") });
+    }
     try {
       if (method.caller === "operator" && via !== "local") await requireOperator(request);
       return await method.handle({ request, url, id: found.id });
