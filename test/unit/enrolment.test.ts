@@ -97,7 +97,7 @@ describe("enrolment tokens", () => {
 
   test("create: defaults, ranges, only the hash stored; the last use is taken once", async () => {
     const store = await openHubStore(join(scratchDir("flashlex-tokens-"), "hub.db"), { create: true });
-    const tokens = new EnrolmentTokens(store, () => 1_000_000);
+    const tokens = new EnrolmentTokens(store, () => 1_000_000, "abcd1234");
     const { token, record: made } = await tokens.create();
     expect(token).toMatch(/^flxe_[A-Za-z0-9_-]{43}$/);
     expect(made).toMatchObject({ maxUses: 1, uses: 0, expiresAt: 1_000_000 + 86_400_000, namePrefix: null });
@@ -105,6 +105,9 @@ describe("enrolment tokens", () => {
     await expect(tokens.create({ maxUses: 0 })).rejects.toThrow(/max uses/);
     await expect(tokens.create({ lifetimeMs: 31 * 86_400_000 })).rejects.toThrow(/30d/);
     await expect(tokens.create({ namePrefix: "no spaces" })).rejects.toThrow(/prefix/);
+    // names are given without the owner prefix: a token for names that start with it could enrol nothing
+    await expect(tokens.create({ namePrefix: "abcd1234-sensor" })).rejects.toThrow("starts with the owner prefix abcd1234-");
+    expect((await tokens.create({ namePrefix: "abcd1234x" })).record.namePrefix).toBe("abcd1234x");
     await expect(tokens.revoke("nope")).rejects.toThrow(/no enrolment token/);
     // the use and the thing are one transaction: the last use goes to one thing only
     const thing = (id: string) => ({

@@ -7,6 +7,7 @@
  */
 import type { Logger } from "../../shared/log.ts";
 import type { HubHome } from "../home/home.ts";
+import { ownerPrefix } from "../home/settings.ts";
 import type { HubStore } from "../store/hub-store.ts";
 import { type Enrolled, EnrolmentRefused, type EnrolmentRequest, enrol, enrolmentInfo } from "./enrol.ts";
 import { EnrolmentTokens } from "./tokens.ts";
@@ -25,7 +26,7 @@ export class Enrolment {
 
   constructor(private readonly deps: EnrolmentDeps) {
     this.now = deps.now ?? Date.now;
-    this.tokens = new EnrolmentTokens(deps.store, this.now);
+    this.tokens = new EnrolmentTokens(deps.store, this.now, ownerPrefix(deps.home.settings));
   }
 
   /** The owner prefix (the CN a device must ask for starts with it) and the CA, with its SHA-256 fingerprint. */

@@ -65,12 +65,14 @@ export class EnrolmentTokens {
   constructor(
     private readonly store: HubStore,
     private readonly now: () => number = Date.now,
+    /** the hub's owner prefix: typed names never start with it, so neither may a token's name prefix */
+    private readonly ownerPrefix?: string,
   ) {}
 
   /**
    * Makes a token: `maxUses` (default 1, at most MAX_TOKEN_USES), `lifetimeMs` (default a day,
-   * at most 30 days), `namePrefix` (letters, digits, - and _). Returns the token (shown once) and
-   * what is stored. Throws InputError (65/400) for a value out of range.
+   * at most 30 days), `namePrefix` (letters, digits, - and _; not the owner prefix). Returns the
+   * token (shown once) and what is stored. Throws InputError (65/400) for a value out of range.
    */
   async create(opts: { maxUses?: number; lifetimeMs?: number; namePrefix?: string } = {}): Promise<NewEnrolmentToken> {
     const maxUses = opts.maxUses ?? 1;
@@ -82,6 +84,11 @@ export class EnrolmentTokens {
     const namePrefix = opts.namePrefix ?? null;
     if (namePrefix !== null && !NAME_PREFIX.test(namePrefix))
       throw new InputError("a name prefix is 1 to 39 letters, digits, '-' or '_', not starting with '-'");
+    if (namePrefix !== null && this.ownerPrefix !== undefined && namePrefix.startsWith(`${this.ownerPrefix}-`)) {
+      throw new InputError(
+        `the name prefix ${namePrefix} starts with the owner prefix ${this.ownerPrefix}-, which no name given at enrolment has (the hub adds it): a token with it could enrol nothing`,
+      );
+    }
     const token = ENROLMENT_TOKEN_TAG + randomBytes(32).toString("base64url");
     const hash = hashToken(token);
     const createdAt = this.now();
