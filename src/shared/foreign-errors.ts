@@ -164,6 +164,13 @@ const TLS_VERIFY_CODES = new Set([
   "HOSTNAME_MISMATCH",
 ]);
 
+/** The code of a failed TLS handshake (the peer's certificate refused, or no TLS spoken), or undefined for any other error. */
+export function tlsHandshakeCode(err: unknown): string | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  if (typeof code !== "string" || isTlsMaterialError(err)) return undefined;
+  return code.startsWith("ERR_SSL_") || code.startsWith("ERR_TLS_") || TLS_VERIFY_CODES.has(code) ? code : undefined;
+}
+
 /** True for an error from building a TLS context out of PEM text (bad key, certificate or CA). */
 export function isTlsMaterialError(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
@@ -182,7 +189,7 @@ function classifyTls(err: object): ForeignError | undefined {
       `the TLS library refused a key or certificate${reason ? ` (${reason.toLowerCase().replace(/_/g, " ")})` : ""}`;
     return { kind: "config", reason: `${words} (${code})` };
   }
-  if (code.startsWith("ERR_SSL_") || code.startsWith("ERR_TLS_") || TLS_VERIFY_CODES.has(code)) {
+  if (tlsHandshakeCode(err)) {
     return { kind: "unavailable", reason: `the TLS handshake failed: ${oneLine(String(e.message ?? code))} (${code})` };
   }
   return undefined;

@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
@@ -17,6 +18,7 @@ import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { type EnrolToken, type HubFixture, listenOnLoopback, loopbackHubInit, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
+import { tally } from "../support/tally.ts";
 import { waitUntil } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-enrol-"));
@@ -144,6 +146,11 @@ describe("enrolment", () => {
     expect((await enroll(t, "pump-1", join(work, "pump-1"))).code).toBe(65);
     expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
     expect((await enroll(t, "sensor-1", join(work, "sensor-1"))).code).toBe(0);
+    // revoked, an enrolled thing is not said to have lost a distribution it never had
+    const revoked = await hub.flashlex(["hub", "thing", "revoke", `${ownerPrefix}-sensor-1`, "--dir", hub.dir]);
+    expect(revoked.stdout).toContain("it enrolled itself, so the hub never held its key");
+    const dist = await run(["hub", "thing", "dist", `${ownerPrefix}-sensor-1`, "--dir", hub.dir]);
+    expect({ code: dist.code, says: dist.stderr.includes("it enrolled itself: its key never left the device") }).toEqual({ code: 65, says: true });
   }, 60_000);
 
   test("a name `hub thing create` refuses is refused here too: the owner's prefix (found as another thing), a UUID (found as an id), a leading '-' (read as a flag)", async () => {
@@ -233,6 +240,33 @@ describe("enrolment", () => {
     const onFile = await enroll(t, "onfile", file);
     expect(onFile.code).toBe(64);
     expect(onFile.stderr).toContain(`--dir ${file}: not a directory`);
+    // Ctrl-C while the hub is silent: 130 and one line saying how to finish, not a silent exit
+    const silent = createServer(() => {}).listen(0, "127.0.0.1");
+    await new Promise((resolve) => silent.once("listening", resolve));
+    try {
+      const hub = `http://127.0.0.1:${(silent.address() as AddressInfo).port}/dev/v1`;
+      const waiting = start([
+        "enroll",
+        "--hub",
+        hub,
+        "--token",
+        t.token,
+        "--ca-fingerprint",
+        t.caFingerprint,
+        "--name",
+        "stopped",
+        "--dir",
+        join(work, "stopped"),
+      ]);
+      await Bun.sleep(1000);
+      waiting.proc.kill("SIGINT");
+      expect(await waiting.proc.exited).toBe(130);
+      expect(waiting.output().trim()).toBe(
+        `flashlex: enroll stopped by SIGINT; run the same flashlex enroll again: it finishes what the hub may have done (with the key kept in ${join(work, "stopped")}/.enrol, if one was made)`,
+      );
+    } finally {
+      silent.close();
+    }
   }, 30_000);
 
   test("keys/ made by someone after a refused attempt is never taken for enrolment's own leftover: refused (65), left as it was", async () => {
@@ -267,7 +301,7 @@ describe("enrolment", () => {
     expect(made).toBeDefined();
     expect((await tokens()).find((x) => x.id === t.id).uses).toBe(1);
     expect(existsSync(join(dir, "config.yml"))).toBe(false);
-    expect(readdirSync(join(dir, ".enrol"))).toEqual(["pending-key.pem"]);
+    expect(readdirSync(join(dir, ".enrol")).sort()).toEqual(["pending-key.pem", "pending-name"]);
     expect(statSync(join(dir, ".enrol", "pending-key.pem")).mode & 0o777).toBe(0o600);
     const pending = readFileSync(join(dir, ".enrol", "pending-key.pem"), "utf8");
 
@@ -301,7 +335,26 @@ describe("enrolment", () => {
     expect(elsewhere.stderr).toContain("already exists");
     expect((await tokens()).find((x) => x.id === stranger.id).uses).toBe(0);
 
+    // with the kept key, another name (a second thing with the same key) or another key type is
+    // 64 saying how to finish that attempt or start over: nothing sent, nothing spent
     const fresh = await newToken();
+    const renamed = await enroll(fresh, "dkilled2", dir);
+    expect({ code: renamed.code, says: renamed.stderr.includes("an earlier enrolment here asked for the name dkilled and did not complete") }).toEqual({
+      code: 64,
+      says: true,
+    });
+    const otherType = await run(
+      ["enroll", "--hub", fresh.hub, "--token", fresh.token, "--ca-fingerprint", fresh.caFingerprint, "--name", "dkilled", "--key-type", "ec", "--dir", dir],
+      {
+        timeoutMs: 30_000,
+      },
+    );
+    expect({ code: otherType.code, says: otherType.stderr.includes("the key kept from an earlier enrolment here is rsa, not ec") }).toEqual({
+      code: 64,
+      says: true,
+    });
+    tally("badInputs", 2);
+    expect((await things()).find((x) => x.name === `${ownerPrefix}-dkilled2`)).toBeUndefined();
     const again = await enroll(fresh, "dkilled", dir);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain(`enrolled ${name}`);
@@ -334,6 +387,14 @@ describe("enrolment", () => {
       expect(t.hub).toBe(`https://127.0.0.1:${apiPort}/dev/v1`);
       // another hub's fingerprint: refused before the token is sent
       expect((await enroll({ ...t, caFingerprint: (await newToken()).caFingerprint }, "secure", join(work, "secure-0"))).code).toBe(78);
+      // a host the hub's certificate does not name, and https to a hub that speaks plain http:
+      // 78 saying what to check, never 69's "run it again" (a retry fails the same way)
+      const misnamed = await enroll({ ...t, hub: t.hub.replace("127.0.0.1", "localhost") }, "secure", join(work, "secure-1"));
+      expect({ code: misnamed.code, says: misnamed.stderr.includes("its certificate does not name the host in --hub") }).toEqual({ code: 78, says: true });
+      const plain = await newToken();
+      const noTls = await enroll({ ...plain, hub: plain.hub.replace("http://", "https://") }, "secure", join(work, "secure-2"));
+      expect({ code: noTls.code, says: noTls.stderr.includes("it does not speak TLS at that address") }).toEqual({ code: 78, says: true });
+      tally("badInputs", 2);
       const device = join(work, "secure");
       const result = await enroll(t, "secure", device);
       expect(result.code, result.stderr).toBe(0);

@@ -143,7 +143,8 @@ function revoke(args: string[], options: Options): Promise<number> {
       console.log(`${thing.name} was already revoked`);
       return ExitCode.OK;
     }
-    console.log(`revoked ${thing.name} (id ${thing.id}): it can no longer connect or collect, and its distribution was deleted`);
+    const distribution = thing.enrolledWith != null ? "it enrolled itself, so the hub never held its key" : "its distribution was deleted";
+    console.log(`revoked ${thing.name} (id ${thing.id}): it can no longer connect or collect, and ${distribution}`);
     if (configuredBroker === "rabbitmq")
       console.log(
         "a running `flashlex hub serve` closes its connections on the RabbitMQ cluster within a few seconds (management API), and its auth backend refuses the thing from now on",

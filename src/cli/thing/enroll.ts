@@ -1,6 +1,6 @@
 import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
-import { type CommandSpec, type Options, text } from "../command.ts";
+import { type CommandSpec, interruptible, type Options, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 
 /** `flashlex enroll`: make this device a thing with a key made here (src/thing/enrol). */
@@ -22,6 +22,17 @@ export const enrollCommand: CommandSpec = {
 };
 
 async function enroll(options: Options): Promise<number> {
+  const dir = resolve(text(options.dir) ?? ".");
+  // Stopped while it waits for the hub: the hub may have made the thing already, and the same
+  // command finishes it (the key is kept in .enrol; the hub answers a retry with the same thing).
+  // The folder itself is written without a pause, so no signal lands half way through it.
+  const retry = `run the same flashlex enroll again: it finishes what the hub may have done (with the key kept in ${dir}/.enrol, if one was made)`;
+  return interruptible("enroll", retry, (signal) =>
+    Promise.race([enrollInto(dir, options), new Promise<never>((_, reject) => signal.addEventListener("abort", () => reject(signal.reason), { once: true }))]),
+  );
+}
+
+async function enrollInto(dir: string, options: Options): Promise<number> {
   const hub = text(options.hub);
   if (!hub) throw new UsageError("--hub is required: the hub's API URL `hub enroll-token create` printed");
   const token = text(options.token) ?? process.env.FLASHLEX_ENROLL_TOKEN;
@@ -29,8 +40,8 @@ async function enroll(options: Options): Promise<number> {
   const caFingerprint = text(options.caFingerprint);
   if (!caFingerprint)
     throw new UsageError("--ca-fingerprint is required: the hub CA's fingerprint printed with the token (FlashLex never trusts a hub on first use)");
-  const keyType = text(options.keyType) ?? "rsa";
-  if (keyType !== "rsa" && keyType !== "ec") throw new UsageError(`--key-type must be rsa or ec, not ${keyType}`);
+  const keyType = text(options.keyType);
+  if (keyType !== undefined && keyType !== "rsa" && keyType !== "ec") throw new UsageError(`--key-type must be rsa or ec, not ${keyType}`);
   const { hostname } = await import("node:os");
   const name =
     text(options.name) ??
@@ -38,7 +49,6 @@ async function enroll(options: Options): Promise<number> {
       .split(".")[0]!
       .replace(/[^A-Za-z0-9_-]/g, "-")
       .slice(0, 40);
-  const dir = resolve(text(options.dir) ?? ".");
   const [{ enrolDevice }, { createLogger }, { isoSeconds }] = await Promise.all([
     import("../../thing/enrol/enrol.ts"),
     import("../../shared/log.ts"),

@@ -175,8 +175,8 @@ export class Things {
    * CONNACK 5, and its collect 401), or the file is gone from `dists/`.
    */
   distribution(thing: ThingRecord): { zip: Uint8Array } | { missing: string } {
-    if (thing.revokedAt !== null) return { missing: "it was revoked, and its distribution deleted" };
     if (thing.enrolledWith != null) return { missing: "it enrolled itself: its key never left the device" };
+    if (thing.revokedAt !== null) return { missing: "it was revoked, and its distribution deleted" };
     const zip = readDistribution(this.deps.home, thing.id);
     if (!zip) return { missing: "its zip is missing from the hub's dists/ folder" };
     if (!distributionHoldsKey(zip, thing)) {

@@ -41,7 +41,8 @@ export interface EnrolOptions {
   caFingerprint: string;
   /** the thing's folder: config.yml and keys/ go here */
   dir: string;
-  keyType: ThingKeyType;
+  /** absent: RSA for a new key; a key kept from an earlier attempt is used whatever its type */
+  keyType?: ThingKeyType;
   /** per request, ms */
   timeoutMs?: number;
 }
@@ -144,7 +145,7 @@ export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<Enro
   log.debug("enrol.ca_pinned", { hub: hubUrl, fingerprint: actual });
 
   const thingName = `${ownerPrefix}-${opts.name}`;
-  const keys = await pendingKeyPair(opts.dir, opts.keyType, generateThingKeyPair);
+  const keys = await pendingKeyPair(opts.dir, { name: opts.name, keyType: opts.keyType }, generateThingKeyPair);
   if (!keys.made) log.info("enrol.key_reused", { dir: opts.dir, why: "an earlier enrolment in this folder did not complete" });
   const csr = await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: thingName });
   let answer: Awaited<ReturnType<typeof hubRequest>>;

@@ -21,14 +21,17 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } 
 import { join } from "node:path";
 import { loadPrivateKey, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { fsyncDirectory, writeFileDurably } from "../../shared/durable-files.ts";
-import { ConflictError } from "../../shared/errors.ts";
+import { ConfigError, ConflictError, UsageError } from "../../shared/errors.ts";
 import { removeLeftovers } from "../../shared/files.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 
 /** The staging directories of versions before the pending key (`.enrol.<pid>-<8 hex>`), removed once their process is gone. */
 const OLD_STAGING = /^\.enrol\.(\d+)-[0-9a-f]{8}$/;
 /** The staging directory's name inside the thing's folder. */
 export const STAGING_DIR = ".enrol";
 const PENDING_KEY = "pending-key.pem";
+/** The typed name the pending key was made for: a retry must ask for the same thing. */
+const PENDING_NAME = "pending-name";
 
 export interface FolderFile {
   content: string;
@@ -77,15 +80,18 @@ function isOwnLeftover(dir: string): boolean {
 
 /**
  * The key pair this folder's enrolment uses: the one an earlier, unfinished attempt kept in
- * `dir/.enrol/pending-key.pem`, or a new one of `keyType` made by `generate` and written there
- * (0600, fsynced) before anything is sent. A kept key of another type than `keyType` is kept
- * all the same (the hub may already hold it) and wins. Also removes what an interrupted attempt
- * left: an older version's staging directories, and a `keys/` placed without its `config.yml`.
- * Throws ConflictError when `dir` holds a thing, or what the file system throws.
+ * `dir/.enrol/pending-key.pem`, or a new one of `want.keyType` (default rsa) made by `generate`
+ * and written there (0600, fsynced) with the name it is for, before anything is sent. A kept key
+ * is for the thing that attempt asked for, which the hub may already hold: asking for another
+ * name, or another key type (`want.keyType` given), is a UsageError (64) saying how to finish
+ * that attempt or start over; a damaged kept key is a ConfigError (78) naming its file. Also
+ * removes what an interrupted attempt left: an older version's staging directories, and a
+ * `keys/` placed without its `config.yml`. Throws ConflictError when `dir` holds a thing, or
+ * what the file system throws.
  */
 export async function pendingKeyPair(
   dir: string,
-  keyType: ThingKeyType,
+  want: { name: string; keyType?: ThingKeyType },
   generate: (type: ThingKeyType) => Promise<{ privateKeyPem: string; publicKeyPem: string }>,
 ): Promise<PendingKey> {
   mkdirSync(dir, { recursive: true, mode: 0o755 });
@@ -96,15 +102,35 @@ export async function pendingKeyPair(
   if (existsSync(file)) {
     // keys/ holding the pending key, without config.yml: placed by an attempt killed before its
     // commit (checkFolderFree refused any other keys/ that is not empty).
+    const startOver = `remove ${staging} to start over (and, if the hub made that thing, \`hub thing delete\` it there)`;
+    const keptName = existsSync(join(staging, PENDING_NAME)) ? readFileSync(join(staging, PENDING_NAME), "utf8").trim() : undefined;
+    if (keptName !== undefined && keptName !== want.name) {
+      throw new UsageError(
+        `${dir}: an earlier enrolment here asked for the name ${keptName} and did not complete (the hub may hold it): run enroll again with --name ${keptName} to finish it, or ${startOver}`,
+      );
+    }
+    let privateKeyPem: string;
+    let key: ReturnType<typeof loadPrivateKey>;
+    let keptType: ThingKeyType;
+    try {
+      privateKeyPem = readFileSync(file, "utf8");
+      key = loadPrivateKey(privateKeyPem);
+      keptType = thingKeyTypeOf(key); // a kind FlashLex takes, or CryptoError
+    } catch (err) {
+      throw new ConfigError(`${file}: the key kept from an earlier enrolment cannot be used (${toFlashlexError(err).message}); ${startOver}`);
+    }
+    if (want.keyType !== undefined && want.keyType !== keptType) {
+      throw new UsageError(
+        `${dir}: the key kept from an earlier enrolment here is ${keptType}, not ${want.keyType}: run enroll again without --key-type to finish it with that key, or ${startOver}`,
+      );
+    }
     if (existsSync(join(dir, "keys"))) rmSync(join(dir, "keys"), { recursive: true, force: true });
-    const privateKeyPem = readFileSync(file, "utf8");
-    const key = loadPrivateKey(privateKeyPem);
-    thingKeyTypeOf(key); // a kind FlashLex takes, or CryptoError
     const publicKeyPem = createPublicKey(key).export({ type: "spki", format: "pem" }).toString();
     return { privateKeyPem, publicKeyPem, made: false };
   }
-  const pair = await generate(keyType);
+  const pair = await generate(want.keyType ?? "rsa");
   mkdirSync(staging, { recursive: true, mode: 0o700 });
+  writeFileDurably(join(staging, PENDING_NAME), `${want.name}\n`, 0o600);
   writeFileDurably(file, pair.privateKeyPem, 0o600);
   fsyncDirectory(dir);
   return { ...pair, made: true };

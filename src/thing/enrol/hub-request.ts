@@ -5,8 +5,8 @@
  * nothing at all (its answer is checked against the pinned fingerprint before anything is
  * believed, and it carries no secret). node:http(s), so it runs alike under Bun and Node.
  */
-import { FlashlexError } from "../../shared/errors.ts";
-import { describeError } from "../../shared/foreign-errors.ts";
+import { ConfigError, FlashlexError } from "../../shared/errors.ts";
+import { describeError, tlsHandshakeCode } from "../../shared/foreign-errors.ts";
 
 export interface HubAnswer {
   status: number;
@@ -23,8 +23,9 @@ const MAX_ANSWER_BYTES = 256 * 1024;
 
 /**
  * Sends `body` (JSON) with `method` to `url` and parses the hub's envelope. Rejects with
- * FlashlexError `unavailable` (69) when the hub cannot be reached, does not answer within
- * `timeoutMs`, or its TLS certificate is not from the pinned CA.
+ * FlashlexError `unavailable` (69) when the hub cannot be reached or does not answer within
+ * `timeoutMs`, and with ConfigError (78) when the TLS handshake fails (a certificate not from the
+ * pinned CA or not naming the host in `url`, or no TLS spoken there): a retry cannot mend those.
  */
 export async function hubRequest(url: string, opts: { method: "GET" | "POST"; body?: unknown; trust: HubTrust; timeoutMs: number }): Promise<HubAnswer> {
   const target = new URL(url);
@@ -60,6 +61,9 @@ export async function hubRequest(url: string, opts: { method: "GET" | "POST"; bo
     req.on("error", reject);
     req.end(payload);
   }).catch((err: unknown) => {
+    // A handshake that failed fails again on every retry: the URL or the hub's setup is wrong (78).
+    const tls = tlsHandshakeCode(err);
+    if (tls) throw new ConfigError(`the hub at ${target.host}: ${tlsAdvice(tls)} (${describeError(err)})`);
     throw new FlashlexError(`the hub at ${target.host} cannot be reached: ${describeError(err)}`, "unavailable", { cause: err });
   });
   let envelope: { result?: unknown; messages?: { value?: unknown }[] } | undefined;
@@ -70,4 +74,15 @@ export async function hubRequest(url: string, opts: { method: "GET" | "POST"; bo
   }
   const message = typeof envelope?.messages?.[0]?.value === "string" ? envelope.messages[0].value : `HTTP ${text.status}`;
   return { status: text.status, result: envelope?.result, message };
+}
+
+/** What to check for a failed handshake's code, in the words of the enroll command's flags. */
+function tlsAdvice(code: string): string {
+  if (code === "ERR_TLS_CERT_ALTNAME_INVALID" || code === "HOSTNAME_MISMATCH") {
+    return "its certificate does not name the host in --hub; give the hub's URL with a name it was set up with (`hub init --name`), as `hub enroll-token create` prints it";
+  }
+  if (code === "ERR_SSL_WRONG_VERSION_NUMBER" || code === "ERR_SSL_PACKET_LENGTH_TOO_LONG") {
+    return "it does not speak TLS at that address; check the scheme in --hub (http:// or https://, as the hub's api.publicUrl says)";
+  }
+  return "its TLS certificate was refused (not from the hub's CA, or not valid now); check --hub";
 }

@@ -403,7 +403,7 @@ const CONNACK_FIXES: Record<number, string> = {
   // broker-neutral: a Mosquitto that wants passwords answers 4, and so does a RabbitMQ cluster
   // whose auth backend (the hub) could not answer, e.g. while the hub's database is down
   4: "the broker did not accept this thing's login: it is retried; if it lasts, ask the hub's operator to check that the broker authenticates things by their certificate and that the hub answers the broker's auth requests (its database is up)",
-  5: "this thing is revoked or unknown to this hub: ask the hub's operator (`flashlex hub thing list` on the hub shows it); a revoked or deleted thing needs a new distribution (`flashlex hub thing create`)",
+  5: "this thing is revoked or unknown to this hub: ask the hub's operator (`flashlex hub thing list` on the hub shows it); a revoked or deleted thing needs a new identity: a new distribution (`hub thing delete`, then `hub thing create`, frees and reuses the name) or a new enrolment (`flashlex enroll` into an empty folder)",
 };
 
 /** The refusal an MQTT.js error reports (its `code` is the CONNACK return code), or undefined. */

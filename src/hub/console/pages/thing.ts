@@ -34,7 +34,7 @@ export function thingPage(d: ThingPageData): Html {
     <pre id="curl-line"><code>${d.curl}</code></pre>
     <button type="button" data-copy="curl-line">Copy cURL line</button>
   </div>`
-    : thing.revokedAt !== null
+    : thing.revokedAt !== null && thing.enrolledWith == null
       ? html`<p class="muted">The thing is revoked: its distribution, with its private key, was deleted.</p>`
       : html`<p class="muted">The thing enrolled itself (<code>flashlex enroll</code>): its key was made on the device and never left it, so there is no distribution to download.</p>`;
   return page({
