@@ -5,7 +5,7 @@
  * the thing's check reads and the renewal clears it; the operator's token routes.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createCsr } from "../../src/crypto/csr.ts";
@@ -13,6 +13,7 @@ import { signThingToken } from "../../src/crypto/jwt.ts";
 import { generateThingKeyPair, loadPrivateKey } from "../../src/crypto/keys.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
+import { distributionPath } from "../../src/hub/home/paths.ts";
 import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
@@ -97,8 +98,11 @@ describe("renewal over the thing's JWT", () => {
 
   test("a renewal: new key and 90-day certificate; the old key still works until the new one is used, then not", async () => {
     const keys = await generateThingKeyPair("rsa");
+    expect(existsSync(distributionPath(home.paths, thing.id))).toBe(true);
     const renewed = await asThing(oldKeyPem, "POST", { csr: await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: thing.name }) });
     expect(renewed.status).toBe(200);
+    // the zip held the key just replaced: deleted, not left in dists/
+    expect(existsSync(distributionPath(home.paths, thing.id))).toBe(false);
     expect(renewed.body.result.certificate).toContain("BEGIN CERTIFICATE");
     const days = (Date.parse(renewed.body.result.notAfter) - Date.now()) / 86_400_000;
     expect(days).toBeGreaterThan(89.9);

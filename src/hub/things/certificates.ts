@@ -8,11 +8,13 @@
  * lifetime, at most an hour) so a thing whose clock is behind can use it at once, and the start
  * never eats into the lifetime: notAfter is `now + lifetime`.
  */
+import { rmSync } from "node:fs";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { readCsr } from "../../crypto/csr.ts";
 import { issueThingCertificate } from "../../crypto/x509.ts";
 import { InputError } from "../../shared/errors.ts";
 import { type HubHome, readCa } from "../home/home.ts";
+import { distributionPath } from "../home/paths.ts";
 import { settingMs } from "../home/settings.ts";
 import type { HubStore, ThingRecord } from "../store/hub-store.ts";
 
@@ -69,7 +71,8 @@ export function renewalAdvice(home: HubHome, thing: ThingRecord): RenewalAdvice 
  * thing that loses power before it has stored its new certificate still authenticates with the
  * old one (and can renew again). The thing's other certificate, if it had one, is superseded at
  * once (listed in the CRL); the kept one is superseded when the hub forgets the previous key
- * (store `forgetPreviousKey`). Throws InputError (65/400) for a refused CSR.
+ * (store `forgetPreviousKey`). The thing's distribution zip, if it has one, is deleted: it holds
+ * the replaced private key. Throws InputError (65/400) for a refused CSR.
  */
 export async function renewCertificate(
   home: HubHome,
@@ -101,6 +104,9 @@ export async function renewCertificate(
     superseded: dropped.serial && dropped.notAfter != null ? [{ serial: dropped.serial, notAfter: dropped.notAfter }] : [],
     at: now,
   });
+  // A zip-made thing's distribution holds the private key it just replaced: never to be handed
+  // out again (Things.distribution refuses it), so it is not kept either.
+  rmSync(distributionPath(home.paths, thing.id), { force: true });
   return { certPem, notAfter: info.notAfter.getTime() };
 }
 
