@@ -75,23 +75,23 @@ export async function rollOut(hub: HubFixture, version: string, things: string[]
   await hub.flashlex(["hub", "update", "--dir", hub.dir, "--to", version, "--things", things.join(",")]);
 }
 
-/** A thing's row of `GET /updates`: the state of its update to `to_version`, and the version and target it last said it runs. */
+/** A thing's row of `GET /updates`: the state of its update to `toVersion`, and the version and target it last said it runs. */
 export interface UpdateState {
   name: string;
   state: string | null;
   version: string | null;
   target: string | null;
   detail: string | null;
-  to_version: string | null;
+  toVersion: string | null;
 }
 
 /** `GET /updates`: the latest rollout and each thing's update state. */
-export async function updates(hub: HubFixture): Promise<{ rollout: { state: string; stop_reason: string | null } | null; things: UpdateState[] }> {
+export async function updates(hub: HubFixture): Promise<{ rollout: { state: string; stopReason: string | null } | null; things: UpdateState[] }> {
   const answer = await fetch(`http://127.0.0.1:${hub.apiPort}/dev/v1/updates`, {
     headers: { Authorization: `Bearer ${hub.token}` },
     signal: AbortSignal.timeout(15_000),
   });
-  return ((await answer.json()) as { result: { rollout: { state: string; stop_reason: string | null } | null; things: UpdateState[] } }).result;
+  return ((await answer.json()) as { result: { rollout: { state: string; stopReason: string | null } | null; things: UpdateState[] } }).result;
 }
 
 /** Waits until the hub shows `state` for the thing's update to `version`; throws with the last row and the end of `log()`. */
@@ -107,7 +107,7 @@ export async function waitForUpdateState(
   let last: UpdateState | undefined;
   while (Date.now() < deadline) {
     last = (await updates(hub)).things.find((t) => t.name === thingName);
-    if (last?.to_version === version && last.state === state) return last;
+    if (last?.toVersion === version && last.state === state) return last;
     await Bun.sleep(250);
   }
   throw new Error(`${thingName} did not reach ${state} for ${version}: ${JSON.stringify(last)}\n${log().slice(-4000)}`);

@@ -137,7 +137,10 @@ describe("a rollout in batches", () => {
       body: JSON.stringify({ version: "2.0.0", things: things.map((t) => t.record.name), batch: "50%", maxFailures: 0 }),
     });
     expect(started.status).toBe(201);
-    expect(((await started.json()) as any).result.batch_size).toBe(2);
+    // the API's JSON: camelCase, times as ISO 8601, as every other answer
+    const rollout = ((await started.json()) as any).result;
+    expect(rollout).toMatchObject({ batchSize: 2, maxFailures: 0, state: "running", stopReason: null, finishedAt: null });
+    expect(rollout.createdAt).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/);
 
     const offered = await Promise.all([0, 1, 2, 3].map((i) => poll(i)));
     expect(offered.map((o) => o?.version ?? null)).toEqual(["2.0.0", "2.0.0", null, null]);
@@ -156,7 +159,9 @@ describe("a rollout in batches", () => {
 
     const status = ((await (await operator("/updates")).json()) as any).result;
     expect(status.rollout.state).toBe("stopped");
-    expect(status.rollout.stop_reason).toMatch(/1 things failed or rolled back, more than --max-failures 0/);
+    expect(status.rollout.stopReason).toMatch(/1 things failed or rolled back, more than --max-failures 0/);
+    expect(status.things[0]).toMatchObject({ toVersion: "2.0.0", target: "linux-x64", outbox: { depth: 3 } });
+    expect([status.things[0].seenAt, status.things[0].outbox.oldestAt]).toEqual([expect.stringMatching(/Z$/), expect.stringMatching(/Z$/)]);
     const byName = Object.fromEntries(status.things.map((t: { name: string; state: string; version: string }) => [t.name, [t.state, t.version]]));
     expect(byName[things[0]!.record.name]).toEqual(["healthy", "2.0.0"]);
     expect(byName[things[1]!.record.name]).toEqual(["rolled-back", "1.0.0"]);

@@ -69,14 +69,11 @@ function add(args: string[], options: Options): Promise<number> {
 
 function releases(options: Options): Promise<number> {
   return openedHub(options, async (hub) => {
-    const rows = (await hub.updates.listReleases()).map((r) => ({
-      version: r.version,
-      targets: Object.keys(JSON.parse(r.manifest).targets),
-      addedAt: r.added_at,
-    }));
+    const { releaseJson } = await import("../../hub/http/presenters.ts");
+    const rows = (await hub.updates.listReleases()).map(releaseJson);
     if (options.json) console.log(JSON.stringify(rows));
     else if (!rows.length) console.log("no releases; add one with `flashlex hub release add DIR`");
-    else for (const r of rows) console.log(`${r.version}  ${new Date(r.addedAt).toISOString()}  ${r.targets.join(", ")}`);
+    else for (const r of rows) console.log(`${r.version}  ${r.addedAt}  ${r.targets.join(", ")}`);
     return ExitCode.OK;
   });
 }
@@ -108,7 +105,7 @@ function rollout(options: Options): Promise<number> {
     if (options.all !== true && !refs.length) throw new UsageError("give the things to update: --things a,b or --all");
     const things = options.all === true ? await hub.things.list() : await thingsOrFail(hub, refs);
     const started = await hub.updates.startRollout({ version, things, batch, maxFailures });
-    if (options.json) console.log(JSON.stringify(started));
+    if (options.json) console.log(JSON.stringify((await import("../../hub/http/presenters.ts")).rolloutJson(started)));
     else {
       console.log(
         `rollout ${started.id}: ${version} to ${things.length} things, ${started.batch_size} per batch, stops after ${started.max_failures + 1} failures`,
@@ -123,7 +120,8 @@ function status(options: Options): Promise<number> {
   return openedHub(options, async (hub) => {
     const { rollout, things } = await hub.updates.status();
     if (options.json) {
-      console.log(JSON.stringify({ rollout, things }));
+      const { rolloutStatusJson } = await import("../../hub/http/presenters.ts");
+      console.log(JSON.stringify(rolloutStatusJson({ rollout, things })));
       return ExitCode.OK;
     }
     if (rollout) {

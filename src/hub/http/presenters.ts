@@ -7,9 +7,11 @@ import { isoSeconds } from "../../shared/time.ts";
 import type { EnrolmentTokenState } from "../enrolment/tokens.ts";
 import { storedMessageJson } from "../messages/archive.ts";
 import type { EnrolmentTokenRecord, MessageRecord, ThingRecord } from "../store/hub-store.ts";
+import type { RolloutRow } from "../store/update-tables.ts";
 import { certificateNotAfter, type RenewalAdvice } from "../things/certificates.ts";
 import { thingKeyType } from "../things/provision.ts";
 import { thingStatus } from "../things/things.ts";
+import type { RolloutStatus } from "../updates/updates.ts";
 
 /** JSON of a thing; `env` is the API's path segment, for the distribution's route. */
 export function thingJson(thing: ThingRecord, env: string) {
@@ -66,4 +68,49 @@ export function renewalAdviceJson(a: RenewalAdvice) {
     checkAfterSeconds: Math.max(1, Math.round(a.checkAfterMs / 1000)),
     lifetimeSeconds: Math.round(a.lifetimeMs / 1000),
   };
+}
+
+/** JSON of a rollout (`hub update`, `POST /updates`): camelCase, times as ISO 8601 like every other answer. */
+export function rolloutJson(rollout: RolloutRow) {
+  return {
+    id: rollout.id,
+    version: rollout.version,
+    batchSize: rollout.batch_size,
+    maxFailures: rollout.max_failures,
+    state: rollout.state,
+    stopReason: rollout.stop_reason,
+    createdAt: isoSeconds(rollout.created_at),
+    finishedAt: rollout.finished_at === null ? null : isoSeconds(rollout.finished_at),
+  };
+}
+
+/**
+ * JSON of the update status (`hub update status --json`, `GET /updates`): the latest rollout
+ * (null when there is none) and, for every thing not revoked, what it last said it runs and how
+ * its update goes; times as ISO 8601, null when not known.
+ */
+export function rolloutStatusJson(status: RolloutStatus) {
+  const iso = (ms: number | null) => (ms === null ? null : isoSeconds(ms));
+  return {
+    rollout: status.rollout ? rolloutJson(status.rollout) : null,
+    things: status.things.map((t) => ({
+      id: t.thing_id,
+      name: t.name,
+      version: t.version,
+      target: t.target,
+      seenAt: iso(t.seen_at),
+      rolloutId: t.rollout_id,
+      toVersion: t.to_version,
+      batch: t.batch,
+      state: t.state,
+      detail: t.detail,
+      updatedAt: iso(t.updated_at),
+      outbox: { depth: t.outbox_depth, oldestAt: iso(t.outbox_oldest_at) },
+    })),
+  };
+}
+
+/** JSON of a stored release (`hub release list`, `GET /releases`): its version, targets and when it was added (ISO 8601). */
+export function releaseJson(release: { version: string; manifest: string; added_at: number }) {
+  return { version: release.version, targets: Object.keys(JSON.parse(release.manifest).targets), addedAt: isoSeconds(release.added_at) };
 }

@@ -24,6 +24,7 @@ import type { HubObserver } from "../metrics/observer.ts";
 import type { ThingRecord } from "../store/hub-store.ts";
 import { type OutboxReport, REPORTED_STATES, type ReportedState } from "../updates/updates.ts";
 import { errorResponse, errorToResponse, HttpError, integerParam, ok, parseJsonBody, queryParam, readBodyLimited, requireJsonContentType } from "./envelope.ts";
+import { releaseJson, rolloutJson, rolloutStatusJson } from "./presenters.ts";
 
 export interface UpdateApi {
   /** The answer for an update route, or undefined when `url` is not one (routes.ts goes on). */
@@ -96,14 +97,11 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     if (path.length === 1 && first === "update-key" && method === "GET") return ok({ publicKey: updates.publicKey() }, "The hub's update public key.");
     if (path.length === 1 && first === "releases" && method === "GET") {
       await requireOperator(request, via);
-      return ok(
-        (await updates.listReleases()).map((r) => ({ version: r.version, targets: Object.keys(JSON.parse(r.manifest).targets), addedAt: r.added_at })),
-        "Releases listed.",
-      );
+      return ok((await updates.listReleases()).map(releaseJson), "Releases listed.");
     }
     if (path.length === 1 && first === "updates" && method === "GET") {
       await requireOperator(request, via);
-      return ok(await updates.status(), "Update status.");
+      return ok(rolloutStatusJson(await updates.status()), "Update status.");
     }
     if (path.length === 1 && first === "updates" && method === "POST") {
       await requireOperator(request, via);
@@ -120,7 +118,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
         maxFailures: typeof b.maxFailures === "number" ? b.maxFailures : undefined,
       });
       log.info("hub.rollout_started", { rollout: rollout.id, version, batch_size: rollout.batch_size, max_failures: rollout.max_failures });
-      return ok(rollout, "Rollout started.", 201);
+      return ok(rolloutJson(rollout), "Rollout started.", 201);
     }
     if (first !== "things" || !id || third !== "update" || path.length > 4) return undefined;
     if (!isUuid(id)) throw new HttpError(404, "no such thing");
