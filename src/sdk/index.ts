@@ -203,9 +203,10 @@ export class FlashlexSDK {
    * API was unreachable; `flashlex serve` delivers it later). Rejects with kind `data` for a
    * value that JSON cannot carry (a BigInt, NaN, a cycle, nesting deeper than 64 levels, a Map,
    * Set, typed array, RegExp or Error that JSON would write as `{}`, a function, symbol, invalid
-   * Date or array hole it would drop or write as null, no value at all) or is over the size limit, with kind `usage` (64) for a `via` that is not
-   * `http` or `mqtt`, and with kind `try-later` (exit code 75) when it was not delivered and may
-   * not wait (`offlinePublishQueueing` 0, or N already waiting): then nothing was queued.
+   * Date or array hole it would drop or write as null, no value at all) or is over the size
+   * limit, with kind `usage` (64) for an option it does not know or a `via` that is not `http` or
+   * `mqtt`, and with kind `try-later` (exit code 75) when it was not delivered and may not wait
+   * (`offlinePublishQueueing` 0, or N already waiting): then nothing was queued.
    */
   async collectMessage(document: unknown, options: { via?: OutboxVia } = {}): Promise<CollectResult> {
     if (options !== undefined && (options === null || typeof options !== "object")) {
