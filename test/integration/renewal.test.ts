@@ -112,6 +112,8 @@ describe("renewal", () => {
       const from = agent.output().length;
       const rotated = await hub.flashlex(["hub", "thing", "rotate", name, "--dir", hub.dir]);
       expect(rotated.stdout).toContain(`asked ${name} to renew`);
+      // the agent's checks are jittered by up to 20%: the promise says so
+      expect(rotated.stdout).toContain("(hub.yml certificates.renewalCheck, +20% jitter)");
       expect((await listed()).renewalRequested).toBe(true);
       await waitUntil(
         "a renewal asked by the hub",

@@ -163,7 +163,7 @@ export class CertificateRenewer {
     } catch {
       // not an envelope: the status says enough
     }
-    return { status: answer.status, result: parsed.result, message: parsed.messages?.[0]?.value ?? `${answer.status} ${answer.statusText}` };
+    return { status: answer.status, result: parsed.result, message: parsed.messages?.[0]?.value ?? (answer.statusText || "no message") };
   }
 
   /** One check: ask the hub, renew when due, schedule the next. Never throws: a check that fails is logged and tried again. */
@@ -188,7 +188,7 @@ export class CertificateRenewer {
     let renewNow = false;
     try {
       const advice = await this.request("GET");
-      if (advice.status !== 200) throw new Error(`the hub answered ${advice.message}`);
+      if (advice.status !== 200) throw new Error(`the hub answered ${advice.status}: ${advice.message}`);
       renewNow = advice.result?.renewNow === true;
       const checkAfter = advice.result?.checkAfterSeconds;
       if (typeof checkAfter === "number" && Number.isFinite(checkAfter)) this.checkMs = Math.max(1000, checkAfter * 1000);
@@ -230,7 +230,7 @@ export class CertificateRenewer {
     const { createCsr, publicKeyPemOf } = await import("../../crypto/csr.ts");
     const csr = await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: identity.thingName });
     const answer = await this.request("POST", { csr });
-    if (answer.status !== 200) throw new Error(`the hub refused the renewal: ${answer.message}`);
+    if (answer.status !== 200) throw new Error(`the hub refused the renewal (${answer.status}): ${answer.message}`);
     const certPem = answer.result?.certificate;
     if (typeof certPem !== "string") throw new Error("the hub's answer holds no certificate");
     // The same checks enrolment makes: our CA, our name, our new key.
