@@ -292,6 +292,10 @@ describe("pages", () => {
     expect(second).toContain("ecd13b11-pump");
     const filtered = await (await get("/things?q=bulk-5", browser)).text();
     expect(filtered).toContain("1–11 of 11");
+    // past the last page: said so, with the way back, never "No things yet"
+    const past = await (await get("/things?page=9", browser)).text();
+    expect(past).toContain("Page 9 is past the last page (2)");
+    expect(past).not.toContain("No things yet");
     for (let i = 0; i < 60; i++) await store.deleteThing(`00000000-0000-4000-8000-${String(i).padStart(12, "0")}`);
   });
 
@@ -312,6 +316,9 @@ describe("pages", () => {
     const echoed = await (await get(`/things?deleted=${encodeURIComponent(EVIL)}`, browser)).text();
     expect(echoed).not.toContain("Deleted &lt;script");
     expect(await (await get("/things?deleted=ecd13b11-gone", browser)).text()).toContain("Deleted ecd13b11-gone");
+    // a link naming a thing that still exists, or not revoked, says nothing of the kind
+    expect(await (await get(`/things?deleted=${thing.name}`, browser)).text()).not.toContain(`Deleted ${thing.name}`);
+    expect(await (await get(`/things/${thing.id}?revoked=1`, browser)).text()).not.toContain(`Revoked ${thing.name}`);
     expect((await get(`/things/${thing.id}`, browser)).status).toBe(200);
   });
 

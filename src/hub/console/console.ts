@@ -229,8 +229,10 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
           throw new HttpError(400, `The name filter (q) is at most ${MAX_FILTER_CHARS} characters; this one has ${filter.length}.`);
         const pageNo = integerParam(ctx.url.searchParams, "page", { min: 1, max: MAX_PAGE, fallback: 1 });
         const overview = await things.overview({ nameContains: filter, offset: (pageNo - 1) * THINGS_PER_PAGE, limit: THINGS_PER_PAGE });
-        // Echoed on the page: only what a thing's name can be.
-        const deleted = echoedName(ctx.url.searchParams.get("deleted"));
+        // Echoed on the page: only what a thing's name can be, and only once no thing has it
+        // (the notice follows the redirect of a delete; a link could name any thing).
+        const named = echoedName(ctx.url.searchParams.get("deleted"));
+        const deleted = named && !(await things.find(named)) ? named : undefined;
         return htmlPage(
           thingsPage({
             assets: assetPaths(ctx.assets),
@@ -276,7 +278,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
         const q = ctx.url.searchParams;
         const done = q.get("created")
           ? `Created ${thing.name}. Download its distribution below (Thing SDK).`
-          : q.get("revoked")
+          : q.get("revoked") && thing.revokedAt !== null
             ? `Revoked ${thing.name}.`
             : undefined;
         return htmlPage(

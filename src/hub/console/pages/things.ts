@@ -81,7 +81,9 @@ ${d.notice ? notice(d.notice.text, d.notice.tone) : html``}
 ${items.map(row)}
     </tbody>
   </table></div>`
-      : html`<p class="muted">${d.filter ? "No thing's name contains that." : "No things yet: create one above."}</p>`
+      : total > 0
+        ? html`<p class="muted">Page ${pageNo} is past the last page (${pages}): <a href="${link(1)}">back to the first</a>.</p>`
+        : html`<p class="muted">${d.filter ? "No thing's name contains that." : "No things yet: create one above."}</p>`
   }
   ${pager}
 </section>`,
