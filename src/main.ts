@@ -66,9 +66,18 @@ export const COMMANDS: readonly CommandSpec[] = [
   { name: "version", description: "Print the version", options: [], run: printVersion },
 ];
 
-/** The commands a group (`hub`) lists: those whose name starts with its words. */
-function commandsUnder(group: CommandSpec): CommandSpec[] {
-  return COMMANDS.filter((spec) => spec.name.startsWith(`${group.name} `));
+/** The commands whose name starts with `prefix` and a space: what `flashlex <prefix> --help` lists. */
+function commandsUnder(prefix: string): CommandSpec[] {
+  return COMMANDS.filter((spec) => spec.name.startsWith(`${prefix} `));
+}
+
+/**
+ * The commands a group's help lists: those under the group's words and the words typed after it
+ * when any are (`hub thing --help`: the `hub thing` commands), else all of the group's.
+ */
+function listedUnder(group: CommandSpec, words: readonly string[]): CommandSpec[] {
+  const narrower = words.length ? commandsUnder(`${group.name} ${words.join(" ")}`) : [];
+  return narrower.length ? narrower : commandsUnder(group.name);
 }
 
 /**
@@ -92,7 +101,7 @@ function buildCli(only: CommandSpec | undefined, setExit: (code: number | Promis
     const spec = cli.matchedCommand && specOf.get(cli.matchedCommand);
     if (!spec) return [...sections, { body: EXIT_CODES_HELP }];
     const [header, usage, ...rest] = sections;
-    const children = commandsUnder(spec);
+    const children = listedUnder(spec, cli.args);
     const listing = children.length
       ? [
           { title: "Commands", body: children.map((c) => `  ${c.name}${c.args ? ` ${c.args}` : ""}\n      ${c.description}`).join("\n") },
@@ -171,7 +180,12 @@ export async function main(argv: string[]): Promise<number> {
     if (cli.options.help) return ExitCode.OK;
     // A group (`hub`, `hub thing`) followed by words it has no command for: say that, before cac
     // judges the flags by the group's own (none), which would call --dir an unknown option.
-    if (spec && !spec.run && cli.args.length) throw unknownGroupCommand(spec, cli.args);
+    if (spec && !spec.run && cli.args.length) {
+      if (!commandsUnder(`${spec.name} ${cli.args.join(" ")}`).length) throw unknownGroupCommand(spec, cli.args);
+      // `hub thing` names no command but starts some: their listing, as `hub thing --help` gives it
+      cli.outputHelp();
+      return ExitCode.USAGE;
+    }
     cli.runMatchedCommand();
     return (await result) ?? ExitCode.OK;
   } catch (err) {

@@ -86,6 +86,16 @@ test("a word a group has no command for is named as an unknown command, also wit
     expect({ args, code: result.code }).toEqual({ args, code: 64 });
     expect(result.stderr.trim()).toBe(`flashlex: ${said}; see flashlex hub --help`);
   }
+  // words that start commands (`hub thing`): those commands, and only those, with --help (0) or without (64)
+  for (const [args, code] of [
+    [["hub", "thing", "--help"], 0],
+    [["hub", "thing"], 64],
+    [["hub", "enroll-token", "--help"], 0],
+  ] as const) {
+    const result = await run([...args]);
+    const listed = [...result.stdout.matchAll(/^ {2}(hub [a-z-]+ [a-z]+)/gm)].map((m) => m[1]!.split(" ").slice(0, 2).join(" "));
+    expect({ args, code: result.code, groups: [...new Set(listed)] }).toEqual({ args, code, groups: [`hub ${args[1]}`] });
+  }
 });
 
 test("hub init says the broker listens on every interface; mosquitto-config tells the hub the port it wrote and the CRL it added to hub.yml", async () => {
