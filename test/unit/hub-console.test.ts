@@ -242,6 +242,16 @@ describe("CSRF and the same-origin check", () => {
       }),
     );
     expect(response.status).toBe(415);
+    // a field given twice is refused, not read as its first value
+    const twice = await api.fetch(
+      new Request(`${BASE}/things`, {
+        method: "POST",
+        headers: { Cookie: browser.cookie, "Content-Type": "application/x-www-form-urlencoded", "X-CSRF-Token": browser.csrf },
+        body: "name=c8&name=c9",
+      }),
+    );
+    expect([twice.status, (await twice.text()).includes("is given more than once")]).toEqual([400, true]);
+    expect(await hub.things.find("c8")).toBeUndefined();
   });
 });
 

@@ -488,7 +488,13 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
   async function readForm(request: Request): Promise<URLSearchParams> {
     const type = (request.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
     if (type !== "application/x-www-form-urlencoded") throw new HttpError(415, "The console takes forms (application/x-www-form-urlencoded).");
-    return new URLSearchParams(new TextDecoder().decode(await readBodyLimited(request, formLimit)));
+    const form = new URLSearchParams(new TextDecoder().decode(await readBodyLimited(request, formLimit)));
+    // The console's forms send each field once: a second value would be dropped without a word.
+    const keys = [...form.keys()];
+    const twice = keys.find((key, i) => keys.indexOf(key) !== i);
+    if (twice !== undefined)
+      throw new HttpError(400, `The form field ${JSON.stringify(twice.slice(0, 40))} is given more than once; a console form sends it once.`);
+    return form;
   }
 
   async function handle(request: Request): Promise<Response> {
