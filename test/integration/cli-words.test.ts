@@ -117,6 +117,13 @@ test("hub init says the broker listens on every interface; mosquitto-config tell
   // it says what it changed in hub.yml, and the change is there
   expect(config.stdout).toContain(`hub.yml now lists ${join(out, "crl.pem")} in broker.crlFiles`);
   expect(readFileSync(join(dir, "hub.yml"), "utf8")).toContain(join(out, "crl.pem"));
+  // a relative --out is made absolute in what the broker reads, for both brokers
+  for (const broker of ["mosquitto-config", "rabbitmq-config"]) {
+    const written = await run(["hub", broker, "--dir", dir, "--out", `relative-${broker}`], { cwd: work });
+    expect({ broker, code: written.code }).toEqual({ broker, code: 0 });
+    const config = broker === "mosquitto-config" ? "mosquitto.conf" : "node1/rabbitmq.conf";
+    expect(readFileSync(join(work, `relative-${broker}`, config), "utf8")).toContain(`${join(work, `relative-${broker}`)}/`);
+  }
 });
 
 test("a hub.yml key the hub does not know is a warning naming it; a revoked thing's one-shot connect says why it ended", async () => {

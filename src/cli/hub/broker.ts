@@ -99,7 +99,7 @@ function hostPort(value: string | undefined, flag: string): { host: string; port
 
 function rabbitmqConfig(options: Options): Promise<number> {
   return openedHubToWrite("hub rabbitmq-config", options, async (hub) => {
-    const out = text(options.out);
+    const out = configPath(text(options.out), "--out");
     if (!out) throw new UsageError("--out DIR is required (RabbitMQ must be able to read it: not inside the 0700 hub home)");
     const countText = text(options.nodes) ?? "3";
     if (!/^\d+$/.test(countText) || Number(countText) < 1 || Number(countText) > 9) throw new UsageError(`--nodes must be 1-9, not ${countText}`);
@@ -163,7 +163,7 @@ function distributionPort(given: number | undefined): number {
 
 /** `--bind`: an IP address or a host name Mosquitto can listen on (default 0.0.0.0); UsageError (64) otherwise. */
 /**
- * A directory path for the Mosquitto config, absolute; undefined when not given. A line break or
+ * A directory path for a broker's config (Mosquitto's, RabbitMQ's), absolute; undefined when not given. A line break or
  * NUL would end a config line early (and could start another directive): UsageError (64) naming
  * the flag, before anything is written.
  */
