@@ -13,9 +13,11 @@ import { thingKeyType } from "../things/provision.ts";
 import { thingStatus } from "../things/things.ts";
 import type { RolloutStatus } from "../updates/updates.ts";
 
+/** Unix ms as ISO 8601 to the second, as every answer gives times; null for none. */
+const iso = (ms: number | null): string | null => (ms === null ? null : isoSeconds(ms));
+
 /** JSON of a thing; `env` is the API's path segment, for the distribution's route. */
 export function thingJson(thing: ThingRecord, env: string) {
-  const iso = (ms: number | null) => (ms === null ? null : isoSeconds(ms));
   return {
     id: thing.id,
     name: thing.name,
@@ -43,7 +45,7 @@ export function thingJson(thing: ThingRecord, env: string) {
 export function messageJson(m: MessageRecord, ownerId: string) {
   const json = storedMessageJson(m, ownerId);
   if (m.messagetype !== "ingress") return json;
-  return { ...json, delivery: m.delivery ?? "unknown", deliveredAt: m.deliveredAt == null ? null : isoSeconds(m.deliveredAt) };
+  return { ...json, delivery: m.delivery ?? "unknown", deliveredAt: iso(m.deliveredAt ?? null) };
 }
 
 /** JSON of an enrolment token: never its hash, never the token (that is shown once, when made). */
@@ -56,14 +58,14 @@ export function enrolmentTokenJson(t: EnrolmentTokenRecord & { state: EnrolmentT
     uses: t.uses,
     createdAt: isoSeconds(t.createdAt),
     expiresAt: isoSeconds(t.expiresAt),
-    revokedAt: t.revokedAt === null ? null : isoSeconds(t.revokedAt),
+    revokedAt: iso(t.revokedAt),
   };
 }
 
 /** What a thing's renewal check answers: times as ISO strings and seconds. */
 export function renewalAdviceJson(a: RenewalAdvice) {
   return {
-    notAfter: a.notAfter === null ? null : isoSeconds(a.notAfter),
+    notAfter: iso(a.notAfter),
     renewNow: a.renewNow,
     checkAfterSeconds: Math.max(1, Math.round(a.checkAfterMs / 1000)),
     lifetimeSeconds: Math.round(a.lifetimeMs / 1000),
@@ -80,7 +82,7 @@ export function rolloutJson(rollout: RolloutRow) {
     state: rollout.state,
     stopReason: rollout.stop_reason,
     createdAt: isoSeconds(rollout.created_at),
-    finishedAt: rollout.finished_at === null ? null : isoSeconds(rollout.finished_at),
+    finishedAt: iso(rollout.finished_at),
   };
 }
 
@@ -90,7 +92,6 @@ export function rolloutJson(rollout: RolloutRow) {
  * its update goes; times as ISO 8601, null when not known.
  */
 export function rolloutStatusJson(status: RolloutStatus) {
-  const iso = (ms: number | null) => (ms === null ? null : isoSeconds(ms));
   return {
     rollout: status.rollout ? rolloutJson(status.rollout) : null,
     things: status.things.map((t) => ({
