@@ -226,6 +226,18 @@ function tempPathFor(file: string): string {
   return join(dirname(file), `.${basename(file)}.${process.pid}-${random}.tmp`);
 }
 
+/**
+ * What is at `path`, after links: a directory, something else (a file, a device, a FIFO), or
+ * nothing that can be stat-ed (missing, or under a file or an unreadable directory). Never throws.
+ */
+export function pathKind(path: string): "directory" | "other" | "none" {
+  try {
+    return statSync(path).isDirectory() ? "directory" : "other";
+  } catch {
+    return "none";
+  }
+}
+
 /** `text` as a regular expression that matches it literally. */
 export function escapeRegExp(text: string): string {
   return text.replace(/[.*+?^${}()|[\]\\]/g, "\\$&");

@@ -3,9 +3,10 @@
  * asks before it loads anything, so this module loads nothing (no YAML, no schema) and a
  * command's `--help` can answer it at once.
  */
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { UsageError } from "../shared/errors.ts";
+import { pathKind } from "../shared/files.ts";
 
 /** The config file's name where the thing commands look for it without -c. */
 export const CONFIG_FILE_NAME = "config.yml";
@@ -56,17 +57,10 @@ export function dataDirFor(configFile: string, given?: string): string {
 export function checkDataDirectory(given: string, options: { flag: string; existing: boolean }): void {
   const { flag } = options;
   const dir = resolve(given);
-  const kind = (path: string) => {
-    try {
-      return statSync(path).isDirectory() ? "directory" : "other";
-    } catch {
-      return "none";
-    }
-  };
   const advice = "pass the data directory serve uses (by default data/ beside the config)";
-  const here = kind(dir);
+  const here = pathKind(dir);
   if (here === "other") throw new UsageError(`${flag} ${given}: not a directory; ${advice}`);
-  if (here === "none" && kind(dirname(dir)) !== "directory") throw new UsageError(`${flag} ${given}: no such directory, nor ${dirname(dir)}; ${advice}`);
+  if (here === "none" && pathKind(dirname(dir)) !== "directory") throw new UsageError(`${flag} ${given}: no such directory, nor ${dirname(dir)}; ${advice}`);
   if (here === "none" && options.existing) {
     throw new UsageError(`${flag} ${given}: no such directory (serve makes its data directory when it first runs); ${advice}`);
   }

@@ -1,6 +1,7 @@
-import { existsSync, statSync } from "node:fs";
+import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
+import { pathKind } from "../../shared/files.ts";
 import { type CommandSpec, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { DB_OPTION, DIR_OPTION, openedHubToWrite } from "./common.ts";
@@ -31,7 +32,7 @@ function mosquittoConfig(options: Options): Promise<number> {
   return openedHubToWrite("hub mosquitto-config", options, async (hub) => {
     const out = configPath(text(options.out), "--out");
     if (!out) throw new UsageError("--out DIR is required (Mosquitto must be able to read it: not inside the 0700 hub home)");
-    if (existsSync(out) && !statSync(out).isDirectory()) throw new UsageError(`--out ${out}: not a directory`);
+    if (pathKind(out) === "other") throw new UsageError(`--out ${out}: not a directory`);
     const persistence = configPath(text(options.persistence), "--persistence");
     const { broker } = hub.home.settings;
     const listenPort = port(options.port, "--port") ?? broker.port;

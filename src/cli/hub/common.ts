@@ -1,10 +1,10 @@
 /** What the hub commands share: --dir, --db and --json, the hub they name, a thing by any of its names. */
-import { statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { defaultHubDir } from "../../hub/home/paths.ts";
 import type { OpenedHub } from "../../hub/hub.ts";
 import type { ThingRecord } from "../../hub/things/things.ts";
 import { InputError, UsageError } from "../../shared/errors.ts";
+import { pathKind } from "../../shared/files.ts";
 import { createLogger } from "../../shared/log.ts";
 import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
 
@@ -24,17 +24,10 @@ export const JSON_OPTION: OptionSpec = { flags: "--json", description: "print JS
 export function outputFile(options: Options, fallback: string): string {
   const given = text(options.output);
   const file = resolve(given ?? fallback);
-  const kindOf = (path: string) => {
-    try {
-      return statSync(path).isDirectory() ? "directory" : "file";
-    } catch {
-      return "none";
-    }
-  };
   const flag = given === undefined ? "the output file" : `-o ${JSON.stringify(given)}`;
-  if (kindOf(file) === "directory") throw new UsageError(`${flag}: ${file} is a directory; name the file to write`);
-  const parent = kindOf(dirname(file));
-  if (parent === "file") throw new UsageError(`${flag}: ${dirname(file)} is a file, not a directory`);
+  if (pathKind(file) === "directory") throw new UsageError(`${flag}: ${file} is a directory; name the file to write`);
+  const parent = pathKind(dirname(file));
+  if (parent === "other") throw new UsageError(`${flag}: ${dirname(file)} is a file, not a directory`);
   if (parent === "none") throw new UsageError(`${flag}: the directory ${dirname(file)} does not exist`);
   return file;
 }

@@ -19,7 +19,6 @@
  *  5. The folder is written all or nothing (folder.ts).
  */
 import { createPublicKey, X509Certificate } from "node:crypto";
-import { existsSync, statSync } from "node:fs";
 import { parse } from "yaml";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { createCsr } from "../../crypto/csr.ts";
@@ -27,6 +26,7 @@ import { generateThingKeyPair, spkiDer, type ThingKeyType } from "../../crypto/k
 import { TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
 import { ThingYamlSchema } from "../../protocol/thing-config.ts";
 import { ConfigError, FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
+import { pathKind } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
 import { checkFolderFree, pendingKeyPair, STAGING_DIR, writeThingFolder } from "./folder.ts";
 import { hubRequest } from "./hub-request.ts";
@@ -120,8 +120,7 @@ export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<Enro
   if (!TYPED_THING_NAME.test(opts.name)) throw new UsageError(`--name ${JSON.stringify(opts.name)}: a thing name is ${TYPED_THING_NAME_RULE}`);
   if (!opts.token) throw new UsageError("--token is required (the enrolment token `hub enroll-token create` printed)");
   const timeoutMs = opts.timeoutMs ?? 30_000;
-  if (existsSync(opts.dir) && !statSync(opts.dir).isDirectory())
-    throw new UsageError(`--dir ${opts.dir}: not a directory; give the folder the thing will live in`);
+  if (pathKind(opts.dir) === "other") throw new UsageError(`--dir ${opts.dir}: not a directory; give the folder the thing will live in`);
   checkFolderFree(opts.dir);
 
   const info = await hubRequest(`${hubUrl}/enroll`, { method: "GET", trust: { kind: "none-yet" }, timeoutMs });

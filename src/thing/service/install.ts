@@ -9,7 +9,7 @@ import { spawnSync } from "node:child_process";
 import { accessSync, chownSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
-import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { pathKind, writeFileAtomicallySync } from "../../shared/files.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
 import { loadIdentity } from "../identity.ts";
 import { defaultKeysDir, loadThingConfig } from "../settings.ts";
@@ -240,7 +240,7 @@ function existingConfig(path: string): string {
 
 function existingDir(path: string, what: string): string {
   const dir = absolute(path);
-  if (!existsSync(dir) || !statSync(dir).isDirectory()) throw new ConfigError(`${dir}: the ${what} does not exist or is not a directory`);
+  if (pathKind(dir) !== "directory") throw new ConfigError(`${dir}: the ${what} does not exist or is not a directory`);
   return dir;
 }
 
