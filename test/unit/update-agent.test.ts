@@ -4,9 +4,10 @@
  * updater decides at start about a pending update that is not the running version (a fake hub).
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
-import { generateUpdateKeyPair } from "../../src/crypto/update-signing.ts";
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { basename, join } from "node:path";
+import { generateUpdateKeyPair, loadUpdatePrivateKey, signRelease } from "../../src/crypto/update-signing.ts";
+import { manifestBytes } from "../../src/protocol/release-manifest.ts";
 import { silentLogger } from "../../src/shared/log.ts";
 import type { ThingIdentity } from "../../src/thing/identity.ts";
 import type { ThingConfig } from "../../src/thing/settings.ts";
@@ -155,3 +156,129 @@ describe("the ELF check", () => {
     expect(elfMismatch(d.binary)).toBe("it is not an ELF executable");
   });
 });
+
+describe("the download beside the binary", () => {
+  const BINARY = new Uint8Array(256 * 1024).fill(7);
+  /**
+   * A hub that offers 2.0.0 (signed for linux-x64) and serves its binary: all at once, or its
+   * first 64 KiB and then nothing until the request ends (a slow link).
+   */
+  function hubOffering(slow: boolean) {
+    const keys = generateUpdateKeyPair();
+    const manifest = new TextDecoder().decode(
+      manifestBytes({
+        format: 1,
+        product: "flashlex",
+        version: "2.0.0",
+        commit: "test",
+        created: "2026-12-02T00:00:00Z",
+        targets: { "linux-x64": { file: "flashlex-linux-x64", sha256: new Bun.CryptoHasher("sha256").update(BINARY).digest("hex"), size: BINARY.length } },
+      }),
+    );
+    const signature = signRelease(new TextEncoder().encode(manifest), loadUpdatePrivateKey(keys.privateKeyPem));
+    const server = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: (request) =>
+        new Response(
+          slow
+            ? new ReadableStream({
+                start(controller) {
+                  controller.enqueue(BINARY.subarray(0, 64 * 1024));
+                  request.signal.addEventListener("abort", () => controller.close());
+                },
+              })
+            : BINARY,
+        ),
+    });
+    const reports: { state: string; version: string; running: string; detail?: string }[] = [];
+    const hub: UpdateHubApi = {
+      poll: async () => ({ version: "2.0.0", manifest, signature }),
+      report: async (r) => void reports.push(r),
+      binaryUrl: () => `http://127.0.0.1:${server.port}/binary`,
+      authorization: async () => ({}),
+      caPem: "",
+    };
+    return { publicKey: keys.publicKey, hub, reports, server };
+  }
+
+  function start(d: ReturnType<typeof device>, offering: ReturnType<typeof hubOffering>, restarts: string[] = []) {
+    const config = {
+      dataDir: d.data,
+      yaml: { update: { publicKey: offering.publicKey, checkSeconds: 3600, healthySeconds: 60 } },
+    } as unknown as ThingConfig;
+    return startUpdater({
+      config,
+      identity: {} as ThingIdentity,
+      log: silentLogger,
+      connected: () => true,
+      requestRestart: (reason) => restarts.push(reason),
+      version: "1.0.0",
+      target: "linux-x64",
+      executable: d.binary,
+      hub: offering.hub,
+    });
+  }
+
+  const downloadsIn = (dir: string) => readdirSync(dir).filter((name) => name.startsWith(".flashlex.download-"));
+
+  test("a directory the download cannot be written in is reported failed, with the reason (not retried as if the network failed)", async () => {
+    const d = device();
+    const offering = hubOffering(false);
+    try {
+      const updater = start(d, offering);
+      rmSync(d.root, { recursive: true }); // the binary's directory is gone: the file system refuses the file
+      await waitFor(() => offering.reports.some((r) => r.state === "failed"), 6000);
+      updater.stop();
+      expect(offering.reports.at(-1)).toEqual({
+        state: "failed",
+        version: "2.0.0",
+        running: "1.0.0",
+        detail: `cannot write the download in ${d.root}: no such file or directory (ENOENT)`,
+      });
+    } finally {
+      offering.server.stop(true);
+    }
+  }, 10_000);
+
+  test("serve stopping mid-download removes the part downloaded, and reports nothing failed", async () => {
+    const d = device();
+    rmSync(d.download);
+    const offering = hubOffering(true);
+    try {
+      const updater = start(d, offering);
+      await waitFor(() => downloadsIn(d.root).length > 0 && statSync(join(d.root, downloadsIn(d.root)[0]!)).size > 0, 6000);
+      updater.stop();
+      await waitFor(() => downloadsIn(d.root).length === 0, 3000);
+      expect(offering.reports.map((r) => r.state)).toEqual(["downloading"]);
+      expect(readFileSync(d.binary, "utf8")).toBe("old binary");
+    } finally {
+      offering.server.stop(true);
+    }
+  }, 10_000);
+
+  test("at start, the downloads of processes no longer alive are removed; a live one's is left", () => {
+    const d = device();
+    rmSync(d.download);
+    const dead = join(d.root, ".flashlex.download-4194399"); // above Linux's largest pid: no such process
+    const live = join(d.root, `.flashlex.download-${process.pid}`);
+    const other = join(d.root, ".other.download-4194399");
+    for (const file of [dead, live, other]) writeFileSync(file, "part of a binary");
+    const offering = hubOffering(false);
+    try {
+      start(d, offering).stop();
+      expect(downloadsIn(d.root)).toEqual([basename(live)]);
+      expect(existsSync(other)).toBe(true);
+    } finally {
+      offering.server.stop(true);
+    }
+  });
+});
+
+async function waitFor(condition: () => boolean, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`not within ${timeoutMs} ms`);
+    await Bun.sleep(20);
+  }
+}

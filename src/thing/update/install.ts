@@ -17,12 +17,21 @@
 import { createHash } from "node:crypto";
 import { chmodSync, closeSync, copyFileSync, existsSync, linkSync, openSync, readSync, renameSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
+import { escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { fsyncDirectory } from "./fsync.ts";
 import { type PendingUpdate, writePending } from "./marker.ts";
 
 /** `<dir>/.<binary name>.download-<pid>`: where a download goes, beside the binary. */
 export function downloadPath(binary: string): string {
   return join(dirname(binary), `.${basename(binary)}.download-${process.pid}`);
+}
+
+/**
+ * Removes the downloads beside `binary` that processes no longer alive left (killed or cut off
+ * mid-download; a serve that stops normally removes its own). Returns their paths.
+ */
+export function removeDeadDownloads(binary: string): string[] {
+  return removeLeftovers(dirname(binary), new RegExp(`^\\.${escapeRegExp(basename(binary))}\\.download-(\\d+)$`));
 }
 
 export function previousPath(binary: string): string {

@@ -15,18 +15,18 @@
  *
  * Nothing here exits the process: `requestRestart` is serve's (src/cli/thing/serve.ts).
  */
-import { existsSync, realpathSync, rmSync } from "node:fs";
+import { realpathSync, rmSync } from "node:fs";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { TARGET, VERSION } from "../../shared/version.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
-import { DownloadRefused, downloadVerified } from "./download.ts";
+import { DownloadNotWritable, DownloadRefused, downloadVerified } from "./download.ts";
 import { elfMismatch } from "./elf.ts";
 import { writeGuard } from "./guard.ts";
 import { type OfferedUpdate, type ReportState, type UpdateHubApi, updateHubApi } from "./hub-api.ts";
-import { downloadPath, installBinary, isInstalledBinary, restorePrevious } from "./install.ts";
+import { downloadPath, installBinary, isInstalledBinary, removeDeadDownloads, restorePrevious } from "./install.ts";
 import { clearPending, clearRolledBack, type PendingUpdate, readPending, readRolledBack, writeRolledBack } from "./marker.ts";
 
 export interface UpdaterOptions {
@@ -76,6 +76,8 @@ export function startUpdater(opts: UpdaterOptions): Updater {
   const timers = new Set<ReturnType<typeof setTimeout>>();
   let stopped = false;
   let busy = false;
+  /** ends a download in progress when serve stops: its file goes with it */
+  const stopping = new AbortController();
   /** reports that must reach the hub (the trial's outcome): sent before each poll until one is accepted */
   const owed: { state: ReportState; version: string; detail?: string; done?: () => void }[] = [];
 
@@ -98,6 +100,8 @@ export function startUpdater(opts: UpdaterOptions): Updater {
   };
 
   writeGuard(dataDir);
+  // Downloads of serves that died (SIGKILL, a power cut) mid-way: up to a binary's size each.
+  for (const file of removeDeadDownloads(binary)) log.info("update.download_removed", { file, reason: "left by a serve that stopped mid-download" });
   // Read before the pending update is looked at: a rollback decided below is reported by the
   // previous binary once it runs, not by this one.
   const rolledBack = readRolledBack(dataDir);
@@ -202,9 +206,12 @@ export function startUpdater(opts: UpdaterOptions): Updater {
         timeoutMs: Math.max(120_000, entry.size / 50), // 50 kB/s at the least
         size: entry.size,
         sha256: entry.sha256,
+        signal: stopping.signal,
       });
     } catch (err) {
-      if (err instanceof DownloadRefused) return refuse(offer.version, err.message);
+      // serve is stopping: the download is dropped (its file removed), the next start asks again
+      if (stopped) return;
+      if (err instanceof DownloadRefused || err instanceof DownloadNotWritable) return refuse(offer.version, err.message);
       log.warn("update.download_failed", { version: offer.version, error: describeError(err), note: "tried again at the next check" });
       return;
     }
@@ -256,8 +263,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
       stopped = true;
       for (const timer of timers) clearTimeout(timer);
       timers.clear();
-      const leftover = downloadPath(binary);
-      if (existsSync(leftover) && !busy) rmSync(leftover, { force: true });
+      stopping.abort(new Error("serve is stopping"));
     },
   };
 }
