@@ -4,7 +4,7 @@
  * systemd is not running here, so install/uninstall run against a temp unit path and a fake
  * systemctl that records its arguments.
  */
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, spyOn, test } from "bun:test";
 import {
   chmodSync,
   chownSync,
@@ -21,7 +21,9 @@ import {
 } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { interruptible } from "../../src/cli/command.ts";
 import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
+import { INSTALL_UNDONE } from "../../src/cli/thing/service.ts";
 import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 import { type InstallOptions, installService, uninstallService } from "../../src/thing/service/install.ts";
 import { renderUnit, UNIT_TEMPLATE, type UnitValues } from "../../src/thing/service/unit.ts";
@@ -302,6 +304,8 @@ describe("refusals", () => {
       expect(proc.exitCode).toBe(ExitCode.PERMISSION);
       expect(stderr.trim().split("\n")).toHaveLength(1);
       expect(stderr).toContain("sudo");
+      // each says what it does: uninstall writes no unit and has none to print
+      expect(stderr).toContain(args[0] === "install-service" ? "writes /etc/systemd/system/flashlex.service" : "removes /etc/systemd/system/flashlex.service");
     }
     const io = capture();
     expect(await exitOf(io, installService({ config, uid: 1000, io }))).toBe(ExitCode.PERMISSION);
@@ -361,7 +365,10 @@ describe("install and uninstall against a fake systemctl", () => {
   let opts: Omit<InstallOptions, "io">;
 
   const calls = () => (existsSync(log) ? readFileSync(log, "utf8").trim().split("\n").filter(Boolean) : []);
-  const reset = () => rmSync(log, { force: true });
+  const reset = () => {
+    rmSync(log, { force: true });
+    rmSync(`${log}.int`, { force: true });
+  };
 
   beforeAll(() => {
     const base = mkdtempSync(join(tmp, "install-"));
@@ -370,10 +377,11 @@ describe("install and uninstall against a fake systemctl", () => {
     unitPath = join(etc, "flashlex.service");
     log = join(base, "systemctl.log");
     systemctl = join(base, "systemctl");
-    // exit status from FAIL_ON (a subcommand name) so one test can make a step fail
+    // exit status from FAIL_ON (a subcommand name) so one test can make a step fail; INT_AFTER:
+    // a step that succeeds, then Ctrl-C reaches its parent (the install, this process), once
     writeFileSync(
       systemctl,
-      `#!/bin/sh\necho "$*" >> ${JSON.stringify(log)}\n[ "$1" = --version ] && echo "systemd 252 (252.38-1)"\n[ "$1" = "$FAIL_ON" ] && { echo "Job for $2 failed." >&2; exit 1; }\nexit 0\n`,
+      `#!/bin/sh\necho "$*" >> ${JSON.stringify(log)}\n[ "$1" = --version ] && echo "systemd 252 (252.38-1)"\n[ "$1" = "$FAIL_ON" ] && { echo "Job for $2 failed." >&2; exit 1; }\n[ "$1" = "$INT_AFTER" ] && [ ! -e ${JSON.stringify(`${log}.int`)} ] && { : > ${JSON.stringify(`${log}.int`)}; kill -INT $PPID; }\nexit 0\n`,
       { mode: 0o755 },
     );
     const bin = join(base, "bin", "flashlex");
@@ -409,6 +417,13 @@ describe("install and uninstall against a fake systemctl", () => {
     const dry = capture();
     expect(await exitOf(dry, installService({ config: cfg, dryRun: true, io: dry }))).toBe(ExitCode.PERMISSION);
     chownSync(key, owner.uid, owner.gid);
+    // a file where the data directory belongs: not a question of permission (no chown fixes it)
+    writeFileSync(join(folder, "data"), "");
+    ({ code, io } = await attempt());
+    expect(code).toBe(ExitCode.CONFIG);
+    expect(io.stderr).toContain(`${join(folder, "data")}: the data directory is not a directory`);
+    expect(io.stderr).not.toContain("chown");
+    rmSync(join(folder, "data"));
     // a data directory the user cannot write
     mkdirSync(join(folder, "data"), { mode: 0o755 });
     ({ code, io } = await attempt());
@@ -468,6 +483,30 @@ describe("install and uninstall against a fake systemctl", () => {
     }
   });
 
+  test("Ctrl-C after daemon-reload or after enable takes the new unit back (disabled again): 130, one line, nothing half-installed", async () => {
+    for (const step of ["daemon-reload", "enable"]) {
+      process.env.INT_AFTER = step;
+      const fresh = join(etc, "interrupted.service");
+      reset();
+      try {
+        const io = capture();
+        const said: unknown[][] = [];
+        const stderr = spyOn(console, "error").mockImplementation((...line) => void said.push(line));
+        const code = await interruptible("install-service", INSTALL_UNDONE, async (signal) => {
+          await installService({ ...opts, unitPath: fresh, io, signal });
+          return ExitCode.OK;
+        }).finally(() => stderr.mockRestore());
+        expect(code).toBe(130);
+        expect(said).toEqual([[`flashlex: install-service stopped by SIGINT; ${INSTALL_UNDONE}`]]);
+        expect(existsSync(fresh)).toBe(false);
+        const undo = step === "enable" ? ["disable interrupted.service"] : [];
+        expect(calls()).toEqual(["--version", "daemon-reload", ...(step === "enable" ? ["enable interrupted.service"] : []), ...undo, "daemon-reload"]);
+      } finally {
+        delete process.env.INT_AFTER;
+      }
+    }
+  });
+
   test("install writes the unit 0644, makes the data directory, reloads, enables, restarts", async () => {
     reset();
     const io = capture();
@@ -476,6 +515,9 @@ describe("install and uninstall against a fake systemctl", () => {
     expect(statSync(unitPath).mode & 0o777).toBe(0o644);
     expect(readdirSync(etc)).toEqual(["flashlex.service"]); // no temp file left behind
     expect(io.stdout).toContain(`wrote ${unitPath}`);
+    // every directory the unit lets it write, as ReadWritePaths= lists them
+    expect(io.stdout).toMatch(/writes only .*\(certificate renewal[^)]*\)/);
+    expect(io.stdout).toContain(join(home, "data"));
     expect(io.stdout).toContain("systemctl status flashlex");
     expect(io.stdout).toContain("journalctl -u flashlex -f");
     const data = statSync(join(home, "data"));
@@ -543,5 +585,9 @@ describe("install and uninstall against a fake systemctl", () => {
     expect(await exitOf(io, uninstallService({ unitPath, systemctl, uid: 0, io }))).toBe(ExitCode.OK);
     expect(io.stdout).toContain("not installed");
     expect(calls()).toEqual([]);
+    // and a dry run says so too, rather than the steps it would not take
+    io = capture();
+    expect(await exitOf(io, uninstallService({ unitPath, systemctl, uid: 1000, dryRun: true, io }))).toBe(ExitCode.OK);
+    expect(io.stdout).toBe(`${unitPath} is not installed; nothing to do\n`);
   });
 });

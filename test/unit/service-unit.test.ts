@@ -100,6 +100,15 @@ describe("self-update on", () => {
   test.skipIf(!hasAnalyze)("passes systemd-analyze verify without a warning", () => {
     expect(verify(unit)).toEqual([]);
   });
+
+  test("a single quote: refused in the binary's path (systemd will not run such an executable), quoted everywhere else", () => {
+    const quoted = { ...layout("it's here"), selfUpdate: true as const };
+    expect(() => renderUnit(UNIT_TEMPLATE, quoted)).toThrow(`binary: ${JSON.stringify(quoted.binary)}: a systemd unit cannot name a path containing "'"`);
+    const elsewhere = { ...quoted, binary: layout("plain").binary };
+    const rendered = renderUnit(UNIT_TEMPLATE, elsewhere);
+    expect(rendered).toContain(`-c "${elsewhere.config}"`);
+    if (hasAnalyze) expect(verify(rendered)).toEqual([]);
+  });
 });
 
 describe("self-update off", () => {

@@ -1,5 +1,5 @@
 import type { InstallOptions, ServiceIO, UninstallOptions } from "../../thing/service/install.ts";
-import type { CommandSpec } from "../command.ts";
+import { type CommandSpec, interruptible } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { chooseConfig, type ThingFlags, thingCommand } from "./common.ts";
 
@@ -8,6 +8,9 @@ const stdio: ServiceIO = {
   out: (text) => void process.stdout.write(text),
   err: (text) => void process.stderr.write(text),
 };
+
+/** What an install stopped by Ctrl-C leaves: what it was before (installService takes its unit back). */
+export const INSTALL_UNDONE = "the unit is as it was before (a unit it wrote was taken back)";
 
 export const installServiceCommand: CommandSpec = thingCommand({
   name: "install-service",
@@ -20,8 +23,16 @@ export const installServiceCommand: CommandSpec = thingCommand({
   async run(_args, options) {
     const choice = chooseConfig(options as ThingFlags);
     const { installService } = await import("../../thing/service/install.ts");
-    await installService({ ...(options as Omit<InstallOptions, "io">), config: choice.file, dryRun: Boolean(options.dryRun || options.print), io: stdio });
-    return ExitCode.OK;
+    return interruptible("install-service", INSTALL_UNDONE, async (signal) => {
+      await installService({
+        ...(options as Omit<InstallOptions, "io">),
+        config: choice.file,
+        dryRun: Boolean(options.dryRun || options.print),
+        io: stdio,
+        signal,
+      });
+      return ExitCode.OK;
+    });
   },
 });
 

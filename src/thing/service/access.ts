@@ -10,7 +10,8 @@
  */
 import { existsSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
-import { FlashlexError } from "../../shared/errors.ts";
+import { ConfigError, FlashlexError } from "../../shared/errors.ts";
+import { pathKind } from "../../shared/files.ts";
 
 export interface ServiceAccount {
   name: string;
@@ -76,6 +77,8 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
       throw refuse(`${who} cannot read ${file} (fix: sudo chown ${owner} ${files.keysDir}/*, or sudo chown -R ${owner} ${files.keysDir})`);
   }
   reach(files.data);
+  // before the permission: "cannot write" and a chown would send the owner the wrong way
+  if (pathKind(files.data) === "other") throw new ConfigError(`${files.data}: the data directory is not a directory`);
   if (existsSync(files.data) && !permitted(files.data, account, "rwx"))
     throw refuse(`${who} cannot write the data directory ${files.data} (fix: sudo chown -R ${owner} ${files.data})`);
   return permitted(files.keysDir, account, "wx")

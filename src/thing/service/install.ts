@@ -47,6 +47,12 @@ interface CommonOptions {
 }
 
 export interface InstallOptions extends CommonOptions {
+  /**
+   * aborted by SIGINT/SIGTERM (cli/command.ts `interruptible`): looked at before the unit is
+   * written and after each systemctl step up to `enable`; an abort there takes the unit back
+   * and throws the signal's reason
+   */
+  signal?: AbortSignal;
   /** required; optional in the type because cac hands over whatever flags it got */
   config?: string;
   /** default: as `serve` finds them (settings.ts `defaultKeysDir`) */
@@ -68,7 +74,7 @@ export type UninstallOptions = CommonOptions;
  * unavailable (a systemctl step failed).
  */
 export async function installService(opts: InstallOptions): Promise<void> {
-  install(opts, opts.io);
+  await install(opts, opts.io);
 }
 
 /** Stops, disables and removes the unit; the config, keys and data stay. Throws like installService. */
@@ -76,7 +82,7 @@ export async function uninstallService(opts: UninstallOptions): Promise<void> {
   uninstall(opts, opts.io);
 }
 
-function install(opts: InstallOptions, io: ServiceIO): void {
+async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
   const dryRun = opts.dryRun ?? false;
   requireRoot(opts, "install-service");
   const exe = opts.executable ?? runningExecutable();
@@ -128,6 +134,7 @@ function install(opts: InstallOptions, io: ServiceIO): void {
 
   const unitPath = opts.unitPath ?? DEFAULT_UNIT_PATH;
   const name = basename(unitPath);
+  await noInterrupt(opts.signal);
   ensureDataDir(data, account, io);
 
   const previous = readIfExists(unitPath);
@@ -135,7 +142,13 @@ function install(opts: InstallOptions, io: ServiceIO): void {
     io.out(`${unitPath} is up to date\n`);
   } else {
     writeFileAtomicallySync(unitPath, unit, 0o644); // systemd never reads half a unit
-    const writes = selfUpdate === true ? `${data} and, for self-update, ${binaryDir}` : data;
+    // as the unit's ReadWritePaths= (unit.ts): a directory named once, with every reason it is there
+    const reasons = new Map<string, string[]>();
+    const add = (dir: string, why?: string) => reasons.set(dir, [...(reasons.get(dir) ?? []), ...(why ? [why] : [])]);
+    if (selfUpdate === true) add(binaryDir, "self-update");
+    add(keys, "certificate renewal");
+    add(data);
+    const writes = [...reasons].map(([dir, why]) => (why.length ? `${dir} (${why.join(", ")})` : dir)).join(", ");
     io.out(`${previous === undefined ? "wrote" : "updated"} ${unitPath} (runs as ${account.name}, writes only ${writes})\n`);
   }
   warnAboutGuardDropIns(unitPath, io);
@@ -144,16 +157,23 @@ function install(opts: InstallOptions, io: ServiceIO): void {
   }
 
   // Always: a changed binary behind an unchanged unit still needs the restart. A unit systemd
-  // would not load is taken back, so a failed install leaves nothing behind.
+  // would not load, or an install interrupted before it is enabled, is taken back, so it leaves
+  // nothing behind (a unit on disk that systemd knows of but nothing enables).
+  let enabled = false;
   try {
     run(systemctl, ["daemon-reload"], io);
+    await noInterrupt(opts.signal);
     run(systemctl, ["enable", name], io);
+    enabled = true;
+    await noInterrupt(opts.signal);
   } catch (err) {
+    if (enabled && previous === undefined) run(systemctl, ["disable", name], io, undefined, true);
     if (previous === undefined) rmSync(unitPath, { force: true });
     else if (previous !== unit) writeFileAtomicallySync(unitPath, previous, 0o644);
     run(systemctl, ["daemon-reload"], io, undefined, true);
     io.err(`${unitPath}: ${previous === undefined ? "removed again" : "put back as it was"}\n`);
-    throw err;
+    // Ctrl-C reaches systemctl too, which then fails: the interrupt is what happened
+    throw opts.signal?.aborted ? opts.signal.reason : err;
   }
   run(systemctl, ["restart", name], io, `see: journalctl -u ${name} -e`);
   io.out(`${name} is enabled and started.\n  status: systemctl status ${stem(name)}\n  logs:   journalctl -u ${stem(name)} -f\n`);
@@ -163,13 +183,13 @@ function uninstall(opts: UninstallOptions, io: ServiceIO): void {
   const unitPath = opts.unitPath ?? DEFAULT_UNIT_PATH;
   const name = basename(unitPath);
   const systemctl = opts.systemctl ?? "systemctl";
-  if (opts.dryRun) {
-    io.out(`would run: ${systemctl} stop ${name}; ${systemctl} disable ${name}; rm ${unitPath}; ${systemctl} daemon-reload\n`);
-    return;
-  }
   requireRoot(opts, "uninstall-service");
   if (!existsSync(unitPath)) {
     io.out(`${unitPath} is not installed; nothing to do\n`);
+    return;
+  }
+  if (opts.dryRun) {
+    io.out(`would run: ${systemctl} stop ${name}; ${systemctl} disable ${name}; rm ${unitPath}; ${systemctl} daemon-reload\n`);
     return;
   }
   // stop/disable of a unit systemd never loaded fail harmlessly: report, go on.
@@ -179,6 +199,16 @@ function uninstall(opts: UninstallOptions, io: ServiceIO): void {
   run(systemctl, ["daemon-reload"], io);
   run(systemctl, ["reset-failed", name], io, undefined, true);
   io.out(`removed ${unitPath}; the config, keys and data directory are left as they were\n`);
+}
+
+/**
+ * Lets a SIGINT or SIGTERM that came during the synchronous steps before reach its handler (a
+ * turn of the event loop), then throws its reason if it did.
+ */
+async function noInterrupt(signal: AbortSignal | undefined): Promise<void> {
+  if (!signal) return;
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  signal.throwIfAborted();
 }
 
 /** Where systemd keeps its runtime state; it exists only when systemd is PID 1 (sd_booted(3)). */
@@ -193,14 +223,16 @@ function requireSystemd(runDir: string): void {
   );
 }
 
-function requireRoot(opts: CommonOptions, command: string): void {
+function requireRoot(opts: CommonOptions, command: "install-service" | "uninstall-service"): void {
   if (opts.dryRun) return;
   const uid = opts.uid ?? process.getuid?.() ?? 0;
   if (uid !== 0) {
-    throw new FlashlexError(
-      `${command} writes ${opts.unitPath ?? DEFAULT_UNIT_PATH} and runs systemctl: run it with sudo (or use --dry-run to print the unit)`,
-      "permission",
-    );
+    const unit = opts.unitPath ?? DEFAULT_UNIT_PATH;
+    const what =
+      command === "install-service"
+        ? `writes ${unit} and runs systemctl: run it with sudo (or use --dry-run to print the unit)`
+        : `removes ${unit} and runs systemctl: run it with sudo (or use --dry-run to see what it would do)`;
+    throw new FlashlexError(`${command} ${what}`, "permission");
   }
 }
 

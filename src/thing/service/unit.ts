@@ -65,11 +65,12 @@ const UNEXPRESSIBLE = /[\x00-\x1f\x7f"\\$:]/;
 /**
  * One path as a word valid in ExecStart=, BindPaths=, BindReadOnlyPaths= and ReadWritePaths=:
  * `%` doubled (every one of them expands specifiers), double quotes around it when it holds
- * whitespace or a quote (all four unquote).
+ * whitespace or a quote (all four unquote). `executable`: the command ExecStart= runs, where
+ * systemd also refuses a single quote ("Executable name contains special characters", 252).
  */
-export function systemdPath(path: string, what: string): string {
+export function systemdPath(path: string, what: string, options: { executable?: boolean } = {}): string {
   if (!path.startsWith("/")) throw new UsageError(`${what}: ${path}: the service needs an absolute path`);
-  const bad = UNEXPRESSIBLE.exec(path);
+  const bad = UNEXPRESSIBLE.exec(path) ?? (options.executable ? /'/.exec(path) : null);
   if (bad) {
     throw new UsageError(`${what}: ${JSON.stringify(path)}: a systemd unit cannot name a path containing ${JSON.stringify(bad[0])}; move or rename it`);
   }
@@ -137,7 +138,7 @@ function filesystemLines(values: UnitValues): string {
 
 /** Replaces every `{{name}}` in the template; a placeholder without a value is a bug. */
 export function renderUnit(unitTemplate: string, values: UnitValues): string {
-  const binary = [systemdPath(values.binary, "binary"), ...(values.binaryArgs ?? []).map((a) => systemdPath(a, "script"))].join(" ");
+  const binary = [systemdPath(values.binary, "binary", { executable: true }), ...(values.binaryArgs ?? []).map((a) => systemdPath(a, "script"))].join(" ");
   const rendered: Record<string, string> = {
     binary,
     config: systemdPath(values.config, "config"),
