@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { KeyObject } from "node:crypto";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
@@ -125,6 +125,27 @@ describe("releases", () => {
     await writeSignedManifest({ dir: other, version: "2.0.0", commit: "def5678", signingKeyPem: hubKey() });
     await expect(updates.addRelease(other)).rejects.toThrow(/already stored with another manifest/);
     expect((await updates.listReleases()).map((r) => r.version)).toEqual(["2.0.0"]);
+  });
+
+  test("two adds of one release at once: both succeed, one stores it and the other finds it stored; a killed add's copy is removed", async () => {
+    const releases = join(home.paths.dir, "releases");
+    const killed = join(releases, ".2.0.9.staging-4194399-Ab12Cd"); // above Linux's largest pid: no such process
+    mkdirSync(join(killed), { recursive: true });
+    writeFileSync(join(killed, "flashlex-linux-x64"), "half a binary");
+    const out = await releaseDir("2.1.0", hubKey());
+    const outcomes = await Promise.all([new Updates({ home, store }).addRelease(out), new Updates({ home, store }).addRelease(out)]);
+    expect(outcomes.map((o) => o.outcome).sort()).toEqual(["already stored", "stored"]);
+    expect(readdirSync(releases).filter((name) => name.startsWith("."))).toEqual([]);
+  });
+
+  test("a folder without its manifest or signature is named with the file that is missing; a file is not a folder", async () => {
+    const updates = new Updates({ home, store });
+    const out = await releaseDir("9.9.7", hubKey());
+    rmSync(join(out, "manifest.sig"));
+    await expect(updates.addRelease(out)).rejects.toThrow(`${out}: no manifest.sig; make the release`);
+    rmSync(join(out, "manifest.json"));
+    await expect(updates.addRelease(out)).rejects.toThrow(`${out}: no manifest.json and no manifest.sig;`);
+    await expect(updates.addRelease(join(out, "flashlex-linux-x64"))).rejects.toThrow("flashlex-linux-x64: not a directory; give the release's folder");
   });
 });
 

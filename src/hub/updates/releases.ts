@@ -11,12 +11,12 @@
  * under a version already stored is refused (a version names one set of bytes, for good).
  */
 import { createHash } from "node:crypto";
-import { createReadStream, existsSync, mkdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { chmodSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
 import { MANIFEST_FILE, parseManifest, type ReleaseManifest, SIGNATURE_FILE } from "../../protocol/release-manifest.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
-import { writeFileAtomically, writeFileAtomicallySync } from "../../shared/files.ts";
+import { pathKind, removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../shared/files.ts";
 
 export interface StoredRelease {
   manifest: ReleaseManifest;
@@ -41,10 +41,11 @@ export function releaseFilePath(hubDir: string, version: string, file: string): 
 export function readSignedRelease(dir: string, publicKey: string): StoredRelease {
   const manifestPath = join(dir, MANIFEST_FILE);
   const signaturePath = join(dir, SIGNATURE_FILE);
-  if (!existsSync(manifestPath) || !existsSync(signaturePath)) {
-    throw new InputError(
-      `${dir}: no ${MANIFEST_FILE} and ${SIGNATURE_FILE}; make the release with \`bun run release --signing-key <hub home>/update-key.pem\``,
-    );
+  if (pathKind(dir) !== "directory")
+    throw new InputError(`${dir}: not a directory; give the release's folder (it holds ${MANIFEST_FILE}, ${SIGNATURE_FILE} and the binaries)`);
+  const missing = [MANIFEST_FILE, SIGNATURE_FILE].filter((name) => !existsSync(join(dir, name)));
+  if (missing.length) {
+    throw new InputError(`${dir}: no ${missing.join(" and no ")}; make the release with \`bun run release --signing-key <hub home>/update-key.pem\``);
   }
   const bytes = readFileSync(manifestPath);
   const signature = readFileSync(signaturePath, "utf8").trim();
@@ -61,6 +62,9 @@ export function readSignedRelease(dir: string, publicKey: string): StoredRelease
   }
   return { manifest, manifestText: bytes.toString("utf8"), signature };
 }
+
+/** `.<version>.staging-<pid>-<mkdtemp's six characters>`; group 1 is the pid of the add that made it. */
+const STAGING_NAME = /^\..+\.staging-(\d+)-[A-Za-z0-9]{6}$/;
 
 async function sha256Of(file: string): Promise<string> {
   const hash = createHash("sha256");
@@ -82,9 +86,11 @@ export async function storeReleaseFiles(hubDir: string, dir: string, release: St
     throw new ConflictError(`release ${manifest.version} is already stored with another manifest; a version names one set of binaries`);
   }
   mkdirSync(releasesDir(hubDir), { recursive: true, mode: 0o755 });
-  const staging = join(releasesDir(hubDir), `.${manifest.version}.${process.pid}.staging`);
-  rmSync(staging, { recursive: true, force: true });
-  mkdirSync(staging, { mode: 0o755 });
+  // what an add killed mid-copy left (up to a release's size); then one of our own, unique even
+  // to two adds at once in this process (the API's)
+  removeLeftovers(releasesDir(hubDir), STAGING_NAME);
+  const staging = mkdtempSync(join(releasesDir(hubDir), `.${manifest.version}.staging-${process.pid}-`));
+  chmodSync(staging, 0o755);
   try {
     for (const [name, entry] of Object.entries(manifest.targets)) {
       const source = join(dir, entry.file);
@@ -103,6 +109,9 @@ export async function storeReleaseFiles(hubDir: string, dir: string, release: St
     renameSync(staging, target);
   } catch (err) {
     rmSync(staging, { recursive: true, force: true });
+    // another `release add` of the same release got there first (rename(2) onto its directory)
+    const code = (err as NodeJS.ErrnoException | null)?.code;
+    if ((code === "ENOTEMPTY" || code === "EEXIST") && existsSync(join(target, MANIFEST_FILE))) return storeReleaseFiles(hubDir, dir, release);
     throw err;
   }
   return "stored";
