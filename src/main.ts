@@ -112,6 +112,9 @@ function buildCli(only: CommandSpec | undefined, setExit: (code: number | Promis
     const exitCodes = spec.name === "hub" || spec.name.startsWith("hub ") ? HUB_EXIT_CODES_HELP : EXIT_CODES_HELP;
     return [header!, usage!, { body: `  ${spec.description}` }, ...listing, ...rest, ...(note ? [{ body: note }] : []), { body: exitCodes }];
   });
+  // Printed by main once it knows the command exists: cac would print the whole listing for an
+  // unknown one (`flashlex nosuch --help`) and main could only exit 0 after it.
+  cli.showHelpOnExit = false;
   // Not cac's `version()`: it appends Node's compatibility version (`bun-v26.3.0` under Bun).
   cli.option("-v, --version", "Display the version: flashlex, its commit, the runtime inside");
   return cli;
@@ -161,30 +164,32 @@ export async function main(argv: string[]): Promise<number> {
     };
     let cli = parse(matched?.spec);
     // cac saw another first word than the table did (a flag it took a value for): start over
-    // with every command, as if nothing had matched. Not after --help: cac has printed the
-    // help and forgotten the command, and a second parse would print it again.
-    if (matched && !cli.matchedCommand && !cli.options.help) cli = parse(undefined);
+    // with every command, as if nothing had matched.
+    if (matched && !cli.matchedCommand) cli = parse(undefined);
     restoreArgumentsText(cli);
     const spec = cli.matchedCommand && COMMANDS.find((c) => c.name === cli.matchedCommand!.name);
-    if (spec && !cli.options.help) {
+    const help = Boolean(cli.options.help);
+    if (spec && !help) {
       lastValueOfRepeats(spec, cli.options);
       refuseEmptyValues(spec, cli.options);
     }
     if (!cli.matchedCommand) {
-      if (cli.options.version && !cli.options.help) return printVersion();
-      if (cli.options.help) return ExitCode.OK;
       if (cli.args.length) throw new UsageError(`unknown command ${JSON.stringify(cli.args[0])}; see flashlex --help`);
+      if (cli.options.version && !help) return printVersion();
       cli.outputHelp();
-      return ExitCode.USAGE;
+      return help ? ExitCode.OK : ExitCode.USAGE;
     }
-    if (cli.options.help) return ExitCode.OK;
     // A group (`hub`, `hub thing`) followed by words it has no command for: say that, before cac
     // judges the flags by the group's own (none), which would call --dir an unknown option.
     if (spec && !spec.run && cli.args.length) {
       if (!commandsUnder(`${spec.name} ${cli.args.join(" ")}`).length) throw unknownGroupCommand(spec, cli.args);
       // `hub thing` names no command but starts some: their listing, as `hub thing --help` gives it
       cli.outputHelp();
-      return ExitCode.USAGE;
+      return help ? ExitCode.OK : ExitCode.USAGE;
+    }
+    if (help) {
+      cli.outputHelp();
+      return ExitCode.OK;
     }
     cli.runMatchedCommand();
     return (await result) ?? ExitCode.OK;

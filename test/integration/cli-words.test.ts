@@ -81,11 +81,21 @@ test("a word a group has no command for is named as an unknown command, also wit
   for (const [args, said] of [
     [["hub", "thing", "frobnicate", "x", "--dir", work], 'unknown hub command "thing frobnicate x"'],
     [["hub", "frob", "--dir", work], 'unknown hub command "frob"'],
+    // with --help as well: the same one line and 64, not the whole listing and 0
+    [["hub", "updates", "--help"], 'unknown hub command "updates"'],
+    [["hub", "thing", "frob", "-h"], 'unknown hub command "thing frob"'],
   ] as const) {
     const result = await run([...args]);
     expect({ args, code: result.code }).toEqual({ args, code: 64 });
     expect(result.stderr.trim()).toBe(`flashlex: ${said}; see flashlex hub --help`);
+    expect(result.stdout).toBe("");
   }
+  const top = await run(["nosuch", "--help"]);
+  expect({ code: top.code, stderr: top.stderr.trim(), stdout: top.stdout }).toEqual({
+    code: 64,
+    stderr: 'flashlex: unknown command "nosuch"; see flashlex --help',
+    stdout: "",
+  });
   // words that start commands (`hub thing`): those commands, and only those, with --help (0) or without (64)
   for (const [args, code] of [
     [["hub", "thing", "--help"], 0],
