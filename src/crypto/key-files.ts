@@ -16,6 +16,7 @@
  * parses nothing.
  */
 import { createPrivateKey, type KeyObject, X509Certificate } from "node:crypto";
+import { shellWord } from "../shared/shell-word.ts";
 import { CryptoError } from "./errors.ts";
 import { SUPPORTED_KEYS } from "./keys.ts";
 
@@ -37,7 +38,7 @@ export class KeyFileError extends CryptoError {
 
   /** One line for a user: `<file>: <what is wrong>[; convert it with: <command>]`. */
   describe(file: string): string {
-    const command = this.convert?.replaceAll("FILE", quoteForShell(file));
+    const command = this.convert?.replaceAll("FILE", shellWord(file));
     return `${file}: ${this.message}${command ? `; convert it with: ${command}` : ""}`;
   }
 }
@@ -267,9 +268,4 @@ function isPkcs12(der: Buffer): boolean {
 function isPkcs7(der: Buffer): boolean {
   const outer = headerLength(der, 0);
   return outer !== undefined && der.subarray(outer, outer + PKCS7_SIGNED.length).equals(PKCS7_SIGNED);
-}
-
-/** Single-quotes a path for a shell command line a user will copy. */
-function quoteForShell(path: string): string {
-  return /^[\w./+-]+$/.test(path) ? path : `'${path.replaceAll("'", `'\\''`)}'`;
 }

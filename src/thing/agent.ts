@@ -25,6 +25,7 @@ import { Lifecycle } from "../shared/lifecycle.ts";
 import { formatListenAddress, type ListenAddress } from "../shared/listen-address.ts";
 import { type Logger, tapLogger } from "../shared/log.ts";
 import { type MetricsListener, startMetricsListener } from "../shared/metrics-http.ts";
+import { shellWord } from "../shared/shell-word.ts";
 import { VERSION } from "../shared/version.ts";
 import { deliverHttp, deliverMqtt } from "./egress/delivery.ts";
 import { HubClock } from "./egress/hub-clock.ts";
@@ -251,7 +252,7 @@ function newSession(config: ThingConfig, identity: ThingIdentity, store: Message
 function warnIfKeyTooOpen(config: ThingConfig, log: Logger): void {
   const path = config.paths.privateKey;
   const mode = keyFileTooOpen(path);
-  if (mode) log.warn("identity.key_file_open", { file: path, mode, note: "other users can read the thing's private key", fix: `chmod 600 ${path}` });
+  if (mode) log.warn("identity.key_file_open", { file: path, mode, note: "other users can read the thing's private key", fix: `chmod 600 ${shellWord(path)}` });
 }
 
 function requirePubsubTopic(config: ThingConfig): string {

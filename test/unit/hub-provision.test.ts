@@ -152,8 +152,13 @@ describe("hub init", () => {
     expect(result.home.settings.api).toMatchObject({ host: "::1", port: 18798, publicUrl: "http://[::1]:18798" });
   });
 
-  test("openHubHome explains a missing home", () => {
+  test("openHubHome explains a missing home, with a hub init line a shell reads back; a file is not taken for a home to make", () => {
     expect(() => openHubHome(join(root, "nowhere"))).toThrow(/not a hub home/);
+    const spaced = join(root, "my hub's home");
+    expect(() => openHubHome(spaced)).toThrow(`run \`flashlex hub init --dir '${spaced.replace("'", "'\\''")}'\` first`);
+    const file = join(root, "hub.yml");
+    writeFileSync(file, "hub: {}\n");
+    expect(() => openHubHome(file)).toThrow(`${file}: a file, not a hub home (the directory hub init made, holding hub.yml)`);
   });
 });
 

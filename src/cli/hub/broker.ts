@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { pathKind } from "../../shared/files.ts";
+import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { DB_OPTION, DIR_OPTION, openedHubToWrite } from "./common.ts";
@@ -175,10 +176,6 @@ function configPath(value: string | undefined, flag: string): string | undefined
 }
 
 /** `path` as one word for a shell command printed for the user to copy: quoted when it holds anything but safe characters. */
-function shellWord(path: string): string {
-  return /^[\w@%+=:,./-]+$/.test(path) ? path : `'${path.replace(/'/g, "'\\''")}'`;
-}
-
 async function bindAddress(value: string | undefined): Promise<string> {
   if (value === undefined) return "0.0.0.0";
   // loaded here, not at start: every command's start-up would pay for node:net

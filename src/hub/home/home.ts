@@ -6,8 +6,9 @@ import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import type { CertifiedKey } from "../../crypto/x509.ts";
 import { ConfigError } from "../../shared/errors.ts";
-import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { pathKind, writeFileAtomicallySync } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
+import { shellWord } from "../../shared/shell-word.ts";
 import { type HubDatabase, parseHubDatabase } from "../store/database-url.ts";
 import { hubDatabaseMissing } from "../store/sqlite-driver.ts";
 import { type HubPaths, hubPaths } from "./paths.ts";
@@ -38,7 +39,8 @@ export interface DatabaseOverride {
 export function openHubHome(dir: string, log?: Logger, override?: DatabaseOverride): HubHome {
   let paths = hubPaths(dir);
   if (!existsSync(paths.config)) {
-    throw new ConfigError(`${paths.dir}: not a hub home (no hub.yml); run \`flashlex hub init --dir ${paths.dir}\` first`);
+    if (pathKind(paths.dir) === "other") throw new ConfigError(`${paths.dir}: a file, not a hub home (the directory hub init made, holding hub.yml)`);
+    throw new ConfigError(`${paths.dir}: not a hub home (no hub.yml); run \`flashlex hub init --dir ${shellWord(paths.dir)}\` first`);
   }
   const loaded = loadHubSettings(paths.config);
   const { settings, unknownKeys } = loaded;

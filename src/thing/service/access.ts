@@ -12,6 +12,7 @@ import { existsSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { pathKind } from "../../shared/files.ts";
+import { shellWord } from "../../shared/shell-word.ts";
 
 export interface ServiceAccount {
   name: string;
@@ -64,24 +65,29 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
   const owner = `${account.name}:${account.group}`;
   const reach = (path: string) => {
     const blocked = blockedOnTheWay(path, account);
-    if (blocked) throw refuse(`${who} cannot reach ${path}: it may not enter ${blocked} (fix: sudo chmod o+x ${blocked}, or move the thing's folder)`);
+    if (blocked)
+      throw refuse(`${who} cannot reach ${path}: it may not enter ${blocked} (fix: sudo chmod o+x ${shellWord(blocked)}, or move the thing's folder)`);
   };
   reach(files.config);
-  if (!permitted(files.config, account, "r")) throw refuse(`${who} cannot read ${files.config} (fix: sudo chown ${owner} ${files.config})`);
+  if (!permitted(files.config, account, "r")) throw refuse(`${who} cannot read ${files.config} (fix: sudo chown ${owner} ${shellWord(files.config)})`);
   reach(files.keysDir);
   if (!permitted(files.keysDir, account, "rx"))
-    throw refuse(`${who} cannot open the keys directory ${files.keysDir} (fix: sudo chown -R ${owner} ${files.keysDir})`);
+    throw refuse(`${who} cannot open the keys directory ${files.keysDir} (fix: sudo chown -R ${owner} ${shellWord(files.keysDir)})`);
   for (const file of files.keyFiles) {
     if (!existsSync(file)) continue; // loadIdentity said what is missing already
     if (!permitted(file, account, "r"))
-      throw refuse(`${who} cannot read ${file} (fix: sudo chown ${owner} ${files.keysDir}/*, or sudo chown -R ${owner} ${files.keysDir})`);
+      throw refuse(
+        `${who} cannot read ${file} (fix: sudo chown ${owner} ${shellWord(files.keysDir)}/*, or sudo chown -R ${owner} ${shellWord(files.keysDir)})`,
+      );
   }
   reach(files.data);
   // before the permission: "cannot write" and a chown would send the owner the wrong way
   if (pathKind(files.data) === "other") throw new ConfigError(`${files.data}: the data directory is not a directory`);
   if (existsSync(files.data) && !permitted(files.data, account, "rwx"))
-    throw refuse(`${who} cannot write the data directory ${files.data} (fix: sudo chown -R ${owner} ${files.data})`);
+    throw refuse(`${who} cannot write the data directory ${files.data} (fix: sudo chown -R ${owner} ${shellWord(files.data)})`);
   return permitted(files.keysDir, account, "wx")
     ? []
-    : [`${who} cannot write ${files.keysDir}: certificate renewal, which writes the new key there, will fail (fix: sudo chown ${owner} ${files.keysDir})`];
+    : [
+        `${who} cannot write ${files.keysDir}: certificate renewal, which writes the new key there, will fail (fix: sudo chown ${owner} ${shellWord(files.keysDir)})`,
+      ];
 }

@@ -10,6 +10,7 @@ import { accessSync, chownSync, constants, existsSync, mkdirSync, readdirSync, r
 import { basename, dirname, join, resolve } from "node:path";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { pathKind, writeFileAtomicallySync } from "../../shared/files.ts";
+import { shellWord } from "../../shared/shell-word.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
 import { loadIdentity } from "../identity.ts";
 import { defaultKeysDir, loadThingConfig } from "../settings.ts";
@@ -323,7 +324,7 @@ function ensureDataDir(data: string, account: Account, io: ServiceIO): void {
   if (!st.isDirectory()) throw new ConfigError(`${data}: the data directory is not a directory`);
   if (st.uid !== account.uid) {
     io.err(
-      `warning: ${data} is owned by uid ${st.uid}, not ${account.name}; the service may not write it (fix: sudo chown -R ${account.name}:${account.group} ${data})\n`,
+      `warning: ${data} is owned by uid ${st.uid}, not ${account.name}; the service may not write it (fix: sudo chown -R ${account.name}:${account.group} ${shellWord(data)})\n`,
     );
   }
 }
@@ -343,11 +344,11 @@ function selfUpdateCheck(configured: boolean, exe: Executable, account: Account)
     return `${exe.command} is directly in ${account.name}'s home directory, which the unit would have to make writable as a whole: move it into its own folder (the thing's folder)`;
   }
   if (!writableBy(dir, account)) {
-    return `${account.name} cannot write ${dir}, where the binary is replaced (fix: sudo chown ${account.name}:${account.group} ${dir})`;
+    return `${account.name} cannot write ${dir}, where the binary is replaced (fix: sudo chown ${account.name}:${account.group} ${shellWord(dir)})`;
   }
   const st = statSync(dir);
   if (st.mode & 0o1000 && st.uid !== account.uid && statSync(exe.command).uid !== account.uid) {
-    return `${dir} is sticky and ${exe.command} belongs to someone else, so ${account.name} cannot replace it (fix: sudo chown ${account.name} ${exe.command})`;
+    return `${dir} is sticky and ${exe.command} belongs to someone else, so ${account.name} cannot replace it (fix: sudo chown ${account.name} ${shellWord(exe.command)})`;
   }
   return true;
 }
@@ -396,7 +397,7 @@ function userHint(keys: string, folder: string): string {
   const uid = statSync(keys).uid;
   const owner = uid !== 0 ? getent("passwd", String(uid))?.[0] : undefined;
   if (owner) return `pass --user ${owner} (the user who owns the keys)`;
-  return `pass --user NAME, an ordinary user, after giving it the thing's folder (the keys are root's too: sudo chown -R NAME: ${folder})`;
+  return `pass --user NAME, an ordinary user, after giving it the thing's folder (the keys are root's too: sudo chown -R NAME: ${shellWord(folder)})`;
 }
 
 function systemdVersion(systemctl: string): number | null {
