@@ -13,6 +13,7 @@ import { basename, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { loadUpdatePrivateKey, signRelease } from "../src/crypto/update-signing.ts";
 import { MANIFEST_FILE, MANIFEST_FORMAT, manifestBytes, type ReleaseManifest, SIGNATURE_FILE } from "../src/protocol/release-manifest.ts";
+import { classifyForeign } from "../src/shared/foreign-errors.ts";
 import { binaryName, TARGETS } from "./targets.ts";
 
 async function sha256(file: string): Promise<string> {
@@ -70,18 +71,28 @@ if (import.meta.main) {
     console.error(usage);
     process.exit(64);
   }
-  // One line naming the problem (a missing key file, a bad version, no binaries), not a stack.
+  // One line naming the problem (a missing key file, a bad version, no binaries), not a stack;
+  // 65 as the product's commands say "bad input" (docs/updates.md).
   try {
     const { packageVersion, commitSha } = await import("./build.ts");
     const manifest = await writeSignedManifest({
       dir: resolve(args.dir),
       version: args.version ?? (await packageVersion()),
       commit: args.commit ?? commitSha(),
-      signingKeyPem: readFileSync(args["signing-key"], "utf8"),
+      signingKeyPem: readSigningKey(args["signing-key"]),
     });
     console.log(`signed ${manifest.version}: ${Object.keys(manifest.targets).join(", ")} -> ${join(args.dir, MANIFEST_FILE)}, ${SIGNATURE_FILE}`);
   } catch (err) {
     console.error(`sign-release: ${(err as Error).message}`);
-    process.exit(1);
+    process.exit(65);
+  }
+}
+
+/** The PEM text of the --signing-key file; an Error naming the flag and the file when it cannot be read. */
+function readSigningKey(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (err) {
+    throw new Error(`--signing-key ${file}: ${classifyForeign(err)?.reason ?? String(err)}`);
   }
 }

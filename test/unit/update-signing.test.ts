@@ -76,7 +76,7 @@ describe("the release manifest", () => {
     expect(() => parseManifest(new TextEncoder().encode(canonicalJson({ ...manifest, targets: {} })))).toThrow(/targets/);
   });
 
-  test("sign-release refuses what it cannot sign on one line with exit 1 (a bad version, a missing key), and a wrong flag with 64: no stack, nothing written", () => {
+  test("sign-release refuses what it cannot sign on one line with exit 65 (a bad version, a missing key), and a wrong flag with 64: no stack, nothing written", () => {
     const dir = scratchDir("flashlex-sign-");
     writeFileSync(join(dir, "flashlex-linux-x64"), "x64 binary");
     const keyFile = join(dir, "update-key.pem");
@@ -89,8 +89,12 @@ describe("the release manifest", () => {
       return { code: r.exitCode, stderr: r.stderr.toString() };
     };
     const cases = [
-      { run: sign("--signing-key", keyFile, "--version", "1.0/evil"), code: 1, says: "sign-release: the release manifest is not valid: version: a version" },
-      { run: sign("--signing-key", join(dir, "missing.pem")), code: 1, says: "sign-release: ENOENT" },
+      { run: sign("--signing-key", keyFile, "--version", "1.0/evil"), code: 65, says: "sign-release: the release manifest is not valid: version: a version" },
+      {
+        run: sign("--signing-key", join(dir, "missing.pem")),
+        code: 65,
+        says: `sign-release: --signing-key ${join(dir, "missing.pem")}: no such file or directory (ENOENT)`,
+      },
       { run: sign("--signing-key", keyFile, "--bogus"), code: 64, says: "sign-release: Unknown option '--bogus'" },
     ];
     for (const c of cases) {
