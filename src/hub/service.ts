@@ -3,7 +3,7 @@ import { maxEnvelopeBytes } from "../protocol/limits.ts";
 import { ConfigError } from "../shared/errors.ts";
 import { classifyForeign } from "../shared/foreign-errors.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
-import { parseListenAddress } from "../shared/listen-address.ts";
+import { formatListenAddress, listenFailure, parseListenAddress } from "../shared/listen-address.ts";
 import type { Logger } from "../shared/log.ts";
 import { type MetricsListener, startMetricsListener } from "../shared/metrics-http.ts";
 import { VERSION } from "../shared/version.ts";
@@ -360,21 +360,13 @@ async function stopGracefully(server: HubServer): Promise<void> {
 }
 
 /**
- * A listen that failed (EADDRINUSE, EADDRNOTAVAIL, EACCES for a port below 1024) as the one line
- * an operator can act on: what could not listen, where, and the hub.yml settings that say so
- * (ConfigError, 78). Any other failure passes through unchanged.
+ * A listen that failed (shared/listen-address.ts `listenFailure`: a port in use, an address not
+ * of this machine, a name that does not resolve) as the one line an operator can act on: what
+ * could not listen, where, why, and the hub.yml settings that say so (ConfigError, 78). Any
+ * other failure passes through unchanged.
  */
 function cannotListen(err: unknown, what: string, at: { host: string; port: number }, settings: string, configFile: string): unknown {
-  const code = (err as { code?: unknown })?.code;
-  if (code !== "EADDRINUSE" && code !== "EADDRNOTAVAIL" && code !== "EACCES") return err;
-  const host = at.host.includes(":") ? `[${at.host}]` : at.host;
-  const hint =
-    code === "EADDRINUSE"
-      ? "; stop what listens there (ss -ltnp) or choose another port"
-      : code === "EACCES"
-        ? "; ports below 1024 need root or CAP_NET_BIND_SERVICE"
-        : "";
-  return new ConfigError(`${what} cannot listen on ${host}:${at.port} (${settings} in ${configFile}): ${classifyForeign(err)?.reason ?? String(code)}${hint}`, {
-    cause: err,
-  });
+  const reason = listenFailure(err, at);
+  if (reason === undefined) return err;
+  return new ConfigError(`${what} cannot listen on ${formatListenAddress(at)} (${settings} in ${configFile}): ${reason}`, { cause: err });
 }

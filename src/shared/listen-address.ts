@@ -43,5 +43,32 @@ function portOf(host: string, port: string): ListenAddress | undefined {
 
 /** `host:port` as a URL authority (IPv6 in brackets). */
 export function formatListenAddress(at: ListenAddress): string {
-  return `${at.host.includes(":") ? `[${at.host}]` : at.host}:${at.port}`;
+  return `${at.host.includes(":") && !at.host.startsWith("[") ? `[${at.host}]` : at.host}:${at.port}`;
+}
+
+/**
+ * Why a listen on `at` failed, as one phrase an operator can act on, or undefined when `err` is
+ * not a failure to listen (the caller passes it on). Bun and node:net say "this address cannot
+ * be had" in several ways: EADDRINUSE, EADDRNOTAVAIL, EACCES (a port below 1024), EINVAL (an
+ * address of no interface, a link-local one without its zone), ENOTFOUND or EAI_* or ENOENT from
+ * name resolution, or an Error "Failed to listen at HOST" with no code at all.
+ */
+export function listenFailure(err: unknown, at: ListenAddress): string | undefined {
+  const e = err as { code?: unknown; message?: unknown; syscall?: unknown; path?: unknown } | null;
+  const code = typeof e?.code === "string" ? e.code : undefined;
+  switch (code) {
+    case "EADDRINUSE":
+      return "the address is already in use (EADDRINUSE); stop what listens there (ss -ltnp) or choose another port";
+    case "EACCES":
+      return "permission denied (EACCES); ports below 1024 need root or CAP_NET_BIND_SERVICE";
+    case "EADDRNOTAVAIL":
+      return "the address is not available on this machine (EADDRNOTAVAIL)";
+    case "EINVAL":
+      return "not an address this machine can listen on (EINVAL)";
+  }
+  const unnamed = code === undefined && typeof e?.message === "string" && e.message.startsWith("Failed to listen at");
+  const unresolved = code === "ENOTFOUND" || code?.startsWith("EAI_") || (code === "ENOENT" && e?.path === undefined);
+  if (!unnamed && !unresolved) return undefined;
+  if (at.host.startsWith("[")) return "write an IPv6 address here without brackets (::1, not [::1])";
+  return `${at.host} is neither an address of this machine nor a name that resolves to one${code ? ` (${code})` : ""}`;
 }

@@ -22,7 +22,7 @@ import { ConfigError, FlashlexError } from "../shared/errors.ts";
 import { classifyForeign } from "../shared/foreign-errors.ts";
 import { IdleTrim } from "../shared/idle-trim.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
-import { formatListenAddress, type ListenAddress } from "../shared/listen-address.ts";
+import { formatListenAddress, type ListenAddress, listenFailure } from "../shared/listen-address.ts";
 import { type Logger, tapLogger } from "../shared/log.ts";
 import { type MetricsListener, startMetricsListener } from "../shared/metrics-http.ts";
 import { shellWord } from "../shared/shell-word.ts";
@@ -220,7 +220,7 @@ async function listenForScrapes(metrics: AgentMetrics, where: { at: ListenAddres
   try {
     return await startMetricsListener(where.at, () => metrics.render());
   } catch (err) {
-    const reason = classifyForeign(err)?.reason ?? String((err as { code?: unknown })?.code ?? err);
+    const reason = listenFailure(err, where.at) ?? classifyForeign(err)?.reason ?? String((err as { code?: unknown })?.code ?? err);
     throw new ConfigError(`${where.setting}: the metrics cannot listen on ${formatListenAddress(where.at)}: ${reason}`, { cause: err });
   }
 }

@@ -123,7 +123,7 @@ describe("an address hub serve cannot listen on", () => {
     return home;
   }
 
-  test("the API's port in use, the broker's address not on this machine: 78, one line naming the address and the hub.yml settings", async () => {
+  test("the API's port in use, an address not on this machine or a name that does not resolve: 78, one line naming the address and the hub.yml settings", async () => {
     const holder = createServer().listen(0, "127.0.0.1");
     await new Promise((resolve) => holder.once("listening", resolve));
     const busyPort = (holder.address() as AddressInfo).port;
@@ -131,6 +131,17 @@ describe("an address hub serve cannot listen on", () => {
       const cases: [string, [string[], unknown][], string][] = [
         ["busy-api", [[["hub", "api", "port"], busyPort]], `the API cannot listen on 127.0.0.1:${busyPort} (hub.api.host and hub.api.port in `],
         ["absent-broker-host", [[["hub", "broker", "listenHost"], "192.0.2.1"]], "the broker cannot listen on 192.0.2.1:"],
+        // names that do not resolve, bracketed IPv6, addresses no interface has: each runtime
+        // error a listen can end in (EINVAL, ENOENT, ENOTFOUND, a bare "Failed to listen")
+        ["unresolved-api-host", [[["hub", "api", "host"], "nosuchhost.invalid"]], "nosuchhost.invalid is neither an address of this machine nor a name"],
+        [
+          "unresolved-broker-host",
+          [[["hub", "broker", "listenHost"], "nosuchhost.invalid"]],
+          "nosuchhost.invalid is neither an address of this machine nor a name",
+        ],
+        ["bracketed-broker-host", [[["hub", "broker", "listenHost"], "[::1]"]], "write an IPv6 address here without brackets"],
+        ["impossible-metrics", [[["hub", "metrics", "listen"], "999.1.1.1:19465"]], "the metrics cannot listen on 999.1.1.1:19465 (hub.metrics.listen in "],
+        ["link-local-metrics", [[["hub", "metrics", "listen"], "[fe80::1]:19465"]], "not an address this machine can listen on (EINVAL)"],
       ];
       for (const [name, changes, expected] of cases) {
         const home = await homeListeningOn(name, changes);

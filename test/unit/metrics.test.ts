@@ -5,7 +5,7 @@ import { MessageFeed } from "../../src/hub/messages/feed.ts";
 import { methodLabel } from "../../src/hub/metrics/observer.ts";
 import { createHubMetrics } from "../../src/hub/metrics/prometheus.ts";
 import { FlashlexError } from "../../src/shared/errors.ts";
-import { parseListenAddress } from "../../src/shared/listen-address.ts";
+import { listenFailure, parseListenAddress } from "../../src/shared/listen-address.ts";
 import { startMetricsListener } from "../../src/shared/metrics-http.ts";
 import { createAgentMetrics, kindOfLogged } from "../../src/thing/metrics/prometheus.ts";
 import { parseExposition } from "../support/prometheus-text.ts";
@@ -22,6 +22,24 @@ describe("listen addresses", () => {
   test("anything else is refused", () => {
     for (const bad of ["", "host", ":80", "1.2.3.4:70000", "[zz]:1", "a b:1", "http://x:1", "1.2.3.4:", "x:-1"])
       expect(parseListenAddress(bad)).toBeUndefined();
+  });
+  test("a failed listen, in every shape the runtime gives it, is said as what to change; other errors are not listen failures", async () => {
+    const metricsAt = async (host: string) => {
+      try {
+        (await startMetricsListener({ host, port: 0 }, async () => ({ contentType: "text/plain", body: "" }))).close();
+        return "listened";
+      } catch (err) {
+        return listenFailure(err, { host, port: 0 });
+      }
+    };
+    expect(await metricsAt("nosuchhost.invalid")).toStartWith("nosuchhost.invalid is neither an address of this machine nor a name that resolves to one");
+    expect(await metricsAt("999.1.1.1")).toStartWith("999.1.1.1 is neither an address of this machine");
+    expect(await metricsAt("fe80::1")).toBe("not an address this machine can listen on (EINVAL)");
+    expect(listenFailure(Object.assign(new Error("getaddrinfo ENOTFOUND [::1]"), { code: "ENOTFOUND" }), { host: "[::1]", port: 1 })).toBe(
+      "write an IPv6 address here without brackets (::1, not [::1])",
+    );
+    expect(listenFailure(Object.assign(new Error("x"), { code: "ENOENT", path: "/etc/hub/key.pem" }), { host: "h", port: 1 })).toBeUndefined();
+    expect(listenFailure(new Error("a bug"), { host: "h", port: 1 })).toBeUndefined();
   });
 });
 
