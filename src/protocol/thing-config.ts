@@ -63,7 +63,13 @@ export const ThingYamlSchema = z.object({
      */
     metrics: z
       .object({
-        listen: z.string().refine((text) => parseListenAddress(text) !== undefined, "HOST:PORT or PORT (127.0.0.1:9465, 9465)"),
+        // a bare port is a number to YAML (`listen: 9465`): the same as "9465"
+        listen: z.preprocess(
+          (value) => (typeof value === "number" ? String(value) : value),
+          z
+            .string("HOST:PORT or PORT (127.0.0.1:9465, 9465)")
+            .refine((text) => parseListenAddress(text) !== undefined, "HOST:PORT or PORT (127.0.0.1:9465, 9465)"),
+        ),
       })
       .optional(),
     thing: z.object({

@@ -76,6 +76,12 @@ describe("bad configuration is refused with the file and the key path", () => {
     expect(configErrorOf(file).message).toContain("flashlex.thing.mqtt.port");
   });
 
+  test("flashlex.metrics.listen: a bare port is a number to YAML and means 127.0.0.1's; a word is refused with what to write", () => {
+    const withListen = (value: string) => variant(`metrics-${value}.yml`, (t) => t.replace(/^flashlex:\n/m, `flashlex:\n  metrics:\n    listen: ${value}\n`));
+    expect(loadThingConfig({ config: withListen("28736") }).yaml.metrics?.listen).toBe("28736");
+    expect(configErrorOf(withListen("true")).message).toContain("flashlex.metrics.listen: HOST:PORT or PORT (127.0.0.1:9465, 9465)");
+  });
+
   test("an unknown callback", () => {
     const file = variant("callback.yml", (t) => t.replace("callback: persistent", "callback: carrier-pigeon"));
     expect(configErrorOf(file).message).toContain("flashlex.app.callback");

@@ -79,6 +79,17 @@ describe("hub init", () => {
     });
   });
 
+  test("hub.metrics.listen: a bare port (a number to YAML) is 127.0.0.1's; anything else but HOST:PORT or false says what to write", () => {
+    const withListen = (value: string) => {
+      const file = join(root, `hub-metrics-${Math.random().toString(16).slice(2)}.yml`);
+      writeFileSync(file, readFileSync(home.paths.config, "utf8").replace(/ {2}metrics: \{\}\n/, `  metrics:\n    listen: ${value}\n`));
+      return () => loadHubSettings(file).settings.metrics?.listen;
+    };
+    expect(withListen("19465")()).toBe("19465");
+    expect(withListen("false")()).toBe(false);
+    expect(withListen("true")).toThrow("hub.metrics.listen: must be HOST:PORT (127.0.0.1:9464, [::1]:9464), PORT (on 127.0.0.1) or false");
+  });
+
   test("keys hub.yml has that the hub does not know are listed, for a warning, not refused", () => {
     const file = join(root, "hub-unknown.yml");
     writeFileSync(file, readFileSync(home.paths.config, "utf8").replace("hub:\n", "hub:\n  colour: blue\n"));

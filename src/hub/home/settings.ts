@@ -81,10 +81,12 @@ const CertificatesSchema = z.object({
  * `false` for no listener. Absent: DEFAULT_METRICS_LISTEN, loopback, so the metrics need no
  * secret (see docs/metrics.md for why there is no token).
  */
-const metricsListen = z.union([
-  z.literal(false),
-  z.string().refine((text) => parseListenAddress(text) !== undefined, "must be HOST:PORT (127.0.0.1:9464, [::1]:9464) or false"),
-]);
+const METRICS_LISTEN_HINT = "must be HOST:PORT (127.0.0.1:9464, [::1]:9464), PORT (on 127.0.0.1) or false";
+const metricsListen = z.preprocess(
+  // a bare port is a number to YAML (`listen: 9464`): the same as "9464"
+  (value) => (typeof value === "number" ? String(value) : value),
+  z.union([z.literal(false), z.string().refine((text) => parseListenAddress(text) !== undefined, METRICS_LISTEN_HINT)], METRICS_LISTEN_HINT),
+);
 
 /** A hub instance name (`hub.instance`): lower-case letters, digits and dashes, at most 32. */
 export const HUB_INSTANCE = /^[a-z0-9][a-z0-9-]{0,31}$/;
