@@ -79,16 +79,21 @@ export function required(args: string[], what: string): string {
   return value;
 }
 
-/** Resolves on SIGTERM or SIGINT (systemd stop, Ctrl-C). */
+/** The signals a long-running command stops on: systemd's stop, Ctrl-C, and the terminal or ssh session that started it closing. */
+const STOP_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
+
+/**
+ * Resolves with the first of SIGTERM (systemd stop), SIGINT (Ctrl-C) or SIGHUP (the terminal or
+ * ssh session closed: by default it would kill the process without its clean stop, leaving its
+ * socket and WAL behind).
+ */
 export function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
     const on = (signal: NodeJS.Signals) => {
-      process.off("SIGTERM", on);
-      process.off("SIGINT", on);
+      for (const s of STOP_SIGNALS) process.off(s, on);
       resolve(signal);
     };
-    process.on("SIGTERM", on);
-    process.on("SIGINT", on);
+    for (const s of STOP_SIGNALS) process.on(s, on);
   });
 }
 

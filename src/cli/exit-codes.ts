@@ -89,4 +89,5 @@ export const HUB_EXIT_CODES_HELP = `Exit codes:
   75  try again later: another hub serve runs on this home, or the database is busy
   78  configuration error: hub.yml, a missing hub.db or CA file (the message names the file and
       the key; restore hub.db from a backup), or an address hub serve cannot listen on
-  130 interrupted (SIGINT), 143 stopped (SIGTERM): nothing half-written is left`;
+  130 interrupted (SIGINT), 143 stopped (SIGTERM): hub init and hub export left nothing
+      half-written (hub serve stops cleanly on SIGTERM, SIGINT or SIGHUP and exits 0)`;

@@ -267,6 +267,16 @@ describe("serve", () => {
     expect(existsSync(join(thing.dataDir, "flashlex.sock"))).toBe(false);
   });
 
+  test("SIGHUP (the terminal or ssh session it ran in closed) stops it as cleanly: exit 0, its socket gone", async () => {
+    const serve = start(["serve", ...thing.flags]);
+    await serve.waitFor(/mqtt\.subscribed/);
+    serve.proc.kill("SIGHUP");
+    expect(await serve.proc.exited).toBe(0);
+    expect(serve.output()).toContain("serve.signal signal=SIGHUP");
+    expect(serve.output()).toContain("serve.stopped");
+    expect(existsSync(join(thing.dataDir, "flashlex.sock"))).toBe(false);
+  });
+
   test("a log that cannot be written (its reader went away: EPIPE; a full device) does not stop serve from storing messages", async () => {
     // Each with its own data directory, one after the other (two serves of one thing would take
     // the broker session from each other); a stored message is the proof, the log being lost.

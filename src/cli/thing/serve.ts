@@ -29,7 +29,7 @@ export const serveCommand: CommandSpec = thingCommand({
 /** The longest --exec-timeout: a week. */
 const MAX_EXEC_TIMEOUT_SECONDS = 7 * 24 * 3600;
 
-/** Runs the agent until SIGTERM or SIGINT; a second signal exits at once. */
+/** Runs the agent until SIGTERM, SIGINT or SIGHUP; a second signal exits at once. */
 async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown; metrics?: unknown }): Promise<number> {
   const execTimeout = countFlag(flags.execTimeout, "--exec-timeout", MAX_EXEC_TIMEOUT_SECONDS);
   const exec = text(flags.exec);
@@ -74,7 +74,7 @@ async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown;
   log.info("serve.signal", { signal });
   // A second signal while stopping means "now".
   const force = () => process.exit(ExitCode.OK);
-  process.once("SIGTERM", force).once("SIGINT", force);
+  process.once("SIGTERM", force).once("SIGINT", force).once("SIGHUP", force);
   await agent.stop();
   return ExitCode.OK;
 }
