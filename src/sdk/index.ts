@@ -209,8 +209,8 @@ export class FlashlexSDK {
    * (`offlinePublishQueueing` 0, or N already waiting): then nothing was queued.
    */
   async collectMessage(document: unknown, options: { via?: OutboxVia } = {}): Promise<CollectResult> {
-    if (options !== undefined && (options === null || typeof options !== "object")) {
-      throw new InternalFlashlexError(`collectMessage: options must be an object such as {via: "mqtt"}, not ${typeof options}`, "usage");
+    if (options !== undefined && (options === null || typeof options !== "object" || Array.isArray(options))) {
+      throw new InternalFlashlexError(`collectMessage: options must be an object such as {via: "mqtt"}, not ${kindOf(options)}`, "usage");
     }
     // a misspelt option ({vai: "mqtt"}) would send over HTTP without a word, as getMessages' query refuses one
     const unknown = Object.keys(options ?? {}).find((key) => key !== "via");
@@ -326,12 +326,12 @@ function checkOpenArguments(location: unknown, options: unknown): void {
     ["keys", keys],
   ] as const) {
     if (value !== undefined && (typeof value !== "string" || !value.trim())) {
-      throw new InternalFlashlexError(`FlashlexSDK.open: ${name} must be a directory path when given, not ${value === null ? "null" : typeof value}`, "usage");
+      throw new InternalFlashlexError(`FlashlexSDK.open: ${name} must be a directory path when given, not ${kindOf(value)}`, "usage");
     }
   }
   if (options === undefined) return;
-  if (options === null || typeof options !== "object")
-    throw new InternalFlashlexError(`FlashlexSDK.open: options must be an object such as {log}, not ${typeof options}`, "usage");
+  if (options === null || typeof options !== "object" || Array.isArray(options))
+    throw new InternalFlashlexError(`FlashlexSDK.open: options must be an object such as {log}, not ${kindOf(options)}`, "usage");
   const log = (options as { log?: unknown }).log;
   if (log !== undefined && !["debug", "info", "warn", "error", "child"].every((m) => typeof (log as Record<string, unknown> | null)?.[m] === "function")) {
     throw new InternalFlashlexError("FlashlexSDK.open: options.log must have debug, info, warn, error and child methods", "usage");
@@ -362,3 +362,8 @@ type PublicTypesMatch = AllHold<
     Same<ErrorKind, InternalErrorKind>,
   ]
 >;
+
+/** What a wrong argument is, for the message refusing it: `null` and arrays by name, not as typeof's "object". */
+function kindOf(value: unknown): string {
+  return value === null ? "null" : Array.isArray(value) ? "an array" : typeof value;
+}

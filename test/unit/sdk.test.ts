@@ -96,6 +96,13 @@ test("config says what open read; rejections are the exported FlashlexError with
   expect({ kind: refused.kind, exitCode: refused.exitCode }).toEqual({ kind: "data", exitCode: 65 });
   const misspelt = await sdk.collectMessage({ a: 1 }, { vai: "mqtt" } as never).catch((err) => err);
   expect({ kind: misspelt.kind, message: misspelt.message }).toEqual({ kind: "usage", message: 'collectMessage: options has no field "vai" (it takes via)' });
+  for (const [options, said] of [
+    [null, "null"],
+    [["mqtt"], "an array"],
+  ] as const) {
+    const wrong = await sdk.collectMessage({ a: 1 }, options as never).catch((err) => err);
+    expect(wrong.message).toBe(`collectMessage: options must be an object such as {via: "mqtt"}, not ${said}`);
+  }
   sdk.close();
   const late = await sdk.getMessages().catch((err) => err);
   expect(late).toBeInstanceOf(FlashlexError);

@@ -85,7 +85,7 @@ export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
   });
   const errors = new Counter({
     name: "flashlex_hub_errors_total",
-    help: "Failures with a kind (src/shared/errors.ts) that reached an edge of this hub process: an HTTP answer, or an MQTT publish",
+    help: "Failures with a kind (src/shared/errors.ts) that reached an edge of this hub process, by via: http (an API answer), mqtt (a publish), metrics (a scrape's own reading)",
     labelNames: ["kind", "via"],
     registers,
   });

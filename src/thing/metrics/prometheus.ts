@@ -76,7 +76,7 @@ export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
   });
   new Gauge({
     name: "flashlex_agent_ingress_messages",
-    help: "Ingress messages in the database: all of them, and those the application has not acknowledged",
+    help: "Ingress messages in the database, by state: unacked (the application has not acknowledged them) or acked (kept until they expire)",
     labelNames: ["state"],
     registers,
     collect() {
