@@ -125,6 +125,28 @@ describe("the SDK refuses a wrong argument the same way with serve stopped and r
     expect(outboxCount()).toBe(0);
   }, 60_000);
 
+  test("a list of ids longer than one request to serve means the same as with serve stopped (an app acking its whole backlog)", async () => {
+    const store = MessageStore.open(`${thing.dataDir}/subscription.db`);
+    const stored = store.insertIngressBatch(
+      Array.from({ length: 3 }, (_, n) => ({ topic: "ingress/t", payload: Buffer.from(`{"n":${n}}`), qos: 1, retain: false, receivedAt: Date.now() })),
+    ) as number[];
+    store.close();
+    const many = Array.from({ length: 200_000 }, (_, i) => i + 1); // ~1.4 MB of JSON, over serve's 1 MiB request limit
+    const outboxIds = Array.from({ length: 30_000 }, (_, i) => `00000000-0000-4000-8000-${String(i).padStart(12, "0")}`);
+    const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
+    const serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/serve\.started/);
+      expect(await sdk.ackMessages(many)).toEqual(stored);
+      const dropped = await sdk.dropOutbox(outboxIds);
+      expect({ changed: dropped.changed.length, missing: dropped.missing.length }).toEqual({ changed: 0, missing: outboxIds.length });
+      expect(await sdk.deleteMessages(many)).toEqual(stored);
+    } finally {
+      sdk.close();
+      expect(await serve.stop()).toBe(0);
+    }
+  }, 60_000);
+
   test("FlashlexSDK.open with no argument, a bare path or a config that is not a string: usage (64), one line saying what to give", async () => {
     for (const args of [
       [],

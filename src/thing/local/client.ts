@@ -5,9 +5,9 @@
 import { existsSync } from "node:fs";
 import { FlashlexError, isErrorKind } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
-import type { ThingAccess } from "./access.ts";
+import type { OutboxChange, ThingAccess } from "./access.ts";
 import { withCheckedArguments } from "./arguments.ts";
-import { type Answer, fromWire, fromWireOutbox, ROUTES, socketPath, type WireMessage, type WireOutboxEntry } from "./wire.ts";
+import { type Answer, fromWire, fromWireOutbox, MAX_REQUEST_BYTES, ROUTES, socketPath, type WireMessage, type WireOutboxEntry } from "./wire.ts";
 
 /** True when a serve answers on `dataDir`'s socket (a socket file alone may be a dead serve's). */
 export function serveIsRunning(dataDir: string): Promise<boolean> {
@@ -140,12 +140,43 @@ export function serveAccess(dataDir: string): ThingAccess {
   return {
     via: "serve",
     listMessages: async (query) => (await call<WireMessage[]>(ROUTES.listMessages, query)).map(fromWire),
-    ackMessages: (ids) => call(ROUTES.ackMessages, { ids }),
-    deleteMessages: (ids) => call(ROUTES.deleteMessages, { ids }),
+    ackMessages: async (ids) => (await inRequests(ids, (part) => call<number[]>(ROUTES.ackMessages, { ids: part }))).flat(),
+    deleteMessages: async (ids) => (await inRequests(ids, (part) => call<number[]>(ROUTES.deleteMessages, { ids: part }))).flat(),
     collect: (body, via) => call(ROUTES.collect, { body, via }),
     listOutbox: async (state) => (await call<WireOutboxEntry[]>(ROUTES.listOutbox, { state })).map(fromWireOutbox),
-    retryOutbox: (ids) => call(ROUTES.retryOutbox, { ids }),
-    dropOutbox: (ids) => call(ROUTES.dropOutbox, { ids }),
+    retryOutbox: async (ids) => mergeChanges(await inRequests(ids, (part) => call<OutboxChange>(ROUTES.retryOutbox, { ids: part }))),
+    dropOutbox: async (ids) => mergeChanges(await inRequests(ids, (part) => call<OutboxChange>(ROUTES.dropOutbox, { ids: part }))),
     close: () => {},
   };
+}
+
+/** The ids one request carries at most, by their JSON: a quarter of serve's MAX_REQUEST_BYTES. */
+const IDS_BYTES_PER_REQUEST = MAX_REQUEST_BYTES / 4;
+
+/**
+ * `ids` in as many requests as keep each far below serve's request limit, one after another (an
+ * app acking its whole backlog after an outage: 200,000 ids are ~1.4 MB of JSON). Each request is
+ * what the same call on the database does to its part; acks, deletes, retries and drops are
+ * idempotent, so a failure part-way leaves nothing a second call would not finish.
+ */
+async function inRequests<I, O>(ids: readonly I[], send: (part: I[]) => Promise<O>): Promise<O[]> {
+  const answers: O[] = [];
+  let part: I[] = [];
+  let bytes = 0;
+  for (const id of ids) {
+    const size = JSON.stringify(id).length + 1;
+    if (part.length && bytes + size > IDS_BYTES_PER_REQUEST) {
+      answers.push(await send(part));
+      part = [];
+      bytes = 0;
+    }
+    part.push(id);
+    bytes += size;
+  }
+  if (part.length || !answers.length) answers.push(await send(part));
+  return answers;
+}
+
+function mergeChanges(changes: OutboxChange[]): OutboxChange {
+  return { changed: changes.flatMap((c) => c.changed), missing: changes.flatMap((c) => c.missing), sent: changes.flatMap((c) => c.sent) };
 }
