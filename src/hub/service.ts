@@ -1,6 +1,6 @@
 import { readFileSync } from "node:fs";
 import { maxEnvelopeBytes } from "../protocol/limits.ts";
-import { ConfigError } from "../shared/errors.ts";
+import { ConfigError, type FlashlexError } from "../shared/errors.ts";
 import { classifyForeign } from "../shared/foreign-errors.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
 import { formatListenAddress, listenFailure, parseListenAddress } from "../shared/listen-address.ts";
@@ -16,6 +16,7 @@ import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts
 import { rabbitConnectionCloser } from "./broker/rabbitmq-management.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
 import { type DatabaseOverride, openHubHome, readBrokerSecret } from "./home/home.ts";
+import { watchHome } from "./home/home-watch.ts";
 import { checkHubIdentity } from "./home/identity.ts";
 import { hubClientId, hubInstance } from "./home/instance.ts";
 import type { HubPaths } from "./home/paths.ts";
@@ -66,6 +67,12 @@ export interface HubHandle {
   broker: HubBroker;
   /** stops the API, then the broker, then closes the database; safe to call twice */
   close(): Promise<void>;
+  /**
+   * Settles when the hub can no longer keep what it acknowledges (its home or hub.db removed
+   * while it runs: home/home-watch.ts), with the FlashlexError (io, 74) saying so; the caller
+   * closes the hub and exits with it. Never settles otherwise.
+   */
+  failed: Promise<FlashlexError>;
 }
 
 type RabbitSettings = NonNullable<HubSettings["broker"]["rabbitmq"]>;
@@ -101,6 +108,12 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const store: HubStore = await openHubStore(home.database);
     await parts.start({ name: "hub database", stop: () => store.close() });
     await checkHubIdentity(home, store);
+    const failed = Promise.withResolvers<FlashlexError>();
+    const stopWatch = watchHome(paths, home.database, (err) => {
+      log.error("hub.home_gone", { error: err.message });
+      failed.resolve(err);
+    });
+    await parts.start({ name: "home watch", stop: stopWatch });
 
     // One feed for everything that stores or delivers a message in this process (the console listens).
     const feed = new MessageFeed();
@@ -299,6 +312,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       apiUrl: server.url,
       brokerUrl: broker.url,
       broker,
+      failed: failed.promise,
       close() {
         closing ??= parts.stop().then(() => log.info("hub.stopped"));
         return closing;

@@ -16,7 +16,20 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes, randomUUID } from "node:crypto";
-import { closeSync, cpSync, existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  openSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { type AddressInfo, createServer, connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -157,6 +170,39 @@ describe("an address hub serve cannot listen on", () => {
     } finally {
       holder.close();
     }
+  }, 60_000);
+
+  test("the home removed, or hub.db replaced, under a running hub: it stops with 74 and one line, instead of acknowledging into a deleted file", async () => {
+    for (const [name, act, said] of [
+      ["removed-home", (home: string) => rmSync(home, { recursive: true, force: true }), "hub.yml is gone: the hub home"],
+      [
+        "replaced-db",
+        (home: string) => {
+          // a restore from a backup while the hub runs: a new file under the old name
+          cpSync(join(home, "hub.db"), join(home, "hub.db.new"));
+          renameSync(join(home, "hub.db.new"), join(home, "hub.db"));
+        },
+        "hub.db was removed or replaced while the hub ran",
+      ],
+    ] as const) {
+      const home = await homeListeningOn(name, []);
+      const serving = start(["hub", "serve", "--dir", home]);
+      try {
+        await serving.waitFor(/hub\.started/, 30_000);
+        act(home);
+        expect(await serving.proc.exited, serving.output()).toBe(74);
+        const errors = serving
+          .output()
+          .split("\n")
+          .filter((line) => line.startsWith("flashlex: "));
+        expect(errors).toHaveLength(1);
+        expect(errors[0]).toContain(said);
+        expect(serving.output()).toContain("hub.home_gone");
+      } finally {
+        await serving.stop();
+      }
+    }
+    tally("attacks", 2);
   }, 60_000);
 
   test("payloadLimitBytes above 16 MiB is refused when hub.yml is read (78, naming the key)", async () => {

@@ -35,10 +35,12 @@ async function hubServe(options: Options): Promise<number> {
   }
   const { serveHub } = await import("../../hub/service.ts");
   const handle = await serveHub({ dir: hubDir(options), broker, log, database: databaseOverride(options) });
-  const signal = await untilSignal();
-  log.info("hub.stopping", { signal });
+  const outcome = await Promise.race([untilSignal().then((signal) => ({ signal })), handle.failed.then((failure) => ({ failure }))]);
+  log.info("hub.stopping", "signal" in outcome ? { signal: outcome.signal } : { reason: "the hub home is gone" });
   // A stuck close must not keep systemd waiting for its own stop timeout.
   const deadline = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 5000).unref?.());
   if ((await Promise.race([handle.close(), deadline])) === "timeout") log.warn("hub.stop_timeout", { note: "exiting anyway" });
+  // the home gone: the one line and its exit code (74), as any failure of the command
+  if ("failure" in outcome) throw outcome.failure;
   return ExitCode.OK;
 }
