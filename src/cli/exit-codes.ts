@@ -67,7 +67,8 @@ export const EXIT_CODES_HELP = `Exit codes:
   69  service unavailable: the message is queued and \`serve\` delivers it later (enroll: the
       hub cannot be reached; run it again: it keeps its key in .enrol/ and the hub answers a retry)
   70  internal error (a bug; please report it)
-  74  I/O error: disk full, read-only file system, damaged database (the message names the file)
+  74  I/O error: disk full, read-only file system, damaged database (the message names the file);
+      serve: its database removed or replaced while it ran
   75  try again later: not delivered and nothing was queued (offlinePublishQueueing: 0, or N
       messages already wait), the database is busy, or another serve runs on this data directory;
       collect: serve stopped while it took the message (see \`outbox list\` whether it is queued)

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { maxEnvelopeBytes } from "../protocol/limits.ts";
-import { ConfigError, type FlashlexError } from "../shared/errors.ts";
+import { ConfigError, FlashlexError } from "../shared/errors.ts";
+import { watchFileIdentity } from "../shared/file-watch.ts";
 import { classifyForeign } from "../shared/foreign-errors.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
 import { formatListenAddress, listenFailure, parseListenAddress } from "../shared/listen-address.ts";
@@ -16,7 +17,6 @@ import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts
 import { rabbitConnectionCloser } from "./broker/rabbitmq-management.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
 import { type DatabaseOverride, openHubHome, readBrokerSecret } from "./home/home.ts";
-import { watchHome } from "./home/home-watch.ts";
 import { checkHubIdentity } from "./home/identity.ts";
 import { hubClientId, hubInstance } from "./home/instance.ts";
 import type { HubPaths } from "./home/paths.ts";
@@ -69,7 +69,7 @@ export interface HubHandle {
   close(): Promise<void>;
   /**
    * Settles when the hub can no longer keep what it acknowledges (its home or hub.db removed
-   * while it runs: home/home-watch.ts), with the FlashlexError (io, 74) saying so; the caller
+   * while it runs: shared/file-watch.ts), with the FlashlexError (io, 74) saying so; the caller
    * closes the hub and exits with it. Never settles otherwise.
    */
   failed: Promise<FlashlexError>;
@@ -108,8 +108,12 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const store: HubStore = await openHubStore(home.database);
     await parts.start({ name: "hub database", stop: () => store.close() });
     await checkHubIdentity(home, store);
+    // The home removed or moved, or hub.db replaced, while the hub runs (shared/file-watch.ts).
     const failed = Promise.withResolvers<FlashlexError>();
-    const stopWatch = watchHome(paths, home.database, (err) => {
+    const watched = [paths.config, ...(home.database.kind === "sqlite" ? [home.database.file] : [])];
+    const stopWatch = watchFileIdentity(watched, (file) => {
+      const what = file === paths.config ? `${file} is gone: the hub home ${paths.dir} was removed or moved` : `${file} was removed or replaced`;
+      const err = new FlashlexError(`${what} while the hub ran; it stops rather than acknowledge messages it cannot keep`, "io");
       log.error("hub.home_gone", { error: err.message });
       failed.resolve(err);
     });

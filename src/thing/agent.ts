@@ -19,6 +19,7 @@
 import { buildTestMessage } from "../protocol/test-message.ts";
 import { TEST_TOPIC } from "../protocol/topics.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
+import { watchFileIdentity } from "../shared/file-watch.ts";
 import { classifyForeign } from "../shared/foreign-errors.ts";
 import { IdleTrim } from "../shared/idle-trim.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
@@ -67,6 +68,12 @@ export interface AgentOptions {
 export interface RunningAgent {
   /** stops every part, the last started first (shared/lifecycle.ts) */
   stop(): Promise<void>;
+  /**
+   * Settles when serve can no longer keep what it acknowledges: its message database removed or
+   * replaced while it runs (shared/file-watch.ts), with the FlashlexError (io, 74) saying so;
+   * the caller stops the agent and exits with it. Never settles otherwise.
+   */
+  failed: Promise<FlashlexError>;
 }
 
 /** Pause between the messages of the guide's `basicPubsub` and `test` threads. */
@@ -90,6 +97,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const app = config.yaml.app;
   const mqttConfig = config.yaml.thing.mqtt;
   const parts = new Lifecycle((part, err) => log.error("serve.stop_failed", { part, error: err }));
+  const failed = Promise.withResolvers<FlashlexError>();
   try {
     // Before anything connects or opens: a second session with our client id would take over the
     // first, and the lock is the kernel's, so two serves started at the same instant cannot both pass.
@@ -109,6 +117,14 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const store = openThingStore(config, log);
     await parts.start({ name: "message database", stop: () => store.close() });
     refs.store = store;
+    // The data directory removed, or the database restored over, while serve runs: SQLite would
+    // go on committing into a file with no name, and the broker be told each message is stored.
+    const stopWatch = watchFileIdentity([config.paths.database], (file) => {
+      const err = new FlashlexError(`${file} was removed or replaced while serve ran; it stops rather than acknowledge messages it cannot keep`, "io");
+      log.error("serve.database_gone", { error: err.message });
+      failed.resolve(err);
+    });
+    await parts.start({ name: "database watch", stop: stopWatch });
 
     const runner = options.exec ? new ExecRunner({ store, command: options.exec, log, timeoutMs: options.execTimeoutMs }) : undefined;
     const trim = new IdleTrim({ release: () => store.releaseMemory() });
@@ -201,6 +217,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       await parts.stop();
       log.info("serve.stopped");
     },
+    failed: failed.promise,
   };
 }
 

@@ -277,6 +277,27 @@ describe("serve", () => {
     expect(existsSync(join(thing.dataDir, "flashlex.sock"))).toBe(false);
   });
 
+  test("its database removed or replaced while it runs: serve stops with 74 and one line, instead of acknowledging into a deleted file", async () => {
+    const dataDir = join(thing.dir, "data-watched");
+    const serve = start(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", dataDir]);
+    try {
+      await serve.waitFor(/serve\.started/);
+      rmSync(dataDir, { recursive: true, force: true });
+      expect(await serve.proc.exited, serve.output()).toBe(74);
+      const errors = serve
+        .output()
+        .split("\n")
+        .filter((line) => line.startsWith("flashlex: "));
+      expect(errors).toEqual([
+        `flashlex: ${join(dataDir, "subscription.db")} was removed or replaced while serve ran; it stops rather than acknowledge messages it cannot keep`,
+      ]);
+      expect(serve.output()).toContain("serve.database_gone");
+      expect(serve.output()).toContain("serve.stopped");
+    } finally {
+      await serve.stop();
+    }
+  });
+
   test("a log that cannot be written (its reader went away: EPIPE; a full device) does not stop serve from storing messages", async () => {
     // Each with its own data directory, one after the other (two serves of one thing would take
     // the broker session from each other); a stored message is the proof, the log being lost.

@@ -64,7 +64,16 @@ async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown;
     requestRestart: (reason) => restart?.(reason),
     metrics,
   });
-  const outcome = await Promise.race([stopRequested.then((signal) => ({ signal })), restartRequested.then((reason) => ({ reason }))]);
+  const outcome = await Promise.race([
+    stopRequested.then((signal) => ({ signal })),
+    restartRequested.then((reason) => ({ reason })),
+    agent.failed.then((failure) => ({ failure })),
+  ]);
+  if ("failure" in outcome) {
+    // its database gone: stop as for a signal, then the one line and its exit code (74)
+    await agent.stop();
+    throw outcome.failure;
+  }
   if ("reason" in outcome) {
     log.info("serve.restarting", { reason: outcome.reason, exit: ExitCode.RESTART });
     await agent.stop();

@@ -1,0 +1,34 @@
+/**
+ * Notices a file that a long-running process depends on going away under it: removed, moved, or
+ * replaced by another file of the same name (a restore from a backup). SQLite goes on writing to
+ * the file it holds open, which then has no name left, so every message acknowledged from then
+ * on would be lost at the next start. Looked at once a second (the inode of each file, as at the
+ * start); a change within the second before a look is not seen.
+ */
+import { statSync } from "node:fs";
+
+/** How often the files are looked at, in ms. */
+export const FILE_WATCH_MS = 1000;
+
+/**
+ * Starts watching `files`; calls `onGone` once, with the first file that is no longer the one
+ * that was there when the watch started. Returns the function that stops the watch.
+ */
+export function watchFileIdentity(files: readonly string[], onGone: (file: string) => void, everyMs = FILE_WATCH_MS): () => void {
+  const inodeOf = (file: string) => {
+    try {
+      return statSync(file).ino;
+    } catch {
+      return undefined;
+    }
+  };
+  const started = files.map(inodeOf);
+  const timer = setInterval(() => {
+    const gone = files.find((file, i) => inodeOf(file) !== started[i]);
+    if (gone === undefined) return;
+    clearInterval(timer);
+    onGone(gone);
+  }, everyMs);
+  timer.unref?.();
+  return () => clearInterval(timer);
+}
