@@ -52,7 +52,7 @@ export function dataDirFor(configFile: string, given?: string): string {
  * answer "no messages", or queue a message no serve ever sends. Throws UsageError (64) naming
  * `flag`. A missing last level is made, as serve makes `data/`, except where only what is there
  * counts (`existing`: reading and changing messages or the outbox), as nothing can be in a
- * directory serve never made: there, an empty directory is refused too.
+ * directory serve never made.
  */
 export function checkDataDirectory(given: string, options: { flag: string; existing: boolean }): void {
   const { flag } = options;
@@ -64,10 +64,6 @@ export function checkDataDirectory(given: string, options: { flag: string; exist
   if (here === "none" && options.existing) {
     throw new UsageError(`${flag} ${given}: no such directory (serve makes its data directory when it first runs); ${advice}`);
   }
-  // an empty one neither: serve leaves its database there at its first start
-  if (here === "directory" && options.existing && isEmptyDirectory(dir)) {
-    throw new UsageError(`${flag} ${given}: an empty directory, which no serve has used (serve makes its database there when it first runs); ${advice}`);
-  }
 }
 
 /** `<folder>/config.yml` paths one level below `dir`, relative to it (an unreadable dir: none). */
@@ -78,14 +74,5 @@ function configsOneLevelDown(dir: string): string[] {
       .map((entry) => relative(dir, join(dir, entry.name, CONFIG_FILE_NAME)));
   } catch {
     return [];
-  }
-}
-
-/** True for a directory with no entry at all; false when it cannot be read (the open that follows says why). */
-function isEmptyDirectory(dir: string): boolean {
-  try {
-    return readdirSync(dir).length === 0;
-  } catch {
-    return false;
   }
 }
