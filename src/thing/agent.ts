@@ -97,7 +97,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   const app = config.yaml.app;
   const mqttConfig = config.yaml.thing.mqtt;
   const parts = new Lifecycle((part, err) => log.error("serve.stop_failed", { part, error: err }));
-  const failed = Promise.withResolvers<FlashlexError>();
+  // not Promise.withResolvers: the armv7 build runs on Node 20, which has none
+  let failWith: (err: FlashlexError) => void = () => {};
+  const failed = new Promise<FlashlexError>((resolve) => (failWith = resolve));
   try {
     // Before anything connects or opens: a second session with our client id would take over the
     // first, and the lock is the kernel's, so two serves started at the same instant cannot both pass.
@@ -122,7 +124,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const stopWatch = watchFileIdentity([config.paths.database], (file) => {
       const err = new FlashlexError(`${file} was removed or replaced while serve ran; it stops rather than acknowledge messages it cannot keep`, "io");
       log.error("serve.database_gone", { error: err.message });
-      failed.resolve(err);
+      failWith(err);
     });
     await parts.start({ name: "database watch", stop: stopWatch });
 
@@ -217,7 +219,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       await parts.stop();
       log.info("serve.stopped");
     },
-    failed: failed.promise,
+    failed,
   };
 }
 
