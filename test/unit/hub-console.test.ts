@@ -438,6 +438,75 @@ describe("pages", () => {
   });
 });
 
+describe("a live view lives no longer than what let it open", () => {
+  /** An API with a fast live view: heartbeat 20 ms, a look at the session every 60 ms. */
+  const fastApi = () => createHubApi({ ...hub, log: silentLogger, consoleSessions: sessions, liveView: { heartbeatMs: 20, recheckMs: 60 } });
+  /** Opens `/events` on `on`; `ended()` resolves with what the stream carried once it ends. */
+  async function watch(on: HubApi, browser: Browser, query = "") {
+    const response = await on.fetch(new Request(`${BASE}/events${query}`, { headers: { Cookie: browser.cookie } }));
+    expect(response.status).toBe(200);
+    const reader = response.body!.getReader();
+    let text = "";
+    const ended = (async () => {
+      for (let r = await reader.read(); !r.done; r = await reader.read()) text += new TextDecoder().decode(r.value);
+      return text;
+    })();
+    return { ended, text: () => text };
+  }
+  const within = <T>(ms: number, p: Promise<T>) =>
+    Promise.race([p, Bun.sleep(ms).then(() => Promise.reject(new Error(`the stream was still open after ${ms} ms`)))]);
+
+  test("sign-out ends its session's streams at once, not another session's; no payload reaches them afterwards", async () => {
+    const on = fastApi();
+    const leaving = await signIn();
+    const staying = await signIn();
+    const gone = await watch(on, leaving);
+    const kept = await watch(on, staying);
+    expect(
+      (
+        await on.fetch(
+          new Request(`${BASE}/signout`, {
+            method: "POST",
+            headers: { "Content-Type": "application/x-www-form-urlencoded", Cookie: leaving.cookie },
+            body: new URLSearchParams({ csrf: leaving.csrf }),
+          }),
+        )
+      ).status,
+    ).toBe(303);
+    const carried = await within(1000, gone.ended);
+    await hub.collector.store(thing, undefined, JSON.stringify({ secret: "after sign-out" }));
+    await Bun.sleep(50);
+    expect(carried).not.toContain("after sign-out");
+    expect(kept.text()).toContain("after sign-out");
+    on.close();
+  });
+
+  test("a rotation by another process (hub token rotate) ends every stream at its next look at the session", async () => {
+    const on = fastApi();
+    const browser = await signIn();
+    const stream = await watch(on, browser);
+    const rotated = await hub.operators.rotate(); // as `flashlex hub token rotate` does, elsewhere
+    await within(2000, stream.ended);
+    token = rotated;
+    on.close();
+  });
+
+  test("a thing's stream carries only that thing's messages, by id, and ends when the thing is deleted (one made again under its name is another)", async () => {
+    const on = fastApi();
+    const browser = await signIn();
+    const first = (await hub.things.create("victim")).thing;
+    const stream = await watch(on, browser, `?thing=${first.id}`);
+    await hub.things.delete(first);
+    await within(2000, stream.ended);
+    const again = (await hub.things.create("victim")).thing;
+    expect(again.name).toBe(first.name);
+    await hub.collector.store(again, undefined, JSON.stringify({ for: "the new thing" }));
+    expect(stream.text()).not.toContain("the new thing");
+    await hub.things.delete(again);
+    on.close();
+  });
+});
+
 describe("ending sessions", () => {
   test("sign out ends the session: its cookie is refused afterwards", async () => {
     const browser = await signIn();

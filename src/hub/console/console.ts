@@ -44,8 +44,8 @@ export interface ConsoleDeps extends HubUseCases {
   log: Logger;
   /** the sign-ins; tests pass their own (a clock, small limits) */
   sessions?: ConsoleSessions;
-  /** the live view's heartbeat (ms) */
-  heartbeatMs?: number;
+  /** the live view's timings (events.ts): tests shorten them */
+  liveView?: { heartbeatMs?: number; recheckMs?: number };
 }
 
 export interface HubConsole {
@@ -110,7 +110,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
   const { settings } = home;
   const log = deps.log.child({ component: "console" });
   const sessions = deps.sessions ?? deps.consoleSessions;
-  const live = liveStreams({ feed: deps.live, things, heartbeatMs: deps.heartbeatMs });
+  const live = liveStreams({ feed: deps.live, things, ...deps.liveView });
   // A sent message's form holds the JSON and little else; urlencoding can triple its bytes.
   const formLimit = settings.api.payloadLimitBytes * 3 + 4096;
 
@@ -215,6 +215,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       signedIn: true,
       async handle(ctx) {
         await sessions.end(ctx.sessionId);
+        live.endSession(ctx.sessionId);
         log.info("hub.console_signout");
         return redirect("/signin?out=1", { "Set-Cookie": sessionCookie("", ctx.secure, true) });
       },
@@ -437,6 +438,8 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
         // Every session held the old token: rotate() ends them all, on every hub of the database,
         // and this browser gets a new one (a new cookie: the old cookie is refused from now on).
         const token = await operators.rotate();
+        // every session ended with the old token: their live views too (this browser's reconnects with the new cookie)
+        live.close();
         const { id, session } = await sessions.create(token);
         log.info("hub.token_rotated", { via: "console" });
         return htmlPage(tokenPage({ assets: assetPaths(ctx.assets), csrf: session.csrf, newToken: token }), 200, {
@@ -451,7 +454,11 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       async handle(ctx) {
         const id = ctx.url.searchParams.get("thing");
         const thing = id ? await thingOr404({ ...ctx, params: [id] }) : undefined;
-        const stream = live.open(thing, ctx.request.signal);
+        const stream = live.open(thing, ctx.request.signal, {
+          sessionId: ctx.sessionId,
+          // the cookie's session still live and its token still valid (a rotation elsewhere), the thing not deleted
+          stillAllowed: async () => (await sessionOf(ctx.request, ctx.secure)) !== undefined && (!thing || (await things.get(thing.id)) !== undefined),
+        });
         if (!stream) throw new HttpError(503, "Too many live views are open; try again later.", { "Retry-After": "30" });
         return respond(stream, 200, { "Content-Type": "text/event-stream; charset=utf-8", "X-Accel-Buffering": "no" });
       },

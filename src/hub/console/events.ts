@@ -8,7 +8,10 @@
  *
  * The data is JSON; the page's script puts every string into the page as text, never as HTML.
  * A comment line every few seconds keeps the connection open through Bun's idle timeout and
- * proxies, and notices a browser that has gone. `close()` ends every stream (hub stopping).
+ * proxies, and notices a browser that has gone. A stream lives no longer than what let it open:
+ * its session's sign-out ends it at once (`endSession`), and every RECHECK_MS it asks whether its
+ * session is still live (a rotation by another process or hub, an expiry) and its thing still
+ * there, and ends when not. `close()` ends every stream (hub stopping, a rotation here).
  */
 import type { MessageFeed } from "../messages/feed.ts";
 import type { ThingRecord } from "../store/hub-store.ts";
@@ -18,20 +21,33 @@ import { isoUtc, messageView } from "./views.ts";
 
 /** How often a stream says something (ms): under Bun.serve's 10 s idle timeout. */
 export const HEARTBEAT_MS = 4000;
+/** How often a stream asks whether it may go on (ms): the longest it outlives a session ended elsewhere. */
+export const RECHECK_MS = 12_000;
+
+/** Who a stream is for, and how it learns that it must end. */
+export interface LiveViewer {
+  /** the console session that opened it: `endSession` of this id ends it */
+  sessionId: string;
+  /** false when the session is no longer live or the thing is gone; asked every RECHECK_MS (a rejection ends the stream too) */
+  stillAllowed(): Promise<boolean>;
+}
 
 export interface LiveStreams {
-  /** the event stream for `thing` (every thing when absent); undefined when too many are open */
-  open(thing: ThingRecord | undefined, signal: AbortSignal): ReadableStream<Uint8Array> | undefined;
+  /** the event stream for `thing` (every thing when absent) to `viewer`; undefined when too many are open */
+  open(thing: ThingRecord | undefined, signal: AbortSignal, viewer: LiveViewer): ReadableStream<Uint8Array> | undefined;
+  /** ends the streams of one session (its sign-out) */
+  endSession(sessionId: string): void;
   /** ends every open stream */
   close(): void;
 }
 
-export function liveStreams(deps: { feed: MessageFeed; things: Things; heartbeatMs?: number }): LiveStreams {
-  const open = new Set<() => void>();
+export function liveStreams(deps: { feed: MessageFeed; things: Things; heartbeatMs?: number; recheckMs?: number }): LiveStreams {
+  /** each open stream's end, with the session it belongs to */
+  const open = new Map<() => void, string>();
   const encoder = new TextEncoder();
 
   return {
-    open(thing, signal) {
+    open(thing, signal, viewer) {
       let end: () => void = () => {};
       let stopWatching: (() => void) | undefined;
       const stream = new ReadableStream<Uint8Array>({
@@ -49,7 +65,8 @@ export function liveStreams(deps: { feed: MessageFeed; things: Things; heartbeat
           let connected = thing ? deps.things.isConnected(thing) : null;
           const presence = () => event("presence", { connected, words: presenceWords(connected) });
           stopWatching = deps.feed.watch((e) => {
-            if (thing && e.thingName !== thing.name) return;
+            // by id: a thing deleted and made again under its name is another thing
+            if (thing && (e.type === "delivered" ? e.thingName !== thing.name : e.thingId !== thing.id)) return;
             if (e.type === "delivered") event("delivered", { id: e.flmessagespk, deliveredAt: isoUtc(e.at) });
             else event("message", { kind: e.type, message: messageView(e.message, e.thingName) });
           });
@@ -57,7 +74,15 @@ export function liveStreams(deps: { feed: MessageFeed; things: Things; heartbeat
             controller.close();
             return;
           }
+          let lastCheck = Date.now();
           const timer = setInterval(() => {
+            if (Date.now() - lastCheck >= (deps.recheckMs ?? RECHECK_MS)) {
+              lastCheck = Date.now();
+              viewer.stillAllowed().then(
+                (allowed) => allowed || end(),
+                () => end(),
+              );
+            }
             if (thing) {
               const now = deps.things.isConnected(thing);
               if (now !== connected) {
@@ -81,7 +106,7 @@ export function liveStreams(deps: { feed: MessageFeed; things: Things; heartbeat
               // already closed by the reader
             }
           };
-          open.add(end);
+          open.set(end, viewer.sessionId);
           signal.addEventListener("abort", end);
           // Ask the browser to wait 3 s before reconnecting; say where the thing stands now.
           send("retry: 3000\n\n");
@@ -94,8 +119,11 @@ export function liveStreams(deps: { feed: MessageFeed; things: Things; heartbeat
       // `start` ran synchronously: no watcher means the feed is full.
       return stopWatching ? stream : undefined;
     },
+    endSession(sessionId) {
+      for (const [end, id] of [...open]) if (id === sessionId) end();
+    },
     close() {
-      for (const end of [...open]) end();
+      for (const end of [...open.keys()]) end();
     },
   };
 }

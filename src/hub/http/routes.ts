@@ -52,6 +52,8 @@ export interface HubApiDeps extends HubUseCases {
   log: Logger;
   /** told of every answered request and every error by kind (the hub's /metrics); absent: nothing is measured */
   observer?: HubObserver;
+  /** the console's live view timings (console/events.ts); tests shorten them */
+  liveView?: { heartbeatMs?: number; recheckMs?: number };
 }
 
 export interface HubApi {
