@@ -106,7 +106,11 @@ describe("signed out", () => {
     expect((await post("/things", { name: "sneaky" })).status).toBe(401);
     // a method a page does not take: 405 saying so, not an empty answer
     const wrongMethod = await post("/", {});
-    expect([wrongMethod.status, wrongMethod.headers.get("allow"), await wrongMethod.text()]).toEqual([405, "GET", "POST is not allowed on / (allowed: GET)"]);
+    expect([wrongMethod.status, wrongMethod.headers.get("allow"), await wrongMethod.text()]).toEqual([
+      405,
+      "GET, HEAD",
+      "POST is not allowed on / (allowed: GET, HEAD)",
+    ]);
     expect((await get("/events")).status).toBe(401);
     expect((await get(`/things/${thing.id}/distribution.zip`, undefined, { Accept: "application/json" })).status).toBe(401);
     expect(await hub.things.find("sneaky")).toBeUndefined();
@@ -274,11 +278,9 @@ describe("escaping", () => {
       expect(page).toContain("&lt;script&gt;alert(\\&quot;owned\\&quot;)&lt;/script&gt;&lt;img src=x onerror=alert(1)&gt;");
     }
     expect(collected.inserted).toBe(true);
-    // what the filter box and a deleted thing's name echo back is escaped too
+    // what the filter box echoes back is escaped too
     const filtered = await (await get(`/things?q=${encodeURIComponent('"><script>x</script>')}`, browser)).text();
     expect(filtered).toContain('value="&quot;&gt;&lt;script&gt;x&lt;/script&gt;"');
-    const deleted = await (await get(`/things?deleted=${encodeURIComponent("<script>y</script>")}`, browser)).text();
-    expect(deleted).not.toContain("<script>y");
   });
 });
 
@@ -322,12 +324,18 @@ describe("pages", () => {
     expect(long.status).toBe(400);
     expect(await long.text()).toContain("The name filter (q) is at most 200 characters; this one has 9000.");
     expect((await get(`/things?q=${"a".repeat(200)}`, browser)).status).toBe(200);
-    // only a name is echoed back
-    const echoed = await (await get(`/things?deleted=${encodeURIComponent(EVIL)}`, browser)).text();
-    expect(echoed).not.toContain("Deleted &lt;script");
-    expect(await (await get("/things?deleted=ecd13b11-gone", browser)).text()).toContain("Deleted ecd13b11-gone");
-    // a link naming a thing that still exists, or not revoked, says nothing of the kind
-    expect(await (await get(`/things?deleted=${thing.name}`, browser)).text()).not.toContain(`Deleted ${thing.name}`);
+    // nothing from a link is echoed as a notice: any words fitting a name's characters were shown
+    // on the hub's own page ("Deleted Hub_compromised-call_support_555-0100 ...")
+    expect(await (await get("/things?deleted=Hub_compromised-call_support_555-0100", browser)).text()).not.toContain("Deleted Hub_compromised");
+    // the notice is the session's own delete, shown once, to that session only
+    const other = await signIn();
+    const doomed = (await hub.things.create("doomed")).thing;
+    const gone = await post(`/things/${doomed.id}/delete`, { csrf: browser.csrf }, browser);
+    expect(gone.headers.get("location")).toBe("/things");
+    expect(await (await get("/things", other)).text()).not.toContain(`Deleted ${doomed.name}`);
+    expect(await (await get("/things", browser)).text()).toContain(`Deleted ${doomed.name}, its messages and its distribution.`);
+    expect(await (await get("/things", browser)).text()).not.toContain(`Deleted ${doomed.name}`);
+    // a link naming a thing that is not revoked says nothing of the kind
     expect(await (await get(`/things/${thing.id}?revoked=1`, browser)).text()).not.toContain(`Revoked ${thing.name}`);
     expect((await get(`/things/${thing.id}`, browser)).status).toBe(200);
   });
@@ -436,6 +444,16 @@ describe("pages", () => {
     api.close();
     expect(hub.feed.watchers).toBe(0);
   });
+});
+
+test("HEAD is answered wherever GET is (pages and assets), as the API does", async () => {
+  const browser = await signIn();
+  const head = (path: string) => api.fetch(new Request(`${BASE}${path}`, { method: "HEAD", headers: { Cookie: browser.cookie } }));
+  const page = await head("/things");
+  expect([page.status, page.headers.get("content-type")]).toEqual([200, "text/html; charset=utf-8"]);
+  const css = /href="(\/assets\/[^"]+\.css)"/.exec(await (await get("/things", browser)).text())![1]!;
+  expect((await head(css)).status).toBe(200);
+  expect((await api.fetch(new Request(`${BASE}/signin`, { method: "HEAD" }))).status).toBe(200);
 });
 
 describe("a live view lives no longer than what let it open", () => {

@@ -62,10 +62,6 @@ export const MAX_FILTER_CHARS = 200;
 /** The highest page number taken: 50 million things, far past any fleet one hub serves. */
 const MAX_PAGE = 1_000_000;
 
-/** A thing name echoed from a query parameter (`?deleted=`), or undefined when it cannot be one. */
-function echoedName(value: string | null): string | undefined {
-  return value && /^[A-Za-z0-9_-]{1,60}$/.test(value) ? value : undefined;
-}
 /** Messages a list shows when the page loads. */
 const LIST_MESSAGES = 50;
 /** How long a refused sign-in waits before answering (ms): guessing gets slow, a typo does not. */
@@ -111,6 +107,8 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
   const log = deps.log.child({ component: "console" });
   const sessions = deps.sessions ?? deps.consoleSessions;
   const live = liveStreams({ feed: deps.live, things, ...deps.liveView });
+  /** The thing each session deleted last, for the notice on the page the delete leads to (shown once; this process only). */
+  const deletedBy = new Map<string, string>();
   // A sent message's form holds the JSON and little else; urlencoding can triple its bytes.
   const formLimit = settings.api.payloadLimitBytes * 3 + 4096;
 
@@ -230,10 +228,10 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
           throw new HttpError(400, `The name filter (q) is at most ${MAX_FILTER_CHARS} characters; this one has ${filter.length}.`);
         const pageNo = integerParam(ctx.url.searchParams, "page", { min: 1, max: MAX_PAGE, fallback: 1 });
         const overview = await things.overview({ nameContains: filter, offset: (pageNo - 1) * THINGS_PER_PAGE, limit: THINGS_PER_PAGE });
-        // Echoed on the page: only what a thing's name can be, and only once no thing has it
-        // (the notice follows the redirect of a delete; a link could name any thing).
-        const named = echoedName(ctx.url.searchParams.get("deleted"));
-        const deleted = named && !(await things.find(named)) ? named : undefined;
+        // What this session just deleted, told once; never text from the URL, where a link
+        // could put any words on the hub's own page.
+        const deleted = deletedBy.get(ctx.sessionId);
+        deletedBy.delete(ctx.sessionId);
         return htmlPage(
           thingsPage({
             assets: assetPaths(ctx.assets),
@@ -336,7 +334,11 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
         const thing = await thingOr404(ctx);
         await things.delete(thing);
         log.info("hub.thing_deleted", { via: "console", thing: thing.name, id: thing.id });
-        return redirect(`/things?${new URLSearchParams({ deleted: thing.name })}`);
+        deletedBy.delete(ctx.sessionId); // re-added last: the oldest entry is the first
+        deletedBy.set(ctx.sessionId, thing.name);
+        // sessions that deleted and never looked again: bounded, as the sessions themselves are
+        if (deletedBy.size > 1000) deletedBy.delete(deletedBy.keys().next().value!);
+        return redirect("/things");
       },
     },
     {
@@ -513,7 +515,9 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       log.error("hub.console_assets_failed", { error: err });
       return respond("The console's script is missing from this build.", 500, { "Content-Type": "text/plain; charset=utf-8" });
     }
-    if (request.method === "GET" && url.pathname.startsWith("/assets/")) {
+    // HEAD is answered as GET wherever GET is (RFC 9110 §9.3.2; the server sends no body), as the API does
+    const method = request.method === "HEAD" ? "GET" : request.method;
+    if (method === "GET" && url.pathname.startsWith("/assets/")) {
       const asset = [assets.js, assets.css].find((a) => a.path === url.pathname);
       if (!asset) return respond("no such asset", 404, { "Content-Type": "text/plain; charset=utf-8" });
       // Content-hashed names: a new build has new names, so a year of caching is safe.
@@ -528,9 +532,9 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
     if (matching.length === 0) {
       return signedIn ? errorPage(base, 404, "There is no such page.") : redirect("/signin");
     }
-    const route = matching.find((r) => r.method === request.method);
+    const route = matching.find((r) => r.method === method);
     if (!route) {
-      const allow = matching.map((r) => r.method).join(", ");
+      const allow = matching.flatMap((r) => (r.method === "GET" ? ["GET", "HEAD"] : [r.method])).join(", ");
       return respond(`${request.method} is not allowed on ${url.pathname} (allowed: ${allow})`, 405, {
         Allow: allow,
         "Content-Type": "text/plain; charset=utf-8",
@@ -538,7 +542,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
     }
 
     if (route.signedIn && !signedIn) {
-      if (request.method === "GET" && !wantsJson(request) && url.pathname !== "/events") {
+      if (method === "GET" && !wantsJson(request) && url.pathname !== "/events") {
         // A cookie that no longer works (rotated token, restarted hub) is cleared on the way.
         const stale = readCookie(request, sessionCookieName(secure));
         return redirect(stale ? "/signin?expired=1" : "/signin", stale ? { "Set-Cookie": sessionCookie("", secure, true) } : {});
