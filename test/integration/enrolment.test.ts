@@ -269,12 +269,26 @@ describe("enrolment", () => {
     }
   }, 30_000);
 
+  test("a refused first attempt leaves the folder free: a name already taken (65), then another name, in the same folder, enrols", async () => {
+    const t = await newToken(["--max-uses", "2"]);
+    const dir = join(work, "taken-then-free");
+    expect((await enroll(t, "taken", join(work, "taken-first"))).code).toBe(0);
+    const taken = await enroll(t, "taken", dir);
+    expect(taken.code).toBe(65);
+    expect(taken.stderr).toContain("already exists");
+    expect(existsSync(join(dir, ".enrol"))).toBe(false);
+    // and a token pasted with its line end is the same token
+    const other = await enroll({ ...t, token: `${t.token}\n` }, "free", dir);
+    expect({ code: other.code, stderr: other.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(existsSync(join(dir, "config.yml"))).toBe(true);
+  }, 60_000);
+
   test("keys/ made by someone after a refused attempt is never taken for enrolment's own leftover: refused (65), left as it was", async () => {
     const t = await newToken();
     const dir = join(work, "refused-then-keys");
     const refused = await enroll({ ...t, token: "flxe_not-a-token" }, "precious", dir);
     expect(refused.code).toBe(65);
-    expect(existsSync(join(dir, ".enrol", "pending-key.pem"))).toBe(true); // kept for a retry
+    expect(existsSync(join(dir, ".enrol"))).toBe(false); // the hub refused the first attempt and made nothing: no key kept
     mkdirSync(join(dir, "keys"));
     writeFileSync(join(dir, "keys", "precious.pem"), "IMPORTANT\n");
     const again = await enroll(t, "precious", dir);

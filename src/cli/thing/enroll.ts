@@ -35,7 +35,8 @@ async function enroll(options: Options): Promise<number> {
 async function enrollInto(dir: string, options: Options): Promise<number> {
   const hub = text(options.hub);
   if (!hub) throw new UsageError("--hub is required: the hub's API URL `hub enroll-token create` printed");
-  const token = text(options.token) ?? process.env.FLASHLEX_ENROLL_TOKEN;
+  // trimmed as the fingerprint is: a token pasted with its line end is the same token
+  const token = (text(options.token) ?? process.env.FLASHLEX_ENROLL_TOKEN)?.trim();
   if (!token) throw new UsageError("--token (or $FLASHLEX_ENROLL_TOKEN) is required: the enrolment token `hub enroll-token create` printed");
   const caFingerprint = text(options.caFingerprint);
   if (!caFingerprint)

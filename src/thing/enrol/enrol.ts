@@ -28,7 +28,7 @@ import { ThingYamlSchema } from "../../protocol/thing-config.ts";
 import { ConfigError, FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import { pathKind } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
-import { checkFolderFree, pendingKeyPair, STAGING_DIR, writeThingFolder } from "./folder.ts";
+import { checkFolderFree, forgetPendingKey, pendingKeyPair, STAGING_DIR, writeThingFolder } from "./folder.ts";
 import { hubRequest } from "./hub-request.ts";
 
 export interface EnrolOptions {
@@ -160,10 +160,17 @@ export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<Enro
     if (err instanceof FlashlexError && err.kind === "unavailable") {
       throw new FlashlexError(`${err.message}; ${retryHint(opts.dir)}`, "unavailable", { cause: err });
     }
+    // refused before the hub took anything (TLS, the answer's form): a key made for this attempt goes
+    if (keys.made) forgetPendingKey(opts.dir);
     throw err;
   }
   if (answer.status >= 500) throw new FlashlexError(`${answerError(answer.status, answer.message).message}; ${retryHint(opts.dir)}`, "unavailable");
-  if (answer.status !== 201 && answer.status !== 200) throw answerError(answer.status, answer.message);
+  if (answer.status !== 201 && answer.status !== 200) {
+    // The hub refused this attempt (token, name, CSR) and made nothing: a key made for it goes, so
+    // the folder is free for another name. One kept from an earlier attempt stays (the hub may hold it).
+    if (keys.made) forgetPendingKey(opts.dir);
+    throw answerError(answer.status, answer.message);
+  }
   faultHook("answered");
 
   const result = (answer.result ?? {}) as { id?: unknown; name?: unknown; certificate?: unknown; caCertificate?: unknown; config?: unknown };

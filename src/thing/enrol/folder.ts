@@ -137,6 +137,17 @@ export async function pendingKeyPair(
 }
 
 /**
+ * Removes the pending key a first attempt made, when the hub refused that attempt (a 4xx, or a
+ * TLS or name check before anything reached it): the hub holds nothing made with it, so the
+ * folder is free again, for any name. Never for a key kept from an earlier attempt, which the
+ * hub may hold.
+ */
+export function forgetPendingKey(dir: string): void {
+  rmSync(join(dir, STAGING_DIR), { recursive: true, force: true });
+  fsyncDirectory(dir);
+}
+
+/**
  * Writes `config` as `dir/config.yml` and `keys` into `dir/keys/`, all or nothing (see the module
  * comment), staging in `dir/.enrol`, which is removed once `config.yml` is in place. Throws
  * ConflictError when `dir` already holds a thing, or what the file system throws, with nothing
