@@ -14,19 +14,32 @@ export interface LocalResponse<T> {
   body: Envelope<T> | undefined;
 }
 
-/** One request to the running hub over its socket. Throws FlashlexError (unavailable) when no hub serves this home. */
-export async function localRequest<T>(home: HubHome, method: string, path: string, body?: unknown): Promise<LocalResponse<T>> {
+/** How long the CLI waits for the running hub's answer, in ms. */
+const ANSWER_TIMEOUT_MS = 30_000;
+
+/**
+ * One request to the running hub over its socket. Throws FlashlexError: unavailable (69) when no
+ * hub serves this home (no socket, nobody on it); try-later (75) when one took the request and
+ * gave no answer within 30 s (stopped, or busy): then it may have acted on it.
+ */
+export async function localRequest<T>(home: HubHome, method: string, path: string, body?: unknown, timeoutMs = ANSWER_TIMEOUT_MS): Promise<LocalResponse<T>> {
   const init = {
     method,
     headers: body === undefined ? {} : { "Content-Type": "application/json" },
     body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(30_000),
+    signal: AbortSignal.timeout(timeoutMs),
     unix: home.paths.socket,
   };
   let response: Response;
   try {
     response = await fetch(`http://hub/${home.settings.env}/v1${path}`, init as RequestInit);
   } catch (err) {
+    if ((err as Error)?.name === "TimeoutError") {
+      throw new FlashlexError(
+        `the hub serving ${home.paths.dir} took the request but did not answer within ${timeoutMs / 1000} s (stopped, or busy): it may have acted on it; look before doing it again (for hub send: the hub's log, its hub.publish lines, or the thing's messages in the console)`,
+        "try-later",
+      );
+    }
     const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new FlashlexError(
       `the hub is not running for ${home.paths.dir} (no answer on ${home.paths.socket}: ${why}); start it with \`flashlex hub serve --dir ${home.paths.dir}\`, or, if it is starting (an external broker is waited for up to 30 s), try again once it logged hub.started`,
