@@ -90,6 +90,7 @@ export const HUB_EXIT_CODES_HELP = `Exit codes:
       hub serve: its home or hub.db removed or replaced while it ran
   75  try again later: another hub serve runs on this home, or the database is busy; hub send:
       the hub took the message but did not answer within 30 s (look before sending it again)
+  77  permission denied: the hub home is another user's (run the command as that user)
   78  configuration error: hub.yml, a missing hub.db or CA file (the message names the file and
       the key; restore hub.db from a backup), or an address hub serve cannot listen on
   130 interrupted (SIGINT), 143 stopped (SIGTERM): hub init and hub export left nothing

@@ -205,6 +205,19 @@ describe("an address hub serve cannot listen on", () => {
     tally("attacks", 2);
   }, 60_000);
 
+  test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
+    "another user's hub home (0700) is 77 saying whose it is, not 78 'not a hub home, run hub init'",
+    async () => {
+      const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+      const result = Bun.spawnSync([...asNobody, binaryPath(), "hub", "thing", "list", "--dir", hub.dir], { stdout: "pipe", stderr: "pipe" });
+      const stderr = result.stderr.toString();
+      expect({ code: result.exitCode, lines: stderr.trim().split("\n").length }).toEqual({ code: 77, lines: 1 });
+      // its owner by name where the user may look at the directory; here even its parent is 0700
+      expect(stderr).toStartWith(`flashlex: ${hub.dir}: permission denied: the hub home is `);
+      expect(stderr).toContain("run the command as that user");
+    },
+  );
+
   test("payloadLimitBytes above 16 MiB is refused when hub.yml is read (78, naming the key)", async () => {
     const home = await homeListeningOn("huge-limit", [[["hub", "api", "payloadLimitBytes"], 2 ** 31]]);
     const result = await run(["hub", "serve", "--dir", home], { timeoutMs: 30_000 });

@@ -3,9 +3,9 @@
  * hub.yml (settings.ts), making a new one (init.ts), and the operator's tokens (tokens.ts).
  */
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { existsSync, readFileSync, statSync } from "node:fs";
 import type { CertifiedKey } from "../../crypto/x509.ts";
-import { ConfigError } from "../../shared/errors.ts";
+import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { pathKind, writeFileAtomicallySync } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
 import { shellWord } from "../../shared/shell-word.ts";
@@ -38,6 +38,7 @@ export interface DatabaseOverride {
  */
 export function openHubHome(dir: string, log?: Logger, override?: DatabaseOverride): HubHome {
   let paths = hubPaths(dir);
+  refuseUnreadableHome(paths);
   if (!existsSync(paths.config)) {
     if (pathKind(paths.dir) === "other") throw new ConfigError(`${paths.dir}: a file, not a hub home (the directory hub init made, holding hub.yml)`);
     throw new ConfigError(`${paths.dir}: not a hub home (no hub.yml); run \`flashlex hub init --dir ${shellWord(paths.dir)}\` first`);
@@ -77,4 +78,36 @@ export function readBrokerSecret(paths: HubPaths): string {
 export function ensureBrokerSecret(paths: HubPaths): string {
   if (!existsSync(paths.brokerSecret)) writeFileAtomicallySync(paths.brokerSecret, `${randomBytes(32).toString("base64url")}\n`, 0o600);
   return readBrokerSecret(paths);
+}
+
+/**
+ * A home this user may not enter (0700, another user's: the hub's service user, with the
+ * documented unit) is a permission problem (77) naming its owner, not "not a hub home": existsSync
+ * says false for a file it cannot reach, which sent the operator to `hub init`.
+ */
+function refuseUnreadableHome(paths: HubPaths): void {
+  try {
+    statSync(paths.config);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EACCES") return;
+    const owner = ownerOf(paths.dir);
+    throw new FlashlexError(
+      `${paths.dir}: permission denied: the hub home is ${owner ?? "another user"}'s (0700); run the command as that user${owner ? ` (sudo -u ${owner} flashlex ...)` : ""}`,
+      "permission",
+    );
+  }
+}
+
+/** The name of the user who owns `path` (/etc/passwd), or undefined. */
+function ownerOf(path: string): string | undefined {
+  try {
+    const uid = statSync(path).uid;
+    const row = readFileSync("/etc/passwd", "utf8")
+      .split("\n")
+      .map((line) => line.split(":"))
+      .find((fields) => Number(fields[2]) === uid);
+    return row?.[0] ?? `uid ${uid}`;
+  } catch {
+    return undefined;
+  }
 }
