@@ -75,7 +75,9 @@ export const EXIT_CODES_HELP = `Exit codes:
   77  permission denied (install-service needs root)
   78  configuration error: the message names the file and the key (also: a certificate or key
       that cannot be used, a database of another application or of a newer flashlex; enroll:
-      the hub's CA is not the pinned --ca-fingerprint)`;
+      the hub's CA is not the pinned --ca-fingerprint)
+  130 interrupted (SIGINT), 143 stopped (SIGTERM): enroll and install-service, one line saying
+      what was left (serve and messages --follow stop cleanly on a signal and exit 0)`;
 
 /** The help text's last section for the hub's commands: the same codes, in the hub's words. */
 export const HUB_EXIT_CODES_HELP = `Exit codes:

@@ -255,6 +255,10 @@ describe("hub thing create", () => {
     const after = (await store.getThing(thing.id))!;
     expect(thingStatus(after)).toBe("revoked");
     expect(things.distribution(after)).toEqual({ missing: "it was revoked, and its distribution deleted" });
+    // its name stays taken, and the refusal says what frees it
+    await expect(createThing(home, store, "revokee")).rejects.toThrow(
+      `a thing named ${thing.name} already exists (revoked; \`flashlex hub thing delete ${thing.name}\` removes it and frees the name)`,
+    );
 
     // A thing that renewed its key on the device: the zip's key is no longer the thing's.
     const { thing: renewing } = await createThing(reopened, store, "renewing");

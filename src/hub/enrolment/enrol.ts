@@ -98,7 +98,8 @@ export async function enrol(home: HubHome, store: HubStore, request: EnrolmentRe
   if (existing) {
     if (!isRetryOf(existing, csr.publicKeyPem)) {
       if (refused) throw new EnrolmentRefused(refused);
-      throw new ConflictError(`a thing named ${name} already exists; choose another name`);
+      const free = existing.revokedAt ? " (a revoked one: the hub's operator frees the name with `hub thing delete`)" : "";
+      throw new ConflictError(`a thing named ${name} already exists${free}; choose another name`);
     }
     if (refused && token!.id !== existing.enrolledWith) throw new EnrolmentRefused(refused);
     return { thing: existing, certPem: existing.certPem, caPem: readCa(home.paths).certPem, configText: configFor(home, existing.id, name), repeated: true };

@@ -76,7 +76,12 @@ export async function createThing(
   const shortName = validateThingName(typedName, prefix);
   const keyType = validateKeyType(opts.keyType);
   const name = `${prefix}-${shortName}`;
-  if (await store.getThingByName(name)) throw new ConflictError(`a thing named ${name} already exists`);
+  const existing = await store.getThingByName(name);
+  if (existing) {
+    // a revoked thing keeps its name (its messages stay readable): only a delete frees it
+    const free = existing.revokedAt ? ` (revoked; \`flashlex hub thing delete ${name}\` removes it and frees the name)` : "";
+    throw new ConflictError(`a thing named ${name} already exists${free}`);
+  }
 
   const id = randomUUID();
   const ca = readCa(home.paths);
