@@ -408,7 +408,10 @@ describe("enrolment", () => {
       const plain = await newToken();
       const noTls = await enroll({ ...plain, hub: plain.hub.replace("http://", "https://") }, "secure", join(work, "secure-2"));
       expect({ code: noTls.code, says: noTls.stderr.includes("it does not speak TLS at that address") }).toEqual({ code: 78, says: true });
-      tally("badInputs", 2);
+      // and http to a hub that speaks https: the hang-up says which scheme to try
+      const unsecured = await enroll({ ...t, hub: t.hub.replace("https://", "http://") }, "secure", join(work, "secure-3"));
+      expect(unsecured.stderr).toContain("if the hub serves HTTPS at that address (api.tls), give --hub with https://");
+      tally("badInputs", 3);
       const device = join(work, "secure");
       const result = await enroll(t, "secure", device);
       expect(result.code, result.stderr).toBe(0);

@@ -64,7 +64,12 @@ export async function hubRequest(url: string, opts: { method: "GET" | "POST"; bo
     // A handshake that failed fails again on every retry: the URL or the hub's setup is wrong (78).
     const tls = tlsHandshakeCode(err);
     if (tls) throw new ConfigError(`the hub at ${target.host}: ${tlsAdvice(tls)} (${describeError(err)})`);
-    throw new FlashlexError(`the hub at ${target.host} cannot be reached: ${describeError(err)}`, "unavailable", { cause: err });
+    // A TLS listener hangs up on a plain HTTP request: the likelier cause than the network here
+    const scheme =
+      target.protocol === "http:" && (err as NodeJS.ErrnoException)?.code === "ECONNRESET"
+        ? "; if the hub serves HTTPS at that address (api.tls), give --hub with https://, as `hub enroll-token create` prints it"
+        : "";
+    throw new FlashlexError(`the hub at ${target.host} cannot be reached: ${describeError(err)}${scheme}`, "unavailable", { cause: err });
   });
   let envelope: { result?: unknown; messages?: { value?: unknown }[] } | undefined;
   try {
