@@ -543,9 +543,22 @@ def _message_id(message):
         value = message
     if isinstance(value, str) and re.match(r"^[1-9][0-9]*$", value):
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise FlashlexError("not a message id: %r" % (value,), "data")
+    # as `flashlex messages ack` says it (64): an id is a whole number SQLite and JSON both hold
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value > MAX_MESSAGE_ID:
+        raise FlashlexError("not a message id: %r (ids are whole numbers from 1 to %d)" % (value, MAX_MESSAGE_ID), "usage")
     return value
+
+
+# The largest message id: 2**53 - 1, what JSON numbers (and the agent) hold exactly.
+MAX_MESSAGE_ID = 9007199254740991
+
+
+def _directory_setting(value, what, kind="usage"):
+    """A directory path given as ``data=``/``keys=`` (``kind`` usage) or in the config (config):
+    str or os.PathLike, else FlashlexError of that kind naming ``what``."""
+    if not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise FlashlexError("%s must be a directory path, not %r" % (what, value), kind)
+    return os.path.abspath(os.fspath(value))
 
 
 # ------------------------------------------------------------------------------------------
@@ -566,8 +579,8 @@ class FlashlexSDK(object):
     """
 
     def __init__(self, config=None, data=None, keys=None, binary=None, timeout=180):
-        self._data = os.path.abspath(os.fspath(data)) if data is not None else None
-        self._keys = os.path.abspath(os.fspath(keys)) if keys is not None else None
+        self._data = _directory_setting(data, "data") if data is not None else None
+        self._keys = _directory_setting(keys, "keys") if keys is not None else None
         self._binary = os.fspath(binary) if binary is not None else None
         self._timeout = timeout
         self._file = None
@@ -613,16 +626,38 @@ class FlashlexSDK(object):
 
     @property
     def data_dir(self):
-        explicit = self._data or _get(self._config, "flashlex.app.db.dataPath")
-        if explicit:
-            return os.path.abspath(os.fspath(explicit))
+        if self._data:
+            return self._data
+        explicit = _get(self._config, "flashlex.app.db.dataPath")
+        if explicit is not None:
+            return _directory_setting(explicit, "flashlex.app.db.dataPath", "config")
         return os.path.join(self._base_dir(), "data")
+
+    def _check_data(self, existing):
+        """A data directory given (``data=``, or ``db.dataPath``) that is a file, or under a
+        directory that is not there, is a typo: refused (usage, 64) as the agent's ``-d`` is,
+        rather than answered with "no messages". ``existing`` (reading and changing messages):
+        a missing last level too, as nothing can be in a directory serve never made."""
+        if not self._data and _get(self._config, "flashlex.app.db.dataPath") is None:
+            return
+        path = self.data_dir
+        advice = "pass the data directory serve uses (by default data/ beside the config)"
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise FlashlexError("data %s: not a directory; %s" % (path, advice), "usage")
+        if not os.path.exists(path):
+            parent = os.path.dirname(path)
+            if not os.path.isdir(parent):
+                raise FlashlexError("data %s: no such directory, nor %s; %s" % (path, parent, advice), "usage")
+            if existing:
+                raise FlashlexError("data %s: no such directory (serve makes its data directory when it first runs); %s" % (path, advice), "usage")
 
     @property
     def keys_dir(self):
-        explicit = self._keys or _get(self._config, "flashlex.thing.keys.path")
-        if explicit:
-            return os.path.abspath(os.fspath(explicit))
+        if self._keys:
+            return self._keys
+        explicit = _get(self._config, "flashlex.thing.keys.path")
+        if explicit is not None:
+            return _directory_setting(explicit, "flashlex.thing.keys.path", "config")
         base = self._base_dir()
         nested = os.path.join(base, "keys")
         private_key = _get(self._config, "flashlex.thing.keys.privateKey")
@@ -679,6 +714,7 @@ class FlashlexSDK(object):
         query = {"state": state}
         if topic is not None:
             query["topic"] = topic
+        self._check_data(existing=True)
         try:
             rows = _call_serve(self.socket_path, "POST", "/v1/messages/list", query, 30)
             messages = [
@@ -747,6 +783,7 @@ class FlashlexSDK(object):
         """
         if via not in ("http", "mqtt"):
             raise FlashlexError("via must be http or mqtt, not %r" % (via,), "usage")
+        self._check_data(existing=False)
         try:
             body = json.dumps(message, allow_nan=False, ensure_ascii=False, separators=(",", ":"))
         except (TypeError, ValueError, RecursionError) as err:
@@ -801,6 +838,7 @@ class FlashlexSDK(object):
             return [_message(*row) for row in db.execute(sql, params)]
 
     def _change(self, action, message_id):
+        self._check_data(existing=True)
         try:
             done = _call_serve(self.socket_path, "POST", "/v1/messages/%s" % action, {"ids": [message_id]}, 30)
             return message_id in done

@@ -371,6 +371,11 @@ results = {
     "tooLarge": error(lambda: sdk.collectMessage({"label": "x" * 300000})),
     "noBinary": error(lambda: FlashlexSDK("config.yml", binary="/nonexistent/flashlex").collectMessage({"label": "never"})),
     "badState": error(lambda: sdk.getSubscribedMessages(state="new")),
+    "hugeId": error(lambda: sdk.acknowledgeMessage(2**70)),
+    "wordId": error(lambda: sdk.removeMessageFromStore("abc")),
+    "dataFile": error(lambda: FlashlexSDK("config.yml", data="config.yml").getSubscribedMessages()),
+    "dataTypo": error(lambda: FlashlexSDK("config.yml", data="no/such/data").acknowledgeMessage(1)),
+    "dataNumber": error(lambda: FlashlexSDK({"flashlex": {"app": {"db": {"dataPath": 17}}}}).getSubscribedMessages()),
 }
 mkdir_lock()
 results["locked"] = error(lambda: sdk.getSubscribedMessages())
@@ -380,7 +385,7 @@ out(results)
 `;
     const withYaml = (await python(script)).out;
     const withoutYaml = (await python(script, { noSite: true })).out;
-    tally("badInputs", 9 * 2);
+    tally("badInputs", 14 * 2);
 
     for (const out of [withYaml, withoutYaml]) {
       // the binary's own line, word for word
@@ -402,6 +407,19 @@ out(results)
       expect(out.locked).toMatchObject({ kind: "try-later", exitCode: 75 });
       expect(out.locked.message).toContain("subscription.db.lock exists");
       expect(out.afterLock).toEqual([]);
+      // ids and data directories as the agent's messages commands refuse them: 64, never a raw
+      // OverflowError or TypeError, never "no messages" for a typo
+      const idRule = "(ids are whole numbers from 1 to 9007199254740991)";
+      expect(out.hugeId).toEqual({ kind: "usage", exitCode: 64, message: `not a message id: 1180591620717411303424 ${idRule}` });
+      expect(out.wordId).toEqual({ kind: "usage", exitCode: 64, message: `not a message id: 'abc' ${idRule}` });
+      expect(out.dataFile).toMatchObject({
+        kind: "usage",
+        exitCode: 64,
+        message: `data ${join(thing.root, "config.yml")}: not a directory; pass the data directory serve uses (by default data/ beside the config)`,
+      });
+      expect(out.dataTypo).toMatchObject({ kind: "usage", exitCode: 64 });
+      expect(out.dataTypo.message).toStartWith(`data ${join(thing.root, "no/such/data")}: no such directory, nor ${join(thing.root, "no/such")}`);
+      expect(out.dataNumber).toEqual({ kind: "config", exitCode: 78, message: "flashlex.app.db.dataPath must be a directory path, not 17" });
     }
     // the agent refuses the tab too, naming the same line
     const agentTab = await run(["messages", "list", "-c", join(thing.root, "bad-yaml.yml"), "-k", join(thing.root, "keys")]);
