@@ -324,6 +324,21 @@ describe("pages", () => {
     expect(long.status).toBe(400);
     expect(await long.text()).toContain("The name filter (q) is at most 200 characters; this one has 9000.");
     expect((await get(`/things?q=${"a".repeat(200)}`, browser)).status).toBe(200);
+    // a filter, a range or a thing given twice is said so, as page is, not the first one taken
+    for (const path of [
+      "/things?q=a&q=b",
+      `/things/${thing.id}/archive?from=2026-01-01T00:00&from=2026-01-02T00:00&to=2026-01-03T00:00`,
+      `/events?thing=${thing.id}&thing=${thing.id}`,
+    ]) {
+      const twice = await get(path, browser);
+      expect([path, twice.status]).toEqual([path, 400]);
+      expect(await twice.text()).toContain("is given 2 times; give it once");
+    }
+    // a control character is in no thing's name: NUL matched every thing and came back raw in the page
+    const nul = await get("/things?q=%00", browser);
+    expect(nul.status).toBe(400);
+    expect(await nul.text()).not.toContain("\u0000");
+    expect((await get("/things?q=", browser)).status).toBe(200); // the cleared filter box
     // nothing from a link is echoed as a notice: any words fitting a name's characters were shown
     // on the hub's own page ("Deleted Hub_compromised-call_support_555-0100 ...")
     expect(await (await get("/things?deleted=Hub_compromised-call_support_555-0100", browser)).text()).not.toContain("Deleted Hub_compromised");

@@ -62,6 +62,17 @@ export const MAX_FILTER_CHARS = 200;
 /** The highest page number taken: 50 million things, far past any fleet one hub serves. */
 const MAX_PAGE = 1_000_000;
 
+/**
+ * A query parameter the console's forms and links give once (empty allowed: a cleared filter box
+ * sends `q=`); given twice it is a 400 naming it, as `page` is, rather than the first value taken
+ * without a word. Undefined when absent.
+ */
+function oneValue(params: URLSearchParams, name: string): string | undefined {
+  const values = params.getAll(name);
+  if (values.length > 1) throw new HttpError(400, `${name} is given ${values.length} times; give it once`);
+  return values[0];
+}
+
 /** Messages a list shows when the page loads. */
 const LIST_MESSAGES = 50;
 /** How long a refused sign-in waits before answering (ms): guessing gets slow, a typo does not. */
@@ -162,7 +173,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
   }
 
   /** `YYYY-MM-DDTHH:MM` (a datetime-local value, read as UTC) as Unix seconds; HttpError 400 otherwise. */
-  function utcMinute(value: string | null, field: string): number {
+  function utcMinute(value: string | null | undefined, field: string): number {
     const match = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2}))?$/.exec(value ?? "");
     const ms = match ? utcFromParts(+match[1]!, +match[2]!, +match[3]!, +match[4]!, +match[5]!, +(match[6] ?? 0)) : NaN;
     if (!Number.isFinite(ms)) throw new HttpError(400, `${field} must be a date and time (YYYY-MM-DDTHH:MM, UTC)`);
@@ -223,7 +234,9 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       path: /^\/things$/,
       signedIn: true,
       async handle(ctx) {
-        const filter = ctx.url.searchParams.get("q") ?? "";
+        const filter = oneValue(ctx.url.searchParams, "q") ?? "";
+        // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what no thing name holds
+        if (/[\x00-\x1f\x7f]/.test(filter)) throw new HttpError(400, "The name filter (q) holds a control character; a thing's name has none.");
         if (filter.length > MAX_FILTER_CHARS)
           throw new HttpError(400, `The name filter (q) is at most ${MAX_FILTER_CHARS} characters; this one has ${filter.length}.`);
         const pageNo = integerParam(ctx.url.searchParams, "page", { min: 1, max: MAX_PAGE, fallback: 1 });
@@ -397,10 +410,10 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       async handle(ctx) {
         const thing = await thingOr404(ctx);
         const q = ctx.url.searchParams;
-        const type = q.get("type");
+        const type = oneValue(q, "type");
         if (type && type !== "egress" && type !== "ingress") throw new HttpError(400, "type must be egress, ingress or empty (both)");
         // A minute picked in the form means all of it: the end is its last second.
-        const query: MessageQuery = { startts: utcMinute(q.get("from"), "From"), endts: utcMinute(q.get("to"), "To") + 59 };
+        const query: MessageQuery = { startts: utcMinute(oneValue(q, "from"), "From"), endts: utcMinute(oneValue(q, "to"), "To") + 59 };
         if (type) query.messagetype = type as MessageType;
         if (query.endts! < query.startts!) throw new HttpError(400, "From must not be after To");
         const archive = await messages.archive(thing, query);
@@ -454,7 +467,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       path: /^\/events$/,
       signedIn: true,
       async handle(ctx) {
-        const id = ctx.url.searchParams.get("thing");
+        const id = oneValue(ctx.url.searchParams, "thing");
         const thing = id ? await thingOr404({ ...ctx, params: [id] }) : undefined;
         const stream = live.open(thing, ctx.request.signal, {
           sessionId: ctx.sessionId,
