@@ -278,6 +278,12 @@ describe("hub thing create", () => {
     expect(things.distribution((await store.getThing(renewing.id))!)).toEqual({
       missing: "it renewed its key on the device since: the zip's key is no longer accepted (create the thing again, or enrol it)",
     });
+    // the renewal itself deletes the zip: its absence then says the likelier cause first
+    rmSync(distributionPath(reopened.paths, renewing.id));
+    expect(things.distribution((await store.getThing(renewing.id))!)).toEqual({
+      missing:
+        "its zip is not in the hub's dists/ folder: the thing renewed its key on the device since (the hub then deletes the zip, whose key is no longer accepted), or the file was removed; create the thing again, or enrol it",
+    });
     expect(await store.revokedSince(after.revokedAt!)).toContain(thing.name);
     expect(existsSync(join(reopened.paths.dir, "crl.pem"))).toBe(true);
     const { X509Crl } = await import("@peculiar/x509");

@@ -171,14 +171,21 @@ export class Things {
   /**
    * The thing's distribution zip, or why it has none, in words for the owner (`missing`): it was
    * revoked (the zip, which holds its private key, was deleted), it enrolled itself (its key
-   * never left the device), it renewed its key since (a bootstrap from the zip would be refused:
-   * CONNACK 5, and its collect 401), or the file is gone from `dists/`.
+   * never left the device), it renewed its key since (the renewal deleted the zip; one made
+   * before would be refused: CONNACK 5, and its collect 401), or the file is gone from `dists/`.
    */
   distribution(thing: ThingRecord): { zip: Uint8Array } | { missing: string } {
     if (thing.enrolledWith != null) return { missing: "it enrolled itself: its key never left the device" };
     if (thing.revokedAt !== null) return { missing: "it was revoked, and its distribution deleted" };
     const zip = readDistribution(this.deps.home, thing.id);
-    if (!zip) return { missing: "its zip is missing from the hub's dists/ folder" };
+    // A renewal deletes the zip (its key is then no longer accepted), so a missing zip is most
+    // often that, and only otherwise a file someone removed.
+    if (!zip) {
+      return {
+        missing:
+          "its zip is not in the hub's dists/ folder: the thing renewed its key on the device since (the hub then deletes the zip, whose key is no longer accepted), or the file was removed; create the thing again, or enrol it",
+      };
+    }
     if (!distributionHoldsKey(zip, thing)) {
       return { missing: "it renewed its key on the device since: the zip's key is no longer accepted (create the thing again, or enrol it)" };
     }
