@@ -129,8 +129,14 @@ describe("enrolment tokens", () => {
     const second = await tokens.create({ maxUses: 5 });
     await expect(store.enrolThing({ ...thing("three"), name: "abcd1234-one" }, second.record.hash, 1_000_001)).rejects.toThrow(/UNIQUE/);
     expect((await store.enrolmentTokenByHash(second.record.hash))!.uses).toBe(0);
-    expect(await tokens.revoke(made.id)).toBe(true);
-    expect(await tokens.revoke(made.id)).toBe(false);
+    expect(await tokens.revoke(made.id)).toEqual({ id: made.id, changed: true });
+    expect(await tokens.revoke(made.id)).toEqual({ id: made.id, changed: false });
+    // by the token itself (a leaked one), never repeated in a refusal
+    expect(await tokens.revoke(second.token)).toEqual({ id: second.record.id, changed: true });
+    const unknown = `${second.token.slice(0, -4)}AAAA`;
+    const refusal = await tokens.revoke(unknown).catch((err) => err);
+    expect(refusal.message).toContain("no enrolment token is the one given");
+    expect(refusal.message).not.toContain(unknown);
     await store.close();
   });
 });

@@ -29,8 +29,8 @@ export const hubEnrollTokenCommands: CommandSpec[] = [
   },
   {
     name: "hub enroll-token revoke",
-    args: "<id>",
-    description: "Revoke an enrolment token by its id: it enrols nothing more (things it enrolled stay)",
+    args: "<id-or-token>",
+    description: "Revoke an enrolment token by its id, or by the token itself (one that leaked): it enrols nothing more (things it enrolled stay)",
     options: [DIR_OPTION, DB_OPTION],
     bunOnly: true,
     run: (args, options) => revoke(args, options),
@@ -100,8 +100,9 @@ function list(options: Options): Promise<number> {
 
 function revoke(args: string[], options: Options): Promise<number> {
   return openedHubToWrite("hub enroll-token revoke", options, async (hub) => {
-    const id = required(args, "the token id (see flashlex hub enroll-token list)");
-    const changed = await hub.enrolment.tokens.revoke(id);
+    // the token's id, or the token itself (a leaked one): only the id is ever printed
+    const given = required(args, "the token id (see flashlex hub enroll-token list), or the token itself");
+    const { id, changed } = await hub.enrolment.tokens.revoke(given);
     console.log(changed ? `revoked enrolment token ${id}: it enrols nothing more (things it enrolled stay)` : `enrolment token ${id} was already revoked`);
     return ExitCode.OK;
   });

@@ -113,10 +113,20 @@ export class EnrolmentTokens {
     return (await this.store.listEnrolmentTokens()).map((t) => ({ ...t, state: tokenState(t, now) }));
   }
 
-  /** Revokes the token with this id: it enrols nothing more. Throws InputError when no token has it; false when already revoked. */
-  async revoke(id: string): Promise<boolean> {
-    const known = (await this.store.listEnrolmentTokens()).some((t) => t.id === id);
-    if (!known) throw new InputError(`no enrolment token ${JSON.stringify(id)} (see \`flashlex hub enroll-token list\`)`);
-    return this.store.revokeEnrolmentToken(id, this.now());
+  /**
+   * Revokes a token, named by its id or by the token itself (what an owner holds when it leaked):
+   * it enrols nothing more. Returns its id and whether it was revoked now (false: it already was).
+   * Throws InputError when no token matches; the message never repeats a token given.
+   */
+  async revoke(idOrToken: string): Promise<{ id: string; changed: boolean }> {
+    let id = idOrToken;
+    if (idOrToken.startsWith(ENROLMENT_TOKEN_TAG)) {
+      const record = await this.store.enrolmentTokenByHash(enrolmentTokenHash(idOrToken));
+      if (!record) throw new InputError("no enrolment token is the one given (it is not repeated here; see `flashlex hub enroll-token list` for ids)");
+      id = record.id;
+    } else if (!(await this.store.listEnrolmentTokens()).some((t) => t.id === id)) {
+      throw new InputError(`no enrolment token ${JSON.stringify(id)} (see \`flashlex hub enroll-token list\`)`);
+    }
+    return { id, changed: await this.store.revokeEnrolmentToken(id, this.now()) };
   }
 }

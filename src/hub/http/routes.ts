@@ -279,10 +279,11 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         async handle({ id }) {
           // an id no token has is a resource that is not there: 404, as for things
-          const changed = await enrolment.tokens.revoke(id).catch((err) => {
+          // by id, or by the token itself (a leaked one); the answer names the id only
+          const { id: tokenId, changed } = await enrolment.tokens.revoke(id).catch((err) => {
             throw err instanceof InputError ? new HttpError(404, err.message) : err;
           });
-          return ok({ id, revoked: true, changed }, changed ? "Enrolment token revoked." : "Enrolment token was already revoked.");
+          return ok({ id: tokenId, revoked: true, changed }, changed ? "Enrolment token revoked." : "Enrolment token was already revoked.");
         },
       },
     },
