@@ -130,6 +130,13 @@ describe("-o of hub thing create, hub thing dist and hub export", () => {
       expect(made.stderr).toContain(`-o ${JSON.stringify(output)}`);
     }
     expect((await hub.things()).length).toBe(before);
+    // -o that passes the checks but cannot take the zip (a full device): the thing is taken back,
+    // so the same command, once the cause is fixed, makes it (a retry was 65 "already exists")
+    const full = await run(["hub", "thing", "create", "outlier", "--dir", hub.dir, "-o", "/dev/full"], { timeoutMs: 30_000 });
+    expect(full.code).not.toBe(0);
+    expect(full.stderr).toContain("thing");
+    expect(full.stderr).toContain("was not kept (run the command again once that is fixed)");
+    expect((await hub.things()).length).toBe(before);
     const zip = join(work, "elsewhere.zip");
     const made = await run(["hub", "thing", "create", "outlier", "--dir", hub.dir, "-o", zip], { timeoutMs: 30_000 });
     expect(made.code, made.stderr).toBe(0);

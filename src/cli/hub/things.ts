@@ -73,11 +73,24 @@ function create(args: string[], options: Options): Promise<number> {
       // 0600: it holds the thing's private key; replaced whole, never written through a link
       writeFileAtomicallySync(output, readFileSync(distribution), 0o600);
     } catch (err) {
+      // Nothing half-done: a thing whose zip (its only copy of the key) did not reach -o is taken
+      // back, so running the same command again, once the cause is fixed, makes it.
       const error = toFlashlexError(err);
+      try {
+        await hub.things.delete(thing);
+      } catch (undoErr) {
+        throw new FlashlexError(
+          `created thing ${thing.name} (id ${thing.id}), but its distribution could not be written: ${error.message}, and taking the thing back failed too (${toFlashlexError(undoErr).message}); get the zip with \`flashlex hub thing dist ${thing.name} -o FILE\``,
+          error.kind,
+          { cause: err },
+        );
+      }
       throw new FlashlexError(
-        `created thing ${thing.name} (id ${thing.id}), but its distribution could not be written: ${error.message}; get it with \`flashlex hub thing dist ${thing.name} -o FILE\``,
+        `the distribution could not be written: ${error.message}; thing ${thing.name} was not kept (run the command again once that is fixed)`,
         error.kind,
-        { cause: err },
+        {
+          cause: err,
+        },
       );
     }
     if (options.json) {
