@@ -488,7 +488,20 @@ describe("operator routes", () => {
         expect([method, query, answer.status, JSON.stringify(await answer.json()).includes(says)]).toEqual([method, query, 400, true]);
       }
     }
-    tally("badInputs", 10);
+    // a misspelt or unknown parameter is not "no bound": DELETE ?startTs=... deleted everything
+    for (const query of ["startTs=9999999999", "start_ts=1", "from=1", "startts%5B%5D=1"]) {
+      for (const [method, route] of [
+        ["DELETE", "messages"],
+        ["GET", "messages"],
+        ["GET", "archive"],
+        ["GET", "hourly"],
+      ] as const) {
+        const answer = await operator(`/things/${target.id}/${route}?${query}`, { method });
+        expect([method, route, query, answer.status]).toEqual([method, route, query, 400]);
+        expect(JSON.stringify(await answer.json())).toContain("unknown query parameter");
+      }
+    }
+    tally("badInputs", 14);
     expect((await get("")).map((m) => m.fltimestamp)).toEqual([1000, 2000, 3000]);
     const deleted = await operator(`/things/${target.id}/messages?endts=1500`, { method: "DELETE" });
     expect((await json(deleted)).result).toEqual({ deleted: 1 });

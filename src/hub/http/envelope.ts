@@ -287,6 +287,19 @@ export function queryParam(params: URLSearchParams, name: string): string | unde
 }
 
 /**
+ * Refuses a query parameter the route does not take (HttpError 400 naming it and the ones it
+ * takes): taken as absent, a misspelt bound (`DELETE .../messages?startTs=...`) widened the
+ * request to every message the thing has, and deleted them.
+ */
+export function onlyQueryParams(params: URLSearchParams, taken: readonly string[]): void {
+  for (const name of params.keys()) {
+    if (!taken.includes(name)) {
+      throw new HttpError(400, `unknown query parameter ${JSON.stringify(name.slice(0, 40))}; this route takes ${taken.join(", ")}`);
+    }
+  }
+}
+
+/**
  * A whole-number query parameter within [`min`, `max`] (both safe integers), or `fallback` when
  * it is absent. Anything else — empty, repeated, `1e20`, `1.5`, `-1`, `abc`, a number past
  * `max` — is an HttpError 400 naming the parameter (and its range): a number that reached SQL

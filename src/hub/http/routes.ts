@@ -35,6 +35,7 @@ import {
   HttpError,
   integerParam,
   ok,
+  onlyQueryParams,
   parseJsonBody,
   queryParam,
   readBodyLimited,
@@ -103,6 +104,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   }
 
   function messageQuery(params: URLSearchParams, withType: boolean): MessageQuery {
+    onlyQueryParams(params, withType ? ["startts", "endts", "messagetype"] : ["startts", "endts"]);
     const query: MessageQuery = { startts: unixSecondsParam(params, "startts"), endts: unixSecondsParam(params, "endts") };
     // An inverted range matches nothing: refused, not answered with an empty list (or zip).
     if (query.startts !== undefined && query.endts !== undefined && query.endts < query.startts)
@@ -401,6 +403,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         async handle({ id, url }) {
           const thing = await thingOr404(id);
+          onlyQueryParams(url.searchParams, ["hours"]);
           const hours = await messages.hourly(thing, integerParam(url.searchParams, "hours", { min: 1, max: 168, fallback: 24 }));
           return ok(
             hours.map((h) => ({ hour: isoSeconds(h.hour * 1000), egress: h.egress, ingress: h.ingress })),
