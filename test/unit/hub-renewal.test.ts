@@ -139,6 +139,18 @@ describe("enrolment tokens over the API", () => {
     expect(JSON.stringify(listed.body)).not.toContain(token);
     expect(listed.body.result[0]).toMatchObject({ id: created.body.result.id, state: "active", maxUses: 2, namePrefix: "s-" });
     expect((await asOperator("/enroll-tokens", "POST", { expires: "forever" })).status).toBe(400);
+    // a field the body does not take is named, not ignored ({"maxuses": 5} made a one-use token)
+    const misspelt = await asOperator("/enroll-tokens", "POST", { maxuses: 5 });
+    expect({ status: misspelt.status, said: misspelt.body.messages[0].value }).toEqual({
+      status: 400,
+      said: 'unknown field "maxuses"; the body takes maxUses, expires, namePrefix',
+    });
+    // every field is optional: no body at all is a token with the defaults
+    const bare = await api.fetch(
+      new Request(`${base}/enroll-tokens`, { method: "POST", headers: { Authorization: `Bearer ${operatorToken}`, "Content-Type": "application/json" } }),
+    );
+    expect(bare.status).toBe(201);
+    expect((await asOperator("/things", "POST", { nmae: "typo" })).status).toBe(400);
     const info = await api.fetch(new Request(`${base}/enroll`));
     expect(info.status).toBe(200);
     expect(((await info.json()) as any).result.ownerPrefix).toBe("ecd13b11");

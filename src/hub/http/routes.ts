@@ -224,11 +224,23 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   }
 
   /** The body of an unauthenticated request: JSON, at most ENROL_BODY_LIMIT bytes whatever payloadLimitBytes says. */
-  async function smallJsonObject(request: Request): Promise<Record<string, unknown>> {
+  /**
+   * A small JSON object body holding only `fields` (400 naming one it does not: `{"maxuses": 5}`
+   * made a one-use token without a word). `optional`: every field is, so an empty body is `{}`.
+   */
+  async function smallJsonObject(request: Request, fields: readonly string[], { optional = false } = {}): Promise<Record<string, unknown>> {
     requireJsonContentType(request);
-    const body = parseJsonBody(await readBodyLimited(request, ENROL_BODY_LIMIT), { maxBytes: ENROL_BODY_LIMIT, maxDepth: 4 });
+    const bytes = await readBodyLimited(request, ENROL_BODY_LIMIT);
+    if (optional && new TextDecoder().decode(bytes).trim() === "") return {};
+    const body = parseJsonBody(bytes, { maxBytes: ENROL_BODY_LIMIT, maxDepth: 4 });
     if (body === null || typeof body !== "object" || Array.isArray(body)) throw new HttpError(400, "the body must be a JSON object");
+    onlyFields(body as Record<string, unknown>, fields);
     return body as Record<string, unknown>;
+  }
+
+  function onlyFields(body: Record<string, unknown>, fields: readonly string[]): void {
+    const unknown = Object.keys(body).find((key) => !fields.includes(key));
+    if (unknown !== undefined) throw new HttpError(400, `unknown field ${JSON.stringify(unknown.slice(0, 40))}; the body takes ${fields.join(", ")}`);
   }
 
   const routes: Record<string, Record<string, RouteMethod>> = {
@@ -243,7 +255,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       POST: {
         caller: "public",
         async handle({ request }) {
-          const body = await smallJsonObject(request);
+          const body = await smallJsonObject(request, ["token", "name", "csr"]);
           const enrolled = await enrolment.enrol({ token: body.token, name: body.name, csr: body.csr }, "http");
           return ok(
             {
@@ -263,7 +275,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       POST: {
         caller: "operator",
         async handle({ request }) {
-          const body = await smallJsonObject(request);
+          const body = await smallJsonObject(request, ["maxUses", "expires", "namePrefix"], { optional: true });
           const lifetimeMs = body.expires === undefined ? undefined : typeof body.expires === "string" ? parseDuration(body.expires) : undefined;
           if (body.expires !== undefined && lifetimeMs === undefined) throw new HttpError(400, "expires must be a duration such as 24h or 7d");
           const created = await enrolment.tokens.create({
@@ -301,7 +313,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "thing",
         async handle({ request, id }) {
           const { thing, publicKeyPem } = await thingCaller(request, id, "things/:id/certificate");
-          const body = await smallJsonObject(request);
+          const body = await smallJsonObject(request, ["csr"]);
           const renewed = await certificates.renew(thing, body.csr, publicKeyPem);
           log.info("hub.certificate_renewed", { thing: thing.name, notAfter: isoSeconds(renewed.notAfter) });
           return ok({ certificate: renewed.certPem, caCertificate: enrolment.info().caPem, notAfter: isoSeconds(renewed.notAfter) }, "Certificate renewed.");
@@ -332,6 +344,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         async handle({ request }) {
           const body = await jsonBody(request);
+          if (body !== null && typeof body === "object" && !Array.isArray(body)) onlyFields(body as Record<string, unknown>, ["name", "keyType"]);
           const { name, keyType } =
             body !== null && typeof body === "object" ? (body as { name?: unknown; keyType?: unknown }) : { name: undefined, keyType: undefined };
           const { thing } = await things.create(name, { keyType });
