@@ -95,6 +95,20 @@ describe("bootstrap", () => {
     }
   });
 
+  test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
+    "files this user may not read: the fix is about permissions, not 'use the zip's files'",
+    async () => {
+      // as another user: the private key (root's, 0600) cannot be read
+      const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+      const result = Bun.spawnSync([...asNobody, binaryPath(), "bootstrap", ...thing.flags], { stdout: "pipe", stderr: "pipe" });
+      const out = result.stdout.toString();
+      expect(out).toContain("[FAIL] key files present");
+      expect(out).toContain("cannot read the private key (EACCES)\n       fix: Make the file readable by the user flashlex runs as");
+      expect(out).not.toContain("Use the key files from the thing's distribution zip, unchanged.");
+      expect(result.exitCode).toBe(1);
+    },
+  );
+
   test("a broken config exits 78 and says where", async () => {
     const bad = join(thing.dir, "bad.yml");
     writeFileSync(bad, readFileSync(thing.configPath, "utf8").replace(/port: \d+/, "port: many"));

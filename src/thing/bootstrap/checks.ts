@@ -119,8 +119,13 @@ const ROUND_TRIP_TIMEOUT_MS = 10_000;
  * so the first failure is the one to fix. Nothing here retries: a check either works now or
  * says why not.
  */
+/** The fix for a file this user may not read: the agent runs as the folder's owner (the service user). */
+const PERMISSION_FIX =
+  "Make the file readable by the user flashlex runs as (the thing folder's owner: sudo chown -R USER: FOLDER), or run bootstrap as that user.";
+
 /** The fix for a config that did not load, by what went wrong with it. */
 function configFix(message: string): string {
+  if (/EACCES|EPERM|permission denied/.test(message)) return PERMISSION_FIX;
   if (/cannot read|not a (regular )?file|too large/.test(message)) return "Give the thing's config.yml with -c, or run bootstrap in the folder that holds it.";
   if (/invalid YAML|not UTF-8/.test(message)) return "Fix the YAML at the line and column named above (spaces, not tabs; a colon after each key).";
   return "Correct the key named above in the configuration file.";
@@ -170,9 +175,11 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       const message = (err as Error).message;
       fail(
         message,
-        /convert it with:/.test(message)
-          ? "Convert the file with the command above, or use the key files from the thing's distribution zip."
-          : "Use the key files from the thing's distribution zip, unchanged.",
+        /EACCES|EPERM|permission denied/.test(message)
+          ? PERMISSION_FIX
+          : /convert it with:/.test(message)
+            ? "Convert the file with the command above, or use the key files from the thing's distribution zip."
+            : "Use the key files from the thing's distribution zip, unchanged.",
       );
     }
     return `${config!.keysDir} (${identity!.tokenAlgorithm} key)`;
@@ -182,7 +189,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     const path = config!.paths.privateKey;
     const open = keyFileTooOpen(path);
     if (open) fail(`${path} has mode ${open}`, `Run: chmod 600 ${path}`);
-    return `0${(statSync(path).mode & 0o777).toString(8)}`;
+    return `0${(statSync(path).mode & 0o777).toString(8).padStart(3, "0")}`;
   });
 
   const matchOk = await check("certificate matches the private key", Boolean(filesOk), () => {
