@@ -246,6 +246,13 @@ describe("POST /things/{id}/collect", () => {
     expect(rejected[0]).toContain(`thing=${thing.name}`);
     expect(rejected.map((line) => line.match(/status=(\d+)/)?.[1])).toEqual(["413", "400", "400"]);
     expect(lines.join("\n")).not.toContain("s3cr3t");
+    // the message id given twice (two valid UUIDs, joined by the Fetch API): said so, not "not a UUID"
+    const headers = new Headers({ Authorization: `Bearer ${token}`, "Content-Type": "application/json" });
+    headers.append("X-Flashlex-Message-Id", crypto.randomUUID());
+    headers.append("X-Flashlex-Message-Id", crypto.randomUUID());
+    const twice = await logged.fetch(new Request(`${base}/things/${thing.id}/collect`, { method: "POST", headers, body: "{}" }));
+    expect(twice.status).toBe(400);
+    expect(JSON.stringify(await twice.json())).toContain("X-Flashlex-Message-Id is given more than once; give it once");
   });
 });
 

@@ -144,6 +144,8 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     let payload: unknown;
     const messageId = request.headers.get(MESSAGE_ID_HEADER) ?? undefined;
     try {
+      // Given twice, the Fetch API joins the values with ", ": say that, not "not a UUID"
+      if (messageId?.includes(",")) throw new HttpError(400, `${MESSAGE_ID_HEADER} is given more than once; give it once`);
       if (messageId !== undefined && !isUuid(messageId)) throw new HttpError(400, `${MESSAGE_ID_HEADER} must be a UUID`);
       payload = await jsonBody(request);
     } catch (err) {
