@@ -9,6 +9,7 @@ import { bearerErrorDescription, describeOffset, HubClock, SKEW_THRESHOLD_MS } f
 import { OutboxDrainer, sendableEntry } from "../../src/thing/egress/outbox.ts";
 import { ThingTokens, TOKEN_REUSE_SECONDS } from "../../src/thing/egress/tokens.ts";
 import type { ThingIdentity } from "../../src/thing/identity.ts";
+import { checkOutboxIds } from "../../src/thing/local/arguments.ts";
 import { MessageStore, type OutboxEntry } from "../../src/thing/store/message-store.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-egress-"));
@@ -333,4 +334,9 @@ describe("the thing's token is reused while young", () => {
     tokens.forget();
     expect((await tokens.current(renewed)).token).not.toBe(kept.token);
   });
+});
+
+test("an outbox id given in upper case is the same id (the outbox keeps UUIDs in lower case); other ids are taken as given", () => {
+  const id = crypto.randomUUID();
+  expect(checkOutboxIds([id.toUpperCase(), id, "not-a-uuid"])).toEqual([id, "not-a-uuid"]);
 });

@@ -6,6 +6,7 @@
  * before anything is queued or read; never a SQLite CHECK error (70), never a silent "all" or
  * "none" for a value that means neither.
  */
+import { isUuid } from "../../protocol/ids.ts";
 import { UsageError } from "../../shared/errors.ts";
 import type { IngressQuery, OutboxState, OutboxVia, ThingAccess } from "./access.ts";
 
@@ -93,7 +94,8 @@ export function checkOutboxIds(ids: unknown): string[] {
   if (!Array.isArray(ids)) throw new UsageError(`the outbox message ids must be an array of strings, not ${shown(ids)}`);
   const checked = ids.map((id) => {
     if (typeof id !== "string" || !id.trim()) throw new UsageError(`not an outbox message id: ${shown(id)}`);
-    return id;
+    // the outbox keeps UUIDs in lower case; one typed or pasted in upper case is the same id
+    return isUuid(id) ? id.toLowerCase() : id;
   });
   // each once: dropping X twice is dropping X, not "no message X" the second time
   return [...new Set(checked)];
