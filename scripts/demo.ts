@@ -116,7 +116,8 @@ await background("hub", ["hub", "serve", "--dir", hubDir], /hub\.(ready|started|
 
 step(3, "On the hub: an enrolment token for one device, and the CA fingerprint the device pins");
 const enrolment = JSON.parse(await flashlex(["hub", "enroll-token", "create", "--dir", hubDir, "--json"], { show: false }));
-console.log(`    token (shown once): ${enrolment.token}\n    hub CA fingerprint: ${enrolment.caFingerprint}`);
+// the two fields of its JSON the device needs, not the whole document
+console.log(`    (from the JSON) token, shown once: ${enrolment.token}\n    (from the JSON) hub CA fingerprint: ${enrolment.caFingerprint}`);
 
 step(4, "On the thing: enrol; its key pair is made here and never leaves it");
 const thingRoot = join(work, "thing");

@@ -82,7 +82,9 @@ describe("enrolment", () => {
     expect(result.code, result.stderr).toBe(0);
     const name = `${ownerPrefix}-alpha`;
     expect(result.stdout).toContain(`enrolled ${name}`);
-    expect(readdirSync(dir).sort()).toEqual(["config.yml", "keys"]);
+    // flashlex.py too, as a distribution zip has it: the README's Python path works here as well
+    expect(readdirSync(dir).sort()).toEqual(["config.yml", "flashlex.py", "keys"]);
+    expect(readFileSync(join(dir, "flashlex.py"), "utf8")).toBe(readFileSync(join(import.meta.dir, "../../dist-template/flashlex.py"), "utf8"));
     const keys = readdirSync(join(dir, "keys")).sort();
     expect(keys).toEqual([`${name}-certificate.pem`, `${name}-keypair-private.pem`, `${name}-keypair-public.pem`, "root-ca-cert.pem"].sort());
     expect(statSync(join(dir, "keys", `${name}-keypair-private.pem`)).mode & 0o777).toBe(0o600);
@@ -322,7 +324,7 @@ describe("enrolment", () => {
     const again = await enroll(t, "hkilled", dir);
     expect(again.code, again.stderr).toBe(0);
     expect(again.stdout).toContain(`enrolled ${name} (id ${made.id})`);
-    expect(readdirSync(dir).sort()).toEqual(["config.yml", "keys"]);
+    expect(readdirSync(dir).sort()).toEqual(["config.yml", "flashlex.py", "keys"]);
     expect(readFileSync(join(dir, "keys", `${name}-keypair-private.pem`), "utf8")).toBe(pending);
     expect((await tokens()).find((x) => x.id === t.id).uses).toBe(1);
     expect((await things()).filter((x) => x.name === name)).toHaveLength(1);

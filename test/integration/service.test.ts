@@ -353,7 +353,7 @@ describe("refusals", () => {
       }),
     );
     expect(code).toBe(ExitCode.USAGE);
-    expect(io.stderr).toContain("bun run build");
+    expect(io.stderr).toContain("npm run build");
   });
 });
 

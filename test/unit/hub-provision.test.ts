@@ -20,9 +20,10 @@ import { addCrlFile, loadHubSettings, ownerPrefix } from "../../src/hub/home/set
 import { hashToken, tokenMatchesAny } from "../../src/hub/home/tokens.ts";
 import type { HubStore } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
-import { buildDistribution, PYTHON_MODULE, renderTemplate, renderThingConfig } from "../../src/hub/things/distribution.ts";
+import { buildDistribution, renderTemplate, renderThingConfig } from "../../src/hub/things/distribution.ts";
 import { createThing, findThing, validateThingName } from "../../src/hub/things/provision.ts";
 import { Things, thingStatus } from "../../src/hub/things/things.ts";
+import { PYTHON_MODULE } from "../../src/protocol/python-module.ts";
 import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
 import { ConfigError, ConflictError, InputError } from "../../src/shared/errors.ts";
 import { checkCertificate, keyMatchesCertificate } from "../support/certificates.ts";

@@ -1,3 +1,4 @@
+import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, interruptible, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { DB_OPTION, DIR_OPTION, databaseOverride, hubDir, JSON_OPTION } from "./common.ts";
@@ -66,6 +67,8 @@ async function hubInit(options: Options, signal: AbortSignal): Promise<number> {
   if (!text(options.apiUrl) || list(options.name).length === 0) {
     console.log("note: things on other machines need an address they can reach: use --name HOST and --api-url http://HOST:8080");
   }
-  console.log(`next: flashlex hub thing create NAME --dir ${dir}   and   flashlex hub serve --dir ${dir}`);
+  const at = shellWord(dir);
+  console.log(`next: flashlex hub serve --dir ${at}; then a thing: flashlex hub enroll-token create --dir ${at} (the device enrols itself, as README.md does)`);
+  console.log(`      or flashlex hub thing create NAME --dir ${at} (a zip with its keys to copy to the device)`);
   return ExitCode.OK;
 }

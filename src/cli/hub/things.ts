@@ -103,7 +103,7 @@ function create(args: string[], options: Options): Promise<number> {
     console.log(`distribution: ${output} (mode 0600: it holds the thing's private key)`);
     console.log(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
     const { distributionDownloadLine } = await import("../../hub/things/download-line.ts");
-    console.log(`or on the thing, with the operator access token: ${distributionDownloadLine(thing, "$FLASHLEX_TOKEN", hub.home)}`);
+    console.log(`or on the thing, with FLASHLEX_TOKEN set to the operator access token: ${distributionDownloadLine(thing, "$FLASHLEX_TOKEN", hub.home)}`);
     console.log("next: copy the zip and the flashlex binary for the board to the thing; there:");
     console.log(`  unzip ${basename(output)} && chmod +x flashlex && mv flashlex ${thing.name}/ && cd ${thing.name}`);
     console.log("  ./flashlex bootstrap && sudo ./flashlex install-service");

@@ -13,7 +13,7 @@ export const hubUpdateCommands: CommandSpec[] = [
   {
     name: "hub release add",
     args: "<dir>",
-    description: "Store a signed release (DIR has manifest.json, manifest.sig and the binaries: `bun run release --signing-key`)",
+    description: "Store a signed release (DIR has manifest.json, manifest.sig and the binaries: `npm run release -- --signing-key`)",
     options: [DIR_OPTION, DB_OPTION, JSON_OPTION],
     bunOnly: true,
     run: add,

@@ -17,8 +17,8 @@
 import { deflateSync, Zip, type ZipAttributes, type ZipInputFile, ZipPassThrough } from "fflate";
 import { parse } from "yaml";
 import configTemplate from "../../../dist-template/config.yml" with { type: "text" };
-import pythonModule from "../../../dist-template/flashlex.py" with { type: "text" };
 import readmeTemplate from "../../../dist-template/README.md" with { type: "text" };
+import { PYTHON_MODULE } from "../../protocol/python-module.ts";
 import { type ThingYaml, ThingYamlSchema } from "../../protocol/thing-config.ts";
 import { ConfigError } from "../../shared/errors.ts";
 import { COMMIT } from "../../shared/version.ts";
@@ -26,8 +26,6 @@ import { PLAIN_YAML_VALUE } from "../home/settings.ts";
 
 export const CONFIG_TEMPLATE: string = configTemplate;
 export const README_TEMPLATE: string = readmeTemplate;
-/** dist-template/flashlex.py: no placeholders, shipped byte for byte */
-export const PYTHON_MODULE: string = pythonModule;
 
 export interface DistributionValues {
   thingId: string;

@@ -45,7 +45,7 @@ export function readSignedRelease(dir: string, publicKey: string): StoredRelease
     throw new InputError(`${dir}: not a directory; give the release's folder (it holds ${MANIFEST_FILE}, ${SIGNATURE_FILE} and the binaries)`);
   const missing = [MANIFEST_FILE, SIGNATURE_FILE].filter((name) => !existsSync(join(dir, name)));
   if (missing.length) {
-    throw new InputError(`${dir}: no ${missing.join(" and no ")}; make the release with \`bun run release --signing-key <hub home>/update-key.pem\``);
+    throw new InputError(`${dir}: no ${missing.join(" and no ")}; make the release with \`npm run release -- --signing-key <hub home>/update-key.pem\``);
   }
   const bytes = readFileSync(manifestPath);
   const signature = readFileSync(signaturePath, "utf8").trim();

@@ -19,14 +19,18 @@
  *  5. The folder is written all or nothing (folder.ts).
  */
 import { createPublicKey, X509Certificate } from "node:crypto";
+import { existsSync } from "node:fs";
+import { join } from "node:path";
 import { parse } from "yaml";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { createCsr } from "../../crypto/csr.ts";
 import { generateThingKeyPair, spkiDer, type ThingKeyType } from "../../crypto/keys.ts";
 import { TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
+import { PYTHON_MODULE, PYTHON_MODULE_FILE } from "../../protocol/python-module.ts";
 import { ThingYamlSchema } from "../../protocol/thing-config.ts";
 import { ConfigError, FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
-import { pathKind } from "../../shared/files.ts";
+import { pathKind, writeFileAtomicallySync } from "../../shared/files.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { checkFolderFree, forgetPendingKey, pendingKeyPair, STAGING_DIR, writeThingFolder } from "./folder.ts";
 import { hubRequest } from "./hub-request.ts";
@@ -189,6 +193,7 @@ export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<Enro
   };
   if (names.publicKey) files[names.publicKey] = { content: keys.publicKeyPem, mode: 0o644 };
   writeThingFolder(opts.dir, String(result.config), files);
+  writePythonModule(opts.dir, log);
   return {
     thingId: String(result.id),
     thingName,
@@ -217,4 +222,20 @@ function checkAnswer(
   if (describeCertificate(result.certificate).subjectCN !== expected.thingName) throw broken(`the certificate does not name ${expected.thingName}`);
   if (!spkiDer(cert.publicKey).equals(expected.publicKeyDer)) throw broken("the certificate is not for the key made here");
   return result.certificate;
+}
+
+/**
+ * flashlex.py beside config.yml, as a distribution zip has it (the README's Python path works for
+ * an enrolled thing too). Written after the folder is complete and outside its all-or-nothing:
+ * the thing is enrolled either way, so a failure is one WARN saying where to get the module. A
+ * flashlex.py already there (the owner's own copy) is left as it is.
+ */
+function writePythonModule(dir: string, log: Logger): void {
+  const file = join(dir, PYTHON_MODULE_FILE);
+  if (existsSync(file)) return;
+  try {
+    writeFileAtomicallySync(file, PYTHON_MODULE, 0o644);
+  } catch (err) {
+    log.warn("enrol.python_module_not_written", { file, error: toFlashlexError(err).message, note: "copy flashlex.py from any distribution zip" });
+  }
 }

@@ -88,7 +88,7 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
   requireRoot(opts, "install-service");
   const exe = opts.executable ?? runningExecutable();
   if (!exe.compiled && !dryRun) {
-    throw new UsageError("install-service needs the compiled binary; run `bun run build` and use dist/flashlex-<target> (--dry-run works from source)");
+    throw new UsageError("install-service needs the compiled binary; run `npm run build` and use dist/flashlex-<target> (--dry-run works from source)");
   }
 
   if (!opts.config) throw new UsageError("-c/--config is required");
