@@ -5,6 +5,7 @@
 import { randomBytes } from "node:crypto";
 import { existsSync, readFileSync, statSync } from "node:fs";
 import type { CertifiedKey } from "../../crypto/x509.ts";
+import { getent } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { pathKind, writeFileAtomicallySync } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
@@ -98,16 +99,13 @@ function refuseUnreadableHome(paths: HubPaths): void {
   }
 }
 
-/** The name of the user who owns `path` (/etc/passwd), or undefined. */
+/** The name of the user who owns `path` (the system's user database), or undefined when it cannot be looked at. */
 function ownerOf(path: string): string | undefined {
+  let uid: number;
   try {
-    const uid = statSync(path).uid;
-    const row = readFileSync("/etc/passwd", "utf8")
-      .split("\n")
-      .map((line) => line.split(":"))
-      .find((fields) => Number(fields[2]) === uid);
-    return row?.[0] ?? `uid ${uid}`;
+    uid = statSync(path).uid;
   } catch {
     return undefined;
   }
+  return getent("passwd", String(uid))?.[0] ?? `uid ${uid}`;
 }

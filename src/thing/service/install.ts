@@ -8,6 +8,7 @@
 import { spawnSync } from "node:child_process";
 import { accessSync, chownSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
+import { getent } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { pathKind, writeFileAtomicallySync } from "../../shared/files.ts";
 import { shellWord } from "../../shared/shell-word.ts";
@@ -301,14 +302,6 @@ function serviceAccount(user: string | undefined, config: string, keys: string):
   if (Number(uid) === 65534) throw new UsageError(`${user ? `--user ${user}` : `${config} is owned by ${name}`}: the service needs a real user, not nobody`);
   const group = getent("group", gid)?.[0] ?? gid;
   return { name, uid: Number(uid), gid: Number(gid), group };
-}
-
-/** getent asks NSS (LDAP, systemd-homed...) like systemd will; /etc files if it is missing. */
-function getent(db: "passwd" | "group", key: string): string[] | undefined {
-  const result = spawnSync("getent", [db, key], { encoding: "utf8", timeout: HELPER_TIMEOUT_MS });
-  if (!result.error) return result.status === 0 ? result.stdout.trim().split("\n")[0]?.split(":") : undefined;
-  const lines = readIfExists(`/etc/${db}`)?.split("\n") ?? [];
-  return lines.map((l) => l.split(":")).find((f) => f[0] === key || f[2] === key);
 }
 
 /** The data directory is the one place the service writes, so it must belong to the service user. */

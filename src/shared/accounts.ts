@@ -1,0 +1,25 @@
+/**
+ * The system's user and group database, as systemd and sudo read it: `getent` asks NSS (LDAP,
+ * systemd-homed...), and /etc/passwd or /etc/group are read where getent is missing.
+ */
+import { spawnSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+
+/** How long getent may take, in ms: it answers at once or is stuck. */
+const GETENT_TIMEOUT_MS = 10_000;
+
+/**
+ * The entry of `db` whose name or numeric id is `key`, as its colon-separated fields (passwd:
+ * name, password, uid, gid, gecos, home, shell), or undefined when there is none. Never throws.
+ */
+export function getent(db: "passwd" | "group", key: string): string[] | undefined {
+  const result = spawnSync("getent", [db, key], { encoding: "utf8", timeout: GETENT_TIMEOUT_MS });
+  if (!result.error) return result.status === 0 ? result.stdout.trim().split("\n")[0]?.split(":") : undefined;
+  let lines: string[];
+  try {
+    lines = readFileSync(`/etc/${db}`, "utf8").split("\n");
+  } catch {
+    return undefined;
+  }
+  return lines.map((l) => l.split(":")).find((f) => f[0] === key || f[2] === key);
+}
