@@ -18,7 +18,7 @@ import { deflateSync, Zip, type ZipAttributes, type ZipInputFile, ZipPassThrough
 import { parse } from "yaml";
 import configTemplate from "../../../dist-template/config.yml" with { type: "text" };
 import readmeTemplate from "../../../dist-template/README.md" with { type: "text" };
-import { PYTHON_MODULE } from "../../protocol/python-module.ts";
+import { PYTHON_MODULE, PYTHON_MODULE_FILE } from "../../protocol/python-module.ts";
 import { type ThingYaml, ThingYamlSchema } from "../../protocol/thing-config.ts";
 import { ConfigError } from "../../shared/errors.ts";
 import { COMMIT } from "../../shared/version.ts";
@@ -193,7 +193,7 @@ export function buildDistribution(
   pythonModuleDeflated ??= deflateEntry(new TextEncoder().encode(PYTHON_MODULE));
   add("config.yml", configText, 0o644);
   add("README.md", renderReadme(values), 0o644);
-  addDeflated("flashlex.py", pythonModuleDeflated, 0o644);
+  addDeflated(PYTHON_MODULE_FILE, pythonModuleDeflated, 0o644);
   add(`keys/${files.rootCA}`, keys.rootCaPem, 0o644);
   add(`keys/${files.cert}`, keys.certPem, 0o644);
   // The unzip tool restores this mode: the key is owner-only from the moment it lands.
