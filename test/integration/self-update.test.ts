@@ -8,20 +8,26 @@
  *   2. a release whose stored binary was tampered with after signing (one byte flipped): refused
  *      by the thing (SHA-256), reported failed, nothing replaced;
  *   3. a release whose linux-x64 entry is really the arm64 binary (mixed up before signing, so
- *      signature and SHA-256 are fine): refused by the ELF check, nothing replaced;
+ *      signature and SHA-256 are fine): `hub release add` refuses it (the binary's ELF machine
+ *      against its target's), and so does a release naming a target FlashLex does not ship; one
+ *      that a hub without that check stored (written into the hub home and hub.db here) is
+ *      refused by the thing's own ELF check, nothing replaced;
  *   4. a release that crashes at start: the guard puts the previous binary back at its third
  *      start, which reports the rollback.
  *
  * Binaries: this tree built three times with scripts/build.ts (`defines`: other versions) and
  * once from test/support/crash-at-start.ts; the hub is the host binary (FLASHLEX_BIN).
  */
+
+import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
+import { writeSignedManifest } from "../../scripts/sign-release.ts";
 import { targetByName } from "../../scripts/targets.ts";
-import type { Background } from "../support/binary.ts";
+import { type Background, run } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import * as updates from "../support/updates.ts";
 import { buildVersion, CRASH_AT_START, host, prepareUpdatingThing, sha256Of as sha, superviseServe, versionOf } from "../support/updates.ts";
@@ -96,11 +102,52 @@ describe("self-update under a supervisor", () => {
     expect(statSync(thing.root).isDirectory()).toBe(true);
   }, 60_000);
 
-  test("a binary for another architecture is refused and nothing is replaced", async () => {
+  /** A signed release dir of `file` listed as `target`, made as `bun run release` would (not added). */
+  async function signedRelease(version: string, file: string, target: string): Promise<string> {
+    const dir = join(work, "releases", version);
+    mkdirSync(dir, { recursive: true });
+    copyFileSync(file, join(dir, `flashlex-${target}`));
+    const signingKeyPem = readFileSync(join(hub.dir, "update-key.pem"), "utf8");
+    await writeSignedManifest({ dir, version, commit: "selfupd", signingKeyPem, files: { [target]: `flashlex-${target}` } });
+    return dir;
+  }
+
+  test("hub release add refuses a binary built for another machine than its target, and a target FlashLex does not ship", async () => {
+    const mixedUp = await signedRelease("2.0.2-mixedup", binaries.other!, host.name);
+    const refused = await run(["hub", "release", "add", mixedUp, "--dir", hub.dir]);
+    expect(refused.code).toBe(65);
+    expect(refused.stderr.trim()).toMatch(
+      new RegExp(`flashlex-${host.name}: the manifest lists it for ${host.name}, but it is built for \\S+, not \\S+; were the files mixed up`),
+    );
+    const typo = await signedRelease("2.0.2-typo", binaries.v2!, "linux-arm");
+    const unknown = await run(["hub", "release", "add", typo, "--dir", hub.dir]);
+    expect(unknown.code).toBe(65);
+    expect(unknown.stderr).toMatch(/manifest\.json: "linux-arm" is not a target FlashLex ships \(linux-x64, linux-arm64, linux-armv7, /);
+    expect(readdirSync(join(hub.dir, "releases")).filter((v) => v.startsWith("2.0.2"))).toEqual([]);
+  }, 60_000);
+
+  test("a binary for another architecture that a hub without the check stored is refused by the thing, and nothing is replaced", async () => {
     const before = sha(thingBinary);
-    await addRelease("2.0.2-otherarch", binaries.other!);
-    await rollOut("2.0.2-otherarch");
-    const state = await waitForState("2.0.2-otherarch", "failed");
+    const version = "2.0.2-otherarch";
+    const dir = await signedRelease(version, binaries.other!, host.name);
+    // what `hub release add` stored before it checked ELF machines: the files and the row
+    const stored = join(hub.dir, "releases", version);
+    mkdirSync(stored, { recursive: true });
+    for (const file of [`flashlex-${host.name}`, "manifest.sig", "manifest.json"]) copyFileSync(join(dir, file), join(stored, file));
+    const db = new Database(join(hub.dir, "hub.db"));
+    try {
+      db.run("PRAGMA busy_timeout = 5000");
+      db.run("INSERT INTO releases (version, manifest, signature, added_at) VALUES (?, ?, ?, ?)", [
+        version,
+        readFileSync(join(dir, "manifest.json"), "utf8"),
+        readFileSync(join(dir, "manifest.sig"), "utf8").trim(),
+        Date.now(),
+      ]);
+    } finally {
+      db.close();
+    }
+    await rollOut(version);
+    const state = await waitForState(version, "failed");
     expect(state.detail).toMatch(/cannot run here: it is built for/);
     expect(sha(thingBinary)).toBe(before);
   }, 60_000);

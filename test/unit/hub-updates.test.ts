@@ -31,12 +31,25 @@ let token: string;
 const things: { record: ThingRecord; key: KeyObject }[] = [];
 const base = "http://127.0.0.1:8080/dev/v1";
 
+/**
+ * A fake binary: the ELF header of `machine` (e_machine 62 x86-64, 183 aarch64; 64-bit,
+ * little-endian, what `hub release add` checks against the target name), then `text`.
+ */
+function fakeBinary(machine: 62 | 183, text: string): Buffer {
+  const header = Buffer.alloc(20);
+  header.writeUInt32BE(0x7f454c46, 0);
+  header[4] = 2;
+  header[5] = 1;
+  header.writeUInt16LE(machine, 18);
+  return Buffer.concat([header, Buffer.from(text)]);
+}
+
 /** A release directory with two fake binaries, signed with `keyPem`. */
 async function releaseDir(version: string, keyPem: string): Promise<string> {
   const out = join(dir, `release-${version}-${Math.random().toString(16).slice(2)}`);
   mkdirSync(out);
-  writeFileSync(join(out, "flashlex-linux-x64"), `x64 ${version}`);
-  writeFileSync(join(out, "flashlex-linux-arm64"), `arm64 ${version}`);
+  writeFileSync(join(out, "flashlex-linux-x64"), fakeBinary(62, `x64 ${version}`));
+  writeFileSync(join(out, "flashlex-linux-arm64"), fakeBinary(183, `arm64 ${version}`));
   await writeSignedManifest({ dir: out, version, commit: "abc1234", signingKeyPem: keyPem });
   return out;
 }
@@ -110,7 +123,7 @@ describe("releases", () => {
 
   test("a binary that does not match the signed manifest is refused", async () => {
     const out = await releaseDir("9.9.8", hubKey());
-    writeFileSync(join(out, "flashlex-linux-arm64"), "arm64 9.9.9"); // same size, other bytes
+    writeFileSync(join(out, "flashlex-linux-arm64"), fakeBinary(183, "arm64 9.9.9")); // same size, other bytes
     const updates = new Updates({ home, store });
     await expect(updates.addRelease(out)).rejects.toThrow(/does not match the signed manifest/);
     expect(await updates.listReleases()).toEqual([]);
@@ -121,7 +134,7 @@ describe("releases", () => {
     expect((await updates.addRelease(await releaseDir("2.0.0", hubKey()))).outcome).toBe("stored");
     expect((await updates.addRelease(join(home.paths.dir, "releases", "2.0.0"))).outcome).toBe("already stored");
     const other = await releaseDir("2.0.0", hubKey());
-    writeFileSync(join(other, "flashlex-linux-x64"), "x64 changed");
+    writeFileSync(join(other, "flashlex-linux-x64"), fakeBinary(62, "x64 changed"));
     await writeSignedManifest({ dir: other, version: "2.0.0", commit: "def5678", signingKeyPem: hubKey() });
     await expect(updates.addRelease(other)).rejects.toThrow(/already stored with another manifest/);
     expect((await updates.listReleases()).map((r) => r.version)).toEqual(["2.0.0"]);
@@ -169,7 +182,7 @@ describe("a rollout in batches", () => {
 
     // the binary of the offered release, for the thing's target
     const binary = await asThing(0, "/update/binary?version=2.0.0&target=linux-x64");
-    expect(await binary.text()).toBe("x64 2.0.0");
+    expect(Buffer.from(await binary.arrayBuffer()).equals(fakeBinary(62, "x64 2.0.0"))).toBe(true);
     expect((await asThing(0, "/update/binary?version=2.0.0&target=linux-armv7")).status).toBe(404);
 
     await report(0, "downloading");

@@ -8,10 +8,10 @@ import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, wri
 import { basename, join } from "node:path";
 import { generateUpdateKeyPair, loadUpdatePrivateKey, signRelease } from "../../src/crypto/update-signing.ts";
 import { manifestBytes } from "../../src/protocol/release-manifest.ts";
+import { elfMismatch } from "../../src/shared/elf.ts";
 import { silentLogger } from "../../src/shared/log.ts";
 import type { ThingIdentity } from "../../src/thing/identity.ts";
 import type { ThingConfig } from "../../src/thing/settings.ts";
-import { elfMismatch } from "../../src/thing/update/elf.ts";
 import { writeGuard } from "../../src/thing/update/guard.ts";
 import type { UpdateHubApi } from "../../src/thing/update/hub-api.ts";
 import { installBinary, restorePrevious } from "../../src/thing/update/install.ts";
@@ -151,7 +151,7 @@ describe("at start, a pending update whose version is not the one that runs", ()
 describe("the ELF check", () => {
   test("the running binary fits this machine; other machines and non-ELF files do not", () => {
     expect(elfMismatch(process.execPath)).toBeUndefined();
-    expect(elfMismatch(process.execPath, process.arch === "x64" ? "arm64" : "x64")).toMatch(/built for .*, this machine is/);
+    expect(elfMismatch(process.execPath, process.arch === "x64" ? "arm64" : "x64")).toMatch(/^it is built for (aarch64|x86-64), not (x86-64|aarch64)$/);
     const d = device();
     expect(elfMismatch(d.binary)).toBe("it is not an ELF executable");
   });

@@ -6,8 +6,9 @@
  *
  * Checked before anything is stored: the signature over manifest.json's exact bytes with the
  * hub's update public key (a release signed with another key, or not at all, is refused), the
- * manifest's form, and each binary's size and SHA-256 as copied (the stored copy is hashed, so
- * what things download is what was checked). Idempotent for the same manifest; another manifest
+ * manifest's form and its target names (src/protocol/targets.ts), and each binary's size, SHA-256
+ * and ELF machine as copied (the stored copy is checked, so what things download is what was
+ * checked). Idempotent for the same manifest; another manifest
  * under a version already stored is refused (a version names one set of bytes, for good).
  */
 import { createHash } from "node:crypto";
@@ -15,6 +16,8 @@ import { chmodSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readFi
 import { join } from "node:path";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
 import { MANIFEST_FILE, parseManifest, type ReleaseManifest, SIGNATURE_FILE } from "../../protocol/release-manifest.ts";
+import { RELEASE_TARGETS, releaseTarget } from "../../protocol/targets.ts";
+import { elfMismatch } from "../../shared/elf.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { pathKind, removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../shared/files.ts";
 
@@ -36,7 +39,8 @@ export function releaseFilePath(hubDir: string, version: string, file: string): 
 
 /**
  * Reads and verifies the release in `dir` with `publicKey` (`ed25519:...`). Throws InputError
- * (65) saying what is wrong: no manifest, bad signature, a bad manifest, a binary missing.
+ * (65) saying what is wrong: no manifest, bad signature, a bad manifest, a target FlashLex does
+ * not ship.
  */
 export function readSignedRelease(dir: string, publicKey: string): StoredRelease {
   const manifestPath = join(dir, MANIFEST_FILE);
@@ -59,6 +63,15 @@ export function readSignedRelease(dir: string, publicKey: string): StoredRelease
     manifest = parseManifest(bytes);
   } catch (err) {
     throw new InputError(`${manifestPath}: ${(err as Error).message}`);
+  }
+  // No thing of a target FlashLex does not ship would ever ask for it (a typo such as linux-arm),
+  // and its binary's machine cannot be checked.
+  const unknown = Object.keys(manifest.targets).filter((name) => !releaseTarget(name));
+  if (unknown.length) {
+    throw new InputError(
+      `${manifestPath}: ${unknown.map((name) => JSON.stringify(name)).join(", ")} ${unknown.length === 1 ? "is not a target" : "are not targets"} FlashLex ships ` +
+        `(${RELEASE_TARGETS.map((t) => t.name).join(", ")}); a release made by a newer FlashLex needs this hub's binary replaced with that version first`,
+    );
   }
   return { manifest, manifestText: bytes.toString("utf8"), signature };
 }
@@ -102,6 +115,8 @@ export async function storeReleaseFiles(hubDir: string, dir: string, release: St
       if (size !== entry.size || sha256 !== entry.sha256) {
         throw new InputError(`${source}: does not match the signed manifest (${size} bytes, SHA-256 ${sha256}; signed: ${entry.size} bytes, ${entry.sha256})`);
       }
+      const mismatch = elfMismatch(copy, releaseTarget(name)!.arch);
+      if (mismatch) throw new InputError(`${source}: the manifest lists it for ${name}, but ${mismatch}; were the files mixed up when the release was signed?`);
     }
     writeFileAtomicallySync(join(staging, SIGNATURE_FILE), `${release.signature}\n`, 0o644);
     // the manifest last: its presence says the directory is complete

@@ -17,13 +17,13 @@
  */
 import { realpathSync, rmSync } from "node:fs";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
+import { elfMismatch } from "../../shared/elf.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { TARGET, VERSION } from "../../shared/version.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
 import { DownloadNotWritable, DownloadRefused, downloadVerified } from "./download.ts";
-import { elfMismatch } from "./elf.ts";
 import { writeGuard } from "./guard.ts";
 import { type OfferedUpdate, type ReportState, type UpdateHubApi, updateHubApi } from "./hub-api.ts";
 import { downloadPath, installBinary, isInstalledBinary, removeDeadDownloads, restorePrevious } from "./install.ts";
