@@ -309,13 +309,17 @@ describe("bad values on the command line and on stdin", () => {
 
   test("every hub command's bad flag value is 64 naming the flag, before any lookup (the trial's --expires 31d was 65)", async () => {
     const home = join(thing.dir, "hub-flags");
-    expect((await run(["hub", "init", "--dir", home])).code).toBe(0);
+    const init = await run(["hub", "init", "--dir", home, "--json"]);
+    expect(init.code).toBe(0);
+    const ownerPrefix = (JSON.parse(init.stdout).ownerId as string).slice(0, 8);
     const cases: [string[], RegExp][] = [
       [["hub", "enroll-token", "create", "--expires", "31d"], /--expires/],
       [["hub", "enroll-token", "create", "--expires", "0s"], /--expires/],
       [["hub", "enroll-token", "create", "--expires", "soon"], /--expires/],
       [["hub", "enroll-token", "create", "--max-uses", "0"], /--max-uses/],
       [["hub", "enroll-token", "create", "--name-prefix", "bad prefix"], /--name-prefix/],
+      // the owner prefix: no typed name has it (the hub adds it); was 65
+      [["hub", "enroll-token", "create", "--name-prefix", `${ownerPrefix}-sensor`], /--name-prefix "\w+-sensor" starts with the owner prefix/],
       [["hub", "export", "nosuch", "--since", "garbage"], /--since/],
       [["hub", "export", "nosuch", "--since", "2026-12-01", "--until", "2026-11-01"], /--since 2026-12-01 is after --until 2026-11-01/],
       [["hub", "export", "nosuch", "--type", "sideways"], /--type/],

@@ -39,7 +39,7 @@ export const hubEnrollTokenCommands: CommandSpec[] = [
 
 function create(options: Options): Promise<number> {
   return openedHubToWrite("hub enroll-token create", options, async (hub) => {
-    const [{ parseDuration, formatDuration }, { MAX_TOKEN_LIFETIME_MS, MAX_TOKEN_USES, NAME_PREFIX }] = await Promise.all([
+    const [{ parseDuration, formatDuration }, { MAX_TOKEN_LIFETIME_MS, MAX_TOKEN_USES }] = await Promise.all([
       import("../../shared/duration.ts"),
       import("../../hub/enrolment/tokens.ts"),
     ]);
@@ -51,8 +51,8 @@ function create(options: Options): Promise<number> {
       throw new UsageError(`--expires must be a duration from 1s to 30d, such as 30m, 24h or 7d, not ${JSON.stringify(expires)}`);
     const maxUses = countFlag(options.maxUses, "--max-uses", MAX_TOKEN_USES);
     const namePrefix = text(options.namePrefix);
-    if (namePrefix !== undefined && !NAME_PREFIX.test(namePrefix))
-      throw new UsageError(`--name-prefix must be 1 to 39 letters, digits, '-' or '_', not starting with '-'; not ${JSON.stringify(namePrefix)}`);
+    const refusal = namePrefix === undefined ? undefined : hub.enrolment.tokens.namePrefixRefusal(namePrefix);
+    if (refusal) throw new UsageError(`--name-prefix ${JSON.stringify(namePrefix)} ${refusal}`);
     const { token, record } = await hub.enrolment.tokens.create({ maxUses, lifetimeMs, namePrefix });
     const info = hub.enrolment.info();
     const settings = hub.home.settings;

@@ -21,7 +21,7 @@ export const DEFAULT_TOKEN_LIFETIME_MS = 86_400_000;
 export const MAX_TOKEN_LIFETIME_MS = 30 * 86_400_000;
 export const MAX_TOKEN_USES = 100_000;
 /** What a typed name is (provision.ts); a prefix is the start of one. */
-export const NAME_PREFIX = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,38}$/;
+const NAME_PREFIX = /^[A-Za-z0-9_][A-Za-z0-9_-]{0,38}$/;
 
 export interface NewEnrolmentToken {
   /** the token, shown once */
@@ -70,6 +70,19 @@ export class EnrolmentTokens {
   ) {}
 
   /**
+   * Why `namePrefix` cannot be a token's name prefix, as a clause (`must be 1 to 39 letters...`),
+   * or undefined when it can: the form, and not the owner prefix, which no name typed at
+   * enrolment has (the hub adds it), so a token with it could enrol nothing.
+   */
+  namePrefixRefusal(namePrefix: string): string | undefined {
+    if (!NAME_PREFIX.test(namePrefix)) return "must be 1 to 39 letters, digits, '-' or '_', not starting with '-'";
+    if (this.ownerPrefix !== undefined && namePrefix.startsWith(`${this.ownerPrefix}-`)) {
+      return `starts with the owner prefix ${this.ownerPrefix}-, which no name given at enrolment has (the hub adds it): a token with it could enrol nothing`;
+    }
+    return undefined;
+  }
+
+  /**
    * Makes a token: `maxUses` (default 1, at most MAX_TOKEN_USES), `lifetimeMs` (default a day,
    * at most 30 days), `namePrefix` (letters, digits, - and _; not the owner prefix). Returns the
    * token (shown once) and what is stored. Throws InputError (65/400) for a value out of range.
@@ -82,13 +95,8 @@ export class EnrolmentTokens {
       throw new InputError("an enrolment token expires after 1s to 30d");
     }
     const namePrefix = opts.namePrefix ?? null;
-    if (namePrefix !== null && !NAME_PREFIX.test(namePrefix))
-      throw new InputError("a name prefix is 1 to 39 letters, digits, '-' or '_', not starting with '-'");
-    if (namePrefix !== null && this.ownerPrefix !== undefined && namePrefix.startsWith(`${this.ownerPrefix}-`)) {
-      throw new InputError(
-        `the name prefix ${namePrefix} starts with the owner prefix ${this.ownerPrefix}-, which no name given at enrolment has (the hub adds it): a token with it could enrol nothing`,
-      );
-    }
+    const refusal = namePrefix === null ? undefined : this.namePrefixRefusal(namePrefix);
+    if (refusal) throw new InputError(`the name prefix ${JSON.stringify(namePrefix)} ${refusal}`);
     const token = ENROLMENT_TOKEN_TAG + randomBytes(32).toString("base64url");
     const hash = hashToken(token);
     const createdAt = this.now();
