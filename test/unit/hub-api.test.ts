@@ -432,6 +432,11 @@ describe("operator routes", () => {
     expect((await operator(`/things/${randomUUID()}`)).status).toBe(404);
     expect((await operator(`/things/not-a-uuid`)).status).toBe(404);
     expect((await operator(`/things/${thing.id}/nothing`)).status).toBe(404);
+    // a segment that is not percent-encoded UTF-8 names no thing, like any other unknown name (was "no such route")
+    for (const path of ["/things/%ff", "/things/%ff/messages", "/things/caf%C3%A9/messages"]) {
+      const answer = await operator(path);
+      expect({ path, status: answer.status, error: (await json(answer)).messages[0].value }).toEqual({ path, status: 404, error: "no such thing" });
+    }
     const wrongMethod = await operator("/things", { method: "PUT" });
     expect(wrongMethod.status).toBe(405);
     expect(wrongMethod.headers.get("allow")).toBe("GET, HEAD, POST");

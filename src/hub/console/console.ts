@@ -18,7 +18,7 @@ import { isUuid } from "../../protocol/ids.ts";
 import { thingTopics } from "../../protocol/topics.ts";
 import type { Logger } from "../../shared/log.ts";
 import { utcFromParts } from "../../shared/time.ts";
-import { HttpError, integerParam, publicError, readBodyLimited } from "../http/envelope.ts";
+import { decodePathSegment, HttpError, integerParam, publicError, readBodyLimited } from "../http/envelope.ts";
 import type { HubUseCases } from "../hub.ts";
 import { archiveStream } from "../messages/archive.ts";
 import { parseIngressDocument } from "../messages/messages.ts";
@@ -98,15 +98,6 @@ interface Route {
   /** false: reachable signed out (sign-in) */
   signedIn: boolean;
   handle(ctx: Context): Promise<Response>;
-}
-
-/** A path segment decoded; one that is not valid percent-encoding stays as it is (and names nothing). */
-function decodePathSegment(segment: string): string {
-  try {
-    return decodeURIComponent(segment);
-  } catch {
-    return segment;
-  }
 }
 
 /** The answer a browser script asked for (Accept: application/json), rather than a page. */

@@ -324,3 +324,16 @@ export const MAX_UNIX_SECONDS = 253_402_300_799;
 export function unixSecondsParam(params: URLSearchParams, name: string): number | undefined {
   return integerParam(params, name, { min: 0, max: MAX_UNIX_SECONDS });
 }
+
+/**
+ * A URL path segment decoded (RFC 3986 percent-encoding, UTF-8). One that does not decode
+ * (`%ff`) is kept as it is: no thing's id or name has a `%`, so it names nothing, and the API and
+ * the console answer "no such thing" for it as for any other unknown name.
+ */
+export function decodePathSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    return segment;
+  }
+}

@@ -29,6 +29,7 @@ import { type HubObserver, methodLabel } from "../metrics/observer.ts";
 import type { MessageQuery, ThingRecord } from "../store/hub-store.ts";
 import {
   ClientGoneError,
+  decodePathSegment,
   errorResponse,
   errorToResponse,
   fileResponse,
@@ -447,13 +448,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     }
     if (parts[0] !== "things" || parts.length > 3) return undefined;
     if (parts.length === 1) return { key: "things", id: "" };
-    let id: string;
-    try {
-      id = decodeURIComponent(parts[1]!);
-    } catch {
-      return undefined;
-    }
-    return { key: parts.length === 2 ? "things/:id" : `things/:id/${parts[2]}`, id };
+    return { key: parts.length === 2 ? "things/:id" : `things/:id/${parts[2]}`, id: decodePathSegment(parts[1]!) };
   }
 
   // signed self-update: its own routes (update-routes.ts), asked first
