@@ -19,7 +19,7 @@
  */
 import type { Logger } from "../shared/log.ts";
 import type { HubBroker } from "./broker/broker.ts";
-import { writeMosquittoFiles } from "./broker/mosquitto-files.ts";
+import { writeMosquittoFiles, writtenAnyway } from "./broker/mosquitto-files.ts";
 import { writeRabbitFiles } from "./broker/rabbitmq-files.ts";
 import { ConsoleSessions } from "./console/sessions.ts";
 import { Enrolment } from "./enrolment/enrolment.ts";
@@ -127,7 +127,7 @@ export async function withHub<T>(dir: string, log: Logger, fn: (hub: OpenedHub) 
         const written = writeRabbitFiles(home, options);
         // Re-read the home: hub.yml now lists the nodes' CRL file, and this writes it (before the
         // nodes start: without it, RabbitMQ's CRL check refuses every client).
-        await writeRevocationLists(openHubHome(home.paths.dir), store);
+        await writtenAnyway(options.dir, () => writeRevocationLists(openHubHome(home.paths.dir), store));
         return written;
       },
     });

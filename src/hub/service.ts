@@ -78,9 +78,26 @@ export interface HubHandle {
 type RabbitSettings = NonNullable<HubSettings["broker"]["rabbitmq"]>;
 
 /** The RabbitMQ cluster to use: hub.yml's, unless `--broker` names another (or `embedded`). */
-function rabbitCluster(flag: string | undefined, rabbit: RabbitSettings | undefined, configFile: string): RabbitSettings | undefined {
-  if (flag === "rabbitmq" && !rabbit) throw new ConfigError(`--broker rabbitmq: ${configFile} has no hub.broker.rabbitmq (run flashlex hub rabbitmq-config)`);
-  return !flag || flag === "rabbitmq" ? rabbit : undefined;
+/**
+ * The broker `hub serve` uses: `--broker` (embedded, rabbitmq, or an mqtts:// URL), else the one
+ * hub.yml names (`broker.rabbitmq`, written by `hub rabbitmq-config`; `broker.external`, by `hub
+ * mosquitto-config`), else the embedded one. Throws ConfigError for `--broker rabbitmq` when
+ * hub.yml names no cluster.
+ */
+export function brokerChoice(
+  flag: string | undefined,
+  broker: Pick<HubSettings["broker"], "rabbitmq" | "external">,
+  configFile: string,
+): { kind: "embedded" } | { kind: "rabbitmq"; rabbit: RabbitSettings } | { kind: "external"; url: string } {
+  if (flag === "embedded") return { kind: "embedded" };
+  if (flag === "rabbitmq") {
+    if (!broker.rabbitmq) throw new ConfigError(`--broker rabbitmq: ${configFile} has no hub.broker.rabbitmq (run flashlex hub rabbitmq-config)`);
+    return { kind: "rabbitmq", rabbit: broker.rabbitmq };
+  }
+  if (flag) return { kind: "external", url: flag };
+  if (broker.rabbitmq) return { kind: "rabbitmq", rabbit: broker.rabbitmq };
+  if (broker.external) return { kind: "external", url: broker.external };
+  return { kind: "embedded" };
 }
 
 /** Starts the listener the cluster's auth backend asks (broker-auth-server.ts). */
@@ -148,8 +165,9 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const caPem = readFileSync(paths.caCert, "utf8");
 
     const brokerListen = { host: settings.broker.listenHost, port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port };
+    const choice = brokerChoice(opts.broker, settings.broker, paths.config);
     const embedded: EmbeddedBroker | undefined =
-      opts.broker === "embedded" || (!opts.broker && !settings.broker.rabbitmq)
+      choice.kind === "embedded"
         ? await startEmbeddedBroker({
             ...brokerListen,
             caPem,
@@ -168,19 +186,21 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     // the management API (RabbitMQ), and again after every reconnect (revocation-enforcer.ts);
     // the enforcer needs the broker, the broker calls it.
     let enforcer: RevocationEnforcer | undefined;
-    const rabbit = embedded ? undefined : rabbitCluster(opts.broker, settings.broker.rabbitmq, paths.config);
+    const rabbit = choice.kind === "rabbitmq" ? choice.rabbit : undefined;
     if (rabbit) {
       // Before connecting: the nodes ask this listener whether the hub itself may log in.
       const auth = await startRabbitAuth(rabbit, paths, directory, log);
       await parts.start({ name: "broker auth listener", stop: () => auth.stop() });
     }
-    const instance = embedded ? undefined : hubInstance(paths, settings);
+    // a cluster's nodes in turn (the first, then fail-over), or the one external broker
+    const brokerUrls = rabbit?.urls ?? (choice.kind === "external" ? [choice.url] : undefined);
+    const instance = brokerUrls ? hubInstance(paths, settings) : undefined;
     if (instance) log.info("hub.instance", { instance: instance.name, from: instance.from, client_id: hubClientId(instance.name) });
-    const external: ExternalBroker | undefined = !instance
+    const external: ExternalBroker | undefined = !(brokerUrls && instance)
       ? undefined
       : await connectExternalBroker({
-          url: rabbit ? rabbit.urls[0]! : opts.broker!,
-          failoverUrls: rabbit?.urls.slice(1),
+          url: brokerUrls[0]!,
+          failoverUrls: brokerUrls.slice(1),
           revoke: rabbit ? rabbitConnectionCloser({ urls: rabbit.management, caPem, secret: readBrokerSecret(paths) }) : undefined,
           caPem,
           certPem: readFileSync(paths.clientCert, "utf8"),

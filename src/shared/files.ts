@@ -10,7 +10,21 @@
  * directory it removes the temporary files that processes no longer alive left there
  * (`sweepDeadWriters`).
  */
-import { closeSync, fchmodSync, fsyncSync, linkSync, openSync, readdirSync, renameSync, rmSync, statSync, unlinkSync, writeFileSync, writeSync } from "node:fs";
+import {
+  chownSync,
+  closeSync,
+  fchmodSync,
+  fsyncSync,
+  linkSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  unlinkSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
 import { basename, dirname, join } from "node:path";
 
 export interface AtomicWriteOptions {
@@ -73,9 +87,12 @@ export async function writeFileAtomically(
  * `file`, written, fsynced, renamed over `file`. Synchronous, so no signal handler can run part
  * way: a process that handles SIGINT/SIGTERM finishes the write (or removes its temporary file
  * on failure) before it hears of the signal. A full disk (ENOSPC) leaves `file` as it was and no
- * temporary file.
+ * temporary file. With `keepOwner`, a `file` already there keeps its owner and group: files that
+ * another program's user reads (a broker's key after `chown root:mosquitto`) go on being
+ * readable to it; a user who may not give them that owner (EPERM) gets the error, and `file` is
+ * left as it was.
  */
-export function writeFileAtomicallySync(file: string, content: string | Uint8Array, mode: number): void {
+export function writeFileAtomicallySync(file: string, content: string | Uint8Array, mode: number, options: { keepOwner?: boolean } = {}): void {
   if (isStream(file)) {
     namingTarget(undefined, file, () => writeFileSync(file, content));
     return;
@@ -84,6 +101,7 @@ export function writeFileAtomicallySync(file: string, content: string | Uint8Arr
   const temp = tempPathFor(file);
   try {
     writeSyncedTemp(temp, content, mode);
+    if (options.keepOwner) giveOwnerOf(file, temp);
     renameSync(temp, file);
   } catch (err) {
     removeQuietly(temp);
@@ -110,6 +128,18 @@ export function createFile(file: string, data: string | Uint8Array, mode: number
     throw renamePath(err, temp, file);
   }
   removeQuietly(temp);
+}
+
+/** Gives `temp` the owner and group of `file`, when `file` is there and they differ. */
+function giveOwnerOf(file: string, temp: string): void {
+  let owner: { uid: number; gid: number };
+  try {
+    owner = statSync(file);
+  } catch {
+    return; // nothing there yet: the new file is the writer's
+  }
+  const made = statSync(temp);
+  if (made.uid !== owner.uid || made.gid !== owner.gid) chownSync(temp, owner.uid, owner.gid);
 }
 
 /** Writes `content` to the new file `temp` (exclusively, `mode` whatever the umask) and fsyncs it. */
@@ -207,7 +237,11 @@ export function processIsAlive(pid: number): boolean {
  */
 function renamePath(err: unknown, temp: string | undefined, file: string): unknown {
   const e = err as NodeJS.ErrnoException | null;
-  if (e && typeof e === "object" && typeof e.code === "string" && (e.path === undefined || e.path === temp)) e.path = file;
+  if (e && typeof e === "object" && typeof e.code === "string" && (e.path === undefined || e.path === temp)) {
+    e.path = file;
+    // the message names the path too ("ENOENT: ..., open '<temp>'"), and logs print it
+    if (temp && typeof e.message === "string") e.message = e.message.replaceAll(temp, file);
+  }
   return err;
 }
 

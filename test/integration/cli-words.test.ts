@@ -6,7 +6,7 @@
  * one-shot MQTT connection of a revoked thing ended.
  */
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { commitSha, packageVersion } from "../../scripts/build.ts";
@@ -121,12 +121,22 @@ test("hub init says the broker listens on every interface; mosquitto-config tell
   expect(statSync(persistence).isDirectory()).toBe(true);
   expect(config.stdout).toContain(`sudo chown -R mosquitto: ${persistence}`);
   expect(config.stdout).toContain(`run: mosquitto -c '${join(work, "mosquitto'\\''s files", "mosquitto.conf")}'`);
-  expect(config.stdout).toContain("flashlex hub serve --broker mqtts://");
-  expect(config.stdout).toMatch(/--broker mqtts:\/\/\S+:18883/);
+  // the next step names this hub home (a copied `hub serve` ran against ~/.flashlex-hub), and hub.yml
+  // points a plain `hub serve` at the Mosquitto written for (as a systemd unit runs it)
+  expect(config.stdout).toContain(`then: flashlex hub serve --dir ${dir}`);
+  expect(config.stdout).toContain("hub.yml now points hub serve at mqtts://localhost:18883 (broker.external");
   expect(config.stdout).toContain("things are told port 8883");
   // it says what it changed in hub.yml, and the change is there
   expect(config.stdout).toContain(`hub.yml now lists ${join(out, "crl.pem")} in broker.crlFiles`);
-  expect(readFileSync(join(dir, "hub.yml"), "utf8")).toContain(join(out, "crl.pem"));
+  const settings = readFileSync(join(dir, "hub.yml"), "utf8");
+  expect(settings).toContain(join(out, "crl.pem"));
+  expect(settings).toContain("external: mqtts://localhost:18883");
+  if (process.getuid?.() === 0) {
+    // run again after the operator's `chown root:mosquitto` (nogroup standing in): the key stays readable to that group
+    chownSync(join(out, "broker-key.pem"), 0, 65534);
+    expect((await run(["hub", "mosquitto-config", "--dir", dir, "--out", out, "--port", "18883"])).code).toBe(0);
+    expect([statSync(join(out, "broker-key.pem")).gid, statSync(join(out, "broker-key.pem")).mode & 0o777]).toEqual([65534, 0o640]);
+  }
   // a relative --out is made absolute in what the broker reads, for both brokers
   for (const broker of ["mosquitto-config", "rabbitmq-config"]) {
     const written = await run(["hub", broker, "--dir", dir, "--out", `relative-${broker}`], { cwd: work });

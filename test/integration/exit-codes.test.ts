@@ -15,7 +15,7 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { binaryPath, type RunResult, run, start } from "../support/binary.ts";
 import { DAMAGE_KINDS, GOOD_ROW_COUNT } from "../support/damaged-databases.ts";
@@ -333,9 +333,30 @@ describe("bad values on the command line and on stdin", () => {
         /--persistence must be a path on one line/,
       ],
       [["hub", "mosquitto-config", "--out", join(thing.dir, "config.yml")], /--out \S+config\.yml: not a directory/],
+      // inside the 0700 hub home: the broker's user could not read it, and the printed chown would hand it the home's key
+      [["hub", "mosquitto-config", "--out", home], /--out \S+ is inside the hub home/],
+      [["hub", "mosquitto-config", "--out", join(home, "mq")], /--out \S+ is inside the hub home/],
+      [
+        ["hub", "mosquitto-config", "--out", join(thing.dir, "mq"), "--persistence", join(thing.dir, "config.yml")],
+        /--persistence \S+config\.yml: not a directory/,
+      ],
+      [["hub", "mosquitto-config", "--out", join(thing.dir, "mq"), "--dynsec-plugin", "/x.so\nlistener 1883"], /--dynsec-plugin must be a path on one line/],
+      // were 78 naming no flag, with half the files written
+      [["hub", "rabbitmq-config", "--out", join(thing.dir, "rabbit with space")], /--out "[^"]+": RabbitMQ's env file is read by a shell/],
+      [["hub", "rabbitmq-config", "--out", join(thing.dir, "rabbit"), "--host", "a b"], /--host must be a host name or an IP address/],
+      [
+        ["hub", "rabbitmq-config", "--out", join(thing.dir, "rabbit"), "--mqtt-port", "65535"],
+        /--mqtt-port 65535 with 3 nodes on one host gives node 3 port 65537/,
+      ],
+      [
+        ["hub", "rabbitmq-config", "--out", join(thing.dir, "rabbit"), "--host", "h1,h2,h3", "--auth-listen", "0.0.0.0:8091"],
+        /--auth-listen 0\.0\.0\.0 is every interface/,
+      ],
+      [["hub", "rabbitmq-config", "--out", join(home, "rabbit")], /--out \S+ is inside the hub home/],
       [["hub", "rabbitmq-config", "--out", join(thing.dir, "rabbit"), "--dist-port", "18000"], /--dist-port must be above 20000/],
       [["hub", "thing", "create", "x", "--key-type", "dsa"], /--key-type/],
       [["hub", "serve", "--broker", "ftp://x"], /--broker/],
+      [["hub", "serve", "--broker", "mqtts://localhost:0"], /--broker .*port must be 1-65535/],
     ];
     for (const [args, pattern] of cases) {
       const result = await run([...args, "--dir", home]);
@@ -346,6 +367,8 @@ describe("bad values on the command line and on stdin", () => {
     // nothing was made by any of them
     const tokens = await run(["hub", "enroll-token", "list", "--dir", home, "--json"]);
     expect(JSON.parse(tokens.stdout)).toEqual([]);
+    for (const out of ["mq", "rabbit", "rabbit with space"]) expect(existsSync(join(thing.dir, out))).toBe(false);
+    expect(existsSync(join(home, "mq"))).toBe(false);
   }, 60_000);
 
   test("invalid UTF-8 on collect's stdin or in --file is 65 naming the source and offset; nothing is sent or queued", async () => {

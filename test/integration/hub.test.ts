@@ -663,7 +663,13 @@ describe("the same flow with Mosquitto and the generated config", () => {
           .replace(join(confDir, "broker-key.pem"), files.keyFile)
           .replace(join(confDir, "mosquitto.acl"), files.aclFile!),
     });
-    externalHub = launch(["hub", "serve", "--dir", hubDir, "--broker", `mqtts://127.0.0.1:${mosquitto.port}`]);
+    // mosquitto-config pointed hub.yml at the port it wrote; the helper's Mosquitto listens on its own.
+    // A plain `hub serve` (as a systemd unit runs it) then logs in there, at the broker host things use.
+    const settingsFile = join(hubDir, "hub.yml");
+    const settings = readFileSync(settingsFile, "utf8");
+    expect(settings).toContain(`external: mqtts://127.0.0.1:${listenerPort}`);
+    writeFileSync(settingsFile, settings.replace(`external: mqtts://127.0.0.1:${listenerPort}`, `external: mqtts://127.0.0.1:${mosquitto.port}`));
+    externalHub = launch(["hub", "serve", "--dir", hubDir]);
     await externalHub.waitFor(/hub\.started/, 20_000).catch((err) => {
       throw new Error(withLog(String(err)));
     });

@@ -5,7 +5,7 @@
  * FIFO is written through, never renamed over.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../src/shared/files.ts";
@@ -50,6 +50,26 @@ describe("writeFileAtomically", () => {
       syncErr = e as NodeJS.ErrnoException;
     }
     expect(syncErr?.path).toBe(file);
+    // the message too (logs print it): it named '.out.zip.<pid>-<hex>.tmp'
+    for (const e of [err as Error, syncErr!]) {
+      expect(e.message).toContain(file);
+      expect(e.message).not.toContain(".tmp");
+    }
+  });
+
+  test.skipIf(process.getuid?.() !== 0)("keepOwner: a file another user's program reads keeps its owner and group when replaced (as root)", () => {
+    const file = join(dir, "broker-key.pem");
+    writeFileSync(file, "old key");
+    chownSync(file, 0, 65534); // `chown root:mosquitto`, with nogroup standing in
+    writeFileAtomicallySync(file, "new key", 0o640, { keepOwner: true });
+    expect([readFileSync(file, "utf8"), statSync(file).uid, statSync(file).gid, statSync(file).mode & 0o777]).toEqual(["new key", 0, 65534, 0o640]);
+    // without it, the writer's (what made a re-run of `hub mosquitto-config` lock Mosquitto out)
+    writeFileAtomicallySync(file, "newer key", 0o640);
+    expect(statSync(file).gid).toBe(0);
+    // a new file is the writer's
+    const fresh = join(dir, "fresh.pem");
+    writeFileAtomicallySync(fresh, "x", 0o644, { keepOwner: true });
+    expect(statSync(fresh).gid).toBe(0);
   });
 });
 

@@ -291,6 +291,41 @@ describe("hub thing create", () => {
     const crl = new X509Crl(readFileSync(extra, "utf8"));
     expect(crl.entries.map((e) => e.serialNumber.toUpperCase().replace(/^0+/, ""))).toContain(thing.certSerial.replace(/^0+/, ""));
   });
+
+  test("a CRL file that cannot be written does not stop the others, nor the revocation: the error names it and hub.yml, the thing is revoked and shut out", async () => {
+    const settingsBefore = readFileSync(home.paths.config, "utf8");
+    try {
+      const stale = join(root, "gone", "crl.pem"); // a --out directory removed since
+      const after = join(root, "after-crl.pem");
+      addCrlFile(home.paths.config, stale);
+      addCrlFile(home.paths.config, after);
+      const reopened = openHubHome(home.paths.dir);
+      const disconnected: string[] = [];
+      const things = new Things({ home: reopened, store, disconnect: (name) => disconnected.push(name) });
+      const { thing } = await createThing(reopened, store, "stalecrl");
+      const err = (await things.revoke(thing).catch((e: unknown) => e)) as Error;
+      expect(exitCodeOf(err)).toBe(ExitCode.IO);
+      expect(err.message).toBe(
+        `${thing.name} is revoked (the hub refuses it from now on), but the CRL could not be written to ${stale} (no such file or directory (ENOENT)), ` +
+          "listed in hub.yml broker.crlFiles: a broker reading it does not learn of new revocations, and refuses every client once the old CRL expires; fix the path or remove it from hub.yml",
+      );
+      expect(err.message).not.toContain(".tmp");
+      expect(thingStatus((await store.getThing(thing.id))!)).toBe("revoked");
+      expect(disconnected).toEqual([thing.name]);
+      // every file after the one that failed was written, with the new serial
+      const { X509Crl } = await import("@peculiar/x509");
+      const serials = new X509Crl(readFileSync(after, "utf8")).entries.map((e) => e.serialNumber.toUpperCase().replace(/^0+/, ""));
+      expect(serials).toContain(thing.certSerial.replace(/^0+/, ""));
+      // a delete says the same, and shuts the thing out too
+      const { thing: deleted } = await createThing(reopened, store, "stalecrl2");
+      await expect(things.delete(deleted)).rejects.toThrow(
+        `${deleted.name} is deleted (the hub refuses it from now on), but the CRL could not be written to ${stale}`,
+      );
+      expect(disconnected).toEqual([thing.name, deleted.name]);
+    } finally {
+      writeFileSync(home.paths.config, settingsBefore);
+    }
+  });
 });
 
 describe("distribution template", () => {

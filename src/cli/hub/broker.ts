@@ -1,5 +1,5 @@
-import { existsSync } from "node:fs";
-import { resolve } from "node:path";
+import { existsSync, realpathSync } from "node:fs";
+import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { pathKind } from "../../shared/files.ts";
 import { shellWord } from "../../shared/shell-word.ts";
@@ -31,13 +31,13 @@ export const hubMosquittoConfigCommand: CommandSpec = {
 
 function mosquittoConfig(options: Options): Promise<number> {
   return openedHubToWrite("hub mosquitto-config", options, async (hub) => {
-    const out = configPath(text(options.out), "--out");
-    if (!out) throw new UsageError("--out DIR is required (Mosquitto must be able to read it: not inside the 0700 hub home)");
-    if (pathKind(out) === "other") throw new UsageError(`--out ${out}: not a directory`);
+    const out = outDirectory(options, hub.home.paths.dir, "Mosquitto");
     const persistence = configPath(text(options.persistence), "--persistence");
+    if (persistence && pathKind(persistence) === "other") throw new UsageError(`--persistence ${persistence}: not a directory`);
     const { broker } = hub.home.settings;
     const listenPort = port(options.port, "--port") ?? broker.port;
     const plugin = text(options.dynsecPlugin) ?? DEBIAN_DYNSEC_PLUGIN;
+    if (/[\r\n\0]/.test(plugin)) throw new UsageError(`--dynsec-plugin must be a path on one line, not ${JSON.stringify(plugin)}`);
     const files = await hub.writeMosquittoFiles({
       dir: out,
       port: listenPort,
@@ -47,6 +47,7 @@ function mosquittoConfig(options: Options): Promise<number> {
     });
     console.log(`wrote ${files.config}, mosquitto.acl, root-ca-cert.pem, broker-cert.pem, broker-key.pem, crl.pem`);
     console.log(`hub.yml now lists ${files.crl} in broker.crlFiles: hub serve keeps that CRL current`);
+    console.log(`hub.yml now points hub serve at ${files.external} (broker.external; --broker embedded overrides it)`);
     console.log(`the broker key must be readable by Mosquitto's user: sudo chown root:mosquitto ${shellWord(files.brokerKey)}`);
     if (files.persistenceDir)
       console.log(`Mosquitto saves its sessions and queued messages there: sudo chown -R mosquitto: ${shellWord(files.persistenceDir)}`);
@@ -58,8 +59,7 @@ function mosquittoConfig(options: Options): Promise<number> {
     } else {
       console.log("note: without the dynamic security plugin a revoked thing stays connected until Mosquitto reloads (SIGHUP)");
     }
-    // The hub connects where this Mosquitto listens (--port), whatever hub.yml tells things.
-    console.log(`run: mosquitto -c ${shellWord(files.config)}   then: flashlex hub serve --broker mqtts://${broker.host}:${listenPort}`);
+    console.log(`run: mosquitto -c ${shellWord(files.config)}   then: flashlex hub serve --dir ${shellWord(hub.home.paths.dir)}`);
     if (listenPort !== broker.port)
       console.log(`note: things are told port ${broker.port} (hub.yml broker.port); set it to ${listenPort} before making their distributions`);
     return ExitCode.OK;
@@ -101,24 +101,47 @@ function hostPort(value: string | undefined, flag: string): { host: string; port
 
 function rabbitmqConfig(options: Options): Promise<number> {
   return openedHubToWrite("hub rabbitmq-config", options, async (hub) => {
-    const out = configPath(text(options.out), "--out");
-    if (!out) throw new UsageError("--out DIR is required (RabbitMQ must be able to read it: not inside the 0700 hub home)");
+    const out = outDirectory(options, hub.home.paths.dir, "RabbitMQ");
     const countText = text(options.nodes) ?? "3";
     if (!/^\d+$/.test(countText) || Number(countText) < 1 || Number(countText) > 9) throw new UsageError(`--nodes must be 1-9, not ${countText}`);
     const count = Number(countText);
     const given = list(options.host);
     if (given.length > 1 && given.length !== count) throw new UsageError(`--host: give one host, or one per node (${count}), not ${given.length}`);
     const hosts = Array.from({ length: count }, (_, i) => given[given.length > 1 ? i : 0] ?? "127.0.0.1");
+    // rabbitmq-env.conf is read by a shell and quotes nothing: paths and names go in as they are
+    const { ENV_PLAIN, nodesShareOneHost } = await import("../../hub/broker/rabbitmq-config.ts");
+    if (!ENV_PLAIN.test(out))
+      throw new UsageError(`--out ${JSON.stringify(out)}: RabbitMQ's env file is read by a shell; use a path of letters, digits and _@%+=:,./- only`);
+    for (const host of hosts) {
+      if (!ENV_PLAIN.test(host) || !(await isHostOrAddress(host)))
+        throw new UsageError(`--host must be a host name or an IP address, not ${JSON.stringify(host)}`);
+    }
     const authListen = hostPort(text(options.authListen), "--auth-listen") ?? { host: "127.0.0.1", port: 8091 };
-    const { nodes, local, crlFile } = await hub.writeRabbitFiles({
-      dir: out,
-      hosts,
+    const authHost = text(options.authHost);
+    const local = nodesShareOneHost(hosts);
+    if (!authHost && !local && /^(0\.0\.0\.0|::|0:0:0:0:0:0:0:0)$/.test(authListen.host)) {
+      throw new UsageError(
+        `--auth-listen ${authListen.host} is every interface of this machine, not an address the nodes can reach it at: give --auth-host with one`,
+      );
+    }
+    const ports = {
       mqttPort: port(options.mqttPort, "--mqtt-port") ?? hub.home.settings.broker.port,
       managementPort: port(options.managementPort, "--management-port") ?? 15671,
       distPort: distributionPort(port(options.distPort, "--dist-port")),
+    };
+    // Nodes on one host count their ports up from the given ones: the last node's must exist too.
+    const flags = { mqttPort: "--mqtt-port", managementPort: "--management-port", distPort: "--dist-port" } as const;
+    for (const [key, value] of Object.entries(ports) as [keyof typeof ports, number][]) {
+      const last = value + (local ? count - 1 : 0);
+      if (last > 65535) throw new UsageError(`${flags[key]} ${value} with ${count} nodes on one host gives node ${count} port ${last}, above 65535`);
+    }
+    const { nodes, crlFile } = await hub.writeRabbitFiles({
+      dir: out,
+      hosts,
+      ...ports,
       epmdPort: port(options.epmdPort, "--epmd-port") ?? 4369,
       authListen,
-      authHost: text(options.authHost),
+      authHost,
     });
     console.log(
       `wrote ${resolve(out)}: enabled_plugins, advanced.config, certificates, the CRL (${crlFile}), and node1..node${count} (rabbitmq.conf, rabbitmq-env.conf, .erlang.cookie)`,
@@ -147,7 +170,9 @@ function rabbitmqConfig(options: Options): Promise<number> {
     console.log(
       `check: ${local ? "" : `on ${first.name.split("@")[1]}: `}HOME=${first.home} RABBITMQ_CONF_ENV_FILE=${first.envFile} ${RABBIT_BIN}/rabbitmqctl cluster_status   # ${count} running nodes once formed`,
     );
-    console.log(`then: flashlex hub serve   (things connect to ${nodes[0]!.mqttUrl}, or a load balancer in front of every node)`);
+    console.log(
+      `then: flashlex hub serve --dir ${shellWord(hub.home.paths.dir)}   (things connect to ${nodes[0]!.mqttUrl}, or a load balancer in front of every node)`,
+    );
     return ExitCode.OK;
   });
 }
@@ -163,7 +188,34 @@ function distributionPort(given: number | undefined): number {
   return given;
 }
 
-/** `--bind`: an IP address or a host name Mosquitto can listen on (default 0.0.0.0); UsageError (64) otherwise. */
+/**
+ * `--out`, absolute: required, a directory or nothing yet, and outside the hub home `home` (0700,
+ * with the hub's private keys: the broker's user could read neither, and the printed `chown`
+ * would hand it the home's own key). UsageError (64) naming the flag otherwise.
+ */
+function outDirectory(options: Options, home: string, broker: string): string {
+  const out = configPath(text(options.out), "--out");
+  if (!out) throw new UsageError(`--out DIR is required (${broker} must be able to read it: not inside the 0700 hub home)`);
+  if (pathKind(out) === "other") throw new UsageError(`--out ${out}: not a directory`);
+  const inHome = relative(realPathOf(home), realPathOf(out));
+  if (!inHome.startsWith("..") && !isAbsolute(inHome)) {
+    throw new UsageError(
+      `--out ${out} is inside the hub home ${home}: ${broker}'s user must read it, and the home is 0700 and holds the hub's keys; give a directory outside it`,
+    );
+  }
+  return out;
+}
+
+/** `path` with links resolved as far as it exists (the rest, not made yet, appended as given). */
+function realPathOf(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    const parent = dirname(path);
+    return parent === path ? path : join(realPathOf(parent), basename(path));
+  }
+}
+
 /**
  * A directory path for a broker's config (Mosquitto's, RabbitMQ's), absolute; undefined when not given. A line break or
  * NUL would end a config line early (and could start another directive): UsageError (64) naming
@@ -175,12 +227,16 @@ function configPath(value: string | undefined, flag: string): string | undefined
   return resolve(value);
 }
 
-/** `path` as one word for a shell command printed for the user to copy: quoted when it holds anything but safe characters. */
+/** `--bind`: an IP address or a host name Mosquitto can listen on (default 0.0.0.0); UsageError (64) otherwise. */
 async function bindAddress(value: string | undefined): Promise<string> {
   if (value === undefined) return "0.0.0.0";
+  if (await isHostOrAddress(value)) return value;
+  throw new UsageError(`--bind must be an IP address or a host name, not ${JSON.stringify(value)}`);
+}
+
+/** Whether `value` is an IP address or a DNS host name (RFC 1123 labels). */
+async function isHostOrAddress(value: string): Promise<boolean> {
   // loaded here, not at start: every command's start-up would pay for node:net
   const { isIP } = await import("node:net");
-  if (isIP(value) || /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(value))
-    return value;
-  throw new UsageError(`--bind must be an IP address or a host name, not ${JSON.stringify(value)}`);
+  return isIP(value) !== 0 || /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(value);
 }

@@ -13,7 +13,7 @@ export const hubServeCommand: CommandSpec = {
     {
       flags: "--broker <broker>",
       description:
-        "embedded, rabbitmq (the cluster hub.yml names: hub rabbitmq-config), or an external broker mqtts://HOST:PORT (the hub logs in with its client certificate) (default: rabbitmq when hub.yml names a cluster, else embedded)",
+        "embedded, rabbitmq (the cluster hub.yml names: hub rabbitmq-config), or an external broker mqtts://HOST[:PORT] (port 8883 when not given; the hub logs in with its client certificate) (default: the broker hub.yml names, a cluster or hub mosquitto-config's Mosquitto, else embedded)",
     },
   ],
   bunOnly: true,
@@ -30,7 +30,7 @@ async function hubServe(options: Options): Promise<number> {
     try {
       parseBrokerUrl(broker);
     } catch (err) {
-      throw new UsageError(`--broker must be embedded, rabbitmq or mqtts://HOST:PORT: ${(err as Error).message}`);
+      throw new UsageError(`--broker must be embedded, rabbitmq or mqtts://HOST[:PORT]: ${(err as Error).message}`);
     }
   }
   const { serveHub } = await import("../../hub/service.ts");

@@ -76,6 +76,10 @@ export interface ExternalBroker extends HubBroker {
   revoke(thingNames: readonly string[]): Promise<void>;
 }
 
+/**
+ * The host and port of an external broker's `mqtts://HOST[:PORT]` URL; no port is 8883 (MQTT over
+ * TLS, IANA). Throws ConfigError naming what is wrong: not a URL, not mqtts://, no host, port 0.
+ */
 export function parseBrokerUrl(url: string): { host: string; port: number } {
   let parsed: URL;
   try {
@@ -86,7 +90,9 @@ export function parseBrokerUrl(url: string): { host: string; port: number } {
   if (parsed.protocol !== "mqtts:") throw new ConfigError(`broker URL must use mqtts:// (TLS), got ${url}`);
   const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
   if (!host) throw new ConfigError(`broker URL has no host: ${url}`);
-  return { host, port: parsed.port ? Number(parsed.port) : 8883 };
+  const port = parsed.port ? Number(parsed.port) : 8883;
+  if (port === 0) throw new ConfigError(`broker URL port must be 1-65535: ${url}`);
+  return { host, port };
 }
 
 export async function connectExternalBroker(opts: ExternalBrokerOptions): Promise<ExternalBroker> {

@@ -178,6 +178,14 @@ export function renderRabbitAdvancedConfig(opts: Pick<RabbitClusterOptions, "caF
   ].join("\n");
 }
 
+/** Whether every node runs on one host: their ports then count up from the given ones (node 1 +0, node 2 +1, ...). */
+export function nodesShareOneHost(hosts: readonly string[]): boolean {
+  return hosts.every((h) => h === hosts[0]);
+}
+
+/** What a rabbitmq-env.conf value may hold: the file is read by a shell, and nothing in it is quoted. */
+export const ENV_PLAIN = /^[A-Za-z0-9_@%+=:,./-]+$/;
+
 /**
  * rabbitmq-env.conf of node `index`: read by `rabbitmq-server` and `rabbitmqctl` from
  * `RABBITMQ_CONF_ENV_FILE`. Shell-style `NAME=value` lines (no quoting: values are checked to be
@@ -188,7 +196,7 @@ export function renderRabbitEnv(opts: RabbitClusterOptions, index: number, confF
   if (!node) throw new ConfigError(`rabbitmq node ${index} does not exist`);
   const plain = (name: string, v: string | number) => {
     const s = line(name, v);
-    if (!/^[A-Za-z0-9_@%+=:,./-]+$/.test(s)) throw new ConfigError(`rabbitmq ${name} has characters a shell would read: ${s}`);
+    if (!ENV_PLAIN.test(s)) throw new ConfigError(`rabbitmq ${name} has characters a shell would read: ${s}`);
     return s;
   };
   checkPort(`${node.name} distPort`, node.distPort);

@@ -27,9 +27,11 @@ import { join } from "node:path";
 import { subjectNameHash } from "../../crypto/name-hash.ts";
 import { ConfigError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { formatListenAddress } from "../../shared/listen-address.ts";
 import { ensureBrokerSecret, type HubHome } from "../home/home.ts";
-import { addCrlFile, setRabbitSettings } from "../home/settings.ts";
+import { addCrlFile, setBrokerSettings } from "../home/settings.ts";
 import {
+  nodesShareOneHost,
   type RabbitClusterOptions,
   type RabbitNode,
   renderEnabledPlugins,
@@ -63,7 +65,8 @@ export interface RabbitNodeFiles {
   managementUrl: string;
 }
 
-const hostInUrl = (h: string) => (isIP(h) === 6 ? `[${h}]` : h);
+/** An operator chowns these to RabbitMQ's user (`chown -R rabbitmq:`); a run again keeps that. */
+const KEEP_OWNER = { keepOwner: true };
 
 /** The cookie all nodes share: kept if a node already has one (rewriting it would split a running cluster). */
 function clusterCookie(dir: string, count: number): string {
@@ -77,19 +80,15 @@ function clusterCookie(dir: string, count: number): string {
 /**
  * Writes the files (see above) and points hub.yml at the cluster; returns the nodes and the CRL
  * file, which the caller must write before the nodes start (without it every client is refused).
+ * Every file is rendered before the first is written, so a value a file refuses (ConfigError,
+ * 78) leaves nothing half-written.
  */
-export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nodes: RabbitNodeFiles[]; local: boolean; crlFile: string } {
+export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nodes: RabbitNodeFiles[]; crlFile: string } {
   if (opts.hosts.length < 1) throw new ConfigError("rabbitmq: at least one node");
-  const local = opts.hosts.every((h) => h === opts.hosts[0]);
+  const local = nodesShareOneHost(opts.hosts);
   const file = (name: string) => join(opts.dir, name);
-  mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
-  writeFileAtomicallySync(file("ca-cert.pem"), readFileSync(home.paths.caCert), 0o644);
-  writeFileAtomicallySync(file("broker-cert.pem"), readFileSync(home.paths.brokerCert), 0o644);
-  writeFileAtomicallySync(file("broker-key.pem"), readFileSync(home.paths.brokerKey), 0o640);
-  writeFileAtomicallySync(file("enabled_plugins"), renderEnabledPlugins(), 0o644);
-  mkdirSync(file("crl"), { recursive: true, mode: 0o755 });
-  const crlFile = join(file("crl"), `${subjectNameHash(readFileSync(home.paths.caCert, "utf8"))}.r0`);
-
+  const crlDir = file("crl");
+  const crlFile = join(crlDir, `${subjectNameHash(readFileSync(home.paths.caCert, "utf8"))}.r0`);
   const offset = (i: number) => (local ? i : 0);
   const nodes: RabbitNode[] = opts.hosts.map((host, i) => ({
     // Short names for names without a dot (localhost, a bare hostname); long ones otherwise.
@@ -109,37 +108,48 @@ export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nod
     certFile: file("broker-cert.pem"),
     keyFile: file("broker-key.pem"),
     pluginsFile: file("enabled_plugins"),
-    crlDir: file("crl"),
-    authBaseUrl: `http://${hostInUrl(authHost)}:${opts.authListen.port}/${secret}`,
+    crlDir,
+    authBaseUrl: `http://${formatListenAddress({ host: authHost, port: opts.authListen.port })}/${secret}`,
     epmdPort: opts.epmdPort,
   };
-  writeFileAtomicallySync(file("advanced.config"), renderRabbitAdvancedConfig(cluster), 0o644);
-  const cookie = clusterCookie(opts.dir, nodes.length);
-  const written = nodes.map((node, i) => {
+  const longNames = nodes.some((n) => n.name.split("@")[1]!.includes("."));
+  const nodeFiles = nodes.map((node, i) => {
     const nodeHome = file(`node${i + 1}`);
-    mkdirSync(nodeHome, { recursive: true, mode: 0o755 });
-    mkdirSync(node.dataDir, { recursive: true, mode: 0o750 });
     const conf = join(nodeHome, "rabbitmq.conf");
-    writeFileAtomicallySync(conf, renderRabbitConf(cluster, i), 0o640);
-    const envFile = join(nodeHome, "rabbitmq-env.conf");
-    const longNames = nodes.some((n) => n.name.split("@")[1]!.includes("."));
-    writeFileAtomicallySync(envFile, renderRabbitEnv(cluster, i, conf, file("advanced.config")) + (longNames ? "USE_LONGNAME=true\n" : ""), 0o644);
-    const cookieFile = join(nodeHome, ".erlang.cookie");
-    if (!existsSync(cookieFile)) writeFileAtomicallySync(cookieFile, cookie, 0o400);
-    const host = hostInUrl(opts.hosts[i]!);
+    const host = opts.hosts[i]!;
     return {
-      name: node.name,
-      home: nodeHome,
-      envFile,
-      mqttUrl: `mqtts://${host}:${node.mqttPort}`,
-      managementUrl: `https://${host}:${node.managementPort}`,
+      node,
+      nodeHome,
+      conf,
+      confText: renderRabbitConf(cluster, i),
+      envFile: join(nodeHome, "rabbitmq-env.conf"),
+      envText: renderRabbitEnv(cluster, i, conf, file("advanced.config")) + (longNames ? "USE_LONGNAME=true\n" : ""),
+      mqttUrl: `mqtts://${formatListenAddress({ host, port: node.mqttPort })}`,
+      managementUrl: `https://${formatListenAddress({ host, port: node.managementPort })}`,
     };
   });
-  setRabbitSettings(home.paths.config, {
-    urls: written.map((n) => n.mqttUrl),
-    management: written.map((n) => n.managementUrl),
-    authListen: opts.authListen,
+  const advancedConfig = renderRabbitAdvancedConfig(cluster);
+
+  mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
+  writeFileAtomicallySync(file("ca-cert.pem"), readFileSync(home.paths.caCert), 0o644, KEEP_OWNER);
+  writeFileAtomicallySync(file("broker-cert.pem"), readFileSync(home.paths.brokerCert), 0o644, KEEP_OWNER);
+  writeFileAtomicallySync(file("broker-key.pem"), readFileSync(home.paths.brokerKey), 0o640, KEEP_OWNER);
+  writeFileAtomicallySync(file("enabled_plugins"), renderEnabledPlugins(), 0o644, KEEP_OWNER);
+  mkdirSync(crlDir, { recursive: true, mode: 0o755 });
+  writeFileAtomicallySync(file("advanced.config"), advancedConfig, 0o644, KEEP_OWNER);
+  const cookie = clusterCookie(opts.dir, nodes.length);
+  for (const n of nodeFiles) {
+    mkdirSync(n.nodeHome, { recursive: true, mode: 0o755 });
+    mkdirSync(n.node.dataDir, { recursive: true, mode: 0o750 });
+    writeFileAtomicallySync(n.conf, n.confText, 0o640, KEEP_OWNER);
+    writeFileAtomicallySync(n.envFile, n.envText, 0o644, KEEP_OWNER);
+    const cookieFile = join(n.nodeHome, ".erlang.cookie");
+    if (!existsSync(cookieFile)) writeFileAtomicallySync(cookieFile, cookie, 0o400);
+  }
+  const written = nodeFiles.map((n) => ({ name: n.node.name, home: n.nodeHome, envFile: n.envFile, mqttUrl: n.mqttUrl, managementUrl: n.managementUrl }));
+  setBrokerSettings(home.paths.config, {
+    rabbitmq: { urls: written.map((n) => n.mqttUrl), management: written.map((n) => n.managementUrl), authListen: opts.authListen },
   });
   addCrlFile(home.paths.config, crlFile);
-  return { nodes: written, local, crlFile };
+  return { nodes: written, crlFile };
 }

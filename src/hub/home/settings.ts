@@ -140,6 +140,12 @@ export const HubYamlSchema = z.object({
        */
       reloadCommand: z.array(z.string().min(1)).min(1).optional(),
       /**
+       * An external broker (Mosquitto) as mqtts://HOST:PORT (`hub mosquitto-config` writes this):
+       * `hub serve` logs in to it with the hub's client certificate unless `--broker` says
+       * otherwise (docs/broker.md). At most one of `external` and `rabbitmq`.
+       */
+      external: z.url({ protocol: /^mqtts$/ }).optional(),
+      /**
        * A RabbitMQ 3.10 cluster as the broker (`hub rabbitmq-config` writes this): `hub serve`
        * then uses it unless `--broker` says otherwise (docs/scaling.md, "Broker cluster").
        */
@@ -227,9 +233,15 @@ export function addCrlFile(configFile: string, crlFile: string): void {
   writeFileAtomicallySync(configFile, doc.toString(), modeOf(configFile));
 }
 
-/** Sets `broker.rabbitmq` in hub.yml (what `hub rabbitmq-config` wrote), keeping the file's comments and layout. */
-export function setRabbitSettings(configFile: string, rabbit: NonNullable<HubSettings["broker"]["rabbitmq"]>): void {
+/**
+ * Points `hub serve` at the broker a `hub ...-config` command wrote for, in hub.yml, keeping the
+ * file's comments and layout: `broker.rabbitmq` (a cluster) or `broker.external` (Mosquitto's
+ * mqtts:// URL); the other key is removed, so hub.yml names one broker.
+ */
+export function setBrokerSettings(configFile: string, broker: { rabbitmq: NonNullable<HubSettings["broker"]["rabbitmq"]> } | { external: string }): void {
   const doc = parseDocument(readFileSync(configFile, "utf8"));
-  doc.setIn(["hub", "broker", "rabbitmq"], rabbit);
+  const [set, remove] = "rabbitmq" in broker ? (["rabbitmq", "external"] as const) : (["external", "rabbitmq"] as const);
+  doc.setIn(["hub", "broker", set], "rabbitmq" in broker ? broker.rabbitmq : broker.external);
+  doc.deleteIn(["hub", "broker", remove]);
   writeFileAtomicallySync(configFile, doc.toString(), modeOf(configFile));
 }

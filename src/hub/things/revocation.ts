@@ -1,6 +1,8 @@
 import { join } from "node:path";
 import { type CrlEntry, createCrl } from "../../crypto/crl.ts";
+import { FlashlexError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { classifyForeign } from "../../shared/foreign-errors.ts";
 import { type HubHome, readCa } from "../home/home.ts";
 import type { HubStore } from "../store/hub-store.ts";
 import { crlValiditySeconds, MAX_RENEWAL_INTERVAL_MS } from "./crl-renewal.ts";
@@ -46,13 +48,51 @@ export async function crlEntries(store: HubStore, now: number): Promise<CrlEntry
   return entries;
 }
 
-/** Writes every CRL file (see above); returns their paths. Throws on a CA, database or file error. */
+/**
+ * Some CRL files could not be written (kind io, 74); every other one was. Its message names each
+ * file, why, and that hub.yml lists it, in one line.
+ */
+export class CrlFilesNotWritten extends FlashlexError {
+  constructor(
+    readonly failed: { file: string; reason: string }[],
+    readonly written: string[],
+  ) {
+    const each = failed.map((f) => `${f.file} (${f.reason})`).join(", ");
+    super(
+      `the CRL could not be written to ${each}, listed in hub.yml broker.crlFiles: a broker reading ${failed.length === 1 ? "it" : "them"} ` +
+        "does not learn of new revocations, and refuses every client once the old CRL expires; fix the path or remove it from hub.yml",
+      "io",
+    );
+    this.name = "CrlFilesNotWritten";
+  }
+}
+
+/**
+ * Writes every CRL file (see above), each one whatever happened to the others, keeping the owner
+ * an operator gave it (`chown root:mosquitto`); returns their paths. Throws CrlFilesNotWritten
+ * when some could not be written, after writing all the others; what signing throws (a CA or
+ * database error) before writing any.
+ */
 export async function writeRevocationLists(home: HubHome, store: HubStore, now = new Date(), validitySeconds = crlValiditySeconds()): Promise<string[]> {
   const entries = await crlEntries(store, now.getTime());
   const pem = await createCrl(readCa(home.paths), entries, { now, days: validitySeconds / 86_400 });
   const targets = [hubCrlPath(home), ...home.settings.broker.crlFiles];
-  // 0644: the broker's own user must read it
-  for (const file of targets) writeFileAtomicallySync(file, pem, 0o644);
+  const failed: { file: string; reason: string }[] = [];
+  for (const file of targets) {
+    try {
+      // 0644: the broker's own user must read it
+      writeFileAtomicallySync(file, pem, 0o644, { keepOwner: true });
+    } catch (err) {
+      // the hub's own crl.pem is in its home: a failure there is the home's, and says so as it is
+      if (file === hubCrlPath(home)) throw err;
+      failed.push({ file, reason: classifyForeign(err)?.reason ?? String((err as Error)?.message ?? err) });
+    }
+  }
+  if (failed.length)
+    throw new CrlFilesNotWritten(
+      failed,
+      targets.filter((t) => !failed.some((f) => f.file === t)),
+    );
   return targets;
 }
 

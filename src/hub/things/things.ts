@@ -10,12 +10,13 @@
 import { rmSync } from "node:fs";
 import { unzipSync } from "fflate";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
+import { FlashlexError } from "../../shared/errors.ts";
 import type { HubHome } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
 import type { HubStore, MessageCounts, ThingRecord } from "../store/hub-store.ts";
 import { keyFileNames } from "./distribution.ts";
 import { type CreatedThing, createThing, findThing, readDistribution } from "./provision.ts";
-import { writeRevocationLists } from "./revocation.ts";
+import { CrlFilesNotWritten, writeRevocationLists } from "./revocation.ts";
 
 export type { ThingRecord };
 
@@ -205,8 +206,13 @@ export class Things {
     const { home, store } = this.deps;
     const changed = await store.revokeThing(thing.id, this.now());
     rmSync(distributionPath(home.paths, thing.id), { force: true });
-    await writeRevocationLists(home, store);
-    if (changed) this.deps.disconnect?.(thing.name);
+    // The CRLs first: a running hub's disconnect also has an external broker re-read them.
+    await revokedAnyway(
+      thing,
+      "revoked",
+      () => writeRevocationLists(home, store),
+      () => changed && this.deps.disconnect?.(thing.name),
+    );
     const broker = home.settings.broker;
     return {
       changed,
@@ -231,8 +237,28 @@ export class Things {
       certificates.push({ serial: thing.previousCertSerial, notAfter: thing.previousCertNotAfter });
     await store.deleteThing(thing.id, { at: this.now(), certificates });
     rmSync(distributionPath(home.paths, thing.id), { force: true });
-    await writeRevocationLists(home, store);
-    this.deps.disconnect?.(thing.name);
+    await revokedAnyway(
+      thing,
+      "deleted",
+      () => writeRevocationLists(home, store),
+      () => this.deps.disconnect?.(thing.name),
+    );
+  }
+}
+
+/**
+ * Writes the CRLs for a thing just revoked or deleted, then shuts it out (`disconnect`) whatever
+ * the writing did. A CRL file that could not be written does not undo what is done, and the
+ * error says so: `<name> is revoked (...), but the CRL could not be written to ...` (74).
+ */
+async function revokedAnyway(thing: ThingRecord, done: "revoked" | "deleted", writeCrls: () => Promise<unknown>, disconnect: () => unknown): Promise<void> {
+  try {
+    await writeCrls();
+  } catch (err) {
+    if (!(err instanceof CrlFilesNotWritten)) throw err;
+    throw new FlashlexError(`${thing.name} is ${done} (the hub refuses it from now on), but ${err.message}`, err.kind, { cause: err });
+  } finally {
+    disconnect();
   }
 }
 
