@@ -33,6 +33,7 @@ export type TokenRefusal =
   | "wrong audience"
   | "lifetime too long";
 
+/** A thing token (RFC 7519) refused for `reason`; kind `data` (65), the message names the reason only. */
 export class TokenError extends CryptoError {
   constructor(
     readonly reason: TokenRefusal,

@@ -20,6 +20,7 @@ interface PemBlock {
   text: string;
 }
 
+/** The PEM blocks (RFC 7468) in `pem`, in order, each its label and whole text; none for a non-string. */
 export function pemBlocks(pem: string): PemBlock[] {
   if (typeof pem !== "string") return [];
   return [...pem.matchAll(PEM_BLOCK)].map((m) => ({ label: m[1] ?? "", text: m[0] }));

@@ -157,6 +157,10 @@ Object.defineProperty(InternalFlashlexError.prototype, "exitCode", {
 });
 export const FlashlexError = InternalFlashlexError as unknown as FlashlexErrorConstructor;
 
+/**
+ * The thing's data for an app. Made by `open` (not `new`); its calls may overlap and share one
+ * access to serve or the database; after `close()` they reject with kind `usage` (64).
+ */
 export class FlashlexSDK {
   /** the access in use by the calls in flight; opened by the first, closed by the last */
   private shared?: { users: number; access: Promise<ThingAccess> };

@@ -64,6 +64,7 @@ export class FlashlexError extends Error {
   }
 }
 
+/** Kind `config` (78 / 500): the configuration, a key, a certificate, or a database of another kind. */
 export class ConfigError extends FlashlexError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, "config", options);
@@ -71,6 +72,7 @@ export class ConfigError extends FlashlexError {
   }
 }
 
+/** Kind `data` (65 / 400): the input itself is wrong. */
 export class InputError extends FlashlexError {
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, "data", options);
@@ -86,6 +88,7 @@ export class ConflictError extends FlashlexError {
   }
 }
 
+/** Kind `usage` (64 / 400): an unknown command, flag or flag value. */
 export class UsageError extends FlashlexError {
   constructor(message: string) {
     super(message, "usage");

@@ -25,6 +25,10 @@ interface Waiting<I, O> {
   reject(err: unknown): void;
 }
 
+/**
+ * A queue for `options.commit`: what was submitted to this instance is committed in batches, one
+ * batch at a time (writers share a commit only by sharing the instance). Idle, it holds no timer.
+ */
 export class GroupCommit<I, O> {
   private queue: Waiting<I, O>[] = [];
   private scheduled = false;

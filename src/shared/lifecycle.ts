@@ -13,6 +13,10 @@ export interface Part {
   stop(): Promise<void> | void;
 }
 
+/**
+ * The parts of one `serve` or `hub serve`: `start` each in turn, `stop` once at the end. One use
+ * only: `stop` runs once, so a part started after it is never stopped.
+ */
 export class Lifecycle {
   private readonly started: Part[] = [];
   private stopping: Promise<void> | undefined;

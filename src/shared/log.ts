@@ -142,6 +142,11 @@ const writeStderrLine = (() => {
   };
 })();
 
+/**
+ * Lines from `options.level` up (default: FLASHLEX_LOG_LEVEL if debug, warn or error, else info),
+ * journald's form when JOURNAL_STREAM is set; `base` fields go on every line, `child` adds more.
+ * On stderr, a line that cannot be written is lost, not thrown.
+ */
 export function createLogger(options: LoggerOptions = {}, base: Fields = {}): Logger {
   const threshold = ORDER[options.level ?? levelFromEnv()];
   const journald = options.journald ?? Boolean(process.env.JOURNAL_STREAM);

@@ -36,6 +36,10 @@ export interface LockOwner {
   boot: string | null;
 }
 
+/**
+ * The database is in use by another process, or being opened by one: kind `try-later` (75). Kind
+ * `io` (74) for a lock no process can be named for, or a stale lock that cannot be removed.
+ */
 export class DatabaseLockedError extends FlashlexError {
   constructor(message: string, kind: ErrorKind = "try-later") {
     super(message, kind);
@@ -63,6 +67,7 @@ function startTimeOf(pid: number): string | null {
   return stat?.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
 }
 
+/** The record for `pid`: its start time (clock ticks since boot) and this boot's id, each null where /proc does not say. */
 export function ownerOf(pid: number): LockOwner {
   return { pid, start: startTimeOf(pid), boot: readText("/proc/sys/kernel/random/boot_id")?.trim() ?? null };
 }
@@ -80,6 +85,10 @@ export const readOwner = (file: string) => parseOwner(readText(ownerFileOf(file)
 
 const sameOwner = (a: LockOwner | null, b: LockOwner) => a !== null && a.pid === b.pid && a.start === b.start && a.boot === b.boot;
 
+/**
+ * False only when `owner` is surely gone: another boot, no such pid (ESRCH), or the pid's start
+ * time off by more than START_SLACK_TICKS (a reused pid). Another user's pid (EPERM) is alive.
+ */
 export function isAlive(owner: LockOwner): boolean {
   const now = ownerOf(owner.pid);
   if (owner.boot && now.boot && owner.boot !== now.boot) return false;

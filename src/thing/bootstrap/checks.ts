@@ -114,11 +114,6 @@ function certificatesOf(identity: ThingIdentity, config: ThingConfig): { file: s
 const EARLIEST_PLAUSIBLE = Date.UTC(2024, 0, 1);
 const ROUND_TRIP_TIMEOUT_MS = 10_000;
 
-/**
- * bootstrap: the self-test. Checks run in order; one whose prerequisites failed is skipped,
- * so the first failure is the one to fix. Nothing here retries: a check either works now or
- * says why not.
- */
 /** The fix for a file this user may not read: the agent runs as the folder's owner (the service user). */
 const PERMISSION_FIX =
   "Make the file readable by the user flashlex runs as (the thing folder's owner: sudo chown -R USER: FOLDER), or run bootstrap as that user.";
@@ -131,6 +126,11 @@ function configFix(message: string): string {
   return "Correct the key named above in the configuration file.";
 }
 
+/**
+ * bootstrap: the self-test. Checks run in order; one whose prerequisites failed is skipped,
+ * so the first failure is the one to fix. Nothing here retries: a check either works now or
+ * says why not. A failing check goes into the report (`ok` false), it is not thrown.
+ */
 export async function runBootstrapChecks(location: ConfigLocation, log: Logger = silentLogger, origin?: string): Promise<BootstrapReport> {
   const checks: CheckResult[] = [];
   let config: ThingConfig | undefined;

@@ -26,6 +26,7 @@ export type DeliveryOutcome =
  */
 export const PERMANENT_REFUSALS: ReadonlySet<number> = new Set([400, 409, 413, 415, 422]);
 
+/** This thing's collect URL: `ENDPOINT/ENV/v1/things/ID/collect` (the endpoint's trailing slashes dropped). */
 export function collectUrl(config: ThingConfig): string {
   const { endpoint, env } = config.yaml.app.api;
   return `${endpoint.replace(/\/+$/, "")}/${env}/v1/things/${config.yaml.thing.id}/collect`;

@@ -29,6 +29,10 @@ const IN_STEP_MS = SKEW_THRESHOLD_MS / 2;
 
 export const CLOCK_FIX_HINT = "enable NTP: timedatectl set-ntp true (or set the time by hand)";
 
+/**
+ * The correction above, for one process: serve keeps one for its lifetime, a `collect` makes a
+ * fresh one (offset 0). Times and ages are in milliseconds, but for `nowSeconds`.
+ */
 export class HubClock {
   /** what is added to the local clock when signing: 0 unless the clock was found wrong */
   private appliedMs = 0;

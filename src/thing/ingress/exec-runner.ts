@@ -9,26 +9,6 @@ const KILL_GRACE_MS = 2000;
 const TIMED_OUT = 124;
 
 /**
- * `serve --exec CMD`: runs CMD (with /bin/sh) once per unacknowledged ingress message, in
- * arrival order, the payload on stdin and FLASHLEX_MESSAGE_ID / FLASHLEX_TOPIC /
- * FLASHLEX_RECEIVED_AT in the environment. Exit 0 acknowledges the message; anything else leaves
- * it unacknowledged and the same message is tried again after a growing pause, 1 s doubling to
- * 60 s, counted for that message alone (the next message starts again at 1 s). Order is kept, so
- * a message the application keeps refusing holds the queue: the log says so on every try.
- *
- * Each run is bounded: CMD runs in a process group of its own (spawned detached, so it is the
- * leader), and when it has not exited after `timeoutMs` the whole group (CMD and whatever it
- * started) gets SIGTERM, then SIGKILL 2 s later; the run counts as a failure (WARN
- * `exec.timed_out`). Stopping serve gives a run in flight `graceMs` to finish, then ends its
- * group the same way (WARN `exec.killed`), so nothing CMD started is left behind.
- *
- * A message that cannot even be handed to CMD (an exception of ours: a row another program
- * wrote that spawn refuses, a database error while acknowledging) is different: it is logged
- * (ERROR, once per try), held back with its own backoff, and the runner goes on with the next
- * message, so one bad row never stops the others. Held-back messages are remembered in memory
- * only: a restart tries them again first.
- */
-/**
  * The process groups of the runs in flight, ended when serve's process exits by any way short
  * of SIGKILL (the second signal's "exit now", an error): a run must never outlive serve, or the
  * next serve would hand the same message to a second run while the first still works on it.
@@ -51,6 +31,26 @@ function trackGroup(pid: number): void {
   });
 }
 
+/**
+ * `serve --exec CMD`: runs CMD (with /bin/sh) once per unacknowledged ingress message, in
+ * arrival order, the payload on stdin and FLASHLEX_MESSAGE_ID / FLASHLEX_TOPIC /
+ * FLASHLEX_RECEIVED_AT in the environment. Exit 0 acknowledges the message; anything else leaves
+ * it unacknowledged and the same message is tried again after a growing pause, 1 s doubling to
+ * 60 s, counted for that message alone (the next message starts again at 1 s). Order is kept, so
+ * a message the application keeps refusing holds the queue: the log says so on every try.
+ *
+ * Each run is bounded: CMD runs in a process group of its own (spawned detached, so it is the
+ * leader), and when it has not exited after `timeoutMs` the whole group (CMD and whatever it
+ * started) gets SIGTERM, then SIGKILL 2 s later; the run counts as a failure (WARN
+ * `exec.timed_out`). Stopping serve gives a run in flight `graceMs` to finish, then ends its
+ * group the same way (WARN `exec.killed`), so nothing CMD started is left behind.
+ *
+ * A message that cannot even be handed to CMD (an exception of ours: a row another program
+ * wrote that spawn refuses, a database error while acknowledging) is different: it is logged
+ * (ERROR, once per try), held back with its own backoff, and the runner goes on with the next
+ * message, so one bad row never stops the others. Held-back messages are remembered in memory
+ * only: a restart tries them again first.
+ */
 export class ExecRunner {
   private running: Promise<void> | undefined;
   /** the run in flight: its process group's leader, and how to end the group */

@@ -9,6 +9,19 @@ import type { IngressHandler } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";
 import type { MessageStore, NewIngress, RedeliveryRange } from "../store/message-store.ts";
 
+/** A batch commits at once when it holds this many messages (or bytes): it bounds memory and latency. */
+export const MAX_BATCH_MESSAGES = 1000;
+export const MAX_BATCH_BYTES = 4 * 1024 * 1024;
+
+interface Pending {
+  message: NewIngress;
+  packet: IPublishPacket;
+  /** why it is not stored again (a repeat found before the batch), or undefined */
+  repeat: string | undefined;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
 /**
  * What happens to an ingress message, by `app.callback` (the guide's meanings): `persistent`
  * commits it to the message database (the broker's PUBACK waits for the commit); `basicPubsub`
@@ -27,19 +40,6 @@ import type { MessageStore, NewIngress, RedeliveryRange } from "../store/message
  * - a retained message that repeats the topic's newest retained row is the broker's re-send at a
  *   new subscription (MQTT 3.1.1 §3.3.1.3), not a new message.
  */
-/** A batch commits at once when it holds this many messages (or bytes): it bounds memory and latency. */
-export const MAX_BATCH_MESSAGES = 1000;
-export const MAX_BATCH_BYTES = 4 * 1024 * 1024;
-
-interface Pending {
-  message: NewIngress;
-  packet: IPublishPacket;
-  /** why it is not stored again (a repeat found before the batch), or undefined */
-  repeat: string | undefined;
-  resolve(): void;
-  reject(err: unknown): void;
-}
-
 export function createIngressHandler(deps: {
   config: ThingConfig;
   store: MessageStore;

@@ -35,11 +35,13 @@ export type Answer<T = unknown> = { ok: true; result: T } | { ok: false; error: 
 /** An ingress message as JSON: binary payloads travel as base64. */
 export type WireMessage = Omit<IngressMessage, "payload"> & { payload?: string; payloadBase64?: string };
 
+/** A text payload stays `payload`; a binary one becomes `payloadBase64`. */
 export function toWire(message: IngressMessage): WireMessage {
   const { payload, ...rest } = message;
   return typeof payload === "string" ? { ...rest, payload } : { ...rest, payloadBase64: Buffer.from(payload).toString("base64") };
 }
 
+/** Back to the stored message: `payloadBase64` (or nothing) becomes a Uint8Array. Never throws. */
 export function fromWire(message: WireMessage): IngressMessage {
   const { payload, payloadBase64, ...rest } = message;
   return { ...rest, payload: payload ?? new Uint8Array(Buffer.from(payloadBase64 ?? "", "base64")) };
@@ -48,6 +50,7 @@ export function fromWire(message: WireMessage): IngressMessage {
 /** An outbox entry as JSON: a body that is not text (a row another program wrote) travels as base64. */
 export type WireOutboxEntry = Omit<OutboxEntry, "body"> & { body?: string; bodyBase64?: string };
 
+/** A text body stays `body`; a Uint8Array becomes `bodyBase64`; anything else is written as its String(). */
 export function toWireOutbox(entry: OutboxEntry): WireOutboxEntry {
   const { body, ...rest } = entry;
   const raw: unknown = body;
@@ -56,6 +59,7 @@ export function toWireOutbox(entry: OutboxEntry): WireOutboxEntry {
   return { ...rest, body: String(raw) };
 }
 
+/** Back to the entry: `bodyBase64` becomes a Uint8Array, though OutboxEntry types `body` as a string. */
 export function fromWireOutbox(entry: WireOutboxEntry): OutboxEntry {
   const { body, bodyBase64, ...rest } = entry;
   return { ...rest, body: body ?? (new Uint8Array(Buffer.from(bodyBase64 ?? "", "base64")) as unknown as string) };

@@ -43,6 +43,10 @@ export function kindOfLogged(fields: Fields): ErrorKind {
   return "bug";
 }
 
+/**
+ * A registry of its own (the process metrics and `flashlex_agent_*`): the gauges read `deps` at
+ * each scrape (one outbox query per scrape, ages in seconds), the counters count what serve tells.
+ */
 export function createAgentMetrics(deps: AgentMetricsDeps): AgentMetrics {
   const now = deps.now ?? Date.now;
   const registry = new Registry();

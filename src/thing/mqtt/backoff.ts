@@ -28,6 +28,10 @@ export const TAKEOVER_DROPS = 3;
 export const TAKEOVER_FLOOR_SECONDS = 15;
 export const TAKEOVER_CEILING_SECONDS = 300;
 
+/**
+ * One session's pacing (above): `nextDelayMs` before each attempt, `connected` and `disconnected`
+ * with the time (ms) as they happen. Settings are in seconds, waits in milliseconds.
+ */
 export class Backoff {
   private attempt = 0;
   private connectedAt: number | undefined;

@@ -55,6 +55,10 @@ export interface SessionOptions {
   clientId?: string;
 }
 
+/**
+ * `waitConnected` ran out of time, or a PUBACK or SUBACK did not come within
+ * `mqttOperationTimeout`. It has no kind (toFlashlexError would call it a bug): callers catch it.
+ */
 export class OperationTimeout extends Error {}
 
 /** The broker answered a SUBSCRIBE with 0x80 for a topic (MQTT 3.1.1 §3.9.3). */

@@ -90,6 +90,10 @@ export interface RenewerDeps {
   reload(): ThingIdentity;
 }
 
+/**
+ * One serve's renewal loop (the module comment above): `start` once, `stop` at shutdown. Nothing
+ * it runs throws out of it: a failed check or renewal is logged and tried again later.
+ */
 export class CertificateRenewer {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private stopped = false;

@@ -203,6 +203,11 @@ function samePayload(stored: string | Uint8Array, incoming: Uint8Array): boolean
   return (typeof stored === "string" ? Buffer.from(stored, "utf8") : Buffer.from(stored)).equals(Buffer.from(incoming));
 }
 
+/**
+ * One connection to the thing's message database: ingress, outbox, the MQTT session's state.
+ * `open` makes the directory and migrates the file (ConfigError, exit 78, for a database of
+ * another application or a newer flashlex); `close` when done. Times are Unix milliseconds.
+ */
 export class MessageStore {
   private constructor(
     readonly db: SqlDatabase,

@@ -27,6 +27,11 @@ export interface UpdateHubApi {
   caPem: string;
 }
 
+/**
+ * The hub's update routes for this thing (`ENDPOINT/ENV/v1/things/ID/update`), each request
+ * bounded by `timeoutMs` (ms). `poll` and `report` reject with a plain Error for a status other
+ * than 200 or 201, FlashlexError (unavailable) for an answer not a hub's, and requestText's errors.
+ */
 export function updateHubApi(config: ThingConfig, identity: ThingIdentity, timeoutMs = 30_000): UpdateHubApi {
   const { endpoint, env } = config.yaml.app.api;
   const base = `${endpoint.replace(/\/+$/, "")}/${env}/v1/things/${identity.thingId}/update`;

@@ -34,6 +34,7 @@ export function removeDeadDownloads(binary: string): string[] {
   return removeLeftovers(dirname(binary), new RegExp(`^\\.${escapeRegExp(basename(binary))}\\.download-(\\d+)$`));
 }
 
+/** `<binary>.previous`: where step 2 keeps the running binary, for a rollback. */
 export function previousPath(binary: string): string {
   return `${binary}.previous`;
 }

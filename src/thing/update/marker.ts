@@ -42,6 +42,7 @@ const FIELDS: Record<keyof PendingUpdate, string> = {
   sha256: "FLASHLEX_UPDATE_SHA256",
 };
 
+/** `<data>/update`, the directory of the files above. */
 export function updateDir(dataDir: string): string {
   return join(dataDir, "update");
 }
@@ -65,6 +66,10 @@ export function formatMarker(update: PendingUpdate): string {
     .join("\n")}\n`;
 }
 
+/**
+ * The fields of a marker's `NAME='value'` lines (other lines ignored); undefined when version,
+ * from, binary or previous is missing. Never throws.
+ */
 export function parseMarker(text: string): PendingUpdate | undefined {
   const values: Record<string, string> = {};
   for (const line of text.split("\n")) {
@@ -98,6 +103,7 @@ export function writeRolledBack(dataDir: string, update: PendingUpdate, reason: 
   clearPending(dataDir);
 }
 
+/** Removes `pending` and `starts`, then syncs the directory (best effort); a missing file is no error. */
 export function clearPending(dataDir: string): void {
   const paths = markerPaths(dataDir);
   rmSync(paths.pending, { force: true });
@@ -105,6 +111,7 @@ export function clearPending(dataDir: string): void {
   fsyncDirectory(updateDir(dataDir));
 }
 
+/** Removes `rolled-back` once the hub took its report; a missing file is no error. Not synced. */
 export function clearRolledBack(dataDir: string): void {
   rmSync(markerPaths(dataDir).rolledBack, { force: true });
 }
