@@ -114,6 +114,11 @@ async function startRabbitAuth(rabbit: RabbitSettings, paths: HubPaths, director
   }
 }
 
+/**
+ * Starts the parts in order and resolves once all run. When one fails, those started are stopped
+ * and it rejects: try-later (75) when a hub serve already runs on this home, ConfigError (78) for
+ * an address it cannot listen on, else what opening the home, the database or the broker threw.
+ */
 export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
   const log = opts.log;
   const home = openHubHome(opts.dir, log, opts.database);

@@ -42,6 +42,10 @@ export interface DynsecControl {
   revoke(thingNames: readonly string[]): Promise<void>;
 }
 
+/**
+ * Commands go out through `opts.publish`; answers come in through `handleResponse` and are matched
+ * by correlationData, so several documents may wait at once (each up to `timeoutMs`, ms).
+ */
 export function createDynsecControl(opts: DynsecControlOptions): DynsecControl {
   const timeoutMs = opts.timeoutMs ?? 5_000;
   const batchSize = opts.batchSize ?? 100;

@@ -98,6 +98,11 @@ function peerSpki(conn: unknown): Buffer | undefined {
   }
 }
 
+/**
+ * Starts aedes behind its TLS listener (TLS 1.2 or later, a client certificate required) and
+ * resolves once it listens on `host:port` (port 0: a free one); `close` stops it. Rejects with
+ * the listen's own error (EADDRINUSE, EADDRNOTAVAIL), which serveHub turns into a ConfigError.
+ */
 export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<EmbeddedBroker> {
   const { directory, events } = opts;
   const log = opts.log.child({ component: "broker" });

@@ -12,19 +12,7 @@ import type { HubObserver } from "../metrics/observer.ts";
 import { fromStore, type HubStore, StoreFailure, type ThingRecord } from "../store/hub-store.ts";
 import type { BrokerEvents, ThingDirectory } from "./broker.ts";
 
-/**
- * What the hub does with MQTT traffic from things. `publisher` is the thing the embedded broker
- * authenticated by certificate; behind an external broker it is undefined, and the JWT in the
- * collect envelope is all the hub has, which is why the envelope carries one.
- *
- * The rule for the PUBACK (the README's "acknowledge and drop"): only a failure of the database
- * (a StoreFailure) rejects, so the broker does not acknowledge and the thing sends again. Anything
- * about the message itself (not UTF-8, not JSON, nested too deep, too large, not an envelope, a
- * token that cannot be verified for whatever reason, another thing's id, an unknown or revoked
- * thing), and anything unexpected while handling it, is logged once at WARN and the message is
- * acknowledged and dropped: a retry would fail the same way, and an MQTT 3.1.1 refusal would
- * mean dropping the connection, which the thing answers by sending the same message forever.
- */
+/** What createBrokerEvents works with. */
 export interface BrokerEventDeps {
   store: HubStore;
   collector: Collector;
@@ -54,6 +42,19 @@ class Dropped extends Error {
   }
 }
 
+/**
+ * What the hub does with MQTT traffic from things. `publisher` is the thing the embedded broker
+ * authenticated by certificate; behind an external broker it is undefined, and the JWT in the
+ * collect envelope is all the hub has, which is why the envelope carries one.
+ *
+ * The rule for the PUBACK (the README's "acknowledge and drop"): only a failure of the database
+ * (a StoreFailure) rejects, so the broker does not acknowledge and the thing sends again. Anything
+ * about the message itself (not UTF-8, not JSON, nested too deep, too large, not an envelope, a
+ * token that cannot be verified for whatever reason, another thing's id, an unknown or revoked
+ * thing), and anything unexpected while handling it, is logged once at WARN and the message is
+ * acknowledged and dropped: a retry would fail the same way, and an MQTT 3.1.1 refusal would
+ * mean dropping the connection, which the thing answers by sending the same message forever.
+ */
 export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { handleThingPublish: NonNullable<BrokerEvents["onThingPublish"]> } {
   const now = deps.now ?? Date.now;
   const log = deps.log;

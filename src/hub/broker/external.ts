@@ -77,8 +77,9 @@ export interface ExternalBroker extends HubBroker {
 }
 
 /**
- * The host and port of an external broker's `mqtts://HOST[:PORT]` URL; no port is 8883 (MQTT over
- * TLS, IANA). Throws ConfigError naming what is wrong: not a URL, not mqtts://, no host, port 0.
+ * The host (an IPv6 one without brackets) and port of an external broker's `mqtts://HOST[:PORT]`
+ * URL; no port is 8883 (MQTT over TLS, IANA). Throws ConfigError (78) naming what is wrong: not a
+ * URL, not mqtts://, no host, port 0.
  */
 export function parseBrokerUrl(url: string): { host: string; port: number } {
   let parsed: URL;
@@ -95,6 +96,11 @@ export function parseBrokerUrl(url: string): { host: string; port: number } {
   return { host, port };
 }
 
+/**
+ * Resolves once connected (MQTT 3.1.1) and subscribed to the hub topics; MQTT.js reconnects on
+ * its own from then on. Rejects with ConfigError for a bad URL, FlashlexError `permission` when
+ * the broker refused the subscription, else `unavailable` (69): refused, or not usable in time.
+ */
 export async function connectExternalBroker(opts: ExternalBrokerOptions): Promise<ExternalBroker> {
   const log = opts.log.child({ component: "broker" });
   const { host, port } = parseBrokerUrl(opts.url);

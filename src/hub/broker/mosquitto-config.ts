@@ -48,6 +48,10 @@ function value(name: string, v: string): string {
   return v;
 }
 
+/**
+ * mosquitto.conf for one listener with the rules above. Throws ConfigError (78) for a port
+ * outside 1-65535, or a path or address that is empty or holds a line break.
+ */
 export function renderMosquittoConfig(opts: MosquittoConfigOptions): string {
   if (!Number.isInteger(opts.port) || opts.port < 1 || opts.port > 65535) {
     throw new ConfigError(`mosquitto port must be 1-65535, got ${opts.port}`);

@@ -31,6 +31,7 @@ export interface RevocationEnforcer {
   stop(): void;
 }
 
+/** The enforcer above, idle until `enforce` or `reconcile`; `stop` at shutdown drops its retry. Failures are logged, never thrown. */
 export function createRevocationEnforcer(opts: RevocationEnforcerOptions): RevocationEnforcer {
   const retryMs = opts.retryMs ?? 5_000;
   const pending = new Set<string>();

@@ -103,6 +103,11 @@ interface Route {
 /** The answer a browser script asked for (Accept: application/json), rather than a page. */
 const wantsJson = (request: Request) => (request.headers.get("accept") ?? "").includes("application/json");
 
+/**
+ * The console over the use cases in `deps`, made once per hub. `fetch` answers a failing route
+ * with an error page (or JSON) at its kind's status, and rejects only when looking up the
+ * sign-in does (the database); `close` ends the live views.
+ */
 export function createConsole(deps: ConsoleDeps): HubConsole {
   const { things, messages, operators, home, updates } = deps;
   const { settings } = home;

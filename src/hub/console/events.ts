@@ -41,6 +41,10 @@ export interface LiveStreams {
   close(): void;
 }
 
+/**
+ * The streams above, fed by `deps.feed`; `heartbeatMs` and `recheckMs` (ms) default to HEARTBEAT_MS
+ * and RECHECK_MS. How many may be open at once is the feed's limit on its watchers.
+ */
 export function liveStreams(deps: { feed: MessageFeed; things: Things; heartbeatMs?: number; recheckMs?: number }): LiveStreams {
   /** each open stream's end, with the session it belongs to */
   const open = new Map<() => void, string>();

@@ -25,6 +25,7 @@ const SECTIONS: { id: Section; href: string; label: string }[] = [
   { id: "token", href: "/token", label: "Access Token" },
 ];
 
+/** The whole HTML document around `shell.body`; the navigation and the CSRF meta only when `csrf` is given. */
 export function page(shell: PageShell): Html {
   const nav =
     shell.csrf === undefined

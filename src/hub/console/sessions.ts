@@ -75,6 +75,10 @@ export function openToken(id: string, box: string): string | undefined {
   }
 }
 
+/**
+ * The sign-ins above, as the console uses them. It holds nothing but its limits (ms): the
+ * sessions are in the hub database, and each method rejects when the database does.
+ */
 export class ConsoleSessions {
   private readonly idleMs: number;
   private readonly maxAgeMs: number;

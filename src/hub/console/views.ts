@@ -32,6 +32,10 @@ export function payloadPreview(stored: string, type: "egress" | "ingress"): stri
   return `${text.slice(0, PAYLOAD_PREVIEW_CHARS)}\n… ${text.length - PAYLOAD_PREVIEW_CHARS} more characters (download the archive for all of it)`;
 }
 
+/**
+ * A stored message as the pages and the live feed show it: its payload previewed, its delivery
+ * state (ingress only, `unknown` when not tracked) and `deliveredAt` as ISO 8601 UTC.
+ */
 export function messageView(m: MessageRecord, thingName: string): MessageView {
   return {
     id: m.flmessagespk,

@@ -20,6 +20,7 @@ export interface EnrolmentDeps {
   now?: () => number;
 }
 
+/** Self-enrolment for one hub, as the CLI, API and console call it: `tokens` for the operator, `enrol` for a device. */
 export class Enrolment {
   readonly tokens: EnrolmentTokens;
   private readonly now: () => number;

@@ -61,6 +61,7 @@ export function enrolmentTokenHash(token: unknown): string {
   return hashToken(token);
 }
 
+/** The operator's side of the tokens above (create, list, revoke), kept in the hub store; times are Unix ms of `now`. */
 export class EnrolmentTokens {
   constructor(
     private readonly store: HubStore,

@@ -58,6 +58,7 @@ export function openHubHome(dir: string, log?: Logger, override?: DatabaseOverri
   return { paths, settings, database };
 }
 
+/** The hub CA's certificate and key (PEM text, not checked here); throws what readFileSync throws (ENOENT, EACCES). */
 export function readCa(paths: HubPaths): CertifiedKey {
   return { certPem: readFileSync(paths.caCert, "utf8"), keyPem: readFileSync(paths.caKey, "utf8") };
 }

@@ -200,6 +200,7 @@ function initialSettings(o: InitHubOptions): HubSettings {
   return parsed.data.hub;
 }
 
+/** hub.yml's text for `settings` under `hub:`, after three comment lines saying what the addresses mean. */
 export function renderHubYaml(settings: HubSettings): string {
   const doc: HubYaml = { hub: settings };
   return [

@@ -70,6 +70,7 @@ export function defaultHubDir(env: NodeJS.ProcessEnv = process.env): string {
   return env.FLASHLEX_HUB_DIR || join(homedir(), ".flashlex-hub");
 }
 
+/** `<shared>/dists/<thing id>.zip`: where the hub keeps a thing's distribution (it holds the thing's private key). */
 export function distributionPath(paths: HubPaths, thingId: string): string {
   return join(paths.dists, `${thingId}.zip`);
 }

@@ -10,6 +10,7 @@ export function newAccessToken(): string {
   return randomBytes(32).toString("base64url");
 }
 
+/** SHA-256 of the token's UTF-8, as 64 lowercase hex characters: what the hub stores in its place. */
 export function hashToken(token: string): string {
   return createHash("sha256").update(token, "utf8").digest("hex");
 }

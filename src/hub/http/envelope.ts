@@ -119,16 +119,19 @@ export function publicError(err: unknown): { status: number; message: string; he
   return { status, message, headers, kind: error.kind, detail: error.message };
 }
 
+/** The envelope of a success (`status: "OK"`, `message` as its one entry, `result`) at HTTP `status`, default 200. */
 export function ok<T>(result: T, message: string, status = 200): Response {
   const body: Envelope<T> = { status: "OK", code: status, messages: [{ key: "message", value: message }], result };
   return Response.json(body, { status });
 }
 
+/** The envelope of a failure (`status: "ERROR"`, `message` as its one `error` entry, `result: null`) at `status`, with `headers`. */
 export function errorResponse(status: number, message: string, headers: Record<string, string> = {}): Response {
   const body: Envelope<null> = { status: "ERROR", code: status, messages: [{ key: "error", value: message }], result: null };
   return Response.json(body, { status, headers });
 }
 
+/** A 200 download of `bytes` named `fileName`, which goes into Content-Disposition as given: it must hold no `"`. */
 export function fileResponse(bytes: Uint8Array, fileName: string, contentType = "application/zip"): Response {
   return new Response(bytes, {
     status: 200,
@@ -306,6 +309,7 @@ export function onlyQueryParams(params: URLSearchParams, taken: readonly string[
  * unchecked overflowed SQLite's integers ("datatype mismatch", a 500).
  */
 export function integerParam(params: URLSearchParams, name: string, range: { min: number; max: number }): number | undefined;
+/** With a `fallback`: a number, never undefined. */
 export function integerParam(params: URLSearchParams, name: string, range: { min: number; max: number; fallback: number }): number;
 export function integerParam(params: URLSearchParams, name: string, range: { min: number; max: number; fallback?: number }): number | undefined {
   const raw = queryParam(params, name);

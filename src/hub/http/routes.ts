@@ -84,6 +84,10 @@ interface RouteMethod {
   handle(ctx: Context): Promise<Response>;
 }
 
+/**
+ * The API, with the console for every other path, over the use cases in `deps`. `fetch` does not
+ * reject: a failure becomes the status of its kind (errorToResponse), a 5xx logged first.
+ */
 export function createHubApi(deps: HubApiDeps): HubApi {
   const { home, things, messages, collector, operators, enrolment, certificates } = deps;
   const settings = home.settings;

@@ -54,6 +54,10 @@ function outboxParams(url: URL): OutboxReport | undefined {
 }
 const BODY_LIMIT = 16 * 1024;
 
+/**
+ * The routes above, for routes.ts to ask first. `handle` does not reject: a failure becomes the
+ * status of its kind (errorToResponse), a 5xx logged first.
+ */
 export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: HubObserver }): UpdateApi {
   const { updates, collector, operators, things } = deps;
   const prefix = `/${deps.home.settings.env}/v1/`;

@@ -17,6 +17,10 @@ export interface StoredMessageJson {
   flmessagespk: string;
 }
 
+/**
+ * `m` with those keys, its payload parsed (`fltimestamp` in Unix seconds). Throws SyntaxError
+ * for a payload that is not JSON (a damaged row): storedMessageText is the one that keeps it.
+ */
 export function storedMessageJson(m: MessageRecord, ownerId: string): StoredMessageJson {
   return {
     payload: JSON.parse(m.payload),

@@ -75,6 +75,10 @@ interface VerifiedToken {
   exp: number;
 }
 
+/**
+ * Both egress paths' one authentication and store (above), made once per process: it remembers
+ * verified tokens and parsed keys in memory, and commits concurrent stores together.
+ */
 export class Collector {
   private readonly keys = new Map<string, { pem: string; key: KeyObject }>();
   /**

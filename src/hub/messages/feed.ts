@@ -24,6 +24,7 @@ export type FeedListener = (event: FeedEvent) => void;
 /** The most watchers at once; more are refused (each is an open HTTP response). */
 export const MAX_FEED_WATCHERS = 200;
 
+/** The feed above: the use cases `publish`, the console's streams `watch` (at most MAX_FEED_WATCHERS). Never throws. */
 export class MessageFeed {
   private readonly listeners = new Set<FeedListener>();
 

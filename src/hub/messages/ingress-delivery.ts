@@ -5,40 +5,7 @@ import type { Logger } from "../../shared/log.ts";
 import type { HubStore } from "../store/hub-store.ts";
 import type { MessageFeed } from "./feed.ts";
 
-/**
- * Ingress that outlives the embedded broker. aedes keeps its sessions in memory, so the QoS 1
- * messages it queues for an offline thing vanish when the hub restarts. The hub database is the
- * record instead: an ingress message stays `pending` there until the thing's PUBACK for it
- * arrives, and this class decides when to hand pending messages to aedes.
- *
- * The rule, per thing, within one hub process:
- * - Once the thing's persistent session (clean: false) has a QoS 1 subscription to its ingress
- *   topic, aedes queues whatever is published there and delivers it across reconnects. So the
- *   first such subscription replays every pending message from the database, oldest first, and
- *   from then on each new message is handed over once. Nothing handed over in this process is
- *   handed over again: that would duplicate what aedes already holds.
- * - Before that subscription (the hub just started, or the thing never connected since), aedes
- *   has no session to queue into: a message is still published (a connected clean-session
- *   subscriber sees it live) but stays pending until the replay.
- * - A clean-session connect under the thing's name makes aedes drop the session and its queue
- *   (lib/handlers/connect.js `emptyQueueFilter`), so the next subscription replays again.
- * - A clean session (the old Python distribution's MQTT client) holds nothing between
- *   connections: each time it subscribes to its ingress topic at QoS 1, every pending message
- *   not in flight on that connection is published to it. Its PUBACKs mark messages delivered
- *   like a persistent session's: aedes keeps no packet for a clean session (its `ack` event
- *   carries none), so the hub notes, in order, what aedes forwarded to that connection at QoS 1,
- *   and takes each PUBACK for the oldest one (MQTT 3.1.1 §4.6: PUBACKs come in the order of the
- *   PUBLISHes). So a thing that moves from the old client to the agent gets exactly what the
- *   old client never acknowledged: nothing is lost, nothing replayed.
- * - While aedes resends a resumed session's queue (between its `client` and `clientReady`
- *   events), nothing new is handed over for that thing: a live delivery would overtake the
- *   queue and reach the thing out of order.
- *
- * Guarantee: a message is marked delivered only after the thing's PUBACK, which the agent sends
- * after its own commit; a kill -9 between that PUBACK and our write to the database leaves it
- * pending, and it is sent again after the restart. Every message carries its id (flmessagespk,
- * src/protocol/ingress.ts), by which the agent stores it once: delivery is exactly once.
- */
+/** An ingress message the thing has not acknowledged, as it is handed to the broker. */
 export interface PendingIngress {
   flmessagespk: string;
   /** the stored text, `{"message": ...}`; published with the id added */
@@ -82,6 +49,40 @@ export interface IngressDeliveryOptions {
 /** The longest a connection that never became ready holds its thing's hand-overs. */
 const GATE_TIMEOUT_MS = 30_000;
 
+/**
+ * Ingress that outlives the embedded broker. aedes keeps its sessions in memory, so the QoS 1
+ * messages it queues for an offline thing vanish when the hub restarts. The hub database is the
+ * record instead: an ingress message stays `pending` there until the thing's PUBACK for it
+ * arrives, and this class decides when to hand pending messages to aedes.
+ *
+ * The rule, per thing, within one hub process:
+ * - Once the thing's persistent session (clean: false) has a QoS 1 subscription to its ingress
+ *   topic, aedes queues whatever is published there and delivers it across reconnects. So the
+ *   first such subscription replays every pending message from the database, oldest first, and
+ *   from then on each new message is handed over once. Nothing handed over in this process is
+ *   handed over again: that would duplicate what aedes already holds.
+ * - Before that subscription (the hub just started, or the thing never connected since), aedes
+ *   has no session to queue into: a message is still published (a connected clean-session
+ *   subscriber sees it live) but stays pending until the replay.
+ * - A clean-session connect under the thing's name makes aedes drop the session and its queue
+ *   (lib/handlers/connect.js `emptyQueueFilter`), so the next subscription replays again.
+ * - A clean session (the old Python distribution's MQTT client) holds nothing between
+ *   connections: each time it subscribes to its ingress topic at QoS 1, every pending message
+ *   not in flight on that connection is published to it. Its PUBACKs mark messages delivered
+ *   like a persistent session's: aedes keeps no packet for a clean session (its `ack` event
+ *   carries none), so the hub notes, in order, what aedes forwarded to that connection at QoS 1,
+ *   and takes each PUBACK for the oldest one (MQTT 3.1.1 §4.6: PUBACKs come in the order of the
+ *   PUBLISHes). So a thing that moves from the old client to the agent gets exactly what the
+ *   old client never acknowledged: nothing is lost, nothing replayed.
+ * - While aedes resends a resumed session's queue (between its `client` and `clientReady`
+ *   events), nothing new is handed over for that thing: a live delivery would overtake the
+ *   queue and reach the thing out of order.
+ *
+ * Guarantee: a message is marked delivered only after the thing's PUBACK, which the agent sends
+ * after its own commit; a kill -9 between that PUBACK and our write to the database leaves it
+ * pending, and it is sent again after the restart. Every message carries its id (flmessagespk,
+ * src/protocol/ingress.ts), by which the agent stores it once: delivery is exactly once.
+ */
 export class IngressDelivery {
   /** things whose persistent session in aedes is subscribed to their ingress at QoS 1 */
   private readonly subscribed = new Set<string>();

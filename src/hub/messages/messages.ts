@@ -113,6 +113,10 @@ export const MAX_FAN_OUT_BYTES = 64 * 1024 * 1024;
 /** The most messages `latest` gives at once. */
 export const MAX_LATEST_MESSAGES = 500;
 
+/**
+ * The message use cases over one hub store, made once per process (hubUseCases): ingress sent
+ * through it at about the same time, a fan-out's copies too, is stored in one commit.
+ */
 export class Messages {
   private readonly now: () => number;
   /** ingress sent at about the same time (a fan-out to many things) is stored in one commit */

@@ -1,13 +1,13 @@
 import type { HubSql } from "./sql.ts";
 import type { ReleaseRow, RolloutRow, ThingUpdateRow, UpdateTables } from "./update-tables.ts";
 
+/** The advisory lock key of rollout changes ("flroll" in ASCII, under 2^53): hub processes take it in turn (PostgreSQL). */
+const ROLLOUT_LOCK = 0x666c726f6c6c;
+
 /**
  * The update tables (update-tables.ts) over the HubSql seam, for both drivers. Inside
  * `transaction` the tables given to `fn` run on the transaction.
  */
-/** The advisory lock key of rollout changes ("flroll" in ASCII, under 2^53): hub processes take it in turn (PostgreSQL). */
-const ROLLOUT_LOCK = 0x666c726f6c6c;
-
 export function sqlUpdateTables(sql: HubSql): UpdateTables {
   const list = (states: readonly string[]) => states.map(() => "?").join(", ");
   return {

@@ -54,6 +54,7 @@ export interface RenewalAdvice {
   lifetimeMs: number;
 }
 
+/** The answer to `thing`'s renewal check: its notAfter, whether an operator asked, and hub.yml's durations in ms. */
 export function renewalAdvice(home: HubHome, thing: ThingRecord): RenewalAdvice {
   const { certificates } = home.settings;
   return {

@@ -113,6 +113,7 @@ export function renderThingConfig(values: DistributionValues): { text: string; p
   return { text, parsed: result.data };
 }
 
+/** The distribution's README.md; values go in as they are (no YAML rule). Throws for a placeholder without a value (a bug). */
 export function renderReadme(values: DistributionValues): string {
   return renderTemplate(README_TEMPLATE, templateValues(values), false);
 }

@@ -23,6 +23,10 @@ import { buildDistribution, renderThingConfig } from "./distribution.ts";
  * database keeps only the public key and the certificate.
  */
 
+/**
+ * `name` as the owner typed it, once it is TYPED_THING_NAME, not a UUID and not prefixed with the
+ * owner prefix (each would be found as another thing). Throws InputError (65/400) otherwise.
+ */
 export function validateThingName(name: unknown, ownerPrefixOfHub: string): string {
   if (typeof name !== "string" || !TYPED_THING_NAME.test(name)) throw new InputError(`a thing name is ${TYPED_THING_NAME_RULE}`);
   // Commands find a thing by id, then full name, then typed name (findThing): a typed name that

@@ -89,6 +89,10 @@ export interface RevokeResult {
   configuredBroker: "rabbitmq" | "embedded";
 }
 
+/**
+ * The thing use cases over one hub home and store. It keeps only a cache of certificate expiries
+ * (by serial), so one per process is enough; times are Unix ms.
+ */
 export class Things {
   private readonly now: () => number;
   /** certificate expiry by serial: parsing a PEM per row per page view would be wasted work */

@@ -28,6 +28,7 @@ export interface StoredRelease {
   signature: string;
 }
 
+/** `releases/` (one directory per stored version) in `hubDir`: the home's shared directory, paths.shared. */
 export function releasesDir(hubDir: string): string {
   return join(hubDir, "releases");
 }

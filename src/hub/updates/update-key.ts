@@ -19,6 +19,7 @@ import { createFile } from "../../shared/files.ts";
 export const UPDATE_PRIVATE_KEY_FILE = "update-key.pem";
 export const UPDATE_PUBLIC_KEY_FILE = "update-key.pub";
 
+/** The two files above, in `hubDir`. */
 export function updateKeyPaths(hubDir: string): { privateKey: string; publicKey: string } {
   return { privateKey: join(hubDir, UPDATE_PRIVATE_KEY_FILE), publicKey: join(hubDir, UPDATE_PUBLIC_KEY_FILE) };
 }

@@ -86,6 +86,10 @@ export interface UpdatesDeps {
   now?: () => number;
 }
 
+/**
+ * The update use cases above, over the hub store and the home's files; it keeps nothing in
+ * memory but its clock. Times are Unix ms.
+ */
 export class Updates {
   private readonly now: () => number;
 
