@@ -131,6 +131,11 @@ test("hub init says the broker listens on every interface; mosquitto-config tell
   const settings = readFileSync(join(dir, "hub.yml"), "utf8");
   expect(settings).toContain(join(out, "crl.pem"));
   expect(settings).toContain("external: mqtts://localhost:18883");
+  // a revoke then says what shuts the thing out on that broker (it named the embedded one, and --broker)
+  expect((await run(["hub", "thing", "create", "gone", "--dir", dir, "--output", join(work, "gone.zip")])).code).toBe(0);
+  const revoked = await run(["hub", "thing", "revoke", "gone", "--dir", dir]);
+  expect(revoked.code).toBe(0);
+  expect(revoked.stdout).toContain("has Mosquitto's dynamic security plugin disconnect it within a few seconds");
   if (process.getuid?.() === 0) {
     // run again after the operator's `chown root:mosquitto` (nogroup standing in): the key stays readable to that group
     chownSync(join(out, "broker-key.pem"), 0, 65534);

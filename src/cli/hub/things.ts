@@ -162,10 +162,11 @@ function revoke(args: string[], options: Options): Promise<number> {
       console.log(
         "a running `flashlex hub serve` closes its connections on the RabbitMQ cluster within a few seconds (management API), and its auth backend refuses the thing from now on",
       );
-    else
+    else if (configuredBroker === "external")
       console.log(
-        "a running `flashlex hub serve` disconnects it within a few seconds (its embedded broker; with --broker, Mosquitto's dynamic security plugin)",
+        "a running `flashlex hub serve` has Mosquitto's dynamic security plugin disconnect it within a few seconds (without the plugin it stays connected until Mosquitto reloads the CRL)",
       );
+    else console.log("a running `flashlex hub serve` disconnects it within a few seconds (its embedded broker)");
     if (brokerCrlFiles.length > 0)
       console.log(
         `CRL updated: ${brokerCrlFiles.join(", ")}; ${

@@ -84,9 +84,10 @@ export interface RevokeResult {
   /**
    * The broker `hub serve` uses without `--broker`: `rabbitmq` when hub.yml has
    * `broker.rabbitmq` (the hub closes the thing's connections through the management API and
-   * its auth backend refuses it), else `embedded` (the hub disconnects it itself).
+   * its auth backend refuses it), `external` with `broker.external` (Mosquitto's dynamic security
+   * plugin, told by the hub), else `embedded` (the hub disconnects it itself).
    */
-  configuredBroker: "rabbitmq" | "embedded";
+  configuredBroker: "rabbitmq" | "external" | "embedded";
 }
 
 /**
@@ -223,7 +224,7 @@ export class Things {
       brokerCrlFiles: broker.crlFiles,
       reloadCommand: broker.reloadCommand,
       // What `hub serve` uses without --broker: the cluster hub.yml names, else the embedded broker.
-      configuredBroker: broker.rabbitmq ? "rabbitmq" : "embedded",
+      configuredBroker: broker.rabbitmq ? "rabbitmq" : broker.external ? "external" : "embedded",
     };
   }
 
