@@ -113,6 +113,9 @@ test("hub init says the broker listens on every interface; mosquitto-config tell
   const init = await run(["hub", "init", "--dir", dir]);
   expect(init.code).toBe(0);
   expect(init.stdout).toContain("listening on 0.0.0.0:8883, every interface");
+  // an IPv6 broker host is printed as an address to copy: in brackets before the port
+  const v6 = await run(["hub", "init", "--dir", join(work, "init-v6"), "--name", "2001:db8::1"]);
+  expect(v6.stdout).toContain("broker:     [2001:db8::1]:8883 (certificate for 2001:db8::1;");
   const out = join(work, "mosquitto's files");
   const persistence = join(work, "mosquitto-persist", "db");
   const config = await run(["hub", "mosquitto-config", "--dir", dir, "--out", out, "--port", "18883", "--persistence", persistence]);

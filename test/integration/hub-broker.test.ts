@@ -11,6 +11,7 @@ import { join } from "node:path";
 import tls from "node:tls";
 import { Aedes } from "aedes";
 import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
+import { exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { describeCertificate } from "../../src/crypto/certificate-info.ts";
 import { createCrl } from "../../src/crypto/crl.ts";
 import type { BrokerEvents, HubBroker, ThingDirectory } from "../../src/hub/broker/broker.ts";
@@ -565,4 +566,36 @@ describe("Mosquitto with the rendered config", () => {
       await new Promise<void>((resolve) => booting.close(() => resolve()));
     }
   }, 40_000);
+});
+
+describe("an external broker whose certificate is not for the URL's host", () => {
+  test("is a configuration error (78) at once, naming the host and hub.broker.names: trying again cannot help", async () => {
+    // The hub's own CA signed a broker certificate for another name only, as a hub init whose
+    // --name left out the address hub.yml's broker.external (or --broker) gives.
+    const other = await makeTestPki(join(dir, "other-names"), { serverNames: ["broker.example"] });
+    const server = tls.createServer({ cert: other.broker.certPem, key: other.broker.keyPem });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    const port = (server.address() as net.AddressInfo).port;
+    try {
+      const refused = await connectExternalBroker({
+        url: `mqtts://127.0.0.1:${port}`,
+        caPem: other.ca.certPem,
+        certPem: hubClient.certPem,
+        keyPem: hubClient.privateKeyPem,
+        directory: new FakeDirectory(),
+        log,
+        connectTimeoutMs: 120_000,
+        events: {},
+      }).then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      expect(exitCodeOf(refused)).toBe(78);
+      expect((refused as Error).message).toBe(
+        `cannot use broker mqtts://127.0.0.1:${port}: its certificate is not for 127.0.0.1; name the broker by one of the names hub init gave it (hub.yml hub.broker.names) in --broker or hub.broker.external`,
+      );
+    } finally {
+      server.close();
+    }
+  }, 30_000);
 });

@@ -1,3 +1,4 @@
+import { formatListenAddress } from "../../shared/listen-address.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, interruptible, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -58,7 +59,7 @@ async function hubInit(options: Options, signal: AbortSignal): Promise<number> {
   const apiHost = s.api.host.includes(":") ? `[${s.api.host}]` : s.api.host;
   console.log(`api:        ${s.api.publicUrl}/${s.env}/v1 (listening on ${apiHost}:${s.api.port})`);
   console.log(
-    `broker:     ${s.broker.host}:${s.broker.port} (certificate for ${s.broker.names.join(", ")}; listening on ${s.broker.listenHost}:${s.broker.listenPort ?? s.broker.port}${s.broker.listenHost === "0.0.0.0" ? ", every interface: set hub.broker.listenHost in hub.yml to narrow it" : ""})`,
+    `broker:     ${formatListenAddress({ host: s.broker.host, port: s.broker.port })} (certificate for ${s.broker.names.join(", ")}; listening on ${formatListenAddress({ host: s.broker.listenHost, port: s.broker.listenPort ?? s.broker.port })}${s.broker.listenHost === "0.0.0.0" ? ", every interface: set hub.broker.listenHost in hub.yml to narrow it" : ""})`,
   );
   console.log("");
   console.log("operator access token (shown once; the hub keeps only its hash; `flashlex hub token rotate` makes a new one):");

@@ -239,7 +239,17 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     opts.onConnected?.();
   } catch (err) {
     await client.endAsync(true).catch(() => {});
-    throw err instanceof FlashlexError ? err : new FlashlexError(`cannot use broker ${opts.url}: ${(err as Error).message}`, "unavailable");
+    if (err instanceof FlashlexError) throw err;
+    // The URL names a host the broker's certificate (the hub's own, from hub init) is not for:
+    // trying again cannot help, so it is configuration (78), not "try later" (a restart loop).
+    const code = (err as { code?: unknown } | null)?.code;
+    if (code === "ERR_TLS_CERT_ALTNAME_INVALID" || code === "HOSTNAME_MISMATCH") {
+      throw new ConfigError(
+        `cannot use broker ${opts.url}: its certificate is not for ${host}; name the broker by one of the names hub init gave it (hub.yml hub.broker.names) in --broker or hub.broker.external`,
+        { cause: err },
+      );
+    }
+    throw new FlashlexError(`cannot use broker ${opts.url}: ${(err as Error).message}`, "unavailable");
   } finally {
     clearTimeout(timer);
   }
