@@ -132,7 +132,7 @@ describe("serve --exec with a handler that hangs", () => {
       tally("faults");
       expect(timedOut).toContain("id=1");
       expect(timedOut).toContain("afterSeconds=1");
-      expect(await serve.waitFor(/exec\.failed id=1 [^\n]*/)).toContain("exitCode=124 retryInMs=1000");
+      expect(await serve.waitFor(/exec\.failed id=1 [^\n]*/)).toContain('exitCode=124 meaning="ended at --exec-timeout" retryInMs=1000');
       // the handler and what it started are gone (SIGTERM to the group; SIGKILL 2 s later at most)
       const hung = pids();
       expect(hung).toHaveLength(2);

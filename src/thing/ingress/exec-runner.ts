@@ -148,7 +148,7 @@ export class ExecRunner {
       const failures = this.failing?.id === message.id ? this.failing.failures + 1 : 1;
       this.failing = { id: message.id, failures };
       const delay = Math.min(60_000, 1000 * 2 ** Math.min(failures - 1, 6));
-      log.warn("exec.failed", { id: message.id, exitCode: code, retryInMs: delay });
+      log.warn("exec.failed", { id: message.id, exitCode: code, meaning: exitMeaning(code), retryInMs: delay });
       return this.later(delay);
     }
   }
@@ -174,6 +174,8 @@ export class ExecRunner {
       });
       let ended: "timeout" | "stop" | undefined;
       let hardKill: ReturnType<typeof setTimeout> | undefined;
+      /** when the group's grace after SIGTERM is over (performance.now() ms) */
+      let graceEnds = 0;
       const signalGroup = (signal: NodeJS.Signals) => {
         try {
           if (child.pid) process.kill(-child.pid, signal);
@@ -189,19 +191,31 @@ export class ExecRunner {
           log.warn("exec.timed_out", { ...fields, afterSeconds: this.timeoutMs / 1000, hint: "raise serve --exec-timeout if the handler needs longer" });
         else log.warn("exec.killed", { ...fields, reason: "serve is stopping; the message stays unacknowledged and runs again at the next start" });
         signalGroup("SIGTERM");
+        graceEnds = performance.now() + KILL_GRACE_MS;
         hardKill = setTimeout(() => signalGroup("SIGKILL"), KILL_GRACE_MS);
       };
       const timer = setTimeout(() => kill("timeout"), this.timeoutMs);
       this.current = { child, kill };
       if (child.pid) trackGroup(child.pid);
-      const finish = (code: number) => {
-        clearTimeout(timer);
+      const done = (code: number) => {
         clearTimeout(hardKill);
         if (child.pid) liveGroups.delete(child.pid);
         if (this.current?.child === child) this.current = undefined;
-        // What CMD left running in its group (a `cmd &`) is ended with it when the run was.
-        if (ended) signalGroup("SIGKILL");
         resolve(ended === "timeout" ? TIMED_OUT : code);
+      };
+      let finished = false;
+      const finish = (code: number) => {
+        if (finished) return;
+        finished = true;
+        clearTimeout(timer);
+        if (!ended || !child.pid) return done(code);
+        // The leader is gone, but the SIGTERM went to the whole group: the handler may be a child
+        // of the shell (dash does not exec the last command) and still cleaning up. It gets the
+        // rest of its grace; whatever is left then (a `cmd &` too) gets SIGKILL.
+        void untilGroupGone(child.pid, graceEnds).then(() => {
+          signalGroup("SIGKILL");
+          done(code);
+        });
       };
       child.on("error", (err) => {
         log.error("exec.spawn_failed", { error: err });
@@ -211,6 +225,34 @@ export class ExecRunner {
       child.stdin?.on("error", () => {}); // a command that ignores stdin closes it early; that is fine
       child.stdin?.end(typeof message.payload === "string" ? message.payload : Buffer.from(message.payload));
     });
+  }
+}
+
+/**
+ * What a run's exit code says that the code alone does not, for the log (the shell's own line
+ * about it, `/bin/sh: 1: ...: Permission denied`, is on serve's stderr without context), or
+ * undefined for the handler's own codes (1-123).
+ */
+export function exitMeaning(code: number): string | undefined {
+  if (code === TIMED_OUT) return "ended at --exec-timeout";
+  if (code === 126) return "the command is not executable (chmod +x it)";
+  if (code === 127) return "the command was not found (a relative path is from serve's working directory, which under systemd is /: give an absolute one)";
+  if (code > 128 && code < 160) {
+    const name = Object.entries(constants.signals).find(([, n]) => n === code - 128)?.[0];
+    return `killed by ${name ?? `signal ${code - 128}`}${name === "SIGKILL" ? " (out of memory, or another program)" : ""}`;
+  }
+  return undefined;
+}
+
+/** Resolves when no process is left in process group `pgid`, or at `deadline` (performance.now() ms), whichever comes first. */
+async function untilGroupGone(pgid: number, deadline: number): Promise<void> {
+  while (performance.now() < deadline) {
+    try {
+      process.kill(-pgid, 0);
+    } catch {
+      return; // ESRCH: the group is empty
+    }
+    await new Promise((resolve) => setTimeout(resolve, 20));
   }
 }
 
