@@ -157,6 +157,10 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     let updatesRef: Updates | undefined;
     const metrics = settings.metrics.listen === false ? undefined : await loadHubMetrics(feed, store, () => updatesRef, log);
     if (metrics) await parts.start({ name: "metrics", stop: () => metrics.close() });
+    // Listening before the broker and the API: a hub.metrics.listen in use (78) stops the start
+    // before any thing has connected.
+    const metricsUrl = metrics ? await listenForScrapes(metrics, settings.metrics.listen || undefined, paths.config, log) : undefined;
+    if (metricsUrl) await parts.start({ name: "metrics listener", stop: () => metricsUrl.close() });
     const observer = metrics?.observer;
     const events = createBrokerEvents({ store, collector, log, payloadLimitBytes: settings.api.payloadLimitBytes, publish, observer });
     const directory = createThingDirectory(
@@ -322,9 +326,6 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       log,
     });
     await parts.start({ name: "CRL renewal", stop: stopRenewal });
-
-    const metricsUrl = metrics ? await listenForScrapes(metrics, settings.metrics.listen || undefined, paths.config, log) : undefined;
-    if (metricsUrl) await parts.start({ name: "metrics listener", stop: () => metricsUrl.close() });
 
     const things = (await store.listThings()).length;
     log.info("hub.started", {

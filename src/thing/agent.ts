@@ -127,6 +127,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       failWith(err);
     });
     await parts.start({ name: "database watch", stop: stopWatch });
+    // Before anything is received, acknowledged or run: a port in use is a configuration error
+    // (78), and a serve that stops for it must not have done a handler's work first.
+    const scrapes = metrics && options.metrics ? await listenForScrapes(metrics, options.metrics) : undefined;
+    if (scrapes) await parts.start({ name: "metrics", stop: () => scrapes.close() });
 
     const runner = options.exec ? new ExecRunner({ store, command: options.exec, log, timeoutMs: options.execTimeoutMs }) : undefined;
     const trim = new IdleTrim({ release: () => store.releaseMemory() });
@@ -192,9 +196,6 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       requestRestart: options.requestRestart ?? ((reason) => log.warn("update.restart_unhandled", { reason })),
     });
     await parts.start({ name: "updates", stop: () => updater.stop() });
-
-    const scrapes = metrics && options.metrics ? await listenForScrapes(metrics, options.metrics) : undefined;
-    if (scrapes) await parts.start({ name: "metrics", stop: () => scrapes.close() });
 
     log.info("serve.started", {
       thing: identity.thingName,

@@ -5,9 +5,10 @@
  * and gauge checked to have moved as it should (and no thing id in any label).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { MessageStore } from "../../src/thing/store/message-store.ts";
 import { type Background, run, start } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
@@ -111,10 +112,17 @@ describe("metrics", () => {
   test("a metrics address already taken is exit 78 naming the flag; one that is not an address is 64", async () => {
     expect(await agent.stop(5_000)).toBe(0);
     const holder = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+    // a message waiting for the handler: a serve refused at start must not have run it (it was, the
+    // metrics listener being the last thing opened; the unit then stays stopped after real work)
+    const store = MessageStore.open(join(thing.dataDir, "subscription.db"));
+    store.insertIngress({ topic: "ingress/x", payload: new TextEncoder().encode("{}"), qos: 1, retain: false, receivedAt: Date.now() });
+    store.close();
+    const ran = join(work, "handler-ran");
     try {
-      const taken = await run(["serve", ...thing.flags, "--metrics", `127.0.0.1:${holder.port}`], { timeoutMs: 30_000 });
+      const taken = await run(["serve", ...thing.flags, "--exec", `touch '${ran}'`, "--metrics", `127.0.0.1:${holder.port}`], { timeoutMs: 30_000 });
       expect(taken.code).toBe(78);
       expect(taken.stderr).toContain(`--metrics: the metrics cannot listen on 127.0.0.1:${holder.port}`);
+      expect(existsSync(ran)).toBe(false);
     } finally {
       holder.stop(true);
     }
