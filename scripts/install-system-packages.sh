@@ -12,6 +12,8 @@
 # hub-postgres tests start their own cluster from /usr/lib/postgresql/15/bin, never Debian's.
 # rabbitmq-server (3.10, with its MQTT plugin and HTTP auth backend) runs the three-node broker
 # cluster of test/integration/rabbitmq-cluster.test.ts; its default node must not run (see below).
+# prometheus is there for its promtool: test/unit/metrics.test.ts checks and unit-tests the sample
+# alert rules (docs/prometheus/); the server itself is never started.
 # Idempotent; works as root (CI) or with sudo.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -20,7 +22,7 @@ SUDO=""
 
 PACKAGES=(
   mosquitto mosquitto-clients sqlite3 openssl systemd ca-certificates xz-utils unzip faketime
-  python3 python3-yaml chromium wrk hyperfine postgresql rabbitmq-server
+  python3 python3-yaml chromium wrk hyperfine postgresql rabbitmq-server prometheus
   qemu-user-static libc6-arm64-cross
   libc6:armhf libstdc++6:armhf libatomic1:armhf binutils-arm-linux-gnueabihf
 )

@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { existsSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { MessageFeed } from "../../src/hub/messages/feed.ts";
 import { methodLabel } from "../../src/hub/metrics/observer.ts";
@@ -259,11 +259,23 @@ describe("the scrape listener", () => {
 
 describe("docs/prometheus/alerts.yml", () => {
   const promtool = ["/usr/bin/promtool", "/usr/local/bin/promtool"].find((p) => existsSync(p));
-  // Debian's promtool comes with the prometheus package (~96 MB installed, a server and its web UI):
-  // too much for CI's package list for one check, so this runs where it is installed (docs/metrics.md).
+  const rules = join(import.meta.dir, "../../docs/prometheus");
+  // Debian's promtool comes with the prometheus package, which scripts/install-system-packages.sh
+  // installs (CI too); a machine without it skips these (docs/metrics.md).
   test.skipIf(!promtool)("promtool check rules accepts it", () => {
-    const run = Bun.spawnSync([promtool!, "check", "rules", join(import.meta.dir, "../../docs/prometheus/alerts.yml")], { timeout: 30_000 });
+    const run = Bun.spawnSync([promtool!, "check", "rules", join(rules, "alerts.yml")], { timeout: 30_000 });
     expect(run.stdout.toString() + run.stderr.toString()).toContain("SUCCESS");
     expect(run.exitCode).toBe(0);
+  });
+
+  test.skipIf(!promtool)("every alert fires on the series it watches (promtool test rules alerts.test.yml)", () => {
+    const run = Bun.spawnSync([promtool!, "test", "rules", "alerts.test.yml"], { cwd: rules, timeout: 60_000 });
+    const output = run.stdout.toString() + run.stderr.toString();
+    expect(output).toContain("SUCCESS");
+    expect(run.exitCode).toBe(0);
+    // each alert of alerts.yml has a test there
+    const alerts = [...readFileSync(join(rules, "alerts.yml"), "utf8").matchAll(/- alert: (\w+)/g)].map((m) => m[1]);
+    const tested = new Set([...readFileSync(join(rules, "alerts.test.yml"), "utf8").matchAll(/alertname: (\w+)/g)].map((m) => m[1]));
+    expect(alerts.filter((a) => !tested.has(a))).toEqual([]);
   });
 });
