@@ -28,6 +28,12 @@ export function parseListenAddress(text: string): ListenAddress | undefined {
   return portOf(host, plain[2]!);
 }
 
+/** Whether `text` is an IPv4 address in dotted decimal (each part 0-255) or an IPv6 address. */
+function isIpAddress(text: string): boolean {
+  const v4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/.exec(text);
+  return v4 ? v4.slice(1).every((part) => Number(part) <= 255) : isIPv6(text);
+}
+
 /**
  * Whether `text` is an IPv6 address, by the WHATWG URL parser (node:net's isIP would load
  * node:net when the config is read, which every command does: test/unit/start-up.test.ts).
@@ -63,11 +69,12 @@ export function listenFailure(err: unknown, at: ListenAddress): string | undefin
       return "permission denied (EACCES); ports below 1024 need root or CAP_NET_BIND_SERVICE";
     case "EADDRNOTAVAIL":
       return "the address is not available on this machine (EADDRNOTAVAIL)";
-    case "EINVAL":
-      return "not an address this machine can listen on (EINVAL)";
   }
+  // EINVAL for an IP address: one no interface has (a link-local one without its zone); for a
+  // name, the runtime's way (on some resolvers) of saying the name did not resolve.
+  if (code === "EINVAL" && isIpAddress(at.host)) return "not an address this machine can listen on (EINVAL)";
   const unnamed = code === undefined && typeof e?.message === "string" && e.message.startsWith("Failed to listen at");
-  const unresolved = code === "ENOTFOUND" || code?.startsWith("EAI_") || (code === "ENOENT" && e?.path === undefined);
+  const unresolved = code === "EINVAL" || code === "ENOTFOUND" || code?.startsWith("EAI_") || (code === "ENOENT" && e?.path === undefined);
   if (!unnamed && !unresolved) return undefined;
   if (at.host.startsWith("[")) return "write an IPv6 address here without brackets (::1, not [::1])";
   return `${at.host} is neither an address of this machine nor a name that resolves to one${code ? ` (${code})` : ""}`;
