@@ -400,8 +400,44 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
         self.sock = sock
 
 
+# How long the running serve has to answer its status before it counts as busy or stopped (the
+# agent's own commands wait as long).
+_PROBE_SECONDS = 2
+
+
 def _call_serve(socket_path, method, path, body, timeout):
-    """Calls the running serve; raises _NotRunning when none listens (no socket, or a dead one's)."""
+    """Calls the running serve; raises _NotRunning when none listens (no socket, or a dead one's).
+
+    A serve that listens but does not answer its status within 2 s (stopped with SIGSTOP, its
+    event loop held) is ``try-later``, as for the agent's commands, before the call is made: the
+    call itself may take ``timeout`` seconds (a long list, a collect's delivery).
+    """
+    if path != "/v1/status":
+        try:
+            _request_serve(socket_path, "GET", "/v1/status", None, _PROBE_SECONDS)
+        except socket.timeout:
+            raise FlashlexError(
+                "%s: the flashlex serve running there did not answer within %s s (busy, or stopped); try again" % (socket_path, _PROBE_SECONDS),
+                "try-later",
+            ) from None
+        except (OSError, http.client.HTTPException) as err:
+            raise FlashlexError("%s: the running serve did not answer (%s)" % (socket_path, err or type(err).__name__), "unavailable") from None
+    try:
+        return _request_serve(socket_path, method, path, body, timeout)
+    except (OSError, http.client.HTTPException) as err:
+        # It answered its status, then not this: it stopped, was killed or hung meanwhile. For a
+        # collect the outcome is unknown (serve may have queued it): try-later (75), as the
+        # agent's `collect` says it, since unavailable (69) means "queued".
+        lost = "%s: the running serve did not answer (%s)" % (socket_path, err or type(err).__name__)
+        if path != "/v1/collect":
+            raise FlashlexError(lost, "unavailable") from None
+        raise FlashlexError(lost + "; the message may or may not be queued: see `flashlex outbox list` before sending it again", "try-later") from None
+
+
+def _request_serve(socket_path, method, path, body, timeout):
+    """One request on serve's socket: its result, or FlashlexError for a refusal; raises
+    _NotRunning when nothing listens, and the transport's OSError/HTTPException (socket.timeout
+    included) once connected."""
     if not os.path.exists(socket_path):
         raise _NotRunning()
     connection = _UnixHTTPConnection(socket_path, timeout)
@@ -416,13 +452,10 @@ def _call_serve(socket_path, method, path, body, timeout):
             raise FlashlexError("%s: cannot connect to the running serve (%s)" % (socket_path, err), "io") from None
         # Connected: from here a failure is reported, never retried another way (a collect that
         # reached serve may have been queued; sending it again would store it twice).
-        try:
-            payload = None if body is None else json.dumps(body).encode("utf-8")
-            connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
-            response = connection.getresponse()
-            text = response.read().decode("utf-8")
-        except (OSError, http.client.HTTPException) as err:
-            raise FlashlexError("%s: the running serve did not answer (%s)" % (socket_path, err or type(err).__name__), "unavailable") from None
+        payload = None if body is None else json.dumps(body).encode("utf-8")
+        connection.request(method, path, body=payload, headers={"Content-Type": "application/json"})
+        response = connection.getresponse()
+        text = response.read().decode("utf-8")
     finally:
         connection.close()
     try:
@@ -762,7 +795,9 @@ class FlashlexSDK(object):
 
         As the old SDK: 200 when the hub stored it, the API's 4xx when it refused it. And: 202
         when it could not be delivered now and waits in the agent's outbox (serve delivers it),
-        503 when it could be neither delivered nor queued (offlinePublishQueueing; try later).
+        503 when it could be neither delivered nor queued (offlinePublishQueueing; try later), or
+        when the running serve stopped answering in the middle of it (then it may be queued:
+        `flashlex outbox list` tells).
         Everything else (a broken config or key, a document that is not JSON or too large)
         raises FlashlexError with the agent's message. ``collect()`` says more.
         """
@@ -778,8 +813,10 @@ class FlashlexSDK(object):
 
         ``via``: ``http`` (the collect API, default) or ``mqtt`` (the egress topic). Returns a
         CollectResult. Raises FlashlexError: ``data`` (not JSON-serialisable, too large or too
-        deep: nothing queued), ``try-later`` (neither delivered nor queued), ``config`` (the
-        config, the keys, no flashlex binary), ``unavailable`` (no answer in time).
+        deep: nothing queued), ``try-later`` (neither delivered nor queued; or serve stopped
+        answering in the middle, and it may be queued: the message says so), ``config`` (the
+        config, the keys, no flashlex binary), ``unavailable`` (`flashlex collect` did not finish
+        in time).
         """
         if via not in ("http", "mqtt"):
             raise FlashlexError("via must be http or mqtt, not %r" % (via,), "usage")
