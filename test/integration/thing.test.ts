@@ -173,6 +173,10 @@ describe("serve", () => {
     const missing = await run(["messages", "ack", "99999999", ...thing.flags]);
     expect(missing.code).toBe(65);
     expect(missing.stderr).toContain("no message with id 99999999");
+    // many missing ids: the line names the first 20 and counts the rest (it printed every one)
+    const many = await run(["messages", "ack", ...Array.from({ length: 500 }, (_, i) => String(90_000_000 + i)), ...thing.flags]);
+    expect(many.code).toBe(65);
+    expect(many.stderr.trim()).toBe(`messages: no message with id ${Array.from({ length: 20 }, (_, i) => 90_000_000 + i).join(", ")} and 480 more`);
     expect((await run(["messages", "ack", "abc", ...thing.flags])).code).toBe(64);
     // an id given twice is one id; one past 2^53 - 1 is named as typed, with the range
     const twice = await run(["messages", "ack", String(first.id), String(first.id), ...thing.flags]);

@@ -113,3 +113,12 @@ export function thingCommand(spec: CommandSpec): CommandSpec {
       : undefined,
   };
 }
+
+/**
+ * Ids for a one-line message: all of them up to `max`, else the first `max` and how many more
+ * (a `messages ack` of 100,000 missing ids printed them all on one line).
+ */
+export function idList(ids: readonly (string | number)[], max = 20): string {
+  const shown = ids.slice(0, max).join(", ");
+  return ids.length > max ? `${shown} and ${ids.length - max} more` : shown;
+}

@@ -5,7 +5,7 @@ import type { IngressMessage, IngressQuery, ThingAccess } from "../../thing/loca
 import { type CommandSpec, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag, parseTime } from "../input.ts";
-import { openAccessFromFlags as openAccess, runningServeFromFlags, type ThingFlags, thingCommand } from "./common.ts";
+import { idList, openAccessFromFlags as openAccess, runningServeFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 export const messagesCommand: CommandSpec = thingCommand({
   name: "messages",
@@ -152,7 +152,7 @@ async function changeMessages(
     const missing = parsed.filter((id) => !done.has(id));
     if (done.size) console.log(`${verb}: ${[...done].join(" ")}`);
     if (missing.length) {
-      console.error(`messages: no message with id ${missing.join(", ")}`);
+      console.error(`messages: no message with id ${idList(missing)}`);
       return ExitCode.DATA;
     }
     return ExitCode.OK;

@@ -8,7 +8,7 @@ import { isoOrAsIs } from "../../shared/time.ts";
 import type { OutboxChange, OutboxEntry, OutboxState, ThingAccess } from "../../thing/local/access.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { openAccessFromFlags as openAccess, type ThingFlags, thingCommand } from "./common.ts";
+import { idList, openAccessFromFlags as openAccess, type ThingFlags, thingCommand } from "./common.ts";
 
 export const outboxCommand: CommandSpec = thingCommand({
   name: "outbox",
@@ -73,8 +73,8 @@ async function changeOutbox(
   try {
     const result = await change(access, parsed);
     if (result.changed.length) console.log(`${verb}: ${result.changed.join(" ")}`);
-    if (result.sent.length) console.error(`outbox: already sent, left alone: ${result.sent.join(", ")}`);
-    if (result.missing.length) console.error(`outbox: no message with id ${result.missing.join(", ")}`);
+    if (result.sent.length) console.error(`outbox: already sent, left alone: ${idList(result.sent)}`);
+    if (result.missing.length) console.error(`outbox: no message with id ${idList(result.missing)}`);
     return result.sent.length || result.missing.length ? ExitCode.DATA : ExitCode.OK;
   } finally {
     access.close();
