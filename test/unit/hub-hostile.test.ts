@@ -271,6 +271,11 @@ describe("the streamed archive", () => {
     expect(files[0]!.length).toBeLessThan(deep.length + 1000);
     expect(files[0]).toContain(`"payload": ${deep},\n  "flthingspk"`);
     expect(JSON.parse(files[1]!).payload).toBe("{not json");
+    // the messages route too: the damaged row is its text, and the page around it is served (it was a 500)
+    const page = await api.fetch(new Request(`${base}/things/${target.id}/messages`, { headers: { Authorization: `Bearer ${operatorToken}` } }));
+    expect(page.status).toBe(200);
+    const listed = ((await page.json()) as { result: { flmessagespk: string; payload: unknown }[] }).result;
+    expect(listed.find((m) => m.flmessagespk.endsWith("0002"))?.payload).toBe("{not json");
     tally("badInputs", 2);
   });
 

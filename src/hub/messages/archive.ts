@@ -18,12 +18,13 @@ export interface StoredMessageJson {
 }
 
 /**
- * `m` with those keys, its payload parsed (`fltimestamp` in Unix seconds). Throws SyntaxError
- * for a payload that is not JSON (a damaged row): storedMessageText is the one that keeps it.
+ * `m` with those keys, its payload parsed (`fltimestamp` in Unix seconds). A payload that is not
+ * JSON (a damaged row, or one another program wrote) is the stored text as a JSON string: one
+ * such row must not fail a whole page of messages (it was a 500) or an archive.
  */
 export function storedMessageJson(m: MessageRecord, ownerId: string): StoredMessageJson {
   return {
-    payload: JSON.parse(m.payload),
+    payload: parsedPayload(m.payload),
     flthingspk: m.thingId,
     messagetype: m.messagetype,
     fltimestamp: m.fltimestamp,
@@ -57,13 +58,16 @@ export function storedMessageText(m: MessageRecord, ownerId: string): string {
     const text = JSON.stringify({ ...shell, payload: RAW_PAYLOAD }, null, 2);
     return `${text.replace(JSON.stringify(RAW_PAYLOAD), () => m.payload)}\n`;
   }
-  let payload: unknown;
+  return `${JSON.stringify({ ...shell, payload: parsedPayload(m.payload) }, null, 2)}\n`;
+}
+
+/** The stored payload parsed, or the text itself when it is not JSON (see storedMessageJson). */
+function parsedPayload(text: string): unknown {
   try {
-    payload = JSON.parse(m.payload);
+    return JSON.parse(text);
   } catch {
-    payload = m.payload;
+    return text;
   }
-  return `${JSON.stringify({ ...shell, payload }, null, 2)}\n`;
 }
 
 /**
