@@ -152,6 +152,28 @@ describe("the enforcer", () => {
     // one WARN for the outage, not one per retry
     expect(lines.filter((l) => l.includes("hub.revocation_enforce_failed") && l.includes("WARN")).length).toBe(1);
   });
+
+  test("the revoked things that could not be listed (the database away at start) are listed again until they can be", async () => {
+    const calls: string[][] = [];
+    let listFailures = 2;
+    const enforcer = createRevocationEnforcer({
+      async revoke(names) {
+        calls.push([...names]);
+      },
+      async listRevoked() {
+        if (listFailures-- > 0) throw new Error("database away");
+        return ["revoked-while-down"];
+      },
+      log,
+      retryMs: 30,
+    });
+    await enforcer.reconcile();
+    expect(calls).toEqual([]);
+    for (let i = 0; i < 100 && calls.length < 1; i++) await Bun.sleep(10);
+    enforcer.stop();
+    // it waited for the broker's next reconnect, which may not come for days
+    expect(calls).toEqual([["revoked-while-down"]]);
+  });
 });
 
 describe("the broker reload", () => {

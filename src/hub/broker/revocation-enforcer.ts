@@ -41,6 +41,9 @@ export function createRevocationEnforcer(opts: RevocationEnforcerOptions): Revoc
   let stopped = false;
   let warned = false;
   let failures = 0;
+  /** reconcile's own retry when the revoked things could not be listed, and how often it failed in a row */
+  let relist: ReturnType<typeof setTimeout> | undefined;
+  let listFailures = 0;
 
   const attempt = async (): Promise<void> => {
     const names = [...pending];
@@ -89,14 +92,25 @@ export function createRevocationEnforcer(opts: RevocationEnforcerOptions): Revoc
     async reconcile() {
       try {
         for (const name of await opts.listRevoked()) pending.add(name);
+        listFailures = 0;
       } catch (err) {
-        opts.log.warn("hub.revocation_reconcile_failed", { error: err });
+        // The database away (PostgreSQL restarting): the revocations made while the hub was
+        // down must still reach the broker, so the list is asked for again, backing off as above
+        // (it waited for the next broker reconnect, which may not come for days).
+        const delay = Math.min(60_000, retryMs * 2 ** listFailures++);
+        opts.log.warn("hub.revocation_reconcile_failed", { error: err, retry_ms: delay });
+        if (!stopped) {
+          clearTimeout(relist);
+          relist = setTimeout(() => void this.reconcile(), delay);
+          relist.unref?.();
+        }
       }
       return flush();
     },
     stop() {
       stopped = true;
       clearTimeout(retry);
+      clearTimeout(relist);
     },
   };
 }
