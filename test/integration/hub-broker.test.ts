@@ -106,6 +106,28 @@ describe("embedded broker (aedes)", () => {
     await broker.close();
   });
 
+  test("a broker whose ACL refuses the hub its topics is a configuration error (78) naming them, not 77 (which blames the hub home)", async () => {
+    // a thing's certificate as the hub's: the embedded broker gives it its own topics only
+    const refused = await connectExternalBroker({
+      url: `mqtts://127.0.0.1:${broker.port}`,
+      caPem: pki.ca.certPem,
+      certPem: alpha.certPem,
+      keyPem: alpha.privateKeyPem,
+      clientId: alpha.name,
+      directory: new FakeDirectory(),
+      log,
+      connectTimeoutMs: 20_000,
+      events: {},
+    }).then(
+      () => undefined,
+      (err: unknown) => err,
+    );
+    expect(exitCodeOf(refused)).toBe(78);
+    expect((refused as Error).message).toMatch(
+      /refused the hub's subscription to .*flashlex\/collect.*: its ACL must let the hub's client \(flashlex-hub\) read them/,
+    );
+  }, 30_000);
+
   test("a thing subscribes to its ingress and receives what the hub publishes", async () => {
     expect(broker.url).toBe(`mqtts://127.0.0.1:${broker.port}`);
     const a = track(await connect(broker.port, alpha));

@@ -98,8 +98,9 @@ export function parseBrokerUrl(url: string): { host: string; port: number } {
 
 /**
  * Resolves once connected (MQTT 3.1.1) and subscribed to the hub topics; MQTT.js reconnects on
- * its own from then on. Rejects with ConfigError for a bad URL, FlashlexError `permission` when
- * the broker refused the subscription, else `unavailable` (69): refused, or not usable in time.
+ * its own from then on. Rejects with ConfigError (78) for a bad URL, a certificate not for its
+ * host, or a subscription the broker's ACL refused; else `unavailable` (69): refused, or not
+ * usable in time.
  */
 export async function connectExternalBroker(opts: ExternalBrokerOptions): Promise<ExternalBroker> {
   const log = opts.log.child({ component: "broker" });
@@ -193,7 +194,19 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
       const refused = granted?.filter((g) => g.qos === 128).map((g) => g.topic) ?? [];
       if (err || refused.length) {
         log.error("mqtt.subscribe.failed", { error: err, refused: refused.join(",") || undefined });
-        subscribed.reject(err ?? new FlashlexError(`broker refused subscription to ${refused.join(", ")}`, "permission"));
+        // A SUBACK 0x80 (MQTT 3.1.1 §3.9.3) is the broker's ACL, not this hub home's files:
+        // configuration (78); 77 would blame the home. MQTT.js 5 passes it as an error holding the
+        // SUBACK (its return codes in the order of the topics asked for), not as `granted`.
+        const codes = (err as { packet?: { granted?: unknown } } | undefined)?.packet?.granted;
+        const refusedByCode = Array.isArray(codes) ? HUB_TOPICS.filter((_, i) => typeof codes[i] === "number" && (codes[i] & 0x80) !== 0) : [];
+        const aclRefused = [...refused, ...refusedByCode];
+        subscribed.reject(
+          aclRefused.length
+            ? new ConfigError(
+                `broker ${opts.url} refused the hub's subscription to ${aclRefused.join(", ")}: its ACL must let the hub's client (${HUB_CLIENT_NAME}) read them, as the one hub mosquitto-config writes does`,
+              )
+            : err,
+        );
       } else {
         subscribed.resolve();
         if (ready) opts.onConnected?.();
