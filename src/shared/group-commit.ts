@@ -63,6 +63,9 @@ export class GroupCommit<I, O> {
     this.committing = true;
     try {
       const results = await this.options.commit(batch.map((w) => w.item));
+      // One result per item, or none is trusted: a caller must never hear "committed" for an
+      // item the commit did not answer for.
+      if (results.length !== batch.length) throw new Error(`group commit: ${results.length} results for ${batch.length} items`);
       for (const [i, w] of batch.entries()) w.resolve(results[i]!);
     } catch (err) {
       for (const w of batch) w.reject(err);

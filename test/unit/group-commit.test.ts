@@ -11,6 +11,13 @@ describe("GroupCommit", () => {
     expect(commits).toEqual([[1, 2, 3, 4, 5]]);
   });
 
+  test("a commit that answers for fewer items than it was given fails every one of them (none hears 'committed' unanswered)", async () => {
+    const group = new GroupCommit<number, string>({ commit: (items) => items.slice(1).map((n) => `stored ${n}`) });
+    const outcomes = await Promise.allSettled([1, 2, 3].map((n) => group.submit(n)));
+    expect(outcomes.map((o) => o.status)).toEqual(["rejected", "rejected", "rejected"]);
+    expect(String((outcomes[0] as PromiseRejectedResult).reason)).toContain("2 results for 3 items");
+  });
+
   test("no promise settles before the commit holding its item has finished", async () => {
     let finishCommit!: () => void;
     const committed: number[] = [];
