@@ -32,8 +32,7 @@ export interface UpdateApi {
 }
 
 const TARGET = /^[a-z0-9][a-z0-9-]{0,39}$/;
-/** A count or a number of seconds in a query: a non-negative integer, at most 12 digits. */
-/** What a thing may report as its outbox depth or age: 12 digits, as before. */
+/** What a thing may report as its outbox depth or age (a count, or seconds): a non-negative integer of at most 12 digits. */
 const MAX_COUNT = 999_999_999_999;
 
 /**

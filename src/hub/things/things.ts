@@ -1,6 +1,6 @@
 /**
  * src/hub/things: the thing use cases, the one place for each rule about things, called by the
- * CLI (src/cli/hub/things.ts), the HTTP API (src/hub/http/routes.ts) and later the console.
+ * CLI (src/cli/hub/things.ts), the HTTP API (src/hub/http/routes.ts) and the console (src/hub/console).
  *
  *   things.ts        Things: create, find, list, distribution, revoke, delete
  *   provision.ts     a new thing: name, key pair, certificate, distribution

@@ -28,14 +28,14 @@ export interface StoredRelease {
   signature: string;
 }
 
-/** `releases/` (one directory per stored version) in `hubDir`: the home's shared directory, paths.shared. */
-export function releasesDir(hubDir: string): string {
-  return join(hubDir, "releases");
+/** `releases/` (one directory per stored version) in `sharedDir`: paths.shared, the home unless hub.sharedDir moves it. */
+export function releasesDir(sharedDir: string): string {
+  return join(sharedDir, "releases");
 }
 
 /** Where the hub keeps `file` of `version`. */
-export function releaseFilePath(hubDir: string, version: string, file: string): string {
-  return join(releasesDir(hubDir), version, file);
+export function releaseFilePath(sharedDir: string, version: string, file: string): string {
+  return join(releasesDir(sharedDir), version, file);
 }
 
 /**
@@ -92,18 +92,18 @@ async function sha256Of(file: string): Promise<string> {
  * renamed into place, so a release is there whole or not at all. Throws InputError for a binary
  * missing or not matching, ConflictError when the version is stored with another manifest.
  */
-export async function storeReleaseFiles(hubDir: string, dir: string, release: StoredRelease): Promise<"stored" | "already stored"> {
+export async function storeReleaseFiles(sharedDir: string, dir: string, release: StoredRelease): Promise<"stored" | "already stored"> {
   const { manifest } = release;
-  const target = join(releasesDir(hubDir), manifest.version);
+  const target = join(releasesDir(sharedDir), manifest.version);
   if (existsSync(join(target, MANIFEST_FILE))) {
     if (readFileSync(join(target, MANIFEST_FILE), "utf8") === release.manifestText) return "already stored";
     throw new ConflictError(`release ${manifest.version} is already stored with another manifest; a version names one set of binaries`);
   }
-  mkdirSync(releasesDir(hubDir), { recursive: true, mode: 0o755 });
+  mkdirSync(releasesDir(sharedDir), { recursive: true, mode: 0o755 });
   // what an add killed mid-copy left (up to a release's size); then one of our own, unique even
   // to two adds at once in this process (the API's)
-  removeLeftovers(releasesDir(hubDir), STAGING_NAME);
-  const staging = mkdtempSync(join(releasesDir(hubDir), `.${manifest.version}.staging-${process.pid}-`));
+  removeLeftovers(releasesDir(sharedDir), STAGING_NAME);
+  const staging = mkdtempSync(join(releasesDir(sharedDir), `.${manifest.version}.staging-${process.pid}-`));
   chmodSync(staging, 0o755);
   try {
     for (const [name, entry] of Object.entries(manifest.targets)) {
@@ -127,7 +127,7 @@ export async function storeReleaseFiles(hubDir: string, dir: string, release: St
     rmSync(staging, { recursive: true, force: true });
     // another `release add` of the same release got there first (rename(2) onto its directory)
     const code = (err as NodeJS.ErrnoException | null)?.code;
-    if ((code === "ENOTEMPTY" || code === "EEXIST") && existsSync(join(target, MANIFEST_FILE))) return storeReleaseFiles(hubDir, dir, release);
+    if ((code === "ENOTEMPTY" || code === "EEXIST") && existsSync(join(target, MANIFEST_FILE))) return storeReleaseFiles(sharedDir, dir, release);
     throw err;
   }
   return "stored";
