@@ -189,9 +189,13 @@ describe("the broker reload", () => {
     expect(readFileSync(file, "utf8").trim().split("\n")).toHaveLength(2);
   });
 
-  test("a failing command is logged with its exit, never thrown", async () => {
-    await createBrokerReloader(["sh", "-c", "echo nope >&2; exit 3"], log).request("test");
-    expect(lines.some((l) => l.includes("hub.broker_reload_failed") && l.includes("nope"))).toBe(true);
+  test("a failing command is logged with its exit, never thrown, and never with its arguments (they may hold a password)", async () => {
+    await createBrokerReloader(["sh", "-c", "echo nope >&2; exit 3", "--password=hunter2"], log).request("test");
+    const failed = lines.filter((l) => l.includes("hub.broker_reload_failed"));
+    expect(failed.some((l) => l.includes("nope") && l.includes('error="exit 3"'))).toBe(true);
+    expect(failed.join("\n")).not.toContain("hunter2");
+    await createBrokerReloader(["/nonexistent/reload"], log).request("test");
+    expect(lines.some((l) => l.includes("hub.broker_reload_failed") && l.includes("not found (ENOENT)"))).toBe(true);
   });
 });
 

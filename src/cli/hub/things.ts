@@ -173,7 +173,7 @@ function revoke(args: string[], options: Options): Promise<number> {
           configuredBroker === "rabbitmq"
             ? "the RabbitMQ nodes read it at each new handshake (no reload)"
             : reloadCommand
-              ? `a running hub then runs hub.yml broker.reloadCommand (${reloadCommand.join(" ")})`
+              ? `a running hub then runs hub.yml broker.reloadCommand (${reloadCommand[0]} ...)`
               : "reload the broker that reads it (Mosquitto: systemctl reload mosquitto)"
         }`,
       );

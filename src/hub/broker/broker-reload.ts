@@ -8,7 +8,7 @@
  * The command is an argv list, run without a shell (nothing to inject). Requests that arrive
  * while one runs are folded into one more run, so a burst of revocations is one or two reloads.
  */
-import { execFile } from "node:child_process";
+import { type ExecException, execFile } from "node:child_process";
 import type { Logger } from "../../shared/log.ts";
 
 export interface BrokerReloader {
@@ -32,7 +32,15 @@ export function createBrokerReloader(argv: readonly string[] | undefined, log: L
       execFile(file, args, { timeout: timeoutMs }, (err, _stdout, stderr) => {
         const ms = Math.round(performance.now() - started);
         // The command's own words, shortened: an operator needs them to fix sudoers or a path.
-        if (err) log.warn("hub.broker_reload_failed", { command: file, reason: why, ms, error: err.message, stderr: stderr.trim().slice(0, 200) || undefined });
+        // Not err.message: it repeats the whole argv, which may carry a password.
+        if (err)
+          log.warn("hub.broker_reload_failed", {
+            command: file,
+            reason: why,
+            ms,
+            error: howItEnded(err, timeoutMs),
+            stderr: stderr.trim().slice(0, 200) || undefined,
+          });
         else log.info("hub.broker_reloaded", { command: file, reason: why, ms });
         resolve();
       });
@@ -54,4 +62,13 @@ export function createBrokerReloader(argv: readonly string[] | undefined, log: L
       return next;
     },
   };
+}
+
+/** How a reload command ended, without its arguments: `exit 3`, `not found (ENOENT)`, `killed by SIGTERM`, `no answer within 10 s`. */
+function howItEnded(err: ExecException, timeoutMs: number): string {
+  if (typeof err.code === "number") return `exit ${err.code}`;
+  if (err.killed && err.signal === "SIGTERM") return `no answer within ${Math.round(timeoutMs / 1000)} s`;
+  if (err.signal) return `killed by ${err.signal}`;
+  if (err.code === "ENOENT") return "not found (ENOENT)";
+  return typeof err.code === "string" ? err.code : "failed";
 }
