@@ -56,8 +56,11 @@ export function formatListenAddress(at: ListenAddress): string {
  * Why a listen on `at` failed, as one phrase an operator can act on, or undefined when `err` is
  * not a failure to listen (the caller passes it on). Bun and node:net say "this address cannot
  * be had" in several ways: EADDRINUSE, EADDRNOTAVAIL, EACCES (a port below 1024), EINVAL (an
- * address of no interface, a link-local one without its zone), ENOTFOUND or EAI_* or ENOENT from
- * name resolution, or an Error "Failed to listen at HOST" with no code at all.
+ * address of no interface, a link-local one without its zone), ENOTFOUND or EAI_* from name
+ * resolution, or an Error "Failed to listen at HOST" with no code at all. A host *name* that
+ * does not resolve comes back from Bun's node:http and Bun.serve with whatever errno was left
+ * over (EINVAL, ENOENT, EISDIR seen, by what else the process had done): for a name, any such
+ * code is read as the name not resolving.
  */
 export function listenFailure(err: unknown, at: ListenAddress): string | undefined {
   const e = err as { code?: unknown; message?: unknown; syscall?: unknown; path?: unknown } | null;
@@ -70,11 +73,11 @@ export function listenFailure(err: unknown, at: ListenAddress): string | undefin
     case "EADDRNOTAVAIL":
       return "the address is not available on this machine (EADDRNOTAVAIL)";
   }
-  // EINVAL for an IP address: one no interface has (a link-local one without its zone); for a
-  // name, the runtime's way (on some resolvers) of saying the name did not resolve.
-  if (code === "EINVAL" && isIpAddress(at.host)) return "not an address this machine can listen on (EINVAL)";
+  const ip = isIpAddress(at.host);
+  // EINVAL for an IP address: one no interface has (a link-local one without its zone)
+  if (code === "EINVAL" && ip) return "not an address this machine can listen on (EINVAL)";
   const unnamed = code === undefined && typeof e?.message === "string" && e.message.startsWith("Failed to listen at");
-  const unresolved = code === "EINVAL" || code === "ENOTFOUND" || code?.startsWith("EAI_") || (code === "ENOENT" && e?.path === undefined);
+  const unresolved = code === "ENOTFOUND" || code?.startsWith("EAI_") || (!ip && code !== undefined && /^E[A-Z]+$/.test(code) && e?.path === undefined);
   if (!unnamed && !unresolved) return undefined;
   if (at.host.startsWith("[")) return "write an IPv6 address here without brackets (::1, not [::1])";
   return `${at.host} is neither an address of this machine nor a name that resolves to one${code ? ` (${code})` : ""}`;

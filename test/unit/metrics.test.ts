@@ -40,6 +40,16 @@ describe("listen addresses", () => {
     );
     expect(listenFailure(Object.assign(new Error("x"), { code: "ENOENT", path: "/etc/hub/key.pem" }), { host: "h", port: 1 })).toBeUndefined();
     expect(listenFailure(new Error("a bug"), { host: "h", port: 1 })).toBeUndefined();
+    // an unresolvable name comes back with a left-over errno (EISDIR in the unit suite, EINVAL alone)
+    for (const code of ["EISDIR", "ENOENT", "EINVAL"]) {
+      const stale = Object.assign(new Error(`${code}: illegal operation, listen`), { code, syscall: "listen" });
+      expect(listenFailure(stale, { host: "nosuchhost.invalid", port: 1 })).toBe(
+        `nosuchhost.invalid is neither an address of this machine nor a name that resolves to one (${code})`,
+      );
+    }
+    expect(listenFailure(Object.assign(new Error("EINVAL"), { code: "EINVAL" }), { host: "10.9.8.7", port: 1 })).toBe(
+      "not an address this machine can listen on (EINVAL)",
+    );
   });
 });
 
