@@ -97,39 +97,56 @@ export function untilSignal(): Promise<NodeJS.Signals> {
   });
 }
 
-/** SIGINT or SIGTERM stopped an `interruptible` command. */
+/** SIGINT, SIGTERM or SIGHUP (the terminal or ssh session closing) stopped an `interruptible` command. */
 export class Interrupted extends Error {
-  constructor(readonly signal: "SIGINT" | "SIGTERM") {
+  constructor(readonly signal: (typeof STOP_SIGNALS)[number]) {
     super(`stopped by ${signal}`);
     this.name = "Interrupted";
   }
 }
 
-/** POSIX's numbers for the two signals `interruptible` handles (the same on every Linux architecture). */
-const SIGNAL_NUMBERS = { SIGINT: 2, SIGTERM: 15 } as const;
+/** POSIX's numbers for the signals `interruptible` handles (the same on every Linux architecture). */
+const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
 
 /**
- * Runs `work` with SIGINT (Ctrl-C) and SIGTERM turned into an abort of the signal it is given,
+ * Runs `work` with SIGINT (Ctrl-C), SIGTERM and SIGHUP turned into an abort of the signal it is given,
  * for a command that writes something it must not leave half-done (`hub export`, `hub init`):
  * `work` checks the signal between its steps (shared/files.ts `checkpoint`), undoes what it
  * started and throws the signal's reason, an Interrupted. Then one line goes to stderr, `what`
  * stopped and `undone` (what was cleaned up), and the exit code is the shell's for a death by that
- * signal, 128 + its number (130, 143), so scripts see the same code as before. Work that finishes
+ * signal, 128 + its number (130, 143, 129), so scripts see the same code as before. Work that finishes
  * before it notices the signal returns its own code.
  */
 export async function interruptible(what: string, undone: string, work: (signal: AbortSignal) => Promise<number>): Promise<number> {
   const controller = new AbortController();
-  const stop = (signal: NodeJS.Signals) => controller.abort(new Interrupted(signal === "SIGINT" ? "SIGINT" : "SIGTERM"));
-  process.on("SIGINT", stop);
-  process.on("SIGTERM", stop);
+  const stop = (signal: (typeof STOP_SIGNALS)[number]) => controller.abort(new Interrupted(signal));
+  for (const signal of STOP_SIGNALS) process.on(signal, stop);
+  // Work stuck where it cannot see the signal (a statement a frozen server never answers) gets
+  // UNWIND_MS to clean up after it, then the command ends anyway: Ctrl-C always stops it.
+  let unwind: ReturnType<typeof setTimeout> | undefined;
+  const gaveUp = Symbol("gave up");
+  const givenUp = new Promise<typeof gaveUp>((resolve) =>
+    controller.signal.addEventListener("abort", () => (unwind = setTimeout(() => resolve(gaveUp), UNWIND_MS))),
+  );
+  const working = work(controller.signal);
+  working.catch(() => {}); // settled after the command gave up on it: nothing to report
   try {
-    return await work(controller.signal);
+    const outcome = await Promise.race([working, givenUp]);
+    if (outcome !== gaveUp) return outcome;
+    const { signal } = controller.signal.reason as Interrupted;
+    console.error(
+      `flashlex: ${what} stopped by ${signal}; it was waiting for something that did not answer within ${UNWIND_MS / 1000} s, so what it had started may be left (the next run removes it)`,
+    );
+    return 128 + SIGNAL_NUMBERS[signal];
   } catch (err) {
     if (!(err instanceof Interrupted)) throw err;
     console.error(`flashlex: ${what} stopped by ${err.signal}; ${undone}`);
     return 128 + SIGNAL_NUMBERS[err.signal];
   } finally {
-    process.off("SIGINT", stop);
-    process.off("SIGTERM", stop);
+    clearTimeout(unwind);
+    for (const signal of STOP_SIGNALS) process.off(signal, stop);
   }
 }
+
+/** How long an interrupted command's work has to unwind (remove its temporary file) before the command ends without it. */
+const UNWIND_MS = 5000;

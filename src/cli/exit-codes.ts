@@ -76,8 +76,8 @@ export const EXIT_CODES_HELP = `Exit codes:
   78  configuration error: the message names the file and the key (also: a certificate or key
       that cannot be used, a database of another application or of a newer flashlex; enroll:
       the hub's CA is not the pinned --ca-fingerprint)
-  130 interrupted (SIGINT), 143 stopped (SIGTERM): enroll and install-service, one line saying
-      what was left (serve and messages --follow stop cleanly on a signal and exit 0)`;
+  130 interrupted (SIGINT), 143 stopped (SIGTERM), 129 hung up (SIGHUP): enroll and
+      install-service, one line saying what was left (serve and messages --follow stop cleanly on a signal and exit 0)`;
 
 /** The help text's last section for the hub's commands: the same codes, in the hub's words. */
 export const HUB_EXIT_CODES_HELP = `Exit codes:
@@ -95,5 +95,5 @@ export const HUB_EXIT_CODES_HELP = `Exit codes:
   77  permission denied: the hub home is another user's (run the command as that user)
   78  configuration error: hub.yml, a missing hub.db or CA file (the message names the file and
       the key; restore hub.db from a backup), or an address hub serve cannot listen on
-  130 interrupted (SIGINT), 143 stopped (SIGTERM): hub init and hub export left nothing
-      half-written (hub serve stops cleanly on SIGTERM, SIGINT or SIGHUP and exits 0)`;
+  130 interrupted (SIGINT), 143 stopped (SIGTERM), 129 hung up (SIGHUP): hub init and hub
+      export left nothing half-written (hub serve stops cleanly on SIGTERM, SIGINT or SIGHUP and exits 0)`;

@@ -13,7 +13,7 @@
  *   frozen (SIGSTOP)    exit 69 at the store's deadline, not a hang
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
@@ -22,6 +22,7 @@ import { type ProvisionedThing, provisionThing } from "../support/distribution.t
 import { listenOnLoopback, loopbackHubInit } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
 import { startPostgres, type TestPostgres } from "../support/postgres.ts";
+import { tally } from "../support/tally.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-hub-pg-"));
 const hubDir = join(work, "hub");
@@ -156,6 +157,44 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     expect(dns.code).toBe(69);
     expect(dns.stderr).toContain("does not resolve");
   }, 90_000);
+
+  test("hub export while PostgreSQL freezes mid-way: 69 at the store's deadline, not a hang; Ctrl-C then stops it within 5 s", async () => {
+    // enough rows that the export is still reading pages when the server freezes
+    pg.psql(
+      `INSERT INTO messages (flmessagespk, thing_id, messagetype, payload, fltimestamp, datecreated)
+       SELECT gen_random_uuid()::text, '${thing.id}', 'egress', '{"n":' || n || ',"pad":"' || repeat('x', 200) || '"}', 1000000 + n, '2026-12-01T00:00:00Z'
+       FROM generate_series(1, 100000) AS n`,
+      "hub",
+    );
+    const exportsDir = join(work, "frozen-exports");
+    mkdirSync(exportsDir);
+    /** `hub export` to `name`, the server frozen once its temporary file appears; exit code, stderr, seconds */
+    const frozenExport = async (name: string, then: (proc: Background) => void) => {
+      const proc = start(["hub", "export", thing.name, "--dir", hubDir, "--db", url, "-o", join(exportsDir, name)]);
+      const started = performance.now();
+      try {
+        for (let i = 0; i < 600 && !readdirSync(exportsDir).some((f) => f.startsWith(`.${name}`)); i++) await Bun.sleep(10);
+        pg.freeze();
+        then(proc);
+        const code = await proc.proc.exited;
+        return { code, stderr: proc.output(), seconds: (performance.now() - started) / 1000 };
+      } finally {
+        pg.thaw();
+      }
+    };
+    const deadline = await frozenExport("deadline.zip", () => {});
+    expect(deadline.code).toBe(69);
+    expect(deadline.stderr).toContain("no answer within 10 s");
+    expect(deadline.seconds).toBeLessThan(30); // it hung until the server thawed (639 s once)
+    expect(readdirSync(exportsDir)).toEqual([]);
+    tally("faults");
+
+    const interrupted = await frozenExport("interrupted.zip", (proc) => setTimeout(() => proc.proc.kill("SIGINT"), 500));
+    expect(interrupted.code).toBe(130);
+    expect(interrupted.stderr).toContain("hub export stopped by SIGINT");
+    expect(interrupted.seconds).toBeLessThan(10);
+    expect(existsSync(join(exportsDir, "interrupted.zip"))).toBe(false);
+  }, 120_000);
 
   test("a frozen PostgreSQL (SIGSTOP): a command fails as unavailable (69) at the store's deadline instead of hanging", async () => {
     pg.freeze();

@@ -30,6 +30,9 @@ import { type HubSql, type HubSqlValue, narrowRow } from "./sql.ts";
  */
 export const STORE_DEADLINE_MS = 10_000;
 
+/** How long closing the pool waits for the statements still running, in seconds; they are then cut off. */
+const CLOSE_WAIT_SECONDS = 2;
+
 /** The advisory lock key hubs take while they migrate ("flashlex" in ASCII, as a bigint). */
 const MIGRATION_LOCK = 0x666c6173686c6578n;
 
@@ -64,7 +67,7 @@ export async function openPostgresHubSql(db: Extract<HubDatabase, { kind: "postg
   try {
     await withDeadline(migratePostgres(client, HUB_MIGRATIONS, db, options.create ?? false), db, "opening the database");
   } catch (err) {
-    client.close().catch(() => {});
+    client.close({ timeout: 0 }).catch(() => {});
     throw await explained(fail(err), db);
   }
   return postgresHubSql(client, fail, db);
@@ -154,7 +157,9 @@ function postgresHubSql(client: SQL, fail: (err: unknown) => unknown, db: Extrac
         throw fail(err);
       }
     },
-    close: () => client.close(),
+    // Bun's close waits for every query it holds unless told a bound: a server that stopped
+    // answering (frozen, a lost network) kept `hub export` alive for good after its deadline.
+    close: () => client.close({ timeout: CLOSE_WAIT_SECONDS }),
   };
 }
 
