@@ -18,6 +18,7 @@ import {
   linkSync,
   openSync,
   readdirSync,
+  realpathSync,
   renameSync,
   rmSync,
   statSync,
@@ -25,7 +26,7 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { basename, dirname, isAbsolute, join, relative } from "node:path";
 
 export interface AtomicWriteOptions {
   /**
@@ -310,5 +311,24 @@ function removeQuietly(path: string): void {
     unlinkSync(path);
   } catch {
     // never made, or already gone
+  }
+}
+
+/**
+ * Whether `path` is `dir` or inside it, links resolved on both sides as far as they exist (a
+ * `path` not made yet counts by its nearest existing parent), so a link into `dir` is inside.
+ */
+export function isWithin(path: string, dir: string): boolean {
+  const inside = relative(realPathOf(dir), realPathOf(path));
+  return !inside.startsWith("..") && !isAbsolute(inside);
+}
+
+/** `path` with links resolved as far as it exists (the rest, not made yet, appended as given). */
+function realPathOf(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    const parent = dirname(path);
+    return parent === path ? path : join(realPathOf(parent), basename(path));
   }
 }

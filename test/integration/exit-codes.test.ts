@@ -323,6 +323,9 @@ describe("bad values on the command line and on stdin", () => {
       [["hub", "export", "nosuch", "--since", "garbage"], /--since/],
       [["hub", "export", "nosuch", "--since", "2026-12-01", "--until", "2026-11-01"], /--since 2026-12-01 is after --until 2026-11-01/],
       [["hub", "export", "nosuch", "--type", "sideways"], /--type/],
+      // the hub's own files: `-o hub.db` replaced the database with a zip (exit 0)
+      [["hub", "export", "nosuch", "-o", join(home, "hub.db")], /-o "[^"]+hub\.db": \S+ is inside the hub home/],
+      [["hub", "thing", "create", "x", "-o", join(home, "ca-key.pem")], /is inside the hub home/],
       [["hub", "update", "--to", "9.9.9", "--all", "--batch", "0"], /--batch/],
       [["hub", "update", "--to", "9.9.9", "--all", "--batch", "200%"], /--batch/],
       [["hub", "update", "--to", "9.9.9", "--all", "--max-failures", "x"], /--max-failures/],

@@ -1,7 +1,7 @@
-import { existsSync, realpathSync } from "node:fs";
-import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
-import { pathKind } from "../../shared/files.ts";
+import { isWithin, pathKind } from "../../shared/files.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -197,23 +197,12 @@ function outDirectory(options: Options, home: string, broker: string): string {
   const out = configPath(text(options.out), "--out");
   if (!out) throw new UsageError(`--out DIR is required (${broker} must be able to read it: not inside the 0700 hub home)`);
   if (pathKind(out) === "other") throw new UsageError(`--out ${out}: not a directory`);
-  const inHome = relative(realPathOf(home), realPathOf(out));
-  if (!inHome.startsWith("..") && !isAbsolute(inHome)) {
+  if (isWithin(out, home)) {
     throw new UsageError(
       `--out ${out} is inside the hub home ${home}: ${broker}'s user must read it, and the home is 0700 and holds the hub's keys; give a directory outside it`,
     );
   }
   return out;
-}
-
-/** `path` with links resolved as far as it exists (the rest, not made yet, appended as given). */
-function realPathOf(path: string): string {
-  try {
-    return realpathSync(path);
-  } catch {
-    const parent = dirname(path);
-    return parent === path ? path : join(realPathOf(parent), basename(path));
-  }
 }
 
 /**

@@ -4,7 +4,7 @@ import { defaultHubDir } from "../../hub/home/paths.ts";
 import type { OpenedHub } from "../../hub/hub.ts";
 import type { ThingRecord } from "../../hub/things/things.ts";
 import { InputError, UsageError } from "../../shared/errors.ts";
-import { pathKind } from "../../shared/files.ts";
+import { isWithin, pathKind } from "../../shared/files.ts";
 import { createLogger } from "../../shared/log.ts";
 import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
 
@@ -18,13 +18,16 @@ export const JSON_OPTION: OptionSpec = { flags: "--json", description: "print JS
 
 /**
  * The file `-o` names (else `fallback`), absolute, checked before the command changes anything:
- * its directory exists and it is not a directory itself. Throws UsageError (64) naming the flag,
- * so a mistyped path never leaves a thing made without its zip, or an export half done.
+ * its directory exists, it is not a directory itself, and it is outside the hub home (`-o
+ * hub.db` replaced the hub's database with a zip). Throws UsageError (64) naming the flag, so a
+ * mistyped path never leaves a thing made without its zip, or an export half done.
  */
 export function outputFile(options: Options, fallback: string): string {
   const given = text(options.output);
   const file = resolve(given ?? fallback);
   const flag = given === undefined ? "the output file" : `-o ${JSON.stringify(given)}`;
+  const home = hubDir(options);
+  if (isWithin(file, home)) throw new UsageError(`${flag}: ${file} is inside the hub home ${home}, whose files are the hub's own; write it elsewhere`);
   if (pathKind(file) === "directory") throw new UsageError(`${flag}: ${file} is a directory; name the file to write`);
   const parent = pathKind(dirname(file));
   if (parent === "other") throw new UsageError(`${flag}: ${dirname(file)} is a file, not a directory`);

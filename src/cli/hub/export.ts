@@ -29,9 +29,10 @@ function exportMessages(args: string[], options: Options): Promise<number> {
       const { startts, endts } = parseTimeRange(text(options.since), text(options.until));
       const type = text(options.type);
       if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
+      const given = text(options.output) === undefined ? undefined : outputFile(options, "");
       const thing = await thingOrFail(hub, required(args, "the thing"));
       const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());
-      const output = outputFile(options, archive.fileName);
+      const output = given ?? outputFile(options, archive.fileName);
       const { writeArchiveFile } = await import("../../hub/messages/archive.ts");
       const written = await writeArchiveFile(archive, output, signal);
       console.log(`${output}: ${written} messages`);
