@@ -180,6 +180,10 @@ describe("files only the owner may read", () => {
     await ok(["hub", "init", "--dir", dir, "--json"], { umask000: true });
     expect(modeOf(join(dir, "hub.db"))).toBe(0o600);
     for (const suffix of ["-wal", "-shm"]) if (existsSync(join(dir, `hub.db${suffix}`))) expect(modeOf(join(dir, `hub.db${suffix}`))).toBe(0o600);
+    // narrowing only: an operator's `chmod 400 hub.db` is not widened back to 0600 by the next command
+    chmodSync(join(dir, "hub.db"), 0o400);
+    await ok(["hub", "thing", "list", "--dir", dir]);
+    expect(modeOf(join(dir, "hub.db"))).toBe(0o400);
   }, 30_000);
 });
 

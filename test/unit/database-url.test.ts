@@ -4,7 +4,7 @@
  * The inputs are the hostile trial's: passwords with `@`, `:`, `/`, `#` and `%` in them.
  */
 import { describe, expect, test } from "bun:test";
-import { parseHubDatabase } from "../../src/hub/store/database-url.ts";
+import { parseHubDatabase, urlHoldsPassword } from "../../src/hub/store/database-url.ts";
 import { ConfigError } from "../../src/shared/errors.ts";
 import { formatFields } from "../../src/shared/log.ts";
 import { redactUrl } from "../../src/shared/redact-url.ts";
@@ -41,5 +41,20 @@ describe("database URLs", () => {
     const socket = parseHubDatabase("postgres://flashlex@localhost/hub?host=/run/postgresql", "hub.db", "--db");
     expect(socket).toMatchObject({ address: "/run/postgresql/.s.PGSQL.5432" });
     expect(socket.display).not.toContain("pw");
+  });
+
+  test("an sslmode libpq does not know is 78 naming the setting and the modes (Bun's own refusal was an internal error, 70)", () => {
+    expect(() => parseHubDatabase("postgres://flashlex:pw@h/hub?sslmode=bogus", "hub.db", "--db")).toThrow(
+      "--db: sslmode must be one of disable, allow, prefer, require, verify-ca, verify-full",
+    );
+    for (const mode of ["disable", "require", "verify-full"])
+      expect(parseHubDatabase(`postgres://h/hub?sslmode=${mode}`, "hub.db", "--db").kind).toBe("postgres");
+  });
+
+  test("a password in the URL, as USER:PASSWORD@ or libpq's ?password=, makes hub.yml the owner's alone", () => {
+    expect(urlHoldsPassword("postgres://flashlex:pw@h/hub")).toBe(true);
+    expect(urlHoldsPassword("postgres://flashlex@h/hub?password=S3cr3t")).toBe(true); // was 0644
+    expect(urlHoldsPassword("postgres://flashlex@h/hub?PASSWORD=S3cr3t")).toBe(true);
+    expect(urlHoldsPassword("postgres://flashlex@h/hub?sslmode=require")).toBe(false);
   });
 });

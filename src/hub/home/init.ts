@@ -12,7 +12,7 @@ import { createCertificateAuthority, issueServerCertificate, issueThingCertifica
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { ConfigError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
-import { parseHubDatabase } from "../store/database-url.ts";
+import { parseHubDatabase, urlHoldsPassword } from "../store/database-url.ts";
 import { openHubStore } from "../store/open-store.ts";
 import { ensureUpdateKey } from "../updates/update-key.ts";
 import type { DatabaseOverride, HubHome } from "./home.ts";
@@ -104,7 +104,7 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     // The key that signs releases (docs/updates.md); its public half goes into every distribution.
     ensureUpdateKey(paths.dir);
     // A PostgreSQL URL may carry a password: then hub.yml is the owner's alone (the home is 0700 anyway).
-    createFile(paths.config, renderHubYaml(settings), database.kind === "postgres" && new URL(database.url).password ? 0o600 : 0o644);
+    createFile(paths.config, renderHubYaml(settings), database.kind === "postgres" && urlHoldsPassword(database.url) ? 0o600 : 0o644);
     await checkpoint(signal);
 
     const token = newAccessToken();

@@ -21,6 +21,21 @@ export type HubDatabase =
       address: string;
     };
 
+const SSL_MODES = ["disable", "allow", "prefer", "require", "verify-ca", "verify-full"];
+
+/**
+ * Whether a PostgreSQL URL carries a password, as `USER:PASSWORD@` or as libpq's `?password=`:
+ * a file holding it is then the owner's alone (0600).
+ */
+export function urlHoldsPassword(text: string): boolean {
+  try {
+    const url = new URL(text);
+    return url.password !== "" || [...url.searchParams.keys()].some((key) => key.toLowerCase() === "password");
+  } catch {
+    return true; // cannot tell where a password would end: treat it as holding one
+  }
+}
+
 /** The words for the choice, used by `--db`, hub.yml and the docs. */
 export const DATABASE_CHOICES = "`sqlite` (hub.db in the hub home) or a PostgreSQL URL postgres://USER:PASSWORD@HOST:PORT/DATABASE";
 
@@ -48,6 +63,10 @@ export function parseHubDatabase(value: string | undefined, sqliteFile: string, 
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw bad("not a port");
   const database = decodeURIComponent(url.pathname.replace(/^\//, ""));
   if (!database || database.includes("/")) throw bad("no database name (the path: postgres://HOST:PORT/DATABASE)");
+  // libpq's sslmode values, the ones Bun's client takes: another is refused here, naming the setting
+  // (Bun's own refusal came as an internal error, 70)
+  const sslmode = url.searchParams.get("sslmode");
+  if (sslmode !== null && !SSL_MODES.includes(sslmode)) throw bad(`sslmode must be one of ${SSL_MODES.join(", ")}`);
   const user = url.username ? `${url.username}@` : "";
   // libpq's `?host=/run/postgresql` puts the server on a unix socket in that directory: the
   // errors name the socket, not the URL's (then unused) host

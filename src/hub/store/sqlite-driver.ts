@@ -111,7 +111,8 @@ const DATABASE_SIDE_FILES = ["-wal", "-shm", "-journal"];
 
 /**
  * With `create`, creates `file` empty with mode 0600 if absent (an empty file is an empty SQLite
- * database); narrows it and its side files to 0600.
+ * database); narrows it and its side files to the owner's bits (0600 at most): group and other
+ * lose theirs, the owner gains none (a `chmod 400 hub.db` an operator chose stays read-only).
  */
 function ownerOnlyDatabase(file: string, create: boolean): void {
   if (create) closeSync(openSync(file, "a", 0o600));
@@ -122,6 +123,7 @@ function ownerOnlyDatabase(file: string, create: boolean): void {
     } catch {
       continue; // no such side file
     }
-    if (mode !== 0o600) chmodSync(path, 0o600);
+    const narrowed = mode & 0o600;
+    if (mode !== narrowed) chmodSync(path, narrowed);
   }
 }
