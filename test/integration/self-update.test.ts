@@ -19,13 +19,11 @@
  * once from test/support/crash-at-start.ts; the hub is the host binary (FLASHLEX_BIN).
  */
 
-import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
-import { writeSignedManifest } from "../../scripts/sign-release.ts";
 import { targetByName } from "../../scripts/targets.ts";
 import { type Background, run } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
@@ -102,15 +100,7 @@ describe("self-update under a supervisor", () => {
     expect(statSync(thing.root).isDirectory()).toBe(true);
   }, 60_000);
 
-  /** A signed release dir of `file` listed as `target`, made as `bun run release` would (not added). */
-  async function signedRelease(version: string, file: string, target: string): Promise<string> {
-    const dir = join(work, "releases", version);
-    mkdirSync(dir, { recursive: true });
-    copyFileSync(file, join(dir, `flashlex-${target}`));
-    const signingKeyPem = readFileSync(join(hub.dir, "update-key.pem"), "utf8");
-    await writeSignedManifest({ dir, version, commit: "selfupd", signingKeyPem, files: { [target]: `flashlex-${target}` } });
-    return dir;
-  }
+  const signedRelease = (version: string, file: string, target: string) => updates.signedRelease(hub, join(work, "releases"), version, file, target);
 
   test("hub release add refuses a binary built for another machine than its target, and a target FlashLex does not ship", async () => {
     const mixedUp = await signedRelease("2.0.2-mixedup", binaries.other!, host.name);
@@ -129,23 +119,7 @@ describe("self-update under a supervisor", () => {
   test("a binary for another architecture that a hub without the check stored is refused by the thing, and nothing is replaced", async () => {
     const before = sha(thingBinary);
     const version = "2.0.2-otherarch";
-    const dir = await signedRelease(version, binaries.other!, host.name);
-    // what `hub release add` stored before it checked ELF machines: the files and the row
-    const stored = join(hub.dir, "releases", version);
-    mkdirSync(stored, { recursive: true });
-    for (const file of [`flashlex-${host.name}`, "manifest.sig", "manifest.json"]) copyFileSync(join(dir, file), join(stored, file));
-    const db = new Database(join(hub.dir, "hub.db"));
-    try {
-      db.run("PRAGMA busy_timeout = 5000");
-      db.run("INSERT INTO releases (version, manifest, signature, added_at) VALUES (?, ?, ?, ?)", [
-        version,
-        readFileSync(join(dir, "manifest.json"), "utf8"),
-        readFileSync(join(dir, "manifest.sig"), "utf8").trim(),
-        Date.now(),
-      ]);
-    } finally {
-      db.close();
-    }
+    await updates.storeReleaseUnchecked(hub, join(work, "releases"), version, binaries.other!);
     await rollOut(version);
     const state = await waitForState(version, "failed");
     expect(state.detail).toMatch(/cannot run here: it is built for/);

@@ -9,6 +9,7 @@
  *   await rollOut(hub, "2.0.0", [thingName]);
  *   await waitForUpdateState(hub, thingName, "2.0.0", "healthy", 60_000, agent.output);
  */
+import { Database } from "bun:sqlite";
 import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { parseDocument } from "yaml";
@@ -62,12 +63,41 @@ export const CRASH_AT_START = join(ROOT, "test/support/crash-at-start.ts");
  * `bun run release` does, and stored with `hub release add`.
  */
 export async function addRelease(hub: HubFixture, releasesDir: string, version: string, file: string, target: Target = host): Promise<void> {
+  const dir = await signedRelease(hub, releasesDir, version, file, target.name);
+  await hub.flashlex(["hub", "release", "add", dir, "--dir", hub.dir]);
+}
+
+/** The release directory `<releasesDir>/<version>` of `file` listed as `target`, signed as `bun run release` does, not added. */
+export async function signedRelease(hub: HubFixture, releasesDir: string, version: string, file: string, target: string): Promise<string> {
   const dir = join(releasesDir, version);
   mkdirSync(dir, { recursive: true });
-  copyFileSync(file, join(dir, `flashlex-${target.name}`));
+  copyFileSync(file, join(dir, `flashlex-${target}`));
   const signingKeyPem = readFileSync(join(hub.dir, "update-key.pem"), "utf8");
-  await writeSignedManifest({ dir, version, commit: "selfupd", signingKeyPem, files: { [target.name]: `flashlex-${target.name}` } });
-  await hub.flashlex(["hub", "release", "add", dir, "--dir", hub.dir]);
+  await writeSignedManifest({ dir, version, commit: "selfupd", signingKeyPem, files: { [target]: `flashlex-${target}` } });
+  return dir;
+}
+
+/**
+ * The release of `file` listed as `target` stored on the hub as a hub without release add's ELF
+ * check did (its files in releases/, its row in hub.db): what only a thing's own check now stops.
+ */
+export async function storeReleaseUnchecked(hub: HubFixture, releasesDir: string, version: string, file: string, target: Target = host): Promise<void> {
+  const dir = await signedRelease(hub, releasesDir, version, file, target.name);
+  const stored = join(hub.dir, "releases", version);
+  mkdirSync(stored, { recursive: true });
+  for (const name of [`flashlex-${target.name}`, "manifest.sig", "manifest.json"]) copyFileSync(join(dir, name), join(stored, name));
+  const db = new Database(join(hub.dir, "hub.db"));
+  try {
+    db.run("PRAGMA busy_timeout = 5000");
+    db.run("INSERT INTO releases (version, manifest, signature, added_at) VALUES (?, ?, ?, ?)", [
+      version,
+      readFileSync(join(dir, "manifest.json"), "utf8"),
+      readFileSync(join(dir, "manifest.sig"), "utf8").trim(),
+      Date.now(),
+    ]);
+  } finally {
+    db.close();
+  }
 }
 
 /** `hub update --to VERSION --things a,b`. */
