@@ -125,6 +125,50 @@ export function ok<T>(result: T, message: string, status = 200): Response {
   return Response.json(body, { status });
 }
 
+/**
+ * `ok`'s envelope with `result` an array streamed a page at a time: `{"status":"OK","code":200,
+ * "messages":[...],"result":[` then each page's items as JSON, then `]}`, the same bytes `ok`
+ * would send for the whole array at once, while memory holds one page. A page that fails half
+ * way is told to `onError` and cuts the answer short (invalid JSON: the client cannot take it
+ * for all of it); a client that leaves stops the reading.
+ */
+export function okStream(message: string, pages: AsyncGenerator<unknown[], void, undefined>, onError: (err: unknown) => void): Response {
+  const encoder = new TextEncoder();
+  const head = JSON.stringify({ status: "OK", code: 200, messages: [{ key: "message", value: message }], result: [] }).slice(0, -2);
+  let headSent = false;
+  let first = true;
+  const stream = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        try {
+          if (!headSent) {
+            controller.enqueue(encoder.encode(head));
+            headSent = true;
+          }
+          const { value, done: finished } = await pages.next();
+          if (finished) {
+            controller.enqueue(encoder.encode("]}"));
+            return controller.close();
+          }
+          const items = value.map((item) => JSON.stringify(item)).join(",");
+          if (items) {
+            controller.enqueue(encoder.encode(first ? items : `,${items}`));
+            first = false;
+          }
+        } catch (err) {
+          onError(err);
+          controller.error(err);
+        }
+      },
+      async cancel() {
+        await pages.return(undefined);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  return new Response(stream, { status: 200, headers: { "Content-Type": "application/json;charset=utf-8" } });
+}
+
 /** The envelope of a failure (`status: "ERROR"`, `message` as its one `error` entry, `result: null`) at `status`, with `headers`. */
 export function errorResponse(status: number, message: string, headers: Record<string, string> = {}): Response {
   const body: Envelope<null> = { status: "ERROR", code: status, messages: [{ key: "error", value: message }], result: null };

@@ -1,7 +1,8 @@
 import { ENVELOPE_DEPTH, jsonNestingDepth, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
 import { writeFileAtomically } from "../../shared/files.ts";
-import type { HubStore, MessageCursor, MessageQuery, MessageRecord } from "../store/hub-store.ts";
+import type { HubStore, MessageQuery, MessageRecord } from "../store/hub-store.ts";
 import { ArchiveZip } from "./archive-zip.ts";
+import { openMessagePages } from "./pages.ts";
 
 /**
  * A stored message as the old cloud exported it (the guide's "Collecting Messages" section):
@@ -117,21 +118,16 @@ export interface Archive {
  */
 export async function openArchive(store: HubStore, opts: ArchiveOptions): Promise<Archive> {
   const folder = archiveFolderName(opts.thingId, opts.at);
-  const { count, last } = await store.messageRange(opts.thingId, opts.query);
+  const { count, pages } = await openMessagePages(store, opts.thingId, opts.query, archivePageRows(opts.payloadLimitBytes));
   let written = 0;
-  const pageRows = archivePageRows(opts.payloadLimitBytes);
 
   async function* chunks(): AsyncGenerator<Uint8Array, void, undefined> {
     const zip = new ArchiveZip(opts.at);
     try {
-      let after: MessageCursor | undefined;
       let sinceCollection = 0;
-      while (last) {
-        const page = await store.messagePage(opts.thingId, opts.query, { after, through: last, limit: pageRows });
-        if (page.length === 0) break;
-        for (const { message } of page) await zip.file(`${folder}/${message.flmessagespk}.json`, storedMessageText(message, opts.ownerId));
+      for await (const page of pages) {
+        for (const message of page) await zip.file(`${folder}/${message.flmessagespk}.json`, storedMessageText(message, opts.ownerId));
         written += page.length;
-        after = page[page.length - 1]!.cursor;
         const chunk = zip.take();
         sinceCollection += chunk.length;
         if (sinceCollection > COLLECT_EVERY_BYTES) {

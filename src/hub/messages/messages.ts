@@ -16,8 +16,9 @@ import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import type { HubHome } from "../home/home.ts";
 import type { HubStore, MessageQuery, MessageRecord, MessageType, ThingRecord } from "../store/hub-store.ts";
-import { type Archive, openArchive } from "./archive.ts";
+import { type Archive, archivePageRows, openArchive } from "./archive.ts";
 import type { MessageFeed } from "./feed.ts";
+import { type MessagePages, openMessagePages } from "./pages.ts";
 
 export type { MessageQuery, MessageType };
 
@@ -212,9 +213,13 @@ export class Messages {
     return { flmessagespk, online };
   }
 
-  /** The thing's messages in a time range and of a type, oldest first. */
-  list(thing: ThingRecord, query: MessageQuery): Promise<MessageRecord[]> {
-    return this.deps.store.queryMessages(thing.id, query);
+  /**
+   * The thing's messages in a time range and of a type, oldest first, counted, then read a page
+   * at a time (pages.ts): an answer of any size holds one page in memory (pages of about
+   * ARCHIVE_PAGE_BYTES at the payload limit).
+   */
+  pages(thing: ThingRecord, query: MessageQuery): Promise<MessagePages> {
+    return openMessagePages(this.deps.store, thing.id, query, archivePageRows(this.deps.home.settings.api.payloadLimitBytes));
   }
 
   /**
