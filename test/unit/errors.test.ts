@@ -20,6 +20,7 @@ import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
 import type { OpenSqlDatabase } from "../../src/shared/sqlite/driver.ts";
 import { openWasmSqlite } from "../../src/shared/sqlite/wasm-sqlite.ts";
+import { OperationTimeout } from "../../src/thing/mqtt/session.ts";
 import { makeTestPki } from "../support/pki.ts";
 
 function thrown(fn: () => unknown): unknown {
@@ -45,6 +46,11 @@ describe("FlashlexError", () => {
     expect(err.kind).toBe("bug");
     expect(err.message).toBe("line one");
     expect(exitCodeOf("a string")).toBe(70);
+  });
+
+  test("an MQTT operation that timed out is the broker unavailable (69), not a bug (70), should one reach an exit", () => {
+    const timeout = new OperationTimeout("PUBACK not acknowledged within 5 s");
+    expect([timeout.kind, exitCodeOf(timeout), toFlashlexError(timeout).message]).toEqual(["unavailable", 69, "PUBACK not acknowledged within 5 s"]);
   });
 });
 

@@ -5,6 +5,7 @@
 import { EventEmitter } from "node:events";
 import { type IClientOptions, type IPublishPacket, MqttClient } from "mqtt";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
+import { FlashlexError } from "../../shared/errors.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { OrderedPubacks } from "../../shared/mqtt-puback.ts";
@@ -57,9 +58,14 @@ export interface SessionOptions {
 
 /**
  * `waitConnected` ran out of time, or a PUBACK or SUBACK did not come within
- * `mqttOperationTimeout`. It has no kind (toFlashlexError would call it a bug): callers catch it.
+ * `mqttOperationTimeout`: the broker is unavailable (69), should one reach a command's exit.
  */
-export class OperationTimeout extends Error {}
+export class OperationTimeout extends FlashlexError {
+  constructor(message: string) {
+    super(message, "unavailable");
+    this.name = "OperationTimeout";
+  }
+}
 
 /** The broker answered a SUBSCRIBE with 0x80 for a topic (MQTT 3.1.1 §3.9.3). */
 export class SubscriptionRefused extends Error {}
