@@ -132,9 +132,11 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     await checkHubIdentity(home, store);
     // The home removed or moved, or hub.db replaced, while the hub runs (shared/file-watch.ts).
     const failed = Promise.withResolvers<FlashlexError>();
-    const watched = [paths.config, ...(home.database.kind === "sqlite" ? [home.database.file] : [])];
+    // The directory, not hub.yml: hub.yml is rewritten in place of itself (hub mosquitto-config,
+    // an editor's save), which is a new file of the same name and no reason to stop.
+    const watched = [paths.dir, ...(home.database.kind === "sqlite" ? [home.database.file] : [])];
     const stopWatch = watchFileIdentity(watched, (file) => {
-      const what = file === paths.config ? `${file} is gone: the hub home ${paths.dir} was removed or moved` : `${file} was removed or replaced`;
+      const what = file === paths.dir ? `the hub home ${file} was removed or moved` : `${file} was removed or replaced`;
       const err = new FlashlexError(`${what} while the hub ran; it stops rather than acknowledge messages it cannot keep`, "io");
       log.error("hub.home_gone", { error: err.message });
       failed.resolve(err);

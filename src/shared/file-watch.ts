@@ -1,6 +1,6 @@
 /**
- * Notices a file that a long-running process depends on going away under it: removed, moved, or
- * replaced by another file of the same name (a restore from a backup). SQLite goes on writing to
+ * Notices a file (or directory) that a long-running process depends on going away under it:
+ * removed, moved, or replaced by another of the same name (a restore from a backup). SQLite goes on writing to
  * the file it holds open, which then has no name left, so every message acknowledged from then
  * on would be lost at the next start. Looked at once a second (the inode of each file, as at the
  * start); a change within the second before a look is not seen.

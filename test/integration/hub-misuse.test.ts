@@ -174,7 +174,7 @@ describe("an address hub serve cannot listen on", () => {
 
   test("the home removed, or hub.db replaced, under a running hub: it stops with 74 and one line, instead of acknowledging into a deleted file", async () => {
     for (const [name, act, said] of [
-      ["removed-home", (home: string) => rmSync(home, { recursive: true, force: true }), "hub.yml is gone: the hub home"],
+      ["removed-home", (home: string) => rmSync(home, { recursive: true, force: true }), "the hub home"],
       [
         "replaced-db",
         (home: string) => {
@@ -203,6 +203,22 @@ describe("an address hub serve cannot listen on", () => {
       }
     }
     tally("attacks", 2);
+  }, 60_000);
+
+  test("hub.yml rewritten in place of itself under a running hub (hub mosquitto-config, an editor's save) does not stop it (it stopped with 74, 'the hub home was removed')", async () => {
+    const home = await homeListeningOn("rewritten-yml", []);
+    const serving = start(["hub", "serve", "--dir", home]);
+    try {
+      await serving.waitFor(/hub\.started/, 30_000);
+      const yml = join(home, "hub.yml");
+      writeFileSync(`${yml}.new`, `${readFileSync(yml, "utf8")}# edited\n`);
+      renameSync(`${yml}.new`, yml);
+      await Bun.sleep(2500); // the watch looks once a second
+      expect(serving.proc.exitCode).toBeNull();
+      expect(serving.output()).not.toContain("hub.home_gone");
+    } finally {
+      expect(await serving.stop()).toBe(0);
+    }
   }, 60_000);
 
   test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
