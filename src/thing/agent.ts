@@ -168,7 +168,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       stop: async () => void (await Promise.all([drainer.stop(), runner?.stop()])),
     });
 
-    const renewer = new CertificateRenewer({ config, identity, session, log, reload: () => loadIdentity(config) });
+    const renewer = new CertificateRenewer({ config, identity, session, log, reload: () => loadIdentity(config), clock });
     await parts.start({ name: "certificate renewal", start: () => renewer.start(), stop: () => renewer.stop() });
 
     const access = databaseAccess(config, identity, store, log, { deliverers, onOutboxChanged: () => drainer.wake() });
@@ -193,6 +193,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       log,
       connected: () => session.connected,
       outbox: () => outboxReport(store),
+      clock,
       requestRestart: options.requestRestart ?? ((reason) => log.warn("update.restart_unhandled", { reason })),
     });
     await parts.start({ name: "updates", stop: () => updater.stop() });

@@ -4,8 +4,10 @@
  * the inside of the poll (which the agent counted as a bug).
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { generateKeyPairSync, randomUUID } from "node:crypto";
+import { createPublicKey, generateKeyPairSync, type KeyObject, randomUUID } from "node:crypto";
 import { FlashlexError } from "../../src/shared/errors.ts";
+import { silentLogger } from "../../src/shared/log.ts";
+import { HubClock } from "../../src/thing/egress/hub-clock.ts";
 import type { ThingIdentity } from "../../src/thing/identity.ts";
 import type { ThingConfig } from "../../src/thing/settings.ts";
 import { updateHubApi } from "../../src/thing/update/hub-api.ts";
@@ -45,5 +47,41 @@ test("an answer that is not a FlashLex hub's is one error naming the URL, of kin
       message: `http://127.0.0.1:${server.port}/dev/v1/things/${thingId}/update: the answer is not a FlashLex hub's (${what}); check api.endpoint`,
       kind: "unavailable",
     });
+  }
+});
+
+test("a device clock 2 h behind costs one refused poll: the retry's token carries the hub's time, as collect's does (it was 401 at every check)", async () => {
+  const { jwtVerify } = await import("jose");
+  const publicKey = createPublicKey(identity.privateKey as unknown as KeyObject);
+  let requests = 0;
+  const hub = Bun.serve({
+    hostname: "127.0.0.1",
+    port: 0,
+    // the hub's own rule: the token's time claims against its clock, a minute of skew
+    async fetch(request) {
+      requests++;
+      const token = (request.headers.get("authorization") ?? "").replace(/^Bearer /, "");
+      try {
+        await jwtVerify(token, publicKey, { clockTolerance: 60 });
+        return Response.json({ status: "OK", result: { update: null } });
+      } catch {
+        return new Response("{}", { status: 401, headers: { "WWW-Authenticate": 'Bearer error="invalid_token", error_description="token expired"' } });
+      }
+    },
+  });
+  try {
+    const hubConfig = { yaml: { app: { api: { endpoint: `http://127.0.0.1:${hub.port}`, env: "dev" } } } } as unknown as ThingConfig;
+    const behind = () => Date.now() - 2 * 3_600_000;
+    const clock = new HubClock(silentLogger, behind);
+    expect(await updateHubApi(hubConfig, identity, 5_000, clock).poll({ version: "0.1.0", target: "linux-x64" })).toBeUndefined();
+    expect(requests).toBe(2);
+    expect(await updateHubApi(hubConfig, identity, 5_000, clock).poll({ version: "0.1.0", target: "linux-x64" })).toBeUndefined();
+    expect(requests).toBe(3); // the correction is kept: no refused poll any more
+    // with no clock (as before), the hub's refusal is named
+    const uncorrected = updateHubApi(hubConfig, identity, 5_000, new HubClock(silentLogger, behind)).authorization;
+    const refused = await fetch(`http://127.0.0.1:${hub.port}/x`, { headers: await uncorrected() });
+    expect(refused.status).toBe(401);
+  } finally {
+    hub.stop(true);
   }
 });

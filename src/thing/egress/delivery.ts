@@ -6,7 +6,7 @@ import type { ThingSession } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";
 import type { OutboxEntry } from "../store/message-store.ts";
 import { type PostResult, requestText } from "./http-post.ts";
-import { bearerErrorDescription, CLOCK_FIX_HINT, describeOffset, type HubClock, SKEW_THRESHOLD_MS } from "./hub-clock.ts";
+import { answerDate, answerRefusal, CLOCK_FIX_HINT, describeOffset, type HubClock, SKEW_THRESHOLD_MS, sendWithHubTime } from "./hub-clock.ts";
 import { ThingTokens } from "./tokens.ts";
 
 export type DeliveryOutcome =
@@ -75,11 +75,7 @@ export async function deliverHttp(
   };
   let response: PostResult;
   try {
-    response = await post();
-    if (clock?.observe(headerText(response.headers.date), Date.now(), refusalOf(response)) && response.status === 401) {
-      response = await post();
-      clock.observe(headerText(response.headers.date), Date.now(), refusalOf(response));
-    }
+    response = await sendWithHubTime(clock, post);
   } catch (err) {
     return { kind: "retry", error: describeError(err) };
   }
@@ -125,7 +121,7 @@ export async function measureHubClock(clock: HubClock, deps: { config: ThingConf
   clock.attempted();
   try {
     const response = await requestText(collectUrl(deps.config), { method: "GET", extraCaPem: deps.identity.caPem, timeoutMs: 10_000 });
-    clock.observe(headerText(response.headers.date), Date.now());
+    clock.observeAnswer(response);
   } catch {
     // unreachable: nothing learned
   }
@@ -142,14 +138,6 @@ export function retryDelayMs(attempts: unknown): number {
 
 export const RETRY_CAP_MS = 300_000;
 
-function headerText(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
-}
-
-function refusalOf(response: PostResult): string | undefined {
-  return response.status === 401 ? bearerErrorDescription(headerText(response.headers["www-authenticate"])) : undefined;
-}
-
 /**
  * What a 401 means, for the row's `last_error`, the log and `collect`'s line: the hub's own words
  * when it gave them, then the cause. The clock is named only when this answer's own `Date` shows
@@ -159,9 +147,9 @@ function refusalOf(response: PostResult): string | undefined {
  */
 function refusalDetail(response: PostResult, signedWithOffsetMs: number): string {
   const parts: string[] = [];
-  const description = refusalOf(response);
+  const description = answerRefusal(response);
   if (description) parts.push(description);
-  const hubMs = Date.parse(headerText(response.headers.date) ?? "");
+  const hubMs = Date.parse(answerDate(response) ?? "");
   const tokenMinusHub = Number.isFinite(hubMs) ? Date.now() + signedWithOffsetMs - (hubMs + 500) : undefined;
   if (tokenMinusHub !== undefined && Math.abs(tokenMinusHub) > SKEW_THRESHOLD_MS) {
     parts.push(`the device clock is ${describeOffset(tokenMinusHub)} the hub's; to fix it, ${CLOCK_FIX_HINT}`);

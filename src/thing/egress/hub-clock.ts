@@ -1,4 +1,5 @@
 import type { Logger } from "../../shared/log.ts";
+import type { PostResult } from "./http-post.ts";
 
 /**
  * Clock-skew correction for the thing's tokens, as cloud SDKs do it (the AWS SDKs'
@@ -74,6 +75,11 @@ export class HubClock {
    * claim. Returns true when the correction changed by more than the threshold, i.e. a token
    * signed before this answer is worth signing again.
    */
+  /** `observe` for an answer that arrived just now: its `Date`, and its refusal when a 401. */
+  observeAnswer(answer: Pick<PostResult, "status" | "headers">): boolean {
+    return this.observe(answerDate(answer), this.localNow(), answerRefusal(answer));
+  }
+
   observe(date: string | undefined, receivedAt: number, refusal?: string): boolean {
     const hubMs = date ? Date.parse(date) : NaN;
     if (!Number.isFinite(hubMs)) return false;
@@ -137,4 +143,35 @@ export function bearerErrorDescription(header: string | undefined): string | und
   if (!header) return undefined;
   const match = /error_description="((?:[^"\\]|\\.)*)"/i.exec(header);
   return match ? match[1]!.replace(/\\(.)/g, "$1").slice(0, 200) : undefined;
+}
+
+/** An answer's `Date` header, the first one when it came twice. */
+export function answerDate(answer: Pick<PostResult, "headers">): string | undefined {
+  const date = answer.headers.date;
+  return Array.isArray(date) ? date[0] : date;
+}
+
+/** The hub's words for a refused token (a 401's `WWW-Authenticate` error description), else undefined. */
+export function answerRefusal(answer: Pick<PostResult, "status" | "headers">): string | undefined {
+  if (answer.status !== 401) return undefined;
+  const challenge = answer.headers["www-authenticate"];
+  return bearerErrorDescription(Array.isArray(challenge) ? challenge[0] : challenge);
+}
+
+/**
+ * One request of the thing to its hub under `clock` (every route that carries the thing's JWT:
+ * collect, updates, renewal): `send` signs its token with `clock.nowSeconds()`; the answer's
+ * `Date` is measured, and when it shows the device clock off by a new amount and the hub refused
+ * the token (401), the request is sent once more, its token signed with the corrected time. So a
+ * wrong device clock costs one refused request, whatever the route. Without a clock, `send` once.
+ * Returns the last answer; throws what `send` throws.
+ */
+export async function sendWithHubTime<A extends Pick<PostResult, "status" | "headers">>(clock: HubClock | undefined, send: () => Promise<A>): Promise<A> {
+  let answer = await send();
+  if (!clock) return answer;
+  if (clock.observeAnswer(answer) && answer.status === 401) {
+    answer = await send();
+    clock.observeAnswer(answer);
+  }
+  return answer;
 }

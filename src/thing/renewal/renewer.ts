@@ -22,6 +22,7 @@ import { generateThingKeyPair, spkiDer, thingKeyTypeOf } from "../../crypto/keys
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { requestText } from "../egress/http-post.ts";
+import { type HubClock, sendWithHubTime } from "../egress/hub-clock.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingSession } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";
@@ -88,6 +89,8 @@ export interface RenewerDeps {
   log: Logger;
   /** what `loadIdentity` makes of the files (the agent's own loader) */
   reload(): ThingIdentity;
+  /** serve's hub clock: tokens carry the hub's time once the device clock was found wrong */
+  clock?: HubClock;
 }
 
 /**
@@ -152,14 +155,16 @@ export class CertificateRenewer {
     body?: unknown,
     privateKey: KeyObject = this.deps.identity.privateKey,
   ): Promise<{ status: number; result: HubResult | undefined; message: string }> {
-    const { identity } = this.deps;
-    const token = await signThingToken({ thingId: identity.thingId, privateKey });
-    const answer = await requestText(this.apiUrl(), {
-      method,
-      headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
-      extraCaPem: identity.caPem,
-      timeoutMs: this.deps.config.timeouts.operationMs * 3,
+    const { identity, clock } = this.deps;
+    const answer = await sendWithHubTime(clock, async () => {
+      const token = await signThingToken({ thingId: identity.thingId, privateKey, now: clock?.nowSeconds() });
+      return requestText(this.apiUrl(), {
+        method,
+        headers: { Authorization: `Bearer ${token}`, ...(body ? { "Content-Type": "application/json" } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+        extraCaPem: identity.caPem,
+        timeoutMs: this.deps.config.timeouts.operationMs * 3,
+      });
     });
     let parsed: { result?: HubResult; messages?: { value?: string }[] } = {};
     try {

@@ -5,6 +5,7 @@
 import { signThingToken } from "../../crypto/jwt.ts";
 import { FlashlexError } from "../../shared/errors.ts";
 import { requestText } from "../egress/http-post.ts";
+import { answerRefusal, type HubClock, sendWithHubTime } from "../egress/hub-clock.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
 
@@ -29,22 +30,31 @@ export interface UpdateHubApi {
 
 /**
  * The hub's update routes for this thing (`ENDPOINT/ENV/v1/things/ID/update`), each request
- * bounded by `timeoutMs` (ms). `poll` and `report` reject with a plain Error for a status other
+ * bounded by `timeoutMs` (ms) and its token signed on `clock` (serve's: a device clock found
+ * wrong costs one refused request, as for collect). `poll` and `report` reject with a plain Error for a status other
  * than 200 or 201, FlashlexError (unavailable) for an answer not a hub's, and requestText's errors.
  */
-export function updateHubApi(config: ThingConfig, identity: ThingIdentity, timeoutMs = 30_000): UpdateHubApi {
+export function updateHubApi(config: ThingConfig, identity: ThingIdentity, timeoutMs = 30_000, clock?: HubClock): UpdateHubApi {
   const { endpoint, env } = config.yaml.app.api;
   const base = `${endpoint.replace(/\/+$/, "")}/${env}/v1/things/${identity.thingId}/update`;
-  const authorization = async () => ({ Authorization: `Bearer ${await signThingToken({ thingId: identity.thingId, privateKey: identity.privateKey })}` });
+  // signed with the hub's time once serve's clock found the device's wrong (egress/hub-clock.ts)
+  const authorization = async () => ({
+    Authorization: `Bearer ${await signThingToken({ thingId: identity.thingId, privateKey: identity.privateKey, now: clock?.nowSeconds() })}`,
+  });
   const call = async (url: string, method: "GET" | "POST", body?: unknown) => {
-    const answer = await requestText(url, {
-      method,
-      headers: { ...(await authorization()), ...(body ? { "Content-Type": "application/json" } : {}) },
-      body: body ? JSON.stringify(body) : undefined,
-      extraCaPem: identity.caPem,
-      timeoutMs,
-    });
-    if (answer.status !== 200 && answer.status !== 201) throw new Error(`the hub answered ${answer.status} ${answer.statusText}`.trim());
+    const answer = await sendWithHubTime(clock, async () =>
+      requestText(url, {
+        method,
+        headers: { ...(await authorization()), ...(body ? { "Content-Type": "application/json" } : {}) },
+        body: body ? JSON.stringify(body) : undefined,
+        extraCaPem: identity.caPem,
+        timeoutMs,
+      }),
+    );
+    if (answer.status !== 200 && answer.status !== 201) {
+      const refusal = answerRefusal(answer);
+      throw new Error(`the hub answered ${answer.status} ${answer.statusText}`.trim() + (refusal ? ` (${refusal})` : ""));
+    }
     return { result: resultOf(answer.body, url) };
   };
   return {

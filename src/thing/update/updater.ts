@@ -21,6 +21,7 @@ import { elfMismatch } from "../../shared/elf.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { TARGET, VERSION } from "../../shared/version.ts";
+import type { HubClock } from "../egress/hub-clock.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
 import { DownloadNotWritable, DownloadRefused, downloadVerified } from "./download.ts";
@@ -39,6 +40,8 @@ export interface UpdaterOptions {
   requestRestart(reason: string): void;
   /** the outbox now (entries waiting, the oldest one's age in seconds), sent with each poll for the hub's /metrics */
   outbox?: () => { depth: number; oldestAgeSeconds: number };
+  /** serve's hub clock: tokens carry the hub's time once the device clock was found wrong */
+  clock?: HubClock;
   /** seams for tests; defaults: this build's */
   version?: string;
   target?: string;
@@ -71,7 +74,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
   }
   const dataDir = config.dataDir;
   const binary = realpathSync(opts.executable ?? process.execPath);
-  const hub = opts.hub ?? updateHubApi(config, opts.identity);
+  const hub = opts.hub ?? updateHubApi(config, opts.identity, undefined, opts.clock);
   const publicKey = decodeUpdatePublicKey(settings.publicKey);
   const timers = new Set<ReturnType<typeof setTimeout>>();
   let stopped = false;
