@@ -123,10 +123,18 @@ test("hub init says the broker listens on every interface; mosquitto-config tell
   // the persistence directory is made (Mosquitto would fail at its first save), and the hints are commands to copy
   expect(statSync(persistence).isDirectory()).toBe(true);
   expect(config.stdout).toContain(`sudo chown -R mosquitto: ${persistence}`);
-  expect(config.stdout).toContain(`run: mosquitto -c '${join(work, "mosquitto'\\''s files", "mosquitto.conf")}'`);
+  // the steps in their order, numbered: the chowns before Mosquitto starts (it could not read its key), the hub stopped first
+  const next = config.stdout.slice(config.stdout.indexOf("next:\n"));
+  expect(
+    next
+      .split("\n")
+      .filter((l) => /^ {2}\d\. /.test(l))
+      .map((l) => l.slice(5, 30)),
+  ).toEqual(["sudo chown root:mosquitto", "sudo chown -R mosquitto: ", "sudo chown -R mosquitto: ", "stop a running flashlex h", "flashlex hub serve --dir "]);
+  expect(config.stdout).toContain(`then: mosquitto -c '${join(work, "mosquitto'\\''s files", "mosquitto.conf")}'`);
   // the next step names this hub home (a copied `hub serve` ran against ~/.flashlex-hub), and hub.yml
   // points a plain `hub serve` at the Mosquitto written for (as a systemd unit runs it)
-  expect(config.stdout).toContain(`then: flashlex hub serve --dir ${dir}`);
+  expect(config.stdout).toContain(`5. flashlex hub serve --dir ${dir}`);
   expect(config.stdout).toContain("hub.yml now points hub serve at mqtts://localhost:18883 (broker.external");
   expect(config.stdout).toContain("things are told port 8883");
   // it says what it changed in hub.yml, and the change is there

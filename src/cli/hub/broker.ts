@@ -48,18 +48,21 @@ function mosquittoConfig(options: Options): Promise<number> {
     console.log(`wrote ${files.config}, mosquitto.acl, root-ca-cert.pem, broker-cert.pem, broker-key.pem, crl.pem`);
     console.log(`hub.yml now lists ${files.crl} in broker.crlFiles: hub serve keeps that CRL current`);
     console.log(`hub.yml now points hub serve at ${files.external} (broker.external; --broker embedded overrides it)`);
-    console.log(`the broker key must be readable by Mosquitto's user: sudo chown root:mosquitto ${shellWord(files.brokerKey)}`);
-    if (files.persistenceDir)
-      console.log(`Mosquitto saves its sessions and queued messages there: sudo chown -R mosquitto: ${shellWord(files.persistenceDir)}`);
-    if (files.dynsecDir) {
-      if (files.dynsecStateKept)
-        console.log(`kept the dynamic-security state in ${files.dynsecDir} (Mosquitto's; the hub re-applies revocations when it connects)`);
-      console.log(`Mosquitto rewrites its dynamic-security state: sudo chown -R mosquitto: ${shellWord(files.dynsecDir)}`);
-      if (!existsSync(plugin)) console.log(`note: ${plugin} is not on this machine; install mosquitto there or pass --dynsec-plugin`);
-    } else {
-      console.log("note: without the dynamic security plugin a revoked thing stays connected until Mosquitto reloads (SIGHUP)");
-    }
-    console.log(`run: mosquitto -c ${shellWord(files.config)}   then: flashlex hub serve --dir ${shellWord(hub.home.paths.dir)}`);
+    if (files.dynsecStateKept)
+      console.log(`kept the dynamic-security state in ${files.dynsecDir} (Mosquitto's; the hub re-applies revocations when it connects)`);
+    if (files.dynsecDir && !existsSync(plugin)) console.log(`note: ${plugin} is not on this machine; install mosquitto there or pass --dynsec-plugin`);
+    if (!files.dynsecDir) console.log("note: without the dynamic security plugin a revoked thing stays connected until Mosquitto reloads (SIGHUP)");
+    // The steps in their order: Mosquitto drops root before it reads the key, and it cannot take
+    // the port while a hub's embedded broker holds it.
+    const steps = [
+      `sudo chown root:mosquitto ${shellWord(files.brokerKey)}   # Mosquitto reads the key after dropping root`,
+      ...(files.persistenceDir ? [`sudo chown -R mosquitto: ${shellWord(files.persistenceDir)}   # where it saves sessions and queued messages`] : []),
+      ...(files.dynsecDir ? [`sudo chown -R mosquitto: ${shellWord(files.dynsecDir)}   # it rewrites its dynamic-security state there`] : []),
+      `stop a running flashlex hub serve (its embedded broker holds the port), then: mosquitto -c ${shellWord(files.config)}`,
+      `flashlex hub serve --dir ${shellWord(hub.home.paths.dir)}   # it logs in to Mosquitto now`,
+    ];
+    console.log("next:");
+    steps.forEach((step, i) => console.log(`  ${i + 1}. ${step}`));
     if (listenPort !== broker.port)
       console.log(`note: things are told port ${broker.port} (hub.yml broker.port); set it to ${listenPort} before making their distributions`);
     return ExitCode.OK;
