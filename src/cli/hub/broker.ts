@@ -62,7 +62,7 @@ function mosquittoConfig(options: Options): Promise<number> {
       `flashlex hub serve --dir ${shellWord(hub.home.paths.dir)}   # it logs in to Mosquitto now`,
     ];
     console.log("next:");
-    steps.forEach((step, i) => console.log(`  ${i + 1}. ${step}`));
+    console.log(steps.map((step, i) => `  ${i + 1}. ${step}`).join("\n"));
     if (listenPort !== broker.port)
       console.log(`note: things are told port ${broker.port} (hub.yml broker.port); set it to ${listenPort} before making their distributions`);
     return ExitCode.OK;
