@@ -140,6 +140,20 @@ describe("releases", () => {
     expect((await updates.listReleases()).map((r) => r.version)).toEqual(["2.0.0"]);
   });
 
+  test("files removed to free space: another manifest under the version is still a conflict (the database keeps it); the same release is stored again", async () => {
+    const updates = new Updates({ home, store });
+    const first = await releaseDir("2.2.0", hubKey());
+    expect((await updates.addRelease(first)).outcome).toBe("stored");
+    rmSync(join(home.paths.dir, "releases", "2.2.0"), { recursive: true });
+    const other = await releaseDir("2.2.0", hubKey());
+    writeFileSync(join(other, "flashlex-linux-x64"), fakeBinary(62, "x64 other bytes"));
+    await writeSignedManifest({ dir: other, version: "2.2.0", commit: "def5678", signingKeyPem: hubKey() });
+    // it was "stored", exit 0: the row kept the first manifest, the files the second, and every thing failed the update
+    await expect(updates.addRelease(other)).rejects.toThrow("release 2.2.0 is already stored with another manifest");
+    expect((await updates.addRelease(first)).outcome).toBe("stored");
+    expect(readFileSync(join(home.paths.dir, "releases", "2.2.0", "manifest.json"), "utf8")).toBe(readFileSync(join(first, "manifest.json"), "utf8"));
+  });
+
   test("two adds of one release at once: both succeed, one stores it and the other finds it stored; a killed add's copy is removed", async () => {
     const releases = join(home.paths.dir, "releases");
     const killed = join(releases, ".2.0.9.staging-4194399-Ab12Cd"); // above Linux's largest pid: no such process

@@ -13,7 +13,7 @@
  * unless more than `maxFailures` things failed or rolled back: then the rollout stops and the
  * things not yet offered are `cancelled`. A new rollout replaces a running one.
  */
-import { InputError } from "../../shared/errors.ts";
+import { ConflictError, InputError } from "../../shared/errors.ts";
 import type { HubHome } from "../home/home.ts";
 import type { HubStore, ThingRecord, UpdateTables } from "../store/hub-store.ts";
 import { FAILURE_STATES, type ReleaseRow, type RolloutRow, TERMINAL_STATES, type ThingUpdateRow, type UpdateState } from "../store/update-tables.ts";
@@ -106,9 +106,18 @@ export class Updates {
     return ensureUpdateKey(this.deps.home.paths.dir);
   }
 
-  /** Checks and stores the signed release in `dir` (releases.ts). Throws InputError or ConflictError. */
+  /**
+   * Checks and stores the signed release in `dir` (releases.ts). Throws InputError, or
+   * ConflictError when its version names another manifest, in the database or on disk: a
+   * version names one set of bytes for good (files removed to free space and another release
+   * signed under the version would be offered with the first one's manifest: every thing fails).
+   */
   async addRelease(dir: string): Promise<{ release: StoredRelease; outcome: "stored" | "already stored" }> {
     const release = readSignedRelease(dir, this.publicKey());
+    const known = await this.tables.release(release.manifest.version);
+    if (known && known.manifest !== release.manifestText) {
+      throw new ConflictError(`release ${release.manifest.version} is already stored with another manifest; a version names one set of binaries`);
+    }
     const outcome = await storeReleaseFiles(this.deps.home.paths.shared, dir, release);
     await this.tables.insertRelease({
       version: release.manifest.version,
