@@ -217,6 +217,23 @@ describe("a rollout in batches", () => {
     expect(await poll(2)).toBeNull();
   });
 
+  test('POST /updates refuses a maxFailures that is not a whole number in range, and a bad batch, without naming CLI flags (-5 stopped the rollout at once, 1.5 was stored, "2" read as 0)', async () => {
+    for (const [field, value, said] of [
+      ["maxFailures", -5, "maxFailures must be a whole number from 0 to 1000000, not -5"],
+      ["maxFailures", 1.5, "maxFailures must be a whole number from 0 to 1000000, not 1.5"],
+      ["maxFailures", "2", 'maxFailures must be a whole number from 0 to 1000000, not "2"'],
+      ["batch", "0", "batch 0: give a percentage of the things (10%) or a number of things (5)"],
+    ] as const) {
+      const refused = await operator("/updates", { method: "POST", body: JSON.stringify({ version: "2.0.0", all: true, [field]: value }) });
+      expect({ field, value, status: refused.status, error: ((await refused.json()) as any).messages[0].value }).toEqual({
+        field,
+        value,
+        status: 400,
+        error: said,
+      });
+    }
+  });
+
   test("with room for failures the next batch follows, and a thing already on the version is healthy at once", async () => {
     const started = await operator("/updates", {
       method: "POST",

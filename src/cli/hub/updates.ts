@@ -96,7 +96,7 @@ function rollout(options: Options): Promise<number> {
       try {
         batchSize(batch, 1);
       } catch (err) {
-        throw new UsageError((err as Error).message);
+        throw new UsageError(`--${(err as Error).message}`);
       }
     }
     const maxFailures = count(options.maxFailures, "--max-failures");
@@ -108,7 +108,7 @@ function rollout(options: Options): Promise<number> {
     if (options.json) console.log(JSON.stringify((await import("../../hub/http/presenters.ts")).rolloutJson(started)));
     else {
       console.log(
-        `rollout ${started.id}: ${version} to ${things.length} things, ${started.batch_size} per batch, stops after ${started.max_failures + 1} failures`,
+        `rollout ${started.id}: ${version}, ${started.batch_size} per batch; it stops when more than ${started.max_failures} ${started.max_failures === 1 ? "thing fails" : "things fail"} or roll back`,
       );
       console.log("things get it when they next poll (serve checks every few minutes); follow it with `flashlex hub update status`");
     }

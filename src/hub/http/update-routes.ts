@@ -118,7 +118,8 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
         version,
         things: chosen as ThingRecord[],
         batch: b.batch === undefined ? undefined : String(b.batch),
-        maxFailures: typeof b.maxFailures === "number" ? b.maxFailures : undefined,
+        // as given: startRollout refuses what is not a whole number in range (a "2" was read as 0)
+        maxFailures: b.maxFailures as number | undefined,
       });
       log.info("hub.rollout_started", { rollout: rollout.id, version, batch_size: rollout.batch_size, max_failures: rollout.max_failures });
       return ok(rolloutJson(rollout), "Rollout started.", 201);

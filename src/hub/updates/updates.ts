@@ -67,16 +67,19 @@ export interface RolloutStatus {
   things: (ThingUpdateRow & { name: string })[];
 }
 
+/** The most failures a rollout may be told to let pass. */
+export const MAX_FAILURES_LIMIT = 1_000_000;
+
 /** `10%` or `3` → things per batch for `count` things (at least 1). Throws InputError otherwise. */
 export function batchSize(spec: string, count: number): number {
   const percent = /^(\d{1,3})%$/.exec(spec.trim());
   if (percent) {
     const p = Number(percent[1]);
-    if (p < 1 || p > 100) throw new InputError(`--batch ${spec}: a percentage is 1% to 100%`);
+    if (p < 1 || p > 100) throw new InputError(`batch ${spec}: a percentage is 1% to 100%`);
     return Math.max(1, Math.ceil((count * p) / 100));
   }
   if (/^\d{1,6}$/.test(spec.trim()) && Number(spec) >= 1) return Number(spec);
-  throw new InputError(`--batch ${spec}: give a percentage of the things (10%) or a number of things (5)`);
+  throw new InputError(`batch ${spec}: give a percentage of the things (10%) or a number of things (5)`);
 }
 
 export interface UpdatesDeps {
@@ -159,6 +162,10 @@ export class Updates {
     if (!things.length) throw new InputError("no things to update (revoked things are left out)");
     const size = batchSize(request.batch ?? "10%", things.length);
     const maxFailures = request.maxFailures ?? 0;
+    // from the API as given: -5 stopped the rollout at once, 1.5 was stored
+    if (!Number.isSafeInteger(maxFailures) || maxFailures < 0 || maxFailures > MAX_FAILURES_LIMIT) {
+      throw new InputError(`maxFailures must be a whole number from 0 to ${MAX_FAILURES_LIMIT}, not ${JSON.stringify(maxFailures)}`);
+    }
     const at = this.now();
     return this.tables.transaction(async (t) => {
       // One start at a time fleet-wide (several hubs): two would both see no running rollout.
