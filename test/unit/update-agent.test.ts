@@ -54,6 +54,16 @@ describe("install, then the guard", () => {
     expect(existsSync(d.download)).toBe(false);
   });
 
+  test("an install whose last step fails leaves no update pending (the next start reported 'the install was interrupted' in place of the real error)", () => {
+    const d = device();
+    writeGuard(d.data);
+    rmSync(d.download); // the rename of the new binary fails (as EBUSY does on a binary bound onto itself)
+    expect(() => installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary }, d.data)).toThrow(/ENOENT/);
+    expect(readPending(d.data)).toBeUndefined();
+    expect(readFileSync(d.binary, "utf8")).toBe("old binary");
+    expect(guard(d.data).exitCode).toBe(0);
+  });
+
   test("the guard lets a pending version start twice and puts the previous binary back at the third start", () => {
     const d = device();
     writeGuard(d.data);

@@ -19,7 +19,7 @@ import { chmodSync, closeSync, copyFileSync, existsSync, linkSync, openSync, rea
 import { basename, dirname, join } from "node:path";
 import { escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { fsyncDirectory } from "./fsync.ts";
-import { type PendingUpdate, writePending } from "./marker.ts";
+import { clearPending, type PendingUpdate, writePending } from "./marker.ts";
 
 /** `<dir>/.<binary name>.download-<pid>`: where a download goes, beside the binary. */
 export function downloadPath(binary: string): string {
@@ -41,8 +41,8 @@ export function previousPath(binary: string): string {
 
 /**
  * Steps 2 to 4 above for the verified file `download`. Throws what the file system throws
- * (EACCES: the binary's directory is not writable by the service user; EROFS), with the running
- * binary untouched unless step 4 succeeded.
+ * (EACCES: the binary's directory is not writable by the service user; EROFS; EBUSY), with the
+ * running binary untouched and no update marked pending unless step 4 succeeded.
  */
 export function installBinary(download: string, update: Omit<PendingUpdate, "previous">, dataDir: string): PendingUpdate {
   const { binary } = update;
@@ -60,8 +60,16 @@ export function installBinary(download: string, update: Omit<PendingUpdate, "pre
   fsyncDirectory(dir);
   const pending: PendingUpdate = { ...update, previous };
   writePending(dataDir, pending);
-  chmodSync(download, 0o755);
-  renameSync(download, binary);
+  try {
+    chmodSync(download, 0o755);
+    renameSync(download, binary);
+  } catch (err) {
+    // Not in place: no update is pending. Left, the marker made the next start report "the install
+    // was interrupted" in place of this error (EBUSY: a binary bound read-only onto itself), and
+    // the guard counted starts against it.
+    clearPending(dataDir);
+    throw err;
+  }
   fsyncDirectory(dir);
   return pending;
 }
