@@ -154,6 +154,18 @@ describe("releases", () => {
     expect(readFileSync(join(home.paths.dir, "releases", "2.2.0", "manifest.json"), "utf8")).toBe(readFileSync(join(first, "manifest.json"), "utf8"));
   });
 
+  test("a release whose files were removed: a thing asking for its binary hears 410 saying so (was a 500, the thing stuck at 'downloading'), and a rollout of it is refused", async () => {
+    const updates = new Updates({ home, store });
+    await updates.addRelease(await releaseDir("2.3.0", hubKey()));
+    rmSync(join(home.paths.dir, "releases", "2.3.0"), { recursive: true });
+    const gone = await asThing(0, "/update/binary?version=2.3.0&target=linux-x64");
+    expect(gone.status).toBe(410);
+    expect(((await gone.json()) as any).messages[0].value).toBe("release 2.3.0's binary for linux-x64 is no longer on the hub; add the release again");
+    const refused = await operator("/updates", { method: "POST", body: JSON.stringify({ version: "2.3.0", all: true }) });
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as any).messages[0].value).toMatch(/^release 2\.3\.0's files are gone from \S+releases; add it again/);
+  });
+
   test("two adds of one release at once: both succeed, one stores it and the other finds it stored; a killed add's copy is removed", async () => {
     const releases = join(home.paths.dir, "releases");
     const killed = join(releases, ".2.0.9.staging-4194399-Ab12Cd"); // above Linux's largest pid: no such process

@@ -12,6 +12,7 @@ import { elfMismatch } from "../../src/shared/elf.ts";
 import { silentLogger } from "../../src/shared/log.ts";
 import type { ThingIdentity } from "../../src/thing/identity.ts";
 import type { ThingConfig } from "../../src/thing/settings.ts";
+import { DownloadRefused, downloadVerified } from "../../src/thing/update/download.ts";
 import { writeGuard } from "../../src/thing/update/guard.ts";
 import type { UpdateHubApi } from "../../src/thing/update/hub-api.ts";
 import { installBinary, restorePrevious } from "../../src/thing/update/install.ts";
@@ -292,3 +293,40 @@ async function waitFor(condition: () => boolean, timeoutMs: number): Promise<voi
     await Bun.sleep(20);
   }
 }
+
+describe("the download's answer", () => {
+  test("a 410 or 404 for the binary is a refusal with the hub's words (reported failed, not retried at every check); a 503 is tried again", async () => {
+    let status = 410;
+    const hub = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: () =>
+        Response.json(
+          { status: "ERROR", code: status, messages: [{ key: "error", value: "release 2.0.0's binary for linux-x64 is no longer on the hub" }] },
+          { status },
+        ),
+    });
+    try {
+      const d = device();
+      const attempt = () =>
+        downloadVerified(`http://127.0.0.1:${hub.port}/binary`, join(d.root, `.dl-${status}`), {
+          headers: {},
+          timeoutMs: 5000,
+          size: 10,
+          sha256: "0".repeat(64),
+        }).catch((err: unknown) => err);
+      const gone = await attempt();
+      expect(gone).toBeInstanceOf(DownloadRefused);
+      expect((gone as Error).message).toBe("the hub answered 410 Gone: release 2.0.0's binary for linux-x64 is no longer on the hub");
+      status = 404;
+      expect(await attempt()).toBeInstanceOf(DownloadRefused);
+      status = 503;
+      const busy = await attempt();
+      expect(busy).not.toBeInstanceOf(DownloadRefused);
+      expect((busy as Error).message).toStartWith("the hub answered 503");
+      expect(readdirSync(d.root).filter((f) => f.startsWith(".dl-"))).toEqual([]);
+    } finally {
+      hub.stop(true);
+    }
+  });
+});

@@ -83,8 +83,7 @@ async function streamWithFetch(url: string, opts: DownloadOptions, write: (chunk
     ...(https ? { tls: { ca, rejectUnauthorized: true } } : {}),
   });
   if (response.status !== 200 || !response.body) {
-    await response.body?.cancel();
-    throw new Error(`the hub answered ${response.status} ${response.statusText}`.trim());
+    throw answerError(response.status, response.statusText, await response.text().catch(() => ""));
   }
   for await (const chunk of response.body) write(chunk);
 }
@@ -99,8 +98,10 @@ async function streamWithNode(url: string, opts: DownloadOptions, write: (chunk:
       { headers: opts.headers, timeout: opts.timeoutMs, signal: opts.signal, ...(https ? { ca, rejectUnauthorized: true } : {}) },
       (response) => {
         if (response.statusCode !== 200) {
-          response.resume();
-          reject(new Error(`the hub answered ${response.statusCode} ${response.statusMessage ?? ""}`.trim()));
+          let text = "";
+          response.setEncoding("utf8");
+          response.on("data", (chunk: string) => (text = (text + chunk).slice(0, 4096)));
+          response.on("end", () => reject(answerError(response.statusCode ?? 0, response.statusMessage ?? "", text)));
           return;
         }
         response.on("data", (chunk: Buffer) => {
@@ -118,4 +119,21 @@ async function streamWithNode(url: string, opts: DownloadOptions, write: (chunk:
     request.on("timeout", () => request.destroy(new Error(`no complete answer within ${Math.round(opts.timeoutMs / 1000)} s`)));
     request.on("error", reject);
   });
+}
+
+/**
+ * The error for an answer other than 200: 404 and 410 (the hub has no such binary: a release
+ * whose files were removed) are DownloadRefused, reported failed with the hub's own words, for
+ * asking again cannot help until the operator adds the release again; any other status is a
+ * plain Error, tried again at the next check.
+ */
+function answerError(status: number, statusText: string, body: string): Error {
+  let said: string | undefined;
+  try {
+    said = (JSON.parse(body) as { messages?: { value?: unknown }[] }).messages?.[0]?.value as string | undefined;
+  } catch {
+    // not the hub's envelope
+  }
+  const text = `the hub answered ${status} ${statusText}`.trim() + (typeof said === "string" ? `: ${said}` : "");
+  return status === 404 || status === 410 ? new DownloadRefused(text) : new Error(text);
 }
