@@ -21,6 +21,7 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSy
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Background, binaryPath, type RunResult, run, start } from "../support/binary.ts";
+import { fakeClock } from "../support/fake-clock.ts";
 import { type HubFixture, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort, type MosquittoBroker } from "../support/mosquitto.ts";
 import { type Receiver, startReceiver } from "../support/receiver.ts";
@@ -43,19 +44,6 @@ function launch(args: string[], env?: Record<string, string>): Background {
   const child = start(args, { env });
   background.push(child);
   return child;
-}
-
-/** The libfaketime library for this machine's architecture (Debian's `faketime` package). */
-const FAKETIME_LIB = [`/usr/lib/${process.arch === "arm64" ? "aarch64" : "x86_64"}-linux-gnu/faketime/libfaketime.so.1`].find((p) => existsSync(p));
-
-/** The environment that runs the binary under a fake clock: an offset ("+30m", "-1d") or a file holding one. */
-function fakeClock(clock: { offset: string } | { file: string }): Record<string, string> {
-  if (!FAKETIME_LIB) throw new Error("libfaketime is missing: apt-get install -y faketime (scripts/install-system-packages.sh)");
-  return {
-    LD_PRELOAD: FAKETIME_LIB,
-    FAKETIME_DONT_FAKE_MONOTONIC: "1",
-    ...("offset" in clock ? { FAKETIME: clock.offset } : { FAKETIME_TIMESTAMP_FILE: clock.file, FAKETIME_NO_CACHE: "1" }),
-  };
 }
 
 const explain = (r: RunResult) => `exit ${r.code}\n${r.stdout}\n${r.stderr}`;

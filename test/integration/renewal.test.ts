@@ -27,10 +27,11 @@ import { describeCertificate } from "../../src/crypto/certificate-info.ts";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { createCertificateAuthority, issueThingCertificate } from "../../src/crypto/x509.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
+import { fakeClock } from "../support/fake-clock.ts";
 import { type HubFixture, makeHubFixture } from "../support/hub-fixture.ts";
 import { attemptConnect } from "../support/mqtt-client.ts";
 import { renewOverHttp, useKey } from "../support/renewal-http.ts";
-import { waitUntil } from "../support/wait.ts";
+import { occurrences, waitUntil } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-renewal-"));
 let hub: HubFixture;
@@ -127,6 +128,51 @@ describe("renewal", () => {
       expect(await agent.stop()).toBe(0);
     }
   }, 60_000);
+
+  test("a device clock 3 h ahead: serve judges the certificate on the hub's time once it has measured it, so it renews when due, not at every check (it renewed every second)", async () => {
+    const agent = await serve(fakeClock({ offset: "+3h" }));
+    try {
+      await agent.waitFor(/clock\.skewed/, 30_000);
+      const from = agent.output().length;
+      await Bun.sleep(8_000); // 8 checks at renewalCheck 1s; the 30 s certificate is due at most once in that time
+      expect(occurrences(agent.output().slice(from), /renewal\.started/g)).toBeLessThanOrEqual(1);
+    } finally {
+      expect(await agent.stop()).toBe(0);
+    }
+  }, 60_000);
+
+  test("a renewal whose answer never comes does not hold serve's stop (it waited out the request's 6 minutes): SIGTERM stops it at once, and the next serve connects", async () => {
+    // the hub behind a proxy that passes everything but never answers the renewal's POST
+    const hubApi = `http://127.0.0.1:${hub.apiPort}`;
+    const proxy = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch(request) {
+        const url = new URL(request.url);
+        if (request.method === "POST" && url.pathname.endsWith("/certificate")) return new Promise<Response>(() => {});
+        return fetch(`${hubApi}${url.pathname}${url.search}`, { method: request.method, headers: request.headers, body: request.body });
+      },
+    });
+    const configFile = join(dir, "config.yml");
+    const original = readFileSync(configFile, "utf8");
+    const config = parseDocument(original);
+    config.setIn(["flashlex", "app", "api", "endpoint"], `http://127.0.0.1:${proxy.port}`);
+    writeFileSync(configFile, config.toString());
+    try {
+      const agent = await serve();
+      await hub.flashlex(["hub", "thing", "rotate", name, "--dir", hub.dir]);
+      await agent.waitFor(/renewal\.started/, 30_000);
+      await Bun.sleep(500); // the POST is on its way, and will get no answer
+      const stopping = performance.now();
+      expect(await agent.stop(30_000)).toBe(0);
+      expect(performance.now() - stopping).toBeLessThan(10_000);
+    } finally {
+      writeFileSync(configFile, original);
+      proxy.stop(true);
+    }
+    const again = await serve();
+    expect(await again.stop()).toBe(0);
+  }, 90_000);
 
   for (const step of ["key-staged", "cert-staged", "previous-saved", "cert-swapped", "key-swapped", "committed"]) {
     test(`kill -9 after ${step}: the next serve connects, and disk and hub agree`, async () => {

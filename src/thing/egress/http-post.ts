@@ -15,6 +15,8 @@ export interface RequestOptions {
   /** a CA to trust next to the public roots (the hub's own, for a hub that serves HTTPS) */
   extraCaPem?: string;
   timeoutMs: number;
+  /** ends the request early (serve stopping): it rejects with the signal's reason */
+  signal?: AbortSignal;
 }
 
 /** The most of an answer's body that is kept, in bytes; the rest is read and dropped. */
@@ -53,7 +55,7 @@ async function requestWithFetch(url: string, opts: RequestOptions): Promise<Post
       method: opts.method ?? "POST",
       headers: opts.headers,
       body: opts.body || undefined,
-      signal: AbortSignal.timeout(opts.timeoutMs),
+      signal: opts.signal ? AbortSignal.any([opts.signal, AbortSignal.timeout(opts.timeoutMs)]) : AbortSignal.timeout(opts.timeoutMs),
       redirect: "manual",
       ...(isHttps ? { tls: { ca: await trustedCas(opts.extraCaPem), rejectUnauthorized: true } } : {}),
     });
@@ -106,6 +108,7 @@ async function requestWithNodeHttp(url: string, opts: RequestOptions): Promise<P
         method: opts.method ?? "POST",
         headers: { ...opts.headers, ...(body ? { "Content-Length": String(Buffer.byteLength(body)) } : {}) },
         ...(isHttps ? { ca, rejectUnauthorized: true } : {}),
+        signal: opts.signal,
       },
       (res) => {
         const chunks: Buffer[] = [];

@@ -48,7 +48,12 @@ export class HubClock {
 
   /** The time to sign with, in Unix seconds (the hub's time when the local clock was found wrong). */
   nowSeconds(): number {
-    return Math.floor((this.localNow() + this.appliedMs) / 1000);
+    return Math.floor(this.nowMs() / 1000);
+  }
+
+  /** The local time corrected as `nowSeconds` is, in Unix ms: what decides when a certificate is due. */
+  nowMs(): number {
+    return this.localNow() + this.appliedMs;
   }
 
   /** True when nothing was measured (or tried) within the last `maxAgeMs` of local time. */

@@ -100,6 +100,7 @@ export interface RenewerDeps {
 export class CertificateRenewer {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private stopped = false;
+  private readonly stopping = new AbortController();
   private running: Promise<void> | undefined;
   private checkMs = DEFAULT_CHECK_MS;
   private failures = 0;
@@ -133,7 +134,16 @@ export class CertificateRenewer {
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    // A request the hub does not answer would hold serve's stop for its whole timeout (minutes):
+    // it is cut off. Whatever step a renewal was at, its files are consistent (identity-files.ts),
+    // and the next start finishes or undoes it, as after a power cut.
+    this.stopping.abort(new Error("serve is stopping"));
     await this.running;
+  }
+
+  /** the time certificates are judged by: serve's clock, corrected once an answer showed the device's wrong */
+  private now(): number {
+    return this.deps.clock?.nowMs() ?? Date.now();
   }
 
   private schedule(ms: number): void {
@@ -164,6 +174,7 @@ export class CertificateRenewer {
         body: body ? JSON.stringify(body) : undefined,
         extraCaPem: identity.caPem,
         timeoutMs: this.deps.config.timeouts.operationMs * 3,
+        signal: this.stopping.signal,
       });
     });
     let parsed: { result?: HubResult; messages?: { value?: string }[] } = {};
@@ -204,10 +215,10 @@ export class CertificateRenewer {
     } catch (err) {
       log.warn("renewal.check_failed", {
         error: describeError(err),
-        note: Date.now() >= dueAt ? "renewing anyway: the certificate is due" : "asked again later",
+        note: this.now() >= dueAt ? "renewing anyway: the certificate is due" : "asked again later",
       });
     }
-    if (renewNow || Date.now() >= dueAt) {
+    if (renewNow || this.now() >= dueAt) {
       try {
         await this.renew(renewNow ? "asked by the hub" : "two thirds of its lifetime passed");
         this.failures = 0;
@@ -216,15 +227,15 @@ export class CertificateRenewer {
         this.failures++;
         // Past expiry the backoff starts again: the retries made while the certificate was valid
         // (many, for a short one) must not put the next one an hour away.
-        const expired = notAfter <= Date.now();
+        const expired = notAfter <= this.now();
         if (expired) this.failuresSinceExpiry++;
-        const delay = retryDelay(expired ? this.failuresSinceExpiry : this.failures, notAfter - Date.now());
+        const delay = retryDelay(expired ? this.failuresSinceExpiry : this.failures, notAfter - this.now());
         log.warn("renewal.failed", { attempt: this.failures, error: describeError(err), retryInMs: delay });
         this.schedule(delay);
         return;
       }
     }
-    const untilDue = dueAt - Date.now();
+    const untilDue = dueAt - this.now();
     this.schedule(jittered(untilDue > 0 ? Math.min(this.checkMs, untilDue) : this.checkMs, 0.1));
   }
 
