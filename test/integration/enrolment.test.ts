@@ -143,6 +143,23 @@ describe("enrolment", () => {
     expect(serving.output()).not.toContain(short.token);
   }, 60_000);
 
+  test("two enrolls in one folder at once: one enrols, the other refuses before it sends anything (both made things on the hub, and could leave one's key staged under the other's name)", async () => {
+    const folder = join(work, "raced");
+    for (let round = 0; round < 3; round++) {
+      rmSync(folder, { recursive: true, force: true });
+      const [a, b] = [await newToken(), await newToken()];
+      const names = [`race-${round}-a`, `race-${round}-b`];
+      const results = await Promise.all([enroll(a, names[0]!, folder), enroll(b, names[1]!, folder)]);
+      const codes = results.map((r) => r.code).sort();
+      // the loser found the folder taken (75) or already holding the winner's thing (65)
+      expect({ round, codes: codes[0] === 0 && (codes[1] === 75 || codes[1] === 65) }).toEqual({ round, codes: true });
+      const loser = results.find((r) => r.code !== 0)!;
+      expect(loser.stderr).toMatch(/another flashlex enroll is running in this folder|holds a thing|config\.yml/);
+      const onHub = (await hub.things()).map((t: { name: string }) => t.name).filter((n: string) => names.some((name) => n === `${ownerPrefix}-${name}`));
+      expect({ round, onHub: onHub.length }).toEqual({ round, onHub: 1 });
+    }
+  }, 90_000);
+
   test("a name outside the token's prefix is refused; one inside enrols", async () => {
     const t = await newToken(["--name-prefix", "sensor-", "--max-uses", "2"]);
     expect((await enroll(t, "pump-1", join(work, "pump-1"))).code).toBe(65);

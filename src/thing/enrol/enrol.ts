@@ -32,7 +32,7 @@ import { ConfigError, FlashlexError, InputError, UsageError } from "../../shared
 import { pathKind, writeFileAtomicallySync } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
-import { checkFolderFree, forgetPendingKey, pendingKeyPair, STAGING_DIR, writeThingFolder } from "./folder.ts";
+import { acquireEnrolLock, checkFolderFree, forgetPendingKey, pendingKeyPair, STAGING_DIR, writeThingFolder } from "./folder.ts";
 import { hubRequest } from "./hub-request.ts";
 
 export interface EnrolOptions {
@@ -126,7 +126,18 @@ export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<Enro
   const timeoutMs = opts.timeoutMs ?? 30_000;
   if (pathKind(opts.dir) === "other") throw new UsageError(`--dir ${opts.dir}: not a directory; give the folder the thing will live in`);
   checkFolderFree(opts.dir);
+  // One enrolment per folder at a time; the folder checked again once it is ours (the other may have just finished).
+  const lock = await acquireEnrolLock(opts.dir);
+  try {
+    checkFolderFree(opts.dir);
+    return await enrolInFolder(opts, log, hubUrl, pinned, timeoutMs);
+  } finally {
+    await lock.release();
+  }
+}
 
+/** enrolDevice's work once the folder is this process's alone. */
+async function enrolInFolder(opts: EnrolOptions, log: Logger, hubUrl: string, pinned: string, timeoutMs: number): Promise<EnrolResult> {
   const info = await hubRequest(`${hubUrl}/enroll`, { method: "GET", trust: { kind: "none-yet" }, timeoutMs });
   if (info.status === 404) throw new ConfigError(`${hubUrl}/enroll: no such route; check --hub (the hub's API URL as \`hub enroll-token create\` printed it)`);
   if (info.status !== 200) throw answerError(info.status, info.message);

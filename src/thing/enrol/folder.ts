@@ -16,14 +16,15 @@
  * next attempt recognises as its own and removes.
  */
 
-import { createPublicKey } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { createHash, createPublicKey } from "node:crypto";
+import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { loadPrivateKey, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { fsyncDirectory, writeFileDurably } from "../../shared/durable-files.ts";
-import { ConfigError, ConflictError, UsageError } from "../../shared/errors.ts";
+import { ConfigError, ConflictError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { removeLeftovers } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import { holdAbstractLock, type ServeLock } from "../local/serve-lock.ts";
 
 /** The staging directories of versions before the pending key (`.enrol.<pid>-<8 hex>`), removed once their process is gone. */
 const OLD_STAGING = /^\.enrol\.(\d+)-[0-9a-f]{8}$/;
@@ -185,4 +186,26 @@ export function writeThingFolder(dir: string, config: string, keys: Record<strin
     rmSync(staging, { recursive: true, force: true });
     fsyncDirectory(dir);
   }
+}
+
+/**
+ * Takes the folder `dir` (made 0755 if missing) for this enrolment until `release()`, so a second
+ * `enroll` in it at once refuses before it sends anything (two at once both made things on the
+ * hub, spent both tokens and left one key staged under the other's name). Throws FlashlexError
+ * try-later (75) when another enroll holds it.
+ */
+export async function acquireEnrolLock(dir: string): Promise<ServeLock> {
+  let identity: string;
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+    const { dev, ino } = statSync(realpathSync(dir), { bigint: true });
+    identity = `${dev}:${ino}`;
+  } catch (err) {
+    throw toFlashlexError(err, dir);
+  }
+  return holdAbstractLock(
+    `flashlex-enrol-${createHash("sha256").update(identity).digest("hex").slice(0, 40)}`,
+    () => new FlashlexError(`${dir}: another flashlex enroll is running in this folder; let it finish (or stop it) first`, "try-later"),
+    `${dir}: the enrolment lock`,
+  );
 }

@@ -37,21 +37,27 @@ export interface ServeLock {
  * or a file-system kind (74/77) naming the path when the key cannot be made or read.
  */
 export async function acquireServeLock(dataDir: string): Promise<ServeLock> {
-  const name = lockName(dataDir);
+  return holdAbstractLock(
+    lockName(dataDir),
+    () =>
+      new FlashlexError(
+        `${dataDir}: another flashlex serve is running for this data directory (or a collect --via mqtt is publishing as the thing)`,
+        "try-later",
+      ),
+    `${dataDir}: the single-serve lock`,
+  );
+}
+
+/**
+ * Holds the Linux abstract unix socket `name` (the kernel's, so two processes taking it at the
+ * same instant cannot both succeed, and it is gone with its process, however that ends) for as
+ * long as the process lives or until `release()`. Throws `busy()` when another process holds it,
+ * else what listening threw, as a FlashlexError naming `what`.
+ */
+export async function holdAbstractLock(name: string, busy: () => FlashlexError, what: string): Promise<ServeLock> {
   const server: Server = createServer((socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
-    server.once("error", (err: NodeJS.ErrnoException) => {
-      if (err.code === "EADDRINUSE") {
-        reject(
-          new FlashlexError(
-            `${dataDir}: another flashlex serve is running for this data directory (or a collect --via mqtt is publishing as the thing)`,
-            "try-later",
-          ),
-        );
-      } else {
-        reject(toFlashlexError(err, `${dataDir}: the single-serve lock`));
-      }
-    });
+    server.once("error", (err: NodeJS.ErrnoException) => reject(err.code === "EADDRINUSE" ? busy() : toFlashlexError(err, what)));
     server.listen(`\0${name}`, () => resolve());
   });
   // The lock must not keep a stopping process alive; the handle stays open until the process ends.
