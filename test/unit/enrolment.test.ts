@@ -107,6 +107,7 @@ describe("enrolment tokens", () => {
     await expect(tokens.create({ namePrefix: "no spaces" })).rejects.toThrow(/prefix/);
     // names are given without the owner prefix: a token for names that start with it could enrol nothing
     await expect(tokens.create({ namePrefix: "abcd1234-sensor" })).rejects.toThrow("starts with the owner prefix abcd1234-");
+    await expect(tokens.create({ namePrefix: "ABCD1234-sensor" })).rejects.toThrow("starts with the owner prefix abcd1234-");
     expect((await tokens.create({ namePrefix: "abcd1234x" })).record.namePrefix).toBe("abcd1234x");
     await expect(tokens.revoke("nope")).rejects.toThrow(/no enrolment token/);
     // the use and the thing are one transaction: the last use goes to one thing only

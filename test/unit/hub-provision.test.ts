@@ -229,7 +229,7 @@ describe("hub thing create", () => {
 
   test("a typed name that another thing's id or full name would shadow is refused (65): commands would find that thing instead", async () => {
     const { thing } = await createThing(home, store, "shadowed");
-    for (const shadow of [thing.id, randomUUID().toUpperCase(), thing.name]) {
+    for (const shadow of [thing.id, randomUUID().toUpperCase(), thing.name, thing.name.toUpperCase()]) {
       const err = await createThing(home, store, shadow).catch((e: unknown) => e);
       expect(exitCodeOf(err)).toBe(ExitCode.DATA);
       expect((err as Error).message).toMatch(/may not be a UUID|without the owner prefix/);

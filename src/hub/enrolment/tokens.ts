@@ -77,7 +77,7 @@ export class EnrolmentTokens {
    */
   namePrefixRefusal(namePrefix: string): string | undefined {
     if (!NAME_PREFIX.test(namePrefix)) return "must be 1 to 39 letters, digits, '-' or '_', not starting with '-'";
-    if (this.ownerPrefix !== undefined && namePrefix.startsWith(`${this.ownerPrefix}-`)) {
+    if (this.ownerPrefix !== undefined && namePrefix.toLowerCase().startsWith(`${this.ownerPrefix}-`)) {
       return `starts with the owner prefix ${this.ownerPrefix}-, which no name given at enrolment has (the hub adds it): a token with it could enrol nothing`;
     }
     return undefined;

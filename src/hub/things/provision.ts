@@ -32,7 +32,8 @@ export function validateThingName(name: unknown, ownerPrefixOfHub: string): stri
   // Commands find a thing by id, then full name, then typed name (findThing): a typed name that
   // looks like either would be found as another thing, by `revoke` and `delete` too.
   if (isUuid(name as unknown)) throw new InputError(`${name}: a thing's name may not be a UUID: it would be taken for a thing id`);
-  if (name.startsWith(`${ownerPrefixOfHub}-`)) {
+  // in any case: 3DFED641-kitchen reads as the same hex prefix to a person
+  if (name.toLowerCase().startsWith(`${ownerPrefixOfHub}-`)) {
     throw new InputError(
       `${name}: give the name without the owner prefix ${ownerPrefixOfHub}- (the hub adds it, and a name that starts with it would be taken for another thing's full name)`,
     );
