@@ -336,7 +336,7 @@ export class CertificateRenewer {
         log.warn("renewal.fallback_refused", {
           thing: this.deps.identity.thingName,
           refusals: REFUSALS_BEFORE_FALLBACK,
-          note: "the hub takes only the renewed key now; kept it (committed) and keeps connecting with it",
+          note: "the hub refuses the previous key (it moved on to the renewed one, or the thing was revoked or deleted there); kept the renewed key (committed) and keeps connecting with it",
         });
       } catch (err) {
         log.warn("renewal.commit_failed", { error: describeError(err), note: "tried again at the next connection" });
