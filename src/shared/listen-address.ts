@@ -8,6 +8,13 @@ export interface ListenAddress {
   port: number;
 }
 
+/**
+ * A DNS host name (RFC 1123 labels of 1 to 63 letters, digits and inner dashes; 253 characters at
+ * most): the one rule for every host a setting or flag names (listen addresses, hub.yml's broker
+ * host, hub init's --name, the broker configs' --bind and --host).
+ */
+export const DNS_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+
 /** The host a bare port binds to. */
 export const LOOPBACK = "127.0.0.1";
 
@@ -24,7 +31,7 @@ export function parseListenAddress(text: string): ListenAddress | undefined {
   if (!plain) return undefined;
   const host = plain[1]!;
   // A dotted IPv4 address is also a well-formed DNS name here; a bad one fails at bind, naming the address.
-  if (!/^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(host)) return undefined;
+  if (!DNS_NAME.test(host)) return undefined;
   return portOf(host, plain[2]!);
 }
 

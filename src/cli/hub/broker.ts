@@ -2,6 +2,7 @@ import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { isWithin, pathKind } from "../../shared/files.ts";
+import { DNS_NAME } from "../../shared/listen-address.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -226,9 +227,9 @@ async function bindAddress(value: string | undefined): Promise<string> {
   throw new UsageError(`--bind must be an IP address or a host name, not ${JSON.stringify(value)}`);
 }
 
-/** Whether `value` is an IP address or a DNS host name (RFC 1123 labels). */
+/** Whether `value` is an IP address or a DNS host name (shared/listen-address.ts DNS_NAME). */
 async function isHostOrAddress(value: string): Promise<boolean> {
   // loaded here, not at start: every command's start-up would pay for node:net
   const { isIP } = await import("node:net");
-  return isIP(value) !== 0 || /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/.test(value);
+  return isIP(value) !== 0 || DNS_NAME.test(value);
 }

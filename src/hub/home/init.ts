@@ -12,13 +12,14 @@ import { createCertificateAuthority, issueServerCertificate, issueThingCertifica
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { ConfigError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
+import { DNS_NAME } from "../../shared/listen-address.ts";
 import { parseHubDatabase, urlHoldsPassword } from "../store/database-url.ts";
 import { openHubStore } from "../store/open-store.ts";
 import { ensureUpdateKey } from "../updates/update-key.ts";
 import type { DatabaseOverride, HubHome } from "./home.ts";
 import { homeIdentity } from "./identity.ts";
 import { HUB_CLIENT_NAME, hubPaths } from "./paths.ts";
-import { DNS_NAME, type HubSettings, type HubYaml, HubYamlSchema } from "./settings.ts";
+import { type HubSettings, type HubYaml, HubYamlSchema } from "./settings.ts";
 import { hashToken, newAccessToken } from "./tokens.ts";
 
 export interface InitHubOptions {

@@ -4,7 +4,7 @@ import { parse, parseDocument } from "yaml";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { parseDuration } from "../../shared/duration.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
-import { parseListenAddress } from "../../shared/listen-address.ts";
+import { DNS_NAME, parseListenAddress } from "../../shared/listen-address.ts";
 import { parseYamlFile, unknownKeys, validate } from "../../shared/yaml.ts";
 import { z } from "../../shared/zod.ts";
 import { DATABASE_CHOICES, parseHubDatabase } from "../store/database-url.ts";
@@ -22,9 +22,6 @@ const port = z.int().min(1).max(65535);
 
 /** The largest `api.payloadLimitBytes`, in bytes. */
 const MAX_PAYLOAD_LIMIT_BYTES = 16 * 1024 * 1024;
-
-/** A DNS name as certificates carry it (RFC 1123 labels). */
-export const DNS_NAME = /^[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/;
 
 /**
  * What can be written into a distribution's config.yml as a plain YAML scalar, unquoted (the
