@@ -17,14 +17,14 @@
  */
 
 import { createHash, createPublicKey } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { loadPrivateKey, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { fsyncDirectory, writeFileDurably } from "../../shared/durable-files.ts";
 import { ConfigError, ConflictError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { removeLeftovers } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
-import { holdAbstractLock, type ServeLock } from "../local/serve-lock.ts";
+import { directoryIdentity, holdAbstractLock, type ServeLock } from "../local/serve-lock.ts";
 
 /** The staging directories of versions before the pending key (`.enrol.<pid>-<8 hex>`), removed once their process is gone. */
 const OLD_STAGING = /^\.enrol\.(\d+)-[0-9a-f]{8}$/;
@@ -195,14 +195,7 @@ export function writeThingFolder(dir: string, config: string, keys: Record<strin
  * try-later (75) when another enroll holds it.
  */
 export async function acquireEnrolLock(dir: string): Promise<ServeLock> {
-  let identity: string;
-  try {
-    mkdirSync(dir, { recursive: true, mode: 0o755 });
-    const { dev, ino } = statSync(realpathSync(dir), { bigint: true });
-    identity = `${dev}:${ino}`;
-  } catch (err) {
-    throw toFlashlexError(err, dir);
-  }
+  const { identity } = directoryIdentity(dir, 0o755);
   return holdAbstractLock(
     `flashlex-enrol-${createHash("sha256").update(identity).digest("hex").slice(0, 40)}`,
     () => new FlashlexError(`${dir}: another flashlex enroll is running in this folder; let it finish (or stop it) first`, "try-later"),

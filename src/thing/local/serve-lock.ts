@@ -78,18 +78,25 @@ const held = new Set<Server>();
 
 /** `flashlex-serve-<hash of the directory's device, inode and key>`: the same for every serve of this directory, by any path. */
 export function lockName(dataDir: string): string {
-  let real: string;
-  let identity: string;
-  try {
-    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
-    real = realpathSync(dataDir);
-    const { dev, ino } = statSync(real, { bigint: true });
-    identity = `${dev}:${ino}`;
-  } catch (err) {
-    throw toFlashlexError(err, dataDir);
-  }
+  const { real, identity } = directoryIdentity(dataDir, 0o700);
   const key = lockKey(real);
   return `flashlex-serve-${createHash("sha256").update(identity).update("\0").update(key).digest("hex").slice(0, 40)}`;
+}
+
+/**
+ * `dir` (made with `mode` if missing), its real path, and its identity, `device:inode`: the same
+ * for every path to it (a bind mount, a link), which names a lock on the directory. Throws the
+ * file system's error as a FlashlexError naming `dir`.
+ */
+export function directoryIdentity(dir: string, mode: number): { real: string; identity: string } {
+  try {
+    mkdirSync(dir, { recursive: true, mode });
+    const real = realpathSync(dir);
+    const { dev, ino } = statSync(real, { bigint: true });
+    return { real, identity: `${dev}:${ino}` };
+  } catch (err) {
+    throw toFlashlexError(err, dir);
+  }
 }
 
 /**
