@@ -11,10 +11,11 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
-import { type Archive, archiveFolderName, archiveStream, openArchive, storedMessageText } from "../../src/hub/messages/archive.ts";
+import { type Archive, archiveFolderName, openArchive, storedMessageText } from "../../src/hub/messages/archive.ts";
 import { ArchiveZip } from "../../src/hub/messages/archive-zip.ts";
 import type { HubStore, MessageRecord } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
+import { pullStream } from "../../src/shared/pull-stream.ts";
 import { tally } from "../support/tally.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
@@ -151,7 +152,7 @@ describe("the archive's zip", () => {
     });
     // 3 rows per page: 4 pages of 12 messages, of which the reader takes two.
     const archive = await openArchive(counting, { thingId, ownerId: OWNER, query: {}, at, payloadLimitBytes: Math.floor((1024 * 1024) / 3) });
-    const reader = archiveStream(archive, (err) => {
+    const reader = pullStream(archive.chunks, (err) => {
       throw err;
     }).getReader();
     expect(pages).toBe(0);

@@ -14,13 +14,14 @@
  * reads a form, calls it and shows its answer, and holds no rule of its own about things or
  * messages. Errors carry a kind and answer with the API's status for it (http/envelope.ts).
  */
+
 import { isUuid } from "../../protocol/ids.ts";
 import { thingTopics } from "../../protocol/topics.ts";
 import type { Logger } from "../../shared/log.ts";
+import { pullStream } from "../../shared/pull-stream.ts";
 import { utcFromParts } from "../../shared/time.ts";
 import { decodePathSegment, HttpError, integerParam, publicError, readBodyLimited } from "../http/envelope.ts";
 import type { HubUseCases } from "../hub.ts";
-import { archiveStream } from "../messages/archive.ts";
 import { parseIngressDocument } from "../messages/messages.ts";
 import type { MessageQuery, MessageType, ThingRecord } from "../store/hub-store.ts";
 import { distributionDownloadLine } from "../things/download-line.ts";
@@ -414,7 +415,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
         if (query.endts! < query.startts!) throw new HttpError(400, "From must not be after To");
         const archive = await messages.archive(thing, query);
         log.info("hub.archive", { via: "console", thing: thing.name, messages: archive.count });
-        const stream = archiveStream(archive, (err) => log.error("hub.archive_failed", { thing: thing.name, written: archive.written(), error: err }));
+        const stream = pullStream(archive.chunks, (err) => log.error("hub.archive_failed", { thing: thing.name, written: archive.written(), error: err }));
         return respond(stream, 200, { "Content-Type": "application/zip", "Content-Disposition": `attachment; filename="${archive.fileName}"` });
       },
     },

@@ -3,9 +3,11 @@
  * error or not, is `{status, code, messages: [{key, value}], result}` so a client parses one shape.
  * This is the HTTP edge of the error taxonomy: `errorToResponse` gives every kind its status.
  */
+
 import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import type { ErrorKind } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import { pullStream } from "../../shared/pull-stream.ts";
 
 export interface Envelope<T = unknown> {
   status: "OK" | "ERROR";
@@ -134,39 +136,17 @@ export function ok<T>(result: T, message: string, status = 200): Response {
  */
 export function okStream(message: string, pages: AsyncGenerator<unknown[], void, undefined>, onError: (err: unknown) => void): Response {
   const encoder = new TextEncoder();
-  const head = JSON.stringify({ status: "OK", code: 200, messages: [{ key: "message", value: message }], result: [] }).slice(0, -2);
-  let headSent = false;
-  let first = true;
-  const stream = new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        try {
-          if (!headSent) {
-            controller.enqueue(encoder.encode(head));
-            headSent = true;
-          }
-          const { value, done: finished } = await pages.next();
-          if (finished) {
-            controller.enqueue(encoder.encode("]}"));
-            return controller.close();
-          }
-          const items = value.map((item) => JSON.stringify(item)).join(",");
-          if (items) {
-            controller.enqueue(encoder.encode(first ? items : `,${items}`));
-            first = false;
-          }
-        } catch (err) {
-          onError(err);
-          controller.error(err);
-        }
-      },
-      async cancel() {
-        await pages.return(undefined);
-      },
-    },
-    { highWaterMark: 0 },
-  );
-  return new Response(stream, { status: 200, headers: { "Content-Type": "application/json;charset=utf-8" } });
+  async function* json(): AsyncGenerator<Uint8Array, void, undefined> {
+    yield encoder.encode(JSON.stringify({ status: "OK", code: 200, messages: [{ key: "message", value: message }], result: [] }).slice(0, -2));
+    let first = true;
+    for await (const page of pages) {
+      if (!page.length) continue;
+      yield encoder.encode(`${first ? "" : ","}${page.map((item) => JSON.stringify(item)).join(",")}`);
+      first = false;
+    }
+    yield encoder.encode("]}");
+  }
+  return new Response(pullStream(json(), onError), { status: 200, headers: { "Content-Type": "application/json;charset=utf-8" } });
 }
 
 /** The envelope of a failure (`status: "ERROR"`, `message` as its one `error` entry, `result: null`) at `status`, with `headers`. */

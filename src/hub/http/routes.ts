@@ -11,6 +11,7 @@
  * Every path outside `/{env}/v1` belongs to the web console (src/hub/console), which calls the
  * same use cases with a signed-in browser instead of a bearer token.
  */
+
 import { MESSAGE_ID_HEADER } from "../../protocol/headers.ts";
 import { isUuid } from "../../protocol/ids.ts";
 import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
@@ -18,11 +19,11 @@ import { ingressTopic } from "../../protocol/topics.ts";
 import { parseDuration } from "../../shared/duration.ts";
 import { FlashlexError, InputError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
+import { pullStream } from "../../shared/pull-stream.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { createConsole } from "../console/console.ts";
 import { bearerToken } from "../home/tokens.ts";
 import type { HubUseCases } from "../hub.ts";
-import { archiveStream } from "../messages/archive.ts";
 import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
 import { fanOutBodyLimit, MAX_FAN_OUT_THINGS, publishTextLimit } from "../messages/messages.ts";
 import { type HubObserver, methodLabel } from "../metrics/observer.ts";
@@ -406,7 +407,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
           log.info("hub.archive", { thing: thing.name, messages: archive.count });
           // Streamed: the status and headers are sent before the zip is complete, so a failure
           // half way can only cut the download short (a zip without its end record is invalid).
-          const stream = archiveStream(archive, (err) => log.error("hub.archive_failed", { thing: thing.name, written: archive.written(), error: err }));
+          const stream = pullStream(archive.chunks, (err) => log.error("hub.archive_failed", { thing: thing.name, written: archive.written(), error: err }));
           return streamResponse(stream, archive.fileName);
         },
       },

@@ -173,25 +173,3 @@ export async function writeArchiveFile(archive: Archive, file: string, signal?: 
   await writeFileAtomically(file, archive.chunks, 0o600, { signal });
   return archive.written();
 }
-
-/** The zip as a web stream for an HTTP answer: each pull reads the next page, so a slow client holds the hub to one page. */
-export function archiveStream(archive: Archive, onError: (err: unknown) => void): ReadableStream<Uint8Array> {
-  return new ReadableStream<Uint8Array>(
-    {
-      async pull(controller) {
-        try {
-          const { value, done } = await archive.chunks.next();
-          if (done) controller.close();
-          else controller.enqueue(value);
-        } catch (err) {
-          onError(err);
-          controller.error(err);
-        }
-      },
-      async cancel() {
-        await archive.chunks.return(undefined);
-      },
-    },
-    { highWaterMark: 0 },
-  );
-}
