@@ -14,6 +14,7 @@ import { ingressLedger } from "../../src/hub/messages/ingress-delivery.ts";
 import type { HubStore } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createLogger, type Logger } from "../../src/shared/log.ts";
+import { storedMessages } from "../support/hub-messages.ts";
 import { makeTestPki, type TestPki } from "../support/pki.ts";
 import { waitUntil } from "../support/wait.ts";
 
@@ -118,7 +119,7 @@ async function send(text: string): Promise<string> {
 }
 
 async function delivery(id: string) {
-  return (await store.queryMessages(thingId, { messagetype: "ingress" })).find((m) => m.flmessagespk === id)?.delivery;
+  return (await storedMessages(store, thingId, { messagetype: "ingress" })).find((m) => m.flmessagespk === id)?.delivery;
 }
 
 /** Waits for what the hub does in the background, with its log when it does not happen. */

@@ -27,6 +27,7 @@ import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
 import { createLogger, silentLogger } from "../../src/shared/log.ts";
 import { checkCertificate, keyMatchesCertificate } from "../support/certificates.ts";
 import { hubApiOver } from "../support/hub-api.ts";
+import { storedMessages } from "../support/hub-messages.ts";
 import { tally } from "../support/tally.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
@@ -131,7 +132,7 @@ describe("POST /things/{id}/collect", () => {
       messages: [{ key: "message", value: "Message collected." }],
       result: { message: "Message collected.", flthingspk: thing.id, flmessagespk: expect.stringMatching(/^[0-9a-f-]{36}$/) },
     });
-    const stored = await store.queryMessages(thing.id, {});
+    const stored = await storedMessages(store, thing.id, {});
     const mine = stored.find((m) => m.flmessagespk === body.result.flmessagespk)!;
     expect(JSON.parse(mine.payload)).toEqual({ foo: "bar" });
     expect(mine.messagetype).toBe("egress");
@@ -148,7 +149,7 @@ describe("POST /things/{id}/collect", () => {
     expect(again.status).toBe(200);
     expect(await again.json()).toEqual(first);
     expect(first.result.flmessagespk).toBe(messageId);
-    const rows = (await store.queryMessages(thing.id, {})).filter((m) => m.flmessagespk === messageId);
+    const rows = (await storedMessages(store, thing.id, {})).filter((m) => m.flmessagespk === messageId);
     expect(rows).toHaveLength(1);
   });
 
@@ -620,7 +621,7 @@ describe("operator routes", () => {
     expect(response.status).toBe(200);
     const body = await json(response);
     expect(published).toEqual([{ topic: `ingress/${thing.name}`, payload: '{"message":{"message":"this is a test message YO!"}}' }]);
-    const stored = (await store.queryMessages(thing.id, { messagetype: "ingress" })).find((m) => m.flmessagespk === body.result.flmessagespk);
+    const stored = (await storedMessages(store, thing.id, { messagetype: "ingress" })).find((m) => m.flmessagespk === body.result.flmessagespk);
     expect(JSON.parse(stored!.payload)).toEqual({ message: { message: "this is a test message YO!" } });
     expect(stored!.delivery).toBe("pending"); // this broker tracks PUBACKs
     const missing = await operator(`/things/${thing.id}/publish`, { method: "POST", headers: { "Content-Type": "application/json" }, body: '{"text":"x"}' });
@@ -641,7 +642,7 @@ describe("operator routes", () => {
     const b = (await createThing(home, store, "fan-b")).thing;
     const post = (body: unknown) =>
       operator("/publish", { method: "POST", headers: { "Content-Type": "application/json" }, body: typeof body === "string" ? body : JSON.stringify(body) });
-    const ingressOf = async (id: string) => (await store.queryMessages(id, { messagetype: "ingress" })).length;
+    const ingressOf = async (id: string) => (await storedMessages(store, id, { messagetype: "ingress" })).length;
     const before = [await ingressOf(a.id), await ingressOf(b.id)];
     const limit = home.settings.api.payloadLimitBytes;
 
@@ -654,7 +655,7 @@ describe("operator routes", () => {
     expect(body.result[1]).toMatchObject({ topic: `ingress/${b.name}`, online: false });
     expect(published.map((p) => p.topic)).toEqual([`ingress/${a.name}`, `ingress/${b.name}`]);
     for (const [i, target] of [a, b].entries()) {
-      const stored = (await store.queryMessages(target.id, { messagetype: "ingress" })).find((m) => m.flmessagespk === body.result[i].flmessagespk);
+      const stored = (await storedMessages(store, target.id, { messagetype: "ingress" })).find((m) => m.flmessagespk === body.result[i].flmessagespk);
       expect(stored).toMatchObject({ payload: '{"message":{"cmd":"reboot"}}', delivery: "pending" });
     }
 
@@ -725,7 +726,7 @@ describe("operator routes", () => {
     const sending = new Messages({ home, store, log: silentLogger, broker: fakeBroker }).sendToMany(many, message);
     await expect(sending).rejects.toThrow(/^300 copies of a \d+-byte message are \d+ bytes, over the 67108864-byte limit of one fan-out; send it in parts$/);
     await expect(sending).rejects.toMatchObject({ problem: "too_large" });
-    for (const copy of many.slice(0, 3)) expect(await store.queryMessages(copy.id, { messagetype: "ingress" })).toEqual([]);
+    for (const copy of many.slice(0, 3)) expect(await storedMessages(store, copy.id, { messagetype: "ingress" })).toEqual([]);
   });
 
   test("POST /publish: a copy the broker refuses is not stored and is answered as such; the rest stand", async () => {
@@ -756,8 +757,8 @@ describe("operator routes", () => {
     const body = await json(partly);
     expect(body.messages[0].value).toBe("Published to 1 of 2 things; the broker did not accept 1.");
     expect(body.result[1]).toEqual({ flthingspk: b.id, topic: `ingress/${b.name}`, error: "the broker did not accept the message; it is not stored" });
-    expect(await store.queryMessages(b.id, { messagetype: "ingress" })).toEqual([]);
-    expect((await store.queryMessages(a.id, { messagetype: "ingress" })).map((m) => m.flmessagespk)).toEqual([body.result[0].flmessagespk]);
+    expect(await storedMessages(store, b.id, { messagetype: "ingress" })).toEqual([]);
+    expect((await storedMessages(store, a.id, { messagetype: "ingress" })).map((m) => m.flmessagespk)).toEqual([body.result[0].flmessagespk]);
     expect((await send([b.id])).status).toBe(503);
   });
 
@@ -793,7 +794,7 @@ describe("operator routes", () => {
     expect(response.status).toBe(200);
     expect(kicked).toEqual([target.name]);
     expect(await store.getThing(target.id)).toBeUndefined();
-    expect(await store.queryMessages(target.id, {})).toEqual([]);
+    expect(await storedMessages(store, target.id, {})).toEqual([]);
     expect((await operator(`/things/${target.id}/dist`)).status).toBe(404);
   });
 });
@@ -808,7 +809,7 @@ describe("MQTT egress (BrokerEvents)", () => {
     const id = randomUUID();
     await e.handleThingPublish({ id: thing.id, name: thing.name }, "flashlex/collect", await envelope(id, { t: 21.5 }));
     await e.handleThingPublish(undefined, "flashlex/collect", await envelope(id, { t: 21.5 })); // external broker: publisher unknown
-    const rows = (await store.queryMessages(thing.id, {})).filter((m) => m.flmessagespk === id);
+    const rows = (await storedMessages(store, thing.id, {})).filter((m) => m.flmessagespk === id);
     expect(rows).toHaveLength(1);
     expect(JSON.parse(rows[0]!.payload)).toEqual({ t: 21.5 });
   });
@@ -819,10 +820,10 @@ describe("MQTT egress (BrokerEvents)", () => {
     const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
     const upper = JSON.stringify({ messageId: id.toUpperCase(), thingId: thing.id.toUpperCase(), token, payload: { case: "upper" } });
     await e.handleThingPublish({ id: thing.id, name: thing.name }, "flashlex/collect", Buffer.from(upper));
-    expect((await store.queryMessages(thing.id, {})).filter((m) => m.flmessagespk === id)).toHaveLength(1);
+    expect((await storedMessages(store, thing.id, {})).filter((m) => m.flmessagespk === id)).toHaveLength(1);
     const resent = await collect({ token, messageId: id, body: '{"case":"upper"}' });
     expect((await json(resent)).result.flmessagespk).toBe(id);
-    expect((await store.queryMessages(thing.id, {})).filter((m) => m.flmessagespk.toLowerCase() === id)).toHaveLength(1);
+    expect((await storedMessages(store, thing.id, {})).filter((m) => m.flmessagespk.toLowerCase() === id)).toHaveLength(1);
   });
 
   test("bad tokens, another thing's id and junk are dropped, not stored", async () => {
@@ -832,7 +833,7 @@ describe("MQTT egress (BrokerEvents)", () => {
     await e.handleThingPublish(undefined, "flashlex/collect", Buffer.from(forged));
     await e.handleThingPublish({ id: randomUUID(), name: "ecd13b11-other" }, "flashlex/collect", await envelope(ids[1]!, 2));
     await e.handleThingPublish(undefined, "flashlex/collect", Buffer.from("not json"));
-    const stored = (await store.queryMessages(thing.id, {})).map((m) => m.flmessagespk);
+    const stored = (await storedMessages(store, thing.id, {})).map((m) => m.flmessagespk);
     for (const id of ids) expect(stored).not.toContain(id);
   });
 

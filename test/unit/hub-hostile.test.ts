@@ -26,6 +26,7 @@ import { createThing } from "../../src/hub/things/provision.ts";
 import { MAX_JSON_DEPTH } from "../../src/protocol/limits.ts";
 import { createLogger } from "../../src/shared/log.ts";
 import { hubApiOver } from "../support/hub-api.ts";
+import { storedMessages } from "../support/hub-messages.ts";
 import { tally } from "../support/tally.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
@@ -79,7 +80,7 @@ async function post(path: string, body: string, token: string) {
 describe("JSON limits on HTTP bodies", () => {
   test("collect: 64 levels are stored; 65 and 100,000 are a 400 in the envelope, stored nothing", async () => {
     const token = () => signThingToken({ thingId: thing.id, privateKey: thingKey });
-    const before = (await store.queryMessages(thing.id, {})).length;
+    const before = (await storedMessages(store, thing.id, {})).length;
     expect((await post(`/things/${thing.id}/collect`, nested(MAX_JSON_DEPTH), await token())).status).toBe(200);
     for (const depth of [MAX_JSON_DEPTH + 1, 100_000]) {
       const answer = await post(`/things/${thing.id}/collect`, nested(depth), await token());
@@ -87,13 +88,13 @@ describe("JSON limits on HTTP bodies", () => {
       expect(answer.body).toMatchObject({ status: "ERROR", code: 400, result: null });
       expect(answer.body.messages[0]!.value).toContain("nested more than 64 levels");
     }
-    expect((await store.queryMessages(thing.id, {})).length).toBe(before + 1);
+    expect((await storedMessages(store, thing.id, {})).length).toBe(before + 1);
     tally("badInputs", 2);
   });
 
   test("collect and publish: a body that is not JSON names the line and column; a number past the doubles' range is a 400, not a stored null", async () => {
     const token = () => signThingToken({ thingId: thing.id, privateKey: thingKey });
-    const before = (await store.queryMessages(thing.id, {})).length;
+    const before = (await storedMessages(store, thing.id, {})).length;
     const missingComma = await post(`/things/${thing.id}/collect`, '{\n  "a": 1\n  "b": 2\n}', await token());
     expect(missingComma.status).toBe(400);
     expect(missingComma.body.messages[0]!.value).toStartWith("the body: not JSON at line 3, column 3 (");
@@ -102,7 +103,7 @@ describe("JSON limits on HTTP bodies", () => {
     expect(huge.body.messages[0]!.value).toStartWith("the body: the number at line 1, column 7 is beyond what a JSON number here can hold");
     const hugeIngress = await post(`/things/${thing.id}/publish`, '{"message": {"a": -1e999}}', operatorToken);
     expect(hugeIngress.status).toBe(400);
-    expect((await store.queryMessages(thing.id, {})).length).toBe(before);
+    expect((await storedMessages(store, thing.id, {})).length).toBe(before);
     tally("badInputs", 3);
   });
 
@@ -333,7 +334,7 @@ describe("MQTT egress: acknowledge and drop, unless the database fails", () => {
 
   test("too deep, too large, not UTF-8, not JSON, unverifiable tokens: each resolves (PUBACK), one WARN each, nothing stored", async () => {
     const events = createBrokerEvents({ store, collector: api.collector, log, payloadLimitBytes: 1024 });
-    const before = (await store.queryMessages(thing.id, {})).length;
+    const before = (await storedMessages(store, thing.id, {})).length;
     // Signed by the thing, but with a `crit` header jose does not know: jose throws
     // JOSENotSupported, which is not one of the refusals the verifier maps.
     const critToken = signedToken(
@@ -358,7 +359,7 @@ describe("MQTT egress: acknowledge and drop, unless the database fails", () => {
       expect(said, what).toHaveLength(1);
       expect(said[0], what).toMatch(/^<4>hub\.(collect|publish)_(dropped|refused) /);
     }
-    expect((await store.queryMessages(thing.id, {})).length).toBe(before);
+    expect((await storedMessages(store, thing.id, {})).length).toBe(before);
     // the test topic follows the same rule
     await expect(events.handleThingPublish(publisher(), "flashlex/test", Buffer.from(nested(100_000)))).resolves.toBeUndefined();
     tally("badInputs", bad.length + 1);

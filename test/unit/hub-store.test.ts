@@ -12,6 +12,7 @@ import type { HubSql } from "../../src/hub/store/sql.ts";
 import { sqliteHubSql } from "../../src/hub/store/sqlite-driver.ts";
 import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
+import { storedMessages } from "../support/hub-messages.ts";
 
 const THING = "349c5942-77d6-4f36-880b-1762a3b07f06";
 let dir: string;
@@ -50,7 +51,7 @@ describe("hub-store: ingress delivery", () => {
     db.close();
 
     const store = await openHubStore(file);
-    const rows = await store.queryMessages(THING, {});
+    const rows = await storedMessages(store, THING, {});
     expect(rows.map((m) => [m.flmessagespk, m.delivery, m.deliveredAt])).toEqual([
       ["old-in", "unknown", null],
       ["old-out", null, null],
@@ -59,7 +60,7 @@ describe("hub-store: ingress delivery", () => {
     await store.close();
     // the version moved forward once; opening again does not migrate again
     const again = await openHubStore(file);
-    expect((await again.queryMessages(THING, {})).length).toBe(2);
+    expect((await storedMessages(again, THING, {})).length).toBe(2);
     await again.close();
   });
 
@@ -83,7 +84,7 @@ describe("hub-store: ingress delivery", () => {
     ).toEqual([false, false, false]);
 
     expect((await store.pendingIngress(THING)).map((m) => m.flmessagespk)).toEqual(["a", "c"]);
-    const byId = Object.fromEntries((await store.queryMessages(THING, {})).map((m) => [m.flmessagespk, [m.delivery, m.deliveredAt]]));
+    const byId = Object.fromEntries((await storedMessages(store, THING, {})).map((m) => [m.flmessagespk, [m.delivery, m.deliveredAt]]));
     expect(byId).toEqual({
       e: [null, null],
       x: ["unknown", null],

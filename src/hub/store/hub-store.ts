@@ -284,7 +284,6 @@ export interface HubStore {
    */
   insertMessages(items: { message: MessageRecord; seenAt?: number }[]): Promise<{ inserted: boolean; message: MessageRecord }[]>;
   deleteMessage(flmessagespk: string): Promise<void>;
-  queryMessages(thingId: string, query: MessageQuery): Promise<MessageRecord[]>;
   deleteMessages(thingId: string, query: MessageQuery): Promise<number>;
   /** one page of the thing's messages matching `query`, in (fltimestamp, seq) order, each with its cursor */
   messagePage(thingId: string, query: MessageQuery, page: MessagePageOptions): Promise<{ message: MessageRecord; cursor: MessageCursor }[]>;

@@ -274,10 +274,6 @@ export function sqlHubStore(sql: HubSql): HubStore {
     async deleteMessage(id) {
       await sql.run("DELETE FROM messages WHERE flmessagespk = ?", [id]);
     },
-    async queryMessages(thingId, q) {
-      const { where, params } = messageFilter(thingId, q);
-      return (await sql.all<MessageRow>(`SELECT * FROM messages WHERE ${where} ORDER BY fltimestamp, ${seq}`, params)).map(toMessage);
-    },
     async messagePage(thingId, q, page) {
       const { where, params } = messageFilter(thingId, q);
       const clauses = [where];
