@@ -13,10 +13,12 @@ export function openThingStore(config: ThingConfig, log: Logger): MessageStore {
   const store = MessageStore.open(config.paths.database);
   const legacy = join(config.dataDir, config.yaml.app.db.subscriptionData);
   try {
-    const imported = importPickleDb(store, legacy, config.yaml.thing.mqtt.ingress.topic, (key, reason) =>
-      log.warn("store.pickledb_entry_skipped", { file: legacy, key, reason, note: `kept in ${legacy}.imported` }),
+    const result = importPickleDb(store, legacy, config.yaml.thing.mqtt.ingress.topic, (key, reason) =>
+      log.warn("store.pickledb_entry_skipped", { file: legacy, key, reason, note: "kept in the renamed file" }),
     );
-    if (imported) log.info("store.imported_pickledb", { file: legacy, messages: imported, renamedTo: `${legacy}.imported` });
+    if (result?.alreadyImported)
+      log.warn("store.pickledb_already_imported", { file: legacy, renamedTo: result.renamedTo, note: "its messages were stored before: not again" });
+    else if (result) log.info("store.imported_pickledb", { file: legacy, messages: result.messages, renamedTo: result.renamedTo });
   } catch (err) {
     // Only "not readable" is survivable: after a failed commit or rename, importing again
     // at the next start could store the messages twice, so those stop the start as before.
