@@ -170,20 +170,49 @@ for (const driver of DRIVERS) {
         expect(first).toEqual({ inserted: true, message: { ...message("m1", a.id, "egress", 1_700_000_000), delivery: null, deliveredAt: null } });
         const again = await store.insertMessage(message("m1", a.id, "egress", 1_700_000_001, { payload: '"other"' }));
         expect(again.inserted).toBe(false);
-        expect(again.message.fltimestamp).toBe(1_700_000_000);
-        expect(again.message.payload).toBe(first.message.payload);
+        expect(again.message!.fltimestamp).toBe(1_700_000_000);
+        expect(again.message!.payload).toBe(first.message!.payload);
 
         const results = await store.insertMessages([
           { message: message("m2", a.id, "egress", 1_700_000_002), seenAt: CREATED_AT + 5 },
           { message: message("m1", b.id, "egress", 1_700_000_003), seenAt: CREATED_AT + 6 },
         ]);
-        expect(results.map((r) => [r.inserted, r.message.thingId])).toEqual([
+        expect(results.map((r) => [r.inserted, r.message!.thingId])).toEqual([
           [true, a.id],
           [false, a.id],
         ]);
         expect((await store.getThing(a.id))!.verifiedAt).toBe(CREATED_AT + 5);
         // the id was a's: b is not marked by a message it could not store
         expect((await store.getThing(b.id))!.verifiedAt).toBeNull();
+      }),
+    );
+
+    test(
+      "a thing deleted while messages are stored for it keeps none of them: one stored after the delete is not stored (message undefined), one before goes with it",
+      withStore(async (store) => {
+        for (let round = 0; round < 3; round++) {
+          const t = thing(20 + round);
+          const other = thing(30 + round);
+          await store.insertThing(t);
+          await store.insertThing(other);
+          const send = (i: number) => store.insertMessage(message(`r${round}-${i}`, t.id, "ingress", 1_700_000_000 + i));
+          const before = Array.from({ length: 30 }, (_, i) => send(i));
+          const deletion = store.deleteThing(t.id);
+          const after = Array.from({ length: 30 }, (_, i) => send(30 + i));
+          const batch = store.insertMessages([
+            { message: message(`b${round}-gone`, t.id, "ingress", 1_700_000_100) },
+            { message: message(`b${round}-kept`, other.id, "ingress", 1_700_000_100) },
+          ]);
+          const results = await Promise.all([...before, ...after]);
+          expect(await deletion).toBe(true);
+          expect((await batch)[1]!.message?.flmessagespk).toBe(`b${round}-kept`);
+          // each either stored before the delete (and deleted with the thing) or not stored at all:
+          // SQLite runs them in the order given, PostgreSQL's pool side by side
+          expect(results.length).toBe(60);
+          expect(await send(99)).toEqual({ inserted: false, message: undefined });
+          expect(await storedMessages(store, t.id)).toEqual([]);
+          expect((await storedMessages(store, other.id)).map((m) => m.flmessagespk)).toEqual([`b${round}-kept`]);
+        }
       }),
     );
 

@@ -16,6 +16,7 @@ import { ArchiveZip } from "../../src/hub/messages/archive-zip.ts";
 import type { HubStore, MessageRecord } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { pullStream } from "../../src/shared/pull-stream.ts";
+import { storeThing } from "../support/hub-messages.ts";
 import { tally } from "../support/tally.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
@@ -79,7 +80,7 @@ function centralEntries(bytes: Uint8Array): Record<string, [number, number, numb
 
 describe("the archive's zip", () => {
   test("every message reads back byte for byte (fflate, unzip -t); pretty JSON is deflated; files are Unix 0644", async () => {
-    const thingId = randomUUID();
+    const { id: thingId } = await storeThing(store, randomUUID());
     const messages = [
       message(thingId, 0, { text: "flashlex ".repeat(5000) }),
       message(thingId, 1, {}),
@@ -144,7 +145,7 @@ describe("the archive's zip", () => {
   }, 60_000);
 
   test("pages are read as the reader pulls: one pull, one page; a reader that leaves stops the reading", async () => {
-    const thingId = randomUUID();
+    const { id: thingId } = await storeThing(store, randomUUID());
     for (let i = 0; i < 12; i++) await store.insertMessage(message(thingId, i, { i }));
     let pages = 0;
     const counting: HubStore = Object.create(store, {

@@ -12,7 +12,7 @@ import type { HubSql } from "../../src/hub/store/sql.ts";
 import { sqliteHubSql } from "../../src/hub/store/sqlite-driver.ts";
 import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
-import { storedMessages } from "../support/hub-messages.ts";
+import { storedMessages, storeThing } from "../support/hub-messages.ts";
 
 const THING = "349c5942-77d6-4f36-880b-1762a3b07f06";
 let dir: string;
@@ -66,6 +66,7 @@ describe("hub-store: ingress delivery", () => {
 
   test("pending ingress comes back oldest first; markDelivered moves it to delivered once", async () => {
     const store = await freshStore("pending.db");
+    await storeThing(store, THING);
     await store.insertMessage(message("b", "ingress", 20, { delivery: "pending" }));
     await store.insertMessage(message("a", "ingress", 10, { delivery: "pending" }));
     await store.insertMessage(message("c", "ingress", 20, { delivery: "pending" }));

@@ -17,7 +17,7 @@ import { isUuid } from "../../protocol/ids.ts";
 import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
 import { ingressTopic } from "../../protocol/topics.ts";
 import { parseDuration } from "../../shared/duration.ts";
-import { FlashlexError, InputError } from "../../shared/errors.ts";
+import { ConflictError, FlashlexError, InputError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { pullStream } from "../../shared/pull-stream.ts";
 import { isoSeconds } from "../../shared/time.ts";
@@ -25,7 +25,7 @@ import { createConsole } from "../console/console.ts";
 import { bearerToken } from "../home/tokens.ts";
 import type { HubUseCases } from "../hub.ts";
 import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
-import { fanOutBodyLimit, MAX_FAN_OUT_THINGS, publishTextLimit } from "../messages/messages.ts";
+import { fanOutBodyLimit, MAX_FAN_OUT_THINGS, publishTextLimit, THING_DELETED } from "../messages/messages.ts";
 import { type HubObserver, methodLabel } from "../metrics/observer.ts";
 import type { MessageQuery, ThingRecord } from "../store/hub-store.ts";
 import {
@@ -207,14 +207,17 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     const targets = found as ThingRecord[];
     const sent = await messages.sendToMany(targets, (body as { message: unknown }).message);
     const refused = sent.filter((s) => "refused" in s).length;
-    if (refused === sent.length) throw new FlashlexError("the broker did not accept the messages", "unavailable", { clientSafe: true });
+    const deleted = sent.filter((s) => "thingDeleted" in s).length;
+    if (deleted === sent.length) throw new ConflictError(THING_DELETED);
+    if (refused + deleted === sent.length) throw new FlashlexError("the broker did not accept the messages", "unavailable", { clientSafe: true });
     const result = sent.map((s, i) => ({
       flthingspk: targets[i]!.id,
       topic: ingressTopic(targets[i]!.name),
-      ...("refused" in s ? { error: "the broker did not accept the message; it is not stored" } : s),
+      ...("refused" in s ? { error: "the broker did not accept the message; it is not stored" } : "thingDeleted" in s ? { error: THING_DELETED } : s),
     }));
-    const summary = refused
-      ? `Published to ${sent.length - refused} of ${sent.length} things; the broker did not accept ${refused}.`
+    const missed = [refused ? `the broker did not accept ${refused}` : "", deleted ? `${deleted} were deleted meanwhile` : ""].filter(Boolean).join("; ");
+    const summary = missed
+      ? `Published to ${sent.length - refused - deleted} of ${sent.length} things; ${missed}.`
       : `Published to ${sent.length} ${sent.length === 1 ? "thing" : "things"}.`;
     return ok(result, summary);
   }

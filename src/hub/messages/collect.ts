@@ -7,7 +7,7 @@ import { ConflictError } from "../../shared/errors.ts";
 import { GroupCommit } from "../../shared/group-commit.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
-import { fromStore, type HubStore, type MessageRecord, type ThingRecord } from "../store/hub-store.ts";
+import { fromStore, type HubStore, type MessageInsert, type MessageRecord, type ThingRecord } from "../store/hub-store.ts";
 import type { MessageFeed } from "./feed.ts";
 
 /**
@@ -91,7 +91,7 @@ export class Collector {
   private readonly verified = new Map<string, VerifiedToken>();
   private readonly now: () => number;
   /** egress of concurrent requests and publishes, committed together: one fsync for many */
-  private readonly commits: GroupCommit<{ message: MessageRecord; seenAt?: number }, { inserted: boolean; message: MessageRecord }>;
+  private readonly commits: GroupCommit<{ message: MessageRecord; seenAt?: number }, MessageInsert>;
 
   constructor(private readonly deps: CollectorDeps) {
     this.now = deps.now ?? Date.now;
@@ -166,6 +166,8 @@ export class Collector {
       datecreated: isoSeconds(at),
     };
     const { inserted, message } = await fromStore(() => this.commits.submit({ message: record, seenAt: at }));
+    // deleted since it was looked up: answered as any thing that is not there
+    if (!message) throw new CollectAuthError("unknown thing");
     if (message.thingId !== thing.id) throw new MessageIdConflict();
     if (inserted) this.deps.feed?.publish({ type: "collected", thingId: thing.id, thingName: thing.name, message, via });
     return { thing, message, inserted };

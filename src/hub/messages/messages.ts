@@ -15,7 +15,7 @@ import { GroupCommit } from "../../shared/group-commit.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import type { HubHome } from "../home/home.ts";
-import type { HubStore, MessageQuery, MessageRecord, MessageType, ThingRecord } from "../store/hub-store.ts";
+import type { HubStore, MessageInsert, MessageQuery, MessageRecord, MessageType, ThingRecord } from "../store/hub-store.ts";
 import { type Archive, archivePageRows, openArchive } from "./archive.ts";
 import type { MessageFeed } from "./feed.ts";
 import { type MessagePages, openMessagePages } from "./pages.ts";
@@ -88,6 +88,14 @@ export interface RefusedIngress {
   refused: unknown;
 }
 
+/** An ingress copy not stored nor sent: its thing was deleted after it was looked up. */
+export interface DeletedThingIngress {
+  thingDeleted: true;
+}
+
+/** What `send` throws when the thing is deleted while its message is stored: nothing was stored or sent. */
+export const THING_DELETED = "the thing was deleted meanwhile; nothing was stored or sent";
+
 /**
  * The most bytes of a document to publish that are read (a file, stdin, one thing's body):
  * WRITTEN_TEXT_FACTOR times the payload limit; the limit itself is held to the message, compact
@@ -121,7 +129,7 @@ export const MAX_LATEST_MESSAGES = 500;
 export class Messages {
   private readonly now: () => number;
   /** ingress sent at about the same time (a fan-out to many things) is stored in one commit */
-  private readonly inserts: GroupCommit<MessageRecord, unknown>;
+  private readonly inserts: GroupCommit<MessageRecord, MessageInsert>;
 
   constructor(private readonly deps: MessagesDeps) {
     this.now = deps.now ?? Date.now;
@@ -137,11 +145,14 @@ export class Messages {
    * broker tracks delivery (the embedded one; ingress-delivery.ts), and removed again if the
    * broker refuses it. Returns its id and whether the thing is connected now (null: the broker
    * cannot tell). Throws ConflictError (a revoked thing), JsonDocumentError `too_large` or an
-   * `unavailable` FlashlexError (no broker, or the broker refused it).
+   * `unavailable` FlashlexError (no broker, or the broker refused it). A thing deleted meanwhile
+   * (between its look-up and the commit) is a ConflictError too (THING_DELETED): the message is
+   * not stored, so a delete always takes every message of its thing along.
    */
   async send(thing: ThingRecord, message: unknown): Promise<SentIngress> {
     const [record] = this.records([thing], message);
-    await this.inserts.submit(record!);
+    const stored = await this.inserts.submit(record!);
+    if (!stored.message) throw new ConflictError(THING_DELETED);
     const sent = await this.handOver(thing, record!, true);
     if ("refused" in sent) throw new FlashlexError("the broker did not accept the message", "unavailable", { cause: sent.refused, clientSafe: true });
     return sent;
@@ -153,9 +164,10 @@ export class Messages {
    * before the broker: a revoked thing (ConflictError naming it), a message or its copies together
    * too large (JsonDocumentError `too_large`, counted in UTF-8 bytes)
    * or no broker (`unavailable`) stores nothing. A copy the broker refuses is removed again and
-   * answered as `refused`; the others stand. Gives one answer per thing, in order.
+   * answered as `refused`; the others stand. A thing deleted after it was looked up gets no copy
+   * (`thingDeleted`). Gives one answer per thing, in order.
    */
-  async sendToMany(things: readonly ThingRecord[], message: unknown): Promise<(SentIngress | RefusedIngress)[]> {
+  async sendToMany(things: readonly ThingRecord[], message: unknown): Promise<(SentIngress | RefusedIngress | DeletedThingIngress)[]> {
     const records = this.records(things, message);
     const size = Buffer.byteLength(records[0]?.payload ?? "");
     const bytes = records.length * size;
@@ -165,14 +177,20 @@ export class Messages {
         `${records.length} copies of a ${size}-byte message are ${bytes} bytes, over the ${MAX_FAN_OUT_BYTES}-byte limit of one fan-out; send it in parts`,
       );
     }
-    await this.deps.store.insertMessages(records.map((record) => ({ message: record })));
-    const sent = await Promise.all(records.map((record, i) => this.handOver(things[i]!, record, false)));
+    const stored = await this.deps.store.insertMessages(records.map((record) => ({ message: record })));
+    const sent = await Promise.all(
+      records.map(
+        (record, i): Promise<SentIngress | RefusedIngress | DeletedThingIngress> =>
+          stored[i]!.message ? this.handOver(things[i]!, record, false) : Promise.resolve({ thingDeleted: true }),
+      ),
+    );
     // One line for the fan-out, not one per thing: the delivery of each copy is logged as its
     // PUBACK arrives (hub.ingress_delivered), and the answer lists every copy's id.
     this.deps.log.info("hub.fan_out", {
       things: things.length,
       online: sent.filter((s) => "online" in s && s.online).length,
       refused: sent.filter((s) => "refused" in s).length || undefined,
+      deleted: sent.filter((s) => "thingDeleted" in s).length || undefined,
     });
     return sent;
   }

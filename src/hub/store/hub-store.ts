@@ -160,6 +160,9 @@ export interface MessageCursor {
   seq: number;
 }
 
+/** What storing a message did: stored now, found stored already (`inserted: false`), or not stored because its thing is gone (`message` undefined). */
+export type MessageInsert = { inserted: boolean; message: MessageRecord } | { inserted: false; message: undefined };
+
 export interface MessagePageOptions {
   /** only messages strictly after this one */
   after?: MessageCursor;
@@ -273,16 +276,19 @@ export interface HubStore {
 
   /**
    * Stores a message once: when `flmessagespk` is already stored, nothing changes and the stored
-   * row comes back with `inserted: false` (a retry of an acknowledged message).
+   * row comes back with `inserted: false` (a retry of an acknowledged message). When its thing
+   * is not (or no longer) there, nothing is stored and `message` is undefined: a message stored
+   * for a thing is always deleted with it.
    */
-  insertMessage(message: MessageRecord): Promise<{ inserted: boolean; message: MessageRecord }>;
+  insertMessage(message: MessageRecord): Promise<MessageInsert>;
   /**
    * Several messages in one transaction (one fsync; the group commits of src/shared/group-commit.ts),
    * each stored once as `insertMessage` does. With `seenAt` (Unix ms; egress) the message's thing
    * is also marked verified and seen, unless the id was already another thing's (the stored row
-   * comes back; the caller refuses it). One result per item, in order.
+   * comes back; the caller refuses it). One result per item, in order; a message whose thing is
+   * gone (deleted while the caller held its record) is not stored, as `insertMessage` says.
    */
-  insertMessages(items: { message: MessageRecord; seenAt?: number }[]): Promise<{ inserted: boolean; message: MessageRecord }[]>;
+  insertMessages(items: { message: MessageRecord; seenAt?: number }[]): Promise<MessageInsert[]>;
   deleteMessage(flmessagespk: string): Promise<void>;
   deleteMessages(thingId: string, query: MessageQuery): Promise<number>;
   /** one page of the thing's messages matching `query`, in (fltimestamp, seq) order, each with its cursor */

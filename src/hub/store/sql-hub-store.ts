@@ -4,6 +4,7 @@ import type {
   EnrolmentTokenRecord,
   HubStore,
   MessageCounts,
+  MessageInsert,
   MessageQuery,
   MessageRecord,
   MessageType,
@@ -140,6 +141,21 @@ export function sqlHubStore(sql: HubSql): HubStore {
       at,
     ]);
   };
+  /**
+   * Inside a transaction: which of `thingIds` are things, each kept from being deleted until the
+   * transaction ends (PostgreSQL: a KEY SHARE row lock; a DELETE waits for it, and one already
+   * done makes the row absent here. SQLite: BEGIN IMMEDIATE already keeps every other writer out).
+   * So a message stored for a thing is deleted with it, never left behind by a delete that ran
+   * between the caller's look-up and the insert.
+   */
+  const existingThings = async (db: HubSql, thingIds: readonly string[]): Promise<Set<string>> => {
+    const lock = db.dialect === "postgres" ? " FOR KEY SHARE" : "";
+    const found = new Set<string>();
+    for (const chunk of chunks([...new Set(thingIds)].sort())) {
+      for (const row of await db.all<{ id: string }>(`SELECT id FROM things WHERE id IN (${placeholders(chunk)}) ORDER BY id${lock}`, chunk)) found.add(row.id);
+    }
+    return found;
+  };
   /** Inside a transaction: stores `m` unless its id is stored, and gives the stored row either way. */
   const insertOnce = async (db: HubSql, m: MessageRecord): Promise<{ inserted: boolean; message: MessageRecord }> => {
     const delivery = m.messagetype === "ingress" ? (m.delivery ?? "unknown") : null;
@@ -181,10 +197,8 @@ export function sqlHubStore(sql: HubSql): HubStore {
     getThingByName: (name) => thingBy(sql, "name", name),
     async getThings(ids) {
       const things: ThingRecord[] = [];
-      // a few hundred placeholders a statement: SQLite allows 32,766, PostgreSQL 65,535
-      for (let i = 0; i < ids.length; i += 500) {
-        const chunk = ids.slice(i, i + 500);
-        const rows = await sql.all<ThingRow>(`SELECT * FROM things WHERE id IN (${chunk.map(() => "?").join(", ")})`, chunk);
+      for (const chunk of chunks(ids)) {
+        const rows = await sql.all<ThingRow>(`SELECT * FROM things WHERE id IN (${placeholders(chunk)})`, chunk);
         things.push(...rows.map(toThing));
       }
       return things;
@@ -224,8 +238,12 @@ export function sqlHubStore(sql: HubSql): HubStore {
     },
     deleteThing: (id, retired) =>
       sql.transaction(async (tx) => {
-        await tx.run("DELETE FROM messages WHERE thing_id = ?", [id]);
+        // The thing's row first: on PostgreSQL, a transaction storing a message for it holds the
+        // row (existingThings) until it commits, and this waits for it; the messages it stored
+        // are then committed and deleted below, and a later one finds no thing.
         const deleted = (await tx.run("DELETE FROM things WHERE id = ?", [id])).changes > 0;
+        await tx.run("DELETE FROM messages WHERE thing_id = ?", [id]);
+        await tx.run("DELETE FROM thing_updates WHERE thing_id = ?", [id]);
         if (deleted && retired) for (const c of retired.certificates) await supersede(tx, c.serial, id, c.notAfter, retired.at);
         return deleted;
       }),
@@ -245,7 +263,8 @@ export function sqlHubStore(sql: HubSql): HubStore {
     },
 
     // Insert-if-absent + read back in one transaction: a retried id returns what was stored first.
-    insertMessage: (m) => sql.transaction((tx) => insertOnce(tx, m)),
+    insertMessage: (m) =>
+      sql.transaction(async (tx) => ((await existingThings(tx, [m.thingId])).has(m.thingId) ? insertOnce(tx, m) : { inserted: false, message: undefined })),
     insertMessages: (items) =>
       sql.transaction(async (tx) => {
         // Rows are locked in one order, by (thing id, message id), whatever order the batch came
@@ -255,13 +274,21 @@ export function sqlHubStore(sql: HubSql): HubStore {
         // profile of a 1,000-thing fan-out.
         const keys = items.map(({ message }) => lockKey(message));
         const order = keys.map((_, i) => i).sort((a, b) => (keys[a]! < keys[b]! ? -1 : keys[a]! > keys[b]! ? 1 : 0));
-        const results: { inserted: boolean; message: MessageRecord }[] = new Array(items.length);
+        const results: MessageInsert[] = new Array(items.length);
+        const things = await existingThings(
+          tx,
+          items.map(({ message }) => message.thingId),
+        );
         // Each thing is marked seen once per batch, at its latest message, after the messages (in
         // thing id order, so the row locks keep one order here too): a batch is mostly one busy
         // thing's messages, and one UPDATE per message was half of the batch's statements.
         const lastSeen = new Map<string, number>();
         for (const i of order) {
           const { message, seenAt } = items[i]!;
+          if (!things.has(message.thingId)) {
+            results[i] = { inserted: false, message: undefined };
+            continue;
+          }
           const result = await insertOnce(tx, message);
           if (seenAt !== undefined && result.message.thingId === message.thingId) {
             lastSeen.set(message.thingId, Math.max(lastSeen.get(message.thingId) ?? seenAt, seenAt));
@@ -506,6 +533,14 @@ export function sqlHubStore(sql: HubSql): HubStore {
 
     close: () => sql.close(),
   };
+}
+
+/** Placeholders for one IN list of `values`. */
+const placeholders = (values: readonly unknown[]) => values.map(() => "?").join(", ");
+
+/** `values` in parts of a few hundred, one IN list each: SQLite allows 32,766 placeholders a statement, PostgreSQL 65,535. */
+function* chunks<T>(values: readonly T[]): Generator<T[]> {
+  for (let i = 0; i < values.length; i += 500) yield values.slice(i, i + 500);
 }
 
 /** The order a batch's rows are locked in (insertMessages). */

@@ -2,7 +2,8 @@
  * The seam between the hub store's one SQL implementation (sql-hub-store.ts) and a database
  * driver: SQLite (sqlite-driver.ts) or PostgreSQL (postgres-driver.ts). Statements are written
  * once, with `?` placeholders, in the SQL both dialects share; where they differ, the store asks
- * `dialect` (the only difference left is the insertion order column, see `seq`).
+ * `dialect` (the insertion order column, see `seq`, and a row lock PostgreSQL needs where SQLite's
+ * one writer at a time already keeps others out).
  *
  * Every integer comes back as a number (a driver narrows its BIGINTs); a value beyond 2^53 would
  * come back as a bigint, which no hub column holds.
