@@ -540,7 +540,29 @@ describe("operator routes", () => {
         expect(JSON.stringify(await answer.json())).toContain("unknown query parameter");
       }
     }
-    tally("badInputs", 14);
+    // every operator route refuses what it does not take: DELETE ?dryRun=true deleted the thing,
+    // and GET /things?q=... listed them all
+    for (const [method, route] of [
+      ["DELETE", `/things/${target.id}`],
+      ["GET", `/things/${target.id}`],
+      ["GET", "/things"],
+      ["POST", "/things"],
+      ["GET", `/things/${target.id}/dist`],
+      ["POST", `/things/${target.id}/publish`],
+      ["POST", "/publish"],
+      ["GET", "/releases"],
+      ["GET", "/updates"],
+    ] as const) {
+      const answer = await operator(`${route}?dryRun=true`, {
+        method,
+        body: method === "POST" ? "{}" : undefined,
+        headers: { "Content-Type": "application/json" },
+      });
+      expect([method, route, answer.status]).toEqual([method, route, 400]);
+      expect(JSON.stringify(await answer.json())).toContain('unknown query parameter \\"dryRun\\"; this route takes none');
+    }
+    expect((await operator(`/things/${target.id}`)).status).toBe(200);
+    tally("badInputs", 23);
     expect((await get("")).map((m) => m.fltimestamp)).toEqual([1000, 2000, 3000]);
     const deleted = await operator(`/things/${target.id}/messages?endts=1500`, { method: "DELETE" });
     expect((await json(deleted)).result).toEqual({ deleted: 1 });

@@ -321,7 +321,8 @@ export function queryParam(params: URLSearchParams, name: string): string | unde
 export function onlyQueryParams(params: URLSearchParams, taken: readonly string[]): void {
   for (const name of params.keys()) {
     if (!taken.includes(name)) {
-      throw new HttpError(400, `unknown query parameter ${JSON.stringify(name.slice(0, 40))}; this route takes ${taken.join(", ")}`);
+      const takes = taken.length ? `this route takes ${taken.join(", ")}` : "this route takes none";
+      throw new HttpError(400, `unknown query parameter ${JSON.stringify(name.slice(0, 40))}; ${takes}`);
     }
   }
 }

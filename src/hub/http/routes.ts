@@ -83,8 +83,18 @@ interface Context {
 
 interface RouteMethod {
   caller: Caller;
+  /**
+   * The query parameters an operator route takes; any other is a 400 naming it (none taken when
+   * absent). A parameter taken as absent turned `DELETE /things/{id}?dryRun=true` into a delete,
+   * and a misspelt bound into every message. Routes a thing calls stay lenient: a newer agent may
+   * add a parameter an older hub does not know.
+   */
+  query?: readonly string[];
   handle(ctx: Context): Promise<Response>;
 }
+
+/** What the message routes (list, delete, archive) take: the range and the type. */
+const MESSAGE_QUERY = ["startts", "endts", "messagetype"] as const;
 
 /**
  * The API, with the console for every other path, over the use cases in `deps`. `fetch` does not
@@ -110,14 +120,14 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     return thing;
   }
 
-  function messageQuery(params: URLSearchParams, withType: boolean): MessageQuery {
-    onlyQueryParams(params, withType ? ["startts", "endts", "messagetype"] : ["startts", "endts"]);
+  /** The range and type of MESSAGE_QUERY; 400 for a bad value or an inverted range. */
+  function messageQuery(params: URLSearchParams): MessageQuery {
     const query: MessageQuery = { startts: unixSecondsParam(params, "startts"), endts: unixSecondsParam(params, "endts") };
     // An inverted range matches nothing: refused, not answered with an empty list (or zip).
     if (query.startts !== undefined && query.endts !== undefined && query.endts < query.startts)
       throw new HttpError(400, `startts (${query.startts}) must not be after endts (${query.endts})`);
     const type = queryParam(params, "messagetype");
-    if (withType && type !== undefined) {
+    if (type !== undefined) {
       if (type !== "egress" && type !== "ingress") throw new HttpError(400, "messagetype must be egress or ingress");
       query.messagetype = type;
     }
@@ -380,12 +390,13 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     "things/:id/messages": {
       GET: {
         caller: "operator",
+        query: MESSAGE_QUERY,
         async handle({ id, url }) {
           const thing = await thingOr404(id);
           // Streamed a page at a time: a range of any size is one page in memory (it was the whole
           // answer: 400 MB of messages took the hub to 1.3 GB). The count is the range's when the
           // answer began; messages deleted while it is read are left out.
-          const { count, pages } = await messages.pages(thing, messageQuery(url.searchParams, true));
+          const { count, pages } = await messages.pages(thing, messageQuery(url.searchParams));
           const json = (async function* () {
             for await (const page of pages) yield page.map((m) => messageJson(m, settings.ownerId));
           })();
@@ -394,9 +405,10 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       },
       DELETE: {
         caller: "operator",
+        query: MESSAGE_QUERY,
         async handle({ id, url }) {
           const thing = await thingOr404(id);
-          const deleted = await messages.delete(thing, messageQuery(url.searchParams, true));
+          const deleted = await messages.delete(thing, messageQuery(url.searchParams));
           return ok({ deleted }, `${deleted} messages deleted.`);
         },
       },
@@ -404,9 +416,10 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     "things/:id/archive": {
       GET: {
         caller: "operator",
+        query: MESSAGE_QUERY,
         async handle({ id, url }) {
           const thing = await thingOr404(id);
-          const archive = await messages.archive(thing, messageQuery(url.searchParams, true));
+          const archive = await messages.archive(thing, messageQuery(url.searchParams));
           log.info("hub.archive", { thing: thing.name, messages: archive.count });
           // Streamed: the status and headers are sent before the zip is complete, so a failure
           // half way can only cut the download short (a zip without its end record is invalid).
@@ -429,9 +442,9 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     "things/:id/hourly": {
       GET: {
         caller: "operator",
+        query: ["hours"],
         async handle({ id, url }) {
           const thing = await thingOr404(id);
-          onlyQueryParams(url.searchParams, ["hours"]);
           const hours = await messages.hourly(thing, integerParam(url.searchParams, "hours", { min: 1, max: 168, fallback: 24 }));
           return ok(
             hours.map((h) => ({ hour: isoSeconds(h.hour * 1000), egress: h.egress, ingress: h.ingress })),
@@ -481,7 +494,10 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       return errorResponse(405, `${request.method} is not allowed here`, { Allow: allow.join(", ") });
     }
     try {
-      if (method.caller === "operator" && via !== "local") await requireOperator(request);
+      if (method.caller === "operator") {
+        if (via !== "local") await requireOperator(request);
+        onlyQueryParams(url.searchParams, method.query ?? []);
+      }
       return await method.handle({ request, url, id: found.id });
     } catch (err) {
       const answer = errorToResponse(err);

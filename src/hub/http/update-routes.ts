@@ -23,7 +23,18 @@ import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
 import type { HubObserver } from "../metrics/observer.ts";
 import type { ThingRecord } from "../store/hub-store.ts";
 import { type OutboxReport, REPORTED_STATES, type ReportedState } from "../updates/updates.ts";
-import { errorResponse, errorToResponse, HttpError, integerParam, ok, parseJsonBody, queryParam, readBodyLimited, requireJsonContentType } from "./envelope.ts";
+import {
+  errorResponse,
+  errorToResponse,
+  HttpError,
+  integerParam,
+  ok,
+  onlyQueryParams,
+  parseJsonBody,
+  queryParam,
+  readBodyLimited,
+  requireJsonContentType,
+} from "./envelope.ts";
 import { releaseJson, rolloutJson, rolloutStatusJson } from "./presenters.ts";
 
 export interface UpdateApi {
@@ -100,14 +111,17 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     if (path.length === 1 && first === "update-key" && method === "GET") return ok({ publicKey: updates.publicKey() }, "The hub's update public key.");
     if (path.length === 1 && first === "releases" && method === "GET") {
       await requireOperator(request, via);
+      onlyQueryParams(url.searchParams, []);
       return ok((await updates.listReleases()).map(releaseJson), "Releases listed.");
     }
     if (path.length === 1 && first === "updates" && method === "GET") {
       await requireOperator(request, via);
+      onlyQueryParams(url.searchParams, []);
       return ok(rolloutStatusJson(await updates.status()), "Update status.");
     }
     if (path.length === 1 && first === "updates" && method === "POST") {
       await requireOperator(request, via);
+      onlyQueryParams(url.searchParams, []);
       const b = await body(request);
       const version = String(b.version ?? "");
       const refs = Array.isArray(b.things) ? b.things.map(String) : [];
