@@ -20,6 +20,16 @@ const topicName = z
   .refine((t) => !/[+#\u0000]/.test(t), "must be a topic name without the wildcards + and # (or NUL), e.g. ingress/<thing name>")
   .refine((t) => Buffer.byteLength(t) <= 65535, "is longer than MQTT's 65,535 bytes");
 const topic = z.object({ topic: topicName });
+/** The words PyYAML (YAML 1.1) read as booleans that YAML 1.2, which the agent reads, leaves as strings. */
+const YAML11_BOOLEANS: Readonly<Record<string, boolean>> = Object.fromEntries([
+  ...["yes", "Yes", "YES", "on", "On", "ON"].map((word) => [word, true]),
+  ...["no", "No", "NO", "off", "Off", "OFF"].map((word) => [word, false]),
+]);
+/** A boolean as the Python SDK read it: an old file's `useWebsocket: no` means false, as it did. */
+const yaml11Boolean = z.preprocess(
+  (value) => (typeof value === "string" && Object.hasOwn(YAML11_BOOLEANS, value) ? YAML11_BOOLEANS[value] : value),
+  z.boolean(),
+);
 
 export const ThingYamlSchema = z.object({
   flashlex: z.object({
@@ -39,11 +49,19 @@ export const ThingYamlSchema = z.object({
             // biome-ignore lint/suspicious/noControlCharactersInRegex: NUL cannot be in a file name
             .regex(/^(?!\.\.?$)[^/\u0000]+$/, "a file name, without a directory")
             .default("subscription.json"),
-          expireSeconds: z.int().positive().default(3600),
+          /**
+           * Retention of acknowledged messages and delivered outbox rows, seconds; 0 or below
+           * keeps them (the Python SDK expired nothing then).
+           */
+          expireSeconds: z.int().default(3600),
         })
         .prefault({}),
     }),
-    dist: z.object({ commitSha: z.string() }).partial().optional(),
+    /** what made the file (informational): an empty `commitSha:` or one YAML reads as a number is as good */
+    dist: z
+      .object({ commitSha: z.preprocess((value) => (value === null ? undefined : typeof value === "number" ? String(value) : value), z.string().optional()) })
+      .partial()
+      .nullish(),
     /**
      * Signed self-update (docs/updates.md). Absent (distributions made before it): serve never
      * updates itself. `publicKey` pins the hub's release-signing key; the times are seconds.
@@ -86,7 +104,7 @@ export const ThingYamlSchema = z.object({
         pubsub: topic.optional(),
         ingress: topic,
         egress: topic.prefault({ topic: COLLECT_TOPIC }),
-        useWebsocket: z.boolean().default(false),
+        useWebsocket: yaml11Boolean.default(false),
         port: z.int().min(1).max(65535).default(8883),
         autoReconnectBackoffTime: z
           .object({

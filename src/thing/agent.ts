@@ -303,7 +303,9 @@ function startExpiry(store: MessageStore, expireSeconds: number, log: Logger): R
     }
   };
   sweep();
-  return setInterval(sweep, Math.min(expireSeconds, 60) * 1000);
+  // every minute, or every expireSeconds if shorter; 0 or below (nothing expires) every minute,
+  // for the ids and the warnings
+  return setInterval(sweep, (expireSeconds > 0 ? Math.min(expireSeconds, 60) : 60) * 1000);
 }
 
 /** The guide's `basicPubsub` and `test` threads: publish a numbered message every 5 s. */

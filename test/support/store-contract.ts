@@ -377,7 +377,7 @@ export const storeContract: ContractCase[] = [
       }),
   },
   {
-    name: "MessageStore expire drops only old acknowledged ingress and old sent outbox entries; rejected ones wait for the owner",
+    name: "MessageStore expire drops only old acknowledged ingress and old sent outbox entries; rejected ones wait for the owner; expireSeconds 0 or below keeps them all",
     run: (ctx) =>
       withStore(ctx, (store) => {
         const day = 86_400_000;
@@ -394,6 +394,8 @@ export const storeContract: ContractCase[] = [
         store.markSent("old-sent", now - 9 * day);
         store.markRejected("old-rejected", "400 Bad Request", { status: 400, body: "no" });
         store.markSent("new-sent", now - day / 4);
+        // 0 or below: the Python SDK's "expire nothing"
+        for (const keep of [0, -1]) assert.deepEqual(store.expire(now, keep), { ingress: 0, outbox: 0 });
         const expired = store.expire(now, 86_400);
         const seen = {
           expired,

@@ -63,6 +63,31 @@ describe("the guide's config.yml", () => {
   });
 });
 
+describe("values the Python SDK took (PyYAML, YAML 1.1) load with their old meaning", () => {
+  test("expireSeconds 0 or below keeps every message; useWebsocket yes/no/on/off are booleans; commitSha may be empty or a number", () => {
+    const cases: [string, (t: string) => string, (c: ReturnType<typeof loadThingConfig>) => unknown, unknown][] = [
+      ["expire-0.yml", (t) => t.replace("expireSeconds: 60", "expireSeconds: 0"), (c) => c.yaml.app.db.expireSeconds, 0],
+      ["expire-neg.yml", (t) => t.replace("expireSeconds: 60", "expireSeconds: -1"), (c) => c.yaml.app.db.expireSeconds, -1],
+      ["ws-no.yml", (t) => t.replace("useWebsocket: false", "useWebsocket: no"), (c) => c.yaml.thing.mqtt.useWebsocket, false],
+      ["ws-off.yml", (t) => t.replace("useWebsocket: false", "useWebsocket: OFF"), (c) => c.yaml.thing.mqtt.useWebsocket, false],
+      ["ws-yes.yml", (t) => t.replace("useWebsocket: false", "useWebsocket: Yes"), (c) => c.yaml.thing.mqtt.useWebsocket, true],
+      ["sha-empty.yml", (t) => t.replace(/commitSha: .*/, "commitSha:"), (c) => c.yaml.dist?.commitSha, undefined],
+      ["sha-number.yml", (t) => t.replace(/commitSha: .*/, "commitSha: 3814770"), (c) => c.yaml.dist?.commitSha, "3814770"],
+    ];
+    for (const [name, edit, read, expected] of cases) {
+      const config = loadThingConfig({ config: variant(name, edit) });
+      expect([name, read(config)]).toEqual([name, expected]);
+    }
+    // still refused: what no version ever meant
+    expect(configErrorOf(variant("ws-maybe.yml", (t) => t.replace("useWebsocket: false", "useWebsocket: maybe"))).message).toContain(
+      "flashlex.thing.mqtt.useWebsocket",
+    );
+    expect(configErrorOf(variant("expire-half.yml", (t) => t.replace("expireSeconds: 60", "expireSeconds: 1.5"))).message).toContain(
+      "flashlex.app.db.expireSeconds",
+    );
+  });
+});
+
 describe("bad configuration is refused with the file and the key path", () => {
   test("a missing key", () => {
     const file = variant("missing.yml", (t) => t.replace(/^ {4}id: .*\n/m, ""));

@@ -409,11 +409,14 @@ export class MessageStore {
    * are deleted once delivered (`sent`) and older than `expireSeconds`; a `rejected` one stays
    * until the owner retries or drops it (`flashlex outbox`), a `pending` one until delivered.
    * The ids of stored hub messages are kept for `SEEN_ID_MIN_KEEP_MS`, or `expireSeconds` if longer.
+   * `expireSeconds` 0 or below keeps every message and outbox row (the Python SDK's meaning);
+   * the ids still go after SEEN_ID_MIN_KEEP_MS.
    */
   expire(now: number, expireSeconds: number): ExpiryResult {
     const cutoff = now - expireSeconds * 1000;
     return this.db.transaction(() => {
       this.db.run("DELETE FROM ingress_seen WHERE seen_at < ?", [Math.min(cutoff, now - SEEN_ID_MIN_KEEP_MS)]);
+      if (expireSeconds <= 0) return { ingress: 0, outbox: 0 };
       return {
         ingress: this.db.run(EXPIRE_ACKED_INGRESS, [cutoff]).changes,
         outbox: this.db.run("DELETE FROM outbox WHERE state = 'sent' AND created_at < ?", [cutoff]).changes,
