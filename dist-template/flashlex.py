@@ -27,8 +27,9 @@ The keys directory (passed to ``flashlex collect`` as ``-k``) is ``keys/`` besid
 when the private key named in the config is there (the hub's zip), else the config file's own
 directory when the key is there (the guide's layout), else ``keys/`` if it exists. Both can be
 given (``data=``, ``keys=``), and a config dict may carry the old SDK's
-``flashlex.app.db.dataPath`` and ``flashlex.thing.keys.path``; a config given as a dict has its
-defaults beside this file. Reading messages never needs the keys.
+``flashlex.app.db.dataPath`` and ``flashlex.thing.keys.path`` (in a config *file* they are
+ignored, as ``flashlex serve`` ignores them); a config given as a dict has its defaults beside
+this file. Reading messages never needs the keys.
 
 The config is read by a small reader for the simple YAML the guide's config.yml is written in
 (nested ``key: value`` mappings, comments, quoted or plain scalars), as YAML 1.2 like the agent;
@@ -534,13 +535,24 @@ class _Database(object):
             self.connection = None
 
 
+def _local_datetime(timestamp):
+    """``YYYY-MM-DD HH:MM:SS`` in local time, or None for a time the platform cannot show (a row
+    another program wrote with a time past year 9999): one odd row must not stop the listing."""
+    if timestamp is None:
+        return None
+    try:
+        return datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):
+        return None
+
+
 def _message(id, topic, payload, qos, retain, received_at, acked_at, packet_id):
     """One stored ingress message in the old SDK's shape (its PersistentCallbackHandler's)."""
     timestamp = received_at / 1000.0 if isinstance(received_at, (int, float)) else None
     return {
         "pk": id,
         "timestamp": timestamp,
-        "datetime": datetime.datetime.fromtimestamp(timestamp).strftime("%Y-%m-%d %H:%M:%S") if timestamp is not None else None,
+        "datetime": _local_datetime(timestamp),
         "message": {
             "topic": topic,
             "payload": _payload(payload),
@@ -657,21 +669,28 @@ class FlashlexSDK(object):
         """The config file's absolute path, or None for a config given as a dict."""
         return self._file
 
+    def _old_sdk_path(self, key):
+        """The old SDK's path setting ``key`` (``flashlex.app.db.dataPath``, ``flashlex.thing.keys.path``)
+        of a config given as a dict, as the old SDK's applications set them; None for a config
+        file, whose such keys the agent ignores too (serve warns ``config.unknown_key``), so that
+        this SDK and ``flashlex serve`` never look at two different directories."""
+        if self._file is not None:
+            return None
+        value = _get(self._config, key)
+        return None if value is None else _directory_setting(value, key, "config")
+
     @property
     def data_dir(self):
         if self._data:
             return self._data
-        explicit = _get(self._config, "flashlex.app.db.dataPath")
-        if explicit is not None:
-            return _directory_setting(explicit, "flashlex.app.db.dataPath", "config")
-        return os.path.join(self._base_dir(), "data")
+        return self._old_sdk_path("flashlex.app.db.dataPath") or os.path.join(self._base_dir(), "data")
 
     def _check_data(self, existing):
         """A data directory given (``data=``, or ``db.dataPath``) that is a file, or under a
         directory that is not there, is a typo: refused (usage, 64) as the agent's ``-d`` is,
         rather than answered with "no messages". ``existing`` (reading and changing messages):
         a missing last level too, as nothing can be in a directory serve never made."""
-        if not self._data and _get(self._config, "flashlex.app.db.dataPath") is None:
+        if not self._data and self._old_sdk_path("flashlex.app.db.dataPath") is None:
             return
         path = self.data_dir
         advice = "pass the data directory serve uses (by default data/ beside the config)"
@@ -688,9 +707,9 @@ class FlashlexSDK(object):
     def keys_dir(self):
         if self._keys:
             return self._keys
-        explicit = _get(self._config, "flashlex.thing.keys.path")
+        explicit = self._old_sdk_path("flashlex.thing.keys.path")
         if explicit is not None:
-            return _directory_setting(explicit, "flashlex.thing.keys.path", "config")
+            return explicit
         base = self._base_dir()
         nested = os.path.join(base, "keys")
         private_key = _get(self._config, "flashlex.thing.keys.privateKey")

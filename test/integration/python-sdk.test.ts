@@ -283,6 +283,29 @@ out({"hasYaml": has_yaml, "config": sdk.config_file, "running": sdk.serveIsRunni
     await expectStoredOnce(["stopped-no-yaml"]);
   }, 20_000);
 
+  test("an old config file's db.dataPath and keys.path are ignored, as serve ignores them; a row with a time past year 9999 is listed with datetime None", async () => {
+    const text = readFileSync(join(thing.root, "config.yml"), "utf8");
+    const old = text
+      .replace("      subscriptionData: subscription.json\n", "      subscriptionData: subscription.json\n      dataPath: /nonexistent/old-data\n")
+      .replace("      rootCA: root-ca-cert.pem\n", "      rootCA: root-ca-cert.pem\n      path: /nonexistent/old-keys\n");
+    expect(old).toContain("dataPath: /nonexistent/old-data");
+    expect(old).toContain("path: /nonexistent/old-keys");
+    writeFileSync(join(thing.root, "old-config.yml"), old);
+    const database = join(thing.root, "data", "subscription.db");
+    const sqlite = Bun.spawnSync([
+      "sqlite3",
+      database,
+      "INSERT INTO ingress_messages (topic, payload, qos, retain, received_at) VALUES ('ingress/far', '{\"far\":1}', 1, 0, 253402300800000 * 10)",
+    ]);
+    expect(sqlite.exitCode).toBe(0);
+    const { out } = await python(`
+sdk = FlashlexSDK("old-config.yml")
+far = [m for m in sdk.getSubscribedMessages() if m["message"]["topic"] == "ingress/far"]
+out({"paths": [sdk.data_dir, sdk.keys_dir], "far": [m["datetime"] for m in far], "removed": sdk.removeMessageFromStore(far[0])})
+`);
+    expect(out).toEqual({ paths: [join(thing.root, "data"), join(thing.root, "keys")], far: [null], removed: true });
+  }, 20_000);
+
   test("collect's outcomes map to the old SDK's status: 413 refused (65), 202 queued (69), 503 not queued (75)", async () => {
     const publicKeyPem = readFileSync(join(thing.root, "keys", `${thing.name}-keypair-public.pem`), "utf8");
     const receiver = await startReceiver({ thingId: thing.id, publicKeyPem });
