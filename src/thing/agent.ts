@@ -118,6 +118,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     warnIfKeyTooOpen(config, log);
     const store = openThingStore(config, log);
     await parts.start({ name: "message database", stop: () => store.close() });
+    store.markServed(Date.now());
     refs.store = store;
     // The data directory removed, or the database restored over, while serve runs: SQLite would
     // go on committing into a file with no name, and the broker be told each message is stored.

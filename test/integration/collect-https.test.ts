@@ -60,7 +60,8 @@ test("a hub serving HTTPS with its own CA: collect delivers; with another CA in 
     copyFileSync(join(stranger, "ca-cert.pem"), join(thing.keysDir, "root-ca-cert.pem"));
     const refused = await run(["collect", ...thing.flags], { input: '{"over":"https","ca":"wrong"}', timeoutMs: 30_000 });
     expect(refused.code, refused.stderr).toBe(69);
-    expect(refused.stderr).toMatch(/is queued \(127\.0\.0\.1:\d+: .*\)/);
+    // no serve has run on this thing's data directory: the line says so
+    expect(refused.stderr).toMatch(/is queued in \S+ \(127\.0\.0\.1:\d+: .*\), where no `flashlex serve` has run yet/);
     tally("attacks");
   } finally {
     expect(await hub.stop()).toBe(0);

@@ -602,6 +602,17 @@ describe("collect", () => {
     const { messageId, outcome } = JSON.parse(queued.stdout);
     expect(outcome).toBe("queued");
     expect(queued.stderr).toContain("flashlex serve` will deliver it");
+    // the guide ran serve with -d and collect without: a data directory no serve has run on is
+    // named, with how the message gets out (it said serve would deliver it)
+    const elsewhere = join(thing.dir, "other-data");
+    const flagsElsewhere = thing.flags.map((flag, i) => (thing.flags[i - 1] === "-d" ? elsewhere : flag));
+    const stranded = await run(["collect", ...flagsElsewhere], { input: '{"stranded":true}' });
+    expect(stranded.code).toBe(69);
+    expect(stranded.stderr).toMatch(
+      new RegExp(
+        `is queued in ${elsewhere} \\(.*\\), where no \`flashlex serve\` has run yet: a serve started with -d ${elsewhere} delivers it, one with another -d never sees it`,
+      ),
+    );
     receiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: thing.pki.thing.publicKeyPem, port });
     const serve = start(["serve", ...thing.flags]);
     try {

@@ -1,9 +1,10 @@
 import { EGRESS_TEXT_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { UsageError } from "../../shared/errors.ts";
+import { dataDirFor } from "../../thing/config-location.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { readDocument } from "../input.ts";
-import { openAccessFromFlags, type ThingFlags, thingCommand } from "./common.ts";
+import { chooseConfig, openAccessFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 export const collectCommand: CommandSpec = thingCommand({
   name: "collect",
@@ -52,7 +53,16 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
       console.error(`collect: the API refused message ${result.messageId}: ${result.error}; it is kept as rejected (flashlex outbox list --state rejected)`);
       return ExitCode.DATA;
     }
-    console.error(`collect: message ${result.messageId} is queued (${result.error}); \`flashlex serve\` will deliver it`);
+    if (access.served) {
+      console.error(`collect: message ${result.messageId} is queued (${result.error}); \`flashlex serve\` will deliver it`);
+    } else {
+      // The guide ran serve with -d and collect without: a second database no serve drains.
+      const dir = dataDirFor(chooseConfig(flags).file, flags.data);
+      console.error(
+        `collect: message ${result.messageId} is queued in ${dir} (${result.error}), where no \`flashlex serve\` has run yet: ` +
+          `a serve started with -d ${dir} delivers it, one with another -d never sees it (give collect the serve's -d)`,
+      );
+    }
     return ExitCode.UNAVAILABLE;
   } finally {
     access.close();

@@ -25,6 +25,12 @@ export type OutboxState = OutboxEntry["state"];
 /** What the application side does with the thing's data. */
 export interface ThingAccess {
   readonly via: "serve" | "database";
+  /**
+   * A `serve` runs, or has run, on this data directory, so a message left queued is delivered;
+   * false for a database only `collect` or an SDK has used (a serve started with another -d never
+   * sees it).
+   */
+  readonly served: boolean;
   listMessages(query: IngressQuery): Promise<IngressMessage[]>;
   /** resolves to the ids that existed */
   ackMessages(ids: readonly number[]): Promise<number[]>;

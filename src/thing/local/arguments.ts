@@ -108,6 +108,7 @@ export function checkOutboxIds(ids: unknown): string[] {
 export function withCheckedArguments(access: ThingAccess): ThingAccess {
   return {
     via: access.via,
+    served: access.served,
     listMessages: async (query) => access.listMessages(checkIngressQuery(query)),
     ackMessages: async (ids) => access.ackMessages(checkMessageIds(ids)),
     deleteMessages: async (ids) => access.deleteMessages(checkMessageIds(ids)),

@@ -139,6 +139,7 @@ export function serveAccess(dataDir: string): ThingAccess {
   };
   return {
     via: "serve",
+    served: true,
     listMessages: async (query) => (await call<WireMessage[]>(ROUTES.listMessages, query)).map(fromWire),
     ackMessages: async (ids) => (await inRequests(ids, (part) => call<number[]>(ROUTES.ackMessages, { ids: part }))).flat(),
     deleteMessages: async (ids) => (await inRequests(ids, (part) => call<number[]>(ROUTES.deleteMessages, { ids: part }))).flat(),

@@ -35,6 +35,7 @@ export function databaseAccess(
   };
   return {
     via: "database",
+    served: store.wasServed(),
     listMessages: async (query) => store.listIngress(query),
     ackMessages: async (ids) => store.ackIngress(ids, Date.now()),
     deleteMessages: async (ids) => store.deleteIngress(ids),

@@ -70,6 +70,9 @@ export const THING_SCHEMA: SchemaSnapshot = {
   session_state: ["key", "value"],
 };
 
+/** The session_state key of serve's last start (markServed). */
+const SERVED_KEY = "serve.started_at";
+
 /**
  * How long the id of a stored hub message is remembered, so that a redelivery is recognised
  * even after the message itself was acknowledged and deleted by retention: at least a week
@@ -346,7 +349,17 @@ export class MessageStore {
     return row !== undefined && samePayload(ingressRow(row).payload, message.payload);
   }
 
-  /** A small key-value memory of the MQTT session (what the broker's session holds). */
+  /** Marks the database as one a `serve` runs on (at its start, Unix ms): what waits in its outbox gets delivered. */
+  markServed(at: number): void {
+    this.setSessionState(SERVED_KEY, String(at));
+  }
+
+  /** True once a `serve` has run on this database (markServed); a database only collect or the SDK used: false. */
+  wasServed(): boolean {
+    return this.sessionState(SERVED_KEY) !== undefined;
+  }
+
+  /** A small key-value memory of what serve keeps between starts (the broker session's subscriptions, the old stores imported). */
   sessionState(key: string): string | undefined {
     return this.db.get<{ value: string }>("SELECT value FROM session_state WHERE key = ?", [key])?.value;
   }
