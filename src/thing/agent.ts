@@ -154,8 +154,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // ... and one token, reused while young (egress/tokens.ts), for both ways out.
     const tokens = new ThingTokens(clock);
     const deliverers = {
-      http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity, clock, tokens }),
-      mqtt: (entry: OutboxEntry) => deliverMqtt(entry, { config, identity, session, clock, tokens }),
+      http: (entry: OutboxEntry, signal?: AbortSignal) => deliverHttp(entry, { config, identity, clock, tokens }, signal),
+      mqtt: (entry: OutboxEntry, signal?: AbortSignal) => deliverMqtt(entry, { config, identity, session, clock, tokens }, signal),
     };
     const drainer = new OutboxDrainer({ store, log, ratePerSecond: mqttConfig.drainingFrequency, deliverers });
     // A (re)connected session: MQTT egress waiting for its retry time goes now, not ~30 s later.

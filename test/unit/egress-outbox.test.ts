@@ -272,6 +272,49 @@ describe("a receiver back", () => {
   });
 });
 
+describe("a delivery that does not end does not hold anything up", () => {
+  /** A receiver that never answers: the delivery ends only when its signal aborts. */
+  const silent =
+    (started: string[]) =>
+    async (entry: OutboxEntry, signal?: AbortSignal): Promise<DeliveryOutcome> => {
+      started.push(entry.message_id);
+      return await new Promise<DeliveryOutcome>((resolve) => {
+        signal?.addEventListener("abort", () => resolve({ kind: "retry", error: `cut off: ${(signal.reason as Error).message}` }), { once: true });
+      });
+    };
+
+  test("stopping the drainer cuts off the delivery in flight (a hub that never answers held serve's stop for 30 s, an MQTT publish 120 s); the row stays pending", async () => {
+    const store = MessageStore.open(join(dir, "stop-cut.db"));
+    const { log } = captureLog();
+    try {
+      store.enqueue({ messageId: "stuck", body: '{"n":1}', via: "http", now: Date.now() - 1 });
+      const started: string[] = [];
+      const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: silent(started) } });
+      drainer.start();
+      for (let i = 0; i < 200 && !started.length; i++) await Bun.sleep(10);
+      expect(started).toEqual(["stuck"]);
+      const stopped = await Promise.race([drainer.stop().then(() => "stopped"), Bun.sleep(2_000).then(() => "still waiting")]);
+      expect(stopped).toBe("stopped");
+      expect(store.getOutbox("stuck")).toMatchObject({ state: "pending", attempts: 1, last_error: "cut off: serve is stopping" });
+    } finally {
+      store.close();
+    }
+  });
+
+  test("collect's attempt at once ends within its time and leaves the message queued (a publish on a half-open link outlasted the 120 s a command waits for serve)", async () => {
+    const { collect } = await import("../../src/thing/egress/collect.ts");
+    const store = MessageStore.open(join(dir, "collect-cut.db"));
+    try {
+      const started: string[] = [];
+      const result = await collect({ store, body: '{"n":1}', via: "mqtt", queueLimit: -1, deliver: silent(started), attemptMs: 100 });
+      expect(result).toMatchObject({ outcome: "queued", error: "cut off: no answer within 0.1 s" });
+      expect(store.getOutbox(result.messageId)).toMatchObject({ state: "pending", attempts: 1 });
+    } finally {
+      store.close();
+    }
+  });
+});
+
 describe("outcomes are committed without an fsync, the message with one", () => {
   test("each mark runs at synchronous=NORMAL and leaves the connection at FULL, also when SQLite refuses it", () => {
     const store = MessageStore.open(join(dir, "sync-levels.db"));

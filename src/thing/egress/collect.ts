@@ -29,6 +29,14 @@ export interface CollectResult {
 const LEASE_MS = 60_000;
 
 /**
+ * How long the attempt at once may take before the message is left queued: well inside the lease
+ * (the drainer would send it a second time) and inside the 120 s a command or SDK call waits for
+ * the running serve (local/client.ts), which an MQTT publish waiting `mqttOperationTimeout` (120 s
+ * in the hub's distributions) on a half-open link used to outlast ("serve did not answer", 75).
+ */
+export const FIRST_ATTEMPT_MS = 40_000;
+
+/**
  * Egress: the message is committed to the outbox first, then delivered once now. Whatever
  * happens to that attempt, the message is either delivered, refused by the API for good, or
  * still queued for `serve`: never lost.
@@ -44,7 +52,9 @@ export async function collect(deps: {
   via: OutboxVia;
   /** offlinePublishQueueing: -1 no limit, 0 no queueing, N at most N messages waiting */
   queueLimit: number;
-  deliver: (entry: OutboxEntry) => Promise<DeliveryOutcome>;
+  deliver: (entry: OutboxEntry, signal?: AbortSignal) => Promise<DeliveryOutcome>;
+  /** how long the attempt at once may take, ms (default FIRST_ATTEMPT_MS) */
+  attemptMs?: number;
 }): Promise<CollectResult> {
   const { store, queueLimit } = deps;
   const messageId = randomUUID();
@@ -52,11 +62,16 @@ export async function collect(deps: {
   store.enqueue({ messageId, body: deps.body, via: deps.via, now, notBefore: now + LEASE_MS });
   const entry = store.getOutbox(messageId)!;
   let outcome: DeliveryOutcome;
+  const attempt = new AbortController();
+  const attemptMs = deps.attemptMs ?? FIRST_ATTEMPT_MS;
+  const timer = setTimeout(() => attempt.abort(new Error(`no answer within ${attemptMs / 1000} s`)), attemptMs);
   try {
-    outcome = await deps.deliver(entry);
+    outcome = await deps.deliver(entry, attempt.signal);
   } catch (err) {
     // Kept as a retry: the row is on disk, and serve logs and retries it with backoff.
     outcome = { kind: "retry", error: `delivery failed: ${(err as Error)?.message ?? String(err)}` };
+  } finally {
+    clearTimeout(timer);
   }
   if (outcome.kind === "retry" && queueLimit >= 0) {
     const waiting = store.countPending() - 1;

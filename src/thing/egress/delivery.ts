@@ -52,6 +52,7 @@ export function outcomeOf(response: Pick<PostResult, "status" | "statusText" | "
 export async function deliverHttp(
   entry: Pick<OutboxEntry, "message_id" | "body">,
   deps: { config: ThingConfig; identity: ThingIdentity; timeoutMs?: number; clock?: HubClock; tokens?: ThingTokens },
+  signal?: AbortSignal,
 ): Promise<DeliveryOutcome> {
   const { clock } = deps;
   const tokens = deps.tokens ?? new ThingTokens(clock);
@@ -69,6 +70,7 @@ export async function deliverHttp(
       body: entry.body,
       extraCaPem: deps.identity.caPem,
       timeoutMs: deps.timeoutMs ?? 30_000,
+      signal,
     });
     if (response.status === 401) tokens.forget();
     return response;
@@ -92,21 +94,39 @@ export async function deliverHttp(
  * device clock would lose MQTT egress silently. The clock is therefore measured over HTTP
  * before signing when the last measurement is older than `CLOCK_MAX_AGE_MS` (one GET to the
  * collect URL, which every hub answers with a `Date`, 405 included; no token is sent).
+ *
+ * `signal` (serve stopping, or the first attempt's time running out) stops the wait for the
+ * PUBACK, which can take `mqttOperationTimeout` (120 s in the hub's distributions): the outcome
+ * is then `retry`, and the row goes again under the same message id, which the hub stores once.
  */
 export async function deliverMqtt(
   entry: Pick<OutboxEntry, "message_id" | "body">,
   deps: { config: ThingConfig; identity: ThingIdentity; session: ThingSession; clock?: HubClock; tokens?: ThingTokens },
+  signal?: AbortSignal,
 ): Promise<DeliveryOutcome> {
   if (!deps.session.connected) return { kind: "retry", error: "not connected to the broker" };
-  if (deps.clock?.isStale(CLOCK_MAX_AGE_MS)) await measureHubClock(deps.clock, deps);
+  if (deps.clock?.isStale(CLOCK_MAX_AGE_MS)) await measureHubClock(deps.clock, deps, signal);
   const { token } = await (deps.tokens ?? new ThingTokens(deps.clock)).current(deps.identity);
   const envelope = buildCollectEnvelope({ messageId: entry.message_id, thingId: deps.identity.thingId, token, payload: JSON.parse(entry.body) });
   try {
-    await deps.session.publish(deps.config.yaml.thing.mqtt.egress.topic, envelope, 1);
+    await unlessAborted(deps.session.publish(deps.config.yaml.thing.mqtt.egress.topic, envelope, 1), signal);
     return { kind: "sent" };
   } catch (err) {
+    if (signal?.aborted)
+      return { kind: "retry", error: `no PUBACK yet (${describeError(signal.reason)}); it may have arrived: it goes again with the same message id` };
     return { kind: "retry", error: describeError(err) };
   }
+}
+
+/** `work`'s result, or a rejection with `signal`'s reason once it aborts first (`work` goes on unobserved). */
+function unlessAborted<T>(work: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (!signal) return work;
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => reject(signal.reason);
+    signal.addEventListener("abort", onAbort, { once: true });
+    work.then(resolve, reject).finally(() => signal.removeEventListener("abort", onAbort));
+  });
 }
 
 /** How old the clock measurement may be when an MQTT token is signed. */
@@ -117,10 +137,10 @@ export const CLOCK_MAX_AGE_MS = 10 * 60_000;
  * 405) and tells the clock. A hub that cannot be reached leaves the clock as it was: tokens are
  * then signed with the device's time, as without correction.
  */
-export async function measureHubClock(clock: HubClock, deps: { config: ThingConfig; identity: ThingIdentity }): Promise<void> {
+export async function measureHubClock(clock: HubClock, deps: { config: ThingConfig; identity: ThingIdentity }, signal?: AbortSignal): Promise<void> {
   clock.attempted();
   try {
-    const response = await requestText(collectUrl(deps.config), { method: "GET", extraCaPem: deps.identity.caPem, timeoutMs: 10_000 });
+    const response = await requestText(collectUrl(deps.config), { method: "GET", extraCaPem: deps.identity.caPem, timeoutMs: 10_000, signal });
     clock.observeAnswer(response);
   } catch {
     // unreachable: nothing learned

@@ -19,7 +19,8 @@ import { type DeliveryOutcome, retryDelayMs } from "./delivery.ts";
  * `attempts` counted and `last_error` saying why.
  */
 
-export type Deliver = (entry: OutboxEntry) => Promise<DeliveryOutcome>;
+/** Delivers one row; `signal` ends the attempt early (serve stopping): the outcome is then `retry`. */
+export type Deliver = (entry: OutboxEntry, signal?: AbortSignal) => Promise<DeliveryOutcome>;
 
 /** Writes a delivery attempt's outcome to the outbox row. */
 export function recordOutcome(store: MessageStore, entry: OutboxEntry, outcome: DeliveryOutcome, now: number): void {
@@ -72,6 +73,8 @@ export class OutboxDrainer {
   private timer: ReturnType<typeof setTimeout> | undefined;
   private running: Promise<void> | undefined;
   private stopped = false;
+  /** ends the delivery in flight when serve stops: a hub that does not answer must not hold the stop (systemd SIGKILLs at 15 s) */
+  private readonly stopping = new AbortController();
   /** Receivers whose last delivery in a pass asked for a retry: their next success makes their backlog due. */
   private readonly failing = new Set<OutboxVia>();
 
@@ -105,10 +108,14 @@ export class OutboxDrainer {
     this.wake();
   }
 
-  /** Waits for the delivery in flight, then stops. */
+  /**
+   * Stops: the delivery in flight is cut off (its row stays pending and goes again, with the same
+   * message id, at the next start), and this resolves once it has been recorded.
+   */
   async stop(): Promise<void> {
     this.stopped = true;
     clearTimeout(this.timer);
+    this.stopping.abort(new Error("serve is stopping"));
     await this.running;
   }
 
@@ -176,7 +183,7 @@ export class OutboxDrainer {
     const entry = checked.entry;
     let outcome: DeliveryOutcome;
     try {
-      outcome = await deliverers[entry.via]!(entry);
+      outcome = await deliverers[entry.via]!(entry, this.stopping.signal);
     } catch (err) {
       // A bug or an unusable key: the row waits with backoff instead of stopping the agent.
       const error = `delivery failed: ${describeError(err)}`;

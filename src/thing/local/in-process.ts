@@ -24,14 +24,14 @@ export function databaseAccess(
   identity: ThingIdentity | (() => ThingIdentity),
   store: MessageStore,
   log: Logger,
-  serveHooks?: { deliverers: Record<OutboxVia, (entry: OutboxEntry) => Promise<DeliveryOutcome>>; onOutboxChanged: () => void },
+  serveHooks?: { deliverers: Record<OutboxVia, (entry: OutboxEntry, signal?: AbortSignal) => Promise<DeliveryOutcome>>; onOutboxChanged: () => void },
 ): ThingAccess {
   let loaded = typeof identity === "function" ? undefined : identity;
   const getIdentity = () => (loaded ??= (identity as () => ThingIdentity)());
   const clock = new HubClock(log);
   const deliver = serveHooks?.deliverers ?? {
-    http: (entry: OutboxEntry) => deliverHttp(entry, { config, identity: getIdentity(), clock }),
-    mqtt: (entry: OutboxEntry) => deliverOverOwnSession(entry, { config, identity: getIdentity(), store, log, clock }),
+    http: (entry: OutboxEntry, signal?: AbortSignal) => deliverHttp(entry, { config, identity: getIdentity(), clock }, signal),
+    mqtt: (entry: OutboxEntry, signal?: AbortSignal) => deliverOverOwnSession(entry, { config, identity: getIdentity(), store, log, clock }, signal),
   };
   return {
     via: "database",
@@ -67,6 +67,7 @@ export function databaseAccess(
 async function deliverOverOwnSession(
   entry: OutboxEntry,
   deps: { config: ThingConfig; identity: ThingIdentity; store: MessageStore; log: Logger; clock: HubClock },
+  signal?: AbortSignal,
 ): Promise<DeliveryOutcome> {
   // MQTT is loaded only here: `collect` over HTTP, the default, starts without it.
   const [{ ThingSession, sessionMemory }, { createIngressHandler }, { explainTlsSetupError }, { acquireServeLock }] = await Promise.all([
@@ -105,7 +106,7 @@ async function deliverOverOwnSession(
     }
     try {
       await session.waitConnected(deps.config.timeouts.connectMs);
-      return await deliverMqtt(entry, { ...deps, session });
+      return await deliverMqtt(entry, { ...deps, session }, signal);
     } catch (err) {
       return { kind: "retry", error: (err as Error).message };
     } finally {
