@@ -28,7 +28,7 @@ import { type Logger, tapLogger } from "../shared/log.ts";
 import { type MetricsListener, startMetricsListener } from "../shared/metrics-http.ts";
 import { shellWord } from "../shared/shell-word.ts";
 import { VERSION } from "../shared/version.ts";
-import { deliverHttp, deliverMqtt } from "./egress/delivery.ts";
+import { type DeliveryOutcome, deliverHttp, deliverMqtt } from "./egress/delivery.ts";
 import { HubClock } from "./egress/hub-clock.ts";
 import { OutboxDrainer } from "./egress/outbox.ts";
 import { ThingTokens } from "./egress/tokens.ts";
@@ -45,7 +45,7 @@ import { explainTlsSetupError } from "./mqtt/tls-setup.ts";
 import { recoverIdentityFiles } from "./renewal/identity-files.ts";
 import { CertificateRenewer } from "./renewal/renewer.ts";
 import type { ThingConfig } from "./settings.ts";
-import type { MessageStore, OutboxEntry } from "./store/message-store.ts";
+import type { MessageStore, OutboxEntry, OutboxVia } from "./store/message-store.ts";
 import { openThingStore } from "./store/open.ts";
 import { startUpdater } from "./update/updater.ts";
 
@@ -172,7 +172,16 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const renewer = new CertificateRenewer({ config, identity, session, log, reload: () => loadIdentity(config), clock });
     await parts.start({ name: "certificate renewal", start: () => renewer.start(), stop: () => renewer.stop() });
 
-    const access = databaseAccess(config, identity, store, log, { deliverers, onOutboxChanged: () => drainer.wake() });
+    // A collect through serve that reaches a receiver the drainer rests tells it the receiver is back.
+    const noted = (via: OutboxVia, outcome: DeliveryOutcome) => {
+      if (outcome.kind === "sent") drainer.delivered(via);
+      return outcome;
+    };
+    const collectDeliverers = {
+      http: async (entry: OutboxEntry, signal?: AbortSignal) => noted("http", await deliverers.http(entry, signal)),
+      mqtt: async (entry: OutboxEntry, signal?: AbortSignal) => noted("mqtt", await deliverers.mqtt(entry, signal)),
+    };
+    const access = databaseAccess(config, identity, store, log, { deliverers: collectDeliverers, onOutboxChanged: () => drainer.wake() });
     // Every command and SDK call through serve asks this first (is serve there?): nothing that
     // scans the ingress table, which took 26 ms of serve's thread at 1M messages.
     const status = () => ({ thingName: identity.thingName, connected: session.connected, pending: store.countPending() });

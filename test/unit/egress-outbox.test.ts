@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "../../src/shared/log.ts";
-import { type DeliveryOutcome, outcomeOf, PERMANENT_REFUSALS, retryDelayMs } from "../../src/thing/egress/delivery.ts";
+import { type DeliveryOutcome, MAX_RETRY_AFTER_MS, outcomeOf, PERMANENT_REFUSALS, retryAfterOf, retryDelayMs } from "../../src/thing/egress/delivery.ts";
 import { bearerErrorDescription, describeOffset, HubClock, SKEW_THRESHOLD_MS } from "../../src/thing/egress/hub-clock.ts";
 import { OutboxDrainer, sendableEntry } from "../../src/thing/egress/outbox.ts";
 import { ThingTokens, TOKEN_REUSE_SECONDS } from "../../src/thing/egress/tokens.ts";
@@ -239,36 +239,75 @@ describe("a receiver back", () => {
     }
   });
 
-  test("a receiver that answers again after a failure makes the rest of its backlog due", async () => {
+  test("a receiver that fails rests as a whole (2 s, 4 s ... or its Retry-After): the backlog's other rows are not tried meanwhile; its next success makes the rest due", async () => {
     const store = MessageStore.open(join(dir, "back-http.db"));
-    const { log } = captureLog();
+    const { lines, log } = captureLog();
     try {
       const now = Date.now();
-      store.enqueue({ messageId: "first", body: '{"n":1}', via: "http", now: now - 3 });
-      store.enqueue({ messageId: "later-1", body: '{"n":2}', via: "http", now: now - 2 });
-      store.enqueue({ messageId: "later-2", body: '{"n":3}', via: "http", now: now - 1 });
+      for (const [i, id] of ["first", "later-1", "later-2"].entries()) store.enqueue({ messageId: id, body: `{"n":${i}}`, via: "http", now: now - 3 + i });
       let hubUp = false;
+      const tried: string[] = [];
       const delivered: string[] = [];
       const deliver = async (entry: OutboxEntry): Promise<DeliveryOutcome> => {
-        if (!hubUp) return { kind: "retry", error: "connection refused" };
+        tried.push(entry.message_id);
+        if (!hubUp) return { kind: "retry", status: 503, error: "the API answered 503", retryAfterMs: 60_000 };
         delivered.push(entry.message_id);
         return { kind: "sent", status: 200, body: "{}" };
       };
       const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver } });
       drainer.start();
-      const triedOnce = () => ["first", "later-1", "later-2"].every((id) => store.getOutbox(id)!.attempts >= 1);
-      for (let i = 0; i < 300 && !triedOnce(); i++) await Bun.sleep(10);
-      expect(triedOnce()).toBe(true);
-      // the hub is back; only "first" is made due (as `flashlex outbox retry` would), the rest wait 2 s+
+      for (let i = 0; i < 200 && !tried.length; i++) await Bun.sleep(10);
+      await Bun.sleep(300); // 15 polls: a hub away got a request (and a WARN) every 1.5 s per thing
+      expect(tried).toEqual(["first"]);
+      expect(store.getOutbox("first")!.next_attempt_at).toBeGreaterThanOrEqual(now + 59_000); // the row honours Retry-After too
+      expect(lines.filter((l) => l.includes("egress.retry_later")).join("\n")).toContain("retryAfterSeconds=60");
+      // the hub answers again, to a collect through serve: the receiver is back, its backlog due at once
       hubUp = true;
-      store.wake("first", Date.now());
-      expect(store.getOutbox("later-1")!.next_attempt_at).toBeGreaterThan(Date.now());
+      drainer.delivered("http");
       for (let i = 0; i < 200 && delivered.length < 3; i++) await Bun.sleep(10);
       await drainer.stop();
       expect(delivered).toEqual(["first", "later-1", "later-2"]);
     } finally {
       store.close();
     }
+  });
+
+  test("a backlog that failed before serve started: the first success makes the rest due (they waited up to 5 min, newer messages first)", async () => {
+    const store = MessageStore.open(join(dir, "back-restart.db"));
+    const { log } = captureLog();
+    try {
+      const now = Date.now();
+      for (const [i, id] of ["old-1", "old-2"].entries()) {
+        store.enqueue({ messageId: id, body: `{"n":${i}}`, via: "http", now: now - 10 + i });
+        store.markRetry(id, "the API answered 503", now + 240_000);
+      }
+      store.enqueue({ messageId: "new", body: '{"n":9}', via: "http", now: now - 1 });
+      const delivered: string[] = [];
+      const deliver = async (entry: OutboxEntry): Promise<DeliveryOutcome> => {
+        delivered.push(entry.message_id);
+        return { kind: "sent", status: 200, body: "{}" };
+      };
+      const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver } });
+      drainer.start();
+      for (let i = 0; i < 200 && delivered.length < 3; i++) await Bun.sleep(10);
+      await drainer.stop();
+      expect(delivered).toEqual(["new", "old-1", "old-2"]);
+    } finally {
+      store.close();
+    }
+  });
+
+  test("Retry-After is read as seconds or an HTTP date, capped at an hour; junk is no Retry-After", () => {
+    const now = Date.parse("2026-12-02T12:00:00Z");
+    expect(retryAfterOf("30", now)).toBe(30_000);
+    expect(retryAfterOf(new Date(now + 90_000).toUTCString(), now)).toBe(90_000);
+    expect(retryAfterOf(new Date(now - 90_000).toUTCString(), now)).toBe(0);
+    expect(retryAfterOf("999999", now)).toBe(MAX_RETRY_AFTER_MS);
+    for (const junk of [undefined, "", "soon", "-5", "1.5"]) expect(retryAfterOf(junk, now)).toBeUndefined();
+    expect(outcomeOf({ status: 503, statusText: "Service Unavailable", body: "", headers: { "retry-after": "30" } })).toMatchObject({
+      kind: "retry",
+      retryAfterMs: 30_000,
+    });
   });
 });
 

@@ -13,8 +13,14 @@ export type DeliveryOutcome =
   | { kind: "sent"; status?: number; body?: string }
   /** the receiver refused the message itself; retrying cannot help */
   | { kind: "rejected"; status: number; body: string; error: string }
-  /** the receiver could not be reached, failed, or refused the thing (not the message); try again later */
-  | { kind: "retry"; error: string; status?: number };
+  /**
+   * the receiver could not be reached, failed, or refused the thing (not the message); try again
+   * later, not before `retryAfterMs` when the receiver said when (Retry-After)
+   */
+  | { kind: "retry"; error: string; status?: number; retryAfterMs?: number };
+
+/** The longest Retry-After honoured: a receiver cannot park the outbox for days. */
+export const MAX_RETRY_AFTER_MS = 3_600_000;
 
 /**
  * The answers that refuse the *content* of a message for good: sending the same bytes again
@@ -32,13 +38,29 @@ export function collectUrl(config: ThingConfig): string {
   return `${endpoint.replace(/\/+$/, "")}/${env}/v1/things/${config.yaml.thing.id}/collect`;
 }
 
-/** Classifies one HTTP answer of the collect API (see PERMANENT_REFUSALS). */
-export function outcomeOf(response: Pick<PostResult, "status" | "statusText" | "body">, detail?: string): DeliveryOutcome {
+/** Classifies one HTTP answer of the collect API (see PERMANENT_REFUSALS); a retry keeps the answer's Retry-After. */
+export function outcomeOf(
+  response: Pick<PostResult, "status" | "statusText" | "body"> & { headers?: PostResult["headers"] },
+  detail?: string,
+): DeliveryOutcome {
   const { status, body } = response;
   if (status >= 200 && status < 300) return { kind: "sent", status, body };
   const error = `the API answered ${status} ${response.statusText}`.trim() + (detail ? ` (${detail})` : "");
   if (PERMANENT_REFUSALS.has(status)) return { kind: "rejected", status, body, error };
-  return { kind: "retry", status, error };
+  const retryAfterMs = retryAfterOf(response.headers?.["retry-after"]);
+  return retryAfterMs === undefined ? { kind: "retry", status, error } : { kind: "retry", status, error, retryAfterMs };
+}
+
+/**
+ * A Retry-After header (RFC 9110 §10.2.3: delay-seconds or an HTTP-date) as ms from now, at most
+ * MAX_RETRY_AFTER_MS; undefined when absent or unreadable.
+ */
+export function retryAfterOf(header: string | string[] | undefined, now = Date.now()): number | undefined {
+  const value = (Array.isArray(header) ? header[0] : header)?.trim();
+  if (!value) return undefined;
+  // an HTTP-date starts with the day's name (IMF-fixdate, and the obsolete RFC 850 and asctime forms)
+  const ms = /^\d{1,10}$/.test(value) ? Number(value) * 1000 : /^[A-Za-z]{3}/.test(value) ? Date.parse(value) - now : Number.NaN;
+  return Number.isFinite(ms) ? Math.min(Math.max(ms, 0), MAX_RETRY_AFTER_MS) : undefined;
 }
 
 /**

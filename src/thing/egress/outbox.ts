@@ -26,7 +26,7 @@ export type Deliver = (entry: OutboxEntry, signal?: AbortSignal) => Promise<Deli
 export function recordOutcome(store: MessageStore, entry: OutboxEntry, outcome: DeliveryOutcome, now: number): void {
   if (outcome.kind === "sent") store.markSent(entry.message_id, now, outcome.status ? { status: outcome.status, body: outcome.body ?? "" } : undefined);
   else if (outcome.kind === "rejected") store.markRejected(entry.message_id, outcome.error, { status: outcome.status, body: outcome.body });
-  else store.markRetry(entry.message_id, outcome.error, now + retryDelayMs(entry.attempts));
+  else store.markRetry(entry.message_id, outcome.error, now + Math.max(retryDelayMs(entry.attempts), outcome.retryAfterMs ?? 0));
 }
 
 const HEADER_SAFE_ID = /^[\x21-\x7e]{1,200}$/;
@@ -75,8 +75,15 @@ export class OutboxDrainer {
   private stopped = false;
   /** ends the delivery in flight when serve stops: a hub that does not answer must not hold the stop (systemd SIGKILLs at 15 s) */
   private readonly stopping = new AbortController();
-  /** Receivers whose last delivery in a pass asked for a retry: their next success makes their backlog due. */
-  private readonly failing = new Set<OutboxVia>();
+  /**
+   * Receivers that asked for a retry (refused, unreachable, 429/503), with how many times in a
+   * row and until when the whole receiver rests: 2 s, 4 s ... 5 min, or its Retry-After when
+   * longer. Each row has its own backoff too, but a backlog always has a row that is due: without
+   * the receiver's, a hub away for a day got a request, a WARN line and a database write every
+   * 1.5 s, and an overloaded hub's Retry-After went unheard. Their next success makes the rest of
+   * their backlog due. Rows that had failed before serve started count as such a receiver.
+   */
+  private readonly resting = new Map<OutboxVia, { failures: number; until: number }>();
 
   constructor(
     private readonly deps: {
@@ -89,6 +96,11 @@ export class OutboxDrainer {
   ) {}
 
   start(): void {
+    try {
+      for (const via of this.deps.store.viasRetried()) this.resting.set(via, { failures: 0, until: 0 });
+    } catch (err) {
+      this.deps.log.error("outbox.record_failed", { error: describeError(err), note: "a backlog from before this start keeps its retry times" });
+    }
     this.schedule(0);
   }
 
@@ -104,8 +116,17 @@ export class OutboxDrainer {
    */
   receiverBack(via: OutboxVia): void {
     if (this.stopped) return;
+    this.resting.delete(via);
     this.makeDue(via);
     this.wake();
+  }
+
+  /**
+   * A delivery outside the drainer (`collect` through serve) reached `via`: when the receiver was
+   * resting, it is back (receiverBack); otherwise nothing happens (no write per message).
+   */
+  delivered(via: OutboxVia): void {
+    if (this.resting.has(via)) this.receiverBack(via);
   }
 
   /**
@@ -138,23 +159,31 @@ export class OutboxDrainer {
     const down = new Set<OutboxVia>();
     const tried = new Set<unknown>();
     while (!this.stopped) {
-      const batch = store.due(Date.now(), 20).filter((e) => deliverers[e.via] && !down.has(e.via) && !tried.has(e.message_id));
+      const now = Date.now();
+      // Each receiver's own due rows: one resting must not hide the other's behind its backlog.
+      const batch = (Object.keys(deliverers) as OutboxVia[])
+        .filter((via) => !down.has(via) && (this.resting.get(via)?.until ?? 0) <= now)
+        .flatMap((via) => store.due(now, 20, via))
+        .filter((e) => !tried.has(e.message_id))
+        .sort((a, b) => a.created_at - b.created_at || (a.message_id < b.message_id ? -1 : 1));
       if (!batch.length) return;
       for (const entry of batch) {
         if (this.stopped) return;
         if (down.has(entry.via)) continue;
         tried.add(entry.message_id);
-        const outcome = await this.deliverOne(entry);
-        if (outcome === "retry" || outcome === "threw") down.add(entry.via);
-        // Only the receiver's own "later" marks it failing: a row whose delivery throws is that
+        const { kind, retryAfterMs } = await this.deliverOne(entry);
+        if (kind === "retry" || kind === "threw") down.add(entry.via);
+        // Only the receiver's own "later" makes it rest: a row whose delivery throws is that
         // row's problem and keeps its backoff.
-        if (outcome === "retry") this.failing.add(entry.via);
-        else if (outcome === "sent" && this.failing.delete(entry.via)) {
+        if (kind === "retry") {
+          const failures = (this.resting.get(entry.via)?.failures ?? 0) + 1;
+          this.resting.set(entry.via, { failures, until: Date.now() + Math.max(retryDelayMs(failures - 1), retryAfterMs ?? 0) });
+        } else if (kind === "sent" && this.resting.delete(entry.via)) {
           // The receiver answers again (the hub is back): the rest of its backlog need not wait
           // for each row's own retry time.
           this.makeDue(entry.via);
         }
-        if (outcome !== "skipped") await new Promise((r) => setTimeout(r, gapMs));
+        if (kind !== "skipped") await new Promise((r) => setTimeout(r, gapMs));
       }
     }
   }
@@ -170,7 +199,7 @@ export class OutboxDrainer {
   }
 
   /** Delivers and records one row; never throws. */
-  private async deliverOne(raw: OutboxEntry): Promise<DeliveryOutcome["kind"] | "skipped" | "threw"> {
+  private async deliverOne(raw: OutboxEntry): Promise<{ kind: DeliveryOutcome["kind"] | "skipped" | "threw"; retryAfterMs?: number }> {
     const { store, log, deliverers } = this.deps;
     const attempt = (typeof raw.attempts === "number" ? raw.attempts : 0) + 1;
     const fields = { messageId: raw.message_id, via: raw.via, attempt };
@@ -178,7 +207,7 @@ export class OutboxDrainer {
     if ("problem" in checked) {
       log.error("egress.unsendable", { ...fields, error: checked.problem, note: "marked rejected; see flashlex outbox list --state rejected" });
       this.record(() => store.markUnsendable(raw.message_id, checked.problem), fields);
-      return "skipped";
+      return { kind: "skipped" };
     }
     const entry = checked.entry;
     let outcome: DeliveryOutcome;
@@ -190,14 +219,14 @@ export class OutboxDrainer {
       log.error("egress.delivery_failed", { ...fields, error, note: "the message stays pending and is tried again with backoff" });
       const failed: DeliveryOutcome = { kind: "retry", error };
       this.record(() => recordOutcome(store, entry, failed, Date.now()), fields);
-      return "threw";
+      return { kind: "threw" };
     }
     this.record(() => recordOutcome(store, entry, outcome, Date.now()), fields);
     const status = "status" in outcome ? outcome.status : undefined;
     if (outcome.kind === "sent") log.info("egress.sent", { ...fields, status });
     else if (outcome.kind === "rejected") log.warn("egress.rejected", { ...fields, status, error: outcome.error });
-    else log.warn("egress.retry_later", { ...fields, status, error: outcome.error });
-    return outcome.kind;
+    else log.warn("egress.retry_later", { ...fields, status, error: outcome.error, retryAfterSeconds: retryAfterSecondsOf(outcome) });
+    return { kind: outcome.kind, retryAfterMs: outcome.kind === "retry" ? outcome.retryAfterMs : undefined };
   }
 
   private record(write: () => void, fields: Record<string, unknown>): void {
@@ -207,4 +236,9 @@ export class OutboxDrainer {
       this.deps.log.error("outbox.record_failed", { ...fields, error: describeError(err), note: "the row stays as it was and is tried again later" });
     }
   }
+}
+
+/** A retry's Retry-After in whole seconds, for the log line; undefined when the receiver gave none. */
+function retryAfterSecondsOf(outcome: DeliveryOutcome): number | undefined {
+  return outcome.kind === "retry" && outcome.retryAfterMs !== undefined ? Math.round(outcome.retryAfterMs / 1000) : undefined;
 }

@@ -596,6 +596,11 @@ export class MessageStore {
     return this.db.run("UPDATE outbox SET next_attempt_at = ? WHERE state = 'pending' AND via = ? AND next_attempt_at > ?", [now, via, now]).changes;
   }
 
+  /** The receivers (`via`) with a pending row that failed before: a drainer starting treats them as resting. */
+  viasRetried(): OutboxVia[] {
+    return this.db.all<{ via: OutboxVia }>("SELECT DISTINCT via FROM outbox WHERE state = 'pending' AND attempts > 0").map((r) => r.via);
+  }
+
   /** Makes a pending entry due now (another process asked for it). */
   wake(messageId: string, now: number): void {
     this.db.run("UPDATE outbox SET next_attempt_at = ? WHERE message_id = ? AND state = 'pending'", [now, messageId]);
