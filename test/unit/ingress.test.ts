@@ -80,6 +80,26 @@ describe("messages from a FlashLex hub (they carry the hub's id)", () => {
       store.close();
     }
   });
+
+  test("the id of a message still stored is never forgotten: kept unacknowledged for weeks, or with the clock stepped forward (the hub's replay was stored twice)", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(false);
+      await handler.handle(packet(7, hubMessage(id1, "kept")));
+      // nine days on (a hub away that long, or NTP stepping a Pi's clock): retention runs, the message waits unacknowledged
+      store.expire(Date.now() + 9 * 86_400_000, 60);
+      await handler.handle(packet(8, hubMessage(id1, "kept")));
+      expect(stored()).toHaveLength(1);
+      // acknowledged and deleted by retention: remembered for a week after that, as before
+      store.ackIngress([1], Date.now());
+      store.expire(Date.now() + 3600_000, 60);
+      expect(stored()).toEqual([]);
+      await handler.handle(packet(9, hubMessage(id1, "kept")));
+      expect(stored()).toEqual([]);
+    } finally {
+      store.close();
+    }
+  });
 });
 
 describe("messages without an id (published by anything else)", () => {

@@ -421,14 +421,21 @@ export class MessageStore {
    * application has acknowledged it; an unacknowledged one is never dropped. Outbox entries
    * are deleted once delivered (`sent`) and older than `expireSeconds`; a `rejected` one stays
    * until the owner retries or drops it (`flashlex outbox`), a `pending` one until delivered.
-   * The ids of stored hub messages are kept for `SEEN_ID_MIN_KEEP_MS`, or `expireSeconds` if longer.
-   * `expireSeconds` 0 or below keeps every message and outbox row (the Python SDK's meaning);
-   * the ids still go after SEEN_ID_MIN_KEEP_MS.
+   * The ids of stored hub messages are kept while their message is stored, and after that for
+   * `SEEN_ID_MIN_KEEP_MS`, or `expireSeconds` if longer: an id is dropped only when older than the
+   * oldest stored message, so neither an unacknowledged message kept for weeks (the hub may
+   * replay it) nor a clock stepped forward forgets the id of a row that is still there.
+   * `expireSeconds` 0 or below keeps every message and outbox row (the Python SDK's meaning).
    */
   expire(now: number, expireSeconds: number): ExpiryResult {
     const cutoff = now - expireSeconds * 1000;
     return this.db.transaction(() => {
-      this.db.run("DELETE FROM ingress_seen WHERE seen_at < ?", [Math.min(cutoff, now - SEEN_ID_MIN_KEEP_MS)]);
+      // an id's seen_at is its row's received_at; the oldest rows come from two indexes (the
+      // oldest unacknowledged by id, the acknowledged by time), not a scan of the table
+      const oldestUnacked = this.db.get<{ t: number }>("SELECT received_at AS t FROM ingress_messages WHERE acked_at IS NULL ORDER BY acked_at, id LIMIT 1")?.t;
+      const oldestAcked = this.db.get<{ t: number | null }>("SELECT MIN(received_at) AS t FROM ingress_messages WHERE acked_at IS NOT NULL")?.t ?? undefined;
+      const keepFrom = Math.min(cutoff, now - SEEN_ID_MIN_KEEP_MS, oldestUnacked ?? Number.POSITIVE_INFINITY, oldestAcked ?? Number.POSITIVE_INFINITY);
+      this.db.run("DELETE FROM ingress_seen WHERE seen_at < ?", [keepFrom]);
       if (expireSeconds <= 0) return { ingress: 0, outbox: 0 };
       return {
         ingress: this.db.run(EXPIRE_ACKED_INGRESS, [cutoff]).changes,
