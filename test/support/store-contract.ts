@@ -251,7 +251,7 @@ export const storeContract: ContractCase[] = [
         applyPragmas(db);
         assert.equal(migrate(db, THING_MIGRATIONS, file), THING_MIGRATIONS.length);
         assert.equal(migrate(db, THING_MIGRATIONS, file), THING_MIGRATIONS.length); // nothing left to do
-        assert.equal(migrate(db, THING_MIGRATIONS, file, THING_SCHEMA), THING_MIGRATIONS.length); // checked against the written-out schema
+        assert.equal(migrate(db, THING_MIGRATIONS, file, { current: THING_SCHEMA }), THING_MIGRATIONS.length); // checked against the written-out schema
         // the written-out schema is what the migrations make, so it cannot drift from them
         assert.deepEqual(schemaAfter(THING_MIGRATIONS), THING_SCHEMA);
         const version = db.get<{ user_version: number }>("PRAGMA user_version")!.user_version;
@@ -261,6 +261,71 @@ export const storeContract: ContractCase[] = [
         assert.throws(() => migrate(db, THING_MIGRATIONS, "messages.db"), /newer than this flashlex knows/);
         return { version, tables: tables.map((t) => t.name) };
       }),
+  },
+  {
+    name: "migrate opens a newer schema that names this version readable, and refuses one that does not",
+    run: (ctx) => {
+      const v1 = ["CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);"];
+      const v2 = [...v1, "ALTER TABLE a ADD COLUMN w TEXT;"];
+      const v3 = [...v2, "CREATE TABLE b (id INTEGER PRIMARY KEY);"];
+      const v4 = [...v3, "ALTER TABLE a RENAME COLUMN v TO value;"];
+      const open = (name: string, migrations: string[], readableFrom?: number) =>
+        withDb(ctx, (db, file) => (applyPragmas(db), migrate(db, migrations, file, { readableFrom })), name);
+      const refusal = (name: string, migrations: string[]) => {
+        try {
+          open(name, migrations);
+          return "opened";
+        } catch (err) {
+          return (err as Error).message.replace(ctx.dir, "DIR");
+        }
+      };
+      // a release whose last migration only added columns and a table, rolled back to the one before
+      const widened = [open("w.db", v3, 2), open("w.db", v2), open("w.db", v3)];
+      withDb(ctx, (db) => db.run("INSERT INTO a (v) VALUES ('written by the older one')"), "w.db");
+      // the same schema made by a flashlex that did not say so, and a later rename on top
+      open("strict.db", v3);
+      open("renamed.db", v3, 2);
+      open("renamed.db", v4, 4);
+      // and one last migrated by a flashlex from before the compatibility row
+      open("unsaid.db", v3, 2);
+      withDb(ctx, (db) => db.exec("DROP TABLE schema_compat"), "unsaid.db");
+      const refused = [refusal("strict.db", v2), refusal("renamed.db", v2), refusal("renamed.db", v3), refusal("unsaid.db", v2)];
+      assert.match(refused[0]!, /schema version 3 is newer than this flashlex knows \(2\), and the flashlex that migrated it needs version 3 or later/);
+      assert.match(refused[3]!, /schema version 3 is newer than this flashlex knows \(2\); upgrade flashlex/);
+      assert.match(refused[1]!, /schema version 4 is newer than this flashlex knows \(2\), and the flashlex that migrated it needs version 4 or later/);
+      assert.equal(refused[2], refused[1]!.replace("knows (2)", "knows (3)"));
+      assert.throws(() => open("bad.db", v2, 3), /readableFrom 3 is not a schema version from 1 to 2/);
+      return { widened, refused };
+    },
+  },
+  {
+    name: "MessageStore works on a database a later release widened (a column, a table), as after a rollback",
+    run: (ctx) => {
+      const file = join(ctx.dir, "data", "messages.db");
+      MessageStore.open(file, { open: ctx.open }).close();
+      const later = [
+        ...THING_MIGRATIONS,
+        `ALTER TABLE ingress_messages ADD COLUMN later_note TEXT;
+         ALTER TABLE outbox ADD COLUMN later_priority INTEGER NOT NULL DEFAULT 0;
+         CREATE TABLE later_table (k TEXT PRIMARY KEY);`,
+      ];
+      withDb(ctx, (db) => (applyPragmas(db), migrate(db, later, file, { readableFrom: THING_MIGRATIONS.length })), "data/messages.db");
+      const store = MessageStore.open(file, { open: ctx.open });
+      try {
+        const id = store.insertIngress({ topic: "t", payload: te.encode("x"), qos: 1, retain: false, receivedAt: 1000, packetId: 7, messageId: "m1" });
+        assert.equal(store.insertIngress({ topic: "t", payload: te.encode("x"), qos: 1, retain: false, receivedAt: 1001, messageId: "m1" }), undefined);
+        const listed = store.listIngress().map((m) => [m.id, m.topic, m.acked_at]);
+        assert.deepEqual(store.ackIngress([id!], 2000), [id]);
+        store.enqueue({ messageId: "o1", body: "{}", via: "http", now: 1000 });
+        const due = store.due(1000, 10).map((e) => e.message_id);
+        store.markSent("o1", 1100, { status: 200, body: "ok" });
+        store.setSessionState("k", "v");
+        const expired = store.expire(10_000_000, 60);
+        return { listed, due, sent: store.getOutbox("o1")?.state, state: store.sessionState("k"), expired, counts: store.countIngress() };
+      } finally {
+        store.close();
+      }
+    },
   },
   {
     name: "MessageStore keeps UTF-8 payloads as TEXT and others as BLOB",

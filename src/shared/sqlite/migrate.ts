@@ -14,42 +14,75 @@ type Schema = Map<string, string[]>;
 export type SchemaSnapshot = Readonly<Record<string, readonly string[]>>;
 
 /**
+ * What a store's migrations leave besides their list: `current` is the schema all of them leave
+ * (SchemaSnapshot); `readableFrom` is the oldest schema version whose binaries can still read and
+ * write that schema (default: only this one). Lower it when the last migrations only add tables,
+ * or columns that older code need not fill (nullable or with a DEFAULT), and older queries name
+ * their columns: a self-update that migrated the database and was rolled back then leaves the
+ * previous binary a database it can use, where it would otherwise stop with 78.
+ */
+export interface MigrationOptions {
+  current?: SchemaSnapshot;
+  readableFrom?: number;
+}
+
+/**
+ * Where a database newer than its reader says which older binaries may still use it: one row,
+ * the schema `version` and its `readable_from`, written by the binary that migrated it last (a database last migrated before
+ * this table existed has none: only its own version may use it). Binaries that know this table
+ * check it before refusing a newer schema.
+ */
+const COMPAT_TABLE = "schema_compat";
+
+/**
  * Forward-only migrations keyed by `PRAGMA user_version`: migration N brings the schema from
- * version N-1 to N; `current`, when given, is the schema all of them leave (SchemaSnapshot).
- * Returns the schema version the database is at afterwards.
+ * version N-1 to N. Returns the schema version the database is at afterwards (above
+ * `migrations.length` when a newer flashlex migrated it and said this one may use it:
+ * MigrationOptions.readableFrom).
  *
  * Order matters, so that a file that is not ours is never written to:
  * 1. look first, writing nothing (in a transaction that changes nothing, so the version and the
  *    tables are read from one snapshot): a database at version 0 must be empty, and at version N it
- *    must have the tables and columns migrations 1..N make; one newer than this binary, or of
- *    another application, or changed by hand is refused (ConfigError, exit 78) byte-identical;
+ *    must have the tables and columns migrations 1..N make; one newer than this binary that does
+ *    not name this binary's version readable, or of another application, or changed by hand is
+ *    refused (ConfigError, exit 78) byte-identical;
  * 2. only then switch to WAL (that writes the header);
  * 3. apply each migration in its own BEGIN IMMEDIATE transaction that reads `user_version`
  *    (and checks the schema again) inside it: of two processes opening a fresh database at once
  *    (two serves, serve and collect, messages list), one migrates while the other waits on the
- *    lock (busy_timeout), then finds the work done.
+ *    lock (busy_timeout), then finds the work done. Each step clears the compatibility row and
+ *    the last writes it, so a database left between versions says nothing it is not.
  */
-export function migrate(db: SqlDatabase, migrations: readonly string[], name: string, current?: SchemaSnapshot): number {
+export function migrate(db: SqlDatabase, migrations: readonly string[], name: string, options: MigrationOptions = {}): number {
+  const { current } = options;
+  const latest = migrations.length;
+  const readableFrom = options.readableFrom ?? latest;
+  if (options.readableFrom !== undefined && (!Number.isInteger(readableFrom) || readableFrom < 1 || readableFrom > latest)) {
+    throw new RangeError(`${name}: readableFrom ${readableFrom} is not a schema version from 1 to ${latest}`);
+  }
   const expectedAt = (version: number): Schema =>
-    current && version === migrations.length ? new Map(Object.entries(current).map(([t, c]) => [t, [...c]])) : expectedSchemas(migrations)[version]!;
+    current && version === latest ? new Map(Object.entries(current).map(([t, c]) => [t, [...c]])) : expectedSchemas(migrations)[version]!;
   // one snapshot for the version and the tables: read apart, another process's migration could
   // land between them and make a fresh database look like someone else's
   const found = db.transaction(() => {
     const version = userVersion(db);
-    checkSchema(db, migrations.length, expectedAt, name, version);
+    checkSchema(db, latest, expectedAt, name, version);
     return version;
   });
   enableWal(db, name);
   // Every open but the first finds the schema current (collect opens the database each time):
   // the snapshot above already checked it, and nothing is left to apply.
-  if (found === migrations.length) return found;
+  if (found >= latest) return found;
   for (;;) {
     const done = db.transaction(() => {
       const version = userVersion(db);
-      checkSchema(db, migrations.length, expectedAt, name, version);
-      if (version >= migrations.length) return true;
+      checkSchema(db, latest, expectedAt, name, version);
+      if (version >= latest) return true;
       db.exec(migrations[version]!);
+      db.exec(`CREATE TABLE IF NOT EXISTS ${COMPAT_TABLE} (version INTEGER NOT NULL, readable_from INTEGER NOT NULL)`);
       db.exec(`PRAGMA user_version = ${version + 1}`);
+      db.exec(`DELETE FROM ${COMPAT_TABLE}`);
+      if (version + 1 === latest) db.run(`INSERT INTO ${COMPAT_TABLE} (version, readable_from) VALUES (?, ?)`, [latest, readableFrom]);
       return false;
     });
     if (done) return userVersion(db);
@@ -115,7 +148,15 @@ function checkSchema(db: SqlDatabase, latest: number, expectedAt: (version: numb
   if (version > latest) {
     // a later FlashLex adds tables and columns but keeps these: without them it is someone else's file
     if ([...expectedAt(latest).keys()].some((table) => !actual.has(table))) throw foreign();
-    throw new ConfigError(`${name}: schema version ${version} is newer than this flashlex knows (${latest}); upgrade flashlex`);
+    // a row written for another version (user_version set by hand) says nothing of this one
+    const readableFrom = actual.has(COMPAT_TABLE)
+      ? db.get<{ readable_from: number }>(`SELECT readable_from FROM ${COMPAT_TABLE} WHERE version = ?`, [version])?.readable_from
+      : undefined;
+    if (typeof readableFrom === "number" && readableFrom <= latest) return;
+    const says = readableFrom === undefined ? "" : `, and the flashlex that migrated it needs version ${readableFrom} or later`;
+    throw new ConfigError(
+      `${name}: schema version ${version} is newer than this flashlex knows (${latest})${says}; upgrade flashlex (a rollback cannot go back past such a schema change)`,
+    );
   }
   const expected = expectedAt(version);
   for (const [table, columns] of expected) {

@@ -62,6 +62,18 @@ export const THING_MIGRATIONS: readonly string[] = [
  */
 export const EXPIRE_ACKED_INGRESS = "DELETE FROM ingress_messages WHERE acked_at IS NOT NULL AND received_at < ?";
 
+/**
+ * The oldest schema version whose flashlex can still use what THING_MIGRATIONS leave
+ * (MigrationOptions.readableFrom). A self-update that migrates the database and is then rolled
+ * back hands it to the previous binary: if that binary's version is below this, it stops with 78
+ * and the thing stays down until the newer release is put back. So a migration that only adds a
+ * table, or a column older code need not fill (nullable or with a DEFAULT), leaves this where it
+ * was; one that renames, drops or narrows anything raises it to its own version. Every query here
+ * names its columns, so added ones are harmless (test/support/store-contract.ts opens a database a
+ * later migration widened).
+ */
+export const THING_READABLE_FROM = THING_MIGRATIONS.length;
+
 /** The tables THING_MIGRATIONS leave (migrate.ts SchemaSnapshot; test/unit/store-contract.test.ts holds it to them). */
 export const THING_SCHEMA: SchemaSnapshot = {
   ingress_messages: ["id", "topic", "payload", "qos", "retain", "received_at", "acked_at", "packet_id"],
@@ -223,7 +235,7 @@ export class MessageStore {
     const db = (options.open ?? openSqlDatabase)(file, { log: options.log });
     try {
       applyPragmas(db);
-      migrate(db, THING_MIGRATIONS, file, THING_SCHEMA);
+      migrate(db, THING_MIGRATIONS, file, { current: THING_SCHEMA, readableFrom: THING_READABLE_FROM });
     } catch (err) {
       db.close();
       throw err;
