@@ -210,7 +210,8 @@ export class FlashlexSDK {
    * Date or array hole it would drop or write as null, no value at all) or is over the size
    * limit, with kind `usage` (64) for an option it does not know or a `via` that is not `http` or
    * `mqtt`, and with kind `try-later` (exit code 75) when it was not delivered and may not wait
-   * (`offlinePublishQueueing` 0, or N already waiting): then nothing was queued.
+   * (`offlinePublishQueueing` 0, or N already waiting): then nothing was queued, though when the
+   * request was sent and not answered the message says the hub may hold it.
    */
   async collectMessage(document: unknown, options: { via?: OutboxVia } = {}): Promise<CollectResult> {
     if (options !== undefined && (options === null || typeof options !== "object" || Array.isArray(options))) {

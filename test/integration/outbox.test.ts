@@ -18,6 +18,8 @@
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import type { AddressInfo } from "node:net";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type Background, binaryPath, type RunResult, run, start } from "../support/binary.ts";
@@ -433,4 +435,29 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
     // nothing that was refused with 75 ever arrived
     expect(receiver.received.filter((r) => (r.body as { i?: number }).i === 2 && (r.body as { limit?: number }).limit === 2)).toEqual([]);
   }, 60_000);
+
+  test("offlinePublishQueueing 0 and a receiver that reads the request and hangs up: 75 says the message may have arrived, not that nothing was sent", async () => {
+    // a receiver that takes the whole request, then closes without an answer (it may have stored it)
+    const heard: string[] = [];
+    const cutOff = createServer((socket) => socket.on("data", (chunk) => (heard.push(chunk.toString()), socket.destroy())));
+    await new Promise<void>((resolve) => cutOff.listen(0, "127.0.0.1", resolve));
+    try {
+      const made = await makeThingFixture({ brokerPort: broker.port, apiUrl: `http://127.0.0.1:${(cutOff.address() as AddressInfo).port}`, pki: fixture.pki });
+      made.editConfig((doc) => (doc.flashlex.thing.mqtt.offlinePublishQueueing = 0));
+      const flags = ["-c", made.configPath, "-k", fixture.keysDir, "-d", made.dataDir];
+      tally("faults");
+      const result = await run(["collect", ...flags], { input: '{"cut":true}' });
+      expect(result.code, explain(result)).toBe(75);
+      expect(heard.join("")).toContain('{"cut":true}');
+      const line = result.stderr.trim().split("\n").at(-1)!;
+      expect(line).toMatch(
+        /no answer \(127\.0\.0\.1:\d+: The socket connection was closed unexpectedly \(ECONNRESET\)\): message [0-9a-f-]{36} may have arrived/,
+      );
+      expect(line).toContain("offlinePublishQueueing is 0 (no offline queueing), so it was not queued; sending it again may store it twice");
+      expect(line).not.toContain("verbose: true");
+      expect(await outboxList(flags)).toEqual([]);
+    } finally {
+      cutOff.close();
+    }
+  }, 30_000);
 });

@@ -15,9 +15,24 @@ export type DeliveryOutcome =
   | { kind: "rejected"; status: number; body: string; error: string }
   /**
    * the receiver could not be reached, failed, or refused the thing (not the message); try again
-   * later, not before `retryAfterMs` when the receiver said when (Retry-After)
+   * later, not before `retryAfterMs` when the receiver said when (Retry-After). `mayHaveArrived`:
+   * the message was sent and no answer came (a timeout, a connection cut after the request, no
+   * PUBACK), so the receiver may have stored it; sent again under its message id, it is stored once
    */
-  | { kind: "retry"; error: string; status?: number; retryAfterMs?: number };
+  | { kind: "retry"; error: string; status?: number; retryAfterMs?: number; mayHaveArrived?: true };
+
+/**
+ * Error codes of a request that never left: the name did not resolve, nothing listened, no route,
+ * or the TLS handshake (before any byte of the request) failed. Anything else that ends a request
+ * without an answer (a timeout, a reset, an abort) may come after the receiver read it.
+ */
+const NEVER_SENT = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EAI_NONAME|EHOSTUNREACH|ENETUNREACH|EPROTO|CERT_|ERR_TLS_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_)/;
+
+/** A retry for a request that ended with `err` and no answer (mayHaveArrived unless it never left). */
+function unanswered(err: unknown, error = describeError(err)): DeliveryOutcome {
+  const code = (err as NodeJS.ErrnoException)?.code;
+  return typeof code === "string" && NEVER_SENT.test(code) ? { kind: "retry", error } : { kind: "retry", error, mayHaveArrived: true };
+}
 
 /** The longest Retry-After honoured: a receiver cannot park the outbox for days. */
 export const MAX_RETRY_AFTER_MS = 3_600_000;
@@ -101,7 +116,7 @@ export async function deliverHttp(
   try {
     response = await sendWithHubTime(clock, post);
   } catch (err) {
-    return { kind: "retry", error: describeError(err) };
+    return unanswered(err);
   }
   return outcomeOf(response, response.status === 401 ? refusalDetail(response, signedWithOffsetMs) : undefined);
 }
@@ -134,9 +149,8 @@ export async function deliverMqtt(
     await unlessAborted(deps.session.publish(deps.config.yaml.thing.mqtt.egress.topic, envelope, 1), signal);
     return { kind: "sent" };
   } catch (err) {
-    if (signal?.aborted)
-      return { kind: "retry", error: `no PUBACK yet (${describeError(signal.reason)}); it may have arrived: it goes again with the same message id` };
-    return { kind: "retry", error: describeError(err) };
+    // the PUBLISH may have reached the broker whatever ended the wait for its PUBACK
+    return unanswered(err, signal?.aborted ? `no PUBACK yet (${describeError(signal.reason)})` : describeError(err));
   }
 }
 

@@ -70,11 +70,15 @@ async function requestWithFetch(url: string, opts: RequestOptions): Promise<Post
  * Bun's fetch errors do not say where ("ECONNREFUSED: Unable to connect. Is the computer able to
  * access the url?"); node:http's do ("connect ECONNREFUSED 127.0.0.1:8080"). The outbox and
  * `collect` show the reason to the owner, who needs the address: it is put in front, the code kept.
+ * Bun's advice to a programmer ("For more information, pass `verbose: true` in the second
+ * argument to fetch()") is dropped: the owner cannot follow it.
  */
 function withAddress(err: unknown, url: string): unknown {
   const code = (err as NodeJS.ErrnoException)?.code;
   if (typeof code !== "string") return err;
-  const reason = String((err as Error).message ?? "").replace(new RegExp(`^${code}: `), "");
+  const reason = String((err as Error).message ?? "")
+    .replace(new RegExp(`^${code}: `), "")
+    .replace(/\.?\s*For more information, pass `verbose: true`.*$/s, "");
   return Object.assign(new Error(`${new URL(url).host}: ${reason}`, { cause: err }), { code });
 }
 

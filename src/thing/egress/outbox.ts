@@ -225,7 +225,14 @@ export class OutboxDrainer {
     const status = "status" in outcome ? outcome.status : undefined;
     if (outcome.kind === "sent") log.info("egress.sent", { ...fields, status });
     else if (outcome.kind === "rejected") log.warn("egress.rejected", { ...fields, status, error: outcome.error });
-    else log.warn("egress.retry_later", { ...fields, status, error: outcome.error, retryAfterSeconds: retryAfterSecondsOf(outcome) });
+    else
+      log.warn("egress.retry_later", {
+        ...fields,
+        status,
+        error: outcome.error,
+        retryAfterSeconds: retryAfterSecondsOf(outcome),
+        mayHaveArrived: outcome.mayHaveArrived,
+      });
     return { kind: outcome.kind, retryAfterMs: outcome.kind === "retry" ? outcome.retryAfterMs : undefined };
   }
 
