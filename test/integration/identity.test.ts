@@ -23,7 +23,7 @@ import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
-import { issueThingCertificate } from "../../src/crypto/x509.ts";
+import { issueServerCertificate, issueThingCertificate } from "../../src/crypto/x509.ts";
 import { FlashlexSDK } from "../../src/sdk/index.ts";
 import { binaryPath, run, start } from "../support/binary.ts";
 import { type Issued, makeIntermediate, makeLeaf, makeRoot } from "../support/chains.ts";
@@ -310,6 +310,45 @@ describe("a broker address that is wrong: bootstrap's fix says which way", () =>
     } finally {
       thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = broker.port));
       await https.stop(true);
+    }
+  }, 90_000);
+});
+
+describe("a broker certificate the device's clock does not accept: the fix says the clock", () => {
+  test("a broker whose certificate expired, and one not valid yet: bootstrap's FAIL and serve's mqtt.error hint at the clock and NTP", async () => {
+    const day = 86_400_000;
+    const certificates = [
+      {
+        made: await issueServerCertificate(thing.pki.ca, { commonName: "127.0.0.1", notBefore: new Date(Date.now() - 10 * day), days: 3 }),
+        fix: /has expired by this device's clock: if the clock is wrong, set it \(enable NTP/,
+      },
+      {
+        made: await issueServerCertificate(thing.pki.ca, { commonName: "127.0.0.1", notBefore: new Date(Date.now() + 2 * day), days: 30 }),
+        fix: /is not valid yet by this device's clock, which is probably behind/,
+      },
+    ];
+    try {
+      for (const { made, fix } of certificates) {
+        const server = Bun.serve({ hostname: "127.0.0.1", port: 0, tls: { cert: made.certPem, key: made.keyPem }, fetch: () => new Response("") });
+        try {
+          thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = server.port));
+          const boot = await run(["bootstrap", ...thing.flags, "--json"], { timeoutMs: 40_000 });
+          const connect = failedChecks(JSON.parse(boot.stdout)).find((c) => c.name === "mutual-TLS connect");
+          expect(connect?.fix).toMatch(fix);
+          const serve = start(["serve", ...thing.flags]);
+          try {
+            await serve.waitFor(/WARN\s+mqtt\.error .* hint=/, 15_000);
+            expect(serve.output()).toContain(`hint="${connect?.fix}"`);
+          } finally {
+            await serve.stop();
+          }
+          tally("badInputs");
+        } finally {
+          await server.stop(true);
+        }
+      }
+    } finally {
+      thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = broker.port));
     }
   }, 90_000);
 });

@@ -8,6 +8,7 @@
  * - a connection the broker refuses (CONNACK 5, a revoked thing): one WARN saying what it means
  *   and what to do, then the longest backoff each time;
  * - a broker that is down: one WARN per failed connect, however often the error is passed on;
+ *   one that goes away after a connection: no hint to change the address that worked;
  * - a broker that refuses the thing's certificate with nothing but a close: one WARN saying so.
  */
 import { afterAll, describe, expect, test } from "bun:test";
@@ -159,6 +160,27 @@ describe("the broker will not have the session", () => {
       rmSync(thing.dir, { recursive: true, force: true });
     }
   }, 30_000);
+
+  test("a broker that goes away after a connection: the retries say what failed, with no hint to change the settings that worked", async () => {
+    const thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
+    const broker = await startBrokerFor(thing);
+    const serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/mqtt\.connected/, 20_000);
+      await broker.stop();
+      await serve.waitFor(/(WARN +mqtt\.error [^\n]*ECONNREFUSED[\s\S]*){3}/, 20_000);
+      tally("faults");
+      const errors = serve
+        .output()
+        .split("\n")
+        .filter((line) => / WARN +mqtt\.error /.test(line));
+      expect(errors.length).toBeGreaterThanOrEqual(3);
+      for (const line of errors) expect(line).not.toContain("hint=");
+    } finally {
+      expect(await serve.stop()).toBe(0);
+      rmSync(thing.dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 
   test("a subscription the hub's broker refuses: ERROR naming the topic and the key to fix, and the longest backoff", async () => {
     binaryPath();

@@ -97,6 +97,8 @@ export class ThingSession extends EventEmitter {
   private refusedWith: number | undefined;
   /** this connection got its CONNACK */
   private accepted = false;
+  /** a connection was accepted since start: the address settings work (connectFailureHint) */
+  private connectedBefore = false;
   /** an error was reported since the last close */
   private erredSinceClose = false;
   /** a close before CONNACK without an error was told (mqtt.closed_before_connack), until a connection is accepted */
@@ -227,6 +229,7 @@ export class ThingSession extends EventEmitter {
       this.lastError = undefined;
       this.refusedWith = undefined;
       this.accepted = true;
+      this.connectedBefore = true;
       this.silentCloseTold = false;
       this.hintsTold.clear();
       log.info("mqtt.connected", { broker: this.brokerName(), sessionPresent: connack.sessionPresent });
@@ -273,7 +276,7 @@ export class ThingSession extends EventEmitter {
       }
       // While stopping, a broker that closes first makes a reset we asked for: not worth a WARN.
       // A cause-specific fix (a wrong port, a wrong name) rides on the first such line, not on every retry.
-      const hint = this.accepted ? undefined : connectFailureHint(err, this.options.config);
+      const hint = this.accepted ? undefined : connectFailureHint(err, this.options.config, this.connectedBefore);
       const told = hint !== undefined && this.hintsTold.has(hint);
       if (hint) this.hintsTold.add(hint);
       (this.stopping ? log.debug : log.warn)("mqtt.error", { error: describeError(err), hint: told ? undefined : hint });
