@@ -47,6 +47,7 @@ import { CertificateRenewer } from "./renewal/renewer.ts";
 import type { ThingConfig } from "./settings.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "./store/message-store.ts";
 import { openThingStore } from "./store/open.ts";
+import { unackedWatch } from "./store/unacked-watch.ts";
 import { startUpdater } from "./update/updater.ts";
 
 export interface AgentOptions {
@@ -78,7 +79,6 @@ export interface RunningAgent {
 
 /** Pause between the messages of the guide's `basicPubsub` and `test` threads. */
 const THREAD_INTERVAL_MS = 5000;
-const UNACKED_WARNING = 10_000;
 
 /**
  * `serve`: starts the agent's parts in order (the single-serve lock, the database, the MQTT
@@ -294,14 +294,16 @@ function requirePubsubTopic(config: ThingConfig): string {
 
 function startExpiry(store: MessageStore, expireSeconds: number, log: Logger): ReturnType<typeof setInterval> {
   let rejectedShown = 0;
+  const backlog = unackedWatch(store);
   const sweep = () => {
     // A sweep that fails (a locked or full disk) is logged and tried at the next tick; it must
     // not take serve down with it.
     try {
       const removed = store.expire(Date.now(), expireSeconds);
       if (removed.ingress || removed.outbox) log.info("store.expired", { ...removed });
-      if (store.countUnacked(UNACKED_WARNING) >= UNACKED_WARNING) {
-        log.warn("store.unacked_growing", { unacked: store.countUnacked(), hint: "acknowledge with `flashlex messages ack` or serve --exec" });
+      const unacked = backlog(Date.now());
+      if (unacked !== undefined) {
+        log.warn("store.unacked_growing", { unacked, hint: "acknowledge with `flashlex messages ack` or serve --exec; said again hourly while it lasts" });
       }
       const rejected = store.countRejected();
       if (rejected > rejectedShown) {
