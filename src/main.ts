@@ -191,11 +191,27 @@ export async function main(argv: string[]): Promise<number> {
       cli.outputHelp();
       return ExitCode.OK;
     }
+    if (spec) refuseExtraArguments(spec, cli.args);
     cli.runMatchedCommand();
     return (await result) ?? ExitCode.OK;
   } catch (err) {
     return report(err);
   }
+}
+
+/**
+ * A word past what `spec` takes, said with the command and what it does take (cac says only
+ * "Unused args: `x`"): `hub update --to 2.0.0 pump-1` names the flag the thing belongs to.
+ */
+function refuseExtraArguments(spec: CommandSpec, args: readonly string[]): void {
+  const taken = spec.args?.split(/\s+/).filter(Boolean) ?? [];
+  if (taken.some((arg) => arg.includes("..."))) return;
+  const extra = args.slice(taken.length);
+  if (!extra.length) return;
+  const takes = taken.length ? `takes ${taken.join(" ")}` : "takes no arguments";
+  throw new UsageError(
+    `${spec.name} ${takes}, so ${JSON.stringify(extra[0])} is one too many${extra.length > 1 ? ` (of ${extra.length})` : ""}: a value goes after its flag; see flashlex ${spec.name} --help`,
+  );
 }
 
 /**
