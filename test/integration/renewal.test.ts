@@ -24,6 +24,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
 import { describeCertificate } from "../../src/crypto/certificate-info.ts";
+import { readCsr } from "../../src/crypto/csr.ts";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { createCertificateAuthority, issueThingCertificate } from "../../src/crypto/x509.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
@@ -172,6 +173,45 @@ describe("renewal", () => {
     }
     const again = await serve();
     expect(await again.stop()).toBe(0);
+  }, 90_000);
+
+  test("a hub that refuses the renewal for a while: each retry sends the key the first attempt staged (it made and wrote a new key every time), and that key is the one installed", async () => {
+    const hubApi = `http://127.0.0.1:${hub.apiPort}`;
+    const asked: string[] = [];
+    const proxy = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      async fetch(request) {
+        const url = new URL(request.url);
+        const body = request.method === "POST" ? await request.text() : undefined;
+        if (body !== undefined && url.pathname.endsWith("/certificate")) {
+          asked.push((await readCsr(JSON.parse(body).csr)).publicKeyPem);
+          if (asked.length <= 2) return Response.json({ message: "the hub is busy" }, { status: 503 });
+        }
+        return fetch(`${hubApi}${url.pathname}${url.search}`, { method: request.method, headers: request.headers, body: body ?? request.body });
+      },
+    });
+    const configFile = join(dir, "config.yml");
+    const original = readFileSync(configFile, "utf8");
+    const config = parseDocument(original);
+    config.setIn(["flashlex", "app", "api", "endpoint"], `http://127.0.0.1:${proxy.port}`);
+    writeFileSync(configFile, config.toString());
+    try {
+      const agent = await serve();
+      try {
+        await hub.flashlex(["hub", "thing", "rotate", name, "--dir", hub.dir]);
+        await agent.waitFor(/renewal\.committed/, 45_000);
+        expect(asked.length).toBeGreaterThanOrEqual(3);
+        expect(new Set(asked).size).toBe(1);
+        expect(createPublicKey(readFileSync(keyFile)).export({ type: "spki", format: "pem" })).toBe(asked[0]!);
+        expect(agent.output()).toMatch(/renewal\.started .*key="the one staged by the last attempt"/);
+      } finally {
+        expect(await agent.stop()).toBe(0);
+      }
+    } finally {
+      writeFileSync(configFile, original);
+      proxy.stop(true);
+    }
   }, 90_000);
 
   for (const step of ["key-staged", "cert-staged", "previous-saved", "cert-swapped", "key-swapped", "committed"]) {

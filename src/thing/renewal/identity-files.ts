@@ -76,6 +76,17 @@ export function stageKey(paths: IdentityPaths, keyPem: string): void {
   faultPoint("key-staged");
 }
 
+/**
+ * The key step 1 staged for an attempt that did not get its certificate (the hub away, or a
+ * refusal), for the next attempt of the same serve to use again: a retry then makes no new key
+ * (seconds of CPU for RSA on a small board) and writes nothing. Undefined when there is none or
+ * the file holds no key. (At start, `recoverIdentityFiles` drops a lone staged key.)
+ */
+export function stagedKey(paths: IdentityPaths): string | undefined {
+  const file = next(paths.privateKey);
+  return keySpki(file) ? readFileSync(file, "utf8") : undefined;
+}
+
 /** Steps 2 to 5: the new certificate staged, the current pair saved, then swapped in: certificate first, key last. */
 export function installStaged(paths: IdentityPaths, certPem: string, publicKeyPem?: string): void {
   writeFileDurably(next(paths.cert), certPem, 0o644);

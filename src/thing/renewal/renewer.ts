@@ -26,7 +26,7 @@ import { type HubClock, sendWithHubTime } from "../egress/hub-clock.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingSession } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";
-import { commitRenewal, type IdentityPaths, installStaged, renewalPending, revertRenewal, stageKey } from "./identity-files.ts";
+import { commitRenewal, type IdentityPaths, installStaged, renewalPending, revertRenewal, stagedKey, stageKey } from "./identity-files.ts";
 
 /** The fraction of a certificate's lifetime after which the agent renews it. */
 export const RENEW_AT_FRACTION = 2 / 3;
@@ -242,13 +242,15 @@ export class CertificateRenewer {
   /** A renewal, steps 1 to 5 of identity-files.ts, then the session reconnects with the new pair. */
   private async renew(why: string): Promise<void> {
     const { identity, log } = this.deps;
-    log.info("renewal.started", { thing: identity.thingName, why });
-    const keys = await generateThingKeyPair(thingKeyTypeOf(identity.privateKey));
-    stageKey(this.paths, keys.privateKeyPem);
+    // a retry sends the key its failed attempt staged: the hub may even have seen it already
+    const staged = stagedKey(this.paths);
+    log.info("renewal.started", { thing: identity.thingName, why, key: staged ? "the one staged by the last attempt" : "new" });
+    const privateKeyPem = staged ?? (await generateThingKeyPair(thingKeyTypeOf(identity.privateKey))).privateKeyPem;
+    if (!staged) stageKey(this.paths, privateKeyPem);
     // Loaded only for a renewal (every few weeks): the X.509 library it builds the CSR with is
     // the largest part of serve's heap otherwise (bench row 5, idle RSS).
     const { createCsr, publicKeyPemOf } = await import("../../crypto/csr.ts");
-    const csr = await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: identity.thingName });
+    const csr = await createCsr({ privateKeyPem, commonName: identity.thingName });
     const answer = await this.request("POST", { csr });
     if (answer.status !== 200) throw new Error(`the hub refused the renewal (${answer.status}): ${answer.message}`);
     const certPem = answer.result?.certificate;
@@ -257,9 +259,9 @@ export class CertificateRenewer {
     const cert = new X509Certificate(certPem);
     if (!cert.verify(new X509Certificate(identity.caPem).publicKey)) throw new Error("the renewed certificate is not signed by the thing's root CA");
     if (describeCertificate(certPem).subjectCN !== identity.thingName) throw new Error("the renewed certificate names another thing");
-    if (!spkiDer(cert.publicKey).equals(spkiDer(normalisePrivateKey(Buffer.from(keys.privateKeyPem)).key)))
+    if (!spkiDer(cert.publicKey).equals(spkiDer(normalisePrivateKey(Buffer.from(privateKeyPem)).key)))
       throw new Error("the renewed certificate is not for the new key");
-    installStaged(this.paths, certPem, publicKeyPemOf(keys.privateKeyPem));
+    installStaged(this.paths, certPem, publicKeyPemOf(privateKeyPem));
     this.switchTo(this.deps.reload(), "renewed");
     log.info("renewal.installed", { thing: identity.thingName, notAfter: describeCertificate(certPem).notAfter.toISOString() });
   }
