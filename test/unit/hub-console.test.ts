@@ -524,6 +524,21 @@ describe("a live view lives no longer than what let it open", () => {
     on.close();
   });
 
+  test("an open stream does not keep its sign-in alive: it ends once the session was not used for the idle time", async () => {
+    const on = fastApi();
+    const browser = await signIn();
+    const stream = await watch(on, browser);
+    try {
+      clock += 30_000;
+      await Bun.sleep(300); // several looks at the session, half-way through its idle time
+      clock += 31_000; // 61 s since the sign-in, its last use
+      await within(2000, stream.ended);
+    } finally {
+      clock = Date.now();
+      on.close();
+    }
+  });
+
   test("a thing's stream carries only that thing's messages, by id, and ends when the thing is deleted (one made again under its name is another)", async () => {
     const on = fastApi();
     const browser = await signIn();

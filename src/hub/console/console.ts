@@ -469,7 +469,9 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
         const stream = live.open(thing, ctx.request.signal, {
           sessionId: ctx.sessionId,
           // the cookie's session still live and its token still valid (a rotation elsewhere), the thing not deleted
-          stillAllowed: async () => (await sessionOf(ctx.request, ctx.secure)) !== undefined && (!thing || (await things.get(thing.id)) !== undefined),
+          // (a look, not a use: an open page does not keep an idle sign-in alive)
+          stillAllowed: async () =>
+            (await sessionOf(ctx.request, ctx.secure, { touch: false })) !== undefined && (!thing || (await things.get(thing.id)) !== undefined),
         });
         if (!stream) throw new HttpError(503, "Too many live views are open; try again later.", { "Retry-After": "30" });
         return respond(stream, 200, { "Content-Type": "text/event-stream; charset=utf-8", "X-Accel-Buffering": "no" });
@@ -491,9 +493,9 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
   }
 
   /** The session this request's cookie names, if it is live and its token still valid. */
-  async function sessionOf(request: Request, secure: boolean): Promise<{ id: string; session: ConsoleSession } | undefined> {
+  async function sessionOf(request: Request, secure: boolean, options: { touch?: boolean } = {}): Promise<{ id: string; session: ConsoleSession } | undefined> {
     const id = readCookie(request, sessionCookieName(secure));
-    const session = await sessions.get(id);
+    const session = await sessions.get(id, options);
     if (!id || !session) return undefined;
     // A rotation in another process or hub deleted the sessions; this also catches a token that
     // stopped working another way (a CLI token's expiry) at the session's next request.

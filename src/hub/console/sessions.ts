@@ -109,8 +109,12 @@ export class ConsoleSessions {
     return { id, session: { token, csrf: csrfOf(id), createdAt: at, lastUsedAt: at } };
   }
 
-  /** The live session with this id (its last use set to now), or undefined; an expired one is ended. */
-  async get(id: string | undefined): Promise<ConsoleSession | undefined> {
+  /**
+   * The live session with this id, or undefined; an expired one is ended. Its last use is set to
+   * now unless `touch` is false: a live view's look at its session is not a use, or a page left
+   * open on an unattended screen would keep the sign-in past its idle time.
+   */
+  async get(id: string | undefined, options: { touch?: boolean } = {}): Promise<ConsoleSession | undefined> {
     if (!id) return undefined;
     const key = hashId(id);
     const row = await this.store.consoleSession(key);
@@ -121,6 +125,7 @@ export class ConsoleSessions {
       await this.store.deleteConsoleSession(key);
       return undefined;
     }
+    if (options.touch === false) return { token, csrf: csrfOf(id), createdAt: row.createdAt, lastUsedAt: row.lastUsedAt };
     if (at - row.lastUsedAt >= this.touchEveryMs) await this.store.touchConsoleSession(key, at);
     return { token, csrf: csrfOf(id), createdAt: row.createdAt, lastUsedAt: at };
   }
