@@ -101,6 +101,34 @@ export function jsonNestingDepth(text: string, stopAbove = Number.POSITIVE_INFIN
   return max;
 }
 
+/**
+ * The first member name a JSON object `text` gives twice at its top level, or undefined.
+ * `JSON.parse` keeps the last of two members with one name without a word (RFC 8259 §4 leaves
+ * it to the parser), so a request body's field given twice would silently lose its first value.
+ * `text` must be valid JSON whose top level is an object (call it after `JSON.parse`); one pass,
+ * names inside nested values are not looked at.
+ */
+export function repeatedTopLevelName(text: string): string | undefined {
+  const names = new Set<string>();
+  let depth = 0;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c === 0x22 /* " */) {
+      const start = i;
+      for (i++; text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c /* \ */) i++;
+      if (depth !== 1) continue;
+      let next = i + 1;
+      while (/\s/.test(text[next] ?? "")) next++;
+      if (text[next] !== ":") continue; // a string value, not a member name
+      const name = JSON.parse(text.slice(start, i + 1)) as string;
+      if (names.has(name)) return name;
+      names.add(name);
+    } else if (c === 0x5b /* [ */ || c === 0x7b /* { */) depth++;
+    else if (c === 0x5d /* ] */ || c === 0x7d /* } */) depth--;
+  }
+  return undefined;
+}
+
 export interface JsonDocumentLimits {
   /** largest size in UTF-8 bytes; default DEFAULT_PAYLOAD_LIMIT_BYTES */
   maxBytes?: number;

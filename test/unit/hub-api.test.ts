@@ -381,6 +381,24 @@ describe("WWW-Authenticate on a refused thing token (RFC 6750 §3)", () => {
 });
 
 describe("operator routes", () => {
+  test("a request body giving a field twice is a 400 naming it (JSON.parse kept the last without a word); a message's own members are the sender's", async () => {
+    const send = (path: string, body: string) =>
+      operator(path, { method: "POST", headers: { "Content-Type": "application/json" }, body }).then(async (r) => ({
+        status: r.status,
+        said: ((await r.json()) as any).messages?.[0]?.value,
+      }));
+    const twice = (field: string) => ({ status: 400, said: `the body gives the field "${field}" more than once; give it once` });
+    expect(await send("/things", '{"name":"dup","name" : "dup2"}')).toEqual(twice("name"));
+    expect(await send("/enroll-tokens", '{"maxUses":50,"maxUses":1}')).toEqual(twice("maxUses"));
+    expect(await send(`/things/${thing.id}/publish`, '{"message":{"go":1},\n "message":{"go":2}}')).toEqual(twice("message"));
+    expect(await send("/publish", `{"things":["${thing.id}"],"message":1,"things":["${thing.id}"]}`)).toEqual(twice("things"));
+    // escapes name the same field: "n\u0061me" is "name"
+    expect(await send("/things", '{"name":"a","n\\u0061me":"b"}')).toEqual(twice("name"));
+    // repeated names inside the message, or a string value that looks like a name, are not the body's fields
+    expect((await send(`/things/${thing.id}/publish`, '{"message":{"a":1,"a":2,"b":["message",{"message":0}]}}')).status).toBe(200);
+    expect((await collect({ token: await signThingToken({ thingId: thing.id, privateKey: thingKey }), body: '{"a":1,"a":2}' })).status).toBe(200);
+  });
+
   test("need the access token", async () => {
     for (const [path, method] of [
       ["/things", "GET"],

@@ -139,6 +139,17 @@ describe("enrolment tokens over the API", () => {
     expect(JSON.stringify(listed.body)).not.toContain(token);
     expect(listed.body.result[0]).toMatchObject({ id: created.body.result.id, state: "active", maxUses: 2, namePrefix: "s-" });
     expect((await asOperator("/enroll-tokens", "POST", { expires: "forever" })).status).toBe(400);
+    // a field of the wrong type is named: null made a token for names starting with "null", and null uses one use
+    for (const [body, said] of [
+      [{ namePrefix: null }, 'namePrefix must be a text such as "kitchen-"'],
+      [{ namePrefix: 123 }, 'namePrefix must be a text such as "kitchen-"'],
+      [{ namePrefix: ["ab"] }, 'namePrefix must be a text such as "kitchen-"'],
+      [{ maxUses: null }, "maxUses must be a number of uses such as 10"],
+      [{ maxUses: "2" }, "maxUses must be a number of uses such as 10"],
+    ] as const) {
+      const refused = await asOperator("/enroll-tokens", "POST", body);
+      expect({ body, status: refused.status, said: refused.body.messages[0].value }).toEqual({ body, status: 400, said });
+    }
     // a field the body does not take is named, not ignored ({"maxuses": 5} made a one-use token)
     const misspelt = await asOperator("/enroll-tokens", "POST", { maxuses: 5 });
     expect({ status: misspelt.status, said: misspelt.body.messages[0].value }).toEqual({

@@ -12,6 +12,7 @@ import {
   jsonNestingDepth,
   MAX_JSON_DEPTH,
   parseJsonDocument,
+  repeatedTopLevelName,
   stringifyJsonValue,
 } from "../../src/protocol/limits.ts";
 import { InputError } from "../../src/shared/errors.ts";
@@ -261,5 +262,27 @@ describe("stringifyJsonValue", () => {
     // an object met twice (not a cycle) is written twice, as JSON.stringify does
     const shared = { x: 1 };
     expect(stringifyJsonValue({ p: shared, q: [shared] })).toBe('{"p":{"x":1},"q":[{"x":1}]}');
+  });
+});
+
+describe("repeatedTopLevelName", () => {
+  test("finds a top-level member name given twice, whatever the values, spacing and escapes; never one inside a value", () => {
+    const name = fc.string({ maxLength: 8 });
+    fc.assert(
+      fc.property(fc.dictionary(name, fc.jsonValue({ maxDepth: 3 })), fc.jsonValue({ maxDepth: 3 }), fc.boolean(), (members, value, spaced) => {
+        const text = JSON.stringify(members, null, spaced ? 2 : undefined);
+        // every name once: nothing found, whatever the values hold (their own repeated names too)
+        expect(repeatedTopLevelName(text)).toBeUndefined();
+        const names = Object.keys(members);
+        if (!names.length) return;
+        const again = names[names.length - 1]!;
+        // a plain name is written again with one letter escaped: the same name to JSON
+        const plain = /^[a-z0-9 _-]*$/.test(again);
+        const escaped = plain ? JSON.stringify(again).replace(/[a-z]/, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`) : JSON.stringify(again);
+        const repeated = `${text.slice(0, text.lastIndexOf("}"))}${spaced ? ",\n  " : ","}${escaped} : ${JSON.stringify(value)}}`;
+        expect(repeatedTopLevelName(repeated)).toBe(again);
+      }),
+      { numRuns: 300 },
+    );
   });
 });

@@ -4,7 +4,7 @@
  * This is the HTTP edge of the error taxonomy: `errorToResponse` gives every kind its status.
  */
 
-import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
+import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument, repeatedTopLevelName } from "../../protocol/limits.ts";
 import type { ErrorKind } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { pullStream } from "../../shared/pull-stream.ts";
@@ -274,8 +274,10 @@ async function discardRest(reader: Pick<ReadableStreamDefaultReader<Uint8Array>,
  * Parses a JSON body within the protocol's limits (src/protocol/limits.ts): not valid UTF-8,
  * blank, not JSON, or nested deeper than `maxDepth` is a 400; over `maxBytes` a 413 (normally
  * caught earlier by readBodyLimited). The depth is checked before any recursive parsing.
+ * `fields`: the body is a request's fields (not a message, which is stored as the sender wrote
+ * it), so a top-level object giving one field twice is a 400 naming it, as a form's is.
  */
-export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; maxBytes?: number } = {}): unknown {
+export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; maxBytes?: number; fields?: boolean } = {}): unknown {
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
@@ -283,8 +285,9 @@ export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; ma
     throw new HttpError(400, "the body is not valid UTF-8");
   }
   if (text.trim() === "") throw new HttpError(400, "the body is empty; send a JSON document");
+  let body: unknown;
   try {
-    return parseJsonDocument(text, { maxDepth: limits.maxDepth ?? MAX_JSON_DEPTH, maxBytes: limits.maxBytes ?? bytes.byteLength, source: "the body" });
+    body = parseJsonDocument(text, { maxDepth: limits.maxDepth ?? MAX_JSON_DEPTH, maxBytes: limits.maxBytes ?? bytes.byteLength, source: "the body" });
   } catch (err) {
     if (!(err instanceof JsonDocumentError)) throw err;
     if (err.problem === "too_large") throw new HttpError(413, err.message);
@@ -298,6 +301,11 @@ export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; ma
     // not JSON (its message names the line and column), or a number JSON here cannot hold
     throw new HttpError(400, err.message);
   }
+  if (limits.fields && body !== null && typeof body === "object" && !Array.isArray(body)) {
+    const twice = repeatedTopLevelName(text);
+    if (twice !== undefined) throw new HttpError(400, `the body gives the field ${JSON.stringify(twice.slice(0, 40))} more than once; give it once`);
+  }
+  return body;
 }
 
 /**

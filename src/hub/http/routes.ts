@@ -139,9 +139,9 @@ export function createHubApi(deps: HubApiDeps): HubApi {
    * and MAX_JSON_DEPTH levels of nesting (400), plus `extraDepth` for a body that wraps the
    * message (publish).
    */
-  async function jsonBody(request: Request, extraDepth = 0, maxBytes = limit): Promise<unknown> {
+  async function jsonBody(request: Request, extraDepth = 0, maxBytes = limit, fields = false): Promise<unknown> {
     requireJsonContentType(request);
-    return parseJsonBody(await readBodyLimited(request, maxBytes), { maxBytes, maxDepth: MAX_JSON_DEPTH + extraDepth });
+    return parseJsonBody(await readBodyLimited(request, maxBytes), { maxBytes, maxDepth: MAX_JSON_DEPTH + extraDepth, fields });
   }
 
   async function collect({ request, id }: Context): Promise<Response> {
@@ -179,7 +179,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   async function publish({ request, id }: Context): Promise<Response> {
     const thing = await thingOr404(id);
     // the body as written may be up to publishTextLimit; the message itself is held to the limit (Messages.send)
-    const body = await jsonBody(request, ENVELOPE_DEPTH, publishTextLimit(limit));
+    const body = await jsonBody(request, ENVELOPE_DEPTH, publishTextLimit(limit), true);
     if (body === null || typeof body !== "object" || Array.isArray(body) || !("message" in body)) {
       throw new HttpError(400, 'the body must be {"message": ...}');
     }
@@ -194,7 +194,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   async function publishToMany({ request }: Context): Promise<Response> {
     requireJsonContentType(request);
     const maxBytes = fanOutBodyLimit(limit);
-    const body = parseJsonBody(await readBodyLimited(request, maxBytes), { maxBytes, maxDepth: MAX_JSON_DEPTH + ENVELOPE_DEPTH });
+    const body = parseJsonBody(await readBodyLimited(request, maxBytes), { maxBytes, maxDepth: MAX_JSON_DEPTH + ENVELOPE_DEPTH, fields: true });
     if (body === null || typeof body !== "object" || Array.isArray(body) || !("message" in body) || !("things" in body)) {
       throw new HttpError(400, 'the body must be {"things": [<thing id>, ...], "message": ...}');
     }
@@ -254,7 +254,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     requireJsonContentType(request);
     const bytes = await readBodyLimited(request, ENROL_BODY_LIMIT);
     if (optional && new TextDecoder().decode(bytes).trim() === "") return {};
-    const body = parseJsonBody(bytes, { maxBytes: ENROL_BODY_LIMIT, maxDepth: 4 });
+    const body = parseJsonBody(bytes, { maxBytes: ENROL_BODY_LIMIT, maxDepth: 4, fields: true });
     if (body === null || typeof body !== "object" || Array.isArray(body)) throw new HttpError(400, "the body must be a JSON object");
     onlyFields(body as Record<string, unknown>, fields);
     return body as Record<string, unknown>;
@@ -300,11 +300,10 @@ export function createHubApi(deps: HubApiDeps): HubApi {
           const body = await smallJsonObject(request, ["maxUses", "expires", "namePrefix"], { optional: true });
           const lifetimeMs = body.expires === undefined ? undefined : typeof body.expires === "string" ? parseDuration(body.expires) : undefined;
           if (body.expires !== undefined && lifetimeMs === undefined) throw new HttpError(400, "expires must be a duration such as 24h or 7d");
-          const created = await enrolment.tokens.create({
-            maxUses: body.maxUses === undefined ? undefined : (body.maxUses as number),
-            lifetimeMs,
-            namePrefix: body.namePrefix === undefined ? undefined : String(body.namePrefix),
-          });
+          // null is not "absent": `String(null)` made a token for names starting with "null"
+          if (body.maxUses !== undefined && typeof body.maxUses !== "number") throw new HttpError(400, "maxUses must be a number of uses such as 10");
+          if (body.namePrefix !== undefined && typeof body.namePrefix !== "string") throw new HttpError(400, 'namePrefix must be a text such as "kitchen-"');
+          const created = await enrolment.tokens.create({ maxUses: body.maxUses, lifetimeMs, namePrefix: body.namePrefix });
           log.info("hub.enroll_token_created", { id: created.record.id, maxUses: created.record.maxUses });
           return ok({ ...enrolmentTokenJson({ ...created.record, state: "active" }), token: created.token }, "Enrolment token created.", 201);
         },
@@ -365,7 +364,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       POST: {
         caller: "operator",
         async handle({ request }) {
-          const body = await jsonBody(request);
+          const body = await jsonBody(request, 0, limit, true);
           if (body !== null && typeof body === "object" && !Array.isArray(body)) onlyFields(body as Record<string, unknown>, ["name", "keyType"]);
           const { name, keyType } =
             body !== null && typeof body === "object" ? (body as { name?: unknown; keyType?: unknown }) : { name: undefined, keyType: undefined };
