@@ -175,9 +175,10 @@ describe("renewal", () => {
     expect(await again.stop()).toBe(0);
   }, 90_000);
 
-  test("a hub that refuses the renewal for a while: each retry sends the key the first attempt staged (it made and wrote a new key every time), and that key is the one installed", async () => {
+  test("a hub that refuses the renewal for a while: each retry of a renewal due by time sends the key the first attempt staged (it made and wrote a new key every time); one the hub asked for makes a new key every time", async () => {
     const hubApi = `http://127.0.0.1:${hub.apiPort}`;
     const asked: string[] = [];
+    let refuse = 0;
     const proxy = Bun.serve({
       hostname: "127.0.0.1",
       port: 0,
@@ -186,7 +187,7 @@ describe("renewal", () => {
         const body = request.method === "POST" ? await request.text() : undefined;
         if (body !== undefined && url.pathname.endsWith("/certificate")) {
           asked.push((await readCsr(JSON.parse(body).csr)).publicKeyPem);
-          if (asked.length <= 2) return Response.json({ message: "the hub is busy" }, { status: 503 });
+          if (refuse-- > 0) return Response.json({ message: "the hub is busy" }, { status: 503 });
         }
         return fetch(`${hubApi}${url.pathname}${url.search}`, { method: request.method, headers: request.headers, body: body ?? request.body });
       },
@@ -196,15 +197,42 @@ describe("renewal", () => {
     const config = parseDocument(original);
     config.setIn(["flashlex", "app", "api", "endpoint"], `http://127.0.0.1:${proxy.port}`);
     writeFileSync(configFile, config.toString());
+    const installed = () => createPublicKey(readFileSync(keyFile)).export({ type: "spki", format: "pem" });
     try {
       const agent = await serve();
       try {
-        await hub.flashlex(["hub", "thing", "rotate", name, "--dir", hub.dir]);
+        // first whatever renewal is pending (a rotation an earlier test left unfinished), then the
+        // next, due by time (two thirds of the 30 s lifetime): two refusals, then the hub answers
         await agent.waitFor(/renewal\.committed/, 45_000);
+        let from = agent.output().length;
+        asked.length = 0;
+        refuse = 2;
+        await waitUntil(
+          "a renewal due by time committed",
+          () => /renewal\.committed/.test(agent.output().slice(from)),
+          45_000,
+          () => agent.output(),
+        );
         expect(asked.length).toBeGreaterThanOrEqual(3);
         expect(new Set(asked).size).toBe(1);
-        expect(createPublicKey(readFileSync(keyFile)).export({ type: "spki", format: "pem" })).toBe(asked[0]!);
-        expect(agent.output()).toMatch(/renewal\.started .*key="the one staged by the last attempt"/);
+        expect(installed()).toBe(asked[0]!);
+        expect(agent.output().slice(from)).toMatch(/renewal\.started .*why="two thirds of its lifetime passed" key="the one staged by the last attempt"/);
+        // asked by the hub, refused once: each attempt has a key of its own, none seen before
+        from = agent.output().length;
+        const before = asked[0]!;
+        asked.length = 0;
+        refuse = 1;
+        await hub.flashlex(["hub", "thing", "rotate", name, "--dir", hub.dir]);
+        await waitUntil(
+          "the rotation committed",
+          () => /renewal\.committed/.test(agent.output().slice(from)),
+          45_000,
+          () => agent.output(),
+        );
+        expect(asked.length).toBeGreaterThanOrEqual(2);
+        expect(new Set([before, ...asked]).size).toBe(asked.length + 1);
+        expect(installed()).toBe(asked.at(-1)!);
+        expect(agent.output().slice(from)).not.toContain("the one staged by the last attempt");
       } finally {
         expect(await agent.stop()).toBe(0);
       }
@@ -212,7 +240,7 @@ describe("renewal", () => {
       writeFileSync(configFile, original);
       proxy.stop(true);
     }
-  }, 90_000);
+  }, 120_000);
 
   for (const step of ["key-staged", "cert-staged", "previous-saved", "cert-swapped", "key-swapped", "committed"]) {
     test(`kill -9 after ${step}: the next serve connects, and disk and hub agree`, async () => {

@@ -80,7 +80,8 @@ export function stageKey(paths: IdentityPaths, keyPem: string): void {
  * The key step 1 staged for an attempt that did not get its certificate (the hub away, or a
  * refusal), for the next attempt of the same serve to use again: a retry then makes no new key
  * (seconds of CPU for RSA on a small board) and writes nothing. Undefined when there is none or
- * the file holds no key. (At start, `recoverIdentityFiles` drops a lone staged key.)
+ * the file holds no key. (At start, `recoverIdentityFiles` drops a lone staged key; a renewal the
+ * hub asked for does not ask for it: renewer.ts.)
  */
 export function stagedKey(paths: IdentityPaths): string | undefined {
   const file = next(paths.privateKey);

@@ -220,7 +220,7 @@ export class CertificateRenewer {
     }
     if (renewNow || this.now() >= dueAt) {
       try {
-        await this.renew(renewNow ? "asked by the hub" : "two thirds of its lifetime passed");
+        await this.renew(renewNow);
         this.failures = 0;
         this.failuresSinceExpiry = 0;
       } catch (err) {
@@ -239,11 +239,16 @@ export class CertificateRenewer {
     this.schedule(jittered(untilDue > 0 ? Math.min(this.checkMs, untilDue) : this.checkMs, 0.1));
   }
 
-  /** A renewal, steps 1 to 5 of identity-files.ts, then the session reconnects with the new pair. */
-  private async renew(why: string): Promise<void> {
+  /**
+   * A renewal, steps 1 to 5 of identity-files.ts, then the session reconnects with the new pair.
+   * One that is due by time sends the key a failed attempt staged, if any (a retry while the hub
+   * is away then makes no new key). One the hub asked for (`hub thing rotate`, as after a leak of
+   * the keys directory, which holds the staged key too) always makes a new key.
+   */
+  private async renew(askedByHub: boolean): Promise<void> {
     const { identity, log } = this.deps;
-    // a retry sends the key its failed attempt staged: the hub may even have seen it already
-    const staged = stagedKey(this.paths);
+    const why = askedByHub ? "asked by the hub" : "two thirds of its lifetime passed";
+    const staged = askedByHub ? undefined : stagedKey(this.paths);
     log.info("renewal.started", { thing: identity.thingName, why, key: staged ? "the one staged by the last attempt" : "new" });
     const privateKeyPem = staged ?? (await generateThingKeyPair(thingKeyTypeOf(identity.privateKey))).privateKeyPem;
     if (!staged) stageKey(this.paths, privateKeyPem);
