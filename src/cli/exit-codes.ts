@@ -70,7 +70,7 @@ export const EXIT_CODES_HELP = `Exit codes:
   74  I/O error: disk full, read-only file system, damaged database (the message names the file);
       serve: its database removed or replaced while it ran
   75  try again later: not delivered and nothing was queued (offlinePublishQueueing: 0, or N
-      messages already wait; when the hub did not answer, the line says it may have arrived),
+      messages already wait; when no answer came, the line says it may or may not have arrived),
       the database is busy, or another serve runs on this data directory;
       collect: serve stopped while it took the message (see \`outbox list\` whether it is queued)
   77  permission denied (install-service needs root)

@@ -45,8 +45,8 @@ export const FIRST_ATTEMPT_MS = 40_000;
  * limit; N > 0 lets at most N messages wait; 0 means no offline queueing at all. When the
  * attempt does not deliver and the message may not wait (0, or N already waiting), its row is
  * taken out again and a FlashlexError of kind try-later (exit 75) says that nothing was queued,
- * or, when the attempt was sent and not answered (DeliveryOutcome.mayHaveArrived), that the hub may
- * hold it, so sending it again may store it twice.
+ * or, when no answer came (DeliveryOutcome.mayHaveArrived), that it may or may not have arrived,
+ * so sending it again may store it twice.
  */
 export async function collect(deps: {
   store: MessageStore;
@@ -81,10 +81,12 @@ export async function collect(deps: {
       store.dropOutbox([messageId]);
       const rule =
         queueLimit === 0 ? "offlinePublishQueueing is 0 (no offline queueing)" : `${waiting} messages already wait (offlinePublishQueueing: ${queueLimit})`;
-      // sent and unanswered: the hub may hold it, and a retry is a new message with a new id
+      // No answer: whether the hub holds it is not known (the request may have gone before the
+      // answer was lost, or never left: a connect or TLS handshake that timed out looks the same),
+      // and a retry is a new message with a new id.
       if (outcome.mayHaveArrived) {
         throw new FlashlexError(
-          `no answer (${outcome.error}): message ${messageId} may have arrived, and ${rule}, so it was not queued; sending it again may store it twice`,
+          `no answer (${outcome.error}): message ${messageId} may or may not have arrived, and ${rule}, so it was not queued; sending it again may store it twice`,
           "try-later",
         );
       }
@@ -101,7 +103,7 @@ export async function collect(deps: {
   if (outcome.kind === "sent") return { messageId, outcome: "sent", status: outcome.status, body: outcome.body, recordError };
   if (outcome.kind === "rejected") return { messageId, outcome: "rejected", status: outcome.status, body: outcome.body, error: outcome.error, recordError };
   const error = outcome.mayHaveArrived
-    ? `${outcome.error}; it may have arrived, and goes again under the same message id, which the hub stores once`
+    ? `${outcome.error}; it may or may not have arrived, and goes again under the same message id, which the hub stores once`
     : outcome.error;
   return { messageId, outcome: "queued", status: outcome.status, error, recordError };
 }

@@ -16,8 +16,9 @@ export type DeliveryOutcome =
   /**
    * the receiver could not be reached, failed, or refused the thing (not the message); try again
    * later, not before `retryAfterMs` when the receiver said when (Retry-After). `mayHaveArrived`:
-   * the message was sent and no answer came (a timeout, a connection cut after the request, no
-   * PUBACK), so the receiver may have stored it; sent again under its message id, it is stored once
+   * no answer came and the request may have been sent (a timeout, a reset, no PUBACK: whether the
+   * connection or the TLS handshake had finished is not known), so the receiver may hold it; sent
+   * again under its message id, it is stored once
    */
   | { kind: "retry"; error: string; status?: number; retryAfterMs?: number; mayHaveArrived?: true };
 
