@@ -295,7 +295,12 @@ export const storeContract: ContractCase[] = [
       assert.match(refused[1]!, /schema version 4 is newer than this flashlex knows \(2\), and the flashlex that migrated it needs version 4 or later/);
       assert.equal(refused[2], refused[1]!.replace("knows (2)", "knows (3)"));
       assert.throws(() => open("bad.db", v2, 3), /readableFrom 3 is not a schema version from 1 to 2/);
-      return { widened, refused };
+      // a row that says readable over a table whose columns are not this version's (renamed by
+      // hand, or by a release that should have raised readableFrom): refused, not failing later
+      open("lying.db", v4, 2);
+      const lying = refusal("lying.db", v3);
+      assert.match(lying, /table a has columns \(id, value, w\), not those of schema version 3 \(id, v, w\) followed by new ones/);
+      return { widened, refused, lying };
     },
   },
   {

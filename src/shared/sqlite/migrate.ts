@@ -152,7 +152,20 @@ function checkSchema(db: SqlDatabase, latest: number, expectedAt: (version: numb
     const readableFrom = actual.has(COMPAT_TABLE)
       ? db.get<{ readable_from: number }>(`SELECT readable_from FROM ${COMPAT_TABLE} WHERE version = ?`, [version])?.readable_from
       : undefined;
-    if (typeof readableFrom === "number" && readableFrom <= latest) return;
+    if (typeof readableFrom === "number" && readableFrom <= latest) {
+      // Readable means widened: every table this binary knows keeps its columns, in their order,
+      // with any new ones after them (ALTER TABLE ADD COLUMN appends). Anything else would fail
+      // at the first statement that names a column, as an internal error, not as this 78.
+      for (const [table, columns] of expectedAt(latest)) {
+        const found = actual.get(table)!;
+        if (found.slice(0, columns.length).join(",") !== columns.join(",")) {
+          throw new ConfigError(
+            `${name}: table ${table} has columns (${found.join(", ")}), not those of schema version ${latest} (${columns.join(", ")}) followed by new ones, though its schema_compat row says version ${latest} may read it: changed by hand, or a flashlex that should have said otherwise; upgrade flashlex`,
+          );
+        }
+      }
+      return;
+    }
     const says = readableFrom === undefined ? "" : `, and the flashlex that migrated it needs version ${readableFrom} or later`;
     throw new ConfigError(
       `${name}: schema version ${version} is newer than this flashlex knows (${latest})${says}; upgrade flashlex (a rollback cannot go back past such a schema change)`,
