@@ -208,9 +208,10 @@ function refuseExtraArguments(spec: CommandSpec, args: readonly string[]): void 
   if (taken.some((arg) => arg.includes("..."))) return;
   const extra = args.slice(taken.length);
   if (!extra.length) return;
-  const takes = taken.length ? `takes ${taken.join(" ")}` : "takes no arguments";
+  // with nothing to take, the word is most likely a flag's value; else one too many of what it takes
+  const why = taken.length ? `takes ${taken.join(" ")}, one per run` : "takes no arguments: a value goes after its flag";
   throw new UsageError(
-    `${spec.name} ${takes}, so ${JSON.stringify(extra[0])} is one too many${extra.length > 1 ? ` (of ${extra.length})` : ""}: a value goes after its flag; see flashlex ${spec.name} --help`,
+    `${spec.name} ${why}, so ${JSON.stringify(extra[0])} is one too many${extra.length > 1 ? ` (of ${extra.length})` : ""}; see flashlex ${spec.name} --help`,
   );
 }
 
