@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
 import type { HubBroker } from "../../src/hub/broker/broker.ts";
+import { MAX_LIVE_VIEWS } from "../../src/hub/console/events.ts";
 import { escapeHtml, html } from "../../src/hub/console/html.ts";
 import { ConsoleSessions } from "../../src/hub/console/sessions.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
@@ -522,6 +523,27 @@ describe("a live view lives no longer than what let it open", () => {
     await within(2000, stream.ended);
     token = rotated;
     on.close();
+  });
+
+  test("200 live views at once, whatever else watches the feed (the metrics took one of the 200); the next is a 503", async () => {
+    const on = createHubApi({ ...hub, log: silentLogger, consoleSessions: sessions });
+    const stopMetrics = hub.feed.watch(() => {});
+    const browser = await signIn();
+    const views: AbortController[] = [];
+    const openOne = () => {
+      const view = new AbortController();
+      views.push(view);
+      return on.fetch(new Request(`${BASE}/events`, { headers: { Cookie: browser.cookie }, signal: view.signal }));
+    };
+    try {
+      for (let i = 0; i < MAX_LIVE_VIEWS; i++) expect((await openOne()).status).toBe(200);
+      const over = await openOne();
+      expect([over.status, over.headers.get("retry-after")]).toEqual([503, "30"]);
+    } finally {
+      for (const view of views) view.abort();
+      on.close();
+      stopMetrics();
+    }
   });
 
   test("an open stream does not keep its sign-in alive: it ends once the session was not used for the idle time", async () => {

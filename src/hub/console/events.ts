@@ -24,6 +24,9 @@ export const HEARTBEAT_MS = 4000;
 /** How often a stream asks whether it may go on (ms): the longest it outlives a session ended elsewhere. */
 export const RECHECK_MS = 12_000;
 
+/** The most live views open at once; more are refused (each is an open HTTP response). */
+export const MAX_LIVE_VIEWS = 200;
+
 /** Who a stream is for, and how it learns that it must end. */
 export interface LiveViewer {
   /** the console session that opened it: `endSession` of this id ends it */
@@ -43,7 +46,8 @@ export interface LiveStreams {
 
 /**
  * The streams above, fed by `deps.feed`; `heartbeatMs` and `recheckMs` (ms) default to HEARTBEAT_MS
- * and RECHECK_MS. How many may be open at once is the feed's limit on its watchers.
+ * and RECHECK_MS. At most MAX_LIVE_VIEWS are open at once (the feed's other watchers, the
+ * metrics, do not count).
  */
 export function liveStreams(deps: { feed: MessageFeed; things: Things; heartbeatMs?: number; recheckMs?: number }): LiveStreams {
   /** each open stream's end, with the session it belongs to */
@@ -52,6 +56,7 @@ export function liveStreams(deps: { feed: MessageFeed; things: Things; heartbeat
 
   return {
     open(thing, signal, viewer) {
+      if (open.size >= MAX_LIVE_VIEWS) return undefined;
       let end: () => void = () => {};
       let stopWatching: (() => void) | undefined;
       const stream = new ReadableStream<Uint8Array>({
@@ -74,10 +79,6 @@ export function liveStreams(deps: { feed: MessageFeed; things: Things; heartbeat
             if (e.type === "delivered") event("delivered", { id: e.flmessagespk, deliveredAt: isoUtc(e.at) });
             else event("message", { kind: e.type, message: messageView(e.message, e.thingName) });
           });
-          if (!stopWatching) {
-            controller.close();
-            return;
-          }
           let lastCheck = Date.now();
           const timer = setInterval(() => {
             if (Date.now() - lastCheck >= (deps.recheckMs ?? RECHECK_MS)) {
@@ -120,8 +121,7 @@ export function liveStreams(deps: { feed: MessageFeed; things: Things; heartbeat
           end();
         },
       });
-      // `start` ran synchronously: no watcher means the feed is full.
-      return stopWatching ? stream : undefined;
+      return stream;
     },
     endSession(sessionId) {
       for (const [end, id] of [...open]) if (id === sessionId) end();

@@ -21,19 +21,15 @@ export type FeedEvent =
 
 export type FeedListener = (event: FeedEvent) => void;
 
-/** The most watchers at once; more are refused (each is an open HTTP response). */
-export const MAX_FEED_WATCHERS = 200;
-
-/** The feed above: the use cases `publish`, the console's streams `watch` (at most MAX_FEED_WATCHERS). Never throws. */
+/**
+ * The feed above: the use cases `publish`; the console's streams, the metrics and the fleet feed
+ * `watch` (the console bounds its own streams: events.ts MAX_LIVE_VIEWS). Never throws.
+ */
 export class MessageFeed {
   private readonly listeners = new Set<FeedListener>();
 
-  /**
-   * Calls `listener` with every event from now on. Returns the function that stops it, or
-   * undefined when MAX_FEED_WATCHERS already watch (the caller answers "try later").
-   */
-  watch(listener: FeedListener): (() => void) | undefined {
-    if (this.listeners.size >= MAX_FEED_WATCHERS) return undefined;
+  /** Calls `listener` with every event from now on. Returns the function that stops it. */
+  watch(listener: FeedListener): () => void {
     this.listeners.add(listener);
     return () => this.listeners.delete(listener);
   }
