@@ -414,6 +414,16 @@ describe("pages", () => {
     );
   });
 
+  test("Send Message takes what the API takes: a pretty-printed message near the limit, line breaks as a browser sends them (CR LF)", async () => {
+    const browser = await signIn();
+    const readings = Array.from({ length: 3300 }, (_, i) => ({ sensor: `temp-${i}`, value: i + 0.5, unit: "C", ok: true, tags: ["a", "b"] }));
+    expect(JSON.stringify(readings).length).toBeLessThan(256 * 1024);
+    const written = JSON.stringify(readings, null, 4).replaceAll("\n", "\r\n");
+    expect(written.length).toBeGreaterThan(2 * 256 * 1024);
+    const sent = await post(`/things/${thing.id}/send`, { message: written, csrf: browser.csrf }, browser, { Accept: "application/json" });
+    expect(sent.status).toBe(200);
+  });
+
   test("the range zip holds one <flmessagespk>.json per message in the range", async () => {
     const browser = await signIn();
     const fresh = (await hub.things.create("ranged")).thing;

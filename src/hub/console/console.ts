@@ -22,7 +22,7 @@ import { pullStream } from "../../shared/pull-stream.ts";
 import { utcFromParts } from "../../shared/time.ts";
 import { decodePathSegment, HttpError, integerParam, publicError, readBodyLimited } from "../http/envelope.ts";
 import type { HubUseCases } from "../hub.ts";
-import { parseIngressDocument } from "../messages/messages.ts";
+import { parseIngressDocument, publishTextLimit } from "../messages/messages.ts";
 import type { MessageQuery, MessageType, ThingRecord } from "../store/hub-store.ts";
 import { distributionDownloadLine } from "../things/download-line.ts";
 import { thingKeyType } from "../things/provision.ts";
@@ -117,8 +117,11 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
   const live = liveStreams({ feed: deps.live, things, ...deps.liveView });
   /** The thing each session deleted last, for the notice on the page the delete leads to (shown once; this process only). */
   const deletedBy = new Map<string, string>();
-  // A sent message's form holds the JSON and little else; urlencoding can triple its bytes.
-  const formLimit = settings.api.payloadLimitBytes * 3 + 4096;
+  // A sent message's form holds the message as written (up to publishTextLimit, as the API takes
+  // it) and little else. Urlencoding makes a byte up to 3 (%XX), and a line break, which the
+  // browser sends as CR LF, 6: a form under this never holds a message the API would take.
+  const messageTextLimit = publishTextLimit(settings.api.payloadLimitBytes);
+  const formLimit = messageTextLimit * 6 + 4096;
 
   // --- answers
 
@@ -509,7 +512,16 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
   async function readForm(request: Request): Promise<URLSearchParams> {
     const type = (request.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
     if (type !== "application/x-www-form-urlencoded") throw new HttpError(415, "The console takes forms (application/x-www-form-urlencoded).");
-    const form = new URLSearchParams(new TextDecoder().decode(await readBodyLimited(request, formLimit)));
+    const body = await readBodyLimited(request, formLimit).catch((err) => {
+      // the byte count of the urlencoded form is not one the operator sees
+      if (err instanceof HttpError && err.status === 413)
+        throw new HttpError(
+          413,
+          `The form is too large: a message may be at most ${messageTextLimit} bytes as written (${settings.api.payloadLimitBytes} as compact JSON).`,
+        );
+      throw err;
+    });
+    const form = new URLSearchParams(new TextDecoder().decode(body));
     // The console's forms send each field once: a second value would be dropped without a word.
     const keys = [...form.keys()];
     const twice = keys.find((key, i) => keys.indexOf(key) !== i);
