@@ -12,7 +12,7 @@ import { createServer } from "node:net";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { binaryPath, run, start } from "../support/binary.ts";
-import { type MosquittoBroker, mosquittoPub } from "../support/mosquitto.ts";
+import { freePort, type MosquittoBroker, mosquittoPub } from "../support/mosquitto.ts";
 import type { ThingFiles } from "../support/pki.ts";
 import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
@@ -419,6 +419,39 @@ describe("serve", () => {
       await serve.waitFor(/egress\.collected [^\n]*outcome=sent/);
     } finally {
       expect(await serve.stop()).toBe(0);
+    }
+  });
+
+  test("bootstrap beside a running serve: a connected serve passes the connect check and the session checks are skipped, saying why (it failed, telling to stop the service); one not connected fails it with where its log is", async () => {
+    const serve = start(["serve", ...thing.flags]);
+    try {
+      await serve.waitFor(/mqtt\.subscribed/);
+      const result = await run(["bootstrap", ...thing.flags, "--json"]);
+      const report = JSON.parse(result.stdout);
+      const byName = Object.fromEntries(report.checks.map((c: any) => [c.name, c]));
+      expect(result.code, result.stdout).toBe(0);
+      expect(byName["mutual-TLS connect"]).toMatchObject({ status: "pass", detail: expect.stringContaining("connected, through the running flashlex serve") });
+      for (const name of ["publish the test message to flashlex/test", "ingress round trip"]) {
+        expect(byName[name]).toEqual({ name, status: "skip", detail: "flashlex serve runs on this data directory and holds the thing's one MQTT session" });
+      }
+      expect(byName["egress through the collect API"].status).toBe("pass");
+    } finally {
+      expect(await serve.stop()).toBe(0);
+    }
+    // a serve that cannot reach its broker
+    const good = readFileSync(thing.configPath, "utf8");
+    writeFileSync(thing.configPath, good.replace(/port: \d+/, `port: ${await freePort()}`));
+    const lonely = start(["serve", ...thing.flags]);
+    try {
+      await lonely.waitFor(/mqtt\.error/);
+      const result = await run(["bootstrap", ...thing.flags, "--json"]);
+      const connect = JSON.parse(result.stdout).checks.find((c: any) => c.name === "mutual-TLS connect");
+      expect(result.code).toBe(1);
+      expect(connect).toMatchObject({ status: "fail", detail: "flashlex serve runs on this data directory and is not connected to the broker" });
+      expect(connect.fix).toContain("journalctl -u flashlex");
+    } finally {
+      expect(await lonely.stop()).toBe(0);
+      writeFileSync(thing.configPath, good);
     }
   });
 

@@ -32,6 +32,11 @@ function formatReport(report: BootstrapReport): string {
     return `[${MARK[c.status]}] ${c.name}${detail}${fix}`;
   });
   const passed = report.checks.filter((c) => c.status === "pass").length;
-  const verdict = report.ok ? "all checks passed: this thing works with its hub" : "bootstrap failed: fix the first FAIL above and run it again";
+  const skipped = report.checks.some((c) => c.status === "skip");
+  const verdict = !report.ok
+    ? "bootstrap failed: fix the first FAIL above and run it again"
+    : skipped
+      ? "none failed: this thing works with its hub (stop serve for the full round trip)"
+      : "all checks passed: this thing works with its hub";
   return [title, ...lines, `${passed} of ${report.checks.length} checks passed; ${verdict}`].join("\n");
 }

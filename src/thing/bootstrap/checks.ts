@@ -15,7 +15,7 @@ import { collectUrl, deliverHttp, UNAUTHORIZED_FIX } from "../egress/delivery.ts
 import { CLOCK_FIX_HINT, describeOffset, HubClock } from "../egress/hub-clock.ts";
 import { checkCertificateNamesThing, checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
 import { createIngressHandler } from "../ingress/handler.ts";
-import { serveIsRunning } from "../local/client.ts";
+import { serveStatus } from "../local/client.ts";
 import { connectFailureHint } from "../mqtt/connect-failure.ts";
 import { sessionMemory, ThingSession } from "../mqtt/session.ts";
 import type { ConfigLocation, ThingConfig } from "../settings.ts";
@@ -139,8 +139,9 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   let store: MessageStore | undefined;
   let mqttReady = false;
 
-  const check = async (name: string, prerequisite: boolean, run: () => Promise<string | undefined> | string | undefined) => {
-    if (!prerequisite) return void checks.push({ name, status: "skip", detail: "an earlier check failed" });
+  /** `prerequisite`: false skips the check after an earlier failure; a text skips it, saying why. */
+  const check = async (name: string, prerequisite: boolean | string, run: () => Promise<string | undefined> | string | undefined) => {
+    if (prerequisite !== true) return void checks.push({ name, status: "skip", detail: prerequisite || "an earlier check failed" });
     try {
       const detail = await run();
       checks.push({ name, status: "pass", ...(detail ? { detail } : {}) });
@@ -259,7 +260,10 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     }
   });
 
-  const serveRunning = configOk ? await serveIsRunning(config!.dataDir) : false;
+  // A running serve holds the thing's one MQTT session: bootstrap cannot open a second, but the
+  // serve's own connection proves the same, and the checks that need the session are skipped.
+  const serve = configOk ? await serveStatus(config!.dataDir) : undefined;
+  const viaServe = serve?.connected ? "flashlex serve runs on this data directory and holds the thing's one MQTT session" : undefined;
   const canConnect = Boolean(chainOk && resolvedOk && storeOk);
   const nonce = randomUUID();
   let sessionEnded: Promise<string> = new Promise(() => {});
@@ -267,12 +271,13 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   const echo = new Promise<void>((resolve) => (echoed = resolve));
 
   const connectOk = await check("mutual-TLS connect", canConnect, async () => {
-    if (serveRunning)
-      fail(
-        "flashlex serve is running with this data directory",
-        "Stop it while bootstrapping (sudo systemctl stop flashlex): both would use the thing's one MQTT session.",
-      );
     const thing = config!.yaml.thing;
+    if (viaServe) return `${thing.endpoint}:${thing.mqtt.port}: connected, through the running flashlex serve`;
+    if (serve)
+      fail(
+        "flashlex serve runs on this data directory and is not connected to the broker",
+        "Its log says why (journalctl -u flashlex, when it runs as the service); to have bootstrap try the connection itself, stop it first (sudo systemctl stop flashlex, or Ctrl-C where it runs): both would use the thing's one MQTT session.",
+      );
     const handler = createIngressHandler({ config: config!, store: store!, log });
     session = new ThingSession({
       config: config!,
@@ -306,7 +311,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     return `${thing.endpoint}:${thing.mqtt.port} as ${identity!.thingName}, subscribed to ${thing.mqtt.ingress.topic}`;
   });
 
-  const publishOk = await check(`publish the test message to ${TEST_TOPIC}`, Boolean(connectOk), async () => {
+  const publishOk = await check(`publish the test message to ${TEST_TOPIC}`, viaServe ?? Boolean(connectOk), async () => {
     const body = buildTestMessage({ thingId: identity!.thingId, thingName: identity!.thingName, message: config!.yaml.app.message, sequence: 0, nonce });
     try {
       await session!.publish(TEST_TOPIC, body, 1);
@@ -316,7 +321,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     return body;
   });
 
-  await check("ingress round trip", Boolean(publishOk), async () => {
+  await check("ingress round trip", viaServe ?? Boolean(publishOk), async () => {
     // Not unref'd: while the round trip is awaited, this timer is what keeps the process alive.
     let timer: ReturnType<typeof setTimeout> | undefined;
     const timeout = new Promise<{ ended: "timeout" }>((r) => (timer = setTimeout(() => r({ ended: "timeout" }), ROUND_TRIP_TIMEOUT_MS)));
@@ -365,7 +370,8 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   else session?.client.end(true);
   store?.close();
   return {
-    ok: checks.every((c) => c.status === "pass"),
+    // a skip follows a failure, or is one a running serve makes (its session is proven otherwise)
+    ok: !checks.some((c) => c.status === "fail"),
     thing: identity ? { id: identity.thingId, name: identity.thingName } : undefined,
     checks,
   };

@@ -10,12 +10,19 @@ import { withCheckedArguments } from "./arguments.ts";
 import { type Answer, fromWire, fromWireOutbox, MAX_REQUEST_BYTES, ROUTES, socketPath, type WireMessage, type WireOutboxEntry } from "./wire.ts";
 
 /** True when a serve answers on `dataDir`'s socket (a socket file alone may be a dead serve's). */
-export function serveIsRunning(dataDir: string): Promise<boolean> {
-  if (!existsSync(socketPath(dataDir))) return Promise.resolve(false);
-  return callServe(dataDir, ROUTES.status).then(
-    () => true,
-    () => false,
-  );
+export async function serveIsRunning(dataDir: string): Promise<boolean> {
+  return (await serveStatus(dataDir)) !== undefined;
+}
+
+/** What the serve on `dataDir` says of itself (agent.ts `status`), or undefined when none answers. */
+export async function serveStatus(dataDir: string): Promise<{ connected?: boolean } | undefined> {
+  if (!existsSync(socketPath(dataDir))) return undefined;
+  try {
+    const answer = await callServe(dataDir, ROUTES.status);
+    return answer.ok && answer.result !== null && typeof answer.result === "object" ? (answer.result as { connected?: boolean }) : {};
+  } catch {
+    return undefined;
+  }
 }
 
 /**
