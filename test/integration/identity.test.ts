@@ -275,6 +275,27 @@ describe("certificate chains: bootstrap judges as the broker's handshake does", 
   }
 });
 
+/**
+ * Points the thing at the broker on `port`: bootstrap's connect check must fail with a fix that
+ * matches `fix`, and serve's first mqtt.error must carry the same fix as its hint. Returns the fix.
+ */
+async function connectFixSaidTwice(port: number, fix: RegExp): Promise<string> {
+  thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = port));
+  const boot = await run(["bootstrap", ...thing.flags, "--json"], { timeoutMs: 40_000 });
+  expect(boot.code).not.toBe(0);
+  const connect = failedChecks(JSON.parse(boot.stdout)).find((c) => c.name === "mutual-TLS connect");
+  expect(connect?.fix).toMatch(fix);
+  const serve = start(["serve", ...thing.flags]);
+  try {
+    await serve.waitFor(/WARN\s+mqtt\.error .* hint=/, 15_000);
+    expect(serve.output()).toContain(`hint="${connect?.fix}"`);
+  } finally {
+    await serve.stop();
+  }
+  tally("badInputs");
+  return connect!.fix!;
+}
+
 describe("a broker address that is wrong: bootstrap's fix says which way", () => {
   test("the port of a web server, of an HTTPS server, and one nothing listens on: bootstrap's FAIL and serve's first mqtt.error name the cause and the setting to change", async () => {
     // an HTTPS server with a certificate the thing trusts (as the hub's API served over HTTPS)
@@ -291,21 +312,7 @@ describe("a broker address that is wrong: bootstrap's fix says which way", () =>
     ];
     try {
       for (const { port, fix } of cases) {
-        thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = port));
-        const boot = await run(["bootstrap", ...thing.flags, "--json"], { timeoutMs: 40_000 });
-        expect(boot.code).not.toBe(0);
-        const connect = failedChecks(JSON.parse(boot.stdout)).find((c) => c.name === "mutual-TLS connect");
-        expect(connect?.fix).toMatch(fix);
-        expect(connect?.fix).toContain(thing.configPath);
-        // serve says the same on its first failed attempt
-        const serve = start(["serve", ...thing.flags]);
-        try {
-          await serve.waitFor(/WARN\s+mqtt\.error .* hint=/, 15_000);
-          expect(serve.output()).toContain(`hint="${connect?.fix}"`);
-        } finally {
-          await serve.stop();
-        }
-        tally("badInputs");
+        expect(await connectFixSaidTwice(port!, fix)).toContain(thing.configPath);
       }
     } finally {
       thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = broker.port));
@@ -331,18 +338,7 @@ describe("a broker certificate the device's clock does not accept: the fix says 
       for (const { made, fix } of certificates) {
         const server = Bun.serve({ hostname: "127.0.0.1", port: 0, tls: { cert: made.certPem, key: made.keyPem }, fetch: () => new Response("") });
         try {
-          thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = server.port));
-          const boot = await run(["bootstrap", ...thing.flags, "--json"], { timeoutMs: 40_000 });
-          const connect = failedChecks(JSON.parse(boot.stdout)).find((c) => c.name === "mutual-TLS connect");
-          expect(connect?.fix).toMatch(fix);
-          const serve = start(["serve", ...thing.flags]);
-          try {
-            await serve.waitFor(/WARN\s+mqtt\.error .* hint=/, 15_000);
-            expect(serve.output()).toContain(`hint="${connect?.fix}"`);
-          } finally {
-            await serve.stop();
-          }
-          tally("badInputs");
+          await connectFixSaidTwice(server.port!, fix);
         } finally {
           await server.stop(true);
         }
