@@ -441,6 +441,8 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
     const heard: string[] = [];
     const cutOff = createServer((socket) => socket.on("data", (chunk) => (heard.push(chunk.toString()), socket.destroy())));
     await new Promise<void>((resolve) => cutOff.listen(0, "127.0.0.1", resolve));
+    let plainHeard = 0;
+    const plain = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => (plainHeard++, new Response("plain")) });
     try {
       const made = await makeThingFixture({ brokerPort: broker.port, apiUrl: `http://127.0.0.1:${(cutOff.address() as AddressInfo).port}`, pki: fixture.pki });
       made.editConfig((doc) => (doc.flashlex.thing.mqtt.offlinePublishQueueing = 0));
@@ -456,8 +458,18 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
       expect(line).toContain("offlinePublishQueueing is 0 (no offline queueing), so it was not queued; sending it again may store it twice");
       expect(line).not.toContain("verbose: true");
       expect(await outboxList(flags)).toEqual([]);
+      // an https endpoint on a plain HTTP server: the TLS handshake fails (EPROTO) before a byte
+      // of the request leaves, so nothing can have arrived
+      made.editConfig((doc) => (doc.flashlex.app.api.endpoint = `https://127.0.0.1:${plain.port}`));
+      const handshake = await run(["collect", ...flags], { input: '{"tls":true}' });
+      expect(handshake.code, explain(handshake)).toBe(75);
+      expect(handshake.stderr).toMatch(
+        /not delivered \(.*EPROTO.*\) and offlinePublishQueueing is 0 \(no offline queueing\): nothing was queued, try again later/,
+      );
+      expect(plainHeard).toBe(0);
     } finally {
       cutOff.close();
+      plain.stop(true);
     }
   }, 30_000);
 });

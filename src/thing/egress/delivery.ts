@@ -27,7 +27,7 @@ export type DeliveryOutcome =
  * or the TLS handshake (before any byte of the request) failed. Anything else that ends a request
  * without an answer (a timeout, a reset, an abort) may come after the receiver read it.
  */
-const NEVER_SENT = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EAI_NONAME|EHOSTUNREACH|ENETUNREACH|EPROTO|CERT_|ERR_TLS_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_)/;
+const NEVER_SENT = /^(ECONNREFUSED|ENOTFOUND|EAI_AGAIN|EAI_NONAME|EHOSTUNREACH|ENETUNREACH|EPROTO|ERR_SSL_|CERT_|ERR_TLS_|UNABLE_TO_|DEPTH_ZERO_|SELF_SIGNED_)/;
 
 /** A retry for a request that ended with `err` and no answer (mayHaveArrived unless it never left). */
 function unanswered(err: unknown, error = describeError(err)): DeliveryOutcome {
