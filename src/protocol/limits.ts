@@ -115,7 +115,7 @@ export function repeatedTopLevelName(text: string): string | undefined {
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
       const start = i;
-      for (i++; text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c /* \ */) i++;
+      for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c /* \ */) i++;
       if (depth !== 1) continue;
       let next = i + 1;
       while (/\s/.test(text[next] ?? "")) next++;
