@@ -286,6 +286,26 @@ describe("self-update (config.yml has flashlex.update.publicKey)", () => {
     }
   });
 
+  test("a binary outside the thing's folder, in a directory the service user cannot write (/usr/local/bin): copy it into the folder, never hand the directory over", async () => {
+    const folder = thingFolder("outside-bin");
+    const binDir = join(tmp, "usr-local-bin");
+    mkdirSync(binDir, { recursive: true });
+    const bin = join(binDir, "flashlex");
+    writeFileSync(bin, "#!/bin/sh\n", { mode: 0o755 });
+    chmodSync(binDir, 0o555);
+    try {
+      const { code, stderr } = await print({ ...folder, bin });
+      expect(code).toBe(ExitCode.OK);
+      expect(stderr).toContain(
+        `${owner.name} cannot write ${binDir}, where the binary is replaced, and should not be given it: copy the binary into the thing's folder`,
+      );
+      expect(stderr).toContain(`${bin} ${folder.dir}/flashlex) and run install-service with that one (sudo ${folder.dir}/flashlex install-service)`);
+      expect(stderr).not.toContain("chown");
+    } finally {
+      chmodSync(binDir, 0o755);
+    }
+  });
+
   test("without update.publicKey nothing changes for the binary, and nothing is said", async () => {
     const result = await run(["install-service", "-c", config, "--print"], { cwd: tmp });
     expect(result.stderr).toBe("");
@@ -330,6 +350,12 @@ describe("refusals", () => {
       expect(io.stderr).toContain("--user");
       io = capture();
       expect(await exitOf(io, installService({ config: rootOwned, user: owner.name, dryRun: true, io }))).toBe(ExitCode.OK);
+      // without systemd too: the refusal to name a user comes first, so the dry run that the
+      // systemd refusal points to does not then refuse for it
+      io = capture();
+      const compiled = { command: "/usr/bin/true", args: [], compiled: true };
+      expect(await exitOf(io, installService({ config: rootOwned, systemdRunDir: join(tmp, "no-systemd"), executable: compiled, io }))).toBe(ExitCode.USAGE);
+      expect(io.stderr).toContain("--user");
     }
   });
 

@@ -101,8 +101,9 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
   const keys = existingDir(opts.keys ?? defaultKeysDir(dirname(config), thing.yaml.thing.keys.privateKey), "keys directory");
   const data = absolute(opts.data ?? join(dirname(config), "data"));
   loadIdentity(thing);
-  if (!dryRun) requireSystemd(opts.systemdRunDir ?? SYSTEMD_RUN_DIR);
+  // the service user first: a dry run, which the systemd refusal points to, must not then refuse for it
   const account = serviceAccount(opts.user, config, keys);
+  if (!dryRun) requireSystemd(opts.systemdRunDir ?? SYSTEMD_RUN_DIR);
   // Everything serve opens, as the service user, before anything is written (a dry run too).
   const warnings = checkServiceAccess(
     { config, keysDir: keys, keyFiles: [thing.paths.rootCA, thing.paths.cert, thing.paths.privateKey], data },
@@ -111,7 +112,7 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
   for (const warning of warnings) io.err(`warning: ${warning}\n`);
   const systemctl = opts.systemctl ?? "systemctl";
   const binaryDir = dirname(exe.command);
-  const selfUpdate = selfUpdateCheck(thing.yaml.update !== undefined, exe, account);
+  const selfUpdate = selfUpdateCheck(thing.yaml.update !== undefined, exe, account, dirname(config));
   if (typeof selfUpdate === "string" && thing.yaml.update !== undefined) {
     io.err(`warning: self-update will not work: ${selfUpdate}; the unit keeps the binary read-only. Fix it, then run install-service again\n`);
   }
@@ -325,9 +326,12 @@ function ensureDataDir(data: string, account: Account, io: ServiceIO): void {
 /**
  * Whether the unit can let serve update itself: true, or why not. The updater renames a new
  * binary over the running one in its directory and keeps `<binary>.previous` beside it
- * (update/install.ts), so the service user must be able to create and rename files there.
+ * (update/install.ts), so the service user must be able to create and rename files there. A
+ * directory that is not the thing's folder (`thingDir`), such as /usr/local/bin, is never to be
+ * handed to the service user (it could then replace what root runs): the fix is to put the binary
+ * in the thing's folder.
  */
-function selfUpdateCheck(configured: boolean, exe: Executable, account: Account): true | string {
+function selfUpdateCheck(configured: boolean, exe: Executable, account: Account, thingDir: string): true | string {
   if (!configured) return "config.yml has no flashlex.update.publicKey";
   if (!exe.compiled) return "a source run never updates itself";
   const dir = dirname(exe.command);
@@ -337,6 +341,10 @@ function selfUpdateCheck(configured: boolean, exe: Executable, account: Account)
     return `${exe.command} is directly in ${account.name}'s home directory, which the unit would have to make writable as a whole: move it into its own folder (the thing's folder)`;
   }
   if (!writableBy(dir, account)) {
+    if (resolve(dir) !== resolve(thingDir)) {
+      const target = join(thingDir, "flashlex");
+      return `${account.name} cannot write ${dir}, where the binary is replaced, and should not be given it: copy the binary into the thing's folder (sudo install -o ${account.name} -g ${account.group} -m 755 ${shellWord(exe.command)} ${shellWord(target)}) and run install-service with that one (sudo ${shellWord(target)} install-service)`;
+    }
     return `${account.name} cannot write ${dir}, where the binary is replaced (fix: sudo chown ${account.name}:${account.group} ${shellWord(dir)})`;
   }
   const st = statSync(dir);
