@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -82,6 +82,8 @@ describe("enrolment", () => {
     expect(result.code, result.stderr).toBe(0);
     const name = `${ownerPrefix}-alpha`;
     expect(result.stdout).toContain(`enrolled ${name}`);
+    // the next step names a binary that is there: the folder has none, so the one that ran
+    expect(result.stdout).toContain(`next: cd ${dir} && ${realpathSync(binaryPath())} bootstrap && sudo ${realpathSync(binaryPath())} install-service`);
     // flashlex.py too, as a distribution zip has it: the README's Python path works here as well
     expect(readdirSync(dir).sort()).toEqual(["config.yml", "flashlex.py", "keys"]);
     expect(readFileSync(join(dir, "flashlex.py"), "utf8")).toBe(readFileSync(join(import.meta.dir, "../../dist-template/flashlex.py"), "utf8"));

@@ -1,5 +1,7 @@
-import { resolve } from "node:path";
+import { existsSync } from "node:fs";
+import { join, resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
+import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, interruptible, type Options, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 
@@ -50,16 +52,20 @@ async function enrollInto(dir: string, options: Options): Promise<number> {
       .split(".")[0]!
       .replace(/[^A-Za-z0-9_-]/g, "-")
       .slice(0, 40);
-  const [{ enrolDevice }, { createLogger }, { isoSeconds }] = await Promise.all([
+  const [{ enrolDevice }, { createLogger }, { isoSeconds }, { runningExecutable }] = await Promise.all([
     import("../../thing/enrol/enrol.ts"),
     import("../../shared/log.ts"),
     import("../../shared/time.ts"),
+    import("../../thing/service/install.ts"),
   ]);
   const result = await enrolDevice({ hubUrl: hub, token, name, caFingerprint, dir, keyType }, createLogger({ level: "warn" }));
   console.log(`enrolled ${result.thingName} (id ${result.thingId}); its key was made here and never left this device`);
   console.log(`config:      ${result.configPath}`);
   console.log(`keys:        ${result.keysDir} (private key 0600)`);
   console.log(`certificate: valid until ${isoSeconds(result.notAfter)}; \`flashlex serve\` renews it by itself`);
-  console.log(`next: cd ${dir} && ./flashlex bootstrap && sudo ./flashlex install-service`);
+  // the folder holds no binary unless one was put there: name the one that ran, as it can be run
+  const running = runningExecutable();
+  const flashlex = existsSync(join(dir, "flashlex")) ? "./flashlex" : [running.command, ...running.args].map(shellWord).join(" ");
+  console.log(`next: cd ${shellWord(dir)} && ${flashlex} bootstrap && sudo ${flashlex} install-service`);
   return ExitCode.OK;
 }
