@@ -7,12 +7,12 @@
  * it. It ends by printing the web console's address and the operator access token to sign in
  * with, then keeps both running until Ctrl-C (`--exit` or no terminal: stops at once).
  */
-import { mkdirSync, mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
-import { parse } from "yaml";
+import { parse, parseDocument } from "yaml";
 
 const root = join(import.meta.dir, "..");
 const stayUp = process.stdout.isTTY && !process.argv.includes("--exit");
@@ -110,6 +110,13 @@ const initOutput = await flashlex([
 // `hub init` prints the token once, on the line after the one that announces it.
 const initLines = initOutput.split("\n");
 const operatorToken = initLines[initLines.findIndex((line) => line.startsWith("operator access token")) + 1]?.trim() ?? "";
+// The demo's thing runs on this machine: the broker listens on loopback only, not on every
+// interface as hub init makes it for things elsewhere (the line above says how to narrow it).
+const hubYml = join(hubDir, "hub.yml");
+const hubSettings = parseDocument(readFileSync(hubYml, "utf8"));
+hubSettings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
+writeFileSync(hubYml, hubSettings.toString());
+console.log("    (the demo sets hub.broker.listenHost: 127.0.0.1 in hub.yml: nothing listens beyond this machine)");
 
 step(2, "Start the hub: embedded MQTT broker (mutual TLS) and the HTTP API");
 await background("hub", ["hub", "serve", "--dir", hubDir], /hub\.(ready|started|listening)/);
