@@ -191,7 +191,7 @@ export async function main(argv: string[]): Promise<number> {
       cli.outputHelp();
       return ExitCode.OK;
     }
-    if (spec) refuseExtraArguments(spec, cli.args);
+    if (spec) checkArgumentCount(spec, cli.args);
     cli.runMatchedCommand();
     return (await result) ?? ExitCode.OK;
   } catch (err) {
@@ -200,11 +200,14 @@ export async function main(argv: string[]): Promise<number> {
 }
 
 /**
- * A word past what `spec` takes, said with the command and what it does take (cac says only
- * "Unused args: `x`"): `hub update --to 2.0.0 pump-1` names the flag the thing belongs to.
+ * A missing argument, or a word past what `spec` takes, said with the command and what it takes
+ * (cac says only "missing required args for command `messages <action> [...ids]`" and "Unused
+ * args: `x`"): `hub update --to 2.0.0 pump-1` says where a value goes. Throws UsageError (64).
  */
-function refuseExtraArguments(spec: CommandSpec, args: readonly string[]): void {
+function checkArgumentCount(spec: CommandSpec, args: readonly string[]): void {
   const taken = spec.args?.split(/\s+/).filter(Boolean) ?? [];
+  const missing = taken.filter((arg) => arg.startsWith("<")).slice(args.length);
+  if (missing.length) throw new UsageError(`${spec.name} needs ${missing.join(" ")}: ${spec.description}; see flashlex ${spec.name} --help`);
   if (taken.some((arg) => arg.includes("..."))) return;
   const extra = args.slice(taken.length);
   if (!extra.length) return;

@@ -61,7 +61,7 @@ test("collect --via mqtt run several at once with serve stopped take turns on th
   }
 }, 90_000);
 
-test("a word past what a command takes names the command and what it takes (cac said only 'Unused args')", async () => {
+test("a word past what a command takes, or one missing, names the command and what it takes (cac said only 'Unused args' or its usage line)", async () => {
   const cases = [
     { args: ["hub", "update", "--to", "2.0.0", "pump-1"], says: 'hub update takes no arguments: a value goes after its flag, so "pump-1" is one too many' },
     { args: ["hub", "thing", "rotate", "pump-1", "pump-2"], says: 'hub thing rotate takes <thing>, one per run, so "pump-2" is one too many' },
@@ -75,6 +75,13 @@ test("a word past what a command takes names the command and what it takes (cac 
     });
   }
   tally("badInputs", cases.length);
+  // and one missing: the command's own words say what goes there (cac named only its usage line)
+  const bare = await run(["messages"]);
+  expect({ code: bare.code, stderr: bare.stderr.trim() }).toEqual({
+    code: 64,
+    stderr:
+      "flashlex: messages needs <action>: What arrived: `list` (--json, --follow, --all, --acked, --topic, --since, --limit), `ack ID...`, `delete ID...`; see flashlex messages --help",
+  });
 });
 
 test("uninstall-service takes the thing flags older lines pass, and says they are not needed", async () => {

@@ -13,7 +13,7 @@ import { idList, openAccessFromFlags as openAccess, type ThingFlags, thingComman
 export const outboxCommand: CommandSpec = thingCommand({
   name: "outbox",
   args: "<action> [...ids]",
-  description: "Egress not yet delivered or refused: `list` (--state, --json), `retry ID...` (rejected → pending, due now), `drop ID...`",
+  description: "Egress messages, pending, sent or refused: `list` (--state, --json), `retry ID...` (rejected → pending, due now), `drop ID...`",
   options: [
     { flags: "--state <state>", description: "list: only pending, sent or rejected messages" },
     { flags: "--json", description: "list: one JSON object per line" },

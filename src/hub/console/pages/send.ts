@@ -52,7 +52,7 @@ ${d.notice ? notice(d.notice.text, d.notice.tone) : html``}
 </section>
 <section aria-labelledby="sent-heading">
   <h2 id="sent-heading">Sent to ${thing.name}</h2>
-  <p class="help">Pending until the thing acknowledges it, then delivered; this list updates by itself.</p>
+  <p class="help">Pending until the thing's agent has stored it (its MQTT PUBACK), then delivered; the application reads it from there. This list updates by itself.</p>
   <ol class="messages" data-list="sent" aria-live="polite">
 ${d.recent.map((m) => messageItem(m))}
   </ol>
