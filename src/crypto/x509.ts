@@ -206,13 +206,15 @@ export async function createCertificateAuthority(opts: { commonName: string; day
 }
 
 /**
- * A TLS server certificate with a fresh RSA-2048 key, for the broker and the hub's HTTPS side.
+ * A TLS server certificate for the broker and the hub's HTTPS side, with a fresh RSA-2048 key, or
+ * for `keyPem` (a renewal that keeps the key, so a client pinning the public key still matches).
  * TLS clients match names against the SAN only (the CN is ignored), so when no names are given
- * the common name itself goes into the SAN, as an IP address or a DNS name.
+ * the common name itself goes into the SAN, as an IP address or a DNS name. Lifetime `days`
+ * (default 825). Throws CryptoError for a bad name, lifetime or key.
  */
 export async function issueServerCertificate(
   ca: CertifiedKey,
-  opts: { commonName: string; dnsNames?: string[]; ipAddresses?: string[]; days?: number; notBefore?: Date },
+  opts: { commonName: string; dnsNames?: string[]; ipAddresses?: string[]; days?: number; notBefore?: Date; keyPem?: string },
 ): Promise<CertifiedKey> {
   const subject = commonName(opts.commonName, "the server common name");
   const dnsNames = [...(opts.dnsNames ?? [])];
@@ -227,8 +229,8 @@ export async function issueServerCertificate(
     }
   }
   const dates = validity(opts, 825); // 825 days: the longest server lifetime Apple/CA-B rules accept
-  const keys = await generateRsa();
-  const spki = new Uint8Array(await webcrypto.subtle.exportKey("spki", keys.publicKey));
+  const keys = opts.keyPem === undefined ? await generateRsa() : undefined;
+  const spki = keys ? new Uint8Array(await webcrypto.subtle.exportKey("spki", keys.publicKey)) : new Uint8Array(spkiDer(loadPrivateKey(opts.keyPem!)));
   const certPem = await issueLeaf(ca, subject, spki, dates, [
     new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature | x509.KeyUsageFlags.keyEncipherment, true),
     new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
@@ -237,7 +239,7 @@ export async function issueServerCertificate(
       ...ipAddresses.map((value) => ({ type: "ip" as const, value })),
     ]),
   ]);
-  return { certPem, keyPem: await pkcs8Pem(keys.privateKey) };
+  return { certPem, keyPem: keys ? await pkcs8Pem(keys.privateKey) : opts.keyPem! };
 }
 
 /**

@@ -16,6 +16,7 @@ import { createBrokerEvents, createThingDirectory } from "./broker/events.ts";
 import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts";
 import { rabbitConnectionCloser } from "./broker/rabbitmq-management.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
+import { renewBrokerCertificateIfDue, watchBrokerCertificate } from "./home/broker-certificate.ts";
 import { type DatabaseOverride, openHubHome, readBrokerSecret } from "./home/home.ts";
 import { checkHubIdentity } from "./home/identity.ts";
 import { hubClientId, hubInstance } from "./home/instance.ts";
@@ -175,8 +176,22 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     );
     const caPem = readFileSync(paths.caCert, "utf8");
 
-    const brokerListen = { host: settings.broker.listenHost, port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port };
+    // Before the broker and the API read it: a broker certificate that lapsed would shut every
+    // thing out (home/broker-certificate.ts).
     const choice = brokerChoice(opts.broker, settings.broker, paths.config);
+    const brokerCert = await renewBrokerCertificateIfDue(home);
+    if (brokerCert.renewed) {
+      log.info("hub.broker_certificate_renewed", { file: paths.brokerCert, notAfter: brokerCert.notAfter.toISOString() });
+      if (choice.kind !== "embedded") {
+        log.warn("hub.broker_certificate_copy_stale", {
+          note: "the external broker serves its own copy of the certificate",
+          fix: `run \`flashlex hub ${choice.kind === "rabbitmq" ? "rabbitmq" : "mosquitto"}-config\` again (it rewrites its copy), then reload or restart the broker`,
+        });
+      }
+    }
+    await parts.start({ name: "broker certificate watch", stop: watchBrokerCertificate(home, log) });
+
+    const brokerListen = { host: settings.broker.listenHost, port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port };
     const embedded: EmbeddedBroker | undefined =
       choice.kind === "embedded"
         ? await startEmbeddedBroker({

@@ -1,0 +1,51 @@
+/**
+ * The broker certificate over the hub's life (src/hub/home/broker-certificate.ts), with the
+ * compiled binary: `hub init` issues it for 825 days, and a `hub serve` that starts within 90
+ * days of its end, or after it, renews it (same key, same names) before the broker listens, so
+ * things keep connecting; without that, every thing's handshake failed from the day it lapsed.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { X509Certificate } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { issueServerCertificate } from "../../src/crypto/x509.ts";
+import { run } from "../support/binary.ts";
+import { makeHubFixture } from "../support/hub-fixture.ts";
+import { tally } from "../support/tally.ts";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-broker-cert-"));
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+test("a hub restarted a day after its broker certificate lapsed renews it for the same key; the thing's bootstrap connects (every handshake failed)", async () => {
+  const hub = await makeHubFixture(work);
+  const thing = await hub.createThing("lasting");
+  const certFile = join(hub.dir, "broker-cert.pem");
+  const keyPem = readFileSync(join(hub.dir, "broker-key.pem"), "utf8");
+  const ca = { certPem: readFileSync(join(hub.dir, "ca-cert.pem"), "utf8"), keyPem: readFileSync(join(hub.dir, "ca-key.pem"), "utf8") };
+  const issued = new X509Certificate(readFileSync(certFile));
+  const lapsed = await issueServerCertificate(ca, {
+    commonName: "127.0.0.1",
+    ipAddresses: ["127.0.0.1"],
+    dnsNames: ["localhost"],
+    keyPem,
+    notBefore: new Date(Date.now() - 826 * 86_400_000),
+    days: 825,
+  });
+  writeFileSync(certFile, lapsed.certPem);
+  const serving = await hub.serve();
+  try {
+    tally("faults");
+    const boot = await run(["bootstrap", ...thing.flags, "--json"], { timeoutMs: 40_000 });
+    const connect = JSON.parse(boot.stdout).checks.find((c: { name: string }) => c.name === "mutual-TLS connect");
+    expect(connect).toMatchObject({ status: "pass" });
+    expect(boot.code, boot.stdout).toBe(0);
+    const renewed = await serving.waitFor(/hub\.broker_certificate_renewed [^\n]*/, 10_000);
+    const now = new X509Certificate(readFileSync(certFile));
+    expect(renewed).toContain(`notAfter=${new Date(now.validTo).toISOString()}`);
+    expect(new Date(now.validTo).getTime() - Date.now()).toBeGreaterThan(824 * 86_400_000);
+    expect(now.publicKey.export({ type: "spki", format: "der" })).toEqual(issued.publicKey.export({ type: "spki", format: "der" }));
+  } finally {
+    expect(await serving.stop()).toBe(0);
+  }
+}, 90_000);

@@ -1,0 +1,61 @@
+import { afterAll, expect, test } from "bun:test";
+import { X509Certificate } from "node:crypto";
+import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { issueServerCertificate } from "../../src/crypto/x509.ts";
+import { BROKER_CERT_RENEW_BEFORE_MS, renewBrokerCertificateIfDue } from "../../src/hub/home/broker-certificate.ts";
+import { readCa } from "../../src/hub/home/home.ts";
+import { initHub } from "../../src/hub/home/init.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "flashlex-broker-cert-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const DAY = 86_400_000;
+
+test("the broker certificate is renewed at hub start once it expires within 90 days: same key and names, a new lifetime; not before", async () => {
+  const { home } = await initHub({
+    dir: join(dir, "hub"),
+    ownerId: "ecd13b11-2d4f-4e71-9a41-5f0e2c1b7a3d",
+    apiUrl: "http://hub.example:8080",
+    names: ["hub.example", "10.0.0.5"],
+  });
+  const { paths } = home;
+  const keyPem = readFileSync(paths.brokerKey, "utf8");
+  const fresh = new X509Certificate(readFileSync(paths.brokerCert));
+  // as issued by hub init: 825 days, nothing to do
+  expect(await renewBrokerCertificateIfDue(home)).toEqual({ notAfter: new Date(fresh.validTo), renewed: false });
+  // 100 days left: still nothing
+  const issue = async (daysLeft: number) => {
+    const made = await issueServerCertificate(readCa(paths), {
+      commonName: home.settings.broker.host,
+      dnsNames: ["hub.example"],
+      ipAddresses: ["10.0.0.5"],
+      keyPem,
+      notBefore: new Date(Date.now() - (825 - daysLeft) * DAY),
+      days: 825,
+    });
+    writeFileSync(paths.brokerCert, made.certPem);
+  };
+  await issue(100);
+  expect((await renewBrokerCertificateIfDue(home)).renewed).toBe(false);
+  // 10 days left, and a moment before the end: renewed, for the same key and names
+  for (const daysLeft of [10, 0.001]) {
+    await issue(daysLeft);
+    const before = readFileSync(paths.brokerCert, "utf8");
+    const renewal = await renewBrokerCertificateIfDue(home);
+    expect(renewal.renewed).toBe(true);
+    const now = new X509Certificate(readFileSync(paths.brokerCert));
+    expect(readFileSync(paths.brokerCert, "utf8")).not.toBe(before);
+    expect(new Date(now.validTo).getTime()).toBe(renewal.notAfter.getTime());
+    expect(renewal.notAfter.getTime() - Date.now()).toBeGreaterThan(824 * DAY);
+    expect(now.publicKey.export({ type: "spki", format: "der" })).toEqual(fresh.publicKey.export({ type: "spki", format: "der" }));
+    expect(now.subjectAltName).toBe(fresh.subjectAltName);
+    expect(now.verify(new X509Certificate(readCa(paths).certPem).publicKey)).toBe(true);
+    expect(statSync(paths.brokerCert).mode & 0o777).toBe(0o644);
+    expect(readFileSync(paths.brokerKey, "utf8")).toBe(keyPem);
+  }
+  // an expired one too
+  await issue(-5);
+  expect((await renewBrokerCertificateIfDue(home)).renewed).toBe(true);
+  expect(BROKER_CERT_RENEW_BEFORE_MS).toBe(90 * DAY);
+});
