@@ -16,7 +16,7 @@ import { createBrokerEvents, createThingDirectory } from "./broker/events.ts";
 import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts";
 import { rabbitConnectionCloser } from "./broker/rabbitmq-management.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
-import { renewBrokerCertificateIfDue, watchBrokerCertificate } from "./home/broker-certificate.ts";
+import { keepBrokerCertificate } from "./home/broker-certificate.ts";
 import { type DatabaseOverride, openHubHome, readBrokerSecret } from "./home/home.ts";
 import { checkHubIdentity } from "./home/identity.ts";
 import { hubClientId, hubInstance } from "./home/instance.ts";
@@ -179,17 +179,22 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     // Before the broker and the API read it: a broker certificate that lapsed would shut every
     // thing out (home/broker-certificate.ts).
     const choice = brokerChoice(opts.broker, settings.broker, paths.config);
-    const brokerCert = await renewBrokerCertificateIfDue(home);
-    if (brokerCert.renewed) {
-      log.info("hub.broker_certificate_renewed", { file: paths.brokerCert, notAfter: brokerCert.notAfter.toISOString() });
+    // Renewed at start, the broker and the API below read the new one; renewed later, the
+    // embedded broker swaps it in, and what serves a copy of its own is named.
+    let started: { broker?: EmbeddedBroker; api: boolean } | undefined;
+    const brokerCertificateRenewed = (certPem: string) => {
+      started?.broker?.useCertificate(certPem);
       if (choice.kind !== "embedded") {
         log.warn("hub.broker_certificate_copy_stale", {
           note: "the external broker serves its own copy of the certificate",
           fix: `run \`flashlex hub ${choice.kind === "rabbitmq" ? "rabbitmq" : "mosquitto"}-config\` again (it rewrites its copy), then reload or restart the broker`,
         });
       }
-    }
-    await parts.start({ name: "broker certificate watch", stop: watchBrokerCertificate(home, log) });
+      if (started?.api && settings.api.tls) {
+        log.warn("hub.api_certificate_stale", { note: "the HTTPS API serves the certificate it started with", fix: "restart hub serve" });
+      }
+    };
+    await parts.start({ name: "broker certificate renewal", stop: await keepBrokerCertificate(home, log, brokerCertificateRenewed) });
 
     const brokerListen = { host: settings.broker.listenHost, port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port };
     const embedded: EmbeddedBroker | undefined =
@@ -300,6 +305,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       throw cannotListen(err, "the API", apiListen, "hub.api.host and hub.api.port", paths.config);
     }
     await parts.start({ name: "HTTP API", stop: () => stopGracefully(server) });
+    started = { broker: embedded, api: true };
     // Stopped before the server: a browser's open live view would otherwise hold its graceful stop.
     await parts.start({ name: "console live views", stop: () => api.close() });
 

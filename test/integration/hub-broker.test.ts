@@ -14,6 +14,7 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { describeCertificate } from "../../src/crypto/certificate-info.ts";
 import { createCrl } from "../../src/crypto/crl.ts";
+import { issueServerCertificate } from "../../src/crypto/x509.ts";
 import type { BrokerEvents, HubBroker, ThingDirectory } from "../../src/hub/broker/broker.ts";
 import { type EmbeddedBroker, startEmbeddedBroker } from "../../src/hub/broker/embedded.ts";
 import { connectExternalBroker } from "../../src/hub/broker/external.ts";
@@ -127,6 +128,25 @@ describe("embedded broker (aedes)", () => {
       /refused the hub's subscription to .*flashlex\/collect.*: its ACL must let the hub's client \(flashlex-hub\) read them/,
     );
   }, 30_000);
+
+  test("a renewed certificate is served from the next handshake on; a connected thing stays connected", async () => {
+    const before = track(await connect(broker.port, alpha));
+    const served = () =>
+      new Promise<string>((resolve, reject) => {
+        const socket = tls.connect({ port: broker.port, host: "127.0.0.1", ca: pki.ca.certPem, cert: alpha.certPem, key: alpha.privateKeyPem }, () => {
+          resolve(socket.getPeerCertificate().serialNumber);
+          socket.destroy();
+        });
+        socket.on("error", reject);
+      });
+    const serialOf = (pem: string) => describeCertificate(pem).serialNumber.toUpperCase();
+    expect(await served()).toBe(serialOf(pki.broker.certPem));
+    const renewed = await issueServerCertificate(pki.ca, { commonName: "127.0.0.1", keyPem: pki.broker.keyPem });
+    broker.useCertificate(renewed.certPem);
+    expect(await served()).toBe(serialOf(renewed.certPem));
+    expect(before.connected).toBe(true);
+    track(await connect(broker.port, beta)).end(true);
+  });
 
   test("a thing subscribes to its ingress and receives what the hub publishes", async () => {
     expect(broker.url).toBe(`mqtts://127.0.0.1:${broker.port}`);

@@ -4,9 +4,10 @@ import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { issueServerCertificate } from "../../src/crypto/x509.ts";
-import { BROKER_CERT_RENEW_BEFORE_MS, renewBrokerCertificateIfDue } from "../../src/hub/home/broker-certificate.ts";
+import { BROKER_CERT_RENEW_BEFORE_MS, keepBrokerCertificate, renewBrokerCertificateIfDue } from "../../src/hub/home/broker-certificate.ts";
 import { readCa } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
+import { createLogger } from "../../src/shared/log.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-broker-cert-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -58,4 +59,39 @@ test("the broker certificate is renewed at hub start once it expires within 90 d
   await issue(-5);
   expect((await renewBrokerCertificateIfDue(home)).renewed).toBe(true);
   expect(BROKER_CERT_RENEW_BEFORE_MS).toBe(90 * DAY);
+});
+
+test("keepBrokerCertificate: renews when due and hands the new PEM over; a renewal that fails is an ERROR, the hub goes on", async () => {
+  const { home } = await initHub({
+    dir: join(dir, "kept"),
+    ownerId: "ecd13b11-2d4f-4e71-9a41-5f0e2c1b7a3d",
+    apiUrl: "http://hub.example:8080",
+    names: ["hub.example"],
+  });
+  const { paths } = home;
+  const lines: string[] = [];
+  const log = createLogger({ level: "info", write: (line) => lines.push(line) });
+  const handed: string[] = [];
+  let stop = await keepBrokerCertificate(home, log, (pem) => handed.push(pem));
+  stop();
+  expect(handed).toEqual([]);
+  const lapsed = await issueServerCertificate(readCa(paths), {
+    commonName: "hub.example",
+    keyPem: readFileSync(paths.brokerKey, "utf8"),
+    notBefore: new Date(Date.now() - 830 * DAY),
+    days: 825,
+  });
+  writeFileSync(paths.brokerCert, lapsed.certPem);
+  stop = await keepBrokerCertificate(home, log, (pem) => handed.push(pem));
+  stop();
+  expect(handed).toEqual([readFileSync(paths.brokerCert, "utf8")]);
+  expect(lines.join("\n")).toMatch(/hub\.broker_certificate_renewed .*notAfter=/);
+  // the CA key gone: said, not thrown; the certificate in place stays
+  writeFileSync(paths.brokerCert, lapsed.certPem);
+  rmSync(paths.caKey);
+  stop = await keepBrokerCertificate(home, log, (pem) => handed.push(pem));
+  stop();
+  expect(handed).toHaveLength(1);
+  expect(lines.join("\n")).toMatch(/ERROR +hub\.broker_certificate_renewal_failed .*tried again in a day/);
+  expect(readFileSync(paths.brokerCert, "utf8")).toBe(lapsed.certPem);
 });

@@ -62,6 +62,11 @@ export interface EmbeddedBroker extends HubBroker {
    * `hub thing delete`); resolves with their names.
    */
   disconnectStale(): Promise<string[]>;
+  /**
+   * Serves `certPem` (for the key it started with) from the next handshake on: a renewed broker
+   * certificate (home/broker-certificate.ts). Connections made before keep theirs.
+   */
+  useCertificate(certPem: string): void;
 }
 
 type Thing = { id: string; name: string };
@@ -282,14 +287,12 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
   if (delivery) trackIngress(broker, delivery);
 
   const sockets = new Set<tls.TLSSocket>();
+  const context = (certPem: string): tls.SecureContextOptions => ({ ca: opts.caPem, cert: certPem, key: opts.keyPem, minVersion: "TLSv1.2" });
   const server = tls.createServer(
     {
+      ...context(opts.certPem),
       requestCert: true,
       rejectUnauthorized: true,
-      ca: opts.caPem,
-      cert: opts.certPem,
-      key: opts.keyPem,
-      minVersion: "TLSv1.2",
       handshakeTimeout: 10_000,
     },
     (socket) => {
@@ -344,6 +347,9 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
       let n = 0;
       for (const client of Object.values(clients())) if (!client.closed) n++;
       return n;
+    },
+    useCertificate(certPem) {
+      server.setSecureContext(context(certPem));
     },
     disconnect(thingName) {
       const client = clients()[thingName];

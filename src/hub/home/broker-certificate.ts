@@ -1,9 +1,10 @@
 /**
  * The broker's server certificate (broker-cert.pem, also the HTTPS API's) over the hub's life.
  * `hub init` issues it for 825 days, the longest TLS clients accept; past that every thing's
- * handshake fails (CERT_HAS_EXPIRED) and the whole fleet is offline. So `hub serve` renews it at
- * start once it expires within BROKER_CERT_RENEW_BEFORE_MS, before the broker and the API listen,
- * and a hub that runs without a restart says every day, in that window, that a restart renews it.
+ * handshake fails (CERT_HAS_EXPIRED) and the whole fleet is offline. So `hub serve` renews it once
+ * it expires within BROKER_CERT_RENEW_BEFORE_MS: at start, before the broker and the API listen,
+ * and, for a hub that runs on, at its daily look, when the embedded broker takes the new one at
+ * once (its TLS context swapped; connected things stay connected).
  *
  * A renewal keeps broker-key.pem: what pins the public key (the HTTPS download line's
  * `--pinnedpubkey`) still matches, and a thing needs nothing new (it trusts the CA). The names
@@ -44,33 +45,27 @@ export async function renewBrokerCertificateIfDue(home: HubHome, now = Date.now(
 }
 
 /**
- * For a running hub: every day, a WARN while the broker certificate is within the renewal window
- * (a restart renews it), an ERROR once it has expired. Returns the function that stops it.
+ * Keeps the broker certificate valid for a running hub: renews it now when due (before the broker
+ * and the API read it), then looks again every day. `renewed` hears of each renewal with the new
+ * PEM (the embedded broker swaps its TLS context; what cannot, says so). A failed renewal is an
+ * ERROR, tried again the next day; the certificate in place goes on being served. Once it has
+ * expired, an ERROR every day. Returns the function that stops the daily look.
  */
-export function watchBrokerCertificate(home: HubHome, log: Logger, now: () => number = Date.now): () => void {
-  const look = () => {
+export async function keepBrokerCertificate(home: HubHome, log: Logger, renewed: (certPem: string) => void): Promise<() => void> {
+  const { brokerCert } = home.paths;
+  const look = async () => {
     try {
-      const { notAfter } = describeCertificate(readFileSync(home.paths.brokerCert, "utf8"));
-      const leftMs = notAfter.getTime() - now();
-      if (leftMs <= 0) {
-        log.error("hub.broker_certificate_expired", {
-          file: home.paths.brokerCert,
-          notAfter: notAfter.toISOString(),
-          fix: "restart hub serve: it renews the certificate at start",
-        });
-      } else if (leftMs <= BROKER_CERT_RENEW_BEFORE_MS) {
-        log.warn("hub.broker_certificate_expiring", {
-          file: home.paths.brokerCert,
-          notAfter: notAfter.toISOString(),
-          daysLeft: Math.floor(leftMs / DAY_MS),
-          fix: "restart hub serve: it renews the certificate at start (things keep working: the key stays)",
-        });
+      const result = await renewBrokerCertificateIfDue(home);
+      if (result.renewed) {
+        log.info("hub.broker_certificate_renewed", { file: brokerCert, notAfter: result.notAfter.toISOString() });
+        renewed(readFileSync(brokerCert, "utf8"));
       }
     } catch (err) {
-      log.warn("hub.broker_certificate_unreadable", { file: home.paths.brokerCert, error: err });
+      log.error("hub.broker_certificate_renewal_failed", { file: brokerCert, error: err, note: "the certificate in place is served on; tried again in a day" });
     }
   };
-  const timer = setInterval(look, DAY_MS);
+  await look();
+  const timer = setInterval(() => void look(), DAY_MS);
   timer.unref?.();
   return () => clearInterval(timer);
 }
