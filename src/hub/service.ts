@@ -176,11 +176,10 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     );
     const caPem = readFileSync(paths.caCert, "utf8");
 
-    // Before the broker and the API read it: a broker certificate that lapsed would shut every
-    // thing out (home/broker-certificate.ts).
     const choice = brokerChoice(opts.broker, settings.broker, paths.config);
-    // Renewed at start, the broker and the API below read the new one; renewed later, the
-    // embedded broker swaps it in, and what serves a copy of its own is named.
+    // A broker certificate that lapsed would shut every thing out (home/broker-certificate.ts).
+    // Renewed now, the broker and the API below read the new one; renewed later, the embedded
+    // broker swaps it in, and what serves a copy of its own is named.
     let started: { broker?: EmbeddedBroker; api: boolean } | undefined;
     const brokerCertificateRenewed = (certPem: string) => {
       started?.broker?.useCertificate(certPem);

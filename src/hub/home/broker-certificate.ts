@@ -20,7 +20,7 @@ import { type HubHome, readCa } from "./home.ts";
 
 const DAY_MS = 86_400_000;
 
-/** A broker certificate is renewed at hub start once less than this is left (ms): 90 days. */
+/** A broker certificate is renewed once less than this is left (ms): 90 days. */
 export const BROKER_CERT_RENEW_BEFORE_MS = 90 * DAY_MS;
 
 /**
