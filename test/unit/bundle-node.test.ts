@@ -44,3 +44,19 @@ test("runs under node 20 from a directory without node_modules, writing a real S
   const cli = execFileSync("sqlite3", [db, "PRAGMA integrity_check; PRAGMA user_version; SELECT count(*) FROM ingress_messages;"], { encoding: "utf8" });
   expect(cli.trim().split("\n")).toEqual(["ok", String(THING_MIGRATIONS.length), "2"]);
 });
+
+test("the node:http path (armv7): one deadline for the whole request, the answer's first MiB, an abort's reason, Bun's words for a plain port", async () => {
+  const http = await bundleForNode(join(dir, "http.cjs"), { entry: resolve(import.meta.dir, "../support/node-http-entry.ts") });
+  const seen = JSON.parse(execFileSync("node", [http.outFile], { cwd: dir, encoding: "utf8", timeout: 30_000 }));
+  // a receiver that trickles its answer: node's idle timeout never fired
+  expect(seen.trickle).toMatchObject({ error: "no answer within 1 s" });
+  expect(seen.trickle.ms).toBeLessThan(5_000);
+  // one that streams without end: its first MiB, at once
+  expect(seen.endless).toMatchObject({ status: 200, bytes: 1024 * 1024 });
+  expect(seen.abort).toMatchObject({ error: "serve is stopping" });
+  expect(seen.abortedBefore).toMatchObject({ error: "serve is stopping" });
+  expect(seen.plainBehindHttps).toMatchObject({
+    error: `127.0.0.1:${seen.dripPort}: The TLS handshake failed. Does the server speak TLS on this port?`,
+    code: "EPROTO",
+  });
+});

@@ -76,10 +76,13 @@ async function requestWithFetch(url: string, opts: RequestOptions): Promise<Post
 function withAddress(err: unknown, url: string): unknown {
   const code = (err as NodeJS.ErrnoException)?.code;
   if (typeof code !== "string") return err;
+  const host = new URL(url).host;
   const reason = String((err as Error).message ?? "")
     .replace(new RegExp(`^${code}: `), "")
-    .replace(/\.?\s*For more information, pass `verbose: true`.*$/s, "");
-  return Object.assign(new Error(`${new URL(url).host}: ${reason}`, { cause: err }), { code });
+    .replace(/\.?\s*For more information, pass `verbose: true`.*$/s, "")
+    // node:http's (the armv7 build) OpenSSL text for a plain HTTP port, as Bun's fetch says it
+    .replace(/^.*SSL routines.*wrong version number.*$/s, "The TLS handshake failed. Does the server speak TLS on this port?");
+  return Object.assign(new Error(reason.includes(host) ? reason : `${host}: ${reason}`, { cause: err }), { code });
 }
 
 /** The body as text, its first MAX_ANSWER_BYTES only: a hostile server cannot fill the memory. */
@@ -99,6 +102,12 @@ async function boundedText(response: Response): Promise<string> {
   return Buffer.concat(chunks).toString("utf8");
 }
 
+/**
+ * node:http's own timeout is for an idle socket: a receiver that trickles its answer, or streams
+ * one without end, would hold the request (and serve's delivery behind it) for ever. So the
+ * whole request has one deadline, the answer's first MAX_ANSWER_BYTES end it as the fetch path's
+ * do, an abort carries its signal's reason, and errors name the address as withAddress does.
+ */
 async function requestWithNodeHttp(url: string, opts: RequestOptions): Promise<PostResult> {
   const body = opts.body ?? "";
   const target = new URL(url);
@@ -106,29 +115,48 @@ async function requestWithNodeHttp(url: string, opts: RequestOptions): Promise<P
   const { request } = isHttps ? await import("node:https") : await import("node:http");
   const ca = isHttps ? await trustedCas(opts.extraCaPem) : undefined;
   return new Promise((resolve, reject) => {
+    let settled = false;
+    const finish = (err: unknown, result?: PostResult) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(deadline);
+      opts.signal?.removeEventListener("abort", onAbort);
+      if (result) resolve(result);
+      else reject(err);
+      req.destroy();
+    };
     const req = request(
       target,
       {
         method: opts.method ?? "POST",
         headers: { ...opts.headers, ...(body ? { "Content-Length": String(Buffer.byteLength(body)) } : {}) },
         ...(isHttps ? { ca, rejectUnauthorized: true } : {}),
-        signal: opts.signal,
       },
       (res) => {
         const chunks: Buffer[] = [];
         let size = 0;
-        res.on("data", (chunk: Buffer) => {
-          if (size < MAX_ANSWER_BYTES) chunks.push(chunk.subarray(0, MAX_ANSWER_BYTES - size));
-          size += chunk.length;
+        const answer = () => ({
+          status: res.statusCode ?? 0,
+          statusText: res.statusMessage ?? "",
+          body: Buffer.concat(chunks).toString("utf8"),
+          headers: res.headers,
         });
-        res.on("end", () =>
-          resolve({ status: res.statusCode ?? 0, statusText: res.statusMessage ?? "", body: Buffer.concat(chunks).toString("utf8"), headers: res.headers }),
-        );
-        res.on("error", reject);
+        res.on("data", (chunk: Buffer) => {
+          if (settled) return;
+          chunks.push(chunk.subarray(0, MAX_ANSWER_BYTES - size));
+          size += chunk.length;
+          if (size >= MAX_ANSWER_BYTES) finish(undefined, answer()); // the rest is not read
+        });
+        res.on("end", () => finish(undefined, answer()));
+        res.on("error", (err) => finish(withAddress(err, url)));
       },
     );
-    req.setTimeout(opts.timeoutMs, () => req.destroy(new Error(`no answer within ${Math.round(opts.timeoutMs / 1000)} s`)));
-    req.on("error", reject);
+    // before anything can destroy it: an 'error' with no listener would end the process
+    req.on("error", (err) => finish(withAddress(err, url)));
+    const deadline = setTimeout(() => finish(new Error(`no answer within ${Math.round(opts.timeoutMs / 1000)} s`)), opts.timeoutMs);
+    const onAbort = () => finish(opts.signal!.reason);
+    if (opts.signal?.aborted) return onAbort();
+    opts.signal?.addEventListener("abort", onAbort, { once: true });
     req.end(body || undefined);
   });
 }
