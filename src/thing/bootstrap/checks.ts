@@ -237,7 +237,14 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     return new Date(now).toISOString();
   });
 
+  // A running serve holds the database (the armv7 build's driver, one process per file) and the
+  // thing's one MQTT session: the checks ask it instead (below).
+  const serve = configOk ? await serveStatus(config!.dataDir) : undefined;
   const storeOk = await check("data directory writable and the database opens", Boolean(configOk), () => {
+    if (serve) {
+      accessSync(config!.dataDir, constants.W_OK);
+      return `${config!.paths.database} (open in the running flashlex serve)`;
+    }
     try {
       store = openThingStore(config!, log);
       accessSync(config!.dataDir, constants.W_OK);
@@ -260,9 +267,8 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     }
   });
 
-  // A running serve holds the thing's one MQTT session: bootstrap cannot open a second, but the
-  // serve's own connection proves the same, and the checks that need the session are skipped.
-  const serve = configOk ? await serveStatus(config!.dataDir) : undefined;
+  // bootstrap cannot open a second MQTT session, but serve's own connection proves the same,
+  // and the checks that need the session are skipped.
   const viaServe = serve?.connected ? "flashlex serve runs on this data directory and holds the thing's one MQTT session" : undefined;
   const canConnect = Boolean(chainOk && resolvedOk && storeOk);
   const nonce = randomUUID();
