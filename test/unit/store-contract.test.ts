@@ -137,12 +137,14 @@ describe("wasm driver: the <db>.lock directory", () => {
         leaveLock(recorded);
         let err: unknown;
         try {
-          openWasmSqlite(file);
+          openWasmSqlite(file, { holderWaitMs: 0 });
         } catch (e) {
           err = e;
         }
         expect(err).toBeInstanceOf(DatabaseLockedError);
-        expect((err as DatabaseLockedError).message).toBe(`${file} is in use by process ${child.pid}; stop it first`);
+        expect((err as DatabaseLockedError).message).toBe(
+          `${file} is in use by process ${child.pid} (this build opens it one process at a time); try again when it is done, or stop it if it is a serve`,
+        );
         expect((err as DatabaseLockedError).kind).toBe("try-later"); // exit 75
         expect(existsSync(lockDirOf(file))).toBe(true);
         expect(readOwner(file)).toEqual(recorded);
@@ -178,6 +180,23 @@ describe("wasm driver: the <db>.lock directory", () => {
     expect(lines.join("\n")).toContain("store.stale_lock_removed");
   });
 
+  test("a holder that is done within the wait: the next opener waits for it instead of refusing (two commands at once on armv7)", async () => {
+    fresh();
+    // the holder is sh's child, not this process's: killed, it is reaped at once (this process
+    // cannot reap while its open waits, synchronously, as busy_timeout does)
+    const hold = `"${process.execPath}" "${resolve(import.meta.dir, "../support/hold-wasm-db.ts")}" "${file}"`;
+    const sh = Bun.spawn(["sh", "-c", `${hold} & h=$!; sleep 1; kill -9 $h; wait $h; exit 0`], { stdout: "pipe", stderr: "inherit" });
+    const reader = sh.stdout.getReader();
+    expect(new TextDecoder().decode((await reader.read()).value)).toBe("ready\n");
+    const db = openWasmSqlite(file, { holderWaitMs: 5000 });
+    try {
+      expect(db.all("SELECT name FROM sqlite_schema")).toEqual([{ name: "held" }]);
+    } finally {
+      db.close();
+      await sh.exited;
+    }
+  });
+
   test("a real holder: refused while it runs, taken over after it is SIGKILLed", async () => {
     fresh();
     const holder = Bun.spawn(["bun", resolve(import.meta.dir, "../support/hold-wasm-db.ts"), file], { stdout: "pipe", stderr: "inherit" });
@@ -185,7 +204,9 @@ describe("wasm driver: the <db>.lock directory", () => {
       const reader = holder.stdout.getReader();
       const { value } = await reader.read();
       expect(new TextDecoder().decode(value)).toBe("ready\n");
-      expect(() => openWasmSqlite(file)).toThrow(`is in use by process ${holder.pid}`);
+      const waited = performance.now();
+      expect(() => openWasmSqlite(file, { holderWaitMs: 300 })).toThrow(`is in use by process ${holder.pid}`);
+      expect(performance.now() - waited).toBeGreaterThanOrEqual(250); // it waited for the holder first
     } finally {
       holder.kill("SIGKILL");
       await holder.exited;

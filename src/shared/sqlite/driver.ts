@@ -39,6 +39,12 @@ export interface OpenOptions {
   damagedAdvice?: string;
   /** told of recoveries worth a line in the journal (a stale lock removed) */
   log?: Logger;
+  /**
+   * How long, in ms, to wait for another process that has the file open before refusing it
+   * (default 5000, as the busy_timeout applyPragmas sets). Only the WebAssembly driver, which
+   * lets one process at a time open a file, ever waits here.
+   */
+  holderWaitMs?: number;
 }
 
 export type OpenSqlDatabase = (file: string, options?: OpenOptions) => SqlDatabase;

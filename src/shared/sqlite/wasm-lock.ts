@@ -41,7 +41,15 @@ export interface LockOwner {
  * `io` (74) for a lock no process can be named for, or a stale lock that cannot be removed.
  */
 export class DatabaseLockedError extends FlashlexError {
-  constructor(message: string, kind: ErrorKind = "try-later") {
+  /**
+   * @param held another process has the file open, or is opening it: it may be done in a moment,
+   *   so the opener waits (OpenOptions.holderWaitMs) before it gives up
+   */
+  constructor(
+    message: string,
+    kind: ErrorKind = "try-later",
+    readonly held = false,
+  ) {
     super(message, kind);
     this.name = "DatabaseLockedError";
   }
@@ -195,20 +203,24 @@ export function breakStaleLock(file: string, log?: Logger): void {
   const owner = recordedHolder(file, log);
   if (!owner) return;
   if (isAlive(owner)) {
-    const who = owner.pid === process.pid ? "this process (opened twice)" : `process ${owner.pid}; stop it first`;
-    throw new DatabaseLockedError(`${file} is in use by ${who}`);
+    if (owner.pid === process.pid) throw new DatabaseLockedError(`${file} is in use by this process (opened twice)`);
+    throw new DatabaseLockedError(
+      `${file} is in use by process ${owner.pid} (this build opens it one process at a time); try again when it is done, or stop it if it is a serve`,
+      "try-later",
+      true,
+    );
   }
 
   const claimed = `${ownerFileOf(file)}.${process.pid}.stale`;
   try {
     renameSync(ownerFileOf(file), claimed);
   } catch {
-    throw new DatabaseLockedError(`${file} is being opened by another process; try again`);
+    throw new DatabaseLockedError(`${file} is being opened by another process; try again`, "try-later", true);
   }
   if (!sameOwner(parseOwner(readText(claimed)), owner)) {
     // another opener replaced the record after we read it: that holder is live, give it back
     renameSync(claimed, ownerFileOf(file));
-    throw new DatabaseLockedError(`${file} is being opened by another process; try again`);
+    throw new DatabaseLockedError(`${file} is being opened by another process; try again`, "try-later", true);
   }
   try {
     rmdirSync(lockDir);

@@ -13,6 +13,9 @@ import { breakStaleLock, DatabaseLockedError, recordOwner, refuseNativeHolder, r
  * call throws, and preparing costs little next to a commit (bench/store-drivers.ts). Every
  * failure leaves as a FlashlexError naming the file (storage-errors.ts).
  */
+/** How long an open waits for another process that has the file open, in ms (OpenOptions.holderWaitMs). */
+export const HOLDER_WAIT_MS = 5000;
+
 export const openWasmSqlite: OpenSqlDatabase = (file, options = {}) => {
   const guard = <T>(fn: () => T): T => {
     try {
@@ -22,22 +25,38 @@ export const openWasmSqlite: OpenSqlDatabase = (file, options = {}) => {
     }
   };
   const onDisk = file !== ":memory:" && file !== "";
-  if (onDisk) {
-    guard(() => breakStaleLock(file, options.log));
-    guard(() => refuseNativeHolder(file));
-  }
-  const db = guard(() => new Database(file, { readOnly: options.readonly ?? false, fileMustExist: options.create === false }));
-  try {
-    // Without shared memory WAL works only in exclusive locking mode (journal_mode=WAL otherwise
-    // answers "delete"). Reading once takes the lock now, while we can still say who holds it.
-    db.exec("PRAGMA locking_mode = EXCLUSIVE");
-    db.exec("SELECT count(*) FROM sqlite_schema");
-  } catch (err) {
-    db.close();
-    if (/locked|busy/i.test((err as Error).message)) {
-      throw new DatabaseLockedError(`${file} is in use by another process (${(err as Error).message})`);
+  const lockedOpen = (): Database => {
+    if (onDisk) {
+      guard(() => breakStaleLock(file, options.log));
+      guard(() => refuseNativeHolder(file));
     }
-    throw storageError(err, file, options.damagedAdvice);
+    const opened = guard(() => new Database(file, { readOnly: options.readonly ?? false, fileMustExist: options.create === false }));
+    try {
+      // Without shared memory WAL works only in exclusive locking mode (journal_mode=WAL otherwise
+      // answers "delete"). Reading once takes the lock now, while we can still say who holds it.
+      opened.exec("PRAGMA locking_mode = EXCLUSIVE");
+      opened.exec("SELECT count(*) FROM sqlite_schema");
+    } catch (err) {
+      opened.close();
+      if (/locked|busy/i.test((err as Error).message)) {
+        throw new DatabaseLockedError(`${file} is in use by another process (${(err as Error).message})`, "try-later", true);
+      }
+      throw storageError(err, file, options.damagedAdvice);
+    }
+    return opened;
+  };
+  // Another process that has it open (a collect, `messages list`) is most often done in a moment:
+  // wait for it as bun:sqlite's busy_timeout waits for a lock, a few ms at a time.
+  const deadline = Date.now() + (options.holderWaitMs ?? HOLDER_WAIT_MS);
+  let db: Database;
+  for (;;) {
+    try {
+      db = lockedOpen();
+      break;
+    } catch (err) {
+      if (!(err instanceof DatabaseLockedError) || !err.held || Date.now() >= deadline) throw err;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 10 + Math.random() * 40);
+    }
   }
   try {
     if (onDisk) recordOwner(file);
