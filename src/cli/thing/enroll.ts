@@ -56,7 +56,7 @@ async function enrollInto(dir: string, options: Options): Promise<number> {
     import("../../thing/enrol/enrol.ts"),
     import("../../shared/log.ts"),
     import("../../shared/time.ts"),
-    import("../../thing/service/install.ts"),
+    import("../../thing/service/executable.ts"),
   ]);
   const result = await enrolDevice({ hubUrl: hub, token, name, caFingerprint, dir, keyType }, createLogger({ level: "warn" }));
   console.log(`enrolled ${result.thingName} (id ${result.thingId}); its key was made here and never left this device`);

@@ -16,6 +16,7 @@ import { COMMIT, VERSION } from "../../shared/version.ts";
 import { loadIdentity } from "../identity.ts";
 import { defaultKeysDir, loadThingConfig } from "../settings.ts";
 import { checkServiceAccess } from "./access.ts";
+import { type Executable, runningExecutable } from "./executable.ts";
 import { renderUnit, UNIT_TEMPLATE } from "./unit.ts";
 
 export const DEFAULT_UNIT_PATH = "/etc/systemd/system/flashlex.service";
@@ -25,13 +26,6 @@ const LEGACY_UNIT_PATH = "/lib/systemd/system/flashlex.service";
 export interface ServiceIO {
   out(text: string): void;
   err(text: string): void;
-}
-
-/** What ExecStart runs; `compiled` is false when a runtime runs the source tree. */
-export interface Executable {
-  command: string;
-  args: string[];
-  compiled: boolean;
 }
 
 interface CommonOptions {
@@ -237,19 +231,6 @@ function requireRoot(opts: CommonOptions, command: "install-service" | "uninstal
         : `removes ${unit} and runs systemctl: run it with sudo (or use --dry-run to see what it would do)`;
     throw new FlashlexError(`${command} ${what}`, "permission");
   }
-}
-
-/**
- * The compiled Bun binary runs its entry from the embedded /$bunfs; `bun src/main.ts` has
- * Bun.main on disk. Without Bun (the armv7 Node single executable) a SEA's argv[1] is the
- * executable itself, a `node script.js` run's is the script.
- */
-export function runningExecutable(): Executable {
-  const bunMain = (globalThis as { Bun?: { main: string } }).Bun?.main;
-  const script = bunMain ?? process.argv[1];
-  const compiled = bunMain !== undefined ? bunMain.startsWith("/$bunfs/") : script === undefined || script === process.execPath;
-  const command = realpathSync(process.execPath);
-  return compiled || script === undefined ? { command, args: [], compiled: true } : { command, args: [realpathSync(script)], compiled: false };
 }
 
 /** An absolute path with symlinks resolved where it exists (the unit must name real paths). */
