@@ -19,7 +19,10 @@ export interface Receiver {
   received: Received[];
   /** requests refused, with the reason */
   refused: string[];
-  /** runs after a request is verified and recorded, before it is answered (e.g. to fill a disk meanwhile) */
+  /**
+   * runs after a request is verified (and recorded, unless answerStatus refuses it; its body is
+   * then not read), before it is answered: e.g. to fill a disk meanwhile
+   */
   beforeAnswer?: (received: Received) => void | Promise<void>;
   /**
    * When set, an authenticated request is answered with this status (and the envelope) and not
@@ -58,6 +61,7 @@ export async function startReceiver(opts: { thingId: string; publicKeyPem: strin
         const messageId = request.headers.get("x-flashlex-message-id");
         if (receiver.answerStatus) {
           refused.push(`answered ${receiver.answerStatus}`);
+          await receiver.beforeAnswer?.({ messageId, body: undefined, claims: payload as Record<string, unknown>, header: header as Record<string, unknown> });
           return Response.json(
             { status: "ERROR", code: receiver.answerStatus, messages: [{ key: "message", value: "refused by the test" }] },
             { status: receiver.answerStatus },

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join } from "node:path";
@@ -200,4 +200,79 @@ test("a serve that hangs up mid-call is a FlashlexError of kind unavailable nami
     sdk.close();
     await new Promise((ok) => server.close(ok));
   }
+});
+
+describe("armv7: a collect with serve stopped lets go of the database during its HTTP attempt", () => {
+  // The WebAssembly driver keeps the file to itself while it is open: a serve started during a
+  // slow attempt (up to 40 s) was refused with 75 until collect ended.
+  const config = () => loadThingConfig({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });
+  const openHere = (file: string) => MessageStore.open(file, { open: openWasmSqlite, holderWaitMs: 200 });
+
+  test("another process may open the file while the request is out; the outcome is recorded after", async () => {
+    const file = join(thing.dir, "lend.db");
+    const access = databaseAccess(config(), loadIdentity(config()), openHere(file), silentLogger);
+    let seenMeanwhile: unknown;
+    receiver.beforeAnswer = () => {
+      const other = openHere(file);
+      seenMeanwhile = other.listOutbox().map((row) => row.state);
+      other.close();
+    };
+    try {
+      const result = await access.collect('{"lend":1}', "http");
+      expect(result).toMatchObject({ outcome: "sent", status: 200 });
+      expect(result.recordError).toBeUndefined();
+      expect(seenMeanwhile).toEqual(["pending"]); // committed before the request left
+      expect((await access.listOutbox()).map((row) => row.state)).toEqual(["sent"]);
+    } finally {
+      receiver.beforeAnswer = undefined;
+      access.close();
+    }
+  });
+
+  test("a process that keeps it past the attempt: delivered, the outcome not recorded, the row left for serve (same id, stored once)", async () => {
+    const file = join(thing.dir, "lend-kept.db");
+    const access = databaseAccess(config(), loadIdentity(config()), openHere(file), silentLogger);
+    let holder: MessageStore | undefined;
+    receiver.beforeAnswer = () => {
+      holder = openHere(file);
+    };
+    try {
+      const result = await access.collect('{"lend":2}', "http");
+      expect(result).toMatchObject({ outcome: "sent", status: 200 });
+      expect(result.recordError).toContain("in use by");
+      holder!.close();
+      holder = undefined;
+      const [row] = await access.listOutbox();
+      expect(row).toMatchObject({ message_id: result.messageId, state: "pending", attempts: 0 });
+    } finally {
+      receiver.beforeAnswer = undefined;
+      holder?.close();
+      access.close();
+    }
+  });
+
+  test("offlinePublishQueueing 0 and the file still held after a failed attempt: the row cannot be taken out, so it is reported queued, not refused", async () => {
+    const file = join(thing.dir, "lend-limit.db");
+    const limited = config();
+    limited.yaml.thing.mqtt.offlinePublishQueueing = 0;
+    const access = databaseAccess(limited, loadIdentity(limited), openHere(file), silentLogger);
+    let holder: MessageStore | undefined;
+    receiver.answerStatus = 503;
+    receiver.beforeAnswer = () => {
+      holder = openHere(file);
+    };
+    try {
+      const result = await access.collect('{"lend":3}', "http");
+      expect(result).toMatchObject({ outcome: "queued", status: 503 });
+      expect(result.recordError).toContain("in use by");
+      holder!.close();
+      holder = undefined;
+      expect((await access.listOutbox()).map((row) => row.message_id)).toEqual([result.messageId]);
+    } finally {
+      receiver.answerStatus = undefined;
+      receiver.beforeAnswer = undefined;
+      holder?.close();
+      access.close();
+    }
+  });
 });

@@ -28,6 +28,7 @@ export const openBunSqlite: OpenSqlDatabase = (file, options = {}) => {
   const params = (values: readonly SqlValue[] | undefined) => (values ?? []) as SQLQueryBindings[];
   const wrapper: SqlDatabase = {
     driver: "bun:sqlite",
+    holdsFileWhileOpen: false,
     exec: (sql) => guard(() => void db.run(sql)),
     run: (sql, values) =>
       guard(() => {

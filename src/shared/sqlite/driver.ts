@@ -25,6 +25,11 @@ export interface SqlDatabase {
   close(): void;
   /** the driver's name, for logs and `bootstrap` */
   readonly driver: string;
+  /**
+   * No other process may open the file while this connection is open (the WebAssembly driver's
+   * lock directory); false where SQLite locks only while it reads or writes (bun:sqlite).
+   */
+  readonly holdsFileWhileOpen: boolean;
 }
 
 export interface OpenOptions {

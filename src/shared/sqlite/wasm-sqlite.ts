@@ -67,6 +67,7 @@ export const openWasmSqlite: OpenSqlDatabase = (file, options = {}) => {
 
   const wrapper: SqlDatabase = {
     driver: "node-sqlite3-wasm",
+    holdsFileWhileOpen: onDisk,
     exec: (sql) => guard(() => db.exec(sql)),
     run: (sql, values) =>
       guard(() => {

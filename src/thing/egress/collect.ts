@@ -18,9 +18,10 @@ export interface CollectResult {
   body?: string;
   error?: string;
   /**
-   * The attempt's outcome could not be written to the outbox (a full disk): the row stays
-   * pending under its lease, so `serve` may deliver it again later, with the same message id,
-   * which the hub stores once. The outcome above is still what happened.
+   * The attempt's outcome could not be written to the outbox (a full disk, or on armv7 a serve
+   * that opened the database during the attempt): the row stays pending under its lease, so
+   * `serve` may deliver it again later, with the same message id, which the hub stores once,
+   * even past an offlinePublishQueueing limit. The outcome above is still what happened.
    */
   recordError?: string;
 }
@@ -57,12 +58,18 @@ export async function collect(deps: {
   deliver: (entry: OutboxEntry, signal?: AbortSignal) => Promise<DeliveryOutcome>;
   /** how long the attempt at once may take, ms (default FIRST_ATTEMPT_MS) */
   attemptMs?: number;
+  /**
+   * The store is this command's own, and `deliver` does not use it: let other processes open its
+   * file during the attempt (MessageStore.releaseFile), and open it again to record the outcome.
+   */
+  releaseFileDuringAttempt?: boolean;
 }): Promise<CollectResult> {
   const { store, queueLimit } = deps;
   const messageId = randomUUID();
   const now = Date.now();
   store.enqueue({ messageId, body: deps.body, via: deps.via, now, notBefore: now + LEASE_MS });
   const entry = store.getOutbox(messageId)!;
+  if (deps.releaseFileDuringAttempt) store.releaseFile();
   let outcome: DeliveryOutcome;
   const attempt = new AbortController();
   const attemptMs = deps.attemptMs ?? FIRST_ATTEMPT_MS;
@@ -75,35 +82,42 @@ export async function collect(deps: {
   } finally {
     clearTimeout(timer);
   }
-  if (outcome.kind === "retry" && queueLimit >= 0) {
-    const waiting = store.countPending() - 1;
-    if (waiting >= queueLimit) {
-      store.dropOutbox([messageId]);
-      const rule =
-        queueLimit === 0 ? "offlinePublishQueueing is 0 (no offline queueing)" : `${waiting} messages already wait (offlinePublishQueueing: ${queueLimit})`;
-      // No answer: whether the hub holds it is not known (the request may have gone before the
-      // answer was lost, or never left: a connect or TLS handshake that timed out looks the same),
-      // and a retry is a new message with a new id.
-      if (outcome.mayHaveArrived) {
-        throw new FlashlexError(
-          `no answer (${outcome.error}): message ${messageId} may or may not have arrived, and ${rule}, so it was not queued; sending it again may store it twice`,
-          "try-later",
-        );
-      }
-      throw new FlashlexError(`not delivered (${outcome.error}) and ${rule}: nothing was queued, try again later`, "try-later");
-    }
-  }
-  // A message that was delivered is never reported as failed because the disk filled up meanwhile.
+  // A message that was delivered is never reported as failed because the store failed meanwhile.
   let recordError: string | undefined;
+  let notQueued: FlashlexError | undefined;
   try {
-    recordOutcome(store, entry, outcome, Date.now());
+    if (outcome.kind === "retry" && queueLimit >= 0) notQueued = refuseOverLimit(store, messageId, outcome, queueLimit);
+    if (!notQueued) recordOutcome(store, entry, outcome, Date.now());
   } catch (err) {
     recordError = toFlashlexError(err).message;
   }
+  if (notQueued) throw notQueued;
   if (outcome.kind === "sent") return { messageId, outcome: "sent", status: outcome.status, body: outcome.body, recordError };
   if (outcome.kind === "rejected") return { messageId, outcome: "rejected", status: outcome.status, body: outcome.body, error: outcome.error, recordError };
   const error = outcome.mayHaveArrived
     ? `${outcome.error}; it may or may not have arrived, and goes again under the same message id, which the hub stores once`
     : outcome.error;
   return { messageId, outcome: "queued", status: outcome.status, error, recordError };
+}
+
+/**
+ * When the message may not wait (offlinePublishQueueing 0, or N already waiting), takes its row
+ * out again and answers the try-later error (75) to throw; undefined when it may wait.
+ */
+function refuseOverLimit(store: MessageStore, messageId: string, outcome: DeliveryOutcome & { kind: "retry" }, queueLimit: number): FlashlexError | undefined {
+  const waiting = store.countPending() - 1;
+  if (waiting < queueLimit) return undefined;
+  store.dropOutbox([messageId]);
+  const rule =
+    queueLimit === 0 ? "offlinePublishQueueing is 0 (no offline queueing)" : `${waiting} messages already wait (offlinePublishQueueing: ${queueLimit})`;
+  // No answer: whether the hub holds it is not known (the request may have gone before the
+  // answer was lost, or never left: a connect or TLS handshake that timed out looks the same),
+  // and a retry is a new message with a new id.
+  if (outcome.mayHaveArrived) {
+    return new FlashlexError(
+      `no answer (${outcome.error}): message ${messageId} may or may not have arrived, and ${rule}, so it was not queued; sending it again may store it twice`,
+      "try-later",
+    );
+  }
+  return new FlashlexError(`not delivered (${outcome.error}) and ${rule}: nothing was queued, try again later`, "try-later");
 }

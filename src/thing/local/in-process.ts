@@ -41,7 +41,16 @@ export function databaseAccess(
     deleteMessages: async (ids) => store.deleteIngress(ids),
     collect: async (body, via) => {
       getIdentity();
-      return collect({ store, body, via, queueLimit: config.yaml.thing.mqtt.offlinePublishQueueing, deliver: deliver[via] });
+      return collect({
+        store,
+        body,
+        via,
+        queueLimit: config.yaml.thing.mqtt.offlinePublishQueueing,
+        deliver: deliver[via],
+        // A command's own store, untouched by an HTTP attempt (ingress during an MQTT one is stored):
+        // on armv7 a serve started during the attempt may then open the database.
+        releaseFileDuringAttempt: !serveHooks && via === "http",
+      });
     },
     listOutbox: async (state) => store.listOutbox(state),
     retryOutbox: async (ids) => {

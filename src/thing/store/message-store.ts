@@ -218,33 +218,77 @@ function samePayload(stored: string | Uint8Array, incoming: Uint8Array): boolean
   return (typeof stored === "string" ? Buffer.from(stored, "utf8") : Buffer.from(stored)).equals(Buffer.from(incoming));
 }
 
+export interface StoreOpenOptions {
+  /** the SQLite driver (tests run both); default this build's */
+  open?: OpenSqlDatabase;
+  log?: Logger;
+  /** how long an open waits for another process holding the file, ms (OpenOptions.holderWaitMs) */
+  holderWaitMs?: number;
+}
+
+/** Opens and migrates the file: ConfigError (78) for a database of another application or a newer flashlex. */
+function connect(file: string, options: StoreOpenOptions): SqlDatabase {
+  const db = (options.open ?? openSqlDatabase)(file, { log: options.log, holderWaitMs: options.holderWaitMs });
+  try {
+    applyPragmas(db);
+    migrate(db, THING_MIGRATIONS, file, { current: THING_SCHEMA, readableFrom: THING_READABLE_FROM });
+  } catch (err) {
+    db.close();
+    throw err;
+  }
+  return db;
+}
+
 /**
  * One connection to the thing's message database: ingress, outbox, the MQTT session's state.
  * `open` makes the directory and migrates the file (ConfigError, exit 78, for a database of
  * another application or a newer flashlex); `close` when done. Times are Unix milliseconds.
  */
 export class MessageStore {
+  private connection: SqlDatabase | undefined;
+  private closed = false;
+
   private constructor(
-    readonly db: SqlDatabase,
+    connection: SqlDatabase,
     readonly file: string,
-  ) {}
+    private readonly options: StoreOpenOptions,
+  ) {
+    this.connection = connection;
+  }
 
   /** `open` picks the driver (tests run both); the default is this build's. */
-  static open(file: string, options: { open?: OpenSqlDatabase; log?: Logger } = {}): MessageStore {
+  static open(file: string, options: StoreOpenOptions = {}): MessageStore {
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    const db = (options.open ?? openSqlDatabase)(file, { log: options.log });
-    try {
-      applyPragmas(db);
-      migrate(db, THING_MIGRATIONS, file, { current: THING_SCHEMA, readableFrom: THING_READABLE_FROM });
-    } catch (err) {
-      db.close();
-      throw err;
-    }
-    return new MessageStore(db, file);
+    return new MessageStore(connect(file, options), file, options);
+  }
+
+  /**
+   * The connection. After releaseFile() the next use opens the file again, waiting as `open`
+   * does, and throws what `open` throws (DatabaseLockedError, 75, while another process holds it).
+   */
+  get db(): SqlDatabase {
+    if (this.closed) throw new Error(`${this.file}: the message store is closed`);
+    this.connection ??= connect(this.file, this.options);
+    return this.connection;
+  }
+
+  /**
+   * Lets other processes open the file until this store's next use, where the driver keeps it to
+   * itself for as long as it is open (armv7's WebAssembly SQLite): `collect` calls it before a
+   * network attempt of up to 40 s, so a serve started meanwhile is not refused (75). A no-op for
+   * bun:sqlite, which locks only while it reads or writes.
+   */
+  releaseFile(): void {
+    const connection = this.connection;
+    if (!connection?.holdsFileWhileOpen) return;
+    this.connection = undefined;
+    connection.close();
   }
 
   close(): void {
-    this.db.close();
+    this.closed = true;
+    this.connection?.close();
+    this.connection = undefined;
   }
 
   // ---- ingress: what the thing received, for the application ----
