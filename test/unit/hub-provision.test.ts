@@ -209,6 +209,18 @@ describe("hub thing create", () => {
     });
   });
 
+  test("key, certificate and zip are made on a worker thread: what it refuses there comes back with its kind (78) and message, and nothing is written", async () => {
+    const broken: HubHome = { ...home, settings: { ...home.settings, broker: { ...home.settings.broker, host: "evil # comment" } } };
+    const before = (await store.listThings()).length;
+    const err = await createThing(broken, store, "refused-on-thread").catch((e) => e);
+    expect(err).toMatchObject({ kind: "config" });
+    expect(exitCodeOf(err)).toBe(ExitCode.CONFIG);
+    expect(err.message).toContain("unquoted");
+    expect((await store.listThings()).length).toBe(before);
+    // the thread is still there for the next thing
+    expect((await createThing(home, store, "after-refusal")).thing.shortName).toBe("after-refusal");
+  });
+
   test("names: letters, digits, - and _, 1 to 40, not a flag, a UUID or the owner's prefix; duplicates refused", async () => {
     const prefix = ownerPrefix(home.settings);
     for (const ok of ["a", "Sensor_1", "x-y", "_x", "1", "a".repeat(40)]) expect(validateThingName(ok, prefix)).toBe(ok);

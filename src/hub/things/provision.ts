@@ -1,8 +1,7 @@
 import { randomUUID } from "node:crypto";
 import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
-import { generateThingKeyPair, loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
-import { issueThingCertificate } from "../../crypto/x509.ts";
+import { loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { isUuid, TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { createFile } from "../../shared/files.ts";
@@ -11,7 +10,7 @@ import { distributionPath } from "../home/paths.ts";
 import { ownerPrefix } from "../home/settings.ts";
 import type { HubStore, ThingRecord } from "../store/hub-store.ts";
 import { ensureUpdateKey } from "../updates/update-key.ts";
-import { buildDistribution, renderThingConfig } from "./distribution.ts";
+import { makeThingMaterialOffThread } from "./material-thread.ts";
 
 /**
  * Provisioning, as the guide's "Create Thing" did it: an id, the prefixed name, a key pair, a
@@ -89,12 +88,6 @@ export async function createThing(
   }
 
   const id = randomUUID();
-  const ca = readCa(home.paths);
-  const keys = await generateThingKeyPair(keyType);
-  const certPem = await issueThingCertificate(ca, { thingName: name, publicKeyPem: keys.publicKeyPem });
-  // The steps below run on the hub's one thread (the key pair above did not): requests waiting
-  // get their turn between them, so creating a thing never stalls the API for all of them at once.
-  await nextTurn();
   const values = {
     thingId: id,
     thingName: name,
@@ -105,22 +98,20 @@ export async function createThing(
     // every distribution pins the hub's release-signing key (made here for a home older than updates)
     updatePublicKey: ensureUpdateKey(home.paths.dir),
   };
-  const configText = renderThingConfig(values).text;
-  await nextTurn();
-  const zip = buildDistribution(
+  // Key, certificate and zip are made on a worker thread: the hub keeps answering meanwhile.
+  const { publicKeyPem, certPem, zip } = await makeThingMaterialOffThread({
+    ca: readCa(home.paths),
+    thingName: name,
+    keyType,
     values,
-    { rootCaPem: ca.certPem, certPem, privateKeyPem: keys.privateKeyPem, publicKeyPem: keys.publicKeyPem },
-    new Date(),
-    configText,
-  );
-
-  await nextTurn();
+    mtime: Date.now(),
+  });
   const info = describeCertificate(certPem);
   const thing: ThingRecord = {
     id,
     name,
     shortName,
-    publicKeyPem: keys.publicKeyPem,
+    publicKeyPem,
     certPem,
     certSerial: info.serialNumber,
     certNotAfter: info.notAfter.getTime(),

@@ -1,0 +1,111 @@
+/**
+ * Makes a new thing's key, certificate and distribution (thing-material.ts) on a worker thread,
+ * so the hub's event loop keeps answering API requests and broker packets meanwhile: on the main
+ * thread the certificate and the zip held it some 10 ms per thing (bench row 7).
+ *
+ * The worker is this same program (the compiled binary, or src/main.ts from source) started as a
+ * Web Worker: main.ts calls answerMaterialJobs() when it is not the main thread. One worker
+ * serves every job in turn; it starts with the first job and ends after IDLE_MS without one, so
+ * an idle hub does not keep its memory.
+ */
+import { isMainThread } from "node:worker_threads";
+import { type ErrorKind, FlashlexError, isErrorKind } from "../../shared/errors.ts";
+import { TARGET } from "../../shared/version.ts";
+import type { MaterialJob, ThingMaterial } from "./thing-material.ts";
+
+/** How long the worker stays after its last job, ms. */
+const IDLE_MS = 30_000;
+
+interface JobMessage {
+  id: number;
+  job: MaterialJob;
+}
+
+type ReplyMessage = { id: number; material: ThingMaterial } | { id: number; error: { message: string; kind?: ErrorKind } };
+
+/** The worker's global scope, as far as it is used here. */
+interface WorkerScope {
+  onmessage: ((event: MessageEvent<JobMessage>) => void) | null;
+  postMessage(message: ReplyMessage, transfer?: ArrayBuffer[]): void;
+}
+
+interface Waiting {
+  resolve: (material: ThingMaterial) => void;
+  reject: (err: Error) => void;
+}
+
+let worker: Worker | undefined;
+let idleTimer: ReturnType<typeof setTimeout> | undefined;
+let lastId = 0;
+const waiting = new Map<number, Waiting>();
+
+/**
+ * makeThingMaterial(job) on the worker thread. Rejects with what it throws there, as a
+ * FlashlexError of the same kind and message (ConfigError, CryptoError: their kinds decide the
+ * exit code and the HTTP status), or with an Error when the worker itself failed.
+ */
+export function makeThingMaterialOffThread(job: MaterialJob): Promise<ThingMaterial> {
+  worker ??= startWorker();
+  const thread = worker;
+  clearTimeout(idleTimer);
+  // while a job waits the worker keeps the process alive (a `hub thing create` has nothing else)
+  thread.ref();
+  const id = ++lastId;
+  return new Promise((resolve, reject) => {
+    waiting.set(id, { resolve, reject });
+    thread.postMessage({ id, job } satisfies JobMessage);
+  });
+}
+
+function startWorker(): Worker {
+  const thread = new Worker(programUrl());
+  thread.onmessage = (event: MessageEvent<ReplyMessage>) => {
+    const reply = event.data;
+    const job = waiting.get(reply.id);
+    waiting.delete(reply.id);
+    if ("material" in reply) job?.resolve(reply.material);
+    else job?.reject(isErrorKind(reply.error.kind) ? new FlashlexError(reply.error.message, reply.error.kind) : new Error(reply.error.message));
+    if (waiting.size) return;
+    thread.unref();
+    idleTimer = setTimeout(() => stopWorker(thread), IDLE_MS);
+    idleTimer.unref?.();
+  };
+  thread.onerror = (event: ErrorEvent) => {
+    const failure = new Error(`the thread that makes thing keys and distributions failed: ${event.message}`);
+    for (const job of waiting.values()) job.reject(failure);
+    waiting.clear();
+    stopWorker(thread);
+  };
+  return thread;
+}
+
+function stopWorker(thread: Worker): void {
+  if (worker === thread) worker = undefined;
+  thread.terminate();
+}
+
+/** This program's entry module: the compiled binary (it has a TARGET), or src/main.ts when run from source. */
+function programUrl(): string {
+  return TARGET ? Bun.main : new URL("../../main.ts", import.meta.url).href;
+}
+
+/**
+ * In a worker thread started by makeThingMaterialOffThread: answers its jobs until it is
+ * terminated. main.ts calls it when this program runs as a worker; it returns at once (the
+ * handler is set before the first message can arrive). Does nothing on the main thread.
+ */
+export function answerMaterialJobs(): void {
+  if (isMainThread) return;
+  const scope = globalThis as unknown as WorkerScope;
+  scope.onmessage = async (event) => {
+    const { id, job } = event.data;
+    try {
+      const { makeThingMaterial } = await import("./thing-material.ts");
+      const material = await makeThingMaterial(job);
+      scope.postMessage({ id, material }, [material.zip.buffer as ArrayBuffer]);
+    } catch (err) {
+      const kind = err instanceof FlashlexError ? err.kind : undefined;
+      scope.postMessage({ id, error: { message: (err as Error)?.message ?? String(err), kind } });
+    }
+  };
+}
