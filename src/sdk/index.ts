@@ -17,11 +17,13 @@ import { exitCodeOf } from "../cli/exit-codes.ts";
 import { type ErrorKind as InternalErrorKind, FlashlexError as InternalFlashlexError } from "../shared/errors.ts";
 import { toFlashlexError } from "../shared/foreign-errors.ts";
 import { type Logger as InternalLogger, silentLogger } from "../shared/log.ts";
+import { DatabaseLockedError } from "../shared/sqlite/wasm-lock.ts";
 import { checkDataDirectory } from "../thing/config-location.ts";
 import type { CollectResult as InternalCollectResult } from "../thing/egress/collect.ts";
 import { egressDocumentOf } from "../thing/egress/document.ts";
 import type * as store from "../thing/local/access.ts";
 import type { OutboxState as InternalOutboxState, ThingAccess } from "../thing/local/access.ts";
+import { runningServeAccess } from "../thing/local/client.ts";
 import { openThingAccess } from "../thing/local/open.ts";
 import { type ConfigLocation as InternalConfigLocation, loadThingConfig, type ThingConfig } from "../thing/settings.ts";
 
@@ -260,6 +262,23 @@ export class FlashlexSDK {
   }
 
   /**
+   * Under Node (armv7) a call found the database held by another process: most often a `serve`
+   * started while these calls had it open (a collect lets go of it during a slow attempt). Runs
+   * `work` through that serve's socket; without one, throws `locked` as it is (75).
+   */
+  private async throughServeStartedMeanwhile<T>(work: (access: ThingAccess) => Promise<T>, locked: DatabaseLockedError): Promise<T> {
+    const serve = await runningServeAccess(this.thingConfig.dataDir).catch(() => undefined);
+    if (!serve) throw toFlashlexError(locked);
+    try {
+      return await work(serve);
+    } catch (err) {
+      throw toFlashlexError(err);
+    } finally {
+      serve.close();
+    }
+  }
+
+  /**
    * Runs `work` with the thing's data: serve's socket when serve runs, else the database, opened
    * for the calls in flight and closed after the last. Holding the file no longer than that
    * matters under Node, whose WebAssembly SQLite sees no POSIX locks: while it has the file open,
@@ -290,6 +309,7 @@ export class FlashlexSDK {
       try {
         return await work(access);
       } catch (err) {
+        if (access.via === "database" && err instanceof DatabaseLockedError) return await this.throughServeStartedMeanwhile(work, err);
         // (a serve that stopped mid-call is already one, naming its socket: local/client.ts)
         throw toFlashlexError(err);
       }

@@ -193,6 +193,29 @@ describe.skipIf(Boolean(noTmpfs))("a full disk", () => {
     tally("duplicates", 0);
   });
 
+  test("a refusal the outbox could not record while the disk filled is not called 'kept as rejected': the row is pending and serve records the refusal", async () => {
+    receiver.answerStatus = 422;
+    receiver.beforeAnswer = () => void fs.fill();
+    let result: RunResult;
+    try {
+      result = await run(["collect", ...withData(dataDir)], { input: '{"n":3}' });
+    } finally {
+      receiver.answerStatus = undefined;
+      receiver.beforeAnswer = undefined;
+      fs.free();
+    }
+    tally("faults");
+    expect(result.code).toBe(65);
+    expect(result.stderr).toContain("was rejected, but the outbox could not record it");
+    expect(result.stderr).toContain("serve records it as rejected when it sends it again");
+    expect(result.stderr).not.toContain("it is kept as rejected");
+    expect(outbox().filter((r) => r.state === "pending")).toHaveLength(1);
+    // out of the way of the tests after this one
+    const db = new Database(join(dataDir, "subscription.db"));
+    db.run("DELETE FROM outbox WHERE state = 'pending'");
+    db.close();
+  });
+
   test("the hub on a full disk answers 503 with Retry-After in its envelope, not 500, and works again once there is space", async () => {
     const hubFs = mountTmpfs(4096);
     mounts.push(hubFs);

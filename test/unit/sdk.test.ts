@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { FlashlexError, FlashlexSDK } from "../../src/sdk/index.ts";
 import { ConfigError, InputError } from "../../src/shared/errors.ts";
 import { silentLogger } from "../../src/shared/log.ts";
@@ -212,7 +212,8 @@ describe("armv7: a collect with serve stopped lets go of the database during its
     const file = join(thing.dir, "lend.db");
     const access = databaseAccess(config(), loadIdentity(config()), openHere(file), silentLogger);
     let seenMeanwhile: unknown;
-    receiver.beforeAnswer = () => {
+    receiver.beforeAnswer = async () => {
+      await Bun.sleep(1_300); // collect lets go after 1 s out
       const other = openHere(file);
       seenMeanwhile = other.listOutbox().map((row) => row.state);
       other.close();
@@ -229,11 +230,34 @@ describe("armv7: a collect with serve stopped lets go of the database during its
     }
   });
 
+  test("an answer within a second: the file is never let go (a second open costs armv7 five fsyncs)", async () => {
+    const file = join(thing.dir, "lend-fast.db");
+    const access = databaseAccess(config(), loadIdentity(config()), openHere(file), silentLogger);
+    let refused: unknown;
+    receiver.beforeAnswer = () => {
+      refused = (() => {
+        try {
+          openHere(file).close();
+        } catch (err) {
+          return err;
+        }
+      })();
+    };
+    try {
+      expect(await access.collect('{"lend":0}', "http")).toMatchObject({ outcome: "sent" });
+      expect(String(refused)).toContain("in use by");
+    } finally {
+      receiver.beforeAnswer = undefined;
+      access.close();
+    }
+  });
+
   test("a process that keeps it past the attempt: delivered, the outcome not recorded, the row left for serve (same id, stored once)", async () => {
     const file = join(thing.dir, "lend-kept.db");
     const access = databaseAccess(config(), loadIdentity(config()), openHere(file), silentLogger);
     let holder: MessageStore | undefined;
-    receiver.beforeAnswer = () => {
+    receiver.beforeAnswer = async () => {
+      await Bun.sleep(1_300);
       holder = openHere(file);
     };
     try {
@@ -258,7 +282,8 @@ describe("armv7: a collect with serve stopped lets go of the database during its
     const access = databaseAccess(limited, loadIdentity(limited), openHere(file), silentLogger);
     let holder: MessageStore | undefined;
     receiver.answerStatus = 503;
-    receiver.beforeAnswer = () => {
+    receiver.beforeAnswer = async () => {
+      await Bun.sleep(1_300);
       holder = openHere(file);
     };
     try {
@@ -276,3 +301,21 @@ describe("armv7: a collect with serve stopped lets go of the database during its
     }
   });
 });
+
+test("armv7 (Node, WebAssembly SQLite): a serve started while the SDK had the database open answers the SDK's next call (it failed with 75 after 5 s)", async () => {
+  const { bundleForNode } = await import("../../scripts/bundle-node.ts");
+  const bundle = await bundleForNode(join(thing.dir, "sdk-serve.cjs"), { entry: resolve(import.meta.dir, "../support/node-sdk-serve-entry.ts") });
+  const data = mkdtempSync(join(thing.dir, "data-node-"));
+  receiver.beforeAnswer = () => Bun.sleep(1_800);
+  try {
+    const node = Bun.spawn(["node", bundle.outFile, thing.configPath, thing.keysDir, data], { stdout: "pipe", stderr: "pipe" });
+    const [out, err] = await Promise.all([new Response(node.stdout).text(), new Response(node.stderr).text(), node.exited]);
+    expect(err).toBe("");
+    const seen = JSON.parse(out);
+    expect(seen.messages).toEqual({ count: 0 });
+    // the answer came while the serve held the file: delivered, left pending for serve to record
+    expect(seen.collect).toEqual({ outcome: "sent", recorded: false });
+  } finally {
+    receiver.beforeAnswer = undefined;
+  }
+}, 60_000);

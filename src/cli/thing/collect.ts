@@ -50,10 +50,16 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
     }
     if (result.outcome === "sent") return ExitCode.OK;
     if (result.outcome === "rejected") {
-      console.error(`collect: the API refused message ${result.messageId}: ${result.error}; it is kept as rejected (flashlex outbox list --state rejected)`);
+      // unrecorded, the row is still pending: serve sends it again and records the refusal then
+      const kept = result.recordError
+        ? "serve records it as rejected when it sends it again"
+        : "it is kept as rejected (flashlex outbox list --state rejected)";
+      console.error(`collect: the API refused message ${result.messageId}: ${result.error}; ${kept}`);
       return ExitCode.DATA;
     }
-    if (access.served) {
+    // Unrecorded: most often a serve started meanwhile holds the database (armv7), so whether
+    // one ran when collect began says nothing now.
+    if (access.served || result.recordError) {
       console.error(`collect: message ${result.messageId} is queued (${result.error}); \`flashlex serve\` will deliver it`);
     } else {
       // The guide ran serve with -d and collect without: a second database no serve drains.

@@ -58,7 +58,16 @@ export function makeThingMaterialOffThread(job: MaterialJob): Promise<ThingMater
 }
 
 function startWorker(): Worker {
-  const thread = new Worker(programUrl());
+  let thread: Worker;
+  try {
+    thread = new Worker(programUrl());
+  } catch (err) {
+    // a limit on threads or memory (ulimit -u, a cgroup): it may pass once other work ends
+    throw new FlashlexError(`could not start a thread to make the thing's key and distribution (${(err as Error).message}); try again later`, "try-later", {
+      cause: err,
+      clientSafe: true,
+    });
+  }
   thread.onmessage = (event: MessageEvent<ReplyMessage>) => {
     const reply = event.data;
     const job = waiting.get(reply.id);

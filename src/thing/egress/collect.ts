@@ -38,6 +38,13 @@ const LEASE_MS = 60_000;
 export const FIRST_ATTEMPT_MS = 40_000;
 
 /**
+ * How long an attempt may take before collect lets go of the database file
+ * (releaseFileDuringAttempt): an answer within it costs no second open, whose WAL and lock
+ * records are five more fsyncs on armv7's WebAssembly SQLite.
+ */
+const RELEASE_AFTER_MS = 1_000;
+
+/**
  * Egress: the message is committed to the outbox first, then delivered once now. Whatever
  * happens to that attempt, the message is either delivered, refused by the API for good, or
  * still queued for `serve`: never lost.
@@ -59,8 +66,9 @@ export async function collect(deps: {
   /** how long the attempt at once may take, ms (default FIRST_ATTEMPT_MS) */
   attemptMs?: number;
   /**
-   * The store is this command's own, and `deliver` does not use it: let other processes open its
-   * file during the attempt (MessageStore.releaseFile), and open it again to record the outcome.
+   * The store is this command's own, and `deliver` does not use it: once the attempt has been out
+   * for RELEASE_AFTER_MS, let other processes open its file (MessageStore.releaseFile), and open
+   * it again to record the outcome.
    */
   releaseFileDuringAttempt?: boolean;
 }): Promise<CollectResult> {
@@ -69,7 +77,7 @@ export async function collect(deps: {
   const now = Date.now();
   store.enqueue({ messageId, body: deps.body, via: deps.via, now, notBefore: now + LEASE_MS });
   const entry = store.getOutbox(messageId)!;
-  if (deps.releaseFileDuringAttempt) store.releaseFile();
+  const release = deps.releaseFileDuringAttempt ? setTimeout(() => store.releaseFile(), RELEASE_AFTER_MS) : undefined;
   let outcome: DeliveryOutcome;
   const attempt = new AbortController();
   const attemptMs = deps.attemptMs ?? FIRST_ATTEMPT_MS;
@@ -81,6 +89,7 @@ export async function collect(deps: {
     outcome = { kind: "retry", error: `delivery failed: ${(err as Error)?.message ?? String(err)}` };
   } finally {
     clearTimeout(timer);
+    clearTimeout(release);
   }
   // A message that was delivered is never reported as failed because the store failed meanwhile.
   let recordError: string | undefined;
