@@ -252,52 +252,47 @@ describe("armv7: a collect with serve stopped lets go of the database during its
     }
   });
 
-  test("a process that keeps it past the attempt: delivered, the outcome not recorded, the row left for serve (same id, stored once)", async () => {
-    const file = join(thing.dir, "lend-kept.db");
-    const access = databaseAccess(config(), loadIdentity(config()), openHere(file), silentLogger);
+  /**
+   * collect through a store of its own while the receiver, once collect has let go of the file,
+   * has another connection take it and keep it until the answer is back; the outbox as seen after.
+   */
+  async function collectWhileTaken(file: string, thingConfig: ReturnType<typeof config>, body: string) {
+    const access = databaseAccess(thingConfig, loadIdentity(thingConfig), openHere(file), silentLogger);
     let holder: MessageStore | undefined;
     receiver.beforeAnswer = async () => {
       await Bun.sleep(1_300);
       holder = openHere(file);
     };
     try {
-      const result = await access.collect('{"lend":2}', "http");
-      expect(result).toMatchObject({ outcome: "sent", status: 200 });
-      expect(result.recordError).toContain("in use by");
-      holder!.close();
+      const result = await access.collect(body, "http");
+      holder?.close();
       holder = undefined;
-      const [row] = await access.listOutbox();
-      expect(row).toMatchObject({ message_id: result.messageId, state: "pending", attempts: 0 });
+      return { result, outbox: await access.listOutbox() };
     } finally {
       receiver.beforeAnswer = undefined;
       holder?.close();
       access.close();
     }
+  }
+
+  test("a process that keeps it past the attempt: delivered, the outcome not recorded, the row left for serve (same id, stored once)", async () => {
+    const { result, outbox } = await collectWhileTaken(join(thing.dir, "lend-kept.db"), config(), '{"lend":2}');
+    expect(result).toMatchObject({ outcome: "sent", status: 200 });
+    expect(result.recordError).toContain("in use by");
+    expect(outbox).toEqual([expect.objectContaining({ message_id: result.messageId, state: "pending", attempts: 0 })]);
   });
 
   test("offlinePublishQueueing 0 and the file still held after a failed attempt: the row cannot be taken out, so it is reported queued, not refused", async () => {
-    const file = join(thing.dir, "lend-limit.db");
     const limited = config();
     limited.yaml.thing.mqtt.offlinePublishQueueing = 0;
-    const access = databaseAccess(limited, loadIdentity(limited), openHere(file), silentLogger);
-    let holder: MessageStore | undefined;
     receiver.answerStatus = 503;
-    receiver.beforeAnswer = async () => {
-      await Bun.sleep(1_300);
-      holder = openHere(file);
-    };
     try {
-      const result = await access.collect('{"lend":3}', "http");
+      const { result, outbox } = await collectWhileTaken(join(thing.dir, "lend-limit.db"), limited, '{"lend":3}');
       expect(result).toMatchObject({ outcome: "queued", status: 503 });
       expect(result.recordError).toContain("in use by");
-      holder!.close();
-      holder = undefined;
-      expect((await access.listOutbox()).map((row) => row.message_id)).toEqual([result.messageId]);
+      expect(outbox.map((row) => row.message_id)).toEqual([result.messageId]);
     } finally {
       receiver.answerStatus = undefined;
-      receiver.beforeAnswer = undefined;
-      holder?.close();
-      access.close();
     }
   });
 });
