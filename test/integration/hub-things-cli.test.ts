@@ -193,3 +193,18 @@ describe.skipIf(Boolean(noTmpfs))("a full disk under the hub home", () => {
     }
   }, 120_000);
 });
+
+test("hub token rotate whose output cannot be written (/dev/full) exits 74 and changes nothing: the old token still works (it exited 0, the old token dead, the new one lost)", async () => {
+  const rotate = Bun.spawn([binaryPath(), "hub", "token", "rotate", "--dir", hub.dir], { stdout: Bun.file("/dev/full"), stderr: "pipe" });
+  const [code, stderr] = await Promise.all([rotate.exited, new Response(rotate.stderr).text()]);
+  expect(code).toBe(74);
+  expect(stderr.trim()).toBe("flashlex: could not write the new token to stdout (ENOSPC): nothing changed, the old operator token still works");
+  const { openHubStore } = await import("../../src/hub/store/open-store.ts");
+  const { OperatorTokens } = await import("../../src/hub/home/tokens.ts");
+  const store = await openHubStore(join(hub.dir, "hub.db"));
+  try {
+    expect(await new OperatorTokens(store).verify(hub.token)).toBe(true);
+  } finally {
+    await store.close();
+  }
+});

@@ -47,9 +47,12 @@ export class OperatorTokens {
   /**
    * Replaces the operator token: the old one stops working at once, and every console sign-in
    * made with it ends, on every hub of the database. Returns the new token (shown once).
+   * `show` gets it first: when it throws (the token could not be written out), nothing changes,
+   * so the old token is never replaced by one nobody has seen.
    */
-  async rotate(): Promise<string> {
+  async rotate(show?: (token: string) => void): Promise<string> {
     const token = newAccessToken();
+    show?.(token);
     await this.store.deleteTokens("operator");
     await this.store.addToken(hashToken(token), "operator", this.now(), null);
     await this.store.deleteConsoleSessions();
