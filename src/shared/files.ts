@@ -14,6 +14,7 @@ import {
   chownSync,
   closeSync,
   fchmodSync,
+  fstatSync,
   fsyncSync,
   linkSync,
   openSync,
@@ -44,7 +45,8 @@ export interface AtomicWriteOptions {
  * `options.signal`, the temporary file is removed and `file` is as it was; the error is what the
  * file system threw (ENOSPC, EACCES) or the abort's reason. Temporary files of `file` left by
  * dead processes are removed first. A `file` that is a stream, not a file (a device such as
- * /dev/null or /dev/stdout, a FIFO), is written straight through, never replaced.
+ * /dev/null or /dev/stdout, a FIFO), or the file this process's stdin, stdout or stderr is (a
+ * shell's `> out.zip` behind /dev/stdout), is written straight through, never replaced.
  */
 export async function writeFileAtomically(
   file: string,
@@ -285,7 +287,20 @@ export function escapeRegExp(text: string): string {
 function isStream(file: string): boolean {
   try {
     const stat = statSync(file);
-    return !stat.isFile() && !stat.isDirectory();
+    if (!stat.isFile() && !stat.isDirectory()) return true;
+    // /dev/stdout (or /proc/self/fd/1) with stdout redirected to a file: written through, so the
+    // bytes land where the shell sent them. Replaced, it was /dev/stdout itself that a root
+    // process swapped for a regular file (the temporary file sat in /dev).
+    return [0, 1, 2].some((fd) => sameFile(stat, fd));
+  } catch {
+    return false;
+  }
+}
+
+function sameFile(stat: { dev: number; ino: number }, fd: number): boolean {
+  try {
+    const open = fstatSync(fd);
+    return open.dev === stat.dev && open.ino === stat.ino;
   } catch {
     return false;
   }

@@ -393,5 +393,11 @@ describe("the archive streams", () => {
     expect(Bun.spawnSync(["ls", "-A", dir]).stdout.toString().trim()).toBe("bulk.zip");
     expect(Bun.spawnSync(["unzip", "-tq", file]).exitCode).toBe(0);
     expect(Bun.spawnSync(["unzip", "-Z1", file]).stdout.toString().trim().split("\n")).toHaveLength(BULK_MESSAGES);
+    // piped on (`-o /dev/stdout | ssh host 'cat > x.zip'`): the summary line went after the zip and broke it
+    const piped = join(dir, "piped.zip");
+    const toStdout = Bun.spawnSync(["sh", "-c", `"$0" hub export "$1" --dir "$2" -o /dev/stdout > "$3"`, binaryPath(), bulk.name, hubDir, piped]);
+    expect(toStdout.exitCode).toBe(0);
+    expect(toStdout.stderr.toString()).toBe(`/dev/stdout: ${BULK_MESSAGES} messages\n`);
+    expect(Bun.spawnSync(["unzip", "-tq", piped]).exitCode).toBe(0);
   }, 120_000);
 });

@@ -89,6 +89,21 @@ describe("a target that is a stream, not a file", () => {
     }
   });
 
+  test("stdout redirected to a file, named by /proc/self/fd/1 (or /dev/stdout): written through into that file (a rename put the temporary file in /dev and, as root, replaced /dev/stdout itself)", async () => {
+    const files = join(import.meta.dir, "../../src/shared/files.ts");
+    for (const [name, call] of [
+      ["async", "await writeFileAtomically"],
+      ["sync", "writeFileAtomicallySync"],
+    ] as const) {
+      const out = join(dir, `redirected-${name}.zip`);
+      const script = `import { writeFileAtomically, writeFileAtomicallySync } from ${JSON.stringify(files)}; ${call}("/proc/self/fd/1", "through stdout", 0o600);`;
+      const child = Bun.spawn([process.execPath, "-e", script], { stdout: Bun.file(out), stderr: "pipe" });
+      const [code, stderr] = await Promise.all([child.exited, new Response(child.stderr).text()]);
+      expect({ code, stderr }).toEqual({ code: 0, stderr: "" });
+      expect(readFileSync(out, "utf8")).toBe("through stdout");
+    }
+  });
+
   test("a full device (/dev/full): the error names it, so the one-line message says which file did not fit", async () => {
     for (const write of [() => writeFileAtomically("/dev/full", "x".repeat(70_000), 0o600), async () => writeFileAtomicallySync("/dev/full", "x", 0o600)]) {
       const err = await write().then(

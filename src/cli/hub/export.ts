@@ -1,3 +1,4 @@
+import { fstatSync, statSync } from "node:fs";
 import type { MessageType } from "../../hub/messages/messages.ts";
 import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, interruptible, type Options, required, text } from "../command.ts";
@@ -35,8 +36,20 @@ function exportMessages(args: string[], options: Options): Promise<number> {
       const output = given ?? outputFile(options, archive.fileName);
       const { writeArchiveFile } = await import("../../hub/messages/archive.ts");
       const written = await writeArchiveFile(archive, output, signal);
-      console.log(`${output}: ${written} messages`);
+      // After a zip written to stdout (`-o /dev/stdout`) a line there would break the zip.
+      (isStdout(output) ? console.error : console.log)(`${output}: ${written} messages`);
       return ExitCode.OK;
     }),
   );
+}
+
+/** Whether `file` is this process's stdout (`/dev/stdout`, `/proc/self/fd/1`, or the file stdout is redirected to). */
+function isStdout(file: string): boolean {
+  try {
+    const out = fstatSync(1);
+    const given = statSync(file);
+    return out.dev === given.dev && out.ino === given.ino;
+  } catch {
+    return false;
+  }
 }
