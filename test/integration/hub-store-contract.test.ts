@@ -487,16 +487,35 @@ for (const driver of DRIVERS) {
 describe("the PostgreSQL driver", () => {
   const at = (url: string) => parseHubDatabase(url, "unused.db", "--db");
 
-  test("migrates once, under a lock: two hubs opening a new database together; schema_version has one row per step", async () => {
+  test("migrates once, under a lock: of two `hub init --db` on one new database one makes the hub, the other is refused (78); schema_version has one row per step", async () => {
     const url = pg!.createDatabase("twice");
-    const [a, b] = await Promise.all([openHubStore(at(url)), openHubStore(at(url))]);
-    await a.insertThing(thing(1));
+    const opened = await Promise.allSettled([openHubStore(at(url), { create: true }), openHubStore(at(url), { create: true })]);
+    const made = opened.flatMap((o) => (o.status === "fulfilled" ? [o.value] : []));
+    const refused = opened.flatMap((o) => (o.status === "rejected" ? [o.reason as FlashlexError] : []));
+    expect(made).toHaveLength(1);
+    expect(refused.map((e) => [e.kind, /already holds a FlashLex hub/.test(e.message)])).toEqual([["config", true]]);
+    const b = await openHubStore(at(url)); // a hub serve on it
+    await made[0]!.insertThing(thing(1));
     expect((await b.getThing(thing(1).id))!.createdAt).toBe(thing(1).createdAt);
-    await Promise.all([a.close(), b.close()]);
+    await Promise.all([made[0]!.close(), b.close()]);
     const sql = new SQL(url);
     try {
       const rows = await sql`SELECT version FROM schema_version ORDER BY version`;
       expect(rows.map((r: { version: number }) => r.version)).toEqual(HUB_MIGRATIONS.map((_, i) => i + 1));
+    } finally {
+      await sql.close();
+    }
+  });
+
+  test("an empty database is no hub: every open but `hub init --db` is refused (78), nothing is created in it (a hub started there empty, refusing its things and its own token)", async () => {
+    const url = pg!.createDatabase("empty");
+    const err = await openHubStore(at(url)).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(FlashlexError);
+    expect((err as FlashlexError).kind).toBe("config");
+    expect((err as Error).message).toContain("holds no FlashLex hub (an empty database); restore the hub's database into it (pg_restore)");
+    const sql = new SQL(url);
+    try {
+      expect(await sql`SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()`).toEqual([]);
     } finally {
       await sql.close();
     }

@@ -202,6 +202,12 @@ async function migratePostgres(client: SQL, migrations: readonly Migration[], db
       throw new ConfigError(
         `${db.display}: not a FlashLex database (it holds other tables: ${tables.slice(0, 5).join(", ")}); create an empty database for the hub (createdb)`,
       );
+    } else if (!create) {
+      // As a missing hub.db: a pg_restore not yet run, or a URL naming another (empty) database.
+      // Made here, the hub would start empty, refuse every thing and its own token, and say nothing.
+      throw new ConfigError(
+        `${db.display}: holds no FlashLex hub (an empty database); restore the hub's database into it (pg_restore) or point hub.database.url at it: only \`hub init --db\` makes a new hub`,
+      );
     } else {
       await tx.unsafe("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)");
     }
