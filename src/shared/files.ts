@@ -291,16 +291,22 @@ function isStream(file: string): boolean {
     // /dev/stdout (or /proc/self/fd/1) with stdout redirected to a file: written through, so the
     // bytes land where the shell sent them. Replaced, it was /dev/stdout itself that a root
     // process swapped for a regular file (the temporary file sat in /dev).
-    return [0, 1, 2].some((fd) => sameFile(stat, fd));
+    return [0, 1, 2].some((fd) => isOpenAs(file, fd));
   } catch {
     return false;
   }
 }
 
-function sameFile(stat: { dev: number; ino: number }, fd: number): boolean {
+/**
+ * Whether `file` is the file this process has open as descriptor `fd` (`/dev/stdout` and
+ * `/proc/self/fd/1` are stdout's; so is the file a shell's `>` sent stdout to). False when
+ * either cannot be looked at.
+ */
+export function isOpenAs(file: string, fd: number): boolean {
   try {
     const open = fstatSync(fd);
-    return open.dev === stat.dev && open.ino === stat.ino;
+    const named = statSync(file);
+    return open.dev === named.dev && open.ino === named.ino;
   } catch {
     return false;
   }
@@ -317,7 +323,8 @@ async function writeContent(fd: number, content: string | Uint8Array | AsyncIter
   }
 }
 
-function writeAll(fd: number, bytes: Uint8Array): void {
+/** Writes all of `bytes` to `fd`, however many writes it takes; throws what write(2) fails with (ENOSPC, EPIPE). */
+export function writeAll(fd: number, bytes: Uint8Array): void {
   for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at, bytes.length - at);
 }
 

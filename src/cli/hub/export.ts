@@ -1,6 +1,6 @@
-import { fstatSync, statSync } from "node:fs";
 import type { MessageType } from "../../hub/messages/messages.ts";
 import { UsageError } from "../../shared/errors.ts";
+import { isOpenAs } from "../../shared/files.ts";
 import { type CommandSpec, interruptible, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { parseTimeRange } from "../input.ts";
@@ -37,19 +37,8 @@ function exportMessages(args: string[], options: Options): Promise<number> {
       const { writeArchiveFile } = await import("../../hub/messages/archive.ts");
       const written = await writeArchiveFile(archive, output, signal);
       // After a zip written to stdout (`-o /dev/stdout`) a line there would break the zip.
-      (isStdout(output) ? console.error : console.log)(`${output}: ${written} messages`);
+      (isOpenAs(output, 1) ? console.error : console.log)(`${output}: ${written} messages`);
       return ExitCode.OK;
     }),
   );
-}
-
-/** Whether `file` is this process's stdout (`/dev/stdout`, `/proc/self/fd/1`, or the file stdout is redirected to). */
-function isStdout(file: string): boolean {
-  try {
-    const out = fstatSync(1);
-    const given = statSync(file);
-    return out.dev === given.dev && out.ino === given.ino;
-  } catch {
-    return false;
-  }
 }

@@ -1,5 +1,5 @@
-import { writeSync } from "node:fs";
 import { FlashlexError } from "../../shared/errors.ts";
+import { writeAll } from "../../shared/files.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { DB_OPTION, DIR_OPTION, openedHubToWrite } from "./common.ts";
@@ -20,9 +20,8 @@ export const hubTokenRotateCommand: CommandSpec = {
 
 /** Writes all of `text` to stdout or throws an `io` FlashlexError (74) saying the old token still works. */
 function writeSecret(text: string): void {
-  const bytes = Buffer.from(text);
   try {
-    for (let at = 0; at < bytes.length; ) at += writeSync(1, bytes, at);
+    writeAll(1, Buffer.from(text));
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new FlashlexError(`could not write the new token to stdout (${code}): nothing changed, the old operator token still works`, "io", { cause: err });

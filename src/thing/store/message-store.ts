@@ -274,9 +274,9 @@ export class MessageStore {
 
   /**
    * Lets other processes open the file until this store's next use, where the driver keeps it to
-   * itself for as long as it is open (armv7's WebAssembly SQLite): `collect` calls it before a
-   * network attempt of up to 40 s, so a serve started meanwhile is not refused (75). A no-op for
-   * bun:sqlite, which locks only while it reads or writes.
+   * itself for as long as it is open (armv7's WebAssembly SQLite): `collect` calls it once its
+   * network attempt (up to 40 s) has been out a second, so a serve started meanwhile is not
+   * refused (75). A no-op for bun:sqlite, which locks only while it reads or writes.
    */
   releaseFile(): void {
     const connection = this.connection;
