@@ -402,14 +402,15 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 
 # How long the running serve has to answer its status before it counts as busy or stopped (the
-# agent's own commands wait as long).
-_PROBE_SECONDS = 2
+# agent's own commands wait as long): serve's thread may itself wait SQLite's 5 s busy_timeout for
+# an application's write lock, so a shorter window would call a waiting serve stopped.
+_PROBE_SECONDS = 6
 
 
 def _call_serve(socket_path, method, path, body, timeout):
     """Calls the running serve; raises _NotRunning when none listens (no socket, or a dead one's).
 
-    A serve that listens but does not answer its status within 2 s (stopped with SIGSTOP, its
+    A serve that listens but does not answer its status within 6 s (stopped with SIGSTOP, its
     event loop held) is ``try-later``, as for the agent's commands, before the call is made: the
     call itself may take ``timeout`` seconds (a long list, a collect's delivery).
     """

@@ -474,7 +474,7 @@ out({"running": sdk.serveIsRunning(), "waiting": [m["message"]["payload"]["messa
     expect(out).toEqual({ running: false, waiting: [5], removed: true, sqliteOpened: 2 });
   }, 20_000);
 
-  test("a serve that listens but does not answer (SIGSTOP) is try-later (75) within 2 s, as for the agent's commands (was 69 after 30 s)", async () => {
+  test("a serve that listens but does not answer (SIGSTOP) is try-later (75) within 6 s, as for the agent's commands (was 69 after 30 s)", async () => {
     const stopped = start(["serve", ...thing.flags]);
     await stopped.waitFor(/serve\.started/);
     stopped.proc.kill("SIGSTOP");
@@ -485,14 +485,14 @@ out({"running": sdk.serveIsRunning(), "waiting": [m["message"]["payload"]["messa
 sdk = FlashlexSDK("config.yml")
 out({"list": error(lambda: sdk.getSubscribedMessages()), "ack": error(lambda: sdk.acknowledgeMessage({"pk": 1})), "running": sdk.serveIsRunning()})
 `);
-      expect(performance.now() - started).toBeLessThan(15_000); // three calls of at most ~2 s each
-      const busy = { kind: "try-later", exitCode: 75, message: expect.stringMatching(/did not answer within 2 s \(busy, or stopped\); try again$/) };
+      expect(performance.now() - started).toBeLessThan(40_000); // three calls of at most ~6 s each
+      const busy = { kind: "try-later", exitCode: 75, message: expect.stringMatching(/did not answer within 6 s \(busy, or stopped\); try again$/) };
       expect(out).toEqual({ list: busy, ack: busy, running: false });
     } finally {
       stopped.proc.kill("SIGCONT");
       await stopped.stop();
     }
-  }, 30_000);
+  }, 60_000);
 
   test("a lone surrogate travels as the \\ud800 escape with serve stopped and running alike (200 both ways); count 0 is all, as in the old SDK; a wrong count or topic is 64 both ways", async () => {
     const app = (label: string) => `

@@ -492,7 +492,7 @@ describe("serve", () => {
         ]) {
           const result = await run([...args, ...thing.flags], { timeoutMs: 15_000, input: '{"frozen":true}' });
           expect({ args, code: result.code }).toEqual({ args, code: 75 });
-          expect(result.stderr).toContain(`${thing.dataDir}: the flashlex serve running there did not answer within 2 s (busy, or stopped); try again`);
+          expect(result.stderr).toContain(`${thing.dataDir}: the flashlex serve running there did not answer within 6 s (busy, or stopped); try again`);
         }
       } finally {
         serve.proc.kill("SIGCONT");
@@ -502,6 +502,35 @@ describe("serve", () => {
       expect(serve.output()).not.toMatch(/mqtt\.(offline|reconnect)/);
       expect((await run(["messages", "list", "--limit", "1", ...thing.flags])).code).toBe(0);
     } finally {
+      expect(await serve.stop()).toBe(0);
+    }
+  }, 60_000);
+
+  test("a serve whose thread waits for an application's write lock (up to SQLite's 5 s busy_timeout) is waited for, not called stopped (75): the command answers once the lock goes", async () => {
+    const serve = start(["serve", ...thing.flags]);
+    let app: Database | undefined;
+    try {
+      await serve.waitFor(/mqtt\.subscribed/);
+      app = new Database(join(thing.dataDir, "subscription.db"));
+      // The application takes the write lock; serve's next insert waits for it, its thread held.
+      app.exec("BEGIN IMMEDIATE");
+      hub.publish(`ingress/${thing.thingName}`, JSON.stringify({ heldUp: true }), { qos: 1 });
+      const socket = join(thing.dataDir, "flashlex.sock");
+      const answers = async () => {
+        const response = await fetch("http://localhost/v1/status", { unix: socket, signal: AbortSignal.timeout(300) } as RequestInit).catch(() => undefined);
+        return response !== undefined;
+      };
+      await waitUntil("serve's thread is held by the lock", async () => !(await answers()), 10_000);
+      const listed = run(["messages", "list", "--json", "--topic", `ingress/${thing.thingName}`, ...thing.flags], { timeoutMs: 15_000 });
+      await Bun.sleep(3000); // longer than the old 2 s window
+      app.exec("COMMIT");
+      const result = await listed;
+      expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: "" });
+      // serve answered once its insert went through: the list already holds the message
+      expect(result.stdout).toContain('{\\"heldUp\\":true}');
+      expect(serve.output()).not.toMatch(/ERROR/);
+    } finally {
+      app?.close();
       expect(await serve.stop()).toBe(0);
     }
   }, 60_000);

@@ -6,6 +6,14 @@
  */
 import type { Logger } from "../log.ts";
 
+/**
+ * How long, in ms, a connection waits for another process's lock (a commit, a migration, an
+ * application's write) before it gives up: SQLite's busy_timeout, and the WebAssembly driver's
+ * wait for a process holding the file. The thread waits the whole time, so whoever asks serve
+ * something gives it at least this long (local/client.ts).
+ */
+export const LOCK_WAIT_MS = 5000;
+
 export type SqlValue = string | number | bigint | null | Uint8Array;
 export type Row = Record<string, SqlValue>;
 
@@ -46,7 +54,7 @@ export interface OpenOptions {
   log?: Logger;
   /**
    * How long, in ms, to wait for another process that has the file open before refusing it
-   * (default 5000, as the busy_timeout applyPragmas sets). Only the WebAssembly driver, which
+   * (default LOCK_WAIT_MS). Only the WebAssembly driver, which
    * lets one process at a time open a file, ever waits here.
    */
   holderWaitMs?: number;

@@ -1,5 +1,5 @@
 import { ConfigError, FlashlexError } from "../errors.ts";
-import type { SqlDatabase } from "./driver.ts";
+import { LOCK_WAIT_MS, type SqlDatabase } from "./driver.ts";
 import { openSqlDatabase } from "./open.ts";
 
 /** Table name → its column names, in order. */
@@ -90,12 +90,12 @@ export function migrate(db: SqlDatabase, migrations: readonly string[], name: st
 }
 
 /**
- * Settings of the connection, set before anything is read: wait up to 5 s for another process's
+ * Settings of the connection, set before anything is read: wait up to LOCK_WAIT_MS for another process's
  * lock (a commit, a migration) instead of failing at once. The journal mode is set by `migrate`,
  * once it knows the file is ours.
  */
 export function applyPragmas(db: SqlDatabase): void {
-  db.exec("PRAGMA busy_timeout = 5000");
+  db.exec(`PRAGMA busy_timeout = ${LOCK_WAIT_MS}`);
 }
 
 /**
@@ -118,7 +118,7 @@ function enableWal(db: SqlDatabase, name: string): void {
  * deadlock rule). Seen with serve, collect and messages opening a new database together: retry
  * for up to the busy timeout, a few milliseconds apart.
  */
-function whileBusy<T>(fn: () => T, timeoutMs = 5000): T {
+function whileBusy<T>(fn: () => T, timeoutMs = LOCK_WAIT_MS): T {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {

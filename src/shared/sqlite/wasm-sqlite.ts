@@ -1,5 +1,5 @@
 import { Database } from "node-sqlite3-wasm";
-import type { OpenSqlDatabase, SqlDatabase, SqlValue } from "./driver.ts";
+import { LOCK_WAIT_MS, type OpenSqlDatabase, type SqlDatabase, type SqlValue } from "./driver.ts";
 import { storageError } from "./storage-errors.ts";
 import { breakStaleLock, DatabaseLockedError, recordOwner, refuseNativeHolder, releaseOwner } from "./wasm-lock.ts";
 
@@ -13,9 +13,6 @@ import { breakStaleLock, DatabaseLockedError, recordOwner, refuseNativeHolder, r
  * call throws, and preparing costs little next to a commit (bench/store-drivers.ts). Every
  * failure leaves as a FlashlexError naming the file (storage-errors.ts).
  */
-/** How long an open waits for another process that has the file open, in ms (OpenOptions.holderWaitMs). */
-export const HOLDER_WAIT_MS = 5000;
-
 export const openWasmSqlite: OpenSqlDatabase = (file, options = {}) => {
   const guard = <T>(fn: () => T): T => {
     try {
@@ -47,7 +44,7 @@ export const openWasmSqlite: OpenSqlDatabase = (file, options = {}) => {
   };
   // Another process that has it open (a collect, `messages list`) is most often done in a moment:
   // wait for it as bun:sqlite's busy_timeout waits for a lock, a few ms at a time.
-  const deadline = Date.now() + (options.holderWaitMs ?? HOLDER_WAIT_MS);
+  const deadline = Date.now() + (options.holderWaitMs ?? LOCK_WAIT_MS);
   let db: Database;
   for (;;) {
     try {

@@ -5,9 +5,18 @@
 import { existsSync } from "node:fs";
 import { FlashlexError, isErrorKind } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import { LOCK_WAIT_MS } from "../../shared/sqlite/driver.ts";
 import type { OutboxChange, ThingAccess } from "./access.ts";
 import { withCheckedArguments } from "./arguments.ts";
 import { type Answer, fromWire, fromWireOutbox, MAX_REQUEST_BYTES, ROUTES, socketPath, type WireMessage, type WireOutboxEntry } from "./wire.ts";
+
+/**
+ * How long, in ms, serve has to answer a GET (its status) before it counts as busy or stopped.
+ * serve's thread may itself wait LOCK_WAIT_MS for an application's lock, or for the other
+ * processes of a fresh database's migration while it starts: a shorter window called a serve
+ * that was only waiting unresponsive (a command exiting 75 beside a serve just started).
+ */
+export const SERVE_PROBE_MS = LOCK_WAIT_MS + 1000;
 
 /** True when a serve answers on `dataDir`'s socket (a socket file alone may be a dead serve's). */
 export async function serveIsRunning(dataDir: string): Promise<boolean> {
@@ -32,7 +41,7 @@ export async function serveStatus(dataDir: string): Promise<{ connected?: boolea
  */
 export function callServe(dataDir: string, route: string, body?: unknown): Promise<Answer> {
   const [method, path] = route.split(" ") as [string, string];
-  const timeoutMs = method === "GET" ? 2000 : 120_000;
+  const timeoutMs = method === "GET" ? SERVE_PROBE_MS : 120_000;
   const json = body === undefined ? undefined : JSON.stringify(body);
   return typeof Bun === "undefined"
     ? callWithNodeHttp(socketPath(dataDir), method, path, json, timeoutMs)
@@ -102,7 +111,7 @@ export class LostServeError extends FlashlexError {
 /**
  * The thing's data through the serve running on `dataDir`, its arguments checked (arguments.ts);
  * undefined when none runs there. Throws FlashlexError try-later (75) when one holds the
- * directory but did not answer within 2 s.
+ * directory but did not answer within SERVE_PROBE_MS.
  */
 export async function runningServeAccess(dataDir: string): Promise<ThingAccess | undefined> {
   if (await serveIsRunning(dataDir)) return withCheckedArguments(serveAccess(dataDir));
@@ -110,7 +119,10 @@ export async function runningServeAccess(dataDir: string): Promise<ThingAccess |
   // app's long write lock) is running all the same: opening the database here, or a second MQTT
   // connection as the thing, would go behind its back.
   if (await serveListens(dataDir)) {
-    throw new FlashlexError(`${dataDir}: the flashlex serve running there did not answer within 2 s (busy, or stopped); try again`, "try-later");
+    throw new FlashlexError(
+      `${dataDir}: the flashlex serve running there did not answer within ${SERVE_PROBE_MS / 1000} s (busy, or stopped); try again`,
+      "try-later",
+    );
   }
   return undefined;
 }
