@@ -208,3 +208,39 @@ test("hub token rotate whose output cannot be written (/dev/full) exits 74 and c
     await store.close();
   }
 });
+
+/** Runs the binary with stdout on /dev/full (every write fails with ENOSPC); its exit code and stderr. */
+async function withStdoutFull(args: string[]): Promise<{ code: number; stderr: string }> {
+  const proc = Bun.spawn([binaryPath(), ...args], { stdout: Bun.file("/dev/full"), stderr: "pipe" });
+  const [code, stderr] = await Promise.all([proc.exited, new Response(proc.stderr).text()]);
+  return { code, stderr: stderr.trim() };
+}
+
+test("hub enroll-token create whose output cannot be written (/dev/full) exits 74 and makes no token, plain or --json (it exited 0 with a token nobody saw)", async () => {
+  const before = await run(["hub", "enroll-token", "list", "--json", "--dir", hub.dir]);
+  for (const flags of [[], ["--json"]]) {
+    expect(await withStdoutFull(["hub", "enroll-token", "create", ...flags, "--dir", hub.dir])).toEqual({
+      code: 74,
+      stderr: "flashlex: could not write the enrolment token to stdout (ENOSPC): none was made",
+    });
+  }
+  const after = await run(["hub", "enroll-token", "list", "--json", "--dir", hub.dir]);
+  expect(JSON.parse(after.stdout)).toEqual(JSON.parse(before.stdout));
+  // written out, the same command makes one
+  const made = await run(["hub", "enroll-token", "create", "--json", "--dir", hub.dir]);
+  expect(made.code, made.stderr).toBe(0);
+  expect(JSON.parse(made.stdout).token).toStartWith("flxe_");
+});
+
+test("hub init whose output cannot be written (/dev/full) exits 74 saying the hub exists and how to get a token (it exited 0, the only token lost); the rotate it names works", async () => {
+  for (const [n, flags] of [[], ["--json"]].entries()) {
+    const dir = join(work, `init-full-${n}`);
+    expect(await withStdoutFull([...loopbackHubInit(dir, await freePort(), await freePort()), ...flags])).toEqual({
+      code: 74,
+      stderr: `flashlex: could not write the operator access token to stdout (ENOSPC): the hub was created in ${dir}, but nobody has its token: make one with \`flashlex hub token rotate --dir ${dir}\``,
+    });
+    const rotated = await run(["hub", "token", "rotate", "--dir", dir]);
+    expect(rotated.code, rotated.stderr).toBe(0);
+    expect(rotated.stdout).toMatch(/^new operator access token .*\n\S{20,}\n$/);
+  }
+});

@@ -3,6 +3,7 @@ import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag } from "../input.ts";
+import { writeSecretToStdout } from "../secret-output.ts";
 import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite } from "./common.ts";
 
 export const hubEnrollTokenCommands: CommandSpec[] = [
@@ -53,28 +54,29 @@ function create(options: Options): Promise<number> {
     const namePrefix = text(options.namePrefix);
     const refusal = namePrefix === undefined ? undefined : hub.enrolment.tokens.namePrefixRefusal(namePrefix);
     if (refusal) throw new UsageError(`--name-prefix ${JSON.stringify(namePrefix)} ${refusal}`);
-    const { token, record } = await hub.enrolment.tokens.create({ maxUses, lifetimeMs, namePrefix });
     const info = hub.enrolment.info();
     const settings = hub.home.settings;
     const hubUrl = `${settings.api.publicUrl.replace(/\/+$/, "")}/${settings.env}/v1`;
-    const name = record.namePrefix ? `${record.namePrefix}NAME` : "NAME";
-    // The token in the environment, not a flag: `ps` shows every process's arguments to every user.
-    const command = `FLASHLEX_ENROLL_TOKEN=${token} ./flashlex enroll --hub ${hubUrl} --ca-fingerprint ${info.caFingerprint} --name ${name}`;
-    if (options.json) {
-      const { enrolmentTokenJson } = await import("../../hub/http/presenters.ts");
-      console.log(JSON.stringify({ ...enrolmentTokenJson({ ...record, state: "active" }), token, hub: hubUrl, caFingerprint: info.caFingerprint, command }));
-      return ExitCode.OK;
-    }
-    const { isoSeconds } = await import("../../shared/time.ts");
-    console.log(
-      `enrolment token ${record.id}: ${record.maxUses} use${record.maxUses === 1 ? "" : "s"}, expires ${isoSeconds(record.expiresAt)} (in ${formatDuration(record.expiresAt - record.createdAt)})${record.namePrefix ? `, names starting with ${record.namePrefix}` : ""}`,
-    );
-    console.log("token (shown once; the hub keeps only its hash):");
-    console.log(`  ${token}`);
-    console.log(`hub CA fingerprint (SHA-256; the device checks the hub against it): ${info.caFingerprint}`);
-    console.log("on each device, in the folder the thing will live in (the key is made there and never leaves it):");
-    console.log(`  ${command}`);
-    console.log("  ./flashlex bootstrap && sudo ./flashlex install-service");
+    const [{ enrolmentTokenJson }, { isoSeconds }] = await Promise.all([import("../../hub/http/presenters.ts"), import("../../shared/time.ts")]);
+    // Written out before it is stored, in one checked write: console.log drops a failed write (a
+    // full disk, a closed pipe), and the token exists nowhere else.
+    await hub.enrolment.tokens.create({ maxUses, lifetimeMs, namePrefix }, ({ token, record }) => {
+      const name = record.namePrefix ? `${record.namePrefix}NAME` : "NAME";
+      // The token in the environment, not a flag: `ps` shows every process's arguments to every user.
+      const command = `FLASHLEX_ENROLL_TOKEN=${token} ./flashlex enroll --hub ${hubUrl} --ca-fingerprint ${info.caFingerprint} --name ${name}`;
+      const report = options.json
+        ? [JSON.stringify({ ...enrolmentTokenJson({ ...record, state: "active" }), token, hub: hubUrl, caFingerprint: info.caFingerprint, command })]
+        : [
+            `enrolment token ${record.id}: ${record.maxUses} use${record.maxUses === 1 ? "" : "s"}, expires ${isoSeconds(record.expiresAt)} (in ${formatDuration(record.expiresAt - record.createdAt)})${record.namePrefix ? `, names starting with ${record.namePrefix}` : ""}`,
+            "token (shown once; the hub keeps only its hash):",
+            `  ${token}`,
+            `hub CA fingerprint (SHA-256; the device checks the hub against it): ${info.caFingerprint}`,
+            "on each device, in the folder the thing will live in (the key is made there and never leaves it):",
+            `  ${command}`,
+            "  ./flashlex bootstrap && sudo ./flashlex install-service",
+          ];
+      writeSecretToStdout(`${report.join("\n")}\n`, "the enrolment token", "none was made");
+    });
     return ExitCode.OK;
   });
 }

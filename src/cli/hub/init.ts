@@ -1,7 +1,9 @@
+import type { HubSettings } from "../../hub/home/settings.ts";
 import { formatListenAddress } from "../../shared/listen-address.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, interruptible, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
+import { writeSecretToStdout } from "../secret-output.ts";
 import { DB_OPTION, DIR_OPTION, databaseOverride, hubDir, JSON_OPTION } from "./common.ts";
 
 export const hubInitCommand: CommandSpec = {
@@ -39,37 +41,37 @@ async function hubInit(options: Options, signal: AbortSignal): Promise<number> {
     env: text(options.env),
     database: databaseOverride(options),
   });
-  const s = home.settings;
-  if (options.json) {
-    console.log(
-      JSON.stringify({
-        dir,
-        ownerId: s.ownerId,
-        env: s.env,
-        apiUrl: s.api.publicUrl,
-        broker: `${s.broker.host}:${s.broker.port}`,
-        names: s.broker.names,
-        token,
-      }),
-    );
-    return ExitCode.OK;
-  }
-  console.log(`hub created in ${dir}`);
-  console.log(`owner id:   ${s.ownerId} (thing names start with ${s.ownerId.slice(0, 8)}-)`);
-  const apiHost = s.api.host.includes(":") ? `[${s.api.host}]` : s.api.host;
-  console.log(`api:        ${s.api.publicUrl}/${s.env}/v1 (listening on ${apiHost}:${s.api.port})`);
-  console.log(
-    `broker:     ${formatListenAddress({ host: s.broker.host, port: s.broker.port })} (certificate for ${s.broker.names.join(", ")}; listening on ${formatListenAddress({ host: s.broker.listenHost, port: s.broker.listenPort ?? s.broker.port })}${s.broker.listenHost === "0.0.0.0" ? ", every interface: set hub.broker.listenHost in hub.yml to narrow it" : ""})`,
+  // One checked write: the token exists nowhere else, and console.log would drop a failed write.
+  writeSecretToStdout(
+    initReport(dir, home.settings, token, options),
+    "the operator access token",
+    `the hub was created in ${dir}, but nobody has its token: make one with \`flashlex hub token rotate --dir ${shellWord(dir)}\``,
   );
-  console.log("");
-  console.log("operator access token (shown once; the hub keeps only its hash; `flashlex hub token rotate` makes a new one):");
-  console.log(token);
-  console.log("");
-  if (!text(options.apiUrl) || list(options.name).length === 0) {
-    console.log("note: things on other machines need an address they can reach: use --name HOST and --api-url http://HOST:8080");
-  }
-  const at = shellWord(dir);
-  console.log(`next: flashlex hub serve --dir ${at}; then a thing: flashlex hub enroll-token create --dir ${at} (the device enrols itself, as README.md does)`);
-  console.log(`      or flashlex hub thing create NAME --dir ${at} (a zip with its keys to copy to the device)`);
   return ExitCode.OK;
+}
+
+/** What `hub init` prints: the token and the next steps, or with --json one line holding the token. */
+function initReport(dir: string, s: HubSettings, token: string, options: Options): string {
+  if (options.json) {
+    const report = { dir, ownerId: s.ownerId, env: s.env, apiUrl: s.api.publicUrl, broker: `${s.broker.host}:${s.broker.port}`, names: s.broker.names, token };
+    return `${JSON.stringify(report)}\n`;
+  }
+  const apiHost = s.api.host.includes(":") ? `[${s.api.host}]` : s.api.host;
+  const at = shellWord(dir);
+  const lines = [
+    `hub created in ${dir}`,
+    `owner id:   ${s.ownerId} (thing names start with ${s.ownerId.slice(0, 8)}-)`,
+    `api:        ${s.api.publicUrl}/${s.env}/v1 (listening on ${apiHost}:${s.api.port})`,
+    `broker:     ${formatListenAddress({ host: s.broker.host, port: s.broker.port })} (certificate for ${s.broker.names.join(", ")}; listening on ${formatListenAddress({ host: s.broker.listenHost, port: s.broker.listenPort ?? s.broker.port })}${s.broker.listenHost === "0.0.0.0" ? ", every interface: set hub.broker.listenHost in hub.yml to narrow it" : ""})`,
+    "",
+    "operator access token (shown once; the hub keeps only its hash; `flashlex hub token rotate` makes a new one):",
+    token,
+    "",
+    ...(!text(options.apiUrl) || list(options.name).length === 0
+      ? ["note: things on other machines need an address they can reach: use --name HOST and --api-url http://HOST:8080"]
+      : []),
+    `next: flashlex hub serve --dir ${at}; then a thing: flashlex hub enroll-token create --dir ${at} (the device enrols itself, as README.md does)`,
+    `      or flashlex hub thing create NAME --dir ${at} (a zip with its keys to copy to the device)`,
+  ];
+  return `${lines.join("\n")}\n`;
 }

@@ -1,7 +1,6 @@
-import { FlashlexError } from "../../shared/errors.ts";
-import { writeAll } from "../../shared/files.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
+import { writeSecretToStdout } from "../secret-output.ts";
 import { DB_OPTION, DIR_OPTION, openedHubToWrite } from "./common.ts";
 
 export const hubTokenRotateCommand: CommandSpec = {
@@ -13,17 +12,13 @@ export const hubTokenRotateCommand: CommandSpec = {
     openedHubToWrite("hub token rotate", options, async (hub) => {
       // Written out before it replaces the old one: console.log drops a failed write (a full disk,
       // a closed pipe), which locked the operator out with exit 0.
-      await hub.operators.rotate((token) => writeSecret(`new operator access token (shown once; the old one no longer works):\n${token}\n`));
+      await hub.operators.rotate((token) =>
+        writeSecretToStdout(
+          `new operator access token (shown once; the old one no longer works):\n${token}\n`,
+          "the new token",
+          "nothing changed, the old operator token still works",
+        ),
+      );
       return ExitCode.OK;
     }),
 };
-
-/** Writes all of `text` to stdout or throws an `io` FlashlexError (74) saying the old token still works. */
-function writeSecret(text: string): void {
-  try {
-    writeAll(1, Buffer.from(text));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
-    throw new FlashlexError(`could not write the new token to stdout (${code}): nothing changed, the old operator token still works`, "io", { cause: err });
-  }
-}

@@ -86,9 +86,14 @@ export class EnrolmentTokens {
   /**
    * Makes a token: `maxUses` (default 1, at most MAX_TOKEN_USES), `lifetimeMs` (default a day,
    * at most 30 days), `namePrefix` (letters, digits, - and _; not the owner prefix). Returns the
-   * token (shown once) and what is stored. Throws InputError (65/400) for a value out of range.
+   * token (shown once) and what is stored. `show` gets both first: when it throws (the token
+   * could not be written out), nothing is stored, so no token exists that nobody has seen.
+   * Throws InputError (65/400) for a value out of range.
    */
-  async create(opts: { maxUses?: number; lifetimeMs?: number; namePrefix?: string } = {}): Promise<NewEnrolmentToken> {
+  async create(
+    opts: { maxUses?: number; lifetimeMs?: number; namePrefix?: string } = {},
+    show?: (made: NewEnrolmentToken) => void,
+  ): Promise<NewEnrolmentToken> {
     const maxUses = opts.maxUses ?? 1;
     if (!Number.isSafeInteger(maxUses) || maxUses < 1 || maxUses > MAX_TOKEN_USES) throw new InputError(`max uses must be 1 to ${MAX_TOKEN_USES}`);
     const lifetimeMs = opts.lifetimeMs ?? DEFAULT_TOKEN_LIFETIME_MS;
@@ -112,6 +117,7 @@ export class EnrolmentTokens {
       expiresAt: createdAt + lifetimeMs,
       revokedAt: null,
     };
+    show?.({ token, record });
     await this.store.addEnrolmentToken(record);
     return { token, record };
   }

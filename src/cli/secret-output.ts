@@ -1,0 +1,18 @@
+import { FlashlexError } from "../shared/errors.ts";
+import { writeAll } from "../shared/files.ts";
+
+/**
+ * Writes all of `text` to stdout at once, for output that is the only copy of a secret (a token
+ * whose hash alone the hub keeps): console.log drops a failed write (a full disk, a closed pipe)
+ * and the command would exit 0 with the secret lost. Throws an `io` FlashlexError (exit 74):
+ * "could not write `what` to stdout (ENOSPC): `outcome`", where `outcome` says what the caller
+ * did about it.
+ */
+export function writeSecretToStdout(text: string, what: string, outcome: string): void {
+  try {
+    writeAll(1, Buffer.from(text));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    throw new FlashlexError(`could not write ${what} to stdout (${code}): ${outcome}`, "io", { cause: err });
+  }
+}
