@@ -15,6 +15,7 @@
  *                   is removed by the next run (a live process's is not)
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { execFileSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import {
   closeSync,
@@ -27,6 +28,7 @@ import {
   readFileSync,
   renameSync,
   rmSync,
+  statSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
@@ -36,6 +38,7 @@ import { join } from "node:path";
 import { parseDocument } from "yaml";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
+import { ordinaryAccount } from "../support/accounts.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
@@ -232,6 +235,38 @@ describe("an address hub serve cannot listen on", () => {
       expect(stderr).toStartWith(`flashlex: ${hub.dir}: permission denied: the hub home is `);
       expect(stderr).toContain("run the command as that user");
     },
+  );
+
+  test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
+    "root on a service user's hub home (sudo hub thing create): what it makes there is the user's, so the user's hub reads it (a root-owned 0600 zip was 77 for the user, 500 for the hub)",
+    async () => {
+      const user = ordinaryAccount();
+      const asUser = ["setpriv", `--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups"];
+      const parent = join(tmpdir(), `flashlex-service-user-${process.pid}`);
+      mkdirSync(parent, { mode: 0o755 });
+      try {
+        const home = join(parent, "hub");
+        cpSync(hub.dir, home, { recursive: true, filter: (source) => !source.endsWith("hub.sock") });
+        // dists/ too is made afresh (a hub.sharedDir set after init has none)
+        rmSync(join(home, "dists"), { recursive: true, force: true });
+        execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, parent]);
+        const made = await run(["hub", "thing", "create", "by-root", "--dir", home, "-o", join(work, "by-root.zip"), "--json"], { timeoutMs: 30_000 });
+        expect(made.code, made.stderr).toBe(0);
+        const { id } = JSON.parse(made.stdout) as { id: string };
+        for (const path of [join(home, "dists"), join(home, "dists", `${id}.zip`)]) {
+          const { uid, gid } = statSync(path);
+          expect({ path, uid, gid }).toEqual({ path, uid: user.uid, gid: user.gid });
+        }
+        const again = Bun.spawnSync([...asUser, binaryPath(), "hub", "thing", "dist", "by-root", "--dir", home, "-o", join(parent, "again.zip")], {
+          stdout: "pipe",
+          stderr: "pipe",
+        });
+        expect({ code: again.exitCode, stderr: again.stderr.toString() }).toEqual({ code: 0, stderr: "" });
+      } finally {
+        rmSync(parent, { recursive: true, force: true });
+      }
+    },
+    60_000,
   );
 
   test("payloadLimitBytes above 16 MiB is refused when hub.yml is read (78, naming the key)", async () => {
