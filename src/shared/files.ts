@@ -22,6 +22,7 @@ import {
   fstatSync,
   fsyncSync,
   linkSync,
+  lstatSync,
   mkdirSync,
   openSync,
   readdirSync,
@@ -42,6 +43,12 @@ export interface AtomicWriteOptions {
    * reason is thrown.
    */
   signal?: AbortSignal;
+  /**
+   * Create `file`, never replace it: a file already there (or one made meanwhile) fails the
+   * write with EEXIST, and it is left as it was. link(2) puts the finished temporary file in
+   * place, since rename(2) would replace.
+   */
+  exclusive?: boolean;
 }
 
 /**
@@ -84,12 +91,14 @@ export async function writeFileAtomically(
     fsyncSync(fd);
     closeSync(fd);
     closed = true;
-    renameSync(temp, file);
+    if (options.exclusive) placeWithoutReplacing(temp, file);
+    else renameSync(temp, file);
   } catch (err) {
     if (!closed) closeSync(fd);
     removeQuietly(temp);
     throw renamePath(err, temp, file);
   }
+  if (options.exclusive) removeQuietly(temp);
 }
 
 /**
@@ -132,12 +141,38 @@ export function createFile(file: string, data: string | Uint8Array, mode: number
   const temp = tempPathFor(file);
   try {
     writeSyncedTemp(temp, data, mode);
-    linkSync(temp, file);
+    placeWithoutReplacing(temp, file);
   } catch (err) {
     removeQuietly(temp);
     throw renamePath(err, temp, file);
   }
   removeQuietly(temp);
+}
+
+/**
+ * Gives the finished `temp` the name `file` unless something has it (EEXIST, thrown as is):
+ * link(2), which fails when `file` exists where rename(2) would replace it. A file system without
+ * hard links (FAT on a USB stick: EPERM) gets a look, then rename(2): a file made between the
+ * two would be replaced, a window only another writer on that stick could use.
+ */
+function placeWithoutReplacing(temp: string, file: string): void {
+  try {
+    linkSync(temp, file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP") throw err;
+    if (pathKind(file) !== "none" || isLink(file)) throw Object.assign(new Error(`EEXIST: file already exists, '${file}'`), { code: "EEXIST", path: file });
+    renameSync(temp, file);
+  }
+}
+
+/** Whether `path` is a symbolic link (dangling ones included). */
+function isLink(path: string): boolean {
+  try {
+    return lstatSync(path).isSymbolicLink();
+  } catch {
+    return false;
+  }
 }
 
 /** Gives `temp` the owner and group of `file`, when `file` is there and they differ. */

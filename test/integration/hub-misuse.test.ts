@@ -369,6 +369,31 @@ describe("signals part way through a write", () => {
     tally("faults", 1);
   }, 60_000);
 
+  test("two exports of one day under the default name: the second takes name-2.zip, the first stays as it was (it was overwritten: the name is the thing and the day, not the range)", async () => {
+    const dir = join(work, "export-default-name");
+    mkdirSync(dir);
+    const first = Math.floor(Date.now() / 1000) - STORED_MESSAGES;
+    const exportRange = (from: number, to: number) =>
+      run(["hub", "export", thing.name, "--dir", hub.dir, "--since", String(from), "--until", String(to)], { cwd: dir, timeoutMs: 60_000 });
+    const earlier = await exportRange(first, first + 4);
+    expect(earlier.code, earlier.stderr).toBe(0);
+    const [name] = readdirSync(dir);
+    expect(earlier.stdout).toBe(`${join(dir, name!)}: 5 messages\n`);
+    const bytes = readFileSync(join(dir, name!));
+    const later = await exportRange(first + 10, first + 11);
+    expect(later.code, later.stderr).toBe(0);
+    const second = name!.replace(/\.zip$/, "-2.zip");
+    expect(later.stdout).toBe(`${join(dir, second)}: 2 messages\n`);
+    expect(readdirSync(dir).sort()).toEqual([name!, second].sort());
+    expect(readFileSync(join(dir, name!)).equals(bytes)).toBe(true);
+    // -o names the file: replaced, as asked
+    const named = await run(["hub", "export", thing.name, "--dir", hub.dir, "--since", String(first), "--until", String(first), "-o", join(dir, name!)], {
+      timeoutMs: 60_000,
+    });
+    expect(named.stdout).toBe(`${join(dir, name!)}: 1 message\n`);
+    tally("faults", 1);
+  }, 60_000);
+
   test("`hub init` stopped by SIGTERM leaves neither the home nor its half-made directory; a SIGKILLed one's is removed by the next init", async () => {
     const parent = join(work, "inits");
     mkdirSync(parent);

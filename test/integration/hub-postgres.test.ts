@@ -74,7 +74,7 @@ describe("hub on PostgreSQL (compiled binary)", () => {
 
     const zip = join(work, "export.zip");
     const exported = await flashlex(["hub", "export", thing.name, "--dir", hubDir, "--db", url, "-o", zip]);
-    expect(exported.stdout).toContain("1 messages");
+    expect(exported.stdout).toContain(": 1 message\n");
     const files = unzipSync(readFileSync(zip));
     const names = Object.keys(files);
     expect(names).toHaveLength(1);

@@ -5,7 +5,7 @@
  * FIFO is written through, never renamed over.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createFile, makeDirectory, removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../src/shared/files.ts";
@@ -55,6 +55,21 @@ describe("writeFileAtomically", () => {
       expect(e.message).toContain(file);
       expect(e.message).not.toContain(".tmp");
     }
+  });
+
+  test("exclusive: a file there (or a dangling link) is never replaced: EEXIST naming it, nothing changed, no temporary file; a free name is made whole", async () => {
+    const area = join(dir, "exclusive");
+    mkdirSync(area);
+    writeFileSync(join(area, "export.zip"), "earlier export");
+    symlinkSync(join(area, "nowhere"), join(area, "dangling.zip"));
+    for (const name of ["export.zip", "dangling.zip"]) {
+      const err = await writeFileAtomically(join(area, name), "later export", 0o600, { exclusive: true }).catch((e) => e as NodeJS.ErrnoException);
+      expect({ name, code: err?.code, path: err?.path }).toEqual({ name, code: "EEXIST", path: join(area, name) });
+    }
+    expect(readFileSync(join(area, "export.zip"), "utf8")).toBe("earlier export");
+    await writeFileAtomically(join(area, "export-2.zip"), "later export", 0o600, { exclusive: true });
+    expect(readdirSync(area).sort()).toEqual(["dangling.zip", "export-2.zip", "export.zip"]);
+    expect([readFileSync(join(area, "export-2.zip"), "utf8"), statSync(join(area, "export-2.zip")).mode & 0o777]).toEqual(["later export", 0o600]);
   });
 
   test.skipIf(process.getuid?.() !== 0)("keepOwner: a file another user's program reads keeps its owner and group when replaced (as root)", () => {

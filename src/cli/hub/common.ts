@@ -1,5 +1,6 @@
 /** What the hub commands share: --dir, --db and --json, the hub they name, a thing by any of its names. */
-import { dirname, resolve } from "node:path";
+import { lstatSync } from "node:fs";
+import { dirname, extname, resolve } from "node:path";
 import { defaultHubDir } from "../../hub/home/paths.ts";
 import type { OpenedHub } from "../../hub/hub.ts";
 import type { ThingRecord } from "../../hub/things/things.ts";
@@ -33,6 +34,30 @@ export function outputFile(options: Options, fallback: string): string {
   if (parent === "other") throw new UsageError(`${flag}: ${dirname(file)} is a file, not a directory`);
   if (parent === "none") throw new UsageError(`${flag}: the directory ${dirname(file)} does not exist`);
   return file;
+}
+
+/**
+ * `file`, or the first of `<stem>-2<ext>`, `<stem>-3<ext>`... that nothing (not even a dangling
+ * link) has: for a default name that says less than the content (`hub export`'s is the thing and
+ * the day, not the range), so an earlier file of that name is never replaced. Write the name
+ * exclusively (files.ts `exclusive`): one made meanwhile is EEXIST, not overwritten.
+ */
+export function freeName(file: string): string {
+  const ext = extname(file);
+  const stem = file.slice(0, file.length - ext.length);
+  for (let n = 1; ; n++) {
+    const candidate = n === 1 ? file : `${stem}-${n}${ext}`;
+    if (!isTaken(candidate)) return candidate;
+  }
+}
+
+function isTaken(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
 
 /** `--dir`, else `$FLASHLEX_HUB_DIR`, else `~/.flashlex-hub`, absolute. */

@@ -4,7 +4,7 @@ import { isOpenAs } from "../../shared/files.ts";
 import { type CommandSpec, interruptible, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { parseTimeRange } from "../input.ts";
-import { DB_OPTION, DIR_OPTION, openedHub, outputFile, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, freeName, openedHub, outputFile, thingOrFail } from "./common.ts";
 
 export const hubExportCommand: CommandSpec = {
   name: "hub export",
@@ -16,7 +16,7 @@ export const hubExportCommand: CommandSpec = {
     { flags: "--since <time>", description: "from this time: Unix seconds or an ISO date/date-time" },
     { flags: "--until <time>", description: "up to this time, inclusive (a bare date means the end of that day)" },
     { flags: "--type <type>", description: "only egress or only ingress messages (default: both)" },
-    { flags: "-o, --output <file>", description: "the zip file (default: ./<thing id>_messages_<date>.zip)" },
+    { flags: "-o, --output <file>", description: "the zip file (default: ./<thing id>_messages_<date>.zip, or -2, -3... when that is there)" },
   ],
   bunOnly: true,
   run: exportMessages,
@@ -33,11 +33,14 @@ function exportMessages(args: string[], options: Options): Promise<number> {
       const given = text(options.output) === undefined ? undefined : outputFile(options, "");
       const thing = await thingOrFail(hub, required(args, "the thing"));
       const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());
-      const output = given ?? outputFile(options, archive.fileName);
+      // The default name is the thing and the day: a second export that day (another range, the
+      // other --type) went over the first, which may hold what is gone from the hub since.
+      const file = given ?? freeName(outputFile(options, archive.fileName));
+      const exclusive = given === undefined;
       const { writeArchiveFile } = await import("../../hub/messages/archive.ts");
-      const written = await writeArchiveFile(archive, output, signal);
+      const written = await writeArchiveFile(archive, file, { signal, exclusive });
       // After a zip written to stdout (`-o /dev/stdout`) a line there would break the zip.
-      (isOpenAs(output, 1) ? console.error : console.log)(`${output}: ${written} messages`);
+      (isOpenAs(file, 1) ? console.error : console.log)(`${file}: ${written} message${written === 1 ? "" : "s"}`);
       return ExitCode.OK;
     }),
   );

@@ -1,5 +1,5 @@
 import { ENVELOPE_DEPTH, jsonNestingDepth, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
-import { writeFileAtomically } from "../../shared/files.ts";
+import { type AtomicWriteOptions, writeFileAtomically } from "../../shared/files.ts";
 import type { HubStore, MessageQuery, MessageRecord } from "../store/hub-store.ts";
 import { ArchiveZip } from "./archive-zip.ts";
 import { openMessagePages } from "./pages.ts";
@@ -166,10 +166,11 @@ function collectGarbage(): void {
  * a temporary file in the same folder that is synced and renamed into place at the end: a
  * failed or stopped export leaves nothing, and an existing file is replaced only by a complete
  * one (shared/files.ts `writeFileAtomically`, which also removes temporary files of `file` that a
- * killed export left). Returns the number of messages written. Throws what the file system throws
- * (ENOSPC, EACCES...), or `signal`'s reason once it is aborted.
+ * killed export left); with `options.exclusive` a file there is never replaced (EEXIST). Returns
+ * the number of messages written. Throws what the file system throws (ENOSPC, EACCES, EEXIST),
+ * or `options.signal`'s reason once it is aborted.
  */
-export async function writeArchiveFile(archive: Archive, file: string, signal?: AbortSignal): Promise<number> {
-  await writeFileAtomically(file, archive.chunks, 0o600, { signal });
+export async function writeArchiveFile(archive: Archive, file: string, options: AtomicWriteOptions = {}): Promise<number> {
+  await writeFileAtomically(file, archive.chunks, 0o600, options);
   return archive.written();
 }
