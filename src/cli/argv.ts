@@ -10,7 +10,7 @@ import type { CommandSpec, Options } from "./command.ts";
  * cac (through mri) turns every value that looks like a number into one: `--limit 0x10` becomes
  * 16, `-c 1e3` becomes the path "1000", `--data ""` becomes 0. Arguments cannot hold NUL, so a
  * NUL put in front of each number-looking word (and of each word of a dash and a digit, which mri
- * would read as flags) keeps it text through parsing, and `restoreArgumentsText` takes it off
+ * would read as flags, and of a lone dash) keeps it text through parsing, and `restoreArgumentsText` takes it off
  * again; commands parse their numbers themselves, strictly. Every word after `--` is kept as text
  * and positional the same way.
  */
@@ -30,6 +30,9 @@ export function keepArgumentsText(argv: string[]): string[] {
     // mri would read it as flags ("-1h" as -1 -h, which asks for help), and no flag is a digit
     const second = arg.charCodeAt(1);
     if (arg[0] === "-" && ((second >= 0x30 && second <= 0x39) || second === 0x2e) /* . */) return `\0${arg}`;
+    // a lone dash is stdin or stdout (`-o -`, `--file -`, POSIX's convention): mri read it as a
+    // flag with no name, and cac said the value was missing
+    if (arg === "-") return "\0-";
     return !arg.startsWith("-") && looksNumeric(arg) ? `\0${arg}` : arg;
   });
 }

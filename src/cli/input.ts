@@ -14,10 +14,16 @@ import { utcFromParts } from "../shared/time.ts";
  * read.
  */
 export async function readDocument(file: string | undefined, limit: number): Promise<string> {
-  const bytes = file ? readFileBounded(file, limit) : await readStdin(limit);
+  const source = sourceName(file);
+  const bytes = source === "stdin" ? await readStdin(limit) : readFileBounded(source, limit);
   // Reading stopped past the limit: how much more there was is not known, and not worth reading.
-  if (bytes.length > limit) throw new InputError(`${file ?? "stdin"}: more than ${limit} bytes, over the ${limit}-byte limit; nothing was sent or queued`);
-  return decodeUtf8(bytes, file ?? "stdin");
+  if (bytes.length > limit) throw new InputError(`${source}: more than ${limit} bytes, over the ${limit}-byte limit; nothing was sent or queued`);
+  return decodeUtf8(bytes, source);
+}
+
+/** What a document given with `--file` (or without it) is called in messages: the file, or "stdin" (no flag, or `--file -`). */
+export function sourceName(file: string | undefined): string {
+  return file === undefined || file === "" || file === "-" ? "stdin" : file;
 }
 
 function readFileBounded(file: string, limit: number): Buffer {

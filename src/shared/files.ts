@@ -70,13 +70,14 @@ export async function writeFileAtomically(
   const { signal } = options;
   signal?.throwIfAborted();
   if (isStream(file)) {
-    const fd = namingTarget(undefined, file, () => openSync(file, "w"));
+    const own = ownDescriptorOf(file);
+    const fd = own ?? namingTarget(undefined, file, () => openSync(file, "w"));
     try {
       await writeContent(fd, content, signal);
     } catch (err) {
       throw renamePath(err, undefined, file);
     } finally {
-      closeSync(fd);
+      if (own === undefined) closeSync(fd);
     }
     return;
   }
@@ -113,7 +114,10 @@ export async function writeFileAtomically(
  */
 export function writeFileAtomicallySync(file: string, content: string | Uint8Array, mode: number, options: { keepOwner?: boolean } = {}): void {
   if (isStream(file)) {
-    namingTarget(undefined, file, () => writeFileSync(file, content));
+    const own = ownDescriptorOf(file);
+    namingTarget(undefined, file, () =>
+      own === undefined ? writeFileSync(file, content) : writeAll(own, typeof content === "string" ? Buffer.from(content) : content),
+    );
     return;
   }
   sweepDeadWriters(dirname(file));
@@ -374,6 +378,16 @@ function isStream(file: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * This process's stdout or stderr when `file` is it (`/dev/stdout`, the file a shell's `>` or
+ * `>>` sent it to), else undefined. Written through that descriptor, not opened again: a new
+ * open starts at offset 0 (and truncates), so what went to stdout before or after (a command's
+ * own lines, the earlier contents of a `>>` file) was written over.
+ */
+function ownDescriptorOf(file: string): number | undefined {
+  return [1, 2].find((fd) => isOpenAs(file, fd));
 }
 
 /**

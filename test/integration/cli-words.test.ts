@@ -39,6 +39,20 @@ test("collect and hub send --file that is not there, or a directory, is a usage 
   tally("badInputs", cases.length);
 });
 
+test("--file - is stdin, as without --file (it was 'value is missing', 64); a bad document read that way is named stdin", async () => {
+  const hub = await makeHubFixture(join(work, "dash"));
+  const thing = await hub.createThing("dasher");
+  // no serve and no API: queued (69) means it was read and taken
+  const queued = await run(["collect", ...thing.flags, "--file", "-"], { input: '{"dash":true}' });
+  expect({ code: queued.code, stderr: queued.stderr }).toMatchObject({ code: 69 });
+  const bad = await run(["collect", ...thing.flags, "--file", "-"], { input: "{not json" });
+  expect(bad.code).toBe(65);
+  expect(bad.stderr).toStartWith("flashlex: stdin");
+  const sent = await run(["hub", "send", thing.name, "--dir", hub.dir, "--file", "-"], { input: "{not json" });
+  expect(sent.code).toBe(65);
+  expect(sent.stderr).toStartWith("flashlex: stdin");
+});
+
 test("collect --via mqtt run several at once with serve stopped take turns on the thing's session: each is delivered, none is pushed off", async () => {
   const hub = await makeHubFixture(join(work, "turns"));
   const thing = await hub.createThing("turns");

@@ -9,7 +9,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describeCertificate } from "../../src/crypto/certificate-info.ts";
@@ -243,4 +243,55 @@ test("hub init whose output cannot be written (/dev/full) exits 74 saying the hu
     expect(rotated.code, rotated.stderr).toBe(0);
     expect(rotated.stdout).toMatch(/^new operator access token .*\n\S{20,}\n$/);
   }
+});
+
+describe("a zip sent to stdout (-o -, -o /dev/stdout): the zip alone goes there, whole", () => {
+  /** Runs `args` through sh with stdout redirected as `redirect` (e.g. `> out.zip`); its code and stderr. */
+  function shell(args: string[], redirect: string): { code: number; stderr: string } {
+    const result = Bun.spawnSync(["sh", "-c", `exec "$0" "$@" ${redirect}`, binaryPath(), ...args], { stderr: "pipe" });
+    return { code: result.exitCode, stderr: result.stderr.toString() };
+  }
+  const unzipTest = (file: string) => Bun.spawnSync(["unzip", "-tq", file]).exitCode;
+
+  test("hub thing create -o - and hub thing dist -o -: a zip unzip accepts, the report on stderr (-o - was 64 'value is missing'; /dev/stdout had the report written over the zip's first bytes)", () => {
+    const created = join(work, "stdout-create.zip");
+    const made = shell(["hub", "thing", "create", "piped", "--dir", hub.dir, "-o", "-"], `> ${created}`);
+    expect(made.code, made.stderr).toBe(0);
+    expect(made.stderr).toStartWith("created thing ");
+    expect(made.stderr).toContain("unzip FILE.zip && ");
+    expect(readFileSync(created).subarray(0, 2).toString()).toBe("PK");
+    expect(unzipTest(created)).toBe(0);
+    for (const output of ["-", "/dev/stdout"]) {
+      const again = join(work, "stdout-dist.zip");
+      const dist = shell(["hub", "thing", "dist", "piped", "--dir", hub.dir, "-o", output], `> ${again}`);
+      expect({ output, ...dist }).toEqual({ output, code: 0, stderr: `${output === "-" ? "/dev/stdout" : output}\n` });
+      expect(unzipTest(again)).toBe(0);
+    }
+  });
+
+  test("-o /dev/stdout appended to a file (>>): what the file held stays, the zip follows it (a new open of /dev/stdout truncated the file)", () => {
+    const file = join(work, "appended.bin");
+    writeFileSync(file, "before\n");
+    const dist = shell(["hub", "thing", "dist", "piped", "--dir", hub.dir, "-o", "/dev/stdout"], `>> ${file}`);
+    expect(dist.code, dist.stderr).toBe(0);
+    const bytes = readFileSync(file);
+    expect(bytes.subarray(0, 9).toString()).toBe("before\nPK");
+  });
+
+  test("a reader that went away (| true): 74, 'the reader closed the pipe', not 69 'unavailable'; the thing made with -o - is taken back", () => {
+    const rc = join(work, "epipe.rc");
+    const closedReader = (args: string[]) => {
+      const result = Bun.spawnSync(["sh", "-c", `{ sleep 0.3; "$0" "$@"; echo $? > ${rc}; } | true`, binaryPath(), ...args], { stderr: "pipe" });
+      return { code: Number(readFileSync(rc, "utf8")), stderr: result.stderr.toString().trim() };
+    };
+    expect(closedReader(["hub", "thing", "dist", "piped", "--dir", hub.dir, "-o", "-"])).toEqual({
+      code: 74,
+      stderr: "flashlex: /dev/stdout: the reader closed the pipe before the end (EPIPE)",
+    });
+    const lost = closedReader(["hub", "thing", "create", "unread", "--dir", hub.dir, "-o", "-"]);
+    expect(lost.code).toBe(74);
+    expect(lost.stderr).toContain("the reader closed the pipe before the end (EPIPE); thing ");
+    expect(lost.stderr).toContain("was not kept");
+    expect(Bun.spawnSync([binaryPath(), "hub", "thing", "list", "--dir", hub.dir]).stdout.toString()).not.toContain("-unread ");
+  });
 });

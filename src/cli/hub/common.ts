@@ -5,7 +5,7 @@ import { defaultHubDir } from "../../hub/home/paths.ts";
 import type { OpenedHub } from "../../hub/hub.ts";
 import type { ThingRecord } from "../../hub/things/things.ts";
 import { InputError, UsageError } from "../../shared/errors.ts";
-import { isWithin, pathKind } from "../../shared/files.ts";
+import { isOpenAs, isWithin, pathKind } from "../../shared/files.ts";
 import { createLogger } from "../../shared/log.ts";
 import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
 
@@ -18,14 +18,14 @@ export const DB_OPTION: OptionSpec = {
 export const JSON_OPTION: OptionSpec = { flags: "--json", description: "print JSON instead of text" };
 
 /**
- * The file `-o` names (else `fallback`), absolute, checked before the command changes anything:
+ * The file `-o` names (`-` is stdout, as /dev/stdout; else `fallback`), absolute, checked before the command changes anything:
  * its directory exists, it is not a directory itself, and it is outside the hub home (`-o
  * hub.db` replaced the hub's database with a zip). Throws UsageError (64) naming the flag, so a
  * mistyped path never leaves a thing made without its zip, or an export half done.
  */
 export function outputFile(options: Options, fallback: string): string {
   const given = text(options.output);
-  const file = resolve(given ?? fallback);
+  const file = given === "-" ? "/dev/stdout" : resolve(given ?? fallback);
   const flag = given === undefined ? "the output file" : `-o ${JSON.stringify(given)}`;
   const home = hubDir(options);
   if (isWithin(file, home)) throw new UsageError(`${flag}: ${file} is inside the hub home ${home}, whose files are the hub's own; write it elsewhere`);
@@ -58,6 +58,14 @@ function isTaken(path: string): boolean {
   } catch {
     return false;
   }
+}
+
+/**
+ * Where a command that wrote `output` says so: stderr when `output` was its stdout (`-o -`,
+ * `-o /dev/stdout`), where a line after the zip would break it; else stdout.
+ */
+export function reportBeside(output: string): (line: string) => void {
+  return isOpenAs(output, 1) ? console.error : console.log;
 }
 
 /** `--dir`, else `$FLASHLEX_HUB_DIR`, else `~/.flashlex-hub`, absolute. */

@@ -1,10 +1,9 @@
 import type { MessageType } from "../../hub/messages/messages.ts";
 import { UsageError } from "../../shared/errors.ts";
-import { isOpenAs } from "../../shared/files.ts";
 import { type CommandSpec, interruptible, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { parseTimeRange } from "../input.ts";
-import { DB_OPTION, DIR_OPTION, freeName, openedHub, outputFile, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, freeName, openedHub, outputFile, reportBeside, thingOrFail } from "./common.ts";
 
 export const hubExportCommand: CommandSpec = {
   name: "hub export",
@@ -39,8 +38,7 @@ function exportMessages(args: string[], options: Options): Promise<number> {
       const exclusive = given === undefined;
       const { writeArchiveFile } = await import("../../hub/messages/archive.ts");
       const written = await writeArchiveFile(archive, file, { signal, exclusive });
-      // After a zip written to stdout (`-o /dev/stdout`) a line there would break the zip.
-      (isOpenAs(file, 1) ? console.error : console.log)(`${file}: ${written} message${written === 1 ? "" : "s"}`);
+      reportBeside(file)(`${file}: ${written} message${written === 1 ? "" : "s"}`);
       return ExitCode.OK;
     }),
   );

@@ -2,7 +2,7 @@ import { ingressTopic } from "../../protocol/topics.ts";
 import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, type Options, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { readDocument } from "../input.ts";
+import { readDocument, sourceName } from "../input.ts";
 import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, thingsOrFail } from "./common.ts";
 
 export const hubSendCommand: CommandSpec = {
@@ -33,7 +33,7 @@ function send(args: string[], options: Options): Promise<number> {
       import("../../hub/messages/messages.ts"),
       import("../../hub/http/local-client.ts"),
     ]);
-    const message = parseIngressDocument(await readDocument(file, publishTextLimit(limit)), limit, file ?? "stdin");
+    const message = parseIngressDocument(await readDocument(file, publishTextLimit(limit)), limit, sourceName(file));
     const answer = await publishThroughService(
       hub.home,
       things.map((t) => t.id),

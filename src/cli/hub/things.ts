@@ -2,12 +2,12 @@ import { readFileSync } from "node:fs";
 import { basename } from "node:path";
 import { thingTopics } from "../../protocol/topics.ts";
 import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
-import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { isOpenAs, writeFileAtomicallySync } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, outputFile, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, outputFile, reportBeside, thingOrFail } from "./common.ts";
 
 /** `hub thing create|list|dist|revoke|delete`: the thing use cases of src/hub/things. */
 export const hubThingCommands: CommandSpec[] = [
@@ -93,20 +93,23 @@ function create(args: string[], options: Options): Promise<number> {
         },
       );
     }
+    const say = reportBeside(output);
     if (options.json) {
       const { thingJson } = await import("../../hub/http/presenters.ts");
-      console.log(JSON.stringify({ ...thingJson(thing, hub.home.settings.env), distributionFile: output }));
+      say(JSON.stringify({ ...thingJson(thing, hub.home.settings.env), distributionFile: output }));
       return ExitCode.OK;
     }
     const topics = thingTopics(thing.name);
-    console.log(`created thing ${thing.name} (id ${thing.id}, ${keyType === "ec" ? "EC P-256 key, ES256 tokens" : "RSA-2048 key, RS256 tokens"})`);
-    console.log(`distribution: ${output} (mode 0600: it holds the thing's private key)`);
-    console.log(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
+    say(`created thing ${thing.name} (id ${thing.id}, ${keyType === "ec" ? "EC P-256 key, ES256 tokens" : "RSA-2048 key, RS256 tokens"})`);
+    say(`distribution: ${output} (mode 0600: it holds the thing's private key)`);
+    say(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
     const { distributionDownloadLine } = await import("../../hub/things/download-line.ts");
-    console.log(`or on the thing, with FLASHLEX_TOKEN set to the operator access token: ${distributionDownloadLine(thing, "$FLASHLEX_TOKEN", hub.home)}`);
-    console.log("next: copy the zip and the flashlex binary for the board to the thing; there:");
-    console.log(`  unzip ${basename(output)} && chmod +x flashlex && mv flashlex ${thing.name}/ && cd ${thing.name}`);
-    console.log("  ./flashlex bootstrap && sudo ./flashlex install-service");
+    say(`or on the thing, with FLASHLEX_TOKEN set to the operator access token: ${distributionDownloadLine(thing, "$FLASHLEX_TOKEN", hub.home)}`);
+    say("next: copy the zip and the flashlex binary for the board to the thing; there:");
+    // piped on (`-o -`), the zip's name is the receiver's
+    const zipName = isOpenAs(output, 1) ? "FILE.zip" : basename(output);
+    say(`  unzip ${zipName} && chmod +x flashlex && mv flashlex ${thing.name}/ && cd ${thing.name}`);
+    say("  ./flashlex bootstrap && sudo ./flashlex install-service");
     return ExitCode.OK;
   });
 }
@@ -143,7 +146,7 @@ function dist(args: string[], options: Options): Promise<number> {
     const zip = found.zip;
     const output = outputFile(options, `${thing.name}.zip`);
     writeFileAtomicallySync(output, zip, 0o600);
-    console.log(output);
+    reportBeside(output)(output);
     return ExitCode.OK;
   });
 }

@@ -3,7 +3,7 @@ import { UsageError } from "../../shared/errors.ts";
 import { dataDirFor } from "../../thing/config-location.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { readDocument } from "../input.ts";
+import { readDocument, sourceName } from "../input.ts";
 import { chooseConfig, openAccessFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 export const collectCommand: CommandSpec = thingCommand({
@@ -31,7 +31,7 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
   const access = await openAccessFromFlags(flags, { identityFirst: true });
   try {
     const { parseEgressDocument } = await import("../../thing/egress/document.ts");
-    const body = parseEgressDocument(await reading, flags.file ?? "stdin");
+    const body = parseEgressDocument(await reading, sourceName(flags.file));
     const result = await access.collect(body, via);
     if (flags.json) {
       console.log(JSON.stringify(result));
