@@ -9,21 +9,15 @@
  * SIGTERM to a command that handles no signal) cannot, so the first time a process writes into a
  * directory it removes the temporary files that processes no longer alive left there
  * (`sweepDeadWriters`).
- *
- * A file root writes into a directory another user owns is given to that user (the directory's
- * owner and group), as are the directories `makeDirectory` makes there: `sudo flashlex hub thing
- * create` on a service user's hub home left a root-owned 0600 zip the hub could not read.
  */
 import {
   chownSync,
   closeSync,
   fchmodSync,
-  fchownSync,
   fstatSync,
   fsyncSync,
   linkSync,
   lstatSync,
-  mkdirSync,
   openSync,
   readdirSync,
   realpathSync,
@@ -34,7 +28,7 @@ import {
   writeFileSync,
   writeSync,
 } from "node:fs";
-import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, relative } from "node:path";
 
 export interface AtomicWriteOptions {
   /**
@@ -87,7 +81,6 @@ export async function writeFileAtomically(
   let closed = false;
   try {
     fchmodSync(fd, mode); // the umask may have narrowed it
-    giveToDirectoryOwner(fd, dirname(temp));
     await writeContent(fd, content, signal);
     fsyncSync(fd);
     closeSync(fd);
@@ -196,49 +189,12 @@ function writeSyncedTemp(temp: string, content: string | Uint8Array, mode: numbe
   const fd = openSync(temp, "wx", mode);
   try {
     fchmodSync(fd, mode); // the umask may have narrowed it
-    giveToDirectoryOwner(fd, dirname(temp));
     const bytes = typeof content === "string" ? Buffer.from(content) : content;
     for (let at = 0; at < bytes.byteLength; ) at += writeSync(fd, bytes, at, bytes.byteLength - at);
     // The data reaches the disk before the name does: a power cut never leaves the target empty.
     fsyncSync(fd);
   } finally {
     closeSync(fd);
-  }
-}
-
-/**
- * The owner and group root gives what it makes in `dir`: `dir`'s, when this process is root and
- * `dir` belongs to another user; undefined otherwise (what the process makes is its own).
- */
-function heirOf(dir: string): { uid: number; gid: number } | undefined {
-  if (process.geteuid?.() !== 0) return undefined;
-  try {
-    const { uid, gid } = statSync(dir);
-    return uid === 0 ? undefined : { uid, gid };
-  } catch {
-    return undefined;
-  }
-}
-
-/** Gives the open file `fd`, new in `dir`, to `dir`'s owner when root made it there (module doc). */
-function giveToDirectoryOwner(fd: number, dir: string): void {
-  const heir = heirOf(dir);
-  if (heir) fchownSync(fd, heir.uid, heir.gid);
-}
-
-/**
- * `mkdir -p dir` with `mode` for the directories it makes; as root under a directory another
- * user owns, those directories are given to that user (module doc), so the user's own process
- * (a hub serving as a service user) can write in them. Throws what mkdir(2) or chown(2) throw.
- */
-export function makeDirectory(dir: string, mode: number): void {
-  const first = mkdirSync(dir, { recursive: true, mode });
-  if (first === undefined) return;
-  const heir = heirOf(dirname(first));
-  if (!heir) return;
-  for (let made = resolve(dir); ; made = dirname(made)) {
-    chownSync(made, heir.uid, heir.gid);
-    if (made === resolve(first) || made === dirname(made)) break;
   }
 }
 

@@ -238,7 +238,7 @@ describe("an address hub serve cannot listen on", () => {
   );
 
   test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
-    "root on a service user's hub home (sudo hub thing create): what it makes there is the user's, so the user's hub reads it (a root-owned 0600 zip was 77 for the user, 500 for the hub)",
+    "root on a service user's hub home acts as that user: what sudo hub thing create makes there is the user's, so the user's hub reads it (a root-owned 0600 zip was 77 for the user, 500 for the hub); an -o the user may not write is 77 before anything is made",
     async () => {
       const user = ordinaryAccount();
       const asUser = ["setpriv", `--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups"];
@@ -250,10 +250,10 @@ describe("an address hub serve cannot listen on", () => {
         // dists/ too is made afresh (a hub.sharedDir set after init has none)
         rmSync(join(home, "dists"), { recursive: true, force: true });
         execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, parent]);
-        const made = await run(["hub", "thing", "create", "by-root", "--dir", home, "-o", join(work, "by-root.zip"), "--json"], { timeoutMs: 30_000 });
+        const made = await run(["hub", "thing", "create", "by-root", "--dir", home, "-o", join(parent, "by-root.zip"), "--json"], { timeoutMs: 30_000 });
         expect(made.code, made.stderr).toBe(0);
         const { id } = JSON.parse(made.stdout) as { id: string };
-        for (const path of [join(home, "dists"), join(home, "dists", `${id}.zip`)]) {
+        for (const path of [join(home, "dists"), join(home, "dists", `${id}.zip`), join(parent, "by-root.zip")]) {
           const { uid, gid } = statSync(path);
           expect({ path, uid, gid }).toEqual({ path, uid: user.uid, gid: user.gid });
         }
@@ -262,6 +262,14 @@ describe("an address hub serve cannot listen on", () => {
           stderr: "pipe",
         });
         expect({ code: again.exitCode, stderr: again.stderr.toString() }).toEqual({ code: 0, stderr: "" });
+        // root's own directory (0700): the user may not write there, said before the thing is made
+        const refused = await run(["hub", "thing", "create", "nowhere", "--dir", home, "-o", join(work, "nowhere.zip")], { timeoutMs: 30_000 });
+        expect({ code: refused.code, stderr: refused.stderr }).toEqual({
+          code: 77,
+          stderr: `flashlex: -o "${join(work, "nowhere.zip")}": uid ${user.uid}, the owner of the hub home ${home}, as which a hub command started by root acts, may not write in ${work}; name a file in a directory it may write\n`,
+        });
+        const listed = await run(["hub", "thing", "list", "--dir", home]);
+        expect(listed.stdout).not.toContain("nowhere");
       } finally {
         rmSync(parent, { recursive: true, force: true });
       }

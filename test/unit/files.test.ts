@@ -8,7 +8,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chownSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createFile, makeDirectory, removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../src/shared/files.ts";
+import { removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../src/shared/files.ts";
 import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-files-"));
@@ -164,25 +164,5 @@ describe("removeLeftovers", () => {
 
   test("a directory that cannot be read has nothing to remove", () => {
     expect(removeLeftovers(join(dir, "absent"), /^(\d+)$/)).toEqual([]);
-  });
-});
-
-describe.skipIf(process.getuid?.() !== 0)("as root, in a directory another user owns (sudo on a service user's hub home)", () => {
-  test("every writer gives what it makes to the directory's owner and group; in root's own directories things stay root's", async () => {
-    const home = join(dir, "service-home");
-    mkdirSync(home, { mode: 0o700 });
-    chownSync(home, 65534, 65534);
-    makeDirectory(join(home, "dists", "nested"), 0o700);
-    createFile(join(home, "dists", "thing.zip"), "zip", 0o600);
-    writeFileAtomicallySync(join(home, "hub.yml"), "hub: {}\n", 0o644);
-    await writeFileAtomically(join(home, "export.zip"), "export", 0o600);
-    const owners = ["dists", "dists/nested", "dists/thing.zip", "hub.yml", "export.zip"].map((name) => {
-      const { uid, gid } = statSync(join(home, name));
-      return { name, uid, gid };
-    });
-    expect(owners).toEqual(["dists", "dists/nested", "dists/thing.zip", "hub.yml", "export.zip"].map((name) => ({ name, uid: 65534, gid: 65534 })));
-    makeDirectory(join(dir, "roots", "own"), 0o700);
-    createFile(join(dir, "roots", "own", "key.pem"), "key", 0o600);
-    expect([statSync(join(dir, "roots")).uid, statSync(join(dir, "roots", "own", "key.pem")).uid]).toEqual([0, 0]);
   });
 });

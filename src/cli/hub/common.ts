@@ -1,10 +1,11 @@
 /** What the hub commands share: --dir, --db and --json, the hub they name, a thing by any of its names. */
-import { lstatSync } from "node:fs";
+import { accessSync, constants, lstatSync, statSync } from "node:fs";
 import { dirname, extname, resolve } from "node:path";
+import { actAsHomeOwner, actingAsHomeOwner } from "../../hub/home/owner.ts";
 import { defaultHubDir } from "../../hub/home/paths.ts";
 import type { OpenedHub } from "../../hub/hub.ts";
 import type { ThingRecord } from "../../hub/things/things.ts";
-import { InputError, UsageError } from "../../shared/errors.ts";
+import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import { isOpenAs, isWithin, pathKind } from "../../shared/files.ts";
 import { createLogger } from "../../shared/log.ts";
 import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
@@ -33,7 +34,29 @@ export function outputFile(options: Options, fallback: string): string {
   const parent = pathKind(dirname(file));
   if (parent === "other") throw new UsageError(`${flag}: ${dirname(file)} is a file, not a directory`);
   if (parent === "none") throw new UsageError(`${flag}: the directory ${dirname(file)} does not exist`);
-  return file;
+  if (!cannotWriteBeside(file)) return file;
+  const owner = actingAsHomeOwner();
+  const who = owner ? `uid ${owner.uid}, the owner of the hub home ${owner.home}, as which a hub command started by root acts,` : "this user";
+  throw new FlashlexError(`${flag}: ${who} may not write in ${dirname(file)}; name a file in a directory it may write`, "permission");
+}
+
+/**
+ * True when this process may not write `file` in its directory (access(2) W_OK); false for a
+ * stream written straight through (/dev/stdout, a FIFO: files.ts). Found before a thing is made,
+ * not when its zip is written.
+ */
+function cannotWriteBeside(file: string): boolean {
+  try {
+    if (!statSync(file).isFile()) return false;
+  } catch {
+    // not there yet: a new file in its directory
+  }
+  try {
+    accessSync(dirname(file), constants.W_OK);
+    return false;
+  } catch {
+    return true;
+  }
 }
 
 /**
@@ -85,10 +108,22 @@ export function databaseOverride(options: Options): { value: string; where: stri
   return env ? { value: env, where: "$FLASHLEX_HUB_DB" } : undefined;
 }
 
+/**
+ * `hubDir`, with this process acting as the home's owner from here on when root started it
+ * (hub/home/owner.ts): every command that opens or makes the home takes it from here, before it
+ * opens anything.
+ */
+export function hubHome(options: Options): string {
+  const dir = hubDir(options);
+  actAsHomeOwner(dir);
+  return dir;
+}
+
 /** The hub home named by `--dir`, on the database of `--db`, opened for the length of `fn` (src/hub/hub.ts). */
 export async function openedHub<T>(options: Options, fn: (hub: OpenedHub) => Promise<T>): Promise<T> {
+  const dir = hubHome(options);
   const { withHub } = await import("../../hub/hub.ts");
-  return withHub(hubDir(options), createLogger(), fn, databaseOverride(options));
+  return withHub(dir, createLogger(), fn, databaseOverride(options));
 }
 
 /**

@@ -4,7 +4,7 @@ import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, interruptible, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { writeSecretToStdout } from "../secret-output.ts";
-import { DB_OPTION, DIR_OPTION, databaseOverride, hubDir, JSON_OPTION } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, databaseOverride, hubHome, JSON_OPTION } from "./common.ts";
 
 export const hubInitCommand: CommandSpec = {
   name: "hub init",
@@ -29,7 +29,7 @@ export const hubInitCommand: CommandSpec = {
 };
 
 async function hubInit(options: Options, signal: AbortSignal): Promise<number> {
-  const dir = hubDir(options);
+  const dir = hubHome(options);
   const { initHub } = await import("../../hub/home/init.ts");
   const { home, token } = await initHub({
     signal,

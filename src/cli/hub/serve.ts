@@ -2,7 +2,7 @@ import { UsageError } from "../../shared/errors.ts";
 import { createLogger } from "../../shared/log.ts";
 import { type CommandSpec, type Options, text, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DB_OPTION, DIR_OPTION, databaseOverride, hubDir } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, databaseOverride, hubHome } from "./common.ts";
 
 export const hubServeCommand: CommandSpec = {
   name: "hub serve",
@@ -34,7 +34,7 @@ async function hubServe(options: Options): Promise<number> {
     }
   }
   const { serveHub } = await import("../../hub/service.ts");
-  const handle = await serveHub({ dir: hubDir(options), broker, log, database: databaseOverride(options) });
+  const handle = await serveHub({ dir: hubHome(options), broker, log, database: databaseOverride(options) });
   const outcome = await Promise.race([untilSignal().then((signal) => ({ signal })), handle.failed.then((failure) => ({ failure }))]);
   log.info("hub.stopping", "signal" in outcome ? { signal: outcome.signal } : { reason: "the hub home is gone" });
   // A stuck close must not keep systemd waiting for its own stop timeout.

@@ -1,10 +1,10 @@
 import { randomUUID } from "node:crypto";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { isUuid, TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
-import { createFile, makeDirectory } from "../../shared/files.ts";
+import { createFile } from "../../shared/files.ts";
 import { type HubHome, readCa } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
 import { ownerPrefix } from "../home/settings.ts";
@@ -123,7 +123,7 @@ export async function createThing(
   // The zip first, then the row: a thing in the database always has its distribution.
   const file = distributionPath(home.paths, id);
   // A shared directory (hub.sharedDir) set after `hub init` has no dists/ yet.
-  makeDirectory(home.paths.dists, 0o700);
+  mkdirSync(home.paths.dists, { recursive: true, mode: 0o700 });
   createFile(file, zip, 0o600);
   await nextTurn();
   try {

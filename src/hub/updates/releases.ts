@@ -12,14 +12,14 @@
  * under a version already stored is refused (a version names one set of bytes, for good).
  */
 import { createHash } from "node:crypto";
-import { chmodSync, createReadStream, existsSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { chmodSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
 import { MANIFEST_FILE, parseManifest, type ReleaseManifest, SIGNATURE_FILE } from "../../protocol/release-manifest.ts";
 import { RELEASE_TARGETS, releaseTarget } from "../../protocol/targets.ts";
 import { elfMismatch } from "../../shared/elf.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
-import { makeDirectory, pathKind, removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../shared/files.ts";
+import { pathKind, removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../shared/files.ts";
 
 export interface StoredRelease {
   manifest: ReleaseManifest;
@@ -99,7 +99,7 @@ export async function storeReleaseFiles(sharedDir: string, dir: string, release:
     if (readFileSync(join(target, MANIFEST_FILE), "utf8") === release.manifestText) return "already stored";
     throw new ConflictError(`release ${manifest.version} is already stored with another manifest; a version names one set of binaries`);
   }
-  makeDirectory(releasesDir(sharedDir), 0o755);
+  mkdirSync(releasesDir(sharedDir), { recursive: true, mode: 0o755 });
   // what an add killed mid-copy left (up to a release's size); then one of our own, unique even
   // to two adds at once in this process (the API's)
   removeLeftovers(releasesDir(sharedDir), STAGING_NAME);
