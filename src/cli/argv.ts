@@ -6,13 +6,16 @@ import type { CAC } from "cac";
 import { UsageError } from "../shared/errors.ts";
 import type { CommandSpec, Options } from "./command.ts";
 
+/** The flags whose value `-` means stdin (--file) or stdout (-o). */
+const STREAM_FLAGS = new Set(["-o", "--output", "-f", "--file"]);
+
 /**
  * cac (through mri) turns every value that looks like a number into one: `--limit 0x10` becomes
  * 16, `-c 1e3` becomes the path "1000", `--data ""` becomes 0. Arguments cannot hold NUL, so a
  * NUL put in front of each number-looking word (and of each word of a dash and a digit, which mri
- * would read as flags, and of a lone dash) keeps it text through parsing, and `restoreArgumentsText` takes it off
- * again; commands parse their numbers themselves, strictly. Every word after `--` is kept as text
- * and positional the same way.
+ * would read as flags, and of a lone dash after -o or --file) keeps it text through parsing, and
+ * `restoreArgumentsText` takes it off again; commands parse their numbers themselves, strictly.
+ * Every word after `--` is kept as text and positional the same way.
  */
 export function keepArgumentsText(argv: string[]): string[] {
   // mri's own test (`+text * 0 === 0`), which also turns "" and "  " into 0
@@ -30,9 +33,10 @@ export function keepArgumentsText(argv: string[]): string[] {
     // mri would read it as flags ("-1h" as -1 -h, which asks for help), and no flag is a digit
     const second = arg.charCodeAt(1);
     if (arg[0] === "-" && ((second >= 0x30 && second <= 0x39) || second === 0x2e) /* . */) return `\0${arg}`;
-    // a lone dash is stdin or stdout (`-o -`, `--file -`, POSIX's convention): mri read it as a
-    // flag with no name, and cac said the value was missing
-    if (arg === "-") return "\0-";
+    // a lone dash after a flag that names a file to read or write is stdin or stdout (`-o -`,
+    // `--file -`, POSIX's convention): mri read it as a flag with no name, and cac said the value
+    // was missing, which it stays for every other flag (`--dir -` would make a directory "-")
+    if (arg === "-" && STREAM_FLAGS.has(argv[i - 1]!)) return "\0-";
     return !arg.startsWith("-") && looksNumeric(arg) ? `\0${arg}` : arg;
   });
 }

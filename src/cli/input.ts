@@ -23,7 +23,7 @@ export async function readDocument(file: string | undefined, limit: number): Pro
 
 /** What a document given with `--file` (or without it) is called in messages: the file, or "stdin" (no flag, or `--file -`). */
 export function sourceName(file: string | undefined): string {
-  return file === undefined || file === "" || file === "-" ? "stdin" : file;
+  return file === undefined || file === "-" ? "stdin" : file;
 }
 
 function readFileBounded(file: string, limit: number): Buffer {

@@ -1,5 +1,5 @@
 import { FlashlexError } from "../shared/errors.ts";
-import { writeAll } from "../shared/files.ts";
+import { isOpenAs, writeAll } from "../shared/files.ts";
 
 /**
  * Writes all of `text` to stdout at once, for output that is the only copy of a secret (a token
@@ -9,6 +9,8 @@ import { writeAll } from "../shared/files.ts";
  * did about it.
  */
 export function writeSecretToStdout(text: string, what: string, outcome: string): void {
+  // A closed stdout (`>&-`) is reopened on /dev/null by the runtime: the write "succeeds".
+  if (isOpenAs("/dev/null", 1)) throw new FlashlexError(`could not write ${what} to stdout (it is /dev/null, or was closed): ${outcome}`, "io");
   try {
     writeAll(1, Buffer.from(text));
   } catch (err) {

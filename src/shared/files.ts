@@ -38,11 +38,16 @@ export interface AtomicWriteOptions {
    */
   signal?: AbortSignal;
   /**
-   * Create `file`, never replace it: a file already there (or one made meanwhile) fails the
-   * write with EEXIST, and it is left as it was. link(2) puts the finished temporary file in
-   * place, since rename(2) would replace.
+   * Create `file`, never replace it: a file already there fails the write with EEXIST, and it is
+   * left as it was. link(2) puts the finished temporary file in place, since rename(2) would
+   * replace (placeWithoutReplacing: where the file system has no hard links, a look first).
    */
   exclusive?: boolean;
+  /**
+   * With `exclusive`: the name to try when the one tried is taken (one made meanwhile: two
+   * exports of one day at once), instead of EEXIST; undefined gives up with EEXIST.
+   */
+  nextName?: () => string | undefined;
 }
 
 /**
@@ -53,14 +58,15 @@ export interface AtomicWriteOptions {
  * file system threw (ENOSPC, EACCES) or the abort's reason. Temporary files of `file` left by
  * dead processes are removed first. A `file` that is a stream, not a file (a device such as
  * /dev/null or /dev/stdout, a FIFO), or the file this process's stdin, stdout or stderr is (a
- * shell's `> out.zip` behind /dev/stdout), is written straight through, never replaced.
+ * shell's `> out.zip` behind /dev/stdout), is written straight through, never replaced. Returns
+ * the name written: `file`, or with `options.nextName` the one the file took.
  */
 export async function writeFileAtomically(
   file: string,
   content: string | Uint8Array | AsyncIterable<Uint8Array>,
   mode: number,
   options: AtomicWriteOptions = {},
-): Promise<void> {
+): Promise<string> {
   const { signal } = options;
   signal?.throwIfAborted();
   if (isStream(file)) {
@@ -73,11 +79,12 @@ export async function writeFileAtomically(
     } finally {
       if (own === undefined) closeSync(fd);
     }
-    return;
+    return file;
   }
   sweepDeadWriters(dirname(file));
   const temp = tempPathFor(file);
   const fd = namingTarget(temp, file, () => openSync(temp, "wx", mode));
+  let written = file;
   let closed = false;
   try {
     fchmodSync(fd, mode); // the umask may have narrowed it
@@ -85,7 +92,7 @@ export async function writeFileAtomically(
     fsyncSync(fd);
     closeSync(fd);
     closed = true;
-    if (options.exclusive) placeWithoutReplacing(temp, file);
+    if (options.exclusive) written = placeUnderFreeName(temp, file, options.nextName);
     else renameSync(temp, file);
   } catch (err) {
     if (!closed) closeSync(fd);
@@ -93,6 +100,20 @@ export async function writeFileAtomically(
     throw renamePath(err, temp, file);
   }
   if (options.exclusive) removeQuietly(temp);
+  return written;
+}
+
+/** placeWithoutReplacing under `file`, else under each name `nextName` gives while names are taken; the name used. */
+function placeUnderFreeName(temp: string, file: string, nextName: (() => string | undefined) | undefined): string {
+  for (let name: string | undefined = file; ; ) {
+    try {
+      placeWithoutReplacing(temp, name);
+      return name;
+    } catch (err) {
+      name = (err as NodeJS.ErrnoException).code === "EEXIST" ? nextName?.() : undefined;
+      if (name === undefined) throw err;
+    }
+  }
 }
 
 /**
@@ -129,9 +150,9 @@ export function writeFileAtomicallySync(file: string, content: string | Uint8Arr
  * Creates `file` with `data` and `mode`, refusing (EEXIST) when something is already there: a
  * secret (a private key) is never written over another file or through a planted link. All or
  * nothing: the data goes to a temporary file that is fsynced, then hard-linked to `file`
- * (link(2) fails when `file` exists, where rename(2) would replace it), so a full disk never
- * leaves a `file` that is empty or cut short. Throws what the file system throws, with nothing
- * left behind.
+ * (link(2) fails when `file` exists, where rename(2) would replace it; placeWithoutReplacing says
+ * what a file system without hard links gets), so a full disk never leaves a `file` that is empty
+ * or cut short. Throws what the file system throws, with nothing left behind.
  */
 export function createFile(file: string, data: string | Uint8Array, mode: number): void {
   sweepDeadWriters(dirname(file));
@@ -190,7 +211,7 @@ function writeSyncedTemp(temp: string, content: string | Uint8Array, mode: numbe
   try {
     fchmodSync(fd, mode); // the umask may have narrowed it
     const bytes = typeof content === "string" ? Buffer.from(content) : content;
-    for (let at = 0; at < bytes.byteLength; ) at += writeSync(fd, bytes, at, bytes.byteLength - at);
+    writeAll(fd, bytes);
     // The data reaches the disk before the name does: a power cut never leaves the target empty.
     fsyncSync(fd);
   } finally {
@@ -268,14 +289,10 @@ export function processIsAlive(pid: number): boolean {
 }
 
 /**
- * A file system error about the temporary file, told about the file the user named instead (the
- * temporary name means nothing to them; the error's kind and reason stay): `err.path` is what
- * the error message names (foreign-errors.ts).
- */
-/**
- * `err` naming `file`: a system error about the temporary file, or one that names no file at
- * all (write(2) failing with ENOSPC or EIO on a descriptor carries no path), is about `file`
- * for whoever reads the message.
+ * `err` naming `file`: a system error about the temporary file (whose name means nothing to the
+ * user), or one that names no file at all (write(2) failing with ENOSPC or EIO on a descriptor
+ * carries no path), is about `file` for whoever reads the message; its kind and reason stay.
+ * `err.path` is what the error message names (foreign-errors.ts).
  */
 function renamePath(err: unknown, temp: string | undefined, file: string): unknown {
   const e = err as NodeJS.ErrnoException | null;

@@ -130,7 +130,8 @@ function classifyErrno(err: object): ForeignError | undefined {
   // A write to a named file (/dev/stdout, a FIFO: files.ts names it) whose reader went away
   // (`| head -c 10`, an `unzip` that gave up): the output is cut short, an I/O failure (74),
   // not a service that is down (69), which is what EPIPE means on a network connection.
-  if (e.code === "EPIPE" && typeof e.path === "string") return { kind: "io", reason: "the reader closed the pipe before the end (EPIPE)", where: e.path };
+  if (e.code === "EPIPE" && typeof e.path === "string" && e.path.startsWith("/"))
+    return { kind: "io", reason: "the reader closed the pipe before the end (EPIPE)", where: e.path };
   const entry = ERRNO[e.code];
   if (!entry) return undefined;
   return { kind: entry[0], reason: `${entry[1]} (${e.code})`, where: typeof e.path === "string" ? e.path : undefined };

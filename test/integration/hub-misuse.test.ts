@@ -399,6 +399,17 @@ describe("signals part way through a write", () => {
       timeoutMs: 60_000,
     });
     expect(named.stdout).toBe(`${join(dir, name!)}: 1 message\n`);
+    // four at once: each takes a name of its own, none fails for a name another took meanwhile
+    const racing = join(work, "export-default-race");
+    mkdirSync(racing);
+    const four = await Promise.all(
+      [0, 1, 2, 3].map((i) =>
+        run(["hub", "export", thing.name, "--dir", hub.dir, "--since", String(first + i), "--until", String(first + i)], { cwd: racing, timeoutMs: 60_000 }),
+      ),
+    );
+    expect(four.map((r) => r.code)).toEqual([0, 0, 0, 0]);
+    expect(new Set(four.map((r) => r.stdout)).size).toBe(4);
+    expect(readdirSync(racing)).toHaveLength(4);
     tally("faults", 1);
   }, 60_000);
 

@@ -232,6 +232,17 @@ test("hub enroll-token create whose output cannot be written (/dev/full) exits 7
   expect(JSON.parse(made.stdout).token).toStartWith("flxe_");
 });
 
+test("hub enroll-token create with stdout closed (>&-, which the runtime reopens on /dev/null) exits 74 and makes no token (it exited 0, the token lost)", async () => {
+  const before = await run(["hub", "enroll-token", "list", "--json", "--dir", hub.dir]);
+  const closed = Bun.spawnSync(["sh", "-c", 'exec "$0" "$@" >&-', binaryPath(), "hub", "enroll-token", "create", "--dir", hub.dir], { stderr: "pipe" });
+  expect({ code: closed.exitCode, stderr: closed.stderr.toString().trim() }).toEqual({
+    code: 74,
+    stderr: "flashlex: could not write the enrolment token to stdout (it is /dev/null, or was closed): none was made",
+  });
+  const after = await run(["hub", "enroll-token", "list", "--json", "--dir", hub.dir]);
+  expect(JSON.parse(after.stdout)).toEqual(JSON.parse(before.stdout));
+});
+
 test("hub init whose output cannot be written (/dev/full) exits 74 saying the hub exists and how to get a token (it exited 0, the only token lost); the rotate it names works", async () => {
   for (const [n, flags] of [[], ["--json"]].entries()) {
     const dir = join(work, `init-full-${n}`);
@@ -267,6 +278,27 @@ describe("a zip sent to stdout (-o -, -o /dev/stdout): the zip alone goes there,
       expect({ output, ...dist }).toEqual({ output, code: 0, stderr: `${output === "-" ? "/dev/stdout" : output}\n` });
       expect(unzipTest(again)).toBe(0);
     }
+  });
+
+  test.skipIf(!Bun.which("script"))(
+    "-o - on a terminal is refused (64) before anything is made: the zip is binary and holds a private key (it was dumped on the screen)",
+    () => {
+      const tty = Bun.spawnSync(["script", "-qec", `"${binaryPath()}" hub thing create on-screen --dir "${hub.dir}" -o -`, "/dev/null"], {
+        stdout: "pipe",
+        stderr: "pipe",
+      });
+      const shown = tty.stdout.toString();
+      expect(tty.exitCode).toBe(64);
+      expect(shown).toContain('-o "-": stdout is a terminal; send the zip to a file (> FILE.zip) or a pipe');
+      expect(shown).not.toContain("PK");
+      expect(Bun.spawnSync([binaryPath(), "hub", "thing", "list", "--dir", hub.dir]).stdout.toString()).not.toContain("-on-screen ");
+    },
+  );
+
+  test("a lone dash is stdout only for -o: hub init --dir - is still refused (64), not a hub home made in ./-", () => {
+    const dashed = Bun.spawnSync([binaryPath(), "hub", "init", "--dir", "-"], { cwd: work, stdout: "pipe", stderr: "pipe" });
+    expect(dashed.exitCode).toBe(64);
+    expect(existsSync(join(work, "-"))).toBe(false);
   });
 
   test("-o /dev/stdout appended to a file (>>): what the file held stays, the zip follows it (a new open of /dev/stdout truncated the file)", () => {

@@ -63,13 +63,23 @@ describe("writeFileAtomically", () => {
     writeFileSync(join(area, "export.zip"), "earlier export");
     symlinkSync(join(area, "nowhere"), join(area, "dangling.zip"));
     for (const name of ["export.zip", "dangling.zip"]) {
-      const err = await writeFileAtomically(join(area, name), "later export", 0o600, { exclusive: true }).catch((e) => e as NodeJS.ErrnoException);
+      const err = await writeFileAtomically(join(area, name), "later export", 0o600, { exclusive: true }).then(
+        () => undefined,
+        (e) => e as NodeJS.ErrnoException,
+      );
       expect({ name, code: err?.code, path: err?.path }).toEqual({ name, code: "EEXIST", path: join(area, name) });
     }
     expect(readFileSync(join(area, "export.zip"), "utf8")).toBe("earlier export");
     await writeFileAtomically(join(area, "export-2.zip"), "later export", 0o600, { exclusive: true });
     expect(readdirSync(area).sort()).toEqual(["dangling.zip", "export-2.zip", "export.zip"]);
     expect([readFileSync(join(area, "export-2.zip"), "utf8"), statSync(join(area, "export-2.zip")).mode & 0o777]).toEqual(["later export", 0o600]);
+    // a name taken meanwhile: the next one nextName gives, and the name written is returned
+    const names = ["export-2.zip", "export-3.zip"].map((n) => join(area, n));
+    expect(await writeFileAtomically(join(area, "export.zip"), "third", 0o600, { exclusive: true, nextName: () => names.shift() })).toBe(
+      join(area, "export-3.zip"),
+    );
+    expect(readFileSync(join(area, "export-3.zip"), "utf8")).toBe("third");
+    expect(readdirSync(area).filter((n) => n.endsWith(".tmp"))).toEqual([]);
   });
 
   test.skipIf(process.getuid?.() !== 0)("keepOwner: a file another user's program reads keeps its owner and group when replaced (as root)", () => {

@@ -314,3 +314,13 @@ test("armv7 (Node, WebAssembly SQLite): a serve started while the SDK had the da
     receiver.beforeAnswer = undefined;
   }
 }, 60_000);
+
+describe("flashlex.py (dist-template) waits as the agent does", () => {
+  test("its probe window is the client's SERVE_PROBE_MS and its sqlite3 timeout the drivers' LOCK_WAIT_MS", async () => {
+    const { SERVE_PROBE_MS } = await import("../../src/thing/local/client.ts");
+    const { LOCK_WAIT_MS } = await import("../../src/shared/sqlite/driver.ts");
+    const source = await Bun.file(new URL("../../dist-template/flashlex.py", import.meta.url)).text();
+    expect(Number(/^_PROBE_SECONDS = (\d+)$/m.exec(source)?.[1])).toBe(SERVE_PROBE_MS / 1000);
+    expect(Number(/sqlite3\.connect\(.*timeout=(\d+)/.exec(source)?.[1])).toBe(LOCK_WAIT_MS / 1000);
+  });
+});

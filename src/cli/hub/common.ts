@@ -1,6 +1,7 @@
 /** What the hub commands share: --dir, --db and --json, the hub they name, a thing by any of its names. */
 import { accessSync, constants, lstatSync, statSync } from "node:fs";
 import { dirname, extname, resolve } from "node:path";
+import { isatty } from "node:tty";
 import { actAsHomeOwner, actingAsHomeOwner } from "../../hub/home/owner.ts";
 import { defaultHubDir } from "../../hub/home/paths.ts";
 import type { OpenedHub } from "../../hub/hub.ts";
@@ -34,6 +35,8 @@ export function outputFile(options: Options, fallback: string): string {
   const parent = pathKind(dirname(file));
   if (parent === "other") throw new UsageError(`${flag}: ${dirname(file)} is a file, not a directory`);
   if (parent === "none") throw new UsageError(`${flag}: the directory ${dirname(file)} does not exist`);
+  // a zip on a terminal is noise, and a distribution's holds the thing's private key
+  if (isOpenAs(file, 1) && isatty(1)) throw new UsageError(`${flag}: stdout is a terminal; send the zip to a file (> FILE.zip) or a pipe`);
   if (!cannotWriteBeside(file)) return file;
   const owner = actingAsHomeOwner();
   const who = owner ? `uid ${owner.uid}, the owner of the hub home ${owner.home}, as which a hub command started by root acts,` : "this user";
@@ -60,17 +63,18 @@ function cannotWriteBeside(file: string): boolean {
 }
 
 /**
- * `file`, or the first of `<stem>-2<ext>`, `<stem>-3<ext>`... that nothing (not even a dangling
- * link) has: for a default name that says less than the content (`hub export`'s is the thing and
- * the day, not the range), so an earlier file of that name is never replaced. Write the name
- * exclusively (files.ts `exclusive`): one made meanwhile is EEXIST, not overwritten.
+ * The names `file`, `<stem>-2<ext>`, `<stem>-3<ext>`... that nothing (not even a dangling link)
+ * has when each is asked for: for a default name that says less than the content (`hub
+ * export`'s is the thing and the day, not the range), so an earlier file of that name is never
+ * replaced. Write the first exclusively, giving the rest as the names to try when it is taken
+ * meanwhile (files.ts `exclusive`, `nextName`).
  */
-export function freeName(file: string): string {
+export function* untakenNames(file: string): Generator<string, never> {
   const ext = extname(file);
   const stem = file.slice(0, file.length - ext.length);
   for (let n = 1; ; n++) {
     const candidate = n === 1 ? file : `${stem}-${n}${ext}`;
-    if (!isTaken(candidate)) return candidate;
+    if (!isTaken(candidate)) yield candidate;
   }
 }
 

@@ -3,7 +3,7 @@ import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, interruptible, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { parseTimeRange } from "../input.ts";
-import { DB_OPTION, DIR_OPTION, freeName, openedHub, outputFile, reportBeside, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, openedHub, outputFile, reportBeside, thingOrFail, untakenNames } from "./common.ts";
 
 export const hubExportCommand: CommandSpec = {
   name: "hub export",
@@ -34,11 +34,12 @@ function exportMessages(args: string[], options: Options): Promise<number> {
       const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());
       // The default name is the thing and the day: a second export that day (another range, the
       // other --type) went over the first, which may hold what is gone from the hub since.
-      const file = given ?? freeName(outputFile(options, archive.fileName));
-      const exclusive = given === undefined;
+      const names = given === undefined ? untakenNames(outputFile(options, archive.fileName)) : undefined;
       const { writeArchiveFile } = await import("../../hub/messages/archive.ts");
-      const written = await writeArchiveFile(archive, file, { signal, exclusive });
-      reportBeside(file)(`${file}: ${written} message${written === 1 ? "" : "s"}`);
+      const { file, count } = names
+        ? await writeArchiveFile(archive, names.next().value, { signal, exclusive: true, nextName: () => names.next().value })
+        : await writeArchiveFile(archive, given!, { signal });
+      reportBeside(file)(`${file}: ${count} message${count === 1 ? "" : "s"}`);
       return ExitCode.OK;
     }),
   );

@@ -93,7 +93,8 @@ function create(args: string[], options: Options): Promise<number> {
         },
       );
     }
-    const say = reportBeside(output);
+    const toStdout = isOpenAs(output, 1);
+    const say = toStdout ? console.error : console.log;
     if (options.json) {
       const { thingJson } = await import("../../hub/http/presenters.ts");
       say(JSON.stringify({ ...thingJson(thing, hub.home.settings.env), distributionFile: output }));
@@ -101,13 +102,17 @@ function create(args: string[], options: Options): Promise<number> {
     }
     const topics = thingTopics(thing.name);
     say(`created thing ${thing.name} (id ${thing.id}, ${keyType === "ec" ? "EC P-256 key, ES256 tokens" : "RSA-2048 key, RS256 tokens"})`);
-    say(`distribution: ${output} (mode 0600: it holds the thing's private key)`);
+    say(
+      toStdout
+        ? "distribution: written to stdout (it holds the thing's private key: keep what received it private)"
+        : `distribution: ${output} (mode 0600: it holds the thing's private key)`,
+    );
     say(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
     const { distributionDownloadLine } = await import("../../hub/things/download-line.ts");
     say(`or on the thing, with FLASHLEX_TOKEN set to the operator access token: ${distributionDownloadLine(thing, "$FLASHLEX_TOKEN", hub.home)}`);
     say("next: copy the zip and the flashlex binary for the board to the thing; there:");
     // piped on (`-o -`), the zip's name is the receiver's
-    const zipName = isOpenAs(output, 1) ? "FILE.zip" : basename(output);
+    const zipName = toStdout ? "FILE.zip" : basename(output);
     say(`  unzip ${zipName} && chmod +x flashlex && mv flashlex ${thing.name}/ && cd ${thing.name}`);
     say("  ./flashlex bootstrap && sudo ./flashlex install-service");
     return ExitCode.OK;

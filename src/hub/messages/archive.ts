@@ -166,11 +166,11 @@ function collectGarbage(): void {
  * a temporary file in the same folder that is synced and renamed into place at the end: a
  * failed or stopped export leaves nothing, and an existing file is replaced only by a complete
  * one (shared/files.ts `writeFileAtomically`, which also removes temporary files of `file` that a
- * killed export left); with `options.exclusive` a file there is never replaced (EEXIST). Returns
- * the number of messages written. Throws what the file system throws (ENOSPC, EACCES, EEXIST),
+ * killed export left); with `options.exclusive` a file there is never replaced (EEXIST, or the
+ * next of `options.nextName`). Returns the file written and the number of messages in it. Throws what the file system throws (ENOSPC, EACCES, EEXIST),
  * or `options.signal`'s reason once it is aborted.
  */
-export async function writeArchiveFile(archive: Archive, file: string, options: AtomicWriteOptions = {}): Promise<number> {
-  await writeFileAtomically(file, archive.chunks, 0o600, options);
-  return archive.written();
+export async function writeArchiveFile(archive: Archive, file: string, options: AtomicWriteOptions = {}): Promise<{ file: string; count: number }> {
+  const written = await writeFileAtomically(file, archive.chunks, 0o600, options);
+  return { file: written, count: archive.written() };
 }
