@@ -494,6 +494,10 @@ describe("serve", () => {
           expect({ args, code: result.code }).toEqual({ args, code: 75 });
           expect(result.stderr).toContain(`${thing.dataDir}: the flashlex serve running there did not answer within 6 s (busy, or stopped); try again`);
         }
+        // bootstrap's checks neither open the database nor connect as the thing behind it
+        const checked = await run(["bootstrap", ...thing.flags], { timeoutMs: 30_000 });
+        expect(checked.code).toBe(1);
+        expect(checked.stdout + checked.stderr).toContain(`a flashlex serve holds ${thing.dataDir} but did not answer within 6 s (stopped, or busy)`);
       } finally {
         serve.proc.kill("SIGCONT");
       }

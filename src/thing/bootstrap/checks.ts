@@ -15,7 +15,7 @@ import { collectUrl, deliverHttp, UNAUTHORIZED_FIX } from "../egress/delivery.ts
 import { CLOCK_FIX_HINT, describeOffset, HubClock } from "../egress/hub-clock.ts";
 import { checkCertificateNamesThing, checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
 import { createIngressHandler } from "../ingress/handler.ts";
-import { serveStatus } from "../local/client.ts";
+import { SERVE_PROBE_MS, serveListens, serveStatus } from "../local/client.ts";
 import { connectFailureHint } from "../mqtt/connect-failure.ts";
 import { sessionMemory, ThingSession } from "../mqtt/session.ts";
 import type { ConfigLocation, ThingConfig } from "../settings.ts";
@@ -240,7 +240,16 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   // A running serve holds the database (the armv7 build's driver, one process per file) and the
   // thing's one MQTT session: the checks ask it instead (below).
   const serve = configOk ? await serveStatus(config!.dataDir) : undefined;
+  // One that holds the directory but did not answer (stopped, or busy) is running all the same:
+  // opening the database, or a session as the thing, would go behind its back (as for the commands).
+  const silentServe = configOk && !serve && (await serveListens(config!.dataDir));
   const storeOk = await check("data directory writable and the database opens", Boolean(configOk), () => {
+    if (silentServe) {
+      fail(
+        `a flashlex serve holds ${config!.dataDir} but did not answer within ${SERVE_PROBE_MS / 1000} s (stopped, or busy); bootstrap neither opens its database nor connects as the thing behind its back`,
+        "Let it go on (kill -CONT PID if it was stopped) and run bootstrap again, or stop it first (sudo systemctl stop flashlex, or Ctrl-C where it runs).",
+      );
+    }
     if (serve) {
       accessSync(config!.dataDir, constants.W_OK);
       return `${config!.paths.database} (open in the running flashlex serve)`;
