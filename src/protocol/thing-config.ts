@@ -117,6 +117,12 @@ export const ThingYamlSchema = z.object({
         offlinePublishQueueing: z.int().min(-1).default(-1),
         /** how many queued messages per second are sent after a reconnect (Hz) */
         drainingFrequency: z.number().positive().default(2),
+        /**
+         * MQTT keep alive (3.1.1 §3.1.2.10), seconds: a PINGREQ after this long without traffic, and
+         * a connection given up after 1.5 times it without an answer. Lower it where a NAT or a
+         * cellular link forgets an idle connection sooner (the old AWS SDK's connect() argument).
+         */
+        keepAliveIntervalSecond: z.int().min(5).max(65535).default(60),
         connectDisconnectTimeout: seconds.default(10),
         mqttOperationTimeout: seconds.default(5),
       }),

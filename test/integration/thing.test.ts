@@ -561,6 +561,26 @@ describe("serve", () => {
     60_000,
   );
 
+  test("mqtt.keepAliveIntervalSecond is the keep alive serve's CONNECT asks for (it was 60 whatever the config); below 5 is refused (78) naming the key", async () => {
+    const before = readFileSync(thing.configPath, "utf8");
+    try {
+      thing.editConfig((doc) => (doc.flashlex.thing.mqtt.keepAliveIntervalSecond = 17));
+      const serve = start(["serve", ...thing.flags]);
+      try {
+        await serve.waitFor(/mqtt\.subscribed/);
+        expect(broker.log()).toMatch(new RegExp(`as ${thing.thingName} \\(p2, c0, k17`));
+      } finally {
+        expect(await serve.stop()).toBe(0);
+      }
+      thing.editConfig((doc) => (doc.flashlex.thing.mqtt.keepAliveIntervalSecond = 4));
+      const refused = await run(["serve", ...thing.flags], { timeoutMs: 15_000 });
+      expect(refused.code).toBe(78);
+      expect(refused.stderr).toContain("flashlex.thing.mqtt.keepAliveIntervalSecond");
+    } finally {
+      writeFileSync(thing.configPath, before);
+    }
+  }, 60_000);
+
   test("a second serve on the same data directory is refused with 75", async () => {
     const serve = start(["serve", ...thing.flags]);
     try {

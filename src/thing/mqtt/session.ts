@@ -387,7 +387,7 @@ function clientOptions(options: SessionOptions): IClientOptions {
     clientId: options.clientId ?? identity.thingName,
     clean: options.clean ?? false,
     protocolVersion: 4,
-    keepalive: 60,
+    keepalive: thing.mqtt.keepAliveIntervalSecond,
     // Reconnects are ours (Backoff); MQTT.js only knows a fixed period.
     reconnectPeriod: 0,
     connectTimeout: options.config.timeouts.connectMs,
