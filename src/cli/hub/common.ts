@@ -20,9 +20,11 @@ export const DB_OPTION: OptionSpec = {
 export const JSON_OPTION: OptionSpec = { flags: "--json", description: "print JSON instead of text" };
 
 /**
- * The file `-o` names (`-` is stdout, as /dev/stdout; else `fallback`), absolute, checked before the command changes anything:
- * its directory exists, it is not a directory itself, and it is outside the hub home (`-o
- * hub.db` replaced the hub's database with a zip). Throws UsageError (64) naming the flag, so a
+ * The file `-o` names (`-` is stdout, as /dev/stdout; else `fallback`), absolute, checked before
+ * the command changes anything: its directory exists, it is not a directory itself, it is
+ * outside the hub home (`-o hub.db` replaced the hub's database with a zip), and it is not a
+ * terminal: UsageError (64) naming the flag. A directory this process may not write in (as the
+ * home's owner, when root started it: hub/home/owner.ts) is FlashlexError permission (77). So a
  * mistyped path never leaves a thing made without its zip, or an export half done.
  */
 export function outputFile(options: Options, fallback: string): string {
