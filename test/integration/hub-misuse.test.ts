@@ -18,6 +18,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import {
+  chmodSync,
   closeSync,
   cpSync,
   existsSync,
@@ -29,6 +30,7 @@ import {
   renameSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
@@ -268,10 +270,55 @@ describe("an address hub serve cannot listen on", () => {
           code: 77,
           stderr: `flashlex: -o "${join(work, "nowhere.zip")}": uid ${user.uid}, the owner of the hub home ${home}, as which a hub command started by root acts, may not write in ${work}; name a file in a directory it may write\n`,
         });
+        // the default name in a working directory it may not write: refused before the thing is made too
+        const inRootsDir = await run(["hub", "thing", "create", "nowhere", "--dir", home], { cwd: work, timeoutMs: 30_000 });
+        expect({ code: inRootsDir.code, stderr: inRootsDir.stderr }).toMatchObject({ code: 77, stderr: expect.stringContaining(`may not write in ${work}`) });
         const listed = await run(["hub", "thing", "list", "--dir", home]);
         expect(listed.stdout).not.toContain("nowhere");
+        // -o - with stdout redirected to a file, as the user itself (it was 77: "may not write in /dev")
+        const piped = Bun.spawnSync(
+          ["sh", "-c", `exec "$0" "$@" > ${join(parent, "piped.zip")}`, ...asUser, binaryPath(), "hub", "thing", "dist", "by-root", "--dir", home, "-o", "-"],
+          {
+            stderr: "pipe",
+          },
+        );
+        expect({ code: piped.exitCode, stderr: piped.stderr.toString() }).toEqual({ code: 0, stderr: "/dev/stdout\n" });
+        expect(readFileSync(join(parent, "piped.zip")).subarray(0, 2).toString()).toBe("PK");
       } finally {
         rmSync(parent, { recursive: true, force: true });
+      }
+    },
+    60_000,
+  );
+
+  test.skipIf(process.getuid?.() !== 0)(
+    "root does not act on a home whose files another user may have put there: a root-owned home others may write in is 77; a home behind a link whose hub.yml is a user's is acted on as that user, so the files its hub.yml names stay as they were",
+    async () => {
+      const user = ordinaryAccount();
+      const open = join(tmpdir(), `flashlex-open-home-${process.pid}`);
+      const victim = join(work, "victim.pem");
+      writeFileSync(victim, "root's own\n", { mode: 0o600 });
+      try {
+        cpSync(hub.dir, open, { recursive: true, filter: (source) => !source.endsWith("hub.sock") });
+        chmodSync(open, 0o1777);
+        const refused = await run(["hub", "thing", "list", "--dir", open]);
+        expect({ code: refused.code, stderr: refused.stderr }).toMatchObject({
+          code: 77,
+          stderr: expect.stringContaining("others may write in it (mode 1777)"),
+        });
+        // the user's hub.yml in it, naming a root-only file as a CRL to write, behind a link
+        const yml = join(open, "hub.yml");
+        const settings = parseDocument(readFileSync(yml, "utf8"));
+        settings.setIn(["hub", "broker", "crlFiles"], [victim]);
+        writeFileSync(yml, settings.toString());
+        execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, ...readdirSync(open).map((n) => join(open, n))]);
+        const link = join(work, "linked-home");
+        symlinkSync(open, link);
+        const revoked = await run(["hub", "thing", "revoke", thing.name, "--dir", link], { timeoutMs: 30_000 });
+        expect(revoked.code).not.toBe(0);
+        expect(readFileSync(victim, "utf8")).toBe("root's own\n");
+      } finally {
+        rmSync(open, { recursive: true, force: true });
       }
     },
     60_000,

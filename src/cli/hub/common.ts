@@ -51,6 +51,7 @@ export function outputFile(options: Options, fallback: string): string {
  * not when its zip is written.
  */
 function cannotWriteBeside(file: string): boolean {
+  if (isOpenAs(file, 1) || isOpenAs(file, 2)) return false; // `-o - > FILE`: the shell opened it
   try {
     if (!statSync(file).isFile()) return false;
   } catch {
@@ -117,7 +118,7 @@ export function databaseOverride(options: Options): { value: string; where: stri
 /**
  * `hubDir`, with this process acting as the home's owner from here on when root started it
  * (hub/home/owner.ts): every command that opens or makes the home takes it from here, before it
- * opens anything.
+ * opens anything. Throws FlashlexError permission (77) for a home root must not act on.
  */
 export function hubHome(options: Options): string {
   const dir = hubDir(options);

@@ -64,8 +64,10 @@ function create(args: string[], options: Options): Promise<number> {
     const keyType = text(options.keyType) ?? "rsa";
     if (!(THING_KEY_TYPES as readonly string[]).includes(keyType)) throw new UsageError(`--key-type must be ${THING_KEY_TYPES.join(" or ")}, not ${keyType}`);
     // -o is checked before the thing is made; the default, <name>.zip here (where both READMEs
-    // say the zip is), once the name is known.
+    // say the zip is), once the name is known, and its directory before: a command root started
+    // acts as the home's owner, who may not write in the admin's working directory.
     const given = text(options.output) === undefined ? undefined : outputFile(options, "");
+    if (given === undefined) outputFile(options, "new-thing.zip");
     const { thing, distribution } = await hub.things.create(required(args, "the thing name"), { keyType });
     let output: string;
     try {

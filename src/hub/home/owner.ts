@@ -3,11 +3,13 @@
  * user owns (the service user the hub runs as) acts as that user: everything it writes there (a
  * distribution zip, `dists/`, hub.yml, the database's files) is then the user's, so the hub can
  * read it; before, a root-owned 0600 zip made the hub answer 500 and the user's own commands 77.
- * And root's rights are never used inside a tree that user controls: a directory the user swapped
- * for a symbolic link would otherwise aim root's writes anywhere on the machine.
+ * And root's rights are never used on what another user controls: a directory the user swapped
+ * for a symbolic link would aim root's writes anywhere, and a hub.yml the user wrote names files
+ * root would replace (`broker.crlFiles`) and a command root would run (`broker.reloadCommand`).
  */
-import { statSync } from "node:fs";
-import { dirname } from "node:path";
+import { readFileSync, type Stats, statSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { FlashlexError } from "../../shared/errors.ts";
 
 /** The owner this process took on (actAsHomeOwner), for the messages that depend on it. */
 let tookOn: { uid: number; home: string } | undefined;
@@ -19,25 +21,29 @@ export function actingAsHomeOwner(): { uid: number; home: string } | undefined {
 
 /**
  * When this process is root and the hub home `dir` (or, for one not made yet, its nearest
- * existing parent) belongs to another user, becomes that user for good: the user's groups with
- * the directory's group, then its gid and uid (POSIX setgroups/setgid/setuid, which glibc applies
- * to every thread). Call it before anything is opened or any worker thread starts. Returns the
- * uid taken on, or undefined when nothing changed: not root, a home root owns, or a process that
- * may not change its user (a container without CAP_SETUID or CAP_SETGID), which goes on as root
- * as before. Never throws.
+ * existing parent) or its hub.yml belongs to another user, becomes that user for good: the user's
+ * groups, then its primary gid (from /etc/passwd; the directory's group for a uid not there) and
+ * uid (POSIX setgroups/setgid/setuid, which glibc applies to every thread). Call it before
+ * anything is opened or any worker thread starts. Returns the uid taken on, or undefined when
+ * nothing changed: not root, a home root owns, or a process that may not change its user (a
+ * container without CAP_SETUID or CAP_SETGID), which goes on as root as before. Throws
+ * FlashlexError permission (77) for a home root must not act on: its directory and hub.yml of two
+ * other users, or a root-owned home directory others may write in (anyone could have put the
+ * hub.yml there).
  */
 export function actAsHomeOwner(dir: string): number | undefined {
   if (process.geteuid?.() !== 0) return undefined;
-  const owner = ownerOf(dir);
-  if (!owner || owner.uid === 0) return undefined;
+  const owner = ownerToActAs(dir);
+  if (owner === undefined) return undefined;
+  const gid = primaryGroupOf(owner.uid) ?? owner.gid;
   try {
     // the supplementary groups first: once the uid changes, nothing more may change
     try {
-      (process as { initgroups?: (user: number, extraGroup: number) => void }).initgroups?.(owner.uid, owner.gid);
+      (process as { initgroups?: (user: number, extraGroup: number) => void }).initgroups?.(owner.uid, gid);
     } catch {
-      process.setgroups?.([owner.gid]); // a uid without a passwd entry has no groups of its own
+      process.setgroups?.([gid]); // a uid without a passwd entry has no groups of its own
     }
-    process.setgid?.(owner.gid);
+    process.setgid?.(gid);
     process.setuid?.(owner.uid);
   } catch {
     return undefined; // not allowed here: root it stays
@@ -47,14 +53,55 @@ export function actAsHomeOwner(dir: string): number | undefined {
   return owner.uid;
 }
 
-/** The uid and gid of `path`, or of its nearest existing parent; undefined when none can be looked at. */
-function ownerOf(path: string): { uid: number; gid: number } | undefined {
-  for (let at = path; ; at = dirname(at)) {
-    try {
-      const { uid, gid } = statSync(at);
-      return { uid, gid };
-    } catch {
-      if (dirname(at) === at) return undefined;
-    }
+/** The non-root owner of the home and its hub.yml, undefined when root owns them; throws for a home root must not act on. */
+function ownerToActAs(dir: string): { uid: number; gid: number } | undefined {
+  const home = nearestExisting(dir);
+  if (!home) return undefined;
+  const config = home.path === dir ? statOrUndefined(join(dir, "hub.yml")) : undefined;
+  const owners = [home.stats, config].filter((s): s is Stats => s !== undefined && s.uid !== 0);
+  const uids = [...new Set(owners.map((s) => s.uid))];
+  if (uids.length > 1) {
+    throw new FlashlexError(
+      `${dir}: the hub home is uid ${home.stats.uid}'s and its hub.yml uid ${config?.uid}'s; give the whole home to the hub's user (chown -R) and run the command again`,
+      "permission",
+    );
   }
+  if (uids.length === 1) return { uid: uids[0]!, gid: owners[0]!.gid };
+  if (home.path === dir && (home.stats.mode & 0o022) !== 0) {
+    throw new FlashlexError(
+      `${dir}: the hub home is root's but others may write in it (mode ${(home.stats.mode & 0o7777).toString(8)}), so its files may be anyone's: root does not act on it; give it to the hub's user (chown -R), or chmod go-w`,
+      "permission",
+    );
+  }
+  return undefined;
+}
+
+/** `path`, or its nearest existing parent, with what stat(2) says of it; undefined when none can be looked at. */
+function nearestExisting(path: string): { path: string; stats: Stats } | undefined {
+  for (let at = path; ; at = dirname(at)) {
+    const stats = statOrUndefined(at);
+    if (stats) return { path: at, stats };
+    if (dirname(at) === at) return undefined;
+  }
+}
+
+function statOrUndefined(path: string): Stats | undefined {
+  try {
+    return statSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** The primary gid /etc/passwd gives `uid`; undefined for a uid not there (or no file to read). */
+function primaryGroupOf(uid: number): number | undefined {
+  try {
+    for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
+      const fields = line.split(":");
+      if (fields.length >= 4 && Number(fields[2]) === uid && fields[2] !== "") return Number(fields[3]);
+    }
+  } catch {
+    // no passwd file (a minimal container): the directory's group
+  }
+  return undefined;
 }
