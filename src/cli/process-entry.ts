@@ -2,6 +2,7 @@
  * The process around a command: where its outcome becomes the exit code and the one line on
  * stderr, whatever way it ends (main.ts runs every command through `runAsProcess`).
  */
+import { actingAsOwnerNote } from "../hub/home/owner.ts";
 import { FlashlexError } from "../shared/errors.ts";
 import { toFlashlexError } from "../shared/foreign-errors.ts";
 import { redactUrl } from "../shared/redact-url.ts";
@@ -15,7 +16,8 @@ import { exitCodeOf } from "./exit-codes.ts";
 export function report(err: unknown): number {
   const error = toFlashlexError(err);
   const bug = error.kind === "bug";
-  console.error(`flashlex: ${redactUrl(error.message)}${bug ? " (an internal error in flashlex: please report it)" : ""}`);
+  const note = bug ? "(an internal error in flashlex: please report it)" : error.kind === "permission" ? actingAsOwnerNote() : undefined;
+  console.error(`flashlex: ${redactUrl(error.message)}${note ? ` ${note}` : ""}`);
   if (bug && process.env.FLASHLEX_LOG_LEVEL === "debug") console.error((err as Error)?.stack);
   return exitCodeOf(error);
 }

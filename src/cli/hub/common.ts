@@ -2,7 +2,7 @@
 import { accessSync, constants, lstatSync, statSync } from "node:fs";
 import { dirname, extname, resolve } from "node:path";
 import { isatty } from "node:tty";
-import { actAsHomeOwner, actingAsHomeOwner } from "../../hub/home/owner.ts";
+import { actAsHomeOwner } from "../../hub/home/owner.ts";
 import { defaultHubDir } from "../../hub/home/paths.ts";
 import type { OpenedHub } from "../../hub/hub.ts";
 import type { ThingRecord } from "../../hub/things/things.ts";
@@ -40,9 +40,7 @@ export function outputFile(options: Options, fallback: string): string {
   // a zip on a terminal is noise, and a distribution's holds the thing's private key
   if (isOpenAs(file, 1) && isatty(1)) throw new UsageError(`${flag}: stdout is a terminal; send the zip to a file (> FILE.zip) or a pipe`);
   if (!cannotWriteBeside(file)) return file;
-  const owner = actingAsHomeOwner();
-  const who = owner ? `uid ${owner.uid}, the owner of the hub home ${owner.home}, as which a hub command started by root acts,` : "this user";
-  throw new FlashlexError(`${flag}: ${who} may not write in ${dirname(file)}; name a file in a directory it may write`, "permission");
+  throw new FlashlexError(`${flag}: may not write in ${dirname(file)}; name a file in a directory this user may write`, "permission");
 }
 
 /**

@@ -14,9 +14,14 @@ import { FlashlexError } from "../../shared/errors.ts";
 /** The owner this process took on (actAsHomeOwner), for the messages that depend on it. */
 let tookOn: { uid: number; home: string } | undefined;
 
-/** The uid and home of the owner this process acts as, or undefined when it acts as who started it. */
-export function actingAsHomeOwner(): { uid: number; home: string } | undefined {
-  return tookOn;
+/**
+ * What a permission failure (77) adds while this process acts as a home's owner: root started
+ * it, so "permission denied" would read as nonsense without it. Undefined otherwise.
+ */
+export function actingAsOwnerNote(): string | undefined {
+  return tookOn
+    ? `(started by root, this hub command runs as uid ${tookOn.uid}, the owner of the hub home ${tookOn.home}: give that user what it needs, e.g. \`chown -R\` files an older root run left there)`
+    : undefined;
 }
 
 /**

@@ -247,7 +247,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     if (silentServe) {
       fail(
         `a flashlex serve holds ${config!.dataDir} but did not answer within ${SERVE_PROBE_MS / 1000} s (stopped, or busy); bootstrap neither opens its database nor connects as the thing behind its back`,
-        "Let it go on (kill -CONT PID if it was stopped) and run bootstrap again, or stop it first (sudo systemctl stop flashlex, or Ctrl-C where it runs).",
+        "Let it go on (`kill -CONT` its process if it was stopped: `systemctl status flashlex` shows it) and run bootstrap again, or stop it first (sudo systemctl stop flashlex, or Ctrl-C where it runs).",
       );
     }
     if (serve) {
