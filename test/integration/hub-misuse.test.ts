@@ -317,6 +317,22 @@ describe("an address hub serve cannot listen on", () => {
         const revoked = await run(["hub", "thing", "revoke", thing.name, "--dir", link], { timeoutMs: 30_000 });
         expect(revoked.code).not.toBe(0);
         expect(readFileSync(victim, "utf8")).toBe("root's own\n");
+        // a root-owned home (0700) whose dists/ a user was given: root would write zips through whatever the user put there
+        const closed = join(work, "closed-home");
+        cpSync(hub.dir, closed, { recursive: true, filter: (source) => !source.endsWith("hub.sock") });
+        execFileSync("chown", [`${user.uid}:${user.gid}`, join(closed, "dists")]);
+        // acted on as that user, who may not even enter the 0700 home: 77, saying as whom it ran
+        const listed = await run(["hub", "thing", "list", "--dir", closed]);
+        expect({ code: listed.code, stderr: listed.stderr }).toMatchObject({
+          code: 77,
+          stderr: expect.stringContaining(`this hub command runs as uid ${user.uid}`),
+        });
+        execFileSync("chown", ["65534:65534", join(closed, "hub.yml")]);
+        const mixed = await run(["hub", "thing", "list", "--dir", closed]);
+        expect({ code: mixed.code, stderr: mixed.stderr }).toMatchObject({
+          code: 77,
+          stderr: expect.stringContaining("the hub home holds files of several users"),
+        });
       } finally {
         rmSync(open, { recursive: true, force: true });
       }

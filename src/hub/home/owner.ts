@@ -7,7 +7,7 @@
  * for a symbolic link would aim root's writes anywhere, and a hub.yml the user wrote names files
  * root would replace (`broker.crlFiles`) and a command root would run (`broker.reloadCommand`).
  */
-import { readFileSync, type Stats, statSync } from "node:fs";
+import { lstatSync, readFileSync, type Stats, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { FlashlexError } from "../../shared/errors.ts";
 
@@ -26,15 +26,14 @@ export function actingAsOwnerNote(): string | undefined {
 
 /**
  * When this process is root and the hub home `dir` (or, for one not made yet, its nearest
- * existing parent) or its hub.yml belongs to another user, becomes that user for good: the user's
- * groups, then its primary gid (from /etc/passwd; the directory's group for a uid not there) and
- * uid (POSIX setgroups/setgid/setuid, which glibc applies to every thread). Call it before
+ * existing parent), its hub.yml or its dists/ belongs to another user, becomes that user for
+ * good: the user's groups, then its primary gid (from /etc/passwd; the directory's group for a
+ * uid not there) and uid (POSIX setgroups/setgid/setuid, which glibc applies to every thread). Call it before
  * anything is opened or any worker thread starts. Returns the uid taken on, or undefined when
  * nothing changed: not root, a home root owns, or a process that may not change its user (a
  * container without CAP_SETUID or CAP_SETGID), which goes on as root as before. Throws
- * FlashlexError permission (77) for a home root must not act on: its directory and hub.yml of two
- * other users, or a root-owned home directory others may write in (anyone could have put the
- * hub.yml there).
+ * FlashlexError permission (77) for a home root must not act on: those of several other users,
+ * or a root-owned home directory others may write in (anyone could have put a hub.yml there).
  */
 export function actAsHomeOwner(dir: string): number | undefined {
   if (process.geteuid?.() !== 0) return undefined;
@@ -58,16 +57,26 @@ export function actAsHomeOwner(dir: string): number | undefined {
   return owner.uid;
 }
 
-/** The non-root owner of the home and its hub.yml, undefined when root owns them; throws for a home root must not act on. */
+/**
+ * What in a home says whose it is, besides its directory: hub.yml (it names files the hub writes
+ * and a command it runs) and dists/ (where a zip is written). Other entries may rightly be
+ * another program's (a Mosquitto persistence directory given to `mosquitto`).
+ */
+const TELLING_ENTRIES = ["hub.yml", "dists"];
+
+/**
+ * The non-root owner of the home directory, its hub.yml and dists/ (each by its own owner, a link
+ * included), undefined when root owns them all; throws for a home root must not act on.
+ */
 function ownerToActAs(dir: string): { uid: number; gid: number } | undefined {
   const home = nearestExisting(dir);
   if (!home) return undefined;
-  const config = home.path === dir ? statOrUndefined(join(dir, "hub.yml")) : undefined;
-  const owners = [home.stats, config].filter((s): s is Stats => s !== undefined && s.uid !== 0);
+  const entries = home.path === dir ? TELLING_ENTRIES.flatMap((name) => lstatOrNone(join(dir, name))) : [];
+  const owners = [home.stats, ...entries].filter((s) => s.uid !== 0);
   const uids = [...new Set(owners.map((s) => s.uid))];
   if (uids.length > 1) {
     throw new FlashlexError(
-      `${dir}: the hub home is uid ${home.stats.uid}'s and its hub.yml uid ${config?.uid}'s; give the whole home to the hub's user (chown -R) and run the command again`,
+      `${dir}: the hub home holds files of several users (uids ${uids.join(", ")}); give the whole home to the hub's user (chown -R) and run the command again`,
       "permission",
     );
   }
@@ -87,6 +96,15 @@ function nearestExisting(path: string): { path: string; stats: Stats } | undefin
     const stats = statOrUndefined(at);
     if (stats) return { path: at, stats };
     if (dirname(at) === at) return undefined;
+  }
+}
+
+/** lstat(2) of `path` as a list of one, or none when it is not there. */
+function lstatOrNone(path: string): Stats[] {
+  try {
+    return [lstatSync(path)];
+  } catch {
+    return [];
   }
 }
 
