@@ -264,6 +264,16 @@ describe("an address hub serve cannot listen on", () => {
           stderr: "pipe",
         });
         expect({ code: again.exitCode, stderr: again.stderr.toString() }).toEqual({ code: 0, stderr: "" });
+        // a dists/ an older root-run version left root's (0700): 77 naming the zip, not "missing: create the thing again" (65)
+        const zip = join(home, "dists", `${id}.zip`);
+        execFileSync("chown", ["0:0", join(home, "dists")]);
+        const unreadable = Bun.spawnSync([...asUser, binaryPath(), "hub", "thing", "dist", "by-root", "--dir", home, "-o", join(parent, "again.zip")], {
+          stdout: "pipe",
+          stderr: "pipe",
+        });
+        expect({ code: unreadable.exitCode, stderr: unreadable.stderr.toString() }).toMatchObject({ code: 77, stderr: expect.stringContaining(zip) });
+        expect(unreadable.stderr.toString()).not.toContain("create the thing again");
+        execFileSync("chown", [`${user.uid}:${user.gid}`, join(home, "dists")]);
         // root's own directory (0700): the user may not write there, said before the thing is made
         const refused = await run(["hub", "thing", "create", "nowhere", "--dir", home, "-o", join(work, "nowhere.zip")], { timeoutMs: 30_000 });
         expect({ code: refused.code, stderr: refused.stderr }).toEqual({

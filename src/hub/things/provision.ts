@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { isUuid, TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
@@ -152,8 +152,16 @@ export async function findThing(home: HubHome, store: HubStore, ref: string): Pr
   );
 }
 
-/** The stored distribution, or undefined once revoked or deleted. */
+/**
+ * The stored distribution, or undefined when there is none (revoked, deleted, renewed since).
+ * Throws what reading it throws otherwise (EACCES: a zip an older root-run command left root's),
+ * so a zip that is there is never reported missing, with "create the thing again" as the advice.
+ */
 export function readDistribution(home: HubHome, thingId: string): Uint8Array | undefined {
-  const file = distributionPath(home.paths, thingId);
-  return existsSync(file) ? readFileSync(file) : undefined;
+  try {
+    return readFileSync(distributionPath(home.paths, thingId));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
+    throw err;
+  }
 }

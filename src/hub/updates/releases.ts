@@ -12,7 +12,7 @@
  * under a version already stored is refused (a version names one set of bytes, for good).
  */
 import { createHash } from "node:crypto";
-import { chmodSync, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { accessSync, chmodSync, constants, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
 import { MANIFEST_FILE, parseManifest, type ReleaseManifest, SIGNATURE_FILE } from "../../protocol/release-manifest.ts";
@@ -48,6 +48,8 @@ export function readSignedRelease(dir: string, publicKey: string): StoredRelease
   const signaturePath = join(dir, SIGNATURE_FILE);
   if (pathKind(dir) !== "directory")
     throw new InputError(`${dir}: not a directory; give the release's folder (it holds ${MANIFEST_FILE}, ${SIGNATURE_FILE} and the binaries)`);
+  // access(2) first: a folder this user may not read would look empty to existsSync
+  accessSync(dir, constants.R_OK | constants.X_OK);
   const missing = [MANIFEST_FILE, SIGNATURE_FILE].filter((name) => !existsSync(join(dir, name)));
   if (missing.length) {
     throw new InputError(`${dir}: no ${missing.join(" and no ")}; make the release with \`npm run release -- --signing-key <hub home>/update-key.pem\``);
