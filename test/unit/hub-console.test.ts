@@ -5,7 +5,7 @@
  * a thing supplies, token rotation, sending, the range zip and the live feed.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
@@ -370,6 +370,25 @@ describe("pages", () => {
     expect(text).toContain("it enrolled itself");
     expect(text).not.toContain("revoked");
     await store.deleteThing(enrolled.id);
+  });
+
+  test("a thing whose zip cannot be read (a dists/ entry an older root run left): its page still shows, without the cURL line; the download is an error, not a zip", async () => {
+    const odd = (await hub.things.create("unreadable-zip")).thing;
+    const zipPath = join(home.paths.dists, `${odd.id}.zip`);
+    rmSync(zipPath);
+    mkdirSync(zipPath); // reading it fails (EISDIR), as an unreadable one does (EACCES)
+    try {
+      const browser = await signIn();
+      const page = await get(`/things/${odd.id}`, browser);
+      expect(page.status).toBe(200);
+      expect(await page.text()).not.toContain("curl -fo");
+      const zip = await get(`/things/${odd.id}/distribution.zip`, browser);
+      expect(zip.status).toBeGreaterThanOrEqual(500);
+      expect(zip.headers.get("content-type")).not.toBe("application/zip");
+    } finally {
+      rmSync(zipPath, { recursive: true, force: true });
+      await hub.things.delete(odd);
+    }
   });
 
   test("a thing's page has its facts, the chart, the distribution link and the guide's cURL line", async () => {

@@ -117,6 +117,19 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
   const live = liveStreams({ feed: deps.live, things, ...deps.liveView });
   /** The thing each session deleted last, for the notice on the page the delete leads to (shown once; this process only). */
   const deletedBy = new Map<string, string>();
+  /**
+   * Whether the thing's page offers the cURL line: a distribution that still works. One that
+   * cannot be read (a zip an older root run left root's) is logged and not offered; its
+   * download link then says why, and the page itself still shows.
+   */
+  const hasWorkingZip = (thing: ThingRecord): boolean => {
+    try {
+      return "zip" in things.distribution(thing);
+    } catch (err) {
+      log.warn("console.distribution_unreadable", { thing: thing.name, error: (err as Error)?.message });
+      return false;
+    }
+  };
   // A sent message's form holds the message as written (up to publishTextLimit, as the API takes
   // it) and little else. Urlencoding makes a byte up to 3 (%XX), and a line break, which the
   // browser sends as CR LF, 6: a form under this never holds a message the API would take.
@@ -305,7 +318,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
             // The guide's cURL line, with this browser's token (the page is never cached); only
             // a thing with a distribution that still works has one (not a revoked one, not an
             // enrolled one, not one that renewed its key since).
-            curl: "zip" in things.distribution(thing) ? distributionDownloadLine(thing, ctx.session.token, home) : undefined,
+            curl: hasWorkingZip(thing) ? distributionDownloadLine(thing, ctx.session.token, home) : undefined,
             notice: done ? { text: done } : undefined,
           }),
         );
