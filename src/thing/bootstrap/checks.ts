@@ -15,7 +15,7 @@ import { collectUrl, deliverHttp, UNAUTHORIZED_FIX } from "../egress/delivery.ts
 import { CLOCK_FIX_HINT, describeOffset, HubClock } from "../egress/hub-clock.ts";
 import { checkCertificateNamesThing, checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
 import { createIngressHandler } from "../ingress/handler.ts";
-import { SERVE_PROBE_MS, serveListens, serveStatus } from "../local/client.ts";
+import { probeServe, SERVE_PROBE_MS } from "../local/client.ts";
 import { connectFailureHint } from "../mqtt/connect-failure.ts";
 import { sessionMemory, ThingSession } from "../mqtt/session.ts";
 import type { ConfigLocation, ThingConfig } from "../settings.ts";
@@ -239,10 +239,9 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
 
   // A running serve holds the database (the armv7 build's driver, one process per file) and the
   // thing's one MQTT session: the checks ask it instead (below).
-  const serve = configOk ? await serveStatus(config!.dataDir) : undefined;
   // One that holds the directory but did not answer (stopped, or busy) is running all the same:
   // opening the database, or a session as the thing, would go behind its back (as for the commands).
-  const silentServe = configOk && !serve && (await serveListens(config!.dataDir));
+  const { status: serve, silent: silentServe } = configOk ? await probeServe(config!.dataDir) : { silent: false };
   const storeOk = await check("data directory writable and the database opens", Boolean(configOk), () => {
     if (silentServe) {
       fail(

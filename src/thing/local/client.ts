@@ -18,19 +18,31 @@ import { type Answer, fromWire, fromWireOutbox, MAX_REQUEST_BYTES, ROUTES, socke
  */
 export const SERVE_PROBE_MS = LOCK_WAIT_MS + 1000;
 
-/** True when a serve answers on `dataDir`'s socket (a socket file alone may be a dead serve's). */
-export async function serveIsRunning(dataDir: string): Promise<boolean> {
-  return (await serveStatus(dataDir)) !== undefined;
+/** What a serve said of itself (agent.ts `status`). */
+export interface ServeStatus {
+  connected?: boolean;
 }
 
-/** What the serve on `dataDir` says of itself (agent.ts `status`), or undefined when none answers. */
-export async function serveStatus(dataDir: string): Promise<{ connected?: boolean } | undefined> {
-  if (!existsSync(socketPath(dataDir))) return undefined;
-  try {
-    const answer = await callServe(dataDir, ROUTES.status);
-    return answer.ok && answer.result !== null && typeof answer.result === "object" ? (answer.result as { connected?: boolean }) : {};
-  } catch {
-    return undefined;
+/**
+ * Asks the serve on `dataDir` for its status. `status` is its answer; `silent` means one listens
+ * on the socket but gave no answer within SERVE_PROBE_MS (stopped, or busy); neither when none
+ * listens. A request that fails at once while the socket accepts is asked again until the window
+ * ends: a serve just started dropped the first request now and then (CI: a command beside it
+ * exited 75 within a second, though serve answered right after).
+ */
+export async function probeServe(dataDir: string): Promise<{ status?: ServeStatus; silent: boolean }> {
+  const deadline = Date.now() + SERVE_PROBE_MS;
+  for (;;) {
+    if (!existsSync(socketPath(dataDir))) return { silent: false };
+    try {
+      const answer = await callServe(dataDir, ROUTES.status, undefined, Math.max(1, deadline - Date.now()));
+      return { status: answer.ok && answer.result !== null && typeof answer.result === "object" ? (answer.result as ServeStatus) : {}, silent: false };
+    } catch {
+      // no answer: a serve stopped or busy, one just starting, or none (a dead serve's socket file)
+    }
+    if (!(await serveListens(dataDir))) return { silent: false };
+    if (Date.now() >= deadline) return { silent: true };
+    await new Promise((resolve) => setTimeout(resolve, 50));
   }
 }
 
@@ -39,9 +51,9 @@ export async function serveStatus(dataDir: string): Promise<{ connected?: boolea
  * when none answers (no socket, or a stale one). Long requests (a collect waiting for its API)
  * are bounded by serve's own timeouts.
  */
-export function callServe(dataDir: string, route: string, body?: unknown): Promise<Answer> {
+export function callServe(dataDir: string, route: string, body?: unknown, timeoutMs?: number): Promise<Answer> {
   const [method, path] = route.split(" ") as [string, string];
-  const timeoutMs = method === "GET" ? SERVE_PROBE_MS : 120_000;
+  timeoutMs ??= method === "GET" ? SERVE_PROBE_MS : 120_000;
   const json = body === undefined ? undefined : JSON.stringify(body);
   return typeof Bun === "undefined"
     ? callWithNodeHttp(socketPath(dataDir), method, path, json, timeoutMs)
@@ -114,11 +126,12 @@ export class LostServeError extends FlashlexError {
  * directory but did not answer within SERVE_PROBE_MS.
  */
 export async function runningServeAccess(dataDir: string): Promise<ThingAccess | undefined> {
-  if (await serveIsRunning(dataDir)) return withCheckedArguments(serveAccess(dataDir));
+  const { status, silent } = await probeServe(dataDir);
+  if (status) return withCheckedArguments(serveAccess(dataDir));
   // A serve that listens but did not answer (stopped with SIGSTOP, or its event loop held by an
   // app's long write lock) is running all the same: opening the database here, or a second MQTT
   // connection as the thing, would go behind its back.
-  if (await serveListens(dataDir)) {
+  if (silent) {
     throw new FlashlexError(
       `${dataDir}: the flashlex serve running there did not answer within ${SERVE_PROBE_MS / 1000} s (busy, or stopped); try again`,
       "try-later",
