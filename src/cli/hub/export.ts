@@ -32,13 +32,16 @@ function exportMessages(args: string[], options: Options): Promise<number> {
       const given = text(options.output) === undefined ? undefined : outputFile(options, "");
       const thing = await thingOrFail(hub, required(args, "the thing"));
       const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());
-      // The default name is the thing and the day: a second export that day (another range, the
-      // other --type) went over the first, which may hold what is gone from the hub since.
-      const names = given === undefined ? untakenNames(outputFile(options, archive.fileName)) : undefined;
       const { writeArchiveFile } = await import("../../hub/messages/archive.ts");
-      const { file, count } = names
-        ? await writeArchiveFile(archive, names.next().value, { signal, exclusive: true, nextName: () => names.next().value })
-        : await writeArchiveFile(archive, given!, { signal });
+      let written: { file: string; count: number };
+      if (given !== undefined) written = await writeArchiveFile(archive, given, { signal });
+      else {
+        // The default name is the thing and the day: a second export that day (another range,
+        // the other --type) went over the first, which may hold what is gone from the hub since.
+        const names = untakenNames(outputFile(options, archive.fileName));
+        written = await writeArchiveFile(archive, names.next().value, { signal, exclusive: true, nextName: () => names.next().value });
+      }
+      const { file, count } = written;
       reportBeside(file)(`${file}: ${count} message${count === 1 ? "" : "s"}`);
       return ExitCode.OK;
     }),

@@ -13,8 +13,8 @@ import { type Answer, fromWire, fromWireOutbox, MAX_REQUEST_BYTES, ROUTES, socke
 /**
  * How long, in ms, serve has to answer a GET (its status) before it counts as busy or stopped.
  * serve's thread may itself wait LOCK_WAIT_MS for an application's lock, or for the other
- * processes of a fresh database's migration while it starts: a shorter window called a serve
- * that was only waiting unresponsive (a command exiting 75 beside a serve just started).
+ * processes of a fresh database's migration while it starts: a shorter window would call a
+ * serve that is only waiting unresponsive.
  */
 export const SERVE_PROBE_MS = LOCK_WAIT_MS + 1000;
 
