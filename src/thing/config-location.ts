@@ -3,10 +3,12 @@
  * asks before it loads anything, so this module loads nothing (no YAML, no schema) and a
  * command's `--help` can answer it at once.
  */
-import { existsSync, readdirSync } from "node:fs";
+
+import { readdirSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { UsageError } from "../shared/errors.ts";
 import { pathKind } from "../shared/files.ts";
+import { pathExists } from "../shared/path-exists.ts";
 
 /** The config file's name where the thing commands look for it without -c. */
 export const CONFIG_FILE_NAME = "config.yml";
@@ -27,9 +29,9 @@ export interface ConfigChoice {
 export function locateConfig(given: string | undefined, places: { cwd: string; binaryDir: string }): ConfigChoice {
   if (given) return { file: resolve(places.cwd, given), origin: "given with -c" };
   const here = join(places.cwd, CONFIG_FILE_NAME);
-  if (existsSync(here)) return { file: here, origin: "found in the current directory" };
+  if (pathExists(here)) return { file: here, origin: "found in the current directory" };
   const beside = join(places.binaryDir, CONFIG_FILE_NAME);
-  if (existsSync(beside)) return { file: beside, origin: "found beside the flashlex binary" };
+  if (pathExists(beside)) return { file: beside, origin: "found beside the flashlex binary" };
   const below = configsOneLevelDown(places.cwd);
   const hint = below.length === 1 ? `; found ${below[0]}: cd ${dirname(below[0]!)}, or pass -c ${below[0]}` : "";
   throw new UsageError(
@@ -70,7 +72,7 @@ export function checkDataDirectory(given: string, options: { flag: string; exist
 function configsOneLevelDown(dir: string): string[] {
   try {
     return readdirSync(dir, { withFileTypes: true })
-      .filter((entry) => entry.isDirectory() && existsSync(join(dir, entry.name, CONFIG_FILE_NAME)))
+      .filter((entry) => entry.isDirectory() && pathExists(join(dir, entry.name, CONFIG_FILE_NAME)))
       .map((entry) => relative(dir, join(dir, entry.name, CONFIG_FILE_NAME)));
   } catch {
     return [];

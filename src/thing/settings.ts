@@ -2,10 +2,11 @@
  * The thing's settings: its config.yml (the guide's format, schema in src/protocol/
  * thing-config.ts) loaded and validated, with every path made absolute.
  */
-import { existsSync } from "node:fs";
+
 import { dirname, join, resolve } from "node:path";
 import type * as ThingConfigSchema from "../protocol/thing-config.ts";
 import type { ThingYaml } from "../protocol/thing-config.ts";
+import { pathExists } from "../shared/path-exists.ts";
 import { loadYamlFile, thisBuild, unknownKeys, validate } from "../shared/yaml.ts";
 import { dataDirFor } from "./config-location.ts";
 
@@ -53,9 +54,9 @@ export interface ConfigLocation {
  */
 export function defaultKeysDir(configDir: string, privateKeyName: string): string {
   const keysDir = join(configDir, "keys");
-  if (existsSync(join(keysDir, privateKeyName))) return keysDir;
-  if (existsSync(join(configDir, privateKeyName))) return configDir;
-  return existsSync(keysDir) ? keysDir : configDir;
+  if (pathExists(join(keysDir, privateKeyName))) return keysDir;
+  if (pathExists(join(configDir, privateKeyName))) return configDir;
+  return pathExists(keysDir) ? keysDir : configDir;
 }
 
 /**

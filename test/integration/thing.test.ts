@@ -109,6 +109,26 @@ describe("bootstrap", () => {
     },
   );
 
+  test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
+    "a keys directory this user may not search: a permission failure, not 'missing' (existsSync read EACCES as absent)",
+    async () => {
+      const mode = statSync(thing.keysDir).mode & 0o777;
+      chmodSync(thing.keysDir, 0o700); // root's: nobody may not look inside
+      try {
+        const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+        const result = Bun.spawnSync([...asNobody, binaryPath(), "bootstrap", ...thing.flags], { stdout: "pipe", stderr: "pipe" });
+        const out = result.stdout.toString();
+        expect(out).toContain("[FAIL] key files present");
+        expect(out).toContain("permission denied (EACCES)");
+        expect(out).toContain("fix: Make the file readable by the user flashlex runs as");
+        expect(out).not.toContain("missing:");
+        expect(result.exitCode).toBe(1);
+      } finally {
+        chmodSync(thing.keysDir, mode);
+      }
+    },
+  );
+
   test("a broken config exits 78 and says where", async () => {
     const bad = join(thing.dir, "bad.yml");
     writeFileSync(bad, readFileSync(thing.configPath, "utf8").replace(/port: \d+/, "port: many"));

@@ -1,8 +1,8 @@
-import { existsSync } from "node:fs";
 import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { isWithin, pathKind } from "../../shared/files.ts";
 import { DNS_NAME } from "../../shared/listen-address.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -51,7 +51,7 @@ function mosquittoConfig(options: Options): Promise<number> {
     console.log(`hub.yml now points hub serve at ${files.external} (broker.external; --broker embedded overrides it)`);
     if (files.dynsecStateKept)
       console.log(`kept the dynamic-security state in ${files.dynsecDir} (Mosquitto's; the hub re-applies revocations when it connects)`);
-    if (files.dynsecDir && !existsSync(plugin)) console.log(`note: ${plugin} is not on this machine; install mosquitto there or pass --dynsec-plugin`);
+    if (files.dynsecDir && !pathExists(plugin)) console.log(`note: ${plugin} is not on this machine; install mosquitto there or pass --dynsec-plugin`);
     if (!files.dynsecDir) console.log("note: without the dynamic security plugin a revoked thing stays connected until Mosquitto reloads (SIGHUP)");
     // The steps in their order: Mosquitto drops root before it reads the key, and it cannot take
     // the port while a hub's embedded broker holds it.

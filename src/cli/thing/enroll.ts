@@ -1,6 +1,6 @@
-import { existsSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, interruptible, type Options, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -65,7 +65,7 @@ async function enrollInto(dir: string, options: Options): Promise<number> {
   console.log(`certificate: valid until ${isoSeconds(result.notAfter)}; \`flashlex serve\` renews it by itself`);
   // the folder holds no binary unless one was put there: name the one that ran, as it can be run
   const running = runningExecutable();
-  const flashlex = existsSync(join(dir, "flashlex")) ? "./flashlex" : [running.command, ...running.args].map(shellWord).join(" ");
+  const flashlex = pathExists(join(dir, "flashlex")) ? "./flashlex" : [running.command, ...running.args].map(shellWord).join(" ");
   console.log(`next: cd ${shellWord(dir)} && ${flashlex} bootstrap && sudo ${flashlex} install-service`);
   return ExitCode.OK;
 }

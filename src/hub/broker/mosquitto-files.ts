@@ -1,8 +1,9 @@
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { join } from "node:path";
 import { FlashlexError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { formatListenAddress } from "../../shared/listen-address.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { type HubHome, openHubHome } from "../home/home.ts";
 import { HUB_CLIENT_NAME } from "../home/paths.ts";
 import { addCrlFile, setBrokerSettings } from "../home/settings.ts";
@@ -49,7 +50,7 @@ export async function writeMosquittoFiles(
     dynsec = { plugin: opts.dynsecPlugin, stateFile: join(dynsecDir, "dynamic-security.json") };
     // Mosquitto writes `<state>.new` and renames it: the directory, not just the file, must be its.
     mkdirSync(dynsecDir, { recursive: true, mode: 0o755 });
-    dynsecStateKept = existsSync(dynsec.stateFile);
+    dynsecStateKept = pathExists(dynsec.stateFile);
     if (!dynsecStateKept) {
       const revoked = (await store.listThings()).filter((t) => t.revokedAt !== null).map((t) => t.name);
       writeFileAtomicallySync(dynsec.stateFile, renderDynsecState(HUB_CLIENT_NAME, revoked), 0o644);

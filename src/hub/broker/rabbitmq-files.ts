@@ -21,13 +21,14 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { join } from "node:path";
 import { subjectNameHash } from "../../crypto/name-hash.ts";
 import { ConfigError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { formatListenAddress } from "../../shared/listen-address.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { ensureBrokerSecret, type HubHome } from "../home/home.ts";
 import { addCrlFile, setBrokerSettings } from "../home/settings.ts";
 import {
@@ -72,7 +73,7 @@ const KEEP_OWNER = { keepOwner: true };
 function clusterCookie(dir: string, count: number): string {
   for (let i = 1; i <= count; i++) {
     const file = join(dir, `node${i}`, ".erlang.cookie");
-    if (existsSync(file)) return readFileSync(file, "utf8").trim();
+    if (pathExists(file)) return readFileSync(file, "utf8").trim();
   }
   return randomBytes(24).toString("hex").toUpperCase();
 }
@@ -144,7 +145,7 @@ export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nod
     writeFileAtomicallySync(n.conf, n.confText, 0o640, KEEP_OWNER);
     writeFileAtomicallySync(n.envFile, n.envText, 0o644, KEEP_OWNER);
     const cookieFile = join(n.nodeHome, ".erlang.cookie");
-    if (!existsSync(cookieFile)) writeFileAtomicallySync(cookieFile, cookie, 0o400);
+    if (!pathExists(cookieFile)) writeFileAtomicallySync(cookieFile, cookie, 0o400);
   }
   const written = nodeFiles.map((n) => ({ name: n.node.name, home: n.nodeHome, envFile: n.envFile, mqttUrl: n.mqttUrl, managementUrl: n.managementUrl }));
   setBrokerSettings(home.paths.config, {

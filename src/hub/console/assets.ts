@@ -10,8 +10,10 @@
  * dynamic ones too); a hub run from source (its client/ folder is on disk) bundles the sources
  * in memory at first use. The generated file is never committed (.gitignore).
  */
+
 import { createHash } from "node:crypto";
-import { existsSync } from "node:fs";
+import { pathExists } from "../../shared/path-exists.ts";
+
 import css from "./assets/console.css" with { type: "text" };
 import { bundleConsoleClient, CLIENT_ENTRY } from "./build-client.ts";
 
@@ -31,7 +33,7 @@ const hashed = (name: string, ext: string, body: string) => `/assets/${name}-${c
 
 /** The script: bundled from source when the sources are here, else the one embedded at build time. */
 async function clientScript(): Promise<string> {
-  if (existsSync(CLIENT_ENTRY)) {
+  if (pathExists(CLIENT_ENTRY)) {
     return bundleConsoleClient();
   }
   const embedded = await import("./generated/console-client.js", { with: { type: "text" } });

@@ -2,13 +2,15 @@
  * src/hub/home: the hub home directory: its paths (paths.ts) and how to open it (home.ts), its settings,
  * hub.yml (settings.ts), making a new one (init.ts), and the operator's tokens (tokens.ts).
  */
+
 import { randomBytes } from "node:crypto";
-import { existsSync, readFileSync, statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import type { CertifiedKey } from "../../crypto/x509.ts";
 import { getent } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { pathKind, writeFileAtomicallySync } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type HubDatabase, parseHubDatabase } from "../store/database-url.ts";
 import { hubDatabaseMissing } from "../store/sqlite-driver.ts";
@@ -40,7 +42,7 @@ export interface DatabaseOverride {
 export function openHubHome(dir: string, log?: Logger, override?: DatabaseOverride): HubHome {
   let paths = hubPaths(dir);
   refuseUnreadableHome(paths);
-  if (!existsSync(paths.config)) {
+  if (!pathExists(paths.config)) {
     if (pathKind(paths.dir) === "other") throw new ConfigError(`${paths.dir}: a file, not a hub home (the directory hub init made, holding hub.yml)`);
     throw new ConfigError(`${paths.dir}: not a hub home (no hub.yml); run \`flashlex hub init --dir ${shellWord(paths.dir)}\` first`);
   }
@@ -50,9 +52,9 @@ export function openHubHome(dir: string, log?: Logger, override?: DatabaseOverri
   const database = override
     ? parseHubDatabase(override.value, paths.database, override.where)
     : parseHubDatabase(settings.database?.url, paths.database, `hub.database.url in ${paths.config}`);
-  if (database.kind === "sqlite" && !existsSync(paths.database)) throw hubDatabaseMissing(paths.database);
+  if (database.kind === "sqlite" && !pathExists(paths.database)) throw hubDatabaseMissing(paths.database);
   for (const key of unknownKeys) log?.warn("config.unknown_key", { file: paths.config, key, note: "ignored" });
-  if (settings.sharedDir && !existsSync(paths.shared)) {
+  if (settings.sharedDir && !pathExists(paths.shared)) {
     throw new ConfigError(`hub.sharedDir in ${paths.config}: ${paths.shared} does not exist (mount or create the directory the hubs share)`);
   }
   return { paths, settings, database };
@@ -68,7 +70,7 @@ export function readCa(paths: HubPaths): CertifiedKey {
  * `ensureBrokerSecret`. Throws ConfigError (78) when it is missing or empty.
  */
 export function readBrokerSecret(paths: HubPaths): string {
-  if (!existsSync(paths.brokerSecret)) {
+  if (!pathExists(paths.brokerSecret)) {
     throw new ConfigError(`${paths.brokerSecret} is missing: run \`flashlex hub rabbitmq-config\` to make it (and the nodes' config that holds it)`);
   }
   const secret = readFileSync(paths.brokerSecret, "utf8").trim();
@@ -78,14 +80,14 @@ export function readBrokerSecret(paths: HubPaths): string {
 
 /** Returns the broker secret, making it first (32 random bytes, base64url, mode 0600) if there is none. */
 export function ensureBrokerSecret(paths: HubPaths): string {
-  if (!existsSync(paths.brokerSecret)) writeFileAtomicallySync(paths.brokerSecret, `${randomBytes(32).toString("base64url")}\n`, 0o600);
+  if (!pathExists(paths.brokerSecret)) writeFileAtomicallySync(paths.brokerSecret, `${randomBytes(32).toString("base64url")}\n`, 0o600);
   return readBrokerSecret(paths);
 }
 
 /**
  * A home this user may not enter (0700, another user's: the hub's service user, with the
- * documented unit) is a permission problem (77) naming its owner, not "not a hub home": existsSync
- * says false for a file it cannot reach, which sent the operator to `hub init`.
+ * documented unit) is a permission problem (77) naming its owner and the user to run as, not a
+ * bare "permission denied" on hub.yml.
  */
 function refuseUnreadableHome(paths: HubPaths): void {
   try {

@@ -1,8 +1,9 @@
 /**
  * `hub init`: a new hub home, made whole or not at all.
  */
+
 import { randomUUID } from "node:crypto";
-import { chmodSync, existsSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { chmodSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { isIP } from "node:net";
 import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
@@ -13,6 +14,7 @@ import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { ConfigError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { DNS_NAME } from "../../shared/listen-address.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { parseHubDatabase, urlHoldsPassword } from "../store/database-url.ts";
 import { openHubStore } from "../store/open-store.ts";
 import { ensureUpdateKey } from "../updates/update-key.ts";
@@ -67,8 +69,8 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
   const target = resolve(options.dir);
   // Checked before anything is made: a bad URL is refused (78) without a half-made home.
   const database = parseHubDatabase(options.database?.value, join(target, "hub.db"), options.database?.where ?? "--db");
-  if (existsSync(target) && readdirSync(target).length > 0) {
-    const what = existsSync(join(target, "hub.yml")) ? "a hub already exists there" : "the directory is not empty";
+  if (pathExists(target) && readdirSync(target).length > 0) {
+    const what = pathExists(join(target, "hub.yml")) ? "a hub already exists there" : "the directory is not empty";
     throw new ConfigError(`${target}: ${what}; refusing to overwrite it (choose another --dir)`);
   }
   const settings = initialSettings(options);

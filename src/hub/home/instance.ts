@@ -15,11 +15,13 @@
  * copy, or set `hub.instance`. The external broker client names such a clash when it sees it
  * (broker/external.ts, `mqtt.client_id_clash`).
  */
+
 import { createHash } from "node:crypto";
-import { existsSync, readFileSync, realpathSync } from "node:fs";
+import { readFileSync, realpathSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { ConfigError } from "../../shared/errors.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { HUB_CLIENT_NAME, type HubPaths } from "./paths.ts";
 import { HUB_INSTANCE, type HubSettings } from "./settings.ts";
 
@@ -55,7 +57,7 @@ export function derivedInstance(dir: string, host: string = hostname()): string 
 export function hubInstance(paths: Pick<HubPaths, "dir">, settings: Pick<HubSettings, "instance">, host?: string): HubInstance {
   if (settings.instance) return { name: settings.instance, from: "hub.yml" };
   const file = instanceFile(paths);
-  if (!existsSync(file)) return { name: derivedInstance(paths.dir, host), from: "derived" };
+  if (!pathExists(file)) return { name: derivedInstance(paths.dir, host), from: "derived" };
   const name = readFileSync(file, "utf8").trim();
   if (!HUB_INSTANCE.test(name))
     throw new ConfigError(`${file}: not a hub instance name (1 to 32 lower-case letters, digits and dashes); delete it or set hub.instance`);

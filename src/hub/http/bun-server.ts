@@ -4,8 +4,9 @@
  * adapter apart from routing).
  */
 
-import { chmodSync, existsSync, rmSync } from "node:fs";
+import { chmodSync, rmSync } from "node:fs";
 import { FlashlexError } from "../../shared/errors.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { discardUnreadBody, errorToResponse } from "./envelope.ts";
 import type { HubApi } from "./routes.ts";
 
@@ -78,7 +79,7 @@ export async function startLocalSocket(api: HubApi, path: string): Promise<Local
 
 /** Throws FlashlexError (try-later, 75) when a `hub serve` already answers on this home's socket. */
 export async function refuseSecondHub(path: string): Promise<void> {
-  if (existsSync(path) && (await socketAnswers(path))) throw new FlashlexError(`${path}: another \`flashlex hub serve\` runs with this hub home`, "try-later");
+  if (pathExists(path) && (await socketAnswers(path))) throw new FlashlexError(`${path}: another \`flashlex hub serve\` runs with this hub home`, "try-later");
 }
 
 /** True when something answers HTTP on the Unix socket `path` within a second. */

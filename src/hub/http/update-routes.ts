@@ -13,10 +13,12 @@
  *
  * A thing authenticates as for collect (the same JWT, the same one function).
  */
-import { existsSync, statSync } from "node:fs";
+
+import { statSync } from "node:fs";
 import { isUuid } from "../../protocol/ids.ts";
 import { VERSION_PATTERN } from "../../protocol/release-manifest.ts";
 import type { Logger } from "../../shared/log.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { bearerToken } from "../home/tokens.ts";
 import type { HubUseCases } from "../hub.ts";
 import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
@@ -168,7 +170,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       const target = param(url, "target", TARGET);
       const binary = await updates.binary(version, target);
       if (!binary) throw new HttpError(404, `release ${version} has no binary for ${target}`);
-      if (!existsSync(binary.path)) {
+      if (!pathExists(binary.path)) {
         // removed from releases/ since it was added: the thing reports the update failed with this
         log.error("hub.release_file_missing", { version, target, file: binary.path, fix: "add the release again: flashlex hub release add DIR" });
         throw new HttpError(410, `release ${version}'s binary for ${target} is no longer on the hub; add the release again`);

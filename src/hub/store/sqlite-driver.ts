@@ -1,5 +1,6 @@
-import { chmodSync, closeSync, existsSync, openSync, statSync } from "node:fs";
+import { chmodSync, closeSync, openSync, statSync } from "node:fs";
 import { ConfigError } from "../../shared/errors.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import type { SqlDatabase } from "../../shared/sqlite/driver.ts";
 import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
@@ -44,7 +45,7 @@ export function hubDatabaseMissing(file: string): ConfigError {
  */
 export function openSqliteHubSql(file: string, options: { create?: boolean } = {}): HubSql {
   const create = options.create ?? false;
-  if (!create && !existsSync(file)) throw hubDatabaseMissing(file);
+  if (!create && !pathExists(file)) throw hubDatabaseMissing(file);
   ownerOnlyDatabase(file, create);
   const db = openSqlDatabase(file, { create, damagedAdvice: HUB_DB_DAMAGED_ADVICE });
   try {

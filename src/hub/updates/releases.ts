@@ -11,8 +11,9 @@
  * checked). Idempotent for the same manifest; another manifest
  * under a version already stored is refused (a version names one set of bytes, for good).
  */
+
 import { createHash } from "node:crypto";
-import { accessSync, chmodSync, constants, createReadStream, existsSync, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { chmodSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
 import { MANIFEST_FILE, parseManifest, type ReleaseManifest, SIGNATURE_FILE } from "../../protocol/release-manifest.ts";
@@ -20,6 +21,7 @@ import { RELEASE_TARGETS, releaseTarget } from "../../protocol/targets.ts";
 import { elfMismatch } from "../../shared/elf.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { pathKind, removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../shared/files.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 
 export interface StoredRelease {
   manifest: ReleaseManifest;
@@ -48,9 +50,7 @@ export function readSignedRelease(dir: string, publicKey: string): StoredRelease
   const signaturePath = join(dir, SIGNATURE_FILE);
   if (pathKind(dir) !== "directory")
     throw new InputError(`${dir}: not a directory; give the release's folder (it holds ${MANIFEST_FILE}, ${SIGNATURE_FILE} and the binaries)`);
-  // access(2) first: a folder this user may not read would look empty to existsSync
-  accessSync(dir, constants.R_OK | constants.X_OK);
-  const missing = [MANIFEST_FILE, SIGNATURE_FILE].filter((name) => !existsSync(join(dir, name)));
+  const missing = [MANIFEST_FILE, SIGNATURE_FILE].filter((name) => !pathExists(join(dir, name)));
   if (missing.length) {
     throw new InputError(`${dir}: no ${missing.join(" and no ")}; make the release with \`npm run release -- --signing-key <hub home>/update-key.pem\``);
   }
@@ -97,7 +97,7 @@ async function sha256Of(file: string): Promise<string> {
 export async function storeReleaseFiles(sharedDir: string, dir: string, release: StoredRelease): Promise<"stored" | "already stored"> {
   const { manifest } = release;
   const target = join(releasesDir(sharedDir), manifest.version);
-  if (existsSync(join(target, MANIFEST_FILE))) {
+  if (pathExists(join(target, MANIFEST_FILE))) {
     if (readFileSync(join(target, MANIFEST_FILE), "utf8") === release.manifestText) return "already stored";
     throw new ConflictError(`release ${manifest.version} is already stored with another manifest; a version names one set of binaries`);
   }
@@ -110,7 +110,7 @@ export async function storeReleaseFiles(sharedDir: string, dir: string, release:
   try {
     for (const [name, entry] of Object.entries(manifest.targets)) {
       const source = join(dir, entry.file);
-      if (!existsSync(source)) throw new InputError(`${source}: missing (the manifest lists it for ${name})`);
+      if (!pathExists(source)) throw new InputError(`${source}: missing (the manifest lists it for ${name})`);
       const copy = join(staging, entry.file);
       await writeFileAtomically(copy, createReadStream(source), 0o644);
       const size = Bun.file(copy).size;
@@ -129,7 +129,7 @@ export async function storeReleaseFiles(sharedDir: string, dir: string, release:
     rmSync(staging, { recursive: true, force: true });
     // another `release add` of the same release got there first (rename(2) onto its directory)
     const code = (err as NodeJS.ErrnoException | null)?.code;
-    if ((code === "ENOTEMPTY" || code === "EEXIST") && existsSync(join(target, MANIFEST_FILE))) return storeReleaseFiles(sharedDir, dir, release);
+    if ((code === "ENOTEMPTY" || code === "EEXIST") && pathExists(join(target, MANIFEST_FILE))) return storeReleaseFiles(sharedDir, dir, release);
     throw err;
   }
   return "stored";

@@ -9,12 +9,14 @@
  *
  * `hub init` makes it; a home made before updates existed gets it on first use.
  */
+
 import { createPrivateKey } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { decodeUpdatePublicKey, encodeUpdatePublicKey, generateUpdateKeyPair } from "../../crypto/update-signing.ts";
 import { ConfigError } from "../../shared/errors.ts";
 import { createFile } from "../../shared/files.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 
 export const UPDATE_PRIVATE_KEY_FILE = "update-key.pem";
 export const UPDATE_PUBLIC_KEY_FILE = "update-key.pub";
@@ -33,8 +35,8 @@ export function updateKeyPaths(hubDir: string): { privateKey: string; publicKey:
  */
 export function ensureUpdateKey(hubDir: string): string {
   const paths = updateKeyPaths(hubDir);
-  if (!existsSync(paths.publicKey)) {
-    if (existsSync(paths.privateKey)) {
+  if (!pathExists(paths.publicKey)) {
+    if (pathExists(paths.privateKey)) {
       // a crash between the two files: derive the public half again
       createFile(paths.publicKey, `${encodeUpdatePublicKey(createPrivateKey(readFileSync(paths.privateKey)))}\n`, 0o644);
     } else {

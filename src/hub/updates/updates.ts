@@ -13,9 +13,10 @@
  * unless more than `maxFailures` things failed or rolled back: then the rollout stops and the
  * things not yet offered are `cancelled`. A new rollout replaces a running one.
  */
-import { existsSync } from "node:fs";
+
 import { MANIFEST_FILE } from "../../protocol/release-manifest.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import type { HubHome } from "../home/home.ts";
 import type { HubStore, ThingRecord, UpdateTables } from "../store/hub-store.ts";
 import { FAILURE_STATES, type ReleaseRow, type RolloutRow, TERMINAL_STATES, type ThingUpdateRow, type UpdateState } from "../store/update-tables.ts";
@@ -159,7 +160,7 @@ export class Updates {
    */
   async startRollout(request: RolloutRequest): Promise<RolloutRow> {
     if (!(await this.release(request.version))) throw new InputError(`no release ${request.version}; add it first with \`flashlex hub release add DIR\``);
-    if (!existsSync(releaseFilePath(this.deps.home.paths.shared, request.version, MANIFEST_FILE))) {
+    if (!pathExists(releaseFilePath(this.deps.home.paths.shared, request.version, MANIFEST_FILE))) {
       throw new InputError(
         `release ${request.version}'s files are gone from ${releasesDir(this.deps.home.paths.shared)}; add it again with \`flashlex hub release add DIR\` (things could not download it)`,
       );

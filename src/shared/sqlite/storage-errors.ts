@@ -1,4 +1,4 @@
-import { accessSync, constants, existsSync, statfsSync } from "node:fs";
+import { accessSync, constants, statfsSync } from "node:fs";
 import { dirname } from "node:path";
 import { type ErrorKind, FlashlexError } from "../errors.ts";
 import { sqliteCodeOf, toFlashlexError } from "../foreign-errors.ts";
@@ -43,14 +43,15 @@ export function probeFileSystem(file: string): { kind: ErrorKind; reason: string
   } catch {
     // no such directory: access() below says so
   }
-  for (const path of existsSync(file) ? [dir, file] : [dir]) {
+  // The directory first: one this user may not search hides whether the file is there at all.
+  for (const path of [dir, file]) {
     try {
       accessSync(path, constants.R_OK | constants.W_OK);
     } catch (err) {
       const errno = (err as NodeJS.ErrnoException).code;
       if (errno === "EROFS") return { kind: "read-only", reason: `cannot write: ${path} is on a read-only file system` };
       if (errno === "EACCES" || errno === "EPERM") return { kind: "permission", reason: `cannot write: permission denied on ${path}` };
-      if (errno === "ENOENT") return { kind: "io", reason: `cannot open: ${path} does not exist` };
+      if (errno === "ENOENT" && path === dir) return { kind: "io", reason: `cannot open: ${path} does not exist` };
     }
   }
   return undefined;

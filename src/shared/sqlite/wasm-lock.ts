@@ -1,6 +1,5 @@
 import {
   closeSync,
-  existsSync,
   fsyncSync,
   openSync,
   readdirSync,
@@ -16,6 +15,7 @@ import {
 import { basename, dirname, join } from "node:path";
 import { type ErrorKind, FlashlexError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { pathExists } from "../path-exists.ts";
 
 /**
  * node-sqlite3-wasm locks a database by creating the directory `<db>.lock` (no POSIX locks, so
@@ -123,11 +123,11 @@ const START_SLACK_TICKS = 500;
  */
 function recordedHolder(file: string, log?: Logger): LockOwner | null {
   const lockDir = lockDirOf(file);
-  if (!existsSync(lockDir)) return null;
+  if (!pathExists(lockDir)) return null;
   let owner = readOwner(file);
   for (let waited = 0; !owner && waited < 500; waited += 50) {
     sleepSync(50);
-    if (!existsSync(lockDir)) return null;
+    if (!pathExists(lockDir)) return null;
     owner = readOwner(file);
   }
   if (!owner) {

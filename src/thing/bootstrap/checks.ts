@@ -2,15 +2,17 @@
  * src/thing/bootstrap: the self-test, one check after another (checks.ts); the certificate
  * chain is judged by a real TLS handshake on loopback (handshake-check.ts).
  */
+
 import { randomUUID } from "node:crypto";
 import { lookup } from "node:dns/promises";
-import { accessSync, constants, existsSync, statSync } from "node:fs";
+import { accessSync, constants, statSync } from "node:fs";
 import { type CertificateInfo, describeCertificate } from "../../crypto/certificate-info.ts";
 import { pemBlocks } from "../../crypto/keys.ts";
 import { buildTestMessage } from "../../protocol/test-message.ts";
 import { TEST_TOPIC } from "../../protocol/topics.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import { type Logger, silentLogger } from "../../shared/log.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { collectUrl, deliverHttp, UNAUTHORIZED_FIX } from "../egress/delivery.ts";
 import { CLOCK_FIX_HINT, describeOffset, HubClock } from "../egress/hub-clock.ts";
 import { checkCertificateNamesThing, checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
@@ -166,7 +168,13 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   const filesOk = await check("key files present", Boolean(configOk), () => {
     const paths = config!.paths;
     const wanted = [paths.rootCA, paths.cert, paths.privateKey, ...(paths.publicKey ? [paths.publicKey] : [])];
-    const missing = wanted.filter((p) => !existsSync(p));
+    let missing: string[] = [];
+    try {
+      missing = wanted.filter((p) => !pathExists(p));
+    } catch (err) {
+      const message = describeError(err); // a keys directory this user may not search: not "missing"
+      fail(message, configFix(message));
+    }
     if (missing.length)
       fail(`missing: ${missing.join(", ")}`, `Copy the distribution's keys into ${config!.keysDir}, or pass -k with the directory that has them.`);
     try {
@@ -241,7 +249,10 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   // thing's one MQTT session: the checks ask it instead (below).
   // One that holds the directory but did not answer (stopped, or busy) is running all the same:
   // opening the database, or a session as the thing, would go behind its back (as for the commands).
-  const { status: serve, silent: silentServe } = configOk ? await probeServe(config!.dataDir) : { silent: false };
+  // A data directory this user may not search: no serve can be asked, and the database check says why.
+  const { status: serve, silent: silentServe } = configOk
+    ? await probeServe(config!.dataDir).catch(() => ({ status: undefined, silent: false }))
+    : { silent: false };
   const storeOk = await check("data directory writable and the database opens", Boolean(configOk), () => {
     if (silentServe) {
       fail(

@@ -18,8 +18,8 @@
  *     the config must be a valid thing config naming the same thing.
  *  5. The folder is written all or nothing (folder.ts).
  */
+
 import { createPublicKey, X509Certificate } from "node:crypto";
-import { existsSync } from "node:fs";
 import { join } from "node:path";
 import { parse } from "yaml";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
@@ -32,6 +32,7 @@ import { ConfigError, FlashlexError, InputError, UsageError } from "../../shared
 import { pathKind, writeFileAtomicallySync } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { acquireEnrolLock, checkFolderFree, forgetPendingKey, pendingKeyPair, STAGING_DIR, writeThingFolder } from "./folder.ts";
 import { hubRequest } from "./hub-request.ts";
 
@@ -243,7 +244,7 @@ function checkAnswer(
  */
 function writePythonModule(dir: string, log: Logger): void {
   const file = join(dir, PYTHON_MODULE_FILE);
-  if (existsSync(file)) return;
+  if (pathExists(file)) return;
   try {
     writeFileAtomicallySync(file, PYTHON_MODULE, 0o644);
   } catch (err) {

@@ -17,13 +17,14 @@
  */
 
 import { createHash, createPublicKey } from "node:crypto";
-import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { loadPrivateKey, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { fsyncDirectory, writeFileDurably } from "../../shared/durable-files.ts";
 import { ConfigError, ConflictError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { removeLeftovers } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { directoryIdentity, holdAbstractLock, type ServeLock } from "../local/serve-lock.ts";
 
 /** The staging directories of versions before the pending key (`.enrol.<pid>-<8 hex>`), removed once their process is gone. */
@@ -51,11 +52,11 @@ export interface PendingKey {
  * not empty and not this enrolment's own leftover): enrolment never writes over one.
  */
 export function checkFolderFree(dir: string): void {
-  if (existsSync(join(dir, "config.yml"))) {
+  if (pathExists(join(dir, "config.yml"))) {
     throw new ConflictError(`${join(dir, "config.yml")} exists: a thing already lives in ${dir}; enrol into an empty folder (--dir)`);
   }
   const keys = join(dir, "keys");
-  if (existsSync(keys) && readdirSync(keys).length > 0 && !isOwnLeftover(dir)) {
+  if (pathExists(keys) && readdirSync(keys).length > 0 && !isOwnLeftover(dir)) {
     throw new ConflictError(`${keys} is not empty: a thing's keys already live in ${dir}; enrol into an empty folder (--dir)`);
   }
 }
@@ -67,7 +68,7 @@ export function checkFolderFree(dir: string): void {
  */
 function isOwnLeftover(dir: string): boolean {
   const pending = join(dir, STAGING_DIR, PENDING_KEY);
-  if (!existsSync(pending)) return false;
+  if (!pathExists(pending)) return false;
   const key = readFileSync(pending, "utf8");
   const keys = join(dir, "keys");
   return readdirSync(keys).some((name) => {
@@ -100,11 +101,11 @@ export async function pendingKeyPair(
   checkFolderFree(dir);
   const staging = join(dir, STAGING_DIR);
   const file = join(staging, PENDING_KEY);
-  if (existsSync(file)) {
+  if (pathExists(file)) {
     // keys/ holding the pending key, without config.yml: placed by an attempt killed before its
     // commit (checkFolderFree refused any other keys/ that is not empty).
     const startOver = `remove ${staging} to start over (and, if the hub made that thing, \`hub thing delete\` it there)`;
-    const keptName = existsSync(join(staging, PENDING_NAME)) ? readFileSync(join(staging, PENDING_NAME), "utf8").trim() : undefined;
+    const keptName = pathExists(join(staging, PENDING_NAME)) ? readFileSync(join(staging, PENDING_NAME), "utf8").trim() : undefined;
     if (keptName !== undefined && keptName !== want.name) {
       throw new UsageError(
         `${dir}: an earlier enrolment here asked for the name ${keptName} and did not complete (the hub may hold it): run enroll again with --name ${keptName} to finish it, or ${startOver}`,
@@ -125,7 +126,7 @@ export async function pendingKeyPair(
         `${dir}: the key kept from an earlier enrolment here is ${keptType}, not ${want.keyType}: run enroll again without --key-type to finish it with that key, or ${startOver}`,
       );
     }
-    if (existsSync(join(dir, "keys"))) rmSync(join(dir, "keys"), { recursive: true, force: true });
+    if (pathExists(join(dir, "keys"))) rmSync(join(dir, "keys"), { recursive: true, force: true });
     const publicKeyPem = createPublicKey(key).export({ type: "spki", format: "pem" }).toString();
     return { privateKeyPem, publicKeyPem, made: false };
   }
@@ -168,7 +169,7 @@ export function writeThingFolder(dir: string, config: string, keys: Record<strin
     mkdirSync(join(staging, "keys"), { mode: 0o700 });
     for (const [name, file] of Object.entries(keys)) writeFileDurably(join(staging, "keys", name), file.content, file.mode);
     writeFileDurably(join(staging, "config.yml"), config, 0o644);
-    if (existsSync(keysDir)) rmSync(keysDir, { recursive: true }); // empty, or our own leftover (checkFolderFree)
+    if (pathExists(keysDir)) rmSync(keysDir, { recursive: true }); // empty, or our own leftover (checkFolderFree)
     renameSync(join(staging, "keys"), keysDir);
     placedKeys = true;
     fsyncDirectory(dir);
@@ -176,7 +177,7 @@ export function writeThingFolder(dir: string, config: string, keys: Record<strin
     fsyncDirectory(dir);
     committed = true;
   } catch (err) {
-    if (placedKeys && !existsSync(join(dir, "config.yml"))) rmSync(keysDir, { recursive: true, force: true });
+    if (placedKeys && !pathExists(join(dir, "config.yml"))) rmSync(keysDir, { recursive: true, force: true });
     rmSync(join(staging, "keys"), { recursive: true, force: true });
     rmSync(join(staging, "config.yml"), { force: true });
     throw err;

@@ -2,9 +2,10 @@
  * The caller's end of serve's control socket (server.ts): a ThingAccess whose every call goes
  * to the running serve, answered the same way as in process.
  */
-import { existsSync } from "node:fs";
+
 import { FlashlexError, isErrorKind } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { LOCK_WAIT_MS } from "../../shared/sqlite/driver.ts";
 import type { OutboxChange, ThingAccess } from "./access.ts";
 import { withCheckedArguments } from "./arguments.ts";
@@ -33,7 +34,7 @@ export interface ServeStatus {
 export async function probeServe(dataDir: string): Promise<{ status?: ServeStatus; silent: boolean }> {
   const deadline = Date.now() + SERVE_PROBE_MS;
   for (;;) {
-    if (!existsSync(socketPath(dataDir))) return { silent: false };
+    if (!pathExists(socketPath(dataDir))) return { silent: false };
     try {
       const answer = await callServe(dataDir, ROUTES.status, undefined, Math.max(1, deadline - Date.now()));
       return { status: answer.ok && answer.result !== null && typeof answer.result === "object" ? (answer.result as ServeStatus) : {}, silent: false };
@@ -147,7 +148,7 @@ export async function runningServeAccess(dataDir: string): Promise<ThingAccess |
  */
 export async function serveListens(dataDir: string): Promise<boolean> {
   const path = socketPath(dataDir);
-  if (!existsSync(path)) return false;
+  if (!pathExists(path)) return false;
   // node:net only when a socket file is there and no serve answered on it (a rare path)
   const { connect } = await import("node:net");
   return new Promise((resolve) => {

@@ -1,9 +1,10 @@
-import { chmodSync, existsSync, unlinkSync } from "node:fs";
+import { chmodSync, unlinkSync } from "node:fs";
 import { createServer, type IncomingMessage, type Server } from "node:http";
 import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import { InputError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { parseEgressDocument } from "../egress/document.ts";
 import type { IngressQuery, OutboxState, ThingAccess } from "./access.ts";
 import { checkVia, withCheckedArguments } from "./arguments.ts";
@@ -20,7 +21,7 @@ import { type Answer, MAX_REQUEST_BYTES, ROUTES, socketPath, toWire, toWireOutbo
  */
 export async function listenControlSocket(dataDir: string, access: ThingAccess, status: () => unknown, log: Logger): Promise<Server> {
   const path = socketPath(dataDir);
-  if (existsSync(path)) unlinkSync(path); // left behind by a serve that was killed (we hold the lock)
+  if (pathExists(path)) unlinkSync(path); // left behind by a serve that was killed (we hold the lock)
   // Every route's arguments are checked by the one wrapper the commands and the SDK use too
   // (arguments.ts), whoever the client is (flashlex.py sends its own bodies).
   const checked = withCheckedArguments(access);

@@ -21,13 +21,15 @@
  * FLASHLEX_FAULT_KILL_AT_RENEWAL=<step> kills the process with SIGKILL right after that step, for
  * the tests (test/integration/renewal.test.ts) and only for them.
  */
+
 import { X509Certificate } from "node:crypto";
-import { existsSync, readFileSync, rmSync } from "node:fs";
+import { readFileSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
 import { normalisePrivateKey } from "../../crypto/key-files.ts";
 import { spkiDer } from "../../crypto/keys.ts";
 import { fsyncDirectory, renameDurably, writeFileDurably } from "../../shared/durable-files.ts";
 import type { Logger } from "../../shared/log.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 
 export type RenewalStep = "key-staged" | "cert-staged" | "previous-saved" | "cert-swapped" | "key-swapped" | "committed";
 
@@ -120,7 +122,7 @@ export function commitRenewal(paths: IdentityPaths): void {
 
 /** True while a renewal is installed but not committed (a `.previous` pair exists). */
 export function renewalPending(paths: IdentityPaths): boolean {
-  return existsSync(previous(paths.privateKey)) && existsSync(previous(paths.cert));
+  return pathExists(previous(paths.privateKey)) && pathExists(previous(paths.cert));
 }
 
 /** Puts the previous pair back (the new one was refused): certificate first, then key, each durable. */
@@ -141,16 +143,16 @@ export function recoverIdentityFiles(paths: IdentityPaths, log: Logger): { pendi
   const C = paths.cert;
   let recovered: string | undefined;
   if (pairMatches(K, C)) {
-    if (existsSync(next(K)) && pairMatches(next(K), next(C))) {
+    if (pathExists(next(K)) && pairMatches(next(K), next(C))) {
       swapStaged(paths); // crashed after step 2, 3: roll forward
       recovered = "rolled forward a staged renewal";
-    } else if (existsSync(next(K)) || existsSync(next(C))) {
+    } else if (pathExists(next(K)) || pathExists(next(C))) {
       rmSync(next(K), { force: true }); // crashed after step 1: the key was never certified here
       rmSync(next(C), { force: true });
       fsyncDirectory(dirname(K));
       recovered = "dropped a key staged before its certificate";
     }
-  } else if (existsSync(next(K)) && pairMatches(next(K), C)) {
+  } else if (pathExists(next(K)) && pairMatches(next(K), C)) {
     renameDurably(next(K), K); // crashed after step 4: finish the swap
     recovered = "finished a half-swapped renewal";
   } else if (pairMatches(previous(K), previous(C))) {

@@ -8,10 +8,12 @@
  * By mode bits and the account's groups (owner, then group, then other, as the kernel decides
  * without ACLs), every directory on the way needing search permission. Only node: APIs.
  */
-import { existsSync, statSync } from "node:fs";
+
+import { statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { pathKind } from "../../shared/files.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 
 export interface ServiceAccount {
@@ -48,7 +50,7 @@ function blockedOnTheWay(path: string, account: ServiceAccount): string | undefi
     if (dir === dirname(dir)) break;
   }
   // a directory not made yet (the data directory's parents) is made by root for the service later
-  return dirs.find((dir) => existsSync(dir) && !permitted(dir, account, "x"));
+  return dirs.find((dir) => pathExists(dir) && !permitted(dir, account, "x"));
 }
 
 const refuse = (message: string) => new FlashlexError(message, "permission");
@@ -74,7 +76,7 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
   if (!permitted(files.keysDir, account, "rx"))
     throw refuse(`${who} cannot open the keys directory ${files.keysDir} (fix: sudo chown -R ${owner} ${shellWord(files.keysDir)})`);
   for (const file of files.keyFiles) {
-    if (!existsSync(file)) continue; // loadIdentity said what is missing already
+    if (!pathExists(file)) continue; // loadIdentity said what is missing already
     if (!permitted(file, account, "r"))
       throw refuse(
         `${who} cannot read ${file} (fix: sudo chown ${owner} ${shellWord(files.keysDir)}/*, or sudo chown -R ${owner} ${shellWord(files.keysDir)})`,
@@ -83,7 +85,7 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
   reach(files.data);
   // before the permission: "cannot write" and a chown would send the owner the wrong way
   if (pathKind(files.data) === "other") throw new ConfigError(`${files.data}: the data directory is not a directory`);
-  if (existsSync(files.data) && !permitted(files.data, account, "rwx"))
+  if (pathExists(files.data) && !permitted(files.data, account, "rwx"))
     throw refuse(`${who} cannot write the data directory ${files.data} (fix: sudo chown -R ${owner} ${shellWord(files.data)})`);
   return permitted(files.keysDir, account, "wx")
     ? []

@@ -5,12 +5,14 @@
  *
  * Only node: APIs here (no Bun globals), so the armv7 Node build runs it unchanged.
  */
+
 import { spawnSync } from "node:child_process";
-import { accessSync, chownSync, constants, existsSync, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
+import { accessSync, chownSync, constants, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { getent } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { pathKind, writeFileAtomicallySync } from "../../shared/files.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
 import { loadIdentity } from "../identity.ts";
@@ -149,7 +151,7 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
     io.out(`${previous === undefined ? "wrote" : "updated"} ${unitPath} (runs as ${account.name}, writes only ${writes})\n`);
   }
   warnAboutGuardDropIns(unitPath, io);
-  if (opts.unitPath === undefined && existsSync(LEGACY_UNIT_PATH)) {
+  if (opts.unitPath === undefined && pathExists(LEGACY_UNIT_PATH)) {
     io.out(`note: ${LEGACY_UNIT_PATH} (the Python distribution's unit) is overridden by ${unitPath}; remove it when you no longer need it\n`);
   }
 
@@ -181,7 +183,7 @@ function uninstall(opts: UninstallOptions, io: ServiceIO): void {
   const name = basename(unitPath);
   const systemctl = opts.systemctl ?? "systemctl";
   requireRoot(opts, "uninstall-service");
-  if (!existsSync(unitPath)) {
+  if (!pathExists(unitPath)) {
     io.out(`${unitPath} is not installed; nothing to do\n`);
     return;
   }
@@ -213,7 +215,7 @@ const SYSTEMD_RUN_DIR = "/run/systemd/system";
 
 /** A container or WSL without systemd: say so before anything is written. */
 function requireSystemd(runDir: string): void {
-  if (existsSync(runDir)) return;
+  if (pathExists(runDir)) return;
   throw new FlashlexError(
     `systemd is not running on this machine (no ${runDir}: a container, WSL or another init): run \`flashlex serve\` under your own supervisor, or print the unit with --dry-run; nothing was written`,
     "unavailable",
@@ -236,7 +238,7 @@ function requireRoot(opts: CommonOptions, command: "install-service" | "uninstal
 /** An absolute path with symlinks resolved where it exists (the unit must name real paths). */
 function absolute(path: string): string {
   const full = resolve(path);
-  if (existsSync(full)) return realpathSync(full);
+  if (pathExists(full)) return realpathSync(full);
   // not made yet (the data directory): resolve what exists above it
   const parent = dirname(full);
   return parent === full ? full : join(absolute(parent), basename(full));
@@ -288,7 +290,7 @@ function serviceAccount(user: string | undefined, config: string, keys: string):
 
 /** The data directory is the one place the service writes, so it must belong to the service user. */
 function ensureDataDir(data: string, account: Account, io: ServiceIO): void {
-  if (!existsSync(data)) {
+  if (!pathExists(data)) {
     mkdirSync(dirname(data), { recursive: true }); // parents keep the usual 0755: the user must traverse them
     mkdirSync(data, { mode: 0o750 });
     chownSync(data, account.uid, account.gid);

@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
-import { closeSync, existsSync, fstatSync, openSync, readFileSync, renameSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readFileSync, renameSync } from "node:fs";
+import { pathExists } from "../../shared/path-exists.ts";
 import type { MessageStore } from "./message-store.ts";
 
 /** The old store is not one JSON object: nothing was imported and the file is where it was. */
@@ -53,7 +54,7 @@ export function importPickleDb(
   defaultTopic: string,
   onSkipped?: (key: string, reason: string) => void,
 ): PickleDbImport | undefined {
-  if (!jsonPath.endsWith(".json") || !existsSync(jsonPath)) return undefined;
+  if (!jsonPath.endsWith(".json") || !pathExists(jsonPath)) return undefined;
   let bytes: Buffer;
   let fallbackTime: number;
   try {
@@ -128,7 +129,7 @@ function oldMessage(value: unknown, defaultTopic: string, fallbackTime: number) 
 function moveAside(path: string): string | undefined {
   for (let n = 1; ; n++) {
     const target = n === 1 ? `${path}.imported` : `${path}.imported.${n}`;
-    if (existsSync(target)) continue;
+    if (pathExists(target)) continue;
     try {
       renameSync(path, target);
       return target;

@@ -11,8 +11,10 @@
  * serve writes it at every start (atomically, when it changed), so the unit can name it from
  * the day the service is installed.
  */
-import { existsSync, mkdirSync, readFileSync } from "node:fs";
+
+import { mkdirSync, readFileSync } from "node:fs";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { markerPaths, updateDir } from "./marker.ts";
 
 /** Starts of a pending version before the guard rolls back: the third start restores the previous binary. */
@@ -51,6 +53,6 @@ exit 0
 export function writeGuard(dataDir: string): void {
   const file = markerPaths(dataDir).guard;
   mkdirSync(updateDir(dataDir), { recursive: true, mode: 0o700 });
-  if (existsSync(file) && readFileSync(file, "utf8") === GUARD_SCRIPT) return;
+  if (pathExists(file) && readFileSync(file, "utf8") === GUARD_SCRIPT) return;
   writeFileAtomicallySync(file, GUARD_SCRIPT, 0o700);
 }

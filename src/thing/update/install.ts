@@ -14,10 +14,12 @@
  * binary's watchdog decide (guard.ts, updater.ts); a new binary that says it is another version
  * than its release is known by its digest (isInstalledBinary) and rolled back.
  */
+
 import { createHash } from "node:crypto";
-import { chmodSync, closeSync, copyFileSync, existsSync, linkSync, openSync, readSync, renameSync, rmSync } from "node:fs";
+import { chmodSync, closeSync, copyFileSync, linkSync, openSync, readSync, renameSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { escapeRegExp, removeLeftovers } from "../../shared/files.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { fsyncDirectory } from "./fsync.ts";
 import { clearPending, type PendingUpdate, writePending } from "./marker.ts";
 
@@ -80,7 +82,7 @@ export function installBinary(download: string, update: Omit<PendingUpdate, "pre
  * Returns false when there is no previous binary to restore.
  */
 export function restorePrevious(update: PendingUpdate): boolean {
-  if (!existsSync(update.previous)) return false;
+  if (!pathExists(update.previous)) return false;
   renameSync(update.previous, update.binary);
   fsyncDirectory(dirname(update.binary));
   return true;

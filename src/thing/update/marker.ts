@@ -12,10 +12,12 @@
  * `pending` and `rolled-back` are lines of `NAME='value'`, so the guard reads them with `sed`
  * (never by sourcing them); values that cannot be written so (a `'` or a line break) are refused.
  */
-import { existsSync, mkdirSync, readFileSync, rmSync } from "node:fs";
+
+import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { FlashlexError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { fsyncDirectory } from "./fsync.ts";
 
 export interface PendingUpdate {
@@ -83,7 +85,7 @@ export function parseMarker(text: string): PendingUpdate | undefined {
 }
 
 function readMarker(file: string): PendingUpdate | undefined {
-  return existsSync(file) ? parseMarker(readFileSync(file, "utf8")) : undefined;
+  return pathExists(file) ? parseMarker(readFileSync(file, "utf8")) : undefined;
 }
 
 export const readPending = (dataDir: string) => readMarker(markerPaths(dataDir).pending);

@@ -1,0 +1,25 @@
+/**
+ * Whether a path names something, told apart from "cannot tell". node's `existsSync` answers
+ * false for every failure of stat(2), so a directory on the way that this user may not search
+ * (EACCES: a data directory or hub home another user owns, a `sudo` run's leftovers) read as
+ * "missing", and commands went on to say "not a hub home", "create the thing again" or to make a
+ * new file beside one they could not see.
+ */
+import { statSync } from "node:fs";
+
+/**
+ * True when `path` names a file, directory or other entry (following symbolic links, as stat(2)
+ * does); false when it does not: ENOENT (a dangling link too) or ENOTDIR (a part of the path is a
+ * file). Throws the errno error of anything else, naming `path`: EACCES or EPERM (permission, 77),
+ * ELOOP, ENAMETOOLONG, EIO (I/O, 74), so the caller's failure says why it cannot look.
+ */
+export function pathExists(path: string): boolean {
+  try {
+    statSync(path);
+    return true;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return false;
+    throw err;
+  }
+}

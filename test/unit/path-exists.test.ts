@@ -1,0 +1,31 @@
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { pathExists } from "../../src/shared/path-exists.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "flashlex-path-exists-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+test("a file, a directory and a link to one exist", () => {
+  writeFileSync(join(dir, "file"), "x");
+  symlinkSync(join(dir, "file"), join(dir, "link"));
+  expect(pathExists(join(dir, "file"))).toBe(true);
+  expect(pathExists(dir)).toBe(true);
+  expect(pathExists(join(dir, "link"))).toBe(true);
+});
+
+test("nothing there (ENOENT), a dangling link, and a path through a file (ENOTDIR) do not", () => {
+  writeFileSync(join(dir, "plain"), "x");
+  symlinkSync(join(dir, "gone"), join(dir, "dangling"));
+  expect(pathExists(join(dir, "none"))).toBe(false);
+  expect(pathExists(join(dir, "dangling"))).toBe(false);
+  expect(pathExists(join(dir, "plain", "below"))).toBe(false);
+});
+
+test("a path that cannot be looked at is thrown, not called missing (existsSync said false)", () => {
+  symlinkSync(join(dir, "loop-b"), join(dir, "loop-a"));
+  symlinkSync(join(dir, "loop-a"), join(dir, "loop-b"));
+  expect(() => pathExists(join(dir, "loop-a"))).toThrow(expect.objectContaining({ code: "ELOOP" }));
+  expect(() => pathExists(join(dir, "x".repeat(300)))).toThrow(expect.objectContaining({ code: "ENAMETOOLONG" }));
+});
