@@ -10,6 +10,7 @@
  * directory it removes the temporary files that processes no longer alive left there
  * (`sweepDeadWriters`).
  */
+
 import {
   chownSync,
   closeSync,
@@ -29,6 +30,7 @@ import {
   writeSync,
 } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative } from "node:path";
+import { pathKind } from "./path-exists.ts";
 
 export interface AtomicWriteOptions {
   /**
@@ -317,18 +319,6 @@ function tempPathFor(file: string): string {
   // its start (a compiled hello-world with and without it), and every command reaches this file
   const random = Buffer.from(crypto.getRandomValues(new Uint8Array(4))).toString("hex");
   return join(dirname(file), `.${basename(file)}.${process.pid}-${random}.tmp`);
-}
-
-/**
- * What is at `path`, after links: a directory, something else (a file, a device, a FIFO), or
- * nothing that can be stat-ed (missing, or under a file or an unreadable directory). Never throws.
- */
-export function pathKind(path: string): "directory" | "other" | "none" {
-  try {
-    return statSync(path).isDirectory() ? "directory" : "other";
-  } catch {
-    return "none";
-  }
 }
 
 /** `text` as a regular expression that matches it literally. */

@@ -1,11 +1,11 @@
 /**
- * Whether a path names something, told apart from "cannot tell". node's `existsSync` answers
+ * Whether a path names something, and what, told apart from "cannot tell". node's `existsSync` answers
  * false for every failure of stat(2), so a directory on the way that this user may not search
  * (EACCES: a data directory or hub home another user owns, a `sudo` run's leftovers) read as
  * "missing", and commands went on to say "not a hub home", "create the thing again" or to make a
  * new file beside one they could not see.
  */
-import { statSync } from "node:fs";
+import { type Stats, statSync } from "node:fs";
 
 /**
  * True when `path` names a file, directory or other entry (following symbolic links, as stat(2)
@@ -14,12 +14,24 @@ import { statSync } from "node:fs";
  * ELOOP, ENAMETOOLONG, EIO (I/O, 74), so the caller's failure says why it cannot look.
  */
 export function pathExists(path: string): boolean {
+  return statOrNone(path) !== undefined;
+}
+
+/**
+ * What is at `path`, after links: a directory, something else (a file, a device, a FIFO), or
+ * nothing ("none": as pathExists says false). Throws as pathExists does when it cannot tell.
+ */
+export function pathKind(path: string): "directory" | "other" | "none" {
+  const stats = statOrNone(path);
+  return stats === undefined ? "none" : stats.isDirectory() ? "directory" : "other";
+}
+
+function statOrNone(path: string): Stats | undefined {
   try {
-    statSync(path);
-    return true;
+    return statSync(path);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") return false;
+    if (code === "ENOENT" || code === "ENOTDIR") return undefined;
     throw err;
   }
 }

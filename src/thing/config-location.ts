@@ -7,8 +7,7 @@
 import { readdirSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { UsageError } from "../shared/errors.ts";
-import { pathKind } from "../shared/files.ts";
-import { pathExists } from "../shared/path-exists.ts";
+import { pathExists, pathKind } from "../shared/path-exists.ts";
 
 /** The config file's name where the thing commands look for it without -c. */
 export const CONFIG_FILE_NAME = "config.yml";

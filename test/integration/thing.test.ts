@@ -7,8 +7,9 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { binaryPath, run, start } from "../support/binary.ts";
@@ -136,6 +137,29 @@ describe("bootstrap", () => {
     expect(result.code).toBe(78);
     expect(result.stdout).toContain(`${bad}: flashlex.thing.mqtt.port`);
   });
+});
+
+describe("paths this user may not search", () => {
+  test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
+    "-d under a directory this user may not search is a permission failure (77), not 'no such directory' (64)",
+    () => {
+      const closed = mkdtempSync(join(tmpdir(), "flashlex-closed-")); // root's, 0700
+      try {
+        mkdirSync(join(closed, "data"));
+        const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+        const result = Bun.spawnSync([...asNobody, binaryPath(), "messages", "list", "-c", thing.configPath, "-d", join(closed, "data")], {
+          stdout: "pipe",
+          stderr: "pipe",
+        });
+        const err = result.stderr.toString();
+        expect(err).toContain(`${join(closed, "data")}: permission denied (EACCES)`);
+        expect(err).not.toContain("no such directory");
+        expect(result.exitCode).toBe(77);
+      } finally {
+        rmSync(closed, { recursive: true, force: true });
+      }
+    },
+  );
 });
 
 describe("serve", () => {

@@ -1,8 +1,8 @@
 import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
-import { isWithin, pathKind } from "../../shared/files.ts";
+import { isWithin } from "../../shared/files.ts";
 import { DNS_NAME } from "../../shared/listen-address.ts";
-import { pathExists } from "../../shared/path-exists.ts";
+import { pathExists, pathKind } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";

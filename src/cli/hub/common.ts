@@ -1,4 +1,5 @@
 /** What the hub commands share: --dir, --db and --json, the hub they name, a thing by any of its names. */
+
 import { accessSync, constants, lstatSync, statSync } from "node:fs";
 import { dirname, extname, resolve } from "node:path";
 import { isatty } from "node:tty";
@@ -7,8 +8,9 @@ import { defaultHubDir } from "../../hub/home/paths.ts";
 import type { OpenedHub } from "../../hub/hub.ts";
 import type { ThingRecord } from "../../hub/things/things.ts";
 import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
-import { isOpenAs, isWithin, pathKind } from "../../shared/files.ts";
+import { isOpenAs, isWithin } from "../../shared/files.ts";
 import { createLogger } from "../../shared/log.ts";
+import { pathKind } from "../../shared/path-exists.ts";
 import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
 
 export const DIR_OPTION: OptionSpec = { flags: "--dir <dir>", description: "the hub home (default: $FLASHLEX_HUB_DIR or ~/.flashlex-hub)" };

@@ -20,8 +20,8 @@ import { MANIFEST_FILE, parseManifest, type ReleaseManifest, SIGNATURE_FILE } fr
 import { RELEASE_TARGETS, releaseTarget } from "../../protocol/targets.ts";
 import { elfMismatch } from "../../shared/elf.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
-import { pathKind, removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../shared/files.ts";
-import { pathExists } from "../../shared/path-exists.ts";
+import { removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../shared/files.ts";
+import { pathExists, pathKind } from "../../shared/path-exists.ts";
 
 export interface StoredRelease {
   manifest: ReleaseManifest;

@@ -10,7 +10,7 @@ import { type CertificateInfo, describeCertificate } from "../../crypto/certific
 import { pemBlocks } from "../../crypto/keys.ts";
 import { buildTestMessage } from "../../protocol/test-message.ts";
 import { TEST_TOPIC } from "../../protocol/topics.ts";
-import { describeError } from "../../shared/foreign-errors.ts";
+import { describeError, toFlashlexError } from "../../shared/foreign-errors.ts";
 import { type Logger, silentLogger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { collectUrl, deliverHttp, UNAUTHORIZED_FIX } from "../egress/delivery.ts";
@@ -172,7 +172,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     try {
       missing = wanted.filter((p) => !pathExists(p));
     } catch (err) {
-      const message = describeError(err); // a keys directory this user may not search: not "missing"
+      const message = toFlashlexError(err).message; // a keys directory this user may not search: not "missing"
       fail(message, configFix(message));
     }
     if (missing.length)

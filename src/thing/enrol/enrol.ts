@@ -29,10 +29,10 @@ import { TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
 import { PYTHON_MODULE, PYTHON_MODULE_FILE } from "../../protocol/python-module.ts";
 import { ThingYamlSchema } from "../../protocol/thing-config.ts";
 import { ConfigError, FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
-import { pathKind, writeFileAtomicallySync } from "../../shared/files.ts";
+import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
-import { pathExists } from "../../shared/path-exists.ts";
+import { pathExists, pathKind } from "../../shared/path-exists.ts";
 import { acquireEnrolLock, checkFolderFree, forgetPendingKey, pendingKeyPair, STAGING_DIR, writeThingFolder } from "./folder.ts";
 import { hubRequest } from "./hub-request.ts";
 

@@ -12,8 +12,7 @@
 import { statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
-import { pathKind } from "../../shared/files.ts";
-import { pathExists } from "../../shared/path-exists.ts";
+import { pathExists, pathKind } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 
 export interface ServiceAccount {

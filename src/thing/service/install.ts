@@ -11,8 +11,8 @@ import { accessSync, chownSync, constants, mkdirSync, readdirSync, readFileSync,
 import { basename, dirname, join, resolve } from "node:path";
 import { getent } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
-import { pathKind, writeFileAtomicallySync } from "../../shared/files.ts";
-import { pathExists } from "../../shared/path-exists.ts";
+import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { pathExists, pathKind } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
 import { loadIdentity } from "../identity.ts";
