@@ -7,7 +7,7 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -140,6 +140,29 @@ describe("bootstrap", () => {
 });
 
 describe("paths this user may not search", () => {
+  test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
+    "serve with a keys directory this user may not search names the private key, not a renewal's leftover, and changes nothing",
+    () => {
+      const mode = statSync(thing.keysDir).mode & 0o777;
+      chmodSync(thing.keysDir, 0o700);
+      const data = mkdtempSync(join(tmpdir(), "flashlex-nobody-data-"));
+      chownSync(data, 65534, 65534);
+      try {
+        const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+        const flags = ["-c", thing.configPath, "-k", thing.keysDir, "-d", data];
+        const result = Bun.spawnSync([...asNobody, binaryPath(), "serve", ...flags], { stdout: "pipe", stderr: "pipe", timeout: 30_000 });
+        const err = result.stderr.toString();
+        expect(err).toContain(thing.pki.thing.privateKeyPath);
+        expect(err).toContain("EACCES");
+        expect(err).not.toMatch(/\.(previous|next)/);
+        expect(result.exitCode).toBe(77);
+      } finally {
+        chmodSync(thing.keysDir, mode);
+        rmSync(data, { recursive: true, force: true });
+      }
+    },
+  );
+
   test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
     "-d under a directory this user may not search is a permission failure (77), not 'no such directory' (64)",
     () => {
