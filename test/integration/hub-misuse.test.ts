@@ -278,7 +278,7 @@ describe("an address hub serve cannot listen on", () => {
         const refused = await run(["hub", "thing", "create", "nowhere", "--dir", home, "-o", join(work, "nowhere.zip")], { timeoutMs: 30_000 });
         expect({ code: refused.code, stderr: refused.stderr }).toEqual({
           code: 77,
-          stderr: `flashlex: -o "${join(work, "nowhere.zip")}": may not write in ${work}; name a file in a directory this user may write (started by root, this hub command runs as uid ${user.uid}, the owner of the hub home ${home}: give that user what it needs, e.g. \`chown -R\` files an older root run left there)\n`,
+          stderr: `flashlex: -o "${join(work, "nowhere.zip")}": may not write in ${work}; name a file in a directory this user may write (started by root, this hub command runs as ${user.name} (uid ${user.uid}), the owner of the hub home ${home}: give that user what it needs, e.g. \`chown -R\` files an older root run left there)\n`,
         });
         // the default name in a working directory it may not write: refused before the thing is made too
         const inRootsDir = await run(["hub", "thing", "create", "nowhere", "--dir", home], { cwd: work, timeoutMs: 30_000 });
@@ -335,7 +335,7 @@ describe("an address hub serve cannot listen on", () => {
         const listed = await run(["hub", "thing", "list", "--dir", closed]);
         expect({ code: listed.code, stderr: listed.stderr }).toMatchObject({
           code: 77,
-          stderr: expect.stringContaining(`this hub command runs as uid ${user.uid}`),
+          stderr: expect.stringContaining(`this hub command runs as ${user.name} (uid ${user.uid})`),
         });
         execFileSync("chown", ["65534:65534", join(closed, "hub.yml")]);
         const mixed = await run(["hub", "thing", "list", "--dir", closed]);

@@ -35,14 +35,24 @@ export function outputFile(options: Options, fallback: string): string {
   const flag = given === undefined ? "the output file" : `-o ${JSON.stringify(given)}`;
   const home = hubDir(options);
   if (isWithin(file, home)) throw new UsageError(`${flag}: ${file} is inside the hub home ${home}, whose files are the hub's own; write it elsewhere`);
-  if (pathKind(file) === "directory") throw new UsageError(`${flag}: ${file} is a directory; name the file to write`);
-  const parent = pathKind(dirname(file));
+  const mayNotWrite = () => new FlashlexError(`${flag}: may not write in ${dirname(file)}; name a file in a directory this user may write`, "permission");
+  let here: ReturnType<typeof pathKind>;
+  let parent: ReturnType<typeof pathKind>;
+  try {
+    here = pathKind(file);
+    parent = pathKind(dirname(file));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EACCES" || code === "EPERM") throw mayNotWrite(); // a directory on the way this user may not enter
+    throw err;
+  }
+  if (here === "directory") throw new UsageError(`${flag}: ${file} is a directory; name the file to write`);
   if (parent === "other") throw new UsageError(`${flag}: ${dirname(file)} is a file, not a directory`);
   if (parent === "none") throw new UsageError(`${flag}: the directory ${dirname(file)} does not exist`);
   // a zip on a terminal is noise, and a distribution's holds the thing's private key
   if (isOpenAs(file, 1) && isatty(1)) throw new UsageError(`${flag}: stdout is a terminal; send the zip to a file (> FILE.zip) or a pipe`);
   if (!cannotWriteBeside(file)) return file;
-  throw new FlashlexError(`${flag}: may not write in ${dirname(file)}; name a file in a directory this user may write`, "permission");
+  throw mayNotWrite();
 }
 
 /**

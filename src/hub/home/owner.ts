@@ -12,7 +12,7 @@ import { dirname, join } from "node:path";
 import { FlashlexError } from "../../shared/errors.ts";
 
 /** The owner this process took on (actAsHomeOwner), for the messages that depend on it. */
-let tookOn: { uid: number; home: string } | undefined;
+let tookOn: { uid: number; name?: string; home: string } | undefined;
 
 /**
  * What a permission failure (77) adds while this process acts as a home's owner: root started
@@ -20,7 +20,7 @@ let tookOn: { uid: number; home: string } | undefined;
  */
 export function actingAsOwnerNote(): string | undefined {
   return tookOn
-    ? `(started by root, this hub command runs as uid ${tookOn.uid}, the owner of the hub home ${tookOn.home}: give that user what it needs, e.g. \`chown -R\` files an older root run left there)`
+    ? `(started by root, this hub command runs as ${tookOn.name ? `${tookOn.name} (uid ${tookOn.uid})` : `uid ${tookOn.uid}`}, the owner of the hub home ${tookOn.home}: give that user what it needs, e.g. \`chown -R\` files an older root run left there)`
     : undefined;
 }
 
@@ -39,7 +39,8 @@ export function actAsHomeOwner(dir: string): number | undefined {
   if (process.geteuid?.() !== 0) return undefined;
   const owner = ownerToActAs(dir);
   if (owner === undefined) return undefined;
-  const gid = primaryGroupOf(owner.uid) ?? owner.gid;
+  const account = passwdEntryOf(owner.uid);
+  const gid = account?.gid ?? owner.gid;
   try {
     // the supplementary groups first: once the uid changes, nothing more may change
     try {
@@ -53,7 +54,7 @@ export function actAsHomeOwner(dir: string): number | undefined {
     return undefined; // not allowed here: root it stays
   }
   if (process.geteuid?.() !== owner.uid) return undefined;
-  tookOn = { uid: owner.uid, home: dir };
+  tookOn = { uid: owner.uid, name: account?.name, home: dir };
   return owner.uid;
 }
 
@@ -116,12 +117,16 @@ function statOrUndefined(path: string): Stats | undefined {
   }
 }
 
-/** The primary gid /etc/passwd gives `uid`; undefined for a uid not there (or no file to read). */
-function primaryGroupOf(uid: number): number | undefined {
+/**
+ * The name and primary gid /etc/passwd gives `uid`; undefined for a uid not there (or no file to
+ * read). Not accounts.ts's getent: this module loads with every command (process-entry.ts), and
+ * node:child_process would then too.
+ */
+function passwdEntryOf(uid: number): { name: string; gid: number } | undefined {
   try {
     for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
       const fields = line.split(":");
-      if (fields.length >= 4 && Number(fields[2]) === uid && fields[2] !== "") return Number(fields[3]);
+      if (fields.length >= 4 && Number(fields[2]) === uid && fields[2] !== "") return { name: fields[0]!, gid: Number(fields[3]) };
     }
   } catch {
     // no passwd file (a minimal container): the directory's group
