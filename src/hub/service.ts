@@ -20,6 +20,7 @@ import { keepBrokerCertificate } from "./home/broker-certificate.ts";
 import { type DatabaseOverride, openHubHome, readBrokerSecret } from "./home/home.ts";
 import { checkHubIdentity } from "./home/identity.ts";
 import { hubClientId, hubInstance } from "./home/instance.ts";
+import { actingAsOwnerNote } from "./home/owner.ts";
 import type { HubPaths } from "./home/paths.ts";
 import { DEFAULT_METRICS_LISTEN, type HubSettings } from "./home/settings.ts";
 import { type HubServer, refuseSecondHub, startHubServer, startLocalSocket } from "./http/bun-server.ts";
@@ -434,5 +435,9 @@ async function stopGracefully(server: HubServer): Promise<void> {
 function cannotListen(err: unknown, what: string, at: { host: string; port: number }, settings: string, configFile: string): unknown {
   const reason = listenFailure(err, at);
   if (reason === undefined) return err;
-  return new ConfigError(`${what} cannot listen on ${formatListenAddress(at)} (${settings} in ${configFile}): ${reason}`, { cause: err });
+  // root started it, but it runs as the home's owner now: "needs root" alone would read as nonsense
+  const note = (err as { code?: unknown })?.code === "EACCES" ? actingAsOwnerNote("e.g. a port above 1023 in hub.yml") : undefined;
+  return new ConfigError(`${what} cannot listen on ${formatListenAddress(at)} (${settings} in ${configFile}): ${reason}${note ? ` ${note}` : ""}`, {
+    cause: err,
+  });
 }

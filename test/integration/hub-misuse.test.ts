@@ -294,6 +294,26 @@ describe("an address hub serve cannot listen on", () => {
         );
         expect({ code: piped.exitCode, stderr: piped.stderr.toString() }).toEqual({ code: 0, stderr: "/dev/stdout\n" });
         expect(readFileSync(join(parent, "piped.zip")).subarray(0, 2).toString()).toBe("PK");
+        // a port below 1024 in hub.yml: root started hub serve, but the user it runs as may not
+        // bind it; the 78 says so (it said only "ports below 1024 need root", to root)
+        if (Number(readFileSync("/proc/sys/net/ipv4/ip_unprivileged_port_start", "utf8")) > 80) {
+          const yml = join(home, "hub.yml");
+          // the API's port (the first), and a free one for the broker (the hub of this describe holds its own)
+          const brokerPort = await freePort();
+          writeFileSync(
+            yml,
+            readFileSync(yml, "utf8")
+              .replace(/(\n {4}port: )\d+/, "$180")
+              .replace(/(broker:\n {4}host: \S+\n {4}port: )\d+/, `$1${brokerPort}`),
+          );
+          const served = await run(["hub", "serve", "--dir", home], { timeoutMs: 30_000 });
+          expect({ code: served.code, stderr: served.stderr }).toMatchObject({
+            code: 78,
+            stderr: expect.stringContaining(
+              `ports below 1024 need root or CAP_NET_BIND_SERVICE (started by root, this hub command runs as ${user.name} (uid ${user.uid}), the owner of the hub home ${home}: give that user what it needs, e.g. a port above 1023 in hub.yml)`,
+            ),
+          });
+        }
       } finally {
         rmSync(parent, { recursive: true, force: true });
       }

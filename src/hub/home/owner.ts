@@ -16,12 +16,13 @@ let tookOn: { uid: number; name?: string; home: string } | undefined;
 
 /**
  * What a permission failure (77) adds while this process acts as a home's owner: root started
- * it, so "permission denied" would read as nonsense without it. Undefined otherwise.
+ * it, so "permission denied" would read as nonsense without it. `fix` says what that user needs
+ * (default: the files an older root run left). Undefined when this process acts as nobody else.
  */
-export function actingAsOwnerNote(): string | undefined {
-  return tookOn
-    ? `(started by root, this hub command runs as ${tookOn.name ? `${tookOn.name} (uid ${tookOn.uid})` : `uid ${tookOn.uid}`}, the owner of the hub home ${tookOn.home}: give that user what it needs, e.g. \`chown -R\` files an older root run left there)`
-    : undefined;
+export function actingAsOwnerNote(fix = "e.g. `chown -R` files an older root run left there"): string | undefined {
+  if (!tookOn) return undefined;
+  const who = tookOn.name ? `${tookOn.name} (uid ${tookOn.uid})` : `uid ${tookOn.uid}`;
+  return `(started by root, this hub command runs as ${who}, the owner of the hub home ${tookOn.home}: give that user what it needs, ${fix})`;
 }
 
 /**
