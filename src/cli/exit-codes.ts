@@ -73,7 +73,8 @@ export const EXIT_CODES_HELP = `Exit codes:
       messages already wait; when no answer came, the line says it may or may not have arrived),
       the database is busy, or another serve runs on this data directory;
       collect: serve stopped while it took the message (see \`outbox list\` whether it is queued)
-  77  permission denied (install-service needs root)
+  77  permission denied: install-service needs root; a file or directory this user may not
+      read or write, or one under a directory it may not enter (never taken for a missing one)
   78  configuration error: the message names the file and the key (also: a certificate or key
       that cannot be used, a database of another application or of a newer flashlex; enroll:
       the hub's CA is not the pinned --ca-fingerprint)
@@ -93,7 +94,8 @@ export const HUB_EXIT_CODES_HELP = `Exit codes:
       hub serve: its home or hub.db removed or replaced while it ran
   75  try again later: another hub serve runs on this home, or the database is busy; hub send:
       the hub took the message but did not answer within 30 s (look before sending it again)
-  77  permission denied: the hub home is another user's (run the command as that user)
+  77  permission denied: the hub home is another user's (run the command as that user), or a
+      file under a directory this user may not enter (never taken for a missing one)
   78  configuration error: hub.yml, a missing hub.db or CA file (the message names the file and
       the key; restore hub.db from a backup), or an address hub serve cannot listen on
   130 interrupted (SIGINT), 143 stopped (SIGTERM), 129 hung up (SIGHUP): hub init and hub
