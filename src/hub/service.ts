@@ -436,7 +436,10 @@ function cannotListen(err: unknown, what: string, at: { host: string; port: numb
   const reason = listenFailure(err, at);
   if (reason === undefined) return err;
   // root started it, but it runs as the home's owner now: "needs root" alone would read as nonsense
-  const note = (err as { code?: unknown })?.code === "EACCES" ? actingAsOwnerNote("e.g. a port above 1023 in hub.yml") : undefined;
+  const note =
+    (err as { code?: unknown })?.code === "EACCES"
+      ? actingAsOwnerNote("that user may not listen on a port below 1024: choose one above 1023 in hub.yml, or give the service CAP_NET_BIND_SERVICE")
+      : undefined;
   return new ConfigError(`${what} cannot listen on ${formatListenAddress(at)} (${settings} in ${configFile}): ${reason}${note ? ` ${note}` : ""}`, {
     cause: err,
   });

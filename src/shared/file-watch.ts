@@ -15,16 +15,27 @@ export const FILE_WATCH_MS = 1000;
  * that was there when the watch started. Returns the function that stops the watch.
  */
 export function watchFileIdentity(files: readonly string[], onGone: (file: string) => void, everyMs = FILE_WATCH_MS): () => void {
-  const inodeOf = (file: string) => {
+  // undefined: gone (ENOENT, ENOTDIR); null: cannot look this time (a directory's permissions
+  // changed for a moment: EACCES), which is no sign the file went, so that round says nothing
+  const inodeOf = (file: string): number | undefined | null => {
     try {
       return statSync(file).ino;
-    } catch {
-      return undefined;
+    } catch (err) {
+      const code = (err as NodeJS.ErrnoException).code;
+      return code === "ENOENT" || code === "ENOTDIR" ? undefined : null;
     }
   };
   const started = files.map(inodeOf);
   const timer = setInterval(() => {
-    const gone = files.find((file, i) => inodeOf(file) !== started[i]);
+    const gone = files.find((file, i) => {
+      const now = inodeOf(file);
+      if (now === null) return false;
+      if (started[i] === null) {
+        started[i] = now; // seen for the first time now
+        return false;
+      }
+      return now !== started[i];
+    });
     if (gone === undefined) return;
     clearInterval(timer);
     onGone(gone);

@@ -11,10 +11,17 @@ import { type Stats, statSync } from "node:fs";
  * True when `path` names a file, directory or other entry (following symbolic links, as stat(2)
  * does); false when it does not: ENOENT (a dangling link too) or ENOTDIR (a part of the path is a
  * file). Throws the errno error of anything else, naming `path`: EACCES or EPERM (permission, 77),
- * ELOOP, ENAMETOOLONG, EIO (I/O, 74), so the caller's failure says why it cannot look.
+ * ELOOP, ENAMETOOLONG, EIO (I/O, 74), so the caller's failure says why it cannot look; with
+ * `options.cannotLook`, that answer instead, where the caller has a safe one (an optional file,
+ * a hint, a serve nobody here could reach) and what follows names the real problem.
  */
-export function pathExists(path: string): boolean {
-  return statOrNone(path) !== undefined;
+export function pathExists(path: string, options?: { cannotLook: boolean }): boolean {
+  try {
+    return statOrNone(path) !== undefined;
+  } catch (err) {
+    if (options) return options.cannotLook;
+    throw err;
+  }
 }
 
 /**

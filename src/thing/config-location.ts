@@ -28,9 +28,17 @@ export interface ConfigChoice {
 export function locateConfig(given: string | undefined, places: { cwd: string; binaryDir: string }): ConfigChoice {
   if (given) return { file: resolve(places.cwd, given), origin: "given with -c" };
   const here = join(places.cwd, CONFIG_FILE_NAME);
-  if (pathExists(here)) return { file: here, origin: "found in the current directory" };
+  // A working directory this user may not search (`sudo -u pi /home/pi/thing/flashlex` typed in
+  // /root) holds no config for it: the one beside the binary still counts; with none there, say why.
+  let cannotLookHere: unknown;
+  try {
+    if (pathExists(here)) return { file: here, origin: "found in the current directory" };
+  } catch (err) {
+    cannotLookHere = err;
+  }
   const beside = join(places.binaryDir, CONFIG_FILE_NAME);
   if (pathExists(beside)) return { file: beside, origin: "found beside the flashlex binary" };
+  if (cannotLookHere) throw cannotLookHere;
   const below = configsOneLevelDown(places.cwd);
   const hint = below.length === 1 ? `; found ${below[0]}: cd ${dirname(below[0]!)}, or pass -c ${below[0]}` : "";
   throw new UsageError(

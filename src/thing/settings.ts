@@ -54,7 +54,8 @@ export interface ConfigLocation {
  */
 export function defaultKeysDir(configDir: string, privateKeyName: string): string {
   const keysDir = join(configDir, "keys");
-  if (pathExists(join(keysDir, privateKeyName))) return keysDir;
+  // a keys/ this user may not look into is there all the same: reading the key then says why
+  if (pathExists(join(keysDir, privateKeyName), { cannotLook: true })) return keysDir;
   if (pathExists(join(configDir, privateKeyName))) return configDir;
   return pathExists(keysDir) ? keysDir : configDir;
 }

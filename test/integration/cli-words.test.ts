@@ -6,11 +6,11 @@
  * one-shot MQTT connection of a revoked thing ended.
  */
 import { afterAll, expect, test } from "bun:test";
-import { chownSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { commitSha, packageVersion } from "../../scripts/build.ts";
-import { run } from "../support/binary.ts";
+import { binaryPath, run } from "../support/binary.ts";
 import { makeHubFixture } from "../support/hub-fixture.ts";
 import { tally } from "../support/tally.ts";
 
@@ -252,3 +252,32 @@ test("hub send reaches its own hub and nothing else: another server on the API's
     expect(await hubProcess.stop()).toBe(0);
   }
 });
+
+test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
+  "mosquitto-config with a --dynsec-plugin this user may not look at (under mosquitto's own directory): done, with its steps (it was 77 after the files were written)",
+  () => {
+    const root = mkdtempSync(join(tmpdir(), "flashlex-plugin-"));
+    try {
+      const closed = join(root, "mosquitto-only");
+      mkdirSync(closed, { mode: 0o700 });
+      const home = join(root, "hub");
+      mkdirSync(home);
+      chownSync(root, 65534, 65534);
+      chownSync(home, 65534, 65534);
+      chownSync(closed, 0, 0);
+      const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+      const runAs = (argv: string[]) => {
+        const result = Bun.spawnSync([...asNobody, binaryPath(), ...argv], { stdout: "pipe", stderr: "pipe", timeout: 60_000 });
+        return { code: result.exitCode, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
+      };
+      expect(runAs(["hub", "init", "--dir", home]).code).toBe(0);
+      const plugin = join(closed, "mosquitto_dynamic_security.so");
+      const config = runAs(["hub", "mosquitto-config", "--dir", home, "--out", join(root, "mq"), "--port", "18884", "--dynsec-plugin", plugin]);
+      expect({ code: config.code, stderr: config.stderr }).toEqual({ code: 0, stderr: "" });
+      expect(config.stdout).not.toContain(`${plugin} is not on this machine`); // it cannot tell from here: no claim either way
+      expect(config.stdout).toContain("next:\n");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  },
+);

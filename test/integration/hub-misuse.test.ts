@@ -278,7 +278,7 @@ describe("an address hub serve cannot listen on", () => {
         const refused = await run(["hub", "thing", "create", "nowhere", "--dir", home, "-o", join(work, "nowhere.zip")], { timeoutMs: 30_000 });
         expect({ code: refused.code, stderr: refused.stderr }).toEqual({
           code: 77,
-          stderr: `flashlex: -o "${join(work, "nowhere.zip")}": may not write in ${work}; name a file in a directory this user may write (started by root, this hub command runs as ${user.name} (uid ${user.uid}), the owner of the hub home ${home}: give that user what it needs, e.g. \`chown -R\` files an older root run left there)\n`,
+          stderr: `flashlex: -o "${join(work, "nowhere.zip")}": may not write in ${work}; name a file in a directory this user may write (started by root, this hub command runs as ${user.name} (uid ${user.uid}), the owner of the hub home ${home}: give that user what it needs, e.g. \`sudo chown -R ${user.name}: ${home}\` for files an older root run left there)\n`,
         });
         // the default name in a working directory it may not write: refused before the thing is made too
         const inRootsDir = await run(["hub", "thing", "create", "nowhere", "--dir", home], { cwd: work, timeoutMs: 30_000 });
@@ -310,7 +310,7 @@ describe("an address hub serve cannot listen on", () => {
           expect({ code: served.code, stderr: served.stderr }).toMatchObject({
             code: 78,
             stderr: expect.stringContaining(
-              `ports below 1024 need root or CAP_NET_BIND_SERVICE (started by root, this hub command runs as ${user.name} (uid ${user.uid}), the owner of the hub home ${home}: give that user what it needs, e.g. a port above 1023 in hub.yml)`,
+              `ports below 1024 need root or CAP_NET_BIND_SERVICE (started by root, this hub command runs as ${user.name} (uid ${user.uid}), the owner of the hub home ${home}: that user may not listen on a port below 1024: choose one above 1023 in hub.yml, or give the service CAP_NET_BIND_SERVICE)`,
             ),
           });
         }

@@ -7,11 +7,13 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
+import { ordinaryAccount } from "../support/accounts.ts";
 import { binaryPath, run, start } from "../support/binary.ts";
 import { freePort, type MosquittoBroker, mosquittoPub } from "../support/mosquitto.ts";
 import type { ThingFiles } from "../support/pki.ts";
@@ -140,6 +142,95 @@ describe("bootstrap", () => {
 });
 
 describe("paths this user may not search", () => {
+  const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+  const asRoot = process.getuid?.() === 0 && Boolean(Bun.which("setpriv"));
+  /** `argv` as `as`, in `cwd`, its exit code and stderr */
+  const runAs = (as: string[], argv: string[], cwd?: string) => {
+    const result = Bun.spawnSync([...as, ...argv], { cwd, stdout: "pipe", stderr: "pipe", timeout: 30_000 });
+    return { code: result.exitCode, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
+  };
+
+  test.skipIf(!asRoot)(
+    "run from a working directory this user may not enter, a thing command still finds the config beside its binary (it was 77 on the working directory's config.yml)",
+    () => {
+      const root = mkdtempSync(join(tmpdir(), "flashlex-cwd-"));
+      chmodSync(root, 0o755);
+      try {
+        const closed = join(root, "closed");
+        mkdirSync(closed, { mode: 0o700 });
+        const folder = join(root, "thing");
+        cpSync(thing.dir, folder, { recursive: true, filter: (source) => !source.includes("/data") });
+        copyFileSync(binaryPath(), join(folder, "flashlex"));
+        const data = join(root, "data");
+        mkdirSync(data);
+        chownSync(data, 65534, 65534);
+        execFileSync("chmod", ["-R", "a+rX", folder]);
+        const listed = runAs(asNobody, [join(folder, "flashlex"), "messages", "list", "-d", data], closed);
+        expect(listed).toMatchObject({ code: 0, stderr: "" });
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    },
+  );
+
+  test.skipIf(!asRoot)(
+    "-c in a directory this user may not enter: 78 naming the config, not serve's socket beside it (a command asks a running serve first)",
+    () => {
+      const closed = mkdtempSync(join(tmpdir(), "flashlex-closed-"));
+      try {
+        writeFileSync(join(closed, "config.yml"), readFileSync(thing.configPath));
+        for (const argv of [
+          ["messages", "list"],
+          ["outbox", "list"],
+          ["collect", "--file", thing.configPath],
+        ]) {
+          const result = runAs(asNobody, [binaryPath(), ...argv, "-c", join(closed, "config.yml")]);
+          expect({ argv, ...result }).toMatchObject({
+            argv,
+            code: 78,
+            stderr: `flashlex: ${join(closed, "config.yml")}: cannot read the configuration file (EACCES)\n`,
+          });
+        }
+      } finally {
+        rmSync(closed, { recursive: true, force: true });
+      }
+    },
+  );
+
+  test.skipIf(!asRoot)("bootstrap without -k, with a keys/ this user may not enter: the config is valid, the key files are a permission failure", () => {
+    const mode = statSync(thing.keysDir).mode & 0o777;
+    chmodSync(thing.keysDir, 0o700);
+    try {
+      const result = runAs(asNobody, [binaryPath(), "bootstrap", "-c", thing.configPath]);
+      expect(result.stdout).toContain("[PASS] config valid");
+      expect(result.stdout).toMatch(/\[FAIL\] key files present: \S+: permission denied \(EACCES\)\n\s+fix: Make the file readable/);
+      expect(result.code).toBe(1);
+    } finally {
+      chmodSync(thing.keysDir, mode);
+    }
+  });
+
+  test.skipIf(!asRoot)("install-service --dry-run as the thing's user, with -d under a directory it may not enter, says which directory and the fix", () => {
+    const user = ordinaryAccount();
+    const root = mkdtempSync(join(tmpdir(), "flashlex-dry-run-"));
+    chmodSync(root, 0o755);
+    try {
+      const closed = join(root, "closed");
+      mkdirSync(closed, { mode: 0o700 });
+      const folder = join(root, "thing");
+      cpSync(thing.dir, folder, { recursive: true, filter: (source) => !source.includes("/data") });
+      execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, folder]);
+      const asUser = ["setpriv", `--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups"];
+      const result = runAs(asUser, [binaryPath(), "install-service", "--dry-run", "-c", join(folder, "config.yml"), "-d", join(closed, "data")]);
+      expect(result).toMatchObject({
+        code: 77,
+        stderr: `flashlex: ${user.name} cannot reach ${join(closed, "data")}: it may not enter ${closed} (fix: sudo chmod o+x ${closed}, or move the thing's folder)\n`,
+      });
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
+
   test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
     "serve with a keys directory this user may not search names the private key, not a renewal's leftover, and changes nothing",
     () => {

@@ -51,7 +51,9 @@ function mosquittoConfig(options: Options): Promise<number> {
     console.log(`hub.yml now points hub serve at ${files.external} (broker.external; --broker embedded overrides it)`);
     if (files.dynsecStateKept)
       console.log(`kept the dynamic-security state in ${files.dynsecDir} (Mosquitto's; the hub re-applies revocations when it connects)`);
-    if (files.dynsecDir && !pathExists(plugin)) console.log(`note: ${plugin} is not on this machine; install mosquitto there or pass --dynsec-plugin`);
+    // only a note, after the files are written: a plugin under a directory this user may not enter (mosquitto's) is no failure
+    if (files.dynsecDir && !pathExists(plugin, { cannotLook: true }))
+      console.log(`note: ${plugin} is not on this machine; install mosquitto there or pass --dynsec-plugin`);
     if (!files.dynsecDir) console.log("note: without the dynamic security plugin a revoked thing stays connected until Mosquitto reloads (SIGHUP)");
     // The steps in their order: Mosquitto drops root before it reads the key, and it cannot take
     // the port while a hub's embedded broker holds it.

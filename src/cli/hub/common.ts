@@ -35,7 +35,9 @@ export function outputFile(options: Options, fallback: string): string {
   const flag = given === undefined ? "the output file" : `-o ${JSON.stringify(given)}`;
   const home = hubDir(options);
   if (isWithin(file, home)) throw new UsageError(`${flag}: ${file} is inside the hub home ${home}, whose files are the hub's own; write it elsewhere`);
-  const mayNotWrite = () => new FlashlexError(`${flag}: may not write in ${dirname(file)}; name a file in a directory this user may write`, "permission");
+  const elsewhere =
+    given === undefined ? "pass -o FILE in a directory this user may write, or run the command from one" : "name a file in a directory this user may write";
+  const mayNotWrite = () => new FlashlexError(`${flag}: may not write in ${dirname(file)}; ${elsewhere}`, "permission");
   let here: ReturnType<typeof pathKind>;
   let parent: ReturnType<typeof pathKind>;
   try {

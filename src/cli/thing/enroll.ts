@@ -65,7 +65,8 @@ async function enrollInto(dir: string, options: Options): Promise<number> {
   console.log(`certificate: valid until ${isoSeconds(result.notAfter)}; \`flashlex serve\` renews it by itself`);
   // the folder holds no binary unless one was put there: name the one that ran, as it can be run
   const running = runningExecutable();
-  const flashlex = pathExists(join(dir, "flashlex")) ? "./flashlex" : [running.command, ...running.args].map(shellWord).join(" ");
+  // (the thing is enrolled already: a ./flashlex this user may not look at only costs the short name)
+  const flashlex = pathExists(join(dir, "flashlex"), { cannotLook: false }) ? "./flashlex" : [running.command, ...running.args].map(shellWord).join(" ");
   console.log(`next: cd ${shellWord(dir)} && ${flashlex} bootstrap && sudo ${flashlex} install-service`);
   return ExitCode.OK;
 }

@@ -10,19 +10,22 @@
 import { lstatSync, readFileSync, type Stats, statSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { FlashlexError } from "../../shared/errors.ts";
+import { shellWord } from "../../shared/shell-word.ts";
 
 /** The owner this process took on (actAsHomeOwner), for the messages that depend on it. */
 let tookOn: { uid: number; name?: string; home: string } | undefined;
 
 /**
  * What a permission failure (77) adds while this process acts as a home's owner: root started
- * it, so "permission denied" would read as nonsense without it. `fix` says what that user needs
- * (default: the files an older root run left). Undefined when this process acts as nobody else.
+ * it, so "permission denied" would read as nonsense without it. `fix` is what to do instead of
+ * the default (a `chown -R` of the home, for files an older root run left there). Undefined when
+ * this process acts as nobody else.
  */
-export function actingAsOwnerNote(fix = "e.g. `chown -R` files an older root run left there"): string | undefined {
+export function actingAsOwnerNote(fix?: string): string | undefined {
   if (!tookOn) return undefined;
   const who = tookOn.name ? `${tookOn.name} (uid ${tookOn.uid})` : `uid ${tookOn.uid}`;
-  return `(started by root, this hub command runs as ${who}, the owner of the hub home ${tookOn.home}: give that user what it needs, ${fix})`;
+  const chown = `sudo chown -R ${tookOn.name ?? tookOn.uid}: ${shellWord(tookOn.home)}`;
+  return `(started by root, this hub command runs as ${who}, the owner of the hub home ${tookOn.home}: ${fix ?? `give that user what it needs, e.g. \`${chown}\` for files an older root run left there`})`;
 }
 
 /**

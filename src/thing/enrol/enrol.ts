@@ -244,7 +244,7 @@ function checkAnswer(
  */
 function writePythonModule(dir: string, log: Logger): void {
   const file = join(dir, PYTHON_MODULE_FILE);
-  if (pathExists(file)) return;
+  if (pathExists(file, { cannotLook: false })) return; // one it may not look at: the write says why, in the WARN
   try {
     writeFileAtomicallySync(file, PYTHON_MODULE, 0o644);
   } catch (err) {

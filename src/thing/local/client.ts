@@ -25,6 +25,13 @@ export interface ServeStatus {
 }
 
 /**
+ * A socket this user cannot look at (a data directory it may not search, a path too long) has no
+ * serve this user could reach: none, and reading the config or opening the database after it
+ * names the real problem, not the socket.
+ */
+const NO_SERVE_WHERE_UNSEEN = { cannotLook: false };
+
+/**
  * Asks the serve on `dataDir` for its status. `status` is its answer; `silent` means one listens
  * on the socket but gave no answer within SERVE_PROBE_MS (stopped, or busy); neither when none
  * listens. A request that fails at once while the socket accepts is asked again until the window
@@ -34,7 +41,7 @@ export interface ServeStatus {
 export async function probeServe(dataDir: string): Promise<{ status?: ServeStatus; silent: boolean }> {
   const deadline = Date.now() + SERVE_PROBE_MS;
   for (;;) {
-    if (!pathExists(socketPath(dataDir))) return { silent: false };
+    if (!pathExists(socketPath(dataDir), NO_SERVE_WHERE_UNSEEN)) return { silent: false };
     try {
       const answer = await callServe(dataDir, ROUTES.status, undefined, Math.max(1, deadline - Date.now()));
       return { status: answer.ok && answer.result !== null && typeof answer.result === "object" ? (answer.result as ServeStatus) : {}, silent: false };
@@ -148,7 +155,7 @@ export async function runningServeAccess(dataDir: string): Promise<ThingAccess |
  */
 export async function serveListens(dataDir: string): Promise<boolean> {
   const path = socketPath(dataDir);
-  if (!pathExists(path)) return false;
+  if (!pathExists(path, NO_SERVE_WHERE_UNSEEN)) return false;
   // node:net only when a socket file is there and no serve answered on it (a rare path)
   const { connect } = await import("node:net");
   return new Promise((resolve) => {

@@ -43,6 +43,12 @@ export interface IdentityPaths {
 const next = (file: string) => `${file}.next`;
 const previous = (file: string) => `${file}.previous`;
 
+/**
+ * Recovery's view of a file it may not even look at (EACCES on its directory): absent, so it
+ * changes nothing, and the identity check that follows names the problem.
+ */
+const CANNOT_LOOK_IS_ABSENT = { cannotLook: false };
+
 /** The test-only fault hook: SIGKILL right after `step` when FLASHLEX_FAULT_KILL_AT_RENEWAL names it. */
 export function faultPoint(step: RenewalStep): void {
   if (process.env.FLASHLEX_FAULT_KILL_AT_RENEWAL === step) process.kill(process.pid, "SIGKILL");
@@ -122,7 +128,7 @@ export function commitRenewal(paths: IdentityPaths): void {
 
 /** True while a renewal is installed but not committed (a `.previous` pair exists). */
 export function renewalPending(paths: IdentityPaths): boolean {
-  return seen(previous(paths.privateKey)) && seen(previous(paths.cert));
+  return pathExists(previous(paths.privateKey), CANNOT_LOOK_IS_ABSENT) && pathExists(previous(paths.cert), CANNOT_LOOK_IS_ABSENT);
 }
 
 /** Puts the previous pair back (the new one was refused): certificate first, then key, each durable. */
@@ -143,16 +149,16 @@ export function recoverIdentityFiles(paths: IdentityPaths, log: Logger): { pendi
   const C = paths.cert;
   let recovered: string | undefined;
   if (pairMatches(K, C)) {
-    if (seen(next(K)) && pairMatches(next(K), next(C))) {
+    if (pathExists(next(K), CANNOT_LOOK_IS_ABSENT) && pairMatches(next(K), next(C))) {
       swapStaged(paths); // crashed after step 2, 3: roll forward
       recovered = "rolled forward a staged renewal";
-    } else if (seen(next(K)) || seen(next(C))) {
+    } else if (pathExists(next(K), CANNOT_LOOK_IS_ABSENT) || pathExists(next(C), CANNOT_LOOK_IS_ABSENT)) {
       rmSync(next(K), { force: true }); // crashed after step 1: the key was never certified here
       rmSync(next(C), { force: true });
       fsyncDirectory(dirname(K));
       recovered = "dropped a key staged before its certificate";
     }
-  } else if (seen(next(K)) && pairMatches(next(K), C)) {
+  } else if (pathExists(next(K), CANNOT_LOOK_IS_ABSENT) && pairMatches(next(K), C)) {
     renameDurably(next(K), K); // crashed after step 4: finish the swap
     recovered = "finished a half-swapped renewal";
   } else if (pairMatches(previous(K), previous(C))) {
@@ -162,17 +168,4 @@ export function recoverIdentityFiles(paths: IdentityPaths, log: Logger): { pendi
   }
   if (recovered) log.warn("renewal.recovered", { key: K, what: recovered });
   return { pending: renewalPending(paths), recovered };
-}
-
-/**
- * Whether `file` is there as far as recovery is concerned: one this user may not even look at
- * (EACCES on its directory) counts as absent, so recovery changes nothing and the identity check
- * that follows names the problem.
- */
-function seen(file: string): boolean {
-  try {
-    return pathExists(file);
-  } catch {
-    return false;
-  }
 }

@@ -238,7 +238,8 @@ function requireRoot(opts: CommonOptions, command: "install-service" | "uninstal
 /** An absolute path with symlinks resolved where it exists (the unit must name real paths). */
 function absolute(path: string): string {
   const full = resolve(path);
-  if (pathExists(full)) return realpathSync(full);
+  // one this user may not look at (a --dry-run as a user): kept as given, and the access check names what blocks it
+  if (pathExists(full, { cannotLook: false })) return realpathSync(full);
   // not made yet (the data directory): resolve what exists above it
   const parent = dirname(full);
   return parent === full ? full : join(absolute(parent), basename(full));
