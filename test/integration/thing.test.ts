@@ -174,6 +174,33 @@ describe("paths this user may not search", () => {
   );
 
   test.skipIf(!asRoot)(
+    "serve with a private key its user may not read, and a previous pair beside it: stops (77) naming the key and puts nothing back (it took the key for a torn renewal and restored the previous pair over it)",
+    () => {
+      const root = mkdtempSync(join(tmpdir(), "flashlex-unreadable-key-"));
+      chmodSync(root, 0o755);
+      try {
+        const folder = join(root, "thing");
+        cpSync(thing.dir, folder, { recursive: true, filter: (source) => !source.includes("/data") });
+        const keyName = thing.pki.thing.privateKeyPath.slice(thing.keysDir.length + 1);
+        const certName = thing.pki.thing.certPath.slice(thing.keysDir.length + 1);
+        const key = join(folder, "keys", keyName);
+        copyFileSync(key, `${key}.previous`);
+        copyFileSync(join(folder, "keys", certName), join(folder, "keys", `${certName}.previous`));
+        execFileSync("chown", ["-R", "65534:65534", folder]);
+        chownSync(key, 0, 0); // left root's by a `sudo` run: 0600, unreadable for the service user
+        const before = readFileSync(key);
+        const result = runAs(asNobody, [binaryPath(), "serve", "-c", join(folder, "config.yml")]);
+        expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 77, stderr: `flashlex: ${key}: permission denied (EACCES)\n` });
+        expect(statSync(key).uid).toBe(0);
+        expect(readFileSync(key).equals(before)).toBe(true);
+        expect(existsSync(`${key}.previous`)).toBe(true);
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    },
+  );
+
+  test.skipIf(!asRoot)(
     "-c in a directory this user may not enter: 78 naming the config, not serve's socket beside it (a command asks a running serve first)",
     () => {
       const closed = mkdtempSync(join(tmpdir(), "flashlex-closed-"));

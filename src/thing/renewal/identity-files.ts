@@ -54,21 +54,38 @@ export function faultPoint(step: RenewalStep): void {
   if (process.env.FLASHLEX_FAULT_KILL_AT_RENEWAL === step) process.kill(process.pid, "SIGKILL");
 }
 
-/** The SPKI of a key file's key, or undefined when there is no such file or it is not a key. */
+/** The SPKI of a key file's key, or undefined when there is no such file or it is not a key (a torn write); throws what reading it throws otherwise (EACCES). */
 function keySpki(file: string): Buffer | undefined {
+  const bytes = readIfThere(file);
   try {
-    return spkiDer(normalisePrivateKey(readFileSync(file)).key);
+    return bytes && spkiDer(normalisePrivateKey(bytes).key);
   } catch {
     return undefined;
   }
 }
 
-/** The SPKI of a certificate file's first certificate, or undefined. */
+/** The SPKI of a certificate file's first certificate, or undefined; throws as keySpki. */
 function certSpki(file: string): Buffer | undefined {
+  const bytes = readIfThere(file);
   try {
-    return spkiDer(new X509Certificate(readFileSync(file)).publicKey);
+    return bytes && spkiDer(new X509Certificate(bytes).publicKey);
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * The file's bytes, or undefined when it is not there. A file this user may not read is no sign
+ * of a crash: that throws (EACCES), before recovery changes anything; taken as absent, it would
+ * have put the previous pair back over a current key it could not read.
+ */
+function readIfThere(file: string): Buffer | undefined {
+  try {
+    return readFileSync(file);
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOENT" || code === "ENOTDIR") return undefined;
+    throw err;
   }
 }
 
@@ -141,8 +158,9 @@ export function revertRenewal(paths: IdentityPaths): void {
 /**
  * Turns what a crash during a renewal left into a matching pair (see the module comment), and
  * says what it did (`recovered`: a log word, undefined when there was nothing to do) and whether
- * a renewal waits for its first connection (`pending`). Never throws for a missing or unreadable
- * file: the identity check that follows names what is wrong.
+ * a renewal waits for its first connection (`pending`). A missing or damaged file counts as
+ * absent (the identity check that follows names what is wrong); one this user may not read
+ * throws the read's error (EACCES, 77) before anything is changed.
  */
 export function recoverIdentityFiles(paths: IdentityPaths, log: Logger): { pending: boolean; recovered?: string } {
   const K = paths.privateKey;
