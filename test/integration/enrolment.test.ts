@@ -8,7 +8,20 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -110,6 +123,35 @@ describe("enrolment", () => {
     const text = await hub.flashlex(["hub", "thing", "list", "--dir", hub.dir]);
     expect(text.stdout).toMatch(/CERTIFICATE EXPIRES/);
   }, 60_000);
+
+  test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
+    "enroll as a user, with a flashlex.py and a ./flashlex there it may not look at: enrolled (0), the flashlex.py left as it is and the binary that ran in the next line (it was 77 after the thing was enrolled)",
+    async () => {
+      const t = await newToken();
+      const root = mkdtempSync(join(tmpdir(), "flashlex-enrol-user-"));
+      chmodSync(root, 0o755);
+      try {
+        const closed = join(root, "closed");
+        mkdirSync(closed, { mode: 0o700 });
+        const dir = join(root, "device");
+        mkdirSync(dir);
+        symlinkSync(join(closed, "flashlex.py"), join(dir, "flashlex.py"));
+        symlinkSync(join(closed, "flashlex"), join(dir, "flashlex"));
+        execFileSync("chown", ["-h", "-R", "65534:65534", dir]);
+        const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+        const argv = ["enroll", "--hub", t.hub, "--token", t.token, "--ca-fingerprint", t.caFingerprint, "--name", "unseen", "--dir", dir];
+        const result = Bun.spawnSync([...asNobody, binaryPath(), ...argv], { stdout: "pipe", stderr: "pipe", timeout: 30_000 });
+        const out = result.stdout.toString();
+        expect({ code: result.exitCode, stderr: result.stderr.toString() }).toEqual({ code: 0, stderr: "" });
+        expect(out).toContain(`enrolled ${ownerPrefix}-unseen`);
+        expect(out).toContain(`next: cd ${dir} && ${realpathSync(binaryPath())} bootstrap`);
+        expect(existsSync(join(dir, "config.yml"))).toBe(true);
+        expect(lstatSync(join(dir, "flashlex.py")).isSymbolicLink()).toBe(true); // the owner's, left as it was
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    },
+  );
 
   test("a used single-use token is refused (65) and creates nothing", async () => {
     const t = await newToken();

@@ -244,7 +244,7 @@ function checkAnswer(
  */
 function writePythonModule(dir: string, log: Logger): void {
   const file = join(dir, PYTHON_MODULE_FILE);
-  if (pathExists(file, { cannotLook: false })) return; // one it may not look at: the write says why, in the WARN
+  if (pathExists(file, { cannotLook: true })) return; // one it may not look at (a link into a closed directory) is left as well
   try {
     writeFileAtomicallySync(file, PYTHON_MODULE, 0o644);
   } catch (err) {
