@@ -36,7 +36,7 @@ import {
 } from "node:fs";
 import { type AddressInfo, createServer, connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { parseDocument } from "yaml";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
@@ -233,9 +233,23 @@ describe("an address hub serve cannot listen on", () => {
       const result = Bun.spawnSync([...asNobody, binaryPath(), "hub", "thing", "list", "--dir", hub.dir], { stdout: "pipe", stderr: "pipe" });
       const stderr = result.stderr.toString();
       expect({ code: result.exitCode, lines: stderr.trim().split("\n").length }).toEqual({ code: 77, lines: 1 });
-      // its owner by name where the user may look at the directory; here even its parent is 0700
-      expect(stderr).toStartWith(`flashlex: ${hub.dir}: permission denied: the hub home is `);
-      expect(stderr).toContain("run the command as that user");
+      // here even its parent is 0700 (root's): that is the directory named (it said "the hub home is root's (0700)")
+      expect(stderr).toBe(`flashlex: ${hub.dir}: permission denied: this user may not enter ${dirname(hub.dir)} (root's)\n`);
+      // in a parent anyone may enter: the home's owner by name, and how to run as it
+      const parent = mkdtempSync(join(tmpdir(), "flashlex-open-parent-"));
+      chmodSync(parent, 0o755);
+      try {
+        const home = join(parent, "hub");
+        cpSync(hub.dir, home, { recursive: true, filter: (source) => !source.endsWith("hub.sock") });
+        chmodSync(home, 0o700);
+        const closed = Bun.spawnSync([...asNobody, binaryPath(), "hub", "thing", "list", "--dir", home], { stdout: "pipe", stderr: "pipe" });
+        expect({ code: closed.exitCode, stderr: closed.stderr.toString() }).toEqual({
+          code: 77,
+          stderr: `flashlex: ${home}: permission denied: the hub home is root's; run the command as that user (sudo -u root flashlex ...)\n`,
+        });
+      } finally {
+        rmSync(parent, { recursive: true, force: true });
+      }
     },
   );
 

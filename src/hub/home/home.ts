@@ -4,7 +4,8 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { accessSync, constants, readFileSync, statSync } from "node:fs";
+import { dirname } from "node:path";
 import type { CertifiedKey } from "../../crypto/x509.ts";
 import { getent } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
@@ -94,12 +95,36 @@ function refuseUnreadableHome(paths: HubPaths): void {
     statSync(paths.config);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EACCES") return;
+    const blocking = firstUnsearchable(paths.dir);
+    if (blocking !== paths.dir) {
+      // a directory above the home (another user's home directory, /root) is what keeps this user out
+      throw new FlashlexError(`${paths.dir}: permission denied: this user may not enter ${blocking} (${ownerOf(blocking) ?? "another user"}'s)`, "permission");
+    }
     const owner = ownerOf(paths.dir);
     throw new FlashlexError(
-      `${paths.dir}: permission denied: the hub home is ${owner ?? "another user"}'s (0700); run the command as that user${owner ? ` (sudo -u ${owner} flashlex ...)` : ""}`,
+      `${paths.dir}: permission denied: the hub home is ${owner ?? "another user"}'s; run the command as that user${owner ? ` (sudo -u ${owner} flashlex ...)` : ""}`,
       "permission",
     );
   }
+}
+
+/** The first directory from the root down to `dir` (itself included) this user may not search, or `dir` when none is found. */
+function firstUnsearchable(dir: string): string {
+  const chain: string[] = [];
+  for (let at = dir; ; at = dirname(at)) {
+    chain.unshift(at);
+    if (dirname(at) === at) break;
+  }
+  return (
+    chain.find((at) => {
+      try {
+        accessSync(at, constants.X_OK);
+        return false;
+      } catch {
+        return true;
+      }
+    }) ?? dir
+  );
 }
 
 /** The name of the user who owns `path` (the system's user database), or undefined when it cannot be looked at. */
