@@ -6,6 +6,7 @@
  * start); a change within the second before a look is not seen.
  */
 import { statSync } from "node:fs";
+import { isNotThere } from "./path-exists.ts";
 
 /** How often the files are looked at, in ms. */
 export const FILE_WATCH_MS = 1000;
@@ -21,8 +22,7 @@ export function watchFileIdentity(files: readonly string[], onGone: (file: strin
     try {
       return statSync(file).ino;
     } catch (err) {
-      const code = (err as NodeJS.ErrnoException).code;
-      return code === "ENOENT" || code === "ENOTDIR" ? undefined : null;
+      return isNotThere(err) ? undefined : null;
     }
   };
   const started = files.map(inodeOf);

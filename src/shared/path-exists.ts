@@ -33,12 +33,20 @@ export function pathKind(path: string): "directory" | "other" | "none" {
   return stats === undefined ? "none" : stats.isDirectory() ? "directory" : "other";
 }
 
+/**
+ * Whether a file system error says the path is not there (ENOENT: a dangling link too; ENOTDIR:
+ * a part of it is a file), as against "cannot tell" (EACCES, ELOOP, EIO...).
+ */
+export function isNotThere(err: unknown): boolean {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  return code === "ENOENT" || code === "ENOTDIR";
+}
+
 function statOrNone(path: string): Stats | undefined {
   try {
     return statSync(path);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") return undefined;
+    if (isNotThere(err)) return undefined;
     throw err;
   }
 }

@@ -150,16 +150,22 @@ describe("paths this user may not search", () => {
     return { code: result.exitCode, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
   };
 
+  /** A copy of the thing's folder (without data/) in a new directory anyone may enter: `root` is removed after. */
+  const openCopy = (prefix: string) => {
+    const root = mkdtempSync(join(tmpdir(), prefix));
+    chmodSync(root, 0o755);
+    const folder = join(root, "thing");
+    cpSync(thing.dir, folder, { recursive: true, filter: (source) => !source.includes("/data") });
+    return { root, folder };
+  };
+
   test.skipIf(!asRoot)(
     "run from a working directory this user may not enter, a thing command still finds the config beside its binary (it was 77 on the working directory's config.yml)",
     () => {
-      const root = mkdtempSync(join(tmpdir(), "flashlex-cwd-"));
-      chmodSync(root, 0o755);
+      const { root, folder } = openCopy("flashlex-cwd-");
       try {
         const closed = join(root, "closed");
         mkdirSync(closed, { mode: 0o700 });
-        const folder = join(root, "thing");
-        cpSync(thing.dir, folder, { recursive: true, filter: (source) => !source.includes("/data") });
         copyFileSync(binaryPath(), join(folder, "flashlex"));
         const data = join(root, "data");
         mkdirSync(data);
@@ -176,11 +182,8 @@ describe("paths this user may not search", () => {
   test.skipIf(!asRoot)(
     "serve with a private key its user may not read, and a previous pair beside it: stops (77) naming the key and puts nothing back (it took the key for a torn renewal and restored the previous pair over it)",
     () => {
-      const root = mkdtempSync(join(tmpdir(), "flashlex-unreadable-key-"));
-      chmodSync(root, 0o755);
+      const { root, folder } = openCopy("flashlex-unreadable-key-");
       try {
-        const folder = join(root, "thing");
-        cpSync(thing.dir, folder, { recursive: true, filter: (source) => !source.includes("/data") });
         const keyName = thing.pki.thing.privateKeyPath.slice(thing.keysDir.length + 1);
         const certName = thing.pki.thing.certPath.slice(thing.keysDir.length + 1);
         const key = join(folder, "keys", keyName);
@@ -239,13 +242,10 @@ describe("paths this user may not search", () => {
 
   test.skipIf(!asRoot)("install-service --dry-run as the thing's user, with -d under a directory it may not enter, says which directory and the fix", () => {
     const user = ordinaryAccount();
-    const root = mkdtempSync(join(tmpdir(), "flashlex-dry-run-"));
-    chmodSync(root, 0o755);
+    const { root, folder } = openCopy("flashlex-dry-run-");
     try {
       const closed = join(root, "closed");
       mkdirSync(closed, { mode: 0o700 });
-      const folder = join(root, "thing");
-      cpSync(thing.dir, folder, { recursive: true, filter: (source) => !source.includes("/data") });
       execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, folder]);
       const asUser = ["setpriv", `--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups"];
       const result = runAs(asUser, [binaryPath(), "install-service", "--dry-run", "-c", join(folder, "config.yml"), "-d", join(closed, "data")]);

@@ -29,7 +29,7 @@ import { normalisePrivateKey } from "../../crypto/key-files.ts";
 import { spkiDer } from "../../crypto/keys.ts";
 import { fsyncDirectory, renameDurably, writeFileDurably } from "../../shared/durable-files.ts";
 import type { Logger } from "../../shared/log.ts";
-import { pathExists } from "../../shared/path-exists.ts";
+import { isNotThere, pathExists } from "../../shared/path-exists.ts";
 
 export type RenewalStep = "key-staged" | "cert-staged" | "previous-saved" | "cert-swapped" | "key-swapped" | "committed";
 
@@ -83,8 +83,7 @@ function readIfThere(file: string): Buffer | undefined {
   try {
     return readFileSync(file);
   } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOENT" || code === "ENOTDIR") return undefined;
+    if (isNotThere(err)) return undefined;
     throw err;
   }
 }
