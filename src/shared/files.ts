@@ -10,7 +10,6 @@
  * directory it removes the temporary files that processes no longer alive left there
  * (`sweepDeadWriters`).
  */
-
 import {
   chownSync,
   closeSync,

@@ -3,7 +3,6 @@
  * asks before it loads anything, so this module loads nothing (no YAML, no schema) and a
  * command's `--help` can answer it at once.
  */
-
 import { readdirSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { UsageError } from "../shared/errors.ts";

@@ -2,7 +2,6 @@
  * The thing's settings: its config.yml (the guide's format, schema in src/protocol/
  * thing-config.ts) loaded and validated, with every path made absolute.
  */
-
 import { dirname, join, resolve } from "node:path";
 import type * as ThingConfigSchema from "../protocol/thing-config.ts";
 import type { ThingYaml } from "../protocol/thing-config.ts";

@@ -1,5 +1,4 @@
 /** What the hub commands share: --dir, --db and --json, the hub they name, a thing by any of its names. */
-
 import { accessSync, constants, lstatSync, statSync } from "node:fs";
 import { dirname, extname, resolve } from "node:path";
 import { isatty } from "node:tty";

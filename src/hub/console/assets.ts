@@ -10,10 +10,8 @@
  * dynamic ones too); a hub run from source (its client/ folder is on disk) bundles the sources
  * in memory at first use. The generated file is never committed (.gitignore).
  */
-
 import { createHash } from "node:crypto";
 import { pathExists } from "../../shared/path-exists.ts";
-
 import css from "./assets/console.css" with { type: "text" };
 import { bundleConsoleClient, CLIENT_ENTRY } from "./build-client.ts";
 

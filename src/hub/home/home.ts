@@ -2,7 +2,6 @@
  * src/hub/home: the hub home directory: its paths (paths.ts) and how to open it (home.ts), its settings,
  * hub.yml (settings.ts), making a new one (init.ts), and the operator's tokens (tokens.ts).
  */
-
 import { randomBytes } from "node:crypto";
 import { accessSync, constants, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";

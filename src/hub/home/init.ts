@@ -1,7 +1,6 @@
 /**
  * `hub init`: a new hub home, made whole or not at all.
  */
-
 import { randomUUID } from "node:crypto";
 import { chmodSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
 import { isIP } from "node:net";

@@ -15,7 +15,6 @@
  * copy, or set `hub.instance`. The external broker client names such a clash when it sees it
  * (broker/external.ts, `mqtt.client_id_clash`).
  */
-
 import { createHash } from "node:crypto";
 import { readFileSync, realpathSync } from "node:fs";
 import { hostname } from "node:os";

@@ -13,7 +13,6 @@
  *
  * A thing authenticates as for collect (the same JWT, the same one function).
  */
-
 import { statSync } from "node:fs";
 import { isUuid } from "../../protocol/ids.ts";
 import { VERSION_PATTERN } from "../../protocol/release-manifest.ts";

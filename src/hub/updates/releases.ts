@@ -11,7 +11,6 @@
  * checked). Idempotent for the same manifest; another manifest
  * under a version already stored is refused (a version names one set of bytes, for good).
  */
-
 import { createHash } from "node:crypto";
 import { chmodSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";

@@ -9,7 +9,6 @@
  *
  * `hub init` makes it; a home made before updates existed gets it on first use.
  */
-
 import { createPrivateKey } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";

@@ -13,7 +13,6 @@
  * unless more than `maxFailures` things failed or rolled back: then the rollout stops and the
  * things not yet offered are `cancelled`. A new rollout replaces a running one.
  */
-
 import { MANIFEST_FILE } from "../../protocol/release-manifest.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { pathExists } from "../../shared/path-exists.ts";

@@ -2,7 +2,6 @@
  * src/thing/bootstrap: the self-test, one check after another (checks.ts); the certificate
  * chain is judged by a real TLS handshake on loopback (handshake-check.ts).
  */
-
 import { randomUUID } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import { accessSync, constants, statSync } from "node:fs";

@@ -18,7 +18,6 @@
  *     the config must be a valid thing config naming the same thing.
  *  5. The folder is written all or nothing (folder.ts).
  */
-
 import { createPublicKey, X509Certificate } from "node:crypto";
 import { join } from "node:path";
 import { parse } from "yaml";

@@ -2,7 +2,6 @@
  * The caller's end of serve's control socket (server.ts): a ThingAccess whose every call goes
  * to the running serve, answered the same way as in process.
  */
-
 import { FlashlexError, isErrorKind } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { pathExists } from "../../shared/path-exists.ts";

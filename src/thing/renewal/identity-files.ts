@@ -21,7 +21,6 @@
  * FLASHLEX_FAULT_KILL_AT_RENEWAL=<step> kills the process with SIGKILL right after that step, for
  * the tests (test/integration/renewal.test.ts) and only for them.
  */
-
 import { X509Certificate } from "node:crypto";
 import { readFileSync, rmSync } from "node:fs";
 import { dirname } from "node:path";

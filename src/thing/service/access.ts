@@ -8,7 +8,6 @@
  * By mode bits and the account's groups (owner, then group, then other, as the kernel decides
  * without ACLs), every directory on the way needing search permission. Only node: APIs.
  */
-
 import { statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";

@@ -5,7 +5,6 @@
  *
  * Only node: APIs here (no Bun globals), so the armv7 Node build runs it unchanged.
  */
-
 import { spawnSync } from "node:child_process";
 import { accessSync, chownSync, constants, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";

@@ -11,7 +11,6 @@
  * serve writes it at every start (atomically, when it changed), so the unit can name it from
  * the day the service is installed.
  */
-
 import { mkdirSync, readFileSync } from "node:fs";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { pathExists } from "../../shared/path-exists.ts";

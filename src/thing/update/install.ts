@@ -14,7 +14,6 @@
  * binary's watchdog decide (guard.ts, updater.ts); a new binary that says it is another version
  * than its release is known by its digest (isInstalledBinary) and rolled back.
  */
-
 import { createHash } from "node:crypto";
 import { chmodSync, closeSync, copyFileSync, linkSync, openSync, readSync, renameSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";

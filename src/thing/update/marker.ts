@@ -12,7 +12,6 @@
  * `pending` and `rolled-back` are lines of `NAME='value'`, so the guard reads them with `sed`
  * (never by sourcing them); values that cannot be written so (a `'` or a line break) are refused.
  */
-
 import { mkdirSync, readFileSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { FlashlexError } from "../../shared/errors.ts";
