@@ -6,6 +6,7 @@
  * start); a change within the second before a look is not seen.
  */
 import { statSync } from "node:fs";
+import { dirname } from "node:path";
 import { isNotThere } from "./path-exists.ts";
 
 /** How often the files are looked at, in ms. */
@@ -26,10 +27,26 @@ export function watchFileIdentity(files: readonly string[], onGone: (file: strin
     }
   };
   const started = files.map(inodeOf);
+  // The directories above each file, as they were: a round that cannot look at the file still
+  // sees one of them removed or replaced (a data directory put back root's and 0700 by a `sudo`
+  // run), where the file's own look fails.
+  const above = files.map((file) => {
+    const dirs: { dir: string; ino: number | undefined | null }[] = [];
+    for (let at = dirname(file); ; at = dirname(at)) {
+      dirs.push({ dir: at, ino: inodeOf(at) });
+      if (dirname(at) === at) break;
+    }
+    return dirs;
+  });
+  const replacedAbove = (i: number) =>
+    above[i]!.some(({ dir, ino }) => {
+      const now = typeof ino === "number" ? inodeOf(dir) : null;
+      return now !== null && now !== ino;
+    });
   const timer = setInterval(() => {
     const gone = files.find((file, i) => {
       const now = inodeOf(file);
-      if (now === null) return false;
+      if (now === null) return replacedAbove(i);
       if (started[i] === null) {
         started[i] = now; // seen for the first time now
         return false;

@@ -53,8 +53,8 @@ export interface ConfigLocation {
  */
 export function defaultKeysDir(configDir: string, privateKeyName: string): string {
   const keysDir = join(configDir, "keys");
-  // a keys/ this user may not look into is there all the same: reading the key then says why
-  if (pathExists(join(keysDir, privateKeyName), { cannotLook: true })) return keysDir;
+  // a keys/ this user may not look into: the key beside the config (the guide's layout) first, else keys/ (below), whose read says why
+  if (pathExists(join(keysDir, privateKeyName), { cannotLook: false })) return keysDir;
   if (pathExists(join(configDir, privateKeyName))) return configDir;
   return pathExists(keysDir) ? keysDir : configDir;
 }

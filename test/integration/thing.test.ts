@@ -8,7 +8,21 @@
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { chmodSync, chownSync, copyFileSync, cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -202,6 +216,64 @@ describe("paths this user may not search", () => {
       }
     },
   );
+
+  test.skipIf(!asRoot)(
+    "serve whose data directory is put back root's and 0700 while it runs (a `sudo` run after `rm -rf data`) stops (74) as for a removed database (it went on, on the unlinked one)",
+    async () => {
+      const { root, folder } = openCopy("flashlex-data-swap-");
+      try {
+        execFileSync("chown", ["-R", "65534:65534", folder]);
+        const data = join(folder, "data");
+        const serve = Bun.spawn([...asNobody, binaryPath(), "serve", "-c", join(folder, "config.yml")], { stdout: "pipe", stderr: "pipe" });
+        const stderr = new Response(serve.stderr).text();
+        await waitUntil("serve made its database", () => existsSync(join(data, "subscription.db")), 20_000);
+        await Bun.sleep(1500);
+        renameSync(data, `${data}.old`);
+        mkdirSync(data, { mode: 0o700 });
+        const code = await Promise.race([serve.exited, Bun.sleep(15_000).then(() => "running")]);
+        if (code === "running") serve.kill("SIGKILL");
+        expect({ code, gone: (await stderr).includes("subscription.db") }).toEqual({ code: 74, gone: true });
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    },
+    40_000,
+  );
+
+  test.skipIf(!asRoot)(
+    "serve over a staged key its user may not read (a `sudo` serve stopped mid-renewal), with the current pair whole: drops it and runs, as before the sweep (it stopped with 77)",
+    () => {
+      const { root, folder } = openCopy("flashlex-staged-root-");
+      try {
+        execFileSync("chown", ["-R", "65534:65534", folder]);
+        const key = join(folder, "keys", thing.pki.thing.privateKeyPath.slice(thing.keysDir.length + 1));
+        copyFileSync(key, `${key}.next`); // root's, 0600
+        const result = Bun.spawnSync([...asNobody, binaryPath(), "serve", "-c", join(folder, "config.yml")], {
+          stdout: "pipe",
+          stderr: "pipe",
+          timeout: 3_000,
+        });
+        expect(result.stderr.toString()).toContain("dropped a key staged before its certificate");
+        expect(existsSync(`${key}.next`)).toBe(false);
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    },
+  );
+
+  test.skipIf(!asRoot)("the guide's layout (keys beside config.yml) wins over a keys/ this user may not enter", () => {
+    const { root, folder } = openCopy("flashlex-keys-beside-");
+    try {
+      for (const name of readdirSync(join(folder, "keys"))) renameSync(join(folder, "keys", name), join(folder, name));
+      execFileSync("chown", ["-R", "65534:65534", folder]);
+      chownSync(join(folder, "keys"), 0, 0);
+      chmodSync(join(folder, "keys"), 0o700);
+      const result = Bun.spawnSync([...asNobody, binaryPath(), "serve", "-c", join(folder, "config.yml")], { stdout: "pipe", stderr: "pipe", timeout: 3_000 });
+      expect(result.stderr.toString()).toContain("serve.started");
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
+  });
 
   test.skipIf(!asRoot)(
     "-c in a directory this user may not enter: 78 naming the config, not serve's socket beside it (a command asks a running serve first)",

@@ -83,6 +83,8 @@ function readIfThere(file: string): Buffer | undefined {
     return readFileSync(file);
   } catch (err) {
     if (isNotThere(err)) return undefined;
+    // Bun's readFileSync leaves out the path for some errors (EISDIR): the message must name the file
+    if (!(err as NodeJS.ErrnoException).path) Object.assign(err as object, { path: file });
     throw err;
   }
 }
@@ -91,6 +93,21 @@ function pairMatches(keyFile: string, certFile: string): boolean {
   const key = keySpki(keyFile);
   const cert = certSpki(certFile);
   return key !== undefined && cert !== undefined && key.equals(cert);
+}
+
+/**
+ * Whether the staged pair matches, with the current pair whole: a staged file this user may not
+ * read (left root's by a `sudo` serve stopped with a key staged) cannot be rolled forward, and is
+ * dropped as a torn one is (the hub keeps the old key until the new one is used).
+ */
+function stagedPairUsable(K: string, C: string): boolean {
+  try {
+    return pairMatches(next(K), next(C));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EACCES" || code === "EPERM") return false;
+    throw err;
+  }
 }
 
 /** Step 1: the new key, 0600, durable. */
@@ -165,7 +182,7 @@ export function recoverIdentityFiles(paths: IdentityPaths, log: Logger): { pendi
   const C = paths.cert;
   let recovered: string | undefined;
   if (pairMatches(K, C)) {
-    if (pathExists(next(K), CANNOT_LOOK_IS_ABSENT) && pairMatches(next(K), next(C))) {
+    if (pathExists(next(K), CANNOT_LOOK_IS_ABSENT) && stagedPairUsable(K, C)) {
       swapStaged(paths); // crashed after step 2, 3: roll forward
       recovered = "rolled forward a staged renewal";
     } else if (pathExists(next(K), CANNOT_LOOK_IS_ABSENT) || pathExists(next(C), CANNOT_LOOK_IS_ABSENT)) {
