@@ -3,7 +3,7 @@
  * asks before it loads anything, so this module loads nothing (no YAML, no schema) and a
  * command's `--help` can answer it at once.
  */
-import { readdirSync } from "node:fs";
+import { accessSync, constants, readdirSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { UsageError } from "../shared/errors.ts";
 import { pathExists, pathKind } from "../shared/path-exists.ts";
@@ -29,10 +29,13 @@ export function locateConfig(given: string | undefined, places: { cwd: string; b
   const here = join(places.cwd, CONFIG_FILE_NAME);
   // A working directory this user may not search (`sudo -u pi /home/pi/thing/flashlex` typed in
   // /root) holds no config for it: the one beside the binary still counts; with none there, say why.
+  // Only then: a ./config.yml it may not look at in a directory it may enter (a link into a closed
+  // one) is this folder's config all the same, and taking another thing's instead would be wrong.
   let cannotLookHere: unknown;
   try {
     if (pathExists(here)) return { file: here, origin: "found in the current directory" };
   } catch (err) {
+    if (mayEnter(places.cwd)) throw err;
     cannotLookHere = err;
   }
   const beside = join(places.binaryDir, CONFIG_FILE_NAME);
@@ -71,6 +74,16 @@ export function checkDataDirectory(given: string, options: { flag: string; exist
   if (here === "none" && pathKind(dirname(dir)) !== "directory") throw new UsageError(`${flag} ${given}: no such directory, nor ${dirname(dir)}; ${advice}`);
   if (here === "none" && options.existing) {
     throw new UsageError(`${flag} ${given}: no such directory (serve makes its data directory when it first runs); ${advice}`);
+  }
+}
+
+/** Whether this user may search `dir` (access(2) X_OK). */
+function mayEnter(dir: string): boolean {
+  try {
+    accessSync(dir, constants.X_OK);
+    return true;
+  } catch {
+    return false;
   }
 }
 

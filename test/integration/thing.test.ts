@@ -21,6 +21,7 @@ import {
   renameSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { createServer } from "node:net";
@@ -187,6 +188,29 @@ describe("paths this user may not search", () => {
         execFileSync("chmod", ["-R", "a+rX", folder]);
         const listed = runAs(asNobody, [join(folder, "flashlex"), "messages", "list", "-d", data], closed);
         expect(listed).toMatchObject({ code: 0, stderr: "" });
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    },
+  );
+
+  test.skipIf(!asRoot)(
+    "a ./config.yml this user may not look at, in a directory it may enter, is refused (77) naming it, never passed over for the config beside the binary (another thing's)",
+    () => {
+      const { root, folder } = openCopy("flashlex-cwd-link-");
+      try {
+        const closed = join(root, "closed");
+        mkdirSync(closed, { mode: 0o700 });
+        const here = join(root, "here");
+        mkdirSync(here);
+        symlinkSync(join(closed, "config.yml"), join(here, "config.yml"));
+        copyFileSync(binaryPath(), join(folder, "flashlex"));
+        execFileSync("chmod", ["-R", "a+rX", folder]);
+        const result = runAs(asNobody, [join(folder, "flashlex"), "messages", "list"], here);
+        expect({ code: result.code, stderr: result.stderr }).toEqual({
+          code: 77,
+          stderr: `flashlex: ${join(here, "config.yml")}: permission denied (EACCES)\n`,
+        });
       } finally {
         rmSync(root, { recursive: true, force: true });
       }
