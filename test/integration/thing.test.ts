@@ -165,101 +165,94 @@ describe("paths this user may not search", () => {
     return { code: result.exitCode, stdout: result.stdout.toString(), stderr: result.stderr.toString() };
   };
 
-  /** A copy of the thing's folder (without data/) in a new directory anyone may enter: `root` is removed after. */
+  const copies: string[] = [];
+  afterAll(() => {
+    for (const root of copies) rmSync(root, { recursive: true, force: true });
+  });
+  /**
+   * A copy of the thing's folder (without data/) in a new directory anyone may enter (`root`,
+   * removed after the tests), beside `closed`, root's and 0700: a directory nobody may enter.
+   */
   const openCopy = (prefix: string) => {
     const root = mkdtempSync(join(tmpdir(), prefix));
+    copies.push(root);
     chmodSync(root, 0o755);
     const folder = join(root, "thing");
     cpSync(thing.dir, folder, { recursive: true, filter: (source) => !source.includes("/data") });
-    return { root, folder };
+    const closed = join(root, "closed");
+    mkdirSync(closed, { mode: 0o700 });
+    return { root, folder, closed };
+  };
+  /** The binary copied into `folder` (as `./flashlex` sits in a thing's folder), the folder readable by all: its path. */
+  const binaryBeside = (folder: string) => {
+    copyFileSync(binaryPath(), join(folder, "flashlex"));
+    execFileSync("chmod", ["-R", "a+rX", folder]);
+    return join(folder, "flashlex");
   };
 
   test.skipIf(!asRoot)(
     "run from a working directory this user may not enter, a thing command still finds the config beside its binary (it was 77 on the working directory's config.yml)",
     () => {
-      const { root, folder } = openCopy("flashlex-cwd-");
-      try {
-        const closed = join(root, "closed");
-        mkdirSync(closed, { mode: 0o700 });
-        copyFileSync(binaryPath(), join(folder, "flashlex"));
-        const data = join(root, "data");
-        mkdirSync(data);
-        chownSync(data, 65534, 65534);
-        execFileSync("chmod", ["-R", "a+rX", folder]);
-        const listed = runAs(asNobody, [join(folder, "flashlex"), "messages", "list", "-d", data], closed);
-        expect(listed).toMatchObject({ code: 0, stderr: "" });
-      } finally {
-        rmSync(root, { recursive: true, force: true });
-      }
+      const { root, folder, closed } = openCopy("flashlex-cwd-");
+      const flashlex = binaryBeside(folder);
+      const data = join(root, "data");
+      mkdirSync(data);
+      chownSync(data, 65534, 65534);
+      const listed = runAs(asNobody, [flashlex, "messages", "list", "-d", data], closed);
+      expect(listed).toMatchObject({ code: 0, stderr: "" });
     },
   );
 
   test.skipIf(!asRoot)(
     "a ./config.yml this user may not look at, in a directory it may enter, is refused (77) naming it, never passed over for the config beside the binary (another thing's)",
     () => {
-      const { root, folder } = openCopy("flashlex-cwd-link-");
-      try {
-        const closed = join(root, "closed");
-        mkdirSync(closed, { mode: 0o700 });
-        const here = join(root, "here");
-        mkdirSync(here);
-        symlinkSync(join(closed, "config.yml"), join(here, "config.yml"));
-        copyFileSync(binaryPath(), join(folder, "flashlex"));
-        execFileSync("chmod", ["-R", "a+rX", folder]);
-        const result = runAs(asNobody, [join(folder, "flashlex"), "messages", "list"], here);
-        expect({ code: result.code, stderr: result.stderr }).toEqual({
-          code: 77,
-          stderr: `flashlex: ${join(here, "config.yml")}: permission denied (EACCES)\n`,
-        });
-      } finally {
-        rmSync(root, { recursive: true, force: true });
-      }
+      const { root, folder, closed } = openCopy("flashlex-cwd-link-");
+      const here = join(root, "here");
+      mkdirSync(here);
+      symlinkSync(join(closed, "config.yml"), join(here, "config.yml"));
+      const result = runAs(asNobody, [binaryBeside(folder), "messages", "list"], here);
+      expect({ code: result.code, stderr: result.stderr }).toEqual({
+        code: 77,
+        stderr: `flashlex: ${join(here, "config.yml")}: permission denied (EACCES)\n`,
+      });
     },
   );
 
   test.skipIf(!asRoot)(
     "serve with a private key its user may not read, and a previous pair beside it: stops (77) naming the key and puts nothing back (it took the key for a torn renewal and restored the previous pair over it)",
     () => {
-      const { root, folder } = openCopy("flashlex-unreadable-key-");
-      try {
-        const keyName = thing.pki.thing.privateKeyPath.slice(thing.keysDir.length + 1);
-        const certName = thing.pki.thing.certPath.slice(thing.keysDir.length + 1);
-        const key = join(folder, "keys", keyName);
-        copyFileSync(key, `${key}.previous`);
-        copyFileSync(join(folder, "keys", certName), join(folder, "keys", `${certName}.previous`));
-        execFileSync("chown", ["-R", "65534:65534", folder]);
-        chownSync(key, 0, 0); // left root's by a `sudo` run: 0600, unreadable for the service user
-        const before = readFileSync(key);
-        const result = runAs(asNobody, [binaryPath(), "serve", "-c", join(folder, "config.yml")]);
-        expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 77, stderr: `flashlex: ${key}: permission denied (EACCES)\n` });
-        expect(statSync(key).uid).toBe(0);
-        expect(readFileSync(key).equals(before)).toBe(true);
-        expect(existsSync(`${key}.previous`)).toBe(true);
-      } finally {
-        rmSync(root, { recursive: true, force: true });
-      }
+      const { folder } = openCopy("flashlex-unreadable-key-");
+      const keyName = thing.pki.thing.privateKeyPath.slice(thing.keysDir.length + 1);
+      const certName = thing.pki.thing.certPath.slice(thing.keysDir.length + 1);
+      const key = join(folder, "keys", keyName);
+      copyFileSync(key, `${key}.previous`);
+      copyFileSync(join(folder, "keys", certName), join(folder, "keys", `${certName}.previous`));
+      execFileSync("chown", ["-R", "65534:65534", folder]);
+      chownSync(key, 0, 0); // left root's by a `sudo` run: 0600, unreadable for the service user
+      const before = readFileSync(key);
+      const result = runAs(asNobody, [binaryPath(), "serve", "-c", join(folder, "config.yml")]);
+      expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 77, stderr: `flashlex: ${key}: permission denied (EACCES)\n` });
+      expect(statSync(key).uid).toBe(0);
+      expect(readFileSync(key).equals(before)).toBe(true);
+      expect(existsSync(`${key}.previous`)).toBe(true);
     },
   );
 
   test.skipIf(!asRoot)(
     "serve whose data directory is put back root's and 0700 while it runs (a `sudo` run after `rm -rf data`) stops (74) as for a removed database (it went on, on the unlinked one)",
     async () => {
-      const { root, folder } = openCopy("flashlex-data-swap-");
-      try {
-        execFileSync("chown", ["-R", "65534:65534", folder]);
-        const data = join(folder, "data");
-        const serve = Bun.spawn([...asNobody, binaryPath(), "serve", "-c", join(folder, "config.yml")], { stdout: "pipe", stderr: "pipe" });
-        const stderr = new Response(serve.stderr).text();
-        await waitUntil("serve made its database", () => existsSync(join(data, "subscription.db")), 20_000);
-        await Bun.sleep(1500);
-        renameSync(data, `${data}.old`);
-        mkdirSync(data, { mode: 0o700 });
-        const code = await Promise.race([serve.exited, Bun.sleep(15_000).then(() => "running")]);
-        if (code === "running") serve.kill("SIGKILL");
-        expect({ code, gone: (await stderr).includes("subscription.db") }).toEqual({ code: 74, gone: true });
-      } finally {
-        rmSync(root, { recursive: true, force: true });
-      }
+      const { folder } = openCopy("flashlex-data-swap-");
+      execFileSync("chown", ["-R", "65534:65534", folder]);
+      const data = join(folder, "data");
+      const serve = Bun.spawn([...asNobody, binaryPath(), "serve", "-c", join(folder, "config.yml")], { stdout: "pipe", stderr: "pipe" });
+      const stderr = new Response(serve.stderr).text();
+      await waitUntil("serve made its database", () => existsSync(join(data, "subscription.db")), 20_000);
+      await Bun.sleep(1500);
+      renameSync(data, `${data}.old`);
+      mkdirSync(data, { mode: 0o700 });
+      const code = await Promise.race([serve.exited, Bun.sleep(15_000).then(() => "running")]);
+      if (code === "running") serve.kill("SIGKILL");
+      expect({ code, gone: (await stderr).includes("subscription.db") }).toEqual({ code: 74, gone: true });
     },
     40_000,
   );
@@ -267,36 +260,28 @@ describe("paths this user may not search", () => {
   test.skipIf(!asRoot)(
     "serve over a staged key its user may not read (a `sudo` serve stopped mid-renewal), with the current pair whole: drops it and runs, as before the sweep (it stopped with 77)",
     () => {
-      const { root, folder } = openCopy("flashlex-staged-root-");
-      try {
-        execFileSync("chown", ["-R", "65534:65534", folder]);
-        const key = join(folder, "keys", thing.pki.thing.privateKeyPath.slice(thing.keysDir.length + 1));
-        copyFileSync(key, `${key}.next`); // root's, 0600
-        const result = Bun.spawnSync([...asNobody, binaryPath(), "serve", "-c", join(folder, "config.yml")], {
-          stdout: "pipe",
-          stderr: "pipe",
-          timeout: 3_000,
-        });
-        expect(result.stderr.toString()).toContain("dropped a key staged before its certificate");
-        expect(existsSync(`${key}.next`)).toBe(false);
-      } finally {
-        rmSync(root, { recursive: true, force: true });
-      }
+      const { folder } = openCopy("flashlex-staged-root-");
+      execFileSync("chown", ["-R", "65534:65534", folder]);
+      const key = join(folder, "keys", thing.pki.thing.privateKeyPath.slice(thing.keysDir.length + 1));
+      copyFileSync(key, `${key}.next`); // root's, 0600
+      const result = Bun.spawnSync([...asNobody, binaryPath(), "serve", "-c", join(folder, "config.yml")], {
+        stdout: "pipe",
+        stderr: "pipe",
+        timeout: 3_000,
+      });
+      expect(result.stderr.toString()).toContain("dropped a key staged before its certificate");
+      expect(existsSync(`${key}.next`)).toBe(false);
     },
   );
 
   test.skipIf(!asRoot)("the guide's layout (keys beside config.yml) wins over a keys/ this user may not enter", () => {
-    const { root, folder } = openCopy("flashlex-keys-beside-");
-    try {
-      for (const name of readdirSync(join(folder, "keys"))) renameSync(join(folder, "keys", name), join(folder, name));
-      execFileSync("chown", ["-R", "65534:65534", folder]);
-      chownSync(join(folder, "keys"), 0, 0);
-      chmodSync(join(folder, "keys"), 0o700);
-      const result = Bun.spawnSync([...asNobody, binaryPath(), "serve", "-c", join(folder, "config.yml")], { stdout: "pipe", stderr: "pipe", timeout: 3_000 });
-      expect(result.stderr.toString()).toContain("serve.started");
-    } finally {
-      rmSync(root, { recursive: true, force: true });
-    }
+    const { folder } = openCopy("flashlex-keys-beside-");
+    for (const name of readdirSync(join(folder, "keys"))) renameSync(join(folder, "keys", name), join(folder, name));
+    execFileSync("chown", ["-R", "65534:65534", folder]);
+    chownSync(join(folder, "keys"), 0, 0);
+    chmodSync(join(folder, "keys"), 0o700);
+    const result = Bun.spawnSync([...asNobody, binaryPath(), "serve", "-c", join(folder, "config.yml")], { stdout: "pipe", stderr: "pipe", timeout: 3_000 });
+    expect(result.stderr.toString()).toContain("serve.started");
   });
 
   test.skipIf(!asRoot)(
@@ -338,20 +323,14 @@ describe("paths this user may not search", () => {
 
   test.skipIf(!asRoot)("install-service --dry-run as the thing's user, with -d under a directory it may not enter, says which directory and the fix", () => {
     const user = ordinaryAccount();
-    const { root, folder } = openCopy("flashlex-dry-run-");
-    try {
-      const closed = join(root, "closed");
-      mkdirSync(closed, { mode: 0o700 });
-      execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, folder]);
-      const asUser = ["setpriv", `--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups"];
-      const result = runAs(asUser, [binaryPath(), "install-service", "--dry-run", "-c", join(folder, "config.yml"), "-d", join(closed, "data")]);
-      expect(result).toMatchObject({
-        code: 77,
-        stderr: `flashlex: ${user.name} cannot reach ${join(closed, "data")}: it may not enter ${closed} (fix: sudo chmod o+x ${closed}, or move the thing's folder)\n`,
-      });
-    } finally {
-      rmSync(root, { recursive: true, force: true });
-    }
+    const { folder, closed } = openCopy("flashlex-dry-run-");
+    execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, folder]);
+    const asUser = ["setpriv", `--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups"];
+    const result = runAs(asUser, [binaryPath(), "install-service", "--dry-run", "-c", join(folder, "config.yml"), "-d", join(closed, "data")]);
+    expect(result).toMatchObject({
+      code: 77,
+      stderr: `flashlex: ${user.name} cannot reach ${join(closed, "data")}: it may not enter ${closed} (fix: sudo chmod o+x ${closed}, or move the thing's folder)\n`,
+    });
   });
 
   test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
