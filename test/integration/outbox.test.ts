@@ -16,7 +16,7 @@
  */
 
 import { Database } from "bun:sqlite";
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { createServer } from "node:net";
@@ -40,6 +40,17 @@ process.once("exit", () => {
 afterAll(async () => {
   for (const child of background.reverse()) await child.stop(5_000);
   rmSync(work, { recursive: true, force: true });
+}, 30_000);
+
+// A test that fails before its own stop leaves its serve holding the thing's MQTT session and
+// database: stop what the test launched (not the hub of its describe), so the next test fails
+// (or passes) for its own reason.
+let launchedBeforeTest = 0;
+beforeEach(() => {
+  launchedBeforeTest = background.length;
+});
+afterEach(async () => {
+  for (const child of background.slice(launchedBeforeTest)) await child.stop(5_000);
 }, 30_000);
 
 function launch(args: string[], env?: Record<string, string>): Background {

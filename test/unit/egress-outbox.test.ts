@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "../../src/shared/log.ts";
 import { type DeliveryOutcome, MAX_RETRY_AFTER_MS, outcomeOf, PERMANENT_REFUSALS, retryAfterOf, retryDelayMs } from "../../src/thing/egress/delivery.ts";
-import { bearerErrorDescription, describeOffset, HubClock, SKEW_THRESHOLD_MS } from "../../src/thing/egress/hub-clock.ts";
+import { bearerErrorDescription, describeOffset, HubClock, SKEW_THRESHOLD_MS, sendWithHubTime } from "../../src/thing/egress/hub-clock.ts";
 import { OutboxDrainer, sendableEntry } from "../../src/thing/egress/outbox.ts";
 import { ThingTokens, TOKEN_REUSE_SECONDS } from "../../src/thing/egress/tokens.ts";
 import type { ThingIdentity } from "../../src/thing/identity.ts";
@@ -71,6 +71,33 @@ describe("clock-skew correction", () => {
     clock.observe(httpDate(local + SKEW_THRESHOLD_MS * 0.8), local); // still off by more than half: stays corrected
     expect(clock.offsetMs).toBeGreaterThan(SKEW_THRESHOLD_MS / 2);
     expect(lines.filter((l) => l.includes("clock."))).toHaveLength(1);
+  });
+
+  test("a 401 to a token signed with a correction the clock no longer makes is sent again, also when another request moved the clock meanwhile", async () => {
+    // serve on a clock a day behind, fixed by NTP: its update check (or any concurrent request)
+    // sees the hub's Date first and ends the episode while a collect's token, signed a day
+    // ahead of the now right clock, is on its way. Its 401 changes the clock no further, yet its
+    // token was signed with the old correction: it is sent again, not queued (a CI run queued it).
+    let local = Date.parse("2026-12-02T17:53:53Z");
+    const clock = new HubClock(createLogger({ write: () => {} }), () => local);
+    clock.observe(httpDate(local + 86_400_000), local);
+    expect(clock.offsetMs).toBeGreaterThan(86_000_000);
+    local += 86_400_000; // NTP steps the clock to the hub's
+    const answer = (status: number) => ({ status, headers: { date: httpDate(local) } });
+    const signedWith: number[] = [];
+    const answered = await sendWithHubTime(clock, async () => {
+      signedWith.push(clock.offsetMs);
+      if (signedWith.length > 1) return answer(200);
+      clock.observeAnswer(answer(200)); // the concurrent request's answer arrives first
+      return answer(401);
+    });
+    expect(signedWith).toEqual([signedWith[0]!, 0]);
+    expect(answered.status).toBe(200);
+
+    // a 401 for a token signed with the correction the clock still makes is not sent again
+    let sends = 0;
+    expect((await sendWithHubTime(clock, async () => (sends++, answer(401)))).status).toBe(401);
+    expect(sends).toBe(1);
   });
 
   test("a missing or unparsable Date changes nothing", () => {

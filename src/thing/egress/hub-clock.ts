@@ -73,18 +73,19 @@ export class HubClock {
     return this.appliedMs;
   }
 
-  /**
-   * Measures the offset from one answer. `date` is the answer's `Date` header (absent or
-   * unparsable: nothing changes); `receivedAt` the local time it arrived (Unix ms);
-   * `refusal` the `WWW-Authenticate` error description, logged as a hint when it names a time
-   * claim. Returns true when the correction changed by more than the threshold, i.e. a token
-   * signed before this answer is worth signing again.
-   */
   /** `observe` for an answer that arrived just now: its `Date`, and its refusal when a 401. */
   observeAnswer(answer: Pick<PostResult, "status" | "headers">): boolean {
     return this.observe(answerDate(answer), this.localNow(), answerRefusal(answer));
   }
 
+  /**
+   * Measures the offset from one answer. `date` is the answer's `Date` header (absent or
+   * unparsable: nothing changes); `receivedAt` the local time it arrived (Unix ms);
+   * `refusal` the `WWW-Authenticate` error description, logged as a hint when it names a time
+   * claim. Returns true when this answer changed the correction by more than the threshold
+   * (whether a refused token is worth signing again is `sendWithHubTime`'s question: another
+   * answer may have changed it first).
+   */
   observe(date: string | undefined, receivedAt: number, refusal?: string): boolean {
     const hubMs = date ? Date.parse(date) : NaN;
     if (!Number.isFinite(hubMs)) return false;
@@ -165,16 +166,21 @@ export function answerRefusal(answer: Pick<PostResult, "status" | "headers">): s
 
 /**
  * One request of the thing to its hub under `clock` (every route that carries the thing's JWT:
- * collect, updates, renewal): `send` signs its token with `clock.nowSeconds()`; the answer's
- * `Date` is measured, and when it shows the device clock off by a new amount and the hub refused
- * the token (401), the request is sent once more, its token signed with the corrected time. So a
- * wrong device clock costs one refused request, whatever the route. Without a clock, `send` once.
- * Returns the last answer; throws what `send` throws.
+ * collect, updates, renewal): `send` signs its token with `clock.nowSeconds()` before its first
+ * `await`; the answer's `Date` is measured, and when the hub refused the token (401) and the
+ * clock's correction now differs from the one the token was signed with by more than
+ * `SKEW_THRESHOLD_MS`, the request is sent once more, its token signed with the corrected time.
+ * The comparison is with the correction at signing, not with what this answer changed: serve's
+ * other requests (its update check, a renewal) may have measured the new offset while this one
+ * was on its way. So a wrong device clock costs one refused request, whatever the route.
+ * Without a clock, `send` once. Returns the last answer; throws what `send` throws.
  */
 export async function sendWithHubTime<A extends Pick<PostResult, "status" | "headers">>(clock: HubClock | undefined, send: () => Promise<A>): Promise<A> {
+  const signedWithMs = clock?.offsetMs ?? 0;
   let answer = await send();
   if (!clock) return answer;
-  if (clock.observeAnswer(answer) && answer.status === 401) {
+  clock.observeAnswer(answer);
+  if (answer.status === 401 && Math.abs(clock.offsetMs - signedWithMs) > SKEW_THRESHOLD_MS) {
     answer = await send();
     clock.observeAnswer(answer);
   }
