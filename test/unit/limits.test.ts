@@ -139,6 +139,13 @@ describe("parseJsonDocument", () => {
       d: Number.MAX_VALUE,
     });
     expect(parseJsonDocument(`{"a": 1${"0".repeat(250)}}`)).toEqual({ a: 1e250 });
+    // deep inside arrays and objects, after many finite numbers: found, and where
+    expect(() => parseJsonDocument(`{"a": [${"1.5, ".repeat(500)}{"b": [[{"c": -1e400}]]}]}`, { source: "stdin" })).toThrow(
+      "stdin: the number at line 1, column 2522 is beyond",
+    );
+    // text that looks like a big exponent but is no number (UUIDs, hex) is kept as it is
+    const ids = ["0a1e9999-4c2d-4e5f-8a1b-2c3d4e5f6a7b", "ffe1234e-0000-4000-8000-00000000e999"];
+    expect(parseJsonDocument(JSON.stringify({ things: ids, message: 1e308 }))).toEqual({ things: ids, message: 1e308 });
   });
 
   test("any text at all: the parsed value equals JSON.parse's, or a JsonDocumentError, never another error", () => {
