@@ -124,11 +124,13 @@ for (const driver of DRIVERS) {
         got = (await store.getThing(t.id))!;
         expect(got.lastSeenAt).toBe(CREATED_AT + 200);
         expect((await store.getThing(u.id))!.lastSeenAt).toBe(CREATED_AT + 300);
-        expect((await store.getThings([u.id, "nope", t.id])).map((x) => x.id).sort()).toEqual([t.id, u.id].sort());
-        expect(await store.getThings([])).toEqual([]);
+        expect((await store.getThingTargets([u.id, "nope", t.id])).sort((a, b) => a.id.localeCompare(b.id))).toEqual(
+          [t, u].map(({ id, name, revokedAt }) => ({ id, name, revokedAt })).sort((a, b) => a.id.localeCompare(b.id)),
+        );
+        expect(await store.getThingTargets([])).toEqual([]);
         // more ids than one statement takes
         const many = Array.from({ length: 1200 }, (_, i) => `ffffffff-0000-4000-8000-${String(i).padStart(12, "0")}`);
-        expect((await store.getThings([...many, t.id])).map((x) => x.id)).toEqual([t.id]);
+        expect((await store.getThingTargets([...many, t.id])).map((x) => x.id)).toEqual([t.id]);
 
         expect(await store.revokeThing(t.id, CREATED_AT + 300)).toBe(true);
         expect(await store.revokeThing(t.id, CREATED_AT + 400)).toBe(false);

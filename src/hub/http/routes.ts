@@ -27,7 +27,7 @@ import type { HubUseCases } from "../hub.ts";
 import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
 import { fanOutBodyLimit, MAX_FAN_OUT_THINGS, publishTextLimit, THING_DELETED } from "../messages/messages.ts";
 import { type HubObserver, methodLabel } from "../metrics/observer.ts";
-import type { MessageQuery, ThingRecord } from "../store/hub-store.ts";
+import type { MessageQuery, ThingRecord, ThingTarget } from "../store/hub-store.ts";
 import {
   ClientGoneError,
   decodePathSegment,
@@ -208,13 +208,13 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       if (seen.has(id.toLowerCase())) throw new HttpError(400, `things[${i}] repeats ${id}`);
       seen.add(id.toLowerCase());
     }
-    const found = await things.getMany([...seen]);
+    const found = await things.targets([...seen]);
     const unknown = found.flatMap((thing, i) => (thing ? [] : [`things[${i}] ${ids[i]}`]));
     if (unknown.length) {
       const more = unknown.length > 3 ? ` and ${unknown.length - 3} more` : "";
       throw new HttpError(404, `no such thing: ${unknown.slice(0, 3).join(", ")}${more}`);
     }
-    const targets = found as ThingRecord[];
+    const targets = found as ThingTarget[];
     const sent = await messages.sendToMany(targets, (body as { message: unknown }).message);
     const refused = sent.filter((s) => "refused" in s).length;
     const deleted = sent.filter((s) => "thingDeleted" in s).length;

@@ -15,7 +15,7 @@ import { GroupCommit } from "../../shared/group-commit.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import type { HubHome } from "../home/home.ts";
-import type { HubStore, MessageInsert, MessageQuery, MessageRecord, MessageType, ThingRecord } from "../store/hub-store.ts";
+import type { HubStore, MessageInsert, MessageQuery, MessageRecord, MessageType, ThingRecord, ThingTarget } from "../store/hub-store.ts";
 import { type Archive, archivePageRows, openArchive } from "./archive.ts";
 import type { MessageFeed } from "./feed.ts";
 import { type MessagePages, openMessagePages } from "./pages.ts";
@@ -149,7 +149,7 @@ export class Messages {
    * (between its look-up and the commit) is a ConflictError too (THING_DELETED): the message is
    * not stored, so a delete always takes every message of its thing along.
    */
-  async send(thing: ThingRecord, message: unknown): Promise<SentIngress> {
+  async send(thing: ThingTarget, message: unknown): Promise<SentIngress> {
     const [record] = this.records([thing], message);
     const stored = await this.inserts.submit(record!);
     if (!stored.message) throw new ConflictError(THING_DELETED);
@@ -167,7 +167,7 @@ export class Messages {
    * answered as `refused`; the others stand. A thing deleted after it was looked up gets no copy
    * (`thingDeleted`). Gives one answer per thing, in order.
    */
-  async sendToMany(things: readonly ThingRecord[], message: unknown): Promise<(SentIngress | RefusedIngress | DeletedThingIngress)[]> {
+  async sendToMany(things: readonly ThingTarget[], message: unknown): Promise<(SentIngress | RefusedIngress | DeletedThingIngress)[]> {
     const records = this.records(things, message);
     const size = Buffer.byteLength(records[0]?.payload ?? "");
     const bytes = records.length * size;
@@ -196,7 +196,7 @@ export class Messages {
   }
 
   /** The ingress records for `message` to each of `things`; throws before anything is stored (see send). */
-  private records(things: readonly ThingRecord[], message: unknown): MessageRecord[] {
+  private records(things: readonly ThingTarget[], message: unknown): MessageRecord[] {
     const text = ingressBody(message, this.deps.home.settings.api.payloadLimitBytes);
     const revoked = things.find((thing) => thing.revokedAt !== null);
     if (revoked) throw new ConflictError(things.length === 1 ? "the thing is revoked" : `thing ${revoked.name} is revoked`);
@@ -215,7 +215,7 @@ export class Messages {
   }
 
   /** Publishes a stored ingress record to its thing (`logIt`: a hub.publish line); one the broker refuses is deleted again. */
-  private async handOver(thing: ThingRecord, record: MessageRecord, logIt: boolean): Promise<SentIngress | RefusedIngress> {
+  private async handOver(thing: ThingTarget, record: MessageRecord, logIt: boolean): Promise<SentIngress | RefusedIngress> {
     const { store, broker, log } = this.deps;
     const { flmessagespk } = record;
     try {

@@ -71,6 +71,12 @@ export interface ThingRecord {
   enrolledWith?: string | null;
 }
 
+/**
+ * What sending to a thing needs of it (Messages.send, sendToMany): a fan-out reads this for up to
+ * MAX_FAN_OUT_THINGS things, not their certificates and keys (~3 KB a thing).
+ */
+export type ThingTarget = Pick<ThingRecord, "id" | "name" | "revokedAt">;
+
 /** An enrolment token as stored: its hash, never the token itself. */
 export interface EnrolmentTokenRecord {
   /** a short public id for `hub enroll-token list|revoke` (not secret, not the token) */
@@ -247,8 +253,8 @@ export interface HubStore {
   insertThing(thing: ThingRecord): Promise<void>;
   getThing(id: string): Promise<ThingRecord | undefined>;
   getThingByName(name: string): Promise<ThingRecord | undefined>;
-  /** the things of `ids` (lower-case UUIDs) that exist, in no particular order; unknown ids are left out */
-  getThings(ids: readonly string[]): Promise<ThingRecord[]>;
+  /** the things of `ids` (lower-case UUIDs) that exist, as targets to send to, in no particular order; unknown ids are left out */
+  getThingTargets(ids: readonly string[]): Promise<ThingTarget[]>;
   listThings(): Promise<ThingRecord[]>;
   /** sets verified_at (first time only) and last_seen_at */
   markVerified(id: string, at: number): Promise<void>;

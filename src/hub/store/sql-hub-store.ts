@@ -9,6 +9,7 @@ import type {
   MessageRecord,
   MessageType,
   ThingRecord,
+  ThingTarget,
 } from "./hub-store.ts";
 import { type HubSql, type HubSqlValue, seqColumn } from "./sql.ts";
 import { sqlUpdateTables } from "./sql-update-tables.ts";
@@ -195,11 +196,14 @@ export function sqlHubStore(sql: HubSql): HubStore {
     insertThing: (t) => insertThing(sql, t),
     getThing: (id) => thingBy(sql, "id", id),
     getThingByName: (name) => thingBy(sql, "name", name),
-    async getThings(ids) {
-      const things: ThingRecord[] = [];
+    async getThingTargets(ids) {
+      const things: ThingTarget[] = [];
       for (const chunk of chunks(ids)) {
-        const rows = await sql.all<ThingRow>(`SELECT * FROM things WHERE id IN (${placeholders(chunk)})`, chunk);
-        things.push(...rows.map(toThing));
+        const rows = await sql.all<Pick<ThingRow, "id" | "name" | "revoked_at">>(
+          `SELECT id, name, revoked_at FROM things WHERE id IN (${placeholders(chunk)})`,
+          chunk,
+        );
+        for (const row of rows) things.push({ id: row.id, name: row.name, revokedAt: row.revoked_at });
       }
       return things;
     },

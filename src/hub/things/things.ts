@@ -13,7 +13,7 @@ import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { FlashlexError } from "../../shared/errors.ts";
 import type { HubHome } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
-import type { HubStore, MessageCounts, ThingRecord } from "../store/hub-store.ts";
+import type { HubStore, MessageCounts, ThingRecord, ThingTarget } from "../store/hub-store.ts";
 import { keyFileNames } from "./distribution.ts";
 import { type CreatedThing, createThing, findThing, readDistribution } from "./provision.ts";
 import { CrlFilesNotWritten, writeRevocationLists } from "./revocation.ts";
@@ -153,10 +153,10 @@ export class Things {
     return this.deps.store.getThing(id.toLowerCase());
   }
 
-  /** The things of `ids` (UUIDs, any case) in one lookup, in the order given; undefined where there is none. */
-  async getMany(ids: readonly string[]): Promise<(ThingRecord | undefined)[]> {
+  /** The things of `ids` (UUIDs, any case) to send to, in one lookup, in the order given; undefined where there is none. */
+  async targets(ids: readonly string[]): Promise<(ThingTarget | undefined)[]> {
     const wanted = ids.map((id) => id.toLowerCase());
-    const found = new Map((await this.deps.store.getThings(wanted)).map((thing) => [thing.id, thing]));
+    const found = new Map((await this.deps.store.getThingTargets(wanted)).map((thing) => [thing.id, thing]));
     return wanted.map((id) => found.get(id));
   }
 
