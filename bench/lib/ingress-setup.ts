@@ -70,15 +70,69 @@ export function payloadLines(count: number, bytes = 0): string {
  */
 const CHUNK = 20_000;
 
-/** Publishes every line as one QoS 1 message (mosquitto_pub -l, up to `maxInflight` unacknowledged). */
+/** What Mosquitto logs when a client id connects again while its connection is still open. */
+const PUBLISHER_RECONNECTED = "Client bench-pub already connected";
+
+/**
+ * mosquitto_pub 2.0.11 in line mode sometimes connects again in the middle of a stream (4 KiB
+ * lines, one run in ~20): Mosquitto logs the new connection as taking over the old one, what the
+ * old one had in flight is lost, and mosquitto_pub still exits 0. The run would then wait for
+ * messages that never come ("serve stopped short").
+ */
+export class PublisherReconnected extends Error {}
+
+/**
+ * Publishes every line as one QoS 1 message (mosquitto_pub -l, up to `maxInflight`
+ * unacknowledged). Throws PublisherReconnected when Mosquitto saw the publisher connect again
+ * meanwhile (messages lost), an Error when mosquitto_pub fails.
+ */
 export async function publishLines(s: IngressSetup, topic: string, lines: string, maxInflight = 1000): Promise<void> {
   const argv = ["mosquitto_pub", ...s.tls, "--cert", s.publisher.certPath, "--key", s.publisher.privateKeyPath];
   const all = lines.split("\n").filter(Boolean);
   for (let i = 0; i < all.length; i += CHUNK) {
     const chunk = `${all.slice(i, i + CHUNK).join("\n")}\n`;
+    const from = s.broker.log().length;
     const pub = Bun.spawn([...argv, "-i", "bench-pub", "-q", "1", "-M", String(maxInflight), "-t", topic, "-l"], { stdin: new Blob([chunk]), stderr: "pipe" });
     const [code, err] = await Promise.all([pub.exited, new Response(pub.stderr).text()]);
     if (code !== 0) throw new Error(`mosquitto_pub exited ${code}: ${err}`);
+    if (s.broker.log().slice(from).includes(PUBLISHER_RECONNECTED)) {
+      throw new PublisherReconnected(`mosquitto_pub connected again while publishing to ${topic} (Mosquitto: "${PUBLISHER_RECONNECTED}"): messages were lost`);
+    }
+  }
+}
+
+/**
+ * Queues every line for the offline persistent session `clientId` (subscribed to `topic` at QoS 1
+ * with the thing's certificate), as publishLines does; when the publisher lost messages, the
+ * session's queue is emptied (a clean connect) and made again, and the lines are published anew,
+ * at most three times. `onRetry` is told why.
+ */
+export async function queueLines(s: IngressSetup, session: { clientId: string; topic: string }, lines: string, onRetry: (why: string) => void): Promise<void> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await publishLines(s, session.topic, lines);
+    } catch (err) {
+      if (!(err instanceof PublisherReconnected) || attempt === 3) throw err;
+      onRetry(err.message);
+    }
+    const thing = s.thing.pki.thing;
+    const sub = (extra: string[]) => [
+      "mosquitto_sub",
+      ...s.tls,
+      "--cert",
+      thing.certPath,
+      "--key",
+      thing.privateKeyPath,
+      "-i",
+      session.clientId,
+      "-t",
+      session.topic,
+      "-E",
+      ...extra,
+    ];
+    for (const argv of [sub([]), sub(["-c", "-q", "1"])]) {
+      if ((await Bun.spawn(argv, { stdout: "ignore", stderr: "ignore" }).exited) !== 0) throw new Error(`${argv.join(" ")} failed`);
+    }
   }
 }
 

@@ -25,7 +25,7 @@ import { commitSha, packageVersion } from "../../scripts/build.ts";
 import { bundleForNode } from "../../scripts/bundle-node.ts";
 import { start } from "../../test/support/binary.ts";
 import { connected } from "../lib/broker.ts";
-import { type IngressSetup, ingressSetup, payloadLines, publishLines, restartWithEmptyDatabase, untilStored } from "../lib/ingress-setup.ts";
+import { type IngressSetup, ingressSetup, payloadLines, publishLines, queueLines, restartWithEmptyDatabase, untilStored } from "../lib/ingress-setup.ts";
 import { mib, statusKb } from "../lib/procs.ts";
 import { type BenchContext, measured, type Row, type RowResult, skipped } from "../lib/row.ts";
 import { interleave, median, perSecond } from "../lib/stats.ts";
@@ -101,18 +101,19 @@ export const ingress: Row = {
       const queued = async (id: string, measure: string, count: number, bytes: number, subject: Subject, target: RowResult["target"]) => {
         const lines = payloadLines(count, bytes);
         const peaks: number[] = [];
+        const retry = (why: string) => ctx.progress(`${id}: ${why}; the queue is emptied and published again`);
         const samples = await interleave(
           ctx.runs,
           async () => {
             const p0 = performance.now();
-            await publishLines(s, topic, lines);
+            await queueLines(s, { clientId: thing.thingName, topic }, lines, retry);
             if (bytes === 0) publisherRates.push(perSecond(count, performance.now() - p0));
             const r = await serveUntil(s, subject, count);
             peaks.push(r.peakKb);
             return perSecond(count, r.ms);
           },
           async () => {
-            await publishLines(s, SUB_TOPIC, lines);
+            await queueLines(s, { clientId: SUB_ID, topic: SUB_TOPIC }, lines, retry);
             return perSecond(count, await subUntil(s, count));
           },
           (i, a, b) => ctx.progress(`${id} ${i + 1}/${ctx.runs}: ${subject.label} ${a.toFixed(0)} msg/s, ${PEER} ${b.toFixed(0)} msg/s`),
