@@ -101,13 +101,28 @@ export async function publishLines(s: IngressSetup, topic: string, lines: string
   }
 }
 
+/** A persistent session of the bench: its client id and the topic it subscribes to at QoS 1, with the thing's certificate. */
+export interface BenchSession {
+  clientId: string;
+  topic: string;
+}
+
+/** Empties `session`'s queue at the broker (a clean connect drops the session) and makes it again, subscribed, offline. */
+export async function emptySessionQueue(s: IngressSetup, session: BenchSession): Promise<void> {
+  const thing = s.thing.pki.thing;
+  const tls = [...s.tls, "--cert", thing.certPath, "--key", thing.privateKeyPath];
+  const sub = (extra: string[]) => ["mosquitto_sub", ...tls, "-i", session.clientId, "-t", session.topic, "-E", ...extra];
+  for (const argv of [sub([]), sub(["-c", "-q", "1"])]) {
+    if ((await Bun.spawn(argv, { stdout: "ignore", stderr: "ignore" }).exited) !== 0) throw new Error(`${argv.join(" ")} failed`);
+  }
+}
+
 /**
- * Queues every line for the offline persistent session `clientId` (subscribed to `topic` at QoS 1
- * with the thing's certificate), as publishLines does; when the publisher lost messages, the
- * session's queue is emptied (a clean connect) and made again, and the lines are published anew,
- * at most three times. `onRetry` is told why.
+ * Queues every line for the offline `session`, as publishLines does; when the publisher lost
+ * messages, the session's queue is emptied and the lines are published anew, at most three
+ * times. `onRetry` is told why.
  */
-export async function queueLines(s: IngressSetup, session: { clientId: string; topic: string }, lines: string, onRetry: (why: string) => void): Promise<void> {
+export async function queueLines(s: IngressSetup, session: BenchSession, lines: string, onRetry: (why: string) => void): Promise<void> {
   for (let attempt = 1; ; attempt++) {
     try {
       return await publishLines(s, session.topic, lines);
@@ -115,24 +130,7 @@ export async function queueLines(s: IngressSetup, session: { clientId: string; t
       if (!(err instanceof PublisherReconnected) || attempt === 3) throw err;
       onRetry(err.message);
     }
-    const thing = s.thing.pki.thing;
-    const sub = (extra: string[]) => [
-      "mosquitto_sub",
-      ...s.tls,
-      "--cert",
-      thing.certPath,
-      "--key",
-      thing.privateKeyPath,
-      "-i",
-      session.clientId,
-      "-t",
-      session.topic,
-      "-E",
-      ...extra,
-    ];
-    for (const argv of [sub([]), sub(["-c", "-q", "1"])]) {
-      if ((await Bun.spawn(argv, { stdout: "ignore", stderr: "ignore" }).exited) !== 0) throw new Error(`${argv.join(" ")} failed`);
-    }
+    await emptySessionQueue(s, session);
   }
 }
 

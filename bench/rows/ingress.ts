@@ -25,7 +25,18 @@ import { commitSha, packageVersion } from "../../scripts/build.ts";
 import { bundleForNode } from "../../scripts/bundle-node.ts";
 import { start } from "../../test/support/binary.ts";
 import { connected } from "../lib/broker.ts";
-import { type IngressSetup, ingressSetup, payloadLines, publishLines, queueLines, restartWithEmptyDatabase, untilStored } from "../lib/ingress-setup.ts";
+import {
+  type BenchSession,
+  emptySessionQueue,
+  type IngressSetup,
+  ingressSetup,
+  PublisherReconnected,
+  payloadLines,
+  publishLines,
+  queueLines,
+  restartWithEmptyDatabase,
+  untilStored,
+} from "../lib/ingress-setup.ts";
 import { mib, statusKb } from "../lib/procs.ts";
 import { type BenchContext, measured, type Row, type RowResult, skipped } from "../lib/row.ts";
 import { interleave, median, perSecond } from "../lib/stats.ts";
@@ -53,12 +64,13 @@ async function serveUntil(s: IngressSetup, subject: Subject, count: number, duri
   const serve = start(["serve", ...s.thing.flags], { command: subject.command });
   let t0 = before ?? 0;
   try {
+    let publishing: Promise<void> | undefined;
     if (during) {
       await serve.waitFor(/mqtt\.subscribed/, 30_000);
       t0 = performance.now();
-      void during();
+      publishing = during();
     }
-    await untilStored(serve, count, { broker: s.broker });
+    await Promise.race([untilStored(serve, count, { broker: s.broker }), unlessFails(publishing)]);
     return { ms: performance.now() - t0, peakKb: statusKb(serve.proc.pid, "VmHWM") };
   } finally {
     await serve.stop();
@@ -76,10 +88,34 @@ async function subUntil(s: IngressSetup, count: number, during?: () => Promise<v
   const sub = Bun.spawn(subArgs(s, ["-C", String(count)]), { stdout: "ignore", stderr: "ignore" });
   await connected(s.broker, SUB_ID, from);
   const t0 = performance.now();
-  void during();
-  const code = await sub.exited;
-  if (code !== 0) throw new Error(`mosquitto_sub exited ${code}`);
+  try {
+    await Promise.race([sub.exited, unlessFails(during())]);
+  } finally {
+    sub.kill(); // the publisher failed: -C count would wait for ever
+  }
+  if (sub.exitCode !== 0) throw new Error(`mosquitto_sub exited ${sub.exitCode}`);
   return performance.now() - t0;
+}
+
+/** Never resolves; rejects as `publishing` does (a live run's publisher that failed ends its wait at once). */
+function unlessFails(publishing: Promise<void> | undefined): Promise<never> {
+  return new Promise((_, reject) => void publishing?.catch(reject));
+}
+
+/**
+ * `run`, again (at most three times in all) when its publisher lost messages (PublisherReconnected).
+ * What reached the broker after the run stopped waiting is then queued for `session`: emptied first.
+ */
+async function retryingLive(s: IngressSetup, session: BenchSession, run: () => Promise<number>, onRetry: (why: string) => void): Promise<number> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run();
+    } catch (err) {
+      if (!(err instanceof PublisherReconnected) || attempt === 3) throw err;
+      onRetry(err.message);
+    }
+    await emptySessionQueue(s, session);
+  }
 }
 
 export const ingress: Row = {
@@ -98,6 +134,8 @@ export const ingress: Row = {
       await register.stop();
       if ((await Bun.spawn(subArgs(s, ["-E"]), { stdout: "ignore", stderr: "ignore" }).exited) !== 0) throw new Error("mosquitto_sub -E failed");
 
+      const serveSession: BenchSession = { clientId: thing.thingName, topic };
+      const subSession: BenchSession = { clientId: SUB_ID, topic: SUB_TOPIC };
       const queued = async (id: string, measure: string, count: number, bytes: number, subject: Subject, target: RowResult["target"]) => {
         const lines = payloadLines(count, bytes);
         const peaks: number[] = [];
@@ -106,14 +144,14 @@ export const ingress: Row = {
           ctx.runs,
           async () => {
             const p0 = performance.now();
-            await queueLines(s, { clientId: thing.thingName, topic }, lines, retry);
+            await queueLines(s, serveSession, lines, retry);
             if (bytes === 0) publisherRates.push(perSecond(count, performance.now() - p0));
             const r = await serveUntil(s, subject, count);
             peaks.push(r.peakKb);
             return perSecond(count, r.ms);
           },
           async () => {
-            await queueLines(s, { clientId: SUB_ID, topic: SUB_TOPIC }, lines, retry);
+            await queueLines(s, subSession, lines, retry);
             return perSecond(count, await subUntil(s, count));
           },
           (i, a, b) => ctx.progress(`${id} ${i + 1}/${ctx.runs}: ${subject.label} ${a.toFixed(0)} msg/s, ${PEER} ${b.toFixed(0)} msg/s`),
@@ -137,10 +175,11 @@ export const ingress: Row = {
 
       // live: the publisher runs while the subscriber is connected
       const lines = payloadLines(big);
+      const liveRetry = (why: string) => ctx.progress(`ingress-live: ${why}; the run is made again`);
       const samples = await interleave(
         ctx.runs,
-        async () => perSecond(big, (await serveUntil(s, serve, big, () => publishLines(s, topic, lines))).ms),
-        async () => perSecond(big, await subUntil(s, big, () => publishLines(s, SUB_TOPIC, lines))),
+        () => retryingLive(s, serveSession, async () => perSecond(big, (await serveUntil(s, serve, big, () => publishLines(s, topic, lines))).ms), liveRetry),
+        () => retryingLive(s, subSession, async () => perSecond(big, await subUntil(s, big, () => publishLines(s, SUB_TOPIC, lines))), liveRetry),
         (i, a, b) => ctx.progress(`ingress-live ${i + 1}/${ctx.runs}: serve ${a.toFixed(0)} msg/s, ${PEER} ${b.toFixed(0)} msg/s`),
       );
       const ceiling = `for scale: mosquitto_pub -l -q 1 -M 1000 put ${median(publisherRates).toFixed(0)} msg/s into an offline session's queue (the queued rows' set-up)`;
