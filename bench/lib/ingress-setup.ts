@@ -120,12 +120,13 @@ export async function emptySessionQueue(s: IngressSetup, session: BenchSession):
 /**
  * Queues every line for the offline `session`, as publishLines does; when the publisher lost
  * messages, the session's queue is emptied and the lines are published anew, at most three
- * times. `onRetry` is told why.
+ * times. `onRetry` is told why. Resolves with the number of attempts it took.
  */
-export async function queueLines(s: IngressSetup, session: BenchSession, lines: string, onRetry: (why: string) => void): Promise<void> {
+export async function queueLines(s: IngressSetup, session: BenchSession, lines: string, onRetry: (why: string) => void): Promise<number> {
   for (let attempt = 1; ; attempt++) {
     try {
-      return await publishLines(s, session.topic, lines);
+      await publishLines(s, session.topic, lines);
+      return attempt;
     } catch (err) {
       if (!(err instanceof PublisherReconnected) || attempt === 3) throw err;
       onRetry(err.message);

@@ -71,7 +71,10 @@ async function serveUntil(s: IngressSetup, subject: Subject, count: number, duri
       publishing = during();
     }
     await Promise.race([untilStored(serve, count, { broker: s.broker }), unlessFails(publishing)]);
-    return { ms: performance.now() - t0, peakKb: statusKb(serve.proc.pid, "VmHWM") };
+    const result = { ms: performance.now() - t0, peakKb: statusKb(serve.proc.pid, "VmHWM") };
+    // the publisher may still be saying goodbye: the next run's must not take its client id over
+    await publishing?.catch(() => {});
+    return result;
   } finally {
     await serve.stop();
   }
@@ -88,13 +91,18 @@ async function subUntil(s: IngressSetup, count: number, during?: () => Promise<v
   const sub = Bun.spawn(subArgs(s, ["-C", String(count)]), { stdout: "ignore", stderr: "ignore" });
   await connected(s.broker, SUB_ID, from);
   const t0 = performance.now();
+  const publishing = during();
   try {
-    await Promise.race([sub.exited, unlessFails(during())]);
+    await Promise.race([sub.exited, unlessFails(publishing)]);
   } finally {
-    sub.kill(); // the publisher failed: -C count would wait for ever
+    // the publisher failed: -C count would wait for ever; gone before its session is emptied
+    sub.kill();
+    await sub.exited;
   }
   if (sub.exitCode !== 0) throw new Error(`mosquitto_sub exited ${sub.exitCode}`);
-  return performance.now() - t0;
+  const ms = performance.now() - t0;
+  await publishing.catch(() => {}); // as in serveUntil
+  return ms;
 }
 
 /** Never resolves; rejects as `publishing` does (a live run's publisher that failed ends its wait at once). */
@@ -144,8 +152,8 @@ export const ingress: Row = {
           ctx.runs,
           async () => {
             const p0 = performance.now();
-            await queueLines(s, serveSession, lines, retry);
-            if (bytes === 0) publisherRates.push(perSecond(count, performance.now() - p0));
+            const attempts = await queueLines(s, serveSession, lines, retry);
+            if (bytes === 0 && attempts === 1) publisherRates.push(perSecond(count, performance.now() - p0));
             const r = await serveUntil(s, subject, count);
             peaks.push(r.peakKb);
             return perSecond(count, r.ms);

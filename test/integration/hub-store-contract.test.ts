@@ -136,6 +136,8 @@ for (const driver of DRIVERS) {
         expect(await store.revokeThing(t.id, CREATED_AT + 400)).toBe(false);
         expect(await store.revokedSince(CREATED_AT + 300)).toEqual([t.name]);
         expect(await store.revokedSince(CREATED_AT + 301)).toEqual([]);
+        // a fan-out is refused for a revoked thing by its target's revokedAt
+        expect(await store.getThingTargets([t.id])).toEqual([{ id: t.id, name: t.name, revokedAt: CREATED_AT + 300 }]);
 
         await store.insertMessage(message("m1", t.id, "egress", 1000));
         const retired = { at: CREATED_AT + 500, certificates: [{ serial: "0DE1E7ED", notAfter: CREATED_AT + 10_000 }] };

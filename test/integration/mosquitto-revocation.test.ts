@@ -41,7 +41,8 @@ let A: HubThing, B: HubThing, C: HubThing, D: HubThing, E: HubThing, F: HubThing
 const clients: MqttClient[] = [];
 
 const withLogs = (what: string) => `${what}\n--- mosquitto ---\n${mosquitto?.log().slice(-4000)}\n--- hub ---\n${hub?.output().slice(-4000)}`;
-const attempt = (thing: HubThing, cert: Identity = thing) => attemptConnect({ port: mosquitto.port, caPem: thing.caPem, cert, clientId: thing.name });
+const attempt = (thing: HubThing, cert: Identity = thing, timeoutMs?: number) =>
+  attemptConnect({ port: mosquitto.port, caPem: thing.caPem, cert, clientId: thing.name, timeoutMs });
 async function connected(thing: HubThing): Promise<MqttClient> {
   const result = await attempt(thing);
   if (!result.client) throw new Error(withLogs(`${thing.name} could not connect: ${result.error?.message}`));
@@ -57,20 +58,21 @@ async function serveHub(env: Record<string, string> = {}): Promise<Background> {
   return hub;
 }
 
-/** Attempts a connect every 250 ms until the TLS handshake is refused as revoked; the ms it took. */
 /**
- * Resolves once `thing` is refused at the TLS handshake (certificate revoked), trying every
- * 250 ms; throws after `ms` with each attempt's time and outcome and both logs, so a slow step
- * (the hub's poll, the reload, an attempt's own wait) can be told from a missing one.
+ * Resolves once `thing` is refused at the TLS handshake (certificate revoked) within `ms` of the
+ * call, trying every 250 ms, each attempt given at most the time left (at least 1.5 s); throws
+ * otherwise with each attempt's time and outcome and both logs, so a slow step (the hub's poll,
+ * the reload, an attempt's own wait) can be told from a missing one.
  */
 async function refusedAtHandshakeWithin(thing: HubThing, ms: number, cert: Identity = thing): Promise<void> {
   const started = Date.now();
   const trail: string[] = [];
   while (Date.now() - started < ms) {
     const at = Date.now();
-    const result = await attempt(thing, cert);
-    if (result.error?.code === "ERR_SSL_SSLV3_ALERT_CERTIFICATE_REVOKED") return;
-    trail.push(`+${at - started} ms: ${result.client ? "connected" : String(result.error?.code ?? result.error?.message)} (${Date.now() - at} ms)`);
+    const result = await attempt(thing, cert, Math.max(1_500, Math.min(6_000, ms - (at - started))));
+    const outcome = result.client ? "connected" : String(result.error?.code ?? result.error?.message);
+    trail.push(`+${at - started} ms: ${outcome} (${Date.now() - at} ms)`);
+    if (result.error?.code === "ERR_SSL_SSLV3_ALERT_CERTIFICATE_REVOKED" && Date.now() - started <= ms) return;
     await result.client?.endAsync(true);
     await Bun.sleep(250);
   }
