@@ -99,13 +99,13 @@ describe("bootstrap's connection drops while it waits for the ingress round trip
     expect(result.stdout).toMatch(/\[FAIL\] ingress round trip: the connection closed before the echo came on ingress\/\S+ \(/);
   }, 60_000);
 
-  test("the broker goes after it took the test message, before its PUBACK: [FAIL] publish the test message, at once (was the operation timeout, minutes)", async () => {
-    // A CI run killed the hub in that gap (it logs hub.test_dropped, then writes the PUBACK) and
-    // bootstrap waited past the test's minute. aedes with the hub's certificates, whose
-    // authorizePublish drops the connection instead of answering the test message.
-    const broker = await Aedes.createBroker({
-      authorizePublish: (client, packet, done) => (packet.topic === "flashlex/test" ? client?.conn.destroy() : done(null)),
-    });
+  /**
+   * Runs `work` with the thing pointed at aedes (the hub's certificates) whose authorizePublish
+   * drops the connection instead of answering any PUBLISH: a broker gone after it took a message
+   * and before its PUBACK (a CI run killed the hub in that gap: it logs hub.test_dropped first).
+   */
+  async function withBrokerGoneBeforePuback(work: () => Promise<void>): Promise<void> {
+    const broker = await Aedes.createBroker({ authorizePublish: (client) => client?.conn.destroy() });
     const read = (name: string) => readFileSync(join(hub.dir, name), "utf8");
     const server = tls.createServer(
       { requestCert: true, rejectUnauthorized: true, ca: read("ca-cert.pem"), cert: read("broker-cert.pem"), key: read("broker-key.pem") },
@@ -115,18 +115,35 @@ describe("bootstrap's connection drops while it waits for the ingress round trip
     const port = parseDocument(readFileSync(thing.configPath, "utf8")).getIn(["flashlex", "thing", "mqtt", "port"]);
     setConfig(thing, ["flashlex", "thing", "mqtt", "port"], (server.address() as AddressInfo).port);
     try {
+      await work();
+    } finally {
+      setConfig(thing, ["flashlex", "thing", "mqtt", "port"], port);
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+      server.close();
+    }
+  }
+
+  test("the broker goes after it took the test message, before its PUBACK: [FAIL] publish the test message, at once (was the operation timeout, minutes)", async () => {
+    await withBrokerGoneBeforePuback(async () => {
       tally("faults");
       // killed after 40 s: the old wait lasted mqttOperationTimeout
       const result = await run(["bootstrap", ...thing.flags], { timeoutMs: 40_000 });
       expect(result.code, `${result.stdout}${result.stderr}`).toBe(1);
       expect(result.stdout).toMatch(/\[FAIL\] publish the test message to flashlex\/test: the connection closed before the broker acknowledged it \(/);
       expect(result.stdout).toContain("[SKIP] ingress round trip");
-    } finally {
-      setConfig(thing, ["flashlex", "thing", "mqtt", "port"], port);
-      await new Promise<void>((resolve) => broker.close(() => resolve()));
-      server.close();
-    }
+    });
   }, 60_000);
+
+  test("collect --via mqtt on its own session, the broker gone before its PUBACK: queued (69) at once, saying the message may have arrived (was the 40 s attempt)", async () => {
+    await withBrokerGoneBeforePuback(async () => {
+      tally("faults");
+      const result = await run(["collect", "--via", "mqtt", "--json", ...thing.flags], { input: '{"gone":"before the PUBACK"}', timeoutMs: 60_000 });
+      expect(result.code, `${result.stdout}${result.stderr}`).toBe(69);
+      expect(JSON.parse(result.stdout)).toMatchObject({ outcome: "queued" });
+      // not "no answer within 40 s", the attempt's own limit: it ended with the connection
+      expect(JSON.parse(result.stdout).error).toMatch(/^no PUBACK yet \(the connection closed: /);
+    });
+  }, 90_000);
 });
 
 /** True while `pid` runs (a zombie nobody reaped in this container counts as ended). */

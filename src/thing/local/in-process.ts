@@ -113,9 +113,13 @@ async function deliverOverOwnSession(
     } catch (err) {
       throw explainTlsSetupError(err, deps.config, deps.identity);
     }
+    // Its own session does not reconnect: once the connection ends, a PUBACK cannot come (MQTT.js
+    // would keep the message for a reconnect), so the wait ends with it, not at the attempt's end.
+    const ended = new AbortController();
+    session.once("fatal", (err: Error) => ended.abort(new Error(`the connection closed: ${err.message}`)));
     try {
       await session.waitConnected(deps.config.timeouts.connectMs);
-      return await deliverMqtt(entry, { ...deps, session }, signal);
+      return await deliverMqtt(entry, { ...deps, session }, signal ? AbortSignal.any([signal, ended.signal]) : ended.signal);
     } catch (err) {
       return { kind: "retry", error: (err as Error).message };
     } finally {
