@@ -118,21 +118,36 @@ export async function emptySessionQueue(s: IngressSetup, session: BenchSession):
 }
 
 /**
- * Queues every line for the offline `session`, as publishLines does; when the publisher lost
- * messages, the session's queue is emptied and the lines are published anew, at most three
- * times. `onRetry` is told why. Resolves with the number of attempts it took.
+ * `run` (a run that publishes to `session`'s topic), again when its publisher lost messages
+ * (PublisherReconnected), at most three times in all; before each new try `session`'s queue is
+ * emptied (what reached the broker after the run stopped waiting is queued there). `onRetry` is
+ * told why. Resolves with the run's value and the number of tries it took.
  */
-export async function queueLines(s: IngressSetup, session: BenchSession, lines: string, onRetry: (why: string) => void): Promise<number> {
-  for (let attempt = 1; ; attempt++) {
+export async function retryingLostMessages<T>(
+  s: IngressSetup,
+  session: BenchSession,
+  run: () => Promise<T>,
+  onRetry: (why: string) => void,
+): Promise<{ value: T; attempts: number }> {
+  for (let attempts = 1; ; attempts++) {
     try {
-      await publishLines(s, session.topic, lines);
-      return attempt;
+      return { value: await run(), attempts };
     } catch (err) {
-      if (!(err instanceof PublisherReconnected) || attempt === 3) throw err;
+      if (!(err instanceof PublisherReconnected) || attempts === 3) throw err;
       onRetry(err.message);
     }
     await emptySessionQueue(s, session);
   }
+}
+
+/** Queues every line for the offline `session` (publishLines, retryingLostMessages); resolves with the number of tries. */
+export async function queueLines(s: IngressSetup, session: BenchSession, lines: string, onRetry: (why: string) => void): Promise<number> {
+  return (await retryingLostMessages(s, session, () => publishLines(s, session.topic, lines), onRetry)).attempts;
+}
+
+/** Never resolves; rejects as `publishing` does (a live run whose publisher failed ends its wait at once). */
+export function unlessFails(publishing: Promise<void> | undefined): Promise<never> {
+  return new Promise((_, reject) => void publishing?.catch(reject));
 }
 
 /** How many messages `serve` has stored so far; reads only the log that came since the last call. */

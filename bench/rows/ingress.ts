@@ -27,14 +27,14 @@ import { start } from "../../test/support/binary.ts";
 import { connected } from "../lib/broker.ts";
 import {
   type BenchSession,
-  emptySessionQueue,
   type IngressSetup,
   ingressSetup,
-  PublisherReconnected,
   payloadLines,
   publishLines,
   queueLines,
   restartWithEmptyDatabase,
+  retryingLostMessages,
+  unlessFails,
   untilStored,
 } from "../lib/ingress-setup.ts";
 import { mib, statusKb } from "../lib/procs.ts";
@@ -105,27 +105,6 @@ async function subUntil(s: IngressSetup, count: number, during?: () => Promise<v
   return ms;
 }
 
-/** Never resolves; rejects as `publishing` does (a live run's publisher that failed ends its wait at once). */
-function unlessFails(publishing: Promise<void> | undefined): Promise<never> {
-  return new Promise((_, reject) => void publishing?.catch(reject));
-}
-
-/**
- * `run`, again (at most three times in all) when its publisher lost messages (PublisherReconnected).
- * What reached the broker after the run stopped waiting is then queued for `session`: emptied first.
- */
-async function retryingLive(s: IngressSetup, session: BenchSession, run: () => Promise<number>, onRetry: (why: string) => void): Promise<number> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await run();
-    } catch (err) {
-      if (!(err instanceof PublisherReconnected) || attempt === 3) throw err;
-      onRetry(err.message);
-    }
-    await emptySessionQueue(s, session);
-  }
-}
-
 export const ingress: Row = {
   id: "ingress",
   number: 1,
@@ -186,8 +165,18 @@ export const ingress: Row = {
       const liveRetry = (why: string) => ctx.progress(`ingress-live: ${why}; the run is made again`);
       const samples = await interleave(
         ctx.runs,
-        () => retryingLive(s, serveSession, async () => perSecond(big, (await serveUntil(s, serve, big, () => publishLines(s, topic, lines))).ms), liveRetry),
-        () => retryingLive(s, subSession, async () => perSecond(big, await subUntil(s, big, () => publishLines(s, SUB_TOPIC, lines))), liveRetry),
+        async () =>
+          (
+            await retryingLostMessages(
+              s,
+              serveSession,
+              async () => perSecond(big, (await serveUntil(s, serve, big, () => publishLines(s, topic, lines))).ms),
+              liveRetry,
+            )
+          ).value,
+        async () =>
+          (await retryingLostMessages(s, subSession, async () => perSecond(big, await subUntil(s, big, () => publishLines(s, SUB_TOPIC, lines))), liveRetry))
+            .value,
         (i, a, b) => ctx.progress(`ingress-live ${i + 1}/${ctx.runs}: serve ${a.toFixed(0)} msg/s, ${PEER} ${b.toFixed(0)} msg/s`),
       );
       const ceiling = `for scale: mosquitto_pub -l -q 1 -M 1000 put ${median(publisherRates).toFixed(0)} msg/s into an offline session's queue (the queued rows' set-up)`;

@@ -17,7 +17,7 @@
  */
 import { start } from "../../test/support/binary.ts";
 import { compiledFloor } from "../lib/floors.ts";
-import { ingressSetup, payloadLines, publishLines, restartWithEmptyDatabase, untilStored } from "../lib/ingress-setup.ts";
+import { ingressSetup, payloadLines, publishLines, restartWithEmptyDatabase, unlessFails, untilStored } from "../lib/ingress-setup.ts";
 import { mib, statusKb } from "../lib/procs.ts";
 import { type BenchContext, measured, type Row, type RowResult } from "../lib/row.ts";
 import { median, type Paired } from "../lib/stats.ts";
@@ -134,7 +134,8 @@ export const rss: Row = {
         const t0 = performance.now();
         ctx.progress(`rss: serve idle at ${before.toFixed(1)} MiB; publishing ${count} messages`);
         const published = publishLines(s, s.topic, lines);
-        await untilStored(serve, count, { timeoutMs: 900_000, broker: s.broker });
+        // a publisher that lost messages (PublisherReconnected) fails the row now, not 20 s later
+        await Promise.race([untilStored(serve, count, { timeoutMs: 900_000, broker: s.broker }), unlessFails(published)]);
         const seconds = (performance.now() - t0) / 1000;
         await published;
         const peak = mib(statusKb(serve.proc.pid, "VmHWM"));
