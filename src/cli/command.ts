@@ -81,16 +81,21 @@ export function required(args: string[], what: string): string {
 
 /** The signals a long-running command stops on: systemd's stop, Ctrl-C, and the terminal or ssh session that started it closing. */
 const STOP_SIGNALS = ["SIGTERM", "SIGINT", "SIGHUP"] as const;
+type StopSignal = (typeof STOP_SIGNALS)[number];
 
 /**
  * Resolves with the first of SIGTERM (systemd stop), SIGINT (Ctrl-C) or SIGHUP (the terminal or
  * ssh session closed: by default it would kill the process without its clean stop, leaving its
- * socket and WAL behind).
+ * socket and WAL behind). It keeps listening for the life of the process: a second signal while
+ * the command stops means "now", and the process exits at once with 0. Call it before the command
+ * starts its work: until a process listens, these signals kill it at once (143, nothing closed).
  */
-export function untilSignal(): Promise<NodeJS.Signals> {
+export function untilSignal(): Promise<StopSignal> {
   return new Promise((resolve) => {
-    const on = (signal: NodeJS.Signals) => {
-      for (const s of STOP_SIGNALS) process.off(s, on);
+    let heard = false;
+    const on = (signal: StopSignal) => {
+      if (heard) process.exit(0);
+      heard = true;
       resolve(signal);
     };
     for (const s of STOP_SIGNALS) process.on(s, on);
@@ -99,7 +104,7 @@ export function untilSignal(): Promise<NodeJS.Signals> {
 
 /** SIGINT, SIGTERM or SIGHUP (the terminal or ssh session closing) stopped an `interruptible` command. */
 export class Interrupted extends Error {
-  constructor(readonly signal: (typeof STOP_SIGNALS)[number]) {
+  constructor(readonly signal: StopSignal) {
     super(`stopped by ${signal}`);
     this.name = "Interrupted";
   }
@@ -119,7 +124,7 @@ const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
  */
 export async function interruptible(what: string, undone: string, work: (signal: AbortSignal) => Promise<number>): Promise<number> {
   const controller = new AbortController();
-  const stop = (signal: (typeof STOP_SIGNALS)[number]) => controller.abort(new Interrupted(signal));
+  const stop = (signal: StopSignal) => controller.abort(new Interrupted(signal));
   for (const signal of STOP_SIGNALS) process.on(signal, stop);
   // Work stuck where it cannot see the signal (a statement a frozen server never answers) gets
   // UNWIND_MS to clean up after it, then the command ends anyway: Ctrl-C always stops it.

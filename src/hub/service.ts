@@ -61,6 +61,11 @@ export interface ServeHubOptions {
   revocationPollMs?: number;
   /** ms between retries of revocations an external broker did not take; default 5 s */
   revocationRetryMs?: number;
+  /**
+   * A stop asked while the hub starts (`hub serve`'s signal): the wait for an external broker
+   * (up to 30 s) ends, the parts started are stopped, and serveHub rejects with the signal's reason.
+   */
+  signal?: AbortSignal;
 }
 
 export interface HubHandle {
@@ -241,6 +246,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
           directory,
           log,
           onConnected: () => void enforcer?.reconcile(),
+          signal: opts.signal,
         });
     const broker: HubBroker = embedded ?? external!;
     brokerRef = broker;

@@ -12,7 +12,8 @@
  *                   too large: 78 with one line naming the address or key and hub.yml
  *   signals         SIGTERM/SIGINT part way through `hub export` or `hub init` exit 143/130 with
  *                   one line and leave no temporary file or directory; what a SIGKILLed one left
- *                   is removed by the next run (a live process's is not)
+ *                   is removed by the next run (a live process's is not); SIGTERM while `hub
+ *                   serve` starts stops it cleanly once started (exit 0, its socket gone)
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
@@ -128,19 +129,19 @@ function copyOfHome(name: string): string {
   return copy;
 }
 
-describe("an address hub serve cannot listen on", () => {
-  /** A copy of the home whose hub.yml says `changes` (key path → value), with its own free ports. */
-  async function homeListeningOn(name: string, changes: [string[], unknown][]): Promise<string> {
-    const home = copyOfHome(name);
-    const file = join(home, "hub.yml");
-    const settings = parseDocument(readFileSync(file, "utf8"));
-    settings.setIn(["hub", "api", "port"], await freePort());
-    settings.setIn(["hub", "broker", "listenPort"], await freePort());
-    for (const [path, value] of changes) settings.setIn(path, value);
-    writeFileSync(file, settings.toString());
-    return home;
-  }
+/** A copy of the home whose hub.yml says `changes` (key path → value), with its own free ports. */
+async function homeListeningOn(name: string, changes: [string[], unknown][]): Promise<string> {
+  const home = copyOfHome(name);
+  const file = join(home, "hub.yml");
+  const settings = parseDocument(readFileSync(file, "utf8"));
+  settings.setIn(["hub", "api", "port"], await freePort());
+  settings.setIn(["hub", "broker", "listenPort"], await freePort());
+  for (const [path, value] of changes) settings.setIn(path, value);
+  writeFileSync(file, settings.toString());
+  return home;
+}
 
+describe("an address hub serve cannot listen on", () => {
   test("the API's port in use, an address not on this machine or a name that does not resolve: 78, one line naming the address and the hub.yml settings", async () => {
     const holder = createServer().listen(0, "127.0.0.1");
     await new Promise((resolve) => holder.once("listening", resolve));
@@ -437,6 +438,22 @@ describe("hub.db is the hub", () => {
     }
     tally("faults", 2);
   }, 60_000);
+
+  test("SIGTERM while it waits (up to 30 s) for an external broker that refuses: it stops at once with exit 0 (it was killed with 143)", async () => {
+    const home = await homeListeningOn("starting-external", []);
+    const serving = start(["hub", "serve", "--dir", home, "--broker", `mqtts://127.0.0.1:${await freePort()}`]);
+    try {
+      await serving.waitFor(/mqtt\.error .*ECONNREFUSED/, 30_000);
+      serving.proc.kill("SIGTERM");
+      const ended = await Promise.race([serving.proc.exited, Bun.sleep(10_000).then(() => "still waiting for the broker")]);
+      expect(ended, serving.output()).toBe(0);
+      expect(serving.output()).toContain("hub.stopped signal=SIGTERM");
+      expect(existsSync(join(home, "hub.sock"))).toBe(false);
+    } finally {
+      await serving.stop();
+    }
+    tally("faults", 1);
+  }, 60_000);
 });
 
 /** Names in `dir` that start with `prefix` (a writer's temporary files and directories). */
@@ -555,5 +572,57 @@ describe("signals part way through a write", () => {
     expect((await run(["hub", "init", "--dir", target])).code).toBe(0);
     expect(leftovers(parent, ".hub.init-")).toEqual([]);
     tally("faults", 2);
+  }, 60_000);
+
+  test("SIGTERM while it waits (up to 30 s) for an external broker that refuses: it stops at once with exit 0 (it was killed with 143)", async () => {
+    const home = await homeListeningOn("starting-external", []);
+    const serving = start(["hub", "serve", "--dir", home, "--broker", `mqtts://127.0.0.1:${await freePort()}`]);
+    try {
+      await serving.waitFor(/mqtt\.error .*ECONNREFUSED/, 30_000);
+      serving.proc.kill("SIGTERM");
+      const ended = await Promise.race([serving.proc.exited, Bun.sleep(10_000).then(() => "still waiting for the broker")]);
+      expect(ended, serving.output()).toBe(0);
+      expect(serving.output()).toContain("hub.stopped signal=SIGTERM");
+      expect(existsSync(join(home, "hub.sock"))).toBe(false);
+    } finally {
+      await serving.stop();
+    }
+    tally("faults", 1);
+  }, 60_000);
+});
+
+describe("a signal while hub serve starts", () => {
+  test("SIGTERM the moment its broker listens (before hub.started): it finishes starting, then stops cleanly with exit 0 and its socket gone (a signal in that moment killed it)", async () => {
+    for (const signal of ["SIGTERM", "SIGHUP"] as const) {
+      const home = await homeListeningOn(`starting-${signal}`, []);
+      const serving = start(["hub", "serve", "--dir", home]);
+      try {
+        await serving.waitFor(/mqtt\.listening/, 30_000);
+        serving.proc.kill(signal);
+        expect(await serving.proc.exited, serving.output()).toBe(0);
+        expect(serving.output()).toContain(`hub.stopping signal=${signal}`);
+        expect(serving.output()).toContain("hub.stopped");
+        expect(existsSync(join(home, "hub.sock"))).toBe(false);
+      } finally {
+        await serving.stop();
+      }
+    }
+    tally("faults", 2);
+  }, 60_000);
+
+  test("SIGTERM while it waits (up to 30 s) for an external broker that refuses: it stops at once with exit 0 (it was killed with 143)", async () => {
+    const home = await homeListeningOn("starting-external", []);
+    const serving = start(["hub", "serve", "--dir", home, "--broker", `mqtts://127.0.0.1:${await freePort()}`]);
+    try {
+      await serving.waitFor(/mqtt\.error .*ECONNREFUSED/, 30_000);
+      serving.proc.kill("SIGTERM");
+      const ended = await Promise.race([serving.proc.exited, Bun.sleep(10_000).then(() => "still waiting for the broker")]);
+      expect(ended, serving.output()).toBe(0);
+      expect(serving.output()).toContain("hub.stopped signal=SIGTERM");
+      expect(existsSync(join(home, "hub.sock"))).toBe(false);
+    } finally {
+      await serving.stop();
+    }
+    tally("faults", 1);
   }, 60_000);
 });

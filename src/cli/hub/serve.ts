@@ -1,6 +1,7 @@
+import type { HubHandle } from "../../hub/service.ts";
 import { UsageError } from "../../shared/errors.ts";
 import { createLogger } from "../../shared/log.ts";
-import { type CommandSpec, type Options, text, untilSignal } from "../command.ts";
+import { type CommandSpec, Interrupted, type Options, text, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { DB_OPTION, DIR_OPTION, databaseOverride, hubHome } from "./common.ts";
 
@@ -20,7 +21,7 @@ export const hubServeCommand: CommandSpec = {
   run: (_args, options) => hubServe(options),
 };
 
-/** Runs the hub until SIGTERM or SIGINT, then stops it within 5 s. */
+/** Runs the hub until SIGTERM, SIGINT or SIGHUP, then stops it within 5 s (a second signal exits at once). */
 async function hubServe(options: Options): Promise<number> {
   const log = createLogger();
   const broker = text(options.broker);
@@ -34,8 +35,21 @@ async function hubServe(options: Options): Promise<number> {
     }
   }
   const { serveHub } = await import("../../hub/service.ts");
-  const handle = await serveHub({ dir: hubHome(options), broker, log, database: databaseOverride(options) });
-  const outcome = await Promise.race([untilSignal().then((signal) => ({ signal })), handle.failed.then((failure) => ({ failure }))]);
+  // Listening before the hub starts: a SIGTERM while it starts (or the moment it logged
+  // hub.started) stops it cleanly, instead of killing it with 143 and nothing closed. A wait for
+  // an external broker (up to 30 s) ends at once; the other parts take well under a second.
+  const stopRequested = untilSignal();
+  const starting = new AbortController();
+  void stopRequested.then((signal) => starting.abort(new Interrupted(signal)));
+  let handle: HubHandle;
+  try {
+    handle = await serveHub({ dir: hubHome(options), broker, log, database: databaseOverride(options), signal: starting.signal });
+  } catch (err) {
+    if (!(err instanceof Interrupted)) throw err;
+    log.info("hub.stopped", { signal: err.signal, note: "before it started: it was waiting for its broker" });
+    return ExitCode.OK;
+  }
+  const outcome = await Promise.race([stopRequested.then((signal) => ({ signal })), handle.failed.then((failure) => ({ failure }))]);
   log.info("hub.stopping", "signal" in outcome ? { signal: outcome.signal } : { reason: "the hub home is gone" });
   // A stuck close must not keep systemd waiting for its own stop timeout.
   const deadline = new Promise<"timeout">((r) => setTimeout(() => r("timeout"), 5000).unref?.());

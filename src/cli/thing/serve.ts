@@ -81,9 +81,6 @@ async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown;
   }
   const signal = outcome.signal;
   log.info("serve.signal", { signal });
-  // A second signal while stopping means "now".
-  const force = () => process.exit(ExitCode.OK);
-  process.once("SIGTERM", force).once("SIGINT", force).once("SIGHUP", force);
   await agent.stop();
   return ExitCode.OK;
 }

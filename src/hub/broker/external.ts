@@ -60,6 +60,8 @@ export interface ExternalBrokerOptions {
   log: Logger;
   /** how long the first connection may take before we give up; default 30 s */
   connectTimeoutMs?: number;
+  /** ends the wait for the first connection (`hub serve` stopped while it starts): it rejects with the signal's reason */
+  signal?: AbortSignal;
   /** at most this many hub-topic messages handed to the hub and not yet acknowledged; default 1,000 (shared/mqtt-puback.ts) */
   maxPendingAcks?: number;
   /** after every connect (the first and each reconnect), once subscribed: the hub re-applies revocations */
@@ -100,7 +102,7 @@ export function parseBrokerUrl(url: string): { host: string; port: number } {
  * Resolves once connected (MQTT 3.1.1) and subscribed to the hub topics; MQTT.js reconnects on
  * its own from then on. Rejects with ConfigError (78) for a bad URL, a certificate not for its
  * host, or a subscription the broker's ACL refused; else `unavailable` (69): refused, or not
- * usable in time.
+ * usable in time; with `signal`'s reason when it is aborted first.
  */
 export async function connectExternalBroker(opts: ExternalBrokerOptions): Promise<ExternalBroker> {
   const log = opts.log.child({ component: "broker" });
@@ -246,13 +248,16 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
       ),
     timeoutMs,
   );
+  const stopWaiting = () => subscribed.reject(opts.signal?.reason);
+  opts.signal?.addEventListener("abort", stopWaiting, { once: true });
   try {
+    opts.signal?.throwIfAborted();
     await subscribed.promise;
     ready = true;
     opts.onConnected?.();
   } catch (err) {
     await client.endAsync(true).catch(() => {});
-    if (err instanceof FlashlexError) throw err;
+    if (err instanceof FlashlexError || err === opts.signal?.reason) throw err;
     // The URL names a host the broker's certificate (the hub's own, from hub init) is not for:
     // trying again cannot help, so it is configuration (78), not "try later" (a restart loop).
     const code = (err as { code?: unknown } | null)?.code;
@@ -265,6 +270,7 @@ export async function connectExternalBroker(opts: ExternalBrokerOptions): Promis
     throw new FlashlexError(`cannot use broker ${opts.url}: ${(err as Error).message}`, "unavailable");
   } finally {
     clearTimeout(timer);
+    opts.signal?.removeEventListener("abort", stopWaiting);
   }
 
   const publish = async (topic: string, payload: string | Buffer) => {
