@@ -61,6 +61,9 @@ async function messagesList(flags: ListFlags): Promise<number> {
   };
   let access: ThingAccess | undefined = await openAccess(flags, { existingData: true });
   let stop = false;
+  // A follower listens before it prints its first line: a signal the moment a reader saw that
+  // line ends the follow with 0 instead of killing it (143).
+  if (flags.follow) untilSignal().then(() => (stop = true));
   // A follower writes through process.stdout, which reports a reader that went away (EPIPE: the
   // end of `| head -n1`); console.log, cheaper to start, drops that error, and Bun ignores SIGPIPE.
   const writeLine = flags.follow ? followerOutput(() => (stop = true)) : (line: string) => console.log(line);
@@ -76,7 +79,6 @@ async function messagesList(flags: ListFlags): Promise<number> {
     };
     print(await access.listMessages(query));
     if (!flags.follow) return ExitCode.OK;
-    untilSignal().then(() => (stop = true));
     const wanted = query.limit;
     while (!stop && (wanted === undefined || printed < wanted)) {
       if (access?.via !== "serve") {
