@@ -106,6 +106,46 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     expect(JSON.parse((await flashlex(["hub", "thing", "list", "--dir", hubDir, "--json"])).stdout).length).toBe(before);
   }, 60_000);
 
+  test("hub init on a database another hub uses: 78 naming it, no home made, no token added; on what an init that stopped after the schema left: it takes it over (it was refused)", async () => {
+    const [apiPort, brokerPort] = [await freePort(), await freePort()];
+    const tokens = (database: string) => Number(/tokens=(\d+)/.exec(pg.psql("SELECT 'tokens=' || count(*) FROM tokens", database))![1]);
+    const tokensBefore = tokens("hub");
+    const second = join(work, "second-init");
+    const refused = await run([...loopbackHubInit(second, apiPort, brokerPort, "127.0.0.1"), "--db", url, "--json"], { timeoutMs: 60_000 });
+    expect(refused.code, refused.stderr).toBe(78);
+    const errors = refused.stderr.split("\n").filter((line) => line.startsWith("flashlex: "));
+    expect(errors).toHaveLength(1);
+    expect(errors[0]).toContain("already holds a FlashLex hub");
+    expect(errors[0]).not.toContain(pg.password);
+    expect(existsSync(second)).toBe(false);
+    expect(tokens("hub")).toBe(tokensBefore);
+
+    // What an init that stopped after making the schema leaves: the schema, and no claim, token or thing.
+    const leftUrl = pg.createDatabase("unfinished");
+    const first = join(work, "unfinished-first");
+    await flashlex([...loopbackHubInit(first, apiPort, brokerPort, "127.0.0.1"), "--db", leftUrl, "--json"]);
+    rmSync(first, { recursive: true, force: true });
+    pg.psql("DELETE FROM tokens; DELETE FROM hub_identity", "unfinished");
+    const again = join(work, "unfinished-again");
+    const taken = await run([...loopbackHubInit(again, apiPort, brokerPort, "127.0.0.1"), "--db", leftUrl, "--json"], { timeoutMs: 60_000 });
+    expect(taken.code, taken.stderr).toBe(0);
+    expect(tokens("unfinished")).toBe(1);
+    expect((await run(["hub", "thing", "list", "--dir", again], { timeoutMs: 60_000 })).code).toBe(0);
+
+    // Two inits at once on one new database: one hub, the other 78 with nothing made, one token.
+    const raceUrl = pg.createDatabase("raced");
+    const homes = [join(work, "raced-a"), join(work, "raced-b")];
+    const raced = await Promise.all(
+      homes.map((home) => run([...loopbackHubInit(home, apiPort, brokerPort, "127.0.0.1"), "--db", raceUrl, "--json"], { timeoutMs: 60_000 })),
+    );
+    expect(raced.map((r) => r.code).sort()).toEqual([0, 78]);
+    const loser = raced.findIndex((r) => r.code === 78);
+    expect(raced[loser]!.stderr).toMatch(/already holds a FlashLex hub|belongs to another hub/);
+    expect(existsSync(homes[loser]!)).toBe(false);
+    expect(tokens("raced")).toBe(1);
+    tally("badInputs", 3);
+  }, 60_000);
+
   test("a PostgreSQL that cannot be reached: exit 69, one line naming HOST:PORT, without the password", async () => {
     const closed = await freePort();
     const result = await run(["hub", "thing", "list", "--dir", hubDir, "--db", `postgres://flashlex:${pg.password}@127.0.0.1:${closed}/hub`], {

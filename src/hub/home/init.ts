@@ -14,7 +14,8 @@ import { ConfigError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { DNS_NAME } from "../../shared/listen-address.ts";
 import { pathExists } from "../../shared/path-exists.ts";
-import { parseHubDatabase, urlHoldsPassword } from "../store/database-url.ts";
+import { type HubDatabase, parseHubDatabase, urlHoldsPassword } from "../store/database-url.ts";
+import type { HubIdentity } from "../store/hub-store.ts";
 import { openHubStore } from "../store/open-store.ts";
 import { ensureUpdateKey } from "../updates/update-key.ts";
 import type { DatabaseOverride, HubHome } from "./home.ts";
@@ -110,17 +111,19 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     await checkpoint(signal);
 
     const token = newAccessToken();
-    const store = await openHubStore(database.kind === "sqlite" ? paths.database : database, { create: true });
+    const identity = homeIdentity({ paths, settings });
+    await recordInDatabase(database.kind === "sqlite" ? paths.database : database, identity, hashToken(token), (options.now ?? Date.now)());
     try {
-      await store.addToken(hashToken(token), "operator", (options.now ?? Date.now)(), null);
-      // The database is this hub's from now on: another home pointed at it is refused (identity.ts).
-      await store.adoptHubIdentity(homeIdentity({ paths, settings }), (options.now ?? Date.now)());
-    } finally {
-      await store.close();
+      await checkpoint(signal);
+      // rename(2) replaces an empty directory, so an empty --dir made by the operator is fine.
+      renameSync(staging, target);
+    } catch (err) {
+      // hub.db goes with the staging directory; a PostgreSQL database outlives it, and would
+      // stay claimed by a home that does not exist, refusing the next init (given back, it is an
+      // unfinished init's, which the next one takes over: postgres-driver.ts).
+      if (database.kind === "postgres") await forgetInDatabase(database, identity, hashToken(token)).catch(() => {});
+      throw err;
     }
-    await checkpoint(signal);
-    // rename(2) replaces an empty directory, so an empty --dir made by the operator is fine.
-    renameSync(staging, target);
     chmodSync(target, 0o700);
     const finalPaths = hubPaths(target);
     return {
@@ -134,6 +137,40 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
   } catch (err) {
     rmSync(staging, { recursive: true, force: true });
     throw err;
+  }
+}
+
+/**
+ * Claims the database for the new hub (its identity: identity.ts) and stores the operator
+ * token's hash. Throws ConfigError (78) when another hub has claimed it (a database already in
+ * use is refused when opened; this is another init on it at the same moment): a hub home that
+ * shares another's database would mix two owners' things, and every later command would refuse it.
+ */
+async function recordInDatabase(database: HubDatabase | string, identity: HubIdentity, tokenHash: string, now: number): Promise<void> {
+  const store = await openHubStore(database, { create: true });
+  try {
+    // The database is this hub's from now on: another home pointed at it is refused (identity.ts).
+    const recorded = await store.adoptHubIdentity(identity, now);
+    if (recorded.ownerId !== identity.ownerId || recorded.caFingerprint !== identity.caFingerprint) {
+      const where = typeof database === "string" ? database : database.display;
+      throw new ConfigError(
+        `${where}: this database belongs to another hub (owner ${recorded.ownerId}, CA ${recorded.caFingerprint}); hub init needs one no hub uses: give --db a new database (createdb), or use that hub's home`,
+      );
+    }
+    await store.addToken(tokenHash, "operator", now, null);
+  } finally {
+    await store.close();
+  }
+}
+
+/** Undoes recordInDatabase for an init that failed after it: the token goes, the claim is given back. */
+async function forgetInDatabase(database: HubDatabase, identity: HubIdentity, tokenHash: string): Promise<void> {
+  const store = await openHubStore(database);
+  try {
+    await store.deleteToken(tokenHash);
+    await store.releaseHubIdentity(identity);
+  } finally {
+    await store.close();
   }
 }
 

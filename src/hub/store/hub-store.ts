@@ -376,6 +376,12 @@ export interface HubStore {
    */
   adoptHubIdentity(identity: HubIdentity, at: number): Promise<HubIdentity>;
 
+  /**
+   * Gives the database back when `identity` is the one recorded (a `hub init` that failed after
+   * adopting it, whose home is gone): the next init may adopt it. Another hub's is left alone.
+   */
+  releaseHubIdentity(identity: HubIdentity): Promise<void>;
+
   /** the update feature's tables (releases, rollouts, what each thing runs): update-tables.ts */
   readonly updates: UpdateTables;
 

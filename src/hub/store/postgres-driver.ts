@@ -179,7 +179,8 @@ export function numbered(sql: string): string {
  * Brings the database to the newest schema, or refuses it. In one transaction under the advisory
  * lock: a database without `schema_version` must hold no tables (else it is someone else's);
  * one at a version newer than `migrations` is refused (upgrade flashlex); with `create`, one that
- * already holds a hub is refused.
+ * already holds a hub is refused, unless it is what an init that did not finish left (a schema,
+ * and no hub identity, token or thing: `unfinishedInit`), which this init takes over.
  */
 async function migratePostgres(client: SQL, migrations: readonly Migration[], db: HubDatabase, create: boolean): Promise<void> {
   await client.begin(async (tx) => {
@@ -193,7 +194,7 @@ async function migratePostgres(client: SQL, migrations: readonly Migration[], db
     if (tables.includes("schema_version")) {
       const [row] = (await tx.unsafe("SELECT COALESCE(MAX(version), 0) AS version FROM schema_version")) as { version: number | bigint }[];
       version = Number(row?.version ?? 0);
-      if (create && version > 0) {
+      if (create && version > 0 && !(await unfinishedInit(tx, tables))) {
         throw new ConfigError(
           `${db.display}: already holds a FlashLex hub (schema version ${version}); \`hub init --db\` needs an empty database: create one (createdb) or point the new hub home at this one's hub.yml`,
         );
@@ -219,6 +220,19 @@ async function migratePostgres(client: SQL, migrations: readonly Migration[], db
       await tx.unsafe("INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)", [step + 1, Date.now()]);
     }
   });
+}
+
+/**
+ * True when the database holds the schema and nothing else: no hub claimed it, no token and no
+ * thing is in it. That is what a `hub init --db` left when it stopped after making the schema
+ * (PostgreSQL gone, a signal, a failed rename; init gives its claim and token back then).
+ */
+async function unfinishedInit(tx: SQL, tables: readonly string[]): Promise<boolean> {
+  if (!["hub_identity", "tokens", "things"].every((table) => tables.includes(table))) return false;
+  const [row] = (await tx.unsafe("SELECT (SELECT count(*) FROM hub_identity) + (SELECT count(*) FROM tokens) + (SELECT count(*) FROM things) AS n")) as {
+    n: number | bigint | string;
+  }[];
+  return Number(row?.n) === 0;
 }
 
 /**

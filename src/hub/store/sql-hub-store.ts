@@ -535,6 +535,10 @@ export function sqlHubStore(sql: HubSql): HubStore {
       return { ownerId: row.owner_id, caFingerprint: row.ca_fingerprint };
     },
 
+    async releaseHubIdentity(identity) {
+      await sql.run("DELETE FROM hub_identity WHERE id = 1 AND owner_id = ? AND ca_fingerprint = ?", [identity.ownerId, identity.caFingerprint]);
+    },
+
     close: () => sql.close(),
   };
 }
