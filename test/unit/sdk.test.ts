@@ -301,7 +301,8 @@ test("armv7 (Node, WebAssembly SQLite): a serve started while the SDK had the da
   const { bundleForNode } = await import("../../scripts/bundle-node.ts");
   const bundle = await bundleForNode(join(thing.dir, "sdk-serve.cjs"), { entry: resolve(import.meta.dir, "../support/node-sdk-serve-entry.ts") });
   const data = mkdtempSync(join(thing.dir, "data-node-"));
-  receiver.beforeAnswer = () => Bun.sleep(1_800);
+  // the answer well after the serve-to-be could open the store (1 s out, then tries every 100 ms)
+  receiver.beforeAnswer = () => Bun.sleep(5_000);
   try {
     const node = Bun.spawn(["node", bundle.outFile, thing.configPath, thing.keysDir, data], { stdout: "pipe", stderr: "pipe" });
     const [out, err] = await Promise.all([new Response(node.stdout).text(), new Response(node.stderr).text(), node.exited]);
