@@ -132,6 +132,26 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     expect(tokens("unfinished")).toBe(1);
     expect((await run(["hub", "thing", "list", "--dir", again], { timeoutMs: 60_000 })).code).toBe(0);
 
+    // An init whose token cannot be stored (here a trigger refuses it) claims nothing either: the
+    // claim and the token are one transaction, and the next init takes the database over.
+    const refusingUrl = pg.createDatabase("refusing");
+    const made = join(work, "refusing-first");
+    await flashlex([...loopbackHubInit(made, apiPort, brokerPort, "127.0.0.1"), "--db", refusingUrl, "--json"]);
+    rmSync(made, { recursive: true, force: true });
+    pg.psql("DELETE FROM tokens; DELETE FROM hub_identity", "refusing");
+    pg.psql(
+      "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no tokens today'; END $$; CREATE TRIGGER refuse BEFORE INSERT ON tokens FOR EACH ROW EXECUTE FUNCTION refuse()",
+      "refusing",
+    );
+    const failing = join(work, "refusing-second");
+    const failed = await run([...loopbackHubInit(failing, apiPort, brokerPort, "127.0.0.1"), "--db", refusingUrl, "--json"], { timeoutMs: 60_000 });
+    expect(failed.code, failed.stderr).not.toBe(0);
+    expect(existsSync(failing)).toBe(false);
+    expect(pg.psql("SELECT 'claims=' || count(*) FROM hub_identity", "refusing")).toContain("claims=0");
+    pg.psql("DROP TRIGGER refuse ON tokens", "refusing");
+    const after = await run([...loopbackHubInit(failing, apiPort, brokerPort, "127.0.0.1"), "--db", refusingUrl, "--json"], { timeoutMs: 60_000 });
+    expect(after.code, after.stderr).toBe(0);
+
     // Two inits at once on one new database: one hub, the other 78 with nothing made, one token.
     const raceUrl = pg.createDatabase("raced");
     const homes = [join(work, "raced-a"), join(work, "raced-b")];
@@ -143,7 +163,7 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     expect(raced[loser]!.stderr).toMatch(/already holds a FlashLex hub|belongs to another hub/);
     expect(existsSync(homes[loser]!)).toBe(false);
     expect(tokens("raced")).toBe(1);
-    tally("badInputs", 3);
+    tally("badInputs", 4);
   }, 60_000);
 
   test("a PostgreSQL that cannot be reached: exit 69, one line naming HOST:PORT, without the password", async () => {
@@ -244,6 +264,15 @@ describe("hub on PostgreSQL (compiled binary)", () => {
       expect(frozen.stderr).toContain(`127.0.0.1:${pg.port}`);
       expect(frozen.stderr).toContain("no answer");
       expect(frozen.stderr).not.toContain(pg.password);
+
+      // hub serve stopped while it waits for that database: it stops as asked (0), the failed
+      // start said in its hub.stopped line (it was killed with 143; a listener alone gave 69)
+      const starting = start(["hub", "serve", "--dir", hubDir]);
+      await Bun.sleep(1_500);
+      starting.proc.kill("SIGTERM");
+      expect(await starting.proc.exited, starting.output()).toBe(0);
+      expect(starting.output()).toMatch(/hub\.stopped signal=SIGTERM note="before it started" start_failed=".*no answer/);
+      expect(starting.output()).not.toContain(pg.password);
     } finally {
       pg.thaw();
     }

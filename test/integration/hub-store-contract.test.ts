@@ -453,6 +453,15 @@ for (const driver of DRIVERS) {
         expect(await store.adoptHubIdentity(other, 4)).toEqual(other);
         await store.releaseHubIdentity(other);
         expect(await store.adoptHubIdentity(mine, 5)).toEqual(mine);
+        // hub init's claim: the identity and its operator token together, or neither
+        expect(await store.claimForNewHub(other, "token-of-other", 6)).toEqual(mine);
+        expect(await store.activeTokenHashes(6)).not.toContain("token-of-other");
+        await store.releaseHubIdentity(mine);
+        expect(await store.claimForNewHub(other, "token-of-other", 7)).toEqual(other);
+        expect(await store.activeTokenHashes(7)).toContain("token-of-other");
+        await store.deleteToken("token-of-other");
+        await store.releaseHubIdentity(other);
+        expect(await store.adoptHubIdentity(mine, 8)).toEqual(mine);
 
         const t = thing(1);
         await store.insertThing(t);

@@ -37,7 +37,8 @@ async function hubServe(options: Options): Promise<number> {
   const { serveHub } = await import("../../hub/service.ts");
   // Listening before the hub starts: a SIGTERM while it starts (or the moment it logged
   // hub.started) stops it cleanly, instead of killing it with 143 and nothing closed. A wait for
-  // an external broker (up to 30 s) ends at once; the other parts take well under a second.
+  // an external broker (up to 30 s) ends at once; any other step finishes first (opening a
+  // PostgreSQL database may take up to its 10 s deadline).
   const stopRequested = untilSignal();
   const starting = new AbortController();
   void stopRequested.then((signal) => starting.abort(new Interrupted(signal)));
@@ -45,8 +46,11 @@ async function hubServe(options: Options): Promise<number> {
   try {
     handle = await serveHub({ dir: hubHome(options), broker, log, database: databaseOverride(options), signal: starting.signal });
   } catch (err) {
-    if (!(err instanceof Interrupted)) throw err;
-    log.info("hub.stopped", { signal: err.signal, note: "before it started: it was waiting for its broker" });
+    // Asked to stop while it started: stopped, as asked, whatever the start came to (said here).
+    if (!starting.signal.aborted) throw err;
+    const { signal } = starting.signal.reason as Interrupted;
+    const failed = err === starting.signal.reason ? {} : { start_failed: err };
+    log.info("hub.stopped", { signal, note: "before it started", ...failed });
     return ExitCode.OK;
   }
   const outcome = await Promise.race([stopRequested.then((signal) => ({ signal })), handle.failed.then((failure) => ({ failure }))]);

@@ -150,14 +150,13 @@ async function recordInDatabase(database: HubDatabase | string, identity: HubIde
   const store = await openHubStore(database, { create: true });
   try {
     // The database is this hub's from now on: another home pointed at it is refused (identity.ts).
-    const recorded = await store.adoptHubIdentity(identity, now);
+    const recorded = await store.claimForNewHub(identity, tokenHash, now);
     if (recorded.ownerId !== identity.ownerId || recorded.caFingerprint !== identity.caFingerprint) {
       const where = typeof database === "string" ? database : database.display;
       throw new ConfigError(
         `${where}: this database belongs to another hub (owner ${recorded.ownerId}, CA ${recorded.caFingerprint}); hub init needs one no hub uses: give --db a new database (createdb), or use that hub's home`,
       );
     }
-    await store.addToken(tokenHash, "operator", now, null);
   } finally {
     await store.close();
   }

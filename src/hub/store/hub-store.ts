@@ -377,6 +377,13 @@ export interface HubStore {
   adoptHubIdentity(identity: HubIdentity, at: number): Promise<HubIdentity>;
 
   /**
+   * `hub init`'s claim, in one transaction: as adoptHubIdentity, and when the identity recorded
+   * is `identity`, the operator token's hash too (no expiry). A failure leaves neither, so an
+   * init that stopped half way leaves a database the next init may take over.
+   */
+  claimForNewHub(identity: HubIdentity, operatorTokenHash: string, at: number): Promise<HubIdentity>;
+
+  /**
    * Gives the database back when `identity` is the one recorded (a `hub init` that failed after
    * adopting it, whose home is gone): the next init may adopt it. Another hub's is left alone.
    */

@@ -2,6 +2,7 @@ import type {
   ConsoleSessionRecord,
   Delivery,
   EnrolmentTokenRecord,
+  HubIdentity,
   HubStore,
   MessageCounts,
   MessageInsert,
@@ -525,15 +526,16 @@ export function sqlHubStore(sql: HubSql): HubStore {
         return (await tx.run("INSERT INTO hub_claims (key, claimed_at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING", [key, at])).changes > 0;
       }),
 
-    async adoptHubIdentity(identity, at) {
-      await sql.run("INSERT INTO hub_identity (id, owner_id, ca_fingerprint, recorded_at) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO NOTHING", [
-        identity.ownerId,
-        identity.caFingerprint,
-        at,
-      ]);
-      const row = (await sql.get<{ owner_id: string; ca_fingerprint: string }>("SELECT owner_id, ca_fingerprint FROM hub_identity WHERE id = 1"))!;
-      return { ownerId: row.owner_id, caFingerprint: row.ca_fingerprint };
-    },
+    adoptHubIdentity: (identity, at) => adoptIdentity(sql, identity, at),
+
+    claimForNewHub: (identity, operatorTokenHash, at) =>
+      sql.transaction(async (tx) => {
+        const recorded = await adoptIdentity(tx, identity, at);
+        if (recorded.ownerId === identity.ownerId && recorded.caFingerprint === identity.caFingerprint) {
+          await tx.run("INSERT INTO tokens (hash, kind, created_at, expires_at) VALUES (?, 'operator', ?, NULL)", [operatorTokenHash, at]);
+        }
+        return recorded;
+      }),
 
     async releaseHubIdentity(identity) {
       await sql.run("DELETE FROM hub_identity WHERE id = 1 AND owner_id = ? AND ca_fingerprint = ?", [identity.ownerId, identity.caFingerprint]);
@@ -541,6 +543,17 @@ export function sqlHubStore(sql: HubSql): HubStore {
 
     close: () => sql.close(),
   };
+}
+
+/** Records `identity` when the database has none yet; gives the one recorded either way. */
+async function adoptIdentity(sql: HubSql, identity: HubIdentity, at: number): Promise<HubIdentity> {
+  await sql.run("INSERT INTO hub_identity (id, owner_id, ca_fingerprint, recorded_at) VALUES (1, ?, ?, ?) ON CONFLICT (id) DO NOTHING", [
+    identity.ownerId,
+    identity.caFingerprint,
+    at,
+  ]);
+  const row = (await sql.get<{ owner_id: string; ca_fingerprint: string }>("SELECT owner_id, ca_fingerprint FROM hub_identity WHERE id = 1"))!;
+  return { ownerId: row.owner_id, caFingerprint: row.ca_fingerprint };
 }
 
 /** Placeholders for one IN list of `values`. */
