@@ -1,7 +1,7 @@
 import { readFileSync } from "node:fs";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { ConfigError } from "../../shared/errors.ts";
-import type { HubIdentity, HubStore } from "../store/hub-store.ts";
+import { type HubIdentity, type HubStore, sameHubIdentity } from "../store/hub-store.ts";
 import type { HubHome } from "./home.ts";
 
 /** The identity of the hub home `home`: its owner id and its CA certificate's SHA-256 fingerprint. */
@@ -19,7 +19,7 @@ export function homeIdentity(home: Pick<HubHome, "paths" | "settings">): HubIden
 export async function checkHubIdentity(home: HubHome, store: HubStore, now: number = Date.now()): Promise<void> {
   const mine = homeIdentity(home);
   const recorded = await store.adoptHubIdentity(mine, now);
-  if (recorded.ownerId === mine.ownerId && recorded.caFingerprint === mine.caFingerprint) return;
+  if (sameHubIdentity(recorded, mine)) return;
   throw new ConfigError(
     `${home.database.display}: this database belongs to another hub (owner ${recorded.ownerId}, CA ${recorded.caFingerprint}), not to the hub home ${home.paths.dir} (owner ${mine.ownerId}, CA ${mine.caFingerprint}): check --db, $FLASHLEX_HUB_DB and hub.database.url in ${home.paths.config}`,
   );

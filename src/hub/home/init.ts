@@ -15,7 +15,7 @@ import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../sha
 import { DNS_NAME } from "../../shared/listen-address.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { type HubDatabase, parseHubDatabase, urlHoldsPassword } from "../store/database-url.ts";
-import type { HubIdentity } from "../store/hub-store.ts";
+import { type HubIdentity, sameHubIdentity } from "../store/hub-store.ts";
 import { openHubStore } from "../store/open-store.ts";
 import { ensureUpdateKey } from "../updates/update-key.ts";
 import type { DatabaseOverride, HubHome } from "./home.ts";
@@ -151,7 +151,7 @@ async function recordInDatabase(database: HubDatabase | string, identity: HubIde
   try {
     // The database is this hub's from now on: another home pointed at it is refused (identity.ts).
     const recorded = await store.claimForNewHub(identity, tokenHash, now);
-    if (recorded.ownerId !== identity.ownerId || recorded.caFingerprint !== identity.caFingerprint) {
+    if (!sameHubIdentity(recorded, identity)) {
       const where = typeof database === "string" ? database : database.display;
       throw new ConfigError(
         `${where}: this database belongs to another hub (owner ${recorded.ownerId}, CA ${recorded.caFingerprint}); hub init needs one no hub uses: give --db a new database (createdb), or use that hub's home`,
@@ -166,8 +166,7 @@ async function recordInDatabase(database: HubDatabase | string, identity: HubIde
 async function forgetInDatabase(database: HubDatabase, identity: HubIdentity, tokenHash: string): Promise<void> {
   const store = await openHubStore(database);
   try {
-    await store.deleteToken(tokenHash);
-    await store.releaseHubIdentity(identity);
+    await store.releaseNewHubClaim(identity, tokenHash);
   } finally {
     await store.close();
   }

@@ -249,6 +249,11 @@ export interface HubIdentity {
   caFingerprint: string;
 }
 
+/** True when `a` and `b` are one hub: the same owner and the same CA. */
+export function sameHubIdentity(a: HubIdentity, b: HubIdentity): boolean {
+  return a.ownerId === b.ownerId && a.caFingerprint === b.caFingerprint;
+}
+
 export interface HubStore {
   insertThing(thing: ThingRecord): Promise<void>;
   getThing(id: string): Promise<ThingRecord | undefined>;
@@ -384,10 +389,11 @@ export interface HubStore {
   claimForNewHub(identity: HubIdentity, operatorTokenHash: string, at: number): Promise<HubIdentity>;
 
   /**
-   * Gives the database back when `identity` is the one recorded (a `hub init` that failed after
-   * adopting it, whose home is gone): the next init may adopt it. Another hub's is left alone.
+   * Undoes claimForNewHub, in one transaction, for a `hub init` that failed after it (its home is
+   * gone): the operator token goes, and the claim when `identity` is the one recorded (another
+   * hub's is left alone). The next init may then take the database over.
    */
-  releaseHubIdentity(identity: HubIdentity): Promise<void>;
+  releaseNewHubClaim(identity: HubIdentity, operatorTokenHash: string): Promise<void>;
 
   /** the update feature's tables (releases, rollouts, what each thing runs): update-tables.ts */
   readonly updates: UpdateTables;

@@ -12,6 +12,7 @@ import type {
   ThingRecord,
   ThingTarget,
 } from "./hub-store.ts";
+import { sameHubIdentity } from "./hub-store.ts";
 import { type HubSql, type HubSqlValue, seqColumn } from "./sql.ts";
 import { sqlUpdateTables } from "./sql-update-tables.ts";
 
@@ -531,15 +532,17 @@ export function sqlHubStore(sql: HubSql): HubStore {
     claimForNewHub: (identity, operatorTokenHash, at) =>
       sql.transaction(async (tx) => {
         const recorded = await adoptIdentity(tx, identity, at);
-        if (recorded.ownerId === identity.ownerId && recorded.caFingerprint === identity.caFingerprint) {
+        if (sameHubIdentity(recorded, identity)) {
           await tx.run("INSERT INTO tokens (hash, kind, created_at, expires_at) VALUES (?, 'operator', ?, NULL)", [operatorTokenHash, at]);
         }
         return recorded;
       }),
 
-    async releaseHubIdentity(identity) {
-      await sql.run("DELETE FROM hub_identity WHERE id = 1 AND owner_id = ? AND ca_fingerprint = ?", [identity.ownerId, identity.caFingerprint]);
-    },
+    releaseNewHubClaim: (identity, operatorTokenHash) =>
+      sql.transaction(async (tx) => {
+        await tx.run("DELETE FROM tokens WHERE hash = ?", [operatorTokenHash]);
+        await tx.run("DELETE FROM hub_identity WHERE id = 1 AND owner_id = ? AND ca_fingerprint = ?", [identity.ownerId, identity.caFingerprint]);
+      }),
 
     close: () => sql.close(),
   };
