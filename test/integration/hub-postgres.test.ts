@@ -132,20 +132,21 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     expect(tokens("unfinished")).toBe(1);
     expect((await run(["hub", "thing", "list", "--dir", again], { timeoutMs: 60_000 })).code).toBe(0);
 
-    // An init whose token cannot be stored (here a trigger refuses it) claims nothing either: the
-    // claim and the token are one transaction, and the next init takes the database over.
+    // An init whose token cannot be stored (a trigger refuses it as a missing privilege would:
+    // 77) claims nothing either: the claim and the token are one transaction, and the next init
+    // takes the database over.
     const refusingUrl = pg.createDatabase("refusing");
     const made = join(work, "refusing-first");
     await flashlex([...loopbackHubInit(made, apiPort, brokerPort, "127.0.0.1"), "--db", refusingUrl, "--json"]);
     rmSync(made, { recursive: true, force: true });
     pg.psql("DELETE FROM tokens; DELETE FROM hub_identity", "refusing");
     pg.psql(
-      "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no tokens today'; END $$; CREATE TRIGGER refuse BEFORE INSERT ON tokens FOR EACH ROW EXECUTE FUNCTION refuse()",
+      "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION USING ERRCODE = '42501', MESSAGE = 'no tokens today'; END $$; CREATE TRIGGER refuse BEFORE INSERT ON tokens FOR EACH ROW EXECUTE FUNCTION refuse()",
       "refusing",
     );
     const failing = join(work, "refusing-second");
     const failed = await run([...loopbackHubInit(failing, apiPort, brokerPort, "127.0.0.1"), "--db", refusingUrl, "--json"], { timeoutMs: 60_000 });
-    expect(failed.code, failed.stderr).not.toBe(0);
+    expect(failed.code, failed.stderr).toBe(77);
     expect(existsSync(failing)).toBe(false);
     expect(pg.psql("SELECT 'claims=' || count(*) FROM hub_identity", "refusing")).toContain("claims=0");
     pg.psql("DROP TRIGGER refuse ON tokens", "refusing");
