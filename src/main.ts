@@ -9,7 +9,6 @@
  * matches, so cac parses every command's own flags and prints every command's help, all from
  * the table.
  */
-import { isMainThread } from "node:worker_threads";
 import { type CAC, type Command, cac } from "cac";
 import { keepArgumentsText, lastValueOfRepeats, matchCommand, refuseEmptyValues, refuseHelpInCluster, restoreArgumentsText } from "./cli/argv.ts";
 import type { CommandSpec } from "./cli/command.ts";
@@ -33,7 +32,7 @@ import { outboxCommand } from "./cli/thing/outbox.ts";
 import { serveCommand } from "./cli/thing/serve.ts";
 import { installServiceCommand, uninstallServiceCommand } from "./cli/thing/service.ts";
 import { trialExitCode } from "./cli/thing/trial-exit.ts";
-import { answerMaterialJobs } from "./hub/things/material-thread.ts";
+import { answerMaterialJobs, isMaterialWorker } from "./hub/things/material-thread.ts";
 import { FlashlexError, UsageError } from "./shared/errors.ts";
 import { COMMIT, VERSION } from "./shared/version.ts";
 
@@ -229,5 +228,5 @@ export function runMain(argv: string[]): void {
 }
 
 // Started as a worker thread by this program (hub/things/material-thread.ts): it answers jobs and runs no command.
-if (!isMainThread) answerMaterialJobs();
+if (isMaterialWorker()) answerMaterialJobs();
 else if (import.meta.main) runMain(process.argv);

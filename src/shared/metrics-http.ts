@@ -4,7 +4,7 @@
  * any API so that what it exposes is decided by where it binds (loopback by default), not by a
  * token (docs/metrics.md says why). node:http, so it runs under Bun and under the armv7 Node build.
  */
-import { createServer, type Server } from "node:http";
+import type { Server } from "node:http";
 import { formatListenAddress, type ListenAddress } from "./listen-address.ts";
 
 /** One scrape's answer: the exposition text and its Content-Type (prom-client's registry gives both). */
@@ -25,7 +25,8 @@ export interface MetricsListener {
  * `onError`. Rejects with the listen error (EADDRINUSE, EADDRNOTAVAIL, EACCES) untouched, so the
  * caller names its own setting.
  */
-export function startMetricsListener(at: ListenAddress, render: () => Promise<Exposition>, onError?: (err: unknown) => void): Promise<MetricsListener> {
+export async function startMetricsListener(at: ListenAddress, render: () => Promise<Exposition>, onError?: (err: unknown) => void): Promise<MetricsListener> {
+  const { createServer } = await import("node:http");
   const server: Server = createServer((request, response) => {
     const path = (request.url ?? "/").split("?")[0];
     if (path !== "/metrics") {

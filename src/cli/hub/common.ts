@@ -1,7 +1,6 @@
 /** What the hub commands share: --dir, --db and --json, the hub they name, a thing by any of its names. */
 import { accessSync, constants, lstatSync, statSync } from "node:fs";
 import { dirname, extname, resolve } from "node:path";
-import { isatty } from "node:tty";
 import { actAsHomeOwner } from "../../hub/home/owner.ts";
 import { defaultHubDir } from "../../hub/home/paths.ts";
 import type { OpenedHub } from "../../hub/hub.ts";
@@ -51,7 +50,7 @@ export function outputFile(options: Options, fallback: string): string {
   if (parent === "other") throw new UsageError(`${flag}: ${dirname(file)} is a file, not a directory`);
   if (parent === "none") throw new UsageError(`${flag}: the directory ${dirname(file)} does not exist`);
   // a zip on a terminal is noise, and a distribution's holds the thing's private key
-  if (isOpenAs(file, 1) && isatty(1)) throw new UsageError(`${flag}: stdout is a terminal; send the zip to a file (> FILE.zip) or a pipe`);
+  if (isOpenAs(file, 1) && process.stdout.isTTY) throw new UsageError(`${flag}: stdout is a terminal; send the zip to a file (> FILE.zip) or a pipe`);
   if (!cannotWriteBeside(file)) return file;
   throw mayNotWrite();
 }

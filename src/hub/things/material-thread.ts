@@ -8,10 +8,18 @@
  * serves every job in turn; it starts with the first job and ends after IDLE_MS without one, so
  * an idle hub does not keep its memory.
  */
-import { isMainThread } from "node:worker_threads";
 import { type ErrorKind, FlashlexError, isErrorKind } from "../../shared/errors.ts";
 import { TARGET } from "../../shared/version.ts";
 import type { MaterialJob, ThingMaterial } from "./thing-material.ts";
+
+/**
+ * True on the worker thread this module starts. Bun's own flag, not node:worker_threads: loading
+ * that module costs every command ~4 ms of start (bench row 6). Under Node (the armv7 build,
+ * which has no hub) nothing starts the worker, so it is always false there.
+ */
+export function isMaterialWorker(): boolean {
+  return typeof Bun !== "undefined" && !Bun.isMainThread;
+}
 
 /** How long the worker stays after its last job, ms. */
 const IDLE_MS = 30_000;
@@ -104,7 +112,7 @@ function programUrl(): string {
  * handler is set before the first message can arrive). Does nothing on the main thread.
  */
 export function answerMaterialJobs(): void {
-  if (isMainThread) return;
+  if (!isMaterialWorker()) return;
   const scope = globalThis as unknown as WorkerScope;
   scope.onmessage = async (event) => {
     const { id, job } = event.data;

@@ -1,5 +1,5 @@
 import { chmodSync, unlinkSync } from "node:fs";
-import { createServer, type IncomingMessage, type Server } from "node:http";
+import type { IncomingMessage, Server } from "node:http";
 import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import { InputError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
@@ -50,6 +50,7 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
       return change;
     },
   };
+  const { createServer } = await import("node:http");
   const server = createServer((req, res) => {
     const send = (status: number, answer: Answer) => {
       res.writeHead(status, { "Content-Type": "application/json" });
