@@ -10,6 +10,7 @@
  *   malformed           a URL that is not one: exit 78, naming --db, no password
  *   hostile URLs        passwords holding @ : / # %: never printed (--db, $FLASHLEX_HUB_DB)
  *   no CREATE right     42501: exit 77 with a createdb --owner hint; nohost.invalid: DNS
+ *   server refusals     a read-only database: 74; a trigger's RAISE: 74; never 70 (the hub's bug)
  *   frozen (SIGSTOP)    exit 69 at the store's deadline, not a hang
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -217,6 +218,37 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     const dns = await run(["hub", "thing", "list", "--dir", hubDir, "--db", "postgres://flashlex:pw@nohost.invalid:5432/hub"], { timeoutMs: 60_000 });
     expect(dns.code).toBe(69);
     expect(dns.stderr).toContain("does not resolve");
+  }, 90_000);
+
+  test("the server's own refusals are not the hub's bug: a read-only database 74 (read-only), a trigger's RAISE 74 (io), each one line naming the SQLSTATE; nothing made", async () => {
+    const before = JSON.parse((await flashlex(["hub", "thing", "list", "--dir", hubDir, "--json"])).stdout).length;
+    const zip = join(work, "refused.zip");
+    pg.psql("ALTER DATABASE hub SET default_transaction_read_only = on");
+    try {
+      const readOnly = await run(["hub", "thing", "create", "refused", "--dir", hubDir, "-o", zip], { timeoutMs: 60_000 });
+      expect(readOnly.code, readOnly.stderr).toBe(74);
+      expect(readOnly.stderr).toContain("the database is read-only");
+      expect(readOnly.stderr).toContain("(25006)");
+      expect(readOnly.stderr.trim().split("\n")).toHaveLength(1);
+    } finally {
+      pg.psql("ALTER DATABASE hub RESET default_transaction_read_only");
+    }
+    pg.psql(
+      "CREATE FUNCTION no_things() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no new things today'; END $$; CREATE TRIGGER no_things BEFORE INSERT ON things FOR EACH ROW EXECUTE FUNCTION no_things()",
+      "hub",
+    );
+    try {
+      const raised = await run(["hub", "thing", "create", "refused", "--dir", hubDir, "-o", zip], { timeoutMs: 60_000 });
+      expect(raised.code, raised.stderr).toBe(74);
+      expect(raised.stderr).toContain("the database refused the statement");
+      expect(raised.stderr).toContain("no new things today (P0001)");
+      expect(raised.stderr).not.toContain(pg.password);
+    } finally {
+      pg.psql("DROP TRIGGER no_things ON things; DROP FUNCTION no_things()", "hub");
+    }
+    expect(existsSync(zip)).toBe(false);
+    expect(JSON.parse((await flashlex(["hub", "thing", "list", "--dir", hubDir, "--json"])).stdout).length).toBe(before);
+    tally("badInputs", 2);
   }, 90_000);
 
   test("hub export while PostgreSQL freezes mid-way: 69 at the store's deadline, not a hang; Ctrl-C then stops it within 5 s", async () => {

@@ -6,8 +6,8 @@
 import { describe, expect, test } from "bun:test";
 import { parseHubDatabase } from "../../src/hub/store/database-url.ts";
 import { fromStore, StoreFailure } from "../../src/hub/store/hub-store.ts";
-import { withDeadline } from "../../src/hub/store/postgres-driver.ts";
-import { FlashlexError } from "../../src/shared/errors.ts";
+import { postgresError, withDeadline } from "../../src/hub/store/postgres-driver.ts";
+import { type ErrorKind, FlashlexError } from "../../src/shared/errors.ts";
 
 const db = parseHubDatabase("postgres://flashlex:secret-pw@127.0.0.1:5432/hub", "hub.db", "--db");
 if (db.kind !== "postgres") throw new Error("not postgres");
@@ -29,5 +29,39 @@ describe("store failures", () => {
     expect((err as Error).message).toContain("127.0.0.1:5432");
     expect((err as Error).message).not.toContain("secret-pw");
     expect(await withDeadline(Promise.resolve(7), db, "a statement", 1_000)).toBe(7);
+  });
+
+  test("the server's own refusals get a kind by their SQLSTATE, not `bug`; a statement's own fault still passes through", () => {
+    // what Bun's SQL client throws for a server error: the SQLSTATE in errno
+    const serverError = (errno: string, message: string) => Object.assign(new Error(message), { code: "ERR_POSTGRES_SERVER_ERROR", errno });
+    const cases: [string, string, ErrorKind | undefined][] = [
+      ["25006", "cannot execute INSERT in a read-only transaction", "read-only"],
+      ["53100", "could not extend file: No space left on device", "full"],
+      ["40P01", "deadlock detected", "try-later"],
+      ["40001", "could not serialize access due to concurrent update", "try-later"],
+      ["55P03", "could not obtain lock on row", "try-later"],
+      ["57014", "canceling statement due to statement timeout", "try-later"],
+      ["XX001", "invalid page in block 7", "damaged"],
+      ["58030", "could not read block 7", "io"],
+      ["P0001", "no messages today", "io"],
+      ["42501", "permission denied for table messages", "permission"],
+      ["57P01", "terminating connection due to administrator command", "unavailable"],
+      ["23505", "duplicate key value violates unique constraint", undefined],
+      ["42P01", 'relation "nosuch" does not exist', undefined],
+    ];
+    for (const [errno, message, kind] of cases) {
+      const raw = serverError(errno, message);
+      const made = postgresError(raw, db);
+      if (kind === undefined) {
+        expect(made, errno).toBe(raw);
+        continue;
+      }
+      expect(made, errno).toBeInstanceOf(FlashlexError);
+      expect((made as FlashlexError).kind, errno).toBe(kind);
+      expect((made as Error).message, errno).toContain(`${message}`);
+      expect((made as Error).message, errno).toContain("127.0.0.1:5432");
+      expect((made as Error).message, errno).not.toContain("secret-pw");
+      expect(new StoreFailure(made).kind, errno).toBe(kind);
+    }
   });
 });

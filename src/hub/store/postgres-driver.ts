@@ -1,7 +1,7 @@
 import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { SQL } from "bun";
-import { ConfigError, FlashlexError, oneLine } from "../../shared/errors.ts";
+import { ConfigError, type ErrorKind, FlashlexError, oneLine } from "../../shared/errors.ts";
 import type { HubDatabase } from "./database-url.ts";
 import { HUB_MIGRATIONS, type Migration } from "./migrations.ts";
 import { type HubSql, type HubSqlValue, narrowRow } from "./sql.ts";
@@ -41,6 +41,27 @@ const UNAVAILABLE_SQLSTATE = /^(08|28|3D|53|57P)/;
 
 /** insufficient_privilege (42501) and the other "not allowed" codes of class 42 and 2F/38 */
 const INSUFFICIENT_PRIVILEGE_SQLSTATE = /^(42501|2F004|38004|0LP01)$/;
+
+/**
+ * The server's own refusals that no statement of the hub's can cause by being wrong, by SQLSTATE
+ * (PostgreSQL's Appendix A, "Error Codes"), with the kind each is reported as and what it means.
+ * Before, they passed through as unknown errors and the hub reported them as its own bug (70 / 500).
+ * Classes 22 (data exception), 23 (integrity constraint: callers judge a unique violation) and 42
+ * (syntax, undefined objects) still pass through: there the hub's statement would be at fault.
+ */
+const SERVER_REFUSALS: readonly { sqlstate: RegExp; kind: ErrorKind; what: string }[] = [
+  { sqlstate: /^25006$/, kind: "read-only", what: "the database is read-only (a standby, or default_transaction_read_only)" },
+  { sqlstate: /^53100$/, kind: "full", what: "the database server's disk is full" },
+  {
+    sqlstate: /^(40|55P03$|57014$|72000$)/,
+    kind: "try-later",
+    what: "the server gave up on the statement (a deadlock, a serialization failure, a lock or statement timeout), which may pass when tried again",
+  },
+  { sqlstate: /^XX00[12]$/, kind: "damaged", what: "the server found its data damaged" },
+  { sqlstate: /^(58|XX|F0)/, kind: "io", what: "the server failed" },
+  // A trigger, rule or routine the database's administrator added refused the statement.
+  { sqlstate: /^(P0|09|27|38|39)/, kind: "io", what: "the database refused the statement (a trigger, rule or routine in it)" },
+];
 
 interface PostgresErrorLike {
   code?: unknown;
@@ -238,8 +259,10 @@ async function unfinishedInit(tx: SQL, tables: readonly string[]): Promise<boole
 /**
  * What the client threw, as the hub reports it: cannot connect, refused login, server shutting
  * down, too many connections → FlashlexError `unavailable` naming HOST:PORT and the database
- * (never its password); a FlashlexError passes through; anything else (a statement's own error,
- * such as a unique violation) passes through unchanged, for the caller to judge.
+ * (never its password); a missing privilege → `permission`; the server's other refusals by their
+ * SQLSTATE (SERVER_REFUSALS: read-only, full, try-later, damaged, io); a FlashlexError passes
+ * through; anything else (a statement's own error, such as a unique violation) passes through
+ * unchanged, for the caller to judge.
  */
 export function postgresError(err: unknown, db: Extract<HubDatabase, { kind: "postgres" }>): unknown {
   if (err instanceof FlashlexError || err === null || typeof err !== "object") return err;
@@ -255,6 +278,13 @@ export function postgresError(err: unknown, db: Extract<HubDatabase, { kind: "po
       "permission",
       { cause: err, clientSafe: false },
     );
+  }
+  const refusal = sqlstate ? SERVER_REFUSALS.find((r) => r.sqlstate.test(sqlstate)) : undefined;
+  if (refusal) {
+    return new FlashlexError(`PostgreSQL at ${db.address} (${db.display}): ${refusal.what}: ${message} (${sqlstate})`, refusal.kind, {
+      cause: err,
+      clientSafe: false,
+    });
   }
   if (code === "ERR_POSTGRES_CONNECTION_REFUSED") reason = "connection refused";
   else if (code === "ERR_POSTGRES_CONNECTION_CLOSED") reason = "the server closed the connection";
