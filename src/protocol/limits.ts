@@ -59,7 +59,7 @@ export function maxEnvelopeBytes(payloadLimitBytes: number): number {
 }
 
 /** What is wrong with a document: each has its own answer (HTTP 400 or 413, exit 65). */
-export type JsonProblem = "empty" | "too_large" | "too_deep" | "not_json" | "out_of_range";
+export type JsonProblem = "empty" | "too_large" | "too_deep" | "not_json" | "out_of_range" | "repeated_name";
 
 /** A document refused by `parseJsonDocument`; an InputError, so the CLI exits 65. One line, no document text. */
 export class JsonDocumentError extends InputError {
@@ -80,54 +80,38 @@ export class JsonDocumentError extends InputError {
  * to that point the text is a valid prefix.
  */
 export function jsonNestingDepth(text: string, stopAbove = Number.POSITIVE_INFINITY): number {
-  let depth = 0;
-  let max = 0;
-  let inString = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text.charCodeAt(i);
-    if (inString) {
-      if (c === 0x5c /* \ */) i++;
-      else if (c === 0x22 /* " */) inString = false;
-      continue;
-    }
-    if (c === 0x22) inString = true;
-    else if (c === 0x5b /* [ */ || c === 0x7b /* { */) {
-      if (++depth > max) {
-        max = depth;
-        if (max > stopAbove) return max;
-      }
-    } else if (c === 0x5d /* ] */ || c === 0x7d /* } */) depth--;
-  }
-  return max;
+  return scanStructure(text, stopAbove).depth;
 }
 
 /**
- * The first member name a JSON object `text` gives twice at its top level, or undefined.
- * `JSON.parse` keeps the last of two members with one name without a word (RFC 8259 §4 leaves
- * it to the parser), so a request body's field given twice would silently lose its first value.
- * `text` must be valid JSON whose top level is an object (call it after `JSON.parse`); one pass,
- * names inside nested values are not looked at.
+ * `jsonNestingDepth`'s pass, also counting the member names it passes (a string followed by `:`),
+ * in every object at every depth: for valid JSON, more names than the parsed objects have keys
+ * means an object gives a name twice (see `parseJsonDocument`). `names` is only a partial count
+ * when the scan stopped early (`depth` past `stopAbove`).
  */
-export function repeatedTopLevelName(text: string): string | undefined {
-  const names = new Set<string>();
+function scanStructure(text: string, stopAbove: number): { depth: number; names: number } {
   let depth = 0;
+  let max = 0;
+  let names = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
     if (c === 0x22 /* " */) {
-      const start = i;
       for (i++; i < text.length && text.charCodeAt(i) !== 0x22; i++) if (text.charCodeAt(i) === 0x5c /* \ */) i++;
-      if (depth !== 1) continue;
       let next = i + 1;
-      while (/\s/.test(text[next] ?? "")) next++;
-      if (text[next] !== ":") continue; // a string value, not a member name
-      const name = JSON.parse(text.slice(start, i + 1)) as string;
-      if (names.has(name)) return name;
-      names.add(name);
-    } else if (c === 0x5b /* [ */ || c === 0x7b /* { */) depth++;
-    else if (c === 0x5d /* ] */ || c === 0x7d /* } */) depth--;
+      while (isJsonWhitespace(text.charCodeAt(next))) next++;
+      if (text.charCodeAt(next) === 0x3a /* : */) names++;
+    } else if (c === 0x5b /* [ */ || c === 0x7b /* { */) {
+      if (++depth > max) {
+        max = depth;
+        if (max > stopAbove) return { depth: max, names };
+      }
+    } else if (c === 0x5d /* ] */ || c === 0x7d /* } */) depth--;
   }
-  return undefined;
+  return { depth: max, names };
 }
+
+/** Space, tab, line feed, carriage return: JSON's whitespace (RFC 8259 §2). */
+const isJsonWhitespace = (c: number) => c === 0x20 || c === 0x09 || c === 0x0a || c === 0x0d;
 
 export interface JsonDocumentLimits {
   /** largest size in UTF-8 bytes; default DEFAULT_PAYLOAD_LIMIT_BYTES */
@@ -140,9 +124,12 @@ export interface JsonDocumentLimits {
 
 /**
  * Parses one JSON document from outside after checking, in this order, that it is not over
- * `maxBytes` (UTF-8), not blank, and not nested deeper than `maxDepth`.
+ * `maxBytes` (UTF-8), not blank, and not nested deeper than `maxDepth`; then that it is JSON, that
+ * no number is beyond a double's range and that no object gives a name twice: either would be
+ * stored changed, so neither is taken.
  * Returns the parsed value. Throws JsonDocumentError (an InputError: exit 65) naming the problem
- * and `source`; nothing else. JSON per RFC 8259 as `JSON.parse` reads it.
+ * and `source`; nothing else. JSON per RFC 8259 as `JSON.parse` reads it, with each object's
+ * names unique (RFC 8259 §4 leaves a repeated one to the parser; I-JSON, RFC 7493 §2.3, refuses it).
  */
 export function parseJsonDocument(text: string, limits: JsonDocumentLimits = {}): unknown {
   const maxBytes = limits.maxBytes ?? DEFAULT_PAYLOAD_LIMIT_BYTES;
@@ -153,7 +140,8 @@ export function parseJsonDocument(text: string, limits: JsonDocumentLimits = {})
   const bytes = text.length * 3 > maxBytes ? Buffer.byteLength(text, "utf8") : text.length;
   if (bytes > maxBytes) throw new JsonDocumentError("too_large", `${source}: ${bytes} bytes is over the ${maxBytes}-byte limit`);
   if (text.trim() === "") throw new JsonDocumentError("empty", `${source}: empty, expected one JSON document`);
-  if (jsonNestingDepth(text, maxDepth) > maxDepth) {
+  const structure = scanStructure(text, maxDepth);
+  if (structure.depth > maxDepth) {
     throw new JsonDocumentError("too_deep", `${source}: arrays and objects nested more than ${maxDepth} levels deep (the limit)`);
   }
   let value: unknown;
@@ -162,37 +150,69 @@ export function parseJsonDocument(text: string, limits: JsonDocumentLimits = {})
   } catch (err) {
     throw new JsonDocumentError("not_json", `${source}: not JSON${syntaxErrorAt(text, (err as Error).message)}`);
   }
+  // The parsed value says whether there is a fault; only then is the text read again for where.
+  const parsed = walkParsed(value);
   // A number past the doubles' range (1e999) parses as Infinity, which JSON.stringify writes as
-  // null: the message would be stored changed. The parsed value says whether there is one; only
-  // then is the text read again for where it is.
-  if (holdsNonFiniteNumber(value)) {
+  // null: the message would be stored changed.
+  if (parsed.nonFinite) {
     throw new JsonDocumentError(
       "out_of_range",
       `${source}: the number at ${infiniteNumberAt(text) ?? "some place"} is beyond what a JSON number here can hold (about ±1.8e308): it would be stored as null; send it as a string`,
     );
   }
+  // JSON.parse keeps the last of two members with one name without a word: `{"a": 1, "a": 2}`
+  // would be stored as `{"a":2}`, and a request's field given twice read as its last value.
+  if (parsed.keys !== structure.names) {
+    const repeated = repeatedNameAt(text);
+    const what = repeated
+      ? `the name ${JSON.stringify(repeated.name.slice(0, 40))} at ${repeated.at} is given twice in one object`
+      : "an object gives a name twice";
+    throw new JsonDocumentError("repeated_name", `${source}: ${what}: only its last value would be kept; give each name once`);
+  }
   return value;
 }
 
 /**
- * True when `value` (what JSON.parse made) holds ±Infinity anywhere. A walk of the parsed value,
- * not a look at the text: a pattern over the text (an exponent of three digits) also matched
- * hexadecimal text such as UUIDs ("…1e234…"), so a fan-out naming 5,000 things was read a second
- * time, ~10 ms, for nothing. Nesting is bounded by the depth check before JSON.parse.
+ * What `value` (what JSON.parse made) holds: whether ±Infinity is anywhere, and how many keys its
+ * objects have in all. A walk of the parsed value, not a look at the text: a pattern over the
+ * text (an exponent of three digits) also matched hexadecimal text such as UUIDs ("…1e234…"), so
+ * a fan-out naming 5,000 things was read a second time, ~10 ms, for nothing. Nesting is bounded
+ * by the depth check before JSON.parse.
  */
-function holdsNonFiniteNumber(value: unknown): boolean {
+function walkParsed(value: unknown): { nonFinite: boolean; keys: number } {
+  let nonFinite = false;
+  let keys = 0;
   const pending: unknown[] = [value];
   while (pending.length > 0) {
     const next = pending.pop();
     if (typeof next === "number") {
-      if (!Number.isFinite(next)) return true;
+      if (!Number.isFinite(next)) nonFinite = true;
     } else if (Array.isArray(next)) {
       for (const item of next) pending.push(item);
     } else if (next !== null && typeof next === "object") {
-      for (const item of Object.values(next)) pending.push(item);
+      const values = Object.values(next);
+      keys += values.length;
+      for (const item of values) pending.push(item);
     }
   }
-  return false;
+  return { nonFinite, keys };
+}
+
+/** The first name `text` (valid JSON) gives twice in one object, and "line L, column C" of its second time; undefined when none is. */
+function repeatedNameAt(text: string): { name: string; at: string } | undefined {
+  const objects: Set<string>[] = [];
+  let found: { name: string; at: string } | undefined;
+  jsonc().visit(text, {
+    onObjectBegin: () => void objects.push(new Set()),
+    onObjectEnd: () => void objects.pop(),
+    onObjectProperty(name: string, offset: number) {
+      const names = objects[objects.length - 1];
+      if (found || !names) return;
+      if (names.has(name)) found = { name, at: lineAndColumn(text, offset) };
+      names.add(name);
+    },
+  });
+  return found;
 }
 
 /** "line L, column C" of the first number literal in `text` (valid JSON) that parses as ±Infinity; undefined when none does. */

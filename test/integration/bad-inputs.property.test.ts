@@ -232,7 +232,7 @@ const stdinDocument: fc.Arbitrary<string | Uint8Array> = fc.oneof(
   fc.integer({ min: 1, max: 200_000 }).map((n) => "[".repeat(n) + "]".repeat(n)),
   fc.integer({ min: 1, max: 200_000 }).map((n) => `${'{"a":'.repeat(n)}1${"}".repeat(n)}`),
   fc.integer({ min: 200_000, max: 400_000 }).map((n) => JSON.stringify({ big: "x".repeat(n) })),
-  fc.constantFrom("", " ", "\n", "\uFEFF{}", "null", "1e999", '"\\ud800"', "{}{}", "[1,]", "\u0000"),
+  fc.constantFrom("", " ", "\n", "\uFEFF{}", "null", "1e999", '{"a":1,"a":2}', '"\\ud800"', "{}{}", "[1,]", "\u0000"),
 );
 
 // ---------------------------------------------------------------------------------------------

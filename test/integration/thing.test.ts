@@ -938,6 +938,12 @@ describe("collect", () => {
     const huge = await run(["collect", ...thing.flags], { input: JSON.stringify({ blob: "x".repeat(300 * 1024) }) });
     expect(huge.code).toBe(65);
     expect(huge.stderr).toContain("over the 262144-byte limit");
+    // JSON.parse would keep only the last "t", and the message would be sent changed
+    const twice = await run(["collect", ...thing.flags], { input: '{"t": 1,\n "s": {"t": 2}, "t": 3}' });
+    expect(twice.code).toBe(65);
+    expect(twice.stderr.trim()).toBe(
+      'flashlex: stdin: the name "t" at line 2, column 17 is given twice in one object: only its last value would be kept; give each name once; nothing was queued',
+    );
     const missingFile = await run(["collect", ...thing.flags, "--file", join(thing.dir, "nope.json")]);
     expect(missingFile.code).toBe(64); // a file that is not there: the command line is wrong, not the data
     expect(outboxSize()).toBe(before);

@@ -381,22 +381,31 @@ describe("WWW-Authenticate on a refused thing token (RFC 6750 §3)", () => {
 });
 
 describe("operator routes", () => {
-  test("a request body giving a field twice is a 400 naming it (JSON.parse kept the last without a word); a message's own members are the sender's", async () => {
+  test("a body giving a name twice is a 400 naming it and where, a request's field and a message's member alike (JSON.parse kept the last without a word); nothing is stored", async () => {
     const send = (path: string, body: string) =>
       operator(path, { method: "POST", headers: { "Content-Type": "application/json" }, body }).then(async (r) => ({
         status: r.status,
         said: ((await r.json()) as any).messages?.[0]?.value,
       }));
-    const twice = (field: string) => ({ status: 400, said: `the body gives the field "${field}" more than once; give it once` });
-    expect(await send("/things", '{"name":"dup","name" : "dup2"}')).toEqual(twice("name"));
-    expect(await send("/enroll-tokens", '{"maxUses":50,"maxUses":1}')).toEqual(twice("maxUses"));
-    expect(await send(`/things/${thing.id}/publish`, '{"message":{"go":1},\n "message":{"go":2}}')).toEqual(twice("message"));
-    expect(await send("/publish", `{"things":["${thing.id}"],"message":1,"things":["${thing.id}"]}`)).toEqual(twice("things"));
+    const twice = (name: string, at: string) => ({
+      status: 400,
+      said: `the body: the name "${name}" at ${at} is given twice in one object: only its last value would be kept; give each name once`,
+    });
+    expect(await send("/things", '{"name":"dup","name" : "dup2"}')).toEqual(twice("name", "line 1, column 15"));
+    expect(await send("/enroll-tokens", '{"maxUses":50,"maxUses":1}')).toEqual(twice("maxUses", "line 1, column 15"));
+    expect(await send(`/things/${thing.id}/publish`, '{"message":{"go":1},\n "message":{"go":2}}')).toEqual(twice("message", "line 2, column 2"));
+    expect(await send("/publish", `{"things":["${thing.id}"],"message":1,"things":["${thing.id}"]}`)).toEqual(twice("things", "line 1, column 64"));
     // escapes name the same field: "n\u0061me" is "name"
-    expect(await send("/things", '{"name":"a","n\\u0061me":"b"}')).toEqual(twice("name"));
-    // repeated names inside the message, or a string value that looks like a name, are not the body's fields
-    expect((await send(`/things/${thing.id}/publish`, '{"message":{"a":1,"a":2,"b":["message",{"message":0}]}}')).status).toBe(200);
-    expect((await collect({ token: await signThingToken({ thingId: thing.id, privateKey: thingKey }), body: '{"a":1,"a":2}' })).status).toBe(200);
+    expect(await send("/things", '{"name":"a","n\\u0061me":"b"}')).toEqual(twice("name", "line 1, column 13"));
+    // inside the message too: `{"a":1,"a":2}` was stored as {"a":2}
+    const before = (await storedMessages(store, thing.id)).length;
+    expect(await send(`/things/${thing.id}/publish`, '{"message":{"a":1,"b":["message",{"a":0,"a":1}]}}')).toEqual(twice("a", "line 1, column 41"));
+    const collected = await collect({ token: await signThingToken({ thingId: thing.id, privateKey: thingKey }), body: '{"a":1,"a":2}' });
+    expect(collected.status).toBe(400);
+    expect(((await collected.json()) as any).messages?.[0]?.value).toContain('the name "a" at line 1, column 8 is given twice');
+    expect((await storedMessages(store, thing.id)).length).toBe(before);
+    // the same names in different objects, and a string value that looks like a name, are fine
+    expect((await send(`/things/${thing.id}/publish`, '{"message":{"a":1,"b":["message",{"a":0,"message":0}]}}')).status).toBe(200);
   });
 
   test("need the access token", async () => {

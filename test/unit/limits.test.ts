@@ -12,7 +12,6 @@ import {
   jsonNestingDepth,
   MAX_JSON_DEPTH,
   parseJsonDocument,
-  repeatedTopLevelName,
   stringifyJsonValue,
 } from "../../src/protocol/limits.ts";
 import { InputError } from "../../src/shared/errors.ts";
@@ -272,24 +271,48 @@ describe("stringifyJsonValue", () => {
   });
 });
 
-describe("repeatedTopLevelName", () => {
-  test("finds a top-level member name given twice, whatever the values, spacing and escapes; never one inside a value", () => {
+describe("parseJsonDocument: a name given twice in one object", () => {
+  test("is refused at any depth, whatever the values, spacing and escapes, naming it and where; each name once (repeats across objects, names in values) parses", () => {
     const name = fc.string({ maxLength: 8 });
+    let tried = 0;
     fc.assert(
-      fc.property(fc.dictionary(name, fc.jsonValue({ maxDepth: 3 })), fc.jsonValue({ maxDepth: 3 }), fc.boolean(), (members, value, spaced) => {
-        const text = JSON.stringify(members, null, spaced ? 2 : undefined);
-        // every name once: nothing found, whatever the values hold (their own repeated names too)
-        expect(repeatedTopLevelName(text)).toBeUndefined();
-        const names = Object.keys(members);
-        if (!names.length) return;
-        const again = names[names.length - 1]!;
-        // a plain name is written again with one letter escaped: the same name to JSON
-        const plain = /^[a-z0-9 _-]*$/.test(again);
-        const escaped = plain ? JSON.stringify(again).replace(/[a-z]/, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`) : JSON.stringify(again);
-        const repeated = `${text.slice(0, text.lastIndexOf("}"))}${spaced ? ",\n  " : ","}${escaped} : ${JSON.stringify(value)}}`;
-        expect(repeatedTopLevelName(repeated)).toBe(again);
-      }),
+      fc.property(
+        fc.dictionary(name, fc.jsonValue({ maxDepth: 3 }), { minKeys: 1 }),
+        fc.jsonValue({ maxDepth: 3 }),
+        fc.integer({ min: 0, max: 4 }),
+        fc.boolean(),
+        (members, value, depth, spaced) => {
+          tried++;
+          const text = JSON.stringify(members, null, spaced ? 2 : undefined);
+          const wrap = (inner: string) => '{"w":['.repeat(depth) + inner + "]}".repeat(depth);
+          // every name once in each object: parsed as JSON.parse reads it (the values may repeat
+          // names of their own objects, and the wrapper's "w" recurs at every level)
+          expect(parseJsonDocument(wrap(text))).toEqual(JSON.parse(wrap(text)));
+          const names = Object.keys(members);
+          const again = names[names.length - 1]!;
+          // a plain name is written again with one letter escaped: the same name to JSON
+          const plain = /^[a-z0-9 _-]*$/.test(again);
+          const escaped = plain ? JSON.stringify(again).replace(/[a-z]/, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`) : JSON.stringify(again);
+          const before = '{"w":['.repeat(depth) + text.slice(0, text.lastIndexOf("}")) + (spaced ? ",\n  " : ",");
+          const repeated = `${before}${escaped} : ${JSON.stringify(value)}}${"]}".repeat(depth)}`;
+          let error: JsonDocumentError | undefined;
+          try {
+            parseJsonDocument(repeated, { source: "stdin" });
+          } catch (err) {
+            error = err as JsonDocumentError;
+          }
+          expect(error).toBeInstanceOf(JsonDocumentError);
+          expect(error!.problem).toBe("repeated_name");
+          const at = before.length;
+          const line = repeated.slice(0, at).split("\n").length;
+          const column = Array.from(repeated.slice(repeated.lastIndexOf("\n", at - 1) + 1, at)).length + 1;
+          expect(error!.message).toBe(
+            `stdin: the name ${JSON.stringify(again.slice(0, 40))} at line ${line}, column ${column} is given twice in one object: only its last value would be kept; give each name once`,
+          );
+        },
+      ),
       { numRuns: 300 },
     );
+    tally("badInputs", tried);
   });
 });

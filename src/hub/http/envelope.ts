@@ -4,7 +4,7 @@
  * This is the HTTP edge of the error taxonomy: `errorToResponse` gives every kind its status.
  */
 
-import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument, repeatedTopLevelName } from "../../protocol/limits.ts";
+import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import type { ErrorKind } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { pullStream } from "../../shared/pull-stream.ts";
@@ -273,11 +273,11 @@ async function discardRest(reader: Pick<ReadableStreamDefaultReader<Uint8Array>,
 /**
  * Parses a JSON body within the protocol's limits (src/protocol/limits.ts): not valid UTF-8,
  * blank, not JSON, or nested deeper than `maxDepth` is a 400; over `maxBytes` a 413 (normally
- * caught earlier by readBodyLimited). The depth is checked before any recursive parsing.
- * `fields`: the body is a request's fields (not a message, which is stored as the sender wrote
- * it), so a top-level object giving one field twice is a 400 naming it, as a form's is.
+ * caught earlier by readBodyLimited). The depth is checked before any recursive parsing. An
+ * object that gives a name twice is a 400 naming it, a request's field as a message's (which
+ * would be stored without its first value), as a form's field given twice is.
  */
-export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; maxBytes?: number; fields?: boolean } = {}): unknown {
+export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; maxBytes?: number } = {}): unknown {
   let text: string;
   try {
     text = new TextDecoder("utf-8", { fatal: true }).decode(bytes);
@@ -298,12 +298,8 @@ export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; ma
         maxDepth > MAX_JSON_DEPTH ? `the body is nested more than ${maxDepth} levels deep: its message may be nested at most ${MAX_JSON_DEPTH}` : undefined;
       throw new HttpError(400, envelope ?? err.message);
     }
-    // not JSON (its message names the line and column), or a number JSON here cannot hold
+    // not JSON (its message names the line and column), a number JSON here cannot hold, a name given twice
     throw new HttpError(400, err.message);
-  }
-  if (limits.fields && body !== null && typeof body === "object" && !Array.isArray(body)) {
-    const twice = repeatedTopLevelName(text);
-    if (twice !== undefined) throw new HttpError(400, `the body gives the field ${JSON.stringify(twice.slice(0, 40))} more than once; give it once`);
   }
   return body;
 }

@@ -139,9 +139,9 @@ export function createHubApi(deps: HubApiDeps): HubApi {
    * and MAX_JSON_DEPTH levels of nesting (400), plus `extraDepth` for a body that wraps the
    * message (publish).
    */
-  async function jsonBody(request: Request, extraDepth = 0, maxBytes = limit, fields = false): Promise<unknown> {
+  async function jsonBody(request: Request, extraDepth = 0, maxBytes = limit): Promise<unknown> {
     requireJsonContentType(request);
-    return parseJsonBody(await readBodyLimited(request, maxBytes), { maxBytes, maxDepth: MAX_JSON_DEPTH + extraDepth, fields });
+    return parseJsonBody(await readBodyLimited(request, maxBytes), { maxBytes, maxDepth: MAX_JSON_DEPTH + extraDepth });
   }
 
   async function collect({ request, id }: Context): Promise<Response> {
@@ -179,7 +179,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   async function publish({ request, id }: Context): Promise<Response> {
     const thing = await thingOr404(id);
     // the body as written may be up to publishTextLimit; the message itself is held to the limit (Messages.send)
-    const body = await jsonBody(request, ENVELOPE_DEPTH, publishTextLimit(limit), true);
+    const body = await jsonBody(request, ENVELOPE_DEPTH, publishTextLimit(limit));
     if (body === null || typeof body !== "object" || Array.isArray(body) || !("message" in body)) {
       throw new HttpError(400, 'the body must be {"message": ...}');
     }
@@ -194,7 +194,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   async function publishToMany({ request }: Context): Promise<Response> {
     requireJsonContentType(request);
     const maxBytes = fanOutBodyLimit(limit);
-    const body = parseJsonBody(await readBodyLimited(request, maxBytes), { maxBytes, maxDepth: MAX_JSON_DEPTH + ENVELOPE_DEPTH, fields: true });
+    const body = parseJsonBody(await readBodyLimited(request, maxBytes), { maxBytes, maxDepth: MAX_JSON_DEPTH + ENVELOPE_DEPTH });
     if (body === null || typeof body !== "object" || Array.isArray(body) || !("message" in body) || !("things" in body)) {
       throw new HttpError(400, 'the body must be {"things": [<thing id>, ...], "message": ...}');
     }
@@ -254,7 +254,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     requireJsonContentType(request);
     const bytes = await readBodyLimited(request, ENROL_BODY_LIMIT);
     if (optional && new TextDecoder().decode(bytes).trim() === "") return {};
-    const body = parseJsonBody(bytes, { maxBytes: ENROL_BODY_LIMIT, maxDepth: 4, fields: true });
+    const body = parseJsonBody(bytes, { maxBytes: ENROL_BODY_LIMIT, maxDepth: 4 });
     if (body === null || typeof body !== "object" || Array.isArray(body)) throw new HttpError(400, "the body must be a JSON object");
     onlyFields(body as Record<string, unknown>, fields);
     return body as Record<string, unknown>;
@@ -364,7 +364,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       POST: {
         caller: "operator",
         async handle({ request }) {
-          const body = await jsonBody(request, 0, limit, true);
+          const body = await jsonBody(request);
           if (body !== null && typeof body === "object" && !Array.isArray(body)) onlyFields(body as Record<string, unknown>, ["name", "keyType"]);
           const { name, keyType } =
             body !== null && typeof body === "object" ? (body as { name?: unknown; keyType?: unknown }) : { name: undefined, keyType: undefined };

@@ -101,7 +101,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
 
   async function body(request: Request): Promise<Record<string, unknown>> {
     requireJsonContentType(request);
-    const parsed = parseJsonBody(await readBodyLimited(request, BODY_LIMIT), { maxBytes: BODY_LIMIT, maxDepth: 4, fields: true });
+    const parsed = parseJsonBody(await readBodyLimited(request, BODY_LIMIT), { maxBytes: BODY_LIMIT, maxDepth: 4 });
     if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new HttpError(400, "the body must be a JSON object");
     return parsed as Record<string, unknown>;
   }
