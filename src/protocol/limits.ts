@@ -16,6 +16,7 @@
  */
 import type * as Jsonc from "jsonc-parser";
 import { InputError } from "../shared/errors.ts";
+import { quoteLogText } from "../shared/log.ts";
 
 /**
  * The deepest nesting of arrays and objects a message may have. `1`, `"a"`: depth 0;
@@ -164,8 +165,9 @@ export function parseJsonDocument(text: string, limits: JsonDocumentLimits = {})
   // would be stored as `{"a":2}`, and a request's field given twice read as its last value.
   if (parsed.keys !== structure.names) {
     const repeated = repeatedNameAt(text);
+    // quoted with every invisible, bidirectional or control character escaped: it reaches a terminal or a client
     const what = repeated
-      ? `the name ${JSON.stringify(repeated.name.slice(0, 40))} at ${repeated.at} is given twice in one object`
+      ? `the name ${quoteLogText(repeated.name.slice(0, 40))} at ${repeated.at} is given twice in one object`
       : "an object gives a name twice";
     throw new JsonDocumentError("repeated_name", `${source}: ${what}: only its last value would be kept; give each name once`);
   }

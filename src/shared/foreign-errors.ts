@@ -76,6 +76,8 @@ function classifySqlite(err: object): ForeignError | undefined {
     SQLITE_INTERRUPT: ["try-later", "interrupted"],
     SQLITE_PROTOCOL: ["try-later", "the database lock changed hands too often; try again"],
   };
+  // RAISE(ABORT, ...) in a trigger someone added to the file: the database's own refusal, not FlashLex's SQL
+  if (code === "SQLITE_CONSTRAINT_TRIGGER") return { kind: "io", reason: `a trigger in the database refused the statement: ${message} (${code})` };
   const entry = known[primary];
   // SQLITE_ERROR, SQLITE_CONSTRAINT, SQLITE_MISMATCH, SQLITE_MISUSE...: SQL that FlashLex got wrong
   if (!entry) return { kind: "bug", reason: `SQLite: ${message} (${code})` };

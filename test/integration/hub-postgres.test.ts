@@ -10,7 +10,7 @@
  *   malformed           a URL that is not one: exit 78, naming --db, no password
  *   hostile URLs        passwords holding @ : / # %: never printed (--db, $FLASHLEX_HUB_DB)
  *   no CREATE right     42501: exit 77 with a createdb --owner hint; nohost.invalid: DNS
- *   server refusals     a read-only database: 74; a trigger's RAISE: 74; never 70 (the hub's bug)
+ *   server refusals     a read-only database, a trigger's RAISE, an added constraint: 74; never 70 or 65
  *   frozen (SIGSTOP)    exit 69 at the store's deadline, not a hang
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -220,7 +220,7 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     expect(dns.stderr).toContain("does not resolve");
   }, 90_000);
 
-  test("the server's own refusals are not the hub's bug: a read-only database 74 (read-only), a trigger's RAISE 74 (io), each one line naming the SQLSTATE; nothing made", async () => {
+  test("the server's own refusals are not the hub's bug: a read-only database 74 (read-only), a trigger's RAISE or an added constraint 74 (io), each one line naming the SQLSTATE; nothing made", async () => {
     const before = JSON.parse((await flashlex(["hub", "thing", "list", "--dir", hubDir, "--json"])).stdout).length;
     const zip = join(work, "refused.zip");
     pg.psql("ALTER DATABASE hub SET default_transaction_read_only = on");
@@ -233,22 +233,34 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     } finally {
       pg.psql("ALTER DATABASE hub RESET default_transaction_read_only");
     }
+    // a trigger's RAISE, with a code of its own and "unique" in its words: not "a thing named ... exists" (65)
     pg.psql(
-      "CREATE FUNCTION no_things() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'no new things today'; END $$; CREATE TRIGGER no_things BEFORE INSERT ON things FOR EACH ROW EXECUTE FUNCTION no_things()",
+      "CREATE FUNCTION no_things() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION USING ERRCODE = 'U0001', MESSAGE = 'no new things today, unique or not'; END $$; CREATE TRIGGER no_things BEFORE INSERT ON things FOR EACH ROW EXECUTE FUNCTION no_things()",
       "hub",
     );
     try {
       const raised = await run(["hub", "thing", "create", "refused", "--dir", hubDir, "-o", zip], { timeoutMs: 60_000 });
       expect(raised.code, raised.stderr).toBe(74);
-      expect(raised.stderr).toContain("the database refused the statement");
-      expect(raised.stderr).toContain("no new things today (P0001)");
+      expect(raised.stderr).toContain("the database refused the statement (PL/pgSQL function no_things() line 1 at RAISE)");
+      expect(raised.stderr).toContain("no new things today, unique or not (U0001)");
       expect(raised.stderr).not.toContain(pg.password);
     } finally {
       pg.psql("DROP TRIGGER no_things ON things; DROP FUNCTION no_things()", "hub");
     }
+    // a constraint the administrator added
+    pg.psql("ALTER TABLE things ADD CONSTRAINT short_names CHECK (length(name) < 5) NOT VALID", "hub");
+    try {
+      const checked = await run(["hub", "thing", "create", "refused", "--dir", hubDir, "-o", zip], { timeoutMs: 60_000 });
+      expect(checked.code, checked.stderr).toBe(74);
+      expect(checked.stderr).toContain(
+        'the database refused the row (a constraint in it): new row for relation "things" violates check constraint "short_names" (23514)',
+      );
+    } finally {
+      pg.psql("ALTER TABLE things DROP CONSTRAINT short_names", "hub");
+    }
     expect(existsSync(zip)).toBe(false);
     expect(JSON.parse((await flashlex(["hub", "thing", "list", "--dir", hubDir, "--json"])).stdout).length).toBe(before);
-    tally("badInputs", 2);
+    tally("badInputs", 3);
   }, 90_000);
 
   test("hub export while PostgreSQL freezes mid-way: 69 at the store's deadline, not a hang; Ctrl-C then stops it within 5 s", async () => {

@@ -315,4 +315,18 @@ describe("parseJsonDocument: a name given twice in one object", () => {
     );
     tally("badInputs", tried);
   });
+
+  test("the name is quoted with its invisible, bidirectional and control characters escaped: the message reaches terminals and clients", () => {
+    const name = "\u202eab\u009b31m\u2028";
+    let message = "";
+    try {
+      parseJsonDocument(`{"x":{${JSON.stringify(name)}:1,${JSON.stringify(name)}:2}}`, { source: "stdin" });
+    } catch (err) {
+      message = (err as Error).message;
+    }
+    expect(message).toBe(
+      'stdin: the name "\\u202eab\\u009b31m\\u2028" at line 1, column 20 is given twice in one object: only its last value would be kept; give each name once',
+    );
+    expect(/[\u0080-\u009f\u2028\u202e]/.test(message)).toBe(false);
+  });
 });

@@ -3,11 +3,13 @@
  * collect route and the MQTT egress wrap their store calls in) carries the kind of what the
  * driver threw, and a store call that gets no answer fails as `unavailable` (postgres-driver.ts).
  */
+import { Database } from "bun:sqlite";
 import { describe, expect, test } from "bun:test";
 import { parseHubDatabase } from "../../src/hub/store/database-url.ts";
-import { fromStore, StoreFailure } from "../../src/hub/store/hub-store.ts";
+import { fromStore, isUniqueViolation, StoreFailure } from "../../src/hub/store/hub-store.ts";
 import { postgresError, withDeadline } from "../../src/hub/store/postgres-driver.ts";
 import { type ErrorKind, FlashlexError } from "../../src/shared/errors.ts";
+import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 
 const db = parseHubDatabase("postgres://flashlex:secret-pw@127.0.0.1:5432/hub", "hub.db", "--db");
 if (db.kind !== "postgres") throw new Error("not postgres");
@@ -47,7 +49,11 @@ describe("store failures", () => {
       ["42501", "permission denied for table messages", "permission"],
       ["57P01", "terminating connection due to administrator command", "unavailable"],
       ["23505", "duplicate key value violates unique constraint", undefined],
-      ["42P01", 'relation "nosuch" does not exist', undefined],
+      ["42P01", 'relation "things" does not exist', "config"],
+      ["25P03", "terminating connection due to idle-in-transaction timeout", "try-later"],
+      ["23514", 'new row for relation "things" violates check constraint "small"', "io"],
+      ["42601", 'syntax error at or near "SELEC"', undefined],
+      ["22012", "division by zero", undefined],
     ];
     for (const [errno, message, kind] of cases) {
       const raw = serverError(errno, message);
@@ -63,5 +69,61 @@ describe("store failures", () => {
       expect((made as Error).message, errno).not.toContain("secret-pw");
       expect(new StoreFailure(made).kind, errno).toBe(kind);
     }
+  });
+
+  test("an error raised inside a routine of the database (a trigger or function its administrator added) is its refusal (io), whatever code it chose", () => {
+    const raised = Object.assign(new Error("refused by admin"), {
+      code: "ERR_POSTGRES_SERVER_ERROR",
+      errno: "U0001",
+      where: "PL/pgSQL function r() line 1 at RAISE",
+    });
+    const made = postgresError(raised, db) as FlashlexError;
+    expect(made.kind).toBe("io");
+    expect(made.message).toBe(
+      "PostgreSQL at 127.0.0.1:5432 (postgres://flashlex@127.0.0.1:5432/hub): the database refused the statement (PL/pgSQL function r() line 1 at RAISE): refused by admin (U0001)",
+    );
+    // the same code from the hub's own statement (no routine) is still the hub's to answer for
+    expect(postgresError(Object.assign(new Error("division by zero"), { errno: "22012" }), db)).toBeInstanceOf(Error);
+    expect(postgresError(Object.assign(new Error("division by zero"), { errno: "22012", where: "SQL function f" }), db)).toBeInstanceOf(FlashlexError);
+  });
+
+  test("isUniqueViolation: by the driver's code, through wrappers, never by words in the message", () => {
+    const sqlite = new Database(":memory:");
+    sqlite.exec("CREATE TABLE t (name TEXT UNIQUE); INSERT INTO t VALUES ('a')");
+    let raw: unknown;
+    try {
+      sqlite.run("INSERT INTO t VALUES ('a')");
+    } catch (err) {
+      raw = err;
+    }
+    expect(isUniqueViolation(raw)).toBe(true);
+    expect(isUniqueViolation(new StoreFailure(raw))).toBe(true);
+    expect(isUniqueViolation(Object.assign(new Error("duplicate key value violates unique constraint"), { errno: "23505" }))).toBe(true);
+    // a lock timeout on a database whose name says "unique": not a name taken
+    const unique = parseHubDatabase("postgres://flashlex@127.0.0.1:5432/unique_hub", "hub.db", "--db");
+    if (unique.kind !== "postgres") throw new Error("not postgres");
+    const timeout = postgresError(Object.assign(new Error("canceling statement due to lock timeout"), { errno: "55P03" }), unique);
+    expect((timeout as Error).message).toContain("unique_hub");
+    expect(isUniqueViolation(timeout)).toBe(false);
+    expect(isUniqueViolation(new Error("UNIQUE names only, says the trigger"))).toBe(false);
+    expect(isUniqueViolation(undefined)).toBe(false);
+  });
+
+  test("SQLite: a trigger's RAISE(ABORT) is the database's refusal (io), other constraint failures stay the hub's bug", () => {
+    const sqlite = new Database(":memory:");
+    sqlite.exec("CREATE TABLE t (x INTEGER NOT NULL); CREATE TRIGGER no BEFORE INSERT ON t WHEN new.x = 7 BEGIN SELECT RAISE(ABORT, 'no sevens'); END");
+    const failure = (sql: string) => {
+      try {
+        sqlite.run(sql);
+      } catch (err) {
+        return toFlashlexError(err);
+      }
+      throw new Error("no failure");
+    };
+    expect([failure("INSERT INTO t VALUES (7)").kind, failure("INSERT INTO t VALUES (7)").message]).toEqual([
+      "io",
+      "a trigger in the database refused the statement: no sevens (SQLITE_CONSTRAINT_TRIGGER)",
+    ]);
+    expect(failure("INSERT INTO t VALUES (NULL)").kind).toBe("bug");
   });
 });

@@ -26,7 +26,7 @@ import { spkiDer } from "../../crypto/keys.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { type HubHome, readCa } from "../home/home.ts";
 import { ownerPrefix, settingMs } from "../home/settings.ts";
-import type { HubStore, ThingRecord } from "../store/hub-store.ts";
+import { type HubStore, isUniqueViolation, type ThingRecord } from "../store/hub-store.ts";
 import { issueWithLifetime } from "../things/certificates.ts";
 import { renderThingConfig } from "../things/distribution.ts";
 import { validateThingName } from "../things/provision.ts";
@@ -129,7 +129,7 @@ export async function enrol(home: HubHome, store: HubStore, request: EnrolmentRe
   try {
     used = await store.enrolThing(thing, tokenHash, at);
   } catch (err) {
-    if (/UNIQUE/i.test(String((err as Error).message))) throw new ConflictError(`a thing named ${name} already exists; choose another name`);
+    if (isUniqueViolation(err)) throw new ConflictError(`a thing named ${name} already exists; choose another name`);
     throw err;
   }
   // Another device took the last use (or the token expired) between the check and the transaction.

@@ -11,7 +11,7 @@
  * drivers give every integer back as a number, exactly (PostgreSQL's BIGINT included).
  */
 import { FlashlexError } from "../../shared/errors.ts";
-import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import { sqliteCodeOf, toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { UpdateTables } from "./update-tables.ts";
 
 export type { UpdateTables } from "./update-tables.ts";
@@ -34,6 +34,21 @@ export class StoreFailure extends FlashlexError {
     super(known.message, known.kind, { cause, clientSafe: known.clientSafe });
     this.name = "StoreFailure";
   }
+}
+
+/**
+ * True when `err`, or an error it wraps (`cause`), is the database refusing a second row with one
+ * key: SQLite's SQLITE_CONSTRAINT_UNIQUE or _PRIMARYKEY, PostgreSQL's SQLSTATE 23505. By the code,
+ * never by the message's words: a database named "unique_hub", or a trigger whose RAISE says
+ * "unique", made a lock timeout read as "a thing with that name exists" (65 / 409).
+ */
+export function isUniqueViolation(err: unknown): boolean {
+  for (let e = err; e !== null && typeof e === "object"; e = (e as { cause?: unknown }).cause) {
+    const code = sqliteCodeOf(e);
+    if (code === "SQLITE_CONSTRAINT_UNIQUE" || code === "SQLITE_CONSTRAINT_PRIMARYKEY") return true;
+    if ((e as { errno?: unknown }).errno === "23505") return true;
+  }
+  return false;
 }
 
 /** Awaits a store call; whatever it rejects with comes back as a StoreFailure. */

@@ -46,19 +46,25 @@ const INSUFFICIENT_PRIVILEGE_SQLSTATE = /^(42501|2F004|38004|0LP01)$/;
  * The server's own refusals that no statement of the hub's can cause by being wrong, by SQLSTATE
  * (PostgreSQL's Appendix A, "Error Codes"), with the kind each is reported as and what it means.
  * Before, they passed through as unknown errors and the hub reported them as its own bug (70 / 500).
- * Classes 22 (data exception), 23 (integrity constraint: callers judge a unique violation) and 42
- * (syntax, undefined objects) still pass through: there the hub's statement would be at fault.
+ * Class 22 (data exception), 23505 (a unique violation: callers judge it, hub-store.ts
+ * isUniqueViolation) and the rest of class 42 (syntax, access rules) still pass through: there the
+ * hub's own statement would be at fault. An error raised inside a routine (a trigger or function,
+ * which the hub's schema has none of) is the database's own refusal whatever its code (`where`).
  */
 const SERVER_REFUSALS: readonly { sqlstate: RegExp; kind: ErrorKind; what: string }[] = [
   { sqlstate: /^25006$/, kind: "read-only", what: "the database is read-only (a standby, or default_transaction_read_only)" },
   { sqlstate: /^53100$/, kind: "full", what: "the database server's disk is full" },
   {
-    sqlstate: /^(40|55P03$|57014$|72000$)/,
+    sqlstate: /^(40|55P03$|57014$|72000$|25P03$)/,
     kind: "try-later",
-    what: "the server gave up on the statement (a deadlock, a serialization failure, a lock or statement timeout), which may pass when tried again",
+    what: "the server gave up on the statement (a deadlock, a serialization failure, a lock, statement or idle timeout), which may pass when tried again",
   },
   { sqlstate: /^XX00[12]$/, kind: "damaged", what: "the server found its data damaged" },
   { sqlstate: /^(58|XX|F0)/, kind: "io", what: "the server failed" },
+  // a constraint the database's administrator added (the hub's own rows keep the hub's)
+  { sqlstate: /^23(502|503|514|P01)$/, kind: "io", what: "the database refused the row (a constraint in it)" },
+  // a table or column gone: the schema was changed by hand after the hub made it
+  { sqlstate: /^42(P01|703)$/, kind: "config", what: "the database is not as the hub made it (a table or column is missing: changed by hand?)" },
   // A trigger, rule or routine the database's administrator added refused the statement.
   { sqlstate: /^(P0|09|27|38|39)/, kind: "io", what: "the database refused the statement (a trigger, rule or routine in it)" },
 ];
@@ -67,6 +73,8 @@ interface PostgresErrorLike {
   code?: unknown;
   errno?: unknown;
   message?: unknown;
+  /** the routine the error was raised in ("PL/pgSQL function refuse() line 1 at RAISE"), when one was */
+  where?: unknown;
 }
 
 /**
@@ -280,8 +288,10 @@ export function postgresError(err: unknown, db: Extract<HubDatabase, { kind: "po
     );
   }
   const refusal = sqlstate ? SERVER_REFUSALS.find((r) => r.sqlstate.test(sqlstate)) : undefined;
-  if (refusal) {
-    return new FlashlexError(`PostgreSQL at ${db.address} (${db.display}): ${refusal.what}: ${message} (${sqlstate})`, refusal.kind, {
+  const where = typeof e.where === "string" && e.where ? oneLine(e.where) : undefined;
+  if (refusal || (sqlstate && where)) {
+    const what = refusal?.what ?? `the database refused the statement (${where})`;
+    return new FlashlexError(`PostgreSQL at ${db.address} (${db.display}): ${what}: ${message} (${sqlstate})`, refusal?.kind ?? "io", {
       cause: err,
       clientSafe: false,
     });
