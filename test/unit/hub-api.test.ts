@@ -404,6 +404,10 @@ describe("operator routes", () => {
     expect(collected.status).toBe(400);
     expect(((await collected.json()) as any).messages?.[0]?.value).toContain('the name "a" at line 1, column 8 is given twice');
     expect((await storedMessages(store, thing.id)).length).toBe(before);
+    // a name or value from the request is quoted with its invisible and bidirectional characters escaped
+    expect(await send("/things", '{"n\u202eame":"x"}')).toEqual({ status: 400, said: 'unknown field "n\\u202eame"; the body takes name, keyType' });
+    const query = await operator(`/things/${thing.id}/messages?x\u202e=1`);
+    expect(((await query.json()) as any).messages?.[0]?.value).toStartWith('unknown query parameter "x\\u202e";');
     // the same names in different objects, and a string value that looks like a name, are fine
     expect((await send(`/things/${thing.id}/publish`, '{"message":{"a":1,"b":["message",{"a":0,"message":0}]}}')).status).toBe(200);
   });

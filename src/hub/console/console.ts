@@ -17,7 +17,7 @@
 
 import { isUuid } from "../../protocol/ids.ts";
 import { thingTopics } from "../../protocol/topics.ts";
-import type { Logger } from "../../shared/log.ts";
+import { type Logger, quoteLogText } from "../../shared/log.ts";
 import { pullStream } from "../../shared/pull-stream.ts";
 import { utcFromParts } from "../../shared/time.ts";
 import { decodePathSegment, HttpError, integerParam, publicError, readBodyLimited } from "../http/envelope.ts";
@@ -539,7 +539,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
     const keys = [...form.keys()];
     const twice = keys.find((key, i) => keys.indexOf(key) !== i);
     if (twice !== undefined)
-      throw new HttpError(400, `The form field ${JSON.stringify(twice.slice(0, 40))} is given more than once; a console form sends it once.`);
+      throw new HttpError(400, `The form field ${quoteLogText(twice.slice(0, 40))} is given more than once; a console form sends it once.`);
     return form;
   }
 

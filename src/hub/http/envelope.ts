@@ -7,6 +7,7 @@
 import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import type { ErrorKind } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import { quoteLogText } from "../../shared/log.ts";
 import { pullStream } from "../../shared/pull-stream.ts";
 
 export interface Envelope<T = unknown> {
@@ -326,7 +327,7 @@ export function onlyQueryParams(params: URLSearchParams, taken: readonly string[
   for (const name of params.keys()) {
     if (!taken.includes(name)) {
       const takes = taken.length ? `this route takes ${taken.join(", ")}` : "this route takes none";
-      throw new HttpError(400, `unknown query parameter ${JSON.stringify(name.slice(0, 40))}; ${takes}`);
+      throw new HttpError(400, `unknown query parameter ${quoteLogText(name.slice(0, 40))}; ${takes}`);
     }
   }
 }
@@ -345,7 +346,7 @@ export function integerParam(params: URLSearchParams, name: string, range: { min
   if (raw === undefined) return range.fallback;
   const value = /^\d{1,16}$/.test(raw) ? Number(raw) : Number.NaN;
   if (!Number.isSafeInteger(value) || value < range.min || value > range.max) {
-    throw new HttpError(400, `${name} must be a whole number from ${range.min} to ${range.max}, not ${JSON.stringify(raw.slice(0, 40))}`);
+    throw new HttpError(400, `${name} must be a whole number from ${range.min} to ${range.max}, not ${quoteLogText(raw.slice(0, 40))}`);
   }
   return value;
 }

@@ -18,7 +18,7 @@ import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
 import { ingressTopic } from "../../protocol/topics.ts";
 import { parseDuration } from "../../shared/duration.ts";
 import { ConflictError, FlashlexError, InputError } from "../../shared/errors.ts";
-import type { Logger } from "../../shared/log.ts";
+import { type Logger, quoteLogText } from "../../shared/log.ts";
 import { pullStream } from "../../shared/pull-stream.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { createConsole } from "../console/console.ts";
@@ -262,7 +262,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
 
   function onlyFields(body: Record<string, unknown>, fields: readonly string[]): void {
     const unknown = Object.keys(body).find((key) => !fields.includes(key));
-    if (unknown !== undefined) throw new HttpError(400, `unknown field ${JSON.stringify(unknown.slice(0, 40))}; the body takes ${fields.join(", ")}`);
+    if (unknown !== undefined) throw new HttpError(400, `unknown field ${quoteLogText(unknown.slice(0, 40))}; the body takes ${fields.join(", ")}`);
   }
 
   const routes: Record<string, Record<string, RouteMethod>> = {
