@@ -247,6 +247,21 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     } finally {
       pg.psql("DROP TRIGGER no_things ON things; DROP FUNCTION no_things()", "hub");
     }
+    // a trigger that trips over a key of its own (an audit row a day): the second thing is refused
+    // by the database (74), not "a thing named ... already exists" (65)
+    pg.psql(
+      "CREATE TABLE audit (day TEXT PRIMARY KEY, who TEXT); CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN INSERT INTO audit VALUES (to_char(now(), 'YYYY-MM-DD'), NEW.name); RETURN NEW; END $$; CREATE TRIGGER audit AFTER INSERT ON things FOR EACH ROW EXECUTE FUNCTION audit()",
+      "hub",
+    );
+    try {
+      await flashlex(["hub", "thing", "create", "audited", "--dir", hubDir, "-o", join(work, "audited.zip")]);
+      const second = await run(["hub", "thing", "create", "audited2", "--dir", hubDir, "-o", zip], { timeoutMs: 60_000 });
+      expect(second.code, second.stderr).toBe(74);
+      expect(second.stderr).toContain("the database refused the statement (PL/pgSQL function audit() line 1 at SQL statement)");
+      await flashlex(["hub", "thing", "delete", "audited", "--dir", hubDir]);
+    } finally {
+      pg.psql("DROP TRIGGER audit ON things; DROP FUNCTION audit(); DROP TABLE audit", "hub");
+    }
     // a constraint the administrator added
     pg.psql("ALTER TABLE things ADD CONSTRAINT short_names CHECK (length(name) < 5) NOT VALID", "hub");
     try {

@@ -6,7 +6,7 @@
 import { Database } from "bun:sqlite";
 import { describe, expect, test } from "bun:test";
 import { parseHubDatabase } from "../../src/hub/store/database-url.ts";
-import { fromStore, isUniqueViolation, StoreFailure } from "../../src/hub/store/hub-store.ts";
+import { fromStore, isThingNameTaken, StoreFailure } from "../../src/hub/store/hub-store.ts";
 import { postgresError, withDeadline } from "../../src/hub/store/postgres-driver.ts";
 import { type ErrorKind, FlashlexError } from "../../src/shared/errors.ts";
 import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
@@ -84,29 +84,48 @@ describe("store failures", () => {
     );
     // the same code from the hub's own statement (no routine) is still the hub's to answer for
     expect(postgresError(Object.assign(new Error("division by zero"), { errno: "22012" }), db)).toBeInstanceOf(Error);
-    expect(postgresError(Object.assign(new Error("division by zero"), { errno: "22012", where: "SQL function f" }), db)).toBeInstanceOf(FlashlexError);
+    expect(postgresError(Object.assign(new Error("division by zero"), { errno: "22012", where: 'SQL function "f" statement 1' }), db)).toBeInstanceOf(
+      FlashlexError,
+    );
+    // a value the hub's own statement bound: its fault, not the database's refusal
+    const bound = Object.assign(new Error('invalid input syntax for type bigint: "abc"'), { errno: "22P02", where: "unnamed portal parameter $1 = '...'" });
+    expect(postgresError(bound, db)).toBe(bound);
   });
 
-  test("isUniqueViolation: by the driver's code, through wrappers, never by words in the message", () => {
+  test("isThingNameTaken: by the driver's code and the things.name constraint, through wrappers, never by words in the message", () => {
     const sqlite = new Database(":memory:");
-    sqlite.exec("CREATE TABLE t (name TEXT UNIQUE); INSERT INTO t VALUES ('a')");
-    let raw: unknown;
-    try {
-      sqlite.run("INSERT INTO t VALUES ('a')");
-    } catch (err) {
-      raw = err;
-    }
-    expect(isUniqueViolation(raw)).toBe(true);
-    expect(isUniqueViolation(new StoreFailure(raw))).toBe(true);
-    expect(isUniqueViolation(Object.assign(new Error("duplicate key value violates unique constraint"), { errno: "23505" }))).toBe(true);
+    sqlite.exec(
+      "CREATE TABLE things (name TEXT UNIQUE); CREATE TABLE audit (day TEXT PRIMARY KEY); INSERT INTO things VALUES ('a'); INSERT INTO audit VALUES ('d')",
+    );
+    const failure = (sql: string) => {
+      try {
+        sqlite.run(sql);
+      } catch (err) {
+        return err;
+      }
+      throw new Error("no failure");
+    };
+    const taken = failure("INSERT INTO things VALUES ('a')");
+    expect(isThingNameTaken(taken)).toBe(true);
+    expect(isThingNameTaken(new StoreFailure(taken))).toBe(true);
+    // another table's key (a trigger someone added that writes an audit row per thing): not a name taken
+    expect(isThingNameTaken(failure("INSERT INTO audit VALUES ('d')"))).toBe(false);
+    const pgUnique = (extra: object) =>
+      Object.assign(new Error("duplicate key value violates unique constraint"), { code: "ERR_POSTGRES_SERVER_ERROR", errno: "23505", ...extra });
+    expect(isThingNameTaken(pgUnique({ constraint: "things_name_key" }))).toBe(true);
+    expect(isThingNameTaken(pgUnique({ constraint: "things_pkey" }))).toBe(false);
+    expect(isThingNameTaken(pgUnique({ constraint: "audit_pkey", where: "SQL statement ...\nPL/pgSQL function audit() line 3 at SQL statement" }))).toBe(false);
+    expect(isThingNameTaken(postgresError(pgUnique({ constraint: "things_name_key", where: "PL/pgSQL function copy() line 2 at SQL statement" }), db))).toBe(
+      false,
+    );
     // a lock timeout on a database whose name says "unique": not a name taken
     const unique = parseHubDatabase("postgres://flashlex@127.0.0.1:5432/unique_hub", "hub.db", "--db");
     if (unique.kind !== "postgres") throw new Error("not postgres");
     const timeout = postgresError(Object.assign(new Error("canceling statement due to lock timeout"), { errno: "55P03" }), unique);
     expect((timeout as Error).message).toContain("unique_hub");
-    expect(isUniqueViolation(timeout)).toBe(false);
-    expect(isUniqueViolation(new Error("UNIQUE names only, says the trigger"))).toBe(false);
-    expect(isUniqueViolation(undefined)).toBe(false);
+    expect(isThingNameTaken(timeout)).toBe(false);
+    expect(isThingNameTaken(new Error("UNIQUE constraint failed: things.name, says the trigger"))).toBe(false);
+    expect(isThingNameTaken(undefined)).toBe(false);
   });
 
   test("SQLite: a trigger's RAISE(ABORT) is the database's refusal (io), other constraint failures stay the hub's bug", () => {

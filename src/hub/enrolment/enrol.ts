@@ -24,9 +24,10 @@ import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { readCsr } from "../../crypto/csr.ts";
 import { spkiDer } from "../../crypto/keys.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
+import { quoteLogText } from "../../shared/log.ts";
 import { type HubHome, readCa } from "../home/home.ts";
 import { ownerPrefix, settingMs } from "../home/settings.ts";
-import { type HubStore, isUniqueViolation, type ThingRecord } from "../store/hub-store.ts";
+import { type HubStore, isThingNameTaken, type ThingRecord } from "../store/hub-store.ts";
 import { issueWithLifetime } from "../things/certificates.ts";
 import { renderThingConfig } from "../things/distribution.ts";
 import { validateThingName } from "../things/provision.ts";
@@ -93,7 +94,7 @@ export async function enrol(home: HubHome, store: HubStore, request: EnrolmentRe
     throw new EnrolmentRefused((err as Error).message);
   }
   if (csr.commonName !== name)
-    throw new EnrolmentRefused(`the CSR was refused: its CN must be ${name} (owner prefix and name), not ${JSON.stringify(csr.commonName)}`);
+    throw new EnrolmentRefused(`the CSR was refused: its CN must be ${name} (owner prefix and name), not ${quoteLogText(csr.commonName)}`);
   const existing = await store.getThingByName(name);
   if (existing) {
     if (!isRetryOf(existing, csr.publicKeyPem)) {
@@ -129,7 +130,7 @@ export async function enrol(home: HubHome, store: HubStore, request: EnrolmentRe
   try {
     used = await store.enrolThing(thing, tokenHash, at);
   } catch (err) {
-    if (isUniqueViolation(err)) throw new ConflictError(`a thing named ${name} already exists; choose another name`);
+    if (isThingNameTaken(err)) throw new ConflictError(`a thing named ${name} already exists; choose another name`);
     throw err;
   }
   // Another device took the last use (or the token expired) between the check and the transaction.

@@ -11,6 +11,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { InputError } from "../../shared/errors.ts";
+import { quoteLogText } from "../../shared/log.ts";
 import { hashToken } from "../home/tokens.ts";
 import type { EnrolmentTokenRecord, HubStore } from "../store/hub-store.ts";
 
@@ -102,7 +103,7 @@ export class EnrolmentTokens {
     }
     const namePrefix = opts.namePrefix ?? null;
     const refusal = namePrefix === null ? undefined : this.namePrefixRefusal(namePrefix);
-    if (refusal) throw new InputError(`the name prefix ${JSON.stringify(namePrefix)} ${refusal}`);
+    if (refusal) throw new InputError(`the name prefix ${quoteLogText(namePrefix!)} ${refusal}`);
     const token = ENROLMENT_TOKEN_TAG + randomBytes(32).toString("base64url");
     const hash = hashToken(token);
     const createdAt = this.now();

@@ -37,16 +37,18 @@ export class StoreFailure extends FlashlexError {
 }
 
 /**
- * True when `err`, or an error it wraps (`cause`), is the database refusing a second row with one
- * key: SQLite's SQLITE_CONSTRAINT_UNIQUE or _PRIMARYKEY, PostgreSQL's SQLSTATE 23505. By the code,
- * never by the message's words: a database named "unique_hub", or a trigger whose RAISE says
- * "unique", made a lock timeout read as "a thing with that name exists" (65 / 409).
+ * True when `err`, or an error it wraps (`cause`), is the database refusing a second thing with
+ * one name: SQLite's SQLITE_CONSTRAINT_UNIQUE on `things.name`, PostgreSQL's SQLSTATE 23505 on
+ * `things_name_key`, raised by the hub's own statement (not inside a routine: a trigger someone
+ * added that trips over a key of its own is the database's refusal). By the code and the
+ * constraint, never by the message's words: a lock timeout on a database named "unique_hub", or a
+ * trigger whose RAISE said "unique", read as "a thing with that name exists" (65 / 409).
  */
-export function isUniqueViolation(err: unknown): boolean {
+export function isThingNameTaken(err: unknown): boolean {
   for (let e = err; e !== null && typeof e === "object"; e = (e as { cause?: unknown }).cause) {
-    const code = sqliteCodeOf(e);
-    if (code === "SQLITE_CONSTRAINT_UNIQUE" || code === "SQLITE_CONSTRAINT_PRIMARYKEY") return true;
-    if ((e as { errno?: unknown }).errno === "23505") return true;
+    const found = e as { message?: unknown; errno?: unknown; constraint?: unknown; where?: unknown };
+    if (sqliteCodeOf(e) === "SQLITE_CONSTRAINT_UNIQUE") return found.message === "UNIQUE constraint failed: things.name";
+    if (found.errno === "23505") return found.constraint === "things_name_key" && !found.where;
   }
   return false;
 }

@@ -49,7 +49,8 @@ const INSUFFICIENT_PRIVILEGE_SQLSTATE = /^(42501|2F004|38004|0LP01)$/;
  * Class 22 (data exception), 23505 (a unique violation: callers judge it, hub-store.ts
  * isUniqueViolation) and the rest of class 42 (syntax, access rules) still pass through: there the
  * hub's own statement would be at fault. An error raised inside a routine (a trigger or function,
- * which the hub's schema has none of) is the database's own refusal whatever its code (`where`).
+ * which the hub's schema has none of) is the database's own refusal whatever its code (`where`
+ * names the routine).
  */
 const SERVER_REFUSALS: readonly { sqlstate: RegExp; kind: ErrorKind; what: string }[] = [
   { sqlstate: /^25006$/, kind: "read-only", what: "the database is read-only (a standby, or default_transaction_read_only)" },
@@ -73,7 +74,7 @@ interface PostgresErrorLike {
   code?: unknown;
   errno?: unknown;
   message?: unknown;
-  /** the routine the error was raised in ("PL/pgSQL function refuse() line 1 at RAISE"), when one was */
+  /** where in the server it was raised: a routine ("PL/pgSQL function refuse() line 1 at RAISE"), a bound parameter, ... */
   where?: unknown;
 }
 
@@ -288,9 +289,11 @@ export function postgresError(err: unknown, db: Extract<HubDatabase, { kind: "po
     );
   }
   const refusal = sqlstate ? SERVER_REFUSALS.find((r) => r.sqlstate.test(sqlstate)) : undefined;
-  const where = typeof e.where === "string" && e.where ? oneLine(e.where) : undefined;
-  if (refusal || (sqlstate && where)) {
-    const what = refusal?.what ?? `the database refused the statement (${where})`;
+  // PL/pgSQL's "PL/pgSQL function r() line 1 at RAISE", an SQL function's "SQL function "f" statement 1";
+  // not "unnamed portal parameter $1 = '...'", which is the hub's own statement's value
+  const routine = typeof e.where === "string" ? e.where.match(/\b(?:PL\/pgSQL|SQL) function [^\n]{1,200}/)?.[0] : undefined;
+  if (refusal || (sqlstate && routine)) {
+    const what = refusal?.what ?? `the database refused the statement (${routine})`;
     return new FlashlexError(`PostgreSQL at ${db.address} (${db.display}): ${what}: ${message} (${sqlstate})`, refusal?.kind ?? "io", {
       cause: err,
       clientSafe: false,

@@ -13,6 +13,7 @@ import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { readCsr } from "../../crypto/csr.ts";
 import { issueThingCertificate } from "../../crypto/x509.ts";
 import { InputError } from "../../shared/errors.ts";
+import { quoteLogText } from "../../shared/log.ts";
 import { type HubHome, readCa } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
 import { settingMs } from "../home/settings.ts";
@@ -84,7 +85,7 @@ export async function renewCertificate(
   now: number,
 ): Promise<{ certPem: string; notAfter: number }> {
   const csr = await readCsr(csrPem);
-  if (csr.commonName !== thing.name) throw new InputError(`the CSR was refused: its CN must be ${thing.name}, not ${JSON.stringify(csr.commonName)}`);
+  if (csr.commonName !== thing.name) throw new InputError(`the CSR was refused: its CN must be ${thing.name}, not ${quoteLogText(csr.commonName)}`);
   const certPem = await issueWithLifetime(home, thing.name, csr.publicKeyPem, settingMs(home.settings.certificates.thingLifetime), now);
   const info = describeCertificate(certPem);
   // The key that signed the request stays accepted (as the previous one) with its certificate;

@@ -8,7 +8,7 @@ import { createFile } from "../../shared/files.ts";
 import { type HubHome, readCa } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
 import { ownerPrefix } from "../home/settings.ts";
-import { type HubStore, isUniqueViolation, type ThingRecord } from "../store/hub-store.ts";
+import { type HubStore, isThingNameTaken, type ThingRecord } from "../store/hub-store.ts";
 import { ensureUpdateKey } from "../updates/update-key.ts";
 import { makeThingMaterialOffThread } from "./material-thread.ts";
 
@@ -131,7 +131,7 @@ export async function createThing(
   } catch (err) {
     rmSync(file, { force: true });
     // Two creates racing for one name: the UNIQUE constraint decides, the loser hears why.
-    if (isUniqueViolation(err)) throw new ConflictError(`a thing named ${name} already exists`);
+    if (isThingNameTaken(err)) throw new ConflictError(`a thing named ${name} already exists`);
     throw err;
   }
   return { thing, distribution: file };

@@ -8,6 +8,7 @@
  */
 import { isUuid } from "../../protocol/ids.ts";
 import { UsageError } from "../../shared/errors.ts";
+import { quoteLogText } from "../../shared/log.ts";
 import type { IngressQuery, OutboxState, OutboxVia, ThingAccess } from "./access.ts";
 
 export const INGRESS_STATES: readonly NonNullable<IngressQuery["state"]>[] = ["unacked", "acked", "all"];
@@ -17,7 +18,7 @@ const QUERY_FIELDS = ["afterId", "state", "topic", "since", "limit"] as const;
 
 /** A value as a short phrase for an error message: never the whole of a large or odd value. */
 function shown(value: unknown): string {
-  if (typeof value === "string") return JSON.stringify(value.length > 60 ? `${value.slice(0, 57)}...` : value);
+  if (typeof value === "string") return quoteLogText(value.length > 60 ? `${value.slice(0, 57)}...` : value);
   if (typeof value === "number" || typeof value === "boolean" || typeof value === "bigint") return `${String(value)}${typeof value === "bigint" ? "n" : ""}`;
   if (value === null) return "null";
   if (Array.isArray(value)) return "an array";
