@@ -47,7 +47,7 @@ const INSUFFICIENT_PRIVILEGE_SQLSTATE = /^(42501|2F004|38004|0LP01)$/;
  * (PostgreSQL's Appendix A, "Error Codes"), with the kind each is reported as and what it means.
  * Before, they passed through as unknown errors and the hub reported them as its own bug (70 / 500).
  * Class 22 (data exception), 23505 (a unique violation: callers judge it, hub-store.ts
- * isUniqueViolation) and the rest of class 42 (syntax, access rules) still pass through: there the
+ * isThingNameTaken) and the rest of class 42 (syntax, access rules) still pass through: there the
  * hub's own statement would be at fault. An error raised inside a routine (a trigger or function,
  * which the hub's schema has none of) is the database's own refusal whatever its code (`where`
  * names the routine).
