@@ -5,11 +5,12 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import type { HubStore, MessageRecord } from "../../src/hub/store/hub-store.ts";
+import type { HubStore, MessageRecord, ThingRecord } from "../../src/hub/store/hub-store.ts";
 import { SQLITE_MIGRATIONS } from "../../src/hub/store/migrations.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
 import type { HubSql } from "../../src/hub/store/sql.ts";
 import { sqliteHubSql } from "../../src/hub/store/sqlite-driver.ts";
+import { FlashlexError } from "../../src/shared/errors.ts";
 import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 import { storedMessages, storeThing } from "../support/hub-messages.ts";
@@ -112,5 +113,21 @@ describe("hub-store: commits that need no fsync", () => {
     await expect(sql.transaction(() => Promise.reject(new Error("no")), { durable: false })).rejects.toThrow("no");
     expect(await level(sql)).toBe(2);
     await sql.close();
+  });
+});
+
+describe("hub-store: a thing the database did not store", () => {
+  test("a trigger that skips the row (RAISE(IGNORE)) makes insertThing fail as io, not report a thing that is not there", async () => {
+    const file = join(dir, "skipped.db");
+    const store = await freshStore("skipped.db");
+    const raw = openSqlDatabase(file);
+    raw.exec("CREATE TRIGGER skip BEFORE INSERT ON things BEGIN SELECT RAISE(IGNORE); END");
+    raw.close();
+    const thing: ThingRecord = await storeThing(await freshStore("template.db"), THING);
+    const err = await store.insertThing(thing).catch((e) => e);
+    expect(err).toBeInstanceOf(FlashlexError);
+    expect([err.kind, err.message]).toEqual(["io", `the database did not store the thing ${thing.name} (a trigger in it skipped the row)`]);
+    expect(await store.getThing(THING)).toBeUndefined();
+    await store.close();
   });
 });

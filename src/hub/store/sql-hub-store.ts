@@ -1,3 +1,4 @@
+import { FlashlexError } from "../../shared/errors.ts";
 import type {
   ConsoleSessionRecord,
   Delivery,
@@ -171,8 +172,9 @@ export function sqlHubStore(sql: HubSql): HubStore {
     return { inserted: changes > 0, message: changes > 0 ? { ...m, delivery, deliveredAt } : (await getMessage(db, m.flmessagespk))! };
   };
 
+  /** Inside a transaction or not: stores `t`; FlashlexError io when the database took the statement and stored nothing. */
   const insertThing = async (db: HubSql, t: ThingRecord) => {
-    await db.run(
+    const { changes } = await db.run(
       `INSERT INTO things (id, name, short_name, public_key_pem, cert_pem, cert_serial, created_at, verified_at, last_seen_at, revoked_at, cert_not_after, enrolled_with)
        VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
       [
@@ -190,6 +192,10 @@ export function sqlHubStore(sql: HubSql): HubStore {
         t.enrolledWith ?? null,
       ],
     );
+    // A trigger someone added to the database can skip the row (SQLite's RAISE(IGNORE), a
+    // PostgreSQL BEFORE trigger returning NULL): the thing would be reported made, its zip
+    // written, with no row behind it.
+    if (changes !== 1) throw new FlashlexError(`the database did not store the thing ${t.name} (a trigger in it skipped the row)`, "io");
   };
 
   return {
