@@ -36,6 +36,17 @@ function problemOf(text: string, limits?: Parameters<typeof parseJsonDocument>[1
   }
 }
 
+/** What parseJsonDocument throws for `text`, checked to be a JsonDocumentError; the test fails when the text parses. */
+function refusalOf(text: string, limits?: Parameters<typeof parseJsonDocument>[1]): JsonDocumentError {
+  try {
+    parseJsonDocument(text, limits);
+  } catch (err) {
+    expect(err).toBeInstanceOf(JsonDocumentError);
+    return err as JsonDocumentError;
+  }
+  throw new Error(`parsed, not refused: ${text.slice(0, 80)}`);
+}
+
 describe("jsonNestingDepth", () => {
   test("equals the depth of the parsed value for any JSON text, strings with brackets and escapes included", () => {
     fc.assert(
@@ -120,16 +131,10 @@ describe("parseJsonDocument", () => {
   test("a number past the doubles' range is refused where it is, not stored as null; one in a string, or a small one, is kept", () => {
     // 1e310 written as 251 digits and a two-digit exponent passed the first look at the text
     for (const text of ['{"a": 1e999}', '{"a": [-2E+400]}', `{"a": 1${"0".repeat(400)}}`, `{"a": 1${"0".repeat(250)}e60}`]) {
-      let error: JsonDocumentError | undefined;
-      try {
-        parseJsonDocument(text, { source: "stdin" });
-      } catch (err) {
-        error = err as JsonDocumentError;
-      }
-      expect(error).toBeInstanceOf(JsonDocumentError);
-      expect(error!.problem).toBe("out_of_range");
-      expect(error!.message).toStartWith("stdin: the number at line 1, column ");
-      expect(error!.message).toContain("is beyond what a JSON number here can hold (about ±1.8e308): it would be stored as null; send it as a string");
+      const error = refusalOf(text, { source: "stdin" });
+      expect(error.problem).toBe("out_of_range");
+      expect(error.message).toStartWith("stdin: the number at line 1, column ");
+      expect(error.message).toContain("is beyond what a JSON number here can hold (about ±1.8e308): it would be stored as null; send it as a string");
     }
     expect(parseJsonDocument('{"a": "1e999", "b": 1e308, "c": 1e-999, "d": 1.7976931348623157e308}')).toEqual({
       a: "1e999",
@@ -295,18 +300,12 @@ describe("parseJsonDocument: a name given twice in one object", () => {
           const escaped = plain ? JSON.stringify(again).replace(/[a-z]/, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`) : JSON.stringify(again);
           const before = '{"w":['.repeat(depth) + text.slice(0, text.lastIndexOf("}")) + (spaced ? ",\n  " : ",");
           const repeated = `${before}${escaped} : ${JSON.stringify(value)}}${"]}".repeat(depth)}`;
-          let error: JsonDocumentError | undefined;
-          try {
-            parseJsonDocument(repeated, { source: "stdin" });
-          } catch (err) {
-            error = err as JsonDocumentError;
-          }
-          expect(error).toBeInstanceOf(JsonDocumentError);
-          expect(error!.problem).toBe("repeated_name");
+          const error = refusalOf(repeated, { source: "stdin" });
+          expect(error.problem).toBe("repeated_name");
           const at = before.length;
           const line = repeated.slice(0, at).split("\n").length;
           const column = Array.from(repeated.slice(repeated.lastIndexOf("\n", at - 1) + 1, at)).length + 1;
-          expect(error!.message).toBe(
+          expect(error.message).toBe(
             `stdin: the name ${JSON.stringify(again.slice(0, 40))} at line ${line}, column ${column} is given twice in one object: only its last value would be kept; give each name once`,
           );
         },
@@ -318,12 +317,7 @@ describe("parseJsonDocument: a name given twice in one object", () => {
 
   test("the name is quoted with its invisible, bidirectional and control characters escaped: the message reaches terminals and clients", () => {
     const name = "\u202eab\u009b31m\u2028";
-    let message = "";
-    try {
-      parseJsonDocument(`{"x":{${JSON.stringify(name)}:1,${JSON.stringify(name)}:2}}`, { source: "stdin" });
-    } catch (err) {
-      message = (err as Error).message;
-    }
+    const { message } = refusalOf(`{"x":{${JSON.stringify(name)}:1,${JSON.stringify(name)}:2}}`, { source: "stdin" });
     expect(message).toBe(
       'stdin: the name "\\u202eab\\u009b31m\\u2028" at line 1, column 20 is given twice in one object: only its last value would be kept; give each name once',
     );

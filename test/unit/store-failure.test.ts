@@ -14,6 +14,16 @@ import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 const db = parseHubDatabase("postgres://flashlex:secret-pw@127.0.0.1:5432/hub", "hub.db", "--db");
 if (db.kind !== "postgres") throw new Error("not postgres");
 
+/** What bun:sqlite throws for `sql` on `sqlite`; the test fails when the statement succeeds. */
+function sqliteFailure(sqlite: Database, sql: string): unknown {
+  try {
+    sqlite.run(sql);
+  } catch (err) {
+    return err;
+  }
+  throw new Error(`no failure: ${sql}`);
+}
+
 describe("store failures", () => {
   test("StoreFailure keeps the driver's kind: a stopped PostgreSQL is `unavailable`, not `bug`", async () => {
     const down = new FlashlexError("PostgreSQL at 127.0.0.1:5432: connection refused", "unavailable");
@@ -97,14 +107,7 @@ describe("store failures", () => {
     sqlite.exec(
       "CREATE TABLE things (name TEXT UNIQUE); CREATE TABLE audit (day TEXT PRIMARY KEY); INSERT INTO things VALUES ('a'); INSERT INTO audit VALUES ('d')",
     );
-    const failure = (sql: string) => {
-      try {
-        sqlite.run(sql);
-      } catch (err) {
-        return err;
-      }
-      throw new Error("no failure");
-    };
+    const failure = (sql: string) => sqliteFailure(sqlite, sql);
     const taken = failure("INSERT INTO things VALUES ('a')");
     expect(isThingNameTaken(taken)).toBe(true);
     expect(isThingNameTaken(new StoreFailure(taken))).toBe(true);
@@ -131,14 +134,7 @@ describe("store failures", () => {
   test("SQLite: a trigger's RAISE(ABORT) is the database's refusal (io), other constraint failures stay the hub's bug", () => {
     const sqlite = new Database(":memory:");
     sqlite.exec("CREATE TABLE t (x INTEGER NOT NULL); CREATE TRIGGER no BEFORE INSERT ON t WHEN new.x = 7 BEGIN SELECT RAISE(ABORT, 'no sevens'); END");
-    const failure = (sql: string) => {
-      try {
-        sqlite.run(sql);
-      } catch (err) {
-        return toFlashlexError(err);
-      }
-      throw new Error("no failure");
-    };
+    const failure = (sql: string) => toFlashlexError(sqliteFailure(sqlite, sql));
     expect([failure("INSERT INTO t VALUES (7)").kind, failure("INSERT INTO t VALUES (7)").message]).toEqual([
       "io",
       "a trigger in the database refused the statement: no sevens (SQLITE_CONSTRAINT_TRIGGER)",

@@ -103,7 +103,7 @@ export class EnrolmentTokens {
     }
     const namePrefix = opts.namePrefix ?? null;
     const refusal = namePrefix === null ? undefined : this.namePrefixRefusal(namePrefix);
-    if (refusal) throw new InputError(`the name prefix ${quoteLogText(namePrefix!)} ${refusal}`);
+    if (namePrefix !== null && refusal) throw new InputError(`the name prefix ${quoteLogText(namePrefix)} ${refusal}`);
     const token = ENROLMENT_TOKEN_TAG + randomBytes(32).toString("base64url");
     const hash = hashToken(token);
     const createdAt = this.now();

@@ -275,8 +275,8 @@ async function discardRest(reader: Pick<ReadableStreamDefaultReader<Uint8Array>,
  * Parses a JSON body within the protocol's limits (src/protocol/limits.ts): not valid UTF-8,
  * blank, not JSON, or nested deeper than `maxDepth` is a 400; over `maxBytes` a 413 (normally
  * caught earlier by readBodyLimited). The depth is checked before any recursive parsing. An
- * object that gives a name twice is a 400 naming it, a request's field as a message's (which
- * would be stored without its first value), as a form's field given twice is.
+ * object that gives a name twice, in a request's fields or inside a message, is a 400 naming the
+ * name and where: JSON.parse would have kept only its last value.
  */
 export function parseJsonBody(bytes: Uint8Array, limits: { maxDepth?: number; maxBytes?: number } = {}): unknown {
   let text: string;
