@@ -369,18 +369,56 @@ export function isOpenAs(file: string, fd: number): boolean {
 
 async function writeContent(fd: number, content: string | Uint8Array | AsyncIterable<Uint8Array>, signal: AbortSignal | undefined): Promise<void> {
   if (typeof content === "string" || content instanceof Uint8Array) {
-    writeAll(fd, typeof content === "string" ? Buffer.from(content) : content);
+    await writeAllWaiting(fd, typeof content === "string" ? Buffer.from(content) : content, signal);
     return;
   }
   for await (const chunk of content) {
-    writeAll(fd, chunk);
+    await writeAllWaiting(fd, chunk, signal);
     if (signal) await checkpoint(signal);
   }
 }
 
-/** Writes all of `bytes` to `fd`, however many writes it takes; throws what write(2) fails with (ENOSPC, EPIPE). */
+/** `writeAll` that waits for a full non-blocking pipe on the event loop, so a SIGINT/SIGTERM (`signal`) stops it meanwhile. */
+async function writeAllWaiting(fd: number, bytes: Uint8Array, signal: AbortSignal | undefined): Promise<void> {
+  for (let at = 0; at < bytes.length; ) {
+    const written = writeSome(fd, bytes, at);
+    if (written !== undefined) {
+      at += written;
+      continue;
+    }
+    await new Promise((resolve) => setTimeout(resolve, PIPE_FULL_WAIT_MS));
+    signal?.throwIfAborted();
+  }
+}
+
+/**
+ * Writes all of `bytes` to `fd`, however many writes it takes; throws what write(2) fails with
+ * (ENOSPC, EPIPE). A pipe in non-blocking mode (stdout is one under Bun) answers EAGAIN while it
+ * is full: that is waited out, PIPE_FULL_WAIT_MS at a time, until its reader takes more. Blocks
+ * the thread meanwhile, as a write to a full blocking pipe would; `writeContent` waits without
+ * blocking.
+ */
 export function writeAll(fd: number, bytes: Uint8Array): void {
-  for (let at = 0; at < bytes.length; ) at += writeSync(fd, bytes, at, bytes.length - at);
+  for (let at = 0; at < bytes.length; ) {
+    const written = writeSome(fd, bytes, at);
+    if (written === undefined) Atomics.wait(PIPE_FULL_SLEEPER, 0, 0, PIPE_FULL_WAIT_MS);
+    else at += written;
+  }
+}
+
+/** How long a write to a full non-blocking pipe waits before it tries again (ms). */
+const PIPE_FULL_WAIT_MS = 1;
+/** Atomics.wait on it sleeps the thread (it is never notified): the portable sleep of Bun and Node. */
+const PIPE_FULL_SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+
+/** One write(2) of `bytes` from `at`: the bytes written, or undefined when `fd` is a full non-blocking pipe (EAGAIN). */
+function writeSome(fd: number, bytes: Uint8Array, at: number): number | undefined {
+  try {
+    return writeSync(fd, bytes, at, bytes.length - at);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "EAGAIN") return undefined;
+    throw err;
+  }
 }
 
 function removeQuietly(path: string): void {

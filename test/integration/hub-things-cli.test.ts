@@ -9,6 +9,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
+import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -326,4 +327,25 @@ describe("a zip sent to stdout (-o -, -o /dev/stdout): the zip alone goes there,
     expect(lost.stderr).toContain("was not kept");
     expect(Bun.spawnSync([binaryPath(), "hub", "thing", "list", "--dir", hub.dir]).stdout.toString()).not.toContain("-unread ");
   });
+
+  test("a reader slower than the writer (| (sleep; cat)): the whole export arrives, exit 0 (a full non-blocking pipe made it 75 'EAGAIN' after one pipe buffer, the zip cut short)", async () => {
+    const thing = await hub.createThing("slowly-read");
+    const serving = await hub.serve();
+    try {
+      // ~800 KB of messages that do not compress: a dozen pipe buffers
+      for (let n = 0; n < 40; n++) await hub.publish(thing.id, { n, noise: randomBytes(15_000).toString("base64") });
+    } finally {
+      await serving.stop();
+    }
+    const zip = join(work, "slowly-read.zip");
+    const rc = join(work, "slowly-read.rc");
+    const slow = Bun.spawnSync(
+      ["sh", "-c", `{ "$0" "$@"; echo $? > ${rc}; } | { sleep 0.5; cat > ${zip}; }`, binaryPath(), "hub", "export", thing.id, "--dir", hub.dir, "-o", "-"],
+      {
+        stderr: "pipe",
+      },
+    );
+    expect({ code: Number(readFileSync(rc, "utf8")), stderr: slow.stderr.toString().trim() }).toEqual({ code: 0, stderr: "/dev/stdout: 40 messages" });
+    expect(Bun.spawnSync(["unzip", "-tq", zip]).exitCode).toBe(0);
+  }, 60_000);
 });
