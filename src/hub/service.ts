@@ -17,7 +17,7 @@ import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts
 import { rabbitConnectionCloser } from "./broker/rabbitmq-management.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
 import { keepBrokerCertificate } from "./home/broker-certificate.ts";
-import { type DatabaseOverride, openHubHome, readBrokerSecret } from "./home/home.ts";
+import { type DatabaseOverride, openHubHome, readBrokerSecret, readCaCertificate } from "./home/home.ts";
 import { checkHubIdentity } from "./home/identity.ts";
 import { hubClientId, hubInstance } from "./home/instance.ts";
 import { actingAsOwnerNote } from "./home/owner.ts";
@@ -180,7 +180,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
           .then((forgot) => forgot && superseded("superseded"))
           .catch((err) => log.warn("hub.forget_previous_key_failed", { thing_id: thingId, error: err })),
     );
-    const caPem = readFileSync(paths.caCert, "utf8");
+    const caPem = readCaCertificate(paths);
 
     const choice = brokerChoice(opts.broker, settings.broker, paths.config);
     // A broker certificate that lapsed would shut every thing out (home/broker-certificate.ts).

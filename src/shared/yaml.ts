@@ -11,6 +11,7 @@ import type { z } from "zod";
 import { ConfigError, oneLine } from "./errors.ts";
 import { writeFileAtomicallySync } from "./files.ts";
 import { toFlashlexError } from "./foreign-errors.ts";
+import { readRegularFile } from "./regular-file.ts";
 import { COMMIT, VERSION } from "./version.ts";
 
 const MAX_CONFIG_BYTES = 1024 * 1024;
@@ -58,11 +59,7 @@ export function loadYamlFile<T>(file: string, interpret: (raw: unknown) => T, ca
 function readConfigText(file: string): string {
   let bytes: Buffer;
   try {
-    // a device (-c /dev/zero) or a huge file would be read forever or fill memory
-    const stat = statSync(file);
-    if (!stat.isFile()) throw new ConfigError(`${file}: not a regular file`);
-    if (stat.size > MAX_CONFIG_BYTES) throw new ConfigError(`${file}: ${stat.size} bytes is too large for a configuration file (at most ${MAX_CONFIG_BYTES})`);
-    bytes = readFileSync(file);
+    bytes = readRegularFile(file, "configuration file", MAX_CONFIG_BYTES);
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code ?? "error";

@@ -10,12 +10,13 @@
  * (77 when the file exists but this user may not read it).
  */
 import { type KeyObject, X509Certificate } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { describeCertificate } from "../crypto/certificate-info.ts";
 import { CryptoError } from "../crypto/errors.ts";
 import { certificatePem, KeyFileError, normaliseCertificates, normalisePrivateKey } from "../crypto/key-files.ts";
 import { spkiDer, type ThingTokenAlgorithm, tokenAlgorithmFor } from "../crypto/keys.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
+import { readRegularFile } from "../shared/regular-file.ts";
 import type { ThingConfig } from "./settings.ts";
 
 /** What the thing proves itself with: the PEMs for mutual TLS and the key that signs its JWTs. */
@@ -33,11 +34,15 @@ export interface ThingIdentity {
   tokenAlgorithm: ThingTokenAlgorithm;
 }
 
-/** Reads a key file's bytes; a missing file is a configuration error (78), an unreadable one a permission error (77). */
+/**
+ * Reads a key file's bytes; a missing file, a FIFO, a device or one over MAX_PEM_FILE_BYTES is a
+ * configuration error (78), an unreadable one a permission error (77).
+ */
 export function readKeyFile(path: string, what: string): Buffer {
   try {
-    return readFileSync(path);
+    return readRegularFile(path, what);
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     const message = `${path}: cannot read the ${what} (${code ?? "error"})`;
     if (code === "EACCES" || code === "EPERM") throw new FlashlexError(message, "permission");

@@ -15,7 +15,7 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { binaryPath, type RunResult, run, start } from "../support/binary.ts";
 import { DAMAGE_KINDS, GOOD_ROW_COUNT } from "../support/damaged-databases.ts";
@@ -441,5 +441,27 @@ describe("TLS material that cannot work", () => {
     }
     expect(mismatch.stderr).toMatch(new RegExp(`${keys}/\\S+(private|certificate)`));
     expect(garbage.stderr).toContain(certFile);
+  });
+
+  test("a FIFO or /dev/zero in place of the private key: serve and collect exit 78 at once naming it (serve hung in open(2) deaf to SIGTERM; /dev/zero filled memory)", async () => {
+    for (const [kind, make] of [
+      ["fifo", (file: string) => expect(Bun.spawnSync(["mkfifo", file]).exitCode).toBe(0)],
+      ["zero", (file: string) => symlinkSync("/dev/zero", file)],
+    ] as const) {
+      const keys = join(thing.dir, `${kind}-keys`);
+      mkdirSync(keys);
+      for (const name of readdirSync(thing.keysDir)) writeFileSync(join(keys, name), readFileSync(join(thing.keysDir, name)), { mode: 0o600 });
+      const keyFile = join(keys, `${thing.thingName}-keypair-private.pem`);
+      rmSync(keyFile);
+      make(keyFile);
+      const flags = ["-c", thing.configPath, "-k", keys, "-d", join(thing.dir, `${kind}-keys-data`)];
+      for (const command of [["serve"], ["collect", "--file", thing.configPath]]) {
+        const result = await run([...command, ...flags], { timeoutMs: 15_000 });
+        tally("badInputs");
+        expect({ kind, command: command[0], code: result.code }).toEqual({ kind, command: command[0], code: 78 });
+        expect(result.stderr).toContain(`${keyFile}: the `);
+        expect(result.stderr).toContain("is not a regular file");
+      }
+    }
   });
 });

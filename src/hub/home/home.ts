@@ -2,15 +2,18 @@
  * src/hub/home: the hub home directory: its paths (paths.ts) and how to open it (home.ts), its settings,
  * hub.yml (settings.ts), making a new one (init.ts), and the operator's tokens (tokens.ts).
  */
-import { randomBytes } from "node:crypto";
+import { type KeyObject, randomBytes, X509Certificate } from "node:crypto";
 import { accessSync, constants, readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
+import { CryptoError } from "../../crypto/errors.ts";
+import { loadPrivateKey, spkiDer } from "../../crypto/keys.ts";
 import type { CertifiedKey } from "../../crypto/x509.ts";
 import { getent } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
 import { pathExists, pathKind } from "../../shared/path-exists.ts";
+import { readRegularFile } from "../../shared/regular-file.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type HubDatabase, parseHubDatabase } from "../store/database-url.ts";
 import { hubDatabaseMissing } from "../store/sqlite-driver.ts";
@@ -60,9 +63,43 @@ export function openHubHome(dir: string, log?: Logger, override?: DatabaseOverri
   return { paths, settings, database };
 }
 
-/** The hub CA's certificate and key (PEM text, not checked here); throws what readFileSync throws (ENOENT, EACCES). */
+/**
+ * The hub CA's certificate (PEM text), made by `hub init`. Throws ConfigError (78) naming the
+ * file when it is not a regular file holding a certificate; what the file system throws
+ * (ENOENT, EACCES) otherwise.
+ */
+export function readCaCertificate(paths: HubPaths): string {
+  const certPem = readRegularFile(paths.caCert, "CA certificate").toString("utf8");
+  try {
+    new X509Certificate(certPem);
+  } catch {
+    throw new ConfigError(`${paths.caCert}: not a PEM certificate (the hub CA's, made by hub init; put it back from a backup of the hub home)`);
+  }
+  return certPem;
+}
+
+/**
+ * The hub CA's certificate and key (PEM text), checked before anything is signed with them:
+ * each a regular file holding what it should, and the key the certificate's own (with another
+ * key, every certificate and CRL signed would fail to verify against the CA that things and
+ * brokers trust). Throws ConfigError (78) naming the file at fault; what the file system throws
+ * (ENOENT, EACCES) otherwise.
+ */
 export function readCa(paths: HubPaths): CertifiedKey {
-  return { certPem: readFileSync(paths.caCert, "utf8"), keyPem: readFileSync(paths.caKey, "utf8") };
+  const certPem = readCaCertificate(paths);
+  const keyPem = readRegularFile(paths.caKey, "CA private key").toString("utf8");
+  let key: KeyObject;
+  try {
+    key = loadPrivateKey(keyPem);
+  } catch (err) {
+    throw new ConfigError(`${paths.caKey}: ${err instanceof CryptoError ? err.message : "not a private key"}`);
+  }
+  if (!spkiDer(new X509Certificate(certPem).publicKey).equals(spkiDer(key))) {
+    throw new ConfigError(
+      `${paths.caKey} is not the private key of ${paths.caCert}: what it signed would not verify; put back the key hub init made with that certificate (from a backup of the hub home)`,
+    );
+  }
+  return { certPem, keyPem };
 }
 
 /**

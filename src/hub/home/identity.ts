@@ -1,12 +1,11 @@
-import { readFileSync } from "node:fs";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { ConfigError } from "../../shared/errors.ts";
 import { type HubIdentity, type HubStore, sameHubIdentity } from "../store/hub-store.ts";
-import type { HubHome } from "./home.ts";
+import { type HubHome, readCaCertificate } from "./home.ts";
 
 /** The identity of the hub home `home`: its owner id and its CA certificate's SHA-256 fingerprint. */
 export function homeIdentity(home: Pick<HubHome, "paths" | "settings">): HubIdentity {
-  return { ownerId: home.settings.ownerId, caFingerprint: describeCertificate(readFileSync(home.paths.caCert, "utf8")).fingerprint256 };
+  return { ownerId: home.settings.ownerId, caFingerprint: describeCertificate(readCaCertificate(home.paths)).fingerprint256 };
 }
 
 /**

@@ -27,8 +27,10 @@ import { dirname } from "node:path";
 import { normalisePrivateKey } from "../../crypto/key-files.ts";
 import { spkiDer } from "../../crypto/keys.ts";
 import { fsyncDirectory, renameDurably, writeFileDurably } from "../../shared/durable-files.ts";
+import { ConfigError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isNotThere, pathExists } from "../../shared/path-exists.ts";
+import { readRegularFile } from "../../shared/regular-file.ts";
 
 export type RenewalStep = "key-staged" | "cert-staged" | "previous-saved" | "cert-swapped" | "key-swapped" | "committed";
 
@@ -76,12 +78,14 @@ function certSpki(file: string): Buffer | undefined {
 /**
  * The file's bytes, or undefined when it is not there. A file this user may not read is no sign
  * of a crash: that throws (EACCES), before recovery changes anything; taken as absent, it would
- * have put the previous pair back over a current key it could not read.
+ * have put the previous pair back over a current key it could not read. A FIFO or a device in
+ * its place throws ConfigError (78) at once (readRegularFile), rather than block serve's start.
  */
 function readIfThere(file: string): Buffer | undefined {
   try {
-    return readFileSync(file);
+    return readRegularFile(file, "key or certificate file");
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     if (isNotThere(err)) return undefined;
     // Bun's readFileSync leaves out the path for some errors (EISDIR): the message must name the file
     if (!(err as NodeJS.ErrnoException).path) Object.assign(err as object, { path: file });

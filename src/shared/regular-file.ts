@@ -1,0 +1,32 @@
+import { closeSync, constants, fstatSync, openSync, readFileSync } from "node:fs";
+import { ConfigError } from "./errors.ts";
+
+/** The largest key, certificate or CA file read (bytes): a PEM chain is a few KB. */
+export const MAX_PEM_FILE_BYTES = 1024 * 1024;
+
+/**
+ * The bytes of `path`, which must be a regular file of at most `maxBytes` bytes. A FIFO would
+ * block the open (and the read) until a writer came, with the signal handlers unable to run, and
+ * a device (/dev/zero) would be read until memory ran out; so the file is opened without
+ * blocking and looked at through the open descriptor before it is read (no window for a swap).
+ * Throws ConfigError (78) naming `path` and `what` ("private key") for a file of another kind
+ * or over the size; what open(2) or read(2) throws (ENOENT, EACCES, EISDIR) otherwise.
+ */
+export function readRegularFile(path: string, what: string, maxBytes = MAX_PEM_FILE_BYTES): Buffer {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new ConfigError(`${path}: the ${what} is not a regular file (${kindOf(stat)}); it must be the file itself`);
+    if (stat.size > maxBytes) throw new ConfigError(`${path}: ${stat.size} bytes is too large for the ${what} (at most ${maxBytes})`);
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+function kindOf(stat: ReturnType<typeof fstatSync>): string {
+  if (stat.isDirectory()) return "a directory";
+  if (stat.isFIFO()) return "a FIFO";
+  if (stat.isSocket()) return "a socket";
+  return "a device";
+}
