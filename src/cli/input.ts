@@ -52,10 +52,19 @@ async function readStdin(limit: number): Promise<Buffer> {
   const source: AsyncIterable<Uint8Array> = typeof Bun === "undefined" ? process.stdin : Bun.stdin.stream();
   const chunks: Uint8Array[] = [];
   let size = 0;
-  for await (const chunk of source) {
-    chunks.push(chunk);
-    size += chunk.length;
-    if (size > limit) break;
+  try {
+    for await (const chunk of source) {
+      chunks.push(chunk);
+      size += chunk.length;
+      if (size > limit) break;
+    }
+  } catch (err) {
+    // `< somedir` in the shell: the runtime's error names no file, so the line says it was stdin
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "EISDIR") throw new UsageError("stdin: a directory, not a file (what the shell's < names)");
+    throw new FlashlexError(`stdin: cannot read (${code ?? (err as Error).message})`, code === "EACCES" || code === "EPERM" ? "permission" : "io", {
+      cause: err,
+    });
   }
   return Buffer.concat(chunks);
 }

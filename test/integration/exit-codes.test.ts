@@ -259,6 +259,25 @@ describe.skipIf(Boolean(noTmpfs))("a full disk", () => {
 });
 
 describe("bad values on the command line and on stdin", () => {
+  test("a directory as stdin (`< dir`) is 64 naming stdin (the line was 'is a directory (EISDIR)', 74); a device or a file as the hub home is 78 'not a directory' (/dev/zero was called a home others may write in, 77)", async () => {
+    const piped = Bun.spawnSync(["sh", "-c", `exec "$0" "$@" < ${thing.dir}`, binaryPath(), "collect", ...thing.flags], { stderr: "pipe" });
+    tally("badInputs");
+    expect({ code: piped.exitCode, stderr: piped.stderr.toString() }).toEqual({
+      code: 64,
+      stderr: "flashlex: stdin: a directory, not a file (what the shell's < names)\n",
+    });
+    const file = join(thing.dir, "not-a-home");
+    writeFileSync(file, "");
+    for (const dir of ["/dev/zero", file]) {
+      const init = await run(["hub", "init", "--dir", dir]);
+      const list = await run(["hub", "thing", "list", "--dir", dir]);
+      tally("badInputs", 2);
+      expect({ dir, init: init.code, list: list.code }).toEqual({ dir, init: 78, list: 78 });
+      expectOneLine(init, new RegExp(`^flashlex: ${dir}: not a directory; refusing to replace it`));
+      expectOneLine(list, new RegExp(`^flashlex: ${dir}: a file, not a hub home`));
+    }
+  });
+
   test("--limit: text, negative (as --limit=-5, --limit -1 and --limit -1h), zero, fraction, huge, hex and empty are 64 naming the flag (--since -1h too); a count works", async () => {
     const values = ["abc", "-5", "0", "1.5", "99999999999999999999", "1e3", "0x10", " 7", ""];
     for (const value of values) {

@@ -302,6 +302,12 @@ describe("a zip sent to stdout (-o -, -o /dev/stdout): the zip alone goes there,
     expect(existsSync(join(work, "-"))).toBe(false);
   });
 
+  test("-o /dev/null (a device): the next steps name the zip FILE.zip, as for a pipe (they said `unzip null`)", async () => {
+    const made = await run(["hub", "thing", "create", "nowhere", "--dir", hub.dir, "-o", "/dev/null"]);
+    expect(made.code, made.stderr).toBe(0);
+    expect(made.stdout).toContain("  unzip FILE.zip && ");
+  });
+
   test("-o /dev/stdout appended to a file (>>): what the file held stays, the zip follows it (a new open of /dev/stdout truncated the file)", () => {
     const file = join(work, "appended.bin");
     writeFileSync(file, "before\n");

@@ -1,4 +1,4 @@
-import { readFileSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { basename } from "node:path";
 import { thingTopics } from "../../protocol/topics.ts";
 import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
@@ -113,8 +113,8 @@ function create(args: string[], options: Options): Promise<number> {
     const { distributionDownloadLine } = await import("../../hub/things/download-line.ts");
     say(`or on the thing, with FLASHLEX_TOKEN set to the operator access token: ${distributionDownloadLine(thing, "$FLASHLEX_TOKEN", hub.home)}`);
     say("next: copy the zip and the flashlex binary for the board to the thing; there:");
-    // piped on (`-o -`), the zip's name is the receiver's
-    const zipName = toStdout ? "FILE.zip" : basename(output);
+    // piped on (`-o -`) or sent through a device or FIFO, the zip's name is the receiver's
+    const zipName = toStdout || !statSync(output).isFile() ? "FILE.zip" : basename(output);
     say(`  unzip ${zipName} && chmod +x flashlex && mv flashlex ${thing.name}/ && cd ${thing.name}`);
     say("  ./flashlex bootstrap && sudo ./flashlex install-service");
     return ExitCode.OK;

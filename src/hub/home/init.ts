@@ -13,7 +13,7 @@ import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { ConfigError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { DNS_NAME } from "../../shared/listen-address.ts";
-import { pathExists } from "../../shared/path-exists.ts";
+import { pathExists, pathKind } from "../../shared/path-exists.ts";
 import { type HubDatabase, parseHubDatabase, urlHoldsPassword } from "../store/database-url.ts";
 import { type HubIdentity, sameHubIdentity } from "../store/hub-store.ts";
 import { openHubStore } from "../store/open-store.ts";
@@ -69,6 +69,7 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
   const target = resolve(options.dir);
   // Checked before anything is made: a bad URL is refused (78) without a half-made home.
   const database = parseHubDatabase(options.database?.value, join(target, "hub.db"), options.database?.where ?? "--db");
+  if (pathKind(target) === "other") throw new ConfigError(`${target}: not a directory; refusing to replace it (choose another --dir)`);
   if (pathExists(target) && readdirSync(target).length > 0) {
     const what = pathExists(join(target, "hub.yml")) ? "a hub already exists there" : "the directory is not empty";
     throw new ConfigError(`${target}: ${what}; refusing to overwrite it (choose another --dir)`);

@@ -86,7 +86,8 @@ function ownerToActAs(dir: string): { uid: number; gid: number } | undefined {
     );
   }
   if (uids.length === 1) return { uid: uids[0]!, gid: owners[0]!.gid };
-  if (home.path === dir && (home.stats.mode & 0o022) !== 0) {
+  // a device or file named as the home is no home at all: the commands' own checks say so
+  if (home.path === dir && home.stats.isDirectory() && (home.stats.mode & 0o022) !== 0) {
     throw new FlashlexError(
       `${dir}: the hub home is root's but others may write in it (mode ${(home.stats.mode & 0o7777).toString(8)}), so its files may be anyone's: root does not act on it; give it to the hub's user (chown -R), or chmod go-w`,
       "permission",
