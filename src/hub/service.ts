@@ -1,4 +1,3 @@
-import { readFileSync } from "node:fs";
 import { maxEnvelopeBytes } from "../protocol/limits.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
 import { watchFileIdentity } from "../shared/file-watch.ts";
@@ -7,6 +6,7 @@ import { Lifecycle } from "../shared/lifecycle.ts";
 import { formatListenAddress, listenFailure, parseListenAddress } from "../shared/listen-address.ts";
 import type { Logger } from "../shared/log.ts";
 import { type MetricsListener, startMetricsListener } from "../shared/metrics-http.ts";
+import { readRegularFile } from "../shared/regular-file.ts";
 import { VERSION } from "../shared/version.ts";
 import type { HubBroker, ThingDirectory } from "./broker/broker.ts";
 import { startBrokerAuthServer } from "./broker/broker-auth-server.ts";
@@ -207,8 +207,8 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
         ? await startEmbeddedBroker({
             ...brokerListen,
             caPem,
-            certPem: readFileSync(paths.brokerCert, "utf8"),
-            keyPem: readFileSync(paths.brokerKey, "utf8"),
+            certPem: readRegularFile(paths.brokerCert, "broker certificate").toString("utf8"),
+            keyPem: readRegularFile(paths.brokerKey, "broker private key").toString("utf8"),
             directory,
             events,
             log,
@@ -239,8 +239,8 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
           failoverUrls: brokerUrls.slice(1),
           revoke: rabbit ? rabbitConnectionCloser({ urls: rabbit.management, caPem, secret: readBrokerSecret(paths) }) : undefined,
           caPem,
-          certPem: readFileSync(paths.clientCert, "utf8"),
-          keyPem: readFileSync(paths.clientKey, "utf8"),
+          certPem: readRegularFile(paths.clientCert, "hub client certificate").toString("utf8"),
+          keyPem: readRegularFile(paths.clientKey, "hub client private key").toString("utf8"),
           clientId: hubClientId(instance.name),
           events,
           directory,
@@ -303,7 +303,12 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const local = await startLocalSocket(api, paths.socket);
     await parts.start({ name: "local socket", stop: () => local.stop() });
     const apiListen = { host: settings.api.host, port: opts.apiPort ?? settings.api.port };
-    const tls = settings.api.tls ? { certPem: readFileSync(paths.brokerCert, "utf8"), keyPem: readFileSync(paths.brokerKey, "utf8") } : undefined;
+    const tls = settings.api.tls
+      ? {
+          certPem: readRegularFile(paths.brokerCert, "broker certificate").toString("utf8"),
+          keyPem: readRegularFile(paths.brokerKey, "broker private key").toString("utf8"),
+        }
+      : undefined;
     let server: HubServer;
     try {
       server = startHubServer(api, { ...apiListen, tls });

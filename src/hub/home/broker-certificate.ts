@@ -10,12 +10,13 @@
  * `--pinnedpubkey`) still matches, and a thing needs nothing new (it trusts the CA). The names
  * are hub.yml's `broker.host` and `broker.names`, as `hub init` used them.
  */
-import { readFileSync } from "node:fs";
+
 import { isIP } from "node:net";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { issueServerCertificate } from "../../crypto/x509.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
+import { readRegularFile } from "../../shared/regular-file.ts";
 import { type HubHome, readCa } from "./home.ts";
 
 const DAY_MS = 86_400_000;
@@ -31,14 +32,14 @@ export const BROKER_CERT_RENEW_BEFORE_MS = 90 * DAY_MS;
  */
 export async function renewBrokerCertificateIfDue(home: HubHome, now = Date.now()): Promise<{ notAfter: Date; renewed: boolean }> {
   const { paths, settings } = home;
-  const current = describeCertificate(readFileSync(paths.brokerCert, "utf8"));
+  const current = describeCertificate(readRegularFile(paths.brokerCert, "broker certificate").toString("utf8"));
   if (current.notAfter.getTime() - now > BROKER_CERT_RENEW_BEFORE_MS) return { notAfter: current.notAfter, renewed: false };
   const names = settings.broker.names;
   const renewed = await issueServerCertificate(readCa(paths), {
     commonName: settings.broker.host,
     dnsNames: names.filter((n) => !isIP(n)),
     ipAddresses: names.filter((n) => isIP(n)),
-    keyPem: readFileSync(paths.brokerKey, "utf8"),
+    keyPem: readRegularFile(paths.brokerKey, "broker private key").toString("utf8"),
   });
   writeFileAtomicallySync(paths.brokerCert, renewed.certPem, 0o644, { keepOwner: true });
   return { notAfter: describeCertificate(renewed.certPem).notAfter, renewed: true };
@@ -58,7 +59,7 @@ export async function keepBrokerCertificate(home: HubHome, log: Logger, renewed:
       const result = await renewBrokerCertificateIfDue(home);
       if (result.renewed) {
         log.info("hub.broker_certificate_renewed", { file: brokerCert, notAfter: result.notAfter.toISOString() });
-        renewed(readFileSync(brokerCert, "utf8"));
+        renewed(readRegularFile(brokerCert, "broker certificate").toString("utf8"));
       }
     } catch (err) {
       log.error("hub.broker_certificate_renewal_failed", { file: brokerCert, error: err, note: "the certificate in place is served on; tried again in a day" });

@@ -3,7 +3,7 @@
  * hub.yml (settings.ts), making a new one (init.ts), and the operator's tokens (tokens.ts).
  */
 import { type KeyObject, randomBytes, X509Certificate } from "node:crypto";
-import { accessSync, constants, readFileSync, statSync } from "node:fs";
+import { accessSync, constants, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { CryptoError } from "../../crypto/errors.ts";
 import { loadPrivateKey, spkiDer } from "../../crypto/keys.ts";
@@ -110,7 +110,7 @@ export function readBrokerSecret(paths: HubPaths): string {
   if (!pathExists(paths.brokerSecret)) {
     throw new ConfigError(`${paths.brokerSecret} is missing: run \`flashlex hub rabbitmq-config\` to make it (and the nodes' config that holds it)`);
   }
-  const secret = readFileSync(paths.brokerSecret, "utf8").trim();
+  const secret = readRegularFile(paths.brokerSecret, "broker secret").toString("utf8").trim();
   if (!/^[A-Za-z0-9_-]{32,}$/.test(secret)) throw new ConfigError(`${paths.brokerSecret}: not a broker secret (32+ base64url characters)`);
   return secret;
 }

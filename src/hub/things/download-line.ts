@@ -1,5 +1,5 @@
 import { createHash, X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readRegularFile } from "../../shared/regular-file.ts";
 import type { HubPaths } from "../home/paths.ts";
 import type { HubSettings } from "../home/settings.ts";
 
@@ -22,7 +22,9 @@ export function distributionDownloadLine(
 ): string {
   const base = hub.settings.api.publicUrl.replace(/\/+$/, "");
   const url = `${base}/${hub.settings.env}/v1/things/${thing.id}/dist`;
-  const tls = url.startsWith("https://") ? ` -k --pinnedpubkey 'sha256//${publicKeyPin(readFileSync(hub.paths.brokerCert, "utf8"))}'` : "";
+  const tls = url.startsWith("https://")
+    ? ` -k --pinnedpubkey 'sha256//${publicKeyPin(readRegularFile(hub.paths.brokerCert, "broker certificate").toString("utf8"))}'`
+    : "";
   return `curl -fo ${thing.name}.zip${tls} -H "Authorization: Bearer ${bearer}" ${url}`;
 }
 

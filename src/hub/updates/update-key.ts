@@ -10,12 +10,13 @@
  * `hub init` makes it; a home made before updates existed gets it on first use.
  */
 import { createPrivateKey } from "node:crypto";
-import { readFileSync } from "node:fs";
+
 import { join } from "node:path";
 import { decodeUpdatePublicKey, encodeUpdatePublicKey, generateUpdateKeyPair } from "../../crypto/update-signing.ts";
 import { ConfigError } from "../../shared/errors.ts";
 import { createFile } from "../../shared/files.ts";
 import { pathExists } from "../../shared/path-exists.ts";
+import { readRegularFile } from "../../shared/regular-file.ts";
 
 export const UPDATE_PRIVATE_KEY_FILE = "update-key.pem";
 export const UPDATE_PUBLIC_KEY_FILE = "update-key.pub";
@@ -37,14 +38,14 @@ export function ensureUpdateKey(hubDir: string): string {
   if (!pathExists(paths.publicKey)) {
     if (pathExists(paths.privateKey)) {
       // a crash between the two files: derive the public half again
-      createFile(paths.publicKey, `${encodeUpdatePublicKey(createPrivateKey(readFileSync(paths.privateKey)))}\n`, 0o644);
+      createFile(paths.publicKey, `${encodeUpdatePublicKey(createPrivateKey(readRegularFile(paths.privateKey, "update private key")))}\n`, 0o644);
     } else {
       const pair = generateUpdateKeyPair();
       createFile(paths.privateKey, pair.privateKeyPem, 0o600);
       createFile(paths.publicKey, `${pair.publicKey}\n`, 0o644);
     }
   }
-  const text = readFileSync(paths.publicKey, "utf8").trim();
+  const text = readRegularFile(paths.publicKey, "update public key").toString("utf8").trim();
   try {
     decodeUpdatePublicKey(text);
   } catch (err) {
