@@ -10,7 +10,6 @@
  * `--pinnedpubkey`) still matches, and a thing needs nothing new (it trusts the CA). The names
  * are hub.yml's `broker.host` and `broker.names`, as `hub init` used them.
  */
-
 import { isIP } from "node:net";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { issueServerCertificate } from "../../crypto/x509.ts";

@@ -10,7 +10,6 @@
  * `hub init` makes it; a home made before updates existed gets it on first use.
  */
 import { createPrivateKey } from "node:crypto";
-
 import { join } from "node:path";
 import { decodeUpdatePublicKey, encodeUpdatePublicKey, generateUpdateKeyPair } from "../../crypto/update-signing.ts";
 import { ConfigError } from "../../shared/errors.ts";
