@@ -13,7 +13,6 @@
 import {
   chownSync,
   closeSync,
-  constants,
   fchmodSync,
   fstatSync,
   fsyncSync,
@@ -26,10 +25,10 @@ import {
   rmSync,
   statSync,
   unlinkSync,
+  writeFileSync,
   writeSync,
 } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative } from "node:path";
-import { FlashlexError } from "./errors.ts";
 import { pathKind } from "./path-exists.ts";
 
 export interface AtomicWriteOptions {
@@ -73,7 +72,7 @@ export async function writeFileAtomically(
   signal?.throwIfAborted();
   if (isStream(file)) {
     const own = ownDescriptorOf(file);
-    const fd = own ?? (await openStreamWhenRead(file, signal));
+    const fd = own ?? namingTarget(undefined, file, () => openSync(file, "w"));
     try {
       await writeContent(fd, content, signal);
     } catch (err) {
@@ -131,12 +130,9 @@ function placeUnderFreeName(temp: string, file: string, nextName: (() => string 
 export function writeFileAtomicallySync(file: string, content: string | Uint8Array, mode: number, options: { keepOwner?: boolean } = {}): void {
   if (isStream(file)) {
     const own = ownDescriptorOf(file);
-    const fd = own ?? openStreamSoon(file);
-    try {
-      namingTarget(undefined, file, () => writeAll(fd, typeof content === "string" ? Buffer.from(content) : content));
-    } finally {
-      if (own === undefined) closeSync(fd);
-    }
+    namingTarget(undefined, file, () =>
+      own === undefined ? writeFileSync(file, content) : writeAll(own, typeof content === "string" ? Buffer.from(content) : content),
+    );
     return;
   }
   sweepDeadWriters(dirname(file));
@@ -396,57 +392,6 @@ async function writeAllWaiting(fd: number, bytes: Uint8Array, signal: AbortSigna
 }
 
 /**
- * Opens the stream `file` (a device, a FIFO) for writing without blocking: a FIFO that nobody
- * reads yet would otherwise block open(2), and the process with it, deaf to SIGINT and SIGTERM.
- * Returns undefined for such a FIFO (ENXIO); throws what open(2) throws otherwise, naming `file`.
- */
-function openStream(file: string): number | undefined {
-  try {
-    return openSync(file, constants.O_WRONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENXIO") return undefined;
-    throw renamePath(err, undefined, file);
-  }
-}
-
-/** How often a write looks again for a FIFO's reader (ms). */
-const FIFO_READER_POLL_MS = 50;
-/** How long a synchronous write waits for a FIFO's reader (ms): a reader started together with it. */
-const FIFO_READER_SYNC_WAIT_MS = 2000;
-
-/**
- * `openStream`, waiting on the event loop for a FIFO's reader as `cat > fifo` would, except that
- * signals are heard meanwhile: an abort of `signal` (SIGINT/SIGTERM) stops the wait.
- */
-async function openStreamWhenRead(file: string, signal: AbortSignal | undefined): Promise<number> {
-  for (;;) {
-    const fd = openStream(file);
-    if (fd !== undefined) return fd;
-    await new Promise((resolve) => setTimeout(resolve, FIFO_READER_POLL_MS));
-    signal?.throwIfAborted();
-  }
-}
-
-/**
- * `openStream` for a synchronous write, which cannot hear a signal while it waits: it waits for a
- * FIFO's reader at most FIFO_READER_SYNC_WAIT_MS, then refuses (`noReader`, 74).
- */
-function openStreamSoon(file: string): number {
-  const deadline = performance.now() + FIFO_READER_SYNC_WAIT_MS;
-  for (;;) {
-    const fd = openStream(file);
-    if (fd !== undefined) return fd;
-    if (performance.now() >= deadline) throw noReader(file);
-    Atomics.wait(THREAD_SLEEPER, 0, 0, FIFO_READER_POLL_MS);
-  }
-}
-
-/** A FIFO that had no reader within FIFO_READER_SYNC_WAIT_MS: an I/O failure (74) naming it. */
-function noReader(file: string): FlashlexError {
-  return new FlashlexError(`${file}: a FIFO that nobody reads; start its reader first, then run the command again`, "io");
-}
-
-/**
  * Writes all of `bytes` to `fd`, however many writes it takes; throws what write(2) fails with
  * (ENOSPC, EPIPE). A pipe in non-blocking mode (stdout is one under Bun) answers EAGAIN while it
  * is full: that is waited out, PIPE_FULL_WAIT_MS at a time, until its reader takes more. Blocks
@@ -456,7 +401,7 @@ function noReader(file: string): FlashlexError {
 export function writeAll(fd: number, bytes: Uint8Array): void {
   for (let at = 0; at < bytes.length; ) {
     const written = writeSome(fd, bytes, at);
-    if (written === undefined) Atomics.wait(THREAD_SLEEPER, 0, 0, PIPE_FULL_WAIT_MS);
+    if (written === undefined) Atomics.wait(PIPE_FULL_SLEEPER, 0, 0, PIPE_FULL_WAIT_MS);
     else at += written;
   }
 }
@@ -464,7 +409,7 @@ export function writeAll(fd: number, bytes: Uint8Array): void {
 /** How long a write to a full non-blocking pipe waits before it tries again (ms). */
 const PIPE_FULL_WAIT_MS = 1;
 /** Atomics.wait on it sleeps the thread (it is never notified): the portable sleep of Bun and Node. */
-const THREAD_SLEEPER = new Int32Array(new SharedArrayBuffer(4));
+const PIPE_FULL_SLEEPER = new Int32Array(new SharedArrayBuffer(4));
 
 /** One write(2) of `bytes` from `at`: the bytes written, or undefined when `fd` is a full non-blocking pipe (EAGAIN). */
 function writeSome(fd: number, bytes: Uint8Array, at: number): number | undefined {
