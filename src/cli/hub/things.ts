@@ -114,7 +114,7 @@ function create(args: string[], options: Options): Promise<number> {
     say(`or on the thing, with FLASHLEX_TOKEN set to the operator access token: ${distributionDownloadLine(thing, "$FLASHLEX_TOKEN", hub.home)}`);
     say("next: copy the zip and the flashlex binary for the board to the thing; there:");
     // piped on (`-o -`) or sent through a device or FIFO, the zip's name is the receiver's
-    const zipName = toStdout || !statSync(output).isFile() ? "FILE.zip" : basename(output);
+    const zipName = toStdout || !isRegularFile(output) ? "FILE.zip" : basename(output);
     say(`  unzip ${zipName} && chmod +x flashlex && mv flashlex ${thing.name}/ && cd ${thing.name}`);
     say("  ./flashlex bootstrap && sudo ./flashlex install-service");
     return ExitCode.OK;
@@ -202,4 +202,13 @@ function remove(args: string[], options: Options): Promise<number> {
     );
     return ExitCode.OK;
   });
+}
+
+/** Whether `path` is a regular file now (a reader may have moved or removed it since it was written: not one then). */
+function isRegularFile(path: string): boolean {
+  try {
+    return statSync(path).isFile();
+  } catch {
+    return false;
+  }
 }
