@@ -96,7 +96,10 @@ describe("bootstrap's connection drops while it waits for the ingress round trip
     });
     tally("faults");
     expect(result.code, result.stdout).toBe(1);
-    expect(result.stdout).toMatch(/\[FAIL\] ingress round trip: the connection closed before the echo came on ingress\/\S+ \(/);
+    // the kill may land before the test message's PUBACK (CI saw it once): that check fails instead, as truly
+    expect(result.stdout).toMatch(
+      /\[FAIL\] (ingress round trip: the connection closed before the echo came on ingress\/\S+ \(|publish the test message to flashlex\/test: the connection closed before the broker acknowledged it)/,
+    );
   }, 60_000);
 
   /**
