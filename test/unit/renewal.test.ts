@@ -3,12 +3,22 @@
  * (thing/renewal/identity-files.ts), and the schedule's arithmetic (renewer.ts).
  */
 import { beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, readdirSync, readFileSync, renameSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { type CertifiedKey, createCertificateAuthority, issueThingCertificate } from "../../src/crypto/x509.ts";
+import { ConfigError } from "../../src/shared/errors.ts";
 import { createLogger } from "../../src/shared/log.ts";
-import { type IdentityPaths, installStaged, recoverIdentityFiles, stageKey } from "../../src/thing/renewal/identity-files.ts";
+import { MAX_PEM_FILE_BYTES } from "../../src/shared/regular-file.ts";
+import {
+  type IdentityPaths,
+  installStaged,
+  previousKeyFile,
+  recoverIdentityFiles,
+  revertRenewal,
+  stagedKey,
+  stageKey,
+} from "../../src/thing/renewal/identity-files.ts";
 import { isNetworkFailure, renewalDueAt, retryDelay } from "../../src/thing/renewal/renewer.ts";
 import { scratchDir } from "../support/scratch.ts";
 
@@ -79,6 +89,65 @@ describe("crash recovery of the file swap", () => {
   test("nothing to do: nothing done", async () => {
     const { paths } = await folder();
     expect(recoverIdentityFiles(paths, log)).toEqual({ pending: false, recovered: undefined });
+  });
+
+  /** Things no renewal writes, in the place of a renewal file: each is torn, never read to its end. */
+  const strays = [
+    ["a FIFO", (file: string) => expect(Bun.spawnSync(["mkfifo", file]).exitCode).toBe(0)],
+    ["/dev/zero", (file: string) => symlinkSync("/dev/zero", file)],
+    ["a file over 1 MiB", (file: string) => writeFileSync(file, Buffer.alloc(MAX_PEM_FILE_BYTES + 1, 0x41))],
+  ] as const;
+
+  test("a FIFO, a device or an oversized file as the staged key or certificate is dropped as torn, the current pair kept (serve exited 78, or hung on the FIFO)", async () => {
+    for (const [kind, make] of strays) {
+      for (const staged of ["privateKey", "cert"] as const) {
+        const { dir, paths, old } = await folder();
+        make(`${paths[staged]}.next`);
+        expect(recoverIdentityFiles(paths, log), `${kind} ${staged}`).toEqual({ pending: false, recovered: "dropped a key staged before its certificate" });
+        expect(readFileSync(paths.privateKey, "utf8")).toBe(old.key);
+        expect(readFileSync(paths.cert, "utf8")).toBe(old.cert);
+        expect(readdirSync(dir).filter((f) => f.endsWith(".next"))).toEqual([]);
+        expect(stagedKey(paths)).toBeUndefined();
+      }
+    }
+  });
+
+  test("with the certificate swapped in, a stray staged key is no half-swap to finish, and the whole previous pair comes back", async () => {
+    for (const [kind, make] of strays) {
+      const { paths, old, fresh } = await folder();
+      copyFileSync(paths.privateKey, `${paths.privateKey}.previous`);
+      copyFileSync(paths.cert, `${paths.cert}.previous`);
+      writeFileSync(paths.cert, fresh.cert);
+      make(`${paths.privateKey}.next`);
+      expect(recoverIdentityFiles(paths, log), kind).toEqual({ pending: false, recovered: "restored the previous identity" });
+      expect(readFileSync(paths.privateKey, "utf8")).toBe(old.key);
+      expect(readFileSync(paths.cert, "utf8")).toBe(old.cert);
+    }
+  });
+
+  test("a stray previous pair is never read to its end: recovery leaves it to the first connection's commit, the fall-back's read of it is a ConfigError", async () => {
+    for (const [kind, make] of strays) {
+      const { paths } = await folder();
+      make(`${paths.privateKey}.previous`);
+      make(`${paths.cert}.previous`);
+      expect(recoverIdentityFiles(paths, log), kind).toEqual({ pending: true, recovered: undefined });
+      expect(() => previousKeyFile(paths), kind).toThrow(ConfigError);
+      expect(() => revertRenewal(paths), kind).toThrow(ConfigError);
+    }
+  });
+
+  test("the thing's own key or certificate as a FIFO, a device or an oversized file stays a ConfigError (78) naming it, nothing changed", async () => {
+    for (const [kind, make] of strays) {
+      for (const own of ["privateKey", "cert"] as const) {
+        const { dir, paths, fresh } = await folder();
+        stageKey(paths, fresh.key);
+        writeFileSync(`${paths.cert}.next`, fresh.cert);
+        rmSync(paths[own]);
+        make(paths[own]);
+        expect(() => recoverIdentityFiles(paths, log), `${kind} ${own}`).toThrow(`${paths[own]}: `);
+        expect(readdirSync(dir).filter((f) => f.endsWith(".next")).length).toBe(2);
+      }
+    }
   });
 });
 

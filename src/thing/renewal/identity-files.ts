@@ -22,7 +22,7 @@
  * the tests (test/integration/renewal.test.ts) and only for them.
  */
 import { X509Certificate } from "node:crypto";
-import { readFileSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { dirname } from "node:path";
 import { normalisePrivateKey } from "../../crypto/key-files.ts";
 import { spkiDer } from "../../crypto/keys.ts";
@@ -57,9 +57,13 @@ export function faultPoint(step: RenewalStep): void {
 
 /** The SPKI of a key file's key, or undefined when there is no such file or it is not a key (a torn write); throws what reading it throws otherwise (EACCES). */
 function keySpki(file: string): Buffer | undefined {
-  const bytes = readIfThere(file);
+  return spkiOfKey(readIfThere(file));
+}
+
+/** The SPKI of the key in `pem`, or undefined when there is none (absent, torn). */
+function spkiOfKey(pem: Buffer | undefined): Buffer | undefined {
   try {
-    return bytes && spkiDer(normalisePrivateKey(bytes).key);
+    return pem && spkiDer(normalisePrivateKey(pem).key);
   } catch {
     return undefined;
   }
@@ -75,22 +79,46 @@ function certSpki(file: string): Buffer | undefined {
   }
 }
 
+const KEY_OR_CERT = "key or certificate file";
+
 /**
- * The file's bytes, or undefined when it is not there. A file this user may not read is no sign
- * of a crash: that throws (EACCES), before recovery changes anything; taken as absent, it would
- * have put the previous pair back over a current key it could not read. A FIFO or a device in
- * its place throws ConfigError (78) at once (readRegularFile), rather than block serve's start.
+ * The file's bytes, or undefined when it is not there or holds no PEM a renewal could have
+ * written: a FIFO, a device or a file over MAX_PEM_FILE_BYTES in the place of a `.next` or
+ * `.previous` file is torn, as a half-written one is (opened without blocking: readRegularFile).
+ * The thing's own key and certificate were looked at first (`requireRegularIfThere`). A file
+ * this user may not read is no sign of a crash: that throws (EACCES) before recovery changes
+ * anything; taken as absent, it would have put the previous pair back over a current key it
+ * could not read.
  */
 function readIfThere(file: string): Buffer | undefined {
   try {
-    return readRegularFile(file, "key or certificate file");
+    return readRegularFile(file, KEY_OR_CERT);
+  } catch (err) {
+    if (err instanceof ConfigError) return undefined;
+    if (isNotThere(err)) return undefined;
+    throw namingFile(err, file);
+  }
+}
+
+/**
+ * Throws ConfigError (78) when `file` is there but no regular file of a PEM's size (a FIFO,
+ * a device: reading it would block serve's start or never end), and what reading it throws
+ * (EACCES); nothing when it is absent. For the key and certificate config.yml names, which no
+ * renewal step ever replaces with anything but a whole file.
+ */
+function requireRegularIfThere(file: string): void {
+  try {
+    readRegularFile(file, KEY_OR_CERT);
   } catch (err) {
     if (err instanceof ConfigError) throw err;
-    if (isNotThere(err)) return undefined;
-    // Bun's readFileSync leaves out the path for some errors (EISDIR): the message must name the file
-    if (!(err as NodeJS.ErrnoException).path) Object.assign(err as object, { path: file });
-    throw err;
+    if (!isNotThere(err)) throw namingFile(err, file);
   }
+}
+
+/** Bun's readFileSync leaves out the path for some errors (EISDIR): the message must name the file. */
+function namingFile(err: unknown, file: string): unknown {
+  if (!(err as NodeJS.ErrnoException).path) Object.assign(err as object, { path: file });
+  return err;
 }
 
 function pairMatches(keyFile: string, certFile: string): boolean {
@@ -128,8 +156,8 @@ export function stageKey(paths: IdentityPaths, keyPem: string): void {
  * hub asked for does not ask for it: renewer.ts.)
  */
 export function stagedKey(paths: IdentityPaths): string | undefined {
-  const file = next(paths.privateKey);
-  return keySpki(file) ? readFileSync(file, "utf8") : undefined;
+  const bytes = readIfThere(next(paths.privateKey));
+  return bytes && spkiOfKey(bytes) ? bytes.toString("utf8") : undefined;
 }
 
 /** Steps 2 to 5: the new certificate staged, the current pair saved, then swapped in: certificate first, key last. */
@@ -144,8 +172,8 @@ export function installStaged(paths: IdentityPaths, certPem: string, publicKeyPe
 function swapStaged(paths: IdentityPaths): void {
   // The current pair is kept, unless a matching one was saved already (a second pass after a crash).
   if (!pairMatches(previous(paths.privateKey), previous(paths.cert)) && pairMatches(paths.privateKey, paths.cert)) {
-    writeFileDurably(previous(paths.privateKey), readFileSync(paths.privateKey), 0o600);
-    writeFileDurably(previous(paths.cert), readFileSync(paths.cert), 0o644);
+    writeFileDurably(previous(paths.privateKey), readRegularFile(paths.privateKey, KEY_OR_CERT), 0o600);
+    writeFileDurably(previous(paths.cert), readRegularFile(paths.cert, KEY_OR_CERT), 0o644);
   }
   faultPoint("previous-saved");
   renameDurably(next(paths.cert), paths.cert);
@@ -167,10 +195,19 @@ export function renewalPending(paths: IdentityPaths): boolean {
   return pathExists(previous(paths.privateKey), CANNOT_LOOK_IS_ABSENT) && pathExists(previous(paths.cert), CANNOT_LOOK_IS_ABSENT);
 }
 
+/**
+ * The bytes of the previous pair's private key file, for the fall-back's question to the hub
+ * (renewer.ts). Opened without blocking; throws ConfigError when it is no regular file of a
+ * PEM's size (a FIFO, a device), and what reading it throws (ENOENT, EACCES).
+ */
+export function previousKeyFile(paths: IdentityPaths): Buffer {
+  return readRegularFile(previous(paths.privateKey), "previous private key");
+}
+
 /** Puts the previous pair back (the new one was refused): certificate first, then key, each durable. */
 export function revertRenewal(paths: IdentityPaths): void {
-  writeFileDurably(paths.cert, readFileSync(previous(paths.cert)), 0o644);
-  writeFileDurably(paths.privateKey, readFileSync(previous(paths.privateKey)), 0o600);
+  writeFileDurably(paths.cert, readRegularFile(previous(paths.cert), KEY_OR_CERT), 0o644);
+  writeFileDurably(paths.privateKey, readRegularFile(previous(paths.privateKey), KEY_OR_CERT), 0o600);
   commitRenewal(paths);
 }
 
@@ -184,6 +221,8 @@ export function revertRenewal(paths: IdentityPaths): void {
 export function recoverIdentityFiles(paths: IdentityPaths, log: Logger): { pending: boolean; recovered?: string } {
   const K = paths.privateKey;
   const C = paths.cert;
+  requireRegularIfThere(K);
+  requireRegularIfThere(C);
   let recovered: string | undefined;
   if (pairMatches(K, C)) {
     if (pathExists(next(K), CANNOT_LOOK_IS_ABSENT) && stagedPairUsable(K, C)) {

@@ -14,7 +14,6 @@
  * the time the certificate has left, so a short-lived certificate is retried in time.
  */
 import { type KeyObject, X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { signThingToken } from "../../crypto/jwt.ts";
 import { normalisePrivateKey } from "../../crypto/key-files.ts";
@@ -26,7 +25,7 @@ import { type HubClock, sendWithHubTime } from "../egress/hub-clock.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingSession } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";
-import { commitRenewal, type IdentityPaths, installStaged, renewalPending, revertRenewal, stagedKey, stageKey } from "./identity-files.ts";
+import { commitRenewal, type IdentityPaths, installStaged, previousKeyFile, renewalPending, revertRenewal, stagedKey, stageKey } from "./identity-files.ts";
 
 /** The fraction of a certificate's lifetime after which the agent renews it. */
 export const RENEW_AT_FRACTION = 2 / 3;
@@ -326,7 +325,7 @@ export class CertificateRenewer {
     const { log } = this.deps;
     let status: number;
     try {
-      const previousKey = normalisePrivateKey(readFileSync(`${this.paths.privateKey}.previous`)).key;
+      const previousKey = normalisePrivateKey(previousKeyFile(this.paths)).key;
       status = (await this.request("GET", undefined, previousKey)).status;
     } catch (err) {
       this.refusals = REFUSALS_BEFORE_FALLBACK - 1;
