@@ -12,6 +12,7 @@
 import { type CAC, type Command, cac } from "cac";
 import { keepArgumentsText, lastValueOfRepeats, matchCommand, refuseEmptyValues, refuseHelpInCluster, restoreArgumentsText } from "./cli/argv.ts";
 import type { CommandSpec } from "./cli/command.ts";
+import { checkEnvironment } from "./cli/environment.ts";
 import { EXIT_CODES_HELP, ExitCode, HUB_EXIT_CODES_HELP } from "./cli/exit-codes.ts";
 import { hubMosquittoConfigCommand, hubRabbitmqConfigCommand } from "./cli/hub/broker.ts";
 import { hubEnrollTokenCommands } from "./cli/hub/enroll-token.ts";
@@ -193,6 +194,9 @@ export async function main(argv: string[]): Promise<number> {
       return ExitCode.OK;
     }
     if (spec) checkArgumentCount(spec, cli.args);
+    // After the command line (its usage errors come first, and --help always works), before the
+    // command: a bad FLASHLEX_LOG_LEVEL must not first show up half way through a serve.
+    checkEnvironment();
     cli.runMatchedCommand();
     return (await result) ?? ExitCode.OK;
   } catch (err) {

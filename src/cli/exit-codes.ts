@@ -77,7 +77,8 @@ export const EXIT_CODES_HELP = `Exit codes:
       read or write, or one under a directory it may not enter (never taken for a missing one)
   78  configuration error: the message names the file and the key (also: a certificate or key
       that cannot be used, a database of another application or of a newer flashlex; enroll:
-      the hub's CA is not the pinned --ca-fingerprint)
+      the hub's CA is not the pinned --ca-fingerprint; a FLASHLEX_LOG_LEVEL other than debug,
+      info, warn or error, named before the command starts)
   130 interrupted (SIGINT), 143 stopped (SIGTERM), 129 hung up (SIGHUP): enroll and
       install-service, one line saying what was left (serve and messages --follow stop cleanly on a signal and exit 0)`;
 
@@ -97,6 +98,7 @@ export const HUB_EXIT_CODES_HELP = `Exit codes:
   77  permission denied: the hub home is another user's (run the command as that user), or a
       file under a directory this user may not enter (never taken for a missing one)
   78  configuration error: hub.yml, a missing hub.db or CA file (the message names the file and
-      the key; restore hub.db from a backup), or an address hub serve cannot listen on
+      the key; restore hub.db from a backup), an address hub serve cannot listen on, or an
+      environment variable the hub cannot read (FLASHLEX_LOG_LEVEL, FLASHLEX_CRL_VALIDITY_SECONDS)
   130 interrupted (SIGINT), 143 stopped (SIGTERM), 129 hung up (SIGHUP): hub init and hub
       export left nothing half-written (hub serve stops cleanly on SIGTERM, SIGINT or SIGHUP and exits 0)`;

@@ -1,3 +1,4 @@
+import { ConfigError } from "./errors.ts";
 import { redactUrl } from "./redact-url.ts";
 
 /**
@@ -8,7 +9,9 @@ import { redactUrl } from "./redact-url.ts";
  *
  * Secrets never reach a log: values under keys that name one are replaced before formatting.
  */
-export type Level = "debug" | "info" | "warn" | "error";
+/** The levels, lowest first: what FLASHLEX_LOG_LEVEL may say. */
+export const LOG_LEVELS = ["debug", "info", "warn", "error"] as const;
+export type Level = (typeof LOG_LEVELS)[number];
 export type Fields = Record<string, unknown>;
 
 const PRIORITY: Record<Level, number> = { error: 3, warn: 4, info: 6, debug: 7 };
@@ -143,12 +146,15 @@ const writeStderrLine = (() => {
 })();
 
 /**
- * Lines from `options.level` up (default: FLASHLEX_LOG_LEVEL if debug, warn or error, else info),
- * journald's form when JOURNAL_STREAM is set; `base` fields go on every line, `child` adds more.
- * On stderr, a line that cannot be written is lost, not thrown.
+ * Lines from `options.level` up (default: FLASHLEX_LOG_LEVEL, `logLevelFromEnv`), journald's form
+ * when JOURNAL_STREAM is set; `base` fields go on every line, `child` adds more. On stderr, a line
+ * that cannot be written is lost, not thrown. Throws ConfigError (78) when no level is given and
+ * FLASHLEX_LOG_LEVEL is not one (main.ts checks it before any command runs, so a command never
+ * meets it half way).
  */
 export function createLogger(options: LoggerOptions = {}, base: Fields = {}): Logger {
-  const threshold = ORDER[options.level ?? levelFromEnv()];
+  const level = options.level ?? logLevelFromEnv();
+  const threshold = ORDER[level];
   const journald = options.journald ?? Boolean(process.env.JOURNAL_STREAM);
   const write = options.write ?? writeStderrLine;
   const now = options.now ?? (() => new Date());
@@ -166,17 +172,26 @@ export function createLogger(options: LoggerOptions = {}, base: Fields = {}): Lo
     info: (e, f) => emit("info", e, f),
     warn: (e, f) => emit("warn", e, f),
     error: (e, f) => emit("error", e, f),
-    child: (fields) => createLogger(options, { ...base, ...fields }),
+    child: (fields) => createLogger({ ...options, level }, { ...base, ...fields }),
   };
 }
 
-function levelFromEnv(): Level {
-  const level = process.env.FLASHLEX_LOG_LEVEL;
-  return level === "debug" || level === "warn" || level === "error" ? level : "info";
+/**
+ * The level FLASHLEX_LOG_LEVEL (in `env`) names: debug, info, warn or error; info when it is unset
+ * or empty (as a shell leaves a variable it clears). Throws ConfigError (78) naming the variable,
+ * its value and the accepted ones for anything else: a typo (`DEBUG`, `warning`) was read as info
+ * without a word, so the operator who asked for debug lines to find a fault never saw them.
+ */
+export function logLevelFromEnv(env: NodeJS.ProcessEnv = process.env): Level {
+  const value = env.FLASHLEX_LOG_LEVEL;
+  if (value === undefined || value === "") return "info";
+  const level = LOG_LEVELS.find((l) => l === value);
+  if (level) return level;
+  throw new ConfigError(`$FLASHLEX_LOG_LEVEL is ${quoteLogText(value)}; it takes ${LOG_LEVELS.join(", ")} (unset: info)`);
 }
 
-/** A logger that drops everything, for library users who do not want output. */
-export const silentLogger: Logger = createLogger({ write: () => {} });
+/** A logger that drops everything, for library users who do not want output (whatever FLASHLEX_LOG_LEVEL says). */
+export const silentLogger: Logger = createLogger({ level: "error", write: () => {} });
 
 /**
  * `log`, with `tap` told of every warn and error event (its level, name and fields) before it is

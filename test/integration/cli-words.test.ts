@@ -6,7 +6,7 @@
  * one-shot MQTT connection of a revoked thing ended.
  */
 import { afterAll, expect, test } from "bun:test";
-import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { commitSha, packageVersion } from "../../scripts/build.ts";
@@ -104,6 +104,35 @@ test("uninstall-service takes the thing flags older lines pass, and says they ar
   const help = (await run(["uninstall-service", "--help"])).stdout;
   expect(help).toContain("not needed");
   expect(help).not.toContain("required");
+});
+
+test("a FLASHLEX_LOG_LEVEL or FLASHLEX_CRL_VALIDITY_SECONDS the product cannot read is 78 on one line naming it, before the command does anything (it was info, or a year, without a word)", async () => {
+  const home = join(work, "env-home");
+  const cases: { env: Record<string, string>; says: string }[] = [
+    { env: { FLASHLEX_LOG_LEVEL: "bogus" }, says: 'flashlex: $FLASHLEX_LOG_LEVEL is "bogus"; it takes debug, info, warn, error (unset: info)' },
+    { env: { FLASHLEX_LOG_LEVEL: "DEBUG" }, says: 'flashlex: $FLASHLEX_LOG_LEVEL is "DEBUG"; it takes debug, info, warn, error (unset: info)' },
+    {
+      env: { FLASHLEX_CRL_VALIDITY_SECONDS: "soon" },
+      says: 'flashlex: $FLASHLEX_CRL_VALIDITY_SECONDS is "soon"; it takes a whole number of seconds, at least 3 (unset: 31536000, a year)',
+    },
+  ];
+  for (const c of cases) {
+    for (const args of [["hub", "init", "--dir", home], ["serve", "-c", join(work, "no-config.yml")], ["version"]]) {
+      const result = await run(args, { env: c.env });
+      expect({ args, env: c.env, code: result.code, stderr: result.stderr.trim(), stdout: result.stdout }).toEqual({
+        args,
+        env: c.env,
+        code: 78,
+        stderr: c.says,
+        stdout: "",
+      });
+      expect(existsSync(home)).toBe(false);
+    }
+  }
+  tally("badInputs", cases.length * 3);
+  // --help still answers, and an empty value is unset, as a shell leaves a cleared variable
+  expect((await run(["serve", "--help"], { env: { FLASHLEX_LOG_LEVEL: "bogus" } })).code).toBe(0);
+  expect((await run(["version"], { env: { FLASHLEX_LOG_LEVEL: "", FLASHLEX_CRL_VALIDITY_SECONDS: "" } })).code).toBe(0);
 });
 
 test("--help prints one help, for the command it follows, and exits 0", async () => {

@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { createLogger, formatFields, quoteLogText } from "../../src/shared/log.ts";
+import { createLogger, formatFields, logLevelFromEnv, quoteLogText } from "../../src/shared/log.ts";
 import { tally } from "../support/tally.ts";
 
 /** What must never appear raw in a line: C0, DEL, C1, format characters, U+2028/9, lone surrogates. */
@@ -83,5 +83,35 @@ describe("log lines", () => {
     const text = formatFields({ error: new Error("bad\nthing"), obj: { a: "\u2028" }, big: 10n, cycle, token: "abc.def.ghi" });
     expect(text).toBe('error="bad\\nthing" obj="{\\"a\\":\\"\\u2028\\"}" big=10 cycle="[object Object]" token=[redacted]');
     expect(text).not.toMatch(UNSAFE);
+  });
+});
+
+describe("FLASHLEX_LOG_LEVEL", () => {
+  test("debug, info, warn or error; unset or empty is info; anything else is a config error naming it (it was info without a word)", () => {
+    expect(logLevelFromEnv({})).toBe("info");
+    expect(logLevelFromEnv({ FLASHLEX_LOG_LEVEL: "" })).toBe("info");
+    for (const level of ["debug", "info", "warn", "error"] as const) expect(logLevelFromEnv({ FLASHLEX_LOG_LEVEL: level })).toBe(level);
+    for (const bad of ["bogus", "DEBUG", "warning", " info", "trace"]) {
+      expect(() => logLevelFromEnv({ FLASHLEX_LOG_LEVEL: bad })).toThrow(
+        expect.objectContaining({ kind: "config", message: `$FLASHLEX_LOG_LEVEL is ${JSON.stringify(bad)}; it takes debug, info, warn, error (unset: info)` }),
+      );
+    }
+    // a value that would break the line is escaped in it
+    expect(() => logLevelFromEnv({ FLASHLEX_LOG_LEVEL: "x\ny" })).toThrow('$FLASHLEX_LOG_LEVEL is "x\\ny"; it takes');
+  });
+
+  test("a logger given its level never reads the variable (the SDK's silent logger, a child of a checked one)", () => {
+    const previous = process.env.FLASHLEX_LOG_LEVEL;
+    process.env.FLASHLEX_LOG_LEVEL = "bogus";
+    try {
+      const lines: string[] = [];
+      const log = createLogger({ level: "debug", write: (l) => lines.push(l), journald: true });
+      log.child({ a: 1 }).debug("ev");
+      expect(lines).toEqual(["<7>ev a=1"]);
+      expect(() => createLogger()).toThrow("$FLASHLEX_LOG_LEVEL");
+    } finally {
+      if (previous === undefined) delete process.env.FLASHLEX_LOG_LEVEL;
+      else process.env.FLASHLEX_LOG_LEVEL = previous;
+    }
   });
 });

@@ -200,11 +200,19 @@ describe("the broker reload", () => {
 });
 
 describe("CRL renewal", () => {
-  test("a year by default; the test override needs at least 3 s; renewal every third, at most daily", () => {
+  test("a year by default; the test override needs at least 3 s, anything else is a config error naming it; renewal every third, at most daily", () => {
     expect(crlValiditySeconds({})).toBe(DEFAULT_CRL_VALIDITY_SECONDS);
+    expect(crlValiditySeconds({ FLASHLEX_CRL_VALIDITY_SECONDS: "" })).toBe(DEFAULT_CRL_VALIDITY_SECONDS);
     expect(crlValiditySeconds({ FLASHLEX_CRL_VALIDITY_SECONDS: "6" })).toBe(6);
-    expect(crlValiditySeconds({ FLASHLEX_CRL_VALIDITY_SECONDS: "1" })).toBe(DEFAULT_CRL_VALIDITY_SECONDS);
-    expect(crlValiditySeconds({ FLASHLEX_CRL_VALIDITY_SECONDS: "soon" })).toBe(DEFAULT_CRL_VALIDITY_SECONDS);
+    // were a year without a word
+    for (const bad of ["1", "soon", "6.5", " 6", "0x10", "-6"]) {
+      expect(() => crlValiditySeconds({ FLASHLEX_CRL_VALIDITY_SECONDS: bad })).toThrow(
+        expect.objectContaining({
+          kind: "config",
+          message: `$FLASHLEX_CRL_VALIDITY_SECONDS is ${JSON.stringify(bad)}; it takes a whole number of seconds, at least 3 (unset: 31536000, a year)`,
+        }),
+      );
+    }
     expect(renewalIntervalMs(6)).toBe(2_000);
     expect(renewalIntervalMs(DEFAULT_CRL_VALIDITY_SECONDS)).toBe(86_400_000);
   });

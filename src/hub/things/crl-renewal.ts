@@ -17,19 +17,27 @@
  * Tests shorten it with FLASHLEX_CRL_VALIDITY_SECONDS (not for production: a hub stopped longer
  * than that locks every thing out of a Mosquitto that restarts).
  */
-import type { Logger } from "../../shared/log.ts";
+import { ConfigError } from "../../shared/errors.ts";
+import { type Logger, quoteLogText } from "../../shared/log.ts";
 
 export const DEFAULT_CRL_VALIDITY_SECONDS = 365 * 86_400;
 /** The most a running hub waits between renewals, in ms. */
 export const MAX_RENEWAL_INTERVAL_MS = 86_400_000;
 
-/** Validity of every CRL the hub signs, in seconds: FLASHLEX_CRL_VALIDITY_SECONDS (>= 3) or a year. */
+/**
+ * Validity of every CRL the hub signs, in seconds: FLASHLEX_CRL_VALIDITY_SECONDS in `env` (a whole
+ * number, at least 3), or a year when it is unset or empty. Throws ConfigError (78) naming the
+ * variable and its value for anything else: main.ts checks it before any command runs, so a
+ * typo stops the command at its start, as a typo in hub.yml does, rather than being read as a
+ * year without a word (the test that set it then waited on a renewal that never came).
+ */
 export function crlValiditySeconds(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env.FLASHLEX_CRL_VALIDITY_SECONDS;
   if (raw === undefined || raw === "") return DEFAULT_CRL_VALIDITY_SECONDS;
-  const seconds = Number(raw);
-  // Ignored rather than fatal: a typo here must not stop a hub, and the default is the safe side.
-  return Number.isInteger(seconds) && seconds >= 3 ? seconds : DEFAULT_CRL_VALIDITY_SECONDS;
+  if (/^\d{1,15}$/.test(raw) && Number(raw) >= 3) return Number(raw);
+  throw new ConfigError(
+    `$FLASHLEX_CRL_VALIDITY_SECONDS is ${quoteLogText(raw)}; it takes a whole number of seconds, at least 3 (unset: ${DEFAULT_CRL_VALIDITY_SECONDS}, a year)`,
+  );
 }
 
 /** ms between renewals for a validity in seconds: a third of it, at most a day. */
