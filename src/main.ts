@@ -10,7 +10,7 @@
  * the table.
  */
 import { type CAC, type Command, cac } from "cac";
-import { keepArgumentsText, lastValueOfRepeats, matchCommand, refuseEmptyValues, refuseHelpInCluster, restoreArgumentsText } from "./cli/argv.ts";
+import { keepArgumentsText, matchCommand, refuseEmptyValues, refuseHelpInCluster, refuseRepeatedFlags, restoreArgumentsText } from "./cli/argv.ts";
 import type { CommandSpec } from "./cli/command.ts";
 import { checkEnvironment } from "./cli/environment.ts";
 import { EXIT_CODES_HELP, ExitCode, HUB_EXIT_CODES_HELP } from "./cli/exit-codes.ts";
@@ -172,7 +172,7 @@ export async function main(argv: string[]): Promise<number> {
     const spec = cli.matchedCommand && COMMANDS.find((c) => c.name === cli.matchedCommand!.name);
     const help = Boolean(cli.options.help);
     if (spec && !help) {
-      lastValueOfRepeats(spec, cli.options);
+      refuseRepeatedFlags(spec, argv.slice(2));
       refuseEmptyValues(spec, cli.options);
     }
     if (!cli.matchedCommand) {

@@ -4,7 +4,7 @@
  */
 import type { CAC } from "cac";
 import { UsageError } from "../shared/errors.ts";
-import type { CommandSpec, Options } from "./command.ts";
+import type { CommandSpec, OptionSpec, Options } from "./command.ts";
 
 /** The flags whose value `-` means stdin (--file) or stdout (-o). */
 const STREAM_FLAGS = new Set(["-o", "--output", "-f", "--file"]);
@@ -64,16 +64,42 @@ export function restoreArgumentsText(cli: CAC): void {
 }
 
 /**
- * A value flag given twice (`-c a.yml -c b.yml`) arrives as an array: the last one wins, as in
- * most tools, except for a flag that is meant to repeat (OptionSpec.repeatable: `hub init --name`).
+ * Refuses a flag that takes one value given more than once in `words` (the arguments after
+ * `flashlex`, as typed): `--dir a --dir b`, `-o a --output b`, `--since=1 --since 2`. Throws
+ * UsageError (64) naming the flag and how it was written. A flag meant to repeat
+ * (OptionSpec.repeatable: `hub init --name`, `hub update --things`) is left alone, and so is
+ * everything after `--`. Read from the words, not from cac's options: mri keeps the last of
+ * `--dir a --dir b` but the *first* of `-o a --output b`, so either way one of the two values the
+ * user typed was dropped without a word, and the options cannot tell the second case at all.
  */
-export function lastValueOfRepeats(spec: CommandSpec, options: Options): void {
+export function refuseRepeatedFlags(spec: CommandSpec, words: readonly string[]): void {
+  const optionOf = new Map<string, OptionSpec>();
   for (const option of spec.options) {
-    if (option.repeatable || !option.flags.includes("<")) continue;
-    for (const name of optionNames(option.flags)) {
-      const value = options[name];
-      if (Array.isArray(value)) options[name] = value[value.length - 1];
-    }
+    if (!option.flags.includes("<")) continue;
+    for (const flag of option.flags.slice(0, option.flags.indexOf("<")).split(",")) optionOf.set(flag.trim(), option);
+  }
+  const written = new Map<OptionSpec, string[]>();
+  for (let i = 0; i < words.length; i++) {
+    const word = words[i]!;
+    if (word === "--") break;
+    const eq = word.startsWith("--") ? word.indexOf("=") : -1;
+    const option = optionOf.get(eq > 0 ? word.slice(0, eq) : word);
+    if (!option) continue;
+    // its value, unless the next word is a flag (mri then takes none: `--dir --json`); a dash
+    // and a digit or a dot is a value (keepArgumentsText)
+    const next = words[i + 1];
+    if (eq < 0 && next !== undefined && !(next.length > 1 && next[0] === "-" && !/^-[\d.]/.test(next))) i++;
+    if (option.repeatable) continue;
+    const forms = written.get(option) ?? [];
+    forms.push(eq > 0 ? word.slice(0, eq) : word);
+    written.set(option, forms);
+  }
+  for (const [option, forms] of written) {
+    if (forms.length < 2) continue;
+    const name = option.flags.match(/--[a-z][\w-]*/i)?.[0] ?? forms[0]!;
+    const times = forms.length === 2 ? "twice" : `${forms.length} times`;
+    const as = new Set(forms).size > 1 ? ` (as ${[...new Set(forms)].join(" and ")})` : "";
+    throw new UsageError(`${name} is given ${times}${as}; it takes one value: give it once`);
   }
 }
 

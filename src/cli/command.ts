@@ -25,7 +25,7 @@ export interface OptionSpec {
   flags: string;
   description: string;
   default?: unknown;
-  /** may be given more than once and means each (`hub init --name`); otherwise the last one wins */
+  /** may be given more than once and means each (`hub init --name`); otherwise twice is a usage error (64, argv.ts refuseRepeatedFlags) */
   repeatable?: boolean;
 }
 
@@ -48,7 +48,7 @@ export interface CommandSpec {
   helpNote?(options: Options): string | undefined;
 }
 
-/** A text flag's value, or undefined when absent or empty (a repeated flag: the last one). */
+/** A text flag's value, or undefined when absent or empty (a repeatable flag given more than once: its last value). */
 export function text(value: unknown): string | undefined {
   if (Array.isArray(value)) value = value[value.length - 1];
   return value === undefined || value === null || value === "" ? undefined : String(value);

@@ -60,7 +60,7 @@ export const EXIT_CODES_HELP = `Exit codes:
   1   a bootstrap check failed
   3   serve installed an update (or rolled one back) and stopped to be started again by systemd
   64  usage: unknown command or flag, a flag value that is not valid (e.g. --limit abc, a
-      --file that is not there)
+      --file that is not there), a flag that takes one value given twice
   65  bad input data: not JSON, not UTF-8, too large, unknown message id; nothing was queued;
       collect: the API refused the message for good (kept as rejected, see \`outbox list\`);
       enroll: the hub refused the token, the name or the CSR, or the folder holds a thing
@@ -85,7 +85,8 @@ export const EXIT_CODES_HELP = `Exit codes:
 /** The help text's last section for the hub's commands: the same codes, in the hub's words. */
 export const HUB_EXIT_CODES_HELP = `Exit codes:
   0   ok
-  64  usage: unknown command or flag, a flag value that is not valid
+  64  usage: unknown command or flag, a flag value that is not valid, a flag that takes one
+      value given twice (--name repeats)
   65  bad input data: no such thing, a thing name already taken, hub send's message not JSON,
       too large or too deeply nested
   69  service unavailable: hub send found no hub serve running on this home (its hub.sock),

@@ -477,7 +477,8 @@ describe("bad inputs never make the binary exit 70", () => {
         const init = words.join(" ") === "hub init";
         const home = line.withConfig && !init ? hubHome : join(dir, "hub");
         if (words[0] === "hub") forced.push("--dir", home);
-        // forced flags go last (the last value wins) but before any `--`, after which nothing is a flag
+        // forced flags go last but before any `--`, after which nothing is a flag; a random token
+        // that gives one of them again makes the line a usage error (64, a flag given twice)
         const end = line.tokens.indexOf("--");
         const args = end < 0 ? [...words, ...line.tokens, ...forced] : [...words, ...line.tokens.slice(0, end), ...forced, ...line.tokens.slice(end)];
         const longRunning = words[0] === "serve" || args.includes("--follow");

@@ -135,6 +135,39 @@ test("a FLASHLEX_LOG_LEVEL or FLASHLEX_CRL_VALIDITY_SECONDS the product cannot r
   expect((await run(["version"], { env: { FLASHLEX_LOG_LEVEL: "", FLASHLEX_CRL_VALIDITY_SECONDS: "" } })).code).toBe(0);
 });
 
+test("a flag that takes one value, given twice, is a usage error (64) naming it, whatever the command (the last, or with -o a --output b the first, was taken without a word); --name repeats", async () => {
+  const hub = await makeHubFixture(join(work, "twice"));
+  const cases: [string[], string][] = [
+    [["hub", "thing", "create", "x", "--dir", hub.dir, "--dir", join(work, "other")], "--dir is given twice"],
+    [
+      ["hub", "thing", "create", "x", "--dir", hub.dir, "--output", join(work, "a.zip"), "-o", join(work, "b.zip")],
+      "--output is given twice (as --output and -o)",
+    ],
+    [
+      ["hub", "thing", "create", "x", "--dir", hub.dir, "-o", join(work, "a.zip"), "--output", join(work, "b.zip")],
+      "--output is given twice (as -o and --output)",
+    ],
+    [["messages", "list", "-c", "a.yml", "--since", "1", "--since=2"], "--since is given twice"],
+    [["hub", "--dir", hub.dir, "thing", "list", "--dir", hub.dir], "--dir is given twice"],
+  ];
+  for (const [args, says] of cases) {
+    const result = await run(args);
+    expect({ args, code: result.code, stderr: result.stderr.trim() }).toEqual({
+      args,
+      code: 64,
+      stderr: `flashlex: ${says}; it takes one value: give it once`,
+    });
+  }
+  tally("badInputs", cases.length);
+  // nothing was made by the refused creates
+  expect(existsSync(join(work, "a.zip")) || existsSync(join(work, "b.zip"))).toBe(false);
+  expect((await run(["hub", "thing", "list", "--dir", hub.dir, "--json"])).stdout.trim()).toBe("[]");
+  // documented as repeatable: each one counts
+  const init = await run(["hub", "init", "--dir", join(work, "twice-names"), "--name", "a.example", "--name", "b.example", "--json"]);
+  expect(init.code).toBe(0);
+  expect(JSON.parse(init.stdout).names).toEqual(["a.example", "b.example"]);
+});
+
 test("--help prints one help, for the command it follows, and exits 0", async () => {
   for (const words of [[], ["messages"], ["collect"], ["serve"], ["hub"], ["hub", "thing", "create"], ["version"]]) {
     const result = await run([...words, "--help"]);

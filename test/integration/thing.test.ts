@@ -622,7 +622,7 @@ describe("serve", () => {
     // stderr to a pipe whose reader leaves after the first chunk (`serve | head -n 1`): EPIPE
     await survives(
       "epipe",
-      (dataDir) => Bun.spawn([binaryPath(), "serve", ...thing.flags, "-d", dataDir], { stdout: "ignore", stderr: "pipe" }),
+      (dataDir) => Bun.spawn([binaryPath(), "serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", dataDir], { stdout: "ignore", stderr: "pipe" }),
       async (serve) => {
         const reader = (serve.stderr as ReadableStream<Uint8Array>).getReader();
         await reader.read();
@@ -632,7 +632,10 @@ describe("serve", () => {
     // stderr to /dev/full: every write fails at once (ENOSPC)
     await survives(
       "full",
-      (dataDir) => Bun.spawn(["sh", "-c", 'exec "$0" serve "$@" 2>/dev/full', binaryPath(), ...thing.flags, "-d", dataDir], { stdout: "ignore" }),
+      (dataDir) =>
+        Bun.spawn(["sh", "-c", 'exec "$0" serve "$@" 2>/dev/full', binaryPath(), "-c", thing.configPath, "-k", thing.keysDir, "-d", dataDir], {
+          stdout: "ignore",
+        }),
       async () => {},
     );
   }, 60_000);

@@ -1,0 +1,50 @@
+/**
+ * The command line around cac (src/cli/argv.ts): a flag that takes one value, given twice.
+ */
+import { describe, expect, test } from "bun:test";
+import { refuseRepeatedFlags } from "../../src/cli/argv.ts";
+import type { CommandSpec } from "../../src/cli/command.ts";
+
+const spec: CommandSpec = {
+  name: "hub thing create",
+  args: "<name>",
+  description: "test",
+  options: [
+    { flags: "--dir <dir>", description: "" },
+    { flags: "-o, --output <file>", description: "" },
+    { flags: "--since <when>", description: "" },
+    { flags: "--name <name>", description: "", repeatable: true },
+    { flags: "--json", description: "" },
+  ],
+};
+
+const refused = (words: string[]) => {
+  try {
+    refuseRepeatedFlags(spec, words);
+    return undefined;
+  } catch (err) {
+    return { kind: (err as { kind?: string }).kind, message: (err as Error).message };
+  }
+};
+
+describe("refuseRepeatedFlags", () => {
+  test("a one-value flag given twice, in any spelling, is a usage error naming it (it was the last one, or with -o a --output b the first)", () => {
+    expect(refused(["hub", "thing", "create", "x", "--dir", "a", "--dir", "b"])).toEqual({
+      kind: "usage",
+      message: "--dir is given twice; it takes one value: give it once",
+    });
+    expect(refused(["--output", "a", "-o", "b"])?.message).toBe("--output is given twice (as --output and -o); it takes one value: give it once");
+    expect(refused(["-o", "a", "--output=b"])?.message).toBe("--output is given twice (as -o and --output); it takes one value: give it once");
+    expect(refused(["--since=1", "--since", "2", "--since", "-1h"])?.message).toBe("--since is given 3 times; it takes one value: give it once");
+    // a flag with no value before the next flag counts too
+    expect(refused(["--dir", "--dir", "b"])?.message).toBe("--dir is given twice; it takes one value: give it once");
+  });
+
+  test("a repeatable flag, a flag without a value, a value that spells a flag, and words after -- are left alone", () => {
+    expect(refused(["--name", "a", "--name", "b", "--dir", "d"])).toBeUndefined();
+    expect(refused(["--json", "--json"])).toBeUndefined();
+    expect(refused(["--since", "-1", "--dir", "d"])).toBeUndefined();
+    expect(refused(["--dir", "d", "--", "--dir", "e"])).toBeUndefined();
+    expect(refused(["--dir", "--", "--dir"])).toBeUndefined();
+  });
+});
