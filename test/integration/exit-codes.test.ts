@@ -278,6 +278,43 @@ describe("bad values on the command line and on stdin", () => {
     }
   });
 
+  test("hub init --dir: a symbolic link to an empty directory makes the home there; a link to nothing, or a file on the way, is 78 naming --dir and the part at fault (were 74: a staging path's ENOTDIR, a raw EEXIST)", async () => {
+    const base = mkdtempSync(join(thing.dir, "init-paths-"));
+    mkdirSync(join(base, "empty"));
+    symlinkSync(join(base, "empty"), join(base, "link"));
+    const linked = await run(["hub", "init", "--dir", join(base, "link"), "--json"]);
+    expect({ code: linked.code, stderr: linked.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(JSON.parse(linked.stdout).dir).toBe(join(base, "link"));
+    expect(existsSync(join(base, "empty", "hub.yml"))).toBe(true);
+    const list = await run(["hub", "thing", "list", "--dir", join(base, "link"), "--json"]);
+    expect({ code: list.code, stdout: list.stdout.trim() }).toEqual({ code: 0, stdout: "[]" });
+
+    symlinkSync(join(base, "nowhere"), join(base, "dangling"));
+    writeFileSync(join(base, "afile"), "");
+    const cases: [string, string][] = [
+      [
+        join(base, "dangling"),
+        `${join(base, "dangling")}: a symbolic link to ${join(base, "nowhere")}, which does not exist; make that directory first, or choose another --dir`,
+      ],
+      [join(base, "afile", "sub"), `${join(base, "afile", "sub")}: ${join(base, "afile")} is a file, not a directory; choose another --dir`],
+      [
+        join(base, "afile", "sub", "deeper"),
+        `${join(base, "afile", "sub", "deeper")}: ${join(base, "afile")} is a file, not a directory; choose another --dir`,
+      ],
+      [
+        join(base, "dangling", "sub"),
+        `${join(base, "dangling", "sub")}: ${join(base, "dangling")} is a symbolic link to ${join(base, "nowhere")}, which does not exist; choose another --dir`,
+      ],
+    ];
+    for (const [dir, says] of cases) {
+      const init = await run(["hub", "init", "--dir", dir]);
+      tally("badInputs");
+      expect({ dir, code: init.code, stderr: init.stderr, stdout: init.stdout }).toEqual({ dir, code: 78, stderr: `flashlex: ${says}\n`, stdout: "" });
+    }
+    // nothing made beside them, no staging directory left
+    expect(readdirSync(base).sort()).toEqual(["afile", "dangling", "empty", "link"]);
+  });
+
   test("--limit: text, negative (as --limit=-5, --limit -1 and --limit -1h), zero, fraction, huge, hex and empty are 64 naming the flag (--since -1h too); a count works", async () => {
     const values = ["abc", "-5", "0", "1.5", "99999999999999999999", "1e3", "0x10", " 7", ""];
     for (const value of values) {

@@ -2,7 +2,7 @@
  * `hub init`: a new hub home, made whole or not at all.
  */
 import { randomUUID } from "node:crypto";
-import { chmodSync, mkdirSync, readdirSync, renameSync, rmSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, readdirSync, readlinkSync, realpathSync, renameSync, rmSync } from "node:fs";
 import { isIP } from "node:net";
 import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
@@ -66,7 +66,8 @@ const INIT_FLAG_OF: Record<string, string> = {
  * left by killed inits (their process gone) are removed first: they hold a CA key.
  */
 export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
-  const target = resolve(options.dir);
+  const given = resolve(options.dir);
+  const target = homeTarget(given);
   // Checked before anything is made: a bad URL is refused (78) without a half-made home.
   const database = parseHubDatabase(options.database?.value, join(target, "hub.db"), options.database?.where ?? "--db");
   if (pathKind(target) === "other") throw new ConfigError(`${target}: not a directory; refusing to replace it (choose another --dir)`);
@@ -126,7 +127,8 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
       throw err;
     }
     chmodSync(target, 0o700);
-    const finalPaths = hubPaths(target);
+    // named as the operator gave it (through a link, the same home)
+    const finalPaths = hubPaths(given);
     return {
       home: {
         paths: finalPaths,
@@ -139,6 +141,41 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     rmSync(staging, { recursive: true, force: true });
     throw err;
   }
+}
+
+/**
+ * Where the home named `given` (absolute) is made: `given` itself, or, when it is a symbolic
+ * link to a directory, that directory (the home is renamed into place, and rename(2) would
+ * refuse to put a directory over the link itself: ENOTDIR, 74, naming the staging directory).
+ * Throws ConfigError (78) naming `given` when it, or a directory on the way to it, cannot hold
+ * a home: a link to nothing (rename would fail the same way), or a file where a directory of
+ * the path should be (mkdir failed with a raw EEXIST, 74). What is at `given` otherwise (a
+ * file, a directory that is not empty) is initHub's to judge. Throws the errno error of a path
+ * it cannot look at (pathKind: EACCES 77, ELOOP 74).
+ */
+function homeTarget(given: string): string {
+  const link = danglingLink(given);
+  if (link !== undefined)
+    throw new ConfigError(`${given}: a symbolic link to ${link}, which does not exist; make that directory first, or choose another --dir`);
+  if (pathKind(given) === "directory") return lstatSync(given).isSymbolicLink() ? realpathSync(given) : given;
+  for (let up = dirname(given); ; up = dirname(up)) {
+    const kind = pathKind(up);
+    if (kind === "directory") return given;
+    if (kind === "other") throw new ConfigError(`${given}: ${up} is a file, not a directory; choose another --dir`);
+    const upLink = danglingLink(up);
+    if (upLink !== undefined) throw new ConfigError(`${given}: ${up} is a symbolic link to ${upLink}, which does not exist; choose another --dir`);
+    if (dirname(up) === up) return given;
+  }
+}
+
+/** What the symbolic link at `path` points to (absolute) when that is not there; undefined for anything else, or nothing, at `path`. */
+function danglingLink(path: string): string | undefined {
+  try {
+    if (!lstatSync(path).isSymbolicLink() || pathKind(path) !== "none") return undefined;
+  } catch {
+    return undefined; // nothing there (or a path pathKind names the failure of, below)
+  }
+  return resolve(dirname(path), readlinkSync(path));
 }
 
 /**
