@@ -296,12 +296,14 @@ function controlCharacterFrom(text: string, offset: number): number | undefined 
   return undefined;
 }
 
-/** "line L, column C" of `offset` in `text`, both from 1; a line ends at LF, a column counts code points. */
+/**
+ * "line L, column C" of `offset` in `text`, both from 1, as an editor shows them: a line ends at
+ * CR LF, LF or a lone CR (JSON's whitespace has all three, RFC 8259 §2); a column counts code points.
+ */
 function lineAndColumn(text: string, offset: number): string {
-  const before = text.slice(0, offset);
-  const lineStart = before.lastIndexOf("\n") + 1;
-  const line = before.split("\n").length;
-  const column = Array.from(before.slice(lineStart)).length + 1;
+  const lines = text.slice(0, offset).split(/\r\n|\n|\r/);
+  const line = lines.length;
+  const column = Array.from(lines[line - 1]!).length + 1;
   return `line ${line}, column ${column}`;
 }
 

@@ -98,5 +98,6 @@ export class UsageError extends FlashlexError {
 
 /** The first line of a message, so a library's multi-line text never reaches stderr whole. */
 export function oneLine(text: string): string {
-  return (text.split(/\r?\n/).find((line) => line.trim()) ?? text).trim();
+  // every line terminator a terminal moves down at: CR alone too (it would overwrite the line)
+  return (text.split(/\r\n|[\n\r\v\f\u0085\u2028\u2029]/).find((line) => line.trim()) ?? text).trim();
 }

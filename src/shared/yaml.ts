@@ -81,14 +81,24 @@ function yamlLibrary(): typeof Yaml {
   return require("yaml") as typeof Yaml;
 }
 
+/**
+ * `text` with every line break as LF. YAML 1.2 §5.4 takes CR LF, CR and LF alike as a line break;
+ * the `yaml` library reads a lone CR (a file saved with classic Mac line ends) as part of the
+ * line, so `a: 1<CR>b: 2` became the one key `a` holding `"1\rb": "2\r"`, and a config
+ * failed its schema with a message about keys the file does not have.
+ */
+export function normaliseLineBreaks(text: string): string {
+  return text.includes("\r") ? text.replace(/\r\n?/g, "\n") : text;
+}
+
 function parseYamlText(text: string, file: string): unknown {
   try {
-    const doc = yamlLibrary().parseDocument(text, { prettyErrors: true, uniqueKeys: true });
+    const doc = yamlLibrary().parseDocument(normaliseLineBreaks(text), { prettyErrors: true, uniqueKeys: true });
     const first = doc.errors[0];
     if (first) {
       const pos = first.linePos?.[0];
       const where = pos ? `${file}:${pos.line}:${pos.col}` : file;
-      throw new ConfigError(`${where}: invalid YAML: ${first.message.split("\n")[0]!.replace(/ at line \d+, column \d+:?$/, "")}`);
+      throw new ConfigError(`${where}: invalid YAML: ${oneLine(first.message).replace(/ at line \d+, column \d+:?$/, "")}`);
     }
     // toJS refuses alias bombs ("Excessive alias count"); a document nested thousands deep
     // overflows the parser's stack: both are a file that cannot be a configuration

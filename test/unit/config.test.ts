@@ -63,6 +63,29 @@ describe("the guide's config.yml", () => {
   });
 });
 
+describe("line breaks", () => {
+  test("a config.yml with CR LF or lone CR line breaks (YAML 1.2 §5.4) loads as with LF: a lone CR was read as part of the line, so the file became one key and failed its schema", () => {
+    const guide = readFileSync(GUIDE, "utf8");
+    const dir = mkdtempSync(join(tmpdir(), "flashlex-breaks-"));
+    try {
+      for (const [name, text] of [
+        ["crlf", guide.replace(/\n/g, "\r\n")],
+        ["cr", guide.replace(/\n/g, "\r")],
+      ] as const) {
+        const file = join(dir, `${name}.yml`);
+        writeFileSync(file, text);
+        expect(loadThingConfig({ config: file }).yaml, name).toEqual(loadThingConfig({ config: GUIDE }).yaml);
+      }
+      // and a YAML error names the line an editor shows
+      const bad = join(dir, "bad.yml");
+      writeFileSync(bad, "flashlex:\r  thing:\r    name: [x\r");
+      expect(configErrorOf(bad).message).toMatch(/bad\.yml:[34]:\d+: invalid YAML: [^\r\n]+$/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});
+
 describe("values the Python SDK took (PyYAML, YAML 1.1) load with their old meaning", () => {
   test("expireSeconds 0 or below keeps every message; useWebsocket yes/no/on/off are booleans; commitSha may be empty or a number", () => {
     const cases: [string, (t: string) => string, (c: ReturnType<typeof loadThingConfig>) => unknown, unknown][] = [

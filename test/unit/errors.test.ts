@@ -15,7 +15,7 @@ import { parseDocument } from "yaml";
 import { EXIT_CODE_OF_KIND, ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { generateRsaKeyPair } from "../../src/crypto/keys.ts";
 import { errorToResponse, HTTP_STATUS_OF_KIND } from "../../src/hub/http/envelope.ts";
-import { ERROR_KINDS, type ErrorKind, FlashlexError } from "../../src/shared/errors.ts";
+import { ERROR_KINDS, type ErrorKind, FlashlexError, oneLine } from "../../src/shared/errors.ts";
 import { toFlashlexError } from "../../src/shared/foreign-errors.ts";
 import { openBunSqlite } from "../../src/shared/sqlite/bun-sqlite.ts";
 import type { OpenSqlDatabase } from "../../src/shared/sqlite/driver.ts";
@@ -51,6 +51,15 @@ describe("FlashlexError", () => {
   test("an MQTT operation that timed out is the broker unavailable (69), not a bug (70), should one reach an exit", () => {
     const timeout = new OperationTimeout("PUBACK not acknowledged within 5 s");
     expect([timeout.kind, exitCodeOf(timeout), toFlashlexError(timeout).message]).toEqual(["unavailable", 69, "PUBACK not acknowledged within 5 s"]);
+  });
+});
+
+describe("oneLine", () => {
+  test("keeps the first non-blank line, whatever ends it: a lone CR (which overwrote the line on a terminal), VT, FF, NEL, U+2028/9", () => {
+    for (const end of ["\n", "\r\n", "\r", "\v", "\f", "\u0085", "\u2028", "\u2029"]) {
+      expect(oneLine(`  ${end}bad value${end}  at line 2`), JSON.stringify(end)).toBe("bad value");
+    }
+    expect(oneLine("one line")).toBe("one line");
   });
 });
 

@@ -124,6 +124,10 @@ describe("parseJsonDocument", () => {
     expect(refusal('{"a": 1}\u0000')).toBe("stdin: not JSON at line 1, column 9 (a control character, U+0000, outside any string)");
     // any text after a complete document is named so, not only another document
     expect(refusal('{"a": 1}\n\n  x')).toBe("stdin: not JSON at line 3, column 3 (text after the document: one JSON document only)");
+    // lines end at CR LF, LF or a lone CR, as in an editor (a document from a serial console or a classic Mac): it said "line 1, column 15"
+    expect(refusal('{\r  "a": 1\r  "b": 2\r}')).toStartWith("stdin: not JSON at line 3, column 3 (");
+    expect(refusal('{\r\n  "a": 1\r\n  "b": 2\r\n}')).toStartWith("stdin: not JSON at line 3, column 3 (");
+    expect(refusal('{"a": 1}\r\r  x')).toBe("stdin: not JSON at line 3, column 3 (text after the document: one JSON document only)");
     // a character the parser quotes is named by its code point, never printed raw (here a right-to-left override)
     expect(refusal('{"a": \u202e 1}')).toBe("stdin: not JSON at line 1, column 7 (Unrecognized token 'U+202E')");
   });

@@ -5,7 +5,7 @@ import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { parseDuration } from "../../shared/duration.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { DNS_NAME, parseListenAddress } from "../../shared/listen-address.ts";
-import { parseYamlFile, unknownKeys, validate } from "../../shared/yaml.ts";
+import { normaliseLineBreaks, parseYamlFile, unknownKeys, validate } from "../../shared/yaml.ts";
 import { z } from "../../shared/zod.ts";
 import { DATABASE_CHOICES, parseHubDatabase } from "../store/database-url.ts";
 
@@ -222,7 +222,7 @@ function modeOf(file: string): number {
 
 /** Adds a CRL file to `broker.crlFiles`, keeping the file's comments and layout. */
 export function addCrlFile(configFile: string, crlFile: string): void {
-  const doc = parseDocument(readFileSync(configFile, "utf8"));
+  const doc = parseDocument(normaliseLineBreaks(readFileSync(configFile, "utf8")));
   const current = (doc.getIn(["hub", "broker", "crlFiles"]) as { toJSON(): unknown } | undefined)?.toJSON();
   const list = Array.isArray(current) ? (current as string[]) : [];
   if (list.includes(crlFile)) return;
@@ -236,7 +236,7 @@ export function addCrlFile(configFile: string, crlFile: string): void {
  * mqtts:// URL); the other key is removed, so hub.yml names one broker.
  */
 export function setBrokerSettings(configFile: string, broker: { rabbitmq: NonNullable<HubSettings["broker"]["rabbitmq"]> } | { external: string }): void {
-  const doc = parseDocument(readFileSync(configFile, "utf8"));
+  const doc = parseDocument(normaliseLineBreaks(readFileSync(configFile, "utf8")));
   const [set, remove] = "rabbitmq" in broker ? (["rabbitmq", "external"] as const) : (["external", "rabbitmq"] as const);
   doc.setIn(["hub", "broker", set], "rabbitmq" in broker ? broker.rabbitmq : broker.external);
   doc.deleteIn(["hub", "broker", remove]);
