@@ -118,11 +118,12 @@ const SIGNAL_NUMBERS = { SIGHUP: 1, SIGINT: 2, SIGTERM: 15 } as const;
  * for a command that writes something it must not leave half-done (`hub export`, `hub init`):
  * `work` checks the signal between its steps (shared/files.ts `checkpoint`), undoes what it
  * started and throws the signal's reason, an Interrupted. Then one line goes to stderr, `what`
- * stopped and `undone` (what was cleaned up), and the exit code is the shell's for a death by that
+ * stopped and `undone` (what was cleaned up; a function is asked once `work` has unwound, for
+ * work whose leftovers depend on how far it got: a zip part-sent to a pipe), and the exit code is the shell's for a death by that
  * signal, 128 + its number (130, 143, 129), so scripts see the same code as before. Work that finishes
  * before it notices the signal returns its own code.
  */
-export async function interruptible(what: string, undone: string, work: (signal: AbortSignal) => Promise<number>): Promise<number> {
+export async function interruptible(what: string, undone: string | (() => string), work: (signal: AbortSignal) => Promise<number>): Promise<number> {
   const controller = new AbortController();
   const stop = (signal: StopSignal) => controller.abort(new Interrupted(signal));
   for (const signal of STOP_SIGNALS) process.on(signal, stop);
@@ -145,7 +146,7 @@ export async function interruptible(what: string, undone: string, work: (signal:
     return 128 + SIGNAL_NUMBERS[signal];
   } catch (err) {
     if (!(err instanceof Interrupted)) throw err;
-    console.error(`flashlex: ${what} stopped by ${err.signal}; ${undone}`);
+    console.error(`flashlex: ${what} stopped by ${err.signal}; ${typeof undone === "string" ? undone : undone()}`);
     return 128 + SIGNAL_NUMBERS[err.signal];
   } finally {
     clearTimeout(unwind);

@@ -13,6 +13,7 @@
 import {
   chownSync,
   closeSync,
+  constants,
   fchmodSync,
   fstatSync,
   fsyncSync,
@@ -33,8 +34,9 @@ import { pathKind } from "./path-exists.ts";
 
 export interface AtomicWriteOptions {
   /**
-   * Stops the write between two chunks when aborted (SIGINT, SIGTERM: src/cli/command.ts
-   * `interruptible`): the temporary file is removed, `file` is left as it was, and the abort's
+   * Stops the write between two chunks, or while a pipe's reader does not read, when aborted
+   * (SIGINT, SIGTERM: src/cli/command.ts `interruptible`): the temporary file is removed, `file`
+   * is left as it was (a stream keeps what its reader took: `onStreamed`), and the abort's
    * reason is thrown.
    */
   signal?: AbortSignal;
@@ -49,6 +51,14 @@ export interface AtomicWriteOptions {
    * exports of one day at once), instead of EEXIST; undefined gives up with EEXIST.
    */
   nextName?: () => string | undefined;
+  /**
+   * For a `file` written straight through (a stream: stdout, a FIFO, a device; no temporary file
+   * to take back): called with 0 once it is open, then after each write with the bytes it has
+   * taken so far, so a caller
+   * stopped part way can say how much of the output its reader already has. Never called for a
+   * regular file, whose reader gets the whole file or nothing.
+   */
+  onStreamed?: (bytes: number) => void;
 }
 
 /**
@@ -73,11 +83,15 @@ export async function writeFileAtomically(
   if (isStream(file)) {
     const own = ownDescriptorOf(file);
     const fd = own ?? namingTarget(undefined, file, () => openSync(file, "w"));
+    let pipe: number | undefined;
     try {
-      await writeContent(fd, content, signal);
+      options.onStreamed?.(0);
+      pipe = nonBlockingPipe(fd);
+      await writeContent(pipe ?? fd, content, signal, options.onStreamed);
     } catch (err) {
       throw renamePath(err, undefined, file);
     } finally {
+      if (pipe !== undefined) closeSync(pipe);
       if (own === undefined) closeSync(fd);
     }
     return file;
@@ -367,23 +381,62 @@ export function isOpenAs(file: string, fd: number): boolean {
   }
 }
 
-async function writeContent(fd: number, content: string | Uint8Array | AsyncIterable<Uint8Array>, signal: AbortSignal | undefined): Promise<void> {
+/**
+ * A second descriptor for the pipe or FIFO `fd` is, open for writing in non-blocking mode, or
+ * undefined when `fd` is no pipe (a device, a regular file behind /dev/stdout). A pipe opened
+ * without O_NONBLOCK (a FIFO opened by `-o FIFO`; stdout, unless the runtime made it
+ * non-blocking) makes a write(2) to it block the thread while the reader
+ * does not read, and a blocked thread runs no signal handler: `hub thing create -o - | sleep
+ * 1000` heard SIGTERM never. Written through this one, a full pipe answers EAGAIN and
+ * `writeAllWaiting` waits on the event loop, signals heard. `fd`'s own open is left as it was
+ * (blocking until a reader comes; truncating a file): this open happens once `fd` is a pipe with
+ * a reader, through /proc/self/fd (Linux). Where that cannot be opened (no /proc), undefined:
+ * `fd` is written as before. A reader gone meanwhile (ENXIO) is EPIPE, as a write would have had.
+ */
+function nonBlockingPipe(fd: number): number | undefined {
+  if (!fstatSync(fd).isFIFO()) return undefined;
+  try {
+    return openSync(`/proc/self/fd/${fd}`, constants.O_WRONLY | constants.O_NONBLOCK);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "ENXIO") return undefined;
+    throw Object.assign(new Error("EPIPE: broken pipe, write"), { code: "EPIPE", errno: -32, syscall: "write" });
+  }
+}
+
+/** Writes `content` to `fd`, chunk by chunk, stopping between two on `signal`; `onWritten` gets the running total after each write. */
+async function writeContent(
+  fd: number,
+  content: string | Uint8Array | AsyncIterable<Uint8Array>,
+  signal: AbortSignal | undefined,
+  onWritten?: (bytes: number) => void,
+): Promise<void> {
+  let total = 0;
+  const counted =
+    onWritten &&
+    ((n: number) => {
+      total += n;
+      onWritten(total);
+    });
   if (typeof content === "string" || content instanceof Uint8Array) {
-    await writeAllWaiting(fd, typeof content === "string" ? Buffer.from(content) : content, signal);
+    await writeAllWaiting(fd, typeof content === "string" ? Buffer.from(content) : content, signal, counted);
     return;
   }
   for await (const chunk of content) {
-    await writeAllWaiting(fd, chunk, signal);
+    await writeAllWaiting(fd, chunk, signal, counted);
     if (signal) await checkpoint(signal);
   }
 }
 
-/** `writeAll` that waits for a full non-blocking pipe on the event loop, so a SIGINT/SIGTERM (`signal`) stops it meanwhile. */
-async function writeAllWaiting(fd: number, bytes: Uint8Array, signal: AbortSignal | undefined): Promise<void> {
+/**
+ * `writeAll` that waits for a full non-blocking pipe on the event loop, so a SIGINT/SIGTERM
+ * (`signal`) stops it meanwhile (its reason thrown); `onWritten` gets the bytes of each write.
+ */
+async function writeAllWaiting(fd: number, bytes: Uint8Array, signal: AbortSignal | undefined, onWritten?: (bytes: number) => void): Promise<void> {
   for (let at = 0; at < bytes.length; ) {
     const written = writeSome(fd, bytes, at);
     if (written !== undefined) {
       at += written;
+      onWritten?.(written);
       continue;
     }
     await new Promise((resolve) => setTimeout(resolve, PIPE_FULL_WAIT_MS));
@@ -395,8 +448,9 @@ async function writeAllWaiting(fd: number, bytes: Uint8Array, signal: AbortSigna
  * Writes all of `bytes` to `fd`, however many writes it takes; throws what write(2) fails with
  * (ENOSPC, EPIPE). A pipe in non-blocking mode (stdout is one under Bun) answers EAGAIN while it
  * is full: that is waited out, PIPE_FULL_WAIT_MS at a time, until its reader takes more. Blocks
- * the thread meanwhile, as a write to a full blocking pipe would; `writeContent` waits without
- * blocking.
+ * the thread meanwhile, as a write to a full blocking pipe would, so no signal handler runs until
+ * the reader reads: only for output that fits a pipe's buffer (a token's few lines). Anything
+ * larger (a zip) goes through `writeFileAtomically`, whose waits leave the event loop running.
  */
 export function writeAll(fd: number, bytes: Uint8Array): void {
   for (let at = 0; at < bytes.length; ) {

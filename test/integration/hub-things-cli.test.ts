@@ -355,3 +355,105 @@ describe("a zip sent to stdout (-o -, -o /dev/stdout): the zip alone goes there,
     expect(Bun.spawnSync(["unzip", "-tq", zip]).exitCode).toBe(0);
   }, 60_000);
 });
+
+describe("a zip sent to a pipe whose reader does not read (-o - | sleep, -o FIFO)", () => {
+  /**
+   * Runs `args` with its zip going into a pipe (a FIFO this test holds the reader of and never
+   * reads while it runs) whose buffer is full but for one page: at stdout (`-o -`), or named by
+   * -o. Once it has had time to stall there, `signal`; SIGKILL if it has not exited 10 s later.
+   * Its exit code, its stderr, and the bytes its reader got.
+   */
+  async function stalled(name: string, args: string[], via: "stdout" | "fifo", signal: "SIGTERM" | "SIGINT") {
+    const { closeSync, constants, openSync, readSync, writeSync } = await import("node:fs");
+    const fifo = join(work, `${name}.fifo`);
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writer = openSync(fifo, constants.O_WRONLY | constants.O_NONBLOCK);
+    const page = Buffer.alloc(4096, "x");
+    let filled = 0;
+    for (;;) {
+      try {
+        filled += writeSync(writer, page);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === "EAGAIN") break;
+        throw err;
+      }
+    }
+    filled -= readSync(reader, Buffer.alloc(4096)); // one page free: part of the zip goes in, not all (~21 KB)
+    const proc = Bun.spawn([binaryPath(), ...args, ...(via === "fifo" ? ["-o", fifo] : ["-o", "-"])], {
+      stdin: "ignore",
+      stdout: via === "stdout" ? writer : "ignore",
+      stderr: "pipe",
+    });
+    closeSync(writer);
+    try {
+      await Bun.sleep(2_000); // it makes the thing and reaches the zip in well under that
+      expect(proc.exitCode).toBeNull(); // stalled: the pipe is full
+      proc.kill(signal);
+      const heard = await Promise.race([proc.exited.then(() => true), Bun.sleep(10_000).then(() => false)]);
+      if (!heard) proc.kill("SIGKILL");
+      const code = await proc.exited;
+      const stderr = await new Response(proc.stderr).text();
+      const got: Buffer[] = [];
+      const buffer = Buffer.alloc(65536);
+      for (;;) {
+        let n = 0;
+        try {
+          n = readSync(reader, buffer);
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === "EAGAIN") break;
+          throw err;
+        }
+        if (n === 0) break;
+        got.push(Buffer.from(buffer.subarray(0, n)));
+      }
+      return { heard, code, stderr: stderr.trim(), zip: Buffer.concat(got).subarray(filled) };
+    } finally {
+      closeSync(reader);
+      if (proc.exitCode === null) proc.kill("SIGKILL");
+    }
+  }
+
+  test("SIGTERM / SIGINT are heard (143 / 130 within 10 s; the synchronous write was deaf to them, only SIGKILL ended it), and the line says how much of the zip the reader got (it said nothing was written); a thing being created is not kept", async () => {
+    const made = await stalled("create-stdout", ["hub", "thing", "create", "stalled", "--dir", hub.dir], "stdout", "SIGTERM");
+    expect({ heard: made.heard, code: made.code }).toEqual({ heard: true, code: 143 });
+    expect(made.zip.length).toBeGreaterThan(0);
+    expect(made.zip.subarray(0, 2).toString()).toBe("PK");
+    expect(made.stderr).toMatch(
+      new RegExp(
+        `^flashlex: hub thing create stopped by SIGTERM; thing [0-9a-f]{8}-stalled was not kept \\(run the command again\\); the output is incomplete: ${made.zip.length} bytes of the zip were written to stdout$`,
+      ),
+    );
+    expect(Bun.spawnSync([binaryPath(), "hub", "thing", "list", "--dir", hub.dir]).stdout.toString()).not.toContain("-stalled ");
+
+    const thing = await hub.createThing("stalled-dist");
+    const fifo = await stalled("dist-fifo", ["hub", "thing", "dist", thing.id, "--dir", hub.dir], "fifo", "SIGINT");
+    expect({ heard: fifo.heard, code: fifo.code }).toEqual({ heard: true, code: 130 });
+    expect(fifo.zip.length).toBeGreaterThan(0);
+    expect(fifo.stderr).toBe(
+      `flashlex: hub thing dist stopped by SIGINT; the output is incomplete: ${fifo.zip.length} bytes of the zip were written to ${join(work, "dist-fifo.fifo")}`,
+    );
+    const piped = await stalled("dist-stdout", ["hub", "thing", "dist", thing.id, "--dir", hub.dir], "stdout", "SIGTERM");
+    expect({ heard: piped.heard, code: piped.code }).toEqual({ heard: true, code: 143 });
+    expect(piped.stderr).toBe(
+      `flashlex: hub thing dist stopped by SIGTERM; the output is incomplete: ${piped.zip.length} bytes of the zip were written to stdout`,
+    );
+
+    // hub export waited with signals heard at stdout, but said "nothing was written"; at a FIFO it blocked
+    const serving = await hub.serve();
+    try {
+      for (let n = 0; n < 4; n++) await hub.publish(thing.id, { n, noise: randomBytes(15_000).toString("base64") });
+    } finally {
+      await serving.stop();
+    }
+    for (const via of ["stdout", "fifo"] as const) {
+      const exported = await stalled(`export-${via}`, ["hub", "export", thing.id, "--dir", hub.dir], via, "SIGTERM");
+      expect({ via, heard: exported.heard, code: exported.code }).toEqual({ via, heard: true, code: 143 });
+      expect(exported.zip.length).toBeGreaterThan(0);
+      const shown = via === "stdout" ? "stdout" : join(work, "export-fifo.fifo");
+      expect(exported.stderr).toBe(
+        `flashlex: hub export stopped by SIGTERM; the output is incomplete: ${exported.zip.length} bytes of the zip were written to ${shown}`,
+      );
+    }
+  }, 120_000);
+});

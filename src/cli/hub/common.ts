@@ -146,11 +146,32 @@ export async function openedHub<T>(options: Options, fn: (hub: OpenedHub) => Pro
 /**
  * `openedHub` for a command that changes the hub and writes files (the database, CRLs, hub.yml,
  * a distribution zip), all in well under a second: SIGINT and SIGTERM wait until it is done
- * (command.ts `interruptible`; it has no step at which to stop), so a signal never leaves a
- * temporary file, or a change made to the database but not to the files, behind.
+ * (command.ts `interruptible`), so a signal never leaves a temporary file, or a change made to
+ * the database but not to the files, behind. The one step that may wait without end, a zip
+ * written to a pipe whose reader does not read (`-o -`), takes `signal` (files.ts
+ * `writeFileAtomically`): stopped there, `fn` puts the hub back as it was and throws the
+ * Interrupted, and `undone` says what was left (command.ts `interruptible`).
  */
-export function openedHubToWrite(what: string, options: Options, fn: (hub: OpenedHub) => Promise<number>): Promise<number> {
-  return interruptible(what, "", () => openedHub(options, fn));
+export function openedHubToWrite(
+  what: string,
+  options: Options,
+  fn: (hub: OpenedHub, signal: AbortSignal) => Promise<number>,
+  undone: string | (() => string) = "nothing was changed",
+): Promise<number> {
+  return interruptible(what, undone, (signal) => openedHub(options, (hub) => fn(hub, signal)));
+}
+
+/**
+ * What a zip written to `file` left behind when its writing stopped part way: `streamed` bytes
+ * when `file` was a stream written straight through (stdout, a FIFO: files.ts `onStreamed`),
+ * undefined for a regular file (its temporary file removed, nothing there). The words say so:
+ * a reader that got part of a zip must not be told that nothing was written.
+ */
+export function partialOutput(file: string, streamed: number | undefined): string {
+  if (streamed === undefined) return "nothing was written (its temporary file was removed)";
+  const shown = file === "/dev/stdout" ? "stdout" : file;
+  if (streamed === 0) return `nothing was written to ${shown}`;
+  return `the output is incomplete: ${streamed} byte${streamed === 1 ? "" : "s"} of the zip were written to ${shown}`;
 }
 
 /** The thing `ref` names (its id, name or typed name), or InputError (65) saying how to find one. */

@@ -3,7 +3,7 @@ import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, interruptible, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { parseTimeRange } from "../input.ts";
-import { DB_OPTION, DIR_OPTION, openedHub, outputFile, reportBeside, thingOrFail, untakenNames } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, openedHub, outputFile, partialOutput, reportBeside, thingOrFail, untakenNames } from "./common.ts";
 
 export const hubExportCommand: CommandSpec = {
   name: "hub export",
@@ -21,29 +21,42 @@ export const hubExportCommand: CommandSpec = {
   run: exportMessages,
 };
 
-/** SIGINT/SIGTERM stop the export between two pages: its temporary file is removed, the output left as it was. */
+/**
+ * SIGINT/SIGTERM stop the export between two pages, or while a pipe's reader does not read: a
+ * file's temporary file is removed, the file left as it was; a stream (`-o -`, a FIFO) has what
+ * its reader took, and the line says how many bytes of the zip that was.
+ */
 function exportMessages(args: string[], options: Options): Promise<number> {
-  return interruptible("hub export", "nothing was written (its temporary file was removed)", (signal) =>
-    openedHub(options, async (hub) => {
-      // The flags first: a bad value is usage (64) whether or not the thing exists.
-      const { startts, endts } = parseTimeRange(text(options.since), text(options.until));
-      const type = text(options.type);
-      if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
-      const given = text(options.output) === undefined ? undefined : outputFile(options, "");
-      const thing = await thingOrFail(hub, required(args, "the thing"));
-      const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());
-      const { writeArchiveFile } = await import("../../hub/messages/archive.ts");
-      let written: { file: string; count: number };
-      if (given !== undefined) written = await writeArchiveFile(archive, given, { signal });
-      else {
-        // The default name is the thing and the day: a second export that day (another range,
-        // the other --type) went over the first, which may hold what is gone from the hub since.
-        const names = untakenNames(outputFile(options, archive.fileName));
-        written = await writeArchiveFile(archive, names.next().value, { signal, exclusive: true, nextName: () => names.next().value });
-      }
-      const { file, count } = written;
-      reportBeside(file)(`${file}: ${count} message${count === 1 ? "" : "s"}`);
-      return ExitCode.OK;
-    }),
+  let target = "";
+  let streamed: number | undefined;
+  const onStreamed = (bytes: number) => (streamed = bytes);
+  return interruptible(
+    "hub export",
+    () => partialOutput(target, streamed),
+    (signal) =>
+      openedHub(options, async (hub) => {
+        // The flags first: a bad value is usage (64) whether or not the thing exists.
+        const { startts, endts } = parseTimeRange(text(options.since), text(options.until));
+        const type = text(options.type);
+        if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
+        const given = text(options.output) === undefined ? undefined : outputFile(options, "");
+        const thing = await thingOrFail(hub, required(args, "the thing"));
+        const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());
+        const { writeArchiveFile } = await import("../../hub/messages/archive.ts");
+        let written: { file: string; count: number };
+        if (given !== undefined) {
+          target = given;
+          written = await writeArchiveFile(archive, given, { signal, onStreamed });
+        } else {
+          // The default name is the thing and the day: a second export that day (another range,
+          // the other --type) went over the first, which may hold what is gone from the hub since.
+          const names = untakenNames(outputFile(options, archive.fileName));
+          target = names.next().value;
+          written = await writeArchiveFile(archive, target, { signal, onStreamed, exclusive: true, nextName: () => names.next().value });
+        }
+        const { file, count } = written;
+        reportBeside(file)(`${file}: ${count} message${count === 1 ? "" : "s"}`);
+        return ExitCode.OK;
+      }),
   );
 }

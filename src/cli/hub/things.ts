@@ -2,12 +2,12 @@ import { readFileSync, statSync } from "node:fs";
 import { basename } from "node:path";
 import { thingTopics } from "../../protocol/topics.ts";
 import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
-import { isOpenAs, writeFileAtomicallySync } from "../../shared/files.ts";
+import { isOpenAs, writeFileAtomically } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { isoSeconds } from "../../shared/time.ts";
-import { type CommandSpec, type Options, required, text } from "../command.ts";
+import { type CommandSpec, Interrupted, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, outputFile, reportBeside, thingOrFail } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, outputFile, partialOutput, reportBeside, thingOrFail } from "./common.ts";
 
 /** `hub thing create|list|dist|revoke|delete`: the thing use cases of src/hub/things. */
 export const hubThingCommands: CommandSpec[] = [
@@ -58,67 +58,91 @@ export const hubThingCommands: CommandSpec[] = [
   },
 ];
 
+/**
+ * `hub thing create`: the thing, then its zip at -o. A zip that does not reach -o whole (a write
+ * that fails, or SIGINT/SIGTERM while a pipe's reader does not read) takes the thing back, so
+ * the same command can run again; what a stream's reader got of the zip is said, not denied.
+ */
 function create(args: string[], options: Options): Promise<number> {
-  return openedHubToWrite("hub thing create", options, async (hub) => {
-    const { THING_KEY_TYPES } = await import("../../crypto/keys.ts");
-    const keyType = text(options.keyType) ?? "rsa";
-    if (!(THING_KEY_TYPES as readonly string[]).includes(keyType)) throw new UsageError(`--key-type must be ${THING_KEY_TYPES.join(" or ")}, not ${keyType}`);
-    // -o is checked before the thing is made; the default, <name>.zip here (where both READMEs
-    // say the zip is), once the name is known, and its directory before: a command root started
-    // acts as the home's owner, who may not write in the admin's working directory.
-    const given = text(options.output) === undefined ? undefined : outputFile(options, "");
-    if (given === undefined) outputFile(options, "new-thing.zip");
-    const { thing, distribution } = await hub.things.create(required(args, "the thing name"), { keyType });
-    let output: string;
-    try {
-      output = given ?? outputFile(options, `${thing.name}.zip`);
-      // 0600: it holds the thing's private key; replaced whole, never written through a link
-      writeFileAtomicallySync(output, readFileSync(distribution), 0o600);
-    } catch (err) {
-      // Nothing half-done: a thing whose zip (its only copy of the key) did not reach -o is taken
-      // back, so running the same command again, once the cause is fixed, makes it.
-      const error = toFlashlexError(err);
+  // what the line for an interrupted create says: set once the thing was made
+  let left = "nothing was created";
+  return openedHubToWrite(
+    "hub thing create",
+    options,
+    async (hub, signal) => {
+      const { THING_KEY_TYPES } = await import("../../crypto/keys.ts");
+      const keyType = text(options.keyType) ?? "rsa";
+      if (!(THING_KEY_TYPES as readonly string[]).includes(keyType)) throw new UsageError(`--key-type must be ${THING_KEY_TYPES.join(" or ")}, not ${keyType}`);
+      // -o is checked before the thing is made; the default, <name>.zip here (where both READMEs
+      // say the zip is), once the name is known, and its directory before: a command root started
+      // acts as the home's owner, who may not write in the admin's working directory.
+      const given = text(options.output) === undefined ? undefined : outputFile(options, "");
+      if (given === undefined) outputFile(options, "new-thing.zip");
+      const { thing, distribution } = await hub.things.create(required(args, "the thing name"), { keyType });
+      let output = "";
+      let streamed: number | undefined;
       try {
-        await hub.things.delete(thing);
-      } catch (undoErr) {
+        output = given ?? outputFile(options, `${thing.name}.zip`);
+        // 0600: it holds the thing's private key; replaced whole, never written through a link.
+        // Awaited, with the signal: a pipe whose reader does not read is waited for with SIGTERM
+        // heard (the synchronous write blocked the thread, and only SIGKILL ended it).
+        await writeFileAtomically(output, readFileSync(distribution), 0o600, { signal, onStreamed: (bytes) => (streamed = bytes) });
+      } catch (err) {
+        // Nothing half-done: a thing whose zip (its only copy of the key) did not reach -o is taken
+        // back, so running the same command again, once the cause is fixed, makes it.
+        const error = toFlashlexError(err);
+        const written = partialOutput(output, streamed);
+        try {
+          await hub.things.delete(thing);
+        } catch (undoErr) {
+          if (err instanceof Interrupted) {
+            left = `thing ${thing.name} (id ${thing.id}) was created, but ${written}, and taking the thing back failed (${toFlashlexError(undoErr).message}); get the zip with \`flashlex hub thing dist ${thing.name} -o FILE\``;
+            throw err;
+          }
+          throw new FlashlexError(
+            `created thing ${thing.name} (id ${thing.id}), but its distribution could not be written: ${error.message}, and taking the thing back failed too (${toFlashlexError(undoErr).message}); get the zip with \`flashlex hub thing dist ${thing.name} -o FILE\``,
+            error.kind,
+            { cause: err },
+          );
+        }
+        if (err instanceof Interrupted) {
+          left = `thing ${thing.name} was not kept (run the command again); ${written}`;
+          throw err;
+        }
         throw new FlashlexError(
-          `created thing ${thing.name} (id ${thing.id}), but its distribution could not be written: ${error.message}, and taking the thing back failed too (${toFlashlexError(undoErr).message}); get the zip with \`flashlex hub thing dist ${thing.name} -o FILE\``,
+          `the distribution could not be written: ${error.message}; thing ${thing.name} was not kept (run the command again once that is fixed)`,
           error.kind,
-          { cause: err },
+          {
+            cause: err,
+          },
         );
       }
-      throw new FlashlexError(
-        `the distribution could not be written: ${error.message}; thing ${thing.name} was not kept (run the command again once that is fixed)`,
-        error.kind,
-        {
-          cause: err,
-        },
+      const toStdout = isOpenAs(output, 1);
+      const say = toStdout ? console.error : console.log;
+      if (options.json) {
+        const { thingJson } = await import("../../hub/http/presenters.ts");
+        say(JSON.stringify({ ...thingJson(thing, hub.home.settings.env), distributionFile: output }));
+        return ExitCode.OK;
+      }
+      const topics = thingTopics(thing.name);
+      say(`created thing ${thing.name} (id ${thing.id}, ${keyType === "ec" ? "EC P-256 key, ES256 tokens" : "RSA-2048 key, RS256 tokens"})`);
+      say(
+        toStdout
+          ? "distribution: written to stdout (it holds the thing's private key: keep what received it private)"
+          : `distribution: ${output} (mode 0600: it holds the thing's private key)`,
       );
-    }
-    const toStdout = isOpenAs(output, 1);
-    const say = toStdout ? console.error : console.log;
-    if (options.json) {
-      const { thingJson } = await import("../../hub/http/presenters.ts");
-      say(JSON.stringify({ ...thingJson(thing, hub.home.settings.env), distributionFile: output }));
+      say(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
+      const { distributionDownloadLine } = await import("../../hub/things/download-line.ts");
+      say(`or on the thing, with FLASHLEX_TOKEN set to the operator access token: ${distributionDownloadLine(thing, "$FLASHLEX_TOKEN", hub.home)}`);
+      say("next: copy the zip and the flashlex binary for the board to the thing; there:");
+      // piped on (`-o -`) or sent through a device or FIFO, the zip's name is the receiver's
+      const zipName = toStdout || !isRegularFile(output) ? "FILE.zip" : basename(output);
+      say(`  unzip ${zipName} && chmod +x flashlex && mv flashlex ${thing.name}/ && cd ${thing.name}`);
+      say("  ./flashlex bootstrap && sudo ./flashlex install-service");
       return ExitCode.OK;
-    }
-    const topics = thingTopics(thing.name);
-    say(`created thing ${thing.name} (id ${thing.id}, ${keyType === "ec" ? "EC P-256 key, ES256 tokens" : "RSA-2048 key, RS256 tokens"})`);
-    say(
-      toStdout
-        ? "distribution: written to stdout (it holds the thing's private key: keep what received it private)"
-        : `distribution: ${output} (mode 0600: it holds the thing's private key)`,
-    );
-    say(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
-    const { distributionDownloadLine } = await import("../../hub/things/download-line.ts");
-    say(`or on the thing, with FLASHLEX_TOKEN set to the operator access token: ${distributionDownloadLine(thing, "$FLASHLEX_TOKEN", hub.home)}`);
-    say("next: copy the zip and the flashlex binary for the board to the thing; there:");
-    // piped on (`-o -`) or sent through a device or FIFO, the zip's name is the receiver's
-    const zipName = toStdout || !isRegularFile(output) ? "FILE.zip" : basename(output);
-    say(`  unzip ${zipName} && chmod +x flashlex && mv flashlex ${thing.name}/ && cd ${thing.name}`);
-    say("  ./flashlex bootstrap && sudo ./flashlex install-service");
-    return ExitCode.OK;
-  });
+    },
+    () => left,
+  );
 }
 
 function list(options: Options): Promise<number> {
@@ -145,17 +169,25 @@ function list(options: Options): Promise<number> {
   });
 }
 
+/** `hub thing dist`: the zip again. SIGINT/SIGTERM while a pipe's reader does not read stop it (130/143), saying what the reader got. */
 function dist(args: string[], options: Options): Promise<number> {
-  return openedHubToWrite("hub thing dist", options, async (hub) => {
-    const thing = await thingOrFail(hub, required(args, "the thing"));
-    const found = hub.things.distribution(thing);
-    if ("missing" in found) throw new InputError(`${thing.name} has no distribution: ${found.missing}`);
-    const zip = found.zip;
-    const output = outputFile(options, `${thing.name}.zip`);
-    writeFileAtomicallySync(output, zip, 0o600);
-    reportBeside(output)(output);
-    return ExitCode.OK;
-  });
+  let output = "";
+  let streamed: number | undefined;
+  return openedHubToWrite(
+    "hub thing dist",
+    options,
+    async (hub, signal) => {
+      const thing = await thingOrFail(hub, required(args, "the thing"));
+      const found = hub.things.distribution(thing);
+      if ("missing" in found) throw new InputError(`${thing.name} has no distribution: ${found.missing}`);
+      const zip = found.zip;
+      output = outputFile(options, `${thing.name}.zip`);
+      await writeFileAtomically(output, zip, 0o600, { signal, onStreamed: (bytes) => (streamed = bytes) });
+      reportBeside(output)(output);
+      return ExitCode.OK;
+    },
+    () => partialOutput(output, streamed),
+  );
 }
 
 function revoke(args: string[], options: Options): Promise<number> {
