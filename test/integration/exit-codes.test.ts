@@ -499,6 +499,28 @@ describe("TLS material that cannot work", () => {
     expect(garbage.stderr).toContain(certFile);
   });
 
+  test("a FIFO or /dev/zero in place of a staged renewal key: serve drops it as torn and starts with its pair (it exited 78, or hung on the FIFO)", async () => {
+    for (const [kind, make] of [
+      ["fifo", (file: string) => expect(Bun.spawnSync(["mkfifo", file]).exitCode).toBe(0)],
+      ["zero", (file: string) => symlinkSync("/dev/zero", file)],
+    ] as const) {
+      const keys = join(thing.dir, `${kind}-staged-keys`);
+      mkdirSync(keys);
+      for (const name of readdirSync(thing.keysDir)) writeFileSync(join(keys, name), readFileSync(join(thing.keysDir, name)), { mode: 0o600 });
+      const staged = join(keys, `${thing.thingName}-keypair-private.pem.next`);
+      make(staged);
+      const serve = start(["serve", "-c", thing.configPath, "-k", keys, "-d", join(thing.dir, `${kind}-staged-data`)]);
+      tally("badInputs");
+      try {
+        await serve.waitFor(/renewal\.recovered .*dropped a key staged before its certificate/, 15_000);
+        await serve.waitFor(/serve\.started/, 15_000);
+        expect(existsSync(staged), kind).toBe(false);
+      } finally {
+        expect(await serve.stop(), kind).toBe(0);
+      }
+    }
+  });
+
   test("a FIFO or /dev/zero in place of the private key: serve and collect exit 78 at once naming it (serve hung in open(2) deaf to SIGTERM; /dev/zero filled memory)", async () => {
     for (const [kind, make] of [
       ["fifo", (file: string) => expect(Bun.spawnSync(["mkfifo", file]).exitCode).toBe(0)],
