@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, openSync, readFileSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readFileSync, statSync } from "node:fs";
 import { ConfigError } from "./errors.ts";
 
 /** The largest key, certificate or CA file read (bytes): a PEM chain is a few KB. */
@@ -13,7 +13,7 @@ export const MAX_PEM_FILE_BYTES = 1024 * 1024;
  * or over the size; what open(2) or read(2) throws (ENOENT, EACCES, EISDIR) otherwise.
  */
 export function readRegularFile(path: string, what: string, maxBytes = MAX_PEM_FILE_BYTES): Buffer {
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  const fd = openUnlessSocket(path, what);
   try {
     const stat = fstatSync(fd);
     if (!stat.isFile()) throw new ConfigError(`${path}: the ${what} is not a regular file (${kindOf(stat)}); it must be the file itself`);
@@ -21,6 +21,18 @@ export function readRegularFile(path: string, what: string, maxBytes = MAX_PEM_F
     return readFileSync(fd);
   } finally {
     closeSync(fd);
+  }
+}
+
+/** open(2) of `path` for reading, without blocking; a UNIX socket, which open(2) refuses with ENXIO, is the ConfigError a FIFO gets. */
+function openUnlessSocket(path: string, what: string): number {
+  try {
+    return openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENXIO" && statSync(path, { throwIfNoEntry: false })?.isSocket()) {
+      throw new ConfigError(`${path}: the ${what} is not a regular file (a socket); it must be the file itself`);
+    }
+    throw err;
   }
 }
 

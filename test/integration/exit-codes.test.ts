@@ -15,7 +15,7 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { binaryPath, type RunResult, run, start } from "../support/binary.ts";
 import { DAMAGE_KINDS, GOOD_ROW_COUNT } from "../support/damaged-databases.ts";
@@ -499,10 +499,11 @@ describe("TLS material that cannot work", () => {
     expect(garbage.stderr).toContain(certFile);
   });
 
-  test("a FIFO or /dev/zero in place of a staged renewal key: serve drops it as torn and starts with its pair (it exited 78, or hung on the FIFO)", async () => {
+  test("a FIFO, /dev/zero or a link to the key in place of a staged renewal key: serve drops it as torn and starts with its pair (it exited 78, hung on the FIFO, or renamed the link over its key)", async () => {
     for (const [kind, make] of [
       ["fifo", (file: string) => expect(Bun.spawnSync(["mkfifo", file]).exitCode).toBe(0)],
       ["zero", (file: string) => symlinkSync("/dev/zero", file)],
+      ["link", (file: string) => symlinkSync(file.slice(0, -".next".length), file)],
     ] as const) {
       const keys = join(thing.dir, `${kind}-staged-keys`);
       mkdirSync(keys);
@@ -512,9 +513,10 @@ describe("TLS material that cannot work", () => {
       const serve = start(["serve", "-c", thing.configPath, "-k", keys, "-d", join(thing.dir, `${kind}-staged-data`)]);
       tally("badInputs");
       try {
-        await serve.waitFor(/renewal\.recovered .*dropped a key staged before its certificate/, 15_000);
+        await serve.waitFor(/renewal\.recovered .*dropped renewal files no renewal writes/, 15_000);
         await serve.waitFor(/serve\.started/, 15_000);
         expect(existsSync(staged), kind).toBe(false);
+        expect(lstatSync(staged.slice(0, -".next".length)).isFile(), kind).toBe(true);
       } finally {
         expect(await serve.stop(), kind).toBe(0);
       }

@@ -3,7 +3,8 @@
  * (thing/renewal/identity-files.ts), and the schedule's arithmetic (renewer.ts).
  */
 import { beforeAll, describe, expect, test } from "bun:test";
-import { copyFileSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join } from "node:path";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { type CertifiedKey, createCertificateAuthority, issueThingCertificate } from "../../src/crypto/x509.ts";
@@ -91,21 +92,28 @@ describe("crash recovery of the file swap", () => {
     expect(recoverIdentityFiles(paths, log)).toEqual({ pending: false, recovered: undefined });
   });
 
-  /** Things no renewal writes, in the place of a renewal file: each is torn, never read to its end. */
+  const DROPPED = "dropped renewal files no renewal writes (links, FIFOs, sockets, devices, oversized)";
+  /**
+   * Things no renewal writes, in the place of a renewal file (`file`, beside the thing's own
+   * `own`): each is torn, never read to its end, never renamed over the thing's own file.
+   */
   const strays = [
     ["a FIFO", (file: string) => expect(Bun.spawnSync(["mkfifo", file]).exitCode).toBe(0)],
     ["/dev/zero", (file: string) => symlinkSync("/dev/zero", file)],
     ["a file over 1 MiB", (file: string) => writeFileSync(file, Buffer.alloc(MAX_PEM_FILE_BYTES + 1, 0x41))],
+    // renamed over K, it made K a link to itself: the identity was gone (ELOOP, 74 at every start)
+    ["a link to the thing's own file", (file: string, own: string) => symlinkSync(own, file)],
   ] as const;
 
-  test("a FIFO, a device or an oversized file as the staged key or certificate is dropped as torn, the current pair kept (serve exited 78, or hung on the FIFO)", async () => {
+  test("a FIFO, a device, an oversized file or a link as a staged key or certificate is dropped as torn, the current pair kept (serve exited 78, hung on the FIFO, or renamed the link over its key)", async () => {
     for (const [kind, make] of strays) {
-      for (const staged of ["privateKey", "cert"] as const) {
+      for (const staged of [["privateKey"], ["cert"], ["privateKey", "cert"]] as const) {
         const { dir, paths, old } = await folder();
-        make(`${paths[staged]}.next`);
-        expect(recoverIdentityFiles(paths, log), `${kind} ${staged}`).toEqual({ pending: false, recovered: "dropped a key staged before its certificate" });
+        for (const own of staged) make(`${paths[own]}.next`, paths[own]);
+        expect(recoverIdentityFiles(paths, log), `${kind} ${staged}`).toEqual({ pending: false, recovered: DROPPED });
         expect(readFileSync(paths.privateKey, "utf8")).toBe(old.key);
         expect(readFileSync(paths.cert, "utf8")).toBe(old.cert);
+        expect(lstatSync(paths.privateKey).isFile() && lstatSync(paths.cert).isFile()).toBe(true);
         expect(readdirSync(dir).filter((f) => f.endsWith(".next"))).toEqual([]);
         expect(stagedKey(paths)).toBeUndefined();
       }
@@ -118,33 +126,65 @@ describe("crash recovery of the file swap", () => {
       copyFileSync(paths.privateKey, `${paths.privateKey}.previous`);
       copyFileSync(paths.cert, `${paths.cert}.previous`);
       writeFileSync(paths.cert, fresh.cert);
-      make(`${paths.privateKey}.next`);
+      make(`${paths.privateKey}.next`, paths.privateKey);
       expect(recoverIdentityFiles(paths, log), kind).toEqual({ pending: false, recovered: "restored the previous identity" });
       expect(readFileSync(paths.privateKey, "utf8")).toBe(old.key);
       expect(readFileSync(paths.cert, "utf8")).toBe(old.cert);
     }
   });
 
-  test("a stray previous pair is never read to its end: recovery leaves it to the first connection's commit, the fall-back's read of it is a ConfigError", async () => {
+  test("a stray previous pair is dropped, no renewal left pending; the fall-back's and the revert's reads of one are a ConfigError, never a hang", async () => {
     for (const [kind, make] of strays) {
-      const { paths } = await folder();
-      make(`${paths.privateKey}.previous`);
-      make(`${paths.cert}.previous`);
-      expect(recoverIdentityFiles(paths, log), kind).toEqual({ pending: true, recovered: undefined });
-      expect(() => previousKeyFile(paths), kind).toThrow(ConfigError);
-      expect(() => revertRenewal(paths), kind).toThrow(ConfigError);
+      const { dir, paths } = await folder();
+      make(`${paths.privateKey}.previous`, paths.privateKey);
+      make(`${paths.cert}.previous`, paths.cert);
+      if (kind !== "a link to the thing's own file") {
+        expect(() => previousKeyFile(paths), kind).toThrow(ConfigError);
+        expect(() => revertRenewal(paths), kind).toThrow(ConfigError);
+      }
+      expect(recoverIdentityFiles(paths, log), kind).toEqual({ pending: false, recovered: DROPPED });
+      expect(readdirSync(dir).filter((f) => f.endsWith(".previous"))).toEqual([]);
     }
   });
 
-  test("the thing's own key or certificate as a FIFO, a device or an oversized file stays a ConfigError (78) naming it, nothing changed", async () => {
-    for (const [kind, make] of strays) {
-      for (const own of ["privateKey", "cert"] as const) {
+  test("a directory where a renewal file goes is a ConfigError (78) naming it, not removed", async () => {
+    for (const name of ["privateKey", "cert"] as const) {
+      for (const suffix of [".next", ".previous"]) {
+        const { paths } = await folder();
+        mkdirSync(`${paths[name]}${suffix}`);
+        expect(() => recoverIdentityFiles(paths, log)).toThrow(
+          `${paths[name]}${suffix}: a directory where a renewal puts a key or certificate file; remove it`,
+        );
+        expect(lstatSync(`${paths[name]}${suffix}`).isDirectory()).toBe(true);
+      }
+    }
+  });
+
+  test("the thing's own key or certificate as a FIFO, a device, an oversized file or a socket stays a ConfigError (78) naming it, nothing changed", async () => {
+    const own = [
+      ...strays.filter(([kind]) => !kind.startsWith("a link")),
+      [
+        "a socket",
+        (file: string) => {
+          const server = createServer().listen(file);
+          return () => server.close();
+        },
+      ],
+    ] as const;
+    for (const [kind, make] of own) {
+      for (const name of ["privateKey", "cert"] as const) {
         const { dir, paths, fresh } = await folder();
         stageKey(paths, fresh.key);
         writeFileSync(`${paths.cert}.next`, fresh.cert);
-        rmSync(paths[own]);
-        make(paths[own]);
-        expect(() => recoverIdentityFiles(paths, log), `${kind} ${own}`).toThrow(`${paths[own]}: `);
+        rmSync(paths[name]);
+        const close = make(paths[name], paths[name]);
+        if (typeof close === "function") await Bun.sleep(50);
+        try {
+          expect(() => recoverIdentityFiles(paths, log), `${kind} ${name}`).toThrow(`${paths[name]}: `);
+          expect(() => recoverIdentityFiles(paths, log), `${kind} ${name}`).toThrow(ConfigError);
+        } finally {
+          if (typeof close === "function") close();
+        }
         expect(readdirSync(dir).filter((f) => f.endsWith(".next")).length).toBe(2);
       }
     }

@@ -22,7 +22,7 @@
  * the tests (test/integration/renewal.test.ts) and only for them.
  */
 import { X509Certificate } from "node:crypto";
-import { rmSync } from "node:fs";
+import { lstatSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
 import { normalisePrivateKey } from "../../crypto/key-files.ts";
 import { spkiDer } from "../../crypto/keys.ts";
@@ -30,7 +30,7 @@ import { fsyncDirectory, renameDurably, writeFileDurably } from "../../shared/du
 import { ConfigError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isNotThere, pathExists } from "../../shared/path-exists.ts";
-import { readRegularFile } from "../../shared/regular-file.ts";
+import { MAX_PEM_FILE_BYTES, readRegularFile } from "../../shared/regular-file.ts";
 
 export type RenewalStep = "key-staged" | "cert-staged" | "previous-saved" | "cert-swapped" | "key-swapped" | "committed";
 
@@ -82,37 +82,48 @@ function certSpki(file: string): Buffer | undefined {
 const KEY_OR_CERT = "key or certificate file";
 
 /**
- * The file's bytes, or undefined when it is not there or holds no PEM a renewal could have
- * written: a FIFO, a device or a file over MAX_PEM_FILE_BYTES in the place of a `.next` or
- * `.previous` file is torn, as a half-written one is (opened without blocking: readRegularFile).
- * The thing's own key and certificate were looked at first (`requireRegularIfThere`). A file
- * this user may not read is no sign of a crash: that throws (EACCES) before recovery changes
- * anything; taken as absent, it would have put the previous pair back over a current key it
- * could not read.
+ * The file's bytes, or undefined when it is not there. A file this user may not read is no sign
+ * of a crash: that throws (EACCES), before recovery changes anything; taken as absent, it would
+ * have put the previous pair back over a current key it could not read. A FIFO, a socket or a
+ * device throws ConfigError (78) at once (readRegularFile), rather than block serve's start:
+ * for the thing's own pair; in the place of a renewal file recovery has dropped it first
+ * (`dropStrayRenewalFiles`).
  */
 function readIfThere(file: string): Buffer | undefined {
   try {
     return readRegularFile(file, KEY_OR_CERT);
   } catch (err) {
-    if (err instanceof ConfigError) return undefined;
+    if (err instanceof ConfigError) throw err;
     if (isNotThere(err)) return undefined;
     throw namingFile(err, file);
   }
 }
 
 /**
- * Throws ConfigError (78) when `file` is there but no regular file of a PEM's size (a FIFO,
- * a device: reading it would block serve's start or never end), and what reading it throws
- * (EACCES); nothing when it is absent. For the key and certificate config.yml names, which no
- * renewal step ever replaces with anything but a whole file.
+ * Removes what no renewal step writes from the four renewal files' places (`K.next`, `C.next`,
+ * `K.previous`, `C.previous`): a symbolic link (renamed over K it would have replaced the key
+ * with a link to itself), a FIFO, a socket, a device, a file over MAX_PEM_FILE_BYTES. A renewal
+ * only ever renames a whole regular file into these places, so anything else is torn, as a
+ * half-written file is, and the rest of recovery sees only regular files. True when it removed
+ * something. Throws ConfigError (78) naming a directory there (not removed: it is no file of
+ * ours to delete). A place this user may not look at is left as it is.
  */
-function requireRegularIfThere(file: string): void {
-  try {
-    readRegularFile(file, KEY_OR_CERT);
-  } catch (err) {
-    if (err instanceof ConfigError) throw err;
-    if (!isNotThere(err)) throw namingFile(err, file);
+function dropStrayRenewalFiles(paths: IdentityPaths): boolean {
+  let dropped = false;
+  for (const file of [next(paths.privateKey), next(paths.cert), previous(paths.privateKey), previous(paths.cert)]) {
+    let stat: ReturnType<typeof lstatSync>;
+    try {
+      stat = lstatSync(file);
+    } catch {
+      continue; // not there, or not ours to look at (EACCES): the reads that follow say so
+    }
+    if (stat.isDirectory()) throw new ConfigError(`${file}: a directory where a renewal puts a key or certificate file; remove it`);
+    if (stat.isFile() && stat.size <= MAX_PEM_FILE_BYTES) continue;
+    rmSync(file, { force: true });
+    dropped = true;
   }
+  if (dropped) fsyncDirectory(dirname(paths.privateKey));
+  return dropped;
 }
 
 /** Bun's readFileSync leaves out the path for some errors (EISDIR): the message must name the file. */
@@ -214,16 +225,16 @@ export function revertRenewal(paths: IdentityPaths): void {
 /**
  * Turns what a crash during a renewal left into a matching pair (see the module comment), and
  * says what it did (`recovered`: a log word, undefined when there was nothing to do) and whether
- * a renewal waits for its first connection (`pending`). A missing or damaged file counts as
- * absent (the identity check that follows names what is wrong); one this user may not read
- * throws the read's error (EACCES, 77) before anything is changed.
+ * a renewal waits for its first connection (`pending`). What no renewal writes in a renewal
+ * file's place (a link, a FIFO, a socket, a device, an oversized file) is dropped first
+ * (`dropStrayRenewalFiles`; a directory there is a ConfigError, 78). A missing or damaged file
+ * counts as absent (the identity check that follows names what is wrong); one this user may not
+ * read throws the read's error (EACCES, 77) before anything is changed.
  */
 export function recoverIdentityFiles(paths: IdentityPaths, log: Logger): { pending: boolean; recovered?: string } {
   const K = paths.privateKey;
   const C = paths.cert;
-  requireRegularIfThere(K);
-  requireRegularIfThere(C);
-  let recovered: string | undefined;
+  let recovered = dropStrayRenewalFiles(paths) ? "dropped renewal files no renewal writes (links, FIFOs, sockets, devices, oversized)" : undefined;
   if (pairMatches(K, C)) {
     if (pathExists(next(K), CANNOT_LOOK_IS_ABSENT) && stagedPairUsable(K, C)) {
       swapStaged(paths); // crashed after step 2, 3: roll forward
