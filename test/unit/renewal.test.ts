@@ -165,8 +165,9 @@ describe("crash recovery of the file swap", () => {
       ...strays.filter(([kind]) => !kind.startsWith("a link")),
       [
         "a socket",
-        (file: string) => {
-          const server = createServer().listen(file);
+        async (file: string) => {
+          const server = createServer();
+          await new Promise<void>((resolve) => server.listen(file, resolve));
           return () => server.close();
         },
       ],
@@ -177,8 +178,7 @@ describe("crash recovery of the file swap", () => {
         stageKey(paths, fresh.key);
         writeFileSync(`${paths.cert}.next`, fresh.cert);
         rmSync(paths[name]);
-        const close = make(paths[name], paths[name]);
-        if (typeof close === "function") await Bun.sleep(50);
+        const close = await make(paths[name], paths[name]);
         try {
           expect(() => recoverIdentityFiles(paths, log), `${kind} ${name}`).toThrow(`${paths[name]}: `);
           expect(() => recoverIdentityFiles(paths, log), `${kind} ${name}`).toThrow(ConfigError);
