@@ -10,7 +10,7 @@
  * the table.
  */
 import { type CAC, type Command, cac } from "cac";
-import { keepArgumentsText, matchCommand, refuseEmptyValues, refuseHelpInCluster, refuseRepeatedFlags, restoreArgumentsText } from "./cli/argv.ts";
+import { keepArgumentsText, matchCommand, refuseEmptyValues, refuseMisreadWords, refuseRepeatedFlags, restoreArgumentsText } from "./cli/argv.ts";
 import type { CommandSpec } from "./cli/command.ts";
 import { checkEnvironment } from "./cli/environment.ts";
 import { EXIT_CODES_HELP, ExitCode, HUB_EXIT_CODES_HELP } from "./cli/exit-codes.ts";
@@ -154,7 +154,7 @@ function printVersion(): number {
 export async function main(argv: string[]): Promise<number> {
   let result: number | Promise<number> | undefined;
   try {
-    refuseHelpInCluster(argv);
+    refuseMisreadWords(argv);
     const matched = matchCommand(COMMANDS, argv.slice(2));
     const multiWord = matched?.spec.name.includes(" ") ? matched.spec : undefined;
     // cac matches args[0]: a multi-word command's words become its one (space-holding) name.

@@ -42,16 +42,22 @@ export function keepArgumentsText(argv: string[]): string[] {
 }
 
 /**
- * Refuses a word of several letters after one dash that holds an `h` (`--name -sh`): mri reads
- * it as one-letter flags, `-h` among them, so the command printed its help and exited 0, doing
- * nothing it was asked. No command has a use for such a cluster; a value that starts with a dash
- * is written with `=`. Throws UsageError (64). Words after `--` are left alone.
+ * Refuses the words mri would read as something no command asked for, before it parses them
+ * (words after `--` are left alone); throws UsageError (64):
+ * - several letters after one dash holding an `h` (`--name -sh`): mri reads one-letter flags,
+ *   `-h` among them, so the command printed its help and exited 0, doing nothing it was asked;
+ *   a value that starts with a dash is written with `=`;
+ * - a dotted flag (`--dir.x y`): mri makes `dir` an object, which a command took for a path
+ *   (`[object Object]`), or, with `--dir` given too, mri itself threw (70, as a bug).
  */
-export function refuseHelpInCluster(argv: readonly string[]): void {
+export function refuseMisreadWords(argv: readonly string[]): void {
   const end = argv.indexOf("--", 2);
   for (const word of argv.slice(2, end < 0 ? undefined : end)) {
     if (/^-[A-Za-z]{2,}$/.test(word) && word.includes("h")) {
       throw new UsageError(`${JSON.stringify(word)} reads as one-letter flags, -h among them; to give it as a value, join it with =, as in --name=${word}`);
+    }
+    if (/^--[^=.]+\./.test(word)) {
+      throw new UsageError(`${JSON.stringify(word.split("=")[0])} is no flag: a flag's name has no dot (a value goes after = or a space)`);
     }
   }
 }
@@ -76,14 +82,15 @@ export function refuseRepeatedFlags(spec: CommandSpec, words: readonly string[])
   const optionOf = new Map<string, OptionSpec>();
   for (const option of spec.options) {
     if (!option.flags.includes("<")) continue;
-    for (const flag of option.flags.slice(0, option.flags.indexOf("<")).split(",")) optionOf.set(flag.trim(), option);
+    for (const flag of option.flags.slice(0, option.flags.indexOf("<")).split(",")) optionOf.set(camelFlag(flag.trim()), option);
   }
   const written = new Map<OptionSpec, string[]>();
   for (let i = 0; i < words.length; i++) {
     const word = words[i]!;
     if (word === "--") break;
-    const eq = word.startsWith("--") ? word.indexOf("=") : -1;
-    const option = optionOf.get(eq > 0 ? word.slice(0, eq) : word);
+    // `--dir=a` and `-d=a` carry their value; `--apiUrl` is `--api-url` to mri
+    const eq = word.startsWith("-") ? word.indexOf("=") : -1;
+    const option = optionOf.get(camelFlag(eq > 0 ? word.slice(0, eq) : word));
     if (!option) continue;
     // its value, unless the next word is a flag (mri then takes none: `--dir --json`); a dash
     // and a digit or a dot is a value (keepArgumentsText)
@@ -103,19 +110,28 @@ export function refuseRepeatedFlags(spec: CommandSpec, words: readonly string[])
   }
 }
 
+/** `--api-url` as mri and cac name it, `--apiUrl`; any other word as it is. */
+function camelFlag(word: string): string {
+  return word.startsWith("--") ? `--${word.slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())}` : word;
+}
+
 /**
  * Refuses a flag given an empty value (`--dir ''`, an unset variable in a script): every command
  * would otherwise take it for not given and use the default, such as `hub init --dir ''` making
- * ~/.flashlex-hub. Throws UsageError (64) naming the flag as it is written.
+ * ~/.flashlex-hub; and a one-value flag mri gave two values (an array) in a spelling
+ * refuseRepeatedFlags does not know. Throws UsageError (64) naming the flag as it is written.
  */
 export function refuseEmptyValues(spec: CommandSpec, options: Options): void {
   for (const option of spec.options) {
     if (!option.flags.includes("<")) continue;
     const given = optionNames(option.flags).map((name) => options[name]);
+    const written = option.flags.match(/--[a-z][\w-]*/i)?.[0] ?? option.flags;
     if (given.some((value) => value === "" || (Array.isArray(value) && value.includes("")))) {
-      const written = option.flags.match(/--[a-z][\w-]*/i)?.[0] ?? option.flags;
       throw new UsageError(`${written} needs a value; it was given empty`);
     }
+    // Two values (an array) for a flag that takes one, in a spelling refuseRepeatedFlags did not
+    // recognise in the words: no command may take an array for the string it expects.
+    if (!option.repeatable && given.some(Array.isArray)) throw new UsageError(`${written} is given more than once; it takes one value: give it once`);
   }
 }
 

@@ -149,6 +149,13 @@ test("a flag that takes one value, given twice, is a usage error (64) naming it,
     ],
     [["messages", "list", "-c", "a.yml", "--since", "1", "--since=2"], "--since is given twice"],
     [["hub", "--dir", hub.dir, "thing", "list", "--dir", hub.dir], "--dir is given twice"],
+    // a short flag with = (an array reached serve and bootstrap: 70) and mri's camelCase spelling (the last won)
+    [["serve", "-d=data", "-d", "data"], "--data is given twice"],
+    [["bootstrap", "-c=config.yml", "-c", "config.yml"], "--config is given twice"],
+    [
+      ["hub", "init", "--dir", join(work, "camel"), "--api-url", "http://127.0.0.1:1", "--apiUrl", "http://127.0.0.1:2"],
+      "--api-url is given twice (as --api-url and --apiUrl)",
+    ],
   ];
   for (const [args, says] of cases) {
     const result = await run(args);
@@ -159,6 +166,19 @@ test("a flag that takes one value, given twice, is a usage error (64) naming it,
     });
   }
   tally("badInputs", cases.length);
+  // a dotted flag: mri made an object of it (a home named "[object Object]"; with --dir too, its own TypeError: 70)
+  for (const args of [
+    ["hub", "thing", "list", "--dir.x", "y"],
+    ["hub", "thing", "list", "--dir", hub.dir, "--dir.x", "y"],
+  ]) {
+    const result = await run(args);
+    tally("badInputs");
+    expect({ args, code: result.code, stderr: result.stderr.trim() }).toEqual({
+      args,
+      code: 64,
+      stderr: 'flashlex: "--dir.x" is no flag: a flag\'s name has no dot (a value goes after = or a space)',
+    });
+  }
   // nothing was made by the refused creates
   expect(existsSync(join(work, "a.zip")) || existsSync(join(work, "b.zip"))).toBe(false);
   expect((await run(["hub", "thing", "list", "--dir", hub.dir, "--json"])).stdout.trim()).toBe("[]");

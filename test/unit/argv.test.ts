@@ -2,7 +2,7 @@
  * The command line around cac (src/cli/argv.ts): a flag that takes one value, given twice.
  */
 import { describe, expect, test } from "bun:test";
-import { refuseRepeatedFlags } from "../../src/cli/argv.ts";
+import { refuseEmptyValues, refuseMisreadWords, refuseRepeatedFlags } from "../../src/cli/argv.ts";
 import type { CommandSpec } from "../../src/cli/command.ts";
 
 const spec: CommandSpec = {
@@ -38,6 +38,13 @@ describe("refuseRepeatedFlags", () => {
     expect(refused(["--since=1", "--since", "2", "--since", "-1h"])?.message).toBe("--since is given 3 times; it takes one value: give it once");
     // a flag with no value before the next flag counts too
     expect(refused(["--dir", "--dir", "b"])?.message).toBe("--dir is given twice; it takes one value: give it once");
+    // a short flag with = (it slipped through: an array reached serve, 70), and the camelCase spelling mri also takes (last won)
+    expect(refused(["-o=a.zip", "--output", "b.zip"])?.message).toBe("--output is given twice (as -o and --output); it takes one value: give it once");
+    expect(refused(["--output", "a", "-o=b"])?.message).toBe("--output is given twice (as --output and -o); it takes one value: give it once");
+    const camel: CommandSpec = { ...spec, options: [{ flags: "--api-url <url>", description: "" }] };
+    expect(() => refuseRepeatedFlags(camel, ["--api-url", "http://a", "--apiUrl", "http://b"])).toThrow(
+      "--api-url is given twice (as --api-url and --apiUrl); it takes one value: give it once",
+    );
   });
 
   test("a repeatable flag, a flag without a value, a value that spells a flag, and words after -- are left alone", () => {
@@ -46,5 +53,22 @@ describe("refuseRepeatedFlags", () => {
     expect(refused(["--since", "-1", "--dir", "d"])).toBeUndefined();
     expect(refused(["--dir", "d", "--", "--dir", "e"])).toBeUndefined();
     expect(refused(["--dir", "--", "--dir"])).toBeUndefined();
+  });
+});
+
+describe("refuseEmptyValues", () => {
+  test("two values for a one-value flag, in a spelling the words did not show, are refused; a repeatable flag's are kept", () => {
+    expect(() => refuseEmptyValues(spec, { dir: ["a", "b"] })).toThrow("--dir is given more than once; it takes one value: give it once");
+    expect(() => refuseEmptyValues(spec, { name: ["a", "b"] })).not.toThrow();
+    expect(() => refuseEmptyValues(spec, { dir: "" })).toThrow("--dir needs a value; it was given empty");
+  });
+});
+
+describe("refuseMisreadWords", () => {
+  test("a dotted flag is refused before mri makes an object of it (a home named [object Object], or mri's own TypeError: 70)", () => {
+    expect(() => refuseMisreadWords(["bun", "flashlex", "hub", "thing", "list", "--dir.x", "y"])).toThrow('"--dir.x" is no flag');
+    expect(() => refuseMisreadWords(["bun", "flashlex", "--dir.x=y"])).toThrow('"--dir.x" is no flag');
+    expect(() => refuseMisreadWords(["bun", "flashlex", "--since=2026.12", "--dir", "./a.b"])).not.toThrow();
+    expect(() => refuseMisreadWords(["bun", "flashlex", "--", "--dir.x"])).not.toThrow();
   });
 });
