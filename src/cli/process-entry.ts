@@ -5,6 +5,7 @@
 import { actingAsOwnerNote } from "../hub/home/owner.ts";
 import { FlashlexError } from "../shared/errors.ts";
 import { toFlashlexError } from "../shared/foreign-errors.ts";
+import { escapeUnsafe } from "../shared/log.ts";
 import { redactUrl } from "../shared/redact-url.ts";
 import { exitCodeOf } from "./exit-codes.ts";
 
@@ -17,7 +18,9 @@ export function report(err: unknown): number {
   const error = toFlashlexError(err);
   const bug = error.kind === "bug";
   const note = bug ? "(an internal error in flashlex: please report it)" : error.kind === "permission" ? actingAsOwnerNote() : undefined;
-  console.error(`flashlex: ${redactUrl(error.message)}${note ? ` ${note}` : ""}`);
+  // One line, whatever the message quotes: a path or a link target given with a newline or a
+  // terminal escape in it is shown escaped, never acted on by the terminal.
+  console.error(`flashlex: ${escapeUnsafe(redactUrl(error.message))}${note ? ` ${note}` : ""}`);
   if (bug && process.env.FLASHLEX_LOG_LEVEL === "debug") console.error((err as Error)?.stack);
   return exitCodeOf(error);
 }

@@ -58,11 +58,22 @@ const UNSAFE_ONE = new RegExp(UNSAFE.source, "u");
  */
 export function quoteLogText(text: string): string {
   // JSON.stringify escapes C0, `"`, `\` and lone surrogates; the rest of UNSAFE is escaped here.
-  return JSON.stringify(text).replace(UNSAFE, (ch) => {
-    let escaped = "";
-    for (let i = 0; i < ch.length; i++) escaped += `\\u${ch.charCodeAt(i).toString(16).padStart(4, "0")}`;
-    return escaped;
-  });
+  return JSON.stringify(text).replace(UNSAFE, unicodeEscape);
+}
+
+/**
+ * `text` with every UNSAFE character as a `\uXXXX` escape and nothing else changed: one
+ * printable line whatever a message quotes (a path holding a newline or a terminal escape), for
+ * text that is not a value to quote (the one stderr line of a failure: cli/process-entry.ts).
+ */
+export function escapeUnsafe(text: string): string {
+  return UNSAFE_ONE.test(text) ? text.replace(UNSAFE, unicodeEscape) : text;
+}
+
+function unicodeEscape(ch: string): string {
+  let escaped = "";
+  for (let i = 0; i < ch.length; i++) escaped += `\\u${ch.charCodeAt(i).toString(16).padStart(4, "0")}`;
+  return escaped;
 }
 
 function formatValue(value: unknown): string {

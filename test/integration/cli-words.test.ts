@@ -6,7 +6,7 @@
  * one-shot MQTT connection of a revoked thing ended.
  */
 import { afterAll, expect, test } from "bun:test";
-import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { commitSha, packageVersion } from "../../scripts/build.ts";
@@ -363,3 +363,21 @@ test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
     }
   },
 );
+
+test("a failure's stderr line stays one printable line whatever it quotes: a newline, CR or terminal escape in a path or a link target is shown escaped (they reached the terminal raw)", async () => {
+  const base = mkdtempSync(join(work, "escapes-"));
+  symlinkSync("/nonexist\n\u001b[2Jboom", join(base, "dl"));
+  for (const args of [
+    ["messages", "list", "-c", join(base, "a\nb.yml")],
+    ["messages", "list", "-c", join(base, "a\rb.yml")],
+    ["hub", "thing", "list", "--dir", join(base, "x\u001b[31my")],
+    ["hub", "init", "--dir", join(base, "dl")],
+  ]) {
+    const result = await run(args);
+    tally("badInputs");
+    expect({ args, code: result.code === 64 || result.code === 78 }).toEqual({ args, code: true });
+    expect(result.stderr.endsWith("\n") && result.stderr.split("\n").length).toBe(2);
+    expect(result.stderr.includes("\r") || result.stderr.includes("\u001b")).toBe(false);
+    expect(result.stderr).toMatch(/\\u00(0a|0d|1b)/);
+  }
+});

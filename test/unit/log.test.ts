@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { createLogger, formatFields, logLevelFromEnv, quoteLogText } from "../../src/shared/log.ts";
+import { createLogger, escapeUnsafe, formatFields, logLevelFromEnv, quoteLogText } from "../../src/shared/log.ts";
 import { tally } from "../support/tally.ts";
 
 /** What must never appear raw in a line: C0, DEL, C1, format characters, U+2028/9, lone surrogates. */
@@ -113,5 +113,18 @@ describe("FLASHLEX_LOG_LEVEL", () => {
       if (previous === undefined) delete process.env.FLASHLEX_LOG_LEVEL;
       else process.env.FLASHLEX_LOG_LEVEL = previous;
     }
+  });
+});
+
+describe("escapeUnsafe", () => {
+  test("escapes what would break or forge a line (newline, CR, ESC, bidi overrides, U+2028), and leaves quotes, backslashes and other text as they are", () => {
+    expect(escapeUnsafe('/tmp/x\ny: "a\\b" \u001b[2J\r\u202e\u2028 é 😀')).toBe('/tmp/x\\u000ay: "a\\b" \\u001b[2J\\u000d\\u202e\\u2028 é 😀');
+    expect(escapeUnsafe("plain")).toBe("plain");
+    fc.assert(
+      fc.property(fc.string({ unit: "binary" }), (text) => {
+        const escaped = escapeUnsafe(text);
+        expect(escaped).not.toMatch(/[\p{Cc}\p{Cf}\p{Zl}\p{Zp}\p{Cs}]/u);
+      }),
+    );
   });
 });
