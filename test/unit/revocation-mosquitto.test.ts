@@ -205,11 +205,13 @@ describe("CRL renewal", () => {
     expect(crlValiditySeconds({ FLASHLEX_CRL_VALIDITY_SECONDS: "" })).toBe(DEFAULT_CRL_VALIDITY_SECONDS);
     expect(crlValiditySeconds({ FLASHLEX_CRL_VALIDITY_SECONDS: "6" })).toBe(6);
     // were a year without a word
-    for (const bad of ["1", "soon", "6.5", " 6", "0x10", "-6"]) {
+    expect(crlValiditySeconds({ FLASHLEX_CRL_VALIDITY_SECONDS: "3153600000" })).toBe(3_153_600_000);
+    // the last two made a CRL whose nextUpdate has no encoding ("Bad time value" to OpenSSL)
+    for (const bad of ["1", "soon", "6.5", " 6", "0x10", "-6", "3153600001", "300000000000", "999999999999999"]) {
       expect(() => crlValiditySeconds({ FLASHLEX_CRL_VALIDITY_SECONDS: bad })).toThrow(
         expect.objectContaining({
           kind: "config",
-          message: `$FLASHLEX_CRL_VALIDITY_SECONDS is ${JSON.stringify(bad)}; it takes a whole number of seconds, at least 3 (unset: 31536000, a year)`,
+          message: `$FLASHLEX_CRL_VALIDITY_SECONDS is ${JSON.stringify(bad)}; it takes a whole number of seconds, at least 3 and at most 3153600000 (unset: 31536000, a year)`,
         }),
       );
     }

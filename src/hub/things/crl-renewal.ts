@@ -21,12 +21,18 @@ import { ConfigError } from "../../shared/errors.ts";
 import { type Logger, quoteLogText } from "../../shared/log.ts";
 
 export const DEFAULT_CRL_VALIDITY_SECONDS = 365 * 86_400;
+/**
+ * A hundred years: a nextUpdate past 9999 has no X.509 encoding (RFC 5280 §4.1.2.5 GeneralizedTime
+ * is four digits of year), and 300000000000 s made a CRL whose nextUpdate OpenSSL reads as "Bad
+ * time value".
+ */
+const MAX_CRL_VALIDITY_SECONDS = 100 * 365 * 86_400;
 /** The most a running hub waits between renewals, in ms. */
 export const MAX_RENEWAL_INTERVAL_MS = 86_400_000;
 
 /**
  * Validity of every CRL the hub signs, in seconds: FLASHLEX_CRL_VALIDITY_SECONDS in `env` (a whole
- * number, at least 3), or a year when it is unset or empty. Throws ConfigError (78) naming the
+ * number, at least 3 and at most a hundred years), or a year when it is unset or empty. Throws ConfigError (78) naming the
  * variable and its value for anything else: main.ts checks it before any command runs, so a
  * typo stops the command at its start, as a typo in hub.yml does, rather than being read as a
  * year without a word (the test that set it then waited on a renewal that never came).
@@ -34,9 +40,9 @@ export const MAX_RENEWAL_INTERVAL_MS = 86_400_000;
 export function crlValiditySeconds(env: NodeJS.ProcessEnv = process.env): number {
   const raw = env.FLASHLEX_CRL_VALIDITY_SECONDS;
   if (raw === undefined || raw === "") return DEFAULT_CRL_VALIDITY_SECONDS;
-  if (/^\d{1,15}$/.test(raw) && Number(raw) >= 3) return Number(raw);
+  if (/^\d{1,15}$/.test(raw) && Number(raw) >= 3 && Number(raw) <= MAX_CRL_VALIDITY_SECONDS) return Number(raw);
   throw new ConfigError(
-    `$FLASHLEX_CRL_VALIDITY_SECONDS is ${quoteLogText(raw)}; it takes a whole number of seconds, at least 3 (unset: ${DEFAULT_CRL_VALIDITY_SECONDS}, a year)`,
+    `$FLASHLEX_CRL_VALIDITY_SECONDS is ${quoteLogText(raw)}; it takes a whole number of seconds, at least 3 and at most ${MAX_CRL_VALIDITY_SECONDS} (unset: ${DEFAULT_CRL_VALIDITY_SECONDS}, a year)`,
   );
 }
 
