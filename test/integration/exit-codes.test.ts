@@ -15,7 +15,8 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { binaryPath, type RunResult, run, start } from "../support/binary.ts";
 import { DAMAGE_KINDS, GOOD_ROW_COUNT } from "../support/damaged-databases.ts";
@@ -94,6 +95,44 @@ describe("a damaged or foreign message database", () => {
     }
     expect(readFileSync(file).equals(before)).toBe(true);
     expect(receiver.received.length).toBe(received);
+  });
+});
+
+describe.skipIf(Boolean(noTmpfs))("hub init over an empty directory it cannot replace", () => {
+  test("a mount point is 78 and a parent this user may not write in is 77, each naming --dir and a directory inside it, before anything is made (were 75 EBUSY after the CA was made, and 77 naming the staging path)", async () => {
+    const fs = mountTmpfs(1024);
+    mounts.push(fs);
+    const mounted = await run(["hub", "init", "--dir", fs.dir]);
+    tally("badInputs");
+    expect({ code: mounted.code, stderr: mounted.stderr }).toEqual({
+      code: 78,
+      stderr: `flashlex: ${fs.dir}: a mount point, which hub init cannot put its home over; give --dir a new directory inside it, such as ${join(fs.dir, "hub")}\n`,
+    });
+    expect(readdirSync(fs.dir)).toEqual([]);
+    const inside = await run(["hub", "init", "--dir", join(fs.dir, "hub"), "--json"]);
+    expect(inside.code).toBe(0);
+
+    // an administrator's pre-made, empty /srv/hub, owned by the hub's user, in a directory only root writes in
+    const root = mkdtempSync(join(tmpdir(), "flashlex-init-parent-"));
+    try {
+      const home = join(root, "hub");
+      mkdirSync(home);
+      chownSync(home, 65534, 65534);
+      chmodSync(root, 0o755);
+      const asNobody = Bun.spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", binaryPath(), "hub", "init", "--dir", home], {
+        stdout: "pipe",
+        stderr: "pipe",
+        timeout: 60_000,
+      });
+      tally("badInputs");
+      expect({ code: asNobody.exitCode, stderr: asNobody.stderr.toString() }).toEqual({
+        code: 77,
+        stderr: `flashlex: ${home}: hub init makes the home beside it, in ${root}, which this user may not write in; give --dir a new directory inside it, such as ${join(home, "hub")}\n`,
+      });
+      expect(readdirSync(root)).toEqual(["hub"]);
+    } finally {
+      rmSync(root, { recursive: true, force: true });
+    }
   });
 });
 

@@ -2,7 +2,7 @@
  * `hub init`: a new hub home, made whole or not at all.
  */
 import { randomUUID } from "node:crypto";
-import { chmodSync, lstatSync, mkdirSync, readdirSync, readlinkSync, realpathSync, renameSync, rmSync } from "node:fs";
+import { accessSync, chmodSync, constants, lstatSync, mkdirSync, readdirSync, readlinkSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
@@ -10,7 +10,7 @@ import { stringify } from "yaml";
 import { generateRsaKeyPair } from "../../crypto/keys.ts";
 import { createCertificateAuthority, issueServerCertificate, issueThingCertificate } from "../../crypto/x509.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
-import { ConfigError, UsageError } from "../../shared/errors.ts";
+import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { DNS_NAME } from "../../shared/listen-address.ts";
 import { pathExists, pathKind } from "../../shared/path-exists.ts";
@@ -75,6 +75,7 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     const what = pathExists(join(target, "hub.yml")) ? "a hub already exists there" : "the directory is not empty";
     throw new ConfigError(`${target}: ${what}; refusing to overwrite it (choose another --dir)`);
   }
+  if (pathKind(target) === "directory") refuseUnreplaceable(given, target);
   const settings = initialSettings(options);
   if (database.kind === "postgres") settings.database = { url: database.url };
   mkdirSync(dirname(target), { recursive: true });
@@ -165,6 +166,31 @@ function homeTarget(given: string): string {
     const upLink = danglingLink(up);
     if (upLink !== undefined) throw new ConfigError(`${given}: ${up} is a symbolic link to ${upLink}, which does not exist; choose another --dir`);
     if (dirname(up) === up) return given;
+  }
+}
+
+/**
+ * Refuses an empty directory `target` (--dir `given`) the finished home cannot be renamed over,
+ * before anything is made: the home is built beside it and rename(2) puts it in place, which a
+ * mount point refuses (EBUSY: 75 "try again", after the CA was made and the database claimed)
+ * and a parent this user may not write in refuses (EACCES, 77 naming the staging directory: an
+ * administrator's pre-made /srv/hub). Throws ConfigError (78) for a mount point, FlashlexError
+ * `permission` (77) for the parent, each naming --dir and what to give instead.
+ */
+function refuseUnreplaceable(given: string, target: string): void {
+  const parent = dirname(target);
+  if (parent === target || statSync(target).dev !== statSync(parent).dev) {
+    throw new ConfigError(
+      `${given}: a mount point, which hub init cannot put its home over; give --dir a new directory inside it, such as ${join(given, "hub")}`,
+    );
+  }
+  try {
+    accessSync(parent, constants.W_OK);
+  } catch {
+    throw new FlashlexError(
+      `${given}: hub init makes the home beside it, in ${parent}, which this user may not write in; give --dir a new directory inside it, such as ${join(given, "hub")}`,
+      "permission",
+    );
   }
 }
 
