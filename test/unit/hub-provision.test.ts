@@ -151,6 +151,9 @@ describe("hub init", () => {
       `--name (its first, the broker host things are told): "${long}" is longer than 64 characters, which a certificate's common name cannot hold; give a shorter name first, or --broker-host`,
     );
     expect(await refusal({ apiUrl: "ftp://hub.lan/" })).toBe('--api-url must be an http:// or https:// URL, not "ftp://hub.lan/"');
+    // the URL parser drops them without a word: http://hub.lan:8080 would have gone into every config.yml
+    expect(await refusal({ apiUrl: "http://hub\r.lan:8080" })).toBe('--api-url must be an http:// or https:// URL, not "http://hub\\r.lan:8080"');
+    expect(await refusal({ apiUrl: "http://hub.lan:80\t80" })).toStartWith("--api-url must be an http:// or https:// URL, not ");
     // it would be written into every distribution
     expect(await refusal({ apiUrl: "http://user:secret@hub.lan:8080" })).toStartWith("--api-url must not hold a user name or password");
     expect(await refusal({ apiUrl: "http://hub.lan:8883" })).toStartWith(

@@ -28,6 +28,7 @@ import { HUB_TOPICS, ingressTopic } from "../../protocol/topics.ts";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { OrderedPubacks } from "../../shared/mqtt-puback.ts";
+import { parseUrlStrictly } from "../../shared/strict-url.ts";
 import { HUB_CLIENT_NAME } from "../home/paths.ts";
 import type { BrokerEvents, HubBroker, ThingDirectory } from "./broker.ts";
 import { DYNSEC_RESPONSE_TOPIC } from "./dynsec.ts";
@@ -84,12 +85,8 @@ export interface ExternalBroker extends HubBroker {
  * URL, not mqtts://, no host, port 0.
  */
 export function parseBrokerUrl(url: string): { host: string; port: number } {
-  let parsed: URL;
-  try {
-    parsed = new URL(url);
-  } catch {
-    throw new ConfigError(`broker URL is not a URL: ${url}`);
-  }
+  const parsed = parseUrlStrictly(url);
+  if (!parsed) throw new ConfigError(`broker URL is not a URL: ${JSON.stringify(url)}`);
   if (parsed.protocol !== "mqtts:") throw new ConfigError(`broker URL must use mqtts:// (TLS), got ${url}`);
   const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
   if (!host) throw new ConfigError(`broker URL has no host: ${url}`);

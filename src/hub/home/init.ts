@@ -14,6 +14,7 @@ import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { DNS_NAME } from "../../shared/listen-address.ts";
 import { pathExists, pathKind } from "../../shared/path-exists.ts";
+import { parseUrlStrictly } from "../../shared/strict-url.ts";
 import { type HubDatabase, parseHubDatabase, urlHoldsPassword } from "../store/database-url.ts";
 import { type HubIdentity, sameHubIdentity } from "../store/hub-store.ts";
 import { openHubStore } from "../store/open-store.ts";
@@ -259,7 +260,7 @@ function initialSettings(o: InitHubOptions): HubSettings {
   // Things verify the broker's name: the host they are told must be in the certificate.
   if (!names.some((n) => n.toLowerCase() === brokerHost.toLowerCase())) names.unshift(brokerHost);
   const publicUrl = o.apiUrl ?? "http://127.0.0.1:8080";
-  const url = URL.parse(publicUrl);
+  const url = parseUrlStrictly(publicUrl);
   if (url?.protocol !== "http:" && url?.protocol !== "https:")
     throw new UsageError(`--api-url must be an http:// or https:// URL, not ${JSON.stringify(publicUrl)}`);
   // it is written into every thing's config.yml

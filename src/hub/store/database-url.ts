@@ -1,4 +1,5 @@
 import { ConfigError } from "../../shared/errors.ts";
+import { parseUrlStrictly } from "../../shared/strict-url.ts";
 
 /**
  * Where the hub's database is: the SQLite file in the hub home (the default), or a PostgreSQL
@@ -51,12 +52,8 @@ export function parseHubDatabase(value: string | undefined, sqliteFile: string, 
   const text = value?.trim() ?? "";
   if (text === "" || text === "sqlite") return { kind: "sqlite", file: sqliteFile, display: sqliteFile };
   const bad = (why: string) => new ConfigError(`${where}: ${why} (the value is not shown: it may hold a password); give ${DATABASE_CHOICES}`);
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw bad("not a URL");
-  }
+  const url = parseUrlStrictly(text);
+  if (!url) throw bad("not a URL");
   if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") throw bad(`unsupported scheme ${url.protocol.replace(/:$/, "")}`);
   if (!url.hostname) throw bad("no host");
   const port = url.port === "" ? 5432 : Number(url.port);

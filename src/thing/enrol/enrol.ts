@@ -32,6 +32,7 @@ import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { pathExists, pathKind } from "../../shared/path-exists.ts";
+import { parseUrlStrictly } from "../../shared/strict-url.ts";
 import { acquireEnrolLock, checkFolderFree, forgetPendingKey, pendingKeyPair, STAGING_DIR, writeThingFolder } from "./folder.ts";
 import { hubRequest } from "./hub-request.ts";
 
@@ -74,12 +75,8 @@ export function normaliseFingerprint(text: string): string {
 
 /** The hub's API base URL, without a trailing slash; UsageError (64) unless http(s) and ending in /<env>/v1. */
 export function normaliseHubUrl(text: string): string {
-  let url: URL;
-  try {
-    url = new URL(text);
-  } catch {
-    throw new UsageError(`--hub must be the hub's API URL, such as https://hub.example:8080/dev/v1, not ${JSON.stringify(text)}`);
-  }
+  const url = parseUrlStrictly(text);
+  if (!url) throw new UsageError(`--hub must be the hub's API URL, such as https://hub.example:8080/dev/v1, not ${JSON.stringify(text)}`);
   const path = url.pathname.replace(/\/+$/, "");
   if ((url.protocol !== "http:" && url.protocol !== "https:") || !/^\/[A-Za-z0-9_-]+\/v1$/.test(path) || url.search || url.hash) {
     throw new UsageError(

@@ -1,0 +1,37 @@
+/**
+ * URLs from the command line and configs (src/shared/strict-url.ts): whitespace and control
+ * characters the WHATWG parser would drop or trim without a word are refused where each is read.
+ */
+import { describe, expect, test } from "bun:test";
+import { parseBrokerUrl } from "../../src/hub/broker/external.ts";
+import { parseHubDatabase } from "../../src/hub/store/database-url.ts";
+import { parseUrlStrictly } from "../../src/shared/strict-url.ts";
+import { normaliseHubUrl } from "../../src/thing/enrol/enrol.ts";
+
+describe("parseUrlStrictly", () => {
+  test("a URL with a tab, CR, LF, space or other control character anywhere is none (new URL took http://hub<CR>.lan for http://hub.lan)", () => {
+    expect(new URL("http://hub\r.lan:8080/").href).toBe("http://hub.lan:8080/");
+    for (const bad of [
+      "http://hub\r.lan:8080",
+      "http://hub.lan:80\t80",
+      " http://hub.lan",
+      "http://hub.lan/\n",
+      "http://hub.lan/\u0000",
+      "http://hub lan",
+      "not a url",
+    ]) {
+      expect(parseUrlStrictly(bad), JSON.stringify(bad)).toBeUndefined();
+    }
+    expect(parseUrlStrictly("https://hub.example:8080/dev/v1")?.port).toBe("8080");
+  });
+
+  test("each reader refuses such a URL naming its flag or setting", () => {
+    expect(() => normaliseHubUrl("https://hub\r.example:8080/dev/v1")).toThrow("--hub must be the hub's API URL");
+    expect(normaliseHubUrl("https://hub.example:8080/dev/v1/")).toBe("https://hub.example:8080/dev/v1");
+    expect(() => parseBrokerUrl("mqtts://broker\n.lan:8883")).toThrow('broker URL is not a URL: "mqtts://broker\\n.lan:8883"');
+    expect(parseBrokerUrl("mqtts://broker.lan")).toEqual({ host: "broker.lan", port: 8883 });
+    expect(() => parseHubDatabase("postgres://flashlex@db\t.lan/hub", "hub.db", "--db")).toThrow("--db: not a URL");
+    // surrounding spaces are trimmed by parseHubDatabase itself, as before
+    expect(parseHubDatabase(" postgres://flashlex@db.lan/hub ", "hub.db", "--db").kind).toBe("postgres");
+  });
+});
