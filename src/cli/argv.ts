@@ -110,9 +110,10 @@ export function refuseRepeatedFlags(spec: CommandSpec, words: readonly string[])
   }
 }
 
-/** `--api-url` as mri and cac name it, `--apiUrl`; any other word as it is. */
+/** A flag word as mri names it: `--api-url` and `--apiUrl` alike, `--d` as `-d`; any other word as it is. */
 function camelFlag(word: string): string {
-  return word.startsWith("--") ? `--${word.slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())}` : word;
+  if (!word.startsWith("--")) return word;
+  return word.length === 3 ? word.slice(1) : `--${word.slice(2).replace(/-([a-z])/g, (_, c: string) => c.toUpperCase())}`;
 }
 
 /**
@@ -128,6 +129,11 @@ export function refuseEmptyValues(spec: CommandSpec, options: Options): void {
     const written = option.flags.match(/--[a-z][\w-]*/i)?.[0] ?? option.flags;
     if (given.some((value) => value === "" || (Array.isArray(value) && value.includes("")))) {
       throw new UsageError(`${written} needs a value; it was given empty`);
+    }
+    // mri's `true`: the flag stood last, or before another flag (`--name --json`); a repeatable
+    // flag's became the name "true" in hub.yml and the broker's certificate
+    if (given.some((value) => value === true || (Array.isArray(value) && value.includes(true)))) {
+      throw new UsageError(`${written} needs a value; none followed it`);
     }
     // Two values (an array) for a flag that takes one, in a spelling refuseRepeatedFlags did not
     // recognise in the words: no command may take an array for the string it expects.

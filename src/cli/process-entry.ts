@@ -20,7 +20,7 @@ export function report(err: unknown): number {
   const note = bug ? "(an internal error in flashlex: please report it)" : error.kind === "permission" ? actingAsOwnerNote() : undefined;
   // One line, whatever the message quotes: a path or a link target given with a newline or a
   // terminal escape in it is shown escaped, never acted on by the terminal.
-  console.error(`flashlex: ${escapeUnsafe(redactUrl(error.message))}${note ? ` ${note}` : ""}`);
+  console.error(escapeUnsafe(`flashlex: ${redactUrl(error.message)}${note ? ` ${note}` : ""}`));
   if (bug && process.env.FLASHLEX_LOG_LEVEL === "debug") console.error((err as Error)?.stack);
   return exitCodeOf(error);
 }

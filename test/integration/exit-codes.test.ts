@@ -99,7 +99,7 @@ describe("a damaged or foreign message database", () => {
 });
 
 describe.skipIf(Boolean(noTmpfs))("hub init over an empty directory it cannot replace", () => {
-  test("a mount point is 78 and a parent this user may not write in is 77, each naming --dir and a directory inside it, before anything is made (were 75 EBUSY after the CA was made, and 77 naming the staging path)", async () => {
+  test("a mount point (a bind mount too) is 78, a parent this user may not write in or another user's directory in a sticky one 77, each naming --dir, before anything is made (were 75 EBUSY after the CA was made, and 77 naming the staging path)", async () => {
     const fs = mountTmpfs(1024);
     mounts.push(fs);
     const mounted = await run(["hub", "init", "--dir", fs.dir]);
@@ -112,24 +112,59 @@ describe.skipIf(Boolean(noTmpfs))("hub init over an empty directory it cannot re
     const inside = await run(["hub", "init", "--dir", join(fs.dir, "hub"), "--json"]);
     expect(inside.code).toBe(0);
 
-    // an administrator's pre-made, empty /srv/hub, owned by the hub's user, in a directory only root writes in
-    const root = mkdtempSync(join(tmpdir(), "flashlex-init-parent-"));
+    // a bind mount within one file system keeps its device: it was still 75 EBUSY naming the staging path
+    const bindRoot = mkdtempSync(join(tmpdir(), "flashlex-init-bind-"));
+    const [source, point] = [join(bindRoot, "source"), join(bindRoot, "point")];
+    mkdirSync(source);
+    mkdirSync(point);
+    expect(Bun.spawnSync(["mount", "--bind", source, point]).exitCode).toBe(0);
     try {
-      const home = join(root, "hub");
-      mkdirSync(home);
-      chownSync(home, 65534, 65534);
-      chmodSync(root, 0o755);
-      const asNobody = Bun.spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", binaryPath(), "hub", "init", "--dir", home], {
+      const bound = await run(["hub", "init", "--dir", point]);
+      tally("badInputs");
+      expect({ code: bound.code, stderr: bound.stderr }).toEqual({
+        code: 78,
+        stderr: `flashlex: ${point}: a mount point, which hub init cannot put its home over; give --dir a new directory inside it, such as ${join(point, "hub")}\n`,
+      });
+    } finally {
+      Bun.spawnSync(["umount", point]);
+      rmSync(bindRoot, { recursive: true, force: true });
+    }
+
+    const root = mkdtempSync(join(tmpdir(), "flashlex-init-parent-"));
+    const asNobody = (dir: string) => {
+      const result = Bun.spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", binaryPath(), "hub", "init", "--dir", dir], {
         stdout: "pipe",
         stderr: "pipe",
         timeout: 60_000,
       });
       tally("badInputs");
-      expect({ code: asNobody.exitCode, stderr: asNobody.stderr.toString() }).toEqual({
+      return { code: result.exitCode, stderr: result.stderr.toString() };
+    };
+    try {
+      // an administrator's pre-made, empty /srv/hub, owned by the hub's user, in a directory only root writes in
+      const home = join(root, "hub");
+      mkdirSync(home);
+      chownSync(home, 65534, 65534);
+      chmodSync(root, 0o755);
+      expect(asNobody(home)).toEqual({
         code: 77,
         stderr: `flashlex: ${home}: hub init makes the home beside it, in ${root}, which this user may not write in; give --dir a new directory inside it, such as ${join(home, "hub")}\n`,
       });
-      expect(readdirSync(root)).toEqual(["hub"]);
+      // a new one there: 77 naming the staging directory
+      expect(asNobody(join(root, "new"))).toEqual({
+        code: 77,
+        stderr: `flashlex: ${join(root, "new")}: hub init makes the home in ${root}, which this user may not write in; choose another --dir\n`,
+      });
+      // root's empty directory in a sticky one (/tmp): rename(2) may not replace it (EPERM after the home was built)
+      const sticky = join(root, "sticky");
+      mkdirSync(join(sticky, "roots"), { recursive: true });
+      chmodSync(sticky, 0o1777);
+      expect(asNobody(join(sticky, "roots"))).toEqual({
+        code: 77,
+        stderr: `flashlex: ${join(sticky, "roots")}: another user's directory in ${sticky}, a sticky one (as /tmp), which hub init may not replace with its home; give --dir a new directory inside it, such as ${join(sticky, "roots", "hub")}\n`,
+      });
+      expect(readdirSync(root).sort()).toEqual(["hub", "sticky"]);
+      expect(readdirSync(sticky)).toEqual(["roots"]);
     } finally {
       rmSync(root, { recursive: true, force: true });
     }
@@ -552,7 +587,7 @@ describe("TLS material that cannot work", () => {
       const serve = start(["serve", "-c", thing.configPath, "-k", keys, "-d", join(thing.dir, `${kind}-staged-data`)]);
       tally("badInputs");
       try {
-        await serve.waitFor(/renewal\.recovered .*dropped renewal files no renewal writes/, 15_000);
+        await serve.waitFor(/renewal\.recovered .*dropped what no renewal writes/, 15_000);
         await serve.waitFor(/serve\.started/, 15_000);
         expect(existsSync(staged), kind).toBe(false);
         expect(lstatSync(staged.slice(0, -".next".length)).isFile(), kind).toBe(true);

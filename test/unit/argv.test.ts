@@ -41,6 +41,8 @@ describe("refuseRepeatedFlags", () => {
     // a short flag with = (it slipped through: an array reached serve, 70), and the camelCase spelling mri also takes (last won)
     expect(refused(["-o=a.zip", "--output", "b.zip"])?.message).toBe("--output is given twice (as -o and --output); it takes one value: give it once");
     expect(refused(["--output", "a", "-o=b"])?.message).toBe("--output is given twice (as --output and -o); it takes one value: give it once");
+    // a one-letter flag written with two dashes is the same flag to mri (--o a --output b wrote a.zip, silently)
+    expect(refused(["--o", "a.zip", "--output", "b.zip"])?.message).toBe("--output is given twice (as --o and --output); it takes one value: give it once");
     const camel: CommandSpec = { ...spec, options: [{ flags: "--api-url <url>", description: "" }] };
     expect(() => refuseRepeatedFlags(camel, ["--api-url", "http://a", "--apiUrl", "http://b"])).toThrow(
       "--api-url is given twice (as --api-url and --apiUrl); it takes one value: give it once",
@@ -61,6 +63,10 @@ describe("refuseEmptyValues", () => {
     expect(() => refuseEmptyValues(spec, { dir: ["a", "b"] })).toThrow("--dir is given more than once; it takes one value: give it once");
     expect(() => refuseEmptyValues(spec, { name: ["a", "b"] })).not.toThrow();
     expect(() => refuseEmptyValues(spec, { dir: "" })).toThrow("--dir needs a value; it was given empty");
+    // mri's true for a flag with nothing after it: a repeatable --name became the name "true"
+    expect(() => refuseEmptyValues(spec, { name: ["a.example", true] })).toThrow("--name needs a value; none followed it");
+    expect(() => refuseEmptyValues(spec, { dir: true })).toThrow("--dir needs a value; none followed it");
+    expect(() => refuseEmptyValues(spec, { json: true })).not.toThrow();
   });
 });
 

@@ -22,6 +22,13 @@ describe("parseUrlStrictly", () => {
     ]) {
       expect(parseUrlStrictly(bad), JSON.stringify(bad)).toBeUndefined();
     }
+    // invisible characters the host processing maps to nothing: enroll wrote http://127.0.0.1:18080 for a typo
+    for (const invisible of ["\u00ad", "\u200b", "\u2060", "\u034f", "\ufe0f", "\u00a0"]) {
+      expect(new URL(`http://hub${invisible === "\u00a0" ? "" : invisible}.lan/`).host).toBe("hub.lan");
+      expect(parseUrlStrictly(`http://hub${invisible}.lan:8080/dev/v1`), JSON.stringify(invisible)).toBeUndefined();
+    }
+    expect(parseUrlStrictly("http://bücher.example/")?.host).toBe("xn--bcher-kva.example");
+    expect(parseUrlStrictly("http://[::1]:8080/")?.port).toBe("8080");
     expect(parseUrlStrictly("https://hub.example:8080/dev/v1")?.port).toBe("8080");
   });
 

@@ -2,7 +2,20 @@
  * `hub init`: a new hub home, made whole or not at all.
  */
 import { randomUUID } from "node:crypto";
-import { accessSync, chmodSync, constants, lstatSync, mkdirSync, readdirSync, readlinkSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
+import {
+  accessSync,
+  chmodSync,
+  constants,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  realpathSync,
+  renameSync,
+  rmSync,
+  statSync,
+} from "node:fs";
 import { isIP } from "node:net";
 import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
@@ -76,7 +89,7 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     const what = pathExists(join(target, "hub.yml")) ? "a hub already exists there" : "the directory is not empty";
     throw new ConfigError(`${target}: ${what}; refusing to overwrite it (choose another --dir)`);
   }
-  if (pathKind(target) === "directory") refuseUnreplaceable(given, target);
+  refuseUnplaceable(given, target);
   const settings = initialSettings(options);
   if (database.kind === "postgres") settings.database = { url: database.url };
   mkdirSync(dirname(target), { recursive: true });
@@ -170,29 +183,57 @@ function homeTarget(given: string): string {
   }
 }
 
+/** S_ISVTX (inode(7)): only a file's owner may rename or remove it in such a directory. */
+const STICKY_BIT = 0o1000;
+
 /**
- * Refuses an empty directory `target` (--dir `given`) the finished home cannot be renamed over,
- * before anything is made: the home is built beside it and rename(2) puts it in place, which a
- * mount point refuses (EBUSY: 75 "try again", after the CA was made and the database claimed)
- * and a parent this user may not write in refuses (EACCES, 77 naming the staging directory: an
- * administrator's pre-made /srv/hub). Throws ConfigError (78) for a mount point, FlashlexError
- * `permission` (77) for the parent, each naming --dir and what to give instead.
+ * Refuses, before anything is made, a `target` (--dir `given`) the finished home cannot be put
+ * at: the home is built in a staging directory beside `target` and renamed into place, which
+ * needs a parent this user may write in, and over an empty directory also one that is no mount
+ * point (rename(2): EBUSY, which read as 75 "try again", after the CA was made and the database
+ * claimed) and, in a sticky directory such as /tmp, one this user owns (EPERM). Each was a
+ * failure naming the staging directory. Throws ConfigError (78) for a mount point,
+ * FlashlexError `permission` (77) for the rest, each naming --dir and what to give instead.
  */
-function refuseUnreplaceable(given: string, target: string): void {
+function refuseUnplaceable(given: string, target: string): void {
   const parent = dirname(target);
-  if (parent === target || statSync(target).dev !== statSync(parent).dev) {
-    throw new ConfigError(
-      `${given}: a mount point, which hub init cannot put its home over; give --dir a new directory inside it, such as ${join(given, "hub")}`,
-    );
-  }
+  const exists = pathKind(target) === "directory";
+  const inside = `give --dir a new directory inside it, such as ${join(given, "hub")}`;
+  if (exists && isMountPoint(target)) throw new ConfigError(`${given}: a mount point, which hub init cannot put its home over; ${inside}`);
+  if (pathKind(parent) !== "directory") return; // made with its parents: mkdir names what fails
+  const beside = exists ? `hub init makes the home beside it, in ${parent}, which` : `hub init makes the home in ${parent}, which`;
   try {
     accessSync(parent, constants.W_OK);
   } catch {
+    throw new FlashlexError(`${given}: ${beside} this user may not write in; ${exists ? inside : "choose another --dir"}`, "permission");
+  }
+  const uid = process.getuid?.();
+  if (exists && uid !== undefined && uid !== 0 && statSync(parent).mode & STICKY_BIT && statSync(target).uid !== uid) {
     throw new FlashlexError(
-      `${given}: hub init makes the home beside it, in ${parent}, which this user may not write in; give --dir a new directory inside it, such as ${join(given, "hub")}`,
+      `${given}: another user's directory in ${parent}, a sticky one (as /tmp), which hub init may not replace with its home; ${inside}`,
       "permission",
     );
   }
+}
+
+/**
+ * Whether `dir` is a mount point: its device differs from its parent's, or /proc/self/mountinfo
+ * lists it (a bind mount within one file system keeps the device).
+ */
+function isMountPoint(dir: string): boolean {
+  const parent = dirname(dir);
+  if (parent === dir || statSync(dir).dev !== statSync(parent).dev) return true;
+  let mountinfo: string;
+  try {
+    mountinfo = readFileSync("/proc/self/mountinfo", "utf8");
+  } catch {
+    return false; // no /proc: the device comparison above is all there is
+  }
+  const real = realpathSync(dir);
+  // the fifth field is the mount point, with space, tab, newline and backslash as octal escapes
+  return mountinfo
+    .split("\n")
+    .some((line) => line.split(" ")[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8))) === real);
 }
 
 /** What the symbolic link at `path` points to (absolute) when that is not there; undefined for anything else, or nothing, at `path`. */

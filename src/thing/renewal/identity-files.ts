@@ -27,7 +27,8 @@ import { dirname } from "node:path";
 import { normalisePrivateKey } from "../../crypto/key-files.ts";
 import { spkiDer } from "../../crypto/keys.ts";
 import { fsyncDirectory, renameDurably, writeFileDurably } from "../../shared/durable-files.ts";
-import { ConfigError } from "../../shared/errors.ts";
+import { ConfigError, FlashlexError } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { isNotThere, pathExists } from "../../shared/path-exists.ts";
 import { MAX_PEM_FILE_BYTES, readRegularFile } from "../../shared/regular-file.ts";
@@ -102,14 +103,20 @@ function readIfThere(file: string): Buffer | undefined {
 /**
  * Removes what no renewal step writes from the four renewal files' places (`K.next`, `C.next`,
  * `K.previous`, `C.previous`): a symbolic link (renamed over K it would have replaced the key
- * with a link to itself), a FIFO, a socket, a device, a file over MAX_PEM_FILE_BYTES. A renewal
- * only ever renames a whole regular file into these places, so anything else is torn, as a
- * half-written file is, and the rest of recovery sees only regular files. True when it removed
- * something. Throws ConfigError (78) naming a directory there (not removed: it is no file of
- * ours to delete). A place this user may not look at is left as it is.
+ * with a link to itself), a FIFO, a socket, a device, a file over MAX_PEM_FILE_BYTES, a file with
+ * another name too (a hard link to K: rename(2) between two names of one file does nothing, so
+ * it stayed, and each renewal took it for a staged key: the same key certified again). A renewal
+ * only ever renames a whole new regular file into these places, so anything else is torn, as a
+ * half-written file is, and the rest of recovery sees only such files. Returns the files removed.
+ * Throws ConfigError (78) naming a directory there (not removed: it is no file of ours to
+ * delete), and a FlashlexError naming the file when it cannot be removed (a read-only keys
+ * directory: 77 or 74). A place this user may not look at is left as it is.
  */
-function dropStrayRenewalFiles(paths: IdentityPaths): boolean {
-  let dropped = false;
+/** `recoverIdentityFiles`'s word when all it did was `dropStrayRenewalFiles`. */
+export const DROPPED_STRAYS = "dropped what no renewal writes where its files go (a link, FIFO, socket, device, oversized or hard-linked file)";
+
+function dropStrayRenewalFiles(paths: IdentityPaths): string[] {
+  const dropped: string[] = [];
   for (const file of [next(paths.privateKey), next(paths.cert), previous(paths.privateKey), previous(paths.cert)]) {
     let stat: ReturnType<typeof lstatSync>;
     try {
@@ -118,11 +125,19 @@ function dropStrayRenewalFiles(paths: IdentityPaths): boolean {
       continue; // not there, or not ours to look at (EACCES): the reads that follow say so
     }
     if (stat.isDirectory()) throw new ConfigError(`${file}: a directory where a renewal puts a key or certificate file; remove it`);
-    if (stat.isFile() && stat.size <= MAX_PEM_FILE_BYTES) continue;
-    rmSync(file, { force: true });
-    dropped = true;
+    if (stat.isFile() && stat.size <= MAX_PEM_FILE_BYTES && stat.nlink === 1) continue;
+    try {
+      rmSync(file, { force: true });
+    } catch (err) {
+      const { kind, message } = toFlashlexError(err, file);
+      throw new FlashlexError(
+        `${message}: removing what no renewal writes (a link, FIFO, socket, device or oversized file) where a renewal file goes; remove it`,
+        kind,
+      );
+    }
+    dropped.push(file);
   }
-  if (dropped) fsyncDirectory(dirname(paths.privateKey));
+  if (dropped.length) fsyncDirectory(dirname(paths.privateKey));
   return dropped;
 }
 
@@ -234,7 +249,8 @@ export function revertRenewal(paths: IdentityPaths): void {
 export function recoverIdentityFiles(paths: IdentityPaths, log: Logger): { pending: boolean; recovered?: string } {
   const K = paths.privateKey;
   const C = paths.cert;
-  let recovered = dropStrayRenewalFiles(paths) ? "dropped renewal files no renewal writes (links, FIFOs, sockets, devices, oversized)" : undefined;
+  const dropped = dropStrayRenewalFiles(paths);
+  let recovered = dropped.length ? DROPPED_STRAYS : undefined;
   if (pairMatches(K, C)) {
     if (pathExists(next(K), CANNOT_LOOK_IS_ABSENT) && stagedPairUsable(K, C)) {
       swapStaged(paths); // crashed after step 2, 3: roll forward
@@ -253,6 +269,6 @@ export function recoverIdentityFiles(paths: IdentityPaths, log: Logger): { pendi
     recovered = "restored the previous identity";
     return { pending: false, recovered };
   }
-  if (recovered) log.warn("renewal.recovered", { key: K, what: recovered });
+  if (recovered) log.warn("renewal.recovered", { key: K, what: recovered, ...(dropped.length ? { dropped: dropped.join(" ") } : {}) });
   return { pending: renewalPending(paths), recovered };
 }
