@@ -381,3 +381,22 @@ test("a failure's stderr line stays one printable line whatever it quotes: a new
     expect(result.stderr).toMatch(/\\u00(0a|0d|1b)/);
   }
 });
+
+test("what hub init and hub thing create print on stdout keeps a path's newline or ESC escaped, and the next-step hint stays a command that runs ($'...')", async () => {
+  const base = mkdtempSync(join(work, "escaped-out-"));
+  const dir = join(base, "h\u001b[31mub\nx");
+  const init = await run(["hub", "init", "--dir", dir]);
+  expect(init.code).toBe(0);
+  expect(init.stdout.includes("\u001b") || init.stdout.includes("ub\nx")).toBe(false);
+  expect(init.stdout).toContain("hub created in ");
+  const hint = init.stdout.match(/^next: flashlex hub serve --dir (\$'[^']*'); /m)?.[1];
+  expect(hint).toBeDefined();
+  expect(Bun.spawnSync(["bash", "-c", `printf %s ${hint}`]).stdout.toString()).toBe(dir);
+  const zip = join(base, "t\u001b[2J\n.zip");
+  const created = await run(["hub", "thing", "create", "t1", "--dir", dir, "-o", zip]);
+  expect(created.code).toBe(0);
+  expect(existsSync(zip)).toBe(true);
+  expect(created.stdout.includes("\u001b")).toBe(false);
+  expect(created.stdout).toContain("distribution: ");
+  expect(created.stdout.split("\n").find((line) => line.startsWith("distribution: "))).toContain("\\u001b[2J\\u000a.zip");
+});

@@ -7,7 +7,7 @@ import type { OpenedHub } from "../../hub/hub.ts";
 import type { ThingRecord } from "../../hub/things/things.ts";
 import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import { isOpenAs, isWithin } from "../../shared/files.ts";
-import { createLogger } from "../../shared/log.ts";
+import { createLogger, escapeUnsafe } from "../../shared/log.ts";
 import { pathKind } from "../../shared/path-exists.ts";
 import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
 
@@ -102,10 +102,13 @@ function isTaken(path: string): boolean {
 
 /**
  * Where a command that wrote `output` says so: stderr when `output` was its stdout (`-o -`,
- * `-o /dev/stdout`), where a line after the zip would break it; else stdout.
+ * `-o /dev/stdout`), where a line after the zip would break it; else stdout. Each line is
+ * printed as one printable line (control and format characters escaped: log.ts escapeUnsafe).
  */
 export function reportBeside(output: string): (line: string) => void {
-  return isOpenAs(output, 1) ? console.error : console.log;
+  const print = isOpenAs(output, 1) ? console.error : console.log;
+  // one printable line each, whatever a path in it holds (a newline, ESC): log.ts escapeUnsafe
+  return (line) => print(escapeUnsafe(line));
 }
 
 /** `--dir`, else `$FLASHLEX_HUB_DIR`, else `~/.flashlex-hub`, absolute. */

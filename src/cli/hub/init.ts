@@ -1,5 +1,6 @@
 import type { HubSettings } from "../../hub/home/settings.ts";
 import { formatListenAddress } from "../../shared/listen-address.ts";
+import { escapeUnsafe } from "../../shared/log.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, interruptible, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -59,7 +60,7 @@ function initReport(dir: string, s: HubSettings, token: string, options: Options
   const apiHost = s.api.host.includes(":") ? `[${s.api.host}]` : s.api.host;
   const at = shellWord(dir);
   const lines = [
-    `hub created in ${dir}`,
+    `hub created in ${escapeUnsafe(dir)}`,
     `owner id:   ${s.ownerId} (thing names start with ${s.ownerId.slice(0, 8)}-)`,
     `api:        ${s.api.publicUrl}/${s.env}/v1 (listening on ${apiHost}:${s.api.port})`,
     `broker:     ${formatListenAddress({ host: s.broker.host, port: s.broker.port })} (certificate for ${s.broker.names.join(", ")}; listening on ${formatListenAddress({ host: s.broker.listenHost, port: s.broker.listenPort ?? s.broker.port })}${s.broker.listenHost === "0.0.0.0" ? ", every interface: set hub.broker.listenHost in hub.yml to narrow it" : ""})`,

@@ -118,7 +118,7 @@ function create(args: string[], options: Options): Promise<number> {
         );
       }
       const toStdout = isOpenAs(output, 1);
-      const say = toStdout ? console.error : console.log;
+      const say = reportBeside(output);
       if (options.json) {
         const { thingJson } = await import("../../hub/http/presenters.ts");
         say(JSON.stringify({ ...thingJson(thing, hub.home.settings.env), distributionFile: output }));
