@@ -100,6 +100,9 @@ function readIfThere(file: string): Buffer | undefined {
   }
 }
 
+/** `recoverIdentityFiles`'s word when all it did was `dropStrayRenewalFiles`. */
+export const DROPPED_STRAYS = "dropped what no renewal writes where its files go (a link, FIFO, socket, device, oversized or hard-linked file)";
+
 /**
  * Removes what no renewal step writes from the four renewal files' places (`K.next`, `C.next`,
  * `K.previous`, `C.previous`): a symbolic link (renamed over K it would have replaced the key
@@ -112,9 +115,6 @@ function readIfThere(file: string): Buffer | undefined {
  * delete), and a FlashlexError naming the file when it cannot be removed (a read-only keys
  * directory: 77 or 74). A place this user may not look at is left as it is.
  */
-/** `recoverIdentityFiles`'s word when all it did was `dropStrayRenewalFiles`. */
-export const DROPPED_STRAYS = "dropped what no renewal writes where its files go (a link, FIFO, socket, device, oversized or hard-linked file)";
-
 function dropStrayRenewalFiles(paths: IdentityPaths): string[] {
   const dropped: string[] = [];
   for (const file of [next(paths.privateKey), next(paths.cert), previous(paths.privateKey), previous(paths.cert)]) {
@@ -131,7 +131,7 @@ function dropStrayRenewalFiles(paths: IdentityPaths): string[] {
     } catch (err) {
       const { kind, message } = toFlashlexError(err, file);
       throw new FlashlexError(
-        `${message}: removing what no renewal writes (a link, FIFO, socket, device or oversized file) where a renewal file goes; remove it`,
+        `${message}: removing what no renewal writes (a link, FIFO, socket, device, oversized or hard-linked file) where a renewal file goes; remove it`,
         kind,
       );
     }
@@ -241,7 +241,7 @@ export function revertRenewal(paths: IdentityPaths): void {
  * Turns what a crash during a renewal left into a matching pair (see the module comment), and
  * says what it did (`recovered`: a log word, undefined when there was nothing to do) and whether
  * a renewal waits for its first connection (`pending`). What no renewal writes in a renewal
- * file's place (a link, a FIFO, a socket, a device, an oversized file) is dropped first
+ * file's place (a link, a FIFO, a socket, a device, an oversized or hard-linked file) is dropped first
  * (`dropStrayRenewalFiles`; a directory there is a ConfigError, 78). A missing or damaged file
  * counts as absent (the identity check that follows names what is wrong); one this user may not
  * read throws the read's error (EACCES, 77) before anything is changed.
