@@ -31,16 +31,19 @@ const pair = async () => {
   return { key: keys.privateKeyPem, cert: await issueThingCertificate(ca, { thingName: "abcd1234-t", publicKeyPem: keys.publicKeyPem }) };
 };
 
+/** The old and the new pair every folder starts from: made once (RSA keys take a while on a busy machine). */
+let pairs: { old: Awaited<ReturnType<typeof pair>>; fresh: Awaited<ReturnType<typeof pair>> };
+
 beforeAll(async () => {
   ca = await createCertificateAuthority({ commonName: "test" });
+  pairs = { old: await pair(), fresh: await pair() };
 });
 
 /** A keys folder with the old pair in place, and the new pair to install. */
 async function folder() {
   const dir = scratchDir("flashlex-renew-");
   const paths: IdentityPaths = { privateKey: join(dir, "k.pem"), cert: join(dir, "c.pem") };
-  const old = await pair();
-  const fresh = await pair();
+  const { old, fresh } = pairs;
   writeFileSync(paths.privateKey, old.key, { mode: 0o600 });
   writeFileSync(paths.cert, old.cert);
   return { dir, paths, old, fresh };
