@@ -98,73 +98,93 @@ describe("a damaged or foreign message database", () => {
   });
 });
 
-describe.skipIf(Boolean(noTmpfs))("hub init over an empty directory it cannot replace", () => {
-  test("a mount point (a bind mount too) is 78, a parent this user may not write in or another user's directory in a sticky one 77, each naming --dir, before anything is made (were 75 EBUSY after the CA was made, and 77 naming the staging path)", async () => {
+describe.skipIf(Boolean(noTmpfs))("hub init into an empty directory it cannot replace", () => {
+  test("a mount point (a bind mount too) and an administrator's pre-made directory in a parent only root writes in get the home built inside them; where this user may write neither in nor beside, or in another user's directory, 77 naming --dir before anything is made (were 75 EBUSY and 77 naming the staging directory, after the CA was made)", async () => {
+    const homeFiles = [
+      "broker-cert.pem",
+      "broker-key.pem",
+      "ca-cert.pem",
+      "ca-key.pem",
+      "dists",
+      "hub-client-cert.pem",
+      "hub-client-key.pem",
+      "hub.db",
+      "hub.yml",
+      "update-key.pem",
+      "update-key.pub",
+    ];
+    const served = async (dir: string) => {
+      const list = await run(["hub", "thing", "list", "--dir", dir, "--json"]);
+      return { code: list.code, stdout: list.stdout.trim() };
+    };
     const fs = mountTmpfs(1024);
     mounts.push(fs);
-    const mounted = await run(["hub", "init", "--dir", fs.dir]);
-    tally("badInputs");
-    expect({ code: mounted.code, stderr: mounted.stderr }).toEqual({
-      code: 78,
-      stderr: `flashlex: ${fs.dir}: a mount point, which hub init cannot put its home over; give --dir a new directory inside it, such as ${join(fs.dir, "hub")}\n`,
-    });
-    expect(readdirSync(fs.dir)).toEqual([]);
-    const inside = await run(["hub", "init", "--dir", join(fs.dir, "hub"), "--json"]);
-    expect(inside.code).toBe(0);
+    const mounted = await run(["hub", "init", "--dir", fs.dir, "--json"]);
+    expect({ code: mounted.code, stderr: mounted.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(readdirSync(fs.dir).sort()).toEqual(homeFiles);
+    expect(await served(fs.dir)).toEqual({ code: 0, stdout: "[]" });
 
-    // a bind mount within one file system keeps its device: it was still 75 EBUSY naming the staging path
+    // a bind mount within one file system keeps its device
     const bindRoot = mkdtempSync(join(tmpdir(), "flashlex-init-bind-"));
     const [source, point] = [join(bindRoot, "source"), join(bindRoot, "point")];
     mkdirSync(source);
     mkdirSync(point);
     expect(Bun.spawnSync(["mount", "--bind", source, point]).exitCode).toBe(0);
     try {
-      const bound = await run(["hub", "init", "--dir", point]);
-      tally("badInputs");
-      expect({ code: bound.code, stderr: bound.stderr }).toEqual({
-        code: 78,
-        stderr: `flashlex: ${point}: a mount point, which hub init cannot put its home over; give --dir a new directory inside it, such as ${join(point, "hub")}\n`,
-      });
+      const bound = await run(["hub", "init", "--dir", point, "--json"]);
+      expect({ code: bound.code, stderr: bound.stderr }).toEqual({ code: 0, stderr: "" });
+      expect(readdirSync(point).sort()).toEqual(homeFiles);
     } finally {
       Bun.spawnSync(["umount", point]);
       rmSync(bindRoot, { recursive: true, force: true });
     }
 
     const root = mkdtempSync(join(tmpdir(), "flashlex-init-parent-"));
-    const asNobody = (dir: string) => {
-      const result = Bun.spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", binaryPath(), "hub", "init", "--dir", dir], {
+    const asNobody = (args: string[]) => {
+      const result = Bun.spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", binaryPath(), ...args], {
         stdout: "pipe",
         stderr: "pipe",
         timeout: 60_000,
       });
-      tally("badInputs");
       return { code: result.exitCode, stderr: result.stderr.toString() };
     };
     try {
-      // an administrator's pre-made, empty /srv/hub, owned by the hub's user, in a directory only root writes in
-      const home = join(root, "hub");
+      chmodSync(root, 0o755);
+      // docs/hub.md's systemd recipe: an empty /var/lib/flashlex-hub given to the hub's user, in a directory only root writes in
+      const home = join(root, "flashlex-hub");
       mkdirSync(home);
       chownSync(home, 65534, 65534);
-      chmodSync(root, 0o755);
-      expect(asNobody(home)).toEqual({
+      // and what an init killed while building inside it left (its process gone): swept, it holds a CA key
+      mkdirSync(join(home, ".init-2147483646"));
+      chownSync(join(home, ".init-2147483646"), 65534, 65534);
+      writeFileSync(join(home, ".init-2147483646", "ca-key.pem"), "left by a killed init");
+      chownSync(join(home, ".init-2147483646", "ca-key.pem"), 65534, 65534);
+      expect(asNobody(["hub", "init", "--dir", home, "--json"])).toEqual({ code: 0, stderr: "" });
+      expect(readdirSync(home).sort()).toEqual(homeFiles);
+      expect(asNobody(["hub", "thing", "list", "--dir", home, "--json"])).toEqual({ code: 0, stderr: "" });
+      // a new one there, or root's empty one: nowhere this user may write
+      for (const [dir, says] of <[string, string][]>[
+        [join(root, "new"), `${join(root, "new")}: hub init makes the home in ${root}, which this user may not write in; choose another --dir`],
+        [join(root, "roots"), `${join(root, "roots")}: this user may not write in it, nor beside it in ${root}; choose another --dir`],
+      ]) {
+        if (dir.endsWith("roots")) mkdirSync(dir);
+        tally("badInputs");
+        expect(asNobody(["hub", "init", "--dir", dir])).toEqual({ code: 77, stderr: `flashlex: ${says}\n` });
+      }
+      // another user's empty directory in a sticky one (/tmp), writable by this user: rename(2) may not
+      // replace it (EPERM, after the home was built), and a home there could not be made 0700
+      const shared = join(root, "sticky", "shared");
+      mkdirSync(shared, { recursive: true });
+      chmodSync(join(root, "sticky"), 0o1777);
+      chmodSync(shared, 0o777);
+      tally("badInputs");
+      expect(asNobody(["hub", "init", "--dir", shared])).toEqual({
         code: 77,
-        stderr: `flashlex: ${home}: hub init makes the home beside it, in ${root}, which this user may not write in; give --dir a new directory inside it, such as ${join(home, "hub")}\n`,
+        stderr: `flashlex: ${shared}: another user's directory, which hub init can neither replace nor keep its home in (it could not make it 0700); give --dir a new directory inside it, such as ${join(shared, "hub")}\n`,
       });
-      // a new one there: 77 naming the staging directory
-      expect(asNobody(join(root, "new"))).toEqual({
-        code: 77,
-        stderr: `flashlex: ${join(root, "new")}: hub init makes the home in ${root}, which this user may not write in; choose another --dir\n`,
-      });
-      // root's empty directory in a sticky one (/tmp): rename(2) may not replace it (EPERM after the home was built)
-      const sticky = join(root, "sticky");
-      mkdirSync(join(sticky, "roots"), { recursive: true });
-      chmodSync(sticky, 0o1777);
-      expect(asNobody(join(sticky, "roots"))).toEqual({
-        code: 77,
-        stderr: `flashlex: ${join(sticky, "roots")}: another user's directory in ${sticky}, a sticky one (as /tmp), which hub init may not replace with its home; give --dir a new directory inside it, such as ${join(sticky, "roots", "hub")}\n`,
-      });
-      expect(readdirSync(root).sort()).toEqual(["hub", "sticky"]);
-      expect(readdirSync(sticky)).toEqual(["roots"]);
+      expect(readdirSync(shared)).toEqual([]);
+      expect(asNobody(["hub", "init", "--dir", join(shared, "hub"), "--json"])).toEqual({ code: 0, stderr: "" });
+      expect(readdirSync(root).sort()).toEqual(["flashlex-hub", "roots", "sticky"]);
     } finally {
       rmSync(root, { recursive: true, force: true });
     }

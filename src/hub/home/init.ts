@@ -23,6 +23,7 @@ import { stringify } from "yaml";
 import { generateRsaKeyPair } from "../../crypto/keys.ts";
 import { createCertificateAuthority, issueServerCertificate, issueThingCertificate } from "../../crypto/x509.ts";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
+import { fsyncDirectory } from "../../shared/durable-files.ts";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { DNS_NAME } from "../../shared/listen-address.ts";
@@ -77,7 +78,9 @@ const INIT_FLAG_OF: Record<string, string> = {
  * Creates a hub home. It is built in a sibling temporary directory, `.<name>.init-<pid>`, and
  * renamed into place at the end, so a failure half way (a bad name, a full disk) or an abort of
  * `options.signal` leaves nothing a later `init` or `serve` would trip over; such directories
- * left by killed inits (their process gone) are removed first: they hold a CA key.
+ * left by killed inits (their process gone) are removed first: they hold a CA key. An empty
+ * --dir that cannot be replaced (a mount point, a parent this user may not write in) is built
+ * inside instead, in `.init-<pid>`, and its files moved up (`buildsInside`).
  */
 export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
   const given = resolve(options.dir);
@@ -85,16 +88,18 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
   // Checked before anything is made: a bad URL is refused (78) without a half-made home.
   const database = parseHubDatabase(options.database?.value, join(target, "hub.db"), options.database?.where ?? "--db");
   if (pathKind(target) === "other") throw new ConfigError(`${target}: not a directory; refusing to replace it (choose another --dir)`);
+  // what a killed init built inside this directory (its process gone): it holds a CA key
+  if (pathKind(target) === "directory") removeLeftovers(target, INSIDE_STAGING);
   if (pathExists(target) && readdirSync(target).length > 0) {
     const what = pathExists(join(target, "hub.yml")) ? "a hub already exists there" : "the directory is not empty";
     throw new ConfigError(`${target}: ${what}; refusing to overwrite it (choose another --dir)`);
   }
-  refuseUnplaceable(given, target);
+  const inside = buildsInside(given, target);
   const settings = initialSettings(options);
   if (database.kind === "postgres") settings.database = { url: database.url };
   mkdirSync(dirname(target), { recursive: true });
-  const staging = join(dirname(target), `.${basename(target)}.init-${process.pid}`);
-  removeLeftovers(dirname(target), new RegExp(`^\\.${escapeRegExp(basename(target))}\\.init-(\\d+)$`));
+  const staging = inside ? join(target, `.init-${process.pid}`) : join(dirname(target), `.${basename(target)}.init-${process.pid}`);
+  if (!inside) removeLeftovers(dirname(target), new RegExp(`^\\.${escapeRegExp(basename(target))}\\.init-(\\d+)$`));
   rmSync(staging, { recursive: true, force: true }); // an earlier process with this pid
   const { signal } = options;
   signal?.throwIfAborted();
@@ -132,8 +137,9 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     await recordInDatabase(database.kind === "sqlite" ? paths.database : database, identity, hashToken(token), (options.now ?? Date.now)());
     try {
       await checkpoint(signal);
+      if (inside) moveIntoPlace(staging, target);
       // rename(2) replaces an empty directory, so an empty --dir made by the operator is fine.
-      renameSync(staging, target);
+      else renameSync(staging, target);
     } catch (err) {
       // hub.db goes with the staging directory; a PostgreSQL database outlives it, and would
       // stay claimed by a home that does not exist, refusing the next init (given back, it is an
@@ -186,34 +192,63 @@ function homeTarget(given: string): string {
 /** S_ISVTX (inode(7)): only a file's owner may rename or remove it in such a directory. */
 const STICKY_BIT = 0o1000;
 
+/** The staging directory an init builds inside --dir (`buildsInside`); group 1 is its pid. */
+const INSIDE_STAGING = /^\.init-(\d+)$/;
+
 /**
- * Refuses, before anything is made, a `target` (--dir `given`) the finished home cannot be put
- * at: the home is built in a staging directory beside `target` and renamed into place, which
- * needs a parent this user may write in, and over an empty directory also one that is no mount
- * point (rename(2): EBUSY, which read as 75 "try again", after the CA was made and the database
- * claimed) and, in a sticky directory such as /tmp, one this user owns (EPERM). Each was a
- * failure naming the staging directory. Throws ConfigError (78) for a mount point,
- * FlashlexError `permission` (77) for the rest, each naming --dir and what to give instead.
+ * Whether the home for `target` (--dir `given`) is built inside it rather than beside it. Beside,
+ * in a staging directory renamed into place at the end, is the rule: nothing half-made is ever
+ * at `target`. That rename needs a parent this user may write in, and over an empty directory
+ * one that is no mount point (EBUSY) and, in a sticky directory such as /tmp, one this user owns
+ * (EPERM); an administrator's pre-made, empty /var/lib/flashlex-hub owned by the hub's user meets
+ * none of them. Such an empty directory, when this user owns it, is built inside instead
+ * (`moveIntoPlace`). Throws, before anything is made, FlashlexError `permission` (77) naming
+ * --dir when neither can work: a new --dir in a parent this user may not write in, an empty one
+ * it may not write in either, or another user's (the home could not be made 0700). Before, each failed after the CA was made, naming the staging directory (75 "try
+ * again" for the mount point).
  */
-function refuseUnplaceable(given: string, target: string): void {
+function buildsInside(given: string, target: string): boolean {
   const parent = dirname(target);
-  const exists = pathKind(target) === "directory";
-  const inside = `give --dir a new directory inside it, such as ${join(given, "hub")}`;
-  if (exists && isMountPoint(target)) throw new ConfigError(`${given}: a mount point, which hub init cannot put its home over; ${inside}`);
-  if (pathKind(parent) !== "directory") return; // made with its parents: mkdir names what fails
-  const beside = exists ? `hub init makes the home beside it, in ${parent}, which` : `hub init makes the home in ${parent}, which`;
-  try {
-    accessSync(parent, constants.W_OK);
-  } catch {
-    throw new FlashlexError(`${given}: ${beside} this user may not write in; ${exists ? inside : "choose another --dir"}`, "permission");
+  if (pathKind(target) !== "directory") {
+    if (pathKind(parent) === "directory" && !writable(parent)) {
+      throw new FlashlexError(`${given}: hub init makes the home in ${parent}, which this user may not write in; choose another --dir`, "permission");
+    }
+    return false; // a new directory, made with its parents (mkdir names what fails)
   }
   const uid = process.getuid?.();
-  if (exists && uid !== undefined && uid !== 0 && statSync(parent).mode & STICKY_BIT && statSync(target).uid !== uid) {
-    throw new FlashlexError(
-      `${given}: another user's directory in ${parent}, a sticky one (as /tmp), which hub init may not replace with its home; ${inside}`,
-      "permission",
-    );
+  const besideWorks =
+    !isMountPoint(target) && writable(parent) && !(uid !== undefined && uid !== 0 && statSync(parent).mode & STICKY_BIT && statSync(target).uid !== uid);
+  if (besideWorks) return false;
+  const owned = uid === undefined || uid === 0 || statSync(target).uid === uid;
+  if (owned && writable(target)) return true;
+  if (!writable(target)) throw new FlashlexError(`${given}: this user may not write in it, nor beside it in ${parent}; choose another --dir`, "permission");
+  // the home must be 0700: in another user's directory others could replace its files
+  throw new FlashlexError(
+    `${given}: another user's directory, which hub init can neither replace nor keep its home in (it could not make it 0700); give --dir a new directory inside it, such as ${join(given, "hub")}`,
+    "permission",
+  );
+}
+
+function writable(dir: string): boolean {
+  try {
+    accessSync(dir, constants.W_OK);
+    return true;
+  } catch {
+    return false;
   }
+}
+
+/**
+ * Moves what `staging` (inside `target`) holds into `target`, hub.yml last (what makes a
+ * directory a hub home), syncs the directory, and removes `staging`. Each move is a rename
+ * within one directory; a process killed between two leaves no hub.yml (`serve` refuses the
+ * directory: not a hub home) and files the next init names as "not empty", to remove.
+ */
+function moveIntoPlace(staging: string, target: string): void {
+  const names = readdirSync(staging).sort((a, b) => Number(a === "hub.yml") - Number(b === "hub.yml"));
+  for (const name of names) renameSync(join(staging, name), join(target, name));
+  fsyncDirectory(target);
+  rmSync(staging, { recursive: true, force: true });
 }
 
 /**
