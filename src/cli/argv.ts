@@ -133,7 +133,7 @@ export function refuseEmptyValues(spec: CommandSpec, options: Options): void {
     // mri's `true`: the flag stood last, or before another flag (`--name --json`); a repeatable
     // flag's became the name "true" in hub.yml and the broker's certificate
     if (given.some((value) => value === true || (Array.isArray(value) && value.includes(true)))) {
-      throw new UsageError(`${written} needs a value; none followed it`);
+      throw new UsageError(`${written} needs a value; none followed it (a value that starts with a dash goes after =, as ${written}=-x)`);
     }
     // Two values (an array) for a flag that takes one, in a spelling refuseRepeatedFlags did not
     // recognise in the words: no command may take an array for the string it expects.

@@ -14,7 +14,11 @@ export function shellWord(word: string): string {
   for (const ch of word) {
     if (ch === "\\" || ch === "'") quoted += `\\${ch}`;
     else if (!hasUnsafeCharacters(ch)) quoted += ch;
-    else for (const unit of ch.split("")) quoted += `\\u${unit.charCodeAt(0).toString(16).padStart(4, "0")}`;
+    else {
+      // one escape per code point: bash cannot join two \u halves of a surrogate pair
+      const code = ch.codePointAt(0)!;
+      quoted += code > 0xffff ? `\\U${code.toString(16).padStart(8, "0")}` : `\\u${code.toString(16).padStart(4, "0")}`;
+    }
   }
   return `$'${quoted}'`;
 }

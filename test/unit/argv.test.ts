@@ -65,7 +65,9 @@ describe("refuseEmptyValues", () => {
     expect(() => refuseEmptyValues(spec, { dir: "" })).toThrow("--dir needs a value; it was given empty");
     // mri's true for a flag with nothing after it: a repeatable --name became the name "true"
     expect(() => refuseEmptyValues(spec, { name: ["a.example", true] })).toThrow("--name needs a value; none followed it");
-    expect(() => refuseEmptyValues(spec, { dir: true })).toThrow("--dir needs a value; none followed it");
+    expect(() => refuseEmptyValues(spec, { dir: true })).toThrow(
+      "--dir needs a value; none followed it (a value that starts with a dash goes after =, as --dir=-x)",
+    );
     expect(() => refuseEmptyValues(spec, { json: true })).not.toThrow();
   });
 });

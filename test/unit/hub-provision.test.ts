@@ -151,6 +151,12 @@ describe("hub init", () => {
       `--name (its first, the broker host things are told): "${long}" is longer than 64 characters, which a certificate's common name cannot hold; give a shorter name first, or --broker-host`,
     );
     expect(await refusal({ apiUrl: "ftp://hub.lan/" })).toBe('--api-url must be an http:// or https:// URL, not "ftp://hub.lan/"');
+    // a path went in front of /<env>/v1, and enroll refused the --hub line enroll-token create printed
+    for (const withPath of ["http://hub.lan:8080/dev/v1", "http://hub.lan:8080/prefix", "http://hub.lan:8080/?x=1"]) {
+      expect(await refusal({ apiUrl: withPath })).toBe(
+        `--api-url is where things reach the hub: scheme, host and port only (the API is served at /<env>/v1 under it), such as http://hub.lan:8080, not ${JSON.stringify(withPath)}`,
+      );
+    }
     // the URL parser drops them without a word: http://hub.lan:8080 would have gone into every config.yml
     expect(await refusal({ apiUrl: "http://hub\r.lan:8080" })).toBe('--api-url must be an http:// or https:// URL, not "http://hub\\r.lan:8080"');
     expect(await refusal({ apiUrl: "http://hub.lan:80\t80" })).toStartWith("--api-url must be an http:// or https:// URL, not ");

@@ -125,6 +125,14 @@ describe("crash recovery of the file swap", () => {
     }
   });
 
+  test("a staged key with another name elsewhere (a hard-link backup) is no stray: it is handled as a staged key, not dropped as one", async () => {
+    const { dir, paths, fresh } = await folder();
+    stageKey(paths, fresh.key);
+    linkSync(`${paths.privateKey}.next`, join(dir, "backup-of-next.pem"));
+    expect(stagedKey(paths)).toBe(fresh.key);
+    expect(recoverIdentityFiles(paths, log)).toEqual({ pending: false, recovered: "dropped a key staged before its certificate" });
+  });
+
   test("with the certificate swapped in, a stray staged key is no half-swap to finish, and the whole previous pair comes back", async () => {
     for (const [kind, make] of strays) {
       const { paths, old, fresh } = await folder();

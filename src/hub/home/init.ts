@@ -341,6 +341,13 @@ function initialSettings(o: InitHubOptions): HubSettings {
     throw new UsageError(`--api-url must be an http:// or https:// URL, not ${JSON.stringify(publicUrl)}`);
   // it is written into every thing's config.yml
   if (url.username || url.password) throw new UsageError("--api-url must not hold a user name or password: every thing's config.yml gets it");
+  // The API is served at /<env>/v1 of this origin: a path was put in front of it (http://h/dev/v1
+  // became http://h/dev/v1/dev/v1), and `enroll` refused the --hub line enroll-token create printed.
+  if (url.pathname !== "/" || url.search || url.hash) {
+    throw new UsageError(
+      `--api-url is where things reach the hub: scheme, host and port only (the API is served at /<env>/v1 under it), such as ${url.origin}, not ${JSON.stringify(publicUrl)}`,
+    );
+  }
   const apiPort = url.port ? Number(url.port) : 8080;
   const brokerPort = o.brokerPort ?? 8883;
   if (apiPort === brokerPort) {

@@ -22,7 +22,7 @@
  * the tests (test/integration/renewal.test.ts) and only for them.
  */
 import { X509Certificate } from "node:crypto";
-import { lstatSync, rmSync } from "node:fs";
+import { lstatSync, rmSync, type Stats, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { normalisePrivateKey } from "../../crypto/key-files.ts";
 import { spkiDer } from "../../crypto/keys.ts";
@@ -106,8 +106,8 @@ export const DROPPED_STRAYS = "dropped what no renewal writes where its files go
 /**
  * Removes what no renewal step writes from the four renewal files' places (`K.next`, `C.next`,
  * `K.previous`, `C.previous`): a symbolic link (renamed over K it would have replaced the key
- * with a link to itself), a FIFO, a socket, a device, a file over MAX_PEM_FILE_BYTES, a file with
- * another name too (a hard link to K: rename(2) between two names of one file does nothing, so
+ * with a link to itself), a FIFO, a socket, a device, a file over MAX_PEM_FILE_BYTES, another
+ * name of K or C itself (a hard link: rename(2) between two names of one file does nothing, so
  * it stayed, and each renewal took it for a staged key: the same key certified again). A renewal
  * only ever renames a whole new regular file into these places, so anything else is torn, as a
  * half-written file is, and the rest of recovery sees only such files. Returns the files removed.
@@ -117,6 +117,8 @@ export const DROPPED_STRAYS = "dropped what no renewal writes where its files go
  */
 function dropStrayRenewalFiles(paths: IdentityPaths): string[] {
   const dropped: string[] = [];
+  const own = [paths.privateKey, paths.cert].map((file) => statSync(file, { throwIfNoEntry: false }));
+  const isOwnFile = (stat: Stats) => own.some((o) => o !== undefined && o.dev === stat.dev && o.ino === stat.ino);
   for (const file of [next(paths.privateKey), next(paths.cert), previous(paths.privateKey), previous(paths.cert)]) {
     let stat: ReturnType<typeof lstatSync>;
     try {
@@ -125,7 +127,7 @@ function dropStrayRenewalFiles(paths: IdentityPaths): string[] {
       continue; // not there, or not ours to look at (EACCES): the reads that follow say so
     }
     if (stat.isDirectory()) throw new ConfigError(`${file}: a directory where a renewal puts a key or certificate file; remove it`);
-    if (stat.isFile() && stat.size <= MAX_PEM_FILE_BYTES && stat.nlink === 1) continue;
+    if (stat.isFile() && stat.size <= MAX_PEM_FILE_BYTES && !isOwnFile(stat)) continue;
     try {
       rmSync(file, { force: true });
     } catch (err) {
