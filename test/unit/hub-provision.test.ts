@@ -151,6 +151,9 @@ describe("hub init", () => {
       `--name (its first, the broker host things are told): "${long}" is longer than 64 characters, which a certificate's common name cannot hold; give a shorter name first, or --broker-host`,
     );
     expect(await refusal({ apiUrl: "ftp://hub.lan/" })).toBe('--api-url must be an http:// or https:// URL, not "ftp://hub.lan/"');
+    // an IDN host is kept as punycode (hub.yml refused it, saying it held spaces, quotes or '#')
+    const idn = await initHub({ dir: join(root, "idn"), apiUrl: "http://Bücher.Example:8080/", brokerHost: "127.0.0.1" });
+    expect(idn.home.settings.api.publicUrl).toBe("http://xn--bcher-kva.example:8080");
     // a path went in front of /<env>/v1, and enroll refused the --hub line enroll-token create printed
     for (const withPath of ["http://hub.lan:8080/dev/v1", "http://hub.lan:8080/prefix", "http://hub.lan:8080/?x=1"]) {
       expect(await refusal({ apiUrl: withPath })).toBe(

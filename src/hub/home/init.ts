@@ -363,7 +363,9 @@ function initialSettings(o: InitHubOptions): HubSettings {
         // (on IPv6's loopback when the URL names it: things will connect there).
         host: url.hostname === "[::1]" ? "::1" : LOOPBACK.has(url.hostname) ? "127.0.0.1" : "0.0.0.0",
         port: apiPort,
-        publicUrl: publicUrl.replace(/\/+$/, ""),
+        // as the URL parser spells it: an IDN host in punycode (hub.yml's plain-YAML rule refused
+        // http://bücher.example, saying it held spaces, quotes or '#'), the scheme and host lower case
+        publicUrl: url.origin,
         tls: https,
         payloadLimitBytes: DEFAULT_PAYLOAD_LIMIT_BYTES,
       },
