@@ -16,6 +16,7 @@ import { dirname, join, resolve } from "node:path";
 import { parseArgs } from "node:util";
 import { bundleConsoleClient } from "../src/hub/console/build-client.ts";
 import { buildNodeSea } from "./build-node-sea.ts";
+import { quietDebugPlugin } from "./quiet-debug.ts";
 import { type BunTarget, binaryName, hostTarget, runnerFor, TARGETS, type Target, targetByName } from "./targets.ts";
 
 export const ROOT = resolve(import.meta.dir, "..");
@@ -61,35 +62,34 @@ export function defines(version: string, commit: string, target?: string): Recor
 }
 
 /**
- * Flag choices:
- * - --bytecode (with --format=esm: the default for bytecode is CommonJS, which refuses top-level
+ * Bun.build with `compile` (the JavaScript form of `bun build --compile`, which also takes
+ * plugins: quiet-debug.ts). Choices:
+ * - bytecode (with format "esm": the default for bytecode is CommonJS, which refuses top-level
  *   await): precompiled JavaScriptCore bytecode, ~2x faster start (measured on x64 and on arm64
  *   under qemu); works for every target because bytecode is made by the same Bun version.
- * - --sourcemap: embedded in the executable, so a crash report names src/ files and lines
+ * - sourcemap: embedded in the executable, so a crash report names src/ files and lines
  *   (+~0.6 MB of ~110 MB).
- * - --splitting: every module reached only through `import()` (each command's work, the hub,
+ * - splitting: every module reached only through `import()` (each command's work, the hub,
  *   MQTT, X.509) becomes a chunk inside the executable that is loaded when first imported, so a
  *   command starts with only what it runs: `--version` 21 -> 11 ms and `collect` 78 -> 50 ms on
  *   x64 (bench rows 2 and 6). Without it the whole bundle is loaded at every start.
- * - --no-compile-autoload-*: a compiled binary would otherwise read .env and bunfig.toml from
- *   whatever directory it is started in.
+ * - no .env or bunfig.toml autoload: a compiled binary would otherwise read them from whatever
+ *   directory it is started in.
+ * Throws with the bundler's messages when the build fails.
  */
-function compileArgs(target: BunTarget, outfile: string, opts: BuildOptions): string[] {
-  return [
-    "build",
-    "--compile",
-    `--target=${target.bunTarget}`,
-    "--minify",
-    "--sourcemap",
-    "--splitting",
-    ...(opts.bytecode ? ["--bytecode", "--format=esm"] : []),
-    "--no-compile-autoload-dotenv",
-    "--no-compile-autoload-bunfig",
-    ...Object.entries(defines(opts.version, opts.commit, target.name)).flatMap(([name, value]) => ["--define", `${name}=${value}`]),
-    opts.entry,
-    "--outfile",
-    outfile,
-  ];
+async function compileBun(target: BunTarget, outfile: string, opts: BuildOptions): Promise<void> {
+  const result = await Bun.build({
+    entrypoints: [opts.entry],
+    compile: { target: target.bunTarget, outfile, autoloadDotenv: false, autoloadBunfig: false },
+    minify: true,
+    sourcemap: "linked",
+    splitting: true,
+    ...(opts.bytecode ? { bytecode: true, format: "esm" as const } : {}),
+    define: defines(opts.version, opts.commit, target.name),
+    plugins: [quietDebugPlugin],
+    throw: false,
+  });
+  if (!result.success) throw new Error(`${target.name}: bun build failed:\n${result.logs.join("\n")}`);
 }
 
 /** Where the console's bundled script goes for the compiler to embed (src/hub/console/assets.ts imports it). */
@@ -121,10 +121,7 @@ export async function buildTarget(target: Target, opts: BuildOptions): Promise<B
     mkdirSync(scratch);
     try {
       const built = join(scratch, binaryName(target));
-      const build = Bun.spawnSync([process.execPath, ...compileArgs(target, built, opts)], { cwd: ROOT, stdout: "pipe", stderr: "pipe" });
-      if (!build.success) {
-        throw new Error(`${target.name}: bun build failed (exit ${build.exitCode}):\n${build.stdout.toString()}${build.stderr.toString()}`);
-      }
+      await compileBun(target, built, opts);
       renameSync(built, file);
     } finally {
       rmSync(scratch, { recursive: true, force: true });

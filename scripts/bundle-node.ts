@@ -1,6 +1,7 @@
 import { existsSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import type { BunPlugin } from "bun";
+import { quietDebugPlugin } from "./quiet-debug.ts";
 
 /**
  * Bundles the agent into ONE CommonJS file for Node 20 (the armv7 single-executable build): a
@@ -89,7 +90,7 @@ export async function bundleForNode(outFile: string, options: NodeBundleOptions 
     // Node prints the source line of an uncaught error, which in a one-line bundle is all of it.
     minify: options.minify === false ? false : { whitespace: false, syntax: true, identifiers: false },
     define: options.define,
-    plugins: [entryWithoutBunShebang(entry), nodeStorePlugin],
+    plugins: [entryWithoutBunShebang(entry), nodeStorePlugin, quietDebugPlugin],
     throw: false,
   });
   if (!result.success) throw new AggregateError(result.logs, `bundling ${entry} for Node failed:\n${result.logs.join("\n")}`);

@@ -30,8 +30,8 @@ interface TargetBase extends ReleaseTarget {
 
 export interface BunTarget extends TargetBase {
   kind: "bun";
-  /** `bun build --compile --target=` */
-  bunTarget: string;
+  /** Bun.build's `compile.target` (`bun build --compile --target=`) */
+  bunTarget: Bun.Build.CompileTarget;
 }
 
 /** A Node.js single executable application: the agent bundled for Node, injected into a Node binary. */
