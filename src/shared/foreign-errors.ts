@@ -7,6 +7,7 @@
  * `toFlashlexError` is what every layer calls on a caught value to give it its kind.
  */
 import { type ErrorKind, FlashlexError, oneLine } from "./errors.ts";
+import { fileOnTheWay } from "./path-exists.ts";
 
 export interface ForeignError {
   kind: ErrorKind;
@@ -136,6 +137,9 @@ function classifyErrno(err: object): ForeignError | undefined {
     return { kind: "io", reason: "the reader closed the pipe before the end (EPIPE)", where: e.path };
   const entry = ERRNO[e.code];
   if (!entry) return undefined;
+  // "a part of the path is not a directory": which part
+  const inTheWay = e.code === "ENOTDIR" && typeof e.path === "string" ? fileOnTheWay(e.path) : undefined;
+  if (inTheWay !== undefined) return { kind: entry[0], reason: `${inTheWay} is a file, not a directory (ENOTDIR)`, where: e.path };
   return { kind: entry[0], reason: `${entry[1]} (${e.code})`, where: typeof e.path === "string" ? e.path : undefined };
 }
 

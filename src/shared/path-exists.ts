@@ -6,6 +6,7 @@
  * new file beside one they could not see.
  */
 import { type Stats, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 
 /**
  * True when `path` names a file, directory or other entry (following symbolic links, as stat(2)
@@ -31,6 +32,24 @@ export function pathExists(path: string, options?: { cannotLook: boolean }): boo
 export function pathKind(path: string): "directory" | "other" | "none" {
   const stats = statOrNone(path);
   return stats === undefined ? "none" : stats.isDirectory() ? "directory" : "other";
+}
+
+/**
+ * The file on the way to `path`: the nearest directory `path` lies under that exists but is not
+ * a directory (a file, a device...), which is what ENOTDIR means; undefined when there is none,
+ * or when a part cannot be looked at. `path` itself is not looked at. Never throws.
+ */
+export function fileOnTheWay(path: string): string | undefined {
+  for (let up = dirname(resolve(path)); ; up = dirname(up)) {
+    let kind: ReturnType<typeof pathKind>;
+    try {
+      kind = pathKind(up);
+    } catch {
+      return undefined;
+    }
+    if (kind === "other") return up;
+    if (kind === "directory" || dirname(up) === up) return undefined;
+  }
 }
 
 /**

@@ -125,10 +125,14 @@ describe("hub thing delete", () => {
 describe("-o of hub thing create, hub thing dist and hub export", () => {
   test("-o naming a directory, or a file in a directory that is not there, is 64 before anything is made; the zip goes where -o says, and the hint names it", async () => {
     const before = (await hub.things()).length;
-    for (const output of [join(work, "no-such-dir", "x.zip"), work]) {
+    const inTheWay = join(work, "in-the-way");
+    writeFileSync(inTheWay, "x");
+    for (const output of [join(work, "no-such-dir", "x.zip"), work, join(inTheWay, "sub", "x.zip")]) {
       const made = await run(["hub", "thing", "create", "outlier", "--dir", hub.dir, "-o", output], { timeoutMs: 30_000 });
       expect({ output, code: made.code }).toEqual({ output, code: 64 });
       expect(made.stderr).toContain(`-o ${JSON.stringify(output)}`);
+      // the part at fault, not "the directory .../sub does not exist"
+      if (output.startsWith(inTheWay)) expect(made.stderr).toContain(`${inTheWay} is a file, not a directory`);
     }
     expect((await hub.things()).length).toBe(before);
     // -o that passes the checks but cannot take the zip (a full device): the thing is taken back,

@@ -1058,13 +1058,24 @@ describe("collect", () => {
     const missing = join(thing.dir, "no-such", "data");
     const asFile = join(thing.dir, "a-file");
     writeFileSync(asFile, "x");
+    const underFile = join(asFile, "sub", "data");
+    const said = (dir: string) =>
+      dir === missing
+        ? `-d ${dir}: no such directory, nor ${join(thing.dir, "no-such")}`
+        : dir === asFile
+          ? `-d ${dir}: not a directory`
+          : `-d ${dir}: ${asFile} is a file, not a directory`;
     for (const args of [["messages", "list"], ["outbox", "list"], ["collect"]]) {
-      for (const dir of [missing, asFile]) {
+      for (const dir of [missing, asFile, underFile]) {
         const result = await run([...args, "-c", thing.configPath, "-k", thing.keysDir, "-d", dir], { input: "{}" });
         expect({ args, dir, code: result.code }).toEqual({ args, dir, code: 64 });
-        expect(result.stderr).toContain(dir === missing ? `-d ${dir}: no such directory, nor ${join(thing.dir, "no-such")}` : `-d ${dir}: not a directory`);
+        expect(result.stderr).toContain(said(dir));
       }
     }
+    // serve makes its data directory: it names the file in the way as the file system refuses it
+    const serving = await run(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", underFile]);
+    expect(serving.code).toBe(74);
+    expect(serving.stderr.trim()).toEndWith(`: ${asFile} is a file, not a directory (ENOTDIR)`);
     expect(existsSync(join(thing.dir, "no-such"))).toBe(false);
     expect(readFileSync(asFile, "utf8")).toBe("x");
     // one level below an existing directory (a typo of data/): the commands that only read

@@ -6,7 +6,7 @@
 
 import { Database } from "bun:sqlite";
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createSecureContext } from "node:tls";
@@ -133,6 +133,18 @@ describe("file-system, TLS, YAML and command-line errors", () => {
     expect(missing.kind).toBe("io");
     expect(missing.message).toBe(`${path}: no such file or directory (ENOENT)`);
     expect(toFlashlexError(thrown(() => readFileSync(tmpdir()))).kind).toBe("io");
+  });
+
+  test("errno: ENOTDIR names the file on the way, however deep the path goes below it", () => {
+    const dir = mkdtempSync(join(tmpdir(), "flashlex-errors-"));
+    try {
+      writeFileSync(join(dir, "a-file"), "x");
+      const path = join(dir, "a-file", "sub", "deeper");
+      const err = toFlashlexError(thrown(() => mkdirSync(path, { recursive: true })));
+      expect([err.kind, err.message]).toEqual(["io", `${path}: ${join(dir, "a-file")} is a file, not a directory (ENOTDIR)`]);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   test("BoringSSL: a key that is not the certificate's, garbage PEM, a garbage CA are configuration (78), in words", async () => {

@@ -2,7 +2,7 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { pathExists } from "../../src/shared/path-exists.ts";
+import { fileOnTheWay, pathExists } from "../../src/shared/path-exists.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-path-exists-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -28,4 +28,13 @@ test("a path that cannot be looked at is thrown, not called missing (existsSync 
   symlinkSync(join(dir, "loop-a"), join(dir, "loop-b"));
   expect(() => pathExists(join(dir, "loop-a"))).toThrow(expect.objectContaining({ code: "ELOOP" }));
   expect(() => pathExists(join(dir, "x".repeat(300)))).toThrow(expect.objectContaining({ code: "ENAMETOOLONG" }));
+});
+
+test("fileOnTheWay names the file a path goes through, at any depth, and nothing for a path that only lacks directories", () => {
+  writeFileSync(join(dir, "in-the-way"), "x");
+  expect(fileOnTheWay(join(dir, "in-the-way", "sub"))).toBe(join(dir, "in-the-way"));
+  expect(fileOnTheWay(join(dir, "in-the-way", "sub", "deeper", "x.zip"))).toBe(join(dir, "in-the-way"));
+  expect(fileOnTheWay(join(dir, "not-yet", "sub"))).toBeUndefined();
+  expect(fileOnTheWay(join(dir, "in-the-way"))).toBeUndefined(); // the path itself is not looked at
+  expect(fileOnTheWay("/")).toBeUndefined();
 });

@@ -8,7 +8,7 @@ import type { ThingRecord } from "../../hub/things/things.ts";
 import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import { isOpenAs, isWithin } from "../../shared/files.ts";
 import { createLogger, escapeUnsafe } from "../../shared/log.ts";
-import { pathKind } from "../../shared/path-exists.ts";
+import { fileOnTheWay, pathKind } from "../../shared/path-exists.ts";
 import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
 
 export const DIR_OPTION: OptionSpec = { flags: "--dir <dir>", description: "the hub home (default: $FLASHLEX_HUB_DIR or ~/.flashlex-hub)" };
@@ -48,6 +48,8 @@ export function outputFile(options: Options, fallback: string): string {
   }
   if (here === "directory") throw new UsageError(`${flag}: ${file} is a directory; name the file to write`);
   if (parent === "other") throw new UsageError(`${flag}: ${dirname(file)} is a file, not a directory`);
+  const inTheWay = parent === "none" ? fileOnTheWay(dirname(file)) : undefined;
+  if (inTheWay !== undefined) throw new UsageError(`${flag}: ${inTheWay} is a file, not a directory`);
   if (parent === "none") throw new UsageError(`${flag}: the directory ${dirname(file)} does not exist`);
   // a zip on a terminal is noise, and a distribution's holds the thing's private key
   if (isOpenAs(file, 1) && process.stdout.isTTY) throw new UsageError(`${flag}: stdout is a terminal; send the zip to a file (> FILE.zip) or a pipe`);
