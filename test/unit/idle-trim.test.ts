@@ -35,4 +35,20 @@ describe("IdleTrim", () => {
     trim.worked();
     trim.stop();
   });
+
+  test("under Bun the default collection is a full GC, then shrink (JavaScriptCore's compiled code and spare heap)", async () => {
+    const calls: string[] = [];
+    const { gc, shrink } = Bun;
+    Object.assign(Bun, { gc: (force?: boolean) => calls.push(`gc(${force})`), shrink: () => calls.push("shrink") });
+    const trim = new IdleTrim({ quietMs: 20 });
+    try {
+      trim.start();
+      trim.worked();
+      await Bun.sleep(150);
+      expect(calls).toEqual(["gc(true)", "shrink"]);
+    } finally {
+      trim.stop();
+      Object.assign(Bun, { gc, shrink });
+    }
+  });
 });
