@@ -18,8 +18,6 @@ interface Pending {
   packet: IPublishPacket;
   /** why it is not stored again (a repeat found before the batch), or undefined */
   repeat: string | undefined;
-  resolve(): void;
-  reject(err: unknown): void;
 }
 
 /**
@@ -54,6 +52,8 @@ export function createIngressHandler(deps: {
   /** group commit: what arrived since the last commit, in arrival order (their PUBACKs too) */
   let batch: Pending[] = [];
   let batchBytes = 0;
+  /** settles when the batch in hand is committed (or fails): every message of it waits on this one */
+  let batchDone: Deferred | undefined;
   let scheduled = false;
   /**
    * A fault for the tests, and only for them: FLASHLEX_FAULT_KILL_AFTER_COMMIT=N makes the
@@ -79,15 +79,17 @@ export function createIngressHandler(deps: {
   const commit = () => {
     scheduled = false;
     const pending = batch;
+    const done = batchDone;
     batch = [];
     batchBytes = 0;
-    if (!pending.length) return;
+    batchDone = undefined;
+    if (!pending.length || !done) return;
     const fresh = pending.filter((p) => p.repeat === undefined);
     let ids: (number | undefined)[];
     try {
       ids = store.insertIngressBatch(fresh.map((p) => p.message));
     } catch (err) {
-      for (const p of pending) p.reject(err);
+      done.reject(err);
       return;
     }
     if (killAfterCommit !== undefined && --killAfterCommit === 0) process.kill(process.pid, "SIGKILL");
@@ -102,8 +104,8 @@ export function createIngressHandler(deps: {
         // Already stored (its PUBACK was lost, or the broker sent it twice): acknowledge it again.
         log.info("ingress.redelivery_skipped", { topic: p.packet.topic, packetId: p.packet.messageId, messageId: p.message.messageId, matchedBy: p.repeat });
       }
-      p.resolve();
     }
+    done.resolve();
     // One line per commit (a line per message costs more than the commit at full speed); the
     // details of each at debug. Rows of one commit have consecutive ids.
     fresh.forEach((p, i) => {
@@ -157,23 +159,43 @@ export function createIngressHandler(deps: {
         packetId: packet.qos > 0 ? packet.messageId : undefined,
         messageId: ingressMessageId(payload),
       };
-      return new Promise<void>((resolve, reject) => {
-        let repeat: string | undefined;
-        try {
-          repeat = isRepeat(message, packet.dup);
-        } catch (err) {
-          reject(err);
-          return;
-        }
-        batch.push({ message, packet, repeat, resolve, reject });
-        batchBytes += payload.length;
-        if (batch.length >= MAX_BATCH_MESSAGES || batchBytes >= MAX_BATCH_BYTES) commit();
-        else if (!scheduled) {
-          scheduled = true;
-          setImmediate(commit);
-        }
-      });
+      let repeat: string | undefined;
+      try {
+        repeat = isRepeat(message, packet.dup);
+      } catch (err) {
+        return Promise.reject(err);
+      }
+      batch.push({ message, packet, repeat });
+      batchBytes += payload.length;
+      batchDone ??= deferred();
+      const durable = batchDone.promise;
+      if (batch.length >= MAX_BATCH_MESSAGES || batchBytes >= MAX_BATCH_BYTES) commit();
+      else if (!scheduled) {
+        scheduled = true;
+        setImmediate(commit);
+      }
+      return durable;
     },
     flush: commit,
   };
+}
+
+interface Deferred {
+  promise: Promise<void>;
+  resolve(): void;
+  reject(err: unknown): void;
+}
+
+/**
+ * A promise with its resolve and reject: Promise.withResolvers, which Node 20 (the linux-armv7
+ * build) does not have.
+ */
+function deferred(): Deferred {
+  let resolve!: () => void;
+  let reject!: (err: unknown) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
 }
