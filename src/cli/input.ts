@@ -1,5 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { FlashlexError, InputError, UsageError } from "../shared/errors.ts";
+import { fileOnTheWayNote } from "../shared/path-exists.ts";
 import { utcFromParts } from "../shared/time.ts";
 
 /**
@@ -38,6 +39,7 @@ function readFileBounded(file: string, limit: number): Buffer {
     // The path given with --file is not a file (a typo, a directory): the command line is wrong
     // (64), as for -o. One that cannot be read is a permission (77) or I/O (74) problem.
     const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ENOTDIR" && fileOnTheWayNote(err, file)) throw new UsageError(`--file ${file}${fileOnTheWayNote(err, file)}`);
     if (code === "ENOENT" || code === "ENOTDIR") throw new UsageError(`--file ${file}: no such file`);
     if (code === "EISDIR") throw new UsageError(`--file ${file}: a directory, not a file`);
     throw new FlashlexError(`${file}: cannot read (${code ?? "error"})`, code === "EACCES" || code === "EPERM" ? "permission" : "io", { cause: err });

@@ -7,7 +7,7 @@
  * `toFlashlexError` is what every layer calls on a caught value to give it its kind.
  */
 import { type ErrorKind, FlashlexError, oneLine } from "./errors.ts";
-import { fileOnTheWay } from "./path-exists.ts";
+import { fileOnTheWay, pathKind } from "./path-exists.ts";
 
 export interface ForeignError {
   kind: ErrorKind;
@@ -140,7 +140,19 @@ function classifyErrno(err: object): ForeignError | undefined {
   // "a part of the path is not a directory": which part
   const inTheWay = e.code === "ENOTDIR" && typeof e.path === "string" ? fileOnTheWay(e.path) : undefined;
   if (inTheWay !== undefined) return { kind: entry[0], reason: `${inTheWay} is a file, not a directory (ENOTDIR)`, where: e.path };
+  // a directory was to be made where a file is
+  if (e.code === "EEXIST" && e.syscall === "mkdir" && typeof e.path === "string" && isFile(e.path))
+    return { kind: entry[0], reason: "a file, not a directory (EEXIST)", where: e.path };
   return { kind: entry[0], reason: `${entry[1]} (${e.code})`, where: typeof e.path === "string" ? e.path : undefined };
+}
+
+/** True when `path` names something that is not a directory; false when it cannot be told. */
+function isFile(path: string): boolean {
+  try {
+    return pathKind(path) === "other";
+  } catch {
+    return false;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -6,7 +6,6 @@
  * new file beside one they could not see.
  */
 import { type Stats, statSync } from "node:fs";
-import { dirname, resolve } from "node:path";
 
 /**
  * True when `path` names a file, directory or other entry (following symbolic links, as stat(2)
@@ -35,21 +34,37 @@ export function pathKind(path: string): "directory" | "other" | "none" {
 }
 
 /**
- * The file on the way to `path`: the nearest directory `path` lies under that exists but is not
- * a directory (a file, a device...), which is what ENOTDIR means; undefined when there is none,
- * or when a part cannot be looked at. `path` itself is not looked at. Never throws.
+ * The file on the way to `path`: the first directory `path` goes through, as written (`a/..`
+ * included, as the kernel walks it; a trailing slash makes the last part one), that exists but
+ * is not a directory (a file, a device...), which is what ENOTDIR means. Undefined when there is
+ * none, or when a part cannot be looked at. Never throws.
  */
 export function fileOnTheWay(path: string): string | undefined {
-  for (let up = dirname(resolve(path)); ; up = dirname(up)) {
+  const parts = path.split("/");
+  let prefix = parts[0]!;
+  for (let i = 0; i < parts.length - 1; i++) {
+    if (i > 0) prefix = `${prefix}/${parts[i]}`;
+    if (parts[i] === "" || parts[i] === ".") continue; // the root, a doubled slash
     let kind: ReturnType<typeof pathKind>;
     try {
-      kind = pathKind(up);
+      kind = pathKind(prefix);
     } catch {
       return undefined;
     }
-    if (kind === "other") return up;
-    if (kind === "directory" || dirname(up) === up) return undefined;
+    if (kind === "other") return prefix;
+    if (kind === "none") return undefined;
   }
+  return undefined;
+}
+
+/**
+ * For a message about `path` that could not be opened with `err`: ": X is a file, not a
+ * directory" when it failed with ENOTDIR because of the file X on the way, else "".
+ */
+export function fileOnTheWayNote(err: unknown, path: string): string {
+  if ((err as NodeJS.ErrnoException | null)?.code !== "ENOTDIR") return "";
+  const file = fileOnTheWay(path);
+  return file === undefined ? "" : `: ${file} is a file, not a directory`;
 }
 
 /**

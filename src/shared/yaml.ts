@@ -11,6 +11,7 @@ import type { z } from "zod";
 import { ConfigError, oneLine } from "./errors.ts";
 import { writeFileAtomicallySync } from "./files.ts";
 import { toFlashlexError } from "./foreign-errors.ts";
+import { fileOnTheWayNote } from "./path-exists.ts";
 import { readRegularFile } from "./regular-file.ts";
 import { COMMIT, VERSION } from "./version.ts";
 
@@ -63,7 +64,7 @@ function readConfigText(file: string): string {
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code ?? "error";
-    throw new ConfigError(`${file}: cannot read the configuration file (${code})`);
+    throw new ConfigError(`${file}: cannot read the configuration file${fileOnTheWayNote(err, file)} (${code})`);
   }
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);

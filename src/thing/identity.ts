@@ -16,6 +16,7 @@ import { CryptoError } from "../crypto/errors.ts";
 import { certificatePem, KeyFileError, normaliseCertificates, normalisePrivateKey } from "../crypto/key-files.ts";
 import { spkiDer, type ThingTokenAlgorithm, tokenAlgorithmFor } from "../crypto/keys.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
+import { fileOnTheWayNote } from "../shared/path-exists.ts";
 import { readRegularFile } from "../shared/regular-file.ts";
 import type { ThingConfig } from "./settings.ts";
 
@@ -44,7 +45,7 @@ export function readKeyFile(path: string, what: string): Buffer {
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    const message = `${path}: cannot read the ${what} (${code ?? "error"})`;
+    const message = `${path}: cannot read the ${what}${fileOnTheWayNote(err, path)} (${code ?? "error"})`;
     if (code === "EACCES" || code === "EPERM") throw new FlashlexError(message, "permission");
     throw new ConfigError(message);
   }

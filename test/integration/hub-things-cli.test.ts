@@ -127,14 +127,16 @@ describe("-o of hub thing create, hub thing dist and hub export", () => {
     const before = (await hub.things()).length;
     const inTheWay = join(work, "in-the-way");
     writeFileSync(inTheWay, "x");
-    for (const output of [join(work, "no-such-dir", "x.zip"), work, join(inTheWay, "sub", "x.zip")]) {
+    // a trailing slash names a directory: it wrote a file named new-dir, or replaced in-the-way
+    for (const output of [join(work, "no-such-dir", "x.zip"), work, join(inTheWay, "sub", "x.zip"), `${join(work, "new-dir")}/`, `${inTheWay}/`]) {
       const made = await run(["hub", "thing", "create", "outlier", "--dir", hub.dir, "-o", output], { timeoutMs: 30_000 });
       expect({ output, code: made.code }).toEqual({ output, code: 64 });
       expect(made.stderr).toContain(`-o ${JSON.stringify(output)}`);
       // the part at fault, not "the directory .../sub does not exist"
-      if (output.startsWith(inTheWay)) expect(made.stderr).toContain(`${inTheWay} is a file, not a directory`);
+      if (output.startsWith(`${inTheWay}/sub`)) expect(made.stderr).toContain(`${inTheWay} is a file, not a directory`);
     }
     expect((await hub.things()).length).toBe(before);
+    expect([existsSync(join(work, "new-dir")), readFileSync(inTheWay, "utf8")]).toEqual([false, "x"]);
     // -o that passes the checks but cannot take the zip (a full device): the thing is taken back,
     // so the same command, once the cause is fixed, makes it (a retry was 65 "already exists")
     const full = await run(["hub", "thing", "create", "outlier", "--dir", hub.dir, "-o", "/dev/full"], { timeoutMs: 30_000 });

@@ -1076,6 +1076,20 @@ describe("collect", () => {
     const serving = await run(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", underFile]);
     expect(serving.code).toBe(74);
     expect(serving.stderr.trim()).toEndWith(`: ${asFile} is a file, not a directory (ENOTDIR)`);
+    const onFile = await run(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", asFile]);
+    expect([onFile.code, onFile.stderr.trim()]).toEqual([74, `flashlex: ${asFile}: a file, not a directory (EEXIST)`]);
+    // the config, the keys and collect's --file under the file say so too (not "no such file")
+    const through = [
+      { args: ["serve", "-c", join(asFile, "config.yml"), "-k", thing.keysDir], code: 78 },
+      { args: ["collect", "-c", thing.configPath, "-k", join(asFile, "keys")], code: 78 },
+      { args: ["collect", "-c", thing.configPath, "-k", thing.keysDir, "--file", join(asFile, "doc.json")], code: 64 },
+      { args: ["collect", "-c", thing.configPath, "-k", thing.keysDir, "--file", `${asFile}/`], code: 64 },
+    ];
+    for (const { args, code } of through) {
+      const result = await run(args, { input: "{}" });
+      expect({ args, code: result.code }).toEqual({ args, code });
+      expect(result.stderr).toContain(`${asFile} is a file, not a directory`);
+    }
     expect(existsSync(join(thing.dir, "no-such"))).toBe(false);
     expect(readFileSync(asFile, "utf8")).toBe("x");
     // one level below an existing directory (a typo of data/): the commands that only read

@@ -142,6 +142,9 @@ describe("file-system, TLS, YAML and command-line errors", () => {
       const path = join(dir, "a-file", "sub", "deeper");
       const err = toFlashlexError(thrown(() => mkdirSync(path, { recursive: true })));
       expect([err.kind, err.message]).toEqual(["io", `${path}: ${join(dir, "a-file")} is a file, not a directory (ENOTDIR)`]);
+      // a directory to be made where the file is
+      const made = toFlashlexError(thrown(() => mkdirSync(join(dir, "a-file"), { recursive: true })));
+      expect(made.message).toBe(`${join(dir, "a-file")}: a file, not a directory (EEXIST)`);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -37,4 +37,15 @@ test("fileOnTheWay names the file a path goes through, at any depth, and nothing
   expect(fileOnTheWay(join(dir, "not-yet", "sub"))).toBeUndefined();
   expect(fileOnTheWay(join(dir, "in-the-way"))).toBeUndefined(); // the path itself is not looked at
   expect(fileOnTheWay("/")).toBeUndefined();
+  // as written, as the kernel walks it: a trailing slash, `..` after the file, a relative path
+  expect(fileOnTheWay(`${join(dir, "in-the-way")}/`)).toBe(join(dir, "in-the-way"));
+  expect(fileOnTheWay(`${join(dir, "in-the-way")}/../in-the-way`)).toBe(join(dir, "in-the-way"));
+  expect(fileOnTheWay(`${dir}//in-the-way/./x`)).toBe(`${dir}//in-the-way`);
+  const cwd = process.cwd();
+  process.chdir(dir);
+  try {
+    expect(fileOnTheWay("in-the-way/sub")).toBe("in-the-way");
+  } finally {
+    process.chdir(cwd);
+  }
 });

@@ -12,7 +12,7 @@ import { getent } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
-import { pathExists, pathKind } from "../../shared/path-exists.ts";
+import { fileOnTheWay, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { readRegularFile } from "../../shared/regular-file.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type HubDatabase, parseHubDatabase } from "../store/database-url.ts";
@@ -47,6 +47,8 @@ export function openHubHome(dir: string, log?: Logger, override?: DatabaseOverri
   refuseUnreadableHome(paths);
   if (!pathExists(paths.config)) {
     if (pathKind(paths.dir) === "other") throw new ConfigError(`${paths.dir}: a file, not a hub home (the directory hub init made, holding hub.yml)`);
+    const inTheWay = fileOnTheWay(paths.dir);
+    if (inTheWay !== undefined) throw new ConfigError(`${paths.dir}: not a hub home: ${inTheWay} is a file, not a directory`);
     throw new ConfigError(`${paths.dir}: not a hub home (no hub.yml); run \`flashlex hub init --dir ${shellWord(paths.dir)}\` first`);
   }
   const loaded = loadHubSettings(paths.config);

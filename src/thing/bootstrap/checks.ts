@@ -11,7 +11,7 @@ import { buildTestMessage } from "../../protocol/test-message.ts";
 import { TEST_TOPIC } from "../../protocol/topics.ts";
 import { describeError, toFlashlexError } from "../../shared/foreign-errors.ts";
 import { type Logger, silentLogger } from "../../shared/log.ts";
-import { pathExists } from "../../shared/path-exists.ts";
+import { fileOnTheWay, pathExists } from "../../shared/path-exists.ts";
 import { collectUrl, deliverHttp, UNAUTHORIZED_FIX } from "../egress/delivery.ts";
 import { CLOCK_FIX_HINT, describeOffset, HubClock } from "../egress/hub-clock.ts";
 import { checkCertificateNamesThing, checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
@@ -178,6 +178,8 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       const message = toFlashlexError(err).message; // a keys directory this user may not search: not "missing"
       fail(message, configFix(message));
     }
+    const inTheWay = missing.length ? fileOnTheWay(missing[0]!) : undefined;
+    if (inTheWay !== undefined) fail(`${config!.keysDir}: ${inTheWay} is a file, not a directory`, "Pass -k with the directory that has the keys.");
     if (missing.length)
       fail(`missing: ${missing.join(", ")}`, `Copy the distribution's keys into ${config!.keysDir}, or pass -k with the directory that has them.`);
     try {
@@ -271,6 +273,9 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       store = openThingStore(config!, log);
       accessSync(config!.dataDir, constants.W_OK);
     } catch (err) {
+      const inTheWay = fileOnTheWay(`${config!.dataDir}/`);
+      if (inTheWay !== undefined)
+        fail(`${config!.dataDir}: ${inTheWay} is a file, not a directory`, "Pass -d with the data directory serve uses (data/ beside the config by default).");
       fail(
         `${config!.paths.database}: ${describeError(err)}`,
         `Create ${config!.dataDir} and make it writable by this user, or pass -d with a writable directory.`,

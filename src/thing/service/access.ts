@@ -11,7 +11,7 @@
 import { statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
-import { pathExists, pathKind } from "../../shared/path-exists.ts";
+import { fileOnTheWay, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 
 export interface ServiceAccount {
@@ -64,6 +64,8 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
   const who = account.name;
   const owner = `${account.name}:${account.group}`;
   const reach = (path: string) => {
+    const inTheWay = fileOnTheWay(path);
+    if (inTheWay !== undefined) throw new ConfigError(`${path}: ${inTheWay} is a file, not a directory`);
     const blocked = blockedOnTheWay(path, account);
     if (blocked)
       throw refuse(`${who} cannot reach ${path}: it may not enter ${blocked} (fix: sudo chmod o+x ${shellWord(blocked)}, or move the thing's folder)`);
