@@ -517,6 +517,12 @@ describe("bad values on the command line and on stdin", () => {
         /--persistence \S+config\.yml: not a directory/,
       ],
       [["hub", "mosquitto-config", "--out", join(thing.dir, "mq"), "--dynsec-plugin", "/x.so\nlistener 1883"], /--dynsec-plugin must be a path on one line/],
+      // through a file: the part at fault named, before --out is made (an empty --out was left, 74)
+      [
+        ["hub", "mosquitto-config", "--out", join(thing.dir, "mq-under"), "--persistence", join(thing.dir, "config.yml", "p")],
+        /--persistence \S+p: \S+config\.yml is a file, not a directory/,
+      ],
+      [["hub", "rabbitmq-config", "--out", join(thing.dir, "config.yml", "rabbit")], /--out \S+rabbit: \S+config\.yml is a file, not a directory/],
       // were 78 naming no flag, with half the files written
       [["hub", "rabbitmq-config", "--out", join(thing.dir, "rabbit with space")], /--out "[^"]+": RabbitMQ's env file is read by a shell/],
       [["hub", "rabbitmq-config", "--out", join(thing.dir, "rabbit"), "--host", "a b"], /--host must be a host name or an IP address/],
@@ -543,7 +549,7 @@ describe("bad values on the command line and on stdin", () => {
     // nothing was made by any of them
     const tokens = await run(["hub", "enroll-token", "list", "--dir", home, "--json"]);
     expect(JSON.parse(tokens.stdout)).toEqual([]);
-    for (const out of ["mq", "rabbit", "rabbit with space"]) expect(existsSync(join(thing.dir, out))).toBe(false);
+    for (const out of ["mq", "mq-under", "rabbit", "rabbit with space"]) expect(existsSync(join(thing.dir, out))).toBe(false);
     expect(existsSync(join(home, "mq"))).toBe(false);
   }, 60_000);
 

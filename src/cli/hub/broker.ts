@@ -2,7 +2,7 @@ import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { isWithin } from "../../shared/files.ts";
 import { DNS_NAME } from "../../shared/listen-address.ts";
-import { pathExists, pathKind } from "../../shared/path-exists.ts";
+import { fileOnTheWay, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -34,7 +34,7 @@ function mosquittoConfig(options: Options): Promise<number> {
   return openedHubToWrite("hub mosquitto-config", options, async (hub) => {
     const out = outDirectory(options, hub.home.paths.dir, "Mosquitto");
     const persistence = configPath(text(options.persistence), "--persistence");
-    if (persistence && pathKind(persistence) === "other") throw new UsageError(`--persistence ${persistence}: not a directory`);
+    if (persistence) refuseNonDirectory(persistence, "--persistence");
     const { broker } = hub.home.settings;
     const listenPort = port(options.port, "--port") ?? broker.port;
     const plugin = text(options.dynsecPlugin) ?? DEBIAN_DYNSEC_PLUGIN;
@@ -202,13 +202,23 @@ function distributionPort(given: number | undefined): number {
 function outDirectory(options: Options, home: string, broker: string): string {
   const out = configPath(text(options.out), "--out");
   if (!out) throw new UsageError(`--out DIR is required (${broker} must be able to read it: not inside the 0700 hub home)`);
-  if (pathKind(out) === "other") throw new UsageError(`--out ${out}: not a directory`);
+  refuseNonDirectory(out, "--out");
   if (isWithin(out, home)) {
     throw new UsageError(
       `--out ${out} is inside the hub home ${home}: ${broker}'s user must read it, and the home is 0700 and holds the hub's keys; give a directory outside it`,
     );
   }
   return out;
+}
+
+/**
+ * UsageError (64) naming `flag` when `dir` is a file, or under one: checked before anything is
+ * written (mosquitto-config left an empty --out behind when --persistence went through a file).
+ */
+function refuseNonDirectory(dir: string, flag: string): void {
+  if (pathKind(dir) === "other") throw new UsageError(`${flag} ${dir}: not a directory`);
+  const inTheWay = fileOnTheWay(dir);
+  if (inTheWay !== undefined) throw new UsageError(`${flag} ${dir}: ${inTheWay} is a file, not a directory`);
 }
 
 /**
