@@ -58,6 +58,23 @@ export function fileOnTheWay(path: string): string | undefined {
 }
 
 /**
+ * Why `path` cannot be a directory, or undefined when it can (it is one, or nothing is there and
+ * nothing on the way is a file): "not a directory" for a file there, "X is a file, not a
+ * directory" for the file X on the way. For checking a directory flag before anything is made.
+ */
+export function notADirectory(path: string): string | undefined {
+  let kind: ReturnType<typeof pathKind>;
+  try {
+    kind = pathKind(path);
+  } catch {
+    return undefined; // what cannot be looked at is for the caller's own open to report
+  }
+  if (kind === "other") return "not a directory";
+  const inTheWay = kind === "none" ? fileOnTheWay(path) : undefined;
+  return inTheWay === undefined ? undefined : `${inTheWay} is a file, not a directory`;
+}
+
+/**
  * For a message about `path` that could not be opened with `err`: ": X is a file, not a
  * directory" when it failed with ENOTDIR because of the file X on the way, else "".
  */

@@ -6,7 +6,7 @@
 import { accessSync, constants, readdirSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { UsageError } from "../shared/errors.ts";
-import { fileOnTheWay, pathExists, pathKind } from "../shared/path-exists.ts";
+import { notADirectory, pathExists, pathKind } from "../shared/path-exists.ts";
 
 /** The config file's name where the thing commands look for it without -c. */
 export const CONFIG_FILE_NAME = "config.yml";
@@ -69,10 +69,9 @@ export function checkDataDirectory(given: string, options: { flag: string; exist
   const { flag } = options;
   const dir = resolve(given);
   const advice = "pass the data directory serve uses (by default data/ beside the config)";
+  const why = notADirectory(dir);
+  if (why !== undefined) throw new UsageError(`${flag} ${given}: ${why}; ${advice}`);
   const here = pathKind(dir);
-  if (here === "other") throw new UsageError(`${flag} ${given}: not a directory; ${advice}`);
-  const inTheWay = here === "none" ? fileOnTheWay(dir) : undefined;
-  if (inTheWay !== undefined) throw new UsageError(`${flag} ${given}: ${inTheWay} is a file, not a directory; ${advice}`);
   if (here === "none" && pathKind(dirname(dir)) !== "directory") throw new UsageError(`${flag} ${given}: no such directory, nor ${dirname(dir)}; ${advice}`);
   if (here === "none" && options.existing) {
     throw new UsageError(`${flag} ${given}: no such directory (serve makes its data directory when it first runs); ${advice}`);

@@ -2,7 +2,7 @@ import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { isWithin } from "../../shared/files.ts";
 import { DNS_NAME } from "../../shared/listen-address.ts";
-import { fileOnTheWay, pathExists, pathKind } from "../../shared/path-exists.ts";
+import { notADirectory, pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -216,9 +216,8 @@ function outDirectory(options: Options, home: string, broker: string): string {
  * written (mosquitto-config left an empty --out behind when --persistence went through a file).
  */
 function refuseNonDirectory(dir: string, flag: string): void {
-  if (pathKind(dir) === "other") throw new UsageError(`${flag} ${dir}: not a directory`);
-  const inTheWay = fileOnTheWay(dir);
-  if (inTheWay !== undefined) throw new UsageError(`${flag} ${dir}: ${inTheWay} is a file, not a directory`);
+  const why = notADirectory(dir);
+  if (why !== undefined) throw new UsageError(`${flag} ${dir}: ${why}`);
 }
 
 /**

@@ -31,7 +31,7 @@ import { ConfigError, FlashlexError, InputError, UsageError } from "../../shared
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
-import { pathExists, pathKind } from "../../shared/path-exists.ts";
+import { notADirectory, pathExists } from "../../shared/path-exists.ts";
 import { parseUrlStrictly } from "../../shared/strict-url.ts";
 import { acquireEnrolLock, checkFolderFree, forgetPendingKey, pendingKeyPair, STAGING_DIR, writeThingFolder } from "./folder.ts";
 import { hubRequest } from "./hub-request.ts";
@@ -121,7 +121,8 @@ export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<Enro
   if (!TYPED_THING_NAME.test(opts.name)) throw new UsageError(`--name ${JSON.stringify(opts.name)}: a thing name is ${TYPED_THING_NAME_RULE}`);
   if (!opts.token) throw new UsageError("--token is required (the enrolment token `hub enroll-token create` printed)");
   const timeoutMs = opts.timeoutMs ?? 30_000;
-  if (pathKind(opts.dir) === "other") throw new UsageError(`--dir ${opts.dir}: not a directory; give the folder the thing will live in`);
+  const notDir = notADirectory(opts.dir);
+  if (notDir !== undefined) throw new UsageError(`--dir ${opts.dir}: ${notDir}; give the folder the thing will live in`);
   checkFolderFree(opts.dir);
   // One enrolment per folder at a time; the folder checked again once it is ours (the other may have just finished).
   const lock = await acquireEnrolLock(opts.dir);
