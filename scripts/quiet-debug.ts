@@ -9,7 +9,7 @@ export const DEBUG_SHIM = join(import.meta.dir, "debug-shim.cjs");
  * the binaries and the Node bundle. MQTT.js and mqtt-packet call their `debug` loggers several
  * times for every packet; disabled, each call still cost JavaScriptCore a call with a rest
  * array and a getter, about 7% of serve's samples on a queued stream of small messages. With
- * the shim, 20k queued messages took 6-8% less wall time and 8-10% less CPU (10 alternating
+ * the shim, 20k queued messages took 5-6% less wall time and 8-10% less CPU (10 alternating
  * pairs each, 2026-12-05; docs/benchmarks.md). Source runs (`bun src/main.ts`, the unit tests)
  * keep the real package.
  */

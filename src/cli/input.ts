@@ -39,7 +39,8 @@ function readFileBounded(file: string, limit: number): Buffer {
     // The path given with --file is not a file (a typo, a directory): the command line is wrong
     // (64), as for -o. One that cannot be read is a permission (77) or I/O (74) problem.
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ENOTDIR" && fileOnTheWayNote(err, file)) throw new UsageError(`--file ${file}${fileOnTheWayNote(err, file)}`);
+    const inTheWay = fileOnTheWayNote(err, file);
+    if (inTheWay) throw new UsageError(`--file ${file}${inTheWay}`);
     if (code === "ENOENT" || code === "ENOTDIR") throw new UsageError(`--file ${file}: no such file`);
     if (code === "EISDIR") throw new UsageError(`--file ${file}: a directory, not a file`);
     throw new FlashlexError(`${file}: cannot read (${code ?? "error"})`, code === "EACCES" || code === "EPERM" ? "permission" : "io", { cause: err });
