@@ -7,7 +7,7 @@
  * `toFlashlexError` is what every layer calls on a caught value to give it its kind.
  */
 import { type ErrorKind, FlashlexError, oneLine } from "./errors.ts";
-import { fileOnTheWay, pathKind } from "./path-exists.ts";
+import { danglingTarget, fileOnTheWay, pathKind } from "./path-exists.ts";
 
 export interface ForeignError {
   kind: ErrorKind;
@@ -141,8 +141,11 @@ function classifyErrno(err: object): ForeignError | undefined {
   const inTheWay = e.code === "ENOTDIR" && typeof e.path === "string" ? fileOnTheWay(e.path) : undefined;
   if (inTheWay !== undefined) return { kind: entry[0], reason: `${inTheWay} is a file, not a directory (ENOTDIR)`, where: e.path };
   // a directory was to be made where a file is
-  if (e.code === "EEXIST" && e.syscall === "mkdir" && typeof e.path === "string" && isFile(e.path))
-    return { kind: entry[0], reason: "a file, not a directory (EEXIST)", where: e.path };
+  if (e.code === "EEXIST" && e.syscall === "mkdir" && typeof e.path === "string") {
+    if (isFile(e.path)) return { kind: entry[0], reason: "a file, not a directory (EEXIST)", where: e.path };
+    const target = danglingTarget(e.path);
+    if (target !== undefined) return { kind: entry[0], reason: `a symbolic link to ${target}, which does not exist (EEXIST)`, where: e.path };
+  }
   return { kind: entry[0], reason: `${entry[1]} (${e.code})`, where: typeof e.path === "string" ? e.path : undefined };
 }
 

@@ -5,7 +5,8 @@
  * "missing", and commands went on to say "not a hub home", "create the thing again" or to make a
  * new file beside one they could not see.
  */
-import { type Stats, statSync } from "node:fs";
+import { lstatSync, readlinkSync, type Stats, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 
 /**
  * True when `path` names a file, directory or other entry (following symbolic links, as stat(2)
@@ -70,8 +71,23 @@ export function notADirectory(path: string): string | undefined {
     return undefined; // what cannot be looked at is for the caller's own open to report
   }
   if (kind === "other") return "not a directory";
-  const inTheWay = kind === "none" ? fileOnTheWay(path) : undefined;
+  if (kind === "directory") return undefined;
+  const target = danglingTarget(path);
+  if (target !== undefined) return `a symbolic link to ${target}, which does not exist`;
+  const inTheWay = fileOnTheWay(path);
   return inTheWay === undefined ? undefined : `${inTheWay} is a file, not a directory`;
+}
+
+/**
+ * What the symbolic link at `path` points to (absolute) when that is not there (mkdir then fails
+ * with EEXIST); undefined for anything else, or nothing, at `path`. Never throws.
+ */
+export function danglingTarget(path: string): string | undefined {
+  try {
+    return lstatSync(path).isSymbolicLink() && statOrNone(path) === undefined ? resolve(dirname(path), readlinkSync(path)) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**

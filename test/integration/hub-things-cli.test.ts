@@ -128,7 +128,15 @@ describe("-o of hub thing create, hub thing dist and hub export", () => {
     const inTheWay = join(work, "in-the-way");
     writeFileSync(inTheWay, "x");
     // a trailing slash names a directory: it wrote a file named new-dir, or replaced in-the-way
-    for (const output of [join(work, "no-such-dir", "x.zip"), work, join(inTheWay, "sub", "x.zip"), `${join(work, "new-dir")}/`, `${inTheWay}/`]) {
+    for (const output of [
+      join(work, "no-such-dir", "x.zip"),
+      work,
+      join(inTheWay, "sub", "x.zip"),
+      `${join(work, "new-dir")}/`,
+      `${inTheWay}/`,
+      `${inTheWay}/.`,
+      `${join(work, "new-dir", "x")}/..`,
+    ]) {
       const made = await run(["hub", "thing", "create", "outlier", "--dir", hub.dir, "-o", output], { timeoutMs: 30_000 });
       expect({ output, code: made.code }).toEqual({ output, code: 64 });
       expect(made.stderr).toContain(`-o ${JSON.stringify(output)}`);

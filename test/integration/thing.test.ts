@@ -1072,6 +1072,14 @@ describe("collect", () => {
         expect(result.stderr).toContain(said(dir));
       }
     }
+    // a link to nothing: mkdir said "already exists (EEXIST)", 74
+    const dangling = join(thing.dir, "dangling-data");
+    symlinkSync(join(thing.dir, "no-such-target"), dangling);
+    for (const args of [["serve"], ["collect"], ["messages", "list"]]) {
+      const result = await run([...args, "-c", thing.configPath, "-k", thing.keysDir, "-d", dangling], { input: "{}" });
+      expect({ args, code: result.code }).toEqual({ args, code: 64 });
+      expect(result.stderr).toContain(`-d ${dangling}: a symbolic link to ${join(thing.dir, "no-such-target")}, which does not exist`);
+    }
     // serve makes a data directory that is not there, but a file in the way is the same typo (was 74 ENOTDIR / EEXIST)
     for (const dir of [asFile, underFile]) {
       const serving = await run(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", dir]);

@@ -32,8 +32,10 @@ export function outputFile(options: Options, fallback: string): string {
   const file = given === "-" ? "/dev/stdout" : resolve(given ?? fallback);
   const flag = given === undefined ? "the output file" : `-o ${JSON.stringify(given)}`;
   const home = hubDir(options);
-  // resolve() drops a trailing slash: `-o newdir/` wrote a file named newdir, `-o afile/` replaced afile
-  if (given?.endsWith("/")) throw new UsageError(`${flag}: a path ending in / names a directory; name the file to write`);
+  // resolve() drops what makes the path a directory: `-o newdir/` (or newdir/. or new/x/..) wrote a
+  // file named newdir, `-o afile/` replaced afile
+  if (given !== undefined && given !== "-" && /(^|\/)(\.\.?)?$/.test(given))
+    throw new UsageError(`${flag}: a path ending in /, /. or /.. names a directory; name the file to write`);
   if (isWithin(file, home)) throw new UsageError(`${flag}: ${file} is inside the hub home ${home}, whose files are the hub's own; write it elsewhere`);
   const elsewhere =
     given === undefined ? "pass -o FILE in a directory this user may write, or run the command from one" : "name a file in a directory this user may write";

@@ -1,3 +1,4 @@
+import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { parseListenAddress } from "../../shared/listen-address.ts";
 import { createLogger } from "../../shared/log.ts";
@@ -43,7 +44,7 @@ async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown;
   const metricsAt = metricsFlag === undefined ? undefined : parseListenAddress(metricsFlag);
   if (metricsFlag !== undefined && !metricsAt) throw new UsageError(`--metrics ${metricsFlag}: give HOST:PORT (127.0.0.1:9465) or a PORT (9465)`);
   // serve makes a data directory that is not there yet; a file in its place is a typo (64), as for the other commands
-  const notDir = flags.data === undefined ? undefined : notADirectory(String(flags.data));
+  const notDir = flags.data === undefined ? undefined : notADirectory(resolve(String(flags.data)));
   if (notDir !== undefined) throw new UsageError(`-d ${flags.data}: ${notDir}; pass the data directory serve uses (by default data/ beside the config)`);
   const config = await loadConfigFromFlags(flags, log, { keepParsed: true });
   const configured = config.yaml.metrics?.listen;

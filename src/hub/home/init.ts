@@ -2,20 +2,7 @@
  * `hub init`: a new hub home, made whole or not at all.
  */
 import { randomUUID } from "node:crypto";
-import {
-  accessSync,
-  chmodSync,
-  constants,
-  lstatSync,
-  mkdirSync,
-  readdirSync,
-  readFileSync,
-  readlinkSync,
-  realpathSync,
-  renameSync,
-  rmSync,
-  statSync,
-} from "node:fs";
+import { accessSync, chmodSync, constants, lstatSync, mkdirSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync } from "node:fs";
 import { isIP } from "node:net";
 import { hostname } from "node:os";
 import { basename, dirname, join, resolve } from "node:path";
@@ -27,7 +14,7 @@ import { fsyncDirectory } from "../../shared/durable-files.ts";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { DNS_NAME } from "../../shared/listen-address.ts";
-import { pathExists, pathKind } from "../../shared/path-exists.ts";
+import { danglingTarget, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { parseUrlStrictly } from "../../shared/strict-url.ts";
 import { type HubDatabase, parseHubDatabase, urlHoldsPassword } from "../store/database-url.ts";
 import { type HubIdentity, sameHubIdentity } from "../store/hub-store.ts";
@@ -175,7 +162,7 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
  * it cannot look at (pathKind: EACCES 77, ELOOP 74).
  */
 function homeTarget(given: string): string {
-  const link = danglingLink(given);
+  const link = danglingTarget(given);
   if (link !== undefined)
     throw new ConfigError(`${given}: a symbolic link to ${link}, which does not exist; make that directory first, or choose another --dir`);
   if (pathKind(given) === "directory") return lstatSync(given).isSymbolicLink() ? realpathSync(given) : given;
@@ -183,7 +170,7 @@ function homeTarget(given: string): string {
     const kind = pathKind(up);
     if (kind === "directory") return given;
     if (kind === "other") throw new ConfigError(`${given}: ${up} is a file, not a directory; choose another --dir`);
-    const upLink = danglingLink(up);
+    const upLink = danglingTarget(up);
     if (upLink !== undefined) throw new ConfigError(`${given}: ${up} is a symbolic link to ${upLink}, which does not exist; choose another --dir`);
     if (dirname(up) === up) return given;
   }
@@ -269,16 +256,6 @@ function isMountPoint(dir: string): boolean {
   return mountinfo
     .split("\n")
     .some((line) => line.split(" ")[4]?.replace(/\\([0-7]{3})/g, (_, o: string) => String.fromCharCode(Number.parseInt(o, 8))) === real);
-}
-
-/** What the symbolic link at `path` points to (absolute) when that is not there; undefined for anything else, or nothing, at `path`. */
-function danglingLink(path: string): string | undefined {
-  try {
-    if (!lstatSync(path).isSymbolicLink() || pathKind(path) !== "none") return undefined;
-  } catch {
-    return undefined; // nothing there (or a path pathKind names the failure of, below)
-  }
-  return resolve(dirname(path), readlinkSync(path));
 }
 
 /**

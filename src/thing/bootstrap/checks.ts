@@ -275,7 +275,10 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     } catch (err) {
       const inTheWay = fileOnTheWay(`${config!.dataDir}/`);
       if (inTheWay !== undefined)
-        fail(`${config!.dataDir}: ${inTheWay} is a file, not a directory`, "Pass -d with the data directory serve uses (data/ beside the config by default).");
+        fail(
+          inTheWay === config!.dataDir ? `${inTheWay}: a file, not a directory` : `${config!.dataDir}: ${inTheWay} is a file, not a directory`,
+          "Pass -d with the data directory serve uses (data/ beside the config by default).",
+        );
       fail(
         `${config!.paths.database}: ${describeError(err)}`,
         `Create ${config!.dataDir} and make it writable by this user, or pass -d with a writable directory.`,
