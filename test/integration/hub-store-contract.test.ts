@@ -305,6 +305,46 @@ for (const driver of DRIVERS) {
     );
 
     test(
+      "the things version changes with every change to a thing but when it was last seen",
+      withStore(async (store) => {
+        const changes: [string, () => Promise<unknown>][] = [
+          ["revoke", () => store.revokeThing(thing(1).id, CREATED_AT + 1)],
+          ["renewal request", () => store.requestRenewal(thing(2).id, CREATED_AT + 1)],
+          [
+            "new certificate",
+            () =>
+              store.replaceCertificate(thing(2).id, {
+                publicKeyPem: "new",
+                certPem: "c2",
+                certSerial: "s2",
+                certNotAfter: FAR_FUTURE,
+                previousPublicKeyPem: "key-2",
+                previousCertSerial: "serial-2",
+                previousCertNotAfter: CREATED_AT + 1000,
+                superseded: [],
+                at: CREATED_AT + 2,
+              }),
+          ],
+          ["previous key forgotten", () => store.forgetPreviousKey(thing(2).id, CREATED_AT + 3)],
+          ["delete", () => store.deleteThing(thing(3).id)],
+        ];
+        for (const n of [1, 2, 3]) await store.insertThing(thing(n));
+        let version = await store.thingsVersion();
+        // what every batch of messages writes, and a new thing (a lookup never keeps a miss)
+        await store.markVerified(thing(1).id, CREATED_AT + 1);
+        await store.markSeen([{ id: thing(2).id, at: CREATED_AT + 1 }]);
+        await store.insertThing(thing(4));
+        expect(await store.thingsVersion()).toBe(version);
+        for (const [what, change] of changes) {
+          await change();
+          const next = await store.thingsVersion();
+          expect({ what, changed: next !== version }).toEqual({ what, changed: true });
+          version = next;
+        }
+      }),
+    );
+
+    test(
       "certificates: a renewal keeps the previous key until forgotten; a renewal request only for a thing not revoked",
       withStore(async (store) => {
         await store.insertThing(thing(1));

@@ -261,8 +261,18 @@ describe("a token that verified once (the agent reuses its token for a while)", 
   test("is refused as soon as its thing is revoked or has another key, and past its exp and the skew, as a fresh one would be", async () => {
     let nowMs = Date.now();
     let record: ThingRecord = { ...thing };
-    // the store as the hub sees it, with this thing's row changed by the test
-    const view = Object.create(store, { getThing: { value: async (id: string) => (id === thing.id ? record : undefined) } }) as HubStore;
+    let version = 0;
+    // the store as the hub sees it, with this thing's row changed by the test: each change
+    // commits a new things version, and the next request comes in a later turn of the event loop
+    const view = Object.create(store, {
+      getThing: { value: async (id: string) => (id === thing.id ? record : undefined) },
+      thingsVersion: { value: async () => version },
+    }) as HubStore;
+    const change = async (next: ThingRecord) => {
+      record = next;
+      version++;
+      await new Promise((resolve) => setImmediate(resolve));
+    };
     const collector = new Collector({ store: view, log: silentLogger, now: () => nowMs });
     const token = await signThingToken({ thingId: thing.id, privateKey: thingKey, now: Math.floor(nowMs / 1000) });
     const accepted = async () =>
@@ -272,17 +282,66 @@ describe("a token that verified once (the agent reuses its token for a while)", 
       );
     expect(await accepted()).toBe(true);
     expect(await accepted()).toBe(true);
-    record = { ...thing, revokedAt: nowMs };
+    await change({ ...thing, revokedAt: nowMs });
     expect(await accepted()).toBe(false);
-    record = { ...thing, publicKeyPem: generateKeyPairSync("rsa", { modulusLength: 2048 }).publicKey.export({ type: "spki", format: "pem" }).toString() };
+    await change({ ...thing, publicKeyPem: generateKeyPairSync("rsa", { modulusLength: 2048 }).publicKey.export({ type: "spki", format: "pem" }).toString() });
     expect(await accepted()).toBe(false);
-    record = { ...thing };
+    await change({ ...thing });
     expect(await accepted()).toBe(true);
     // exp is signing time + 360 s; the signature check allows a minute of skew past it
     nowMs += 400_000;
     expect(await accepted()).toBe(true);
     nowMs += 30_000;
     expect(await accepted()).toBe(false);
+  });
+});
+
+describe("the thing rows the collector keeps between requests", () => {
+  test("are read again once the things version changed, whichever connection changed them; never for a thing only seen", async () => {
+    const created = await createThing(home, store, "kept-row");
+    const files = unzip(await Bun.file(created.distribution).bytes());
+    const key = loadPrivateKey(files[`${created.thing.name}/keys/${created.thing.name}-keypair-private.pem`]!);
+    let reads = 0;
+    const counting = Object.create(store, {
+      getThing: {
+        value: (id: string) => {
+          reads++;
+          return store.getThing(id);
+        },
+      },
+    }) as HubStore;
+    const collector = new Collector({ store: counting, log: silentLogger });
+    const token = await signThingToken({ thingId: created.thing.id, privateKey: key });
+    const nextTurn = () => new Promise((resolve) => setImmediate(resolve));
+    const accepted = () =>
+      collector.authenticate(created.thing.id, token).then(
+        () => true,
+        (err) => (err instanceof CollectAuthError ? false : Promise.reject(err)),
+      );
+    for (let i = 0; i < 5; i++) {
+      expect(await accepted()).toBe(true);
+      await nextTurn();
+    }
+    expect(reads).toBe(1);
+    // last seen is not a change: each batch of messages marks it
+    await store.markVerified(created.thing.id, Date.now());
+    await nextTurn();
+    expect(await accepted()).toBe(true);
+    expect(reads).toBe(1);
+    // revoked through another connection to the same file, as `hub thing revoke` in another process does
+    const other = await openHubStore(home.paths.database);
+    try {
+      expect(await other.revokeThing(created.thing.id, Date.now())).toBe(true);
+    } finally {
+      await other.close();
+    }
+    await nextTurn();
+    expect(await accepted()).toBe(false);
+    expect(reads).toBe(2);
+    // an unknown thing is looked up every time: it may be made the next moment
+    const unknown = crypto.randomUUID();
+    for (let i = 0; i < 2; i++) await expect(collector.authenticate(unknown, token)).rejects.toThrow("unknown thing");
+    expect(reads).toBe(4);
   });
 });
 

@@ -67,6 +67,9 @@ export interface CollectorDeps {
 /** At most this many verified tokens are remembered (a few hundred bytes each); the oldest go first. */
 export const MAX_VERIFIED_TOKENS = 10_000;
 
+/** At most this many thing rows are remembered (a few KiB each: the key and certificate PEMs); the least recently used go first. */
+export const MAX_REMEMBERED_THINGS = 1_000;
+
 interface VerifiedToken {
   thingId: string;
   /** the key that verified it: a token is taken on trust only while the thing still has that key */
@@ -84,11 +87,23 @@ export class Collector {
   /**
    * Tokens that verified with their thing's current key, by their exact text: the agent reuses a
    * token for a while (src/thing/egress/tokens.ts), and checking its signature again for every
-   * message was a sixth of the hub's time per collect. The thing is still looked up for every
-   * request, so a revoked thing or a new key refuses a remembered token at once; it is taken on
-   * trust only until its exp (the signature check adds a minute of clock skew; this does not).
+   * message was a sixth of the hub's time per collect. The thing is still checked for every
+   * request (its row as of this turn: `things`), so a revoked thing or a new key refuses a
+   * remembered token at once; it is taken on trust only until its exp (the signature check adds
+   * a minute of clock skew; this does not).
    */
   private readonly verified = new Map<string, VerifiedToken>();
+  /**
+   * Thing rows by id, read under `thingsVersion`, kept while the store's things version stays the
+   * same (HubStore.thingsVersion): reading the row again for every request was a fifth of the
+   * hub's CPU per collect (bench row 3). The version is read at most once per turn of the event
+   * loop, shared by the requests of that turn, so a revoked thing, a new key or a deleted thing is
+   * refused from the first request read after the change committed, as when every request read
+   * the row. Things not found are not remembered (an insert does not change the version).
+   */
+  private readonly things = new Map<string, ThingRecord>();
+  private thingsVersion: number | undefined;
+  private versionRead: Promise<number> | undefined;
   private readonly now: () => number;
   /** egress of concurrent requests and publishes, committed together: one fsync for many */
   private readonly commits: GroupCommit<{ message: MessageRecord; seenAt?: number }, MessageInsert>;
@@ -119,7 +134,7 @@ export class Collector {
   async authenticateKey(thingId: string, token: string | undefined): Promise<{ thing: ThingRecord; publicKeyPem: string }> {
     if (!token) throw new CollectAuthError("no token");
     if (!isUuid(thingId)) throw new CollectAuthError("malformed thing id");
-    const thing = await fromStore(() => this.deps.store.getThing(thingId));
+    const thing = await this.lookUpThing(thingId);
     if (!thing) throw new CollectAuthError("unknown thing");
     if (thing.revokedAt !== null) throw new CollectAuthError("revoked thing");
     const now = Math.floor(this.now() / 1000);
@@ -171,6 +186,48 @@ export class Collector {
     if (message.thingId !== thing.id) throw new MessageIdConflict();
     if (inserted) this.deps.feed?.publish({ type: "collected", thingId: thing.id, thingName: thing.name, message, via });
     return { thing, message, inserted };
+  }
+
+  /**
+   * The thing `id` as the store has it now (a copy the caller may change), from `things` while the
+   * things version read in this turn is the one it was read under. Rejects with StoreFailure.
+   */
+  private async lookUpThing(id: string): Promise<ThingRecord | undefined> {
+    const version = await this.currentThingsVersion();
+    const remembered = this.things.get(id);
+    if (remembered) {
+      // least recently used goes first: a hit moves to the end
+      this.things.delete(id);
+      this.things.set(id, remembered);
+      return { ...remembered };
+    }
+    const thing = await fromStore(() => this.deps.store.getThing(id));
+    // Read after `version`, so at least as new; a newer version read meanwhile (another turn)
+    // may already have cleared `things` for a change this row predates: then it is not kept.
+    if (thing && version === this.thingsVersion) {
+      if (this.things.size >= MAX_REMEMBERED_THINGS) this.things.delete(this.things.keys().next().value!);
+      this.things.set(id, { ...thing });
+    }
+    return thing;
+  }
+
+  /** The store's things version, read once per turn of the event loop; `things` is emptied when it changed. */
+  private currentThingsVersion(): Promise<number> {
+    if (!this.versionRead) {
+      const read = fromStore(() => this.deps.store.thingsVersion()).then((version) => {
+        if (version !== this.thingsVersion) {
+          this.things.clear();
+          this.thingsVersion = version;
+        }
+        return version;
+      });
+      this.versionRead = read;
+      // the next turn reads it again (a failed read too: the next request tries afresh)
+      setImmediate(() => {
+        if (this.versionRead === read) this.versionRead = undefined;
+      });
+    }
+    return this.versionRead;
   }
 
   /** True when `token` verified before with `thing`'s current key and has not expired (`now`: Unix seconds). */

@@ -275,6 +275,13 @@ export interface HubStore {
   insertThing(thing: ThingRecord): Promise<void>;
   getThing(id: string): Promise<ThingRecord | undefined>;
   getThingByName(name: string): Promise<ThingRecord | undefined>;
+  /**
+   * A number that changes, once committed, whenever a thing is deleted or changed in anything but
+   * when it was last seen (verified_at, last_seen_at), whoever changed it: this hub, a `hub thing`
+   * command in another process, another hub on the same PostgreSQL (the table things_version and
+   * its triggers, migration 9). A thing row read after this number is as new as it.
+   */
+  thingsVersion(): Promise<number>;
   /** the things of `ids` (lower-case UUIDs) that exist, as targets to send to, in no particular order; unknown ids are left out */
   getThingTargets(ids: readonly string[]): Promise<ThingTarget[]>;
   listThings(): Promise<ThingRecord[]>;

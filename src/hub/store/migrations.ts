@@ -17,6 +17,10 @@ export interface Migration {
   postgres: string;
 }
 
+/** Every column of `things` but verified_at and last_seen_at, as of step 9 (its things_version triggers); part of that step's text, so never edited. */
+const THINGS_VERSIONED_COLUMNS =
+  "name, short_name, public_key_pem, cert_pem, cert_serial, created_at, revoked_at, cert_not_after, previous_public_key_pem, renew_requested_at, enrolled_with, previous_cert_serial, previous_cert_not_after";
+
 export const HUB_MIGRATIONS: readonly Migration[] = [
   {
     sqlite: `CREATE TABLE things (
@@ -269,6 +273,35 @@ export const HUB_MIGRATIONS: readonly Migration[] = [
        ca_fingerprint TEXT    NOT NULL,
        recorded_at    BIGINT  NOT NULL
      );`,
+  },
+  // A counter that changes with the things (messages/collect.ts keeps thing rows between requests
+  // while it does not): its triggers fire for every writer, this hub, a `hub thing` command in
+  // another process, another hub on the same PostgreSQL. They fire on a delete and on an update
+  // of any column but the two that record when a thing was last seen (markVerified, markSeen: one
+  // per batch of messages); a column added later needs a step that makes the update trigger
+  // again with it (this step's text never changes). An insert needs
+  // nothing: a thing that was not found is never remembered.
+  {
+    sqlite: `CREATE TABLE things_version (
+       id      INTEGER PRIMARY KEY CHECK (id = 1),
+       version INTEGER NOT NULL
+     );
+     INSERT INTO things_version (id, version) VALUES (1, 0);
+     CREATE TRIGGER things_version_on_update AFTER UPDATE OF ${THINGS_VERSIONED_COLUMNS} ON things
+       BEGIN UPDATE things_version SET version = version + 1 WHERE id = 1; END;
+     CREATE TRIGGER things_version_on_delete AFTER DELETE ON things
+       BEGIN UPDATE things_version SET version = version + 1 WHERE id = 1; END;`,
+    postgres: `CREATE TABLE things_version (
+       id      INTEGER PRIMARY KEY CHECK (id = 1),
+       version BIGINT  NOT NULL
+     );
+     INSERT INTO things_version (id, version) VALUES (1, 0);
+     CREATE FUNCTION things_version_bump() RETURNS trigger LANGUAGE plpgsql AS $$
+       BEGIN UPDATE things_version SET version = version + 1 WHERE id = 1; RETURN NULL; END $$;
+     CREATE TRIGGER things_version_on_update AFTER UPDATE OF ${THINGS_VERSIONED_COLUMNS} ON things
+       FOR EACH STATEMENT EXECUTE FUNCTION things_version_bump();
+     CREATE TRIGGER things_version_on_delete AFTER DELETE ON things
+       FOR EACH STATEMENT EXECUTE FUNCTION things_version_bump();`,
   },
 ];
 

@@ -204,6 +204,7 @@ export function sqlHubStore(sql: HubSql): HubStore {
     insertThing: (t) => insertThing(sql, t),
     getThing: (id) => thingBy(sql, "id", id),
     getThingByName: (name) => thingBy(sql, "name", name),
+    thingsVersion: async () => Number((await sql.get<{ version: number | bigint }>("SELECT version FROM things_version WHERE id = 1"))?.version ?? 0),
     async getThingTargets(ids) {
       const things: ThingTarget[] = [];
       for (const chunk of chunks(ids)) {
