@@ -450,6 +450,21 @@ describe("install and uninstall against a fake systemctl", () => {
     expect(io.stderr).toContain(`${join(folder, "data")}: the data directory is not a directory`);
     expect(io.stderr).not.toContain("chown");
     rmSync(join(folder, "data"));
+    // a -k that goes through a file, or names one: which file, as given (not "does not exist or is not a directory")
+    const asFile = join(folder, "afile");
+    writeFileSync(asFile, "");
+    for (const [keys, said] of [
+      [join(asFile, "keys"), `${join(asFile, "keys")}: the keys directory does not exist: ${asFile} is a file, not a directory`],
+      [asFile, `${asFile}: the keys directory is not a directory`],
+      [join(folder, "no-keys"), `${join(folder, "no-keys")}: the keys directory does not exist`],
+    ] as const) {
+      reset();
+      const keysIo = capture();
+      expect(await exitOf(keysIo, installService({ ...opts, config: cfg, keys, unitPath: fresh, io: keysIo }))).toBe(ExitCode.CONFIG);
+      expect(keysIo.stderr).toContain(said);
+      expect(existsSync(fresh)).toBe(false);
+    }
+    rmSync(asFile);
     // a data directory the user cannot write
     mkdirSync(join(folder, "data"), { mode: 0o755 });
     ({ code, io } = await attempt());

@@ -11,7 +11,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { getent } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
-import { fileOnTheWayNote, pathExists, pathKind } from "../../shared/path-exists.ts";
+import { fileOnTheWayNote, notADirectory, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
 import { loadIdentity } from "../identity.ts";
@@ -256,10 +256,16 @@ function existingConfig(path: string): string {
   return file;
 }
 
+/** `path` as the unit must name it; ConfigError naming the path as given, and what is wrong with it, when it is not a directory. */
 function existingDir(path: string, what: string): string {
-  const dir = absolute(path);
-  if (pathKind(dir) !== "directory") throw new ConfigError(`${dir}: the ${what} does not exist or is not a directory`);
-  return dir;
+  const given = resolve(path);
+  if (pathKind(given) !== "directory") {
+    const why = notADirectory(given);
+    if (why === undefined) throw new ConfigError(`${given}: the ${what} does not exist`);
+    // a file on the way makes the path absent ("X is a file, not a directory"); else the path itself is wrong
+    throw new ConfigError(`${given}: the ${what} ${why.includes(" is a file") ? "does not exist: " : "is "}${why}`);
+  }
+  return absolute(given);
 }
 
 interface Account {
