@@ -288,8 +288,10 @@ describe("enrolment", () => {
     expect((await run(["enroll", "--hub", t.hub, "--token", t.token])).code).toBe(64);
     expect((await run(["enroll", "--hub", "http://127.0.0.1:8080", "--token", t.token, "--ca-fingerprint", t.caFingerprint])).code).toBe(64);
     const port = await freePort();
-    const down = await enroll({ ...t, hub: `http://127.0.0.1:${port}/dev/v1` }, "down", join(work, "down"));
+    const down = await enroll({ ...t, hub: `http://127.0.0.1:${port}/dev/v1` }, "down", join(work, "down", "thing"));
     expect(down.code).toBe(69);
+    // nothing was made with the hub: no empty folder is left, nor the parent made for it
+    expect(existsSync(join(work, "down"))).toBe(false);
     const taken = join(work, "taken");
     mkdirSync(taken);
     writeFileSync(join(taken, "config.yml"), "# another thing\n");
@@ -351,8 +353,9 @@ describe("enrolment", () => {
     const dir = join(work, "refused-then-keys");
     const refused = await enroll({ ...t, token: "flxe_not-a-token" }, "precious", dir);
     expect(refused.code).toBe(65);
-    expect(existsSync(join(dir, ".enrol"))).toBe(false); // the hub refused the first attempt and made nothing: no key kept
-    mkdirSync(join(dir, "keys"));
+    // the hub refused the first attempt and made nothing: no key kept, nor the folder enroll made
+    expect(existsSync(dir)).toBe(false);
+    mkdirSync(join(dir, "keys"), { recursive: true });
     writeFileSync(join(dir, "keys", "precious.pem"), "IMPORTANT\n");
     const again = await enroll(t, "precious", dir);
     expect(again.code).toBe(65);

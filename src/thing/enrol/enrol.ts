@@ -33,7 +33,16 @@ import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { notADirectory, pathExists } from "../../shared/path-exists.ts";
 import { parseUrlStrictly } from "../../shared/strict-url.ts";
-import { acquireEnrolLock, checkFolderFree, forgetPendingKey, pendingKeyPair, STAGING_DIR, writeThingFolder } from "./folder.ts";
+import {
+  acquireEnrolLock,
+  checkFolderFree,
+  firstMissingDirectory,
+  forgetPendingKey,
+  pendingKeyPair,
+  removeEmptyDirectories,
+  STAGING_DIR,
+  writeThingFolder,
+} from "./folder.ts";
 import { hubRequest } from "./hub-request.ts";
 
 export interface EnrolOptions {
@@ -124,11 +133,16 @@ export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<Enro
   const notDir = notADirectory(opts.dir);
   if (notDir !== undefined) throw new UsageError(`--dir ${opts.dir}: ${notDir}; give the folder the thing will live in`);
   checkFolderFree(opts.dir);
+  const made = firstMissingDirectory(opts.dir);
   // One enrolment per folder at a time; the folder checked again once it is ours (the other may have just finished).
   const lock = await acquireEnrolLock(opts.dir);
   try {
     checkFolderFree(opts.dir);
     return await enrolInFolder(opts, log, hubUrl, pinned, timeoutMs);
+  } catch (err) {
+    // a failed enrolment leaves no empty folder it made (one holding a key kept for the retry stays)
+    if (made !== undefined) removeEmptyDirectories(opts.dir, made);
+    throw err;
   } finally {
     await lock.release();
   }

@@ -17,8 +17,8 @@
  */
 
 import { createHash, createPublicKey } from "node:crypto";
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync } from "node:fs";
-import { join } from "node:path";
+import { mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { loadPrivateKey, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { fsyncDirectory, writeFileDurably } from "../../shared/durable-files.ts";
 import { ConfigError, ConflictError, FlashlexError, UsageError } from "../../shared/errors.ts";
@@ -136,6 +136,35 @@ export async function pendingKeyPair(
   writeFileDurably(file, pair.privateKeyPem, 0o600);
   fsyncDirectory(dir);
   return { ...pair, made: true };
+}
+
+/**
+ * The outermost directory that making `dir` would create (`dir` itself or one of its parents),
+ * or undefined when `dir` exists: what an enrolment that fails must not leave behind.
+ */
+export function firstMissingDirectory(dir: string): string | undefined {
+  let missing: string | undefined;
+  for (let at = resolve(dir); !pathExists(at); at = dirname(at)) {
+    missing = at;
+    if (dirname(at) === at) break;
+  }
+  return missing;
+}
+
+/**
+ * Removes `dir` and its parents up to `outermost` (firstMissingDirectory before they were made),
+ * each only while it is empty: a folder holding a key kept for the retry stays. Never throws.
+ */
+export function removeEmptyDirectories(dir: string, outermost: string): void {
+  const stop = resolve(outermost);
+  for (let at = resolve(dir); at.startsWith(stop); at = dirname(at)) {
+    try {
+      rmdirSync(at); // refuses a directory that is not empty
+    } catch {
+      return;
+    }
+    if (at === stop) return;
+  }
 }
 
 /**
