@@ -185,6 +185,12 @@ describe("releases", () => {
     rmSync(join(out, "manifest.json"));
     await expect(updates.addRelease(out)).rejects.toThrow(`${out}: no manifest.json and no manifest.sig;`);
     await expect(updates.addRelease(join(out, "flashlex-linux-x64"))).rejects.toThrow("flashlex-linux-x64: not a directory; give the release's folder");
+    // a path through that file names it; a path to nothing says so
+    const through = join(out, "flashlex-linux-x64", "sub");
+    await expect(updates.addRelease(through)).rejects.toThrow(
+      `${through}: ${join(out, "flashlex-linux-x64")} is a file, not a directory; give the release's folder`,
+    );
+    await expect(updates.addRelease(join(out, "none"))).rejects.toThrow(`${join(out, "none")}: does not exist; give the release's folder`);
   });
 });
 

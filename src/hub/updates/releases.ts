@@ -20,7 +20,7 @@ import { RELEASE_TARGETS, releaseTarget } from "../../protocol/targets.ts";
 import { elfMismatch } from "../../shared/elf.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../shared/files.ts";
-import { pathExists, pathKind } from "../../shared/path-exists.ts";
+import { notADirectory, pathExists, pathKind } from "../../shared/path-exists.ts";
 
 export interface StoredRelease {
   manifest: ReleaseManifest;
@@ -47,8 +47,10 @@ export function releaseFilePath(sharedDir: string, version: string, file: string
 export function readSignedRelease(dir: string, publicKey: string): StoredRelease {
   const manifestPath = join(dir, MANIFEST_FILE);
   const signaturePath = join(dir, SIGNATURE_FILE);
-  if (pathKind(dir) !== "directory")
-    throw new InputError(`${dir}: not a directory; give the release's folder (it holds ${MANIFEST_FILE}, ${SIGNATURE_FILE} and the binaries)`);
+  if (pathKind(dir) !== "directory") {
+    const why = notADirectory(dir) ?? "does not exist";
+    throw new InputError(`${dir}: ${why}; give the release's folder (it holds ${MANIFEST_FILE}, ${SIGNATURE_FILE} and the binaries)`);
+  }
   const missing = [MANIFEST_FILE, SIGNATURE_FILE].filter((name) => !pathExists(join(dir, name)));
   if (missing.length) {
     throw new InputError(`${dir}: no ${missing.join(" and no ")}; make the release with \`npm run release -- --signing-key <hub home>/update-key.pem\``);
