@@ -296,6 +296,30 @@ describe("a token that verified once (the agent reuses its token for a while)", 
   });
 });
 
+describe("a thing deleted between its lookup and the commit", () => {
+  test("its collect is refused as an unknown thing's (401 with the challenge, a WARN), not a 500 logged as a bug", async () => {
+    // what the store answers when the thing's row went before the batch committed (insertMessages' existingThings)
+    const deleted = Object.create(store, {
+      insertMessages: { value: async (items: readonly unknown[]) => items.map(() => ({ inserted: false, message: undefined })) },
+    }) as HubStore;
+    const lines: string[] = [];
+    const log = createLogger({ write: (line) => lines.push(line), level: "debug" });
+    const raced = hubApiOver({ home, store: deleted, log, broker: fakeBroker });
+    const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
+    const answer = await raced.fetch(
+      new Request(`${base}/things/${thing.id}/collect`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+        body: "{}",
+      }),
+    );
+    expect(answer.status).toBe(401);
+    expect(answer.headers.get("WWW-Authenticate")).toBe('Bearer error="invalid_token"');
+    expect(lines.join("\n")).toContain("hub.collect_refused");
+    expect(lines.join("\n")).not.toContain("hub.api_failed");
+  });
+});
+
 describe("the thing rows the collector keeps between requests", () => {
   test("are read again once the things version changed, whichever connection changed them; never for a thing only seen", async () => {
     const created = await createThing(home, store, "kept-row");

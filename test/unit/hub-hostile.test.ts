@@ -380,6 +380,20 @@ describe("MQTT egress: acknowledge and drop, unless the database fails", () => {
     tally("attacks");
   });
 
+  test("a thing deleted between its lookup and the commit: refused as an unknown thing (acknowledged, WARN), not a failure", async () => {
+    // what the store answers when the thing's row went before the batch committed
+    const deleted: HubStore = Object.create(store, {
+      insertMessages: { value: async (items: readonly unknown[]) => items.map(() => ({ inserted: false, message: undefined })) },
+    });
+    const events = createBrokerEvents({ store: deleted, collector: new Collector({ store: deleted, log }), log, payloadLimitBytes: 1024 });
+    const from = lines.length;
+    await expect(events.handleThingPublish(publisher(), "flashlex/collect", await envelope())).resolves.toBeUndefined();
+    expect(lines.slice(from)).toHaveLength(1);
+    expect(lines[from]).toContain("hub.collect_refused");
+    expect(lines[from]).toContain("unknown thing");
+    tally("faults");
+  });
+
   test("a failing database rejects with StoreFailure, so the broker withholds the PUBACK and the thing resends", async () => {
     const failingInsert: HubStore = Object.create(store, {
       insertMessages: {

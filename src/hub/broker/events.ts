@@ -96,6 +96,8 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
       log.info("hub.collect", { via: "mqtt", thing: thing.name, message: result.message.flmessagespk, repeat: result.inserted ? undefined : true });
     } catch (err) {
       if (err instanceof MessageIdConflict) throw new Dropped("hub.collect_dropped", err.message, { thing: thing.name, message: envelope.messageId });
+      // the thing was deleted between its lookup and the commit: refused as any unknown thing
+      if (err instanceof CollectAuthError) throw new Dropped("hub.collect_refused", err.reason, { thing_id: envelope.thingId });
       throw err;
     }
   }

@@ -144,19 +144,24 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     return parseJsonBody(await readBodyLimited(request, maxBytes), { maxBytes, maxDepth: MAX_JSON_DEPTH + extraDepth });
   }
 
+  /**
+   * A CollectAuthError as the 401 it answers: the one refusal the kinds cannot express (RFC 6750
+   * wants a challenge), the reason (unknown, revoked, bad signature...) in the log, never in the
+   * answer. Anything else is given back as it is.
+   */
+  function refusedCollect(err: unknown, thingId: string): unknown {
+    if (!(err instanceof CollectAuthError)) return err;
+    log.warn("hub.collect_refused", { via: "http", thing_id: thingId, reason: err.reason });
+    return new HttpError(401, "the thing token was refused", { "WWW-Authenticate": bearerChallenge(err) });
+  }
+
   async function collect({ request, id }: Context): Promise<Response> {
     // Authentication first: an unauthenticated caller learns nothing about limits or formats.
     let thing: ThingRecord;
     try {
       thing = await collector.authenticate(id.toLowerCase(), bearerToken(request.headers.get("authorization")));
     } catch (err) {
-      // The one refusal the kinds cannot express: RFC 6750 wants a challenge, and the reason
-      // (unknown, revoked, bad signature...) stays in the log, never in the answer.
-      if (err instanceof CollectAuthError) {
-        log.warn("hub.collect_refused", { via: "http", thing_id: id, reason: err.reason });
-        throw new HttpError(401, "the thing token was refused", { "WWW-Authenticate": bearerChallenge(err) });
-      }
-      throw err;
+      throw refusedCollect(err, id);
     }
     let payload: unknown;
     const messageId = request.headers.get(MESSAGE_ID_HEADER) ?? undefined;
@@ -171,7 +176,13 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       if (err instanceof HttpError) log.warn("hub.collect_rejected", { via: "http", thing: thing.name, status: err.status, reason: err.message });
       throw err;
     }
-    const result = await collector.store(thing, messageId?.toLowerCase(), JSON.stringify(payload));
+    let result: Awaited<ReturnType<typeof collector.store>>;
+    try {
+      result = await collector.store(thing, messageId?.toLowerCase(), JSON.stringify(payload));
+    } catch (err) {
+      // a thing deleted between its lookup and the commit is refused as any unknown thing
+      throw refusedCollect(err, id);
+    }
     log.info("hub.collect", { via: "http", thing: thing.name, message: result.message.flmessagespk, repeat: result.inserted ? undefined : true });
     return ok({ message: "Message collected.", flthingspk: thing.id, flmessagespk: result.message.flmessagespk }, "Message collected.");
   }

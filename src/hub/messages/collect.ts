@@ -167,7 +167,8 @@ export class Collector {
    * the thing verified and seen. The row is committed before this resolves, so whatever the
    * caller then acknowledges (HTTP 200, MQTT PUBACK) survives a kill -9; messages stored at
    * about the same time share the commit (group commit: at most 1,000 messages or 4 MiB). A
-   * failing database rejects with StoreFailure; an id another thing used, with MessageIdConflict.
+   * failing database rejects with StoreFailure; an id another thing used, with MessageIdConflict;
+   * a thing deleted since it was authenticated, with CollectAuthError ("unknown thing").
    * `via` is the path it came by (the HTTP collect route, or MQTT's flashlex/collect), told to the feed.
    */
   async store(thing: ThingRecord, messageId: string | undefined, payloadJson: string, via: "http" | "mqtt" = "http"): Promise<CollectResult> {
