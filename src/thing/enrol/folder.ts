@@ -144,7 +144,8 @@ export async function pendingKeyPair(
  */
 export function firstMissingDirectory(dir: string): string | undefined {
   let missing: string | undefined;
-  for (let at = resolve(dir); !pathExists(at); at = dirname(at)) {
+  // one that cannot be looked at counts as there: never removed, and the mkdir says what blocks it
+  for (let at = resolve(dir); !pathExists(at, { cannotLook: true }); at = dirname(at)) {
     missing = at;
     if (dirname(at) === at) break;
   }
