@@ -365,6 +365,8 @@ export function unixSecondsParam(params: URLSearchParams, name: string): number 
  * the console answer "no such thing" for it as for any other unknown name.
  */
 export function decodePathSegment(segment: string): string {
+  // nothing to decode, and decodeURIComponent was a visible part of every collect's routing
+  if (!segment.includes("%")) return segment;
   try {
     return decodeURIComponent(segment);
   } catch {

@@ -489,12 +489,15 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   // signed self-update: its own routes (update-routes.ts), asked first
   const updateApi = createUpdateApi(deps);
 
-  async function handle(request: Request, url: URL, via: "network" | "local"): Promise<Response> {
+  /**
+   * `found` is match(url.pathname), made once by `observed` for the route and for its metrics
+   * label (a second match was a few µs of every collect).
+   */
+  async function handle(request: Request, url: URL, via: "network" | "local", found: ReturnType<typeof match>): Promise<Response> {
     // API-shaped paths (another env's included) answer as the API does; everything else is the console's.
     if (!API_PATH.test(url.pathname)) return webConsole.fetch(request);
     const updateAnswer = await updateApi.handle(request, url, via);
     if (updateAnswer) return updateAnswer;
-    const found = match(url.pathname);
     const methods = found ? routes[found.key] : undefined;
     if (!found || !methods) return errorResponse(404, "no such route");
     // HEAD is GET without the body (RFC 9110 §9.3.2; the server leaves the body out)
@@ -547,9 +550,8 @@ export function createHubApi(deps: HubApiDeps): HubApi {
    * an update route, `console` (every page outside the API) or `unmatched`. Never the path
    * itself: ids would make a series per thing, and a client could mint any number of them.
    */
-  function routeLabel(pathname: string): string {
+  function routeLabel(pathname: string, found: ReturnType<typeof match>): string {
     if (!API_PATH.test(pathname)) return "console";
-    const found = match(pathname);
     if (found && routes[found.key]) return found.key;
     const parts = pathname
       .slice(prefix.length + 1)
@@ -571,10 +573,11 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     } catch {
       // answered below, and counted as unmatched
     }
+    const found = url ? match(url.pathname) : undefined;
     const answer = async () => {
       if (!url) return errorResponse(400, "the request has no valid Host header (the host name of this hub)");
       try {
-        return await handle(request, url, via);
+        return await handle(request, url, via, found);
       } catch (err) {
         const answer = errorToResponse(err);
         if (answer.status >= 500) log.error("hub.api_failed", { method: request.method, route: url.pathname, status: answer.status, error: err });
@@ -591,7 +594,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       return response;
     } finally {
       observer.request({
-        route: url ? routeLabel(url.pathname) : "unmatched",
+        route: url ? routeLabel(url.pathname, found) : "unmatched",
         method: methodLabel(request.method),
         status,
         seconds: (performance.now() - started) / 1000,
