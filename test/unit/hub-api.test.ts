@@ -506,6 +506,7 @@ describe("operator routes", () => {
       [`/things/${thing.id}/archive`, "GET"],
       [`/things/${thing.id}/dist`, "GET"],
       [`/things/${thing.id}/publish`, "POST"],
+      [`/things/${thing.id}/revoke`, "POST"],
       ["/publish", "POST"],
     ] as const) {
       for (const token of [null, "wrong", await signThingToken({ thingId: thing.id, privateKey: thingKey })]) {
@@ -663,6 +664,7 @@ describe("operator routes", () => {
       ["POST", "/things"],
       ["GET", `/things/${target.id}/dist`],
       ["POST", `/things/${target.id}/publish`],
+      ["POST", `/things/${target.id}/revoke`],
       ["POST", "/publish"],
       ["GET", "/releases"],
       ["GET", "/updates"],
@@ -675,8 +677,8 @@ describe("operator routes", () => {
       expect([method, route, answer.status]).toEqual([method, route, 400]);
       expect(JSON.stringify(await answer.json())).toContain('unknown query parameter \\"dryRun\\"; this route takes none');
     }
-    expect((await operator(`/things/${target.id}`)).status).toBe(200);
-    tally("badInputs", 23);
+    expect((await json(await operator(`/things/${target.id}`))).result.status).not.toBe("revoked");
+    tally("badInputs", 24);
     expect((await get("")).map((m) => m.fltimestamp)).toEqual([1000, 2000, 3000]);
     const deleted = await operator(`/things/${target.id}/messages?endts=1500`, { method: "DELETE" });
     expect((await json(deleted)).result).toEqual({ deleted: 1 });
@@ -919,6 +921,36 @@ describe("operator routes", () => {
     expect(byId[delivered]).toMatchObject({ messagetype: "ingress", delivery: "delivered", deliveredAt: "2024-01-02T03:04:05Z" });
     const egress = entries.find((m) => m.messagetype === "egress");
     expect(Object.keys(egress)).toEqual(["payload", "flthingspk", "messagetype", "fltimestamp", "datecreated", "fluserspk", "flmessagespk"]);
+  });
+
+  test("POST /things/{id}/revoke revokes it as `hub thing revoke` does: no collect, no distribution, disconnected once", async () => {
+    const target = await createThing(home, store, "revoked-by-api");
+    const files = unzip(await Bun.file(target.distribution).bytes());
+    const privateKey = loadPrivateKey(files[`${target.thing.name}/keys/${target.thing.name}-keypair-private.pem`]!);
+    const token = await signThingToken({ thingId: target.thing.id, privateKey });
+    expect((await collect({ token, thingId: target.thing.id })).status).toBe(200);
+    const kicked: string[] = [];
+    const api2 = hubApiOver({ home, store, log: silentLogger, disconnect: (name) => kicked.push(name) });
+    const revoke = () =>
+      api2.fetch(
+        new Request(`${base}/things/${target.thing.id.toUpperCase()}/revoke`, { method: "POST", headers: { Authorization: `Bearer ${operatorToken}` } }),
+      );
+    const first = await revoke();
+    expect(first.status).toBe(200);
+    expect((await json(first)).result).toEqual({ id: target.thing.id, name: target.thing.name, changed: true });
+    expect(kicked).toEqual([target.thing.name]);
+    expect((await json(await operator(`/things/${target.thing.id}`))).result.status).toBe("revoked");
+    expect((await operator(`/things/${target.thing.id}/dist`)).status).toBe(404);
+    expect((await collect({ token, thingId: target.thing.id })).status).toBe(401);
+    // again: nothing changes, and the thing is not disconnected twice
+    const again = await revoke();
+    expect(again.status).toBe(200);
+    expect((await json(again)).result.changed).toBe(false);
+    expect(kicked).toEqual([target.thing.name]);
+    expect((await operator(`/things/${randomUUID()}/revoke`, { method: "POST" })).status).toBe(404);
+    const wrongMethod = await operator(`/things/${target.thing.id}/revoke`);
+    expect(wrongMethod.status).toBe(405);
+    expect(wrongMethod.headers.get("allow")).toBe("POST");
   });
 
   test("DELETE a thing removes it, its messages and its distribution", async () => {

@@ -352,6 +352,18 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         },
       },
     },
+    "things/:id/revoke": {
+      POST: {
+        caller: "operator",
+        async handle({ id }) {
+          const thing = await thingOr404(id);
+          // the same use case as `hub thing revoke` and the console's Revoke (things.ts)
+          const { changed } = await things.revoke(thing);
+          log.info("hub.thing_revoked", { via: "api", thing: thing.name, changed });
+          return ok({ id: thing.id, name: thing.name, changed }, changed ? "Thing revoked." : "The thing was already revoked.");
+        },
+      },
+    },
     "things/:id/rotate": {
       POST: {
         caller: "operator",
