@@ -59,6 +59,15 @@ export function fileOnTheWay(path: string): string | undefined {
 }
 
 /**
+ * True when `path` as typed ends in `/`, `/.` or `/..` (or is `.` or `..`): it names a directory
+ * whatever is there, which path.resolve() would hide (`config.yml/` resolves to `config.yml`,
+ * which the kernel refuses: ENOTDIR). For flags that name a file.
+ */
+export function endsAsDirectory(path: string): boolean {
+  return /(^|\/)(\.\.?)?$/.test(path);
+}
+
+/**
  * Why `path` cannot be a directory, or undefined when it can (it is one, or nothing is there and
  * nothing on the way is a file): "not a directory" for a file there, "X is a file, not a
  * directory" for the file X on the way. For checking a directory flag before anything is made.

@@ -6,7 +6,7 @@
 import { accessSync, constants, readdirSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { UsageError } from "../shared/errors.ts";
-import { notADirectory, pathExists, pathKind } from "../shared/path-exists.ts";
+import { endsAsDirectory, notADirectory, pathExists, pathKind } from "../shared/path-exists.ts";
 
 /** The config file's name where the thing commands look for it without -c. */
 export const CONFIG_FILE_NAME = "config.yml";
@@ -25,7 +25,11 @@ export interface ConfigChoice {
  * current directory when there is exactly one (the unzipped distribution, one level down).
  */
 export function locateConfig(given: string | undefined, places: { cwd: string; binaryDir: string }): ConfigChoice {
-  if (given) return { file: resolve(places.cwd, given), origin: "given with -c" };
+  if (given) {
+    // resolve() drops what makes the path a directory: `-c config.yml/` read config.yml
+    if (endsAsDirectory(given)) throw new UsageError(`-c ${given}: a path ending in /, /. or /.. names a directory; name the configuration file`);
+    return { file: resolve(places.cwd, given), origin: "given with -c" };
+  }
   const here = join(places.cwd, CONFIG_FILE_NAME);
   // A working directory this user may not search (`sudo -u pi /home/pi/thing/flashlex` typed in
   // /root) holds no config for it: the one beside the binary still counts; with none there, say why.

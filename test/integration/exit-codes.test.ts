@@ -432,6 +432,22 @@ describe("bad values on the command line and on stdin", () => {
     expect((await run(["messages", "list", ...thing.flags, "--limit", "3"])).code).toBe(0);
   });
 
+  test("-c ending in /, /. or /.. is 64 naming -c, for every thing command (path.resolve dropped the slash: `-c config.yml/` read config.yml)", async () => {
+    mkdirSync(thing.dataDir, { recursive: true }); // as serve makes it: only -c is wrong
+    for (const suffix of ["/", "/.", "/.."]) {
+      for (const command of [["messages", "list"], ["outbox", "list"], ["collect"], ["serve"]]) {
+        const given = `${thing.configPath}${suffix}`;
+        const result = await run([...command, "-c", given, "-k", thing.keysDir, "-d", thing.dataDir], { input: "{}" });
+        tally("badInputs");
+        expect({ command, suffix, code: result.code }).toEqual({ command, suffix, code: 64 });
+        expectOneLine(
+          result,
+          new RegExp(`^flashlex: -c ${given.replace(/[.]/g, "\\.")}: a path ending in /, /\\. or /\\.\\. names a directory; name the configuration file$`),
+        );
+      }
+    }
+  });
+
   test("a flag given an empty value (an unset variable in a script) is 64 naming it, not the default: `hub init --dir ''` makes no ~/.flashlex-hub", async () => {
     const home = mkdtempSync(join(thing.dir, "home-"));
     for (const args of [

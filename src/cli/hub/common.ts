@@ -8,7 +8,7 @@ import type { ThingRecord } from "../../hub/things/things.ts";
 import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import { isOpenAs, isWithin } from "../../shared/files.ts";
 import { createLogger, escapeUnsafe } from "../../shared/log.ts";
-import { fileOnTheWay, pathKind } from "../../shared/path-exists.ts";
+import { endsAsDirectory, fileOnTheWay, pathKind } from "../../shared/path-exists.ts";
 import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
 
 export const DIR_OPTION: OptionSpec = { flags: "--dir <dir>", description: "the hub home (default: $FLASHLEX_HUB_DIR or ~/.flashlex-hub)" };
@@ -34,7 +34,7 @@ export function outputFile(options: Options, fallback: string): string {
   const home = hubDir(options);
   // resolve() drops what makes the path a directory: `-o newdir/` (or newdir/. or new/x/..) wrote a
   // file named newdir, `-o afile/` replaced afile
-  if (given !== undefined && given !== "-" && /(^|\/)(\.\.?)?$/.test(given))
+  if (given !== undefined && given !== "-" && endsAsDirectory(given))
     throw new UsageError(`${flag}: a path ending in /, /. or /.. names a directory; name the file to write`);
   if (isWithin(file, home)) throw new UsageError(`${flag}: ${file} is inside the hub home ${home}, whose files are the hub's own; write it elsewhere`);
   const elsewhere =
