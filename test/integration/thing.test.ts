@@ -412,6 +412,14 @@ describe("serve", () => {
       const payloads = rows.filter((r) => r.topic === `ingress/${thing.thingName}` && r.payload.startsWith('{"n"')).map((r) => r.payload);
       expect(payloads).toEqual(lines);
       expect(rows.every((r) => r.qos === 1)).toBe(true);
+      // read and printed a page at a time (32 here, 16 in serve): a limit across pages is exact
+      const limited = await run(["messages", "list", "--json", "--limit", "45", ...thing.flags]);
+      expect(
+        limited.stdout
+          .trim()
+          .split("\n")
+          .map((l) => JSON.parse(l).id),
+      ).toEqual(rows.slice(0, 45).map((r) => r.id));
     } finally {
       expect(await serve.stop()).toBe(0);
     }

@@ -181,6 +181,45 @@ test("one SDK follows serve: through its socket while it runs, the database once
   }
 });
 
+test("serve answers a list a page of 16 rows at a time, whatever the client asks for; a list it cannot finish is an error, never a shorter list", async () => {
+  const data = mkdtempSync(join(thing.dir, "paged-"));
+  const config = loadThingConfig({ config: thing.configPath, keys: thing.keysDir, data });
+  const store = MessageStore.open(join(data, "subscription.db"));
+  const ids = Array.from({ length: 50 }, (_, i) =>
+    store.insertIngress({ topic: `ingress/${i}`, payload: new TextEncoder().encode(`{"n":${i}}`), qos: 1, retain: false, receivedAt: 1_000 + i }),
+  );
+  const access = databaseAccess(config, loadIdentity(config), store, silentLogger);
+  const asked: (number | undefined)[] = [];
+  let failAfter = Number.POSITIVE_INFINITY;
+  const counted: ThingAccess = {
+    ...access,
+    listMessages: async (query) => {
+      asked.push(query.limit);
+      if (asked.length > failAfter) throw new Error("the disk went away");
+      return access.listMessages(query);
+    },
+  };
+  const socket = await listenControlSocket(data, counted, () => ({}), silentLogger);
+  const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data });
+  try {
+    // the SDK asks for every one: serve reads them 16 at a time (it read all 50 at once)
+    expect((await sdk.getMessages({ state: "all" })).map((m) => m.id)).toEqual(ids);
+    expect(asked).toEqual([16, 16, 16, 16]);
+    asked.length = 0;
+    expect((await sdk.getMessages({ state: "all", limit: 20, afterId: ids[2] })).map((m) => m.id)).toEqual(ids.slice(3, 23));
+    expect(asked).toEqual([16, 4]);
+    asked.length = 0;
+    failAfter = 2;
+    const err = await sdk.getMessages({ state: "all" }).catch((e) => e);
+    expect(err).toBeInstanceOf(FlashlexError);
+    expect(asked).toEqual([16, 16, 16]);
+  } finally {
+    sdk.close();
+    await closeControlSocket(socket, data);
+    store.close();
+  }
+});
+
 test("a serve that hangs up mid-call is a FlashlexError of kind unavailable naming its socket, like every other rejection", async () => {
   // answers the liveness check as serve does, then drops every request: a serve stopping mid-call
   const server = createServer((req, res) => (req.url === "/v1/status" ? res.end(JSON.stringify({ ok: true, result: {} })) : req.socket.destroy()));

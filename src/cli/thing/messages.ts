@@ -42,6 +42,8 @@ interface ListFlags extends ThingFlags {
 }
 
 const FOLLOW_POLL_MS = 250;
+/** The most messages `list` asks for at once (each may be 256 KiB). */
+const LIST_PAGE = 32;
 
 /**
  * The application's view of what arrived: unacknowledged messages unless told otherwise. With
@@ -77,7 +79,15 @@ async function messagesList(flags: ListFlags): Promise<number> {
         printed++;
       }
     };
-    print(await access.listMessages(query));
+    // A page at a time, from serve or the file: a backlog of any size is one page in memory here
+    // (and in serve), where the whole list was (2,000 messages of 100 KB: 1.5 GB).
+    for (;;) {
+      const wanted = query.limit === undefined ? LIST_PAGE : Math.min(LIST_PAGE, query.limit - printed);
+      if (wanted <= 0) break;
+      const page = await access.listMessages({ ...query, afterId: lastId, limit: wanted });
+      print(page);
+      if (page.length < wanted) break;
+    }
     if (!flags.follow) return ExitCode.OK;
     const wanted = query.limit;
     while (!stop && (wanted === undefined || printed < wanted)) {

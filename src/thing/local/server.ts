@@ -1,13 +1,13 @@
 import { chmodSync, unlinkSync } from "node:fs";
-import type { IncomingMessage, Server } from "node:http";
+import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import { InputError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { parseEgressDocument } from "../egress/document.ts";
-import type { IngressQuery, OutboxState, ThingAccess } from "./access.ts";
-import { checkVia, withCheckedArguments } from "./arguments.ts";
+import type { IngressMessage, IngressQuery, OutboxState, ThingAccess } from "./access.ts";
+import { checkIngressQuery, checkVia, withCheckedArguments } from "./arguments.ts";
 import { type Answer, MAX_REQUEST_BYTES, ROUTES, socketPath, toWire, toWireOutbox } from "./wire.ts";
 
 /**
@@ -27,7 +27,7 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
   const checked = withCheckedArguments(access);
   const routes: Record<string, (body: unknown) => unknown> = {
     [ROUTES.status]: () => status(),
-    [ROUTES.listMessages]: async (query) => (await checked.listMessages(query as IngressQuery)).map(toWire),
+    [ROUTES.listMessages]: (query) => pagedMessages(checked, checkIngressQuery(query)),
     [ROUTES.ackMessages]: (body) => checked.ackMessages(field(body, "ids") as number[]),
     [ROUTES.deleteMessages]: (body) => checked.deleteMessages(field(body, "ids") as number[]),
     [ROUTES.collect]: async (request) => {
@@ -62,7 +62,9 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
       const route = routes[`${req.method} ${req.url}`];
       if (!route) return send(404, { ok: false, error: `no route ${req.method} ${req.url}`, kind: "usage" });
       try {
-        send(200, { ok: true, result: await route(await readJson(req)) });
+        const result = await route(await readJson(req));
+        if (result instanceof PagedAnswer) return await result.writeTo(res);
+        send(200, { ok: true, result });
       } catch (err) {
         const error = toFlashlexError(err);
         send(200, { ok: false, error: error.message, kind: error.kind });
@@ -79,6 +81,67 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
   });
   chmodSync(path, 0o600);
   return server;
+}
+
+/**
+ * The most ingress rows serve holds at once while it answers a list: a message may be 256 KiB,
+ * so a page is a few MiB whatever the backlog. A list without a limit (the SDKs ask for every
+ * unacknowledged message) was built whole: 2,000 messages of 100 KB took serve to 1.4 GB.
+ */
+const LIST_PAGE_ROWS = 16;
+
+/**
+ * A list answer written a page of rows at a time, each page once the socket took the one before
+ * (the same `{ok: true, result: [...]}` a client reads whole). A failure after the first page
+ * cannot change the answer any more: the connection is dropped, and the client's read fails.
+ */
+class PagedAnswer {
+  constructor(
+    readonly first: IngressMessage[],
+    private readonly next: (afterId: number, limit: number) => Promise<IngressMessage[]>,
+    private readonly limit?: number,
+  ) {}
+
+  async writeTo(res: ServerResponse): Promise<void> {
+    res.writeHead(200, { "Content-Type": "application/json" });
+    let page = this.first;
+    let written = 0;
+    let separator = "";
+    await sent(res, '{"ok":true,"result":[');
+    for (;;) {
+      for (const row of page) {
+        if (res.destroyed) return; // the client went away: nobody to answer
+        await sent(res, separator + JSON.stringify(toWire(row)));
+        separator = ",";
+      }
+      written += page.length;
+      const wanted = this.limit === undefined ? LIST_PAGE_ROWS : Math.min(LIST_PAGE_ROWS, this.limit - written);
+      if (page.length < LIST_PAGE_ROWS || wanted <= 0) break;
+      page = await this.next(page[page.length - 1]!.id, wanted);
+    }
+    res.end("]}");
+  }
+}
+
+/** Resolves once the socket took `chunk` (or the connection closed): what serve holds of an answer stays a row. */
+function sent(res: ServerResponse, chunk: string): Promise<void> {
+  if (res.write(chunk)) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      res.off("drain", done);
+      res.off("close", done);
+      resolve();
+    };
+    res.once("drain", done);
+    res.once("close", done);
+  });
+}
+
+/** The rows `query` names, read LIST_PAGE_ROWS at a time (by id, as the store orders them). The first page is read here, so a refusal is still an answer of its own. */
+async function pagedMessages(access: ThingAccess, query: IngressQuery): Promise<PagedAnswer> {
+  const page = (afterId: number | undefined, limit: number) => access.listMessages({ ...query, afterId, limit });
+  const first = await page(query.afterId, query.limit === undefined ? LIST_PAGE_ROWS : Math.min(LIST_PAGE_ROWS, query.limit));
+  return new PagedAnswer(first, page, query.limit);
 }
 
 /** A field of a request body, or undefined when the body is not a JSON object (the check then names what is missing). */
