@@ -23,9 +23,10 @@ import type { CollectResult as InternalCollectResult } from "../thing/egress/col
 import { egressDocumentOf } from "../thing/egress/document.ts";
 import type * as store from "../thing/local/access.ts";
 import type { OutboxState as InternalOutboxState, ThingAccess } from "../thing/local/access.ts";
-import { runningServeAccess } from "../thing/local/client.ts";
+import { runningServeAccess, serveListens } from "../thing/local/client.ts";
 import { openThingAccess } from "../thing/local/open.ts";
 import { type ConfigLocation as InternalConfigLocation, loadThingConfig, type ThingConfig } from "../thing/settings.ts";
+import { requireDatabase } from "../thing/store/open.ts";
 
 /** Where the thing's files are, as `-c`, `-d` and `-k` on the command line. */
 export interface ConfigLocation {
@@ -292,6 +293,13 @@ export class FlashlexSDK {
       } catch (err) {
         throw toFlashlexError(err);
       }
+    }
+    try {
+      // reading or changing what is stored without a serve: a missing database is a wrong data
+      // directory, never one to make (a serve that listens has its own)
+      if (existingData && !(await serveListens(this.thingConfig.dataDir))) requireDatabase(this.thingConfig.paths.database, "data");
+    } catch (err) {
+      throw toFlashlexError(err);
     }
     let shared = this.shared;
     if (!shared) {

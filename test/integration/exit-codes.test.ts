@@ -24,7 +24,7 @@ import { listenOnLoopback, loopbackHubInit } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
 import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
-import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
+import { makeMessageDatabase, makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
 import { mountTmpfs, type Tmpfs, tmpfsUnavailable } from "../support/tmpfs.ts";
 
 let thing: ThingFixture;
@@ -196,9 +196,7 @@ describe.skipIf(Boolean(noTmpfs))("a read-only data directory", () => {
     const fs = mountTmpfs(2048);
     mounts.push(fs);
     const dataDir = join(fs.dir, "data");
-    mkdirSync(dataDir); // as serve makes it
-    const created = await run(["messages", "list", ...withData(dataDir)]);
-    expect(created.code).toBe(0);
+    makeMessageDatabase(dataDir); // as serve makes it
     fs.remountReadOnly();
     const received = receiver.received.length;
     const list = await run(["messages", "list", ...withData(dataDir)]);
@@ -430,6 +428,44 @@ describe("bad values on the command line and on stdin", () => {
     expectOneLine(since, /^flashlex: --since must be .*not "-1h"$/);
     mkdirSync(thing.dataDir, { recursive: true }); // as serve makes it
     expect((await run(["messages", "list", ...thing.flags, "--limit", "3"])).code).toBe(0);
+  });
+
+  test("messages and outbox never make a database: none there, a link to nothing or an empty file is 64 naming it, and nothing is written (`-d /tmp` made /tmp/subscription.db and answered 'no messages'; through a link, its target)", async () => {
+    const base = mkdtempSync(join(tmpdir(), "flashlex-nodb-"));
+    const empty = join(base, "empty");
+    mkdirSync(empty);
+    const linked = join(base, "linked");
+    mkdirSync(linked);
+    const target = join(base, "nowhere.db");
+    symlinkSync(target, join(linked, "subscription.db"));
+    const zeroBytes = join(base, "zero");
+    mkdirSync(zeroBytes);
+    writeFileSync(join(zeroBytes, "subscription.db"), "");
+    const commands = [
+      ["messages", "list"],
+      ["messages", "ack", "1"],
+      ["messages", "delete", "1"],
+      ["outbox", "list"],
+      ["outbox", "retry", "x"],
+      ["outbox", "drop", "x"],
+    ];
+    for (const [dir, why] of [
+      [empty, "no message database here"],
+      [linked, `a symbolic link to ${target}, which does not exist`],
+      [zeroBytes, "an empty file, not a message database"],
+    ] as const) {
+      for (const command of commands) {
+        const result = await run([...command, ...withData(dir)]);
+        tally("badInputs");
+        expect({ command, dir, code: result.code }).toEqual({ command, dir, code: 64 });
+        expectOneLine(result, new RegExp(`^flashlex: ${join(dir, "subscription.db")}: ${why}; serve makes it when it first runs`));
+      }
+    }
+    expect(readdirSync(empty)).toEqual([]);
+    expect(existsSync(target)).toBe(false);
+    expect(readdirSync(zeroBytes)).toEqual(["subscription.db"]);
+    expect(readFileSync(join(zeroBytes, "subscription.db")).length).toBe(0);
+    rmSync(base, { recursive: true, force: true });
   });
 
   test("-c ending in /, /. or /.. is 64 naming -c, for every thing command (path.resolve dropped the slash: `-c config.yml/` read config.yml)", async () => {

@@ -17,7 +17,7 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -28,7 +28,7 @@ import { type HubFixture, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort, type MosquittoBroker } from "../support/mosquitto.ts";
 import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
-import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
+import { makeMessageDatabase, makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
 import { occurrences, waitUntil } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-outbox-test-"));
@@ -280,8 +280,8 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
 
   test("rows that cannot be delivered never stop serve: the good ones go, the bad ones are marked, the agent keeps running", async () => {
     const flags = fixture.flags;
-    mkdirSync(fixture.dataDir, { recursive: true }); // as serve makes it; outbox only reads one that is there
-    expect((await outboxList(flags)).length).toBe(0); // creates the database
+    makeMessageDatabase(fixture.dataDir); // as serve makes it; outbox only reads one that is there
+    expect((await outboxList(flags)).length).toBe(0);
     const now = Date.now();
     const good = { http1: crypto.randomUUID(), mqtt: crypto.randomUUID(), http2: crypto.randomUUID() };
     const bad = { mqttNotJson: crypto.randomUUID(), notUtf8: crypto.randomUUID(), badId: "bad\r\nid" };

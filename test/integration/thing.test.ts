@@ -33,7 +33,7 @@ import { binaryPath, run, start } from "../support/binary.ts";
 import { freePort, type MosquittoBroker, mosquittoPub } from "../support/mosquitto.ts";
 import type { ThingFiles } from "../support/pki.ts";
 import { type Receiver, startReceiver } from "../support/receiver.ts";
-import { makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
+import { makeMessageDatabase, makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
 import { storedCount, waitUntil } from "../support/wait.ts";
 
 let broker: MosquittoBroker;
@@ -196,8 +196,9 @@ describe("paths this user may not search", () => {
       const { root, folder, closed } = openCopy("flashlex-cwd-");
       const flashlex = binaryBeside(folder);
       const data = join(root, "data");
-      mkdirSync(data);
+      const file = makeMessageDatabase(data);
       chownSync(data, 65534, 65534);
+      chownSync(file, 65534, 65534);
       const listed = runAs(asNobody, [flashlex, "messages", "list", "-d", data], closed);
       expect(listed).toMatchObject({ code: 0, stderr: "" });
     },

@@ -5,6 +5,7 @@
 import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parse, stringify } from "yaml";
+import { MessageStore } from "../../src/thing/store/message-store.ts";
 import { type MosquittoBroker, startMosquitto } from "./mosquitto.ts";
 import { makeTestPki, type TestPki } from "./pki.ts";
 import { scratchDir } from "./scratch.ts";
@@ -88,4 +89,11 @@ export async function startBrokerFor(thing: ThingFixture, extraConfig?: string):
   });
   thing.editConfig((doc) => (doc.flashlex.thing.mqtt.port = broker.port));
   return broker;
+}
+
+/** Makes `dataDir` (if need be) and an empty message database in it, as serve's first start does; `messages` and `outbox` only read one that is there. Returns the file. */
+export function makeMessageDatabase(dataDir: string): string {
+  const file = join(dataDir, "subscription.db");
+  MessageStore.open(file).close();
+  return file;
 }

@@ -138,7 +138,19 @@ test("a data directory that is a typo is refused (64) as -d is: a file or a miss
       });
     }
     expect(existsSync(join(dir, "typo-data"))).toBe(false); // nothing made there
-    tally("badInputs", 6);
+    // a directory that is there but holds no database (a wrong one: /tmp): refused, none made
+    // there; a collect still makes it, and then the reading calls find it
+    const other = await at(dir);
+    for (const call of [other.getMessages(), other.ackMessages([1]), other.deleteMessages([1]), other.listOutbox(), other.retryOutbox(["x"])]) {
+      expect(await refusal(call)).toMatchObject({
+        kind: "usage",
+        exitCode: 64,
+        message: `${join(dir, "subscription.db")}: no message database here; serve makes it when it first runs; pass the data directory serve uses (data)`,
+      });
+    }
+    expect(existsSync(join(dir, "subscription.db"))).toBe(false);
+    other.close();
+    tally("badInputs", 11);
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }

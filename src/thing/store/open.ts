@@ -1,5 +1,8 @@
+import { type Stats, statSync } from "node:fs";
 import { join } from "node:path";
+import { UsageError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
+import { danglingTarget, isNotThere } from "../../shared/path-exists.ts";
 import type { ThingConfig } from "../settings.ts";
 import { MessageStore } from "./message-store.ts";
 import { importPickleDb, PickleDbUnreadable } from "./pickledb-import.ts";
@@ -29,4 +32,26 @@ export function openThingStore(config: ThingConfig, log: Logger): MessageStore {
     log.error("store.pickledb_unreadable", { file: legacy, error: err.message, note: "left untouched; the agent runs without it" });
   }
   return store;
+}
+
+/**
+ * For the commands that read or change what is stored (`messages`, `outbox`, the SDKs' calls but
+ * collect): a database that is not there is a wrong -d, never one to make. Opening it made an
+ * empty database in any directory (`-d /tmp`), answered "no messages", and through a link to
+ * nothing made the link's target. A file of no bytes is not one yet either (SQLite would make
+ * it one). Throws UsageError (64) naming the file and `flag`; what cannot be looked at is left
+ * to the open.
+ */
+export function requireDatabase(file: string, flag = "-d"): void {
+  const advice = `serve makes it when it first runs; pass the data directory serve uses (${flag})`;
+  const target = danglingTarget(file);
+  if (target !== undefined) throw new UsageError(`${file}: a symbolic link to ${target}, which does not exist; ${advice}`);
+  let stats: Stats | undefined;
+  try {
+    stats = statSync(file);
+  } catch (err) {
+    if (!isNotThere(err)) return;
+  }
+  if (stats === undefined) throw new UsageError(`${file}: no message database here; ${advice}`);
+  if (stats.isFile() && stats.size === 0) throw new UsageError(`${file}: an empty file, not a message database; ${advice}`);
 }
