@@ -468,6 +468,37 @@ describe("bad values on the command line and on stdin", () => {
     rmSync(base, { recursive: true, force: true });
   });
 
+  test("a flag only `list` takes, given to ack, delete, retry or drop, is 64 naming it, and nothing changes (`messages delete 12 --acked` deleted 12, unacknowledged)", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "flashlex-listflags-"));
+    const db = new Database(makeMessageDatabase(dataDir));
+    const id = Number(
+      (db.query("INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES ('t', '{}', 1, 1) RETURNING id").get() as { id: number }).id,
+    );
+    db.close();
+    const cases = [
+      ["messages", "delete", "--acked"],
+      ["messages", "delete", "--all"],
+      ["messages", "ack", "--topic=nope"],
+      ["messages", "ack", "--limit=0"],
+      ["messages", "delete", "--since=2020-01-01"],
+      ["messages", "ack", "--follow"],
+      ["messages", "delete", "--json"],
+      ["outbox", "drop", "--state=sent"],
+      ["outbox", "retry", "--json"],
+    ];
+    for (const [command, action, flag] of cases) {
+      const result = await run([command!, action!, String(id), flag!, ...withData(dataDir)]);
+      tally("badInputs");
+      expect({ command, action, flag, code: result.code }).toEqual({ command, action, flag, code: 64 });
+      const name = flag!.replace(/=.*/, "");
+      expectOneLine(result, new RegExp(`^flashlex: ${name} is an option of \`${command} list\`; \`${command} ${action}\` takes message ids only$`));
+    }
+    const left = new Database(join(dataDir, "subscription.db"), { readonly: true });
+    expect(left.query("SELECT id, acked_at FROM ingress_messages").all()).toEqual([{ id, acked_at: null }]);
+    left.close();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
   test("-c ending in /, /. or /.. is 64 naming -c, for every thing command (path.resolve dropped the slash: `-c config.yml/` read config.yml)", async () => {
     mkdirSync(thing.dataDir, { recursive: true }); // as serve makes it: only -c is wrong
     for (const suffix of ["/", "/.", "/.."]) {

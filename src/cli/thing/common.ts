@@ -1,6 +1,6 @@
 /** What the thing commands share: the -c/-d/-k flags, the config they name, the thing's data. */
 import { dirname } from "node:path";
-import { FlashlexError } from "../../shared/errors.ts";
+import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { createLogger, type Logger } from "../../shared/log.ts";
 import { type ConfigChoice, checkDataDirectory, dataDirFor, locateConfig } from "../../thing/config-location.ts";
@@ -114,6 +114,16 @@ export function thingCommand(spec: CommandSpec): CommandSpec {
         }
       : undefined,
   };
+}
+
+/**
+ * Refuses, for an action other than `list`, a flag only `list` takes (`names`, as cac keys them):
+ * `messages delete 12 --acked` deleted 12 unacknowledged, the flag read as "only if" by its user
+ * and ignored by the command. UsageError (64) naming the flag and the action.
+ */
+export function refuseListFlags(command: string, action: string, flags: Record<string, unknown>, names: readonly string[]): void {
+  const given = names.find((name) => flags[name] !== undefined && flags[name] !== false);
+  if (given !== undefined) throw new UsageError(`--${given} is an option of \`${command} list\`; \`${command} ${action}\` takes message ids only`);
 }
 
 /**

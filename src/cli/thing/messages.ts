@@ -5,7 +5,10 @@ import type { IngressMessage, IngressQuery, ThingAccess } from "../../thing/loca
 import { type CommandSpec, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag, parseTime } from "../input.ts";
-import { idList, openAccessFromFlags as openAccess, runningServeFromFlags, type ThingFlags, thingCommand } from "./common.ts";
+import { idList, openAccessFromFlags as openAccess, refuseListFlags, runningServeFromFlags, type ThingFlags, thingCommand } from "./common.ts";
+
+/** The flags only `list` takes, as cac keys them. */
+const LIST_FLAGS = ["json", "follow", "all", "acked", "topic", "since", "limit"] as const;
 
 export const messagesCommand: CommandSpec = thingCommand({
   name: "messages",
@@ -25,6 +28,7 @@ export const messagesCommand: CommandSpec = thingCommand({
       if (ids.length) throw new UsageError("messages list takes no ids");
       return messagesList(options);
     }
+    if (action === "ack" || action === "delete") refuseListFlags("messages", action, options, LIST_FLAGS);
     if (action === "ack") return messagesAck(options, ids);
     if (action === "delete") return messagesDelete(options, ids);
     throw new UsageError(`messages: unknown action ${JSON.stringify(action)} (list, ack, delete)`);

@@ -8,7 +8,7 @@ import { isoOrAsIs } from "../../shared/time.ts";
 import type { OutboxChange, OutboxEntry, OutboxState, ThingAccess } from "../../thing/local/access.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { idList, openAccessFromFlags as openAccess, type ThingFlags, thingCommand } from "./common.ts";
+import { idList, openAccessFromFlags as openAccess, refuseListFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 export const outboxCommand: CommandSpec = thingCommand({
   name: "outbox",
@@ -23,6 +23,7 @@ export const outboxCommand: CommandSpec = thingCommand({
       if (ids.length) throw new UsageError("outbox list takes no ids");
       return outboxList(options);
     }
+    if (action === "retry" || action === "drop") refuseListFlags("outbox", action, options, ["state", "json"]);
     if (action === "retry") return outboxRetry(options, ids);
     if (action === "drop") return outboxDrop(options, ids);
     throw new UsageError(`outbox: unknown action ${JSON.stringify(action)} (list, retry, drop)`);
