@@ -953,6 +953,35 @@ describe("operator routes", () => {
     expect(wrongMethod.headers.get("allow")).toBe("POST");
   });
 
+  test("the routes that take no body refuse one (400) before they act: a body's dryRun was ignored and the thing deleted; an empty body is no body", async () => {
+    const target = (await createThing(home, store, "bodied")).thing;
+    const token = (await json(await operator("/enroll-tokens", { method: "POST", body: "{}", headers: { "Content-Type": "application/json" } }))).result
+      .id as string;
+    await store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: "egress", payload: "1", fltimestamp: 1, datecreated: "x" });
+    const routes = [
+      ["DELETE", `/things/${target.id}`],
+      ["POST", `/things/${target.id}/revoke`],
+      ["POST", `/things/${target.id}/rotate`],
+      ["DELETE", `/things/${target.id}/messages`],
+      ["DELETE", `/enroll-tokens/${token}`],
+    ] as const;
+    for (const [method, route] of routes) {
+      for (const body of ['{"dryRun":true}', "hello"]) {
+        const answer = await operator(route, { method, body, headers: { "Content-Type": "application/json" } });
+        tally("badInputs");
+        expect([method, route, body, answer.status]).toEqual([method, route, body, 400]);
+        expect((await json(answer)).messages[0].value).toBe(`${method} takes no body here (what it does is in its path and query); send none`);
+      }
+    }
+    // nothing was done
+    expect((await json(await operator(`/things/${target.id}`))).result.status).not.toBe("revoked");
+    expect(await storedMessages(store, target.id, {})).toHaveLength(1);
+    expect((await json(await operator("/enroll-tokens"))).result.find((t: { id: string }) => t.id === token).state).toBe("active");
+    // with none (or an empty one) they act
+    expect((await operator(`/things/${target.id}/revoke`, { method: "POST", body: "" })).status).toBe(200);
+    expect((await operator(`/things/${target.id}`, { method: "DELETE" })).status).toBe(200);
+  });
+
   test("DELETE a thing removes it, its messages and its distribution", async () => {
     const target = (await createThing(home, store, "doomed")).thing;
     await store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: "egress", payload: "1", fltimestamp: 1, datecreated: "x" });

@@ -235,6 +235,17 @@ export async function readBodyLimited(request: Request, limit: number): Promise<
 }
 
 /**
+ * For a route that takes no body: HttpError 400 when the request carries one (read up to 64 KiB;
+ * 413 past it; an empty one is none). A field in it is never taken as an option
+ * nor ignored: `{"dryRun": true}` in the body of a DELETE deleted the thing.
+ */
+export async function refuseBody(request: Request): Promise<void> {
+  if (!request.body || request.headers.get("content-length") === "0") return;
+  if ((await readBodyLimited(request, 64 * 1024)).byteLength === 0) return;
+  throw new HttpError(400, `${request.method} takes no body here (what it does is in its path and query); send none`);
+}
+
+/**
  * The most of a request body the hub reads and drops when it answers without it (a 413 for a body
  * over a limit, a 401 or 415 before the body is read), in bytes. A client that writes its whole
  * body before it reads the answer (Python's urllib, so the distribution's flashlex.py) gets a

@@ -42,6 +42,7 @@ import {
   parseJsonBody,
   queryParam,
   readBodyLimited,
+  refuseBody,
   requireJsonContentType,
   streamResponse,
   unixSecondsParam,
@@ -90,6 +91,11 @@ interface RouteMethod {
    * add a parameter an older hub does not know.
    */
   query?: readonly string[];
+  /**
+   * `none`: a body is a 400, as an unknown query parameter is (`{"dryRun": true}` in the body of
+   * a DELETE deleted the thing). Routes that read one check it themselves.
+   */
+  body?: "none";
   handle(ctx: Context): Promise<Response>;
 }
 
@@ -323,6 +329,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     "enroll-tokens/:id": {
       DELETE: {
         caller: "operator",
+        body: "none",
         async handle({ id }) {
           // an id no token has is a resource that is not there: 404, as for things
           // by id, or by the token itself (a leaked one); the answer names the id only
@@ -355,6 +362,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     "things/:id/revoke": {
       POST: {
         caller: "operator",
+        body: "none",
         async handle({ id }) {
           const thing = await thingOr404(id);
           // the same use case as `hub thing revoke` and the console's Revoke (things.ts)
@@ -367,6 +375,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     "things/:id/rotate": {
       POST: {
         caller: "operator",
+        body: "none",
         async handle({ id }) {
           const thing = await thingOr404(id);
           const { checkAfterMs } = await certificates.requestRotation(thing);
@@ -401,6 +410,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       GET: { caller: "operator", handle: async ({ id }) => ok(thingJson(await thingOr404(id), settings.env), "Thing found.") },
       DELETE: {
         caller: "operator",
+        body: "none",
         async handle({ id }) {
           const thing = await thingOr404(id);
           await things.delete(thing);
@@ -428,6 +438,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       DELETE: {
         caller: "operator",
         query: MESSAGE_QUERY,
+        body: "none",
         async handle({ id, url }) {
           const thing = await thingOr404(id);
           const deleted = await messages.delete(thing, messageQuery(url.searchParams));
@@ -522,6 +533,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       if (method.caller === "operator") {
         if (via !== "local") await requireOperator(request);
         onlyQueryParams(url.searchParams, method.query ?? []);
+        if (method.body === "none") await refuseBody(request);
       }
       return await method.handle({ request, url, id: found.id });
     } catch (err) {
