@@ -24,6 +24,7 @@ import { hubServeCommand } from "./cli/hub/serve.ts";
 import { hubThingCommands } from "./cli/hub/things.ts";
 import { hubTokenRotateCommand } from "./cli/hub/token.ts";
 import { hubUpdateCommands } from "./cli/hub/updates.ts";
+import { printLine } from "./cli/output.ts";
 import { report, runAsProcess } from "./cli/process-entry.ts";
 import { bootstrapCommand } from "./cli/thing/bootstrap.ts";
 import { collectCommand } from "./cli/thing/collect.ts";
@@ -146,7 +147,7 @@ function unknownGroupCommand(group: CommandSpec, words: readonly string[]): Usag
 /** `flashlex 0.1.0 (abc1234), Bun 1.4.5, linux-x64`: what was built, and what runs it (the armv7 build: Node). */
 function printVersion(): number {
   const runtime = typeof Bun === "undefined" ? `Node ${process.versions.node}` : `Bun ${Bun.version}`;
-  console.log(`flashlex ${VERSION} (${COMMIT}), ${runtime}, ${process.platform}-${process.arch}`);
+  printLine(`flashlex ${VERSION} (${COMMIT}), ${runtime}, ${process.platform}-${process.arch}`);
   return ExitCode.OK;
 }
 

@@ -499,6 +499,32 @@ describe("bad values on the command line and on stdin", () => {
     rmSync(dataDir, { recursive: true, force: true });
   });
 
+  test("stdout on a full disk is 74 saying the output is lost, for every command that prints (they exited 0 with nothing written)", async () => {
+    const base = mkdtempSync(join(tmpdir(), "flashlex-stdout-"));
+    const dataDir = join(base, "data");
+    const db = new Database(makeMessageDatabase(dataDir));
+    db.query("INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES ('t', '{}', 1, 1)").run();
+    db.query(
+      "INSERT INTO outbox (message_id, body, via, created_at, next_attempt_at) VALUES ('a0000000-0000-4000-8000-000000000001', '{}', 'http', 1, 1)",
+    ).run();
+    db.close();
+    const hubDir = join(base, "hub");
+    expect((await run(loopbackHubInit(hubDir, await freePort(), await freePort()))).code).toBe(0);
+    const toFull = (args: string[]) => Bun.spawnSync([binaryPath(), ...args], { stdout: Bun.file("/dev/full"), stderr: "pipe", stdin: "ignore" });
+    for (const args of [
+      ["--version"],
+      ["messages", "list", ...withData(dataDir)],
+      ["outbox", "list", ...withData(dataDir)],
+      ["hub", "thing", "list", "--dir", hubDir],
+    ]) {
+      const result = toFull(args);
+      tally("faults");
+      expect({ args, code: result.exitCode }).toEqual({ args, code: 74 });
+      expect(result.stderr.toString()).toBe("flashlex: could not write to stdout (ENOSPC): the output is lost; what the command did is done\n");
+    }
+    rmSync(base, { recursive: true, force: true });
+  });
+
   test("-c ending in /, /. or /.. is 64 naming -c, for every thing command (path.resolve dropped the slash: `-c config.yml/` read config.yml)", async () => {
     mkdirSync(thing.dataDir, { recursive: true }); // as serve makes it: only -c is wrong
     for (const suffix of ["/", "/.", "/.."]) {

@@ -6,6 +6,7 @@ import { notADirectory, pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
+import { printLine } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, openedHubToWrite } from "./common.ts";
 
 // The path only (no import of the broker code: command files load use cases inside run).
@@ -46,15 +47,15 @@ function mosquittoConfig(options: Options): Promise<number> {
       persistenceDir: persistence,
       dynsecPlugin: plugin === "none" ? undefined : plugin,
     });
-    console.log(`wrote ${files.config}, mosquitto.acl, root-ca-cert.pem, broker-cert.pem, broker-key.pem, crl.pem`);
-    console.log(`hub.yml now lists ${files.crl} in broker.crlFiles: hub serve keeps that CRL current`);
-    console.log(`hub.yml now points hub serve at ${files.external} (broker.external; --broker embedded overrides it)`);
+    printLine(`wrote ${files.config}, mosquitto.acl, root-ca-cert.pem, broker-cert.pem, broker-key.pem, crl.pem`);
+    printLine(`hub.yml now lists ${files.crl} in broker.crlFiles: hub serve keeps that CRL current`);
+    printLine(`hub.yml now points hub serve at ${files.external} (broker.external; --broker embedded overrides it)`);
     if (files.dynsecStateKept)
-      console.log(`kept the dynamic-security state in ${files.dynsecDir} (Mosquitto's; the hub re-applies revocations when it connects)`);
+      printLine(`kept the dynamic-security state in ${files.dynsecDir} (Mosquitto's; the hub re-applies revocations when it connects)`);
     // only a note, after the files are written: a plugin under a directory this user may not enter (mosquitto's) is no failure
     if (files.dynsecDir && !pathExists(plugin, { cannotLook: true }))
-      console.log(`note: ${plugin} is not on this machine; install mosquitto there or pass --dynsec-plugin`);
-    if (!files.dynsecDir) console.log("note: without the dynamic security plugin a revoked thing stays connected until Mosquitto reloads (SIGHUP)");
+      printLine(`note: ${plugin} is not on this machine; install mosquitto there or pass --dynsec-plugin`);
+    if (!files.dynsecDir) printLine("note: without the dynamic security plugin a revoked thing stays connected until Mosquitto reloads (SIGHUP)");
     // The steps in their order: Mosquitto drops root before it reads the key, and it cannot take
     // the port while a hub's embedded broker holds it.
     const steps = [
@@ -64,10 +65,10 @@ function mosquittoConfig(options: Options): Promise<number> {
       `stop a running flashlex hub serve (its embedded broker holds the port), then: mosquitto -c ${shellWord(files.config)}`,
       `flashlex hub serve --dir ${shellWord(hub.home.paths.dir)}   # it logs in to Mosquitto now`,
     ];
-    console.log("next:");
-    console.log(steps.map((step, i) => `  ${i + 1}. ${step}`).join("\n"));
+    printLine("next:");
+    printLine(steps.map((step, i) => `  ${i + 1}. ${step}`).join("\n"));
     if (listenPort !== broker.port)
-      console.log(`note: things are told port ${broker.port} (hub.yml broker.port); set it to ${listenPort} before making their distributions`);
+      printLine(`note: things are told port ${broker.port} (hub.yml broker.port); set it to ${listenPort} before making their distributions`);
     return ExitCode.OK;
   });
 }
@@ -149,34 +150,32 @@ function rabbitmqConfig(options: Options): Promise<number> {
       authListen,
       authHost,
     });
-    console.log(
+    printLine(
       `wrote ${resolve(out)}: enabled_plugins, advanced.config, certificates, the CRL (${crlFile}), and node1..node${count} (rabbitmq.conf, rabbitmq-env.conf, .erlang.cookie)`,
     );
-    console.log(
-      "hub serve keeps the CRL current (hub.yml broker.crlFiles); nodes on other hosts need the crl/ directory shared or copied: see docs/scaling.md",
-    );
-    console.log(`hub.yml now points at the cluster (hub.broker.rabbitmq); the nodes ask hub serve at ${authListen.host}:${authListen.port}`);
-    console.log(
+    printLine("hub serve keeps the CRL current (hub.yml broker.crlFiles); nodes on other hosts need the crl/ directory shared or copied: see docs/scaling.md");
+    printLine(`hub.yml now points at the cluster (hub.broker.rabbitmq); the nodes ask hub serve at ${authListen.host}:${authListen.port}`);
+    printLine(
       "rabbitmq.conf holds the broker secret and the key must be readable by RabbitMQ's user: chown -R rabbitmq: the directory (or run the nodes as its owner)",
     );
     const first = nodes[0]!;
     for (const node of nodes) {
-      console.log(
+      printLine(
         `${local ? "" : `on ${node.name.split("@")[1]}: `}HOME=${node.home} RABBITMQ_CONF_ENV_FILE=${node.envFile} ${RABBIT_BIN}/rabbitmq-server -detached   # ${node.name}, ${node.mqttUrl}`,
       );
       // One at a time: a node booting while another still boots can miss the MQTT client-id
       // tracker (RabbitMQ 3.10), and then answers every thing CONNACK 3.
       if (node !== nodes[nodes.length - 1]) {
-        console.log(
+        printLine(
           `wait: ${local ? "" : `on ${node.name.split("@")[1]}: `}HOME=${node.home} RABBITMQ_CONF_ENV_FILE=${node.envFile} ${RABBIT_BIN}/rabbitmqctl await_startup   # ${node.name} up before the next starts (docs/scaling.md)`,
         );
       }
     }
     // The check the docs give: any node answers for the whole cluster once it has formed.
-    console.log(
+    printLine(
       `check: ${local ? "" : `on ${first.name.split("@")[1]}: `}HOME=${first.home} RABBITMQ_CONF_ENV_FILE=${first.envFile} ${RABBIT_BIN}/rabbitmqctl cluster_status   # ${count} running nodes once formed`,
     );
-    console.log(
+    printLine(
       `then: flashlex hub serve --dir ${shellWord(hub.home.paths.dir)}   (things connect to ${nodes[0]!.mqttUrl}, or a load balancer in front of every node)`,
     );
     return ExitCode.OK;

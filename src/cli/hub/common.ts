@@ -10,6 +10,7 @@ import { isOpenAs, isWithin } from "../../shared/files.ts";
 import { createLogger, escapeUnsafe } from "../../shared/log.ts";
 import { endsAsDirectory, fileOnTheWay, pathKind } from "../../shared/path-exists.ts";
 import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
+import { printLine } from "../output.ts";
 
 export const DIR_OPTION: OptionSpec = { flags: "--dir <dir>", description: "the hub home (default: $FLASHLEX_HUB_DIR or ~/.flashlex-hub)" };
 export const DB_OPTION: OptionSpec = {
@@ -112,7 +113,7 @@ function isTaken(path: string): boolean {
  * printed as one printable line (control and format characters escaped: log.ts escapeUnsafe).
  */
 export function reportBeside(output: string): (line: string) => void {
-  const print = isOpenAs(output, 1) ? console.error : console.log;
+  const print = isOpenAs(output, 1) ? console.error : printLine;
   // one printable line each, whatever a path in it holds (a newline, ESC): log.ts escapeUnsafe
   return (line) => print(escapeUnsafe(line));
 }

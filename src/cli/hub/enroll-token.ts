@@ -3,7 +3,7 @@ import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag } from "../input.ts";
-import { writeSecretToStdout } from "../secret-output.ts";
+import { printLine, writeSecretToStdout } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite } from "./common.ts";
 
 export const hubEnrollTokenCommands: CommandSpec[] = [
@@ -86,7 +86,7 @@ function list(options: Options): Promise<number> {
     const tokens = await hub.enrolment.tokens.list();
     const { enrolmentTokenJson } = await import("../../hub/http/presenters.ts");
     if (options.json) {
-      console.log(JSON.stringify(tokens.map(enrolmentTokenJson)));
+      printLine(JSON.stringify(tokens.map(enrolmentTokenJson)));
       return ExitCode.OK;
     }
     const rows = [
@@ -94,8 +94,8 @@ function list(options: Options): Promise<number> {
       ...tokens.map(enrolmentTokenJson).map((t) => [t.id, t.state, `${t.uses}/${t.maxUses}`, t.expiresAt, t.namePrefix ?? "-"]),
     ];
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-    for (const row of rows) console.log(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
-    if (tokens.length === 0) console.log("(no enrolment tokens yet: flashlex hub enroll-token create)");
+    for (const row of rows) printLine(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
+    if (tokens.length === 0) printLine("(no enrolment tokens yet: flashlex hub enroll-token create)");
     return ExitCode.OK;
   });
 }
@@ -105,7 +105,7 @@ function revoke(args: string[], options: Options): Promise<number> {
     // the token's id, or the token itself (a leaked one): only the id is ever printed
     const given = required(args, "the token id (see flashlex hub enroll-token list), or the token itself");
     const { id, changed } = await hub.enrolment.tokens.revoke(given);
-    console.log(changed ? `revoked enrolment token ${id}: it enrols nothing more (things it enrolled stay)` : `enrolment token ${id} was already revoked`);
+    printLine(changed ? `revoked enrolment token ${id}: it enrols nothing more (things it enrolled stay)` : `enrolment token ${id} was already revoked`);
     return ExitCode.OK;
   });
 }

@@ -4,7 +4,7 @@ import { escapeUnsafe } from "../../shared/log.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, interruptible, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { writeSecretToStdout } from "../secret-output.ts";
+import { writeSecretToStdout } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, databaseOverride, hubHome, JSON_OPTION } from "./common.ts";
 
 export const hubInitCommand: CommandSpec = {

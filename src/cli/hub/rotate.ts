@@ -1,5 +1,6 @@
 import { type CommandSpec, required } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
+import { printLine } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, openedHubToWrite, thingOrFail } from "./common.ts";
 
 /** `hub thing rotate NAME`: ask a thing to renew its certificate (new key on the device) at its next check. */
@@ -14,7 +15,7 @@ export const hubThingRotateCommand: CommandSpec = {
       const thing = await thingOrFail(hub, required(args, "the thing"));
       const { checkAfterMs } = await hub.certificates.requestRotation(thing);
       const { formatDuration } = await import("../../shared/duration.ts");
-      console.log(
+      printLine(
         `asked ${thing.name} to renew its certificate: a running agent does so at its next check, within ${formatDuration(checkAfterMs * 1.2)} (hub.yml certificates.renewalCheck, +20% jitter); \`flashlex hub thing list\` shows the new expiry`,
       );
       return ExitCode.OK;

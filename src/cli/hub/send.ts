@@ -3,6 +3,7 @@ import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, type Options, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { readDocument, sourceName } from "../input.ts";
+import { printLine } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, thingsOrFail } from "./common.ts";
 
 export const hubSendCommand: CommandSpec = {
@@ -39,13 +40,13 @@ function send(args: string[], options: Options): Promise<number> {
       things.map((t) => t.id),
       message,
     );
-    if (options.json) console.log(JSON.stringify(things.length === 1 ? { ...answer, result: answer.result[0] } : answer));
+    if (options.json) printLine(JSON.stringify(things.length === 1 ? { ...answer, result: answer.result[0] } : answer));
     else {
       for (const [i, { flmessagespk, online, error }] of answer.result.entries()) {
         const topic = ingressTopic(things[i]!.name);
         // `online: false` comes only from the embedded broker, which keeps the message until the thing acknowledges it.
         const offline = " (the thing is not connected now; the hub keeps the message until the thing has it)";
-        console.log(error ? `not sent to ${topic}: ${error}` : `sent to ${topic} as ${flmessagespk}${online === false ? offline : ""}`);
+        printLine(error ? `not sent to ${topic}: ${error}` : `sent to ${topic} as ${flmessagespk}${online === false ? offline : ""}`);
       }
     }
     return answer.result.some((r) => r.error) ? ExitCode.UNAVAILABLE : ExitCode.OK;

@@ -7,6 +7,7 @@ import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { type CommandSpec, Interrupted, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
+import { printLine } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, outputFile, partialOutput, reportBeside, thingOrFail } from "./common.ts";
 
 /** `hub thing create|list|dist|revoke|delete`: the thing use cases of src/hub/things. */
@@ -150,7 +151,7 @@ function list(options: Options): Promise<number> {
     const things = await hub.things.list();
     const [{ thingJson }, { thingStatus }] = await Promise.all([import("../../hub/http/presenters.ts"), import("../../hub/things/things.ts")]);
     if (options.json) {
-      console.log(JSON.stringify(things.map((t) => thingJson(t, hub.home.settings.env))));
+      printLine(JSON.stringify(things.map((t) => thingJson(t, hub.home.settings.env))));
       return ExitCode.OK;
     }
     const { certificateNotAfter } = await import("../../hub/things/certificates.ts");
@@ -163,8 +164,8 @@ function list(options: Options): Promise<number> {
       ...things.map((t) => [t.name, t.id, thingStatus(t), expiry(t), t.lastSeenAt === null ? "never" : isoSeconds(t.lastSeenAt)]),
     ];
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-    for (const row of rows) console.log(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
-    if (things.length === 0) console.log("(no things yet: flashlex hub thing create NAME)");
+    for (const row of rows) printLine(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
+    if (things.length === 0) printLine("(no things yet: flashlex hub thing create NAME)");
     return ExitCode.OK;
   });
 }
@@ -195,22 +196,22 @@ function revoke(args: string[], options: Options): Promise<number> {
     const thing = await thingOrFail(hub, required(args, "the thing"));
     const { changed, brokerCrlFiles, reloadCommand, configuredBroker } = await hub.things.revoke(thing);
     if (!changed) {
-      console.log(`${thing.name} was already revoked`);
+      printLine(`${thing.name} was already revoked`);
       return ExitCode.OK;
     }
     const distribution = thing.enrolledWith != null ? "it enrolled itself, so the hub never held its key" : "its distribution was deleted";
-    console.log(`revoked ${thing.name} (id ${thing.id}): it can no longer connect or collect, and ${distribution}`);
+    printLine(`revoked ${thing.name} (id ${thing.id}): it can no longer connect or collect, and ${distribution}`);
     if (configuredBroker === "rabbitmq")
-      console.log(
+      printLine(
         "a running `flashlex hub serve` closes its connections on the RabbitMQ cluster within a few seconds (management API), and its auth backend refuses the thing from now on",
       );
     else if (configuredBroker === "external")
-      console.log(
+      printLine(
         "a running `flashlex hub serve` has Mosquitto's dynamic security plugin disconnect it within a few seconds (without the plugin it stays connected until Mosquitto reloads the CRL)",
       );
-    else console.log("a running `flashlex hub serve` disconnects it within a few seconds (its embedded broker)");
+    else printLine("a running `flashlex hub serve` disconnects it within a few seconds (its embedded broker)");
     if (brokerCrlFiles.length > 0)
-      console.log(
+      printLine(
         `CRL updated: ${brokerCrlFiles.join(", ")}; ${
           configuredBroker === "rabbitmq"
             ? "the RabbitMQ nodes read it at each new handshake (no reload)"
@@ -228,8 +229,8 @@ function remove(args: string[], options: Options): Promise<number> {
   return openedHubToWrite("hub thing delete", options, async (hub) => {
     const thing = await thingOrFail(hub, required(args, "the thing"));
     await hub.things.delete(thing);
-    console.log(`deleted ${thing.name} (id ${thing.id}), its messages and its distribution; the name can be used again`);
-    console.log(
+    printLine(`deleted ${thing.name} (id ${thing.id}), its messages and its distribution; the name can be used again`);
+    printLine(
       "a running `flashlex hub serve` with its own broker disconnects it within 3 s; its certificate is on the CRL (an external broker refuses it once reloaded)",
     );
     return ExitCode.OK;

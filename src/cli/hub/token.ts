@@ -1,6 +1,6 @@
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { writeSecretToStdout } from "../secret-output.ts";
+import { writeSecretToStdout } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, openedHubToWrite } from "./common.ts";
 
 export const hubTokenRotateCommand: CommandSpec = {

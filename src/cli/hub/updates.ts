@@ -7,6 +7,7 @@ import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, list, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
+import { printLine } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, thingsOrFail } from "./common.ts";
 
 export const hubUpdateCommands: CommandSpec[] = [
@@ -30,7 +31,7 @@ export const hubUpdateCommands: CommandSpec[] = [
     description: "Print the hub's update public key (ed25519:...), which every thing pins in config.yml flashlex.update.publicKey",
     options: [DIR_OPTION, DB_OPTION],
     bunOnly: true,
-    run: (_args, options) => openedHub(options, async (hub) => (console.log(hub.updates.publicKey()), ExitCode.OK)),
+    run: (_args, options) => openedHub(options, async (hub) => (printLine(hub.updates.publicKey()), ExitCode.OK)),
   },
   {
     name: "hub update",
@@ -61,8 +62,8 @@ function add(args: string[], options: Options): Promise<number> {
   return openedHubToWrite("hub release add", options, async (hub) => {
     const { release, outcome } = await hub.updates.addRelease(resolve(required(args, "the release directory")));
     const targets = Object.keys(release.manifest.targets);
-    if (options.json) console.log(JSON.stringify({ version: release.manifest.version, targets, outcome }));
-    else console.log(`release ${release.manifest.version} ${outcome} (signature verified; ${targets.join(", ")})`);
+    if (options.json) printLine(JSON.stringify({ version: release.manifest.version, targets, outcome }));
+    else printLine(`release ${release.manifest.version} ${outcome} (signature verified; ${targets.join(", ")})`);
     return ExitCode.OK;
   });
 }
@@ -71,9 +72,9 @@ function releases(options: Options): Promise<number> {
   return openedHub(options, async (hub) => {
     const { releaseJson } = await import("../../hub/http/presenters.ts");
     const rows = (await hub.updates.listReleases()).map(releaseJson);
-    if (options.json) console.log(JSON.stringify(rows));
-    else if (!rows.length) console.log("no releases; add one with `flashlex hub release add DIR`");
-    else for (const r of rows) console.log(`${r.version}  ${r.addedAt}  ${r.targets.join(", ")}`);
+    if (options.json) printLine(JSON.stringify(rows));
+    else if (!rows.length) printLine("no releases; add one with `flashlex hub release add DIR`");
+    else for (const r of rows) printLine(`${r.version}  ${r.addedAt}  ${r.targets.join(", ")}`);
     return ExitCode.OK;
   });
 }
@@ -105,12 +106,12 @@ function rollout(options: Options): Promise<number> {
     if (options.all !== true && !refs.length) throw new UsageError("give the things to update: --things a,b or --all");
     const things = options.all === true ? await hub.things.list() : await thingsOrFail(hub, refs);
     const started = await hub.updates.startRollout({ version, things, batch, maxFailures });
-    if (options.json) console.log(JSON.stringify((await import("../../hub/http/presenters.ts")).rolloutJson(started)));
+    if (options.json) printLine(JSON.stringify((await import("../../hub/http/presenters.ts")).rolloutJson(started)));
     else {
-      console.log(
+      printLine(
         `rollout ${started.id}: ${version}, ${started.batch_size} per batch; it stops when more than ${started.max_failures} ${started.max_failures === 1 ? "thing fails" : "things fail"} or roll back`,
       );
-      console.log("things get it when they next poll (serve checks every few minutes); follow it with `flashlex hub update status`");
+      printLine("things get it when they next poll (serve checks every few minutes); follow it with `flashlex hub update status`");
     }
     return ExitCode.OK;
   });
@@ -121,19 +122,19 @@ function status(options: Options): Promise<number> {
     const { rollout, things } = await hub.updates.status();
     if (options.json) {
       const { rolloutStatusJson } = await import("../../hub/http/presenters.ts");
-      console.log(JSON.stringify(rolloutStatusJson({ rollout, things })));
+      printLine(JSON.stringify(rolloutStatusJson({ rollout, things })));
       return ExitCode.OK;
     }
     if (rollout) {
       const reason = rollout.stop_reason ? ` (${rollout.stop_reason})` : "";
-      console.log(
+      printLine(
         `rollout ${rollout.id} to ${rollout.version}: ${rollout.state}${reason}, ${rollout.batch_size} per batch, max failures ${rollout.max_failures}`,
       );
-    } else console.log("no rollout yet");
+    } else printLine("no rollout yet");
     const rows = [["thing", "runs", "target", "update", "to", "detail"]];
     for (const t of things) rows.push([t.name, t.version ?? "?", t.target ?? "?", t.state ?? "-", t.to_version ?? "-", t.detail ?? ""]);
     const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-    for (const r of rows) console.log(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  "));
+    for (const r of rows) printLine(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  "));
     return ExitCode.OK;
   });
 }

@@ -2,6 +2,7 @@ import { createLogger } from "../../shared/log.ts";
 import type { BootstrapReport } from "../../thing/bootstrap/checks.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
+import { printLine } from "../output.ts";
 import { chooseConfig, type ThingFlags, thingCommand } from "./common.ts";
 
 const MARK = { pass: "PASS", fail: "FAIL", skip: "SKIP" } as const;
@@ -19,7 +20,7 @@ async function bootstrap(flags: ThingFlags & { json?: boolean }): Promise<number
   const log = createLogger({ level: process.env.FLASHLEX_LOG_LEVEL === "debug" ? "debug" : "error" });
   const { runBootstrapChecks } = await import("../../thing/bootstrap/checks.ts");
   const report = await runBootstrapChecks({ config: choice.file, data: flags.data, keys: flags.keys }, log, choice.origin);
-  console.log(flags.json ? JSON.stringify(report, null, 2) : formatReport(report));
+  printLine(flags.json ? JSON.stringify(report, null, 2) : formatReport(report));
   if (report.ok) return ExitCode.OK;
   return report.checks[0]?.status === "fail" ? ExitCode.CONFIG : ExitCode.CHECK_FAILED;
 }

@@ -4,6 +4,7 @@ import { dataDirFor } from "../../thing/config-location.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { readDocument, sourceName } from "../input.ts";
+import { printLine } from "../output.ts";
 import { chooseConfig, openAccessFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 export const collectCommand: CommandSpec = thingCommand({
@@ -34,13 +35,13 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
     const body = parseEgressDocument(await reading, sourceName(flags.file));
     const result = await access.collect(body, via);
     if (flags.json) {
-      console.log(JSON.stringify(result));
+      printLine(JSON.stringify(result));
     } else if (via === "mqtt") {
       // no answer but the broker's PUBACK: say what went, with the id the hub stores it under
-      if (result.outcome === "sent") console.log(`published message ${result.messageId} to the egress topic (the broker acknowledged it)`);
+      if (result.outcome === "sent") printLine(`published message ${result.messageId} to the egress topic (the broker acknowledged it)`);
     } else {
-      if (result.body) console.log(prettyJson(result.body));
-      if (result.status) console.log(`status code: ${result.status}`);
+      if (result.body) printLine(prettyJson(result.body));
+      if (result.status) printLine(`status code: ${result.status}`);
     }
     if (result.recordError) {
       console.error(

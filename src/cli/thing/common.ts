@@ -63,11 +63,9 @@ export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = f
   if (serve) return serve;
   const log = createLogger();
   const config = await loadConfigFromFlags(flags, log);
-  // reading or changing what is stored: a database that is not there is a wrong -d, not one to make
-  if (existingData) (await import("../../thing/store/open.ts")).requireDatabase(config.paths.database);
   const { openThingAccess } = await import("../../thing/local/open.ts");
   const identity = identityFirst ? (await import("../../thing/identity.ts")).loadIdentity(config) : undefined;
-  return openThingAccess(config, log, identity);
+  return openThingAccess(config, log, identity, { existing: existingData });
 }
 
 /**

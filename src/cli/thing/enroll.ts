@@ -4,6 +4,7 @@ import { pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, interruptible, type Options, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
+import { printLine } from "../output.ts";
 
 /** `flashlex enroll`: make this device a thing with a key made here (src/thing/enrol). */
 export const enrollCommand: CommandSpec = {
@@ -59,14 +60,14 @@ async function enrollInto(dir: string, options: Options): Promise<number> {
     import("../../thing/service/executable.ts"),
   ]);
   const result = await enrolDevice({ hubUrl: hub, token, name, caFingerprint, dir, keyType }, createLogger({ level: "warn" }));
-  console.log(`enrolled ${result.thingName} (id ${result.thingId}); its key was made here and never left this device`);
-  console.log(`config:      ${result.configPath}`);
-  console.log(`keys:        ${result.keysDir} (private key 0600)`);
-  console.log(`certificate: valid until ${isoSeconds(result.notAfter)}; \`flashlex serve\` renews it by itself`);
+  printLine(`enrolled ${result.thingName} (id ${result.thingId}); its key was made here and never left this device`);
+  printLine(`config:      ${result.configPath}`);
+  printLine(`keys:        ${result.keysDir} (private key 0600)`);
+  printLine(`certificate: valid until ${isoSeconds(result.notAfter)}; \`flashlex serve\` renews it by itself`);
   // the folder holds no binary unless one was put there: name the one that ran, as it can be run
   const running = runningExecutable();
   // (the thing is enrolled already: a ./flashlex this user may not look at only costs the short name)
   const flashlex = pathExists(join(dir, "flashlex"), { cannotLook: false }) ? "./flashlex" : [running.command, ...running.args].map(shellWord).join(" ");
-  console.log(`next: cd ${shellWord(dir)} && ${flashlex} bootstrap && sudo ${flashlex} install-service`);
+  printLine(`next: cd ${shellWord(dir)} && ${flashlex} bootstrap && sudo ${flashlex} install-service`);
   return ExitCode.OK;
 }

@@ -5,6 +5,7 @@ import type { IngressMessage, IngressQuery, ThingAccess } from "../../thing/loca
 import { type CommandSpec, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag, parseTime } from "../input.ts";
+import { printLine } from "../output.ts";
 import { idList, openAccessFromFlags as openAccess, refuseListFlags, runningServeFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 /** The flags only `list` takes, as cac keys them. */
@@ -71,8 +72,9 @@ async function messagesList(flags: ListFlags): Promise<number> {
   // line ends the follow with 0 instead of killing it (143).
   if (flags.follow) untilSignal().then(() => (stop = true));
   // A follower writes through process.stdout, which reports a reader that went away (EPIPE: the
-  // end of `| head -n1`); console.log, cheaper to start, drops that error, and Bun ignores SIGPIPE.
-  const writeLine = flags.follow ? followerOutput(() => (stop = true)) : (line: string) => console.log(line);
+  // end of `| head -n1`) as an event while it waits for more; printLine's writes would hold the
+  // event loop while a slow reader reads.
+  const writeLine = flags.follow ? followerOutput(() => (stop = true)) : (line: string) => printLine(line);
   try {
     let lastId = 0;
     let printed = 0;
@@ -166,7 +168,7 @@ async function changeMessages(
   try {
     const done = new Set(await change(access, parsed));
     const missing = parsed.filter((id) => !done.has(id));
-    if (done.size) console.log(`${verb}: ${[...done].join(" ")}`);
+    if (done.size) printLine(`${verb}: ${[...done].join(" ")}`);
     if (missing.length) {
       console.error(`messages: no message with id ${idList(missing)}`);
       return ExitCode.DATA;

@@ -8,6 +8,7 @@ import { isoOrAsIs } from "../../shared/time.ts";
 import type { OutboxChange, OutboxEntry, OutboxState, ThingAccess } from "../../thing/local/access.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
+import { printLine } from "../output.ts";
 import { idList, openAccessFromFlags as openAccess, refuseListFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 export const outboxCommand: CommandSpec = thingCommand({
@@ -43,7 +44,7 @@ async function outboxList(flags: OutboxListFlags): Promise<number> {
     throw new UsageError(`--state must be pending, sent or rejected, not ${JSON.stringify(state)}`);
   const access = await openAccess(flags, { existingData: true });
   try {
-    for (const entry of await access.listOutbox(state as OutboxState | undefined)) console.log(flags.json ? JSON.stringify(toJson(entry)) : toLine(entry));
+    for (const entry of await access.listOutbox(state as OutboxState | undefined)) printLine(flags.json ? JSON.stringify(toJson(entry)) : toLine(entry));
     return ExitCode.OK;
   } finally {
     access.close();
@@ -73,7 +74,7 @@ async function changeOutbox(
   const access = await openAccess(flags, { existingData: true });
   try {
     const result = await change(access, parsed);
-    if (result.changed.length) console.log(`${verb}: ${result.changed.join(" ")}`);
+    if (result.changed.length) printLine(`${verb}: ${result.changed.join(" ")}`);
     if (result.sent.length) console.error(`outbox: already sent, left alone: ${idList(result.sent)}`);
     if (result.missing.length) console.error(`outbox: no message with id ${idList(result.missing)}`);
     return result.sent.length || result.missing.length ? ExitCode.DATA : ExitCode.OK;
