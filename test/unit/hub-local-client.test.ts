@@ -33,3 +33,20 @@ test("no hub on the socket: not running (69); a hub that took the request and ne
     silent.close();
   }
 });
+
+test("a hub that read the request and cut the connection (killed mid-request) may have acted too: 75, never 'not running' (a retry could publish twice)", async () => {
+  const cutting = createServer((socket) => socket.once("data", () => socket.destroy())).listen(home.paths.socket);
+  await new Promise((resolve) => cutting.once("listening", resolve));
+  try {
+    const cut = await localRequest(home, "POST", "/publish", { message: {} }).catch((err) => err);
+    expect(exitCodeOf(cut)).toBe(75);
+    expect(cut.message).toBe(
+      `the hub serving ${dir} took the connection but its answer was cut off (ECONNRESET): it may have acted on it; look before doing it again (for hub send: the hub's log, its hub.publish lines, or the thing's messages in the console)`,
+    );
+  } finally {
+    cutting.close();
+  }
+  // a socket file a dead hub left, nobody listening: nothing was asked
+  const left = await localRequest(home, "POST", "/publish", {}).catch((err) => err);
+  expect(exitCodeOf(left)).toBe(69);
+});

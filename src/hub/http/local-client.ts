@@ -14,13 +14,17 @@ export interface LocalResponse<T> {
   body: Envelope<T> | undefined;
 }
 
+/** What connecting to a socket nobody serves fails with (no file, or a file a dead hub left): the request was never sent. */
+const NOBODY_LISTENS = new Set(["ENOENT", "ECONNREFUSED", "ENOTSOCK"]);
+
 /** How long the CLI waits for the running hub's answer, in ms. */
 const ANSWER_TIMEOUT_MS = 30_000;
 
 /**
  * One request to the running hub over its socket. Throws FlashlexError: unavailable (69) when no
- * hub serves this home (no socket, nobody on it); try-later (75) when one took the request and
- * gave no answer within 30 s (stopped, or busy): then it may have acted on it.
+ * hub serves this home (no socket, nobody on it); try-later (75) when one took the connection and
+ * gave no answer (none within 30 s: stopped, or busy; or the connection cut): then it may have
+ * acted on it.
  */
 export async function localRequest<T>(home: HubHome, method: string, path: string, body?: unknown, timeoutMs = ANSWER_TIMEOUT_MS): Promise<LocalResponse<T>> {
   const init = {
@@ -34,13 +38,21 @@ export async function localRequest<T>(home: HubHome, method: string, path: strin
   try {
     response = await fetch(`http://hub/${home.settings.env}/v1${path}`, init as RequestInit);
   } catch (err) {
+    const look =
+      "it may have acted on it; look before doing it again (for hub send: the hub's log, its hub.publish lines, or the thing's messages in the console)";
     if ((err as Error)?.name === "TimeoutError") {
       throw new FlashlexError(
-        `the hub serving ${home.paths.dir} took the request but did not answer within ${timeoutMs / 1000} s (stopped, or busy): it may have acted on it; look before doing it again (for hub send: the hub's log, its hub.publish lines, or the thing's messages in the console)`,
+        `the hub serving ${home.paths.dir} took the request but did not answer within ${timeoutMs / 1000} s (stopped, or busy): ${look}`,
         "try-later",
       );
     }
     const why = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
+    // Only a socket nobody listens on means nothing was asked. A connection cut after it was
+    // made (ECONNRESET: the hub stopped or was killed mid-request) may have come after the
+    // request was read and acted on: a retry could publish twice.
+    if (!NOBODY_LISTENS.has(why)) {
+      throw new FlashlexError(`the hub serving ${home.paths.dir} took the connection but its answer was cut off (${why}): ${look}`, "try-later");
+    }
     throw new FlashlexError(
       `the hub is not running for ${home.paths.dir} (no answer on ${home.paths.socket}: ${why}); start it with \`flashlex hub serve --dir ${home.paths.dir}\`, or, if it is starting (an external broker is waited for up to 30 s), try again once it logged hub.started`,
       "unavailable",
