@@ -43,6 +43,8 @@ function readFileBounded(file: string, limit: number): Buffer {
     if (inTheWay) throw new UsageError(`--file ${file}${inTheWay}`);
     if (code === "ENOENT" || code === "ENOTDIR") throw new UsageError(`--file ${file}: no such file`);
     if (code === "EISDIR") throw new UsageError(`--file ${file}: a directory, not a file`);
+    // open(2) of a Unix socket: the path names no file at all (it read as an I/O fault, 74)
+    if (code === "ENXIO") throw new UsageError(`--file ${file}: a socket, not a file`);
     throw new FlashlexError(`${file}: cannot read (${code ?? "error"})`, code === "EACCES" || code === "EPERM" ? "permission" : "io", { cause: err });
   } finally {
     if (fd !== undefined) closeSync(fd);

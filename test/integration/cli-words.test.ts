@@ -7,6 +7,7 @@
  */
 import { afterAll, expect, test } from "bun:test";
 import { chownSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { commitSha, packageVersion } from "../../scripts/build.ts";
@@ -27,15 +28,22 @@ test("--version names flashlex, its commit and the runtime inside (not Node's co
 test("collect and hub send --file that is not there, or a directory, is a usage error (64) naming the flag, not an I/O error", async () => {
   const hub = await makeHubFixture(join(work, "file"));
   const thing = await hub.createThing("filer");
+  const socketFile = join(work, "a.sock");
+  const listening = createServer().listen(socketFile);
+  await new Promise((resolve) => listening.once("listening", resolve));
   const cases = [
     { args: ["collect", ...thing.flags, "--file", join(work, "missing.json")], says: `--file ${join(work, "missing.json")}: no such file` },
     { args: ["collect", ...thing.flags, "--file", work], says: `--file ${work}: a directory, not a file` },
     { args: ["hub", "send", thing.name, "--dir", hub.dir, "--file", work], says: `--file ${work}: a directory, not a file` },
+    // a Unix socket (the hub's own hub.sock): the path names no file; it was 74, "cannot read (ENXIO)"
+    { args: ["collect", ...thing.flags, "--file", socketFile], says: `--file ${socketFile}: a socket, not a file` },
+    { args: ["hub", "send", thing.name, "--dir", hub.dir, "--file", socketFile], says: `--file ${socketFile}: a socket, not a file` },
   ];
   for (const c of cases) {
     const result = await run(c.args);
     expect({ code: result.code, stderr: result.stderr.trim() }).toEqual({ code: 64, stderr: `flashlex: ${c.says}` });
   }
+  listening.close();
   tally("badInputs", cases.length);
 });
 
