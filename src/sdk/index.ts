@@ -23,10 +23,11 @@ import type { CollectResult as InternalCollectResult } from "../thing/egress/col
 import { egressDocumentOf } from "../thing/egress/document.ts";
 import type * as store from "../thing/local/access.ts";
 import type { OutboxState as InternalOutboxState, ThingAccess } from "../thing/local/access.ts";
+import { withCheckedArguments } from "../thing/local/arguments.ts";
 import { runningServeAccess, serveListens } from "../thing/local/client.ts";
-import { openThingAccess } from "../thing/local/open.ts";
+import { NO_DATABASE_YET, openThingAccess } from "../thing/local/open.ts";
 import { type ConfigLocation as InternalConfigLocation, loadThingConfig, type ThingConfig } from "../thing/settings.ts";
-import { requireDatabase } from "../thing/store/open.ts";
+import { databaseState } from "../thing/store/open.ts";
 
 /** Where the thing's files are, as `-c`, `-d` and `-k` on the command line. */
 export interface ConfigLocation {
@@ -294,13 +295,14 @@ export class FlashlexSDK {
         throw toFlashlexError(err);
       }
     }
+    // reading or changing what is stored without a serve never makes the database (databaseState)
+    let state: "there" | "not yet" = "there";
     try {
-      // reading or changing what is stored without a serve: a missing database is a wrong data
-      // directory, never one to make (a serve that listens has its own)
-      if (existingData && !(await serveListens(this.thingConfig.dataDir))) requireDatabase(this.thingConfig.paths.database, "data");
+      if (existingData && !(await serveListens(this.thingConfig.dataDir))) state = databaseState(this.thingConfig.paths.database, "data");
     } catch (err) {
       throw toFlashlexError(err);
     }
+    if (state === "not yet") return work(withCheckedArguments(NO_DATABASE_YET));
     let shared = this.shared;
     if (!shared) {
       const access = this.lastClose.then(() => openThingAccess(this.thingConfig, this.log));

@@ -277,6 +277,11 @@ const swept = new Set<string>();
 /** Every temporary name the writers here give, whatever the target; group 1 is the writer's pid. */
 const ANY_TEMPORARY_NAME = /^\..+\.(\d+)-[0-9a-f]{8}\.tmp$/;
 
+/** The file `name` is a writer's temporary for (`.x.123-0a1b2c3d.tmp` -> `x`), or undefined for any other name. */
+export function temporaryTarget(name: string): string | undefined {
+  return ANY_TEMPORARY_NAME.test(name) ? name.slice(1).replace(/\.\d+-[0-9a-f]{8}\.tmp$/, "") : undefined;
+}
+
 /**
  * Removes the temporary files dead writers left in `dir`, once per process and directory. Not at
  * every write: listing the directory each time made writing N files into one directory O(N²)

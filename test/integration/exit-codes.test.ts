@@ -430,10 +430,11 @@ describe("bad values on the command line and on stdin", () => {
     expect((await run(["messages", "list", ...thing.flags, "--limit", "3"])).code).toBe(0);
   });
 
-  test("messages and outbox never make a database: none there, a link to nothing or an empty file is 64 naming it, and nothing is written (`-d /tmp` made /tmp/subscription.db and answered 'no messages'; through a link, its target)", async () => {
+  test("messages and outbox never make a database: none there or an empty file in a directory with other files, or a link to nothing, is 64 naming it; in a thing's data directory not made yet they answer as for an empty one; nothing is written (`-d /tmp` made /tmp/subscription.db and answered 'no messages'; through a link, its target)", async () => {
     const base = mkdtempSync(join(tmpdir(), "flashlex-nodb-"));
-    const empty = join(base, "empty");
+    const empty = join(base, "elsewhere");
     mkdirSync(empty);
+    writeFileSync(join(empty, "notes.txt"), "not a thing's\n");
     const linked = join(base, "linked");
     mkdirSync(linked);
     const target = join(base, "nowhere.db");
@@ -441,6 +442,7 @@ describe("bad values on the command line and on stdin", () => {
     const zeroBytes = join(base, "zero");
     mkdirSync(zeroBytes);
     writeFileSync(join(zeroBytes, "subscription.db"), "");
+    writeFileSync(join(zeroBytes, "notes.txt"), "not a thing's\n");
     const commands = [
       ["messages", "list"],
       ["messages", "ack", "1"],
@@ -450,9 +452,9 @@ describe("bad values on the command line and on stdin", () => {
       ["outbox", "drop", "x"],
     ];
     for (const [dir, why] of [
-      [empty, "no message database here"],
+      [empty, `no message database here, and ${empty} holds other files: not a thing's data directory`],
       [linked, `a symbolic link to ${target}, which does not exist`],
-      [zeroBytes, "an empty file, not a message database"],
+      [zeroBytes, `an empty file, not a message database, and ${zeroBytes} holds other files: not a thing's data directory`],
     ] as const) {
       for (const command of commands) {
         const result = await run([...command, ...withData(dir)]);
@@ -461,10 +463,19 @@ describe("bad values on the command line and on stdin", () => {
         expectOneLine(result, new RegExp(`^flashlex: ${join(dir, "subscription.db")}: ${why}; serve makes it when it first runs`));
       }
     }
-    expect(readdirSync(empty)).toEqual([]);
+    expect(readdirSync(empty)).toEqual(["notes.txt"]);
     expect(existsSync(target)).toBe(false);
-    expect(readdirSync(zeroBytes)).toEqual(["subscription.db"]);
+    expect(readdirSync(zeroBytes).sort()).toEqual(["notes.txt", "subscription.db"]);
     expect(readFileSync(join(zeroBytes, "subscription.db")).length).toBe(0);
+    // a thing's data directory whose database is not made yet (serve starting beside the command)
+    const fresh = join(base, "fresh");
+    mkdirSync(fresh);
+    writeFileSync(join(fresh, "serve.lock-key"), "k");
+    const listed = await run(["messages", "list", ...withData(fresh)]);
+    expect({ code: listed.code, stdout: listed.stdout, stderr: listed.stderr }).toEqual({ code: 0, stdout: "", stderr: "" });
+    expect((await run(["messages", "ack", "1", ...withData(fresh)])).code).toBe(65);
+    expect((await run(["outbox", "drop", "x", ...withData(fresh)])).code).toBe(65);
+    expect(readdirSync(fresh)).toEqual(["serve.lock-key"]);
     rmSync(base, { recursive: true, force: true });
   });
 

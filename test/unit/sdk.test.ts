@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:http";
 import { join, resolve } from "node:path";
 import { FlashlexError, FlashlexSDK } from "../../src/sdk/index.ts";
@@ -145,11 +145,19 @@ test("a data directory that is a typo is refused (64) as -d is: a file or a miss
       expect(await refusal(call)).toMatchObject({
         kind: "usage",
         exitCode: 64,
-        message: `${join(dir, "subscription.db")}: no message database here; serve makes it when it first runs; pass the data directory serve uses (data)`,
+        message: `${join(dir, "subscription.db")}: no message database here, and ${dir} holds other files: not a thing's data directory; serve makes it when it first runs; pass the data directory serve uses (data)`,
       });
     }
     expect(existsSync(join(dir, "subscription.db"))).toBe(false);
     other.close();
+    // a thing's data directory whose database is not made yet (serve starting): as an empty one, none made
+    const fresh = join(dir, "fresh");
+    mkdirSync(fresh);
+    const early = await at(fresh);
+    expect(await early.getMessages()).toEqual([]);
+    expect(await early.listOutbox()).toEqual([]);
+    expect(readdirSync(fresh)).toEqual([]);
+    early.close();
     tally("badInputs", 11);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -1,6 +1,7 @@
-import { type Stats, statSync } from "node:fs";
-import { join } from "node:path";
+import { readdirSync, type Stats, statSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
+import { temporaryTarget } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
 import { danglingTarget, isNotThere } from "../../shared/path-exists.ts";
 import type { ThingConfig } from "../settings.ts";
@@ -35,14 +36,29 @@ export function openThingStore(config: ThingConfig, log: Logger): MessageStore {
 }
 
 /**
- * For the commands that read or change what is stored (`messages`, `outbox`, the SDKs' calls but
- * collect): a database that is not there is a wrong -d, never one to make. Opening it made an
- * empty database in any directory (`-d /tmp`), answered "no messages", and through a link to
- * nothing made the link's target. A file of no bytes is not one yet either (SQLite would make
- * it one). Throws UsageError (64) naming the file and `flag`; what cannot be looked at is left
- * to the open.
+ * What serve, collect and the SDKs put in a data directory: a directory holding only these (or
+ * nothing) is a thing's, whose database is not made yet or was removed.
  */
-export function requireDatabase(file: string, flag = "-d"): void {
+const DATA_DIRECTORY_NAMES = new Set([
+  "serve.lock-key",
+  "config.parsed.json",
+  "flashlex.sock",
+  "update",
+  "subscription.db-wal",
+  "subscription.db-shm",
+  "subscription.db-journal",
+]);
+
+/**
+ * For the commands that read or change what is stored (`messages`, `outbox`, the SDKs' calls but
+ * collect), which never make a database: "there" to open it; "not yet" when `file` is missing
+ * (or has no bytes, as while SQLite makes it) in a directory that is a thing's (nothing else in
+ * it: serve starting beside the command, which must answer as for an empty database). Anywhere
+ * else a missing database is a wrong -d: opening it made an empty one in any directory (`-d
+ * /tmp`) and, through a link to nothing, the link's target. Throws UsageError (64) naming the
+ * file and `flag`; what cannot be looked at is left to the open ("there").
+ */
+export function databaseState(file: string, flag = "-d"): "there" | "not yet" {
   const advice = `serve makes it when it first runs; pass the data directory serve uses (${flag})`;
   const target = danglingTarget(file);
   if (target !== undefined) throw new UsageError(`${file}: a symbolic link to ${target}, which does not exist; ${advice}`);
@@ -50,8 +66,18 @@ export function requireDatabase(file: string, flag = "-d"): void {
   try {
     stats = statSync(file);
   } catch (err) {
-    if (!isNotThere(err)) return;
+    if (!isNotThere(err)) return "there";
   }
-  if (stats === undefined) throw new UsageError(`${file}: no message database here; ${advice}`);
-  if (stats.isFile() && stats.size === 0) throw new UsageError(`${file}: an empty file, not a message database; ${advice}`);
+  if (stats !== undefined && !(stats.isFile() && stats.size === 0)) return "there";
+  let others: string[];
+  try {
+    // theirs, or one of theirs being written (serve writing its lock key as the command looks)
+    const theirs = (name: string) => name === basename(file) || DATA_DIRECTORY_NAMES.has(name);
+    others = readdirSync(dirname(file)).filter((name) => !theirs(name) && !theirs(temporaryTarget(name) ?? ""));
+  } catch {
+    return "there"; // the open says why it cannot
+  }
+  if (others.length === 0) return "not yet";
+  const what = stats === undefined ? "no message database here" : "an empty file, not a message database";
+  throw new UsageError(`${file}: ${what}, and ${dirname(file)} holds other files: not a thing's data directory; ${advice}`);
 }
