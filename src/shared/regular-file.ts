@@ -42,3 +42,21 @@ function kindOf(stat: ReturnType<typeof fstatSync>): string {
   if (stat.isSocket()) return "a socket";
   return "a device";
 }
+
+/**
+ * Throws ConfigError (78) naming the first of `paths` that is there and is not a regular file (a
+ * FIFO, a socket, a device, a directory): for a database and its side files, where SQLite would
+ * block on a FIFO, or fail with an I/O error that blames the disk, and leave a new -wal behind.
+ * `what` names the file ("message database"). What is not there, or cannot be looked at, passes.
+ */
+export function refuseIrregularFiles(paths: readonly string[], what: string): void {
+  for (const path of paths) {
+    let stat: ReturnType<typeof statSync> | undefined;
+    try {
+      stat = statSync(path, { throwIfNoEntry: false });
+    } catch {
+      continue; // the open says why it cannot look
+    }
+    if (stat && !stat.isFile()) throw new ConfigError(`${path}: not a regular file (${kindOf(stat)}), where the ${what} belongs; move it aside`);
+  }
+}

@@ -15,6 +15,7 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { execFileSync } from "node:child_process";
 import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -532,6 +533,37 @@ describe("bad values on the command line and on stdin", () => {
       tally("faults");
       expect({ args, code: result.exitCode }).toEqual({ args, code: 74 });
       expect(result.stderr.toString()).toBe("flashlex: could not write to stdout (ENOSPC): the output is lost; what the command did is done\n");
+    }
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  test("a FIFO or a directory where the database or a side file belongs is 78 naming it, before SQLite opens anything (it was 74 'the disk failed', and a new -wal was left)", async () => {
+    const base = mkdtempSync(join(tmpdir(), "flashlex-oddfile-"));
+    for (const [name, make] of [
+      ["subscription.db", "fifo"],
+      ["subscription.db", "dir"],
+      ["subscription.db-shm", "fifo"],
+      ["subscription.db-wal", "dir"],
+    ] as const) {
+      const dataDir = join(base, `${name}-${make}`);
+      if (name !== "subscription.db") makeMessageDatabase(dataDir);
+      else mkdirSync(dataDir);
+      const odd = join(dataDir, name);
+      if (make === "fifo") execFileSync("mkfifo", [odd]);
+      else mkdirSync(odd);
+      const before = readdirSync(dataDir).sort();
+      const kind = make === "fifo" ? "a FIFO" : "a directory";
+      for (const command of [["messages", "list"], ["collect"], ["serve"]]) {
+        const result = await run([...command, ...withData(dataDir)], { input: "{}", timeoutMs: 15_000 });
+        tally("faults");
+        expect({ name, make, command, code: result.code }).toEqual({ name, make, command, code: 78 });
+        expectOneLine(result, new RegExp(`^flashlex: ${odd}: not a regular file \\(${kind}\\), where the message database belongs; move it aside`));
+      }
+      expect(
+        readdirSync(dataDir)
+          .filter((n) => n !== "serve.lock-key" && n !== "config.parsed.json")
+          .sort(),
+      ).toEqual(before.filter((n) => n !== "serve.lock-key" && n !== "config.parsed.json"));
     }
     rmSync(base, { recursive: true, force: true });
   });

@@ -1,7 +1,8 @@
 import { chmodSync, closeSync, openSync, statSync } from "node:fs";
 import { ConfigError } from "../../shared/errors.ts";
 import { pathExists } from "../../shared/path-exists.ts";
-import type { SqlDatabase } from "../../shared/sqlite/driver.ts";
+import { refuseIrregularFiles } from "../../shared/regular-file.ts";
+import { databaseFiles, type SqlDatabase } from "../../shared/sqlite/driver.ts";
 import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
 import { SQLITE_MIGRATIONS } from "./migrations.ts";
@@ -47,6 +48,7 @@ export function openSqliteHubSql(file: string, options: { create?: boolean } = {
   const create = options.create ?? false;
   if (!create && !pathExists(file)) throw hubDatabaseMissing(file);
   ownerOnlyDatabase(file, create);
+  refuseIrregularFiles(databaseFiles(file), "hub database");
   const db = openSqlDatabase(file, { create, damagedAdvice: HUB_DB_DAMAGED_ADVICE });
   try {
     applyPragmas(db);
@@ -108,8 +110,6 @@ export function sqliteHubSql(db: SqlDatabase): HubSql {
   };
 }
 
-const DATABASE_SIDE_FILES = ["-wal", "-shm", "-journal"];
-
 /**
  * With `create`, creates `file` empty with mode 0600 if absent (an empty file is an empty SQLite
  * database); narrows it and its side files to the owner's bits (0600 at most): group and other
@@ -117,7 +117,7 @@ const DATABASE_SIDE_FILES = ["-wal", "-shm", "-journal"];
  */
 function ownerOnlyDatabase(file: string, create: boolean): void {
   if (create) closeSync(openSync(file, "a", 0o600));
-  for (const path of [file, ...DATABASE_SIDE_FILES.map((suffix) => file + suffix)]) {
+  for (const path of databaseFiles(file)) {
     let mode: number;
     try {
       mode = statSync(path).mode & 0o777;

@@ -14,6 +14,14 @@ import type { Logger } from "../log.ts";
  */
 export const LOCK_WAIT_MS = 5000;
 
+/** The files SQLite keeps beside a database (WAL, its index, a rollback journal), by suffix. */
+export const SIDE_FILE_SUFFIXES = ["-wal", "-shm", "-journal"] as const;
+
+/** `file` and the side files SQLite keeps beside it. */
+export function databaseFiles(file: string): string[] {
+  return [file, ...SIDE_FILE_SUFFIXES.map((suffix) => file + suffix)];
+}
+
 export type SqlValue = string | number | bigint | null | Uint8Array;
 export type Row = Record<string, SqlValue>;
 
