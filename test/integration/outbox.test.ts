@@ -278,6 +278,24 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
 
   const receivedIds = () => receiver.received.map((r) => r.messageId);
 
+  test("outbox list reads and prints a page at a time, in the outbox's order (created, then id), every entry once", async () => {
+    const dataDir = join(fixture.dir, "paged-outbox");
+    makeMessageDatabase(dataDir);
+    // 70 rejected entries, created ten to a millisecond: across pages of 32, the id orders those
+    const planted = Array.from({ length: 70 }, (_, i) => [`b0000000-0000-4000-8000-${String(69 - i).padStart(12, "0")}`, 5_000 + Math.floor(i / 10)] as const);
+    plant(
+      dataDir,
+      planted.map(([id, at]) => [
+        "INSERT INTO outbox (message_id, body, via, state, created_at, next_attempt_at) VALUES (?, '{}', 'http', 'rejected', ?, ?)",
+        [id, at, at],
+      ]),
+    );
+    const expected = [...planted].sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1)).map(([id]) => id);
+    const flags = ["-c", fixture.configPath, "-k", fixture.keysDir, "-d", dataDir];
+    expect((await outboxList(flags)).map((e) => e.messageId)).toEqual(expected);
+    expect((await outboxList(flags, "rejected")).length).toBe(70);
+  });
+
   test("rows that cannot be delivered never stop serve: the good ones go, the bad ones are marked, the agent keeps running", async () => {
     const flags = fixture.flags;
     makeMessageDatabase(fixture.dataDir); // as serve makes it; outbox only reads one that is there

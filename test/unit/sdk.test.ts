@@ -240,6 +240,35 @@ test("serve answers a list a page of 16 rows at a time, whatever the client asks
   }
 });
 
+test("serve answers the outbox list 16 entries at a time in its order (created, then id), whatever the client asks for", async () => {
+  const data = mkdtempSync(join(thing.dir, "paged-outbox-"));
+  const config = loadThingConfig({ config: thing.configPath, keys: thing.keysDir, data });
+  const store = MessageStore.open(join(data, "subscription.db"));
+  // 40 entries, some created in the same millisecond: the id orders those
+  const ids = Array.from({ length: 40 }, (_, i) => {
+    const messageId = `a0000000-0000-4000-8000-${String(39 - i).padStart(12, "0")}`;
+    store.enqueue({ messageId, body: `{"n":${i}}`, via: "http", now: 1_000 + Math.floor(i / 4) });
+    return { messageId, createdAt: 1_000 + Math.floor(i / 4) };
+  });
+  const ordered = [...ids].sort((a, b) => a.createdAt - b.createdAt || (a.messageId < b.messageId ? -1 : 1)).map((e) => e.messageId);
+  const access = databaseAccess(config, loadIdentity(config), store, silentLogger);
+  const asked: (number | undefined)[] = [];
+  const counted: ThingAccess = { ...access, listOutbox: (state, page) => (asked.push(page?.limit), access.listOutbox(state, page)) };
+  const socket = await listenControlSocket(data, counted, () => ({}), silentLogger);
+  const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data });
+  try {
+    expect((await sdk.listOutbox()).map((e) => e.message_id)).toEqual(ordered);
+    expect(asked).toEqual([16, 16, 16]);
+    asked.length = 0;
+    expect((await sdk.listOutbox("sent")).length).toBe(0);
+    expect(asked).toEqual([16]);
+  } finally {
+    sdk.close();
+    await closeControlSocket(socket, data);
+    store.close();
+  }
+});
+
 test("a serve that hangs up mid-call is a FlashlexError of kind unavailable naming its socket, like every other rejection", async () => {
   // answers the liveness check as serve does, then drops every request: a serve stopping mid-call
   const server = createServer((req, res) => (req.url === "/v1/status" ? res.end(JSON.stringify({ ok: true, result: {} })) : req.socket.destroy()));

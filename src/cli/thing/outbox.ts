@@ -5,7 +5,7 @@
  */
 import { UsageError } from "../../shared/errors.ts";
 import { isoOrAsIs } from "../../shared/time.ts";
-import type { OutboxChange, OutboxEntry, OutboxState, ThingAccess } from "../../thing/local/access.ts";
+import type { OutboxChange, OutboxEntry, OutboxPage, OutboxState, ThingAccess } from "../../thing/local/access.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { printLine } from "../output.ts";
@@ -37,6 +37,8 @@ interface OutboxListFlags extends ThingFlags {
 }
 
 const STATES: readonly OutboxState[] = ["pending", "sent", "rejected"];
+/** The most entries `list` asks for at once (each body may be 256 KiB). */
+const LIST_PAGE = 32;
 
 async function outboxList(flags: OutboxListFlags): Promise<number> {
   const state = flags.state === undefined ? undefined : String(flags.state);
@@ -44,8 +46,16 @@ async function outboxList(flags: OutboxListFlags): Promise<number> {
     throw new UsageError(`--state must be pending, sent or rejected, not ${JSON.stringify(state)}`);
   const access = await openAccess(flags, { existingData: true });
   try {
-    for (const entry of await access.listOutbox(state as OutboxState | undefined)) printLine(flags.json ? JSON.stringify(toJson(entry)) : toLine(entry));
-    return ExitCode.OK;
+    // A page at a time, as `messages list` reads: an outbox of any size is one page in memory
+    // here and in serve (it grows without bound while the hub is away: offlinePublishQueueing -1).
+    let after: OutboxPage["after"];
+    for (;;) {
+      const page = await access.listOutbox(state as OutboxState | undefined, { after, limit: LIST_PAGE });
+      for (const entry of page) printLine(flags.json ? JSON.stringify(toJson(entry)) : toLine(entry));
+      if (page.length < LIST_PAGE) return ExitCode.OK;
+      const last = page[page.length - 1]!;
+      after = { createdAt: last.created_at, messageId: last.message_id };
+    }
   } finally {
     access.close();
   }

@@ -15,9 +15,9 @@
  * not run, the command opens the database itself. Both answer the same way.
  */
 import type { CollectResult } from "../egress/collect.ts";
-import type { IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxVia } from "../store/message-store.ts";
+import type { IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxPage, OutboxVia } from "../store/message-store.ts";
 
-export type { CollectResult, IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxVia };
+export type { CollectResult, IngressMessage, IngressQuery, OutboxChange, OutboxEntry, OutboxPage, OutboxVia };
 
 /** The outbox states (src/thing/egress/outbox.ts documents them). */
 export type OutboxState = OutboxEntry["state"];
@@ -37,8 +37,8 @@ export interface ThingAccess {
   deleteMessages(ids: readonly number[]): Promise<number[]>;
   /** queues `body` (one JSON document, checked) and delivers it once now (egress/collect.ts) */
   collect(body: string, via: OutboxVia): Promise<CollectResult>;
-  /** the egress outbox, oldest first; every state unless one is given */
-  listOutbox(state?: OutboxState): Promise<OutboxEntry[]>;
+  /** the egress outbox, oldest first; every state unless one is given; `page`: a part of it (OutboxPage) */
+  listOutbox(state?: OutboxState, page?: OutboxPage): Promise<OutboxEntry[]>;
   /** rejected (or pending) entries become pending and due now */
   retryOutbox(ids: readonly string[]): Promise<OutboxChange>;
   /** deletes entries in any state */

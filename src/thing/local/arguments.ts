@@ -9,7 +9,7 @@
 import { isUuid } from "../../protocol/ids.ts";
 import { UsageError } from "../../shared/errors.ts";
 import { quoteLogText } from "../../shared/log.ts";
-import type { IngressQuery, OutboxState, OutboxVia, ThingAccess } from "./access.ts";
+import type { IngressQuery, OutboxPage, OutboxState, OutboxVia, ThingAccess } from "./access.ts";
 
 export const INGRESS_STATES: readonly NonNullable<IngressQuery["state"]>[] = ["unacked", "acked", "all"];
 export const OUTBOX_STATES: readonly OutboxState[] = ["pending", "sent", "rejected"];
@@ -84,6 +84,25 @@ export function checkIngressQuery(query: unknown): IngressQuery {
   return checked;
 }
 
+/**
+ * A page of the outbox (OutboxPage): absent, or `after` an object of `createdAt` (Unix ms, a
+ * whole number) and `messageId` (a string), and `limit` a whole number >= 1. Throws UsageError
+ * naming the first wrong field.
+ */
+export function checkOutboxPage(page: unknown): OutboxPage | undefined {
+  if (given(page) === undefined) return undefined;
+  if (typeof page !== "object" || Array.isArray(page)) throw new UsageError(`the outbox page must be an object, not ${shown(page)}`);
+  const { after, limit } = page as Record<string, unknown>;
+  const checked: OutboxPage = {};
+  if (given(after) !== undefined) {
+    const { createdAt, messageId } = (typeof after === "object" && !Array.isArray(after) ? after : {}) as Record<string, unknown>;
+    if (typeof messageId !== "string") throw new UsageError(`after must be {createdAt, messageId}, not ${shown(after)}`);
+    checked.after = { createdAt: wholeNumber(createdAt, "after.createdAt", 0), messageId };
+  }
+  if (given(limit) !== undefined) checked.limit = wholeNumber(limit, "limit", 1);
+  return checked;
+}
+
 /** Message ids (ingress): an array of whole numbers >= 1, each kept once. Throws UsageError otherwise. */
 export function checkMessageIds(ids: unknown): number[] {
   if (!Array.isArray(ids)) throw new UsageError(`the message ids must be an array of numbers, not ${shown(ids)}`);
@@ -117,7 +136,7 @@ export function withCheckedArguments(access: ThingAccess): ThingAccess {
       if (typeof body !== "string") throw new UsageError(`the document must be JSON text, not ${shown(body)}`);
       return access.collect(body, checkVia(via));
     },
-    listOutbox: async (state) => access.listOutbox(checkOutboxState(state)),
+    listOutbox: async (state, page) => access.listOutbox(checkOutboxState(state), checkOutboxPage(page)),
     retryOutbox: async (ids) => access.retryOutbox(checkOutboxIds(ids)),
     dropOutbox: async (ids) => access.dropOutbox(checkOutboxIds(ids)),
     close: () => access.close(),

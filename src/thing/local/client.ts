@@ -183,7 +183,7 @@ export function serveAccess(dataDir: string): ThingAccess {
     ackMessages: async (ids) => (await inRequests(ids, (part) => call<number[]>(ROUTES.ackMessages, { ids: part }))).flat(),
     deleteMessages: async (ids) => (await inRequests(ids, (part) => call<number[]>(ROUTES.deleteMessages, { ids: part }))).flat(),
     collect: (body, via) => call(ROUTES.collect, { body, via }),
-    listOutbox: async (state) => (await call<WireOutboxEntry[]>(ROUTES.listOutbox, { state })).map(fromWireOutbox),
+    listOutbox: async (state, page) => (await call<WireOutboxEntry[]>(ROUTES.listOutbox, { state, ...page })).map(fromWireOutbox),
     retryOutbox: async (ids) => mergeChanges(await inRequests(ids, (part) => call<OutboxChange>(ROUTES.retryOutbox, { ids: part }))),
     dropOutbox: async (ids) => mergeChanges(await inRequests(ids, (part) => call<OutboxChange>(ROUTES.dropOutbox, { ids: part }))),
     close: () => {},

@@ -52,7 +52,7 @@ export function databaseAccess(
         releaseFileDuringAttempt: !serveHooks && via === "http",
       });
     },
-    listOutbox: async (state) => store.listOutbox(state),
+    listOutbox: async (state, page) => store.listOutbox(state, page),
     retryOutbox: async (ids) => {
       const change = store.retryOutbox(ids, Date.now());
       if (change.changed.length) serveHooks?.onOutboxChanged();

@@ -6,8 +6,8 @@ import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { parseEgressDocument } from "../egress/document.ts";
-import type { IngressMessage, IngressQuery, OutboxState, ThingAccess } from "./access.ts";
-import { checkIngressQuery, checkVia, withCheckedArguments } from "./arguments.ts";
+import type { IngressMessage, IngressQuery, OutboxEntry, OutboxPage, OutboxState, ThingAccess } from "./access.ts";
+import { checkIngressQuery, checkOutboxPage, checkOutboxState, checkVia, withCheckedArguments } from "./arguments.ts";
 import { type Answer, MAX_REQUEST_BYTES, ROUTES, socketPath, toWire, toWireOutbox } from "./wire.ts";
 
 /**
@@ -38,7 +38,8 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
       log.info("egress.collected", { messageId: result.messageId, via, outcome: result.outcome, status: result.status, error: result.error });
       return result;
     },
-    [ROUTES.listOutbox]: async (body) => (await checked.listOutbox(field(body, "state") as OutboxState | undefined)).map(toWireOutbox),
+    [ROUTES.listOutbox]: (body) =>
+      pagedOutbox(checked, checkOutboxState(field(body, "state")), checkOutboxPage({ after: field(body, "after"), limit: field(body, "limit") })),
     [ROUTES.retryOutbox]: async (body) => {
       const change = await checked.retryOutbox(field(body, "ids") as string[]);
       if (change.changed.length) log.info("outbox.retried", { messageIds: change.changed.join(",") });
@@ -84,21 +85,23 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
 }
 
 /**
- * The most ingress rows serve holds at once while it answers a list: a message may be 256 KiB,
- * so a page is a few MiB whatever the backlog. A list without a limit (the SDKs ask for every
- * unacknowledged message) was built whole: 2,000 messages of 100 KB took serve to 1.4 GB.
+ * The most rows serve holds at once while it answers a list: a message or an outbox body may be
+ * 256 KiB, so a page is a few MiB whatever the backlog. A list without a limit (the SDKs ask for
+ * every unacknowledged message) was built whole: 2,000 messages of 100 KB took serve to 1.4 GB.
  */
 const LIST_PAGE_ROWS = 16;
 
 /**
  * A list answer written a page of rows at a time, each page once the socket took the one before
- * (the same `{ok: true, result: [...]}` a client reads whole). A failure after the first page
- * cannot change the answer any more: the connection is dropped, and the client's read fails.
+ * (the same `{ok: true, result: [...]}` a client reads whole). `next(last, limit)` reads the
+ * page after the row `last`. A failure after the first page cannot change the answer any more:
+ * the connection is dropped, and the client's read fails.
  */
-class PagedAnswer {
+class PagedAnswer<Row> {
   constructor(
-    readonly first: IngressMessage[],
-    private readonly next: (afterId: number, limit: number) => Promise<IngressMessage[]>,
+    readonly first: Row[],
+    private readonly next: (last: Row, limit: number) => Promise<Row[]>,
+    private readonly toJson: (row: Row) => unknown,
     private readonly limit?: number,
   ) {}
 
@@ -111,13 +114,13 @@ class PagedAnswer {
     for (;;) {
       for (const row of page) {
         if (res.destroyed) return; // the client went away: nobody to answer
-        await sent(res, separator + JSON.stringify(toWire(row)));
+        await sent(res, separator + JSON.stringify(this.toJson(row)));
         separator = ",";
       }
       written += page.length;
       const wanted = this.limit === undefined ? LIST_PAGE_ROWS : Math.min(LIST_PAGE_ROWS, this.limit - written);
       if (page.length < LIST_PAGE_ROWS || wanted <= 0) break;
-      page = await this.next(page[page.length - 1]!.id, wanted);
+      page = await this.next(page[page.length - 1]!, wanted);
     }
     res.end("]}");
   }
@@ -138,10 +141,17 @@ function sent(res: ServerResponse, chunk: string): Promise<void> {
 }
 
 /** The rows `query` names, read LIST_PAGE_ROWS at a time (by id, as the store orders them). The first page is read here, so a refusal is still an answer of its own. */
-async function pagedMessages(access: ThingAccess, query: IngressQuery): Promise<PagedAnswer> {
+async function pagedMessages(access: ThingAccess, query: IngressQuery): Promise<PagedAnswer<IngressMessage>> {
   const page = (afterId: number | undefined, limit: number) => access.listMessages({ ...query, afterId, limit });
   const first = await page(query.afterId, query.limit === undefined ? LIST_PAGE_ROWS : Math.min(LIST_PAGE_ROWS, query.limit));
-  return new PagedAnswer(first, page, query.limit);
+  return new PagedAnswer(first, (last, limit) => page(last.id, limit), toWire, query.limit);
+}
+
+/** The outbox entries `state` and `from` name, read LIST_PAGE_ROWS at a time in the outbox's order; the first page here, as for messages. */
+async function pagedOutbox(access: ThingAccess, state: OutboxState | undefined, from: OutboxPage = {}): Promise<PagedAnswer<OutboxEntry>> {
+  const page = (after: OutboxPage["after"], limit: number) => access.listOutbox(state, { after, limit });
+  const first = await page(from.after, from.limit === undefined ? LIST_PAGE_ROWS : Math.min(LIST_PAGE_ROWS, from.limit));
+  return new PagedAnswer(first, (last, limit) => page({ createdAt: last.created_at, messageId: last.message_id }, limit), toWireOutbox, from.limit);
 }
 
 /** A field of a request body, or undefined when the body is not a JSON object (the check then names what is missing). */

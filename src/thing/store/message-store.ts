@@ -152,6 +152,12 @@ export interface IngressQuery {
 
 export type OutboxVia = "http" | "mqtt";
 
+/** A page of the outbox in its order (created_at, then message_id): the entries after `after`, at most `limit`. */
+export interface OutboxPage {
+  after?: { createdAt: number; messageId: string };
+  limit?: number;
+}
+
 export interface OutboxEntry {
   message_id: string;
   body: string;
@@ -558,10 +564,15 @@ export class MessageStore {
     return this.db.get<OutboxEntry>("SELECT * FROM outbox WHERE message_id = ?", [messageId]);
   }
 
-  listOutbox(state?: OutboxEntry["state"]): OutboxEntry[] {
-    return state
-      ? this.db.all<OutboxEntry>("SELECT * FROM outbox WHERE state = ? ORDER BY created_at, message_id", [state])
-      : this.db.all<OutboxEntry>("SELECT * FROM outbox ORDER BY created_at, message_id");
+  /** Oldest first (created_at, then message_id); `page`: only entries after `after` in that order, at most `limit`. */
+  listOutbox(state?: OutboxEntry["state"], page: OutboxPage = {}): OutboxEntry[] {
+    const where: string[] = [];
+    const params: SqlValue[] = [];
+    if (state) where.push("state = ?"), params.push(state);
+    if (page.after) where.push("(created_at, message_id) > (?, ?)"), params.push(page.after.createdAt, page.after.messageId);
+    params.push(page.limit ?? -1);
+    const clause = where.length ? `WHERE ${where.join(" AND ")}` : "";
+    return this.db.all<OutboxEntry>(`SELECT * FROM outbox ${clause} ORDER BY created_at, message_id LIMIT ?`, params);
   }
 
   /**
