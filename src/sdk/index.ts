@@ -27,7 +27,7 @@ import { withCheckedArguments } from "../thing/local/arguments.ts";
 import { runningServeAccess, serveListens } from "../thing/local/client.ts";
 import { NO_DATABASE_YET, openThingAccess } from "../thing/local/open.ts";
 import { type ConfigLocation as InternalConfigLocation, loadThingConfig, type ThingConfig } from "../thing/settings.ts";
-import { databaseState } from "../thing/store/open.ts";
+import { databaseState, legacyStoreOf } from "../thing/store/open.ts";
 
 /** Where the thing's files are, as `-c`, `-d` and `-k` on the command line. */
 export interface ConfigLocation {
@@ -298,7 +298,8 @@ export class FlashlexSDK {
     // reading or changing what is stored without a serve never makes the database (databaseState)
     let state: "there" | "not yet" = "there";
     try {
-      if (existingData && !(await serveListens(this.thingConfig.dataDir))) state = databaseState(this.thingConfig.paths.database, "data");
+      if (existingData && !(await serveListens(this.thingConfig.dataDir)))
+        state = databaseState(this.thingConfig.paths.database, { flag: "data", legacy: legacyStoreOf(this.thingConfig) });
     } catch (err) {
       throw toFlashlexError(err);
     }

@@ -477,6 +477,19 @@ describe("bad values on the command line and on stdin", () => {
     expect((await run(["messages", "ack", "1", ...withData(fresh)])).code).toBe(65);
     expect((await run(["outbox", "drop", "x", ...withData(fresh)])).code).toBe(65);
     expect(readdirSync(fresh)).toEqual(["serve.lock-key"]);
+    // only the old Python SDK's store (subscription.json): opening takes it in, as serve would
+    const old = join(base, "old-sdk");
+    mkdirSync(old);
+    const entry = {
+      pk: "aaaaaaaaaaaa",
+      timestamp: 1569851375.25,
+      datetime: "2019-09-30 13:49:35",
+      message: { topic: "pubsub/x", payload: { n: 1 }, pos: 1, retain: 0, mid: 1 },
+    };
+    writeFileSync(join(old, "subscription.json"), JSON.stringify({ aaaaaaaaaaaa: entry }));
+    const imported = await run(["messages", "list", "--json", ...withData(old)]);
+    expect(imported.code).toBe(0);
+    expect(JSON.parse(imported.stdout).topic).toBe("pubsub/x");
     rmSync(base, { recursive: true, force: true });
   });
 

@@ -2,7 +2,7 @@ import type { Logger } from "../../shared/log.ts";
 import type { ThingIdentity } from "../identity.ts";
 import { loadIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
-import { databaseState, openThingStore } from "../store/open.ts";
+import { databaseState, legacyStoreOf, openThingStore } from "../store/open.ts";
 import type { ThingAccess } from "./access.ts";
 import { withCheckedArguments } from "./arguments.ts";
 import { runningServeAccess } from "./client.ts";
@@ -22,7 +22,7 @@ export async function openThingAccess(config: ThingConfig, log: Logger, identity
   const served = await runningServeAccess(config.dataDir);
   if (served) return served;
   // reading or changing what is stored never makes the database (databaseState)
-  if (options.existing && databaseState(config.paths.database) === "not yet") return withCheckedArguments(NO_DATABASE_YET);
+  if (options.existing && databaseState(config.paths.database, { legacy: legacyStoreOf(config) }) === "not yet") return withCheckedArguments(NO_DATABASE_YET);
   return withCheckedArguments(databaseAccess(config, identity ?? (() => loadIdentity(config)), openThingStore(config, log), log));
 }
 

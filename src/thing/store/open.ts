@@ -3,7 +3,8 @@ import { basename, dirname, join } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { temporaryTarget } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
-import { danglingTarget, isNotThere } from "../../shared/path-exists.ts";
+import { danglingTarget, isNotThere, pathExists } from "../../shared/path-exists.ts";
+import { databaseFiles } from "../../shared/sqlite/driver.ts";
 import type { ThingConfig } from "../settings.ts";
 import { MessageStore } from "./message-store.ts";
 import { importPickleDb, PickleDbUnreadable } from "./pickledb-import.ts";
@@ -15,7 +16,7 @@ import { importPickleDb, PickleDbUnreadable } from "./pickledb-import.ts";
  */
 export function openThingStore(config: ThingConfig, log: Logger): MessageStore {
   const store = MessageStore.open(config.paths.database);
-  const legacy = join(config.dataDir, config.yaml.app.db.subscriptionData);
+  const legacy = legacyStoreOf(config);
   try {
     const result = importPickleDb(store, legacy, config.yaml.thing.mqtt.ingress.topic, (key, reason) =>
       log.warn("store.pickledb_entry_skipped", { file: legacy, key, reason, note: "kept in the renamed file" }),
@@ -35,31 +36,21 @@ export function openThingStore(config: ThingConfig, log: Logger): MessageStore {
   return store;
 }
 
-/**
- * What serve, collect and the SDKs put in a data directory: a directory holding only these (or
- * nothing) is a thing's, whose database is not made yet or was removed.
- */
-const DATA_DIRECTORY_NAMES = new Set([
-  "serve.lock-key",
-  "config.parsed.json",
-  "flashlex.sock",
-  "update",
-  "subscription.db-wal",
-  "subscription.db-shm",
-  "subscription.db-journal",
-]);
+/** What serve and collect put in a data directory beside the database and its side files. */
+const DATA_DIRECTORY_NAMES = new Set(["serve.lock-key", "config.parsed.json", "flashlex.sock", "update"]);
 
 /**
  * For the commands that read or change what is stored (`messages`, `outbox`, the SDKs' calls but
- * collect), which never make a database: "there" to open it; "not yet" when `file` is missing
- * (or has no bytes, as while SQLite makes it) in a directory that is a thing's (nothing else in
- * it: serve starting beside the command, which must answer as for an empty database). Anywhere
- * else a missing database is a wrong -d: opening it made an empty one in any directory (`-d
- * /tmp`) and, through a link to nothing, the link's target. Throws UsageError (64) naming the
- * file and `flag`; what cannot be looked at is left to the open ("there").
+ * collect), which never make a database: "there" to open it (also when only the old Python SDK's
+ * store, `legacy`, is there: opening takes it in, as serve would); "not yet" when `file` is
+ * missing (or has no bytes, as while SQLite makes it) in a directory that is a thing's (nothing
+ * else in it: serve starting beside the command, which must answer as for an empty database).
+ * Anywhere else a missing database is a wrong -d: opening it made an empty one in any directory
+ * (`-d /tmp`) and, through a link to nothing, the link's target. Throws UsageError (64) naming
+ * the file and `flag`; what cannot be looked at is left to the open ("there").
  */
-export function databaseState(file: string, flag = "-d"): "there" | "not yet" {
-  const advice = `serve makes it when it first runs; pass the data directory serve uses (${flag})`;
+export function databaseState(file: string, options: { flag?: string; legacy?: string } = {}): "there" | "not yet" {
+  const advice = `serve makes it when it first runs; pass the data directory serve uses (${options.flag ?? "-d"})`;
   const target = danglingTarget(file);
   if (target !== undefined) throw new UsageError(`${file}: a symbolic link to ${target}, which does not exist; ${advice}`);
   let stats: Stats | undefined;
@@ -69,10 +60,12 @@ export function databaseState(file: string, flag = "-d"): "there" | "not yet" {
     if (!isNotThere(err)) return "there";
   }
   if (stats !== undefined && !(stats.isFile() && stats.size === 0)) return "there";
+  if (options.legacy !== undefined && options.legacy !== file && pathExists(options.legacy, { cannotLook: true })) return "there";
   let others: string[];
   try {
     // theirs, or one of theirs being written (serve writing its lock key as the command looks)
-    const theirs = (name: string) => name === basename(file) || DATA_DIRECTORY_NAMES.has(name);
+    const database = new Set(databaseFiles(basename(file)));
+    const theirs = (name: string) => database.has(name) || DATA_DIRECTORY_NAMES.has(name);
     others = readdirSync(dirname(file)).filter((name) => !theirs(name) && !theirs(temporaryTarget(name) ?? ""));
   } catch {
     return "there"; // the open says why it cannot
@@ -80,4 +73,9 @@ export function databaseState(file: string, flag = "-d"): "there" | "not yet" {
   if (others.length === 0) return "not yet";
   const what = stats === undefined ? "no message database here" : "an empty file, not a message database";
   throw new UsageError(`${file}: ${what}, and ${dirname(file)} holds other files: not a thing's data directory; ${advice}`);
+}
+
+/** The old Python SDK's store beside the database `config` names (openThingStore takes it in). */
+export function legacyStoreOf(config: ThingConfig): string {
+  return join(config.dataDir, config.yaml.app.db.subscriptionData);
 }
