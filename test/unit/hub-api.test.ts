@@ -367,6 +367,20 @@ describe("the thing rows the collector keeps between requests", () => {
     for (let i = 0; i < 2; i++) await expect(collector.authenticate(unknown, token)).rejects.toThrow("unknown thing");
     expect(reads).toBe(4);
   });
+
+  test("a write of this process is seen at once, within the same turn: a revoke by this hub, then a token that verified before, is refused (the version read earlier in the turn was reused)", async () => {
+    const created = await createThing(home, store, "same-turn");
+    const files = unzip(await Bun.file(created.distribution).bytes());
+    const key = loadPrivateKey(files[`${created.thing.name}/keys/${created.thing.name}-keypair-private.pem`]!);
+    const collector = new Collector({ store, log: silentLogger });
+    const token = await signThingToken({ thingId: created.thing.id, privateKey: key });
+    expect((await collector.authenticate(created.thing.id, token)).id).toBe(created.thing.id);
+    await new Promise((resolve) => setImmediate(resolve));
+    // one turn from here on: the verified token needs no signature check, the store answers at once
+    expect((await collector.authenticate(created.thing.id, token)).id).toBe(created.thing.id);
+    expect(await store.revokeThing(created.thing.id, Date.now())).toBe(true);
+    await expect(collector.authenticate(created.thing.id, token)).rejects.toThrow("revoked thing");
+  });
 });
 
 describe("EC things: the algorithm follows the registered key, nothing else", () => {

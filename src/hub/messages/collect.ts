@@ -104,6 +104,8 @@ export class Collector {
   private readonly things = new Map<string, ThingRecord>();
   private thingsVersion: number | undefined;
   private versionRead: Promise<number> | undefined;
+  /** the store's localThingsWrites when `versionRead` began */
+  private writesAtVersionRead = 0;
   private readonly now: () => number;
   /** egress of concurrent requests and publishes, committed together: one fsync for many */
   private readonly commits: GroupCommit<{ message: MessageRecord; seenAt?: number }, MessageInsert>;
@@ -212,8 +214,15 @@ export class Collector {
     return thing;
   }
 
-  /** The store's things version, read once per turn of the event loop; `things` is emptied when it changed. */
+  /** The store's things version, read once per turn of the event loop and after each write of this process; `things` is emptied when it changed. */
   private currentThingsVersion(): Promise<number> {
+    // A write of this process (a renewal, a revoke, this collector forgetting a previous key) may
+    // come within the turn: a version read before it is read again, or a row it changed is kept.
+    const writes = this.deps.store.localThingsWrites();
+    if (writes !== this.writesAtVersionRead) {
+      this.versionRead = undefined;
+      this.writesAtVersionRead = writes;
+    }
     if (!this.versionRead) {
       const read = fromStore(() => this.deps.store.thingsVersion()).then((version) => {
         if (version !== this.thingsVersion) {

@@ -282,6 +282,13 @@ export interface HubStore {
    * its triggers, migration 9). A thing row read after this number is as new as it.
    */
   thingsVersion(): Promise<number>;
+  /**
+   * How many writes to things (all but verified_at and last_seen_at) this store has made in this
+   * process, committed or failed: read synchronously, it tells a reader that keeps thing rows
+   * (the collector reads thingsVersion once per turn of the event loop) to read it again after
+   * a write of its own, which may come in the same turn.
+   */
+  localThingsWrites(): number;
   /** the things of `ids` (lower-case UUIDs) that exist, as targets to send to, in no particular order; unknown ids are left out */
   getThingTargets(ids: readonly string[]): Promise<ThingTarget[]>;
   listThings(): Promise<ThingRecord[]>;

@@ -198,12 +198,26 @@ export function sqlHubStore(sql: HubSql): HubStore {
     if (changes !== 1) throw new FlashlexError(`the database did not store the thing ${t.name} (a trigger in it skipped the row)`, "io");
   };
 
+  /** Writes to things made here (HubStore.localThingsWrites). */
+  let thingsWrites = 0;
+  /** `write`, counted in thingsWrites once it settled, committed or not (a reader then only looks again). */
+  const writingThings =
+    <A extends unknown[], R>(write: (...args: A) => Promise<R>) =>
+    async (...args: A): Promise<R> => {
+      try {
+        return await write(...args);
+      } finally {
+        thingsWrites++;
+      }
+    };
+
   return {
     driver: sql.dialect,
     updates: sqlUpdateTables(sql),
     insertThing: (t) => insertThing(sql, t),
     getThing: (id) => thingBy(sql, "id", id),
     getThingByName: (name) => thingBy(sql, "name", name),
+    localThingsWrites: () => thingsWrites,
     thingsVersion: async () => Number((await sql.get<{ version: number | bigint }>("SELECT version FROM things_version WHERE id = 1"))?.version ?? 0),
     async getThingTargets(ids) {
       const things: ThingTarget[] = [];
@@ -233,9 +247,7 @@ export function sqlHubStore(sql: HubSql): HubStore {
         { durable: false },
       );
     },
-    async revokeThing(id, at) {
-      return (await sql.run("UPDATE things SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [at, id])).changes > 0;
-    },
+    revokeThing: writingThings(async (id, at) => (await sql.run("UPDATE things SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL", [at, id])).changes > 0),
     async revokedSince(since) {
       return (await sql.all<{ name: string }>("SELECT name FROM things WHERE revoked_at >= ?", [since])).map((r) => r.name);
     },
@@ -249,7 +261,7 @@ export function sqlHubStore(sql: HubSql): HubStore {
       const pending = (await sql.get<{ n: number }>("SELECT COUNT(*) AS n FROM messages WHERE delivery = 'pending'"))!;
       return { ...things, pendingIngress: pending.n };
     },
-    deleteThing: (id, retired) =>
+    deleteThing: writingThings((id, retired) =>
       sql.transaction(async (tx) => {
         // The thing's row first: on PostgreSQL, a transaction storing a message for it holds the
         // row (existingThings) until it commits, and this waits for it; the messages it stored
@@ -260,6 +272,7 @@ export function sqlHubStore(sql: HubSql): HubStore {
         if (deleted && retired) for (const c of retired.certificates) await supersede(tx, c.serial, id, c.notAfter, retired.at);
         return deleted;
       }),
+    ),
 
     async thingPage(q) {
       // LIKE with its wildcards escaped: a typed `%` or `_` matches itself. Lower-cased on both
@@ -425,7 +438,7 @@ export function sqlHubStore(sql: HubSql): HubStore {
         await insertThing(tx, thing);
         return true;
       }),
-    replaceCertificate: (id, u) =>
+    replaceCertificate: writingThings((id, u) =>
       sql.transaction(async (tx) => {
         for (const c of u.superseded) await supersede(tx, c.serial, id, c.notAfter, u.at);
         await tx.run(
@@ -435,7 +448,8 @@ export function sqlHubStore(sql: HubSql): HubStore {
           [u.publicKeyPem, u.certPem, u.certSerial, u.certNotAfter, u.previousPublicKeyPem, u.previousCertSerial, u.previousCertNotAfter, id],
         );
       }),
-    forgetPreviousKey: (id, at) =>
+    ),
+    forgetPreviousKey: writingThings((id, at) =>
       sql.transaction(async (tx) => {
         const row = await tx.get<{ serial: string | null; not_after: number | null }>(
           "SELECT previous_cert_serial AS serial, previous_cert_not_after AS not_after FROM things WHERE id = ? AND previous_public_key_pem IS NOT NULL",
@@ -447,6 +461,7 @@ export function sqlHubStore(sql: HubSql): HubStore {
         await tx.run("UPDATE things SET previous_public_key_pem = NULL, previous_cert_serial = NULL, previous_cert_not_after = NULL WHERE id = ?", [id]);
         return true;
       }),
+    ),
     supersededCertificates: async (expiredAfter) =>
       (
         await sql.all<{ serial: string; thing_id: string; not_after: number; superseded_at: number }>(
@@ -459,9 +474,9 @@ export function sqlHubStore(sql: HubSql): HubStore {
       const row = await sql.get<{ at: number | null }>("SELECT MAX(superseded_at) AS at FROM superseded_certificates");
       return row?.at == null ? 0 : Number(row.at);
     },
-    async requestRenewal(id, at) {
-      return (await sql.run("UPDATE things SET renew_requested_at = ? WHERE id = ? AND revoked_at IS NULL", [at, id])).changes > 0;
-    },
+    requestRenewal: writingThings(
+      async (id, at) => (await sql.run("UPDATE things SET renew_requested_at = ? WHERE id = ? AND revoked_at IS NULL", [at, id])).changes > 0,
+    ),
 
     addToken: (hash, kind, createdAt, expiresAt) =>
       sql.transaction(async (tx) => {
