@@ -13,6 +13,7 @@ import { closeControlSocket, listenControlSocket } from "../../src/thing/local/s
 import { socketPath } from "../../src/thing/local/wire.ts";
 import { loadThingConfig } from "../../src/thing/settings.ts";
 import { MessageStore } from "../../src/thing/store/message-store.ts";
+import { databaseState } from "../../src/thing/store/open.ts";
 import { type Receiver, startReceiver } from "../support/receiver.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, type ThingFixture } from "../support/thing-fixture.ts";
@@ -158,6 +159,10 @@ test("a data directory that is a typo is refused (64) as -d is: a file or a miss
     expect(await early.listOutbox()).toEqual([]);
     expect(readdirSync(fresh)).toEqual([]);
     early.close();
+    // the default data/ of a folder serve never ran in: not there at all, answered as empty, not made
+    const neverRan = join(dir, "never-ran", "data");
+    expect(databaseState(join(neverRan, "subscription.db"))).toBe("not yet");
+    expect(existsSync(join(dir, "never-ran"))).toBe(false);
     tally("badInputs", 11);
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -44,7 +44,8 @@ const DATA_DIRECTORY_NAMES = new Set(["serve.lock-key", "config.parsed.json", "f
  * collect), which never make a database: "there" to open it (also when only the old Python SDK's
  * store, `legacy`, is there: opening takes it in, as serve would); "not yet" when `file` is
  * missing (or has no bytes, as while SQLite makes it) in a directory that is a thing's (nothing
- * else in it: serve starting beside the command, which must answer as for an empty database).
+ * else in it: serve starting beside the command, which must answer as for an empty database),
+ * or when the directory is not there at all (the default data/ of a folder serve never ran in).
  * Anywhere else a missing database is a wrong -d: opening it made an empty one in any directory
  * (`-d /tmp`) and, through a link to nothing, the link's target. Throws UsageError (64) naming
  * the file and `flag`; what cannot be looked at is left to the open ("there").
@@ -67,7 +68,9 @@ export function databaseState(file: string, options: { flag?: string; legacy?: s
     const database = new Set(databaseFiles(basename(file)));
     const theirs = (name: string) => database.has(name) || DATA_DIRECTORY_NAMES.has(name);
     others = readdirSync(dirname(file)).filter((name) => !theirs(name) && !theirs(temporaryTarget(name) ?? ""));
-  } catch {
+  } catch (err) {
+    // the default data/ of a folder serve never ran in: nothing arrived there yet, and nothing is made
+    if (isNotThere(err)) return "not yet";
     return "there"; // the open says why it cannot
   }
   if (others.length === 0) return "not yet";
