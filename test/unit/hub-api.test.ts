@@ -996,6 +996,25 @@ describe("operator routes", () => {
     expect((await operator(`/things/${target.id}`, { method: "DELETE" })).status).toBe(200);
   });
 
+  test("POST /enroll-tokens takes its defaults from no body at all, however it is left out (no body and no Content-Type was 415)", async () => {
+    const chunkedEmpty = () => new ReadableStream({ start: (controller) => controller.close() });
+    for (const init of [
+      { method: "POST" },
+      { method: "POST", headers: { "Content-Length": "0" } },
+      { method: "POST", body: "" },
+      { method: "POST", body: chunkedEmpty() },
+      { method: "POST", body: " \n", headers: { "Content-Type": "text/plain" } },
+    ] as RequestInit[]) {
+      const answer = await operator("/enroll-tokens", init);
+      expect(answer.status).toBe(201);
+      expect((await json(answer)).result.maxUses).toBe(1);
+    }
+    // a body that says something must still say it in JSON
+    const typed = await operator("/enroll-tokens", { method: "POST", body: '{"maxUses":2}', headers: { "Content-Type": "text/plain" } });
+    tally("badInputs");
+    expect(typed.status).toBe(415);
+  });
+
   test("DELETE a thing removes it, its messages and its distribution", async () => {
     const target = (await createThing(home, store, "doomed")).thing;
     await store.insertMessage({ flmessagespk: randomUUID(), thingId: target.id, messagetype: "egress", payload: "1", fltimestamp: 1, datecreated: "x" });

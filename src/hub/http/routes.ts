@@ -262,15 +262,19 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     }
   }
 
-  /** The body of an unauthenticated request: JSON, at most ENROL_BODY_LIMIT bytes whatever payloadLimitBytes says. */
   /**
    * A small JSON object body holding only `fields` (400 naming one it does not: `{"maxuses": 5}`
-   * made a one-use token without a word). `optional`: every field is, so an empty body is `{}`.
+   * made a one-use token without a word), at most ENROL_BODY_LIMIT bytes whatever
+   * payloadLimitBytes says (it is read before the caller is known). `optional`: every field is,
+   * so no body, or an empty one, is `{}` whatever its Content-Type. Throws HttpError 400, 413, 415.
    */
   async function smallJsonObject(request: Request, fields: readonly string[], { optional = false } = {}): Promise<Record<string, unknown>> {
-    requireJsonContentType(request);
+    // An optional body may be left out however a client leaves it out (no body, Content-Length:
+    // 0, an empty chunked one), with or without a Content-Type: read first, then judge the type.
+    if (!optional) requireJsonContentType(request);
     const bytes = await readBodyLimited(request, ENROL_BODY_LIMIT);
     if (optional && new TextDecoder().decode(bytes).trim() === "") return {};
+    if (optional) requireJsonContentType(request);
     const body = parseJsonBody(bytes, { maxBytes: ENROL_BODY_LIMIT, maxDepth: 4 });
     if (body === null || typeof body !== "object" || Array.isArray(body)) throw new HttpError(400, "the body must be a JSON object");
     onlyFields(body as Record<string, unknown>, fields);
