@@ -136,8 +136,25 @@ async function runCommand(cli: CAC, spec: CommandSpec): Promise<number> {
   }
   if (spec.run) return spec.run([...cli.args], cli.options);
   if (cli.args.length) throw unknownGroupCommand(spec, cli.args);
-  cli.outputHelp();
+  printHelp(cli);
   return ExitCode.USAGE;
+}
+
+/**
+ * Prints cac's help for what `cli` matched through printLine, so a help that cannot be written
+ * (`--help > /dev/full`) is exit 74 as any other output is: cac writes it with console.info,
+ * which drops a failed write. Throws as printLine does.
+ */
+function printHelp(cli: CAC): void {
+  const lines: string[] = [];
+  const info = console.info;
+  console.info = (...parts: unknown[]) => void lines.push(parts.join(" "));
+  try {
+    cli.outputHelp();
+  } finally {
+    console.info = info;
+  }
+  printLine(lines.join("\n"));
 }
 
 function unknownGroupCommand(group: CommandSpec, words: readonly string[]): UsageError {
@@ -179,7 +196,7 @@ export async function main(argv: string[]): Promise<number> {
     if (!cli.matchedCommand) {
       if (cli.args.length) throw new UsageError(`unknown command ${JSON.stringify(cli.args[0])}; see flashlex --help`);
       if (cli.options.version && !help) return printVersion();
-      cli.outputHelp();
+      printHelp(cli);
       return help ? ExitCode.OK : ExitCode.USAGE;
     }
     // A group (`hub`, `hub thing`) followed by words it has no command for: say that, before cac
@@ -187,11 +204,11 @@ export async function main(argv: string[]): Promise<number> {
     if (spec && !spec.run && cli.args.length) {
       if (!commandsUnder(`${spec.name} ${cli.args.join(" ")}`).length) throw unknownGroupCommand(spec, cli.args);
       // `hub thing` names no command but starts some: their listing, as `hub thing --help` gives it
-      cli.outputHelp();
+      printHelp(cli);
       return help ? ExitCode.OK : ExitCode.USAGE;
     }
     if (help) {
-      cli.outputHelp();
+      printHelp(cli);
       return ExitCode.OK;
     }
     if (spec) checkArgumentCount(spec, cli.args);

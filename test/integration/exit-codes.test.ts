@@ -538,6 +538,10 @@ describe("bad values on the command line and on stdin", () => {
     const toFull = (args: string[]) => Bun.spawnSync([binaryPath(), ...args], { stdout: Bun.file("/dev/full"), stderr: "pipe", stdin: "ignore" });
     for (const args of [
       ["--version"],
+      ["--help"],
+      ["hub", "--help"],
+      ["messages", "--help"],
+      ["hub", "thing"],
       ["messages", "list", ...withData(dataDir)],
       ["outbox", "list", ...withData(dataDir)],
       ["hub", "thing", "list", "--dir", hubDir],

@@ -194,6 +194,14 @@ test("serve's control socket answers a wrong body from any client with kind usag
       ["/v1/collect", '{"body":"{\\"a\\":1}","via":"bogus"}', "via must be"],
       ["/v1/outbox/list", '{"state":"bogus"}', "the outbox state must be"],
       ["/v1/outbox/drop", '{"ids":[1]}', "not an outbox message id: 1"],
+      // a field serve does not take is refused, never read as absent (the outbox list answered every state)
+      ["/v1/outbox/list", '{"state":"sent","bogus":1}', 'the outbox list request has no field "bogus"'],
+      ["/v1/outbox/list", '{"after":{"createdAt":0,"messageId":"","x":1}}', 'after has no field "x"'],
+      ["/v1/outbox/list", "5", "the outbox list request must be an object"],
+      ["/v1/messages/ack", '{"ids":[1],"acked":true}', 'the ack request has no field "acked"'],
+      ["/v1/messages/delete", "[1]", "the delete request must be an object"],
+      ["/v1/collect", '{"body":"{}","vai":"mqtt"}', 'the collect request has no field "vai"'],
+      ["/v1/outbox/retry", '{"ids":[],"all":true}', 'the retry request has no field "all"'],
     ];
     for (const [path, body, names] of cases) {
       const answer = await callSocket(path, body);

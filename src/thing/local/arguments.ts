@@ -46,6 +46,12 @@ function wholeNumber(value: unknown, what: string, min: number): number {
   return value;
 }
 
+/** Throws UsageError naming `what` and the first field of `object` that is not one of `names`. */
+export function refuseUnknownFields(object: object, names: readonly string[], what: string): void {
+  const unknown = Object.keys(object).find((key) => !names.includes(key));
+  if (unknown !== undefined) throw new UsageError(`${what} has no field ${shown(unknown)} (it takes ${names.join(", ")})`);
+}
+
 /** `via`: http or mqtt; absent means http. Throws UsageError otherwise. */
 export function checkVia(via: unknown): OutboxVia {
   return given(via) === undefined ? "http" : oneOf(via, VIAS, "via");
@@ -66,8 +72,7 @@ export function checkIngressQuery(query: unknown): IngressQuery {
   if (given(query) === undefined) return {};
   if (typeof query !== "object" || Array.isArray(query)) throw new UsageError(`the message query must be an object, not ${shown(query)}`);
   const fields = query as Record<string, unknown>;
-  const unknown = Object.keys(fields).find((key) => !(QUERY_FIELDS as readonly string[]).includes(key));
-  if (unknown !== undefined) throw new UsageError(`the message query has no field ${shown(unknown)} (it takes ${QUERY_FIELDS.join(", ")})`);
+  refuseUnknownFields(fields, QUERY_FIELDS, "the message query");
   const checked: IngressQuery = {};
   const { afterId, state, topic, since, limit } = fields;
   if (given(afterId) !== undefined) checked.afterId = wholeNumber(afterId, "afterId", 0);
@@ -92,11 +97,13 @@ export function checkIngressQuery(query: unknown): IngressQuery {
 export function checkOutboxPage(page: unknown): OutboxPage | undefined {
   if (given(page) === undefined) return undefined;
   if (typeof page !== "object" || Array.isArray(page)) throw new UsageError(`the outbox page must be an object, not ${shown(page)}`);
+  refuseUnknownFields(page as object, ["after", "limit"], "the outbox page");
   const { after, limit } = page as Record<string, unknown>;
   const checked: OutboxPage = {};
   if (given(after) !== undefined) {
     const { createdAt, messageId } = (typeof after === "object" && !Array.isArray(after) ? after : {}) as Record<string, unknown>;
     if (typeof messageId !== "string") throw new UsageError(`after must be {createdAt, messageId}, not ${shown(after)}`);
+    refuseUnknownFields(after as object, ["createdAt", "messageId"], "after");
     checked.after = { createdAt: wholeNumber(createdAt, "after.createdAt", 0), messageId };
   }
   if (given(limit) !== undefined) checked.limit = wholeNumber(limit, "limit", 1);

@@ -1,13 +1,13 @@
 import { chmodSync, unlinkSync } from "node:fs";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
 import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
-import { InputError } from "../../shared/errors.ts";
+import { InputError, UsageError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { parseEgressDocument } from "../egress/document.ts";
 import type { IngressMessage, IngressQuery, OutboxEntry, OutboxPage, OutboxState, ThingAccess } from "./access.ts";
-import { checkIngressQuery, checkOutboxPage, checkOutboxState, checkVia, withCheckedArguments } from "./arguments.ts";
+import { checkIngressQuery, checkOutboxPage, checkOutboxState, checkVia, refuseUnknownFields, withCheckedArguments } from "./arguments.ts";
 import { type Answer, MAX_REQUEST_BYTES, ROUTES, socketPath, toWire, toWireOutbox } from "./wire.ts";
 
 /**
@@ -28,25 +28,27 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
   const routes: Record<string, (body: unknown) => unknown> = {
     [ROUTES.status]: () => status(),
     [ROUTES.listMessages]: (query) => pagedMessages(checked, checkIngressQuery(query)),
-    [ROUTES.ackMessages]: (body) => checked.ackMessages(field(body, "ids") as number[]),
-    [ROUTES.deleteMessages]: (body) => checked.deleteMessages(field(body, "ids") as number[]),
+    [ROUTES.ackMessages]: (body) => checked.ackMessages(fields(body, ["ids"], "the ack request").ids as number[]),
+    [ROUTES.deleteMessages]: (body) => checked.deleteMessages(fields(body, ["ids"], "the delete request").ids as number[]),
     [ROUTES.collect]: async (request) => {
-      const via = checkVia(field(request, "via"));
+      const { body, via } = fields(request, ["body", "via"], "the collect request");
+      const checkedVia = checkVia(via);
       // Checked here as `collect` checks stdin: other clients (flashlex.py) send documents too.
-      const body = field(request, "body");
-      const result = await checked.collect(parseEgressDocument(typeof body === "string" ? body : "", "the collect request's body"), via);
-      log.info("egress.collected", { messageId: result.messageId, via, outcome: result.outcome, status: result.status, error: result.error });
+      const result = await checked.collect(parseEgressDocument(typeof body === "string" ? body : "", "the collect request's body"), checkedVia);
+      log.info("egress.collected", { messageId: result.messageId, via: checkedVia, outcome: result.outcome, status: result.status, error: result.error });
       return result;
     },
-    [ROUTES.listOutbox]: (body) =>
-      pagedOutbox(checked, checkOutboxState(field(body, "state")), checkOutboxPage({ after: field(body, "after"), limit: field(body, "limit") })),
+    [ROUTES.listOutbox]: (body) => {
+      const { state, after, limit } = fields(body, ["state", "after", "limit"], "the outbox list request");
+      return pagedOutbox(checked, checkOutboxState(state), checkOutboxPage({ after, limit }));
+    },
     [ROUTES.retryOutbox]: async (body) => {
-      const change = await checked.retryOutbox(field(body, "ids") as string[]);
+      const change = await checked.retryOutbox(fields(body, ["ids"], "the retry request").ids as string[]);
       if (change.changed.length) log.info("outbox.retried", { messageIds: change.changed.join(",") });
       return change;
     },
     [ROUTES.dropOutbox]: async (body) => {
-      const change = await checked.dropOutbox(field(body, "ids") as string[]);
+      const change = await checked.dropOutbox(fields(body, ["ids"], "the drop request").ids as string[]);
       if (change.changed.length) log.info("outbox.dropped", { messageIds: change.changed.join(",") });
       return change;
     },
@@ -155,8 +157,17 @@ async function pagedOutbox(access: ThingAccess, state: OutboxState | undefined, 
 }
 
 /** A field of a request body, or undefined when the body is not a JSON object (the check then names what is missing). */
-function field(body: unknown, name: string): unknown {
-  return body !== null && typeof body === "object" && !Array.isArray(body) ? (body as Record<string, unknown>)[name] : undefined;
+/**
+ * A request body's fields: `body` must be absent (null) or an object with no field but `names`,
+ * as the message query is (arguments.ts): a field a client misspelt or this serve does not know
+ * would otherwise be read as absent, and "all" answered for what meant less. Throws UsageError
+ * naming `what` and the field.
+ */
+function fields(body: unknown, names: readonly string[], what: string): Record<string, unknown> {
+  if (body === null || body === undefined) return {};
+  if (typeof body !== "object" || Array.isArray(body)) throw new UsageError(`${what} must be an object, not ${Array.isArray(body) ? "an array" : typeof body}`);
+  refuseUnknownFields(body, names, what);
+  return body as Record<string, unknown>;
 }
 
 /**
