@@ -554,27 +554,39 @@ describe("bad values on the command line and on stdin", () => {
     rmSync(base, { recursive: true, force: true });
   });
 
-  test("a FIFO or a directory where the database or a side file belongs is 78 naming it, before SQLite opens anything (it was 74 'the disk failed', and a new -wal was left)", async () => {
+  test("a FIFO or a directory where the database or a side file belongs, or a link as a side file, is 78 naming it, before SQLite opens anything, with or without a database (it was 74 'the disk failed', and a new -wal was left)", async () => {
     const base = mkdtempSync(join(tmpdir(), "flashlex-oddfile-"));
-    for (const [name, make] of [
-      ["subscription.db", "fifo"],
-      ["subscription.db", "dir"],
-      ["subscription.db-shm", "fifo"],
-      ["subscription.db-wal", "dir"],
+    const elsewhere = join(base, "elsewhere");
+    writeFileSync(elsewhere, "");
+    for (const [name, make, withDatabase] of [
+      ["subscription.db", "fifo", false],
+      ["subscription.db", "dir", false],
+      ["subscription.db-shm", "fifo", true],
+      ["subscription.db-wal", "dir", true],
+      // no database yet: a command that would answer "nothing yet" refused it only once there was one
+      ["subscription.db-wal", "fifo", false],
+      ["subscription.db-shm", "dir", false],
+      // SQLite opens side files with O_NOFOLLOW: it failed with SQLITE_CANTOPEN naming the database
+      ["subscription.db-wal", "dangling link", true],
+      ["subscription.db-wal", "link", true],
+      ["subscription.db-journal", "link", false],
     ] as const) {
-      const dataDir = join(base, `${name}-${make}`);
-      if (name !== "subscription.db") makeMessageDatabase(dataDir);
+      const dataDir = join(base, `${name}-${make}-${withDatabase}`);
+      if (withDatabase) makeMessageDatabase(dataDir);
       else mkdirSync(dataDir);
       const odd = join(dataDir, name);
       if (make === "fifo") execFileSync("mkfifo", [odd]);
-      else mkdirSync(odd);
+      else if (make === "dir") mkdirSync(odd);
+      else symlinkSync(make === "link" ? elsewhere : join(base, "nowhere"), odd);
       const before = readdirSync(dataDir).sort();
-      const kind = make === "fifo" ? "a FIFO" : "a directory";
-      for (const command of [["messages", "list"], ["collect"], ["serve"]]) {
+      const why = make.endsWith("link")
+        ? `a symbolic link \\(to ${make === "link" ? elsewhere : join(base, "nowhere")}\\), where the message database's side file belongs; SQLite does not follow a link for a side file: move it aside$`
+        : `not a regular file \\(${make === "fifo" ? "a FIFO" : "a directory"}\\), where the message database belongs; move it aside`;
+      for (const command of [["messages", "list"], ["outbox", "list"], ["collect"], ["serve"]]) {
         const result = await run([...command, ...withData(dataDir)], { input: "{}", timeoutMs: 15_000 });
         tally("faults");
-        expect({ name, make, command, code: result.code }).toEqual({ name, make, command, code: 78 });
-        expectOneLine(result, new RegExp(`^flashlex: ${odd}: not a regular file \\(${kind}\\), where the message database belongs; move it aside`));
+        expect({ name, make, withDatabase, command, code: result.code }).toEqual({ name, make, withDatabase, command, code: 78 });
+        expectOneLine(result, new RegExp(`^flashlex: ${odd}: ${why}`));
       }
       expect(
         readdirSync(dataDir)

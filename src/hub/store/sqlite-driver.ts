@@ -1,8 +1,7 @@
 import { chmodSync, closeSync, openSync, statSync } from "node:fs";
 import { ConfigError } from "../../shared/errors.ts";
 import { pathExists } from "../../shared/path-exists.ts";
-import { refuseIrregularFiles } from "../../shared/regular-file.ts";
-import { databaseFiles, type SqlDatabase } from "../../shared/sqlite/driver.ts";
+import { databaseFiles, refuseOddDatabaseFiles, type SqlDatabase } from "../../shared/sqlite/driver.ts";
 import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
 import { SQLITE_MIGRATIONS } from "./migrations.ts";
@@ -48,7 +47,7 @@ export function openSqliteHubSql(file: string, options: { create?: boolean } = {
   const create = options.create ?? false;
   if (!create && !pathExists(file)) throw hubDatabaseMissing(file);
   ownerOnlyDatabase(file, create);
-  refuseIrregularFiles(databaseFiles(file), "hub database");
+  refuseOddDatabaseFiles(file, "hub database");
   const db = openSqlDatabase(file, { create, damagedAdvice: HUB_DB_DAMAGED_ADVICE });
   try {
     applyPragmas(db);

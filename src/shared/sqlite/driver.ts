@@ -5,6 +5,7 @@
  * and every driver passes the same contract tests (test/unit/store-contract.test.ts).
  */
 import type { Logger } from "../log.ts";
+import { refuseIrregularFiles } from "../regular-file.ts";
 
 /**
  * How long, in ms, a connection waits for another process's lock (a commit, a migration, an
@@ -20,6 +21,22 @@ export const SIDE_FILE_SUFFIXES = ["-wal", "-shm", "-journal"] as const;
 /** `file` and the side files SQLite keeps beside it. */
 export function databaseFiles(file: string): string[] {
   return [file, ...SIDE_FILE_SUFFIXES.map((suffix) => file + suffix)];
+}
+
+/**
+ * Throws ConfigError (78) naming the first file of the database `file` that SQLite could not use
+ * as it is, before SQLite opens anything: one that is not a regular file (refuseIrregularFiles),
+ * or a side file that is a symbolic link (SQLite opens those with O_NOFOLLOW and fails with
+ * SQLITE_CANTOPEN naming the database, not the link). The database itself may be a link: SQLite
+ * follows it, and makes the file at its target. `what` names the database ("hub database").
+ */
+export function refuseOddDatabaseFiles(file: string, what: string): void {
+  refuseIrregularFiles([file], what);
+  refuseIrregularFiles(
+    SIDE_FILE_SUFFIXES.map((suffix) => file + suffix),
+    what,
+    { noLinks: "SQLite does not follow a link for a side file" },
+  );
 }
 
 export type SqlValue = string | number | bigint | null | Uint8Array;

@@ -1,8 +1,7 @@
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Logger } from "../../shared/log.ts";
-import { refuseIrregularFiles } from "../../shared/regular-file.ts";
-import { databaseFiles, type OpenSqlDatabase, type SqlDatabase, type SqlValue } from "../../shared/sqlite/driver.ts";
+import { type OpenSqlDatabase, refuseOddDatabaseFiles, type SqlDatabase, type SqlValue } from "../../shared/sqlite/driver.ts";
 import { applyPragmas, migrate, type SchemaSnapshot } from "../../shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
 
@@ -235,7 +234,7 @@ export interface StoreOpenOptions {
 
 /** Opens and migrates the file: ConfigError (78) for a database of another application or a newer flashlex. */
 function connect(file: string, options: StoreOpenOptions): SqlDatabase {
-  refuseIrregularFiles(databaseFiles(file), "message database");
+  refuseOddDatabaseFiles(file, "message database");
   const db = (options.open ?? openSqlDatabase)(file, { log: options.log, holderWaitMs: options.holderWaitMs });
   try {
     applyPragmas(db);

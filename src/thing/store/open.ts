@@ -4,7 +4,7 @@ import { UsageError } from "../../shared/errors.ts";
 import { temporaryTarget } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
 import { danglingTarget, isNotThere, pathExists } from "../../shared/path-exists.ts";
-import { databaseFiles } from "../../shared/sqlite/driver.ts";
+import { databaseFiles, refuseOddDatabaseFiles } from "../../shared/sqlite/driver.ts";
 import type { ThingConfig } from "../settings.ts";
 import { MessageStore } from "./message-store.ts";
 import { importPickleDb, PickleDbUnreadable } from "./pickledb-import.ts";
@@ -48,9 +48,12 @@ const DATA_DIRECTORY_NAMES = new Set(["serve.lock-key", "config.parsed.json", "f
  * or when the directory is not there at all (the default data/ of a folder serve never ran in).
  * Anywhere else a missing database is a wrong -d: opening it made an empty one in any directory
  * (`-d /tmp`) and, through a link to nothing, the link's target. Throws UsageError (64) naming
- * the file and `flag`; what cannot be looked at is left to the open ("there").
+ * the file and `flag`; ConfigError (78) for a file SQLite could not use (refuseOddDatabaseFiles);
+ * what cannot be looked at is left to the open ("there").
  */
 export function databaseState(file: string, options: { flag?: string; legacy?: string } = {}): "there" | "not yet" {
+  // a FIFO at the -wal is refused whether or not the database is there yet
+  refuseOddDatabaseFiles(file, "message database");
   const advice = `serve makes it when it first runs; pass the data directory serve uses (${options.flag ?? "-d"})`;
   const target = danglingTarget(file);
   if (target !== undefined) throw new UsageError(`${file}: a symbolic link to ${target}, which does not exist; ${advice}`);
