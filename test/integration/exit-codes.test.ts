@@ -431,7 +431,7 @@ describe("bad values on the command line and on stdin", () => {
     expect((await run(["messages", "list", ...thing.flags, "--limit", "3"])).code).toBe(0);
   });
 
-  test("messages and outbox never make a database: none there or an empty file in a directory with other files, or a link to nothing, is 64 naming it; in a thing's data directory not made yet they answer as for an empty one; nothing is written (`-d /tmp` made /tmp/subscription.db and answered 'no messages'; through a link, its target)", async () => {
+  test("messages and outbox never make a database: none there, an empty file or a SQLite file with no tables in a directory with other files, or a link to nothing, is 64 naming it; in a thing's data directory not made yet they answer as for an empty one; nothing is written (`-d /tmp` made /tmp/subscription.db and answered 'no messages'; through a link, its target)", async () => {
     const base = mkdtempSync(join(tmpdir(), "flashlex-nodb-"));
     const empty = join(base, "elsewhere");
     mkdirSync(empty);
@@ -444,6 +444,17 @@ describe("bad values on the command line and on stdin", () => {
     mkdirSync(zeroBytes);
     writeFileSync(join(zeroBytes, "subscription.db"), "");
     writeFileSync(join(zeroBytes, "notes.txt"), "not a thing's\n");
+    // a SQLite file with no tables (`sqlite3 x.db 'pragma journal_mode=wal'`): messages wrote the schema into it
+    const noTables = join(base, "no-tables");
+    mkdirSync(noTables);
+    const tableless = (dir: string) => {
+      const db = new Database(join(dir, "subscription.db"), { create: true });
+      db.run("PRAGMA journal_mode=WAL");
+      db.close();
+      return readFileSync(join(dir, "subscription.db"));
+    };
+    const noTablesBytes = tableless(noTables);
+    writeFileSync(join(noTables, "notes.txt"), "not a thing's\n");
     const commands = [
       ["messages", "list"],
       ["messages", "ack", "1"],
@@ -456,6 +467,7 @@ describe("bad values on the command line and on stdin", () => {
       [empty, `no message database here, and ${empty} holds other files: not a thing's data directory`],
       [linked, `a symbolic link to ${target}, which does not exist`],
       [zeroBytes, `an empty file, not a message database, and ${zeroBytes} holds other files: not a thing's data directory`],
+      [noTables, `a SQLite database with no tables, not a message database, and ${noTables} holds other files: not a thing's data directory`],
     ] as const) {
       for (const command of commands) {
         const result = await run([...command, ...withData(dir)]);
@@ -468,6 +480,8 @@ describe("bad values on the command line and on stdin", () => {
     expect(existsSync(target)).toBe(false);
     expect(readdirSync(zeroBytes).sort()).toEqual(["notes.txt", "subscription.db"]);
     expect(readFileSync(join(zeroBytes, "subscription.db")).length).toBe(0);
+    expect(readdirSync(noTables).sort()).toEqual(["notes.txt", "subscription.db"]);
+    expect(readFileSync(join(noTables, "subscription.db")).equals(noTablesBytes)).toBe(true);
     // a thing's data directory whose database is not made yet (serve starting beside the command)
     const fresh = join(base, "fresh");
     mkdirSync(fresh);
@@ -477,6 +491,13 @@ describe("bad values on the command line and on stdin", () => {
     expect((await run(["messages", "ack", "1", ...withData(fresh)])).code).toBe(65);
     expect((await run(["outbox", "drop", "x", ...withData(fresh)])).code).toBe(65);
     expect(readdirSync(fresh)).toEqual(["serve.lock-key"]);
+    // the same with a database SQLite made and serve has not filled yet: answered empty, left as it is
+    const freshBytes = tableless(fresh);
+    const listedNoTables = await run(["messages", "list", ...withData(fresh)]);
+    expect({ code: listedNoTables.code, stdout: listedNoTables.stdout, stderr: listedNoTables.stderr }).toEqual({ code: 0, stdout: "", stderr: "" });
+    expect((await run(["outbox", "list", ...withData(fresh)])).code).toBe(0);
+    expect(readdirSync(fresh).sort()).toEqual(["serve.lock-key", "subscription.db"]);
+    expect(readFileSync(join(fresh, "subscription.db")).equals(freshBytes)).toBe(true);
     // only the old Python SDK's store (subscription.json): opening takes it in, as serve would
     const old = join(base, "old-sdk");
     mkdirSync(old);

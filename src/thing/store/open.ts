@@ -1,4 +1,4 @@
-import { readdirSync, type Stats, statSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readSync, type Stats, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { temporaryTarget } from "../../shared/files.ts";
@@ -43,7 +43,7 @@ const DATA_DIRECTORY_NAMES = new Set(["serve.lock-key", "config.parsed.json", "f
  * For the commands that read or change what is stored (`messages`, `outbox`, the SDKs' calls but
  * collect), which never make a database: "there" to open it (also when only the old Python SDK's
  * store, `legacy`, is there: opening takes it in, as serve would); "not yet" when `file` is
- * missing (or has no bytes, as while SQLite makes it) in a directory that is a thing's (nothing
+ * missing (or has no bytes or no tables, as while SQLite makes it) in a directory that is a thing's (nothing
  * else in it: serve starting beside the command, which must answer as for an empty database),
  * or when the directory is not there at all (the default data/ of a folder serve never ran in).
  * Anywhere else a missing database is a wrong -d: opening it made an empty one in any directory
@@ -63,7 +63,7 @@ export function databaseState(file: string, options: { flag?: string; legacy?: s
   } catch (err) {
     if (!isNotThere(err)) return "there";
   }
-  if (stats !== undefined && !(stats.isFile() && stats.size === 0)) return "there";
+  if (stats !== undefined && !(stats.isFile() && (stats.size === 0 || holdsNoTables(file)))) return "there";
   if (options.legacy !== undefined && options.legacy !== file && pathExists(options.legacy, { cannotLook: true })) return "there";
   let others: string[];
   try {
@@ -77,8 +77,41 @@ export function databaseState(file: string, options: { flag?: string; legacy?: s
     return "there"; // the open says why it cannot
   }
   if (others.length === 0) return "not yet";
-  const what = stats === undefined ? "no message database here" : "an empty file, not a message database";
+  const what =
+    stats === undefined
+      ? "no message database here"
+      : stats.size === 0
+        ? "an empty file, not a message database"
+        : "a SQLite database with no tables, not a message database";
   throw new UsageError(`${file}: ${what}, and ${dirname(file)} holds other files: not a thing's data directory; ${advice}`);
+}
+
+/** "SQLite format 3" and its NUL: the first 16 bytes of every SQLite database (file format §1.3). */
+const SQLITE_MAGIC = Buffer.from("SQLite format 3\0", "latin1");
+
+/**
+ * Whether `file` (a regular file) is a SQLite database whose schema is empty, with no -wal that
+ * could hold what the file does not yet: what `sqlite3 x.db 'pragma journal_mode=wal'` leaves,
+ * or serve's database between its making and its first commit. Read from the file format
+ * (sqlite.org/fileformat2.html): the schema table's root is page 1, whose b-tree header follows
+ * the 100-byte database header; a leaf table page (type 13) with no cells holds no table, index or
+ * view. Opening it to ask would write the schema into it (the open migrates). Never throws: a file
+ * that cannot be read is left to the open.
+ */
+function holdsNoTables(file: string): boolean {
+  try {
+    if ((statSync(`${file}-wal`, { throwIfNoEntry: false })?.size ?? 0) > 0) return false;
+    const head = Buffer.alloc(108);
+    const fd = openSync(file, "r");
+    try {
+      if (readSync(fd, head, 0, head.length, 0) < head.length) return false;
+    } finally {
+      closeSync(fd);
+    }
+    return head.subarray(0, 16).equals(SQLITE_MAGIC) && head[100] === 13 && head.readUInt16BE(103) === 0;
+  } catch {
+    return false;
+  }
 }
 
 /** The old Python SDK's store beside the database `config` names (openThingStore takes it in). */
