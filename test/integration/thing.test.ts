@@ -545,6 +545,86 @@ describe("serve", () => {
     }
   });
 
+  test("messages list --follow holds a page, not the backlog, while its reader does not read (its first listing piled 60 MB of lines into stdout's buffer)", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "flashlex-slowreader-"));
+    const db = new Database(makeMessageDatabase(dataDir));
+    const payload = JSON.stringify({ pad: "x".repeat(200 * 1024) });
+    for (let i = 0; i < 300; i++) db.query("INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES ('t', ?, 1, ?)").run(payload, i + 1);
+    db.close();
+    // a reader that reads nothing (Bun.spawn's own pipe would be read by the test as it fills)
+    const pipeline = Bun.spawn(
+      ["sh", "-c", '"$0" messages list --follow --json "$@" | sleep 30', binaryPath(), "-c", thing.configPath, "-k", thing.keysDir, "-d", dataDir],
+      { stdout: "ignore", stderr: "ignore", stdin: "ignore" },
+    );
+    try {
+      await Bun.sleep(3000); // time to read the whole backlog, had it not waited for its reader
+      const follower = execFileSync("pgrep", ["-P", String(pipeline.pid), "-f", "messages list"])
+        .toString()
+        .trim();
+      const peakKb = Number(/VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${follower}/status`, "utf8"))?.[1]);
+      // 60 MB of backlog; a page is 32 messages (6.4 MB); the old build peaked at about 280 MB
+      expect(peakKb).toBeGreaterThan(0);
+      expect(peakKb).toBeLessThan(140 * 1024);
+    } finally {
+      execFileSync("pkill", ["-P", String(pipeline.pid)]);
+      await pipeline.exited;
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  });
+
+  test("a listing whose serve stops or is killed between two pages goes on from the file: every entry once, exit 0 (it ended with 74 or 69 after a part of it)", async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), "flashlex-resume-"));
+    const db = new Database(makeMessageDatabase(dataDir));
+    const payload = JSON.stringify({ pad: "x".repeat(16 * 1024) });
+    const count = 100;
+    for (let i = 0; i < count; i++) {
+      db.query("INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES ('t', ?, 1, ?)").run(payload, i + 1);
+      db.query(
+        "INSERT INTO outbox (message_id, body, via, state, created_at, next_attempt_at, last_error) VALUES (?, ?, 'http', 'rejected', ?, 0, 'refused')",
+      ).run(
+        `m-${String(i).padStart(3, "0")}`,
+        payload,
+        i % 10, // ties in created_at across the pages
+      );
+    }
+    db.close();
+    const flags = ["-c", thing.configPath, "-k", thing.keysDir, "-d", dataDir];
+    try {
+      for (const [listing, how] of [
+        [["messages", "list", "--json"], "SIGTERM"],
+        [["messages", "list", "--json"], "SIGKILL"],
+        [["outbox", "list", "--json"], "SIGTERM"],
+        [["outbox", "list", "--json"], "SIGKILL"],
+      ] as const) {
+        const serve = start(["serve", ...flags]);
+        await serve.waitFor(/serve\.started/);
+        // a reader that stops after its first bytes: the listing waits in its first page, 16 KB a line
+        const list = Bun.spawn([binaryPath(), ...listing, ...flags], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+        const reader = list.stdout.getReader();
+        const chunks: Uint8Array[] = [(await reader.read()).value!];
+        await Bun.sleep(300);
+        if (how === "SIGKILL") {
+          serve.proc.kill("SIGKILL");
+          await serve.proc.exited;
+        } else expect(await serve.stop()).toBe(0);
+        for (let next = await reader.read(); !next.done; next = await reader.read()) chunks.push(next.value);
+        const code = await list.exited;
+        const stderr = await new Response(list.stderr).text();
+        expect({ listing, how, code, stderr }).toEqual({ listing, how, code: 0, stderr: "" });
+        const lines = Buffer.concat(chunks).toString().trim().split("\n");
+        const keys = lines.map((line) => {
+          const row = JSON.parse(line);
+          return String(row.id ?? row.messageId);
+        });
+        const expected = listing[0] === "messages" ? Array.from({ length: count }, (_, i) => String(i + 1)) : undefined;
+        expect(new Set(keys).size).toBe(count);
+        if (expected) expect(keys).toEqual(expected);
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   test("SIGTERM stops it cleanly with exit 0", async () => {
     const serve = start(["serve", ...thing.flags]);
     await serve.waitFor(/mqtt\.subscribed/);

@@ -6,7 +6,15 @@ import { type CommandSpec, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag, parseTime } from "../input.ts";
 import { printLine } from "../output.ts";
-import { idList, openAccessFromFlags as openAccess, refuseListFlags, runningServeFromFlags, type ThingFlags, thingCommand } from "./common.ts";
+import {
+  idList,
+  listAccessFromFlags,
+  openAccessFromFlags as openAccess,
+  refuseListFlags,
+  runningServeFromFlags,
+  type ThingFlags,
+  thingCommand,
+} from "./common.ts";
 
 /** The flags only `list` takes, as cac keys them. */
 const LIST_FLAGS = ["json", "follow", "all", "acked", "topic", "since", "limit"] as const;
@@ -66,7 +74,8 @@ async function messagesList(flags: ListFlags): Promise<number> {
     since: flags.since === undefined ? undefined : parseTime(String(flags.since), "--since")! * 1000,
     limit: countFlag(flags.limit, "--limit"),
   };
-  let access: ThingAccess | undefined = await openAccess(flags, { existingData: true });
+  // a serve that stops or restarts during the listing: it goes on from the next serve or the file
+  let access: ThingAccess | undefined = await listAccessFromFlags(flags);
   let stop = false;
   // A follower listens before it prints its first line: a signal the moment a reader saw that
   // line ends the follow with 0 instead of killing it (143).
@@ -78,34 +87,42 @@ async function messagesList(flags: ListFlags): Promise<number> {
   try {
     let lastId = 0;
     let printed = 0;
-    const print = (rows: IngressMessage[]) => {
+    const print = async (rows: IngressMessage[]) => {
       for (const row of rows) {
-        writeLine(flags.json ? JSON.stringify(toJson(row)) : toLine(row));
+        if (stop) return;
+        await writeLine(flags.json ? JSON.stringify(toJson(row)) : toLine(row));
         lastId = row.id;
         printed++;
       }
     };
     // A page at a time, from serve or the file: a backlog of any size is one page in memory here
     // (and in serve), where the whole list was (2,000 messages of 100 KB: 1.5 GB).
-    for (;;) {
+    while (!stop) {
       const wanted = query.limit === undefined ? LIST_PAGE : Math.min(LIST_PAGE, query.limit - printed);
       if (wanted <= 0) break;
       const page = await access.listMessages({ ...query, afterId: lastId, limit: wanted });
-      print(page);
+      await print(page);
       if (page.length < wanted) break;
     }
     if (!flags.follow) return ExitCode.OK;
     const wanted = query.limit;
+    let caughtUp = true;
+    let serveState = "is not running";
     while (!stop && (wanted === undefined || printed < wanted)) {
       if (access?.via !== "serve") {
         access?.close();
-        access = await nextServe(flags, () => stop, access ? "is not running" : "stopped");
+        access = await nextServe(flags, () => stop, serveState);
         if (!access) break;
         continue;
       }
-      await sleep(FOLLOW_POLL_MS);
+      serveState = "stopped"; // from now on a serve that goes away is one that stopped
+      // a burst is read a page after the other, as fast as the reader takes it
+      if (caughtUp) await sleep(FOLLOW_POLL_MS);
       try {
-        print(await access.listMessages({ ...query, afterId: lastId, limit: wanted === undefined ? undefined : wanted - printed }));
+        const limit = Math.min(LIST_PAGE, wanted === undefined ? LIST_PAGE : wanted - printed);
+        const page = await access.listMessages({ ...query, afterId: lastId, limit });
+        await print(page);
+        caughtUp = page.length < limit;
       } catch (err) {
         const { LostServeError } = await import("../../thing/local/client.ts");
         if (!(err instanceof LostServeError)) throw err;
@@ -120,13 +137,24 @@ async function messagesList(flags: ListFlags): Promise<number> {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
-/** Writes a line to stdout; `onClosed` hears once that its reader is gone (EPIPE). */
-function followerOutput(onClosed: () => void): (line: string) => void {
+/**
+ * Writes a line to stdout, resolving once stdout took it (a slow reader's pipe is full: after its
+ * drain), so a follower holds a page, not the backlog (its first listing, unawaited, held 100 MB
+ * for a reader yet to read 59 MB). `onClosed` hears once that its reader is gone (EPIPE), and a
+ * write waiting for it resolves.
+ */
+function followerOutput(onClosed: () => void): (line: string) => Promise<void> {
+  let readerGone: () => void = () => {};
+  const gone = new Promise<void>((resolve) => (readerGone = resolve));
   process.stdout.on("error", (err: NodeJS.ErrnoException) => {
     if (err.code !== "EPIPE") throw err;
     onClosed();
+    readerGone();
   });
-  return (line) => void process.stdout.write(`${line}\n`);
+  return async (line) => {
+    if (process.stdout.write(`${line}\n`)) return;
+    await Promise.race([new Promise<void>((resolve) => process.stdout.once("drain", resolve)), gone]);
+  };
 }
 
 /**

@@ -9,7 +9,7 @@ import type { OutboxChange, OutboxEntry, OutboxPage, OutboxState, ThingAccess } 
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { printLine } from "../output.ts";
-import { idList, openAccessFromFlags as openAccess, refuseListFlags, type ThingFlags, thingCommand } from "./common.ts";
+import { idList, listAccessFromFlags, openAccessFromFlags as openAccess, refuseListFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 export const outboxCommand: CommandSpec = thingCommand({
   name: "outbox",
@@ -44,7 +44,8 @@ async function outboxList(flags: OutboxListFlags): Promise<number> {
   const state = flags.state === undefined ? undefined : String(flags.state);
   if (state !== undefined && !STATES.includes(state as OutboxState))
     throw new UsageError(`--state must be pending, sent or rejected, not ${JSON.stringify(state)}`);
-  const access = await openAccess(flags, { existingData: true });
+  // a serve that stops or restarts during the listing: it goes on from the next serve or the file
+  const access = await listAccessFromFlags(flags);
   try {
     // A page at a time, as `messages list` reads: an outbox of any size is one page in memory
     // here and in serve (it grows without bound while the hub is away: offlinePublishQueueing -1).
