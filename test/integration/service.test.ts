@@ -443,6 +443,35 @@ describe("install and uninstall against a fake systemctl", () => {
     const dry = capture();
     expect(await exitOf(dry, installService({ config: cfg, dryRun: true, io: dry }))).toBe(ExitCode.PERMISSION);
     chownSync(key, owner.uid, owner.gid);
+    // a config naming a file only root may read as its key (/etc/shadow): it was read by root,
+    // which said what it found there (78 "neither PEM nor DER", "not issued for this key")
+    const rootOnly = mkdtempSync(join(tmp, "root-only-"));
+    chmodSync(rootOnly, 0o700);
+    const secret = join(rootOnly, "shadow");
+    writeFileSync(secret, "root:$6$secret:19000:0:99999:7:::\n", { mode: 0o600 });
+    const original = readFileSync(cfg, "utf8");
+    for (const named of [secret, join(rootOnly, "missing.pem")]) {
+      writeFileSync(cfg, original.replace(/privateKey: .*/, `privateKey: ${named}`));
+      ({ code, io } = await attempt());
+      expect({ named, code }).toEqual({ named, code: ExitCode.PERMISSION });
+      expect(io.stderr).toContain(`${owner.name} cannot reach ${named}: it may not enter ${rootOnly}`);
+      expect(io.stderr).not.toMatch(/PEM|DER|issued|ENOENT/);
+    }
+    // one the user may read, though not root's: as before, the key's own fault
+    const elsewhere = join(tmp, "readable-elsewhere.pem");
+    writeFileSync(elsewhere, "not a key\n");
+    chownSync(elsewhere, owner.uid, owner.gid);
+    writeFileSync(cfg, original.replace(/privateKey: .*/, `privateKey: ${elsewhere}`));
+    ({ code, io } = await attempt());
+    expect(code).toBe(ExitCode.CONFIG);
+    writeFileSync(cfg, original);
+    rmSync(rootOnly, { recursive: true, force: true });
+    // a key others may read: serve runs (and warns in its log), bootstrap fails it; the installer warns
+    chmodSync(key, 0o644);
+    const openKey = capture();
+    expect(await exitOf(openKey, installService({ config: cfg, dryRun: true, io: openKey }))).toBe(ExitCode.OK);
+    expect(openKey.stderr).toContain(`warning: other users can read the thing's private key ${key} (mode 0644) (fix: chmod 600 ${key})`);
+    chmodSync(key, 0o600);
     // a file where the data directory belongs: not a question of permission (no chown fixes it)
     writeFileSync(join(folder, "data"), "");
     ({ code, io } = await attempt());

@@ -76,7 +76,8 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
   if (!permitted(files.keysDir, account, "rx"))
     throw refuse(`${who} cannot open the keys directory ${files.keysDir} (fix: sudo chown -R ${owner} ${shellWord(files.keysDir)})`);
   for (const file of files.keyFiles) {
-    if (!pathExists(file)) continue; // loadIdentity said what is missing already
+    reach(file); // a key outside the keys directory (the config may name any path)
+    if (!pathExists(file)) continue; // loadIdentity says what is missing
     if (!permitted(file, account, "r"))
       throw refuse(
         `${who} cannot read ${file} (fix: sudo chown ${owner} ${shellWord(files.keysDir)}/*, or sudo chown -R ${owner} ${shellWord(files.keysDir)})`,

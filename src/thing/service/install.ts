@@ -14,7 +14,7 @@ import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { fileOnTheWayNote, notADirectory, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
-import { loadIdentity } from "../identity.ts";
+import { keyFileTooOpen, loadIdentity } from "../identity.ts";
 import { defaultKeysDir, loadThingConfig } from "../settings.ts";
 import { checkServiceAccess } from "./access.ts";
 import { type Executable, runningExecutable } from "./executable.ts";
@@ -95,15 +95,23 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
   const thing = loadThingConfig({ config, keys: opts.keys, data: opts.data });
   const keys = existingDir(opts.keys ?? defaultKeysDir(dirname(config), thing.yaml.thing.keys.privateKey), "keys directory");
   const data = absolute(opts.data ?? join(dirname(config), "data"));
-  loadIdentity(thing);
   // the service user first: a dry run, which the systemd refusal points to, must not then refuse for it
   const account = serviceAccount(opts.user, config, keys);
-  if (!dryRun) requireSystemd(opts.systemdRunDir ?? SYSTEMD_RUN_DIR);
-  // Everything serve opens, as the service user, before anything is written (a dry run too).
+  // Everything serve opens, as the service user, before anything is written (a dry run too), and
+  // before root reads a key file: a config naming a file only root may read as its key
+  // (/etc/shadow) had root read it and say what it found there (no key; a key, not this one).
   const warnings = checkServiceAccess(
     { config, keysDir: keys, keyFiles: [thing.paths.rootCA, thing.paths.cert, thing.paths.privateKey], data },
     { ...account, groups: groupsOf(account) },
   );
+  loadIdentity(thing);
+  if (!dryRun) requireSystemd(opts.systemdRunDir ?? SYSTEMD_RUN_DIR);
+  // serve runs with it (and warns in its log); bootstrap fails it: the installer says it too
+  const openKey = keyFileTooOpen(thing.paths.privateKey);
+  if (openKey)
+    warnings.push(
+      `other users can read the thing's private key ${thing.paths.privateKey} (mode ${openKey}) (fix: chmod 600 ${shellWord(thing.paths.privateKey)})`,
+    );
   for (const warning of warnings) io.err(`warning: ${warning}\n`);
   const systemctl = opts.systemctl ?? "systemctl";
   const binaryDir = dirname(exe.command);
