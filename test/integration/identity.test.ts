@@ -18,13 +18,15 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { execFileSync } from "node:child_process";
 import { createPublicKey } from "node:crypto";
-import { chmodSync, existsSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
 import { issueServerCertificate, issueThingCertificate } from "../../src/crypto/x509.ts";
 import { FlashlexSDK } from "../../src/sdk/index.ts";
+import { ordinaryAccount } from "../support/accounts.ts";
 import { binaryPath, run, start } from "../support/binary.ts";
 import { type Issued, makeIntermediate, makeLeaf, makeRoot } from "../support/chains.ts";
 import { freePort, type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
@@ -396,12 +398,30 @@ describe("identity problems are configuration errors found before anything is qu
     }
   });
 
+  /**
+   * `install-service --dry-run` as an owner runs it: as root for a folder an ordinary user owns
+   * (a root-owned config is refused first, 64, for the user to name), or as that user.
+   */
+  async function installServiceDryRun(): Promise<Awaited<ReturnType<typeof run>>> {
+    if (process.getuid?.() !== 0) return run(["install-service", ...thing.flags, "--dry-run"]);
+    const user = ordinaryAccount();
+    const mode = statSync(thing.dir).mode & 0o777;
+    chmodSync(thing.dir, 0o755);
+    execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, thing.dir]);
+    try {
+      return await run(["install-service", ...thing.flags, "--dry-run"]);
+    } finally {
+      execFileSync("chown", ["-R", "0:0", thing.dir]);
+      chmodSync(thing.dir, mode);
+    }
+  }
+
   test("install-service with a key that is not the certificate's: 78, one line, nothing written", async () => {
     tally("badInputs");
     const other = await thing.pki.issueThing("someone-else-3");
     writeIdentity({ key: readFileSync(other.privateKeyPath) });
     try {
-      const dry = await run(["install-service", ...thing.flags, "--dry-run"]);
+      const dry = await installServiceDryRun();
       expect(dry.code).toBe(78);
       expect(dry.stdout).toBe("");
       expect(oneLine(dry.stderr)).toEqual([
@@ -420,7 +440,8 @@ describe("identity problems are configuration errors found before anything is qu
       const before = outboxRows();
       for (const args of [["collect", "--via", "http"], ["collect", "--via", "mqtt"], ["serve"], ["install-service", "--dry-run"]]) {
         tally("attacks");
-        const result = await run([...args, ...thing.flags], { input: '{"n":1}', timeoutMs: 15_000 });
+        const result =
+          args[0] === "install-service" ? await installServiceDryRun() : await run([...args, ...thing.flags], { input: '{"n":1}', timeoutMs: 15_000 });
         expect({ args, code: result.code, stdout: result.stdout, stderr: oneLine(result.stderr) }).toEqual({ args, code: 78, stdout: "", stderr: [line] });
       }
       const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data: thing.dataDir });

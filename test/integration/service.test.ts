@@ -17,6 +17,7 @@ import {
   realpathSync,
   rmSync,
   statSync,
+  symlinkSync,
   writeFileSync,
 } from "node:fs";
 import { tmpdir } from "node:os";
@@ -465,6 +466,15 @@ describe("install and uninstall against a fake systemctl", () => {
     ({ code, io } = await attempt());
     expect(code).toBe(ExitCode.CONFIG);
     writeFileSync(cfg, original);
+    // the config itself a link to such a file: a parse error named the keys it found there
+    writeFileSync(secret, "flashlex:\n  thing:\n    name: hidden\n", { mode: 0o600 });
+    const linkedConfig = join(folder, "linked.yml");
+    symlinkSync(secret, linkedConfig);
+    const linked = capture();
+    expect(await exitOf(linked, installService({ config: linkedConfig, user: owner.name, dryRun: true, io: linked }))).toBe(ExitCode.PERMISSION);
+    expect(linked.stderr).toContain(`${owner.name} cannot reach`);
+    expect(linked.stderr).not.toContain("flashlex.");
+    rmSync(linkedConfig);
     rmSync(rootOnly, { recursive: true, force: true });
     // a key others may read: serve runs (and warns in its log), bootstrap fails it; the installer warns
     chmodSync(key, 0o644);

@@ -53,6 +53,27 @@ function blockedOnTheWay(path: string, account: ServiceAccount): string | undefi
 
 const refuse = (message: string) => new FlashlexError(message, "permission");
 
+/** Throws FlashlexError `permission` (77) naming the fix when `account` cannot reach `path` (a directory on the way it may not enter). */
+function reachable(path: string, account: ServiceAccount): void {
+  const inTheWay = fileOnTheWay(path);
+  if (inTheWay !== undefined) throw new ConfigError(`${path}: ${inTheWay} is a file, not a directory`);
+  const blocked = blockedOnTheWay(path, account);
+  if (blocked)
+    throw refuse(`${account.name} cannot reach ${path}: it may not enter ${blocked} (fix: sudo chmod o+x ${shellWord(blocked)}, or move the thing's folder)`);
+}
+
+/**
+ * Throws FlashlexError `permission` (77) naming the fix when `account` could not reach or read
+ * the config: checked before root parses it, since what a parse error says (the keys it found,
+ * their types) would tell the thing's owner about a file only root may read (a config.yml that
+ * is a link to /etc/shadow).
+ */
+export function checkConfigAccess(config: string, account: ServiceAccount): void {
+  reachable(config, account);
+  if (!permitted(config, account, "r"))
+    throw refuse(`${account.name} cannot read ${config} (fix: sudo chown ${account.name}:${account.group} ${shellWord(config)})`);
+}
+
 /**
  * Throws FlashlexError `permission` (77), one line naming the file, the service user and the
  * fix, when `account` could not read the config, the keys directory or a key file, or could
@@ -63,15 +84,8 @@ const refuse = (message: string) => new FlashlexError(message, "permission");
 export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount): string[] {
   const who = account.name;
   const owner = `${account.name}:${account.group}`;
-  const reach = (path: string) => {
-    const inTheWay = fileOnTheWay(path);
-    if (inTheWay !== undefined) throw new ConfigError(`${path}: ${inTheWay} is a file, not a directory`);
-    const blocked = blockedOnTheWay(path, account);
-    if (blocked)
-      throw refuse(`${who} cannot reach ${path}: it may not enter ${blocked} (fix: sudo chmod o+x ${shellWord(blocked)}, or move the thing's folder)`);
-  };
-  reach(files.config);
-  if (!permitted(files.config, account, "r")) throw refuse(`${who} cannot read ${files.config} (fix: sudo chown ${owner} ${shellWord(files.config)})`);
+  const reach = (path: string) => reachable(path, account);
+  checkConfigAccess(files.config, account);
   reach(files.keysDir);
   if (!permitted(files.keysDir, account, "rx"))
     throw refuse(`${who} cannot open the keys directory ${files.keysDir} (fix: sudo chown -R ${owner} ${shellWord(files.keysDir)})`);

@@ -16,7 +16,7 @@ import { shellWord } from "../../shared/shell-word.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
 import { keyFileTooOpen, loadIdentity } from "../identity.ts";
 import { defaultKeysDir, loadThingConfig } from "../settings.ts";
-import { checkServiceAccess } from "./access.ts";
+import { checkConfigAccess, checkServiceAccess } from "./access.ts";
 import { type Executable, runningExecutable } from "./executable.ts";
 import { renderUnit, UNIT_TEMPLATE } from "./unit.ts";
 
@@ -89,21 +89,23 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
 
   if (!opts.config) throw new UsageError("-c/--config is required");
   const config = existingConfig(opts.config);
+  // the service user first: a dry run, which the systemd refusal points to, must not then refuse
+  // for it; and the config as that user reads it before root parses it (checkConfigAccess)
+  // (the config is not read yet: the keys' owner, for a hint, from where they usually are)
+  const keysGuess = [opts.keys, join(dirname(config), "keys")].find((dir) => dir !== undefined && pathExists(dir)) ?? dirname(config);
+  const user = serviceAccount(opts.user, config, keysGuess);
+  const account = { ...user, groups: groupsOf(user) };
+  checkConfigAccess(config, account);
   // The unit would start a serve that exits 78 at once: the config, the keys as serve will find
   // them and the thing's identity are checked before anything is written (the dry run checks
   // too, so it shows the same refusal).
   const thing = loadThingConfig({ config, keys: opts.keys, data: opts.data });
   const keys = existingDir(opts.keys ?? defaultKeysDir(dirname(config), thing.yaml.thing.keys.privateKey), "keys directory");
   const data = absolute(opts.data ?? join(dirname(config), "data"));
-  // the service user first: a dry run, which the systemd refusal points to, must not then refuse for it
-  const account = serviceAccount(opts.user, config, keys);
   // Everything serve opens, as the service user, before anything is written (a dry run too), and
   // before root reads a key file: a config naming a file only root may read as its key
   // (/etc/shadow) had root read it and say what it found there (no key; a key, not this one).
-  const warnings = checkServiceAccess(
-    { config, keysDir: keys, keyFiles: [thing.paths.rootCA, thing.paths.cert, thing.paths.privateKey], data },
-    { ...account, groups: groupsOf(account) },
-  );
+  const warnings = checkServiceAccess({ config, keysDir: keys, keyFiles: [thing.paths.rootCA, thing.paths.cert, thing.paths.privateKey], data }, account);
   loadIdentity(thing);
   if (!dryRun) requireSystemd(opts.systemdRunDir ?? SYSTEMD_RUN_DIR);
   // serve runs with it (and warns in its log); bootstrap fails it: the installer says it too
