@@ -5,7 +5,7 @@
  */
 import { accessSync, constants, readdirSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
-import { UsageError } from "../shared/errors.ts";
+import { ConfigError, UsageError } from "../shared/errors.ts";
 import { endsAsDirectory, notADirectory, pathExists, pathKind } from "../shared/path-exists.ts";
 
 /** The config file's name where the thing commands look for it without -c. */
@@ -80,6 +80,17 @@ export function checkDataDirectory(given: string, options: { flag: string; exist
   if (here === "none" && options.existing) {
     throw new UsageError(`${flag} ${given}: no such directory (serve makes its data directory when it first runs); ${advice}`);
   }
+}
+
+/**
+ * Throws ConfigError (78) naming `dir` when it cannot be the thing's data directory: a
+ * file, a link to nothing, a file on the way (the default data/ beside the config is no flag a
+ * user typed, so not 64 as `-d` is). Making it failed with EEXIST, 74, which blames the disk,
+ * and `messages` answered "no messages".
+ */
+export function refuseNonDirectory(dir: string): void {
+  const why = notADirectory(dir);
+  if (why !== undefined) throw new ConfigError(`${dir}: ${why}, where the thing's data directory belongs; move it aside, or pass -d`);
 }
 
 /** Whether this user may search `dir` (access(2) X_OK). */

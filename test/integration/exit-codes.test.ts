@@ -16,9 +16,22 @@
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { chmodSync, chownSync, existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  chmodSync,
+  chownSync,
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { binaryPath, type RunResult, run, start } from "../support/binary.ts";
 import { DAMAGE_KINDS, GOOD_ROW_COUNT } from "../support/damaged-databases.ts";
 import { listenOnLoopback, loopbackHubInit } from "../support/hub-fixture.ts";
@@ -512,6 +525,31 @@ describe("bad values on the command line and on stdin", () => {
     expect(imported.code).toBe(0);
     expect(JSON.parse(imported.stdout).topic).toBe("pubsub/x");
     rmSync(base, { recursive: true, force: true });
+  });
+
+  test("the default data/ beside the config that is a file or a link to nothing is 78 naming it, for every thing command (74 'EEXIST' for serve and collect; messages answered 'no messages')", async () => {
+    const aside = `${thing.dataDir}.aside`;
+    const hadData = existsSync(thing.dataDir);
+    if (hadData) renameSync(thing.dataDir, aside);
+    const nowhere = join(dirname(thing.dataDir), "nowhere");
+    try {
+      for (const make of ["file", "dangling link"] as const) {
+        if (make === "file") writeFileSync(thing.dataDir, "not a directory\n");
+        else symlinkSync(nowhere, thing.dataDir);
+        const why = make === "file" ? "not a directory" : `a symbolic link to ${nowhere}, which does not exist`;
+        for (const command of [["messages", "list"], ["outbox", "list"], ["messages", "ack", "1"], ["collect"], ["collect", "--via", "mqtt"], ["serve"]]) {
+          const result = await run([...command, "-c", thing.configPath, "-k", thing.keysDir], { input: "{}", timeoutMs: 15_000 });
+          tally("badInputs");
+          expect({ make, command, code: result.code }).toEqual({ make, command, code: 78 });
+          expectOneLine(result, new RegExp(`^flashlex: ${thing.dataDir}: ${why}, where the thing's data directory belongs; move it aside, or pass -d$`));
+        }
+        expect(existsSync(nowhere)).toBe(false);
+        rmSync(thing.dataDir);
+      }
+    } finally {
+      rmSync(thing.dataDir, { force: true });
+      if (hadData) renameSync(aside, thing.dataDir);
+    }
   });
 
   test("a flag only `list` takes, given to ack, delete, retry or drop, is 64 naming it, and nothing changes (`messages delete 12 --acked` deleted 12, unacknowledged)", async () => {

@@ -4,6 +4,7 @@ import { createServer, type Server } from "node:net";
 import { join } from "node:path";
 import { FlashlexError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import { refuseNonDirectory } from "../config-location.ts";
 
 /**
  * One `serve` per data directory, decided by the kernel: the lock is a Linux abstract Unix
@@ -34,9 +35,11 @@ export interface ServeLock {
 /**
  * Takes the lock for `dataDir` (created 0700 if missing) for as long as the process lives or
  * until `release()`. Throws FlashlexError `try-later` (exit 75) when another serve holds it,
+ * ConfigError (78) when something else is where the directory belongs (refuseNonDirectory),
  * or a file-system kind (74/77) naming the path when the key cannot be made or read.
  */
 export async function acquireServeLock(dataDir: string): Promise<ServeLock> {
+  refuseNonDirectory(dataDir);
   return holdAbstractLock(
     lockName(dataDir),
     () =>

@@ -4,6 +4,7 @@ import type { Logger } from "../../shared/log.ts";
 import { type OpenSqlDatabase, refuseOddDatabaseFiles, type SqlDatabase, type SqlValue } from "../../shared/sqlite/driver.ts";
 import { applyPragmas, migrate, type SchemaSnapshot } from "../../shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
+import { refuseNonDirectory } from "../config-location.ts";
 
 /**
  * The thing's message database. The schema is a public contract (docs/database.md):
@@ -263,8 +264,13 @@ export class MessageStore {
     this.connection = connection;
   }
 
-  /** `open` picks the driver (tests run both); the default is this build's. */
+  /**
+   * Opens `file`, making its directory (0700) when it is not there. `open` picks the driver
+   * (tests run both); the default is this build's. Throws ConfigError (78) when something else is
+   * where the directory belongs (refuseNonDirectory), and what connect throws.
+   */
   static open(file: string, options: StoreOpenOptions = {}): MessageStore {
+    refuseNonDirectory(dirname(file));
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
     return new MessageStore(connect(file, options), file, options);
   }

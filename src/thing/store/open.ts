@@ -5,6 +5,7 @@ import { temporaryTarget } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
 import { danglingTarget, isNotThere, pathExists } from "../../shared/path-exists.ts";
 import { databaseFiles, refuseOddDatabaseFiles } from "../../shared/sqlite/driver.ts";
+import { refuseNonDirectory } from "../config-location.ts";
 import type { ThingConfig } from "../settings.ts";
 import { MessageStore } from "./message-store.ts";
 import { importPickleDb, PickleDbUnreadable } from "./pickledb-import.ts";
@@ -52,7 +53,8 @@ const DATA_DIRECTORY_NAMES = new Set(["serve.lock-key", "config.parsed.json", "f
  * what cannot be looked at is left to the open ("there").
  */
 export function databaseState(file: string, options: { flag?: string; legacy?: string } = {}): "there" | "not yet" {
-  // a FIFO at the -wal is refused whether or not the database is there yet
+  // a file where data/ belongs, or a FIFO at the -wal, is refused whether or not the database is there yet
+  refuseNonDirectory(dirname(file));
   refuseOddDatabaseFiles(file, "message database");
   const advice = `serve makes it when it first runs; pass the data directory serve uses (${options.flag ?? "-d"})`;
   const target = danglingTarget(file);
