@@ -320,6 +320,30 @@ describe("a thing deleted between its lookup and the commit", () => {
   });
 });
 
+describe("a thing whose stored key is damaged (a tampered or badly restored hub.db)", () => {
+  test("its collect fails as the hub's fault, and the log names the thing, so the row can be found among thousands", async () => {
+    const damaged = Object.create(store, {
+      getThing: { value: async (id: string) => ({ ...(await store.getThing(id))!, publicKeyPem: "garbage" }) },
+    }) as HubStore;
+    const lines: string[] = [];
+    const log = createLogger({ write: (line) => lines.push(line), level: "debug" });
+    const api = hubApiOver({ home, store: damaged, log, broker: fakeBroker });
+    const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
+    const answer = await api.fetch(
+      new Request(`${base}/things/${thing.id}/collect`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+        body: "{}",
+      }),
+    );
+    expect(answer.status).toBe(500);
+    const failed = lines.filter((line) => line.includes("hub.api_failed"));
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toContain(`id=${thing.id}`);
+    expect(failed[0]).not.toContain(token);
+  });
+});
+
 describe("the thing rows the collector keeps between requests", () => {
   test("are read again once the things version changed, whichever connection changed them; never for a thing only seen", async () => {
     const created = await createThing(home, store, "kept-row");

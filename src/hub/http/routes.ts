@@ -556,9 +556,11 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         return answer.response;
       }
       if (answer.status >= 500) {
+        // the id: with thousands of things, a damaged row is found from the log by it
         const fields = {
           method: request.method,
           route: found.key,
+          id: found.id || undefined,
           status: answer.status,
           kind: answer.kind,
           error: answer.kind === "bug" ? err : answer.detail,
