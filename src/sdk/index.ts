@@ -26,6 +26,7 @@ import type { OutboxState as InternalOutboxState, ThingAccess } from "../thing/l
 import { withCheckedArguments } from "../thing/local/arguments.ts";
 import { runningServeAccess, serveListens } from "../thing/local/client.ts";
 import { NO_DATABASE_YET, openThingAccess } from "../thing/local/open.ts";
+import { resumingAccess } from "../thing/local/resuming.ts";
 import { type ConfigLocation as InternalConfigLocation, loadThingConfig, type ThingConfig } from "../thing/settings.ts";
 import { databaseState, legacyStoreOf } from "../thing/store/open.ts";
 
@@ -306,7 +307,9 @@ export class FlashlexSDK {
     if (state === "not yet") return work(withCheckedArguments(NO_DATABASE_YET));
     let shared = this.shared;
     if (!shared) {
-      const access = this.lastClose.then(() => openThingAccess(this.thingConfig, this.log));
+      // a serve restart under a call goes on through the next serve or the file (resuming.ts)
+      const open = () => openThingAccess(this.thingConfig, this.log);
+      const access = this.lastClose.then(async () => resumingAccess(await open(), open));
       shared = this.shared = { users: 0, access };
     }
     shared.users++;

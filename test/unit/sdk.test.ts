@@ -237,7 +237,9 @@ test("serve answers a list a page of 16 rows at a time, whatever the client asks
     failAfter = 2;
     const err = await sdk.getMessages({ state: "all" }).catch((e) => e);
     expect(err).toBeInstanceOf(FlashlexError);
-    expect(asked).toEqual([16, 16, 16]);
+    // the cut-off list is asked again, as after a serve restart (resuming.ts); serve refuses it
+    // at its first page this time, and that refusal is the error
+    expect(asked).toEqual([16, 16, 16, 16]);
   } finally {
     sdk.close();
     await closeControlSocket(socket, data);
@@ -292,6 +294,36 @@ test("a serve that hangs up mid-call is a FlashlexError of kind unavailable nami
   } finally {
     sdk.close();
     await new Promise((ok) => server.close(ok));
+  }
+});
+
+test("a serve that goes away under a call (a restart) is not the call's failure: a read goes on from the file, a change serve may have made is 75 saying so (it was 74 'no such file' or 69 'connection reset')", async () => {
+  const data = mkdtempSync(join(thing.dir, "restart-"));
+  const store = MessageStore.open(join(data, "subscription.db"));
+  const id = store.insertIngress({ topic: "ingress/r", payload: new TextEncoder().encode('{"r":1}'), qos: 1, retain: false, receivedAt: 1_000 });
+  store.close();
+  // answers the liveness check, then, at the first other request, hangs up and stops listening:
+  // a serve stopping in the middle of a call
+  const goingAway = () => {
+    const server = createServer((req, res) => {
+      if (req.url === "/v1/status") return res.end(JSON.stringify({ ok: true, result: {} }));
+      req.socket.destroy();
+      server.close();
+    });
+    return new Promise<void>((ok) => server.listen(socketPath(data), ok));
+  };
+  await goingAway();
+  const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data });
+  try {
+    expect((await sdk.getMessages()).map((m) => m.id)).toEqual([id]);
+    await goingAway();
+    const err = await sdk.ackMessages([id]).catch((e) => e);
+    expect({ kind: err.kind, message: err.message }).toEqual({
+      kind: "try-later",
+      message: `the running serve (${socketPath(data)}): connection reset (ECONNRESET): it went away with the request, which may have been done; list to see`,
+    });
+  } finally {
+    sdk.close();
   }
 });
 

@@ -68,49 +68,15 @@ export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = f
   return openThingAccess(config, log, identity, { existing: existingData });
 }
 
-/** How many times one listing goes on after the running serve went away under it (listAccessFromFlags). */
-const LIST_RESUMES = 3;
-
 /**
- * The thing's data for a listing (openAccessFromFlags with existingData), whose lists go on when
- * the running serve goes away between two pages (stopped, restarted, killed: LostServeError):
- * the page is asked again of the next serve or of the file, at most LIST_RESUMES times in all.
- * A listing read by key (messages after an id, the outbox after a created/id pair) so carries on
- * where it was; it ended with 74 or 69 after a part of it. Only reads are asked again: an ack or
- * a drop fails as it did. close() closes the access in use. Throws as openAccessFromFlags.
+ * The thing's data for `messages` and `outbox` (openAccessFromFlags with existingData), going on
+ * through the next serve or the file when the running serve goes away under a call
+ * (thing/local/resuming.ts): a listing carries on where it was (it ended with 74 or 69 after a
+ * part of it), a change serve never had is asked again. Throws as openAccessFromFlags.
  */
-export async function listAccessFromFlags(flags: ThingFlags): Promise<ThingAccess> {
-  let current = await openAccessFromFlags(flags, { existingData: true });
-  let resumes = 0;
-  const again = async <T>(read: (access: ThingAccess) => Promise<T>): Promise<T> => {
-    for (;;) {
-      try {
-        return await read(current);
-      } catch (err) {
-        const { LostServeError } = await import("../../thing/local/client.ts");
-        if (!(err instanceof LostServeError) || resumes >= LIST_RESUMES) throw err;
-        resumes++;
-        current.close();
-        current = await openAccessFromFlags(flags, { existingData: true });
-      }
-    }
-  };
-  return {
-    get via() {
-      return current.via;
-    },
-    get served() {
-      return current.served;
-    },
-    listMessages: (query) => again((access) => access.listMessages(query)),
-    listOutbox: (state, page) => again((access) => access.listOutbox(state, page)),
-    ackMessages: (ids) => current.ackMessages(ids),
-    deleteMessages: (ids) => current.deleteMessages(ids),
-    collect: (body, via) => current.collect(body, via),
-    retryOutbox: (ids) => current.retryOutbox(ids),
-    dropOutbox: (ids) => current.dropOutbox(ids),
-    close: () => current.close(),
-  };
+export async function resumingAccessFromFlags(flags: ThingFlags): Promise<ThingAccess> {
+  const [first, { resumingAccess }] = await Promise.all([openAccessFromFlags(flags, { existingData: true }), import("../../thing/local/resuming.ts")]);
+  return resumingAccess(first, () => openAccessFromFlags(flags, { existingData: true }));
 }
 
 /**

@@ -6,15 +6,7 @@ import { type CommandSpec, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag, parseTime } from "../input.ts";
 import { printLine } from "../output.ts";
-import {
-  idList,
-  listAccessFromFlags,
-  openAccessFromFlags as openAccess,
-  refuseListFlags,
-  runningServeFromFlags,
-  type ThingFlags,
-  thingCommand,
-} from "./common.ts";
+import { idList, refuseListFlags, resumingAccessFromFlags, runningServeFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 /** The flags only `list` takes, as cac keys them. */
 const LIST_FLAGS = ["json", "follow", "all", "acked", "topic", "since", "limit"] as const;
@@ -75,7 +67,7 @@ async function messagesList(flags: ListFlags): Promise<number> {
     limit: countFlag(flags.limit, "--limit"),
   };
   // a serve that stops or restarts during the listing: it goes on from the next serve or the file
-  let access: ThingAccess | undefined = await listAccessFromFlags(flags);
+  let access: ThingAccess | undefined = await resumingAccessFromFlags(flags);
   let stop = false;
   // A follower listens before it prints its first line: a signal the moment a reader saw that
   // line ends the follow with 0 instead of killing it (143).
@@ -192,7 +184,7 @@ async function changeMessages(
     }
     return Number(id);
   });
-  const access = await openAccess(flags, { existingData: true });
+  const access = await resumingAccessFromFlags(flags);
   try {
     const done = new Set(await change(access, parsed));
     const missing = parsed.filter((id) => !done.has(id));

@@ -9,7 +9,7 @@ import type { OutboxChange, OutboxEntry, OutboxPage, OutboxState, ThingAccess } 
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { printLine } from "../output.ts";
-import { idList, listAccessFromFlags, openAccessFromFlags as openAccess, refuseListFlags, type ThingFlags, thingCommand } from "./common.ts";
+import { idList, refuseListFlags, resumingAccessFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 export const outboxCommand: CommandSpec = thingCommand({
   name: "outbox",
@@ -45,7 +45,7 @@ async function outboxList(flags: OutboxListFlags): Promise<number> {
   if (state !== undefined && !STATES.includes(state as OutboxState))
     throw new UsageError(`--state must be pending, sent or rejected, not ${JSON.stringify(state)}`);
   // a serve that stops or restarts during the listing: it goes on from the next serve or the file
-  const access = await listAccessFromFlags(flags);
+  const access = await resumingAccessFromFlags(flags);
   try {
     // A page at a time, as `messages list` reads: an outbox of any size is one page in memory
     // here and in serve (it grows without bound while the hub is away: offlinePublishQueueing -1).
@@ -82,7 +82,7 @@ async function changeOutbox(
   const parsed = ids.map(String);
   const empty = parsed.find((id) => !id.trim());
   if (empty !== undefined) throw new UsageError(`not a message id: ${JSON.stringify(empty)}`);
-  const access = await openAccess(flags, { existingData: true });
+  const access = await resumingAccessFromFlags(flags);
   try {
     const result = await change(access, parsed);
     if (result.changed.length) printLine(`${verb}: ${result.changed.join(" ")}`);

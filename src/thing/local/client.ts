@@ -2,7 +2,7 @@
  * The caller's end of serve's control socket (server.ts): a ThingAccess whose every call goes
  * to the running serve, answered the same way as in process.
  */
-import { FlashlexError, isErrorKind } from "../../shared/errors.ts";
+import { type ErrorKind, FlashlexError, isErrorKind } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { LOCK_WAIT_MS } from "../../shared/sqlite/driver.ts";
@@ -109,6 +109,12 @@ async function callWithNodeHttp(socket: string, method: string, path: string, js
 }
 
 /**
+ * The transport errors of a request serve cannot have received: no socket file, a dead serve's
+ * socket (what Bun's fetch and node:http say for them), a file that is not a socket.
+ */
+const UNASKED_CODES = new Set(["ENOENT", "ECONNREFUSED", "ENOTSOCK"]);
+
+/**
  * serve answered the probe, then the request got no answer (serve stopped, was killed, or hung):
  * one FlashlexError naming the socket, not the request's URL, of the transport error's kind (a
  * reset: unavailable, 69). For a collect the outcome is unknown, since serve may have queued the
@@ -116,15 +122,28 @@ async function callWithNodeHttp(socket: string, method: string, path: string, js
  */
 function lostServe(err: unknown, route: string, dataDir: string): LostServeError {
   const lost = toFlashlexError(err, `the running serve (${socketPath(dataDir)})`);
-  if (route !== ROUTES.collect) return new LostServeError(lost.message, lost.kind, { cause: err });
-  return new LostServeError(`${lost.message}; the message may or may not be queued: see \`flashlex outbox list\` before sending it again`, "try-later", {
-    cause: err,
-  });
+  const asked = !UNASKED_CODES.has((err as NodeJS.ErrnoException | null)?.code ?? "");
+  if (route !== ROUTES.collect) return new LostServeError(lost.message, lost.kind, asked, { cause: err });
+  const message = `${lost.message}; the message may or may not be queued: see \`flashlex outbox list\` before sending it again`;
+  return new LostServeError(message, "try-later", asked, { cause: err });
 }
 
-/** A request to serve got no answer: serve went away after the probe (lostServe), as opposed to serve refusing it. */
+/**
+ * A request to serve got no answer: serve went away after the probe (lostServe), as opposed to
+ * serve refusing it. `asked`: serve may have had the request before it went (the connection was
+ * cut after it was sent), as opposed to never (no socket, a refused connection: UNASKED_CODES).
+ */
 export class LostServeError extends FlashlexError {
   override name = "LostServeError";
+
+  constructor(
+    message: string,
+    kind: ErrorKind,
+    readonly asked: boolean,
+    options?: { cause?: unknown },
+  ) {
+    super(message, kind, options);
+  }
 }
 
 /**
