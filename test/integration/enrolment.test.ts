@@ -22,7 +22,7 @@ import {
   symlinkSync,
   writeFileSync,
 } from "node:fs";
-import { type AddressInfo, createServer } from "node:net";
+import { type AddressInfo, connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse } from "yaml";
@@ -333,6 +333,56 @@ describe("enrolment", () => {
       silent.close();
     }
   }, 30_000);
+
+  test("Ctrl-C while the hub has the request: 130, one line, nothing written, and the run it asks for enrols (it said 'stopped, run it again', finished anyway, and the run again failed with 65)", async () => {
+    const t = await newToken(["--max-uses", "2"]);
+    // The hub's answer to the POST is held back until the signal is sent, then let through at
+    // once: the old build, having said "stopped", still took it and wrote the folder.
+    let posted = false;
+    const held: { client: Socket; chunks: Buffer[]; ended: boolean }[] = [];
+    const proxy = createServer((client) => {
+      const upstream = connect(hub.apiPort, "127.0.0.1");
+      const hold = { client, chunks: [] as Buffer[], ended: false };
+      client.on("data", (chunk) => {
+        if (chunk.toString("latin1").startsWith("POST ")) (posted = true), held.push(hold);
+        upstream.write(chunk);
+      });
+      upstream.on("data", (chunk: Buffer) => (held.includes(hold) ? hold.chunks.push(chunk) : client.write(chunk)));
+      upstream.on("end", () => (held.includes(hold) ? (hold.ended = true) : client.end()));
+      client.on("error", () => upstream.destroy());
+      client.on("close", () => upstream.destroy());
+      upstream.on("error", () => client.destroy());
+    }).listen(0, "127.0.0.1");
+    await new Promise((resolve) => proxy.once("listening", resolve));
+    const release = () => {
+      for (const { client, chunks, ended } of held.splice(0)) {
+        if (!client.writable) continue;
+        for (const chunk of chunks) client.write(chunk);
+        if (ended) client.end();
+      }
+    };
+    const dir = join(work, "stopped-late");
+    try {
+      const slowHub = t.hub.replace(`:${hub.apiPort}/`, `:${(proxy.address() as AddressInfo).port}/`);
+      const waiting = start(["enroll", "--hub", slowHub, "--token", t.token, "--ca-fingerprint", t.caFingerprint, "--name", "late", "--dir", dir]);
+      await waitUntil("the enrolment request at the hub", () => posted, 15_000);
+      await Bun.sleep(300); // the hub answers (held here)
+      waiting.proc.kill("SIGINT");
+      await Bun.sleep(20);
+      release();
+      expect(await waiting.proc.exited).toBe(130);
+      expect(waiting.output().trim()).toBe(
+        `flashlex: enroll stopped by SIGINT; run the same flashlex enroll again: it finishes what the hub may have done (with the key kept in ${dir}/.enrol, if one was made)`,
+      );
+      expect(existsSync(join(dir, "config.yml"))).toBe(false);
+      tally("faults");
+    } finally {
+      proxy.close();
+    }
+    const again = await enroll(t, "late", dir);
+    expect({ code: again.code, stderr: again.stderr }).toEqual({ code: 0, stderr: "" });
+    expect(existsSync(join(dir, "config.yml"))).toBe(true);
+  }, 60_000);
 
   test("a refused first attempt leaves the folder free: a name already taken (65), then another name, in the same folder, enrols", async () => {
     const t = await newToken(["--max-uses", "2"]);

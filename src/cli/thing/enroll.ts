@@ -28,14 +28,13 @@ async function enroll(options: Options): Promise<number> {
   const dir = resolve(text(options.dir) ?? ".");
   // Stopped while it waits for the hub: the hub may have made the thing already, and the same
   // command finishes it (the key is kept in .enrol; the hub answers a retry with the same thing).
-  // The folder itself is written without a pause, so no signal lands half way through it.
+  // Once the hub answered, the folder is written whole and the command ends as enrolled: it said
+  // "stopped, run it again" and then finished, and the run again it asked for failed (65).
   const retry = `run the same flashlex enroll again: it finishes what the hub may have done (with the key kept in ${dir}/.enrol, if one was made)`;
-  return interruptible("enroll", retry, (signal) =>
-    Promise.race([enrollInto(dir, options), new Promise<never>((_, reject) => signal.addEventListener("abort", () => reject(signal.reason), { once: true }))]),
-  );
+  return interruptible("enroll", retry, (signal) => enrollInto(dir, options, signal));
 }
 
-async function enrollInto(dir: string, options: Options): Promise<number> {
+async function enrollInto(dir: string, options: Options, signal: AbortSignal): Promise<number> {
   const hub = text(options.hub);
   if (!hub) throw new UsageError("--hub is required: the hub's API URL `hub enroll-token create` printed");
   // trimmed as the fingerprint is: a token pasted with its line end is the same token
@@ -59,7 +58,7 @@ async function enrollInto(dir: string, options: Options): Promise<number> {
     import("../../shared/time.ts"),
     import("../../thing/service/executable.ts"),
   ]);
-  const result = await enrolDevice({ hubUrl: hub, token, name, caFingerprint, dir, keyType }, createLogger({ level: "warn" }));
+  const result = await enrolDevice({ hubUrl: hub, token, name, caFingerprint, dir, keyType, signal }, createLogger({ level: "warn" }));
   printLine(`enrolled ${result.thingName} (id ${result.thingId}); its key was made here and never left this device`);
   printLine(`config:      ${result.configPath}`);
   printLine(`keys:        ${result.keysDir} (private key 0600)`);

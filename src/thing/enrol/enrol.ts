@@ -59,6 +59,11 @@ export interface EnrolOptions {
   keyType?: ThingKeyType;
   /** per request, ms */
   timeoutMs?: number;
+  /**
+   * Stops the enrolment while it waits for the hub (Ctrl-C: cli/command.ts `interruptible`), with
+   * the signal's reason thrown; once the hub answered, the folder is written whatever it says.
+   */
+  signal?: AbortSignal;
 }
 
 export interface EnrolResult {
@@ -150,7 +155,8 @@ export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<Enro
 
 /** enrolDevice's work once the folder is this process's alone. */
 async function enrolInFolder(opts: EnrolOptions, log: Logger, hubUrl: string, pinned: string, timeoutMs: number): Promise<EnrolResult> {
-  const info = await hubRequest(`${hubUrl}/enroll`, { method: "GET", trust: { kind: "none-yet" }, timeoutMs });
+  const { signal } = opts;
+  const info = await hubRequest(`${hubUrl}/enroll`, { method: "GET", trust: { kind: "none-yet" }, timeoutMs, signal });
   if (info.status === 404) throw new ConfigError(`${hubUrl}/enroll: no such route; check --hub (the hub's API URL as \`hub enroll-token create\` printed it)`);
   if (info.status !== 200) throw answerError(info.status, info.message);
   const { caCertificate, ownerPrefix } = (info.result ?? {}) as { caCertificate?: unknown; ownerPrefix?: unknown };
@@ -181,8 +187,11 @@ async function enrolInFolder(opts: EnrolOptions, log: Logger, hubUrl: string, pi
       body: { token: opts.token, name: opts.name, csr },
       trust: { kind: "pinned-ca", caPem: caCertificate },
       timeoutMs,
+      signal,
     });
   } catch (err) {
+    // Stopped while the hub had the request: it may have enrolled the thing, so the key stays for the retry.
+    if (signal?.aborted) throw err;
     // The hub may have enrolled the thing before the answer was lost: the retry sends the same key.
     if (err instanceof FlashlexError && err.kind === "unavailable") {
       throw new FlashlexError(`${err.message}; ${retryHint(opts.dir)}`, "unavailable", { cause: err });
@@ -199,6 +208,8 @@ async function enrolInFolder(opts: EnrolOptions, log: Logger, hubUrl: string, pi
     throw answerError(answer.status, answer.message);
   }
   faultHook("answered");
+  // From here on nothing waits: the hub enrolled the thing, and the folder is written whole even
+  // if a signal came meanwhile (stopping now would only leave the retry to do it).
 
   const result = (answer.result ?? {}) as { id?: unknown; name?: unknown; certificate?: unknown; caCertificate?: unknown; config?: unknown };
   const certPem = checkAnswer(result, { caPem: caCertificate, pinned, thingName, publicKeyDer: spkiDer(createPublicKey(keys.publicKeyPem)) });

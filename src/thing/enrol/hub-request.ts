@@ -26,8 +26,13 @@ const MAX_ANSWER_BYTES = 256 * 1024;
  * FlashlexError `unavailable` (69) when the hub cannot be reached or does not answer within
  * `timeoutMs`, and with ConfigError (78) when the TLS handshake fails (a certificate not from the
  * pinned CA or not naming the host in `url`, or no TLS spoken there): a retry cannot mend those.
+ * Aborted by `signal`, the request is dropped and the signal's reason thrown.
  */
-export async function hubRequest(url: string, opts: { method: "GET" | "POST"; body?: unknown; trust: HubTrust; timeoutMs: number }): Promise<HubAnswer> {
+export async function hubRequest(
+  url: string,
+  opts: { method: "GET" | "POST"; body?: unknown; trust: HubTrust; timeoutMs: number; signal?: AbortSignal },
+): Promise<HubAnswer> {
+  opts.signal?.throwIfAborted();
   const target = new URL(url);
   const isHttps = target.protocol === "https:";
   const { request } = isHttps ? await import("node:https") : await import("node:http");
@@ -58,9 +63,14 @@ export async function hubRequest(url: string, opts: { method: "GET" | "POST"; bo
       },
     );
     req.setTimeout(opts.timeoutMs, () => req.destroy(new Error(`no answer within ${Math.round(opts.timeoutMs / 1000)} s`)));
+    // stopped (Ctrl-C): the request goes, and the abort's reason is what this throws
+    const abort = () => req.destroy(opts.signal?.reason);
+    opts.signal?.addEventListener("abort", abort, { once: true });
+    req.on("close", () => opts.signal?.removeEventListener("abort", abort));
     req.on("error", reject);
     req.end(payload);
   }).catch((err: unknown) => {
+    if (opts.signal?.aborted) throw opts.signal.reason;
     // A handshake that failed fails again on every retry: the URL or the hub's setup is wrong (78).
     const tls = tlsHandshakeCode(err);
     if (tls) throw new ConfigError(`the hub at ${target.host}: ${tlsAdvice(tls)} (${describeError(err)})`);
