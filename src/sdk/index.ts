@@ -353,6 +353,13 @@ function checkOpenArguments(location: unknown, options: unknown): void {
       "usage",
     );
   }
+  // a name it does not know is never read as absent: `dataDir`, as `sdk.config` names it, left
+  // the SDK on the default data/ (another outbox and store than its serve's)
+  const unknown = Object.keys(location).find((key) => !["config", "data", "keys"].includes(key));
+  if (unknown !== undefined) {
+    const hint = unknown === "dataDir" ? " (the data directory is `data`)" : unknown === "keysDir" ? " (the keys directory is `keys`)" : "";
+    throw new InternalFlashlexError(`FlashlexSDK.open: no option ${JSON.stringify(unknown.slice(0, 60))}${hint}; it takes config, data and keys`, "usage");
+  }
   const { config, data, keys } = location as Record<string, unknown>;
   if (typeof config !== "string" || !config.trim()) {
     throw new InternalFlashlexError(
@@ -371,6 +378,9 @@ function checkOpenArguments(location: unknown, options: unknown): void {
   if (options === undefined) return;
   if (options === null || typeof options !== "object" || Array.isArray(options))
     throw new InternalFlashlexError(`FlashlexSDK.open: options must be an object such as {log}, not ${kindOf(options)}`, "usage");
+  const unknownOption = Object.keys(options).find((key) => key !== "log");
+  if (unknownOption !== undefined)
+    throw new InternalFlashlexError(`FlashlexSDK.open: no option ${JSON.stringify(unknownOption.slice(0, 60))} in options; it takes log`, "usage");
   const log = (options as { log?: unknown }).log;
   if (log !== undefined && !["debug", "info", "warn", "error", "child"].every((m) => typeof (log as Record<string, unknown> | null)?.[m] === "function")) {
     throw new InternalFlashlexError("FlashlexSDK.open: options.log must have debug, info, warn, error and child methods", "usage");

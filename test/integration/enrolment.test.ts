@@ -348,7 +348,10 @@ describe("enrolment", () => {
         upstream.write(chunk);
       });
       upstream.on("data", (chunk: Buffer) => (held.includes(hold) ? hold.chunks.push(chunk) : client.write(chunk)));
-      upstream.on("end", () => (held.includes(hold) ? (hold.ended = true) : client.end()));
+      upstream.on("end", () => {
+        if (held.includes(hold)) hold.ended = true;
+        else client.end();
+      });
       client.on("error", () => upstream.destroy());
       client.on("close", () => upstream.destroy());
       upstream.on("error", () => client.destroy());

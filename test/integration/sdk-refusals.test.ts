@@ -155,6 +155,11 @@ describe("the SDK refuses a wrong argument the same way with serve stopped and r
       [null],
       [{ config: thing.configPath, data: 3 }],
       [{ config: thing.configPath }, { log: "loud" }],
+      // a name it does not know: dataDir (as sdk.config names it) left it on the default data/
+      [{ config: thing.configPath, dataDir: thing.dataDir }],
+      [{ config: thing.configPath, keysDir: thing.keysDir }],
+      [{ config: thing.configPath, dta: "x" }],
+      [{ config: thing.configPath }, { logger: console }],
     ] as unknown[][]) {
       const err = await (FlashlexSDK.open as (...a: unknown[]) => Promise<FlashlexSDK>)(...args).catch((e) => e);
       tally("badInputs");
@@ -162,6 +167,8 @@ describe("the SDK refuses a wrong argument the same way with serve stopped and r
       expect({ kind: err.kind, exitCode: err.exitCode }).toEqual({ kind: "usage", exitCode: 64 });
       expect(err.message).toStartWith("FlashlexSDK.open: ");
     }
+    const misnamed = await FlashlexSDK.open({ config: thing.configPath, dataDir: thing.dataDir } as never).catch((e) => e);
+    expect(misnamed.message).toBe('FlashlexSDK.open: no option "dataDir" (the data directory is `data`); it takes config, data and keys');
     const missing = await FlashlexSDK.open({ config: `${thing.dir}/nope.yml` }).catch((e) => e);
     expect(missing).toBeInstanceOf(FlashlexError);
     expect(missing.kind).toBe("config");
