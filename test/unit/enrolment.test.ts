@@ -112,6 +112,9 @@ describe("enrolment tokens", () => {
     await expect(tokens.create({ namePrefix: "ABCD1234-sensor" })).rejects.toThrow("starts with the owner prefix abcd1234-");
     expect((await tokens.create({ namePrefix: "abcd1234x" })).record.namePrefix).toBe("abcd1234x");
     await expect(tokens.revoke("nope")).rejects.toThrow(/no enrolment token/);
+    // an id typed in upper case is the same id, as the API takes it (the command refused it, 65)
+    const upper = (await tokens.create()).record.id;
+    expect(await tokens.revoke(upper.toUpperCase())).toEqual({ id: upper, changed: true });
     // the use and the thing are one transaction: the last use goes to one thing only
     const thing = (id: string) => ({
       id,

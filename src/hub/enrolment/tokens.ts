@@ -135,7 +135,8 @@ export class EnrolmentTokens {
    * Throws InputError when no token matches; the message never repeats a token given.
    */
   async revoke(idOrToken: string): Promise<{ id: string; changed: boolean }> {
-    let id = idOrToken;
+    // ids are lower-case hex, as listed; one typed or pasted in upper case is the same id (as the API takes it)
+    let id = idOrToken.toLowerCase();
     if (idOrToken.startsWith(ENROLMENT_TOKEN_TAG)) {
       const record = await this.store.enrolmentTokenByHash(enrolmentTokenHash(idOrToken));
       if (!record) throw new InputError("no enrolment token is the one given (it is not repeated here; see `flashlex hub enroll-token list` for ids)");
