@@ -407,12 +407,21 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 _PROBE_SECONDS = 6
 
 
-def _call_serve(socket_path, method, path, body, timeout):
+# The calls that only read: asked again when serve goes away under them (a restart).
+_READS = ("/v1/messages/list", "/v1/outbox/list")
+# How many times one read is asked again after the running serve went away under it.
+_RESUMES = 3
+
+
+def _call_serve(socket_path, method, path, body, timeout, resumes=_RESUMES):
     """Calls the running serve; raises _NotRunning when none listens (no socket, or a dead one's).
 
     A serve that listens but does not answer its status within 6 s (stopped with SIGSTOP, its
     event loop held) is ``try-later``, as for the agent's commands, before the call is made: the
-    call itself may take ``timeout`` seconds (a long list, a collect's delivery).
+    call itself may take ``timeout`` seconds (a long list, a collect's delivery). A serve that
+    goes away under the call (a restart: an update, ``systemctl restart``) does not fail a read,
+    which is asked again of the next serve (or, _NotRunning, the caller's database), up to
+    ``resumes`` times; a change it may have made is ``try-later`` saying so, never asked twice.
     """
     if path != "/v1/status":
         try:
@@ -431,8 +440,12 @@ def _call_serve(socket_path, method, path, body, timeout):
         # collect the outcome is unknown (serve may have queued it): try-later (75), as the
         # agent's `collect` says it, since unavailable (69) means "queued".
         lost = "%s: the running serve did not answer (%s)" % (socket_path, err or type(err).__name__)
-        if path != "/v1/collect":
+        if path in _READS and resumes > 0 and not isinstance(err, socket.timeout):
+            return _call_serve(socket_path, method, path, body, timeout, resumes - 1)
+        if path in _READS:
             raise FlashlexError(lost, "unavailable") from None
+        if path != "/v1/collect":
+            raise FlashlexError(lost + ": it went away with the request, which may have been done; list to see", "try-later") from None
         raise FlashlexError(lost + "; the message may or may not be queued: see `flashlex outbox list` before sending it again", "try-later") from None
 
 

@@ -8,9 +8,11 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
+import { socketPath } from "../../src/thing/local/wire.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
@@ -473,6 +475,41 @@ out({"running": sdk.serveIsRunning(), "waiting": [m["message"]["payload"]["messa
 `);
     expect(out).toEqual({ running: false, waiting: [5], removed: true, sqliteOpened: 2 });
   }, 20_000);
+
+  test("a serve that goes away under a call (a restart): a read goes on from the database; an ack it may have made is try-later saying so (both were unavailable, 69)", async () => {
+    const listed = (await storedIngress("--all")).length;
+    const socket = socketPath(thing.dataDir);
+    // answers the status probe, then hangs up on the call and stops listening: serve stopping mid-call
+    const goingAway = () => {
+      const server = createServer((req, res) => {
+        if (req.url === "/v1/status") return res.end(JSON.stringify({ ok: true, result: {} }));
+        req.socket.destroy();
+        server.close();
+      });
+      return new Promise<void>((ok) => server.listen(socket, ok));
+    };
+    try {
+      rmSync(socket, { force: true }); // a socket file a killed serve left (an earlier test's)
+      await goingAway();
+      tally("faults");
+      const { out } = await python(`
+sdk = FlashlexSDK("config.yml")
+out({"listed": len(sdk.getSubscribedMessages(state="all"))})
+`);
+      expect(out).toEqual({ listed });
+      rmSync(socket, { force: true });
+      await goingAway();
+      const { out: acked } = await python(`
+sdk = FlashlexSDK("config.yml")
+out({"ack": error(lambda: sdk.acknowledgeMessage({"pk": 1}))})
+`);
+      expect(acked).toEqual({
+        ack: { kind: "try-later", exitCode: 75, message: expect.stringMatching(/: it went away with the request, which may have been done; list to see$/) },
+      });
+    } finally {
+      rmSync(socket, { force: true });
+    }
+  }, 30_000);
 
   test("a serve that listens but does not answer (SIGSTOP) is try-later (75) within 6 s, as for the agent's commands (was 69 after 30 s)", async () => {
     const stopped = start(["serve", ...thing.flags]);
