@@ -37,7 +37,7 @@ import { ExecRunner } from "./ingress/exec-runner.ts";
 import { createIngressHandler } from "./ingress/handler.ts";
 import { serveListens } from "./local/client.ts";
 import { databaseAccess } from "./local/in-process.ts";
-import { acquireServeLock } from "./local/serve-lock.ts";
+import { acquireServeLock, acquireSessionLock } from "./local/serve-lock.ts";
 import { closeControlSocket, listenControlSocket } from "./local/server.ts";
 import type { AgentMetrics } from "./metrics/prometheus.ts";
 import { sessionMemory, ThingSession } from "./mqtt/session.ts";
@@ -116,6 +116,17 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // Identity problems are configuration errors (78), found before anything connects.
     const identity = loadIdentity(config);
     warnIfKeyTooOpen(config, log);
+    // The thing's one MQTT session, whatever the data directory: a serve or a collect --via mqtt
+    // given another -d took it over and acknowledged messages on their way here.
+    const sessionLock = await acquireSessionLock(
+      { keyPem: identity.keyPem, broker: `${config.yaml.thing.endpoint}:${config.yaml.thing.mqtt.port}`, thingName: config.yaml.thing.name },
+      () =>
+        new FlashlexError(
+          `${config.yaml.thing.name}: another flashlex process on this machine is connected as this thing (a serve with another data directory, or a collect --via mqtt): one MQTT session per thing`,
+          "try-later",
+        ),
+    );
+    await parts.start({ name: "session lock", stop: () => sessionLock.release() });
     const store = openThingStore(config, log);
     await parts.start({ name: "message database", stop: () => store.close() });
     store.markServed(Date.now());

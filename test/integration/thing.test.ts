@@ -625,6 +625,30 @@ describe("serve", () => {
     }
   }, 120_000);
 
+  test("one MQTT session per thing on a machine, whatever the data directory: a second serve, bootstrap and collect --via mqtt with another -d do not take it over (bootstrap took it, and acknowledged messages on their way to serve)", async () => {
+    const serve = start(["serve", ...thing.flags]);
+    const other = mkdtempSync(join(tmpdir(), "flashlex-otherdata-"));
+    const otherFlags = ["-c", thing.configPath, "-k", thing.keysDir, "-d", other];
+    try {
+      await serve.waitFor(/mqtt\.subscribed/);
+      const second = await run(["serve", ...otherFlags], { timeoutMs: 15_000 });
+      expect(second.code).toBe(75);
+      expect(second.stderr).toContain("another flashlex process on this machine is connected as this thing");
+      const bootstrap = await run(["bootstrap", ...otherFlags], { timeoutMs: 60_000 });
+      expect(bootstrap.code).toBe(1);
+      expect(bootstrap.stdout).toContain("another flashlex process on this machine is connected as this thing");
+      // collect waits its turn for the session (connectDisconnectTimeout, 10 s), then leaves the message queued
+      const collect = await run(["collect", "--via", "mqtt", ...otherFlags], { input: '{"n":1}', timeoutMs: 60_000 });
+      expect(collect.code).toBe(69);
+      expect(collect.stderr).toContain("held the thing's MQTT session");
+      // serve kept its one connection all along
+      expect(serve.output().match(/mqtt\.connected/g)).toHaveLength(1);
+    } finally {
+      expect(await serve.stop()).toBe(0);
+      rmSync(other, { recursive: true, force: true });
+    }
+  }, 120_000);
+
   test("SIGTERM stops it cleanly with exit 0", async () => {
     const serve = start(["serve", ...thing.flags]);
     await serve.waitFor(/mqtt\.subscribed/);

@@ -1,5 +1,6 @@
 import { createLogger } from "../../shared/log.ts";
 import type { BootstrapReport } from "../../thing/bootstrap/checks.ts";
+import { checkDataDirectory } from "../../thing/config-location.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { printLine } from "../output.ts";
@@ -16,6 +17,8 @@ export const bootstrapCommand: CommandSpec = thingCommand({
 
 /** Prints the checklist; 0 when every check passed, 78 when the config failed, else 1. */
 async function bootstrap(flags: ThingFlags & { json?: boolean }): Promise<number> {
+  // as for serve and collect: a typo (`-d /nonexistent/x`) is 64, not a new tree of directories
+  if (flags.data !== undefined) checkDataDirectory(String(flags.data), { flag: "-d", existing: false });
   const choice = chooseConfig(flags);
   const log = createLogger({ level: process.env.FLASHLEX_LOG_LEVEL === "debug" ? "debug" : "error" });
   const { runBootstrapChecks } = await import("../../thing/bootstrap/checks.ts");

@@ -79,17 +79,30 @@ async function deliverOverOwnSession(
   signal?: AbortSignal,
 ): Promise<DeliveryOutcome> {
   // MQTT is loaded only here: `collect` over HTTP, the default, starts without it.
-  const [{ ThingSession, sessionMemory }, { createIngressHandler }, { explainTlsSetupError }, { acquireServeLock }] = await Promise.all([
+  const [{ ThingSession, sessionMemory }, { createIngressHandler }, { explainTlsSetupError }, { acquireServeLock, acquireSessionLock }] = await Promise.all([
     import("../mqtt/session.ts"),
     import("../ingress/handler.ts"),
     import("../mqtt/tls-setup.ts"),
     import("./serve-lock.ts"),
   ]);
-  const lock = await takeTurn(() => acquireServeLock(deps.config.dataDir), deps.config.timeouts.connectMs);
+  const thing = deps.config.yaml.thing;
+  const session = { keyPem: deps.identity.keyPem, broker: `${thing.endpoint}:${thing.mqtt.port}`, thingName: thing.name };
+  const busy = () => new FlashlexError(`${thing.name}: another flashlex process is connected as this thing`, "try-later");
+  // the data directory's lock, then the thing's session, whatever directory its holder uses
+  const lock = await takeTurn(async () => {
+    const directory = await acquireServeLock(deps.config.dataDir);
+    try {
+      const taken = await acquireSessionLock(session, busy);
+      return { release: async () => (await taken.release(), await directory.release()) };
+    } catch (err) {
+      await directory.release();
+      throw err;
+    }
+  }, deps.config.timeouts.connectMs);
   if (!lock) {
     return {
       kind: "retry",
-      error: `another flashlex process held the thing's MQTT session for ${deps.config.timeouts.connectMs / 1000} s (a serve, or another collect --via mqtt)`,
+      error: `another flashlex process held the thing's MQTT session for ${deps.config.timeouts.connectMs / 1000} s (a serve, with this data directory or another, or another collect --via mqtt)`,
     };
   }
   try {

@@ -52,6 +52,24 @@ export async function acquireServeLock(dataDir: string): Promise<ServeLock> {
 }
 
 /**
+ * Takes the lock on the thing's MQTT session on this machine, held beside the data directory's by
+ * every process that connects as the thing (serve, collect --via mqtt, bootstrap's connect
+ * check): a second connection with the thing's client id takes its session over at the broker
+ * (MQTT 3.1.1 §3.1.4), and one with another data directory, which that directory's lock does not
+ * see, acknowledged messages on their way to serve and stored them elsewhere, or nowhere. Named
+ * from the private key (PKCS#8 PEM), the broker and the thing's name: the same for every data
+ * directory, and, like the directory's key, not a name another local user can compute and take
+ * first. (A renewal changes the key: a process started after serve renewed does not see the lock
+ * serve took before, until serve starts again.) Throws FlashlexError `try-later` (75) from
+ * `busy()` when another process holds it.
+ */
+export async function acquireSessionLock(session: { keyPem: string; broker: string; thingName: string }, busy: () => FlashlexError): Promise<ServeLock> {
+  const hash = createHash("sha256").update("flashlex session lock\0").update(session.keyPem).update("\0").update(session.broker).update("\0");
+  const name = `flashlex-session-${hash.update(session.thingName).digest("hex").slice(0, 40)}`;
+  return holdAbstractLock(name, busy, `the MQTT session lock of ${session.thingName}`);
+}
+
+/**
  * Holds the Linux abstract unix socket `name` (the kernel's, so two processes taking it at the
  * same instant cannot both succeed, and it is gone with its process, however that ends) for as
  * long as the process lives or until `release()`. Throws `busy()` when another process holds it,
