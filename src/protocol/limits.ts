@@ -161,6 +161,18 @@ export function parseJsonDocument(text: string, limits: JsonDocumentLimits = {})
       `${source}: the number at ${infiniteNumberAt(text) ?? "some place"} is beyond what a JSON number here can hold (about ±1.8e308): it would be stored as null; send it as a string`,
     );
   }
+  // An integer past 2^53 (a 64-bit counter, a serial) parses as the nearest double: sent as
+  // 9007199254740992 when the device wrote 9007199254740993. A number written with a fraction or
+  // an exponent is a double by its own form, and stays one.
+  if (parsed.unsafeInteger) {
+    const inexact = inexactIntegerAt(text);
+    if (inexact) {
+      throw new JsonDocumentError(
+        "out_of_range",
+        `${source}: the integer ${inexact.token.length > 40 ? `${inexact.token.slice(0, 37)}...` : inexact.token} at ${inexact.at} is beyond what a JSON number here holds exactly (±2^53): it would be sent as ${inexact.as}; send it as a string`,
+      );
+    }
+  }
   // JSON.parse keeps the last of two members with one name without a word: `{"a": 1, "a": 2}`
   // would be stored as `{"a":2}`, and a request's field given twice read as its last value.
   if (parsed.keys !== structure.names) {
@@ -181,14 +193,16 @@ export function parseJsonDocument(text: string, limits: JsonDocumentLimits = {})
  * a fan-out naming 5,000 things was read a second time, ~10 ms, for nothing. Nesting is bounded
  * by the depth check before JSON.parse.
  */
-function walkParsed(value: unknown): { nonFinite: boolean; keys: number } {
+function walkParsed(value: unknown): { nonFinite: boolean; unsafeInteger: boolean; keys: number } {
   let nonFinite = false;
+  let unsafeInteger = false;
   let keys = 0;
   const pending: unknown[] = [value];
   while (pending.length > 0) {
     const next = pending.pop();
     if (typeof next === "number") {
       if (!Number.isFinite(next)) nonFinite = true;
+      else if (!Number.isSafeInteger(next) && Number.isInteger(next)) unsafeInteger = true;
     } else if (Array.isArray(next)) {
       for (const item of next) pending.push(item);
     } else if (next !== null && typeof next === "object") {
@@ -197,7 +211,7 @@ function walkParsed(value: unknown): { nonFinite: boolean; keys: number } {
       for (const item of values) pending.push(item);
     }
   }
-  return { nonFinite, keys };
+  return { nonFinite, unsafeInteger, keys };
 }
 
 /** The first name `text` (valid JSON) gives twice in one object, and "line L, column C" of its second time; undefined when none is. */
@@ -226,6 +240,26 @@ function infiniteNumberAt(text: string): string | undefined {
     },
   });
   return offset === undefined ? undefined : lineAndColumn(text, offset);
+}
+
+/**
+ * The first integer literal of `text` (digits only: no fraction, no exponent) that the parsed
+ * double neither holds exactly nor is written back as (9007199254740993 parses as 2^53; the
+ * 36240783057721050 JSON.stringify wrote is read and written back the same), where it is ("line
+ * L, column C") and what it would become.
+ */
+function inexactIntegerAt(text: string): { token: string; at: string; as: string } | undefined {
+  let found: { token: string; at: string; as: string } | undefined;
+  jsonc().visit(text, {
+    onLiteralValue(value: unknown, offset: number, length: number) {
+      if (found || typeof value !== "number" || Number.isSafeInteger(value) || !Number.isInteger(value)) return;
+      const token = text.slice(offset, offset + length);
+      // kept when the double is the integer written, or is written back as the same text
+      if (/^-?\d+$/.test(token) && BigInt(token) !== BigInt(value) && token !== String(value))
+        found = { token, at: lineAndColumn(text, offset), as: String(value) };
+    },
+  });
+  return found;
 }
 
 /**

@@ -209,6 +209,10 @@ test("serve's control socket answers a wrong body from any client with kind usag
       ["/v1/messages/delete", "[1]", "the delete request must be an object"],
       ["/v1/collect", '{"body":"{}","vai":"mqtt"}', 'the collect request has no field "vai"'],
       ["/v1/outbox/retry", '{"ids":[],"all":true}', 'the retry request has no field "all"'],
+      // the document is JSON text: an object, a number or an array there was "empty"
+      ["/v1/collect", '{"body":{"a":1},"via":"http"}', "the collect request's body must be the document as JSON text (a string), not object"],
+      ["/v1/collect", '{"body":42}', "must be the document as JSON text (a string), not number"],
+      ["/v1/collect", '{"body":["x"]}', "must be the document as JSON text (a string), not an array"],
     ];
     for (const [path, body, names] of cases) {
       const answer = await callSocket(path, body);

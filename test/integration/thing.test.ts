@@ -1178,7 +1178,8 @@ describe("collect", () => {
         : dir === asFile
           ? `-d ${dir}: not a directory`
           : `-d ${dir}: ${asFile} is a file, not a directory`;
-    for (const args of [["messages", "list"], ["outbox", "list"], ["collect"]]) {
+    // bootstrap too: it made /nonexistent/x, parents and all, and passed its checks there
+    for (const args of [["messages", "list"], ["outbox", "list"], ["collect"], ["bootstrap"]]) {
       for (const dir of [missing, asFile, underFile]) {
         const result = await run([...args, "-c", thing.configPath, "-k", thing.keysDir, "-d", dir], { input: "{}" });
         expect({ args, dir, code: result.code }).toEqual({ args, dir, code: 64 });

@@ -132,6 +132,36 @@ describe("parseJsonDocument", () => {
     expect(refusal('{"a": \u202e 1}')).toBe("stdin: not JSON at line 1, column 7 (Unrecognized token 'U+202E')");
   });
 
+  test("an integer past 2^53 written in digits is refused where it is, not sent as the nearest double; one a double holds exactly, or written with a fraction or exponent, is kept", () => {
+    for (const [text, token, as] of [
+      ["9007199254740993", "9007199254740993", "9007199254740992"],
+      ['{"a": [1, {"b": -123456789012345678901}]}', "-123456789012345678901", "-123456789012345680000"],
+      [`{"a": 1${"0".repeat(250)}}`, `1${"0".repeat(36)}...`, "1e+250"],
+    ] as const) {
+      const error = refusalOf(text, { source: "stdin" });
+      expect(error.problem).toBe("out_of_range");
+      expect(error.message).toMatch(
+        new RegExp(
+          `^stdin: the integer ${token.replace(/[.+]/g, "\\$&")} at line 1, column \\d+ is beyond what a JSON number here holds exactly \\(±2\\^53\\): it would be sent as ${as.replace(/[.+]/g, "\\$&")}; send it as a string$`,
+        ),
+      );
+    }
+    expect(
+      parseJsonDocument(
+        '{"a": 9007199254740992, "b": 9007199254740991, "c": 18014398509481984, "d": 9007199254740993.0, "e": 9.007199254740993e15, "f": "9007199254740993"}',
+      ),
+    ).toEqual({
+      a: 2 ** 53,
+      b: Number.MAX_SAFE_INTEGER,
+      c: 2 ** 54,
+      d: 2 ** 53,
+      e: 2 ** 53,
+      f: "9007199254740993",
+    });
+    // held exactly (10^21), or written back as the same text (what JSON.stringify wrote): kept
+    expect(parseJsonDocument('{"a": 1000000000000000000000, "b": 36240783057721050}')).toEqual({ a: 1e21, b: 36240783057721050 });
+  });
+
   test("a number past the doubles' range is refused where it is, not stored as null; one in a string, or a small one, is kept", () => {
     // 1e310 written as 251 digits and a two-digit exponent passed the first look at the text
     for (const text of ['{"a": 1e999}', '{"a": [-2E+400]}', `{"a": 1${"0".repeat(400)}}`, `{"a": 1${"0".repeat(250)}e60}`]) {
@@ -146,7 +176,7 @@ describe("parseJsonDocument", () => {
       c: 0,
       d: Number.MAX_VALUE,
     });
-    expect(parseJsonDocument(`{"a": 1${"0".repeat(250)}}`)).toEqual({ a: 1e250 });
+    expect(parseJsonDocument('{"a": 1e250}')).toEqual({ a: 1e250 });
     // deep inside arrays and objects, after many finite numbers: found, and where
     expect(() => parseJsonDocument(`{"a": [${"1.5, ".repeat(500)}{"b": [[{"c": -1e400}]]}]}`, { source: "stdin" })).toThrow(
       "stdin: the number at line 1, column 2522 is beyond",
