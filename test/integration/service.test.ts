@@ -474,6 +474,29 @@ describe("install and uninstall against a fake systemctl", () => {
     expect(await exitOf(linked, installService({ config: linkedConfig, user: owner.name, dryRun: true, io: linked }))).toBe(ExitCode.PERMISSION);
     expect(linked.stderr).toContain(`${owner.name} cannot reach`);
     expect(linked.stderr).not.toContain("flashlex.");
+    // the fixes offered: a chown only inside the thing's folder (it told root to give /etc/shadow,
+    // /etc or /root to the user)
+    const openDir = mkdtempSync(join(tmp, "root-file-"));
+    chmodSync(openDir, 0o755);
+    const rootFile = join(openDir, "key.pem");
+    writeFileSync(rootFile, "x", { mode: 0o600 });
+    writeFileSync(cfg, original.replace(/privateKey: .*/, `privateKey: ${rootFile}`));
+    ({ code, io } = await attempt());
+    expect(code).toBe(ExitCode.PERMISSION);
+    expect(io.stderr).toContain(
+      `${owner.name} cannot read ${rootFile} (fix: it is outside the thing's folder ${folder}: put the thing's own copy in the folder`,
+    );
+    expect(io.stderr).not.toContain("chown");
+    writeFileSync(cfg, original);
+    const shadowLike = join(openDir, "shadow");
+    writeFileSync(shadowLike, "root:x\n", { mode: 0o600 });
+    rmSync(linkedConfig);
+    symlinkSync(shadowLike, linkedConfig);
+    const noUser = capture();
+    expect(await exitOf(noUser, installService({ config: linkedConfig, dryRun: true, io: noUser }))).toBe(ExitCode.USAGE);
+    expect(noUser.stderr).toContain("its config.yml is a link out of it, to a file of root's");
+    expect(noUser.stderr).not.toContain("chown");
+    rmSync(openDir, { recursive: true, force: true });
     rmSync(linkedConfig);
     rmSync(rootOnly, { recursive: true, force: true });
     // a key others may read: serve runs (and warns in its log), bootstrap fails it; the installer warns

@@ -8,7 +8,7 @@
  * By mode bits and the account's groups (owner, then group, then other, as the kernel decides
  * without ACLs), every directory on the way needing search permission. Only node: APIs.
  */
-import { statSync } from "node:fs";
+import { realpathSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { fileOnTheWay, pathExists, pathKind } from "../../shared/path-exists.ts";
@@ -24,6 +24,8 @@ export interface ServiceAccount {
 }
 
 export interface ServiceFiles {
+  /** the thing's folder: the directory the config was named in, links not followed */
+  folder: string;
   config: string;
   keysDir: string;
   /** the key files serve reads (root CA, certificate, private key) */
@@ -68,10 +70,37 @@ function reachable(path: string, account: ServiceAccount): void {
  * their types) would tell the thing's owner about a file only root may read (a config.yml that
  * is a link to /etc/shadow).
  */
-export function checkConfigAccess(config: string, account: ServiceAccount): void {
+export function checkConfigAccess(config: string, folder: string, account: ServiceAccount): void {
   reachable(config, account);
-  if (!permitted(config, account, "r"))
-    throw refuse(`${account.name} cannot read ${config} (fix: sudo chown ${account.name}:${account.group} ${shellWord(config)})`);
+  if (!permitted(config, account, "r")) throw refuse(`${account.name} cannot read ${config} (fix: ${ownershipFix(config, account, folder)})`);
+}
+
+/**
+ * The fix for a file or directory the service user cannot use: a chown of it when it lies in the
+ * thing's folder `folder` (by real paths: a link out of the folder is out), else the thing's own
+ * copy in the folder. A config or a link may name anything (/etc/shadow, /root), and a chown of
+ * that, pasted by root, gave a system file to the service user.
+ */
+export function ownershipFix(path: string, account: ServiceAccount, folder: string, recursive = false): string {
+  if (isInFolder(path, folder)) return `sudo chown ${recursive ? "-R " : ""}${account.name}:${account.group} ${shellWord(path)}`;
+  const real = realOrAsIs(path);
+  return `it is ${real === path ? "" : `${real}, `}outside the thing's folder ${shellWord(folder)}: put the thing's own copy in the folder and name it in config.yml; do not give it to ${account.name}`;
+}
+
+/** Whether `path`, its links followed, lies in `folder` (its links followed too; never "/"). */
+export function isInFolder(path: string, folder: string): boolean {
+  const real = realOrAsIs(path);
+  const home = realOrAsIs(folder);
+  return home !== "/" && (real === home || real.startsWith(`${home}/`));
+}
+
+/** `path` with its links followed, or as it is when that cannot be done (not there yet). */
+function realOrAsIs(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return resolve(path);
+  }
 }
 
 /**
@@ -83,28 +112,22 @@ export function checkConfigAccess(config: string, account: ServiceAccount): void
  */
 export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount): string[] {
   const who = account.name;
-  const owner = `${account.name}:${account.group}`;
+  const fix = (path: string, recursive = false) => ownershipFix(path, account, files.folder, recursive);
   const reach = (path: string) => reachable(path, account);
-  checkConfigAccess(files.config, account);
+  checkConfigAccess(files.config, files.folder, account);
   reach(files.keysDir);
-  if (!permitted(files.keysDir, account, "rx"))
-    throw refuse(`${who} cannot open the keys directory ${files.keysDir} (fix: sudo chown -R ${owner} ${shellWord(files.keysDir)})`);
+  if (!permitted(files.keysDir, account, "rx")) throw refuse(`${who} cannot open the keys directory ${files.keysDir} (fix: ${fix(files.keysDir, true)})`);
   for (const file of files.keyFiles) {
     reach(file); // a key outside the keys directory (the config may name any path)
     if (!pathExists(file)) continue; // loadIdentity says what is missing
-    if (!permitted(file, account, "r"))
-      throw refuse(
-        `${who} cannot read ${file} (fix: sudo chown ${owner} ${shellWord(files.keysDir)}/*, or sudo chown -R ${owner} ${shellWord(files.keysDir)})`,
-      );
+    if (!permitted(file, account, "r")) throw refuse(`${who} cannot read ${file} (fix: ${fix(file)})`);
   }
   reach(files.data);
   // before the permission: "cannot write" and a chown would send the owner the wrong way
   if (pathKind(files.data) === "other") throw new ConfigError(`${files.data}: the data directory is not a directory`);
   if (pathExists(files.data) && !permitted(files.data, account, "rwx"))
-    throw refuse(`${who} cannot write the data directory ${files.data} (fix: sudo chown -R ${owner} ${shellWord(files.data)})`);
+    throw refuse(`${who} cannot write the data directory ${files.data} (fix: ${fix(files.data, true)})`);
   return permitted(files.keysDir, account, "wx")
     ? []
-    : [
-        `${who} cannot write ${files.keysDir}: certificate renewal, which writes the new key there, will fail (fix: sudo chown ${owner} ${shellWord(files.keysDir)})`,
-      ];
+    : [`${who} cannot write ${files.keysDir}: certificate renewal, which writes the new key there, will fail (fix: ${fix(files.keysDir)})`];
 }

@@ -16,7 +16,7 @@ import { shellWord } from "../../shared/shell-word.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
 import { keyFileTooOpen, loadIdentity } from "../identity.ts";
 import { defaultKeysDir, loadThingConfig } from "../settings.ts";
-import { checkConfigAccess, checkServiceAccess } from "./access.ts";
+import { checkConfigAccess, checkServiceAccess, isInFolder } from "./access.ts";
 import { type Executable, runningExecutable } from "./executable.ts";
 import { renderUnit, UNIT_TEMPLATE } from "./unit.ts";
 
@@ -89,13 +89,15 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
 
   if (!opts.config) throw new UsageError("-c/--config is required");
   const config = existingConfig(opts.config);
+  // the folder the config was named in, links not followed: a chown is offered inside it only
+  const folder = dirname(resolve(opts.config));
   // the service user first: a dry run, which the systemd refusal points to, must not then refuse
   // for it; and the config as that user reads it before root parses it (checkConfigAccess)
   // (the config is not read yet: the keys' owner, for a hint, from where they usually are)
   const keysGuess = [opts.keys, join(dirname(config), "keys")].find((dir) => dir !== undefined && pathExists(dir)) ?? dirname(config);
-  const user = serviceAccount(opts.user, config, keysGuess);
+  const user = serviceAccount(opts.user, config, keysGuess, folder);
   const account = { ...user, groups: groupsOf(user) };
-  checkConfigAccess(config, account);
+  checkConfigAccess(config, folder, account);
   // The unit would start a serve that exits 78 at once: the config, the keys as serve will find
   // them and the thing's identity are checked before anything is written (the dry run checks
   // too, so it shows the same refusal).
@@ -105,7 +107,10 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
   // Everything serve opens, as the service user, before anything is written (a dry run too), and
   // before root reads a key file: a config naming a file only root may read as its key
   // (/etc/shadow) had root read it and say what it found there (no key; a key, not this one).
-  const warnings = checkServiceAccess({ config, keysDir: keys, keyFiles: [thing.paths.rootCA, thing.paths.cert, thing.paths.privateKey], data }, account);
+  const warnings = checkServiceAccess(
+    { folder, config, keysDir: keys, keyFiles: [thing.paths.rootCA, thing.paths.cert, thing.paths.privateKey], data },
+    account,
+  );
   loadIdentity(thing);
   if (!dryRun) requireSystemd(opts.systemdRunDir ?? SYSTEMD_RUN_DIR);
   // serve runs with it (and warns in its log); bootstrap fails it: the installer says it too
@@ -286,7 +291,7 @@ interface Account {
 }
 
 /** --user, else the config file's owner; never root, whatever the name. */
-function serviceAccount(user: string | undefined, config: string, keys: string): Account {
+function serviceAccount(user: string | undefined, config: string, keys: string, folder: string): Account {
   const key = user ?? String(statSync(config).uid);
   const entry = getent("passwd", key);
   if (!entry) throw new UsageError(user ? `--user ${user}: no such user` : `${config} is owned by uid ${key}, which has no user name: pass --user NAME`);
@@ -295,7 +300,7 @@ function serviceAccount(user: string | undefined, config: string, keys: string):
     throw new UsageError(
       user
         ? `--user ${user}: the service never runs as root; name an ordinary user`
-        : `${config} is owned by root and the service never runs as root: ${userHint(keys, dirname(config))}`,
+        : `${config} is owned by root and the service never runs as root: ${userHint(keys, folder, config)}`,
     );
   }
   // systemd warns that nobody is not safe: files owned by nobody belong to every such service.
@@ -393,11 +398,16 @@ function warnAboutGuardDropIns(unitPath: string, io: ServiceIO): void {
  * What to pass when the config is root's: the owner of the keys directory when that is an
  * ordinary user (they unpacked the thing), else any ordinary user, given the folder first.
  */
-function userHint(keys: string, folder: string): string {
+function userHint(keys: string, folder: string, config: string): string {
   const uid = statSync(keys).uid;
   const owner = uid !== 0 ? getent("passwd", String(uid))?.[0] : undefined;
   if (owner) return `pass --user ${owner} (the user who owns the keys)`;
-  return `pass --user NAME, an ordinary user, after giving it the thing's folder (the keys are root's too: sudo chown -R NAME: ${shellWord(folder)})`;
+  // a chown line only for the thing's own folder: a config that is a link to a root-owned file
+  // elsewhere (/etc/shadow) got `sudo chown -R NAME: /etc`
+  const give = isInFolder(config, folder)
+    ? `sudo chown -R NAME: ${shellWord(folder)}`
+    : "its config.yml is a link out of it, to a file of root's: put the thing's own config in it";
+  return `pass --user NAME, an ordinary user, after giving it the thing's folder (the keys are root's too: ${give})`;
 }
 
 function systemdVersion(systemctl: string): number | null {
