@@ -6,7 +6,7 @@
 import { accessSync, constants, readdirSync } from "node:fs";
 import { dirname, join, relative, resolve } from "node:path";
 import { ConfigError, UsageError } from "../shared/errors.ts";
-import { endsAsDirectory, notADirectory, pathExists, pathKind } from "../shared/path-exists.ts";
+import { danglingTarget, endsAsDirectory, notADirectory, pathExists, pathKind } from "../shared/path-exists.ts";
 
 /** The config file's name where the thing commands look for it without -c. */
 export const CONFIG_FILE_NAME = "config.yml";
@@ -22,7 +22,8 @@ export interface ConfigChoice {
  * directory (`./flashlex serve` run in the thing's folder); else `config.yml` beside the binary
  * (the binary copied into the thing's folder, as systemd runs it from anywhere). Throws a
  * UsageError (64) saying where it looked, and naming the one `<folder>/config.yml` below the
- * current directory when there is exactly one (the unzipped distribution, one level down).
+ * current directory when there is exactly one (the unzipped distribution, one level down); a
+ * ConfigError (78) when the current directory's config.yml is a link to nothing.
  */
 export function locateConfig(given: string | undefined, places: { cwd: string; binaryDir: string }): ConfigChoice {
   if (given) {
@@ -38,7 +39,12 @@ export function locateConfig(given: string | undefined, places: { cwd: string; b
   let cannotLookHere: unknown;
   try {
     if (pathExists(here)) return { file: here, origin: "found in the current directory" };
+    // a config.yml that is a link to nothing is this folder's config, broken: never "none here"
+    const target = danglingTarget(here);
+    if (target !== undefined)
+      throw new ConfigError(`${here}: a symbolic link to ${target}, which does not exist; point it at the thing's config, or pass -c FILE`);
   } catch (err) {
+    if (err instanceof ConfigError) throw err;
     if (mayEnter(places.cwd)) throw err;
     cannotLookHere = err;
   }

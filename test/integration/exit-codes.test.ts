@@ -527,6 +527,37 @@ describe("bad values on the command line and on stdin", () => {
     rmSync(base, { recursive: true, force: true });
   });
 
+  test("a database that is a link to nothing in a directory that is not there is 78 naming both, for every command (serve and collect said 74 SQLITE_CANTOPEN, a restart loop under systemd; messages said serve would make it)", async () => {
+    const base = mkdtempSync(join(tmpdir(), "flashlex-dbnowhere-"));
+    const dataDir = join(base, "data");
+    mkdirSync(dataDir);
+    const target = join(base, "no-such-dir", "x.db");
+    symlinkSync(target, join(dataDir, "subscription.db"));
+    for (const command of [["messages", "list"], ["outbox", "list"], ["collect"], ["serve"]]) {
+      const result = await run([...command, ...withData(dataDir)], { input: "{}", timeoutMs: 15_000 });
+      tally("faults");
+      expect({ command, code: result.code }).toEqual({ command, code: 78 });
+      expectOneLine(
+        result,
+        new RegExp(`^flashlex: ${join(dataDir, "subscription.db")}: a symbolic link to ${target}, whose directory ${join(base, "no-such-dir")} does not exist`),
+      );
+    }
+    expect(existsSync(join(base, "no-such-dir"))).toBe(false);
+    rmSync(base, { recursive: true, force: true });
+  });
+
+  test("a config.yml that is a link to nothing is 78 naming it, not 'no config.yml here' (64)", async () => {
+    const folder = mkdtempSync(join(tmpdir(), "flashlex-cfgnowhere-"));
+    symlinkSync(join(folder, "gone.yml"), join(folder, "config.yml"));
+    const result = Bun.spawnSync([binaryPath(), "messages", "list"], { cwd: folder, stdout: "pipe", stderr: "pipe", stdin: "ignore" });
+    tally("badInputs");
+    expect(result.exitCode).toBe(78);
+    expect(result.stderr.toString()).toStartWith(
+      `flashlex: ${join(folder, "config.yml")}: a symbolic link to ${join(folder, "gone.yml")}, which does not exist`,
+    );
+    rmSync(folder, { recursive: true, force: true });
+  });
+
   test("the default data/ beside the config that is a file or a link to nothing is 78 naming it, for every thing command (74 'EEXIST' for serve and collect; messages answered 'no messages')", async () => {
     const aside = `${thing.dataDir}.aside`;
     const hadData = existsSync(thing.dataDir);

@@ -4,7 +4,11 @@
  * (open.ts picks it; scripts/bundle-node.ts swaps in open-wasm.ts). Only what the stores use is here,
  * and every driver passes the same contract tests (test/unit/store-contract.test.ts).
  */
+
+import { dirname } from "node:path";
+import { ConfigError } from "../errors.ts";
 import type { Logger } from "../log.ts";
+import { danglingTarget, pathKind } from "../path-exists.ts";
 import { refuseIrregularFiles } from "../regular-file.ts";
 
 /**
@@ -28,10 +32,18 @@ export function databaseFiles(file: string): string[] {
  * as it is, before SQLite opens anything: one that is not a regular file (refuseIrregularFiles),
  * or a side file that is a symbolic link (SQLite opens those with O_NOFOLLOW and fails with
  * SQLITE_CANTOPEN naming the database, not the link). The database itself may be a link: SQLite
- * follows it, and makes the file at its target. `what` names the database ("hub database").
+ * follows it, and makes the file at its target, when the target's directory is there (else 78:
+ * SQLITE_CANTOPEN, 74, blamed the disk). `what` names the database ("hub database").
  */
 export function refuseOddDatabaseFiles(file: string, what: string): void {
   refuseIrregularFiles([file], what);
+  // SQLite makes the file a link to nothing points to, not the directory it would go in
+  const target = danglingTarget(file);
+  if (target !== undefined && pathKind(dirname(target)) !== "directory") {
+    throw new ConfigError(
+      `${file}: a symbolic link to ${target}, whose directory ${dirname(target)} does not exist: the ${what} cannot be made there; make that directory, or move the link aside`,
+    );
+  }
   refuseIrregularFiles(
     SIDE_FILE_SUFFIXES.map((suffix) => file + suffix),
     what,
