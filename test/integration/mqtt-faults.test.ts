@@ -21,6 +21,11 @@ import { makeHubFixture } from "../support/hub-fixture.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor } from "../support/thing-fixture.ts";
 
+/**
+ * A second device with the same identity, on this machine: serve's lock on the thing's MQTT
+ * session (one per machine) would refuse it (75), as it refuses a second serve here.
+ */
+const SECOND_DEVICE = { FLASHLEX_FAULT_SECOND_DEVICE: "1" };
 const work = mkdtempSync(join(tmpdir(), "flashlex-mqtt-faults-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
@@ -42,9 +47,9 @@ describe("the broker will not have the session", () => {
     binaryPath();
     const thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
     const broker = await startBrokerFor(thing);
-    // the same config and keys, another data directory: as on a second device
+    // the same config and keys, another data directory and no session lock: as on a second device
     const first = start(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "device-1")]);
-    const second = start(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "device-2")]);
+    const second = start(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "device-2")], { env: SECOND_DEVICE });
     try {
       const warned = await Promise.race([first, second].map((s) => s.waitFor(/WARN +mqtt\.session_taken_over[^\n]*/, 30_000).then((line) => ({ s, line }))));
       tally("faults");
@@ -75,7 +80,7 @@ describe("the broker will not have the session", () => {
     const hubProcess = await hub.serve();
     const flags = ["-c", configPath, "-k", thing.keysDir];
     const first = start(["serve", ...flags, "-d", join(work, "contested-1")]);
-    const second = start(["serve", ...flags, "-d", join(work, "contested-2")]);
+    const second = start(["serve", ...flags, "-d", join(work, "contested-2")], { env: SECOND_DEVICE });
     try {
       const line = await hubProcess.waitFor(/WARN +mqtt\.identity_contested[^\n]*/, 45_000);
       tally("faults");

@@ -78,7 +78,10 @@ describe("bootstrap's connection drops while it waits for the ingress round trip
     let other: Background | undefined;
     const result = await bootstrapUntilDropped(async (hubNow) => {
       const before = hubNow.output().length;
-      other = start(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "other-device")]);
+      // another device with this identity: no lock on the thing's session here shared with bootstrap's
+      other = start(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "other-device")], {
+        env: { FLASHLEX_FAULT_SECOND_DEVICE: "1" },
+      });
       await waitAfter(hubNow, before, new RegExp(`mqtt\\.connected[^\\n]*${thing.name}`));
     });
     await other?.stop();

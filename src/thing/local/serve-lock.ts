@@ -57,15 +57,18 @@ export async function acquireServeLock(dataDir: string): Promise<ServeLock> {
  * check): a second connection with the thing's client id takes its session over at the broker
  * (MQTT 3.1.1 §3.1.4), and one with another data directory, which that directory's lock does not
  * see, acknowledged messages on their way to serve and stored them elsewhere, or nowhere. Named
- * from the private key (PKCS#8 PEM), the broker and the thing's name: the same for every data
- * directory, and, like the directory's key, not a name another local user can compute and take
- * first. (A renewal changes the key: a process started after serve renewed does not see the lock
- * serve took before, until serve starts again.) Throws FlashlexError `try-later` (75) from
+ * from the private key (PKCS#8 PEM) and the thing's name: the same for every data directory and
+ * every spelling of the broker's address, and, like the directory's key, not a name another
+ * local user can compute and take first. (A renewal changes the key: a process started after
+ * serve renewed does not see the lock serve took before, until serve starts again.) Throws
  * `busy()` when another process holds it.
+ *
+ * FLASHLEX_FAULT_SECOND_DEVICE=1 (the tests only) takes no lock, as a second device with the same
+ * identity would not: how the takeover warnings are tested on one machine.
  */
-export async function acquireSessionLock(session: { keyPem: string; broker: string; thingName: string }, busy: () => FlashlexError): Promise<ServeLock> {
-  const hash = createHash("sha256").update("flashlex session lock\0").update(session.keyPem).update("\0").update(session.broker).update("\0");
-  const name = `flashlex-session-${hash.update(session.thingName).digest("hex").slice(0, 40)}`;
+export async function acquireSessionLock(session: { keyPem: string; thingName: string }, busy: () => FlashlexError): Promise<ServeLock> {
+  const name = `flashlex-session-${createHash("sha256").update("flashlex session lock\0").update(session.keyPem).update("\0").update(session.thingName).digest("hex").slice(0, 40)}`;
+  if (process.env.FLASHLEX_FAULT_SECOND_DEVICE === "1") return { name, release: async () => {} };
   return holdAbstractLock(name, busy, `the MQTT session lock of ${session.thingName}`);
 }
 
