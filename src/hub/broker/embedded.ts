@@ -142,10 +142,24 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
   // Created before the broker, which needs it; the broker's events feed it (trackIngress).
   const delivery = opts.ingress ? new IngressDelivery({ ledger: opts.ingress, publish: (topic, payload) => publishQos1(topic, payload), log }) : undefined;
 
+  const persistence = createSessionPersistence((clientId, messageId) =>
+    log.debug("mqtt.resend_acknowledged", { thing: clientId, packetId: messageId, note: "already acknowledged; sent again, stored once by the thing" }),
+  );
+  // At a clean session's connect aedes reads what the client id's stored queue held through
+  // outgoingUpdate, asks authorizeForward about each packet, and drops it unsent
+  // (lib/handlers/connect.js emptyQueue); a live forward to a clean session never passes
+  // outgoingUpdate. Noted as "sent" to the clean session, such a packet held its message back
+  // from the replay for as long as the connection lasted (a thing deleted and made again under
+  // its name, sent a message at once: the new device never got it).
+  const droppedAtConnect = new WeakSet<object>();
+  const outgoingUpdate = persistence.outgoingUpdate.bind(persistence);
+  persistence.outgoingUpdate = (client, packet) => {
+    if ((client as unknown as Client).clean) droppedAtConnect.add(packet);
+    return outgoingUpdate(client, packet);
+  };
+
   const broker = await Aedes.createBroker({
-    persistence: createSessionPersistence((clientId, messageId) =>
-      log.debug("mqtt.resend_acknowledged", { thing: clientId, packetId: messageId, note: "already acknowledged; sent again, stored once by the thing" }),
-    ),
+    persistence,
     preConnect(client, packet, done) {
       // Only for the certificate's own name (authenticate refuses any other).
       const name = packet.clientId;
@@ -258,7 +272,7 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
       // A clean session's PUBACKs name no packet aedes kept: note what it was sent, in order.
       // aedes downgrades to the subscription's QoS right after this hook, from the same
       // (untyped) `client.subscriptions`; the clean-session test in hub-ingress.test.ts pins it.
-      if (delivery && client.clean && packet.qos > 0 && (subscriptionsOf(client)[packet.topic]?.qos ?? 0) > 0) {
+      if (delivery && client.clean && packet.qos > 0 && !droppedAtConnect.has(packet) && (subscriptionsOf(client)[packet.topic]?.qos ?? 0) > 0) {
         delivery.forwardedToClean(client.id, packet.topic, packet.payload);
       }
       return packet;
