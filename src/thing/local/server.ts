@@ -34,12 +34,12 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
       const { body, via } = fields(request, ["body", "via"], "the collect request");
       const checkedVia = checkVia(via);
       // Checked here as `collect` checks stdin: other clients (flashlex.py) send documents too.
-      // The document travels as JSON text: an object there was reported as an empty body.
-      if (typeof body !== "string")
-        throw new UsageError(
-          `the collect request's body must be the document as JSON text (a string), not ${body === null ? "null" : Array.isArray(body) ? "an array" : typeof body}`,
-        );
-      const result = await checked.collect(parseEgressDocument(body, "the collect request's body"), checkedVia);
+      // The document travels as JSON text: an object there was reported as an empty body. (None
+      // at all is an empty document, 65, as an empty stdin is.)
+      if (body !== undefined && body !== null && typeof body !== "string") {
+        throw new UsageError(`the collect request's body must be the document as JSON text (a string), not ${Array.isArray(body) ? "an array" : typeof body}`);
+      }
+      const result = await checked.collect(parseEgressDocument(typeof body === "string" ? body : "", "the collect request's body"), checkedVia);
       log.info("egress.collected", { messageId: result.messageId, via: checkedVia, outcome: result.outcome, status: result.status, error: result.error });
       return result;
     },
