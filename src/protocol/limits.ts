@@ -161,9 +161,10 @@ export function parseJsonDocument(text: string, limits: JsonDocumentLimits = {})
       `${source}: the number at ${infiniteNumberAt(text) ?? "some place"} is beyond what a JSON number here can hold (about ±1.8e308): it would be stored as null; send it as a string`,
     );
   }
-  // An integer past 2^53 (a 64-bit counter, a serial) parses as the nearest double: sent as
-  // 9007199254740992 when the device wrote 9007199254740993. A number written with a fraction or
-  // an exponent is a double by its own form, and stays one.
+  // An integer past 2^53 (a 64-bit counter, a serial) parses as the nearest double, written back
+  // in the double's shortest form: 9007199254740993 went out as 9007199254740992, 2^64 as
+  // 18446744073709552000. A number written with a fraction or an exponent is a double by its own
+  // form, and stays one.
   if (parsed.unsafeInteger) {
     const inexact = inexactIntegerAt(text);
     if (inexact) {
@@ -243,10 +244,10 @@ function infiniteNumberAt(text: string): string | undefined {
 }
 
 /**
- * The first integer literal of `text` (digits only: no fraction, no exponent) that the parsed
- * double neither holds exactly nor is written back as (9007199254740993 parses as 2^53; the
- * 36240783057721050 JSON.stringify wrote is read and written back the same), where it is ("line
- * L, column C") and what it would become.
+ * The first integer literal of `text` (digits only: no fraction, no exponent) past 2^53 that is
+ * not written back as the same text (9007199254740993 parses as 2^53; 18446744073709551616, 2^64,
+ * is written back as 18446744073709552000; the 36240783057721050 JSON.stringify wrote is written
+ * back the same), where it is ("line L, column C") and what it would become.
  */
 function inexactIntegerAt(text: string): { token: string; at: string; as: string } | undefined {
   let found: { token: string; at: string; as: string } | undefined;
@@ -254,9 +255,9 @@ function inexactIntegerAt(text: string): { token: string; at: string; as: string
     onLiteralValue(value: unknown, offset: number, length: number) {
       if (found || typeof value !== "number" || Number.isSafeInteger(value) || !Number.isInteger(value)) return;
       const token = text.slice(offset, offset + length);
-      // kept when the double is the integer written, or is written back as the same text
-      if (/^-?\d+$/.test(token) && BigInt(token) !== BigInt(value) && token !== String(value))
-        found = { token, at: lineAndColumn(text, offset), as: String(value) };
+      // kept only when it is written back as the same text: 2^64, which a double holds, went out
+      // as 18446744073709552000, another integer to a reader with integers wider than doubles
+      if (/^-?\d+$/.test(token) && token !== String(value)) found = { token, at: lineAndColumn(text, offset), as: String(value) };
     },
   });
   return found;

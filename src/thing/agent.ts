@@ -119,7 +119,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // The thing's one MQTT session, whatever the data directory: a serve or a collect --via mqtt
     // given another -d took it over and acknowledged messages on their way here.
     const sessionLock = await acquireSessionLock(
-      { keyPem: identity.keyPem, thingName: config.yaml.thing.name },
+      { privateKey: identity.privateKey, thingName: config.yaml.thing.name },
       () =>
         new FlashlexError(
           `${config.yaml.thing.name}: another flashlex process on this machine is connected as this thing (a serve with another data directory, or a collect --via mqtt): one MQTT session per thing`,

@@ -10,6 +10,7 @@ import {
   chownSync,
   copyFileSync,
   existsSync,
+  linkSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -488,6 +489,19 @@ describe("install and uninstall against a fake systemctl", () => {
     );
     expect(io.stderr).not.toContain("chown");
     writeFileSync(cfg, original);
+    // a key in the folder that is a hard link to a file elsewhere: a chown of it changes that one too
+    const keyCopy = readFileSync(key);
+    const elsewhereKey = join(openDir, "system-secret.pem");
+    writeFileSync(elsewhereKey, keyCopy, { mode: 0o600 });
+    rmSync(key);
+    linkSync(elsewhereKey, key);
+    ({ code, io } = await attempt());
+    expect(code).toBe(ExitCode.PERMISSION);
+    expect(io.stderr).toContain(`${owner.name} cannot read ${key} (fix: it has 1 other name(s) (hard links)`);
+    expect(io.stderr).not.toContain("chown");
+    rmSync(key);
+    writeFileSync(key, keyCopy, { mode: 0o600 });
+    chownSync(key, owner.uid, owner.gid);
     const shadowLike = join(openDir, "shadow");
     writeFileSync(shadowLike, "root:x\n", { mode: 0o600 });
     rmSync(linkedConfig);

@@ -158,8 +158,17 @@ describe("parseJsonDocument", () => {
       e: 2 ** 53,
       f: "9007199254740993",
     });
-    // held exactly (10^21), or written back as the same text (what JSON.stringify wrote): kept
-    expect(parseJsonDocument('{"a": 1000000000000000000000, "b": 36240783057721050}')).toEqual({ a: 1e21, b: 36240783057721050 });
+    // written back as the same text (what JSON.stringify wrote): kept
+    expect(parseJsonDocument('{"b": 36240783057721050, "c": 9007199254740992000}')).toEqual({ b: 36240783057721050, c: 9007199254740992000 });
+    // held exactly by the double, but written back as other digits (2^64, 10^21): refused
+    for (const [token, as] of [
+      ["18446744073709551616", "18446744073709552000"],
+      ["1000000000000000000000", "1e+21"],
+    ]) {
+      expect(refusalOf(`{"a": ${token}}`, { source: "stdin" }).message).toContain(
+        `the integer ${token} at line 1, column 7 is beyond what a JSON number here holds exactly (±2^53): it would be sent as ${as};`,
+      );
+    }
   });
 
   test("a number past the doubles' range is refused where it is, not stored as null; one in a string, or a small one, is kept", () => {

@@ -322,7 +322,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     // way to serve and stored them in its own -d's database.
     const { acquireSessionLock } = await import("../local/serve-lock.ts");
     sessionLock = await acquireSessionLock(
-      { keyPem: identity!.keyPem, thingName: thing.name },
+      { privateKey: identity!.privateKey, thingName: thing.name },
       () => new FlashlexError(`${thing.name}: the MQTT session is held`, "try-later"),
     ).catch((err) => {
       if (!(err instanceof FlashlexError) || err.kind !== "try-later") throw err;

@@ -86,7 +86,7 @@ async function deliverOverOwnSession(
     import("./serve-lock.ts"),
   ]);
   const thing = deps.config.yaml.thing;
-  const session = { keyPem: deps.identity.keyPem, thingName: thing.name };
+  const session = { privateKey: deps.identity.privateKey, thingName: thing.name };
   const busy = () => new FlashlexError(`${thing.name}: another flashlex process is connected as this thing`, "try-later");
   // the data directory's lock, then the thing's session, whatever directory its holder uses
   const lock = await takeTurn(async () => {

@@ -1,4 +1,4 @@
-import { createHash, randomBytes } from "node:crypto";
+import { createHash, type KeyObject, randomBytes } from "node:crypto";
 import { linkSync, mkdirSync, readFileSync, realpathSync, statSync, unlinkSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { join } from "node:path";
@@ -57,7 +57,7 @@ export async function acquireServeLock(dataDir: string): Promise<ServeLock> {
  * check): a second connection with the thing's client id takes its session over at the broker
  * (MQTT 3.1.1 §3.1.4), and one with another data directory, which that directory's lock does not
  * see, acknowledged messages on their way to serve and stored them elsewhere, or nowhere. Named
- * from the private key (PKCS#8 PEM) and the thing's name: the same for every data directory and
+ * from the private key (its private number, whatever form the file has) and the thing's name: the same for every data directory and
  * every spelling of the broker's address, and, like the directory's key, not a name another
  * local user can compute and take first. (A renewal changes the key: a process started after
  * serve renewed does not see the lock serve took before, until serve starts again.) Throws
@@ -66,8 +66,11 @@ export async function acquireServeLock(dataDir: string): Promise<ServeLock> {
  * FLASHLEX_FAULT_SECOND_DEVICE=1 (the tests only) takes no lock, as a second device with the same
  * identity would not: how the takeover warnings are tested on one machine.
  */
-export async function acquireSessionLock(session: { keyPem: string; thingName: string }, busy: () => FlashlexError): Promise<ServeLock> {
-  const name = `flashlex-session-${createHash("sha256").update("flashlex session lock\0").update(session.keyPem).update("\0").update(session.thingName).digest("hex").slice(0, 40)}`;
+export async function acquireSessionLock(session: { privateKey: KeyObject; thingName: string }, busy: () => FlashlexError): Promise<ServeLock> {
+  // the key's private number as JWK gives it: the same however the file wrote the key (an EC key
+  // saved with its public point compressed is another PEM, and made another lock)
+  const secret = String(session.privateKey.export({ format: "jwk" }).d);
+  const name = `flashlex-session-${createHash("sha256").update("flashlex session lock\0").update(secret).update("\0").update(session.thingName).digest("hex").slice(0, 40)}`;
   if (process.env.FLASHLEX_FAULT_SECOND_DEVICE === "1") return { name, release: async () => {} };
   return holdAbstractLock(name, busy, `the MQTT session lock of ${session.thingName}`);
 }

@@ -82,6 +82,11 @@ export function checkConfigAccess(config: string, folder: string, account: Servi
  * that, pasted by root, gave a system file to the service user.
  */
 export function ownershipFix(path: string, account: ServiceAccount, folder: string, recursive = false): string {
+  // a file with other names (hard links) is also elsewhere, where no realpath shows it
+  const links = statSync(path, { throwIfNoEntry: false });
+  if (links?.isFile() && links.nlink > 1) {
+    return `it has ${links.nlink - 1} other name(s) (hard links), which may lie outside the thing's folder: put the thing's own copy in its place; do not give it to ${account.name}`;
+  }
   if (isInFolder(path, folder)) return `sudo chown ${recursive ? "-R " : ""}${account.name}:${account.group} ${shellWord(path)}`;
   const real = realOrAsIs(path);
   return `it is ${real === path ? "" : `${real}, `}outside the thing's folder ${shellWord(folder)}: put the thing's own copy in the folder and name it in config.yml; do not give it to ${account.name}`;
