@@ -118,14 +118,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     warnIfKeyTooOpen(config, log);
     // The thing's one MQTT session, whatever the data directory: a serve or a collect --via mqtt
     // given another -d took it over and acknowledged messages on their way here.
-    const sessionLock = await acquireSessionLock(
-      { privateKey: identity.privateKey, thingName: config.yaml.thing.name },
-      () =>
-        new FlashlexError(
-          `${config.yaml.thing.name}: another flashlex process on this machine is connected as this thing (a serve with another data directory, or a collect --via mqtt): one MQTT session per thing`,
-          "try-later",
-        ),
-    );
+    const sessionBusy = () =>
+      new FlashlexError(
+        `${config.yaml.thing.name}: another flashlex process on this machine is connected as this thing (a serve with another data directory, or a collect --via mqtt): one MQTT session per thing`,
+        "try-later",
+      );
+    let sessionLock = await acquireSessionLock({ privateKey: identity.privateKey, thingName: config.yaml.thing.name }, sessionBusy);
     await parts.start({ name: "session lock", stop: () => sessionLock.release() });
     const store = openThingStore(config, log);
     await parts.start({ name: "message database", stop: () => store.close() });
@@ -180,7 +178,21 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       stop: async () => void (await Promise.all([drainer.stop(), runner?.stop()])),
     });
 
-    const renewer = new CertificateRenewer({ config, identity, session, log, reload: () => loadIdentity(config), clock });
+    // The session lock is named from the key: after a renewal (or a fall-back to the previous
+    // pair) it moves to the new key's name, or a process started since would not see it.
+    const reload = () => {
+      const next = loadIdentity(config);
+      acquireSessionLock({ privateKey: next.privateKey, thingName: config.yaml.thing.name }, sessionBusy).then(
+        async (moved) => {
+          const old = sessionLock;
+          sessionLock = moved;
+          await old.release();
+        },
+        (err) => log.warn("serve.session_lock_not_moved", { error: err, note: "another process holds the new key's session lock" }),
+      );
+      return next;
+    };
+    const renewer = new CertificateRenewer({ config, identity, session, log, reload, clock });
     await parts.start({ name: "certificate renewal", start: () => renewer.start(), stop: () => renewer.stop() });
 
     // A collect through serve that reaches a receiver the drainer rests tells it the receiver is back.

@@ -125,6 +125,12 @@ describe("renewal", () => {
       );
       await agent.waitFor(/renewal\.committed/, 20_000);
       expect((await listed()).renewalRequested).toBe(false);
+      // the thing's session lock moved to the new key: a second serve with another -d, started
+      // now, is refused (it connected, and took messages on their way to this one)
+      await Bun.sleep(500);
+      const second = await run(["serve", "-c", join(dir, "config.yml"), "-d", join(work, "second-data")], { timeoutMs: 20_000 });
+      expect(second.code).toBe(75);
+      expect(second.stderr).toContain("another flashlex process on this machine is connected as this thing");
     } finally {
       expect(await agent.stop()).toBe(0);
     }

@@ -458,6 +458,9 @@ describe("install and uninstall against a fake systemctl", () => {
       expect({ named, code }).toEqual({ named, code: ExitCode.PERMISSION });
       expect(io.stderr).toContain(`${owner.name} cannot reach ${named}: it may not enter ${rootOnly}`);
       expect(io.stderr).not.toMatch(/PEM|DER|issued|ENOENT/);
+      // and no chmod of a directory outside the thing's folder (it said `sudo chmod o+x` of it)
+      expect(io.stderr).toContain("outside the thing's folder");
+      expect(io.stderr).not.toContain("chmod");
     }
     // one the user may read, though not root's: as before, the key's own fault
     const elsewhere = join(tmp, "readable-elsewhere.pem");

@@ -1083,7 +1083,7 @@ describe("collect", () => {
     expect(stranded.code).toBe(69);
     expect(stranded.stderr).toMatch(
       new RegExp(
-        `is queued in ${elsewhere} \\(.*\\), where no \`flashlex serve\` has run yet: a serve started with -d ${elsewhere} delivers it, one with another -d never sees it`,
+        `is queued in ${elsewhere} \\(.*\\), where no \`flashlex serve\` has run yet: a serve started with -d ${elsewhere} delivers it \\(once no other serve of this thing runs here: one MQTT session per thing\\), one with another -d never sees it`,
       ),
     );
     receiver = await startReceiver({ thingId: thing.thingId, publicKeyPem: thing.pki.thing.publicKeyPem, port });

@@ -67,7 +67,7 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
       const dir = dataDirFor(chooseConfig(flags).file, flags.data);
       console.error(
         `collect: message ${result.messageId} is queued in ${dir} (${result.error}), where no \`flashlex serve\` has run yet: ` +
-          `a serve started with -d ${dir} delivers it, one with another -d never sees it (give collect the serve's -d)`,
+          `a serve started with -d ${dir} delivers it (once no other serve of this thing runs here: one MQTT session per thing), one with another -d never sees it (give collect the serve's -d)`,
       );
     }
     return ExitCode.UNAVAILABLE;

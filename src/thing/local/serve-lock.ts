@@ -57,11 +57,12 @@ export async function acquireServeLock(dataDir: string): Promise<ServeLock> {
  * check): a second connection with the thing's client id takes its session over at the broker
  * (MQTT 3.1.1 §3.1.4), and one with another data directory, which that directory's lock does not
  * see, acknowledged messages on their way to serve and stored them elsewhere, or nowhere. Named
- * from the private key (its private number, whatever form the file has) and the thing's name: the same for every data directory and
- * every spelling of the broker's address, and, like the directory's key, not a name another
- * local user can compute and take first. (A renewal changes the key: a process started after
- * serve renewed does not see the lock serve took before, until serve starts again.) Throws
- * `busy()` when another process holds it.
+ * from the private key (its private number, whatever form the file has) and the thing's name:
+ * the same for every data directory and every spelling of the broker's address. serve moves it
+ * to the new key's name when it renews (agent.ts). Like the directory's lock, its name shows in
+ * /proc/net/unix while it is held, and another local user could take it while no serve runs;
+ * serve then refuses to start (75) until that process ends. Throws `busy()` when another process
+ * holds it.
  *
  * FLASHLEX_FAULT_SECOND_DEVICE=1 (the tests only) takes no lock, as a second device with the same
  * identity would not: how the takeover warnings are tested on one machine.

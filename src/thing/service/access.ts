@@ -55,13 +55,23 @@ function blockedOnTheWay(path: string, account: ServiceAccount): string | undefi
 
 const refuse = (message: string) => new FlashlexError(message, "permission");
 
-/** Throws FlashlexError `permission` (77) naming the fix when `account` cannot reach `path` (a directory on the way it may not enter). */
-function reachable(path: string, account: ServiceAccount): void {
+/**
+ * Throws FlashlexError `permission` (77) naming the fix when `account` cannot reach `path` (a
+ * directory on the way it may not enter): a `chmod o+x` of that directory when it is one of
+ * `homes` (the thing's folder; for the data directory, that directory too, which -d chose), in
+ * one, or above one (a 0700 home the folder is in); else, as for a chown, the thing's own copy in
+ * the folder (a key under /root got `sudo chmod o+x /root`).
+ */
+function reachable(path: string, account: ServiceAccount, homes: readonly string[]): void {
   const inTheWay = fileOnTheWay(path);
   if (inTheWay !== undefined) throw new ConfigError(`${path}: ${inTheWay} is a file, not a directory`);
   const blocked = blockedOnTheWay(path, account);
-  if (blocked)
-    throw refuse(`${account.name} cannot reach ${path}: it may not enter ${blocked} (fix: sudo chmod o+x ${shellWord(blocked)}, or move the thing's folder)`);
+  if (!blocked) return;
+  const opens = homes.some((home) => isInFolder(blocked, home) || realOrAsIs(home).startsWith(`${realOrAsIs(blocked)}/`));
+  const fix = opens
+    ? `sudo chmod o+x ${shellWord(blocked)}, or move the thing's folder`
+    : `it is outside the thing's folder ${shellWord(homes[0]!)}: put the thing's own copy in the folder and name it in config.yml`;
+  throw refuse(`${account.name} cannot reach ${path}: it may not enter ${blocked} (fix: ${fix})`);
 }
 
 /**
@@ -71,7 +81,7 @@ function reachable(path: string, account: ServiceAccount): void {
  * is a link to /etc/shadow).
  */
 export function checkConfigAccess(config: string, folder: string, account: ServiceAccount): void {
-  reachable(config, account);
+  reachable(config, account, [folder]);
   if (!permitted(config, account, "r")) throw refuse(`${account.name} cannot read ${config} (fix: ${ownershipFix(config, account, folder)})`);
 }
 
@@ -118,7 +128,7 @@ function realOrAsIs(path: string): string {
 export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount): string[] {
   const who = account.name;
   const fix = (path: string, recursive = false) => ownershipFix(path, account, files.folder, recursive);
-  const reach = (path: string) => reachable(path, account);
+  const reach = (path: string) => reachable(path, account, [files.folder]);
   checkConfigAccess(files.config, files.folder, account);
   reach(files.keysDir);
   if (!permitted(files.keysDir, account, "rx")) throw refuse(`${who} cannot open the keys directory ${files.keysDir} (fix: ${fix(files.keysDir, true)})`);
@@ -127,7 +137,7 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
     if (!pathExists(file)) continue; // loadIdentity says what is missing
     if (!permitted(file, account, "r")) throw refuse(`${who} cannot read ${file} (fix: ${fix(file)})`);
   }
-  reach(files.data);
+  reachable(files.data, account, [files.folder, files.data]);
   // before the permission: "cannot write" and a chown would send the owner the wrong way
   if (pathKind(files.data) === "other") throw new ConfigError(`${files.data}: the data directory is not a directory`);
   if (pathExists(files.data) && !permitted(files.data, account, "rwx"))
