@@ -151,17 +151,7 @@ function derBlock(der: Buffer, role: KeyFileRole): Block {
   } catch (err) {
     if ((err as { code?: string }).code === "ERR_MISSING_PASSPHRASE") return { label: "ENCRYPTED PRIVATE KEY", headers: [], der };
   }
-  for (const [type, label] of [
-    ["pkcs1", "RSA PRIVATE KEY"],
-    ["sec1", "EC PRIVATE KEY"],
-  ] as const) {
-    try {
-      createPrivateKey({ key: der, format: "der", type });
-      return { label, headers: [], der };
-    } catch {
-      // not this one
-    }
-  }
+  for (const label of ["RSA PRIVATE KEY", "EC PRIVATE KEY"]) if (parsePrivateKey(der, label)) return { label, headers: [], der };
   throw new KeyFileError(`a DER file that is not ${expected(role)}`);
 }
 
@@ -179,7 +169,13 @@ function parsePrivateKey(der: Buffer, label: string): KeyObject | undefined {
   try {
     return createPrivateKey({ key: der, format: "der", type });
   } catch {
-    return undefined;
+    // Bun's BoringSSL reads a SEC1 key without its optional public key (RFC 5915 §3; `openssl ec
+    // -no_public`) from PEM but not from DER: it was refused as "damaged"
+    try {
+      return createPrivateKey({ key: pem(label, der), format: "pem" });
+    } catch {
+      return undefined;
+    }
   }
 }
 

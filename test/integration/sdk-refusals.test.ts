@@ -227,3 +227,16 @@ test("serve's control socket answers a wrong body from any client with kind usag
   expect(outboxCount()).toBe(0);
   expect(readdirSync(thing.dataDir)).not.toContain("flashlex.sock");
 }, 60_000);
+
+test("serve's control socket drops a leading byte order mark from a collect body, as collect does from stdin (it was 'not JSON at line 1, column 1')", async () => {
+  const serve = start(["serve", ...thing.flags]);
+  try {
+    await serve.waitFor(/serve\.started/);
+    const before = outboxCount();
+    const answer = await callSocket("/v1/collect", JSON.stringify({ body: '\uFEFF{"bom":1}' }));
+    expect({ ok: answer.ok, error: answer.error }).toEqual({ ok: true, error: undefined });
+    expect(outboxCount()).toBe(before + 1);
+  } finally {
+    expect(await serve.stop()).toBe(0);
+  }
+}, 60_000);

@@ -7,9 +7,11 @@
  * Mosquitto in test/integration/identity.test.ts.
  */
 import { beforeAll, describe, expect, test } from "bun:test";
-import { generateKeyPairSync } from "node:crypto";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { execFileSync } from "node:child_process";
+import { createPublicKey, generateKeyPairSync } from "node:crypto";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
+import { normalisePrivateKey } from "../../src/crypto/key-files.ts";
 import { generateThingKeyPair, spkiDer } from "../../src/crypto/keys.ts";
 import { issueThingCertificate } from "../../src/crypto/x509.ts";
 import { ConfigError } from "../../src/shared/errors.ts";
@@ -157,5 +159,20 @@ describe("key and certificate belong together", () => {
     const missing = { ...config, paths: { ...config.paths, cert: join(dir, "nowhere.pem") } };
     expect(() => loadIdentity(missing)).toThrow(`${join(dir, "nowhere.pem")}: cannot read the thing certificate (ENOENT)`);
     expect(() => loadIdentity(missing)).toThrow(ConfigError);
+  });
+});
+
+describe("a SEC1 EC key without its optional public key (RFC 5915 §3: `openssl ec -no_public`)", () => {
+  test("is read as the key it is, not refused as damaged (Bun reads it from PEM, not from DER)", () => {
+    const dir = mkdtempSync(join(scratchDir("flashlex-sec1-"), "k-"));
+    const full = join(dir, "full.pem");
+    const bare = join(dir, "bare.pem");
+    execFileSync("openssl", ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", full], { stdio: "ignore" });
+    execFileSync("openssl", ["ec", "-in", full, "-no_public", "-out", bare], { stdio: "ignore" });
+    const read = (file: string) => normalisePrivateKey(readFileSync(file));
+    expect(spkiDer(createPublicKey(read(bare).key))).toEqual(spkiDer(createPublicKey(read(full).key)));
+    // the same bytes as DER (the binary form of the file) too
+    const der = Buffer.from(readFileSync(bare, "utf8").replace(/-----[^-]+-----|\s/g, ""), "base64");
+    expect(spkiDer(createPublicKey(normalisePrivateKey(der).key))).toEqual(spkiDer(createPublicKey(read(full).key)));
   });
 });

@@ -39,7 +39,9 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
       if (body !== undefined && body !== null && typeof body !== "string") {
         throw new UsageError(`the collect request's body must be the document as JSON text (a string), not ${Array.isArray(body) ? "an array" : typeof body}`);
       }
-      const result = await checked.collect(parseEgressDocument(typeof body === "string" ? body : "", "the collect request's body"), checkedVia);
+      // a leading byte order mark is dropped, as collect drops it from stdin
+      const text = typeof body === "string" ? body.replace(/^\uFEFF/, "") : "";
+      const result = await checked.collect(parseEgressDocument(text, "the collect request's body"), checkedVia);
       log.info("egress.collected", { messageId: result.messageId, via: checkedVia, outcome: result.outcome, status: result.status, error: result.error });
       return result;
     },
