@@ -1,4 +1,4 @@
-import { closeSync, constants, fstatSync, lstatSync, openSync, readFileSync, readlinkSync, statSync } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, readFileSync, statSync } from "node:fs";
 import { ConfigError } from "./errors.ts";
 
 /** The largest key, certificate or CA file read (bytes): a PEM chain is a few KB. */
@@ -47,19 +47,14 @@ function kindOf(stat: ReturnType<typeof fstatSync>): string {
  * Throws ConfigError (78) naming the first of `paths` that is there and is not a regular file (a
  * FIFO, a socket, a device, a directory): for a database and its side files, where SQLite would
  * block on a FIFO, or fail with an I/O error that blames the disk, and leave a new -wal behind.
- * `what` names the file ("message database"). `noLinks`: a symbolic link is refused too, whatever
- * it points to, with `noLinks` as the reason. What is not there, or cannot be looked at, passes.
+ * `what` names the file ("message database"). What is not there, or cannot be looked at, passes.
  */
-export function refuseIrregularFiles(paths: readonly string[], what: string, options: { noLinks?: string } = {}): void {
+export function refuseIrregularFiles(paths: readonly string[], what: string): void {
   for (const path of paths) {
     let stat: ReturnType<typeof statSync> | undefined;
     try {
-      if (options.noLinks !== undefined && lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink()) {
-        throw new ConfigError(`${path}: a symbolic link (to ${readlinkSync(path)}), where the ${what}'s side file belongs; ${options.noLinks}: move it aside`);
-      }
       stat = statSync(path, { throwIfNoEntry: false });
-    } catch (err) {
-      if (err instanceof ConfigError) throw err;
+    } catch {
       continue; // the open says why it cannot look
     }
     if (stat && !stat.isFile()) throw new ConfigError(`${path}: not a regular file (${kindOf(stat)}), where the ${what} belongs; move it aside`);

@@ -5,6 +5,7 @@
  * and every driver passes the same contract tests (test/unit/store-contract.test.ts).
  */
 
+import { lstatSync, readlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import { ConfigError } from "../errors.ts";
 import type { Logger } from "../log.ts";
@@ -44,11 +45,25 @@ export function refuseOddDatabaseFiles(file: string, what: string): void {
       `${file}: a symbolic link to ${target}, whose directory ${dirname(target)} does not exist: the ${what} cannot be made there; make that directory, or move the link aside`,
     );
   }
-  refuseIrregularFiles(
-    SIDE_FILE_SUFFIXES.map((suffix) => file + suffix),
-    what,
-    { noLinks: "SQLite does not follow a link for a side file" },
-  );
+  const sides = SIDE_FILE_SUFFIXES.map((suffix) => file + suffix);
+  for (const side of sides) {
+    const link = linkTarget(side);
+    if (link !== undefined) {
+      throw new ConfigError(
+        `${side}: a symbolic link (to ${link}), where the ${what}'s side file belongs; SQLite does not follow a link for a side file: move it aside`,
+      );
+    }
+  }
+  refuseIrregularFiles(sides, what);
+}
+
+/** What the symbolic link `path` points to, or undefined when `path` is no link (or cannot be looked at: the open says why). */
+function linkTarget(path: string): string | undefined {
+  try {
+    return lstatSync(path, { throwIfNoEntry: false })?.isSymbolicLink() ? readlinkSync(path) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 export type SqlValue = string | number | bigint | null | Uint8Array;

@@ -163,7 +163,6 @@ async function pagedOutbox(access: ThingAccess, state: OutboxState | undefined, 
   return new PagedAnswer(first, (last, limit) => page({ createdAt: last.created_at, messageId: last.message_id }, limit), toWireOutbox, from.limit);
 }
 
-/** A field of a request body, or undefined when the body is not a JSON object (the check then names what is missing). */
 /**
  * A request body's fields: `body` must be absent (null) or an object with no field but `names`,
  * as the message query is (arguments.ts): a field a client misspelt or this serve does not know

@@ -91,7 +91,7 @@ export function checkConfigAccess(config: string, folder: string, account: Servi
  * copy in the folder. A config or a link may name anything (/etc/shadow, /root), and a chown of
  * that, pasted by root, gave a system file to the service user.
  */
-export function ownershipFix(path: string, account: ServiceAccount, folder: string, recursive = false): string {
+function ownershipFix(path: string, account: ServiceAccount, folder: string, recursive = false): string {
   // a file with other names (hard links) is also elsewhere, where no realpath shows it
   const links = statSync(path, { throwIfNoEntry: false });
   if (links?.isFile() && links.nlink > 1) {
