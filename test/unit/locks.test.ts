@@ -2,7 +2,6 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
 import { createPrivateKey, randomBytes } from "node:crypto";
 import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
-import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { exitCodeOf } from "../../src/cli/exit-codes.ts";
@@ -76,36 +75,6 @@ test("the thing's session lock is one per key and name, however the key file wri
     } finally {
       await held.release();
     }
-  }
-});
-
-test("a holder answers a few challenges at a time and reads nothing past the nonce (a flood of connections kept their descriptors open)", async () => {
-  const name = `flashlex-test-${randomBytes(8).toString("hex")}`;
-  const lock = await holdAbstractLock({ name, busy, what: "the test lock", proofKey: randomBytes(32), log });
-  const sockets: Socket[] = [];
-  try {
-    const closed: boolean[] = [];
-    for (let i = 0; i < 6; i++) {
-      const socket = connect(`\0${name}`);
-      sockets.push(socket);
-      closed.push(false);
-      socket.on("close", () => (closed[i] = true));
-      socket.on("error", () => {});
-      await new Promise((resolve) => socket.once("connect", resolve));
-    }
-    await Bun.sleep(300);
-    // four wait for their nonce (at most 2 s); the rest are turned away at once
-    expect(closed).toEqual([false, false, false, false, true, true]);
-    // one that sends its nonce and then keeps sending is answered once, and nothing more is read
-    const answer: Buffer[] = [];
-    sockets[0]!.on("data", (chunk: Buffer) => answer.push(chunk));
-    sockets[0]!.write(randomBytes(32));
-    for (let i = 0; i < 64; i++) sockets[0]!.write(Buffer.alloc(64 * 1024));
-    await Bun.sleep(300);
-    expect(Buffer.concat(answer)).toHaveLength(32);
-  } finally {
-    for (const socket of sockets) socket.destroy();
-    await lock.release();
   }
 });
 

@@ -146,8 +146,7 @@ export async function holdAbstractLock(lock: AbstractLock): Promise<ServeLock> {
 
 /** Listens on the abstract name: the server, or undefined when the name is in use. */
 async function listenOn(lock: AbstractLock): Promise<Server | undefined> {
-  const challenges = new Set<Socket>();
-  const server: Server = createServer((socket) => (lock.proofKey ? answerChallenge(socket, lock.name, lock.proofKey, challenges) : socket.destroy()));
+  const server: Server = createServer((socket) => (lock.proofKey ? answerChallenge(socket, lock.name, lock.proofKey) : socket.destroy()));
   const listening = await new Promise<boolean>((resolve, reject) => {
     server.once("error", (err: NodeJS.ErrnoException) => (err.code === "EADDRINUSE" ? resolve(false) : reject(toFlashlexError(err, lock.what))));
     server.listen(`\0${lock.name}`, () => resolve(true));
@@ -165,31 +164,17 @@ const NONCE_BYTES = 32;
 const proofOf = (key: Buffer, name: string, nonce: Buffer) =>
   createHmac("sha256", key).update("flashlex lock proof\0").update(name).update("\0").update(nonce).digest();
 
-/**
- * The holder's side: reads the contender's nonce and answers HMAC-SHA256(key, name, nonce), then
- * reads no more. At most MAX_CHALLENGES at once, each for at most PROOF_WAIT_MS, and none keeps a
- * stopping process alive: another user flooding the socket cannot take serve's descriptors or
- * memory (a contender turned away still judges a holder of its own user rightful).
- */
-function answerChallenge(socket: Socket, name: string, key: Buffer, open: Set<Socket>): void {
-  if (open.size >= MAX_CHALLENGES) return void socket.destroy();
-  open.add(socket);
-  socket.unref();
-  socket.on("close", () => open.delete(socket));
+/** The holder's side: reads the contender's nonce and answers HMAC-SHA256(key, name, nonce). */
+function answerChallenge(socket: Socket, name: string, key: Buffer): void {
   socket.setTimeout(PROOF_WAIT_MS, () => socket.destroy());
   socket.on("error", () => socket.destroy());
   let nonce = Buffer.alloc(0);
-  const read = (chunk: Buffer) => {
-    nonce = Buffer.concat([nonce, chunk.subarray(0, NONCE_BYTES - nonce.length)]);
+  socket.on("data", (chunk: Buffer) => {
+    nonce = Buffer.concat([nonce, chunk]);
     if (nonce.length < NONCE_BYTES) return;
-    socket.off("data", read);
-    socket.end(proofOf(key, name, nonce));
-    socket.resume();
-  };
-  socket.on("data", read);
+    socket.end(proofOf(key, name, nonce.subarray(0, NONCE_BYTES)));
+  });
 }
-
-const MAX_CHALLENGES = 4;
 
 /** The contender's side: true when the holder of `name` answers a fresh challenge with `key` within PROOF_WAIT_MS. */
 function holderProves(name: string, key: Buffer): Promise<boolean> {
