@@ -103,7 +103,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
   try {
     // Before anything connects or opens: a second session with our client id would take over the
     // first, and the lock is the kernel's, so two serves started at the same instant cannot both pass.
-    const lock = await acquireServeLock(config.dataDir, log);
+    const lock = await acquireServeLock(config.dataDir);
     await parts.start({ name: "serve lock", stop: () => lock.release() });
     // A serve whose lock this one cannot see (another network namespace: a container sharing the
     // volume) still listens on the directory's control socket, answering or not (stopped, busy);
@@ -123,7 +123,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         `${config.yaml.thing.name}: another flashlex process on this machine is connected as this thing (a serve with another data directory, or a collect --via mqtt): one MQTT session per thing`,
         "try-later",
       );
-    let sessionLock = await acquireSessionLock({ privateKey: identity.privateKey, thingName: config.yaml.thing.name }, sessionBusy, log);
+    let sessionLock = await acquireSessionLock({ privateKey: identity.privateKey, thingName: config.yaml.thing.name }, sessionBusy);
     await parts.start({ name: "session lock", stop: () => sessionLock.release() });
     const store = openThingStore(config, log);
     await parts.start({ name: "message database", stop: () => store.close() });
@@ -182,7 +182,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // pair) it moves to the new key's name, or a process started since would not see it.
     const reload = () => {
       const next = loadIdentity(config);
-      acquireSessionLock({ privateKey: next.privateKey, thingName: config.yaml.thing.name }, sessionBusy, log).then(
+      acquireSessionLock({ privateKey: next.privateKey, thingName: config.yaml.thing.name }, sessionBusy).then(
         async (moved) => {
           const old = sessionLock;
           sessionLock = moved;

@@ -979,54 +979,6 @@ describe("serve", () => {
       await serve.stop();
     }
   });
-
-  // A lock is an abstract socket, whose name /proc/net/unix shows every user while serve holds it:
-  // another user bound both names while serve was stopped, and serve refused to start (75) for
-  // as long as that process lived.
-  test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
-    "another user holding serve's lock names (read from /proc/net/unix while it ran) does not keep it from starting again",
-    async () => {
-      const namesNow = () =>
-        new Set(
-          readFileSync("/proc/net/unix", "utf8")
-            .split("\n")
-            .map((line) => line.trim().split(/\s+/)[7] ?? "")
-            .filter((path) => /^@flashlex-(serve|session)-/.test(path))
-            .map((path) => path.slice(1)),
-        );
-      const before = namesNow();
-      const first = start(["serve", ...thing.flags]);
-      await first.waitFor(/serve\.started/);
-      const names = [...namesNow()].filter((name) => !before.has(name));
-      expect(await first.stop()).toBe(0);
-      expect(names).toHaveLength(2);
-      const script = join(mkdtempSync(join(tmpdir(), "flashlex-squatter-")), "squat.js");
-      writeFileSync(
-        script,
-        `const net = require("node:net"); let n = 0;
-         for (const name of ${JSON.stringify(names)}) net.createServer(() => {}).listen("\\0" + name, () => ++n === ${names.length} && console.log("held"));
-         setInterval(() => {}, 1000);`,
-      );
-      chmodSync(join(script, ".."), 0o755);
-      const squatter = Bun.spawn(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, script], {
-        stdout: "pipe",
-        stderr: "ignore",
-      });
-      expect(new TextDecoder().decode((await squatter.stdout.getReader().read()).value)).toContain("held");
-      const serve = start(["serve", ...thing.flags]);
-      try {
-        await serve.waitFor(/mqtt\.subscribed/);
-        expect(serve.output().match(/lock\.squatted/g)).toHaveLength(2);
-        // the control socket still keeps a second serve out of this directory
-        expect((await run(["serve", ...thing.flags], { timeoutMs: 15_000 })).code).toBe(75);
-      } finally {
-        squatter.kill();
-        rmSync(join(script, ".."), { recursive: true, force: true });
-        expect(await serve.stop(), serve.output()).toBe(0);
-      }
-    },
-    60_000,
-  );
 });
 
 describe("mutual TLS", () => {

@@ -4,12 +4,13 @@
  * is the kernel's (a second holder is refused with try-later until the first lets go).
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { countFlag, decodeUtf8 } from "../../src/cli/input.ts";
 import { FlashlexError } from "../../src/shared/errors.ts";
+import { acquireServeLock, LOCK_KEY_FILE, lockName } from "../../src/thing/local/serve-lock.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-cli-values-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -58,5 +59,37 @@ describe("decodeUtf8", () => {
       expect(exitCodeOf(error)).toBe(65);
       expect(error?.message).toStartWith(`in.json: not valid UTF-8 (first bad byte at offset ${offset})`);
     }
+  });
+});
+
+describe("the single-serve lock", () => {
+  test("a second holder is refused (try-later, 75) until the first releases it", async () => {
+    const data = join(dir, "data");
+    const first = await acquireServeLock(data);
+    let refused: unknown;
+    try {
+      await acquireServeLock(data);
+    } catch (err) {
+      refused = err;
+    }
+    expect(refused).toBeInstanceOf(FlashlexError);
+    expect(exitCodeOf(refused)).toBe(75);
+    expect((refused as FlashlexError).message).toBe(
+      `${data}: another flashlex serve is running for this data directory (or a collect --via mqtt is publishing as the thing)`,
+    );
+    await first.release();
+    const again = await acquireServeLock(data);
+    await again.release();
+  });
+
+  test("the name depends on the directory's real path and its owner-only key, which is made once", () => {
+    const a = join(dir, "a");
+    const name = lockName(a);
+    expect(lockName(a)).toBe(name);
+    expect(lockName(join(dir, "a", "..", "a"))).toBe(name);
+    expect(lockName(join(dir, "b"))).not.toBe(name);
+    expect(readFileSync(join(a, LOCK_KEY_FILE), "utf8")).toMatch(/^[0-9a-f]{64}\n$/);
+    expect(statSync(join(a, LOCK_KEY_FILE)).mode & 0o777).toBe(0o600);
+    expect(statSync(a).mode & 0o777).toBe(0o700);
   });
 });

@@ -324,7 +324,6 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     sessionLock = await acquireSessionLock(
       { privateKey: identity!.privateKey, thingName: thing.name },
       () => new FlashlexError(`${thing.name}: the MQTT session is held`, "try-later"),
-      log,
     ).catch((err) => {
       if (!(err instanceof FlashlexError) || err.kind !== "try-later") throw err;
       return fail(

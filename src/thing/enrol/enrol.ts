@@ -140,7 +140,7 @@ export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<Enro
   checkFolderFree(opts.dir);
   const made = firstMissingDirectory(opts.dir);
   // One enrolment per folder at a time; the folder checked again once it is ours (the other may have just finished).
-  const lock = await acquireEnrolLock(opts.dir, log);
+  const lock = await acquireEnrolLock(opts.dir);
   try {
     checkFolderFree(opts.dir);
     return await enrolInFolder(opts, log, hubUrl, pinned, timeoutMs);

@@ -24,7 +24,6 @@ import { fsyncDirectory, writeFileDurably } from "../../shared/durable-files.ts"
 import { ConfigError, ConflictError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { removeLeftovers } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
-import type { Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { directoryIdentity, holdAbstractLock, type ServeLock } from "../local/serve-lock.ts";
 
@@ -226,13 +225,11 @@ export function writeThingFolder(dir: string, config: string, keys: Record<strin
  * hub, spent both tokens and left one key staged under the other's name). Throws FlashlexError
  * try-later (75) when another enroll holds it.
  */
-export async function acquireEnrolLock(dir: string, log: Logger): Promise<ServeLock> {
+export async function acquireEnrolLock(dir: string): Promise<ServeLock> {
   const { identity } = directoryIdentity(dir, 0o755);
-  // no secret yet to prove a holder by: one of another user is a squatter (holdAbstractLock)
-  return holdAbstractLock({
-    name: `flashlex-enrol-${createHash("sha256").update(identity).digest("hex").slice(0, 40)}`,
-    busy: () => new FlashlexError(`${dir}: another flashlex enroll is running in this folder; let it finish (or stop it) first`, "try-later"),
-    what: `${dir}: the enrolment lock`,
-    log,
-  });
+  return holdAbstractLock(
+    `flashlex-enrol-${createHash("sha256").update(identity).digest("hex").slice(0, 40)}`,
+    () => new FlashlexError(`${dir}: another flashlex enroll is running in this folder; let it finish (or stop it) first`, "try-later"),
+    `${dir}: the enrolment lock`,
+  );
 }

@@ -90,9 +90,9 @@ async function deliverOverOwnSession(
   const busy = () => new FlashlexError(`${thing.name}: another flashlex process is connected as this thing`, "try-later");
   // the data directory's lock, then the thing's session, whatever directory its holder uses
   const lock = await takeTurn(async () => {
-    const directory = await acquireServeLock(deps.config.dataDir, deps.log);
+    const directory = await acquireServeLock(deps.config.dataDir);
     try {
-      const taken = await acquireSessionLock(session, busy, deps.log);
+      const taken = await acquireSessionLock(session, busy);
       return { release: async () => (await taken.release(), await directory.release()) };
     } catch (err) {
       await directory.release();
