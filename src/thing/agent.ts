@@ -105,8 +105,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // first, and the lock is the kernel's, so two serves started at the same instant cannot both pass.
     const lock = await acquireServeLock(config.dataDir);
     await parts.start({ name: "serve lock", stop: () => lock.release() });
-    // A serve whose lock this one cannot see (another network namespace: a container sharing the
-    // volume) still listens on the directory's control socket, answering or not (stopped, busy);
+    // A serve whose lock this one cannot see (a flashlex from before the lock was a file, during an
+    // upgrade) still listens on the directory's control socket, answering or not (stopped, busy);
     // taking over would remove its socket.
     if (await serveListens(config.dataDir)) {
       throw new FlashlexError(`${config.dataDir}: another flashlex serve is running for this data directory (it listens on its control socket)`, "try-later");
@@ -123,7 +123,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
         `${config.yaml.thing.name}: another flashlex process on this machine is connected as this thing (a serve with another data directory, or a collect --via mqtt): one MQTT session per thing`,
         "try-later",
       );
-    let sessionLock = await acquireSessionLock({ privateKey: identity.privateKey, thingName: config.yaml.thing.name }, sessionBusy);
+    let sessionLock = await acquireSessionLock(config.paths.privateKey, sessionBusy);
     await parts.start({ name: "session lock", stop: () => sessionLock.release() });
     const store = openThingStore(config, log);
     await parts.start({ name: "message database", stop: () => store.close() });
@@ -178,18 +178,20 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       stop: async () => void (await Promise.all([drainer.stop(), runner?.stop()])),
     });
 
-    // The session lock is named from the key: after a renewal (or a fall-back to the previous
-    // pair) it moves to the new key's name, or a process started since would not see it.
+    // The session lock is on the key file: after a renewal (or a fall-back to the previous pair)
+    // that is another file, and the lock moves to it, or a process started since would not see it.
     const reload = () => {
       const next = loadIdentity(config);
-      acquireSessionLock({ privateKey: next.privateKey, thingName: config.yaml.thing.name }, sessionBusy).then(
-        async (moved) => {
-          const old = sessionLock;
-          sessionLock = moved;
-          await old.release();
-        },
-        (err) => log.warn("serve.session_lock_not_moved", { error: err, note: "another process holds the new key's session lock" }),
-      );
+      if (!sessionLock.holds(config.paths.privateKey)) {
+        acquireSessionLock(config.paths.privateKey, sessionBusy).then(
+          async (moved) => {
+            const old = sessionLock;
+            sessionLock = moved;
+            await old.release();
+          },
+          (err) => log.warn("serve.session_lock_not_moved", { error: err, note: "another process holds the new key's session lock" }),
+        );
+      }
       return next;
     };
     const renewer = new CertificateRenewer({ config, identity, session, log, reload, clock });

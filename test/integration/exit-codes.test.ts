@@ -498,18 +498,18 @@ describe("bad values on the command line and on stdin", () => {
     // a thing's data directory whose database is not made yet (serve starting beside the command)
     const fresh = join(base, "fresh");
     mkdirSync(fresh);
-    writeFileSync(join(fresh, "serve.lock-key"), "k");
+    writeFileSync(join(fresh, "serve.lock"), "");
     const listed = await run(["messages", "list", ...withData(fresh)]);
     expect({ code: listed.code, stdout: listed.stdout, stderr: listed.stderr }).toEqual({ code: 0, stdout: "", stderr: "" });
     expect((await run(["messages", "ack", "1", ...withData(fresh)])).code).toBe(65);
     expect((await run(["outbox", "drop", "x", ...withData(fresh)])).code).toBe(65);
-    expect(readdirSync(fresh)).toEqual(["serve.lock-key"]);
+    expect(readdirSync(fresh)).toEqual(["serve.lock"]);
     // the same with a database SQLite made and serve has not filled yet: answered empty, left as it is
     const freshBytes = tableless(fresh);
     const listedNoTables = await run(["messages", "list", ...withData(fresh)]);
     expect({ code: listedNoTables.code, stdout: listedNoTables.stdout, stderr: listedNoTables.stderr }).toEqual({ code: 0, stdout: "", stderr: "" });
     expect((await run(["outbox", "list", ...withData(fresh)])).code).toBe(0);
-    expect(readdirSync(fresh).sort()).toEqual(["serve.lock-key", "subscription.db"]);
+    expect(readdirSync(fresh).sort()).toEqual(["serve.lock", "subscription.db"]);
     expect(readFileSync(join(fresh, "subscription.db")).equals(freshBytes)).toBe(true);
     // only the old Python SDK's store (subscription.json): opening takes it in, as serve would
     const old = join(base, "old-sdk");
@@ -680,9 +680,9 @@ describe("bad values on the command line and on stdin", () => {
       }
       expect(
         readdirSync(dataDir)
-          .filter((n) => n !== "serve.lock-key" && n !== "config.parsed.json")
+          .filter((n) => n !== "serve.lock" && n !== "config.parsed.json")
           .sort(),
-      ).toEqual(before.filter((n) => n !== "serve.lock-key" && n !== "config.parsed.json"));
+      ).toEqual(before.filter((n) => n !== "serve.lock" && n !== "config.parsed.json"));
     }
     rmSync(base, { recursive: true, force: true });
   });

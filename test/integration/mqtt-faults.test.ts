@@ -12,7 +12,7 @@
  * - a broker that refuses the thing's certificate with nothing but a close: one WARN saying so.
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
@@ -21,13 +21,18 @@ import { makeHubFixture } from "../support/hub-fixture.ts";
 import { tally } from "../support/tally.ts";
 import { makeThingFixture, startBrokerFor } from "../support/thing-fixture.ts";
 
-/**
- * A second device with the same identity, on this machine: serve's lock on the thing's MQTT
- * session (one per machine) would refuse it (75), as it refuses a second serve here.
- */
-const SECOND_DEVICE = { FLASHLEX_FAULT_SECOND_DEVICE: "1" };
 const work = mkdtempSync(join(tmpdir(), "flashlex-mqtt-faults-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+/**
+ * The thing's keys as a second device has them: a copy. The lock on the thing's MQTT session is on
+ * the key file, so a second serve given the same keys on this machine is refused (75).
+ */
+function secondDeviceKeys(keysDir: string, name: string): string {
+  const copy = join(work, `${name}-keys`);
+  cpSync(keysDir, copy, { recursive: true });
+  return copy;
+}
 
 /** Makes the thing in `thingRoot` reconnect after 0.1 s, at most `maxSeconds`; returns its config.yml. */
 function quickReconnects(thingRoot: string, maxSeconds: number): string {
@@ -47,9 +52,9 @@ describe("the broker will not have the session", () => {
     binaryPath();
     const thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
     const broker = await startBrokerFor(thing);
-    // the same config and keys, another data directory and no session lock: as on a second device
+    // the same config, a copy of the keys, another data directory: as on a second device
     const first = start(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "device-1")]);
-    const second = start(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "device-2")], { env: SECOND_DEVICE });
+    const second = start(["serve", "-c", thing.configPath, "-k", secondDeviceKeys(thing.keysDir, "device-2"), "-d", join(work, "device-2")]);
     try {
       const warned = await Promise.race([first, second].map((s) => s.waitFor(/WARN +mqtt\.session_taken_over[^\n]*/, 30_000).then((line) => ({ s, line }))));
       tally("faults");
@@ -78,9 +83,8 @@ describe("the broker will not have the session", () => {
     const thing = await hub.createThing("contested");
     const configPath = quickReconnects(thing.root, 0.5);
     const hubProcess = await hub.serve();
-    const flags = ["-c", configPath, "-k", thing.keysDir];
-    const first = start(["serve", ...flags, "-d", join(work, "contested-1")]);
-    const second = start(["serve", ...flags, "-d", join(work, "contested-2")], { env: SECOND_DEVICE });
+    const first = start(["serve", "-c", configPath, "-k", thing.keysDir, "-d", join(work, "contested-1")]);
+    const second = start(["serve", "-c", configPath, "-k", secondDeviceKeys(thing.keysDir, "contested-2"), "-d", join(work, "contested-2")]);
     try {
       const line = await hubProcess.waitFor(/WARN +mqtt\.identity_contested[^\n]*/, 45_000);
       tally("faults");

@@ -7,7 +7,7 @@
  *   group at the timeout and at stop, and a message's retry pause is its own.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -78,10 +78,10 @@ describe("bootstrap's connection drops while it waits for the ingress round trip
     let other: Background | undefined;
     const result = await bootstrapUntilDropped(async (hubNow) => {
       const before = hubNow.output().length;
-      // another device with this identity: no lock on the thing's session here shared with bootstrap's
-      other = start(["serve", "-c", thing.configPath, "-k", thing.keysDir, "-d", join(work, "other-device")], {
-        env: { FLASHLEX_FAULT_SECOND_DEVICE: "1" },
-      });
+      // another device with this identity (a copy of its keys: the session lock is on the key file)
+      const keys = join(work, "other-device-keys");
+      cpSync(thing.keysDir, keys, { recursive: true });
+      other = start(["serve", "-c", thing.configPath, "-k", keys, "-d", join(work, "other-device")]);
       await waitAfter(hubNow, before, new RegExp(`mqtt\\.connected[^\\n]*${thing.name}`));
     });
     await other?.stop();

@@ -916,7 +916,7 @@ describe("serve", () => {
   }, 60_000);
 
   test.skipIf(Bun.spawnSync(["unshare", "-n", "true"]).exitCode !== 0)(
-    "a serve in another network namespace that does not answer (stopped): its lock is out of sight, its socket is not, and nothing goes behind its back (75)",
+    "a serve in another network namespace that does not answer (stopped): nothing goes behind its back (75)",
     async () => {
       const serve = start(["serve", ...thing.flags], { command: ["unshare", "-n", binaryPath()] });
       try {
@@ -964,21 +964,78 @@ describe("serve", () => {
       const second = await run(["serve", ...thing.flags], { timeoutMs: 10_000 });
       expect(second.code).toBe(75);
       expect(second.stderr).toContain("another flashlex serve is running");
-      // Where the lock is out of sight (another network namespace, as a container sharing the
-      // volume is): the control socket answers, and the second serve leaves it alone.
+      // The lock is a file's, so another network namespace (a container sharing the volume) sees it too.
       if (Bun.spawnSync(["unshare", "-n", "true"]).exitCode === 0) {
         const elsewhere = await run(["serve", ...thing.flags], { timeoutMs: 10_000, command: ["unshare", "-n", binaryPath()] });
-        expect({ code: elsewhere.code, stderr: elsewhere.stderr.trim() }).toEqual({
-          code: 75,
-          stderr: `flashlex: ${thing.dataDir}: another flashlex serve is running for this data directory (it listens on its control socket)`,
-        });
-        expect(existsSync(join(thing.dataDir, "flashlex.sock"))).toBe(true);
-        expect((await run(["messages", "list", "--limit", "1", ...thing.flags])).code).toBe(0);
+        expect({ code: elsewhere.code, stderr: elsewhere.stderr }).toEqual({ code: 75, stderr: second.stderr });
       } else console.warn("SKIPPING the other-network-namespace case: unshare -n is not permitted here");
+      // Where the lock is out of sight (a serve of an earlier version held another kind, here its
+      // file removed under it): the control socket answers, and the second serve leaves it alone.
+      rmSync(join(thing.dataDir, "serve.lock"));
+      const unseen = await run(["serve", ...thing.flags], { timeoutMs: 10_000 });
+      expect({ code: unseen.code, stderr: unseen.stderr.trim() }).toEqual({
+        code: 75,
+        stderr: `flashlex: ${thing.dataDir}: another flashlex serve is running for this data directory (it listens on its control socket)`,
+      });
+      expect(existsSync(join(thing.dataDir, "flashlex.sock"))).toBe(true);
+      expect((await run(["messages", "list", "--limit", "1", ...thing.flags])).code).toBe(0);
     } finally {
       await serve.stop();
     }
   });
+});
+
+describe("another local user", () => {
+  test.skipIf(process.geteuid?.() !== 0)(
+    "cannot keep serve from starting: serve locks nothing that user can take (the abstract socket names in /proc/net/unix could be bound while serve was stopped: 75)",
+    async () => {
+      const serve = start(["serve", ...thing.flags]);
+      let names: string[];
+      try {
+        await serve.waitFor(/serve\.started/);
+        // what every user sees of serve's sockets
+        names = readFileSync("/proc/net/unix", "utf8")
+          .split("\n")
+          .map((line) => line.trim().split(/\s+/)[7] ?? "")
+          .filter((name) => name.startsWith("@flashlex"))
+          .map((name) => name.slice(1));
+      } finally {
+        expect(await serve.stop()).toBe(0);
+      }
+      // nobody takes all of it while serve is stopped: those names, and flock(1) on the lock file
+      const squat = `const net = require("node:net"); const { spawnSync } = require("node:child_process");
+        for (const name of process.argv.slice(2, -1)) net.createServer().listen("\\0" + name);
+        const flock = spawnSync("flock", ["-n", process.argv.at(-1), "sleep", "60"], { stdio: "ignore", timeout: 500 });
+        setTimeout(() => console.log("ready", flock.status), 300); setTimeout(() => {}, 60_000);`;
+      const squatter = Bun.spawn(
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "-e", squat, ...names, join(thing.dataDir, "serve.lock")],
+        { stdout: "pipe", stderr: "ignore" },
+      );
+      let squatted = "";
+      let restarted = -1;
+      try {
+        const reader = squatter.stdout.getReader();
+        const deadline = Date.now() + 10_000;
+        while (!squatted.includes("\n") && Date.now() < deadline) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          squatted += new TextDecoder().decode(value);
+        }
+        const again = start(["serve", ...thing.flags]);
+        try {
+          await again.waitFor(/serve\.started/, 20_000);
+        } finally {
+          restarted = await again.stop();
+        }
+      } finally {
+        squatter.kill("SIGKILL");
+      }
+      // flock(1) could not even open serve.lock (0600 in the 0700 data directory): not 0 (held), nor null (timed out holding it)
+      expect(squatted).toMatch(/^ready [1-9]\d*\n$/);
+      expect(restarted).toBe(0);
+    },
+    60_000,
+  );
 });
 
 describe("mutual TLS", () => {

@@ -4,13 +4,13 @@
  * is the kernel's (a second holder is refused with try-later until the first lets go).
  */
 import { afterAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { countFlag, decodeUtf8 } from "../../src/cli/input.ts";
 import { FlashlexError } from "../../src/shared/errors.ts";
-import { acquireServeLock, LOCK_KEY_FILE, lockName } from "../../src/thing/local/serve-lock.ts";
+import { acquireServeLock, LOCK_FILE } from "../../src/thing/local/serve-lock.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-cli-values-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -82,14 +82,19 @@ describe("the single-serve lock", () => {
     await again.release();
   });
 
-  test("the name depends on the directory's real path and its owner-only key, which is made once", () => {
+  test("the lock is one owner-only file, the same by any path to the directory; the old lock key goes", async () => {
     const a = join(dir, "a");
-    const name = lockName(a);
-    expect(lockName(a)).toBe(name);
-    expect(lockName(join(dir, "a", "..", "a"))).toBe(name);
-    expect(lockName(join(dir, "b"))).not.toBe(name);
-    expect(readFileSync(join(a, LOCK_KEY_FILE), "utf8")).toMatch(/^[0-9a-f]{64}\n$/);
-    expect(statSync(join(a, LOCK_KEY_FILE)).mode & 0o777).toBe(0o600);
-    expect(statSync(a).mode & 0o777).toBe(0o700);
+    mkdirSync(a);
+    writeFileSync(join(a, "serve.lock-key"), "0".repeat(64));
+    const held = await acquireServeLock(a);
+    try {
+      expect(await acquireServeLock(join(dir, "a", "..", "a")).catch((err) => exitCodeOf(err))).toBe(75);
+      await (await acquireServeLock(join(dir, "b"))).release();
+      expect(readdirSync(a)).toEqual([LOCK_FILE]);
+      expect(statSync(join(a, LOCK_FILE)).mode & 0o777).toBe(0o600);
+      expect(statSync(join(dir, "b")).mode & 0o777).toBe(0o700);
+    } finally {
+      await held.release();
+    }
   });
 });

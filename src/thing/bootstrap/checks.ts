@@ -10,6 +10,7 @@ import { pemBlocks } from "../../crypto/keys.ts";
 import { buildTestMessage } from "../../protocol/test-message.ts";
 import { TEST_TOPIC } from "../../protocol/topics.ts";
 import { FlashlexError } from "../../shared/errors.ts";
+import type { FileLock } from "../../shared/file-lock.ts";
 import { describeError, toFlashlexError } from "../../shared/foreign-errors.ts";
 import { type Logger, silentLogger } from "../../shared/log.ts";
 import { fileOnTheWay, pathExists } from "../../shared/path-exists.ts";
@@ -18,7 +19,6 @@ import { CLOCK_FIX_HINT, describeOffset, HubClock } from "../egress/hub-clock.ts
 import { checkCertificateNamesThing, checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
 import { createIngressHandler } from "../ingress/handler.ts";
 import { probeServe, SERVE_PROBE_MS } from "../local/client.ts";
-import type { ServeLock } from "../local/serve-lock.ts";
 import { connectFailureHint } from "../mqtt/connect-failure.ts";
 import { sessionMemory, ThingSession } from "../mqtt/session.ts";
 import type { ConfigLocation, ThingConfig } from "../settings.ts";
@@ -304,7 +304,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   const viaServe = serve?.connected ? "flashlex serve runs on this data directory and holds the thing's one MQTT session" : undefined;
   const canConnect = Boolean(chainOk && resolvedOk && storeOk);
   const nonce = randomUUID();
-  let sessionLock: ServeLock | undefined;
+  let sessionLock: FileLock | undefined;
   let sessionEnded: Promise<string> = new Promise(() => {});
   let echoed: () => void = () => {};
   const echo = new Promise<void>((resolve) => (echoed = resolve));
@@ -321,16 +321,15 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     // a collect --via mqtt: taking their session over, bootstrap acknowledged messages on their
     // way to serve and stored them in its own -d's database.
     const { acquireSessionLock } = await import("../local/serve-lock.ts");
-    sessionLock = await acquireSessionLock(
-      { privateKey: identity!.privateKey, thingName: thing.name },
-      () => new FlashlexError(`${thing.name}: the MQTT session is held`, "try-later"),
-    ).catch((err) => {
-      if (!(err instanceof FlashlexError) || err.kind !== "try-later") throw err;
-      return fail(
-        "another flashlex process on this machine is connected as this thing (a serve with another data directory, or a collect --via mqtt)",
-        "Run bootstrap with that serve's data directory (-d), where it checks through serve, or stop it first (sudo systemctl stop flashlex): both would use the thing's one MQTT session.",
-      );
-    });
+    sessionLock = await acquireSessionLock(config!.paths.privateKey, () => new FlashlexError(`${thing.name}: the MQTT session is held`, "try-later")).catch(
+      (err) => {
+        if (!(err instanceof FlashlexError) || err.kind !== "try-later") throw err;
+        return fail(
+          "another flashlex process on this machine is connected as this thing (a serve with another data directory, or a collect --via mqtt)",
+          "Run bootstrap with that serve's data directory (-d), where it checks through serve, or stop it first (sudo systemctl stop flashlex): both would use the thing's one MQTT session.",
+        );
+      },
+    );
     const handler = createIngressHandler({ config: config!, store: store!, log });
     session = new ThingSession({
       config: config!,

@@ -145,7 +145,9 @@ export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<Enro
     checkFolderFree(opts.dir);
     return await enrolInFolder(opts, log, hubUrl, pinned, timeoutMs);
   } catch (err) {
-    // a failed enrolment leaves no empty folder it made (one holding a key kept for the retry stays)
+    // a failed enrolment leaves no empty folder it made (one holding a key kept for the retry
+    // stays); the lock's file goes first, or the folder would not be empty
+    await lock.release();
     if (made !== undefined) removeEmptyDirectories(opts.dir, made);
     throw err;
   } finally {

@@ -16,16 +16,16 @@
  * next attempt recognises as its own and removes.
  */
 
-import { createHash, createPublicKey } from "node:crypto";
+import { createPublicKey } from "node:crypto";
 import { mkdirSync, readdirSync, readFileSync, renameSync, rmdirSync, rmSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { loadPrivateKey, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { fsyncDirectory, writeFileDurably } from "../../shared/durable-files.ts";
 import { ConfigError, ConflictError, FlashlexError, UsageError } from "../../shared/errors.ts";
+import { type FileLock, holdFileLock } from "../../shared/file-lock.ts";
 import { removeLeftovers } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { pathExists } from "../../shared/path-exists.ts";
-import { directoryIdentity, holdAbstractLock, type ServeLock } from "../local/serve-lock.ts";
 
 /** The staging directories of versions before the pending key (`.enrol.<pid>-<8 hex>`), removed once their process is gone. */
 const OLD_STAGING = /^\.enrol\.(\d+)-[0-9a-f]{8}$/;
@@ -225,11 +225,19 @@ export function writeThingFolder(dir: string, config: string, keys: Record<strin
  * hub, spent both tokens and left one key staged under the other's name). Throws FlashlexError
  * try-later (75) when another enroll holds it.
  */
-export async function acquireEnrolLock(dir: string): Promise<ServeLock> {
-  const { identity } = directoryIdentity(dir, 0o755);
-  return holdAbstractLock(
-    `flashlex-enrol-${createHash("sha256").update(identity).digest("hex").slice(0, 40)}`,
-    () => new FlashlexError(`${dir}: another flashlex enroll is running in this folder; let it finish (or stop it) first`, "try-later"),
-    `${dir}: the enrolment lock`,
-  );
+export async function acquireEnrolLock(dir: string): Promise<FileLock> {
+  try {
+    mkdirSync(dir, { recursive: true, mode: 0o755 });
+  } catch (err) {
+    throw toFlashlexError(err, dir);
+  }
+  return holdFileLock(join(dir, ENROL_LOCK_FILE), {
+    create: true,
+    removeOnRelease: true,
+    busy: () => new FlashlexError(`${dir}: another flashlex enroll is running in this folder; let it finish (or stop it) first`, "try-later"),
+    what: `${dir}: the enrolment lock`,
+  });
 }
+
+/** The enrolment's lock file in the folder, removed when it ends (left by a killed enroll: harmless, taken again). */
+export const ENROL_LOCK_FILE = ".flashlex-enroll.lock";

@@ -8,7 +8,7 @@
  *   server.ts      serve's control socket: a ThingAccess served over a Unix socket
  *   client.ts      the other end: a ThingAccess that calls the running serve
  *   wire.ts        what travels on the socket
- *   serve-lock.ts  one serve per data directory
+ *   serve-lock.ts  one serve per data directory, and one MQTT session per thing
  *
  * When `serve` runs, everything goes through its control socket: serve owns the one MQTT
  * session, and on armv7 the WebAssembly SQLite holds the database file exclusively. When it does

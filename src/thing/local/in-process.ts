@@ -86,13 +86,12 @@ async function deliverOverOwnSession(
     import("./serve-lock.ts"),
   ]);
   const thing = deps.config.yaml.thing;
-  const session = { privateKey: deps.identity.privateKey, thingName: thing.name };
   const busy = () => new FlashlexError(`${thing.name}: another flashlex process is connected as this thing`, "try-later");
   // the data directory's lock, then the thing's session, whatever directory its holder uses
   const lock = await takeTurn(async () => {
     const directory = await acquireServeLock(deps.config.dataDir);
     try {
-      const taken = await acquireSessionLock(session, busy);
+      const taken = await acquireSessionLock(deps.config.paths.privateKey, busy);
       return { release: async () => (await taken.release(), await directory.release()) };
     } catch (err) {
       await directory.release();

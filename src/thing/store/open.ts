@@ -38,7 +38,13 @@ export function openThingStore(config: ThingConfig, log: Logger): MessageStore {
 }
 
 /** What serve and collect put in a data directory beside the database and its side files. */
-const DATA_DIRECTORY_NAMES = new Set(["serve.lock-key", "config.parsed.json", "flashlex.sock", "update"]);
+const DATA_DIRECTORY_NAMES = new Set([
+  "serve.lock",
+  "config.parsed.json",
+  "flashlex.sock",
+  "update",
+  "serve.lock-key" /* serve's lock before it was a file lock */,
+]);
 
 /**
  * For the commands that read or change what is stored (`messages`, `outbox`, the SDKs' calls but

@@ -1,0 +1,148 @@
+import { spawn } from "node:child_process";
+import { closeSync, constants, fchmodSync, fstatSync, openSync, type Stats, statSync, unlinkSync } from "node:fs";
+import { dirname } from "node:path";
+import { ConfigError, FlashlexError } from "./errors.ts";
+import { toFlashlexError } from "./foreign-errors.ts";
+
+/**
+ * An exclusive lock on a file, flock(2) `LOCK_EX | LOCK_NB`: the kernel's, so of two processes
+ * taking it at the same instant exactly one gets it, and it is gone with its process however that
+ * ends (SIGKILL, OOM kill): there is never a stale lock to judge. Only a user who can open the
+ * file can take it, so a lock on a file in the thing's own 0700 directory (or on its 0600 key) is
+ * out of other users' reach; the Linux abstract socket names used before showed in
+ * /proc/net/unix, and another user could take one while serve was stopped and keep it from
+ * starting. flock works across network and mount namespaces (containers sharing a volume).
+ *
+ * Neither Bun nor Node calls flock(2), and bun:ffi does not exist in the armv7 Node build, so
+ * util-linux's `flock -n 3` (busybox's too) takes it on our descriptor, passed as the child's
+ * fd 3: the lock belongs to the open file description, which outlives the child. A few ms per
+ * lock; the descriptor is opened close-on-exec, so no other child of ours inherits (and keeps)
+ * the lock.
+ */
+export interface FileLock {
+  /** the file locked, for messages */
+  readonly file: string;
+  /** True when `path` names the file this lock is on (the same device and inode). */
+  holds(path: string): boolean;
+  /** Lets the lock go (and removes the file when the lock was taken with `removeOnRelease`). */
+  release(): Promise<void>;
+}
+
+export interface FileLockOptions {
+  /** the error to throw when another process holds the lock (kind try-later, 75) */
+  busy: () => FlashlexError;
+  /** "the single-serve lock", for errors */
+  what: string;
+  /**
+   * Make the file (0600) when missing, and refuse one owned by another user than this one or the
+   * directory's owner (who could hold the lock). Without it the file must exist (a key file).
+   */
+  create: boolean;
+  /** Remove the file on release (a lock file in a folder that is the user's, not ours). */
+  removeOnRelease?: boolean;
+}
+
+/**
+ * Takes an exclusive lock on `file` for as long as the process lives or until `release()`.
+ * Throws `busy()` when another process (or another lock in this one) holds it; ConfigError (78)
+ * naming `file` when it is not a regular file or belongs to another user; FlashlexError
+ * `unavailable` (69) when flock(1) is missing; the file system's error as a FlashlexError naming
+ * `file` otherwise.
+ */
+export async function holdFileLock(file: string, options: FileLockOptions): Promise<FileLock> {
+  // A holder that removes the file on release may do so between our open and our lock: we would
+  // then hold a file nobody else opens. Try again on the file now there (a few times at most).
+  for (let attempt = 0; attempt < 4; attempt++) {
+    const fd = openLockFile(file, options.create);
+    let stat: Stats;
+    try {
+      stat = fstatSync(fd);
+      if (!stat.isFile()) throw new ConfigError(`${file}: not a regular file; ${options.what} needs the file itself`);
+      if (options.create) refuseForeignOwner(file, stat, fd);
+      await flockNonBlocking(fd, options);
+    } catch (err) {
+      closeSync(fd);
+      throw err;
+    }
+    if (!options.create || sameFile(stat, file)) return lockOn(fd, stat, file, options.removeOnRelease === true);
+    closeSync(fd);
+  }
+  throw options.busy();
+}
+
+function openLockFile(file: string, create: boolean): number {
+  try {
+    // Not blocking: a FIFO where the file belongs would hang the open. Made files are 0600 and
+    // never followed through a link; an existing file (a key) may be reached through one.
+    const flags = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | (create ? constants.O_CREAT | constants.O_NOFOLLOW : 0);
+    return openSync(file, flags, 0o600);
+  } catch (err) {
+    if (create && (err as NodeJS.ErrnoException).code === "ELOOP") throw new ConfigError(`${file}: a symbolic link where a lock file belongs; remove it`);
+    throw toFlashlexError(err, file);
+  }
+}
+
+/**
+ * A lock file another user made (in a directory they may write) is one they can hold: refused.
+ * One of ours that others may read is made 0600, so that no one opens it from now on.
+ */
+function refuseForeignOwner(file: string, stat: Stats, fd: number): void {
+  const self = process.geteuid?.() ?? stat.uid;
+  if (stat.uid !== self && stat.uid !== statSync(dirname(file)).uid) {
+    throw new ConfigError(
+      `${file}: belongs to uid ${stat.uid}, not to this user (uid ${self}) or the folder's owner, and another user could hold it; remove it`,
+    );
+  }
+  if (stat.uid === self && (stat.mode & 0o077) !== 0) fchmodSync(fd, 0o600);
+}
+
+function flockNonBlocking(fd: number, options: FileLockOptions): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const child = spawn("flock", ["-n", "3"], { stdio: ["ignore", "ignore", "pipe", fd] });
+    let stderr = "";
+    child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("error", (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === "ENOENT"
+          ? new FlashlexError(`flock(1) was not found on PATH; ${options.what} needs it (Debian's util-linux package, or busybox)`, "unavailable")
+          : toFlashlexError(err, `${options.what}: flock(1)`),
+      ),
+    );
+    // flock -n exits 1 when the lock is held (util-linux and busybox alike), other codes on errors
+    child.on("close", (code) => {
+      if (code === 0) resolve();
+      else if (code === 1 && stderr.trim() === "") reject(options.busy());
+      else reject(new FlashlexError(`${options.what}: flock(1) failed (exit ${code}): ${stderr.trim().split("\n")[0]}`, "io"));
+    });
+  });
+}
+
+function sameFile(stat: Stats, path: string): boolean {
+  try {
+    const now = statSync(path);
+    return now.dev === stat.dev && now.ino === stat.ino;
+  } catch {
+    return false;
+  }
+}
+
+function lockOn(fd: number, stat: Stats, file: string, removeOnRelease: boolean): FileLock {
+  let released = false;
+  return {
+    file,
+    holds: (path) => sameFile(stat, path),
+    release: async () => {
+      if (released) return;
+      released = true;
+      // removed while still held, so that no one locks the name between our unlink and close
+      if (removeOnRelease && sameFile(stat, file)) {
+        try {
+          unlinkSync(file);
+        } catch {
+          // gone already, or the folder became read-only: the file is left, harmless
+        }
+      }
+      closeSync(fd);
+    },
+  };
+}

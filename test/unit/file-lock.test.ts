@@ -1,0 +1,169 @@
+import { afterAll, describe, expect, test } from "bun:test";
+import { execFileSync, spawn, spawnSync } from "node:child_process";
+import {
+  chmodSync,
+  chownSync,
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { exitCodeOf } from "../../src/cli/exit-codes.ts";
+import { FlashlexError } from "../../src/shared/errors.ts";
+import { holdFileLock } from "../../src/shared/file-lock.ts";
+import { acquireEnrolLock } from "../../src/thing/enrol/folder.ts";
+import { acquireServeLock, acquireSessionLock, LOCK_FILE } from "../../src/thing/local/serve-lock.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "flashlex-file-lock-"));
+chmodSync(dir, 0o755);
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+const busy = () => new FlashlexError("held", "try-later");
+const isRoot = process.geteuid?.() === 0;
+
+/** Whether another process (util-linux flock(1), as `asNobody` or this user) can take the lock on `file` now. */
+function otherProcessLocks(file: string, asNobody = false): { code: number | null; stderr: string } {
+  const command = asNobody ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "flock", "-n", file, "true"] : ["flock", "-n", file, "true"];
+  const result = spawnSync(command[0]!, command.slice(1), { encoding: "utf8", timeout: 10_000 });
+  return { code: result.status, stderr: result.stderr };
+}
+
+describe("the thing's session lock, on its private key file", () => {
+  const keys = join(dir, "keys");
+  mkdirSync(keys);
+  const key = join(keys, "private.key");
+  execFileSync("openssl", ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key], { stdio: "ignore" });
+  chmodSync(key, 0o600);
+
+  test("is one per key file, by any path to it; another process sees it held, and takes it once it is released", async () => {
+    symlinkSync(key, join(dir, "key-link.pem"));
+    const held = await acquireSessionLock(key, busy);
+    try {
+      expect(await acquireSessionLock(join(dir, "key-link.pem"), busy).catch((err) => err)).toBeInstanceOf(FlashlexError);
+      expect(await acquireSessionLock(join(keys, "..", "keys", "private.key"), busy).catch((err) => exitCodeOf(err))).toBe(75);
+      expect(otherProcessLocks(key).code).toBe(1);
+      expect(held.holds(join(dir, "key-link.pem"))).toBe(true);
+    } finally {
+      await held.release();
+    }
+    expect(otherProcessLocks(key).code).toBe(0);
+    expect(existsSync(key)).toBe(true);
+  });
+
+  test("a child this process starts meanwhile (an exec handler) does not inherit the lock, so it goes with its release", async () => {
+    const held = await acquireSessionLock(key, busy);
+    const child = spawn("sleep", ["5"], { stdio: "ignore" });
+    try {
+      await held.release();
+      expect(otherProcessLocks(key).code).toBe(0);
+    } finally {
+      child.kill("SIGKILL");
+    }
+  });
+
+  test("a renewal's new key file is another file: holds() tells serve to move the lock", async () => {
+    const held = await acquireSessionLock(key, busy);
+    try {
+      copyFileSync(key, `${key}.new`);
+      renameSync(`${key}.new`, key);
+      expect(held.holds(key)).toBe(false);
+      const moved = await acquireSessionLock(key, busy);
+      expect(moved.holds(key)).toBe(true);
+      await moved.release();
+    } finally {
+      await held.release();
+    }
+  });
+
+  test.skipIf(!isRoot)("another user who may not read the key cannot take the lock", async () => {
+    const result = otherProcessLocks(key, true);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain("Permission denied");
+  });
+
+  test("a missing key file: an error naming it", async () => {
+    const err = await acquireSessionLock(join(keys, "none.key"), busy).catch((e) => e);
+    expect(err).toBeInstanceOf(FlashlexError);
+    expect(err.message).toContain(join(keys, "none.key"));
+  });
+});
+
+describe("serve's lock on its data directory: only the thing's user can hold it", () => {
+  test.skipIf(!isRoot)("another local user cannot take serve.lock, held or not (abstract socket names could be bound by anyone)", async () => {
+    const data = join(dir, "data-nobody");
+    await (await acquireServeLock(data)).release();
+    const result = otherProcessLocks(join(data, LOCK_FILE), true);
+    expect(result.code).not.toBe(0);
+    expect(result.stderr).toContain("Permission denied");
+    // and serve starts after the attempt
+    await (await acquireServeLock(data)).release();
+  });
+
+  test.skipIf(!isRoot)("a lock file another user made (in a directory they may write) is refused (78), not trusted", async () => {
+    const data = join(dir, "data-foreign");
+    mkdirSync(data, { mode: 0o777 });
+    chmodSync(data, 0o777);
+    writeFileSync(join(data, LOCK_FILE), "");
+    chownSync(join(data, LOCK_FILE), 65534, 65534);
+    const err = await acquireServeLock(data).catch((e) => e);
+    expect(exitCodeOf(err)).toBe(78);
+    expect(err.message).toBe(
+      `${join(data, LOCK_FILE)}: belongs to uid 65534, not to this user (uid 0) or the folder's owner, and another user could hold it; remove it`,
+    );
+  });
+
+  test("a lock file of ours that others could open is made owner-only", async () => {
+    const data = join(dir, "data-open");
+    mkdirSync(data, { mode: 0o700 });
+    writeFileSync(join(data, LOCK_FILE), "", { mode: 0o644 });
+    chmodSync(join(data, LOCK_FILE), 0o644);
+    await (await acquireServeLock(data)).release();
+    expect(Bun.file(join(data, LOCK_FILE)).size).toBe(0);
+    expect(statSync(join(data, LOCK_FILE)).mode & 0o777).toBe(0o600);
+  });
+
+  test("a FIFO or a link where the lock file belongs is refused (78) without hanging", async () => {
+    const data = join(dir, "data-fifo");
+    mkdirSync(data, { mode: 0o700 });
+    execFileSync("mkfifo", [join(data, LOCK_FILE)]);
+    expect(exitCodeOf(await acquireServeLock(data).catch((e) => e))).toBe(78);
+    const linked = join(dir, "data-link");
+    mkdirSync(linked, { mode: 0o700 });
+    writeFileSync(join(dir, "elsewhere"), "");
+    symlinkSync(join(dir, "elsewhere"), join(linked, LOCK_FILE));
+    const err = await acquireServeLock(linked).catch((e) => e);
+    expect(exitCodeOf(err)).toBe(78);
+    expect(err.message).toBe(`${join(linked, LOCK_FILE)}: a symbolic link where a lock file belongs; remove it`);
+  });
+
+  test("without flock(1) on PATH: a one-line error (69) naming what is missing", async () => {
+    const path = process.env.PATH;
+    process.env.PATH = join(dir, "empty-bin");
+    try {
+      const err = await holdFileLock(join(dir, "x.lock"), { create: true, busy, what: "the test lock" }).catch((e) => e);
+      expect(exitCodeOf(err)).toBe(69);
+      expect(err.message).toStartWith("flock(1) was not found on PATH; the test lock needs it");
+    } finally {
+      process.env.PATH = path;
+    }
+  });
+});
+
+describe("the enrolment lock", () => {
+  test("refuses a second enroll in the folder (75), and leaves no file behind", async () => {
+    const folder = join(dir, "thing-folder");
+    const held = await acquireEnrolLock(folder);
+    expect(exitCodeOf(await acquireEnrolLock(folder).catch((e) => e))).toBe(75);
+    await held.release();
+    await held.release();
+    expect(readdirSync(folder)).toEqual([]);
+    await (await acquireEnrolLock(folder)).release();
+  });
+});
