@@ -341,15 +341,21 @@ export const storeContract: ContractCase[] = [
         const binary = add(bytes(0xff, 0xfe, 0x00, 0x80));
         const withNul = add(bytes(0x41, 0x00, 0x42)); // valid UTF-8, but stored as BLOB
         const empty = add(new Uint8Array(0));
-        const got = [json, binary, withNul, empty].map((id) => store.getIngress(id)!);
+        const withBom = add(bytes(0xef, 0xbb, 0xbf, 0x41)); // kept: decoding it dropped the byte order mark
+        const got = [json, binary, withNul, empty, withBom].map((id) => store.getIngress(id)!);
         assert.equal(got[0]!.payload, '{"temp":21.5,"unit":"\u00b0C","note":"\u{1f321}"}');
         assert.deepEqual(got[1]!.payload, bytes(0xff, 0xfe, 0x00, 0x80));
         assert.deepEqual(got[2]!.payload, bytes(0x41, 0x00, 0x42));
         assert.equal(got[3]!.payload, "");
+        assert.equal(got[4]!.payload, "\ufeffA");
         assert.deepEqual(
-          store.db.all("SELECT typeof(payload) AS t FROM ingress_messages ORDER BY id").map((r) => r.t),
-          ["text", "blob", "blob", "text"],
+          store.db.all("SELECT typeof(payload) AS t, hex(payload) AS hex FROM ingress_messages ORDER BY id").map((r) => `${r.t} ${r.hex}`),
+          ["text 7B2274656D70223A32312E352C22756E6974223A22C2B043222C226E6F7465223A22F09F8CA1227D", "blob FFFE0080", "blob 410042", "text ", "text EFBBBF41"],
         );
+        // a broker's resend of it is recognised (a stored payload without its BOM was not, and was stored twice)
+        const resend = { topic: "ingress/t", payload: bytes(0xef, 0xbb, 0xbf, 0x41), qos: 1, retain: false, receivedAt: 2000, packetId: 5 };
+        store.insertIngress(resend);
+        assert.equal(store.isPacketRedelivery(resend, store.redeliveryRange(store.lastIngressId())), true);
         return got;
       }),
   },

@@ -1,3 +1,4 @@
+import { isUtf8 } from "node:buffer";
 import { mkdirSync } from "node:fs";
 import { dirname } from "node:path";
 import type { Logger } from "../../shared/log.ts";
@@ -192,16 +193,19 @@ export interface ExpiryResult {
   outbox: number;
 }
 
-const utf8 = new TextDecoder("utf-8", { fatal: true });
+/**
+ * Whether a payload is stored as TEXT: valid UTF-8 (the applications' JSON reads as text in any
+ * SQLite reader) without NUL (valid UTF-8, but C readers of the file, and the wasm driver, stop a
+ * TEXT value there); anything else is a BLOB. Either way its bytes are kept as they came: the
+ * TEXT is the bytes themselves (SQLite's CAST of a BLOB), never decoded and encoded again: that
+ * dropped a leading byte order mark (TextDecoder's default), so the application got other bytes
+ * than were sent, and a broker's resend of such a message no longer matched it and was stored twice.
+ */
+const INSERT_INGRESS_BLOB = "INSERT INTO ingress_messages (topic, payload, qos, retain, received_at, packet_id) VALUES (?, ?, ?, ?, ?, ?)";
+const INSERT_INGRESS_TEXT = "INSERT INTO ingress_messages (topic, payload, qos, retain, received_at, packet_id) VALUES (?, CAST(? AS TEXT), ?, ?, ?, ?)";
 
-function payloadValue(payload: Uint8Array): SqlValue {
-  // NUL is valid UTF-8, but C readers of the file (and the wasm driver) stop a TEXT value there
-  if (payload.includes(0)) return payload;
-  try {
-    return utf8.decode(payload);
-  } catch {
-    return payload;
-  }
+function storedAsText(payload: Uint8Array): boolean {
+  return isUtf8(payload) && !payload.includes(0);
 }
 
 /**
@@ -338,9 +342,9 @@ export class MessageStore {
     ) {
       return undefined;
     }
-    return this.db.run("INSERT INTO ingress_messages (topic, payload, qos, retain, received_at, packet_id) VALUES (?, ?, ?, ?, ?, ?)", [
+    return this.db.run(storedAsText(message.payload) ? INSERT_INGRESS_TEXT : INSERT_INGRESS_BLOB, [
       message.topic,
-      payloadValue(message.payload),
+      message.payload,
       message.qos,
       message.retain ? 1 : 0,
       message.receivedAt,
