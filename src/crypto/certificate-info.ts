@@ -41,6 +41,21 @@ export function describeCertificate(certPem: string): CertificateInfo {
 }
 
 /**
+ * The public key of `certPem` as SPKI PEM (the form the hub stores a thing's key in), when the
+ * certificate's signature verifies with `issuerCertPem`'s key; undefined when it does not (or
+ * either is not a certificate). The signature only: validity and names are the caller's to judge.
+ */
+export function publicKeyIssuedBy(certPem: string, issuerCertPem: string): string | undefined {
+  try {
+    const cert = new X509Certificate(certPem);
+    if (!cert.verify(new X509Certificate(issuerCertPem).publicKey)) return undefined;
+    return cert.publicKey.export({ type: "spki", format: "pem" }) as string;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
  * The CN of a distinguished name as X509Certificate prints it: one `TYPE=value` per line, the
  * value escaped as RFC 4514 has it (`\,` `\+` `\"`, a leading `\ `, `\0A` for a byte). Gives ""
  * when there is no CN. One loss: Bun prints a backslash in a value without escaping it, so a CN

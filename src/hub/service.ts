@@ -1,3 +1,4 @@
+import { describeCertificate } from "../crypto/certificate-info.ts";
 import { maxEnvelopeBytes } from "../protocol/limits.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
 import { watchFileIdentity } from "../shared/file-watch.ts";
@@ -33,6 +34,7 @@ import { ingressLedger } from "./messages/ingress-delivery.ts";
 import type { HubMetrics } from "./metrics/prometheus.ts";
 import type { HubStore } from "./store/hub-store.ts";
 import { openHubStore } from "./store/open-store.ts";
+import { adoptLostRenewal } from "./things/certificates.ts";
 import { crlValiditySeconds, renewalIntervalMs, startCrlRenewal } from "./things/crl-renewal.ts";
 import { createCrlWriter, writeRevocationLists } from "./things/revocation.ts";
 import type { Updates } from "./updates/updates.ts";
@@ -179,6 +181,22 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
           .forgetPreviousKey(thingId, Date.now())
           .then((forgot) => forgot && superseded("superseded"))
           .catch((err) => log.warn("hub.forget_previous_key_failed", { thing_id: thingId, error: err })),
+      async (thingName, certPem) => {
+        const thing = await store.getThingByName(thingName);
+        if (!thing) return false;
+        const refused = await adoptLostRenewal(home, store, thing, certPem, Date.now());
+        if (refused) {
+          log.info("thing.certificate_not_adopted", { thing: thingName, reason: refused });
+          return false;
+        }
+        log.warn("thing.lost_renewal_adopted", {
+          thing: thingName,
+          serial: describeCertificate(certPem).serialNumber,
+          note: "the thing connected with a certificate this hub issued after the one its database held (a database put back from an older backup); it is the thing's certificate now",
+        });
+        superseded("superseded");
+        return true;
+      },
     );
     const caPem = readCaCertificate(paths);
 

@@ -323,6 +323,56 @@ describe("renewal", () => {
     }
   }, 150_000);
 
+  test("a hub database put back from a backup older than the thing's renewal: the hub takes the newer certificate its CA issued at the thing's next connection (the thing was refused for good and had to enrol again), and the pair the backup knew no longer connects", async () => {
+    await waitUntil("disk and hub agree", settled, 40_000);
+    const before = await listed();
+    const old = { certPem: readFileSync(certFile, "utf8"), privateKeyPem: readFileSync(keyFile, "utf8") };
+    // the backup: the hub stopped, its database copied
+    const database = join(hub.dir, "hub.db");
+    const sides = ["", "-wal", "-shm"];
+    await serving.stop();
+    for (const side of sides) if (existsSync(database + side)) copyFileSync(database + side, join(work, `backup${side}`));
+    serving = await hub.serve();
+    // the thing renews after it
+    await hub.flashlex(["hub", "thing", "rotate", name, "--dir", hub.dir]);
+    const renewing = await serve();
+    try {
+      await renewing.waitFor(/renewal\.committed/, 30_000);
+      await waitUntil("disk and hub agree after the renewal", settled, 40_000, () => renewing.output());
+    } finally {
+      expect(await renewing.stop()).toBe(0);
+    }
+    const renewedSerial = diskSerial();
+    expect(renewedSerial).not.toBe(before.certificateSerial);
+    // the restore, as docs/hub.md has it: the hub stopped, the database and its side files aside, the backup in place
+    await serving.stop();
+    for (const side of sides) {
+      rmSync(database + side, { force: true });
+      if (existsSync(join(work, `backup${side}`))) copyFileSync(join(work, `backup${side}`), database + side);
+    }
+    serving = await hub.serve();
+    expect((await listed()).certificateSerial).toBe(before.certificateSerial);
+    const agent = await serve(); // waits for mqtt.subscribed, which never came
+    try {
+      await serving.waitFor(new RegExp(`WARN +thing\\.lost_renewal_adopted thing=${name} serial=${renewedSerial}`), 5_000);
+      expect((await listed()).certificateSerial).toBe(renewedSerial);
+      const collected = await run(["collect", "-c", join(dir, "config.yml")], { input: '{"after":"restore"}' });
+      expect(collected.code, collected.stderr).toBe(0);
+      const caPem = readFileSync(join(dir, "keys", "root-ca-cert.pem"), "utf8");
+      await waitUntil(
+        "the pair the backup knew is refused",
+        async () => {
+          const stale = await attemptConnect({ port: hub.brokerPort, caPem, cert: old, clientId: `${name}` });
+          stale.client?.end(true);
+          return stale.client === undefined;
+        },
+        20_000,
+      );
+    } finally {
+      expect(await agent.stop()).toBe(0);
+    }
+  }, 150_000);
+
   test("a certificate that expired while serve was not running: the broker's silent refusal is put down to the expiry, with its date", async () => {
     // the thing's own key, certified by the hub's CA for a day that ended yesterday (no waiting)
     const ca = { certPem: readFileSync(join(hub.dir, "ca-cert.pem"), "utf8"), keyPem: readFileSync(join(hub.dir, "ca-key.pem"), "utf8") };

@@ -25,6 +25,12 @@ export interface ThingDirectory {
   keyOf?(thingName: string, spkiDer: Buffer): Promise<"current" | "previous" | undefined>;
   /** The thing connected with its current key: the previous one is no longer accepted. */
   forgetPreviousKey?(thingName: string): Promise<void>;
+  /**
+   * A verified certificate (PEM) for the thing whose key keyOf did not know: taken as the thing's
+   * current one when the hub issued it after the one it holds (a database put back from a backup
+   * older than the thing's renewal; things/certificates.ts `adoptLostRenewal`). True when taken.
+   */
+  adoptLostRenewal?(thingName: string, certPem: string): Promise<boolean>;
 }
 
 export interface BrokerEvents {

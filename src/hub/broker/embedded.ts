@@ -103,6 +103,13 @@ function peerSpki(conn: unknown): Buffer | undefined {
   }
 }
 
+/** The verified client certificate as PEM, or undefined. */
+function peerCertificatePem(conn: unknown): string | undefined {
+  const socket = conn as tls.TLSSocket;
+  if (typeof socket.getPeerX509Certificate !== "function" || socket.authorized !== true) return undefined;
+  return socket.getPeerX509Certificate()?.toString();
+}
+
 /**
  * Starts aedes behind its TLS listener (TLS 1.2 or later, a client certificate required) and
  * resolves once it listens on `host:port` (port 0: a free one); `close` stops it. Rejects with
@@ -198,6 +205,10 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
           thing = await directory.lookup(cn);
           const spki = peerSpki(client.conn);
           key = thing ? (spki && directory.keyOf ? await directory.keyOf(cn, spki) : "current") : undefined;
+          if (thing && key === undefined && directory.adoptLostRenewal) {
+            const certPem = peerCertificatePem(client.conn);
+            if (certPem && (await directory.adoptLostRenewal(cn, certPem))) key = "current";
+          }
         } catch (err) {
           log.error("mqtt.connect.refused", { thing: cn, reason: "directory lookup failed", error: err });
           return done(refusal(SERVER_UNAVAILABLE, "server unavailable"), false);

@@ -191,7 +191,11 @@ export interface DirectoryThing {
  * been used (docs/enrolment.md): a certificate a renewal superseded stops working for MQTT, as
  * its key stops working for tokens. `forget` makes the database forget the previous key.
  */
-export function createThingDirectory(lookup: (name: string) => Promise<DirectoryThing | undefined>, forget?: (thingId: string) => void): ThingDirectory {
+export function createThingDirectory(
+  lookup: (name: string) => Promise<DirectoryThing | undefined>,
+  forget?: (thingId: string) => void,
+  adoptLostRenewal?: (thingName: string, certPem: string) => Promise<boolean>,
+): ThingDirectory {
   // SPKI DER by PEM: a thing's key is parsed once, not at every connect
   const ders = new Map<string, Buffer>();
   const derOf = (pem: string) => {
@@ -219,5 +223,6 @@ export function createThingDirectory(lookup: (name: string) => Promise<Directory
       const thing = await lookup(name);
       if (thing?.previousPublicKeyPem) forget?.(thing.id);
     },
+    adoptLostRenewal,
   };
 }

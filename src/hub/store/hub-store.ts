@@ -368,6 +368,8 @@ export interface HubStore {
   forgetPreviousKey(id: string, at: number): Promise<boolean>;
   /** superseded certificates whose notAfter is after `expiredAfter` (Unix ms), oldest first */
   supersededCertificates(expiredAfter: number): Promise<SupersededCertificate[]>;
+  /** whether the certificate with this serial (upper-case hex) was superseded by a renewal */
+  certificateSuperseded(serial: string): Promise<boolean>;
   /** forgets superseded certificates whose notAfter is at or before `expiredBefore` (Unix ms); how many */
   pruneSupersededCertificates(expiredBefore: number): Promise<number>;
   /** Unix ms of the newest superseded certificate; 0 when none (other hubs' CRL refresh polls this) */

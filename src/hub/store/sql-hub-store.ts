@@ -462,6 +462,7 @@ export function sqlHubStore(sql: HubSql): HubStore {
         return true;
       }),
     ),
+    certificateSuperseded: async (serial) => (await sql.get("SELECT 1 AS one FROM superseded_certificates WHERE serial = ?", [serial])) !== undefined,
     supersededCertificates: async (expiredAfter) =>
       (
         await sql.all<{ serial: string; thing_id: string; not_after: number; superseded_at: number }>(

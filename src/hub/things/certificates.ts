@@ -9,12 +9,12 @@
  * never eats into the lifetime: notAfter is `now + lifetime`.
  */
 import { rmSync } from "node:fs";
-import { describeCertificate } from "../../crypto/certificate-info.ts";
+import { type CertificateInfo, describeCertificate, publicKeyIssuedBy } from "../../crypto/certificate-info.ts";
 import { readCsr } from "../../crypto/csr.ts";
 import { issueThingCertificate } from "../../crypto/x509.ts";
 import { InputError } from "../../shared/errors.ts";
 import { quoteLogText } from "../../shared/log.ts";
-import { type HubHome, readCa } from "../home/home.ts";
+import { type HubHome, readCa, readCaCertificate } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
 import { settingMs } from "../home/settings.ts";
 import type { HubStore, ThingRecord } from "../store/hub-store.ts";
@@ -110,6 +110,48 @@ export async function renewCertificate(
   // out again (Things.distribution refuses it), so it is not kept either.
   rmSync(distributionPath(home.paths, thing.id), { force: true });
   return { certPem, notAfter: info.notAfter.getTime() };
+}
+
+/**
+ * Takes `certPem`, a certificate for `thing` that this hub's database does not know, as the
+ * thing's current certificate when the hub's CA issued it after the one the database holds: the
+ * database was put back from a backup older than the thing's renewal (docs/hub.md, Backups), and
+ * the thing has long thrown away the key the database knows, so it could never connect again and
+ * had to enrol anew under a new id. The certificate must name the thing, verify with the CA, be
+ * valid at `now` (Unix ms), start after the database's certificate of the thing, and not be one
+ * the hub has superseded. The database's key is kept as the previous one (superseded, and listed
+ * in the CRL, once the thing uses the new one), as after a renewal. Returns undefined when the
+ * certificate was taken, else why not, for the log; throws what the store throws.
+ */
+export async function adoptLostRenewal(home: HubHome, store: HubStore, thing: ThingRecord, certPem: string, now: number): Promise<string | undefined> {
+  let info: CertificateInfo;
+  let known: CertificateInfo;
+  try {
+    info = describeCertificate(certPem);
+    known = describeCertificate(thing.certPem);
+  } catch {
+    return "not a certificate";
+  }
+  const publicKeyPem = publicKeyIssuedBy(certPem, readCaCertificate(home.paths));
+  if (!publicKeyPem) return "not issued by this hub's CA";
+  if (info.subjectCN !== thing.name) return `issued for ${quoteLogText(info.subjectCN)}, not ${thing.name}`;
+  if (info.notAfter.getTime() <= now || info.notBefore.getTime() > now) return "not valid now";
+  if (info.notBefore.getTime() <= known.notBefore.getTime()) return "issued before the certificate the hub holds for the thing";
+  if (await store.certificateSuperseded(info.serialNumber)) return "a certificate the hub superseded";
+  const previous =
+    thing.previousCertSerial && thing.previousCertNotAfter != null ? [{ serial: thing.previousCertSerial, notAfter: thing.previousCertNotAfter }] : [];
+  await store.replaceCertificate(thing.id, {
+    publicKeyPem,
+    certPem,
+    certSerial: info.serialNumber,
+    certNotAfter: info.notAfter.getTime(),
+    previousPublicKeyPem: thing.publicKeyPem,
+    previousCertSerial: thing.certSerial,
+    previousCertNotAfter: certificateNotAfter(thing),
+    superseded: previous,
+    at: now,
+  });
+  return undefined;
 }
 
 export interface ThingCertificatesDeps {
