@@ -11,7 +11,9 @@ import { toFlashlexError } from "./foreign-errors.ts";
  * file can take it, so a lock on a file in the thing's own 0700 directory (or on its 0600 key) is
  * out of other users' reach; the Linux abstract socket names used before showed in
  * /proc/net/unix, and another user could take one while serve was stopped and keep it from
- * starting. flock works across network and mount namespaces (containers sharing a volume).
+ * starting. flock works across network and mount namespaces (containers sharing a volume). The
+ * file is the lock's alone and never renamed over: one a program rewrites by rename (a key file
+ * at its renewal) is another inode each time, and the lock on the old one no longer counts.
  *
  * Neither Bun nor Node calls flock(2), and bun:ffi does not exist in the armv7 Node build, so
  * util-linux's `flock -n 3` (busybox's too) takes it on our descriptor, passed as the child's
@@ -22,8 +24,6 @@ import { toFlashlexError } from "./foreign-errors.ts";
 export interface FileLock {
   /** the file locked, for messages */
   readonly file: string;
-  /** True when `path` names the file this lock is on (the same device and inode). */
-  holds(path: string): boolean;
   /** Lets the lock go (and removes the file when the lock was taken with `removeOnRelease`). */
   release(): Promise<void>;
 }
@@ -33,11 +33,6 @@ export interface FileLockOptions {
   busy: () => FlashlexError;
   /** "the single-serve lock", for errors */
   what: string;
-  /**
-   * Make the file (0600) when missing, and refuse one owned by another user than this one or the
-   * directory's owner (who could hold the lock). Without it the file must exist (a key file).
-   */
-  create: boolean;
   /** Remove the file on release (a lock file in a folder that is the user's, not ours). */
   removeOnRelease?: boolean;
 }
@@ -53,46 +48,48 @@ export async function holdFileLock(file: string, options: FileLockOptions): Prom
   // A holder that removes the file on release may do so between our open and our lock: we would
   // then hold a file nobody else opens. Try again on the file now there (a few times at most).
   for (let attempt = 0; attempt < 4; attempt++) {
-    const fd = openLockFile(file, options.create);
+    const fd = openLockFile(file);
     let stat: Stats;
     try {
       stat = fstatSync(fd);
       if (!stat.isFile()) throw new ConfigError(`${file}: not a regular file; ${options.what} needs the file itself`);
-      if (options.create) refuseForeignOwner(file, stat, fd);
+      refuseForeignFile(file, stat, fd);
       await flockNonBlocking(fd, options);
     } catch (err) {
       closeSync(fd);
       throw err;
     }
-    if (!options.create || sameFile(stat, file)) return lockOn(fd, stat, file, options.removeOnRelease === true);
+    if (sameFile(stat, file)) return lockOn(fd, stat, file, options.removeOnRelease === true);
     closeSync(fd);
   }
   throw options.busy();
 }
 
-function openLockFile(file: string, create: boolean): number {
+function openLockFile(file: string): number {
   try {
-    // Not blocking: a FIFO where the file belongs would hang the open. Made files are 0600 and
-    // never followed through a link; an existing file (a key) may be reached through one.
-    const flags = constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | (create ? constants.O_CREAT | constants.O_NOFOLLOW : 0);
-    return openSync(file, flags, 0o600);
+    // Made 0600 when missing, never followed through a link, and not blocking: a FIFO where the
+    // file belongs would hang the open.
+    return openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
   } catch (err) {
-    if (create && (err as NodeJS.ErrnoException).code === "ELOOP") throw new ConfigError(`${file}: a symbolic link where a lock file belongs; remove it`);
+    const code = (err as NodeJS.ErrnoException).code;
+    if (code === "ELOOP") throw new ConfigError(`${file}: a symbolic link where a lock file belongs; remove it`);
+    if (code === "EISDIR") throw new ConfigError(`${file}: a directory where a lock file belongs; remove it`);
     throw toFlashlexError(err, file);
   }
 }
 
 /**
- * A lock file another user made (in a directory they may write) is one they can hold: refused.
+ * A lock file another user made (in a directory they may write) is one they can hold, and one
+ * with other names (a hard link to a file elsewhere, even a key) is not the lock's alone: both
+ * refused. For root, a file of the directory's owner is fine (root serving a thing's folder).
  * One of ours that others may read is made 0600, so that no one opens it from now on.
  */
-function refuseForeignOwner(file: string, stat: Stats, fd: number): void {
+function refuseForeignFile(file: string, stat: Stats, fd: number): void {
   const self = process.geteuid?.() ?? stat.uid;
-  if (stat.uid !== self && stat.uid !== statSync(dirname(file)).uid) {
-    throw new ConfigError(
-      `${file}: belongs to uid ${stat.uid}, not to this user (uid ${self}) or the folder's owner, and another user could hold it; remove it`,
-    );
+  if (stat.uid !== self && !(self === 0 && stat.uid === statSync(dirname(file)).uid)) {
+    throw new ConfigError(`${file}: belongs to uid ${stat.uid}, not to this user (uid ${self}), and another user could hold it; remove it`);
   }
+  if (stat.nlink !== 1) throw new ConfigError(`${file}: has ${stat.nlink} names (hard links), so it is not the lock's own file; remove it`);
   if (stat.uid === self && (stat.mode & 0o077) !== 0) fchmodSync(fd, 0o600);
 }
 
@@ -130,7 +127,6 @@ function lockOn(fd: number, stat: Stats, file: string, removeOnRelease: boolean)
   let released = false;
   return {
     file,
-    holds: (path) => sameFile(stat, path),
     release: async () => {
       if (released) return;
       released = true;

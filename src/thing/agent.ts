@@ -111,20 +111,22 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     if (await serveListens(config.dataDir)) {
       throw new FlashlexError(`${config.dataDir}: another flashlex serve is running for this data directory (it listens on its control socket)`, "try-later");
     }
+    // The thing's one MQTT session, whatever the data directory: a serve or a collect --via mqtt
+    // given another -d took it over and acknowledged messages on their way here. Taken before the
+    // key files are touched: a serve refused here changes none of them (its recovery deleted a
+    // running serve's staged renewal).
+    const sessionBusy = (lockFile: string) =>
+      new FlashlexError(
+        `${config.yaml.thing.name}: another flashlex process on this machine is connected as this thing (a serve with another data directory, or a collect --via mqtt; it holds ${lockFile}): one MQTT session per thing`,
+        "try-later",
+      );
+    const sessionLock = await acquireSessionLock(config.paths.privateKey, sessionBusy);
+    await parts.start({ name: "session lock", stop: () => sessionLock.release() });
     // A renewal cut short by a crash or a power cut is finished or undone first (renewal/).
     recoverIdentityFiles(config.paths, log);
     // Identity problems are configuration errors (78), found before anything connects.
     const identity = loadIdentity(config);
     warnIfKeyTooOpen(config, log);
-    // The thing's one MQTT session, whatever the data directory: a serve or a collect --via mqtt
-    // given another -d took it over and acknowledged messages on their way here.
-    const sessionBusy = () =>
-      new FlashlexError(
-        `${config.yaml.thing.name}: another flashlex process on this machine is connected as this thing (a serve with another data directory, or a collect --via mqtt): one MQTT session per thing`,
-        "try-later",
-      );
-    let sessionLock = await acquireSessionLock(config.paths.privateKey, sessionBusy);
-    await parts.start({ name: "session lock", stop: () => sessionLock.release() });
     const store = openThingStore(config, log);
     await parts.start({ name: "message database", stop: () => store.close() });
     store.markServed(Date.now());
@@ -178,23 +180,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       stop: async () => void (await Promise.all([drainer.stop(), runner?.stop()])),
     });
 
-    // The session lock is on the key file: after a renewal (or a fall-back to the previous pair)
-    // that is another file, and the lock moves to it, or a process started since would not see it.
-    const reload = () => {
-      const next = loadIdentity(config);
-      if (!sessionLock.holds(config.paths.privateKey)) {
-        acquireSessionLock(config.paths.privateKey, sessionBusy).then(
-          async (moved) => {
-            const old = sessionLock;
-            sessionLock = moved;
-            await old.release();
-          },
-          (err) => log.warn("serve.session_lock_not_moved", { error: err, note: "another process holds the new key's session lock" }),
-        );
-      }
-      return next;
-    };
-    const renewer = new CertificateRenewer({ config, identity, session, log, reload, clock });
+    const renewer = new CertificateRenewer({ config, identity, session, log, reload: () => loadIdentity(config), clock });
     await parts.start({ name: "certificate renewal", start: () => renewer.start(), stop: () => renewer.stop() });
 
     // A collect through serve that reaches a receiver the drainer rests tells it the receiver is back.

@@ -641,6 +641,19 @@ describe("serve", () => {
       const collect = await run(["collect", "--via", "mqtt", ...otherFlags], { input: '{"n":1}', timeoutMs: 60_000 });
       expect(collect.code).toBe(69);
       expect(collect.stderr).toContain("held the thing's MQTT session");
+      // the key written anew by rename (cp and mv, a restore, an editor): the lock is not the key's
+      // inode, which a rewrite changed, so a second serve is refused still
+      const keyFile = join(thing.keysDir, `${thing.pki.thing.name}-keypair-private.pem`);
+      copyFileSync(keyFile, `${keyFile}.tmp`);
+      renameSync(`${keyFile}.tmp`, keyFile);
+      // and a refused serve touches no key file: its recovery dropped the running serve's staged renewal
+      writeFileSync(`${keyFile}.next`, readFileSync(keyFile));
+      try {
+        const afterRewrite = await run(["serve", ...otherFlags], { timeoutMs: 15_000 });
+        expect({ code: afterRewrite.code, staged: existsSync(`${keyFile}.next`) }).toEqual({ code: 75, staged: true });
+      } finally {
+        rmSync(`${keyFile}.next`, { force: true });
+      }
       // serve kept its one connection all along
       expect(serve.output().match(/mqtt\.connected/g)).toHaveLength(1);
     } finally {

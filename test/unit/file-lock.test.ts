@@ -4,7 +4,7 @@ import {
   chmodSync,
   chownSync,
   copyFileSync,
-  existsSync,
+  linkSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -35,26 +35,35 @@ function otherProcessLocks(file: string, asNobody = false): { code: number | nul
   return { code: result.status, stderr: result.stderr };
 }
 
-describe("the thing's session lock, on its private key file", () => {
+describe("the thing's session lock, beside its private key file", () => {
   const keys = join(dir, "keys");
   mkdirSync(keys);
   const key = join(keys, "private.key");
+  const lockFile = `${key}.lock`;
   execFileSync("openssl", ["ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", key], { stdio: "ignore" });
   chmodSync(key, 0o600);
 
-  test("is one per key file, by any path to it; another process sees it held, and takes it once it is released", async () => {
-    symlinkSync(key, join(dir, "key-link.pem"));
+  test("is one per key file, by any path to the keys directory; another process sees it held, and takes it once it is released", async () => {
     const held = await acquireSessionLock(key, busy);
     try {
-      expect(await acquireSessionLock(join(dir, "key-link.pem"), busy).catch((err) => err)).toBeInstanceOf(FlashlexError);
       expect(await acquireSessionLock(join(keys, "..", "keys", "private.key"), busy).catch((err) => exitCodeOf(err))).toBe(75);
-      expect(otherProcessLocks(key).code).toBe(1);
-      expect(held.holds(join(dir, "key-link.pem"))).toBe(true);
+      expect(otherProcessLocks(lockFile).code).toBe(1);
+      expect(statSync(lockFile).mode & 0o777).toBe(0o600);
     } finally {
       await held.release();
     }
-    expect(otherProcessLocks(key).code).toBe(0);
-    expect(existsSync(key)).toBe(true);
+    expect(otherProcessLocks(lockFile).code).toBe(0);
+  });
+
+  test("holds while the key file is written anew by rename (a renewal, a restore, cp and mv): a lock on the key's own inode let a second session run", async () => {
+    const held = await acquireSessionLock(key, busy);
+    try {
+      copyFileSync(key, `${key}.tmp`);
+      renameSync(`${key}.tmp`, key);
+      expect(await acquireSessionLock(key, busy).catch((err) => exitCodeOf(err))).toBe(75);
+    } finally {
+      await held.release();
+    }
   });
 
   test("a child this process starts meanwhile (an exec handler) does not inherit the lock, so it goes with its release", async () => {
@@ -62,36 +71,22 @@ describe("the thing's session lock, on its private key file", () => {
     const child = spawn("sleep", ["5"], { stdio: "ignore" });
     try {
       await held.release();
-      expect(otherProcessLocks(key).code).toBe(0);
+      expect(otherProcessLocks(lockFile).code).toBe(0);
     } finally {
       child.kill("SIGKILL");
     }
   });
 
-  test("a renewal's new key file is another file: holds() tells serve to move the lock", async () => {
-    const held = await acquireSessionLock(key, busy);
+  test.skipIf(!isRoot)("another user cannot take it, even with a key others may read", async () => {
+    chmodSync(key, 0o644);
     try {
-      copyFileSync(key, `${key}.new`);
-      renameSync(`${key}.new`, key);
-      expect(held.holds(key)).toBe(false);
-      const moved = await acquireSessionLock(key, busy);
-      expect(moved.holds(key)).toBe(true);
-      await moved.release();
+      await (await acquireSessionLock(key, busy)).release();
+      const result = otherProcessLocks(lockFile, true);
+      expect(result.code).not.toBe(0);
+      expect(result.stderr).toContain("Permission denied");
     } finally {
-      await held.release();
+      chmodSync(key, 0o600);
     }
-  });
-
-  test.skipIf(!isRoot)("another user who may not read the key cannot take the lock", async () => {
-    const result = otherProcessLocks(key, true);
-    expect(result.code).not.toBe(0);
-    expect(result.stderr).toContain("Permission denied");
-  });
-
-  test("a missing key file: an error naming it", async () => {
-    const err = await acquireSessionLock(join(keys, "none.key"), busy).catch((e) => e);
-    expect(err).toBeInstanceOf(FlashlexError);
-    expect(err.message).toContain(join(keys, "none.key"));
   });
 });
 
@@ -114,9 +109,7 @@ describe("serve's lock on its data directory: only the thing's user can hold it"
     chownSync(join(data, LOCK_FILE), 65534, 65534);
     const err = await acquireServeLock(data).catch((e) => e);
     expect(exitCodeOf(err)).toBe(78);
-    expect(err.message).toBe(
-      `${join(data, LOCK_FILE)}: belongs to uid 65534, not to this user (uid 0) or the folder's owner, and another user could hold it; remove it`,
-    );
+    expect(err.message).toBe(`${join(data, LOCK_FILE)}: belongs to uid 65534, not to this user (uid 0), and another user could hold it; remove it`);
   });
 
   test("a lock file of ours that others could open is made owner-only", async () => {
@@ -129,11 +122,26 @@ describe("serve's lock on its data directory: only the thing's user can hold it"
     expect(statSync(join(data, LOCK_FILE)).mode & 0o777).toBe(0o600);
   });
 
-  test("a FIFO or a link where the lock file belongs is refused (78) without hanging", async () => {
+  test("a hard link to another file (a key) where the lock file belongs is refused (78): serve locked its own key and refused itself", async () => {
+    const data = join(dir, "data-hardlink");
+    mkdirSync(data, { mode: 0o700 });
+    writeFileSync(join(dir, "someone-elses"), "");
+    chmodSync(join(dir, "someone-elses"), 0o666);
+    linkSync(join(dir, "someone-elses"), join(data, LOCK_FILE));
+    const err = await acquireServeLock(data).catch((e) => e);
+    expect(exitCodeOf(err)).toBe(78);
+    expect(err.message).toBe(`${join(data, LOCK_FILE)}: has 2 names (hard links), so it is not the lock's own file; remove it`);
+    expect(statSync(join(dir, "someone-elses")).mode & 0o777).toBe(0o666);
+  });
+
+  test("a FIFO, a directory or a link where the lock file belongs is refused (78) without hanging", async () => {
     const data = join(dir, "data-fifo");
     mkdirSync(data, { mode: 0o700 });
     execFileSync("mkfifo", [join(data, LOCK_FILE)]);
     expect(exitCodeOf(await acquireServeLock(data).catch((e) => e))).toBe(78);
+    const directory = join(dir, "data-dir-lock");
+    mkdirSync(join(directory, LOCK_FILE), { recursive: true });
+    expect(exitCodeOf(await acquireServeLock(directory).catch((e) => e))).toBe(78);
     const linked = join(dir, "data-link");
     mkdirSync(linked, { mode: 0o700 });
     writeFileSync(join(dir, "elsewhere"), "");
@@ -147,7 +155,7 @@ describe("serve's lock on its data directory: only the thing's user can hold it"
     const path = process.env.PATH;
     process.env.PATH = join(dir, "empty-bin");
     try {
-      const err = await holdFileLock(join(dir, "x.lock"), { create: true, busy, what: "the test lock" }).catch((e) => e);
+      const err = await holdFileLock(join(dir, "x.lock"), { busy, what: "the test lock" }).catch((e) => e);
       expect(exitCodeOf(err)).toBe(69);
       expect(err.message).toStartWith("flock(1) was not found on PATH; the test lock needs it");
     } finally {

@@ -232,7 +232,6 @@ export async function acquireEnrolLock(dir: string): Promise<FileLock> {
     throw toFlashlexError(err, dir);
   }
   return holdFileLock(join(dir, ENROL_LOCK_FILE), {
-    create: true,
     removeOnRelease: true,
     busy: () => new FlashlexError(`${dir}: another flashlex enroll is running in this folder; let it finish (or stop it) first`, "try-later"),
     what: `${dir}: the enrolment lock`,

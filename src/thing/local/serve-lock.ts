@@ -24,7 +24,6 @@ const OLD_LOCK_KEY_FILE = "serve.lock-key";
 export async function acquireServeLock(dataDir: string): Promise<FileLock> {
   refuseNonDirectory(dataDir);
   const lock = await holdFileLock(join(makeDirectory(dataDir), LOCK_FILE), {
-    create: true,
     busy: () =>
       new FlashlexError(
         `${dataDir}: another flashlex serve is running for this data directory (or a collect --via mqtt is publishing as the thing)`,
@@ -46,16 +45,21 @@ export async function acquireServeLock(dataDir: string): Promise<FileLock> {
  * check): a second connection with the thing's client id takes its session over at the broker
  * (MQTT 3.1.1 §3.1.4), and one with another data directory, which that directory's lock does not
  * see, acknowledged messages on their way to serve and stored them elsewhere, or nowhere. The
- * lock is on the private key file itself (`keyFile`), which every such process reads and no other
- * user may: the same for every data directory and every spelling of the broker's address. A
- * renewal writes a new key file, and serve moves the lock to it (agent.ts). A copy of the key in
- * another folder is a second device to this lock, as to the broker (serve logs the takeovers).
- * Throws `busy()` when another process holds it; ConfigError (78) or a file-system kind naming
- * `keyFile` when it cannot be opened.
+ * lock is a file beside the private key, `<key file>.lock` (0600, SESSION_LOCK_SUFFIX): the same
+ * for every data directory and every spelling of the broker's address, and, unlike the key file
+ * itself, never renamed over: a renewal, a restore or an editor writing the key anew gives it
+ * another inode, which let a second session run beside the first. A copy of the key in another
+ * folder is a second device to this lock, as to the broker (serve logs the takeovers).
+ * Throws `busy()` when another process holds it; ConfigError (78) or a file-system kind (77 for a
+ * keys directory this user may not write, which renewal needs too) naming the lock file.
  */
-export function acquireSessionLock(keyFile: string, busy: () => FlashlexError): Promise<FileLock> {
-  return holdFileLock(keyFile, { create: false, busy, what: "the thing's MQTT session lock" });
+export function acquireSessionLock(keyFile: string, busy: (lockFile: string) => FlashlexError): Promise<FileLock> {
+  const lockFile = `${keyFile}${SESSION_LOCK_SUFFIX}`;
+  return holdFileLock(lockFile, { busy: () => busy(lockFile), what: "the thing's MQTT session lock" });
 }
+
+/** The session lock's file is the private key file's name with this after it. */
+export const SESSION_LOCK_SUFFIX = ".lock";
 
 function makeDirectory(dir: string): string {
   try {
