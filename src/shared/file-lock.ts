@@ -8,8 +8,8 @@ import { toFlashlexError } from "./foreign-errors.ts";
  * An exclusive lock on a file, flock(2) `LOCK_EX | LOCK_NB`: the kernel's, so of two processes
  * taking it at the same instant exactly one gets it, and it is gone with its process however that
  * ends (SIGKILL, OOM kill): there is never a stale lock to judge. Only a user who can open the
- * file can take it, so a lock on a file in the thing's own 0700 directory (or on its 0600 key) is
- * out of other users' reach; the Linux abstract socket names used before showed in
+ * file can take it, so a lock on a 0600 file in the thing's own directories is out of other
+ * users' reach; the Linux abstract socket names used before showed in
  * /proc/net/unix, and another user could take one while serve was stopped and keep it from
  * starting. flock works across network and mount namespaces (containers sharing a volume). The
  * file is the lock's alone and never renamed over: one a program rewrites by rename (a key file
@@ -22,8 +22,6 @@ import { toFlashlexError } from "./foreign-errors.ts";
  * the lock.
  */
 export interface FileLock {
-  /** the file locked, for messages */
-  readonly file: string;
   /** Lets the lock go (and removes the file when the lock was taken with `removeOnRelease`). */
   release(): Promise<void>;
 }
@@ -126,7 +124,6 @@ function sameFile(stat: Stats, path: string): boolean {
 function lockOn(fd: number, stat: Stats, file: string, removeOnRelease: boolean): FileLock {
   let released = false;
   return {
-    file,
     release: async () => {
       if (released) return;
       released = true;
