@@ -70,7 +70,7 @@ export function openHubHome(dir: string, log?: Logger, override?: DatabaseOverri
  * file when it is not a regular file holding a certificate; what the file system throws
  * (ENOENT, EACCES) otherwise.
  */
-export function readCaCertificate(paths: HubPaths): string {
+export function readCaCertificate(paths: Pick<HubPaths, "caCert">): string {
   const certPem = readRegularFile(paths.caCert, "CA certificate").toString("utf8");
   try {
     new X509Certificate(certPem);
@@ -87,7 +87,7 @@ export function readCaCertificate(paths: HubPaths): string {
  * brokers trust). Throws ConfigError (78) naming the file at fault; what the file system throws
  * (ENOENT, EACCES) otherwise.
  */
-export function readCa(paths: HubPaths): CertifiedKey {
+export function readCa(paths: Pick<HubPaths, "caCert" | "caKey">): CertifiedKey {
   const certPem = readCaCertificate(paths);
   const keyPem = readRegularFile(paths.caKey, "CA private key").toString("utf8");
   let key: KeyObject;

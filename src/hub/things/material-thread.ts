@@ -1,14 +1,16 @@
 /**
  * Makes a new thing's key, certificate and distribution (thing-material.ts) on a worker thread,
  * so the hub's event loop keeps answering API requests and broker packets meanwhile: on the main
- * thread the certificate and the zip held it some 10 ms per thing (bench row 7).
+ * thread the certificate and the zip held it some 10 ms per thing, and the zip's fsync up to 9 ms
+ * more on a busy disk (bench row 7).
  *
  * The worker is this same program (the compiled binary, or src/main.ts from source) started as a
  * Web Worker: main.ts calls answerMaterialJobs() when it is not the main thread. One worker
  * serves every job in turn; it starts with the first job and ends after IDLE_MS without one, so
  * an idle hub does not keep its memory.
  */
-import { type ErrorKind, FlashlexError, isErrorKind } from "../../shared/errors.ts";
+import { type ErrorKind, FlashlexError } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { TARGET } from "../../shared/version.ts";
 import type { MaterialJob, ThingMaterial } from "./thing-material.ts";
 
@@ -29,12 +31,12 @@ interface JobMessage {
   job: MaterialJob;
 }
 
-type ReplyMessage = { id: number; material: ThingMaterial } | { id: number; error: { message: string; kind?: ErrorKind } };
+type ReplyMessage = { id: number; material: ThingMaterial } | { id: number; error: { message: string; kind: ErrorKind; clientSafe: boolean } };
 
 /** The worker's global scope, as far as it is used here. */
 interface WorkerScope {
   onmessage: ((event: MessageEvent<JobMessage>) => void) | null;
-  postMessage(message: ReplyMessage, transfer?: ArrayBuffer[]): void;
+  postMessage(message: ReplyMessage): void;
 }
 
 interface Waiting {
@@ -49,8 +51,9 @@ const waiting = new Map<number, Waiting>();
 
 /**
  * makeThingMaterial(job) on the worker thread. Rejects with what it throws there, as a
- * FlashlexError of the same kind and message (ConfigError, CryptoError: their kinds decide the
- * exit code and the HTTP status), or with an Error when the worker itself failed.
+ * FlashlexError of the same kind, message and clientSafe (ConfigError, CryptoError, and a file
+ * system's error classified there: their kinds decide the exit code and the HTTP status), or with
+ * an Error when the worker itself failed.
  */
 export function makeThingMaterialOffThread(job: MaterialJob): Promise<ThingMaterial> {
   worker ??= startWorker();
@@ -81,7 +84,7 @@ function startWorker(): Worker {
     const job = waiting.get(reply.id);
     waiting.delete(reply.id);
     if ("material" in reply) job?.resolve(reply.material);
-    else job?.reject(isErrorKind(reply.error.kind) ? new FlashlexError(reply.error.message, reply.error.kind) : new Error(reply.error.message));
+    else job?.reject(new FlashlexError(reply.error.message, reply.error.kind, { clientSafe: reply.error.clientSafe }));
     if (waiting.size) return;
     thread.unref();
     idleTimer = setTimeout(() => stopWorker(thread), IDLE_MS);
@@ -119,10 +122,11 @@ export function answerMaterialJobs(): void {
     try {
       const { makeThingMaterial } = await import("./thing-material.ts");
       const material = await makeThingMaterial(job);
-      scope.postMessage({ id, material }, [material.zip.buffer as ArrayBuffer]);
+      scope.postMessage({ id, material });
     } catch (err) {
-      const kind = err instanceof FlashlexError ? err.kind : undefined;
-      scope.postMessage({ id, error: { message: (err as Error)?.message ?? String(err), kind } });
+      // classified here: an errno error's code does not survive the structured clone
+      const { message, kind, clientSafe } = toFlashlexError(err);
+      scope.postMessage({ id, error: { message, kind, clientSafe } });
     }
   };
 }

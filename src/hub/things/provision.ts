@@ -1,11 +1,9 @@
 import { randomUUID } from "node:crypto";
-import { mkdirSync, readFileSync, rmSync } from "node:fs";
-import { describeCertificate } from "../../crypto/certificate-info.ts";
+import { readFileSync, rmSync } from "node:fs";
 import { loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { isUuid, TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
-import { createFile } from "../../shared/files.ts";
-import { type HubHome, readCa } from "../home/home.ts";
+import type { HubHome } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
 import { ownerPrefix } from "../home/settings.ts";
 import { type HubStore, isThingNameTaken, type ThingRecord } from "../store/hub-store.ts";
@@ -98,33 +96,30 @@ export async function createThing(
     // every distribution pins the hub's release-signing key (made here for a home older than updates)
     updatePublicKey: ensureUpdateKey(home.paths.dir),
   };
-  // Key, certificate and zip are made on a worker thread: the hub keeps answering meanwhile.
-  const { publicKeyPem, certPem, zip } = await makeThingMaterialOffThread({
-    ca: readCa(home.paths),
+  // Key, certificate and zip (written there, synced) are made on a worker thread: the hub keeps
+  // answering meanwhile. The zip first, then the row: a thing in the database always has its distribution.
+  const file = distributionPath(home.paths, id);
+  const material = await makeThingMaterialOffThread({
+    ca: { caCert: home.paths.caCert, caKey: home.paths.caKey },
     thingName: name,
     keyType,
     values,
     mtime: Date.now(),
+    distribution: file,
   });
-  const info = describeCertificate(certPem);
   const thing: ThingRecord = {
     id,
     name,
     shortName,
-    publicKeyPem,
-    certPem,
-    certSerial: info.serialNumber,
-    certNotAfter: info.notAfter.getTime(),
+    publicKeyPem: material.publicKeyPem,
+    certPem: material.certPem,
+    certSerial: material.certSerial,
+    certNotAfter: material.certNotAfter,
     createdAt: now(),
     verifiedAt: null,
     lastSeenAt: null,
     revokedAt: null,
   };
-  // The zip first, then the row: a thing in the database always has its distribution.
-  const file = distributionPath(home.paths, id);
-  // A shared directory (hub.sharedDir) set after `hub init` has no dists/ yet.
-  mkdirSync(home.paths.dists, { recursive: true, mode: 0o700 });
-  createFile(file, zip, 0o600);
   await nextTurn();
   try {
     await store.insertThing(thing);
