@@ -7,7 +7,6 @@ import { Lifecycle } from "../shared/lifecycle.ts";
 import { formatListenAddress, listenFailure, parseListenAddress } from "../shared/listen-address.ts";
 import type { Logger } from "../shared/log.ts";
 import { type MetricsListener, startMetricsListener } from "../shared/metrics-http.ts";
-import { readRegularFile } from "../shared/regular-file.ts";
 import { VERSION } from "../shared/version.ts";
 import type { HubBroker, ThingDirectory } from "./broker/broker.ts";
 import { startBrokerAuthServer } from "./broker/broker-auth-server.ts";
@@ -18,7 +17,7 @@ import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts
 import { rabbitConnectionCloser } from "./broker/rabbitmq-management.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
 import { keepBrokerCertificate } from "./home/broker-certificate.ts";
-import { type DatabaseOverride, openHubHome, readBrokerSecret, readCaCertificate } from "./home/home.ts";
+import { type DatabaseOverride, openHubHome, readBrokerSecret, readBrokerTls, readCaCertificate, readHubClientTls } from "./home/home.ts";
 import { checkHubIdentity } from "./home/identity.ts";
 import { hubClientId, hubInstance } from "./home/instance.ts";
 import { actingAsOwnerNote } from "./home/owner.ts";
@@ -217,6 +216,9 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
         log.warn("hub.api_certificate_stale", { note: "the HTTPS API serves the certificate it started with", fix: "restart hub serve" });
       }
     };
+    // What this process serves TLS with is checked before the renewal reads it: an empty or
+    // damaged file stops the start (78) instead of a hub whose every handshake fails.
+    if (choice.kind === "embedded" || settings.api.tls) readBrokerTls(paths);
     await parts.start({ name: "broker certificate renewal", stop: await keepBrokerCertificate(home, log, brokerCertificateRenewed) });
 
     const brokerListen = { host: settings.broker.listenHost, port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port };
@@ -225,8 +227,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
         ? await startEmbeddedBroker({
             ...brokerListen,
             caPem,
-            certPem: readRegularFile(paths.brokerCert, "broker certificate").toString("utf8"),
-            keyPem: readRegularFile(paths.brokerKey, "broker private key").toString("utf8"),
+            ...readBrokerTls(paths),
             directory,
             events,
             log,
@@ -257,8 +258,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
           failoverUrls: brokerUrls.slice(1),
           revoke: rabbit ? rabbitConnectionCloser({ urls: rabbit.management, caPem, secret: readBrokerSecret(paths) }) : undefined,
           caPem,
-          certPem: readRegularFile(paths.clientCert, "hub client certificate").toString("utf8"),
-          keyPem: readRegularFile(paths.clientKey, "hub client private key").toString("utf8"),
+          ...readHubClientTls(paths),
           clientId: hubClientId(instance.name),
           events,
           directory,
@@ -321,12 +321,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const local = await startLocalSocket(api, paths.socket);
     await parts.start({ name: "local socket", stop: () => local.stop() });
     const apiListen = { host: settings.api.host, port: opts.apiPort ?? settings.api.port };
-    const tls = settings.api.tls
-      ? {
-          certPem: readRegularFile(paths.brokerCert, "broker certificate").toString("utf8"),
-          keyPem: readRegularFile(paths.brokerKey, "broker private key").toString("utf8"),
-        }
-      : undefined;
+    const tls = settings.api.tls ? readBrokerTls(paths) : undefined;
     let server: HubServer;
     try {
       server = startHubServer(api, { ...apiListen, tls });

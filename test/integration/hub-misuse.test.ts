@@ -395,6 +395,25 @@ describe("an address hub serve cannot listen on", () => {
   }, 30_000);
 });
 
+describe("the TLS files hub serve serves", () => {
+  test("an empty or damaged broker-key.pem or broker-cert.pem stops hub serve with 78 naming the file (an empty one started a hub whose every handshake failed)", async () => {
+    const cases: [string, string, RegExp][] = [
+      ["broker-key.pem", "", /broker-key\.pem: not a PKCS#1, SEC1 or PKCS#8 private key/],
+      ["broker-cert.pem", "", /broker-cert\.pem: not a PEM certificate/],
+      ["broker-key.pem", readFileSync(join(hub.dir, "ca-key.pem"), "utf8"), /broker-key\.pem is not the private key of .*broker-cert\.pem/],
+    ];
+    for (const [file, content, message] of cases) {
+      const home = await homeListeningOn(`tls-${file}-${content.length}`, []);
+      writeFileSync(join(home, file), content);
+      const result = await run(["hub", "serve", "--dir", home], { timeoutMs: 30_000 });
+      expect(result.code, `${file} ${JSON.stringify(content.slice(0, 20))}: ${result.stderr}`).toBe(78);
+      expect(result.stderr).toMatch(message);
+      expect(result.stderr).not.toContain("hub.started");
+      tally("faults");
+    }
+  }, 90_000);
+});
+
 describe("hub.db is the hub", () => {
   test("moved aside: every hub command but init exits 78 naming hub.db and the backup, and none creates a new one", async () => {
     const home = copyOfHome("no-db");
@@ -417,6 +436,24 @@ describe("hub.db is the hub", () => {
       expect(existsSync(join(home, "hub.db")), args.join(" ")).toBe(false);
     }
     tally("badInputs", commands.length);
+  }, 60_000);
+
+  test("emptied (0 bytes, a copy or restore that stopped short): the same 78 for every command, and the file is left empty (it was migrated into a new hub without things)", async () => {
+    const home = copyOfHome("empty-db");
+    for (const suffix of ["-wal", "-shm"]) rmSync(join(home, `hub.db${suffix}`), { force: true });
+    writeFileSync(join(home, "hub.db"), "");
+    for (const args of [
+      ["hub", "thing", "list"],
+      ["hub", "serve"],
+      ["hub", "token", "rotate"],
+    ]) {
+      const result = await run([...args, "--dir", home], { timeoutMs: 30_000 });
+      expect(result.code, `${args.join(" ")}: ${result.stderr}`).toBe(78);
+      expect(result.stderr).toStartWith(`flashlex: ${join(home, "hub.db")}: the hub database is empty (0 bytes`);
+      expect(result.stderr).toContain('restore it from your backup of the hub home (docs/hub.md, "Backups")');
+      expect(statSync(join(home, "hub.db")).size, args.join(" ")).toBe(0);
+    }
+    tally("badInputs", 3);
   }, 60_000);
 
   test("damaged: exit 74, the advice is to restore the backup, never to move it aside", async () => {

@@ -65,19 +65,16 @@ export function openHubHome(dir: string, log?: Logger, override?: DatabaseOverri
   return { paths, settings, database };
 }
 
+/** Where a damaged or missing file of the home comes from again. */
+const FROM_BACKUP = "made by hub init; put it back from a backup of the hub home";
+
 /**
  * The hub CA's certificate (PEM text), made by `hub init`. Throws ConfigError (78) naming the
  * file when it is not a regular file holding a certificate; what the file system throws
  * (ENOENT, EACCES) otherwise.
  */
 export function readCaCertificate(paths: Pick<HubPaths, "caCert">): string {
-  const certPem = readRegularFile(paths.caCert, "CA certificate").toString("utf8");
-  try {
-    new X509Certificate(certPem);
-  } catch {
-    throw new ConfigError(`${paths.caCert}: not a PEM certificate (the hub CA's, made by hub init; put it back from a backup of the hub home)`);
-  }
-  return certPem;
+  return readCertificateFile(paths.caCert, "CA certificate", `the hub CA's, ${FROM_BACKUP}`);
 }
 
 /**
@@ -89,19 +86,56 @@ export function readCaCertificate(paths: Pick<HubPaths, "caCert">): string {
  */
 export function readCa(paths: Pick<HubPaths, "caCert" | "caKey">): CertifiedKey {
   const certPem = readCaCertificate(paths);
-  const keyPem = readRegularFile(paths.caKey, "CA private key").toString("utf8");
+  const keyPem = readKeyOf(paths.caKey, "CA private key", paths.caCert, certPem, "what it signed would not verify");
+  return { certPem, keyPem };
+}
+
+/**
+ * The broker's certificate and key (PEM text), which the embedded broker and the HTTPS API
+ * serve, checked as readCa checks the CA's: an empty or damaged file would start a hub whose
+ * every TLS handshake fails (the TLS library takes an empty key as none). Throws ConfigError (78)
+ * naming the file at fault; what the file system throws (ENOENT, EACCES) otherwise.
+ */
+export function readBrokerTls(paths: Pick<HubPaths, "brokerCert" | "brokerKey">): CertifiedKey {
+  return readTlsIdentity(paths.brokerCert, paths.brokerKey, "broker");
+}
+
+/** The hub's client certificate and key (PEM text), with which it logs in to an external broker, checked as readBrokerTls checks the broker's. */
+export function readHubClientTls(paths: Pick<HubPaths, "clientCert" | "clientKey">): CertifiedKey {
+  return readTlsIdentity(paths.clientCert, paths.clientKey, "hub client");
+}
+
+function readTlsIdentity(certFile: string, keyFile: string, whose: string): CertifiedKey {
+  const certPem = readCertificateFile(certFile, `${whose} certificate`, `the ${whose}'s, ${FROM_BACKUP}`);
+  const keyPem = readKeyOf(keyFile, `${whose} private key`, certFile, certPem, "no TLS handshake with it could succeed");
+  return { certPem, keyPem };
+}
+
+function readCertificateFile(file: string, what: string, whose: string): string {
+  const certPem = readRegularFile(file, what).toString("utf8");
+  try {
+    new X509Certificate(certPem);
+  } catch {
+    throw new ConfigError(`${file}: not a PEM certificate (${whose})`);
+  }
+  return certPem;
+}
+
+/** The private key in `keyFile`, which must be the key of `certPem` (from `certFile`); `otherwise` says what a wrong one would break. */
+function readKeyOf(keyFile: string, what: string, certFile: string, certPem: string, otherwise: string): string {
+  const keyPem = readRegularFile(keyFile, what).toString("utf8");
   let key: KeyObject;
   try {
     key = loadPrivateKey(keyPem);
   } catch (err) {
-    throw new ConfigError(`${paths.caKey}: ${err instanceof CryptoError ? err.message : "not a private key"}`);
+    throw new ConfigError(`${keyFile}: ${err instanceof CryptoError ? err.message : "not a private key"}`);
   }
   if (!spkiDer(new X509Certificate(certPem).publicKey).equals(spkiDer(key))) {
     throw new ConfigError(
-      `${paths.caKey} is not the private key of ${paths.caCert}: what it signed would not verify; put back the key hub init made with that certificate (from a backup of the hub home)`,
+      `${keyFile} is not the private key of ${certFile}: ${otherwise}; put back the key hub init made with that certificate (from a backup of the hub home)`,
     );
   }
-  return { certPem, keyPem };
+  return keyPem;
 }
 
 /**

@@ -27,11 +27,25 @@ import type { HubSql, HubSqlValue } from "./sql.ts";
 export const HUB_DB_DAMAGED_ADVICE =
   'stop the hub and restore hub.db from your backup of the hub home (docs/hub.md, "Backups"); do not move it aside: the things and the operator token live in it';
 
-/** ConfigError (78) for a hub home whose hub.db is not there: restore it, or start a new hub elsewhere. */
-export function hubDatabaseMissing(file: string): ConfigError {
+/**
+ * ConfigError (78) for a hub home whose hub.db is not there, or is empty (`how`): restore it, or
+ * start a new hub elsewhere.
+ */
+export function hubDatabaseMissing(file: string, how: "missing" | "empty" = "missing"): ConfigError {
+  const what = how === "missing" ? "missing" : "empty (0 bytes: a copy or restore that stopped short?)";
   return new ConfigError(
-    `${file}: the hub database is missing (the things and the operator token live in it); restore it from your backup of the hub home (docs/hub.md, "Backups"), or run \`flashlex hub init --dir <a new directory>\` to start a new hub`,
+    `${file}: the hub database is ${what} (the things and the operator token live in it); restore it from your backup of the hub home (docs/hub.md, "Backups"), or run \`flashlex hub init --dir <a new directory>\` to start a new hub`,
   );
+}
+
+/**
+ * Whether `file` is a 0-byte file with no write-ahead log holding its pages: SQLite would take
+ * it as a new database and the migration would write an empty hub into it. (A 0-byte file beside
+ * a non-empty -wal is a database not yet checkpointed, which SQLite reads from the log.)
+ */
+function isEmptyDatabase(file: string): boolean {
+  const size = (path: string) => statSync(path, { throwIfNoEntry: false })?.size ?? 0;
+  return size(file) === 0 && size(`${file}-wal`) === 0;
 }
 
 /**
@@ -48,6 +62,7 @@ export function openSqliteHubSql(file: string, options: { create?: boolean } = {
   if (!create && !pathExists(file)) throw hubDatabaseMissing(file);
   ownerOnlyDatabase(file, create);
   refuseOddDatabaseFiles(file, "hub database");
+  if (!create && isEmptyDatabase(file)) throw hubDatabaseMissing(file, "empty");
   const db = openSqlDatabase(file, { create, damagedAdvice: HUB_DB_DAMAGED_ADVICE });
   try {
     applyPragmas(db);
