@@ -153,6 +153,24 @@ describe("POST /things/{id}/collect", () => {
     expect(rows).toHaveLength(1);
   });
 
+  test("the id of a message sent to the thing (ingress) is a 409, and nothing is stored under it (it answered 200 'collected' and kept the ingress message)", async () => {
+    const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
+    const messageId = randomUUID();
+    await store.insertMessage({
+      flmessagespk: messageId,
+      thingId: thing.id,
+      messagetype: "ingress",
+      payload: '{"message":{"cmd":"reboot"}}',
+      fltimestamp: nowS(),
+      datecreated: new Date().toISOString(),
+    });
+    const reply = await collect({ token, messageId, body: '{"reply":"rebooted"}' });
+    expect(reply.status).toBe(409);
+    expect(JSON.stringify(await reply.json())).toContain("this message id is already used");
+    const rows = (await storedMessages(store, thing.id, {})).filter((m) => m.flmessagespk === messageId);
+    expect(rows.map((m) => [m.messagetype, m.payload])).toEqual([["ingress", '{"message":{"cmd":"reboot"}}']]);
+  });
+
   test("a malformed message id is a 400", async () => {
     const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
     expect((await collect({ token, messageId: "not-a-uuid" })).status).toBe(400);

@@ -38,7 +38,7 @@ export function bearerChallenge(err: CollectAuthError): string {
   return 'Bearer error="invalid_token"';
 }
 
-/** The message id was already used by another thing (HTTP 409; over MQTT the message is dropped). */
+/** The message id was already used by another thing, or by a message sent to the thing (HTTP 409; over MQTT the message is dropped). */
 export class MessageIdConflict extends ConflictError {
   constructor() {
     super("this message id is already used");
@@ -169,7 +169,8 @@ export class Collector {
    * the thing verified and seen. The row is committed before this resolves, so whatever the
    * caller then acknowledges (HTTP 200, MQTT PUBACK) survives a kill -9; messages stored at
    * about the same time share the commit (group commit: at most 1,000 messages or 4 MiB). A
-   * failing database rejects with StoreFailure; an id another thing used, with MessageIdConflict;
+   * failing database rejects with StoreFailure; an id another thing used, or the id of a message
+   * sent to the thing (ingress), with MessageIdConflict;
    * a thing deleted since it was authenticated, with CollectAuthError ("unknown thing").
    * `via` is the path it came by (the HTTP collect route, or MQTT's flashlex/collect), told to the feed.
    */
@@ -186,7 +187,9 @@ export class Collector {
     const { inserted, message } = await fromStore(() => this.commits.submit({ message: record, seenAt: at }));
     // deleted since it was looked up: answered as any thing that is not there
     if (!message) throw new CollectAuthError("unknown thing");
-    if (message.thingId !== thing.id) throw new MessageIdConflict();
+    // Ids are one namespace for both directions: a collect under the id of an ingress message
+    // (an app answering a command with the command's id) would store nothing yet hear "collected".
+    if (message.thingId !== thing.id || message.messagetype !== "egress") throw new MessageIdConflict();
     if (inserted) this.deps.feed?.publish({ type: "collected", thingId: thing.id, thingName: thing.name, message, via });
     return { thing, message, inserted };
   }
