@@ -32,6 +32,7 @@ import {
   rmSync,
   statSync,
   symlinkSync,
+  truncateSync,
   writeFileSync,
   writeSync,
 } from "node:fs";
@@ -411,6 +412,56 @@ describe("the TLS files hub serve serves", () => {
       expect(result.stderr).not.toContain("hub.started");
       tally("faults");
     }
+  }, 90_000);
+});
+
+describe("a thing's distribution zip in dists/", () => {
+  test("a FIFO in its place is refused, never opened for a blocking read: the API answers and goes on answering, `hub thing dist` is 78 naming the file (a FIFO held the hub's whole event loop, broker included)", async () => {
+    const fifoThing = await hub.createThing("fifo-zip");
+    const zip = join(hub.dir, "dists", `${fifoThing.id}.zip`);
+    rmSync(zip);
+    execFileSync("mkfifo", ["-m", "600", zip]);
+    try {
+      const operator = { Authorization: `Bearer ${hub.token}` };
+      const api = `http://127.0.0.1:${hub.apiPort}/dev/v1`;
+      const dist = await fetch(`${api}/things/${fifoThing.id}/dist`, { headers: operator, signal: AbortSignal.timeout(10_000) });
+      expect(dist.status).toBe(500);
+      expect((await fetch(`${api}/things`, { headers: operator, signal: AbortSignal.timeout(10_000) })).status).toBe(200);
+      const cli = await run(["hub", "thing", "dist", fifoThing.name, "--dir", hub.dir, "-o", join(work, "fifo.zip")], { timeoutMs: 20_000 });
+      expect(cli.code, cli.stderr).toBe(78);
+      expect(cli.stderr).toBe(`flashlex: ${zip}: the distribution zip is not a regular file (a FIFO); it must be the file itself\n`);
+    } finally {
+      rmSync(zip, { force: true });
+    }
+    tally("faults", 2);
+  }, 60_000);
+
+  test("a damaged zip (a copy cut short) is 'no distribution' naming the file, 65 / 404, not 70 / 500 'please report it'", async () => {
+    const home = copyOfHome("damaged-zip");
+    const zip = join(home, "dists", `${thing.id}.zip`);
+    truncateSync(zip, 5000);
+    const cli = await run(["hub", "thing", "dist", thing.name, "--dir", home, "-o", join(work, "damaged.zip")], { timeoutMs: 20_000 });
+    expect(cli.code, cli.stderr).toBe(65);
+    expect(cli.stderr).toContain(`its zip ${zip} is damaged (`);
+    expect(cli.stderr).toContain("restore it from your backup of the hub home, or create the thing again");
+    tally("faults");
+  }, 30_000);
+
+  test("a missing CA, broker or client certificate or key is 78 naming the file, as a damaged one is (a missing ca-cert.pem was 74)", async () => {
+    for (const file of ["ca-cert.pem", "ca-key.pem"]) {
+      const home = copyOfHome(`no-${file}`);
+      rmSync(join(home, file));
+      const result = await run(["hub", "thing", "create", "another", "--dir", home], { timeoutMs: 30_000 });
+      expect(result.code, `${file}: ${result.stderr}`).toBe(78);
+      expect(result.stderr).toStartWith(`flashlex: ${join(home, file)}: the CA `);
+      expect(result.stderr).toContain("is missing (");
+    }
+    const home = await homeListeningOn("no-broker-key", []);
+    rmSync(join(home, "broker-key.pem"));
+    const serve = await run(["hub", "serve", "--dir", home], { timeoutMs: 30_000 });
+    expect(serve.code, serve.stderr).toBe(78);
+    expect(serve.stderr).toContain(`${join(home, "broker-key.pem")}: the broker private key is missing (`);
+    tally("badInputs", 3);
   }, 90_000);
 });
 

@@ -111,8 +111,18 @@ function readTlsIdentity(certFile: string, keyFile: string, whose: string): Cert
   return { certPem, keyPem };
 }
 
+/** A PEM file `hub init` made, as text: a missing one is ConfigError (78) like a damaged one, not the bare ENOENT (74). */
+function readHomeFile(file: string, what: string, whose: string): string {
+  try {
+    return readRegularFile(file, what).toString("utf8");
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") throw new ConfigError(`${file}: the ${what} is missing (${whose})`);
+    throw err;
+  }
+}
+
 function readCertificateFile(file: string, what: string, whose: string): string {
-  const certPem = readRegularFile(file, what).toString("utf8");
+  const certPem = readHomeFile(file, what, whose);
   try {
     new X509Certificate(certPem);
   } catch {
@@ -123,7 +133,7 @@ function readCertificateFile(file: string, what: string, whose: string): string 
 
 /** The private key in `keyFile`, which must be the key of `certPem` (from `certFile`); `otherwise` says what a wrong one would break. */
 function readKeyOf(keyFile: string, what: string, certFile: string, certPem: string, otherwise: string): string {
-  const keyPem = readRegularFile(keyFile, what).toString("utf8");
+  const keyPem = readHomeFile(keyFile, what, `the key of ${certFile}, ${FROM_BACKUP}`);
   let key: KeyObject;
   try {
     key = loadPrivateKey(keyPem);

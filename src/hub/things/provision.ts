@@ -1,8 +1,9 @@
 import { randomUUID } from "node:crypto";
-import { readFileSync, rmSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { isUuid, TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
+import { readRegularFile } from "../../shared/regular-file.ts";
 import type { HubHome } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
 import { ownerPrefix } from "../home/settings.ts";
@@ -147,14 +148,19 @@ export async function findThing(home: HubHome, store: HubStore, ref: string): Pr
   );
 }
 
+/** The largest distribution zip read (bytes): one is ~25 KB. */
+const MAX_DISTRIBUTION_BYTES = 16 * 1024 * 1024;
+
 /**
  * The stored distribution, or undefined when there is none (revoked, deleted, renewed since).
  * Throws what reading it throws otherwise (EACCES: a zip an older root-run command left root's),
- * so a zip that is there is never reported missing, with "create the thing again" as the advice.
+ * so a zip that is there is never reported missing, with "create the thing again" as the advice;
+ * ConfigError (78) for a FIFO, device or directory in its place, or one over 16 MiB, which are
+ * never read (a FIFO held the hub's whole event loop, broker included, until a writer came).
  */
 export function readDistribution(home: HubHome, thingId: string): Uint8Array | undefined {
   try {
-    return readFileSync(distributionPath(home.paths, thingId));
+    return readRegularFile(distributionPath(home.paths, thingId), "distribution zip", MAX_DISTRIBUTION_BYTES);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw err;

@@ -192,7 +192,15 @@ export class Things {
           "its zip is not in the hub's dists/ folder: the thing renewed its key on the device since (the hub then deletes the zip, whose key is no longer accepted), or the file was removed; create the thing again, or enrol it",
       };
     }
-    if (!distributionHoldsKey(zip, thing)) {
+    let holdsKey: boolean;
+    try {
+      holdsKey = distributionHoldsKey(zip, thing);
+    } catch (err) {
+      // fflate's "invalid zip data": a truncated copy or restore of dists/
+      const file = distributionPath(this.deps.home.paths, thing.id);
+      return { missing: `its zip ${file} is damaged (${(err as Error).message}): restore it from your backup of the hub home, or create the thing again` };
+    }
+    if (!holdsKey) {
       return { missing: "it renewed its key on the device since: the zip's key is no longer accepted (create the thing again, or enrol it)" };
     }
     return { zip };
