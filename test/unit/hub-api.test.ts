@@ -547,6 +547,16 @@ describe("operator routes", () => {
     expect(await send("/things", '{"n\u202eame":"x"}')).toEqual({ status: 400, said: 'unknown field "n\\u202eame"; the body takes name, keyType' });
     const query = await operator(`/things/${thing.id}/messages?x\u202e=1`);
     expect(((await query.json()) as any).messages?.[0]?.value).toStartWith('unknown query parameter "x\\u202e";');
+    // a field the publish routes do not take is refused, not ignored: {"dryRun": true} published
+    expect(await send(`/things/${thing.id}/publish`, '{"message":1,"dryRun":true}')).toEqual({
+      status: 400,
+      said: 'unknown field "dryRun"; the body takes message',
+    });
+    expect(await send("/publish", `{"things":["${thing.id}"],"message":1,"dryRun":true}`)).toEqual({
+      status: 400,
+      said: 'unknown field "dryRun"; the body takes things, message',
+    });
+    expect((await storedMessages(store, thing.id)).length).toBe(before);
     // the same names in different objects, and a string value that looks like a name, are fine
     expect((await send(`/things/${thing.id}/publish`, '{"message":{"a":1,"b":["message",{"a":0,"message":0}]}}')).status).toBe(200);
   });

@@ -252,6 +252,22 @@ describe("a rollout in batches", () => {
     }
   });
 
+  test("POST /updates refuses things with all, things that is not a list, and any other field: a canary of one thing took the whole fleet, a misspelt max_failures the default", async () => {
+    const rolloutNow = async () => ((await (await operator("/updates")).json()) as any).result.rollout?.id;
+    const before = await rolloutNow();
+    for (const [body, said] of [
+      [{ version: "2.0.0", things: ["nosuch"], all: true }, "give things or all, not both"],
+      [{ version: "2.0.0", all: "yes" }, "all must be true (or left out, with things)"],
+      [{ version: "2.0.0", things: "t1" }, 'things must be an array of thing names or ids (or give "all": true)'],
+      [{ version: "2.0.0" }, 'things must be an array of thing names or ids (or give "all": true)'],
+      [{ version: "2.0.0", all: true, max_failures: 5 }, 'unknown field "max_failures"; the body takes version, things, all, batch, maxFailures'],
+    ] as const) {
+      const refused = await operator("/updates", { method: "POST", body: JSON.stringify(body) });
+      expect({ body, status: refused.status, error: ((await refused.json()) as any).messages[0].value }).toEqual({ body, status: 400, error: said });
+    }
+    expect(await rolloutNow()).toBe(before);
+  });
+
   test("with room for failures the next batch follows, and a thing already on the version is healthy at once", async () => {
     const started = await operator("/updates", {
       method: "POST",

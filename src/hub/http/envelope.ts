@@ -330,6 +330,16 @@ export function queryParam(params: URLSearchParams, name: string): string | unde
 }
 
 /**
+ * Refuses a field of a JSON object body that the route does not take (HttpError 400 naming it
+ * and the ones it takes): ignored, `{"maxuses": 5}` made a one-use token, `{"max_failures": 5}`
+ * a rollout that stopped at the first failure and `{"dryRun": true}` a real publish.
+ */
+export function onlyFields(body: Record<string, unknown>, fields: readonly string[]): void {
+  const unknown = Object.keys(body).find((key) => !fields.includes(key));
+  if (unknown !== undefined) throw new HttpError(400, `unknown field ${quoteLogText(unknown.slice(0, 40))}; the body takes ${fields.join(", ")}`);
+}
+
+/**
  * Refuses a query parameter the route does not take (HttpError 400 naming it and the ones it
  * takes): taken as absent, a misspelt bound (`DELETE .../messages?startTs=...`) widened the
  * request to every message the thing has, and deleted them.

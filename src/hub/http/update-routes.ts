@@ -30,6 +30,7 @@ import {
   HttpError,
   integerParam,
   ok,
+  onlyFields,
   onlyQueryParams,
   parseJsonBody,
   queryParam,
@@ -99,10 +100,15 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     return value;
   }
 
-  async function body(request: Request): Promise<Record<string, unknown>> {
+  /**
+   * The JSON object body; with `fields`, only those (an operator's request: a misspelt field is a
+   * 400, not a default). A thing's report takes any: an agent newer than the hub may say more.
+   */
+  async function body(request: Request, fields?: readonly string[]): Promise<Record<string, unknown>> {
     requireJsonContentType(request);
     const parsed = parseJsonBody(await readBodyLimited(request, BODY_LIMIT), { maxBytes: BODY_LIMIT, maxDepth: 4 });
     if (parsed === null || typeof parsed !== "object" || Array.isArray(parsed)) throw new HttpError(400, "the body must be a JSON object");
+    if (fields) onlyFields(parsed as Record<string, unknown>, fields);
     return parsed as Record<string, unknown>;
   }
 
@@ -123,9 +129,15 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     if (path.length === 1 && first === "updates" && method === "POST") {
       await requireOperator(request, via);
       onlyQueryParams(url.searchParams, []);
-      const b = await body(request);
+      const b = await body(request, ["version", "things", "all", "batch", "maxFailures"]);
       const version = String(b.version ?? "");
-      const refs = Array.isArray(b.things) ? b.things.map(String) : [];
+      // as the CLI's --things and --all: one or the other, never both (all took the whole fleet)
+      if (b.all !== undefined && b.all !== true) throw new HttpError(400, "all must be true (or left out, with things)");
+      if (b.all === true && b.things !== undefined) throw new HttpError(400, "give things or all, not both");
+      if (b.all === undefined && !(Array.isArray(b.things) && b.things.every((ref) => typeof ref === "string"))) {
+        throw new HttpError(400, 'things must be an array of thing names or ids (or give "all": true)');
+      }
+      const refs = (b.things as string[] | undefined) ?? [];
       const chosen = b.all === true ? await things.list() : await Promise.all(refs.map(async (ref) => (await things.find(ref)) ?? ref));
       const unknown = chosen.filter((t) => typeof t === "string");
       if (unknown.length) throw new HttpError(404, `no such thing: ${unknown.join(", ")}`);
