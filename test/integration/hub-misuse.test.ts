@@ -436,6 +436,48 @@ describe("a thing's distribution zip in dists/", () => {
     tally("faults", 2);
   }, 60_000);
 
+  test("revoke and delete whose zip cannot be removed (a dists/ an older root run left root's): done, the CRL written, 77 saying it is done and which zip to remove (it said 'failed' after the commit, with no CRL: a retried delete found no thing)", async () => {
+    const user = ordinaryAccount();
+    // a parent the user may enter (the work directory is root's, 0700)
+    const parent = join(tmpdir(), `flashlex-zip-stays-${process.pid}`);
+    mkdirSync(parent, { mode: 0o755 });
+    try {
+      const home = join(parent, "hub");
+      cpSync(hub.dir, home, { recursive: true, filter: (source) => !source.endsWith("hub.sock") });
+      const made = await run(["hub", "thing", "create", "second", "--dir", home, "--json", "-o", join(work, "second.zip")], { timeoutMs: 30_000 });
+      expect(made.code, made.stderr).toBe(0);
+      const other = JSON.parse(made.stdout) as { id: string };
+      execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, home]);
+      execFileSync("chown", ["0:0", join(home, "dists")]);
+      const listed = async () => {
+        const list = await run(["hub", "thing", "list", "--dir", home, "--json"], { timeoutMs: 30_000 });
+        expect(list.code, list.stderr).toBe(0);
+        return JSON.parse(list.stdout) as { id: string; status: string; certificateSerial: string }[];
+      };
+      const serials = Object.fromEntries((await listed()).map((t) => [t.id, t.certificateSerial]));
+      const crlSerials = () => execFileSync("openssl", ["crl", "-in", join(home, "crl.pem"), "-noout", "-text"], { encoding: "utf8" });
+      for (const [args, id, done] of [
+        [["hub", "thing", "revoke", thing.name], thing.id, "revoked"],
+        [["hub", "thing", "delete", other.id], other.id, "deleted"],
+      ] as const) {
+        const zip = join(home, "dists", `${id}.zip`);
+        const result = await run([...args, "--dir", home], { timeoutMs: 30_000 });
+        expect(result.code, result.stderr).toBe(77);
+        expect(result.stderr).toContain(
+          ` is ${done} (the hub refuses it from now on), but its distribution zip ${zip}, which holds its private key, could not be removed (permission denied (EACCES)); remove it by hand`,
+        );
+        expect(existsSync(zip)).toBe(true);
+        expect(crlSerials()).toContain(`Serial Number: ${serials[id]}`);
+      }
+      const after = await listed();
+      expect(after.find((t) => t.id === thing.id)?.status).toBe("revoked");
+      expect(after.find((t) => t.id === other.id)).toBeUndefined();
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
+    tally("faults", 2);
+  }, 60_000);
+
   test("a damaged zip (a copy cut short) is 'no distribution' naming the file, 65 / 404, not 70 / 500 'please report it'", async () => {
     const home = copyOfHome("damaged-zip");
     const zip = join(home, "dists", `${thing.id}.zip`);

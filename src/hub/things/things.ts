@@ -11,6 +11,7 @@ import { rmSync } from "node:fs";
 import { unzipSync } from "fflate";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { FlashlexError } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { HubHome } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
 import type { HubStore, MessageCounts, ThingRecord, ThingTarget } from "../store/hub-store.ts";
@@ -218,11 +219,11 @@ export class Things {
   async revoke(thing: ThingRecord): Promise<RevokeResult> {
     const { home, store } = this.deps;
     const changed = await store.revokeThing(thing.id, this.now());
-    rmSync(distributionPath(home.paths, thing.id), { force: true });
-    // The CRLs first: a running hub's disconnect also has an external broker re-read them.
+    // The CRLs before the disconnect: a running hub's disconnect also has an external broker re-read them.
     await revokedAnyway(
       thing,
       "revoked",
+      distributionPath(home.paths, thing.id),
       () => writeRevocationLists(home, store),
       () => changed && this.deps.disconnect?.(thing.name),
     );
@@ -249,10 +250,10 @@ export class Things {
     if (thing.previousCertSerial && thing.previousCertNotAfter != null)
       certificates.push({ serial: thing.previousCertSerial, notAfter: thing.previousCertNotAfter });
     await store.deleteThing(thing.id, { at: this.now(), certificates });
-    rmSync(distributionPath(home.paths, thing.id), { force: true });
     await revokedAnyway(
       thing,
       "deleted",
+      distributionPath(home.paths, thing.id),
       () => writeRevocationLists(home, store),
       () => this.deps.disconnect?.(thing.name),
     );
@@ -260,18 +261,46 @@ export class Things {
 }
 
 /**
- * Writes the CRLs for a thing just revoked or deleted, then shuts it out (`disconnect`) whatever
- * the writing did. A CRL file that could not be written does not undo what is done, and the
- * error says so: `<name> is revoked (...), but the CRL could not be written to ...` (74).
+ * What follows a committed revoke or delete, each step whatever the others did: the thing's
+ * distribution zip (it holds the private key) is removed, the CRLs are written, and the thing is
+ * shut out (`disconnect`). A step that fails does not undo what is done, and the error says so,
+ * with the kind of the first failure: `<name> is revoked (...), but the CRL could not be written
+ * to ...` (74), `... but its distribution zip <file> ... could not be removed (...)` (77 for
+ * EACCES). A zip left behind used to stop the CRL and the disconnect, and the caller heard
+ * "try again" for a change already made (a retried delete then found no thing: the zip stayed).
  */
-async function revokedAnyway(thing: ThingRecord, done: "revoked" | "deleted", writeCrls: () => Promise<unknown>, disconnect: () => unknown): Promise<void> {
+async function revokedAnyway(
+  thing: ThingRecord,
+  done: "revoked" | "deleted",
+  zip: string,
+  writeCrls: () => Promise<unknown>,
+  disconnect: () => unknown,
+): Promise<void> {
+  const failures: FlashlexError[] = [];
+  try {
+    rmSync(zip, { force: true });
+  } catch (err) {
+    const why = toFlashlexError(err);
+    const reason = why.message.startsWith(`${zip}: `) ? why.message.slice(zip.length + 2) : why.message;
+    failures.push(
+      new FlashlexError(`its distribution zip ${zip}, which holds its private key, could not be removed (${reason}); remove it by hand`, why.kind, {
+        cause: err,
+      }),
+    );
+  }
   try {
     await writeCrls();
   } catch (err) {
     if (!(err instanceof CrlFilesNotWritten)) throw err;
-    throw new FlashlexError(`${thing.name} is ${done} (the hub refuses it from now on), but ${err.message}`, err.kind, { cause: err });
+    failures.push(err);
   } finally {
     disconnect();
+  }
+  const [first] = failures;
+  if (first) {
+    const but = failures.map((f) => f.message).join("; and ");
+    // the operator asked for this change: the whole sentence is theirs to read, the API's answer included
+    throw new FlashlexError(`${thing.name} is ${done} (the hub refuses it from now on), but ${but}`, first.kind, { cause: first, clientSafe: true });
   }
 }
 
