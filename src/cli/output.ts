@@ -5,6 +5,7 @@
  */
 import { FlashlexError } from "../shared/errors.ts";
 import { isOpenAs, writeAll } from "../shared/files.ts";
+import { escapeUnsafe } from "../shared/log.ts";
 
 /** Set once stdout's reader went away (EPIPE): what is left to print is dropped. */
 let readerGone = false;
@@ -27,6 +28,26 @@ export function printLine(line: string): void {
     }
     throw new FlashlexError(`could not write to stdout (${code}): the output is lost; what the command did is done`, "io", { cause: err });
   }
+}
+
+/** The most of one cell a table prints, in characters; the rest is `…`. */
+const MAX_CELL = 200;
+
+/**
+ * Prints `rows` (the first the header) as columns two spaces apart, each line through printLine.
+ * Every cell is one printable line: control, format and line-separator characters are written
+ * as `\uXXXX` (a thing's update detail held terminal escapes that forged or hid rows of
+ * `hub update status`), and a cell over 200 characters is cut. Throws as printLine does.
+ */
+export function printTable(rows: readonly (readonly string[])[]): void {
+  const cells = rows.map((row) =>
+    row.map((cell) => {
+      const safe = escapeUnsafe(cell);
+      return safe.length > MAX_CELL ? `${safe.slice(0, MAX_CELL - 1)}…` : safe;
+    }),
+  );
+  const widths = cells[0]!.map((_, i) => Math.max(...cells.map((row) => row[i]?.length ?? 0)));
+  for (const row of cells) printLine(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
 }
 
 /**

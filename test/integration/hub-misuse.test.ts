@@ -15,6 +15,7 @@
  *                   is removed by the next run (a live process's is not); SIGTERM while `hub
  *                   serve` starts stops it cleanly once started (exit 0, its socket gone)
  */
+import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
@@ -505,6 +506,29 @@ describe("a thing's distribution zip in dists/", () => {
     expect(serve.stderr).toContain(`${join(home, "broker-key.pem")}: the broker private key is missing (`);
     tally("badInputs", 3);
   }, 90_000);
+});
+
+describe("what things said, printed to the operator's terminal", () => {
+  test("`hub update status` prints a thing's update detail with its control characters escaped: terminal escapes in it forged a healthy row and hid the rest", async () => {
+    const home = copyOfHome("escapes");
+    const db = new Database(join(home, "hub.db"));
+    const now = Date.now();
+    const detail = "x\r\u001b[2K\u001b[1Aforged-row  9.9.9  linux-x64  healthy\n\u001b[8m\u001b]0;title\u0007";
+    db.run("INSERT INTO thing_updates (thing_id, version, target, seen_at, state, detail, updated_at) VALUES (?, '1.0.0', 'linux-x64', ?, 'failed', ?, ?)", [
+      thing.id,
+      now,
+      detail,
+      now,
+    ]);
+    db.close();
+    const result = await run(["hub", "update", "status", "--dir", home], { timeoutMs: 30_000 });
+    expect(result.code, result.stderr).toBe(0);
+    expect(result.stdout).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f]/);
+    const row = result.stdout.split("\n").find((line) => line.startsWith(thing.name))!;
+    expect(row).toContain("failed");
+    expect(row).toEndWith("x\\u000d\\u001b[2K\\u001b[1Aforged-row  9.9.9  linux-x64  healthy\\u000a\\u001b[8m\\u001b]0;title\\u0007");
+    tally("attacks");
+  }, 30_000);
 });
 
 describe("hub.db is the hub", () => {

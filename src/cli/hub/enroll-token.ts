@@ -3,7 +3,7 @@ import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag } from "../input.ts";
-import { printLine, writeSecretToStdout } from "../output.ts";
+import { printLine, printTable, writeSecretToStdout } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite } from "./common.ts";
 
 export const hubEnrollTokenCommands: CommandSpec[] = [
@@ -93,8 +93,7 @@ function list(options: Options): Promise<number> {
       ["ID", "STATE", "USES", "EXPIRES", "NAME PREFIX"],
       ...tokens.map(enrolmentTokenJson).map((t) => [t.id, t.state, `${t.uses}/${t.maxUses}`, t.expiresAt, t.namePrefix ?? "-"]),
     ];
-    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-    for (const row of rows) printLine(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
+    printTable(rows);
     if (tokens.length === 0) printLine("(no enrolment tokens yet: flashlex hub enroll-token create)");
     return ExitCode.OK;
   });

@@ -7,7 +7,7 @@ import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { type CommandSpec, Interrupted, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { printLine } from "../output.ts";
+import { printLine, printTable } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, outputFile, partialOutput, reportBeside, thingOrFail } from "./common.ts";
 
 /** `hub thing create|list|dist|revoke|delete`: the thing use cases of src/hub/things. */
@@ -163,8 +163,7 @@ function list(options: Options): Promise<number> {
       ["NAME", "ID", "STATUS", "CERTIFICATE EXPIRES", "LAST SEEN"],
       ...things.map((t) => [t.name, t.id, thingStatus(t), expiry(t), t.lastSeenAt === null ? "never" : isoSeconds(t.lastSeenAt)]),
     ];
-    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-    for (const row of rows) printLine(row.map((cell, i) => (i === row.length - 1 ? cell : cell.padEnd(widths[i]!))).join("  "));
+    printTable(rows);
     if (things.length === 0) printLine("(no things yet: flashlex hub thing create NAME)");
     return ExitCode.OK;
   });

@@ -7,7 +7,7 @@ import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { type CommandSpec, list, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { printLine } from "../output.ts";
+import { printLine, printTable } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, thingsOrFail } from "./common.ts";
 
 export const hubUpdateCommands: CommandSpec[] = [
@@ -133,8 +133,7 @@ function status(options: Options): Promise<number> {
     } else printLine("no rollout yet");
     const rows = [["thing", "runs", "target", "update", "to", "detail"]];
     for (const t of things) rows.push([t.name, t.version ?? "?", t.target ?? "?", t.state ?? "-", t.to_version ?? "-", t.detail ?? ""]);
-    const widths = rows[0]!.map((_, i) => Math.max(...rows.map((r) => r[i]!.length)));
-    for (const r of rows) printLine(r.map((c, i) => (i === r.length - 1 ? c : c.padEnd(widths[i]!))).join("  "));
+    printTable(rows);
     return ExitCode.OK;
   });
 }
