@@ -4,8 +4,9 @@
  * things batch by batch and stops past its failure threshold; things poll and report with their JWT.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { execFileSync } from "node:child_process";
 import type { KeyObject } from "node:crypto";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
@@ -127,6 +128,31 @@ describe("releases", () => {
     const updates = new Updates({ home, store });
     await expect(updates.addRelease(out)).rejects.toThrow(/does not match the signed manifest/);
     expect(await updates.listReleases()).toEqual([]);
+  });
+
+  test("a binary that is a FIFO, a device or larger than signed is refused before anything is copied (a FIFO hung the add; /dev/zero filled the disk)", async () => {
+    const updates = new Updates({ home, store });
+    for (const [version, place, said] of [
+      [
+        "9.9.7",
+        (file: string) => execFileSync("mkfifo", [file]),
+        /flashlex-linux-arm64: not a regular file; a release's binaries are the files its manifest signs/,
+      ],
+      ["9.9.6", (file: string) => symlinkSync("/dev/zero", file), /flashlex-linux-arm64: not a regular file/],
+      [
+        "9.9.5",
+        (file: string) => writeFileSync(file, Buffer.alloc(5 * 1024 * 1024)),
+        /flashlex-linux-arm64: does not match the signed manifest \(5242880 bytes; signed: \d+ bytes\)/,
+      ],
+    ] as const) {
+      const out = await releaseDir(version, hubKey());
+      const file = join(out, "flashlex-linux-arm64");
+      rmSync(file);
+      place(file);
+      await expect(updates.addRelease(out)).rejects.toThrow(said);
+    }
+    expect(await updates.listReleases()).toEqual([]);
+    expect(readdirSync(join(home.paths.dir, "releases")).filter((n) => n.includes("staging"))).toEqual([]);
   });
 
   test("a signed release is stored once; the same version with other bytes is a conflict", async () => {

@@ -12,7 +12,7 @@
  * under a version already stored is refused (a version names one set of bytes, for good).
  */
 import { createHash } from "node:crypto";
-import { chmodSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { chmodSync, closeSync, constants, createReadStream, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
 import { MANIFEST_FILE, parseManifest, type ReleaseManifest, SIGNATURE_FILE } from "../../protocol/release-manifest.ts";
@@ -90,6 +90,25 @@ async function sha256Of(file: string): Promise<string> {
 }
 
 /**
+ * `source` opened for reading, once it is a regular file of the signed `size` (bytes); InputError
+ * (65) otherwise. Looked at before anything is copied, through the descriptor that is then read:
+ * a FIFO there hung the add, and a link to /dev/zero (or any file larger than signed) was copied
+ * whole, filling the disk that holds hub.db, before the size was compared.
+ */
+function openSignedBinary(source: string, size: number): number {
+  const fd = openSync(source, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw new InputError(`${source}: not a regular file; a release's binaries are the files its manifest signs`);
+    if (stat.size !== size) throw new InputError(`${source}: does not match the signed manifest (${stat.size} bytes; signed: ${size} bytes)`);
+    return fd;
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+}
+
+/**
  * Copies the release's binaries into the hub home, each written atomically and checked against
  * the manifest after the copy. The version's directory is made in a staging directory and
  * renamed into place, so a release is there whole or not at all. Throws InputError for a binary
@@ -113,7 +132,13 @@ export async function storeReleaseFiles(sharedDir: string, dir: string, release:
       const source = join(dir, entry.file);
       if (!pathExists(source)) throw new InputError(`${source}: missing (the manifest lists it for ${name})`);
       const copy = join(staging, entry.file);
-      await writeFileAtomically(copy, createReadStream(source), 0o644);
+      const fd = openSignedBinary(source, entry.size);
+      try {
+        // at most the signed size, whatever the file does meanwhile
+        await writeFileAtomically(copy, createReadStream("", { fd, start: 0, end: Math.max(0, entry.size - 1), autoClose: false }), 0o644);
+      } finally {
+        closeSync(fd);
+      }
       const size = Bun.file(copy).size;
       const sha256 = await sha256Of(copy);
       if (size !== entry.size || sha256 !== entry.sha256) {
