@@ -627,6 +627,22 @@ describe("operator routes", () => {
     expect((await operator(`/things/${randomUUID()}`, { method: "HEAD" })).status).toBe(404);
   });
 
+  test("the update routes answer other methods and HEAD as the other routes do: 405 with Allow, HEAD as GET (they were 404 'no such route', and a 405 without Allow)", async () => {
+    for (const [path, method, allow] of [
+      ["/update-key", "POST", "GET, HEAD"],
+      ["/releases", "DELETE", "GET, HEAD"],
+      ["/updates", "DELETE", "GET, HEAD, POST"],
+      [`/things/${thing.id}/update`, "PUT", "GET, HEAD, POST"],
+      [`/things/${thing.id}/update/binary`, "POST", "GET, HEAD"],
+    ] as const) {
+      const answer = await operator(path, { method });
+      expect({ path, method, status: answer.status, allow: answer.headers.get("allow") }).toEqual({ path, method, status: 405, allow });
+    }
+    for (const path of ["/update-key", "/releases", "/updates"])
+      expect({ path, status: (await operator(path, { method: "HEAD" })).status }).toEqual({ path, status: 200 });
+    expect((await operator(`/things/${thing.id}/nothing/more`)).status).toBe(404);
+  });
+
   test("GET messages streams a range of many pages whole, in order, as the one envelope it was (memory holds a page, not the answer)", async () => {
     const target = (await createThing(home, store, "paged")).thing;
     // 4 messages per page at the default 256 KiB payload limit: 11 are three pages

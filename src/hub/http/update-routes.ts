@@ -112,9 +112,29 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     return parsed as Record<string, unknown>;
   }
 
+  /**
+   * The methods the route at `path` takes, or undefined when no update route is there. As the
+   * other routes: another method is a 405 with Allow, and HEAD is answered wherever GET is.
+   */
+  function methodsAt(path: readonly string[]): readonly string[] | undefined {
+    const [first, , third, fourth] = path;
+    if (path.length === 1 && (first === "update-key" || first === "releases")) return ["GET"];
+    if (path.length === 1 && first === "updates") return ["GET", "POST"];
+    if (first === "things" && third === "update" && path.length === 3) return ["GET", "POST"];
+    if (first === "things" && third === "update" && path.length === 4 && fourth === "binary") return ["GET"];
+    return undefined;
+  }
+
   async function route(request: Request, url: URL, via: "network" | "local", path: string[]): Promise<Response | undefined> {
-    const method = request.method;
-    const [first, id, third, fourth] = path;
+    const taken = methodsAt(path);
+    if (!taken) return undefined;
+    // HEAD is GET without the body (RFC 9110 §9.3.2; the server leaves the body out)
+    const method = request.method === "HEAD" && taken.includes("GET") ? "GET" : request.method;
+    if (!taken.includes(method)) {
+      const allow = taken.flatMap((m) => (m === "GET" ? ["GET", "HEAD"] : [m]));
+      return errorResponse(405, `${request.method} is not allowed here`, { Allow: allow.join(", ") });
+    }
+    const [first, id = ""] = path;
     if (path.length === 1 && first === "update-key" && method === "GET") return ok({ publicKey: updates.publicKey() }, "The hub's update public key.");
     if (path.length === 1 && first === "releases" && method === "GET") {
       await requireOperator(request, via);
@@ -151,7 +171,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       log.info("hub.rollout_started", { rollout: rollout.id, version, batch_size: rollout.batch_size, max_failures: rollout.max_failures });
       return ok(rolloutJson(rollout), "Rollout started.", 201);
     }
-    if (first !== "things" || !id || third !== "update" || path.length > 4) return undefined;
+    // things/{id}/update[/binary], as methodsAt says
     if (!isUuid(id)) throw new HttpError(404, "no such thing");
     if (path.length === 3 && method === "GET") {
       const thing = await requireThing(request, id);
@@ -175,23 +195,21 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       log.info("hub.update_report", { thing: thing.name, state, version, running, detail, applied: applied ? undefined : false });
       return ok({ applied }, applied ? "Report stored." : "No update of that version for this thing.");
     }
-    if (path.length === 4 && fourth === "binary" && method === "GET") {
-      const thing = await requireThing(request, id);
-      const version = param(url, "version", VERSION_PATTERN);
-      const target = param(url, "target", TARGET);
-      const binary = await updates.binary(version, target);
-      if (!binary) throw new HttpError(404, `release ${version} has no binary for ${target}`);
-      if (!pathExists(binary.path)) {
-        // removed from releases/ since it was added: the thing reports the update failed with this
-        log.error("hub.release_file_missing", { version, target, file: binary.path, fix: "add the release again: flashlex hub release add DIR" });
-        throw new HttpError(410, `release ${version}'s binary for ${target} is no longer on the hub; add the release again`);
-      }
-      log.info("hub.update_download", { thing: thing.name, version, target });
-      return new Response(Bun.file(binary.path), {
-        headers: { "Content-Type": "application/octet-stream", "Content-Length": String(statSync(binary.path).size) },
-      });
+    // what is left, as methodsAt says: GET things/{id}/update/binary
+    const thing = await requireThing(request, id);
+    const version = param(url, "version", VERSION_PATTERN);
+    const target = param(url, "target", TARGET);
+    const binary = await updates.binary(version, target);
+    if (!binary) throw new HttpError(404, `release ${version} has no binary for ${target}`);
+    if (!pathExists(binary.path)) {
+      // removed from releases/ since it was added: the thing reports the update failed with this
+      log.error("hub.release_file_missing", { version, target, file: binary.path, fix: "add the release again: flashlex hub release add DIR" });
+      throw new HttpError(410, `release ${version}'s binary for ${target} is no longer on the hub; add the release again`);
     }
-    return errorResponse(405, `${method} is not allowed here`);
+    log.info("hub.update_download", { thing: thing.name, version, target });
+    return new Response(Bun.file(binary.path), {
+      headers: { "Content-Type": "application/octet-stream", "Content-Length": String(statSync(binary.path).size) },
+    });
   }
 
   return {
