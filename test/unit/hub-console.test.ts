@@ -217,7 +217,7 @@ describe("CSRF and the same-origin check", () => {
     const browser = await signIn();
     const viaHeader = await post("/things", { name: "by-header" }, browser, { "X-CSRF-Token": browser.csrf });
     expect(viaHeader.status).toBe(303);
-    expect(viaHeader.headers.get("location")).toMatch(/^\/things\/[0-9a-f-]{36}\?created=1$/);
+    expect(viaHeader.headers.get("location")).toMatch(/^\/things\/[0-9a-f-]{36}$/);
     const crossSite: Record<string, string>[] = [
       { Origin: "https://evil.example" },
       { Origin: "null" },
@@ -351,9 +351,19 @@ describe("pages", () => {
     expect(await (await get("/things", other)).text()).not.toContain(`Deleted ${doomed.name}`);
     expect(await (await get("/things", browser)).text()).toContain(`Deleted ${doomed.name}, its messages and its distribution.`);
     expect(await (await get("/things", browser)).text()).not.toContain(`Deleted ${doomed.name}`);
-    // a link naming a thing that is not revoked says nothing of the kind
+    // a link naming a thing that is not revoked, or one not just made, says nothing of the kind
     expect(await (await get(`/things/${thing.id}?revoked=1`, browser)).text()).not.toContain(`Revoked ${thing.name}`);
+    expect(await (await get(`/things/${thing.id}?created=1`, browser)).text()).not.toContain(`Created ${thing.name}`);
     expect((await get(`/things/${thing.id}`, browser)).status).toBe(200);
+    // the session's own create and revoke are told once, on that thing's page only
+    const made = await post("/things", { name: "told-once", csrf: browser.csrf }, browser);
+    const page = made.headers.get("location")!;
+    expect(await (await get("/things", browser)).text()).not.toContain("Created ");
+    expect(await (await get(page, other)).text()).not.toContain("Created ");
+    expect(await (await get(page, browser)).text()).toContain("-told-once. Download its distribution below");
+    expect(await (await get(page, browser)).text()).not.toContain("Created ");
+    await post(`${page}/revoke`, { csrf: browser.csrf }, browser);
+    expect(await (await get(page, browser)).text()).toMatch(/Revoked [0-9a-f]{8}-told-once\./);
   });
 
   test("an enrolled thing's page offers no zip and no cURL line, and its zip's 404 says why", async () => {

@@ -115,8 +115,25 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
   const log = deps.log.child({ component: "console" });
   const sessions = deps.sessions ?? deps.consoleSessions;
   const live = liveStreams({ feed: deps.live, things, ...deps.liveView });
-  /** The thing each session deleted last, for the notice on the page the delete leads to (shown once; this process only). */
-  const deletedBy = new Map<string, string>();
+  /**
+   * What each session just did, for the notice on the page its action leads to (`page`: the
+   * path), told once and to that session only; this process only. Never text or a flag from the
+   * URL: a link could put any words on the hub's own page ("Deleted Hub_compromised-call_...",
+   * "Created ..." on any thing). Bounded, as the sessions themselves are.
+   */
+  const doneBy = new Map<string, { page: string; text: string }>();
+  const tell = (sessionId: string, page: string, text: string) => {
+    doneBy.delete(sessionId); // re-added last: the oldest entry is the first
+    doneBy.set(sessionId, { page, text });
+    // sessions that acted and never looked again
+    if (doneBy.size > 1000) doneBy.delete(doneBy.keys().next().value!);
+  };
+  const told = (sessionId: string, page: string): string | undefined => {
+    const done = doneBy.get(sessionId);
+    if (done?.page !== page) return undefined;
+    doneBy.delete(sessionId);
+    return done.text;
+  };
   /**
    * Whether the thing's page offers the cURL line: a distribution that still works. One that
    * cannot be read (a zip an older root run left root's) is logged and not offered; its
@@ -254,17 +271,14 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
           throw new HttpError(400, `The name filter (q) is at most ${MAX_FILTER_CHARS} characters; this one has ${filter.length}.`);
         const pageNo = integerParam(ctx.url.searchParams, "page", { min: 1, max: MAX_PAGE, fallback: 1 });
         const overview = await things.overview({ nameContains: filter, offset: (pageNo - 1) * THINGS_PER_PAGE, limit: THINGS_PER_PAGE });
-        // What this session just deleted, told once; never text from the URL, where a link
-        // could put any words on the hub's own page.
-        const deleted = deletedBy.get(ctx.sessionId);
-        deletedBy.delete(ctx.sessionId);
+        const done = told(ctx.sessionId, "/things");
         return htmlPage(
           thingsPage({
             assets: assetPaths(ctx.assets),
             csrf: ctx.session.csrf,
             overview,
             filter,
-            notice: deleted ? { text: `Deleted ${deleted}, its messages and its distribution.` } : undefined,
+            notice: done ? { text: done } : undefined,
           }),
         );
       },
@@ -277,7 +291,8 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
         try {
           const { thing } = await things.create(ctx.form.get("name") ?? "", { keyType: ctx.form.get("keyType") || undefined });
           log.info("hub.thing_created", { via: "console", thing: thing.name, id: thing.id });
-          return redirect(`/things/${thing.id}?created=1`);
+          tell(ctx.sessionId, `/things/${thing.id}`, `Created ${thing.name}. Download its distribution below (Thing SDK).`);
+          return redirect(`/things/${thing.id}`);
         } catch (err) {
           const answer = publicError(err);
           if (answer.status >= 500) throw err;
@@ -300,12 +315,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       async handle(ctx) {
         const thing = await thingOr404(ctx);
         const [summary, hours] = await Promise.all([things.summary(thing), messages.hourly(thing)]);
-        const q = ctx.url.searchParams;
-        const done = q.get("created")
-          ? `Created ${thing.name}. Download its distribution below (Thing SDK).`
-          : q.get("revoked") && thing.revokedAt !== null
-            ? `Revoked ${thing.name}.`
-            : undefined;
+        const done = told(ctx.sessionId, `/things/${thing.id}`);
         return htmlPage(
           thingPage({
             assets: assetPaths(ctx.assets),
@@ -349,7 +359,8 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
         const thing = await thingOr404(ctx);
         const { changed } = await things.revoke(thing);
         log.info("hub.thing_revoked", { via: "console", thing: thing.name, changed });
-        return redirect(`/things/${thing.id}?revoked=1`);
+        tell(ctx.sessionId, `/things/${thing.id}`, `Revoked ${thing.name}.`);
+        return redirect(`/things/${thing.id}`);
       },
     },
     {
@@ -360,10 +371,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
         const thing = await thingOr404(ctx);
         await things.delete(thing);
         log.info("hub.thing_deleted", { via: "console", thing: thing.name, id: thing.id });
-        deletedBy.delete(ctx.sessionId); // re-added last: the oldest entry is the first
-        deletedBy.set(ctx.sessionId, thing.name);
-        // sessions that deleted and never looked again: bounded, as the sessions themselves are
-        if (deletedBy.size > 1000) deletedBy.delete(deletedBy.keys().next().value!);
+        tell(ctx.sessionId, "/things", `Deleted ${thing.name}, its messages and its distribution.`);
         return redirect("/things");
       },
     },
