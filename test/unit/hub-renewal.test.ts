@@ -5,7 +5,7 @@
  * the thing's check reads and the renewal clears it; the operator's token routes.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createCsr } from "../../src/crypto/csr.ts";
@@ -17,7 +17,7 @@ import { distributionPath } from "../../src/hub/home/paths.ts";
 import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
-import { silentLogger } from "../../src/shared/log.ts";
+import { createLogger, silentLogger } from "../../src/shared/log.ts";
 import { hubApiOver } from "../support/hub-api.ts";
 
 let dir: string;
@@ -119,6 +119,33 @@ describe("renewal over the thing's JWT", () => {
       renewalRequested: false,
       certificateNotAfter: renewed.body.result.notAfter,
     });
+  });
+
+  test("a zip that cannot be removed does not fail the committed renewal: the thing gets its certificate, the hub logs an ERROR naming the zip (it answered 5xx, so the thing renewed again and again and never got one)", async () => {
+    const lines: string[] = [];
+    const logged = hubApiOver({ home, store, log: createLogger({ level: "info", write: (line) => lines.push(line) }) });
+    const stuck = await createThing(home, store, "zip-stuck");
+    const { unzipSync } = await import("fflate");
+    const files = unzipSync(await Bun.file(stuck.distribution).bytes());
+    const keyPem = new TextDecoder().decode(files[`${stuck.thing.name}/keys/${stuck.thing.name}-keypair-private.pem`]!);
+    // something rmSync cannot take away: a directory in the zip's place
+    rmSync(stuck.distribution);
+    mkdirSync(join(stuck.distribution, "inside"), { recursive: true });
+    const keys = await generateThingKeyPair("ec");
+    const token = await signThingToken({ thingId: stuck.thing.id, privateKey: loadPrivateKey(keyPem) });
+    const response = await logged.fetch(
+      new Request(`${base}/things/${stuck.thing.id}/certificate`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+        body: JSON.stringify({ csr: await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: stuck.thing.name }) }),
+      }),
+    );
+    expect(response.status).toBe(200);
+    expect(((await response.json()) as any).result.certificate).toContain("BEGIN CERTIFICATE");
+    expect((await store.getThing(stuck.thing.id))!.publicKeyPem).toBe(keys.publicKeyPem);
+    const error = lines.find((line) => line.includes("hub.distribution_not_removed"));
+    expect(error).toContain(stuck.distribution);
+    expect(error).toContain("ERROR");
   });
 
   test("no token, or another thing's key: 401", async () => {

@@ -357,6 +357,13 @@ export function createHubApi(deps: HubApiDeps): HubApi {
           const body = await smallJsonObject(request, ["csr"]);
           const renewed = await certificates.renew(thing, body.csr, publicKeyPem);
           log.info("hub.certificate_renewed", { thing: thing.name, notAfter: isoSeconds(renewed.notAfter) });
+          if (renewed.zipLeft) {
+            log.error("hub.distribution_not_removed", {
+              thing: thing.name,
+              error: renewed.zipLeft,
+              fix: "remove it by hand: it holds the key the thing replaced",
+            });
+          }
           return ok({ certificate: renewed.certPem, caCertificate: enrolment.info().caPem, notAfter: isoSeconds(renewed.notAfter) }, "Certificate renewed.");
         },
       },

@@ -13,6 +13,7 @@ import { type CertificateInfo, describeCertificate, publicKeyIssuedBy } from "..
 import { readCsr } from "../../crypto/csr.ts";
 import { issueThingCertificate } from "../../crypto/x509.ts";
 import { InputError } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { quoteLogText } from "../../shared/log.ts";
 import { type HubHome, readCa, readCaCertificate } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
@@ -66,6 +67,13 @@ export function renewalAdvice(home: HubHome, thing: ThingRecord): RenewalAdvice 
   };
 }
 
+/** A renewal's certificate (PEM) and its end (Unix ms); `zipLeft`: the old distribution zip that could not be removed, and why. */
+export interface RenewedCertificate {
+  certPem: string;
+  notAfter: number;
+  zipLeft?: string;
+}
+
 /**
  * Renews `thing`'s certificate for the key in `csrPem` (RFC 2986; crypto/csr.ts `readCsr`
  * checks signature and key strength), whose CN must be the thing's name. `authenticatedWith` is
@@ -83,7 +91,7 @@ export async function renewCertificate(
   csrPem: unknown,
   authenticatedWith: string,
   now: number,
-): Promise<{ certPem: string; notAfter: number }> {
+): Promise<RenewedCertificate> {
   const csr = await readCsr(csrPem);
   if (csr.commonName !== thing.name) throw new InputError(`the CSR was refused: its CN must be ${thing.name}, not ${quoteLogText(csr.commonName)}`);
   const certPem = await issueWithLifetime(home, thing.name, csr.publicKeyPem, settingMs(home.settings.certificates.thingLifetime), now);
@@ -107,9 +115,17 @@ export async function renewCertificate(
     at: now,
   });
   // A zip-made thing's distribution holds the private key it just replaced: never to be handed
-  // out again (Things.distribution refuses it), so it is not kept either.
-  rmSync(distributionPath(home.paths, thing.id), { force: true });
-  return { certPem, notAfter: info.notAfter.getTime() };
+  // out again (Things.distribution refuses it), so it is not kept either. The renewal is
+  // committed: a zip that cannot be removed (a dists/ another user owns) is the caller's to
+  // report, not a failure the thing would retry without ever getting its certificate.
+  const zip = distributionPath(home.paths, thing.id);
+  let zipLeft: string | undefined;
+  try {
+    rmSync(zip, { force: true });
+  } catch (err) {
+    zipLeft = `${zip}: ${toFlashlexError(err).message}`;
+  }
+  return { certPem, notAfter: info.notAfter.getTime(), zipLeft };
 }
 
 /**
@@ -175,7 +191,7 @@ export class ThingCertificates {
   }
 
   /** Renews (see `renewCertificate`); `authenticatedWith` is the key whose token let the thing in. */
-  renew(thing: ThingRecord, csrPem: unknown, authenticatedWith: string): Promise<{ certPem: string; notAfter: number }> {
+  renew(thing: ThingRecord, csrPem: unknown, authenticatedWith: string): Promise<RenewedCertificate> {
     return renewCertificate(this.deps.home, this.deps.store, thing, csrPem, authenticatedWith, this.now());
   }
 
