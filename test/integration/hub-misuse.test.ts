@@ -414,6 +414,13 @@ describe("the TLS files hub serve serves", () => {
       expect(result.stderr).not.toContain("hub.started");
       tally("faults");
     }
+    // what an external broker is given is checked the same way: an empty key made a Mosquitto that refused every handshake
+    const home = copyOfHome("tls-mosquitto-config");
+    writeFileSync(join(home, "broker-key.pem"), "");
+    const config = await run(["hub", "mosquitto-config", "--dir", home, "--out", join(work, "tls-mosquitto")], { timeoutMs: 30_000 });
+    expect(config.code, config.stderr).toBe(78);
+    expect(config.stderr).toMatch(/broker-key\.pem: not a PKCS#1, SEC1 or PKCS#8 private key/);
+    expect(existsSync(join(work, "tls-mosquitto", "broker-key.pem"))).toBe(false);
   }, 90_000);
 });
 

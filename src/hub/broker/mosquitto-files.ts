@@ -4,8 +4,7 @@ import { FlashlexError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { formatListenAddress } from "../../shared/listen-address.ts";
 import { pathExists } from "../../shared/path-exists.ts";
-import { readRegularFile } from "../../shared/regular-file.ts";
-import { type HubHome, openHubHome } from "../home/home.ts";
+import { type HubHome, openHubHome, readBrokerTls, readCaCertificate } from "../home/home.ts";
 import { HUB_CLIENT_NAME } from "../home/paths.ts";
 import { addCrlFile, setBrokerSettings } from "../home/settings.ts";
 import type { HubStore } from "../store/hub-store.ts";
@@ -39,10 +38,12 @@ export async function writeMosquittoFiles(
   mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
   // Mosquitto does not make it: without it, it starts and loses its sessions at the first save.
   if (opts.persistenceDir) mkdirSync(opts.persistenceDir, { recursive: true, mode: 0o755 });
-  writeFileAtomicallySync(file("root-ca-cert.pem"), readRegularFile(home.paths.caCert, "CA certificate"), 0o644, KEEP_OWNER);
-  writeFileAtomicallySync(file("broker-cert.pem"), readRegularFile(home.paths.brokerCert, "broker certificate"), 0o644, KEEP_OWNER);
+  writeFileAtomicallySync(file("root-ca-cert.pem"), readCaCertificate(home.paths), 0o644, KEEP_OWNER);
+  // checked as hub serve checks them: an empty key would make a broker that refuses every handshake
+  const broker = readBrokerTls(home.paths);
+  writeFileAtomicallySync(file("broker-cert.pem"), broker.certPem, 0o644, KEEP_OWNER);
   // Group-readable, so that after `chown root:mosquitto` the broker can read it after dropping root.
-  writeFileAtomicallySync(file("broker-key.pem"), readRegularFile(home.paths.brokerKey, "broker private key"), 0o640, KEEP_OWNER);
+  writeFileAtomicallySync(file("broker-key.pem"), broker.keyPem, 0o640, KEEP_OWNER);
   writeFileAtomicallySync(file("mosquitto.acl"), renderMosquittoAcl(), 0o644, KEEP_OWNER);
   let dynsec: { plugin: string; stateFile: string } | undefined;
   let dynsecStateKept: boolean | undefined;

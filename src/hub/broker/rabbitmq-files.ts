@@ -29,8 +29,7 @@ import { ConfigError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { formatListenAddress } from "../../shared/listen-address.ts";
 import { pathExists } from "../../shared/path-exists.ts";
-import { readRegularFile } from "../../shared/regular-file.ts";
-import { ensureBrokerSecret, type HubHome } from "../home/home.ts";
+import { ensureBrokerSecret, type HubHome, readBrokerTls, readCaCertificate } from "../home/home.ts";
 import { addCrlFile, setBrokerSettings } from "../home/settings.ts";
 import {
   nodesShareOneHost,
@@ -90,7 +89,7 @@ export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nod
   const local = nodesShareOneHost(opts.hosts);
   const file = (name: string) => join(opts.dir, name);
   const crlDir = file("crl");
-  const crlFile = join(crlDir, `${subjectNameHash(readRegularFile(home.paths.caCert, "CA certificate").toString("utf8"))}.r0`);
+  const crlFile = join(crlDir, `${subjectNameHash(readCaCertificate(home.paths))}.r0`);
   const offset = (i: number) => (local ? i : 0);
   const nodes: RabbitNode[] = opts.hosts.map((host, i) => ({
     // Short names for names without a dot (localhost, a bare hostname); long ones otherwise.
@@ -133,9 +132,11 @@ export function writeRabbitFiles(home: HubHome, opts: RabbitFilesOptions): { nod
   const advancedConfig = renderRabbitAdvancedConfig(cluster);
 
   mkdirSync(opts.dir, { recursive: true, mode: 0o755 });
-  writeFileAtomicallySync(file("ca-cert.pem"), readRegularFile(home.paths.caCert, "CA certificate"), 0o644, KEEP_OWNER);
-  writeFileAtomicallySync(file("broker-cert.pem"), readRegularFile(home.paths.brokerCert, "broker certificate"), 0o644, KEEP_OWNER);
-  writeFileAtomicallySync(file("broker-key.pem"), readRegularFile(home.paths.brokerKey, "broker private key"), 0o640, KEEP_OWNER);
+  writeFileAtomicallySync(file("ca-cert.pem"), readCaCertificate(home.paths), 0o644, KEEP_OWNER);
+  // checked as hub serve checks them: an empty key would make a broker that refuses every handshake
+  const broker = readBrokerTls(home.paths);
+  writeFileAtomicallySync(file("broker-cert.pem"), broker.certPem, 0o644, KEEP_OWNER);
+  writeFileAtomicallySync(file("broker-key.pem"), broker.keyPem, 0o640, KEEP_OWNER);
   writeFileAtomicallySync(file("enabled_plugins"), renderEnabledPlugins(), 0o644, KEEP_OWNER);
   mkdirSync(crlDir, { recursive: true, mode: 0o755 });
   writeFileAtomicallySync(file("advanced.config"), advancedConfig, 0o644, KEEP_OWNER);
