@@ -436,6 +436,23 @@ describe("pages", () => {
     // without the script: the form posts and comes back to the page
     const plain = await post(`/things/${thing.id}/send`, { message: '{"n": 1}', csrf: browser.csrf }, browser);
     expect(plain.status).toBe(303);
+    // bytes that are not UTF-8, percent-encoded or raw: refused as the API refuses them (they were sent as U+FFFD)
+    const before = (await hub.messages.latest({ thing, limit: 1000 })).length;
+    for (const body of [
+      `message=%FF&csrf=${browser.csrf}`,
+      Buffer.concat([Buffer.from("message="), Buffer.from([0xff]), Buffer.from(`&csrf=${browser.csrf}`)]),
+    ]) {
+      const answer = await api.fetch(
+        new Request(`${BASE}/things/${thing.id}/send`, {
+          method: "POST",
+          headers: { "Content-Type": "application/x-www-form-urlencoded", Cookie: browser.cookie },
+          body,
+        }),
+      );
+      expect(answer.status).toBe(400);
+      expect(await answer.text()).toContain("not UTF-8 text");
+    }
+    expect((await hub.messages.latest({ thing, limit: 1000 })).length).toBe(before);
     const refused = await post(`/things/${thing.id}/send`, { message: "[", csrf: browser.csrf }, browser);
     expect(refused.status).toBe(400);
     expect(await refused.text()).toContain(

@@ -530,6 +530,29 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
     return { id, session };
   }
 
+  /**
+   * The urlencoded form's text, once it and every percent-encoded name and value are UTF-8: its
+   * decoders put U+FFFD for what is not, so a message the API refuses (400, not UTF-8) was sent
+   * from the console with other characters. Throws HttpError 400.
+   */
+  function formText(body: Uint8Array): string {
+    let text: string;
+    try {
+      text = new TextDecoder("utf-8", { fatal: true }).decode(body);
+    } catch {
+      throw new HttpError(400, "The form is not UTF-8 text.");
+    }
+    for (const part of text.split("&")) {
+      try {
+        decodeURIComponent(part.replaceAll("+", " "));
+      } catch {
+        const name = part.split("=", 1)[0]!;
+        throw new HttpError(400, `The form field ${quoteLogText(name.slice(0, 40))} is not UTF-8 text (percent-encoded bytes that are not).`);
+      }
+    }
+    return text;
+  }
+
   async function readForm(request: Request): Promise<URLSearchParams> {
     const type = (request.headers.get("content-type") ?? "").split(";")[0]!.trim().toLowerCase();
     if (type !== "application/x-www-form-urlencoded") throw new HttpError(415, "The console takes forms (application/x-www-form-urlencoded).");
@@ -542,7 +565,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
         );
       throw err;
     });
-    const form = new URLSearchParams(new TextDecoder().decode(body));
+    const form = new URLSearchParams(formText(body));
     // The console's forms send each field once: a second value would be dropped without a word.
     const keys = [...form.keys()];
     const twice = keys.find((key, i) => keys.indexOf(key) !== i);
