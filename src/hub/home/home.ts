@@ -70,8 +70,8 @@ const FROM_BACKUP = "made by hub init; put it back from a backup of the hub home
 
 /**
  * The hub CA's certificate (PEM text), made by `hub init`. Throws ConfigError (78) naming the
- * file when it is not a regular file holding a certificate; what the file system throws
- * (ENOENT, EACCES) otherwise.
+ * file when it is missing or not a regular file holding a certificate; what the file system
+ * throws (EACCES) otherwise.
  */
 export function readCaCertificate(paths: Pick<HubPaths, "caCert">): string {
   return readCertificateFile(paths.caCert, "CA certificate", `the hub CA's, ${FROM_BACKUP}`);
@@ -81,8 +81,8 @@ export function readCaCertificate(paths: Pick<HubPaths, "caCert">): string {
  * The hub CA's certificate and key (PEM text), checked before anything is signed with them:
  * each a regular file holding what it should, and the key the certificate's own (with another
  * key, every certificate and CRL signed would fail to verify against the CA that things and
- * brokers trust). Throws ConfigError (78) naming the file at fault; what the file system throws
- * (ENOENT, EACCES) otherwise.
+ * brokers trust). Throws ConfigError (78) naming the file at fault, a missing one included; what
+ * the file system throws (EACCES) otherwise.
  */
 export function readCa(paths: Pick<HubPaths, "caCert" | "caKey">): CertifiedKey {
   const certPem = readCaCertificate(paths);
@@ -94,7 +94,7 @@ export function readCa(paths: Pick<HubPaths, "caCert" | "caKey">): CertifiedKey 
  * The broker's certificate and key (PEM text), which the embedded broker and the HTTPS API
  * serve, checked as readCa checks the CA's: an empty or damaged file would start a hub whose
  * every TLS handshake fails (the TLS library takes an empty key as none). Throws ConfigError (78)
- * naming the file at fault; what the file system throws (ENOENT, EACCES) otherwise.
+ * naming the file at fault, a missing one included; what the file system throws (EACCES) otherwise.
  */
 export function readBrokerTls(paths: Pick<HubPaths, "brokerCert" | "brokerKey">): CertifiedKey {
   return readTlsIdentity(paths.brokerCert, paths.brokerKey, "broker");

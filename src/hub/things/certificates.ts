@@ -82,7 +82,8 @@ export interface RenewedCertificate {
  * old one (and can renew again). The thing's other certificate, if it had one, is superseded at
  * once (listed in the CRL); the kept one is superseded when the hub forgets the previous key
  * (store `forgetPreviousKey`). The thing's distribution zip, if it has one, is deleted: it holds
- * the replaced private key. Throws InputError (65/400) for a refused CSR.
+ * the replaced private key; when it cannot be, `zipLeft` says which and why (the renewal stands).
+ * Throws InputError (65/400) for a refused CSR.
  */
 export async function renewCertificate(
   home: HubHome,
