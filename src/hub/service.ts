@@ -17,7 +17,7 @@ import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts
 import { rabbitConnectionCloser } from "./broker/rabbitmq-management.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
 import { keepBrokerCertificate } from "./home/broker-certificate.ts";
-import { type DatabaseOverride, openHubHome, readBrokerSecret, readBrokerTls, readCaCertificate, readHubClientTls } from "./home/home.ts";
+import { type DatabaseOverride, openHubHome, readBrokerSecret, readBrokerTls, readCa, readHubClientTls } from "./home/home.ts";
 import { checkHubIdentity } from "./home/identity.ts";
 import { hubClientId, hubInstance } from "./home/instance.ts";
 import { actingAsOwnerNote } from "./home/owner.ts";
@@ -197,7 +197,9 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
         return true;
       },
     );
-    const caPem = readCaCertificate(paths);
+    // The CA's key too, checked now (78): a hub started without a usable one looked healthy, and
+    // every create, enrolment, renewal and CRL then failed (the first renewals 60 days later).
+    const caPem = readCa(paths).certPem;
 
     const choice = brokerChoice(opts.broker, settings.broker, paths.config);
     // A broker certificate that lapsed would shut every thing out (home/broker-certificate.ts).

@@ -399,8 +399,10 @@ describe("an address hub serve cannot listen on", () => {
 });
 
 describe("the TLS files hub serve serves", () => {
-  test("an empty or damaged broker-key.pem or broker-cert.pem stops hub serve with 78 naming the file (an empty one started a hub whose every handshake failed)", async () => {
+  test("an empty or damaged ca-key.pem, broker-key.pem or broker-cert.pem stops hub serve with 78 naming the file (an empty broker key started a hub whose every handshake failed; a bad CA key one that failed every create, enrolment and renewal)", async () => {
     const cases: [string, string, RegExp][] = [
+      // the CA's key as well: a hub started without a usable one failed every create, enrolment, renewal and CRL
+      ["ca-key.pem", "", /ca-key\.pem: not a PKCS#1, SEC1 or PKCS#8 private key/],
       ["broker-key.pem", "", /broker-key\.pem: not a PKCS#1, SEC1 or PKCS#8 private key/],
       ["broker-cert.pem", "", /broker-cert\.pem: not a PEM certificate/],
       ["broker-key.pem", readFileSync(join(hub.dir, "ca-key.pem"), "utf8"), /broker-key\.pem is not the private key of .*broker-cert\.pem/],
@@ -484,6 +486,27 @@ describe("a thing's distribution zip in dists/", () => {
     } finally {
       rmSync(parent, { recursive: true, force: true });
     }
+    tally("faults", 2);
+  }, 60_000);
+
+  test("revoke and delete with a CA key that cannot sign the CRL: done, and 78 saying so (it was the CA key's error alone, after the commit, and no CRL)", async () => {
+    const home = copyOfHome("crl-unsigned");
+    const made = await run(["hub", "thing", "create", "second", "--dir", home, "--json", "-o", join(work, "crl-unsigned.zip")], { timeoutMs: 30_000 });
+    expect(made.code, made.stderr).toBe(0);
+    const other = JSON.parse(made.stdout) as { id: string };
+    writeFileSync(join(home, "ca-key.pem"), "");
+    for (const [args, done] of [
+      [["hub", "thing", "revoke", thing.name], "revoked"],
+      [["hub", "thing", "delete", other.id], "deleted"],
+    ] as const) {
+      const result = await run([...args, "--dir", home], { timeoutMs: 30_000 });
+      expect(result.code, result.stderr).toBe(78);
+      expect(result.stderr).toContain(` is ${done} (the hub refuses it from now on), but the CRL could not be made (${join(home, "ca-key.pem")}: not a PKCS#1`);
+    }
+    const list = await run(["hub", "thing", "list", "--dir", home, "--json"], { timeoutMs: 30_000 });
+    const things = JSON.parse(list.stdout) as { id: string; status: string }[];
+    expect(things.find((t) => t.id === thing.id)?.status).toBe("revoked");
+    expect(things.find((t) => t.id === other.id)).toBeUndefined();
     tally("faults", 2);
   }, 60_000);
 

@@ -133,11 +133,7 @@ describe("releases", () => {
   test("a binary that is a FIFO, a device or larger than signed is refused before anything is copied (a FIFO hung the add; /dev/zero filled the disk)", async () => {
     const updates = new Updates({ home, store });
     for (const [version, place, said] of [
-      [
-        "9.9.7",
-        (file: string) => execFileSync("mkfifo", [file]),
-        /flashlex-linux-arm64: not a regular file; a release's binaries are the files its manifest signs/,
-      ],
+      ["9.9.7", (file: string) => execFileSync("mkfifo", [file]), /flashlex-linux-arm64: not a regular file; a release is the files its manifest signs/],
       ["9.9.6", (file: string) => symlinkSync("/dev/zero", file), /flashlex-linux-arm64: not a regular file/],
       [
         "9.9.5",
@@ -150,6 +146,16 @@ describe("releases", () => {
       rmSync(file);
       place(file);
       await expect(updates.addRelease(out)).rejects.toThrow(said);
+    }
+    // manifest.json and manifest.sig are read only as regular files too (a FIFO hung the add past SIGTERM)
+    for (const [version, name] of [
+      ["9.9.4", "manifest.json"],
+      ["9.9.3", "manifest.sig"],
+    ] as const) {
+      const out = await releaseDir(version, hubKey());
+      rmSync(join(out, name));
+      execFileSync("mkfifo", [join(out, name)]);
+      await expect(updates.addRelease(out)).rejects.toThrow(`${join(out, name)}: not a regular file`);
     }
     expect(await updates.listReleases()).toEqual([]);
     expect(readdirSync(join(home.paths.dir, "releases")).filter((n) => n.includes("staging"))).toEqual([]);

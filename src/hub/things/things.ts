@@ -183,7 +183,7 @@ export class Things {
    */
   distribution(thing: ThingRecord): { zip: Uint8Array } | { missing: string } {
     if (thing.enrolledWith != null) return { missing: "it enrolled itself: its key never left the device" };
-    if (thing.revokedAt !== null) return { missing: "it was revoked, and its distribution deleted" };
+    if (thing.revokedAt !== null) return { missing: "it was revoked: its distribution, whose key the hub now refuses, is not handed out" };
     const zip = readDistribution(this.deps.home, thing.id);
     // A renewal deletes the zip (its key is then no longer accepted), so a missing zip is most
     // often that, and only otherwise a file someone removed.
@@ -265,8 +265,8 @@ export class Things {
  * distribution zip (it holds the private key) is removed, the CRLs are written, and the thing is
  * shut out (`disconnect`). A step that fails does not undo what is done, and the error says so,
  * with the kind of the first failure: `<name> is revoked (...), but the CRL could not be written
- * to ...` (74), `... but its distribution zip <file> ... could not be removed (...)` (77 for
- * EACCES). A zip left behind used to stop the CRL and the disconnect, and the caller heard
+ * to ...` (74), `... but the CRL could not be made (<the CA key's fault>) ...` (78), `... but
+ * its distribution zip <file> ... could not be removed (...)` (77 for EACCES). A zip left behind used to stop the CRL and the disconnect, and the caller heard
  * "try again" for a change already made (a retried delete then found no thing: the zip stayed).
  */
 async function revokedAnyway(
@@ -291,8 +291,8 @@ async function revokedAnyway(
   try {
     await writeCrls();
   } catch (err) {
-    if (!(err instanceof CrlFilesNotWritten)) throw err;
-    failures.push(err);
+    // the CRL files hub.yml names (CrlFilesNotWritten), or the CRL itself: a CA key that cannot sign, the hub's crl.pem
+    failures.push(err instanceof CrlFilesNotWritten ? err : crlNotSigned(err));
   } finally {
     disconnect();
   }
@@ -302,6 +302,17 @@ async function revokedAnyway(
     // the operator asked for this change: the whole sentence is theirs to read, the API's answer included
     throw new FlashlexError(`${thing.name} is ${done} (the hub refuses it from now on), but ${but}`, first.kind, { cause: first, clientSafe: true });
   }
+}
+
+function crlNotSigned(err: unknown): FlashlexError {
+  const why = toFlashlexError(err);
+  return new FlashlexError(
+    `the CRL could not be made (${why.message}): a broker reading it goes on taking the certificate until a later revoke or delete writes it`,
+    why.kind,
+    {
+      cause: err,
+    },
+  );
 }
 
 /** Whether the zip's public key file is the thing's current key (renewal replaces it on the device). */

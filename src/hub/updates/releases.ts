@@ -55,8 +55,8 @@ export function readSignedRelease(dir: string, publicKey: string): StoredRelease
   if (missing.length) {
     throw new InputError(`${dir}: no ${missing.join(" and no ")}; make the release with \`npm run release -- --signing-key <hub home>/update-key.pem\``);
   }
-  const bytes = readFileSync(manifestPath);
-  const signature = readFileSync(signaturePath, "utf8").trim();
+  const bytes = readManifestFile(manifestPath);
+  const signature = readManifestFile(signaturePath).toString("utf8").trim();
   if (!verifyRelease(bytes, signature, decodeUpdatePublicKey(publicKey))) {
     throw new InputError(
       `${manifestPath}: the signature does not verify with this hub's update key (update-key.pub); was it signed with this hub's update-key.pem?`,
@@ -89,22 +89,39 @@ async function sha256Of(file: string): Promise<string> {
   return hash.digest("hex");
 }
 
+/** The largest manifest.json or manifest.sig read, bytes: a manifest is a few hundred. */
+const MAX_MANIFEST_BYTES = 1024 * 1024;
+
 /**
- * `source` opened for reading, once it is a regular file of the signed `size` (bytes); InputError
- * (65) otherwise. Looked at before anything is copied, through the descriptor that is then read:
- * a FIFO there hung the add, and a link to /dev/zero (or any file larger than signed) was copied
- * whole, filling the disk that holds hub.db, before the size was compared.
+ * `path`, a file of a release's folder, opened for reading once it is a regular file of exactly
+ * `size.exactly` or at most `size.atMost` bytes; InputError (65) otherwise. Looked at before
+ * anything is read, through the descriptor that is then read: a FIFO there hung the add (past
+ * SIGTERM), and a link to /dev/zero (or any binary larger than signed) was copied whole, filling
+ * the disk that holds hub.db, before the size was compared.
  */
-function openSignedBinary(source: string, size: number): number {
-  const fd = openSync(source, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+function openReleaseFile(path: string, size: { exactly: number } | { atMost: number }): number {
+  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   try {
     const stat = fstatSync(fd);
-    if (!stat.isFile()) throw new InputError(`${source}: not a regular file; a release's binaries are the files its manifest signs`);
-    if (stat.size !== size) throw new InputError(`${source}: does not match the signed manifest (${stat.size} bytes; signed: ${size} bytes)`);
+    if (!stat.isFile()) throw new InputError(`${path}: not a regular file; a release is the files its manifest signs`);
+    if ("exactly" in size && stat.size !== size.exactly) {
+      throw new InputError(`${path}: does not match the signed manifest (${stat.size} bytes; signed: ${size.exactly} bytes)`);
+    }
+    if ("atMost" in size && stat.size > size.atMost) throw new InputError(`${path}: ${stat.size} bytes is too large (at most ${size.atMost})`);
     return fd;
   } catch (err) {
     closeSync(fd);
     throw err;
+  }
+}
+
+/** The bytes of manifest.json or manifest.sig in a release's folder (openReleaseFile's checks). */
+function readManifestFile(path: string): Buffer {
+  const fd = openReleaseFile(path, { atMost: MAX_MANIFEST_BYTES });
+  try {
+    return readFileSync(fd);
+  } finally {
+    closeSync(fd);
   }
 }
 
@@ -132,7 +149,7 @@ export async function storeReleaseFiles(sharedDir: string, dir: string, release:
       const source = join(dir, entry.file);
       if (!pathExists(source)) throw new InputError(`${source}: missing (the manifest lists it for ${name})`);
       const copy = join(staging, entry.file);
-      const fd = openSignedBinary(source, entry.size);
+      const fd = openReleaseFile(source, { exactly: entry.size });
       try {
         // at most the signed size, whatever the file does meanwhile
         await writeFileAtomically(copy, createReadStream("", { fd, start: 0, end: Math.max(0, entry.size - 1), autoClose: false }), 0o644);
