@@ -35,6 +35,7 @@ import type { HubStore } from "./store/hub-store.ts";
 import { openHubStore } from "./store/open-store.ts";
 import { adoptLostRenewal } from "./things/certificates.ts";
 import { crlValiditySeconds, renewalIntervalMs, startCrlRenewal } from "./things/crl-renewal.ts";
+import { removeOrphanDistributions } from "./things/provision.ts";
 import { createCrlWriter, writeRevocationLists } from "./things/revocation.ts";
 import type { Updates } from "./updates/updates.ts";
 
@@ -376,6 +377,9 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     });
     await parts.start({ name: "CRL renewal", stop: stopRenewal });
 
+    for (const id of await removeOrphanDistributions(home, store, Date.now())) {
+      log.warn("hub.orphan_distribution_removed", { id, note: "a zip no thing has, left by a create that was killed before its row was written" });
+    }
     const things = (await store.listThings()).length;
     log.info("hub.started", {
       api: server.url,

@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { generateKeyPairSync, randomUUID, X509Certificate } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
@@ -21,7 +21,7 @@ import { hashToken, tokenMatchesAny } from "../../src/hub/home/tokens.ts";
 import type { HubStore } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { buildDistribution, renderTemplate, renderThingConfig } from "../../src/hub/things/distribution.ts";
-import { createThing, findThing, validateThingName } from "../../src/hub/things/provision.ts";
+import { createThing, findThing, removeOrphanDistributions, validateThingName } from "../../src/hub/things/provision.ts";
 import { Things, thingStatus } from "../../src/hub/things/things.ts";
 import { PYTHON_MODULE } from "../../src/protocol/python-module.ts";
 import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
@@ -349,6 +349,24 @@ describe("hub thing create", () => {
     } finally {
       writeFileSync(home.paths.config, settingsBefore);
     }
+  });
+});
+
+describe("distributions no thing has", () => {
+  test("a zip with no row, older than 10 minutes (a create killed between its zip and its row), is removed; a thing's own, a fresh one (a create in flight) and another file stay", async () => {
+    const kept = (await createThing(home, store, "keeps-its-zip")).thing;
+    const dists = home.paths.dists;
+    const orphan = randomUUID();
+    const fresh = randomUUID();
+    for (const id of [orphan, fresh]) writeFileSync(join(dists, `${id}.zip`), readFileSync(distributionPath(home.paths, kept.id)));
+    writeFileSync(join(dists, "notes.txt"), "an operator's");
+    const old = new Date(Date.now() - 11 * 60_000);
+    for (const name of [`${orphan}.zip`, `${kept.id}.zip`, "notes.txt"]) utimesSync(join(dists, name), old, old);
+    expect(await removeOrphanDistributions(home, store, Date.now())).toEqual([orphan]);
+    expect(existsSync(join(dists, `${orphan}.zip`))).toBe(false);
+    for (const name of [`${kept.id}.zip`, `${fresh}.zip`, "notes.txt"]) expect(existsSync(join(dists, name))).toBe(true);
+    rmSync(join(dists, `${fresh}.zip`));
+    rmSync(join(dists, "notes.txt"));
   });
 });
 

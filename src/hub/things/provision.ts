@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
-import { rmSync } from "node:fs";
+import { readdirSync, rmSync, statSync } from "node:fs";
+import { join } from "node:path";
 import { loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { isUuid, TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
@@ -165,4 +166,34 @@ export function readDistribution(home: HubHome, thingId: string): Uint8Array | u
     if ((err as NodeJS.ErrnoException).code === "ENOENT") return undefined;
     throw err;
   }
+}
+
+/** How old a zip with no thing must be before it is taken for a create that died (ms): a create writes its row within a second of its zip. */
+const ORPHAN_AGE_MS = 10 * 60_000;
+
+/**
+ * Removes the distribution zips in dists/ that no thing has, written more than 10 minutes before
+ * `now` (Unix ms): what a create killed between its zip and its row (SIGKILL, a power cut) left.
+ * Each holds a private key and a certificate the hub CA signed for a name no row holds, which no
+ * command would show or remove. The age keeps a create in flight (in this or another hub sharing
+ * dists/) out of it. Returns the ids removed; throws what listing dists/ or the store throws.
+ */
+export async function removeOrphanDistributions(home: HubHome, store: HubStore, now: number): Promise<string[]> {
+  let names: string[];
+  try {
+    names = readdirSync(home.paths.dists);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
+  }
+  const old = names.flatMap((name) => {
+    const id = name.endsWith(".zip") ? name.slice(0, -".zip".length) : "";
+    const at = isUuid(id) ? statSync(join(home.paths.dists, name), { throwIfNoEntry: false })?.mtimeMs : undefined;
+    return at !== undefined && now - at > ORPHAN_AGE_MS ? [id] : [];
+  });
+  if (old.length === 0) return [];
+  const known = new Set((await store.getThingTargets(old)).map((t) => t.id));
+  const orphans = old.filter((id) => !known.has(id));
+  for (const id of orphans) rmSync(distributionPath(home.paths, id), { force: true });
+  return orphans;
 }
