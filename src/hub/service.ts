@@ -377,8 +377,14 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     });
     await parts.start({ name: "CRL renewal", stop: stopRenewal });
 
-    for (const id of await removeOrphanDistributions(home, store, Date.now())) {
-      log.warn("hub.orphan_distribution_removed", { id, note: "a zip no thing has, left by a create that was killed before its row was written" });
+    // A zip no thing has holds a key and a certificate nothing shows: removed, but never at the cost of the start.
+    try {
+      const { removed, left } = await removeOrphanDistributions(home, store, Date.now());
+      for (const id of removed)
+        log.warn("hub.orphan_distribution_removed", { id, note: "a zip no thing has, left by a create killed before its row was written" });
+      for (const { id, reason } of left) log.warn("hub.orphan_distribution_left", { id, error: reason, fix: "remove it by hand: it holds a private key" });
+    } catch (err) {
+      log.warn("hub.orphan_distributions_unchecked", { error: err, note: "dists/ could not be looked through" });
     }
     const things = (await store.listThings()).length;
     log.info("hub.started", {

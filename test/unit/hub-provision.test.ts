@@ -362,7 +362,7 @@ describe("distributions no thing has", () => {
     writeFileSync(join(dists, "notes.txt"), "an operator's");
     const old = new Date(Date.now() - 11 * 60_000);
     for (const name of [`${orphan}.zip`, `${kept.id}.zip`, "notes.txt"]) utimesSync(join(dists, name), old, old);
-    expect(await removeOrphanDistributions(home, store, Date.now())).toEqual([orphan]);
+    expect(await removeOrphanDistributions(home, store, Date.now())).toEqual({ removed: [orphan], left: [] });
     expect(existsSync(join(dists, `${orphan}.zip`))).toBe(false);
     for (const name of [`${kept.id}.zip`, `${fresh}.zip`, "notes.txt"]) expect(existsSync(join(dists, name))).toBe(true);
     rmSync(join(dists, `${fresh}.zip`));

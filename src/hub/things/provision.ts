@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { isUuid, TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
+import { describeError } from "../../shared/foreign-errors.ts";
 import { readRegularFile } from "../../shared/regular-file.ts";
 import type { HubHome } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
@@ -176,14 +177,19 @@ const ORPHAN_AGE_MS = 10 * 60_000;
  * `now` (Unix ms): what a create killed between its zip and its row (SIGKILL, a power cut) left.
  * Each holds a private key and a certificate the hub CA signed for a name no row holds, which no
  * command would show or remove. The age keeps a create in flight (in this or another hub sharing
- * dists/) out of it. Returns the ids removed; throws what listing dists/ or the store throws.
+ * dists/) out of it. Gives the ids removed and those that could not be (and why); throws what
+ * listing dists/ or the store throws.
  */
-export async function removeOrphanDistributions(home: HubHome, store: HubStore, now: number): Promise<string[]> {
+export async function removeOrphanDistributions(
+  home: HubHome,
+  store: HubStore,
+  now: number,
+): Promise<{ removed: string[]; left: { id: string; reason: string }[] }> {
   let names: string[];
   try {
     names = readdirSync(home.paths.dists);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { removed: [], left: [] };
     throw err;
   }
   const old = names.flatMap((name) => {
@@ -191,9 +197,17 @@ export async function removeOrphanDistributions(home: HubHome, store: HubStore, 
     const at = isUuid(id) ? statSync(join(home.paths.dists, name), { throwIfNoEntry: false })?.mtimeMs : undefined;
     return at !== undefined && now - at > ORPHAN_AGE_MS ? [id] : [];
   });
-  if (old.length === 0) return [];
+  const removed: string[] = [];
+  const left: { id: string; reason: string }[] = [];
+  if (old.length === 0) return { removed, left };
   const known = new Set((await store.getThingTargets(old)).map((t) => t.id));
-  const orphans = old.filter((id) => !known.has(id));
-  for (const id of orphans) rmSync(distributionPath(home.paths, id), { force: true });
-  return orphans;
+  for (const id of old.filter((id) => !known.has(id))) {
+    try {
+      rmSync(distributionPath(home.paths, id), { force: true });
+      removed.push(id);
+    } catch (err) {
+      left.push({ id, reason: describeError(err) });
+    }
+  }
+  return { removed, left };
 }
