@@ -352,6 +352,20 @@ describe("hub thing create", () => {
   });
 });
 
+describe("a closed hub store", () => {
+  test("is 'stopping' (unavailable, 503) to late work, not SQLite's 'Cannot use a closed database' (a bug, 500, in a hub stopped while creates were in flight); a second close does nothing", async () => {
+    const late = await openHubStore(home.paths.database);
+    await late.close();
+    const err = await late.getThing(randomUUID()).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(Error);
+    expect({ message: (err as Error).message, code: exitCodeOf(err) }).toEqual({
+      message: "the hub database is closed: the hub is stopping",
+      code: ExitCode.UNAVAILABLE,
+    });
+    await late.close();
+  });
+});
+
 describe("distributions no thing has", () => {
   test("a zip with no row, older than 10 minutes (a create killed between its zip and its row), is removed; a thing's own, a fresh one (a create in flight) and another file stay", async () => {
     const kept = (await createThing(home, store, "keeps-its-zip")).thing;

@@ -1,5 +1,5 @@
 import { chmodSync, closeSync, openSync, statSync } from "node:fs";
-import { ConfigError } from "../../shared/errors.ts";
+import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { databaseFiles, refuseOddDatabaseFiles, type SqlDatabase } from "../../shared/sqlite/driver.ts";
 import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
@@ -80,8 +80,14 @@ export function openSqliteHubSql(file: string, options: { create?: boolean } = {
 export function sqliteHubSql(db: SqlDatabase): HubSql {
   // One queue for the connection: a statement or a whole transaction at a time, in call order.
   let tail: Promise<unknown> = Promise.resolve();
+  let closed = false;
   const exclusive = <T>(fn: () => T | Promise<T>): Promise<T> => {
-    const result = tail.then(fn);
+    // A use after close is a stopping hub's late work (a create whose key was still being made),
+    // not a bug: said so, as 503 try-later, instead of SQLite's "Cannot use a closed database".
+    const result = tail.then(() => {
+      if (closed) throw new FlashlexError("the hub database is closed: the hub is stopping", "unavailable", { clientSafe: true });
+      return fn();
+    });
     tail = result.catch(() => {});
     return result;
   };
@@ -120,7 +126,15 @@ export function sqliteHubSql(db: SqlDatabase): HubSql {
           if (lazy) db.exec("PRAGMA synchronous = FULL");
         }
       }),
-    close: () => exclusive(() => db.close()),
+    // after what is queued; a second close does nothing
+    close: () => {
+      const result = tail.then(() => {
+        if (!closed) db.close();
+        closed = true;
+      });
+      tail = result.catch(() => {});
+      return result;
+    },
   };
 }
 
