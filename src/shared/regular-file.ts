@@ -13,25 +13,41 @@ export const MAX_PEM_FILE_BYTES = 1024 * 1024;
  * or over the size; what open(2) or read(2) throws (ENOENT, EACCES, EISDIR) otherwise.
  */
 export function readRegularFile(path: string, what: string, maxBytes = MAX_PEM_FILE_BYTES): Buffer {
-  const fd = openUnlessSocket(path, what);
+  const { fd, size } = openRegularFile(path, (kind) => new ConfigError(`${path}: the ${what} is not a regular file (${kind}); it must be the file itself`));
   try {
-    const stat = fstatSync(fd);
-    if (!stat.isFile()) throw new ConfigError(`${path}: the ${what} is not a regular file (${kindOf(stat)}); it must be the file itself`);
-    if (stat.size > maxBytes) throw new ConfigError(`${path}: ${stat.size} bytes is too large for the ${what} (at most ${maxBytes})`);
+    if (size > maxBytes) throw new ConfigError(`${path}: ${size} bytes is too large for the ${what} (at most ${maxBytes})`);
     return readFileSync(fd);
   } finally {
     closeSync(fd);
   }
 }
 
-/** open(2) of `path` for reading, without blocking; a UNIX socket, which open(2) refuses with ENXIO, is the ConfigError a FIFO gets. */
-function openUnlessSocket(path: string, what: string): number {
+/**
+ * `path` opened for reading without blocking, once fstat(2) on that descriptor says it is a
+ * regular file: the descriptor (the caller closes it) and the file's size in bytes. Anything
+ * else (a FIFO, a socket, a device, a directory) throws `refuse(kind)`, kind being "a FIFO" and
+ * so on, with the descriptor closed; what open(2) throws (ENOENT, EACCES) otherwise. For files
+ * whose kind decides the error (ConfigError for the hub's own, InputError for what a command is
+ * given).
+ */
+export function openRegularFile(path: string, refuse: (kind: string) => Error): { fd: number; size: number } {
+  const fd = openUnlessSocket(path, refuse);
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) throw refuse(kindOf(stat));
+    return { fd, size: stat.size };
+  } catch (err) {
+    closeSync(fd);
+    throw err;
+  }
+}
+
+/** open(2) of `path` for reading, without blocking; a UNIX socket, which open(2) refuses with ENXIO, is refused as a FIFO is. */
+function openUnlessSocket(path: string, refuse: (kind: string) => Error): number {
   try {
     return openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENXIO" && statSync(path, { throwIfNoEntry: false })?.isSocket()) {
-      throw new ConfigError(`${path}: the ${what} is not a regular file (a socket); it must be the file itself`);
-    }
+    if ((err as NodeJS.ErrnoException).code === "ENXIO" && statSync(path, { throwIfNoEntry: false })?.isSocket()) throw refuse("a socket");
     throw err;
   }
 }

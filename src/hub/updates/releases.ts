@@ -12,7 +12,7 @@
  * under a version already stored is refused (a version names one set of bytes, for good).
  */
 import { createHash } from "node:crypto";
-import { chmodSync, closeSync, constants, createReadStream, fstatSync, mkdirSync, mkdtempSync, openSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { chmodSync, closeSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
 import { MANIFEST_FILE, parseManifest, type ReleaseManifest, SIGNATURE_FILE } from "../../protocol/release-manifest.ts";
@@ -21,6 +21,7 @@ import { elfMismatch } from "../../shared/elf.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../shared/files.ts";
 import { notADirectory, pathExists, pathKind } from "../../shared/path-exists.ts";
+import { openRegularFile } from "../../shared/regular-file.ts";
 
 export interface StoredRelease {
   manifest: ReleaseManifest;
@@ -100,14 +101,12 @@ const MAX_MANIFEST_BYTES = 1024 * 1024;
  * the disk that holds hub.db, before the size was compared.
  */
 function openReleaseFile(path: string, size: { exactly: number } | { atMost: number }): number {
-  const fd = openSync(path, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
+  const { fd, size: bytes } = openRegularFile(path, () => new InputError(`${path}: not a regular file; a release is the files its manifest signs`));
   try {
-    const stat = fstatSync(fd);
-    if (!stat.isFile()) throw new InputError(`${path}: not a regular file; a release is the files its manifest signs`);
-    if ("exactly" in size && stat.size !== size.exactly) {
-      throw new InputError(`${path}: does not match the signed manifest (${stat.size} bytes; signed: ${size.exactly} bytes)`);
+    if ("exactly" in size && bytes !== size.exactly) {
+      throw new InputError(`${path}: does not match the signed manifest (${bytes} bytes; signed: ${size.exactly} bytes)`);
     }
-    if ("atMost" in size && stat.size > size.atMost) throw new InputError(`${path}: ${stat.size} bytes is too large (at most ${size.atMost})`);
+    if ("atMost" in size && bytes > size.atMost) throw new InputError(`${path}: ${bytes} bytes is too large (at most ${size.atMost})`);
     return fd;
   } catch (err) {
     closeSync(fd);
