@@ -22,7 +22,7 @@ import { checkHubIdentity } from "./home/identity.ts";
 import { hubClientId, hubInstance } from "./home/instance.ts";
 import { actingAsOwnerNote } from "./home/owner.ts";
 import type { HubPaths } from "./home/paths.ts";
-import { DEFAULT_METRICS_LISTEN, type HubSettings } from "./home/settings.ts";
+import { DEFAULT_METRICS_LISTEN, type HubSettings, settingMs } from "./home/settings.ts";
 import { type HubServer, refuseSecondHub, startHubServer, startLocalSocket } from "./http/bun-server.ts";
 import { createHubApi } from "./http/routes.ts";
 import { hubUseCases } from "./hub.ts";
@@ -30,6 +30,7 @@ import { Collector } from "./messages/collect.ts";
 import { MessageFeed } from "./messages/feed.ts";
 import { startFleetFeed } from "./messages/fleet-feed.ts";
 import { ingressLedger } from "./messages/ingress-delivery.ts";
+import { startMessageRetention } from "./messages/retention.ts";
 import type { HubMetrics } from "./metrics/prometheus.ts";
 import type { HubStore } from "./store/hub-store.ts";
 import { openHubStore } from "./store/open-store.ts";
@@ -377,6 +378,10 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     });
     await parts.start({ name: "CRL renewal", stop: stopRenewal });
 
+    // hub.yml's messages.keepFor: older messages go, so that hub.db does not grow for ever.
+    const keepFor = settings.messages?.keepFor;
+    if (keepFor) await parts.start({ name: "message retention", stop: startMessageRetention({ store, keepForMs: settingMs(keepFor), log }) });
+
     // A zip no thing has holds a key and a certificate nothing shows: removed, but never at the cost of the start.
     try {
       const { removed, left } = await removeOrphanDistributions(home, store, Date.now());
@@ -395,6 +400,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       env: settings.env,
       things,
       database: home.database.display,
+      messages_kept_for: keepFor ?? "ever",
     });
     let closing: Promise<void> | undefined;
     return {

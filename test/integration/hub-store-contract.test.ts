@@ -192,6 +192,37 @@ for (const driver of DRIVERS) {
     );
 
     test(
+      "expireMessages: one thing's messages stored before the cut, oldest first, at most `limit`; pending ingress and newer messages stay; thingIds in id order",
+      withStore(async (store) => {
+        const [a, b] = [thing(2), thing(1)];
+        await store.insertThing(a);
+        await store.insertThing(b);
+        expect(await store.thingIds()).toEqual([b.id, a.id]);
+        const CUT = 1_700_000_100;
+        await store.insertMessages([
+          { message: message("e-old", a.id, "egress", CUT - 50) },
+          { message: message("i-delivered", a.id, "ingress", CUT - 40, { delivery: "delivered", deliveredAt: CREATED_AT }) },
+          { message: message("i-unknown", a.id, "ingress", CUT - 30, { delivery: "unknown" }) },
+          { message: message("i-pending", a.id, "ingress", CUT - 60, { delivery: "pending" }) },
+          { message: message("e-at-cut", a.id, "egress", CUT) },
+          { message: message("e-new", a.id, "egress", CUT + 10) },
+          { message: message("b-old", b.id, "egress", CUT - 99) },
+        ]);
+        const ids = async (t: ThingRecord) => (await storedMessages(store, t.id)).map((m) => m.flmessagespk);
+        expect(await store.expireMessages(a.id, CUT, 2)).toBe(2);
+        expect(await ids(a)).toEqual(["i-pending", "i-unknown", "e-at-cut", "e-new"]);
+        expect(await store.expireMessages(a.id, CUT, 1000)).toBe(1);
+        expect(await store.expireMessages(a.id, CUT, 1000)).toBe(0);
+        expect(await ids(a)).toEqual(["i-pending", "e-at-cut", "e-new"]);
+        expect(await ids(b)).toEqual(["b-old"]);
+        // delivered now: the next sweep takes it
+        expect(await store.markDelivered([{ flmessagespk: "i-pending", at: CREATED_AT }])).toEqual([true]);
+        expect(await store.expireMessages(a.id, CUT, 1000)).toBe(1);
+        expect(await ids(a)).toEqual(["e-at-cut", "e-new"]);
+      }),
+    );
+
+    test(
       "a thing deleted while messages are stored for it keeps none of them: one stored after the delete is not stored (message undefined), one before goes with it",
       withStore(async (store) => {
         for (let round = 0; round < 3; round++) {

@@ -370,7 +370,8 @@ export function renderHubYaml(settings: HubSettings): string {
   return [
     "# FlashLex hub settings, written by `flashlex hub init`. Restart `flashlex hub serve` after an edit.",
     "# api.host/port and broker.listenHost/listenPort are where the hub listens; api.publicUrl and",
-    "# broker.host/port are what new distributions tell things to use.",
+    "# broker.host/port are what new distributions tell things to use. Every message is kept unless",
+    "# messages.keepFor (such as 365d) says how long: older ones are deleted (docs/hub.md, Retention).",
     stringify(doc),
   ].join("\n");
 }

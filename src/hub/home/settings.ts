@@ -170,6 +170,17 @@ export const HubYamlSchema = z.object({
      */
     sharedDir: z.string().min(1).optional(),
     certificates: CertificatesSchema.default({ thingLifetime: "90d", renewalCheck: "15m" }),
+    /** Absent: every message is kept. */
+    messages: z
+      .object({
+        /**
+         * How long `hub serve` keeps a message (messages/retention.ts): older ones are deleted,
+         * but ingress its thing has not acknowledged. At least a day, so that a thing's retry of
+         * a message the hub already holds still finds its id (and is not stored twice).
+         */
+        keepFor: durationSetting(86_400_000, 36_500 * 86_400_000, "a duration from 1d to 36500d, such as 365d").optional(),
+      })
+      .optional(),
     metrics: z
       .object({
         /** absent: DEFAULT_METRICS_LISTEN (and a busy port there is a warning, not a failure: serve.ts) */

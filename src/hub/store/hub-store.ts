@@ -292,6 +292,8 @@ export interface HubStore {
   /** the things of `ids` (lower-case UUIDs) that exist, as targets to send to, in no particular order; unknown ids are left out */
   getThingTargets(ids: readonly string[]): Promise<ThingTarget[]>;
   listThings(): Promise<ThingRecord[]>;
+  /** every thing's id, in id order (for work done thing by thing, such as expiring messages) */
+  thingIds(): Promise<string[]>;
   /** sets verified_at (first time only) and last_seen_at */
   markVerified(id: string, at: number): Promise<void>;
   /**
@@ -333,6 +335,12 @@ export interface HubStore {
   insertMessages(items: { message: MessageRecord; seenAt?: number }[]): Promise<MessageInsert[]>;
   deleteMessage(flmessagespk: string): Promise<void>;
   deleteMessages(thingId: string, query: MessageQuery): Promise<number>;
+  /**
+   * Deletes at most `limit` of the thing's messages stored before `olderThan` (Unix seconds,
+   * fltimestamp), oldest first, and returns how many went. Ingress still `pending` (its thing has
+   * not acknowledged it) is kept: it goes once delivered. The retention sweep (messages/retention.ts).
+   */
+  expireMessages(thingId: string, olderThan: number, limit: number): Promise<number>;
   /** one page of the thing's messages matching `query`, in (fltimestamp, seq) order, each with its cursor */
   messagePage(thingId: string, query: MessageQuery, page: MessagePageOptions): Promise<{ message: MessageRecord; cursor: MessageCursor }[]>;
   /** how many messages match `query`, and the cursor of the last (undefined when none) */

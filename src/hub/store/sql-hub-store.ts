@@ -231,6 +231,7 @@ export function sqlHubStore(sql: HubSql): HubStore {
       return things;
     },
     listThings: async () => (await sql.all<ThingRow>("SELECT * FROM things ORDER BY created_at, name")).map(toThing),
+    thingIds: async () => (await sql.all<{ id: string }>("SELECT id FROM things ORDER BY id")).map((row) => row.id),
     markVerified: (id, at) => markVerified(sql, id, at),
     async markSeen(items) {
       await sql.transaction(
@@ -353,6 +354,12 @@ export function sqlHubStore(sql: HubSql): HubStore {
     async deleteMessages(thingId, q) {
       const { where, params } = messageFilter(thingId, q);
       return (await sql.run(`DELETE FROM messages WHERE ${where}`, params)).changes;
+    },
+    // The index on (thing_id, fltimestamp) finds the oldest rows of one thing without a scan of the table.
+    async expireMessages(thingId, olderThan, limit) {
+      const oldest = `SELECT flmessagespk FROM messages WHERE thing_id = ? AND fltimestamp < ? AND (delivery IS NULL OR delivery <> 'pending')
+                      ORDER BY fltimestamp LIMIT ?`;
+      return (await sql.run(`DELETE FROM messages WHERE flmessagespk IN (${oldest})`, [thingId, olderThan, Math.max(0, Math.floor(limit))])).changes;
     },
     async messageCounts(thingIds) {
       const counts = new Map<string, MessageCounts>();
