@@ -38,6 +38,7 @@ import { adoptLostRenewal } from "./things/certificates.ts";
 import { crlValiditySeconds, renewalIntervalMs, startCrlRenewal } from "./things/crl-renewal.ts";
 import { removeOrphanDistributions } from "./things/provision.ts";
 import { createCrlWriter, writeRevocationLists } from "./things/revocation.ts";
+import { updateKey } from "./updates/update-key.ts";
 import type { Updates } from "./updates/updates.ts";
 
 /**
@@ -140,6 +141,10 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const store: HubStore = await openHubStore(home.database);
     await parts.start({ name: "hub database", stop: () => store.close() });
     await checkHubIdentity(home, store);
+    // A lost or swapped update key refuses every create and enrolment (78): said now, not at the next one.
+    await updateKey(home, store).catch((err) =>
+      log.error("hub.update_key_unusable", { error: err, note: "creating and enrolling things is refused until it is fixed" }),
+    );
     // The home removed or moved, or hub.db replaced, while the hub runs (shared/file-watch.ts).
     const failed = Promise.withResolvers<FlashlexError>();
     // The directory, not hub.yml: hub.yml is rewritten in place of itself (hub mosquitto-config,

@@ -192,6 +192,16 @@ for (const driver of DRIVERS) {
     );
 
     test(
+      "the update key: none before its first use; the first one adopted is kept, a later one gets the first back",
+      withStore(async (store) => {
+        expect(await store.updateKey()).toBeUndefined();
+        expect(await store.adoptUpdateKey("ed25519:first", CREATED_AT)).toBe("ed25519:first");
+        expect(await store.adoptUpdateKey("ed25519:second", CREATED_AT + 1)).toBe("ed25519:first");
+        expect(await store.updateKey()).toBe("ed25519:first");
+      }),
+    );
+
+    test(
       "expireMessages: one thing's messages stored before the cut, oldest first, at most `limit`; pending ingress and newer messages stay; thingIds in id order",
       withStore(async (store) => {
         const [a, b] = [thing(2), thing(1)];

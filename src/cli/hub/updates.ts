@@ -31,7 +31,7 @@ export const hubUpdateCommands: CommandSpec[] = [
     description: "Print the hub's update public key (ed25519:...), which every thing pins in config.yml flashlex.update.publicKey",
     options: [DIR_OPTION, DB_OPTION],
     bunOnly: true,
-    run: (_args, options) => openedHub(options, async (hub) => (printLine(hub.updates.publicKey()), ExitCode.OK)),
+    run: (_args, options) => openedHub(options, async (hub) => (printLine(await hub.updates.publicKey()), ExitCode.OK)),
   },
   {
     name: "hub update",

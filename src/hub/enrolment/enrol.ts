@@ -31,7 +31,7 @@ import { type HubStore, isThingNameTaken, type ThingRecord } from "../store/hub-
 import { issueWithLifetime } from "../things/certificates.ts";
 import { renderThingConfig } from "../things/distribution.ts";
 import { validateThingName } from "../things/provision.ts";
-import { ensureUpdateKey } from "../updates/update-key.ts";
+import { updateKey } from "../updates/update-key.ts";
 import { enrolmentTokenHash, whyRefused } from "./tokens.ts";
 
 /** A refused enrolment: one line saying why, safe to tell the device (never the token). Kind `data`: 65 on the device, 400 over HTTP. */
@@ -103,7 +103,13 @@ export async function enrol(home: HubHome, store: HubStore, request: EnrolmentRe
       throw new ConflictError(`a thing named ${name} already exists${free}; choose another name`);
     }
     if (refused && token!.id !== existing.enrolledWith) throw new EnrolmentRefused(refused);
-    return { thing: existing, certPem: existing.certPem, caPem: readCa(home.paths).certPem, configText: configFor(home, existing.id, name), repeated: true };
+    return {
+      thing: existing,
+      certPem: existing.certPem,
+      caPem: readCa(home.paths).certPem,
+      configText: configFor(home, existing.id, name, await updateKey(home, store)),
+      repeated: true,
+    };
   }
   if (refused) throw new EnrolmentRefused(refused);
 
@@ -111,7 +117,7 @@ export async function enrol(home: HubHome, store: HubStore, request: EnrolmentRe
   const id = randomUUID();
   const certPem = await issueWithLifetime(home, name, csr.publicKeyPem, settingMs(home.settings.certificates.thingLifetime), at);
   const info = describeCertificate(certPem);
-  const configText = configFor(home, id, name);
+  const configText = configFor(home, id, name, await updateKey(home, store));
   const thing: ThingRecord = {
     id,
     name,
@@ -155,7 +161,7 @@ function isRetryOf(thing: ThingRecord, publicKeyPem: string): boolean {
 }
 
 /** The thing's config.yml, rendered from the hub's settings as every distribution's is. */
-function configFor(home: HubHome, id: string, name: string): string {
+function configFor(home: HubHome, id: string, name: string, updatePublicKey: string): string {
   const { settings } = home;
   return renderThingConfig({
     thingId: id,
@@ -165,7 +171,7 @@ function configFor(home: HubHome, id: string, name: string): string {
     brokerHost: settings.broker.host,
     brokerPort: settings.broker.port,
     // the key its updates must be signed with, pinned at enrolment as in every distribution
-    updatePublicKey: ensureUpdateKey(home.paths.dir),
+    updatePublicKey,
   }).text;
 }
 

@@ -19,7 +19,7 @@ import { parseUrlStrictly } from "../../shared/strict-url.ts";
 import { type HubDatabase, parseHubDatabase, urlHoldsPassword } from "../store/database-url.ts";
 import { type HubIdentity, sameHubIdentity } from "../store/hub-store.ts";
 import { openHubStore } from "../store/open-store.ts";
-import { ensureUpdateKey } from "../updates/update-key.ts";
+import { makeUpdateKey } from "../updates/update-key.ts";
 import type { DatabaseOverride, HubHome } from "./home.ts";
 import { homeIdentity } from "./identity.ts";
 import { HUB_CLIENT_NAME, hubPaths } from "./paths.ts";
@@ -113,8 +113,9 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
     createFile(paths.clientKey, client.privateKeyPem, 0o600);
     createFile(paths.clientCert, await issueThingCertificate(ca, { thingName: HUB_CLIENT_NAME, publicKeyPem: client.publicKeyPem }), 0o644);
 
-    // The key that signs releases (docs/updates.md); its public half goes into every distribution.
-    ensureUpdateKey(paths.dir);
+    // The key that signs releases (docs/updates.md); its public half goes into every distribution
+    // (and into hub.db, at the first distribution: update-key.ts).
+    makeUpdateKey(paths.dir);
     // A PostgreSQL URL may carry a password: then hub.yml is the owner's alone (the home is 0700 anyway).
     createFile(paths.config, renderHubYaml(settings), database.kind === "postgres" && urlHoldsPassword(database.url) ? 0o600 : 0o644);
     await checkpoint(signal);

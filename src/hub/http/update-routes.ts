@@ -135,7 +135,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       return errorResponse(405, `${request.method} is not allowed here`, { Allow: allow.join(", ") });
     }
     const [first, id = ""] = path;
-    if (path.length === 1 && first === "update-key" && method === "GET") return ok({ publicKey: updates.publicKey() }, "The hub's update public key.");
+    if (path.length === 1 && first === "update-key" && method === "GET") return ok({ publicKey: await updates.publicKey() }, "The hub's update public key.");
     if (path.length === 1 && first === "releases" && method === "GET") {
       await requireOperator(request, via);
       onlyQueryParams(url.searchParams, []);

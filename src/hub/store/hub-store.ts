@@ -422,6 +422,11 @@ export interface HubStore {
    */
   adoptHubIdentity(identity: HubIdentity, at: number): Promise<HubIdentity>;
 
+  /** The update public key (`ed25519:<base64>`) recorded for this hub, or undefined before its first use. */
+  updateKey(): Promise<string | undefined>;
+  /** Records `publicKey` (at `at`, Unix ms) as the hub's update key when none is recorded yet; gives what is recorded either way. */
+  adoptUpdateKey(publicKey: string, at: number): Promise<string>;
+
   /**
    * `hub init`'s claim, in one transaction: as adoptHubIdentity, and when the identity recorded
    * is `identity`, the operator token's hash too (no expiry). A failure leaves neither, so an

@@ -303,6 +303,21 @@ export const HUB_MIGRATIONS: readonly Migration[] = [
      CREATE TRIGGER things_version_on_delete AFTER DELETE ON things
        FOR EACH STATEMENT EXECUTE FUNCTION things_version_bump();`,
   },
+  // The update public key every thing pins (updates/update-key.ts), recorded the first time it is
+  // used: a home whose update-key files were lost (or swapped for another hub's) is refused
+  // instead of making a new key that the fleet made so far would never accept.
+  {
+    sqlite: `CREATE TABLE update_key (
+       id          INTEGER PRIMARY KEY CHECK (id = 1),
+       public_key  TEXT    NOT NULL,
+       recorded_at INTEGER NOT NULL
+     );`,
+    postgres: `CREATE TABLE update_key (
+       id          INTEGER PRIMARY KEY CHECK (id = 1),
+       public_key  TEXT    NOT NULL,
+       recorded_at BIGINT  NOT NULL
+     );`,
+  },
 ];
 
 /** The SQLite text of every step, for src/shared/sqlite/migrate.ts. */

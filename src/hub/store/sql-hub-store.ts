@@ -559,6 +559,12 @@ export function sqlHubStore(sql: HubSql): HubStore {
 
     adoptHubIdentity: (identity, at) => adoptIdentity(sql, identity, at),
 
+    updateKey: async () => (await sql.get<{ public_key: string }>("SELECT public_key FROM update_key WHERE id = 1"))?.public_key,
+    async adoptUpdateKey(publicKey, at) {
+      await sql.run("INSERT INTO update_key (id, public_key, recorded_at) VALUES (1, ?, ?) ON CONFLICT (id) DO NOTHING", [publicKey, at]);
+      return (await sql.get<{ public_key: string }>("SELECT public_key FROM update_key WHERE id = 1"))!.public_key;
+    },
+
     claimForNewHub: (identity, operatorTokenHash, at) =>
       sql.transaction(async (tx) => {
         const recorded = await adoptIdentity(tx, identity, at);

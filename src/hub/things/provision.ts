@@ -10,7 +10,7 @@ import type { HubHome } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
 import { ownerPrefix } from "../home/settings.ts";
 import { type HubStore, isThingNameTaken, type ThingRecord } from "../store/hub-store.ts";
-import { ensureUpdateKey } from "../updates/update-key.ts";
+import { updateKey } from "../updates/update-key.ts";
 import { makeThingMaterialOffThread } from "./material-thread.ts";
 
 /**
@@ -97,7 +97,7 @@ export async function createThing(
     brokerHost: home.settings.broker.host,
     brokerPort: home.settings.broker.port,
     // every distribution pins the hub's release-signing key (made here for a home older than updates)
-    updatePublicKey: ensureUpdateKey(home.paths.dir),
+    updatePublicKey: await updateKey(home, store),
   };
   // Key, certificate and zip (written there, synced) are made on a worker thread: the hub keeps
   // answering meanwhile. The zip first, then the row: a thing in the database always has its distribution.

@@ -20,7 +20,7 @@ import type { HubHome } from "../home/home.ts";
 import type { HubStore, ThingRecord, UpdateTables } from "../store/hub-store.ts";
 import { FAILURE_STATES, type ReleaseRow, type RolloutRow, TERMINAL_STATES, type ThingUpdateRow, type UpdateState } from "../store/update-tables.ts";
 import { readSignedRelease, releaseFilePath, releasesDir, type StoredRelease, storeReleaseFiles } from "./releases.ts";
-import { ensureUpdateKey } from "./update-key.ts";
+import { updateKey } from "./update-key.ts";
 
 export type { RolloutRow, ThingUpdateRow, UpdateState };
 
@@ -106,9 +106,9 @@ export class Updates {
     return this.deps.store.updates;
   }
 
-  /** The hub's update public key (`ed25519:<base64>`), made on first use: for distributions and enrolment. */
-  publicKey(): string {
-    return ensureUpdateKey(this.deps.home.paths.dir);
+  /** The hub's update public key (`ed25519:<base64>`), made on first use; throws ConfigError (78) as update-key.ts `updateKey`. */
+  publicKey(): Promise<string> {
+    return updateKey(this.deps.home, this.deps.store, this.now());
   }
 
   /**
@@ -118,7 +118,7 @@ export class Updates {
    * signed under the version would be offered with the first one's manifest: every thing fails).
    */
   async addRelease(dir: string): Promise<{ release: StoredRelease; outcome: "stored" | "already stored" }> {
-    const release = readSignedRelease(dir, this.publicKey());
+    const release = readSignedRelease(dir, await this.publicKey());
     const known = await this.tables.release(release.manifest.version);
     if (known && known.manifest !== release.manifestText) {
       throw new ConflictError(`release ${release.manifest.version} is already stored with another manifest; a version names one set of binaries`);
