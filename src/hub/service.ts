@@ -387,12 +387,16 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const keepFor = settings.messages?.keepFor;
     if (keepFor) await parts.start({ name: "message retention", stop: startMessageRetention({ store, keepForMs: settingMs(keepFor), log }) });
 
-    // A zip no thing has holds a key and a certificate nothing shows: removed, but never at the cost of the start.
+    // A zip no thing has, or a revoked thing's, holds a key nothing hands out: removed, but never at the cost of the start.
     try {
       const { removed, left } = await removeOrphanDistributions(home, store, Date.now());
-      for (const id of removed)
-        log.warn("hub.orphan_distribution_removed", { id, note: "a zip no thing has, left by a create killed before its row was written" });
-      for (const { id, reason } of left) log.warn("hub.orphan_distribution_left", { id, error: reason, fix: "remove it by hand: it holds a private key" });
+      const why = {
+        "no thing": "a zip no thing has, left by a create killed before its row was written",
+        revoked: "a revoked thing's zip, left by a revoke or delete that could not remove it",
+      };
+      for (const { id, kind } of removed) log.warn("hub.orphan_distribution_removed", { id, note: why[kind] });
+      for (const { id, kind, reason } of left)
+        log.warn("hub.orphan_distribution_left", { id, note: why[kind], error: reason, fix: "remove it by hand: it holds a private key" });
     } catch (err) {
       log.warn("hub.orphan_distributions_unchecked", { error: err, note: "dists/ could not be looked through" });
     }

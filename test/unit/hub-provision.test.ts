@@ -367,17 +367,26 @@ describe("a closed hub store", () => {
 });
 
 describe("distributions no thing has", () => {
-  test("a zip with no row, older than 10 minutes (a create killed between its zip and its row), is removed; a thing's own, a fresh one (a create in flight) and another file stay", async () => {
+  test("a zip with no row, or a revoked thing's (a revoke that could not remove it), older than 10 minutes, is removed; a thing's own, a fresh one (a create in flight) and another file stay", async () => {
     const kept = (await createThing(home, store, "keeps-its-zip")).thing;
+    const revoked = (await createThing(home, store, "revoked-kept-zip")).thing;
+    expect(await store.revokeThing(revoked.id, Date.now())).toBe(true);
     const dists = home.paths.dists;
     const orphan = randomUUID();
     const fresh = randomUUID();
     for (const id of [orphan, fresh]) writeFileSync(join(dists, `${id}.zip`), readFileSync(distributionPath(home.paths, kept.id)));
     writeFileSync(join(dists, "notes.txt"), "an operator's");
     const old = new Date(Date.now() - 11 * 60_000);
-    for (const name of [`${orphan}.zip`, `${kept.id}.zip`, "notes.txt"]) utimesSync(join(dists, name), old, old);
-    expect(await removeOrphanDistributions(home, store, Date.now())).toEqual({ removed: [orphan], left: [] });
-    expect(existsSync(join(dists, `${orphan}.zip`))).toBe(false);
+    for (const name of [`${orphan}.zip`, `${kept.id}.zip`, `${revoked.id}.zip`, "notes.txt"]) utimesSync(join(dists, name), old, old);
+    const swept = await removeOrphanDistributions(home, store, Date.now());
+    expect(swept.left).toEqual([]);
+    expect(swept.removed.sort((a, b) => a.id.localeCompare(b.id))).toEqual(
+      [
+        { id: orphan, kind: "no thing" as const },
+        { id: revoked.id, kind: "revoked" as const },
+      ].sort((a, b) => a.id.localeCompare(b.id)),
+    );
+    for (const id of [orphan, revoked.id]) expect(existsSync(join(dists, `${id}.zip`))).toBe(false);
     for (const name of [`${kept.id}.zip`, `${fresh}.zip`, "notes.txt"]) expect(existsSync(join(dists, name))).toBe(true);
     rmSync(join(dists, `${fresh}.zip`));
     rmSync(join(dists, "notes.txt"));

@@ -172,19 +172,24 @@ export function readDistribution(home: HubHome, thingId: string): Uint8Array | u
 /** How old a zip with no thing must be before it is taken for a create that died (ms): a create writes its row within a second of its zip. */
 const ORPHAN_AGE_MS = 10 * 60_000;
 
+/** Why a zip in dists/ is no thing's distribution (removeOrphanDistributions). */
+export type OrphanKind = "no thing" | "revoked";
+
 /**
- * Removes the distribution zips in dists/ that no thing has, written more than 10 minutes before
- * `now` (Unix ms): what a create killed between its zip and its row (SIGKILL, a power cut) left.
- * Each holds a private key and a certificate the hub CA signed for a name no row holds, which no
- * command would show or remove. The age keeps a create in flight (in this or another hub sharing
- * dists/) out of it. Gives the ids removed and those that could not be (and why); throws what
- * listing dists/ or the store throws.
+ * Removes the distribution zips in dists/ written more than 10 minutes before `now` (Unix ms)
+ * that no thing has, or whose thing is revoked. The first are what a create killed between its
+ * zip and its row (SIGKILL, a power cut) left: a private key and a certificate the hub CA signed
+ * for a name no row holds, which no command would show or remove. The second are what a revoke
+ * or delete could not remove then (a dists/ another user owned, mounted read-only): it said so
+ * once, and the zip, never handed out again, held the thing's key until someone removed it.
+ * The age keeps a create in flight (in this or another hub sharing dists/) out of it. Gives the
+ * ids removed and those that could not be (and why); throws what listing dists/ or the store throws.
  */
 export async function removeOrphanDistributions(
   home: HubHome,
   store: HubStore,
   now: number,
-): Promise<{ removed: string[]; left: { id: string; reason: string }[] }> {
+): Promise<{ removed: { id: string; kind: OrphanKind }[]; left: { id: string; kind: OrphanKind; reason: string }[] }> {
   let names: string[];
   try {
     names = readdirSync(home.paths.dists);
@@ -197,16 +202,19 @@ export async function removeOrphanDistributions(
     const at = isUuid(id) ? statSync(join(home.paths.dists, name), { throwIfNoEntry: false })?.mtimeMs : undefined;
     return at !== undefined && now - at > ORPHAN_AGE_MS ? [id] : [];
   });
-  const removed: string[] = [];
-  const left: { id: string; reason: string }[] = [];
+  const removed: { id: string; kind: OrphanKind }[] = [];
+  const left: { id: string; kind: OrphanKind; reason: string }[] = [];
   if (old.length === 0) return { removed, left };
-  const known = new Set((await store.getThingTargets(old)).map((t) => t.id));
-  for (const id of old.filter((id) => !known.has(id))) {
+  const things = new Map((await store.getThingTargets(old)).map((t) => [t.id, t]));
+  for (const id of old) {
+    const thing = things.get(id);
+    const kind: OrphanKind | undefined = !thing ? "no thing" : thing.revokedAt !== null ? "revoked" : undefined;
+    if (!kind) continue;
     try {
       rmSync(distributionPath(home.paths, id), { force: true });
-      removed.push(id);
+      removed.push({ id, kind });
     } catch (err) {
-      left.push({ id, reason: describeError(err) });
+      left.push({ id, kind, reason: describeError(err) });
     }
   }
   return { removed, left };
