@@ -286,6 +286,20 @@ describe("escaping", () => {
 });
 
 describe("pages", () => {
+  test("a thing's messages page says how long the hub keeps messages (hub.yml messages.keepFor), or that it keeps every one", async () => {
+    const browser = await signIn();
+    const path = `/things/${thing.id}/messages`;
+    expect(await (await get(path, browser)).text()).toContain("The hub keeps every message (no <code>messages.keepFor</code> in hub.yml).");
+    home.settings.messages = { keepFor: "365d" };
+    try {
+      expect(await (await get(path, browser)).text()).toContain(
+        "The hub keeps messages for 365d (<code>messages.keepFor</code> in hub.yml); older ones are deleted.",
+      );
+    } finally {
+      delete home.settings.messages;
+    }
+  });
+
   test("Things pages through many things with a name filter", async () => {
     for (let i = 0; i < 60; i++) {
       await store.insertThing({

@@ -420,6 +420,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
             thing: { record: thing, state: stateOfThing(thing) },
             recent: recent.map((m) => messageView(m, thing.name)),
             range: { from: minuteValue(now - 86_400_000), to: minuteValue(now + 60_000) },
+            keptFor: settings.messages?.keepFor,
           }),
         );
       },

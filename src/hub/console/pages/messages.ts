@@ -13,6 +13,8 @@ export interface MessagesPageData {
   recent: MessageView[];
   /** the archive form's defaults, `YYYY-MM-DDTHH:MM` in UTC */
   range: { from: string; to: string };
+  /** hub.yml `messages.keepFor` (`365d`), or undefined when every message is kept */
+  keptFor?: string;
   notice?: { text: string; tone?: "ok" | "error" };
 }
 
@@ -35,7 +37,8 @@ export function messagesPage(d: MessagesPageData): Html {
     <select id="type" name="type"><option value="egress">collected (from the thing)</option><option value="ingress">sent (to the thing)</option><option value="">both</option></select>
     <button type="submit">Download zip</button>
   </form>
-  <p class="help">A zip with one <code>&lt;flmessagespk&gt;.json</code> per message, as the guide's export; both ends included.</p>
+  <p class="help">A zip with one <code>&lt;flmessagespk&gt;.json</code> per message, as the guide's export; both ends included.
+  ${d.keptFor ? html`The hub keeps messages for ${d.keptFor} (<code>messages.keepFor</code> in hub.yml); older ones are deleted.` : html`The hub keeps every message (no <code>messages.keepFor</code> in hub.yml).`}</p>
 </section>`
     : html`<p class="help">Pick a thing on the <a href="/things">Things</a> page to send it a message or download its messages as a zip.</p>`;
   return page({
