@@ -4,7 +4,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { generateKeyPairSync, randomUUID, X509Certificate } from "node:crypto";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
@@ -367,29 +367,38 @@ describe("a closed hub store", () => {
 });
 
 describe("distributions no thing has", () => {
-  test("a zip with no row, or a revoked thing's (a revoke that could not remove it), older than 10 minutes, is removed; a thing's own, a fresh one (a create in flight) and another file stay", async () => {
+  test("removed: the zip of a create of this home killed before its row (its mark older than 10 minutes), and a revoked thing's; kept: a zip with no row and no mark (another hub's, or a newer database's), a live thing's, a create in flight, other files; one entry that cannot be looked at stops nothing", async () => {
     const kept = (await createThing(home, store, "keeps-its-zip")).thing;
+    expect(existsSync(home.paths.creating) ? readdirSync(home.paths.creating) : []).toEqual([]); // a create leaves no mark
     const revoked = (await createThing(home, store, "revoked-kept-zip")).thing;
     expect(await store.revokeThing(revoked.id, Date.now())).toBe(true);
-    const dists = home.paths.dists;
-    const orphan = randomUUID();
-    const fresh = randomUUID();
-    for (const id of [orphan, fresh]) writeFileSync(join(dists, `${id}.zip`), readFileSync(distributionPath(home.paths, kept.id)));
+    const markedLate = (await createThing(home, store, "killed-after-its-row")).thing;
+    const { dists, creating } = home.paths;
+    const [killed, othersHub, inFlight, unreadable] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+    const zip = readFileSync(distributionPath(home.paths, kept.id));
+    for (const id of [killed, othersHub, inFlight]) writeFileSync(join(dists, `${id}.zip`), zip);
+    for (const id of [killed, inFlight, markedLate.id]) writeFileSync(join(creating, id), "");
+    symlinkSync(unreadable, join(creating, unreadable)); // a loop: stat fails with ELOOP
     writeFileSync(join(dists, "notes.txt"), "an operator's");
     const old = new Date(Date.now() - 11 * 60_000);
-    for (const name of [`${orphan}.zip`, `${kept.id}.zip`, `${revoked.id}.zip`, "notes.txt"]) utimesSync(join(dists, name), old, old);
+    for (const path of [...[killed, othersHub, kept.id, revoked.id].map((id) => join(dists, `${id}.zip`)), join(dists, "notes.txt")])
+      utimesSync(path, old, old);
+    for (const id of [killed, markedLate.id]) utimesSync(join(creating, id), old, old);
+
     const swept = await removeOrphanDistributions(home, store, Date.now());
-    expect(swept.left).toEqual([]);
-    expect(swept.removed.sort((a, b) => a.id.localeCompare(b.id))).toEqual(
+    const byId = (a: { id: string }, b: { id: string }) => a.id.localeCompare(b.id);
+    expect(swept.removed.sort(byId)).toEqual(
       [
-        { id: orphan, kind: "no thing" as const },
+        { id: killed, kind: "killed create" as const },
         { id: revoked.id, kind: "revoked" as const },
-      ].sort((a, b) => a.id.localeCompare(b.id)),
+      ].sort(byId),
     );
-    for (const id of [orphan, revoked.id]) expect(existsSync(join(dists, `${id}.zip`))).toBe(false);
-    for (const name of [`${kept.id}.zip`, `${fresh}.zip`, "notes.txt"]) expect(existsSync(join(dists, name))).toBe(true);
-    rmSync(join(dists, `${fresh}.zip`));
-    rmSync(join(dists, "notes.txt"));
+    expect(swept.left).toEqual([{ id: unreadable, kind: "killed create", reason: expect.stringContaining("ELOOP") }]);
+    for (const id of [killed, revoked.id]) expect(existsSync(join(dists, `${id}.zip`))).toBe(false);
+    for (const id of [othersHub, kept.id, inFlight, markedLate.id]) expect(existsSync(join(dists, `${id}.zip`))).toBe(true);
+    expect(existsSync(join(dists, "notes.txt"))).toBe(true);
+    expect(readdirSync(creating).sort()).toEqual([inFlight, unreadable].sort());
+    for (const name of [`${othersHub}.zip`, `${inFlight}.zip`, "notes.txt", inFlight, unreadable]) rmSync(join(name.includes(".") ? dists : creating, name));
   });
 });
 

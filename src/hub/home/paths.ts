@@ -20,6 +20,10 @@ import { join, resolve } from "node:path";
  *   dists/<thing id>.zip         each thing's distribution (0600): it holds the thing's private
  *                                key, kept so the distribution can be downloaded again
  *   releases/<version>/          releases for things to update to (updates/releases.ts)
+ *   creating/<thing id>          this home's creates in flight: an empty file from before a
+ *                                create's zip is written until its row is committed, so that
+ *                                `hub serve` knows a zip left by a killed create as its own
+ *                                (things/provision.ts removeOrphanDistributions)
  *   instance                     written by earlier hubs only: their random instance name, still read (instance.ts)
  *
  * `dists/` and `releases/` are under `shared` (hub.yml `hub.sharedDir`, default the home): several
@@ -38,6 +42,8 @@ export interface HubPaths {
   /** where dists/ and releases/ are: hub.yml's `hub.sharedDir`, else the home */
   shared: string;
   dists: string;
+  /** this home's creates in flight, one empty file per thing id (never shared: another hub's are its own) */
+  creating: string;
   /** the running `hub serve`'s owner-only socket, through which local commands reach it */
   socket: string;
   /** the secret shared with a RabbitMQ cluster (0600; `hub rabbitmq-config` makes it) */
@@ -60,6 +66,7 @@ export function hubPaths(dir: string, sharedDir?: string): HubPaths {
     clientKey: join(d, "hub-client-key.pem"),
     shared,
     dists: join(shared, "dists"),
+    creating: join(d, "creating"),
     socket: join(d, "hub.sock"),
     brokerSecret: join(d, "broker-secret"),
   };

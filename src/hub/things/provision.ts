@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { readdirSync, rmSync, statSync } from "node:fs";
+import { mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { isUuid, TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
@@ -100,39 +100,64 @@ export async function createThing(
     updatePublicKey: await updateKey(home, store),
   };
   // Key, certificate and zip (written there, synced) are made on a worker thread: the hub keeps
-  // answering meanwhile. The zip first, then the row: a thing in the database always has its distribution.
+  // answering meanwhile. The zip first, then the row: a thing in the database always has its
+  // distribution. Marked as this home's create in flight until the row is in: a kill in between
+  // leaves a zip that `hub serve` then knows to remove (removeOrphanDistributions).
   const file = distributionPath(home.paths, id);
-  const material = await makeThingMaterialOffThread({
-    ca: { caCert: home.paths.caCert, caKey: home.paths.caKey },
-    thingName: name,
-    keyType,
-    values,
-    mtime: Date.now(),
-    distribution: file,
-  });
-  const thing: ThingRecord = {
-    id,
-    name,
-    shortName,
-    publicKeyPem: material.publicKeyPem,
-    certPem: material.certPem,
-    certSerial: material.certSerial,
-    certNotAfter: material.certNotAfter,
-    createdAt: now(),
-    verifiedAt: null,
-    lastSeenAt: null,
-    revokedAt: null,
-  };
-  await nextTurn();
+  const mark = markCreating(home, id);
   try {
-    await store.insertThing(thing);
-  } catch (err) {
-    rmSync(file, { force: true });
-    // Two creates racing for one name: the UNIQUE constraint decides, the loser hears why.
-    if (isThingNameTaken(err)) throw new ConflictError(`a thing named ${name} already exists`);
-    throw err;
+    const material = await makeThingMaterialOffThread({
+      ca: { caCert: home.paths.caCert, caKey: home.paths.caKey },
+      thingName: name,
+      keyType,
+      values,
+      mtime: Date.now(),
+      distribution: file,
+    });
+    const thing: ThingRecord = {
+      id,
+      name,
+      shortName,
+      publicKeyPem: material.publicKeyPem,
+      certPem: material.certPem,
+      certSerial: material.certSerial,
+      certNotAfter: material.certNotAfter,
+      createdAt: now(),
+      verifiedAt: null,
+      lastSeenAt: null,
+      revokedAt: null,
+    };
+    await nextTurn();
+    try {
+      await store.insertThing(thing);
+    } catch (err) {
+      rmSync(file, { force: true });
+      // Two creates racing for one name: the UNIQUE constraint decides, the loser hears why.
+      if (isThingNameTaken(err)) throw new ConflictError(`a thing named ${name} already exists`);
+      throw err;
+    }
+    return { thing, distribution: file };
+  } finally {
+    // A mark that stays (EACCES) costs nothing: `hub serve` finds the row and removes it then.
+    try {
+      rmSync(mark, { force: true });
+    } catch {}
   }
-  return { thing, distribution: file };
+}
+
+/**
+ * Marks thing `id`'s create as in flight in this home (an empty file in creating/) and gives the
+ * mark's path. Best effort, and not synced: a mark that could not be made, or that a power cut
+ * takes back, only leaves a killed create's zip unremoved, as before marks existed; it never gets
+ * a zip removed wrongly, and never stops the create.
+ */
+function markCreating(home: HubHome, id: string): string {
+  const mark = join(home.paths.creating, id);
+  try {
+    mkdirSync(home.paths.creating, { recursive: true, mode: 0o700 });
+    writeFileSync(mark, "", { mode: 0o600 });
+  } catch {}
+  return mark;
 }
 
 /** Lets the events already waiting (API requests, broker packets) run first. */
@@ -169,53 +194,80 @@ export function readDistribution(home: HubHome, thingId: string): Uint8Array | u
   }
 }
 
-/** How old a zip with no thing must be before it is taken for a create that died (ms): a create writes its row within a second of its zip. */
+/** How old a create's mark must be before the create is taken for one that died (ms): a create writes its row within seconds of its mark. */
 const ORPHAN_AGE_MS = 10 * 60_000;
 
 /** Why a zip in dists/ is no thing's distribution (removeOrphanDistributions). */
-export type OrphanKind = "no thing" | "revoked";
+export type OrphanKind = "killed create" | "revoked";
+
+/** The names in `dir`; none when it is not there. Throws what listing it throws otherwise. */
+function namesIn(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
+    throw err;
+  }
+}
 
 /**
- * Removes the distribution zips in dists/ written more than 10 minutes before `now` (Unix ms)
- * that no thing has, or whose thing is revoked. The first are what a create killed between its
- * zip and its row (SIGKILL, a power cut) left: a private key and a certificate the hub CA signed
- * for a name no row holds, which no command would show or remove. The second are what a revoke
- * or delete could not remove then (a dists/ another user owned, mounted read-only): it said so
- * once, and the zip, never handed out again, held the thing's key until someone removed it.
- * The age keeps a create in flight (in this or another hub sharing dists/) out of it. Gives the
- * ids removed and those that could not be (and why); throws what listing dists/ or the store throws.
+ * Removes the distribution zips in dists/ that are no thing's, and only those this hub can tell:
+ *
+ * - a create of this home killed between its zip and its row (SIGKILL, a power cut): its mark in
+ *   creating/ is more than 10 minutes older than `now` (Unix ms) and the database has no row for
+ *   it. The zip holds a private key and a certificate the hub CA signed for a name no row holds,
+ *   which no command would show or remove. The mark goes too (also when the row is there: the
+ *   kill came after it).
+ * - a revoked thing's: a revoke or delete that could not remove it then (a dists/ another user
+ *   owned, mounted read-only) said so once, and the zip, never handed out again, held the
+ *   thing's key until someone removed it.
+ *
+ * A zip with no row and no mark is left alone: another hub's (dists/ is shared, `hub.sharedDir`),
+ * or one a newer copy of this hub's database holds (a test hub on yesterday's backup). One entry
+ * that cannot be looked at is reported in `left` and does not stop the rest. Gives the ids
+ * removed and those that could not be (and why); throws what listing the directories or the
+ * store throws.
  */
 export async function removeOrphanDistributions(
   home: HubHome,
   store: HubStore,
   now: number,
 ): Promise<{ removed: { id: string; kind: OrphanKind }[]; left: { id: string; kind: OrphanKind; reason: string }[] }> {
-  let names: string[];
-  try {
-    names = readdirSync(home.paths.dists);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return { removed: [], left: [] };
-    throw err;
-  }
-  const old = names.flatMap((name) => {
-    const id = name.endsWith(".zip") ? name.slice(0, -".zip".length) : "";
-    const at = isUuid(id) ? statSync(join(home.paths.dists, name), { throwIfNoEntry: false })?.mtimeMs : undefined;
-    return at !== undefined && now - at > ORPHAN_AGE_MS ? [id] : [];
-  });
   const removed: { id: string; kind: OrphanKind }[] = [];
   const left: { id: string; kind: OrphanKind; reason: string }[] = [];
-  if (old.length === 0) return { removed, left };
-  const things = new Map((await store.getThingTargets(old)).map((t) => [t.id, t]));
-  for (const id of old) {
-    const thing = things.get(id);
-    const kind: OrphanKind | undefined = !thing ? "no thing" : thing.revokedAt !== null ? "revoked" : undefined;
-    if (!kind) continue;
+  const marks: string[] = [];
+  for (const id of namesIn(home.paths.creating).filter(isUuid)) {
     try {
-      rmSync(distributionPath(home.paths, id), { force: true });
-      removed.push({ id, kind });
+      const at = statSync(join(home.paths.creating, id), { throwIfNoEntry: false })?.mtimeMs;
+      if (at !== undefined && now - at > ORPHAN_AGE_MS) marks.push(id);
     } catch (err) {
-      left.push({ id, kind, reason: describeError(err) });
+      left.push({ id, kind: "killed create", reason: describeError(err) });
     }
   }
+  const zips = namesIn(home.paths.dists).flatMap((name) =>
+    name.endsWith(".zip") && isUuid(name.slice(0, -".zip".length)) ? [name.slice(0, -".zip".length)] : [],
+  );
+  if (marks.length + zips.length === 0) return { removed, left };
+  const things = new Map((await store.getThingTargets([...new Set([...marks, ...zips])])).map((t) => [t.id, t]));
+  /** Removes `path`; false (and the reason in `left`) when it could not be. */
+  const removeFile = (path: string, id: string, kind: OrphanKind) => {
+    try {
+      rmSync(path, { force: true });
+      return true;
+    } catch (err) {
+      left.push({ id, kind, reason: describeError(err) });
+      return false;
+    }
+  };
+  const remove = (id: string, kind: OrphanKind) => {
+    const gone = removeFile(distributionPath(home.paths, id), id, kind);
+    if (gone) removed.push({ id, kind });
+    return gone;
+  };
+  for (const id of marks) {
+    // the zip first: a mark kept means the next start tries again
+    if (things.has(id) || remove(id, "killed create")) removeFile(join(home.paths.creating, id), id, "killed create");
+  }
+  for (const id of zips) if (things.get(id)?.revokedAt != null) remove(id, "revoked");
   return { removed, left };
 }
