@@ -47,19 +47,25 @@ function storeBackdated(rows: { id: string; type: "egress" | "ingress"; ageDays:
 }
 
 describe("hub message retention (hub.yml messages.keepFor)", () => {
-  test("a value below a day is refused at start: 78, one line naming hub.messages.keepFor and hub.yml", async () => {
-    fixture.configure([[["messages", "keepFor"], "12h"]]);
-    const result = await run(["hub", "serve", "--dir", fixture.dir], { timeoutMs: 30_000 });
-    expect(result.code).toBe(78);
-    const lines = result.stderr.trim().split("\n");
-    expect(lines).toHaveLength(1);
-    expect(lines[0]).toContain("messages.keepFor");
-    expect(lines[0]).toContain(join(fixture.dir, "hub.yml"));
-    expect(lines[0]).toContain("a duration from 1d to 36500d");
+  test("a value below a day, a number without a unit, or a bare `messages:` is refused at start: 78, one line naming the key and hub.yml and what to write", async () => {
+    const cases: [string[], unknown][] = [
+      [["messages", "keepFor"], "12h"],
+      [["messages", "keepFor"], 365],
+      [["messages"], null],
+    ];
+    for (const [path, value] of cases) {
+      fixture.configure([[path, value]]);
+      const result = await run(["hub", "serve", "--dir", fixture.dir], { timeoutMs: 30_000 });
+      expect(result.code).toBe(78);
+      const lines = result.stderr.trim().split("\n");
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toContain(`${join(fixture.dir, "hub.yml")}: hub.${path.join(".")}: `);
+      expect(lines[0]).toContain("a duration from 1d to 36500d, such as 365d");
+    }
   });
 
   test("hub serve deletes what is older than keepFor, keeps pending ingress and newer messages, and logs the count", async () => {
-    fixture.configure([[["messages", "keepFor"], "30d"]]);
+    fixture.configure([[["messages"], { keepFor: "30d" }]]);
     storeBackdated([
       { id: "11111111-0000-4000-8000-000000000001", type: "egress", ageDays: 400 },
       { id: "11111111-0000-4000-8000-000000000002", type: "egress", ageDays: 31 },

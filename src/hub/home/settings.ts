@@ -50,7 +50,8 @@ const brokerHost = z
 
 /** A duration setting (`90d`, `12h`, `30s`: shared/duration.ts) between `minMs` and `maxMs`; kept as written, read by `settingMs`. */
 function durationSetting(minMs: number, maxMs: number, words: string) {
-  return z.string().refine((text) => {
+  // `words` for a number too (`keepFor: 365`): zod's own "expected string" does not say what to write
+  return z.string(words).refine((text) => {
     const ms = parseDuration(text);
     return ms !== undefined && ms >= minMs && ms <= maxMs;
   }, words);
@@ -172,14 +173,17 @@ export const HubYamlSchema = z.object({
     certificates: CertificatesSchema.default({ thingLifetime: "90d", renewalCheck: "15m" }),
     /** Absent: every message is kept. */
     messages: z
-      .object({
-        /**
-         * How long `hub serve` keeps a message (messages/retention.ts): older ones are deleted,
-         * but ingress its thing has not acknowledged. At least a day, so that a thing's retry of
-         * a message the hub already holds still finds its id (and is not stored twice).
-         */
-        keepFor: durationSetting(86_400_000, 36_500 * 86_400_000, "a duration from 1d to 36500d, such as 365d").optional(),
-      })
+      .object(
+        {
+          /**
+           * How long `hub serve` keeps a message (messages/retention.ts): older ones are deleted,
+           * but ingress its thing has not acknowledged. At least a day, so that a thing's retry of
+           * a message the hub already holds still finds its id (and is not stored twice).
+           */
+          keepFor: durationSetting(86_400_000, 36_500 * 86_400_000, "a duration from 1d to 36500d, such as 365d").optional(),
+        },
+        "must hold keepFor: a duration from 1d to 36500d, such as 365d (without messages, every message is kept)",
+      )
       .optional(),
     metrics: z
       .object({

@@ -33,26 +33,43 @@ export function updateKeyPaths(hubDir: string): { privateKey: string; publicKey:
 /**
  * Makes the key pair in `hubDir`: the private key created exclusively (createFile: never over
  * another file or through a link), the public one after it, so a crash between the two leaves a
- * private key whose public half `readUpdateKey` makes again. Throws what createFile throws.
+ * private key whose public half is derived again (updateKey). Another process making the pair at
+ * the same moment wins quietly (EEXIST): its pair is read then. Throws what createFile throws.
  */
 export function makeUpdateKey(hubDir: string): void {
   const paths = updateKeyPaths(hubDir);
   const pair = generateUpdateKeyPair();
-  createFile(paths.privateKey, pair.privateKeyPem, 0o600);
-  createFile(paths.publicKey, `${pair.publicKey}\n`, 0o644);
+  try {
+    createFile(paths.privateKey, pair.privateKeyPem, 0o600);
+    createFile(paths.publicKey, `${pair.publicKey}\n`, 0o644);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+  }
+}
+
+/** The public key (`ed25519:...`) of the private key file `file`; ConfigError (78) naming it when it is not one. */
+function publicHalfOf(file: string): string {
+  try {
+    return encodeUpdatePublicKey(createPrivateKey(readRegularFile(file, "update private key")));
+  } catch (err) {
+    if (err instanceof ConfigError) throw err;
+    throw new ConfigError(`${file}: not an Ed25519 private key (${(err as Error).message}); restore it from your backup of the hub home`);
+  }
 }
 
 /**
- * The update public key (`ed25519:<base64>`) of the files in `hubDir`, the public half derived
- * again from the private one when a crash left only that. Never makes a key. Throws ConfigError
- * (78) when neither file is there, or when update-key.pub is damaged.
+ * What the key files in `hubDir` say, written nowhere: the public key of update-key.pub, or,
+ * when a crash left only update-key.pem, its public half (`derived`). When both are there, the
+ * private key must be the public one's (a swapped .pem would sign releases the hub then
+ * refuses). Throws ConfigError (78) naming the file: neither there, one damaged, or a pair that
+ * does not belong together.
  */
-function readUpdateKey(hubDir: string): string {
+function readUpdateKeyFiles(hubDir: string): { publicKey: string; derived: boolean } {
   const paths = updateKeyPaths(hubDir);
+  const hasPrivate = pathExists(paths.privateKey);
   if (!pathExists(paths.publicKey)) {
-    if (!pathExists(paths.privateKey)) throw new ConfigError(`${hubDir}: no update key (${UPDATE_PUBLIC_KEY_FILE}, ${UPDATE_PRIVATE_KEY_FILE})`);
-    // a crash between the two files: derive the public half again
-    createFile(paths.publicKey, `${encodeUpdatePublicKey(createPrivateKey(readRegularFile(paths.privateKey, "update private key")))}\n`, 0o644);
+    if (!hasPrivate) throw new ConfigError(`${hubDir}: no update key (${UPDATE_PUBLIC_KEY_FILE}, ${UPDATE_PRIVATE_KEY_FILE})`);
+    return { publicKey: publicHalfOf(paths.privateKey), derived: true };
   }
   const text = readRegularFile(paths.publicKey, "update public key").toString("utf8").trim();
   try {
@@ -60,15 +77,21 @@ function readUpdateKey(hubDir: string): string {
   } catch (err) {
     throw new ConfigError(`${paths.publicKey}: ${(err as Error).message}; restore it from your backup of the hub home`);
   }
-  return text;
+  if (hasPrivate && publicHalfOf(paths.privateKey) !== text) {
+    throw new ConfigError(
+      `${paths.privateKey}: not the private half of ${UPDATE_PUBLIC_KEY_FILE} (${text}): releases signed with it would be refused; restore both from your backup of the hub home`,
+    );
+  }
+  return { publicKey: text, derived: false };
 }
 
 /**
  * The hub's update public key, checked against the one its database recorded (the first use
  * records it; when the home has no key files and the database none either, a home older than
- * updates, the pair is made first). Throws ConfigError (78) when the files are gone but the
- * database records a key (lost: restore them), or when they hold another key than the recorded
- * one (another hub's); what readUpdateKey throws.
+ * updates, the pair is made first). A public half derived from update-key.pem alone is written
+ * to update-key.pub only once it matches the record. Throws ConfigError (78) when the files are
+ * gone but the database records a key (lost: restore them), when they hold another key than the
+ * recorded one (another hub's), and what readUpdateKeyFiles throws.
  */
 export async function updateKey(
   home: Pick<HubHome, "paths" | "database">,
@@ -77,7 +100,9 @@ export async function updateKey(
 ): Promise<string> {
   const hubDir = home.paths.dir;
   const paths = updateKeyPaths(hubDir);
-  const restore = `restore ${UPDATE_PRIVATE_KEY_FILE} and ${UPDATE_PUBLIC_KEY_FILE} from your backup of the hub home: a new key would leave every thing made so far unable to take an update`;
+  // several hubs on one served database share one key: the hub that made it has the files
+  const elsewhere = home.database.kind === "postgres" ? ", or copy them from the home of the hub on this database that made the key" : "";
+  const restore = `restore ${UPDATE_PRIVATE_KEY_FILE} and ${UPDATE_PUBLIC_KEY_FILE} from your backup of the hub home${elsewhere}: a new key would leave every thing made so far unable to take an update`;
   if (!pathExists(paths.publicKey) && !pathExists(paths.privateKey)) {
     const recorded = await store.updateKey();
     if (recorded) {
@@ -87,12 +112,19 @@ export async function updateKey(
     }
     makeUpdateKey(hubDir);
   }
-  const key = readUpdateKey(hubDir);
-  const recorded = await store.adoptUpdateKey(key, now);
-  if (recorded !== key) {
-    throw new ConfigError(
-      `${paths.publicKey}: ${key} is not the update key this hub's things pin (${recorded}, recorded in ${home.database.display}); ${restore}`,
-    );
+  const { publicKey, derived } = readUpdateKeyFiles(hubDir);
+  const recorded = await store.adoptUpdateKey(publicKey, now);
+  if (recorded !== publicKey) {
+    const file = derived ? paths.privateKey : paths.publicKey;
+    throw new ConfigError(`${file}: ${publicKey} is not the update key this hub's things pin (${recorded}, recorded in ${home.database.display}); ${restore}`);
   }
-  return key;
+  if (derived) {
+    // a crash between the two files of makeUpdateKey: the public half is written again
+    try {
+      createFile(paths.publicKey, `${publicKey}\n`, 0o644);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    }
+  }
+  return publicKey;
 }
