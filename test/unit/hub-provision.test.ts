@@ -374,16 +374,16 @@ describe("distributions no thing has", () => {
     expect(await store.revokeThing(revoked.id, Date.now())).toBe(true);
     const markedLate = (await createThing(home, store, "killed-after-its-row")).thing;
     const { dists, creating } = home.paths;
-    const [killed, othersHub, inFlight, unreadable] = [randomUUID(), randomUUID(), randomUUID(), randomUUID()];
+    const [killed, othersHub, inFlight, unreadable, beforeZip] = [randomUUID(), randomUUID(), randomUUID(), randomUUID(), randomUUID()];
     const zip = readFileSync(distributionPath(home.paths, kept.id));
     for (const id of [killed, othersHub, inFlight]) writeFileSync(join(dists, `${id}.zip`), zip);
-    for (const id of [killed, inFlight, markedLate.id]) writeFileSync(join(creating, id), "");
+    for (const id of [killed, inFlight, markedLate.id, beforeZip]) writeFileSync(join(creating, id), "");
     symlinkSync(unreadable, join(creating, unreadable)); // a loop: stat fails with ELOOP
     writeFileSync(join(dists, "notes.txt"), "an operator's");
     const old = new Date(Date.now() - 11 * 60_000);
     for (const path of [...[killed, othersHub, kept.id, revoked.id].map((id) => join(dists, `${id}.zip`)), join(dists, "notes.txt")])
       utimesSync(path, old, old);
-    for (const id of [killed, markedLate.id]) utimesSync(join(creating, id), old, old);
+    for (const id of [killed, markedLate.id, beforeZip]) utimesSync(join(creating, id), old, old);
 
     const swept = await removeOrphanDistributions(home, store, Date.now());
     const byId = (a: { id: string }, b: { id: string }) => a.id.localeCompare(b.id);

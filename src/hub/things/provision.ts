@@ -1,5 +1,5 @@
 import { randomUUID } from "node:crypto";
-import { mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { lstatSync, mkdirSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { isUuid, TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
@@ -260,8 +260,14 @@ export async function removeOrphanDistributions(
     }
   };
   const remove = (id: string, kind: OrphanKind) => {
-    const gone = removeFile(distributionPath(home.paths, id), id, kind);
-    if (gone) removed.push({ id, kind });
+    const zip = distributionPath(home.paths, id);
+    // a create killed before its zip was written left only its mark: nothing to report
+    let there = true;
+    try {
+      there = lstatSync(zip, { throwIfNoEntry: false }) !== undefined;
+    } catch {}
+    const gone = removeFile(zip, id, kind);
+    if (gone && there) removed.push({ id, kind });
     return gone;
   };
   for (const id of marks) {
