@@ -155,7 +155,7 @@ await flashlex(["hub", "send", thingName, "--dir", hubDir], { input: '{"text":"h
 await Bun.sleep(500);
 await flashlex(["messages", "list", ...flags]);
 
-step(7, "Egress: the thing collects a reading; the hub stores it");
+step(7, 'Egress: the thing collects a reading; the hub stores it (its export also holds bootstrap\'s test message, {"foo":"bar"})');
 await flashlex(["collect", ...flags], { input: '{"temperature":21.5,"unit":"C"}' });
 const archive = join(work, "collected.zip");
 await flashlex(["hub", "export", thingName, "--dir", hubDir, "-o", archive]);

@@ -389,7 +389,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
 
     // A zip no thing has, or a revoked thing's, holds a key nothing hands out: removed, but never at the cost of the start.
     try {
-      const { removed, left } = await removeOrphanDistributions(home, store, Date.now());
+      const { removed, left, unchecked } = await removeOrphanDistributions(home, store, Date.now());
       const why = {
         "killed create": "the zip of a create killed before its row was written (its mark was left in creating/)",
         revoked: "a revoked thing's zip, left by a revoke or delete that could not remove it",
@@ -397,8 +397,9 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       for (const { id, kind } of removed) log.warn("hub.orphan_distribution_removed", { id, note: why[kind] });
       for (const { id, kind, reason } of left)
         log.warn("hub.orphan_distribution_left", { id, note: why[kind], error: reason, fix: "remove it by hand: it holds a private key" });
+      for (const { dir, reason } of unchecked) log.warn("hub.orphan_distributions_unchecked", { dir, error: reason, note: "could not be looked through" });
     } catch (err) {
-      log.warn("hub.orphan_distributions_unchecked", { error: err, note: "dists/ could not be looked through" });
+      log.warn("hub.orphan_distributions_unchecked", { error: err, note: "the database could not be asked which zips are things'" });
     }
     const things = (await store.listThings()).length;
     log.info("hub.started", {

@@ -200,7 +200,8 @@ export function validate<S extends z.ZodType>(schema: S, raw: unknown, file: str
 
 function describeIssue(issue: z.core.$ZodIssue, raw: unknown): string {
   if (issue.code === "invalid_type" && valueAt(raw, issue.path) === undefined) {
-    return `missing (expected ${issue.expected})`;
+    // a schema's own words say what to write (`keepFor`); zod's default ones ("Invalid input: ...") do not
+    return issue.message.startsWith("Invalid input") ? `missing (expected ${issue.expected})` : `missing: ${issue.message}`;
   }
   return issue.message;
 }

@@ -47,19 +47,21 @@ function storeBackdated(rows: { id: string; type: "egress" | "ingress"; ageDays:
 }
 
 describe("hub message retention (hub.yml messages.keepFor)", () => {
-  test("a value below a day, a number without a unit, or a bare `messages:` is refused at start: 78, one line naming the key and hub.yml and what to write", async () => {
-    const cases: [string[], unknown][] = [
-      [["messages", "keepFor"], "12h"],
-      [["messages", "keepFor"], 365],
-      [["messages"], null],
+  test("a value below a day, a number without a unit, a bare `messages:` or one without keepFor is refused at start: 78, one line naming the key and hub.yml and what to write", async () => {
+    // the key path set, its value, and the key the error names
+    const cases: [string[], unknown, string][] = [
+      [["messages"], { keepFor: "12h" }, "messages.keepFor"],
+      [["messages", "keepFor"], 365, "messages.keepFor"],
+      [["messages"], null, "messages"],
+      [["messages"], { keepfor: "30d" }, "messages.keepFor"], // misspelt: without keepFor every message would be kept
     ];
-    for (const [path, value] of cases) {
+    for (const [path, value, named] of cases) {
       fixture.configure([[path, value]]);
       const result = await run(["hub", "serve", "--dir", fixture.dir], { timeoutMs: 30_000 });
       expect(result.code).toBe(78);
       const lines = result.stderr.trim().split("\n");
       expect(lines).toHaveLength(1);
-      expect(lines[0]).toContain(`${join(fixture.dir, "hub.yml")}: hub.${path.join(".")}: `);
+      expect(lines[0]).toContain(`${join(fixture.dir, "hub.yml")}: hub.${named}: `);
       expect(lines[0]).toContain("a duration from 1d to 36500d, such as 365d");
     }
   });

@@ -400,6 +400,20 @@ describe("distributions no thing has", () => {
     expect(readdirSync(creating).sort()).toEqual([inFlight, unreadable].sort());
     for (const name of [`${othersHub}.zip`, `${inFlight}.zip`, "notes.txt", inFlight, unreadable]) rmSync(join(name.includes(".") ? dists : creating, name));
   });
+
+  test("a creating/ that cannot be listed (a file in its place) is reported, and a revoked thing's zip still goes", async () => {
+    const revoked = (await createThing(home, store, "revoked-beside-a-bad-mark-dir")).thing;
+    expect(await store.revokeThing(revoked.id, Date.now())).toBe(true);
+    rmSync(home.paths.creating, { recursive: true, force: true });
+    writeFileSync(home.paths.creating, "not a directory");
+    try {
+      const swept = await removeOrphanDistributions(home, store, Date.now());
+      expect(swept.unchecked).toEqual([{ dir: home.paths.creating, reason: expect.stringContaining("ENOTDIR") }]);
+      expect(swept.removed).toEqual([{ id: revoked.id, kind: "revoked" }]);
+    } finally {
+      rmSync(home.paths.creating);
+    }
+  });
 });
 
 describe("distribution template", () => {

@@ -48,6 +48,18 @@ const refusal = async (promise: Promise<unknown>) => {
 };
 
 describe("updateKey", () => {
+  test("no files, but another process makes and records the pair while this one asks the database: its pair, not 'missing, restore from your backup'", async () => {
+    const racing: Pick<HubStore, "updateKey" | "adoptUpdateKey"> = {
+      updateKey: async () => {
+        makeUpdateKey(home.paths.dir); // the other process, between this one's look at the files and its read of the record
+        await store.adoptUpdateKey(pub(home.paths.dir), Date.now());
+        return store.updateKey();
+      },
+      adoptUpdateKey: (key, at) => store.adoptUpdateKey(key, at),
+    };
+    expect(await updateKey(home, racing)).toBe(pub(home.paths.dir));
+  });
+
   test("a home with no key and nothing recorded gets a pair, recorded; two makers at once leave one pair (the second hears EEXIST and reads the first's)", async () => {
     makeUpdateKey(home.paths.dir);
     const first = pub(home.paths.dir);
@@ -75,16 +87,25 @@ describe("updateKey", () => {
     expect(existsSync(join(home.paths.dir, "update-key.pub"))).toBe(false);
   });
 
-  test("a damaged update-key.pem is 78 naming it; one that is not the private half of update-key.pub is 78 naming both", async () => {
+  test("update-key.pem beside update-key.pub: one the hub cannot read or parse is the release step's business (the hub never signs); another key's is 78 naming both; a damaged one alone is 78 naming it", async () => {
     makeUpdateKey(home.paths.dir);
     const recorded = await updateKey(home, store);
     const pem = join(home.paths.dir, "update-key.pem");
     const kept = readFileSync(pem);
     writeFileSync(pem, "junk\n");
+    expect(await updateKey(home, store)).toBe(recorded);
+    rmSync(pem);
+    mkdirSync(pem); // not a regular file: never read
+    expect(await updateKey(home, store)).toBe(recorded);
+    rmSync(pem, { recursive: true });
+
+    writeFileSync(pem, "junk\n");
+    rmSync(join(home.paths.dir, "update-key.pub"));
     const damaged = await refusal(updateKey(home, store));
     expect(damaged.code).toBe(ExitCode.CONFIG);
     expect(damaged.message).toStartWith(`${pem}: not an Ed25519 private key (`);
     expect(damaged.message).toEndWith("restore it from your backup of the hub home");
+    writeFileSync(join(home.paths.dir, "update-key.pub"), `${recorded}\n`);
 
     copyFileSync(join(other, "update-key.pem"), pem);
     const mismatch = await refusal(updateKey(home, store));

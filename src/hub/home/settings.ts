@@ -180,7 +180,8 @@ export const HubYamlSchema = z.object({
            * but ingress its thing has not acknowledged. At least a day, so that a thing's retry of
            * a message the hub already holds still finds its id (and is not stored twice).
            */
-          keepFor: durationSetting(86_400_000, 36_500 * 86_400_000, "a duration from 1d to 36500d, such as 365d").optional(),
+          // required once `messages` is there: a misspelt key would otherwise keep every message with only a warning
+          keepFor: durationSetting(86_400_000, 36_500 * 86_400_000, "a duration from 1d to 36500d, such as 365d"),
         },
         "must hold keepFor: a duration from 1d to 36500d, such as 365d (without messages, every message is kept)",
       )

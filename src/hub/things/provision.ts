@@ -200,16 +200,6 @@ const ORPHAN_AGE_MS = 10 * 60_000;
 /** Why a zip in dists/ is no thing's distribution (removeOrphanDistributions). */
 export type OrphanKind = "killed create" | "revoked";
 
-/** The names in `dir`; none when it is not there. Throws what listing it throws otherwise. */
-function namesIn(dir: string): string[] {
-  try {
-    return readdirSync(dir);
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === "ENOENT") return [];
-    throw err;
-  }
-}
-
 /**
  * Removes the distribution zips in dists/ that are no thing's, and only those this hub can tell:
  *
@@ -223,18 +213,32 @@ function namesIn(dir: string): string[] {
  *   thing's key until someone removed it.
  *
  * A zip with no row and no mark is left alone: another hub's (dists/ is shared, `hub.sharedDir`),
- * or one a newer copy of this hub's database holds (a test hub on yesterday's backup). One entry
- * that cannot be looked at is reported in `left` and does not stop the rest. Gives the ids
- * removed and those that could not be (and why); throws what listing the directories or the
+ * or one a newer copy of this hub's database holds (a test hub on yesterday's backup). An entry,
+ * or a whole directory, that cannot be looked at is reported (`left`, `unchecked`) and does not
+ * stop the rest. Gives the ids removed and those that could not be (and why); throws what the
  * store throws.
  */
 export async function removeOrphanDistributions(
   home: HubHome,
   store: HubStore,
   now: number,
-): Promise<{ removed: { id: string; kind: OrphanKind }[]; left: { id: string; kind: OrphanKind; reason: string }[] }> {
+): Promise<{
+  removed: { id: string; kind: OrphanKind }[];
+  left: { id: string; kind: OrphanKind; reason: string }[];
+  unchecked: { dir: string; reason: string }[];
+}> {
   const removed: { id: string; kind: OrphanKind }[] = [];
   const left: { id: string; kind: OrphanKind; reason: string }[] = [];
+  const unchecked: { dir: string; reason: string }[] = [];
+  /** The names in `dir`: none when it is not there, or cannot be listed (said in `unchecked`). */
+  const namesIn = (dir: string): string[] => {
+    try {
+      return readdirSync(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== "ENOENT") unchecked.push({ dir, reason: describeError(err) });
+      return [];
+    }
+  };
   const marks: string[] = [];
   for (const id of namesIn(home.paths.creating).filter(isUuid)) {
     try {
@@ -247,7 +251,7 @@ export async function removeOrphanDistributions(
   const zips = namesIn(home.paths.dists).flatMap((name) =>
     name.endsWith(".zip") && isUuid(name.slice(0, -".zip".length)) ? [name.slice(0, -".zip".length)] : [],
   );
-  if (marks.length + zips.length === 0) return { removed, left };
+  if (marks.length + zips.length === 0) return { removed, left, unchecked };
   const things = new Map((await store.getThingTargets([...new Set([...marks, ...zips])])).map((t) => [t.id, t]));
   /** Removes `path`; false (and the reason in `left`) when it could not be. */
   const removeFile = (path: string, id: string, kind: OrphanKind) => {
@@ -275,5 +279,5 @@ export async function removeOrphanDistributions(
     if (things.has(id) || remove(id, "killed create")) removeFile(join(home.paths.creating, id), id, "killed create");
   }
   for (const id of zips) if (things.get(id)?.revokedAt != null) remove(id, "revoked");
-  return { removed, left };
+  return { removed, left, unchecked };
 }

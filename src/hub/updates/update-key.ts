@@ -47,22 +47,36 @@ export function makeUpdateKey(hubDir: string): void {
   }
 }
 
-/** The public key (`ed25519:...`) of the private key file `file`; ConfigError (78) naming it when it is not one. */
+/**
+ * The public key (`ed25519:...`) of the private key file `file`. Throws ConfigError (78) naming it
+ * when it is not an Ed25519 private key, and what reading it throws (EACCES: 77).
+ */
 function publicHalfOf(file: string): string {
+  const bytes = readRegularFile(file, "update private key");
   try {
-    return encodeUpdatePublicKey(createPrivateKey(readRegularFile(file, "update private key")));
+    return encodeUpdatePublicKey(createPrivateKey(bytes));
   } catch (err) {
-    if (err instanceof ConfigError) throw err;
     throw new ConfigError(`${file}: not an Ed25519 private key (${(err as Error).message}); restore it from your backup of the hub home`);
+  }
+}
+
+/** The public half of `file`, or undefined when it cannot be read or is no key: the hub itself never uses the private key. */
+function publicHalfIfReadable(file: string): string | undefined {
+  try {
+    return publicHalfOf(file);
+  } catch {
+    return undefined;
   }
 }
 
 /**
  * What the key files in `hubDir` say, written nowhere: the public key of update-key.pub, or,
- * when a crash left only update-key.pem, its public half (`derived`). When both are there, the
- * private key must be the public one's (a swapped .pem would sign releases the hub then
- * refuses). Throws ConfigError (78) naming the file: neither there, one damaged, or a pair that
- * does not belong together.
+ * when a crash left only update-key.pem, its public half (`derived`). When both are there and
+ * the private key can be read, it must be the public one's (a swapped .pem would sign releases
+ * the hub then refuses); one the hub may not read (kept root's) or cannot parse is left to the
+ * release step, which is the only one to use it. Throws ConfigError (78) naming the file:
+ * neither there, the one needed damaged, or a pair that does not belong together; what reading
+ * throws (77).
  */
 function readUpdateKeyFiles(hubDir: string): { publicKey: string; derived: boolean } {
   const paths = updateKeyPaths(hubDir);
@@ -77,7 +91,8 @@ function readUpdateKeyFiles(hubDir: string): { publicKey: string; derived: boole
   } catch (err) {
     throw new ConfigError(`${paths.publicKey}: ${(err as Error).message}; restore it from your backup of the hub home`);
   }
-  if (hasPrivate && publicHalfOf(paths.privateKey) !== text) {
+  const privateHalfOf = hasPrivate ? publicHalfIfReadable(paths.privateKey) : undefined;
+  if (privateHalfOf !== undefined && privateHalfOf !== text) {
     throw new ConfigError(
       `${paths.privateKey}: not the private half of ${UPDATE_PUBLIC_KEY_FILE} (${text}): releases signed with it would be refused; restore both from your backup of the hub home`,
     );
@@ -103,14 +118,16 @@ export async function updateKey(
   // several hubs on one served database share one key: the hub that made it has the files
   const elsewhere = home.database.kind === "postgres" ? ", or copy them from the home of the hub on this database that made the key" : "";
   const restore = `restore ${UPDATE_PRIVATE_KEY_FILE} and ${UPDATE_PUBLIC_KEY_FILE} from your backup of the hub home${elsewhere}: a new key would leave every thing made so far unable to take an update`;
-  if (!pathExists(paths.publicKey) && !pathExists(paths.privateKey)) {
+  const noFiles = () => !pathExists(paths.publicKey) && !pathExists(paths.privateKey);
+  if (noFiles()) {
     const recorded = await store.updateKey();
-    if (recorded) {
+    // looked at again: another process may have made the pair and recorded it meanwhile
+    if (recorded && noFiles()) {
       throw new ConfigError(
         `${hubDir}: ${UPDATE_PUBLIC_KEY_FILE} and ${UPDATE_PRIVATE_KEY_FILE} are missing, but this hub's things pin the update key ${recorded} (recorded in ${home.database.display}); ${restore}`,
       );
     }
-    makeUpdateKey(hubDir);
+    if (!recorded) makeUpdateKey(hubDir);
   }
   const { publicKey, derived } = readUpdateKeyFiles(hubDir);
   const recorded = await store.adoptUpdateKey(publicKey, now);
