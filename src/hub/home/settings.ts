@@ -179,8 +179,9 @@ export const HubYamlSchema = z.object({
            * How long `hub serve` keeps a message (messages/retention.ts): older ones are deleted,
            * but ingress its thing has not acknowledged. At least a day, so that a thing's retry of
            * a message the hub already holds still finds its id (and is not stored twice).
+           * Required once `messages` is there: a misspelt key would otherwise keep every message
+           * with only a warning.
            */
-          // required once `messages` is there: a misspelt key would otherwise keep every message with only a warning
           keepFor: durationSetting(86_400_000, 36_500 * 86_400_000, "a duration from 1d to 36500d, such as 365d"),
         },
         "must hold keepFor: a duration from 1d to 36500d, such as 365d (without messages, every message is kept)",

@@ -39,11 +39,17 @@ export function updateKeyPaths(hubDir: string): { privateKey: string; publicKey:
 export function makeUpdateKey(hubDir: string): void {
   const paths = updateKeyPaths(hubDir);
   const pair = generateUpdateKeyPair();
+  if (createUnlessThere(paths.privateKey, pair.privateKeyPem, 0o600)) createUnlessThere(paths.publicKey, `${pair.publicKey}\n`, 0o644);
+}
+
+/** createFile, but false when `file` is already there (another process made it first); throws what else createFile throws. */
+function createUnlessThere(file: string, data: string, mode: number): boolean {
   try {
-    createFile(paths.privateKey, pair.privateKeyPem, 0o600);
-    createFile(paths.publicKey, `${pair.publicKey}\n`, 0o644);
+    createFile(file, data, mode);
+    return true;
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
+    return false;
   }
 }
 
@@ -91,8 +97,8 @@ function readUpdateKeyFiles(hubDir: string): { publicKey: string; derived: boole
   } catch (err) {
     throw new ConfigError(`${paths.publicKey}: ${(err as Error).message}; restore it from your backup of the hub home`);
   }
-  const privateHalfOf = hasPrivate ? publicHalfIfReadable(paths.privateKey) : undefined;
-  if (privateHalfOf !== undefined && privateHalfOf !== text) {
+  const pemPublicHalf = hasPrivate ? publicHalfIfReadable(paths.privateKey) : undefined;
+  if (pemPublicHalf !== undefined && pemPublicHalf !== text) {
     throw new ConfigError(
       `${paths.privateKey}: not the private half of ${UPDATE_PUBLIC_KEY_FILE} (${text}): releases signed with it would be refused; restore both from your backup of the hub home`,
     );
@@ -135,13 +141,7 @@ export async function updateKey(
     const file = derived ? paths.privateKey : paths.publicKey;
     throw new ConfigError(`${file}: ${publicKey} is not the update key this hub's things pin (${recorded}, recorded in ${home.database.display}); ${restore}`);
   }
-  if (derived) {
-    // a crash between the two files of makeUpdateKey: the public half is written again
-    try {
-      createFile(paths.publicKey, `${publicKey}\n`, 0o644);
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== "EEXIST") throw err;
-    }
-  }
+  // a crash between the two files of makeUpdateKey: the public half is written again
+  if (derived) createUnlessThere(paths.publicKey, `${publicKey}\n`, 0o644);
   return publicKey;
 }
