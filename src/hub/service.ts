@@ -391,7 +391,8 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     try {
       const { removed, left, unchecked } = await removeOrphanDistributions(home, store, Date.now());
       const why = {
-        "killed create": "the zip of a create killed before its row was written (its mark was left in creating/)",
+        "killed create":
+          "the zip, or the temporary file it was being written to, of a create killed before its row was written (its mark was left in creating/)",
         revoked: "a revoked thing's zip, left by a revoke or delete that could not remove it",
       };
       for (const { id, kind } of removed) log.warn("hub.orphan_distribution_removed", { id, note: why[kind] });

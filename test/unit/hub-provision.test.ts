@@ -367,7 +367,7 @@ describe("a closed hub store", () => {
 });
 
 describe("distributions no thing has", () => {
-  test("removed: the zip of a create of this home killed before its row (its mark older than 10 minutes), and a revoked thing's; kept: a zip with no row and no mark (another hub's, or a newer database's), a live thing's, a create in flight, other files; one entry that cannot be looked at stops nothing", async () => {
+  test("removed: the zip, or the temporary it was being written to, of a create of this home killed before its row (its mark older than 10 minutes), and a revoked thing's; kept: a zip with no row and no mark (another hub's, or a newer database's), a live thing's, a create in flight, other files; one entry that cannot be looked at stops nothing", async () => {
     const kept = (await createThing(home, store, "keeps-its-zip")).thing;
     expect(existsSync(home.paths.creating) ? readdirSync(home.paths.creating) : []).toEqual([]); // a create leaves no mark
     const revoked = (await createThing(home, store, "revoked-kept-zip")).thing;
@@ -377,6 +377,10 @@ describe("distributions no thing has", () => {
     const [killed, othersHub, inFlight, unreadable, beforeZip] = [randomUUID(), randomUUID(), randomUUID(), randomUUID(), randomUUID()];
     const zip = readFileSync(distributionPath(home.paths, kept.id));
     for (const id of [killed, othersHub, inFlight]) writeFileSync(join(dists, `${id}.zip`), zip);
+    // the temporaries zips are written through (files.ts): a killed create's goes with its mark, whoever's pid it names
+    const temporaryOf = (id: string, pid: number) => join(dists, `.${id}.zip.${pid}-0a1b2c3d.tmp`);
+    for (const id of [killed, beforeZip]) writeFileSync(temporaryOf(id, 4_000_000), zip);
+    for (const id of [othersHub, inFlight]) writeFileSync(temporaryOf(id, process.pid), zip);
     for (const id of [killed, inFlight, markedLate.id, beforeZip]) writeFileSync(join(creating, id), "");
     symlinkSync(unreadable, join(creating, unreadable)); // a loop: stat fails with ELOOP
     writeFileSync(join(dists, "notes.txt"), "an operator's");
@@ -390,15 +394,19 @@ describe("distributions no thing has", () => {
     expect(swept.removed.sort(byId)).toEqual(
       [
         { id: killed, kind: "killed create" as const },
+        { id: beforeZip, kind: "killed create" as const },
         { id: revoked.id, kind: "revoked" as const },
       ].sort(byId),
     );
+    for (const id of [killed, beforeZip]) expect(existsSync(temporaryOf(id, 4_000_000))).toBe(false);
+    for (const id of [othersHub, inFlight]) expect(existsSync(temporaryOf(id, process.pid))).toBe(true);
     expect(swept.left).toEqual([{ id: unreadable, kind: "killed create", reason: expect.stringContaining("ELOOP") }]);
     for (const id of [killed, revoked.id]) expect(existsSync(join(dists, `${id}.zip`))).toBe(false);
     for (const id of [othersHub, kept.id, inFlight, markedLate.id]) expect(existsSync(join(dists, `${id}.zip`))).toBe(true);
     expect(existsSync(join(dists, "notes.txt"))).toBe(true);
     expect(readdirSync(creating).sort()).toEqual([inFlight, unreadable].sort());
     for (const name of [`${othersHub}.zip`, `${inFlight}.zip`, "notes.txt", inFlight, unreadable]) rmSync(join(name.includes(".") ? dists : creating, name));
+    for (const id of [othersHub, inFlight]) rmSync(temporaryOf(id, process.pid));
   });
 
   test("a creating/ that cannot be listed (a file in its place) is reported, and a revoked thing's zip still goes", async () => {

@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { isUuid, TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
+import { temporaryTarget } from "../../shared/files.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import { readRegularFile } from "../../shared/regular-file.ts";
 import type { HubHome } from "../home/home.ts";
@@ -206,8 +207,9 @@ export type OrphanKind = "killed create" | "revoked";
  * - a create of this home killed between its zip and its row (SIGKILL, a power cut): its mark in
  *   creating/ is more than 10 minutes older than `now` (Unix ms) and the database has no row for
  *   it. The zip holds a private key and a certificate the hub CA signed for a name no row holds,
- *   which no command would show or remove. The mark goes too (also when the row is there: the
- *   kill came after it).
+ *   which no command would show or remove. So does the temporary file the zip was being written
+ *   to (`.<id>.zip.<pid>-<random>.tmp`), when the kill came mid-write. The mark goes too (also
+ *   when the row is there: the kill came after it).
  * - a revoked thing's: a revoke or delete that could not remove it then (a dists/ another user
  *   owned, mounted read-only) said so once, and the zip, never handed out again, held the
  *   thing's key until someone removed it.
@@ -248,9 +250,16 @@ export async function removeOrphanDistributions(
       left.push({ id, kind: "killed create", reason: describeError(err) });
     }
   }
-  const zips = namesIn(home.paths.dists).flatMap((name) =>
-    name.endsWith(".zip") && isUuid(name.slice(0, -".zip".length)) ? [name.slice(0, -".zip".length)] : [],
-  );
+  const zips: string[] = [];
+  /** The temporaries in dists/ by the zip they were for (`.<id>.zip.<pid>-<random>.tmp`). */
+  const temporaries = new Map<string, string[]>();
+  for (const name of namesIn(home.paths.dists)) {
+    const target = temporaryTarget(name) ?? name;
+    const id = target.endsWith(".zip") ? target.slice(0, -".zip".length) : "";
+    if (!isUuid(id)) continue;
+    if (target === name) zips.push(id);
+    else temporaries.set(id, [...(temporaries.get(id) ?? []), name]);
+  }
   if (marks.length + zips.length === 0) return { removed, left, unchecked };
   const things = new Map((await store.getThingTargets([...new Set([...marks, ...zips])])).map((t) => [t.id, t]));
   /** Removes `path`; false (and the reason in `left`) when it could not be. */
@@ -263,21 +272,29 @@ export async function removeOrphanDistributions(
       return false;
     }
   };
-  const remove = (id: string, kind: OrphanKind) => {
-    const zip = distributionPath(home.paths, id);
+  /** Removes `files` (the zip, and for a killed create the temporaries it wrote the zip through); false when one stayed. */
+  const remove = (id: string, kind: OrphanKind, files: string[]) => {
     // a create killed before its zip was written left only its mark: nothing to report
-    let there = true;
-    try {
-      there = lstatSync(zip, { throwIfNoEntry: false }) !== undefined;
-    } catch {}
-    const gone = removeFile(zip, id, kind);
+    let there = false;
+    let gone = true;
+    for (const file of files) {
+      try {
+        there ||= lstatSync(file, { throwIfNoEntry: false }) !== undefined;
+      } catch {
+        there = true;
+      }
+      gone = removeFile(file, id, kind) && gone;
+    }
     if (gone && there) removed.push({ id, kind });
     return gone;
   };
   for (const id of marks) {
-    // the zip first: a mark kept means the next start tries again
-    if (things.has(id) || remove(id, "killed create")) removeFile(join(home.paths.creating, id), id, "killed create");
+    // A killed create's temporary zip holds the same key as its zip: it goes too. Only this create
+    // wrote it (its mark is this home's), so no writer's pid need be judged, which on a shared
+    // hub.sharedDir could be another host's. The zip first: a mark kept means the next start tries again.
+    const files = [distributionPath(home.paths, id), ...(temporaries.get(id) ?? []).map((name) => join(home.paths.dists, name))];
+    if (things.has(id) || remove(id, "killed create", files)) removeFile(join(home.paths.creating, id), id, "killed create");
   }
-  for (const id of zips) if (things.get(id)?.revokedAt != null) remove(id, "revoked");
+  for (const id of zips) if (things.get(id)?.revokedAt != null) remove(id, "revoked", [distributionPath(home.paths, id)]);
   return { removed, left, unchecked };
 }
