@@ -23,7 +23,7 @@ import { makeUpdateKey } from "../updates/update-key.ts";
 import type { DatabaseOverride, HubHome } from "./home.ts";
 import { homeIdentity } from "./identity.ts";
 import { HUB_CLIENT_NAME, hubPaths } from "./paths.ts";
-import { type HubSettings, type HubYaml, HubYamlSchema } from "./settings.ts";
+import { DEFAULT_METRICS_LISTEN, type HubSettings, type HubYaml, HubYamlSchema } from "./settings.ts";
 import { hashToken, newAccessToken } from "./tokens.ts";
 
 export interface InitHubOptions {
@@ -353,6 +353,8 @@ function initialSettings(o: InitHubOptions): HubSettings {
         listenHost: "0.0.0.0",
         names: [...new Set(names)],
       },
+      // written out, not left to the default: `metrics: {}` was what an operator found to edit
+      metrics: { listen: DEFAULT_METRICS_LISTEN },
     },
   };
   const parsed = HubYamlSchema.safeParse(candidate);
