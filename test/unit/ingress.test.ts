@@ -127,6 +127,48 @@ describe("messages without an id (published by anything else)", () => {
     }
   });
 
+  test("past the broker's resends, a packet id that came round again is a new message (ids are 16 bits; a command repeats its payload)", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(false);
+      await handler.handle(packet(1, "ON"));
+      await handler.handle(packet(2, "ON"));
+      handler.connectionStarted(true);
+      await handler.handle(packet(2, "ON")); // the resend of what was in flight comes first: skipped
+      await handler.handle(packet(3, "ON")); // new: the resends are over
+      await handler.handle(packet(1, "ON")); // 65,535 messages later, packet id 1 again: new
+      await handler.handle(packet(2, "ON"));
+      expect(stored()).toEqual([
+        [1, "ON"],
+        [2, "ON"],
+        [3, "ON"],
+        [1, "ON"],
+        [2, "ON"],
+      ]);
+    } finally {
+      store.close();
+    }
+  });
+
+  test("a broker that marks its resends with DUP marks them all: after one, a packet without DUP is new", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(false);
+      await handler.handle(packet(4, "ON"));
+      await handler.handle(packet(5, "ON"));
+      handler.connectionStarted(true);
+      await handler.handle(packet(4, "ON", { dup: true })); // Mosquitto's resend: skipped
+      await handler.handle(packet(5, "ON")); // no DUP: not a resend (a broker restarted from an older save reuses ids)
+      expect(stored()).toEqual([
+        [4, "ON"],
+        [5, "ON"],
+        [5, "ON"],
+      ]);
+    } finally {
+      store.close();
+    }
+  });
+
   test("a fresh session (the broker lost it) starts over: a reused packet id is a new message", async () => {
     const { store, handler, stored } = setup();
     try {

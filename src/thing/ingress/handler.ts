@@ -33,8 +33,14 @@ interface Pending {
  *   message from its session queue and live, and the hub replaying after its own restart;
  * - a message without an id (published by something else) is a redelivery when its packet
  *   identifier, topic and payload repeat one of the last rows stored before the broker resumed
- *   the session (CONNACK sessionPresent), DUP flag or not; and with DUP set, one of the newest
- *   rows of this connection too;
+ *   the session (CONNACK sessionPresent), DUP flag or not, while the broker's resends may still
+ *   come; and with DUP set, one of the newest rows of this connection too. A broker resends what
+ *   it had in flight before anything new (MQTT 3.1.1 §4.4), and one that marks resends with DUP
+ *   marks them all (§3.3.1.1): so once a message of the connection is new (none of the rows
+ *   matched), or any came with DUP, a packet without DUP is new whatever its packet identifier.
+ *   Packet identifiers are 16 bits: a broker that keeps counting (Mosquitto) hands out the same
+ *   ones again after 65,535 messages, and a command sent again and again (`ON`) repeats its
+ *   topic and payload;
  * - a retained message that repeats the topic's newest retained row is the broker's re-send at a
  *   new subscription (MQTT 3.1.1 §3.3.1.3), not a new message.
  */
@@ -47,7 +53,7 @@ export function createIngressHandler(deps: {
 }): IngressHandler {
   const { config, store, log, onStored } = deps;
   const persistent = config.yaml.app.callback === "persistent";
-  /** the rows stored before the broker resumed this session; undefined: a fresh session */
+  /** the rows stored before the broker resumed this session, while its resends may come; undefined: none may (a fresh session, or past them) */
   let resumed: RedeliveryRange | undefined;
   /** group commit: what arrived since the last commit, in arrival order (their PUBACKs too) */
   let batch: Pending[] = [];
@@ -63,10 +69,13 @@ export function createIngressHandler(deps: {
   let killAfterCommit = Number(process.env.FLASHLEX_FAULT_KILL_AFTER_COMMIT) || undefined;
 
   const isRepeat = (message: NewIngress, dup: boolean): string | undefined => {
-    if (message.messageId === undefined) {
+    if (message.messageId === undefined && message.packetId !== undefined) {
       const range = dup ? store.redeliveryRange(Number.MAX_SAFE_INTEGER) : resumed;
-      if (range !== undefined && store.isPacketRedelivery(message, range)) return "packet id";
-    }
+      const redelivery = range !== undefined && store.isPacketRedelivery(message, range);
+      // the resends are over: a new message came, or the broker marks its resends (docstring)
+      if (dup || !redelivery) resumed = undefined;
+      if (redelivery) return "packet id";
+    } else if (dup) resumed = undefined;
     if (store.isRetainedRepeat(message)) return "retained";
     return undefined;
   };
