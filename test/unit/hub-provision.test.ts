@@ -77,16 +77,15 @@ describe("hub init", () => {
       env: "dev",
       api: { publicUrl: "http://127.0.0.1:8080", host: "127.0.0.1", port: 8080, tls: false, payloadLimitBytes: 262144 },
       broker: { host: "hub.example", port: 8883, listenHost: "0.0.0.0" },
-      metrics: { listen: "127.0.0.1:9464" },
     });
-    // written out, for an operator to edit in place (it was `metrics: {}`)
-    expect(readFileSync(home.paths.config, "utf8")).toContain("  metrics:\n    listen: 127.0.0.1:9464\n");
+    // no `metrics: {}` for an operator to replace: absent is the default (127.0.0.1:9464)
+    expect(readFileSync(home.paths.config, "utf8")).not.toContain("metrics");
   });
 
   test("hub.metrics.listen: a bare port (a number to YAML) is 127.0.0.1's; anything else but HOST:PORT or false says what to write", () => {
     const withListen = (value: string) => {
       const file = join(root, `hub-metrics-${Math.random().toString(16).slice(2)}.yml`);
-      writeFileSync(file, readFileSync(home.paths.config, "utf8").replace(/ {4}listen: 127\.0\.0\.1:9464\n/, `    listen: ${value}\n`));
+      writeFileSync(file, `${readFileSync(home.paths.config, "utf8")}  metrics:\n    listen: ${value}\n`);
       return () => loadHubSettings(file).settings.metrics?.listen;
     };
     expect(withListen("19465")()).toBe("19465");

@@ -23,7 +23,7 @@ import { makeUpdateKey } from "../updates/update-key.ts";
 import type { DatabaseOverride, HubHome } from "./home.ts";
 import { homeIdentity } from "./identity.ts";
 import { HUB_CLIENT_NAME, hubPaths } from "./paths.ts";
-import { DEFAULT_METRICS_LISTEN, type HubSettings, type HubYaml, HubYamlSchema } from "./settings.ts";
+import { type HubSettings, HubYamlSchema } from "./settings.ts";
 import { hashToken, newAccessToken } from "./tokens.ts";
 
 export interface InitHubOptions {
@@ -353,8 +353,6 @@ function initialSettings(o: InitHubOptions): HubSettings {
         listenHost: "0.0.0.0",
         names: [...new Set(names)],
       },
-      // written out, not left to the default: `metrics: {}` was what an operator found to edit
-      metrics: { listen: DEFAULT_METRICS_LISTEN },
     },
   };
   const parsed = HubYamlSchema.safeParse(candidate);
@@ -369,7 +367,11 @@ function initialSettings(o: InitHubOptions): HubSettings {
 
 /** hub.yml's text for `settings` under `hub:`, after three comment lines saying what the addresses mean. */
 export function renderHubYaml(settings: HubSettings): string {
-  const doc: HubYaml = { hub: settings };
+  // An empty metrics (the schema's default) is left out rather than written as `metrics: {}`, a
+  // value an operator would have to replace to add `listen:` under it. Absent and empty mean the
+  // same: 127.0.0.1:9464, a busy port there a warning (docs/metrics.md).
+  const { metrics, ...rest } = settings;
+  const doc: { hub: Omit<HubSettings, "metrics"> & Partial<HubSettings> } = { hub: Object.keys(metrics).length ? settings : rest };
   return [
     "# FlashLex hub settings, written by `flashlex hub init`. Restart `flashlex hub serve` after an edit.",
     "# api.host/port and broker.listenHost/listenPort are where the hub listens; api.publicUrl and",
