@@ -21,6 +21,7 @@ async function bundle(): Promise<string> {
      import createDebug from "debug";
      const a = createDebug("mqttjs:client");
      a("a trace line %s", "here");
+     a("publish :: message %s", JSON.stringify({ token: "eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ1cm46dGhpbmc6eCJ9.c2lnbmF0dXJlLXNlY3JldA" }));
      console.log(JSON.stringify({ shared: a === createDebug("mqttjs:other"), enabled: a.enabled }));`,
   );
   const result = await Bun.build({ entrypoints: [entry], target: "bun", outdir: join(dir, "out"), plugins: [quietDebugPlugin], throw: false });
@@ -42,4 +43,7 @@ test("without DEBUG every logger is the one empty function; with DEBUG the real 
   expect(traced.code).toBe(0);
   expect(JSON.parse(traced.out)).toEqual({ shared: false, enabled: true });
   expect(traced.err).toContain("mqttjs:client a trace line here");
+  // a signed token in a traced payload keeps its header and claims, not its signature
+  expect(traced.err).toContain('"token":"eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ1cm46dGhpbmc6eCJ9.<signature redacted>"');
+  expect(traced.err).not.toContain("c2lnbmF0dXJlLXNlY3JldA");
 });
