@@ -127,7 +127,14 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // Identity problems are configuration errors (78), found before anything connects.
     const identity = loadIdentity(config);
     warnIfKeyTooOpen(config, log);
-    const store = openThingStore(config, log);
+    const store = openThingStore(config, log, (err) => {
+      log.error("serve.database_damaged", {
+        file: config.paths.database,
+        error: err.message,
+        note: "serve stops rather than acknowledge messages into it; its next start reads every page first",
+      });
+      failWith(err);
+    });
     await parts.start({ name: "message database", stop: () => store.close() });
     store.markServed(Date.now());
     refs.store = store;

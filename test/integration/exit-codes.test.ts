@@ -93,6 +93,36 @@ describe("a damaged or foreign message database", () => {
     });
   });
 
+  test("a damaged page serve's start does not read: serve stops (74) at the first statement that does, and its next start refuses until every page reads well (attack round 12, F2: it acknowledged messages into the file)", async () => {
+    const dataDir = join(thing.dir, "damaged-while-serving");
+    mkdirSync(dataDir);
+    const file = join(dataDir, "subscription.db");
+    DAMAGE_KINDS.find((k) => k.name === "a damaged page in the middle")!.make(file);
+    const serve = start(["serve", ...withData(dataDir)]);
+    await serve.waitFor(/serve\.started/);
+    const list = await run(["messages", "list", "--all", ...withData(dataDir)]);
+    expect(list.code).toBe(74);
+    expect(await serve.proc.exited).toBe(74);
+    await serve.stop();
+    expect(serve.output()).toMatch(new RegExp(`ERROR serve\\.database_damaged file=${file}`));
+    expect(existsSync(join(dataDir, "database-damaged"))).toBe(true);
+
+    const again = await run(["serve", ...withData(dataDir)], { timeoutMs: 15_000 });
+    expect(again.code).toBe(74);
+    expect(again.stderr).toContain(`flashlex: ${file}: the database file is damaged (`);
+    expect(again.stderr).toContain("found by PRAGMA quick_check after serve stopped for it); move it aside");
+    expect(again.stderr).not.toContain("serve.database_damaged"); // one line: what this start found
+    tally("badInputs", 2);
+
+    // moved aside, as the message says: serve starts on a new file and the mark goes
+    renameSync(file, `${file}.damaged-copy`);
+    const fresh = start(["serve", ...withData(dataDir)]);
+    await fresh.waitFor(/serve\.started/);
+    expect(fresh.output()).toMatch(/WARN +serve\.database_checked/);
+    expect(existsSync(join(dataDir, "database-damaged"))).toBe(false);
+    expect(await fresh.stop()).toBe(0);
+  });
+
   test("serve and collect refuse a foreign database the same way, and send nothing", async () => {
     const dataDir = join(thing.dir, "foreign-serve");
     mkdirSync(dataDir);

@@ -7,7 +7,7 @@
 
 import { lstatSync, readlinkSync } from "node:fs";
 import { dirname } from "node:path";
-import { ConfigError } from "../errors.ts";
+import { ConfigError, FlashlexError } from "../errors.ts";
 import type { Logger } from "../log.ts";
 import { danglingTarget, pathKind } from "../path-exists.ts";
 import { refuseIrregularFiles } from "../regular-file.ts";
@@ -90,6 +90,33 @@ export interface SqlDatabase {
    * lock directory); false where SQLite locks only while it reads or writes (bun:sqlite).
    */
   readonly holdsFileWhileOpen: boolean;
+}
+
+/**
+ * `db`, telling `onDamaged` of each error that says its file is damaged (SQLITE_CORRUPT,
+ * SQLITE_NOTADB: a FlashlexError of kind "damaged", storage-errors.ts) before the error goes on
+ * to the caller. SQLite finds damage only on the pages a statement reads, so a writer that never
+ * reads the damaged part would go on committing into the file: the one who holds it can stop.
+ */
+export function reportingDamage(db: SqlDatabase, onDamaged: (err: FlashlexError) => void): SqlDatabase {
+  const watched =
+    <A extends unknown[], R>(fn: (...args: A) => R) =>
+    (...args: A): R => {
+      try {
+        return fn(...args);
+      } catch (err) {
+        if (err instanceof FlashlexError && err.kind === "damaged") onDamaged(err);
+        throw err;
+      }
+    };
+  return {
+    ...db,
+    exec: watched(db.exec),
+    run: watched(db.run),
+    all: watched(db.all) as SqlDatabase["all"],
+    get: watched(db.get) as SqlDatabase["get"],
+    transaction: watched(db.transaction) as SqlDatabase["transaction"],
+  };
 }
 
 export interface OpenOptions {

@@ -1,22 +1,71 @@
-import { closeSync, openSync, readdirSync, readSync, type Stats, statSync } from "node:fs";
+import { closeSync, openSync, readdirSync, readSync, rmSync, type Stats, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { UsageError } from "../../shared/errors.ts";
+import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { temporaryTarget } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
 import { danglingTarget, isNotThere, pathExists } from "../../shared/path-exists.ts";
 import { databaseFiles, refuseOddDatabaseFiles } from "../../shared/sqlite/driver.ts";
+import { DEFAULT_DAMAGED_ADVICE } from "../../shared/sqlite/storage-errors.ts";
 import { refuseNonDirectory } from "../config-location.ts";
 import type { ThingConfig } from "../settings.ts";
 import { MessageStore } from "./message-store.ts";
 import { importPickleDb, PickleDbUnreadable } from "./pickledb-import.ts";
 
 /**
- * Opens the thing's message database, taking in an old Python SDK store the first time. An old
- * store that cannot be read does not stop the agent: it is left untouched (nothing in it is
- * lost) and every start says so, at ERROR, until the owner fixes or moves it.
+ * Where serve notes that a statement found its database damaged: SQLite finds damage only on the
+ * pages a statement reads, and commits of new messages may not read them, so serve stops (74)
+ * rather than acknowledge messages into the file, and its next start reads every page first.
  */
-export function openThingStore(config: ThingConfig, log: Logger): MessageStore {
-  const store = MessageStore.open(config.paths.database);
+export function damageMarkOf(config: ThingConfig): string {
+  return join(config.dataDir, DAMAGE_MARK);
+}
+
+const DAMAGE_MARK = "database-damaged";
+
+/**
+ * Opens the thing's message database for serve, taking in an old Python SDK store the first
+ * time. An old store that cannot be read does not stop the agent: it is left untouched (nothing
+ * in it is lost) and every start says so, at ERROR, until the owner fixes or moves it.
+ * `onDamaged` (serve's) hears of a statement that finds the file damaged (serve stops); the damage
+ * mark (damageMarkOf) is written then, and while it is there each open checks every page first
+ * (`PRAGMA quick_check`): FlashlexError "damaged" (74) if the file still is, else the mark goes.
+ */
+export function openThingStore(config: ThingConfig, log: Logger, onDamaged?: (err: FlashlexError) => void): MessageStore {
+  const mark = damageMarkOf(config);
+  // what this open finds is thrown (74) as it is; the callback is for what serve finds after
+  let opened = false;
+  const store = MessageStore.open(config.paths.database, {
+    onDamaged: (err) => {
+      if (!opened || !onDamaged) return;
+      try {
+        writeFileSync(mark, `${err.message}\n`, { mode: 0o600 });
+      } catch {
+        // the stop below still keeps serve from acknowledging into the file
+      }
+      onDamaged(err);
+    },
+  });
+  if (pathExists(mark)) {
+    let problem: string | undefined;
+    try {
+      problem = store.problems()[0];
+    } catch (err) {
+      if (!(err instanceof FlashlexError && err.kind === "damaged")) {
+        store.close();
+        throw err;
+      }
+      problem = "it cannot be read through";
+    }
+    if (problem !== undefined) {
+      store.close();
+      throw new FlashlexError(
+        `${config.paths.database}: the database file is damaged (${problem}; found by PRAGMA quick_check after serve stopped for it); ${DEFAULT_DAMAGED_ADVICE}, then start serve`,
+        "damaged",
+      );
+    }
+    rmSync(mark, { force: true });
+    log.warn("serve.database_checked", { file: config.paths.database, note: `${mark} said serve stopped for damage; every page reads well now` });
+  }
   const legacy = legacyStoreOf(config);
   try {
     const result = importPickleDb(store, legacy, config.yaml.thing.mqtt.ingress.topic, (key, reason) =>
@@ -34,6 +83,7 @@ export function openThingStore(config: ThingConfig, log: Logger): MessageStore {
     }
     log.error("store.pickledb_unreadable", { file: legacy, error: err.message, note: "left untouched; the agent runs without it" });
   }
+  opened = true;
   return store;
 }
 
@@ -44,6 +94,7 @@ const DATA_DIRECTORY_NAMES = new Set([
   "flashlex.sock",
   "update",
   "serve.lock-key" /* serve's lock before it was a file lock */,
+  DAMAGE_MARK,
 ]);
 
 /**
