@@ -375,6 +375,7 @@ describe("a delivery that does not end does not hold anything up", () => {
       const result = await collect({ store, body: '{"n":1}', via: "mqtt", queueLimit: -1, deliver: silent(started), attemptMs: 100 });
       expect(result).toMatchObject({ outcome: "queued", error: "cut off: no answer within 0.1 s" });
       expect(store.getOutbox(result.messageId)).toMatchObject({ state: "pending", attempts: 1 });
+      expect(result.messageId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/); // UUIDv7 (message-ids.test.ts)
     } finally {
       store.close();
     }

@@ -130,7 +130,11 @@ describe("POST /things/{id}/collect", () => {
       status: "OK",
       code: 200,
       messages: [{ key: "message", value: "Message collected." }],
-      result: { message: "Message collected.", flthingspk: thing.id, flmessagespk: expect.stringMatching(/^[0-9a-f-]{36}$/) },
+      result: {
+        message: "Message collected.",
+        flthingspk: thing.id,
+        flmessagespk: expect.stringMatching(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/),
+      },
     });
     const stored = await storedMessages(store, thing.id, {});
     const mine = stored.find((m) => m.flmessagespk === body.result.flmessagespk)!;

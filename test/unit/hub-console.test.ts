@@ -519,6 +519,7 @@ describe("pages", () => {
     await until(/event: presence/);
     await hub.collector.store(thing, undefined, JSON.stringify({ live: EVIL }));
     const { flmessagespk } = await hub.messages.send(thing, { go: 1 });
+    expect(flmessagespk).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/); // UUIDv7 (message-ids.test.ts)
     await ingressLedger(store, hub.feed).delivered(flmessagespk, Date.UTC(2024, 0, 1), thing.name);
     await until(/event: delivered/);
     expect(text).toContain('"kind":"collected"');

@@ -1,8 +1,8 @@
-import { type KeyObject, randomUUID } from "node:crypto";
+import type { KeyObject } from "node:crypto";
 import { TokenError } from "../../crypto/errors.ts";
 import { verifyThingToken } from "../../crypto/jwt.ts";
 import { loadPublicKey } from "../../crypto/keys.ts";
-import { isUuid } from "../../protocol/ids.ts";
+import { isUuid, newMessageId } from "../../protocol/ids.ts";
 import { ConflictError } from "../../shared/errors.ts";
 import { GroupCommit } from "../../shared/group-commit.ts";
 import type { Logger } from "../../shared/log.ts";
@@ -177,7 +177,7 @@ export class Collector {
   async store(thing: ThingRecord, messageId: string | undefined, payloadJson: string, via: "http" | "mqtt" = "http"): Promise<CollectResult> {
     const at = this.now();
     const record: MessageRecord = {
-      flmessagespk: messageId ?? randomUUID(),
+      flmessagespk: messageId ?? newMessageId(),
       thingId: thing.id,
       messagetype: "egress",
       payload: payloadJson,

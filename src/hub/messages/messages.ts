@@ -8,7 +8,7 @@
  *   archive.ts           the export zip (archive-zip.ts writes it)
  *   feed.ts              the live feed of collected, sent and delivered messages (the console)
  */
-import { randomUUID } from "node:crypto";
+import { newMessageId } from "../../protocol/ids.ts";
 import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument, WRITTEN_TEXT_FACTOR } from "../../protocol/limits.ts";
 import { ConflictError, FlashlexError } from "../../shared/errors.ts";
 import { GroupCommit } from "../../shared/group-commit.ts";
@@ -204,7 +204,7 @@ export class Messages {
     const at = this.now();
     const delivery = this.deps.broker.tracksDelivery ? "pending" : "unknown";
     return things.map((thing) => ({
-      flmessagespk: randomUUID(),
+      flmessagespk: newMessageId(),
       thingId: thing.id,
       messagetype: "ingress",
       payload: text,

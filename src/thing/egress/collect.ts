@@ -3,7 +3,7 @@
  * it once; the outbox drainer (outbox.ts) delivers what waits; delivery.ts sends one message
  * over HTTP or MQTT with a freshly signed token, whose time the hub clock (hub-clock.ts) corrects.
  */
-import { randomUUID } from "node:crypto";
+import { newMessageId } from "../../protocol/ids.ts";
 import { FlashlexError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
@@ -73,7 +73,7 @@ export async function collect(deps: {
   releaseFileDuringAttempt?: boolean;
 }): Promise<CollectResult> {
   const { store, queueLimit } = deps;
-  const messageId = randomUUID();
+  const messageId = newMessageId();
   const now = Date.now();
   store.enqueue({ messageId, body: deps.body, via: deps.via, now, notBefore: now + LEASE_MS });
   const entry = store.getOutbox(messageId)!;
