@@ -382,6 +382,35 @@ describe("a delivery that does not end does not hold anything up", () => {
   });
 });
 
+describe("offlinePublishQueueing: N", () => {
+  test("collects failing at once keep exactly N waiting, and each refusal counts only those (attack round 12, F6: 12 at once kept 1 and said '4 messages already wait')", async () => {
+    const { collect } = await import("../../src/thing/egress/collect.ts");
+    const store = MessageStore.open(join(dir, "queue-limit.db"));
+    try {
+      // every attempt fails only once all twelve are queued and trying, as collects run at once do
+      let started = 0;
+      let allStarted!: () => void;
+      const all = new Promise<void>((resolve) => (allStarted = resolve));
+      const deliver = async (): Promise<DeliveryOutcome> => {
+        if (++started === 12) allStarted();
+        await all;
+        return { kind: "retry", error: "connect ECONNREFUSED" };
+      };
+      const results = await Promise.allSettled(
+        Array.from({ length: 12 }, (_, i) => collect({ store, body: `{"q":${i}}`, via: "http", queueLimit: 2, deliver })),
+      );
+      const queued = results.filter((r) => r.status === "fulfilled");
+      const refused = results.flatMap((r) => (r.status === "rejected" ? [(r.reason as Error).message] : []));
+      expect(queued).toHaveLength(2);
+      expect(refused).toHaveLength(10);
+      for (const message of refused) expect(message).toContain("2 messages already wait (offlinePublishQueueing: 2): nothing was queued");
+      expect(store.countPending()).toBe(2);
+    } finally {
+      store.close();
+    }
+  });
+});
+
 describe("outcomes are committed without an fsync, the message with one", () => {
   test("each mark runs at synchronous=NORMAL and leaves the connection at FULL, also when SQLite refuses it", () => {
     const store = MessageStore.open(join(dir, "sync-levels.db"));

@@ -95,8 +95,8 @@ export async function collect(deps: {
   let recordError: string | undefined;
   let notQueued: FlashlexError | undefined;
   try {
-    if (outcome.kind === "retry" && queueLimit >= 0) notQueued = refuseOverLimit(store, messageId, outcome, queueLimit);
-    if (!notQueued) recordOutcome(store, entry, outcome, Date.now());
+    const kept = recordOutcome(store, entry, outcome, Date.now(), queueLimit >= 0 ? queueLimit : undefined);
+    if (!kept && outcome.kind === "retry") notQueued = refuseOverLimit(store, messageId, outcome, queueLimit);
   } catch (err) {
     recordError = toFlashlexError(err).message;
   }
@@ -110,13 +110,12 @@ export async function collect(deps: {
 }
 
 /**
- * When the message may not wait (offlinePublishQueueing 0, or N already waiting), takes its row
- * out again and answers the try-later error (75) to throw; undefined when it may wait.
+ * The message may not wait (offlinePublishQueueing 0, or N already waiting): takes its row out
+ * again and gives the try-later error (75) to throw.
  */
-function refuseOverLimit(store: MessageStore, messageId: string, outcome: DeliveryOutcome & { kind: "retry" }, queueLimit: number): FlashlexError | undefined {
-  const waiting = store.countPending() - 1;
-  if (waiting < queueLimit) return undefined;
+function refuseOverLimit(store: MessageStore, messageId: string, outcome: DeliveryOutcome & { kind: "retry" }, queueLimit: number): FlashlexError {
   store.dropOutbox([messageId]);
+  const waiting = store.countWaiting();
   const rule =
     queueLimit === 0 ? "offlinePublishQueueing is 0 (no offline queueing)" : `${waiting} messages already wait (offlinePublishQueueing: ${queueLimit})`;
   // No answer: whether the hub holds it is not known (the request may have gone before the

@@ -22,11 +22,16 @@ import { type DeliveryOutcome, retryDelayMs } from "./delivery.ts";
 /** Delivers one row; `signal` ends the attempt early (serve stopping): the outcome is then `retry`. */
 export type Deliver = (entry: OutboxEntry, signal?: AbortSignal) => Promise<DeliveryOutcome>;
 
-/** Writes a delivery attempt's outcome to the outbox row. */
-export function recordOutcome(store: MessageStore, entry: OutboxEntry, outcome: DeliveryOutcome, now: number): void {
+/**
+ * Writes a delivery attempt's outcome to the outbox row. A retry with `waitingLimit`
+ * (offlinePublishQueueing's N, for collect's first attempt) waits only while fewer than N others
+ * do (MessageStore.markRetry): false when it may not, the row unchanged; true otherwise.
+ */
+export function recordOutcome(store: MessageStore, entry: OutboxEntry, outcome: DeliveryOutcome, now: number, waitingLimit?: number): boolean {
   if (outcome.kind === "sent") store.markSent(entry.message_id, now, outcome.status ? { status: outcome.status, body: outcome.body ?? "" } : undefined);
   else if (outcome.kind === "rejected") store.markRejected(entry.message_id, outcome.error, { status: outcome.status, body: outcome.body });
-  else store.markRetry(entry.message_id, outcome.error, now + Math.max(retryDelayMs(entry.attempts), outcome.retryAfterMs ?? 0));
+  else return store.markRetry(entry.message_id, outcome.error, now + Math.max(retryDelayMs(entry.attempts), outcome.retryAfterMs ?? 0), waitingLimit);
+  return true;
 }
 
 const HEADER_SAFE_ID = /^[\x21-\x7e]{1,200}$/;

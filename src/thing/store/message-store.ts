@@ -679,11 +679,29 @@ export class MessageStore {
     ]);
   }
 
-  /** A delivery attempt failed for a reason that may pass (network, 5xx, 401): try again at `nextAttemptAt`. */
-  markRetry(messageId: string, error: string, nextAttemptAt: number): void {
-    this.withoutFsync(() =>
-      this.db.run("UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE message_id = ?", [error, nextAttemptAt, messageId]),
-    );
+  /**
+   * A delivery attempt failed for a reason that may pass (network, 5xx, 401): try again at
+   * `nextAttemptAt`. With `waitingLimit` (offlinePublishQueueing's N), only while fewer than N
+   * other messages wait, counting those whose first attempt is over (`attempts` > 0), not those
+   * of collects still trying: the count and the change are one statement, so collects deciding
+   * at once keep exactly N between them. Gives false, changing nothing, when N already wait.
+   */
+  markRetry(messageId: string, error: string, nextAttemptAt: number, waitingLimit?: number): boolean {
+    let changes = 0;
+    this.withoutFsync(() => {
+      changes = this.db.run(
+        `UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ? WHERE message_id = ?${
+          waitingLimit === undefined ? "" : " AND (SELECT COUNT(*) FROM outbox WHERE state = 'pending' AND attempts > 0 AND message_id <> ?) < ?"
+        }`,
+        waitingLimit === undefined ? [error, nextAttemptAt, messageId] : [error, nextAttemptAt, messageId, messageId, waitingLimit],
+      ).changes;
+    });
+    return changes > 0;
+  }
+
+  /** How many messages wait for a retry: pending, their first attempt over (markRetry's count). */
+  countWaiting(): number {
+    return this.db.get<{ n: number }>("SELECT COUNT(*) AS n FROM outbox WHERE state = 'pending' AND attempts > 0")!.n;
   }
 
   /**
