@@ -45,6 +45,9 @@ export interface OrderedPubacksOptions {
    * A message could not be made durable: it gets no PUBACK, nor does anything after it on this
    * connection. The caller drops the connection so the broker sends them again (MQTT.js would
    * otherwise go on, and a broker resends an unacknowledged message only on a new connection).
+   * Told once per failure: the messages of one failed group commit share its error, and a line
+   * for each of them was a line per message at every reconnect (a full disk under a backlog).
+   * `packet` is the first of them.
    */
   onFailure(err: Error, packet: IPublishPacket): void;
 }
@@ -67,6 +70,8 @@ export class OrderedPubacks {
   private readonly maxPending: number;
   private queue: Pending[] = [];
   private connection = 0;
+  /** the failure last told (onFailure): the same error again is the same commit's */
+  private told: Error | undefined;
   /** the `done` of a message held because `maxPending` were waiting */
   private held: (() => void) | undefined;
 
@@ -99,7 +104,7 @@ export class OrderedPubacks {
         () => done(),
         (err: Error) => {
           done(err);
-          this.options.onFailure(err, packet);
+          this.fail(err, packet);
         },
       );
       return;
@@ -112,12 +117,18 @@ export class OrderedPubacks {
         this.drain();
       },
       (err: Error) => {
-        if (entry.connection === this.connection) this.options.onFailure(err, packet);
+        if (entry.connection === this.connection) this.fail(err, packet);
       },
     );
     const handOn = () => done(PUBACK_DEFERRED);
     if (this.queue.length < this.maxPending) handOn();
     else this.held = handOn;
+  }
+
+  private fail(err: Error, packet: IPublishPacket): void {
+    if (err === this.told) return;
+    this.told = err;
+    this.options.onFailure(err, packet);
   }
 
   /** Writes the PUBACKs of the settled messages at the head of the queue. */

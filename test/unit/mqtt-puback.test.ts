@@ -44,6 +44,25 @@ describe("OrderedPubacks", () => {
     expect(acks.pending).toBe(0);
   });
 
+  test("the messages of one failed commit are told as one failure (attack round 12, F5: a line per message at every reconnect)", async () => {
+    const { client, sent } = fakeClient();
+    const failures: number[] = [];
+    const acks = new OrderedPubacks({ client, onFailure: (_err, p) => failures.push(p.messageId!) });
+    acks.connectionStarted();
+    const commit = gate();
+    for (const id of [1, 2, 3]) acks.handle(packet(id), () => {}, commit.durable);
+    commit.reject(new Error("SQLITE_FULL"));
+    await tick();
+    expect(failures).toEqual([1]);
+    acks.connectionStarted();
+    const again = gate();
+    for (const id of [1, 2, 3]) acks.handle(packet(id), () => {}, again.durable);
+    again.reject(new Error("SQLITE_FULL")); // the next commit's own failure: told again
+    await tick();
+    expect(failures).toEqual([1, 1]);
+    expect(sent).toEqual([]);
+  });
+
   test("a failure withholds its PUBACK and every later one of that connection; a new connection forgets them", async () => {
     const { client, sent } = fakeClient();
     const failures: number[] = [];

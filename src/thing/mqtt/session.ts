@@ -124,7 +124,8 @@ export class ThingSession extends EventEmitter {
     this.pubacks = new OrderedPubacks({
       client: this.client,
       onFailure: (err, packet) => {
-        this.options.log.error("ingress.failed", { topic: packet.topic, error: err });
+        // once per failed commit (OrderedPubacks), however many messages it held
+        this.options.log.error("ingress.failed", { topic: packet.topic, error: err, note: "not acknowledged: the broker sends the commit's messages again" });
         this.dropConnection();
       },
     });
