@@ -291,6 +291,21 @@ describe.skipIf(Boolean(noTmpfs))("a full disk", () => {
     expect(outbox().length).toBe(rows);
   });
 
+  test("bootstrap's data directory check fails on a full disk while serve holds the database (attack round 12, F4: access(W_OK) passed, and the only FAIL blamed MQTT)", async () => {
+    const serve = start(["serve", ...withData(dataDir)]);
+    try {
+      await serve.waitFor(/serve\.started/);
+      fs.fill();
+      const result = await run(["bootstrap", ...withData(dataDir)], { timeoutMs: 60_000 });
+      tally("faults");
+      expect(result.stdout).toMatch(new RegExp(`\\[FAIL\\] data directory writable and the database opens: ${dataDir}: .*(ENOSPC|full)`));
+      expect(readdirSync(dataDir).filter((name) => name.includes("bootstrap-probe"))).toEqual([]);
+    } finally {
+      fs.free();
+      await serve.stop();
+    }
+  });
+
   test("a message the API took while the disk filled is reported sent (exit 0), and resent only with the same message id", async () => {
     receiver.beforeAnswer = () => void fs.fill();
     let result: RunResult;

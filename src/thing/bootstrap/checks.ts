@@ -4,7 +4,8 @@
  */
 import { randomUUID } from "node:crypto";
 import { lookup } from "node:dns/promises";
-import { accessSync, constants, statSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, rmSync, statSync, writeSync } from "node:fs";
+import { join } from "node:path";
 import { type CertificateInfo, describeCertificate } from "../../crypto/certificate-info.ts";
 import { pemBlocks } from "../../crypto/keys.ts";
 import { buildTestMessage } from "../../protocol/test-message.ts";
@@ -126,6 +127,27 @@ const PERMISSION_FIX =
   "Make the file readable by the user flashlex runs as (the thing folder's owner: sudo chown -R USER: FOLDER), or run bootstrap as that user.";
 
 /** The fix for a config that did not load, by what went wrong with it. */
+const DATA_DIRECTORY_FIX =
+  "Create DIR and make it writable by this user (a full file system needs space freed), or pass -d with a writable directory; one that went read-only (an SD card failing: `dmesg`) needs fsck and a remount, or a new card.";
+
+/**
+ * Writes, syncs and removes a file in `dir`: writable means a write got through. access(W_OK)
+ * passes on an ext4 that went read-only after an error (its emergency read-only sets no mount
+ * flag), where every commit fails. The name is a temporary's (shared/files.ts), so one left by a
+ * kill is swept. Throws what the write throws.
+ */
+function writeProbe(dir: string): void {
+  const file = join(dir, `.bootstrap-probe.${process.pid}-${Buffer.from(crypto.getRandomValues(new Uint8Array(4))).toString("hex")}.tmp`);
+  const fd = openSync(file, "wx", 0o600);
+  try {
+    writeSync(fd, "probe");
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+    rmSync(file, { force: true });
+  }
+}
+
 function configFix(message: string): string {
   if (/EACCES|EPERM|permission denied/.test(message)) return PERMISSION_FIX;
   if (/cannot read|not a (regular )?file|too large/.test(message)) return "Give the thing's config.yml with -c, or run bootstrap in the folder that holds it.";
@@ -268,12 +290,16 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       );
     }
     if (serve) {
-      accessSync(config!.dataDir, constants.W_OK);
+      try {
+        writeProbe(config!.dataDir);
+      } catch (err) {
+        fail(`${config!.dataDir}: ${describeError(err)}`, DATA_DIRECTORY_FIX.replace("DIR", config!.dataDir));
+      }
       return `${config!.paths.database} (open in the running flashlex serve)`;
     }
     try {
       store = openThingStore(config!, log);
-      accessSync(config!.dataDir, constants.W_OK);
+      writeProbe(config!.dataDir);
     } catch (err) {
       const inTheWay = fileOnTheWay(`${config!.dataDir}/`);
       if (inTheWay !== undefined)
@@ -281,10 +307,9 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
           inTheWay === config!.dataDir ? `${inTheWay}: a file, not a directory` : `${config!.dataDir}: ${inTheWay} is a file, not a directory`,
           "Pass -d with the data directory serve uses (data/ beside the config by default).",
         );
-      fail(
-        `${config!.paths.database}: ${describeError(err)}`,
-        `Create ${config!.dataDir} and make it writable by this user, or pass -d with a writable directory.`,
-      );
+      // storage errors name their file already
+      const reason = describeError(err);
+      fail(reason.startsWith(config!.paths.database) ? reason : `${config!.paths.database}: ${reason}`, DATA_DIRECTORY_FIX.replace("DIR", config!.dataDir));
     }
     return `${config!.paths.database} (${store!.db.driver})`;
   });
