@@ -385,7 +385,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
 
     // hub.yml's messages.keepFor: older messages go, so that hub.db does not grow for ever.
     const keepFor = settings.messages?.keepFor;
-    if (keepFor) await parts.start({ name: "message retention", stop: startMessageRetention({ store, keepForMs: settingMs(keepFor), log }) });
+    if (keepFor) await parts.start({ name: "message retention", stop: startMessageRetention({ store, keepForMs: settingMs(keepFor), log, observer }) });
 
     // A zip no thing has, or a revoked thing's, holds a key nothing hands out: removed, but never at the cost of the start.
     try {

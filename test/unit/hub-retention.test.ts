@@ -111,13 +111,15 @@ describe("startMessageRetention", () => {
         return store.expireMessages(...args);
       },
     };
-    const stop = startMessageRetention({ store: flaky, keepForMs: DAY_MS, log, now: () => NOW, everyMs: 20 });
+    const told: number[] = [];
+    const stop = startMessageRetention({ store: flaky, keepForMs: DAY_MS, log, now: () => NOW, everyMs: 20, observer: { expired: (n) => told.push(n) } });
     try {
       for (let i = 0; i < 200 && !lines.some((l) => l.includes("hub.messages_expired")); i++) await Bun.sleep(10);
       expect(lines.find((l) => l.includes("hub.message_expiry_failed"))).toContain("database is locked");
       const expired = lines.find((l) => l.includes("hub.messages_expired"));
       expect(expired).toContain(`count=${SWEEP_BATCH * 2.5 + 1 + 3}`);
       expect(expired).toContain(`stored_before=${new Date(NOW - DAY_MS).toISOString()}`);
+      expect(told).toEqual([SWEEP_BATCH * 2.5 + 1 + 3]); // the metrics' flashlex_hub_messages_expired_total
     } finally {
       await stop();
     }

@@ -160,6 +160,8 @@ describe("the hub's registry", () => {
     metrics.observer.error("try-later", "http");
     metrics.observer.error("damaged", "mqtt");
     metrics.observer.dropped("hub.collect_refused");
+    metrics.observer.expired(1200);
+    metrics.observer.expired(3);
     const text = parseExposition((await metrics.render()).body);
     const route = { route: "things/:id/collect", method: "POST" };
     expect(text.value("flashlex_hub_http_request_duration_seconds_count", { ...route, status: "2xx" })).toBe(1);
@@ -170,6 +172,7 @@ describe("the hub's registry", () => {
     expect(text.value("flashlex_hub_errors_total", { kind: "damaged", via: "mqtt" })).toBe(1);
     expect(text.value("flashlex_hub_errors_total", { kind: "bug", via: "http" })).toBe(0);
     expect(text.value("flashlex_hub_mqtt_dropped_total", { event: "hub.collect_refused" })).toBe(1);
+    expect(text.value("flashlex_hub_messages_expired_total")).toBe(1203);
   });
 
   test("a method a client invents is one label, not a new series each", () => {

@@ -12,6 +12,7 @@
  * deleted (the first sweep after the setting is added may find years of messages).
  */
 import type { Logger } from "../../shared/log.ts";
+import type { HubObserver } from "../metrics/observer.ts";
 import type { HubStore } from "../store/hub-store.ts";
 
 /** The most messages one statement of the sweep deletes. */
@@ -29,6 +30,8 @@ export interface RetentionOptions {
   now?: () => number;
   /** ms between sweeps; default SWEEP_EVERY_MS */
   everyMs?: number;
+  /** told how many each sweep deleted (the metrics' flashlex_hub_messages_expired_total) */
+  observer?: Pick<HubObserver, "expired">;
 }
 
 /**
@@ -69,7 +72,9 @@ export function startMessageRetention(options: RetentionOptions): () => Promise<
     const started = now();
     running = sweepExpiredMessages({ ...options, now: () => started, stopping: () => stopped })
       .then((count) => {
-        if (count) log.info("hub.messages_expired", { count, stored_before: new Date(started - keepForMs).toISOString() });
+        if (!count) return;
+        log.info("hub.messages_expired", { count, stored_before: new Date(started - keepForMs).toISOString() });
+        options.observer?.expired(count);
       })
       .catch((err) => log.warn("hub.message_expiry_failed", { error: err, note: "tried again at the next sweep" }))
       .finally(() => (running = undefined));

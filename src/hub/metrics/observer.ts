@@ -26,6 +26,8 @@ export interface HubObserver {
   error(kind: ErrorKind, via: "http" | "mqtt"): void;
   /** a thing's MQTT publish was acknowledged but not stored: `event` is the log event that says why (`hub.collect_refused`) */
   dropped(event: string): void;
+  /** message retention (hub.yml `messages.keepFor`) deleted `count` messages */
+  expired(count: number): void;
 }
 
 /** The HTTP methods a label may name; any other is `other`, so a client cannot mint label values. */

@@ -90,6 +90,11 @@ export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
     registers,
   });
   for (const kind of ERROR_KINDS) for (const via of ["http", "mqtt", "metrics"]) errors.inc({ kind, via }, 0);
+  const expired = new Counter({
+    name: "flashlex_hub_messages_expired_total",
+    help: "Messages this hub process's retention deleted (hub.yml messages.keepFor), egress and delivered ingress",
+    registers,
+  });
   const dropped = new Counter({
     name: "flashlex_hub_mqtt_dropped_total",
     help: "MQTT publishes from things this hub process acknowledged without storing, by the log event that says why",
@@ -184,6 +189,7 @@ export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
       request: (s) => requests.observe({ route: s.route, method: s.method, status: `${Math.floor(s.status / 100)}xx` }, s.seconds),
       error: (kind, via) => errors.inc({ kind, via }),
       dropped: (event) => dropped.inc({ event }),
+      expired: (count) => expired.inc(count),
     },
     countConnected(count) {
       new Gauge({
