@@ -150,20 +150,48 @@ describe("messages without an id (published by anything else)", () => {
     }
   });
 
-  test("a broker that marks its resends with DUP marks them all: after one, a packet without DUP is new", async () => {
+  test("a broker restored from an older save resends what it had in flight (DUP) and then what it had queued (no DUP): both were stored, neither is stored again (attack round 13, F2)", async () => {
     const { store, handler, stored } = setup();
     try {
       handler.connectionStarted(false);
-      await handler.handle(packet(4, "ON"));
-      await handler.handle(packet(5, "ON"));
+      for (const id of [4, 5, 6]) await handler.handle(packet(id, `m${id}`));
       handler.connectionStarted(true);
-      await handler.handle(packet(4, "ON", { dup: true })); // Mosquitto's resend: skipped
-      await handler.handle(packet(5, "ON")); // no DUP: not a resend (a broker restarted from an older save reuses ids)
+      await handler.handle(packet(4, "m4", { dup: true }));
+      await handler.handle(packet(5, "m5", { dup: true }));
+      await handler.handle(packet(6, "m6")); // queued at the save: sent again without DUP
+      await handler.handle(packet(7, "m7"));
       expect(stored()).toEqual([
-        [4, "ON"],
-        [5, "ON"],
-        [5, "ON"],
+        [4, "m4"],
+        [5, "m5"],
+        [6, "m6"],
+        [7, "m7"],
       ]);
+    } finally {
+      store.close();
+    }
+  });
+
+  test("rows stored before the broker began a new session are never taken for its resends: it counts packet ids from 1 again (attack round 13, F1)", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(false);
+      for (const id of [1, 2, 3]) await handler.handle(packet(id, "ON"));
+      handler.connectionStarted(false); // the broker lost the session (restarted without persistence)
+      for (const id of [1, 2]) await handler.handle(packet(id, "ON"));
+      handler.connectionStarted(true); // serve restarted: the broker resumes its new session
+      await handler.handle(packet(3, "ON")); // new: row 3 of the old session is no resend of it
+      await handler.handle(packet(4, "ON", { dup: true })); // a resend of one never stored here, DUP set: matches nothing older
+      expect(stored()).toEqual([
+        [1, "ON"],
+        [2, "ON"],
+        [3, "ON"],
+        [1, "ON"],
+        [2, "ON"],
+        [3, "ON"],
+        [4, "ON"],
+      ]);
+      // the boundary is in the database, for serve's next start (a restart resumes the session)
+      expect(store.sessionBeganAfter()).toBe(3);
     } finally {
       store.close();
     }

@@ -34,13 +34,15 @@ interface Pending {
  * - a message without an id (published by something else) is a redelivery when its packet
  *   identifier, topic and payload repeat one of the last rows stored before the broker resumed
  *   the session (CONNACK sessionPresent), DUP flag or not, while the broker's resends may still
- *   come; and with DUP set, one of the newest rows of this connection too. A broker resends what
- *   it had in flight before anything new (MQTT 3.1.1 §4.4), and one that marks resends with DUP
- *   marks them all (§3.3.1.1): so once a message of the connection is new (none of the rows
- *   matched), or any came with DUP, a packet without DUP is new whatever its packet identifier.
- *   Packet identifiers are 16 bits: a broker that keeps counting (Mosquitto) hands out the same
- *   ones again after 65,535 messages, and a command sent again and again (`ON`) repeats its
- *   topic and payload;
+ *   come; and with DUP set, one of the newest rows too. Only rows of the broker's current
+ *   session count: one that began a new session (sessionPresent 0) resends nothing older and
+ *   counts its packet identifiers from 1 again (MessageStore.markSessionBegan). A broker resends
+ *   what it had (or, restored from an older save, thinks it had) in flight or queued before
+ *   anything new (MQTT 3.1.1 §4.4), so once a message of the connection is new (none of the
+ *   rows matched), a packet without DUP is new whatever its packet identifier. Packet
+ *   identifiers are 16 bits: a broker that keeps counting (Mosquitto) hands out the same ones
+ *   again after 65,535 messages, and a command sent again and again (`ON`) repeats its topic
+ *   and payload;
  * - a retained message that repeats the topic's newest retained row is the broker's re-send at a
  *   new subscription (MQTT 3.1.1 §3.3.1.3), not a new message.
  */
@@ -72,10 +74,10 @@ export function createIngressHandler(deps: {
     if (message.messageId === undefined && message.packetId !== undefined) {
       const range = dup ? store.redeliveryRange(Number.MAX_SAFE_INTEGER) : resumed;
       const redelivery = range !== undefined && store.isPacketRedelivery(message, range);
-      // the resends are over: a new message came, or the broker marks its resends (docstring)
-      if (dup || !redelivery) resumed = undefined;
+      // a new message came: the broker's resends are over (docstring)
+      if (!redelivery) resumed = undefined;
       if (redelivery) return "packet id";
-    } else if (dup) resumed = undefined;
+    }
     if (store.isRetainedRepeat(message)) return "retained";
     return undefined;
   };
@@ -138,8 +140,9 @@ export function createIngressHandler(deps: {
   return {
     connectionStarted(sessionPresent) {
       resumed = undefined;
-      if (!persistent || !sessionPresent) return;
+      if (!persistent) return;
       try {
+        if (!sessionPresent) return store.markSessionBegan();
         resumed = store.withPacketIndex(store.redeliveryRange(store.lastIngressId()));
       } catch (err) {
         // Called inside MQTT.js's packet handling, where a throw would kill the process. Without

@@ -88,6 +88,9 @@ export const THING_SCHEMA: SchemaSnapshot = {
 /** The session_state key of serve's last start (markServed). */
 const SERVED_KEY = "serve.started_at";
 
+/** The session_state key of the last ingress row stored before the broker's current session began (markSessionBegan). */
+const SESSION_BEGAN_KEY = "broker.session_began_after";
+
 /**
  * How long the id of a stored hub message is remembered, so that a redelivery is recognised
  * even after the message itself was acknowledged and deleted by retention: at least a week
@@ -418,11 +421,29 @@ export class MessageStore {
 
   /**
    * The rows a broker may send again when it resumes a session: the newest `window` rows up to
-   * row `upToId` (for `isPacketRedelivery`; computed once per connection, from the rowid alone).
+   * row `upToId`, none stored before the broker's session began (sessionBeganAfter): a broker
+   * resends only from the session it kept, and one that began a new session counts its packet
+   * identifiers from 1 again, so older rows would match its new messages (for
+   * `isPacketRedelivery`; computed once per connection, from the rowid alone).
    */
   redeliveryRange(upToId: number, window = REDELIVERY_WINDOW): RedeliveryRange {
     const lowest = this.db.get<{ id: number }>("SELECT id FROM ingress_messages WHERE id <= ? ORDER BY id DESC LIMIT 1 OFFSET ?", [upToId, window]);
-    return { afterId: lowest?.id ?? 0, upToId };
+    return { afterId: Math.max(lowest?.id ?? 0, this.sessionBeganAfter()), upToId };
+  }
+
+  /**
+   * The broker began a new session for the thing (CONNACK sessionPresent 0): what was stored
+   * until now can never be sent again (redeliveryRange). Kept in the database, as serve's own
+   * restarts resume the broker's session.
+   */
+  markSessionBegan(): void {
+    this.setSessionState(SESSION_BEGAN_KEY, String(this.lastIngressId()));
+  }
+
+  /** The last ingress row stored before the broker's current session began (markSessionBegan); 0: none recorded. */
+  sessionBeganAfter(): number {
+    const value = Number(this.sessionState(SESSION_BEGAN_KEY));
+    return Number.isSafeInteger(value) && value > 0 ? value : 0;
   }
 
   /**
