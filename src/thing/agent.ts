@@ -127,7 +127,11 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // Identity problems are configuration errors (78), found before anything connects.
     const identity = loadIdentity(config);
     warnIfKeyTooOpen(config, log);
+    let damageTold = false;
     const store = openThingStore(config, log, (err) => {
+      // every statement after the first that meets the damage says it again: one line
+      if (damageTold) return;
+      damageTold = true;
       log.error("serve.database_damaged", {
         file: config.paths.database,
         error: err.message,

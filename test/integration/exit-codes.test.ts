@@ -112,7 +112,10 @@ describe("a damaged or foreign message database", () => {
     expect(again.stderr).toContain(`flashlex: ${file}: the database file is damaged (`);
     expect(again.stderr).toContain("found by PRAGMA quick_check after serve stopped for it); move it aside");
     expect(again.stderr).not.toContain("serve.database_damaged"); // one line: what this start found
-    tally("badInputs", 2);
+    // bootstrap says what to do with a damaged file, not 'make the directory writable' (attack round 13, F3)
+    const checked = await run(["bootstrap", ...withData(dataDir)], { timeoutMs: 60_000 });
+    expect(checked.stdout).toMatch(/\[FAIL\] data directory writable and the database opens: .*damaged[^\n]*\n\s+fix: Stop serve, move \S+ aside/);
+    tally("badInputs", 3);
 
     // moved aside, as the message says: serve starts on a new file and the mark goes
     renameSync(file, `${file}.damaged-copy`);
@@ -121,6 +124,25 @@ describe("a damaged or foreign message database", () => {
     expect(fresh.output()).toMatch(/WARN +serve\.database_checked/);
     expect(existsSync(join(dataDir, "database-damaged"))).toBe(false);
     expect(await fresh.stop()).toBe(0);
+  });
+
+  test("serve's damage mark as a directory is 78 naming it, and a write probe bootstrap left is a thing's file, swept by the next bootstrap (attack round 13, F4 and F8: 70 'please report it', and messages list 64)", async () => {
+    const dataDir = join(thing.dir, "odd-marks");
+    mkdirSync(dataDir);
+    writeFileSync(join(dataDir, "serve.lock"), "");
+    const probe = join(dataDir, ".bootstrap-probe.4000000-0a1b2c3d.tmp"); // a bootstrap killed mid-probe (no such pid)
+    writeFileSync(probe, "probe");
+    const listed = await run(["messages", "list", ...withData(dataDir)]);
+    expect(listed.code).toBe(0);
+    await run(["bootstrap", ...withData(dataDir)], { timeoutMs: 60_000 });
+    expect(existsSync(probe)).toBe(false);
+    mkdirSync(join(dataDir, "database-damaged"));
+    for (const args of [["serve"], ["messages", "list"]]) {
+      const result = await run([...args, ...withData(dataDir)], { timeoutMs: 15_000 });
+      tally("badInputs");
+      expect(result.code).toBe(78);
+      expect(result.stderr).toContain(`flashlex: ${join(dataDir, "database-damaged")}: a directory where serve keeps its damage mark`);
+    }
   });
 
   test("serve and collect refuse a foreign database the same way, and send nothing", async () => {

@@ -63,6 +63,16 @@ test("drops with an error, or made by us, or failed connects do not count as a t
   expect(backoff.takeoverSuspected).toBe(false);
 });
 
+test("short connections with failed connects between them are a broker restarting, not a takeover (attack round 13, F7: three restarts in 30 s gave waits of 25 s to 5 min)", () => {
+  const backoff = new Backoff({ baseSeconds: 0.2, maxSeconds: 1, stableSeconds: 10 }, () => 0);
+  for (let restart = 1; restart <= 4; restart++) {
+    backoff.connected(restart * 5000);
+    backoff.disconnected(restart * 5000 + 1000, "broker"); // the broker stopping closes the connection
+    backoff.disconnected(restart * 5000 + 2000, "error"); // ECONNREFUSED while it is down
+  }
+  expect(backoff.takeoverSuspected).toBe(false);
+});
+
 test("after the broker refused a subscription the next wait is the ceiling", () => {
   const backoff = new Backoff({ baseSeconds: 1, maxSeconds: 30, stableSeconds: 10 }, () => 0);
   backoff.penalise();

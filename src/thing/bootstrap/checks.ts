@@ -12,6 +12,7 @@ import { buildTestMessage } from "../../protocol/test-message.ts";
 import { TEST_TOPIC } from "../../protocol/topics.ts";
 import { FlashlexError } from "../../shared/errors.ts";
 import type { FileLock } from "../../shared/file-lock.ts";
+import { removeLeftovers } from "../../shared/files.ts";
 import { describeError, toFlashlexError } from "../../shared/foreign-errors.ts";
 import { type Logger, silentLogger } from "../../shared/log.ts";
 import { fileOnTheWay, pathExists } from "../../shared/path-exists.ts";
@@ -25,7 +26,7 @@ import { sessionMemory, ThingSession } from "../mqtt/session.ts";
 import type { ConfigLocation, ThingConfig } from "../settings.ts";
 import { loadThingConfig } from "../settings.ts";
 import type { MessageStore } from "../store/message-store.ts";
-import { openThingStore } from "../store/open.ts";
+import { openThingStore, WRITE_PROBE } from "../store/open.ts";
 import { type HandshakeVerdict, verifyByHandshake } from "./handshake-check.ts";
 
 export type CheckStatus = "pass" | "fail" | "skip";
@@ -127,6 +128,12 @@ const PERMISSION_FIX =
   "Make the file readable by the user flashlex runs as (the thing folder's owner: sudo chown -R USER: FOLDER), or run bootstrap as that user.";
 
 /** The fix for a config that did not load, by what went wrong with it. */
+/** writeProbe's files, with the writer's pid: removed once it is gone. */
+const PROBE_NAME = new RegExp(`^\\.${WRITE_PROBE}\\.(\\d+)-[0-9a-f]{8}\\.tmp$`);
+
+const DAMAGED_FIX =
+  "Stop serve, move FILE aside (flashlex starts a new one; `sqlite3 FILE .recover` reads what can still be read of it) or restore a backup, then run bootstrap again.";
+
 const DATA_DIRECTORY_FIX =
   "Create DIR and make it writable by this user (a full file system needs space freed), or pass -d with a writable directory; one that went read-only (an SD card failing: `dmesg`) needs fsck and a remount, or a new card.";
 
@@ -137,7 +144,8 @@ const DATA_DIRECTORY_FIX =
  * kill is swept. Throws what the write throws.
  */
 function writeProbe(dir: string): void {
-  const file = join(dir, `.bootstrap-probe.${process.pid}-${Buffer.from(crypto.getRandomValues(new Uint8Array(4))).toString("hex")}.tmp`);
+  removeLeftovers(dir, PROBE_NAME);
+  const file = join(dir, `.${WRITE_PROBE}.${process.pid}-${Buffer.from(crypto.getRandomValues(new Uint8Array(4))).toString("hex")}.tmp`);
   const fd = openSync(file, "wx", 0o600);
   try {
     writeSync(fd, "probe");
@@ -309,7 +317,11 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
         );
       // storage errors name their file already
       const reason = describeError(err);
-      fail(reason.startsWith(config!.paths.database) ? reason : `${config!.paths.database}: ${reason}`, DATA_DIRECTORY_FIX.replace("DIR", config!.dataDir));
+      const damaged = err instanceof FlashlexError && err.kind === "damaged";
+      fail(
+        reason.startsWith(config!.paths.database) ? reason : `${config!.paths.database}: ${reason}`,
+        damaged ? DAMAGED_FIX.replace("FILE", config!.paths.database) : DATA_DIRECTORY_FIX.replace("DIR", config!.dataDir),
+      );
     }
     return `${config!.paths.database} (${store!.db.driver})`;
   });

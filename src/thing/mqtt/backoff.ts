@@ -9,7 +9,8 @@
  * - the broker refused what the session asked for (a subscription): the next wait is the
  *   ceiling, `max`;
  * - the broker closed one connection after another before they were stable, with no error on
- *   our side: the signature of another device (or a copied distribution) connected with the same
+ *   our side and no failed connect between them (a broker restarting refuses connects while it
+ *   is down): the signature of another device (or a copied distribution) connected with the same
  *   client id, which MQTT 3.1.1 §3.1.4 has the broker resolve by closing the older connection.
  *   After `TAKEOVER_DROPS` such drops in a row the wait is at least `TAKEOVER_FLOOR_SECONDS`,
  *   doubling up to `TAKEOVER_CEILING_SECONDS`, so two devices do not kick each other off for ever
@@ -86,7 +87,9 @@ export class Backoff {
       this.quickBrokerDrops = 0;
     } else if (upFor !== undefined && cause === "broker") {
       this.quickBrokerDrops++;
-    } else if (upFor !== undefined) {
+    } else if (upFor !== undefined || cause === "error") {
+      // A connect that failed (refused, timed out) between two short connections is a broker
+      // restarting, not another device taking the session over: that broker accepts both.
       this.quickBrokerDrops = 0;
     }
     this.connectedAt = undefined;

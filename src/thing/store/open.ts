@@ -1,9 +1,9 @@
 import { closeSync, openSync, readdirSync, readSync, rmSync, type Stats, statSync, writeFileSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
-import { FlashlexError, UsageError } from "../../shared/errors.ts";
+import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { temporaryTarget } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
-import { danglingTarget, isNotThere, pathExists } from "../../shared/path-exists.ts";
+import { danglingTarget, isNotThere, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { databaseFiles, refuseOddDatabaseFiles } from "../../shared/sqlite/driver.ts";
 import { DEFAULT_DAMAGED_ADVICE } from "../../shared/sqlite/storage-errors.ts";
 import { refuseNonDirectory } from "../config-location.ts";
@@ -21,6 +21,9 @@ export function damageMarkOf(config: ThingConfig): string {
 }
 
 const DAMAGE_MARK = "database-damaged";
+
+/** What bootstrap's write probe in a data directory is a temporary of (`.bootstrap-probe.<pid>-<hex>.tmp`). */
+export const WRITE_PROBE = "bootstrap-probe";
 
 /**
  * Opens the thing's message database for serve, taking in an old Python SDK store the first
@@ -45,6 +48,10 @@ export function openThingStore(config: ThingConfig, log: Logger, onDamaged?: (er
       onDamaged(err);
     },
   });
+  if (pathKind(mark) === "directory") {
+    store.close();
+    throw new ConfigError(`${mark}: a directory where serve keeps its damage mark (a file it writes and removes): remove it`);
+  }
   if (pathExists(mark)) {
     let problem: string | undefined;
     try {
@@ -95,6 +102,7 @@ const DATA_DIRECTORY_NAMES = new Set([
   "update",
   "serve.lock-key" /* serve's lock before it was a file lock */,
   DAMAGE_MARK,
+  WRITE_PROBE,
 ]);
 
 /**
