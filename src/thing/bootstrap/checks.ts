@@ -140,8 +140,9 @@ const DATA_DIRECTORY_FIX =
 /**
  * Writes, syncs and removes a file in `dir`: writable means a write got through. access(W_OK)
  * passes on an ext4 that went read-only after an error (its emergency read-only sets no mount
- * flag), where every commit fails. The name is a temporary's (shared/files.ts), so one left by a
- * kill is swept. Throws what the write throws.
+ * flag), where every commit fails. One a killed bootstrap left (its pid gone) is removed first,
+ * and the data directory check (store/open.ts) counts the name as a thing's. Throws what the
+ * write throws.
  */
 function writeProbe(dir: string): void {
   removeLeftovers(dir, PROBE_NAME);

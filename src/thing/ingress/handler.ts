@@ -73,10 +73,9 @@ export function createIngressHandler(deps: {
   const isRepeat = (message: NewIngress, dup: boolean): string | undefined => {
     if (message.messageId === undefined && message.packetId !== undefined) {
       const range = dup ? store.redeliveryRange(Number.MAX_SAFE_INTEGER) : resumed;
-      const redelivery = range !== undefined && store.isPacketRedelivery(message, range);
+      if (range !== undefined && store.isPacketRedelivery(message, range)) return "packet id";
       // a new message came: the broker's resends are over (docstring)
-      if (!redelivery) resumed = undefined;
-      if (redelivery) return "packet id";
+      resumed = undefined;
     }
     if (store.isRetainedRepeat(message)) return "retained";
     return undefined;

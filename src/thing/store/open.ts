@@ -12,29 +12,27 @@ import { MessageStore } from "./message-store.ts";
 import { importPickleDb, PickleDbUnreadable } from "./pickledb-import.ts";
 
 /**
- * Where serve notes that a statement found its database damaged: SQLite finds damage only on the
- * pages a statement reads, and commits of new messages may not read them, so serve stops (74)
- * rather than acknowledge messages into the file, and its next start reads every page first.
+ * Where, in the data directory, serve notes that a statement found its database damaged: SQLite
+ * finds damage only on the pages a statement reads, and commits of new messages may not read
+ * them, so serve stops (74) rather than acknowledge messages into the file, and the next open
+ * reads every page first (openThingStore).
  */
-export function damageMarkOf(config: ThingConfig): string {
-  return join(config.dataDir, DAMAGE_MARK);
-}
-
 const DAMAGE_MARK = "database-damaged";
 
 /** What bootstrap's write probe in a data directory is a temporary of (`.bootstrap-probe.<pid>-<hex>.tmp`). */
 export const WRITE_PROBE = "bootstrap-probe";
 
 /**
- * Opens the thing's message database for serve, taking in an old Python SDK store the first
- * time. An old store that cannot be read does not stop the agent: it is left untouched (nothing
- * in it is lost) and every start says so, at ERROR, until the owner fixes or moves it.
- * `onDamaged` (serve's) hears of a statement that finds the file damaged (serve stops); the damage
- * mark (damageMarkOf) is written then, and while it is there each open checks every page first
- * (`PRAGMA quick_check`): FlashlexError "damaged" (74) if the file still is, else the mark goes.
+ * Opens the thing's message database (serve, and the commands that use it while no serve runs),
+ * taking in an old Python SDK store the first time. An old store that cannot be read does not
+ * stop the agent: it is left untouched (nothing in it is lost) and every start says so, at
+ * ERROR, until the owner fixes or moves it. `onDamaged` (serve's) hears of a statement that
+ * finds the file damaged (serve stops); the damage mark (DAMAGE_MARK) is written then, and while
+ * it is there each open checks every page first (`PRAGMA quick_check`): FlashlexError "damaged"
+ * (74) if the file still is, ConfigError (78) for a directory in the mark's place, else the mark goes.
  */
 export function openThingStore(config: ThingConfig, log: Logger, onDamaged?: (err: FlashlexError) => void): MessageStore {
-  const mark = damageMarkOf(config);
+  const mark = join(config.dataDir, DAMAGE_MARK);
   // what this open finds is thrown (74) as it is; the callback is for what serve finds after
   let opened = false;
   const store = MessageStore.open(config.paths.database, {
