@@ -8,6 +8,7 @@ import { closeSync, fsyncSync, openSync, rmSync, statSync, writeSync } from "nod
 import { join } from "node:path";
 import { type CertificateInfo, describeCertificate } from "../../crypto/certificate-info.ts";
 import { pemBlocks } from "../../crypto/keys.ts";
+import { newMessageId } from "../../protocol/ids.ts";
 import { buildTestMessage } from "../../protocol/test-message.ts";
 import { TEST_TOPIC } from "../../protocol/topics.ts";
 import { FlashlexError } from "../../shared/errors.ts";
@@ -444,7 +445,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     // (tokens signed with the hub's time), so the check passes and says so, with the fix.
     const clock = new HubClock(log);
     const outcome = await deliverHttp(
-      { message_id: randomUUID(), body: JSON.stringify({ foo: "bar" }) },
+      { message_id: newMessageId(), body: JSON.stringify({ foo: "bar" }) },
       { config: config!, identity: identity!, timeoutMs: 15_000, clock },
     );
     if (outcome.kind !== "sent") {
