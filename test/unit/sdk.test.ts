@@ -4,7 +4,7 @@ import { createServer } from "node:http";
 import { join, resolve } from "node:path";
 import { FlashlexError, FlashlexSDK } from "../../src/sdk/index.ts";
 import { ConfigError, InputError } from "../../src/shared/errors.ts";
-import { silentLogger } from "../../src/shared/log.ts";
+import { createLogger, silentLogger } from "../../src/shared/log.ts";
 import { openWasmSqlite } from "../../src/shared/sqlite/wasm-sqlite.ts";
 import { loadIdentity } from "../../src/thing/identity.ts";
 import type { ThingAccess } from "../../src/thing/local/access.ts";
@@ -224,7 +224,8 @@ test("serve answers a list a page of 16 rows at a time, whatever the client asks
       return access.listMessages(query);
     },
   };
-  const socket = await listenControlSocket(data, counted, () => ({}), silentLogger);
+  const logged: string[] = [];
+  const socket = await listenControlSocket(data, counted, () => ({}), createLogger({ level: "info", write: (line) => logged.push(line) }));
   const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data });
   try {
     // the SDK asks for every one: serve reads them 16 at a time (it read all 50 at once)
@@ -240,6 +241,13 @@ test("serve answers a list a page of 16 rows at a time, whatever the client asks
     // the cut-off list is asked again, as after a serve restart (resuming.ts); serve refuses it
     // at its first page this time, and that refusal is the error
     expect(asked).toEqual([16, 16, 16, 16]);
+    // serve's log says why the list was cut off, not that it could not write headers again (attack round 13, F5)
+    const failed = logged.filter((line) => line.includes("control.request_failed"));
+    expect(failed.length).toBeGreaterThan(0);
+    for (const line of failed) {
+      expect(line).toContain("the disk went away");
+      expect(line).not.toContain("writeHead");
+    }
   } finally {
     sdk.close();
     await closeControlSocket(socket, data);

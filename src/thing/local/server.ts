@@ -76,6 +76,9 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
         if (result instanceof PagedAnswer) return await result.writeTo(res);
         send(200, { ok: true, result });
       } catch (err) {
+        // a list that failed after its first page has no answer left to change: the connection
+        // is dropped with the failure itself in the log (not "Cannot writeHead headers ...")
+        if (res.headersSent) throw err;
         const error = toFlashlexError(err);
         send(200, { ok: false, error: error.message, kind: error.kind });
       }
