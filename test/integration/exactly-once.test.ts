@@ -19,7 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import mqtt from "mqtt";
 import { parse } from "yaml";
-import { type Background, binaryPath, start } from "../support/binary.ts";
+import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { makeHubFixture } from "../support/hub-fixture.ts";
 import { type MosquittoBroker, mosquittoPub } from "../support/mosquitto.ts";
 import { tally } from "../support/tally.ts";
@@ -316,6 +316,57 @@ describe("sessions the broker keeps, and the old distribution's clean session", 
     } finally {
       expect(await serve.stop()).toBe(0);
       expect(await hubProcess.stop()).toBe(0);
+    }
+  }, 60_000);
+
+  test("a broker session collect --via mqtt began (the old one lost) is subscribed by the next serve: it was taken for serve's own and nothing arrived (attack round 14, F1)", async () => {
+    binaryPath();
+    const thing = await makeThingFixture({ brokerPort: 1, apiUrl: "http://127.0.0.1:1" });
+    const broker = await startBrokerFor(thing);
+    try {
+      let serve = start(["serve", ...thing.flags]);
+      await serve.waitFor(/mqtt\.subscribed/);
+      expect(await serve.stop()).toBe(0);
+      // the broker loses the thing's session (as a restart without persistence does): a clean
+      // connect under its client id ends it, on the same broker, so serve's memory still matches
+      const wipe = await mqtt.connectAsync({
+        protocol: "mqtts",
+        host: "127.0.0.1",
+        port: broker.port,
+        ca: readFileSync(thing.pki.caCertPath, "utf8"),
+        cert: thing.pki.thing.certPem,
+        key: thing.pki.thing.privateKeyPem,
+        clientId: thing.thingName,
+        clean: true,
+        reconnectPeriod: 0,
+        protocolVersion: 4,
+      });
+      await wipe.endAsync();
+      const collect = await run(["collect", "--via", "mqtt", ...thing.flags], { input: '{"t":1}', timeoutMs: 60_000 });
+      expect(collect.stderr).not.toContain("flashlex:"); // it connected as the thing and published
+      serve = start(["serve", ...thing.flags]);
+      await serve.waitFor(/mqtt\.subscribed/);
+      expect(serve.output()).not.toMatch(/mqtt\.subscribed [^\n]*session=resumed/);
+      const publisher = await thing.pki.issueThing("after-collect-publisher");
+      expect(
+        (
+          await mosquittoPub({
+            caCertPath: thing.pki.caCertPath,
+            client: publisher,
+            clientId: "after-collect-publisher",
+            qos: 1,
+            topic: `ingress/${thing.thingName}`,
+            message: '{"mode":"boost"}',
+            port: broker.port,
+          })
+        ).code,
+      ).toBe(0);
+      await serve.waitFor(/ingress\.stored/);
+      expect(await serve.stop()).toBe(0);
+      expect(storedModes(thing.dataDir)).toEqual(["boost"]);
+    } finally {
+      await broker.stop().catch(() => {});
+      rmSync(thing.dir, { recursive: true, force: true });
     }
   }, 60_000);
 

@@ -197,6 +197,43 @@ describe("messages without an id (published by anything else)", () => {
     }
   });
 
+  test("a new hub message ends the resends for messages without an id too (attack round 14, F2: a mixed stream kept the window open)", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(false);
+      await handler.handle(packet(1, "ON"));
+      await handler.handle(packet(2, "ON"));
+      handler.connectionStarted(true);
+      const fromHub = ingressWirePayload(JSON.stringify({ message: { go: 1 } }), "01a24de3-b755-70f9-916f-03c59afd7fe1");
+      await handler.handle(packet(3, fromHub)); // new: the broker's resends are over
+      await handler.handle(packet(1, "ON")); // packet id 1 again, 65,535 later: new
+      expect(stored().map(([id]) => id)).toEqual([1, 2, 3, 1]);
+    } finally {
+      store.close();
+    }
+  });
+
+  test("where the broker's new session began is recorded before its first message is, also when the first write failed (attack round 14, F6)", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(false);
+      await handler.handle(packet(1, "ON"));
+      const record = store.markSessionBegan.bind(store);
+      store.markSessionBegan = () => {
+        store.markSessionBegan = record;
+        throw new Error("database is locked"); // another process held it for longer than the busy timeout
+      };
+      handler.connectionStarted(false); // the broker began a new session after row 1
+      await handler.handle(packet(1, "ON"));
+      expect(store.sessionBeganAfter()).toBe(1);
+      handler.connectionStarted(true);
+      await handler.handle(packet(2, "ON")); // the old session's row 1 is no resend of this session's
+      expect(stored().length).toBe(3);
+    } finally {
+      store.close();
+    }
+  });
+
   test("a fresh session (the broker lost it) starts over: a reused packet id is a new message", async () => {
     const { store, handler, stored } = setup();
     try {

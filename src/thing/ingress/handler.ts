@@ -57,6 +57,8 @@ export function createIngressHandler(deps: {
   const persistent = config.yaml.app.callback === "persistent";
   /** the rows stored before the broker resumed this session, while its resends may come; undefined: none may (a fresh session, or past them) */
   let resumed: RedeliveryRange | undefined;
+  /** where the broker's new session began (the last row before it), while that is not yet recorded (markSessionBegan failed) */
+  let sessionBeganAfter: number | undefined;
   /** group commit: what arrived since the last commit, in arrival order (their PUBACKs too) */
   let batch: Pending[] = [];
   let batchBytes = 0;
@@ -76,6 +78,8 @@ export function createIngressHandler(deps: {
       if (range !== undefined && store.isPacketRedelivery(message, range)) return "packet id";
       // a new message came: the broker's resends are over (docstring)
       resumed = undefined;
+    } else if (message.messageId !== undefined && resumed !== undefined && !store.hasSeenMessageId(message.messageId)) {
+      resumed = undefined; // a new hub message: the resends are over for the others too
     }
     if (store.isRetainedRepeat(message)) return "retained";
     return undefined;
@@ -97,6 +101,11 @@ export function createIngressHandler(deps: {
     const fresh = pending.filter((p) => p.repeat === undefined);
     let ids: (number | undefined)[];
     try {
+      // recorded before anything of the new session is, or nothing of it is acknowledged
+      if (sessionBeganAfter !== undefined) {
+        store.markSessionBegan(sessionBeganAfter);
+        sessionBeganAfter = undefined;
+      }
       ids = store.insertIngressBatch(fresh.map((p) => p.message));
     } catch (err) {
       done.reject(err);
@@ -141,7 +150,14 @@ export function createIngressHandler(deps: {
       resumed = undefined;
       if (!persistent) return;
       try {
-        if (!sessionPresent) return store.markSessionBegan();
+        if (!sessionPresent) {
+          // kept until written: a write that fails now (another process holds the database) is
+          // made again before this session's first messages are stored (commit)
+          sessionBeganAfter = store.lastIngressId();
+          store.markSessionBegan(sessionBeganAfter);
+          sessionBeganAfter = undefined;
+          return;
+        }
         resumed = store.withPacketIndex(store.redeliveryRange(store.lastIngressId()));
       } catch (err) {
         // Called inside MQTT.js's packet handling, where a throw would kill the process. Without

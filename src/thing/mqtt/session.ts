@@ -237,6 +237,19 @@ export class ThingSession extends EventEmitter {
       // Before any PUBLISH of this connection is handled (MQTT.js emits `connect` first).
       this.options.ingress?.connectionStarted(connack.sessionPresent);
       const remembered = this.rememberedSubscriptions();
+      if (!connack.sessionPresent && this.options.memory?.get(SUBSCRIPTIONS_KEY)) {
+        // The broker began a session with no subscription: what was remembered is gone with the
+        // old one, also when this connection subscribes to nothing (collect --via mqtt), or the
+        // next serve would take the new session for its own and never subscribe.
+        try {
+          this.options.memory.set(SUBSCRIPTIONS_KEY, "");
+        } catch (err) {
+          log.error("mqtt.subscriptions_memory_failed", {
+            error: err,
+            note: "the next serve may not subscribe on this session: restart it once this is fixed",
+          });
+        }
+      }
       if (connack.sessionPresent && subscriptions.length && this.options.memory?.get(SUBSCRIPTIONS_KEY) === remembered) {
         log.info("mqtt.subscribed", { topics: subscriptions.join(","), session: "resumed" });
         this.emit("connected");

@@ -349,6 +349,11 @@ export class MessageStore {
     return this.db.transaction(() => messages.map((message) => this.insertOne(message)));
   }
 
+  /** True when a message with this hub id was stored (its id is remembered: SEEN_ID_MIN_KEEP_MS). */
+  hasSeenMessageId(messageId: string): boolean {
+    return this.db.get("SELECT 1 AS seen FROM ingress_seen WHERE message_id = ?", [messageId]) !== undefined;
+  }
+
   /** One message, inside the caller's transaction when it has a hub id. */
   private insertOne(message: NewIngress): number | undefined {
     const { messageId } = message;
@@ -433,11 +438,11 @@ export class MessageStore {
 
   /**
    * The broker began a new session for the thing (CONNACK sessionPresent 0): what was stored
-   * until now can never be sent again (redeliveryRange). Kept in the database, as serve's own
-   * restarts resume the broker's session.
+   * until now (rows up to `after`) can never be sent again (redeliveryRange). Kept in the
+   * database, as serve's own restarts resume the broker's session.
    */
-  markSessionBegan(): void {
-    this.setSessionState(SESSION_BEGAN_KEY, String(this.lastIngressId()));
+  markSessionBegan(after = this.lastIngressId()): void {
+    this.setSessionState(SESSION_BEGAN_KEY, String(after));
   }
 
   /** The last ingress row stored before the broker's current session began (markSessionBegan); 0: none recorded. */
