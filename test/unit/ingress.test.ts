@@ -234,6 +234,24 @@ describe("messages without an id (published by anything else)", () => {
     }
   });
 
+  test("a boundary whose write failed is written when the session resumes before any message came", async () => {
+    const { store, handler } = setup();
+    try {
+      handler.connectionStarted(false);
+      await handler.handle(packet(1, "ON"));
+      const record = store.markSessionBegan.bind(store);
+      store.markSessionBegan = () => {
+        store.markSessionBegan = record;
+        throw new Error("database is locked");
+      };
+      handler.connectionStarted(false); // not written
+      handler.connectionStarted(true); // the connection dropped at once; the broker kept the new session
+      expect(store.sessionBeganAfter()).toBe(1);
+    } finally {
+      store.close();
+    }
+  });
+
   test("a fresh session (the broker lost it) starts over: a reused packet id is a new message", async () => {
     const { store, handler, stored } = setup();
     try {

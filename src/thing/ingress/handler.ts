@@ -72,6 +72,13 @@ export function createIngressHandler(deps: {
    */
   let killAfterCommit = Number(process.env.FLASHLEX_FAULT_KILL_AFTER_COMMIT) || undefined;
 
+  /** Writes where the broker's new session began, if that is still to be written; throws what the store throws. */
+  const recordSessionBegan = () => {
+    if (sessionBeganAfter === undefined) return;
+    store.markSessionBegan(sessionBeganAfter);
+    sessionBeganAfter = undefined;
+  };
+
   const isRepeat = (message: NewIngress, dup: boolean): string | undefined => {
     if (message.messageId === undefined && message.packetId !== undefined) {
       const range = dup ? store.redeliveryRange(Number.MAX_SAFE_INTEGER) : resumed;
@@ -102,10 +109,7 @@ export function createIngressHandler(deps: {
     let ids: (number | undefined)[];
     try {
       // recorded before anything of the new session is, or nothing of it is acknowledged
-      if (sessionBeganAfter !== undefined) {
-        store.markSessionBegan(sessionBeganAfter);
-        sessionBeganAfter = undefined;
-      }
+      recordSessionBegan();
       ids = store.insertIngressBatch(fresh.map((p) => p.message));
     } catch (err) {
       done.reject(err);
@@ -152,12 +156,11 @@ export function createIngressHandler(deps: {
       try {
         if (!sessionPresent) {
           // kept until written: a write that fails now (another process holds the database) is
-          // made again before this session's first messages are stored (commit)
+          // made again before this session's first messages are stored (commit) or it resumes
           sessionBeganAfter = store.lastIngressId();
-          store.markSessionBegan(sessionBeganAfter);
-          sessionBeganAfter = undefined;
-          return;
+          return recordSessionBegan();
         }
+        recordSessionBegan();
         resumed = store.withPacketIndex(store.redeliveryRange(store.lastIngressId()));
       } catch (err) {
         // Called inside MQTT.js's packet handling, where a throw would kill the process. Without
