@@ -40,7 +40,7 @@ import { databaseAccess } from "./local/in-process.ts";
 import { acquireServeLock, acquireSessionLock } from "./local/serve-lock.ts";
 import { closeControlSocket, listenControlSocket } from "./local/server.ts";
 import type { AgentMetrics } from "./metrics/prometheus.ts";
-import { sessionMemory, ThingSession } from "./mqtt/session.ts";
+import { ThingSession } from "./mqtt/session.ts";
 import { explainTlsSetupError } from "./mqtt/tls-setup.ts";
 import { recoverIdentityFiles } from "./renewal/identity-files.ts";
 import { CertificateRenewer } from "./renewal/renewer.ts";
@@ -294,7 +294,6 @@ function newSession(config: ThingConfig, identity: ThingIdentity, store: Message
       log,
       subscriptions,
       ingress: createIngressHandler({ config, store, log, onStored }),
-      memory: sessionMemory(store),
     });
   } catch (err) {
     throw explainTlsSetupError(err, config, identity);

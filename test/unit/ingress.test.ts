@@ -26,6 +26,9 @@ const packet = (messageId: number, payload: string, opts: { dup?: boolean; retai
   messageId,
 });
 
+/** config.yml's broker, as the session tells the handler */
+const BROKER = "broker.example:8883";
+
 let n = 0;
 function setup() {
   const config = loadThingConfig({ config: join(import.meta.dir, "../fixtures/guide-config.yml"), data: dir });
@@ -51,10 +54,10 @@ describe("messages from a FlashLex hub (they carry the hub's id)", () => {
   test("an id is stored once, whatever packet id, DUP flag or session it comes with", async () => {
     const { store, handler, stored } = setup();
     try {
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       await handler.handle(packet(7, hubMessage(id1, { on: true })));
       await handler.handle(packet(900, hubMessage(id1, { on: true }))); // aedes: resent, new id, no DUP
-      handler.connectionStarted(false); // even after the broker lost the session (a hub replay)
+      handler.connectionStarted(false, BROKER); // even after the broker lost the session (a hub replay)
       await handler.handle(packet(7, hubMessage(id1, { on: true })));
       await handler.handle(packet(8, hubMessage(id2, { on: true }))); // same content, other id: new
       expect(stored().map(([, payload]) => JSON.parse(String(payload)).flmessagespk)).toEqual([id1, id2]);
@@ -66,7 +69,7 @@ describe("messages from a FlashLex hub (they carry the hub's id)", () => {
   test("an id is remembered after retention deleted the acknowledged message", async () => {
     const { store, handler, stored } = setup();
     try {
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       await handler.handle(packet(7, hubMessage(id1, "x")));
       store.ackIngress([1], Date.now());
       store.expire(Date.now() + 3600_000, 60);
@@ -84,7 +87,7 @@ describe("messages from a FlashLex hub (they carry the hub's id)", () => {
   test("the id of a message still stored is never forgotten: kept unacknowledged for weeks, or with the clock stepped forward (the hub's replay was stored twice)", async () => {
     const { store, handler, stored } = setup();
     try {
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       await handler.handle(packet(7, hubMessage(id1, "kept")));
       // nine days on (a hub away that long, or NTP stepping a Pi's clock): retention runs, the message waits unacknowledged
       store.expire(Date.now() + 9 * 86_400_000, 60);
@@ -106,10 +109,10 @@ describe("messages without an id (published by anything else)", () => {
   test("a resumed session's resend matches the rows stored before it, with or without DUP", async () => {
     const { store, handler, stored } = setup();
     try {
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       await handler.handle(packet(7, '{"on":true}'));
       await handler.handle(packet(8, '{"on":false}'));
-      handler.connectionStarted(true); // the broker kept the session: 7 and 8 may come again
+      handler.connectionStarted(true, BROKER); // the broker kept the session: 7 and 8 may come again
       await handler.handle(packet(8, '{"on":false}')); // no DUP (aedes): still recognised
       await handler.handle(packet(7, '{"on":true}', { dup: true }));
       await handler.handle(packet(8, '{"on":"other"}')); // same packet id, other payload: a new message
@@ -130,10 +133,10 @@ describe("messages without an id (published by anything else)", () => {
   test("past the broker's resends, a packet id that came round again is a new message (ids are 16 bits; a command repeats its payload)", async () => {
     const { store, handler, stored } = setup();
     try {
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "ON"));
       await handler.handle(packet(2, "ON"));
-      handler.connectionStarted(true);
+      handler.connectionStarted(true, BROKER);
       await handler.handle(packet(2, "ON")); // the resend of what was in flight comes first: skipped
       await handler.handle(packet(3, "ON")); // new: the resends are over
       await handler.handle(packet(1, "ON")); // 65,535 messages later, packet id 1 again: new
@@ -153,9 +156,9 @@ describe("messages without an id (published by anything else)", () => {
   test("a broker restored from an older save resends what it had in flight (DUP) and then what it had queued (no DUP): both were stored, neither is stored again (attack round 13, F2)", async () => {
     const { store, handler, stored } = setup();
     try {
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       for (const id of [4, 5, 6]) await handler.handle(packet(id, `m${id}`));
-      handler.connectionStarted(true);
+      handler.connectionStarted(true, BROKER);
       await handler.handle(packet(4, "m4", { dup: true }));
       await handler.handle(packet(5, "m5", { dup: true }));
       await handler.handle(packet(6, "m6")); // queued at the save: sent again without DUP
@@ -174,11 +177,11 @@ describe("messages without an id (published by anything else)", () => {
   test("rows stored before the broker began a new session are never taken for its resends: it counts packet ids from 1 again (attack round 13, F1)", async () => {
     const { store, handler, stored } = setup();
     try {
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       for (const id of [1, 2, 3]) await handler.handle(packet(id, "ON"));
-      handler.connectionStarted(false); // the broker lost the session (restarted without persistence)
+      handler.connectionStarted(false, BROKER); // the broker lost the session (restarted without persistence)
       for (const id of [1, 2]) await handler.handle(packet(id, "ON"));
-      handler.connectionStarted(true); // serve restarted: the broker resumes its new session
+      handler.connectionStarted(true, BROKER); // serve restarted: the broker resumes its new session
       await handler.handle(packet(3, "ON")); // new: row 3 of the old session is no resend of it
       await handler.handle(packet(4, "ON", { dup: true })); // a resend of one never stored here, DUP set: matches nothing older
       expect(stored()).toEqual([
@@ -200,10 +203,10 @@ describe("messages without an id (published by anything else)", () => {
   test("a new hub message ends the resends for messages without an id too (attack round 14, F2: a mixed stream kept the window open)", async () => {
     const { store, handler, stored } = setup();
     try {
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "ON"));
       await handler.handle(packet(2, "ON"));
-      handler.connectionStarted(true);
+      handler.connectionStarted(true, BROKER);
       const fromHub = ingressWirePayload(JSON.stringify({ message: { go: 1 } }), "01a24de3-b755-70f9-916f-03c59afd7fe1");
       await handler.handle(packet(3, fromHub)); // new: the broker's resends are over
       await handler.handle(packet(1, "ON")); // packet id 1 again, 65,535 later: new
@@ -216,17 +219,17 @@ describe("messages without an id (published by anything else)", () => {
   test("where the broker's new session began is recorded before its first message is, also when the first write failed (attack round 14, F6)", async () => {
     const { store, handler, stored } = setup();
     try {
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "ON"));
       const record = store.markSessionBegan.bind(store);
       store.markSessionBegan = () => {
         store.markSessionBegan = record;
         throw new Error("database is locked"); // another process held it for longer than the busy timeout
       };
-      handler.connectionStarted(false); // the broker began a new session after row 1
+      handler.connectionStarted(false, BROKER); // the broker began a new session after row 1
       await handler.handle(packet(1, "ON"));
       expect(store.sessionBeganAfter()).toBe(1);
-      handler.connectionStarted(true);
+      handler.connectionStarted(true, BROKER);
       await handler.handle(packet(2, "ON")); // the old session's row 1 is no resend of this session's
       expect(stored().length).toBe(3);
     } finally {
@@ -237,16 +240,33 @@ describe("messages without an id (published by anything else)", () => {
   test("a boundary whose write failed is written when the session resumes before any message came", async () => {
     const { store, handler } = setup();
     try {
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "ON"));
       const record = store.markSessionBegan.bind(store);
       store.markSessionBegan = () => {
         store.markSessionBegan = record;
         throw new Error("database is locked");
       };
-      handler.connectionStarted(false); // not written
-      handler.connectionStarted(true); // the connection dropped at once; the broker kept the new session
+      handler.connectionStarted(false, BROKER); // not written
+      handler.connectionStarted(true, BROKER); // the connection dropped at once; the broker kept the new session
       expect(store.sessionBeganAfter()).toBe(1);
+    } finally {
+      store.close();
+    }
+  });
+
+  test("rows stored from another broker are no resends of this one's (config.yml pointed elsewhere and back: round 15, F4)", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(false, BROKER);
+      await handler.handle(packet(1, "ON"));
+      handler.connectionStarted(false, "other.example:8883");
+      await handler.handle(packet(5, "ON"));
+      await handler.handle(packet(6, "ON"));
+      handler.connectionStarted(true, BROKER); // back: the first broker kept its session
+      await handler.handle(packet(5, "ON")); // its own numbering: not the other broker's row 5
+      await handler.handle(packet(6, "ON"));
+      expect(stored().map(([id]) => id)).toEqual([1, 5, 6, 5, 6]);
     } finally {
       store.close();
     }
@@ -255,9 +275,9 @@ describe("messages without an id (published by anything else)", () => {
   test("a fresh session (the broker lost it) starts over: a reused packet id is a new message", async () => {
     const { store, handler, stored } = setup();
     try {
-      handler.connectionStarted(true);
+      handler.connectionStarted(true, BROKER);
       await handler.handle(packet(1, "on"));
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "on"));
       expect(stored()).toEqual([
         [1, "on"],
@@ -271,7 +291,7 @@ describe("messages without an id (published by anything else)", () => {
   test("with DUP set, the newest rows of this connection count too", async () => {
     const { store, handler, stored } = setup();
     try {
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       await handler.handle(packet(3, "a"));
       await handler.handle(packet(3, "a", { dup: true }));
       expect(stored()).toEqual([[3, "a"]]);
@@ -280,12 +300,31 @@ describe("messages without an id (published by anything else)", () => {
     }
   });
 
+  test("the retained message sent again at a subscription is stored once also when it first came live, or other messages of its topic came since (attack round 14 F7, round 15 F8)", async () => {
+    const { store, handler, stored } = setup();
+    try {
+      handler.connectionStarted(false, BROKER);
+      await handler.handle(packet(1, "mode=eco")); // published with RETAIN while subscribed: delivered with RETAIN 0
+      await handler.handle(packet(2, "reading=3"));
+      handler.connectionStarted(true, BROKER); // serve subscribes on every connection: the broker sends its retained message
+      await handler.handle(packet(3, "mode=eco", { retain: true }));
+      await handler.handle(packet(4, "mode=boost", { retain: true })); // another value: new
+      expect(stored()).toEqual([
+        [1, "mode=eco"],
+        [2, "reading=3"],
+        [4, "mode=boost"],
+      ]);
+    } finally {
+      store.close();
+    }
+  });
+
   test("a retained message sent again at a new subscription is stored once; a new retained value is stored", async () => {
     const { store, handler, stored } = setup();
     try {
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "mode=eco", { retain: true }));
-      handler.connectionStarted(false);
+      handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "mode=eco", { retain: true }));
       await handler.handle(packet(2, "mode=boost", { retain: true }));
       expect(stored()).toEqual([

@@ -23,7 +23,7 @@ import { checkCertificateNamesThing, checkKeyMatchesCertificate, keyFileTooOpen,
 import { createIngressHandler } from "../ingress/handler.ts";
 import { probeServe, SERVE_PROBE_MS } from "../local/client.ts";
 import { connectFailureHint } from "../mqtt/connect-failure.ts";
-import { sessionMemory, ThingSession } from "../mqtt/session.ts";
+import { ThingSession } from "../mqtt/session.ts";
 import type { ConfigLocation, ThingConfig } from "../settings.ts";
 import { loadThingConfig } from "../settings.ts";
 import type { MessageStore } from "../store/message-store.ts";
@@ -376,9 +376,8 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       log,
       subscriptions: [thing.mqtt.ingress.topic],
       reconnect: false,
-      memory: sessionMemory(store!),
       ingress: {
-        connectionStarted: (sessionPresent) => handler.connectionStarted(sessionPresent),
+        connectionStarted: (sessionPresent, broker) => handler.connectionStarted(sessionPresent, broker),
         async handle(packet) {
           // The hub's echo of our test message proves ingress; anything else is a real message.
           if (packet.payload.toString().includes(nonce)) return echoed();

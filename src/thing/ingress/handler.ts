@@ -150,11 +150,16 @@ export function createIngressHandler(deps: {
   };
 
   return {
-    connectionStarted(sessionPresent) {
+    connectionStarted(sessionPresent, broker) {
       resumed = undefined;
       if (!persistent) return;
       try {
-        if (!sessionPresent) {
+        // Rows stored from another broker (config.yml pointed elsewhere meanwhile) are no resends
+        // of this one's, whose session is new to them. A database from before brokers were
+        // recorded takes this one as theirs.
+        const lastBroker = store.sessionBroker();
+        if (lastBroker !== broker) store.setSessionBroker(broker);
+        if (!sessionPresent || (lastBroker !== undefined && lastBroker !== broker)) {
           // kept until written: a write that fails now (another process holds the database) is
           // made again before this session's first messages are stored (commit) or it resumes
           sessionBeganAfter = store.lastIngressId();

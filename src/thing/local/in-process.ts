@@ -79,7 +79,7 @@ async function deliverOverOwnSession(
   signal?: AbortSignal,
 ): Promise<DeliveryOutcome> {
   // MQTT is loaded only here: `collect` over HTTP, the default, starts without it.
-  const [{ ThingSession, sessionMemory }, { createIngressHandler }, { explainTlsSetupError }, { acquireServeLock, acquireSessionLock }] = await Promise.all([
+  const [{ ThingSession }, { createIngressHandler }, { explainTlsSetupError }, { acquireServeLock, acquireSessionLock }] = await Promise.all([
     import("../mqtt/session.ts"),
     import("../ingress/handler.ts"),
     import("../mqtt/tls-setup.ts"),
@@ -120,7 +120,6 @@ async function deliverOverOwnSession(
         subscriptions: [],
         reconnect: false,
         ingress: createIngressHandler(deps),
-        memory: sessionMemory(deps.store),
       });
     } catch (err) {
       throw explainTlsSetupError(err, deps.config, deps.identity);

@@ -11,7 +11,6 @@ import type { Logger } from "../../shared/log.ts";
 import { OrderedPubacks } from "../../shared/mqtt-puback.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
-import type { MessageStore } from "../store/message-store.ts";
 import { Backoff, type DropCause } from "./backoff.ts";
 import { connectFailureHint } from "./connect-failure.ts";
 import { tlsStream } from "./tls-stream.ts";
@@ -21,22 +20,15 @@ export type MessageHandler = (packet: IPublishPacket) => Promise<void>;
 
 /** What the session tells the ingress side: each new connection, then its messages. */
 export interface IngressHandler {
-  /** a connection was accepted; `sessionPresent` is the CONNACK's flag (MQTT 3.1.1 §3.2.2.2) */
-  connectionStarted(sessionPresent: boolean): void;
+  /**
+   * a connection was accepted; `sessionPresent` is the CONNACK's flag (MQTT 3.1.1 §3.2.2.2),
+   * `broker` the `host:port` connected to (config.yml's)
+   */
+  connectionStarted(sessionPresent: boolean, broker: string): void;
   /** takes a message; resolves once it is durable, when its PUBACK may leave */
   handle: MessageHandler;
   /** commits what waits for a group commit now (the session is stopping) */
   flush?(): void;
-}
-
-/**
- * Where the session remembers what the broker's persistent session holds (its subscriptions),
- * so that a resumed session is not subscribed again: a SUBSCRIBE replaces the subscription and
- * makes the broker send the topic's retained message again (MQTT 3.1.1 §3.8.4).
- */
-export interface SessionMemory {
-  get(key: string): string | undefined;
-  set(key: string, value: string): void;
 }
 
 export interface SessionOptions {
@@ -46,8 +38,6 @@ export interface SessionOptions {
   /** topics to subscribe to at QoS 1 on every connection */
   subscriptions: string[];
   ingress?: IngressHandler;
-  /** absent: subscribe on every connect */
-  memory?: SessionMemory;
   /** the persistent session survives restarts; only a one-shot check uses a clean one */
   clean?: boolean;
   /** a one-shot check fails fast instead of retrying forever */
@@ -69,13 +59,6 @@ export class OperationTimeout extends FlashlexError {
 
 /** The broker answered a SUBSCRIBE with 0x80 for a topic (MQTT 3.1.1 §3.9.3). */
 export class SubscriptionRefused extends Error {}
-
-const SUBSCRIPTIONS_KEY = "subscriptions";
-
-/** The session's memory kept in the thing's message database (its `session_state` table). */
-export function sessionMemory(store: MessageStore): SessionMemory {
-  return { get: (key) => store.sessionState(key), set: (key, value) => store.setSessionState(key, value) };
-}
 
 /**
  * The thing's MQTT connection: mutual TLS with the thing's certificate (verification is never
@@ -235,32 +218,15 @@ export class ThingSession extends EventEmitter {
       this.hintsTold.clear();
       log.info("mqtt.connected", { broker: this.brokerName(), sessionPresent: connack.sessionPresent });
       // Before any PUBLISH of this connection is handled (MQTT.js emits `connect` first).
-      this.options.ingress?.connectionStarted(connack.sessionPresent);
-      const remembered = this.rememberedSubscriptions();
-      if (!connack.sessionPresent && this.options.memory?.get(SUBSCRIPTIONS_KEY)) {
-        // The broker began a session with no subscription: what was remembered is gone with the
-        // old one, also when this connection subscribes to nothing (collect --via mqtt), or the
-        // next serve would take the new session for its own and never subscribe.
-        try {
-          this.options.memory.set(SUBSCRIPTIONS_KEY, "");
-        } catch (err) {
-          log.error("mqtt.subscriptions_memory_failed", {
-            error: err,
-            note: "the next serve may not subscribe on this session: restart it once this is fixed",
-          });
-        }
-      }
-      if (connack.sessionPresent && subscriptions.length && this.options.memory?.get(SUBSCRIPTIONS_KEY) === remembered) {
-        log.info("mqtt.subscribed", { topics: subscriptions.join(","), session: "resumed" });
-        this.emit("connected");
-        return;
-      }
+      this.options.ingress?.connectionStarted(connack.sessionPresent, this.brokerName());
+      // Every connection subscribes, a resumed session too: a SUBSCRIBE replaces the
+      // subscription without interrupting its flow (MQTT 3.1.1 §3.8.4), and what the broker then
+      // sends again, the topic's retained message, is recognised (isRetainedRepeat). Remembering
+      // what a session held went wrong whenever the broker's session and the memory parted:
+      // a collect or another data directory beginning a session, a broker restored from a save.
       this.subscribe(subscriptions).then(
         () => {
-          if (subscriptions.length) {
-            this.options.memory?.set(SUBSCRIPTIONS_KEY, remembered);
-            log.info("mqtt.subscribed", { topics: subscriptions.join(",") });
-          }
+          if (subscriptions.length) log.info("mqtt.subscribed", { topics: subscriptions.join(","), session: connack.sessionPresent ? "resumed" : "new" });
           this.emit("connected");
         },
         (err: Error) => {
@@ -361,12 +327,6 @@ export class ThingSession extends EventEmitter {
   private dropConnection(): void {
     this.dropCause = "self";
     this.client.stream?.destroy();
-  }
-
-  /** What the broker's session holds once `subscriptions` are made: which broker, client and topics. */
-  private rememberedSubscriptions(): string {
-    const clientId = this.options.clientId ?? this.options.identity.thingName;
-    return JSON.stringify({ broker: this.brokerName(), clientId, topics: [...this.options.subscriptions].sort() });
   }
 
   private brokerName(): string {

@@ -91,6 +91,9 @@ const SERVED_KEY = "serve.started_at";
 /** The session_state key of the last ingress row stored before the broker's current session began (markSessionBegan). */
 const SESSION_BEGAN_KEY = "broker.session_began_after";
 
+/** The session_state key of the broker the current session is on (setSessionBroker). */
+const SESSION_BROKER_KEY = "broker.address";
+
 /**
  * How long the id of a stored hub message is remembered, so that a redelivery is recognised
  * even after the message itself was acknowledged and deleted by retention: at least a week
@@ -107,6 +110,9 @@ export const SEEN_ID_MIN_KEEP_MS = 7 * 24 * 3600 * 1000;
  * its max_inflight_messages does not bound it. The hub's own messages carry ids.
  */
 export const REDELIVERY_WINDOW = 4000;
+
+/** How many of a topic's newest rows a retained message is compared with (isRetainedRepeat). */
+const RETAINED_LOOKBACK = 1000;
 
 /** Ingress rows `afterId < id <= upToId`: where a redelivery without a hub id is looked for. */
 export interface RedeliveryRange {
@@ -445,6 +451,15 @@ export class MessageStore {
     this.setSessionState(SESSION_BEGAN_KEY, String(after));
   }
 
+  /** The broker (`host:port`) the current session is on (setSessionBroker); undefined: none recorded. */
+  sessionBroker(): string | undefined {
+    return this.sessionState(SESSION_BROKER_KEY) || undefined;
+  }
+
+  setSessionBroker(broker: string): void {
+    this.setSessionState(SESSION_BROKER_KEY, broker);
+  }
+
   /** The last ingress row stored before the broker's current session began (markSessionBegan); 0: none recorded. */
   sessionBeganAfter(): number {
     const value = Number(this.sessionState(SESSION_BEGAN_KEY));
@@ -452,14 +467,21 @@ export class MessageStore {
   }
 
   /**
-   * True when a retained message repeats the newest retained row of its topic. A broker sends
-   * the retained message (RETAIN set, MQTT 3.1.1 §3.3.1.3) at every new subscription; the same
-   * bytes again on the same topic are the same retained message, not a new one.
+   * True when a retained message repeats a row of its topic from the topic's newest retained row
+   * on (at most the newest RETAINED_LOOKBACK of them). A broker sends the topic's retained
+   * message (RETAIN set, MQTT 3.1.1 §3.3.1.3) at every subscription, serve's every connection
+   * included; the same bytes on the same topic are that message again, whether it was stored
+   * then or when it arrived live (RETAIN 0 on a subscription that already existed, §3.3.1.3).
    */
   isRetainedRepeat(message: NewIngress): boolean {
     if (!message.retain) return false;
-    const row = this.db.get<IngressMessage>("SELECT * FROM ingress_messages WHERE topic = ? AND retain = 1 ORDER BY id DESC LIMIT 1", [message.topic]);
-    return row !== undefined && samePayload(ingressRow(row).payload, message.payload);
+    const rows = this.db.all<IngressMessage>(
+      `SELECT * FROM ingress_messages WHERE topic = ?
+         AND id >= COALESCE((SELECT MAX(id) FROM ingress_messages WHERE topic = ? AND retain = 1), 0)
+       ORDER BY id DESC LIMIT ${RETAINED_LOOKBACK}`,
+      [message.topic, message.topic],
+    );
+    return rows.some((row) => samePayload(ingressRow(row).payload, message.payload));
   }
 
   /** Marks the database as one a `serve` runs on (at its start, Unix ms): what waits in its outbox gets delivered. */
