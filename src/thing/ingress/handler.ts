@@ -157,14 +157,18 @@ export function createIngressHandler(deps: {
         // Rows stored from another broker (config.yml pointed elsewhere meanwhile) are no resends
         // of this one's, whose session is new to them. A database from before brokers were
         // recorded takes this one as theirs.
+        // The broker is recorded after the boundary: one without the other then only ever makes
+        // the next connection a new session (a resend stored twice), never an old one.
         const lastBroker = store.sessionBroker();
-        if (lastBroker !== broker) store.setSessionBroker(broker);
         if (!sessionPresent || (lastBroker !== undefined && lastBroker !== broker)) {
           // kept until written: a write that fails now (another process holds the database) is
           // made again before this session's first messages are stored (commit) or it resumes
           sessionBeganAfter = store.lastIngressId();
-          return recordSessionBegan();
+          recordSessionBegan();
+          if (lastBroker !== broker) store.setSessionBroker(broker);
+          return;
         }
+        if (lastBroker !== broker) store.setSessionBroker(broker);
         recordSessionBegan();
         resumed = store.withPacketIndex(store.redeliveryRange(store.lastIngressId()));
       } catch (err) {
