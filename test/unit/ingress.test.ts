@@ -30,6 +30,16 @@ const packet = (messageId: number, payload: string, opts: { dup?: boolean; retai
 const BROKER = "broker.example:8883";
 
 let n = 0;
+/** Runs `fn` with a fresh handler and store (closed afterwards, whatever `fn` does). */
+async function withSetup(fn: (s: ReturnType<typeof setup>) => Promise<void>): Promise<void> {
+  const s = setup();
+  try {
+    await fn(s);
+  } finally {
+    s.store.close();
+  }
+}
+
 function setup() {
   const config = loadThingConfig({ config: join(import.meta.dir, "../fixtures/guide-config.yml"), data: dir });
   const store = MessageStore.open(join(dir, `ingress-${n++}.db`));
@@ -51,9 +61,8 @@ describe("messages from a FlashLex hub (they carry the hub's id)", () => {
     expect(ingressMessageId("plain text")).toBeUndefined();
   });
 
-  test("an id is stored once, whatever packet id, DUP flag or session it comes with", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("an id is stored once, whatever packet id, DUP flag or session it comes with", async () =>
+    withSetup(async ({ handler, stored }) => {
       handler.connectionStarted(false, BROKER);
       await handler.handle(packet(7, hubMessage(id1, { on: true })));
       await handler.handle(packet(900, hubMessage(id1, { on: true }))); // aedes: resent, new id, no DUP
@@ -61,14 +70,10 @@ describe("messages from a FlashLex hub (they carry the hub's id)", () => {
       await handler.handle(packet(7, hubMessage(id1, { on: true })));
       await handler.handle(packet(8, hubMessage(id2, { on: true }))); // same content, other id: new
       expect(stored().map(([, payload]) => JSON.parse(String(payload)).flmessagespk)).toEqual([id1, id2]);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 
-  test("an id is remembered after retention deleted the acknowledged message", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("an id is remembered after retention deleted the acknowledged message", async () =>
+    withSetup(async ({ store, handler, stored }) => {
       handler.connectionStarted(false, BROKER);
       await handler.handle(packet(7, hubMessage(id1, "x")));
       store.ackIngress([1], Date.now());
@@ -79,14 +84,10 @@ describe("messages from a FlashLex hub (they carry the hub's id)", () => {
       store.expire(Date.now() + SEEN_ID_MIN_KEEP_MS + 3600_000, 60); // a week later the id is forgotten
       await handler.handle(packet(7, hubMessage(id1, "x")));
       expect(stored()).toHaveLength(1);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 
-  test("the id of a message still stored is never forgotten: kept unacknowledged for weeks, or with the clock stepped forward (the hub's replay was stored twice)", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("the id of a message still stored is never forgotten: kept unacknowledged for weeks, or with the clock stepped forward (the hub's replay was stored twice)", async () =>
+    withSetup(async ({ store, handler, stored }) => {
       handler.connectionStarted(false, BROKER);
       await handler.handle(packet(7, hubMessage(id1, "kept")));
       // nine days on (a hub away that long, or NTP stepping a Pi's clock): retention runs, the message waits unacknowledged
@@ -99,16 +100,12 @@ describe("messages from a FlashLex hub (they carry the hub's id)", () => {
       expect(stored()).toEqual([]);
       await handler.handle(packet(9, hubMessage(id1, "kept")));
       expect(stored()).toEqual([]);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 });
 
 describe("messages without an id (published by anything else)", () => {
-  test("a resumed session's resend matches the rows stored before it, with or without DUP", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("a resumed session's resend matches the rows stored before it, with or without DUP", async () =>
+    withSetup(async ({ handler, stored }) => {
       handler.connectionStarted(false, BROKER);
       await handler.handle(packet(7, '{"on":true}'));
       await handler.handle(packet(8, '{"on":false}'));
@@ -125,14 +122,10 @@ describe("messages without an id (published by anything else)", () => {
         [9, '{"on":true}'],
         [9, '{"on":true}'],
       ]);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 
-  test("past the broker's resends, a packet id that came round again is a new message (ids are 16 bits; a command repeats its payload)", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("past the broker's resends, a packet id that came round again is a new message (ids are 16 bits; a command repeats its payload)", async () =>
+    withSetup(async ({ handler, stored }) => {
       handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "ON"));
       await handler.handle(packet(2, "ON"));
@@ -148,14 +141,10 @@ describe("messages without an id (published by anything else)", () => {
         [1, "ON"],
         [2, "ON"],
       ]);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 
-  test("a broker restored from an older save resends what it had in flight (DUP) and then what it had queued (no DUP): both were stored, neither is stored again (attack round 13, F2)", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("a broker restored from an older save resends what it had in flight (DUP) and then what it had queued (no DUP): both were stored, neither is stored again (attack round 13, F2)", async () =>
+    withSetup(async ({ handler, stored }) => {
       handler.connectionStarted(false, BROKER);
       for (const id of [4, 5, 6]) await handler.handle(packet(id, `m${id}`));
       handler.connectionStarted(true, BROKER);
@@ -169,14 +158,10 @@ describe("messages without an id (published by anything else)", () => {
         [6, "m6"],
         [7, "m7"],
       ]);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 
-  test("rows stored before the broker began a new session are never taken for its resends: it counts packet ids from 1 again (attack round 13, F1)", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("rows stored before the broker began a new session are never taken for its resends: it counts packet ids from 1 again (attack round 13, F1)", async () =>
+    withSetup(async ({ store, handler, stored }) => {
       handler.connectionStarted(false, BROKER);
       for (const id of [1, 2, 3]) await handler.handle(packet(id, "ON"));
       handler.connectionStarted(false, BROKER); // the broker lost the session (restarted without persistence)
@@ -195,14 +180,10 @@ describe("messages without an id (published by anything else)", () => {
       ]);
       // the boundary is in the database, for serve's next start (a restart resumes the session)
       expect(store.sessionBeganAfter()).toBe(3);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 
-  test("a new hub message ends the resends for messages without an id too (attack round 14, F2: a mixed stream kept the window open)", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("a new hub message ends the resends for messages without an id too (attack round 14, F2: a mixed stream kept the window open)", async () =>
+    withSetup(async ({ handler, stored }) => {
       handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "ON"));
       await handler.handle(packet(2, "ON"));
@@ -211,14 +192,10 @@ describe("messages without an id (published by anything else)", () => {
       await handler.handle(packet(3, fromHub)); // new: the broker's resends are over
       await handler.handle(packet(1, "ON")); // packet id 1 again, 65,535 later: new
       expect(stored().map(([id]) => id)).toEqual([1, 2, 3, 1]);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 
-  test("where the broker's new session began is recorded before its first message is, also when the first write failed (attack round 14, F6)", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("where the broker's new session began is recorded before its first message is, also when the first write failed (attack round 14, F6)", async () =>
+    withSetup(async ({ store, handler, stored }) => {
       handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "ON"));
       const record = store.markSessionBegan.bind(store);
@@ -232,14 +209,10 @@ describe("messages without an id (published by anything else)", () => {
       handler.connectionStarted(true, BROKER);
       await handler.handle(packet(2, "ON")); // the old session's row 1 is no resend of this session's
       expect(stored().length).toBe(3);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 
-  test("a boundary whose write failed is written when the session resumes before any message came", async () => {
-    const { store, handler } = setup();
-    try {
+  test("a boundary whose write failed is written when the session resumes before any message came", async () =>
+    withSetup(async ({ store, handler }) => {
       handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "ON"));
       const record = store.markSessionBegan.bind(store);
@@ -250,14 +223,10 @@ describe("messages without an id (published by anything else)", () => {
       handler.connectionStarted(false, BROKER); // not written
       handler.connectionStarted(true, BROKER); // the connection dropped at once; the broker kept the new session
       expect(store.sessionBeganAfter()).toBe(1);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 
-  test("rows stored from another broker are no resends of this one's (config.yml pointed elsewhere and back: round 15, F4)", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("rows stored from another broker are no resends of this one's (config.yml pointed elsewhere and back: round 15, F4)", async () =>
+    withSetup(async ({ handler, stored }) => {
       handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "ON"));
       handler.connectionStarted(false, "other.example:8883");
@@ -267,14 +236,10 @@ describe("messages without an id (published by anything else)", () => {
       await handler.handle(packet(5, "ON")); // its own numbering: not the other broker's row 5
       await handler.handle(packet(6, "ON"));
       expect(stored().map(([id]) => id)).toEqual([1, 5, 6, 5, 6]);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 
-  test("a fresh session (the broker lost it) starts over: a reused packet id is a new message", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("a fresh session (the broker lost it) starts over: a reused packet id is a new message", async () =>
+    withSetup(async ({ handler, stored }) => {
       handler.connectionStarted(true, BROKER);
       await handler.handle(packet(1, "on"));
       handler.connectionStarted(false, BROKER);
@@ -283,26 +248,18 @@ describe("messages without an id (published by anything else)", () => {
         [1, "on"],
         [1, "on"],
       ]);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 
-  test("with DUP set, the newest rows of this connection count too", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("with DUP set, the newest rows of this connection count too", async () =>
+    withSetup(async ({ handler, stored }) => {
       handler.connectionStarted(false, BROKER);
       await handler.handle(packet(3, "a"));
       await handler.handle(packet(3, "a", { dup: true }));
       expect(stored()).toEqual([[3, "a"]]);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 
-  test("the retained message sent again at a subscription is stored once also when it first came live, or other messages of its topic came since (attack round 14 F7, round 15 F8)", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("the retained message sent again at a subscription is stored once also when it first came live, or other messages of its topic came since (attack round 14 F7, round 15 F8)", async () =>
+    withSetup(async ({ handler, stored }) => {
       handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "mode=eco")); // published with RETAIN while subscribed: delivered with RETAIN 0
       await handler.handle(packet(2, "reading=3"));
@@ -314,14 +271,10 @@ describe("messages without an id (published by anything else)", () => {
         [2, "reading=3"],
         [4, "mode=boost"],
       ]);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 
-  test("a retained message sent again at a new subscription is stored once; a new retained value is stored", async () => {
-    const { store, handler, stored } = setup();
-    try {
+  test("a retained message sent again at a new subscription is stored once; a new retained value is stored", async () =>
+    withSetup(async ({ handler, stored }) => {
       handler.connectionStarted(false, BROKER);
       await handler.handle(packet(1, "mode=eco", { retain: true }));
       handler.connectionStarted(false, BROKER);
@@ -331,8 +284,5 @@ describe("messages without an id (published by anything else)", () => {
         [1, "mode=eco"],
         [2, "mode=boost"],
       ]);
-    } finally {
-      store.close();
-    }
-  });
+    }));
 });
