@@ -128,7 +128,6 @@ const CONNECTION_CLOSED_FIX =
 const PERMISSION_FIX =
   "Make the file readable by the user flashlex runs as (the thing folder's owner: sudo chown -R USER: FOLDER), or run bootstrap as that user.";
 
-/** The fix for a config that did not load, by what went wrong with it. */
 /** writeProbe's files, with the writer's pid: removed once it is gone. */
 const PROBE_NAME = new RegExp(`^\\.${WRITE_PROBE}\\.(\\d+)-[0-9a-f]{8}\\.tmp$`);
 
@@ -158,6 +157,7 @@ function writeProbe(dir: string): void {
   }
 }
 
+/** The fix for a config that did not load, by what went wrong with it. */
 function configFix(message: string): string {
   if (/EACCES|EPERM|permission denied/.test(message)) return PERMISSION_FIX;
   if (/cannot read|not a (regular )?file|too large/.test(message)) return "Give the thing's config.yml with -c, or run bootstrap in the folder that holds it.";

@@ -43,8 +43,9 @@ interface Pending {
  *   identifiers are 16 bits: a broker that keeps counting (Mosquitto) hands out the same ones
  *   again after 65,535 messages, and a command sent again and again (`ON`) repeats its topic
  *   and payload;
- * - a retained message that repeats the topic's newest retained row is the broker's re-send at a
- *   new subscription (MQTT 3.1.1 §3.3.1.3), not a new message.
+ * - a retained message that repeats a message of its topic stored since the topic's newest
+ *   retained row is the broker's re-send at a subscription (MQTT 3.1.1 §3.3.1.3), not a new
+ *   message (MessageStore.isRetainedRepeat).
  */
 export function createIngressHandler(deps: {
   config: ThingConfig;
@@ -155,10 +156,10 @@ export function createIngressHandler(deps: {
       if (!persistent) return;
       try {
         // Rows stored from another broker (config.yml pointed elsewhere meanwhile) are no resends
-        // of this one's, whose session is new to them. A database from before brokers were
-        // recorded takes this one as theirs.
-        // The broker is recorded after the boundary: one without the other then only ever makes
-        // the next connection a new session (a resend stored twice), never an old one.
+        // of this one's: its session is new to them. A database from before brokers were
+        // recorded takes this one as theirs. The broker is recorded after the boundary, so a
+        // write that fails in between makes the next connection a new session (a resend stored
+        // twice at worst), never an old one.
         const lastBroker = store.sessionBroker();
         if (!sessionPresent || (lastBroker !== undefined && lastBroker !== broker)) {
           // kept until written: a write that fails now (another process holds the database) is

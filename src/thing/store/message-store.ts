@@ -447,7 +447,7 @@ export class MessageStore {
    * until now (rows up to `after`) can never be sent again (redeliveryRange). Kept in the
    * database, as serve's own restarts resume the broker's session.
    */
-  markSessionBegan(after = this.lastIngressId()): void {
+  markSessionBegan(after: number): void {
     this.setSessionState(SESSION_BEGAN_KEY, String(after));
   }
 
