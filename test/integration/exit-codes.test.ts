@@ -115,6 +115,7 @@ describe("a damaged or foreign message database", () => {
     // bootstrap says what to do with a damaged file, not 'make the directory writable' (attack round 13, F3)
     const checked = await run(["bootstrap", ...withData(dataDir)], { timeoutMs: 60_000 });
     expect(checked.stdout).toMatch(/\[FAIL\] data directory writable and the database opens: .*damaged[^\n]*\n\s+fix: Stop serve, move \S+ aside/);
+    expect(checked.stdout).toContain(`\`sqlite3 ${file} .recover\``); // the file named, both times
     tally("badInputs", 3);
 
     // moved aside, as the message says: serve starts on a new file and the mark goes

@@ -131,11 +131,13 @@ const PERMISSION_FIX =
 /** writeProbe's files, with the writer's pid: removed once it is gone. */
 const PROBE_NAME = new RegExp(`^\\.${WRITE_PROBE}\\.(\\d+)-[0-9a-f]{8}\\.tmp$`);
 
-const DAMAGED_FIX =
-  "Stop serve, move FILE aside (flashlex starts a new one; `sqlite3 FILE .recover` reads what can still be read of it) or restore a backup, then run bootstrap again.";
+/** What to do with a damaged database `file`. */
+const damagedFix = (file: string) =>
+  `Stop serve, move ${file} aside (flashlex starts a new one; \`sqlite3 ${file} .recover\` reads what can still be read of it) or restore a backup, then run bootstrap again.`;
 
-const DATA_DIRECTORY_FIX =
-  "Create DIR and make it writable by this user (a full file system needs space freed), or pass -d with a writable directory; one that went read-only (an SD card failing: `dmesg`) needs fsck and a remount, or a new card.";
+/** What to do about a data directory `dir` that cannot be written. */
+const dataDirectoryFix = (dir: string) =>
+  `Create ${dir} and make it writable by this user (a full file system needs space freed), or pass -d with a writable directory; one that went read-only (an SD card failing: \`dmesg\`) needs fsck and a remount, or a new card.`;
 
 /**
  * Writes, syncs and removes a file in `dir`: writable means a write got through. access(W_OK)
@@ -303,7 +305,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       try {
         writeProbe(config!.dataDir);
       } catch (err) {
-        fail(`${config!.dataDir}: ${describeError(err)}`, DATA_DIRECTORY_FIX.replace("DIR", config!.dataDir));
+        fail(`${config!.dataDir}: ${describeError(err)}`, dataDirectoryFix(config!.dataDir));
       }
       return `${config!.paths.database} (open in the running flashlex serve)`;
     }
@@ -322,7 +324,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       const damaged = err instanceof FlashlexError && err.kind === "damaged";
       fail(
         reason.startsWith(config!.paths.database) ? reason : `${config!.paths.database}: ${reason}`,
-        damaged ? DAMAGED_FIX.replace("FILE", config!.paths.database) : DATA_DIRECTORY_FIX.replace("DIR", config!.dataDir),
+        damaged ? damagedFix(config!.paths.database) : dataDirectoryFix(config!.dataDir),
       );
     }
     return `${config!.paths.database} (${store!.db.driver})`;
