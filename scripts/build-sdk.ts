@@ -6,7 +6,7 @@
  * What is inside (`package/`):
  * - `index.mjs`: the SDK bundled for Node >= 20 as one ESM file with no dependency left to
  *   fetch; SQLite is the WebAssembly driver, its .wasm inlined (the armv7 build's mechanism,
- *   scripts/bundle-node.ts `nodeStorePlugin`).
+ *   scripts/bundle-node.ts `nodeRuntimePlugin`).
  * - `index.bun.mjs`: the same for Bun (the `"bun"` export condition): `bun:sqlite`, no wasm.
  *   Native SQLite takes POSIX locks, so a Bun app may use the database beside a native `flashlex`.
  * - `index.d.ts`: the public types, emitted by tsc from src/sdk/index.ts, which declares every
@@ -20,7 +20,7 @@ import { builtinModules } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { parseArgs } from "node:util";
-import { nodeStorePlugin } from "./bundle-node.ts";
+import { nodeRuntimePlugin } from "./bundle-node.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const ENTRY = join(ROOT, "src/sdk/index.ts");
@@ -96,7 +96,7 @@ async function bundle(target: "node" | "bun", outFile: string): Promise<void> {
     format: "esm",
     // names and line breaks stay, as in the armv7 bundle: an app's stack trace is worth the bytes
     minify: { whitespace: false, syntax: true, identifiers: false },
-    plugins: target === "node" ? [nodeStorePlugin] : [],
+    plugins: target === "node" ? [nodeRuntimePlugin] : [],
     define: { __dirname: JSON.stringify("/flashlex-sdk"), __filename: JSON.stringify("/flashlex-sdk/index.mjs") },
     throw: false,
   });

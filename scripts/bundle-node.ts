@@ -13,6 +13,8 @@ const openTs = join(root, "src/shared/sqlite/open.ts");
 const openWasmTs = join(root, "src/shared/sqlite/open-wasm.ts");
 const postgresTs = join(root, "src/hub/store/postgres-driver.ts");
 const postgresUnavailableTs = join(root, "src/hub/store/postgres-unavailable.ts");
+const flockTs = join(root, "src/shared/flock.ts");
+const flockCommandTs = join(root, "src/shared/flock-command.ts");
 
 /** The line of node-sqlite3-wasm's emscripten glue that creates its Module object (0.8.x). */
 const MODULE_LINE = 'var Module=typeof Module!="undefined"?Module:{};';
@@ -21,12 +23,13 @@ const escapeRegExp = (s: string) => s.replace(/[.*+?^${}()|[\]\\/]/g, "\\$&");
 
 /**
  * Swaps the bun:sqlite driver for the wasm one, the hub's PostgreSQL driver (Bun's `SQL`
- * client, which Node does not have) for one that refuses PostgreSQL in words, and hands the wasm glue its binary as
+ * client, which Node does not have) for one that refuses PostgreSQL in words, flock(2) through
+ * bun:ffi for util-linux's flock(1) (src/shared/flock-command.ts), and hands the wasm glue its binary as
  * `Module.wasmBinary` (emscripten instantiates from that instead of reading
  * `__dirname/node-sqlite3-wasm.wasm`, which does not exist next to a bundle or in a SEA).
  */
-export const nodeStorePlugin: BunPlugin = {
-  name: "flashlex-node-store",
+export const nodeRuntimePlugin: BunPlugin = {
+  name: "flashlex-node-runtime",
   setup(build) {
     build.onLoad({ filter: new RegExp(`^${escapeRegExp(openTs)}$`) }, () => ({
       contents: `export { openSqlDatabase } from ${JSON.stringify(openWasmTs)};`,
@@ -34,6 +37,10 @@ export const nodeStorePlugin: BunPlugin = {
     }));
     build.onLoad({ filter: new RegExp(`^${escapeRegExp(postgresTs)}$`) }, () => ({
       contents: `export { openPostgresHubSql } from ${JSON.stringify(postgresUnavailableTs)};`,
+      loader: "ts",
+    }));
+    build.onLoad({ filter: new RegExp(`^${escapeRegExp(flockTs)}$`) }, () => ({
+      contents: `export { takeExclusiveFlock } from ${JSON.stringify(flockCommandTs)};`,
       loader: "ts",
     }));
     build.onLoad({ filter: /node-sqlite3-wasm[\\/]dist[\\/]node-sqlite3-wasm\.js$/ }, async ({ path }) => {
@@ -90,7 +97,7 @@ export async function bundleForNode(outFile: string, options: NodeBundleOptions 
     // Node prints the source line of an uncaught error, which in a one-line bundle is all of it.
     minify: options.minify === false ? false : { whitespace: false, syntax: true, identifiers: false },
     define: options.define,
-    plugins: [entryWithoutBunShebang(entry), nodeStorePlugin, quietDebugPlugin],
+    plugins: [entryWithoutBunShebang(entry), nodeRuntimePlugin, quietDebugPlugin],
     throw: false,
   });
   if (!result.success) throw new AggregateError(result.logs, `bundling ${entry} for Node failed:\n${result.logs.join("\n")}`);

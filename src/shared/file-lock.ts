@@ -1,7 +1,7 @@
-import { spawn } from "node:child_process";
 import { closeSync, constants, fchmodSync, fstatSync, openSync, type Stats, statSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
-import { ConfigError, FlashlexError } from "./errors.ts";
+import { ConfigError, type FlashlexError } from "./errors.ts";
+import { takeExclusiveFlock } from "./flock.ts";
 import { toFlashlexError } from "./foreign-errors.ts";
 
 /**
@@ -15,11 +15,10 @@ import { toFlashlexError } from "./foreign-errors.ts";
  * file is the lock's alone and never renamed over: one a program rewrites by rename (a key file
  * at its renewal) is another inode each time, and the lock on the old one no longer counts.
  *
- * Neither Bun nor Node calls flock(2), and bun:ffi does not exist in the armv7 Node build, so
- * util-linux's `flock -n 3` (busybox's too) takes it on our descriptor, passed as the child's
- * fd 3: the lock belongs to the open file description, which outlives the child. A few ms per
- * lock; the descriptor is opened close-on-exec, so no other child of ours inherits (and keeps)
- * the lock.
+ * Neither Bun nor Node has a flock call of its own: Bun builds call the C library's through
+ * bun:ffi (flock.ts), the Node build for armv7 runs util-linux's `flock -n 3` on our descriptor
+ * (flock-command.ts). The descriptor is opened close-on-exec, so no child of ours inherits (and
+ * keeps) the lock.
  */
 export interface FileLock {
   /** Lets the lock go (and removes the file when the lock was taken with `removeOnRelease`). */
@@ -38,9 +37,9 @@ export interface FileLockOptions {
 /**
  * Takes an exclusive lock on `file` for as long as the process lives or until `release()`.
  * Throws `busy()` when another process (or another lock in this one) holds it; ConfigError (78)
- * naming `file` when it is not a regular file or belongs to another user; FlashlexError
- * `unavailable` (69) when flock(1) is missing; the file system's error as a FlashlexError naming
- * `file` otherwise.
+ * naming `file` when it is not a regular file or belongs to another user; what
+ * takeExclusiveFlock throws (the Node build: `unavailable` (69) when flock(1) is missing); the
+ * file system's error as a FlashlexError naming `file` otherwise.
  */
 export async function holdFileLock(file: string, options: FileLockOptions): Promise<FileLock> {
   // A holder that removes the file on release may do so between our open and our lock: we would
@@ -52,7 +51,7 @@ export async function holdFileLock(file: string, options: FileLockOptions): Prom
       stat = fstatSync(fd);
       if (!stat.isFile()) throw new ConfigError(`${file}: not a regular file; ${options.what} needs the file itself`);
       refuseForeignFile(file, stat, fd);
-      await flockNonBlocking(fd, options);
+      if (!(await takeExclusiveFlock(fd, options.what))) throw options.busy();
     } catch (err) {
       closeSync(fd);
       throw err;
@@ -89,27 +88,6 @@ function refuseForeignFile(file: string, stat: Stats, fd: number): void {
   }
   if (stat.nlink !== 1) throw new ConfigError(`${file}: has ${stat.nlink} names (hard links), so it is not the lock's own file; remove it`);
   if (stat.uid === self && (stat.mode & 0o077) !== 0) fchmodSync(fd, 0o600);
-}
-
-function flockNonBlocking(fd: number, options: FileLockOptions): Promise<void> {
-  return new Promise<void>((resolve, reject) => {
-    const child = spawn("flock", ["-n", "3"], { stdio: ["ignore", "ignore", "pipe", fd] });
-    let stderr = "";
-    child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
-    child.on("error", (err: NodeJS.ErrnoException) =>
-      reject(
-        err.code === "ENOENT"
-          ? new FlashlexError(`flock(1) was not found on PATH; ${options.what} needs it (Debian's util-linux package, or busybox)`, "unavailable")
-          : toFlashlexError(err, `${options.what}: flock(1)`),
-      ),
-    );
-    // flock -n exits 1 when the lock is held (util-linux and busybox alike), other codes on errors
-    child.on("close", (code) => {
-      if (code === 0) resolve();
-      else if (code === 1 && stderr.trim() === "") reject(options.busy());
-      else reject(new FlashlexError(`${options.what}: flock(1) failed (exit ${code}): ${stderr.trim().split("\n")[0]}`, "io"));
-    });
-  });
 }
 
 function sameFile(stat: Stats, path: string): boolean {

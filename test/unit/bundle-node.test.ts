@@ -32,12 +32,13 @@ test("is one CommonJS file with the wasm inlined and nothing from Bun", () => {
   expect(bundle.bytes).toBeLessThan(2_500_000);
 });
 
-test("runs under node 20 from a directory without node_modules, writing a real SQLite file", () => {
+test("runs under node 20 from a directory without node_modules, writing a real SQLite file and holding a file lock", () => {
   const db = join(dir, "data", "messages.db");
   const run = () => JSON.parse(execFileSync("node", [bundle.outFile, db], { cwd: dir, encoding: "utf8" }));
   const first = run();
   const second = run();
   expect(first).toMatchObject({ driver: "node-sqlite3-wasm", id: 1, payload: '{"hello":"w\u00f6rld"}', journal: "wal" });
+  expect(first.heldTwice).toBe(false); // the second take of the file lock refused: flock(1) took the first
   expect(first.runtime).toStartWith("v20.");
   expect(second).toMatchObject({ id: 2, count: { total: 2, unacked: 2 } });
   expect(readdirSync(join(dir, "data"))).toEqual(["messages.db"]); // closed: no lock, owner record or WAL left

@@ -3,10 +3,12 @@ import { execFileSync, spawn, spawnSync } from "node:child_process";
 import {
   chmodSync,
   chownSync,
+  closeSync,
   copyFileSync,
   linkSync,
   mkdirSync,
   mkdtempSync,
+  openSync,
   readdirSync,
   renameSync,
   rmSync,
@@ -18,7 +20,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { FlashlexError } from "../../src/shared/errors.ts";
-import { holdFileLock } from "../../src/shared/file-lock.ts";
 import { acquireEnrolLock } from "../../src/thing/enrol/folder.ts";
 import { acquireServeLock, acquireSessionLock, LOCK_FILE } from "../../src/thing/local/serve-lock.ts";
 
@@ -150,16 +151,56 @@ describe("serve's lock on its data directory: only the thing's user can hold it"
     expect(exitCodeOf(err)).toBe(78);
     expect(err.message).toBe(`${join(linked, LOCK_FILE)}: a symbolic link where a lock file belongs; remove it`);
   });
+});
 
-  test("without flock(1) on PATH: a one-line error (69) naming what is missing", async () => {
+describe("flock(2) on a descriptor: through bun:ffi in Bun builds, through util-linux's flock(1) in the Node build", () => {
+  for (const [name, load] of [
+    ["bun:ffi", () => import("../../src/shared/flock.ts")],
+    ["flock(1)", () => import("../../src/shared/flock-command.ts")],
+  ] as const) {
+    test(`${name}: taken when free, refused (false) while another open of the file holds it, free again once that is closed`, async () => {
+      const { takeExclusiveFlock } = await load();
+      const file = join(dir, `raw-${name.replace(/\W/g, "")}.lock`);
+      writeFileSync(file, "");
+      const first = openSync(file, "r");
+      const second = openSync(file, "r");
+      try {
+        expect(await takeExclusiveFlock(first, "the test lock")).toBe(true);
+        expect(otherProcessLocks(file).code).toBe(1);
+        expect(await takeExclusiveFlock(second, "the test lock")).toBe(false);
+        closeSync(first);
+        expect(await takeExclusiveFlock(second, "the test lock")).toBe(true);
+      } finally {
+        closeSync(second);
+        try {
+          closeSync(first);
+        } catch {
+          // closed above
+        }
+      }
+      expect(otherProcessLocks(file).code).toBe(0);
+    });
+  }
+
+  test("bun:ffi: a descriptor flock(2) refuses is an error naming the lock and the errno, not a held lock", async () => {
+    const { takeExclusiveFlock } = await import("../../src/shared/flock.ts");
+    const err = await takeExclusiveFlock(987_654, "the test lock").catch((e) => e);
+    expect(exitCodeOf(err)).toBe(74);
+    expect(err.message).toBe("the test lock: flock(2) failed (EBADF)");
+  });
+
+  test("flock(1) not on PATH: a one-line error (69) naming what is missing", async () => {
+    const { takeExclusiveFlock } = await import("../../src/shared/flock-command.ts");
     const path = process.env.PATH;
     process.env.PATH = join(dir, "empty-bin");
+    const fd = openSync(join(dir, "x.lock"), "a");
     try {
-      const err = await holdFileLock(join(dir, "x.lock"), { busy, what: "the test lock" }).catch((e) => e);
+      const err = await takeExclusiveFlock(fd, "the test lock").catch((e) => e);
       expect(exitCodeOf(err)).toBe(69);
       expect(err.message).toStartWith("flock(1) was not found on PATH; the test lock needs it");
     } finally {
       process.env.PATH = path;
+      closeSync(fd);
     }
   });
 });

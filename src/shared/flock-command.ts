@@ -1,0 +1,36 @@
+import { spawn } from "node:child_process";
+import { FlashlexError } from "./errors.ts";
+import { toFlashlexError } from "./foreign-errors.ts";
+
+/**
+ * flock(2) `LOCK_EX | LOCK_NB` on an open descriptor where there is no FFI (the Node build for
+ * armv7; scripts/bundle-node.ts swaps this module in for flock.ts): util-linux's `flock -n 3`
+ * (busybox's too) takes the lock on our descriptor, passed as the child's fd 3. The lock belongs
+ * to the open file description, which outlives the child. A few ms per lock.
+ */
+
+/**
+ * Takes the exclusive lock on `fd` without waiting: true when taken, false when another open
+ * file description holds it. Throws FlashlexError `unavailable` (69) when flock(1) is not on
+ * PATH, and `io` naming `what` when it fails otherwise.
+ */
+export function takeExclusiveFlock(fd: number, what: string): Promise<boolean> {
+  return new Promise<boolean>((resolve, reject) => {
+    const child = spawn("flock", ["-n", "3"], { stdio: ["ignore", "ignore", "pipe", fd] });
+    let stderr = "";
+    child.stderr?.on("data", (chunk: Buffer) => (stderr += chunk.toString()));
+    child.on("error", (err: NodeJS.ErrnoException) =>
+      reject(
+        err.code === "ENOENT"
+          ? new FlashlexError(`flock(1) was not found on PATH; ${what} needs it (Debian's util-linux package, or busybox)`, "unavailable")
+          : toFlashlexError(err, `${what}: flock(1)`),
+      ),
+    );
+    // flock -n exits 1 when the lock is held (util-linux and busybox alike), other codes on errors
+    child.on("close", (code) => {
+      if (code === 0) resolve(true);
+      else if (code === 1 && stderr.trim() === "") resolve(false);
+      else reject(new FlashlexError(`${what}: flock(1) failed (exit ${code}): ${stderr.trim().split("\n")[0]}`, "io"));
+    });
+  });
+}
