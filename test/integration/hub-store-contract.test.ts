@@ -202,7 +202,7 @@ for (const driver of DRIVERS) {
     );
 
     test(
-      "expireMessages: one thing's messages stored before the cut, oldest first, at most `limit`; pending ingress and newer messages stay; thingIds in id order",
+      "expireMessages: one thing's messages stored before the cut, oldest first, at most `limit` looked at per call and on from a cursor; pending ingress and newer messages stay; thingIds in id order",
       withStore(async (store) => {
         const [a, b] = [thing(2), thing(1)];
         await store.insertThing(a);
@@ -219,15 +219,22 @@ for (const driver of DRIVERS) {
           { message: message("b-old", b.id, "egress", CUT - 99) },
         ]);
         const ids = async (t: ThingRecord) => (await storedMessages(store, t.id)).map((m) => m.flmessagespk);
-        expect(await store.expireMessages(a.id, CUT, 2)).toBe(2);
-        expect(await ids(a)).toEqual(["i-pending", "i-unknown", "e-at-cut", "e-new"]);
-        expect(await store.expireMessages(a.id, CUT, 1000)).toBe(1);
-        expect(await store.expireMessages(a.id, CUT, 1000)).toBe(0);
+        // the two oldest looked at: the pending one stays, the egress goes
+        const first = await store.expireMessages(a.id, CUT, 2);
+        expect(first.deleted).toBe(1);
+        expect(first.next?.fltimestamp).toBe(CUT - 50);
+        expect(await ids(a)).toEqual(["i-pending", "i-delivered", "i-unknown", "e-at-cut", "e-new"]);
+        // on from there: the next two, both deleted, and the window was full, so there may be more
+        const second = await store.expireMessages(a.id, CUT, 2, first.next);
+        expect(second.deleted).toBe(2);
+        expect(second.next?.fltimestamp).toBe(CUT - 30);
+        expect(await store.expireMessages(a.id, CUT, 2, second.next)).toEqual({ deleted: 0, next: undefined });
+        expect(await store.expireMessages(a.id, CUT, 1000)).toEqual({ deleted: 0, next: undefined });
         expect(await ids(a)).toEqual(["i-pending", "e-at-cut", "e-new"]);
         expect(await ids(b)).toEqual(["b-old"]);
         // delivered now: the next sweep takes it
         expect(await store.markDelivered([{ flmessagespk: "i-pending", at: CREATED_AT }])).toEqual([true]);
-        expect(await store.expireMessages(a.id, CUT, 1000)).toBe(1);
+        expect(await store.expireMessages(a.id, CUT, 1000)).toEqual({ deleted: 1, next: undefined });
         expect(await ids(a)).toEqual(["e-at-cut", "e-new"]);
       }),
     );

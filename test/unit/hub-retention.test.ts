@@ -71,9 +71,32 @@ describe("sweepExpiredMessages", () => {
       expect(deleted).toBe(SWEEP_BATCH * 2.5 + 1 + 3);
       expect((await storedMessages(store, A)).map((m) => m.flmessagespk)).toEqual(["a-pending", "a-new"]);
       expect(await storedMessages(store, B)).toEqual([]);
-      // A: three statements (1000, 1000, 501), B: one
+      // A: three statements (looking at 1000, 1000 and 502 messages), B: one
       expect(turns).toBeGreaterThanOrEqual(3);
       expect(await sweepExpiredMessages({ store, keepForMs: DAY_MS, now: () => NOW })).toBe(0);
+    } finally {
+      await store.close();
+    }
+  });
+
+  test("old pending ingress is looked at SWEEP_BATCH at a time, never all in one statement, and what was stored after it still goes", async () => {
+    const store = await openHubStore(join(dir, `hub-${++stores}.db`), { create: true });
+    try {
+      await storeThing(store, A);
+      const pending = Array.from({ length: SWEEP_BATCH * 2.5 }, (_, i) => ({
+        message: message(`a-pending-${i}`, A, OLD - 10_000 + i, { messagetype: "ingress", delivery: "pending" }),
+      }));
+      await store.insertMessages([...pending, ...Array.from({ length: 10 }, (_, i) => ({ message: message(`a-old-${i}`, A, OLD + i) }))]);
+      let statements = 0;
+      const counting: Pick<HubStore, "thingIds" | "expireMessages"> = {
+        thingIds: () => store.thingIds(),
+        expireMessages: (...args) => (statements++, store.expireMessages(...args)),
+      };
+      expect(await sweepExpiredMessages({ store: counting, keepForMs: DAY_MS, now: () => NOW })).toBe(10);
+      // 2,510 old messages, 1,000 looked at per statement: three (one statement that skipped every
+      // pending row blocked the event loop for as long as the thing had them)
+      expect(statements).toBe(3);
+      expect((await storedMessages(store, A)).length).toBe(SWEEP_BATCH * 2.5);
     } finally {
       await store.close();
     }
@@ -87,7 +110,8 @@ describe("sweepExpiredMessages", () => {
         thingIds: () => store.thingIds(),
         expireMessages: (...args) => (statements++, store.expireMessages(...args)),
       };
-      expect(await sweepExpiredMessages({ store: counting, keepForMs: DAY_MS, now: () => NOW, stopping: () => statements >= 1 })).toBe(SWEEP_BATCH);
+      // the first statement looks at the oldest SWEEP_BATCH: a-pending, kept, and the oldest egress
+      expect(await sweepExpiredMessages({ store: counting, keepForMs: DAY_MS, now: () => NOW, stopping: () => statements >= 1 })).toBe(SWEEP_BATCH - 1);
       expect(statements).toBe(1);
     } finally {
       await store.close();

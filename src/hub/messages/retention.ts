@@ -7,15 +7,17 @@
  * tell). Ingress still waiting for its thing's PUBACK stays until it is delivered, however old:
  * retention never takes a message from a thing that has not had it.
  *
- * The sweep goes thing by thing, at most SWEEP_BATCH messages per statement, and lets the event
- * loop run between statements, so the API and the broker keep answering while a large backlog is
- * deleted (the first sweep after the setting is added may find years of messages).
+ * The sweep goes thing by thing, looking at most at SWEEP_BATCH messages per statement (pending
+ * ones included, so a thing with a million undelivered old messages costs a thousand short
+ * statements, not one long one), and lets the event loop run between statements, so the API and
+ * the broker keep answering while a large backlog is deleted (the first sweep after the setting
+ * is added may find years of messages).
  */
 import type { Logger } from "../../shared/log.ts";
 import type { HubObserver } from "../metrics/observer.ts";
-import type { HubStore } from "../store/hub-store.ts";
+import type { HubStore, MessageCursor } from "../store/hub-store.ts";
 
-/** The most messages one statement of the sweep deletes. */
+/** The most messages one statement of the sweep looks at (and so deletes). */
 export const SWEEP_BATCH = 1000;
 
 /** How often the sweep runs, in ms (hub.yml's shortest `keepFor` is a day). */
@@ -45,13 +47,14 @@ export async function sweepExpiredMessages(options: Pick<RetentionOptions, "stor
   const olderThan = Math.floor(((options.now ?? Date.now)() - options.keepForMs) / 1000);
   let deleted = 0;
   for (const thingId of await store.thingIds()) {
-    for (;;) {
+    let after: MessageCursor | undefined;
+    do {
       if (options.stopping?.()) return deleted;
-      const n = await store.expireMessages(thingId, olderThan, SWEEP_BATCH);
-      deleted += n;
+      const step = await store.expireMessages(thingId, olderThan, SWEEP_BATCH, after);
+      deleted += step.deleted;
+      after = step.next;
       await new Promise((resolve) => setImmediate(resolve));
-      if (n < SWEEP_BATCH) break;
-    }
+    } while (after);
   }
   return deleted;
 }

@@ -336,11 +336,15 @@ export interface HubStore {
   deleteMessage(flmessagespk: string): Promise<void>;
   deleteMessages(thingId: string, query: MessageQuery): Promise<number>;
   /**
-   * Deletes at most `limit` of the thing's messages stored before `olderThan` (Unix seconds,
-   * fltimestamp), oldest first, and returns how many went. Ingress still `pending` (its thing has
-   * not acknowledged it) is kept: it goes once delivered. The retention sweep (messages/retention.ts).
+   * Looks at the next `limit` of the thing's messages stored before `olderThan` (Unix seconds,
+   * fltimestamp), oldest first and strictly after `after`, deletes those of them that may go and
+   * returns how many went, and where to go on from (`next`; undefined when fewer than `limit`
+   * were left to look at). Ingress still `pending` (its thing has not acknowledged it) is kept: it
+   * goes once delivered. Each call reads at most `limit` rows, however many pending ones lie
+   * before the rest (a scan for `limit` deletable rows read every old pending row of the thing in
+   * one statement). The retention sweep (messages/retention.ts).
    */
-  expireMessages(thingId: string, olderThan: number, limit: number): Promise<number>;
+  expireMessages(thingId: string, olderThan: number, limit: number, after?: MessageCursor): Promise<{ deleted: number; next: MessageCursor | undefined }>;
   /** one page of the thing's messages matching `query`, in (fltimestamp, seq) order, each with its cursor */
   messagePage(thingId: string, query: MessageQuery, page: MessagePageOptions): Promise<{ message: MessageRecord; cursor: MessageCursor }[]>;
   /** how many messages match `query`, and the cursor of the last (undefined when none) */

@@ -355,12 +355,28 @@ export function sqlHubStore(sql: HubSql): HubStore {
       const { where, params } = messageFilter(thingId, q);
       return (await sql.run(`DELETE FROM messages WHERE ${where}`, params)).changes;
     },
-    // The index on (thing_id, fltimestamp) finds the oldest rows of one thing without a scan of the table.
-    async expireMessages(thingId, olderThan, limit) {
-      const oldest = `SELECT flmessagespk FROM messages WHERE thing_id = ? AND fltimestamp < ? AND (delivery IS NULL OR delivery <> 'pending')
-                      ORDER BY fltimestamp LIMIT ?`;
-      return (await sql.run(`DELETE FROM messages WHERE flmessagespk IN (${oldest})`, [thingId, olderThan, Math.max(0, Math.floor(limit))])).changes;
-    },
+    // The index on (thing_id, fltimestamp) finds the oldest rows of one thing without a scan of the
+    // table; the window is read first (its last row is the cursor), then its rows that may go deleted.
+    expireMessages: (thingId, olderThan, limit, after) =>
+      sql.transaction(async (tx) => {
+        const from = after ? ` AND (fltimestamp, ${seq}) > (?, ?)` : "";
+        const cursor = after ? [after.fltimestamp, after.seq] : [];
+        const count = Math.max(1, Math.floor(limit));
+        const visited = await tx.all<{ fltimestamp: number; cursor_seq: number }>(
+          `SELECT fltimestamp, ${seq} AS cursor_seq FROM messages WHERE thing_id = ? AND fltimestamp < ?${from} ORDER BY fltimestamp, ${seq} LIMIT ?`,
+          [thingId, olderThan, ...cursor, count],
+        );
+        const last = visited.at(-1);
+        if (!last) return { deleted: 0, next: undefined };
+        // Bounded by the window's last time itself, not by `olderThan`: SQLite takes no end of its
+        // index range from a row value, and scanned on to the cut from every cursor.
+        const { changes } = await tx.run(
+          `DELETE FROM messages WHERE thing_id = ? AND fltimestamp <= ?${from} AND (fltimestamp, ${seq}) <= (?, ?)
+             AND (delivery IS NULL OR delivery <> 'pending')`,
+          [thingId, last.fltimestamp, ...cursor, last.fltimestamp, last.cursor_seq],
+        );
+        return { deleted: changes, next: visited.length < count ? undefined : { fltimestamp: last.fltimestamp, seq: last.cursor_seq } };
+      }),
     async messageCounts(thingIds) {
       const counts = new Map<string, MessageCounts>();
       if (thingIds.length === 0) return counts;
