@@ -1,4 +1,4 @@
-import { closeSync, constants, fchmodSync, fstatSync, openSync, type Stats, statSync, unlinkSync } from "node:fs";
+import { closeSync, constants, fchmodSync, fstatSync, lstatSync, openSync, type Stats, statSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import { ConfigError, type FlashlexError } from "./errors.ts";
 import { takeExclusiveFlock } from "./flock.ts";
@@ -49,9 +49,10 @@ export async function holdFileLock(file: string, options: FileLockOptions): Prom
     let stat: Stats;
     try {
       stat = fstatSync(fd);
+      // something swapped in between the look before the open and the open
       if (!stat.isFile()) throw new ConfigError(`${file}: not a regular file; ${options.what} needs the file itself`);
       refuseForeignFile(file, stat, fd);
-      if (!(await takeExclusiveFlock(fd, options.what))) throw options.busy();
+      if (!(await takeExclusiveFlock(fd, file, options.what))) throw options.busy();
     } catch (err) {
       closeSync(fd);
       throw err;
@@ -62,32 +63,65 @@ export async function holdFileLock(file: string, options: FileLockOptions): Prom
   throw options.busy();
 }
 
+/**
+ * Opens `file` (made 0600 when missing). What is already there is looked at first, without
+ * opening it: something other than a file is refused (78) before the open, which a device node
+ * may act on and a socket fails (ENXIO). The open itself never follows a link and never blocks
+ * (a FIFO put there in between would hang it). A file another user made that this one may not
+ * open is refused as foreign (78), not as a permission problem of ours.
+ */
 function openLockFile(file: string): number {
+  const there = lstatOrUndefined(file);
+  if (there && !there.isFile()) throw new ConfigError(`${file}: ${kindOf(there)} where a lock file belongs; remove it`);
   try {
-    // Made 0600 when missing, never followed through a link, and not blocking: a FIFO where the
-    // file belongs would hang the open.
     return openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
-    if (code === "ELOOP") throw new ConfigError(`${file}: a symbolic link where a lock file belongs; remove it`);
-    if (code === "EISDIR") throw new ConfigError(`${file}: a directory where a lock file belongs; remove it`);
+    const now = code === "ELOOP" || code === "EISDIR" || code === "ENXIO" || code === "EACCES" ? lstatOrUndefined(file) : undefined;
+    if (now && !now.isFile()) throw new ConfigError(`${file}: ${kindOf(now)} where a lock file belongs; remove it`);
+    const foreign = now && code === "EACCES" ? foreignOwner(file, now) : undefined;
+    if (foreign) throw new ConfigError(foreign);
     throw toFlashlexError(err, file);
   }
+}
+
+function lstatOrUndefined(file: string): Stats | undefined {
+  try {
+    return lstatSync(file);
+  } catch {
+    return undefined; // missing (the open makes it), or unreadable: the open says why
+  }
+}
+
+function kindOf(stat: Stats): string {
+  if (stat.isSymbolicLink()) return "a symbolic link";
+  if (stat.isDirectory()) return "a directory";
+  if (stat.isFIFO()) return "a FIFO";
+  if (stat.isSocket()) return "a socket";
+  if (stat.isCharacterDevice() || stat.isBlockDevice()) return "a device node";
+  return "something other than a file";
+}
+
+/**
+ * Why a file another user owns is not a lock of ours (undefined when it is ours): another user
+ * can hold it. For root, a file of the directory's owner is fine (root serving a thing's folder).
+ */
+function foreignOwner(file: string, stat: Stats): string | undefined {
+  const self = process.geteuid?.() ?? stat.uid;
+  if (stat.uid === self || (self === 0 && stat.uid === statSync(dirname(file)).uid)) return undefined;
+  return `${file}: belongs to uid ${stat.uid}, not to this user (uid ${self}), and another user could hold it; remove it`;
 }
 
 /**
  * A lock file another user made (in a directory they may write) is one they can hold, and one
  * with other names (a hard link to a file elsewhere, even a key) is not the lock's alone: both
- * refused. For root, a file of the directory's owner is fine (root serving a thing's folder).
- * One of ours that others may read is made 0600, so that no one opens it from now on.
+ * refused. One of ours that others may read is made 0600, so that no one opens it from now on.
  */
 function refuseForeignFile(file: string, stat: Stats, fd: number): void {
-  const self = process.geteuid?.() ?? stat.uid;
-  if (stat.uid !== self && !(self === 0 && stat.uid === statSync(dirname(file)).uid)) {
-    throw new ConfigError(`${file}: belongs to uid ${stat.uid}, not to this user (uid ${self}), and another user could hold it; remove it`);
-  }
+  const foreign = foreignOwner(file, stat);
+  if (foreign) throw new ConfigError(foreign);
   if (stat.nlink !== 1) throw new ConfigError(`${file}: has ${stat.nlink} names (hard links), so it is not the lock's own file; remove it`);
-  if (stat.uid === self && (stat.mode & 0o077) !== 0) fchmodSync(fd, 0o600);
+  if ((stat.mode & 0o077) !== 0 && stat.uid === (process.geteuid?.() ?? stat.uid)) fchmodSync(fd, 0o600);
 }
 
 function sameFile(stat: Stats, path: string): boolean {

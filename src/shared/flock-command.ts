@@ -10,11 +10,11 @@ import { toFlashlexError } from "./foreign-errors.ts";
  */
 
 /**
- * Takes the exclusive lock on `fd` without waiting: true when taken, false when another open
- * file description holds it. Throws FlashlexError `unavailable` (69) when flock(1) is not on
- * PATH, and `io` naming `what` when it fails otherwise.
+ * Takes the exclusive lock on `fd`, open on `file`, without waiting: true when taken, false when
+ * another open file description holds it. Throws FlashlexError `unavailable` (69) when flock(1)
+ * is not on PATH, and `io` naming `file` and `what` the lock is for when it fails otherwise.
  */
-export function takeExclusiveFlock(fd: number, what: string): Promise<boolean> {
+export function takeExclusiveFlock(fd: number, file: string, what: string): Promise<boolean> {
   return new Promise<boolean>((resolve, reject) => {
     const child = spawn("flock", ["-n", "3"], { stdio: ["ignore", "ignore", "pipe", fd] });
     let stderr = "";
@@ -23,14 +23,14 @@ export function takeExclusiveFlock(fd: number, what: string): Promise<boolean> {
       reject(
         err.code === "ENOENT"
           ? new FlashlexError(`flock(1) was not found on PATH; ${what} needs it (Debian's util-linux package, or busybox)`, "unavailable")
-          : toFlashlexError(err, `${what}: flock(1)`),
+          : toFlashlexError(err, `${file}: flock(1) for ${what}`),
       ),
     );
     // flock -n exits 1 when the lock is held (util-linux and busybox alike), other codes on errors
     child.on("close", (code) => {
       if (code === 0) resolve(true);
       else if (code === 1 && stderr.trim() === "") resolve(false);
-      else reject(new FlashlexError(`${what}: flock(1) failed (exit ${code}): ${stderr.trim().split("\n")[0]}`, "io"));
+      else reject(new FlashlexError(`${file}: flock(1) failed for ${what} (exit ${code}): ${stderr.trim().split("\n")[0]}`, "io"));
     });
   });
 }

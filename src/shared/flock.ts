@@ -17,25 +17,28 @@ const LOCK_NB = 4;
 let libc: ReturnType<typeof openLibc> | undefined;
 
 function openLibc() {
-  // A Bun build for Linux is linked against glibc, so its libc.so.6 is always there.
+  // The Linux targets are linked against glibc, whose libc.so.6 is always there (musl's loader,
+  // for the musl targets, answers any `libc.` name with itself).
   return dlopen("libc.so.6", {
     flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
     __errno_location: { args: [], returns: FFIType.ptr },
+    strerror: { args: [FFIType.i32], returns: FFIType.cstring },
   }).symbols;
 }
 
 /**
- * Takes the exclusive lock on `fd` without waiting: true when taken, false when another open
- * file description holds it (EWOULDBLOCK). The lock belongs to the open file description: it
- * goes when the descriptor is closed or the process ends. Throws FlashlexError `io` naming
- * `what` and the errno for any other failure.
+ * Takes the exclusive lock on `fd`, open on `file`, without waiting: true when taken, false when
+ * another open file description holds it (EWOULDBLOCK). The lock belongs to the open file
+ * description: it goes when the descriptor is closed or the process ends. Throws FlashlexError
+ * `io` naming `file`, `what` the lock is for, and the errno, for any other failure.
  */
-export async function takeExclusiveFlock(fd: number, what: string): Promise<boolean> {
+export async function takeExclusiveFlock(fd: number, file: string, what: string): Promise<boolean> {
   libc ??= openLibc();
   if (libc.flock(fd, LOCK_EX | LOCK_NB) === 0) return true;
   // read at once: nothing of ours runs between the call and this read to change errno
   const errno = read.i32(libc.__errno_location()!, 0);
   if (errno === constants.errno.EWOULDBLOCK) return false;
   const name = Object.entries(constants.errno).find(([, n]) => n === errno)?.[0] ?? `errno ${errno}`;
-  throw new FlashlexError(`${what}: flock(2) failed (${name})`, "io");
+  const words = String(libc.strerror(errno));
+  throw new FlashlexError(`${file}: flock(2) failed for ${what}: ${words.charAt(0).toLowerCase()}${words.slice(1)} (${name})`, "io");
 }

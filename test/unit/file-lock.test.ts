@@ -56,6 +56,20 @@ describe("the thing's session lock, beside its private key file", () => {
     expect(otherProcessLocks(lockFile).code).toBe(0);
   });
 
+  test("is the same for a keys folder of symbolic links to the key files: two serves took the session from each other", async () => {
+    const links = join(dir, "keys-linked");
+    mkdirSync(links);
+    symlinkSync(key, join(links, "private.key"));
+    const held = await acquireSessionLock(key, busy);
+    try {
+      const err = await acquireSessionLock(join(links, "private.key"), busy).catch((e) => e);
+      expect(exitCodeOf(err)).toBe(75);
+      expect(readdirSync(links)).toEqual(["private.key"]); // no lock of its own beside the link
+    } finally {
+      await held.release();
+    }
+  });
+
   test("holds while the key file is written anew by rename (a renewal, a restore, cp and mv): a lock on the key's own inode let a second session run", async () => {
     const held = await acquireSessionLock(key, busy);
     try {
@@ -151,6 +165,52 @@ describe("serve's lock on its data directory: only the thing's user can hold it"
     expect(exitCodeOf(err)).toBe(78);
     expect(err.message).toBe(`${join(linked, LOCK_FILE)}: a symbolic link where a lock file belongs; remove it`);
   });
+
+  test("a socket where the lock file belongs is refused (78) as any non-file, not failed as an I/O error (ENXIO, 74)", async () => {
+    const data = join(dir, "data-socket");
+    mkdirSync(data, { mode: 0o700 });
+    const listener = Bun.listen({ unix: join(data, LOCK_FILE), socket: { data() {} } });
+    try {
+      const err = await acquireServeLock(data).catch((e) => e);
+      expect(exitCodeOf(err)).toBe(78);
+      expect(err.message).toBe(`${join(data, LOCK_FILE)}: a socket where a lock file belongs; remove it`);
+    } finally {
+      listener.stop(true);
+    }
+  });
+
+  test.skipIf(!isRoot)("a device node where the lock file belongs is refused (78) without being opened", async () => {
+    const data = join(dir, "data-device");
+    mkdirSync(data, { mode: 0o700 });
+    execFileSync("mknod", [join(data, LOCK_FILE), "c", "1", "3"]);
+    const err = await acquireServeLock(data).catch((e) => e);
+    expect(exitCodeOf(err)).toBe(78);
+    expect(err.message).toBe(`${join(data, LOCK_FILE)}: a device node where a lock file belongs; remove it`);
+  });
+
+  test.skipIf(!isRoot)(
+    "a lock file another user left 0600 (root's serve ran once here) is refused as theirs (78), not as this user's permission problem (77)",
+    () => {
+      const data = join(dir, "data-roots");
+      mkdirSync(data, { mode: 0o777 });
+      chmodSync(data, 0o777);
+      writeFileSync(join(data, LOCK_FILE), "", { mode: 0o600 });
+      const script = `import { acquireServeLock } from ${JSON.stringify(join(import.meta.dir, "../../src/thing/local/serve-lock.ts"))};
+      import { exitCodeOf } from ${JSON.stringify(join(import.meta.dir, "../../src/cli/exit-codes.ts"))};
+      const err = await acquireServeLock(${JSON.stringify(data)}).catch((e) => e);
+      console.log(JSON.stringify({ code: exitCodeOf(err), message: err.message }));`;
+      const result = spawnSync("setpriv", ["--reuid=65534", "--regid=65534", "--clear-groups", process.execPath, "-e", script], {
+        encoding: "utf8",
+        timeout: 20_000,
+        cwd: "/",
+      });
+      const answer = JSON.parse(result.stdout.trim().split("\n").at(-1)!);
+      expect(answer).toEqual({
+        code: 78,
+        message: `${join(data, LOCK_FILE)}: belongs to uid 0, not to this user (uid 65534), and another user could hold it; remove it`,
+      });
+    },
+  );
 });
 
 describe("flock(2) on a descriptor: through bun:ffi in Bun builds, through util-linux's flock(1) in the Node build", () => {
@@ -165,11 +225,11 @@ describe("flock(2) on a descriptor: through bun:ffi in Bun builds, through util-
       const first = openSync(file, "r");
       const second = openSync(file, "r");
       try {
-        expect(await takeExclusiveFlock(first, "the test lock")).toBe(true);
+        expect(await takeExclusiveFlock(first, file, "the test lock")).toBe(true);
         expect(otherProcessLocks(file).code).toBe(1);
-        expect(await takeExclusiveFlock(second, "the test lock")).toBe(false);
+        expect(await takeExclusiveFlock(second, file, "the test lock")).toBe(false);
         closeSync(first);
-        expect(await takeExclusiveFlock(second, "the test lock")).toBe(true);
+        expect(await takeExclusiveFlock(second, file, "the test lock")).toBe(true);
       } finally {
         closeSync(second);
         try {
@@ -184,9 +244,9 @@ describe("flock(2) on a descriptor: through bun:ffi in Bun builds, through util-
 
   test("bun:ffi: a descriptor flock(2) refuses is an error naming the lock and the errno, not a held lock", async () => {
     const { takeExclusiveFlock } = await import("../../src/shared/flock.ts");
-    const err = await takeExclusiveFlock(987_654, "the test lock").catch((e) => e);
+    const err = await takeExclusiveFlock(987_654, "/some/file.lock", "the test lock").catch((e) => e);
     expect(exitCodeOf(err)).toBe(74);
-    expect(err.message).toBe("the test lock: flock(2) failed (EBADF)");
+    expect(err.message).toBe("/some/file.lock: flock(2) failed for the test lock: bad file descriptor (EBADF)");
   });
 
   test("flock(1) not on PATH: a one-line error (69) naming what is missing", async () => {
@@ -195,7 +255,7 @@ describe("flock(2) on a descriptor: through bun:ffi in Bun builds, through util-
     process.env.PATH = join(dir, "empty-bin");
     const fd = openSync(join(dir, "x.lock"), "a");
     try {
-      const err = await takeExclusiveFlock(fd, "the test lock").catch((e) => e);
+      const err = await takeExclusiveFlock(fd, join(dir, "x.lock"), "the test lock").catch((e) => e);
       expect(exitCodeOf(err)).toBe(69);
       expect(err.message).toStartWith("flock(1) was not found on PATH; the test lock needs it");
     } finally {

@@ -1,4 +1,4 @@
-import { mkdirSync, unlinkSync } from "node:fs";
+import { mkdirSync, realpathSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { FlashlexError } from "../../shared/errors.ts";
 import { type FileLock, holdFileLock } from "../../shared/file-lock.ts";
@@ -45,8 +45,9 @@ export async function acquireServeLock(dataDir: string): Promise<FileLock> {
  * check): a second connection with the thing's client id takes its session over at the broker
  * (MQTT 3.1.1 §3.1.4), and one with another data directory, which that directory's lock does not
  * see, acknowledged messages on their way to serve and stored them elsewhere, or nowhere. The
- * lock is a file beside the private key, `<key file>.lock` (0600, SESSION_LOCK_SUFFIX): the same
- * for every data directory and every spelling of the broker's address, and, unlike the key file
+ * lock is a file beside the private key, `<key file>.lock` (0600, SESSION_LOCK_SUFFIX; beside the
+ * file a link leads to, when the key is a symbolic link): the same for every data directory, every
+ * spelling of the broker's address and every link to the key, and, unlike the key file
  * itself, never renamed over: a renewal, a restore or an editor writing the key anew gives it
  * another inode, which let a second session run beside the first. A copy of the key in another
  * folder is a second device to this lock, as to the broker (serve logs the takeovers).
@@ -54,12 +55,26 @@ export async function acquireServeLock(dataDir: string): Promise<FileLock> {
  * keys directory this user may not write, which renewal needs too) naming the lock file.
  */
 export function acquireSessionLock(keyFile: string, busy: (lockFile: string) => FlashlexError): Promise<FileLock> {
-  const lockFile = `${keyFile}${SESSION_LOCK_SUFFIX}`;
+  const lockFile = `${keyFileItself(keyFile)}${SESSION_LOCK_SUFFIX}`;
   return holdFileLock(lockFile, { busy: () => busy(lockFile), what: "the thing's MQTT session lock" });
 }
 
 /** The session lock's file is the private key file's name with this after it. */
 export const SESSION_LOCK_SUFFIX = ".lock";
+
+/**
+ * The key file's own path, symbolic links followed: a keys folder of links to another folder's
+ * files is the same device, and must find the same lock (it found one of its own, and two serves
+ * took the session from each other). A path that cannot be resolved (no key file yet: loading
+ * the identity says so next) is taken as given.
+ */
+function keyFileItself(keyFile: string): string {
+  try {
+    return realpathSync(keyFile);
+  } catch {
+    return keyFile;
+  }
+}
 
 function makeDirectory(dir: string): string {
   try {
