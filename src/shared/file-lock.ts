@@ -74,7 +74,9 @@ function openLockFile(file: string): number {
   const there = lstatOrUndefined(file);
   if (there && !there.isFile()) throw new ConfigError(`${file}: ${kindOf(there)} where a lock file belongs; remove it`);
   try {
-    return openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+    // Open for writing, though nothing is written: on NFS, Linux makes flock(2) a byte-range lock,
+    // and an exclusive one needs a descriptor open for writing (flock(2), NOTES).
+    return openSync(file, constants.O_RDWR | constants.O_NONBLOCK | constants.O_NOCTTY | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const now = code === "ELOOP" || code === "EISDIR" || code === "ENXIO" || code === "EACCES" ? lstatOrUndefined(file) : undefined;
