@@ -50,7 +50,7 @@ export async function holdFileLock(file: string, options: FileLockOptions): Prom
     try {
       stat = fstatSync(fd);
       // something swapped in between the look before the open and the open
-      if (!stat.isFile()) throw new ConfigError(`${file}: not a regular file; ${options.what} needs the file itself`);
+      if (!stat.isFile()) throw notAFile(file, stat);
       refuseForeignFile(file, stat, fd);
       if (!(await takeExclusiveFlock(fd, file, options.what))) throw options.busy();
     } catch (err) {
@@ -72,7 +72,7 @@ export async function holdFileLock(file: string, options: FileLockOptions): Prom
  */
 function openLockFile(file: string): number {
   const there = lstatOrUndefined(file);
-  if (there && !there.isFile()) throw new ConfigError(`${file}: ${kindOf(there)} where a lock file belongs; remove it`);
+  if (there && !there.isFile()) throw notAFile(file, there);
   try {
     // Open for writing, though nothing is written: on NFS, Linux makes flock(2) a byte-range lock,
     // and an exclusive one needs a descriptor open for writing (flock(2), NOTES).
@@ -80,7 +80,7 @@ function openLockFile(file: string): number {
   } catch (err) {
     const code = (err as NodeJS.ErrnoException).code;
     const now = code === "ELOOP" || code === "EISDIR" || code === "ENXIO" || code === "EACCES" ? lstatOrUndefined(file) : undefined;
-    if (now && !now.isFile()) throw new ConfigError(`${file}: ${kindOf(now)} where a lock file belongs; remove it`);
+    if (now && !now.isFile()) throw notAFile(file, now);
     const foreign = now && code === "EACCES" ? foreignOwner(file, now) : undefined;
     if (foreign) throw new ConfigError(foreign);
     throw toFlashlexError(err, file);
@@ -93,6 +93,11 @@ function lstatOrUndefined(file: string): Stats | undefined {
   } catch {
     return undefined; // missing (the open makes it), or unreadable: the open says why
   }
+}
+
+/** ConfigError (78): something other than a file (`stat`, from lstat or fstat) is where the lock file belongs. */
+function notAFile(file: string, stat: Stats): ConfigError {
+  return new ConfigError(`${file}: ${kindOf(stat)} where a lock file belongs; remove it`);
 }
 
 function kindOf(stat: Stats): string {
