@@ -31,25 +31,40 @@ function freePort(): Promise<number> {
   });
 }
 
-async function cleanup(code: number): Promise<never> {
-  for (const child of children.reverse()) {
-    child.kill("SIGTERM");
-    await Promise.race([child.exited, Bun.sleep(8000)]);
-  }
-  rmSync(work, { recursive: true, force: true });
-  process.exit(code);
+let stopping: Promise<never> | undefined;
+/**
+ * Stops every flashlex still running (the last started first), removes the working directory and
+ * exits with `code`. Called once: a signal and a command that fails because of it come together.
+ */
+function cleanup(code: number): Promise<never> {
+  stopping ??= (async () => {
+    for (const child of [...children].reverse()) {
+      child.kill("SIGTERM");
+      await Promise.race([child.exited, Bun.sleep(8000)]);
+    }
+    // retried: a command that was writing in it (an enroll) may still add a file meanwhile
+    rmSync(work, { recursive: true, force: true, maxRetries: 5 });
+    process.exit(code);
+  })();
+  return stopping;
 }
 process.on("SIGINT", () => void (console.log("\nstopping the thing and the hub..."), cleanup(0)));
 process.on("SIGTERM", () => void cleanup(0));
+// the terminal closed (or the ssh session dropped): nothing left to print to, but the keys and
+// the hub's database in the working directory still go
+process.on("SIGHUP", () => void cleanup(0));
 
 /** Runs the binary, shows the command and its output indented; fails the demo on a bad exit. */
 async function flashlex(args: string[], opts: { input?: string; show?: boolean } = {}): Promise<string> {
   console.log(`  $ flashlex ${args.map((a) => (a.startsWith(work) ? a.replace(work, "$DEMO") : a)).join(" ")}${opts.input ? `  <<< '${opts.input}'` : ""}`);
   const proc = Bun.spawn([binary, ...args], { stdin: opts.input ? new Blob([opts.input]) : "ignore", stdout: "pipe", stderr: "pipe" });
+  children.push(proc); // stopped by cleanup too, if a signal comes while it runs
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
+  children.splice(children.indexOf(proc), 1);
   if (opts.show !== false) for (const line of out.trimEnd().split("\n")) if (line) console.log(`    ${line}`);
   if (code !== 0) {
-    console.error(`demo: flashlex ${args[0]} exited ${code}\n${err}`);
+    // stopped by cleanup (a signal): not a failure of its own
+    if (!stopping) console.error(`demo: flashlex ${args[0]} exited ${code}\n${err}`);
     await cleanup(1);
   }
   return out;
