@@ -178,10 +178,19 @@ describe("hub init", () => {
     expect(result.home.settings.api).toMatchObject({ host: "::1", port: 18798, publicUrl: "http://[::1]:18798" });
   });
 
-  test("openHubHome explains a missing home, with a hub init line a shell reads back; a file is not taken for a home to make", () => {
+  test("openHubHome explains a missing home: where to name the hub, or a hub init line a shell reads back; a thing's folder or a file is not taken for a home to make", () => {
     expect(() => openHubHome(join(root, "nowhere"))).toThrow(/not a hub home/);
     const spaced = join(root, "my hub's home");
-    expect(() => openHubHome(spaced)).toThrow(`run \`flashlex hub init --dir '${spaced.replace("'", "'\\''")}'\` first`);
+    expect(() => openHubHome(spaced)).toThrow(
+      `${spaced}: not a hub home (no hub.yml); pass the hub's home with --dir (or set FLASHLEX_HUB_DIR), or make a new hub here with \`flashlex hub init --dir '${spaced.replace("'", "'\\''")}'\``,
+    );
+    // a thing's folder given as the hub's home: the hub is elsewhere, not to be made here
+    const thingFolder = join(root, "a-thing");
+    mkdirSync(thingFolder);
+    writeFileSync(join(thingFolder, "config.yml"), "flashlex: {}\n");
+    expect(() => openHubHome(thingFolder)).toThrow(
+      `${thingFolder}: a thing's folder (it holds config.yml), not a hub home; pass the hub's home with --dir (or set FLASHLEX_HUB_DIR)`,
+    );
     const file = join(root, "hub.yml");
     writeFileSync(file, "hub: {}\n");
     expect(() => openHubHome(file)).toThrow(`${file}: a file, not a hub home (the directory hub init made, holding hub.yml)`);

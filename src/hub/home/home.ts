@@ -4,7 +4,7 @@
  */
 import { type KeyObject, randomBytes, X509Certificate } from "node:crypto";
 import { accessSync, constants, statSync } from "node:fs";
-import { dirname } from "node:path";
+import { dirname, join } from "node:path";
 import { CryptoError } from "../../crypto/errors.ts";
 import { loadPrivateKey, spkiDer } from "../../crypto/keys.ts";
 import type { CertifiedKey } from "../../crypto/x509.ts";
@@ -49,7 +49,13 @@ export function openHubHome(dir: string, log?: Logger, override?: DatabaseOverri
     if (pathKind(paths.dir) === "other") throw new ConfigError(`${paths.dir}: a file, not a hub home (the directory hub init made, holding hub.yml)`);
     const inTheWay = fileOnTheWay(paths.dir);
     if (inTheWay !== undefined) throw new ConfigError(`${paths.dir}: not a hub home: ${inTheWay} is a file, not a directory`);
-    throw new ConfigError(`${paths.dir}: not a hub home (no hub.yml); run \`flashlex hub init --dir ${shellWord(paths.dir)}\` first`);
+    // A thing's folder, or the default home when --dir was forgotten: the hub is elsewhere, and
+    // "run hub init" alone sent newcomers off to make a second hub.
+    const elsewhere = "pass the hub's home with --dir (or set FLASHLEX_HUB_DIR)";
+    if (pathExists(join(paths.dir, "config.yml"))) throw new ConfigError(`${paths.dir}: a thing's folder (it holds config.yml), not a hub home; ${elsewhere}`);
+    throw new ConfigError(
+      `${paths.dir}: not a hub home (no hub.yml); ${elsewhere}, or make a new hub here with \`flashlex hub init --dir ${shellWord(paths.dir)}\``,
+    );
   }
   const loaded = loadHubSettings(paths.config);
   const { settings, unknownKeys } = loaded;
