@@ -401,6 +401,19 @@ describe("enrolment", () => {
     expect(existsSync(join(dir, "config.yml"))).toBe(true);
   }, 60_000);
 
+  test("a token that is not an enrolment token (the operator's access token, pasted by mistake) is refused (64) before anything is sent or made", async () => {
+    const t = await newToken();
+    const dir = join(work, "operator-token");
+    const operatorLike = "VdB8BbqB49z5BRrijHzOXQckYI-VlSnGtgiSL8RT7kg";
+    const refused = await enroll({ ...t, token: operatorLike }, "optoken", dir);
+    expect(refused.code).toBe(64);
+    expect(refused.stderr.trim()).toBe(
+      "flashlex: --token is not an enrolment token (those start with flxe_; the operator's access token is not one, and was not sent): make one on the hub with `flashlex hub enroll-token create`",
+    );
+    expect(existsSync(dir)).toBe(false);
+    expect((await tokens()).find((x) => x.id === t.id).uses).toBe(0);
+  }, 60_000);
+
   test("keys/ made by someone after a refused attempt is never taken for enrolment's own leftover: refused (65), left as it was", async () => {
     const t = await newToken();
     const dir = join(work, "refused-then-keys");

@@ -1,4 +1,5 @@
 import { join, resolve } from "node:path";
+import { ENROLMENT_TOKEN_TAG } from "../../protocol/enrolment-token.ts";
 import { UsageError } from "../../shared/errors.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
@@ -40,6 +41,12 @@ async function enrollInto(dir: string, options: Options, signal: AbortSignal): P
   // trimmed as the fingerprint is: a token pasted with its line end is the same token
   const token = (text(options.token) ?? process.env.FLASHLEX_ENROLL_TOKEN)?.trim();
   if (!token) throw new UsageError("--token (or $FLASHLEX_ENROLL_TOKEN) is required: the enrolment token `hub enroll-token create` printed");
+  if (!token.startsWith(ENROLMENT_TOKEN_TAG)) {
+    const given = text(options.token) !== undefined ? "--token" : "$FLASHLEX_ENROLL_TOKEN";
+    throw new UsageError(
+      `${given} is not an enrolment token (those start with ${ENROLMENT_TOKEN_TAG}; the operator's access token is not one, and was not sent): make one on the hub with \`flashlex hub enroll-token create\``,
+    );
+  }
   const caFingerprint = text(options.caFingerprint);
   if (!caFingerprint)
     throw new UsageError("--ca-fingerprint is required: the hub CA's fingerprint printed with the token (FlashLex never trusts a hub on first use)");

@@ -10,12 +10,12 @@
  * both pass.
  */
 import { randomBytes } from "node:crypto";
+import { ENROLMENT_TOKEN_TAG } from "../../protocol/enrolment-token.ts";
 import { InputError } from "../../shared/errors.ts";
 import { quoteLogText } from "../../shared/log.ts";
 import { hashToken } from "../home/tokens.ts";
 import type { EnrolmentTokenRecord, HubStore } from "../store/hub-store.ts";
 
-export const ENROLMENT_TOKEN_TAG = "flxe_";
 /** A day: long enough to enrol a batch in one session, short enough that a token in a chat log soon means nothing. */
 export const DEFAULT_TOKEN_LIFETIME_MS = 86_400_000;
 /** At most 30 days: a standing token is a standing way in. */
