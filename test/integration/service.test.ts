@@ -551,6 +551,24 @@ describe("install and uninstall against a fake systemctl", () => {
     expect(io.stderr).toContain(`${owner.name} cannot write the data directory ${join(folder, "data")}`);
     expect(existsSync(fresh)).toBe(false);
     chownSync(join(folder, "data"), owner.uid, owner.gid);
+    // what a serve run by hand as root left: its lock and update files in data/, the session lock
+    // beside the key. The service's serve stopped on them (78, then 77), the dry run said nothing.
+    mkdirSync(join(folder, "data", "update"));
+    chownSync(join(folder, "data", "update"), owner.uid, owner.gid);
+    writeFileSync(join(folder, "data", "update", "guard.sh"), "#!/bin/sh\n", { mode: 0o700 });
+    ({ code, io } = await attempt());
+    expect(code).toBe(ExitCode.PERMISSION);
+    expect(io.stderr).toContain(
+      `${owner.name} cannot use ${join(folder, "data", "update", "guard.sh")}: it belongs to uid 0, left there by another user (a serve run as root?), and the service's serve would stop on it (fix: sudo chown -R ${owner.name}:`,
+    );
+    expect(io.stderr).toContain(` ${join(folder, "data")})`);
+    rmSync(join(folder, "data", "update"), { recursive: true });
+    writeFileSync(`${key}.lock`, "", { mode: 0o600 });
+    ({ code, io } = await attempt());
+    expect(code).toBe(ExitCode.PERMISSION);
+    expect(io.stderr).toContain(`${owner.name} cannot use ${key}.lock: it belongs to uid 0`);
+    expect(io.stderr).toMatch(new RegExp(`\\(fix: sudo chown ${owner.name}:\\S+ ${key}\\.lock\\)`));
+    rmSync(`${key}.lock`);
     // a folder on the way it cannot enter
     chmodSync(join(tmp, "unreadable"), 0o700);
     ({ code, io } = await attempt());

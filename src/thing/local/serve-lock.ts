@@ -55,7 +55,7 @@ export async function acquireServeLock(dataDir: string): Promise<FileLock> {
  * keys directory this user may not write, which renewal needs too) naming the lock file.
  */
 export function acquireSessionLock(keyFile: string, busy: (lockFile: string) => FlashlexError): Promise<FileLock> {
-  const lockFile = `${keyFileItself(keyFile)}${SESSION_LOCK_SUFFIX}`;
+  const lockFile = sessionLockFile(keyFile);
   return holdFileLock(lockFile, { busy: () => busy(lockFile), what: "the thing's MQTT session lock" });
 }
 
@@ -63,17 +63,20 @@ export function acquireSessionLock(keyFile: string, busy: (lockFile: string) => 
 export const SESSION_LOCK_SUFFIX = ".lock";
 
 /**
- * The key file's own path, symbolic links followed: a keys folder of links to another folder's
- * files is the same device, and must find the same lock (it found one of its own, and two serves
- * took the session from each other). A path that cannot be resolved (no key file yet: loading
- * the identity says so next) is taken as given.
+ * The session lock's file for the private key `keyFile`: beside the key file itself, symbolic
+ * links followed. A keys folder of links to another folder's files is the same device, and must
+ * find the same lock (it found one of its own, and two serves took the session from each other).
+ * A path that cannot be resolved (no key file yet: loading the identity says so next) is taken
+ * as given.
  */
-function keyFileItself(keyFile: string): string {
+export function sessionLockFile(keyFile: string): string {
+  let itself = keyFile;
   try {
-    return realpathSync(keyFile);
+    itself = realpathSync(keyFile);
   } catch {
-    return keyFile;
+    // not there (yet)
   }
+  return `${itself}${SESSION_LOCK_SUFFIX}`;
 }
 
 function makeDirectory(dir: string): string {

@@ -8,11 +8,12 @@
  * By mode bits and the account's groups (owner, then group, then other, as the kernel decides
  * without ACLs), every directory on the way needing search permission. Only node: APIs.
  */
-import { realpathSync, statSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { lstatSync, readdirSync, realpathSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { fileOnTheWay, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
+import { sessionLockFile } from "../local/serve-lock.ts";
 
 export interface ServiceAccount {
   name: string;
@@ -102,6 +103,36 @@ function ownershipFix(path: string, account: ServiceAccount, folder: string, rec
   return `it is ${real === path ? "" : `${real}, `}outside the thing's folder ${shellWord(folder)}: put the thing's own copy in the folder and name it in config.yml; do not give it to ${account.name}`;
 }
 
+/**
+ * The entries of the data directory `dir` (and of its directories, such as update/) that are not
+ * `account`'s: serve refuses a lock file another user owns (78) and cannot write the rest. None
+ * for root, whose serve uses what the folder's owner left. At most the first few hundred looked at.
+ */
+function foreignEntries(dir: string, account: ServiceAccount, depth = 2): { path: string; uid: number }[] {
+  if (account.uid === 0) return [];
+  let names: string[];
+  try {
+    names = readdirSync(dir).slice(0, 500);
+  } catch {
+    return []; // unreadable: the permission check above said so
+  }
+  return names.flatMap((name) => {
+    const path = join(dir, name);
+    const st = lstatSync(path, { throwIfNoEntry: false });
+    if (!st) return [];
+    if (st.uid !== account.uid) return [{ path, uid: st.uid }];
+    return st.isDirectory() && depth > 1 ? foreignEntries(path, account, depth - 1) : [];
+  });
+}
+
+/** The session lock of key file `key` (serve-lock.ts) when another user owns it. */
+function foreignLock(key: string, account: ServiceAccount): { path: string; uid: number }[] {
+  if (account.uid === 0) return [];
+  const lock = sessionLockFile(key);
+  const st = lstatSync(lock, { throwIfNoEntry: false });
+  return st && st.uid !== account.uid ? [{ path: lock, uid: st.uid }] : [];
+}
+
 /** Whether `path`, its links followed, lies in `folder` (its links followed too; never "/"). */
 export function isInFolder(path: string, folder: string): boolean {
   const real = realOrAsIs(path);
@@ -142,6 +173,15 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
   if (pathKind(files.data) === "other") throw new ConfigError(`${files.data}: the data directory is not a directory`);
   if (pathExists(files.data) && !permitted(files.data, account, "rwx"))
     throw refuse(`${who} cannot write the data directory ${files.data} (fix: ${fix(files.data, true)})`);
+  // what a serve run by hand as another user (root) left: the service's serve stops on it
+  const left = [...(pathExists(files.data) ? foreignEntries(files.data, account) : []), ...files.keyFiles.flatMap((key) => foreignLock(key, account))];
+  if (left.length) {
+    const [first] = left;
+    const fixed = isInFolder(first!.path, files.data) ? fix(files.data, true) : fix(first!.path);
+    throw refuse(
+      `${who} cannot use ${first!.path}: it belongs to uid ${first!.uid}, left there by another user (a serve run as root?), and the service's serve would stop on it (fix: ${fixed})`,
+    );
+  }
   return permitted(files.keysDir, account, "wx")
     ? []
     : [`${who} cannot write ${files.keysDir}: certificate renewal, which writes the new key there, will fail (fix: ${fix(files.keysDir)})`];
