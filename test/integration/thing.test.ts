@@ -1144,7 +1144,7 @@ describe("collect", () => {
     expect(queued.code).toBe(69);
     const { messageId, outcome } = JSON.parse(queued.stdout);
     expect(outcome).toBe("queued");
-    expect(queued.stderr).toContain("flashlex serve` will deliver it");
+    expect(queued.stderr).toContain("`flashlex serve` sends it again until the hub takes it\n");
     // the guide ran serve with -d and collect without: a data directory no serve has run on is
     // named, with how the message gets out (it said serve would deliver it)
     const elsewhere = join(thing.dir, "other-data");

@@ -61,7 +61,9 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
     // Unrecorded: most often a serve started meanwhile holds the database (armv7), so whether
     // one ran when collect began says nothing now.
     if (access.served || result.recordError) {
-      console.error(`collect: message ${result.messageId} is queued (${result.error}); \`flashlex serve\` will deliver it`);
+      // "will deliver it" was too sure: a revoked thing's message is refused (401) for ever
+      const until = result.status === 401 ? "until the hub takes it (a revoked thing's, never)" : "until the hub takes it";
+      console.error(`collect: message ${result.messageId} is queued (${result.error}); \`flashlex serve\` sends it again ${until}`);
     } else {
       // The guide ran serve with -d and collect without: a second database no serve drains.
       const dir = dataDirFor(chooseConfig(flags).file, flags.data);
