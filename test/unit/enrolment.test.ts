@@ -158,6 +158,12 @@ describe("device flags", () => {
   test("the hub URL ends in /<env>/v1", () => {
     expect(normaliseHubUrl("https://hub.example:8080/dev/v1/")).toBe("https://hub.example:8080/dev/v1");
     expect(() => normaliseHubUrl("https://hub.example:8080")).toThrow(/ending in \/<env>\/v1/);
+    // the address given to `hub init --api-url`: the URL it likely means is named
+    expect(() => normaliseHubUrl("http://127.0.0.1:19080/")).toThrow(
+      `--hub must be the hub's API URL as \`hub enroll-token create\` printed it, ending in /<env>/v1 (such as https://hub.example:8080/dev/v1), not "http://127.0.0.1:19080/" (the hub's address alone: its API is likely http://127.0.0.1:19080/dev/v1)`,
+    );
+    expect(() => normaliseHubUrl("https://hub.example:8080/api")).not.toThrow(/likely/);
+    expect(() => normaliseHubUrl("https://hub.example:8080/api")).toThrow(/ending in/);
     expect(() => normaliseHubUrl("ftp://hub/dev/v1")).toThrow();
     expect(() => normaliseHubUrl("not a url")).toThrow();
   });

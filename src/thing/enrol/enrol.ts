@@ -93,8 +93,11 @@ export function normaliseHubUrl(text: string): string {
   if (!url) throw new UsageError(`--hub must be the hub's API URL, such as https://hub.example:8080/dev/v1, not ${JSON.stringify(text)}`);
   const path = url.pathname.replace(/\/+$/, "");
   if ((url.protocol !== "http:" && url.protocol !== "https:") || !/^\/[A-Za-z0-9_-]+\/v1$/.test(path) || url.search || url.hash) {
+    // the address `hub init --api-url` took (scheme, host and port only): say the URL it likely means
+    const bare = (url.protocol === "http:" || url.protocol === "https:") && path === "" && !url.search && !url.hash;
+    const meant = bare ? ` (the hub's address alone: its API is likely ${url.origin}/dev/v1)` : "";
     throw new UsageError(
-      `--hub must be the hub's API URL as \`hub enroll-token create\` printed it, ending in /<env>/v1 (such as https://hub.example:8080/dev/v1), not ${JSON.stringify(text)}`,
+      `--hub must be the hub's API URL as \`hub enroll-token create\` printed it, ending in /<env>/v1 (such as https://hub.example:8080/dev/v1), not ${JSON.stringify(text)}${meant}`,
     );
   }
   return `${url.origin}${path}`;
