@@ -5,6 +5,7 @@
 import { dirname, join, resolve } from "node:path";
 import type * as ThingConfigSchema from "../protocol/thing-config.ts";
 import type { ThingYaml } from "../protocol/thing-config.ts";
+import { ConfigError } from "../shared/errors.ts";
 import { pathExists } from "../shared/path-exists.ts";
 import { loadYamlFile, thisBuild, unknownKeys, validate } from "../shared/yaml.ts";
 import { dataDirFor } from "./config-location.ts";
@@ -73,6 +74,11 @@ function configSchema(): typeof ThingConfigSchema.ThingYamlSchema {
   return (require("../protocol/thing-config.ts") as typeof ThingConfigSchema).ThingYamlSchema;
 }
 
+/** A document with the hub's top-level `hub:` and no `flashlex:`: hub.yml, not a thing's config. */
+function isHubSettings(raw: unknown): boolean {
+  return typeof raw === "object" && raw !== null && !Array.isArray(raw) && "hub" in raw && !("flashlex" in raw);
+}
+
 /**
  * Loads and validates the config (ConfigError, 78, naming the file and the key path), with every
  * path made absolute: the data directory defaults to `data/` beside the config, the keys
@@ -89,6 +95,10 @@ export function loadThingConfig(location: ConfigLocation, origin = "given with -
   const { yaml, unknown } = loadYamlFile(
     file,
     (raw) => {
+      // the hub's settings given for the thing's: "flashlex: missing" and "correct the key" sent
+      // the owner into the wrong file
+      if (isHubSettings(raw))
+        throw new ConfigError(`${file}: this is a hub's settings (hub.yml), not a thing's config.yml: give the thing's config (-c) instead`);
       const schema = configSchema();
       return { yaml: validate(schema, raw, file).flashlex, unknown: unknownKeys(schema, raw) };
     },

@@ -100,6 +100,19 @@ describe("bootstrap", () => {
     expect(report.checks.length).toBe(12);
   });
 
+  test("the hub's hub.yml given with -c is named as such, with the fix to give the thing's config (78)", async () => {
+    const hubYml = join(thing.dir, "hub.yml");
+    writeFileSync(hubYml, "hub:\n  name: localhost\n");
+    try {
+      const result = await run(["bootstrap", "-c", hubYml]);
+      expect(result.code).toBe(78);
+      expect(result.stdout).toContain(`[FAIL] config valid: ${hubYml}: this is a hub's settings (hub.yml), not a thing's config.yml`);
+      expect(result.stdout).toContain("fix: Give the thing's config.yml with -c, or run bootstrap in the folder that holds it.");
+    } finally {
+      rmSync(hubYml);
+    }
+  });
+
   test("prints one line per check, and exit 1 with the fix when the private key is readable by others", async () => {
     chmodSync(thing.pki.thing.privateKeyPath, 0o644);
     try {

@@ -63,6 +63,14 @@ describe("the guide's config.yml", () => {
   });
 });
 
+describe("the wrong file", () => {
+  test("the hub's hub.yml given as a thing's config is named as such (78), not as a config missing `flashlex`", () => {
+    const file = join(dir, "hub.yml");
+    writeFileSync(file, "hub:\n  name: localhost\n  api:\n    port: 8080\n");
+    expect(configErrorOf(file).message).toBe(`${file}: this is a hub's settings (hub.yml), not a thing's config.yml: give the thing's config (-c) instead`);
+  });
+});
+
 describe("line breaks", () => {
   test("a config.yml with CR LF or lone CR line breaks (YAML 1.2 §5.4) loads as with LF: a lone CR was read as part of the line, so the file became one key and failed its schema", () => {
     const guide = readFileSync(GUIDE, "utf8");

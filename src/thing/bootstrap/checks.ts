@@ -162,7 +162,8 @@ function writeProbe(dir: string): void {
 /** The fix for a config that did not load, by what went wrong with it. */
 function configFix(message: string): string {
   if (/EACCES|EPERM|permission denied/.test(message)) return PERMISSION_FIX;
-  if (/cannot read|not a (regular )?file|too large/.test(message)) return "Give the thing's config.yml with -c, or run bootstrap in the folder that holds it.";
+  if (/cannot read|not a (regular )?file|too large|not a thing's config\.yml/.test(message))
+    return "Give the thing's config.yml with -c, or run bootstrap in the folder that holds it.";
   if (/invalid YAML|not UTF-8/.test(message)) return "Fix the YAML at the line and column named above (spaces, not tabs; a colon after each key).";
   return "Correct the key named above in the configuration file.";
 }
