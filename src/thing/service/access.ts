@@ -1,12 +1,14 @@
 /**
  * What the service user must be able to reach before install-service writes a unit: every file
  * `serve` opens at its start (the config, the keys directory and each key file it reads), and
- * the data directory it writes. A file the user cannot read makes the service exit 77 at once,
- * and the unit's RestartPreventExitStatus leaves it failed: checked here first, so the refusal
- * comes from install-service, naming the file and the fix, with nothing written.
+ * the data directory it writes, with what another user left in it and the session lock. A file
+ * the user cannot read makes the service exit 77 at once, and the unit's RestartPreventExitStatus
+ * leaves it failed: checked here first, so the refusal comes from install-service, naming the
+ * file and the fix, with nothing written.
  *
  * By mode bits and the account's groups (owner, then group, then other, as the kernel decides
- * without ACLs), every directory on the way needing search permission. Only node: APIs.
+ * without ACLs), every directory on the way needing search permission. Only node: APIs, and
+ * serve-lock.ts for where the session lock lies.
  */
 import { lstatSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
