@@ -10,7 +10,15 @@
  * the table.
  */
 import { type CAC, type Command, cac } from "cac";
-import { keepArgumentsText, matchCommand, refuseEmptyValues, refuseMisreadWords, refuseRepeatedFlags, restoreArgumentsText } from "./cli/argv.ts";
+import {
+  keepArgumentsText,
+  matchCommand,
+  refuseEmptyValues,
+  refuseMisreadWords,
+  refuseRepeatedFlags,
+  restoreArgumentsText,
+  unknownOptionHint,
+} from "./cli/argv.ts";
 import type { CommandSpec } from "./cli/command.ts";
 import { checkEnvironment } from "./cli/environment.ts";
 import { EXIT_CODES_HELP, ExitCode, HUB_EXIT_CODES_HELP } from "./cli/exit-codes.ts";
@@ -215,11 +223,28 @@ export async function main(argv: string[]): Promise<number> {
     // After the command line (its usage errors come first, and --help always works), before the
     // command: a bad FLASHLEX_LOG_LEVEL must not first show up half way through a serve.
     checkEnvironment();
-    cli.runMatchedCommand();
+    try {
+      cli.runMatchedCommand();
+    } catch (err) {
+      throw spec ? withOptionHint(err, spec) : err;
+    }
     return (await result) ?? ExitCode.OK;
   } catch (err) {
     return report(err);
   }
+}
+
+/**
+ * cac's "Unknown option" with what the flag was likely meant to be (argv.ts unknownOptionHint),
+ * as a UsageError (64); any other error as it is.
+ */
+function withOptionHint(err: unknown, spec: CommandSpec): unknown {
+  const unknown = (err as Error)?.name === "CACError" ? /^Unknown option `(-[\w-]+)`/.exec((err as Error).message) : null;
+  if (!unknown) return err;
+  // cac names it camelCased, as mri stores it: `--brokrHost` for --brokr-host
+  const flag = unknown[1]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
+  const hint = unknownOptionHint(spec, flag);
+  return hint ? new UsageError(`Unknown option \`${flag}\`; ${hint}`) : err;
 }
 
 /**

@@ -185,3 +185,31 @@ export function matchCommand(table: readonly CommandSpec[], words: readonly stri
   const taken = new Set(positional.slice(0, best.length));
   return { spec: best.spec, rest: words.filter((_, i) => !taken.has(i)) };
 }
+
+/**
+ * What a flag the command does not have was likely meant to be, for cac's "Unknown option" (64):
+ * the command's own long flag nearest in spelling (at most two letters off, as `--brokr-host`),
+ * or the directory flag of the other side (`-d` on a hub command, whose home is `--dir`; `--dir`
+ * on a thing command, whose data directory is `-d`). Undefined when nothing is near.
+ */
+export function unknownOptionHint(spec: CommandSpec, flag: string): string | undefined {
+  const flags = spec.options.flatMap((option) => option.flags.split(/[\s,]+/).filter((word) => word.startsWith("-")));
+  if (flag === "-d" && flags.includes("--dir")) return "the hub's home is --dir";
+  if (flag === "--dir" && flags.includes("-d")) return "the thing's data directory is -d (its config -c, its keys -k)";
+  const nearest = flags
+    .filter((f) => f.startsWith("--"))
+    .map((f) => ({ f, d: editDistance(f, flag) }))
+    .sort((a, b) => a.d - b.d)[0];
+  return nearest && nearest.d <= 2 ? `did you mean ${nearest.f}?` : undefined;
+}
+
+/** Levenshtein distance: the fewest one-letter insertions, deletions and changes from `a` to `b`. */
+function editDistance(a: string, b: string): number {
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    previous = row;
+  }
+  return previous[b.length]!;
+}

@@ -810,6 +810,19 @@ describe("bad values on the command line and on stdin", () => {
     expectOneLine(result, /^flashlex: Unknown option `--payload-limit`$/);
   });
 
+  test("an unknown flag near one the command has, or the other side's directory flag, is 64 with what was likely meant", async () => {
+    for (const [args, said] of [
+      [["hub", "init", "--dir", join(thing.dir, "never-made"), "--brokr-host", "x"], "Unknown option `--brokr-host`; did you mean --broker-host?"],
+      [["hub", "thing", "list", "-d", thing.dir], "Unknown option `-d`; the hub's home is --dir"],
+      [["bootstrap", "--dir", thing.dir], "Unknown option `--dir`; the thing's data directory is -d (its config -c, its keys -k)"],
+    ] as const) {
+      const result = await run([...args]);
+      tally("badInputs");
+      expect(result.code).toBe(64);
+      expectOneLine(result, new RegExp(`^flashlex: ${said.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`));
+    }
+  });
+
   test("hub port flags: text, zero, too large and fractions are 64 naming the flag", async () => {
     for (const value of ["abc", "0", "65536", "80.5", "-1", "1e3"]) {
       const result = await run(["hub", "init", "--dir", join(thing.dir, `hub-${value}`), `--broker-port=${value}`]);
