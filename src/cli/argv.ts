@@ -190,11 +190,12 @@ export function matchCommand(table: readonly CommandSpec[], words: readonly stri
  * What a flag the command does not have was likely meant to be, for cac's "Unknown option" (64):
  * the command's own long flag nearest in spelling (at most two letters off, as `--brokr-host`),
  * or the directory flag of the other side (`-d` on a hub command, whose home is `--dir`; `--dir`
- * on a thing command, whose data directory is `-d`). Undefined when nothing is near.
+ * on a thing command, whose data directory is `-d`; `-d` on `enroll`, whose folder is `--dir`).
+ * Undefined when nothing is near.
  */
 export function unknownOptionHint(spec: CommandSpec, flag: string): string | undefined {
   const flags = spec.options.flatMap((option) => option.flags.split(/[\s,]+/).filter((word) => word.startsWith("-")));
-  if (flag === "-d" && flags.includes("--dir")) return "the hub's home is --dir";
+  if (flag === "-d" && flags.includes("--dir")) return spec.name.startsWith("hub ") ? "the hub's home is --dir" : "did you mean --dir?";
   if (flag === "--dir" && flags.includes("-d")) return "the thing's data directory is -d (its config -c, its keys -k)";
   const nearest = flags
     .filter((f) => f.startsWith("--"))

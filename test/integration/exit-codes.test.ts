@@ -815,6 +815,8 @@ describe("bad values on the command line and on stdin", () => {
       [["hub", "init", "--dir", join(thing.dir, "never-made"), "--brokr-host", "x"], "Unknown option `--brokr-host`; did you mean --broker-host?"],
       [["hub", "thing", "list", "-d", thing.dir], "Unknown option `-d`; the hub's home is --dir"],
       [["bootstrap", "--dir", thing.dir], "Unknown option `--dir`; the thing's data directory is -d (its config -c, its keys -k)"],
+      // enroll's folder is --dir too, but it is no hub's home
+      [["enroll", "-d", join(thing.dir, "never-made")], "Unknown option `-d`; did you mean --dir?"],
     ] as const) {
       const result = await run([...args]);
       tally("badInputs");
