@@ -44,6 +44,7 @@ import { installServiceCommand, uninstallServiceCommand } from "./cli/thing/serv
 import { trialExitCode } from "./cli/thing/trial-exit.ts";
 import { answerMaterialJobs, isMaterialWorker } from "./hub/things/material-thread.ts";
 import { FlashlexError, UsageError } from "./shared/errors.ts";
+import { toFlashlexError } from "./shared/foreign-errors.ts";
 import { COMMIT, VERSION } from "./shared/version.ts";
 
 /** Every command, in the order `flashlex --help` and `flashlex hub --help` list them. */
@@ -239,12 +240,12 @@ export async function main(argv: string[]): Promise<number> {
  * as a UsageError (64); any other error as it is.
  */
 function withOptionHint(err: unknown, spec: CommandSpec): unknown {
-  const unknown = (err as Error)?.name === "CACError" ? /^Unknown option `(-[\w-]+)`/.exec((err as Error).message) : null;
-  if (!unknown) return err;
-  // cac names it camelCased, as mri stores it: `--brokrHost` for --brokr-host
-  const flag = unknown[1]!.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`);
-  const hint = unknownOptionHint(spec, flag);
-  return hint ? new UsageError(`Unknown option \`${flag}\`; ${hint}`) : err;
+  if ((err as Error)?.name !== "CACError") return err;
+  // as the user typed it: toFlashlexError undoes cac's camelCase (`--brokrHost` for --brokr-host)
+  const said = toFlashlexError(err).message;
+  const flag = /^Unknown option `(-[\w-]+)`/.exec(said)?.[1];
+  const hint = flag === undefined ? undefined : unknownOptionHint(spec, flag);
+  return hint ? new UsageError(`${said}; ${hint}`) : err;
 }
 
 /**
