@@ -60,7 +60,7 @@ export function acquireSessionLock(keyFile: string, busy: (lockFile: string) => 
 }
 
 /** The session lock's file is the private key file's name with this after it. */
-export const SESSION_LOCK_SUFFIX = ".lock";
+const SESSION_LOCK_SUFFIX = ".lock";
 
 /**
  * The session lock's file for the private key `keyFile`: beside the key file itself, symbolic
