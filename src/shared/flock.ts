@@ -17,8 +17,9 @@ const LOCK_NB = 4;
 let libc: ReturnType<typeof openLibc> | undefined;
 
 function openLibc() {
-  // The Linux targets are linked against glibc, whose libc.so.6 is always there (musl's loader,
-  // for the musl targets, answers any `libc.` name with itself).
+  // The Linux targets are linked against glibc, whose libc.so.6 is always there. musl's loader
+  // (the musl targets) answers any `libc.` name with itself, by its source (ldso/dynlink.c): not
+  // run here, as this machine has no musl loader.
   return dlopen("libc.so.6", {
     flock: { args: [FFIType.i32, FFIType.i32], returns: FFIType.i32 },
     __errno_location: { args: [], returns: FFIType.ptr },
