@@ -2,7 +2,7 @@
  * The process around a command: where its outcome becomes the exit code and the one line on
  * stderr, whatever way it ends (main.ts runs every command through `runAsProcess`).
  */
-import { actingAsOwnerNote } from "../hub/home/owner.ts";
+import { actingAsOwnerNote } from "../shared/act-as-owner.ts";
 import { FlashlexError } from "../shared/errors.ts";
 import { toFlashlexError } from "../shared/foreign-errors.ts";
 import { escapeUnsafe } from "../shared/log.ts";

@@ -1,5 +1,6 @@
 import { describeCertificate } from "../crypto/certificate-info.ts";
 import { maxEnvelopeBytes } from "../protocol/limits.ts";
+import { actingAsOwnerNote } from "../shared/act-as-owner.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
 import { watchFileIdentity } from "../shared/file-watch.ts";
 import { classifyForeign } from "../shared/foreign-errors.ts";
@@ -20,7 +21,6 @@ import { keepBrokerCertificate } from "./home/broker-certificate.ts";
 import { type DatabaseOverride, openHubHome, readBrokerSecret, readBrokerTls, readCa, readHubClientTls } from "./home/home.ts";
 import { checkHubIdentity } from "./home/identity.ts";
 import { hubClientId, hubInstance } from "./home/instance.ts";
-import { actingAsOwnerNote } from "./home/owner.ts";
 import type { HubPaths } from "./home/paths.ts";
 import { DEFAULT_METRICS_LISTEN, type HubSettings, settingMs } from "./home/settings.ts";
 import { type HubServer, refuseSecondHub, startHubServer, startLocalSocket } from "./http/bun-server.ts";

@@ -28,6 +28,7 @@ import { join } from "node:path";
 import { parse } from "yaml";
 import { createCsr } from "../../src/crypto/csr.ts";
 import { generateThingKeyPair } from "../../src/crypto/keys.ts";
+import { ordinaryAccount } from "../support/accounts.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { type EnrolToken, type HubFixture, listenOnLoopback, loopbackHubInit, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort } from "../support/mosquitto.ts";
@@ -147,6 +148,27 @@ describe("enrolment", () => {
         expect(out).toContain(`next: cd ${dir} && ${realpathSync(binaryPath())} bootstrap`);
         expect(existsSync(join(dir, "config.yml"))).toBe(true);
         expect(lstatSync(join(dir, "flashlex.py")).isSymbolicLink()).toBe(true); // the owner's, left as it was
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    },
+  );
+
+  test.skipIf(process.getuid?.() !== 0)(
+    "sudo enroll into a new folder under a user's directory makes the user's thing: every file and folder it writes is the user's (they were root's: the private key 0600 unreadable by the user's serve)",
+    async () => {
+      const user = ordinaryAccount();
+      const t = await newToken();
+      const root = mkdtempSync(join(tmpdir(), "flashlex-enrol-sudo-"));
+      chmodSync(root, 0o755);
+      try {
+        execFileSync("chown", [`${user.uid}:${user.gid}`, root]);
+        const dir = join(root, "thing");
+        const result = await enroll(t, "by-sudo", dir);
+        expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: "" });
+        const made = [dir, ...readdirSync(dir, { recursive: true }).map((name) => join(dir, String(name)))];
+        expect(made.length).toBeGreaterThan(4);
+        for (const path of made) expect({ path, uid: lstatSync(path).uid }).toEqual({ path, uid: user.uid });
       } finally {
         rmSync(root, { recursive: true, force: true });
       }

@@ -335,6 +335,46 @@ describe("paths this user may not search", () => {
     }
   });
 
+  test.skipIf(!asRoot)(
+    "serve started by root on a user's thing folder runs as that user: every file it makes (data/, the database, its locks, the session lock beside the key) is the user's, and the user's serve then starts (they were root's, and the unit stopped on them with 78, then 77)",
+    async () => {
+      const user = ordinaryAccount();
+      const { folder } = openCopy("flashlex-root-serve-");
+      execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, folder]);
+      const config = join(folder, "config.yml");
+      const byRoot = start(["serve", "-c", config]);
+      try {
+        await byRoot.waitFor(/mqtt\.subscribed/);
+      } finally {
+        await byRoot.stop();
+      }
+      const made = [join(folder, "data"), ...readdirSync(join(folder, "data"), { recursive: true }).map((name) => join(folder, "data", String(name)))];
+      made.push(
+        ...readdirSync(join(folder, "keys"))
+          .filter((name) => name.endsWith(".lock"))
+          .map((name) => join(folder, "keys", name)),
+      );
+      expect(made.some((path) => path.endsWith("serve.lock"))).toBe(true);
+      expect(made.some((path) => path.endsWith(".pem.lock"))).toBe(true);
+      for (const path of made) expect({ path, uid: statSync(path).uid, gid: statSync(path).gid }).toEqual({ path, uid: user.uid, gid: user.gid });
+      const asUser = ["setpriv", `--reuid=${user.uid}`, `--regid=${user.gid}`, "--clear-groups"];
+      const byUser = start(["serve", "-c", config], { command: [...asUser, binaryPath()] });
+      try {
+        await byUser.waitFor(/mqtt\.subscribed/);
+      } finally {
+        await byUser.stop();
+      }
+      // the folder's and its data's owners disagree: root acts as neither (77, naming both)
+      const data = join(folder, "data");
+      execFileSync("chown", ["-R", "65534:65534", data]);
+      const refused = runAs([], [binaryPath(), "messages", "list", "-c", config]);
+      expect({ code: refused.code, stderr: refused.stderr }).toEqual({
+        code: 77,
+        stderr: `flashlex: ${folder}: the thing's folder holds files of several users (uids ${user.uid}, 65534); give the whole thing's folder to the thing's user (chown -R) and run the command again\n`,
+      });
+    },
+  );
+
   test.skipIf(!asRoot)("install-service --dry-run as the thing's user, with -d under a directory it may not enter, says which directory and the fix", () => {
     const user = ordinaryAccount();
     const { folder, closed } = openCopy("flashlex-dry-run-");

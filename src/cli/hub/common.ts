@@ -1,10 +1,10 @@
 /** What the hub commands share: --dir, --db and --json, the hub they name, a thing by any of its names. */
 import { accessSync, constants, lstatSync, statSync } from "node:fs";
-import { dirname, extname, resolve } from "node:path";
-import { actAsHomeOwner } from "../../hub/home/owner.ts";
+import { dirname, extname, join, resolve } from "node:path";
 import { defaultHubDir } from "../../hub/home/paths.ts";
 import type { OpenedHub } from "../../hub/hub.ts";
 import type { ThingRecord } from "../../hub/things/things.ts";
+import { actAsOwnerOf } from "../../shared/act-as-owner.ts";
 import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import { isOpenAs, isWithin } from "../../shared/files.ts";
 import { createLogger, escapeUnsafe } from "../../shared/log.ts";
@@ -25,7 +25,7 @@ export const JSON_OPTION: OptionSpec = { flags: "--json", description: "print JS
  * the command changes anything: its directory exists, it is not a directory itself, it is
  * outside the hub home (`-o hub.db` replaced the hub's database with a zip), and it is not a
  * terminal: UsageError (64) naming the flag. A directory this process may not write in (as the
- * home's owner, when root started it: hub/home/owner.ts) is FlashlexError permission (77). So a
+ * home's owner, when root started it: shared/act-as-owner.ts) is FlashlexError permission (77). So a
  * mistyped path never leaves a thing made without its zip, or an export half done.
  */
 export function outputFile(options: Options, fallback: string): string {
@@ -137,12 +137,13 @@ export function databaseOverride(options: Options): { value: string; where: stri
 
 /**
  * `hubDir`, with this process acting as the home's owner from here on when root started it
- * (hub/home/owner.ts): every command that opens or makes the home takes it from here, before it
- * opens anything. Throws FlashlexError permission (77) for a home root must not act on.
+ * (shared/act-as-owner.ts): every command that opens or makes the home takes it from here, before
+ * it opens anything. Throws FlashlexError permission (77) for a home root must not act on.
  */
 export function hubHome(options: Options): string {
   const dir = hubDir(options);
-  actAsHomeOwner(dir);
+  // hub.yml names files the hub writes and a command it runs; dists/ is where a zip is written
+  actAsOwnerOf({ dir, name: "hub home", actor: "hub command", user: "the hub's user", telling: [join(dir, "hub.yml"), join(dir, "dists")] });
   return dir;
 }
 

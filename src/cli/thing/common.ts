@@ -1,5 +1,6 @@
 /** What the thing commands share: the -c/-d/-k flags, the config they name, the thing's data. */
 import { dirname } from "node:path";
+import { actAsOwnerOf } from "../../shared/act-as-owner.ts";
 import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { createLogger, type Logger } from "../../shared/log.ts";
@@ -92,11 +93,37 @@ export async function runningServeFromFlags(flags: ThingFlags, { existingData = 
 }
 
 /**
+ * Started by root on a thing's folder another user owns (its directory, config.yml or data
+ * directory), this process acts as that user from here on (shared/act-as-owner.ts), before it
+ * opens anything: what `sudo flashlex serve` makes (serve.lock, the message database, the
+ * session lock beside the key) is then the user's, and the unit that runs as the user can use
+ * it. A folder root owns leaves root as it is (a unit run as root on purpose). No config to be
+ * found changes nothing: the command's own lookup says what is wrong. Throws FlashlexError
+ * permission (77) for a folder root must not act on (shared/act-as-owner.ts).
+ */
+export function actAsFolderOwner(folder: string, telling: string[]): void {
+  actAsOwnerOf({ dir: folder, name: "thing's folder", actor: "thing command", user: "the thing's user", telling });
+}
+
+function actAsConfigOwner(flags: ThingFlags): void {
+  if (process.geteuid?.() !== 0) return;
+  let choice: ConfigChoice;
+  try {
+    choice = chooseConfig(flags);
+  } catch {
+    return;
+  }
+  actAsFolderOwner(dirname(choice.file), [choice.file, dataDirFor(choice.file, flags.data)]);
+}
+
+/**
  * A thing command: the -c/-d/-k flags first; every failure after the config was chosen says
  * which config it used and why (`(config /home/pi/thing/config.yml, found in the current
- * directory)`), and `--help` says which config the command would use.
+ * directory)`), and `--help` says which config the command would use. Started by root, it acts
+ * as the thing folder's owner (actAsFolderOwner) unless `keepRoot` (install-service, which
+ * writes a unit into /etc).
  */
-export function thingCommand(spec: CommandSpec): CommandSpec {
+export function thingCommand(spec: CommandSpec, { keepRoot = false } = {}): CommandSpec {
   const run = spec.run;
   return {
     ...spec,
@@ -112,6 +139,7 @@ export function thingCommand(spec: CommandSpec): CommandSpec {
     run: run
       ? async (args, options) => {
           try {
+            if (!keepRoot) actAsConfigOwner(options as ThingFlags);
             return await run(args, options);
           } catch (err) {
             // -c named it: the user knows which config it was.

@@ -6,6 +6,7 @@ import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, interruptible, type Options, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { printLine } from "../output.ts";
+import { actAsFolderOwner } from "./common.ts";
 
 /** `flashlex enroll`: make this device a thing with a key made here (src/thing/enrol). */
 export const enrollCommand: CommandSpec = {
@@ -27,6 +28,8 @@ export const enrollCommand: CommandSpec = {
 
 async function enroll(options: Options): Promise<number> {
   const dir = resolve(text(options.dir) ?? ".");
+  // `sudo flashlex enroll` in the user's folder (or a new one under the user's home) makes the user's thing
+  actAsFolderOwner(dir, [join(dir, "config.yml"), join(dir, "data")]);
   // Stopped while it waits for the hub: the hub may have made the thing already, and the same
   // command finishes it (the key is kept in .enrol; the hub answers a retry with the same thing).
   // Once the hub answered, the folder is written whole and the command ends as enrolled: it said

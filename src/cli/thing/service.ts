@@ -12,29 +12,32 @@ const stdio: ServiceIO = {
 /** What an install stopped by Ctrl-C leaves: what it was before (installService takes its unit back). */
 export const INSTALL_UNDONE = "the unit is as it was before (a unit it wrote was taken back)";
 
-export const installServiceCommand: CommandSpec = thingCommand({
-  name: "install-service",
-  description: "Install, enable and start the systemd unit for `serve` (root)",
-  options: [
-    { flags: "--user <name>", description: "the user the service runs as (default: the config file's owner)" },
-    { flags: "--dry-run", description: "print the unit and change nothing" },
-    { flags: "--print", description: "same as --dry-run" },
-  ],
-  async run(_args, options) {
-    const choice = chooseConfig(options as ThingFlags);
-    const { installService } = await import("../../thing/service/install.ts");
-    return interruptible("install-service", INSTALL_UNDONE, async (signal) => {
-      await installService({
-        ...(options as Omit<InstallOptions, "io">),
-        config: choice.file,
-        dryRun: Boolean(options.dryRun || options.print),
-        io: stdio,
-        signal,
+export const installServiceCommand: CommandSpec = thingCommand(
+  {
+    name: "install-service",
+    description: "Install, enable and start the systemd unit for `serve` (root)",
+    options: [
+      { flags: "--user <name>", description: "the user the service runs as (default: the config file's owner)" },
+      { flags: "--dry-run", description: "print the unit and change nothing" },
+      { flags: "--print", description: "same as --dry-run" },
+    ],
+    async run(_args, options) {
+      const choice = chooseConfig(options as ThingFlags);
+      const { installService } = await import("../../thing/service/install.ts");
+      return interruptible("install-service", INSTALL_UNDONE, async (signal) => {
+        await installService({
+          ...(options as Omit<InstallOptions, "io">),
+          config: choice.file,
+          dryRun: Boolean(options.dryRun || options.print),
+          io: stdio,
+          signal,
+        });
+        return ExitCode.OK;
       });
-      return ExitCode.OK;
-    });
+    },
   },
-});
+  { keepRoot: true },
+);
 
 export const uninstallServiceCommand: CommandSpec = {
   name: "uninstall-service",
