@@ -5,6 +5,7 @@
  * systemctl that records its arguments.
  */
 import { afterAll, beforeAll, describe, expect, spyOn, test } from "bun:test";
+import { execFileSync } from "node:child_process";
 import {
   chmodSync,
   chownSync,
@@ -99,6 +100,9 @@ async function exitOf(io: { err(text: string): void }, done: Promise<void>): Pro
     return exitCodeOf(err);
   }
 }
+
+/** The name of group `gid`, as install-service writes it in its fixes. */
+const groupName = (gid: number) => execFileSync("getent", ["group", String(gid)], { encoding: "utf8" }).split(":")[0];
 
 beforeAll(async () => {
   tmp = realpathSync(mkdtempSync(join(tmpdir(), "flashlex-service-")));
@@ -248,11 +252,18 @@ describe("self-update (config.yml has flashlex.update.publicKey)", () => {
     if (isRoot) Bun.spawnSync(["chown", "-R", `${owner.uid}:${owner.gid}`, dir]);
     return { dir, config: join(dir, "config.yml"), bin };
   }
-  const print = async (folder: { config: string; bin: string }) => {
+  const print = async (folder: { config: string; bin: string }, user?: string) => {
     const io = capture();
     const code = await exitOf(
       io,
-      installService({ config: folder.config, dryRun: true, io, systemctl: "/bin/false", executable: { command: folder.bin, args: [], compiled: true } }),
+      installService({
+        config: folder.config,
+        user,
+        dryRun: true,
+        io,
+        systemctl: "/bin/false",
+        executable: { command: folder.bin, args: [], compiled: true },
+      }),
     );
     return { code, ...io };
   };
@@ -301,8 +312,13 @@ describe("self-update (config.yml has flashlex.update.publicKey)", () => {
       expect(stderr).toContain(
         `${owner.name} cannot write ${binDir}, where the binary is replaced, and should not be given it: copy the binary into the thing's folder`,
       );
-      expect(stderr).toContain(`${bin} ${folder.dir}/flashlex) and run install-service with that one (sudo ${folder.dir}/flashlex install-service)`);
+      expect(stderr).toContain(
+        `${bin} ${folder.dir}/flashlex) and run install-service with that one (sudo ${folder.dir}/flashlex install-service -c ${folder.config})`,
+      );
       expect(stderr).not.toContain("chown");
+      // the run it suggests keeps --user (without it, a root-owned config was refused, 64)
+      const named = await print({ ...folder, bin }, owner.name);
+      expect(named.stderr).toContain(`(sudo ${folder.dir}/flashlex install-service --user ${owner.name} -c ${folder.config})`);
     } finally {
       chmodSync(binDir, 0o755);
     }
@@ -463,7 +479,10 @@ describe("install and uninstall against a fake systemctl", () => {
       expect(io.stderr).not.toContain("chmod");
     }
     // one the user may read, though not root's: as before, the key's own fault
-    const elsewhere = join(tmp, "readable-elsewhere.pem");
+    // (in a directory of the user's: serve makes the session lock beside it)
+    const usersDir = mkdtempSync(join(tmp, "users-"));
+    chownSync(usersDir, owner.uid, owner.gid);
+    const elsewhere = join(usersDir, "readable-elsewhere.pem");
     writeFileSync(elsewhere, "not a key\n");
     chownSync(elsewhere, owner.uid, owner.gid);
     writeFileSync(cfg, original.replace(/privateKey: .*/, `privateKey: ${elsewhere}`));
@@ -487,8 +506,9 @@ describe("install and uninstall against a fake systemctl", () => {
     writeFileSync(cfg, original.replace(/privateKey: .*/, `privateKey: ${rootFile}`));
     ({ code, io } = await attempt());
     expect(code).toBe(ExitCode.PERMISSION);
+    // with the directory serve would make the key's session lock in: one fix for both
     expect(io.stderr).toContain(
-      `${owner.name} cannot read ${rootFile} (fix: it is outside the thing's folder ${folder}: put the thing's own copy in the folder`,
+      `cannot read ${rootFile}; cannot write ${openDir}, where serve makes the thing's MQTT session lock ${rootFile}.lock (fix: it is outside the thing's folder ${folder}: put the thing's own copy in the folder`,
     );
     expect(io.stderr).not.toContain("chown");
     writeFileSync(cfg, original);
@@ -579,6 +599,40 @@ describe("install and uninstall against a fake systemctl", () => {
     expect(code, io.stderr).toBe(ExitCode.OK);
     rmSync(fresh, { force: true });
   });
+
+  test.skipIf(!isRoot)(
+    "a folder unzipped as root, with --user: one run names every path the user's serve could not use and one chown -R of the folder (it took three runs, one file each, and passed a keys directory serve could not make its session lock in)",
+    async () => {
+      const folder = join(tmp, "unzipped-as-root");
+      const cfg = makeConfig(folder);
+      execFileSync("chown", ["-R", "0:0", folder]);
+      const key = join(folder, `${THING}-keypair-private.pem`);
+      mkdirSync(join(folder, "data", "update"), { recursive: true });
+      const io = capture();
+      expect(await exitOf(io, installService({ config: cfg, user: owner.name, dryRun: true, io }))).toBe(ExitCode.PERMISSION);
+      expect(io.stderr).toBe(
+        `flashlex: ${owner.name} cannot use 4 of the paths the service's serve needs: cannot read ${key}; cannot write the data directory ${join(folder, "data")}; cannot use ${join(folder, "data", "update")}: it belongs to uid 0, left there by another user (a serve run as root?), and the service's serve would stop on it; cannot write ${folder}, where serve makes the thing's MQTT session lock ${key}.lock (fix: sudo chown -R ${owner.name}:${groupName(owner.gid)} ${folder})\n`,
+      );
+      // the one fix it names is enough
+      execFileSync("chown", ["-R", `${owner.uid}:${owner.gid}`, folder]);
+      const after = capture();
+      expect(await exitOf(after, installService({ config: cfg, user: owner.name, dryRun: true, io: after }))).toBe(ExitCode.OK);
+      // alone, the session lock's directory: the serve it would start exits 77 (it was a warning about renewal)
+      chownSync(folder, 0, 0);
+      const lockDir = capture();
+      expect(await exitOf(lockDir, installService({ config: cfg, user: owner.name, dryRun: true, io: lockDir }))).toBe(ExitCode.PERMISSION);
+      expect(lockDir.stderr).toBe(
+        `flashlex: ${owner.name} cannot write ${folder}, where serve makes the thing's MQTT session lock ${key}.lock (fix: sudo chown ${owner.name}:${groupName(owner.gid)} ${folder})\n`,
+      );
+      // a session lock of the user's it may not open for writing (serve opens it O_RDWR): 77 too
+      chownSync(folder, owner.uid, owner.gid);
+      writeFileSync(`${key}.lock`, "", { mode: 0o400 });
+      chownSync(`${key}.lock`, owner.uid, owner.gid);
+      const readOnly = capture();
+      expect(await exitOf(readOnly, installService({ config: cfg, user: owner.name, dryRun: true, io: readOnly }))).toBe(ExitCode.PERMISSION);
+      expect(readOnly.stderr).toContain(`cannot open ${key}.lock, the thing's MQTT session lock, for writing (fix: sudo chmod 600 ${key}.lock)`);
+    },
+  );
 
   test.skipIf(!isRoot)("a root-owned config and keys: the --user hint does not send the user to root", async () => {
     const folder = join(tmp, "allroot");

@@ -33,6 +33,8 @@ export interface ServiceFiles {
   keysDir: string;
   /** the key files serve reads (root CA, certificate, private key) */
   keyFiles: string[];
+  /** the private key among them: serve's MQTT session lock is made beside it */
+  privateKey: string;
   data: string;
 }
 
@@ -127,14 +129,6 @@ function foreignEntries(dir: string, account: ServiceAccount, depth = 2): { path
   });
 }
 
-/** The session lock of key file `key` (serve-lock.ts) when another user owns it. */
-function foreignLock(key: string, account: ServiceAccount): { path: string; uid: number }[] {
-  if (account.uid === 0) return [];
-  const lock = sessionLockFile(key);
-  const st = lstatSync(lock, { throwIfNoEntry: false });
-  return st && st.uid !== account.uid ? [{ path: lock, uid: st.uid }] : [];
-}
-
 /** Whether `path`, its links followed, lies in `folder` (its links followed too; never "/"). */
 export function isInFolder(path: string, folder: string): boolean {
   const real = realOrAsIs(path);
@@ -151,40 +145,110 @@ function realOrAsIs(path: string): string {
   }
 }
 
+/** One thing the service user could not do that serve does at its start, and its own fix. */
+interface Unusable {
+  path: string;
+  /** what the user cannot do, after its name: "cannot read /x/key.pem" */
+  cannot: string;
+  fix: string;
+}
+
 /**
- * Throws FlashlexError `permission` (77), one line naming the file, the service user and the
- * fix, when `account` could not read the config, the keys directory or a key file, or could
- * not write the data directory (a missing one is made for it later, so its parent must only be
- * reachable). Returns the warnings that do not stop serve: a keys directory it cannot write
- * (certificate renewal writes its new key there).
+ * Throws FlashlexError `permission` (77), one line naming the service user, every file it could
+ * not use and the fix, when `account` could not read the config, the keys directory or a key
+ * file, could not write the data directory (a missing one is made for it later, so its parent
+ * must only be reachable), would find what another user left there, or could not make or open
+ * the thing's MQTT session lock beside the private key (serve exits 77 on each). Everything is
+ * looked at before it throws: a folder unzipped as root names all of its files in one run, with
+ * one `chown -R` of the thing's folder when that covers them (it took three runs, one file
+ * each). A directory on the way the user may not enter is thrown at once (its fix is a chmod).
+ * Returns the warnings that do not stop serve: a keys directory it cannot write (certificate
+ * renewal writes its new key there).
  */
 export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount): string[] {
   const who = account.name;
   const fix = (path: string, recursive = false) => ownershipFix(path, account, files.folder, recursive);
   const reach = (path: string) => reachable(path, account, [files.folder]);
   checkConfigAccess(files.config, files.folder, account);
+  const unusable: Unusable[] = [];
   reach(files.keysDir);
-  if (!permitted(files.keysDir, account, "rx")) throw refuse(`${who} cannot open the keys directory ${files.keysDir} (fix: ${fix(files.keysDir, true)})`);
+  if (!permitted(files.keysDir, account, "rx"))
+    unusable.push({ path: files.keysDir, cannot: `cannot open the keys directory ${files.keysDir}`, fix: fix(files.keysDir, true) });
   for (const file of files.keyFiles) {
     reach(file); // a key outside the keys directory (the config may name any path)
     if (!pathExists(file)) continue; // loadIdentity says what is missing
-    if (!permitted(file, account, "r")) throw refuse(`${who} cannot read ${file} (fix: ${fix(file)})`);
+    if (!permitted(file, account, "r")) unusable.push({ path: file, cannot: `cannot read ${file}`, fix: fix(file) });
   }
   reachable(files.data, account, [files.folder, files.data]);
   // before the permission: "cannot write" and a chown would send the owner the wrong way
   if (pathKind(files.data) === "other") throw new ConfigError(`${files.data}: the data directory is not a directory`);
-  if (pathExists(files.data) && !permitted(files.data, account, "rwx"))
-    throw refuse(`${who} cannot write the data directory ${files.data} (fix: ${fix(files.data, true)})`);
-  // what a serve run by hand as another user (root) left: the service's serve stops on it
-  const left = [...(pathExists(files.data) ? foreignEntries(files.data, account) : []), ...files.keyFiles.flatMap((key) => foreignLock(key, account))];
-  if (left.length) {
-    const [first] = left;
-    const fixed = isInFolder(first!.path, files.data) ? fix(files.data, true) : fix(first!.path);
-    throw refuse(
-      `${who} cannot use ${first!.path}: it belongs to uid ${first!.uid}, left there by another user (a serve run as root?), and the service's serve would stop on it (fix: ${fixed})`,
-    );
+  if (pathExists(files.data) && !permitted(files.data, account, "rwx")) {
+    unusable.push({ path: files.data, cannot: `cannot write the data directory ${files.data}`, fix: fix(files.data, true) });
   }
+  // what a serve run by hand as another user (root) left: the service's serve stops on it
+  const left = pathExists(files.data) ? foreignEntries(files.data, account) : [];
+  if (left.length) {
+    const more = left.length > 1 ? ` (and ${left.length - 1} more there)` : "";
+    unusable.push({
+      path: left[0]!.path,
+      cannot: `cannot use ${left[0]!.path}${more}: it belongs to uid ${left[0]!.uid}, left there by another user (a serve run as root?), and the service's serve would stop on it`,
+      fix: fix(files.data, true),
+    });
+  }
+  if (pathExists(files.privateKey)) unusable.push(...sessionLockProblems(files.privateKey, account, fix));
+  if (unusable.length) throw refuse(unusableLine(who, unusable, files, account));
   return permitted(files.keysDir, account, "wx")
     ? []
     : [`${who} cannot write ${files.keysDir}: certificate renewal, which writes the new key there, will fail (fix: ${fix(files.keysDir)})`];
+}
+
+/**
+ * What keeps `account`'s serve from taking the thing's MQTT session lock beside the private key
+ * `key` (serve-lock.ts): a lock another user left (serve refuses it, 78), one of its own it may
+ * not open for writing, or none there and a directory it may not make it in (serve exits 77).
+ * None for root.
+ */
+function sessionLockProblems(key: string, account: ServiceAccount, fix: (path: string) => string): Unusable[] {
+  if (account.uid === 0) return [];
+  const lock = sessionLockFile(key);
+  const st = lstatSync(lock, { throwIfNoEntry: false });
+  if (st && st.uid !== account.uid) {
+    return [
+      {
+        path: lock,
+        cannot: `cannot use ${lock}: it belongs to uid ${st.uid}, left there by another user (a serve run as root?), and the service's serve would stop on it`,
+        fix: fix(lock),
+      },
+    ];
+  }
+  if (st)
+    return permitted(lock, account, "rw")
+      ? []
+      : [{ path: lock, cannot: `cannot open ${lock}, the thing's MQTT session lock, for writing`, fix: `sudo chmod 600 ${shellWord(lock)}` }];
+  const dir = dirname(lock);
+  if (permitted(dir, account, "wx")) return [];
+  return [{ path: dir, cannot: `cannot write ${dir}, where serve makes the thing's MQTT session lock ${lock}`, fix: fix(dir) }];
+}
+
+/**
+ * One line for what `who` cannot use: the one problem with its own fix; several, each named,
+ * with one `chown -R` for those in the thing's folder or the data directory (the others with
+ * their own fix).
+ */
+function unusableLine(who: string, unusable: Unusable[], files: ServiceFiles, account: ServiceAccount): string {
+  if (unusable.length === 1) return `${who} ${unusable[0]!.cannot} (fix: ${unusable[0]!.fix})`;
+  // a fix that is not a chown of the path (a hard-linked file, a file outside the folder) stays its own
+  const chowned = (u: Unusable) => u.fix.startsWith("sudo chown ");
+  const roots = [files.folder, files.data].filter((root, i, all) => i === 0 || !isInFolder(root, all[0]!));
+  const rootOf = (u: Unusable) => (chowned(u) ? roots.find((root) => isInFolder(u.path, root)) : undefined);
+  const covered = [...new Set(unusable.map(rootOf).filter((root) => root !== undefined))];
+  // the others grouped by their fix: a key outside the folder and its lock's directory share one
+  const byFix = new Map<string, Unusable[]>();
+  for (const u of unusable) if (!rootOf(u)) byFix.set(u.fix, [...(byFix.get(u.fix) ?? []), u]);
+  const parts = [
+    ...unusable.filter(rootOf).map((u) => u.cannot),
+    ...[...byFix].map(([fix, group]) => `${group.map((u) => u.cannot).join("; ")} (fix: ${fix})`),
+  ];
+  const chown = covered.map((root) => `sudo chown -R ${account.name}:${account.group} ${shellWord(root)}`).join(" && ");
+  return `${who} cannot use ${unusable.length} of the paths the service's serve needs: ${parts.join("; ")}${chown ? ` (fix: ${chown})` : ""}`;
 }

@@ -108,7 +108,7 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
   // before root reads a key file: a config naming a file only root may read as its key
   // (/etc/shadow) had root read it and say what it found there (no key; a key, not this one).
   const warnings = checkServiceAccess(
-    { folder, config, keysDir: keys, keyFiles: [thing.paths.rootCA, thing.paths.cert, thing.paths.privateKey], data },
+    { folder, config, keysDir: keys, keyFiles: [thing.paths.rootCA, thing.paths.cert, thing.paths.privateKey], privateKey: thing.paths.privateKey, data },
     account,
   );
   loadIdentity(thing);
@@ -122,7 +122,14 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
   for (const warning of warnings) io.err(`warning: ${warning}\n`);
   const systemctl = opts.systemctl ?? "systemctl";
   const binaryDir = dirname(exe.command);
-  const selfUpdate = selfUpdateCheck(thing.yaml.update !== undefined, exe, account, dirname(config));
+  // what a suggested run of install-service again must repeat: a rerun without --user was refused (64)
+  const flags = [
+    ...(opts.user !== undefined ? ["--user", opts.user] : []),
+    ...["-c", config],
+    ...(opts.keys !== undefined ? ["-k", keys] : []),
+    ...(opts.data !== undefined ? ["-d", data] : []),
+  ];
+  const selfUpdate = selfUpdateCheck(thing.yaml.update !== undefined, exe, account, dirname(config), flags);
   if (typeof selfUpdate === "string" && thing.yaml.update !== undefined) {
     io.err(`warning: self-update will not work: ${selfUpdate}; the unit keeps the binary read-only. Fix it, then run install-service again\n`);
   }
@@ -333,9 +340,9 @@ function ensureDataDir(data: string, account: Account, io: ServiceIO): void {
  * (update/install.ts), so the service user must be able to create and rename files there. A
  * directory that is not the thing's folder (`thingDir`), such as /usr/local/bin, is never to be
  * handed to the service user (it could then replace what root runs): the fix is to put the binary
- * in the thing's folder.
+ * in the thing's folder, and run install-service from there with the same `flags`.
  */
-function selfUpdateCheck(configured: boolean, exe: Executable, account: Account, thingDir: string): true | string {
+function selfUpdateCheck(configured: boolean, exe: Executable, account: Account, thingDir: string, flags: string[]): true | string {
   if (!configured) return "config.yml has no flashlex.update.publicKey";
   if (!exe.compiled) return "a source run never updates itself";
   const dir = dirname(exe.command);
@@ -347,7 +354,7 @@ function selfUpdateCheck(configured: boolean, exe: Executable, account: Account,
   if (!writableBy(dir, account)) {
     if (resolve(dir) !== resolve(thingDir)) {
       const target = join(thingDir, "flashlex");
-      return `${account.name} cannot write ${dir}, where the binary is replaced, and should not be given it: copy the binary into the thing's folder (sudo install -o ${account.name} -g ${account.group} -m 755 ${shellWord(exe.command)} ${shellWord(target)}) and run install-service with that one (sudo ${shellWord(target)} install-service)`;
+      return `${account.name} cannot write ${dir}, where the binary is replaced, and should not be given it: copy the binary into the thing's folder (sudo install -o ${account.name} -g ${account.group} -m 755 ${shellWord(exe.command)} ${shellWord(target)}) and run install-service with that one (sudo ${[target, "install-service", ...flags].map(shellWord).join(" ")})`;
     }
     return `${account.name} cannot write ${dir}, where the binary is replaced (fix: sudo chown ${account.name}:${account.group} ${shellWord(dir)})`;
   }
