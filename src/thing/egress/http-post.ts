@@ -71,7 +71,8 @@ async function requestWithFetch(url: string, opts: RequestOptions): Promise<Post
  * access the url?"); node:http's do ("connect ECONNREFUSED 127.0.0.1:8080"). The outbox and
  * `collect` show the reason to the owner, who needs the address: it is put in front, the code kept.
  * Bun's advice to a programmer ("For more information, pass `verbose: true` in the second
- * argument to fetch()") is dropped: the owner cannot follow it.
+ * argument to fetch()") is dropped, and its "Unable to connect. Is the computer able to access
+ * the url?" said in the owner's words: the owner cannot follow it.
  */
 function withAddress(err: unknown, url: string): unknown {
   const code = (err as NodeJS.ErrnoException)?.code;
@@ -81,7 +82,9 @@ function withAddress(err: unknown, url: string): unknown {
     .replace(new RegExp(`^${code}: `), "")
     .replace(/\.?\s*For more information, pass `verbose: true`.*$/s, "")
     // node:http's (the armv7 build) OpenSSL text for a plain HTTP port, as Bun's fetch says it
-    .replace(/^.*SSL routines.*wrong version number.*$/s, "The TLS handshake failed. Does the server speak TLS on this port?");
+    .replace(/^.*SSL routines.*wrong version number.*$/s, "The TLS handshake failed. Does the server speak TLS on this port?")
+    // Bun's words for a programmer ("Is the computer able to access the url?") in the owner's
+    .replace(/^Unable to connect\..*$/s, "connection refused: nothing accepts connections at that address and port");
   return Object.assign(new Error(reason.includes(host) ? reason : `${host}: ${reason}`, { cause: err }), { code });
 }
 
