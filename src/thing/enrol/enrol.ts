@@ -175,8 +175,10 @@ async function enrolInFolder(opts: EnrolOptions, log: Logger, hubUrl: string, pi
     throw new ConfigError(`${hubUrl}/enroll answered with a CA that is not a certificate; check --hub`);
   }
   if (actual !== pinned) {
+    // The fingerprint it did get is not printed: it would invite a copy into --ca-fingerprint,
+    // and the one to trust is read on the hub itself.
     throw new ConfigError(
-      `the hub's CA fingerprint is ${withColons(actual)}, not the pinned ${withColons(pinned)}: this is not the hub the token came from, or someone is in between; nothing was sent`,
+      `the hub's CA is not the pinned one (${withColons(pinned)}): this is not the hub the token came from, or someone is in between; nothing was sent. Compare --ca-fingerprint with what \`flashlex hub enroll-token create\` printed on the hub`,
     );
   }
   log.debug("enrol.ca_pinned", { hub: hubUrl, fingerprint: actual });
