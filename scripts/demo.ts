@@ -55,9 +55,17 @@ process.on("SIGTERM", () => void cleanup(0));
 process.on("SIGHUP", () => void cleanup(0));
 
 /** Runs the binary, shows the command and its output indented; fails the demo on a bad exit. */
-async function flashlex(args: string[], opts: { input?: string; show?: boolean } = {}): Promise<string> {
-  console.log(`  $ flashlex ${args.map((a) => (a.startsWith(work) ? a.replace(work, "$DEMO") : a)).join(" ")}${opts.input ? `  <<< '${opts.input}'` : ""}`);
-  const proc = Bun.spawn([binary, ...args], { stdin: opts.input ? new Blob([opts.input]) : "ignore", stdout: "pipe", stderr: "pipe" });
+async function flashlex(args: string[], opts: { input?: string; show?: boolean; env?: Record<string, string> } = {}): Promise<string> {
+  const assignments = Object.entries(opts.env ?? {}).map(([name, value]) => `${name}=${value} `);
+  console.log(
+    `  $ ${assignments.join("")}flashlex ${args.map((a) => (a.startsWith(work) ? a.replace(work, "$DEMO") : a)).join(" ")}${opts.input ? `  <<< '${opts.input}'` : ""}`,
+  );
+  const proc = Bun.spawn([binary, ...args], {
+    stdin: opts.input ? new Blob([opts.input]) : "ignore",
+    stdout: "pipe",
+    stderr: "pipe",
+    env: { ...process.env, ...opts.env },
+  });
   children.push(proc); // stopped by cleanup too, if a signal comes while it runs
   const [out, err, code] = await Promise.all([new Response(proc.stdout).text(), new Response(proc.stderr).text(), proc.exited]);
   children.splice(children.indexOf(proc), 1);
@@ -144,19 +152,10 @@ console.log(`    (from the JSON) token, shown once: ${enrolment.token}\n    (fro
 step(4, "On the thing: enrol; its key pair is made here and never leaves it");
 const thingRoot = join(work, "thing");
 mkdirSync(thingRoot);
-await flashlex([
-  "enroll",
-  "--hub",
-  enrolment.hub,
-  "--token",
-  enrolment.token,
-  "--ca-fingerprint",
-  enrolment.caFingerprint,
-  "--name",
-  "demo-thing",
-  "--dir",
-  thingRoot,
-]);
+// the token in the environment, as `hub enroll-token create` prints the line: an argument shows in ps to every user
+await flashlex(["enroll", "--hub", enrolment.hub, "--ca-fingerprint", enrolment.caFingerprint, "--name", "demo-thing", "--dir", thingRoot], {
+  env: { FLASHLEX_ENROLL_TOKEN: enrolment.token },
+});
 const config = parse(readFileSync(join(thingRoot, "config.yml"), "utf8"));
 const thingName: string = config.flashlex.thing.name;
 const flags = ["-c", join(thingRoot, "config.yml"), "-d", join(thingRoot, "data")];
