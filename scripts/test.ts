@@ -7,8 +7,10 @@
  * most integration tests wait on brokers, clusters and child processes rather than compute, so
  * two shards finish in about two thirds of the time on two cores. Files are spread by a rough
  * weight (below) so both shards end together; the first shard's output streams live, each other
- * shard's follows as soon as the ones before it are done. `npm test -- FILE...` runs just those
- * files in one process.
+ * shard's follows as soon as the ones before it are done, and meanwhile says every
+ * PROGRESS_EVERY_MS how far it is (a line `(shard 2 of 2, shown after shard 1: 412 passed, 0
+ * failed so far)`), so a failure there is not first seen at the end. `npm test -- FILE...` runs
+ * just those files in one process.
  */
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -41,6 +43,8 @@ const WEIGHTS: Record<string, number> = {
  * 5 s, which a slow machine reaches.
  */
 const DEFAULT_TEST_TIMEOUT_MS = 60_000;
+/** How often a shard whose output is held back says how far it is. */
+const PROGRESS_EVERY_MS = 30_000;
 /** Files that must not run at the same time: each starts a three-node RabbitMQ cluster. */
 const SAME_SHARD = ["test/integration/rabbitmq-cluster.test.ts", "test/integration/several-hubs.test.ts"];
 
@@ -99,6 +103,12 @@ async function runShard(files: string[], index: number): Promise<ShardResult> {
   let tail = "";
   const failures = new FailureCollector();
   let held: { text: string; out: NodeJS.WriteStream }[] | undefined = index === 0 ? undefined : [];
+  const so = { passed: 0, failed: 0, partial: "" };
+  const progress = held
+    ? setInterval(() => {
+        if (held) console.log(`(shard ${index + 1} of ${shards.length}, shown after shard ${index}: ${so.passed} passed, ${so.failed} failed so far)`);
+      }, PROGRESS_EVERY_MS)
+    : undefined;
   if (held) {
     const waitFor = printedUpTo[index - 1]!.promise;
     void waitFor.then(() => {
@@ -113,10 +123,20 @@ async function runShard(files: string[], index: number): Promise<ShardResult> {
       if (held) held.push({ text, out });
       else out.write(text);
       tail = (tail + text).slice(-4000);
-      if (out === process.stderr) failures.add(text);
+      if (out === process.stderr) {
+        failures.add(text);
+        // whole lines only: a chunk may end inside one
+        const lines = (so.partial + text).split("\n");
+        so.partial = lines.pop() ?? "";
+        for (const line of lines) {
+          if (line.startsWith("(pass) ")) so.passed++;
+          else if (line.startsWith("(fail) ")) so.failed++;
+        }
+      }
     }
   }
   await Promise.all([pump(proc.stdout, process.stdout), pump(proc.stderr, process.stderr)]);
+  clearInterval(progress);
   const code = await proc.exited;
   if (index > 0) await printedUpTo[index - 1]!.promise;
   if (held) for (const piece of held) piece.out.write(piece.text);
