@@ -74,7 +74,9 @@ export const EXIT_CODES_HELP = `Exit codes:
       the database is busy, or another serve runs on this data directory;
       collect: serve stopped while it took the message (see \`outbox list\` whether it is queued)
   77  permission denied: install-service needs root; a file or directory this user may not
-      read or write, or one under a directory it may not enter (never taken for a missing one)
+      read or write, or one under a directory it may not enter (never taken for a missing one);
+      started by root, a thing's folder it must not act on (several users' paths, one others
+      may write in, or another user's when it may not change its user)
   78  configuration error: the message names the file and the key (also: a certificate or key
       that cannot be used, a database of another application or of a newer flashlex; enroll:
       the hub's CA is not the pinned --ca-fingerprint; a FLASHLEX_LOG_LEVEL other than debug,
@@ -97,7 +99,9 @@ export const HUB_EXIT_CODES_HELP = `Exit codes:
   75  try again later: another hub serve runs on this home, or the database is busy; hub send:
       the hub took the message but did not answer within 30 s (look before sending it again)
   77  permission denied: the hub home is another user's (run the command as that user), or a
-      file under a directory this user may not enter (never taken for a missing one)
+      file under a directory this user may not enter (never taken for a missing one); started
+      by root, a home it must not act on (several users' paths, one others may write in, or
+      another user's when it may not change its user)
   78  configuration error: hub.yml, a missing hub.db or CA file (the message names the file and
       the key; restore hub.db from a backup), an address hub serve cannot listen on, or an
       environment variable the hub cannot read (FLASHLEX_LOG_LEVEL, FLASHLEX_CRL_VALIDITY_SECONDS)

@@ -1,22 +1,28 @@
 /**
  * A command run as root (`sudo flashlex hub thing create ...`, `sudo flashlex serve`) on a place
- * another user owns (the hub home or the thing's folder of the service user) acts as that user:
- * everything it writes there (a distribution zip, the database's files, serve's lock files) is
- * then the user's, so the user's service can use it; before, a root-owned 0600 zip made the hub
- * answer 500, and a root-owned `data/serve.lock` stopped the thing's unit (78, then 77). And
+ * another user controls (the hub home or the thing's folder of the service user) acts as that
+ * user: everything it writes there (a distribution zip, the database's files, serve's lock files)
+ * is then the user's, so the user's service can use it; before, a root-owned 0600 zip made the
+ * hub answer 500, and a root-owned `data/serve.lock` stopped the thing's unit (78, then 77). And
  * root's rights are never used on what another user controls: a directory the user swapped for a
  * symbolic link would aim root's writes anywhere, and a file the user wrote names files root
  * would replace (hub.yml's `broker.crlFiles`, a config's key files) and a command it would run
  * (hub.yml's `broker.reloadCommand`).
+ *
+ * "Controls" is about every step of the way, not only the last: whoever owns a directory on the
+ * path (or the path a link on it leads to) can swap what comes after it, between the look taken
+ * here and the opens that follow. So root stays root only where root owns every step and no one
+ * else may write in any of them; anywhere else it becomes the one user who does, whose rights a
+ * swap cannot raise.
  */
-import { lstatSync, readFileSync, type Stats, statSync } from "node:fs";
-import { dirname } from "node:path";
+import { accessSync, constants, lstatSync, readFileSync, realpathSync, type Stats } from "node:fs";
+import { dirname, join, parse, resolve, sep } from "node:path";
 import { FlashlexError } from "./errors.ts";
 import { shellWord } from "./shell-word.ts";
 
 /** A place a command acts on, and how its messages name it. */
 export interface OwnedPlace {
-  /** the place's directory (made or not yet), absolute */
+  /** the place's directory (made or not yet) */
   dir: string;
   /** what the messages call it: "hub home", "thing's folder" */
   name: string;
@@ -25,9 +31,16 @@ export interface OwnedPlace {
   /** whom the fixes give it to: "the hub's user" */
   user: string;
   /**
-   * Paths (absolute; lstat'ed, so a link counts by its own owner; absent ones skipped) that say
-   * whose the place is besides its directory: those naming files it writes or commands it runs
-   * (hub.yml, a thing's config.yml) and where it writes (dists/, a thing's data directory).
+   * Whether the command writes in `dir` itself (default true: a hub home, an enrolled folder);
+   * false where only the telling paths are written (a thing command's folder holds the config,
+   * and a `-c` may name a file in /tmp, where nothing else is written). Others may not write in
+   * a directory written in, even a sticky one.
+   */
+  writesInDir?: boolean;
+  /**
+   * Paths besides the directory that say whose the place is (absent ones skipped): those naming
+   * files it writes or commands it runs (hub.yml, a thing's config.yml) and where it reads keys
+   * and writes (dists/, a thing's keys and data directories, wherever -k and -d put them).
    * Entries that may rightly be another program's (a Mosquitto persistence directory given to
    * `mosquitto`) are not among them.
    */
@@ -38,30 +51,31 @@ export interface OwnedPlace {
 let tookOn: { uid: number; name?: string; place: OwnedPlace } | undefined;
 
 /**
- * What a permission failure (77) adds while this process acts as a place's owner: root started
- * it, so "permission denied" would read as nonsense without it. `fix` is what to do instead of
- * the default (a `chown -R` of the place, for files an older root run left there). Undefined when
+ * What a failure of this process adds while it acts as a place's owner: root started it, so
+ * "permission denied" would read as nonsense without it. `fix` is what to do instead of the
+ * default (a `chown -R` of the place, for files an older root run left there). Undefined when
  * this process acts as nobody else.
  */
 export function actingAsOwnerNote(fix?: string): string | undefined {
   if (!tookOn) return undefined;
   const { place } = tookOn;
-  const who = tookOn.name ? `${tookOn.name} (uid ${tookOn.uid})` : `uid ${tookOn.uid}`;
-  const chown = `sudo chown -R ${tookOn.name ?? tookOn.uid}: ${shellWord(place.dir)}`;
-  return `(started by root, this ${place.actor} runs as ${who}, the owner of the ${place.name} ${place.dir}: ${fix ?? `give that user what it needs, e.g. \`${chown}\` for files an older root run left there`})`;
+  const chown = `sudo chown -R ${tookOn.name ?? tookOn.uid}: ${shellWord(realOrAsIs(place.dir))}`;
+  return `(started by root, this ${place.actor} runs as ${who(tookOn.uid, tookOn.name)}, the owner of the ${place.name} ${place.dir}: ${fix ?? `give that user what it needs, e.g. \`${chown}\` for files an older root run left there`})`;
 }
 
 /**
- * When this process is root and the place's directory (or, for one not made yet, its nearest
- * existing parent) or one of its telling paths belongs to another user, becomes that user for
- * good: the user's groups, then its primary gid (from /etc/passwd; the directory's group for a
- * uid not there) and uid (POSIX setgroups/setgid/setuid, which glibc applies to every thread).
- * Call it before anything is opened or any worker thread starts. Returns the uid taken on, or
- * undefined when nothing changed: not root, a place root owns, or a process that may not change
- * its user (a container without CAP_SETUID or CAP_SETGID), which goes on as root as before.
- * Throws FlashlexError permission (77) for a place root must not act on: one with paths of
- * several other users, or a root-owned directory others may write in (anyone could have put a
- * hub.yml or a config.yml there).
+ * When this process is root and a user other than root controls the place (owns its directory,
+ * a telling path, or any directory on the way to them or to where their links lead; for a place
+ * not made yet, its nearest existing parent), becomes that user for good: the user's groups,
+ * then its primary gid (from /etc/passwd; the directory's group for a uid not there) and uid
+ * (POSIX setgroups/setgid/setuid, which glibc applies to every thread), and the user's HOME,
+ * USER and LOGNAME for what it runs. Call it before anything is opened or any worker thread
+ * starts. Returns the uid taken on, or undefined when nothing changed: not root, or a place
+ * root alone controls. Throws FlashlexError permission (77) for a place root must not act on:
+ * one several other users control; one where others may write on the way (a directory or a
+ * telling file writable by group or others, a sticky one such as /tmp excepted where what
+ * follows it is there already); and one another user controls when this process may not change
+ * its user (no CAP_SETUID or CAP_SETGID), or when that user may not enter the place.
  */
 export function actAsOwnerOf(place: OwnedPlace): number | undefined {
   if (process.geteuid?.() !== 0) return undefined;
@@ -69,83 +83,219 @@ export function actAsOwnerOf(place: OwnedPlace): number | undefined {
   if (owner === undefined) return undefined;
   const account = passwdEntryOf(owner.uid);
   const gid = account?.gid ?? owner.gid;
-  try {
-    // the supplementary groups first: once the uid changes, nothing more may change
-    try {
-      (process as { initgroups?: (user: number, extraGroup: number) => void }).initgroups?.(owner.uid, gid);
-    } catch {
-      process.setgroups?.([gid]); // a uid without a passwd entry has no groups of its own
-    }
-    process.setgid?.(gid);
-    process.setuid?.(owner.uid);
-  } catch {
-    return undefined; // not allowed here: root it stays
+  const name = account?.name;
+  if (!maySwitchUser()) {
+    throw new FlashlexError(
+      `${place.dir}: the ${place.name} is ${who(owner.uid, name)}'s (${owner.path}), and this process, started by root, may not become that user (no CAP_SETUID or CAP_SETGID): it does not act on the place with root's rights; run the command as ${name ?? `uid ${owner.uid}`}`,
+      "permission",
+    );
   }
-  if (process.geteuid?.() !== owner.uid) return undefined;
-  tookOn = { uid: owner.uid, name: account?.name, place };
+  // the supplementary groups first: once the uid changes, nothing more may change
+  try {
+    (process as { initgroups?: (user: number, extraGroup: number) => void }).initgroups?.(owner.uid, gid);
+  } catch {
+    process.setgroups?.([gid]); // a uid without a passwd entry has no groups of its own
+  }
+  process.setgid?.(gid);
+  process.setuid?.(owner.uid);
+  // what --exec handlers and hooks it runs see: the user's, not root's (sudo keeps HOME=/root)
+  if (account) Object.assign(process.env, { HOME: account.home, USER: account.name, LOGNAME: account.name });
+  // said whole, before the note every later permission failure gets
+  refuseUnreachable(place, owner.uid, name);
+  tookOn = { uid: owner.uid, name, place };
   return owner.uid;
 }
 
-/** The one non-root owner of the place's directory and telling paths, undefined when root owns them all; throws for a place root must not act on. */
-function ownerToActAs(place: OwnedPlace): { uid: number; gid: number } | undefined {
-  const { dir } = place;
-  const home = nearestExisting(dir);
-  if (!home) return undefined;
-  const owners = [home.stats, ...place.telling.flatMap(lstatOrNone)].filter((s) => s.uid !== 0);
-  const uids = [...new Set(owners.map((s) => s.uid))];
+/** The owner taken on, with one path that made it so; undefined when root alone controls the place. Throws for a place root must not act on. */
+function ownerToActAs(place: OwnedPlace): { uid: number; gid: number; path: string } | undefined {
+  const steps = [place.dir, ...place.telling].flatMap((path) => stepsTo(resolve(path)));
+  const others = steps.filter((step) => step.stats.uid !== 0);
+  const uids = [...new Set(others.map((step) => step.stats.uid))];
   if (uids.length > 1) {
+    const whose = uids.map((uid) => {
+      const first = others.find((step) => step.stats.uid === uid)!;
+      return `${who(uid, passwdEntryOf(uid)?.name)} owns ${first.path}`;
+    });
+    const folderOwner = uids.includes(statOrUndefined(place.dir)?.uid ?? -1) ? passwdEntryOf(statOrUndefined(place.dir)!.uid) : undefined;
+    const fix = folderOwner ? `sudo chown -R ${folderOwner.name}: ${shellWord(realOrAsIs(place.dir))}` : `chown -R it to ${place.user}`;
     throw new FlashlexError(
-      `${dir}: the ${place.name} holds files of several users (uids ${uids.join(", ")}); give the whole ${place.name} to ${place.user} (chown -R) and run the command again`,
+      `${place.dir}: the ${place.name} and the way to it belong to several users (${whose.join("; ")}): root does not act on it; give it all to one user (${fix}) and run the command again`,
       "permission",
     );
   }
-  if (uids.length === 1) return { uid: uids[0]!, gid: owners[0]!.gid };
-  // a device or file named as the place is none at all: the commands' own checks say so
-  if (home.path === dir && home.stats.isDirectory() && (home.stats.mode & 0o022) !== 0) {
-    throw new FlashlexError(
-      `${dir}: the ${place.name} is root's but others may write in it (mode ${(home.stats.mode & 0o7777).toString(8)}), so its files may be anyone's: root does not act on it; give it to ${place.user} (chown -R), or chmod go-w`,
-      "permission",
-    );
+  if (uids.length === 1) {
+    const first = others[0]!;
+    return { uid: first.stats.uid, gid: first.stats.gid, path: first.path };
+  }
+  // root's all the way: no one else may be able to change any of it between here and its use;
+  // in the place itself and its telling paths, not even by adding to a sticky directory
+  // (a device or file named as the place is none at all: the commands' own checks say so)
+  const own = [...(place.writesInDir === false ? [] : [place.dir]), ...place.telling].flatMap((path) => {
+    const stats = statOrUndefined(path);
+    return stats && (stats.isDirectory() || stats.isFile()) && writableByOthers(stats) ? [{ path: resolve(path), stats, own: true }] : [];
+  });
+  const open = own[0] ?? steps.find((step) => step.openToOthers);
+  if (open) {
+    const mode = (open.stats.mode & 0o7777).toString(8);
+    const itself = open.path === resolve(place.dir);
+    const what = itself
+      ? `the ${place.name} is root's but others may write in it (mode ${mode}), so its files may be anyone's`
+      : "own" in open
+        ? `${open.path} is root's but others may write in it (mode ${mode}), so what it holds may be anyone's`
+        : `${open.path}, on the way to it, is root's but others may write in it (mode ${mode}), so what lies beyond it may be anyone's`;
+    // a directory everyone shares (/tmp) is never to be closed or given away
+    const shared = open.stats.isDirectory() && (open.stats.mode & 0o1000) !== 0;
+    const fix = !shared
+      ? `give it to ${place.user} (chown -R), or chmod go-w`
+      : itself
+        ? `use a directory of its own inside it`
+        : `make the ${place.name} there first, as ${place.user}`;
+    throw new FlashlexError(`${place.dir}: ${what}: root does not act on it; ${fix}`, "permission");
   }
   return undefined;
 }
 
-/** `path`, or its nearest existing parent, with what stat(2) says of it; undefined when none can be looked at. */
-function nearestExisting(path: string): { path: string; stats: Stats } | undefined {
+/** One existing step on the way to a path: a directory, a link or the path itself, as lstat(2) saw it. */
+interface Step {
+  path: string;
+  stats: Stats;
+  /**
+   * Others than its owner may change what follows it: a directory (or a file) writable by
+   * others, or by a group other than root's; for a sticky directory (/tmp), only when the next
+   * step is not there yet (anyone may make it).
+   */
+  openToOthers: boolean;
+}
+
+/**
+ * Every existing step from `/` to `path` (lstat'ed: a link counts by its own owner), then, for a
+ * link on the way, every step to where it leads (realpath). A path not made yet stops at its
+ * nearest existing parent.
+ */
+function stepsTo(path: string, seen = new Set<string>()): Step[] {
+  if (seen.has(path)) return [];
+  seen.add(path);
+  const { root } = parse(path);
+  const parts = path.slice(root.length).split(sep).filter(Boolean);
+  const steps: Step[] = [];
+  let at = root;
+  for (let i = 0; i <= parts.length; i++) {
+    if (i > 0) at = join(at, parts[i - 1]!);
+    const stats = lstatOrUndefined(at);
+    if (!stats) {
+      // the next step is still to be made: in a directory others may write in, anyone may make it first
+      const parent = steps.at(-1);
+      if (parent?.stats.isDirectory() && writableByOthers(parent.stats)) parent.openToOthers = true;
+      break;
+    }
+    const sticky = stats.isDirectory() && (stats.mode & 0o1000) !== 0;
+    // a device on the way (/dev/zero given as the place) leads nowhere: the commands' own checks say so
+    steps.push({ path: at, stats, openToOthers: writableByOthers(stats) && ((stats.isDirectory() && !sticky) || stats.isFile()) });
+    if (stats.isSymbolicLink()) {
+      const target = realOrUndefined(at);
+      if (target) steps.push(...stepsTo(target, seen));
+    }
+  }
+  return steps;
+}
+
+/** Writable by others, or by a group other than root's (mode bits; a link's own are meaningless). */
+function writableByOthers(stats: Stats): boolean {
+  if (stats.isSymbolicLink()) return false;
+  return (stats.mode & 0o002) !== 0 || ((stats.mode & 0o020) !== 0 && stats.gid !== 0);
+}
+
+/**
+ * Whether this root process may change its user: CAP_SETUID (7) and CAP_SETGID (6) in its
+ * effective set (/proc/self/status CapEff). Checked before anything changes: a process that had
+ * one and not the other ended half-switched (root's uid with the user's group).
+ */
+function maySwitchUser(): boolean {
+  try {
+    const hex = /^CapEff:\s*([0-9a-f]+)$/m.exec(readFileSync("/proc/self/status", "utf8"))?.[1];
+    if (hex === undefined) return true; // no /proc: setuid(2) says
+    const caps = BigInt(`0x${hex}`);
+    return (caps & (1n << 6n)) !== 0n && (caps & (1n << 7n)) !== 0n;
+  } catch {
+    return true;
+  }
+}
+
+/**
+ * Throws FlashlexError permission (77) when the user taken on may not enter the place (a
+ * directory on the way it may not search): the command would fail on its first file, and the
+ * note's `chown -R` of the place would not help.
+ */
+function refuseUnreachable(place: OwnedPlace, uid: number, name: string | undefined): void {
+  const existing = nearestExisting(resolve(place.dir));
+  if (!existing) return;
+  try {
+    accessSync(existing, constants.X_OK);
+  } catch {
+    let blocked = existing;
+    for (let at = existing; dirname(at) !== at; at = dirname(at)) {
+      try {
+        accessSync(dirname(at), constants.X_OK);
+      } catch {
+        blocked = dirname(at);
+      }
+    }
+    throw new FlashlexError(
+      `${place.dir}: started by root, this ${place.actor} runs as ${who(uid, name)}, the owner of the ${place.name}, who may not enter ${blocked} (fix: sudo chmod o+x ${shellWord(blocked)}, or move the ${place.name})`,
+      "permission",
+    );
+  }
+}
+
+const who = (uid: number, name?: string) => (name ? `${name} (uid ${uid})` : `uid ${uid}`);
+
+/** `path`, or its nearest existing parent; undefined when none can be looked at. */
+function nearestExisting(path: string): string | undefined {
   for (let at = path; ; at = dirname(at)) {
-    const stats = statOrUndefined(at);
-    if (stats) return { path: at, stats };
+    if (statOrUndefined(at)) return at;
     if (dirname(at) === at) return undefined;
   }
 }
 
-/** lstat(2) of `path` as a list of one, or none when it is not there. */
-function lstatOrNone(path: string): Stats[] {
+function lstatOrUndefined(path: string): Stats | undefined {
   try {
-    return [lstatSync(path)];
-  } catch {
-    return [];
-  }
-}
-
-function statOrUndefined(path: string): Stats | undefined {
-  try {
-    return statSync(path);
+    return lstatSync(path);
   } catch {
     return undefined;
   }
 }
 
+function statOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(realpathSync(path));
+  } catch {
+    return undefined;
+  }
+}
+
+function realOrUndefined(path: string): string | undefined {
+  try {
+    return realpathSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** `path` with its links followed (a `chown -R` of a link changes only the link), else as it is. */
+function realOrAsIs(path: string): string {
+  return realOrUndefined(path) ?? resolve(path);
+}
+
 /**
- * The name and primary gid /etc/passwd gives `uid`; undefined for a uid not there (or no file to
- * read). Not accounts.ts's getent: this module loads with every command (process-entry.ts), and
- * node:child_process would then too.
+ * The name, primary gid and home /etc/passwd gives `uid`; undefined for a uid not there (or no
+ * file to read). Not accounts.ts's getent: this module loads with every command
+ * (process-entry.ts), and node:child_process would then too.
  */
-function passwdEntryOf(uid: number): { name: string; gid: number } | undefined {
+function passwdEntryOf(uid: number): { name: string; gid: number; home: string } | undefined {
   try {
     for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
       const fields = line.split(":");
-      if (fields.length >= 4 && Number(fields[2]) === uid && fields[2] !== "") return { name: fields[0]!, gid: Number(fields[3]) };
+      if (fields.length >= 6 && Number(fields[2]) === uid && fields[2] !== "") return { name: fields[0]!, gid: Number(fields[3]), home: fields[5]! };
     }
   } catch {
     // no passwd file (a minimal container): the directory's group

@@ -342,12 +342,32 @@ describe("paths this user may not search", () => {
       const { folder } = openCopy("flashlex-root-serve-");
       execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, folder]);
       const config = join(folder, "config.yml");
-      const byRoot = start(["serve", "-c", config]);
+      // its --exec handler runs as the user too, with the user's HOME and USER (sudo left root's)
+      const seen = join(folder, "exec-env.txt");
+      const byRoot = start(["serve", "-c", config, "--exec", `cat > /dev/null; echo "$(id -u) $HOME $USER" >> ${seen}`], {
+        env: { HOME: "/root", USER: "root", LOGNAME: "root" },
+      });
       try {
         await byRoot.waitFor(/mqtt\.subscribed/);
+        const published = await mosquittoPub({
+          port: broker.port,
+          caCertPath: thing.pki.caCertPath,
+          client: hubFiles,
+          clientId: "root-serve-publisher",
+          qos: 1,
+          topic: `ingress/${thing.thingName}`,
+          lines: ['{"handled":"as the user"}'],
+        });
+        expect(published.code, published.stderr).toBe(0);
+        await byRoot.waitFor(/exec\.acked/);
       } finally {
         await byRoot.stop();
       }
+      const home = readFileSync("/etc/passwd", "utf8")
+        .split("\n")
+        .map((l) => l.split(":"))
+        .find((f) => f[0] === user.name)![5];
+      expect(readFileSync(seen, "utf8")).toBe(`${user.uid} ${home} ${user.name}\n`);
       const made = [join(folder, "data"), ...readdirSync(join(folder, "data"), { recursive: true }).map((name) => join(folder, "data", String(name)))];
       made.push(
         ...readdirSync(join(folder, "keys"))
@@ -370,7 +390,90 @@ describe("paths this user may not search", () => {
       const refused = runAs([], [binaryPath(), "messages", "list", "-c", config]);
       expect({ code: refused.code, stderr: refused.stderr }).toEqual({
         code: 77,
-        stderr: `flashlex: ${folder}: the thing's folder holds files of several users (uids ${user.uid}, 65534); give the whole thing's folder to the thing's user (chown -R) and run the command again\n`,
+        stderr: `flashlex: ${folder}: the thing's folder and the way to it belong to several users (${user.name} (uid ${user.uid}) owns ${folder}; nobody (uid 65534) owns ${data}): root does not act on it; give it all to one user (sudo chown -R ${user.name}: ${folder}) and run the command again\n`,
+      });
+    },
+  );
+
+  test.skipIf(!asRoot)(
+    "root never acts with root's rights where another user could change the way: a user's link on the way to -d or -k, a config or data/ others may write in, a root process that may not change its user (it wrote through the user's links into root's directories)",
+    () => {
+      const user = ordinaryAccount();
+      const { root, folder } = openCopy("flashlex-root-way-");
+      const config = join(folder, "config.yml");
+      // root's own directory, which the user points a link at
+      const target = join(root, "roots-own");
+      mkdirSync(target, { mode: 0o755 });
+      const usersDir = join(root, "users");
+      mkdirSync(usersDir);
+      chownSync(usersDir, user.uid, user.gid);
+      symlinkSync(target, join(usersDir, "sub"));
+      execFileSync("chown", ["-h", `${user.uid}:${user.gid}`, join(usersDir, "sub")]);
+      // -d through the user's link: acted on as the user, who may not write root's directory
+      const collect = (...flags: string[]) => {
+        const result = Bun.spawnSync([binaryPath(), "collect", "-c", config, ...flags], {
+          stdin: Buffer.from('{"a":1}'),
+          stdout: "pipe",
+          stderr: "pipe",
+          timeout: 30_000,
+        });
+        return { code: result.exitCode, stderr: result.stderr.toString() };
+      };
+      const viaData = collect("-d", join(usersDir, "sub", "data"));
+      expect(viaData.code).toBe(77);
+      expect(viaData.stderr).toContain(`runs as ${user.name} (uid ${user.uid})`);
+      expect(readdirSync(target)).toEqual([]);
+      // -k through it: the session lock is never made by root beside whatever the link leads to
+      cpSync(join(folder, "keys"), join(target, "keys"), { recursive: true, filter: (source) => !source.endsWith(".lock") });
+      const viaKeys = runAs([], [binaryPath(), "bootstrap", "-c", config, "-k", join(usersDir, "sub", "keys")]);
+      expect(viaKeys.code).not.toBe(0);
+      expect(viaKeys.stdout).toContain("permission denied");
+      expect(readdirSync(join(target, "keys")).filter((name) => name.endsWith(".lock"))).toEqual([]);
+      rmSync(join(target, "keys"), { recursive: true });
+      // root's folder, a config anyone may write: 77, nothing read or made
+      chmodSync(config, 0o666);
+      const openConfig = runAs([], [binaryPath(), "messages", "list", "-c", config]);
+      expect({ code: openConfig.code, stderr: openConfig.stderr }).toEqual({
+        code: 77,
+        stderr: `flashlex: ${folder}: ${config} is root's but others may write in it (mode 666), so what it holds may be anyone's: root does not act on it; give it to the thing's user (chown -R), or chmod go-w\n`,
+      });
+      chmodSync(config, 0o644);
+      mkdirSync(join(folder, "data"), { mode: 0o777 });
+      chmodSync(join(folder, "data"), 0o777);
+      expect(collect().code).toBe(77);
+      expect(readdirSync(join(folder, "data"))).toEqual([]);
+      rmSync(join(folder, "data"), { recursive: true });
+      // the user's folder, root without CAP_SETUID: 77, nothing made as root
+      execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, folder]);
+      const noSetuid = runAs(["setpriv", "--bounding-set=-setuid,-setgid", "--inh-caps=-setuid,-setgid"], [binaryPath(), "messages", "list", "-c", config]);
+      expect(noSetuid.code).toBe(77);
+      expect(noSetuid.stderr).toContain(`may not become that user (no CAP_SETUID or CAP_SETGID)`);
+      expect(existsSync(join(folder, "data"))).toBe(false);
+      // the user's folder, a root-owned 0600 config in it (not given over with the rest): 78, saying as whom it ran
+      copyFileSync(config, `${config}.mine`);
+      chownSync(config, 0, 0);
+      chmodSync(config, 0o600);
+      const unreadable = runAs([], [binaryPath(), "messages", "list", "-c", config]);
+      expect(unreadable.code).toBe(78);
+      expect(unreadable.stderr).toContain(
+        `(started by root, this thing command runs as ${user.name} (uid ${user.uid}), the owner of the thing's folder ${folder}`,
+      );
+      renameSync(`${config}.mine`, config);
+      // the user's folder inside a directory only root may enter: the directory named, not a chown that changes nothing
+      const { closed } = openCopy("flashlex-root-way-closed-");
+      const inner = join(closed, "thing");
+      cpSync(folder, inner, { recursive: true });
+      execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, inner]);
+      const shut = runAs([], [binaryPath(), "messages", "list", "-c", join(inner, "config.yml")]);
+      expect({ code: shut.code, stderr: shut.stderr }).toEqual({
+        code: 77,
+        stderr: `flashlex: ${inner}: started by root, this thing command runs as ${user.name} (uid ${user.uid}), the owner of the thing's folder, who may not enter ${closed} (fix: sudo chmod o+x ${closed}, or move the thing's folder)\n`,
+      });
+      // a directory everyone shares as the folder: never "chmod go-w /tmp"
+      const shared = runAs([], [binaryPath(), "enroll", "--dir", tmpdir()]);
+      expect({ code: shared.code, stderr: shared.stderr }).toEqual({
+        code: 77,
+        stderr: `flashlex: ${tmpdir()}: the thing's folder is root's but others may write in it (mode 1777), so its files may be anyone's: root does not act on it; use a directory of its own inside it\n`,
       });
     },
   );

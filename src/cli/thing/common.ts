@@ -1,5 +1,5 @@
 /** What the thing commands share: the -c/-d/-k flags, the config they name, the thing's data. */
-import { dirname } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { actAsOwnerOf } from "../../shared/act-as-owner.ts";
 import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
@@ -93,16 +93,16 @@ export async function runningServeFromFlags(flags: ThingFlags, { existingData = 
 }
 
 /**
- * Started by root on a thing's folder another user owns (its directory, config.yml or data
- * directory), this process acts as that user from here on (shared/act-as-owner.ts), before it
- * opens anything: what `sudo flashlex serve` makes (serve.lock, the message database, the
+ * Started by root on a thing's folder another user controls (its directory, config.yml, keys
+ * or data directory, or a directory on the way to them), this process acts as that user from
+ * here on (shared/act-as-owner.ts), before it opens anything: what `sudo flashlex serve` makes (serve.lock, the message database, the
  * session lock beside the key) is then the user's, and the unit that runs as the user can use
  * it. A folder root owns leaves root as it is (a unit run as root on purpose). No config to be
  * found changes nothing: the command's own lookup says what is wrong. Throws FlashlexError
  * permission (77) for a folder root must not act on (shared/act-as-owner.ts).
  */
-export function actAsFolderOwner(folder: string, telling: string[]): void {
-  actAsOwnerOf({ dir: folder, name: "thing's folder", actor: "thing command", user: "the thing's user", telling });
+export function actAsFolderOwner(folder: string, telling: string[], { writesInFolder = true } = {}): void {
+  actAsOwnerOf({ dir: folder, name: "thing's folder", actor: "thing command", user: "the thing's user", telling, writesInDir: writesInFolder });
 }
 
 function actAsConfigOwner(flags: ThingFlags): void {
@@ -113,7 +113,10 @@ function actAsConfigOwner(flags: ThingFlags): void {
   } catch {
     return;
   }
-  actAsFolderOwner(dirname(choice.file), [choice.file, dataDirFor(choice.file, flags.data)]);
+  const folder = dirname(choice.file);
+  const keys = flags.keys !== undefined ? resolve(String(flags.keys)) : join(folder, "keys");
+  // what it writes is in the data and keys directories (data/ made in the folder is judged as a path to make)
+  actAsFolderOwner(folder, [choice.file, dataDirFor(choice.file, flags.data), keys], { writesInFolder: false });
 }
 
 /**

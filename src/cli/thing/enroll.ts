@@ -29,7 +29,7 @@ export const enrollCommand: CommandSpec = {
 async function enroll(options: Options): Promise<number> {
   const dir = resolve(text(options.dir) ?? ".");
   // `sudo flashlex enroll` in the user's folder (or a new one under the user's home) makes the user's thing
-  actAsFolderOwner(dir, [join(dir, "config.yml"), join(dir, "data")]);
+  actAsFolderOwner(dir, [join(dir, "config.yml"), join(dir, "keys"), join(dir, "data")]);
   // Stopped while it waits for the hub: the hub may have made the thing already, and the same
   // command finishes it (the key is kept in .enrol; the hub answers a retry with the same thing).
   // Once the hub answered, the folder is written whole and the command ends as enrolled: it said
