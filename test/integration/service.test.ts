@@ -601,7 +601,7 @@ describe("install and uninstall against a fake systemctl", () => {
   });
 
   test.skipIf(!isRoot)(
-    "a folder unzipped as root, with --user: one run names every path the user's serve could not use and one chown -R of the folder (it took three runs, one file each, and passed a keys directory serve could not make its session lock in)",
+    "a folder unzipped as root, with --user: one run names every path the user's serve could not use, with their chowns in one command (it took three runs, one file each, and passed a keys directory serve could not make its session lock in); a link where the lock belongs is to be removed, not chmod'ed",
     async () => {
       const folder = join(tmp, "unzipped-as-root");
       const cfg = makeConfig(folder);
@@ -610,11 +610,14 @@ describe("install and uninstall against a fake systemctl", () => {
       mkdirSync(join(folder, "data", "update"), { recursive: true });
       const io = capture();
       expect(await exitOf(io, installService({ config: cfg, user: owner.name, dryRun: true, io }))).toBe(ExitCode.PERMISSION);
+      const owns = `${owner.name}:${groupName(owner.gid)}`;
+      const fix = `sudo chown -R ${owns} ${join(folder, "data")} && sudo chown ${owns} ${key} ${folder}`;
       expect(io.stderr).toBe(
-        `flashlex: ${owner.name} cannot use 4 of the paths the service's serve needs: cannot read ${key}; cannot write the data directory ${join(folder, "data")}; cannot use ${join(folder, "data", "update")}: it belongs to uid 0, left there by another user (a serve run as root?), and the service's serve would stop on it; cannot write ${folder}, where serve makes the thing's MQTT session lock ${key}.lock (fix: sudo chown -R ${owner.name}:${groupName(owner.gid)} ${folder})\n`,
+        `flashlex: ${owner.name} cannot use 4 of the paths the service's serve needs: cannot read ${key}; cannot write the data directory ${join(folder, "data")}; cannot use ${join(folder, "data", "update")}: it belongs to uid 0, left there by another user (a serve run as root?), and the service's serve would stop on it; cannot write ${folder}, where serve makes the thing's MQTT session lock ${key}.lock (fix: ${fix})\n`,
       );
-      // the one fix it names is enough
-      execFileSync("chown", ["-R", `${owner.uid}:${owner.gid}`, folder]);
+      // the one fix it names is enough, and gives the user nothing it did not name
+      execFileSync("sh", ["-c", fix.replaceAll("sudo ", "")]);
+      expect(statSync(cfg).uid).toBe(0);
       const after = capture();
       expect(await exitOf(after, installService({ config: cfg, user: owner.name, dryRun: true, io: after }))).toBe(ExitCode.OK);
       // alone, the session lock's directory: the serve it would start exits 77 (it was a warning about renewal)
@@ -626,11 +629,42 @@ describe("install and uninstall against a fake systemctl", () => {
       );
       // a session lock of the user's it may not open for writing (serve opens it O_RDWR): 77 too
       chownSync(folder, owner.uid, owner.gid);
+      // a link where the lock belongs (a chmod of it changed what it leads to): removed, never chmod'ed
+      const elsewhere = join(tmp, "lock-target");
+      writeFileSync(elsewhere, "", { mode: 0o644 });
+      symlinkSync(elsewhere, `${key}.lock`);
+      const linked = capture();
+      expect(await exitOf(linked, installService({ config: cfg, user: owner.name, dryRun: true, io: linked }))).toBe(ExitCode.PERMISSION);
+      expect(linked.stderr).toBe(
+        `flashlex: ${owner.name} cannot use ${key}.lock: it is a symbolic link where the thing's MQTT session lock belongs, and the service's serve would refuse it (fix: sudo rm ${key}.lock; serve makes the lock itself)\n`,
+      );
+      rmSync(`${key}.lock`);
       writeFileSync(`${key}.lock`, "", { mode: 0o400 });
       chownSync(`${key}.lock`, owner.uid, owner.gid);
       const readOnly = capture();
       expect(await exitOf(readOnly, installService({ config: cfg, user: owner.name, dryRun: true, io: readOnly }))).toBe(ExitCode.PERMISSION);
       expect(readOnly.stderr).toContain(`cannot open ${key}.lock, the thing's MQTT session lock, for writing (fix: sudo chmod 600 ${key}.lock)`);
+    },
+  );
+
+  test.skipIf(!isRoot)(
+    "a config in a directory of other files (-c /etc/flashlex.yml, -k /etc/flashlex-keys): the joined fix names only what the user needs, never the whole directory (it said chown -R of /etc)",
+    async () => {
+      const system = join(tmp, "etc-like");
+      mkdirSync(system, { mode: 0o755 });
+      writeFileSync(join(system, "passwd"), "root:x:0:0::/root:/bin/sh\n");
+      const keys = join(system, "flashlex-keys");
+      mkdirSync(keys, { mode: 0o755 });
+      const cfg = join(system, "flashlex.yml");
+      copyFileSync(GUIDE, cfg);
+      for (const name of ["root-ca-cert.pem", `${THING}-certificate.pem`, `${THING}-keypair-private.pem`]) copyFileSync(join(pki.dir, name), join(keys, name));
+      chmodSync(join(keys, `${THING}-keypair-private.pem`), 0o600);
+      const io = capture();
+      expect(await exitOf(io, installService({ config: cfg, keys, user: owner.name, dryRun: true, io }))).toBe(ExitCode.PERMISSION);
+      const key = join(keys, `${THING}-keypair-private.pem`);
+      expect(io.stderr).toContain(`(fix: sudo chown ${owner.name}:${groupName(owner.gid)} ${key} ${keys})`);
+      expect(io.stderr).not.toContain(`${system} `);
+      expect(io.stderr).not.toContain(`${system})`);
     },
   );
 

@@ -150,7 +150,13 @@ interface Unusable {
   path: string;
   /** what the user cannot do, after its name: "cannot read /x/key.pem" */
   cannot: string;
-  fix: string;
+  fix: Fix;
+}
+
+/** A fix as the line gives it, and, when it is a chown of the path, what it changes (to join several into one command). */
+interface Fix {
+  text: string;
+  chown?: { path: string; recursive: boolean };
 }
 
 /**
@@ -159,15 +165,17 @@ interface Unusable {
  * file, could not write the data directory (a missing one is made for it later, so its parent
  * must only be reachable), would find what another user left there, or could not make or open
  * the thing's MQTT session lock beside the private key (serve exits 77 on each). Everything is
- * looked at before it throws: a folder unzipped as root names all of its files in one run, with
- * one `chown -R` of the thing's folder when that covers them (it took three runs, one file
- * each). A directory on the way the user may not enter is thrown at once (its fix is a chmod).
+ * looked at before it throws: a folder unzipped as root names all of its files in one run, and
+ * their chowns as one command (it took three runs, one file each). A directory on the way the user may not enter is thrown at once (its fix is a chmod).
  * Returns the warnings that do not stop serve: a keys directory it cannot write (certificate
  * renewal writes its new key there).
  */
 export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount): string[] {
   const who = account.name;
-  const fix = (path: string, recursive = false) => ownershipFix(path, account, files.folder, recursive);
+  const fix = (path: string, recursive = false): Fix => {
+    const text = ownershipFix(path, account, files.folder, recursive);
+    return text.startsWith("sudo chown ") ? { text, chown: { path, recursive } } : { text };
+  };
   const reach = (path: string) => reachable(path, account, [files.folder]);
   checkConfigAccess(files.config, files.folder, account);
   const unusable: Unusable[] = [];
@@ -196,22 +204,33 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
     });
   }
   if (pathExists(files.privateKey)) unusable.push(...sessionLockProblems(files.privateKey, account, fix));
-  if (unusable.length) throw refuse(unusableLine(who, unusable, files, account));
+  if (unusable.length) throw refuse(unusableLine(who, unusable, account));
   return permitted(files.keysDir, account, "wx")
     ? []
-    : [`${who} cannot write ${files.keysDir}: certificate renewal, which writes the new key there, will fail (fix: ${fix(files.keysDir)})`];
+    : [`${who} cannot write ${files.keysDir}: certificate renewal, which writes the new key there, will fail (fix: ${fix(files.keysDir).text})`];
 }
 
 /**
  * What keeps `account`'s serve from taking the thing's MQTT session lock beside the private key
- * `key` (serve-lock.ts): a lock another user left (serve refuses it, 78), one of its own it may
- * not open for writing, or none there and a directory it may not make it in (serve exits 77).
- * None for root.
+ * `key` (serve-lock.ts): anything but a file there (a link, a directory: serve refuses it without
+ * opening it, 78; a `chmod` of a link changed what it leads to), a lock another user left (78),
+ * one of its own it may not open for writing, or none there and a directory it may not make it
+ * in (serve exits 77). None for root.
  */
-function sessionLockProblems(key: string, account: ServiceAccount, fix: (path: string) => string): Unusable[] {
+function sessionLockProblems(key: string, account: ServiceAccount, fix: (path: string) => Fix): Unusable[] {
   if (account.uid === 0) return [];
   const lock = sessionLockFile(key);
   const st = lstatSync(lock, { throwIfNoEntry: false });
+  if (st && !st.isFile()) {
+    const kind = st.isSymbolicLink() ? "a symbolic link" : st.isDirectory() ? "a directory" : "not a file";
+    return [
+      {
+        path: lock,
+        cannot: `cannot use ${lock}: it is ${kind} where the thing's MQTT session lock belongs, and the service's serve would refuse it`,
+        fix: { text: `sudo rm ${st.isDirectory() ? "-r " : ""}${shellWord(lock)}; serve makes the lock itself` },
+      },
+    ];
+  }
   if (st && st.uid !== account.uid) {
     return [
       {
@@ -224,7 +243,7 @@ function sessionLockProblems(key: string, account: ServiceAccount, fix: (path: s
   if (st)
     return permitted(lock, account, "rw")
       ? []
-      : [{ path: lock, cannot: `cannot open ${lock}, the thing's MQTT session lock, for writing`, fix: `sudo chmod 600 ${shellWord(lock)}` }];
+      : [{ path: lock, cannot: `cannot open ${lock}, the thing's MQTT session lock, for writing`, fix: { text: `sudo chmod 600 ${shellWord(lock)}` } }];
   const dir = dirname(lock);
   if (permitted(dir, account, "wx")) return [];
   return [{ path: dir, cannot: `cannot write ${dir}, where serve makes the thing's MQTT session lock ${lock}`, fix: fix(dir) }];
@@ -232,23 +251,28 @@ function sessionLockProblems(key: string, account: ServiceAccount, fix: (path: s
 
 /**
  * One line for what `who` cannot use: the one problem with its own fix; several, each named,
- * with one `chown -R` for those in the thing's folder or the data directory (the others with
- * their own fix).
+ * with their chowns joined into one command (a path inside a directory chowned with -R left
+ * out), the others with their own fix. Never a chown of more than what was named: a config
+ * given as /etc/x.yml had the whole of /etc given to the user.
  */
-function unusableLine(who: string, unusable: Unusable[], files: ServiceFiles, account: ServiceAccount): string {
-  if (unusable.length === 1) return `${who} ${unusable[0]!.cannot} (fix: ${unusable[0]!.fix})`;
-  // a fix that is not a chown of the path (a hard-linked file, a file outside the folder) stays its own
-  const chowned = (u: Unusable) => u.fix.startsWith("sudo chown ");
-  const roots = [files.folder, files.data].filter((root, i, all) => i === 0 || !isInFolder(root, all[0]!));
-  const rootOf = (u: Unusable) => (chowned(u) ? roots.find((root) => isInFolder(u.path, root)) : undefined);
-  const covered = [...new Set(unusable.map(rootOf).filter((root) => root !== undefined))];
+function unusableLine(who: string, unusable: Unusable[], account: ServiceAccount): string {
+  if (unusable.length === 1) return `${who} ${unusable[0]!.cannot} (fix: ${unusable[0]!.fix.text})`;
+  const chowns = unusable.flatMap((u) => (u.fix.chown ? [u.fix.chown] : []));
+  const recursive = [...new Set(chowns.filter((c) => c.recursive).map((c) => c.path))];
+  const under = (path: string, dirs: string[]) => dirs.some((dir) => dir !== path && isInFolder(path, dir));
+  const whole = recursive.filter((path) => !under(path, recursive));
+  const single = [...new Set(chowns.filter((c) => !c.recursive).map((c) => c.path))].filter((path) => !whole.includes(path) && !under(path, whole));
+  const owner = `${account.name}:${account.group}`;
+  const command = [
+    ...(whole.length ? [`sudo chown -R ${owner} ${whole.map(shellWord).join(" ")}`] : []),
+    ...(single.length ? [`sudo chown ${owner} ${single.map(shellWord).join(" ")}`] : []),
+  ].join(" && ");
   // the others grouped by their fix: a key outside the folder and its lock's directory share one
   const byFix = new Map<string, Unusable[]>();
-  for (const u of unusable) if (!rootOf(u)) byFix.set(u.fix, [...(byFix.get(u.fix) ?? []), u]);
+  for (const u of unusable) if (!u.fix.chown) byFix.set(u.fix.text, [...(byFix.get(u.fix.text) ?? []), u]);
   const parts = [
-    ...unusable.filter(rootOf).map((u) => u.cannot),
+    ...unusable.filter((u) => u.fix.chown).map((u) => u.cannot),
     ...[...byFix].map(([fix, group]) => `${group.map((u) => u.cannot).join("; ")} (fix: ${fix})`),
   ];
-  const chown = covered.map((root) => `sudo chown -R ${account.name}:${account.group} ${shellWord(root)}`).join(" && ");
-  return `${who} cannot use ${unusable.length} of the paths the service's serve needs: ${parts.join("; ")}${chown ? ` (fix: ${chown})` : ""}`;
+  return `${who} cannot use ${unusable.length} of the paths the service's serve needs: ${parts.join("; ")}${command ? ` (fix: ${command})` : ""}`;
 }
