@@ -50,6 +50,11 @@ export interface OwnedPlace {
 /** The owner this process took on (actAsOwnerOf), for the messages that depend on it. */
 let tookOn: { uid: number; name?: string; place: OwnedPlace } | undefined;
 
+/** The user this process took on (actAsOwnerOf), as the messages name it; undefined when it acts as nobody else. */
+export function actingAs(): string | undefined {
+  return tookOn ? who(tookOn.uid, tookOn.name) : undefined;
+}
+
 /**
  * What a failure of this process adds while it acts as a place's owner: root started it, so
  * "permission denied" would read as nonsense without it. `fix` is what to do instead of the

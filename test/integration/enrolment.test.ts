@@ -166,6 +166,7 @@ describe("enrolment", () => {
         const dir = join(root, "thing");
         const result = await enroll(t, "by-sudo", dir);
         expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 0, stderr: "" });
+        expect(result.stdout).toContain(`(private key 0600, made as ${user.name} (uid ${user.uid}), the folder's owner)`);
         const made = [dir, ...readdirSync(dir, { recursive: true }).map((name) => join(dir, String(name)))];
         expect(made.length).toBeGreaterThan(4);
         for (const path of made) expect({ path, uid: lstatSync(path).uid }).toEqual({ path, uid: user.uid });

@@ -1,5 +1,6 @@
 import { join, resolve } from "node:path";
 import { ENROLMENT_TOKEN_TAG } from "../../protocol/enrolment-token.ts";
+import { actingAs } from "../../shared/act-as-owner.ts";
 import { UsageError } from "../../shared/errors.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
@@ -71,7 +72,9 @@ async function enrollInto(dir: string, options: Options, signal: AbortSignal): P
   const result = await enrolDevice({ hubUrl: hub, token, name, caFingerprint, dir, keyType, signal }, createLogger({ level: "warn" }));
   printLine(`enrolled ${result.thingName} (id ${result.thingId}); its key was made here and never left this device`);
   printLine(`config:      ${result.configPath}`);
-  printLine(`keys:        ${result.keysDir} (private key 0600)`);
+  // started by root in a user's folder: whose the files are, so nobody is surprised by it later
+  const owner = actingAs();
+  printLine(`keys:        ${result.keysDir} (private key 0600${owner ? `, made as ${owner}, the folder's owner` : ""})`);
   printLine(`certificate: valid until ${isoSeconds(result.notAfter)}; \`flashlex serve\` renews it by itself`);
   // the folder holds no binary unless one was put there: name the one that ran, as it can be run
   const running = runningExecutable();
