@@ -15,7 +15,7 @@
  * else may write in any of them; anywhere else it becomes the one user who does, whose rights a
  * swap cannot raise.
  */
-import { accessSync, constants, lstatSync, readFileSync, realpathSync, type Stats } from "node:fs";
+import { accessSync, constants, lstatSync, readFileSync, readlinkSync, realpathSync, type Stats } from "node:fs";
 import { dirname, join, parse, resolve, sep } from "node:path";
 import { FlashlexError } from "./errors.ts";
 import { shellWord } from "./shell-word.ts";
@@ -165,9 +165,9 @@ interface Step {
   path: string;
   stats: Stats;
   /**
-   * Others than its owner may change what follows it: a directory (or a file) writable by
-   * others, or by a group other than root's; for a sticky directory (/tmp), only when the next
-   * step is not there yet (anyone may make it).
+   * Others than its owner may change what follows it: a directory (or a file) writable by its
+   * group or others; for a sticky directory (/tmp), only when the next step is not there yet
+   * (anyone may make it).
    */
   openToOthers: boolean;
 }
@@ -197,17 +197,31 @@ function stepsTo(path: string, seen = new Set<string>()): Step[] {
     // a device on the way (/dev/zero given as the place) leads nowhere: the commands' own checks say so
     steps.push({ path: at, stats, openToOthers: writableByOthers(stats) && ((stats.isDirectory() && !sticky) || stats.isFile()) });
     if (stats.isSymbolicLink()) {
-      const target = realOrUndefined(at);
+      // where it leads, made or not: a link to a path not there yet leads into whoever may make it
+      const target = realOrUndefined(at) ?? linkTarget(at);
       if (target) steps.push(...stepsTo(target, seen));
     }
   }
   return steps;
 }
 
-/** Writable by others, or by a group other than root's (mode bits; a link's own are meaningless). */
+/**
+ * Writable by anyone but its owner: by others, or by its group, root's included. With a POSIX
+ * ACL the group bits are the ACL's mask, so a directory whose ACL lets another user write shows
+ * group write whatever its group (a link's own bits are meaningless).
+ */
 function writableByOthers(stats: Stats): boolean {
   if (stats.isSymbolicLink()) return false;
-  return (stats.mode & 0o002) !== 0 || ((stats.mode & 0o020) !== 0 && stats.gid !== 0);
+  return (stats.mode & 0o022) !== 0;
+}
+
+/** Where the link `path` points, absolute, whether or not it is there; undefined when it cannot be read. */
+function linkTarget(path: string): string | undefined {
+  try {
+    return resolve(dirname(path), readlinkSync(path));
+  } catch {
+    return undefined;
+  }
 }
 
 /**

@@ -396,7 +396,7 @@ describe("paths this user may not search", () => {
   );
 
   test.skipIf(!asRoot)(
-    "root never acts with root's rights where another user could change the way: a user's link on the way to -d or -k, a config or data/ others may write in, a root process that may not change its user (it wrote through the user's links into root's directories)",
+    "root never acts with root's rights where another user could change the way: a user's link on the way to -d or -k, a link to a directory still to be made in the user's, a config or data/ others (or a group, as an ACL shows) may write in, a root process that may not change its user (it wrote through the user's links into root's directories)",
     () => {
       const user = ordinaryAccount();
       const { root, folder } = openCopy("flashlex-root-way-");
@@ -430,6 +430,21 @@ describe("paths this user may not search", () => {
       expect(viaKeys.stdout).toContain("permission denied");
       expect(readdirSync(join(target, "keys")).filter((name) => name.endsWith(".lock"))).toEqual([]);
       rmSync(join(target, "keys"), { recursive: true });
+      // a root-owned link to a data directory not made yet in the user's directory: made as the user, not root
+      const ahead = join(root, "ahead");
+      symlinkSync(join(usersDir, "later-data"), ahead);
+      // (the commands refuse a link to nothing, so whom they act as is asked of the decision itself, in a process of its own)
+      const decision = `import { actAsOwnerOf } from ${JSON.stringify(join(import.meta.dir, "../../src/shared/act-as-owner.ts"))};
+        actAsOwnerOf({ dir: ${JSON.stringify(folder)}, name: "thing's folder", actor: "thing command", user: "the thing's user", telling: [${JSON.stringify(ahead)}] });
+        console.log(process.geteuid());`;
+      const decided = Bun.spawnSync([process.execPath, "-e", decision], { stdout: "pipe", stderr: "pipe" });
+      expect({ uid: decided.stdout.toString().trim(), stderr: decided.stderr.toString() }).toEqual({ uid: String(user.uid), stderr: "" });
+      // root's data directory its group may write (what an ACL that lets another user write shows): 77
+      const grouped = join(root, "grouped-data");
+      mkdirSync(grouped, { mode: 0o775 });
+      chmodSync(grouped, 0o775);
+      expect(collect("-d", grouped).code).toBe(77);
+      expect(readdirSync(grouped)).toEqual([]);
       // root's folder, a config anyone may write: 77, nothing read or made
       chmodSync(config, 0o666);
       const openConfig = runAs([], [binaryPath(), "messages", "list", "-c", config]);

@@ -25,8 +25,19 @@ export const THING_OPTIONS: OptionSpec[] = [
   },
 ];
 
+/**
+ * The lookup a root process made before it chose whom to act as (actAsConfigOwner): the command
+ * uses that one, never a second lookup, which another user could answer differently (a
+ * config.yml linked into the working directory in between).
+ */
+let decided: { choice: ConfigChoice } | { error: unknown } | undefined;
+
 /** The config the flags lead to (see locateConfig in src/thing/config-location.ts); throws UsageError when there is none. */
 export function chooseConfig(flags: ThingFlags): ConfigChoice {
+  if (decided) {
+    if ("error" in decided) throw decided.error;
+    return decided.choice;
+  }
   return locateConfig(flags.config, { cwd: process.cwd(), binaryDir: dirname(process.execPath) });
 }
 
@@ -110,7 +121,10 @@ function actAsConfigOwner(flags: ThingFlags): void {
   let choice: ConfigChoice;
   try {
     choice = chooseConfig(flags);
-  } catch {
+    decided = { choice };
+  } catch (err) {
+    // none found: the command says so, from this same lookup
+    decided = { error: err };
     return;
   }
   const folder = dirname(choice.file);
