@@ -6,7 +6,7 @@
  * Only node: APIs here (no Bun globals), so the armv7 Node build runs it unchanged.
  */
 import { spawnSync } from "node:child_process";
-import { accessSync, chownSync, constants, mkdirSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
+import { accessSync, closeSync, constants, fchownSync, mkdirSync, openSync, readdirSync, readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { getent } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
@@ -321,7 +321,22 @@ function ensureDataDir(data: string, account: Account, io: ServiceIO): void {
   if (!pathExists(data)) {
     mkdirSync(dirname(data), { recursive: true }); // parents keep the usual 0755: the user must traverse them
     mkdirSync(data, { mode: 0o750 });
-    chownSync(data, account.uid, account.gid);
+    // through a descriptor of the directory just made: chown(2) of the path follows a link, and
+    // whoever may write in the folder could swap one in between (it gave a root-only file to the user)
+    let fd: number;
+    try {
+      fd = openSync(data, constants.O_RDONLY | constants.O_DIRECTORY | constants.O_NOFOLLOW);
+    } catch (err) {
+      throw new FlashlexError(
+        `${data}: replaced by something else right after install-service made it (${(err as NodeJS.ErrnoException).code}); nothing was given to ${account.name}`,
+        "permission",
+      );
+    }
+    try {
+      fchownSync(fd, account.uid, account.gid);
+    } finally {
+      closeSync(fd);
+    }
     io.out(`created ${data} (owner ${account.name})\n`);
     return;
   }
