@@ -21,6 +21,7 @@ import { execFileSync } from "node:child_process";
 import { randomBytes, randomUUID } from "node:crypto";
 import {
   chmodSync,
+  chownSync,
   closeSync,
   cpSync,
   existsSync,
@@ -388,6 +389,34 @@ describe("an address hub serve cannot listen on", () => {
       }
     },
     60_000,
+  );
+
+  test.skipIf(process.getuid?.() !== 0)(
+    "root never writes a zip into another user's FIFO (-o, or the default name in that user's directory): 77, no thing made (it wrote the private key into the user's pipe)",
+    async () => {
+      const user = ordinaryAccount();
+      const theirs = mkdtempSync(join(tmpdir(), "flashlex-their-fifo-"));
+      try {
+        chownSync(theirs, user.uid, user.gid);
+        const fifo = join(theirs, "catch.zip");
+        execFileSync("mkfifo", ["-m", "666", fifo]);
+        chownSync(fifo, user.uid, user.gid);
+        const before = (await run(["hub", "thing", "list", "--dir", hub.dir, "--json"])).stdout;
+        const refused = await run(["hub", "thing", "create", "fifo-catch", "--dir", hub.dir, "-o", fifo], { timeoutMs: 30_000 });
+        expect({ code: refused.code, stderr: refused.stderr }).toEqual({
+          code: 77,
+          stderr: `flashlex: -o "${fifo}": ${fifo} is a FIFO of uid ${user.uid}, and what is written there (a thing's private key, messages) is never handed to another user's stream; name a new file\n`,
+        });
+        const link = join(theirs, "link.zip");
+        symlinkSync(fifo, link);
+        execFileSync("chown", ["-h", `${user.uid}:${user.gid}`, link]);
+        const viaLink = await run(["hub", "thing", "create", "fifo-catch", "--dir", hub.dir, "-o", link], { timeoutMs: 30_000 });
+        expect(viaLink.code).toBe(77);
+        expect((await run(["hub", "thing", "list", "--dir", hub.dir, "--json"])).stdout).toBe(before);
+      } finally {
+        rmSync(theirs, { recursive: true, force: true });
+      }
+    },
   );
 
   test("payloadLimitBytes above 16 MiB is refused when hub.yml is read (78, naming the key)", async () => {

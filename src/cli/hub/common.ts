@@ -58,8 +58,33 @@ export function outputFile(options: Options, fallback: string): string {
   if (parent === "none") throw new UsageError(`${flag}: the directory ${dirname(file)} does not exist`);
   // a zip on a terminal is noise, and a distribution's holds the thing's private key
   if (isOpenAs(file, 1) && process.stdout.isTTY) throw new UsageError(`${flag}: stdout is a terminal; send the zip to a file (> FILE.zip) or a pipe`);
+  const foreign = foreignStream(file);
+  if (foreign)
+    throw new FlashlexError(
+      `${flag}: ${file} is ${foreign}, and what is written there (a thing's private key, messages) is never handed to another user's stream; name a new file`,
+      "permission",
+    );
   if (!cannotWriteBeside(file)) return file;
   throw mayNotWrite();
+}
+
+/**
+ * What `file` is when it is a stream another user made (a FIFO, a socket, a device, or a link of
+ * another user's to one), which the zip would be written straight into (files.ts): another user
+ * planted it to read what root writes. Undefined for a regular file or none (written by a
+ * rename, which replaces a link rather than follow it), this process's own streams, and what
+ * the shell opened for it (`-o - > FILE`).
+ */
+function foreignStream(file: string): string | undefined {
+  if (isOpenAs(file, 1) || isOpenAs(file, 2)) return undefined;
+  const link = lstatSync(file, { throwIfNoEntry: false });
+  const target = link && statSync(file, { throwIfNoEntry: false });
+  if (!link || !target || target.isFile()) return undefined;
+  const me = process.geteuid?.();
+  const owner = link.uid !== me ? link.uid : target.uid !== me ? target.uid : undefined;
+  if (owner === undefined || owner === 0) return undefined;
+  const kind = target.isFIFO() ? "a FIFO" : target.isSocket() ? "a socket" : "not a file";
+  return `${kind} of uid ${owner}${link.isSymbolicLink() ? " (through a link)" : ""}`;
 }
 
 /**
