@@ -106,16 +106,17 @@ export async function runningServeFromFlags(flags: ThingFlags, { existingData = 
 /**
  * Started by root on a thing's folder another user controls (its directory, config.yml, keys
  * or data directory, or a directory on the way to them), this process acts as that user from
- * here on (shared/act-as-owner.ts), before it opens anything: what `sudo flashlex serve` makes (serve.lock, the message database, the
- * session lock beside the key) is then the user's, and the unit that runs as the user can use
- * it. A folder root owns leaves root as it is (a unit run as root on purpose). No config to be
- * found changes nothing: the command's own lookup says what is wrong. Throws FlashlexError
- * permission (77) for a folder root must not act on (shared/act-as-owner.ts).
+ * here on (shared/act-as-owner.ts), before it opens anything: what `sudo flashlex serve` makes
+ * (serve.lock, the message database, the session lock beside the key) is then the user's, and
+ * the unit that runs as the user can use it. A folder root alone controls leaves root as it is.
+ * `writesInFolder`: false where only the telling paths are written (actAsOwnerOf's
+ * `writesInDir`). Throws FlashlexError permission (77) for a folder root must not act on.
  */
 export function actAsFolderOwner(folder: string, telling: string[], { writesInFolder = true } = {}): void {
   actAsOwnerOf({ dir: folder, name: "thing's folder", actor: "thing command", user: "the thing's user", telling, writesInDir: writesInFolder });
 }
 
+/** actAsFolderOwner for the config the flags lead to, found once for the whole command (`decided`); a lookup that finds none changes nothing, and the command fails on it. */
 function actAsConfigOwner(flags: ThingFlags): void {
   if (process.geteuid?.() !== 0) return;
   let choice: ConfigChoice;

@@ -166,13 +166,15 @@ interface Fix {
  * must only be reachable), would find what another user left there, or could not make or open
  * the thing's MQTT session lock beside the private key (serve exits 77 on each). Everything is
  * looked at before it throws: a folder unzipped as root names all of its files in one run, and
- * their chowns as one command (it took three runs, one file each). A directory on the way the user may not enter is thrown at once (its fix is a chmod).
+ * their chowns as one command (it took three runs, one file each). A directory on the way the
+ * user may not enter is thrown at once (its fix is a chmod).
  * Returns the warnings that do not stop serve: a keys directory it cannot write (certificate
  * renewal writes its new key there).
  */
 export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount): string[] {
   const who = account.name;
   const fix = (path: string, recursive = false): Fix => {
+    // ownershipFix gives a chown only for what may be given (in the folder, no other names)
     const text = ownershipFix(path, account, files.folder, recursive);
     return text.startsWith("sudo chown ") ? { text, chown: { path, recursive } } : { text };
   };
