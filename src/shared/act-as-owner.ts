@@ -47,8 +47,8 @@ export interface OwnedPlace {
   telling: string[];
 }
 
-/** The owner this process took on (actAsOwnerOf), for the messages that depend on it. */
-let tookOn: { uid: number; name?: string; place: OwnedPlace } | undefined;
+/** The owner this process took on (actAsOwnerOf), and the path of theirs that made it so, for the messages that depend on it. */
+let tookOn: { uid: number; name?: string; place: OwnedPlace; because: string } | undefined;
 
 /** The user this process took on (actAsOwnerOf), as the messages name it; undefined when it acts as nobody else. */
 export function actingAs(): string | undefined {
@@ -64,8 +64,19 @@ export function actingAs(): string | undefined {
 export function actingAsOwnerNote(fix?: string): string | undefined {
   if (!tookOn) return undefined;
   const { place } = tookOn;
-  const chown = `sudo chown -R ${tookOn.name ?? tookOn.uid}: ${shellWord(realOrAsIs(place.dir))}`;
-  return `(started by root, this ${place.actor} runs as ${who(tookOn.uid, tookOn.name)}, the owner of the ${place.name} ${place.dir}: ${fix ?? `give that user what it needs, e.g. \`${chown}\` for files an older root run left there`})`;
+  return `(started by root, this ${place.actor} runs as ${who(tookOn.uid, tookOn.name)}, ${whyThisUser()}: ${fix ?? `give that user what it needs, e.g. \`${actingAsOwnerChown()}\` for files an older root run left there`})`;
+}
+
+/** The `chown -R` that gives the place to the user this process took on; undefined when it acts as nobody else. */
+export function actingAsOwnerChown(): string | undefined {
+  return tookOn ? `sudo chown -R ${tookOn.name ?? tookOn.uid}: ${shellWord(realOrAsIs(tookOn.place.dir))}` : undefined;
+}
+
+/** Why the user taken on is the one: it owns the place, or a directory on the way to it (the place itself may be root's). */
+function whyThisUser(): string {
+  const { place, because, uid } = tookOn!;
+  const ownsPlace = resolve(because) === resolve(place.dir) || statOrUndefined(place.dir)?.uid === uid;
+  return ownsPlace ? `the owner of the ${place.name} ${place.dir}` : `who owns ${because}, on the way to the ${place.name} ${place.dir}`;
 }
 
 /**
@@ -107,7 +118,7 @@ export function actAsOwnerOf(place: OwnedPlace): number | undefined {
   if (account) Object.assign(process.env, { HOME: account.home, USER: account.name, LOGNAME: account.name });
   // said whole, before the note every later permission failure gets
   refuseUnreachable(place, owner.uid, name);
-  tookOn = { uid: owner.uid, name, place };
+  tookOn = { uid: owner.uid, name, place, because: owner.path };
   return owner.uid;
 }
 
@@ -267,6 +278,11 @@ function refuseUnreachable(place: OwnedPlace, uid: number, name: string | undefi
 }
 
 const who = (uid: number, name?: string) => (name ? `${name} (uid ${uid})` : `uid ${uid}`);
+
+/** The name /etc/passwd gives `uid`, else undefined (a uid without an entry). */
+export function accountName(uid: number): string | undefined {
+  return passwdEntryOf(uid)?.name;
+}
 
 /** `path`, or its nearest existing parent; undefined when none can be looked at. */
 function nearestExisting(path: string): string | undefined {

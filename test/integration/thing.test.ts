@@ -134,7 +134,9 @@ describe("bootstrap", () => {
       const result = Bun.spawnSync([...asNobody, binaryPath(), "bootstrap", ...thing.flags], { stdout: "pipe", stderr: "pipe" });
       const out = result.stdout.toString();
       expect(out).toContain("[FAIL] key files present");
-      expect(out).toContain("cannot read the private key (EACCES)\n       fix: Make the file readable by the user flashlex runs as");
+      expect(out).toContain(
+        `cannot read the private key (EACCES)\n       fix: Make the files readable by nobody, the user flashlex runs as here (sudo chown -R nobody: ${thing.dir}), then run bootstrap again.`,
+      );
       expect(out).not.toContain("Use the key files from the thing's distribution zip, unchanged.");
       expect(result.exitCode).toBe(1);
     },
@@ -151,7 +153,7 @@ describe("bootstrap", () => {
         const out = result.stdout.toString();
         expect(out).toContain("[FAIL] key files present");
         expect(out).toContain("permission denied (EACCES)");
-        expect(out).toContain("fix: Make the file readable by the user flashlex runs as");
+        expect(out).toContain("fix: Make the files readable by nobody, the user flashlex runs as here (sudo chown -R nobody: ");
         expect(out).not.toContain("missing:");
         expect(result.exitCode).toBe(1);
       } finally {
@@ -328,7 +330,7 @@ describe("paths this user may not search", () => {
     try {
       const result = runAs(asNobody, [binaryPath(), "bootstrap", "-c", thing.configPath]);
       expect(result.stdout).toContain("[PASS] config valid");
-      expect(result.stdout).toMatch(/\[FAIL\] key files present: \S+: permission denied \(EACCES\)\n\s+fix: Make the file readable/);
+      expect(result.stdout).toMatch(/\[FAIL\] key files present: \S+: permission denied \(EACCES\)\n\s+fix: Make the files readable/);
       expect(result.code).toBe(1);
     } finally {
       chmodSync(thing.keysDir, mode);
@@ -484,6 +486,24 @@ describe("paths this user may not search", () => {
         code: 77,
         stderr: `flashlex: ${inner}: started by root, this thing command runs as ${user.name} (uid ${user.uid}), the owner of the thing's folder, who may not enter ${closed} (fix: sudo chmod o+x ${closed}, or move the thing's folder)\n`,
       });
+      // bootstrap started by root on the user's folder with a key root kept: the fix names the chown, never "run it as that user" (it is)
+      const keyName = readdirSync(join(folder, "keys")).find((name) => name.endsWith("-private.pem"))!;
+      chownSync(join(folder, "keys", keyName), 0, 0);
+      const checked = runAs([], [binaryPath(), "bootstrap", "-c", config]);
+      expect(checked.stdout).toContain(
+        `fix: Started by root, bootstrap runs as the folder's user, as serve does: give it the folder (sudo chown -R ${user.name}: ${folder}), then run bootstrap again.`,
+      );
+      chownSync(join(folder, "keys", keyName), user.uid, user.gid);
+      // a root-owned folder unzipped into the user's directory: the note says why the user, not "the owner of" a folder that is root's
+      const unzipped = join(usersDir, "unzipped-by-root");
+      mkdirSync(unzipped, { mode: 0o755 });
+      copyFileSync(config, join(unzipped, "config.yml"));
+      chmodSync(join(unzipped, "config.yml"), 0o600);
+      const inside = runAs([], [binaryPath(), "messages", "list", "-c", join(unzipped, "config.yml")]);
+      expect(inside.code).toBe(78);
+      expect(inside.stderr).toContain(
+        `(started by root, this thing command runs as ${user.name} (uid ${user.uid}), who owns ${usersDir}, on the way to the thing's folder ${unzipped}:`,
+      );
       // a directory everyone shares as the folder: never "chmod go-w /tmp"
       const shared = runAs([], [binaryPath(), "enroll", "--dir", tmpdir()]);
       expect({ code: shared.code, stderr: shared.stderr }).toEqual({

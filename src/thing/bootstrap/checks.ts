@@ -5,18 +5,20 @@
 import { randomUUID } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import { closeSync, fsyncSync, openSync, rmSync, statSync, writeSync } from "node:fs";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { type CertificateInfo, describeCertificate } from "../../crypto/certificate-info.ts";
 import { pemBlocks } from "../../crypto/keys.ts";
 import { newMessageId } from "../../protocol/ids.ts";
 import { buildTestMessage } from "../../protocol/test-message.ts";
 import { TEST_TOPIC } from "../../protocol/topics.ts";
+import { accountName, actingAsOwnerChown } from "../../shared/act-as-owner.ts";
 import { FlashlexError } from "../../shared/errors.ts";
 import type { FileLock } from "../../shared/file-lock.ts";
 import { removeLeftovers } from "../../shared/files.ts";
 import { describeError, toFlashlexError } from "../../shared/foreign-errors.ts";
 import { type Logger, silentLogger } from "../../shared/log.ts";
 import { fileOnTheWay, pathExists } from "../../shared/path-exists.ts";
+import { shellWord } from "../../shared/shell-word.ts";
 import { collectUrl, deliverHttp, UNAUTHORIZED_FIX } from "../egress/delivery.ts";
 import { CLOCK_FIX_HINT, describeOffset, HubClock } from "../egress/hub-clock.ts";
 import { checkCertificateNamesThing, checkKeyMatchesCertificate, keyFileTooOpen, readIdentity, type ThingIdentity } from "../identity.ts";
@@ -124,9 +126,18 @@ const ROUND_TRIP_TIMEOUT_MS = 10_000;
 const CONNECTION_CLOSED_FIX =
   "The broker went away or closed the session: check the hub is running, and that no other device or process uses this thing's identity (a copied distribution, a running serve); then run bootstrap again.";
 
-/** The fix for a file this user may not read: the agent runs as the folder's owner (the service user). */
-const PERMISSION_FIX =
-  "Make the file readable by the user flashlex runs as (the thing folder's owner: sudo chown -R USER: FOLDER), or run bootstrap as that user.";
+/**
+ * The fix for a file this user may not read: give the thing's folder to the user flashlex runs
+ * as (the service's user, the folder's owner), named. Started by root, bootstrap already runs as
+ * that user (shared/act-as-owner.ts): "run it as that user" would send it round in a circle.
+ */
+function permissionFix(folder?: string): string {
+  const chown = actingAsOwnerChown();
+  if (chown) return `Started by root, bootstrap runs as the folder's user, as serve does: give it the folder (${chown}), then run bootstrap again.`;
+  const uid = process.geteuid?.() ?? 0;
+  const user = accountName(uid) ?? String(uid);
+  return `Make the files readable by ${user}, the user flashlex runs as here (sudo chown -R ${user}: ${folder ? shellWord(folder) : "the thing's folder"}), then run bootstrap again.`;
+}
 
 /** writeProbe's files, with the writer's pid: removed once it is gone. */
 const PROBE_NAME = new RegExp(`^\\.${WRITE_PROBE}\\.(\\d+)-[0-9a-f]{8}\\.tmp$`);
@@ -161,7 +172,7 @@ function writeProbe(dir: string): void {
 
 /** The fix for a config that did not load, by what went wrong with it. */
 function configFix(message: string): string {
-  if (/EACCES|EPERM|permission denied/.test(message)) return PERMISSION_FIX;
+  if (/EACCES|EPERM|permission denied/.test(message)) return permissionFix();
   if (/cannot read|not a (regular )?file|too large|not a thing's config\.yml/.test(message))
     return "Give the thing's config.yml with -c, or run bootstrap in the folder that holds it.";
   if (/invalid YAML|not UTF-8/.test(message)) return "Fix the YAML at the line and column named above (spaces, not tabs; a colon after each key).";
@@ -227,7 +238,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       fail(
         message,
         /EACCES|EPERM|permission denied/.test(message)
-          ? PERMISSION_FIX
+          ? permissionFix(dirname(config!.file))
           : /convert it with:/.test(message)
             ? "Convert the file with the command above, or use the key files from the thing's distribution zip."
             : "Use the key files from the thing's distribution zip, unchanged.",
