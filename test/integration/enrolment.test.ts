@@ -315,6 +315,9 @@ describe("enrolment", () => {
     const port = await freePort();
     const down = await enroll({ ...t, hub: `http://127.0.0.1:${port}/dev/v1` }, "down", join(work, "down", "thing"));
     expect(down.code).toBe(69);
+    expect(down.stderr).toBe(
+      `flashlex: the hub at 127.0.0.1:${port} cannot be reached: connection refused: nothing accepts connections at that address and port (ECONNREFUSED)\n`,
+    );
     // nothing was made with the hub: no empty folder is left, nor the parent made for it
     expect(existsSync(join(work, "down"))).toBe(false);
     const taken = join(work, "taken");

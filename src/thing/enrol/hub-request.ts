@@ -79,7 +79,10 @@ export async function hubRequest(
       target.protocol === "http:" && (err as NodeJS.ErrnoException)?.code === "ECONNRESET"
         ? "; if the hub serves HTTPS at that address (api.tls), give --hub with https://, as `hub enroll-token create` prints it"
         : "";
-    throw new FlashlexError(`the hub at ${target.host} cannot be reached: ${describeError(err)}${scheme}`, "unavailable", { cause: err });
+    // in the owner's words, as collect says it (egress/http-post.ts), not node:http's "connect ECONNREFUSED host:port"
+    const refused = (err as NodeJS.ErrnoException)?.code === "ECONNREFUSED";
+    const why = refused ? "connection refused: nothing accepts connections at that address and port (ECONNREFUSED)" : describeError(err);
+    throw new FlashlexError(`the hub at ${target.host} cannot be reached: ${why}${scheme}`, "unavailable", { cause: err });
   });
   let envelope: { result?: unknown; messages?: { value?: unknown }[] } | undefined;
   try {
