@@ -185,8 +185,8 @@ interface Step {
 
 /**
  * Every existing step from `/` to `path` (lstat'ed: a link counts by its own owner), then, for a
- * link on the way, every step to where it leads (realpath). A path not made yet stops at its
- * nearest existing parent.
+ * link on the way, every step to where it leads (realpath; the link's own text when it leads to
+ * a path not made yet). A path not made yet stops at its nearest existing parent.
  */
 function stepsTo(path: string, seen = new Set<string>()): Step[] {
   if (seen.has(path)) return [];
