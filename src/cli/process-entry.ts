@@ -17,9 +17,11 @@ import { exitCodeOf } from "./exit-codes.ts";
 export function report(err: unknown): number {
   const error = toFlashlexError(err);
   const bug = error.kind === "bug";
-  // a permission failure as the user root became, whatever kind it was given (an unreadable config is 78)
+  // Whoever typed sudo reads any failure as root's unless told whose it was (a lock file that
+  // "belongs to root, not to pi"); a permission failure, whatever kind it was given (an
+  // unreadable config is 78), gets the chown too.
   const denied = error.kind === "permission" || /\(EACCES\)|permission denied/.test(error.message);
-  const note = bug ? "(an internal error in flashlex: please report it)" : denied ? actingAsOwnerNote() : undefined;
+  const note = bug ? "(an internal error in flashlex: please report it)" : actingAsOwnerNote(denied ? undefined : false);
   // One line, whatever the message quotes: a path or a link target given with a newline or a
   // terminal escape in it is shown escaped, never acted on by the terminal.
   console.error(escapeUnsafe(`flashlex: ${redactUrl(error.message)}${note ? ` ${note}` : ""}`));

@@ -18,6 +18,7 @@
 import { accessSync, constants, lstatSync, readFileSync, readlinkSync, realpathSync, type Stats } from "node:fs";
 import { dirname, join, parse, resolve, sep } from "node:path";
 import { FlashlexError } from "./errors.ts";
+import { passwdEntryOf } from "./passwd.ts";
 import { shellWord } from "./shell-word.ts";
 
 /** A place a command acts on, and how its messages name it. */
@@ -58,13 +59,15 @@ export function actingAs(): string | undefined {
 /**
  * What a failure of this process adds while it acts as a place's owner: root started it, so
  * "permission denied" would read as nonsense without it. `fix` is what to do instead of the
- * default (a `chown -R` of the place, for files an older root run left there). Undefined when
- * this process acts as nobody else.
+ * default (a `chown -R` of the place, for files an older root run left there); false for none,
+ * where the failure is not about access. Undefined when this process acts as nobody else.
  */
-export function actingAsOwnerNote(fix?: string): string | undefined {
+export function actingAsOwnerNote(fix?: string | false): string | undefined {
   if (!tookOn) return undefined;
   const { place } = tookOn;
-  return `(started by root, this ${place.actor} runs as ${who(tookOn.uid, tookOn.name)}, ${whyThisUser()}: ${fix ?? `give that user what it needs, e.g. \`${actingAsOwnerChown()}\` for files an older root run left there`})`;
+  const said = `started by root, this ${place.actor} runs as ${who(tookOn.uid, tookOn.name)}, ${whyThisUser()}`;
+  if (fix === false) return `(${said})`;
+  return `(${said}: ${fix ?? `give that user what it needs, e.g. \`${actingAsOwnerChown()}\` for files an older root run left there`})`;
 }
 
 /** The `chown -R` that gives the place to the user this process took on; undefined when it acts as nobody else. */
@@ -279,11 +282,6 @@ function refuseUnreachable(place: OwnedPlace, uid: number, name: string | undefi
 
 const who = (uid: number, name?: string) => (name ? `${name} (uid ${uid})` : `uid ${uid}`);
 
-/** The name /etc/passwd gives `uid`, else undefined (a uid without an entry). */
-export function accountName(uid: number): string | undefined {
-  return passwdEntryOf(uid)?.name;
-}
-
 /** `path`, or its nearest existing parent; undefined when none can be looked at. */
 function nearestExisting(path: string): string | undefined {
   for (let at = path; ; at = dirname(at)) {
@@ -319,21 +317,4 @@ function realOrUndefined(path: string): string | undefined {
 /** `path` with its links followed (a `chown -R` of a link changes only the link), else as it is. */
 function realOrAsIs(path: string): string {
   return realOrUndefined(path) ?? resolve(path);
-}
-
-/**
- * The name, primary gid and home /etc/passwd gives `uid`; undefined for a uid not there (or no
- * file to read). Not accounts.ts's getent: this module loads with every command
- * (process-entry.ts), and node:child_process would then too.
- */
-function passwdEntryOf(uid: number): { name: string; gid: number; home: string } | undefined {
-  try {
-    for (const line of readFileSync("/etc/passwd", "utf8").split("\n")) {
-      const fields = line.split(":");
-      if (fields.length >= 6 && Number(fields[2]) === uid && fields[2] !== "") return { name: fields[0]!, gid: Number(fields[3]), home: fields[5]! };
-    }
-  } catch {
-    // no passwd file (a minimal container): the directory's group
-  }
-  return undefined;
 }

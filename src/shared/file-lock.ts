@@ -3,6 +3,7 @@ import { dirname } from "node:path";
 import { ConfigError, type FlashlexError } from "./errors.ts";
 import { takeExclusiveFlock } from "./flock.ts";
 import { toFlashlexError } from "./foreign-errors.ts";
+import { userLabel } from "./passwd.ts";
 
 /**
  * An exclusive lock on a file, flock(2) `LOCK_EX | LOCK_NB`: the kernel's, so of two processes
@@ -116,7 +117,7 @@ function kindOf(stat: Stats): string {
 function foreignOwner(file: string, stat: Stats): string | undefined {
   const self = process.geteuid?.() ?? stat.uid;
   if (stat.uid === self || (self === 0 && stat.uid === statSync(dirname(file)).uid)) return undefined;
-  return `${file}: belongs to uid ${stat.uid}, not to this user (uid ${self}), and another user could hold it; remove it`;
+  return `${file}: belongs to ${userLabel(stat.uid)}, not to ${userLabel(self)}, whom this command runs as, and another user could hold it; remove it`;
 }
 
 /**

@@ -7,7 +7,8 @@
  * `toFlashlexError` is what every layer calls on a caught value to give it its kind.
  */
 import { type ErrorKind, FlashlexError, oneLine } from "./errors.ts";
-import { danglingTarget, fileOnTheWay, pathKind } from "./path-exists.ts";
+import { danglingTarget, fileOnTheWay, pathKind, unreachableTarget } from "./path-exists.ts";
+import { whyDenied } from "./why-denied.ts";
 
 export interface ForeignError {
   kind: ErrorKind;
@@ -145,8 +146,16 @@ function classifyErrno(err: object): ForeignError | undefined {
     if (isFile(e.path)) return { kind: entry[0], reason: "a file, not a directory (EEXIST)", where: e.path };
     const target = danglingTarget(e.path);
     if (target !== undefined) return { kind: entry[0], reason: `a symbolic link to ${target}, which does not exist (EEXIST)`, where: e.path };
+    const hidden = unreachableTarget(e.path);
+    if (hidden !== undefined) {
+      const why = whyDenied(hidden);
+      return { kind: "permission", reason: `a symbolic link to ${hidden}, which this user may not reach${why ? `: ${why}` : ""} (EACCES)`, where: e.path };
+    }
   }
-  return { kind: entry[0], reason: `${entry[1]} (${e.code})`, where: typeof e.path === "string" ? e.path : undefined };
+  const where = typeof e.path === "string" ? e.path : undefined;
+  // whose the file, or the directory on the way, is: the chown or chmod that fixes it is then plain
+  const why = where !== undefined && (e.code === "EACCES" || e.code === "EPERM") ? whyDenied(where) : undefined;
+  return { kind: entry[0], reason: `${entry[1]} (${e.code})${why ? `: ${why}` : ""}`, where };
 }
 
 /** True when `path` names something that is not a directory; false when it cannot be told. */

@@ -100,6 +100,22 @@ export function danglingTarget(path: string): string | undefined {
 }
 
 /**
+ * What the symbolic link at `path` points to (absolute) when this user may not look there (a
+ * directory on the way it may not enter: stat(2) fails with EACCES); undefined for anything else,
+ * or nothing, at `path`. Never throws.
+ */
+export function unreachableTarget(path: string): string | undefined {
+  try {
+    if (!lstatSync(path).isSymbolicLink()) return undefined;
+    statSync(path);
+    return undefined;
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    return code === "EACCES" ? resolve(dirname(path), readlinkSync(path)) : undefined;
+  }
+}
+
+/**
  * For a message about `path` that could not be opened with `err`: ": X is a file, not a
  * directory" when it failed with ENOTDIR because of the file X on the way, else "".
  */

@@ -18,6 +18,7 @@
 
 import { buildTestMessage } from "../protocol/test-message.ts";
 import { TEST_TOPIC } from "../protocol/topics.ts";
+import { actingAs } from "../shared/act-as-owner.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
 import { watchFileIdentity } from "../shared/file-watch.ts";
 import { classifyForeign } from "../shared/foreign-errors.ts";
@@ -232,6 +233,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
 
     log.info("serve.started", {
       thing: identity.thingName,
+      runsAs: actingAs(), // started by root on a user's folder
       config: config.file,
       configFrom: config.origin,
       broker: `${config.yaml.thing.endpoint}:${mqttConfig.port}`,

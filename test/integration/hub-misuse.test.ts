@@ -45,6 +45,7 @@ import { parseDocument } from "yaml";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { hasUnsafeCharacters } from "../../src/shared/log.ts";
+import { userLabel } from "../../src/shared/passwd.ts";
 import { ordinaryAccount } from "../support/accounts.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
@@ -506,7 +507,7 @@ describe("a thing's distribution zip in dists/", () => {
         const result = await run([...args, "--dir", home], { timeoutMs: 30_000 });
         expect(result.code, result.stderr).toBe(77);
         expect(result.stderr).toContain(
-          ` is ${done} (the hub refuses it from now on), but its distribution zip ${zip}, which holds its private key, could not be removed (permission denied (EACCES)); remove it by hand`,
+          ` is ${done} (the hub refuses it from now on), but its distribution zip ${zip}, which holds its private key, could not be removed (permission denied (EACCES): ${userLabel(user.uid)} may not enter ${join(home, "dists")} (root's, mode 0700)); remove it by hand`,
         );
         expect(existsSync(zip)).toBe(true);
         expect(crlSerials()).toContain(`Serial Number: ${serials[id]}`);

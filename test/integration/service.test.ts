@@ -579,14 +579,14 @@ describe("install and uninstall against a fake systemctl", () => {
     ({ code, io } = await attempt());
     expect(code).toBe(ExitCode.PERMISSION);
     expect(io.stderr).toContain(
-      `${owner.name} cannot use ${join(folder, "data", "update", "guard.sh")}: it belongs to uid 0, left there by another user (a serve run as root?), and the service's serve would stop on it (fix: sudo chown -R ${owner.name}:`,
+      `${owner.name} cannot use ${join(folder, "data", "update", "guard.sh")}: it belongs to root (uid 0), left there by another user (a serve run as root?), and the service's serve would stop on it (fix: sudo chown -R ${owner.name}:`,
     );
     expect(io.stderr).toContain(` ${join(folder, "data")})`);
     rmSync(join(folder, "data", "update"), { recursive: true });
     writeFileSync(`${key}.lock`, "", { mode: 0o600 });
     ({ code, io } = await attempt());
     expect(code).toBe(ExitCode.PERMISSION);
-    expect(io.stderr).toContain(`${owner.name} cannot use ${key}.lock: it belongs to uid 0`);
+    expect(io.stderr).toContain(`${owner.name} cannot use ${key}.lock: it belongs to root (uid 0)`);
     expect(io.stderr).toMatch(new RegExp(`\\(fix: sudo chown ${owner.name}:\\S+ ${key}\\.lock\\)`));
     rmSync(`${key}.lock`);
     // a folder on the way it cannot enter
@@ -613,7 +613,7 @@ describe("install and uninstall against a fake systemctl", () => {
       const owns = `${owner.name}:${groupName(owner.gid)}`;
       const fix = `sudo chown -R ${owns} ${join(folder, "data")} && sudo chown ${owns} ${key} ${folder}`;
       expect(io.stderr).toBe(
-        `flashlex: ${owner.name} cannot use 4 of the paths the service's serve needs: cannot read ${key}; cannot write the data directory ${join(folder, "data")}; cannot use ${join(folder, "data", "update")}: it belongs to uid 0, left there by another user (a serve run as root?), and the service's serve would stop on it; cannot write ${folder}, where serve makes the thing's MQTT session lock ${key}.lock (fix: ${fix})\n`,
+        `flashlex: ${owner.name} cannot use 4 of the paths the service's serve needs: cannot read ${key}; cannot write the data directory ${join(folder, "data")}; cannot use ${join(folder, "data", "update")}: it belongs to root (uid 0), left there by another user (a serve run as root?), and the service's serve would stop on it; cannot write ${folder}, where serve makes the thing's MQTT session lock ${key}.lock (fix: ${fix})\n`,
       );
       // the one fix it names is enough, and gives the user nothing it did not name
       execFileSync("sh", ["-c", fix.replaceAll("sudo ", "")]);

@@ -26,8 +26,9 @@ import {
 } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import mqtt, { type MqttClient } from "mqtt";
+import { accountName, userLabel } from "../../src/shared/passwd.ts";
 import { ordinaryAccount } from "../support/accounts.ts";
 import { binaryPath, run, start } from "../support/binary.ts";
 import { freePort, type MosquittoBroker, mosquittoPub } from "../support/mosquitto.ts";
@@ -229,7 +230,7 @@ describe("paths this user may not search", () => {
       const result = runAs(asNobody, [binaryBeside(folder), "messages", "list"], here);
       expect({ code: result.code, stderr: result.stderr }).toEqual({
         code: 77,
-        stderr: `flashlex: ${join(here, "config.yml")}: permission denied (EACCES)\n`,
+        stderr: `flashlex: ${join(here, "config.yml")}: permission denied (EACCES): it links to ${join(closed, "config.yml")}: ${userLabel(65534)} may not enter ${closed} (root's, mode 0700)\n`,
       });
     },
   );
@@ -247,7 +248,10 @@ describe("paths this user may not search", () => {
       chownSync(key, 0, 0); // left root's by a `sudo` run: 0600, unreadable for the service user
       const before = readFileSync(key);
       const result = runAs(asNobody, [binaryPath(), "serve", "-c", join(folder, "config.yml")]);
-      expect({ code: result.code, stderr: result.stderr }).toEqual({ code: 77, stderr: `flashlex: ${key}: permission denied (EACCES)\n` });
+      expect({ code: result.code, stderr: result.stderr }).toEqual({
+        code: 77,
+        stderr: `flashlex: ${key}: permission denied (EACCES): it is root's (mode 0600), and this command runs as ${userLabel(65534)}\n`,
+      });
       expect(statSync(key).uid).toBe(0);
       expect(readFileSync(key).equals(before)).toBe(true);
       expect(existsSync(`${key}.previous`)).toBe(true);
@@ -330,7 +334,9 @@ describe("paths this user may not search", () => {
     try {
       const result = runAs(asNobody, [binaryPath(), "bootstrap", "-c", thing.configPath]);
       expect(result.stdout).toContain("[PASS] config valid");
-      expect(result.stdout).toMatch(/\[FAIL\] key files present: \S+: permission denied \(EACCES\)\n\s+fix: Make the files readable/);
+      expect(result.stdout).toContain(
+        `[FAIL] key files present: ${join(thing.keysDir, "root-ca-cert.pem")}: permission denied (EACCES): ${userLabel(65534)} may not enter ${thing.keysDir} (root's, mode 0700)\n       fix: Make the files readable by ${accountName(65534) ?? 65534}, the user flashlex runs as here (sudo chown -R ${accountName(65534) ?? 65534}: ${dirname(thing.configPath)}), then run bootstrap again.`,
+      );
       expect(result.code).toBe(1);
     } finally {
       chmodSync(thing.keysDir, mode);
@@ -386,6 +392,15 @@ describe("paths this user may not search", () => {
       } finally {
         await byUser.stop();
       }
+      // what an older root run left (a 0600 lock of root's): 78, and the line says whom root's command ran as
+      const lock = join(folder, "data", "serve.lock");
+      chownSync(lock, 0, 0);
+      const leftover = runAs([], [binaryPath(), "serve", "-c", config]);
+      expect({ code: leftover.code, stderr: leftover.stderr }).toEqual({
+        code: 78,
+        stderr: `flashlex: ${lock}: belongs to root (uid 0), not to ${user.name} (uid ${user.uid}), whom this command runs as, and another user could hold it; remove it (started by root, this thing command runs as ${user.name} (uid ${user.uid}), the owner of the thing's folder ${folder})\n`,
+      });
+      chownSync(lock, user.uid, user.gid);
       // the folder's and its data's owners disagree: root acts as neither (77, naming both)
       const data = join(folder, "data");
       execFileSync("chown", ["-R", "65534:65534", data]);

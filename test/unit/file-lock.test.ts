@@ -20,6 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { FlashlexError } from "../../src/shared/errors.ts";
+import { userLabel } from "../../src/shared/passwd.ts";
 import { acquireEnrolLock } from "../../src/thing/enrol/folder.ts";
 import { acquireServeLock, acquireSessionLock, LOCK_FILE } from "../../src/thing/local/serve-lock.ts";
 
@@ -124,7 +125,9 @@ describe("serve's lock on its data directory: only the thing's user can hold it"
     chownSync(join(data, LOCK_FILE), 65534, 65534);
     const err = await acquireServeLock(data).catch((e) => e);
     expect(exitCodeOf(err)).toBe(78);
-    expect(err.message).toBe(`${join(data, LOCK_FILE)}: belongs to uid 65534, not to this user (uid 0), and another user could hold it; remove it`);
+    expect(err.message).toBe(
+      `${join(data, LOCK_FILE)}: belongs to ${userLabel(65534)}, not to root (uid 0), whom this command runs as, and another user could hold it; remove it`,
+    );
   });
 
   test("a lock file of ours that others could open is made owner-only", async () => {
@@ -207,7 +210,7 @@ describe("serve's lock on its data directory: only the thing's user can hold it"
       const answer = JSON.parse(result.stdout.trim().split("\n").at(-1)!);
       expect(answer).toEqual({
         code: 78,
-        message: `${join(data, LOCK_FILE)}: belongs to uid 0, not to this user (uid 65534), and another user could hold it; remove it`,
+        message: `${join(data, LOCK_FILE)}: belongs to root (uid 0), not to ${userLabel(65534)}, whom this command runs as, and another user could hold it; remove it`,
       });
     },
   );

@@ -3,8 +3,8 @@
  * hub.yml (settings.ts), making a new one (init.ts), and the operator's tokens (tokens.ts).
  */
 import { type KeyObject, randomBytes, X509Certificate } from "node:crypto";
-import { accessSync, constants, statSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { statSync } from "node:fs";
+import { join } from "node:path";
 import { CryptoError } from "../../crypto/errors.ts";
 import { loadPrivateKey, spkiDer } from "../../crypto/keys.ts";
 import type { CertifiedKey } from "../../crypto/x509.ts";
@@ -15,6 +15,7 @@ import type { Logger } from "../../shared/log.ts";
 import { fileOnTheWay, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { readRegularFile } from "../../shared/regular-file.ts";
 import { shellWord } from "../../shared/shell-word.ts";
+import { firstUnsearchable } from "../../shared/why-denied.ts";
 import { type HubDatabase, parseHubDatabase } from "../store/database-url.ts";
 import { hubDatabaseMissing } from "../store/sqlite-driver.ts";
 import { type HubPaths, hubPaths } from "./paths.ts";
@@ -183,7 +184,7 @@ function refuseUnreadableHome(paths: HubPaths): void {
     statSync(paths.config);
   } catch (err) {
     if ((err as NodeJS.ErrnoException).code !== "EACCES") return;
-    const blocking = firstUnsearchable(paths.dir);
+    const blocking = firstUnsearchable(paths.dir) ?? paths.dir;
     if (blocking !== paths.dir) {
       // a directory above the home (another user's home directory, /root) is what keeps this user out
       throw new FlashlexError(`${paths.dir}: permission denied: this user may not enter ${blocking} (${ownerOf(blocking) ?? "another user"}'s)`, "permission");
@@ -194,25 +195,6 @@ function refuseUnreadableHome(paths: HubPaths): void {
       "permission",
     );
   }
-}
-
-/** The first directory from the root down to `dir` (itself included) this user may not search, or `dir` when none is found. */
-function firstUnsearchable(dir: string): string {
-  const chain: string[] = [];
-  for (let at = dir; ; at = dirname(at)) {
-    chain.unshift(at);
-    if (dirname(at) === at) break;
-  }
-  return (
-    chain.find((at) => {
-      try {
-        accessSync(at, constants.X_OK);
-        return false;
-      } catch {
-        return true;
-      }
-    }) ?? dir
-  );
 }
 
 /** The name of the user who owns `path` (the system's user database), or undefined when it cannot be looked at. */

@@ -2,6 +2,7 @@ import { accessSync, constants, statfsSync } from "node:fs";
 import { dirname } from "node:path";
 import { type ErrorKind, FlashlexError } from "../errors.ts";
 import { sqliteCodeOf, toFlashlexError } from "../foreign-errors.ts";
+import { whyDenied } from "../why-denied.ts";
 
 /**
  * What to do with a damaged database file when its opener says nothing else: right for a database
@@ -50,7 +51,10 @@ export function probeFileSystem(file: string): { kind: ErrorKind; reason: string
     } catch (err) {
       const errno = (err as NodeJS.ErrnoException).code;
       if (errno === "EROFS") return { kind: "read-only", reason: `cannot write: ${path} is on a read-only file system` };
-      if (errno === "EACCES" || errno === "EPERM") return { kind: "permission", reason: `cannot write: permission denied on ${path}` };
+      if (errno === "EACCES" || errno === "EPERM") {
+        const why = whyDenied(file);
+        return { kind: "permission", reason: `cannot write: permission denied on ${path}${why ? `: ${why}` : ""}` };
+      }
       if (errno === "ENOENT" && path === dir) return { kind: "io", reason: `cannot open: ${path} does not exist` };
     }
   }

@@ -5,18 +5,19 @@
 import { randomUUID } from "node:crypto";
 import { lookup } from "node:dns/promises";
 import { closeSync, fsyncSync, openSync, rmSync, statSync, writeSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { type CertificateInfo, describeCertificate } from "../../crypto/certificate-info.ts";
 import { pemBlocks } from "../../crypto/keys.ts";
 import { newMessageId } from "../../protocol/ids.ts";
 import { buildTestMessage } from "../../protocol/test-message.ts";
 import { TEST_TOPIC } from "../../protocol/topics.ts";
-import { accountName, actingAsOwnerChown } from "../../shared/act-as-owner.ts";
+import { actingAsOwnerChown } from "../../shared/act-as-owner.ts";
 import { FlashlexError } from "../../shared/errors.ts";
 import type { FileLock } from "../../shared/file-lock.ts";
 import { removeLeftovers } from "../../shared/files.ts";
 import { describeError, toFlashlexError } from "../../shared/foreign-errors.ts";
 import { type Logger, silentLogger } from "../../shared/log.ts";
+import { accountName } from "../../shared/passwd.ts";
 import { fileOnTheWay, pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { collectUrl, deliverHttp, UNAUTHORIZED_FIX } from "../egress/delivery.ts";
@@ -146,9 +147,14 @@ const PROBE_NAME = new RegExp(`^\\.${WRITE_PROBE}\\.(\\d+)-[0-9a-f]{8}\\.tmp$`);
 const damagedFix = (file: string) =>
   `Stop serve, move ${file} aside (flashlex starts a new one; \`sqlite3 ${file} .recover\` reads what can still be read of it) or restore a backup, then run bootstrap again.`;
 
-/** What to do about a data directory `dir` that cannot be written. */
-const dataDirectoryFix = (dir: string) =>
-  `Create ${dir} and make it writable by this user (a full file system needs space freed), or pass -d with a writable directory; one that went read-only (an SD card failing: \`dmesg\`) needs fsck and a remount, or a new card.`;
+/** What to do about a data directory `dir` that cannot be written, for the failure `error` (a permission one names what to give whom). */
+function dataDirectoryFix(dir: string, error: FlashlexError): string {
+  if (error.kind === "permission") {
+    const uid = process.geteuid?.() ?? 0;
+    return `Give ${accountName(uid) ?? `uid ${uid}`}, the user flashlex runs as here, what the line above names (sudo chown or chmod), or pass -d with a directory that user may write.`;
+  }
+  return `Create ${dir} and make it writable by this user (a full file system needs space freed), or pass -d with a writable directory; one that went read-only (an SD card failing: \`dmesg\`) needs fsck and a remount, or a new card.`;
+}
 
 /**
  * Writes, syncs and removes a file in `dir`: writable means a write got through. access(W_OK)
@@ -170,9 +176,9 @@ function writeProbe(dir: string): void {
   }
 }
 
-/** The fix for a config that did not load, by what went wrong with it. */
-function configFix(message: string): string {
-  if (/EACCES|EPERM|permission denied/.test(message)) return permissionFix();
+/** The fix for a config that did not load, by what went wrong with it; `folder` is the thing's (the config's directory). */
+function configFix(message: string, folder: string): string {
+  if (/EACCES|EPERM|permission denied/.test(message)) return permissionFix(folder);
   if (/cannot read|not a (regular )?file|too large|not a thing's config\.yml/.test(message))
     return "Give the thing's config.yml with -c, or run bootstrap in the folder that holds it.";
   if (/invalid YAML|not UTF-8/.test(message)) return "Fix the YAML at the line and column named above (spaces, not tabs; a colon after each key).";
@@ -210,7 +216,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     try {
       config = loadThingConfig(location, origin);
     } catch (err) {
-      fail((err as Error).message, configFix((err as Error).message));
+      fail((err as Error).message, configFix((err as Error).message, dirname(resolve(location.config))));
     }
     const where = `${config!.file} (${config!.origin})`;
     return config!.unknownKeys.length ? `${where}; ignored unknown keys: ${config!.unknownKeys.join(", ")}` : where;
@@ -224,7 +230,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       missing = wanted.filter((p) => !pathExists(p));
     } catch (err) {
       const message = toFlashlexError(err).message; // a keys directory this user may not search: not "missing"
-      fail(message, configFix(message));
+      fail(message, configFix(message, dirname(config!.file)));
     }
     const inTheWay = missing.length ? fileOnTheWay(missing[0]!) : undefined;
     if (inTheWay !== undefined) fail(`${config!.keysDir}: ${inTheWay} is a file, not a directory`, "Pass -k with the directory that has the keys.");
@@ -317,7 +323,8 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       try {
         writeProbe(config!.dataDir);
       } catch (err) {
-        fail(`${config!.dataDir}: ${describeError(err)}`, dataDirectoryFix(config!.dataDir));
+        const error = toFlashlexError(err, config!.dataDir);
+        fail(error.message, dataDirectoryFix(config!.dataDir, error));
       }
       return `${config!.paths.database} (open in the running flashlex serve)`;
     }
@@ -331,12 +338,12 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
           inTheWay === config!.dataDir ? `${inTheWay}: a file, not a directory` : `${config!.dataDir}: ${inTheWay} is a file, not a directory`,
           "Pass -d with the data directory serve uses (data/ beside the config by default).",
         );
-      // storage errors name their file already
-      const reason = describeError(err);
-      const damaged = err instanceof FlashlexError && err.kind === "damaged";
+      // storage errors name their file already; a file system error names its path
+      const error = toFlashlexError(err);
+      const reason = error.message;
       fail(
-        reason.startsWith(config!.paths.database) ? reason : `${config!.paths.database}: ${reason}`,
-        damaged ? damagedFix(config!.paths.database) : dataDirectoryFix(config!.dataDir),
+        reason.startsWith(config!.dataDir) ? reason : `${config!.paths.database}: ${reason}`,
+        error.kind === "damaged" ? damagedFix(config!.paths.database) : dataDirectoryFix(config!.dataDir, error),
       );
     }
     return `${config!.paths.database} (${store!.db.driver})`;

@@ -13,6 +13,7 @@
 import { lstatSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
+import { userLabel } from "../../shared/passwd.ts";
 import { fileOnTheWay, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { sessionLockFile } from "../local/serve-lock.ts";
@@ -201,7 +202,7 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
     const more = left.length > 1 ? ` (and ${left.length - 1} more there)` : "";
     unusable.push({
       path: left[0]!.path,
-      cannot: `cannot use ${left[0]!.path}${more}: it belongs to uid ${left[0]!.uid}, left there by another user (a serve run as root?), and the service's serve would stop on it`,
+      cannot: `cannot use ${left[0]!.path}${more}: it belongs to ${userLabel(left[0]!.uid)}, left there by another user (a serve run as root?), and the service's serve would stop on it`,
       fix: fix(files.data, true),
     });
   }
@@ -237,7 +238,7 @@ function sessionLockProblems(key: string, account: ServiceAccount, fix: (path: s
     return [
       {
         path: lock,
-        cannot: `cannot use ${lock}: it belongs to uid ${st.uid}, left there by another user (a serve run as root?), and the service's serve would stop on it`,
+        cannot: `cannot use ${lock}: it belongs to ${userLabel(st.uid)}, left there by another user (a serve run as root?), and the service's serve would stop on it`,
         fix: fix(lock),
       },
     ];
