@@ -283,6 +283,24 @@ describe("self-update (config.yml has flashlex.update.publicKey)", () => {
     if (hasAnalyze) expect(verify(stdout).complaints).toEqual([]);
   });
 
+  test.skipIf(!isRoot)(
+    "a folder unzipped as root: the one refusal names the keys directory (renewal) and the folder (self-update) too, and its one fix leaves nothing to warn about (two more chowns came as warnings after it)",
+    async () => {
+      const folder = thingFolder("unzipped-as-root-updating");
+      Bun.spawnSync(["chown", "-R", "0:0", folder.dir]);
+      const keys = join(folder.dir, "keys");
+      const { code, stderr } = await print(folder, owner.name);
+      expect(code).toBe(ExitCode.PERMISSION);
+      expect(stderr).toContain(`cannot write ${keys}, where serve makes the thing's MQTT session lock`); // and renewal its new key
+      expect(stderr).toContain(`cannot write ${folder.dir}, where self-update replaces the binary`);
+      const fix = /\(fix: (sudo chown [^)]*)\)\n$/.exec(stderr)![1]!;
+      expect(fix).not.toContain(folder.config); // the config stays root's: the user never needs to write it
+      execFileSync("sh", ["-c", fix.replaceAll("sudo ", "")]);
+      const after = await print(folder, owner.name);
+      expect({ code: after.code, stderr: after.stderr }).toEqual({ code: ExitCode.OK, stderr: "" });
+    },
+  );
+
   test("a directory the service user cannot write: said clearly, and the unit keeps the binary read-only", async () => {
     const folder = thingFolder("readonly-dir");
     chmodSync(folder.dir, 0o555);

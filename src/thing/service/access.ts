@@ -37,6 +37,8 @@ export interface ServiceFiles {
   /** the private key among them: serve's MQTT session lock is made beside it */
   privateKey: string;
   data: string;
+  /** the thing's folder when self-update is on and replaces the binary there (install.ts's selfUpdateCheck warns for the rest) */
+  selfUpdateDir?: string;
 }
 
 /** Whether `account` has every permission in `need` ("r", "w", "x") on `path` by its mode bits. */
@@ -170,7 +172,8 @@ interface Fix {
  * their chowns as one command (it took three runs, one file each). A directory on the way the
  * user may not enter is thrown at once (its fix is a chmod).
  * Returns the warnings that do not stop serve: a keys directory it cannot write (certificate
- * renewal writes its new key there).
+ * renewal writes its new key there). With a refusal, that directory and `selfUpdateDir` when the
+ * user cannot write them are named in it too, their chowns joined with the rest.
  */
 export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount): string[] {
   const who = account.name;
@@ -207,10 +210,22 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
     });
   }
   if (pathExists(files.privateKey)) unusable.push(...sessionLockProblems(files.privateKey, account, fix));
-  if (unusable.length) throw refuse(unusableLine(who, unusable, account));
-  return permitted(files.keysDir, account, "wx")
-    ? []
-    : [`${who} cannot write ${files.keysDir}: certificate renewal, which writes the new key there, will fail (fix: ${fix(files.keysDir).text})`];
+  // Serve runs without these, so alone they are warnings; with a refusal they join its one chown
+  // (after pasting it, the next run warned with two more commands).
+  const renewal = !permitted(files.keysDir, account, "wx");
+  const selfUpdate = files.selfUpdateDir !== undefined && !permitted(files.selfUpdateDir, account, "wx");
+  const later: Unusable[] = [
+    ...(renewal
+      ? [{ path: files.keysDir, cannot: `cannot write ${files.keysDir}, where certificate renewal writes the new key`, fix: fix(files.keysDir) }]
+      : []),
+    ...(selfUpdate
+      ? [{ path: files.selfUpdateDir!, cannot: `cannot write ${files.selfUpdateDir}, where self-update replaces the binary`, fix: fix(files.selfUpdateDir!) }]
+      : []),
+  ].filter((u) => !unusable.some((named) => named.path === u.path));
+  if (unusable.length) throw refuse(unusableLine(who, [...unusable, ...later], account));
+  return renewal
+    ? [`${who} cannot write ${files.keysDir}: certificate renewal, which writes the new key there, will fail (fix: ${fix(files.keysDir).text})`]
+    : [];
 }
 
 /**

@@ -108,7 +108,15 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
   // before root reads a key file: a config naming a file only root may read as its key
   // (/etc/shadow) had root read it and say what it found there (no key; a key, not this one).
   const warnings = checkServiceAccess(
-    { folder, config, keysDir: keys, keyFiles: [thing.paths.rootCA, thing.paths.cert, thing.paths.privateKey], privateKey: thing.paths.privateKey, data },
+    {
+      folder,
+      config,
+      keysDir: keys,
+      keyFiles: [thing.paths.rootCA, thing.paths.cert, thing.paths.privateKey],
+      privateKey: thing.paths.privateKey,
+      data,
+      selfUpdateDir: thing.yaml.update !== undefined && exe.compiled && resolve(dirname(exe.command)) === resolve(folder) ? folder : undefined,
+    },
     account,
   );
   loadIdentity(thing);
