@@ -72,7 +72,7 @@ test("the cURL line `hub thing create` prints for an HTTPS hub downloads with re
   const { dir: hubDir, token } = await httpsHub("pinned");
   const { dir: otherDir } = await httpsHub("other");
   const created = await flashlex(["hub", "thing", "create", "kitchen", "--dir", hubDir, "-o", join(work, "kitchen-cli.zip")]);
-  const line = /curl -fo \S+ -k --pinnedpubkey '(sha256\/\/[A-Za-z0-9+/=]+)' -H "Authorization: Bearer \$FLASHLEX_TOKEN" (https:\/\/\S+)$/m.exec(
+  const line = /curl -fo \S+ -k --pinnedpubkey '(sha256\/\/[A-Za-z0-9+/=]+)' -H "Authorization: Bearer \$FLASHLEX_TOKEN" (https:\/\/[^\s)]+)\)$/m.exec(
     created.stdout,
   );
   expect(line, created.stdout).not.toBeNull();

@@ -9,7 +9,7 @@
  * `./flashlex enroll ...` in the thing's folder, then the same bare commands.
  */
 import { afterAll, expect, test } from "bun:test";
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ordinaryAccount } from "../support/accounts.ts";
@@ -46,6 +46,15 @@ test("hub -> thing -> device -> service -> a message each way, with the README's
     const zip = join(operator, `${name}.zip`);
     expect(existsSync(zip)).toBe(true);
     expect(created.stdout).toContain(`curl -fo ${name}.zip -H "Authorization: Bearer $FLASHLEX_TOKEN"`);
+    // The printed line, pasted on the device: the zip it saves holds the private key, so it is
+    // the user's alone whatever the umask (it was 0644).
+    const said = created.stdout.split("\n").find((l) => l.includes("curl -fo"))!;
+    const line = said.slice(said.indexOf("(umask 077; curl"));
+    const device = join(work, "device-download");
+    mkdirSync(device);
+    const pasted = Bun.spawnSync(["sh", "-c", `umask 022; ${line}`], { cwd: device, env: { ...process.env, FLASHLEX_TOKEN: hub.token }, timeout: 30_000 });
+    expect(pasted.exitCode, pasted.stderr.toString()).toBe(0);
+    expect(statSync(join(device, `${name}.zip`)).mode & 0o777).toBe(0o600);
 
     // 3. The device: unzip, the binary into the thing's folder, cd there.
     const pi = join(work, "home-pi");

@@ -5,7 +5,8 @@ import type { HubSettings } from "../home/settings.ts";
 
 /**
  * The guide's cURL line that downloads a thing's distribution zip on the thing itself, as the
- * CLI (`hub thing create`) and the console's thing page print it.
+ * CLI (`hub thing create`) and the console's thing page print it, in a subshell with umask 077 so
+ * that the zip, which holds the thing's private key, is saved readable by its user alone.
  *
  * An `https://` hub answers with its own certificate (the broker's, signed by the hub CA), which
  * a fresh Pi does not trust: curl would fail (exit 60) and the user's next move would be `-k`,
@@ -25,7 +26,8 @@ export function distributionDownloadLine(
   const tls = url.startsWith("https://")
     ? ` -k --pinnedpubkey 'sha256//${publicKeyPin(readRegularFile(hub.paths.brokerCert, "broker certificate").toString("utf8"))}'`
     : "";
-  return `curl -fo ${thing.name}.zip${tls} -H "Authorization: Bearer ${bearer}" ${url}`;
+  // the zip holds the thing's private key: saved 0600, not as the umask (0644) would have it
+  return `(umask 077; curl -fo ${thing.name}.zip${tls} -H "Authorization: Bearer ${bearer}" ${url})`;
 }
 
 /** The SHA-256 of a certificate's SubjectPublicKeyInfo (DER), base64: curl's --pinnedpubkey form (RFC 7469 §2.4). */
