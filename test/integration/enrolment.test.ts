@@ -311,6 +311,15 @@ describe("enrolment", () => {
   test("usage (64), an unreachable hub (69), a folder that holds a thing (65)", async () => {
     const t = await newToken();
     expect((await run(["enroll", "--hub", t.hub, "--token", t.token])).code).toBe(64);
+    // no token under sudo, whose env_reset dropped $FLASHLEX_ENROLL_TOKEN: says how to keep it
+    const hub = ["enroll", "--hub", t.hub, "--ca-fingerprint", t.caFingerprint, "--dir", join(work, "no-token")];
+    const noToken = await run(hub, { env: { FLASHLEX_ENROLL_TOKEN: "" } });
+    expect({ code: noToken.code, sudo: noToken.stderr.includes("--preserve-env") }).toEqual({ code: 64, sudo: false });
+    const underSudo = await run(hub, { env: { FLASHLEX_ENROLL_TOKEN: "", SUDO_USER: "pi" } });
+    expect(underSudo.code).toBe(64);
+    expect(underSudo.stderr).toContain(
+      "sudo drops $FLASHLEX_ENROLL_TOKEN unless told to keep it: sudo --preserve-env=FLASHLEX_ENROLL_TOKEN flashlex enroll ...",
+    );
     expect((await run(["enroll", "--hub", "http://127.0.0.1:8080", "--token", t.token, "--ca-fingerprint", t.caFingerprint])).code).toBe(64);
     const port = await freePort();
     const down = await enroll({ ...t, hub: `http://127.0.0.1:${port}/dev/v1` }, "down", join(work, "down", "thing"));

@@ -44,7 +44,13 @@ async function enrollInto(dir: string, options: Options, signal: AbortSignal): P
   if (!hub) throw new UsageError("--hub is required: the hub's API URL `hub enroll-token create` printed");
   // trimmed as the fingerprint is: a token pasted with its line end is the same token
   const token = (text(options.token) ?? process.env.FLASHLEX_ENROLL_TOKEN)?.trim();
-  if (!token) throw new UsageError("--token (or $FLASHLEX_ENROLL_TOKEN) is required: the enrolment token `hub enroll-token create` printed");
+  if (!token) {
+    // sudo's env_reset drops the variable set before it: the way to keep it, not only "required"
+    const sudo = process.env.SUDO_USER
+      ? "; sudo drops $FLASHLEX_ENROLL_TOKEN unless told to keep it: sudo --preserve-env=FLASHLEX_ENROLL_TOKEN flashlex enroll ..."
+      : "";
+    throw new UsageError(`--token (or $FLASHLEX_ENROLL_TOKEN) is required: the enrolment token \`hub enroll-token create\` printed${sudo}`);
+  }
   if (!token.startsWith(ENROLMENT_TOKEN_TAG)) {
     const given = text(options.token) !== undefined ? "--token" : "$FLASHLEX_ENROLL_TOKEN";
     throw new UsageError(
