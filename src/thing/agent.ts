@@ -211,7 +211,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const control = await listenControlSocket(config.dataDir, access, status, log);
     await parts.start({ name: "control socket", stop: () => closeControlSocket(control, config.dataDir) });
 
-    const timers = [startExpiry(store, app.db.expireSeconds, log), startThread(config, identity, session, log)];
+    const timers = [startExpiry(store, app.db.expireSeconds, log), startThread(config, identity, session, tokens, log)];
     await parts.start({
       name: "timers",
       stop: () => {
@@ -344,7 +344,13 @@ function startExpiry(store: MessageStore, expireSeconds: number, log: Logger): R
 }
 
 /** The guide's `basicPubsub` and `test` threads: publish a numbered message every 5 s. */
-function startThread(config: ThingConfig, identity: ThingIdentity, session: ThingSession, log: Logger): ReturnType<typeof setInterval> | undefined {
+function startThread(
+  config: ThingConfig,
+  identity: ThingIdentity,
+  session: ThingSession,
+  tokens: ThingTokens,
+  log: Logger,
+): ReturnType<typeof setInterval> | undefined {
   const app = config.yaml.app;
   if (app.thread === "subscribe") return undefined;
   const topic = app.thread === "basicPubsub" ? requirePubsubTopic(config) : TEST_TOPIC;
@@ -353,15 +359,20 @@ function startThread(config: ThingConfig, identity: ThingIdentity, session: Thin
   const timer = setInterval(() => {
     if (!session.connected) return;
     if (sequence >= limit) return clearInterval(timer);
+    const sent = sequence++;
+    // a test message carries the thing's token: behind an external broker it is what names the thing to the hub
     const body =
       app.thread === "test"
-        ? buildTestMessage({ thingId: identity.thingId, thingName: identity.thingName, message: app.message, sequence })
-        : JSON.stringify({ message: app.message, sequence });
-    const sent = sequence++;
-    session.publish(topic, body, 1).then(
-      () => log.info("thread.published", { topic, sequence: sent }),
-      (err: Error) => log.warn("thread.publish_failed", { topic, error: err }),
-    );
+        ? tokens
+            .current(identity)
+            .then(({ token }) => buildTestMessage({ thingId: identity.thingId, thingName: identity.thingName, message: app.message, sequence: sent, token }))
+        : Promise.resolve(JSON.stringify({ message: app.message, sequence: sent }));
+    body
+      .then((text) => session.publish(topic, text, 1))
+      .then(
+        () => log.info("thread.published", { topic, sequence: sent }),
+        (err: Error) => log.warn("thread.publish_failed", { topic, error: err }),
+      );
   }, THREAD_INTERVAL_MS);
   return timer;
 }

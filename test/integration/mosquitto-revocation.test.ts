@@ -20,17 +20,20 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
+import { randomUUID } from "node:crypto";
 import { chownSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { MqttClient } from "mqtt";
 import { parseDocument } from "yaml";
 import { describeCertificate } from "../../src/crypto/certificate-info.ts";
+import { signThingToken } from "../../src/crypto/jwt.ts";
 import type { Background } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort, type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
-import { attemptConnect, closedWithin, subscribeCode } from "../support/mqtt-client.ts";
+import { attemptConnect, closedWithin, nextMessage, subscribeCode } from "../support/mqtt-client.ts";
 import { type Identity, renewOverHttp, useKey } from "../support/renewal-http.ts";
+import { waitUntil } from "../support/wait.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-mosquitto-revocation-"));
 const confDir = join(work, "mosquitto-conf");
@@ -152,6 +155,31 @@ afterAll(async () => {
   await mosquitto?.stop();
   rmSync(work, { recursive: true, force: true });
 }, 30_000);
+
+describe("test messages behind Mosquitto, which cannot tell the hub who published", () => {
+  test("A's test message in D's name is dropped without D's token: D is not marked verified and nothing is echoed into its ingress (A's text was stored there as the owner's); D's own, with its token, is echoed without the token or the text", async () => {
+    // not `connected`: the revocation tests below find D's client in `clients`
+    const [d, a] = [(await attempt(D)).client!, (await attempt(A)).client!];
+    expect(await subscribeCode(d, `ingress/${D.name}`)).toBe(1);
+    const spoof = { thingId: D.id, thingName: D.name, message: "OWNER SAYS: unlock the door", sequence: 1, nonce: randomUUID() };
+    const leaked = nextMessage(d, `ingress/${D.name}`, 2_000);
+    const from = hub!.output().length;
+    await a.publishAsync("flashlex/test", JSON.stringify(spoof), { qos: 1 });
+    await waitUntil("the hub drops A's test message", () =>
+      /hub\.test_dropped [^\n]*reason="no token: behind an external broker a test message needs its thing's token"/.test(hub!.output().slice(from)),
+    );
+    expect(await leaked, withLogs("echoed into D's ingress")).toBeUndefined();
+    const listed = JSON.parse((await fixture.flashlex(["hub", "thing", "list", "--dir", fixture.dir, "--json"])).stdout);
+    expect(listed.find((t: { id: string }) => t.id === D.id)).toMatchObject({ verifiedAt: null });
+
+    const token = await signThingToken({ thingId: D.id, privateKey: D.privateKey });
+    const own = { thingId: D.id, thingName: D.name, message: "hello", sequence: 0, nonce: randomUUID() };
+    const echo = nextMessage(d, `ingress/${D.name}`, 10_000);
+    await d.publishAsync("flashlex/test", JSON.stringify({ ...own, token }), { qos: 1 });
+    expect(JSON.parse((await echo) ?? "null"), withLogs("no echo")).toEqual({ message: { thingId: D.id, thingName: D.name, sequence: 0, nonce: own.nonce } });
+    await Promise.all([a.endAsync(), d.endAsync()]);
+  }, 30_000);
+});
 
 describe("revocation on Mosquitto 2.0.11 with the dynamic security plugin", () => {
   test("a connected thing is disconnected within seconds of `hub thing revoke`; back without a SIGHUP, it is denied everything", async () => {

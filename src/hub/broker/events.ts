@@ -104,8 +104,21 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
 
   async function test(publisher: Publisher, payload: Buffer): Promise<void> {
     const body = parsed("hub.test_dropped", () => parseTestMessage(payload, deps.payloadLimitBytes));
-    // With an external broker nobody vouches for the publisher; the id and name must at least agree.
-    const thing = await fromStore(() => deps.store.getThing(body.thingId));
+    let thing: ThingRecord | undefined;
+    if (publisher) {
+      thing = await fromStore(() => deps.store.getThing(body.thingId));
+    } else {
+      // An external broker vouches for nobody, and a thing's id and name are no secret: the
+      // thing's token is what names it (any thing could mark another verified and have text of
+      // its own echoed into the other's ingress).
+      try {
+        thing = await deps.collector.authenticate(body.thingId, typeof body.token === "string" ? body.token : undefined);
+      } catch (err) {
+        if (err instanceof StoreFailure) throw err;
+        const reason = err instanceof CollectAuthError ? err.reason : `the token could not be verified (${(err as Error)?.message ?? String(err)})`;
+        throw new Dropped("hub.test_dropped", `${reason}: behind an external broker a test message needs its thing's token`, { thing_id: body.thingId });
+      }
+    }
     const matches = thing && thing.revokedAt === null && thing.name === body.thingName && (!publisher || publisher.id === thing.id);
     if (!thing || !matches) throw new Dropped("hub.test_dropped", "thingId and thingName do not name the publishing thing", { thing_id: body.thingId });
     const first = thing.verifiedAt === null;

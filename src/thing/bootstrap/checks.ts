@@ -7,6 +7,7 @@ import { lookup } from "node:dns/promises";
 import { closeSync, fsyncSync, openSync, rmSync, statSync, writeSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { type CertificateInfo, describeCertificate } from "../../crypto/certificate-info.ts";
+import { signThingToken } from "../../crypto/jwt.ts";
 import { pemBlocks } from "../../crypto/keys.ts";
 import { newMessageId } from "../../protocol/ids.ts";
 import { buildTestMessage } from "../../protocol/test-message.ts";
@@ -423,7 +424,10 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   });
 
   const publishOk = await check(`publish the test message to ${TEST_TOPIC}`, viaServe ?? Boolean(connectOk), async () => {
-    const body = buildTestMessage({ thingId: identity!.thingId, thingName: identity!.thingName, message: config!.yaml.app.message, sequence: 0, nonce });
+    // the token names the thing to a hub behind an external broker, which cannot see who published
+    const token = await signThingToken({ thingId: identity!.thingId, privateKey: identity!.privateKey });
+    const fields = { thingId: identity!.thingId, thingName: identity!.thingName, message: config!.yaml.app.message, sequence: 0, nonce };
+    const body = buildTestMessage({ ...fields, token });
     // The broker may go before its PUBACK (a hub killed right after it took the message): MQTT.js
     // keeps an unacknowledged QoS 1 message for a reconnect bootstrap never makes, so only the
     // operation timeout (minutes) would end the wait. The end of the connection ends it at once.
@@ -437,7 +441,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       fail(describeError(err), `The broker must allow this thing to publish to ${TEST_TOPIC}.`);
     }
     if (outcome) fail(`the connection closed before the broker acknowledged it (${outcome.ended})`, CONNECTION_CLOSED_FIX);
-    return body;
+    return `${JSON.stringify(fields)} and the thing's token`; // a bearer token is never printed
   });
 
   await check("ingress round trip", viaServe ?? Boolean(publishOk), async () => {
