@@ -44,6 +44,17 @@ export function commitSha(): string {
   return sha || "unknown";
 }
 
+/**
+ * When HEAD was committed, as ISO 8601 UTC; undefined outside a git checkout. Built in as the
+ * oldest signing time a release offered to this build may have (docs/updates.md, "Older
+ * releases"): the time of the commit, not of the build, so a build is the same whenever it runs.
+ */
+export function commitTime(): string | undefined {
+  const git = Bun.spawnSync(["git", "show", "-s", "--format=%cI", "HEAD"], { cwd: ROOT, stderr: "ignore" });
+  const at = git.success ? Date.parse(git.stdout.toString().trim()) : Number.NaN;
+  return Number.isNaN(at) ? undefined : new Date(at).toISOString().replace(/\.\d+Z$/, "Z");
+}
+
 export async function packageVersion(): Promise<string> {
   return (await Bun.file(join(ROOT, "package.json")).json()).version;
 }
@@ -51,13 +62,14 @@ export async function packageVersion(): Promise<string> {
 /**
  * The same constants for every target, Bun or Node: src/shared/version.ts reads them.
  * FLASHLEX_TARGET is the target's name (`linux-arm64`): the agent takes only its own target's
- * binary from a release (docs/updates.md).
+ * binary from a release (docs/updates.md). FLASHLEX_COMMIT_TIME is commitTime()'s.
  */
-export function defines(version: string, commit: string, target?: string): Record<string, string> {
+export function defines(version: string, commit: string, target?: string, committedAt = commitTime()): Record<string, string> {
   return {
     FLASHLEX_VERSION: JSON.stringify(version),
     FLASHLEX_COMMIT: JSON.stringify(commit),
     ...(target ? { FLASHLEX_TARGET: JSON.stringify(target) } : {}),
+    ...(committedAt ? { FLASHLEX_COMMIT_TIME: JSON.stringify(committedAt) } : {}),
   };
 }
 

@@ -43,7 +43,8 @@ export const ManifestSchema = z.strictObject({
   product: z.literal("flashlex"),
   version: z.string().regex(VERSION_PATTERN, "a version (letters, digits, . + _ -)"),
   commit: z.string().max(64),
-  created: z.string().max(40),
+  // a time in UTC: self-update refuses a release signed before the one that runs (docs/updates.md)
+  created: z.iso.datetime({ message: "a time in UTC, ISO 8601 (2026-12-01T02:00:00Z)" }),
   targets: z.record(z.string().regex(TARGET_PATTERN, "a target name"), TargetEntrySchema).refine((t) => Object.keys(t).length > 0, "no targets"),
 });
 

@@ -16,7 +16,7 @@ import { DownloadRefused, downloadVerified } from "../../src/thing/update/downlo
 import { writeGuard } from "../../src/thing/update/guard.ts";
 import type { UpdateHubApi } from "../../src/thing/update/hub-api.ts";
 import { installBinary, restorePrevious } from "../../src/thing/update/install.ts";
-import { formatMarker, markerPaths, parseMarker, readPending, readRolledBack } from "../../src/thing/update/marker.ts";
+import { formatMarker, markerPaths, parseMarker, readPending, readRelease, readRolledBack } from "../../src/thing/update/marker.ts";
 import { startUpdater } from "../../src/thing/update/updater.ts";
 import { scratchDir } from "../support/scratch.ts";
 
@@ -36,9 +36,10 @@ const guard = (data: string) => Bun.spawnSync(["/bin/sh", markerPaths(data).guar
 describe("the pending marker", () => {
   test("round-trips and refuses what sh could not read back", () => {
     const update = { version: "2.0.0", from: "1.0.0", binary: "/opt/my thing/flashlex", previous: "/opt/my thing/flashlex.previous" };
-    expect(parseMarker(formatMarker(update))).toEqual({ ...update, reason: undefined, sha256: undefined });
+    expect(parseMarker(formatMarker(update))).toEqual({ ...update, reason: undefined, sha256: undefined, created: undefined });
     const digest = "ab".repeat(32);
     expect(parseMarker(formatMarker({ ...update, sha256: digest }))?.sha256).toBe(digest);
+    expect(parseMarker(formatMarker({ ...update, created: "2026-12-02T00:00:00Z" }))?.created).toBe("2026-12-02T00:00:00Z");
     expect(() => formatMarker({ ...update, binary: "/opt/it's/flashlex" })).toThrow(/quote/);
   });
 });
@@ -125,6 +126,15 @@ describe("at start, a pending update whose version is not the one that runs", ()
     updater.stop();
     return { reports, restarts };
   }
+
+  test("a version on trial that reports healthy is recorded as the release that runs, with its signing time (the oldest an offer may have from then on)", async () => {
+    const d = device();
+    installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary, sha256: sha256("new binary"), created: "2026-12-02T00:00:00Z" }, d.data);
+    const { reports } = await startAs(d, "2.0.0", 300);
+    expect(reports).toContainEqual({ state: "healthy", version: "2.0.0", running: "2.0.0" });
+    expect(readPending(d.data)).toBeUndefined();
+    expect(readRelease(d.data)).toMatchObject({ version: "2.0.0", created: "2026-12-02T00:00:00Z" });
+  }, 10_000);
 
   test("the release's own binary saying another version (mislabeled) is rolled back: the previous binary is put back, and it reports why", async () => {
     const d = device();
@@ -213,7 +223,7 @@ describe("the download beside the binary", () => {
     return { publicKey: keys.publicKey, hub, reports, server };
   }
 
-  function start(d: ReturnType<typeof device>, offering: ReturnType<typeof hubOffering>, restarts: string[] = []) {
+  function start(d: ReturnType<typeof device>, offering: ReturnType<typeof hubOffering>, restarts: string[] = [], committedAt?: string) {
     const config = {
       dataDir: d.data,
       yaml: { update: { publicKey: offering.publicKey, checkSeconds: 3600, healthySeconds: 60 } },
@@ -228,6 +238,7 @@ describe("the download beside the binary", () => {
       target: "linux-x64",
       executable: d.binary,
       hub: offering.hub,
+      committedAt,
     });
   }
 
@@ -251,6 +262,44 @@ describe("the download beside the binary", () => {
       offering.server.stop(true);
     }
   }, 10_000);
+
+  test("a release signed before this build's commit, or before the release it runs, is refused unread (an old signed release offered again was installed: a downgrade); one signed after is downloaded", async () => {
+    // the offer is signed at 2026-12-02T00:00:00Z
+    const byCommit = device();
+    const byRelease = device();
+    mkdirSync(join(byRelease.data, "update"));
+    writeFileSync(
+      markerPaths(byRelease.data).release,
+      formatMarker({ version: "1.0.0", from: "0.9.0", binary: byRelease.binary, previous: `${byRelease.binary}.previous`, created: "2026-12-05T00:00:00Z" }),
+    );
+    const newer = device();
+    const offerings = [hubOffering(false), hubOffering(false), hubOffering(false)];
+    try {
+      const updaters = [
+        start(byCommit, offerings[0]!, [], "2026-12-04T10:00:00Z"),
+        start(byRelease, offerings[1]!, [], "2026-11-01T00:00:00Z"),
+        start(newer, offerings[2]!, [], "2026-12-01T00:00:00Z"),
+      ];
+      await waitFor(() => offerings[0]!.reports.length > 0 && offerings[1]!.reports.length > 0 && offerings[2]!.reports.length > 1, 8000);
+      for (const updater of updaters) updater.stop();
+      const refusal = (what: string) => [
+        {
+          state: "failed",
+          version: "2.0.0",
+          running: "1.0.0",
+          detail: `the release was signed at 2026-12-02T00:00:00Z, before ${what}: an older release offered again, which could bring back what a newer one fixed; to go back to an older build, sign it again under a new version`,
+        },
+      ];
+      expect(offerings[0]!.reports).toEqual(refusal("the build this thing runs (1.0.0) was committed (2026-12-04T10:00:00Z)"));
+      expect(offerings[1]!.reports).toEqual(refusal("the release this thing runs (1.0.0) was signed (2026-12-05T00:00:00Z)"));
+      expect([readFileSync(byCommit.binary, "utf8"), readFileSync(byRelease.binary, "utf8")]).toEqual(["old binary", "old binary"]);
+      // past the signing time: downloaded (and then refused for its bytes, which are no program)
+      expect(offerings[2]!.reports.map((r) => r.state)).toEqual(["downloading", "failed"]);
+      expect(offerings[2]!.reports[1]!.detail).toStartWith("the binary cannot run here");
+    } finally {
+      for (const o of offerings) o.server.stop(true);
+    }
+  }, 15_000);
 
   test("serve stopping mid-download removes the part downloaded, and reports nothing failed", async () => {
     const d = device();

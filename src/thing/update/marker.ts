@@ -7,6 +7,8 @@
  *   starts       how many times the supervisor started the pending version; the guard counts
  *   rolled-back  written by whoever rolled back (the guard, or the new binary itself), read
  *                and removed by the previous binary once the hub took its report
+ *   release      the release that runs: `pending` as it was when that version reported healthy,
+ *                with the signing time of its manifest, below which no offer is taken
  *   guard.sh     the pre-start guard (guard.ts), run by `/bin/sh` before each start
  *
  * `pending` and `rolled-back` are lines of `NAME='value'`, so the guard reads them with `sed`
@@ -32,6 +34,8 @@ export interface PendingUpdate {
   reason?: string;
   /** the SHA-256 (hex) of the binary put in place, from the signed manifest; absent in markers of older versions */
   sha256?: string;
+  /** when the release's manifest was signed (its `created`, ISO 8601); absent in markers of older versions */
+  created?: string;
 }
 
 const FIELDS: Record<keyof PendingUpdate, string> = {
@@ -41,6 +45,7 @@ const FIELDS: Record<keyof PendingUpdate, string> = {
   previous: "FLASHLEX_UPDATE_PREVIOUS",
   reason: "FLASHLEX_UPDATE_REASON",
   sha256: "FLASHLEX_UPDATE_SHA256",
+  created: "FLASHLEX_UPDATE_CREATED",
 };
 
 /** `<data>/update`, the directory of the files above. */
@@ -52,6 +57,7 @@ export const markerPaths = (dataDir: string) => ({
   pending: join(updateDir(dataDir), "pending"),
   starts: join(updateDir(dataDir), "starts"),
   rolledBack: join(updateDir(dataDir), "rolled-back"),
+  release: join(updateDir(dataDir), "release"),
   guard: join(updateDir(dataDir), "guard.sh"),
 });
 
@@ -80,7 +86,7 @@ export function parseMarker(text: string): PendingUpdate | undefined {
   const get = (key: keyof PendingUpdate) => values[FIELDS[key]];
   const [version, from, binary, previous] = [get("version"), get("from"), get("binary"), get("previous")];
   if (!version || !from || !binary || !previous) return undefined;
-  return { version, from, binary, previous, reason: get("reason"), sha256: get("sha256") };
+  return { version, from, binary, previous, reason: get("reason"), sha256: get("sha256"), created: get("created") };
 }
 
 function readMarker(file: string): PendingUpdate | undefined {
@@ -89,6 +95,12 @@ function readMarker(file: string): PendingUpdate | undefined {
 
 export const readPending = (dataDir: string) => readMarker(markerPaths(dataDir).pending);
 export const readRolledBack = (dataDir: string) => readMarker(markerPaths(dataDir).rolledBack);
+export const readRelease = (dataDir: string) => readMarker(markerPaths(dataDir).release);
+
+/** Records `update` as the release that runs (it reported healthy), durably, before `pending` goes. */
+export function writeRelease(dataDir: string, update: PendingUpdate): void {
+  writeFileAtomicallyDurable(markerPaths(dataDir).release, formatMarker({ ...update, reason: undefined }));
+}
 
 /** Writes `pending` (and clears the start count), durably: the file and its directory are synced. */
 export function writePending(dataDir: string, update: PendingUpdate): void {

@@ -20,7 +20,7 @@ import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signin
 import { elfMismatch } from "../../shared/elf.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
-import { TARGET, VERSION } from "../../shared/version.ts";
+import { COMMIT_TIME, TARGET, VERSION } from "../../shared/version.ts";
 import type { HubClock } from "../egress/hub-clock.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
@@ -28,7 +28,7 @@ import { DownloadNotWritable, DownloadRefused, downloadVerified } from "./downlo
 import { writeGuard } from "./guard.ts";
 import { type OfferedUpdate, type ReportState, type UpdateHubApi, updateHubApi } from "./hub-api.ts";
 import { downloadPath, installBinary, isInstalledBinary, removeDeadDownloads, restorePrevious } from "./install.ts";
-import { clearPending, clearRolledBack, type PendingUpdate, readPending, readRolledBack, writeRolledBack } from "./marker.ts";
+import { clearPending, clearRolledBack, type PendingUpdate, readPending, readRelease, readRolledBack, writeRelease, writeRolledBack } from "./marker.ts";
 
 export interface UpdaterOptions {
   config: ThingConfig;
@@ -45,6 +45,8 @@ export interface UpdaterOptions {
   /** seams for tests; defaults: this build's */
   version?: string;
   target?: string;
+  /** when this build's commit was made (ISO 8601); default COMMIT_TIME */
+  committedAt?: string;
   executable?: string;
   hub?: UpdateHubApi;
 }
@@ -64,6 +66,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
   const settings = config.yaml.update;
   const version = opts.version ?? VERSION;
   const target = opts.target ?? TARGET;
+  const committedAt = opts.committedAt ?? COMMIT_TIME;
   if (!settings) {
     log.info("update.off", { reason: "config.yml has no flashlex.update.publicKey (a distribution older than self-update)" });
     return { stop() {} };
@@ -120,6 +123,8 @@ export function startUpdater(opts: UpdaterOptions): Updater {
         try {
           await hub.report({ state: "healthy", version, running: version });
           clearTimeout(watchdog);
+          // its signing time is from now on the oldest an offer may have (signedFloor)
+          writeRelease(dataDir, trial);
           clearPending(dataDir);
           log.info("update.healthy", { version, from: trial.from, previous: trial.previous });
           trial = undefined;
@@ -188,11 +193,20 @@ export function startUpdater(opts: UpdaterOptions): Updater {
     if (!verifyRelease(manifestBytes, offer.signature, publicKey))
       return refuse(offer.version, "the manifest's signature does not verify with the pinned update key");
     let entry: { file: string; sha256: string; size: number } | undefined;
+    let created: string | undefined;
     try {
       // Loaded here, not with serve: the manifest's schema brings zod, ~10 ms of every start.
       const { parseManifest } = await import("../../protocol/release-manifest.ts");
       const manifest = parseManifest(manifestBytes);
       if (manifest.version !== offer.version) return refuse(offer.version, `the signed manifest is for ${manifest.version}, not ${offer.version}`);
+      const floor = signedFloor();
+      if (floor && !(Date.parse(manifest.created) >= Date.parse(floor.at))) {
+        return refuse(
+          offer.version,
+          `the release was signed at ${manifest.created}, before ${floor.what} (${floor.at}): an older release offered again, which could bring back what a newer one fixed; to go back to an older build, sign it again under a new version`,
+        );
+      }
+      created = manifest.created;
       entry = manifest.targets[target];
     } catch (err) {
       return refuse(offer.version, (err as Error).message);
@@ -224,7 +238,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
       return refuse(offer.version, `the binary cannot run here: ${mismatch}`);
     }
     try {
-      installBinary(file, { version: offer.version, from: version, binary, sha256: entry.sha256 }, dataDir);
+      installBinary(file, { version: offer.version, from: version, binary, sha256: entry.sha256, created }, dataDir);
     } catch (err) {
       rmSync(file, { force: true });
       return refuse(offer.version, `cannot replace ${binary}: ${describeError(err)}`);
@@ -232,6 +246,21 @@ export function startUpdater(opts: UpdaterOptions): Updater {
     log.info("update.installed", { version: offer.version, from: version, binary });
     await report("installed", offer.version);
     opts.requestRestart(`updated from ${version} to ${offer.version}`);
+  }
+
+  /**
+   * The oldest signing time an offered release may have: that of the release this binary came
+   * in (recorded when it reported healthy), else this build's commit time. A signature does not
+   * age, so without it anyone between the thing and the hub (the API is plain HTTP by default),
+   * or a hub that was broken into, could offer any older signed release and have it installed.
+   */
+  function signedFloor(): { at: string; what: string } | undefined {
+    const release = readRelease(dataDir);
+    const floors = [
+      ...(release?.version === version && release.created ? [{ at: release.created, what: `the release this thing runs (${version}) was signed` }] : []),
+      ...(committedAt ? [{ at: committedAt, what: `the build this thing runs (${version}) was committed` }] : []),
+    ];
+    return floors.sort((a, b) => Date.parse(b.at) - Date.parse(a.at))[0];
   }
 
   async function check(): Promise<void> {
