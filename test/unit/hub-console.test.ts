@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
 import type { HubBroker } from "../../src/hub/broker/broker.ts";
-import { MAX_LIVE_VIEWS } from "../../src/hub/console/events.ts";
+import { MAX_LIVE_VIEWS, MAX_UNREAD_BYTES } from "../../src/hub/console/events.ts";
 import { escapeHtml, html } from "../../src/hub/console/html.ts";
 import { ConsoleSessions } from "../../src/hub/console/sessions.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
@@ -258,6 +258,21 @@ describe("CSRF and the same-origin check", () => {
     expect([twice.status, (await twice.text()).includes("is given more than once")]).toEqual([400, true]);
     expect(await hub.things.find("c8")).toBeUndefined();
   });
+
+  test("forms are read in bounds: sign-in, read before anyone is known, takes 8 KiB; a message's form 200,000 fields with the repeat last (each field was compared with every other: one anonymous sign-in froze the hub for minutes)", async () => {
+    const big = await post("/signin", { token: "x".repeat(9 * 1024) });
+    expect([big.status, (await big.text()).includes("this form is at most 8192 bytes")]).toEqual([413, true]);
+    const browser = await signIn();
+    const fields = Array.from({ length: 200_000 }, (_, i) => `f${i}=`).join("&");
+    const repeated = await api.fetch(
+      new Request(`${BASE}/things/${thing.id}/send`, {
+        method: "POST",
+        headers: { Cookie: browser.cookie, "Content-Type": "application/x-www-form-urlencoded", "X-CSRF-Token": browser.csrf },
+        body: `${fields}&f0=`,
+      }),
+    );
+    expect([repeated.status, /The form field \S*f0\S* is given more than once/.test(await repeated.text())]).toEqual([400, true]);
+  }, 5_000);
 });
 
 describe("escaping", () => {
@@ -615,6 +630,23 @@ describe("a live view lives no longer than what let it open", () => {
       on.close();
       stopMetrics();
     }
+  });
+
+  test("a view that stops reading is ended once it leaves MAX_UNREAD_BYTES unread, with what it held dropped (each view queued every event: ten held 1 GB)", async () => {
+    const on = fastApi();
+    const browser = await signIn();
+    const response = await on.fetch(new Request(`${BASE}/events`, { headers: { Cookie: browser.cookie } }));
+    const before = hub.feed.watchers;
+    // nobody reads: ~1 KiB an event, well past the bound
+    const payload = JSON.stringify({ filler: "x".repeat(1024) });
+    for (let i = 0; i < (2 * MAX_UNREAD_BYTES) / 1024; i++) await hub.collector.store(thing, undefined, payload);
+    expect(hub.feed.watchers).toBe(before - 1);
+    // what it carried, read now, ends: the browser opens it again
+    let carried = 0;
+    const reader = response.body!.getReader();
+    for (let r = await reader.read(); !r.done; r = await reader.read()) carried += r.value.byteLength;
+    expect(carried).toBeLessThan(MAX_UNREAD_BYTES + 4096);
+    on.close();
   });
 
   test("an open stream does not keep its sign-in alive: it ends once the session was not used for the idle time", async () => {

@@ -11,7 +11,8 @@
  * proxies, and notices a browser that has gone. A stream lives no longer than what let it open:
  * its session's sign-out ends it at once (`endSession`), and every RECHECK_MS it asks whether its
  * session is still live (a rotation by another process or hub, an expiry) and its thing still
- * there, and ends when not. `close()` ends every stream (hub stopping, a rotation here).
+ * there, and ends when not. `close()` ends every stream (hub stopping, a rotation here). A
+ * reader that leaves more than MAX_UNREAD_BYTES unread has its stream ended.
  */
 import type { MessageFeed } from "../messages/feed.ts";
 import type { ThingRecord } from "../store/hub-store.ts";
@@ -26,6 +27,13 @@ export const RECHECK_MS = 12_000;
 
 /** The most live views open at once; more are refused (each is an open HTTP response). */
 export const MAX_LIVE_VIEWS = 200;
+
+/**
+ * The most a stream holds for a reader that does not keep up, in bytes: past it the stream ends,
+ * and the browser's EventSource opens it again after its `retry` (the page then shows what
+ * comes next). Unbounded, ten views that stopped reading held 1 GB of a burst of 20,000 messages.
+ */
+export const MAX_UNREAD_BYTES = 256 * 1024;
 
 /** Who a stream is for, and how it learns that it must end. */
 export interface LiveViewer {
@@ -59,68 +67,74 @@ export function liveStreams(deps: { feed: MessageFeed; things: Things; heartbeat
       if (open.size >= MAX_LIVE_VIEWS) return undefined;
       let end: () => void = () => {};
       let stopWatching: (() => void) | undefined;
-      const stream = new ReadableStream<Uint8Array>({
-        start(controller) {
-          let ended = false;
-          const send = (text: string) => {
-            if (ended) return;
-            try {
-              controller.enqueue(encoder.encode(text));
-            } catch {
-              end();
-            }
-          };
-          const event = (name: string, data: unknown) => send(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
-          let connected = thing ? deps.things.isConnected(thing) : null;
-          const presence = () => event("presence", { connected, words: presenceWords(connected) });
-          stopWatching = deps.feed.watch((e) => {
-            // by id: a thing deleted and made again under its name is another thing
-            if (thing && (e.type === "delivered" ? e.thingName !== thing.name : e.thingId !== thing.id)) return;
-            if (e.type === "delivered") event("delivered", { id: e.flmessagespk, deliveredAt: isoUtc(e.at) });
-            else event("message", { kind: e.type, message: messageView(e.message, e.thingName) });
-          });
-          let lastCheck = Date.now();
-          const timer = setInterval(() => {
-            if (Date.now() - lastCheck >= (deps.recheckMs ?? RECHECK_MS)) {
-              lastCheck = Date.now();
-              viewer.stillAllowed().then(
-                (allowed) => allowed || end(),
-                () => end(),
-              );
-            }
-            if (thing) {
-              const now = deps.things.isConnected(thing);
-              if (now !== connected) {
-                connected = now;
-                presence();
+      const stream = new ReadableStream<Uint8Array>(
+        {
+          start(controller) {
+            let ended = false;
+            const send = (text: string) => {
+              if (ended) return;
+              try {
+                controller.enqueue(encoder.encode(text));
+              } catch {
+                end();
                 return;
               }
-            }
-            send(": ping\n\n");
-          }, deps.heartbeatMs ?? HEARTBEAT_MS);
-          end = () => {
-            if (ended) return;
-            ended = true;
-            clearInterval(timer);
-            stopWatching?.();
-            open.delete(end);
-            signal.removeEventListener("abort", end);
-            try {
-              controller.close();
-            } catch {
-              // already closed by the reader
-            }
-          };
-          open.set(end, viewer.sessionId);
-          signal.addEventListener("abort", end);
-          // Ask the browser to wait 3 s before reconnecting; say where the thing stands now.
-          send("retry: 3000\n\n");
-          if (thing) presence();
+              // what the reader has not taken, past the bound: a view that stopped reading
+              if ((controller.desiredSize ?? 0) < 0) end();
+            };
+            const event = (name: string, data: unknown) => send(`event: ${name}\ndata: ${JSON.stringify(data)}\n\n`);
+            let connected = thing ? deps.things.isConnected(thing) : null;
+            const presence = () => event("presence", { connected, words: presenceWords(connected) });
+            stopWatching = deps.feed.watch((e) => {
+              // by id: a thing deleted and made again under its name is another thing
+              if (thing && (e.type === "delivered" ? e.thingName !== thing.name : e.thingId !== thing.id)) return;
+              if (e.type === "delivered") event("delivered", { id: e.flmessagespk, deliveredAt: isoUtc(e.at) });
+              else event("message", { kind: e.type, message: messageView(e.message, e.thingName) });
+            });
+            let lastCheck = Date.now();
+            const timer = setInterval(() => {
+              if (Date.now() - lastCheck >= (deps.recheckMs ?? RECHECK_MS)) {
+                lastCheck = Date.now();
+                viewer.stillAllowed().then(
+                  (allowed) => allowed || end(),
+                  () => end(),
+                );
+              }
+              if (thing) {
+                const now = deps.things.isConnected(thing);
+                if (now !== connected) {
+                  connected = now;
+                  presence();
+                  return;
+                }
+              }
+              send(": ping\n\n");
+            }, deps.heartbeatMs ?? HEARTBEAT_MS);
+            end = () => {
+              if (ended) return;
+              ended = true;
+              clearInterval(timer);
+              stopWatching?.();
+              open.delete(end);
+              signal.removeEventListener("abort", end);
+              try {
+                controller.close();
+              } catch {
+                // already closed by the reader
+              }
+            };
+            open.set(end, viewer.sessionId);
+            signal.addEventListener("abort", end);
+            // Ask the browser to wait 3 s before reconnecting; say where the thing stands now.
+            send("retry: 3000\n\n");
+            if (thing) presence();
+          },
+          cancel() {
+            end();
+          },
         },
-        cancel() {
-          end();
-        },
-      });
+        { highWaterMark: MAX_UNREAD_BYTES, size: (chunk) => chunk?.byteLength ?? 0 },
+      );
       return stream;
     },
     endSession(sessionId) {
