@@ -7,6 +7,7 @@ import { classifyForeign } from "../shared/foreign-errors.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
 import { formatListenAddress, listenFailure, parseListenAddress } from "../shared/listen-address.ts";
 import type { Logger } from "../shared/log.ts";
+import { budgetLogger } from "../shared/log-budget.ts";
 import { type MetricsListener, startMetricsListener } from "../shared/metrics-http.ts";
 import { VERSION } from "../shared/version.ts";
 import type { HubBroker, ThingDirectory } from "./broker/broker.ts";
@@ -130,8 +131,30 @@ async function startRabbitAuth(rabbit: RabbitSettings, paths: HubPaths, director
  * and it rejects: try-later (75) when a hub serve already runs on this home, ConfigError (78) for
  * an address it cannot listen on, else what opening the home, the database or the broker threw.
  */
+/**
+ * The hub's events that say it refused what a thing or a client sent: each is written at most 20
+ * times in 10 s, and then how many more there were (shared/log-budget.ts). Unbounded, anyone
+ * who can reach the hub decided how fast its log grows.
+ */
+const OUTSIDE_REFUSALS: ReadonlySet<string> = new Set([
+  "mqtt.connect.refused",
+  "mqtt.subscribe.refused",
+  "mqtt.publish.refused",
+  "hub.collect_refused",
+  "hub.collect_rejected",
+  "hub.collect_dropped",
+  "hub.test_dropped",
+  "hub.publish_dropped",
+  "hub.thing_refused",
+  "hub.update_refused",
+  "hub.enrol_refused",
+  "hub.console_signin_refused",
+  "hub.console_csrf_refused",
+  "hub.console_cross_site_refused",
+]);
+
 export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
-  const log = opts.log;
+  const log = budgetLogger(opts.log, { events: OUTSIDE_REFUSALS });
   const home = openHubHome(opts.dir, log, opts.database);
   const { paths, settings } = home;
   // Before any port is taken: a second hub on this home is "try later" (75), not a busy port.

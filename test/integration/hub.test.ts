@@ -29,7 +29,7 @@ import { freePort, type MosquittoBroker, startMosquitto } from "../support/mosqu
 import { attemptConnect, closedWithin, nextMessage, subscribeCode } from "../support/mqtt-client.ts";
 import { makeTestPki } from "../support/pki.ts";
 import { tally } from "../support/tally.ts";
-import { storedCount, waitForLog, waitUntil } from "../support/wait.ts";
+import { occurrences, storedCount, waitForLog, waitUntil } from "../support/wait.ts";
 
 // ---------------------------------------------------------------------------------------------
 // helpers
@@ -541,6 +541,24 @@ describe("broker rules: the compiled hub's embedded broker", () => {
     expect(await leaked).toBeUndefined();
     await a.endAsync();
   }, 20_000);
+
+  test("one SUBSCRIBE of 3,000 topics A may not have writes at most 20 refusal lines and then their count (each was a line: 9 MB of log in 2 s)", async () => {
+    const a = await connect(brokerPort, A);
+    const from = hub.output().length;
+    const topics = Array.from({ length: 3000 }, (_, i) => `spam/${i}`);
+    // MQTT.js rejects a SUBACK of refusals; the packet is on the error
+    const granted: number[] = await a.subscribeAsync(topics, { qos: 1 }).then(
+      (grants) => grants.map((g) => g.qos),
+      (err: { packet?: { granted?: number[] } }) => err.packet?.granted ?? [],
+    );
+    expect({ count: granted.length, refused: granted.every((code) => code === 128) }).toEqual({ count: 3000, refused: true });
+    const summary = await waitForLog(hub, /mqtt\.subscribe\.refused [^\n]*suppressed=(\d+)/, from, 15_000);
+    const written = occurrences(hub.output().slice(from), /mqtt\.subscribe\.refused [^\n]*topic=spam\//);
+    expect(written).toBeLessThanOrEqual(20);
+    expect(written + Number(/suppressed=(\d+)/.exec(summary)![1])).toBeGreaterThanOrEqual(3000);
+    expect(a.connected).toBe(true);
+    await a.endAsync();
+  }, 30_000);
 
   test("A publishing to B's pubsub topic is disconnected, and B gets nothing", async () => {
     const b = await connect(brokerPort, B);
