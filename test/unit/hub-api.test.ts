@@ -524,6 +524,19 @@ describe("WWW-Authenticate on a refused thing token (RFC 6750 §3)", () => {
 });
 
 describe("operator routes", () => {
+  test("answers that hold secrets say no cache may keep them (a distribution zip, a new enrolment token: Cache-Control: no-store); a thing's collect answer is left as it is", async () => {
+    const zip = await operator(`/things/${thing.id}/dist`);
+    const token = await operator("/enroll-tokens", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
+    const refused = await operator("/things", { token: null });
+    const collected = await collect({ token: await signThingToken({ thingId: thing.id, privateKey: thingKey }) });
+    expect([zip, token, refused, collected].map((r) => [r.status, r.headers.get("cache-control")])).toEqual([
+      [200, "no-store"],
+      [201, "no-store"],
+      [401, "no-store"],
+      [200, null],
+    ]);
+  });
+
   test("a body giving a name twice is a 400 naming it and where, a request's field and a message's member alike (JSON.parse kept the last without a word); nothing is stored", async () => {
     const send = (path: string, body: string) =>
       operator(path, { method: "POST", headers: { "Content-Type": "application/json" }, body }).then(async (r) => ({
@@ -1155,7 +1168,9 @@ describe("MQTT egress (BrokerEvents)", () => {
     await e.handleThingPublish({ id: thing.id, name: thing.name }, "flashlex/test", Buffer.from(JSON.stringify({ ...body, nonce })));
     await Bun.sleep(0);
     // what names the round trip: not the text the thing sent, nor a token
-    expect(echoes).toEqual([{ topic: `ingress/${thing.name}`, payload: JSON.stringify({ message: { thingId: thing.id, thingName: thing.name, sequence: 0, nonce } }) }]);
+    expect(echoes).toEqual([
+      { topic: `ingress/${thing.name}`, payload: JSON.stringify({ message: { thingId: thing.id, thingName: thing.name, sequence: 0, nonce } }) },
+    ]);
   });
 
   test("flashlex/test marks the thing verified when id and name match", async () => {

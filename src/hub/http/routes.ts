@@ -528,6 +528,17 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   async function handle(request: Request, url: URL, via: "network" | "local", found: ReturnType<typeof match>): Promise<Response> {
     // API-shaped paths (another env's included) answer as the API does; everything else is the console's.
     if (!API_PATH.test(url.pathname)) return webConsole.fetch(request);
+    const response = await handleApi(request, url, via, found);
+    // What the API answers is the caller's own (a thing's distribution zip holds its private key,
+    // a new enrolment token is shown once): no cache keeps it, as the console's pages say too.
+    // A thing's POST (collect, by the thousand a second) is left as it is: a POST's answer is not
+    // cached unless it says so.
+    const thingPost = request.method === "POST" && found !== undefined && routes[found.key]?.POST?.caller !== "operator";
+    if (!thingPost && !response.headers.has("Cache-Control")) response.headers.set("Cache-Control", "no-store");
+    return response;
+  }
+
+  async function handleApi(request: Request, url: URL, via: "network" | "local", found: ReturnType<typeof match>): Promise<Response> {
     const updateAnswer = await updateApi.handle(request, url, via);
     if (updateAnswer) return updateAnswer;
     const methods = found ? routes[found.key] : undefined;
