@@ -74,11 +74,12 @@ export const EXIT_CODES_HELP = `Exit codes:
       the database is busy, or another serve runs on this data directory;
       collect: serve stopped while it took the message (see \`outbox list\` whether it is queued)
   77  permission denied: install-service needs root; a file or directory this user may not
-      read or write, or one under a directory it may not enter (never taken for a missing one);
+      read or write (config.yml is 78), or one under a directory it may not enter (never taken
+      for a missing one), the line naming whose it is and its mode;
       started by root, a thing's folder it must not act on (several users' paths, one others
       may write in, or another user's when it may not change its user)
-  78  configuration error: the message names the file and the key (also: a certificate or key
-      that cannot be used, a database of another application or of a newer flashlex; enroll:
+  78  configuration error: the message names the file and the key (also: a config.yml that
+      cannot be read, a certificate or key that cannot be used, a database of another application or of a newer flashlex; enroll:
       the hub's CA is not the pinned --ca-fingerprint; a FLASHLEX_LOG_LEVEL other than debug,
       info, warn or error, named before the command starts)
   130 interrupted (SIGINT), 143 stopped (SIGTERM), 129 hung up (SIGHUP): enroll and

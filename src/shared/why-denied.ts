@@ -5,7 +5,8 @@
  * or `chmod` that fixes it is plain.
  */
 import { accessSync, constants, lstatSync, readlinkSync, type Stats } from "node:fs";
-import { dirname, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
+import { actingAs } from "./act-as-owner.ts";
 import { accountName, userLabel } from "./passwd.ts";
 
 /**
@@ -21,23 +22,36 @@ export function whyDenied(path: string): string | undefined {
   const uid = process.geteuid?.();
   if (uid === undefined || uid === 0) return undefined;
   const me = userLabel(uid);
-  let full = resolve(path);
+  const full = resolve(path);
+  let parts = full.split("/").filter(Boolean);
+  let at = "/";
   let via = "";
-  // a link is not what is refused: where it leads is (a few links deep, as far as this user may look)
-  for (let links = 0; links < 8; links++) {
-    const blocked = firstUnsearchable(dirname(full));
-    if (blocked !== undefined) return `${via}${me} may not enter ${blocked} (${ownerAndMode(blocked)})`;
-    const stats = lstatOrUndefined(full);
-    if (!stats?.isSymbolicLink()) {
-      if (stats && stats.uid !== uid) return `${via}it is ${nameOf(stats.uid)}'s (mode ${modeOf(stats)}), and this command runs as ${me}`;
-      const parent = dirname(full);
-      if (!allowed(parent, constants.W_OK)) return `${via}${me} may not write in ${parent} (${ownerAndMode(parent)})`;
-      return undefined;
+  // As the kernel walks it, a link anywhere on the way followed (a few deep): what refuses is
+  // where a link leads, never the link (whose own mode is 0777), so a directory that is a link
+  // is looked at by its target.
+  for (let i = 0, links = 0; i < parts.length; i++) {
+    if (!allowed(at, constants.X_OK)) return `${via}${me} may not enter ${at} (${ownerAndMode(at)})`;
+    const next = join(at, parts[i]!);
+    const stats = lstatOrUndefined(next);
+    if (stats?.isSymbolicLink() && links < 8) {
+      const target = readlinkOrUndefined(next);
+      if (target === undefined) return undefined;
+      const to = resolve(at, target);
+      via = `${next === full ? "it" : next} links to ${to}: `;
+      parts = [...to.split("/").filter(Boolean), ...parts.slice(i + 1)];
+      [at, i, links] = ["/", -1, links + 1];
+      continue;
     }
-    const target = readlinkOrUndefined(full);
-    if (target === undefined) return undefined;
-    full = resolve(dirname(full), target);
-    via = `it links to ${full}: `;
+    if (i < parts.length - 1) {
+      if (!stats) return undefined; // a directory on the way not there: ENOENT's to say, not this
+      at = next;
+      continue;
+    }
+    if (stats && stats.uid !== uid)
+      // started by root and acting as a user, the line's own note says whom it runs as
+      return `${via}${via ? `${next} is` : "it is"} ${nameOf(stats.uid)}'s (mode ${modeOf(stats)})${actingAs() ? "" : `, and this command runs as ${me}`}`;
+    if (!allowed(at, constants.W_OK)) return `${via}${me} may not write in ${at} (${ownerAndMode(at)})`;
+    return undefined;
   }
   return undefined;
 }
@@ -84,4 +98,14 @@ function readlinkOrUndefined(path: string): string | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * For a message about `path` that could not be read or written with `err`: ": " and whyDenied's
+ * reason when `err` is EACCES or EPERM and one can be told, else "".
+ */
+export function deniedNote(err: unknown, path: string): string {
+  const code = (err as NodeJS.ErrnoException | null)?.code;
+  const why = code === "EACCES" || code === "EPERM" ? whyDenied(path) : undefined;
+  return why ? `: ${why}` : "";
 }

@@ -14,6 +14,7 @@ import { toFlashlexError } from "./foreign-errors.ts";
 import { fileOnTheWayNote } from "./path-exists.ts";
 import { readRegularFile } from "./regular-file.ts";
 import { COMMIT, VERSION } from "./version.ts";
+import { deniedNote } from "./why-denied.ts";
 
 const MAX_CONFIG_BYTES = 1024 * 1024;
 
@@ -64,7 +65,7 @@ function readConfigText(file: string): string {
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code ?? "error";
-    throw new ConfigError(`${file}: cannot read the configuration file${fileOnTheWayNote(err, file)} (${code})`);
+    throw new ConfigError(`${file}: cannot read the configuration file${fileOnTheWayNote(err, file)} (${code})${deniedNote(err, file)}`);
   }
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);

@@ -18,6 +18,7 @@ import { spkiDer, type ThingTokenAlgorithm, tokenAlgorithmFor } from "../crypto/
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
 import { fileOnTheWayNote } from "../shared/path-exists.ts";
 import { readRegularFile } from "../shared/regular-file.ts";
+import { deniedNote } from "../shared/why-denied.ts";
 import type { ThingConfig } from "./settings.ts";
 
 /** What the thing proves itself with: the PEMs for mutual TLS and the key that signs its JWTs. */
@@ -45,7 +46,7 @@ export function readKeyFile(path: string, what: string): Buffer {
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    const message = `${path}: cannot read the ${what}${fileOnTheWayNote(err, path)} (${code ?? "error"})`;
+    const message = `${path}: cannot read the ${what}${fileOnTheWayNote(err, path)} (${code ?? "error"})${deniedNote(err, path)}`;
     if (code === "EACCES" || code === "EPERM") throw new FlashlexError(message, "permission");
     throw new ConfigError(message);
   }

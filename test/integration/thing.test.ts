@@ -136,7 +136,7 @@ describe("bootstrap", () => {
       const out = result.stdout.toString();
       expect(out).toContain("[FAIL] key files present");
       expect(out).toContain(
-        `cannot read the private key (EACCES)\n       fix: Make the files readable by nobody, the user flashlex runs as here (sudo chown -R nobody: ${thing.dir}), then run bootstrap again.`,
+        `cannot read the private key (EACCES): it is root's (mode 0600), and this command runs as nobody (uid 65534)\n       fix: Make the files readable by nobody, the user flashlex runs as here (sudo chown -R nobody: ${thing.dir}), then run bootstrap again.`,
       );
       expect(out).not.toContain("Use the key files from the thing's distribution zip, unchanged.");
       expect(result.exitCode).toBe(1);
@@ -319,7 +319,7 @@ describe("paths this user may not search", () => {
           expect({ argv, ...result }).toMatchObject({
             argv,
             code: 78,
-            stderr: `flashlex: ${join(closed, "config.yml")}: cannot read the configuration file (EACCES)\n`,
+            stderr: `flashlex: ${join(closed, "config.yml")}: cannot read the configuration file (EACCES): ${userLabel(65534)} may not enter ${closed} (root's, mode 0700)\n`,
           });
         }
       } finally {

@@ -40,6 +40,9 @@ test.skipIf(!isRoot)("names the directory on the way, the file, or the directory
   mkdirSync(mine, { mode: 0o755 });
   chownSync(mine, 65534, 65534);
   symlinkSync(join(closed, "data"), join(mine, "data"));
+  // a data/ that is a link to a directory of root's: the link's own 0777 is not what refuses
+  symlinkSync(closed, join(mine, "into-closed"));
+  symlinkSync(open, join(mine, "into-open"));
   const me = userLabel(65534);
   const answers = asNobody(`console.log(JSON.stringify({
     onTheWay: whyDenied(${JSON.stringify(join(closed, "x", "y"))}),
@@ -47,6 +50,8 @@ test.skipIf(!isRoot)("names the directory on the way, the file, or the directory
     writeIn: whyDenied(${JSON.stringify(join(open, "new.db"))}),
     ours: whyDenied(${JSON.stringify(join(mine, "new.db"))}) ?? null,
     link: whyDenied(${JSON.stringify(join(mine, "data"))}),
+    linkOnTheWay: whyDenied(${JSON.stringify(join(mine, "into-closed", "serve.lock"))}),
+    linkToWriteIn: whyDenied(${JSON.stringify(join(mine, "into-open", "serve.lock"))}),
     mkdir: (() => { try { mkdirSync(${JSON.stringify(join(mine, "data"))}); } catch (err) { const e = toFlashlexError(err); return { kind: e.kind, message: e.message }; } })(),
   }));`);
   expect(answers).toEqual({
@@ -55,6 +60,8 @@ test.skipIf(!isRoot)("names the directory on the way, the file, or the directory
     writeIn: `${me} may not write in ${open} (root's, mode 0755)`,
     ours: null, // nothing in the way that an owner or a mode explains
     link: `it links to ${join(closed, "data")}: ${me} may not enter ${closed} (root's, mode 0700)`,
+    linkOnTheWay: `${join(mine, "into-closed")} links to ${closed}: ${me} may not enter ${closed} (root's, mode 0700)`,
+    linkToWriteIn: `${join(mine, "into-open")} links to ${open}: ${me} may not write in ${open} (root's, mode 0755)`,
     // a data/ link into a directory the user may not enter: was "already exists (EEXIST)", 74
     mkdir: {
       kind: "permission",
