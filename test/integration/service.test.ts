@@ -284,11 +284,13 @@ describe("self-update (config.yml has flashlex.update.publicKey)", () => {
   });
 
   test.skipIf(!isRoot)(
-    "a folder unzipped as root: the one refusal names the keys directory (renewal) and the folder (self-update) too, and its one fix leaves nothing to warn about (two more chowns came as warnings after it)",
+    "a folder unzipped as root: the one refusal names the keys directory (renewal; one the user may not enter too) and the folder (self-update), and its one fix leaves nothing to warn about (two more chowns came as warnings after it)",
     async () => {
       const folder = thingFolder("unzipped-as-root-updating");
       Bun.spawnSync(["chown", "-R", "0:0", folder.dir]);
       const keys = join(folder.dir, "keys");
+      // keys/ the user may not even enter: one of the paths, not a `chmod o+x` of it first (new-user pass 18, F5)
+      chmodSync(keys, 0o700);
       const { code, stderr } = await print(folder, owner.name);
       expect(code).toBe(ExitCode.PERMISSION);
       expect(stderr).toContain(`cannot write ${keys}, where serve makes the thing's MQTT session lock`); // and renewal its new key

@@ -186,9 +186,12 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
   checkConfigAccess(files.config, files.folder, account);
   const unusable: Unusable[] = [];
   reach(files.keysDir);
-  if (!permitted(files.keysDir, account, "rx"))
-    unusable.push({ path: files.keysDir, cannot: `cannot open the keys directory ${files.keysDir}`, fix: fix(files.keysDir, true) });
+  const keysOpen = permitted(files.keysDir, account, "rx");
+  if (!keysOpen) unusable.push({ path: files.keysDir, cannot: `cannot open the keys directory ${files.keysDir}`, fix: fix(files.keysDir, true) });
   for (const file of files.keyFiles) {
+    // in a keys directory named above, whose chown -R covers it (reach() would stop the run at
+    // once with a `chmod o+x` of the keys directory: a detour that opened it to everyone)
+    if (!keysOpen && isInFolder(file, files.keysDir)) continue;
     reach(file); // a key outside the keys directory (the config may name any path)
     if (!pathExists(file)) continue; // loadIdentity says what is missing
     if (!permitted(file, account, "r")) unusable.push({ path: file, cannot: `cannot read ${file}`, fix: fix(file) });
