@@ -48,9 +48,10 @@ async function tokens(): Promise<any[]> {
   return JSON.parse((await hub.flashlex(["hub", "enroll-token", "list", "--dir", hub.dir, "--json"])).stdout);
 }
 
-function enroll(t: Token, name: string, dir: string, extra: string[] = []) {
+function enroll(t: Token, name: string, dir: string, extra: string[] = [], env?: Record<string, string>) {
   return run(["enroll", "--hub", t.hub, "--token", t.token, "--ca-fingerprint", t.caFingerprint, "--name", name, "--dir", dir, ...extra], {
     timeoutMs: 30_000,
+    env,
   });
 }
 
@@ -96,8 +97,16 @@ describe("enrolment", () => {
     expect(result.code, result.stderr).toBe(0);
     const name = `${ownerPrefix}-alpha`;
     expect(result.stdout).toContain(`enrolled ${name}`);
-    // the next step names a binary that is there: the folder has none, so the one that ran
-    expect(result.stdout).toContain(`next: cd ${dir} && ${realpathSync(binaryPath())} bootstrap && sudo ${realpathSync(binaryPath())} install-service`);
+    // the next step names a binary that is there: the folder has none, so the one that ran. Made
+    // as root in root's folder, it first gives the folder to the service's user: install-service
+    // refuses a root-owned config (64), which the line after enroll led to (new-user pass 18, F2)
+    const bin = realpathSync(binaryPath());
+    expect(result.stdout).toContain(
+      "note:        made as root, and the service never runs as root: give the folder to the user it runs as (USER: an ordinary user, such as pi)",
+    );
+    expect(result.stdout).toContain(`next: sudo chown -R USER: ${dir} && cd ${dir} && ${bin} bootstrap && sudo ${bin} install-service`);
+    const underSudo = await enroll(await newToken(), "alpha-sudo", join(work, "device-a-sudo"), [], { SUDO_USER: "pi" });
+    expect(underSudo.stdout).toContain(`next: sudo chown -R pi: ${join(work, "device-a-sudo")} && cd`);
     // flashlex.py too, as a distribution zip has it: the README's Python path works here as well
     expect(readdirSync(dir).sort()).toEqual(["config.yml", "flashlex.py", "keys"]);
     expect(readFileSync(join(dir, "flashlex.py"), "utf8")).toBe(readFileSync(join(import.meta.dir, "../../dist-template/flashlex.py"), "utf8"));
@@ -318,7 +327,7 @@ describe("enrolment", () => {
     const underSudo = await run(hub, { env: { FLASHLEX_ENROLL_TOKEN: "", SUDO_USER: "pi" } });
     expect(underSudo.code).toBe(64);
     expect(underSudo.stderr).toContain(
-      "sudo drops $FLASHLEX_ENROLL_TOKEN unless told to keep it: sudo --preserve-env=FLASHLEX_ENROLL_TOKEN flashlex enroll ...",
+      `sudo drops $FLASHLEX_ENROLL_TOKEN unless told to keep it: export FLASHLEX_ENROLL_TOKEN=flxe_... first, then sudo --preserve-env=FLASHLEX_ENROLL_TOKEN ${realpathSync(binaryPath())} enroll ...`,
     );
     expect((await run(["enroll", "--hub", "http://127.0.0.1:8080", "--token", t.token, "--ca-fingerprint", t.caFingerprint])).code).toBe(64);
     const port = await freePort();

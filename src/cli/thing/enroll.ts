@@ -46,9 +46,13 @@ async function enrollInto(dir: string, options: Options, signal: AbortSignal): P
   const token = (text(options.token) ?? process.env.FLASHLEX_ENROLL_TOKEN)?.trim();
   if (!token) {
     // sudo's env_reset drops the variable set before it: the way to keep it, not only "required"
-    const sudo = process.env.SUDO_USER
-      ? "; sudo drops $FLASHLEX_ENROLL_TOKEN unless told to keep it: sudo --preserve-env=FLASHLEX_ENROLL_TOKEN flashlex enroll ..."
-      : "";
+    let sudo = "";
+    if (process.env.SUDO_USER) {
+      const { runningExecutable } = await import("../../thing/service/executable.ts");
+      const running = runningExecutable();
+      const flashlex = [running.command, ...running.args].map(shellWord).join(" ");
+      sudo = `; sudo drops $FLASHLEX_ENROLL_TOKEN unless told to keep it: export FLASHLEX_ENROLL_TOKEN=flxe_... first, then sudo --preserve-env=FLASHLEX_ENROLL_TOKEN ${flashlex} enroll ...`;
+    }
     throw new UsageError(`--token (or $FLASHLEX_ENROLL_TOKEN) is required: the enrolment token \`hub enroll-token create\` printed${sudo}`);
   }
   if (!token.startsWith(ENROLMENT_TOKEN_TAG)) {
@@ -86,6 +90,17 @@ async function enrollInto(dir: string, options: Options, signal: AbortSignal): P
   const running = runningExecutable();
   // (the thing is enrolled already: a ./flashlex this user may not look at only costs the short name)
   const flashlex = pathExists(join(dir, "flashlex"), { cannotLook: false }) ? "./flashlex" : [running.command, ...running.args].map(shellWord).join(" ");
+  if (process.geteuid?.() === 0 && !owner) {
+    // made as root in a folder root controls: the service never runs as root, and install-service
+    // refuses a root-owned config (64) until the folder is its user's
+    const sudoUser = process.env.SUDO_USER && process.env.SUDO_USER !== "root" ? process.env.SUDO_USER : undefined;
+    const user = sudoUser ?? "USER";
+    printLine(
+      `note:        made as root, and the service never runs as root: give the folder to the user it runs as${sudoUser ? "" : " (USER: an ordinary user, such as pi)"}`,
+    );
+    printLine(`next: sudo chown -R ${user}: ${shellWord(dir)} && cd ${shellWord(dir)} && ${flashlex} bootstrap && sudo ${flashlex} install-service`);
+    return ExitCode.OK;
+  }
   printLine(`next: cd ${shellWord(dir)} && ${flashlex} bootstrap && sudo ${flashlex} install-service`);
   return ExitCode.OK;
 }
