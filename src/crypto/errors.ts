@@ -31,7 +31,8 @@ export type TokenRefusal =
   | "missing exp"
   | "wrong issuer"
   | "wrong audience"
-  | "lifetime too long";
+  | "lifetime too long"
+  | "window ends before it begins";
 
 /** A thing token (RFC 7519) refused for `reason`; kind `data` (65), the message names the reason only. */
 export class TokenError extends CryptoError {

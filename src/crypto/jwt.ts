@@ -166,6 +166,9 @@ async function verifyWith(
   // from now, which also catches tokens with neither nbf nor iat, or with a future iat.
   const start = payload.nbf ?? payload.iat;
   if ((start !== undefined && exp - start > maxLifetime) || exp - now > maxLifetime) throw new TokenError("lifetime too long");
+  // a window that ends before it begins (RFC 7519 §4.1.4-5 cannot both hold): the clock skew let
+  // jose take it when both ends were within a minute of now
+  if (start !== undefined && start > exp) throw new TokenError("window ends before it begins");
 
   return { ...payload, iss: issuerFor(opts.thingId), aud, exp };
 }

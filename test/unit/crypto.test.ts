@@ -391,6 +391,11 @@ describe("thing tokens", () => {
     expect(await refusal(await custom({ ...good(), exp: "soon" }))).toBe("malformed");
   });
 
+  test("a window that ends before it begins is refused, even when both ends are within the clock skew of now (it was taken)", async () => {
+    expect(await refusal(await custom({ iss: good().iss, aud: good().aud, nbf: now + 30, exp: now + 10 }))).toBe("window ends before it begins");
+    expect(await refusal(await custom({ iss: good().iss, aud: good().aud, iat: now + 30, exp: now + 10 }))).toBe("window ends before it begins");
+  });
+
   test("malformed tokens are refused as malformed", async () => {
     for (const junk of ["", "abc", "a.b", "a.b.c.d", "a b.c.d", "x".repeat(9000), `${b64("{")}.${b64({})}.AAAA`]) {
       expect(await refusal(junk)).toBe("malformed");
