@@ -60,11 +60,14 @@ export function actingAs(): string | undefined {
  * What a failure of this process adds while it acts as a place's owner: root started it, so
  * "permission denied" would read as nonsense without it. `fix` is what to do instead of the
  * default (a `chown -R` of the place, for files an older root run left there); false for none,
- * where the failure is not about access. Undefined when this process acts as nobody else.
+ * where the failure is not about access. `about`, the failure's message: the default is given
+ * only when it names the place or a path in it. Undefined when this process acts as nobody else.
  */
-export function actingAsOwnerNote(fix?: string | false): string | undefined {
+export function actingAsOwnerNote(fix?: string | false, about?: string): string | undefined {
   if (!tookOn) return undefined;
   const { place } = tookOn;
+  // a failure outside the place (an -o directory of root's) is not one a chown of the place fixes
+  if (fix === undefined && about !== undefined && !about.includes(place.dir) && !about.includes(realOrAsIs(place.dir))) fix = false;
   const said = `started by root, this ${place.actor} runs as ${who(tookOn.uid, tookOn.name)}, ${whyThisUser()}`;
   if (fix === false) return `(${said})`;
   return `(${said}: ${fix ?? `give that user what it needs, e.g. \`${actingAsOwnerChown()}\` for files an older root run left there`})`;

@@ -78,7 +78,7 @@ function create(args: string[], options: Options): Promise<number> {
       // say the zip is), once the name is known, and its directory before: a command root started
       // acts as the home's owner, who may not write in the admin's working directory.
       const given = text(options.output) === undefined ? undefined : outputFile(options, "");
-      if (given === undefined) outputFile(options, "new-thing.zip");
+      if (given === undefined) outputFile(options, "<name>.zip");
       const { thing, distribution } = await hub.things.create(required(args, "the thing name"), { keyType });
       let output = "";
       let streamed: number | undefined;
