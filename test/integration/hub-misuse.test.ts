@@ -251,7 +251,7 @@ describe("an address hub serve cannot listen on", () => {
         const closed = Bun.spawnSync([...asNobody, binaryPath(), "hub", "thing", "list", "--dir", home], { stdout: "pipe", stderr: "pipe" });
         expect({ code: closed.exitCode, stderr: closed.stderr.toString() }).toEqual({
           code: 77,
-          stderr: `flashlex: ${home}: permission denied: the hub home is root's; run the command as that user (sudo -u root flashlex ...)\n`,
+          stderr: `flashlex: ${home}: permission denied: the hub home is root's; run the command as that user (sudo flashlex ...)\n`,
         });
       } finally {
         rmSync(parent, { recursive: true, force: true });

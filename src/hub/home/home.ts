@@ -191,7 +191,7 @@ function refuseUnreadableHome(paths: HubPaths): void {
     }
     const owner = ownerOf(paths.dir);
     throw new FlashlexError(
-      `${paths.dir}: permission denied: the hub home is ${owner ?? "another user"}'s; run the command as that user${owner ? ` (sudo -u ${owner} flashlex ...)` : ""}`,
+      `${paths.dir}: permission denied: the hub home is ${owner ?? "another user"}'s; run the command as that user${owner ? ` (${owner === "root" ? "sudo" : `sudo -u ${owner}`} flashlex ...)` : ""}`,
       "permission",
     );
   }
