@@ -371,6 +371,8 @@ for (const driver of DRIVERS) {
                 previousCertNotAfter: CREATED_AT + 1000,
                 superseded: [],
                 at: CREATED_AT + 2,
+                expected: { publicKeyPem: "key-2", certSerial: "serial-2" },
+                onConflict: "supersede",
               }),
           ],
           ["previous key forgotten", () => store.forgetPreviousKey(thing(2).id, CREATED_AT + 3)],
@@ -393,6 +395,45 @@ for (const driver of DRIVERS) {
     );
 
     test(
+      "certificates: a new certificate is stored only while the thing is as the renewal read it and not revoked; else the issued one is listed superseded (or kept, for an adoption)",
+      withStore(async (store) => {
+        for (const n of [1, 2, 3]) await store.insertThing(thing(n));
+        const update = (
+          n: number,
+          serial: string,
+          expected: { publicKeyPem: string; certSerial: string | null },
+          onConflict: "supersede" | "keep" = "supersede",
+        ) =>
+          store.replaceCertificate(thing(n).id, {
+            publicKeyPem: `new-${serial}`,
+            certPem: `c-${serial}`,
+            certSerial: serial,
+            certNotAfter: FAR_FUTURE,
+            previousPublicKeyPem: `key-${n}`,
+            previousCertSerial: `serial-${n}`,
+            previousCertNotAfter: CREATED_AT + 1000,
+            superseded: [],
+            at: CREATED_AT + 5,
+            expected,
+            onConflict,
+          });
+        // two renewals that read the same thing: the first wins, the second's certificate is superseded
+        const read = { publicKeyPem: "key-1", certSerial: "serial-1" };
+        expect([await update(1, "A1", read), await update(1, "A2", read)]).toEqual([true, false]);
+        expect((await store.getThing(thing(1).id))!.certSerial).toBe("A1");
+        // revoked, or deleted, meanwhile: nothing written to it, the issued certificate superseded
+        await store.revokeThing(thing(2).id, CREATED_AT + 3);
+        expect(await update(2, "B1", { publicKeyPem: "key-2", certSerial: "serial-2" })).toBe(false);
+        expect((await store.getThing(thing(2).id))!.certSerial).toBe("serial-2");
+        await store.deleteThing(thing(3).id);
+        expect(await update(3, "C1", { publicKeyPem: "key-3", certSerial: "serial-3" })).toBe(false);
+        // an adoption that lost the race keeps the presented certificate out of the CRL
+        expect(await update(1, "A3", read, "keep")).toBe(false);
+        expect((await store.supersededCertificates(0)).map((c) => c.serial).sort()).toEqual(["A2", "B1", "C1"]);
+      }),
+    );
+
+    test(
       "certificates: a renewal keeps the previous key until forgotten; a renewal request only for a thing not revoked",
       withStore(async (store) => {
         await store.insertThing(thing(1));
@@ -407,6 +448,8 @@ for (const driver of DRIVERS) {
           previousCertNotAfter: CREATED_AT + 1000,
           superseded: [{ serial: "s0", notAfter: CREATED_AT + 500 }],
           at: CREATED_AT + 1,
+          expected: { publicKeyPem: "key-1", certSerial: "serial-1" },
+          onConflict: "supersede",
         });
         let got = (await store.getThing(thing(1).id))!;
         expect([got.publicKeyPem, got.previousPublicKeyPem, got.renewRequestedAt, got.certNotAfter]).toEqual(["new", "key-1", null, FAR_FUTURE]);

@@ -310,6 +310,8 @@ describe("hub thing create", () => {
       previousCertNotAfter: renewing.certNotAfter ?? null,
       superseded: [],
       at: Date.now(),
+      expected: { publicKeyPem: renewing.publicKeyPem, certSerial: renewing.certSerial },
+      onConflict: "supersede",
     });
     expect(things.distribution((await store.getThing(renewing.id))!)).toEqual({
       missing: "it renewed its key on the device since: the zip's key is no longer accepted (create the thing again, or enrol it)",

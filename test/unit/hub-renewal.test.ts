@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { describeCertificate } from "../../src/crypto/certificate-info.ts";
 import { createCsr } from "../../src/crypto/csr.ts";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { generateThingKeyPair, loadPrivateKey } from "../../src/crypto/keys.ts";
@@ -146,6 +147,34 @@ describe("renewal over the thing's JWT", () => {
     const error = lines.find((line) => line.includes("hub.distribution_not_removed"));
     expect(error).toContain(stuck.distribution);
     expect(error).toContain("ERROR");
+  });
+
+  test("renewals at once, with one key: every certificate answered is the thing's or listed superseded; a renewal that lost the race is a 409 and its certificate listed too (4 of 6 answered were on no CRL)", async () => {
+    const racer = await createThing(home, store, "racer");
+    const { unzipSync } = await import("fflate");
+    const files = unzipSync(await Bun.file(racer.distribution).bytes());
+    const keyPem = new TextDecoder().decode(files[`${racer.thing.name}/keys/${racer.thing.name}-keypair-private.pem`]!);
+    const renew = async () => {
+      const keys = await generateThingKeyPair("ec");
+      const token = await signThingToken({ thingId: racer.thing.id, privateKey: loadPrivateKey(keyPem) });
+      const response = await api.fetch(
+        new Request(`${base}/things/${racer.thing.id}/certificate`, {
+          method: "POST",
+          headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+          body: JSON.stringify({ csr: await createCsr({ privateKeyPem: keys.privateKeyPem, commonName: racer.thing.name }) }),
+        }),
+      );
+      return { status: response.status, body: (await response.json()) as any };
+    };
+    const answers = await Promise.all(Array.from({ length: 6 }, renew));
+    expect(answers.every((a) => a.status === 200 || a.status === 409)).toBe(true);
+    const current = (await store.getThing(racer.thing.id))!.certSerial;
+    const superseded = new Set((await store.supersededCertificates(0)).filter((c) => c.thingId === racer.thing.id).map((c) => c.serial));
+    for (const answer of answers.filter((a) => a.status === 200)) {
+      const serial = describeCertificate(answer.body.result.certificate).serialNumber;
+      expect({ serial, listed: serial === current || superseded.has(serial) }).toEqual({ serial, listed: true });
+    }
+    expect(superseded.size).toBeGreaterThanOrEqual(answers.filter((a) => a.status === 409).length);
   });
 
   test("no token, or another thing's key: 401", async () => {

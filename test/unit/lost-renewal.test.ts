@@ -87,6 +87,8 @@ test("refuses a certificate the hub superseded, however new", async () => {
     previousCertNotAfter: holder.previousCertNotAfter ?? null,
     superseded: [{ serial, notAfter: Date.now() + LIFETIME_MS }],
     at: Date.now(),
+    expected: { publicKeyPem: holder.publicKeyPem, certSerial: holder.certSerial },
+    onConflict: "keep",
   });
   expect(await adoptLostRenewal(home, store, holder, newest.certPem, Date.now())).toBe("a certificate the hub superseded");
   expect((await current()).certSerial).toBe(holder.certSerial);

@@ -124,6 +124,18 @@ export interface CertificateUpdate {
   superseded: { serial: string; notAfter: number }[];
   /** Unix ms of the renewal */
   at: number;
+  /**
+   * The thing as the renewal read it: its current key and certificate serial. The update is made
+   * only while the thing is still so, and not revoked: a delete, a revoke or another renewal that
+   * came first wins.
+   */
+  expected: { publicKeyPem: string; certSerial: string | null };
+  /**
+   * When the thing is no longer as expected, whether the new certificate (certSerial) is listed
+   * as superseded: a renewal's just-issued certificate is ("supersede"), so that it works
+   * nowhere; a certificate a device presented for adoption is left as it is ("keep").
+   */
+  onConflict: "supersede" | "keep";
 }
 
 /** A certificate the hub no longer accepts because a renewal replaced it (RFC 5280 §5.3.1 reason superseded). */
@@ -371,8 +383,13 @@ export interface HubStore {
    * used; throws (nothing changed) when the insert fails (a name taken meanwhile).
    */
   enrolThing(thing: ThingRecord, tokenHash: string, at: number): Promise<boolean>;
-  /** stores a renewed certificate and key, keeps the authenticating key as previous, clears a renewal request */
-  replaceCertificate(id: string, update: CertificateUpdate): Promise<void>;
+  /**
+   * One transaction: stores a renewed certificate and key, keeps the authenticating key as
+   * previous, clears a renewal request, lists `superseded`; only while the thing is as
+   * `update.expected` says and not revoked. True when it was replaced; false when not (the new
+   * certificate listed as superseded when `onConflict` says so).
+   */
+  replaceCertificate(id: string, update: CertificateUpdate): Promise<boolean>;
   /**
    * One transaction: forgets the previous key (the thing used its new key) and lists its
    * certificate as superseded at `at` (Unix ms). False when there was no previous key.

@@ -463,13 +463,35 @@ export function sqlHubStore(sql: HubSql): HubStore {
       }),
     replaceCertificate: writingThings((id, u) =>
       sql.transaction(async (tx) => {
+        // Compare and swap: a renewal signed its certificate for the thing it read; a delete, a
+        // revoke or another renewal committed since then wins (a deleted thing's racing renewal
+        // was handed a certificate no CRL listed, which a thing made again under its name adopted).
+        const replaced =
+          (
+            await tx.run(
+              `UPDATE things SET public_key_pem = ?, cert_pem = ?, cert_serial = ?, cert_not_after = ?, previous_public_key_pem = ?,
+                 previous_cert_serial = ?, previous_cert_not_after = ?, renew_requested_at = NULL
+               WHERE id = ? AND revoked_at IS NULL AND public_key_pem = ? AND cert_serial ${tx.dialect === "postgres" ? "IS NOT DISTINCT FROM" : "IS"} ?`,
+              [
+                u.publicKeyPem,
+                u.certPem,
+                u.certSerial,
+                u.certNotAfter,
+                u.previousPublicKeyPem,
+                u.previousCertSerial,
+                u.previousCertNotAfter,
+                id,
+                u.expected.publicKeyPem,
+                u.expected.certSerial,
+              ],
+            )
+          ).changes > 0;
+        if (!replaced) {
+          if (u.onConflict === "supersede") await supersede(tx, u.certSerial, id, u.certNotAfter, u.at);
+          return false;
+        }
         for (const c of u.superseded) await supersede(tx, c.serial, id, c.notAfter, u.at);
-        await tx.run(
-          `UPDATE things SET public_key_pem = ?, cert_pem = ?, cert_serial = ?, cert_not_after = ?, previous_public_key_pem = ?,
-             previous_cert_serial = ?, previous_cert_not_after = ?, renew_requested_at = NULL
-           WHERE id = ?`,
-          [u.publicKeyPem, u.certPem, u.certSerial, u.certNotAfter, u.previousPublicKeyPem, u.previousCertSerial, u.previousCertNotAfter, id],
-        );
+        return true;
       }),
     ),
     forgetPreviousKey: writingThings((id, at) =>

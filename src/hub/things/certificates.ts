@@ -12,7 +12,7 @@ import { rmSync } from "node:fs";
 import { type CertificateInfo, describeCertificate, publicKeyIssuedBy } from "../../crypto/certificate-info.ts";
 import { readCsr } from "../../crypto/csr.ts";
 import { issueThingCertificate } from "../../crypto/x509.ts";
-import { InputError } from "../../shared/errors.ts";
+import { ConflictError, InputError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { quoteLogText } from "../../shared/log.ts";
 import { type HubHome, readCa, readCaCertificate } from "../home/home.ts";
@@ -83,7 +83,9 @@ export interface RenewedCertificate {
  * once (listed in the CRL); the kept one is superseded when the hub forgets the previous key
  * (store `forgetPreviousKey`). The thing's distribution zip, if it has one, is deleted: it holds
  * the replaced private key; when it cannot be, `zipLeft` says which and why (the renewal stands).
- * Throws InputError (65/400) for a refused CSR.
+ * Throws InputError (65/400) for a refused CSR, ConflictError (409) when the thing changed
+ * since it was read (another renewal, a revoke or a delete committed first: the certificate just
+ * issued is then listed as superseded, so it works nowhere).
  */
 export async function renewCertificate(
   home: HubHome,
@@ -104,7 +106,7 @@ export async function renewCertificate(
   const previous = { key: thing.previousPublicKeyPem ?? null, serial: thing.previousCertSerial ?? null, notAfter: thing.previousCertNotAfter ?? null };
   const kept = authenticatedWith === current.key ? current : previous;
   const dropped = kept === current ? previous : current;
-  await store.replaceCertificate(thing.id, {
+  const replaced = await store.replaceCertificate(thing.id, {
     publicKeyPem: csr.publicKeyPem,
     certPem,
     certSerial: info.serialNumber,
@@ -114,7 +116,11 @@ export async function renewCertificate(
     previousCertNotAfter: kept.notAfter,
     superseded: dropped.serial && dropped.notAfter != null ? [{ serial: dropped.serial, notAfter: dropped.notAfter }] : [],
     at: now,
+    expected: { publicKeyPem: thing.publicKeyPem, certSerial: thing.certSerial },
+    onConflict: "supersede",
   });
+  // the certificate just issued is listed as superseded: it works nowhere
+  if (!replaced) throw new ConflictError(`${thing.name} changed while it renewed (another renewal, a revoke or a delete came first): check again`);
   // A zip-made thing's distribution holds the private key it just replaced: never to be handed
   // out again (Things.distribution refuses it), so it is not kept either. The renewal is
   // committed: a zip that cannot be removed (a dists/ another user owns) is the caller's to
@@ -157,7 +163,7 @@ export async function adoptLostRenewal(home: HubHome, store: HubStore, thing: Th
   if (await store.certificateSuperseded(info.serialNumber)) return "a certificate the hub superseded";
   const previous =
     thing.previousCertSerial && thing.previousCertNotAfter != null ? [{ serial: thing.previousCertSerial, notAfter: thing.previousCertNotAfter }] : [];
-  await store.replaceCertificate(thing.id, {
+  const replaced = await store.replaceCertificate(thing.id, {
     publicKeyPem,
     certPem,
     certSerial: info.serialNumber,
@@ -167,8 +173,10 @@ export async function adoptLostRenewal(home: HubHome, store: HubStore, thing: Th
     previousCertNotAfter: certificateNotAfter(thing),
     superseded: previous,
     at: now,
+    expected: { publicKeyPem: thing.publicKeyPem, certSerial: thing.certSerial },
+    onConflict: "keep",
   });
-  return undefined;
+  return replaced ? undefined : "the thing changed meanwhile (renewed, revoked or deleted)";
 }
 
 export interface ThingCertificatesDeps {
