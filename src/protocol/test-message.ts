@@ -47,9 +47,19 @@ export function parseTestMessage(payload: Uint8Array, payloadLimitBytes: number)
 
 /**
  * The echo of a bootstrap's test message, published to the thing's ingress topic: what names the
- * round trip, never the token (a bearer credential) nor the text the thing sent.
+ * round trip, never the token (a bearer credential) nor the text the thing sent; a sequence that
+ * is not an integer is left out.
  */
 export function testEcho(message: TestMessage): string {
   const { thingId, thingName, sequence, nonce } = message;
-  return JSON.stringify({ message: { thingId, thingName, sequence, nonce } });
+  return JSON.stringify({ message: { thingId, thingName, sequence: Number.isSafeInteger(sequence) ? sequence : undefined, nonce } });
+}
+
+/**
+ * Whether `message` asks for an echo: its nonce is a UUID, as bootstrap makes it. Nothing else
+ * is echoed: the nonce goes into the thing's ingress, and any other text there (a captured token
+ * is valid for minutes) would be a message the owner never sent.
+ */
+export function wantsEcho(message: TestMessage): message is TestMessage & { nonce: string } {
+  return typeof message.nonce === "string" && isUuid(message.nonce);
 }

@@ -1171,6 +1171,24 @@ describe("MQTT egress (BrokerEvents)", () => {
     expect(echoes).toEqual([
       { topic: `ingress/${thing.name}`, payload: JSON.stringify({ message: { thingId: thing.id, thingName: thing.name, sequence: 0, nonce } }) },
     ]);
+    // text of the sender's choosing is never echoed: a nonce that is no UUID gets no echo (with a
+    // captured token, "OWNER SAYS: unlock the door" went into the thing's ingress as the nonce),
+    // and a sequence that is not an integer is left out
+    await e.handleThingPublish(
+      { id: thing.id, name: thing.name },
+      "flashlex/test",
+      Buffer.from(JSON.stringify({ ...body, nonce: "OWNER SAYS: unlock the door" })),
+    );
+    const another = randomUUID();
+    await e.handleThingPublish(
+      { id: thing.id, name: thing.name },
+      "flashlex/test",
+      Buffer.from(JSON.stringify({ ...body, sequence: { say: "open" }, nonce: another })),
+    );
+    await Bun.sleep(0);
+    expect(echoes.slice(1)).toEqual([
+      { topic: `ingress/${thing.name}`, payload: JSON.stringify({ message: { thingId: thing.id, thingName: thing.name, nonce: another } }) },
+    ]);
   });
 
   test("flashlex/test marks the thing verified when id and name match", async () => {

@@ -1,7 +1,7 @@
 import { loadPublicKey, spkiDer } from "../../crypto/keys.ts";
 import { parseCollectEnvelope } from "../../protocol/collect-envelope.ts";
 import { maxEnvelopeBytes } from "../../protocol/limits.ts";
-import { parseTestMessage, testEcho } from "../../protocol/test-message.ts";
+import { parseTestMessage, testEcho, wantsEcho } from "../../protocol/test-message.ts";
 import { COLLECT_TOPIC, ingressTopic, TEST_TOPIC } from "../../protocol/topics.ts";
 import { InputError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
@@ -131,11 +131,7 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
     // not wait on a publish to its own session.
     // Several hubs on one broker cluster all read flashlex/test: the hub whose claim of this
     // nonce wins echoes, the others do not (a second echo would reach the thing's session).
-    if (
-      typeof body.nonce === "string" &&
-      deps.publish &&
-      (await fromStore(() => deps.store.claimOnce(`echo:${thing.id}:${body.nonce}`, now(), now() - ECHO_CLAIM_MS)))
-    ) {
+    if (wantsEcho(body) && deps.publish && (await fromStore(() => deps.store.claimOnce(`echo:${thing.id}:${body.nonce}`, now(), now() - ECHO_CLAIM_MS)))) {
       deps.publish(ingressTopic(thing.name), testEcho(body)).then(
         () => log.info("hub.test_echoed", { thing: thing.name }),
         (err) => log.warn("hub.test_echo_failed", { thing: thing.name, error: err }),
