@@ -137,6 +137,8 @@ async function startRabbitAuth(rabbit: RabbitSettings, paths: HubPaths, director
  * who can reach the hub decided how fast its log grows.
  */
 const OUTSIDE_REFUSALS: ReadonlySet<string> = new Set([
+  "mqtt.tls.refused",
+  "broker.auth.denied",
   "mqtt.connect.refused",
   "mqtt.subscribe.refused",
   "mqtt.publish.refused",

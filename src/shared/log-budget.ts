@@ -20,14 +20,27 @@ interface Spend {
   start: number;
   written: number;
   suppressed: number;
+  /** who the suppressed lines were about (a thing, a thing id, an address), at most MAX_SOURCES */
+  sources: Set<string>;
+  /** the last of them: a flood of junk does not hide the one line after it entirely */
+  last?: string;
   level: "info" | "warn";
   timer?: ReturnType<typeof setTimeout>;
+}
+
+const MAX_SOURCES = 1000;
+
+/** What a line is about, as the hub's refusal lines name it. */
+function sourceOf(fields: Fields | undefined): string | undefined {
+  const value = fields?.thing ?? fields?.thing_id ?? fields?.clientId ?? fields?.remote ?? fields?.path;
+  return value === undefined || value === null ? undefined : String(value);
 }
 
 /**
  * `log`, with each event of `budget.events` written at most `lines` times per `windowMs` (the
  * whole process, children included); what goes past is counted, and once its window ends one
- * line of the event says how many were not written (`suppressed=N window_s=10`). Other events,
+ * line of the event says how many were not written, about how many sources (a thing, a thing id,
+ * an address) and the last one (`suppressed=N window_s=10 sources=K last=...`). Other events,
  * and debug and error lines, pass as they are.
  */
 export function budgetLogger(log: Logger, budget: LogBudget): Logger {
@@ -42,6 +55,8 @@ function withSpends(log: Logger, budget: LogBudget, spends: Map<string, Spend>):
       log[spend.level](event, {
         suppressed: spend.suppressed,
         window_s: windowMs / 1000,
+        sources: spend.sources.size >= MAX_SOURCES ? `${MAX_SOURCES}+` : spend.sources.size,
+        last: spend.last,
         note: `${spend.suppressed} more lines of this event were not written (at most ${lines} in ${windowMs / 1000} s)`,
       });
     }
@@ -55,7 +70,7 @@ function withSpends(log: Logger, budget: LogBudget, spends: Map<string, Spend>):
         clearTimeout(spend.timer);
         report(event, spend);
       }
-      spend = { start: now, written: 0, suppressed: 0, level };
+      spend = { start: now, written: 0, suppressed: 0, sources: new Set(), level };
       spends.set(event, spend);
     }
     if (spend.written < lines) {
@@ -63,6 +78,11 @@ function withSpends(log: Logger, budget: LogBudget, spends: Map<string, Spend>):
       return log[level](event, fields);
     }
     spend.suppressed++;
+    const source = sourceOf(fields);
+    if (source !== undefined) {
+      spend.last = source;
+      if (spend.sources.size < MAX_SOURCES) spend.sources.add(source);
+    }
     if (!spend.timer) {
       const ending = spend;
       ending.timer = setTimeout(

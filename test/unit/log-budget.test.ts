@@ -10,7 +10,7 @@ function budgeted(events: string[]) {
 }
 
 test("a budgeted event is written at most `lines` times a window, then once more saying how many were not; others pass as they are", async () => {
-  const { lines, log } = budgeted(["mqtt.subscribe.refused"]);
+  const { lines, log } = budgeted(["mqtt.subscribe.refused", "hub.collect_refused"]);
   const child = log.child({ component: "broker" });
   for (let i = 0; i < 1000; i++) (i % 2 ? child : log).warn("mqtt.subscribe.refused", { topic: `t${i}` });
   for (let i = 0; i < 5; i++) log.warn("hub.stop_timeout");
@@ -20,7 +20,12 @@ test("a budgeted event is written at most `lines` times a window, then once more
   expect(lines.filter((l) => l.includes("hub.stop_timeout")).length).toBe(5);
   await Bun.sleep(150);
   expect(refused().length).toBe(5);
-  expect(refused().at(-1)).toMatch(/WARN +mqtt\.subscribe\.refused .*suppressed=997 window_s=0\.1/);
+  // how many sources the suppressed lines named, and the last: a flood does not hide the line after it entirely
+  expect(refused().at(-1)).toMatch(/WARN +mqtt\.subscribe\.refused .*suppressed=997 window_s=0\.1 sources=0 /);
+  for (let i = 0; i < 5; i++) log.warn("hub.collect_refused", { thing_id: `junk-${i % 2}` });
+  log.warn("hub.collect_refused", { thing_id: "the-real-one" });
+  await Bun.sleep(150);
+  expect(lines.at(-1)).toMatch(/hub\.collect_refused .*suppressed=3 window_s=0\.1 sources=3 last=the-real-one /);
   // a new window writes again
   log.warn("mqtt.subscribe.refused", { topic: "later" });
   expect(refused().at(-1)).toContain("topic=later");
