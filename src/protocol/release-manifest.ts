@@ -89,3 +89,18 @@ export function parseManifest(bytes: Uint8Array): ReleaseManifest {
   if (canonicalJson(manifest) !== text) throw new Error("the release manifest is not in canonical form");
   return manifest;
 }
+
+/** How far after "now" a manifest's `created` may be, in ms: clocks disagree, but not by a day. */
+export const MAX_SIGNED_AHEAD_MS = 24 * 3600 * 1000;
+
+/**
+ * Why `manifest` cannot be taken at `nowMs` (Unix ms) for its signing time, or undefined: one
+ * signed more than MAX_SIGNED_AHEAD_MS ahead, by a signing machine whose clock was wrong. A thing
+ * refuses every release signed before the one it runs (docs/updates.md), so one taken from the
+ * year 9999 would have stopped its updates for good.
+ */
+export function signedTooLate(manifest: Pick<ReleaseManifest, "created">, nowMs: number): string | undefined {
+  const ahead = Date.parse(manifest.created) - nowMs;
+  if (!(ahead > MAX_SIGNED_AHEAD_MS)) return undefined;
+  return `the manifest says it was signed at ${manifest.created}, more than a day after now (${new Date(nowMs).toISOString().replace(/\.\d+Z$/, "Z")}): the signing machine's clock was wrong; sign the release again with a right clock`;
+}

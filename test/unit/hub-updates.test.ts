@@ -13,7 +13,7 @@ import { unzipSync } from "fflate";
 import { writeSignedManifest } from "../../scripts/sign-release.ts";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { loadPrivateKey } from "../../src/crypto/keys.ts";
-import { generateUpdateKeyPair } from "../../src/crypto/update-signing.ts";
+import { generateUpdateKeyPair, loadUpdatePrivateKey, signRelease } from "../../src/crypto/update-signing.ts";
 import type { HubHome } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
 import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
@@ -21,6 +21,7 @@ import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
 import { updateKeyPaths } from "../../src/hub/updates/update-key.ts";
 import { Updates } from "../../src/hub/updates/updates.ts";
+import { MANIFEST_FILE, manifestBytes, SIGNATURE_FILE } from "../../src/protocol/release-manifest.ts";
 import { silentLogger } from "../../src/shared/log.ts";
 import { hubApiOver } from "../support/hub-api.ts";
 
@@ -119,6 +120,18 @@ describe("releases", () => {
   test("a release signed with another key is refused, nothing stored", async () => {
     const updates = new Updates({ home, store });
     await expect(updates.addRelease(await releaseDir("9.9.9", generateUpdateKeyPair().privateKeyPem))).rejects.toThrow(/does not verify/);
+    expect(await updates.listReleases()).toEqual([]);
+  });
+
+  test("a release signed more than a day ahead of the hub's clock (the signing machine's was wrong) is refused: things would refuse every release after it", async () => {
+    const updates = new Updates({ home, store });
+    const out = await releaseDir("8.8.8", hubKey());
+    const bytes = manifestBytes({ ...JSON.parse(readFileSync(join(out, MANIFEST_FILE), "utf8")), created: "9999-12-31T23:59:59Z" });
+    writeFileSync(join(out, MANIFEST_FILE), bytes);
+    writeFileSync(join(out, SIGNATURE_FILE), signRelease(bytes, loadUpdatePrivateKey(hubKey())));
+    await expect(updates.addRelease(out)).rejects.toThrow(
+      /signed at 9999-12-31T23:59:59Z, more than a day after now .*: the signing machine's clock was wrong/,
+    );
     expect(await updates.listReleases()).toEqual([]);
   });
 

@@ -184,7 +184,7 @@ describe("the download beside the binary", () => {
    * A hub that offers 2.0.0 (signed for linux-x64) and serves its binary: all at once, or its
    * first 64 KiB and then nothing until the request ends (a slow link).
    */
-  function hubOffering(slow: boolean) {
+  function hubOffering(slow: boolean, created = "2026-12-02T00:00:00Z") {
     const keys = generateUpdateKeyPair();
     const manifest = new TextDecoder().decode(
       manifestBytes({
@@ -192,7 +192,7 @@ describe("the download beside the binary", () => {
         product: "flashlex",
         version: "2.0.0",
         commit: "test",
-        created: "2026-12-02T00:00:00Z",
+        created,
         targets: { "linux-x64": { file: "flashlex-linux-x64", sha256: new Bun.CryptoHasher("sha256").update(BINARY).digest("hex"), size: BINARY.length } },
       }),
     );
@@ -300,6 +300,22 @@ describe("the download beside the binary", () => {
       for (const o of offerings) o.server.stop(true);
     }
   }, 15_000);
+
+  test("a release signed more than a day ahead of now is refused unread: taken, it would have been the floor, and every release signed before the year it names refused", async () => {
+    const d = device();
+    const offering = hubOffering(false, "9999-12-31T23:59:59Z");
+    try {
+      const updater = start(d, offering);
+      await waitFor(() => offering.reports.length > 0, 6000);
+      updater.stop();
+      expect(offering.reports).toHaveLength(1);
+      expect(offering.reports[0]).toMatchObject({ state: "failed", version: "2.0.0" });
+      expect(offering.reports[0]!.detail).toMatch(/^the manifest says it was signed at 9999-12-31T23:59:59Z, more than a day after now/);
+      expect(readFileSync(d.binary, "utf8")).toBe("old binary");
+    } finally {
+      offering.server.stop(true);
+    }
+  }, 10_000);
 
   test("serve stopping mid-download removes the part downloaded, and reports nothing failed", async () => {
     const d = device();

@@ -15,7 +15,7 @@ import { createHash } from "node:crypto";
 import { chmodSync, closeSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
-import { MANIFEST_FILE, parseManifest, type ReleaseManifest, SIGNATURE_FILE } from "../../protocol/release-manifest.ts";
+import { MANIFEST_FILE, parseManifest, type ReleaseManifest, SIGNATURE_FILE, signedTooLate } from "../../protocol/release-manifest.ts";
 import { RELEASE_TARGETS, releaseTarget } from "../../protocol/targets.ts";
 import { elfMismatch } from "../../shared/elf.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
@@ -69,6 +69,8 @@ export function readSignedRelease(dir: string, publicKey: string): StoredRelease
   } catch (err) {
     throw new InputError(`${manifestPath}: ${(err as Error).message}`);
   }
+  const future = signedTooLate(manifest, Date.now());
+  if (future) throw new InputError(`${manifestPath}: ${future}`);
   // No thing of a target FlashLex does not ship would ever ask for it (a typo such as linux-arm),
   // and its binary's machine cannot be checked.
   const unknown = Object.keys(manifest.targets).filter((name) => !releaseTarget(name));

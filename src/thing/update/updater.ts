@@ -196,9 +196,12 @@ export function startUpdater(opts: UpdaterOptions): Updater {
     let created: string | undefined;
     try {
       // Loaded here, not with serve: the manifest's schema brings zod, ~10 ms of every start.
-      const { parseManifest } = await import("../../protocol/release-manifest.ts");
+      const { parseManifest, signedTooLate } = await import("../../protocol/release-manifest.ts");
       const manifest = parseManifest(manifestBytes);
       if (manifest.version !== offer.version) return refuse(offer.version, `the signed manifest is for ${manifest.version}, not ${offer.version}`);
+      // by the hub's time once an answer showed the device clock wrong (a Pi has no clock of its own)
+      const future = signedTooLate(manifest, opts.clock?.nowMs() ?? Date.now());
+      if (future) return refuse(offer.version, future);
       const floor = signedFloor();
       if (floor && !(Date.parse(manifest.created) >= Date.parse(floor.at))) {
         return refuse(
