@@ -19,6 +19,7 @@ import { accessSync, constants, lstatSync, readFileSync, readlinkSync, realpathS
 import { dirname, join, parse, resolve, sep } from "node:path";
 import { FlashlexError } from "./errors.ts";
 import { passwdEntryOf } from "./passwd.ts";
+import { lstatOrUndefined, realpathOrUndefined } from "./path-exists.ts";
 import { shellWord } from "./shell-word.ts";
 
 /** A place a command acts on, and how its messages name it. */
@@ -215,7 +216,7 @@ function stepsTo(path: string, seen = new Set<string>()): Step[] {
     steps.push({ path: at, stats, openToOthers: writableByOthers(stats) && ((stats.isDirectory() && !sticky) || stats.isFile()) });
     if (stats.isSymbolicLink()) {
       // where it leads, made or not: a link to a path not there yet leads into whoever may make it
-      const target = realOrUndefined(at) ?? linkTarget(at);
+      const target = realpathOrUndefined(at) ?? linkTarget(at);
       if (target) steps.push(...stepsTo(target, seen));
     }
   }
@@ -293,14 +294,6 @@ function nearestExisting(path: string): string | undefined {
   }
 }
 
-function lstatOrUndefined(path: string): Stats | undefined {
-  try {
-    return lstatSync(path);
-  } catch {
-    return undefined;
-  }
-}
-
 function statOrUndefined(path: string): Stats | undefined {
   try {
     return lstatSync(realpathSync(path));
@@ -309,15 +302,7 @@ function statOrUndefined(path: string): Stats | undefined {
   }
 }
 
-function realOrUndefined(path: string): string | undefined {
-  try {
-    return realpathSync(path);
-  } catch {
-    return undefined;
-  }
-}
-
 /** `path` with its links followed (a `chown -R` of a link changes only the link), else as it is. */
 function realOrAsIs(path: string): string {
-  return realOrUndefined(path) ?? resolve(path);
+  return realpathOrUndefined(path) ?? resolve(path);
 }

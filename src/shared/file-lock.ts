@@ -1,9 +1,10 @@
-import { closeSync, constants, fchmodSync, fstatSync, lstatSync, openSync, type Stats, statSync, unlinkSync } from "node:fs";
+import { closeSync, constants, fchmodSync, fstatSync, openSync, type Stats, statSync, unlinkSync } from "node:fs";
 import { dirname } from "node:path";
 import { ConfigError, type FlashlexError } from "./errors.ts";
 import { takeExclusiveFlock } from "./flock.ts";
 import { toFlashlexError } from "./foreign-errors.ts";
 import { userLabel } from "./passwd.ts";
+import { lstatOrUndefined } from "./path-exists.ts";
 
 /**
  * An exclusive lock on a file, flock(2) `LOCK_EX | LOCK_NB`: the kernel's, so of two processes
@@ -72,7 +73,7 @@ export async function holdFileLock(file: string, options: FileLockOptions): Prom
  * open is refused as foreign (78), not as a permission problem of ours.
  */
 function openLockFile(file: string): number {
-  const there = lstatOrUndefined(file);
+  const there = lstatOrUndefined(file); // missing (the open makes it), or unreadable: the open says why
   if (there && !there.isFile()) throw notAFile(file, there);
   try {
     // Open for writing, though nothing is written: on NFS, Linux makes flock(2) a byte-range lock,
@@ -85,14 +86,6 @@ function openLockFile(file: string): number {
     const foreign = now && code === "EACCES" ? foreignOwner(file, now) : undefined;
     if (foreign) throw new ConfigError(foreign);
     throw toFlashlexError(err, file);
-  }
-}
-
-function lstatOrUndefined(file: string): Stats | undefined {
-  try {
-    return lstatSync(file);
-  } catch {
-    return undefined; // missing (the open makes it), or unreadable: the open says why
   }
 }
 

@@ -5,7 +5,7 @@
  * "missing", and commands went on to say "not a hub home", "create the thing again" or to make a
  * new file beside one they could not see.
  */
-import { lstatSync, readlinkSync, type Stats, statSync } from "node:fs";
+import { lstatSync, readlinkSync, realpathSync, type Stats, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 
 /**
@@ -140,5 +140,35 @@ function statOrNone(path: string): Stats | undefined {
   } catch (err) {
     if (isNotThere(err)) return undefined;
     throw err;
+  }
+}
+
+/**
+ * For looks that only describe (a message, a note): lstat(2), readlink(2) and realpath(3) of
+ * `path`, undefined for any failure, whatever it was. Never throws.
+ */
+export function lstatOrUndefined(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** readlink(2) of `path`; undefined for any failure (not a link, not there, not ours to look at). Never throws. */
+export function readlinkOrUndefined(path: string): string | undefined {
+  try {
+    return readlinkSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/** realpath(3) of `path`; undefined for any failure. Never throws. */
+export function realpathOrUndefined(path: string): string | undefined {
+  try {
+    return realpathSync(path);
+  } catch {
+    return undefined;
   }
 }

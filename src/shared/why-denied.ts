@@ -4,10 +4,11 @@
  * way, an earlier `sudo` run left root's; this names it, its owner and its mode, so the `chown`
  * or `chmod` that fixes it is plain.
  */
-import { accessSync, constants, lstatSync, readlinkSync, type Stats } from "node:fs";
+import { accessSync, constants, type Stats } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { actingAs } from "./act-as-owner.ts";
 import { accountName, userLabel } from "./passwd.ts";
+import { lstatOrUndefined, readlinkOrUndefined } from "./path-exists.ts";
 
 /**
  * Why this process may not use `path`, looked at after a failed call: the first directory on the
@@ -81,22 +82,6 @@ function allowed(path: string, mode: number): boolean {
     return true;
   } catch {
     return false;
-  }
-}
-
-function lstatOrUndefined(path: string): Stats | undefined {
-  try {
-    return lstatSync(path);
-  } catch {
-    return undefined;
-  }
-}
-
-function readlinkOrUndefined(path: string): string | undefined {
-  try {
-    return readlinkSync(path);
-  } catch {
-    return undefined;
   }
 }
 
