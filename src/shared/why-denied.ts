@@ -34,7 +34,8 @@ export function whyDenied(path: string): string | undefined {
     if (!allowed(at, constants.X_OK)) return `${via}${me} may not enter ${at} (${ownerAndMode(at)})`;
     const next = join(at, parts[i]!);
     const stats = lstatOrUndefined(next);
-    if (stats?.isSymbolicLink() && links < 8) {
+    if (stats?.isSymbolicLink() && links >= 8) return undefined; // a loop, or a chain that long: ELOOP says it
+    if (stats?.isSymbolicLink()) {
       const target = readlinkOrUndefined(next);
       if (target === undefined) return undefined;
       const to = resolve(at, target);

@@ -43,6 +43,8 @@ test.skipIf(!isRoot)("names the directory on the way, the file, or the directory
   // a data/ that is a link to a directory of root's: the link's own 0777 is not what refuses
   symlinkSync(closed, join(mine, "into-closed"));
   symlinkSync(open, join(mine, "into-open"));
+  symlinkSync(join(mine, "loop-b"), join(mine, "loop-a"));
+  symlinkSync(join(mine, "loop-a"), join(mine, "loop-b"));
   const me = userLabel(65534);
   const answers = asNobody(`console.log(JSON.stringify({
     onTheWay: whyDenied(${JSON.stringify(join(closed, "x", "y"))}),
@@ -52,6 +54,7 @@ test.skipIf(!isRoot)("names the directory on the way, the file, or the directory
     link: whyDenied(${JSON.stringify(join(mine, "data"))}),
     linkOnTheWay: whyDenied(${JSON.stringify(join(mine, "into-closed", "serve.lock"))}),
     linkToWriteIn: whyDenied(${JSON.stringify(join(mine, "into-open", "serve.lock"))}),
+    loop: whyDenied(${JSON.stringify(join(mine, "loop-a", "serve.lock"))}) ?? null,
     mkdir: (() => { try { mkdirSync(${JSON.stringify(join(mine, "data"))}); } catch (err) { const e = toFlashlexError(err); return { kind: e.kind, message: e.message }; } })(),
   }));`);
   expect(answers).toEqual({
@@ -62,6 +65,7 @@ test.skipIf(!isRoot)("names the directory on the way, the file, or the directory
     link: `it links to ${join(closed, "data")}: ${me} may not enter ${closed} (root's, mode 0700)`,
     linkOnTheWay: `${join(mine, "into-closed")} links to ${closed}: ${me} may not enter ${closed} (root's, mode 0700)`,
     linkToWriteIn: `${join(mine, "into-open")} links to ${open}: ${me} may not write in ${open} (root's, mode 0755)`,
+    loop: null, // ELOOP's to say: it was "may not enter loop-a (mode 0777)"
     // a data/ link into a directory the user may not enter: was "already exists (EEXIST)", 74
     mkdir: {
       kind: "permission",
