@@ -4,7 +4,7 @@
  * ("Unable to connect. Is the computer able to access the url?") said in the owner's.
  */
 import { describe, expect, test } from "bun:test";
-import { requestText } from "../../src/thing/egress/http-post.ts";
+import { preconnect, requestText } from "../../src/thing/egress/http-post.ts";
 
 /** A loopback port nothing listens on: one the kernel gave a listener that is closed again. */
 function closedPort(): number {
@@ -29,5 +29,65 @@ describe("requestText's network errors", () => {
     const { message, code } = await failure(`http://127.0.0.1:${port}/dev/v1/things/x/collect`);
     expect(code).toBe("ECONNREFUSED");
     expect(message).toBe(`127.0.0.1:${port}: connection refused: nothing accepts connections at that address and port`);
+  });
+});
+
+/** A bare HTTP/1.1 server on loopback that counts the TCP connections made to it and answers every request 200 on the same connection. */
+function countingServer() {
+  let connections = 0;
+  const listener = Bun.listen({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open() {
+        connections++;
+      },
+      data(socket, chunk) {
+        if (chunk.toString("latin1").includes("\r\n\r\n")) socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok");
+      },
+    },
+  });
+  return { url: `http://127.0.0.1:${listener.port}/dev/v1/things/x/collect`, connections: () => connections, stop: () => listener.stop(true) };
+}
+
+async function until(condition: () => boolean, ms: number): Promise<boolean> {
+  for (const end = Date.now() + ms; Date.now() < end; await Bun.sleep(5)) if (condition()) return true;
+  return condition();
+}
+
+describe("preconnect (a one-shot collect's connection opened while it loads its keys)", () => {
+  test("connects ahead, and the request then goes over that connection", async () => {
+    const server = countingServer();
+    try {
+      preconnect(server.url);
+      expect(await until(() => server.connections() === 1, 5_000)).toBe(true);
+      const answer = await requestText(server.url, { body: "{}", timeoutMs: 5_000 });
+      expect(answer.status).toBe(200);
+      expect(answer.body).toBe("ok");
+      expect(server.connections()).toBe(1);
+    } finally {
+      server.stop();
+    }
+  });
+
+  test("a port nothing listens on: preconnect says nothing, and the request reports it as before", async () => {
+    const port = closedPort();
+    expect(() => preconnect(`http://127.0.0.1:${port}/x`)).not.toThrow();
+    const { code } = await failure(`http://127.0.0.1:${port}/x`);
+    expect(code).toBe("ECONNREFUSED");
+  });
+
+  test("https: nothing is opened (the request's own CA must check the connection it uses)", async () => {
+    const server = countingServer();
+    try {
+      preconnect(server.url.replace("http:", "https:"));
+      expect(await until(() => server.connections() > 0, 300)).toBe(false);
+    } finally {
+      server.stop();
+    }
+  });
+
+  test("a URL that is no URL: nothing thrown", () => {
+    expect(() => preconnect("http://")).not.toThrow();
   });
 });

@@ -29,7 +29,7 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
   // a problem with the access is still reported first.
   const reading = readDocument(flags.file, EGRESS_TEXT_LIMIT_BYTES);
   reading.catch(() => {});
-  const access = await openAccessFromFlags(flags, { identityFirst: true });
+  const access = await openAccessFromFlags(flags, { identityFirst: true, postsCollect: via === "http" });
   try {
     const { parseEgressDocument } = await import("../../thing/egress/document.ts");
     const body = parseEgressDocument(await reading, sourceName(flags.file));

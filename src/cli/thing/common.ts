@@ -67,14 +67,16 @@ export async function loadConfigFromFlags(flags: ThingFlags, log: Logger, option
  * directory the flags lead to, without reading the config (that serve loaded and checked its
  * own, and answers with it); else the database opened here (src/thing/local/open.ts), the
  * config loaded first, and with `identityFirst` the thing's keys too, so a key that does not fit
- * its certificate fails (78) before anything is queued. Throws UsageError when there is no
+ * its certificate fails (78) before anything is queued. `postsCollect` (collect over HTTP): the
+ * connection to the collect API opens meanwhile. Throws UsageError when there is no
  * config, ConfigError for a bad one, and what opening the database throws.
  */
-export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = false, existingData = false } = {}): Promise<ThingAccess> {
+export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = false, existingData = false, postsCollect = false } = {}): Promise<ThingAccess> {
   const serve = await runningServeFromFlags(flags, { existingData });
   if (serve) return serve;
   const log = createLogger();
   const config = await loadConfigFromFlags(flags, log);
+  if (postsCollect) (await import("../../thing/egress/collect-url.ts")).preconnectCollect(config);
   const { openThingAccess } = await import("../../thing/local/open.ts");
   const identity = identityFirst ? (await import("../../thing/identity.ts")).loadIdentity(config) : undefined;
   return openThingAccess(config, log, identity, { existing: existingData });

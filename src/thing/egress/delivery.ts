@@ -5,6 +5,7 @@ import type { ThingIdentity } from "../identity.ts";
 import type { ThingSession } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";
 import type { OutboxEntry } from "../store/message-store.ts";
+import { collectUrl } from "./collect-url.ts";
 import { type PostResult, requestText } from "./http-post.ts";
 import { answerDate, answerRefusal, CLOCK_FIX_HINT, describeOffset, type HubClock, SKEW_THRESHOLD_MS, sendWithHubTime } from "./hub-clock.ts";
 import { ThingTokens } from "./tokens.ts";
@@ -47,12 +48,6 @@ export const MAX_RETRY_AFTER_MS = 3_600_000;
  * can fix, so the message stays pending and is retried with backoff.
  */
 export const PERMANENT_REFUSALS: ReadonlySet<number> = new Set([400, 409, 413, 415, 422]);
-
-/** This thing's collect URL: `ENDPOINT/ENV/v1/things/ID/collect` (the endpoint's trailing slashes dropped). */
-export function collectUrl(config: ThingConfig): string {
-  const { endpoint, env } = config.yaml.app.api;
-  return `${endpoint.replace(/\/+$/, "")}/${env}/v1/things/${config.yaml.thing.id}/collect`;
-}
 
 /** Classifies one HTTP answer of the collect API (see PERMANENT_REFUSALS); a retry keeps the answer's Retry-After. */
 export function outcomeOf(
