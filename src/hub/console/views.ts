@@ -70,7 +70,8 @@ export const DELIVERY_WORDS: Record<Delivery, string> = {
 
 /**
  * One message as a list item. The browser script builds the same structure for live messages
- * (client/messages.ts): `data-id` finds it again when its delivery changes.
+ * (client/dom.ts): `data-id` finds it again when its delivery changes, and when the live view
+ * merges the page fetched again after its stream was cut (client/live.ts).
  */
 export function messageItem(view: MessageView, opts: { showThing?: boolean } = {}): Html {
   const delivery = view.delivery ? html` · <span class="delivery ${view.delivery}" data-delivery>${DELIVERY_WORDS[view.delivery]}</span>` : html``;

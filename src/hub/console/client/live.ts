@@ -5,46 +5,114 @@ import { addSent } from "./json-editor.ts";
 const MAX_ITEMS = 100;
 
 /**
+ * How long before a closed live view is opened again (ms): an answer that is no event stream
+ * (503 when too many views are open, whose Retry-After says 30 s; the sign-in page once the
+ * session ended) closes an EventSource for good, where a cut connection is retried by itself.
+ */
+const REOPEN_MS = 30_000;
+
+/**
  * Live lists (`[data-live]`, with `data-thing` for one thing): one EventSource on /events,
  * which the browser reconnects by itself. New messages go to the top of the list that wants
  * them (`data-list`: collected, all, sent), deliveries flip pending to delivered (also when
  * the PUBACK beat the send's own answer: remembered until the item appears), and presence
- * events rewrite the connected line.
+ * events rewrite the connected line. After the stream was cut (a hub restart, a network
+ * change, a stream the hub ended for a reader that fell behind), nothing that happened
+ * meanwhile is sent again: the lists catch up from the page fetched again (`catchUp`).
  */
 export function wireLiveLists(root: ParentNode): void {
   const section = root.querySelector<HTMLElement>("[data-live]");
   if (!section) return;
   const thing = section.dataset.thing;
-  const source = new EventSource(`/events${thing ? `?thing=${encodeURIComponent(thing)}` : ""}`);
+  const url = `/events${thing ? `?thing=${encodeURIComponent(thing)}` : ""}`;
   const deliveredEarly = new Set<string>();
   const lists = () => document.querySelectorAll<HTMLElement>("[data-list]");
+  let cut = false;
 
-  source.addEventListener("message", (event) => {
-    const { kind, message } = JSON.parse((event as MessageEvent<string>).data) as { kind: "collected" | "sent"; message: MessageView };
-    for (const list of lists()) {
-      const wanted = list.dataset.list === "all" || list.dataset.list === kind;
-      if (!wanted) continue;
-      if (list.dataset.list === "sent") addSent(message);
-      else if (!list.querySelector(`li[data-id="${CSS.escape(message.id)}"]`)) list.prepend(messageItem(message, !thing));
-      while (list.children.length > MAX_ITEMS) list.lastElementChild?.remove();
-      document.querySelector("[data-empty]")?.remove();
-      if (deliveredEarly.delete(message.id)) markDelivered(list, message.id);
-    }
-  });
-  source.addEventListener("delivered", (event) => {
-    const { id } = JSON.parse((event as MessageEvent<string>).data) as { id: string };
-    let found = false;
-    for (const list of lists()) found = markDelivered(list, id) || found;
-    if (!found) deliveredEarly.add(id);
-  });
-  source.addEventListener("presence", (event) => {
-    const { connected, words } = JSON.parse((event as MessageEvent<string>).data) as { connected: boolean | null; words: string };
-    const line = document.querySelector<HTMLElement>("[data-presence]");
-    if (!line) return;
-    line.textContent = words;
-    line.className = `presence ${connected ? "on" : "off"}`;
-  });
-  // Mark the page so a test (or a curious person) can tell the live view is connected.
-  source.addEventListener("open", () => (section.dataset.liveState = "open"));
-  source.addEventListener("error", () => (section.dataset.liveState = "reconnecting"));
+  const open = () => {
+    const source = new EventSource(url);
+    source.addEventListener("message", (event) => {
+      const { kind, message } = JSON.parse((event as MessageEvent<string>).data) as { kind: "collected" | "sent"; message: MessageView };
+      for (const list of lists()) {
+        const wanted = list.dataset.list === "all" || list.dataset.list === kind;
+        if (!wanted) continue;
+        if (list.dataset.list === "sent") addSent(message);
+        else if (!list.querySelector(`li[data-id="${CSS.escape(message.id)}"]`)) list.prepend(messageItem(message, !thing));
+        while (list.children.length > MAX_ITEMS) list.lastElementChild?.remove();
+        document.querySelector("[data-empty]")?.remove();
+        if (deliveredEarly.delete(message.id)) markDelivered(list, message.id);
+      }
+    });
+    source.addEventListener("delivered", (event) => {
+      const { id } = JSON.parse((event as MessageEvent<string>).data) as { id: string };
+      let found = false;
+      for (const list of lists()) found = markDelivered(list, id) || found;
+      if (!found) deliveredEarly.add(id);
+    });
+    source.addEventListener("presence", (event) => {
+      const { connected, words } = JSON.parse((event as MessageEvent<string>).data) as { connected: boolean | null; words: string };
+      const line = document.querySelector<HTMLElement>("[data-presence]");
+      if (!line) return;
+      line.textContent = words;
+      line.className = `presence ${connected ? "on" : "off"}`;
+    });
+    // `data-live-state` tells a test (or a curious person) where the live view stands.
+    source.addEventListener("open", () => {
+      section.dataset.liveState = "open";
+      if (!cut) return;
+      cut = false;
+      section.dataset.caughtUp = "no";
+      void catchUp(lists()).finally(() => (section.dataset.caughtUp = "yes"));
+    });
+    source.addEventListener("error", () => {
+      cut = true;
+      section.dataset.liveState = "reconnecting";
+      if (source.readyState === EventSource.CLOSED) setTimeout(open, REOPEN_MS);
+    });
+  };
+  open();
+}
+
+/**
+ * Fetches this page again and merges its lists into `lists` (mergeList): what was stored while
+ * the stream was cut. The fetched page is the hub's own rendering, parsed inert (DOMParser runs
+ * no script and loads nothing), as a reload would show it. A fetch that fails, or lands
+ * elsewhere (the sign-in page), changes nothing; the next reconnection tries again.
+ */
+async function catchUp(lists: Iterable<HTMLElement>): Promise<void> {
+  let page: Document;
+  try {
+    const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (!response.ok || !response.headers.get("content-type")?.startsWith("text/html")) return;
+    page = new DOMParser().parseFromString(await response.text(), "text/html");
+  } catch {
+    return;
+  }
+  for (const list of lists) {
+    const fresh = page.querySelector(`[data-list="${CSS.escape(list.dataset.list ?? "")}"]`);
+    if (fresh) mergeList(list, fresh);
+  }
+}
+
+/**
+ * Puts into `list` every message of `list` and of `fresh` (the same list as the hub renders it
+ * now), each once by its id, newest first by its time (those of one second in the hub's order,
+ * then the ones only this page had), at most MAX_ITEMS; a message delivered in either stays
+ * delivered (a state only moves forward).
+ */
+function mergeList(list: HTMLElement, fresh: Element): void {
+  const items = new Map<string, HTMLElement>();
+  for (const item of fresh.querySelectorAll<HTMLElement>(":scope > li[data-id]")) items.set(item.dataset.id!, document.importNode(item, true));
+  const delivered: string[] = [];
+  for (const item of list.querySelectorAll<HTMLElement>(":scope > li[data-id]")) {
+    const id = item.dataset.id!;
+    if (item.querySelector(".delivery.delivered")) delivered.push(id);
+    if (!items.has(id)) items.set(id, item);
+  }
+  // ISO 8601 UTC times compare as text; the sort is stable: one second's messages keep the map's order
+  const timeOf = (item: HTMLElement) => item.querySelector("time")?.dateTime ?? "";
+  const merged = [...items.values()].sort((a, b) => (timeOf(a) < timeOf(b) ? 1 : timeOf(a) > timeOf(b) ? -1 : 0)).slice(0, MAX_ITEMS);
+  list.replaceChildren(...merged);
+  for (const id of delivered) markDelivered(list, id);
+  if (merged.length) document.querySelector("[data-empty]")?.remove();
 }
