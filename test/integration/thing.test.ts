@@ -651,7 +651,13 @@ describe("serve", () => {
     // many missing ids: the line names the first 20 and counts the rest (it printed every one)
     const many = await run(["messages", "ack", ...Array.from({ length: 500 }, (_, i) => String(90_000_000 + i)), ...thing.flags]);
     expect(many.code).toBe(65);
-    expect(many.stderr.trim()).toBe(`messages: no message with id ${Array.from({ length: 20 }, (_, i) => 90_000_000 + i).join(", ")} and 480 more`);
+    expect(many.stderr.trim()).toBe(
+      `flashlex: no message with id ${Array.from({ length: 20 }, (_, i) => 90_000_000 + i).join(", ")} and 480 more; see flashlex messages list`,
+    );
+    // said as every failure is: `flashlex:`, and which config it was when -c did not say
+    const found = await run(["messages", "delete", "99999999"], { cwd: thing.dir });
+    expect(found.code).toBe(65);
+    expect(found.stderr.trim()).toBe(`flashlex: no message with id 99999999; see flashlex messages list (config ${thing.configPath}, found in the current directory)`);
     expect((await run(["messages", "ack", "abc", ...thing.flags])).code).toBe(64);
     // an id given twice is one id; one past 2^53 - 1 is named as typed, with the range
     const twice = await run(["messages", "ack", String(first.id), String(first.id), ...thing.flags]);

@@ -1,4 +1,4 @@
-import { UsageError } from "../../shared/errors.ts";
+import { InputError, UsageError } from "../../shared/errors.ts";
 import { hasUnsafeCharacters, quoteLogText } from "../../shared/log.ts";
 import { isoOrAsIs } from "../../shared/time.ts";
 import type { IngressMessage, IngressQuery, ThingAccess } from "../../thing/local/access.ts";
@@ -189,10 +189,8 @@ async function changeMessages(
     const done = new Set(await change(access, parsed));
     const missing = parsed.filter((id) => !done.has(id));
     if (done.size) printLine(`${verb}: ${[...done].join(" ")}`);
-    if (missing.length) {
-      console.error(`messages: no message with id ${idList(missing)}`);
-      return ExitCode.DATA;
-    }
+    // thrown, not printed: said as every other failure is (`flashlex:`, and the config's and root's notes)
+    if (missing.length) throw new InputError(`no message with id ${idList(missing)}; see flashlex messages list`);
     return ExitCode.OK;
   } finally {
     access.close();

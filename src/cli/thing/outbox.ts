@@ -3,7 +3,7 @@
  * running serve (its control socket) or on the database file, like `messages`. The states are
  * documented in src/thing/egress/outbox.ts.
  */
-import { UsageError } from "../../shared/errors.ts";
+import { InputError, UsageError } from "../../shared/errors.ts";
 import { isoOrAsIs } from "../../shared/time.ts";
 import type { OutboxChange, OutboxEntry, OutboxPage, OutboxState, ThingAccess } from "../../thing/local/access.ts";
 import type { CommandSpec } from "../command.ts";
@@ -86,9 +86,13 @@ async function changeOutbox(
   try {
     const result = await change(access, parsed);
     if (result.changed.length) printLine(`${verb}: ${result.changed.join(" ")}`);
-    if (result.sent.length) console.error(`outbox: already sent, left alone: ${idList(result.sent)}`);
-    if (result.missing.length) console.error(`outbox: no message with id ${idList(result.missing)}`);
-    return result.sent.length || result.missing.length ? ExitCode.DATA : ExitCode.OK;
+    // thrown, not printed: said as every other failure is (`flashlex:`, and the config's and root's notes)
+    const refused = [
+      ...(result.sent.length ? [`already sent, left alone: ${idList(result.sent)}`] : []),
+      ...(result.missing.length ? [`no message with id ${idList(result.missing)}`] : []),
+    ];
+    if (refused.length) throw new InputError(`${refused.join("; ")}; see flashlex outbox list`);
+    return ExitCode.OK;
   } finally {
     access.close();
   }
