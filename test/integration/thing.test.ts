@@ -657,7 +657,9 @@ describe("serve", () => {
     // said as every failure is: `flashlex:`, and which config it was when -c did not say
     const found = await run(["messages", "delete", "99999999"], { cwd: thing.dir });
     expect(found.code).toBe(65);
-    expect(found.stderr.trim()).toBe(`flashlex: no message with id 99999999; see flashlex messages list (config ${thing.configPath}, found in the current directory)`);
+    expect(found.stderr.trim()).toBe(
+      `flashlex: no message with id 99999999; see flashlex messages list (config ${thing.configPath}, found in the current directory)`,
+    );
     expect((await run(["messages", "ack", "abc", ...thing.flags])).code).toBe(64);
     // an id given twice is one id; one past 2^53 - 1 is named as typed, with the range
     const twice = await run(["messages", "ack", String(first.id), String(first.id), ...thing.flags]);
