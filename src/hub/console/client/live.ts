@@ -4,6 +4,9 @@ import { addSent } from "./json-editor.ts";
 /** The most messages a live list keeps; older ones drop off the end. */
 const MAX_ITEMS = 100;
 
+/** The most deliveries remembered for items not shown yet (a PUBACK that beat the send's answer, or a catch-up); the oldest go first. */
+const MAX_EARLY = 100;
+
 /**
  * How long before a closed live view is opened again (ms): an answer that is no event stream
  * (503 when too many views are open, whose Retry-After says 30 s; the sign-in page once the
@@ -27,12 +30,17 @@ export function wireLiveLists(root: ParentNode): void {
   const url = `/events${thing ? `?thing=${encodeURIComponent(thing)}` : ""}`;
   const deliveredEarly = new Set<string>();
   const lists = () => document.querySelectorAll<HTMLElement>("[data-list]");
+  // messages only a list of egress shows (`collected`) are never delivered: nothing to remember for it
+  const showsIngress = [...lists()].some((list) => list.dataset.list !== "collected");
   let cut = false;
+  /** the ids that came on the stream since a catch-up began: newer than the page it fetches */
+  let arrivedDuringCatchUp: Set<string> | undefined;
 
   const open = () => {
     const source = new EventSource(url);
     source.addEventListener("message", (event) => {
       const { kind, message } = JSON.parse((event as MessageEvent<string>).data) as { kind: "collected" | "sent"; message: MessageView };
+      arrivedDuringCatchUp?.add(message.id);
       for (const list of lists()) {
         const wanted = list.dataset.list === "all" || list.dataset.list === kind;
         if (!wanted) continue;
@@ -47,7 +55,9 @@ export function wireLiveLists(root: ParentNode): void {
       const { id } = JSON.parse((event as MessageEvent<string>).data) as { id: string };
       let found = false;
       for (const list of lists()) found = markDelivered(list, id) || found;
-      if (!found) deliveredEarly.add(id);
+      if (found || !showsIngress) return;
+      deliveredEarly.add(id);
+      if (deliveredEarly.size > MAX_EARLY) deliveredEarly.delete(deliveredEarly.values().next().value!);
     });
     source.addEventListener("presence", (event) => {
       const { connected, words } = JSON.parse((event as MessageEvent<string>).data) as { connected: boolean | null; words: string };
@@ -62,7 +72,12 @@ export function wireLiveLists(root: ParentNode): void {
       if (!cut) return;
       cut = false;
       section.dataset.caughtUp = "no";
-      void catchUp(lists()).finally(() => (section.dataset.caughtUp = "yes"));
+      const arrived = new Set<string>();
+      arrivedDuringCatchUp = arrived;
+      void catchUp(lists(), arrived, deliveredEarly).finally(() => {
+        if (arrivedDuringCatchUp === arrived) arrivedDuringCatchUp = undefined;
+        section.dataset.caughtUp = "yes";
+      });
     });
     source.addEventListener("error", () => {
       cut = true;
@@ -75,11 +90,13 @@ export function wireLiveLists(root: ParentNode): void {
 
 /**
  * Fetches this page again and merges its lists into `lists` (mergeList): what was stored while
- * the stream was cut. The fetched page is the hub's own rendering, parsed inert (DOMParser runs
- * no script and loads nothing), as a reload would show it. A fetch that fails, or lands
- * elsewhere (the sign-in page), changes nothing; the next reconnection tries again.
+ * the stream was cut. `arrived`: the ids the stream brought meanwhile; `deliveredEarly`: the
+ * deliveries it brought for items not shown yet, applied (and forgotten) once they are. The
+ * fetched page is the hub's own rendering, parsed inert (DOMParser runs no script and loads
+ * nothing), as a reload would show it. A fetch that fails, or lands elsewhere (the sign-in
+ * page), changes nothing; the next reconnection tries again.
  */
-async function catchUp(lists: Iterable<HTMLElement>): Promise<void> {
+async function catchUp(lists: Iterable<HTMLElement>, arrived: ReadonlySet<string>, deliveredEarly: Set<string>): Promise<void> {
   let page: Document;
   try {
     const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
@@ -90,28 +107,31 @@ async function catchUp(lists: Iterable<HTMLElement>): Promise<void> {
   }
   for (const list of lists) {
     const fresh = page.querySelector(`[data-list="${CSS.escape(list.dataset.list ?? "")}"]`);
-    if (fresh) mergeList(list, fresh);
+    if (!fresh) continue;
+    mergeList(list, fresh, arrived);
+    for (const id of [...deliveredEarly]) if (markDelivered(list, id)) deliveredEarly.delete(id);
   }
 }
 
 /**
  * Puts into `list` every message of `list` and of `fresh` (the same list as the hub renders it
- * now), each once by its id, newest first by its time (those of one second in the hub's order,
- * then the ones only this page had), at most MAX_ITEMS; a message delivered in either stays
- * delivered (a state only moves forward).
+ * now), each once by its id, in the hub's order (insertion, whatever the clocks said): first
+ * what came on the stream after the fetch began (`arrived`) and the page lacks, then the page's,
+ * then what only this page still had (older than the page's oldest, or gone), at most MAX_ITEMS.
+ * A message delivered in either stays delivered (a state only moves forward).
  */
-function mergeList(list: HTMLElement, fresh: Element): void {
-  const items = new Map<string, HTMLElement>();
-  for (const item of fresh.querySelectorAll<HTMLElement>(":scope > li[data-id]")) items.set(item.dataset.id!, document.importNode(item, true));
+function mergeList(list: HTMLElement, fresh: Element, arrived: ReadonlySet<string>): void {
+  const page = [...fresh.querySelectorAll<HTMLElement>(":scope > li[data-id]")].map((item) => document.importNode(item, true));
+  const onPage = new Set(page.map((item) => item.dataset.id!));
+  const newer: HTMLElement[] = [];
+  const older: HTMLElement[] = [];
   const delivered: string[] = [];
   for (const item of list.querySelectorAll<HTMLElement>(":scope > li[data-id]")) {
     const id = item.dataset.id!;
     if (item.querySelector(".delivery.delivered")) delivered.push(id);
-    if (!items.has(id)) items.set(id, item);
+    if (!onPage.has(id)) (arrived.has(id) ? newer : older).push(item);
   }
-  // ISO 8601 UTC times compare as text; the sort is stable: one second's messages keep the map's order
-  const timeOf = (item: HTMLElement) => item.querySelector("time")?.dateTime ?? "";
-  const merged = [...items.values()].sort((a, b) => (timeOf(a) < timeOf(b) ? 1 : timeOf(a) > timeOf(b) ? -1 : 0)).slice(0, MAX_ITEMS);
+  const merged = [...newer, ...page, ...older].slice(0, MAX_ITEMS);
   list.replaceChildren(...merged);
   for (const id of delivered) markDelivered(list, id);
   if (merged.length) document.querySelector("[data-empty]")?.remove();
