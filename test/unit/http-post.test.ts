@@ -50,6 +50,26 @@ function countingServer() {
   return { url: `http://127.0.0.1:${listener.port}/dev/v1/things/x/collect`, connections: () => connections, stop: () => listener.stop(true) };
 }
 
+/** A bare HTTP/1.1 server on loopback that closes its first `closing` connections once a request came on them, unanswered, and answers 200 on the others. */
+function closingServer(closing: number) {
+  let connections = 0;
+  const listener = Bun.listen<{ n: number }>({
+    hostname: "127.0.0.1",
+    port: 0,
+    socket: {
+      open(socket) {
+        socket.data = { n: ++connections };
+      },
+      data(socket, chunk) {
+        if (!chunk.toString("latin1").includes("\r\n\r\n")) return;
+        if (socket.data.n <= closing) socket.end();
+        else socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+      },
+    },
+  });
+  return { url: `http://127.0.0.1:${listener.port}/dev/v1/things/x/collect`, connections: () => connections, stop: () => listener.stop(true) };
+}
+
 async function until(condition: () => boolean, ms: number): Promise<boolean> {
   for (const end = Date.now() + ms; Date.now() < end; await Bun.sleep(5)) if (condition()) return true;
   return condition();
@@ -65,6 +85,28 @@ describe("preconnect (a one-shot collect's connection opened while it loads its 
       expect(answer.status).toBe(200);
       expect(answer.body).toBe("ok");
       expect(server.connections()).toBe(1);
+    } finally {
+      server.stop();
+    }
+  });
+
+  test("a server that closes the connection preconnect opened (an idle timeout of a few ms): the request is sent once more on a new one", async () => {
+    const server = closingServer(1);
+    try {
+      preconnect(server.url);
+      expect(await until(() => server.connections() === 1, 5_000)).toBe(true);
+      const answer = await requestText(server.url, { body: "{}", timeoutMs: 5_000 });
+      expect({ status: answer.status, connections: server.connections() }).toEqual({ status: 200, connections: 2 });
+    } finally {
+      server.stop();
+    }
+  });
+
+  test("a request on a connection of its own, closed the same way, is not sent again: its caller decides (the outbox retries later)", async () => {
+    const server = closingServer(1);
+    try {
+      const { code } = await failure(server.url);
+      expect({ code, connections: server.connections() }).toEqual({ code: "ECONNRESET", connections: 1 });
     } finally {
       server.stop();
     }

@@ -76,9 +76,10 @@ export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = f
   if (serve) return serve;
   const log = createLogger();
   const config = await loadConfigFromFlags(flags, log);
-  if (postsCollect) (await import("../../thing/egress/collect-url.ts")).preconnectCollect(config);
   const { openThingAccess } = await import("../../thing/local/open.ts");
   const identity = identityFirst ? (await import("../../thing/identity.ts")).loadIdentity(config) : undefined;
+  // once the keys are known good (a thing whose key is not its certificate's connects nowhere)
+  if (postsCollect) (await import("../../thing/egress/collect-url.ts")).preconnectCollect(config);
   return openThingAccess(config, log, identity, { existing: existingData });
 }
 

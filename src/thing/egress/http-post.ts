@@ -43,16 +43,23 @@ export function requestText(url: string, opts: RequestOptions): Promise<PostResu
  * millisecond of its run (bench row 2). Plain http only: an https request is made with a CA of
  * its own (`extraCaPem`), which a connection opened without it would not have been checked
  * against. Nothing on Node (the armv7 build), whose node:http has no such call. Never throws:
- * a connection that fails here is the request's to report.
+ * a connection that fails here is the request's to report. A server that closes the connection
+ * while it waits (an idle timeout of a few ms, in a proxy) would fail the request that takes it
+ * (ECONNRESET, where a connection of its own would have worked): that request is sent once more
+ * on a new one (`requestWithFetch`).
  */
 export function preconnect(url: string): void {
   if (typeof Bun === "undefined" || !url.startsWith("http:")) return;
   try {
     fetch.preconnect(url);
+    preconnected.add(new URL(url).origin);
   } catch {
     // a URL Bun cannot use: the request says so
   }
 }
+
+/** The origins `preconnect` opened a connection to that no request has taken yet. */
+const preconnected = new Set<string>();
 
 /** The CAs an HTTPS request trusts: the public roots and `extraCaPem`, built once per CA (not per request). */
 async function trustedCas(extraCaPem: string | undefined): Promise<string[] | undefined> {
@@ -67,6 +74,7 @@ let trusted: { extraCaPem: string; list: string[] } | undefined;
 
 async function requestWithFetch(url: string, opts: RequestOptions): Promise<PostResult> {
   const isHttps = url.startsWith("https:");
+  const onPreconnected = preconnected.delete(originOf(url));
   let response: Response;
   try {
     response = await fetch(url, {
@@ -80,7 +88,19 @@ async function requestWithFetch(url: string, opts: RequestOptions): Promise<Post
     return { status: response.status, statusText: response.statusText, body: await boundedText(response), headers: Object.fromEntries(response.headers) };
   } catch (err) {
     if ((err as Error)?.name === "TimeoutError") throw new Error(`no answer within ${Math.round(opts.timeoutMs / 1000)} s`);
+    // The connection preconnect opened was closed under the request (see preconnect): once more
+    // on a new one, as HTTP clients do for a reused idle connection. Sent twice it is stored once:
+    // a collect carries its message id (protocol/headers.ts).
+    if (onPreconnected && (err as NodeJS.ErrnoException)?.code === "ECONNRESET" && !opts.signal?.aborted) return requestWithFetch(url, opts);
     throw withAddress(err, url);
+  }
+}
+
+function originOf(url: string): string {
+  try {
+    return new URL(url).origin;
+  } catch {
+    return url;
   }
 }
 
