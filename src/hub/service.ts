@@ -268,7 +268,9 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
             maxPayloadBytes: maxEnvelopeBytes(settings.api.payloadLimitBytes),
             ingress: ingressLedger(store, feed),
           }).catch((err) => {
-            throw cannotListen(err, "the broker", brokerListen, "hub.broker.listenHost and hub.broker.listenPort", paths.config);
+            // the key the port came from: listenPort when set, else port (which things are told too)
+            const portKey = settings.broker.listenPort === undefined ? "hub.broker.port" : "hub.broker.listenPort";
+            throw cannotListen(err, "the broker", brokerListen, `hub.broker.listenHost and ${portKey}`, paths.config);
           })
         : undefined;
     // External broker: revocations go to it through the dynamic security plugin (Mosquitto) or
