@@ -141,7 +141,7 @@ async function homeListeningOn(name: string, changes: [string[], unknown][]): Pr
   const settings = parseDocument(readFileSync(file, "utf8"));
   settings.setIn(["hub", "api", "port"], await freePort());
   settings.setIn(["hub", "broker", "listenPort"], await freePort());
-  for (const [path, value] of changes) settings.setIn(path, value);
+  for (const [path, value] of changes) value === undefined ? settings.deleteIn(path) : settings.setIn(path, value);
   writeFileSync(file, settings.toString());
   return home;
 }
@@ -155,6 +155,16 @@ describe("an address hub serve cannot listen on", () => {
       const cases: [string, [string[], unknown][], string][] = [
         ["busy-api", [[["hub", "api", "port"], busyPort]], `the API cannot listen on 127.0.0.1:${busyPort} (hub.api.host and hub.api.port in `],
         ["absent-broker-host", [[["hub", "broker", "listenHost"], "192.0.2.1"]], "the broker cannot listen on 192.0.2.1:"],
+        // no listenPort: the port is hub.broker.port's, and the line names that key
+        [
+          "busy-broker-port",
+          [
+            [["hub", "broker", "listenPort"], undefined],
+            [["hub", "broker", "listenHost"], "127.0.0.1"],
+            [["hub", "broker", "port"], busyPort],
+          ],
+          `the broker cannot listen on 127.0.0.1:${busyPort} (hub.broker.listenHost and hub.broker.port in `,
+        ],
         // names that do not resolve, bracketed IPv6, addresses no interface has: each runtime
         // error a listen can end in (EINVAL, ENOENT, ENOTFOUND, a bare "Failed to listen")
         ["unresolved-api-host", [[["hub", "api", "host"], "nosuchhost.invalid"]], "nosuchhost.invalid is neither an address of this machine nor a name"],
@@ -302,9 +312,11 @@ describe("an address hub serve cannot listen on", () => {
         });
         // the default name in a working directory it may not write: refused before the thing is made too
         const inRootsDir = await run(["hub", "thing", "create", "nowhere", "--dir", home], { cwd: work, timeoutMs: 30_000 });
+        // the file named as it would be: the hub's owner prefix, then the typed name (it said "<name>.zip")
+        const prefix = /^flashlex: the output file .*\/([0-9a-f]{8})-nowhere\.zip: /.exec(inRootsDir.stderr)?.[1];
         expect({ code: inRootsDir.code, stderr: inRootsDir.stderr }).toEqual({
           code: 77,
-          stderr: `flashlex: the output file ${work}/<name>.zip: may not write in ${work}; pass -o FILE in a directory this user may write, or run the command from one (started by root, this hub command runs as ${user.name} (uid ${user.uid}), the owner of the hub home ${home})\n`,
+          stderr: `flashlex: the output file ${work}/${prefix}-nowhere.zip: may not write in ${work}; pass -o FILE in a directory this user may write, or run the command from one (started by root, this hub command runs as ${user.name} (uid ${user.uid}), the owner of the hub home ${home})\n`,
         });
         const listed = await run(["hub", "thing", "list", "--dir", home]);
         expect(listed.stdout).not.toContain("nowhere");

@@ -78,8 +78,13 @@ function create(args: string[], options: Options): Promise<number> {
       // say the zip is), once the name is known, and its directory before: a command root started
       // acts as the home's owner, who may not write in the admin's working directory.
       const given = text(options.output) === undefined ? undefined : outputFile(options, "");
-      if (given === undefined) outputFile(options, "<name>.zip");
-      const { thing, distribution } = await hub.things.create(required(args, "the thing name"), { keyType });
+      const typedName = required(args, "the thing name");
+      if (given === undefined) {
+        // the name the thing will have: the hub's owner prefix, then the typed name
+        const { ownerPrefix } = await import("../../hub/home/settings.ts");
+        outputFile(options, `${ownerPrefix(hub.home.settings)}-${typedName}.zip`);
+      }
+      const { thing, distribution } = await hub.things.create(typedName, { keyType });
       let output = "";
       let streamed: number | undefined;
       try {
