@@ -156,7 +156,9 @@ def load_config(path):
         if not os.path.isfile(path):
             if os.path.exists(path):
                 raise FlashlexError("%s: not a regular file" % path, "config")
-            raise FlashlexError("%s: cannot read the configuration file (ENOENT)" % path, "config")
+            # the agent's words (shared/path-exists.ts notThereNote)
+            missing = "there is no such file" if os.path.lexists(os.path.dirname(path)) else "there is no directory %s" % os.path.dirname(path)
+            raise FlashlexError("%s: cannot read the configuration file: %s (ENOENT)" % (path, missing), "config")
         size = os.path.getsize(path)
         if size > _MAX_CONFIG_BYTES:
             raise FlashlexError("%s: %d bytes is too large for a configuration file (at most %d)" % (path, size, _MAX_CONFIG_BYTES), "config")

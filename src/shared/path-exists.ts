@@ -116,6 +116,16 @@ export function unreachableTarget(path: string): string | undefined {
 }
 
 /**
+ * For a message about `path` that could not be opened with `err`, what is not there: ": there
+ * is no such file" (ENOENT), or ": there is no directory D" when its directory D is missing too,
+ * or fileOnTheWayNote's; else "".
+ */
+export function notThereNote(err: unknown, path: string): string {
+  if ((err as NodeJS.ErrnoException | null)?.code !== "ENOENT") return fileOnTheWayNote(err, path);
+  return lstatOrUndefined(dirname(path)) === undefined ? `: there is no directory ${dirname(path)}` : ": there is no such file";
+}
+
+/**
  * For a message about `path` that could not be opened with `err`: ": X is a file, not a
  * directory" when it failed with ENOTDIR because of the file X on the way, else "".
  */

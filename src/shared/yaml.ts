@@ -11,7 +11,7 @@ import type { z } from "zod";
 import { ConfigError, oneLine } from "./errors.ts";
 import { writeFileAtomicallySync } from "./files.ts";
 import { toFlashlexError } from "./foreign-errors.ts";
-import { fileOnTheWayNote } from "./path-exists.ts";
+import { notThereNote } from "./path-exists.ts";
 import { readRegularFile } from "./regular-file.ts";
 import { COMMIT, VERSION } from "./version.ts";
 import { deniedNote } from "./why-denied.ts";
@@ -65,7 +65,7 @@ function readConfigText(file: string): string {
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code ?? "error";
-    throw new ConfigError(`${file}: cannot read the configuration file${fileOnTheWayNote(err, file)} (${code})${deniedNote(err, file)}`);
+    throw new ConfigError(`${file}: cannot read the configuration file${notThereNote(err, file)} (${code})${deniedNote(err, file)}`);
   }
   try {
     return new TextDecoder("utf-8", { fatal: true }).decode(bytes);

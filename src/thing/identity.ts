@@ -16,7 +16,7 @@ import { CryptoError } from "../crypto/errors.ts";
 import { certificatePem, KeyFileError, normaliseCertificates, normalisePrivateKey } from "../crypto/key-files.ts";
 import { spkiDer, type ThingTokenAlgorithm, tokenAlgorithmFor } from "../crypto/keys.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
-import { fileOnTheWayNote } from "../shared/path-exists.ts";
+import { notThereNote } from "../shared/path-exists.ts";
 import { readRegularFile } from "../shared/regular-file.ts";
 import { deniedNote } from "../shared/why-denied.ts";
 import type { ThingConfig } from "./settings.ts";
@@ -46,7 +46,9 @@ export function readKeyFile(path: string, what: string): Buffer {
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
-    const message = `${path}: cannot read the ${what}${fileOnTheWayNote(err, path)} (${code ?? "error"})${deniedNote(err, path)}`;
+    // a key file not where the config and -k say: bootstrap's fix, said here too
+    const fix = code === "ENOENT" ? "; copy the distribution's keys there, or pass -k with the directory that has them" : "";
+    const message = `${path}: cannot read the ${what}${notThereNote(err, path)} (${code ?? "error"})${fix}${deniedNote(err, path)}`;
     if (code === "EACCES" || code === "EPERM") throw new FlashlexError(message, "permission");
     throw new ConfigError(message);
   }

@@ -420,7 +420,11 @@ out(results)
       expect(agentLine).toContain("bad-port.yml: flashlex.thing.mqtt.port");
       expect(out.badYaml.kind).toBe("config");
       expect(out.badYaml.message).toStartWith(`${join(thing.root, "bad-yaml.yml")}:${tabLine}:`);
-      expect(out.missing).toEqual({ kind: "config", exitCode: 78, message: `${join(thing.root, "missing.yml")}: cannot read the configuration file (ENOENT)` });
+      expect(out.missing).toEqual({
+        kind: "config",
+        exitCode: 78,
+        message: `${join(thing.root, "missing.yml")}: cannot read the configuration file: there is no such file (ENOENT)`,
+      });
       expect(out.nan).toMatchObject({ kind: "data", exitCode: 65 });
       expect(out.notJson).toMatchObject({ kind: "data", exitCode: 65 });
       expect(out.tooLarge).toMatchObject({ kind: "data", exitCode: 65 });

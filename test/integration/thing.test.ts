@@ -1517,7 +1517,12 @@ describe("collect", () => {
   test("a missing config exits 78 naming the file; an unknown flag exits 64", async () => {
     const missing = await run(["collect", "-c", join(thing.dir, "absent.yml")], { input: "{}" });
     expect(missing.code).toBe(78);
-    expect(missing.stderr).toContain("absent.yml: cannot read the configuration file");
+    expect(missing.stderr).toContain("absent.yml: cannot read the configuration file: there is no such file (ENOENT)");
+    const noDirectory = await run(["collect", "-c", join(thing.dir, "nodir", "config.yml")], { input: "{}" });
+    expect({ code: noDirectory.code, stderr: noDirectory.stderr }).toEqual({
+      code: 78,
+      stderr: `flashlex: ${join(thing.dir, "nodir", "config.yml")}: cannot read the configuration file: there is no directory ${join(thing.dir, "nodir")} (ENOENT)\n`,
+    });
     expect((await run(["collect", "--frobnicate", ...thing.flags], { input: "{}" })).code).toBe(64);
   });
 });

@@ -157,7 +157,9 @@ describe("key and certificate belong together", () => {
   test("a missing file is a configuration error naming it", () => {
     const config = configFor("missing", { ca: pki.ca.certPem, cert: pki.thing.certPem, key: pki.thing.privateKeyPem });
     const missing = { ...config, paths: { ...config.paths, cert: join(dir, "nowhere.pem") } };
-    expect(() => loadIdentity(missing)).toThrow(`${join(dir, "nowhere.pem")}: cannot read the thing certificate (ENOENT)`);
+    expect(() => loadIdentity(missing)).toThrow(
+      `${join(dir, "nowhere.pem")}: cannot read the thing certificate: there is no such file (ENOENT); copy the distribution's keys there, or pass -k with the directory that has them`,
+    );
     expect(() => loadIdentity(missing)).toThrow(ConfigError);
   });
 });

@@ -11,7 +11,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { getent } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
-import { fileOnTheWayNote, notADirectory, pathExists, pathKind } from "../../shared/path-exists.ts";
+import { notADirectory, notThereNote, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
 import { keyFileTooOpen, loadIdentity } from "../identity.ts";
@@ -281,7 +281,7 @@ function existingConfig(path: string): string {
     accessSync(file, constants.R_OK);
   } catch (err) {
     if (err instanceof FlashlexError) throw err;
-    throw new ConfigError(`${file}: cannot read the configuration file${fileOnTheWayNote(err, file)} (${(err as NodeJS.ErrnoException).code ?? "error"})`);
+    throw new ConfigError(`${file}: cannot read the configuration file${notThereNote(err, file)} (${(err as NodeJS.ErrnoException).code ?? "error"})`);
   }
   return file;
 }
