@@ -4,6 +4,7 @@
  */
 import type { CAC } from "cac";
 import { UsageError } from "../shared/errors.ts";
+import { nearestSpelling } from "../shared/spelling.ts";
 import type { CommandSpec, OptionSpec, Options } from "./command.ts";
 
 /** The flags whose value `-` means stdin (--file) or stdout (-o). */
@@ -197,20 +198,9 @@ export function unknownOptionHint(spec: CommandSpec, flag: string): string | und
   const flags = spec.options.flatMap((option) => option.flags.split(/[\s,]+/).filter((word) => word.startsWith("-")));
   if (flag === "-d" && flags.includes("--dir")) return spec.name.startsWith("hub ") ? "the hub's home is --dir" : "did you mean --dir?";
   if (flag === "--dir" && flags.includes("-d")) return "the thing's data directory is -d (its config -c, its keys -k)";
-  const nearest = flags
-    .filter((f) => f.startsWith("--"))
-    .map((f) => ({ f, d: editDistance(f, flag) }))
-    .sort((a, b) => a.d - b.d)[0];
-  return nearest && nearest.d <= 2 ? `did you mean ${nearest.f}?` : undefined;
-}
-
-/** Levenshtein distance: the fewest one-letter insertions, deletions and changes from `a` to `b`. */
-function editDistance(a: string, b: string): number {
-  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
-  for (let i = 1; i <= a.length; i++) {
-    const row = [i];
-    for (let j = 1; j <= b.length; j++) row[j] = Math.min(previous[j]! + 1, row[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
-    previous = row;
-  }
-  return previous[b.length]!;
+  const nearest = nearestSpelling(
+    flag,
+    flags.filter((f) => f.startsWith("--")),
+  );
+  return nearest ? `did you mean ${nearest}?` : undefined;
 }

@@ -13,6 +13,7 @@ import { writeFileAtomicallySync } from "./files.ts";
 import { toFlashlexError } from "./foreign-errors.ts";
 import { notThereNote } from "./path-exists.ts";
 import { readRegularFile } from "./regular-file.ts";
+import { nearestSpelling } from "./spelling.ts";
 import { COMMIT, VERSION } from "./version.ts";
 import { deniedNote } from "./why-denied.ts";
 
@@ -226,6 +227,19 @@ export function unknownKeys(schema: z.ZodType, raw: unknown, prefix = ""): strin
     const child = shape[key];
     return child ? unknownKeys(child, value, path) : [path];
   });
+}
+
+/**
+ * What the warning about an unknown key (`unknownKeys`) says of it: "ignored", with "; did you
+ * mean P?" when the object that holds it declares a key at most two letters off (P its path:
+ * `flashlex.app.callback` for `flashlex.app.calback`).
+ */
+export function unknownKeyNote(schema: z.ZodType, path: string): string {
+  const keys = path.split(".");
+  let object = unwrapToObject(schema);
+  for (const key of keys.slice(0, -1)) object = object && unwrapToObject((object.shape as Record<string, z.ZodType>)[key] as z.ZodType);
+  const meant = object && nearestSpelling(keys[keys.length - 1]!, Object.keys(object.shape));
+  return meant === undefined ? "ignored" : `ignored; did you mean ${[...keys.slice(0, -1), meant].join(".")}?`;
 }
 
 function unwrapToObject(schema: z.ZodType): z.ZodObject | undefined {

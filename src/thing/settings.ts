@@ -7,7 +7,7 @@ import type * as ThingConfigSchema from "../protocol/thing-config.ts";
 import type { ThingYaml } from "../protocol/thing-config.ts";
 import { ConfigError } from "../shared/errors.ts";
 import { pathExists } from "../shared/path-exists.ts";
-import { loadYamlFile, thisBuild, unknownKeys, validate } from "../shared/yaml.ts";
+import { loadYamlFile, thisBuild, unknownKeyNote, unknownKeys, validate } from "../shared/yaml.ts";
 import { dataDirFor } from "./config-location.ts";
 
 /** A validated thing configuration with every path made absolute. */
@@ -65,6 +65,11 @@ export function defaultKeysDir(configDir: string, privateKeyName: string): strin
  * from; src/shared/yaml.ts `loadYamlFile`). Only serve writes it; every command reads it.
  */
 export const CONFIG_CACHE_NAME = "config.parsed.json";
+
+/** The warning's note for a key of config.yml its schema does not know (shared/yaml.ts unknownKeyNote): "ignored", with the key it was likely meant to be. */
+export function unknownConfigKeyNote(key: string): string {
+  return unknownKeyNote(configSchema(), key);
+}
 
 /**
  * The config's schema (zod), loaded on first use: a load that the cache serves never needs it.

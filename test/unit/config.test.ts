@@ -3,9 +3,10 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, sym
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
+import { unknownHubKeyNote } from "../../src/hub/home/settings.ts";
 import { ConfigError } from "../../src/shared/errors.ts";
 import { loadYamlFile } from "../../src/shared/yaml.ts";
-import { CONFIG_CACHE_NAME, databaseFileName, loadThingConfig } from "../../src/thing/settings.ts";
+import { CONFIG_CACHE_NAME, databaseFileName, loadThingConfig, unknownConfigKeyNote } from "../../src/thing/settings.ts";
 
 const GUIDE = join(import.meta.dir, "../fixtures/guide-config.yml");
 const dir = mkdtempSync(join(tmpdir(), "flashlex-config-"));
@@ -178,6 +179,21 @@ describe("bad configuration is refused with the file and the key path", () => {
   test("unknown keys load, and are reported for a warning", () => {
     const file = variant("unknown.yml", (t) => t.replace("    thread: subscribe", "    thread: subscribe\n    colour: blue"));
     expect(loadThingConfig({ config: file }).unknownKeys).toEqual(["flashlex.app.colour"]);
+  });
+
+  test("a misspelt key's warning says which key it likely meant (at most two letters off, in the same object); others are only ignored", () => {
+    const file = variant("misspelt.yml", (t) =>
+      t.replace("    callback: persistent", "    calback: persistent").replace("    thread: subscribe", "    thread: subscribe\n    colour: blue"),
+    );
+    const { unknownKeys } = loadThingConfig({ config: file });
+    expect(unknownKeys.map((key) => [key, unknownConfigKeyNote(key)])).toEqual([
+      ["flashlex.app.calback", "ignored; did you mean flashlex.app.callback?"],
+      ["flashlex.app.colour", "ignored"],
+    ]);
+    expect(unknownConfigKeyNote("flashlex.thing.mqtt.prot")).toBe("ignored; did you mean flashlex.thing.mqtt.port?");
+    expect(unknownConfigKeyNote("flashlex.nosuch.deeper")).toBe("ignored");
+    expect(unknownHubKeyNote("hub.api.prot")).toBe("ignored; did you mean hub.api.port?");
+    expect(unknownHubKeyNote("hub.colour")).toBe("ignored");
   });
 });
 

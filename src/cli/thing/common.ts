@@ -53,9 +53,9 @@ let chosen: ConfigChoice | undefined;
  */
 export async function loadConfigFromFlags(flags: ThingFlags, log: Logger, options: { keepParsed?: boolean } = {}): Promise<ThingConfig> {
   chosen = chooseConfig(flags);
-  const { loadThingConfig } = await import("../../thing/settings.ts");
+  const { loadThingConfig, unknownConfigKeyNote } = await import("../../thing/settings.ts");
   const config = loadThingConfig({ config: chosen.file, data: flags.data, keys: flags.keys }, chosen.origin, options);
-  for (const key of config.unknownKeys) log.warn("config.unknown_key", { file: config.file, key, note: "ignored" });
+  for (const key of config.unknownKeys) log.warn("config.unknown_key", { file: config.file, key, note: unknownConfigKeyNote(key) });
   if (config.yaml.thing.mqtt.useWebsocket) {
     log.warn("config.websocket_ignored", { file: config.file, note: "MQTT over WebSocket is not supported; using MQTT over TLS" });
   }

@@ -19,7 +19,7 @@ import { firstUnsearchable } from "../../shared/why-denied.ts";
 import { type HubDatabase, parseHubDatabase } from "../store/database-url.ts";
 import { hubDatabaseMissing } from "../store/sqlite-driver.ts";
 import { type HubPaths, hubPaths } from "./paths.ts";
-import { type HubSettings, loadHubSettings } from "./settings.ts";
+import { type HubSettings, loadHubSettings, unknownHubKeyNote } from "./settings.ts";
 
 /** An initialised hub home: its paths, validated settings, and the database it uses. */
 export interface HubHome {
@@ -65,7 +65,7 @@ export function openHubHome(dir: string, log?: Logger, override?: DatabaseOverri
     ? parseHubDatabase(override.value, paths.database, override.where)
     : parseHubDatabase(settings.database?.url, paths.database, `hub.database.url in ${paths.config}`);
   if (database.kind === "sqlite" && !pathExists(paths.database)) throw hubDatabaseMissing(paths.database);
-  for (const key of unknownKeys) log?.warn("config.unknown_key", { file: paths.config, key, note: "ignored" });
+  for (const key of unknownKeys) log?.warn("config.unknown_key", { file: paths.config, key, note: unknownHubKeyNote(key) });
   if (settings.sharedDir && !pathExists(paths.shared)) {
     throw new ConfigError(`hub.sharedDir in ${paths.config}: ${paths.shared} does not exist (mount or create the directory the hubs share)`);
   }

@@ -5,7 +5,7 @@ import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { parseDuration } from "../../shared/duration.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { DNS_NAME, parseListenAddress } from "../../shared/listen-address.ts";
-import { normaliseLineBreaks, parseYamlFile, unknownKeys, validate } from "../../shared/yaml.ts";
+import { normaliseLineBreaks, parseYamlFile, unknownKeyNote, unknownKeys, validate } from "../../shared/yaml.ts";
 import { z } from "../../shared/zod.ts";
 import { DATABASE_CHOICES, parseHubDatabase } from "../store/database-url.ts";
 
@@ -217,6 +217,11 @@ export const HubYamlSchema = z.object({
 
 export type HubYaml = z.infer<typeof HubYamlSchema>;
 export type HubSettings = HubYaml["hub"];
+
+/** The warning's note for a key of hub.yml its schema does not know (shared/yaml.ts unknownKeyNote): "ignored", with the key it was likely meant to be. */
+export function unknownHubKeyNote(key: string): string {
+  return unknownKeyNote(HubYamlSchema, key);
+}
 
 /**
  * Loads and validates hub.yml (ConfigError, 78, naming the file and the key path). Keys the
