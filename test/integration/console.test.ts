@@ -173,6 +173,8 @@ test.skipIf(Boolean(missing))(
     expect(new Set(seen.catchUp.ids).size).toBe(seen.catchUp.ids.length);
     expect(seen.catchUp.evilStillText).toBe(1);
     expect(seen.ownedAfterCatchUp).toBeNull();
+    // a live page whose sign-in ended says so, once, instead of asking again every 30 s
+    expect(seen.endedNotice).toBe("Live updates stopped: the sign-in ended. Reload the page.");
 
     // rotation: the new token shown once; the old cookie is sent to sign in; this browser stays
     expect(seen.rotated).toBe(true);

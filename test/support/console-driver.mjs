@@ -203,9 +203,15 @@ try {
   await page.goto("/things");
   seen.stillSignedIn = new URL(page.url()).pathname;
 
-  step("sign out");
+  step("sign out; a live page of the same sign-in says its updates stopped");
+  const other = await context.newPage();
+  await other.goto(`${thingUrl}/messages`);
+  await other.locator('[data-live-state="open"]').waitFor();
   await page.getByRole("button", { name: "Sign out" }).click();
   await page.getByText("Signed out.").waitFor();
+  await other.locator('[data-live-state="ended"]').waitFor({ timeout: 20_000 });
+  seen.endedNotice = await other.locator("[data-live] .notice").textContent();
+  await other.close();
   seen.problems = problems;
   process.stdout.write(`done ${JSON.stringify(seen)}\n`);
   await browser.close();

@@ -1,4 +1,4 @@
-import { type MessageView, markDelivered, messageItem } from "./dom.ts";
+import { el, type MessageView, markDelivered, messageItem } from "./dom.ts";
 import { addSent } from "./json-editor.ts";
 
 /** The most messages a live list keeps; older ones drop off the end. */
@@ -8,9 +8,10 @@ const MAX_ITEMS = 100;
 const MAX_EARLY = 100;
 
 /**
- * How long before a closed live view is opened again (ms): an answer that is no event stream
- * (503 when too many views are open, whose Retry-After says 30 s; the sign-in page once the
- * session ended) closes an EventSource for good, where a cut connection is retried by itself.
+ * How long before a refused live view is opened again (ms): an answer that is no event stream
+ * (503 when too many views are open, whose Retry-After says 30 s) closes an EventSource for
+ * good, where a cut connection is retried by itself. One that cannot come back (the sign-in
+ * ended, the thing was deleted) is not opened again: the page says so (`endedBecause`).
  */
 const REOPEN_MS = 30_000;
 
@@ -82,10 +83,36 @@ export function wireLiveLists(root: ParentNode): void {
     source.addEventListener("error", () => {
       cut = true;
       section.dataset.liveState = "reconnecting";
-      if (source.readyState === EventSource.CLOSED) setTimeout(open, REOPEN_MS);
+      if (source.readyState !== EventSource.CLOSED) return;
+      void endedBecause(thing !== undefined).then((reason) => {
+        if (reason === undefined) {
+          setTimeout(open, REOPEN_MS);
+          return;
+        }
+        section.dataset.liveState = "ended";
+        const notice = el("p", "notice error", `Live updates stopped: ${reason}. Reload the page.`);
+        notice.setAttribute("role", "status");
+        section.prepend(notice);
+      });
     });
   };
   open();
+}
+
+/**
+ * Why a refused live view cannot come back, asked of the page itself: its sign-in ended (the
+ * page sends to the sign-in page) or its thing was deleted (404); undefined when it may (too many
+ * views were open, or the hub could not be asked: try again later).
+ */
+async function endedBecause(forThing: boolean): Promise<string | undefined> {
+  try {
+    const response = await fetch(location.href, { credentials: "same-origin", headers: { Accept: "text/html" } });
+    if (response.redirected && new URL(response.url).pathname === "/signin") return "the sign-in ended";
+    if (response.status === 404) return forThing ? "this thing no longer exists" : "this page no longer exists";
+  } catch {
+    // the hub out of reach: the next try says more
+  }
+  return undefined;
 }
 
 /**
