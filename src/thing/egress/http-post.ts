@@ -38,21 +38,21 @@ export function requestText(url: string, opts: RequestOptions): Promise<PostResu
 
 /**
  * Opens, ahead of a request to `url`, the connection that request will take (Bun's
- * `fetch.preconnect`: the name lookup and the TCP connect, on Bun's HTTP thread, while this
- * thread goes on; the request then reuses the socket). For a one-shot `collect` that is about a
- * millisecond of its run (bench row 2). Plain http only: an https request is made with a CA of
- * its own (`extraCaPem`), which a connection opened without it would not have been checked
- * against. Nothing on Node (the armv7 build), whose node:http has no such call. Never throws:
- * a connection that fails here is the request's to report. A server that closes the connection
- * while it waits (an idle timeout of a few ms, in a proxy) would fail the request that takes it
- * (ECONNRESET, where a connection of its own would have worked): that request is sent once more
- * on a new one (`requestWithFetch`).
+ * `fetch.preconnect`: the name lookup and the TCP connect, on Bun's HTTP thread, while this thread
+ * goes on; the request then reuses the socket). For a one-shot `collect` that was 1-3 ms of ~24
+ * (farm-bench, interleaved pairs; bench row 2). Plain http only: an https request is made with a
+ * CA of its own (`extraCaPem`), which a connection opened without it would not have been checked
+ * against. Nothing on Node (the armv7 build), whose node:http has no such call. Never throws: a
+ * connection that fails here is the request's to report. A server that closes the connection while
+ * it waits (an idle timeout of a few ms, in a proxy) would fail the request that takes it
+ * (ECONNRESET, where a connection of its own would have worked): that request is sent once more on
+ * a new one (`requestWithFetch`).
  */
 export function preconnect(url: string): void {
   if (typeof Bun === "undefined" || !url.startsWith("http:")) return;
   try {
     fetch.preconnect(url);
-    preconnected.add(new URL(url).origin);
+    preconnected.add(originOf(url));
   } catch {
     // a URL Bun cannot use: the request says so
   }
