@@ -220,7 +220,16 @@ export async function main(argv: string[]): Promise<number> {
       printHelp(cli);
       return ExitCode.OK;
     }
-    if (spec) checkArgumentCount(spec, cli.args);
+    if (spec) {
+      // A flag the command does not have is said first: `hub thing create -x` answered "needs
+      // <name>", and the user went on to type a name with the same wrong flag.
+      try {
+        cli.matchedCommand.checkUnknownOptions();
+      } catch (err) {
+        throw withOptionHint(err, spec);
+      }
+      checkArgumentCount(spec, cli.args);
+    }
     // After the command line (its usage errors come first, and --help always works), before the
     // command: a bad FLASHLEX_LOG_LEVEL must not first show up half way through a serve.
     checkEnvironment();

@@ -810,6 +810,18 @@ describe("bad values on the command line and on stdin", () => {
     expectOneLine(result, /^flashlex: Unknown option `--payload-limit`$/);
   });
 
+  test("an unknown flag is named before a missing argument: the flag is what the user must change", async () => {
+    for (const [args, said] of [
+      [["hub", "thing", "create", "-x"], "Unknown option `-x`"],
+      [["messages", "--payload-limit", "5", ...thing.flags], "Unknown option `--payload-limit`"],
+    ] as const) {
+      const result = await run([...args]);
+      tally("badInputs");
+      expect(result.code).toBe(64);
+      expectOneLine(result, new RegExp(`^flashlex: ${said}$`));
+    }
+  });
+
   test("an unknown flag near one the command has, or the other side's directory flag, is 64 with what was likely meant", async () => {
     for (const [args, said] of [
       [["hub", "init", "--dir", join(thing.dir, "never-made"), "--brokr-host", "x"], "Unknown option `--brokr-host`; did you mean --broker-host?"],
