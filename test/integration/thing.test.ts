@@ -114,6 +114,16 @@ describe("bootstrap", () => {
     }
   });
 
+  test("a misspelt key in config.yml is named in the config line with the key it likely meant, as serve's warning names it", async () => {
+    thing.editConfig((doc) => (doc.flashlex.thing.mqtt.prot = 8883));
+    try {
+      const result = await run(["bootstrap", ...thing.flags]);
+      expect(result.stdout).toContain("; unknown keys: flashlex.thing.mqtt.prot (ignored; did you mean flashlex.thing.mqtt.port?)");
+    } finally {
+      thing.editConfig((doc) => delete doc.flashlex.thing.mqtt.prot);
+    }
+  });
+
   test("prints one line per check, and exit 1 with the fix when the private key is readable by others", async () => {
     chmodSync(thing.pki.thing.privateKeyPath, 0o644);
     try {

@@ -30,7 +30,7 @@ import { probeServe, SERVE_PROBE_MS } from "../local/client.ts";
 import { connectFailureHint } from "../mqtt/connect-failure.ts";
 import { ThingSession } from "../mqtt/session.ts";
 import type { ConfigLocation, ThingConfig } from "../settings.ts";
-import { loadThingConfig } from "../settings.ts";
+import { loadThingConfig, unknownConfigKeyNote } from "../settings.ts";
 import type { MessageStore } from "../store/message-store.ts";
 import { openThingStore, WRITE_PROBE } from "../store/open.ts";
 import { type HandshakeVerdict, verifyByHandshake } from "./handshake-check.ts";
@@ -221,7 +221,9 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       fail((err as Error).message, configFix((err as Error).message, dirname(resolve(location.config))));
     }
     const where = `${config!.file} (${config!.origin})`;
-    return config!.unknownKeys.length ? `${where}; ignored unknown keys: ${config!.unknownKeys.join(", ")}` : where;
+    // each with the note serve's warning gives it: a misspelt key is named with the one it likely meant
+    const unknown = config!.unknownKeys.map((key) => `${key} (${unknownConfigKeyNote(key)})`);
+    return unknown.length ? `${where}; unknown keys: ${unknown.join(", ")}` : where;
   });
 
   const filesOk = await check("key files present", Boolean(configOk), () => {
