@@ -47,15 +47,31 @@ afterAll(async () => {
   rmSync(work, { recursive: true, force: true });
 });
 
+let agent: Background | undefined;
+
+async function startServe(): Promise<void> {
+  agent = start(["serve", ...flags]);
+  children.push(agent);
+  await agent.waitFor(/mqtt\.subscribed/, 30_000);
+}
+
 /** What the driver asks of the test: the parts a browser cannot do. */
 const methods: Record<string, (params: any) => Promise<unknown>> = {
   async startAgent({ zip, name }: { zip: string; name: string }) {
     const root = unpackDistribution(zip, join(work, "things"), name);
     flags = ["-c", join(root, "config.yml"), "-k", join(root, "keys"), "-d", join(root, "data")];
-    const agent = start(["serve", ...flags]);
-    children.push(agent);
-    await agent.waitFor(/mqtt\.subscribed/, 30_000);
+    await startServe();
     return { root };
+  },
+  /** the agent stopped: what the hub sends now stays pending */
+  async stopAgent() {
+    await agent?.stop();
+    return {};
+  },
+  /** the agent started again from the same folder: it gets what is pending */
+  async resumeAgent() {
+    await startServe();
+    return {};
   },
   async agentMessages() {
     const listed = await run(["messages", "list", "--json", ...flags]);
@@ -173,6 +189,8 @@ test.skipIf(Boolean(missing))(
     expect(new Set(seen.catchUp.ids).size).toBe(seen.catchUp.ids.length);
     expect(seen.catchUp.evilStillText).toBe(1);
     expect(seen.ownedAfterCatchUp).toBeNull();
+    // the catch-up's page, fetched before the delivery, did not take it back (attack round 23, F2)
+    expect(seen.deliveredDuringCatchUp).toEqual({ delivered: 1, pending: 0 });
     // a live page whose sign-in ended says so, once, instead of asking again every 30 s
     expect(seen.endedNotice).toBe("Live updates stopped: the sign-in ended. Reload the page.");
 

@@ -182,6 +182,46 @@ try {
     evilStillText: await page.locator('[data-list="all"] li pre', { hasText: "window.__owned = 1" }).count(),
   };
   seen.ownedAfterCatchUp = await page.evaluate(() => window.__owned ?? null);
+
+  step("a delivery that comes while the catch-up's fetch is on its way stays shown");
+  // sent while the agent is stopped: pending on the page
+  await ask("stopAgent");
+  await page.goto(thingUrl);
+  await page.getByRole("link", { name: "Send Message" }).click();
+  await page.getByLabel(/^Message/).fill('{"valve": "closed"}');
+  await page.getByRole("button", { name: "Send Message" }).click();
+  const pendingId = await page.locator('[data-list="sent"] li .delivery.pending').first().locator("xpath=ancestor::li").getAttribute("data-id");
+  await page.getByRole("link", { name: "Messages" }).nth(1).click();
+  const messagesPath = new URL(page.url()).pathname;
+  const item = page.locator(`[data-list="all"] li[data-id="${pendingId}"]`);
+  await item.locator(".delivery.pending").waitFor();
+  await page.locator('[data-live-state="open"]').waitFor();
+  // the stream cut; the page's catch-up fetch answered as it was before the delivery, but only
+  // after the delivery came on the new stream
+  await page.route("**/events*", (route) => route.abort());
+  await ask("restartHub");
+  await page.locator('[data-live-state="reconnecting"]').waitFor();
+  let release;
+  const held = new Promise((resolve) => (release = resolve));
+  const holdCatchUp = async (route) => {
+    if (route.request().resourceType() !== "fetch") return route.continue();
+    const response = await route.fetch();
+    await held;
+    await route.fulfill({ response });
+  };
+  const isMessagesPage = (url) => url.pathname === messagesPath;
+  await page.route(isMessagesPage, holdCatchUp);
+  await page.unroute("**/events*");
+  await page.locator('[data-caught-up="no"]').waitFor({ timeout: 20_000 });
+  await ask("resumeAgent");
+  await item.locator(".delivery.delivered").waitFor({ timeout: 20_000 });
+  release();
+  await page.locator('[data-caught-up="yes"]').waitFor({ timeout: 20_000 });
+  await page.unroute(isMessagesPage, holdCatchUp);
+  seen.deliveredDuringCatchUp = {
+    delivered: await item.locator(".delivery.delivered").count(),
+    pending: await item.locator(".delivery.pending").count(),
+  };
   await page.goto(thingUrl);
 
   step("rotate the token");
