@@ -319,7 +319,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       const revokeOn = external;
       enforcer = createRevocationEnforcer({
         revoke: (names) => revokeOn.revoke(names),
-        listRevoked: async () => (await store.listThings()).filter((t) => t.revokedAt !== null).map((t) => t.name),
+        listRevoked: async () => (await store.revokedThings()).map((t) => t.name),
         log,
         retryMs: opts.revocationRetryMs,
       });
@@ -429,7 +429,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     } catch (err) {
       log.warn("hub.orphan_distributions_unchecked", { error: err, note: "the database could not be asked which zips are things'" });
     }
-    const things = (await store.listThings()).length;
+    const { things } = await store.fleetCounts();
     log.info("hub.started", {
       api: server.url,
       metrics: metricsUrl?.url,

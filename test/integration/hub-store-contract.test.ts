@@ -103,7 +103,7 @@ for (const driver of DRIVERS) {
     );
 
     test(
-      "seen and verified only move forward; revoke once; revokedSince; delete takes the messages along",
+      "seen and verified only move forward; revoke once; revokedSince and revokedThings; delete takes the messages along",
       withStore(async (store) => {
         const t = thing(1);
         await store.insertThing(t);
@@ -136,6 +136,9 @@ for (const driver of DRIVERS) {
         expect(await store.revokeThing(t.id, CREATED_AT + 400)).toBe(false);
         expect(await store.revokedSince(CREATED_AT + 300)).toEqual([t.name]);
         expect(await store.revokedSince(CREATED_AT + 301)).toEqual([]);
+        // only the revoked thing's row, whole (the CRL lists its serials)
+        expect(await store.revokedThings()).toEqual([(await store.getThing(t.id))!]);
+        expect((await store.revokedThings())[0]!.revokedAt).toBe(CREATED_AT + 300);
         // a fan-out is refused for a revoked thing by its target's revokedAt
         expect(await store.getThingTargets([t.id])).toEqual([{ id: t.id, name: t.name, revokedAt: CREATED_AT + 300 }]);
 

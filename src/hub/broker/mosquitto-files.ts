@@ -54,7 +54,7 @@ export async function writeMosquittoFiles(
     mkdirSync(dynsecDir, { recursive: true, mode: 0o755 });
     dynsecStateKept = pathExists(dynsec.stateFile);
     if (!dynsecStateKept) {
-      const revoked = (await store.listThings()).filter((t) => t.revokedAt !== null).map((t) => t.name);
+      const revoked = (await store.revokedThings()).map((t) => t.name);
       writeFileAtomicallySync(dynsec.stateFile, renderDynsecState(HUB_CLIENT_NAME, revoked), 0o644);
     }
   }

@@ -304,6 +304,8 @@ export interface HubStore {
   /** the things of `ids` (lower-case UUIDs) that exist, as targets to send to, in no particular order; unknown ids are left out */
   getThingTargets(ids: readonly string[]): Promise<ThingTarget[]>;
   listThings(): Promise<ThingRecord[]>;
+  /** the revoked things, oldest first: one indexed read (things_revoked), not every thing's row, for the CRL and the broker's deny list */
+  revokedThings(): Promise<ThingRecord[]>;
   /** every thing's id, in id order (for work done thing by thing, such as expiring messages) */
   thingIds(): Promise<string[]>;
   /** sets verified_at (first time only) and last_seen_at */

@@ -231,6 +231,7 @@ export function sqlHubStore(sql: HubSql): HubStore {
       return things;
     },
     listThings: async () => (await sql.all<ThingRow>("SELECT * FROM things ORDER BY created_at, name")).map(toThing),
+    revokedThings: async () => (await sql.all<ThingRow>("SELECT * FROM things WHERE revoked_at IS NOT NULL ORDER BY created_at, name")).map(toThing),
     thingIds: async () => (await sql.all<{ id: string }>("SELECT id FROM things ORDER BY id")).map((row) => row.id),
     markVerified: (id, at) => markVerified(sql, id, at),
     async markSeen(items) {

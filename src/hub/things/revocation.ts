@@ -38,9 +38,8 @@ export async function crlEntries(store: HubStore, now: number): Promise<CrlEntry
   const horizon = now - SUPERSEDED_KEPT_AFTER_EXPIRY_MS;
   await store.pruneSupersededCertificates(horizon);
   const entries: CrlEntry[] = [];
-  for (const t of await store.listThings()) {
-    if (t.revokedAt === null) continue;
-    const revokedAt = new Date(t.revokedAt);
+  for (const t of await store.revokedThings()) {
+    const revokedAt = new Date(t.revokedAt!);
     entries.push({ serial: t.certSerial, revokedAt });
     if (t.previousCertSerial) entries.push({ serial: t.previousCertSerial, revokedAt });
   }
