@@ -264,8 +264,11 @@ function maySwitchUser(): boolean {
  * note's `chown -R` of the place would not help.
  */
 function refuseUnreachable(place: OwnedPlace, uid: number, name: string | undefined): void {
-  const existing = nearestExisting(resolve(place.dir));
+  let existing = nearestExisting(resolve(place.dir));
   if (!existing) return;
+  // A file where the place should be is entered by no one: only the way to it is this check's;
+  // what it is, the command says (`a file, not a hub home`, 78), not "may not enter" and a chmod.
+  if (!statOrUndefined(existing)?.isDirectory()) existing = dirname(existing);
   try {
     accessSync(existing, constants.X_OK);
   } catch {

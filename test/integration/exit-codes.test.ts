@@ -442,7 +442,14 @@ describe("bad values on the command line and on stdin", () => {
     });
     const file = join(thing.dir, "not-a-home");
     writeFileSync(file, "");
-    for (const dir of ["/dev/zero", file]) {
+    // another user's file, given to root: the same refusal, not "may not enter" it with a chmod (new-user pass 20, F1)
+    // (in a directory anyone may enter: the test's own is root's 0700)
+    const open = mkdtempSync(join(tmpdir(), "flashlex-open-"));
+    chmodSync(open, 0o755);
+    const othersFile = join(open, "nobodys-file");
+    writeFileSync(othersFile, "");
+    if (process.getuid?.() === 0) chownSync(othersFile, 65534, 65534);
+    for (const dir of ["/dev/zero", file, othersFile]) {
       const init = await run(["hub", "init", "--dir", dir]);
       const list = await run(["hub", "thing", "list", "--dir", dir]);
       tally("badInputs", 2);
@@ -450,6 +457,7 @@ describe("bad values on the command line and on stdin", () => {
       expectOneLine(init, new RegExp(`^flashlex: ${dir}: not a directory; refusing to replace it`));
       expectOneLine(list, new RegExp(`^flashlex: ${dir}: a file, not a hub home`));
     }
+    rmSync(open, { recursive: true, force: true });
   });
 
   test("hub init --dir: a symbolic link to an empty directory makes the home there; a link to nothing, or a file on the way, is 78 naming --dir and the part at fault (were 74: a staging path's ENOTDIR, a raw EEXIST)", async () => {
