@@ -193,19 +193,38 @@ export function validate<S extends z.ZodType>(schema: S, raw: unknown, file: str
   for (const issue of result.error.issues) {
     const path = issue.path.length ? issue.path.join(".") : "(top level)";
     const said = byPath.get(path) ?? [];
-    const text = describeIssue(issue, raw);
+    const text = describeIssue(issue, raw, schema);
     if (!said.includes(text)) said.push(text);
     byPath.set(path, said);
   }
   throw new ConfigError(`${file}: ${[...byPath].map(([path, said]) => `${path}: ${said.join("; ")}`).join("; ")}`);
 }
 
-function describeIssue(issue: z.core.$ZodIssue, raw: unknown): string {
+function describeIssue(issue: z.core.$ZodIssue, raw: unknown, schema: z.ZodType): string {
   if (issue.code === "invalid_type" && valueAt(raw, issue.path) === undefined) {
     // a schema's own words say what to write (`keepFor`); zod's default ones ("Invalid input: ...") do not
-    return issue.message.startsWith("Invalid input") ? `missing (expected ${issue.expected})` : `missing: ${issue.message}`;
+    const missing = issue.message.startsWith("Invalid input") ? `missing (expected ${issue.expected})` : `missing: ${issue.message}`;
+    return missing + misspeltAs(schema, raw, issue.path);
   }
   return issue.message;
+}
+
+/**
+ * For a required key that is missing: "; the key P is there: rename it to K" when the object
+ * that lacks K holds a key it does not declare at most two letters off (`endpont` for
+ * `endpoint`), which is then most likely where the value was meant to go; else "".
+ */
+function misspeltAs(schema: z.ZodType, raw: unknown, path: PropertyKey[]): string {
+  const key = path[path.length - 1];
+  const holderPath = path.slice(0, -1);
+  const holder = valueAt(raw, holderPath);
+  const declared = objectAt(schema, holderPath)?.shape;
+  if (typeof key !== "string" || !declared || holder === null || typeof holder !== "object" || Array.isArray(holder)) return "";
+  const near = nearestSpelling(
+    key,
+    Object.keys(holder).filter((k) => !Object.hasOwn(declared, k)),
+  );
+  return near === undefined ? "" : `; the key ${[...holderPath, near].join(".")} is there: rename it to ${key}`;
 }
 
 function valueAt(raw: unknown, path: PropertyKey[]): unknown {
@@ -224,7 +243,8 @@ export function unknownKeys(schema: z.ZodType, raw: unknown, prefix = ""): strin
   const shape = objectSchema.shape as Record<string, z.ZodType>;
   return Object.entries(raw as Record<string, unknown>).flatMap(([key, value]) => {
     const path = prefix ? `${prefix}.${key}` : key;
-    const child = shape[key];
+    // own keys only: `constructor` or `toString` in the file is unknown, not the shape's prototype's
+    const child = Object.hasOwn(shape, key) ? shape[key] : undefined;
     return child ? unknownKeys(child, value, path) : [path];
   });
 }
@@ -236,10 +256,20 @@ export function unknownKeys(schema: z.ZodType, raw: unknown, prefix = ""): strin
  */
 export function unknownKeyNote(schema: z.ZodType, path: string): string {
   const keys = path.split(".");
-  let object = unwrapToObject(schema);
-  for (const key of keys.slice(0, -1)) object = object && unwrapToObject((object.shape as Record<string, z.ZodType>)[key] as z.ZodType);
+  const object = objectAt(schema, keys.slice(0, -1));
   const meant = object && nearestSpelling(keys[keys.length - 1]!, Object.keys(object.shape));
   return meant === undefined ? "ignored" : `ignored; did you mean ${[...keys.slice(0, -1), meant].join(".")}?`;
+}
+
+/** The object schema at `path` (keys from the top), or undefined when the path leaves the objects (an array, an unknown key). */
+function objectAt(schema: z.ZodType, path: readonly PropertyKey[]): z.ZodObject | undefined {
+  let object = unwrapToObject(schema);
+  for (const key of path) {
+    const shape = object?.shape as Record<string, z.ZodType> | undefined;
+    const child = typeof key === "string" && shape && Object.hasOwn(shape, key) ? shape[key] : undefined;
+    object = child && unwrapToObject(child);
+  }
+  return object;
 }
 
 function unwrapToObject(schema: z.ZodType): z.ZodObject | undefined {

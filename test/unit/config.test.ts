@@ -179,6 +179,9 @@ describe("bad configuration is refused with the file and the key path", () => {
   test("unknown keys load, and are reported for a warning", () => {
     const file = variant("unknown.yml", (t) => t.replace("    thread: subscribe", "    thread: subscribe\n    colour: blue"));
     expect(loadThingConfig({ config: file }).unknownKeys).toEqual(["flashlex.app.colour"]);
+    // names every object has are no declared keys (attack round 24, F4: they loaded without a warning)
+    const inherited = variant("inherited.yml", (t) => t.replace("    thread: subscribe", "    thread: subscribe\n    constructor: x\n    toString: y"));
+    expect(loadThingConfig({ config: inherited }).unknownKeys).toEqual(["flashlex.app.constructor", "flashlex.app.toString"]);
   });
 
   test("a misspelt key's warning says which key it likely meant (at most two letters off, in the same object); others are only ignored", () => {
@@ -198,6 +201,17 @@ describe("bad configuration is refused with the file and the key path", () => {
 });
 
 describe("schema errors", () => {
+  test("a required key that is missing while a key two letters off holds its place: the error names that key and the rename (new-user pass 20, F3)", () => {
+    const file = variant("misspelt-required.yml", (t) => t.replace("      endpoint:", "      endpont:"));
+    expect(configErrorOf(file).message).toContain(
+      "flashlex.app.api.endpoint: missing (expected string); the key flashlex.app.api.endpont is there: rename it to endpoint",
+    );
+    // nothing near: missing, and only that
+    const far = variant("missing-required.yml", (t) => t.replace("      endpoint:", "      somewhere:"));
+    expect(configErrorOf(far).message).toContain("flashlex.app.api.endpoint: missing (expected string)");
+    expect(configErrorOf(far).message).not.toContain("rename");
+  });
+
   test("every failing key path is named with what is wrong there, never '(and 1 more)'", async () => {
     const { validate } = await import("../../src/shared/yaml.ts");
     const { z } = await import("zod");
