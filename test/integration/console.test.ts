@@ -86,6 +86,11 @@ const methods: Record<string, (params: any) => Promise<unknown>> = {
     if (collected.code !== 0) throw new Error(`collect exited ${collected.code}: ${collected.stderr}`);
     return { code: collected.code };
   },
+  /** `count` collects, one after another, each {[prefix]: i} */
+  async collectMany({ prefix, count }: { prefix: string; count: number }) {
+    for (let i = 0; i < count; i++) await methods.collect!({ payload: { [prefix]: i } });
+    return {};
+  },
   /** `hub serve` stopped and started again (its output so far kept in `earlierHubLog`) */
   async restartHub() {
     await serving.stop();
@@ -191,6 +196,9 @@ test.skipIf(Boolean(missing))(
     expect(seen.ownedAfterCatchUp).toBeNull();
     // the catch-up's page, fetched before the delivery, did not take it back (attack round 23, F2)
     expect(seen.deliveredDuringCatchUp).toEqual({ delivered: 1, pending: 0 });
+    // 51 stored while cut, the page holds 50: the list is those 50, nothing from before the cut
+    // below them with a gap between (attack round 24, F1)
+    expect(seen.gapless.map((text: string) => JSON.parse(text).gap ?? text)).toStrictEqual(Array.from({ length: 50 }, (_, i) => 50 - i));
     // a live page whose sign-in ended says so, once, instead of asking again every 30 s
     expect(seen.endedNotice).toBe("Live updates stopped: the sign-in ended. Reload the page.");
 

@@ -145,6 +145,9 @@ async function catchUp(lists: Iterable<HTMLElement>, arrived: ReadonlySet<string
  * now), each once by its id, in the hub's order (insertion, whatever the clocks said): first
  * what came on the stream after the fetch began (`arrived`) and the page lacks, then the page's,
  * then what only this page still had (older than the page's oldest, or gone), at most MAX_ITEMS.
+ * Those older ones stay only when the page reaches back to what was shown before the cut (a
+ * message of both): more stored meanwhile than the page holds would leave a gap between the
+ * page and them that nothing showed, so the list is then the page, as a reload shows it.
  * A message delivered in either stays delivered (a state only moves forward).
  */
 function mergeList(list: HTMLElement, fresh: Element, arrived: ReadonlySet<string>): void {
@@ -153,12 +156,14 @@ function mergeList(list: HTMLElement, fresh: Element, arrived: ReadonlySet<strin
   const newer: HTMLElement[] = [];
   const older: HTMLElement[] = [];
   const delivered: string[] = [];
+  let reachesBack = false;
   for (const item of list.querySelectorAll<HTMLElement>(":scope > li[data-id]")) {
     const id = item.dataset.id!;
     if (item.querySelector(".delivery.delivered")) delivered.push(id);
-    if (!onPage.has(id)) (arrived.has(id) ? newer : older).push(item);
+    if (onPage.has(id)) reachesBack ||= !arrived.has(id);
+    else (arrived.has(id) ? newer : older).push(item);
   }
-  const merged = [...newer, ...page, ...older].slice(0, MAX_ITEMS);
+  const merged = [...newer, ...page, ...(reachesBack ? older : [])].slice(0, MAX_ITEMS);
   list.replaceChildren(...merged);
   for (const id of delivered) markDelivered(list, id);
   if (merged.length) document.querySelector("[data-empty]")?.remove();
