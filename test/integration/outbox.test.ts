@@ -501,4 +501,24 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
       plain.stop(true);
     }
   }, 30_000);
+
+  test("an answer holding terminal escapes is printed with them escaped, JSON or not, kept or refused (attack round 24, F2: ESC[2J cleared the user's terminal)", async () => {
+    const ESCAPES = "\u001b[2J\u001b[31mred\u009b1m\u202eevil";
+    const answers = [new Response(ESCAPES, { headers: { "Content-Type": "text/plain" } }), Response.json({ note: ESCAPES }, { status: 400 })];
+    const hostile = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: () => answers.shift() ?? new Response("no more", { status: 500 }) });
+    try {
+      const made = await makeThingFixture({ brokerPort: broker.port, apiUrl: `http://127.0.0.1:${hostile.port}`, pki: fixture.pki });
+      const flags = ["-c", made.configPath, "-k", fixture.keysDir, "-d", made.dataDir];
+      const kept = await run(["collect", ...flags], { input: '{"shown":1}' });
+      const refused = await run(["collect", ...flags], { input: '{"shown":2}' });
+      tally("badInputs", 2);
+      expect([kept.code, refused.code], explain(refused)).toEqual([0, 65]);
+      for (const result of [kept, refused]) {
+        for (const raw of ["\u001b", "\u009b", "\u202e"]) expect(result.stdout).not.toContain(raw);
+        expect(result.stdout).toContain("\\u001b[2J\\u001b[31mred\\u009b1m\\u202eevil");
+      }
+    } finally {
+      hostile.stop(true);
+    }
+  }, 30_000);
 });

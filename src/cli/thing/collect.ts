@@ -1,5 +1,6 @@
 import { EGRESS_TEXT_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { UsageError } from "../../shared/errors.ts";
+import { escapeUnsafe } from "../../shared/log.ts";
 import { dataDirFor } from "../../thing/config-location.ts";
 import type { CommandSpec } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -40,7 +41,7 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
       // no answer but the broker's PUBACK: say what went, with the id the hub stores it under
       if (result.outcome === "sent") printLine(`published message ${result.messageId} to the egress topic (the broker acknowledged it)`);
     } else {
-      if (result.body) printLine(prettyJson(result.body));
+      if (result.body) printLine(shownBody(result.body));
       if (result.status) printLine(`status code: ${result.status}`);
     }
     if (result.recordError) {
@@ -78,10 +79,17 @@ async function collect(flags: ThingFlags & { file?: string; via?: string; json?:
   }
 }
 
-function prettyJson(text: string): string {
+/**
+ * The hub's answer as the terminal shows it: JSON indented, anything else as it came, and either
+ * way with every control or format character escaped line by line (log.ts escapeUnsafe): an
+ * answer holding ESC sequences cleared or recoloured the user's terminal.
+ */
+function shownBody(text: string): string {
+  let shown = text;
   try {
-    return JSON.stringify(JSON.parse(text), null, 2);
+    shown = JSON.stringify(JSON.parse(text), null, 2);
   } catch {
-    return text;
+    // not JSON: shown as it came
   }
+  return shown.split("\n").map(escapeUnsafe).join("\n");
 }
