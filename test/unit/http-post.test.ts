@@ -50,8 +50,8 @@ function countingServer() {
   return { url: `http://127.0.0.1:${listener.port}/dev/v1/things/x/collect`, connections: () => connections, stop: () => listener.stop(true) };
 }
 
-/** A bare HTTP/1.1 server on loopback that closes its first `closing` connections once a request came on them, unanswered, and answers 200 on the others. */
-function closingServer(closing: number) {
+/** A bare HTTP/1.1 server on loopback that closes its first `closing` connections once a request came on them (`afterMs` later), unanswered, and answers 200 on the others. */
+function closingServer(closing: number, afterMs = 0) {
   let connections = 0;
   const listener = Bun.listen<{ n: number }>({
     hostname: "127.0.0.1",
@@ -62,8 +62,9 @@ function closingServer(closing: number) {
       },
       data(socket, chunk) {
         if (!chunk.toString("latin1").includes("\r\n\r\n")) return;
-        if (socket.data.n <= closing) socket.end();
-        else socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        if (socket.data.n > closing) socket.write("HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+        else if (afterMs) setTimeout(() => socket.end(), afterMs);
+        else socket.end();
       },
     },
   });
@@ -97,6 +98,18 @@ describe("preconnect (a one-shot collect's connection opened while it loads its 
       expect(await until(() => server.connections() === 1, 5_000)).toBe(true);
       const answer = await requestText(server.url, { body: "{}", timeoutMs: 5_000 });
       expect({ status: answer.status, connections: server.connections() }).toEqual({ status: 200, connections: 2 });
+    } finally {
+      server.stop();
+    }
+  });
+
+  test("a preconnected connection closed well after the request went out (the server had it and worked on it): not sent again (attack round 24, F3)", async () => {
+    const server = closingServer(1, 1_500);
+    try {
+      preconnect(server.url);
+      expect(await until(() => server.connections() === 1, 5_000)).toBe(true);
+      const { code } = await failure(server.url);
+      expect({ code, connections: server.connections() }).toEqual({ code: "ECONNRESET", connections: 1 });
     } finally {
       server.stop();
     }

@@ -46,7 +46,7 @@ export function requestText(url: string, opts: RequestOptions): Promise<PostResu
  * connection that fails here is the request's to report. A server that closes the connection while
  * it waits (an idle timeout of a few ms, in a proxy) would fail the request that takes it
  * (ECONNRESET, where a connection of its own would have worked): that request is sent once more on
- * a new one (`requestWithFetch`).
+ * a new one (`requestWithFetch`), when the reset came within RESET_RETRY_WINDOW_MS of sending it.
  */
 export function preconnect(url: string): void {
   if (typeof Bun === "undefined" || !url.startsWith("http:")) return;
@@ -57,6 +57,13 @@ export function preconnect(url: string): void {
     // a URL Bun cannot use: the request says so
   }
 }
+
+/**
+ * How soon after a request went out on a preconnected socket a reset means the socket was closed
+ * as it went (the idle close preconnect risks), in ms: a reset that comes later answers a request
+ * the server had and worked on, which is not sent again (attack round 24: one 25 s late was).
+ */
+const RESET_RETRY_WINDOW_MS = 1_000;
 
 /** The origins `preconnect` opened a connection to that no request has taken yet. */
 const preconnected = new Set<string>();
@@ -75,6 +82,7 @@ let trusted: { extraCaPem: string; list: string[] } | undefined;
 async function requestWithFetch(url: string, opts: RequestOptions): Promise<PostResult> {
   const isHttps = url.startsWith("https:");
   const onPreconnected = preconnected.delete(originOf(url));
+  const sentAt = performance.now();
   let response: Response;
   try {
     response = await fetch(url, {
@@ -91,7 +99,8 @@ async function requestWithFetch(url: string, opts: RequestOptions): Promise<Post
     // The connection preconnect opened was closed under the request (see preconnect): once more
     // on a new one, as HTTP clients do for a reused idle connection. Sent twice it is stored once:
     // a collect carries its message id (protocol/headers.ts).
-    if (onPreconnected && (err as NodeJS.ErrnoException)?.code === "ECONNRESET" && !opts.signal?.aborted) return requestWithFetch(url, opts);
+    const closedAsSent = (err as NodeJS.ErrnoException)?.code === "ECONNRESET" && performance.now() - sentAt < RESET_RETRY_WINDOW_MS;
+    if (onPreconnected && closedAsSent && !opts.signal?.aborted) return requestWithFetch(url, opts);
     throw withAddress(err, url);
   }
 }
