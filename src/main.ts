@@ -45,6 +45,7 @@ import { trialExitCode } from "./cli/thing/trial-exit.ts";
 import { answerMaterialJobs, isMaterialWorker } from "./hub/things/material-thread.ts";
 import { FlashlexError, UsageError } from "./shared/errors.ts";
 import { toFlashlexError } from "./shared/foreign-errors.ts";
+import { nearestSpelling } from "./shared/spelling.ts";
 import { COMMIT, VERSION } from "./shared/version.ts";
 
 /** Every command, in the order `flashlex --help` and `flashlex hub --help` list them. */
@@ -167,7 +168,19 @@ function printHelp(cli: CAC): void {
 }
 
 function unknownGroupCommand(group: CommandSpec, words: readonly string[]): UsageError {
-  return new UsageError(`unknown ${group.name} command ${JSON.stringify(words.join(" "))}; see flashlex ${group.name} --help`);
+  // the words that still name a group (`hub thing` of `hub thing lst`), then a hint for the first that does not
+  let prefix = group.name;
+  let at = 0;
+  while (at < words.length && commandsUnder(`${prefix} ${words[at]}`).length) prefix += ` ${words[at++]}`;
+  const next = new Set(commandsUnder(prefix).map((c) => c.name.slice(prefix.length + 1).split(" ")[0]!));
+  const hint = at < words.length ? meantCommand(words[at]!, next, prefix) : "";
+  return new UsageError(`unknown ${group.name} command ${JSON.stringify(words.join(" "))}${hint}; see flashlex ${group.name} --help`);
+}
+
+/** "; did you mean flashlex collect?" when `word` is at most two letters off one of `commands` (under `group`), else "". */
+function meantCommand(word: string, commands: Iterable<string>, group?: string): string {
+  const near = nearestSpelling(word, commands);
+  return near === undefined ? "" : `; did you mean flashlex ${group ? `${group} ` : ""}${near}?`;
 }
 
 /** `flashlex 0.1.0 (abc1234), Bun 1.4.5, linux-x64`: what was built, and what runs it (the armv7 build: Node). */
@@ -203,7 +216,12 @@ export async function main(argv: string[]): Promise<number> {
       refuseEmptyValues(spec, cli.options);
     }
     if (!cli.matchedCommand) {
-      if (cli.args.length) throw new UsageError(`unknown command ${JSON.stringify(cli.args[0])}; see flashlex --help`);
+      if (cli.args.length) {
+        const topLevel = COMMANDS.filter((c) => !c.name.includes(" ")).map((c) => c.name);
+        throw new UsageError(`unknown command ${JSON.stringify(cli.args[0])}${meantCommand(String(cli.args[0]), topLevel)}; see flashlex --help`);
+      }
+      // `flashlex --nosuch`: the flag named, not the whole listing with 64 and no word of why
+      cli.globalCommand.checkUnknownOptions();
       if (cli.options.version && !help) return printVersion();
       printHelp(cli);
       return help ? ExitCode.OK : ExitCode.USAGE;

@@ -198,6 +198,8 @@ export function unknownOptionHint(spec: CommandSpec, flag: string): string | und
   const flags = spec.options.flatMap((option) => option.flags.split(/[\s,]+/).filter((word) => word.startsWith("-")));
   if (flag === "-d" && flags.includes("--dir")) return spec.name.startsWith("hub ") ? "the hub's home is --dir" : "did you mean --dir?";
   if (flag === "--dir" && flags.includes("-d")) return "the thing's data directory is -d (its config -c, its keys -k)";
+  // flags are lower-case: `--DIR` is --dir with the caps lock on
+  if (flag !== flag.toLowerCase() && flags.includes(flag.toLowerCase())) return `did you mean ${flag.toLowerCase()}?`;
   const nearest = nearestSpelling(
     flag,
     flags.filter((f) => f.startsWith("--")),

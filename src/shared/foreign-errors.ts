@@ -245,9 +245,13 @@ function classifyYaml(err: object): ForeignError | undefined {
 
 function classifyCli(err: object): ForeignError | undefined {
   const e = err as Error;
-  // cac names an unknown option as it stores it, camelCased: `--payloadLimit` for --payload-limit
+  // cac names an unknown option as it stores it, camelCased: `--payloadLimit` for --payload-limit.
+  // Only a capital after a letter or digit is cac's: `--Dir` and `--DIR` were typed so.
   if (e.name === "CACError")
-    return { kind: "usage", reason: oneLine(e.message.replace(/`--[a-zA-Z0-9-]+`/g, (flag) => flag.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`))) };
+    return {
+      kind: "usage",
+      reason: oneLine(e.message.replace(/`--[a-zA-Z0-9-]+`/g, (flag) => flag.replace(/(?<=[a-z0-9])[A-Z]/g, (c) => `-${c.toLowerCase()}`))),
+    };
   return undefined;
 }
 

@@ -209,7 +209,7 @@ test("a word a group has no command for is named as an unknown command, also wit
     [["hub", "thing", "frobnicate", "x", "--dir", work], 'unknown hub command "thing frobnicate x"'],
     [["hub", "frob", "--dir", work], 'unknown hub command "frob"'],
     // with --help as well: the same one line and 64, not the whole listing and 0
-    [["hub", "updates", "--help"], 'unknown hub command "updates"'],
+    [["hub", "updates", "--help"], 'unknown hub command "updates"; did you mean flashlex hub update?'],
     [["hub", "thing", "frob", "-h"], 'unknown hub command "thing frob"'],
   ] as const) {
     const result = await run([...args]);
@@ -232,6 +232,31 @@ test("a word a group has no command for is named as an unknown command, also wit
     const result = await run([...args]);
     const listed = [...result.stdout.matchAll(/^ {2}(hub [a-z-]+ [a-z]+)/gm)].map((m) => m[1]!.split(" ").slice(0, 2).join(" "));
     expect({ args, code: result.code, groups: [...new Set(listed)] }).toEqual({ args, code, groups: [`hub ${args[1]}`] });
+  }
+});
+
+test("a command, group word, action or flag two letters off (or in capitals) is named with the one likely meant (new-user pass 20, F5; attack round 24, F5)", async () => {
+  for (const [args, said] of [
+    [["colect"], 'unknown command "colect"; did you mean flashlex collect?; see flashlex --help'],
+    [["hub", "int", "--dir", work], 'unknown hub command "int"; did you mean flashlex hub init?; see flashlex hub --help'],
+    [["hub", "thing", "lst", "--dir", work], 'unknown hub command "thing lst"; did you mean flashlex hub thing list?; see flashlex hub --help'],
+    [["messages", "lst"], 'messages: unknown action "lst" (list, ack, delete); did you mean flashlex messages list?'],
+    [["outbox", "dorp", "x"], 'outbox: unknown action "dorp" (list, retry, drop); did you mean flashlex outbox drop?'],
+    [["hub", "thing", "list", "--Dir", work], "Unknown option `--Dir`; did you mean --dir?"],
+    [["hub", "thing", "list", "--DIR", work], "Unknown option `--DIR`; did you mean --dir?"],
+    // a flag before any command: named, not the whole listing with 64 and no word of why
+    [["--nosuch"], "Unknown option `--nosuch`"],
+    [["-x"], "Unknown option `-x`"],
+    // nothing near: no guess
+    [["zzzzzz"], 'unknown command "zzzzzz"; see flashlex --help'],
+  ] as const) {
+    const result = await run([...args]);
+    expect({ args, code: result.code, stderr: result.stderr.trim(), stdout: result.stdout }).toEqual({
+      args,
+      code: 64,
+      stderr: `flashlex: ${said}`,
+      stdout: "",
+    });
   }
 });
 

@@ -1,5 +1,6 @@
 import { InputError, UsageError } from "../../shared/errors.ts";
 import { hasUnsafeCharacters, quoteLogText } from "../../shared/log.ts";
+import { nearestSpelling } from "../../shared/spelling.ts";
 import { isoOrAsIs } from "../../shared/time.ts";
 import type { IngressMessage, IngressQuery, ThingAccess } from "../../thing/local/access.ts";
 import { type CommandSpec, untilSignal } from "../command.ts";
@@ -32,7 +33,8 @@ export const messagesCommand: CommandSpec = thingCommand({
     if (action === "ack" || action === "delete") refuseListFlags("messages", action, options, LIST_FLAGS);
     if (action === "ack") return messagesAck(options, ids);
     if (action === "delete") return messagesDelete(options, ids);
-    throw new UsageError(`messages: unknown action ${JSON.stringify(action)} (list, ack, delete)`);
+    const meant = nearestSpelling(String(action), ["list", "ack", "delete"]);
+    throw new UsageError(`messages: unknown action ${JSON.stringify(action)} (list, ack, delete)${meant ? `; did you mean flashlex messages ${meant}?` : ""}`);
   },
 });
 

@@ -4,6 +4,7 @@
  * documented in src/thing/egress/outbox.ts.
  */
 import { InputError, UsageError } from "../../shared/errors.ts";
+import { nearestSpelling } from "../../shared/spelling.ts";
 import { isoOrAsIs } from "../../shared/time.ts";
 import type { OutboxChange, OutboxEntry, OutboxPage, OutboxState, ThingAccess } from "../../thing/local/access.ts";
 import type { CommandSpec } from "../command.ts";
@@ -27,7 +28,8 @@ export const outboxCommand: CommandSpec = thingCommand({
     if (action === "retry" || action === "drop") refuseListFlags("outbox", action, options, ["state", "json"]);
     if (action === "retry") return outboxRetry(options, ids);
     if (action === "drop") return outboxDrop(options, ids);
-    throw new UsageError(`outbox: unknown action ${JSON.stringify(action)} (list, retry, drop)`);
+    const meant = nearestSpelling(String(action), ["list", "retry", "drop"]);
+    throw new UsageError(`outbox: unknown action ${JSON.stringify(action)} (list, retry, drop)${meant ? `; did you mean flashlex outbox ${meant}?` : ""}`);
   },
 });
 
