@@ -34,6 +34,8 @@ test("collect and hub send --file that is not there, or a directory, is a usage 
   const cases = [
     { args: ["collect", ...thing.flags, "--file", join(work, "missing.json")], says: `--file ${join(work, "missing.json")}: no such file` },
     { args: ["collect", ...thing.flags, "--file", work], says: `--file ${work}: a directory, not a file` },
+    // -f, as hub send has it (new-user pass 20, F7: it was "Unknown option `-f`")
+    { args: ["collect", ...thing.flags, "-f", join(work, "missing.json")], says: `--file ${join(work, "missing.json")}: no such file` },
     { args: ["hub", "send", thing.name, "--dir", hub.dir, "--file", work], says: `--file ${work}: a directory, not a file` },
     // a Unix socket (the hub's own hub.sock): the path names no file; it was 74, "cannot read (ENXIO)"
     { args: ["collect", ...thing.flags, "--file", socketFile], says: `--file ${socketFile}: a socket, not a file` },

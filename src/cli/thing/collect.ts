@@ -12,7 +12,7 @@ export const collectCommand: CommandSpec = thingCommand({
   name: "collect",
   description: "Egress: send one JSON document from stdin (or --file) to the collect API; queued if unreachable",
   options: [
-    { flags: "--file <path>", description: "read the document from a file instead of stdin" },
+    { flags: "-f, --file <path>", description: "read the document from a file instead of stdin (as hub send -f)" },
     { flags: "--via <http|mqtt>", description: "http: POST to the collect API (default); mqtt: publish to the egress topic" },
     { flags: "--json", description: "print the result as one JSON line" },
   ],
