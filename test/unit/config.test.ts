@@ -3,7 +3,7 @@ import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, sym
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ExitCode, exitCodeOf } from "../../src/cli/exit-codes.ts";
-import { unknownHubKeyNote } from "../../src/hub/home/settings.ts";
+import { loadHubSettings, unknownHubKeyNote } from "../../src/hub/home/settings.ts";
 import { ConfigError } from "../../src/shared/errors.ts";
 import { loadYamlFile } from "../../src/shared/yaml.ts";
 import { CONFIG_CACHE_NAME, databaseFileName, loadThingConfig, unknownConfigKeyNote } from "../../src/thing/settings.ts";
@@ -69,6 +69,13 @@ describe("the wrong file", () => {
     const file = join(dir, "hub.yml");
     writeFileSync(file, "hub:\n  name: localhost\n  api:\n    port: 8080\n");
     expect(configErrorOf(file).message).toBe(`${file}: this is a hub's settings (hub.yml), not a thing's config.yml: give the thing's config (-c) instead`);
+  });
+
+  test("a thing's config.yml in place of hub.yml is named as such (78), not as hub.yml missing `hub` (new-user pass 20, F4)", () => {
+    const file = variant("copied-as-hub.yml", (t) => t);
+    expect(() => loadHubSettings(file)).toThrow(
+      new ConfigError(`${file}: this is a thing's config.yml, not a hub's settings (hub.yml): run hub init for a hub home, or give its --dir`),
+    );
   });
 });
 

@@ -3,6 +3,7 @@ import { isIP } from "node:net";
 import { parse, parseDocument } from "yaml";
 import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { parseDuration } from "../../shared/duration.ts";
+import { ConfigError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { DNS_NAME, parseListenAddress } from "../../shared/listen-address.ts";
 import { normaliseLineBreaks, parseYamlFile, unknownKeyNote, unknownKeys, validate } from "../../shared/yaml.ts";
@@ -229,6 +230,10 @@ export function unknownHubKeyNote(key: string): string {
  */
 export function loadHubSettings(file: string): { settings: HubSettings; unknownKeys: string[] } {
   const raw = parseYamlFile(file);
+  // a thing's config.yml copied in as hub.yml: "hub: missing" sent the owner to write one by hand
+  if (typeof raw === "object" && raw !== null && !Array.isArray(raw) && "flashlex" in raw && !("hub" in raw)) {
+    throw new ConfigError(`${file}: this is a thing's config.yml, not a hub's settings (hub.yml): run hub init for a hub home, or give its --dir`);
+  }
   return { settings: validate(HubYamlSchema, raw, file).hub, unknownKeys: unknownKeys(HubYamlSchema, raw) };
 }
 
