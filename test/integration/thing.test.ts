@@ -173,6 +173,28 @@ describe("bootstrap", () => {
     },
   );
 
+  test.skipIf(process.getuid?.() !== 0 || !Bun.which("setpriv"))(
+    "key files this user may not read in a keys directory outside the thing's folder: the fix is -k or that directory, not a chown of the folder (new-user pass 20, F2)",
+    async () => {
+      const elsewhere = mkdtempSync(join(tmpdir(), "flashlex-keys-elsewhere-")); // root's, 0700
+      try {
+        cpSync(thing.keysDir, elsewhere, { recursive: true });
+        const asNobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"];
+        const flags = ["-c", thing.configPath, "-k", elsewhere, "-d", thing.dataDir];
+        const result = Bun.spawnSync([...asNobody, binaryPath(), "bootstrap", ...flags], { stdout: "pipe", stderr: "pipe" });
+        const out = result.stdout.toString();
+        expect(out).toContain("[FAIL] key files present");
+        expect(out).toContain(
+          `fix: Pass -k with a keys directory nobody may read (the thing's own keys, in its folder ${thing.dir}), or make ${elsewhere} readable by nobody, then run bootstrap again.`,
+        );
+        expect(out).not.toContain("sudo chown -R nobody:");
+        expect(result.exitCode).toBe(1);
+      } finally {
+        rmSync(elsewhere, { recursive: true, force: true });
+      }
+    },
+  );
+
   test("a broken config exits 78 and says where", async () => {
     const bad = join(thing.dir, "bad.yml");
     writeFileSync(bad, readFileSync(thing.configPath, "utf8").replace(/port: \d+/, "port: many"));

@@ -142,6 +142,26 @@ function permissionFix(folder?: string): string {
   return `Make the files readable by ${user}, the user flashlex runs as here (sudo chown -R ${user}: ${folder ? shellWord(folder) : "the thing's folder"}), then run bootstrap again.`;
 }
 
+/** What a failure's message says when the file system refused this user. */
+const PERMISSION_DENIED = /EACCES|EPERM|permission denied/;
+
+/**
+ * The fix for key files this user may not read in `keysDir`: inside the thing's `folder`, the
+ * folder's (permissionFix); outside it (-k elsewhere), a chown of the folder changes nothing,
+ * so the keys directory is what to change, or -k.
+ */
+function keysPermissionFix(keysDir: string, folder: string): string {
+  if (`${resolve(keysDir)}/`.startsWith(`${resolve(folder)}/`)) return permissionFix(folder);
+  const user = runningUser();
+  return `Pass -k with a keys directory ${user} may read (the thing's own keys, in its folder ${folder}), or make ${keysDir} readable by ${user}, then run bootstrap again.`;
+}
+
+/** The user this process runs as, by name (`uid N` when /etc/passwd has none). */
+function runningUser(): string {
+  const uid = process.geteuid?.() ?? 0;
+  return accountName(uid) ?? `uid ${uid}`;
+}
+
 /** writeProbe's files, with the writer's pid: removed once it is gone. */
 const PROBE_NAME = new RegExp(`^\\.${WRITE_PROBE}\\.(\\d+)-[0-9a-f]{8}\\.tmp$`);
 
@@ -152,8 +172,7 @@ const damagedFix = (file: string) =>
 /** What to do about a data directory `dir` that cannot be written, for the failure `error` (a permission one names what to give whom). */
 function dataDirectoryFix(dir: string, error: FlashlexError): string {
   if (error.kind === "permission") {
-    const uid = process.geteuid?.() ?? 0;
-    return `Give ${accountName(uid) ?? `uid ${uid}`}, the user flashlex runs as here, what the line above names (sudo chown or chmod), or pass -d with a directory that user may write.`;
+    return `Give ${runningUser()}, the user flashlex runs as here, what the line above names (sudo chown or chmod), or pass -d with a directory that user may write.`;
   }
   return `Create ${dir} and make it writable by this user (a full file system needs space freed), or pass -d with a writable directory; one that went read-only (an SD card failing: \`dmesg\`) needs fsck and a remount, or a new card.`;
 }
@@ -180,7 +199,7 @@ function writeProbe(dir: string): void {
 
 /** The fix for a config that did not load, by what went wrong with it; `folder` is the thing's (the config's directory). */
 function configFix(message: string, folder: string): string {
-  if (/EACCES|EPERM|permission denied/.test(message)) return permissionFix(folder);
+  if (PERMISSION_DENIED.test(message)) return permissionFix(folder);
   if (/cannot read|not a (regular )?file|too large|not a thing's config\.yml/.test(message))
     return "Give the thing's config.yml with -c, or run bootstrap in the folder that holds it.";
   if (/invalid YAML|not UTF-8/.test(message)) return "Fix the YAML at the line and column named above (spaces, not tabs; a colon after each key).";
@@ -234,7 +253,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       missing = wanted.filter((p) => !pathExists(p));
     } catch (err) {
       const message = toFlashlexError(err).message; // a keys directory this user may not search: not "missing"
-      fail(message, configFix(message, dirname(config!.file)));
+      fail(message, PERMISSION_DENIED.test(message) ? keysPermissionFix(config!.keysDir, dirname(config!.file)) : configFix(message, dirname(config!.file)));
     }
     const inTheWay = missing.length ? fileOnTheWay(missing[0]!) : undefined;
     if (inTheWay !== undefined) fail(`${config!.keysDir}: ${inTheWay} is a file, not a directory`, "Pass -k with the directory that has the keys.");
@@ -247,8 +266,8 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
       const message = (err as Error).message;
       fail(
         message,
-        /EACCES|EPERM|permission denied/.test(message)
-          ? permissionFix(dirname(config!.file))
+        PERMISSION_DENIED.test(message)
+          ? keysPermissionFix(config!.keysDir, dirname(config!.file))
           : /convert it with:/.test(message)
             ? "Convert the file with the command above, or use the key files from the thing's distribution zip."
             : "Use the key files from the thing's distribution zip, unchanged.",
