@@ -283,7 +283,9 @@ function withOptionHint(err: unknown, spec: CommandSpec): unknown {
 function checkArgumentCount(spec: CommandSpec, args: readonly string[]): void {
   const taken = spec.args?.split(/\s+/).filter(Boolean) ?? [];
   const missing = taken.filter((arg) => arg.startsWith("<")).slice(args.length);
-  if (missing.length) throw new UsageError(`${spec.name} needs ${missing.join(" ")}: ${spec.description}; see flashlex ${spec.name} --help`);
+  // `<...things>` in words: cac's placeholder read as if it were the value to type
+  const said = missing.map((arg) => (arg.startsWith("<...") ? `one or more ${arg.slice(4, -1)}` : arg));
+  if (missing.length) throw new UsageError(`${spec.name} needs ${said.join(" ")}: ${spec.description}; see flashlex ${spec.name} --help`);
   if (taken.some((arg) => arg.includes("..."))) return;
   const extra = args.slice(taken.length);
   if (!extra.length) return;

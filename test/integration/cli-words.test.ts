@@ -106,6 +106,34 @@ test("a word past what a command takes, or one missing, names the command and wh
     stderr:
       "flashlex: messages needs <action>: What arrived: `list` (--json, --follow, --all, --acked, --topic, --since, --limit), `ack ID...`, `delete ID...`; see flashlex messages --help",
   });
+  // one or more: said in words, not as cac's placeholder (new-user pass 20, F6)
+  const send = await run(["hub", "send", "--dir", work]);
+  expect(send.code).toBe(64);
+  expect(send.stderr.trim()).toStartWith("flashlex: hub send needs one or more things: ");
+});
+
+test("a refused thing name, export type or taken name says what was given and what to do (new-user pass 20, F6; attack round 24, F6)", async () => {
+  const hub = await makeHubFixture(join(work, "names"));
+  const long = "n".repeat(300);
+  for (const [args, code, said] of [
+    [["hub", "thing", "create", "my.thing", "--dir", hub.dir], 65, `"my.thing": a thing name is 1 to 40 letters, digits, '-' or '_', not starting with '-'`],
+    // without -o the default <prefix>-<name>.zip was looked at first: 74, the path too long
+    [
+      ["hub", "thing", "create", long, "--dir", hub.dir],
+      65,
+      `"${"n".repeat(48)}…": a thing name is 1 to 40 letters, digits, '-' or '_', not starting with '-'`,
+    ],
+    [["hub", "export", "some-thing", "--type", "egres", "--dir", hub.dir, "-o", join(work, "x.zip")], 64, `--type must be egress or ingress, not "egres"`],
+  ] as const) {
+    const result = await run([...args], { cwd: work });
+    expect({ code: result.code, stderr: result.stderr.trim() }).toEqual({ code, stderr: `flashlex: ${said}` });
+  }
+  const thing = await hub.createThing("taken");
+  const again = await run(["hub", "thing", "create", "taken", "--dir", hub.dir, "-o", join(work, "again.zip")]);
+  expect(again.code).toBe(65);
+  expect(again.stderr.trim()).toBe(
+    `flashlex: a thing named ${thing.name} already exists: pick another name, or \`flashlex hub thing delete ${thing.name}\` first (its messages go with it)`,
+  );
 });
 
 test("uninstall-service takes the thing flags older lines pass, and says they are not needed", async () => {

@@ -38,7 +38,8 @@ function exportMessages(args: string[], options: Options): Promise<number> {
         // The flags first: a bad value is usage (64) whether or not the thing exists.
         const { startts, endts } = parseTimeRange(text(options.since), text(options.until));
         const type = text(options.type);
-        if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError("--type must be egress or ingress");
+        if (type !== undefined && type !== "egress" && type !== "ingress")
+          throw new UsageError(`--type must be egress or ingress, not ${JSON.stringify(type)}`);
         const given = text(options.output) === undefined ? undefined : outputFile(options, "");
         const thing = await thingOrFail(hub, required(args, "the thing"));
         const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());

@@ -80,9 +80,11 @@ function create(args: string[], options: Options): Promise<number> {
       const given = text(options.output) === undefined ? undefined : outputFile(options, "");
       const typedName = required(args, "the thing name");
       if (given === undefined) {
-        // the name the thing will have: the hub's owner prefix, then the typed name
-        const { ownerPrefix } = await import("../../hub/home/settings.ts");
-        outputFile(options, `${ownerPrefix(hub.home.settings)}-${typedName}.zip`);
+        // the name the thing will have: the hub's owner prefix, then the typed name, once it is
+        // one (a name of 300 characters failed as a path too long, 74, not as a name, 65)
+        const [{ ownerPrefix }, { validateThingName }] = await Promise.all([import("../../hub/home/settings.ts"), import("../../hub/things/provision.ts")]);
+        const prefix = ownerPrefix(hub.home.settings);
+        outputFile(options, `${prefix}-${validateThingName(typedName, prefix)}.zip`);
       }
       const { thing, distribution } = await hub.things.create(typedName, { keyType });
       let output = "";

@@ -30,7 +30,11 @@ import { makeThingMaterialOffThread } from "./material-thread.ts";
  * owner prefix (each would be found as another thing). Throws InputError (65/400) otherwise.
  */
 export function validateThingName(name: unknown, ownerPrefixOfHub: string): string {
-  if (typeof name !== "string" || !TYPED_THING_NAME.test(name)) throw new InputError(`a thing name is ${TYPED_THING_NAME_RULE}`);
+  if (typeof name !== "string" || !TYPED_THING_NAME.test(name)) {
+    // the name as given, cut short: one of 300 characters filled the line
+    const shown = typeof name === "string" ? JSON.stringify(name.length > 48 ? `${name.slice(0, 48)}…` : name) : `a ${name === null ? "null" : typeof name}`;
+    throw new InputError(`${shown}: a thing name is ${TYPED_THING_NAME_RULE}`);
+  }
   // Commands find a thing by id, then full name, then typed name (findThing): a typed name that
   // looks like either would be found as another thing, by `revoke` and `delete` too.
   if (isUuid(name as unknown)) throw new InputError(`${name}: a thing's name may not be a UUID: it would be taken for a thing id`);
@@ -86,7 +90,9 @@ export async function createThing(
   const existing = await store.getThingByName(name);
   if (existing) {
     // a revoked thing keeps its name (its messages stay readable): only a delete frees it
-    const free = existing.revokedAt ? ` (revoked; \`flashlex hub thing delete ${name}\` removes it and frees the name)` : "";
+    const free = existing.revokedAt
+      ? ` (revoked; \`flashlex hub thing delete ${name}\` removes it and frees the name)`
+      : `: pick another name, or \`flashlex hub thing delete ${name}\` first (its messages go with it)`;
     throw new ConflictError(`a thing named ${name} already exists${free}`);
   }
 
