@@ -364,6 +364,10 @@ describe("pages", () => {
       expect([path, twice.status]).toEqual([path, 400]);
       expect(await twice.text()).toContain("is given 2 times; give it once");
     }
+    // an empty thing is no thing: it opened every thing's stream (attack round 24, F7)
+    const empty = await get("/events?thing=", browser);
+    expect(empty.status).toBe(400);
+    expect(await empty.text()).toContain("thing is given empty");
     // a control character is in no thing's name: NUL matched every thing and came back raw in the page
     const nul = await get("/things?q=%00", browser);
     expect(nul.status).toBe(400);

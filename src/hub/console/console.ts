@@ -500,6 +500,8 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       signedIn: true,
       async handle(ctx) {
         const id = oneValue(ctx.url.searchParams, "thing");
+        // empty is no thing: it opened every thing's stream, which a page of one never asks for
+        if (id === "") throw new HttpError(400, "thing is given empty: name a thing, or leave it out for every thing's messages");
         const thing = id ? await thingOr404({ ...ctx, params: [id] }) : undefined;
         const stream = live.open(thing, ctx.request.signal, {
           sessionId: ctx.sessionId,
