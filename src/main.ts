@@ -238,6 +238,12 @@ export async function main(argv: string[]): Promise<number> {
       printHelp(cli);
       return ExitCode.OK;
     }
+    // A group with flags and no command (`hub --dir X`): its listing and 64, as without the flags,
+    // not "Unknown option --dir" (the group has none; its commands do)
+    if (spec && !spec.run) {
+      printHelp(cli);
+      return ExitCode.USAGE;
+    }
     if (spec) {
       // A flag the command does not have is said first: `hub thing create -x` answered "needs
       // <name>", and the user went on to type a name with the same wrong flag.

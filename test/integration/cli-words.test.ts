@@ -257,6 +257,8 @@ test("a word a group has no command for is named as an unknown command, also wit
   for (const [args, code] of [
     [["hub", "thing", "--help"], 0],
     [["hub", "thing"], 64],
+    // with a flag of its commands: the same listing, not "Unknown option `--dir`" (attack round 24, F5)
+    [["hub", "thing", "--dir", work], 64],
     [["hub", "enroll-token", "--help"], 0],
   ] as const) {
     const result = await run([...args]);
