@@ -12,6 +12,9 @@ import { idList, refuseListFlags, resumingAccessFromFlags, runningServeFromFlags
 /** The flags only `list` takes, as cac keys them. */
 const LIST_FLAGS = ["json", "follow", "all", "acked", "topic", "since", "limit"] as const;
 
+/** What `messages` does, as its first word says. */
+const ACTIONS = ["list", "ack", "delete"];
+
 export const messagesCommand: CommandSpec = thingCommand({
   name: "messages",
   args: "<action> [...ids]",
@@ -33,8 +36,10 @@ export const messagesCommand: CommandSpec = thingCommand({
     if (action === "ack" || action === "delete") refuseListFlags("messages", action, options, LIST_FLAGS);
     if (action === "ack") return messagesAck(options, ids);
     if (action === "delete") return messagesDelete(options, ids);
-    const meant = nearestSpelling(String(action), ["list", "ack", "delete"]);
-    throw new UsageError(`messages: unknown action ${JSON.stringify(action)} (list, ack, delete)${meant ? `; did you mean flashlex messages ${meant}?` : ""}`);
+    const meant = nearestSpelling(String(action), ACTIONS);
+    throw new UsageError(
+      `messages: unknown action ${JSON.stringify(action)} (${ACTIONS.join(", ")})${meant ? `; did you mean flashlex messages ${meant}?` : ""}`,
+    );
   },
 });
 

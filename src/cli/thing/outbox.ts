@@ -12,6 +12,9 @@ import { ExitCode } from "../exit-codes.ts";
 import { printLine } from "../output.ts";
 import { idList, refuseListFlags, resumingAccessFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
+/** What `outbox` does, as its first word says. */
+const ACTIONS = ["list", "retry", "drop"];
+
 export const outboxCommand: CommandSpec = thingCommand({
   name: "outbox",
   args: "<action> [...ids]",
@@ -28,8 +31,8 @@ export const outboxCommand: CommandSpec = thingCommand({
     if (action === "retry" || action === "drop") refuseListFlags("outbox", action, options, ["state", "json"]);
     if (action === "retry") return outboxRetry(options, ids);
     if (action === "drop") return outboxDrop(options, ids);
-    const meant = nearestSpelling(String(action), ["list", "retry", "drop"]);
-    throw new UsageError(`outbox: unknown action ${JSON.stringify(action)} (list, retry, drop)${meant ? `; did you mean flashlex outbox ${meant}?` : ""}`);
+    const meant = nearestSpelling(String(action), ACTIONS);
+    throw new UsageError(`outbox: unknown action ${JSON.stringify(action)} (${ACTIONS.join(", ")})${meant ? `; did you mean flashlex outbox ${meant}?` : ""}`);
   },
 });
 
