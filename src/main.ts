@@ -172,6 +172,13 @@ function unknownGroupCommand(group: CommandSpec, words: readonly string[]): Usag
   let prefix = group.name;
   let at = 0;
   while (at < words.length && commandsUnder(`${prefix} ${words[at]}`).length) prefix += ` ${words[at++]}`;
+  // `hub --dir X thing list`: the words name a command, but a flag came between them
+  const command = at < words.length ? `${prefix} ${words[at]}` : undefined;
+  if (command && COMMANDS.some((c) => c.name === command)) {
+    return new UsageError(
+      `"${command}" is a command, but a flag came between its words: write the words first, then the flags; see flashlex ${command} --help`,
+    );
+  }
   const next = new Set(commandsUnder(prefix).map((c) => c.name.slice(prefix.length + 1).split(" ")[0]!));
   const hint = at < words.length ? meantCommand(words[at]!, next, prefix) : "";
   return new UsageError(`unknown ${group.name} command ${JSON.stringify(words.join(" "))}${hint}; see flashlex ${group.name} --help`);
@@ -221,7 +228,7 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(`unknown command ${JSON.stringify(cli.args[0])}${meantCommand(String(cli.args[0]), topLevel)}; see flashlex --help`);
       }
       // `flashlex --nosuch`: the flag named, not the whole listing with 64 and no word of why
-      cli.globalCommand.checkUnknownOptions();
+      if (!help && !cli.options.version) cli.globalCommand.checkUnknownOptions();
       if (cli.options.version && !help) return printVersion();
       printHelp(cli);
       return help ? ExitCode.OK : ExitCode.USAGE;

@@ -276,6 +276,11 @@ test("a command, group word, action or flag two letters off (or in capitals) is 
     [["outbox", "dorp", "x"], 'outbox: unknown action "dorp" (list, retry, drop); did you mean flashlex outbox drop?'],
     [["hub", "thing", "list", "--Dir", work], "Unknown option `--Dir`; did you mean --dir?"],
     [["hub", "thing", "list", "--DIR", work], "Unknown option `--DIR`; did you mean --dir?"],
+    // a flag with its value between a command's words: said so, not "did you mean" the same words (verify pass 25, F1)
+    [
+      ["hub", "--DIR", work, "thing", "list"],
+      '"hub thing list" is a command, but a flag came between its words: write the words first, then the flags; see flashlex hub thing list --help',
+    ],
     // a flag before any command: named, not the whole listing with 64 and no word of why
     [["--nosuch"], "Unknown option `--nosuch`"],
     [["-x"], "Unknown option `-x`"],
@@ -290,6 +295,13 @@ test("a command, group word, action or flag two letters off (or in capitals) is 
       stdout: "",
     });
   }
+  // --help and --version still work beside an unknown flag, as a command's --help does
+  for (const args of [
+    ["--help", "--nosuch"],
+    ["--version", "--nosuch"],
+    ["collect", "--help", "--nosuch"],
+  ])
+    expect([args, (await run(args)).code]).toEqual([args, 0]);
 });
 
 test("hub init says the broker listens on every interface; mosquitto-config tells the hub the port it wrote and the CRL it added to hub.yml", async () => {

@@ -73,7 +73,8 @@ function create(args: string[], options: Options): Promise<number> {
     async (hub, signal) => {
       const { THING_KEY_TYPES } = await import("../../crypto/keys.ts");
       const keyType = text(options.keyType) ?? "rsa";
-      if (!(THING_KEY_TYPES as readonly string[]).includes(keyType)) throw new UsageError(`--key-type must be ${THING_KEY_TYPES.join(" or ")}, not ${keyType}`);
+      if (!(THING_KEY_TYPES as readonly string[]).includes(keyType))
+        throw new UsageError(`--key-type must be ${THING_KEY_TYPES.join(" or ")}, not ${JSON.stringify(keyType)}`);
       // -o is checked before the thing is made; the default, <name>.zip here (where both READMEs
       // say the zip is), once the name is known, and its directory before: a command root started
       // acts as the home's owner, who may not write in the admin's working directory.
