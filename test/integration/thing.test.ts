@@ -185,9 +185,9 @@ describe("bootstrap", () => {
         const out = result.stdout.toString();
         expect(out).toContain("[FAIL] key files present");
         expect(out).toContain(
-          `fix: Pass -k with a keys directory nobody may read (the thing's own keys, in its folder ${thing.dir}), or make ${elsewhere} readable by nobody, then run bootstrap again.`,
+          `fix: Pass -k with a keys directory nobody may read (-k ${thing.keysDir}, the thing's own), or give it that directory (sudo chown -R nobody: ${elsewhere}), then run bootstrap again.`,
         );
-        expect(out).not.toContain("sudo chown -R nobody:");
+        expect(out).not.toContain(`sudo chown -R nobody: ${thing.dir}`);
         expect(result.exitCode).toBe(1);
       } finally {
         rmSync(elsewhere, { recursive: true, force: true });

@@ -152,8 +152,10 @@ const PERMISSION_DENIED = /EACCES|EPERM|permission denied/;
  */
 function keysPermissionFix(keysDir: string, folder: string): string {
   if (`${resolve(keysDir)}/`.startsWith(`${resolve(folder)}/`)) return permissionFix(folder);
-  const user = runningUser();
-  return `Pass -k with a keys directory ${user} may read (the thing's own keys, in its folder ${folder}), or make ${keysDir} readable by ${user}, then run bootstrap again.`;
+  const uid = process.geteuid?.() ?? 0;
+  const own = join(folder, "keys");
+  const which = pathExists(own) ? `-k ${shellWord(own)}, the thing's own` : "the keys from the thing's distribution zip";
+  return `Pass -k with a keys directory ${runningUser()} may read (${which}), or give it that directory (sudo chown -R ${accountName(uid) ?? uid}: ${shellWord(keysDir)}), then run bootstrap again.`;
 }
 
 /** The user this process runs as, by name (`uid N` when /etc/passwd has none). */
