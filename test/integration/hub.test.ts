@@ -333,7 +333,7 @@ describe("an EC thing end to end: embedded broker", () => {
     for (const keyType of ["dsa", "EC", "ed25519"]) {
       const result = await run(["hub", "thing", "create", `k-${keyType}`, "--dir", hubDir, "--key-type", keyType], { cwd: work });
       expect(result.code).toBe(64);
-      expect(result.stderr.trim()).toBe(`flashlex: --key-type must be rsa or ec, not ${keyType}`);
+      expect(result.stderr.trim()).toBe(`flashlex: --key-type must be rsa or ec, not "${keyType}"`);
     }
     tally("badInputs", 3);
     const listed = JSON.parse((await flashlex(["hub", "thing", "list", "--dir", hubDir, "--json"])).stdout);
