@@ -137,8 +137,7 @@ const CONNECTION_CLOSED_FIX =
 function permissionFix(folder?: string): string {
   const chown = actingAsOwnerChown();
   if (chown) return `Started by root, bootstrap runs as the folder's user, as serve does: give it the folder (${chown}), then run bootstrap again.`;
-  const uid = process.geteuid?.() ?? 0;
-  const user = accountName(uid) ?? String(uid);
+  const user = chownUser();
   return `Make the files readable by ${user}, the user flashlex runs as here (sudo chown -R ${user}: ${folder ? shellWord(folder) : "the thing's folder"}), then run bootstrap again.`;
 }
 
@@ -152,16 +151,21 @@ const PERMISSION_DENIED = /EACCES|EPERM|permission denied/;
  */
 function keysPermissionFix(keysDir: string, folder: string): string {
   if (`${resolve(keysDir)}/`.startsWith(`${resolve(folder)}/`)) return permissionFix(folder);
-  const uid = process.geteuid?.() ?? 0;
   const own = join(folder, "keys");
   const which = pathExists(own) ? `-k ${shellWord(own)}, the thing's own` : "the keys from the thing's distribution zip";
-  return `Pass -k with a keys directory ${runningUser()} may read (${which}), or give it that directory (sudo chown -R ${accountName(uid) ?? uid}: ${shellWord(keysDir)}), then run bootstrap again.`;
+  return `Pass -k with a keys directory ${runningUser()} may read (${which}), or give it that directory (sudo chown -R ${chownUser()}: ${shellWord(keysDir)}), then run bootstrap again.`;
 }
 
 /** The user this process runs as, by name (`uid N` when /etc/passwd has none). */
 function runningUser(): string {
   const uid = process.geteuid?.() ?? 0;
   return accountName(uid) ?? `uid ${uid}`;
+}
+
+/** The user this process runs as, as `chown` takes it: its name, or its uid when /etc/passwd has none. */
+function chownUser(): string {
+  const uid = process.geteuid?.() ?? 0;
+  return accountName(uid) ?? String(uid);
 }
 
 /** writeProbe's files, with the writer's pid: removed once it is gone. */
