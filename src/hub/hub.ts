@@ -5,8 +5,8 @@
  *   service.ts  `hub serve`: broker, API and database in one process, one lifecycle
  *   home/       the hub home: paths, settings (hub.yml), `hub init`, operator tokens
  *   store/      the hub database
- *   things/     the thing use cases: create, revoke (and the CRLs), delete, distribution,
- *               certificates (renewal, rotation, expiry)
+ *   things/     the thing use cases: create, revoke (and the CRLs), delete, distribution and
+ *               its one-time download lines, certificates (renewal, rotation, expiry)
  *   enrolment/  enrolment tokens and devices that enrol themselves with their own key
  *   messages/   the message use cases: send ingress, collect egress, ingress delivery, archive
  *   broker/     the MQTT broker seam: embedded aedes, an external broker, Mosquitto's files,
@@ -32,6 +32,7 @@ import { Messages } from "./messages/messages.ts";
 import type { HubStore } from "./store/hub-store.ts";
 import { openHubStore } from "./store/open-store.ts";
 import { ThingCertificates } from "./things/certificates.ts";
+import { DownloadTokens } from "./things/download-tokens.ts";
 import { writeRevocationLists } from "./things/revocation.ts";
 import { Things } from "./things/things.ts";
 import { Updates } from "./updates/updates.ts";
@@ -40,6 +41,8 @@ import { Updates } from "./updates/updates.ts";
 export interface HubUseCases {
   home: HubHome;
   things: Things;
+  /** one-time download lines for a thing's zip (things/download-tokens.ts) */
+  downloads: DownloadTokens;
   messages: Messages;
   collector: Collector;
   operators: OperatorTokens;
@@ -83,9 +86,11 @@ export function hubUseCases(deps: HubUseCaseDeps): HubUseCases {
   const { home, store, log, now } = deps;
   const feed = deps.feed ?? new MessageFeed();
   const broker = deps.broker;
+  const things = new Things({ home, store, now, disconnect: deps.disconnect, isConnected: broker ? (name) => broker.isConnected(name) : undefined });
   return {
     home,
-    things: new Things({ home, store, now, disconnect: deps.disconnect, isConnected: broker ? (name) => broker.isConnected(name) : undefined }),
+    things,
+    downloads: new DownloadTokens({ home, store, now: now ?? Date.now, distribution: (thing) => things.distribution(thing) }),
     messages: new Messages({ home, store, log, broker, now, feed }),
     collector: deps.collector ?? new Collector({ store, log, now, feed }),
     operators: new OperatorTokens(store, now),

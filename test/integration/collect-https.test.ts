@@ -68,15 +68,16 @@ test("a hub serving HTTPS with its own CA: collect delivers; with another CA in 
   }
 }, 90_000);
 
-test("the cURL line `hub thing create` prints for an HTTPS hub downloads with real curl: the hub's key is pinned, and another hub's is refused", async () => {
-  const { dir: hubDir, token } = await httpsHub("pinned");
+test("the one-time cURL line `hub thing dist --curl` prints for an HTTPS hub downloads with real curl: the hub's key is pinned, and another hub's is refused", async () => {
+  const { dir: hubDir } = await httpsHub("pinned");
   const { dir: otherDir } = await httpsHub("other");
-  const created = await flashlex(["hub", "thing", "create", "kitchen", "--dir", hubDir, "-o", join(work, "kitchen-cli.zip")]);
-  const line = /curl -fo \S+ -k --pinnedpubkey '(sha256\/\/[A-Za-z0-9+/=]+)' -H "Authorization: Bearer \$FLASHLEX_TOKEN" (https:\/\/[^\s)]+)\)$/m.exec(
-    created.stdout,
+  await flashlex(["hub", "thing", "create", "kitchen", "--dir", hubDir, "-o", join(work, "kitchen-cli.zip")]);
+  const printed = await flashlex(["hub", "thing", "dist", "kitchen", "--curl", "--dir", hubDir]);
+  const line = /curl -fo \S+ -k --pinnedpubkey '(sha256\/\/[A-Za-z0-9+/=]+)' -H "Authorization: Bearer (flxd_[\w-]+)" (https:\/\/[^\s)]+)\)$/m.exec(
+    printed.stdout,
   );
-  expect(line, created.stdout).not.toBeNull();
-  const [, pin, url] = line!;
+  expect(line, printed.stdout).not.toBeNull();
+  const [, pin, token, url] = line!;
   const curl = async (cwd: string, port?: string) => {
     // --connect-to sends the same URL to another hub's port: its key is not the pinned one.
     const target = port ? ["--connect-to", `127.0.0.1:${new URL(url!).port}:127.0.0.1:${port}`] : [];

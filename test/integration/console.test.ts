@@ -160,7 +160,13 @@ test.skipIf(Boolean(missing))(
     // the thing, its distribution and the guide's cURL line
     expect(seen.thingName).toMatch(/^[0-9a-f]{8}-e2e-pump$/);
     expect(seen.distribution).toBe(`${seen.thingName}.zip`);
-    expect(seen.curl).toContain(`-H "Authorization: Bearer ${hub.token}"`);
+    // a one-time line with a token for this zip alone: real curl gets the zip once, then 401
+    expect([seen.tokenInThingPage, seen.tokenInLinePage, seen.curlAfterReload]).toEqual([false, false, 0]);
+    expect(seen.curl).toMatch(/^\(umask 077; curl -fo \S+\.zip -H "Authorization: Bearer flxd_[\w-]{43}" http:\/\/\S+\/dist\)$/);
+    const fetchOnThing = () => Bun.spawnSync(["sh", "-c", seen.curl], { cwd: mkdtempSync(join(work, "curl-")), stderr: "pipe", timeout: 30_000 });
+    expect(fetchOnThing().exitCode).toBe(0);
+    const again = fetchOnThing();
+    expect([again.exitCode, again.stderr.toString()]).toEqual([22, expect.stringContaining("401")]);
 
     // Send Message: invalid JSON is marked and not sent; the valid one reached the thing
     expect(seen.invalidMarked).toBe("true");

@@ -616,6 +616,38 @@ for (const driver of DRIVERS) {
     );
 
     test(
+      "download tokens: for one thing, once, before they expire; racing uses, one wins; expired rows forgotten; delete takes them along",
+      withStore(async (store) => {
+        const [t, u] = [thing(1), thing(2)];
+        await store.insertThing(t);
+        await store.insertThing(u);
+        const token = { hash: "a".repeat(64), thingId: t.id, createdAt: CREATED_AT, expiresAt: CREATED_AT + 1000 };
+        await store.addDownloadToken(token, CREATED_AT);
+        expect(await store.downloadTokenUsable(token.hash, u.id, CREATED_AT)).toBe(false);
+        expect(await store.downloadTokenUsable(token.hash, t.id, CREATED_AT + 1000)).toBe(false);
+        expect(await store.downloadTokenUsable(token.hash, t.id, CREATED_AT + 999)).toBe(true);
+        expect(await store.useDownloadToken(token.hash, u.id, CREATED_AT)).toBe(false);
+        // which of the two wins is the database's to decide (PostgreSQL: whichever connection locks the row first)
+        const racing = await Promise.all([store.useDownloadToken(token.hash, t.id, CREATED_AT + 1), store.useDownloadToken(token.hash, t.id, CREATED_AT + 2)]);
+        expect(racing.toSorted()).toEqual([false, true]);
+        expect(await store.downloadTokenUsable(token.hash, t.id, CREATED_AT + 3)).toBe(false);
+        // unused but expired: past its expiry it cannot be used, and the next token forgets it
+        const late = { ...token, hash: "b".repeat(64) };
+        await store.addDownloadToken(late, CREATED_AT);
+        expect(await store.useDownloadToken(late.hash, t.id, CREATED_AT + 1000)).toBe(false);
+        await store.addDownloadToken({ ...token, hash: "c".repeat(64), thingId: u.id, expiresAt: FAR_FUTURE }, CREATED_AT + 1001);
+        await store.addDownloadToken({ ...token, hash: "d".repeat(64), expiresAt: FAR_FUTURE }, CREATED_AT);
+        await expect(store.addDownloadToken({ ...token, hash: "d".repeat(64) }, CREATED_AT)).rejects.toThrow(/unique|duplicate/i);
+        await store.deleteThing(t.id);
+        expect(await store.downloadTokenUsable("d".repeat(64), t.id, CREATED_AT)).toBe(false);
+        expect(await store.downloadTokenUsable("c".repeat(64), u.id, CREATED_AT)).toBe(true);
+        // a thing made again under the same id does not inherit a deleted thing's token
+        await store.insertThing(t);
+        expect(await store.useDownloadToken("d".repeat(64), t.id, CREATED_AT)).toBe(false);
+      }),
+    );
+
+    test(
       "concurrent callers: transactions and single statements interleave without joining each other",
       withStore(async (store) => {
         const t = thing(1);

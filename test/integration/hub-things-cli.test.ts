@@ -370,6 +370,42 @@ describe("a zip sent to stdout (-o -, -o /dev/stdout): the zip alone goes there,
   }, 60_000);
 });
 
+describe("hub thing dist --curl: a one-time line, never the operator's token", () => {
+  const downloadTokens = () => Number(execFileSync("sqlite3", [join(hub.dir, "hub.db"), "SELECT count(*) FROM download_tokens"], { encoding: "utf8" }).trim());
+
+  test("prints the line and when it expires; with -o, for a revoked thing, or on a full stdout it is refused and no token is kept", async () => {
+    const made = await hub.createThing("curl-line");
+    const before = downloadTokens();
+    const cwd = mkdtempSync(join(work, "curl-"));
+    const printed = await run(["hub", "thing", "dist", "curl-line", "--curl", "--dir", hub.dir], { cwd, timeoutMs: 30_000 });
+    expect(printed.code, printed.stderr).toBe(0);
+    const lines = printed.stdout.split("\n");
+    expect(lines[0]).toMatch(new RegExp(`^one download of ${made.name}\\.zip, until \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ; this line is shown once`));
+    expect(lines[2]).toMatch(
+      new RegExp(
+        `^  \\(umask 077; curl -fo ${made.name}\\.zip -H "Authorization: Bearer flxd_[\\w-]{43}" http://127\\.0\\.0\\.1:\\d+/dev/v1/things/${made.id}/dist\\)$`,
+      ),
+    );
+    expect(printed.stdout).not.toContain(hub.token);
+    expect(readdirSync(cwd)).toEqual([]); // no zip written
+    expect(downloadTokens()).toBe(before + 1);
+
+    const withOutput = await run(["hub", "thing", "dist", "curl-line", "--curl", "-o", join(work, "x.zip"), "--dir", hub.dir], { timeoutMs: 30_000 });
+    expect([withOutput.code, withOutput.stderr.trim()]).toEqual([64, "flashlex: --curl prints a line instead of writing the zip: give it without -o"]);
+    const full = Bun.spawnSync(["sh", "-c", 'exec "$0" "$@" > /dev/full', binaryPath(), "hub", "thing", "dist", "curl-line", "--curl", "--dir", hub.dir], {
+      stderr: "pipe",
+    });
+    expect([full.exitCode, full.stderr.toString().trim()]).toEqual([74, "flashlex: could not write the download line to stdout (ENOSPC): no token was made"]);
+    expect(downloadTokens()).toBe(before + 1);
+
+    expect((await run(["hub", "thing", "revoke", "curl-line", "--dir", hub.dir], { timeoutMs: 30_000 })).code).toBe(0);
+    const revoked = await run(["hub", "thing", "dist", "curl-line", "--curl", "--dir", hub.dir], { timeoutMs: 30_000 });
+    expect(revoked.code).toBe(65);
+    expect(revoked.stderr).toContain(`${made.name} has no distribution to download: it was revoked`);
+    expect(downloadTokens()).toBe(before + 1);
+  });
+});
+
 describe("a zip sent to a pipe whose reader does not read (-o - | sleep, -o FIFO)", () => {
   /**
    * Runs `args` with its zip going into a pipe (a FIFO this test holds the reader of and never

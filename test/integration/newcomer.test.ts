@@ -9,7 +9,7 @@
  * `./flashlex enroll ...` in the thing's folder, then the same bare commands.
  */
 import { afterAll, expect, test } from "bun:test";
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ordinaryAccount } from "../support/accounts.ts";
@@ -45,16 +45,27 @@ test("hub -> thing -> device -> service -> a message each way, with the README's
     const name = /created thing (\S+)/.exec(created.stdout)![1]!;
     const zip = join(operator, `${name}.zip`);
     expect(existsSync(zip)).toBe(true);
-    expect(created.stdout).toContain(`curl -fo ${name}.zip -H "Authorization: Bearer $FLASHLEX_TOKEN"`);
-    // The printed line, pasted on the device: the zip it saves holds the private key, so it is
-    // the user's alone whatever the umask (it was 0644).
-    const said = created.stdout.split("\n").find((l) => l.includes("curl -fo"))!;
+    // Or fetched on the device: the command create names prints a one-time line, which holds a
+    // token for this zip alone (never the operator's, which is admin over the hub).
+    expect(created.stdout).toContain(`(or fetch the zip there: flashlex hub thing dist ${name} --curl)`);
+    expect(created.stdout).not.toContain(hub.token);
+    const asked = await run(["hub", "thing", "dist", name, "--curl", "--dir", hub.dir], { cwd: operator });
+    expect(asked.code, explain(asked)).toBe(0);
+    expect(asked.stdout).not.toContain(hub.token);
+    const said = asked.stdout.split("\n").find((l) => l.includes("curl -fo"))!;
     const line = said.slice(said.indexOf("(umask 077; curl"));
+    expect(line).toContain('-H "Authorization: Bearer flxd_');
+    // Pasted on the device: the zip it saves holds the private key, so it is the user's alone
+    // whatever the umask (it was 0644). Pasted again, it is refused and the zip stays whole.
     const device = join(work, "device-download");
     mkdirSync(device);
-    const pasted = Bun.spawnSync(["sh", "-c", `umask 022; ${line}`], { cwd: device, env: { ...process.env, FLASHLEX_TOKEN: hub.token }, timeout: 30_000 });
+    const paste = () => Bun.spawnSync(["sh", "-c", `umask 022; ${line}`], { cwd: device, stderr: "pipe", timeout: 30_000 });
+    const pasted = paste();
     expect(pasted.exitCode, pasted.stderr.toString()).toBe(0);
     expect(statSync(join(device, `${name}.zip`)).mode & 0o777).toBe(0o600);
+    const again = paste();
+    expect([again.exitCode, again.stderr.toString()]).toEqual([22, expect.stringContaining("401")]);
+    expect(readFileSync(join(device, `${name}.zip`)).equals(readFileSync(zip))).toBe(true);
 
     // 3. The device: unzip, the binary into the thing's folder, cd there.
     const pi = join(work, "home-pi");

@@ -107,8 +107,14 @@ try {
   const thingName = (await page.locator("h1").textContent()).split(" ")[0];
   const thingUrl = new URL(page.url()).pathname;
   seen.thingName = thingName;
+  // no page of the console holds the operator's token (the cURL line once did)
+  seen.tokenInThingPage = (await page.content()).includes(token);
+  await page.getByRole("button", { name: "Make a one-time cURL line" }).click();
   seen.curl = await page.locator("#curl-line").textContent();
+  seen.tokenInLinePage = (await page.content()).includes(token);
   await shoot("thing");
+  await page.reload();
+  seen.curlAfterReload = await page.locator("#curl-line").count();
 
   step("download the distribution and start the agent from it");
   const dist = await download(() => page.getByRole("link", { name: `Download ${thingName}.zip` }).click(), "dist.zip");

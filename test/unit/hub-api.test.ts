@@ -21,6 +21,7 @@ import { CollectAuthError, Collector } from "../../src/hub/messages/collect.ts";
 import { Messages, parseIngressDocument } from "../../src/hub/messages/messages.ts";
 import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
+import { DownloadTokens } from "../../src/hub/things/download-tokens.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
 import { Things } from "../../src/hub/things/things.ts";
 import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
@@ -576,6 +577,53 @@ describe("operator routes", () => {
     expect((await storedMessages(store, thing.id)).length).toBe(before);
     // the same names in different objects, and a string value that looks like a name, are fine
     expect((await send(`/things/${thing.id}/publish`, '{"message":{"a":1,"b":["message",{"a":0,"message":0}]}}')).status).toBe(200);
+  });
+
+  test("a thing's zip also takes a one-time download token: that thing's zip only, once (HEAD uses nothing), before it expires; refusals say nothing of the thing", async () => {
+    const second = (await createThing(home, store, "second-for-download")).thing;
+    const things = new Things({ home, store });
+    const downloads = (now = Date.now) => new DownloadTokens({ home, store, now, distribution: (t) => things.distribution(t) });
+    const bearerOf = (line: string) => /Bearer (flxd_[\w-]{43})"/.exec(line)![1]!;
+    const made = await downloads().line(thing);
+    expect(made.line).toBe(`(umask 077; curl -fo ${thing.name}.zip -H "Authorization: Bearer ${bearerOf(made.line)}" ${base}/things/${thing.id}/dist)`);
+    const token = bearerOf(made.line);
+    const refusals: [string, Response][] = [
+      ["another thing's zip", await operator(`/things/${second.id}/dist`, { token })],
+      ["no such thing", await operator(`/things/${randomUUID()}/dist`, { token })],
+      ["another route", await operator(`/things/${thing.id}`, { token })],
+      ["an unknown token", await operator(`/things/${thing.id}/dist`, { token: `flxd_${"A".repeat(43)}` })],
+    ];
+    const head = await operator(`/things/${thing.id.toUpperCase()}/dist`, { method: "HEAD", token });
+    const got = await operator(`/things/${thing.id.toUpperCase()}/dist`, { token });
+    expect([head.status, got.status, got.headers.get("content-type")]).toEqual([200, 200, "application/zip"]);
+    expect(Object.keys(unzip(new Uint8Array(await got.arrayBuffer())))).toContain(`${thing.name}/config.yml`);
+    refusals.push(["used once already", await operator(`/things/${thing.id}/dist`, { token })]);
+    const expired = bearerOf((await downloads(() => Date.now() - 3_600_001).line(second)).line);
+    refusals.push(["expired", await operator(`/things/${second.id}/dist`, { token: expired })]);
+    const answers = await Promise.all(refusals.map(async ([why, r]) => [why, r.status, (await json(r)).messages[0].value]));
+    const tokenWords =
+      "the download token was refused: each fetches one thing's zip, once, within an hour of being made (make another: flashlex hub thing dist <thing> --curl)";
+    const accessWords = "a valid access token is required (Authorization: Bearer <token>)";
+    expect(answers).toEqual([
+      ["another thing's zip", 401, tokenWords],
+      ["no such thing", 401, tokenWords],
+      ["another route", 401, accessWords],
+      ["an unknown token", 401, tokenWords],
+      ["used once already", 401, tokenWords],
+      ["expired", 401, tokenWords],
+    ]);
+    // two fetches racing with one token: one zip
+    const racing = bearerOf((await downloads().line(second)).line);
+    const both = await Promise.all([1, 2].map(() => operator(`/things/${second.id}/dist`, { token: racing })));
+    expect(both.map((r) => r.status).toSorted()).toEqual([200, 401]);
+    // no line for a thing without a zip; a line made before the revoke fetches nothing after it
+    const early = bearerOf((await downloads().line(second)).line);
+    await things.revoke(second);
+    await expect(downloads().line((await things.get(second.id))!)).rejects.toThrow(/has no distribution to download: it was revoked/);
+    const afterRevoke = await operator(`/things/${second.id}/dist`, { token: early });
+    expect(afterRevoke.status).toBe(404);
+    await things.delete(second);
+    tally("attacks", 8);
   });
 
   test("need the access token", async () => {

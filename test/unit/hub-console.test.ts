@@ -406,7 +406,8 @@ describe("pages", () => {
     const page = await (await get(`/things/${enrolled.id}`, browser)).text();
     expect(page).not.toContain("distribution.zip");
     expect(page).not.toContain("curl -fo");
-    expect(page).toContain("The thing enrolled itself");
+    expect(page).not.toContain("one-time cURL line");
+    expect(page).toContain("No distribution to download: it enrolled itself: its key never left the device.");
     const zip = await get(`/things/${enrolled.id}/distribution.zip`, browser);
     expect(zip.status).toBe(404);
     const text = await zip.text();
@@ -424,7 +425,9 @@ describe("pages", () => {
       const browser = await signIn();
       const page = await get(`/things/${odd.id}`, browser);
       expect(page.status).toBe(200);
-      expect(await page.text()).not.toContain("curl -fo");
+      const text = await page.text();
+      expect(text).not.toContain("curl -fo");
+      expect(text).toContain("No distribution to download: its zip could not be read (the hub log says why).");
       const zip = await get(`/things/${odd.id}/distribution.zip`, browser);
       expect(zip.status).toBeGreaterThanOrEqual(500);
       expect(zip.headers.get("content-type")).not.toBe("application/zip");
@@ -434,7 +437,7 @@ describe("pages", () => {
     }
   });
 
-  test("a thing's page has its facts, the chart, the distribution link and the guide's cURL line", async () => {
+  test("a thing's page has its facts, the chart, the distribution link and a button for a one-time cURL line", async () => {
     online.add(thing.name);
     const browser = await signIn();
     expect(await (await get(`/things/${thing.id}`, browser)).text()).toContain("version not reported yet");
@@ -447,12 +450,42 @@ describe("pages", () => {
     expect(page).toContain('<span class="badge connected">connected</span>');
     expect(page).toContain(`<code>ingress/${thing.name}</code>`);
     expect(page).toContain('<svg viewBox="0 0 480 140" role="img"');
-    expect(page).toContain(`curl -fo ${thing.name}.zip -H &quot;Authorization: Bearer ${token}&quot; http://hub.example:8080/dev/v1/things/${thing.id}/dist`);
+    expect(page).toContain(`<form method="post" action="/things/${thing.id}/download-line">`);
+    // never the operator's token: a line copied onto a board would hold admin over the hub
+    expect(page).not.toContain(token);
+    expect(page).not.toContain("curl -fo");
     const zip = await get(`/things/${thing.id}/distribution.zip`, browser);
     expect(zip.status).toBe(200);
     expect(zip.headers.get("content-disposition")).toBe(`attachment; filename="${thing.name}.zip"`);
     expect(Object.keys(unzipSync(new Uint8Array(await zip.arrayBuffer())))).toContain(`${thing.name}/config.yml`);
     expect((await get(`/things/not-a-thing`, browser)).status).toBe(404);
+  });
+
+  test("the one-time cURL line: made by the button (CSRF checked), shown on the next view only, good for this thing's zip once", async () => {
+    const browser = await signIn();
+    expect((await post(`/things/${thing.id}/download-line`, { csrf: "forged" }, browser)).status).toBe(403);
+    const made = await post(`/things/${thing.id}/download-line`, { csrf: browser.csrf }, browser);
+    expect([made.status, made.headers.get("location")]).toEqual([303, `/things/${thing.id}#sdk`]);
+    const page = await (await get(`/things/${thing.id}`, browser)).text();
+    const line = /<pre id="curl-line"><code>(.*?)<\/code><\/pre>/.exec(page)?.[1]?.replaceAll("&quot;", '"');
+    expect(line).toMatch(
+      new RegExp(
+        `^\\(umask 077; curl -fo ${thing.name}\\.zip -H "Authorization: Bearer flxd_[\\w-]{43}" http://hub\\.example:8080/dev/v1/things/${thing.id}/dist\\)$`,
+      ),
+    );
+    expect(page).not.toContain(token);
+    expect(await (await get(`/things/${thing.id}`, browser)).text()).not.toContain("curl-line");
+    const bearer = /Bearer (flxd_[\w-]+)/.exec(line!)![1]!;
+    const fetchZip = () => api.fetch(new Request(`http://hub.example:8080/dev/v1/things/${thing.id}/dist`, { headers: { Authorization: `Bearer ${bearer}` } }));
+    expect((await fetchZip()).status).toBe(200);
+    expect((await fetchZip()).status).toBe(401);
+    // a revoked or enrolled thing has no zip: no line is made, and the page says why
+    const enrolled = { ...thing, id: "00000000-0000-4000-8000-00000000e002", name: "ecd13b11-selfmade2", certSerial: "E2", enrolledWith: "abc" };
+    await store.insertThing(enrolled);
+    const refused = await post(`/things/${enrolled.id}/download-line`, { csrf: browser.csrf }, browser, { Accept: "application/json" });
+    expect(refused.status).toBe(400);
+    expect(((await refused.json()) as any).error).toContain("has no distribution to download: it enrolled itself");
+    await store.deleteThing(enrolled.id);
   });
 
   test("Send Message: JSON refused before the use case runs; a valid document is sent as pending", async () => {

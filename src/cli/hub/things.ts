@@ -7,7 +7,7 @@ import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { type CommandSpec, Interrupted, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { printLine, printTable } from "../output.ts";
+import { printLine, printTable, writeSecretToStdout } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, outputFile, partialOutput, reportBeside, thingOrFail } from "./common.ts";
 
 /** `hub thing create|list|dist|revoke|delete`: the thing use cases of src/hub/things. */
@@ -36,8 +36,17 @@ export const hubThingCommands: CommandSpec[] = [
   {
     name: "hub thing dist",
     args: "<thing>",
-    description: "Write a thing's distribution zip again",
-    options: [DIR_OPTION, DB_OPTION, { flags: "-o, --output <file>", description: "where to write it (default: ./<name>.zip)" }],
+    description: "Write a thing's distribution zip again, or (--curl) print a one-time cURL line that fetches it on the thing",
+    options: [
+      DIR_OPTION,
+      DB_OPTION,
+      { flags: "-o, --output <file>", description: "where to write it (default: ./<name>.zip)" },
+      {
+        flags: "--curl",
+        description:
+          "instead of writing the zip, print a cURL line that downloads it on the thing: it fetches this thing's zip only, once, within an hour (a token of its own, not the operator's)",
+      },
+    ],
     bunOnly: true,
     run: dist,
   },
@@ -141,9 +150,9 @@ function create(args: string[], options: Options): Promise<number> {
           : `distribution: ${output} (mode 0600: it holds the thing's private key)`,
       );
       say(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
-      const { distributionDownloadLine } = await import("../../hub/things/download-line.ts");
-      say(`or on the thing, with FLASHLEX_TOKEN set to the operator access token: ${distributionDownloadLine(thing, "$FLASHLEX_TOKEN", hub.home)}`);
-      say("next: copy the zip and the flashlex binary for the board to the thing; there:");
+      say(
+        `next: copy the zip and the flashlex binary for the board to the thing (or fetch the zip there: flashlex hub thing dist ${thing.name} --curl); there:`,
+      );
       // piped on (`-o -`) or sent through a device or FIFO, the zip's name is the receiver's
       const zipName = toStdout || !isRegularFile(output) ? "FILE.zip" : basename(output);
       say(`  unzip ${zipName} && chmod +x flashlex && mv flashlex ${thing.name}/ && cd ${thing.name}`);
@@ -186,6 +195,19 @@ function dist(args: string[], options: Options): Promise<number> {
     options,
     async (hub, signal) => {
       const thing = await thingOrFail(hub, required(args, "the thing"));
+      if (options.curl) {
+        if (options.output !== undefined) throw new UsageError("--curl prints a line instead of writing the zip: give it without -o");
+        // Written out before it is stored, in one checked write: the line exists nowhere else.
+        await hub.downloads.line(thing, ({ line, expiresAt }) => {
+          const report = [
+            `one download of ${thing.name}.zip, until ${isoSeconds(expiresAt)}; this line is shown once (the hub keeps only its token's hash)`,
+            "on the thing, in the folder to unzip it in:",
+            `  ${line}`,
+          ];
+          writeSecretToStdout(`${report.join("\n")}\n`, "the download line", "no token was made");
+        });
+        return ExitCode.OK;
+      }
       const found = hub.things.distribution(thing);
       if ("missing" in found) throw new InputError(`${thing.name} has no distribution: ${found.missing}`);
       const zip = found.zip;

@@ -24,7 +24,7 @@ import { decodePathSegment, HttpError, integerParam, publicError, readBodyLimite
 import type { HubUseCases } from "../hub.ts";
 import { parseIngressDocument, publishTextLimit } from "../messages/messages.ts";
 import type { MessageQuery, MessageType, ThingRecord } from "../store/hub-store.ts";
-import { distributionDownloadLine } from "../things/download-line.ts";
+import type { DownloadLine } from "../things/download-tokens.ts";
 import { thingKeyType } from "../things/provision.ts";
 import { thingStatus } from "../things/things.ts";
 import { type ConsoleAssets, consoleAssets } from "./assets.ts";
@@ -79,6 +79,13 @@ const LIST_MESSAGES = 50;
 /** How long a refused sign-in waits before answering (ms): guessing gets slow, a typo does not. */
 const REFUSED_SIGN_IN_DELAY_MS = 400;
 
+/** What a session just did: the notice for the page its action leads to, and a one-time cURL line it made. */
+interface Done {
+  page: string;
+  text: string;
+  line?: DownloadLine;
+}
+
 interface Context {
   request: Request;
   url: URL;
@@ -119,7 +126,7 @@ const wantsJson = (request: Request) => (request.headers.get("accept") ?? "").in
  * sign-in does (the database); `close` ends the live views.
  */
 export function createConsole(deps: ConsoleDeps): HubConsole {
-  const { things, messages, operators, home, updates } = deps;
+  const { things, downloads, messages, operators, home, updates } = deps;
   const { settings } = home;
   const log = deps.log.child({ component: "console" });
   const sessions = deps.sessions ?? deps.consoleSessions;
@@ -130,30 +137,31 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
    * URL: a link could put any words on the hub's own page ("Deleted Hub_compromised-call_...",
    * "Created ..." on any thing). Bounded, as the sessions themselves are.
    */
-  const doneBy = new Map<string, { page: string; text: string }>();
-  const tell = (sessionId: string, page: string, text: string) => {
+  const doneBy = new Map<string, Done>();
+  const tell = (sessionId: string, page: string, text: string, line?: DownloadLine) => {
     doneBy.delete(sessionId); // re-added last: the oldest entry is the first
-    doneBy.set(sessionId, { page, text });
+    doneBy.set(sessionId, { page, text, line });
     // sessions that acted and never looked again
     if (doneBy.size > 1000) doneBy.delete(doneBy.keys().next().value!);
   };
-  const told = (sessionId: string, page: string): string | undefined => {
+  const told = (sessionId: string, page: string): Done | undefined => {
     const done = doneBy.get(sessionId);
     if (done?.page !== page) return undefined;
     doneBy.delete(sessionId);
-    return done.text;
+    return done;
   };
   /**
-   * Whether the thing's page offers the cURL line: a distribution that still works. One that
-   * cannot be read (a zip an older root run left root's) is logged and not offered; its
-   * download link then says why, and the page itself still shows.
+   * Whether the thing's page offers the zip and its cURL line: a distribution that still works,
+   * else why not. One that cannot be read (a zip an older root run left root's) is logged and
+   * not offered; its download link then says why, and the page itself still shows.
    */
-  const hasWorkingZip = (thing: ThingRecord): boolean => {
+  const distributionState = (thing: ThingRecord): { missing: string } | { zip: true } => {
     try {
-      return "zip" in things.distribution(thing);
+      const found = things.distribution(thing);
+      return "missing" in found ? found : { zip: true };
     } catch (err) {
       log.warn("console.distribution_unreadable", { thing: thing.name, error: (err as Error)?.message });
-      return false;
+      return { missing: "its zip could not be read (the hub log says why)" };
     }
   };
   // A sent message's form holds the message as written (up to publishTextLimit, as the API takes
@@ -287,7 +295,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
             csrf: ctx.session.csrf,
             overview,
             filter,
-            notice: done ? { text: done } : undefined,
+            notice: done ? { text: done.text } : undefined,
           }),
         );
       },
@@ -334,11 +342,10 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
             keyType: thingKeyType(thing),
             agent: await updates.forThing(thing.id),
             topics: thingTopics(thing.name),
-            // The guide's cURL line, with this browser's token (the page is never cached); only
-            // a thing with a distribution that still works has one (not a revoked one, not an
-            // enrolled one, not one that renewed its key since).
-            curl: hasWorkingZip(thing) ? distributionDownloadLine(thing, ctx.session.token, home) : undefined,
-            notice: done ? { text: done } : undefined,
+            // A one-time cURL line is shown once, on the page its button leads to (the page is
+            // never cached); never the operator's token.
+            distribution: { ...distributionState(thing), line: done?.line },
+            notice: done ? { text: done.text } : undefined,
           }),
         );
       },
@@ -358,6 +365,18 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
           "Content-Disposition": `attachment; filename="${thing.name}.zip"`,
           "Content-Length": String(zip.byteLength),
         });
+      },
+    },
+    {
+      method: "POST",
+      path: /^\/things\/([^/]+)\/download-line$/,
+      signedIn: true,
+      async handle(ctx) {
+        const thing = await thingOr404(ctx);
+        const line = await downloads.line(thing);
+        log.info("hub.download_line_made", { via: "console", thing: thing.name });
+        tell(ctx.sessionId, `/things/${thing.id}`, `Made a one-time cURL line for ${thing.name}: run it on the thing.`, line);
+        return redirect(`/things/${thing.id}#sdk`);
       },
     },
     {

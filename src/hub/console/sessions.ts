@@ -14,8 +14,8 @@ import type { HubStore } from "../store/hub-store.ts";
  * - the operator token it was made with, sealed with AES-256-GCM under a key derived (HKDF-SHA256)
  *   from the session id, which only the browser's cookie holds: the database alone cannot
  *   reveal the token. The session keeps the token because every request checks it is still
- *   valid (a `hub token rotate` elsewhere ends the session at its next request) and the thing
- *   page shows the guide's cURL line with it;
+ *   valid (a `hub token rotate` elsewhere ends the session at its next request); no page shows
+ *   it (a thing's cURL line holds a one-time download token of its own);
  * - its times. The CSRF token is not stored at all: it is an HMAC of the session id.
  *
  * Nothing about a session reaches the log.

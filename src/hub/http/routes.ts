@@ -4,7 +4,9 @@
  * socket and `startHubServer` (bun-server.ts) only hands it to `Bun.serve`.
  *
  * Two kinds of caller: the operator (`Authorization: Bearer <access token>`) on every route but
- * one, and a thing (`Authorization: Bearer <thing JWT>`) on `collect`. Errors never echo a token.
+ * a few, and a thing (`Authorization: Bearer <thing JWT>`) on `collect` and renewal. A thing's
+ * zip (`dist`) also takes a one-time download token (things/download-tokens.ts) instead of the
+ * operator's. Errors never echo a token.
  * A route reads the request, calls a use case (src/hub/hub.ts) and presents its answer; errors
  * become statuses by their kind in one place (envelope.ts `errorToResponse`).
  *
@@ -28,6 +30,7 @@ import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
 import { fanOutBodyLimit, MAX_FAN_OUT_THINGS, publishTextLimit, THING_DELETED } from "../messages/messages.ts";
 import { type HubObserver, methodLabel } from "../metrics/observer.ts";
 import type { MessageQuery, ThingRecord, ThingTarget } from "../store/hub-store.ts";
+import { isDownloadToken } from "../things/download-tokens.ts";
 import {
   ClientGoneError,
   decodePathSegment,
@@ -73,8 +76,12 @@ export interface HubApi {
   close(): void;
 }
 
-/** `public`: nobody is authenticated by a header; the route checks what the body carries (enrolment's token). */
-type Caller = "operator" | "thing" | "public";
+/**
+ * `public`: nobody is authenticated by a header; the route checks what the body carries
+ * (enrolment's token). `download`: the operator, or a one-time download token, which the route
+ * checks for the thing it names.
+ */
+type Caller = "operator" | "thing" | "public" | "download";
 
 interface Context {
   request: Request;
@@ -108,7 +115,7 @@ const MESSAGE_QUERY = ["startts", "endts", "messagetype"] as const;
  * reject: a failure becomes the status of its kind (errorToResponse), a 5xx logged first.
  */
 export function createHubApi(deps: HubApiDeps): HubApi {
-  const { home, things, messages, collector, operators, enrolment, certificates } = deps;
+  const { home, things, downloads, messages, collector, operators, enrolment, certificates } = deps;
   const settings = home.settings;
   const log = deps.log.child({ component: "api" });
   const limit = settings.api.payloadLimitBytes;
@@ -119,6 +126,15 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     if (!(await operators.verify(bearerToken(request.headers.get("authorization"))))) {
       throw new HttpError(401, "a valid access token is required (Authorization: Bearer <token>)", { "WWW-Authenticate": "Bearer" });
     }
+  }
+
+  /** A download token that is not (or no longer) good for this thing's zip: 401, saying what one is good for, never which rule refused it. */
+  function refusedDownload(): HttpError {
+    return new HttpError(
+      401,
+      "the download token was refused: each fetches one thing's zip, once, within an hour of being made (make another: flashlex hub thing dist <thing> --curl)",
+      { "WWW-Authenticate": 'Bearer error="invalid_token"' },
+    );
   }
 
   async function thingOr404(id: string): Promise<ThingRecord> {
@@ -472,11 +488,20 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     },
     "things/:id/dist": {
       GET: {
-        caller: "operator",
-        async handle({ id }) {
+        caller: "download",
+        async handle({ id, request }) {
+          const token = bearerToken(request.headers.get("authorization"));
+          // Checked before anything is looked up: a token's holder learns nothing of other things.
+          const byToken = isDownloadToken(token);
+          if (byToken && !(await downloads.usable(id, token))) throw refusedDownload();
           const thing = await thingOr404(id);
           const found = things.distribution(thing);
           if ("missing" in found) throw new HttpError(404, `this thing has no distribution: ${found.missing}`);
+          if (byToken) {
+            // HEAD (curl -I) looks without using the token up; two GETs racing: one gets the zip
+            if (request.method !== "HEAD" && !(await downloads.use(id, token))) throw refusedDownload();
+            log.info("hub.distribution_downloaded", { via: "download token", thing: thing.name, head: request.method === "HEAD" || undefined });
+          }
           return fileResponse(found.zip, `${thing.name}.zip`);
         },
       },
@@ -550,8 +575,10 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       return errorResponse(405, `${request.method} is not allowed here`, { Allow: allow.join(", ") });
     }
     try {
-      if (method.caller === "operator") {
-        if (via !== "local") await requireOperator(request);
+      if (method.caller === "operator" || method.caller === "download") {
+        // a download token is checked by its route, for the thing the path names
+        const byDownloadToken = method.caller === "download" && isDownloadToken(bearerToken(request.headers.get("authorization")));
+        if (via !== "local" && !byDownloadToken) await requireOperator(request);
         onlyQueryParams(url.searchParams, method.query ?? []);
         if (method.body === "none") await refuseBody(request);
       }

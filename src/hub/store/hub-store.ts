@@ -110,6 +110,16 @@ export interface EnrolmentTokenRecord {
   revokedAt: number | null;
 }
 
+/** A one-time download token for a thing's distribution zip, as stored: its hash, never the token. */
+export interface DownloadTokenRecord {
+  /** SHA-256 of the token, hex */
+  hash: string;
+  thingId: string;
+  /** Unix ms */
+  createdAt: number;
+  expiresAt: number;
+}
+
 /** A thing's new certificate after a renewal. */
 export interface CertificateUpdate {
   publicKeyPem: string;
@@ -373,6 +383,13 @@ export interface HubStore {
   pendingIngress(thingId: string): Promise<MessageRecord[]>;
   /** pending → delivered at `at` (Unix ms), several in one transaction; per item false when the message is gone or was not pending */
   markDelivered(items: { flmessagespk: string; at: number }[]): Promise<boolean[]>;
+
+  /** stores a download token, and forgets those that expired before `forgetBefore` (Unix ms) */
+  addDownloadToken(token: DownloadTokenRecord, forgetBefore: number): Promise<void>;
+  /** whether the token of `hash` is for `thingId`, unused and unexpired at `at` (Unix ms) */
+  downloadTokenUsable(hash: string, thingId: string, at: number): Promise<boolean>;
+  /** uses the token up at `at` if it is usable then; false, and nothing changed, if not (two requests racing: one wins) */
+  useDownloadToken(hash: string, thingId: string, at: number): Promise<boolean>;
 
   addEnrolmentToken(token: EnrolmentTokenRecord): Promise<void>;
   listEnrolmentTokens(): Promise<EnrolmentTokenRecord[]>;

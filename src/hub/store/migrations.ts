@@ -318,6 +318,28 @@ export const HUB_MIGRATIONS: readonly Migration[] = [
        recorded_at BIGINT  NOT NULL
      );`,
   },
+  // One-time download lines (things/download-tokens.ts): a thing's zip fetched on the device
+  // itself without the operator's token there. Only the token's hash is kept.
+  {
+    sqlite: `CREATE TABLE download_tokens (
+       hash       TEXT    PRIMARY KEY,
+       thing_id   TEXT    NOT NULL,
+       created_at INTEGER NOT NULL,
+       expires_at INTEGER NOT NULL,
+       used_at    INTEGER
+     );
+     CREATE INDEX download_tokens_expiry ON download_tokens (expires_at);
+     CREATE INDEX download_tokens_thing ON download_tokens (thing_id);`,
+    postgres: `CREATE TABLE download_tokens (
+       hash       TEXT    PRIMARY KEY,
+       thing_id   TEXT    NOT NULL,
+       created_at BIGINT  NOT NULL,
+       expires_at BIGINT  NOT NULL,
+       used_at    BIGINT
+     );
+     CREATE INDEX download_tokens_expiry ON download_tokens (expires_at);
+     CREATE INDEX download_tokens_thing ON download_tokens (thing_id);`,
+  },
 ];
 
 /** The SQLite text of every step, for src/shared/sqlite/migrate.ts. */

@@ -271,6 +271,7 @@ export function sqlHubStore(sql: HubSql): HubStore {
         const deleted = (await tx.run("DELETE FROM things WHERE id = ?", [id])).changes > 0;
         await tx.run("DELETE FROM messages WHERE thing_id = ?", [id]);
         await tx.run("DELETE FROM thing_updates WHERE thing_id = ?", [id]);
+        await tx.run("DELETE FROM download_tokens WHERE thing_id = ?", [id]);
         if (deleted && retired) for (const c of retired.certificates) await supersede(tx, c.serial, id, c.notAfter, retired.at);
         return deleted;
       }),
@@ -433,6 +434,24 @@ export function sqlHubStore(sql: HubSql): HubStore {
         { durable: false },
       ),
 
+    async addDownloadToken(t, forgetBefore) {
+      await sql.transaction(async (tx) => {
+        await tx.run("DELETE FROM download_tokens WHERE expires_at < ?", [forgetBefore]);
+        await tx.run("INSERT INTO download_tokens (hash, thing_id, created_at, expires_at) VALUES (?, ?, ?, ?)", [t.hash, t.thingId, t.createdAt, t.expiresAt]);
+      });
+    },
+    async downloadTokenUsable(hash, thingId, at) {
+      const row = await sql.get("SELECT 1 AS usable FROM download_tokens WHERE hash = ? AND thing_id = ? AND used_at IS NULL AND expires_at > ?", [
+        hash,
+        thingId,
+        at,
+      ]);
+      return row !== undefined;
+    },
+    async useDownloadToken(hash, thingId, at) {
+      const update = "UPDATE download_tokens SET used_at = ? WHERE hash = ? AND thing_id = ? AND used_at IS NULL AND expires_at > ?";
+      return (await sql.run(update, [at, hash, thingId, at])).changes > 0;
+    },
     async addEnrolmentToken(t) {
       await sql.run(
         `INSERT INTO enrollment_tokens (id, hash, name_prefix, max_uses, uses, created_at, expires_at, revoked_at)

@@ -37,11 +37,6 @@ export interface DistributionValues {
   commitSha?: string;
   /** the hub's update public key (`ed25519:...`); absent: the config has no `update` block and the thing never updates itself */
   updatePublicKey?: string;
-  /**
-   * the README's line that downloads this zip on the thing (download-line.ts, with
-   * `$FLASHLEX_TOKEN`): the line the CLI and the console print. Needed for a zip's README only.
-   */
-  downloadLine?: string;
 }
 
 export interface ThingKeys {
@@ -102,7 +97,6 @@ function templateValues(v: DistributionValues): Record<string, string | number> 
     brokerPort: v.brokerPort,
     commitSha: v.commitSha ?? COMMIT,
     ...(v.updatePublicKey ? { updatePublicKey: v.updatePublicKey } : {}),
-    ...(v.downloadLine ? { downloadLine: v.downloadLine } : {}),
   };
 }
 

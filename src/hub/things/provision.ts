@@ -12,7 +12,6 @@ import { distributionPath } from "../home/paths.ts";
 import { ownerPrefix } from "../home/settings.ts";
 import { type HubStore, isThingNameTaken, type ThingRecord } from "../store/hub-store.ts";
 import { updateKey } from "../updates/update-key.ts";
-import { distributionDownloadLine } from "./download-line.ts";
 import { makeThingMaterialOffThread } from "./material-thread.ts";
 
 /**
@@ -106,8 +105,6 @@ export async function createThing(
     brokerPort: home.settings.broker.port,
     // every distribution pins the hub's release-signing key (made here for a home older than updates)
     updatePublicKey: await updateKey(home, store),
-    // the zip's own README gives the line the CLI and the console print: saved 0600, the hub's key pinned over HTTPS
-    downloadLine: distributionDownloadLine({ id, name }, "$FLASHLEX_TOKEN", home),
   };
   // Key, certificate and zip (written there, synced) are made on a worker thread: the hub keeps
   // answering meanwhile. The zip first, then the row: a thing in the database always has its

@@ -1,4 +1,5 @@
 import type { HourOfMessages } from "../../messages/messages.ts";
+import type { DownloadLine } from "../../things/download-tokens.ts";
 import type { ThingSummary } from "../../things/things.ts";
 import type { ThingUpdateRow } from "../../updates/updates.ts";
 import { hourlyChart } from "../chart.ts";
@@ -17,8 +18,11 @@ export interface ThingPageData {
   /** what the agent last reported of itself and its update (the updates use case); undefined: never */
   agent?: ThingUpdateRow;
   topics: { ingress: string; pubsub: string; egress: string };
-  /** the guide's cURL line (with the signed-in token), absent when there is no distribution (revoked, or enrolled) */
-  curl?: string;
+  /**
+   * the thing's zip, or why it has none (Things.distribution); with the one-time cURL line this
+   * session just made, shown on this one view of the page
+   */
+  distribution: ({ zip: true } | { missing: string }) & { line?: DownloadLine };
   notice?: { text: string; tone?: "ok" | "error" };
 }
 
@@ -27,16 +31,24 @@ export function thingPage(d: ThingPageData): Html {
   const { thing } = d.summary;
   const state = stateOf(d.summary);
   const connected = d.summary.connected === null ? "unknown (external broker)" : d.summary.connected ? "yes" : "no";
-  const sdk = d.curl
-    ? html`<p>Download the distribution in the browser and copy it to the thing, or run this on the thing (it holds your access token: keep it to yourself).</p>
-  <p><a class="button" href="/things/${thing.id}/distribution.zip" download>Download ${thing.name}.zip</a></p>
-  <div class="copyable">
-    <pre id="curl-line"><code>${d.curl}</code></pre>
+  const dist = d.distribution;
+  const line = dist.line
+    ? html`<div class="copyable">
+    <pre id="curl-line"><code>${dist.line.line}</code></pre>
     <button type="button" data-copy="curl-line">Copy cURL line</button>
-  </div>`
-    : thing.revokedAt !== null && thing.enrolledWith == null
-      ? html`<p class="muted">The thing is revoked: its distribution, with its private key, was deleted.</p>`
-      : html`<p class="muted">The thing enrolled itself (<code>flashlex enroll</code>): its key was made on the device and never left it, so there is no distribution to download.</p>`;
+  </div>
+  <p class="muted">It downloads ${thing.name}.zip once, until ${timeHtml(dist.line.expiresAt)}, and nothing else. It is shown only now: the hub keeps its token's hash alone.</p>`
+    : html``;
+  const sdk =
+    "zip" in dist
+      ? html`<p>Download the distribution in the browser and copy it to the thing, or fetch it on the thing with a one-time cURL line (it holds a token for this zip alone, never your access token).</p>
+  <p><a class="button" href="/things/${thing.id}/distribution.zip" download>Download ${thing.name}.zip</a></p>
+  <form method="post" action="/things/${thing.id}/download-line">
+    <input type="hidden" name="csrf" value="${d.csrf}">
+    <button type="submit">Make a one-time cURL line</button>
+  </form>
+  ${line}`
+      : html`<p class="muted">No distribution to download: ${dist.missing}.</p>`;
   return page({
     title: thing.name,
     section: "things",
