@@ -109,11 +109,32 @@ function formatName(name: string): string {
  * way. Values under keys that name a secret are `[redacted]`.
  */
 export function formatFields(fields: Fields): string {
-  return Object.entries(fields)
-    .filter(([, v]) => v !== undefined)
-    .map(([k, v]) => `${formatName(k)}=${SECRET_KEY.test(k) ? "[redacted]" : formatValue(v)}`)
-    .join(" ");
+  // a loop, not entries/filter/map/join: the hub formats a line per request
+  let text = "";
+  for (const k of Object.keys(fields)) {
+    const v = fields[k];
+    if (v === undefined) continue;
+    text += `${text ? " " : ""}${formatName(k)}=${SECRET_KEY.test(k) ? "[redacted]" : formatValue(v)}`;
+  }
+  return text;
 }
+
+/** The level as a line shows it, padded to one width. */
+const LEVEL_LABEL: Record<Level, string> = { debug: "DEBUG", info: "INFO ", warn: "WARN ", error: "ERROR" };
+
+/** `date`'s ISO 8601 text, made once per millisecond: the hub writes many lines in one (toISOString was 2% of its time). */
+const isoText = (() => {
+  let lastMs = Number.NaN;
+  let lastText = "";
+  return (date: Date) => {
+    const ms = date.getTime();
+    if (ms !== lastMs) {
+      lastMs = ms;
+      lastText = date.toISOString();
+    }
+    return lastText;
+  };
+})();
 
 /**
  * Writes a line to stderr, one write(2) per turn of the event loop when lines come in bursts: the
@@ -175,7 +196,7 @@ export function createLogger(options: LoggerOptions = {}, base: Fields = {}): Lo
     const rest = formatFields({ ...base, ...fields });
     const name = formatName(event);
     const body = rest ? `${name} ${rest}` : name;
-    write(journald ? `<${PRIORITY[level]}>${body}` : `${now().toISOString()} ${level.toUpperCase().padEnd(5)} ${body}`);
+    write(journald ? `<${PRIORITY[level]}>${body}` : `${isoText(now())} ${LEVEL_LABEL[level]} ${body}`);
   };
 
   return {
