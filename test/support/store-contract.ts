@@ -245,6 +245,25 @@ export const storeContract: ContractCase[] = [
     },
   },
   {
+    name: "migrate applies the steps left in one transaction: a step that fails leaves the version it had and none of the steps",
+    run: (ctx) =>
+      withDb(ctx, (db, file) => {
+        applyPragmas(db);
+        const first = THING_MIGRATIONS.slice(0, 1);
+        assert.equal(migrate(db, first, file), 1);
+        // two rows the last step cannot take (it passes on the empty schema migrate checks the steps on)
+        for (let n = 0; n < 2; n++) db.run("INSERT INTO ingress_messages (topic, payload, qos, received_at) VALUES ('t', x'00', 1, 1)");
+        const tables = () =>
+          db.all<{ name: string }>("SELECT name FROM sqlite_schema WHERE type = 'table' AND name LIKE 'extra%' ORDER BY name").map((t) => t.name);
+        const failing = "CREATE TABLE extra_b (x UNIQUE); INSERT INTO extra_b SELECT qos FROM ingress_messages";
+        assert.throws(() => migrate(db, [...first, "CREATE TABLE extra_a (x)", failing], file), /UNIQUE/);
+        const afterFailure = { version: db.get<{ user_version: number }>("PRAGMA user_version")!.user_version, tables: tables() };
+        assert.deepEqual(afterFailure, { version: 1, tables: [] });
+        assert.equal(migrate(db, [...first, "CREATE TABLE extra_a (x)", "CREATE TABLE extra_b (x)"], file), 3);
+        return { afterFailure, tables: tables() };
+      }),
+  },
+  {
     name: "migrate applies THING_MIGRATIONS once and refuses a newer user_version",
     run: (ctx) =>
       withDb(ctx, (db, file) => {
