@@ -207,11 +207,12 @@ describe.skipIf(Boolean(noTmpfs))("hub init into an empty directory it cannot re
     }
 
     const root = mkdtempSync(join(tmpdir(), "flashlex-init-parent-"));
-    const asNobody = (args: string[]) => {
+    const asNobody = (args: string[], env: Record<string, string> = {}) => {
       const result = Bun.spawnSync(["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", binaryPath(), ...args], {
         stdout: "pipe",
         stderr: "pipe",
         timeout: 60_000,
+        env: { ...process.env, ...env },
       });
       return { code: result.exitCode, stderr: result.stderr.toString() };
     };
@@ -238,6 +239,18 @@ describe.skipIf(Boolean(noTmpfs))("hub init into an empty directory it cannot re
         tally("badInputs");
         expect(asNobody(["hub", "init", "--dir", dir])).toEqual({ code: 77, stderr: `flashlex: ${says}\n` });
       }
+      // a home whose parent is missing and may not be made: named, with what to do (it was a bare
+      // EACCES naming the directory above); without --dir, the default is named as the default
+      const deep = join(root, "missing", "hub");
+      tally("badInputs", 2);
+      expect(asNobody(["hub", "init", "--dir", deep])).toEqual({
+        code: 77,
+        stderr: `flashlex: ${deep}: hub init makes the home in ${join(root, "missing")}, which does not exist, and this user may not make it (it may not write in ${root}); choose another --dir\n`,
+      });
+      expect(asNobody(["hub", "init"], { HOME: join(root, "missing"), FLASHLEX_HUB_DIR: "" })).toEqual({
+        code: 77,
+        stderr: `flashlex: ${join(root, "missing", ".flashlex-hub")} (the default hub home, ~/.flashlex-hub, as no --dir was given): hub init makes the home in ${join(root, "missing")}, which does not exist, and this user may not make it (it may not write in ${root}); choose another --dir\n`,
+      });
       // another user's empty directory in a sticky one (/tmp), writable by this user: rename(2) may not
       // replace it (EPERM, after the home was built), and a home there could not be made 0700
       const shared = join(root, "sticky", "shared");

@@ -1,11 +1,12 @@
 import type { HubSettings } from "../../hub/home/settings.ts";
+import { FlashlexError } from "../../shared/errors.ts";
 import { formatListenAddress } from "../../shared/listen-address.ts";
 import { escapeUnsafe } from "../../shared/log.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, interruptible, list, type Options, port, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { writeSecretToStdout } from "../output.ts";
-import { DB_OPTION, DIR_OPTION, databaseOverride, hubHome, JSON_OPTION } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, databaseOverride, hubDir, hubHome, JSON_OPTION } from "./common.ts";
 
 export const hubInitCommand: CommandSpec = {
   name: "hub init",
@@ -30,17 +31,20 @@ export const hubInitCommand: CommandSpec = {
 };
 
 async function hubInit(options: Options, signal: AbortSignal): Promise<number> {
-  const dir = hubHome(options);
-  const { initHub } = await import("../../hub/home/init.ts");
-  const { home, token } = await initHub({
-    signal,
-    dir,
-    names: list(options.name),
-    apiUrl: text(options.apiUrl),
-    brokerHost: text(options.brokerHost),
-    brokerPort: port(options.brokerPort, "--broker-port"),
-    env: text(options.env),
-    database: databaseOverride(options),
+  const { dir, home, token } = await namingTheDefault(options, async () => {
+    const dir = hubHome(options);
+    const { initHub } = await import("../../hub/home/init.ts");
+    const made = await initHub({
+      signal,
+      dir,
+      names: list(options.name),
+      apiUrl: text(options.apiUrl),
+      brokerHost: text(options.brokerHost),
+      brokerPort: port(options.brokerPort, "--broker-port"),
+      env: text(options.env),
+      database: databaseOverride(options),
+    });
+    return { dir, ...made };
   });
   // One checked write: the token exists nowhere else, and console.log would drop a failed write.
   writeSecretToStdout(
@@ -49,6 +53,21 @@ async function hubInit(options: Options, signal: AbortSignal): Promise<number> {
     `the hub was created in ${dir}, but nobody has its token: make one with \`flashlex hub token rotate --dir ${shellWord(dir)}\``,
   );
   return ExitCode.OK;
+}
+
+/**
+ * `make()`, whose refusals name the home first (`DIR: ...`): without --dir that home is the
+ * default, which the user never typed, so the refusal says where it came from.
+ */
+async function namingTheDefault<T>(options: Options, make: () => Promise<T>): Promise<T> {
+  try {
+    return await make();
+  } catch (err) {
+    const dir = text(options.dir) === undefined ? hubDir(options) : undefined;
+    if (dir === undefined || !(err instanceof FlashlexError) || !err.message.startsWith(`${dir}:`)) throw err;
+    const from = process.env.FLASHLEX_HUB_DIR ? "$FLASHLEX_HUB_DIR" : "~/.flashlex-hub";
+    throw new FlashlexError(`${dir} (the default hub home, ${from}, as no --dir was given)${err.message.slice(dir.length)}`, err.kind, { cause: err });
+  }
 }
 
 /** What `hub init` prints: the token and the next steps, or with --json one line holding the token. */

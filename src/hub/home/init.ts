@@ -201,6 +201,15 @@ function buildsInside(given: string, target: string): boolean {
     if (pathKind(parent) === "directory" && !writable(parent)) {
       throw new FlashlexError(`${given}: hub init makes the home in ${parent}, which this user may not write in; choose another --dir`, "permission");
     }
+    // a parent to make first: in a directory this user may write in (it was a bare EACCES naming that directory alone)
+    let existing = parent;
+    while (pathKind(existing) === "none" && dirname(existing) !== existing) existing = dirname(existing);
+    if (existing !== parent && pathKind(existing) === "directory" && !writable(existing)) {
+      throw new FlashlexError(
+        `${given}: hub init makes the home in ${parent}, which does not exist, and this user may not make it (it may not write in ${existing}); choose another --dir`,
+        "permission",
+      );
+    }
     return false; // a new directory, made with its parents (mkdir names what fails)
   }
   const uid = process.getuid?.();
