@@ -644,6 +644,9 @@ for (const driver of DRIVERS) {
         // a thing made again under the same id does not inherit a deleted thing's token
         await store.insertThing(t);
         expect(await store.useDownloadToken("d".repeat(64), t.id, CREATED_AT)).toBe(false);
+        // an operator token rotation forgets them all
+        expect(await store.deleteDownloadTokens()).toBe(1);
+        expect(await store.downloadTokenUsable("c".repeat(64), u.id, CREATED_AT)).toBe(false);
       }),
     );
 

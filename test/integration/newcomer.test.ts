@@ -47,7 +47,7 @@ test("hub -> thing -> device -> service -> a message each way, with the README's
     expect(existsSync(zip)).toBe(true);
     // Or fetched on the device: the command create names prints a one-time line, which holds a
     // token for this zip alone (never the operator's, which is admin over the hub).
-    expect(created.stdout).toContain(`(or fetch the zip there: flashlex hub thing dist ${name} --curl)`);
+    expect(created.stdout).toContain(`(or fetch the zip there: flashlex hub thing dist ${name} --curl --dir ${hub.dir})`);
     expect(created.stdout).not.toContain(hub.token);
     const asked = await run(["hub", "thing", "dist", name, "--curl", "--dir", hub.dir], { cwd: operator });
     expect(asked.code, explain(asked)).toBe(0);

@@ -749,8 +749,13 @@ describe("ending sessions", () => {
     expect((await get("/things", { cookie: newCookie, csrf: "" })).status).toBe(200);
     expect(await (await get("/token", { cookie: newCookie, csrf: "" })).text()).not.toContain(fresh);
     expect((await post("/signin", { token })).status).toBe(401);
-    // a rotation elsewhere (the CLI) ends the console's sessions at their next request
+    // a rotation elsewhere (the CLI) ends the console's sessions at their next request, and the
+    // one-time download lines made before it (the owner rotates when the token leaked)
+    const { line } = await hub.downloads.line(thing);
     token = await hub.operators.rotate();
     expect((await get("/things", { cookie: newCookie, csrf: "" })).status).toBe(303);
+    const bearer = /Bearer (flxd_[\w-]+)/.exec(line)![1]!;
+    const zip = await api.fetch(new Request(`${BASE}/dev/v1/things/${thing.id}/dist`, { headers: { Authorization: `Bearer ${bearer}` } }));
+    expect(zip.status).toBe(401);
   });
 });

@@ -4,6 +4,7 @@ import { thingTopics } from "../../protocol/topics.ts";
 import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import { isOpenAs, writeFileAtomically } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import { shellWord } from "../../shared/shell-word.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { type CommandSpec, Interrupted, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -150,8 +151,10 @@ function create(args: string[], options: Options): Promise<number> {
           : `distribution: ${output} (mode 0600: it holds the thing's private key)`,
       );
       say(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
+      // the home as given, so the command runs as printed (a default home needs no --dir)
+      const home = text(options.dir) === undefined ? "" : ` --dir ${shellWord(hub.home.paths.dir)}`;
       say(
-        `next: copy the zip and the flashlex binary for the board to the thing (or fetch the zip there: flashlex hub thing dist ${thing.name} --curl); there:`,
+        `next: copy the zip and the flashlex binary for the board to the thing (or fetch the zip there: flashlex hub thing dist ${thing.name} --curl${home}); there:`,
       );
       // piped on (`-o -`) or sent through a device or FIFO, the zip's name is the receiver's
       const zipName = toStdout || !isRegularFile(output) ? "FILE.zip" : basename(output);

@@ -46,7 +46,8 @@ export class OperatorTokens {
 
   /**
    * Replaces the operator token: the old one stops working at once, and every console sign-in
-   * made with it ends, on every hub of the database. Returns the new token (shown once).
+   * and every one-time download line made with it ends, on every hub of the database (a rotation
+   * is what an owner does when the token leaked). Returns the new token (shown once).
    * `show` gets it first: when it throws (the token could not be written out), nothing changes,
    * so the old token is never replaced by one nobody has seen.
    */
@@ -56,6 +57,7 @@ export class OperatorTokens {
     await this.store.deleteTokens("operator");
     await this.store.addToken(hashToken(token), "operator", this.now(), null);
     await this.store.deleteConsoleSessions();
+    await this.store.deleteDownloadTokens();
     return token;
   }
 }

@@ -128,8 +128,12 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     }
   }
 
-  /** A download token that is not (or no longer) good for this thing's zip: 401, saying what one is good for, never which rule refused it. */
-  function refusedDownload(): HttpError {
+  /**
+   * A download token that is not (or no longer) good for this thing's zip: 401, saying what one
+   * is good for, never which rule refused it. Logged with the id the path named (never the token).
+   */
+  function refusedDownload(id: string): HttpError {
+    log.info("hub.download_refused", { id });
     return new HttpError(
       401,
       "the download token was refused: each fetches one thing's zip, once, within an hour of being made (make another: flashlex hub thing dist <thing> --curl)",
@@ -493,13 +497,13 @@ export function createHubApi(deps: HubApiDeps): HubApi {
           const token = bearerToken(request.headers.get("authorization"));
           // Checked before anything is looked up: a token's holder learns nothing of other things.
           const byToken = isDownloadToken(token);
-          if (byToken && !(await downloads.usable(id, token))) throw refusedDownload();
+          if (byToken && !(await downloads.usable(id, token))) throw refusedDownload(id);
           const thing = await thingOr404(id);
           const found = things.distribution(thing);
           if ("missing" in found) throw new HttpError(404, `this thing has no distribution: ${found.missing}`);
           if (byToken) {
             // HEAD (curl -I) looks without using the token up; two GETs racing: one gets the zip
-            if (request.method !== "HEAD" && !(await downloads.use(id, token))) throw refusedDownload();
+            if (request.method !== "HEAD" && !(await downloads.use(id, token))) throw refusedDownload(id);
             log.info("hub.distribution_downloaded", { via: "download token", thing: thing.name, head: request.method === "HEAD" || undefined });
           }
           return fileResponse(found.zip, `${thing.name}.zip`);

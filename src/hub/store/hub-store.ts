@@ -390,6 +390,8 @@ export interface HubStore {
   downloadTokenUsable(hash: string, thingId: string, at: number): Promise<boolean>;
   /** uses the token up at `at` if it is usable then; false, and nothing changed, if not (two requests racing: one wins) */
   useDownloadToken(hash: string, thingId: string, at: number): Promise<boolean>;
+  /** forgets every download token (an operator token rotation); returns how many there were */
+  deleteDownloadTokens(): Promise<number>;
 
   addEnrolmentToken(token: EnrolmentTokenRecord): Promise<void>;
   listEnrolmentTokens(): Promise<EnrolmentTokenRecord[]>;

@@ -452,6 +452,9 @@ export function sqlHubStore(sql: HubSql): HubStore {
       const update = "UPDATE download_tokens SET used_at = ? WHERE hash = ? AND thing_id = ? AND used_at IS NULL AND expires_at > ?";
       return (await sql.run(update, [at, hash, thingId, at])).changes > 0;
     },
+    async deleteDownloadTokens() {
+      return (await sql.run("DELETE FROM download_tokens")).changes;
+    },
     async addEnrolmentToken(t) {
       await sql.run(
         `INSERT INTO enrollment_tokens (id, hash, name_prefix, max_uses, uses, created_at, expires_at, revoked_at)
