@@ -394,6 +394,15 @@ describe("refusals", () => {
       const compiled = { command: "/usr/bin/true", args: [], compiled: true };
       expect(await exitOf(io, installService({ config: rootOwned, systemdRunDir: join(tmp, "no-systemd"), executable: compiled, io }))).toBe(ExitCode.USAGE);
       expect(io.stderr).toContain("--user");
+      // a folder that is nobody's: the dry run the refusal to install points to names the fix
+      // (it said "needs a real user, not nobody" and nothing more: a circle)
+      const nobodys = makeConfig(join(tmp, "nobodys"));
+      for (const path of [join(tmp, "nobodys"), ...readdirSync(join(tmp, "nobodys")).map((f) => join(tmp, "nobodys", f))]) chownSync(path, 65534, 65534);
+      io = capture();
+      expect(await exitOf(io, installService({ config: nobodys, dryRun: true, io }))).toBe(ExitCode.USAGE);
+      expect(io.stderr).toContain(
+        `${nobodys} is owned by nobody: the service needs a real user, not nobody: give the thing's folder to an ordinary user (sudo chown -R NAME: ${join(tmp, "nobodys")}), then run install-service again (or pass --user NAME)`,
+      );
     }
   });
 

@@ -319,7 +319,13 @@ function serviceAccount(user: string | undefined, config: string, keys: string, 
     );
   }
   // systemd warns that nobody is not safe: files owned by nobody belong to every such service.
-  if (Number(uid) === 65534) throw new UsageError(`${user ? `--user ${user}` : `${config} is owned by ${name}`}: the service needs a real user, not nobody`);
+  if (Number(uid) === 65534) {
+    throw new UsageError(
+      user
+        ? `--user ${user}: the service needs a real user, not nobody`
+        : `${config} is owned by ${name}: the service needs a real user, not nobody: ${giveFolderHint(folder, config)}`,
+    );
+  }
   const group = getent("group", gid)?.[0] ?? gid;
   return { name, uid: Number(uid), gid: Number(gid), group };
 }
@@ -432,12 +438,22 @@ function userHint(keys: string, folder: string, config: string): string {
   const uid = statSync(keys).uid;
   const owner = uid !== 0 ? getent("passwd", String(uid))?.[0] : undefined;
   if (owner) return `pass --user ${owner} (the user who owns the keys)`;
-  // a chown line only for the thing's own folder: a config that is a link to a root-owned file
-  // elsewhere (/etc/shadow) got `sudo chown -R NAME: /etc`
-  const give = isInFolder(config, folder)
+  return `pass --user NAME, an ordinary user, after giving it the thing's folder (the keys are root's too: ${giveFolder(folder, config, "root")})`;
+}
+
+/** For a folder whose files are nobody's: give it to the user the service is to run as. */
+function giveFolderHint(folder: string, config: string): string {
+  return `give the thing's folder to an ordinary user (${giveFolder(folder, config, "nobody")}), then run install-service again (or pass --user NAME)`;
+}
+
+/**
+ * The chown that gives the thing's folder to a user NAME; a chown line only for the thing's own
+ * folder: a config that is a link to a file elsewhere (/etc/shadow) got `sudo chown -R NAME: /etc`.
+ */
+function giveFolder(folder: string, config: string, owner: string): string {
+  return isInFolder(config, folder)
     ? `sudo chown -R NAME: ${shellWord(folder)}`
-    : "its config.yml is a link out of it, to a file of root's: put the thing's own config in it";
-  return `pass --user NAME, an ordinary user, after giving it the thing's folder (the keys are root's too: ${give})`;
+    : `its config.yml is a link out of it, to a file of ${owner}'s: put the thing's own config in it`;
 }
 
 function systemdVersion(systemctl: string): number | null {
