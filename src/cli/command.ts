@@ -16,6 +16,7 @@
  * MQTT or X.509 libraries). test/unit/start-up.test.ts keeps it so.
  */
 import { UsageError } from "../shared/errors.ts";
+import { quoteGiven } from "../shared/log.ts";
 
 /** Parsed flags, camelCased, as cac hands them over (see `text`, `list`). */
 export type Options = Record<string, unknown>;
@@ -68,7 +69,7 @@ export function port(value: unknown, flag: string): number | undefined {
   const given = text(value);
   if (given === undefined) return undefined;
   if (!/^\d{1,5}$/.test(given) || Number(given) < 1 || Number(given) > 65535)
-    throw new UsageError(`${flag} must be a port number (1-65535), not ${JSON.stringify(given)}`);
+    throw new UsageError(`${flag} must be a port number (1-65535), not ${quoteGiven(given)}`);
   return Number(given);
 }
 

@@ -1,5 +1,6 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
 import { FlashlexError, InputError, UsageError } from "../shared/errors.ts";
+import { quoteGiven } from "../shared/log.ts";
 import { fileOnTheWayNote } from "../shared/path-exists.ts";
 import { utcFromParts } from "../shared/time.ts";
 
@@ -104,7 +105,7 @@ export function countFlag(value: unknown, flag: string, max = 1_000_000_000): nu
   if (value === undefined) return undefined;
   const text = String(value);
   if (!/^[0-9]{1,10}$/.test(text) || Number(text) < 1 || Number(text) > max) {
-    throw new UsageError(`${flag} must be a whole number from 1 to ${max}, not ${JSON.stringify(text)}`);
+    throw new UsageError(`${flag} must be a whole number from 1 to ${max}, not ${quoteGiven(text)}`);
   }
   return Number(text);
 }
@@ -141,7 +142,7 @@ export function parseTime(value: string | undefined, flag: string, endOfDay = fa
   const real = iso !== null && !Number.isNaN(utcFromParts(year!, month!, day!, hour, minute, second));
   const ms = real ? Date.parse(`${iso[1]}T${iso[2] ?? "00:00:00"}${isoZone(iso[3])}`) : Number.NaN;
   if (Number.isNaN(ms) || Math.abs(ms) > 8.64e15)
-    throw new UsageError(`${flag} must be Unix seconds or an ISO date (2024-01-31 or 2024-01-31T12:00:00Z), not ${JSON.stringify(value)}`);
+    throw new UsageError(`${flag} must be Unix seconds or an ISO date (2024-01-31 or 2024-01-31T12:00:00Z), not ${quoteGiven(value)}`);
   return Math.floor(ms / 1000) + (!iso![2] && endOfDay ? 86_399 : 0);
 }
 

@@ -61,6 +61,17 @@ export function quoteLogText(text: string): string {
   return JSON.stringify(text).replace(UNSAFE, unicodeEscape);
 }
 
+/** The most of a value a refusal quotes back, in characters: a 5,000-character flag value was echoed whole. */
+const MAX_QUOTED = 48;
+
+/**
+ * `value` as a refusal quotes what it was given: in JSON quotes, cut at MAX_QUOTED characters
+ * with `…` (inside the quotes, so a cut value is not mistaken for the whole).
+ */
+export function quoteGiven(value: string): string {
+  return JSON.stringify(value.length > MAX_QUOTED ? `${value.slice(0, MAX_QUOTED)}…` : value);
+}
+
 /**
  * `text` with every UNSAFE character as a `\uXXXX` escape and nothing else changed: one
  * printable line whatever a message quotes (a path holding a newline or a terminal escape), for

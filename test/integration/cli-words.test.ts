@@ -124,6 +124,18 @@ test("a refused thing name, export type or taken name says what was given and wh
       `"${"n".repeat(48)}…": a thing name is 1 to 40 letters, digits, '-' or '_', not starting with '-'`,
     ],
     [["hub", "export", "some-thing", "--type", "egres", "--dir", hub.dir, "-o", join(work, "x.zip")], 64, `--type must be egress or ingress, not "egres"`],
+    // a long value is quoted cut, wherever a refusal quotes it (it was echoed whole: verify pass 25, F3)
+    [["hub", "export", "some-thing", "--type", long, "--dir", hub.dir, "-o", join(work, "x.zip")], 64, `--type must be egress or ingress, not "${"n".repeat(48)}…"`],
+    [
+      ["hub", "export", "some-thing", "--since", long, "--dir", hub.dir, "-o", join(work, "x.zip")],
+      64,
+      `--since must be Unix seconds or an ISO date (2024-01-31 or 2024-01-31T12:00:00Z), not "${"n".repeat(48)}…"`,
+    ],
+    [
+      ["hub", "thing", "delete", long, "--dir", hub.dir],
+      65,
+      `no thing "${"n".repeat(48)}…" (give its name, typed name or id; see \`flashlex hub thing list\`)`,
+    ],
   ] as const) {
     const result = await run([...args], { cwd: work });
     expect({ code: result.code, stderr: result.stderr.trim() }).toEqual({ code, stderr: `flashlex: ${said}` });

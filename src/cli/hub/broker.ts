@@ -2,6 +2,7 @@ import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { isWithin } from "../../shared/files.ts";
 import { DNS_NAME } from "../../shared/listen-address.ts";
+import { quoteGiven } from "../../shared/log.ts";
 import { notADirectory, pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, list, type Options, port, text } from "../command.ts";
@@ -102,7 +103,7 @@ function hostPort(value: string | undefined, flag: string): { host: string; port
   if (value === undefined) return undefined;
   const m = /^(.+):(\d{1,5})$/.exec(value);
   const portNumber = m ? port(m[2], flag) : undefined;
-  if (!m || !portNumber) throw new UsageError(`${flag} must be HOST:PORT, not ${JSON.stringify(value)}`);
+  if (!m || !portNumber) throw new UsageError(`${flag} must be HOST:PORT, not ${quoteGiven(value)}`);
   return { host: m[1]!.replace(/^\[(.*)\]$/, "$1"), port: portNumber };
 }
 
@@ -226,7 +227,7 @@ function refuseNonDirectory(dir: string, flag: string): void {
  */
 function configPath(value: string | undefined, flag: string): string | undefined {
   if (value === undefined) return undefined;
-  if (/[\r\n\0]/.test(value)) throw new UsageError(`${flag} must be a path on one line, not ${JSON.stringify(value)}`);
+  if (/[\r\n\0]/.test(value)) throw new UsageError(`${flag} must be a path on one line, not ${quoteGiven(value)}`);
   return resolve(value);
 }
 
@@ -234,7 +235,7 @@ function configPath(value: string | undefined, flag: string): string | undefined
 async function bindAddress(value: string | undefined): Promise<string> {
   if (value === undefined) return "0.0.0.0";
   if (await isHostOrAddress(value)) return value;
-  throw new UsageError(`--bind must be an IP address or a host name, not ${JSON.stringify(value)}`);
+  throw new UsageError(`--bind must be an IP address or a host name, not ${quoteGiven(value)}`);
 }
 
 /** Whether `value` is an IP address or a DNS host name (shared/listen-address.ts DNS_NAME). */

@@ -7,7 +7,7 @@ import type { ThingRecord } from "../../hub/things/things.ts";
 import { actAsOwnerOf } from "../../shared/act-as-owner.ts";
 import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import { isOpenAs, isWithin } from "../../shared/files.ts";
-import { createLogger, escapeUnsafe } from "../../shared/log.ts";
+import { createLogger, escapeUnsafe, quoteGiven } from "../../shared/log.ts";
 import { endsAsDirectory, fileOnTheWay, pathKind } from "../../shared/path-exists.ts";
 import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
 import { printLine } from "../output.ts";
@@ -31,7 +31,7 @@ export const JSON_OPTION: OptionSpec = { flags: "--json", description: "print JS
 export function outputFile(options: Options, fallback: string): string {
   const given = text(options.output);
   const file = given === "-" ? "/dev/stdout" : resolve(given ?? fallback);
-  const flag = given === undefined ? `the output file ${file}` : `-o ${JSON.stringify(given)}`;
+  const flag = given === undefined ? `the output file ${file}` : `-o ${quoteGiven(given)}`;
   const home = hubDir(options);
   // resolve() drops what makes the path a directory: `-o newdir/` (or newdir/. or new/x/..) wrote a
   // file named newdir, `-o afile/` replaced afile
@@ -218,7 +218,7 @@ export async function thingOrFail(hub: OpenedHub, ref: string): Promise<ThingRec
 /** The things `refs` name, in order, or one InputError (65) naming the refs that name none (the first three, then how many more). */
 export async function thingsOrFail(hub: OpenedHub, refs: readonly string[]): Promise<ThingRecord[]> {
   const found = await Promise.all(refs.map((ref) => hub.things.find(ref)));
-  const unknown = refs.filter((_, i) => !found[i]).map((ref) => JSON.stringify(ref));
+  const unknown = refs.filter((_, i) => !found[i]).map((ref) => quoteGiven(ref));
   if (unknown.length) {
     const more = unknown.length > 3 ? ` and ${unknown.length - 3} more` : "";
     const one = unknown.length === 1;

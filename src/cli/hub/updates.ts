@@ -5,6 +5,7 @@
  */
 import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
+import { quoteGiven } from "../../shared/log.ts";
 import { type CommandSpec, list, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { printLine, printTable } from "../output.ts";
@@ -82,7 +83,7 @@ function releases(options: Options): Promise<number> {
 function count(value: unknown, flag: string): number | undefined {
   const given = text(value);
   if (given === undefined) return undefined;
-  if (!/^\d{1,6}$/.test(given)) throw new UsageError(`${flag} must be a whole number, not ${JSON.stringify(given)}`);
+  if (!/^\d{1,6}$/.test(given)) throw new UsageError(`${flag} must be a whole number, not ${quoteGiven(given)}`);
   return Number(given);
 }
 

@@ -1,5 +1,5 @@
 import { InputError, UsageError } from "../../shared/errors.ts";
-import { hasUnsafeCharacters, quoteLogText } from "../../shared/log.ts";
+import { hasUnsafeCharacters, quoteGiven, quoteLogText } from "../../shared/log.ts";
 import { nearestSpelling } from "../../shared/spelling.ts";
 import { isoOrAsIs } from "../../shared/time.ts";
 import type { IngressMessage, IngressQuery, ThingAccess } from "../../thing/local/access.ts";
@@ -187,7 +187,7 @@ async function changeMessages(
   if (!ids.length) throw new UsageError("give at least one message id");
   const parsed = ids.map((id) => {
     if (!/^[1-9]\d*$/.test(id) || !Number.isSafeInteger(Number(id))) {
-      throw new UsageError(`not a message id: ${JSON.stringify(id)} (ids are whole numbers from 1 to ${Number.MAX_SAFE_INTEGER})`);
+      throw new UsageError(`not a message id: ${quoteGiven(id)} (ids are whole numbers from 1 to ${Number.MAX_SAFE_INTEGER})`);
     }
     return Number(id);
   });

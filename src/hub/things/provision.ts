@@ -6,6 +6,7 @@ import { isUuid, TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { temporaryTarget } from "../../shared/files.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
+import { quoteGiven } from "../../shared/log.ts";
 import { readRegularFile } from "../../shared/regular-file.ts";
 import type { HubHome } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
@@ -31,7 +32,7 @@ import { makeThingMaterialOffThread } from "./material-thread.ts";
 export function validateThingName(name: unknown, ownerPrefixOfHub: string): string {
   if (typeof name !== "string" || !TYPED_THING_NAME.test(name)) {
     // the name as given, cut short: one of 300 characters filled the line
-    const shown = typeof name === "string" ? JSON.stringify(name.length > 48 ? `${name.slice(0, 48)}…` : name) : `a ${name === null ? "null" : typeof name}`;
+    const shown = typeof name === "string" ? quoteGiven(name) : `a ${name === null ? "null" : typeof name}`;
     throw new InputError(`${shown}: a thing name is ${TYPED_THING_NAME_RULE}`);
   }
   // Commands find a thing by id, then full name, then typed name (findThing): a typed name that
