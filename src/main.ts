@@ -16,6 +16,7 @@ import {
   refuseEmptyValues,
   refuseMisreadWords,
   refuseRepeatedFlags,
+  refuseSwitchValues,
   restoreArgumentsText,
   unknownOptionHint,
 } from "./cli/argv.ts";
@@ -259,6 +260,7 @@ export async function main(argv: string[]): Promise<number> {
       } catch (err) {
         throw withOptionHint(err, spec);
       }
+      refuseSwitchValues(spec, line);
       checkArgumentCount(spec, cli.args);
     }
     // After the command line (its usage errors come first, and --help always works), before the

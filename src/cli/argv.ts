@@ -4,6 +4,7 @@
  */
 import type { CAC } from "cac";
 import { UsageError } from "../shared/errors.ts";
+import { quoteGiven } from "../shared/log.ts";
 import { nearestSpelling } from "../shared/spelling.ts";
 import type { CommandSpec, OptionSpec, Options } from "./command.ts";
 
@@ -53,12 +54,38 @@ export function keepArgumentsText(argv: string[]): string[] {
  */
 export function refuseMisreadWords(argv: readonly string[]): void {
   const end = argv.indexOf("--", 2);
-  for (const word of argv.slice(2, end < 0 ? undefined : end)) {
+  const words = argv.slice(2, end < 0 ? undefined : end);
+  for (const [i, word] of words.entries()) {
     if (/^-[A-Za-z]{2,}$/.test(word) && word.includes("h")) {
-      throw new UsageError(`${JSON.stringify(word)} reads as one-letter flags, -h among them; to give it as a value, join it with =, as in --name=${word}`);
+      // after a flag that may take it, that flag joined to it; else the letters as flags of their own
+      const before = words[i - 1];
+      const meant =
+        before?.startsWith("--") && !before.includes("=")
+          ? `to give it as the value of ${before}, write ${before}=${word}`
+          : `give the flags apart (${[...word.slice(1)].map((c) => `-${c}`).join(" ")}), or join a value that starts with a dash to its flag with =, as in --flag=${word}`;
+      throw new UsageError(`${JSON.stringify(word)} reads as one-letter flags, -h among them; ${meant}`);
     }
     if (/^--[^=.]+\./.test(word)) {
       throw new UsageError(`${JSON.stringify(word.split("=")[0])} is no flag: a flag's name has no dot (a value goes after = or a space)`);
+    }
+  }
+}
+
+/**
+ * Refuses a value joined to a flag of `spec` that takes none (`--json=no`): mri turns the flag
+ * on and makes the value a word of its own, which the command then refused as an argument
+ * ("messages list takes no ids"). `=true` and `=false` are mri's own, and mean what they say.
+ * Throws UsageError (64) naming the flag and the value.
+ */
+export function refuseSwitchValues(spec: CommandSpec, argv: readonly string[]): void {
+  const switches = new Set(spec.options.filter((o) => !/[<[]/.test(o.flags)).flatMap((o) => o.flags.split(/[\s,]+/).filter((f) => f.startsWith("--"))));
+  const end = argv.indexOf("--", 2);
+  for (const word of argv.slice(2, end < 0 ? undefined : end)) {
+    const eq = word.indexOf("=");
+    const flag = word.slice(0, eq);
+    const value = word.slice(eq + 1);
+    if (eq > 0 && switches.has(flag) && value !== "true" && value !== "false") {
+      throw new UsageError(`${flag} takes no value (it was given ${quoteGiven(value)}): give ${flag} alone to turn it on, or leave it out`);
     }
   }
 }

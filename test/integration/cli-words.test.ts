@@ -125,7 +125,11 @@ test("a refused thing name, export type or taken name says what was given and wh
     ],
     [["hub", "export", "some-thing", "--type", "egres", "--dir", hub.dir, "-o", join(work, "x.zip")], 64, `--type must be egress or ingress, not "egres"`],
     // a long value is quoted cut, wherever a refusal quotes it (it was echoed whole: verify pass 25, F3)
-    [["hub", "export", "some-thing", "--type", long, "--dir", hub.dir, "-o", join(work, "x.zip")], 64, `--type must be egress or ingress, not "${"n".repeat(48)}…"`],
+    [
+      ["hub", "export", "some-thing", "--type", long, "--dir", hub.dir, "-o", join(work, "x.zip")],
+      64,
+      `--type must be egress or ingress, not "${"n".repeat(48)}…"`,
+    ],
     [
       ["hub", "export", "some-thing", "--since", long, "--dir", hub.dir, "-o", join(work, "x.zip")],
       64,
