@@ -72,7 +72,7 @@ test("collect --via mqtt run several at once with serve stopped take turns on th
     const results = await Promise.all(
       [1, 2, 3, 4].map((n) => run(["collect", ...thing.flags, "--via", "mqtt", "--json"], { input: `{"n":${n}}`, timeoutMs: 60_000 })),
     );
-    expect(results.map((r) => [r.code, JSON.parse(r.stdout || "{}").outcome])).toEqual([
+    expect(results.map((r) => [r.code, JSON.parse(r.stdout || "{}").outcome])).toStrictEqual([
       [0, "sent"],
       [0, "sent"],
       [0, "sent"],

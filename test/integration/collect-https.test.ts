@@ -73,7 +73,7 @@ test("the one-time cURL line `hub thing dist --curl` prints for an HTTPS hub dow
   const { dir: otherDir } = await httpsHub("other");
   await flashlex(["hub", "thing", "create", "kitchen", "--dir", hubDir, "-o", join(work, "kitchen-cli.zip")]);
   const printed = await flashlex(["hub", "thing", "dist", "kitchen", "--curl", "--dir", hubDir]);
-  const line = /curl -fo \S+ -k --pinnedpubkey '(sha256\/\/[A-Za-z0-9+/=]+)' -H "Authorization: Bearer (flxd_[\w-]+)" (https:\/\/[^\s)]+)\)$/m.exec(
+  const line = /curl -fo \S+ -k --pinnedpubkey '(sha256\/\/[A-Za-z0-9+/=]+)' -H "Authorization: Bearer (flxd_[\w-]+)" (https:\/\/\S+) && mv /m.exec(
     printed.stdout,
   );
   expect(line, printed.stdout).not.toBeNull();

@@ -57,6 +57,14 @@ async function startServe(): Promise<void> {
 
 /** What the driver asks of the test: the parts a browser cannot do. */
 const methods: Record<string, (params: any) => Promise<unknown>> = {
+  /** The console's one-time cURL line run twice on "the device", as a shell would: each run's exit code and stderr. */
+  async runCurlLine({ line }: { line: string }) {
+    const device = mkdtempSync(join(work, "curl-"));
+    return [1, 2].map(() => {
+      const ran = Bun.spawnSync(["sh", "-c", line], { cwd: device, stderr: "pipe", timeout: 30_000 });
+      return { code: ran.exitCode, stderr: ran.stderr.toString() };
+    });
+  },
   async startAgent({ zip, name }: { zip: string; name: string }) {
     const root = unpackDistribution(zip, join(work, "things"), name);
     flags = ["-c", join(root, "config.yml"), "-k", join(root, "keys"), "-d", join(root, "data")];
@@ -162,11 +170,11 @@ test.skipIf(Boolean(missing))(
     expect(seen.distribution).toBe(`${seen.thingName}.zip`);
     // a one-time line with a token for this zip alone: real curl gets the zip once, then 401
     expect([seen.tokenInThingPage, seen.tokenInLinePage, seen.curlAfterReload]).toEqual([false, false, 0]);
-    expect(seen.curl).toMatch(/^\(umask 077; curl -fo \S+\.zip -H "Authorization: Bearer flxd_[\w-]{43}" http:\/\/\S+\/dist\)$/);
-    const fetchOnThing = () => Bun.spawnSync(["sh", "-c", seen.curl], { cwd: mkdtempSync(join(work, "curl-")), stderr: "pipe", timeout: 30_000 });
-    expect(fetchOnThing().exitCode).toBe(0);
-    const again = fetchOnThing();
-    expect([again.exitCode, again.stderr.toString()]).toEqual([22, expect.stringContaining("401")]);
+    expect(seen.curl).toMatch(/^\(umask 077; curl -fo (\S+\.zip)\.part -H "Authorization: Bearer flxd_[\w-]{43}" http:\/\/\S+\/dist && mv -f \1\.part \1\)$/);
+    expect(seen.curlRuns).toEqual([
+      { code: 0, stderr: expect.not.stringContaining("curl: (") },
+      { code: 22, stderr: expect.stringContaining("curl: (22) The requested URL returned error: 401") },
+    ]);
 
     // Send Message: invalid JSON is marked and not sent; the valid one reached the thing
     expect(seen.invalidMarked).toBe("true");

@@ -78,7 +78,7 @@ const serves: Background[] = [];
 
 /** No serve had its session dropped by the broker: each connected at most once. */
 function expectNoSessionDropped() {
-  expect(serves.map((s) => (s.output().match(/mqtt\.connected/g) ?? []).length).filter((n) => n > 1)).toEqual([]);
+  expect(serves.map((s) => (s.output().match(/mqtt\.connected/g) ?? []).length).filter((n) => n > 1)).toStrictEqual([]);
 }
 
 function expectExactlyOnce(ids: number[], total: number, dataDir?: string) {

@@ -372,7 +372,7 @@ describe.skipIf(Boolean(noTmpfs))("a full disk", () => {
     }
     const copies = receiver.received.filter((r) => r.messageId === id);
     expect(copies).toHaveLength(2);
-    expect(copies.map((c) => c.body)).toEqual([{ n: 2 }, { n: 2 }]);
+    expect(copies.map((c) => c.body)).toStrictEqual([{ n: 2 }, { n: 2 }]);
     expect(outbox().find((r) => r.message_id === id)?.state).toBe("sent");
     // every other message the receiver got was sent once
     const ids = receiver.received.map((r) => r.messageId).filter((m) => m !== id);
@@ -438,7 +438,7 @@ describe.skipIf(Boolean(noTmpfs))("a full disk", () => {
       const again = await create("afterfull");
       expect(again.status).toBe(201);
       const list = await fetch(`http://127.0.0.1:${apiPort}/dev/v1/things`, { headers: { Authorization: `Bearer ${token}` } });
-      expect(((await list.json()) as any).result.map((t: { name: string }) => t.name.replace(/^[0-9a-f]{8}-/, ""))).toEqual(["afterfull"]);
+      expect(((await list.json()) as any).result.map((t: { name: string }) => t.name.replace(/^[0-9a-f]{8}-/, ""))).toStrictEqual(["afterfull"]);
     } finally {
       expect(await hub.stop()).toBe(0);
     }

@@ -155,7 +155,7 @@ describe("embedded broker (aedes)", () => {
     expect(broker.isConnected(ALPHA)).toBe(true);
 
     const granted = await a.subscribeAsync([`ingress/${ALPHA}`, `pubsub/${ALPHA}`], { qos: 1 });
-    expect(granted.map((g) => g.qos)).toEqual([1, 1]);
+    expect(granted.map((g) => g.qos)).toStrictEqual([1, 1]);
 
     const got = nextMessage(a, `ingress/${ALPHA}`, 3_000);
     await broker.publish(`ingress/${ALPHA}`, JSON.stringify({ hello: "alpha" }));

@@ -95,7 +95,7 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
       expect(answer.stdout).toContain("the thing is not connected now");
       sent.push(JSON.stringify({ text }));
     }
-    expect((await hubIngress()).map((m) => m.delivery)).toEqual(["pending", "pending"]);
+    expect((await hubIngress()).map((m) => m.delivery)).toStrictEqual(["pending", "pending"]);
     await killHub(hub);
 
     hub = await startHub(); // aedes' memory, and the queue it held for the thing, are gone
@@ -114,7 +114,7 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
       () => hub.output(),
     );
     const record = await hubIngress();
-    expect(record.map((m) => m.payload)).toEqual(sent.map((s) => ({ message: JSON.parse(s) })));
+    expect(record.map((m) => m.payload)).toStrictEqual(sent.map((s) => ({ message: JSON.parse(s) })));
     for (const m of record) expect(m.deliveredAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
     expect(hub.output()).toMatch(/hub\.ingress_replayed [^\n]*count=2/);
     // leave both running for the next test
@@ -146,7 +146,7 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
     await Bun.sleep(1_000);
     expect(await thingInbox()).toHaveLength(before + 1);
     expect(hub.output()).not.toContain("hub.ingress_replayed");
-    expect((await hubIngress()).map((m) => m.delivery)).toEqual(["delivered", "delivered", "delivered"]);
+    expect((await hubIngress()).map((m) => m.delivery)).toStrictEqual(["delivered", "delivered", "delivered"]);
     expect(await serve.stop()).toBe(0);
     expect(await hub.stop()).toBe(0);
   }, 90_000);
@@ -202,7 +202,7 @@ describe("ingress and the hub's kill -9 (embedded broker)", () => {
       10_000,
       () => serve.output(),
     );
-    expect((await fixture.ingress(other.id)).map((m) => (m as IngressEntry).delivery)).toEqual(["pending"]);
+    expect((await fixture.ingress(other.id)).map((m) => (m as IngressEntry).delivery)).toStrictEqual(["pending"]);
     await killHub(hub);
 
     hub = await startHub();

@@ -747,7 +747,7 @@ describe("signals part way through a write", () => {
         run(["hub", "export", thing.name, "--dir", hub.dir, "--since", String(first + i), "--until", String(first + i)], { cwd: racing, timeoutMs: 60_000 }),
       ),
     );
-    expect(four.map((r) => r.code)).toEqual([0, 0, 0, 0]);
+    expect(four.map((r) => r.code)).toStrictEqual([0, 0, 0, 0]);
     expect(new Set(four.map((r) => r.stdout)).size).toBe(4);
     expect(readdirSync(racing)).toHaveLength(4);
     tally("faults", 1);

@@ -61,7 +61,7 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     expect(existsSync(join(hubDir, "hub.db"))).toBe(false);
     thing = await provisionThing(flashlex, hubDir, work, "pgthing");
     const listed = JSON.parse((await flashlex(["hub", "thing", "list", "--dir", hubDir, "--json"])).stdout);
-    expect(listed.map((t: { id: string }) => t.id)).toEqual([thing.id]);
+    expect(listed.map((t: { id: string }) => t.id)).toStrictEqual([thing.id]);
   }, 60_000);
 
   test("serve --db: a thing collects over HTTP; `hub export` in another process reads it back from PostgreSQL", async () => {
@@ -160,7 +160,7 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     const raced = await Promise.all(
       homes.map((home) => run([...loopbackHubInit(home, apiPort, brokerPort, "127.0.0.1"), "--db", raceUrl, "--json"], { timeoutMs: 60_000 })),
     );
-    expect(raced.map((r) => r.code).sort()).toEqual([0, 78]);
+    expect(raced.map((r) => r.code).sort()).toStrictEqual([0, 78]);
     const loser = raced.findIndex((r) => r.code === 78);
     expect(raced[loser]!.stderr).toMatch(/already holds a FlashLex hub|belongs to another hub/);
     expect(existsSync(homes[loser]!)).toBe(false);

@@ -80,8 +80,8 @@ describe("hub message retention (hub.yml messages.keepFor)", () => {
     try {
       expect(await hub.waitFor(/hub\.started .*messages_kept_for=30d/, 30_000)).toBeTruthy();
       await hub.waitFor(/hub\.messages_expired count=3 stored_before=\d{4}-/, 30_000);
-      expect((await fixture.egress(thing.id)).map((m) => m.flmessagespk)).toEqual(["11111111-0000-4000-8000-000000000005"]);
-      expect((await fixture.ingress(thing.id)).map((m) => m.flmessagespk)).toEqual([
+      expect((await fixture.egress(thing.id)).map((m) => m.flmessagespk)).toStrictEqual(["11111111-0000-4000-8000-000000000005"]);
+      expect((await fixture.ingress(thing.id)).map((m) => m.flmessagespk)).toStrictEqual([
         "11111111-0000-4000-8000-000000000004",
         "11111111-0000-4000-8000-000000000006",
       ]);

@@ -97,7 +97,7 @@ for (const driver of DRIVERS) {
         expect(typeof got!.createdAt).toBe("number");
         expect((await store.getThingByName(thing(2).name))!.revokedAt).toBe(FAR_FUTURE - 1);
         expect(await store.getThing("nope")).toBeUndefined();
-        expect((await store.listThings()).map((t) => t.shortName)).toEqual(["thing1", "thing2"]);
+        expect((await store.listThings()).map((t) => t.shortName)).toStrictEqual(["thing1", "thing2"]);
         await expect(store.insertThing(thing(3, { name: thing(1).name }))).rejects.toThrow(/unique/i);
       }),
     );
@@ -130,7 +130,7 @@ for (const driver of DRIVERS) {
         expect(await store.getThingTargets([])).toEqual([]);
         // more ids than one statement takes
         const many = Array.from({ length: 1200 }, (_, i) => `ffffffff-0000-4000-8000-${String(i).padStart(12, "0")}`);
-        expect((await store.getThingTargets([...many, t.id])).map((x) => x.id)).toEqual([t.id]);
+        expect((await store.getThingTargets([...many, t.id])).map((x) => x.id)).toStrictEqual([t.id]);
 
         expect(await store.revokeThing(t.id, CREATED_AT + 300)).toBe(true);
         expect(await store.revokeThing(t.id, CREATED_AT + 400)).toBe(false);
@@ -161,8 +161,8 @@ for (const driver of DRIVERS) {
         for (let n = 1; n <= 5; n++) await store.insertThing(thing(n));
         await store.insertThing(thing(6, { name: "ecd13b11-50%_off", shortName: "50%_off" }));
         expect(await store.thingPage({ nameContains: "THING", offset: 1, limit: 2 })).toMatchObject({ total: 5 });
-        expect((await store.thingPage({ nameContains: "THING", offset: 1, limit: 2 })).things.map((t) => t.shortName)).toEqual(["thing2", "thing3"]);
-        expect((await store.thingPage({ nameContains: "%_", offset: 0, limit: 10 })).things.map((t) => t.shortName)).toEqual(["50%_off"]);
+        expect((await store.thingPage({ nameContains: "THING", offset: 1, limit: 2 })).things.map((t) => t.shortName)).toStrictEqual(["thing2", "thing3"]);
+        expect((await store.thingPage({ nameContains: "%_", offset: 0, limit: 10 })).things.map((t) => t.shortName)).toStrictEqual(["50%_off"]);
         expect((await store.thingPage({ offset: 0, limit: 100 })).total).toBe(6);
       }),
     );
@@ -184,7 +184,7 @@ for (const driver of DRIVERS) {
           { message: message("m2", a.id, "egress", 1_700_000_002), seenAt: CREATED_AT + 5 },
           { message: message("m1", b.id, "egress", 1_700_000_003), seenAt: CREATED_AT + 6 },
         ]);
-        expect(results.map((r) => [r.inserted, r.message!.thingId])).toEqual([
+        expect(results.map((r) => [r.inserted, r.message!.thingId])).toStrictEqual([
           [true, a.id],
           [false, a.id],
         ]);
@@ -266,7 +266,7 @@ for (const driver of DRIVERS) {
           expect(results.length).toBe(60);
           expect(await send(99)).toEqual({ inserted: false, message: undefined });
           expect(await storedMessages(store, t.id)).toEqual([]);
-          expect((await storedMessages(store, other.id)).map((m) => m.flmessagespk)).toEqual([`b${round}-kept`]);
+          expect((await storedMessages(store, other.id)).map((m) => m.flmessagespk)).toStrictEqual([`b${round}-kept`]);
         }
       }),
     );
@@ -285,14 +285,14 @@ for (const driver of DRIVERS) {
           message("e3", t.id, "egress", base + 7300),
         ];
         for (const row of rows) await store.insertMessage(row);
-        expect((await storedMessages(store, t.id, {})).map((m) => m.flmessagespk)).toEqual(["e1", "i1", "e2", "e3"]);
-        expect((await storedMessages(store, t.id, { startts: base + 11, messagetype: "egress" })).map((m) => m.flmessagespk)).toEqual(["e2", "e3"]);
-        expect((await storedMessages(store, t.id, { endts: base + 10 })).map((m) => m.delivery)).toEqual([null, "unknown"]);
+        expect((await storedMessages(store, t.id, {})).map((m) => m.flmessagespk)).toStrictEqual(["e1", "i1", "e2", "e3"]);
+        expect((await storedMessages(store, t.id, { startts: base + 11, messagetype: "egress" })).map((m) => m.flmessagespk)).toStrictEqual(["e2", "e3"]);
+        expect((await storedMessages(store, t.id, { endts: base + 10 })).map((m) => m.delivery)).toStrictEqual([null, "unknown"]);
 
         const page1 = await store.messagePage(t.id, {}, { limit: 2 });
-        expect(page1.map((p) => p.message.flmessagespk)).toEqual(["e1", "i1"]);
+        expect(page1.map((p) => p.message.flmessagespk)).toStrictEqual(["e1", "i1"]);
         const page2 = await store.messagePage(t.id, {}, { limit: 2, after: page1[1]!.cursor });
-        expect(page2.map((p) => p.message.flmessagespk)).toEqual(["e2", "e3"]);
+        expect(page2.map((p) => p.message.flmessagespk)).toStrictEqual(["e2", "e3"]);
         const range = await store.messageRange(t.id, { messagetype: "egress" });
         expect(range.count).toBe(3);
         expect(range.last!.fltimestamp).toBe(base + 7300);
@@ -307,12 +307,12 @@ for (const driver of DRIVERS) {
           { hour: base + 3600, messagetype: "egress", count: 1 },
           { hour: base + 7200, messagetype: "egress", count: 1 },
         ]);
-        expect((await store.latestMessages({ limit: 3 })).map((m) => m.flmessagespk)).toEqual(["e3", "e2", "i1"]);
-        expect((await store.latestMessages({ thingId: t.id, messagetype: "ingress", limit: 3 })).map((m) => m.flmessagespk)).toEqual(["i1"]);
+        expect((await store.latestMessages({ limit: 3 })).map((m) => m.flmessagespk)).toStrictEqual(["e3", "e2", "i1"]);
+        expect((await store.latestMessages({ thingId: t.id, messagetype: "ingress", limit: 3 })).map((m) => m.flmessagespk)).toStrictEqual(["i1"]);
 
         expect(await store.deleteMessages(t.id, { messagetype: "egress", endts: base + 3600 })).toBe(2);
         await store.deleteMessage("e3");
-        expect((await storedMessages(store, t.id, {})).map((m) => m.flmessagespk)).toEqual(["i1"]);
+        expect((await storedMessages(store, t.id, {})).map((m) => m.flmessagespk)).toStrictEqual(["i1"]);
       }),
     );
 
@@ -323,7 +323,7 @@ for (const driver of DRIVERS) {
         await store.insertThing(t);
         await store.insertMessage(message("p2", t.id, "ingress", 20, { delivery: "pending" }));
         await store.insertMessage(message("p1", t.id, "ingress", 10, { delivery: "pending" }));
-        expect((await store.pendingIngress(t.id)).map((m) => m.flmessagespk)).toEqual(["p1", "p2"]);
+        expect((await store.pendingIngress(t.id)).map((m) => m.flmessagespk)).toStrictEqual(["p1", "p2"]);
         expect(
           await store.markDelivered([
             { flmessagespk: "p1", at: CREATED_AT },
@@ -332,7 +332,7 @@ for (const driver of DRIVERS) {
           ]),
         ).toEqual([true, false, false]);
         expect((await storedMessages(store, t.id, { endts: 10 }))[0]).toMatchObject({ delivery: "delivered", deliveredAt: CREATED_AT });
-        expect((await store.pendingIngress(t.id)).map((m) => m.flmessagespk)).toEqual(["p2"]);
+        expect((await store.pendingIngress(t.id)).map((m) => m.flmessagespk)).toStrictEqual(["p2"]);
       }),
     );
 
@@ -350,7 +350,7 @@ for (const driver of DRIVERS) {
         expect(await store.enrolThing(thing(4), "h1", CREATED_AT + 3)).toBe(false); // used up
         expect(await store.revokeEnrolmentToken("tok1", CREATED_AT + 4)).toBe(true);
         expect(await store.revokeEnrolmentToken("tok1", CREATED_AT + 5)).toBe(false);
-        expect((await store.listEnrolmentTokens()).map((t) => [t.id, t.uses, t.revokedAt])).toEqual([["tok1", 2, CREATED_AT + 4]]);
+        expect((await store.listEnrolmentTokens()).map((t) => [t.id, t.uses, t.revokedAt])).toStrictEqual([["tok1", 2, CREATED_AT + 4]]);
         expect((await store.getThing(thing(1).id))!.enrolledWith).toBeNull();
       }),
     );
@@ -432,7 +432,7 @@ for (const driver of DRIVERS) {
         expect(await update(3, "C1", { publicKeyPem: "key-3", certSerial: "serial-3" })).toBe(false);
         // an adoption that lost the race keeps the presented certificate out of the CRL
         expect(await update(1, "A3", read, "keep")).toBe(false);
-        expect((await store.supersededCertificates(0)).map((c) => c.serial).sort()).toEqual(["A2", "B1", "C1"]);
+        expect((await store.supersededCertificates(0)).map((c) => c.serial).sort()).toStrictEqual(["A2", "B1", "C1"]);
       }),
     );
 
@@ -457,7 +457,7 @@ for (const driver of DRIVERS) {
         let got = (await store.getThing(thing(1).id))!;
         expect([got.publicKeyPem, got.previousPublicKeyPem, got.renewRequestedAt, got.certNotAfter]).toEqual(["new", "key-1", null, FAR_FUTURE]);
         expect([got.previousCertSerial, got.previousCertNotAfter]).toEqual(["s1", CREATED_AT + 1000]);
-        expect((await store.supersededCertificates(0)).map((c) => c.serial)).toEqual(["s0"]);
+        expect((await store.supersededCertificates(0)).map((c) => c.serial)).toStrictEqual(["s0"]);
         expect(await store.forgetPreviousKey(thing(1).id, CREATED_AT + 2)).toBe(true);
         expect(await store.forgetPreviousKey(thing(1).id, CREATED_AT + 3)).toBe(false);
         got = (await store.getThing(thing(1).id))!;
@@ -468,9 +468,9 @@ for (const driver of DRIVERS) {
         ]);
         expect(await store.lastSupersededAt()).toBe(CREATED_AT + 2);
         // listed until expired; pruned after
-        expect((await store.supersededCertificates(CREATED_AT + 500)).map((c) => c.serial)).toEqual(["s1"]);
+        expect((await store.supersededCertificates(CREATED_AT + 500)).map((c) => c.serial)).toStrictEqual(["s1"]);
         expect(await store.pruneSupersededCertificates(CREATED_AT + 500)).toBe(1);
-        expect((await store.supersededCertificates(0)).map((c) => c.serial)).toEqual(["s1"]);
+        expect((await store.supersededCertificates(0)).map((c) => c.serial)).toStrictEqual(["s1"]);
         await store.revokeThing(thing(1).id, CREATED_AT + 2);
         expect(await store.requestRenewal(thing(1).id, CREATED_AT + 3)).toBe(false);
       }),
@@ -535,7 +535,7 @@ for (const driver of DRIVERS) {
         await u.setState(t(2), "failed", "no", CREATED_AT + 4);
         await u.stopRollout(id2, "enough", CREATED_AT + 5);
         expect((await u.rollout(id2))!.state).toBe("stopped");
-        expect((await u.thingRows()).map((r) => [r.thing_id, r.state]).sort()).toEqual([
+        expect((await u.thingRows()).map((r) => [r.thing_id, r.state]).sort()).toStrictEqual([
           [t(1), "cancelled"],
           [t(2), "failed"],
           [t(3), "cancelled"],
@@ -601,12 +601,12 @@ for (const driver of DRIVERS) {
         await store.insertMessage(message("m1", t.id, "egress", 5)); // a repeat: no row
         await store.insertMessage(message("m2", t.id, "ingress", 4, { delivery: "pending" }));
         const after = await store.messagesAfter(first - 1, 10);
-        expect(after.map((r) => [r.message.flmessagespk, r.thingName])).toEqual([
+        expect(after.map((r) => [r.message.flmessagespk, r.thingName])).toStrictEqual([
           ["m1", t.name],
           ["m2", t.name],
         ]);
         expect(after[0]!.seq).toBe(first);
-        expect((await store.messagesAfter(first, 10)).map((r) => r.message.flmessagespk)).toEqual(["m2"]);
+        expect((await store.messagesAfter(first, 10)).map((r) => r.message.flmessagespk)).toStrictEqual(["m2"]);
 
         const u = store.updates;
         await u.insertRelease({ version: "1.0.0", manifest: "{}", signature: "s", added_at: 1 });
@@ -683,7 +683,7 @@ describe("the PostgreSQL driver", () => {
     const sql = new SQL(url);
     try {
       const rows = await sql`SELECT version FROM schema_version ORDER BY version`;
-      expect(rows.map((r: { version: number }) => r.version)).toEqual(HUB_MIGRATIONS.map((_, i) => i + 1));
+      expect(rows.map((r: { version: number }) => r.version)).toStrictEqual(HUB_MIGRATIONS.map((_, i) => i + 1));
     } finally {
       await sql.close();
     }

@@ -80,7 +80,7 @@ describe("hub thing delete", () => {
       const stored = await run(["messages", "list", "--all", "--json", ...old.flags], { timeoutMs: 30_000 });
       expect(stored.code, stored.stderr).toBe(0);
       expect(stored.stdout).not.toContain(id);
-      expect((await hub.ingress(fresh.id)).map((m) => [m.flmessagespk, m.delivery])).toEqual([[id, "pending"]]);
+      expect((await hub.ingress(fresh.id)).map((m) => [m.flmessagespk, m.delivery])).toStrictEqual([[id, "pending"]]);
     });
   }, 90_000);
 
@@ -95,7 +95,7 @@ describe("hub thing delete", () => {
       await Bun.sleep(2_000);
       const stored = await run(["messages", "list", "--all", "--json", ...old.flags], { timeoutMs: 30_000 });
       expect(stored.stdout).not.toContain(id);
-      expect((await hub.ingress(fresh.id)).map((m) => m.delivery)).toEqual(["pending"]);
+      expect((await hub.ingress(fresh.id)).map((m) => m.delivery)).toStrictEqual(["pending"]);
       await device.stop();
       // the new device, started now, gets it (the old session's queue is not handed to it)
       const newDevice = start(["serve", ...fresh.flags]);
@@ -383,7 +383,7 @@ describe("hub thing dist --curl: a one-time line, never the operator's token", (
     expect(lines[0]).toMatch(new RegExp(`^one download of ${made.name}\\.zip, until \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ; this line is shown once`));
     expect(lines[2]).toMatch(
       new RegExp(
-        `^  \\(umask 077; curl -fo ${made.name}\\.zip -H "Authorization: Bearer flxd_[\\w-]{43}" http://127\\.0\\.0\\.1:\\d+/dev/v1/things/${made.id}/dist\\)$`,
+        `^  \\(umask 077; curl -fo ${made.name}\\.zip\\.part -H "Authorization: Bearer flxd_[\\w-]{43}" http://127\\.0\\.0\\.1:\\d+/dev/v1/things/${made.id}/dist && mv -f ${made.name}\\.zip\\.part ${made.name}\\.zip\\)$`,
       ),
     );
     expect(printed.stdout).not.toContain(hub.token);

@@ -9,7 +9,7 @@
  * `./flashlex enroll ...` in the thing's folder, then the same bare commands.
  */
 import { afterAll, expect, test } from "bun:test";
-import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+import { chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ordinaryAccount } from "../support/accounts.ts";
@@ -56,9 +56,12 @@ test("hub -> thing -> device -> service -> a message each way, with the README's
     const line = said.slice(said.indexOf("(umask 077; curl"));
     expect(line).toContain('-H "Authorization: Bearer flxd_');
     // Pasted on the device: the zip it saves holds the private key, so it is the user's alone
-    // whatever the umask (it was 0644). Pasted again, it is refused and the zip stays whole.
+    // whatever the umask (it was 0644), and also over an older copy of the zip that was 0644
+    // (curl kept that file's mode: attack round 25, F5). Pasted again, it is refused and the zip
+    // stays whole.
     const device = join(work, "device-download");
     mkdirSync(device);
+    writeFileSync(join(device, `${name}.zip`), "an older copy", { mode: 0o644 });
     const paste = () => Bun.spawnSync(["sh", "-c", `umask 022; ${line}`], { cwd: device, stderr: "pipe", timeout: 30_000 });
     const pasted = paste();
     expect(pasted.exitCode, pasted.stderr.toString()).toBe(0);

@@ -153,7 +153,7 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
       expect(result.stderr).toContain(offset === "+30m" ? 'refusal="token not yet valid"' : 'refusal="token expired"');
       expect(result.stderr).not.toMatch(/eyJ[\w-]+\.[\w-]+\./); // no token in the log
     }
-    expect((await outboxList(thing.flags)).filter((r) => ids.includes(r.messageId!)).map((r) => r.state)).toEqual(["sent", "sent"]);
+    expect((await outboxList(thing.flags)).filter((r) => ids.includes(r.messageId!)).map((r) => r.state)).toStrictEqual(["sent", "sent"]);
     expectStoredOnce(await storedCounts(), ids);
   }, 30_000);
 
@@ -217,7 +217,7 @@ describe("a wrong device clock: the real hub, the agent under libfaketime", () =
     expect(occurrences(log, /egress\.rejected/), log).toBe(0);
     const states = await outboxList(thing.flags);
     const all = [...queued, ...collected];
-    expect(states.filter((r) => all.includes(r.messageId!)).map((r) => r.state)).toEqual(all.map(() => "sent"));
+    expect(states.filter((r) => all.includes(r.messageId!)).map((r) => r.state)).toStrictEqual(all.map(() => "sent"));
     expectStoredOnce(await storedCounts(), all);
   }, 60_000);
 
@@ -292,7 +292,7 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
     );
     const expected = [...planted].sort((a, b) => a[1] - b[1] || (a[0] < b[0] ? -1 : 1)).map(([id]) => id);
     const flags = ["-c", fixture.configPath, "-k", fixture.keysDir, "-d", dataDir];
-    expect((await outboxList(flags)).map((e) => e.messageId)).toEqual(expected);
+    expect((await outboxList(flags)).map((e) => e.messageId)).toStrictEqual(expected);
     expect((await outboxList(flags, "rejected")).length).toBe(70);
   });
 
@@ -358,7 +358,7 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
       .trim()
       .split("\n")
       .map((l) => JSON.parse(l));
-    expect(rows.map((r) => [r.topic, r.ackedAt !== null])).toEqual([
+    expect(rows.map((r) => [r.topic, r.ackedAt !== null])).toStrictEqual([
       [`ingress/${fixture.thingName}`, true],
       ["t/blob", true],
       ["t/nul\u0000byte", false], // held back, tried again later, visible to the owner
@@ -402,13 +402,13 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
 
     // without serve: the same commands on the file
     const rejected = await outboxList(flags, "rejected");
-    expect(rejected.map((r) => r.messageId).sort()).toEqual([null, bad.badId, bad.notUtf8].sort());
+    expect(rejected.map((r) => r.messageId).sort()).toStrictEqual([null, bad.badId, bad.notUtf8].sort());
     const again = await run(["outbox", "retry", bad.notUtf8, ...flags]);
     expect(again.code, explain(again)).toBe(0);
-    expect((await outboxList(flags, "pending")).map((r) => r.messageId)).toEqual([bad.notUtf8]);
+    expect((await outboxList(flags, "pending")).map((r) => r.messageId)).toStrictEqual([bad.notUtf8]);
     // an id given twice is dropped once, not "no message" the second time
     expect((await run(["outbox", "drop", bad.notUtf8, bad.badId, bad.badId, ...flags])).code).toBe(0);
-    expect((await outboxList(flags)).filter((r) => r.state !== "sent").map((r) => r.messageId)).toEqual([null]);
+    expect((await outboxList(flags)).filter((r) => r.state !== "sent").map((r) => r.messageId)).toStrictEqual([null]);
 
     const expected = [good.http1, good.http2, tooLargeId, notFoundId];
     const got = receivedIds();
@@ -443,7 +443,7 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
     const pending = Object.fromEntries(
       await Promise.all(variants.map(async ({ limit, f }) => [limit, (await outboxList(f.flags, "pending")).map((r) => r.messageId!)] as const)),
     );
-    expect(Object.fromEntries(Object.entries(pending).map(([k, v]) => [k, v.length]))).toEqual({ 0: 0, [-1]: 3, 2: 2 });
+    expect(Object.fromEntries(Object.entries(pending).map(([k, v]) => [k, v.length]))).toStrictEqual({ 0: 0, [-1]: 3, 2: 2 });
     expect(await outboxList(variants[0]!.f.flags)).toEqual([]); // 0 keeps nothing at all
 
     // the receiver is back: serve delivers what waited, and 0 delivers at once

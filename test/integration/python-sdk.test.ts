@@ -209,7 +209,7 @@ out({"rawNotJson": raw({"body": "{not json", "via": "http"}), "rawNoBody": raw({
 `);
     expect(out.running).toBe(true);
     // the old SDK's message shape: pk, timestamp, datetime, message {topic, payload, pos, retain, mid}
-    expect(out.messages.map((m: any) => m.message.payload.message)).toEqual([{ n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }]);
+    expect(out.messages.map((m: any) => m.message.payload.message)).toStrictEqual([{ n: 1 }, { n: 2 }, { n: 3 }, { n: 4 }]);
     for (const m of out.messages) {
       expect(m).toMatchObject({ pk: expect.any(Number), timestamp: expect.any(Number), acked: null });
       expect(m.datetime).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$/);
@@ -236,7 +236,7 @@ out({"rawNotJson": raw({"body": "{not json", "via": "http"}), "rawNoBody": raw({
     tally("badInputs", 4);
     expect(out.sqliteOpened).toBe(0);
     // what the agent sees: 1 acknowledged, 2 gone, 3 and 4 waiting
-    expect((await storedIngress("--all")).map((m) => [JSON.parse(m.payload).message.n, m.ackedAt !== null])).toEqual([
+    expect((await storedIngress("--all")).map((m) => [JSON.parse(m.payload).message.n, m.ackedAt !== null])).toStrictEqual([
       [1, true],
       [3, false],
       [4, false],
@@ -280,7 +280,7 @@ out({"hasYaml": has_yaml, "config": sdk.config_file, "running": sdk.serveIsRunni
     expect([out.acked, out.removed, out.after, out.status]).toEqual([true, true, [], 200]);
     expect(out.sqliteOpened).toBeGreaterThan(0);
     // the agent reads what Python wrote: 1 and 3 acknowledged, 4 gone
-    expect((await storedIngress("--all")).map((m) => [JSON.parse(m.payload).message.n, m.ackedAt !== null])).toEqual([
+    expect((await storedIngress("--all")).map((m) => [JSON.parse(m.payload).message.n, m.ackedAt !== null])).toStrictEqual([
       [1, true],
       [3, true],
     ]);

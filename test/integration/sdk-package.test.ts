@@ -222,7 +222,7 @@ describe("the flashlex-sdk package", () => {
     expect(node.module).toEndWith("/node_modules/flashlex-sdk/index.mjs");
     expect(node.thing).toBe(thing.thingName);
     expect(node.collect).toMatchObject({ outcome: "sent", status: 200 });
-    expect(node.messages.map((m) => m.payload)).toEqual(published);
+    expect(node.messages.map((m) => m.payload)).toStrictEqual(published);
     expect(node.acked).toEqual([node.messages[0]!.id]);
     expect(node.sent).toContain(node.collect.messageId);
     expect(node.refused).toMatchObject({ isFlashlexError: true, kind: "data", exitCode: 65 });
@@ -233,7 +233,7 @@ describe("the flashlex-sdk package", () => {
     expect(bun.runtime).toStartWith("bun ");
     expect(bun.module).toEndWith("/node_modules/flashlex-sdk/index.bun.mjs");
     expect(bun.collect).toMatchObject({ outcome: "sent", status: 200 });
-    expect(bun.messages.map((m) => m.payload)).toEqual(published.slice(1));
+    expect(bun.messages.map((m) => m.payload)).toStrictEqual(published.slice(1));
     expect(bun.acked).toEqual([bun.messages[0]!.id]);
     expect(bun.refused).toMatchObject({ isFlashlexError: true, kind: "data", exitCode: 65 });
     expect(bun.refusedMap).toMatchObject({ kind: "data", message: expect.stringContaining("$.readings is of type Map") });
@@ -241,7 +241,7 @@ describe("the flashlex-sdk package", () => {
 
     // serve did both collects (its log names each message id): the apps did not open the database
     for (const id of [node.collect.messageId, bun.collect.messageId]) expect(serve.output()).toContain(id);
-    expect(receiver.received.map((r) => r.body)).toEqual([{ from: "node-through-serve" }, { from: "bun-through-serve" }]);
+    expect(receiver.received.map((r) => r.body)).toStrictEqual([{ from: "node-through-serve" }, { from: "bun-through-serve" }]);
   });
 
   test("with serve stopped, Node 20 (WebAssembly SQLite) and Bun (bun:sqlite) open the database themselves and leave it whole and unlocked", async () => {
@@ -251,7 +251,7 @@ describe("the flashlex-sdk package", () => {
     const node = await runApp("node", "node-direct");
     expect(node.module).toEndWith("/index.mjs");
     expect(node.collect).toMatchObject({ outcome: "sent", status: 200 });
-    expect(node.messages.map((m) => m.payload)).toEqual(published.slice(2));
+    expect(node.messages.map((m) => m.payload)).toStrictEqual(published.slice(2));
     expect(node.acked).toEqual([node.messages[0]!.id]);
     expect(node.sent).toContain(node.collect.messageId);
     expect(node.together).toEqual([4, 3, 3]);
@@ -261,17 +261,19 @@ describe("the flashlex-sdk package", () => {
     const bun = await runApp("bun", "bun-direct");
     expect(bun.module).toEndWith("/index.bun.mjs");
     expect(bun.collect).toMatchObject({ outcome: "sent", status: 200 });
-    expect(bun.messages.map((m) => m.payload)).toEqual(published.slice(3));
+    expect(bun.messages.map((m) => m.payload)).toStrictEqual(published.slice(3));
     expect(bun.acked).toEqual([bun.messages[0]!.id]);
     expect(bun.sent).toHaveLength(4);
     expect(bun.together).toEqual([4, 4, 4]);
 
-    expect(receiver.received.map((r) => r.body)).toEqual(["node-through-serve", "bun-through-serve", "node-direct", "bun-direct"].map((from) => ({ from })));
+    expect(receiver.received.map((r) => r.body)).toStrictEqual(
+      ["node-through-serve", "bun-through-serve", "node-direct", "bun-direct"].map((from) => ({ from })),
+    );
     const db = database();
     try {
       expect(db.query("PRAGMA integrity_check").get()).toEqual({ integrity_check: "ok" });
       const ingress = db.query("SELECT payload, acked_at FROM ingress_messages ORDER BY id").all() as { payload: string; acked_at: number | null }[];
-      expect(ingress.map((m) => m.payload)).toEqual(published);
+      expect(ingress.map((m) => m.payload)).toStrictEqual(published);
       expect(ingress.every((m) => m.acked_at !== null)).toBe(true);
       const sent = (db.query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NOT NULL").get() as { n: number }).n;
       expect(sent).toBe(4);

@@ -1409,7 +1409,7 @@ describe("collect", () => {
     } finally {
       await serve.stop();
     }
-    expect(receiver.received.filter((r) => r.messageId === messageId).map((r) => r.body)).toEqual([{ later: true }]);
+    expect(receiver.received.filter((r) => r.messageId === messageId).map((r) => r.body)).toStrictEqual([{ later: true }]);
   });
 
   test("--via mqtt publishes an envelope to the egress topic, with or without serve running", async () => {
@@ -1429,7 +1429,7 @@ describe("collect", () => {
     }
     await waitUntil("two egress messages seen", () => egressSeen.length >= 2);
     const envelopes = egressSeen.map((e) => JSON.parse(e));
-    expect(envelopes.map((e) => e.payload)).toEqual([{ via: "alone" }, { via: "serve" }]);
+    expect(envelopes.map((e) => e.payload)).toStrictEqual([{ via: "alone" }, { via: "serve" }]);
     expect(envelopes[0]).toMatchObject({ thingId: thing.thingId });
     expect(envelopes[0].token.split(".")).toHaveLength(3);
   });

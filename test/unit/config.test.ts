@@ -196,7 +196,7 @@ describe("bad configuration is refused with the file and the key path", () => {
       t.replace("    callback: persistent", "    calback: persistent").replace("    thread: subscribe", "    thread: subscribe\n    colour: blue"),
     );
     const { unknownKeys } = loadThingConfig({ config: file });
-    expect(unknownKeys.map((key) => [key, unknownConfigKeyNote(key)])).toEqual([
+    expect(unknownKeys.map((key) => [key, unknownConfigKeyNote(key)])).toStrictEqual([
       ["flashlex.app.calback", "ignored; did you mean flashlex.app.callback?"],
       ["flashlex.app.colour", "ignored"],
     ]);

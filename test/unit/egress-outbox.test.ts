@@ -160,7 +160,7 @@ describe("what an answer means for the message", () => {
   });
 
   test("backoff doubles from 2 s to a 5 min cap; a count another program wrote as junk counts as 0", () => {
-    expect([0, 1, 2, 7, 8, 50].map(retryDelayMs)).toEqual([2000, 4000, 8000, 256_000, 300_000, 300_000]);
+    expect([0, 1, 2, 7, 8, 50].map(retryDelayMs)).toStrictEqual([2000, 4000, 8000, 256_000, 300_000, 300_000]);
     for (const junk of ["x", null, undefined, NaN, -3, Infinity]) expect(retryDelayMs(junk)).toBe(2000);
   });
 

@@ -61,6 +61,6 @@ describe("exec.failed says what an exit code means when the code alone does not"
     expect(exitMeaning(127)).toStartWith("the command was not found");
     expect(exitMeaning(137)).toBe("killed by SIGKILL (out of memory, or another program)");
     expect(exitMeaning(143)).toBe("killed by SIGTERM");
-    expect([1, 3, 100].map(exitMeaning)).toEqual([undefined, undefined, undefined]);
+    expect([1, 3, 100].map(exitMeaning)).toStrictEqual([undefined, undefined, undefined]);
   });
 });

@@ -14,7 +14,7 @@ describe("GroupCommit", () => {
   test("a commit that answers for fewer items than it was given fails every one of them (none hears 'committed' unanswered)", async () => {
     const group = new GroupCommit<number, string>({ commit: (items) => items.slice(1).map((n) => `stored ${n}`) });
     const outcomes = await Promise.allSettled([1, 2, 3].map((n) => group.submit(n)));
-    expect(outcomes.map((o) => o.status)).toEqual(["rejected", "rejected", "rejected"]);
+    expect(outcomes.map((o) => o.status)).toStrictEqual(["rejected", "rejected", "rejected"]);
     expect(String((outcomes[0] as PromiseRejectedResult).reason)).toContain("2 results for 3 items");
   });
 
@@ -82,7 +82,7 @@ describe("GroupCommit", () => {
       },
     });
     const first = await Promise.allSettled([group.submit(1), group.submit(2)]);
-    expect(first.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+    expect(first.map((r) => r.status)).toStrictEqual(["rejected", "rejected"]);
     fail = false;
     expect(await group.submit(3)).toBe(3);
   });

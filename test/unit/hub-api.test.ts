@@ -173,7 +173,7 @@ describe("POST /things/{id}/collect", () => {
     expect(reply.status).toBe(409);
     expect(JSON.stringify(await reply.json())).toContain("this message id is already used");
     const rows = (await storedMessages(store, thing.id, {})).filter((m) => m.flmessagespk === messageId);
-    expect(rows.map((m) => [m.messagetype, m.payload])).toEqual([["ingress", '{"message":{"cmd":"reboot"}}']]);
+    expect(rows.map((m) => [m.messagetype, m.payload])).toStrictEqual([["ingress", '{"message":{"cmd":"reboot"}}']]);
   });
 
   test("a malformed message id is a 400", async () => {
@@ -268,7 +268,7 @@ describe("POST /things/{id}/collect", () => {
     const rejected = lines.filter((line) => line.includes("hub.collect_rejected"));
     expect(rejected).toHaveLength(3);
     expect(rejected[0]).toContain(`thing=${thing.name}`);
-    expect(rejected.map((line) => line.match(/status=(\d+)/)?.[1])).toEqual(["413", "400", "400"]);
+    expect(rejected.map((line) => line.match(/status=(\d+)/)?.[1])).toStrictEqual(["413", "400", "400"]);
     expect(lines.join("\n")).not.toContain("s3cr3t");
     // the message id given twice (two valid UUIDs, joined by the Fetch API): said so, not "not a UUID"
     const headers = new Headers({ Authorization: `Bearer ${token}`, "Content-Type": "application/json" });
@@ -530,7 +530,7 @@ describe("operator routes", () => {
     const token = await operator("/enroll-tokens", { method: "POST", headers: { "Content-Type": "application/json" }, body: "{}" });
     const refused = await operator("/things", { token: null });
     const collected = await collect({ token: await signThingToken({ thingId: thing.id, privateKey: thingKey }) });
-    expect([zip, token, refused, collected].map((r) => [r.status, r.headers.get("cache-control")])).toEqual([
+    expect([zip, token, refused, collected].map((r) => [r.status, r.headers.get("cache-control")])).toStrictEqual([
       [200, "no-store"],
       [201, "no-store"],
       [401, "no-store"],
@@ -585,7 +585,9 @@ describe("operator routes", () => {
     const downloads = (now = Date.now) => new DownloadTokens({ home, store, now, distribution: (t) => things.distribution(t) });
     const bearerOf = (line: string) => /Bearer (flxd_[\w-]{43})"/.exec(line)![1]!;
     const made = await downloads().line(thing);
-    expect(made.line).toBe(`(umask 077; curl -fo ${thing.name}.zip -H "Authorization: Bearer ${bearerOf(made.line)}" ${base}/things/${thing.id}/dist)`);
+    expect(made.line).toBe(
+      `(umask 077; curl -fo ${thing.name}.zip.part -H "Authorization: Bearer ${bearerOf(made.line)}" ${base}/things/${thing.id}/dist && mv -f ${thing.name}.zip.part ${thing.name}.zip)`,
+    );
     const token = bearerOf(made.line);
     const refusals: [string, Response][] = [
       ["another thing's zip", await operator(`/things/${second.id}/dist`, { token })],
@@ -615,7 +617,7 @@ describe("operator routes", () => {
     // two fetches racing with one token: one zip
     const racing = bearerOf((await downloads().line(second)).line);
     const both = await Promise.all([1, 2].map(() => operator(`/things/${second.id}/dist`, { token: racing })));
-    expect(both.map((r) => r.status).toSorted()).toEqual([200, 401]);
+    expect(both.map((r) => r.status).toSorted()).toStrictEqual([200, 401]);
     // no line for a thing without a zip; a line made before the revoke fetches nothing after it
     const early = bearerOf((await downloads().line(second)).line);
     await things.revoke(second);
@@ -727,7 +729,7 @@ describe("operator routes", () => {
     const text = await answer.text();
     const body = JSON.parse(text);
     expect(body.messages).toEqual([{ key: "message", value: "11 messages." }]);
-    expect(body.result.map((m: { payload: { i: number } }) => m.payload.i)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+    expect(body.result.map((m: { payload: { i: number } }) => m.payload.i)).toStrictEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
     // byte for byte what the whole envelope at once was
     expect(text).toBe(JSON.stringify(body));
     const none = JSON.parse(await (await operator(`/things/${target.id}/messages?startts=9999999`)).text());
@@ -751,9 +753,9 @@ describe("operator routes", () => {
       });
     }
     const get = async (q: string) => (await json(await operator(`/things/${target.id}/messages${q}`))).result as { fltimestamp: number }[];
-    expect((await get("")).map((m) => m.fltimestamp)).toEqual([1000, 2000, 3000]);
-    expect((await get("?startts=1500&endts=3000")).map((m) => m.fltimestamp)).toEqual([2000, 3000]);
-    expect((await get("?messagetype=ingress")).map((m) => m.fltimestamp)).toEqual([3000]);
+    expect((await get("")).map((m) => m.fltimestamp)).toStrictEqual([1000, 2000, 3000]);
+    expect((await get("?startts=1500&endts=3000")).map((m) => m.fltimestamp)).toStrictEqual([2000, 3000]);
+    expect((await get("?messagetype=ingress")).map((m) => m.fltimestamp)).toStrictEqual([3000]);
     expect((await operator(`/things/${target.id}/messages?startts=yesterday`)).status).toBe(400);
     // every numeric parameter is a bounded whole number, a 400 naming it otherwise (never SQLite's 500)
     for (const [route, param] of [
@@ -826,10 +828,10 @@ describe("operator routes", () => {
     }
     expect((await json(await operator(`/things/${target.id}`))).result.status).not.toBe("revoked");
     tally("badInputs", 24);
-    expect((await get("")).map((m) => m.fltimestamp)).toEqual([1000, 2000, 3000]);
+    expect((await get("")).map((m) => m.fltimestamp)).toStrictEqual([1000, 2000, 3000]);
     const deleted = await operator(`/things/${target.id}/messages?endts=1500`, { method: "DELETE" });
     expect((await json(deleted)).result).toEqual({ deleted: 1 });
-    expect((await get("")).map((m) => m.fltimestamp)).toEqual([2000, 3000]);
+    expect((await get("")).map((m) => m.fltimestamp)).toStrictEqual([2000, 3000]);
   });
 
   test("GET archive: one <flmessagespk>.json per message, in the guide's format and folder", async () => {
@@ -936,9 +938,9 @@ describe("operator routes", () => {
     expect(response.status).toBe(200);
     const body = await json(response);
     expect(body.messages[0].value).toBe("Published to 2 things.");
-    expect(body.result.map((r: { flthingspk: string }) => r.flthingspk)).toEqual([a.id, b.id]);
+    expect(body.result.map((r: { flthingspk: string }) => r.flthingspk)).toStrictEqual([a.id, b.id]);
     expect(body.result[1]).toMatchObject({ topic: `ingress/${b.name}`, online: false });
-    expect(published.map((p) => p.topic)).toEqual([`ingress/${a.name}`, `ingress/${b.name}`]);
+    expect(published.map((p) => p.topic)).toStrictEqual([`ingress/${a.name}`, `ingress/${b.name}`]);
     for (const [i, target] of [a, b].entries()) {
       const stored = (await storedMessages(store, target.id, { messagetype: "ingress" })).find((m) => m.flmessagespk === body.result[i].flmessagespk);
       expect(stored).toMatchObject({ payload: '{"message":{"cmd":"reboot"}}', delivery: "pending" });
@@ -1043,7 +1045,7 @@ describe("operator routes", () => {
     expect(body.messages[0].value).toBe("Published to 1 of 2 things; the broker did not accept 1.");
     expect(body.result[1]).toEqual({ flthingspk: b.id, topic: `ingress/${b.name}`, error: "the broker did not accept the message; it is not stored" });
     expect(await storedMessages(store, b.id, { messagetype: "ingress" })).toEqual([]);
-    expect((await storedMessages(store, a.id, { messagetype: "ingress" })).map((m) => m.flmessagespk)).toEqual([body.result[0].flmessagespk]);
+    expect((await storedMessages(store, a.id, { messagetype: "ingress" })).map((m) => m.flmessagespk)).toStrictEqual([body.result[0].flmessagespk]);
     expect((await send([b.id])).status).toBe(503);
   });
 

@@ -467,10 +467,10 @@ describe("pages", () => {
     const made = await post(`/things/${thing.id}/download-line`, { csrf: browser.csrf }, browser);
     expect([made.status, made.headers.get("location")]).toEqual([303, `/things/${thing.id}#sdk`]);
     const page = await (await get(`/things/${thing.id}`, browser)).text();
-    const line = /<pre id="curl-line"><code>(.*?)<\/code><\/pre>/.exec(page)?.[1]?.replaceAll("&quot;", '"');
+    const line = /<pre id="curl-line"><code>(.*?)<\/code><\/pre>/.exec(page)?.[1]?.replaceAll("&quot;", '"').replaceAll("&amp;", "&");
     expect(line).toMatch(
       new RegExp(
-        `^\\(umask 077; curl -fo ${thing.name}\\.zip -H "Authorization: Bearer flxd_[\\w-]{43}" http://hub\\.example:8080/dev/v1/things/${thing.id}/dist\\)$`,
+        `^\\(umask 077; curl -fo ${thing.name}\\.zip\\.part -H "Authorization: Bearer flxd_[\\w-]{43}" http://hub\\.example:8080/dev/v1/things/${thing.id}/dist && mv -f ${thing.name}\\.zip\\.part ${thing.name}\\.zip\\)$`,
       ),
     );
     expect(page).not.toContain(token);
@@ -550,7 +550,7 @@ describe("pages", () => {
     const response = await get(`/things/${fresh.id}/archive?from=${minute(now - 3600)}&to=${minute(now)}&type=egress`, browser);
     expect(response.status).toBe(200);
     const files = Object.keys(unzipSync(new Uint8Array(await response.arrayBuffer()))).filter((f) => f.endsWith(".json"));
-    expect(files.map((f) => f.split("/").pop())).toEqual(["22222222-2222-4222-8222-222222222222.json"]);
+    expect(files.map((f) => f.split("/").pop())).toStrictEqual(["22222222-2222-4222-8222-222222222222.json"]);
     expect((await get(`/things/${fresh.id}/archive?from=yesterday&to=${minute(now)}`, browser)).status).toBe(400);
     // a day the month does not have is refused, not rolled over into the next month
     expect((await get(`/things/${fresh.id}/archive?from=2026-02-30T00:00&to=${minute(now)}`, browser)).status).toBe(400);

@@ -123,7 +123,7 @@ describe("IngressDelivery: a persistent session", () => {
     s.delivery.acknowledged(THING, wire("a")); // again: nothing left to mark
     await s.settle();
     expect(s.delivered).toEqual(["c", "a"]);
-    expect(s.pending.map((m) => nameOf(m.flmessagespk))).toEqual(["b"]);
+    expect(s.pending.map((m) => nameOf(m.flmessagespk))).toStrictEqual(["b"]);
   });
 
   test("a clean-session connect drops the session: the next subscription replays what is still pending", async () => {
@@ -204,7 +204,7 @@ describe("IngressDelivery: a clean session (the old Python distribution)", () =>
     s.delivery.sessionSubscribed(THING, true);
     await s.settle();
     expect(s.published).toEqual(["a", "b", "b"]);
-    expect(s.pending.map((m) => nameOf(m.flmessagespk))).toEqual(["b"]);
+    expect(s.pending.map((m) => nameOf(m.flmessagespk))).toStrictEqual(["b"]);
   });
 
   test("a live message to a subscribed clean session is marked delivered by its PUBACK", async () => {

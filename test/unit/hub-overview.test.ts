@@ -78,9 +78,9 @@ describe("Things.overview", () => {
   test("pages through 1,001 things in creation order, with the total", async () => {
     const first = await hub.things.overview({ limit: 50 });
     expect(first.total).toBe(1001);
-    expect(first.items.map((s) => s.thing.name).slice(0, 2)).toEqual(["ecd13b11-sensor-0001", "ecd13b11-sensor-0002"]);
+    expect(first.items.map((s) => s.thing.name).slice(0, 2)).toStrictEqual(["ecd13b11-sensor-0001", "ecd13b11-sensor-0002"]);
     const last = await hub.things.overview({ offset: 1000, limit: 50 });
-    expect(last.items.map((s) => s.thing.id)).toEqual([real.id]);
+    expect(last.items.map((s) => s.thing.id)).toStrictEqual([real.id]);
     // a page is bounded whatever is asked
     expect((await hub.things.overview({ limit: 1_000_000 })).items).toHaveLength(200);
     expect((await hub.things.overview({ offset: -5, limit: 0 })).items).toHaveLength(1);
@@ -91,7 +91,7 @@ describe("Things.overview", () => {
     expect(pumps.total).toBe(100);
     expect(pumps.items.every((s) => s.thing.name.includes("pump"))).toBe(true);
     // unescaped, "_1" would match "-1" in sensor-1000 and "%" everything
-    expect((await hub.things.overview({ nameContains: "_1" })).items.map((s) => s.thing.id)).toEqual([real.id]);
+    expect((await hub.things.overview({ nameContains: "_1" })).items.map((s) => s.thing.id)).toStrictEqual([real.id]);
     expect((await hub.things.overview({ nameContains: "%" })).total).toBe(0);
     expect((await hub.things.overview({ nameContains: "   " })).total).toBe(1001);
   });
@@ -156,10 +156,10 @@ describe("Messages.hourly and Messages.latest", () => {
 
   test("latest gives the last stored first, by thing and type, bounded", async () => {
     const latest = await hub.messages.latest({ thing: real, limit: 2 });
-    expect(latest.map((m) => m.flmessagespk)).toEqual(["m3", "m2"]);
-    expect((await hub.messages.latest({ thing: real, messagetype: "egress" })).map((m) => m.flmessagespk)).toEqual(["m2", "m1"]);
+    expect(latest.map((m) => m.flmessagespk)).toStrictEqual(["m3", "m2"]);
+    expect((await hub.messages.latest({ thing: real, messagetype: "egress" })).map((m) => m.flmessagespk)).toStrictEqual(["m2", "m1"]);
     const all = await hub.messages.latest({ messagetype: "egress", limit: 3 });
-    expect(all.map((m) => m.flmessagespk)).toEqual(["h-future", "h-24", "h-23"]);
+    expect(all.map((m) => m.flmessagespk)).toStrictEqual(["h-future", "h-24", "h-23"]);
     expect(await hub.messages.latest({ limit: 100_000 })).toHaveLength(10);
   });
 });
@@ -176,7 +176,7 @@ describe("the live feed", () => {
     await ledger.delivered(flmessagespk, NOW + 9, real.name); // a second PUBACK changes nothing
     stop();
     await hub.collector.store(real, undefined, "{}");
-    expect(events.map((e) => e.type)).toEqual(["collected", "sent", "delivered"]);
+    expect(events.map((e) => e.type)).toStrictEqual(["collected", "sent", "delivered"]);
     expect(events[0]).toMatchObject({ thingId: real.id, thingName: real.name, message: { payload: '{"t":1}', messagetype: "egress" } });
     expect(events[1]).toMatchObject({ message: { flmessagespk, payload: '{"message":{"hello":"<script>"}}', delivery: "pending" } });
     expect(events[2]).toEqual({ type: "delivered", thingName: real.name, flmessagespk, at: NOW + 5 });

@@ -69,7 +69,7 @@ describe("sweepExpiredMessages", () => {
       const deleted = await sweepExpiredMessages({ store, keepForMs: DAY_MS, now: () => NOW });
       sweeping = false;
       expect(deleted).toBe(SWEEP_BATCH * 2.5 + 1 + 3);
-      expect((await storedMessages(store, A)).map((m) => m.flmessagespk)).toEqual(["a-pending", "a-new"]);
+      expect((await storedMessages(store, A)).map((m) => m.flmessagespk)).toStrictEqual(["a-pending", "a-new"]);
       expect(await storedMessages(store, B)).toEqual([]);
       // A: three statements (looking at 1000, 1000 and 502 messages), B: one
       expect(turns).toBeGreaterThanOrEqual(3);

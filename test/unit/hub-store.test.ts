@@ -53,7 +53,7 @@ describe("hub-store: ingress delivery", () => {
 
     const store = await openHubStore(file);
     const rows = await storedMessages(store, THING, {});
-    expect(rows.map((m) => [m.flmessagespk, m.delivery, m.deliveredAt])).toEqual([
+    expect(rows.map((m) => [m.flmessagespk, m.delivery, m.deliveredAt])).toStrictEqual([
       ["old-in", "unknown", null],
       ["old-out", null, null],
     ]);
@@ -73,7 +73,7 @@ describe("hub-store: ingress delivery", () => {
     await store.insertMessage(message("c", "ingress", 20, { delivery: "pending" }));
     await store.insertMessage(message("x", "ingress", 5)); // no delivery given: unknown
     await store.insertMessage(message("e", "egress", 1, { delivery: "pending" })); // egress never has one
-    expect((await store.pendingIngress(THING)).map((m) => m.flmessagespk)).toEqual(["a", "b", "c"]);
+    expect((await store.pendingIngress(THING)).map((m) => m.flmessagespk)).toStrictEqual(["a", "b", "c"]);
 
     expect(await store.markDelivered([{ flmessagespk: "b", at: 1_700_000_000_000 }])).toEqual([true]);
     // already delivered: the first time stays; unknown is not pending
@@ -85,7 +85,7 @@ describe("hub-store: ingress delivery", () => {
       ]),
     ).toEqual([false, false, false]);
 
-    expect((await store.pendingIngress(THING)).map((m) => m.flmessagespk)).toEqual(["a", "c"]);
+    expect((await store.pendingIngress(THING)).map((m) => m.flmessagespk)).toStrictEqual(["a", "c"]);
     const byId = Object.fromEntries((await storedMessages(store, THING, {})).map((m) => [m.flmessagespk, [m.delivery, m.deliveredAt]]));
     expect(byId).toEqual({
       e: [null, null],

@@ -182,7 +182,7 @@ describe("releases", () => {
     writeFileSync(join(other, "flashlex-linux-x64"), fakeBinary(62, "x64 changed"));
     await writeSignedManifest({ dir: other, version: "2.0.0", commit: "def5678", signingKeyPem: hubKey() });
     await expect(updates.addRelease(other)).rejects.toThrow(/already stored with another manifest/);
-    expect((await updates.listReleases()).map((r) => r.version)).toEqual(["2.0.0"]);
+    expect((await updates.listReleases()).map((r) => r.version)).toStrictEqual(["2.0.0"]);
   });
 
   test("files removed to free space: another manifest under the version is still a conflict (the database keeps it); the same release is stored again", async () => {
@@ -218,7 +218,7 @@ describe("releases", () => {
     writeFileSync(join(killed, "flashlex-linux-x64"), "half a binary");
     const out = await releaseDir("2.1.0", hubKey());
     const outcomes = await Promise.all([new Updates({ home, store }).addRelease(out), new Updates({ home, store }).addRelease(out)]);
-    expect(outcomes.map((o) => o.outcome).sort()).toEqual(["already stored", "stored"]);
+    expect(outcomes.map((o) => o.outcome).sort()).toStrictEqual(["already stored", "stored"]);
     expect(readdirSync(releases).filter((name) => name.startsWith("."))).toEqual([]);
   });
 
@@ -254,7 +254,7 @@ describe("a rollout in batches", () => {
     expect(rollout.createdAt).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/);
 
     const offered = await Promise.all([0, 1, 2, 3].map((i) => poll(i)));
-    expect(offered.map((o) => o?.version ?? null)).toEqual(["2.0.0", "2.0.0", null, null]);
+    expect(offered.map((o) => o?.version ?? null)).toStrictEqual(["2.0.0", "2.0.0", null, null]);
     expect(JSON.parse(offered[0]!.manifest).version).toBe("2.0.0");
 
     // the binary of the offered release, for the thing's target
@@ -341,7 +341,7 @@ describe("a rollout in batches", () => {
     await updates.startRollout({ ...request, things: [e!, e!, f!, g!] });
     const state = async (id: string) => (await updates.forThing(id))?.state;
     expect([await state(e!.id), await state(f!.id), await state(g!.id)]).toEqual(["pending", "queued", "queued"]);
-    expect(await Promise.all([e!, f!, g!].map(async (t) => (await updates.forThing(t.id))?.batch))).toEqual([0, 1, 2]);
+    expect(await Promise.all([e!, f!, g!].map(async (t) => (await updates.forThing(t.id))?.batch))).toStrictEqual([0, 1, 2]);
     // e is revoked (by any process): it will never poll; the hub's poll advances the rollout
     await store.revokeThing(e!.id, Date.now());
     await updates.advanceRunning();

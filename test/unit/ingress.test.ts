@@ -69,7 +69,7 @@ describe("messages from a FlashLex hub (they carry the hub's id)", () => {
       handler.connectionStarted(false, BROKER); // even after the broker lost the session (a hub replay)
       await handler.handle(packet(7, hubMessage(id1, { on: true })));
       await handler.handle(packet(8, hubMessage(id2, { on: true }))); // same content, other id: new
-      expect(stored().map(([, payload]) => JSON.parse(String(payload)).flmessagespk)).toEqual([id1, id2]);
+      expect(stored().map(([, payload]) => JSON.parse(String(payload)).flmessagespk)).toStrictEqual([id1, id2]);
     }));
 
   test("an id is remembered after retention deleted the acknowledged message", async () =>
@@ -191,7 +191,7 @@ describe("messages without an id (published by anything else)", () => {
       const fromHub = ingressWirePayload(JSON.stringify({ message: { go: 1 } }), "01a24de3-b755-70f9-916f-03c59afd7fe1");
       await handler.handle(packet(3, fromHub)); // new: the broker's resends are over
       await handler.handle(packet(1, "ON")); // packet id 1 again, 65,535 later: new
-      expect(stored().map(([id]) => id)).toEqual([1, 2, 3, 1]);
+      expect(stored().map(([id]) => id)).toStrictEqual([1, 2, 3, 1]);
     }));
 
   test("where the broker's new session began is recorded before its first message is, also when the first write failed (attack round 14, F6)", async () =>
@@ -235,7 +235,7 @@ describe("messages without an id (published by anything else)", () => {
       handler.connectionStarted(true, BROKER); // back: the first broker kept its session
       await handler.handle(packet(5, "ON")); // its own numbering: not the other broker's row 5
       await handler.handle(packet(6, "ON"));
-      expect(stored().map(([id]) => id)).toEqual([1, 5, 6, 5, 6]);
+      expect(stored().map(([id]) => id)).toStrictEqual([1, 5, 6, 5, 6]);
     }));
 
   test("a fresh session (the broker lost it) starts over: a reused packet id is a new message", async () =>

@@ -102,7 +102,7 @@ describe("the layout", () => {
       ["cli/command.ts", importsOf("cli/command.ts", 'import { EXIT_CODE_OF_KIND } from "../main.ts";')],
     ]);
     const found = violations(planted);
-    expect([...new Set(found.map((v) => v.split(" (")[0]))]).toEqual([
+    expect([...new Set(found.map((v) => v.split(" (")[0]))]).toStrictEqual([
       "thing/agent.ts -> hub/store/hub-store.ts",
       "hub/service.ts -> thing/settings.ts",
       "protocol/topics.ts -> hub/broker/broker.ts",

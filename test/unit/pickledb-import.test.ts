@@ -35,7 +35,7 @@ test("a pickleDB store: each entry becomes the message it was (topic, payload, Q
     expect(result).toEqual({ messages: 3, alreadyImported: false, renamedTo: `${legacy}.imported` });
     expect(existsSync(legacy)).toBe(false);
     const rows = store.listIngress({ state: "all" });
-    expect(rows.map((r) => [r.topic, JSON.parse(r.payload as string), r.qos, r.retain, r.received_at, r.packet_id])).toEqual([
+    expect(rows.map((r) => [r.topic, JSON.parse(r.payload as string), r.qos, r.retain, r.received_at, r.packet_id])).toStrictEqual([
       ["ingress/x", { message: "first", sequence: 1 }, 0, 1, 1569851375250, null],
       ["pubsub/foobar30", { message: "second", sequence: 2 }, 1, 0, 1569851376500, null],
       // a shape the SDK never wrote is kept whole, under the ingress topic, at the file's time
@@ -55,7 +55,7 @@ test("a TinyDB store (the SDK of the guide's time): every document of _default i
     const skipped: string[] = [];
     expect(importPickleDb(store, legacy, "ingress/t", (key) => skipped.push(key))?.messages).toBe(2);
     expect(skipped).toEqual(["other"]);
-    expect(store.listIngress({ state: "all" }).map((r) => JSON.parse(r.payload as string))).toEqual([{ sequence: 151 }, { sequence: 152 }]);
+    expect(store.listIngress({ state: "all" }).map((r) => JSON.parse(r.payload as string))).toStrictEqual([{ sequence: 151 }, { sequence: 152 }]);
     expect(JSON.parse(readFileSync(`${legacy}.imported`, "utf8"))).toEqual(tables);
   });
 });

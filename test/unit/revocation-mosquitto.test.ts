@@ -40,12 +40,17 @@ describe("dynamic-security documents", () => {
     const admin = state.roles.find((r: any) => r.rolename === HUB_ADMIN_ROLE);
     expect(admin.acls.every((a: any) => a.allow && a.topic.startsWith("$CONTROL/dynamic-security/v1"))).toBe(true);
     const revoked = state.roles.find((r: any) => r.rolename === REVOKED_ROLE);
-    expect(revoked.acls.map((a: any) => a.acltype).sort()).toEqual(["publishClientReceive", "publishClientSend", "subscribePattern", "unsubscribePattern"]);
+    expect(revoked.acls.map((a: any) => a.acltype).sort()).toStrictEqual([
+      "publishClientReceive",
+      "publishClientSend",
+      "subscribePattern",
+      "unsubscribePattern",
+    ]);
     expect(revoked.acls.every((a: any) => a.topic === "#" && a.allow === false)).toBe(true);
   });
 
   test("revoking is create (with the role), remove and add the role, disable; repeats only answer harmless errors", () => {
-    expect(revokeCommands("ecd13b11-a").map((c) => c.command)).toEqual(["createClient", "removeClientRole", "addClientRole", "disableClient"]);
+    expect(revokeCommands("ecd13b11-a").map((c) => c.command)).toStrictEqual(["createClient", "removeClientRole", "addClientRole", "disableClient"]);
     expect(isHarmless("removeClientRole", "Client does not have role")).toBe(true);
     expect(isHarmless("addClientRole", "Internal error")).toBe(false);
     expect(isHarmless("createClient", "Client already exists")).toBe(true);
@@ -102,7 +107,7 @@ describe("the control client", () => {
     const { control, sent } = fakeBroker((c) => (c.command === "createClient" ? "Client already exists" : undefined));
     await control.revoke(["t1", "t2", "t3"]);
     await control.revoke(["t4"]);
-    expect(sent.map((d) => d.commands.map((c: any) => c.command).join(","))).toEqual([
+    expect(sent.map((d) => d.commands.map((c: any) => c.command).join(","))).toStrictEqual([
       "createRole",
       "createClient,removeClientRole,addClientRole,disableClient,createClient,removeClientRole,addClientRole,disableClient",
       "createClient,removeClientRole,addClientRole,disableClient",

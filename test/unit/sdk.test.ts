@@ -229,10 +229,10 @@ test("serve answers a list a page of 16 rows at a time, whatever the client asks
   const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data });
   try {
     // the SDK asks for every one: serve reads them 16 at a time (it read all 50 at once)
-    expect((await sdk.getMessages({ state: "all" })).map((m) => m.id)).toEqual(ids);
+    expect((await sdk.getMessages({ state: "all" })).map((m) => m.id)).toStrictEqual(ids);
     expect(asked).toEqual([16, 16, 16, 16]);
     asked.length = 0;
-    expect((await sdk.getMessages({ state: "all", limit: 20, afterId: ids[2] })).map((m) => m.id)).toEqual(ids.slice(3, 23));
+    expect((await sdk.getMessages({ state: "all", limit: 20, afterId: ids[2] })).map((m) => m.id)).toStrictEqual(ids.slice(3, 23));
     expect(asked).toEqual([16, 4]);
     asked.length = 0;
     failAfter = 2;
@@ -272,7 +272,7 @@ test("serve answers the outbox list 16 entries at a time in its order (created, 
   const socket = await listenControlSocket(data, counted, () => ({}), silentLogger);
   const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data });
   try {
-    expect((await sdk.listOutbox()).map((e) => e.message_id)).toEqual(ordered);
+    expect((await sdk.listOutbox()).map((e) => e.message_id)).toStrictEqual(ordered);
     expect(asked).toEqual([16, 16, 16]);
     asked.length = 0;
     expect((await sdk.listOutbox("sent")).length).toBe(0);
@@ -323,7 +323,7 @@ test("a serve that goes away under a call (a restart) is not the call's failure:
   await goingAway();
   const sdk = await FlashlexSDK.open({ config: thing.configPath, keys: thing.keysDir, data });
   try {
-    expect((await sdk.getMessages()).map((m) => m.id)).toEqual([id]);
+    expect((await sdk.getMessages()).map((m) => m.id)).toStrictEqual([id]);
     await goingAway();
     const err = await sdk.ackMessages([id]).catch((e) => e);
     expect({ kind: err.kind, message: err.message }).toEqual({
@@ -356,7 +356,7 @@ describe("armv7: a collect with serve stopped lets go of the database during its
       expect(result).toMatchObject({ outcome: "sent", status: 200 });
       expect(result.recordError).toBeUndefined();
       expect(seenMeanwhile).toEqual(["pending"]); // committed before the request left
-      expect((await access.listOutbox()).map((row) => row.state)).toEqual(["sent"]);
+      expect((await access.listOutbox()).map((row) => row.state)).toStrictEqual(["sent"]);
     } finally {
       receiver.beforeAnswer = undefined;
       access.close();
@@ -423,7 +423,7 @@ describe("armv7: a collect with serve stopped lets go of the database during its
       const { result, outbox } = await collectWhileTaken(join(thing.dir, "lend-limit.db"), limited, '{"lend":3}');
       expect(result).toMatchObject({ outcome: "queued", status: 503 });
       expect(result.recordError).toContain("in use by");
-      expect(outbox.map((row) => row.message_id)).toEqual([result.messageId]);
+      expect(outbox.map((row) => row.message_id)).toStrictEqual([result.messageId]);
     } finally {
       receiver.answerStatus = undefined;
     }

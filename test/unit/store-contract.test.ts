@@ -49,7 +49,7 @@ describe("store contract: node-sqlite3-wasm bundled, under node", () => {
     expect(output.runtime).toStartWith("node v20.");
     expect(output.bun).toBe(false);
     expect(output.driver).toBe("node-sqlite3-wasm");
-    expect(output.results.map((r) => r.name)).toEqual(storeContract.map((c) => c.name));
+    expect(output.results.map((r) => r.name)).toStrictEqual(storeContract.map((c) => c.name));
   });
   for (const c of storeContract) test(c.name, () => record(nodeRun, output.results.find((r) => r.name === c.name)!));
 });

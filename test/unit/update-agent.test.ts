@@ -294,7 +294,7 @@ describe("the download beside the binary", () => {
       expect(offerings[1]!.reports).toEqual(refusal("the release this thing runs (1.0.0) was signed (2026-12-05T00:00:00Z)"));
       expect([readFileSync(byCommit.binary, "utf8"), readFileSync(byRelease.binary, "utf8")]).toEqual(["old binary", "old binary"]);
       // past the signing time: downloaded (and then refused for its bytes, which are no program)
-      expect(offerings[2]!.reports.map((r) => r.state)).toEqual(["downloading", "failed"]);
+      expect(offerings[2]!.reports.map((r) => r.state)).toStrictEqual(["downloading", "failed"]);
       expect(offerings[2]!.reports[1]!.detail).toStartWith("the binary cannot run here");
     } finally {
       for (const o of offerings) o.server.stop(true);
@@ -326,7 +326,7 @@ describe("the download beside the binary", () => {
       await waitFor(() => downloadsIn(d.root).length > 0 && statSync(join(d.root, downloadsIn(d.root)[0]!)).size > 0, 6000);
       updater.stop();
       await waitFor(() => downloadsIn(d.root).length === 0, 3000);
-      expect(offering.reports.map((r) => r.state)).toEqual(["downloading"]);
+      expect(offering.reports.map((r) => r.state)).toStrictEqual(["downloading"]);
       expect(readFileSync(d.binary, "utf8")).toBe("old binary");
     } finally {
       offering.server.stop(true);

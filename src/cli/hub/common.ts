@@ -31,7 +31,7 @@ export const JSON_OPTION: OptionSpec = { flags: "--json", description: "print JS
 export function outputFile(options: Options, fallback: string): string {
   const given = text(options.output);
   const file = given === "-" ? "/dev/stdout" : resolve(given ?? fallback);
-  const flag = given === undefined ? `the output file ${file}` : `-o ${quoteGiven(given)}`;
+  const flag = given === undefined ? `the output file ${file}` : `-o ${JSON.stringify(given)}`;
   const home = hubDir(options);
   // resolve() drops what makes the path a directory: `-o newdir/` (or newdir/. or new/x/..) wrote a
   // file named newdir, `-o afile/` replaced afile

@@ -5,8 +5,11 @@ import type { HubSettings } from "../home/settings.ts";
 
 /**
  * The guide's cURL line that downloads a thing's distribution zip on the thing itself, as the
- * CLI (`hub thing create`) and the console's thing page print it, in a subshell with umask 077 so
- * that the zip, which holds the thing's private key, is saved readable by its user alone.
+ * CLI (`hub thing dist --curl`) and the console's thing page print it, in a subshell with umask
+ * 077 so that the zip, which holds the thing's private key, is saved readable by its user alone.
+ * It is saved as `<name>.zip.part`, a new file, then renamed over `<name>.zip`: curl writing into
+ * a `<name>.zip` already there (0644, from an earlier copy) kept that file's mode, key and all;
+ * and a refused download (curl -f) leaves a zip already there as it was.
  *
  * An `https://` hub answers with its own certificate (the broker's, signed by the hub CA), which
  * a fresh Pi does not trust: curl would fail (exit 60) and the user's next move would be `-k`,
@@ -27,7 +30,8 @@ export function distributionDownloadLine(
     ? ` -k --pinnedpubkey 'sha256//${publicKeyPin(readRegularFile(hub.paths.brokerCert, "broker certificate").toString("utf8"))}'`
     : "";
   // the zip holds the thing's private key: saved 0600, not as the umask (0644) would have it
-  return `(umask 077; curl -fo ${thing.name}.zip${tls} -H "Authorization: Bearer ${bearer}" ${url})`;
+  const zip = `${thing.name}.zip`;
+  return `(umask 077; curl -fo ${zip}.part${tls} -H "Authorization: Bearer ${bearer}" ${url} && mv -f ${zip}.part ${zip})`;
 }
 
 /** The SHA-256 of a certificate's SubjectPublicKeyInfo (DER), base64: curl's --pinnedpubkey form (RFC 7469 §2.4). */
