@@ -153,6 +153,16 @@ describe("hub init", () => {
       `--name (its first, the broker host things are told): "${long}" is longer than 64 characters, which a certificate's common name cannot hold; give a shorter name first, or --broker-host`,
     );
     expect(await refusal({ apiUrl: "ftp://hub.lan/" })).toBe('--api-url must be an http:// or https:// URL, not "ftp://hub.lan/"');
+    // no port in the URL: the hub listens on the scheme's, which every thing is told (it listened
+    // on 8080 while things went to 443: new-user pass 21, F1)
+    for (const [apiUrl, port] of [
+      ["https://hub.lan", 443],
+      ["http://hub.lan:80", 80],
+      ["https://hub.lan:8443", 8443],
+    ] as const) {
+      const made = await initHub({ dir: join(root, `port-${port}`), apiUrl, brokerHost: "127.0.0.1" });
+      expect([made.home.settings.api.port, Number(new URL(made.home.settings.api.publicUrl).port || port)]).toStrictEqual([port, port]);
+    }
     // an IDN host is kept as punycode (hub.yml refused it, saying it held spaces, quotes or '#')
     const idn = await initHub({ dir: join(root, "idn"), apiUrl: "http://Bücher.Example:8080/", brokerHost: "127.0.0.1" });
     expect(idn.home.settings.api.publicUrl).toBe("http://xn--bcher-kva.example:8080");

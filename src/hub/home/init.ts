@@ -335,7 +335,10 @@ function initialSettings(o: InitHubOptions): HubSettings {
       `--api-url is where things reach the hub: scheme, host and port only (the API is served at /<env>/v1 under it), such as ${url.origin}, not ${JSON.stringify(publicUrl)}`,
     );
   }
-  const apiPort = url.port ? Number(url.port) : 8080;
+  // The port things use is the one to listen on: without one in the URL that is its scheme's
+  // (the URL parser drops :443 and :80 as said). 8080 here left every thing pointed at a port
+  // nothing listened on. Behind a proxy, hub.yml's api.port and api.tls say otherwise.
+  const apiPort = url.port ? Number(url.port) : url.protocol === "https:" ? 443 : 80;
   const brokerPort = o.brokerPort ?? 8883;
   if (apiPort === brokerPort) {
     throw new UsageError(`the API's port (--api-url) and the broker's (--broker-port, 8883 unless given) are both ${apiPort}: give each its own`);
