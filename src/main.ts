@@ -246,6 +246,9 @@ export async function main(argv: string[]): Promise<number> {
       printHelp(cli);
       return ExitCode.OK;
     }
+    // `collect --version` prints the version, as `collect --help` prints help: the command ran
+    // (the message went to the hub; `hub init --version` made a hub), the flag unread.
+    if (cli.options.version) return printVersion();
     // A group with flags and no command (`hub --dir X`): its listing and 64, as without the flags,
     // not "Unknown option --dir" (the group has none; its commands do)
     if (spec && !spec.run) {

@@ -318,6 +318,20 @@ test("a command, group word, action or flag two letters off (or in capitals) is 
     ["collect", "--help", "--nosuch"],
   ])
     expect([args, (await run(args)).code]).toEqual([args, 0]);
+  // after a command, --version (-v) prints the version and does nothing else, as --help prints
+  // help: the command ran, the flag unread (a collect sent its message; hub init made a hub)
+  const version = (await run(["--version"])).stdout;
+  const home = join(work, "not-made");
+  for (const args of [
+    ["hub", "init", "--dir", home, "--version"],
+    ["hub", "init", "-v", "--dir", home],
+    ["collect", "-c", join(work, "no-config.yml"), "--version"],
+    ["collect", "--version", "--nosuch"],
+  ]) {
+    const result = await run(args, { input: '{"sent": true}' });
+    expect({ args, code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ args, code: 0, stdout: version, stderr: "" });
+  }
+  expect(existsSync(home)).toBe(false);
 });
 
 test("hub init says the broker listens on every interface; mosquitto-config tells the hub the port it wrote and the CRL it added to hub.yml", async () => {
