@@ -150,6 +150,7 @@ const OUTSIDE_REFUSALS: ReadonlySet<string> = new Set([
   "hub.thing_refused",
   "hub.update_refused",
   "hub.enrol_refused",
+  "hub.download_refused",
   "hub.console_signin_refused",
   "hub.console_csrf_refused",
   "hub.console_cross_site_refused",
