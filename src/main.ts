@@ -168,6 +168,15 @@ function printHelp(cli: CAC): void {
   printLine(lines.join("\n"));
 }
 
+/**
+ * `hub thing` (or `hub`) with no command: one line on stderr naming the words that may follow,
+ * as `messages` with no action gets; the listing is `--help`'s (it came on stdout, with 64).
+ */
+function groupNeedsCommand(prefix: string): UsageError {
+  const next = [...new Set(commandsUnder(prefix).map((c) => c.name.slice(prefix.length + 1).split(" ")[0]!))];
+  return new UsageError(`${prefix} needs a command: ${next.join(", ")}; see flashlex ${prefix} --help`);
+}
+
 function unknownGroupCommand(group: CommandSpec, words: readonly string[]): UsageError {
   // the words that still name a group (`hub thing` of `hub thing lst`), then a hint for the first that does not
   let prefix = group.name;
@@ -238,9 +247,10 @@ export async function main(argv: string[]): Promise<number> {
     // judges the flags by the group's own (none), which would call --dir an unknown option.
     if (spec && !spec.run && cli.args.length) {
       if (!commandsUnder(`${spec.name} ${cli.args.join(" ")}`).length) throw unknownGroupCommand(spec, cli.args);
-      // `hub thing` names no command but starts some: their listing, as `hub thing --help` gives it
+      // `hub thing` names no command but starts some: their listing with --help, else one line naming them
+      if (!help) throw groupNeedsCommand(`${spec.name} ${cli.args.join(" ")}`);
       printHelp(cli);
-      return help ? ExitCode.OK : ExitCode.USAGE;
+      return ExitCode.OK;
     }
     if (help) {
       printHelp(cli);
@@ -249,12 +259,9 @@ export async function main(argv: string[]): Promise<number> {
     // `collect --version` prints the version, as `collect --help` prints help: the command ran
     // (the message went to the hub; `hub init --version` made a hub), the flag unread.
     if (cli.options.version) return printVersion();
-    // A group with flags and no command (`hub --dir X`): its listing and 64, as without the flags,
+    // A group with or without flags and no command (`hub --dir X`): one line naming its commands,
     // not "Unknown option --dir" (the group has none; its commands do)
-    if (spec && !spec.run) {
-      printHelp(cli);
-      return ExitCode.USAGE;
-    }
+    if (spec && !spec.run) throw groupNeedsCommand(spec.name);
     if (spec) {
       // A flag the command does not have is said first: `hub thing create -x` answered "needs
       // <name>", and the user went on to type a name with the same wrong flag.

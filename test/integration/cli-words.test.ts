@@ -269,18 +269,33 @@ test("a word a group has no command for is named as an unknown command, also wit
     stderr: 'flashlex: unknown command "nosuch"; see flashlex --help',
     stdout: "",
   });
-  // words that start commands (`hub thing`): those commands, and only those, with --help (0) or without (64)
-  for (const [args, code] of [
-    [["hub", "thing", "--help"], 0],
-    [["hub", "thing"], 64],
-    // with a flag of its commands: the same listing, not "Unknown option `--dir`" (attack round 24, F5)
-    [["hub", "thing", "--dir", work], 64],
-    [["hub", "enroll-token", "--help"], 0],
-  ] as const) {
-    const result = await run([...args]);
+  // words that start commands (`hub thing`): with --help, those commands and only those
+  for (const args of [
+    ["hub", "thing", "--help"],
+    ["hub", "enroll-token", "--help"],
+  ]) {
+    const result = await run(args);
     const listed = [...result.stdout.matchAll(/^ {2}(hub [a-z-]+ [a-z]+)/gm)].map((m) => m[1]!.split(" ").slice(0, 2).join(" "));
-    expect({ args, code: result.code, groups: [...new Set(listed)] }).toEqual({ args, code, groups: [`hub ${args[1]}`] });
+    expect({ args, code: result.code, groups: [...new Set(listed)] }).toStrictEqual({ args, code: 0, groups: [`hub ${args[1]}`] });
   }
+  // without: one line naming them, on stderr, as `messages` without an action (it was the listing,
+  // on stdout, with 64: new-user pass 21, F10); with a flag of its commands too, not "Unknown
+  // option `--dir`" (attack round 24, F5)
+  for (const args of [
+    ["hub", "thing"],
+    ["hub", "thing", "--dir", work],
+  ]) {
+    const result = await run(args);
+    expect({ args, code: result.code, stderr: result.stderr, stdout: result.stdout }).toStrictEqual({
+      args,
+      code: 64,
+      stderr: "flashlex: hub thing needs a command: create, list, dist, revoke, delete, rotate; see flashlex hub thing --help\n",
+      stdout: "",
+    });
+  }
+  const hub = await run(["hub", "--dir", work]);
+  expect([hub.code, hub.stdout]).toStrictEqual([64, ""]);
+  expect(hub.stderr).toStartWith("flashlex: hub needs a command: init, thing, ");
 });
 
 test("a command, group word, action or flag two letters off (or in capitals) is named with the one likely meant (new-user pass 20, F5; attack round 24, F5)", async () => {

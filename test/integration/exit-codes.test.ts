@@ -720,7 +720,7 @@ describe("bad values on the command line and on stdin", () => {
       ["--help"],
       ["hub", "--help"],
       ["messages", "--help"],
-      ["hub", "thing"],
+      ["hub", "thing", "--help"],
       ["messages", "list", ...withData(dataDir)],
       ["outbox", "list", ...withData(dataDir)],
       ["hub", "thing", "list", "--dir", hubDir],

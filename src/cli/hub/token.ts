@@ -14,7 +14,7 @@ export const hubTokenRotateCommand: CommandSpec = {
       // a closed pipe), which locked the operator out with exit 0.
       await hub.operators.rotate((token) =>
         writeSecretToStdout(
-          `new operator access token (shown once; the old one no longer works):\n${token}\n`,
+          `new operator access token (shown once; the old one no longer works, nor do console sign-ins and one-time download lines made before):\n${token}\n`,
           "the new token",
           "nothing changed, the old operator token still works",
         ),

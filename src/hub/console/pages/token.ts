@@ -22,8 +22,8 @@ export function tokenPage(d: { assets: { js: string; css: string }; csrf: string
 ${shown}
 <section aria-labelledby="rotate-heading" class="card">
   <h2 id="rotate-heading">Rotate</h2>
-  <p>The operator access token signs in here and authorises the HTTP API (<code>Authorization: Bearer …</code>) and the cURL lines on thing pages. The hub keeps only its hash, so it cannot show the current one again.</p>
-  <p>Rotating makes a new token and stops the old one at once: other browsers are signed out, and scripts must be given the new one.</p>
+  <p>The operator access token signs in here and authorises the HTTP API (<code>Authorization: Bearer …</code>). The hub keeps only its hash, so it cannot show the current one again.</p>
+  <p>Rotating makes a new token and stops the old one at once: other browsers are signed out, scripts must be given the new one, and the one-time cURL lines not yet used stop working.</p>
   <form method="post" action="/token" data-confirm="Rotate the access token? The old one stops working at once.">
     <input type="hidden" name="csrf" value="${d.csrf}">
     <button type="submit" class="warn">Rotate the access token</button>
