@@ -46,6 +46,7 @@ import { trialExitCode } from "./cli/thing/trial-exit.ts";
 import { answerMaterialJobs, isMaterialWorker } from "./hub/things/material-thread.ts";
 import { FlashlexError, UsageError } from "./shared/errors.ts";
 import { toFlashlexError } from "./shared/foreign-errors.ts";
+import { quoteGiven } from "./shared/log.ts";
 import { nearestSpelling } from "./shared/spelling.ts";
 import { COMMIT, VERSION } from "./shared/version.ts";
 
@@ -191,7 +192,7 @@ function unknownGroupCommand(group: CommandSpec, words: readonly string[]): Usag
   }
   const next = new Set(commandsUnder(prefix).map((c) => c.name.slice(prefix.length + 1).split(" ")[0]!));
   const hint = at < words.length ? meantCommand(words[at]!, next, prefix) : "";
-  return new UsageError(`unknown ${group.name} command ${JSON.stringify(words.join(" "))}${hint}; see flashlex ${group.name} --help`);
+  return new UsageError(`unknown ${group.name} command ${quoteGiven(words.join(" "))}${hint}; see flashlex ${group.name} --help`);
 }
 
 /** "; did you mean flashlex collect?" when `word` is at most two letters off one of `commands` (under `group`), else "". */
@@ -235,7 +236,7 @@ export async function main(argv: string[]): Promise<number> {
     if (!cli.matchedCommand) {
       if (cli.args.length) {
         const topLevel = COMMANDS.filter((c) => !c.name.includes(" ")).map((c) => c.name);
-        throw new UsageError(`unknown command ${JSON.stringify(cli.args[0])}${meantCommand(String(cli.args[0]), topLevel)}; see flashlex --help`);
+        throw new UsageError(`unknown command ${quoteGiven(String(cli.args[0]))}${meantCommand(String(cli.args[0]), topLevel)}; see flashlex --help`);
       }
       // `flashlex --nosuch`: the flag named, not the whole listing with 64 and no word of why
       if (!help && !cli.options.version) cli.globalCommand.checkUnknownOptions();
@@ -317,7 +318,7 @@ function checkArgumentCount(spec: CommandSpec, args: readonly string[]): void {
   // with nothing to take, the word is most likely a flag's value; else one too many of what it takes
   const why = taken.length ? `takes ${taken.join(" ")}, one per run` : "takes no arguments: a value goes after its flag";
   throw new UsageError(
-    `${spec.name} ${why}, so ${JSON.stringify(extra[0])} is one too many${extra.length > 1 ? ` (of ${extra.length})` : ""}; see flashlex ${spec.name} --help`,
+    `${spec.name} ${why}, so ${quoteGiven(String(extra[0]))} is one too many${extra.length > 1 ? ` (of ${extra.length})` : ""}; see flashlex ${spec.name} --help`,
   );
 }
 

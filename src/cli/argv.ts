@@ -63,10 +63,10 @@ export function refuseMisreadWords(argv: readonly string[]): void {
         before?.startsWith("--") && !before.includes("=")
           ? `to give it as the value of ${before}, write ${before}=${word}`
           : `give the flags apart (${[...word.slice(1)].map((c) => `-${c}`).join(" ")}), or join a value that starts with a dash to its flag with =, as in --flag=${word}`;
-      throw new UsageError(`${JSON.stringify(word)} reads as one-letter flags, -h among them; ${meant}`);
+      throw new UsageError(`${quoteGiven(word)} reads as one-letter flags, -h among them; ${meant}`);
     }
     if (/^--[^=.]+\./.test(word)) {
-      throw new UsageError(`${JSON.stringify(word.split("=")[0])} is no flag: a flag's name has no dot (a value goes after = or a space)`);
+      throw new UsageError(`${quoteGiven(word.split("=")[0]!)} is no flag: a flag's name has no dot (a value goes after = or a space)`);
     }
   }
 }

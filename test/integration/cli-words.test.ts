@@ -144,6 +144,29 @@ test("a refused thing name, export type or taken name says what was given and wh
     const result = await run([...args], { cwd: work });
     expect({ code: result.code, stderr: result.stderr.trim() }).toEqual({ code, stderr: `flashlex: ${said}` });
   }
+  // and everywhere else a refusal quotes a value (new-user pass 21, F3): one short line, the value cut
+  const huge = "n".repeat(5000);
+  for (const args of [
+    ["hub", "init", "--dir", join(work, "huge"), "--name", huge],
+    ["hub", "init", "--dir", join(work, "huge"), "--api-url", `http://${huge}:8080`],
+    ["hub", "enroll-token", "create", "--dir", hub.dir, "--name-prefix", huge],
+    ["hub", "enroll-token", "create", "--dir", hub.dir, "--expires", huge],
+    ["hub", "enroll-token", "revoke", huge, "--dir", hub.dir],
+    [huge],
+    ["hub", huge],
+    ["hub", "thing", "list", huge, "--dir", hub.dir],
+  ]) {
+    const result = await run(args);
+    const shown = args.map((a) => (a.length > 100 ? "<5,000 n>" : a)).join(" ");
+    expect({ shown, code: [64, 65].includes(result.code), short: result.stderr.length < 400, cut: result.stderr.includes(`${"n".repeat(48)}…`) }).toStrictEqual(
+      {
+        shown,
+        code: true,
+        short: true,
+        cut: true,
+      },
+    );
+  }
   const thing = await hub.createThing("taken");
   const again = await run(["hub", "thing", "create", "taken", "--dir", hub.dir, "-o", join(work, "again.zip")]);
   expect(again.code).toBe(65);

@@ -1,5 +1,6 @@
 /** `hub enroll-token create|list|revoke`: the enrolment tokens of src/hub/enrolment. */
 import { UsageError } from "../../shared/errors.ts";
+import { quoteGiven } from "../../shared/log.ts";
 import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag } from "../input.ts";
@@ -49,11 +50,11 @@ function create(options: Options): Promise<number> {
     const expires = text(options.expires);
     const lifetimeMs = expires === undefined ? undefined : parseDuration(expires);
     if (expires !== undefined && (lifetimeMs === undefined || lifetimeMs < 1000 || lifetimeMs > MAX_TOKEN_LIFETIME_MS))
-      throw new UsageError(`--expires must be a duration from 1s to 30d, such as 30m, 24h or 7d, not ${JSON.stringify(expires)}`);
+      throw new UsageError(`--expires must be a duration from 1s to 30d, such as 30m, 24h or 7d, not ${quoteGiven(expires)}`);
     const maxUses = countFlag(options.maxUses, "--max-uses", MAX_TOKEN_USES);
     const namePrefix = text(options.namePrefix);
     const refusal = namePrefix === undefined ? undefined : hub.enrolment.tokens.namePrefixRefusal(namePrefix);
-    if (refusal) throw new UsageError(`--name-prefix ${JSON.stringify(namePrefix)} ${refusal}`);
+    if (namePrefix !== undefined && refusal) throw new UsageError(`--name-prefix ${quoteGiven(namePrefix)} ${refusal}`);
     const info = hub.enrolment.info();
     const settings = hub.home.settings;
     const hubUrl = `${settings.api.publicUrl.replace(/\/+$/, "")}/${settings.env}/v1`;

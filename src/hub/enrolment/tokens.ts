@@ -12,7 +12,7 @@
 import { randomBytes } from "node:crypto";
 import { ENROLMENT_TOKEN_TAG } from "../../protocol/enrolment-token.ts";
 import { InputError } from "../../shared/errors.ts";
-import { quoteLogText } from "../../shared/log.ts";
+import { quoteGiven, quoteLogText } from "../../shared/log.ts";
 import { hashToken } from "../home/tokens.ts";
 import type { EnrolmentTokenRecord, HubStore } from "../store/hub-store.ts";
 
@@ -142,7 +142,7 @@ export class EnrolmentTokens {
       if (!record) throw new InputError("no enrolment token is the one given (it is not repeated here; see `flashlex hub enroll-token list` for ids)");
       id = record.id;
     } else if (!(await this.store.listEnrolmentTokens()).some((t) => t.id === id)) {
-      throw new InputError(`no enrolment token ${JSON.stringify(id)} (see \`flashlex hub enroll-token list\`)`);
+      throw new InputError(`no enrolment token ${quoteGiven(id)} (see \`flashlex hub enroll-token list\`)`);
     }
     return { id, changed: await this.store.revokeEnrolmentToken(id, this.now()) };
   }

@@ -14,6 +14,7 @@ import { fsyncDirectory } from "../../shared/durable-files.ts";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { DNS_NAME } from "../../shared/listen-address.ts";
+import { quoteGiven } from "../../shared/log.ts";
 import { danglingTarget, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { parseUrlStrictly } from "../../shared/strict-url.ts";
 import { type HubDatabase, parseHubDatabase, urlHoldsPassword } from "../store/database-url.ts";
@@ -308,7 +309,7 @@ function initialSettings(o: InitHubOptions): HubSettings {
   const defaults = ["localhost", "127.0.0.1", ...(DNS_NAME.test(host) ? [host] : [])];
   const names = userNames.length > 0 ? userNames : defaults;
   for (const name of names) {
-    if (!isIP(name) && !DNS_NAME.test(name)) throw new UsageError(`--name: not a DNS name or IP address: ${JSON.stringify(name)}`);
+    if (!isIP(name) && !DNS_NAME.test(name)) throw new UsageError(`--name: not a DNS name or IP address: ${quoteGiven(name)}`);
   }
   const brokerHost = o.brokerHost ?? userNames[0] ?? "localhost";
   // Refusals of the broker host name the flag it came from: --broker-host, else the first --name.
@@ -325,14 +326,19 @@ function initialSettings(o: InitHubOptions): HubSettings {
   const publicUrl = o.apiUrl ?? "http://127.0.0.1:8080";
   const url = parseUrlStrictly(publicUrl);
   if (url?.protocol !== "http:" && url?.protocol !== "https:")
-    throw new UsageError(`--api-url must be an http:// or https:// URL, not ${JSON.stringify(publicUrl)}`);
+    throw new UsageError(`--api-url must be an http:// or https:// URL, not ${quoteGiven(publicUrl)}`);
+  // a host no resolver takes (5,000 characters went into every config.yml): DNS's lengths, 253 for
+  // the name and 63 a label (RFC 1035 §2.3.4); `_` is let through, as Docker's service names have it
+  if (url.hostname.length > 253 || url.hostname.split(".").some((label) => label.length > 63)) {
+    throw new UsageError(`--api-url: its host is longer than a DNS name may be (253 characters, 63 between dots): ${quoteGiven(url.hostname)}`);
+  }
   // it is written into every thing's config.yml
   if (url.username || url.password) throw new UsageError("--api-url must not hold a user name or password: every thing's config.yml gets it");
   // The API is served at /<env>/v1 of this origin: a path was put in front of it (http://h/dev/v1
   // became http://h/dev/v1/dev/v1), and `enroll` refused the --hub line enroll-token create printed.
   if (url.pathname !== "/" || url.search || url.hash) {
     throw new UsageError(
-      `--api-url is where things reach the hub: scheme, host and port only (the API is served at /<env>/v1 under it), such as ${url.origin}, not ${JSON.stringify(publicUrl)}`,
+      `--api-url is where things reach the hub: scheme, host and port only (the API is served at /<env>/v1 under it), such as ${url.origin}, not ${quoteGiven(publicUrl)}`,
     );
   }
   // The port things use is the one to listen on: without one in the URL that is its scheme's
