@@ -380,6 +380,14 @@ test("hub init says the broker listens on every interface; mosquitto-config tell
   // an IPv6 broker host is printed as an address to copy: in brackets before the port
   const v6 = await run(["hub", "init", "--dir", join(work, "init-v6"), "--name", "2001:db8::1"]);
   expect(v6.stdout).toContain("broker:     [2001:db8::1]:8883 (certificate for 2001:db8::1;");
+  // the note names only what is missing for things elsewhere (it asked for --api-url when given: new-user pass 21, F16)
+  const note = (stdout: string) => /^note: .*$/m.exec(stdout)?.[0];
+  expect([note(init.stdout), note(v6.stdout)]).toStrictEqual([
+    "note: things on other machines need an address they can reach: use --name HOST and --api-url http://HOST:8080",
+    "note: things on other machines need an address they can reach: use --api-url http://HOST:8080",
+  ]);
+  const apiOnly = await run(["hub", "init", "--dir", join(work, "init-api"), "--api-url", "http://hub.lan:8080"]);
+  expect(note(apiOnly.stdout)).toBe("note: things on other machines need an address they can reach: use --name HOST");
   const out = join(work, "mosquitto's files");
   const persistence = join(work, "mosquitto-persist", "db");
   const config = await run(["hub", "mosquitto-config", "--dir", dir, "--out", out, "--port", "18883", "--persistence", persistence]);

@@ -70,6 +70,15 @@ async function namingTheDefault<T>(options: Options, make: () => Promise<T>): Pr
   }
 }
 
+/**
+ * What `hub init`'s note says is missing for things on other machines: the flags not given of
+ * --name (the broker's certificate and host) and --api-url (the API they reach); none when both were.
+ */
+function initNote(options: Options): string[] {
+  const missing = [list(options.name).length === 0 ? "--name HOST" : "", text(options.apiUrl) ? "" : "--api-url http://HOST:8080"].filter(Boolean);
+  return missing.length ? [`note: things on other machines need an address they can reach: use ${missing.join(" and ")}`] : [];
+}
+
 /** What `hub init` prints: the token and the next steps, or with --json one line holding the token. */
 function initReport(dir: string, s: HubSettings, token: string, options: Options): string {
   if (options.json) {
@@ -87,9 +96,7 @@ function initReport(dir: string, s: HubSettings, token: string, options: Options
     "operator access token (shown once; the hub keeps only its hash; `flashlex hub token rotate` makes a new one):",
     token,
     "",
-    ...(!text(options.apiUrl) || list(options.name).length === 0
-      ? ["note: things on other machines need an address they can reach: use --name HOST and --api-url http://HOST:8080"]
-      : []),
+    ...initNote(options),
     `next: flashlex hub serve --dir ${at}; then a thing: flashlex hub enroll-token create --dir ${at} (the device enrols itself, as README.md does)`,
     `      or flashlex hub thing create NAME --dir ${at} (a zip with its keys to copy to the device)`,
   ];
