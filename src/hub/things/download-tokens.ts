@@ -15,9 +15,9 @@ import { hashToken } from "../home/tokens.ts";
 import type { HubStore, ThingRecord } from "../store/hub-store.ts";
 import { distributionDownloadLine } from "./download-line.ts";
 
-export const DOWNLOAD_TOKEN_TAG = "flxd_";
+const DOWNLOAD_TOKEN_TAG = "flxd_";
 /** An hour: enough to reach the board and paste; short enough that a line found later in a history means nothing. */
-export const DOWNLOAD_TOKEN_LIFETIME_MS = 3_600_000;
+const DOWNLOAD_TOKEN_LIFETIME_MS = 3_600_000;
 /** Expired rows are forgotten this long after they expire (a day: a refused download can still be told from an unknown token in a debug session). */
 const FORGET_AFTER_MS = 86_400_000;
 
