@@ -244,6 +244,8 @@ export async function main(argv: string[]): Promise<number> {
       printHelp(cli);
       return help ? ExitCode.OK : ExitCode.USAGE;
     }
+    // `hub thing --version`: the version, as `hub --version` and `collect --version` give it
+    if (spec && !spec.run && cli.options.version && !help) return printVersion();
     // A group (`hub`, `hub thing`) followed by words it has no command for: say that, before cac
     // judges the flags by the group's own (none), which would call --dir an unknown option.
     if (spec && !spec.run && cli.args.length) {

@@ -61,8 +61,10 @@ export function refuseMisreadWords(argv: readonly string[]): void {
       const before = words[i - 1];
       const meant =
         before?.startsWith("--") && !before.includes("=")
-          ? `to give it as the value of ${before}, write ${before}=${word}`
-          : `give the flags apart (${[...word.slice(1)].map((c) => `-${c}`).join(" ")}), or join a value that starts with a dash to its flag with =, as in --flag=${word}`;
+          ? `to give it as the value of ${before}, write ${before}=${word.length <= 48 ? word : "-VALUE"}`
+          : word.length <= 6
+            ? `give the flags apart (${[...word.slice(1)].map((c) => `-${c}`).join(" ")}), or join a value that starts with a dash to its flag with =, as in --flag=${word}`
+            : "give the flags apart, or join a value that starts with a dash to its flag with =, as in --flag=-VALUE";
       throw new UsageError(`${quoteGiven(word)} reads as one-letter flags, -h among them; ${meant}`);
     }
     if (/^--[^=.]+\./.test(word)) {

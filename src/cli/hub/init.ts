@@ -71,11 +71,14 @@ async function namingTheDefault<T>(options: Options, make: () => Promise<T>): Pr
 }
 
 /**
- * What `hub init`'s note says is missing for things on other machines: the flags not given of
- * --name (the broker's certificate and host) and --api-url (the API they reach); none when both were.
+ * What `hub init`'s note says is missing for things on other machines: --name (the broker's
+ * certificate and host) when not given, --api-url (the API they reach) when not given or
+ * naming this machine's loopback; none when things elsewhere can reach both.
  */
-function initNote(options: Options): string[] {
-  const missing = [list(options.name).length === 0 ? "--name HOST" : "", text(options.apiUrl) ? "" : "--api-url http://HOST:8080"].filter(Boolean);
+function initNote(settings: HubSettings, options: Options): string[] {
+  const apiHost = new URL(settings.api.publicUrl).hostname;
+  const loopbackApi = apiHost === "localhost" || apiHost === "[::1]" || apiHost.startsWith("127.");
+  const missing = [list(options.name).length === 0 ? "--name HOST" : "", loopbackApi ? "--api-url http://HOST:8080" : ""].filter(Boolean);
   return missing.length ? [`note: things on other machines need an address they can reach: use ${missing.join(" and ")}`] : [];
 }
 
@@ -96,7 +99,7 @@ function initReport(dir: string, s: HubSettings, token: string, options: Options
     "operator access token (shown once; the hub keeps only its hash; `flashlex hub token rotate` makes a new one):",
     token,
     "",
-    ...initNote(options),
+    ...initNote(s, options),
     `next: flashlex hub serve --dir ${at}; then a thing: flashlex hub enroll-token create --dir ${at} (the device enrols itself, as README.md does)`,
     `      or flashlex hub thing create NAME --dir ${at} (a zip with its keys to copy to the device)`,
   ];
