@@ -51,7 +51,7 @@ const COMPAT_TABLE = "schema_compat";
  *    `user_version` (and checks the schema again) inside it: of two processes opening a fresh
  *    database at once (two serves, serve and collect, messages list), one migrates while the
  *    other waits on the lock (busy_timeout), then finds the work done. One transaction, so one
- *    fsync (a step each cost one: ~15 on a new hub database, each milliseconds on an SD card),
+ *    fsync (a step each cost one: 11 on a new hub database, each milliseconds on an SD card),
  *    and no database is ever left between versions.
  */
 export function migrate(db: SqlDatabase, migrations: readonly string[], name: string, options: MigrationOptions = {}): number {
