@@ -212,8 +212,8 @@ function printVersion(): number {
 export async function main(argv: string[]): Promise<number> {
   let result: number | Promise<number> | undefined;
   try {
-    refuseMisreadWords(argv);
     const matched = matchCommand(COMMANDS, argv.slice(2));
+    refuseMisreadWords(argv, matched ? [matched.spec] : COMMANDS);
     const multiWord = matched?.spec.name.includes(" ") ? matched.spec : undefined;
     // cac matches args[0]: a multi-word command's words become its one (space-holding) name.
     const line = multiWord ? [argv[0]!, argv[1]!, multiWord.name, ...matched!.rest] : argv;

@@ -52,15 +52,16 @@ export function keepArgumentsText(argv: string[]): string[] {
  * - a dotted flag (`--dir.x y`): mri makes `dir` an object, which a command took for a path
  *   (`[object Object]`), or, with `--dir` given too, mri itself threw (70, as a bug).
  */
-export function refuseMisreadWords(argv: readonly string[]): void {
+export function refuseMisreadWords(argv: readonly string[], commands: readonly CommandSpec[]): void {
   const end = argv.indexOf("--", 2);
   const words = argv.slice(2, end < 0 ? undefined : end);
   for (const [i, word] of words.entries()) {
     if (/^-[A-Za-z]{2,}$/.test(word) && word.includes("h")) {
-      // after a flag that may take it, that flag joined to it; else the letters as flags of their own
+      // after a flag of the command's that takes a value, that flag joined to it (mri reads
+      // `-c=-hv` and `--name=-hv` alike); else the letters as flags of their own
       const before = words[i - 1];
       const meant =
-        before?.startsWith("--") && !before.includes("=")
+        before !== undefined && valueFlagsOf(commands).has(before)
           ? `to give it as the value of ${before}, write ${before}=${word.length <= 48 ? word : "-VALUE"}`
           : word.length <= 6
             ? `give the flags apart (${[...word.slice(1)].map((c) => `-${c}`).join(" ")}), or join a value that starts with a dash to its flag with =, as in --flag=${word}`
@@ -176,6 +177,21 @@ function optionNames(flags: string): string[] {
   return [...flags.replace(/[<[].*$/, "").matchAll(/--?([a-z][\w-]*)/gi)].map((m) => m[1]!.replace(/-([a-z])/g, (_, c: string) => c.toUpperCase()));
 }
 
+/** The flags of `commands` that take a value, as typed: `-c`, `--config`, `--name`. */
+export function valueFlagsOf(commands: readonly CommandSpec[]): Set<string> {
+  // Plain loops and string slicing: matchCommand runs this before every command, and a first use
+  // of a regular expression or of flatMap costs a cold process about a millisecond each.
+  const valueFlags = new Set<string>();
+  for (const spec of commands) {
+    for (const { flags } of spec.options) {
+      const value = flags.indexOf("<");
+      if (value < 0) continue;
+      for (const flag of flags.slice(0, value).split(",")) valueFlags.add(flag.trim());
+    }
+  }
+  return valueFlags;
+}
+
 /**
  * The table entry whose words are the first positional words of `words` (the arguments after
  * `flashlex`), longest first, and the arguments without those words: cac matches one word, so
@@ -184,16 +200,7 @@ function optionNames(flags: string): string[] {
  * that takes a value anywhere in the table takes the next argument with it.
  */
 export function matchCommand(table: readonly CommandSpec[], words: readonly string[]): { spec: CommandSpec; rest: string[] } | undefined {
-  // Plain loops and string slicing: this runs before every command, and a first use of a
-  // regular expression or of flatMap costs a cold process about a millisecond each.
-  const valueFlags = new Set<string>();
-  for (const spec of table) {
-    for (const { flags } of spec.options) {
-      const value = flags.indexOf("<");
-      if (value < 0) continue;
-      for (const flag of flags.slice(0, value).split(",")) valueFlags.add(flag.trim());
-    }
-  }
+  const valueFlags = valueFlagsOf(table);
   const positional: number[] = [];
   for (let i = 0; i < words.length; i++) {
     const word = words[i]!;

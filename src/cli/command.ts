@@ -73,6 +73,18 @@ export function port(value: unknown, flag: string): number | undefined {
   return Number(given);
 }
 
+/**
+ * A flag whose value is one of a few words: the word given (undefined when the flag is absent),
+ * else UsageError (64) naming `flag`, the words it takes and the value given (quoted, cut at 48
+ * characters).
+ */
+export function choice<T extends string>(value: unknown, flag: string, words: readonly T[]): T | undefined {
+  const given = text(value);
+  if (given === undefined || (words as readonly string[]).includes(given)) return given as T | undefined;
+  const named = words.length > 1 ? `${words.slice(0, -1).join(", ")} or ${words[words.length - 1]}` : words[0];
+  throw new UsageError(`${flag} must be ${named}, not ${quoteGiven(given)}`);
+}
+
 /** The first positional value, or UsageError (64) saying what is missing. */
 export function required(args: string[], what: string): string {
   const value = args[0];

@@ -10,6 +10,7 @@
  * verifies alike, so the algorithm always follows from the key and never from a token header.
  */
 import { createPrivateKey, createPublicKey, generateKeyPair, type KeyObject } from "node:crypto";
+import { quoteGiven } from "../shared/log.ts";
 import { CryptoError } from "./errors.ts";
 
 /** Every `-----BEGIN X-----…-----END X-----` block, with its label. */
@@ -166,7 +167,7 @@ export function thingKeyTypeOf(key: KeyObject): ThingKeyType {
  */
 export async function generateThingKeyPair(type: ThingKeyType): Promise<{ privateKeyPem: string; publicKeyPem: string }> {
   if (type === "rsa") return generateRsaKeyPair();
-  if (type !== "ec") throw new CryptoError(`unknown key type ${JSON.stringify(type)}; use rsa or ec`);
+  if (type !== "ec") throw new CryptoError(`unknown key type ${quoteGiven(type)}; use rsa or ec`);
   return pemKeyPair((done) =>
     generateKeyPair(
       "ec",

@@ -13,6 +13,7 @@
 import { createPrivateKey, type KeyObject, randomBytes, type webcrypto as wc } from "node:crypto";
 import { isIP } from "node:net";
 import type * as X509 from "@peculiar/x509";
+import { quoteGiven } from "../shared/log.ts";
 import { CryptoError } from "./errors.ts";
 import { loadPrivateKey, loadPublicKey, pemBlocks, spkiDer, tokenAlgorithmFor } from "./keys.ts";
 import { x509 } from "./peculiar.ts";
@@ -222,10 +223,10 @@ export async function issueServerCertificate(
   if (dnsNames.length === 0 && ipAddresses.length === 0) {
     (isIP(opts.commonName) ? ipAddresses : dnsNames).push(opts.commonName);
   }
-  for (const ip of ipAddresses) if (!isIP(ip)) throw new CryptoError(`not an IP address: ${JSON.stringify(ip)}`);
+  for (const ip of ipAddresses) if (!isIP(ip)) throw new CryptoError(`not an IP address: ${quoteGiven(ip)}`);
   for (const dns of dnsNames) {
     if (!/^(\*\.)?[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*$/.test(dns)) {
-      throw new CryptoError(`not a DNS name: ${JSON.stringify(dns)}`);
+      throw new CryptoError(`not a DNS name: ${quoteGiven(dns)}`);
     }
   }
   const dates = validity(opts, 825); // 825 days: the longest server lifetime Apple/CA-B rules accept

@@ -7,6 +7,7 @@
  * `toFlashlexError` is what every layer calls on a caught value to give it its kind.
  */
 import { type ErrorKind, FlashlexError, oneLine } from "./errors.ts";
+import { cutGiven } from "./log.ts";
 import { danglingTarget, fileOnTheWay, pathKind, unreachableTarget } from "./path-exists.ts";
 import { whyDenied } from "./why-denied.ts";
 
@@ -246,11 +247,14 @@ function classifyYaml(err: object): ForeignError | undefined {
 function classifyCli(err: object): ForeignError | undefined {
   const e = err as Error;
   // cac names an unknown option as it stores it, camelCased: `--payloadLimit` for --payload-limit.
-  // Only a capital after a letter or digit is cac's: `--Dir` and `--DIR` were typed so.
+  // Only a capital after a letter or digit is cac's: `--Dir` and `--DIR` were typed so. A flag
+  // longer than any of ours is cut, as quoteGiven cuts a value.
   if (e.name === "CACError")
     return {
       kind: "usage",
-      reason: oneLine(e.message.replace(/`--[a-zA-Z0-9-]+`/g, (flag) => flag.replace(/(?<=[a-z0-9])[A-Z]/g, (c) => `-${c.toLowerCase()}`))),
+      reason: oneLine(
+        e.message.replace(/`(--[a-zA-Z0-9-]+)`/g, (_, flag: string) => `\`${cutGiven(flag.replace(/(?<=[a-z0-9])[A-Z]/g, (c) => `-${c.toLowerCase()}`))}\``),
+      ),
     };
   return undefined;
 }

@@ -15,6 +15,15 @@ export interface ListenAddress {
  */
 export const DNS_NAME = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 
+/**
+ * Whether a URL's host (`URL.hostname`) is within DNS's lengths: 253 characters, 63 between dots
+ * (RFC 1035 §2.3.4). Looser than DNS_NAME on purpose: `_` passes, as Docker's service names
+ * have it; a host no resolver takes (5,000 characters) does not.
+ */
+export function withinDnsLengths(hostname: string): boolean {
+  return hostname.length <= 253 && hostname.split(".").every((label) => label.length <= 63);
+}
+
 /** The host a bare port binds to. */
 export const LOOPBACK = "127.0.0.1";
 

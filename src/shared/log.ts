@@ -69,7 +69,12 @@ const MAX_QUOTED = 48;
  * with `…` (inside the quotes, so a cut value is not mistaken for the whole).
  */
 export function quoteGiven(value: string): string {
-  return JSON.stringify(value.length > MAX_QUOTED ? `${value.slice(0, MAX_QUOTED)}…` : value);
+  return JSON.stringify(cutGiven(value));
+}
+
+/** `value` cut at MAX_QUOTED characters with `…`, unquoted: for a refusal that names a flag or id as typed (`--metrics 9x:`). */
+export function cutGiven(value: string): string {
+  return value.length > MAX_QUOTED ? `${value.slice(0, MAX_QUOTED)}…` : value;
 }
 
 /**
@@ -230,7 +235,7 @@ export function logLevelFromEnv(env: NodeJS.ProcessEnv = process.env): Level {
   if (value === undefined || value === "") return "info";
   const level = LOG_LEVELS.find((l) => l === value);
   if (level) return level;
-  throw new ConfigError(`$FLASHLEX_LOG_LEVEL is ${quoteLogText(value)}; it takes ${LOG_LEVELS.join(", ")} (unset: info)`);
+  throw new ConfigError(`$FLASHLEX_LOG_LEVEL is ${quoteLogText(cutGiven(value))}; it takes ${LOG_LEVELS.join(", ")} (unset: info)`);
 }
 
 /** A logger that drops everything, for library users who do not want output (whatever FLASHLEX_LOG_LEVEL says). */

@@ -560,3 +560,80 @@ test("what hub init and hub thing create print on stdout keeps a path's newline 
   expect(created.stdout).toContain("distribution: ");
   expect(created.stdout.split("\n").find((line) => line.startsWith("distribution: "))).toContain("\\u001b[2J\\u000a.zip");
 });
+
+test("a refusal quotes a 5,000-character value cut, never whole, whichever flag, word or variable it came in (verify pass 26, F2: it was echoed whole by ~20 refusals)", async () => {
+  const hub = await makeHubFixture(join(work, "long"));
+  const thing = await hub.createThing("longer");
+  const long = "a".repeat(5000);
+  const dir = ["--dir", hub.dir];
+  const out = join(work, "long-out");
+  const cases: { args: string[]; env?: Record<string, string> }[] = [
+    { args: ["messages", long, ...thing.flags] },
+    { args: ["outbox", long, ...thing.flags] },
+    { args: ["outbox", "retry", long, ...thing.flags] },
+    { args: ["outbox", "drop", long, ...thing.flags] },
+    { args: ["outbox", "list", "--state", long, ...thing.flags] },
+    { args: ["collect", "--via", long, ...thing.flags] },
+    { args: ["serve", "--metrics", long, ...thing.flags] },
+    { args: ["install-service", "--user", long, "--dry-run", ...thing.flags] },
+    { args: [`--${long}`] },
+    { args: ["collect", `--${long}`, ...thing.flags] },
+    { args: ["collect", `-h${long}`] },
+    { args: ["collect", "--json", `-h${long}`] },
+    { args: ["hub", "init", "--dir", join(work, "long-hub"), "--broker-host", long] },
+    { args: ["hub", "init", "--dir", join(work, "long-hub"), "--env", long] },
+    { args: ["hub", "thing", "create", "k", ...dir, "--key-type", long] },
+    { args: ["hub", "serve", ...dir, "--broker", long] },
+    { args: ["hub", "serve", ...dir, "--broker", `mqtts://${long}`] },
+    { args: ["hub", "rabbitmq-config", ...dir, "--out", out, "--nodes", long] },
+    { args: ["hub", "rabbitmq-config", ...dir, "--out", out, "--host", long] },
+    { args: ["hub", "rabbitmq-config", ...dir, "--out", out, "--auth-host", long] },
+    { args: ["hub", "update", ...dir, "--to", long, "--all"] },
+    { args: ["hub", "update", ...dir, "--to", "1.0.0", "--all", "--batch", long] },
+    { args: ["hub", "export", thing.name, ...dir, "--type", long] },
+    { args: ["enroll", "--hub", long, "--token", "flxe_x", "--ca-fingerprint", "AA", "--dir", join(work, "long-enrol")] },
+    {
+      args: [
+        "enroll",
+        "--hub",
+        "http://127.0.0.1:1/dev/v1",
+        "--token",
+        "flxe_x",
+        "--ca-fingerprint",
+        "A".repeat(64),
+        "--name",
+        long,
+        "--dir",
+        join(work, "long-enrol"),
+      ],
+    },
+    {
+      args: [
+        "enroll",
+        "--hub",
+        "http://127.0.0.1:1/dev/v1",
+        "--token",
+        "flxe_x",
+        "--ca-fingerprint",
+        "A".repeat(64),
+        "--key-type",
+        long,
+        "--dir",
+        join(work, "long-enrol"),
+      ],
+    },
+    { args: ["hub", "thing", "list", ...dir], env: { FLASHLEX_LOG_LEVEL: long } },
+  ];
+  for (const c of cases) {
+    const result = await run(c.args, { env: c.env, timeoutMs: 20_000 });
+    tally("badInputs");
+    const shown = c.args.map((arg) => (arg.length > 60 ? `<${arg.length} chars>` : arg)).join(" ");
+    // refused (a usage or configuration error, or unreachable), on one line that holds a cut of the value
+    expect({ shown, code: [64, 65, 69, 78].includes(result.code) }).toEqual({ shown, code: true });
+    const longest = Math.max(...`${result.stdout}\n${result.stderr}`.split("\n").map((line) => line.length));
+    expect({ shown, longest: longest <= 400 }).toEqual({ shown, longest: true });
+    expect({ shown, cut: `${result.stdout}${result.stderr}`.includes("a".repeat(49)) }).toEqual({ shown, cut: false });
+  }
+  expect(existsSync(join(work, "long-hub"))).toBe(false);
+  expect(existsSync(out)).toBe(false);
+});

@@ -822,6 +822,11 @@ describe("bad values on the command line and on stdin", () => {
         ["hub", "thing", "delete", "-sh", "--dir", thing.dir],
         "give the flags apart (-s -h), or join a value that starts with a dash to its flag with =, as in --flag=-sh",
       ],
+      // a short flag that takes a value is joined as mri reads it; a switch (--json) or a flag the
+      // command does not have takes none (verify pass 26, F3: both were offered --json=-sh)
+      [["messages", "list", "-c", "-sh"], "to give it as the value of -c, write -c=-sh"],
+      [["collect", "--json", "-sh"], "give the flags apart (-s -h), or join a value that starts with a dash to its flag with =, as in --flag=-sh"],
+      [["collect", "--nosuch", "-sh"], "give the flags apart (-s -h), or join a value that starts with a dash to its flag with =, as in --flag=-sh"],
     ] as const) {
       const result = await run([...args]);
       tally("badInputs");

@@ -74,9 +74,9 @@ describe("refuseEmptyValues", () => {
 
 describe("refuseMisreadWords", () => {
   test("a dotted flag is refused before mri makes an object of it (a home named [object Object], or mri's own TypeError: 70)", () => {
-    expect(() => refuseMisreadWords(["bun", "flashlex", "hub", "thing", "list", "--dir.x", "y"])).toThrow('"--dir.x" is no flag');
-    expect(() => refuseMisreadWords(["bun", "flashlex", "--dir.x=y"])).toThrow('"--dir.x" is no flag');
-    expect(() => refuseMisreadWords(["bun", "flashlex", "--since=2026.12", "--dir", "./a.b"])).not.toThrow();
-    expect(() => refuseMisreadWords(["bun", "flashlex", "--", "--dir.x"])).not.toThrow();
+    expect(() => refuseMisreadWords(["bun", "flashlex", "hub", "thing", "list", "--dir.x", "y"], [])).toThrow('"--dir.x" is no flag');
+    expect(() => refuseMisreadWords(["bun", "flashlex", "--dir.x=y"], [])).toThrow('"--dir.x" is no flag');
+    expect(() => refuseMisreadWords(["bun", "flashlex", "--since=2026.12", "--dir", "./a.b"], [])).not.toThrow();
+    expect(() => refuseMisreadWords(["bun", "flashlex", "--", "--dir.x"], [])).not.toThrow();
   });
 });

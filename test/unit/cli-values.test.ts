@@ -7,6 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { choice } from "../../src/cli/command.ts";
 import { exitCodeOf } from "../../src/cli/exit-codes.ts";
 import { countFlag, decodeUtf8 } from "../../src/cli/input.ts";
 import { FlashlexError } from "../../src/shared/errors.ts";
@@ -14,6 +15,24 @@ import { acquireServeLock, LOCK_FILE } from "../../src/thing/local/serve-lock.ts
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-cli-values-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("choice", () => {
+  test("takes one of its words, or nothing; anything else is a usage error naming the flag, the words and the value cut at 48", () => {
+    expect(choice(undefined, "--via", ["http", "mqtt"])).toBeUndefined();
+    expect(choice("mqtt", "--via", ["http", "mqtt"])).toBe("mqtt");
+    expect(() => choice("MQTT", "--via", ["http", "mqtt"])).toThrow('--via must be http or mqtt, not "MQTT"');
+    expect(() => choice("x".repeat(5000), "--state", ["pending", "sent", "rejected"])).toThrow(
+      `--state must be pending, sent or rejected, not "${"x".repeat(48)}…"`,
+    );
+    let error: unknown;
+    try {
+      choice("x", "--via", ["http"]);
+    } catch (err) {
+      error = err;
+    }
+    expect(exitCodeOf(error)).toBe(64);
+  });
+});
 
 describe("countFlag", () => {
   test("takes decimal whole numbers from 1 to the maximum", () => {

@@ -145,12 +145,14 @@ describe("hub init", () => {
       ((await initHub({ dir: join(root, "refused"), ...options }).catch((e) => e)) as Error).message;
     expect(await refusal({ apiUrl: "http://127.0.0.1:0" })).toStartWith("hub init: --api-url (api.port): ");
     expect(await refusal({ env: "a b" })).toStartWith("hub init: --env (env): ");
+    // a path segment of every request and config.yml: 5,000 letters were taken (verify pass 26, F2)
+    expect(await refusal({ env: "a".repeat(65) })).toBe("hub init: --env (env): at most 64 characters");
     // the broker host comes from --broker-host, else the first --name: the refusal says which
     expect(await refusal({ names: ["::1"] })).toStartWith("hub init: --name (its first, the broker host things are told) (broker.host): ");
     expect(await refusal({ brokerHost: "::1" })).toStartWith("hub init: --broker-host (broker.host): ");
     const long = `${"a".repeat(30)}.${"b".repeat(39)}`; // a valid DNS name, too long for a certificate's CN
     expect(await refusal({ names: [long] })).toBe(
-      `--name (its first, the broker host things are told): "${long}" is longer than 64 characters, which a certificate's common name cannot hold; give a shorter name first, or --broker-host`,
+      `--name (its first, the broker host things are told): "${long.slice(0, 48)}…" is longer than 64 characters, which a certificate's common name cannot hold; give a shorter name first, or --broker-host`,
     );
     expect(await refusal({ apiUrl: "ftp://hub.lan/" })).toBe('--api-url must be an http:// or https:// URL, not "ftp://hub.lan/"');
     // no port in the URL: the hub listens on the scheme's, which every thing is told (it listened

@@ -37,6 +37,11 @@ describe("parseUrlStrictly", () => {
     expect(normaliseHubUrl("https://hub.example:8080/dev/v1/")).toBe("https://hub.example:8080/dev/v1");
     expect(() => parseBrokerUrl("mqtts://broker\n.lan:8883")).toThrow('broker URL is not a URL: "mqtts://broker\\n.lan:8883"');
     expect(parseBrokerUrl("mqtts://broker.lan")).toEqual({ host: "broker.lan", port: 8883 });
+    // a host no resolver takes is named, cut, before a lookup echoes it whole (verify pass 26, F2)
+    expect(() => parseBrokerUrl(`mqtts://${"a".repeat(64)}.lan`)).toThrow(
+      `broker URL: its host is longer than a DNS name may be (253 characters, 63 between dots): "${"a".repeat(48)}…"`,
+    );
+    expect(parseBrokerUrl(`mqtts://${"a".repeat(63)}.lan`).host).toBe(`${"a".repeat(63)}.lan`);
     expect(() => parseHubDatabase("postgres://flashlex@db\t.lan/hub", "hub.db", "--db")).toThrow("--db: not a URL");
     // surrounding spaces are trimmed by parseHubDatabase itself, as before
     expect(parseHubDatabase(" postgres://flashlex@db.lan/hub ", "hub.db", "--db").kind).toBe("postgres");

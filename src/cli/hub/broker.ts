@@ -111,7 +111,7 @@ function rabbitmqConfig(options: Options): Promise<number> {
   return openedHubToWrite("hub rabbitmq-config", options, async (hub) => {
     const out = outDirectory(options, hub.home.paths.dir, "RabbitMQ");
     const countText = text(options.nodes) ?? "3";
-    if (!/^\d+$/.test(countText) || Number(countText) < 1 || Number(countText) > 9) throw new UsageError(`--nodes must be 1-9, not ${countText}`);
+    if (!/^\d+$/.test(countText) || Number(countText) < 1 || Number(countText) > 9) throw new UsageError(`--nodes must be 1-9, not ${quoteGiven(countText)}`);
     const count = Number(countText);
     const given = list(options.host);
     if (given.length > 1 && given.length !== count) throw new UsageError(`--host: give one host, or one per node (${count}), not ${given.length}`);
@@ -120,12 +120,15 @@ function rabbitmqConfig(options: Options): Promise<number> {
     const { ENV_PLAIN, nodesShareOneHost } = await import("../../hub/broker/rabbitmq-config.ts");
     if (!ENV_PLAIN.test(out))
       throw new UsageError(`--out ${JSON.stringify(out)}: RabbitMQ's env file is read by a shell; use a path of letters, digits and _@%+=:,./- only`);
-    for (const host of hosts) {
+    const authHost = text(options.authHost);
+    // both go into the nodes' config as they are: a host each node reaches
+    const named: [string, string][] = hosts.map((host) => ["--host", host]);
+    if (authHost !== undefined) named.push(["--auth-host", authHost]);
+    for (const [flag, host] of named) {
       if (!ENV_PLAIN.test(host) || !(await isHostOrAddress(host)))
-        throw new UsageError(`--host must be a host name or an IP address, not ${JSON.stringify(host)}`);
+        throw new UsageError(`${flag} must be a host name or an IP address, not ${quoteGiven(host)}`);
     }
     const authListen = hostPort(text(options.authListen), "--auth-listen") ?? { host: "127.0.0.1", port: 8091 };
-    const authHost = text(options.authHost);
     const local = nodesShareOneHost(hosts);
     if (!authHost && !local && /^(0\.0\.0\.0|::|0:0:0:0:0:0:0:0)$/.test(authListen.host)) {
       throw new UsageError(

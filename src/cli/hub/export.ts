@@ -1,7 +1,5 @@
 import type { MessageType } from "../../hub/messages/messages.ts";
-import { UsageError } from "../../shared/errors.ts";
-import { quoteGiven } from "../../shared/log.ts";
-import { type CommandSpec, interruptible, type Options, required, text } from "../command.ts";
+import { type CommandSpec, choice, interruptible, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { parseTimeRange } from "../input.ts";
 import { DB_OPTION, DIR_OPTION, openedHub, outputFile, partialOutput, reportBeside, thingOrFail, untakenNames } from "./common.ts";
@@ -38,11 +36,10 @@ function exportMessages(args: string[], options: Options): Promise<number> {
       openedHub(options, async (hub) => {
         // The flags first: a bad value is usage (64) whether or not the thing exists.
         const { startts, endts } = parseTimeRange(text(options.since), text(options.until));
-        const type = text(options.type);
-        if (type !== undefined && type !== "egress" && type !== "ingress") throw new UsageError(`--type must be egress or ingress, not ${quoteGiven(type)}`);
+        const type = choice<MessageType>(options.type, "--type", ["egress", "ingress"]);
         const given = text(options.output) === undefined ? undefined : outputFile(options, "");
         const thing = await thingOrFail(hub, required(args, "the thing"));
-        const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type as MessageType | undefined }, new Date());
+        const archive = await hub.messages.archive(thing, { startts, endts, messagetype: type }, new Date());
         const { writeArchiveFile } = await import("../../hub/messages/archive.ts");
         let written: { file: string; count: number };
         if (given !== undefined) {

@@ -6,7 +6,7 @@ import { isOpenAs, writeFileAtomically } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { isoSeconds } from "../../shared/time.ts";
-import { type CommandSpec, Interrupted, type Options, required, text } from "../command.ts";
+import { type CommandSpec, choice, Interrupted, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { printLine, printTable, writeSecretToStdout } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, JSON_OPTION, openedHub, openedHubToWrite, outputFile, partialOutput, reportBeside, thingOrFail } from "./common.ts";
@@ -82,9 +82,7 @@ function create(args: string[], options: Options): Promise<number> {
     options,
     async (hub, signal) => {
       const { THING_KEY_TYPES } = await import("../../crypto/keys.ts");
-      const keyType = text(options.keyType) ?? "rsa";
-      if (!(THING_KEY_TYPES as readonly string[]).includes(keyType))
-        throw new UsageError(`--key-type must be ${THING_KEY_TYPES.join(" or ")}, not ${JSON.stringify(keyType)}`);
+      const keyType = choice(options.keyType, "--key-type", THING_KEY_TYPES) ?? "rsa";
       // -o is checked before the thing is made; the default, <name>.zip here (where both READMEs
       // say the zip is), once the name is known, and its directory before: a command root started
       // acts as the home's owner, who may not write in the admin's working directory.

@@ -1,8 +1,7 @@
 import { EGRESS_TEXT_LIMIT_BYTES } from "../../protocol/limits.ts";
-import { UsageError } from "../../shared/errors.ts";
 import { escapeUnsafe } from "../../shared/log.ts";
 import { dataDirFor } from "../../thing/config-location.ts";
-import type { CommandSpec } from "../command.ts";
+import { type CommandSpec, choice } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { readDocument, sourceName } from "../input.ts";
 import { printLine } from "../output.ts";
@@ -21,8 +20,7 @@ export const collectCommand: CommandSpec = thingCommand({
 
 /** 0 delivered, 65 refused for good (kept as rejected), 69 queued for serve. */
 async function collect(flags: ThingFlags & { file?: string; via?: string; json?: boolean }): Promise<number> {
-  const via = String(flags.via ?? "http");
-  if (via !== "http" && via !== "mqtt") throw new UsageError(`--via must be http or mqtt, not ${JSON.stringify(via)}`);
+  const via = choice(flags.via, "--via", ["http", "mqtt"]) ?? "http";
   // Identity first when collect delivers itself: a key that does not fit its certificate is a
   // configuration error (78), and the message must not be queued only to be refused by the hub
   // later. A running serve delivers with the identity it has already checked.

@@ -4,7 +4,7 @@ import { actingAs } from "../../shared/act-as-owner.ts";
 import { UsageError } from "../../shared/errors.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
-import { type CommandSpec, interruptible, type Options, text } from "../command.ts";
+import { type CommandSpec, choice, interruptible, type Options, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { printLine } from "../output.ts";
 import { actAsFolderOwner } from "./common.ts";
@@ -64,8 +64,8 @@ async function enrollInto(dir: string, options: Options, signal: AbortSignal): P
   const caFingerprint = text(options.caFingerprint);
   if (!caFingerprint)
     throw new UsageError("--ca-fingerprint is required: the hub CA's fingerprint printed with the token (FlashLex never trusts a hub on first use)");
-  const keyType = text(options.keyType);
-  if (keyType !== undefined && keyType !== "rsa" && keyType !== "ec") throw new UsageError(`--key-type must be rsa or ec, not ${keyType}`);
+  const { THING_KEY_TYPES } = await import("../../crypto/keys.ts");
+  const keyType = choice(options.keyType, "--key-type", THING_KEY_TYPES);
   const { hostname } = await import("node:os");
   const name =
     text(options.name) ??

@@ -38,7 +38,7 @@ export const messagesCommand: CommandSpec = thingCommand({
     if (action === "delete") return messagesDelete(options, ids);
     const meant = nearestSpelling(String(action), ACTIONS);
     throw new UsageError(
-      `messages: unknown action ${JSON.stringify(action)} (${ACTIONS.join(", ")})${meant ? `; did you mean flashlex messages ${meant}?` : ""}`,
+      `messages: unknown action ${quoteGiven(String(action))} (${ACTIONS.join(", ")})${meant ? `; did you mean flashlex messages ${meant}?` : ""}`,
     );
   },
 });

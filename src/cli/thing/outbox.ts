@@ -4,10 +4,11 @@
  * documented in src/thing/egress/outbox.ts.
  */
 import { InputError, UsageError } from "../../shared/errors.ts";
+import { quoteGiven } from "../../shared/log.ts";
 import { nearestSpelling } from "../../shared/spelling.ts";
 import { isoOrAsIs } from "../../shared/time.ts";
 import type { OutboxChange, OutboxEntry, OutboxPage, OutboxState, ThingAccess } from "../../thing/local/access.ts";
-import type { CommandSpec } from "../command.ts";
+import { type CommandSpec, choice } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { printLine } from "../output.ts";
 import { idList, refuseListFlags, resumingAccessFromFlags, type ThingFlags, thingCommand } from "./common.ts";
@@ -32,7 +33,9 @@ export const outboxCommand: CommandSpec = thingCommand({
     if (action === "retry") return outboxRetry(options, ids);
     if (action === "drop") return outboxDrop(options, ids);
     const meant = nearestSpelling(String(action), ACTIONS);
-    throw new UsageError(`outbox: unknown action ${JSON.stringify(action)} (${ACTIONS.join(", ")})${meant ? `; did you mean flashlex outbox ${meant}?` : ""}`);
+    throw new UsageError(
+      `outbox: unknown action ${quoteGiven(String(action))} (${ACTIONS.join(", ")})${meant ? `; did you mean flashlex outbox ${meant}?` : ""}`,
+    );
   },
 });
 
@@ -46,9 +49,7 @@ const STATES: readonly OutboxState[] = ["pending", "sent", "rejected"];
 const LIST_PAGE = 32;
 
 async function outboxList(flags: OutboxListFlags): Promise<number> {
-  const state = flags.state === undefined ? undefined : String(flags.state);
-  if (state !== undefined && !STATES.includes(state as OutboxState))
-    throw new UsageError(`--state must be pending, sent or rejected, not ${JSON.stringify(state)}`);
+  const state = choice(flags.state, "--state", STATES);
   // a serve that stops or restarts during the listing: it goes on from the next serve or the file
   const access = await resumingAccessFromFlags(flags);
   try {
@@ -56,7 +57,7 @@ async function outboxList(flags: OutboxListFlags): Promise<number> {
     // here and in serve (it grows without bound while the hub is away: offlinePublishQueueing -1).
     let after: OutboxPage["after"];
     for (;;) {
-      const page = await access.listOutbox(state as OutboxState | undefined, { after, limit: LIST_PAGE });
+      const page = await access.listOutbox(state, { after, limit: LIST_PAGE });
       for (const entry of page) printLine(flags.json ? JSON.stringify(toJson(entry)) : toLine(entry));
       if (page.length < LIST_PAGE) return ExitCode.OK;
       const last = page[page.length - 1]!;
@@ -86,7 +87,7 @@ async function changeOutbox(
   if (!ids.length) throw new UsageError("give at least one message id (see flashlex outbox list)");
   const parsed = ids.map(String);
   const empty = parsed.find((id) => !id.trim());
-  if (empty !== undefined) throw new UsageError(`not a message id: ${JSON.stringify(empty)}`);
+  if (empty !== undefined) throw new UsageError(`not a message id: ${quoteGiven(empty)}`);
   const access = await resumingAccessFromFlags(flags);
   try {
     const result = await change(access, parsed);

@@ -1,7 +1,7 @@
 import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { parseListenAddress } from "../../shared/listen-address.ts";
-import { createLogger } from "../../shared/log.ts";
+import { createLogger, cutGiven } from "../../shared/log.ts";
 import { notADirectory } from "../../shared/path-exists.ts";
 import { type CommandSpec, text, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
@@ -42,7 +42,7 @@ async function serve(flags: ThingFlags & { exec?: string; execTimeout?: unknown;
   const log = createLogger();
   const metricsFlag = text(flags.metrics);
   const metricsAt = metricsFlag === undefined ? undefined : parseListenAddress(metricsFlag);
-  if (metricsFlag !== undefined && !metricsAt) throw new UsageError(`--metrics ${metricsFlag}: give HOST:PORT (127.0.0.1:9465) or a PORT (9465)`);
+  if (metricsFlag !== undefined && !metricsAt) throw new UsageError(`--metrics ${cutGiven(metricsFlag)}: give HOST:PORT (127.0.0.1:9465) or a PORT (9465)`);
   // serve makes a data directory that is not there yet; a file in its place is a typo (64), as for the other commands
   const notDir = flags.data === undefined ? undefined : notADirectory(resolve(String(flags.data)));
   if (notDir !== undefined) throw new UsageError(`-d ${flags.data}: ${notDir}; pass the data directory serve uses (by default data/ beside the config)`);

@@ -26,7 +26,8 @@ import mqtt, { type IClientOptions, type MqttClient } from "mqtt";
 import { ingressWirePayload } from "../../protocol/ingress.ts";
 import { HUB_TOPICS, ingressTopic } from "../../protocol/topics.ts";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
-import type { Logger } from "../../shared/log.ts";
+import { withinDnsLengths } from "../../shared/listen-address.ts";
+import { type Logger, quoteGiven } from "../../shared/log.ts";
 import { OrderedPubacks } from "../../shared/mqtt-puback.ts";
 import { parseUrlStrictly } from "../../shared/strict-url.ts";
 import { HUB_CLIENT_NAME } from "../home/paths.ts";
@@ -86,12 +87,14 @@ export interface ExternalBroker extends HubBroker {
  */
 export function parseBrokerUrl(url: string): { host: string; port: number } {
   const parsed = parseUrlStrictly(url);
-  if (!parsed) throw new ConfigError(`broker URL is not a URL: ${JSON.stringify(url)}`);
-  if (parsed.protocol !== "mqtts:") throw new ConfigError(`broker URL must use mqtts:// (TLS), got ${url}`);
+  if (!parsed) throw new ConfigError(`broker URL is not a URL: ${quoteGiven(url)}`);
+  if (parsed.protocol !== "mqtts:") throw new ConfigError(`broker URL must use mqtts:// (TLS), not ${quoteGiven(url)}`);
   const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1");
-  if (!host) throw new ConfigError(`broker URL has no host: ${url}`);
+  if (!host) throw new ConfigError(`broker URL has no host: ${quoteGiven(url)}`);
+  if (!withinDnsLengths(host))
+    throw new ConfigError(`broker URL: its host is longer than a DNS name may be (253 characters, 63 between dots): ${quoteGiven(host)}`);
   const port = parsed.port ? Number(parsed.port) : 8883;
-  if (port === 0) throw new ConfigError(`broker URL port must be 1-65535: ${url}`);
+  if (port === 0) throw new ConfigError(`broker URL port must be 1-65535: ${quoteGiven(url)}`);
   return { host, port };
 }
 

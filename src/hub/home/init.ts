@@ -13,7 +13,7 @@ import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { fsyncDirectory } from "../../shared/durable-files.ts";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
-import { DNS_NAME } from "../../shared/listen-address.ts";
+import { DNS_NAME, withinDnsLengths } from "../../shared/listen-address.ts";
 import { quoteGiven } from "../../shared/log.ts";
 import { danglingTarget, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { parseUrlStrictly } from "../../shared/strict-url.ts";
@@ -318,7 +318,7 @@ function initialSettings(o: InitHubOptions): HubSettings {
   // It is the broker certificate's common name, which RFC 5280 (ub-common-name) bounds at 64.
   if (brokerHost.length > 64) {
     throw new UsageError(
-      `${brokerHostFlag}: ${JSON.stringify(brokerHost)} is longer than 64 characters, which a certificate's common name cannot hold; give a shorter name first, or --broker-host`,
+      `${brokerHostFlag}: ${quoteGiven(brokerHost)} is longer than 64 characters, which a certificate's common name cannot hold; give a shorter name first, or --broker-host`,
     );
   }
   // Things verify the broker's name: the host they are told must be in the certificate.
@@ -327,9 +327,8 @@ function initialSettings(o: InitHubOptions): HubSettings {
   const url = parseUrlStrictly(publicUrl);
   if (url?.protocol !== "http:" && url?.protocol !== "https:")
     throw new UsageError(`--api-url must be an http:// or https:// URL, not ${quoteGiven(publicUrl)}`);
-  // a host no resolver takes (5,000 characters went into every config.yml): DNS's lengths, 253 for
-  // the name and 63 a label (RFC 1035 §2.3.4); `_` is let through, as Docker's service names have it
-  if (url.hostname.length > 253 || url.hostname.split(".").some((label) => label.length > 63)) {
+  // a host no resolver takes (5,000 characters went into every config.yml)
+  if (!withinDnsLengths(url.hostname)) {
     throw new UsageError(`--api-url: its host is longer than a DNS name may be (253 characters, 63 between dots): ${quoteGiven(url.hostname)}`);
   }
   // it is written into every thing's config.yml

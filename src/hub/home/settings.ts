@@ -101,6 +101,8 @@ export const HubYamlSchema = z.object({
     env: z
       .string()
       .regex(/^[A-Za-z0-9_-]+$/, "letters, digits, - and _ only")
+      // a path segment every thing's config.yml and every request carries
+      .max(64, "at most 64 characters")
       .refine(isPlainYamlString, `must not look like a number or a YAML word (${YAML_WORDS})`)
       .default("dev"),
     api: z.object({

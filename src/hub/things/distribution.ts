@@ -21,6 +21,7 @@ import readmeTemplate from "../../../dist-template/README.md" with { type: "text
 import { PYTHON_MODULE, PYTHON_MODULE_FILE } from "../../protocol/python-module.ts";
 import { type ThingYaml, ThingYamlSchema } from "../../protocol/thing-config.ts";
 import { ConfigError } from "../../shared/errors.ts";
+import { quoteGiven } from "../../shared/log.ts";
 import { COMMIT } from "../../shared/version.ts";
 import { PLAIN_YAML_VALUE } from "../home/settings.ts";
 
@@ -81,7 +82,7 @@ export function renderTemplate(template: string, values: Record<string, string |
     if (plainOnly && !PLAIN.test(text)) {
       // hub.yml's schema refuses such values; this is the net under it, naming the setting
       const setting = HUB_SETTING_OF[key] ?? key;
-      throw new ConfigError(`hub.yml: ${setting}: ${JSON.stringify(text)} cannot go into a distribution's config.yml unquoted`);
+      throw new ConfigError(`hub.yml: ${setting}: ${quoteGiven(text)} cannot go into a distribution's config.yml unquoted`);
     }
     return text;
   });

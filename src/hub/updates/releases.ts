@@ -20,6 +20,7 @@ import { RELEASE_TARGETS, releaseTarget } from "../../protocol/targets.ts";
 import { elfMismatch } from "../../shared/elf.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { removeLeftovers, writeFileAtomically, writeFileAtomicallySync } from "../../shared/files.ts";
+import { quoteGiven } from "../../shared/log.ts";
 import { notADirectory, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { openRegularFile } from "../../shared/regular-file.ts";
 
@@ -76,7 +77,7 @@ export function readSignedRelease(dir: string, publicKey: string): StoredRelease
   const unknown = Object.keys(manifest.targets).filter((name) => !releaseTarget(name));
   if (unknown.length) {
     throw new InputError(
-      `${manifestPath}: ${unknown.map((name) => JSON.stringify(name)).join(", ")} ${unknown.length === 1 ? "is not a target" : "are not targets"} FlashLex ships ` +
+      `${manifestPath}: ${unknown.map((name) => quoteGiven(name)).join(", ")} ${unknown.length === 1 ? "is not a target" : "are not targets"} FlashLex ships ` +
         `(${RELEASE_TARGETS.map((t) => t.name).join(", ")}); a release made by a newer FlashLex needs this hub's binary replaced with that version first`,
     );
   }

@@ -15,6 +15,7 @@
  */
 import { MANIFEST_FILE } from "../../protocol/release-manifest.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
+import { cutGiven, quoteGiven } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import type { HubHome } from "../home/home.ts";
 import type { HubStore, ThingRecord, UpdateTables } from "../store/hub-store.ts";
@@ -77,11 +78,11 @@ export function batchSize(spec: string, count: number): number {
   const percent = /^(\d{1,3})%$/.exec(spec.trim());
   if (percent) {
     const p = Number(percent[1]);
-    if (p < 1 || p > 100) throw new InputError(`batch ${spec}: a percentage is 1% to 100%`);
+    if (p < 1 || p > 100) throw new InputError(`batch ${cutGiven(spec)}: a percentage is 1% to 100%`);
     return Math.max(1, Math.ceil((count * p) / 100));
   }
   if (/^\d{1,6}$/.test(spec.trim()) && Number(spec) >= 1) return Number(spec);
-  throw new InputError(`batch ${spec}: give a percentage of the things (10%) or a number of things (5)`);
+  throw new InputError(`batch ${cutGiven(spec)}: give a percentage of the things (10%) or a number of things (5)`);
 }
 
 export interface UpdatesDeps {
@@ -158,7 +159,8 @@ export class Updates {
    * no batch. Returns the rollout. Throws InputError for an unknown release, no things, a bad batch.
    */
   async startRollout(request: RolloutRequest): Promise<RolloutRow> {
-    if (!(await this.release(request.version))) throw new InputError(`no release ${request.version}; add it first with \`flashlex hub release add DIR\``);
+    if (!(await this.release(request.version)))
+      throw new InputError(`no release ${quoteGiven(request.version)}; add it first with \`flashlex hub release add DIR\``);
     if (!pathExists(releaseFilePath(this.deps.home.paths.shared, request.version, MANIFEST_FILE))) {
       throw new InputError(
         `release ${request.version}'s files are gone from ${releasesDir(this.deps.home.paths.shared)}; add it again with \`flashlex hub release add DIR\` (things could not download it)`,
@@ -171,7 +173,9 @@ export class Updates {
     const maxFailures = request.maxFailures ?? 0;
     // from the API as given: -5 stopped the rollout at once, 1.5 was stored
     if (!Number.isSafeInteger(maxFailures) || maxFailures < 0 || maxFailures > MAX_FAILURES_LIMIT) {
-      throw new InputError(`maxFailures must be a whole number from 0 to ${MAX_FAILURES_LIMIT}, not ${JSON.stringify(maxFailures)}`);
+      throw new InputError(
+        `maxFailures must be a whole number from 0 to ${MAX_FAILURES_LIMIT}, not ${cutGiven(JSON.stringify(maxFailures) ?? String(maxFailures))}`,
+      );
     }
     const at = this.now();
     return this.tables.transaction(async (t) => {

@@ -30,7 +30,7 @@ import { ThingYamlSchema } from "../../protocol/thing-config.ts";
 import { ConfigError, FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
-import type { Logger } from "../../shared/log.ts";
+import { type Logger, quoteGiven } from "../../shared/log.ts";
 import { notADirectory, pathExists } from "../../shared/path-exists.ts";
 import { parseUrlStrictly } from "../../shared/strict-url.ts";
 import {
@@ -90,14 +90,14 @@ export function normaliseFingerprint(text: string): string {
 /** The hub's API base URL, without a trailing slash; UsageError (64) unless http(s) and ending in /<env>/v1. */
 export function normaliseHubUrl(text: string): string {
   const url = parseUrlStrictly(text);
-  if (!url) throw new UsageError(`--hub must be the hub's API URL, such as https://hub.example:8080/dev/v1, not ${JSON.stringify(text)}`);
+  if (!url) throw new UsageError(`--hub must be the hub's API URL, such as https://hub.example:8080/dev/v1, not ${quoteGiven(text)}`);
   const path = url.pathname.replace(/\/+$/, "");
   if ((url.protocol !== "http:" && url.protocol !== "https:") || !/^\/[A-Za-z0-9_-]+\/v1$/.test(path) || url.search || url.hash) {
     // the address `hub init --api-url` took (scheme, host and port only): say the URL it likely means
     const bare = (url.protocol === "http:" || url.protocol === "https:") && path === "" && !url.search && !url.hash;
     const meant = bare ? ` (the hub's address alone: its API is likely ${url.origin}/dev/v1)` : "";
     throw new UsageError(
-      `--hub must be the hub's API URL as \`hub enroll-token create\` printed it, ending in /<env>/v1 (such as https://hub.example:8080/dev/v1), not ${JSON.stringify(text)}${meant}`,
+      `--hub must be the hub's API URL as \`hub enroll-token create\` printed it, ending in /<env>/v1 (such as https://hub.example:8080/dev/v1), not ${quoteGiven(text)}${meant}`,
     );
   }
   return `${url.origin}${path}`;
@@ -135,7 +135,7 @@ function answerError(status: number, message: string): FlashlexError {
 export async function enrolDevice(opts: EnrolOptions, log: Logger): Promise<EnrolResult> {
   const hubUrl = normaliseHubUrl(opts.hubUrl);
   const pinned = normaliseFingerprint(opts.caFingerprint);
-  if (!TYPED_THING_NAME.test(opts.name)) throw new UsageError(`--name ${JSON.stringify(opts.name)}: a thing name is ${TYPED_THING_NAME_RULE}`);
+  if (!TYPED_THING_NAME.test(opts.name)) throw new UsageError(`--name ${quoteGiven(opts.name)}: a thing name is ${TYPED_THING_NAME_RULE}`);
   if (!opts.token) throw new UsageError("--token is required (the enrolment token `hub enroll-token create` printed)");
   const timeoutMs = opts.timeoutMs ?? 30_000;
   const notDir = notADirectory(opts.dir);

@@ -11,6 +11,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { getent } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
+import { cutGiven } from "../../shared/log.ts";
 import { notADirectory, notThereNote, pathExists, pathKind } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
@@ -309,7 +310,8 @@ interface Account {
 function serviceAccount(user: string | undefined, config: string, keys: string, folder: string): Account {
   const key = user ?? String(statSync(config).uid);
   const entry = getent("passwd", key);
-  if (!entry) throw new UsageError(user ? `--user ${user}: no such user` : `${config} is owned by uid ${key}, which has no user name: pass --user NAME`);
+  if (!entry)
+    throw new UsageError(user ? `--user ${cutGiven(user)}: no such user` : `${config} is owned by uid ${key}, which has no user name: pass --user NAME`);
   const [name = key, , uid = "", gid = ""] = entry;
   if (Number(uid) === 0) {
     throw new UsageError(
