@@ -16,8 +16,9 @@ import { join } from "node:path";
 import { SQL } from "bun";
 import { parseHubDatabase } from "../../src/hub/store/database-url.ts";
 import type { HubStore, MessageRecord, ThingRecord } from "../../src/hub/store/hub-store.ts";
-import { HUB_MIGRATIONS } from "../../src/hub/store/migrations.ts";
+import { HUB_MIGRATIONS, HUB_READABLE_FROM } from "../../src/hub/store/migrations.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
+import { migratePostgres } from "../../src/hub/store/postgres-driver.ts";
 import { FlashlexError } from "../../src/shared/errors.ts";
 import { storedMessages } from "../support/hub-messages.ts";
 import { hasPostgres, startPostgres, type TestPostgres } from "../support/postgres.ts";
@@ -684,6 +685,34 @@ describe("the PostgreSQL driver", () => {
     try {
       const rows = await sql`SELECT version FROM schema_version ORDER BY version`;
       expect(rows.map((r: { version: number }) => r.version)).toStrictEqual(HUB_MIGRATIONS.map((_, i) => i + 1));
+    } finally {
+      await sql.close();
+    }
+  });
+
+  test("a hub as old as HUB_READABLE_FROM uses a database a newer hub migrated (a rollback, or a rolling upgrade of several hubs); an older one is refused (78) naming the version it needs (verify pass 26, F1)", async () => {
+    const url = pg!.createDatabase("rolled_back");
+    await (await openHubStore(at(url), { create: true })).close();
+    const sql = new SQL(url);
+    const said = async () => (await sql`SELECT version, readable_from FROM schema_compat`).map((r: { version: number; readable_from: number }) => ({ ...r }));
+    /** What a hub binary whose newest step is `steps` makes of the database: undefined, or what it threw. */
+    const openAs = (steps: number) =>
+      migratePostgres(sql, HUB_MIGRATIONS.slice(0, steps), Math.min(steps, HUB_READABLE_FROM), at(url), false).catch((e: unknown) => e);
+    try {
+      expect(await said()).toStrictEqual([{ version: HUB_MIGRATIONS.length, readable_from: HUB_READABLE_FROM }]);
+      expect(await openAs(HUB_READABLE_FROM)).toBeUndefined();
+      const older = await openAs(HUB_READABLE_FROM - 1);
+      expect((older as FlashlexError).kind).toBe("config");
+      expect((older as Error).message).toContain(
+        `schema version ${HUB_MIGRATIONS.length} is newer than this flashlex knows (${HUB_READABLE_FROM - 1}), and the flashlex that migrated it needs version ${HUB_READABLE_FROM} or later`,
+      );
+      // the older hub changed nothing; a database from before schema_compat gets its row at the next open
+      expect(await said()).toStrictEqual([{ version: HUB_MIGRATIONS.length, readable_from: HUB_READABLE_FROM }]);
+      await sql`DROP TABLE schema_compat`;
+      expect(((await openAs(HUB_READABLE_FROM)) as Error).message).toContain(`schema version ${HUB_MIGRATIONS.length} is newer than this flashlex knows`);
+      await (await openHubStore(at(url))).close();
+      expect(await said()).toStrictEqual([{ version: HUB_MIGRATIONS.length, readable_from: HUB_READABLE_FROM }]);
+      expect(await openAs(HUB_READABLE_FROM)).toBeUndefined();
     } finally {
       await sql.close();
     }

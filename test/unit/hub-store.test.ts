@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { HubStore, MessageRecord, ThingRecord } from "../../src/hub/store/hub-store.ts";
-import { SQLITE_MIGRATIONS } from "../../src/hub/store/migrations.ts";
+import { HUB_READABLE_FROM, SQLITE_MIGRATIONS } from "../../src/hub/store/migrations.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
 import type { HubSql } from "../../src/hub/store/sql.ts";
 import { sqliteHubSql } from "../../src/hub/store/sqlite-driver.ts";
@@ -36,6 +36,58 @@ const message = (id: string, type: "egress" | "ingress", ts: number, extra: Part
 async function freshStore(name: string): Promise<HubStore> {
   return await openHubStore(join(dir, name), { create: true });
 }
+
+describe("hub-store: a database a newer hub migrated (a rollback)", () => {
+  /** What a hub binary whose newest step is `steps` makes of `file`: its schema version, or what it threw. */
+  const openAs = (file: string, steps: number): number | Error => {
+    const db = openSqlDatabase(file);
+    try {
+      applyPragmas(db);
+      return migrate(db, SQLITE_MIGRATIONS.slice(0, steps), file);
+    } catch (err) {
+      return err as Error;
+    } finally {
+      db.close();
+    }
+  };
+  const said = (file: string) => {
+    const db = openSqlDatabase(file);
+    try {
+      return db.all<{ version: number; readable_from: number }>("SELECT version, readable_from FROM schema_compat");
+    } finally {
+      db.close();
+    }
+  };
+
+  test("a hub as old as HUB_READABLE_FROM uses it as it is; an older one is refused (78) naming the version it needs (verify pass 26, F1: every older hub was refused)", async () => {
+    const file = join(dir, "rolled-back.db");
+    await (await openHubStore(file, { create: true })).close();
+    expect(said(file)).toStrictEqual([{ version: SQLITE_MIGRATIONS.length, readable_from: HUB_READABLE_FROM }]);
+    expect(HUB_READABLE_FROM).toBeLessThan(SQLITE_MIGRATIONS.length); // the last step only added a table
+    expect(openAs(file, HUB_READABLE_FROM)).toBe(SQLITE_MIGRATIONS.length);
+    const older = openAs(file, HUB_READABLE_FROM - 1);
+    expect(older).toBeInstanceOf(FlashlexError);
+    expect((older as FlashlexError).kind).toBe("config");
+    expect((older as Error).message).toContain(
+      `schema version ${SQLITE_MIGRATIONS.length} is newer than this flashlex knows (${HUB_READABLE_FROM - 1}), and the flashlex that migrated it needs version ${HUB_READABLE_FROM} or later`,
+    );
+    // the rolled-back hub wrote nothing of its own: the newer one finds its database as it left it
+    expect(said(file)).toStrictEqual([{ version: SQLITE_MIGRATIONS.length, readable_from: HUB_READABLE_FROM }]);
+  });
+
+  test("a database a hub of the same schema marked readable by itself only is marked down to HUB_READABLE_FROM at the next open, once", async () => {
+    const file = join(dir, "marked-high.db");
+    const db = openSqlDatabase(file);
+    applyPragmas(db);
+    migrate(db, SQLITE_MIGRATIONS, file); // as the hub before HUB_READABLE_FROM left it: readable by its own version only
+    db.close();
+    expect(said(file)).toStrictEqual([{ version: SQLITE_MIGRATIONS.length, readable_from: SQLITE_MIGRATIONS.length }]);
+    expect(openAs(file, HUB_READABLE_FROM)).toBeInstanceOf(FlashlexError);
+    await (await openHubStore(file)).close();
+    expect(said(file)).toStrictEqual([{ version: SQLITE_MIGRATIONS.length, readable_from: HUB_READABLE_FROM }]);
+    expect(openAs(file, HUB_READABLE_FROM)).toBe(SQLITE_MIGRATIONS.length);
+  });
+});
 
 describe("hub-store: ingress delivery", () => {
   test("a database from before delivery tracking: its ingress becomes 'unknown' (never resent), egress has none", async () => {

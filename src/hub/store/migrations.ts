@@ -342,5 +342,20 @@ export const HUB_MIGRATIONS: readonly Migration[] = [
   },
 ];
 
+/**
+ * The oldest schema version whose hub can still use what HUB_MIGRATIONS leave: a hub binary
+ * rolled back after a newer one migrated the database (or an older hub beside a newer one on one
+ * PostgreSQL, mid rolling upgrade) starts if its version is this or later, and stops with 78
+ * otherwise. A step that only adds a table older hubs need not know, or a column they need not
+ * fill (nullable or with a DEFAULT), leaves it where it was; one that renames, drops or narrows
+ * anything, or adds a rule every writer must keep, raises it to its own number.
+ * - 10 (update_key): a hub before it would make a new update key where the fleet pins the
+ *   recorded one, which is what that step stops.
+ * - 11 (download_tokens) leaves it at 10: a hub of version 10 does not take download tokens at
+ *   all, so those made before the rollback are dead until the newer hub is back (and expire
+ *   within the hour); its `hub token rotate` does not end them.
+ */
+export const HUB_READABLE_FROM = 10;
+
 /** The SQLite text of every step, for src/shared/sqlite/migrate.ts. */
 export const SQLITE_MIGRATIONS: readonly string[] = HUB_MIGRATIONS.map((m) => m.sqlite);

@@ -3,7 +3,7 @@ import { isIP } from "node:net";
 import { SQL } from "bun";
 import { ConfigError, type ErrorKind, FlashlexError, oneLine } from "../../shared/errors.ts";
 import type { HubDatabase } from "./database-url.ts";
-import { HUB_MIGRATIONS, type Migration } from "./migrations.ts";
+import { HUB_MIGRATIONS, HUB_READABLE_FROM, type Migration } from "./migrations.ts";
 import { type HubSql, type HubSqlValue, narrowRow } from "./sql.ts";
 
 /**
@@ -95,7 +95,7 @@ export async function openPostgresHubSql(db: Extract<HubDatabase, { kind: "postg
   });
   const fail = (err: unknown) => postgresError(err, db);
   try {
-    await withDeadline(migratePostgres(client, HUB_MIGRATIONS, db, options.create ?? false), db, "opening the database");
+    await withDeadline(migratePostgres(client, HUB_MIGRATIONS, HUB_READABLE_FROM, db, options.create ?? false), db, "opening the database");
   } catch (err) {
     client.close({ timeout: 0 }).catch(() => {});
     throw await explained(fail(err), db);
@@ -208,11 +208,15 @@ export function numbered(sql: string): string {
 /**
  * Brings the database to the newest schema, or refuses it. In one transaction under the advisory
  * lock: a database without `schema_version` must hold no tables (else it is someone else's);
- * one at a version newer than `migrations` is refused (upgrade flashlex); with `create`, one that
- * already holds a hub is refused, unless it is what an init that did not finish left (a schema,
- * and no hub identity, token or thing: `unfinishedInit`), which this init takes over.
+ * one at a version newer than `migrations` is used as it is when the hub that migrated it said
+ * this version may read it (`schema_compat`, as SQLite's in shared/sqlite/migrate.ts), else
+ * refused (upgrade flashlex); with `create`, one that already holds a hub is refused, unless it is
+ * what an init that did not finish left (a schema, and no hub identity, token or thing:
+ * `unfinishedInit`), which this init takes over. `readableFrom`: the oldest version that may use
+ * what `migrations` leave (HUB_READABLE_FROM), written to `schema_compat` whenever this migrates,
+ * and when the row there says less.
  */
-async function migratePostgres(client: SQL, migrations: readonly Migration[], db: HubDatabase, create: boolean): Promise<void> {
+export async function migratePostgres(client: SQL, migrations: readonly Migration[], readableFrom: number, db: HubDatabase, create: boolean): Promise<void> {
   await client.begin(async (tx) => {
     await tx.unsafe("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK]);
     const tables = (
@@ -242,12 +246,26 @@ async function migratePostgres(client: SQL, migrations: readonly Migration[], db
     } else {
       await tx.unsafe("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)");
     }
+    // a row written for another version says nothing of this one
+    const [compat] = tables.includes("schema_compat")
+      ? ((await tx.unsafe("SELECT readable_from FROM schema_compat WHERE version = $1", [version])) as { readable_from: number }[])
+      : [];
+    const saidReadableFrom = compat === undefined ? undefined : Number(compat.readable_from);
     if (version > migrations.length) {
-      throw new ConfigError(`${db.display}: schema version ${version} is newer than this flashlex knows (${migrations.length}); upgrade flashlex`);
+      if (saidReadableFrom !== undefined && saidReadableFrom <= migrations.length) return;
+      const says = saidReadableFrom === undefined ? "" : `, and the flashlex that migrated it needs version ${saidReadableFrom} or later`;
+      throw new ConfigError(
+        `${db.display}: schema version ${version} is newer than this flashlex knows (${migrations.length})${says}; upgrade flashlex (a rollback cannot go back past such a schema change)`,
+      );
     }
     for (let step = version; step < migrations.length; step++) {
       await tx.unsafe(migrations[step]!.postgres);
       await tx.unsafe("INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)", [step + 1, Date.now()]);
+    }
+    if (version < migrations.length || saidReadableFrom === undefined || saidReadableFrom > readableFrom) {
+      await tx.unsafe("CREATE TABLE IF NOT EXISTS schema_compat (version INTEGER NOT NULL, readable_from INTEGER NOT NULL)");
+      await tx.unsafe("DELETE FROM schema_compat");
+      await tx.unsafe("INSERT INTO schema_compat (version, readable_from) VALUES ($1, $2)", [migrations.length, readableFrom]);
     }
   });
 }

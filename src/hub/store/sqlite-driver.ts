@@ -4,7 +4,7 @@ import { pathExists } from "../../shared/path-exists.ts";
 import { databaseFiles, refuseOddDatabaseFiles, type SqlDatabase } from "../../shared/sqlite/driver.ts";
 import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
-import { SQLITE_MIGRATIONS } from "./migrations.ts";
+import { HUB_READABLE_FROM, SQLITE_MIGRATIONS } from "./migrations.ts";
 import type { HubSql, HubSqlValue } from "./sql.ts";
 
 /**
@@ -66,7 +66,7 @@ export function openSqliteHubSql(file: string, options: { create?: boolean } = {
   const db = openSqlDatabase(file, { create, damagedAdvice: HUB_DB_DAMAGED_ADVICE });
   try {
     applyPragmas(db);
-    migrate(db, SQLITE_MIGRATIONS, file);
+    migrate(db, SQLITE_MIGRATIONS, file, { readableFrom: HUB_READABLE_FROM });
     // A driver that makes its journal itself (the WebAssembly one) may not copy the mode.
     ownerOnlyDatabase(file, false);
   } catch (err) {

@@ -28,9 +28,10 @@ export interface MigrationOptions {
 
 /**
  * Where a database newer than its reader says which older binaries may still use it: one row,
- * the schema `version` and its `readable_from`, written by the binary that migrated it last (a database last migrated before
- * this table existed has none: only its own version may use it). Binaries that know this table
- * check it before refusing a newer schema.
+ * the schema `version` and its `readable_from`, written by the binary that migrated it last, and
+ * lowered by a binary of the same schema that says less (a database last migrated before this
+ * table existed has none: only its own version may use it). Binaries that know this table check
+ * it before refusing a newer schema.
  */
 const COMPAT_TABLE = "schema_compat";
 
@@ -67,13 +68,19 @@ export function migrate(db: SqlDatabase, migrations: readonly string[], name: st
   // land between them and make a fresh database look like someone else's
   const found = db.transaction(() => {
     const version = userVersion(db);
-    checkSchema(db, latest, expectedAt, name, version);
-    return version;
+    const actual = checkSchema(db, latest, expectedAt, name, version);
+    return { version, saidReadableFrom: version === latest ? compatRow(db, actual, latest) : undefined };
   });
   enableWal(db, name);
   // Every open but the first finds the schema current (collect opens the database each time):
-  // the snapshot above already checked it, and nothing is left to apply.
-  if (found >= latest) return found;
+  // the snapshot above already checked it, and nothing is left to apply. A binary of the same
+  // schema that knows older ones may use it (a later release lowered readableFrom) says so once.
+  if (found.version === latest && found.saidReadableFrom !== undefined && found.saidReadableFrom > readableFrom) {
+    db.transaction(() => {
+      if (userVersion(db) === latest) db.run(`UPDATE ${COMPAT_TABLE} SET readable_from = ? WHERE version = ?`, [readableFrom, latest]);
+    });
+  }
+  if (found.version >= latest) return found.version;
   db.transaction(() => {
     const version = userVersion(db);
     checkSchema(db, latest, expectedAt, name, version);
@@ -132,8 +139,18 @@ function userVersion(db: SqlDatabase): number {
   return Number(db.get<{ user_version: number }>("PRAGMA user_version")!.user_version);
 }
 
-/** Refuses (ConfigError) a database that is not what `version` of the `latest` migrations makes (`expectedAt`). */
-function checkSchema(db: SqlDatabase, latest: number, expectedAt: (version: number) => Schema, name: string, version: number): void {
+/** The `readable_from` the COMPAT_TABLE row for `version` says, if the table (in `actual`) has one. */
+function compatRow(db: SqlDatabase, actual: Schema, version: number): number | undefined {
+  if (!actual.has(COMPAT_TABLE)) return undefined;
+  const said = db.get<{ readable_from: number }>(`SELECT readable_from FROM ${COMPAT_TABLE} WHERE version = ?`, [version])?.readable_from;
+  return typeof said === "number" ? said : undefined;
+}
+
+/**
+ * Refuses (ConfigError) a database that is not what `version` of the `latest` migrations makes
+ * (`expectedAt`); returns the tables and columns it found.
+ */
+function checkSchema(db: SqlDatabase, latest: number, expectedAt: (version: number) => Schema, name: string, version: number): Schema {
   const actual = schemaOf(db);
   const foreign = () => {
     const tables = [...actual.keys()].slice(0, 5).join(", ");
@@ -141,15 +158,13 @@ function checkSchema(db: SqlDatabase, latest: number, expectedAt: (version: numb
   };
   if (version === 0) {
     if (actual.size) throw foreign();
-    return;
+    return actual;
   }
   if (version > latest) {
     // a later FlashLex adds tables and columns but keeps these: without them it is someone else's file
     if ([...expectedAt(latest).keys()].some((table) => !actual.has(table))) throw foreign();
     // a row written for another version (user_version set by hand) says nothing of this one
-    const readableFrom = actual.has(COMPAT_TABLE)
-      ? db.get<{ readable_from: number }>(`SELECT readable_from FROM ${COMPAT_TABLE} WHERE version = ?`, [version])?.readable_from
-      : undefined;
+    const readableFrom = compatRow(db, actual, version);
     if (typeof readableFrom === "number" && readableFrom <= latest) {
       // Readable means widened: every table this binary knows keeps its columns, in their order,
       // with any new ones after them (ALTER TABLE ADD COLUMN appends). Anything else would fail
@@ -162,7 +177,7 @@ function checkSchema(db: SqlDatabase, latest: number, expectedAt: (version: numb
           );
         }
       }
-      return;
+      return actual;
     }
     const says = readableFrom === undefined ? "" : `, and the flashlex that migrated it needs version ${readableFrom} or later`;
     throw new ConfigError(
@@ -182,6 +197,7 @@ function checkSchema(db: SqlDatabase, latest: number, expectedAt: (version: numb
       );
     }
   }
+  return actual;
 }
 
 function schemaOf(db: SqlDatabase): Schema {
