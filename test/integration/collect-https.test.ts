@@ -73,11 +73,12 @@ test("the one-time cURL line `hub thing dist --curl` prints for an HTTPS hub dow
   const { dir: otherDir } = await httpsHub("other");
   await flashlex(["hub", "thing", "create", "kitchen", "--dir", hubDir, "-o", join(work, "kitchen-cli.zip")]);
   const printed = await flashlex(["hub", "thing", "dist", "kitchen", "--curl", "--dir", hubDir]);
-  const line = /curl -fo \S+ -k --pinnedpubkey '(sha256\/\/[A-Za-z0-9+/=]+)' -H "Authorization: Bearer (flxd_[\w-]+)" (https:\/\/\S+) && mv /m.exec(
-    printed.stdout,
-  );
+  const line =
+    /printf 'Authorization: Bearer %s\\n' (flxd_[\w-]+) \| curl -fo \S+ -k --pinnedpubkey '(sha256\/\/[A-Za-z0-9+/=]+)' -H @- (https:\/\/\S+) && mv /m.exec(
+      printed.stdout,
+    );
   expect(line, printed.stdout).not.toBeNull();
-  const [, pin, token, url] = line!;
+  const [, token, pin, url] = line!;
   const curl = async (cwd: string, port?: string) => {
     // --connect-to sends the same URL to another hub's port: its key is not the pinned one.
     const target = port ? ["--connect-to", `127.0.0.1:${new URL(url!).port}:127.0.0.1:${port}`] : [];

@@ -170,7 +170,9 @@ test.skipIf(Boolean(missing))(
     expect(seen.distribution).toBe(`${seen.thingName}.zip`);
     // a one-time line with a token for this zip alone: real curl gets the zip once, then 401
     expect([seen.tokenInThingPage, seen.tokenInLinePage, seen.curlAfterReload]).toEqual([false, false, 0]);
-    expect(seen.curl).toMatch(/^\(umask 077; curl -fo (\S+\.zip)\.part -H "Authorization: Bearer flxd_[\w-]{43}" http:\/\/\S+\/dist && mv -f \1\.part \1\)$/);
+    expect(seen.curl).toMatch(
+      /^\(umask 077; printf 'Authorization: Bearer %s\\n' flxd_[\w-]{43} \| curl -fo (\S+\.zip)\.part -H @- http:\/\/\S+\/dist && mv -f \1\.part \1\)$/,
+    );
     expect(seen.curlRuns).toEqual([
       { code: 0, stderr: expect.not.stringContaining("curl: (") },
       { code: 22, stderr: expect.stringContaining("curl: (22) The requested URL returned error: 401") },

@@ -95,6 +95,10 @@ describe("enrolment", () => {
     const dir = join(work, "device-a");
     const result = await enroll(t, "alpha", dir);
     expect(result.code, result.stderr).toBe(0);
+    // the token given with --token: said to have been in sight (a token may enrol a fleet); the printed line uses the variable
+    expect(result.stdout).toContain(
+      "\ntoken:       given with --token, which every user of this device could read with ps while enroll ran; $FLASHLEX_ENROLL_TOKEN is not\n",
+    );
     const name = `${ownerPrefix}-alpha`;
     expect(result.stdout).toContain(`enrolled ${name}`);
     // the next step names a binary that is there: the folder has none, so the one that ran. Made

@@ -467,15 +467,15 @@ describe("pages", () => {
     const made = await post(`/things/${thing.id}/download-line`, { csrf: browser.csrf }, browser);
     expect([made.status, made.headers.get("location")]).toEqual([303, `/things/${thing.id}#sdk`]);
     const page = await (await get(`/things/${thing.id}`, browser)).text();
-    const line = /<pre id="curl-line"><code>(.*?)<\/code><\/pre>/.exec(page)?.[1]?.replaceAll("&quot;", '"').replaceAll("&amp;", "&");
+    const line = /<pre id="curl-line"><code>(.*?)<\/code><\/pre>/.exec(page)?.[1]?.replaceAll("&quot;", '"').replaceAll("&#39;", "'").replaceAll("&amp;", "&");
     expect(line).toMatch(
       new RegExp(
-        `^\\(umask 077; curl -fo ${thing.name}\\.zip\\.part -H "Authorization: Bearer flxd_[\\w-]{43}" http://hub\\.example:8080/dev/v1/things/${thing.id}/dist && mv -f ${thing.name}\\.zip\\.part ${thing.name}\\.zip\\)$`,
+        `^\\(umask 077; printf 'Authorization: Bearer %s\\\\n' flxd_[\\w-]{43} \\| curl -fo ${thing.name}\\.zip\\.part -H @- http://hub\\.example:8080/dev/v1/things/${thing.id}/dist && mv -f ${thing.name}\\.zip\\.part ${thing.name}\\.zip\\)$`,
       ),
     );
     expect(page).not.toContain(token);
     expect(await (await get(`/things/${thing.id}`, browser)).text()).not.toContain("curl-line");
-    const bearer = /Bearer (flxd_[\w-]+)/.exec(line!)![1]!;
+    const bearer = /(flxd_[\w-]+)/.exec(line!)![1]!;
     const fetchZip = () => api.fetch(new Request(`http://hub.example:8080/dev/v1/things/${thing.id}/dist`, { headers: { Authorization: `Bearer ${bearer}` } }));
     expect((await fetchZip()).status).toBe(200);
     expect((await fetchZip()).status).toBe(401);
@@ -754,7 +754,7 @@ describe("ending sessions", () => {
     const { line } = await hub.downloads.line(thing);
     token = await hub.operators.rotate();
     expect((await get("/things", { cookie: newCookie, csrf: "" })).status).toBe(303);
-    const bearer = /Bearer (flxd_[\w-]+)/.exec(line)![1]!;
+    const bearer = /(flxd_[\w-]+)/.exec(line)![1]!;
     const zip = await api.fetch(new Request(`${BASE}/dev/v1/things/${thing.id}/dist`, { headers: { Authorization: `Bearer ${bearer}` } }));
     expect(zip.status).toBe(401);
   });

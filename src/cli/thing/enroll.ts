@@ -86,6 +86,11 @@ async function enrollInto(dir: string, options: Options, signal: AbortSignal): P
   const owner = actingAs();
   printLine(`keys:        ${result.keysDir} (private key 0600${owner ? `, made as ${owner}, the folder's owner` : ""})`);
   printLine(`certificate: valid until ${isoSeconds(result.notAfter)}; \`flashlex serve\` renews it by itself`);
+  // A token may enrol a fleet (--max-uses): the next device's line is better written the way
+  // `hub enroll-token create` prints it.
+  if (text(options.token) !== undefined) {
+    printLine("token:       given with --token, which every user of this device could read with ps while enroll ran; $FLASHLEX_ENROLL_TOKEN is not");
+  }
   // the folder holds no binary unless one was put there: name the one that ran, as it can be run
   const running = runningExecutable();
   // (the thing is enrolled already: a ./flashlex this user may not look at only costs the short name)

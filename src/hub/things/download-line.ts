@@ -9,7 +9,9 @@ import type { HubSettings } from "../home/settings.ts";
  * 077 so that the zip, which holds the thing's private key, is saved readable by its user alone.
  * It is saved as `<name>.zip.part`, a new file, then renamed over `<name>.zip`: curl writing into
  * a `<name>.zip` already there (0644, from an earlier copy) kept that file's mode, key and all;
- * and a refused download (curl -f) leaves a zip already there as it was.
+ * and a refused download (curl -f) leaves a zip already there as it was. The token reaches curl
+ * on stdin (`-H @-`, curl 7.55 and later) from the shell's own printf: in curl's arguments any
+ * user of the device could read it in `ps` while it runs, and fetch the key first.
  *
  * An `https://` hub answers with its own certificate (the broker's, signed by the hub CA), which
  * a fresh Pi does not trust: curl would fail (exit 60) and the user's next move would be `-k`,
@@ -31,7 +33,7 @@ export function distributionDownloadLine(
     : "";
   // the zip holds the thing's private key: saved 0600, not as the umask (0644) would have it
   const zip = `${thing.name}.zip`;
-  return `(umask 077; curl -fo ${zip}.part${tls} -H "Authorization: Bearer ${bearer}" ${url} && mv -f ${zip}.part ${zip})`;
+  return `(umask 077; printf 'Authorization: Bearer %s\\n' ${bearer} | curl -fo ${zip}.part${tls} -H @- ${url} && mv -f ${zip}.part ${zip})`;
 }
 
 /** The SHA-256 of a certificate's SubjectPublicKeyInfo (DER), base64: curl's --pinnedpubkey form (RFC 7469 §2.4). */
