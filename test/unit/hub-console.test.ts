@@ -4,6 +4,8 @@
  * security headers on every kind of answer, pages without inline code, escaping of everything
  * a thing supplies, token rotation, sending, the range zip and the live feed.
  */
+
+import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -464,8 +466,23 @@ describe("pages", () => {
   test("the one-time cURL line: made by the button (CSRF checked), shown on the next view only, good for this thing's zip once", async () => {
     const browser = await signIn();
     expect((await post(`/things/${thing.id}/download-line`, { csrf: "forged" }, browser)).status).toBe(403);
+    const downloadTokens = () => {
+      const db = new Database(home.paths.database, { readonly: true });
+      try {
+        return db.query<{ n: number }, []>("SELECT count(*) AS n FROM download_tokens").get()!.n;
+      } finally {
+        db.close();
+      }
+    };
+    const before = downloadTokens();
     const made = await post(`/things/${thing.id}/download-line`, { csrf: browser.csrf }, browser);
     expect([made.status, made.headers.get("location")]).toEqual([303, `/things/${thing.id}#sdk`]);
+    // pressed twice before the page shows (a double click): one line, one token (attack round 25, F1)
+    expect((await post(`/things/${thing.id}/download-line`, { csrf: browser.csrf }, browser)).status).toBe(303);
+    expect(downloadTokens()).toBe(before + 1);
+    // a HEAD first (a link checker, curl -I) leaves it for the view: it used it up, and the line was seen nowhere (attack round 25, F1)
+    const head = await api.fetch(new Request(`${BASE}/things/${thing.id}`, { method: "HEAD", headers: { Cookie: browser.cookie } }));
+    expect(head.status).toBe(200);
     const page = await (await get(`/things/${thing.id}`, browser)).text();
     const line = /<pre id="curl-line"><code>(.*?)<\/code><\/pre>/.exec(page)?.[1]?.replaceAll("&quot;", '"').replaceAll("&#39;", "'").replaceAll("&amp;", "&");
     expect(line).toMatch(

@@ -144,10 +144,12 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
     // sessions that acted and never looked again
     if (doneBy.size > 1000) doneBy.delete(doneBy.keys().next().value!);
   };
-  const told = (sessionId: string, page: string): Done | undefined => {
-    const done = doneBy.get(sessionId);
+  // A HEAD (a link checker, a prefetch, curl -I) shows it without using it up: the cURL line in
+  // it was shown nowhere, and its token would be one nobody saw (attack round 25, F1).
+  const told = (ctx: Context, page: string): Done | undefined => {
+    const done = doneBy.get(ctx.sessionId);
     if (done?.page !== page) return undefined;
-    doneBy.delete(sessionId);
+    if (ctx.request.method !== "HEAD") doneBy.delete(ctx.sessionId);
     return done;
   };
   /**
@@ -288,7 +290,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
           throw new HttpError(400, `The name filter (q) is at most ${MAX_FILTER_CHARS} characters; this one has ${filter.length}.`);
         const pageNo = integerParam(ctx.url.searchParams, "page", { min: 1, max: MAX_PAGE, fallback: 1 });
         const overview = await things.overview({ nameContains: filter, offset: (pageNo - 1) * THINGS_PER_PAGE, limit: THINGS_PER_PAGE });
-        const done = told(ctx.sessionId, "/things");
+        const done = told(ctx, "/things");
         return htmlPage(
           thingsPage({
             assets: assetPaths(ctx.assets),
@@ -332,7 +334,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       async handle(ctx) {
         const thing = await thingOr404(ctx);
         const [summary, hours] = await Promise.all([things.summary(thing), messages.hourly(thing)]);
-        const done = told(ctx.sessionId, `/things/${thing.id}`);
+        const done = told(ctx, `/things/${thing.id}`);
         return htmlPage(
           thingPage({
             assets: assetPaths(ctx.assets),
@@ -373,9 +375,14 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       signedIn: true,
       async handle(ctx) {
         const thing = await thingOr404(ctx);
-        const line = await downloads.line(thing);
-        log.info("hub.download_line_made", { via: "console", thing: thing.name });
-        tell(ctx.sessionId, `/things/${thing.id}`, `Made a one-time cURL line for ${thing.name}: run it on the thing.`, line);
+        const page = `/things/${thing.id}`;
+        // A second press before the page showed the first line (a double click) gets that line:
+        // another would leave a token nobody saw (attack round 25, F1).
+        const waiting = doneBy.get(ctx.sessionId);
+        const unseen = waiting?.page === page && waiting.line && waiting.line.expiresAt > Date.now() ? waiting.line : undefined;
+        const line = unseen ?? (await downloads.line(thing));
+        if (!unseen) log.info("hub.download_line_made", { via: "console", thing: thing.name });
+        tell(ctx.sessionId, page, `Made a one-time cURL line for ${thing.name}: run it on the thing.`, line);
         return redirect(`/things/${thing.id}#sdk`);
       },
     },
