@@ -190,15 +190,28 @@ function unknownGroupCommand(group: CommandSpec, words: readonly string[]): Usag
       `"${command}" is a command, but a flag came between its words: write the words first, then the flags; see flashlex ${command} --help`,
     );
   }
-  const next = new Set(commandsUnder(prefix).map((c) => c.name.slice(prefix.length + 1).split(" ")[0]!));
-  const hint = at < words.length ? meantCommand(words[at]!, next, prefix) : "";
-  return new UsageError(`unknown ${group.name} command ${quoteGiven(words.join(" "))}${hint}; see flashlex ${group.name} --help`);
+  const meant = at < words.length ? meantWords(prefix, words.slice(at)) : undefined;
+  return new UsageError(
+    `unknown ${group.name} command ${quoteGiven(words.join(" "))}${meant ? `; did you mean flashlex ${meant}?` : ""}; see flashlex ${group.name} --help`,
+  );
 }
 
-/** "; did you mean flashlex collect?" when `word` is at most two letters off one of `commands` (under `group`), else "". */
-function meantCommand(word: string, commands: Iterable<string>, group?: string): string {
-  const near = nearestSpelling(word, commands);
-  return near === undefined ? "" : `; did you mean flashlex ${group ? `${group} ` : ""}${near}?`;
+/**
+ * The command (or group) `words` after `prefix` likely meant, each word taken as it is or as the
+ * one at most two letters off it, up to a whole command: `hub thing list` for `hub thng list`
+ * (not `hub thing`, which alone runs nothing); undefined when a word is near none.
+ */
+function meantWords(prefix: string, words: readonly string[]): string | undefined {
+  let path = prefix;
+  for (const word of words) {
+    const under = path ? commandsUnder(path) : COMMANDS;
+    const next = new Set(under.map((c) => c.name.slice(path ? path.length + 1 : 0).split(" ")[0]!));
+    const chosen = next.has(word) ? word : nearestSpelling(word, next);
+    if (chosen === undefined) break;
+    path = path ? `${path} ${chosen}` : chosen;
+    if (!commandsUnder(path).length) break; // a command: the words after it are its own
+  }
+  return path === prefix ? undefined : path;
 }
 
 /** `flashlex 0.1.0 (abc1234), Bun 1.4.5, linux-x64`: what was built, and what runs it (the armv7 build: Node). */
@@ -235,8 +248,8 @@ export async function main(argv: string[]): Promise<number> {
     }
     if (!cli.matchedCommand) {
       if (cli.args.length) {
-        const topLevel = COMMANDS.filter((c) => !c.name.includes(" ")).map((c) => c.name);
-        throw new UsageError(`unknown command ${quoteGiven(String(cli.args[0]))}${meantCommand(String(cli.args[0]), topLevel)}; see flashlex --help`);
+        const meant = meantWords("", cli.args.map(String));
+        throw new UsageError(`unknown command ${quoteGiven(String(cli.args[0]))}${meant ? `; did you mean flashlex ${meant}?` : ""}; see flashlex --help`);
       }
       // `flashlex --nosuch`: the flag named, not the whole listing with 64 and no word of why
       if (!help && !cli.options.version) cli.globalCommand.checkUnknownOptions();

@@ -327,6 +327,10 @@ test("a command, group word, action or flag two letters off (or in capitals) is 
     [["colect"], 'unknown command "colect"; did you mean flashlex collect?; see flashlex --help'],
     [["hub", "int", "--dir", work], 'unknown hub command "int"; did you mean flashlex hub init?; see flashlex hub --help'],
     [["hub", "thing", "lst", "--dir", work], 'unknown hub command "thing lst"; did you mean flashlex hub thing list?; see flashlex hub --help'],
+    // a group's word off: the whole command it leads to, not the group alone, which runs nothing (new-user pass 21, F9)
+    [["hub", "thng", "list", "--dir", work], 'unknown hub command "thng list"; did you mean flashlex hub thing list?; see flashlex hub --help'],
+    [["hub", "toke", "rotate", "--dir", work], 'unknown hub command "toke rotate"; did you mean flashlex hub token rotate?; see flashlex hub --help'],
+    [["hbu", "thing", "lst"], 'unknown command "hbu"; did you mean flashlex hub thing list?; see flashlex --help'],
     [["messages", "lst"], 'messages: unknown action "lst" (list, ack, delete); did you mean flashlex messages list?'],
     [["outbox", "dorp", "x"], 'outbox: unknown action "dorp" (list, retry, drop); did you mean flashlex outbox drop?'],
     [["hub", "thing", "list", "--Dir", work], "Unknown option `--Dir`; did you mean --dir?"],
