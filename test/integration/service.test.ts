@@ -611,6 +611,11 @@ describe("install and uninstall against a fake systemctl", () => {
       `${owner.name} cannot use ${join(folder, "data", "update", "guard.sh")}: it belongs to root (uid 0), left there by another user (a serve run as root?), and the service's serve would stop on it (fix: sudo chown -R ${owner.name}:`,
     );
     expect(io.stderr).toContain(` ${join(folder, "data")})`);
+    // another user's (nobody's) file: not guessed to be a root serve's (new-user pass 21, F14)
+    chownSync(join(folder, "data", "update", "guard.sh"), 65534, 65534);
+    ({ code, io } = await attempt());
+    expect(code).toBe(ExitCode.PERMISSION);
+    expect(io.stderr).toContain(`it belongs to nobody (uid 65534), left there by another user, and the service's serve would stop on it`);
     rmSync(join(folder, "data", "update"), { recursive: true });
     writeFileSync(`${key}.lock`, "", { mode: 0o600 });
     ({ code, io } = await attempt());

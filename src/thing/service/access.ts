@@ -208,7 +208,7 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
     const more = left.length > 1 ? ` (and ${left.length - 1} more there)` : "";
     unusable.push({
       path: left[0]!.path,
-      cannot: `cannot use ${left[0]!.path}${more}: it belongs to ${userLabel(left[0]!.uid)}, left there by another user (a serve run as root?), and the service's serve would stop on it`,
+      cannot: `cannot use ${left[0]!.path}${more}: it belongs to ${userLabel(left[0]!.uid)}, ${leftBy(left[0]!.uid)}, and the service's serve would stop on it`,
       fix: fix(files.data, true),
     });
   }
@@ -229,6 +229,11 @@ export function checkServiceAccess(files: ServiceFiles, account: ServiceAccount)
   return renewal
     ? [`${who} cannot write ${files.keysDir}: certificate renewal, which writes the new key there, will fail (fix: ${fix(files.keysDir).text})`]
     : [];
+}
+
+/** Who likely left a file another user owns: a serve started by hand as root, when root owns it. */
+function leftBy(uid: number): string {
+  return uid === 0 ? "left there by another user (a serve run as root?)" : "left there by another user";
 }
 
 /**
@@ -256,7 +261,7 @@ function sessionLockProblems(key: string, account: ServiceAccount, fix: (path: s
     return [
       {
         path: lock,
-        cannot: `cannot use ${lock}: it belongs to ${userLabel(st.uid)}, left there by another user (a serve run as root?), and the service's serve would stop on it`,
+        cannot: `cannot use ${lock}: it belongs to ${userLabel(st.uid)}, ${leftBy(st.uid)}, and the service's serve would stop on it`,
         fix: fix(lock),
       },
     ];
