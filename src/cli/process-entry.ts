@@ -21,7 +21,14 @@ export function report(err: unknown): number {
   // "belongs to root, not to pi"); a permission failure, whatever kind it was given (an
   // unreadable config is 78), gets the chown too.
   const denied = error.kind === "permission" || /\(EACCES\)|permission denied/.test(error.message);
-  const note = bug ? "(an internal error in flashlex: please report it)" : actingAsOwnerNote(denied ? undefined : false, error.message);
+  // A mistyped word or a bad value (64, 65) is the same whoever runs: the note made such a line
+  // twice as long and read as if the user switch were the cause (new-user pass 21, F12).
+  const aboutWords = !denied && (error.kind === "usage" || error.kind === "data");
+  const note = bug
+    ? "(an internal error in flashlex: please report it)"
+    : aboutWords
+      ? undefined
+      : actingAsOwnerNote(denied ? undefined : false, error.message);
   // One line, whatever the message quotes: a path or a link target given with a newline or a
   // terminal escape in it is shown escaped, never acted on by the terminal.
   console.error(escapeUnsafe(`flashlex: ${redactUrl(error.message)}${note ? ` ${note}` : ""}`));

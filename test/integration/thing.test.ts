@@ -523,6 +523,14 @@ describe("paths this user may not search", () => {
         `(started by root, this thing command runs as ${user.name} (uid ${user.uid}), the owner of the thing's folder ${folder}`,
       );
       renameSync(`${config}.mine`, config);
+      // a mistyped action or a missing id: the same whoever runs it, so no note of the user switch (new-user pass 21, F12)
+      for (const [args, said] of [
+        [["messages", "lst", "-c", config], 'flashlex: messages: unknown action "lst" (list, ack, delete); did you mean flashlex messages list?\n'],
+        [["messages", "ack", "-c", config], "flashlex: give at least one message id\n"],
+      ] as const) {
+        const typo = runAs([], [binaryPath(), ...args]);
+        expect({ code: typo.code, stderr: typo.stderr }).toEqual({ code: 64, stderr: said });
+      }
       // the user's folder inside a directory only root may enter: the directory named, not a chown that changes nothing
       const { closed } = openCopy("flashlex-root-way-closed-");
       const inner = join(closed, "thing");
