@@ -252,7 +252,13 @@ export async function main(argv: string[]): Promise<number> {
         throw new UsageError(`unknown command ${quoteGiven(String(cli.args[0]))}${meant ? `; did you mean flashlex ${meant}?` : ""}; see flashlex --help`);
       }
       // `flashlex --nosuch`: the flag named, not the whole listing with 64 and no word of why
-      if (!help && !cli.options.version) cli.globalCommand.checkUnknownOptions();
+      if (!help && !cli.options.version) {
+        try {
+          cli.globalCommand.checkUnknownOptions();
+        } catch (err) {
+          throw withOptionHint(err, { name: "flashlex", description: "", options: [] });
+        }
+      }
       if (cli.options.version && !help) return printVersion();
       printHelp(cli);
       return help ? ExitCode.OK : ExitCode.USAGE;

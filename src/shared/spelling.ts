@@ -3,12 +3,14 @@
 /**
  * The candidate nearest to `word` in spelling when it is at most `maxDistance` one-letter
  * insertions, deletions or changes away (Levenshtein distance; `--brokr-host` for `--broker-host`,
- * `calback` for `callback`), else undefined. The first of equally near candidates wins.
+ * `calback` for `callback`), else undefined, letters compared without their case (`HUB` is `hub`
+ * with the caps lock on). The first of equally near candidates wins.
  */
 export function nearestSpelling(word: string, candidates: Iterable<string>, maxDistance = 2): string | undefined {
   let best: { candidate: string; distance: number } | undefined;
+  const lower = word.toLowerCase();
   for (const candidate of candidates) {
-    const distance = editDistance(word, candidate);
+    const distance = editDistance(lower, candidate.toLowerCase());
     if (distance <= maxDistance && (best === undefined || distance < best.distance)) best = { candidate, distance };
   }
   return best?.candidate;

@@ -331,6 +331,11 @@ test("a command, group word, action or flag two letters off (or in capitals) is 
     [["hub", "thng", "list", "--dir", work], 'unknown hub command "thng list"; did you mean flashlex hub thing list?; see flashlex hub --help'],
     [["hub", "toke", "rotate", "--dir", work], 'unknown hub command "toke rotate"; did you mean flashlex hub token rotate?; see flashlex hub --help'],
     [["hbu", "thing", "lst"], 'unknown command "hbu"; did you mean flashlex hub thing list?; see flashlex --help'],
+    // in capitals, words and actions too, and cac's own flags (new-user pass 22, F4: only flags and one-letter-off words got one)
+    [["HUB", "init"], 'unknown command "HUB"; did you mean flashlex hub init?; see flashlex --help'],
+    [["messages", "LIST"], 'messages: unknown action "LIST" (list, ack, delete); did you mean flashlex messages list?'],
+    [["--HELP"], "Unknown option `--HELP`; did you mean --help?"],
+    [["collect", "--HELP"], "Unknown option `--HELP`; did you mean --help?"],
     [["messages", "lst"], 'messages: unknown action "lst" (list, ack, delete); did you mean flashlex messages list?'],
     [["outbox", "dorp", "x"], 'outbox: unknown action "dorp" (list, retry, drop); did you mean flashlex outbox drop?'],
     [["hub", "thing", "list", "--Dir", work], "Unknown option `--Dir`; did you mean --dir?"],
