@@ -704,7 +704,7 @@ describe("the PostgreSQL driver", () => {
       const older = await openAs(HUB_READABLE_FROM - 1);
       expect((older as FlashlexError).kind).toBe("config");
       expect((older as Error).message).toContain(
-        `schema version ${HUB_MIGRATIONS.length} is newer than this flashlex knows (${HUB_READABLE_FROM - 1}), and the flashlex that migrated it needs version ${HUB_READABLE_FROM} or later`,
+        `schema version ${HUB_MIGRATIONS.length} is newer than this flashlex knows (${HUB_READABLE_FROM - 1}), and the flashlex that migrated it lets only those that know schema version ${HUB_READABLE_FROM} or later use it`,
       );
       // the older hub changed nothing; a database from before schema_compat gets its row at the next open
       expect(await said()).toStrictEqual([{ version: HUB_MIGRATIONS.length, readable_from: HUB_READABLE_FROM }]);
@@ -713,6 +713,22 @@ describe("the PostgreSQL driver", () => {
       await (await openHubStore(at(url))).close();
       expect(await said()).toStrictEqual([{ version: HUB_MIGRATIONS.length, readable_from: HUB_READABLE_FROM }]);
       expect(await openAs(HUB_READABLE_FROM)).toBeUndefined();
+      // changed by hand (other columns, several rows, NULL): says nothing, refused as newer (78), and made anew by the next open (attack round 26, F10)
+      for (const tamper of [
+        "DROP TABLE schema_compat; CREATE TABLE schema_compat (version INTEGER, x INTEGER)",
+        `INSERT INTO schema_compat VALUES (${HUB_MIGRATIONS.length}, 1)`,
+        "ALTER TABLE schema_compat ALTER COLUMN readable_from DROP NOT NULL; UPDATE schema_compat SET readable_from = NULL",
+      ]) {
+        await sql.unsafe(tamper).simple();
+        const refused = await openAs(HUB_READABLE_FROM);
+        expect([tamper, (refused as FlashlexError).kind, (refused as Error).message]).toEqual([
+          tamper,
+          "config",
+          expect.stringContaining("is newer than this flashlex knows"),
+        ]);
+        await (await openHubStore(at(url))).close();
+        expect(await said()).toStrictEqual([{ version: HUB_MIGRATIONS.length, readable_from: HUB_READABLE_FROM }]);
+      }
     } finally {
       await sql.close();
     }

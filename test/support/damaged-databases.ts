@@ -89,7 +89,7 @@ export const DAMAGE_KINDS: DamageKind[] = [
       db.close();
     },
     exitCode: 78,
-    says: /schema version 99 is newer than this flashlex knows.*upgrade flashlex/,
+    says: /schema version 99 is newer than this flashlex knows.*put the database back as it was before the upgrade/,
   },
   {
     name: "the current schema version with a table changed by hand (a column added)",

@@ -3,6 +3,7 @@ import { execFileSync } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import type { FlashlexError } from "../../src/shared/errors.ts";
 import type { OpenSqlDatabase, SqlDatabase } from "../../src/shared/sqlite/driver.ts";
 import { applyPragmas, migrate, schemaAfter } from "../../src/shared/sqlite/migrate.ts";
 import { EXPIRE_ACKED_INGRESS, MessageStore, THING_MIGRATIONS, THING_SCHEMA } from "../../src/thing/store/message-store.ts";
@@ -309,9 +310,18 @@ export const storeContract: ContractCase[] = [
       open("unsaid.db", v3, 2);
       withDb(ctx, (db) => db.exec("DROP TABLE schema_compat"), "unsaid.db");
       const refused = [refusal("strict.db", v2), refusal("renamed.db", v2), refusal("renamed.db", v3), refusal("unsaid.db", v2)];
-      assert.match(refused[0]!, /schema version 3 is newer than this flashlex knows \(2\), and the flashlex that migrated it needs version 3 or later/);
-      assert.match(refused[3]!, /schema version 3 is newer than this flashlex knows \(2\); upgrade flashlex/);
-      assert.match(refused[1]!, /schema version 4 is newer than this flashlex knows \(2\), and the flashlex that migrated it needs version 4 or later/);
+      assert.match(
+        refused[0]!,
+        /schema version 3 is newer than this flashlex knows \(2\), and the flashlex that migrated it lets only those that know schema version 3 or later use it/,
+      );
+      assert.match(
+        refused[3]!,
+        /schema version 3 is newer than this flashlex knows \(2\); run a flashlex that knows it, or put the database back as it was before the upgrade/,
+      );
+      assert.match(
+        refused[1]!,
+        /schema version 4 is newer than this flashlex knows \(2\), and the flashlex that migrated it lets only those that know schema version 4 or later use it/,
+      );
       assert.equal(refused[2], refused[1]!.replace("knows (2)", "knows (3)"));
       assert.throws(() => open("bad.db", v2, 3), /readableFrom 3 is not a schema version from 1 to 2/);
       // a row that says readable over a table whose columns are not this version's (renamed by
@@ -320,6 +330,55 @@ export const storeContract: ContractCase[] = [
       const lying = refusal("lying.db", v3);
       assert.match(lying, /table a has columns \(id, value, w\), not those of schema version 3 \(id, v, w\) followed by new ones/);
       return { widened, refused, lying };
+    },
+  },
+  {
+    name: "migrate takes a schema_compat or user_version changed by hand as saying nothing, or refuses it (78), never failing inside (70)",
+    run: (ctx) => {
+      const v2 = ["CREATE TABLE a (id INTEGER PRIMARY KEY, v TEXT);", "CREATE TABLE b (id INTEGER PRIMARY KEY);"];
+      const v3 = [...v2, "ALTER TABLE a ADD COLUMN w TEXT;"];
+      const open = (name: string, migrations: string[], readableFrom?: number) =>
+        withDb(ctx, (db, file) => (applyPragmas(db), migrate(db, migrations, file, { readableFrom })), name);
+      const outcome = (name: string, migrations: string[]) => {
+        try {
+          return open(name, migrations);
+        } catch (err) {
+          assert.equal((err as FlashlexError).kind, "config", (err as Error).message);
+          return (err as Error).message.replace(ctx.dir, "DIR");
+        }
+      };
+      const tampered = (name: string, sql: string) => {
+        open(name, v3, 2);
+        withDb(ctx, (db) => db.exec(sql), name);
+        return name;
+      };
+      // attack round 26, F1 and F10: other columns (it failed with "no such column", 70), several rows, NULL, 0, a fraction
+      const said = {
+        columns: outcome(tampered("cols.db", "DROP TABLE schema_compat; CREATE TABLE schema_compat (version, x)"), v2),
+        twoRows: outcome(tampered("rows.db", "INSERT INTO schema_compat VALUES (3, 1)"), v2),
+        nul: outcome(
+          tampered("null.db", "DROP TABLE schema_compat; CREATE TABLE schema_compat (version, readable_from); INSERT INTO schema_compat VALUES (3, NULL)"),
+          v2,
+        ),
+        zero: outcome(tampered("zero.db", "UPDATE schema_compat SET readable_from = 0"), v2),
+        fraction: outcome(tampered("fraction.db", "UPDATE schema_compat SET readable_from = 1.5"), v2),
+        // and at its own version: used, and a binary of that schema makes the table anew when it migrates next
+        ownColumns: outcome("cols.db", v3),
+      };
+      for (const key of ["columns", "twoRows", "nul", "zero", "fraction"] as const) {
+        assert.match(String(said[key]), /schema version 3 is newer than this flashlex knows \(2\); run a flashlex that knows it/, key);
+      }
+      assert.equal(said.ownColumns, 3);
+      // attack round 26, F11: user_version below 0, or lowered past a step already made (it failed inside, 70)
+      open("minus.db", v3);
+      withDb(ctx, (db) => db.exec("PRAGMA user_version = -1"), "minus.db");
+      const tableAdded = [...v2, "CREATE TABLE c (id INTEGER PRIMARY KEY);"];
+      open("lowered.db", tableAdded);
+      withDb(ctx, (db) => db.exec("PRAGMA user_version = 2"), "lowered.db");
+      const refused = { minus: outcome("minus.db", v3), lowered: outcome("lowered.db", tableAdded) };
+      assert.match(String(refused.minus), /schema version -1 is no FlashLex schema: not a FlashLex database, or changed by hand/);
+      assert.match(String(refused.lowered), /table c is there at schema version 2, before the step that makes it: not a FlashLex database, or changed by hand/);
+      return { said, refused };
     },
   },
   {

@@ -69,7 +69,7 @@ describe("hub-store: a database a newer hub migrated (a rollback)", () => {
     expect(older).toBeInstanceOf(FlashlexError);
     expect((older as FlashlexError).kind).toBe("config");
     expect((older as Error).message).toContain(
-      `schema version ${SQLITE_MIGRATIONS.length} is newer than this flashlex knows (${HUB_READABLE_FROM - 1}), and the flashlex that migrated it needs version ${HUB_READABLE_FROM} or later`,
+      `schema version ${SQLITE_MIGRATIONS.length} is newer than this flashlex knows (${HUB_READABLE_FROM - 1}), and the flashlex that migrated it lets only those that know schema version ${HUB_READABLE_FROM} or later use it`,
     );
     // the rolled-back hub wrote nothing of its own: the newer one finds its database as it left it
     expect(said(file)).toStrictEqual([{ version: SQLITE_MIGRATIONS.length, readable_from: HUB_READABLE_FROM }]);

@@ -2,6 +2,7 @@ import { lookup } from "node:dns/promises";
 import { isIP } from "node:net";
 import { SQL } from "bun";
 import { ConfigError, type ErrorKind, FlashlexError, oneLine } from "../../shared/errors.ts";
+import { newerSchema } from "../../shared/newer-schema.ts";
 import type { HubDatabase } from "./database-url.ts";
 import { HUB_MIGRATIONS, HUB_READABLE_FROM, type Migration } from "./migrations.ts";
 import { type HubSql, type HubSqlValue, narrowRow } from "./sql.ts";
@@ -210,7 +211,7 @@ export function numbered(sql: string): string {
  * lock: a database without `schema_version` must hold no tables (else it is someone else's);
  * one at a version newer than `migrations` is used as it is when the hub that migrated it said
  * this version may read it (`schema_compat`, as SQLite's in shared/sqlite/migrate.ts), else
- * refused (upgrade flashlex); with `create`, one that already holds a hub is refused, unless it is
+ * refused (migrate.ts newerSchema); with `create`, one that already holds a hub is refused, unless it is
  * what an init that did not finish left (a schema, and no hub identity, token or thing:
  * `unfinishedInit`), which this init takes over. `readableFrom`: the oldest version that may use
  * what `migrations` leave (HUB_READABLE_FROM), written to `schema_compat` whenever this migrates,
@@ -246,28 +247,43 @@ export async function migratePostgres(client: SQL, migrations: readonly Migratio
     } else {
       await tx.unsafe("CREATE TABLE schema_version (version INTEGER PRIMARY KEY, applied_at BIGINT NOT NULL)");
     }
-    // a row written for another version says nothing of this one
-    const [compat] = tables.includes("schema_compat")
-      ? ((await tx.unsafe("SELECT readable_from FROM schema_compat WHERE version = $1", [version])) as { readable_from: number }[])
-      : [];
-    const saidReadableFrom = compat === undefined ? undefined : Number(compat.readable_from);
+    const saidReadableFrom = tables.includes("schema_compat") ? await compatRow(tx, version) : undefined;
     if (version > migrations.length) {
       if (saidReadableFrom !== undefined && saidReadableFrom <= migrations.length) return;
-      const says = saidReadableFrom === undefined ? "" : `, and the flashlex that migrated it needs version ${saidReadableFrom} or later`;
-      throw new ConfigError(
-        `${db.display}: schema version ${version} is newer than this flashlex knows (${migrations.length})${says}; upgrade flashlex (a rollback cannot go back past such a schema change)`,
-      );
+      throw new ConfigError(newerSchema(db.display, version, migrations.length, saidReadableFrom));
     }
     for (let step = version; step < migrations.length; step++) {
       await tx.unsafe(migrations[step]!.postgres);
       await tx.unsafe("INSERT INTO schema_version (version, applied_at) VALUES ($1, $2)", [step + 1, Date.now()]);
     }
     if (version < migrations.length || saidReadableFrom === undefined || saidReadableFrom > readableFrom) {
-      await tx.unsafe("CREATE TABLE IF NOT EXISTS schema_compat (version INTEGER NOT NULL, readable_from INTEGER NOT NULL)");
-      await tx.unsafe("DELETE FROM schema_compat");
+      // made anew: one changed by hand (other columns) would fail the INSERT
+      await tx.unsafe("DROP TABLE IF EXISTS schema_compat");
+      await tx.unsafe("CREATE TABLE schema_compat (version INTEGER NOT NULL, readable_from INTEGER NOT NULL)");
       await tx.unsafe("INSERT INTO schema_compat (version, readable_from) VALUES ($1, $2)", [migrations.length, readableFrom]);
     }
   });
+}
+
+/**
+ * What `schema_compat` says of schema `version`, as SQLite's (shared/sqlite/migrate.ts): a
+ * schema version from 1 to `version`, from the one row of a table with the two columns. Anything
+ * else (other columns, several rows, NULL, 0) says nothing.
+ */
+async function compatRow(tx: SQL, version: number): Promise<number | undefined> {
+  const columns = (
+    (await tx.unsafe("SELECT column_name FROM information_schema.columns WHERE table_schema = current_schema() AND table_name = 'schema_compat'")) as {
+      column_name: string;
+    }[]
+  ).map((c) => c.column_name);
+  if (!columns.includes("version") || !columns.includes("readable_from")) return undefined;
+  const rows = (await tx.unsafe("SELECT version::text AS version, readable_from::text AS readable_from FROM schema_compat LIMIT 2")) as {
+    version: string | null;
+    readable_from: string | null;
+  }[];
+  if (rows.length !== 1 || rows[0]!.version !== String(version) || rows[0]!.readable_from === null) return undefined;
+  const said = Number(rows[0]!.readable_from);
+  return /^\d+$/.test(rows[0]!.readable_from) && said >= 1 && said <= version ? said : undefined;
 }
 
 /**

@@ -1,4 +1,5 @@
 import { ConfigError, FlashlexError } from "../errors.ts";
+import { newerSchema } from "../newer-schema.ts";
 import { LOCK_WAIT_MS, type SqlDatabase } from "./driver.ts";
 import { openSqlDatabase } from "./open.ts";
 
@@ -86,9 +87,10 @@ export function migrate(db: SqlDatabase, migrations: readonly string[], name: st
     checkSchema(db, latest, expectedAt, name, version);
     if (version >= latest) return;
     for (let step = version; step < latest; step++) db.exec(migrations[step]!);
-    db.exec(`CREATE TABLE IF NOT EXISTS ${COMPAT_TABLE} (version INTEGER NOT NULL, readable_from INTEGER NOT NULL)`);
+    // made anew: one changed by hand (other columns) would fail the INSERT
+    db.exec(`DROP TABLE IF EXISTS ${COMPAT_TABLE}`);
+    db.exec(`CREATE TABLE ${COMPAT_TABLE} (version INTEGER NOT NULL, readable_from INTEGER NOT NULL)`);
     db.exec(`PRAGMA user_version = ${latest}`);
-    db.exec(`DELETE FROM ${COMPAT_TABLE}`);
     db.run(`INSERT INTO ${COMPAT_TABLE} (version, readable_from) VALUES (?, ?)`, [latest, readableFrom]);
   });
   return userVersion(db);
@@ -139,11 +141,19 @@ function userVersion(db: SqlDatabase): number {
   return Number(db.get<{ user_version: number }>("PRAGMA user_version")!.user_version);
 }
 
-/** The `readable_from` the COMPAT_TABLE row for `version` says, if the table (in `actual`) has one. */
+/**
+ * The `readable_from` the COMPAT_TABLE row for `version` says: a schema version (a whole number
+ * from 1), from the one row of a table with the two columns. Anything else says nothing (a table
+ * changed by hand: other columns, several rows, NULL, 0 or 10.5), and the database is then what
+ * its own version makes it; it was an internal error (70), or a readable one.
+ */
 function compatRow(db: SqlDatabase, actual: Schema, version: number): number | undefined {
-  if (!actual.has(COMPAT_TABLE)) return undefined;
-  const said = db.get<{ readable_from: number }>(`SELECT readable_from FROM ${COMPAT_TABLE} WHERE version = ?`, [version])?.readable_from;
-  return typeof said === "number" ? said : undefined;
+  const columns = actual.get(COMPAT_TABLE);
+  if (!columns?.includes("version") || !columns.includes("readable_from")) return undefined;
+  const rows = db.all<{ version: unknown; readable_from: unknown }>(`SELECT version, readable_from FROM ${COMPAT_TABLE} LIMIT 2`);
+  if (rows.length !== 1 || rows[0]!.version !== version) return undefined;
+  const said = rows[0]!.readable_from;
+  return typeof said === "number" && Number.isInteger(said) && said >= 1 && said <= version ? said : undefined;
 }
 
 /**
@@ -160,6 +170,8 @@ function checkSchema(db: SqlDatabase, latest: number, expectedAt: (version: numb
     if (actual.size) throw foreign();
     return actual;
   }
+  // PRAGMA user_version set by hand: below 0 is no schema (it failed inside the migrations, 70)
+  if (version < 0) throw new ConfigError(`${name}: schema version ${version} is no FlashLex schema: not a FlashLex database, or changed by hand`);
   if (version > latest) {
     // a later FlashLex adds tables and columns but keeps these: without them it is someone else's file
     if ([...expectedAt(latest).keys()].some((table) => !actual.has(table))) throw foreign();
@@ -179,10 +191,7 @@ function checkSchema(db: SqlDatabase, latest: number, expectedAt: (version: numb
       }
       return actual;
     }
-    const says = readableFrom === undefined ? "" : `, and the flashlex that migrated it needs version ${readableFrom} or later`;
-    throw new ConfigError(
-      `${name}: schema version ${version} is newer than this flashlex knows (${latest})${says}; upgrade flashlex (a rollback cannot go back past such a schema change)`,
-    );
+    throw new ConfigError(newerSchema(name, version, latest, readableFrom));
   }
   const expected = expectedAt(version);
   for (const [table, columns] of expected) {
@@ -194,6 +203,16 @@ function checkSchema(db: SqlDatabase, latest: number, expectedAt: (version: numb
     if (found.join(",") !== columns.join(",")) {
       throw new ConfigError(
         `${name}: table ${table} has columns (${found.join(", ")}), not those of schema version ${version} (${columns.join(", ")}): not a FlashLex database, or changed by hand`,
+      );
+    }
+  }
+  // a table a later step makes, at an older version (user_version lowered by hand): that step
+  // would fail on it ("already exists", 70)
+  if (version < latest) {
+    const ahead = [...expectedAt(latest).keys()].find((table) => !expected.has(table) && actual.has(table));
+    if (ahead) {
+      throw new ConfigError(
+        `${name}: table ${ahead} is there at schema version ${version}, before the step that makes it: not a FlashLex database, or changed by hand`,
       );
     }
   }
