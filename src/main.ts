@@ -279,8 +279,17 @@ export async function main(argv: string[]): Promise<number> {
       return ExitCode.OK;
     }
     // `collect --version` prints the version, as `collect --help` prints help: the command ran
-    // (the message went to the hub; `hub init --version` made a hub), the flag unread.
-    if (cli.options.version) return printVersion();
+    // (the message went to the hub; `hub init --version` made a hub), the flag unread. A word
+    // right after it was meant as a value: `hub update --version 1.2.3` printed the version and
+    // exited 0, and nothing was rolled out (attack round 26, F12).
+    if (cli.options.version) {
+      const at = argv.findIndex((word, i) => i >= 2 && (word === "--version" || word === "-v"));
+      const next = at >= 0 ? argv[at + 1] : undefined;
+      if (spec?.run && next !== undefined && !next.startsWith("-")) {
+        throw new UsageError(`--version prints flashlex's version and takes no value (it was given ${quoteGiven(next)}); see flashlex ${spec.name} --help`);
+      }
+      return printVersion();
+    }
     // A group with or without flags and no command (`hub --dir X`): one line naming its commands,
     // not "Unknown option --dir" (the group has none; its commands do)
     if (spec && !spec.run) throw groupNeedsCommand(spec.name);

@@ -253,7 +253,7 @@ function classifyCli(err: object): ForeignError | undefined {
     return {
       kind: "usage",
       reason: oneLine(
-        e.message.replace(/`(--[a-zA-Z0-9-]+)`/g, (_, flag: string) => `\`${cutGiven(flag.replace(/(?<=[a-z0-9])[A-Z]/g, (c) => `-${c.toLowerCase()}`))}\``),
+        e.message.replace(/`(-[^`]+)`/g, (_, flag: string) => `\`${cutGiven(flag.replace(/(?<=[a-z0-9])[A-Z]/g, (c) => `-${c.toLowerCase()}`))}\``),
       ),
     };
   return undefined;

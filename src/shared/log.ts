@@ -72,9 +72,15 @@ export function quoteGiven(value: string): string {
   return JSON.stringify(cutGiven(value));
 }
 
-/** `value` cut at MAX_QUOTED characters with `…`, unquoted: for a refusal that names a flag or id as typed (`--metrics 9x:`). */
+/**
+ * `value` cut at MAX_QUOTED characters with `…`, unquoted: for a refusal that names a flag or id
+ * as typed (`--metrics 9x:`). Never between the two halves of an emoji (a lone half showed as an
+ * escape the user never typed).
+ */
 export function cutGiven(value: string): string {
-  return value.length > MAX_QUOTED ? `${value.slice(0, MAX_QUOTED)}…` : value;
+  if (value.length <= MAX_QUOTED) return value;
+  const split = /[\uD800-\uDBFF]/.test(value[MAX_QUOTED - 1]!);
+  return `${value.slice(0, split ? MAX_QUOTED - 1 : MAX_QUOTED)}…`;
 }
 
 /**

@@ -16,6 +16,7 @@ import { CryptoError } from "../crypto/errors.ts";
 import { certificatePem, KeyFileError, normaliseCertificates, normalisePrivateKey } from "../crypto/key-files.ts";
 import { spkiDer, type ThingTokenAlgorithm, tokenAlgorithmFor } from "../crypto/keys.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
+import { quoteGiven } from "../shared/log.ts";
 import { notThereNote } from "../shared/path-exists.ts";
 import { readRegularFile } from "../shared/regular-file.ts";
 import { deniedNote } from "../shared/why-denied.ts";
@@ -147,7 +148,7 @@ export function checkCertificateNamesThing(identity: ThingIdentity, config: Thin
   }
   if (cn !== undefined && cn !== identity.thingName) {
     throw new ConfigError(
-      `${config.paths.cert}: the certificate is for ${JSON.stringify(cn)}, the config names ${JSON.stringify(identity.thingName)} (flashlex.thing.name in ${config.file}); use the config and keys of the same thing`,
+      `${config.paths.cert}: the certificate is for ${quoteGiven(cn)}, the config names ${quoteGiven(identity.thingName)} (flashlex.thing.name in ${config.file}); use the config and keys of the same thing`,
     );
   }
 }

@@ -383,6 +383,13 @@ test("a command, group word, action or flag two letters off (or in capitals) is 
     expect({ args, code: result.code, stdout: result.stdout, stderr: result.stderr }).toEqual({ args, code: 0, stdout: version, stderr: "" });
   }
   expect(existsSync(home)).toBe(false);
+  // a word right after it was meant as a value: it printed the version, exited 0 and rolled nothing out (attack round 26, F12)
+  const valued = await run(["hub", "update", "--version", "1.2.3", "--all", "--dir", home]);
+  expect({ code: valued.code, stdout: valued.stdout, stderr: valued.stderr }).toEqual({
+    code: 64,
+    stdout: "",
+    stderr: 'flashlex: --version prints flashlex\'s version and takes no value (it was given "1.2.3"); see flashlex hub update --help\n',
+  });
 });
 
 test("hub init says the broker listens on every interface; mosquitto-config tells the hub the port it wrote and the CRL it added to hub.yml", async () => {
@@ -587,6 +594,9 @@ test("a refusal quotes a 5,000-character value cut, never whole, whichever flag,
     { args: ["install-service", "--user", long, "--dry-run", ...thing.flags] },
     { args: [`--${long}`] },
     { args: ["collect", `--${long}`, ...thing.flags] },
+    // a flag with `_`, `/` or a letter outside ASCII: cac's message was not cut (attack round 26, F4)
+    { args: ["bootstrap", `--x_${long}`, ...thing.flags] },
+    { args: ["bootstrap", `--é${long}`, ...thing.flags] },
     { args: ["collect", `-h${long}`] },
     { args: ["collect", "--json", `-h${long}`] },
     { args: ["hub", "init", "--dir", join(work, "long-hub"), "--broker-host", long] },
@@ -645,4 +655,7 @@ test("a refusal quotes a 5,000-character value cut, never whole, whichever flag,
   }
   expect(existsSync(join(work, "long-hub"))).toBe(false);
   expect(existsSync(out)).toBe(false);
+  // the length check took no more than it had to: `_` in --auth-host (a Docker service name) still works (attack round 26, F6)
+  const underscore = await run(["hub", "rabbitmq-config", ...dir, "--out", out, "--auth-host", "flashlex_hub"]);
+  expect(underscore.code, underscore.stderr).toBe(0);
 });

@@ -73,10 +73,9 @@ test("the one-time cURL line `hub thing dist --curl` prints for an HTTPS hub dow
   const { dir: otherDir } = await httpsHub("other");
   await flashlex(["hub", "thing", "create", "kitchen", "--dir", hubDir, "-o", join(work, "kitchen-cli.zip")]);
   const printed = await flashlex(["hub", "thing", "dist", "kitchen", "--curl", "--dir", hubDir]);
-  const line =
-    /printf 'Authorization: Bearer %s\\n' (flxd_[\w-]+) \| curl -fo \S+ -k --pinnedpubkey '(sha256\/\/[A-Za-z0-9+/=]+)' -H @- (https:\/\/\S+) && mv /m.exec(
-      printed.stdout,
-    );
+  const line = /echo 'Authorization: Bearer (flxd_[\w-]+)' \| curl -fo \S+ -k --pinnedpubkey '(sha256\/\/[A-Za-z0-9+/=]+)' -H @- (https:\/\/\S+) && mv /m.exec(
+    printed.stdout,
+  );
   expect(line, printed.stdout).not.toBeNull();
   const [, token, pin, url] = line!;
   const curl = async (cwd: string, port?: string) => {

@@ -27,6 +27,13 @@ describe("database URLs", () => {
     }
   });
 
+  test("a host no resolver takes is refused, not carried into every line that names the server (a 15,000-character refusal: attack round 26, F5)", () => {
+    expect(() => parseHubDatabase(`postgres://u:pw@${"a".repeat(5000)}:5432/x`, "hub.db", "--db")).toThrow(
+      "--db: its host is longer than a DNS name may be (253 characters, 63 between dots) (the value is not shown",
+    );
+    expect(parseHubDatabase(`postgres://u:pw@${"a".repeat(63)}.lan:5432/x`, "hub.db", "--db").kind).toBe("postgres");
+  });
+
   test("the mask hides everything between // and the last @, so a password holding @ or / stays hidden", () => {
     expect(redactUrl("at postgres://flashlex:p@ss/w0rd@host/db now")).toBe("at postgres://***@host/db now");
     expect(redactUrl("postgres://we@ird:p@ss:w/rd#1%@127.0.0.1:55432/weird")).toBe("postgres://***@127.0.0.1:55432/weird");

@@ -105,6 +105,8 @@ describe("enrolment tokens", () => {
     await expect(tokens.create({ maxUses: 0 })).rejects.toThrow(/max uses/);
     await expect(tokens.create({ lifetimeMs: 31 * 86_400_000 })).rejects.toThrow(/30d/);
     await expect(tokens.create({ namePrefix: "no spaces" })).rejects.toThrow(/prefix/);
+    // cut, as every refusal quotes a value: the API answered a 50,000-character prefix whole (attack round 26, F3)
+    await expect(tokens.create({ namePrefix: "x".repeat(50_000) })).rejects.toThrow(`the name prefix "${"x".repeat(48)}…" must be`);
     // quoted with its bidirectional and C1 characters escaped: the message reaches the operator's terminal
     await expect(tokens.create({ namePrefix: "a\u202eb\u009bc" })).rejects.toThrow('the name prefix "a\\u202eb\\u009bc" must be');
     // names are given without the owner prefix: a token for names that start with it could enrol nothing

@@ -21,6 +21,7 @@ import { CollectAuthError, Collector } from "../../src/hub/messages/collect.ts";
 import { Messages, parseIngressDocument } from "../../src/hub/messages/messages.ts";
 import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
+import { distributionDownloadLine } from "../../src/hub/things/download-line.ts";
 import { DownloadTokens } from "../../src/hub/things/download-tokens.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
 import { Things } from "../../src/hub/things/things.ts";
@@ -583,12 +584,15 @@ describe("operator routes", () => {
     const second = (await createThing(home, store, "second-for-download")).thing;
     const things = new Things({ home, store });
     const downloads = (now = Date.now) => new DownloadTokens({ home, store, now, distribution: (t) => things.distribution(t) });
-    const bearerOf = (line: string) => /Bearer %s\\n' (flxd_[\w-]{43}) \|/.exec(line)![1]!;
+    const bearerOf = (line: string) => /Bearer (flxd_[\w-]{43})' \|/.exec(line)![1]!;
     const made = await downloads().line(thing);
     expect(made.line).toBe(
-      `(umask 077; printf 'Authorization: Bearer %s\\n' ${bearerOf(made.line)} | curl -fo ${thing.name}.zip.part -H @- ${base}/things/${thing.id}/dist && mv -f ${thing.name}.zip.part ${thing.name}.zip)`,
+      `(umask 077; echo 'Authorization: Bearer ${bearerOf(made.line)}' | curl -fo ${thing.name}.zip.part -H @- ${base}/things/${thing.id}/dist && mv -f ${thing.name}.zip.part ${thing.name}.zip)`,
     );
     const token = bearerOf(made.line);
+    // an IPv6 hub's URL is quoted: `[::1]` is a glob in zsh, which refused the line (attack round 26, F9)
+    const ipv6 = { settings: { api: { ...home.settings.api, publicUrl: "http://[::1]:8080" }, env: "dev" }, paths: home.paths };
+    expect(distributionDownloadLine(thing, "flxd_x", ipv6)).toContain(` -H @- 'http://[::1]:8080/dev/v1/things/${thing.id}/dist' && mv`);
     const refusals: [string, Response][] = [
       ["another thing's zip", await operator(`/things/${second.id}/dist`, { token })],
       ["no such thing", await operator(`/things/${randomUUID()}/dist`, { token })],

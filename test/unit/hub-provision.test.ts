@@ -93,6 +93,20 @@ describe("hub init", () => {
     expect(withListen("true")).toThrow("hub.metrics.listen: must be HOST:PORT (127.0.0.1:9464, [::1]:9464), PORT (on 127.0.0.1) or false");
   });
 
+  test("hub.yml hosts a resolver could never take are refused, as hub init refuses them (attack round 26, F5: a hand-edited publicUrl went into every distribution)", () => {
+    const edited = (from: string, to: string) => {
+      const file = join(root, `hub-long-${Math.random().toString(16).slice(2)}.yml`);
+      const text = readFileSync(home.paths.config, "utf8");
+      expect(text).toContain(from);
+      writeFileSync(file, text.replace(from, to));
+      return () => loadHubSettings(file);
+    };
+    const long = "a".repeat(300);
+    expect(edited("publicUrl: http://127.0.0.1:8080", `publicUrl: http://${long}:8080`)).toThrow("its host is longer than a DNS name may be");
+    expect(edited("host: 127.0.0.1", `host: ${long}`)).toThrow("at most 253 characters, 63 between dots");
+    expect(edited("listenHost: 0.0.0.0", `listenHost: ${long}`)).toThrow("at most 253 characters, 63 between dots");
+  });
+
   test("keys hub.yml has that the hub does not know are listed, for a warning, not refused", () => {
     const file = join(root, "hub-unknown.yml");
     writeFileSync(file, readFileSync(home.paths.config, "utf8").replace("hub:\n", "hub:\n  colour: blue\n"));

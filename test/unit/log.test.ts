@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
-import { createLogger, escapeUnsafe, formatFields, logLevelFromEnv, quoteLogText } from "../../src/shared/log.ts";
+import { createLogger, cutGiven, escapeUnsafe, formatFields, logLevelFromEnv, quoteGiven, quoteLogText } from "../../src/shared/log.ts";
 import { tally } from "../support/tally.ts";
 
 /** What must never appear raw in a line: C0, DEL, C1, format characters, U+2028/9, lone surrogates. */
@@ -113,6 +113,16 @@ describe("FLASHLEX_LOG_LEVEL", () => {
       if (previous === undefined) delete process.env.FLASHLEX_LOG_LEVEL;
       else process.env.FLASHLEX_LOG_LEVEL = previous;
     }
+  });
+});
+
+describe("quoteGiven and cutGiven", () => {
+  test("a value is cut at 48 characters with …, never between the halves of an emoji (attack round 26, F7)", () => {
+    expect(cutGiven("a".repeat(48))).toBe("a".repeat(48));
+    expect(cutGiven("a".repeat(49))).toBe(`${"a".repeat(48)}…`);
+    expect(cutGiven(`${"a".repeat(47)}😀b`)).toBe(`${"a".repeat(47)}…`);
+    expect(cutGiven(`${"a".repeat(46)}😀b`)).toBe(`${"a".repeat(46)}😀…`);
+    expect(quoteGiven(`${"a".repeat(47)}😀b`)).toBe(`"${"a".repeat(47)}…"`);
   });
 });
 

@@ -1,7 +1,7 @@
 import { resolve } from "node:path";
 import { UsageError } from "../../shared/errors.ts";
 import { isWithin } from "../../shared/files.ts";
-import { DNS_NAME } from "../../shared/listen-address.ts";
+import { DNS_NAME, withinDnsLengths } from "../../shared/listen-address.ts";
 import { quoteGiven } from "../../shared/log.ts";
 import { notADirectory, pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
@@ -121,12 +121,12 @@ function rabbitmqConfig(options: Options): Promise<number> {
     if (!ENV_PLAIN.test(out))
       throw new UsageError(`--out ${JSON.stringify(out)}: RabbitMQ's env file is read by a shell; use a path of letters, digits and _@%+=:,./- only`);
     const authHost = text(options.authHost);
-    // both go into the nodes' config as they are: a host each node reaches
-    const named: [string, string][] = hosts.map((host) => ["--host", host]);
-    if (authHost !== undefined) named.push(["--auth-host", authHost]);
-    for (const [flag, host] of named) {
-      if (!ENV_PLAIN.test(host) || !(await isHostOrAddress(host)))
-        throw new UsageError(`${flag} must be a host name or an IP address, not ${quoteGiven(host)}`);
+    for (const host of hosts) {
+      if (!ENV_PLAIN.test(host) || !(await isHostOrAddress(host))) throw new UsageError(`--host must be a host name or an IP address, not ${quoteGiven(host)}`);
+    }
+    // only into a URL the nodes call: `_` may be in it (a Docker service name), a host no resolver takes may not
+    if (authHost !== undefined && (!ENV_PLAIN.test(authHost) || !withinDnsLengths(authHost))) {
+      throw new UsageError(`--auth-host must be a host name or an IP address the nodes reach the hub at, not ${quoteGiven(authHost)}`);
     }
     const authListen = hostPort(text(options.authListen), "--auth-listen") ?? { host: "127.0.0.1", port: 8091 };
     const local = nodesShareOneHost(hosts);

@@ -1,6 +1,7 @@
 /** `hub enroll-token create|list|revoke`: the enrolment tokens of src/hub/enrolment. */
 import { UsageError } from "../../shared/errors.ts";
 import { quoteGiven } from "../../shared/log.ts";
+import { shellWord } from "../../shared/shell-word.ts";
 import { type CommandSpec, type Options, required, text } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag } from "../input.ts";
@@ -64,7 +65,7 @@ function create(options: Options): Promise<number> {
     await hub.enrolment.tokens.create({ maxUses, lifetimeMs, namePrefix }, ({ token, record }) => {
       const name = record.namePrefix ? `${record.namePrefix}NAME` : "NAME";
       // The token in the environment, not a flag: `ps` shows every process's arguments to every user.
-      const command = `FLASHLEX_ENROLL_TOKEN=${token} ./flashlex enroll --hub ${hubUrl} --ca-fingerprint ${info.caFingerprint} --name ${name}`;
+      const command = `FLASHLEX_ENROLL_TOKEN=${token} ./flashlex enroll --hub ${shellWord(hubUrl)} --ca-fingerprint ${info.caFingerprint} --name ${name}`;
       const report = options.json
         ? [JSON.stringify({ ...enrolmentTokenJson({ ...record, state: "active" }), token, hub: hubUrl, caFingerprint: info.caFingerprint, command })]
         : [

@@ -12,7 +12,7 @@
 import { randomBytes } from "node:crypto";
 import { ENROLMENT_TOKEN_TAG } from "../../protocol/enrolment-token.ts";
 import { InputError } from "../../shared/errors.ts";
-import { quoteGiven, quoteLogText } from "../../shared/log.ts";
+import { cutGiven, quoteGiven, quoteLogText } from "../../shared/log.ts";
 import { hashToken } from "../home/tokens.ts";
 import type { EnrolmentTokenRecord, HubStore } from "../store/hub-store.ts";
 
@@ -103,7 +103,7 @@ export class EnrolmentTokens {
     }
     const namePrefix = opts.namePrefix ?? null;
     const refusal = namePrefix === null ? undefined : this.namePrefixRefusal(namePrefix);
-    if (namePrefix !== null && refusal) throw new InputError(`the name prefix ${quoteLogText(namePrefix)} ${refusal}`);
+    if (namePrefix !== null && refusal) throw new InputError(`the name prefix ${quoteLogText(cutGiven(namePrefix))} ${refusal}`);
     const token = ENROLMENT_TOKEN_TAG + randomBytes(32).toString("base64url");
     const hash = hashToken(token);
     const createdAt = this.now();

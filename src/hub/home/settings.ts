@@ -5,7 +5,7 @@ import { DEFAULT_PAYLOAD_LIMIT_BYTES } from "../../protocol/limits.ts";
 import { parseDuration } from "../../shared/duration.ts";
 import { ConfigError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
-import { DNS_NAME, parseListenAddress } from "../../shared/listen-address.ts";
+import { DNS_NAME, parseListenAddress, withinDnsLengths } from "../../shared/listen-address.ts";
 import { normaliseLineBreaks, parseYamlFile, unknownKeyNote, unknownKeys, validate } from "../../shared/yaml.ts";
 import { z } from "../../shared/zod.ts";
 import { DATABASE_CHOICES, parseHubDatabase } from "../store/database-url.ts";
@@ -48,6 +48,9 @@ const brokerHost = z
   .min(1)
   .refine((h) => isIP(h) !== 0 || DNS_NAME.test(h), "must be a DNS name or an IP address")
   .refine(isPlainYamlString, `must not look like a number or a YAML word, nor start with ':' (${YAML_WORDS})`);
+
+/** Where a listener binds: an address or a host name, never longer than DNS allows (the "cannot listen" refusal echoed 300 characters). */
+const listenHost = z.string().min(1).refine(withinDnsLengths, "at most 253 characters, 63 between dots (an IP address or a host name)");
 
 /** A duration setting (`90d`, `12h`, `30s`: shared/duration.ts) between `minMs` and `maxMs`; kept as written, read by `settingMs`. */
 function durationSetting(minMs: number, maxMs: number, words: string) {
@@ -106,10 +109,14 @@ export const HubYamlSchema = z.object({
       .refine(isPlainYamlString, `must not look like a number or a YAML word (${YAML_WORDS})`)
       .default("dev"),
     api: z.object({
-      host: z.string().min(1).default("127.0.0.1"),
+      host: listenHost.default("127.0.0.1"),
       port: port.default(8080),
       /** what things put in `flashlex.app.api.endpoint` */
-      publicUrl: z.url({ protocol: /^https?$/ }).refine(isPlainYamlString, `must be a URL without spaces, quotes or '#' (${YAML_WORDS})`),
+      publicUrl: z
+        .url({ protocol: /^https?$/ })
+        .refine(isPlainYamlString, `must be a URL without spaces, quotes or '#' (${YAML_WORDS})`)
+        // every distribution's config.yml and every enrolment line gets it (hub init refuses such a host)
+        .refine((u) => withinDnsLengths(new URL(u).hostname), "its host is longer than a DNS name may be (253 characters, 63 between dots)"),
       /** serve HTTPS with the broker certificate (set false when a proxy terminates TLS) */
       tls: z.boolean().default(false),
       /** largest collect/publish body accepted, in bytes; each is held in memory whole, hence the cap */
@@ -124,7 +131,7 @@ export const HubYamlSchema = z.object({
       host: brokerHost,
       /** `flashlex.thing.mqtt.port` in distributions */
       port: port.default(8883),
-      listenHost: z.string().min(1).default("0.0.0.0"),
+      listenHost: listenHost.default("0.0.0.0"),
       /** the embedded broker's port; defaults to `port` */
       listenPort: port.optional(),
       /** the names and addresses the broker certificate was issued for (informational) */

@@ -1,4 +1,5 @@
 import { ConfigError } from "../../shared/errors.ts";
+import { withinDnsLengths } from "../../shared/listen-address.ts";
 import { parseUrlStrictly } from "../../shared/strict-url.ts";
 
 /**
@@ -56,6 +57,8 @@ export function parseHubDatabase(value: string | undefined, sqliteFile: string, 
   if (!url) throw bad("not a URL");
   if (url.protocol !== "postgres:" && url.protocol !== "postgresql:") throw bad(`unsupported scheme ${url.protocol.replace(/:$/, "")}`);
   if (!url.hostname) throw bad("no host");
+  // the display, the address and every refusal name the host: one no resolver takes made them 15,000 characters
+  if (!withinDnsLengths(url.hostname)) throw bad("its host is longer than a DNS name may be (253 characters, 63 between dots)");
   const port = url.port === "" ? 5432 : Number(url.port);
   if (!Number.isInteger(port) || port < 1 || port > 65535) throw bad("not a port");
   const database = decodeURIComponent(url.pathname.replace(/^\//, ""));

@@ -1,5 +1,6 @@
 import { createHash, X509Certificate } from "node:crypto";
 import { readRegularFile } from "../../shared/regular-file.ts";
+import { shellWord } from "../../shared/shell-word.ts";
 import type { HubPaths } from "../home/paths.ts";
 import type { HubSettings } from "../home/settings.ts";
 
@@ -10,8 +11,10 @@ import type { HubSettings } from "../home/settings.ts";
  * It is saved as `<name>.zip.part`, a new file, then renamed over `<name>.zip`: curl writing into
  * a `<name>.zip` already there (0644, from an earlier copy) kept that file's mode, key and all;
  * and a refused download (curl -f) leaves a zip already there as it was. The token reaches curl
- * on stdin (`-H @-`, curl 7.55 and later) from the shell's own printf: in curl's arguments any
- * user of the device could read it in `ps` while it runs, and fetch the key first.
+ * on stdin (`-H @-`, curl 7.55 and later) from the shell's own echo (a builtin of sh, dash, bash,
+ * busybox, mksh, zsh and tcsh alike; mksh's and tcsh's printf is /usr/bin/printf): in a
+ * command's arguments any user of the device could read it in `ps` while it runs, and fetch the
+ * key first. The URL is quoted when it must be (an IPv6 hub's `[::1]` is a glob in zsh).
  *
  * An `https://` hub answers with its own certificate (the broker's, signed by the hub CA), which
  * a fresh Pi does not trust: curl would fail (exit 60) and the user's next move would be `-k`,
@@ -33,7 +36,7 @@ export function distributionDownloadLine(
     : "";
   // the zip holds the thing's private key: saved 0600, not as the umask (0644) would have it
   const zip = `${thing.name}.zip`;
-  return `(umask 077; printf 'Authorization: Bearer %s\\n' ${bearer} | curl -fo ${zip}.part${tls} -H @- ${url} && mv -f ${zip}.part ${zip})`;
+  return `(umask 077; echo 'Authorization: Bearer ${bearer}' | curl -fo ${zip}.part${tls} -H @- ${shellWord(url)} && mv -f ${zip}.part ${zip})`;
 }
 
 /** The SHA-256 of a certificate's SubjectPublicKeyInfo (DER), base64: curl's --pinnedpubkey form (RFC 7469 §2.4). */
