@@ -107,6 +107,6 @@ export const HUB_EXIT_CODES_HELP = `Exit codes:
       the key; restore hub.db from a backup), an address hub serve cannot listen on, or an
       environment variable the hub cannot read (FLASHLEX_LOG_LEVEL, FLASHLEX_CRL_VALIDITY_SECONDS)
   130 interrupted (SIGINT), 143 stopped (SIGTERM), 129 hung up (SIGHUP): hub init and hub
-      export left nothing half-written; hub thing create stopped while its zip waited for a
-      pipe's reader took the thing back; a zip cut short in a pipe is said, with its bytes
+      export left nothing half-written; hub thing create, stopped while its zip waited for a
+      pipe's reader, took the thing back; a zip cut short in a pipe is said, with its bytes
       (hub serve stops cleanly on SIGTERM, SIGINT or SIGHUP and exits 0)`;

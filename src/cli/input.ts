@@ -23,6 +23,20 @@ export async function readDocument(file: string | undefined, limit: number): Pro
   return decodeUtf8(bytes, source);
 }
 
+/**
+ * Whether stdin is a terminal: a character device other than the memory devices (major 1:
+ * /dev/null, /dev/zero), which is what a tty or pty is. One fstat, where `isatty` would load
+ * node:tty into every collect.
+ */
+function stdinIsTerminal(): boolean {
+  try {
+    const st = fstatSync(0);
+    return st.isCharacterDevice() && Math.floor(st.rdev / 256) % 4096 !== 1;
+  } catch {
+    return false;
+  }
+}
+
 /** What a document given with `--file` (or without it) is called in messages: the file, or "stdin" (no flag, or `--file -`). */
 export function sourceName(file: string | undefined): string {
   return file === undefined || file === "-" ? "stdin" : file;
@@ -53,6 +67,8 @@ function readFileBounded(file: string, limit: number): Buffer {
 }
 
 async function readStdin(limit: number): Promise<Buffer> {
+  // At a terminal, with nothing piped in, it waited without a word (new-user pass 22, F9).
+  if (stdinIsTerminal()) process.stderr.write("flashlex: reading the JSON document from stdin: type it and end with Ctrl-D, or pipe it in, or give --file\n");
   // Bun's own stdin stream: process.stdin loads Node's stream machinery first, a fifth of a
   // one-shot `collect`'s start (CPU profile of the compiled binary). Node (armv7) has it loaded.
   const source: AsyncIterable<Uint8Array> = typeof Bun === "undefined" ? process.stdin : Bun.stdin.stream();

@@ -659,3 +659,21 @@ test("a refusal quotes a 5,000-character value cut, never whole, whichever flag,
   const underscore = await run(["hub", "rabbitmq-config", ...dir, "--out", out, "--auth-host", "flashlex_hub"]);
   expect(underscore.code, underscore.stderr).toBe(0);
 });
+
+test.skipIf(!Bun.which("script"))(
+  "collect at a terminal with nothing piped in says it reads stdin, until Ctrl-D; piped or from /dev/null it says nothing (new-user pass 22, F9: it waited without a word)",
+  async () => {
+    const hub = await makeHubFixture(join(work, "tty"));
+    const thing = await hub.createThing("typist");
+    const command = [binaryPath(), "collect", ...thing.flags].map((word) => `'${word}'`).join(" ");
+    // script(1) runs it on a pty; its own stdin at end of file ends the pty's input (Ctrl-D)
+    const atTerminal = Bun.spawnSync(["script", "-qec", command, "/dev/null"], { stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 30_000 });
+    expect(atTerminal.stdout.toString()).toContain(
+      "flashlex: reading the JSON document from stdin: type it and end with Ctrl-D, or pipe it in, or give --file",
+    );
+    for (const input of [undefined, "{not json"]) {
+      const result = await run(["collect", ...thing.flags], { input });
+      expect({ code: result.code, hint: result.stderr.includes("reading the JSON document") }).toEqual({ code: 65, hint: false });
+    }
+  },
+);
