@@ -11,6 +11,7 @@ import type { z } from "zod";
 import { ConfigError, oneLine } from "./errors.ts";
 import { writeFileAtomicallySync } from "./files.ts";
 import { toFlashlexError } from "./foreign-errors.ts";
+import { quoteGiven } from "./log.ts";
 import { notThereNote } from "./path-exists.ts";
 import { readRegularFile } from "./regular-file.ts";
 import { nearestSpelling } from "./spelling.ts";
@@ -189,6 +190,8 @@ function writeConfigCache(cache: ConfigCache, text: string, value: unknown): voi
 export function validate<S extends z.ZodType>(schema: S, raw: unknown, file: string): z.output<S> {
   const result = schema.safeParse(raw);
   if (result.success) return result.data;
+  // "(top level): Invalid input: expected object, received null" named no key to fix
+  if (raw === null || raw === undefined) throw new ConfigError(`${file}: the file is empty: it holds no settings`);
   const byPath = new Map<string, string[]>();
   for (const issue of result.error.issues) {
     const path = issue.path.length ? issue.path.join(".") : "(top level)";
@@ -201,12 +204,40 @@ export function validate<S extends z.ZodType>(schema: S, raw: unknown, file: str
 }
 
 function describeIssue(issue: z.core.$ZodIssue, raw: unknown, schema: z.ZodType): string {
-  if (issue.code === "invalid_type" && valueAt(raw, issue.path) === undefined) {
-    // a schema's own words say what to write (`keepFor`); zod's default ones ("Invalid input: ...") do not
-    const missing = issue.message.startsWith("Invalid input") ? `missing (expected ${issue.expected})` : `missing: ${issue.message}`;
+  const value = valueAt(raw, issue.path);
+  // a schema's own words say what to write (`keepFor`); zod's default ones ("Invalid input: ...",
+  // "Invalid URL") name neither what to write nor what was found: said here with the value
+  const zodsOwn = /^(Invalid|Too (small|big))\b/.test(issue.message);
+  if (issue.code === "invalid_type" && value === undefined) {
+    const missing = zodsOwn ? `missing (expected ${issue.expected})` : `missing: ${issue.message}`;
     return missing + misspeltAs(schema, raw, issue.path);
   }
-  return issue.message;
+  if (!zodsOwn) return issue.message;
+  if (issue.code === "invalid_type") return `expected ${expectedWords(issue.expected)}, not ${shownValue(value)}`;
+  if (issue.code === "invalid_format" && issue.format === "url") return `not a URL such as https://HOST:PORT (it is ${shownValue(value)})`;
+  return `${issue.message.charAt(0).toLowerCase()}${issue.message.slice(1)} (it is ${shownValue(value)})`;
+}
+
+/** zod's name of a type, as a config file's reader says it. */
+function expectedWords(expected: string): string {
+  const words: Record<string, string> = {
+    number: "a number",
+    int: "a whole number",
+    string: "text",
+    boolean: "true or false",
+    object: "keys under it",
+    array: "a list",
+  };
+  return words[expected] ?? expected;
+}
+
+/** A value found in a config file, as a refusal names it: text quoted and cut, the rest by kind. */
+function shownValue(value: unknown): string {
+  if (typeof value === "string") return quoteGiven(value);
+  if (value === null) return "empty";
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object") return "keys under it";
+  return String(value);
 }
 
 /**

@@ -101,6 +101,16 @@ describe("bootstrap", () => {
     expect(report.checks.length).toBe(12);
   });
 
+  test("an empty config.yml is said to be empty, with the fix to put it back, not a key to correct that is named nowhere (new-user pass 22, F3)", async () => {
+    const empty = join(thing.dir, "empty", "config.yml");
+    mkdirSync(dirname(empty), { recursive: true });
+    writeFileSync(empty, "");
+    const result = await run(["bootstrap", "-c", empty]);
+    expect(result.code).toBe(78);
+    expect(result.stdout).toContain(`[FAIL] config valid: ${empty}: the file is empty: it holds no settings`);
+    expect(result.stdout).toContain("fix: Put back the thing's config.yml from its distribution zip (or flashlex enroll again).");
+  });
+
   test("the hub's hub.yml given with -c is named as such, with the fix to give the thing's config (78)", async () => {
     const hubYml = join(thing.dir, "hub.yml");
     writeFileSync(hubYml, "hub:\n  name: localhost\n");

@@ -236,8 +236,30 @@ describe("schema errors", () => {
       expect(err).toBeInstanceOf(ConfigError);
       message = (err as Error).message;
     }
-    expect(message).toBe("hub.yml: env: letters only; must not be empty; port: Invalid input: expected number, received string");
+    // zod's own words said with the value found (new-user pass 22, F3: "Invalid input: expected number, received string")
+    expect(message).toBe('hub.yml: env: letters only; must not be empty; port: expected a number, not "x"');
     expect(message).not.toContain("more)");
+  });
+
+  test("zod's own words come with the value found; an empty file says so (new-user pass 22, F3: '(top level): ... received null', and 'Invalid URL' with no value)", async () => {
+    const { validate } = await import("../../src/shared/yaml.ts");
+    const { z } = await import("zod");
+    const schema = z.object({ endpoint: z.url({ protocol: /^https?$/ }), key: z.enum(["rsa", "ec"]), port: z.number().int() });
+    const refusal = (raw: unknown) => {
+      try {
+        validate(schema, raw, "config.yml");
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return "taken";
+    };
+    expect(refusal({ endpoint: "localhost:28422", key: "dsa", port: 1.5 })).toBe(
+      'config.yml: endpoint: not a URL such as https://HOST:PORT (it is "localhost:28422"); key: invalid option: expected one of "rsa"|"ec" (it is "dsa"); port: expected a whole number, not 1.5',
+    );
+    expect(refusal({ endpoint: ["x"], key: null, port: { a: 1 } })).toBe(
+      'config.yml: endpoint: expected text, not a list; key: invalid option: expected one of "rsa"|"ec" (it is empty); port: expected a number, not keys under it',
+    );
+    expect(refusal(null)).toBe("config.yml: the file is empty: it holds no settings");
   });
 });
 

@@ -209,6 +209,7 @@ function configFix(message: string, folder: string): string {
   if (/cannot read|not a (regular )?file|too large|not a thing's config\.yml/.test(message))
     return "Give the thing's config.yml with -c, or run bootstrap in the folder that holds it.";
   if (/invalid YAML|not UTF-8/.test(message)) return "Fix the YAML at the line and column named above (spaces, not tabs; a colon after each key).";
+  if (/the file is empty/.test(message)) return "Put back the thing's config.yml from its distribution zip (or flashlex enroll again).";
   return "Correct the key named above in the configuration file.";
 }
 
