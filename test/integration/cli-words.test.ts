@@ -583,6 +583,11 @@ test("a refusal quotes a 5,000-character value cut, never whole, whichever flag,
   const long = "a".repeat(5000);
   const dir = ["--dir", hub.dir];
   const out = join(work, "long-out");
+  const enrolWith = (flag: string, value: string) => [
+    "enroll",
+    ...["--hub", "http://127.0.0.1:1/dev/v1", "--token", "flxe_x", "--ca-fingerprint", "A".repeat(64)],
+    ...[flag, value, "--dir", join(work, "long-enrol")],
+  ];
   const cases: { args: string[]; env?: Record<string, string> }[] = [
     { args: ["messages", long, ...thing.flags] },
     { args: ["outbox", long, ...thing.flags] },
@@ -611,36 +616,8 @@ test("a refusal quotes a 5,000-character value cut, never whole, whichever flag,
     { args: ["hub", "update", ...dir, "--to", "1.0.0", "--all", "--batch", long] },
     { args: ["hub", "export", thing.name, ...dir, "--type", long] },
     { args: ["enroll", "--hub", long, "--token", "flxe_x", "--ca-fingerprint", "AA", "--dir", join(work, "long-enrol")] },
-    {
-      args: [
-        "enroll",
-        "--hub",
-        "http://127.0.0.1:1/dev/v1",
-        "--token",
-        "flxe_x",
-        "--ca-fingerprint",
-        "A".repeat(64),
-        "--name",
-        long,
-        "--dir",
-        join(work, "long-enrol"),
-      ],
-    },
-    {
-      args: [
-        "enroll",
-        "--hub",
-        "http://127.0.0.1:1/dev/v1",
-        "--token",
-        "flxe_x",
-        "--ca-fingerprint",
-        "A".repeat(64),
-        "--key-type",
-        long,
-        "--dir",
-        join(work, "long-enrol"),
-      ],
-    },
+    { args: enrolWith("--name", long) },
+    { args: enrolWith("--key-type", long) },
     { args: ["hub", "thing", "list", ...dir], env: { FLASHLEX_LOG_LEVEL: long } },
   ];
   for (const c of cases) {
