@@ -214,6 +214,15 @@ function meantWords(prefix: string, words: readonly string[]): string | undefine
   return path === prefix ? undefined : path;
 }
 
+/** UsageError (64) when a word that is no flag follows `--version` (`-v`) after the command `spec`: it was meant as a value. */
+function refuseVersionValue(argv: readonly string[], spec: CommandSpec): void {
+  const at = argv.findIndex((word, i) => i >= 2 && (word === "--version" || word === "-v"));
+  const next = at >= 0 ? argv[at + 1] : undefined;
+  if (next !== undefined && !next.startsWith("-")) {
+    throw new UsageError(`--version prints flashlex's version and takes no value (it was given ${quoteGiven(next)}); see flashlex ${spec.name} --help`);
+  }
+}
+
 /** `flashlex 0.1.0 (abc1234), Bun 1.4.5, linux-x64`: what was built, and what runs it (the armv7 build: Node). */
 function printVersion(): number {
   const runtime = typeof Bun === "undefined" ? `Node ${process.versions.node}` : `Bun ${Bun.version}`;
@@ -263,6 +272,9 @@ export async function main(argv: string[]): Promise<number> {
       printHelp(cli);
       return help ? ExitCode.OK : ExitCode.USAGE;
     }
+    // A word right after --version was meant as a value: `hub update --version 1.2.3` printed the
+    // version, exited 0 and rolled nothing out (attack round 26, F12; a group's too: verify pass 27, F4)
+    if (spec && cli.options.version && !help) refuseVersionValue(argv, spec);
     // `hub thing --version`: the version, as `hub --version` and `collect --version` give it
     if (spec && !spec.run && cli.options.version && !help) return printVersion();
     // A group (`hub`, `hub thing`) followed by words it has no command for: say that, before cac
@@ -279,17 +291,8 @@ export async function main(argv: string[]): Promise<number> {
       return ExitCode.OK;
     }
     // `collect --version` prints the version, as `collect --help` prints help: the command ran
-    // (the message went to the hub; `hub init --version` made a hub), the flag unread. A word
-    // right after it was meant as a value: `hub update --version 1.2.3` printed the version and
-    // exited 0, and nothing was rolled out (attack round 26, F12).
-    if (cli.options.version) {
-      const at = argv.findIndex((word, i) => i >= 2 && (word === "--version" || word === "-v"));
-      const next = at >= 0 ? argv[at + 1] : undefined;
-      if (spec?.run && next !== undefined && !next.startsWith("-")) {
-        throw new UsageError(`--version prints flashlex's version and takes no value (it was given ${quoteGiven(next)}); see flashlex ${spec.name} --help`);
-      }
-      return printVersion();
-    }
+    // (the message went to the hub; `hub init --version` made a hub), the flag unread.
+    if (cli.options.version) return printVersion();
     // A group with or without flags and no command (`hub --dir X`): one line naming its commands,
     // not "Unknown option --dir" (the group has none; its commands do)
     if (spec && !spec.run) throw groupNeedsCommand(spec.name);

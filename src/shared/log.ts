@@ -74,8 +74,9 @@ export function quoteGiven(value: string): string {
 
 /**
  * `value` cut at MAX_QUOTED characters with `…`, unquoted: for a refusal that names a flag or id
- * as typed (`--metrics 9x:`). Never between the two halves of an emoji (a lone half showed as an
- * escape the user never typed).
+ * as typed (`--metrics 9x:`). Never between the two halves of a surrogate pair (an emoji's lone
+ * half showed as an escape the user never typed); a flag or a joined emoji may still lose its
+ * second character.
  */
 export function cutGiven(value: string): string {
   if (value.length <= MAX_QUOTED) return value;

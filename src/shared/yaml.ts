@@ -214,7 +214,7 @@ function describeIssue(issue: z.core.$ZodIssue, raw: unknown, schema: z.ZodType)
   }
   if (!zodsOwn) return issue.message;
   if (issue.code === "invalid_type") return `expected ${expectedWords(issue.expected)}, not ${shownValue(value)}`;
-  if (issue.code === "invalid_format" && issue.format === "url") return `not a URL such as https://HOST:PORT (it is ${shownValue(value)})`;
+  if (issue.code === "invalid_format" && issue.format === "url") return `not a URL of the kind this key takes (it is ${shownValue(value)})`;
   return `${issue.message.charAt(0).toLowerCase()}${issue.message.slice(1)} (it is ${shownValue(value)})`;
 }
 

@@ -390,6 +390,9 @@ test("a command, group word, action or flag two letters off (or in capitals) is 
     stdout: "",
     stderr: 'flashlex: --version prints flashlex\'s version and takes no value (it was given "1.2.3"); see flashlex hub update --help\n',
   });
+  // a group's too (verify pass 27, F4)
+  const grouped = await run(["hub", "--version", "foo"]);
+  expect([grouped.code, grouped.stdout]).toEqual([64, ""]);
 });
 
 test("hub init says the broker listens on every interface; mosquitto-config tells the hub the port it wrote and the CRL it added to hub.yml", async () => {

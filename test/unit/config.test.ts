@@ -254,7 +254,7 @@ describe("schema errors", () => {
       return "taken";
     };
     expect(refusal({ endpoint: "localhost:28422", key: "dsa", port: 1.5 })).toBe(
-      'config.yml: endpoint: not a URL such as https://HOST:PORT (it is "localhost:28422"); key: invalid option: expected one of "rsa"|"ec" (it is "dsa"); port: expected a whole number, not 1.5',
+      'config.yml: endpoint: not a URL of the kind this key takes (it is "localhost:28422"); key: invalid option: expected one of "rsa"|"ec" (it is "dsa"); port: expected a whole number, not 1.5',
     );
     expect(refusal({ endpoint: ["x"], key: null, port: { a: 1 } })).toBe(
       'config.yml: endpoint: expected text, not a list; key: invalid option: expected one of "rsa"|"ec" (it is empty); port: expected a number, not keys under it',

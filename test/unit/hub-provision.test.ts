@@ -105,6 +105,11 @@ describe("hub init", () => {
     expect(edited("publicUrl: http://127.0.0.1:8080", `publicUrl: http://${long}:8080`)).toThrow("its host is longer than a DNS name may be");
     expect(edited("host: 127.0.0.1", `host: ${long}`)).toThrow("at most 253 characters, 63 between dots");
     expect(edited("listenHost: 0.0.0.0", `listenHost: ${long}`)).toThrow("at most 253 characters, 63 between dots");
+    // a publicUrl that is no URL at all: named (78), not an internal error from the length check (verify pass 27, F1)
+    for (const bad of ["nope", '"http://"', '"http://a b"'])
+      expect(edited("publicUrl: http://127.0.0.1:8080", `publicUrl: ${bad}`)).toThrow("hub.api.publicUrl");
+    // an env longer than hub init now takes, in a hub made before the rule: still read (verify pass 27, F2)
+    expect(edited("env: dev", `env: ${"e".repeat(100)}`)().settings.env).toBe("e".repeat(100));
   });
 
   test("keys hub.yml has that the hub does not know are listed, for a warning, not refused", () => {
@@ -160,7 +165,7 @@ describe("hub init", () => {
     expect(await refusal({ apiUrl: "http://127.0.0.1:0" })).toStartWith("hub init: --api-url (api.port): ");
     expect(await refusal({ env: "a b" })).toStartWith("hub init: --env (env): ");
     // a path segment of every request and config.yml: 5,000 letters were taken (verify pass 26, F2)
-    expect(await refusal({ env: "a".repeat(65) })).toBe("hub init: --env (env): at most 64 characters");
+    expect(await refusal({ env: "a".repeat(65) })).toBe(`--env: at most 64 characters, not "${"a".repeat(48)}…"`);
     // the broker host comes from --broker-host, else the first --name: the refusal says which
     expect(await refusal({ names: ["::1"] })).toStartWith("hub init: --name (its first, the broker host things are told) (broker.host): ");
     expect(await refusal({ brokerHost: "::1" })).toStartWith("hub init: --broker-host (broker.host): ");

@@ -323,6 +323,9 @@ function initialSettings(o: InitHubOptions): HubSettings {
   }
   // Things verify the broker's name: the host they are told must be in the certificate.
   if (!names.some((n) => n.toLowerCase() === brokerHost.toLowerCase())) names.unshift(brokerHost);
+  // a path segment every thing's config.yml and every request carries (5,000 letters were taken);
+  // here, not in hub.yml's schema, so a hub made before the rule keeps starting
+  if (o.env !== undefined && o.env.length > 64) throw new UsageError(`--env: at most 64 characters, not ${quoteGiven(o.env)}`);
   const publicUrl = o.apiUrl ?? "http://127.0.0.1:8080";
   const url = parseUrlStrictly(publicUrl);
   if (url?.protocol !== "http:" && url?.protocol !== "https:")

@@ -104,8 +104,6 @@ export const HubYamlSchema = z.object({
     env: z
       .string()
       .regex(/^[A-Za-z0-9_-]+$/, "letters, digits, - and _ only")
-      // a path segment every thing's config.yml and every request carries
-      .max(64, "at most 64 characters")
       .refine(isPlainYamlString, `must not look like a number or a YAML word (${YAML_WORDS})`)
       .default("dev"),
     api: z.object({
@@ -116,7 +114,10 @@ export const HubYamlSchema = z.object({
         .url({ protocol: /^https?$/ })
         .refine(isPlainYamlString, `must be a URL without spaces, quotes or '#' (${YAML_WORDS})`)
         // every distribution's config.yml and every enrolment line gets it (hub init refuses such a host)
-        .refine((u) => withinDnsLengths(new URL(u).hostname), "its host is longer than a DNS name may be (253 characters, 63 between dots)"),
+        .refine(
+          (u) => !URL.canParse(u) || withinDnsLengths(new URL(u).hostname),
+          "its host is longer than a DNS name may be (253 characters, 63 between dots)",
+        ),
       /** serve HTTPS with the broker certificate (set false when a proxy terminates TLS) */
       tls: z.boolean().default(false),
       /** largest collect/publish body accepted, in bytes; each is held in memory whole, hence the cap */

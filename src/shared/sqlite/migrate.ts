@@ -1,4 +1,5 @@
 import { ConfigError, FlashlexError } from "../errors.ts";
+import { toFlashlexError } from "../foreign-errors.ts";
 import { newerSchema } from "../newer-schema.ts";
 import { LOCK_WAIT_MS, type SqlDatabase } from "./driver.ts";
 import { openSqlDatabase } from "./open.ts";
@@ -86,7 +87,7 @@ export function migrate(db: SqlDatabase, migrations: readonly string[], name: st
     const version = userVersion(db);
     checkSchema(db, latest, expectedAt, name, version);
     if (version >= latest) return;
-    for (let step = version; step < latest; step++) db.exec(migrations[step]!);
+    for (let step = version; step < latest; step++) applyStep(db, migrations, step, name);
     // made anew: one changed by hand (other columns) would fail the INSERT
     db.exec(`DROP TABLE IF EXISTS ${COMPAT_TABLE}`);
     db.exec(`CREATE TABLE ${COMPAT_TABLE} (version INTEGER NOT NULL, readable_from INTEGER NOT NULL)`);
@@ -94,6 +95,26 @@ export function migrate(db: SqlDatabase, migrations: readonly string[], name: st
     db.run(`INSERT INTO ${COMPAT_TABLE} (version, readable_from) VALUES (?, ?)`, [latest, readableFrom]);
   });
   return userVersion(db);
+}
+
+/**
+ * Runs migration `step` (0-based). SQL of ours that fails on this file ("index ... already
+ * exists": PRAGMA user_version lowered by hand) means the file is not what its version says: a
+ * ConfigError (78) naming the step, not an internal error (70). A full disk, a lock or a damaged
+ * file throws as it is.
+ */
+function applyStep(db: SqlDatabase, migrations: readonly string[], step: number, name: string): void {
+  try {
+    db.exec(migrations[step]!);
+  } catch (err) {
+    const known = toFlashlexError(err);
+    if (known.kind !== "bug") throw err;
+    const said = known.message.startsWith(`${name}: `) ? known.message.slice(name.length + 2) : known.message;
+    throw new ConfigError(
+      `${name}: schema step ${step + 1} failed on it (${said}): it is not what schema version ${step} makes: not a FlashLex database, or changed by hand`,
+      { cause: err },
+    );
+  }
 }
 
 /**
@@ -203,16 +224,6 @@ function checkSchema(db: SqlDatabase, latest: number, expectedAt: (version: numb
     if (found.join(",") !== columns.join(",")) {
       throw new ConfigError(
         `${name}: table ${table} has columns (${found.join(", ")}), not those of schema version ${version} (${columns.join(", ")}): not a FlashLex database, or changed by hand`,
-      );
-    }
-  }
-  // a table a later step makes, at an older version (user_version lowered by hand): that step
-  // would fail on it ("already exists", 70)
-  if (version < latest) {
-    const ahead = [...expectedAt(latest).keys()].find((table) => !expected.has(table) && actual.has(table));
-    if (ahead) {
-      throw new ConfigError(
-        `${name}: table ${ahead} is there at schema version ${version}, before the step that makes it: not a FlashLex database, or changed by hand`,
       );
     }
   }
