@@ -681,7 +681,16 @@ describe("operator routes", () => {
 
   test("unknown routes, things and methods: 404, 404, 405", async () => {
     expect((await operator("/nothing")).status).toBe(404);
-    expect((await api.fetch(new Request(`http://hub.example:8080/prod/v1/things`))).status).toBe(404);
+    // another env's path, or none: JSON saying where this hub's API is (no env was the console's 303 to its sign-in page)
+    for (const path of ["/prod/v1/things", "/v1/things", "/v1"]) {
+      const answer = await api.fetch(new Request(`http://hub.example:8080${path}`));
+      expect({ path, status: answer.status, error: (await json(answer)).messages[0].value }).toEqual({
+        path,
+        status: 404,
+        error: "no such route: this hub's API is under /dev/v1",
+      });
+    }
+    expect((await json(await operator("/nothing"))).messages[0].value).toBe("no such route");
     expect((await operator(`/things/${randomUUID()}`)).status).toBe(404);
     expect((await operator(`/things/not-a-uuid`)).status).toBe(404);
     expect((await operator(`/things/${thing.id}/nothing`)).status).toBe(404);

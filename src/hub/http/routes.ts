@@ -572,7 +572,11 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     const updateAnswer = await updateApi.handle(request, url, via);
     if (updateAnswer) return updateAnswer;
     const methods = found ? routes[found.key] : undefined;
-    if (!found || !methods) return errorResponse(404, "no such route");
+    if (!found || !methods) {
+      // A client that left out the env, or has another hub's, hears where this hub's API is.
+      const elsewhere = url.pathname !== prefix && !url.pathname.startsWith(`${prefix}/`);
+      return errorResponse(404, elsewhere ? `no such route: this hub's API is under ${prefix}` : "no such route");
+    }
     // HEAD is GET without the body (RFC 9110 §9.3.2; the server leaves the body out)
     const method = methods[request.method] ?? (request.method === "HEAD" ? methods.GET : undefined);
     if (!method) {
@@ -683,5 +687,8 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   return { fetch: observed, close: () => webConsole.close() };
 }
 
-/** Paths of the API (any env's); the rest are the console's. */
-const API_PATH = /^\/[^/]+\/v1(\/|$)/;
+/**
+ * Paths of the API (any env's, or none: `/v1/...` is an API client that left the env out, told
+ * so in JSON rather than sent to the console's sign-in page); the rest are the console's.
+ */
+const API_PATH = /^(\/[^/]+)?\/v1(\/|$)/;
