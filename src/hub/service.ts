@@ -151,6 +151,7 @@ const OUTSIDE_REFUSALS: ReadonlySet<string> = new Set([
   "hub.update_refused",
   "hub.enrol_refused",
   "hub.download_refused",
+  "hub.operator_refused",
   "hub.console_signin_refused",
   "hub.console_csrf_refused",
   "hub.console_cross_site_refused",

@@ -11,7 +11,7 @@
  *   MQTT refusals   envelopes the hub cannot take are acknowledged (PUBACK) and dropped with a
  *                   WARN; the sender stays connected
  *   log             ESC, NUL, BEL in a request path, an MQTT client id and a topic reach the log
- *                   escaped, never raw
+ *                   escaped, never raw; every refusal of an HTTP caller names its address
  *   archive         ~150 MB of messages stream out as a valid zip while the hub's peak RSS grows by
  *                   far less than the data; `hub export` of the same is complete and valid
  */
@@ -342,6 +342,49 @@ describe("control bytes never reach the log raw", () => {
     expect(hub.output()).not.toMatch(/[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u2028\u2029]/);
     tally("attacks", 3);
   }, 30_000);
+});
+
+describe("refusals of HTTP callers name their address (remote=), as the broker's refusals do", () => {
+  test("a wrong operator token (API and update routes), a refused thing token, download token, enrolment and console sign-in", async () => {
+    const from = hub.output().length;
+    // [the event, the status (an enrolment token that is not one is the request's fault: 400), the request]
+    const refusals: [string, number, () => Promise<Response>][] = [
+      ["hub.operator_refused", 401, () => fetch(api("/things"), { headers: { Authorization: "Bearer not-the-token" } })],
+      ["hub.operator_refused", 401, () => fetch(api("/updates"), { headers: { Authorization: "Bearer not-the-token" } })],
+      ["hub.collect_refused", 401, () => fetch(api(`/things/${A.id}/collect`), { method: "POST", headers: { Authorization: "Bearer x.y.z" }, body: "{}" })],
+      ["hub.update_refused", 401, () => fetch(api(`/things/${A.id}/update?version=1.0.0&target=linux-x64`), { headers: { Authorization: "Bearer x.y.z" } })],
+      ["hub.thing_refused", 401, () => fetch(api(`/things/${A.id}/certificate`), { headers: { Authorization: "Bearer x.y.z" } })],
+      ["hub.download_refused", 401, () => fetch(api(`/things/${A.id}/dist`), { headers: { Authorization: `Bearer flxd_${"0".repeat(43)}` } })],
+      [
+        "hub.enrol_refused",
+        400,
+        () =>
+          fetch(api("/enroll"), {
+            method: "POST",
+            headers: { "Content-Type": "application/json" },
+            body: JSON.stringify({ token: "flxe_nope", name: "x", csr: "x" }),
+          }),
+      ],
+      [
+        "hub.console_signin_refused",
+        401,
+        () =>
+          fetch(`http://127.0.0.1:${apiPort}/signin`, {
+            method: "POST",
+            headers: { "Content-Type": "application/x-www-form-urlencoded", Origin: `http://127.0.0.1:${apiPort}` },
+            body: "token=not-the-token",
+          }),
+      ],
+    ];
+    for (const [event, status, send] of refusals) {
+      const answer = await send();
+      await answer.arrayBuffer();
+      expect({ event, status: answer.status }).toEqual({ event, status });
+      await waitForLog(hub, new RegExp(`${event.replace(".", "\\.")} [^\\n]*remote=127\\.0\\.0\\.1`), from);
+      tally("attacks");
+    }
+    expect(hub.output().slice(from)).not.toContain("not-the-token");
+  }, 60_000);
 });
 
 describe("the archive streams", () => {

@@ -20,7 +20,7 @@ import { thingTopics } from "../../protocol/topics.ts";
 import { type Logger, quoteLogText } from "../../shared/log.ts";
 import { pullStream } from "../../shared/pull-stream.ts";
 import { utcFromParts } from "../../shared/time.ts";
-import { decodePathSegment, HttpError, integerParam, publicError, readBodyLimited } from "../http/envelope.ts";
+import { decodePathSegment, HttpError, integerParam, publicError, type RequestOrigin, readBodyLimited } from "../http/envelope.ts";
 import type { HubUseCases } from "../hub.ts";
 import { parseIngressDocument, publishTextLimit } from "../messages/messages.ts";
 import type { MessageQuery, MessageType, ThingRecord } from "../store/hub-store.ts";
@@ -50,8 +50,8 @@ export interface ConsoleDeps extends HubUseCases {
 }
 
 export interface HubConsole {
-  /** Answers one request for a console path (anything outside the API's `/{env}/v1`). */
-  fetch(request: Request): Promise<Response>;
+  /** Answers one request for a console path (anything outside the API's `/{env}/v1`); `origin` names the client in refusal lines. */
+  fetch(request: Request, origin: RequestOrigin): Promise<Response>;
   /** Ends the live views (the hub is stopping). */
   close(): void;
 }
@@ -89,6 +89,7 @@ interface Done {
 interface Context {
   request: Request;
   url: URL;
+  origin: RequestOrigin;
   /** the path's captures: the thing id */
   params: string[];
   secure: boolean;
@@ -258,7 +259,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
         const token = ctx.form.get("token")?.trim() ?? "";
         if (!(await operators.verify(token || undefined))) {
           // Never the token itself in the log: only that a sign-in was refused.
-          log.warn("hub.console_signin_refused", { reason: token ? "not the access token" : "no token" });
+          log.warn("hub.console_signin_refused", { reason: token ? "not the access token" : "no token", remote: ctx.origin.remote?.() });
           await Bun.sleep(REFUSED_SIGN_IN_DELAY_MS);
           return htmlPage(signInPage({ assets: assetPaths(ctx.assets), error: "That is not the hub's access token." }), 401);
         }
@@ -618,7 +619,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
     return form;
   }
 
-  async function handle(request: Request): Promise<Response> {
+  async function handle(request: Request, origin: RequestOrigin): Promise<Response> {
     const url = new URL(request.url);
     let assets: ConsoleAssets;
     try {
@@ -670,12 +671,13 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
             origin: request.headers.get("origin") ?? undefined,
             fetch_site: request.headers.get("sec-fetch-site") ?? undefined,
             own_origin: url.origin,
+            remote: origin.remote?.(),
           });
           return errorPage(base, 403, "This form was sent from another site; nothing was done.");
         }
         form = await readForm(request, route);
         if (route.signedIn && !csrfMatches(signedIn!.session, request.headers.get("x-csrf-token") ?? form.get("csrf"))) {
-          log.warn("hub.console_csrf_refused", { path: url.pathname });
+          log.warn("hub.console_csrf_refused", { path: url.pathname, remote: origin.remote?.() });
           return errorPage(base, 403, "This form is out of date or was not sent from the console; reload the page and try again.");
         }
       }
@@ -683,6 +685,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       return await route.handle({
         request,
         url,
+        origin,
         params,
         secure,
         assets,

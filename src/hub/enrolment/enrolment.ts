@@ -36,10 +36,11 @@ export class Enrolment {
   }
 
   /**
-   * Enrols a device (enrol.ts). Every refusal is logged (`hub.enrol_refused`, with the name and
-   * the reason, never the token) and thrown; a success is logged as `hub.thing_enrolled`.
+   * Enrols a device (enrol.ts). Every refusal is logged (`hub.enrol_refused`, with the name, the
+   * reason and `remote`, the client's address when the caller knows it; never the token) and
+   * thrown; a success is logged as `hub.thing_enrolled`.
    */
-  async enrol(request: EnrolmentRequest, via: string): Promise<Enrolled> {
+  async enrol(request: EnrolmentRequest, via: string, remote?: string): Promise<Enrolled> {
     const log = this.deps.log;
     const name = typeof request.name === "string" ? request.name.slice(0, 64) : undefined;
     try {
@@ -55,7 +56,7 @@ export class Enrolment {
       return enrolled;
     } catch (err) {
       if (err instanceof EnrolmentRefused || (err as { kind?: string }).kind === "conflict") {
-        log.warn("hub.enrol_refused", { via, name, reason: (err as Error).message });
+        log.warn("hub.enrol_refused", { via, name, reason: (err as Error).message, remote });
       }
       throw err;
     }

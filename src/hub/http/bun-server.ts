@@ -31,7 +31,7 @@ export function startHubServer(api: HubApi, opts: { host: string; port: number; 
     // body), given explicitly: left to its default, Bun prints a warning of its own to stderr
     // the first time, outside the hub's log format. routes.ts logs hub.request_abandoned.
     idleTimeout: 10,
-    fetch: (request) => afterBody(request, api.fetch(request)),
+    fetch: (request, server) => afterBody(request, api.fetch(request, { via: "network", remote: () => server.requestIP(request)?.address })),
     error: (err) => errorToResponse(err).response,
   });
   const host = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
@@ -66,7 +66,11 @@ export interface LocalSocket {
 export async function startLocalSocket(api: HubApi, path: string): Promise<LocalSocket> {
   await refuseSecondHub(path);
   rmSync(path, { force: true });
-  const server = Bun.serve({ unix: path, fetch: (request) => afterBody(request, api.fetch(request, "local")), error: (err) => errorToResponse(err).response });
+  const server = Bun.serve({
+    unix: path,
+    fetch: (request) => afterBody(request, api.fetch(request, { via: "local" })),
+    error: (err) => errorToResponse(err).response,
+  });
   chmodSync(path, 0o600);
   return {
     path,

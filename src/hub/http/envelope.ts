@@ -7,8 +7,36 @@
 import { JsonDocumentError, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import type { ErrorKind } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
-import { quoteLogText } from "../../shared/log.ts";
+import { cutGiven, type Logger, quoteLogText } from "../../shared/log.ts";
 import { pullStream } from "../../shared/pull-stream.ts";
+
+/** Where a request came in, as the server saw it (the Bun adapter, bun-server.ts, says). */
+export interface RequestOrigin {
+  /**
+   * `local`: the hub home's owner-only socket (`hub.sock`, mode 0600 in the 0700 home): the
+   * file's mode is what authenticates it, as for docker.sock, so it is the operator's without a
+   * token. `network`: the API's port.
+   */
+  via: "network" | "local";
+  /**
+   * The client's IP address (Bun's `server.requestIP`), asked only when a line about a refusal
+   * names it (`remote`, as the broker's refusals do); absent on the local socket and in tests.
+   */
+  remote?(): string | undefined;
+}
+
+/** A request from the API's port whose address nobody told (tests, and callers without a server). */
+export const UNKNOWN_ORIGIN: RequestOrigin = { via: "network" };
+
+/**
+ * The 401 (with its RFC 6750 challenge) for a request to an operator route without the hub's
+ * access token, logged as `hub.operator_refused` with the method, the path (cut) and the
+ * client's address: someone trying tokens leaves a trace. Never the token.
+ */
+export function refusedOperator(request: Request, url: URL, origin: RequestOrigin, log: Logger): HttpError {
+  log.warn("hub.operator_refused", { method: cutGiven(request.method), path: cutGiven(url.pathname), remote: origin.remote?.() });
+  return new HttpError(401, "a valid access token is required (Authorization: Bearer <token>)", { "WWW-Authenticate": "Bearer" });
+}
 
 export interface Envelope<T = unknown> {
   status: "OK" | "ERROR";

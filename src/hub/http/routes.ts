@@ -45,10 +45,13 @@ import {
   onlyQueryParams,
   parseJsonBody,
   queryParam,
+  type RequestOrigin,
   readBodyLimited,
   refuseBody,
+  refusedOperator,
   requireJsonContentType,
   streamResponse,
+  UNKNOWN_ORIGIN,
   unixSecondsParam,
 } from "./envelope.ts";
 import { enrolmentTokenJson, messageJson, renewalAdviceJson, thingJson } from "./presenters.ts";
@@ -66,12 +69,8 @@ export interface HubApiDeps extends HubUseCases {
 }
 
 export interface HubApi {
-  /**
-   * Answers one request. `via: "local"` is a request that came in on the hub home's owner-only
-   * socket (`hub.sock`, mode 0600 in the 0700 home): the file's mode is what authenticates it, as
-   * for docker.sock, so it is the operator's without a token.
-   */
-  fetch(request: Request, via?: "network" | "local"): Promise<Response>;
+  /** Answers one request; `origin` says where it came in (default: the API's port, address unknown). */
+  fetch(request: Request, origin?: RequestOrigin): Promise<Response>;
   /** Ends what stays open between requests (the console's live views); the hub is stopping. */
   close(): void;
 }
@@ -86,6 +85,7 @@ type Caller = "operator" | "thing" | "public" | "download";
 interface Context {
   request: Request;
   url: URL;
+  origin: RequestOrigin;
   /** the `{id}` path segment, when the route has one */
   id: string;
 }
@@ -122,19 +122,17 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   const prefix = `/${settings.env}/v1`;
   const webConsole = createConsole({ ...deps, sessions: deps.consoleSessions });
 
-  async function requireOperator(request: Request): Promise<void> {
-    if (!(await operators.verify(bearerToken(request.headers.get("authorization"))))) {
-      throw new HttpError(401, "a valid access token is required (Authorization: Bearer <token>)", { "WWW-Authenticate": "Bearer" });
-    }
+  async function requireOperator(request: Request, url: URL, origin: RequestOrigin): Promise<void> {
+    if (!(await operators.verify(bearerToken(request.headers.get("authorization"))))) throw refusedOperator(request, url, origin, log);
   }
 
   /**
    * A download token that is not (or no longer) good for this thing's zip: 401, saying what one
    * is good for, never which rule refused it. Logged with the id the path named (never the token).
    */
-  function refusedDownload(id: string): HttpError {
+  function refusedDownload(id: string, origin: RequestOrigin): HttpError {
     // thing_id: the log budget's source field; cut, as the path is the caller's to make any length
-    log.info("hub.download_refused", { thing_id: id.length > 64 ? `${id.slice(0, 64)}…` : id });
+    log.info("hub.download_refused", { thing_id: id.length > 64 ? `${id.slice(0, 64)}…` : id, remote: origin.remote?.() });
     return new HttpError(
       401,
       "the download token was refused: each fetches one thing's zip, once, within an hour of being made (make another: flashlex hub thing dist <thing> --curl)",
@@ -177,19 +175,19 @@ export function createHubApi(deps: HubApiDeps): HubApi {
    * wants a challenge), the reason (unknown, revoked, bad signature...) in the log, never in the
    * answer. Anything else is given back as it is.
    */
-  function refusedCollect(err: unknown, thingId: string): unknown {
+  function refusedCollect(err: unknown, thingId: string, origin: RequestOrigin): unknown {
     if (!(err instanceof CollectAuthError)) return err;
-    log.warn("hub.collect_refused", { via: "http", thing_id: thingId, reason: err.reason });
+    log.warn("hub.collect_refused", { via: "http", thing_id: thingId, reason: err.reason, remote: origin.remote?.() });
     return new HttpError(401, "the thing token was refused", { "WWW-Authenticate": bearerChallenge(err) });
   }
 
-  async function collect({ request, id }: Context): Promise<Response> {
+  async function collect({ request, id, origin }: Context): Promise<Response> {
     // Authentication first: an unauthenticated caller learns nothing about limits or formats.
     let thing: ThingRecord;
     try {
       thing = await collector.authenticate(id.toLowerCase(), bearerToken(request.headers.get("authorization")));
     } catch (err) {
-      throw refusedCollect(err, id);
+      throw refusedCollect(err, id, origin);
     }
     let payload: unknown;
     const messageId = request.headers.get(MESSAGE_ID_HEADER) ?? undefined;
@@ -201,7 +199,8 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     } catch (err) {
       // The thing will not send this message again (its outbox keeps it as rejected): say so
       // here, where its owner looks, as the MQTT path does (hub.collect_dropped).
-      if (err instanceof HttpError) log.warn("hub.collect_rejected", { via: "http", thing: thing.name, status: err.status, reason: err.message });
+      if (err instanceof HttpError)
+        log.warn("hub.collect_rejected", { via: "http", thing: thing.name, status: err.status, reason: err.message, remote: origin.remote?.() });
       throw err;
     }
     let result: Awaited<ReturnType<typeof collector.store>>;
@@ -209,7 +208,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       result = await collector.store(thing, messageId?.toLowerCase(), JSON.stringify(payload));
     } catch (err) {
       // a thing deleted between its lookup and the commit is refused as any unknown thing
-      throw refusedCollect(err, id);
+      throw refusedCollect(err, id, origin);
     }
     log.info("hub.collect", { via: "http", thing: thing.name, message: result.message.flmessagespk, repeat: result.inserted ? undefined : true });
     return ok({ message: "Message collected.", flthingspk: thing.id, flmessagespk: result.message.flmessagespk }, "Message collected.");
@@ -274,12 +273,12 @@ export function createHubApi(deps: HubApiDeps): HubApi {
   }
 
   /** The thing a JWT-authenticated request is from, and the key that signed it; refusals as collect's (401 with a challenge). */
-  async function thingCaller(request: Request, id: string, route: string): Promise<{ thing: ThingRecord; publicKeyPem: string }> {
+  async function thingCaller({ request, id, origin }: Context, route: string): Promise<{ thing: ThingRecord; publicKeyPem: string }> {
     try {
       return await collector.authenticateKey(id.toLowerCase(), bearerToken(request.headers.get("authorization")));
     } catch (err) {
       if (err instanceof CollectAuthError) {
-        log.warn("hub.thing_refused", { route, thing_id: id, reason: err.reason });
+        log.warn("hub.thing_refused", { route, thing_id: id, reason: err.reason, remote: origin.remote?.() });
         throw new HttpError(401, "the thing token was refused", { "WWW-Authenticate": bearerChallenge(err) });
       }
       throw err;
@@ -316,9 +315,9 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       },
       POST: {
         caller: "public",
-        async handle({ request }) {
+        async handle({ request, origin }) {
           const body = await smallJsonObject(request, ["token", "name", "csr"]);
-          const enrolled = await enrolment.enrol({ token: body.token, name: body.name, csr: body.csr }, "http");
+          const enrolled = await enrolment.enrol({ token: body.token, name: body.name, csr: body.csr }, "http", origin.remote?.());
           return ok(
             {
               ...thingJson(enrolled.thing, settings.env),
@@ -366,16 +365,16 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     "things/:id/certificate": {
       GET: {
         caller: "thing",
-        async handle({ request, id }) {
-          const { thing } = await thingCaller(request, id, "things/:id/certificate");
+        async handle(ctx) {
+          const { thing } = await thingCaller(ctx, "things/:id/certificate");
           return ok(renewalAdviceJson(certificates.advice(thing)), "Certificate status.");
         },
       },
       POST: {
         caller: "thing",
-        async handle({ request, id }) {
-          const { thing, publicKeyPem } = await thingCaller(request, id, "things/:id/certificate");
-          const body = await smallJsonObject(request, ["csr"]);
+        async handle(ctx) {
+          const { thing, publicKeyPem } = await thingCaller(ctx, "things/:id/certificate");
+          const body = await smallJsonObject(ctx.request, ["csr"]);
           const renewed = await certificates.renew(thing, body.csr, publicKeyPem);
           log.info("hub.certificate_renewed", { thing: thing.name, notAfter: isoSeconds(renewed.notAfter) });
           if (renewed.zipLeft) {
@@ -494,17 +493,17 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     "things/:id/dist": {
       GET: {
         caller: "download",
-        async handle({ id, request }) {
+        async handle({ id, request, origin }) {
           const token = bearerToken(request.headers.get("authorization"));
           // Checked before anything is looked up: a token's holder learns nothing of other things.
           const byToken = isDownloadToken(token);
-          if (byToken && !(await downloads.usable(id, token))) throw refusedDownload(id);
+          if (byToken && !(await downloads.usable(id, token))) throw refusedDownload(id, origin);
           const thing = await thingOr404(id);
           const found = things.distribution(thing);
           if ("missing" in found) throw new HttpError(404, `this thing has no distribution: ${found.missing}`);
           if (byToken) {
             // HEAD (curl -I) looks without using the token up; two GETs racing: one gets the zip
-            if (request.method !== "HEAD" && !(await downloads.use(id, token))) throw refusedDownload(id);
+            if (request.method !== "HEAD" && !(await downloads.use(id, token))) throw refusedDownload(id, origin);
             log.info("hub.distribution_downloaded", { via: "download token", thing: thing.name, head: request.method === "HEAD" || undefined });
           }
           return fileResponse(found.zip, `${thing.name}.zip`);
@@ -555,10 +554,10 @@ export function createHubApi(deps: HubApiDeps): HubApi {
    * `found` is match(url.pathname), made once by `observed` for the route and for its metrics
    * label (a second match was a few µs of every collect).
    */
-  async function handle(request: Request, url: URL, via: "network" | "local", found: ReturnType<typeof match>): Promise<Response> {
+  async function handle(request: Request, url: URL, origin: RequestOrigin, found: ReturnType<typeof match>): Promise<Response> {
     // API-shaped paths (another env's included) answer as the API does; everything else is the console's.
-    if (!API_PATH.test(url.pathname)) return webConsole.fetch(request);
-    const response = await handleApi(request, url, via, found);
+    if (!API_PATH.test(url.pathname)) return webConsole.fetch(request, origin);
+    const response = await handleApi(request, url, origin, found);
     // What the API answers is the caller's own (a thing's distribution zip holds its private key,
     // a new enrolment token is shown once): no cache keeps it, as the console's pages say too.
     // A thing's POST (collect, by the thousand a second) is left as it is: a POST's answer is not
@@ -568,8 +567,8 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     return response;
   }
 
-  async function handleApi(request: Request, url: URL, via: "network" | "local", found: ReturnType<typeof match>): Promise<Response> {
-    const updateAnswer = await updateApi.handle(request, url, via);
+  async function handleApi(request: Request, url: URL, origin: RequestOrigin, found: ReturnType<typeof match>): Promise<Response> {
+    const updateAnswer = await updateApi.handle(request, url, origin);
     if (updateAnswer) return updateAnswer;
     const methods = found ? routes[found.key] : undefined;
     if (!found || !methods) {
@@ -587,11 +586,11 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       if (method.caller === "operator" || method.caller === "download") {
         // a download token is checked by its route, for the thing the path names
         const byDownloadToken = method.caller === "download" && isDownloadToken(bearerToken(request.headers.get("authorization")));
-        if (via !== "local" && !byDownloadToken) await requireOperator(request);
+        if (origin.via !== "local" && !byDownloadToken) await requireOperator(request, url, origin);
         onlyQueryParams(url.searchParams, method.query ?? []);
         if (method.body === "none") await refuseBody(request);
       }
-      return await method.handle({ request, url, id: found.id });
+      return await method.handle({ request, url, origin, id: found.id });
     } catch (err) {
       const answer = errorToResponse(err);
       if (answer.kind) deps.observer?.error(answer.kind, "http");
@@ -648,7 +647,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
    * request whose URL cannot be parsed (no Host, or one with a space) is the client's mistake,
    * 400; a failure nothing below caught is logged before its 500.
    */
-  async function observed(request: Request, via: "network" | "local" = "network"): Promise<Response> {
+  async function observed(request: Request, origin: RequestOrigin = UNKNOWN_ORIGIN): Promise<Response> {
     let url: URL | undefined;
     try {
       url = new URL(request.url);
@@ -659,7 +658,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     const answer = async () => {
       if (!url) return errorResponse(400, "the request has no valid Host header (the host name of this hub)");
       try {
-        return await handle(request, url, via, found);
+        return await handle(request, url, origin, found);
       } catch (err) {
         const answer = errorToResponse(err);
         if (answer.status >= 500) log.error("hub.api_failed", { method: request.method, route: url.pathname, status: answer.status, error: err });

@@ -34,14 +34,16 @@ import {
   onlyQueryParams,
   parseJsonBody,
   queryParam,
+  type RequestOrigin,
   readBodyLimited,
+  refusedOperator,
   requireJsonContentType,
 } from "./envelope.ts";
 import { releaseJson, rolloutJson, rolloutStatusJson } from "./presenters.ts";
 
 export interface UpdateApi {
   /** The answer for an update route, or undefined when `url` is not one (routes.ts goes on). */
-  handle(request: Request, url: URL, via: "network" | "local"): Promise<Response | undefined>;
+  handle(request: Request, url: URL, origin: RequestOrigin): Promise<Response | undefined>;
 }
 
 const TARGET = /^[a-z0-9][a-z0-9-]{0,39}$/;
@@ -75,19 +77,17 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
   const prefix = `/${deps.home.settings.env}/v1/`;
   const log = deps.log.child({ component: "api" });
 
-  async function requireOperator(request: Request, via: "network" | "local"): Promise<void> {
-    if (via === "local") return;
-    if (!(await operators.verify(bearerToken(request.headers.get("authorization"))))) {
-      throw new HttpError(401, "a valid access token is required (Authorization: Bearer <token>)", { "WWW-Authenticate": "Bearer" });
-    }
+  async function requireOperator(request: Request, url: URL, origin: RequestOrigin): Promise<void> {
+    if (origin.via === "local") return;
+    if (!(await operators.verify(bearerToken(request.headers.get("authorization"))))) throw refusedOperator(request, url, origin, log);
   }
 
-  async function requireThing(request: Request, id: string): Promise<ThingRecord> {
+  async function requireThing(request: Request, id: string, origin: RequestOrigin): Promise<ThingRecord> {
     try {
       return await collector.authenticate(id.toLowerCase(), bearerToken(request.headers.get("authorization")));
     } catch (err) {
       if (err instanceof CollectAuthError) {
-        log.warn("hub.update_refused", { thing_id: id, reason: err.reason });
+        log.warn("hub.update_refused", { thing_id: id, reason: err.reason, remote: origin.remote?.() });
         throw new HttpError(401, "the thing token was refused", { "WWW-Authenticate": bearerChallenge(err) });
       }
       throw err;
@@ -125,7 +125,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     return undefined;
   }
 
-  async function route(request: Request, url: URL, via: "network" | "local", path: string[]): Promise<Response | undefined> {
+  async function route(request: Request, url: URL, origin: RequestOrigin, path: string[]): Promise<Response | undefined> {
     const taken = methodsAt(path);
     if (!taken) return undefined;
     // HEAD is GET without the body (RFC 9110 §9.3.2; the server leaves the body out)
@@ -137,17 +137,17 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     const [first, id = ""] = path;
     if (path.length === 1 && first === "update-key" && method === "GET") return ok({ publicKey: await updates.publicKey() }, "The hub's update public key.");
     if (path.length === 1 && first === "releases" && method === "GET") {
-      await requireOperator(request, via);
+      await requireOperator(request, url, origin);
       onlyQueryParams(url.searchParams, []);
       return ok((await updates.listReleases()).map(releaseJson), "Releases listed.");
     }
     if (path.length === 1 && first === "updates" && method === "GET") {
-      await requireOperator(request, via);
+      await requireOperator(request, url, origin);
       onlyQueryParams(url.searchParams, []);
       return ok(rolloutStatusJson(await updates.status()), "Update status.");
     }
     if (path.length === 1 && first === "updates" && method === "POST") {
-      await requireOperator(request, via);
+      await requireOperator(request, url, origin);
       onlyQueryParams(url.searchParams, []);
       const b = await body(request, ["version", "things", "all", "batch", "maxFailures"]);
       const version = String(b.version ?? "");
@@ -174,7 +174,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     // things/{id}/update[/binary], as methodsAt says
     if (!isUuid(id)) throw new HttpError(404, "no such thing");
     if (path.length === 3 && method === "GET") {
-      const thing = await requireThing(request, id);
+      const thing = await requireThing(request, id, origin);
       const assignment = await updates.poll(thing, {
         version: param(url, "version", VERSION_PATTERN),
         target: param(url, "target", TARGET),
@@ -183,7 +183,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       return ok({ update: assignment ?? null }, assignment ? `Update to ${assignment.version}.` : "No update.");
     }
     if (path.length === 3 && method === "POST") {
-      const thing = await requireThing(request, id);
+      const thing = await requireThing(request, id, origin);
       const b = await body(request);
       const state = String(b.state) as ReportedState;
       if (!REPORTED_STATES.includes(state)) throw new HttpError(400, `state must be one of ${REPORTED_STATES.join(", ")}`);
@@ -196,7 +196,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       return ok({ applied }, applied ? "Report stored." : "No update of that version for this thing.");
     }
     // what is left, as methodsAt says: GET things/{id}/update/binary
-    const thing = await requireThing(request, id);
+    const thing = await requireThing(request, id, origin);
     const version = param(url, "version", VERSION_PATTERN);
     const target = param(url, "target", TARGET);
     const binary = await updates.binary(version, target);
@@ -213,11 +213,11 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
   }
 
   return {
-    async handle(request, url, via) {
+    async handle(request, url, origin) {
       if (!url.pathname.startsWith(prefix)) return undefined;
       const path = url.pathname.slice(prefix.length).replace(/\/+$/, "").split("/");
       try {
-        return await route(request, url, via, path);
+        return await route(request, url, origin, path);
       } catch (err) {
         const answer = errorToResponse(err);
         if (answer.kind) deps.observer?.error(answer.kind, "http");
