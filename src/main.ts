@@ -282,7 +282,7 @@ export async function main(argv: string[]): Promise<number> {
     if (spec && !spec.run && cli.args.length) {
       if (!commandsUnder(`${spec.name} ${cli.args.join(" ")}`).length) throw unknownGroupCommand(spec, cli.args);
       // `hub thing` names no command but starts some: their listing with --help, else one line naming them
-      if (!help) throw groupNeedsCommand(`${spec.name} ${cli.args.join(" ")}`);
+      if (!help) throw mistypedHelpOrVersion(cli.matchedCommand, spec) ?? groupNeedsCommand(`${spec.name} ${cli.args.join(" ")}`);
       printHelp(cli);
       return ExitCode.OK;
     }
@@ -294,8 +294,9 @@ export async function main(argv: string[]): Promise<number> {
     // (the message went to the hub; `hub init --version` made a hub), the flag unread.
     if (cli.options.version) return printVersion();
     // A group with or without flags and no command (`hub --dir X`): one line naming its commands,
-    // not "Unknown option --dir" (the group has none; its commands do)
-    if (spec && !spec.run) throw groupNeedsCommand(spec.name);
+    // not "Unknown option --dir" (the group has none; its commands do), unless a flag is cac's
+    // own mistyped (`hub --HELP`: did you mean --help?)
+    if (spec && !spec.run) throw mistypedHelpOrVersion(cli.matchedCommand, spec) ?? groupNeedsCommand(spec.name);
     if (spec) {
       // A flag the command does not have is said first: `hub thing create -x` answered "needs
       // <name>", and the user went on to type a name with the same wrong flag.
@@ -335,6 +336,21 @@ function withOptionHint(err: unknown, spec: CommandSpec): unknown {
 }
 
 /**
+ * For a group (no flags of its own): a UsageError when one of its flags is cac's `--help` or
+ * `--version` mistyped (`hub --HELP`), with the hint; undefined for any other flag (a command's,
+ * given before the command's words).
+ */
+function mistypedHelpOrVersion(command: Command, group: CommandSpec): UsageError | undefined {
+  try {
+    command.checkUnknownOptions();
+  } catch (err) {
+    const hinted = withOptionHint(err, group);
+    if (hinted instanceof UsageError) return hinted;
+  }
+  return undefined;
+}
+
+/**
  * A missing argument, or a word past what `spec` takes, said with the command and what it takes
  * (cac says only "missing required args for command `messages <action> [...ids]`" and "Unused
  * args: `x`"): `hub update --to 2.0.0 pump-1` says where a value goes. Throws UsageError (64).
@@ -350,8 +366,10 @@ function checkArgumentCount(spec: CommandSpec, args: readonly string[]): void {
   if (!extra.length) return;
   // with nothing to take, the word is most likely a flag's value; else one too many of what it takes
   const why = taken.length ? `takes ${taken.join(" ")}, one per run` : "takes no arguments: a value goes after its flag";
+  // unless it is one of the command's own commands misspelt (`hub update Status`)
+  const meant = commandsUnder(spec.name).length ? meantWords(spec.name, extra.map(String)) : undefined;
   throw new UsageError(
-    `${spec.name} ${why}, so ${quoteGiven(String(extra[0]))} is one too many${extra.length > 1 ? ` (of ${extra.length})` : ""}; see flashlex ${spec.name} --help`,
+    `${spec.name} ${why}, so ${quoteGiven(String(extra[0]))} is one too many${extra.length > 1 ? ` (of ${extra.length})` : ""}${meant ? `; did you mean flashlex ${meant}?` : ""}; see flashlex ${spec.name} --help`,
   );
 }
 

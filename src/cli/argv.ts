@@ -231,8 +231,8 @@ export function matchCommand(table: readonly CommandSpec[], words: readonly stri
  * Undefined when nothing is near.
  */
 export function unknownOptionHint(spec: CommandSpec, flag: string): string | undefined {
-  // every command's own flags, and the two cac gives each (`--HELP` was given no hint)
-  const flags = [...spec.options.flatMap((option) => option.flags.split(/[\s,]+/).filter((word) => word.startsWith("-"))), "--help", "--version"];
+  // every command's own flags, and the two cac gives each (`--HELP` and `-H` were given no hint)
+  const flags = [...spec.options.flatMap((option) => option.flags.split(/[\s,]+/).filter((word) => word.startsWith("-"))), "--help", "-h", "--version", "-v"];
   if (flag === "-d" && flags.includes("--dir")) return spec.name.startsWith("hub ") ? "the hub's home is --dir" : "did you mean --dir?";
   if (flag === "--dir" && flags.includes("-d")) return "the thing's data directory is -d (its config -c, its keys -k)";
   // flags are lower-case: `--DIR` is --dir with the caps lock on

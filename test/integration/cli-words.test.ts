@@ -336,6 +336,16 @@ test("a command, group word, action or flag two letters off (or in capitals) is 
     [["messages", "LIST"], 'messages: unknown action "LIST" (list, ack, delete); did you mean flashlex messages list?'],
     [["--HELP"], "Unknown option `--HELP`; did you mean --help?"],
     [["collect", "--HELP"], "Unknown option `--HELP`; did you mean --help?"],
+    // a group's too, and the short ones (verify pass 27, F5: "hub needs a command", and no hint)
+    [["hub", "--HELP"], "Unknown option `--HELP`; did you mean --help?"],
+    [["hub", "thing", "--Version"], "Unknown option `--Version`; did you mean --version?"],
+    [["-H"], "Unknown option `-H`; did you mean -h?"],
+    [["-V"], "Unknown option `-V`; did you mean -v?"],
+    // a command's own command after a command that runs (`hub update` and `hub update status`)
+    [
+      ["hub", "update", "Status"],
+      'hub update takes no arguments: a value goes after its flag, so "Status" is one too many; did you mean flashlex hub update status?; see flashlex hub update --help',
+    ],
     [["messages", "lst"], 'messages: unknown action "lst" (list, ack, delete); did you mean flashlex messages list?'],
     [["outbox", "dorp", "x"], 'outbox: unknown action "dorp" (list, retry, drop); did you mean flashlex outbox drop?'],
     [["hub", "thing", "list", "--Dir", work], "Unknown option `--Dir`; did you mean --dir?"],
