@@ -286,10 +286,30 @@ export function unknownKeys(schema: z.ZodType, raw: unknown, prefix = ""): strin
  * `flashlex.app.callback` for `flashlex.app.calback`).
  */
 export function unknownKeyNote(schema: z.ZodType, path: string): string {
+  const meant = meantKey(schema, path);
+  return meant === undefined ? "ignored" : `ignored; did you mean ${meant}?`;
+}
+
+/** The path of the declared key at most two letters off the unknown key at `path`, in the same object; undefined when none is near. */
+function meantKey(schema: z.ZodType, path: string): string | undefined {
   const keys = path.split(".");
   const object = objectAt(schema, keys.slice(0, -1));
   const meant = object && nearestSpelling(keys[keys.length - 1]!, Object.keys(object.shape));
-  return meant === undefined ? "ignored" : `ignored; did you mean ${[...keys.slice(0, -1), meant].join(".")}?`;
+  return meant === undefined ? undefined : [...keys.slice(0, -1), meant].join(".");
+}
+
+/**
+ * The first of `unknown` (paths from `unknownKeys`) that is a misspelling of a key the file does
+ * not set (`hub.api.prot` beside no `port`): ignoring it would quietly put the default in place of
+ * what was written. Undefined when every unknown key is only extra (its near key is set too, or
+ * none is near).
+ */
+export function misspeltKey(schema: z.ZodType, raw: unknown, unknown: readonly string[]): { key: string; meant: string } | undefined {
+  for (const key of unknown) {
+    const meant = meantKey(schema, key);
+    if (meant !== undefined && valueAt(raw, meant.split(".")) === undefined) return { key, meant };
+  }
+  return undefined;
 }
 
 /** The object schema at `path` (keys from the top), or undefined when the path leaves the objects (an array, an unknown key). */

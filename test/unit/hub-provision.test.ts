@@ -118,6 +118,16 @@ describe("hub init", () => {
     expect(loadHubSettings(file).unknownKeys).toEqual(["hub.colour"]);
   });
 
+  test("a setting misspelt, which the file does not also set, is refused (78): the default would quietly stand in (new-user 22 F10)", () => {
+    const file = join(root, "hub-misspelt.yml");
+    const original = readFileSync(home.paths.config, "utf8");
+    writeFileSync(file, original.replace(/\n(\s+)port: /, "\n$1prot: "));
+    expect(() => loadHubSettings(file)).toThrow(/hub\.api\.prot is not a setting; did you mean hub\.api\.port\? It is not set/);
+    // beside the key it is near, it is only extra: a warning, as any unknown key
+    writeFileSync(file, original.replace(/\n(\s+)port: (\d+)/, "\n$1port: $2\n$1prot: 1"));
+    expect(loadHubSettings(file).unknownKeys).toEqual(["hub.api.prot"]);
+  });
+
   test("only the hash of the operator token is stored", async () => {
     expect(token).toMatch(/^[A-Za-z0-9_-]{43}$/);
     const hashes = await store.activeTokenHashes(Date.now());

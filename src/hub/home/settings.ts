@@ -6,7 +6,8 @@ import { parseDuration } from "../../shared/duration.ts";
 import { ConfigError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { DNS_NAME, parseListenAddress, withinDnsLengths } from "../../shared/listen-address.ts";
-import { normaliseLineBreaks, parseYamlFile, unknownKeyNote, unknownKeys, validate } from "../../shared/yaml.ts";
+import { cutGiven } from "../../shared/log.ts";
+import { misspeltKey, normaliseLineBreaks, parseYamlFile, unknownKeyNote, unknownKeys, validate } from "../../shared/yaml.ts";
 import { z } from "../../shared/zod.ts";
 import { DATABASE_CHOICES, parseHubDatabase } from "../store/database-url.ts";
 
@@ -236,7 +237,9 @@ export function unknownHubKeyNote(key: string): string {
 
 /**
  * Loads and validates hub.yml (ConfigError, 78, naming the file and the key path). Keys the
- * schema does not know are ignored and listed in `unknownKeys` (`hub.api.prot`), for a warning.
+ * schema does not know are ignored and listed in `unknownKeys` (`hub.colour`), for a warning,
+ * except a misspelling of a key the file does not set (`hub.api.prot` and no `port`): ConfigError,
+ * as the hub would otherwise listen on the default port without a word but the warning.
  */
 export function loadHubSettings(file: string): { settings: HubSettings; unknownKeys: string[] } {
   const raw = parseYamlFile(file);
@@ -244,7 +247,15 @@ export function loadHubSettings(file: string): { settings: HubSettings; unknownK
   if (typeof raw === "object" && raw !== null && !Array.isArray(raw) && "flashlex" in raw && !("hub" in raw)) {
     throw new ConfigError(`${file}: this is a thing's config.yml, not a hub's settings (hub.yml): run hub init for a hub home, or give its --dir`);
   }
-  return { settings: validate(HubYamlSchema, raw, file).hub, unknownKeys: unknownKeys(HubYamlSchema, raw) };
+  const settings = validate(HubYamlSchema, raw, file).hub;
+  const unknown = unknownKeys(HubYamlSchema, raw);
+  const misspelt = misspeltKey(HubYamlSchema, raw, unknown);
+  if (misspelt) {
+    throw new ConfigError(
+      `${file}: ${cutGiven(misspelt.key)} is not a setting; did you mean ${misspelt.meant}? It is not set, so its default would be used in place of what you wrote: correct the key`,
+    );
+  }
+  return { settings, unknownKeys: unknown };
 }
 
 /** The guide's short prefix: `ecd13b11` of the owner id `ecd13b11-6d91-...`. */
