@@ -327,12 +327,19 @@ export async function main(argv: string[]): Promise<number> {
  * as a UsageError (64); any other error as it is.
  */
 function withOptionHint(err: unknown, spec: CommandSpec): unknown {
-  if ((err as Error)?.name !== "CACError") return err;
-  // as the user typed it: toFlashlexError undoes cac's camelCase (`--brokrHost` for --brokr-host)
+  const unknown = unknownFlagOf(err);
+  if (!unknown) return err;
+  // with nothing near, where the command's flags are listed (new-user pass 22, F5)
+  const hint = unknownOptionHint(spec, unknown.flag) ?? `see flashlex ${spec.name === "flashlex" ? "" : `${spec.name} `}--help`;
+  return new UsageError(`${unknown.said}; ${hint}`);
+}
+
+/** cac's "Unknown option" as the user typed it (toFlashlexError undoes cac's camelCase: `--brokrHost` for --brokr-host), and the flag; undefined for any other error. */
+function unknownFlagOf(err: unknown): { said: string; flag: string } | undefined {
+  if ((err as Error)?.name !== "CACError") return undefined;
   const said = toFlashlexError(err).message;
   const flag = /^Unknown option `(-[\w-]+)`/.exec(said)?.[1];
-  const hint = flag === undefined ? undefined : unknownOptionHint(spec, flag);
-  return hint ? new UsageError(`${said}; ${hint}`) : err;
+  return flag === undefined ? undefined : { said, flag };
 }
 
 /**
@@ -344,8 +351,9 @@ function mistypedHelpOrVersion(command: Command, group: CommandSpec): UsageError
   try {
     command.checkUnknownOptions();
   } catch (err) {
-    const hinted = withOptionHint(err, group);
-    if (hinted instanceof UsageError) return hinted;
+    const unknown = unknownFlagOf(err);
+    const hint = unknown && unknownOptionHint(group, unknown.flag);
+    if (hint) return new UsageError(`${unknown.said}; ${hint}`);
   }
   return undefined;
 }

@@ -355,9 +355,11 @@ test("a command, group word, action or flag two letters off (or in capitals) is 
       ["hub", "--DIR", work, "thing", "list"],
       '"hub thing list" is a command, but a flag came between its words: write the words first, then the flags; see flashlex hub thing list --help',
     ],
-    // a flag before any command: named, not the whole listing with 64 and no word of why
-    [["--nosuch"], "Unknown option `--nosuch`"],
-    [["-x"], "Unknown option `-x`"],
+    // a flag before any command: named, not the whole listing with 64 and no word of why; with
+    // nothing near, where the flags are listed (new-user pass 22, F5)
+    [["--nosuch"], "Unknown option `--nosuch`; see flashlex --help"],
+    [["-x"], "Unknown option `-x`; see flashlex --help"],
+    [["hub", "thing", "list", "--nosuch"], "Unknown option `--nosuch`; see flashlex hub thing list --help"],
     // nothing near: no guess
     [["zzzzzz"], 'unknown command "zzzzzz"; see flashlex --help'],
   ] as const) {

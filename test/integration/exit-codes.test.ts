@@ -854,13 +854,13 @@ describe("bad values on the command line and on stdin", () => {
     const result = await run(["messages", "list", ...thing.flags, "--payload-limit", "5"]);
     tally("badInputs");
     expect(result.code).toBe(64);
-    expectOneLine(result, /^flashlex: Unknown option `--payload-limit`$/);
+    expectOneLine(result, /^flashlex: Unknown option `--payload-limit`; see flashlex messages --help$/);
   });
 
   test("an unknown flag is named before a missing argument: the flag is what the user must change", async () => {
     for (const [args, said] of [
-      [["hub", "thing", "create", "-x"], "Unknown option `-x`"],
-      [["messages", "--payload-limit", "5", ...thing.flags], "Unknown option `--payload-limit`"],
+      [["hub", "thing", "create", "-x"], "Unknown option `-x`; see flashlex hub thing create --help"],
+      [["messages", "--payload-limit", "5", ...thing.flags], "Unknown option `--payload-limit`; see flashlex messages --help"],
     ] as const) {
       const result = await run([...args]);
       tally("badInputs");
