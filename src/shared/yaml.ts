@@ -214,8 +214,51 @@ function describeIssue(issue: z.core.$ZodIssue, raw: unknown, schema: z.ZodType)
   }
   if (!zodsOwn) return issue.message;
   if (issue.code === "invalid_type") return `expected ${expectedWords(issue.expected)}, not ${shownValue(value)}`;
-  if (issue.code === "invalid_format" && issue.format === "url") return `not a URL of the kind this key takes (it is ${shownValue(value)})`;
+  if (issue.code === "invalid_format" && issue.format === "url") return `expected ${urlWords(protocolAt(schema, issue.path))}, not ${shownValue(value)}`;
+  if (issue.code === "too_small" || issue.code === "too_big") return boundWords(issue, value);
   return `${issue.message.charAt(0).toLowerCase()}${issue.message.slice(1)} (it is ${shownValue(value)})`;
+}
+
+/**
+ * The protocol pattern of the `z.url()` at `path` (keys and list indexes from the top): zod's
+ * issue carries it only when the URL parsed and its scheme was wrong.
+ */
+function protocolAt(schema: z.ZodType, path: readonly PropertyKey[]): string | undefined {
+  type Node = { unwrap?: () => Node; shape?: Record<string, Node>; def?: { element?: Node; protocol?: RegExp } };
+  const bare = (node: Node | undefined) => {
+    // optional, default and prefault wrappers; a list's unwrap() is its element, taken by index below
+    while (node && typeof node.unwrap === "function" && !node.shape && !node.def?.element) node = node.unwrap();
+    return node;
+  };
+  let node = bare(schema as unknown as Node);
+  for (const key of path) {
+    const next: Node | undefined =
+      typeof key === "number" ? node?.def?.element : node?.shape && Object.hasOwn(node.shape, key) ? node.shape[key as string] : undefined;
+    node = bare(next);
+  }
+  return node?.def?.protocol?.source;
+}
+
+/** The URL a key takes, from its protocol pattern (`^https?$`: "an http:// or https:// URL"). */
+function urlWords(pattern: string | undefined): string {
+  const scheme = pattern && /^\^([a-z]+)(s\?)?\$$/.exec(pattern);
+  if (!scheme) return "a URL";
+  const schemes = scheme[2] ? [scheme[1], `${scheme[1]}s`] : [scheme[1]];
+  return `an ${schemes.map((name) => `${name}://`).join(" or ")} URL`;
+}
+
+/**
+ * A bound zod found crossed, in a config file reader's words, with what `value` is: "must not be
+ * empty", "must be at most 65535 (it is 70000)", "must list at least 1 (it lists 0)".
+ */
+function boundWords(issue: z.core.$ZodIssueTooSmall | z.core.$ZodIssueTooBig, value: unknown): string {
+  const small = issue.code === "too_small";
+  const bound = Number(small ? issue.minimum : issue.maximum);
+  const relation = small ? (issue.inclusive ? "at least" : "more than") : issue.inclusive ? "at most" : "less than";
+  if (issue.origin === "string" && small && bound === 1) return "must not be empty";
+  if (issue.origin === "string") return `must be ${relation} ${bound} characters (it is ${shownValue(value)}, ${String(value).length})`;
+  if (Array.isArray(value)) return `must list ${relation} ${bound} (it lists ${value.length})`;
+  return `must be ${relation} ${bound} (it is ${shownValue(value)})`;
 }
 
 /** zod's name of a type, as a config file's reader says it. */

@@ -254,8 +254,28 @@ describe("schema errors", () => {
       return "taken";
     };
     expect(refusal({ endpoint: "localhost:28422", key: "dsa", port: 1.5 })).toBe(
-      'config.yml: endpoint: not a URL of the kind this key takes (it is "localhost:28422"); key: invalid option: expected one of "rsa"|"ec" (it is "dsa"); port: expected a whole number, not 1.5',
+      'config.yml: endpoint: expected an http:// or https:// URL, not "localhost:28422"; key: invalid option: expected one of "rsa"|"ec" (it is "dsa"); port: expected a whole number, not 1.5',
     );
+    // bounds in a reader's words, not zod's "too small: expected string to have >=1 characters" (verify pass 27, F7)
+    const bounded = z.object({
+      host: z.string().min(1),
+      name: z.string().max(3),
+      port: z.number().max(65535),
+      count: z.number().gt(0),
+      urls: z.array(z.url({ protocol: /^mqtts$/ })).min(1),
+    });
+    const refused = (raw: unknown) => {
+      try {
+        validate(bounded, raw, "hub.yml");
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return "taken";
+    };
+    expect(refused({ host: "", name: "abcd", port: 70000, count: 0, urls: [] })).toBe(
+      'hub.yml: host: must not be empty; name: must be at most 3 characters (it is "abcd", 4); port: must be at most 65535 (it is 70000); count: must be more than 0 (it is 0); urls: must list at least 1 (it lists 0)',
+    );
+    expect(refused({ host: "h", name: "a", port: 1, count: 1, urls: ["https://x"] })).toBe('hub.yml: urls.0: expected an mqtts:// URL, not "https://x"');
     expect(refusal({ endpoint: ["x"], key: null, port: { a: 1 } })).toBe(
       'config.yml: endpoint: expected text, not a list; key: invalid option: expected one of "rsa"|"ec" (it is empty); port: expected a number, not keys under it',
     );
