@@ -277,6 +277,16 @@ export function toFlashlexError(err: unknown, where?: string): FlashlexError {
   return new FlashlexError(where ? `${where}: ${first}` : first, "bug", { cause: err });
 }
 
+/**
+ * `err` with its kind and `note` after its message: what the failure means for what the user was
+ * already shown (`...: the file system is full (SQLITE_FULL); the token shown above was not
+ * stored`). The original is the cause.
+ */
+export function withNote(err: unknown, note: string): FlashlexError {
+  const known = toFlashlexError(err);
+  return new FlashlexError(`${known.message}; ${note}`, known.kind, { cause: err, clientSafe: known.clientSafe });
+}
+
 /** An error as one phrase: its message and, when it has one, its `code` (TLS and socket errors carry their reason there). */
 export function describeError(err: unknown): string {
   const e = err as NodeJS.ErrnoException & { reason?: string };

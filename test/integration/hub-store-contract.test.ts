@@ -478,15 +478,22 @@ for (const driver of DRIVERS) {
     );
 
     test(
-      "operator tokens: expired CLI tokens are purged on add; active at a time; deleted by kind",
+      "operator tokens: expired CLI tokens are purged on add; active at a time; a rotation replaces the operator's in one transaction",
       withStore(async (store) => {
         await store.addToken("op", "operator", CREATED_AT, null);
         await store.addToken("cli-old", "cli", CREATED_AT, CREATED_AT + 10);
         expect((await store.activeTokenHashes(CREATED_AT + 5)).sort()).toEqual(["cli-old", "op"]);
         expect(await store.activeTokenHashes(CREATED_AT + 10)).toEqual(["op"]);
         await store.addToken("cli-new", "cli", CREATED_AT + 20, CREATED_AT + 30);
-        expect(await store.deleteTokens("cli")).toBe(1); // cli-old was purged by the add
-        await store.deleteToken("op");
+        // a rotation: the operator's token replaced, a live CLI token kept
+        await store.replaceOperatorToken("op2", CREATED_AT + 21);
+        expect((await store.activeTokenHashes(CREATED_AT + 21)).sort()).toEqual(["cli-new", "op2"]);
+        // one whose insert fails changes nothing: the old token still works (attack round 27, F1:
+        // the delete stood, and the hub had no operator token)
+        await expect(store.replaceOperatorToken("cli-new", CREATED_AT + 22)).rejects.toThrow(/unique|duplicate/i);
+        expect((await store.activeTokenHashes(CREATED_AT + 22)).sort()).toEqual(["cli-new", "op2"]);
+        await store.deleteToken("op2");
+        await store.deleteToken("cli-new");
         expect(await store.activeTokenHashes(CREATED_AT)).toEqual([]);
       }),
     );
@@ -570,7 +577,9 @@ for (const driver of DRIVERS) {
         expect(await store.consoleSession("h3")).toBeDefined();
         await store.deleteConsoleSession("h3");
         expect(await store.consoleSession("h3")).toBeUndefined();
-        expect(await store.deleteConsoleSessions()).toBe(1);
+        // an operator token rotation ends every sign-in
+        await store.replaceOperatorToken("op", 50);
+        expect(await store.consoleSession("h4")).toBeUndefined();
 
         const claims = await Promise.all([1, 2, 3].map(() => store.claimOnce("echo:x", 100, 0)));
         expect(claims.filter(Boolean).length).toBe(1);
@@ -646,7 +655,7 @@ for (const driver of DRIVERS) {
         await store.insertThing(t);
         expect(await store.useDownloadToken("d".repeat(64), t.id, CREATED_AT)).toBe(false);
         // an operator token rotation forgets them all
-        expect(await store.deleteDownloadTokens()).toBe(1);
+        await store.replaceOperatorToken("op", CREATED_AT);
         expect(await store.downloadTokenUsable("c".repeat(64), u.id, CREATED_AT)).toBe(false);
       }),
     );

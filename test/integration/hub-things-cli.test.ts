@@ -207,6 +207,74 @@ describe.skipIf(Boolean(noTmpfs))("a full disk under the hub home", () => {
       expect(await serving.stop(10_000)).toBe(0);
     }
   }, 120_000);
+
+  test("hub token rotate and enroll-token create with a few KiB left: stored, or refused saying the token shown is void, never half done (attack round 27, F1/F2: the hub was left with no operator token)", async () => {
+    const fs = mountTmpfs(4096);
+    mounts.push(fs);
+    const home = `${fs.dir}/hub`;
+    const init = await run([...loopbackHubInit(home, await freePort(), await freePort(), "127.0.0.1"), "--json"], { timeoutMs: 60_000 });
+    expect(init.code, init.stderr).toBe(0);
+    let current = JSON.parse(init.stdout).token as string;
+    const { openHubStore } = await import("../../src/hub/store/open-store.ts");
+    const { OperatorTokens } = await import("../../src/hub/home/tokens.ts");
+    const works = async (token: string) => {
+      const store = await openHubStore(join(home, "hub.db"));
+      try {
+        return await new OperatorTokens(store).verify(token);
+      } finally {
+        await store.close();
+      }
+    };
+    const outcomes = new Set<string>();
+    for (const leftKiB of [0, 4, 8, 16, 32, 64, 128, 256, 512]) {
+      const filler = fs.fill();
+      const { truncateSync, statSync } = await import("node:fs");
+      truncateSync(filler, Math.max(0, statSync(filler).size - leftKiB * 1024));
+      let rotated: Awaited<ReturnType<typeof run>>;
+      let enrolment: Awaited<ReturnType<typeof run>>;
+      try {
+        rotated = await run(["hub", "token", "rotate", "--dir", home], { timeoutMs: 60_000 });
+        enrolment = await run(["hub", "enroll-token", "create", "--json", "--dir", home], { timeoutMs: 60_000 });
+      } finally {
+        fs.free();
+      }
+      // the token, when it was shown (with no room at all the hub may not even open: nothing shown)
+      const shown = /\n([A-Za-z0-9_-]{43})\n/.exec(rotated.stdout)?.[1];
+      if (rotated.code === 0) {
+        expect({ leftKiB, old: await works(current), shown: shown !== undefined && (await works(shown)) }).toEqual({ leftKiB, old: false, shown: true });
+        current = shown!;
+        outcomes.add("rotated");
+      } else {
+        expect({ leftKiB, code: rotated.code, old: await works(current), shown: shown !== undefined && (await works(shown)) }).toEqual({
+          leftKiB,
+          code: 74,
+          old: true,
+          shown: false,
+        });
+        if (shown) {
+          expect(rotated.stderr.trim()).toEndWith(
+            "; the token shown above was not stored and does not work: nothing changed, the old operator token still works",
+          );
+          outcomes.add("rotate refused after it was shown");
+        }
+      }
+      const listed = JSON.parse((await run(["hub", "enroll-token", "list", "--json", "--dir", home])).stdout) as { id: string }[];
+      const made = enrolment.stdout.trim() ? (JSON.parse(enrolment.stdout) as { id: string }) : undefined;
+      if (enrolment.code === 0) {
+        expect(listed.map((t) => t.id)).toContain(made!.id);
+        outcomes.add("enrolment token made");
+      } else {
+        expect(enrolment.code).toBe(74);
+        if (made) {
+          expect(enrolment.stderr.trim()).toEndWith("; the token shown above was not stored and does not work: no enrolment token was made");
+          expect(listed.map((t) => t.id)).not.toContain(made.id);
+          outcomes.add("enrolment refused after it was shown");
+        }
+      }
+    }
+    // each way was met: a test that never met the full disk after the token was shown would prove nothing
+    expect([...outcomes].sort()).toEqual(["enrolment refused after it was shown", "enrolment token made", "rotate refused after it was shown", "rotated"]);
+  }, 180_000);
 });
 
 test("hub token rotate whose output cannot be written (/dev/full) exits 74 and changes nothing: the old token still works (it exited 0, the old token dead, the new one lost)", async () => {

@@ -134,11 +134,6 @@ export class ConsoleSessions {
   async end(id: string | undefined): Promise<void> {
     if (id) await this.store.deleteConsoleSession(hashId(id));
   }
-
-  /** Ends every session, on every hub of the database (the token was rotated: none of them holds a valid token any more). */
-  async endAll(): Promise<void> {
-    await this.store.deleteConsoleSessions();
-  }
 }
 
 /** True when `presented` is the session's CSRF token, compared in constant time. */

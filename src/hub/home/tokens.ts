@@ -1,4 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { withNote } from "../../shared/foreign-errors.ts";
 import type { HubStore } from "../store/hub-store.ts";
 
 /**
@@ -49,15 +50,19 @@ export class OperatorTokens {
    * and every one-time download line made with it ends, on every hub of the database (a rotation
    * is what an owner does when the token leaked). Returns the new token (shown once).
    * `show` gets it first: when it throws (the token could not be written out), nothing changes,
-   * so the old token is never replaced by one nobody has seen.
+   * so the old token is never replaced by one nobody has seen. The replacement is one
+   * transaction: when it fails (a full disk), nothing changed either, and the error says that
+   * the token shown is void.
    */
   async rotate(show?: (token: string) => void): Promise<string> {
     const token = newAccessToken();
     show?.(token);
-    await this.store.deleteTokens("operator");
-    await this.store.addToken(hashToken(token), "operator", this.now(), null);
-    await this.store.deleteConsoleSessions();
-    await this.store.deleteDownloadTokens();
+    try {
+      await this.store.replaceOperatorToken(hashToken(token), this.now());
+    } catch (err) {
+      // what was shown does not work, and the old token does: the reader must not think otherwise (attack round 27, F2)
+      throw show ? withNote(err, "the token shown above was not stored and does not work: nothing changed, the old operator token still works") : err;
+    }
     return token;
   }
 }

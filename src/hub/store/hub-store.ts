@@ -390,8 +390,6 @@ export interface HubStore {
   downloadTokenUsable(hash: string, thingId: string, at: number): Promise<boolean>;
   /** uses the token up at `at` if it is usable then; false, and nothing changed, if not (two requests racing: one wins) */
   useDownloadToken(hash: string, thingId: string, at: number): Promise<boolean>;
-  /** forgets every download token (an operator token rotation); returns how many there were */
-  deleteDownloadTokens(): Promise<number>;
 
   addEnrolmentToken(token: EnrolmentTokenRecord): Promise<void>;
   listEnrolmentTokens(): Promise<EnrolmentTokenRecord[]>;
@@ -428,9 +426,15 @@ export interface HubStore {
   requestRenewal(id: string, at: number): Promise<boolean>;
 
   addToken(hash: string, kind: TokenKind, createdAt: number, expiresAt: number | null): Promise<void>;
+  /**
+   * One transaction, an operator token rotation: the operator token becomes `hash` (made at
+   * `createdAt`, Unix ms), and the other operator tokens, every console session and every
+   * download token (all made with the old token, which may have leaked) are deleted; expired CLI
+   * tokens are purged, as by addToken. When it throws, nothing changed: the old token still works.
+   */
+  replaceOperatorToken(hash: string, createdAt: number): Promise<void>;
   /** hashes of the tokens valid at `now` (a read only: it runs on every operator request) */
   activeTokenHashes(now: number): Promise<string[]>;
-  deleteTokens(kind: TokenKind): Promise<number>;
   deleteToken(hash: string): Promise<void>;
 
   /** messages stored after insertion position `seq`, in that order, at most `limit` (the live view of a served database, console/fleet-feed.ts) */
@@ -448,8 +452,6 @@ export interface HubStore {
   /** sets last_used_at (only forward) */
   touchConsoleSession(idHash: string, at: number): Promise<void>;
   deleteConsoleSession(idHash: string): Promise<void>;
-  /** ends every sign-in (the operator token changed); how many */
-  deleteConsoleSessions(): Promise<number>;
 
   /**
    * True for the first caller, fleet-wide, that claims `key` (several hubs handle the same MQTT

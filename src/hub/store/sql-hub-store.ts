@@ -12,6 +12,7 @@ import type {
   MessageType,
   ThingRecord,
   ThingTarget,
+  TokenKind,
 } from "./hub-store.ts";
 import { sameHubIdentity } from "./hub-store.ts";
 import { type HubSql, type HubSqlValue, seqColumn } from "./sql.ts";
@@ -452,9 +453,6 @@ export function sqlHubStore(sql: HubSql): HubStore {
       const update = "UPDATE download_tokens SET used_at = ? WHERE hash = ? AND thing_id = ? AND used_at IS NULL AND expires_at > ?";
       return (await sql.run(update, [at, hash, thingId, at])).changes > 0;
     },
-    async deleteDownloadTokens() {
-      return (await sql.run("DELETE FROM download_tokens")).changes;
-    },
     async addEnrolmentToken(t) {
       await sql.run(
         `INSERT INTO enrollment_tokens (id, hash, name_prefix, max_uses, uses, created_at, expires_at, revoked_at)
@@ -547,17 +545,18 @@ export function sqlHubStore(sql: HubSql): HubStore {
       async (id, at) => (await sql.run("UPDATE things SET renew_requested_at = ? WHERE id = ? AND revoked_at IS NULL", [at, id])).changes > 0,
     ),
 
-    addToken: (hash, kind, createdAt, expiresAt) =>
+    addToken: (hash, kind, createdAt, expiresAt) => sql.transaction((tx) => insertToken(tx, hash, kind, createdAt, expiresAt)),
+    // One transaction: two statements left the hub with no operator token when the insert failed
+    // after the delete (a full disk; attack round 27, F1).
+    replaceOperatorToken: (hash, createdAt) =>
       sql.transaction(async (tx) => {
-        // Expired CLI tokens (a CLI killed before it could delete its own) are purged here.
-        await tx.run("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", [createdAt]);
-        await tx.run("INSERT INTO tokens (hash, kind, created_at, expires_at) VALUES (?, ?, ?, ?)", [hash, kind, createdAt, expiresAt]);
+        await tx.run("DELETE FROM tokens WHERE kind = ?", ["operator"]);
+        await insertToken(tx, hash, "operator", createdAt, null);
+        await tx.run("DELETE FROM console_sessions");
+        await tx.run("DELETE FROM download_tokens");
       }),
     async activeTokenHashes(now) {
       return (await sql.all<{ hash: string }>("SELECT hash FROM tokens WHERE expires_at IS NULL OR expires_at > ?", [now])).map((r) => r.hash);
-    },
-    async deleteTokens(kind) {
-      return (await sql.run("DELETE FROM tokens WHERE kind = ?", [kind])).changes;
     },
     async deleteToken(hash) {
       await sql.run("DELETE FROM tokens WHERE hash = ?", [hash]);
@@ -605,9 +604,6 @@ export function sqlHubStore(sql: HubSql): HubStore {
     },
     async deleteConsoleSession(idHash) {
       await sql.run("DELETE FROM console_sessions WHERE id_hash = ?", [idHash]);
-    },
-    async deleteConsoleSessions() {
-      return (await sql.run("DELETE FROM console_sessions")).changes;
     },
 
     claimOnce: (key, at, forgetBefore) =>
@@ -662,6 +658,12 @@ const placeholders = (values: readonly unknown[]) => values.map(() => "?").join(
 /** `values` in parts of a few hundred, one IN list each: SQLite allows 32,766 placeholders a statement, PostgreSQL 65,535. */
 function* chunks<T>(values: readonly T[]): Generator<T[]> {
   for (let i = 0; i < values.length; i += 500) yield values.slice(i, i + 500);
+}
+
+/** Stores a token's hash, purging expired CLI tokens first (a CLI killed before it could delete its own). */
+async function insertToken(tx: HubSql, hash: string, kind: TokenKind, createdAt: number, expiresAt: number | null): Promise<void> {
+  await tx.run("DELETE FROM tokens WHERE expires_at IS NOT NULL AND expires_at <= ?", [createdAt]);
+  await tx.run("INSERT INTO tokens (hash, kind, created_at, expires_at) VALUES (?, ?, ?, ?)", [hash, kind, createdAt, expiresAt]);
 }
 
 /** The order a batch's rows are locked in (insertMessages). */
