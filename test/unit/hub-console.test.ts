@@ -7,6 +7,7 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createPublicKey } from "node:crypto";
 import { mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -259,6 +260,37 @@ describe("CSRF and the same-origin check", () => {
     );
     expect([twice.status, (await twice.text()).includes("is given more than once")]).toEqual([400, true]);
     expect(await hub.things.find("c8")).toBeUndefined();
+  });
+
+  test("a POST with a query parameter or a form field its form does not take is a 400 and does nothing, as the API answers (attack round 27, F3: delete?dryRun=true deleted, keytype=ec made an RSA thing)", async () => {
+    const browser = await signIn();
+    const form = (path: string, body: string) =>
+      api.fetch(
+        new Request(`${BASE}${path}`, {
+          method: "POST",
+          headers: { Cookie: browser.cookie, "Content-Type": "application/x-www-form-urlencoded", "X-CSRF-Token": browser.csrf },
+          body,
+        }),
+      );
+    const target = (await hub.things.create("dry-run-target")).thing;
+    const refusals: [string, string, string][] = [
+      [`/things/${target.id}/delete?dryRun=true`, "", 'This form takes no query parameters (it was given "dryRun"); nothing was done.'],
+      [`/things/${target.id}/delete`, "dryRun=true", 'The form field "dryRun" is not one this form takes (csrf); nothing was done.'],
+      ["/things", "name=cs13&keytype=ec", 'The form field "keytype" is not one this form takes (csrf, name, keyType); nothing was done.'],
+    ];
+    for (const [path, body, said] of refusals) {
+      const answer = await form(path, body);
+      // the page escapes the quotes
+      expect({ path, status: answer.status, said: (await answer.text()).includes(said.replaceAll('"', "&quot;")) }).toEqual({ path, status: 400, said: true });
+    }
+    expect(await hub.things.find("dry-run-target")).toBeDefined();
+    expect(await hub.things.find("cs13")).toBeUndefined();
+    // what the console's own forms send still works
+    expect((await form("/things", "name=cs14&keyType=ec")).status).toBe(303);
+    const made = (await hub.things.find("cs14"))!;
+    expect(createPublicKey(made.publicKeyPem).asymmetricKeyType).toBe("ec");
+    for (const thing of [target, made]) expect((await form(`/things/${thing.id}/delete`, "")).status).toBe(303);
+    expect(await hub.things.find("dry-run-target")).toBeUndefined();
   });
 
   test("forms are read in bounds: sign-in, read before anyone is known, takes 8 KiB; a message's form 200,000 fields with the repeat last (each field was compared with every other: one anonymous sign-in froze the hub for minutes)", async () => {

@@ -108,6 +108,8 @@ interface Route {
   signedIn: boolean;
   /** a POST route whose form holds a message: it may be that large (default SMALL_FORM_BYTES) */
   takesMessage?: boolean;
+  /** a POST route's form fields besides `csrf` (default none); any other, or a query parameter, is a 400 */
+  fields?: readonly string[];
   handle(ctx: Context): Promise<Response>;
 }
 
@@ -255,6 +257,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       method: "POST",
       path: /^\/signin$/,
       signedIn: false,
+      fields: ["token"],
       async handle(ctx) {
         const token = ctx.form.get("token")?.trim() ?? "";
         if (!(await operators.verify(token || undefined))) {
@@ -307,6 +310,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       method: "POST",
       path: /^\/things$/,
       signedIn: true,
+      fields: ["name", "keyType"],
       async handle(ctx) {
         try {
           const { thing } = await things.create(ctx.form.get("name") ?? "", { keyType: ctx.form.get("keyType") || undefined });
@@ -425,6 +429,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
       path: /^\/things\/([^/]+)\/send$/,
       signedIn: true,
       takesMessage: true,
+      fields: ["message"],
       async handle(ctx) {
         const thing = await thingOr404(ctx);
         const text = ctx.form.get("message") ?? "";
@@ -619,6 +624,23 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
     return form;
   }
 
+  /**
+   * A POST's query parameters and form fields it does not take: a 400 naming the first, nothing
+   * done, as the API answers (`delete?dryRun=true` deleted the thing; `keytype=ec` made an RSA
+   * one: attack round 27, F3).
+   */
+  function refuseUnknownInput(url: URL, form: URLSearchParams, route: Route): void {
+    const param = url.searchParams.keys().next().value;
+    if (param !== undefined)
+      throw new HttpError(400, `This form takes no query parameters (it was given ${quoteLogText(param.slice(0, 40))}); nothing was done.`);
+    const taken = ["csrf", ...(route.fields ?? [])];
+    for (const key of form.keys()) {
+      if (!taken.includes(key)) {
+        throw new HttpError(400, `The form field ${quoteLogText(key.slice(0, 40))} is not one this form takes (${taken.join(", ")}); nothing was done.`);
+      }
+    }
+  }
+
   async function handle(request: Request, origin: RequestOrigin): Promise<Response> {
     const url = new URL(request.url);
     let assets: ConsoleAssets;
@@ -676,6 +698,7 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
           return errorPage(base, 403, "This form was sent from another site; nothing was done.");
         }
         form = await readForm(request, route);
+        refuseUnknownInput(url, form, route);
         if (route.signedIn && !csrfMatches(signedIn!.session, request.headers.get("x-csrf-token") ?? form.get("csrf"))) {
           log.warn("hub.console_csrf_refused", { path: url.pathname, remote: origin.remote?.() });
           return errorPage(base, 403, "This form is out of date or was not sent from the console; reload the page and try again.");
