@@ -677,6 +677,15 @@ describe("operator routes", () => {
     expect((await post(`{"name":"${"a".repeat(41)}"}`)).status).toBe(400);
     expect((await post("{}")).status).toBe(400);
     expect((await post("not json")).status).toBe(400);
+    // said as what it is (attack round 27, F4: each was "a undefined: a thing name is ...")
+    for (const [body, said] of [
+      ["{}", "no thing name was given: a thing name is"],
+      ["[]", 'the body must be a JSON object: {"name": ...}'],
+      ["null", 'the body must be a JSON object: {"name": ...}'],
+      ['"x"', 'the body must be a JSON object: {"name": ...}'],
+    ] as const) {
+      expect({ body, said: (await json(await post(body))).messages[0].value }).toEqual({ body, said: expect.stringContaining(said) });
+    }
   });
 
   test("unknown routes, things and methods: 404, 404, 405", async () => {

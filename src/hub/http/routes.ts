@@ -426,9 +426,10 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         async handle({ request }) {
           const body = await jsonBody(request);
-          if (body !== null && typeof body === "object" && !Array.isArray(body)) onlyFields(body as Record<string, unknown>, ["name", "keyType"]);
-          const { name, keyType } =
-            body !== null && typeof body === "object" ? (body as { name?: unknown; keyType?: unknown }) : { name: undefined, keyType: undefined };
+          // as the other routes that take an object ([] or "x" was "a undefined: a thing name is ...")
+          if (body === null || typeof body !== "object" || Array.isArray(body)) throw new HttpError(400, 'the body must be a JSON object: {"name": ...}');
+          onlyFields(body as Record<string, unknown>, ["name", "keyType"]);
+          const { name, keyType } = body as { name?: unknown; keyType?: unknown };
           const { thing } = await things.create(name, { keyType });
           log.info("hub.thing_created", { thing: thing.name, id: thing.id });
           return ok(thingJson(thing, settings.env), "Thing created.", 201);

@@ -32,6 +32,7 @@ import { makeThingMaterialOffThread } from "./material-thread.ts";
 export function validateThingName(name: unknown, ownerPrefixOfHub: string): string {
   if (typeof name !== "string" || !TYPED_THING_NAME.test(name)) {
     // the name as given, cut short: one of 300 characters filled the line
+    if (name === undefined) throw new InputError(`no thing name was given: a thing name is ${TYPED_THING_NAME_RULE}`);
     const shown = typeof name === "string" ? quoteGiven(name) : `a ${name === null ? "null" : typeof name}`;
     throw new InputError(`${shown}: a thing name is ${TYPED_THING_NAME_RULE}`);
   }
