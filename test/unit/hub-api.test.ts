@@ -251,6 +251,22 @@ describe("POST /things/{id}/collect", () => {
     expect((await api.fetch(chunked)).status).toBe(413);
   });
 
+  test("a body in a Content-Encoding (gzip) is a 415 saying so, with Accept-Encoding: identity (attack round 27, F5: it was 'not valid UTF-8')", async () => {
+    const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
+    const answer = await api.fetch(
+      new Request(`${base}/things/${thing.id}/collect`, {
+        method: "POST",
+        headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json", "Content-Encoding": "gzip" },
+        body: Bun.gzipSync(new TextEncoder().encode('{"a":1}')),
+      }),
+    );
+    expect([answer.status, answer.headers.get("accept-encoding"), (await json(answer)).messages[0].value]).toEqual([
+      415,
+      "identity",
+      'Content-Encoding "gzip" is not taken: send the body uncompressed',
+    ]);
+  });
+
   test("a refused body is logged once, as hub.collect_rejected with the thing, status and reason, never the body", async () => {
     const lines: string[] = [];
     const logged = hubApiOver({ home, store, log: createLogger({ write: (line) => lines.push(line) }), broker: fakeBroker });

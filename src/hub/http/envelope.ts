@@ -216,9 +216,17 @@ export function requireJsonContentType(request: Request): void {
  * it is refused unread, and a chunked one passing it while streaming is refused once what is left
  * of it was read and dropped (discardRest). Throws HttpError 413 for a body over the limit,
  * ClientGoneError when the client closes the connection before the body is complete, and
- * whatever else the read throws.
+ * whatever else the read throws; HttpError 415 for a body in a Content-Encoding (gzip).
  */
 export async function readBodyLimited(request: Request, limit: number): Promise<Uint8Array> {
+  // A compressed body would be read as the JSON or form itself ("not valid UTF-8" named the wrong
+  // cause): 415 with the codings taken, as RFC 7694 §3 has it.
+  const encoding = request.headers.get("content-encoding")?.trim();
+  if (encoding && encoding.toLowerCase() !== "identity") {
+    throw new HttpError(415, `Content-Encoding ${quoteLogText(cutGiven(encoding))} is not taken: send the body uncompressed`, {
+      "Accept-Encoding": "identity",
+    });
+  }
   const tooLarge = () => new HttpError(413, `the body is larger than ${limit} bytes`);
   const length = request.headers.get("content-length");
   const declared = length === null ? NaN : Number(length);
