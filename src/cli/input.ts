@@ -1,4 +1,5 @@
 import { closeSync, fstatSync, openSync, readSync } from "node:fs";
+import { decodeUtf8 } from "../protocol/limits.ts";
 import { FlashlexError, InputError, UsageError } from "../shared/errors.ts";
 import { quoteGiven } from "../shared/log.ts";
 import { fileOnTheWayNote } from "../shared/path-exists.ts";
@@ -20,7 +21,7 @@ export async function readDocument(file: string | undefined, limit: number): Pro
   const bytes = source === "stdin" ? await readStdin(limit) : readFileBounded(source, limit);
   // Reading stopped past the limit: how much more there was is not known, and not worth reading.
   if (bytes.length > limit) throw new InputError(`${source}: more than ${limit} bytes, over the ${limit}-byte limit; nothing was sent or queued`);
-  return decodeUtf8(bytes, source);
+  return decodeUtf8(bytes, source, "nothing was sent or queued");
 }
 
 /**
@@ -89,28 +90,6 @@ async function readStdin(limit: number): Promise<Buffer> {
     });
   }
   return Buffer.concat(chunks);
-}
-
-/** Decodes strict UTF-8; throws InputError naming `source` and the first bad byte's offset. */
-export function decodeUtf8(bytes: Uint8Array, source: string): string {
-  try {
-    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
-  } catch {
-    throw new InputError(`${source}: not valid UTF-8 (first bad byte at offset ${firstInvalidUtf8Byte(bytes)}); nothing was sent or queued`);
-  }
-}
-
-/** The offset of the first byte that is not part of a valid UTF-8 sequence. */
-function firstInvalidUtf8Byte(bytes: Uint8Array): number {
-  const lenient = Buffer.from(bytes).toString("utf8");
-  let offset = 0;
-  for (const char of lenient) {
-    const size = Buffer.byteLength(char);
-    // U+FFFD is also a valid character (EF BF BD): only a replacement that was not in the input counts
-    if (char === "\uFFFD" && !(bytes[offset] === 0xef && bytes[offset + 1] === 0xbf && bytes[offset + 2] === 0xbd)) return offset;
-    offset += size;
-  }
-  return offset;
 }
 
 /**

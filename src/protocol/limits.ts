@@ -456,6 +456,32 @@ function lossyObjectName(value: object): string | undefined {
 }
 
 /**
+ * `bytes` as text, strict UTF-8 (a leading BOM dropped): a byte that is not is never replaced
+ * with U+FFFD and sent on. Throws InputError (65/400) naming `source`, the first bad byte's
+ * offset and `consequence` (what was not done: "nothing was sent or queued").
+ */
+export function decodeUtf8(bytes: Uint8Array, source: string, consequence: string): string {
+  try {
+    return new TextDecoder("utf-8", { fatal: true }).decode(bytes);
+  } catch {
+    throw new InputError(`${source}: not valid UTF-8 (first bad byte at offset ${firstInvalidUtf8Byte(bytes)}); ${consequence}`);
+  }
+}
+
+/** The offset of the first byte that is not part of a valid UTF-8 sequence. */
+function firstInvalidUtf8Byte(bytes: Uint8Array): number {
+  const lenient = Buffer.from(bytes).toString("utf8");
+  let offset = 0;
+  for (const char of lenient) {
+    const size = Buffer.byteLength(char);
+    // U+FFFD is also a valid character (EF BF BD): only a replacement that was not in the input counts
+    if (char === "\uFFFD" && !(bytes[offset] === 0xef && bytes[offset + 1] === 0xbf && bytes[offset + 2] === 0xbd)) return offset;
+    offset += size;
+  }
+  return offset;
+}
+
+/**
  * An MQTT envelope's payload (collect-envelope.ts, test-message.ts) as a JSON object: strict
  * UTF-8, within `maxEnvelopeBytes(payloadLimitBytes)` and one level deeper than a message (the
  * message nests inside). Throws InputError naming the problem: not UTF-8, a JsonDocumentError

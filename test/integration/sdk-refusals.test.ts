@@ -176,7 +176,7 @@ describe("the SDK refuses a wrong argument the same way with serve stopped and r
 });
 
 /** One request to serve's control socket, as any client may send it; resolves to the parsed answer. */
-function callSocket(path: string, body: string): Promise<{ ok: boolean; kind?: string; error?: string }> {
+function callSocket(path: string, body: string | Buffer): Promise<{ ok: boolean; kind?: string; error?: string }> {
   return new Promise((resolve, reject) => {
     const req = request({ socketPath: socketPath(thing.dataDir), method: "POST", path, headers: { "Content-Type": "application/json" } }, (res) => {
       let text = "";
@@ -220,6 +220,13 @@ test("serve's control socket answers a wrong body from any client with kind usag
       expect({ path, body, ok: answer.ok, kind: answer.kind }).toEqual({ path, body, ok: false, kind: "usage" });
       expect(answer.error).toContain(names);
     }
+    // bytes that are not UTF-8: refused as collect refuses them on stdin, never sent on as U+FFFD (attack round 27, F7)
+    const notUtf8 = await callSocket(
+      "/v1/collect",
+      Buffer.concat([Buffer.from('{"body":"{\\"a\\":\\"'), Buffer.from([0xff, 0xfe]), Buffer.from('\\"}","via":"http"}')]),
+    );
+    tally("badInputs");
+    expect(notUtf8).toEqual({ ok: false, kind: "data", error: "the request: not valid UTF-8 (first bad byte at offset 18); nothing was done" });
     expect(serve.output()).not.toMatch(/ERROR|internal error/);
   } finally {
     expect(await serve.stop()).toBe(0);

@@ -9,7 +9,8 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { choice } from "../../src/cli/command.ts";
 import { exitCodeOf } from "../../src/cli/exit-codes.ts";
-import { countFlag, decodeUtf8 } from "../../src/cli/input.ts";
+import { countFlag } from "../../src/cli/input.ts";
+import { decodeUtf8 } from "../../src/protocol/limits.ts";
 import { FlashlexError } from "../../src/shared/errors.ts";
 import { acquireServeLock, LOCK_FILE } from "../../src/thing/local/serve-lock.ts";
 
@@ -57,8 +58,8 @@ describe("countFlag", () => {
 
 describe("decodeUtf8", () => {
   test("decodes valid UTF-8, a literal U+FFFD included, and drops a BOM", () => {
-    expect(decodeUtf8(Buffer.from("caf\u00e9 \uFFFD"), "stdin")).toBe("caf\u00e9 \uFFFD");
-    expect(decodeUtf8(Buffer.from("\uFEFF{}"), "stdin")).toBe("{}");
+    expect(decodeUtf8(Buffer.from("caf\u00e9 \uFFFD"), "stdin", "nothing was sent")).toBe("caf\u00e9 \uFFFD");
+    expect(decodeUtf8(Buffer.from("\uFEFF{}"), "stdin", "nothing was sent")).toBe("{}");
   });
   test("refuses invalid sequences with exit 65, naming the source and the first bad byte", () => {
     const cases: [number[], number][] = [
@@ -71,7 +72,7 @@ describe("decodeUtf8", () => {
     for (const [bytes, offset] of cases) {
       let error: FlashlexError | undefined;
       try {
-        decodeUtf8(new Uint8Array(bytes), "in.json");
+        decodeUtf8(new Uint8Array(bytes), "in.json", "nothing was sent");
       } catch (err) {
         error = err as FlashlexError;
       }

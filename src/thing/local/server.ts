@@ -1,6 +1,6 @@
 import { chmodSync, unlinkSync } from "node:fs";
 import type { IncomingMessage, Server, ServerResponse } from "node:http";
-import { MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
+import { decodeUtf8, MAX_JSON_DEPTH, parseJsonDocument } from "../../protocol/limits.ts";
 import { InputError, UsageError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
@@ -208,6 +208,7 @@ async function readJson(req: IncomingMessage): Promise<unknown> {
     if (size > MAX_REQUEST_BYTES) throw new InputError(`request over the ${MAX_REQUEST_BYTES}-byte limit`);
     chunks.push(chunk as Buffer);
   }
-  const text = Buffer.concat(chunks).toString("utf8");
+  // strict, as collect reads stdin: a bad byte was sent on as U+FFFD (attack round 27, F7)
+  const text = decodeUtf8(Buffer.concat(chunks), "the request", "nothing was done");
   return text ? parseJsonDocument(text, { maxBytes: MAX_REQUEST_BYTES, maxDepth: MAX_JSON_DEPTH, source: "the request" }) : {};
 }
