@@ -289,6 +289,19 @@ describe.skipIf(Boolean(noTmpfs))("a read-only data directory", () => {
     }
     expect(receiver.received.length).toBe(received);
   });
+
+  test("full and read-only (a full SD card the kernel remounted read-only): a write says read-only, not full, which freeing space would not mend (attack round 27, F6)", async () => {
+    const fs = mountTmpfs(2048);
+    mounts.push(fs);
+    const dataDir = join(fs.dir, "data");
+    makeMessageDatabase(dataDir);
+    fs.fill();
+    fs.remountReadOnly();
+    const ack = await run(["messages", "ack", "1", ...withData(dataDir)]);
+    tally("faults");
+    expect(ack.code).toBe(74);
+    expectOneLine(ack, new RegExp(`^flashlex: ${dataDir}\\S*: cannot write: \\S+ is on a read-only file system`));
+  });
 });
 
 describe.skipIf(Boolean(noTmpfs))("a full disk", () => {

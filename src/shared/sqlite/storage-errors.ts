@@ -35,15 +35,14 @@ export function storageError(err: unknown, file: string, damagedAdvice = DEFAULT
   return new FlashlexError(`${file}: ${found.reason}${code ? ` (${code})` : ""}`, found.kind, { cause: err });
 }
 
-/** What stands in the way of writing `file`, if the file system can tell; undefined otherwise. */
+/**
+ * What stands in the way of writing `file`, if the file system can tell; undefined otherwise.
+ * Read-only comes first: a full SD card the kernel remounted read-only is not helped by freeing
+ * space (attack round 27, F6: it was called full).
+ */
 export function probeFileSystem(file: string): { kind: ErrorKind; reason: string } | undefined {
   const dir = dirname(file);
-  try {
-    const fs = statfsSync(dir);
-    if (fs.bavail === 0 || fs.bfree === 0) return { kind: "full", reason: "cannot write: the file system is full" };
-  } catch {
-    // no such directory: access() below says so
-  }
+  let denied: { kind: ErrorKind; reason: string } | undefined;
   // The directory first: one this user may not search hides whether the file is there at all.
   for (const path of [dir, file]) {
     try {
@@ -53,10 +52,20 @@ export function probeFileSystem(file: string): { kind: ErrorKind; reason: string
       if (errno === "EROFS") return { kind: "read-only", reason: `cannot write: ${path} is on a read-only file system` };
       if (errno === "EACCES" || errno === "EPERM") {
         const why = whyDenied(file);
-        return { kind: "permission", reason: `cannot write: permission denied on ${path}${why ? `: ${why}` : ""}` };
+        denied = { kind: "permission", reason: `cannot write: permission denied on ${path}${why ? `: ${why}` : ""}` };
+        break;
       }
-      if (errno === "ENOENT" && path === dir) return { kind: "io", reason: `cannot open: ${path} does not exist` };
+      if (errno === "ENOENT" && path === dir) {
+        denied = { kind: "io", reason: `cannot open: ${path} does not exist` };
+        break;
+      }
     }
   }
-  return undefined;
+  try {
+    const fs = statfsSync(dir);
+    if (fs.bavail === 0 || fs.bfree === 0) return { kind: "full", reason: "cannot write: the file system is full" };
+  } catch {
+    // no such directory: access() above said so
+  }
+  return denied;
 }
