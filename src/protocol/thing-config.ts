@@ -34,10 +34,26 @@ const yaml11Boolean = z.preprocess(
 export const ThingYamlSchema = z.object({
   flashlex: z.object({
     app: z.object({
-      api: z.object({
-        endpoint: z.url({ protocol: /^https?$/ }),
-        env: z.string().regex(/^[A-Za-z0-9_-]+$/, "letters, digits, - and _ only"),
-      }),
+      api: z
+        .object({
+          endpoint: z.url({ protocol: /^https?$/ }),
+          env: z.string().regex(/^[A-Za-z0-9_-]+$/, "letters, digits, - and _ only"),
+        })
+        // The hub prints its API as `.../dev/v1` (hub init, enroll --hub): pasted here, every
+        // request went to .../dev/v1/dev/v1/... and was queued for good on the 404 (new-user pass 23, F7).
+        .superRefine((api, ctx) => {
+          if (!URL.canParse(api.endpoint)) return;
+          const url = new URL(api.endpoint);
+          const path = url.pathname.replace(/\/+$/, "");
+          const suffix = `/${api.env}/v1`;
+          if (path.endsWith(suffix)) {
+            ctx.addIssue({
+              code: "custom",
+              path: ["endpoint"],
+              message: `ends with ${suffix}, which the agent adds itself from api.env: give the hub's address alone, ${url.origin}${path.slice(0, -suffix.length)}`,
+            });
+          }
+        }),
       callback: z.enum(["persistent", "basicPubsub", "test"]).default("persistent"),
       thread: z.enum(["subscribe", "basicPubsub", "test"]).default("subscribe"),
       message: z.string().default("This is a really basic message."),

@@ -183,6 +183,16 @@ describe("bad configuration is refused with the file and the key path", () => {
     }
   });
 
+  test("an API endpoint ending in /{env}/v1 (as the hub prints its API) is refused with the address to give: every request went to .../dev/v1/dev/v1/ (new-user pass 23, F7)", () => {
+    const file = variant("doubled.yml", (t) => t.replace("endpoint: https://api.flashlex.com", "endpoint: https://api.flashlex.com/dev/v1/"));
+    expect(() => loadThingConfig({ config: file })).toThrow(
+      "flashlex.app.api.endpoint: ends with /dev/v1, which the agent adds itself from api.env: give the hub's address alone, https://api.flashlex.com",
+    );
+    // a path before it (a hub behind a proxy) is kept
+    const proxied = variant("proxied.yml", (t) => t.replace("endpoint: https://api.flashlex.com", "endpoint: https://example.com/flashlex"));
+    expect(loadThingConfig({ config: proxied }).yaml.app.api.endpoint).toBe("https://example.com/flashlex");
+  });
+
   test("unknown keys load, and are reported for a warning", () => {
     const file = variant("unknown.yml", (t) => t.replace("    thread: subscribe", "    thread: subscribe\n    colour: blue"));
     expect(loadThingConfig({ config: file }).unknownKeys).toEqual(["flashlex.app.colour"]);
