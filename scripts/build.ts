@@ -13,10 +13,10 @@
  */
 import { existsSync, mkdirSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { bundleConsoleClient } from "../src/hub/console/build-client.ts";
 import { buildNodeSea } from "./build-node-sea.ts";
 import { quietDebugPlugin } from "./quiet-debug.ts";
+import { scriptArgs } from "./script-args.ts";
 import { type BunTarget, binaryName, hostTarget, runnerFor, TARGETS, type Target, targetByName } from "./targets.ts";
 
 export const ROOT = resolve(import.meta.dir, "..");
@@ -189,16 +189,13 @@ export function printTable(rows: string[][]): void {
 }
 
 if (import.meta.main) {
-  const { values: args } = parseArgs({
-    options: {
-      target: { type: "string", multiple: true },
-      host: { type: "boolean", default: false },
-      all: { type: "boolean", default: false },
-      outdir: { type: "string", default: join(ROOT, "dist") },
-      entry: { type: "string", default: join(ROOT, "src/main.ts") },
-      "no-bytecode": { type: "boolean", default: false },
-    },
-    strict: true,
+  const args = scriptArgs("build", "usage: bun run build [--target NAME]... [--all] [--host] [--outdir DIR] [--entry FILE] [--no-bytecode]", {
+    target: { type: "string", multiple: true },
+    host: { type: "boolean", default: false },
+    all: { type: "boolean", default: false },
+    outdir: { type: "string", default: join(ROOT, "dist") },
+    entry: { type: "string", default: join(ROOT, "src/main.ts") },
+    "no-bytecode": { type: "boolean", default: false },
   });
   const fail = (message: string): never => {
     console.error(`build: ${message}`);

@@ -23,9 +23,9 @@
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { type Built, buildTarget, commitSha, megabytes, packageVersion, printTable, ROOT, selectTargets, smokeVersion } from "./build.ts";
 import { buildSdkPackage } from "./build-sdk.ts";
+import { scriptArgs } from "./script-args.ts";
 import { binaryName, hostTarget, type Target } from "./targets.ts";
 
 const XZ = ["xz", "-6", "-T0", "--keep", "--force"];
@@ -50,14 +50,11 @@ function compress(file: string): { file: string; seconds: number } {
 }
 
 if (import.meta.main) {
-  const { values: args } = parseArgs({
-    options: {
-      target: { type: "string", multiple: true },
-      outdir: { type: "string", default: join(ROOT, "dist") },
-      test: { type: "boolean", default: false },
-      "signing-key": { type: "string" },
-    },
-    strict: true,
+  const args = scriptArgs("release", "usage: bun run release [--target NAME]... [--outdir DIR] [--test] [--signing-key FILE]", {
+    target: { type: "string", multiple: true },
+    outdir: { type: "string", default: join(ROOT, "dist") },
+    test: { type: "boolean", default: false },
+    "signing-key": { type: "string" },
   });
   if (!Bun.which("xz")) fail("xz is not installed (apt-get install -y xz-utils)");
   const outdir = resolve(args.outdir);

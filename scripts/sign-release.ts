@@ -10,10 +10,10 @@
 import { createHash } from "node:crypto";
 import { createReadStream, existsSync, readFileSync, statSync, writeFileSync } from "node:fs";
 import { basename, join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { loadUpdatePrivateKey, signRelease } from "../src/crypto/update-signing.ts";
 import { MANIFEST_FILE, MANIFEST_FORMAT, manifestBytes, type ReleaseManifest, SIGNATURE_FILE } from "../src/protocol/release-manifest.ts";
 import { classifyForeign } from "../src/shared/foreign-errors.ts";
+import { scriptArgs } from "./script-args.ts";
 import { binaryName, TARGETS } from "./targets.ts";
 
 async function sha256(file: string): Promise<string> {
@@ -57,16 +57,12 @@ export async function writeSignedManifest(opts: SignOptions): Promise<ReleaseMan
 
 if (import.meta.main) {
   const usage = "usage: bun scripts/sign-release.ts --dir DIR --signing-key FILE [--version V] [--commit C]";
-  let args: { dir?: string; "signing-key"?: string; version?: string; commit?: string };
-  try {
-    args = parseArgs({
-      options: { dir: { type: "string" }, "signing-key": { type: "string" }, version: { type: "string" }, commit: { type: "string" } },
-      strict: true,
-    }).values;
-  } catch (err) {
-    console.error(`sign-release: ${(err as Error).message}\n${usage}`);
-    process.exit(64);
-  }
+  const args = scriptArgs("sign-release", usage, {
+    dir: { type: "string" },
+    "signing-key": { type: "string" },
+    version: { type: "string" },
+    commit: { type: "string" },
+  });
   if (!args.dir || !args["signing-key"]) {
     console.error(usage);
     process.exit(64);

@@ -76,6 +76,27 @@ describe("the release manifest", () => {
     expect(() => parseManifest(new TextEncoder().encode(canonicalJson({ ...manifest, targets: {} })))).toThrow(/targets/);
   });
 
+  test("the build scripts answer --help with their usage (0) and a bad flag or a missing value with one line and the usage (64), never a stack (new-user pass 23, F8)", () => {
+    const script = (name: string, ...args: string[]) => {
+      const r = Bun.spawnSync([process.execPath, join(import.meta.dir, `../../scripts/${name}.ts`), ...args], { stdout: "pipe", stderr: "pipe" });
+      return { code: r.exitCode, out: `${r.stdout}${r.stderr}`.trim() };
+    };
+    for (const name of ["build", "release", "sign-release"]) {
+      const help = script(name, "--help");
+      expect({ name, code: help.code, usage: help.out.startsWith("usage: ") }).toEqual({ name, code: 0, usage: true });
+      for (const args of [["--bogus"], ["--outdir"]]) {
+        const refused = script(name, ...args);
+        expect({ name, args, code: refused.code, lines: refused.out.split("\n").length, named: refused.out.startsWith(`${name}: `) }).toEqual({
+          name,
+          args,
+          code: 64,
+          lines: 2,
+          named: true,
+        });
+      }
+    }
+  });
+
   test("sign-release refuses what it cannot sign on one line with exit 65 (a bad version, a missing key), and a wrong flag with 64: no stack, nothing written", () => {
     const dir = scratchDir("flashlex-sign-");
     writeFileSync(join(dir, "flashlex-linux-x64"), "x64 binary");
