@@ -255,14 +255,15 @@ describe("schema errors", () => {
     const { validate } = await import("../../src/shared/yaml.ts");
     const { z } = await import("zod");
     const schema = z.object({ endpoint: z.url({ protocol: /^https?$/ }), key: z.enum(["rsa", "ec"]), port: z.number().int() });
-    const refusal = (raw: unknown) => {
+    const refusalBy = (by: Parameters<typeof validate>[0], file: string) => (raw: unknown) => {
       try {
-        validate(schema, raw, "config.yml");
+        validate(by, raw, file);
       } catch (err) {
         return (err as Error).message;
       }
       return "taken";
     };
+    const refusal = refusalBy(schema, "config.yml");
     expect(refusal({ endpoint: "localhost:28422", key: "dsa", port: 1.5 })).toBe(
       'config.yml: endpoint: expected an http:// or https:// URL, not "localhost:28422"; key: invalid option: expected one of "rsa"|"ec" (it is "dsa"); port: expected a whole number, not 1.5',
     );
@@ -274,14 +275,7 @@ describe("schema errors", () => {
       count: z.number().gt(0),
       urls: z.array(z.url({ protocol: /^mqtts$/ })).min(1),
     });
-    const refused = (raw: unknown) => {
-      try {
-        validate(bounded, raw, "hub.yml");
-      } catch (err) {
-        return (err as Error).message;
-      }
-      return "taken";
-    };
+    const refused = refusalBy(bounded, "hub.yml");
     expect(refused({ host: "", name: "abcd", port: 70000, count: 0, urls: [] })).toBe(
       'hub.yml: host: must not be empty; name: must be at most 3 characters (it is "abcd", 4); port: must be at most 65535 (it is 70000); count: must be more than 0 (it is 0); urls: must list at least 1 (it lists 0)',
     );
