@@ -153,6 +153,13 @@ describe("what an answer means for the message", () => {
       504: "retry",
     });
     expect([...PERMANENT_REFUSALS].sort()).toEqual([400, 409, 413, 415, 422]);
+    // the hub's reason from its envelope, for outbox list (new-user pass 23, F11)
+    const envelope = JSON.stringify({ status: "ERROR", code: 413, messages: [{ key: "error", value: "the body is larger than 1000 bytes" }], result: null });
+    expect(outcomeOf({ status: 413, statusText: "Payload Too Large", body: envelope })).toMatchObject({
+      kind: "rejected",
+      error: "the API answered 413 Payload Too Large (the body is larger than 1000 bytes)",
+    });
+    expect(outcomeOf({ status: 413, statusText: "Payload Too Large", body: "<html>" })).toMatchObject({ error: "the API answered 413 Payload Too Large" });
     expect(outcomeOf({ status: 401, statusText: "Unauthorized", body: "" }, "token expired")).toMatchObject({
       kind: "retry",
       error: "the API answered 401 Unauthorized (token expired)",

@@ -56,10 +56,23 @@ export function outcomeOf(
 ): DeliveryOutcome {
   const { status, body } = response;
   if (status >= 200 && status < 300) return { kind: "sent", status, body };
-  const error = `the API answered ${status} ${response.statusText}`.trim() + (detail ? ` (${detail})` : "");
+  // the hub's own reason, kept for `outbox list` days later (new-user pass 23, F11: only "413 Payload Too Large")
+  const why = detail ?? envelopeReason(body);
+  const error = `the API answered ${status} ${response.statusText}`.trim() + (why ? ` (${why})` : "");
   if (PERMANENT_REFUSALS.has(status)) return { kind: "rejected", status, body, error };
   const retryAfterMs = retryAfterOf(response.headers?.["retry-after"]);
   return retryAfterMs === undefined ? { kind: "retry", status, error } : { kind: "retry", status, error, retryAfterMs };
+}
+
+/** The reason in the hub's JSON envelope (`messages[0].value`), at most 200 characters; undefined for any other body. */
+function envelopeReason(body: string | undefined): string | undefined {
+  if (!body?.startsWith("{")) return undefined;
+  try {
+    const value = (JSON.parse(body) as { messages?: { value?: unknown }[] })?.messages?.[0]?.value;
+    return typeof value === "string" && value ? (value.length > 200 ? `${value.slice(0, 200)}…` : value) : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
