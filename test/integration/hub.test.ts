@@ -478,7 +478,7 @@ describe("thing tokens over HTTP against the compiled hub", () => {
       expect(answer.body).toEqual({ status: "ERROR", code: 401, messages: [{ key: "error", value: "the thing token was refused" }], result: null });
       if (token) expect(JSON.stringify(answer.body)).not.toContain(token.slice(0, 40));
       const logged = reason.includes(" ") ? `"${reason}"` : reason;
-      await waitForLog(hub, new RegExp(`hub\\.collect_refused [^\\n]*thing_id=${A.id} reason=${logged}\\n`), logFrom).catch((err) => {
+      await waitForLog(hub, new RegExp(`hub\\.collect_refused [^\\n]*thing_id=${A.id} reason=${logged} remote=127\\.0\\.0\\.1\\n`), logFrom).catch((err) => {
         throw new Error(`${name}: ${err.message}`);
       });
     }

@@ -23,6 +23,7 @@ import { type HubUseCases, hubUseCases } from "../../src/hub/hub.ts";
 import { ingressLedger } from "../../src/hub/messages/ingress-delivery.ts";
 import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
+import { FlashlexError } from "../../src/shared/errors.ts";
 import { silentLogger } from "../../src/shared/log.ts";
 
 const OWNER = "ecd13b11-6d91-4e8e-9156-60e451a3c975";
@@ -806,5 +807,44 @@ describe("ending sessions", () => {
     const bearer = /(flxd_[\w-]+)/.exec(line)![1]!;
     const zip = await api.fetch(new Request(`${BASE}/dev/v1/things/${thing.id}/dist`, { headers: { Authorization: `Bearer ${bearer}` } }));
     expect(zip.status).toBe(401);
+  });
+
+  test("a rotation whose new sign-in cannot be stored (a full disk) still shows the new token, and says to sign in with it (verify pass 28, F1: the old token was dead, the new one never shown)", async () => {
+    let full = false;
+    const failing: HubStore = {
+      ...store,
+      addConsoleSession: (...args) =>
+        full ? Promise.reject(new FlashlexError("hub.db: cannot write: the file system is full", "full")) : store.addConsoleSession(...args),
+    };
+    const consoleApi = createHubApi({ ...hub, log: silentLogger, consoleSessions: new ConsoleSessions(failing, { now: () => clock, idleMs: 60_000 }) });
+    try {
+      const signedIn = await consoleApi.fetch(
+        new Request(`${BASE}/signin`, {
+          method: "POST",
+          headers: { "Content-Type": "application/x-www-form-urlencoded" },
+          body: new URLSearchParams({ token }),
+        }),
+      );
+      const cookie = cookieOf(signedIn);
+      const page = await (await consoleApi.fetch(new Request(`${BASE}/token`, { headers: { Cookie: cookie } }))).text();
+      const csrf = /name="csrf-token" content="([^"]+)"/.exec(page)![1]!;
+      full = true;
+      const rotated = await consoleApi.fetch(
+        new Request(`${BASE}/token`, {
+          method: "POST",
+          headers: { "Content-Type": "application/x-www-form-urlencoded", Cookie: cookie },
+          body: new URLSearchParams({ csrf }),
+        }),
+      );
+      const answer = await rotated.text();
+      expect(rotated.status).toBe(200);
+      const fresh = /<pre id="new-token"><code>([\w-]{43})<\/code><\/pre>/.exec(answer)?.[1];
+      expect(answer).toContain("sign in again with it");
+      expect(await hub.operators.verify(fresh)).toBe(true);
+      expect(await hub.operators.verify(token)).toBe(false);
+      token = fresh!;
+    } finally {
+      consoleApi.close();
+    }
   });
 });

@@ -517,12 +517,28 @@ export function createConsole(deps: ConsoleDeps): HubConsole {
         // Every session held the old token: rotate() ends them all, on every hub of the database,
         // and this browser gets a new one (a new cookie: the old cookie is refused from now on).
         const token = await operators.rotate();
+        log.info("hub.token_rotated", { via: "console" });
         // every session ended with the old token: their live views too (this browser's reconnects with the new cookie)
         live.close();
-        const { id, session } = await sessions.create(token);
-        log.info("hub.token_rotated", { via: "console" });
-        return htmlPage(tokenPage({ assets: assetPaths(ctx.assets), csrf: session.csrf, newToken: token }), 200, {
-          "Set-Cookie": sessionCookie(id, ctx.secure),
+        let signedIn: Awaited<ReturnType<typeof sessions.create>>;
+        try {
+          signedIn = await sessions.create(token);
+        } catch (err) {
+          // The token is replaced: it must be shown even when this browser's new sign-in cannot
+          // be stored (a full disk), or nobody has it (verify pass 28, F1: the old one was dead,
+          // the new one never shown).
+          log.warn("hub.console_failed", {
+            method: "POST",
+            path: "/token",
+            note: "the token was rotated and shown; the new sign-in could not be stored",
+            error: err,
+          });
+          return htmlPage(tokenPage({ assets: assetPaths(ctx.assets), csrf: "", newToken: token, signedOut: true }), 200, {
+            "Set-Cookie": sessionCookie("", ctx.secure, true),
+          });
+        }
+        return htmlPage(tokenPage({ assets: assetPaths(ctx.assets), csrf: signedIn.session.csrf, newToken: token }), 200, {
+          "Set-Cookie": sessionCookie(signedIn.id, ctx.secure),
         });
       },
     },

@@ -2,11 +2,14 @@ import { type Html, html } from "../html.ts";
 import { page } from "../layout.ts";
 
 /** Access Token: rotate it; the new one is shown once, on the answer to the rotation only. */
-export function tokenPage(d: { assets: { js: string; css: string }; csrf: string; newToken?: string }): Html {
+export function tokenPage(d: { assets: { js: string; css: string }; csrf: string; newToken?: string; signedOut?: boolean }): Html {
+  const staying = d.signedOut
+    ? "The hub could not keep this browser signed in (its storage is full?): sign in again with it. Every script using the old token must use the new one."
+    : "This browser stays signed in with it; every other sign-in, and every script using the old token, must use the new one.";
   const shown = d.newToken
     ? html`<div class="card ok" role="status">
   <h2>Your new access token</h2>
-  <p>It is shown this once: copy it now. This browser stays signed in with it; every other sign-in, and every script using the old token, must use the new one.</p>
+  <p>It is shown this once: copy it now. ${staying}</p>
   <div class="copyable">
     <pre id="new-token"><code>${d.newToken}</code></pre>
     <button type="button" data-copy="new-token">Copy token</button>
