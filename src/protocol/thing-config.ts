@@ -45,8 +45,9 @@ export const ThingYamlSchema = z.object({
           if (!URL.canParse(api.endpoint)) return;
           const url = new URL(api.endpoint);
           const path = url.pathname.replace(/\/+$/, "");
-          const suffix = `/${api.env}/v1`;
-          if (path.endsWith(suffix)) {
+          // any env's (the hub's may have changed): `/v1` ends no endpoint the agent can use
+          const suffix = /(\/[^/]+)?\/v1$/.exec(path)?.[0];
+          if (suffix) {
             ctx.addIssue({
               code: "custom",
               path: ["endpoint"],

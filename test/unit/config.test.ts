@@ -188,6 +188,10 @@ describe("bad configuration is refused with the file and the key path", () => {
     expect(() => loadThingConfig({ config: file })).toThrow(
       "flashlex.app.api.endpoint: ends with /dev/v1, which the agent adds itself from api.env: give the hub's address alone, https://api.flashlex.com",
     );
+    const other = variant("other-env.yml", (t) => t.replace("endpoint: https://api.flashlex.com", "endpoint: https://api.flashlex.com/prod/v1"));
+    expect(() => loadThingConfig({ config: other })).toThrow(
+      "ends with /prod/v1, which the agent adds itself from api.env: give the hub's address alone, https://api.flashlex.com",
+    );
     // a path before it (a hub behind a proxy) is kept
     const proxied = variant("proxied.yml", (t) => t.replace("endpoint: https://api.flashlex.com", "endpoint: https://example.com/flashlex"));
     expect(loadThingConfig({ config: proxied }).yaml.app.api.endpoint).toBe("https://example.com/flashlex");

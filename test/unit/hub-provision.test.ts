@@ -105,6 +105,8 @@ describe("hub init", () => {
     expect(edited("publicUrl: http://127.0.0.1:8080", `publicUrl: http://${long}:8080`)).toThrow("its host is longer than a DNS name may be");
     expect(edited("host: 127.0.0.1", `host: ${long}`)).toThrow("at most 253 characters, 63 between dots");
     expect(edited("listenHost: 0.0.0.0", `listenHost: ${long}`)).toThrow("at most 253 characters, 63 between dots");
+    // the API's own address, as the hub prints it: every distribution got .../dev/v1/dev/v1 (verify pass 28, F2)
+    expect(edited("publicUrl: http://127.0.0.1:8080", "publicUrl: http://127.0.0.1:8080/dev/v1")).toThrow("hub.api.publicUrl: ends with /{env}/v1");
     // a publicUrl that is no URL at all: named (78), not an internal error from the length check (verify pass 27, F1)
     for (const bad of ["nope", '"http://"', '"http://a b"'])
       expect(edited("publicUrl: http://127.0.0.1:8080", `publicUrl: ${bad}`)).toThrow("hub.api.publicUrl");

@@ -115,9 +115,11 @@ export const HubYamlSchema = z.object({
         .url({ protocol: /^https?$/ })
         .refine(isPlainYamlString, `must be a URL without spaces, quotes or '#' (${YAML_WORDS})`)
         // every distribution's config.yml and every enrolment line gets it (hub init refuses such a host)
+        .refine((u) => !URL.canParse(u) || withinDnsLengths(new URL(u).hostname), "its host is longer than a DNS name may be (253 characters, 63 between dots)")
+        // as the hub prints its API (.../dev/v1): every distribution and enrolment line got it twice (verify pass 28, F2)
         .refine(
-          (u) => !URL.canParse(u) || withinDnsLengths(new URL(u).hostname),
-          "its host is longer than a DNS name may be (253 characters, 63 between dots)",
+          (u) => !URL.canParse(u) || !/\/v1\/*$/.test(new URL(u).pathname),
+          "ends with /{env}/v1, which the hub adds itself: give the hub's address alone, such as https://HOST:PORT",
         ),
       /** serve HTTPS with the broker certificate (set false when a proxy terminates TLS) */
       tls: z.boolean().default(false),
