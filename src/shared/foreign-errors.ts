@@ -282,9 +282,22 @@ export function toFlashlexError(err: unknown, where?: string): FlashlexError {
  * already shown (`...: the file system is full (SQLITE_FULL); the token shown above was not
  * stored`). The original is the cause.
  */
-export function withNote(err: unknown, note: string): FlashlexError {
+function withNote(err: unknown, note: string): FlashlexError {
   const known = toFlashlexError(err);
   return new FlashlexError(`${known.message}; ${note}`, known.kind, { cause: err, clientSafe: known.clientSafe });
+}
+
+/**
+ * Stores a secret that may already have been shown (`shown`: a token, a one-time line): when
+ * `store` fails after it was, the error says so with `note` ("the token shown above was not
+ * stored and does not work: ..."), or its reader would go on using it (attack round 27, F2).
+ */
+export async function storeAfterShowing(shown: boolean, store: () => Promise<unknown>, note: string): Promise<void> {
+  try {
+    await store();
+  } catch (err) {
+    throw shown ? withNote(err, note) : err;
+  }
 }
 
 /** An error as one phrase: its message and, when it has one, its `code` (TLS and socket errors carry their reason there). */

@@ -208,13 +208,14 @@ describe.skipIf(Boolean(noTmpfs))("a full disk under the hub home", () => {
     }
   }, 120_000);
 
-  test("hub token rotate and enroll-token create with a few KiB left: stored, or refused saying the token shown is void, never half done (attack round 27, F1/F2: the hub was left with no operator token)", async () => {
+  test("hub token rotate, enroll-token create and thing dist --curl with a few KiB left: stored, or refused saying the token shown is void, never half done (attack round 27, F1/F2: the hub was left with no operator token)", async () => {
     const fs = mountTmpfs(4096);
     mounts.push(fs);
     const home = `${fs.dir}/hub`;
     const init = await run([...loopbackHubInit(home, await freePort(), await freePort(), "127.0.0.1"), "--json"], { timeoutMs: 60_000 });
     expect(init.code, init.stderr).toBe(0);
     let current = JSON.parse(init.stdout).token as string;
+    expect((await run(["hub", "thing", "create", "pump", "--dir", home], { timeoutMs: 60_000 })).code).toBe(0);
     const { openHubStore } = await import("../../src/hub/store/open-store.ts");
     const { OperatorTokens } = await import("../../src/hub/home/tokens.ts");
     const works = async (token: string) => {
@@ -232,9 +233,11 @@ describe.skipIf(Boolean(noTmpfs))("a full disk under the hub home", () => {
       truncateSync(filler, Math.max(0, statSync(filler).size - leftKiB * 1024));
       let rotated: Awaited<ReturnType<typeof run>>;
       let enrolment: Awaited<ReturnType<typeof run>>;
+      let line: Awaited<ReturnType<typeof run>>;
       try {
         rotated = await run(["hub", "token", "rotate", "--dir", home], { timeoutMs: 60_000 });
         enrolment = await run(["hub", "enroll-token", "create", "--json", "--dir", home], { timeoutMs: 60_000 });
+        line = await run(["hub", "thing", "dist", "pump", "--curl", "--dir", home], { timeoutMs: 60_000 });
       } finally {
         fs.free();
       }
@@ -271,9 +274,26 @@ describe.skipIf(Boolean(noTmpfs))("a full disk under the hub home", () => {
           outcomes.add("enrolment refused after it was shown");
         }
       }
+      // the one-time download line likewise (verify pass 28, F3)
+      if (line.code === 0) outcomes.add("line made");
+      else if (line.stdout.includes("curl")) {
+        expect({ leftKiB, code: line.code, said: line.stderr.trim() }).toEqual({
+          leftKiB,
+          code: 74,
+          said: expect.stringMatching(/; the line shown above was not stored and does not work: make another when there is room$/),
+        });
+        outcomes.add("line refused after it was shown");
+      }
     }
     // each way was met: a test that never met the full disk after the token was shown would prove nothing
-    expect([...outcomes].sort()).toEqual(["enrolment refused after it was shown", "enrolment token made", "rotate refused after it was shown", "rotated"]);
+    expect([...outcomes].sort()).toEqual([
+      "enrolment refused after it was shown",
+      "enrolment token made",
+      "line made",
+      "line refused after it was shown",
+      "rotate refused after it was shown",
+      "rotated",
+    ]);
   }, 180_000);
 });
 

@@ -12,7 +12,7 @@
 import { randomBytes } from "node:crypto";
 import { ENROLMENT_TOKEN_TAG } from "../../protocol/enrolment-token.ts";
 import { InputError } from "../../shared/errors.ts";
-import { withNote } from "../../shared/foreign-errors.ts";
+import { storeAfterShowing } from "../../shared/foreign-errors.ts";
 import { cutGiven, quoteGiven, quoteLogText } from "../../shared/log.ts";
 import { hashToken } from "../home/tokens.ts";
 import type { EnrolmentTokenRecord, HubStore } from "../store/hub-store.ts";
@@ -120,12 +120,11 @@ export class EnrolmentTokens {
       revokedAt: null,
     };
     show?.({ token, record });
-    try {
-      await this.store.addEnrolmentToken(record);
-    } catch (err) {
-      // shown, yet no device can enrol with it (attack round 27, F2)
-      throw show ? withNote(err, "the token shown above was not stored and does not work: no enrolment token was made") : err;
-    }
+    await storeAfterShowing(
+      show !== undefined,
+      () => this.store.addEnrolmentToken(record),
+      "the token shown above was not stored and does not work: no enrolment token was made",
+    );
     return { token, record };
   }
 

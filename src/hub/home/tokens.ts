@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
-import { withNote } from "../../shared/foreign-errors.ts";
+import { storeAfterShowing } from "../../shared/foreign-errors.ts";
 import type { HubStore } from "../store/hub-store.ts";
 
 /**
@@ -57,12 +57,11 @@ export class OperatorTokens {
   async rotate(show?: (token: string) => void): Promise<string> {
     const token = newAccessToken();
     show?.(token);
-    try {
-      await this.store.replaceOperatorToken(hashToken(token), this.now());
-    } catch (err) {
-      // what was shown does not work, and the old token does: the reader must not think otherwise (attack round 27, F2)
-      throw show ? withNote(err, "the token shown above was not stored and does not work: nothing changed, the old operator token still works") : err;
-    }
+    await storeAfterShowing(
+      show !== undefined,
+      () => this.store.replaceOperatorToken(hashToken(token), this.now()),
+      "the token shown above was not stored and does not work: nothing changed, the old operator token still works",
+    );
     return token;
   }
 }

@@ -10,6 +10,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { InputError } from "../../shared/errors.ts";
+import { storeAfterShowing } from "../../shared/foreign-errors.ts";
 import type { HubHome } from "../home/home.ts";
 import { hashToken } from "../home/tokens.ts";
 import type { HubStore, ThingRecord } from "../store/hub-store.ts";
@@ -59,7 +60,11 @@ export class DownloadTokens {
     const createdAt = this.deps.now();
     const made = { line: distributionDownloadLine(thing, token, this.deps.home), expiresAt: createdAt + DOWNLOAD_TOKEN_LIFETIME_MS };
     show?.(made);
-    await this.deps.store.addDownloadToken({ hash: hashToken(token), thingId: thing.id, createdAt, expiresAt: made.expiresAt }, createdAt - FORGET_AFTER_MS);
+    await storeAfterShowing(
+      show !== undefined,
+      () => this.deps.store.addDownloadToken({ hash: hashToken(token), thingId: thing.id, createdAt, expiresAt: made.expiresAt }, createdAt - FORGET_AFTER_MS),
+      "the line shown above was not stored and does not work: make another when there is room",
+    );
     return made;
   }
 
