@@ -19,8 +19,8 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { builtinModules } from "node:module";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { parseArgs } from "node:util";
 import { nodeRuntimePlugin } from "./bundle-node.ts";
+import { scriptArgs } from "./script-args.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const ENTRY = join(ROOT, "src/sdk/index.ts");
@@ -186,7 +186,7 @@ end with. Types are in index.d.ts. Made from src/sdk/index.ts by scripts/build-s
 }
 
 if (import.meta.main) {
-  const { values } = parseArgs({ options: { outdir: { type: "string", default: join(ROOT, "dist") } }, strict: true });
+  const values = scriptArgs("build-sdk", "usage: bun scripts/build-sdk.ts [--outdir DIR]", { outdir: { type: "string", default: join(ROOT, "dist") } });
   try {
     const built = await buildSdkPackage(resolve(values.outdir!));
     const inside = Object.entries(built.files)

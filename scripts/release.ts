@@ -56,6 +56,15 @@ if (import.meta.main) {
     test: { type: "boolean", default: false },
     "signing-key": { type: "string" },
   });
+  // read before a minute of building, not after it (verify pass 28, F6: a stack trace and an unsigned dist/)
+  let signingKeyPem: string | undefined;
+  if (args["signing-key"]) {
+    try {
+      signingKeyPem = readFileSync(args["signing-key"], "utf8");
+    } catch (err) {
+      fail(`--signing-key ${args["signing-key"]}: cannot read it (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`);
+    }
+  }
   if (!Bun.which("xz")) fail("xz is not installed (apt-get install -y xz-utils)");
   const outdir = resolve(args.outdir);
   const version = await packageVersion();
@@ -114,11 +123,9 @@ if (import.meta.main) {
   const check = Bun.spawnSync(["sha256sum", "--check", "--quiet", "SHA256SUMS"], { cwd: outdir, stdout: "pipe", stderr: "pipe" });
   if (!check.success) fail(`sha256sum --check SHA256SUMS failed: ${check.stdout.toString()}${check.stderr.toString()}`);
 
-  if (args["signing-key"]) {
+  if (signingKeyPem) {
     const { writeSignedManifest } = await import("./sign-release.ts");
-    const manifest = await writeSignedManifest({ dir: outdir, version, commit, signingKeyPem: readFileSync(args["signing-key"], "utf8") }).catch((err: Error) =>
-      fail(`signing: ${err.message}`),
-    );
+    const manifest = await writeSignedManifest({ dir: outdir, version, commit, signingKeyPem }).catch((err: Error) => fail(`signing: ${err.message}`));
     console.log(`signed: manifest.json and manifest.sig for ${Object.keys(manifest.targets).length} binaries`);
   } else {
     console.log("not signed (no --signing-key): `flashlex hub release add` refuses an unsigned release");

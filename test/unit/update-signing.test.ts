@@ -81,7 +81,7 @@ describe("the release manifest", () => {
       const r = Bun.spawnSync([process.execPath, join(import.meta.dir, `../../scripts/${name}.ts`), ...args], { stdout: "pipe", stderr: "pipe" });
       return { code: r.exitCode, out: `${r.stdout}${r.stderr}`.trim() };
     };
-    for (const name of ["build", "release", "sign-release"]) {
+    for (const name of ["build", "release", "sign-release", "build-sdk"]) {
       const help = script(name, "--help");
       expect({ name, code: help.code, usage: help.out.startsWith("usage: ") }).toEqual({ name, code: 0, usage: true });
       for (const args of [["--bogus"], ["--outdir"]]) {
@@ -95,6 +95,18 @@ describe("the release manifest", () => {
         });
       }
     }
+  });
+
+  test("release reads its --signing-key before it builds: one line, at once (verify pass 28, F6: a minute of building, then a stack trace)", () => {
+    const r = Bun.spawnSync([process.execPath, join(import.meta.dir, "../../scripts/release.ts"), "--signing-key", "/nonexistent/key.pem"], {
+      stdout: "pipe",
+      stderr: "pipe",
+    });
+    expect({ code: r.exitCode, said: r.stderr.toString().trim(), out: r.stdout.toString() }).toEqual({
+      code: 1,
+      said: "release: --signing-key /nonexistent/key.pem: cannot read it (ENOENT)",
+      out: "",
+    });
   });
 
   test("sign-release refuses what it cannot sign on one line with exit 65 (a bad version, a missing key), and a wrong flag with 64: no stack, nothing written", () => {
