@@ -338,7 +338,7 @@ function withOptionHint(err: unknown, spec: CommandSpec): unknown {
 function unknownFlagOf(err: unknown): { said: string; flag: string } | undefined {
   if ((err as Error)?.name !== "CACError") return undefined;
   const said = toFlashlexError(err).message;
-  const flag = /^Unknown option `(-[\w-]+)`/.exec(said)?.[1];
+  const flag = /^Unknown option `(-[^`]+)`/.exec(said)?.[1];
   return flag === undefined ? undefined : { said, flag };
 }
 

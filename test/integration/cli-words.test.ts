@@ -360,6 +360,8 @@ test("a command, group word, action or flag two letters off (or in capitals) is 
     [["--nosuch"], "Unknown option `--nosuch`; see flashlex --help"],
     [["-x"], "Unknown option `-x`; see flashlex --help"],
     [["hub", "thing", "list", "--nosuch"], "Unknown option `--nosuch`; see flashlex hub thing list --help"],
+    // whatever letters it has (verify pass 28, F9)
+    [["hub", "thing", "list", "--é-x"], "Unknown option `--é-x`; see flashlex hub thing list --help"],
     // nothing near: no guess
     [["zzzzzz"], 'unknown command "zzzzzz"; see flashlex --help'],
   ] as const) {
