@@ -809,6 +809,32 @@ describe("ending sessions", () => {
     expect(zip.status).toBe(401);
   });
 
+  test("on a full disk the pages still show: the sign-in's last use is not moved on, the page is not a 503 (attack round 27, F6c)", async () => {
+    let full = false;
+    const failing: HubStore = {
+      ...store,
+      touchConsoleSession: (...args) =>
+        full ? Promise.reject(new FlashlexError("hub.db: cannot write: the file system is full", "full")) : store.touchConsoleSession(...args),
+    };
+    const consoleApi = createHubApi({ ...hub, log: silentLogger, consoleSessions: new ConsoleSessions(failing, { now: () => clock, idleMs: 60_000 }) });
+    try {
+      const signedIn = await consoleApi.fetch(
+        new Request(`${BASE}/signin`, {
+          method: "POST",
+          headers: { "Content-Type": "application/x-www-form-urlencoded" },
+          body: new URLSearchParams({ token }),
+        }),
+      );
+      const cookie = cookieOf(signedIn);
+      full = true;
+      clock += 10_000; // past the touch interval (a tenth of the idle time)
+      expect((await consoleApi.fetch(new Request(`${BASE}/things`, { headers: { Cookie: cookie } }))).status).toBe(200);
+    } finally {
+      clock = Date.now();
+      consoleApi.close();
+    }
+  });
+
   test("a rotation whose new sign-in cannot be stored (a full disk) still shows the new token, and says to sign in with it (verify pass 28, F1: the old token was dead, the new one never shown)", async () => {
     let full = false;
     const failing: HubStore = {

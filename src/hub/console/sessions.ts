@@ -1,4 +1,5 @@
 import { createCipheriv, createDecipheriv, createHash, createHmac, hkdfSync, randomBytes, timingSafeEqual } from "node:crypto";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { HubStore } from "../store/hub-store.ts";
 
 /**
@@ -126,7 +127,16 @@ export class ConsoleSessions {
       return undefined;
     }
     if (options.touch === false) return { token, csrf: csrfOf(id), createdAt: row.createdAt, lastUsedAt: row.lastUsedAt };
-    if (at - row.lastUsedAt >= this.touchEveryMs) await this.store.touchConsoleSession(key, at);
+    if (at - row.lastUsedAt >= this.touchEveryMs) {
+      try {
+        await this.store.touchConsoleSession(key, at);
+      } catch (err) {
+        // A full or read-only disk: the page is still shown (only the idle clock is not moved
+        // on), as reading needs no write (attack round 27, F6c: every page was a 503).
+        if (!["full", "read-only"].includes(toFlashlexError(err).kind)) throw err;
+        return { token, csrf: csrfOf(id), createdAt: row.createdAt, lastUsedAt: row.lastUsedAt };
+      }
+    }
     return { token, csrf: csrfOf(id), createdAt: row.createdAt, lastUsedAt: at };
   }
 
