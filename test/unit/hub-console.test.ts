@@ -90,6 +90,26 @@ function post(path: string, fields: Record<string, string>, browser?: Browser, h
 
 const cookieOf = (response: Response) => response.headers.get("set-cookie")?.split(";")[0] ?? "";
 
+/**
+ * A console over the hub's store whose `write` fails as a full disk does once `fill()` is called,
+ * signed in before that: its API and the sign-in's cookie.
+ */
+async function consoleOnDisk(write: "touchConsoleSession" | "addConsoleSession"): Promise<{ api: HubApi; cookie: string; fill(): void }> {
+  let full = false;
+  const failing: HubStore = {
+    ...store,
+    [write]: (...args: never[]) =>
+      full
+        ? Promise.reject(new FlashlexError("hub.db: cannot write: the file system is full", "full"))
+        : (store[write] as (...a: never[]) => Promise<void>)(...args),
+  };
+  const consoleApi = createHubApi({ ...hub, log: silentLogger, consoleSessions: new ConsoleSessions(failing, { now: () => clock, idleMs: 60_000 }) });
+  const signedIn = await consoleApi.fetch(
+    new Request(`${BASE}/signin`, { method: "POST", headers: { "Content-Type": "application/x-www-form-urlencoded" }, body: new URLSearchParams({ token }) }),
+  );
+  return { api: consoleApi, cookie: cookieOf(signedIn), fill: () => (full = true) };
+}
+
 async function signIn(with_ = token): Promise<Browser> {
   const response = await post("/signin", { token: with_ });
   expect(response.status).toBe(303);
@@ -810,51 +830,25 @@ describe("ending sessions", () => {
   });
 
   test("on a full disk the pages still show: the sign-in's last use is not moved on, the page is not a 503 (attack round 27, F6c)", async () => {
-    let full = false;
-    const failing: HubStore = {
-      ...store,
-      touchConsoleSession: (...args) =>
-        full ? Promise.reject(new FlashlexError("hub.db: cannot write: the file system is full", "full")) : store.touchConsoleSession(...args),
-    };
-    const consoleApi = createHubApi({ ...hub, log: silentLogger, consoleSessions: new ConsoleSessions(failing, { now: () => clock, idleMs: 60_000 }) });
+    const disk = await consoleOnDisk("touchConsoleSession");
     try {
-      const signedIn = await consoleApi.fetch(
-        new Request(`${BASE}/signin`, {
-          method: "POST",
-          headers: { "Content-Type": "application/x-www-form-urlencoded" },
-          body: new URLSearchParams({ token }),
-        }),
-      );
-      const cookie = cookieOf(signedIn);
-      full = true;
+      disk.fill();
       clock += 10_000; // past the touch interval (a tenth of the idle time)
-      expect((await consoleApi.fetch(new Request(`${BASE}/things`, { headers: { Cookie: cookie } }))).status).toBe(200);
+      expect((await disk.api.fetch(new Request(`${BASE}/things`, { headers: { Cookie: disk.cookie } }))).status).toBe(200);
     } finally {
       clock = Date.now();
-      consoleApi.close();
+      disk.api.close();
     }
   });
 
   test("a rotation whose new sign-in cannot be stored (a full disk) still shows the new token, and says to sign in with it (verify pass 28, F1: the old token was dead, the new one never shown)", async () => {
-    let full = false;
-    const failing: HubStore = {
-      ...store,
-      addConsoleSession: (...args) =>
-        full ? Promise.reject(new FlashlexError("hub.db: cannot write: the file system is full", "full")) : store.addConsoleSession(...args),
-    };
-    const consoleApi = createHubApi({ ...hub, log: silentLogger, consoleSessions: new ConsoleSessions(failing, { now: () => clock, idleMs: 60_000 }) });
+    const disk = await consoleOnDisk("addConsoleSession");
+    const consoleApi = disk.api;
+    const cookie = disk.cookie;
     try {
-      const signedIn = await consoleApi.fetch(
-        new Request(`${BASE}/signin`, {
-          method: "POST",
-          headers: { "Content-Type": "application/x-www-form-urlencoded" },
-          body: new URLSearchParams({ token }),
-        }),
-      );
-      const cookie = cookieOf(signedIn);
       const page = await (await consoleApi.fetch(new Request(`${BASE}/token`, { headers: { Cookie: cookie } }))).text();
       const csrf = /name="csrf-token" content="([^"]+)"/.exec(page)![1]!;
-      full = true;
+      disk.fill();
       const rotated = await consoleApi.fetch(
         new Request(`${BASE}/token`, {
           method: "POST",
