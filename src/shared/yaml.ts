@@ -224,19 +224,7 @@ function describeIssue(issue: z.core.$ZodIssue, raw: unknown, schema: z.ZodType)
  * issue carries it only when the URL parsed and its scheme was wrong.
  */
 function protocolAt(schema: z.ZodType, path: readonly PropertyKey[]): string | undefined {
-  type Node = { unwrap?: () => Node; shape?: Record<string, Node>; def?: { element?: Node; protocol?: RegExp } };
-  const bare = (node: Node | undefined) => {
-    // optional, default and prefault wrappers; a list's unwrap() is its element, taken by index below
-    while (node && typeof node.unwrap === "function" && !node.shape && !node.def?.element) node = node.unwrap();
-    return node;
-  };
-  let node = bare(schema as unknown as Node);
-  for (const key of path) {
-    const next: Node | undefined =
-      typeof key === "number" ? node?.def?.element : node?.shape && Object.hasOwn(node.shape, key) ? node.shape[key as string] : undefined;
-    node = bare(next);
-  }
-  return node?.def?.protocol?.source;
+  return schemaAt(schema, path)?.def?.protocol?.source;
 }
 
 /** The URL a key takes, from its protocol pattern (`^https?$`: "an http:// or https:// URL"). */
@@ -357,18 +345,32 @@ export function misspeltKey(schema: z.ZodType, raw: unknown, unknown: readonly s
 
 /** The object schema at `path` (keys from the top), or undefined when the path leaves the objects (an array, an unknown key). */
 function objectAt(schema: z.ZodType, path: readonly PropertyKey[]): z.ZodObject | undefined {
-  let object = unwrapToObject(schema);
-  for (const key of path) {
-    const shape = object?.shape as Record<string, z.ZodType> | undefined;
-    const child = typeof key === "string" && shape && Object.hasOwn(shape, key) ? shape[key] : undefined;
-    object = child && unwrapToObject(child);
-  }
-  return object;
+  const node = schemaAt(schema, path);
+  return node?.shape ? (node as unknown as z.ZodObject) : undefined;
 }
 
 function unwrapToObject(schema: z.ZodType): z.ZodObject | undefined {
-  // Optional, default and prefault wrappers each have `unwrap()`; the object inside has `shape`.
-  let current = schema as unknown as { unwrap?: () => unknown; shape?: unknown } | undefined;
-  while (current && typeof current.unwrap === "function" && !current.shape) current = current.unwrap() as typeof current;
-  return current?.shape ? (current as unknown as z.ZodObject) : undefined;
+  return objectAt(schema, []);
+}
+
+/** A schema as this module walks it: an object's `shape`, a list's `def.element`, a URL's `def.protocol`. */
+interface SchemaNode {
+  unwrap?: () => SchemaNode;
+  shape?: Record<string, SchemaNode>;
+  def?: { element?: SchemaNode; protocol?: RegExp };
+}
+
+/** The schema at `path` (object keys and list indexes from the top), its optional, default and prefault wrappers taken off; undefined when the path leaves it. */
+function schemaAt(schema: z.ZodType, path: readonly PropertyKey[]): SchemaNode | undefined {
+  // each wrapper has `unwrap()`; so has a list (its element), which an index takes instead
+  const bare = (node: SchemaNode | undefined) => {
+    while (node && typeof node.unwrap === "function" && !node.shape && !node.def?.element) node = node.unwrap();
+    return node;
+  };
+  let node = bare(schema as unknown as SchemaNode);
+  for (const key of path) {
+    const next = typeof key === "number" ? node?.def?.element : node?.shape && Object.hasOwn(node.shape, key) ? node.shape[key as string] : undefined;
+    node = bare(next);
+  }
+  return node;
 }
