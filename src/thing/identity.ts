@@ -6,7 +6,8 @@
  *
  * Identity problems are configuration errors found before anything else happens: a missing or
  * unreadable file, a PKCS#12/PKCS#7/encrypted/empty file, a key of a kind FlashLex does not
- * sign with, a certificate that is not the key's, a certificate of another thing. Each is one line naming the file, exit 78
+ * sign with, a certificate that is not the key's, a certificate of another thing, a certificate no CA
+ * of the root CA file issued. Each is one line naming the file, exit 78
  * (77 when the file exists but this user may not read it).
  */
 import { type KeyObject, X509Certificate } from "node:crypto";
@@ -14,7 +15,7 @@ import { statSync } from "node:fs";
 import { describeCertificate } from "../crypto/certificate-info.ts";
 import { CryptoError } from "../crypto/errors.ts";
 import { certificatePem, KeyFileError, normaliseCertificates, normalisePrivateKey } from "../crypto/key-files.ts";
-import { spkiDer, type ThingTokenAlgorithm, tokenAlgorithmFor } from "../crypto/keys.ts";
+import { pemBlocks, spkiDer, type ThingTokenAlgorithm, tokenAlgorithmFor } from "../crypto/keys.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
 import { quoteGiven } from "../shared/log.ts";
 import { notThereNote } from "../shared/path-exists.ts";
@@ -154,15 +155,68 @@ export function checkCertificateNamesThing(identity: ThingIdentity, config: Thin
 }
 
 /**
+ * Throws ConfigError naming both files unless the thing's certificate is signed by a certificate
+ * of the root CA file, directly or through intermediates that follow it in its own file: what a
+ * broker trusting that CA demands of it (RFC 5280 §6.1, issuer names and signatures). Dates and
+ * key usages are left to the TLS handshake (bootstrap runs one): a board's clock may be unset at
+ * boot, and serve waits for it rather than refuse. A certificate node cannot read is left to the
+ * handshake too.
+ */
+export function checkCertificateChainsToRootCA(identity: ThingIdentity, config: ThingConfig): void {
+  const [leaf, ...intermediates] = readableCertificates(identity.certPem);
+  const roots = readableCertificates(identity.caPem);
+  if (!leaf || roots.length === 0) return;
+  let subject = leaf;
+  const unused = [...intermediates];
+  for (;;) {
+    const current = subject;
+    if (roots.some((root) => signs(root, current))) return;
+    const next = unused.findIndex((issuer) => signs(issuer, current));
+    if (next < 0) break;
+    subject = unused.splice(next, 1)[0]!;
+  }
+  const { cert, rootCA } = config.paths;
+  const where = `flashlex.thing.keys.rootCA in ${config.file}`;
+  if (roots.some((root) => root.raw.equals(leaf.raw))) {
+    throw new ConfigError(
+      `${rootCA}: this file holds the thing's own certificate, not the CA that issued it (${where}); use the root CA file that came with the certificate (root-ca-cert.pem in a distribution)`,
+    );
+  }
+  throw new ConfigError(
+    `${cert}: the certificate was not issued by a CA in ${rootCA} (${where}), so the broker would refuse it; use the root CA file that came with the certificate (root-ca-cert.pem in a distribution)`,
+  );
+}
+
+function readableCertificates(pem: string): X509Certificate[] {
+  return pemBlocks(pem).flatMap((block) => {
+    try {
+      return [new X509Certificate(block.text)];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Whether `issuer` issued `subject`: its name is the subject's issuer and its key verifies the signature. */
+function signs(issuer: X509Certificate, subject: X509Certificate): boolean {
+  try {
+    return subject.checkIssued(issuer) && subject.verify(issuer.publicKey);
+  } catch {
+    return false;
+  }
+}
+
+/**
  * The one identity check, before anything is connected, queued or written: the files load, the
- * key is RSA >= 2048 / EC P-256 / EC P-384, the certificate is the key's, and it names this
- * thing (its CN is flashlex.thing.name). Throws ConfigError (78) or, for a file this user may
- * not read, FlashlexError (77); the message names the file.
+ * key is RSA >= 2048 / EC P-256 / EC P-384, the certificate is the key's, it names this thing
+ * (its CN is flashlex.thing.name), and a CA of the root CA file issued it. Throws ConfigError
+ * (78) or, for a file this user may not read, FlashlexError (77); the message names the file.
  */
 export function loadIdentity(config: ThingConfig): ThingIdentity {
   const identity = readIdentity(config);
   checkKeyMatchesCertificate(identity, config);
   checkCertificateNamesThing(identity, config);
+  checkCertificateChainsToRootCA(identity, config);
   return identity;
 }
 

@@ -8,7 +8,9 @@
  *                              (bootstrap FAIL, serve 78, collect 78 with nothing queued)
  *   chains                     leaf + intermediate with several roots in the CA file is accepted
  *                              by bootstrap and by Mosquitto; a missing intermediate, an expired
- *                              or not-yet-valid leaf are refused by both
+ *                              or not-yet-valid leaf are refused by both; a root CA file that
+ *                              did not issue the certificate (the thing's own, another CA's,
+ *                              the intermediate missing) is 78 from serve at its start
  *   identity errors            key ≠ certificate, a garbage certificate, an unsupported key: 78
  *                              and one line from serve, collect (outbox untouched) and
  *                              install-service; another thing's certificate and key under this
@@ -231,11 +233,26 @@ describe("certificate chains: bootstrap judges as the broker's handshake does", 
     }
   }, 60_000);
 
-  const refusedChains: { name: string; files: () => Partial<Record<IdentityFile, string>>; says: RegExp }[] = [
+  /** `serveSays`: serve refuses the files at its start, 78 and this line (it retried for ever); otherwise Mosquitto refuses it */
+  const refusedChains: { name: string; files: () => Partial<Record<IdentityFile, string>>; says: RegExp; serveSays?: RegExp }[] = [
     {
       name: "the intermediate missing from the certificate file",
       files: () => ({ cert: chainLeaf.certPem, key: chainLeaf.keyPem, ca: chainRoot.certPem + original.ca.toString() }),
       says: /does not chain to a CA in .*\((UNABLE_TO_GET_ISSUER_CERT_LOCALLY|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\)$/,
+      serveSays:
+        /certificate\.pem: the certificate was not issued by a CA in .*root-ca-cert\.pem \(flashlex\.thing\.keys\.rootCA in .*config\.yml\), so the broker would refuse it; use the root CA file that came with the certificate/,
+    },
+    {
+      name: "the thing's own certificate as the root CA file (two *-cert*.pem files side by side)",
+      files: () => ({ ca: original.cert.toString() }),
+      says: /does not chain to a CA in .*\((UNABLE_TO_GET_ISSUER_CERT_LOCALLY|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\)$/,
+      serveSays: /root-ca-cert\.pem: this file holds the thing's own certificate, not the CA that issued it \(flashlex\.thing\.keys\.rootCA in /,
+    },
+    {
+      name: "another CA's certificate as the root CA file",
+      files: () => ({ ca: otherRoot.certPem }),
+      says: /does not chain to a CA in .*\((UNABLE_TO_GET_ISSUER_CERT_LOCALLY|UNABLE_TO_VERIFY_LEAF_SIGNATURE)\)$/,
+      serveSays: /the certificate was not issued by a CA in /,
     },
     {
       name: "an expired leaf",
@@ -259,7 +276,7 @@ describe("certificate chains: bootstrap judges as the broker's handshake does", 
   });
 
   for (const chain of refusedChains) {
-    test(`${chain.name}: bootstrap fails the chain check with the fix, and Mosquitto refuses serve`, async () => {
+    test(`${chain.name}: bootstrap fails the chain check with the fix; ${chain.serveSays ? "serve refuses it at its start (78)" : "Mosquitto refuses serve"}`, async () => {
       tally("badInputs");
       writeIdentity(chain.files());
       try {
@@ -270,6 +287,10 @@ describe("certificate chains: bootstrap judges as the broker's handshake does", 
         expect(verdicts.bootstrap.code).toBe(1);
         expect(verdicts.serve.connected).toBe(false);
         expect(verdicts.serve.output).not.toContain("mqtt.connected");
+        if (chain.serveSays) {
+          expect(verdicts.serve.code).toBe(78);
+          expect(verdicts.serve.output).toMatch(chain.serveSays);
+        }
       } finally {
         restoreIdentity();
       }

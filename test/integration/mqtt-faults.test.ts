@@ -125,8 +125,8 @@ describe("the broker will not have the session", () => {
   }, 60_000);
 
   test("a broker that will not take the thing's certificate and only closes: one WARN with the likely causes", async () => {
-    // a thing of one hub, pointed at another hub's broker and trusting that broker's CA: the
-    // broker refuses the certificate at TLS, and the thing sees nothing but a close
+    // a thing of one hub, pointed at another hub's broker and trusting that broker's CA beside
+    // its own: the broker refuses the certificate at TLS, and the thing sees nothing but a close
     const home = await makeHubFixture(join(work, "home-hub"));
     const other = await makeHubFixture(join(work, "other-hub"));
     const thing = await home.createThing("stray");
@@ -134,7 +134,8 @@ describe("the broker will not have the session", () => {
     const config = parseDocument(readFileSync(configPath, "utf8"));
     config.setIn(["flashlex", "thing", "mqtt", "port"], other.brokerPort);
     writeFileSync(configPath, config.toString());
-    writeFileSync(join(thing.keysDir, "root-ca-cert.pem"), readFileSync(join(other.dir, "ca-cert.pem")));
+    const rootCA = join(thing.keysDir, "root-ca-cert.pem");
+    writeFileSync(rootCA, readFileSync(rootCA, "utf8") + readFileSync(join(other.dir, "ca-cert.pem"), "utf8"));
     const otherProcess = await other.serve();
     const serve = start(["serve", ...thing.flags]);
     try {

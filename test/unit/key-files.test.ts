@@ -17,6 +17,7 @@ import { issueThingCertificate } from "../../src/crypto/x509.ts";
 import { ConfigError } from "../../src/shared/errors.ts";
 import { loadIdentity, readIdentity, type ThingIdentity } from "../../src/thing/identity.ts";
 import type { ThingConfig } from "../../src/thing/settings.ts";
+import { makeIntermediate, makeLeaf, makeRoot } from "../support/chains.ts";
 import { type IdentityFile, identityVariants, type SourceIdentity, unsupportedKeys } from "../support/pem-variants.ts";
 import { makeTestPki, type TestPki } from "../support/pki.ts";
 import { scratchDir } from "../support/scratch.ts";
@@ -152,6 +153,38 @@ describe("key and certificate belong together", () => {
     const config = configFor("root-first", { ca: pki.ca.certPem, cert: pki.ca.certPem + pki.thing.certPem, key: pki.thing.privateKeyPem });
     const identity = loadIdentity(config);
     expect(identity.certPem.indexOf(pki.thing.certPem.split("\n")[1]!)).toBeLessThan(identity.certPem.indexOf(pki.ca.certPem.split("\n")[1]!));
+  });
+
+  test("a certificate no CA of the root CA file issued: one line naming both files and the config key; intermediates after the leaf are followed", async () => {
+    const root = await makeRoot("Unit Chain Root");
+    const intermediate = await makeIntermediate(root, "Unit Chain Intermediate");
+    const leaf = await makeLeaf(intermediate, "test-thing", { keyType: "rsa" });
+    // leaf, an unrelated CA, then the intermediate: the walk finds the issuer wherever it is
+    loadIdentity(
+      configFor("via-intermediate", { ca: pki.ca.certPem + root.certPem, cert: leaf.certPem + pki.ca.certPem + intermediate.certPem, key: leaf.keyPem }),
+    );
+    const refused = [
+      { name: "intermediate-missing", files: { ca: root.certPem, cert: leaf.certPem, key: leaf.keyPem }, says: "the certificate was not issued by a CA in" },
+      {
+        name: "another-ca",
+        files: { ca: root.certPem, cert: pki.thing.certPem, key: pki.thing.privateKeyPem },
+        says: "the certificate was not issued by a CA in",
+      },
+      {
+        name: "own-certificate",
+        files: { ca: pki.thing.certPem, cert: pki.thing.certPem, key: pki.thing.privateKeyPem },
+        says: "this file holds the thing's own certificate",
+      },
+    ];
+    for (const { name, files, says } of refused) {
+      tally("badInputs");
+      const config = configFor(name, files);
+      const file = name === "own-certificate" ? config.paths.rootCA : config.paths.cert;
+      expect(() => loadIdentity(config)).toThrow(ConfigError);
+      expect(() => loadIdentity(config)).toThrow(`${file}: ${says}`);
+      expect(() => loadIdentity(config)).toThrow(`(flashlex.thing.keys.rootCA in ${config.file})`);
+      expect(readIdentity(config).thingName).toBe("test-thing"); // bootstrap's handshake judges it instead
+    }
   });
 
   test("a missing file is a configuration error naming it", () => {
