@@ -3,12 +3,14 @@
  * compiled binary: `hub init` issues it for 825 days, and a `hub serve` that starts within 90
  * days of its end, or after it, renews it (same key, same names) before the broker listens, so
  * things keep connecting; without that, every thing's handshake failed from the day it lapsed.
+ * It issues it again, too, when hub.yml names the broker by a name the certificate lacks.
  */
 import { afterAll, expect, test } from "bun:test";
 import { X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { parseDocument } from "yaml";
 import { issueServerCertificate } from "../../src/crypto/x509.ts";
 import { run } from "../support/binary.ts";
 import { makeHubFixture } from "../support/hub-fixture.ts";
@@ -45,6 +47,29 @@ test("a hub restarted a day after its broker certificate lapsed renews it for th
     expect(renewed).toContain(`notAfter=${new Date(now.validTo).toISOString()}`);
     expect(new Date(now.validTo).getTime() - Date.now()).toBeGreaterThan(824 * 86_400_000);
     expect(now.publicKey.export({ type: "spki", format: "der" })).toEqual(issued.publicKey.export({ type: "spki", format: "der" }));
+  } finally {
+    expect(await serving.stop()).toBe(0);
+  }
+}, 90_000);
+
+test("a hub given a new name for its broker in hub.yml (broker.host: localhost, where init named 127.0.0.1) issues its certificate again at start; a thing made then connects by that name (every handshake failed: the certificate did not name it)", async () => {
+  const hub = await makeHubFixture(join(work, "renamed"));
+  const hubYml = join(hub.dir, "hub.yml");
+  const doc = parseDocument(readFileSync(hubYml, "utf8"));
+  doc.setIn(["hub", "broker", "host"], "localhost");
+  writeFileSync(hubYml, doc.toString());
+  const serving = await hub.serve();
+  try {
+    const renewed = await serving.waitFor(/hub\.broker_certificate_renewed [^\n]*/, 10_000);
+    expect(renewed).toContain('why="hub.yml names the broker localhost, which it was not issued for"');
+    const thing = await hub.createThing("by-name");
+    expect(readFileSync(thing.configPath, "utf8")).toContain("endpoint: localhost");
+    tally("faults");
+    const boot = await run(["bootstrap", ...thing.flags, "--json"], { timeoutMs: 40_000 });
+    const connect = JSON.parse(boot.stdout).checks.find((c: { name: string }) => c.name === "mutual-TLS connect");
+    expect(connect).toMatchObject({ status: "pass" });
+    const now = new X509Certificate(readFileSync(join(hub.dir, "broker-cert.pem")));
+    expect([now.checkHost("localhost"), now.checkIP("127.0.0.1")]).toEqual(["localhost", "127.0.0.1"]);
   } finally {
     expect(await serving.stop()).toBe(0);
   }

@@ -1,5 +1,5 @@
 import { afterAll, expect, test } from "bun:test";
-import { X509Certificate } from "node:crypto";
+import { createPublicKey, X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -94,4 +94,46 @@ test("keepBrokerCertificate: renews when due and hands the new PEM over; a renew
   expect(handed).toHaveLength(1);
   expect(lines.join("\n")).toMatch(/ERROR +hub\.broker_certificate_renewal_failed .*tried again in a day/);
   expect(readFileSync(paths.brokerCert, "utf8")).toBe(lapsed.certPem);
+});
+
+test("a name hub.yml gives the broker that its certificate lacks (broker.host or broker.names edited after init): issued again at start, same key, every name; another CA's certificate is left and warned about", async () => {
+  const { home } = await initHub({
+    dir: join(dir, "renamed"),
+    ownerId: "ecd13b11-2d4f-4e71-9a41-5f0e2c1b7a3d",
+    apiUrl: "http://127.0.0.1:8080",
+    names: ["127.0.0.1"],
+  });
+  const { paths } = home;
+  const keyPem = readFileSync(paths.brokerKey, "utf8");
+  expect((await renewBrokerCertificateIfDue(home)).renewed).toBe(false);
+  // the operator gives the hub its LAN name and address, and things connect by the name
+  const moved = { ...home, settings: { ...home.settings, broker: { ...home.settings.broker, host: "hub.lan", names: ["127.0.0.1", "10.0.0.7", "HUB.lan"] } } };
+  const lines: string[] = [];
+  const log = createLogger({ level: "info", write: (line) => lines.push(line) });
+  const handed: string[] = [];
+  (await keepBrokerCertificate(moved, log, (pem) => handed.push(pem)))();
+  const renewedPem = readFileSync(paths.brokerCert, "utf8");
+  const renewed = new X509Certificate(renewedPem);
+  for (const name of ["hub.lan", "HUB.lan"]) expect(renewed.checkHost(name)).toBeDefined();
+  for (const ip of ["127.0.0.1", "10.0.0.7"]) expect(renewed.checkIP(ip)).toBe(ip);
+  expect(renewed.publicKey.export({ type: "spki", format: "pem" })).toBe(createPublicKey(keyPem).export({ type: "spki", format: "pem" }));
+  expect(renewed.verify(new X509Certificate(readCa(paths).certPem).publicKey)).toBe(true);
+  expect(lines.join("\n")).toMatch(/hub\.broker_certificate_renewed .*why="hub\.yml names the broker hub\.lan, 10\.0\.0\.7, which it was not issued for"/);
+  expect(handed).toEqual([renewedPem]);
+  // all named now: nothing more to do
+  expect((await renewBrokerCertificateIfDue(moved)).renewed).toBe(false);
+  // a certificate of another CA (the operator's own) is theirs: left in place, the missing names said
+  const other = await initHub({
+    dir: join(dir, "other-ca"),
+    ownerId: "ecd13b11-2d4f-4e71-9a41-5f0e2c1b7a3d",
+    apiUrl: "http://127.0.0.1:8080",
+    names: ["127.0.0.1"],
+  });
+  const foreign = await issueServerCertificate(readCa(other.home.paths), { commonName: "127.0.0.1", ipAddresses: ["127.0.0.1"], keyPem });
+  writeFileSync(paths.brokerCert, foreign.certPem);
+  expect(await renewBrokerCertificateIfDue(moved)).toMatchObject({ renewed: false, lacks: ["hub.lan", "10.0.0.7"] });
+  const stop = await keepBrokerCertificate(moved, log, (pem) => handed.push(pem));
+  stop();
+  expect(readFileSync(paths.brokerCert, "utf8")).toBe(foreign.certPem);
+  expect(lines.join("\n")).toMatch(/WARN +hub\.broker_certificate_lacks_names .*names=hub\.lan,10\.0\.0\.7 /);
 });

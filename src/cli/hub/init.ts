@@ -71,15 +71,21 @@ async function namingTheDefault<T>(options: Options, make: () => Promise<T>): Pr
 }
 
 /**
- * What `hub init`'s note says is missing for things on other machines: --name (the broker's
- * certificate and host) when not given, --api-url (the API they reach) when not given or
- * naming this machine's loopback; none when things elsewhere can reach both.
+ * What `hub init`'s note says is missing for things on other machines, as hub.yml settings (the
+ * hub exists by then: init's flags would need a new home): the broker's names when no --name was
+ * given, the API's address when --api-url was not given or names this machine's loopback (and its
+ * listen address, which a loopback URL kept on loopback); none when things elsewhere can reach both.
  */
 function initNote(settings: HubSettings, options: Options): string[] {
-  const apiHost = new URL(settings.api.publicUrl).hostname;
-  const loopbackApi = apiHost === "localhost" || apiHost === "[::1]" || apiHost.startsWith("127.");
-  const missing = [list(options.name).length === 0 ? "--name HOST" : "", loopbackApi ? "--api-url http://HOST:8080" : ""].filter(Boolean);
-  return missing.length ? [`note: things on other machines need an address they can reach: use ${missing.join(" and ")}`] : [];
+  const url = new URL(settings.api.publicUrl);
+  const loopbackApi = url.hostname === "localhost" || url.hostname === "[::1]" || url.hostname.startsWith("127.");
+  const port = url.port || (url.protocol === "https:" ? "443" : "80");
+  const listenOnLoopback = settings.api.host === "127.0.0.1" || settings.api.host === "::1";
+  const missing = [
+    list(options.name).length === 0 ? "broker.host and broker.names (hub serve issues the broker certificate for them at its start)" : "",
+    loopbackApi ? `api.publicUrl (${url.protocol}//HOST:${port})${listenOnLoopback ? " and api.host (0.0.0.0)" : ""}` : "",
+  ].filter(Boolean);
+  return missing.length ? [`note: things on other machines need an address they can reach: put it (HOST) in hub.yml ${missing.join("; ")}`] : [];
 }
 
 /** What `hub init` prints: the token and the next steps, or with --json one line holding the token. */

@@ -6,12 +6,19 @@
  * and, for a hub that runs on, at its daily look, when the embedded broker takes the new one at
  * once (its TLS context swapped; connected things stay connected).
  *
+ * It is issued again, in the same way, when hub.yml names the broker by a name or address the
+ * certificate lacks (`broker.host` or `broker.names` edited after `hub init`: the hub moved, or got
+ * a LAN name): each thing checks the broker's certificate for the name it connects to, and would
+ * be refused at its handshake. Only a certificate of the hub's own CA is replaced for its names;
+ * one the operator brought from another CA is theirs to reissue.
+ *
  * A renewal keeps broker-key.pem: what pins the public key (the HTTPS download line's
  * `--pinnedpubkey`) still matches, and a thing needs nothing new (it trusts the CA). The names
  * are hub.yml's `broker.host` and `broker.names`, as `hub init` used them.
  */
+import { X509Certificate } from "node:crypto";
 import { isIP } from "node:net";
-import { describeCertificate } from "../../crypto/certificate-info.ts";
+import { describeCertificate, publicKeyIssuedBy } from "../../crypto/certificate-info.ts";
 import { issueServerCertificate } from "../../crypto/x509.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
@@ -23,17 +30,32 @@ const DAY_MS = 86_400_000;
 /** A broker certificate is renewed once less than this is left (ms): 90 days. */
 export const BROKER_CERT_RENEW_BEFORE_MS = 90 * DAY_MS;
 
+/** What a broker certificate renewal did: the certificate's end, and why it was issued again (absent: it was not). */
+export interface BrokerCertificateRenewal {
+  notAfter: Date;
+  renewed: boolean;
+  why?: string;
+  /** the names hub.yml gives the broker that a certificate of another CA, left in place, lacks */
+  lacks?: string[];
+}
+
 /**
- * Renews broker-cert.pem when it expires within BROKER_CERT_RENEW_BEFORE_MS of `now` (Unix ms):
- * a new certificate from the hub's CA for the same key and hub.yml's names, written atomically
- * with its owner kept. Gives the certificate's end and whether it was renewed. Throws what
- * reading the files or issuing throws (a missing CA key, a damaged PEM).
+ * Issues broker-cert.pem again when it expires within BROKER_CERT_RENEW_BEFORE_MS of `now` (Unix
+ * ms), or when it is the hub CA's and lacks a name hub.yml gives the broker: a new certificate
+ * from the hub's CA for the same key and hub.yml's names, written atomically with its owner kept.
+ * Throws what reading the files or issuing throws (a missing CA key, a damaged PEM).
  */
-export async function renewBrokerCertificateIfDue(home: HubHome, now = Date.now()): Promise<{ notAfter: Date; renewed: boolean }> {
+export async function renewBrokerCertificateIfDue(home: HubHome, now = Date.now()): Promise<BrokerCertificateRenewal> {
   const { paths, settings } = home;
-  const current = describeCertificate(readRegularFile(paths.brokerCert, "broker certificate").toString("utf8"));
-  if (current.notAfter.getTime() - now > BROKER_CERT_RENEW_BEFORE_MS) return { notAfter: current.notAfter, renewed: false };
-  const names = settings.broker.names;
+  const currentPem = readRegularFile(paths.brokerCert, "broker certificate").toString("utf8");
+  const current = describeCertificate(currentPem);
+  const names = brokerNames(home);
+  const why = renewalReason(current.notAfter, namesMissing(currentPem, names), now);
+  if (why === undefined) return { notAfter: current.notAfter, renewed: false };
+  if (why.kind === "names" && !publicKeyIssuedBy(currentPem, readCa(paths).certPem)) {
+    // another CA's certificate, brought by the operator: not ours to replace
+    return { notAfter: current.notAfter, renewed: false, lacks: why.missing };
+  }
   const renewed = await issueServerCertificate(readCa(paths), {
     commonName: settings.broker.host,
     dnsNames: names.filter((n) => !isIP(n)),
@@ -41,7 +63,37 @@ export async function renewBrokerCertificateIfDue(home: HubHome, now = Date.now(
     keyPem: readRegularFile(paths.brokerKey, "broker private key").toString("utf8"),
   });
   writeFileAtomicallySync(paths.brokerCert, renewed.certPem, 0o644, { keepOwner: true });
-  return { notAfter: describeCertificate(renewed.certPem).notAfter, renewed: true };
+  return { notAfter: describeCertificate(renewed.certPem).notAfter, renewed: true, why: why.words };
+}
+
+/** hub.yml's names for the broker, each once: `broker.host` (what things connect to) first, then `broker.names`. */
+function brokerNames(home: HubHome): string[] {
+  const { host, names } = home.settings.broker;
+  const seen = new Set<string>();
+  return [host, ...names].filter((name) => {
+    const key = name.toLowerCase();
+    if (seen.has(key)) return false;
+    seen.add(key);
+    return true;
+  });
+}
+
+type RenewalReason = { kind: "end"; words: string } | { kind: "names"; words: string; missing: string[] };
+
+/** Why the certificate in place must be issued again; undefined when it need not. */
+function renewalReason(notAfter: Date, missing: string[], now: number): RenewalReason | undefined {
+  if (notAfter.getTime() - now <= BROKER_CERT_RENEW_BEFORE_MS) return { kind: "end", words: `it ends on ${notAfter.toISOString()}` };
+  if (missing.length === 0) return undefined;
+  return { kind: "names", words: `hub.yml names the broker ${missing.join(", ")}, which it was not issued for`, missing };
+}
+
+/**
+ * The names of `names` the certificate does not carry, as a TLS client checks them (RFC 6125:
+ * subjectAltName DNS entries, wildcards included; addresses against its IP entries).
+ */
+export function namesMissing(certPem: string, names: string[]): string[] {
+  const certificate = new X509Certificate(certPem);
+  return names.filter((name) => (isIP(name) ? certificate.checkIP(name) : certificate.checkHost(name)) === undefined);
 }
 
 /**
@@ -57,8 +109,16 @@ export async function keepBrokerCertificate(home: HubHome, log: Logger, renewed:
     try {
       const result = await renewBrokerCertificateIfDue(home);
       if (result.renewed) {
-        log.info("hub.broker_certificate_renewed", { file: brokerCert, notAfter: result.notAfter.toISOString() });
+        log.info("hub.broker_certificate_renewed", { file: brokerCert, notAfter: result.notAfter.toISOString(), why: result.why });
         renewed(readRegularFile(brokerCert, "broker certificate").toString("utf8"));
+      }
+      if (result.lacks) {
+        log.warn("hub.broker_certificate_lacks_names", {
+          file: brokerCert,
+          names: result.lacks.join(","),
+          note: "it is not the hub CA's, so the hub does not issue it again: things connecting by these names are refused at their handshake",
+          fix: "issue it again for these names with the CA that made it, or remove them from hub.yml broker.host and broker.names",
+        });
       }
     } catch (err) {
       log.error("hub.broker_certificate_renewal_failed", { file: brokerCert, error: err, note: "the certificate in place is served on; tried again in a day" });

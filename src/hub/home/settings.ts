@@ -138,7 +138,7 @@ export const HubYamlSchema = z.object({
       listenHost: listenHost.default("0.0.0.0"),
       /** the embedded broker's port; defaults to `port` */
       listenPort: port.optional(),
-      /** the names and addresses the broker certificate was issued for (informational) */
+      /** the names and addresses the broker certificate is issued for; one it lacks makes hub serve issue it again at start (broker-certificate.ts) */
       names: z.array(z.string()).default([]),
       /**
        * CRL files an external broker reads (Mosquitto's crlfile); `hub thing revoke` rewrites

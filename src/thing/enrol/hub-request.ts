@@ -97,7 +97,7 @@ export async function hubRequest(
 /** What to check for a failed handshake's code, in the words of the enroll command's flags. */
 function tlsAdvice(code: string): string {
   if (code === "ERR_TLS_CERT_ALTNAME_INVALID" || code === "HOSTNAME_MISMATCH") {
-    return "its certificate does not name the host in --hub; give the hub's URL with a name it was set up with (`hub init --name`), as `hub enroll-token create` prints it";
+    return "its certificate does not name the host in --hub; give the hub's URL as `hub enroll-token create` prints it, or have the hub's operator add the name to hub.yml broker.names and restart hub serve (it issues the certificate again for them)";
   }
   if (code === "ERR_SSL_WRONG_VERSION_NUMBER" || code === "ERR_SSL_PACKET_LENGTH_TOO_LONG") {
     return "it does not speak TLS at that address; check the scheme in --hub (http:// or https://, as the hub's api.publicUrl says)";

@@ -59,7 +59,7 @@ function certificateHint(code: string, address: string, endpoint: string, settin
   switch (code) {
     case "ERR_TLS_CERT_ALTNAME_INVALID":
     case "HOSTNAME_MISMATCH":
-      return `The broker's certificate is not issued for ${endpoint} (the error names what it is for): set flashlex.thing.endpoint in ${config.file} to one of its names, or give the hub that name (hub init --name).`;
+      return `The broker's certificate is not issued for ${endpoint} (the error names what it is for): set flashlex.thing.endpoint in ${config.file} to one of its names, or have the hub's operator add ${endpoint} to hub.yml broker.names and restart hub serve (it issues the certificate again for them).`;
     case "UNABLE_TO_VERIFY_LEAF_SIGNATURE":
     case "UNABLE_TO_GET_ISSUER_CERT_LOCALLY":
     case "SELF_SIGNED_CERT_IN_CHAIN":
