@@ -1,5 +1,6 @@
 import { readFileSync, statSync } from "node:fs";
 import { basename } from "node:path";
+import type { HubHome } from "../../hub/home/home.ts";
 import { thingTopics } from "../../protocol/topics.ts";
 import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import { isOpenAs, writeFileAtomically } from "../../shared/files.ts";
@@ -149,6 +150,12 @@ function create(args: string[], options: Options): Promise<number> {
           : `distribution: ${output} (mode 0600: it holds the thing's private key)`,
       );
       say(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
+      const unnamed = await brokerHostUnnamed(hub.home);
+      if (unnamed) {
+        say(
+          `note: the broker certificate does not name ${unnamed} (hub.yml broker.host, which the thing connects to) yet: restart hub serve, which issues it again for hub.yml's names at its start, or the thing's connection is refused`,
+        );
+      }
       // the home as given, so the command runs as printed (a default home needs no --dir)
       const home = text(options.dir) === undefined ? "" : ` --dir ${shellWord(hub.home.paths.dir)}`;
       say(
@@ -273,5 +280,20 @@ function isRegularFile(path: string): boolean {
     return statSync(path).isFile();
   } catch {
     return false;
+  }
+}
+
+/**
+ * hub.yml's broker.host when the broker certificate in place does not name it (hub.yml edited and
+ * hub serve not restarted since); undefined when it does, or the certificate cannot be read (hub
+ * serve says what is wrong with it).
+ */
+async function brokerHostUnnamed(home: HubHome): Promise<string | undefined> {
+  const { namesMissing } = await import("../../hub/home/broker-certificate.ts");
+  const host = home.settings.broker.host;
+  try {
+    return namesMissing(readFileSync(home.paths.brokerCert, "utf8"), [host]).length > 0 ? host : undefined;
+  } catch {
+    return undefined;
   }
 }
