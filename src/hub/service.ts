@@ -152,6 +152,7 @@ const OUTSIDE_REFUSALS: ReadonlySet<string> = new Set([
   "hub.enrol_refused",
   "hub.download_refused",
   "hub.operator_refused",
+  "hub.other_env_refused",
   "hub.console_signin_refused",
   "hub.console_csrf_refused",
   "hub.console_cross_site_refused",

@@ -716,6 +716,18 @@ describe("operator routes", () => {
       });
     }
     expect((await json(await operator("/nothing"))).messages[0].value).toBe("no such route");
+    // a thing's collect or renewal under another env (a thing made before hub.env changed): the
+    // hub says so, as its agent queues each message for ever on the 404 (new-user pass 23, F2)
+    const lines: string[] = [];
+    const logged = hubApiOver({ home, store, log: createLogger({ write: (line) => lines.push(line) }), broker: fakeBroker });
+    for (const path of [`/prod/v1/things/${thing.id}/collect`, `/prod/v1/things/${thing.id}/certificate`, "/prod/v1/things", "/v1/things"]) {
+      expect((await logged.fetch(new Request(`http://hub.example:8080${path}`, { method: "POST", body: "{}" }))).status).toBe(404);
+    }
+    const otherEnv = lines.filter((line) => line.includes("hub.other_env_refused"));
+    expect(otherEnv).toHaveLength(2);
+    expect(otherEnv[0]).toMatch(
+      /WARN +hub\.other_env_refused component=api env=prod thing=[0-9a-f-]{36} route=collect note="this hub's env is dev: .*" fix="set flashlex\.app\.api\.env: dev in that thing's config\.yml \(or hub\.env back\)"/,
+    );
     expect((await operator(`/things/${randomUUID()}`)).status).toBe(404);
     expect((await operator(`/things/not-a-uuid`)).status).toBe(404);
     expect((await operator(`/things/${thing.id}/nothing`)).status).toBe(404);

@@ -20,7 +20,7 @@ import { ENVELOPE_DEPTH, MAX_JSON_DEPTH } from "../../protocol/limits.ts";
 import { ingressTopic } from "../../protocol/topics.ts";
 import { parseDuration } from "../../shared/duration.ts";
 import { ConflictError, FlashlexError, InputError } from "../../shared/errors.ts";
-import type { Logger } from "../../shared/log.ts";
+import { cutGiven, type Logger } from "../../shared/log.ts";
 import { pullStream } from "../../shared/pull-stream.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { createConsole } from "../console/console.ts";
@@ -548,6 +548,24 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     return { key: parts.length === 2 ? "things/:id" : `things/:id/${parts[2]}`, id: decodePathSegment(parts[1]!) };
   }
 
+  /**
+   * A thing's collect or renewal under another env: most likely a thing made before hub.env was
+   * changed, whose config.yml still has the old one. Its agent queues each message for ever on
+   * the 404, so the hub says it (WARN, within the log budget: anyone may send such paths).
+   */
+  function noteOtherEnv(url: URL, origin: RequestOrigin): void {
+    const thingRoute = /^\/([^/]+)\/v1\/things\/([^/]+)\/(collect|certificate)\/?$/.exec(url.pathname);
+    if (!thingRoute) return;
+    log.warn("hub.other_env_refused", {
+      env: cutGiven(thingRoute[1]!),
+      thing: cutGiven(thingRoute[2]!),
+      route: thingRoute[3],
+      remote: origin.remote?.(),
+      note: `this hub's env is ${settings.env}: a thing made before hub.env was changed keeps the old one in its config.yml, and is answered 404`,
+      fix: `set flashlex.app.api.env: ${settings.env} in that thing's config.yml (or hub.env back)`,
+    });
+  }
+
   // signed self-update: its own routes (update-routes.ts), asked first
   const updateApi = createUpdateApi(deps);
 
@@ -575,6 +593,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     if (!found || !methods) {
       // A client that left out the env, or has another hub's, hears where this hub's API is.
       const elsewhere = url.pathname !== prefix && !url.pathname.startsWith(`${prefix}/`);
+      if (elsewhere) noteOtherEnv(url, origin);
       return errorResponse(404, elsewhere ? `no such route: this hub's API is under ${prefix}` : "no such route");
     }
     // HEAD is GET without the body (RFC 9110 §9.3.2; the server leaves the body out)
