@@ -5,7 +5,8 @@
  * process, as an operator does. Mutual TLS on loopback, require_certificate true.
  *
  *   1. no reload command: a connected thing is disconnected within seconds, and when it comes
- *      back (Mosquitto still accepts its certificate: no SIGHUP) it is denied every subscription
+ *      back (Mosquitto still accepts its certificate: no SIGHUP) it is denied every subscription;
+ *      its serve says that is a revocation, not a topic to fix
  *   2. a thing revoked while the hub is stopped is disconnected when the hub starts, and with
  *      hub.yml broker.reloadCommand the CRL then refuses it at the TLS handshake
  *   3. a thing revoked while disconnected is refused at connect within seconds; one deleted
@@ -28,7 +29,7 @@ import type { MqttClient } from "mqtt";
 import { parseDocument } from "yaml";
 import { describeCertificate } from "../../src/crypto/certificate-info.ts";
 import { signThingToken } from "../../src/crypto/jwt.ts";
-import type { Background } from "../support/binary.ts";
+import { type Background, start } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
 import { freePort, type MosquittoBroker, startMosquitto } from "../support/mosquitto.ts";
 import { attemptConnect, closedWithin, nextMessage, subscribeCode } from "../support/mqtt-client.ts";
@@ -201,6 +202,18 @@ describe("revocation on Mosquitto 2.0.11 with the dynamic security plugin", () =
     const back = await connected(A);
     expect(await subscribeCode(back, `ingress/${A.name}`)).toBe(128);
     expect(await subscribeCode(back, `pubsub/${A.name}`)).toBe(128);
+    // A's own serve hears it as a revocation, not as a topic to fix (new-user pass 23, F4)
+    const doc = parseDocument(readFileSync(A.configPath, "utf8"));
+    doc.setIn(["flashlex", "thing", "mqtt", "port"], mosquitto.port);
+    writeFileSync(A.configPath, doc.toString());
+    const serve = start(["serve", ...A.flags]);
+    try {
+      const refused = await serve.waitFor(/ERROR +mqtt\.subscription_refused[^\n]*/, 20_000);
+      expect(refused).toContain(`to subscribe to its own ingress/${A.name}: most likely this thing is revoked or unknown to this hub`);
+      expect(refused).not.toContain("flashlex.thing.mqtt.ingress.topic");
+    } finally {
+      expect(await serve.stop()).toBe(0);
+    }
     // the others are untouched
     const d = await connected(D);
     expect(await subscribeCode(d, `ingress/${D.name}`)).toBe(1);

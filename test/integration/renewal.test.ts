@@ -384,4 +384,26 @@ describe("renewal", () => {
     expect(collected.code).not.toBe(0);
     expect(collected.stderr).toContain(`this thing's certificate expired at ${notAfter.toISOString()}, which brokers refuse`);
   }, 30_000);
+
+  test("a thing revoked while serve runs: its renewal check's 401 carries the fix that says revoked (it said only 'asked again later')", async () => {
+    const revoked = await hub.enrol("revoked", join(work, "revoked-device"));
+    const agent = start(["serve", "-c", join(revoked.dir, "config.yml")]);
+    try {
+      await agent.waitFor(/mqtt\.subscribed/, 30_000);
+      const from = agent.output().length;
+      expect((await hub.flashlex(["hub", "thing", "revoke", revoked.name, "--dir", hub.dir])).code).toBe(0);
+      await waitUntil(
+        "a refused renewal check",
+        () => /renewal\.check_failed /.test(agent.output().slice(from)),
+        20_000,
+        () => agent.output(),
+      );
+      const line = /WARN +renewal\.check_failed [^\n]*/.exec(agent.output().slice(from))![0];
+      expect(line).toContain("the hub answered 401");
+      expect(line).toContain("fix=\"A 401 means the hub refused the thing's token");
+      expect(line).toContain("check the thing is not revoked");
+    } finally {
+      expect(await agent.stop()).toBe(0);
+    }
+  }, 60_000);
 });

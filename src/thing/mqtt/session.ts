@@ -5,6 +5,7 @@
 import { EventEmitter } from "node:events";
 import { type IClientOptions, type IPublishPacket, MqttClient } from "mqtt";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
+import { thingTopics } from "../../protocol/topics.ts";
 import { FlashlexError } from "../../shared/errors.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
@@ -233,9 +234,7 @@ export class ThingSession extends EventEmitter {
           const refused = err instanceof SubscriptionRefused;
           log.error(refused ? "mqtt.subscription_refused" : "mqtt.subscribe_failed", {
             error: err,
-            hint: refused
-              ? `the broker does not allow this thing to subscribe to ${subscriptions.join(", ")}: check flashlex.thing.mqtt.ingress.topic (ingress/<thing name>) and the broker's rules`
-              : undefined,
+            hint: refused ? subscriptionRefusedHint(subscriptions, this.options.config.yaml.thing.name) : undefined,
           });
           if (refused) this.backoff.penalise();
           this.emit("fatal", err);
@@ -392,6 +391,21 @@ const CONNACK_FIXES: Record<number, string> = {
   4: "the broker did not accept this thing's login: it is retried; if it lasts, ask the hub's operator to check that the broker authenticates things by their certificate and that the hub answers the broker's auth requests (its database is up)",
   5: "this thing is revoked or unknown to this hub: ask the hub's operator (`flashlex hub thing list` on the hub shows it); a revoked or deleted thing needs a new identity: a new distribution (`hub thing delete`, then `hub thing create`, frees and reuses the name) or a new enrolment (`flashlex enroll` into an empty folder)",
 };
+
+/**
+ * What a SUBACK 128 (MQTT 3.1.1 §3.9.3) for the thing's subscriptions points at. Its own ingress
+ * topic refused is, on a hub's broker, a thing the hub revoked or deleted (Mosquitto's dynamic
+ * security and RabbitMQ take its connection and refuse its topics; the embedded broker refuses
+ * the CONNECT); another topic is the config's or the broker's rules.
+ */
+function subscriptionRefusedHint(subscriptions: string[], thingName: string): string {
+  const own = thingTopics(thingName).ingress;
+  const topics = subscriptions.join(", ");
+  if (subscriptions.includes(own)) {
+    return `the broker does not allow this thing to subscribe to its own ${own}: most likely ${CONNACK_FIXES[5]}; if it is not, check the broker's rules`;
+  }
+  return `the broker does not allow this thing to subscribe to ${topics}: check flashlex.thing.mqtt.ingress.topic (ingress/<thing name>) and the broker's rules`;
+}
 
 /** The refusal an MQTT.js error reports (its `code` is the CONNACK return code), or undefined. */
 function connackRefusal(err: Error | undefined): { code: number; meaning: string; fix: string } | undefined {

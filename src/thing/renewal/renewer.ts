@@ -20,6 +20,7 @@ import { normalisePrivateKey } from "../../crypto/key-files.ts";
 import { generateThingKeyPair, spkiDer, thingKeyTypeOf } from "../../crypto/keys.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
+import { UNAUTHORIZED_FIX } from "../egress/delivery.ts";
 import { requestText } from "../egress/http-post.ts";
 import { type HubClock, sendWithHubTime } from "../egress/hub-clock.ts";
 import type { ThingIdentity } from "../identity.ts";
@@ -205,8 +206,10 @@ export class CertificateRenewer {
       return;
     }
     let renewNow = false;
+    let refused = false;
     try {
       const advice = await this.request("GET");
+      refused = advice.status === 401;
       if (advice.status !== 200) throw new Error(`the hub answered ${advice.status}: ${advice.message}`);
       renewNow = advice.result?.renewNow === true;
       const checkAfter = advice.result?.checkAfterSeconds;
@@ -215,6 +218,8 @@ export class CertificateRenewer {
       log.warn("renewal.check_failed", {
         error: describeError(err),
         note: this.now() >= dueAt ? "renewing anyway: the certificate is due" : "asked again later",
+        // the hub refused the thing's token: revoked, a clock far off, or another hub's address
+        fix: refused ? UNAUTHORIZED_FIX : undefined,
       });
     }
     if (renewNow || this.now() >= dueAt) {
