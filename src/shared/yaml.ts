@@ -212,11 +212,25 @@ function describeIssue(issue: z.core.$ZodIssue, raw: unknown, schema: z.ZodType)
     const missing = zodsOwn ? `missing (expected ${issue.expected})` : `missing: ${issue.message}`;
     return missing + misspeltAs(schema, raw, issue.path);
   }
-  if (!zodsOwn) return issue.message;
+  // a database URL may hold a password, in its userinfo or its query (`?password=`): never said
+  if (!zodsOwn) return issue.path.includes("database") ? issue.message : withFound(issue.message, value);
   if (issue.code === "invalid_type") return `expected ${expectedWords(issue.expected)}, not ${shownValue(value)}`;
   if (issue.code === "invalid_format" && issue.format === "url") return `expected ${urlWords(protocolAt(schema, issue.path))}, not ${shownValue(value)}`;
   if (issue.code === "too_small" || issue.code === "too_big") return boundWords(issue, value);
   return `${issue.message.charAt(0).toLowerCase()}${issue.message.slice(1)} (it is ${shownValue(value)})`;
+}
+
+/**
+ * A schema's own words for what to write, with what the file holds there (`a duration from 1d
+ * to 36500d, such as 365d (it is 30)`), unless they already say it; a list or keys under it are
+ * left unsaid, as their words say what they lack.
+ */
+function withFound(words: string, value: unknown): string {
+  if (value === undefined || (value !== null && typeof value === "object")) return words;
+  if (value === "") return /\bempty\b/.test(words) ? words : `${words} (it is empty)`;
+  const shown = shownValue(value);
+  // a number may be in the words by chance (365 in "such as 365d"): only quoted text counts as said
+  return typeof value === "string" && words.includes(shown) ? words : `${words} (it is ${shown})`;
 }
 
 /**

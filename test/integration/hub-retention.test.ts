@@ -48,14 +48,14 @@ function storeBackdated(rows: { id: string; type: "egress" | "ingress"; ageDays:
 
 describe("hub message retention (hub.yml messages.keepFor)", () => {
   test("a value below a day, a number without a unit, a bare `messages:` or one without keepFor is refused at start: 78, one line naming the key and hub.yml and what to write", async () => {
-    // the key path set, its value, and the key the error names
-    const cases: [string[], unknown, string][] = [
-      [["messages"], { keepFor: "12h" }, "messages.keepFor"],
-      [["messages", "keepFor"], 365, "messages.keepFor"],
-      [["messages"], null, "messages"],
-      [["messages"], { keepfor: "30d" }, "messages.keepFor"], // misspelt: without keepFor every message would be kept
+    // the key path set, its value, the key the error names, and what it says was found there (new-user pass 23, F10)
+    const cases: [string[], unknown, string, string][] = [
+      [["messages"], { keepFor: "12h" }, "messages.keepFor", ' (it is "12h")'],
+      [["messages", "keepFor"], 365, "messages.keepFor", " (it is 365)"],
+      [["messages"], null, "messages", ""],
+      [["messages"], { keepfor: "30d" }, "messages.keepFor", ""], // misspelt: without keepFor every message would be kept
     ];
-    for (const [path, value, named] of cases) {
+    for (const [path, value, named, found] of cases) {
       fixture.configure([[path, value]]);
       const result = await run(["hub", "serve", "--dir", fixture.dir], { timeoutMs: 30_000 });
       expect(result.code).toBe(78);
@@ -63,6 +63,7 @@ describe("hub message retention (hub.yml messages.keepFor)", () => {
       expect(lines).toHaveLength(1);
       expect(lines[0]).toContain(`${join(fixture.dir, "hub.yml")}: hub.${named}: `);
       expect(lines[0]).toContain("a duration from 1d to 36500d, such as 365d");
+      if (found) expect(lines[0]).toContain(`such as 365d${found}`);
     }
   });
 

@@ -251,8 +251,32 @@ describe("schema errors", () => {
       message = (err as Error).message;
     }
     // zod's own words said with the value found (new-user pass 22, F3: "Invalid input: expected number, received string")
-    expect(message).toBe('hub.yml: env: letters only; must not be empty; port: expected a number, not "x"');
+    // and a schema's own words with it too (new-user pass 23, F10: "keepFor: 30" was told what to write, not what it was)
+    expect(message).toBe('hub.yml: env: letters only (it is empty); must not be empty; port: expected a number, not "x"');
     expect(message).not.toContain("more)");
+  });
+
+  test("a schema's words say the value found, but never a database URL's, which may hold a password", async () => {
+    const { validate } = await import("../../src/shared/yaml.ts");
+    const { HubYamlSchema } = await import("../../src/hub/home/settings.ts");
+    const hub = {
+      ownerId: "ecd13b11-2d4f-4e71-9a41-5f0e2c1b7a3d",
+      env: "dev",
+      api: { publicUrl: "http://127.0.0.1:8080" },
+      broker: { host: "localhost" },
+    };
+    const refusal = (extra: object) => {
+      try {
+        validate(HubYamlSchema, { hub: { ...hub, ...extra } }, "hub.yml");
+      } catch (err) {
+        return (err as Error).message;
+      }
+      return "taken";
+    };
+    expect(refusal({ certificates: { renewalCheck: 30 } })).toContain("hub.certificates.renewalCheck: a duration from 1s to 7d, such as 15m (it is 30)");
+    const secret = refusal({ database: { url: "mysql://flashlex@db.lan/hub?password=p4ssw0rd" } });
+    expect(secret).toContain("hub.database.url: must be");
+    expect(secret).not.toContain("p4ssw0rd");
   });
 
   test("zod's own words come with the value found; an empty file says so (new-user pass 22, F3: '(top level): ... received null', and 'Invalid URL' with no value)", async () => {
