@@ -39,28 +39,45 @@ export interface ThingIdentity {
   tokenAlgorithm: ThingTokenAlgorithm;
 }
 
+/** The identity files config.yml names under `flashlex.thing.keys`. */
+type KeyFileSetting = "rootCA" | "cert" | "privateKey";
+
+/** Where a key file's name comes from, for a refusal: `flashlex.thing.keys.privateKey in /x/config.yml`. */
+function keySetting(config: ThingConfig, which: KeyFileSetting): string {
+  return `flashlex.thing.keys.${which} in ${config.file}`;
+}
+
 /**
  * Reads a key file's bytes; a missing file, a FIFO, a device or one over MAX_PEM_FILE_BYTES is a
- * configuration error (78), an unreadable one a permission error (77).
+ * configuration error (78), an unreadable one a permission error (77). A missing file's message
+ * names the setting that names it: the file may be there under its right name, the setting wrong.
  */
-export function readKeyFile(path: string, what: string): Buffer {
+function readKeyFile(config: ThingConfig, which: KeyFileSetting, what: string): Buffer {
+  const path = config.paths[which];
   try {
     return readRegularFile(path, what);
   } catch (err) {
     if (err instanceof ConfigError) throw err;
     const code = (err as NodeJS.ErrnoException).code;
     // a key file not where the config and -k say: bootstrap's fix, said here too
-    const fix = code === "ENOENT" ? "; copy the distribution's keys there, or pass -k with the directory that has them" : "";
+    const fix =
+      code === "ENOENT" ? `; copy the distribution's keys there, pass -k with the directory that has them, or correct ${keySetting(config, which)}` : "";
     const message = `${path}: cannot read the ${what}${notThereNote(err, path)} (${code ?? "error"})${fix}${deniedNote(err, path)}`;
     if (code === "EACCES" || code === "EPERM") throw new FlashlexError(message, "permission");
     throw new ConfigError(message);
   }
 }
 
-/** Turns a crypto-layer refusal of a file's contents into a ConfigError naming the file. */
-function configError(path: string, err: unknown): never {
-  if (err instanceof KeyFileError) throw new ConfigError(err.describe(path));
-  if (err instanceof CryptoError) throw new ConfigError(`${path}: ${err.message}`);
+/**
+ * Turns a crypto-layer refusal of a file's contents into a ConfigError naming the file and the
+ * setting that names it (a public key where the private key belongs is most often a setting
+ * pointed at the wrong one of two files side by side).
+ */
+function configError(config: ThingConfig, which: KeyFileSetting, err: unknown): never {
+  const path = config.paths[which];
+  const named = `; the file is ${keySetting(config, which)}`;
+  if (err instanceof KeyFileError) throw new ConfigError(`${err.describe(path)}${named}`);
+  if (err instanceof CryptoError) throw new ConfigError(`${path}: ${err.message}${named}`);
   throw err;
 }
 
@@ -70,27 +87,26 @@ function configError(path: string, err: unknown): never {
  * bootstrap reports that as a check of its own. Throws ConfigError (78) or FlashlexError (77).
  */
 export function readIdentity(config: ThingConfig): ThingIdentity {
-  const { paths } = config;
-  const keyBytes = readKeyFile(paths.privateKey, "private key");
+  const keyBytes = readKeyFile(config, "privateKey", "private key");
   let key: { pem: string; key: KeyObject };
   let tokenAlgorithm: ThingTokenAlgorithm;
   try {
     key = normalisePrivateKey(keyBytes);
     tokenAlgorithm = tokenAlgorithmFor(key.key);
   } catch (err) {
-    configError(paths.privateKey, err);
+    configError(config, "privateKey", err);
   }
   let certificates: Buffer[];
   try {
-    certificates = normaliseCertificates(readKeyFile(paths.cert, "thing certificate"), "certificate").der;
+    certificates = normaliseCertificates(readKeyFile(config, "cert", "thing certificate"), "certificate").der;
   } catch (err) {
-    configError(paths.cert, err);
+    configError(config, "cert", err);
   }
   let caPem: string;
   try {
-    caPem = normaliseCertificates(readKeyFile(paths.rootCA, "root CA certificate"), "root CA").pem;
+    caPem = normaliseCertificates(readKeyFile(config, "rootCA", "root CA certificate"), "root CA").pem;
   } catch (err) {
-    configError(paths.rootCA, err);
+    configError(config, "rootCA", err);
   }
   return {
     thingId: config.yaml.thing.id,

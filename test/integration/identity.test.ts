@@ -403,9 +403,12 @@ describe("identity problems are configuration errors found before anything is qu
       ],
       [
         { cert: "-----BEGIN CERTIFICATE-----\nTUlJQmFk\n-----END CERTIFICATE-----\n" },
-        `flashlex: ${paths().cert}: certificate 1 of the file is damaged (its base64 is not an X.509 certificate)`,
+        `flashlex: ${paths().cert}: certificate 1 of the file is damaged (its base64 is not an X.509 certificate); the file is flashlex.thing.keys.cert in ${thing.configPath}`,
       ],
-      [{ cert: "hello, I am not a certificate\n" }, `flashlex: ${paths().cert}: neither PEM nor DER; the file should hold the thing's certificate`],
+      [
+        { cert: "hello, I am not a certificate\n" },
+        `flashlex: ${paths().cert}: neither PEM nor DER; the file should hold the thing's certificate; the file is flashlex.thing.keys.cert in ${thing.configPath}`,
+      ],
     ] as const) {
       tally("badInputs");
       writeIdentity(files);

@@ -34,6 +34,7 @@ import { binaryPath, run, start } from "../support/binary.ts";
 import { freePort, type MosquittoBroker, mosquittoPub } from "../support/mosquitto.ts";
 import type { ThingFiles } from "../support/pki.ts";
 import { type Receiver, startReceiver } from "../support/receiver.ts";
+import { tally } from "../support/tally.ts";
 import { makeMessageDatabase, makeThingFixture, startBrokerFor, type ThingFixture } from "../support/thing-fixture.ts";
 import { storedCount, waitUntil } from "../support/wait.ts";
 
@@ -131,6 +132,42 @@ describe("bootstrap", () => {
       expect(result.stdout).toContain("; unknown keys: flashlex.thing.mqtt.prot (ignored; did you mean flashlex.thing.mqtt.port?)");
     } finally {
       thing.editConfig((doc) => delete doc.flashlex.thing.mqtt.prot);
+    }
+  });
+
+  test("a key file setting pointed at the wrong file, or misspelt: the FAIL and serve's refusal name the setting, the fix lists the PEM files there, and the header still names the thing (new-user pass 23, F6)", async () => {
+    const name = thing.pki.thing.name;
+    const pems = readdirSync(thing.keysDir).filter((file) => file.endsWith(".pem"));
+    expect(pems).toContain(`${name}-keypair-private.pem`);
+    const holds = `(${thing.keysDir} holds ${pems.sort().join(", ")})`;
+    const configFile = thing.configPath;
+    const cases: [string, string, string][] = [
+      [
+        `${name}-keypair-public.pem`,
+        `; the file is flashlex.thing.keys.privateKey in ${configFile}`,
+        `fix: Point flashlex.thing.keys.privateKey at the right file ${holds}`,
+      ],
+      [
+        "mything-private.pem",
+        `missing: ${join(thing.keysDir, "mything-private.pem")} (flashlex.thing.keys.privateKey)`,
+        `or correct those settings in ${configFile} ${holds}.`,
+      ],
+    ];
+    for (const [given, detail, fix] of cases) {
+      thing.editConfig((doc) => (doc.flashlex.thing.keys.privateKey = given));
+      try {
+        tally("badInputs");
+        const result = await run(["bootstrap", ...thing.flags]);
+        expect(result.code).toBe(1);
+        expect(result.stdout).toStartWith(`flashlex bootstrap: ${name} (${thing.thingId})`);
+        expect(result.stdout).toContain(detail);
+        expect(result.stdout).toContain(fix);
+        const serve = await run(["serve", ...thing.flags], { timeoutMs: 15_000 });
+        expect(serve.code).toBe(78);
+        expect(serve.stderr).toContain("flashlex.thing.keys.privateKey");
+      } finally {
+        thing.editConfig((doc) => (doc.flashlex.thing.keys.privateKey = `${name}-keypair-private.pem`));
+      }
     }
   });
 

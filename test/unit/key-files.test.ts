@@ -187,11 +187,18 @@ describe("key and certificate belong together", () => {
     }
   });
 
+  test("the public key where the private key belongs (two *-keypair-*.pem side by side): the refusal names the setting that points there", () => {
+    tally("badInputs");
+    const config = configFor("public-as-private", { ca: pki.ca.certPem, cert: pki.thing.certPem, key: pki.thing.publicKeyPem });
+    expect(() => loadIdentity(config)).toThrow(`; the file is flashlex.thing.keys.privateKey in ${config.file}`);
+    expect(() => loadIdentity(config)).toThrow(new RegExp(`^${config.paths.privateKey}: .*public key`));
+  });
+
   test("a missing file is a configuration error naming it", () => {
     const config = configFor("missing", { ca: pki.ca.certPem, cert: pki.thing.certPem, key: pki.thing.privateKeyPem });
     const missing = { ...config, paths: { ...config.paths, cert: join(dir, "nowhere.pem") } };
     expect(() => loadIdentity(missing)).toThrow(
-      `${join(dir, "nowhere.pem")}: cannot read the thing certificate: there is no such file (ENOENT); copy the distribution's keys there, or pass -k with the directory that has them`,
+      `${join(dir, "nowhere.pem")}: cannot read the thing certificate: there is no such file (ENOENT); copy the distribution's keys there, pass -k with the directory that has them, or correct flashlex.thing.keys.cert in ${config.file}`,
     );
     expect(() => loadIdentity(missing)).toThrow(ConfigError);
   });

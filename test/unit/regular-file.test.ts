@@ -14,7 +14,8 @@ import { homeIdentity } from "../../src/hub/home/identity.ts";
 import { initHub } from "../../src/hub/home/init.ts";
 import { ConfigError } from "../../src/shared/errors.ts";
 import { readRegularFile } from "../../src/shared/regular-file.ts";
-import { readKeyFile } from "../../src/thing/identity.ts";
+import { readIdentity } from "../../src/thing/identity.ts";
+import type { ThingConfig } from "../../src/thing/settings.ts";
 
 let root: string;
 let home: HubHome;
@@ -76,7 +77,8 @@ describe("readRegularFile", () => {
 
   test("the thing's key files go through it: a FIFO as the private key is 78 at once", () => {
     const pipe = fifo("thing-key.fifo");
-    expect(refusal(() => readKeyFile(pipe, "private key")).code).toBe(ExitCode.CONFIG);
+    const config = { file: join(root, "config.yml"), paths: { privateKey: pipe } } as unknown as ThingConfig;
+    expect(refusal(() => readIdentity(config)).code).toBe(ExitCode.CONFIG);
   });
 });
 

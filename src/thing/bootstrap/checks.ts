@@ -4,7 +4,7 @@
  */
 import { randomUUID } from "node:crypto";
 import { lookup } from "node:dns/promises";
-import { closeSync, fsyncSync, openSync, rmSync, statSync, writeSync } from "node:fs";
+import { closeSync, fsyncSync, openSync, readdirSync, rmSync, statSync, writeSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
 import { type CertificateInfo, describeCertificate } from "../../crypto/certificate-info.ts";
 import { signThingToken } from "../../crypto/jwt.ts";
@@ -119,6 +119,31 @@ function certificatesOf(identity: ThingIdentity, config: ThingConfig): { file: s
       }
     });
   return [...from(identity.certPem, config.paths.cert), ...from(identity.caPem, config.paths.rootCA)];
+}
+
+/** The `flashlex.thing.keys` setting that names `path` (one of config.paths). */
+function keySettingOf(config: ThingConfig, path: string): string {
+  const which = (["rootCA", "cert", "privateKey", "publicKey"] as const).find((key) => config.paths[key] === path);
+  return `flashlex.thing.keys.${which ?? "?"}`;
+}
+
+/** The fix for a key file refused for what it holds: the setting that named it, pointed at the right one of the files there. */
+function keyFileFix(message: string, keysDir: string): string {
+  const setting = /; the file is (flashlex\.thing\.keys\.\w+) in /.exec(message)?.[1];
+  if (!setting) return "Use the key files from the thing's distribution zip, unchanged.";
+  return `Point ${setting} at the right file${pemFilesIn(keysDir)}, or use the key files from the thing's distribution, unchanged.`;
+}
+
+/** " (DIR holds a.pem, b.pem)": the PEM files there, so a setting can be pointed at one; "" when none or it cannot be listed. */
+function pemFilesIn(dir: string): string {
+  try {
+    const pems = readdirSync(dir)
+      .filter((name) => name.endsWith(".pem"))
+      .sort();
+    return pems.length ? ` (${dir} holds ${pems.join(", ")})` : "";
+  } catch {
+    return "";
+  }
 }
 
 /** The earliest date a clock could plausibly show: before this it was never set. */
@@ -264,8 +289,12 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
     }
     const inTheWay = missing.length ? fileOnTheWay(missing[0]!) : undefined;
     if (inTheWay !== undefined) fail(`${config!.keysDir}: ${inTheWay} is a file, not a directory`, "Pass -k with the directory that has the keys.");
-    if (missing.length)
-      fail(`missing: ${missing.join(", ")}`, `Copy the distribution's keys into ${config!.keysDir}, or pass -k with the directory that has them.`);
+    if (missing.length) {
+      fail(
+        `missing: ${missing.map((path) => `${path} (${keySettingOf(config!, path)})`).join(", ")}`,
+        `Copy the distribution's keys into ${config!.keysDir}, pass -k with the directory that has them, or correct those settings in ${config!.file}${pemFilesIn(config!.keysDir)}.`,
+      );
+    }
     try {
       identity = readIdentity(config!);
     } catch (err) {
@@ -277,7 +306,7 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
           ? keysPermissionFix(config!.keysDir, dirname(config!.file))
           : /convert it with:/.test(message)
             ? "Convert the file with the command above, or use the key files from the thing's distribution zip."
-            : "Use the key files from the thing's distribution zip, unchanged.",
+            : keyFileFix(message, config!.keysDir),
       );
     }
     return `${config!.keysDir} (${identity!.tokenAlgorithm} key)`;
@@ -522,7 +551,8 @@ export async function runBootstrapChecks(location: ConfigLocation, log: Logger =
   return {
     // a skip follows a failure, or is one a running serve makes (its session is proven otherwise)
     ok: !checks.some((c) => c.status === "fail"),
-    thing: identity ? { id: identity.thingId, name: identity.thingName } : undefined,
+    // the config names the thing: said even when its key files were refused
+    thing: config ? { id: config.yaml.thing.id, name: config.yaml.thing.name } : undefined,
     checks,
   };
 }
