@@ -181,8 +181,12 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       mqtt: (entry: OutboxEntry, signal?: AbortSignal) => deliverMqtt(entry, { config, identity, session, clock, tokens }, signal),
     };
     const drainer = new OutboxDrainer({ store, log, ratePerSecond: mqttConfig.drainingFrequency, deliverers });
-    // A (re)connected session: MQTT egress waiting for its retry time goes now, not ~30 s later.
-    session.on("connected", () => drainer.receiverBack("mqtt"));
+    // A (re)connected session: MQTT egress waiting for its retry time goes now, not ~30 s later,
+    // and the HTTP backlog tries one row (the network, and most often the hub, are back too).
+    session.on("connected", () => {
+      drainer.receiverBack("mqtt");
+      drainer.probe("http");
+    });
     await parts.start({
       name: "outbox and exec",
       start: () => {

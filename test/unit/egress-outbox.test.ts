@@ -273,6 +273,36 @@ describe("a receiver back", () => {
     }
   });
 
+  test("the MQTT session back probes the resting HTTP backlog with its oldest row: gone, the rest follows; refused, one row tried and the backlog rests on (it waited out up to 5 min of backoff though the hub was back: new-user pass 23, F9)", async () => {
+    for (const hubUp of [true, false]) {
+      const store = MessageStore.open(join(dir, `probe-${hubUp}.db`));
+      const { log } = captureLog();
+      try {
+        const now = Date.now();
+        for (const [i, id] of ["h-1", "h-2", "h-3"].entries()) store.enqueue({ messageId: id, body: `{"n":${i}}`, via: "http", now: now - 3 + i });
+        // each failed while the hub was away: their own retries minutes ahead
+        for (const id of ["h-1", "h-2", "h-3"]) store.markRetry(id, "the API answered 503", now + 300_000);
+        const tried: string[] = [];
+        const deliver = async (entry: OutboxEntry): Promise<DeliveryOutcome> => {
+          tried.push(entry.message_id);
+          return hubUp ? { kind: "sent", status: 200, body: "{}" } : { kind: "retry", status: 503, error: "the API answered 503" };
+        };
+        const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver } });
+        drainer.start();
+        await Bun.sleep(100);
+        expect(tried).toEqual([]); // resting: nothing due
+        drainer.probe("http");
+        for (let i = 0; i < 200 && tried.length < (hubUp ? 3 : 1); i++) await Bun.sleep(10);
+        await Bun.sleep(150);
+        await drainer.stop();
+        expect({ hubUp, tried }).toEqual({ hubUp, tried: hubUp ? ["h-1", "h-2", "h-3"] : ["h-1"] });
+        expect(store.getOutbox("h-3")!.state).toBe(hubUp ? "sent" : "pending");
+      } finally {
+        store.close();
+      }
+    }
+  });
+
   test("a receiver that fails rests as a whole (2 s, 4 s ... or its Retry-After): the backlog's other rows are not tried meanwhile; its next success makes the rest due", async () => {
     const store = MessageStore.open(join(dir, "back-http.db"));
     const { lines, log } = captureLog();

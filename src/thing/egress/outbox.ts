@@ -127,6 +127,25 @@ export class OutboxDrainer {
   }
 
   /**
+   * Another way out came back (the MQTT session connected): the device's network, and most often
+   * the hub behind `via` too, are back, so `via`'s oldest waiting row is tried now rather than at
+   * the end of `via`'s rest (up to 5 min). One row: when it goes, the rest of the backlog follows
+   * (as after any success of a resting receiver); when it fails, `via` rests on, one failure more.
+   */
+  probe(via: OutboxVia): void {
+    const rest = this.resting.get(via);
+    if (this.stopped || !rest || !this.deps.deliverers[via]) return;
+    try {
+      if (!this.deps.store.dueNowFirst(via, Date.now())) return;
+    } catch (err) {
+      this.deps.log.error("outbox.record_failed", { error: describeError(err), note: `the ${via} backlog keeps its retry times` });
+      return;
+    }
+    this.resting.set(via, { failures: rest.failures, until: 0 });
+    this.wake();
+  }
+
+  /**
    * A delivery outside the drainer (`collect` through serve) reached `via`: when the receiver was
    * resting, it is back (receiverBack); otherwise nothing happens (no write per message).
    */

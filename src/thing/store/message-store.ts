@@ -761,6 +761,19 @@ export class MessageStore {
     return this.db.run("UPDATE outbox SET next_attempt_at = ? WHERE state = 'pending' AND via = ? AND next_attempt_at > ?", [now, via, now]).changes;
   }
 
+  /**
+   * Makes the oldest pending entry sent by `via` that waits for a later retry due at `now`: one
+   * row to try whether the receiver is back. Returns whether there was one.
+   */
+  dueNowFirst(via: OutboxVia, now: number): boolean {
+    return (
+      this.db.run(
+        "UPDATE outbox SET next_attempt_at = ? WHERE message_id = (SELECT message_id FROM outbox WHERE state = 'pending' AND via = ? ORDER BY created_at, message_id LIMIT 1) AND next_attempt_at > ?",
+        [now, via, now],
+      ).changes > 0
+    );
+  }
+
   /** The receivers (`via`) with a pending row that failed before: a drainer starting treats them as resting. */
   viasRetried(): OutboxVia[] {
     return this.db.all<{ via: OutboxVia }>("SELECT DISTINCT via FROM outbox WHERE state = 'pending' AND attempts > 0").map((r) => r.via);
