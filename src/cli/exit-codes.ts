@@ -89,7 +89,7 @@ export const EXIT_CODES_HELP = `Exit codes:
 export const HUB_EXIT_CODES_HELP = `Exit codes:
   0   ok
   64  usage: unknown command or flag, a flag value that is not valid, a flag that takes one
-      value given twice (--name repeats)
+      value given twice (only hub init's --name may repeat)
   65  bad input data: no such thing, a thing name already taken, hub send's message not JSON,
       too large or too deeply nested
   69  service unavailable: hub send found no hub serve running on this home (its hub.sock),

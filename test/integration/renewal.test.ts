@@ -116,6 +116,8 @@ describe("renewal", () => {
       expect(rotated.stdout).toContain(`asked ${name} to renew`);
       // the agent's checks are jittered by up to 20%: the promise says so
       expect(rotated.stdout).toContain("(hub.yml certificates.renewalCheck, +20% jitter)");
+      // and the quick way, after a suspected key leak (new-user pass 23, F12)
+      expect(rotated.stdout).toContain("or within seconds of its serve restarting (systemctl restart flashlex on the thing)");
       expect((await listed()).renewalRequested).toBe(true);
       await waitUntil(
         "a renewal asked by the hub",

@@ -747,6 +747,17 @@ describe("serve", () => {
     expect(found.stderr.trim()).toBe(
       `flashlex: no message with id 99999999; see flashlex messages list (config ${thing.configPath}, found in the current directory)`,
     );
+    // a line that begins with the config's own path says how it was chosen as a sentence (new-user pass 23, F13)
+    thing.editConfig((doc) => (doc.flashlex.app.api.endpont = doc.flashlex.app.api.endpoint));
+    thing.editConfig((doc) => delete doc.flashlex.app.api.endpoint);
+    try {
+      const misspelt = await run(["messages", "list"], { cwd: thing.dir });
+      expect(misspelt.code).toBe(78);
+      expect(misspelt.stderr.trim()).toEndWith("rename it to endpoint (this config was found in the current directory)");
+    } finally {
+      thing.editConfig((doc) => (doc.flashlex.app.api.endpoint = doc.flashlex.app.api.endpont));
+      thing.editConfig((doc) => delete doc.flashlex.app.api.endpont);
+    }
     expect((await run(["messages", "ack", "abc", ...thing.flags])).code).toBe(64);
     // an id given twice is one id; one past 2^53 - 1 is named as typed, with the range
     const twice = await run(["messages", "ack", String(first.id), String(first.id), ...thing.flags]);

@@ -333,7 +333,7 @@ describe("hub thing create", () => {
     expect(existsSync(distribution)).toBe(false);
     const after = (await store.getThing(thing.id))!;
     expect(thingStatus(after)).toBe("revoked");
-    expect(things.distribution(after)).toEqual({ missing: "it was revoked: its distribution, whose key the hub now refuses, is not handed out" });
+    expect(things.distribution(after)).toEqual({ missing: "it was revoked, and its distribution, whose key the hub now refuses, is not handed out" });
     // its name stays taken, and the refusal says what frees it
     await expect(createThing(home, store, "revokee")).rejects.toThrow(
       `a thing named ${thing.name} already exists (revoked; \`flashlex hub thing delete ${thing.name}\` removes it and frees the name)`,

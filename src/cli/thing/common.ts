@@ -166,7 +166,9 @@ export function thingCommand(spec: CommandSpec, { keepRoot = false } = {}): Comm
             // -c named it: the user knows which config it was.
             if (!chosen || chosen.origin === GIVEN) throw err;
             const error = toFlashlexError(err);
-            const note = error.message.startsWith(chosen.file) ? `(${chosen.origin})` : `(config ${chosen.file}, ${chosen.origin})`;
+            // a line that begins with the file says only how it was chosen, as a sentence: "(found in
+            // the current directory)" after "rename it to endpoint" read as if endpoint were found
+            const note = error.message.startsWith(chosen.file) ? `(this config was ${chosen.origin})` : `(config ${chosen.file}, ${chosen.origin})`;
             throw new FlashlexError(`${error.message} ${note}`, error.kind, { cause: err });
           }
         }

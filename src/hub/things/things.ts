@@ -183,7 +183,7 @@ export class Things {
    */
   distribution(thing: ThingRecord): { zip: Uint8Array } | { missing: string } {
     if (thing.enrolledWith != null) return { missing: "it enrolled itself: its key never left the device" };
-    if (thing.revokedAt !== null) return { missing: "it was revoked: its distribution, whose key the hub now refuses, is not handed out" };
+    if (thing.revokedAt !== null) return { missing: "it was revoked, and its distribution, whose key the hub now refuses, is not handed out" };
     const zip = readDistribution(this.deps.home, thing.id);
     // A renewal deletes the zip (its key is then no longer accepted), so a missing zip is most
     // often that, and only otherwise a file someone removed.
