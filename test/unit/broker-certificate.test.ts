@@ -13,13 +13,12 @@ const dir = mkdtempSync(join(tmpdir(), "flashlex-broker-cert-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 const DAY = 86_400_000;
 
+/** A hub home made by hub init under the test's directory. */
+const hubAt = (name: string, apiUrl: string, names: string[]) =>
+  initHub({ dir: join(dir, name), ownerId: "ecd13b11-2d4f-4e71-9a41-5f0e2c1b7a3d", apiUrl, names });
+
 test("the broker certificate is renewed at hub start once it expires within 90 days: same key and names, a new lifetime; not before", async () => {
-  const { home } = await initHub({
-    dir: join(dir, "hub"),
-    ownerId: "ecd13b11-2d4f-4e71-9a41-5f0e2c1b7a3d",
-    apiUrl: "http://hub.example:8080",
-    names: ["hub.example", "10.0.0.5"],
-  });
+  const { home } = await hubAt("hub", "http://hub.example:8080", ["hub.example", "10.0.0.5"]);
   const { paths } = home;
   const keyPem = readFileSync(paths.brokerKey, "utf8");
   const fresh = new X509Certificate(readFileSync(paths.brokerCert));
@@ -62,12 +61,7 @@ test("the broker certificate is renewed at hub start once it expires within 90 d
 });
 
 test("keepBrokerCertificate: renews when due and hands the new PEM over; a renewal that fails is an ERROR, the hub goes on", async () => {
-  const { home } = await initHub({
-    dir: join(dir, "kept"),
-    ownerId: "ecd13b11-2d4f-4e71-9a41-5f0e2c1b7a3d",
-    apiUrl: "http://hub.example:8080",
-    names: ["hub.example"],
-  });
+  const { home } = await hubAt("kept", "http://hub.example:8080", ["hub.example"]);
   const { paths } = home;
   const lines: string[] = [];
   const log = createLogger({ level: "info", write: (line) => lines.push(line) });
@@ -97,12 +91,7 @@ test("keepBrokerCertificate: renews when due and hands the new PEM over; a renew
 });
 
 test("a name hub.yml gives the broker that its certificate lacks (broker.host or broker.names edited after init): issued again at start, same key, every name; another CA's certificate is left and warned about", async () => {
-  const { home } = await initHub({
-    dir: join(dir, "renamed"),
-    ownerId: "ecd13b11-2d4f-4e71-9a41-5f0e2c1b7a3d",
-    apiUrl: "http://127.0.0.1:8080",
-    names: ["127.0.0.1"],
-  });
+  const { home } = await hubAt("renamed", "http://127.0.0.1:8080", ["127.0.0.1"]);
   const { paths } = home;
   const keyPem = readFileSync(paths.brokerKey, "utf8");
   expect((await renewBrokerCertificateIfDue(home)).renewed).toBe(false);
@@ -123,12 +112,7 @@ test("a name hub.yml gives the broker that its certificate lacks (broker.host or
   // all named now: nothing more to do
   expect((await renewBrokerCertificateIfDue(moved)).renewed).toBe(false);
   // a certificate of another CA (the operator's own) is theirs: left in place, the missing names said
-  const other = await initHub({
-    dir: join(dir, "other-ca"),
-    ownerId: "ecd13b11-2d4f-4e71-9a41-5f0e2c1b7a3d",
-    apiUrl: "http://127.0.0.1:8080",
-    names: ["127.0.0.1"],
-  });
+  const other = await hubAt("other-ca", "http://127.0.0.1:8080", ["127.0.0.1"]);
   const foreign = await issueServerCertificate(readCa(other.home.paths), { commonName: "127.0.0.1", ipAddresses: ["127.0.0.1"], keyPem });
   writeFileSync(paths.brokerCert, foreign.certPem);
   expect(await renewBrokerCertificateIfDue(moved)).toMatchObject({ renewed: false, lacks: ["hub.lan", "10.0.0.7"] });
