@@ -33,7 +33,7 @@ import { type DeliveryOutcome, deliverHttp, deliverMqtt } from "./egress/deliver
 import { HubClock } from "./egress/hub-clock.ts";
 import { OutboxDrainer } from "./egress/outbox.ts";
 import { ThingTokens } from "./egress/tokens.ts";
-import { keyFileTooOpen, loadIdentity, type ThingIdentity } from "./identity.ts";
+import { keyFileTooOpen, loadIdentity, rootCaMismatch, type ThingIdentity } from "./identity.ts";
 import { ExecRunner } from "./ingress/exec-runner.ts";
 import { createIngressHandler } from "./ingress/handler.ts";
 import { serveListens } from "./local/client.ts";
@@ -128,6 +128,8 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // Identity problems are configuration errors (78), found before anything connects.
     const identity = loadIdentity(config);
     warnIfKeyTooOpen(config, log);
+    const mismatch = rootCaMismatch(identity, config);
+    if (mismatch) log.warn("identity.root_ca_not_issuer", { note: mismatch });
     let damageTold = false;
     const store = openThingStore(config, log, (err) => {
       // every statement after the first that meets the damage says it again: one line

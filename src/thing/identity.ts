@@ -6,8 +6,8 @@
  *
  * Identity problems are configuration errors found before anything else happens: a missing or
  * unreadable file, a PKCS#12/PKCS#7/encrypted/empty file, a key of a kind FlashLex does not
- * sign with, a certificate that is not the key's, a certificate of another thing, a certificate no CA
- * of the root CA file issued. Each is one line naming the file, exit 78
+ * sign with, a certificate that is not the key's, a certificate of another thing, a root CA file
+ * that holds no CA (the thing's own certificate). Each is one line naming the file, exit 78
  * (77 when the file exists but this user may not read it).
  */
 import { type KeyObject, X509Certificate } from "node:crypto";
@@ -21,7 +21,6 @@ import { quoteGiven } from "../shared/log.ts";
 import { notThereNote } from "../shared/path-exists.ts";
 import { readRegularFile } from "../shared/regular-file.ts";
 import { deniedNote } from "../shared/why-denied.ts";
-import { renewalPending } from "./renewal/identity-files.ts";
 import type { ThingConfig } from "./settings.ts";
 
 /** What the thing proves itself with: the PEMs for mutual TLS and the key that signs its JWTs. */
@@ -172,36 +171,59 @@ export function checkCertificateNamesThing(identity: ThingIdentity, config: Thin
 }
 
 /**
- * Throws ConfigError naming both files unless the thing's certificate is signed by a certificate
- * of the root CA file, directly or through intermediates that follow it in its own file: what a
- * broker trusting that CA demands of it (RFC 5280 §6.1, issuer names and signatures). Dates and
- * key usages are left to the TLS handshake (bootstrap runs one): a board's clock may be unset at
- * boot, and serve waits for it rather than refuse. A certificate node cannot read is left to the
- * handshake too.
+ * Throws ConfigError naming the root CA file when it holds no CA at all: no certificate that is a
+ * CA (basicConstraints CA:TRUE) or self-signed (an old v1 root). The thing checks the broker's
+ * certificate with this file, and a leaf (most often the thing's own certificate, the other
+ * *-cert*.pem beside it) vouches for no broker: every handshake would fail, and serve retried for
+ * ever. A file whose certificates node cannot read is left to the TLS handshake.
  */
-export function checkCertificateChainsToRootCA(identity: ThingIdentity, config: ThingConfig): void {
+export function checkRootCAHoldsCA(identity: ThingIdentity, config: ThingConfig): void {
+  const roots = readableCertificates(identity.caPem);
+  if (roots.length === 0 || roots.some(isCa)) return;
+  const [leaf] = readableCertificates(identity.certPem);
+  const { rootCA } = config.paths;
+  const where = `flashlex.thing.keys.rootCA in ${config.file}`;
+  const what = leaf && roots.some((root) => root.raw.equals(leaf.raw)) ? "the thing's own certificate" : "no CA certificate";
+  throw new ConfigError(
+    `${rootCA}: this file holds ${what}, so no broker's certificate can be checked with it (${where}); use the root CA file that came with the thing's certificate (root-ca-cert.pem in a distribution)`,
+  );
+}
+
+/**
+ * Why the thing's certificate does not chain to the root CA file, in one sentence with the fix;
+ * undefined when it does: signed by a certificate of the file, directly or through intermediates
+ * that follow it in its own file (RFC 5280 §6.1, names and signatures only; dates and key usages
+ * are the handshake's, as a board's clock may be unset at boot). Not a refusal: the file checks
+ * the broker, and a broker whose certificate another CA issued may be trusted by it while the
+ * hub's broker checks the thing against the hub's CA. Bootstrap judges the chain by a real
+ * handshake; serve warns at start (identity.root_ca_not_issuer).
+ */
+export function rootCaMismatch(identity: ThingIdentity, config: ThingConfig): string | undefined {
   const [leaf, ...intermediates] = readableCertificates(identity.certPem);
   const roots = readableCertificates(identity.caPem);
-  if (!leaf || roots.length === 0) return;
+  if (!leaf || roots.length === 0) return undefined;
   let subject = leaf;
   const unused = [...intermediates];
   for (;;) {
     const current = subject;
-    if (roots.some((root) => signs(root, current))) return;
+    if (roots.some((root) => signs(root, current))) return undefined;
     const next = unused.findIndex((issuer) => signs(issuer, current));
     if (next < 0) break;
     subject = unused.splice(next, 1)[0]!;
   }
   const { cert, rootCA } = config.paths;
-  const where = `flashlex.thing.keys.rootCA in ${config.file}`;
-  if (roots.some((root) => root.raw.equals(leaf.raw))) {
-    throw new ConfigError(
-      `${rootCA}: this file holds the thing's own certificate, not the CA that issued it (${where}); use the root CA file that came with the certificate (root-ca-cert.pem in a distribution)`,
-    );
-  }
-  throw new ConfigError(
-    `${cert}: the certificate was not issued by a CA in ${rootCA} (${where}), so the broker would refuse it; use the root CA file that came with the certificate (root-ca-cert.pem in a distribution)`,
-  );
+  return `no CA in ${rootCA} (flashlex.thing.keys.rootCA) issued ${cert}: a broker that trusts only the hub's CA refuses it if this is another hub's CA file, and one that gets no intermediate with it refuses it too; use the root CA file that came with the certificate (root-ca-cert.pem in a distribution), or append the intermediate CA's PEM to ${cert} after the thing's own certificate`;
+}
+
+/** Whether a CA certificate in `caPem` (a root CA file) signed `certPem` directly. */
+export function issuedByCaIn(certPem: string, caPem: string): boolean {
+  const [cert] = readableCertificates(certPem);
+  return cert !== undefined && readableCertificates(caPem).some((ca) => signs(ca, cert));
+}
+
+/** Whether a certificate can vouch for others: a CA (basicConstraints CA:TRUE), or a self-signed root without extensions. */
+function isCa(certificate: X509Certificate): boolean {
+  return certificate.ca || signs(certificate, certificate);
 }
 
 function readableCertificates(pem: string): X509Certificate[] {
@@ -226,17 +248,14 @@ function signs(issuer: X509Certificate, subject: X509Certificate): boolean {
 /**
  * The one identity check, before anything is connected, queued or written: the files load, the
  * key is RSA >= 2048 / EC P-256 / EC P-384, the certificate is the key's, it names this thing
- * (its CN is flashlex.thing.name), and a CA of the root CA file issued it (unless a renewal is
- * pending). Throws ConfigError
- * (78) or, for a file this user may not read, FlashlexError (77); the message names the file.
+ * (its CN is flashlex.thing.name), and the root CA file holds a CA. Throws ConfigError (78) or,
+ * for a file this user may not read, FlashlexError (77); the message names the file.
  */
 export function loadIdentity(config: ThingConfig): ThingIdentity {
   const identity = readIdentity(config);
   checkKeyMatchesCertificate(identity, config);
   checkCertificateNamesThing(identity, config);
-  // A renewed pair not yet committed is judged by the broker: one it refuses is given up for the
-  // previous pair (renewal/renewer.ts), which refusing it here would never let happen.
-  if (!renewalPending(config.paths)) checkCertificateChainsToRootCA(identity, config);
+  checkRootCAHoldsCA(identity, config);
   return identity;
 }
 

@@ -15,7 +15,7 @@ import { normalisePrivateKey } from "../../src/crypto/key-files.ts";
 import { generateThingKeyPair, spkiDer } from "../../src/crypto/keys.ts";
 import { issueThingCertificate } from "../../src/crypto/x509.ts";
 import { ConfigError } from "../../src/shared/errors.ts";
-import { loadIdentity, readIdentity, type ThingIdentity } from "../../src/thing/identity.ts";
+import { issuedByCaIn, loadIdentity, readIdentity, rootCaMismatch, type ThingIdentity } from "../../src/thing/identity.ts";
 import type { ThingConfig } from "../../src/thing/settings.ts";
 import { makeIntermediate, makeLeaf, makeRoot } from "../support/chains.ts";
 import { type IdentityFile, identityVariants, type SourceIdentity, unsupportedKeys } from "../support/pem-variants.ts";
@@ -155,36 +155,53 @@ describe("key and certificate belong together", () => {
     expect(identity.certPem.indexOf(pki.thing.certPem.split("\n")[1]!)).toBeLessThan(identity.certPem.indexOf(pki.ca.certPem.split("\n")[1]!));
   });
 
-  test("a certificate no CA of the root CA file issued: one line naming both files and the config key; intermediates after the leaf are followed", async () => {
+  test("a root CA file that holds no CA (the thing's own certificate, a server's): 78 naming it and the setting; a CA that did not issue the certificate is said, not refused (it may be the broker's); intermediates after the leaf are followed", async () => {
     const root = await makeRoot("Unit Chain Root");
     const intermediate = await makeIntermediate(root, "Unit Chain Intermediate");
     const leaf = await makeLeaf(intermediate, "test-thing", { keyType: "rsa" });
+    const server = await makeLeaf(root, "broker.lan", { serverOnly: true });
     // leaf, an unrelated CA, then the intermediate: the walk finds the issuer wherever it is
-    loadIdentity(
-      configFor("via-intermediate", { ca: pki.ca.certPem + root.certPem, cert: leaf.certPem + pki.ca.certPem + intermediate.certPem, key: leaf.keyPem }),
-    );
-    const refused = [
-      { name: "intermediate-missing", files: { ca: root.certPem, cert: leaf.certPem, key: leaf.keyPem }, says: "the certificate was not issued by a CA in" },
-      {
-        name: "another-ca",
-        files: { ca: root.certPem, cert: pki.thing.certPem, key: pki.thing.privateKeyPem },
-        says: "the certificate was not issued by a CA in",
-      },
+    const chained = configFor("via-intermediate", {
+      ca: pki.ca.certPem + root.certPem,
+      cert: leaf.certPem + pki.ca.certPem + intermediate.certPem,
+      key: leaf.keyPem,
+    });
+    expect(rootCaMismatch(loadIdentity(chained), chained)).toBeUndefined();
+    for (const { name, files, says } of [
       {
         name: "own-certificate",
         files: { ca: pki.thing.certPem, cert: pki.thing.certPem, key: pki.thing.privateKeyPem },
         says: "this file holds the thing's own certificate",
       },
-    ];
-    for (const { name, files, says } of refused) {
+      {
+        name: "server-certificate",
+        files: { ca: server.certPem, cert: pki.thing.certPem, key: pki.thing.privateKeyPem },
+        says: "this file holds no CA certificate",
+      },
+    ]) {
       tally("badInputs");
       const config = configFor(name, files);
-      const file = name === "own-certificate" ? config.paths.rootCA : config.paths.cert;
       expect(() => loadIdentity(config)).toThrow(ConfigError);
-      expect(() => loadIdentity(config)).toThrow(`${file}: ${says}`);
-      expect(() => loadIdentity(config)).toThrow(`(flashlex.thing.keys.rootCA in ${config.file})`);
+      expect(() => loadIdentity(config)).toThrow(
+        `${config.paths.rootCA}: ${says}, so no broker's certificate can be checked with it (flashlex.thing.keys.rootCA in ${config.file})`,
+      );
       expect(readIdentity(config).thingName).toBe("test-thing"); // bootstrap's handshake judges it instead
     }
+    for (const [name, files] of [
+      ["intermediate-missing", { ca: root.certPem, cert: leaf.certPem, key: leaf.keyPem }],
+      ["another-ca", { ca: root.certPem, cert: pki.thing.certPem, key: pki.thing.privateKeyPem }],
+    ] as const) {
+      const config = configFor(name, files);
+      expect(rootCaMismatch(loadIdentity(config), config)).toStartWith(
+        `no CA in ${config.paths.rootCA} (flashlex.thing.keys.rootCA) issued ${config.paths.cert}: `,
+      );
+    }
+  });
+
+  test("a renewed certificate is taken from any CA of the root CA file, not only its first (a bundle with the hub's CA second could never renew)", async () => {
+    const root = await makeRoot("Unit Other Root");
+    expect(issuedByCaIn(pki.thing.certPem, root.certPem + pki.ca.certPem)).toBe(true);
+    expect(issuedByCaIn(pki.thing.certPem, root.certPem)).toBe(false);
   });
 
   test("the public key where the private key belongs (two *-keypair-*.pem side by side): the refusal names the setting that points there", () => {

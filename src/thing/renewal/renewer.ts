@@ -23,7 +23,7 @@ import type { Logger } from "../../shared/log.ts";
 import { UNAUTHORIZED_FIX } from "../egress/delivery.ts";
 import { requestText } from "../egress/http-post.ts";
 import { type HubClock, sendWithHubTime } from "../egress/hub-clock.ts";
-import type { ThingIdentity } from "../identity.ts";
+import { issuedByCaIn, type ThingIdentity } from "../identity.ts";
 import type { ThingSession } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";
 import { commitRenewal, type IdentityPaths, installStaged, previousKeyFile, renewalPending, revertRenewal, stagedKey, stageKey } from "./identity-files.ts";
@@ -266,7 +266,8 @@ export class CertificateRenewer {
     if (typeof certPem !== "string") throw new Error("the hub's answer holds no certificate");
     // The same checks enrolment makes: our CA, our name, our new key.
     const cert = new X509Certificate(certPem);
-    if (!cert.verify(new X509Certificate(identity.caPem).publicKey)) throw new Error("the renewed certificate is not signed by the thing's root CA");
+    // any CA of the root CA file, as the identity check and the TLS handshake take (it was the first alone)
+    if (!issuedByCaIn(certPem, identity.caPem)) throw new Error("the renewed certificate is not signed by a CA of the thing's root CA file");
     if (describeCertificate(certPem).subjectCN !== identity.thingName) throw new Error("the renewed certificate names another thing");
     if (!spkiDer(cert.publicKey).equals(spkiDer(normalisePrivateKey(Buffer.from(privateKeyPem)).key)))
       throw new Error("the renewed certificate is not for the new key");
