@@ -276,9 +276,12 @@ function expectedWords(expected: string): string {
   return words[expected] ?? expected;
 }
 
-/** A value found in a config file, as a refusal names it: text quoted and cut, the rest by kind. */
+/**
+ * A value found in a config file, as a refusal names it: text quoted and cut, the rest by kind.
+ * A URL's query and fragment are left out (`?key=...` may be a secret; its userinfo quoteGiven masks).
+ */
 function shownValue(value: unknown): string {
-  if (typeof value === "string") return quoteGiven(value);
+  if (typeof value === "string") return quoteGiven(/^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value.replace(/[?#].*$/s, "?…") : value);
   if (value === null) return "empty";
   if (Array.isArray(value)) return "a list";
   if (typeof value === "object") return "keys under it";

@@ -277,6 +277,19 @@ describe("schema errors", () => {
     const secret = refusal({ database: { url: "mysql://flashlex@db.lan/hub?password=p4ssw0rd" } });
     expect(secret).toContain("hub.database.url: must be");
     expect(secret).not.toContain("p4ssw0rd");
+    // the broker certificate's names are issued at each start now: one that cannot be is refused here (verify pass 29, F2/F3)
+    for (const [name, says] of [
+      ["*.wild.lan", "not a DNS name or IP address (no wildcard, trailing dot or zone)"],
+      ["dot.lan.", "not a DNS name or IP address"],
+      ["fe80::1%lo", "not a DNS name or IP address"],
+      ["::ffff:127.0.0.1", "an IPv4-mapped IPv6 address: give the IPv4 address itself"],
+    ]) {
+      expect(refusal({ broker: { host: "localhost", names: ["localhost", name] } })).toContain(`hub.broker.names.1: ${says}`);
+    }
+    // nor a URL's query or fragment, where a key may ride (verify pass 29, F6)
+    const query = refusal({ api: { publicUrl: "http://h.lan:1/v1?key=T0PSECRET#frag" } });
+    expect(query).toContain('(it is "http://h.lan:1/v1?…")');
+    expect(query).not.toContain("T0PSECRET");
   });
 
   test("zod's own words come with the value found; an empty file says so (new-user pass 22, F3: '(top level): ... received null', and 'Invalid URL' with no value)", async () => {

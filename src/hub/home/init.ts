@@ -24,7 +24,7 @@ import { makeUpdateKey } from "../updates/update-key.ts";
 import type { DatabaseOverride, HubHome } from "./home.ts";
 import { homeIdentity } from "./identity.ts";
 import { HUB_CLIENT_NAME, hubPaths } from "./paths.ts";
-import { type HubSettings, HubYamlSchema } from "./settings.ts";
+import { brokerNameProblem, type HubSettings, HubYamlSchema } from "./settings.ts";
 import { hashToken, newAccessToken } from "./tokens.ts";
 
 export interface InitHubOptions {
@@ -309,7 +309,8 @@ function initialSettings(o: InitHubOptions): HubSettings {
   const defaults = ["localhost", "127.0.0.1", ...(DNS_NAME.test(host) ? [host] : [])];
   const names = userNames.length > 0 ? userNames : defaults;
   for (const name of names) {
-    if (!isIP(name) && !DNS_NAME.test(name)) throw new UsageError(`--name: not a DNS name or IP address: ${quoteGiven(name)}`);
+    const problem = brokerNameProblem(name);
+    if (problem) throw new UsageError(`--name: ${problem}: ${quoteGiven(name)}`);
   }
   const brokerHost = o.brokerHost ?? userNames[0] ?? "localhost";
   // Refusals of the broker host name the flag it came from: --broker-host, else the first --name.

@@ -50,6 +50,24 @@ const brokerHost = z
   .refine((h) => isIP(h) !== 0 || DNS_NAME.test(h), "must be a DNS name or an IP address")
   .refine(isPlainYamlString, `must not look like a number or a YAML word, nor start with ':' (${YAML_WORDS})`);
 
+/**
+ * Why `name` cannot be a name of the broker certificate, in a few words; undefined when it can: a
+ * DNS name (no trailing dot, no wildcard) or an IP address, without a zone (`%eth0`) and not an
+ * IPv4-mapped IPv6 address (`::ffff:10.0.0.5`, which TLS clients connecting to 10.0.0.5 do not
+ * match: give the IPv4 address).
+ */
+export function brokerNameProblem(name: string): string | undefined {
+  if (/^::ffff:/i.test(name) && isIP(name) === 6) return "an IPv4-mapped IPv6 address: give the IPv4 address itself";
+  if (isIP(name) !== 0 && !name.includes("%")) return undefined;
+  if (DNS_NAME.test(name)) return undefined;
+  return "not a DNS name or IP address (no wildcard, trailing dot or zone)";
+}
+
+const brokerName = z.string().superRefine((name, ctx) => {
+  const problem = brokerNameProblem(name);
+  if (problem) ctx.addIssue({ code: "custom", message: problem });
+});
+
 /** Where a listener binds: an address or a host name, never longer than DNS allows (the "cannot listen" refusal echoed 300 characters). */
 const listenHost = z.string().min(1).refine(withinDnsLengths, "at most 253 characters, 63 between dots (an IP address or a host name)");
 
@@ -139,7 +157,7 @@ export const HubYamlSchema = z.object({
       /** the embedded broker's port; defaults to `port` */
       listenPort: port.optional(),
       /** the names and addresses the broker certificate is issued for; one it lacks makes hub serve issue it again at start (broker-certificate.ts) */
-      names: z.array(z.string()).default([]),
+      names: z.array(brokerName).default([]),
       /**
        * CRL files an external broker reads (Mosquitto's crlfile); `hub thing revoke` rewrites
        * each. `hub mosquitto-config` adds its own.
