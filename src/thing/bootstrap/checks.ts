@@ -17,7 +17,7 @@ import { FlashlexError } from "../../shared/errors.ts";
 import type { FileLock } from "../../shared/file-lock.ts";
 import { removeLeftovers } from "../../shared/files.ts";
 import { describeError, toFlashlexError } from "../../shared/foreign-errors.ts";
-import { type Logger, silentLogger } from "../../shared/log.ts";
+import { type Logger, quoteGiven, silentLogger } from "../../shared/log.ts";
 import { accountName } from "../../shared/passwd.ts";
 import { fileOnTheWay, pathExists } from "../../shared/path-exists.ts";
 import { shellWord } from "../../shared/shell-word.ts";
@@ -134,13 +134,23 @@ function keyFileFix(message: string, keysDir: string): string {
   return `Point ${setting} at the right file${pemFilesIn(keysDir)}, or use the key files from the thing's distribution, unchanged.`;
 }
 
-/** " (DIR holds a.pem, b.pem)": the PEM files there, so a setting can be pointed at one; "" when none or it cannot be listed. */
+/** How many PEM file names a fix lists before it counts the rest. */
+const PEM_NAMES_SHOWN = 8;
+
+/**
+ * " (DIR holds a.pem, b.pem)": the PEM files there, so a setting can be pointed at one, at most
+ * PEM_NAMES_SHOWN of them, a name of other than plain letters quoted as quoteGiven shows it (the
+ * directory's names are not ours: escapes go in escaped); "" when none or it cannot be listed.
+ */
 function pemFilesIn(dir: string): string {
   try {
     const pems = readdirSync(dir)
       .filter((name) => name.endsWith(".pem"))
       .sort();
-    return pems.length ? ` (${dir} holds ${pems.join(", ")})` : "";
+    if (!pems.length) return "";
+    const shown = pems.slice(0, PEM_NAMES_SHOWN).map((name) => (/^[\w.@+-]+$/.test(name) ? name : quoteGiven(name)));
+    const more = pems.length > PEM_NAMES_SHOWN ? ` and ${pems.length - PEM_NAMES_SHOWN} more` : "";
+    return ` (${dir} holds ${shown.join(", ")}${more})`;
   } catch {
     return "";
   }
