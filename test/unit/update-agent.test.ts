@@ -9,7 +9,7 @@ import { basename, join } from "node:path";
 import { generateUpdateKeyPair, loadUpdatePrivateKey, signRelease } from "../../src/crypto/update-signing.ts";
 import { manifestBytes } from "../../src/protocol/release-manifest.ts";
 import { elfMismatch } from "../../src/shared/elf.ts";
-import { silentLogger } from "../../src/shared/log.ts";
+import { createLogger, silentLogger } from "../../src/shared/log.ts";
 import type { ThingIdentity } from "../../src/thing/identity.ts";
 import type { ThingConfig } from "../../src/thing/settings.ts";
 import { DownloadRefused, downloadVerified } from "../../src/thing/update/download.ts";
@@ -126,6 +126,40 @@ describe("at start, a pending update whose version is not the one that runs", ()
     updater.stop();
     return { reports, restarts };
   }
+
+  test("a check the hub refuses with 401 (a revoked thing, a clock far off) is logged with the 401 fix (verify pass 29, F10)", async () => {
+    const d = device();
+    const lines: string[] = [];
+    const hub: UpdateHubApi = {
+      poll: async () => {
+        throw Object.assign(new Error("the hub answered 401 Unauthorized (the thing token was refused)"), { status: 401 });
+      },
+      report: async () => {},
+      binaryUrl: () => "http://127.0.0.1:1/",
+      authorization: async () => ({}),
+      caPem: "",
+    };
+    const config = {
+      dataDir: d.data,
+      yaml: { update: { publicKey: generateUpdateKeyPair().publicKey, checkSeconds: 3600, healthySeconds: 60 } },
+    } as unknown as ThingConfig;
+    const updater = startUpdater({
+      config,
+      identity: {} as ThingIdentity,
+      log: createLogger({ write: (line) => lines.push(line) }),
+      connected: () => true,
+      requestRestart: () => {},
+      version: "1.0.0",
+      target: "linux-x64",
+      executable: d.binary,
+      hub,
+    });
+    await Bun.sleep(2300); // the first check, 2 s after start
+    updater.stop();
+    const line = lines.find((l) => l.includes("update.check_failed"));
+    expect(line).toContain("the hub answered 401");
+    expect(line).toContain("fix=\"A 401 means the hub refused the thing's token");
+  }, 10_000);
 
   test("a version on trial that reports healthy is recorded as the release that runs, with its signing time (the oldest an offer may have from then on)", async () => {
     const d = device();

@@ -394,14 +394,15 @@ const CONNACK_FIXES: Record<number, string> = {
 
 /**
  * What a SUBACK 128 (MQTT 3.1.1 §3.9.3) for the thing's subscriptions points at. Its own ingress
- * topic refused is, on a hub's broker, a thing the hub revoked or deleted (Mosquitto's dynamic
+ * or pubsub topic (app.thread basicPubsub) refused is, on a hub's broker, a thing the hub revoked or deleted (Mosquitto's dynamic
  * security and RabbitMQ take its connection and refuse its topics; the embedded broker refuses
  * the CONNECT); another topic is the config's or the broker's rules.
  */
 function subscriptionRefusedHint(subscriptions: string[], thingName: string): string {
-  const own = thingTopics(thingName).ingress;
+  const { ingress, pubsub } = thingTopics(thingName);
+  const own = subscriptions.find((topic) => topic === ingress || topic === pubsub);
   const topics = subscriptions.join(", ");
-  if (subscriptions.includes(own)) {
+  if (own !== undefined) {
     return `the broker does not allow this thing to subscribe to its own ${own}: most likely ${CONNACK_FIXES[5]}; if it is not, check the broker's rules`;
   }
   return `the broker does not allow this thing to subscribe to ${topics}: check flashlex.thing.mqtt.ingress.topic (ingress/<thing name>) and the broker's rules`;

@@ -53,7 +53,10 @@ export function updateHubApi(config: ThingConfig, identity: ThingIdentity, timeo
     );
     if (answer.status !== 200 && answer.status !== 201) {
       const refusal = answerRefusal(answer);
-      throw new Error(`the hub answered ${answer.status} ${answer.statusText}`.trim() + (refusal ? ` (${refusal})` : ""));
+      // the status rides along: a 401 (revoked, a clock far off) gets its fix in the log
+      throw Object.assign(new Error(`the hub answered ${answer.status} ${answer.statusText}`.trim() + (refusal ? ` (${refusal})` : "")), {
+        status: answer.status,
+      });
     }
     return { result: resultOf(answer.body, url) };
   };

@@ -21,6 +21,7 @@ import { elfMismatch } from "../../shared/elf.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { COMMIT_TIME, TARGET, VERSION } from "../../shared/version.ts";
+import { UNAUTHORIZED_FIX } from "../egress/delivery.ts";
 import type { HubClock } from "../egress/hub-clock.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
@@ -281,7 +282,11 @@ export function startUpdater(opts: UpdaterOptions): Updater {
       const offer = await hub.poll({ version, target, outbox: outboxNow() });
       if (offer && offer.version !== version) await apply(offer, target);
     } catch (err) {
-      log.warn("update.check_failed", { error: describeError(err), note: `tried again in ${settings!.checkSeconds} s` });
+      log.warn("update.check_failed", {
+        error: describeError(err),
+        note: `tried again in ${settings!.checkSeconds} s`,
+        fix: (err as { status?: unknown }).status === 401 ? UNAUTHORIZED_FIX : undefined,
+      });
     } finally {
       busy = false;
     }
