@@ -11,7 +11,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseDocument } from "yaml";
-import { issueServerCertificate } from "../../src/crypto/x509.ts";
+import { createCertificateAuthority, issueServerCertificate } from "../../src/crypto/x509.ts";
 import { run } from "../support/binary.ts";
 import { makeHubFixture } from "../support/hub-fixture.ts";
 import { tally } from "../support/tally.ts";
@@ -82,3 +82,22 @@ test("a hub given a new name for its broker in hub.yml (broker.host: localhost, 
     expect(await serving.stop()).toBe(0);
   }
 }, 90_000);
+
+test("a broker certificate of another CA that lacks broker.host: hub thing create's note gives that CA's way, not a restart (verify pass 29, F8)", async () => {
+  const hub = await makeHubFixture(join(work, "foreign"));
+  const stranger = await createCertificateAuthority({ commonName: "the operator's own CA" });
+  const keyPem = readFileSync(join(hub.dir, "broker-key.pem"), "utf8");
+  writeFileSync(
+    join(hub.dir, "broker-cert.pem"),
+    (await issueServerCertificate(stranger, { commonName: "127.0.0.1", ipAddresses: ["127.0.0.1"], keyPem })).certPem,
+  );
+  const hubYml = join(hub.dir, "hub.yml");
+  const doc = parseDocument(readFileSync(hubYml, "utf8"));
+  doc.setIn(["hub", "broker", "host"], "localhost");
+  writeFileSync(hubYml, doc.toString());
+  const made = await run(["hub", "thing", "create", "foreign", "--dir", hub.dir, "-o", join(work, "foreign.zip")]);
+  expect(made.code).toBe(0);
+  expect(made.stdout).toContain(
+    "note: the broker certificate does not name localhost (hub.yml broker.host, which the thing connects to) yet: it is not the hub CA's, so issue it again for that name with the CA that made it",
+  );
+}, 60_000);

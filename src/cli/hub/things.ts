@@ -152,8 +152,11 @@ function create(args: string[], options: Options): Promise<number> {
       say(`topics:       ${topics.ingress} (ingress), ${topics.pubsub} (pubsub), ${topics.egress} (egress)`);
       const unnamed = await brokerHostUnnamed(hub.home);
       if (unnamed) {
+        const fix = unnamed.hubsOwn
+          ? "restart hub serve, which issues it again for hub.yml's names at its start"
+          : "it is not the hub CA's, so issue it again for that name with the CA that made it";
         say(
-          `note: the broker certificate does not name ${unnamed} (hub.yml broker.host, which the thing connects to) yet: restart hub serve, which issues it again for hub.yml's names at its start, or the thing's connection is refused`,
+          `note: the broker certificate does not name ${unnamed.host} (hub.yml broker.host, which the thing connects to) yet: ${fix}, or the thing's connection is refused`,
         );
       }
       // the home as given, so the command runs as printed (a default home needs no --dir)
@@ -285,14 +288,20 @@ function isRegularFile(path: string): boolean {
 
 /**
  * hub.yml's broker.host when the broker certificate in place does not name it (hub.yml edited and
- * hub serve not restarted since); undefined when it does, or the certificate cannot be read (hub
- * serve says what is wrong with it).
+ * hub serve not restarted since), with whether the certificate is the hub CA's (which hub serve
+ * issues again); undefined when it names it, or either file cannot be read (hub serve says what
+ * is wrong with it).
  */
-async function brokerHostUnnamed(home: HubHome): Promise<string | undefined> {
-  const { namesMissing } = await import("../../hub/home/broker-certificate.ts");
+async function brokerHostUnnamed(home: HubHome): Promise<{ host: string; hubsOwn: boolean } | undefined> {
+  const [{ namesMissing }, { publicKeyIssuedBy }] = await Promise.all([
+    import("../../hub/home/broker-certificate.ts"),
+    import("../../crypto/certificate-info.ts"),
+  ]);
   const host = home.settings.broker.host;
   try {
-    return namesMissing(readFileSync(home.paths.brokerCert, "utf8"), [host]).length > 0 ? host : undefined;
+    const certPem = readFileSync(home.paths.brokerCert, "utf8");
+    if (namesMissing(certPem, [host]).length === 0) return undefined;
+    return { host, hubsOwn: publicKeyIssuedBy(certPem, readFileSync(home.paths.caCert, "utf8")) !== undefined };
   } catch {
     return undefined;
   }
