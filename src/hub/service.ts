@@ -33,6 +33,7 @@ import { startFleetFeed } from "./messages/fleet-feed.ts";
 import { ingressLedger } from "./messages/ingress-delivery.ts";
 import { startMessageRetention } from "./messages/retention.ts";
 import type { HubMetrics } from "./metrics/prometheus.ts";
+import { type OwnListener, refuseSharedPorts } from "./own-listeners.ts";
 import type { HubStore } from "./store/hub-store.ts";
 import { openHubStore } from "./store/open-store.ts";
 import { adoptLostRenewal } from "./things/certificates.ts";
@@ -198,6 +199,10 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       if (!brokerRef) throw new Error("the broker is not running yet");
       await brokerRef.publish(topic, payload);
     };
+    // Each port of the hub's own, before any is taken: two on one port is hub.yml's doing (78),
+    // not "stop what listens there" (own-listeners.ts).
+    const choice = brokerChoice(opts.broker, settings.broker, paths.config);
+    refuseSharedPorts(ownListeners(settings, choice, opts), paths.config);
     // Metrics (docs/metrics.md): prom-client is loaded here only, and only when they are on.
     let updatesRef: Updates | undefined;
     const metrics = settings.metrics.listen === false ? undefined : await loadHubMetrics(feed, store, () => updatesRef, log);
@@ -236,7 +241,6 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     // every create, enrolment, renewal and CRL then failed (the first renewals 60 days later).
     const caPem = readCa(paths).certPem;
 
-    const choice = brokerChoice(opts.broker, settings.broker, paths.config);
     // A broker certificate that lapsed would shut every thing out (home/broker-certificate.ts).
     // Renewed now, the broker and the API below read the new one; renewed later, the embedded
     // broker swaps it in, and what serves a copy of its own is named.
@@ -507,6 +511,31 @@ async function stopGracefully(server: HubServer): Promise<void> {
   const outcome = await Promise.race([graceful.then(() => "done" as const), timeout]);
   clearTimeout(timer);
   if (outcome === "timeout") await server.stop(true);
+}
+
+/**
+ * The listeners `hub serve` opens itself, with the settings that place each: the API, the
+ * embedded broker, the cluster's auth listener, and the metrics when hub.yml sets their address
+ * (at the default one, a busy port is only a warning: listenForScrapes).
+ */
+function ownListeners(settings: HubSettings, choice: ReturnType<typeof brokerChoice>, opts: ServeHubOptions): OwnListener[] {
+  const metrics = settings.metrics.listen ? parseListenAddress(settings.metrics.listen) : undefined;
+  const brokerPortKey = settings.broker.listenPort === undefined ? "hub.broker.port" : "hub.broker.listenPort";
+  return [
+    { what: "the API", host: settings.api.host, port: opts.apiPort ?? settings.api.port, settings: "hub.api.host and hub.api.port" },
+    ...(choice.kind === "embedded"
+      ? [
+          {
+            what: "the broker",
+            host: settings.broker.listenHost,
+            port: opts.brokerPort ?? settings.broker.listenPort ?? settings.broker.port,
+            settings: `hub.broker.listenHost and ${brokerPortKey}`,
+          },
+        ]
+      : []),
+    ...(choice.kind === "rabbitmq" ? [{ what: "the broker auth listener", ...choice.rabbit.authListen, settings: "hub.broker.rabbitmq.authListen" }] : []),
+    ...(metrics ? [{ what: "the metrics", ...metrics, settings: "hub.metrics.listen" }] : []),
+  ];
 }
 
 /**

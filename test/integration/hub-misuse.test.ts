@@ -151,8 +151,27 @@ describe("an address hub serve cannot listen on", () => {
     const holder = createServer().listen(0, "127.0.0.1");
     await new Promise((resolve) => holder.once("listening", resolve));
     const busyPort = (holder.address() as AddressInfo).port;
+    const sharedPort = await freePort();
     try {
       const cases: [string, [string[], unknown][], string][] = [
+        // two of the hub's own on one port: both settings named, not "stop what listens there" (new-user pass 24, F1)
+        [
+          "own-api-and-broker",
+          [
+            [["hub", "broker", "listenPort"], undefined],
+            [["hub", "broker", "port"], sharedPort],
+            [["hub", "api", "port"], sharedPort],
+          ],
+          `the API (hub.api.host and hub.api.port) and the broker (hub.broker.listenHost and hub.broker.port) in `,
+        ],
+        [
+          "own-api-and-metrics",
+          [
+            [["hub", "metrics", "listen"], `127.0.0.1:${sharedPort}`],
+            [["hub", "api", "port"], sharedPort],
+          ],
+          `would both listen on 127.0.0.1:${sharedPort}: the hub opens each itself; give each its own port`,
+        ],
         ["busy-api", [[["hub", "api", "port"], busyPort]], `the API cannot listen on 127.0.0.1:${busyPort} (hub.api.host and hub.api.port in `],
         ["absent-broker-host", [[["hub", "broker", "listenHost"], "192.0.2.1"]], "the broker cannot listen on 192.0.2.1:"],
         // no listenPort: the port is hub.broker.port's, and the line names that key
