@@ -303,6 +303,33 @@ describe("a receiver back", () => {
     }
   });
 
+  test("a receiver back after its rest is tried with its oldest row, and the backlog goes oldest first (the oldest, its own retry further off, reached the hub last: new-user pass 24, F2)", async () => {
+    const store = MessageStore.open(join(dir, "oldest-first.db"));
+    const { log } = captureLog();
+    try {
+      const now = Date.now();
+      for (const [i, id] of ["seq-1", "seq-2", "seq-3"].entries()) store.enqueue({ messageId: id, body: `{"seq":${i + 1}}`, via: "http", now: now - 3 + i });
+      let hubUp = false;
+      const sent: string[] = [];
+      const deliver = async (entry: OutboxEntry): Promise<DeliveryOutcome> => {
+        if (!hubUp) return { kind: "retry", status: 503, error: "the API answered 503" };
+        sent.push(entry.message_id);
+        return { kind: "sent", status: 200, body: "{}" };
+      };
+      const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver } });
+      drainer.start();
+      for (let i = 0; i < 200 && store.getOutbox("seq-1")!.attempts === 0; i++) await Bun.sleep(10);
+      // seq-1 took the failure: its own retry is minutes away (it had failed more often), the others' due
+      store.markRetry("seq-1", "the API answered 503", Date.now() + 300_000);
+      hubUp = true;
+      for (let i = 0; i < 400 && sent.length < 3; i++) await Bun.sleep(10); // the receiver rests 2 s
+      await drainer.stop();
+      expect(sent).toEqual(["seq-1", "seq-2", "seq-3"]);
+    } finally {
+      store.close();
+    }
+  });
+
   test("a receiver that fails rests as a whole (2 s, 4 s ... or its Retry-After): the backlog's other rows are not tried meanwhile; its next success makes the rest due", async () => {
     const store = MessageStore.open(join(dir, "back-http.db"));
     const { lines, log } = captureLog();

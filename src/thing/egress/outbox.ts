@@ -88,7 +88,7 @@ export class OutboxDrainer {
    * 1.5 s, and an overloaded hub's Retry-After went unheard. Their next success makes the rest of
    * their backlog due. Rows that had failed before serve started count as such a receiver.
    */
-  private readonly resting = new Map<OutboxVia, { failures: number; until: number }>();
+  private readonly resting = new Map<OutboxVia, { failures: number; until: number; oldestFirst?: boolean }>();
 
   constructor(
     private readonly deps: {
@@ -128,21 +128,24 @@ export class OutboxDrainer {
 
   /**
    * Another way out came back (the MQTT session connected): the device's network, and most often
-   * the hub behind `via` too, are back, so `via`'s oldest waiting row is tried now rather than at
-   * the end of `via`'s rest (up to 5 min). One row: when it goes, the rest of the backlog follows
-   * (as after any success of a resting receiver); when it fails, `via` rests on, one failure more.
+   * the hub behind `via` too, are back, so `via`'s rest ends now rather than when it runs out (up
+   * to 5 min), and its oldest waiting row tries it, as at the end of any rest. When it goes, the
+   * rest of the backlog follows; when it fails, `via` rests on, one failure more.
    */
   probe(via: OutboxVia): void {
     const rest = this.resting.get(via);
     if (this.stopped || !rest || !this.deps.deliverers[via]) return;
+    this.resting.set(via, { failures: rest.failures, until: 0, oldestFirst: true });
+    this.wake();
+  }
+
+  /** Makes `via`'s oldest waiting row due now (a resting receiver is tried with it); never throws. */
+  private oldestFirst(via: OutboxVia, now: number): void {
     try {
-      if (!this.deps.store.dueNowFirst(via, Date.now())) return;
+      this.deps.store.dueNowFirst(via, now);
     } catch (err) {
       this.deps.log.error("outbox.record_failed", { error: describeError(err), note: `the ${via} backlog keeps its retry times` });
-      return;
     }
-    this.resting.set(via, { failures: rest.failures, until: 0 });
-    this.wake();
   }
 
   /**
@@ -187,7 +190,17 @@ export class OutboxDrainer {
       // Each receiver's own due rows: one resting must not hide the other's behind its backlog.
       const batch = (Object.keys(deliverers) as OutboxVia[])
         .filter((via) => !down.has(via) && (this.resting.get(via)?.until ?? 0) <= now)
-        .flatMap((via) => store.due(now, 20, via))
+        .flatMap((via) => {
+          // A rest this drainer began is over: its oldest row tries the receiver, whatever that
+          // row's own retry time (a younger row went first, and the hub stored the backlog out of
+          // order). Rows that failed before serve started keep their own times.
+          const rest = this.resting.get(via);
+          if (rest?.oldestFirst) {
+            rest.oldestFirst = false;
+            this.oldestFirst(via, now);
+          }
+          return store.due(now, 20, via);
+        })
         .filter((e) => !tried.has(e.message_id))
         .sort((a, b) => a.created_at - b.created_at || (a.message_id < b.message_id ? -1 : 1));
       if (!batch.length) return;
@@ -201,11 +214,13 @@ export class OutboxDrainer {
         // row's problem and keeps its backoff.
         if (kind === "retry") {
           const failures = (this.resting.get(entry.via)?.failures ?? 0) + 1;
-          this.resting.set(entry.via, { failures, until: Date.now() + Math.max(retryDelayMs(failures - 1), retryAfterMs ?? 0) });
+          this.resting.set(entry.via, { failures, until: Date.now() + Math.max(retryDelayMs(failures - 1), retryAfterMs ?? 0), oldestFirst: true });
         } else if (kind === "sent" && this.resting.delete(entry.via)) {
           // The receiver answers again (the hub is back): the rest of its backlog need not wait
-          // for each row's own retry time.
+          // for each row's own retry time, and goes oldest first (the batch is fetched again).
           this.makeDue(entry.via);
+          await new Promise((r) => setTimeout(r, gapMs));
+          break;
         }
         if (kind !== "skipped") await new Promise((r) => setTimeout(r, gapMs));
       }
