@@ -143,6 +143,13 @@ function certificateSpki(certificate: Buffer | string): Buffer | undefined {
 export function checkKeyMatchesCertificate(identity: ThingIdentity, config: ThingConfig): void {
   // X509Certificate reads the first block of the PEM: the thing's own certificate.
   if (!certificateSpki(identity.certPem)?.equals(spkiDer(identity.privateKey))) {
+    // a CA's certificate here is the setting pointed at the root CA file beside it
+    const [first] = readableCertificates(identity.certPem);
+    if (first && isCa(first)) {
+      throw new ConfigError(
+        `${config.paths.cert}: this file holds a CA certificate, not the thing's (the file is ${keySetting(config, "cert")}); point it at the thing's certificate (<thing name>-certificate.pem in a distribution)`,
+      );
+    }
     throw new ConfigError(
       `${config.paths.cert}: this certificate was not issued for the private key ${config.paths.privateKey}; use the certificate and key of the same distribution`,
     );

@@ -211,6 +211,14 @@ describe("key and certificate belong together", () => {
     expect(() => loadIdentity(config)).toThrow(new RegExp(`^${config.paths.privateKey}: .*public key`));
   });
 
+  test("the root CA's certificate where the thing's belongs: said as a CA certificate, with the setting (new-user pass 24, F5)", () => {
+    tally("badInputs");
+    const config = configFor("ca-as-cert", { ca: pki.ca.certPem, cert: pki.ca.certPem, key: pki.thing.privateKeyPem });
+    expect(() => loadIdentity(config)).toThrow(
+      `${config.paths.cert}: this file holds a CA certificate, not the thing's (the file is flashlex.thing.keys.cert in ${config.file}); point it at the thing's certificate`,
+    );
+  });
+
   test("a missing file is a configuration error naming it", () => {
     const config = configFor("missing", { ca: pki.ca.certPem, cert: pki.thing.certPem, key: pki.thing.privateKeyPem });
     const missing = { ...config, paths: { ...config.paths, cert: join(dir, "nowhere.pem") } };

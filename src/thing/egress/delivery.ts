@@ -230,7 +230,9 @@ function refusalDetail(response: PostResult, signedWithOffsetMs: number): string
  * cause and is not named.
  */
 export function unauthorizedMeaning(clockRuledOut: boolean): string {
-  const causes = "the thing may be revoked, or unknown to the hub at flashlex.app.api.endpoint (another hub's address)";
+  // the token names the thing by flashlex.thing.id, which no local check can verify: a typo there is a 401 too
+  const causes =
+    "the thing may be revoked, or unknown to the hub at flashlex.app.api.endpoint (another hub's address, or a flashlex.thing.id the hub did not give it)";
   return clockRuledOut
     ? `the hub refused the thing's token, not for its time: ${causes}`
     : `the hub refused the thing's token: the device clock may be off, or ${causes}`;
@@ -238,4 +240,4 @@ export function unauthorizedMeaning(clockRuledOut: boolean): string {
 
 /** The fix for a 401 from the collect API: what to check, in the order a 401 is most often caused. */
 export const UNAUTHORIZED_FIX =
-  "A 401 means the hub refused the thing's token: set the clock if it is off (enable NTP: sudo timedatectl set-ntp true); on the hub, check the thing is not revoked (flashlex hub thing list); check flashlex.app.api.endpoint and env name the hub that made this thing.";
+  "A 401 means the hub refused the thing's token: set the clock if it is off (enable NTP: sudo timedatectl set-ntp true); on the hub, check the thing is not revoked (flashlex hub thing list); check flashlex.app.api.endpoint and env name the hub that made this thing, and flashlex.thing.id is the id it gave it.";
