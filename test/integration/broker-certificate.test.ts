@@ -10,7 +10,6 @@ import { X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseDocument } from "yaml";
 import { createCertificateAuthority, issueServerCertificate } from "../../src/crypto/x509.ts";
 import { run } from "../support/binary.ts";
 import { makeHubFixture } from "../support/hub-fixture.ts";
@@ -54,10 +53,7 @@ test("a hub restarted a day after its broker certificate lapsed renews it for th
 
 test("a hub given a new name for its broker in hub.yml (broker.host: localhost, where init named 127.0.0.1) issues its certificate again at start; a thing made then connects by that name (every handshake failed: the certificate did not name it)", async () => {
   const hub = await makeHubFixture(join(work, "renamed"));
-  const hubYml = join(hub.dir, "hub.yml");
-  const doc = parseDocument(readFileSync(hubYml, "utf8"));
-  doc.setIn(["hub", "broker", "host"], "localhost");
-  writeFileSync(hubYml, doc.toString());
+  hub.configure([[["broker", "host"], "localhost"]]);
   // made before hub serve was restarted: the note says so
   const early = await run(["hub", "thing", "create", "early", "--dir", hub.dir, "-o", join(work, "early.zip")]);
   expect(early.code).toBe(0);
@@ -91,10 +87,7 @@ test("a broker certificate of another CA that lacks broker.host: hub thing creat
     join(hub.dir, "broker-cert.pem"),
     (await issueServerCertificate(stranger, { commonName: "127.0.0.1", ipAddresses: ["127.0.0.1"], keyPem })).certPem,
   );
-  const hubYml = join(hub.dir, "hub.yml");
-  const doc = parseDocument(readFileSync(hubYml, "utf8"));
-  doc.setIn(["hub", "broker", "host"], "localhost");
-  writeFileSync(hubYml, doc.toString());
+  hub.configure([[["broker", "host"], "localhost"]]);
   const made = await run(["hub", "thing", "create", "foreign", "--dir", hub.dir, "-o", join(work, "foreign.zip")]);
   expect(made.code).toBe(0);
   expect(made.stdout).toContain(
