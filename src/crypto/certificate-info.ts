@@ -84,3 +84,34 @@ function unescapeValue(escaped: string): string {
   }
   return new TextDecoder().decode(new Uint8Array(bytes));
 }
+
+/** Whether a CA certificate in `caPem` (a root CA file) signed `certPem` directly. */
+export function issuedByCaIn(certPem: string, caPem: string): boolean {
+  const [cert] = readableCertificates(certPem);
+  return cert !== undefined && readableCertificates(caPem).some((ca) => signs(ca, cert));
+}
+
+/** Whether a certificate can vouch for others: a CA (basicConstraints CA:TRUE), or a self-signed root without extensions. */
+export function isCa(certificate: X509Certificate): boolean {
+  return certificate.ca || signs(certificate, certificate);
+}
+
+/** Every certificate of a PEM text that node can read, in order; the others are left out. */
+export function readableCertificates(pem: string): X509Certificate[] {
+  return pemBlocks(pem).flatMap((block) => {
+    try {
+      return [new X509Certificate(block.text)];
+    } catch {
+      return [];
+    }
+  });
+}
+
+/** Whether `issuer` issued `subject` (RFC 5280 §6.1 names and signature only, no dates): its name is the subject's issuer and its key verifies the signature. */
+export function signs(issuer: X509Certificate, subject: X509Certificate): boolean {
+  try {
+    return subject.checkIssued(issuer) && subject.verify(issuer.publicKey);
+  } catch {
+    return false;
+  }
+}

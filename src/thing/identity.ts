@@ -12,10 +12,10 @@
  */
 import { type KeyObject, X509Certificate } from "node:crypto";
 import { statSync } from "node:fs";
-import { describeCertificate } from "../crypto/certificate-info.ts";
+import { describeCertificate, isCa, readableCertificates, signs } from "../crypto/certificate-info.ts";
 import { CryptoError } from "../crypto/errors.ts";
 import { certificatePem, KeyFileError, normaliseCertificates, normalisePrivateKey } from "../crypto/key-files.ts";
-import { pemBlocks, spkiDer, type ThingTokenAlgorithm, tokenAlgorithmFor } from "../crypto/keys.ts";
+import { spkiDer, type ThingTokenAlgorithm, tokenAlgorithmFor } from "../crypto/keys.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
 import { quoteGiven } from "../shared/log.ts";
 import { notThereNote } from "../shared/path-exists.ts";
@@ -188,11 +188,9 @@ export function checkRootCAHoldsCA(identity: ThingIdentity, config: ThingConfig)
   const roots = readableCertificates(identity.caPem);
   if (roots.length === 0 || roots.some(isCa)) return;
   const [leaf] = readableCertificates(identity.certPem);
-  const { rootCA } = config.paths;
-  const where = `flashlex.thing.keys.rootCA in ${config.file}`;
   const what = leaf && roots.some((root) => root.raw.equals(leaf.raw)) ? "the thing's own certificate" : "no CA certificate";
   throw new ConfigError(
-    `${rootCA}: this file holds ${what}, so no broker's certificate can be checked with it (${where}); use the root CA file that came with the thing's certificate (root-ca-cert.pem in a distribution)`,
+    `${config.paths.rootCA}: this file holds ${what}, so no broker's certificate can be checked with it (${keySetting(config, "rootCA")}); use the root CA file that came with the thing's certificate (root-ca-cert.pem in a distribution)`,
   );
 }
 
@@ -220,36 +218,6 @@ export function rootCaMismatch(identity: ThingIdentity, config: ThingConfig): st
   }
   const { cert, rootCA } = config.paths;
   return `no CA in ${rootCA} (flashlex.thing.keys.rootCA) issued ${cert}: a broker that trusts only the hub's CA refuses it if this is another hub's CA file, and one that gets no intermediate with it refuses it too; use the root CA file that came with the certificate (root-ca-cert.pem in a distribution), or append the intermediate CA's PEM to ${cert} after the thing's own certificate`;
-}
-
-/** Whether a CA certificate in `caPem` (a root CA file) signed `certPem` directly. */
-export function issuedByCaIn(certPem: string, caPem: string): boolean {
-  const [cert] = readableCertificates(certPem);
-  return cert !== undefined && readableCertificates(caPem).some((ca) => signs(ca, cert));
-}
-
-/** Whether a certificate can vouch for others: a CA (basicConstraints CA:TRUE), or a self-signed root without extensions. */
-function isCa(certificate: X509Certificate): boolean {
-  return certificate.ca || signs(certificate, certificate);
-}
-
-function readableCertificates(pem: string): X509Certificate[] {
-  return pemBlocks(pem).flatMap((block) => {
-    try {
-      return [new X509Certificate(block.text)];
-    } catch {
-      return [];
-    }
-  });
-}
-
-/** Whether `issuer` issued `subject`: its name is the subject's issuer and its key verifies the signature. */
-function signs(issuer: X509Certificate, subject: X509Certificate): boolean {
-  try {
-    return subject.checkIssued(issuer) && subject.verify(issuer.publicKey);
-  } catch {
-    return false;
-  }
 }
 
 /**

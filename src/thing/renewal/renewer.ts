@@ -14,7 +14,7 @@
  * the time the certificate has left, so a short-lived certificate is retried in time.
  */
 import { type KeyObject, X509Certificate } from "node:crypto";
-import { describeCertificate } from "../../crypto/certificate-info.ts";
+import { describeCertificate, issuedByCaIn } from "../../crypto/certificate-info.ts";
 import { signThingToken } from "../../crypto/jwt.ts";
 import { normalisePrivateKey } from "../../crypto/key-files.ts";
 import { generateThingKeyPair, spkiDer, thingKeyTypeOf } from "../../crypto/keys.ts";
@@ -23,7 +23,7 @@ import type { Logger } from "../../shared/log.ts";
 import { UNAUTHORIZED_FIX } from "../egress/delivery.ts";
 import { requestText } from "../egress/http-post.ts";
 import { type HubClock, sendWithHubTime } from "../egress/hub-clock.ts";
-import { issuedByCaIn, type ThingIdentity } from "../identity.ts";
+import type { ThingIdentity } from "../identity.ts";
 import type { ThingSession } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";
 import { commitRenewal, type IdentityPaths, installStaged, previousKeyFile, renewalPending, revertRenewal, stagedKey, stageKey } from "./identity-files.ts";
