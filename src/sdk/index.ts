@@ -108,6 +108,8 @@ export interface OutboxEntry {
   sent_at: number | null;
   response_status: number | null;
   response_body: string | null;
+  /** the thing id that queued it; null for rows from before schema 5 */
+  thing_id: string | null;
 }
 
 /** What `retryOutbox` / `dropOutbox` did, id by id. */

@@ -182,7 +182,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       http: (entry: OutboxEntry, signal?: AbortSignal) => deliverHttp(entry, { config, identity, clock, tokens }, signal),
       mqtt: (entry: OutboxEntry, signal?: AbortSignal) => deliverMqtt(entry, { config, identity, session, clock, tokens }, signal),
     };
-    const drainer = new OutboxDrainer({ store, log, ratePerSecond: mqttConfig.drainingFrequency, deliverers });
+    const drainer = new OutboxDrainer({ store, thingId: identity.thingId, log, ratePerSecond: mqttConfig.drainingFrequency, deliverers });
     // A (re)connected session: MQTT egress waiting for its retry time goes now, not ~30 s later,
     // and the HTTP backlog tries one row (the network, and most often the hub, are back too).
     session.on("connected", () => {

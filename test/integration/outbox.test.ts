@@ -67,6 +67,7 @@ interface OutboxRow {
   via: string;
   attempts: number;
   lastError: string | null;
+  thingId: string | null;
   body?: string;
 }
 
@@ -416,6 +417,44 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
     tally("duplicates", got.length - new Set(got).size);
     expect(got.length).toBe(new Set(got).size);
   }, 60_000);
+
+  test("what an earlier identity of the data directory queued (a revoked thing re-created and unzipped over it) is set aside at serve's start, not sent as the new thing (new-user pass 24, F4)", async () => {
+    const dataDir = join(fixture.dir, "re-created");
+    makeMessageDatabase(dataDir);
+    const now = Date.now();
+    const ids = { old: crypto.randomUUID(), mine: crypto.randomUUID() };
+    const revokedThingId = "0b1d0000-0000-4000-8000-00000000dead";
+    const plantAs = "INSERT INTO outbox (message_id, body, via, thing_id, created_at, next_attempt_at) VALUES (?, ?, 'http', ?, ?, ?)";
+    plant(dataDir, [
+      [plantAs, [ids.old, '{"queued":"by the revoked thing"}', revokedThingId, now - 2, now - 2]],
+      [plantAs, [ids.mine, '{"queued":"by this thing"}', fixture.thingId, now - 1, now - 1]],
+    ]);
+    const flags = ["-c", fixture.configPath, "-k", fixture.keysDir, "-d", dataDir];
+    const serve = launch(["serve", ...flags]);
+    try {
+      await waitUntil("this thing's row sent", () => receivedIds().includes(ids.mine), 15_000, serve.output);
+      await serve.waitFor(/egress\.other_thing_set_aside/);
+    } finally {
+      expect(await serve.stop()).toBe(0);
+    }
+    expect(receivedIds()).not.toContain(ids.old);
+    const log = serve.output();
+    expect(log).toMatch(new RegExp(`WARN +egress\\.other_thing_set_aside .*count=1 .*queuedBy=${revokedThingId}`));
+    const rows = new Map((await outboxList(flags)).map((r) => [r.messageId, r]));
+    expect(rows.get(ids.mine)).toMatchObject({ state: "sent", thingId: fixture.thingId });
+    expect(rows.get(ids.old)).toMatchObject({ state: "rejected", thingId: revokedThingId });
+    expect(rows.get(ids.old)!.lastError).toBe(
+      `queued by thing ${revokedThingId}, an identity this data directory had before; it is not sent as thing ${fixture.thingId} (flashlex outbox drop ${ids.old} removes it)`,
+    );
+    // collect queues under the config's thing id
+    const collected = await run(["collect", "--json", ...flags], { input: '{"after":"re-creation"}' });
+    expect(collected.code, explain(collected)).toBe(0);
+    expect(rows.size).toBe(2);
+    expect((await outboxList(flags)).find((r) => r.messageId === JSON.parse(collected.stdout).messageId)).toMatchObject({
+      state: "sent",
+      thingId: fixture.thingId,
+    });
+  }, 40_000);
 
   test("offlinePublishQueueing 0, -1 and 2 with the receiver down, then up", async () => {
     await receiver.stop();

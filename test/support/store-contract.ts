@@ -402,7 +402,7 @@ export const storeContract: ContractCase[] = [
         assert.equal(store.insertIngress({ topic: "t", payload: te.encode("x"), qos: 1, retain: false, receivedAt: 1001, messageId: "m1" }), undefined);
         const listed = store.listIngress().map((m) => [m.id, m.topic, m.acked_at]);
         assert.deepEqual(store.ackIngress([id!], 2000), [id]);
-        store.enqueue({ messageId: "o1", body: "{}", via: "http", now: 1000 });
+        store.enqueue({ messageId: "o1", body: "{}", via: "http", thingId: "thing-1", now: 1000 });
         const due = store.due(1000, 10).map((e) => e.message_id);
         store.markSent("o1", 1100, { status: 200, body: "ok" });
         store.setSessionState("k", "v");
@@ -544,10 +544,10 @@ export const storeContract: ContractCase[] = [
         const oldUnacked = add(now - 10 * day);
         const newAcked = add(now - day / 2);
         store.ackIngress([oldAcked, newAcked], now - day / 4);
-        store.enqueue({ messageId: "old-sent", body: "{}", via: "http", now: now - 10 * day });
-        store.enqueue({ messageId: "old-rejected", body: "{}", via: "http", now: now - 10 * day });
-        store.enqueue({ messageId: "old-pending", body: "{}", via: "mqtt", now: now - 10 * day });
-        store.enqueue({ messageId: "new-sent", body: "{}", via: "http", now: now - day / 2 });
+        store.enqueue({ messageId: "old-sent", body: "{}", via: "http", thingId: "thing-1", now: now - 10 * day });
+        store.enqueue({ messageId: "old-rejected", body: "{}", via: "http", thingId: "thing-1", now: now - 10 * day });
+        store.enqueue({ messageId: "old-pending", body: "{}", via: "mqtt", thingId: "thing-1", now: now - 10 * day });
+        store.enqueue({ messageId: "new-sent", body: "{}", via: "http", thingId: "thing-1", now: now - day / 2 });
         store.markSent("old-sent", now - 9 * day);
         store.markRejected("old-rejected", "400 Bad Request", { status: 400, body: "no" });
         store.markSent("new-sent", now - day / 4);
@@ -584,10 +584,10 @@ export const storeContract: ContractCase[] = [
     name: "MessageStore outbox: enqueue, due, markSent, markRetry, markRejected, wake",
     run: (ctx) =>
       withStore(ctx, (store) => {
-        store.enqueue({ messageId: "a", body: '{"n":1}', via: "http", now: 100 });
-        store.enqueue({ messageId: "b", body: '{"n":2}', via: "mqtt", now: 200 });
-        store.enqueue({ messageId: "c", body: '{"n":3}', via: "http", now: 300, notBefore: 5000 });
-        assert.throws(() => store.enqueue({ messageId: "a", body: "{}", via: "http", now: 400 }), /UNIQUE|constraint/i);
+        store.enqueue({ messageId: "a", body: '{"n":1}', via: "http", thingId: "thing-1", now: 100 });
+        store.enqueue({ messageId: "b", body: '{"n":2}', via: "mqtt", thingId: "thing-1", now: 200 });
+        store.enqueue({ messageId: "c", body: '{"n":3}', via: "http", thingId: "thing-1", now: 300, notBefore: 5000 });
+        assert.throws(() => store.enqueue({ messageId: "a", body: "{}", via: "http", thingId: "thing-1", now: 400 }), /UNIQUE|constraint/i);
         const ids = (entries: { message_id: string }[]) => entries.map((e) => e.message_id);
         const seen: Record<string, unknown> = {
           dueAt1000: ids(store.due(1000, 10)),
@@ -628,6 +628,7 @@ export const storeContract: ContractCase[] = [
           sent_at: 1100,
           response_status: 201,
           response_body: '{"status":"ok"}',
+          thing_id: "thing-1",
         });
         assert.deepEqual(store.getOutbox("b"), {
           message_id: "b",
@@ -641,6 +642,7 @@ export const storeContract: ContractCase[] = [
           sent_at: null,
           response_status: null,
           response_body: null,
+          thing_id: "thing-1",
         });
         assert.deepEqual(store.getOutbox("c"), {
           message_id: "c",
@@ -654,6 +656,7 @@ export const storeContract: ContractCase[] = [
           sent_at: null,
           response_status: 400,
           response_body: "bad",
+          thing_id: "thing-1",
         });
         assert.equal(store.getOutbox("nope"), undefined);
         return seen;
@@ -668,7 +671,7 @@ export const storeContract: ContractCase[] = [
           ["p", 200],
           ["s", 300],
         ] as const)
-          store.enqueue({ messageId: id, body: "{}", via: "http", now: at });
+          store.enqueue({ messageId: id, body: "{}", via: "http", thingId: "thing-1", now: at });
         store.markRejected("r", "the API answered 413 Payload Too Large", { status: 413, body: "too large" });
         store.markRetry("p", "ECONNREFUSED", 90_000);
         store.markSent("s", 400);
@@ -694,6 +697,7 @@ export const storeContract: ContractCase[] = [
           sent_at: null,
           response_status: 413,
           response_body: "too large",
+          thing_id: "thing-1",
         });
         assert.deepEqual(seen.due, ["r", "p"]);
         assert.deepEqual(seen.dropped, { changed: ["s"], missing: ["nope", "s"], sent: [] });
@@ -711,11 +715,38 @@ export const storeContract: ContractCase[] = [
     run: (ctx) =>
       withStore(ctx, (store) => {
         const now = 1_000_000_000;
-        store.enqueue({ messageId: "backoff", body: "{}", via: "http", now, notBefore: now + 300_000 });
-        store.enqueue({ messageId: "lease", body: "{}", via: "http", now, notBefore: now + 60_000 });
-        store.enqueue({ messageId: "day-ahead", body: "{}", via: "http", now, notBefore: now + 86_400_000 });
+        store.enqueue({ messageId: "backoff", body: "{}", via: "http", thingId: "thing-1", now, notBefore: now + 300_000 });
+        store.enqueue({ messageId: "lease", body: "{}", via: "http", thingId: "thing-1", now, notBefore: now + 60_000 });
+        store.enqueue({ messageId: "day-ahead", body: "{}", via: "http", thingId: "thing-1", now, notBefore: now + 86_400_000 });
         const seen = { due: store.due(now, 10).map((e) => e.message_id), dueMqtt: store.due(now, 10, "mqtt").length };
         assert.deepEqual(seen, { due: ["day-ahead"], dueMqtt: 0 });
+        return seen;
+      }),
+  },
+  {
+    name: "MessageStore outbox by thing id: the pending rows another thing id queued, set aside in one transaction; this thing's and NULL ones stay",
+    run: (ctx) =>
+      withStore(ctx, (store) => {
+        store.enqueue({ messageId: "old-b", body: "{}", via: "mqtt", thingId: "old", now: 20 });
+        store.enqueue({ messageId: "old-a", body: "{}", via: "http", thingId: "old", now: 10 });
+        store.enqueue({ messageId: "mine", body: "{}", via: "http", thingId: "new", now: 30 });
+        store.db.run("INSERT INTO outbox (message_id, body, via, created_at, next_attempt_at) VALUES ('legacy', '{}', 'http', 40, 40)");
+        store.enqueue({ messageId: "old-sent", body: "{}", via: "http", thingId: "old", now: 5 });
+        store.markSent("old-sent", 6);
+        const others = store.pendingOfOtherThings("new").map((e) => [e.message_id, e.thing_id]);
+        store.markAllUnsendable(others.map(([id]) => ({ messageId: id!, error: `set aside ${id}` })));
+        const seen = { others, outbox: store.listOutbox().map((e) => [e.message_id, e.state, e.last_error, e.thing_id]) };
+        assert.deepEqual(seen.others, [
+          ["old-a", "old"],
+          ["old-b", "old"],
+        ]);
+        assert.deepEqual(seen.outbox, [
+          ["old-sent", "sent", null, "old"],
+          ["old-a", "rejected", "set aside old-a", "old"],
+          ["old-b", "rejected", "set aside old-b", "old"],
+          ["mine", "pending", null, "new"],
+          ["legacy", "pending", null, null],
+        ]);
         return seen;
       }),
   },
@@ -756,7 +787,7 @@ export const storeContract: ContractCase[] = [
       const file = join(ctx.dir, "data", "messages.db");
       let store = MessageStore.open(file, { open: ctx.open });
       store.insertIngress({ topic: "ingress/t", payload: bytes(0xc0, 0xff, 0), qos: 1, retain: false, receivedAt: 7 });
-      store.enqueue({ messageId: "m", body: "{}", via: "http", now: 8 });
+      store.enqueue({ messageId: "m", body: "{}", via: "http", thingId: "thing-1", now: 8 });
       store.close();
       store = MessageStore.open(file, { open: ctx.open });
       try {

@@ -174,8 +174,11 @@ describe("what an answer means for the message", () => {
   test("a row that cannot be sent at all is named, with why", () => {
     const row = (over: Partial<Record<keyof OutboxEntry, unknown>>) =>
       ({ message_id: "m-1", body: "{}", via: "http", state: "pending", attempts: 0, ...over }) as OutboxEntry;
-    expect(sendableEntry(row({}))).toEqual({ entry: row({}) });
-    expect(sendableEntry(row({ body: new TextEncoder().encode('{"a":1}') }))).toEqual({ entry: row({ body: '{"a":1}' }) });
+    expect(sendableEntry(row({}), "thing-1")).toEqual({ entry: row({}) });
+    expect(sendableEntry(row({ body: new TextEncoder().encode('{"a":1}') }), "thing-1")).toEqual({ entry: row({ body: '{"a":1}' }) });
+    // queued before schema 5 (no thing id), or by this thing
+    expect(sendableEntry(row({ thing_id: null }), "thing-1")).toEqual({ entry: row({ thing_id: null }) });
+    expect(sendableEntry(row({ thing_id: "thing-1" }), "thing-1")).toEqual({ entry: row({ thing_id: "thing-1" }) });
     const problems = [
       row({ body: "{not json" }),
       row({ body: new Uint8Array([0xff, 0xfe]) }),
@@ -184,13 +187,19 @@ describe("what an answer means for the message", () => {
       row({ message_id: null }),
       row({ message_id: "bad\nid" }),
       row({ message_id: "" }),
-    ].map((r) => ("problem" in sendableEntry(r) ? (sendableEntry(r) as { problem: string }).problem : "sendable"));
+      row({ thing_id: "thing-0" }),
+      row({ thing_id: "x\u001b[2J" }),
+    ].map((r) => ("problem" in sendableEntry(r, "thing-1") ? (sendableEntry(r, "thing-1") as { problem: string }).problem : "sendable"));
     expect(
       problems.every((p) => p !== "sendable"),
       problems.join("\n"),
     ).toBe(true);
     expect(problems[0]).toContain("not JSON");
     expect(problems[5]).toContain("message id");
+    expect(problems[7]).toBe(
+      "queued by thing thing-0, an identity this data directory had before; it is not sent as thing thing-1 (flashlex outbox drop m-1 removes it)",
+    );
+    expect(problems[8]).toContain('queued by thing "x\\u001b[2J"');
   });
 });
 
@@ -200,11 +209,11 @@ describe("the drainer isolates each row", () => {
     const { lines, log } = captureLog();
     try {
       const now = Date.now();
-      store.enqueue({ messageId: "good-1", body: '{"n":1}', via: "http", now: now - 5 });
-      store.enqueue({ messageId: "throws", body: '{"n":2}', via: "http", now: now - 4 });
-      store.enqueue({ messageId: "not-json", body: "{oops", via: "mqtt", now: now - 3 });
-      store.enqueue({ messageId: "good-2", body: '{"n":4}', via: "mqtt", now: now - 2 });
-      store.enqueue({ messageId: "unwritable", body: '{"n":5}', via: "http", now: now - 1 });
+      store.enqueue({ messageId: "good-1", body: '{"n":1}', via: "http", thingId: "thing-1", now: now - 5 });
+      store.enqueue({ messageId: "throws", body: '{"n":2}', via: "http", thingId: "thing-1", now: now - 4 });
+      store.enqueue({ messageId: "not-json", body: "{oops", via: "mqtt", thingId: "thing-1", now: now - 3 });
+      store.enqueue({ messageId: "good-2", body: '{"n":4}', via: "mqtt", thingId: "thing-1", now: now - 2 });
+      store.enqueue({ messageId: "unwritable", body: '{"n":5}', via: "http", thingId: "thing-1", now: now - 1 });
       // a real SQLite refusal to record that one row's outcome
       store.db.exec("CREATE TRIGGER refuse BEFORE UPDATE ON outbox WHEN old.message_id = 'unwritable' BEGIN SELECT RAISE(ABORT, 'disk says no'); END");
       const delivered: string[] = [];
@@ -213,7 +222,7 @@ describe("the drainer isolates each row", () => {
         delivered.push(entry.message_id);
         return { kind: "sent", status: 200, body: "{}" };
       };
-      const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver, mqtt: deliver } });
+      const drainer = new OutboxDrainer({ store, thingId: "thing-1", log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver, mqtt: deliver } });
       drainer.start();
       for (let i = 0; i < 200 && (store.countPending() > 2 || !lines.some((l) => l.includes("outbox.record_failed"))); i++) await Bun.sleep(10);
       await drainer.stop();
@@ -238,6 +247,44 @@ describe("the drainer isolates each row", () => {
       store.close();
     }
   });
+
+  test("rows another thing id queued (the identity the data directory had before a revoked thing was re-created) are set aside at the start in one WARN, and one queued later row by row; rows of no thing id (before schema 5) go (new-user pass 24, F4)", async () => {
+    const store = MessageStore.open(join(dir, "identities.db"));
+    const { lines, log } = captureLog();
+    try {
+      const now = Date.now();
+      store.enqueue({ messageId: "old-1", body: '{"n":1}', via: "http", thingId: "revoked-thing", now: now - 5 });
+      store.enqueue({ messageId: "old-2", body: '{"n":2}', via: "mqtt", thingId: "revoked-thing", now: now - 4 });
+      store.db.run("INSERT INTO outbox (message_id, body, via, created_at, next_attempt_at) VALUES ('legacy', '{\"n\":3}', 'http', ?, ?)", [now - 3, now - 3]);
+      store.enqueue({ messageId: "mine", body: '{"n":4}', via: "http", thingId: "thing-1", now: now - 2 });
+      const delivered: string[] = [];
+      const deliver = async (entry: OutboxEntry): Promise<DeliveryOutcome> => {
+        delivered.push(entry.message_id);
+        return { kind: "sent", status: 200, body: "{}" };
+      };
+      const drainer = new OutboxDrainer({ store, thingId: "thing-1", log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver, mqtt: deliver } });
+      drainer.start();
+      for (let i = 0; i < 200 && store.countPending() > 0; i++) await Bun.sleep(10);
+      store.enqueue({ messageId: "old-3", body: '{"n":5}', via: "http", thingId: "revoked-thing", now: Date.now() });
+      drainer.wake();
+      for (let i = 0; i < 200 && store.countPending() > 0; i++) await Bun.sleep(10);
+      await drainer.stop();
+      expect(delivered).toEqual(["legacy", "mine"]);
+      const states = Object.fromEntries(store.listOutbox().map((e) => [e.message_id, e.state]));
+      expect(states).toEqual({ "old-1": "rejected", "old-2": "rejected", legacy: "sent", mine: "sent", "old-3": "rejected" });
+      expect(store.getOutbox("old-1")!.last_error).toBe(
+        "queued by thing revoked-thing, an identity this data directory had before; it is not sent as thing thing-1 (flashlex outbox drop old-1 removes it)",
+      );
+      const setAside = lines.filter((l) => l.includes("egress.other_thing_set_aside"));
+      expect(setAside).toHaveLength(1);
+      expect(setAside[0]).toContain("WARN");
+      expect(setAside[0]).toContain("count=2");
+      expect(setAside[0]).toContain("queuedBy=revoked-thing");
+      expect(lines.filter((l) => l.includes("ERROR egress.unsendable") && l.includes("old-3"))).toHaveLength(1);
+    } finally {
+      store.close();
+    }
+  });
 });
 
 describe("a receiver back", () => {
@@ -246,9 +293,9 @@ describe("a receiver back", () => {
     const { lines, log } = captureLog();
     try {
       const now = Date.now();
-      store.enqueue({ messageId: "m-1", body: '{"n":1}', via: "mqtt", now: now - 2 });
-      store.enqueue({ messageId: "m-2", body: '{"n":2}', via: "mqtt", now: now - 1 });
-      store.enqueue({ messageId: "h-1", body: '{"n":3}', via: "http", now: now - 1 });
+      store.enqueue({ messageId: "m-1", body: '{"n":1}', via: "mqtt", thingId: "thing-1", now: now - 2 });
+      store.enqueue({ messageId: "m-2", body: '{"n":2}', via: "mqtt", thingId: "thing-1", now: now - 1 });
+      store.enqueue({ messageId: "h-1", body: '{"n":3}', via: "http", thingId: "thing-1", now: now - 1 });
       // all three failed once while the broker was away: their retry is 30 s ahead
       for (const id of ["m-1", "m-2", "h-1"]) store.markRetry(id, "not connected", now + 30_000);
       const delivered: string[] = [];
@@ -256,7 +303,7 @@ describe("a receiver back", () => {
         delivered.push(entry.message_id);
         return { kind: "sent", status: 200, body: "{}" };
       };
-      const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver, mqtt: deliver } });
+      const drainer = new OutboxDrainer({ store, thingId: "thing-1", log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver, mqtt: deliver } });
       drainer.start();
       await Bun.sleep(100);
       expect(delivered).toEqual([]); // nothing is due yet
@@ -279,7 +326,8 @@ describe("a receiver back", () => {
       const { log } = captureLog();
       try {
         const now = Date.now();
-        for (const [i, id] of ["h-1", "h-2", "h-3"].entries()) store.enqueue({ messageId: id, body: `{"n":${i}}`, via: "http", now: now - 3 + i });
+        for (const [i, id] of ["h-1", "h-2", "h-3"].entries())
+          store.enqueue({ messageId: id, body: `{"n":${i}}`, via: "http", thingId: "thing-1", now: now - 3 + i });
         // each failed while the hub was away: their own retries minutes ahead
         for (const id of ["h-1", "h-2", "h-3"]) store.markRetry(id, "the API answered 503", now + 300_000);
         const tried: string[] = [];
@@ -287,7 +335,7 @@ describe("a receiver back", () => {
           tried.push(entry.message_id);
           return hubUp ? { kind: "sent", status: 200, body: "{}" } : { kind: "retry", status: 503, error: "the API answered 503" };
         };
-        const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver } });
+        const drainer = new OutboxDrainer({ store, thingId: "thing-1", log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver } });
         drainer.start();
         await Bun.sleep(100);
         expect(tried).toEqual([]); // resting: nothing due
@@ -308,7 +356,8 @@ describe("a receiver back", () => {
     const { log } = captureLog();
     try {
       const now = Date.now();
-      for (const [i, id] of ["seq-1", "seq-2", "seq-3"].entries()) store.enqueue({ messageId: id, body: `{"seq":${i + 1}}`, via: "http", now: now - 3 + i });
+      for (const [i, id] of ["seq-1", "seq-2", "seq-3"].entries())
+        store.enqueue({ messageId: id, body: `{"seq":${i + 1}}`, via: "http", thingId: "thing-1", now: now - 3 + i });
       let hubUp = false;
       const sent: string[] = [];
       const deliver = async (entry: OutboxEntry): Promise<DeliveryOutcome> => {
@@ -316,7 +365,7 @@ describe("a receiver back", () => {
         sent.push(entry.message_id);
         return { kind: "sent", status: 200, body: "{}" };
       };
-      const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver } });
+      const drainer = new OutboxDrainer({ store, thingId: "thing-1", log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver } });
       drainer.start();
       for (let i = 0; i < 200 && store.getOutbox("seq-1")!.attempts === 0; i++) await Bun.sleep(10);
       // seq-1 took the failure: its own retry is minutes away (it had failed more often), the others' due
@@ -335,7 +384,8 @@ describe("a receiver back", () => {
     const { lines, log } = captureLog();
     try {
       const now = Date.now();
-      for (const [i, id] of ["first", "later-1", "later-2"].entries()) store.enqueue({ messageId: id, body: `{"n":${i}}`, via: "http", now: now - 3 + i });
+      for (const [i, id] of ["first", "later-1", "later-2"].entries())
+        store.enqueue({ messageId: id, body: `{"n":${i}}`, via: "http", thingId: "thing-1", now: now - 3 + i });
       let hubUp = false;
       const tried: string[] = [];
       const delivered: string[] = [];
@@ -345,7 +395,7 @@ describe("a receiver back", () => {
         delivered.push(entry.message_id);
         return { kind: "sent", status: 200, body: "{}" };
       };
-      const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver } });
+      const drainer = new OutboxDrainer({ store, thingId: "thing-1", log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver } });
       drainer.start();
       for (let i = 0; i < 200 && !tried.length; i++) await Bun.sleep(10);
       await Bun.sleep(300); // 15 polls: a hub away got a request (and a WARN) every 1.5 s per thing
@@ -369,16 +419,16 @@ describe("a receiver back", () => {
     try {
       const now = Date.now();
       for (const [i, id] of ["old-1", "old-2"].entries()) {
-        store.enqueue({ messageId: id, body: `{"n":${i}}`, via: "http", now: now - 10 + i });
+        store.enqueue({ messageId: id, body: `{"n":${i}}`, via: "http", thingId: "thing-1", now: now - 10 + i });
         store.markRetry(id, "the API answered 503", now + 240_000);
       }
-      store.enqueue({ messageId: "new", body: '{"n":9}', via: "http", now: now - 1 });
+      store.enqueue({ messageId: "new", body: '{"n":9}', via: "http", thingId: "thing-1", now: now - 1 });
       const delivered: string[] = [];
       const deliver = async (entry: OutboxEntry): Promise<DeliveryOutcome> => {
         delivered.push(entry.message_id);
         return { kind: "sent", status: 200, body: "{}" };
       };
-      const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver } });
+      const drainer = new OutboxDrainer({ store, thingId: "thing-1", log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver } });
       drainer.start();
       for (let i = 0; i < 200 && delivered.length < 3; i++) await Bun.sleep(10);
       await drainer.stop();
@@ -417,9 +467,9 @@ describe("a delivery that does not end does not hold anything up", () => {
     const store = MessageStore.open(join(dir, "stop-cut.db"));
     const { log } = captureLog();
     try {
-      store.enqueue({ messageId: "stuck", body: '{"n":1}', via: "http", now: Date.now() - 1 });
+      store.enqueue({ messageId: "stuck", body: '{"n":1}', via: "http", thingId: "thing-1", now: Date.now() - 1 });
       const started: string[] = [];
-      const drainer = new OutboxDrainer({ store, log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: silent(started) } });
+      const drainer = new OutboxDrainer({ store, thingId: "thing-1", log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: silent(started) } });
       drainer.start();
       for (let i = 0; i < 200 && !started.length; i++) await Bun.sleep(10);
       expect(started).toEqual(["stuck"]);
@@ -436,7 +486,7 @@ describe("a delivery that does not end does not hold anything up", () => {
     const store = MessageStore.open(join(dir, "collect-cut.db"));
     try {
       const started: string[] = [];
-      const result = await collect({ store, body: '{"n":1}', via: "mqtt", queueLimit: -1, deliver: silent(started), attemptMs: 100 });
+      const result = await collect({ store, body: '{"n":1}', via: "mqtt", thingId: "thing-1", queueLimit: -1, deliver: silent(started), attemptMs: 100 });
       expect(result).toMatchObject({ outcome: "queued", error: "cut off: no answer within 0.1 s" });
       expect(store.getOutbox(result.messageId)).toMatchObject({ state: "pending", attempts: 1 });
       expect(result.messageId).toMatch(/^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/); // UUIDv7 (message-ids.test.ts)
@@ -461,7 +511,7 @@ describe("offlinePublishQueueing: N", () => {
         return { kind: "retry", error: "connect ECONNREFUSED" };
       };
       const results = await Promise.allSettled(
-        Array.from({ length: 12 }, (_, i) => collect({ store, body: `{"q":${i}}`, via: "http", queueLimit: 2, deliver })),
+        Array.from({ length: 12 }, (_, i) => collect({ store, body: `{"q":${i}}`, via: "http", thingId: "thing-1", queueLimit: 2, deliver })),
       );
       const queued = results.filter((r) => r.status === "fulfilled");
       const refused = results.flatMap((r) => (r.status === "rejected" ? [(r.reason as Error).message] : []));
@@ -483,7 +533,7 @@ describe("outcomes are committed without an fsync, the message with one", () => 
       const seen: number[] = [];
       store.db.exec("CREATE TEMP TABLE levels (level INTEGER)");
       const now = Date.now();
-      for (const id of ["a", "b", "c", "refused"]) store.enqueue({ messageId: id, body: "{}", via: "http", now });
+      for (const id of ["a", "b", "c", "refused"]) store.enqueue({ messageId: id, body: "{}", via: "http", thingId: "thing-1", now });
       expect(level()).toBe(2); // FULL: the enqueue
       // the level during each UPDATE, seen from a trigger on it
       store.db.exec("CREATE TEMP TRIGGER watch AFTER UPDATE ON outbox BEGIN INSERT INTO levels SELECT synchronous FROM pragma_synchronous; END");

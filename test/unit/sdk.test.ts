@@ -262,7 +262,7 @@ test("serve answers the outbox list 16 entries at a time in its order (created, 
   // 40 entries, some created in the same millisecond: the id orders those
   const ids = Array.from({ length: 40 }, (_, i) => {
     const messageId = `a0000000-0000-4000-8000-${String(39 - i).padStart(12, "0")}`;
-    store.enqueue({ messageId, body: `{"n":${i}}`, via: "http", now: 1_000 + Math.floor(i / 4) });
+    store.enqueue({ messageId, body: `{"n":${i}}`, via: "http", thingId: "thing-1", now: 1_000 + Math.floor(i / 4) });
     return { messageId, createdAt: 1_000 + Math.floor(i / 4) };
   });
   const ordered = [...ids].sort((a, b) => a.createdAt - b.createdAt || (a.messageId < b.messageId ? -1 : 1)).map((e) => e.messageId);

@@ -126,6 +126,7 @@ function toJson(entry: OutboxEntry) {
     sentAt: iso(entry.sent_at),
     lastError: entry.last_error,
     responseStatus: entry.response_status,
+    thingId: entry.thing_id,
     ...bodyText(entry),
   };
 }

@@ -60,6 +60,8 @@ export async function collect(deps: {
   store: MessageStore;
   body: string;
   via: OutboxVia;
+  /** the flashlex.thing.id the message is queued under (OutboxDrainer sends it only as that thing) */
+  thingId: string;
   /** offlinePublishQueueing: -1 no limit, 0 no queueing, N at most N messages waiting */
   queueLimit: number;
   deliver: (entry: OutboxEntry, signal?: AbortSignal) => Promise<DeliveryOutcome>;
@@ -75,7 +77,7 @@ export async function collect(deps: {
   const { store, queueLimit } = deps;
   const messageId = newMessageId();
   const now = Date.now();
-  store.enqueue({ messageId, body: deps.body, via: deps.via, now, notBefore: now + LEASE_MS });
+  store.enqueue({ messageId, body: deps.body, via: deps.via, thingId: deps.thingId, now, notBefore: now + LEASE_MS });
   const entry = store.getOutbox(messageId)!;
   const release = deps.releaseFileDuringAttempt ? setTimeout(() => store.releaseFile(), RELEASE_AFTER_MS) : undefined;
   let outcome: DeliveryOutcome;

@@ -12,7 +12,8 @@ import { type DeliveryOutcome, retryDelayMs } from "./delivery.ts";
  * | `sent`     | the receiver took it (HTTP 2xx, or the broker's PUBACK)     | deleted `db.expireSeconds` after it was created |
  * | `rejected` | the receiver refused the content for good (400, 409, 413,   | `outbox retry` → pending (due now); `outbox drop` |
  * |            | 415, 422), or the stored row cannot be sent at all (its     | (never deleted by itself)         |
- * |            | body is not JSON, its id is not a header-safe token)        |                                   |
+ * |            | body is not JSON, its id is not a header-safe token, or     |                                   |
+ * |            | another thing id queued it)                                 |                                   |
  *
  * Every other answer — 401/403 (a wrong clock, a revoked thing), 404, 408, 429, 5xx, network
  * errors, and any exception while delivering one row — keeps the row `pending`, with
@@ -38,14 +39,23 @@ const HEADER_SAFE_ID = /^[\x21-\x7e]{1,200}$/;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
- * Why a stored row cannot be sent at all, or undefined when it can. Rows are written by
- * `collect` (which checks them), but the file is public and other programs write to it: a
- * body that is not one JSON document, or an id that cannot travel as a header value, would
- * fail the same way on every try. Returns the row with its body as text when it is fine.
+ * Why a stored row cannot be sent by the thing `thingId` (its flashlex.thing.id), or undefined
+ * when it can. Rows are written by `collect` (which checks them), but the file is public and
+ * other programs write to it: a body that is not one JSON document, or an id that cannot travel
+ * as a header value, would fail the same way on every try. A row another thing id queued is the
+ * data directory's earlier identity (a revoked thing re-created under a new id and unzipped over
+ * it): sent now, it would reach the hub as the new thing's. Returns the row with its body as text
+ * when it is fine.
  */
-export function sendableEntry(entry: OutboxEntry): { entry: OutboxEntry } | { problem: string } {
+export function sendableEntry(entry: OutboxEntry, thingId: string): { entry: OutboxEntry } | { problem: string } {
   const id: unknown = entry.message_id;
   if (typeof id !== "string" || !HEADER_SAFE_ID.test(id)) return { problem: "the stored message id is not 1-200 visible ASCII characters" };
+  const queuedBy: unknown = entry.thing_id;
+  if (queuedBy !== null && queuedBy !== undefined && queuedBy !== thingId) {
+    return {
+      problem: `queued by thing ${shownId(queuedBy)}, an identity this data directory had before; it is not sent as thing ${thingId} (flashlex outbox drop ${id} removes it)`,
+    };
+  }
   let body: unknown = entry.body;
   if (body instanceof Uint8Array) {
     try {
@@ -61,6 +71,12 @@ export function sendableEntry(entry: OutboxEntry): { entry: OutboxEntry } | { pr
     return { problem: `the stored body is not JSON (${err instanceof RangeError ? "nested too deeply" : (err as Error).message})` };
   }
   return { entry: { ...entry, body } };
+}
+
+/** A thing id from the file as it may be shown in one log line: a plain id as it is, anything else quoted and cut. */
+function shownId(value: unknown): string {
+  const text = String(value);
+  return /^[\w.-]{1,100}$/.test(text) ? text : JSON.stringify(text.slice(0, 60));
 }
 
 /**
@@ -93,6 +109,8 @@ export class OutboxDrainer {
   constructor(
     private readonly deps: {
       store: MessageStore;
+      /** the flashlex.thing.id this serve sends as: rows another thing id queued are set aside (sendableEntry) */
+      thingId: string;
       deliverers: Partial<Record<OutboxVia, Deliver>>;
       log: Logger;
       ratePerSecond: number;
@@ -106,7 +124,32 @@ export class OutboxDrainer {
     } catch (err) {
       this.deps.log.error("outbox.record_failed", { error: describeError(err), note: "a backlog from before this start keeps its retry times" });
     }
+    this.setAsideOtherThings();
     this.schedule(0);
+  }
+
+  /**
+   * What an earlier identity of this data directory left waiting (a revoked thing re-created
+   * under a new id and unzipped over it) is marked rejected at the start, in one WARN line rather
+   * than an ERROR per row; a row queued by another thing id later is caught row by row (deliverOne).
+   */
+  private setAsideOtherThings(): void {
+    const { store, thingId, log } = this.deps;
+    try {
+      const rows = store.pendingOfOtherThings(thingId).map((entry) => ({ entry, checked: sendableEntry(entry, thingId) }));
+      const setAside = rows.flatMap(({ entry, checked }) => ("problem" in checked ? [{ messageId: entry.message_id, error: checked.problem }] : []));
+      if (!setAside.length) return;
+      store.markAllUnsendable(setAside);
+      const queuedBy = [...new Set(rows.map(({ entry }) => shownId(entry.thing_id)))].slice(0, 5);
+      log.warn("egress.other_thing_set_aside", {
+        count: setAside.length,
+        queuedBy: queuedBy.join(","),
+        thingId,
+        note: "messages another thing id queued in this data directory (an identity it had before) are not sent as this thing; marked rejected: flashlex outbox list --state rejected shows them, flashlex outbox drop removes them",
+      });
+    } catch (err) {
+      log.error("outbox.record_failed", { error: describeError(err), note: "rows another thing id queued are set aside one by one as they come due" });
+    }
   }
 
   /** Drain now (a new message was queued, or the connection came back). */
@@ -242,7 +285,7 @@ export class OutboxDrainer {
     const { store, log, deliverers } = this.deps;
     const attempt = (typeof raw.attempts === "number" ? raw.attempts : 0) + 1;
     const fields = { messageId: raw.message_id, via: raw.via, attempt };
-    const checked = sendableEntry(raw);
+    const checked = sendableEntry(raw, this.deps.thingId);
     if ("problem" in checked) {
       log.error("egress.unsendable", { ...fields, error: checked.problem, note: "marked rejected; see flashlex outbox list --state rejected" });
       this.record(() => store.markUnsendable(raw.message_id, checked.problem), fields);

@@ -40,11 +40,12 @@ export function databaseAccess(
     ackMessages: async (ids) => store.ackIngress(ids, Date.now()),
     deleteMessages: async (ids) => store.deleteIngress(ids),
     collect: async (body, via) => {
-      getIdentity();
+      const { thingId } = getIdentity();
       return collect({
         store,
         body,
         via,
+        thingId,
         queueLimit: config.yaml.thing.mqtt.offlinePublishQueueing,
         deliver: deliver[via],
         // A command's own store, untouched by an HTTP attempt (ingress during an MQTT one is stored):

@@ -57,6 +57,11 @@ export const THING_MIGRATIONS: readonly string[] = [
   // table is largest exactly when the application has fallen behind. Partial: an arriving
   // message has no acked_at, so ingress does not pay for it; only an ack adds an entry.
   `CREATE INDEX ingress_messages_acked ON ingress_messages (received_at) WHERE acked_at IS NOT NULL;`,
+  // 5: the thing that queued each outbox row (its flashlex.thing.id), so a row queued under an
+  // identity the data directory has since replaced (a revoked thing re-created under a new id) is
+  // set aside, not sent under the new thing's name. NULL: queued before schema 5, or by a program
+  // that does not say; sent as before.
+  `ALTER TABLE outbox ADD COLUMN thing_id TEXT;`,
 ];
 
 /**
@@ -75,13 +80,26 @@ export const EXPIRE_ACKED_INGRESS = "DELETE FROM ingress_messages WHERE acked_at
  * names its columns, so added ones are harmless (test/support/store-contract.ts opens a database a
  * later migration widened).
  */
-export const THING_READABLE_FROM = THING_MIGRATIONS.length;
+export const THING_READABLE_FROM = 4;
 
 /** The tables THING_MIGRATIONS leave (migrate.ts SchemaSnapshot; test/unit/store-contract.test.ts holds it to them). */
 export const THING_SCHEMA: SchemaSnapshot = {
   ingress_messages: ["id", "topic", "payload", "qos", "retain", "received_at", "acked_at", "packet_id"],
   ingress_seen: ["message_id", "seen_at"],
-  outbox: ["message_id", "body", "via", "state", "created_at", "attempts", "next_attempt_at", "last_error", "sent_at", "response_status", "response_body"],
+  outbox: [
+    "message_id",
+    "body",
+    "via",
+    "state",
+    "created_at",
+    "attempts",
+    "next_attempt_at",
+    "last_error",
+    "sent_at",
+    "response_status",
+    "response_body",
+    "thing_id",
+  ],
   session_state: ["key", "value"],
 };
 
@@ -181,6 +199,8 @@ export interface OutboxEntry {
   sent_at: number | null;
   response_status: number | null;
   response_body: string | null;
+  /** the flashlex.thing.id of the thing that queued it; null before schema 5 (see THING_MIGRATIONS) */
+  thing_id: string | null;
 }
 
 /** What `retryOutbox` / `dropOutbox` did, id by id. */
@@ -582,14 +602,15 @@ export class MessageStore {
   // ---- outbox: egress waiting to be delivered ----
 
   /**
-   * Queues a message. `notBefore` lets the enqueuing process try it first without `serve`
-   * racing it for the same row.
+   * Queues a message from the thing `thingId` (its flashlex.thing.id). `notBefore` lets the
+   * enqueuing process try it first without `serve` racing it for the same row.
    */
-  enqueue(entry: { messageId: string; body: string; via: OutboxVia; now: number; notBefore?: number }): void {
-    this.db.run("INSERT INTO outbox (message_id, body, via, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?)", [
+  enqueue(entry: { messageId: string; body: string; via: OutboxVia; thingId: string; now: number; notBefore?: number }): void {
+    this.db.run("INSERT INTO outbox (message_id, body, via, thing_id, created_at, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?)", [
       entry.messageId,
       entry.body,
       entry.via,
+      entry.thingId,
       entry.now,
       entry.notBefore ?? entry.now,
     ]);
@@ -725,6 +746,23 @@ export class MessageStore {
       error,
       (typeof messageId === "string" ? messageId : messageId === null || messageId === undefined ? null : String(messageId)) as SqlValue,
     ]);
+  }
+
+  /**
+   * The rows waiting to be sent that another thing id queued (not `thingId`, not NULL): the data
+   * directory's earlier identity (outbox.ts sendableEntry). Oldest first.
+   */
+  pendingOfOtherThings(thingId: string): OutboxEntry[] {
+    return this.db.all<OutboxEntry>("SELECT * FROM outbox WHERE state = 'pending' AND thing_id IS NOT NULL AND thing_id <> ? ORDER BY created_at, message_id", [
+      thingId,
+    ]);
+  }
+
+  /** markUnsendable for several rows, in one transaction. */
+  markAllUnsendable(rows: readonly { messageId: string; error: string }[]): void {
+    this.db.transaction(() => {
+      for (const row of rows) this.markUnsendable(row.messageId, row.error);
+    });
   }
 
   /**
