@@ -1,11 +1,13 @@
 /**
- * Notices a file (or directory) that a long-running process depends on going away under it:
- * removed, moved, or replaced by another of the same name (a restore from a backup). SQLite goes on writing to
- * the file it holds open, which then has no name left, so every message acknowledged from then
- * on would be lost at the next start. Looked at once a second (the inode of each file, as at the
- * start); a change within the second before a look is not seen.
+ * Files a long-running process depends on, looked at once a second.
+ *
+ * watchFileIdentity notices one going away under it: removed, moved, or replaced by another of
+ * the same name (a restore from a backup). SQLite goes on writing to the file it holds open,
+ * which then has no name left, so every message acknowledged from then on would be lost at the
+ * next start. watchFileEdits notices an edit of one read only at the start (a config), which the
+ * process does not see until it restarts. A change within the second before a look is not seen.
  */
-import { statSync } from "node:fs";
+import { readFileSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 import { isNotThere } from "./path-exists.ts";
 
@@ -56,6 +58,47 @@ export function watchFileIdentity(files: readonly string[], onGone: (file: strin
     if (gone === undefined) return;
     clearInterval(timer);
     onGone(gone);
+  }, everyMs);
+  timer.unref?.();
+  return () => clearInterval(timer);
+}
+
+/**
+ * Notices edits of a file a long-running process read once at its start (serve's config.yml):
+ * calls `onEdited(differs)` each time the file's bytes change, `differs` saying whether they now
+ * differ from what was there when the watch started (false: an edit undone). Looked at once a
+ * second, as watchFileIdentity; the bytes are read again only when the file's size, mtime or
+ * inode moved. A file that cannot be read for a moment says nothing. Returns the function that
+ * stops the watch.
+ */
+export function watchFileEdits(file: string, onEdited: (differs: boolean) => void, everyMs = FILE_WATCH_MS): () => void {
+  const stampOf = (): string | undefined => {
+    try {
+      const stat = statSync(file);
+      return `${stat.ino}:${stat.size}:${stat.mtimeMs}`;
+    } catch {
+      return undefined;
+    }
+  };
+  const read = (): Buffer | undefined => {
+    try {
+      return readFileSync(file);
+    } catch {
+      return undefined;
+    }
+  };
+  const started = read();
+  let lastStamp = stampOf();
+  let last = started;
+  const timer = setInterval(() => {
+    const stamp = stampOf();
+    if (stamp === undefined || stamp === lastStamp) return;
+    const bytes = read();
+    if (!bytes) return;
+    lastStamp = stamp;
+    if (last?.equals(bytes)) return;
+    last = bytes;
+    onEdited(!started?.equals(bytes));
   }, everyMs);
   timer.unref?.();
   return () => clearInterval(timer);

@@ -20,7 +20,7 @@ import { buildTestMessage } from "../protocol/test-message.ts";
 import { TEST_TOPIC } from "../protocol/topics.ts";
 import { actingAs } from "../shared/act-as-owner.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
-import { watchFileIdentity } from "../shared/file-watch.ts";
+import { watchFileEdits, watchFileIdentity } from "../shared/file-watch.ts";
 import { classifyForeign } from "../shared/foreign-errors.ts";
 import { IdleTrim } from "../shared/idle-trim.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
@@ -80,6 +80,9 @@ export interface RunningAgent {
 
 /** Pause between the messages of the guide's `basicPubsub` and `test` threads. */
 const THREAD_INTERVAL_MS = 5000;
+
+/** What to do after config.yml was edited under a running serve, which read it once at its start. */
+const RESTART_FOR_CONFIG = "restart serve for the change to count (sudo systemctl restart flashlex, where it runs as the service)";
 
 /**
  * `serve`: starts the agent's parts in order (the single-serve lock, the database, the MQTT
@@ -153,6 +156,15 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       failWith(err);
     });
     await parts.start({ name: "database watch", stop: stopWatch });
+    // serve reads config.yml once: an edit (the fix a hub's WARN asked for) counts only after a
+    // restart, which is said when it happens and on every collect through serve that fails meanwhile.
+    let configEdited = false;
+    const stopConfigWatch = watchFileEdits(config.file, (differs) => {
+      configEdited = differs;
+      if (differs) log.warn("serve.config_changed", { config: config.file, fix: RESTART_FOR_CONFIG });
+      else log.info("serve.config_as_read", { config: config.file, note: "config.yml is again as serve read it at its start" });
+    });
+    await parts.start({ name: "config watch", stop: stopConfigWatch });
     // Before anything is received, acknowledged or run: a port in use is a configuration error
     // (78), and a serve that stops for it must not have done a handler's work first.
     const scrapes = metrics && options.metrics ? await listenForScrapes(metrics, options.metrics) : undefined;
@@ -202,8 +214,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     await parts.start({ name: "certificate renewal", start: () => renewer.start(), stop: () => renewer.stop() });
 
     // A collect through serve that reaches a receiver the drainer rests tells it the receiver is back.
-    const noted = (via: OutboxVia, outcome: DeliveryOutcome) => {
+    // One that fails while config.yml holds an edit serve has not read says so.
+    const noted = (via: OutboxVia, outcome: DeliveryOutcome): DeliveryOutcome => {
       if (outcome.kind === "sent") drainer.delivered(via);
+      else if (configEdited) return { ...outcome, error: `${outcome.error}; ${config.file} was changed after serve read it: ${RESTART_FOR_CONFIG}` };
       return outcome;
     };
     const collectDeliverers = {

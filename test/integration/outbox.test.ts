@@ -17,7 +17,7 @@
 
 import { Database } from "bun:sqlite";
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import type { AddressInfo } from "node:net";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -454,6 +454,36 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
       state: "sent",
       thingId: fixture.thingId,
     });
+  }, 40_000);
+
+  test("config.yml edited under a running serve: serve says so at once, and a collect through it that fails says the edit counts after a restart; undone, it says so (new-user pass 24, F3)", async () => {
+    const home = join(fixture.dir, "edited");
+    mkdirSync(home);
+    const configPath = join(home, "config.yml");
+    const asRead = readFileSync(fixture.configPath, "utf8");
+    writeFileSync(configPath, asRead);
+    const flags = ["-c", configPath, "-k", fixture.keysDir, "-d", join(home, "data")];
+    const serve = launch(["serve", ...flags]);
+    try {
+      await serve.waitFor(/mqtt\.subscribed/);
+      writeFileSync(configPath, `${asRead}# the operator's edit\n`);
+      await serve.waitFor(/serve\.config_changed/);
+      receiver.answerStatus = 404;
+      const failed = await run(["collect", ...flags], { input: '{"while":"edited"}' });
+      expect(failed.code, explain(failed)).toBe(69);
+      expect(failed.stderr).toContain(
+        `; ${configPath} was changed after serve read it: restart serve for the change to count (sudo systemctl restart flashlex`,
+      );
+      writeFileSync(configPath, asRead);
+      await serve.waitFor(/serve\.config_as_read/);
+      const again = await run(["collect", ...flags], { input: '{"while":"as read"}' });
+      expect(again.code, explain(again)).toBe(69);
+      expect(again.stderr).not.toContain("was changed after serve read it");
+    } finally {
+      receiver.answerStatus = undefined;
+      expect(await serve.stop()).toBe(0);
+    }
+    expect(serve.output()).toMatch(new RegExp(`WARN +serve\\.config_changed config=${configPath} fix="restart serve for the change to count`));
   }, 40_000);
 
   test("offlinePublishQueueing 0, -1 and 2 with the receiver down, then up", async () => {

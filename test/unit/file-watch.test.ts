@@ -1,8 +1,8 @@
 import { afterAll, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, unlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, renameSync, rmSync, symlinkSync, unlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { watchFileIdentity } from "../../src/shared/file-watch.ts";
+import { watchFileEdits, watchFileIdentity } from "../../src/shared/file-watch.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "flashlex-file-watch-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -45,6 +45,33 @@ test("a round that cannot look (ELOOP, as EACCES when a directory's mode changes
     symlinkSync(real, link);
     await rounds(3);
     expect(gone).toEqual([]); // it was "removed or moved while the hub ran", and the hub stopped
+  } finally {
+    stop();
+  }
+});
+
+test("edits of a file read once at the start are reported as they come: in place or replaced, undone; a touch, a moment unreadable or gone says nothing (new-user pass 24, F3)", async () => {
+  const file = join(dir, "config.yml");
+  writeFileSync(file, "env: dev\n");
+  const edits: boolean[] = [];
+  const stop = watchFileEdits(file, (differs) => edits.push(differs), 20);
+  try {
+    await rounds(2);
+    utimesSync(file, new Date(), new Date(Date.now() + 5000)); // touched: same bytes
+    await rounds(2);
+    expect(edits).toEqual([]);
+    writeFileSync(file, "env: prod\n"); // in place (an editor that writes over the file)
+    await rounds(2);
+    expect(edits).toEqual([true]);
+    writeFileSync(`${file}.new`, "env: test\n"); // replaced under its name (sed -i)
+    renameSync(`${file}.new`, file);
+    await rounds(2);
+    expect(edits).toEqual([true, true]);
+    unlinkSync(file); // gone for a moment (an editor's save): nothing to say
+    await rounds(2);
+    writeFileSync(file, "env: dev\n"); // back as it was read
+    await rounds(2);
+    expect(edits).toEqual([true, true, false]);
   } finally {
     stop();
   }
