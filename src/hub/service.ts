@@ -2,7 +2,7 @@ import { describeCertificate } from "../crypto/certificate-info.ts";
 import { maxEnvelopeBytes } from "../protocol/limits.ts";
 import { actingAsOwnerNote } from "../shared/act-as-owner.ts";
 import { ConfigError, FlashlexError } from "../shared/errors.ts";
-import { watchFileIdentity } from "../shared/file-watch.ts";
+import { watchFileEdits, watchFileIdentity } from "../shared/file-watch.ts";
 import { classifyForeign } from "../shared/foreign-errors.ts";
 import { Lifecycle } from "../shared/lifecycle.ts";
 import { formatListenAddress, listenFailure, parseListenAddress } from "../shared/listen-address.ts";
@@ -186,6 +186,13 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       failed.resolve(err);
     });
     await parts.start({ name: "home watch", stop: stopWatch });
+    // hub.yml is read once, here: an edit (a new broker.host, hub mosquitto-config's broker) counts
+    // only after a restart, which is said when it happens rather than left to be found out.
+    const stopConfigWatch = watchFileEdits(paths.config, (differs) => {
+      if (differs) log.warn("hub.config_changed", { config: paths.config, fix: "restart hub serve for the change to count" });
+      else log.info("hub.config_as_read", { config: paths.config, note: "hub.yml is again as hub serve read it at its start" });
+    });
+    await parts.start({ name: "config watch", stop: stopConfigWatch });
 
     // One feed for everything that stores or delivers a message in this process (the console listens).
     const feed = new MessageFeed();

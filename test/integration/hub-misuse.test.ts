@@ -245,7 +245,7 @@ describe("an address hub serve cannot listen on", () => {
     tally("attacks", 2);
   }, 60_000);
 
-  test("hub.yml rewritten in place of itself under a running hub (hub mosquitto-config, an editor's save) does not stop it (it stopped with 74, 'the hub home was removed')", async () => {
+  test("hub.yml rewritten in place of itself under a running hub (hub mosquitto-config, an editor's save) does not stop it (it stopped with 74, 'the hub home was removed'), and says the edit counts after a restart", async () => {
     const home = await homeListeningOn("rewritten-yml", []);
     const serving = start(["hub", "serve", "--dir", home]);
     try {
@@ -253,9 +253,11 @@ describe("an address hub serve cannot listen on", () => {
       const yml = join(home, "hub.yml");
       writeFileSync(`${yml}.new`, `${readFileSync(yml, "utf8")}# edited\n`);
       renameSync(`${yml}.new`, yml);
-      await Bun.sleep(2500); // the watch looks once a second
+      await serving.waitFor(/hub\.config_changed/, 10_000); // the watches look once a second
+      await Bun.sleep(1500);
       expect(serving.proc.exitCode).toBeNull();
       expect(serving.output()).not.toContain("hub.home_gone");
+      expect(serving.output()).toMatch(new RegExp(`WARN +hub\\.config_changed config=${yml} fix="restart hub serve for the change to count"`));
     } finally {
       expect(await serving.stop()).toBe(0);
     }
