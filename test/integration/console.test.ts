@@ -171,11 +171,11 @@ test.skipIf(Boolean(missing))(
     // a one-time line with a token for this zip alone: real curl gets the zip once, then 401
     expect([seen.tokenInThingPage, seen.tokenInLinePage, seen.curlAfterReload]).toEqual([false, false, 0]);
     expect(seen.curl).toMatch(
-      /^\(umask 077; echo 'Authorization: Bearer flxd_[\w-]{43}' \| curl -fo (\S+\.zip)\.part -H @- http:\/\/\S+\/dist && mv -f \1\.part \1\)$/,
+      /^\(umask 077; echo 'Authorization: Bearer flxd_[\w-]{43}' \| curl -fo (\S+\.zip)\.part -H @- http:\/\/\S+\/dist && mv -f \1\.part \1 \|\| \(echo '[^']+'; exit 1\)\)$/,
     );
     expect(seen.curlRuns).toEqual([
       { code: 0, stderr: expect.not.stringContaining("curl: (") },
-      { code: 22, stderr: expect.stringContaining("curl: (22) The requested URL returned error: 401") },
+      { code: 1, stderr: expect.stringContaining("curl: (22) The requested URL returned error: 401") },
     ]);
 
     // Send Message: invalid JSON is marked and not sent; the valid one reached the thing

@@ -471,7 +471,7 @@ describe("hub thing dist --curl: a one-time line, never the operator's token", (
     expect(lines[0]).toMatch(new RegExp(`^one download of ${made.name}\\.zip, until \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ; this line is shown once`));
     expect(lines[2]).toMatch(
       new RegExp(
-        `^  \\(umask 077; echo 'Authorization: Bearer flxd_[\\w-]{43}' \\| curl -fo ${made.name}\\.zip\\.part -H @- http://127\\.0\\.0\\.1:\\d+/dev/v1/things/${made.id}/dist && mv -f ${made.name}\\.zip\\.part ${made.name}\\.zip\\)$`,
+        `^  \\(umask 077; echo 'Authorization: Bearer flxd_[\\w-]{43}' \\| curl -fo ${made.name}\\.zip\\.part -H @- http://127\\.0\\.0\\.1:\\d+/dev/v1/things/${made.id}/dist && mv -f ${made.name}\\.zip\\.part ${made.name}\\.zip \\|\\| \\(echo '[^']+'; exit 1\\)\\)$`,
       ),
     );
     expect(printed.stdout).not.toContain(hub.token);

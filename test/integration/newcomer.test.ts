@@ -65,12 +65,17 @@ test("hub -> thing -> device -> service -> a message each way, with the README's
     const device = join(work, "device-download");
     mkdirSync(device);
     writeFileSync(join(device, `${name}.zip`), "an older copy", { mode: 0o644 });
-    const paste = () => Bun.spawnSync(["sh", "-c", `umask 022; ${line}`], { cwd: device, stderr: "pipe", timeout: 30_000 });
+    const paste = () => Bun.spawnSync(["sh", "-c", `umask 022; ${line}`], { cwd: device, stdout: "pipe", stderr: "pipe", timeout: 30_000 });
     const pasted = paste();
     expect(pasted.exitCode, pasted.stderr.toString()).toBe(0);
     expect(statSync(join(device, `${name}.zip`)).mode & 0o777).toBe(0o600);
     const again = paste();
-    expect([again.exitCode, again.stderr.toString()]).toEqual([22, expect.stringContaining("401")]);
+    // curl -f alone said only "error: 401" (new-user pass 24, F9)
+    expect([again.exitCode, again.stderr.toString(), again.stdout.toString()]).toEqual([
+      1,
+      expect.stringContaining("401"),
+      "the download failed: this line works once, until its time (a 401 says it was used or is past it); ask the hub operator for a new one (flashlex hub thing dist --curl)\n",
+    ]);
     expect(readFileSync(join(device, `${name}.zip`)).equals(readFileSync(zip))).toBe(true);
 
     // 3. The device: unzip, the binary into the thing's folder, cd there.

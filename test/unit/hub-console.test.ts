@@ -540,7 +540,7 @@ describe("pages", () => {
     const line = /<pre id="curl-line"><code>(.*?)<\/code><\/pre>/.exec(page)?.[1]?.replaceAll("&quot;", '"').replaceAll("&#39;", "'").replaceAll("&amp;", "&");
     expect(line).toMatch(
       new RegExp(
-        `^\\(umask 077; echo 'Authorization: Bearer flxd_[\\w-]{43}' \\| curl -fo ${thing.name}\\.zip\\.part -H @- http://hub\\.example:8080/dev/v1/things/${thing.id}/dist && mv -f ${thing.name}\\.zip\\.part ${thing.name}\\.zip\\)$`,
+        `^\\(umask 077; echo 'Authorization: Bearer flxd_[\\w-]{43}' \\| curl -fo ${thing.name}\\.zip\\.part -H @- http://hub\\.example:8080/dev/v1/things/${thing.id}/dist && mv -f ${thing.name}\\.zip\\.part ${thing.name}\\.zip \\|\\| \\(echo '[^']+'; exit 1\\)\\)$`,
       ),
     );
     expect(page).not.toContain(token);
