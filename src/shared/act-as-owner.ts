@@ -69,7 +69,7 @@ export function actingAsOwnerNote(fix?: string | false, about?: string): string 
   const { place } = tookOn;
   // a failure outside the place (an -o directory of root's) is not one a chown of the place fixes
   if (fix === undefined && about !== undefined && !about.includes(place.dir) && !about.includes(realOrAsIs(place.dir))) fix = false;
-  const said = `started by root, this ${place.actor} runs as ${who(tookOn.uid, tookOn.name)}, ${whyThisUser()}`;
+  const said = `started by root, this ${place.actor} runs as ${who(tookOn.uid, tookOn.name)}, ${whyThisUser(tookOn)}`;
   if (fix === false) return `(${said})`;
   return `(${said}: ${fix ?? `give that user what it needs, e.g. \`${actingAsOwnerChown()}\` for files an older root run left there`})`;
 }
@@ -79,11 +79,19 @@ export function actingAsOwnerChown(): string | undefined {
   return tookOn ? `sudo chown -R ${tookOn.name ?? tookOn.uid}: ${shellWord(realOrAsIs(tookOn.place.dir))}` : undefined;
 }
 
-/** Why the user taken on is the one: it owns the place, or a directory on the way to it (the place itself may be root's). */
-function whyThisUser(): string {
-  const { place, because, uid } = tookOn!;
+/**
+ * Why the user taken on is the one: it owns the place, a directory on the way to it (the place
+ * itself may be root's), or one of the paths the command uses elsewhere (`-k` keys of the user's
+ * with the folder root's), or a directory on the way to one. `placeNamed` false: the line
+ * already begins with the place.
+ */
+function whyThisUser({ place, because, uid }: { place: OwnedPlace; because: string; uid: number }, { placeNamed = true } = {}): string {
   const ownsPlace = resolve(because) === resolve(place.dir) || statOrUndefined(place.dir)?.uid === uid;
-  return ownsPlace ? `the owner of the ${place.name} ${place.dir}` : `who owns ${because}, on the way to the ${place.name} ${place.dir}`;
+  if (ownsPlace) return `the owner of the ${place.name}${placeNamed ? ` ${place.dir}` : ""}`;
+  const leadsTo = (path: string) => resolve(path) === resolve(because) || resolve(path).startsWith(`${resolve(because)}/`);
+  const used = leadsTo(place.dir) ? undefined : place.telling.find(leadsTo);
+  if (used === undefined) return `who owns ${because}, on the way to the ${place.name} ${place.dir}`;
+  return resolve(used) === resolve(because) ? `who owns ${because}, which it uses` : `who owns ${because}, on the way to ${used}, which it uses`;
 }
 
 /**
@@ -124,7 +132,7 @@ export function actAsOwnerOf(place: OwnedPlace): number | undefined {
   // what --exec handlers and hooks it runs see: the user's, not root's (sudo keeps HOME=/root)
   if (account) Object.assign(process.env, { HOME: account.home, USER: account.name, LOGNAME: account.name });
   // said whole, before the note every later permission failure gets
-  refuseUnreachable(place, owner.uid, name);
+  refuseUnreachable(place, owner.uid, name, owner.path);
   tookOn = { uid: owner.uid, name, place, because: owner.path };
   return owner.uid;
 }
@@ -263,7 +271,7 @@ function maySwitchUser(): boolean {
  * directory on the way it may not search): the command would fail on its first file, and the
  * note's `chown -R` of the place would not help.
  */
-function refuseUnreachable(place: OwnedPlace, uid: number, name: string | undefined): void {
+function refuseUnreachable(place: OwnedPlace, uid: number, name: string | undefined, because: string): void {
   let existing = nearestExisting(resolve(place.dir));
   if (!existing) return;
   // A file where the place should be is entered by no one: only the way to it is this check's;
@@ -281,7 +289,7 @@ function refuseUnreachable(place: OwnedPlace, uid: number, name: string | undefi
       }
     }
     throw new FlashlexError(
-      `${place.dir}: started by root, this ${place.actor} runs as ${who(uid, name)}, the owner of the ${place.name}, who may not enter ${blocked} (fix: sudo chmod o+x ${shellWord(blocked)}, or move the ${place.name})`,
+      `${place.dir}: started by root, this ${place.actor} runs as ${who(uid, name)}, ${whyThisUser({ place, because, uid }, { placeNamed: false })}, but may not enter ${blocked} (fix: sudo chmod o+x ${shellWord(blocked)}, or move the ${place.name})`,
       "permission",
     );
   }

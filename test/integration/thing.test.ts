@@ -588,7 +588,7 @@ describe("paths this user may not search", () => {
       const shut = runAs([], [binaryPath(), "messages", "list", "-c", join(inner, "config.yml")]);
       expect({ code: shut.code, stderr: shut.stderr }).toEqual({
         code: 77,
-        stderr: `flashlex: ${inner}: started by root, this thing command runs as ${user.name} (uid ${user.uid}), the owner of the thing's folder, who may not enter ${closed} (fix: sudo chmod o+x ${closed}, or move the thing's folder)\n`,
+        stderr: `flashlex: ${inner}: started by root, this thing command runs as ${user.name} (uid ${user.uid}), the owner of the thing's folder, but may not enter ${closed} (fix: sudo chmod o+x ${closed}, or move the thing's folder)\n`,
       });
       // bootstrap started by root on the user's folder with a key root kept: the fix names the chown, never "run it as that user" (it is)
       const keyName = readdirSync(join(folder, "keys")).find((name) => name.endsWith("-private.pem"))!;
@@ -608,6 +608,27 @@ describe("paths this user may not search", () => {
       expect(inside.stderr).toContain(
         `(started by root, this thing command runs as ${user.name} (uid ${user.uid}), who owns ${usersDir}, on the way to the thing's folder ${unzipped}:`,
       );
+      // root's folder with keys of the user's (-k): the keys directory is no step on the way to the folder (new-user pass 24, F7)
+      const rootsFolder = mkdtempSync(join(tmpdir(), "flashlex-roots-folder-"));
+      const withKeysClosed = runAs([], [binaryPath(), "messages", "list", "-c", join(rootsFolder, "config.yml"), "-k", folder]);
+      expect(withKeysClosed.stderr).toBe(
+        `flashlex: ${rootsFolder}: started by root, this thing command runs as ${user.name} (uid ${user.uid}), who owns ${folder}, which it uses, but may not enter ${rootsFolder} (fix: sudo chmod o+x ${rootsFolder}, or move the thing's folder)\n`,
+      );
+      chmodSync(rootsFolder, 0o755);
+      copyFileSync(config, join(rootsFolder, "config.yml"));
+      const usersKeys = join(usersDir, "users-keys");
+      cpSync(join(folder, "keys"), usersKeys, { recursive: true });
+      execFileSync("chown", ["-R", `${user.uid}:${user.gid}`, usersKeys]);
+      const withKeys = Bun.spawnSync([binaryPath(), "collect", "-c", join(rootsFolder, "config.yml"), "-k", usersKeys], {
+        stdin: new TextEncoder().encode('{"ck":1}'),
+        stderr: "pipe",
+        timeout: 30_000,
+      });
+      expect(withKeys.exitCode).toBe(77);
+      expect(withKeys.stderr.toString()).toContain(
+        `(started by root, this thing command runs as ${user.name} (uid ${user.uid}), who owns ${usersDir}, on the way to ${usersKeys}, which it uses`,
+      );
+      rmSync(rootsFolder, { recursive: true, force: true });
       // a directory everyone shares as the folder: never "chmod go-w /tmp"
       const shared = runAs([], [binaryPath(), "enroll", "--dir", tmpdir()]);
       expect({ code: shared.code, stderr: shared.stderr }).toEqual({
