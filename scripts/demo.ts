@@ -6,16 +6,44 @@
  * shows the thing got it, collects an egress message from the thing and shows the hub stored
  * it. It ends by printing the web console's address and the operator access token to sign in
  * with, then keeps both running until Ctrl-C (`--exit` or no terminal: stops at once).
+ * `--api-port N` and `--broker-port N` choose the hub's ports (default: free ones the kernel
+ * picks), for a machine whose firewall or policy allows only some.
  */
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { parseArgs } from "node:util";
 import { unzipSync } from "fflate";
 import { parse, parseDocument } from "yaml";
 
+/** The demo's options; a wrong one is said in one line, exit 64 (sysexits EX_USAGE, as flashlex's). */
+function options(): { exit: boolean; apiPort?: number; brokerPort?: number } {
+  const port = (flag: string, value: string | undefined) => {
+    if (value === undefined) return undefined;
+    const n = Number(value);
+    if (!/^\d+$/.test(value) || n < 1 || n > 65535) usage(`${flag} ${value}: expected a TCP port, 1 to 65535`);
+    return n;
+  };
+  try {
+    const { values } = parseArgs({ options: { exit: { type: "boolean" }, "api-port": { type: "string" }, "broker-port": { type: "string" } } });
+    const chosen = { exit: values.exit === true, apiPort: port("--api-port", values["api-port"]), brokerPort: port("--broker-port", values["broker-port"]) };
+    if (chosen.apiPort !== undefined && chosen.apiPort === chosen.brokerPort)
+      usage(`--api-port and --broker-port are both ${chosen.apiPort}: give the hub two ports`);
+    return chosen;
+  } catch (err) {
+    return usage((err as Error).message);
+  }
+}
+
+function usage(problem: string): never {
+  console.error(`demo: ${problem}\nusage: npm run demo [-- [--exit] [--api-port N] [--broker-port N]]`);
+  process.exit(64);
+}
+
+const opts = options();
 const root = join(import.meta.dir, "..");
-const stayUp = process.stdout.isTTY && !process.argv.includes("--exit");
+const stayUp = process.stdout.isTTY && !opts.exit;
 const bold = (text: string) => (process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text);
 const step = (n: number, text: string) => console.log(`\n${bold(`${n}. ${text}`)}`);
 const children: ReturnType<typeof Bun.spawn>[] = [];
@@ -114,7 +142,8 @@ console.log(`  ${binary}`);
 console.log(`  working directory: ${work}  ($DEMO below; removed at the end)`);
 
 const hubDir = join(work, "hub");
-const [apiPort, brokerPort] = [await freePort(), await freePort()];
+const apiPort = opts.apiPort ?? (await freePort());
+const brokerPort = opts.brokerPort ?? (await freePort());
 step(1, "Create a hub: certificate authority, broker certificate, database, operator token");
 const initOutput = await flashlex([
   "hub",
@@ -189,6 +218,6 @@ if (stayUp) {
 }
 // Without a terminal (a pipe, ssh without -t) nobody can press Ctrl-C: say why it stops now.
 console.log(
-  `\nNo terminal${process.argv.includes("--exit") ? " (--exit)" : ""}: stopping the thing and the hub and removing ${work}. Run \`npm run demo\` in a terminal to keep them up for the console.`,
+  `\nNo terminal${opts.exit ? " (--exit)" : ""}: stopping the thing and the hub and removing ${work}. Run \`npm run demo\` in a terminal to keep them up for the console.`,
 );
 await cleanup(0);
