@@ -253,15 +253,23 @@ describe("the drainer isolates each row", () => {
     const { lines, log } = captureLog();
     try {
       const now = Date.now();
-      store.enqueue({ messageId: "old-1", body: '{"n":1}', via: "http", thingId: "revoked-thing", now: now - 5 });
-      store.enqueue({ messageId: "old-2", body: '{"n":2}', via: "mqtt", thingId: "revoked-thing", now: now - 4 });
-      store.db.run("INSERT INTO outbox (message_id, body, via, created_at, next_attempt_at) VALUES ('legacy', '{\"n\":3}', 'http', ?, ?)", [now - 3, now - 3]);
-      store.enqueue({ messageId: "mine", body: '{"n":4}', via: "http", thingId: "thing-1", now: now - 2 });
+      const rows = [
+        ["old-1", "http", "revoked-thing"],
+        ["old-2", "mqtt", "revoked-thing"],
+        ["legacy", "http", null], // as a binary before schema 5 queued it
+        ["mine", "http", "thing-1"],
+      ] as const;
+      for (const [i, [id, via, thingId]] of rows.entries()) {
+        store.db.run("INSERT INTO outbox (message_id, body, via, thing_id, created_at, next_attempt_at) VALUES (?, '{}', ?, ?, ?, ?)", [
+          id,
+          via,
+          thingId,
+          now - 9 + i,
+          now - 9 + i,
+        ]);
+      }
       const delivered: string[] = [];
-      const deliver = async (entry: OutboxEntry): Promise<DeliveryOutcome> => {
-        delivered.push(entry.message_id);
-        return { kind: "sent", status: 200, body: "{}" };
-      };
+      const deliver = async (entry: OutboxEntry): Promise<DeliveryOutcome> => (delivered.push(entry.message_id), { kind: "sent", status: 200, body: "{}" });
       const drainer = new OutboxDrainer({ store, thingId: "thing-1", log, ratePerSecond: 1000, pollMs: 20, deliverers: { http: deliver, mqtt: deliver } });
       drainer.start();
       for (let i = 0; i < 200 && store.countPending() > 0; i++) await Bun.sleep(10);
