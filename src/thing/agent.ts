@@ -251,6 +251,10 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     });
     await parts.start({ name: "updates", stop: () => updater.stop() });
 
+    // The start's own garbage (the config and its schema, the certificates, the migrations) goes
+    // once serve is quiet, as a burst's does: idle serve 65.7 -> 63.3 MiB (own memory 15.7 -> 13.3),
+    // medians of 6 alternated starts against Mosquitto, 5 s after subscribing.
+    trim.worked();
     log.info("serve.started", {
       thing: identity.thingName,
       runsAs: actingAs(), // started by root on a user's folder
