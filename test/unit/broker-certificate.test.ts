@@ -121,3 +121,34 @@ test("a name hub.yml gives the broker that its certificate lacks (broker.host or
   expect(readFileSync(paths.brokerCert, "utf8")).toBe(foreign.certPem);
   expect(lines.join("\n")).toMatch(/WARN +hub\.broker_certificate_lacks_names .*names=hub\.lan,10\.0\.0\.7 /);
 });
+
+test("a certificate not valid yet (renewed while the hub's clock was ahead) is issued again at start; another CA's is left, with an ERROR (new-user pass 25, F2: the fleet was refused until the clock caught up, without a word)", async () => {
+  const { home } = await hubAt("clock-ahead", "http://127.0.0.1:8080", ["127.0.0.1"]);
+  const { paths } = home;
+  const keyPem = readFileSync(paths.brokerKey, "utf8");
+  const ahead = new Date(Date.now() + 800 * DAY);
+  const early = await issueServerCertificate(readCa(paths), { commonName: "127.0.0.1", ipAddresses: ["127.0.0.1"], keyPem, notBefore: ahead, days: 825 });
+  writeFileSync(paths.brokerCert, early.certPem);
+  const lines: string[] = [];
+  const log = createLogger({ level: "info", write: (line) => lines.push(line) });
+  (await keepBrokerCertificate(home, log, () => {}))();
+  const renewed = new X509Certificate(readFileSync(paths.brokerCert));
+  expect(new Date(renewed.validFrom).getTime()).toBeLessThanOrEqual(Date.now());
+  expect(renewed.checkIP("127.0.0.1")).toBe("127.0.0.1");
+  expect(lines.join("\n")).toContain(
+    `INFO  hub.broker_certificate_renewed file=${paths.brokerCert} notAfter=${new Date(renewed.validTo).toISOString()} why="it is not valid until ${ahead.toISOString().replace(/\.\d+Z$/, ".000Z")} (issued while this hub's clock was ahead), and things refuse it until then"`,
+  );
+  // another CA's, not valid yet: the operator's to issue again
+  const other = await hubAt("clock-ahead-other", "http://127.0.0.1:8080", ["127.0.0.1"]);
+  const foreign = await issueServerCertificate(readCa(other.home.paths), {
+    commonName: "127.0.0.1",
+    ipAddresses: ["127.0.0.1"],
+    keyPem,
+    notBefore: ahead,
+    days: 825,
+  });
+  writeFileSync(paths.brokerCert, foreign.certPem);
+  (await keepBrokerCertificate(home, log, () => {}))();
+  expect(readFileSync(paths.brokerCert, "utf8")).toBe(foreign.certPem);
+  expect(lines.join("\n")).toMatch(/ERROR +hub\.broker_certificate_not_yet_valid .*notBefore=\S+ note="it is not the hub CA's/);
+});

@@ -17,6 +17,7 @@ import { initHub } from "../../src/hub/home/init.ts";
 import { distributionPath } from "../../src/hub/home/paths.ts";
 import type { HubStore, ThingRecord } from "../../src/hub/store/hub-store.ts";
 import { openHubStore } from "../../src/hub/store/open-store.ts";
+import { renewalAdvice } from "../../src/hub/things/certificates.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
 import { createLogger, silentLogger } from "../../src/shared/log.ts";
 import { hubApiOver } from "../support/hub-api.ts";
@@ -89,6 +90,14 @@ describe("renewal over the thing's JWT", () => {
     expect((await asOperator(`/things/${thing.id}/rotate`, "POST")).status).toBe(200);
     expect((await asThing(oldKeyPem, "GET")).body.result.renewNow).toBe(true);
     expect((await asOperator(`/things/${thing.id}`, "GET")).body.result.renewalRequested).toBe(true);
+  });
+
+  test("a certificate not valid yet (issued while the hub's clock was ahead: the broker refuses it) is renewed at the thing's next check (new-user pass 25, F2)", async () => {
+    const { thing: ahead } = await createThing(home, store, "clock-ahead");
+    const notBefore = describeCertificate(ahead.certPem).notBefore.getTime();
+    // the hub issued it at `notBefore` + its backdate; its clock is right again at notBefore - 1 day
+    expect(renewalAdvice(home, ahead, notBefore - 86_400_000).renewNow).toBe(true);
+    expect(renewalAdvice(home, ahead, Date.now()).renewNow).toBe(false);
   });
 
   test("a CSR for another name is refused and changes nothing", async () => {

@@ -37,24 +37,30 @@ export interface BrokerCertificateRenewal {
   why?: string;
   /** the names hub.yml gives the broker that a certificate of another CA, left in place, lacks */
   lacks?: string[];
+  /** when a certificate of another CA, left in place, becomes valid (it is not yet) */
+  notYetValid?: Date;
 }
 
 /**
  * Issues broker-cert.pem again when it expires within BROKER_CERT_RENEW_BEFORE_MS of `now` (Unix
- * ms), or when it is the hub CA's and lacks a name hub.yml gives the broker: a new certificate
- * from the hub's CA for the same key and hub.yml's names, written atomically with its owner kept.
- * Throws what reading the files or issuing throws (a missing CA key, a damaged PEM).
+ * ms), or when it is the hub CA's and lacks a name hub.yml gives the broker or is not valid yet
+ * (issued while this hub's clock was ahead: every thing's handshake refuses it until then): a new
+ * certificate from the hub's CA for the same key and hub.yml's names, written atomically with its
+ * owner kept. Another CA's certificate is only reported (`lacks`, `notYetValid`). Throws what
+ * reading the files or issuing throws (a missing CA key, a damaged PEM).
  */
 export async function renewBrokerCertificateIfDue(home: HubHome, now = Date.now()): Promise<BrokerCertificateRenewal> {
   const { paths, settings } = home;
   const currentPem = readRegularFile(paths.brokerCert, "broker certificate").toString("utf8");
   const current = describeCertificate(currentPem);
   const names = brokerNames(home);
-  const why = renewalReason(current.notAfter, namesMissing(currentPem, names), now);
+  const why = renewalReason(current, namesMissing(currentPem, names), now);
   if (why === undefined) return { notAfter: current.notAfter, renewed: false };
-  if (why.kind === "names" && !publicKeyIssuedBy(currentPem, readCa(paths).certPem)) {
+  if (why.kind !== "end" && !publicKeyIssuedBy(currentPem, readCa(paths).certPem)) {
     // another CA's certificate, brought by the operator: not ours to replace
-    return { notAfter: current.notAfter, renewed: false, lacks: why.missing };
+    return why.kind === "names"
+      ? { notAfter: current.notAfter, renewed: false, lacks: why.missing }
+      : { notAfter: current.notAfter, renewed: false, notYetValid: current.notBefore };
   }
   const renewed = await issueServerCertificate(readCa(paths), {
     commonName: settings.broker.host,
@@ -78,11 +84,18 @@ function brokerNames(home: HubHome): string[] {
   });
 }
 
-type RenewalReason = { kind: "end"; words: string } | { kind: "names"; words: string; missing: string[] };
+type RenewalReason = { kind: "end" | "start"; words: string } | { kind: "names"; words: string; missing: string[] };
 
 /** Why the certificate in place must be issued again; undefined when it need not. */
-function renewalReason(notAfter: Date, missing: string[], now: number): RenewalReason | undefined {
+function renewalReason(current: { notBefore: Date; notAfter: Date }, missing: string[], now: number): RenewalReason | undefined {
+  const { notBefore, notAfter } = current;
   if (notAfter.getTime() - now <= BROKER_CERT_RENEW_BEFORE_MS) return { kind: "end", words: `it ends on ${notAfter.toISOString()}` };
+  if (notBefore.getTime() > now) {
+    return {
+      kind: "start",
+      words: `it is not valid until ${notBefore.toISOString()} (issued while this hub's clock was ahead), and things refuse it until then`,
+    };
+  }
   if (missing.length === 0) return undefined;
   return { kind: "names", words: `hub.yml names the broker ${missing.join(", ")}, which it was not issued for`, missing };
 }
@@ -118,6 +131,14 @@ export async function keepBrokerCertificate(home: HubHome, log: Logger, renewed:
           names: result.lacks.join(","),
           note: "it is not the hub CA's, so the hub does not issue it again: things connecting by these names are refused at their handshake",
           fix: "issue it again for these names with the CA that made it, or remove them from hub.yml broker.host and broker.names",
+        });
+      }
+      if (result.notYetValid) {
+        log.error("hub.broker_certificate_not_yet_valid", {
+          file: brokerCert,
+          notBefore: result.notYetValid.toISOString(),
+          note: "it is not the hub CA's, so the hub does not issue it again: every thing's handshake refuses it until then",
+          fix: "issue it again with the CA that made it, on a machine whose clock is right",
         });
       }
     } catch (err) {

@@ -48,7 +48,7 @@ export function certificateNotAfter(thing: Pick<ThingRecord, "certNotAfter" | "c
 export interface RenewalAdvice {
   /** Unix ms */
   notAfter: number | null;
-  /** an operator asked for it (`hub thing rotate`) */
+  /** an operator asked for it (`hub thing rotate`), or the certificate is not valid yet (issued while the hub's clock was ahead) */
   renewNow: boolean;
   /** ms until the agent should ask again (hub.yml certificates.renewalCheck) */
   checkAfterMs: number;
@@ -56,15 +56,31 @@ export interface RenewalAdvice {
   lifetimeMs: number;
 }
 
-/** The answer to `thing`'s renewal check: its notAfter, whether an operator asked, and hub.yml's durations in ms. */
-export function renewalAdvice(home: HubHome, thing: ThingRecord): RenewalAdvice {
+/**
+ * The answer to `thing`'s renewal check at `now` (Unix ms): its notAfter, whether to renew now,
+ * and hub.yml's durations in ms.
+ */
+export function renewalAdvice(home: HubHome, thing: ThingRecord, now: number): RenewalAdvice {
   const { certificates } = home.settings;
   return {
     notAfter: certificateNotAfter(thing),
-    renewNow: thing.renewRequestedAt != null,
+    renewNow: thing.renewRequestedAt != null || notYetValid(thing, now),
     checkAfterMs: settingMs(certificates.renewalCheck),
     lifetimeMs: settingMs(certificates.thingLifetime),
   };
+}
+
+/**
+ * A certificate that starts after `now` (Unix ms) was issued while the hub's clock was ahead (it
+ * backdates its certificates): the broker refuses it until then, so the thing renews at its
+ * next check, over HTTP, where its token is checked with its key and not its certificate's dates.
+ */
+function notYetValid(thing: Pick<ThingRecord, "certPem">, now: number): boolean {
+  try {
+    return describeCertificate(thing.certPem).notBefore.getTime() > now;
+  } catch {
+    return false;
+  }
 }
 
 /** A renewal's certificate (PEM) and its end (Unix ms); `zipLeft`: the old distribution zip that could not be removed, and why. */
@@ -196,7 +212,7 @@ export class ThingCertificates {
 
   /** What the agent learns at each check: notAfter, whether to renew now, when to ask again. */
   advice(thing: ThingRecord): RenewalAdvice {
-    return renewalAdvice(this.deps.home, thing);
+    return renewalAdvice(this.deps.home, thing, this.now());
   }
 
   /** Renews (see `renewCertificate`); `authenticatedWith` is the key whose token let the thing in. */
