@@ -9,7 +9,7 @@ import { formatListenAddress, listenFailure, parseListenAddress } from "../share
 import type { Logger } from "../shared/log.ts";
 import { budgetLogger } from "../shared/log-budget.ts";
 import { type MetricsListener, startMetricsListener } from "../shared/metrics-http.ts";
-import { VERSION } from "../shared/version.ts";
+import { COMMIT, VERSION } from "../shared/version.ts";
 import type { HubBroker, ThingDirectory } from "./broker/broker.ts";
 import { startBrokerAuthServer } from "./broker/broker-auth-server.ts";
 import { createBrokerReloader } from "./broker/broker-reload.ts";
@@ -445,6 +445,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     }
     const { things } = await store.fleetCounts();
     log.info("hub.started", {
+      version: `${VERSION} (${COMMIT})`,
       api: server.url,
       metrics: metricsUrl?.url,
       public_api: settings.api.publicUrl,

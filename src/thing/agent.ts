@@ -28,7 +28,7 @@ import { formatListenAddress, type ListenAddress, listenFailure } from "../share
 import { type Logger, tapLogger } from "../shared/log.ts";
 import { type MetricsListener, startMetricsListener } from "../shared/metrics-http.ts";
 import { shellWord } from "../shared/shell-word.ts";
-import { VERSION } from "../shared/version.ts";
+import { COMMIT, VERSION } from "../shared/version.ts";
 import { type DeliveryOutcome, deliverHttp, deliverMqtt } from "./egress/delivery.ts";
 import { HubClock } from "./egress/hub-clock.ts";
 import { OutboxDrainer } from "./egress/outbox.ts";
@@ -256,6 +256,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // medians of 6 alternated starts against Mosquitto, 5 s after subscribing.
     trim.worked();
     log.info("serve.started", {
+      version: `${VERSION} (${COMMIT})`,
       thing: identity.thingName,
       runsAs: actingAs(), // started by root on a user's folder
       config: config.file,

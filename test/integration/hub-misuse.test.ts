@@ -258,6 +258,7 @@ describe("an address hub serve cannot listen on", () => {
       expect(serving.proc.exitCode).toBeNull();
       expect(serving.output()).not.toContain("hub.home_gone");
       expect(serving.output()).toMatch(new RegExp(`WARN +hub\\.config_changed config=${yml} fix="restart hub serve for the change to count"`));
+      expect(serving.output()).toMatch(/INFO +hub\.started version="\d+\.\d+\.\d+\S* \(\w+\)" api=/);
     } finally {
       expect(await serving.stop()).toBe(0);
     }

@@ -440,6 +440,8 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
     expect(receivedIds()).not.toContain(ids.old);
     const log = serve.output();
     expect(log).toMatch(new RegExp(`WARN +egress\\.other_thing_set_aside .*count=1 .*queuedBy=${revokedThingId}`));
+    // the version is the first thing looked at after an update or a rollback (new-user pass 25, F9)
+    expect(log).toMatch(/INFO +serve\.started version="\d+\.\d+\.\d+\S* \(\w+\)" thing=/);
     const rows = new Map((await outboxList(flags)).map((r) => [r.messageId, r]));
     expect(rows.get(ids.mine)).toMatchObject({ state: "sent", thingId: fixture.thingId });
     expect(rows.get(ids.old)).toMatchObject({ state: "rejected", thingId: revokedThingId });
