@@ -245,6 +245,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       identity,
       log,
       connected: () => session.connected,
+      brokerAnswered: () => session.brokerAnswered,
       outbox: () => outboxReport(store),
       clock,
       requestRestart: options.requestRestart ?? ((reason) => log.warn("update.restart_unhandled", { reason })),

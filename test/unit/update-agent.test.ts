@@ -100,7 +100,13 @@ describe("at start, a pending update whose version is not the one that runs", ()
    * serve's updater started by the binary now in place, reporting `version`; what it reported,
    * asked and logged. `poll` answers its checks (nothing offered unless given).
    */
-  async function startAs(d: ReturnType<typeof device>, version: string, waitMs = 2300, poll: UpdateHubApi["poll"] = async () => undefined) {
+  async function startAs(
+    d: ReturnType<typeof device>,
+    version: string,
+    waitMs = 2300,
+    poll: UpdateHubApi["poll"] = async () => undefined,
+    trial: { connected?: boolean; brokerAnswered?: () => boolean; healthySeconds?: number; trialWaitsForHubMs?: number } = {},
+  ) {
     const reports: { state: string; version: string; running: string; detail?: string }[] = [];
     const restarts: string[] = [];
     const lines: string[] = [];
@@ -113,13 +119,15 @@ describe("at start, a pending update whose version is not the one that runs", ()
     };
     const config = {
       dataDir: d.data,
-      yaml: { update: { publicKey: generateUpdateKeyPair().publicKey, checkSeconds: 3600, healthySeconds: 60 } },
+      yaml: { update: { publicKey: generateUpdateKeyPair().publicKey, checkSeconds: 3600, healthySeconds: trial.healthySeconds ?? 60 } },
     } as unknown as ThingConfig;
     const updater = startUpdater({
       config,
       identity: {} as ThingIdentity,
       log: createLogger({ write: (line) => lines.push(line) }),
-      connected: () => true,
+      connected: () => trial.connected ?? true,
+      brokerAnswered: trial.brokerAnswered,
+      trialWaitsForHubMs: trial.trialWaitsForHubMs,
       requestRestart: (reason) => restarts.push(reason),
       version,
       target: "linux-x64",
@@ -148,6 +156,26 @@ describe("at start, a pending update whose version is not the one that runs", ()
     expect(reports).toContainEqual({ state: "healthy", version: "2.0.0", running: "2.0.0" });
     expect(readPending(d.data)).toBeUndefined();
     expect(readRelease(d.data)).toMatchObject({ version: "2.0.0", created: "2026-12-02T00:00:00Z" });
+  }, 10_000);
+
+  test("a trial the broker never answered (refused, unreachable: the hub down during a rollout) waits for it, one WARN, and only past that rolls back saying so; one the broker answered rolls back at its time (new-user pass 25, F3)", async () => {
+    const silent = device();
+    installBinary(silent.download, { version: "2.0.0", from: "1.0.0", binary: silent.binary, sha256: sha256("new binary") }, silent.data);
+    const answered = device();
+    installBinary(answered.download, { version: "2.0.0", from: "1.0.0", binary: answered.binary, sha256: sha256("new binary") }, answered.data);
+    const trial = { connected: false, healthySeconds: 0.2, trialWaitsForHubMs: 900 };
+    const [waited, refused] = await Promise.all([
+      startAs(silent, "2.0.0", 1500, undefined, { ...trial, brokerAnswered: () => false }),
+      startAs(answered, "2.0.0", 600, undefined, { ...trial, brokerAnswered: () => true }),
+    ]);
+    expect(refused.restarts).toEqual(["rolled back from 2.0.0 to 1.0.0"]);
+    expect(readRolledBack(answered.data)?.reason).toBe("2.0.0 did not connect and report healthy within 0.2 s");
+    expect(refused.lines.filter((l) => l.includes("update.trial_waits_for_hub"))).toEqual([]);
+    expect(waited.lines.filter((l) => l.includes("WARN  update.trial_waits_for_hub"))).toHaveLength(1);
+    expect(waited.restarts).toEqual(["rolled back from 2.0.0 to 1.0.0"]);
+    expect(readRolledBack(silent.data)?.reason).toMatch(
+      /^2\.0\.0 did not connect and report healthy within 1s: the broker refused or did not answer every connection \(the hub or the network was down\)$/,
+    );
   }, 10_000);
 
   test("the release's own binary saying another version (mislabeled) is rolled back: the previous binary is put back, and it reports why", async () => {

@@ -66,6 +66,9 @@ export class SubscriptionRefused extends Error {}
  * turned off), client id = thing name, a persistent session, QoS 1 subscriptions renewed on
  * every connect, and reconnects paced by `Backoff`. Emits `connected`, `disconnected`.
  */
+/** Connect failures in which nothing at the broker's address answered: refused, unreachable, a name that does not resolve. */
+const NOT_ANSWERED = new Set(["ECONNREFUSED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN", "EAI_AGAIN", "ENOTFOUND"]);
+
 export class ThingSession extends EventEmitter {
   readonly client: MqttClient;
   private readonly backoff: Backoff;
@@ -89,6 +92,8 @@ export class ThingSession extends EventEmitter {
   private silentCloseTold = false;
   /** the connect failures whose hint (connect-failure.ts) was logged, until a connection is accepted */
   private readonly hintsTold = new Set<string>();
+  /** something at the broker's address answered since start (brokerAnswered) */
+  private answered = false;
   /** writes each PUBACK after the group commit that holds its message, in order, on its connection */
   private readonly pubacks: OrderedPubacks;
 
@@ -118,6 +123,16 @@ export class ThingSession extends EventEmitter {
 
   get connected(): boolean {
     return this.client.connected;
+  }
+
+  /**
+   * Whether the broker's address answered anything since start: a CONNACK (accepted or refused),
+   * a TLS failure or a close after the handshake. False while every attempt was refused or never
+   * got through (NOT_ANSWERED): the hub or the network is down, which says nothing of this binary
+   * (the update trial waits for it rather than roll a good release back).
+   */
+  get brokerAnswered(): boolean {
+    return this.answered;
   }
 
   /** Resolves on the first successful connect (and subscription), rejects after `timeoutMs`. */
@@ -215,6 +230,7 @@ export class ThingSession extends EventEmitter {
       this.refusedWith = undefined;
       this.accepted = true;
       this.connectedBefore = true;
+      this.answered = true;
       this.silentCloseTold = false;
       this.hintsTold.clear();
       log.info("mqtt.connected", { broker: this.brokerName(), sessionPresent: connack.sessionPresent });
@@ -248,6 +264,7 @@ export class ThingSession extends EventEmitter {
       if (err === this.lastError) return;
       this.dropCause = "error";
       this.lastError = err;
+      if (!NOT_ANSWERED.has((err as NodeJS.ErrnoException).code ?? "")) this.answered = true;
       const refusal = connackRefusal(err);
       if (refusal) {
         this.refused(refusal);
@@ -265,6 +282,7 @@ export class ThingSession extends EventEmitter {
       const silentlyRefused = !this.accepted && !this.erredSinceClose;
       this.accepted = false;
       this.erredSinceClose = false;
+      if (silentlyRefused) this.answered = true;
       if (silentlyRefused && !this.silentCloseTold) {
         // A broker that will not take the thing's certificate may end the TLS connection after
         // the thing's side of the handshake is done: no error reaches this side, only a close.

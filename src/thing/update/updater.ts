@@ -17,6 +17,7 @@
  */
 import { realpathSync, rmSync } from "node:fs";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
+import { formatDuration } from "../../shared/duration.ts";
 import { elfMismatch } from "../../shared/elf.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
@@ -37,6 +38,13 @@ export interface UpdaterOptions {
   log: Logger;
   /** whether the MQTT session is connected now */
   connected(): boolean;
+  /**
+   * Whether the broker's address answered anything since start (ThingSession.brokerAnswered).
+   * While it has not, a trial's time running out says nothing of the version: the trial goes on.
+   */
+  brokerAnswered?(): boolean;
+  /** how long a trial waits for the broker to answer at all, in ms (default TRIAL_WAITS_FOR_HUB_MS; a seam for tests) */
+  trialWaitsForHubMs?: number;
   /** serve stops and exits with 3 so that its supervisor starts the binary again */
   requestRestart(reason: string): void;
   /** the outbox now (entries waiting, the oldest one's age in seconds), sent with each poll for the hub's /metrics */
@@ -55,6 +63,13 @@ export interface UpdaterOptions {
 export interface Updater {
   stop(): void;
 }
+
+/**
+ * How long a version on trial waits for a hub that does not answer at all (ms): a hub restarted or
+ * upgraded during a rollout, which rolled every good release in flight back. Past it, the trial
+ * ends as any other that did not report healthy, saying the broker never answered.
+ */
+const TRIAL_WAITS_FOR_HUB_MS = 30 * 60_000;
 
 /** The first check after start, in ms: soon, so a restarted thing finds its update at once. */
 const FIRST_CHECK_MS = 2000;
@@ -117,7 +132,29 @@ export function startUpdater(opts: UpdaterOptions): Updater {
   if (pending && pending.version === version) {
     trial = pending;
     log.info("update.trial", { version, from: pending.from, healthy_within_s: settings.healthySeconds });
-    const watchdog = later(settings.healthySeconds * 1000, () => rollBack(`${version} did not connect and report healthy within ${settings.healthySeconds} s`));
+    const trialStarted = Date.now();
+    const waitsForHubMs = opts.trialWaitsForHubMs ?? TRIAL_WAITS_FOR_HUB_MS;
+    const hubSilent = () => opts.brokerAnswered?.() === false;
+    let waitTold = false;
+    const watch = (): ReturnType<typeof later> =>
+      later(settings.healthySeconds * 1000, () => {
+        if (!hubSilent()) return rollBack(`${version} did not connect and report healthy within ${settings.healthySeconds} s`);
+        if (Date.now() - trialStarted < waitsForHubMs) {
+          if (!waitTold) {
+            waitTold = true;
+            log.warn("update.trial_waits_for_hub", {
+              version,
+              note: `the broker has refused or not answered every connection since ${version} started: that says nothing of the version, so the trial goes on until the hub answers (for at most ${formatDuration(waitsForHubMs)}) rather than roll it back`,
+            });
+          }
+          watchdog = watch();
+          return;
+        }
+        rollBack(
+          `${version} did not connect and report healthy within ${formatDuration(Date.now() - trialStarted)}: the broker refused or did not answer every connection (the hub or the network was down)`,
+        );
+      });
+    let watchdog = watch();
     const confirm = async () => {
       if (!trial) return;
       if (opts.connected()) {
