@@ -214,17 +214,20 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     await parts.start({ name: "certificate renewal", start: () => renewer.start(), stop: () => renewer.stop() });
 
     // A collect through serve that reaches a receiver the drainer rests tells it the receiver is back.
-    // One that fails while config.yml holds an edit serve has not read says so.
-    const noted = (via: OutboxVia, outcome: DeliveryOutcome): DeliveryOutcome => {
+    const noted = (via: OutboxVia, outcome: DeliveryOutcome) => {
       if (outcome.kind === "sent") drainer.delivered(via);
-      else if (configEdited) return { ...outcome, error: `${outcome.error}; ${config.file} was changed after serve read it: ${RESTART_FOR_CONFIG}` };
       return outcome;
     };
     const collectDeliverers = {
       http: async (entry: OutboxEntry, signal?: AbortSignal) => noted("http", await deliverers.http(entry, signal)),
       mqtt: async (entry: OutboxEntry, signal?: AbortSignal) => noted("mqtt", await deliverers.mqtt(entry, signal)),
     };
-    const access = databaseAccess(config, identity, store, log, { deliverers: collectDeliverers, onOutboxChanged: () => drainer.wake() });
+    const access = databaseAccess(config, identity, store, log, {
+      deliverers: collectDeliverers,
+      onOutboxChanged: () => drainer.wake(),
+      // one left queued while config.yml holds an edit serve has not read says so
+      queuedNote: () => (configEdited ? `${config.file} was changed after serve read it: ${RESTART_FOR_CONFIG}` : undefined),
+    });
     // Every command and SDK call through serve asks this first (is serve there?): nothing that
     // scans the ingress table, which took 26 ms of serve's thread at 1M messages.
     const status = () => ({ thingName: identity.thingName, connected: session.connected, pending: store.countPending() });

@@ -446,8 +446,12 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
     expect(rows.get(ids.mine)).toMatchObject({ state: "sent", thingId: fixture.thingId });
     expect(rows.get(ids.old)).toMatchObject({ state: "rejected", thingId: revokedThingId });
     expect(rows.get(ids.old)!.lastError).toBe(
-      `queued by thing ${revokedThingId}, an identity this data directory had before; it is not sent as thing ${fixture.thingId} (flashlex outbox drop ${ids.old} removes it)`,
+      `queued by thing ${revokedThingId}, an identity this data directory had before; it is not sent as thing ${fixture.thingId} unless you ask (flashlex outbox retry ${ids.old} sends it as this thing, flashlex outbox drop ${ids.old} removes it)`,
     );
+    // the owner asks for it: it goes as this thing (verify pass 30, F2: a retry said "retried" and serve set it aside again)
+    const retried = await run(["outbox", "retry", ids.old, ...flags]);
+    expect(retried.code, explain(retried)).toBe(0);
+    expect((await outboxList(flags)).find((r) => r.messageId === ids.old)).toMatchObject({ state: "pending", thingId: fixture.thingId });
     // collect queues under the config's thing id
     const collected = await run(["collect", "--json", ...flags], { input: '{"after":"re-creation"}' });
     expect(collected.code, explain(collected)).toBe(0);
@@ -476,6 +480,9 @@ describe("bad rows and offline queueing: Mosquitto and a real receiver", () => {
       expect(failed.stderr).toContain(
         `; ${configPath} was changed after serve read it: restart serve for the change to count (sudo systemctl restart flashlex`,
       );
+      // said on the line, not kept in the row's error (verify pass 30, F5)
+      const failedId = failed.stderr.match(/message (\S+) is queued/)![1];
+      expect((await outboxList(flags)).find((r) => r.messageId === failedId)!.lastError).not.toContain("was changed");
       writeFileSync(configPath, asRead);
       await serve.waitFor(/serve\.config_as_read/);
       const again = await run(["collect", ...flags], { input: '{"while":"as read"}' });

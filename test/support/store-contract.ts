@@ -677,7 +677,7 @@ export const storeContract: ContractCase[] = [
         store.markSent("s", 400);
         const seen = {
           rejected: store.countRejected(),
-          retried: store.retryOutbox(["r", "p", "s", "nope"], 5000),
+          retried: store.retryOutbox(["r", "p", "s", "nope"], 5000, "thing-1"),
           r: store.getOutbox("r"),
           due: store.due(5000, 10).map((e) => e.message_id),
           dropped: store.dropOutbox(["s", "nope", "s"]),
@@ -724,7 +724,7 @@ export const storeContract: ContractCase[] = [
       }),
   },
   {
-    name: "MessageStore outbox by thing id: the pending rows another thing id queued, set aside in one transaction; this thing's and NULL ones stay",
+    name: "MessageStore outbox by thing id: the pending rows another thing id queued, a page of ids at a time, set aside in one transaction; this thing's and NULL ones stay; a retry makes one this thing's",
     run: (ctx) =>
       withStore(ctx, (store) => {
         store.enqueue({ messageId: "old-b", body: "{}", via: "mqtt", thingId: "old", now: 20 });
@@ -733,9 +733,14 @@ export const storeContract: ContractCase[] = [
         store.db.run("INSERT INTO outbox (message_id, body, via, created_at, next_attempt_at) VALUES ('legacy', '{}', 'http', 40, 40)");
         store.enqueue({ messageId: "old-sent", body: "{}", via: "http", thingId: "old", now: 5 });
         store.markSent("old-sent", 6);
-        const others = store.pendingOfOtherThings("new").map((e) => [e.message_id, e.thing_id]);
+        const others = store.pendingOfOtherThings("new", 10).map((e) => [e.message_id, e.thing_id]);
+        const firstPage = store.pendingOfOtherThings("new", 1).map((e) => e.message_id);
         store.markAllUnsendable(others.map(([id]) => ({ messageId: id!, error: `set aside ${id}` })));
-        const seen = { others, outbox: store.listOutbox().map((e) => [e.message_id, e.state, e.last_error, e.thing_id]) };
+        // the owner asks for one: it goes as this thing
+        const retried = store.retryOutbox(["old-b"], 50, "new");
+        const seen = { others, firstPage, retried, outbox: store.listOutbox().map((e) => [e.message_id, e.state, e.last_error, e.thing_id]) };
+        assert.deepEqual(seen.firstPage, ["old-a"]);
+        assert.deepEqual(seen.retried, { changed: ["old-b"], missing: [], sent: [] });
         assert.deepEqual(seen.others, [
           ["old-a", "old"],
           ["old-b", "old"],
@@ -743,7 +748,7 @@ export const storeContract: ContractCase[] = [
         assert.deepEqual(seen.outbox, [
           ["old-sent", "sent", null, "old"],
           ["old-a", "rejected", "set aside old-a", "old"],
-          ["old-b", "rejected", "set aside old-b", "old"],
+          ["old-b", "pending", "set aside old-b", "new"],
           ["mine", "pending", null, "new"],
           ["legacy", "pending", null, null],
         ]);

@@ -189,6 +189,7 @@ describe("what an answer means for the message", () => {
       row({ message_id: "" }),
       row({ thing_id: "thing-0" }),
       row({ thing_id: "x\u001b[2J" }),
+      row({ thing_id: "a\u007fb\u0085c\u202ed" }),
     ].map((r) => ("problem" in sendableEntry(r, "thing-1") ? (sendableEntry(r, "thing-1") as { problem: string }).problem : "sendable"));
     expect(
       problems.every((p) => p !== "sendable"),
@@ -197,9 +198,11 @@ describe("what an answer means for the message", () => {
     expect(problems[0]).toContain("not JSON");
     expect(problems[5]).toContain("message id");
     expect(problems[7]).toBe(
-      "queued by thing thing-0, an identity this data directory had before; it is not sent as thing thing-1 (flashlex outbox drop m-1 removes it)",
+      "queued by thing thing-0, an identity this data directory had before; it is not sent as thing thing-1 unless you ask (flashlex outbox retry m-1 sends it as this thing, flashlex outbox drop m-1 removes it)",
     );
     expect(problems[8]).toContain('queued by thing "x\\u001b[2J"');
+    // DEL, C1 and bidi controls escaped too (verify pass 30, F10)
+    expect(problems[9]).toContain('queued by thing "a\\u007fb\\u0085c\\u202ed"');
   });
 });
 
@@ -281,7 +284,7 @@ describe("the drainer isolates each row", () => {
       const states = Object.fromEntries(store.listOutbox().map((e) => [e.message_id, e.state]));
       expect(states).toEqual({ "old-1": "rejected", "old-2": "rejected", legacy: "sent", mine: "sent", "old-3": "rejected" });
       expect(store.getOutbox("old-1")!.last_error).toBe(
-        "queued by thing revoked-thing, an identity this data directory had before; it is not sent as thing thing-1 (flashlex outbox drop old-1 removes it)",
+        "queued by thing revoked-thing, an identity this data directory had before; it is not sent as thing thing-1 unless you ask (flashlex outbox retry old-1 sends it as this thing, flashlex outbox drop old-1 removes it)",
       );
       const setAside = lines.filter((l) => l.includes("egress.other_thing_set_aside"));
       expect(setAside).toHaveLength(1);
@@ -289,6 +292,26 @@ describe("the drainer isolates each row", () => {
       expect(setAside[0]).toContain("count=2");
       expect(setAside[0]).toContain("queuedBy=revoked-thing");
       expect(lines.filter((l) => l.includes("ERROR egress.unsendable") && l.includes("old-3"))).toHaveLength(1);
+    } finally {
+      store.close();
+    }
+  });
+
+  test("a large backlog of an earlier identity is set aside a page of ids at a time, all of it, in one WARN naming at most 5 ids (verify pass 30, F1: loaded whole, 200,000 rows took 735 MB)", async () => {
+    const store = MessageStore.open(join(dir, "backlog.db"));
+    const { lines, log } = captureLog();
+    try {
+      store.db.transaction(() => {
+        for (let i = 0; i < 1201; i++) store.enqueue({ messageId: `old-${i}`, body: "{}", via: "http", thingId: `revoked-${i % 7}`, now: 1000 + i });
+      });
+      const drainer = new OutboxDrainer({ store, thingId: "thing-1", log, ratePerSecond: 1000, pollMs: 20, deliverers: {} });
+      drainer.start();
+      await drainer.stop();
+      expect(store.countPending()).toBe(0);
+      expect(store.countRejected()).toBe(1201);
+      const warned = lines.filter((l) => l.includes("egress.other_thing_set_aside"));
+      expect(warned).toHaveLength(1);
+      expect(warned[0]).toContain('count=1201 queuedBy="revoked-0,revoked-1,revoked-2,revoked-3,revoked-4 and 2 more"');
     } finally {
       store.close();
     }

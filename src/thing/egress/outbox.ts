@@ -1,5 +1,5 @@
 import { describeError } from "../../shared/foreign-errors.ts";
-import type { Logger } from "../../shared/log.ts";
+import { type Logger, quoteLogText } from "../../shared/log.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
 import { type DeliveryOutcome, retryDelayMs } from "./delivery.ts";
 
@@ -36,6 +36,9 @@ export function recordOutcome(store: MessageStore, entry: OutboxEntry, outcome: 
 }
 
 const HEADER_SAFE_ID = /^[\x21-\x7e]{1,200}$/;
+
+/** How many rows of an earlier identity are set aside per transaction at serve's start. */
+const SET_ASIDE_PAGE = 500;
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
@@ -51,11 +54,7 @@ export function sendableEntry(entry: OutboxEntry, thingId: string): { entry: Out
   const id: unknown = entry.message_id;
   if (typeof id !== "string" || !HEADER_SAFE_ID.test(id)) return { problem: "the stored message id is not 1-200 visible ASCII characters" };
   const queuedBy: unknown = entry.thing_id;
-  if (queuedBy !== null && queuedBy !== undefined && queuedBy !== thingId) {
-    return {
-      problem: `queued by thing ${shownId(queuedBy)}, an identity this data directory had before; it is not sent as thing ${thingId} (flashlex outbox drop ${id} removes it)`,
-    };
-  }
+  if (queuedBy !== null && queuedBy !== undefined && queuedBy !== thingId) return { problem: queuedByAnother(id, queuedBy, thingId) };
   let body: unknown = entry.body;
   if (body instanceof Uint8Array) {
     try {
@@ -73,10 +72,15 @@ export function sendableEntry(entry: OutboxEntry, thingId: string): { entry: Out
   return { entry: { ...entry, body } };
 }
 
-/** A thing id from the file as it may be shown in one log line: a plain id as it is, anything else quoted and cut. */
+/** Why the row `messageId` that the thing `queuedBy` queued is not sent as the thing `thingId`, and what its owner can do. */
+function queuedByAnother(messageId: string, queuedBy: unknown, thingId: string): string {
+  return `queued by thing ${shownId(queuedBy)}, an identity this data directory had before; it is not sent as thing ${thingId} unless you ask (flashlex outbox retry ${messageId} sends it as this thing, flashlex outbox drop ${messageId} removes it)`;
+}
+
+/** A thing id from the file as it may be shown in one line: a plain id as it is, anything else quoted, cut and escaped (log.ts quoteLogText). */
 function shownId(value: unknown): string {
   const text = String(value);
-  return /^[\w.-]{1,100}$/.test(text) ? text : JSON.stringify(text.slice(0, 60));
+  return /^[\w.-]{1,100}$/.test(text) ? text : quoteLogText(text.slice(0, 60));
 }
 
 /**
@@ -136,16 +140,25 @@ export class OutboxDrainer {
   private setAsideOtherThings(): void {
     const { store, thingId, log } = this.deps;
     try {
-      const rows = store.pendingOfOtherThings(thingId).map((entry) => ({ entry, checked: sendableEntry(entry, thingId) }));
-      const setAside = rows.flatMap(({ entry, checked }) => ("problem" in checked ? [{ messageId: entry.message_id, error: checked.problem }] : []));
-      if (!setAside.length) return;
-      store.markAllUnsendable(setAside);
-      const queuedBy = [...new Set(rows.map(({ entry }) => shownId(entry.thing_id)))].slice(0, 5);
+      let count = 0;
+      const queuedBy = new Set<string>();
+      // a page at a time, ids only: a revoked thing's backlog (200,000 rows of 2 KB) loaded whole took 735 MB
+      // (a page whose rows stayed pending, ids another program wrote as blobs, ends it: they are caught row by row)
+      let first: unknown;
+      for (let page = store.pendingOfOtherThings(thingId, SET_ASIDE_PAGE); page.length && page[0]!.message_id !== first; ) {
+        first = page[0]!.message_id;
+        store.markAllUnsendable(page.map((row) => ({ messageId: row.message_id, error: queuedByAnother(row.message_id, row.thing_id, thingId) })));
+        count += page.length;
+        for (const row of page) queuedBy.add(shownId(row.thing_id));
+        page = store.pendingOfOtherThings(thingId, SET_ASIDE_PAGE);
+      }
+      if (!count) return;
+      const named = [...queuedBy];
       log.warn("egress.other_thing_set_aside", {
-        count: setAside.length,
-        queuedBy: queuedBy.join(","),
+        count,
+        queuedBy: named.slice(0, 5).join(",") + (named.length > 5 ? ` and ${named.length - 5} more` : ""),
         thingId,
-        note: "messages another thing id queued in this data directory (an identity it had before) are not sent as this thing; marked rejected: flashlex outbox list --state rejected shows them, flashlex outbox drop removes them",
+        note: "messages another thing id queued in this data directory (an identity it had before) are not sent as this thing unless you ask; marked rejected: flashlex outbox list --state rejected shows them, flashlex outbox retry ID sends one as this thing, flashlex outbox drop ID removes it",
       });
     } catch (err) {
       log.error("outbox.record_failed", { error: describeError(err), note: "rows another thing id queued are set aside one by one as they come due" });

@@ -24,7 +24,12 @@ export function databaseAccess(
   identity: ThingIdentity | (() => ThingIdentity),
   store: MessageStore,
   log: Logger,
-  serveHooks?: { deliverers: Record<OutboxVia, (entry: OutboxEntry, signal?: AbortSignal) => Promise<DeliveryOutcome>>; onOutboxChanged: () => void },
+  serveHooks?: {
+    deliverers: Record<OutboxVia, (entry: OutboxEntry, signal?: AbortSignal) => Promise<DeliveryOutcome>>;
+    onOutboxChanged: () => void;
+    /** what a collect left queued adds to its error (not to the row's): serve's config edited since it read it */
+    queuedNote?: () => string | undefined;
+  },
 ): ThingAccess {
   let loaded = typeof identity === "function" ? undefined : identity;
   const getIdentity = () => (loaded ??= (identity as () => ThingIdentity)());
@@ -41,7 +46,7 @@ export function databaseAccess(
     deleteMessages: async (ids) => store.deleteIngress(ids),
     collect: async (body, via) => {
       const { thingId } = getIdentity();
-      return collect({
+      const result = await collect({
         store,
         body,
         via,
@@ -52,10 +57,12 @@ export function databaseAccess(
         // on armv7 a serve started during the attempt may then open the database.
         releaseFileDuringAttempt: !serveHooks && via === "http",
       });
+      const note = result.outcome === "queued" ? serveHooks?.queuedNote?.() : undefined;
+      return note ? { ...result, error: `${result.error}; ${note}` } : result;
     },
     listOutbox: async (state, page) => store.listOutbox(state, page),
     retryOutbox: async (ids) => {
-      const change = store.retryOutbox(ids, Date.now());
+      const change = store.retryOutbox(ids, Date.now(), config.yaml.thing.id);
       if (change.changed.length) serveHooks?.onOutboxChanged();
       return change;
     },

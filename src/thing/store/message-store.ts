@@ -669,9 +669,11 @@ export class MessageStore {
 
   /**
    * `flashlex outbox retry`: makes `pending` and `rejected` entries pending and due at `now`
-   * (their attempts and last error are kept). A `sent` entry is left alone: the receiver has it.
+   * (their attempts and last error are kept), to be sent as the thing `thingId`: a row an earlier
+   * identity of the data directory queued (set aside, outbox.ts sendableEntry) goes as this one
+   * when its owner asks. A `sent` entry is left alone: the receiver has it.
    */
-  retryOutbox(ids: readonly string[], now: number): OutboxChange {
+  retryOutbox(ids: readonly string[], now: number, thingId: string): OutboxChange {
     return this.db.transaction(() => {
       const change: OutboxChange = { changed: [], missing: [], sent: [] };
       for (const id of ids) {
@@ -679,7 +681,7 @@ export class MessageStore {
         if (!row) change.missing.push(id);
         else if (row.state === "sent") change.sent.push(id);
         else {
-          this.db.run("UPDATE outbox SET state = 'pending', next_attempt_at = ? WHERE message_id = ?", [now, id]);
+          this.db.run("UPDATE outbox SET state = 'pending', next_attempt_at = ?, thing_id = ? WHERE message_id = ?", [now, thingId, id]);
           change.changed.push(id);
         }
       }
@@ -749,13 +751,15 @@ export class MessageStore {
   }
 
   /**
-   * The rows waiting to be sent that another thing id queued (not `thingId`, not NULL): the data
-   * directory's earlier identity (outbox.ts sendableEntry). Oldest first.
+   * At most `limit` of the rows waiting to be sent that another thing id queued (not `thingId`,
+   * not NULL): the data directory's earlier identity (outbox.ts sendableEntry). Oldest first, their
+   * ids only: such a backlog can be a revoked thing's whole outage.
    */
-  pendingOfOtherThings(thingId: string): OutboxEntry[] {
-    return this.db.all<OutboxEntry>("SELECT * FROM outbox WHERE state = 'pending' AND thing_id IS NOT NULL AND thing_id <> ? ORDER BY created_at, message_id", [
-      thingId,
-    ]);
+  pendingOfOtherThings(thingId: string, limit: number): Pick<OutboxEntry, "message_id" | "thing_id">[] {
+    return this.db.all<Pick<OutboxEntry, "message_id" | "thing_id">>(
+      "SELECT message_id, thing_id FROM outbox WHERE state = 'pending' AND thing_id IS NOT NULL AND thing_id <> ? ORDER BY created_at, message_id LIMIT ?",
+      [thingId, limit],
+    );
   }
 
   /** markUnsendable for several rows, in one transaction. */
