@@ -26,13 +26,20 @@ function options(): { exit: boolean; apiPort?: number; brokerPort?: number } {
     return n;
   };
   try {
-    const { values } = parseArgs({ options: { exit: { type: "boolean" }, "api-port": { type: "string" }, "broker-port": { type: "string" } } });
+    const { values, tokens } = parseArgs({
+      options: { exit: { type: "boolean" }, "api-port": { type: "string" }, "broker-port": { type: "string" } },
+      tokens: true,
+    });
+    const given = tokens.flatMap((token) => (token.kind === "option" ? [token.name] : []));
+    const twice = given.find((name, i) => given.indexOf(name) !== i);
+    if (twice) usage(`--${twice} given twice: give it once`);
     const chosen = { exit: values.exit === true, apiPort: port("--api-port", values["api-port"]), brokerPort: port("--broker-port", values["broker-port"]) };
     if (chosen.apiPort !== undefined && chosen.apiPort === chosen.brokerPort)
       usage(`--api-port and --broker-port are both ${chosen.apiPort}: give the hub two ports`);
     return chosen;
   } catch (err) {
-    return usage((err as Error).message);
+    // node's own message; its first line says what is wrong (--api-port -1 adds two more)
+    return usage((err as Error).message.split("\n")[0]!);
   }
 }
 
@@ -42,6 +49,13 @@ function usage(problem: string): never {
 }
 
 const opts = options();
+// before anything is built or made: a chosen port in use failed only at the hub's start
+for (const [flag, port] of [
+  ["--api-port", opts.apiPort],
+  ["--broker-port", opts.brokerPort],
+] as const) {
+  if (port !== undefined && !(await isFree(port))) usage(`${flag} ${port}: something on this machine already listens on 127.0.0.1:${port}; choose another`);
+}
 const root = join(import.meta.dir, "..");
 const stayUp = process.stdout.isTTY && !opts.exit;
 const bold = (text: string) => (process.stdout.isTTY ? `\x1b[1m${text}\x1b[0m` : text);
@@ -56,6 +70,14 @@ function freePort(): Promise<number> {
       const { port } = server.address() as { port: number };
       server.close(() => resolve(port));
     });
+  });
+}
+
+/** Whether 127.0.0.1:`port` can be listened on now. */
+function isFree(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer().once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
   });
 }
 
@@ -144,6 +166,7 @@ console.log(`  working directory: ${work}  ($DEMO below; removed at the end)`);
 const hubDir = join(work, "hub");
 const apiPort = opts.apiPort ?? (await freePort());
 const brokerPort = opts.brokerPort ?? (await freePort());
+
 step(1, "Create a hub: certificate authority, broker certificate, database, operator token");
 const initOutput = await flashlex([
   "hub",
@@ -167,8 +190,13 @@ const operatorToken = initLines[initLines.findIndex((line) => line.startsWith("o
 const hubYml = join(hubDir, "hub.yml");
 const hubSettings = parseDocument(readFileSync(hubYml, "utf8"));
 hubSettings.setIn(["hub", "broker", "listenHost"], "127.0.0.1");
+// no scrape listener: its fixed default port (127.0.0.1:9464) is one more that two demos, or a
+// Prometheus exporter already there, would fight over, and the demo shows no metrics
+hubSettings.setIn(["hub", "metrics", "listen"], false);
 writeFileSync(hubYml, hubSettings.toString());
-console.log("    (the demo sets hub.broker.listenHost: 127.0.0.1 in hub.yml: nothing listens beyond this machine)");
+console.log(
+  "    (the demo sets hub.broker.listenHost: 127.0.0.1 and hub.metrics.listen: false in hub.yml: nothing listens beyond this machine, and only on the two ports above)",
+);
 
 step(2, "Start the hub: embedded MQTT broker (mutual TLS) and the HTTP API");
 await background("hub", ["hub", "serve", "--dir", hubDir], /hub\.(ready|started|listening)/);

@@ -186,8 +186,8 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
       failed.resolve(err);
     });
     await parts.start({ name: "home watch", stop: stopWatch });
-    // hub.yml is read once, here: an edit (a new broker.host, hub mosquitto-config's broker) counts
-    // only after a restart, which is said when it happens rather than left to be found out.
+    // hub.yml was read once, as the hub started (openHubHome): an edit (a new broker.host, hub
+    // mosquitto-config's broker) counts only after a restart, which is said when it happens.
     const stopConfigWatch = watchFileEdits(paths.config, (differs) => {
       if (differs) log.warn("hub.config_changed", { config: paths.config, fix: "restart hub serve for the change to count" });
       else log.info("hub.config_as_read", { config: paths.config, note: "hub.yml is again as hub serve read it at its start" });

@@ -88,10 +88,12 @@ export function actingAsOwnerChown(): string | undefined {
 function whyThisUser({ place, because, uid }: { place: OwnedPlace; because: string; uid: number }, { placeNamed = true } = {}): string {
   const ownsPlace = resolve(because) === resolve(place.dir) || statOrUndefined(place.dir)?.uid === uid;
   if (ownsPlace) return `the owner of the ${place.name}${placeNamed ? ` ${place.dir}` : ""}`;
-  const leadsTo = (path: string) => resolve(path) === resolve(because) || resolve(path).startsWith(`${resolve(because)}/`);
+  // as the kernel follows them: a -k that is a link to the user's keys leads to their real place
+  const leadsTo = (path: string) => [resolve(path), realOrAsIs(resolve(path))].some((at) => at === resolve(because) || at.startsWith(`${resolve(because)}/`));
   const used = leadsTo(place.dir) ? undefined : place.telling.find(leadsTo);
   if (used === undefined) return `who owns ${because}, on the way to the ${place.name} ${place.dir}`;
-  return resolve(used) === resolve(because) ? `who owns ${because}, which it uses` : `who owns ${because}, on the way to ${used}, which it uses`;
+  const isUsed = [resolve(used), realOrAsIs(resolve(used))].includes(resolve(because));
+  return isUsed ? `who owns ${because}, which it uses` : `who owns ${because}, on the way to ${used}, which it uses`;
 }
 
 /**

@@ -628,6 +628,15 @@ describe("paths this user may not search", () => {
       expect(withKeys.stderr.toString()).toContain(
         `(started by root, this thing command runs as ${user.name} (uid ${user.uid}), who owns ${usersDir}, on the way to ${usersKeys}, which it uses`,
       );
+      // the same through a link to the keys, as the kernel follows it (verify pass 30, F3)
+      const keysLink = join(root, "keys-link");
+      symlinkSync(usersKeys, keysLink);
+      const throughLink = Bun.spawnSync([binaryPath(), "collect", "-c", join(rootsFolder, "config.yml"), "-k", keysLink], {
+        stdin: new TextEncoder().encode('{"ck":2}'),
+        stderr: "pipe",
+        timeout: 30_000,
+      });
+      expect(throughLink.stderr.toString()).toContain(`who owns ${usersDir}, on the way to ${keysLink}, which it uses`);
       rmSync(rootsFolder, { recursive: true, force: true });
       // a directory everyone shares as the folder: never "chmod go-w /tmp"
       const shared = runAs([], [binaryPath(), "enroll", "--dir", tmpdir()]);

@@ -603,7 +603,7 @@ describe("operator routes", () => {
     const bearerOf = (line: string) => /Bearer (flxd_[\w-]{43})' \|/.exec(line)![1]!;
     const made = await downloads().line(thing);
     expect(made.line).toBe(
-      `(umask 077; echo 'Authorization: Bearer ${bearerOf(made.line)}' | curl -fo ${thing.name}.zip.part -H @- ${base}/things/${thing.id}/dist && mv -f ${thing.name}.zip.part ${thing.name}.zip || (echo 'the download failed: this line works once, until its time (a 401 says it was used or is past it); ask the hub operator for a new one (flashlex hub thing dist --curl)'; exit 1))`,
+      `(umask 077; echo 'Authorization: Bearer ${bearerOf(made.line)}' | curl -fo ${thing.name}.zip.part -H @- ${base}/things/${thing.id}/dist && mv -f ${thing.name}.zip.part ${thing.name}.zip || (echo 'the download failed (the line above says why): a 401 means this line was used or is past its time, so ask the hub operator for a new one (flashlex hub thing dist ${thing.name} --curl); after any other error, run the same line again'; exit 1))`,
     );
     const token = bearerOf(made.line);
     // an IPv6 hub's URL is quoted: `[::1]` is a glob in zsh, which refused the line (attack round 26, F9)

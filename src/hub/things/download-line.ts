@@ -5,12 +5,15 @@ import type { HubPaths } from "../home/paths.ts";
 import type { HubSettings } from "../home/settings.ts";
 
 /**
- * What the line says on the device when the download fails: curl -f shows only "error: 401" for
- * a line already used or past its time. Single-quoted in the line, so no ' in it, and no ! (tcsh
- * expands it even there).
+ * What the line says on the device when the download fails (`name`: the thing's): curl -f shows
+ * only "error: 401" for a line already used or past its time, and any other failure (the hub
+ * unreachable, no curl) leaves the line good for another try. Single-quoted in the line, so no '
+ * in it, and no ! (tcsh expands it even there). On stdout: tcsh has no >&2, and /dev/stderr cannot
+ * be opened when stderr is a socket.
  */
-const DOWNLOAD_FAILED =
-  "the download failed: this line works once, until its time (a 401 says it was used or is past it); ask the hub operator for a new one (flashlex hub thing dist --curl)";
+function downloadFailed(name: string): string {
+  return `the download failed (the line above says why): a 401 means this line was used or is past its time, so ask the hub operator for a new one (flashlex hub thing dist ${name} --curl); after any other error, run the same line again`;
+}
 
 /**
  * The guide's cURL line that downloads a thing's distribution zip on the thing itself, as the
@@ -19,7 +22,8 @@ const DOWNLOAD_FAILED =
  * It is saved as `<name>.zip.part`, a new file, then renamed over `<name>.zip`: curl writing into
  * a `<name>.zip` already there (0644, from an earlier copy) kept that file's mode, key and all;
  * and a refused download (curl -f) leaves a zip already there as it was, says why a line may be
- * refused (DOWNLOAD_FAILED) and exits 1. The token reaches curl on stdin (`-H @-`, curl 7.55 and later) from the shell's own echo (a builtin of sh, dash, bash,
+ * refused (downloadFailed) and exits 1. The token reaches curl on stdin (`-H @-`, curl 7.55
+ * and later) from the shell's own echo (a builtin of sh, dash, bash,
  * busybox, mksh, zsh and tcsh alike; mksh's and tcsh's printf is /usr/bin/printf): in a
  * command's arguments any user of the device could read it in `ps` while it runs, and fetch the
  * key first. The URL is quoted when it must be (an IPv6 hub's `[::1]` is a glob in zsh).
@@ -44,7 +48,7 @@ export function distributionDownloadLine(
     : "";
   // the zip holds the thing's private key: saved 0600, not as the umask (0644) would have it
   const zip = `${thing.name}.zip`;
-  return `(umask 077; echo 'Authorization: Bearer ${bearer}' | curl -fo ${zip}.part${tls} -H @- ${shellWord(url)} && mv -f ${zip}.part ${zip} || (echo '${DOWNLOAD_FAILED}'; exit 1))`;
+  return `(umask 077; echo 'Authorization: Bearer ${bearer}' | curl -fo ${zip}.part${tls} -H @- ${shellWord(url)} && mv -f ${zip}.part ${zip} || (echo '${downloadFailed(thing.name)}'; exit 1))`;
 }
 
 /** The SHA-256 of a certificate's SubjectPublicKeyInfo (DER), base64: curl's --pinnedpubkey form (RFC 7469 §2.4). */
