@@ -212,6 +212,8 @@ describe("enrolment", () => {
     const expired = await enroll(short, "late", join(work, "late"));
     expect(expired.code).toBe(65);
     expect(expired.stderr).toContain("expired");
+    // where a new one comes from (new-user pass 25, F15)
+    expect(expired.stderr).toContain("the enrolment token has expired; ask the hub's operator for a new one (flashlex hub enroll-token create)");
     await hub.flashlex(["hub", "enroll-token", "revoke", real.id, "--dir", hub.dir]);
     const revoked = await enroll(real, "revoked", join(work, "revoked"));
     expect(revoked.code).toBe(65);

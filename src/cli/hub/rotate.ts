@@ -16,7 +16,7 @@ export const hubThingRotateCommand: CommandSpec = {
       const { checkAfterMs } = await hub.certificates.requestRotation(thing);
       const { formatDuration } = await import("../../shared/duration.ts");
       printLine(
-        `asked ${thing.name} to renew its certificate: a running agent does so at its next check, within ${formatDuration(checkAfterMs * 1.2)} (hub.yml certificates.renewalCheck, +20% jitter), or within seconds of its serve restarting (systemctl restart flashlex on the thing); \`flashlex hub thing list\` shows the new expiry`,
+        `asked ${thing.name} to renew its certificate: a running agent does so at its next check, within ${formatDuration(checkAfterMs * 1.2)} (hub.yml certificates.renewalCheck, +20% jitter; one told a longer renewalCheck at its last check waits that out first), or within seconds of its serve restarting (systemctl restart flashlex on the thing); \`flashlex hub thing list\` shows the new expiry`,
       );
       return ExitCode.OK;
     }),

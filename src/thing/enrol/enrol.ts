@@ -119,9 +119,18 @@ function faultHook(step: string): void {
   if (process.env.FLASHLEX_FAULT_KILL_AT_ENROL === step) process.kill(process.pid, "SIGKILL");
 }
 
-/** A hub refusal (4xx) is the token's or the request's fault: 65; anything else the hub's: 69. */
+/**
+ * A hub refusal (4xx) is the token's or the request's fault: 65; anything else the hub's: 69. A
+ * token the hub will never take again (unknown, expired, revoked, used up: hub/enrolment/tokens.ts
+ * whyRefused) says where a new one comes from.
+ */
 function answerError(status: number, message: string): FlashlexError {
-  if (status >= 400 && status < 500) return new InputError(`the hub refused the enrolment: ${message}`);
+  if (status >= 400 && status < 500) {
+    const newToken = /^the enrolment token (is not known|has expired|was revoked|was already used)/.test(message)
+      ? "; ask the hub's operator for a new one (flashlex hub enroll-token create)"
+      : "";
+    return new InputError(`the hub refused the enrolment: ${message}${newToken}`);
+  }
   return new FlashlexError(`the hub could not enrol this device (HTTP ${status}: ${message}); try again later`, "unavailable");
 }
 
