@@ -157,7 +157,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     });
     await parts.start({ name: "database watch", stop: stopWatch });
     // serve reads config.yml once: an edit (the fix a hub's WARN asked for) counts only after a
-    // restart, which is said when it happens and on every collect through serve that fails meanwhile.
+    // restart, which is said when it happens and on every collect through serve left queued meanwhile.
     let configEdited = false;
     const stopConfigWatch = watchFileEdits(config.file, (differs) => {
       configEdited = differs;

@@ -36,10 +36,10 @@ export function recordOutcome(store: MessageStore, entry: OutboxEntry, outcome: 
 }
 
 const HEADER_SAFE_ID = /^[\x21-\x7e]{1,200}$/;
+const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /** How many rows of an earlier identity are set aside per transaction at serve's start. */
 const SET_ASIDE_PAGE = 500;
-const utf8 = new TextDecoder("utf-8", { fatal: true });
 
 /**
  * Why a stored row cannot be sent by the thing `thingId` (its flashlex.thing.id), or undefined
@@ -144,9 +144,10 @@ export class OutboxDrainer {
       const queuedBy = new Set<string>();
       // a page at a time, ids only: a revoked thing's backlog (200,000 rows of 2 KB) loaded whole took 735 MB
       // (a page whose rows stayed pending, ids another program wrote as blobs, ends it: they are caught row by row)
-      let first: unknown;
-      for (let page = store.pendingOfOtherThings(thingId, SET_ASIDE_PAGE); page.length && page[0]!.message_id !== first; ) {
-        first = page[0]!.message_id;
+      let previousFirst: unknown;
+      let page = store.pendingOfOtherThings(thingId, SET_ASIDE_PAGE);
+      while (page.length && page[0]!.message_id !== previousFirst) {
+        previousFirst = page[0]!.message_id;
         store.markAllUnsendable(page.map((row) => ({ messageId: row.message_id, error: queuedByAnother(row.message_id, row.thing_id, thingId) })));
         count += page.length;
         for (const row of page) queuedBy.add(shownId(row.thing_id));

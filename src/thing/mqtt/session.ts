@@ -61,14 +61,14 @@ export class OperationTimeout extends FlashlexError {
 /** The broker answered a SUBSCRIBE with 0x80 for a topic (MQTT 3.1.1 §3.9.3). */
 export class SubscriptionRefused extends Error {}
 
+/** Connect failures in which nothing at the broker's address answered: refused, unreachable, a name that does not resolve. */
+const NOT_ANSWERED = new Set(["ECONNREFUSED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN", "EAI_AGAIN", "ENOTFOUND"]);
+
 /**
  * The thing's MQTT connection: mutual TLS with the thing's certificate (verification is never
  * turned off), client id = thing name, a persistent session, QoS 1 subscriptions renewed on
  * every connect, and reconnects paced by `Backoff`. Emits `connected`, `disconnected`.
  */
-/** Connect failures in which nothing at the broker's address answered: refused, unreachable, a name that does not resolve. */
-const NOT_ANSWERED = new Set(["ECONNREFUSED", "ETIMEDOUT", "EHOSTUNREACH", "ENETUNREACH", "EHOSTDOWN", "ENETDOWN", "EAI_AGAIN", "ENOTFOUND"]);
-
 export class ThingSession extends EventEmitter {
   readonly client: MqttClient;
   private readonly backoff: Backoff;
