@@ -40,6 +40,7 @@ import { collectCommand } from "./cli/thing/collect.ts";
 import { enrollCommand } from "./cli/thing/enroll.ts";
 import { messagesCommand } from "./cli/thing/messages.ts";
 import { outboxCommand } from "./cli/thing/outbox.ts";
+import { restoreSchemaCommand } from "./cli/thing/restore-schema.ts";
 import { serveCommand } from "./cli/thing/serve.ts";
 import { installServiceCommand, uninstallServiceCommand } from "./cli/thing/service.ts";
 import { trialExitCode } from "./cli/thing/trial-exit.ts";
@@ -60,6 +61,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   outboxCommand,
   installServiceCommand,
   uninstallServiceCommand,
+  restoreSchemaCommand,
   {
     name: "hub",
     args: "[...words]",

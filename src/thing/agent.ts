@@ -49,6 +49,7 @@ import type { ThingConfig } from "./settings.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "./store/message-store.ts";
 import { openThingStore } from "./store/open.ts";
 import { unackedWatch } from "./store/unacked-watch.ts";
+import { restoreSchemaAfterRollback } from "./update/trial-schema.ts";
 import { startUpdater } from "./update/updater.ts";
 
 export interface AgentOptions {
@@ -126,6 +127,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       );
     const sessionLock = await acquireSessionLock(config.paths.privateKey, sessionBusy);
     await parts.start({ name: "session lock", stop: () => sessionLock.release() });
+    // Stopped after the database is closed: a rollback decided while serve ran (the updater's)
+    // takes the database back to the schema the previous binary knew, before that binary starts.
+    await parts.start({ name: "schema after a rollback", stop: () => restoreSchemaAfterRollback(config.dataDir, log) });
     // A renewal cut short by a crash or a power cut is finished or undone first (renewal/).
     recoverIdentityFiles(config.paths, log);
     // Identity problems are configuration errors (78), found before anything connects.

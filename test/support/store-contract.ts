@@ -6,7 +6,14 @@ import { join } from "node:path";
 import type { FlashlexError } from "../../src/shared/errors.ts";
 import type { OpenSqlDatabase, SqlDatabase } from "../../src/shared/sqlite/driver.ts";
 import { applyPragmas, migrate, schemaAfter } from "../../src/shared/sqlite/migrate.ts";
-import { EXPIRE_ACKED_INGRESS, MessageStore, THING_MIGRATIONS, THING_SCHEMA } from "../../src/thing/store/message-store.ts";
+import {
+  downgradeThingDatabase,
+  EXPIRE_ACKED_INGRESS,
+  MessageStore,
+  THING_DOWN_MIGRATIONS,
+  THING_MIGRATIONS,
+  THING_SCHEMA,
+} from "../../src/thing/store/message-store.ts";
 
 /**
  * The SQLite driver contract, free of any test framework: test/unit/store-contract.test.ts runs
@@ -807,6 +814,91 @@ export const storeContract: ContractCase[] = [
         store.close();
       }
     },
+  },
+  {
+    name: "downgradeThingDatabase takes the file back to each older schema exactly as its migrations make it, rows kept, and migrate brings it up again",
+    run: (ctx) => {
+      const latest = THING_MIGRATIONS.length;
+      assert.equal(THING_DOWN_MIGRATIONS.length, latest, "every migration needs its entry in THING_DOWN_MIGRATIONS");
+      // what an older binary compares (the columns) and what its next migrations must not find made (every object)
+      const shape = (db: SqlDatabase) => ({
+        version: db.get<{ user_version: number }>("PRAGMA user_version")!.user_version,
+        objects: db
+          .all<{ type: string; name: string; tbl_name: string }>(
+            "SELECT type, name, tbl_name FROM sqlite_schema WHERE name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND tbl_name != 'schema_compat' ORDER BY type, name",
+          )
+          .map((o) => `${o.type} ${o.name} on ${o.tbl_name}`),
+        columns: db
+          .all<{ t: string; c: string }>(
+            "SELECT t.name AS t, c.name AS c FROM sqlite_schema AS t, pragma_table_info(t.name) AS c WHERE t.type = 'table' AND t.name NOT LIKE 'sqlite\\_%' ESCAPE '\\' AND t.name != 'schema_compat' ORDER BY t.name, c.cid",
+          )
+          .map((r) => `${r.t}.${r.c}`),
+      });
+      const seen: unknown[] = [];
+      for (let to = 1; to < latest; to++) {
+        const expected = withDb(ctx, (db, file) => (applyPragmas(db), migrate(db, THING_MIGRATIONS.slice(0, to), file), shape(db)), `fresh-${to}.db`);
+        const file = join(ctx.dir, `down-${to}`, "messages.db");
+        const store = MessageStore.open(file, { open: ctx.open });
+        store.insertIngress({ topic: "t", payload: te.encode("kept"), qos: 1, retain: false, receivedAt: 1000, packetId: 7, messageId: "m1" });
+        store.enqueue({ messageId: "o1", body: "{}", via: "http", thingId: "thing-1", now: 1000 });
+        store.close();
+        assert.equal(downgradeThingDatabase(file, to, ctx.open), latest);
+        const after = withDb(
+          ctx,
+          (db) => ({
+            ...shape(db),
+            rows: db.all("SELECT topic, payload FROM ingress_messages").length,
+            outbox: db.all("SELECT message_id FROM outbox").length,
+          }),
+          `down-${to}/messages.db`,
+        );
+        assert.deepEqual({ ...after, rows: undefined, outbox: undefined }, { ...expected, rows: undefined, outbox: undefined });
+        assert.deepEqual([after.rows, after.outbox], [1, 1]);
+        assert.equal(downgradeThingDatabase(file, to, ctx.open), to); // already there: nothing done
+        // the next update migrates it again, finding nothing of what it makes already there
+        assert.equal(
+          withDb(ctx, (db, f) => (applyPragmas(db), migrate(db, THING_MIGRATIONS, f)), `down-${to}/messages.db`),
+          latest,
+        );
+        seen.push(after);
+      }
+      const newer = join(ctx.dir, "newer", "messages.db");
+      MessageStore.open(newer, { open: ctx.open }).close();
+      withDb(ctx, (db) => db.exec(`PRAGMA user_version = ${latest + 1}`), "newer/messages.db");
+      assert.throws(() => downgradeThingDatabase(newer, 1, ctx.open), /newer than this flashlex knows .*cannot take it back to 1/);
+      assert.throws(() => downgradeThingDatabase(newer, 0, ctx.open), /cannot go back to schema version 0/);
+      return seen;
+    },
+  },
+  {
+    name: "migrate tells beforeMigrating the version it migrates from, inside its transaction: a throw leaves the file as it was; a new or current file tells nothing",
+    run: (ctx) =>
+      withDb(ctx, (db, file) => {
+        applyPragmas(db);
+        const told: number[] = [];
+        migrate(db, THING_MIGRATIONS, file, { beforeMigrating: (from) => void told.push(from) }); // new: nothing to go back to
+        withDb(ctx, (old, f) => (applyPragmas(old), migrate(old, THING_MIGRATIONS.slice(0, 2), f)), "old.db");
+        withDb(
+          ctx,
+          (old, f) => {
+            assert.throws(
+              () =>
+                migrate(old, THING_MIGRATIONS, f, {
+                  beforeMigrating: () => {
+                    throw new Error("cannot note it");
+                  },
+                }),
+              /cannot note it/,
+            );
+            assert.equal(old.get<{ user_version: number }>("PRAGMA user_version")!.user_version, 2);
+            migrate(old, THING_MIGRATIONS, f, { beforeMigrating: (from) => void told.push(from) });
+            migrate(old, THING_MIGRATIONS, f, { beforeMigrating: (from) => void told.push(from) }); // current
+          },
+          "old.db",
+        );
+        assert.deepEqual(told, [2]);
+        return told;
+      }),
   },
 ];
 

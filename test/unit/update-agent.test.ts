@@ -17,6 +17,7 @@ import { writeGuard } from "../../src/thing/update/guard.ts";
 import type { UpdateHubApi } from "../../src/thing/update/hub-api.ts";
 import { installBinary, restorePrevious } from "../../src/thing/update/install.ts";
 import { formatMarker, markerPaths, parseMarker, readPending, readRelease, readRolledBack } from "../../src/thing/update/marker.ts";
+import { readTrialSchema, recordSchemaBeforeTrial } from "../../src/thing/update/trial-schema.ts";
 import { startUpdater } from "../../src/thing/update/updater.ts";
 import { scratchDir } from "../support/scratch.ts";
 
@@ -83,6 +84,30 @@ describe("install, then the guard", () => {
     // and with nothing pending it does nothing
     expect(guard(d.data).exitCode).toBe(0);
     expect(readFileSync(d.binary, "utf8")).toBe("old binary");
+  });
+
+  test("at its third start the guard has the binary on trial take the database back to the schema before it (restore-schema), then puts the previous binary back; without a note it runs nothing (new-user pass 25, F1)", () => {
+    const d = device();
+    const ran = join(d.root, "ran");
+    // the binary on trial, as the guard runs it: it records its arguments and that it was still in place
+    writeFileSync(d.download, `#!/bin/sh\necho "$@" > '${ran}'\n`, { mode: 0o755 });
+    writeGuard(d.data);
+    installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary }, d.data);
+    writeFileSync(markerPaths(d.data).trialSchema, JSON.stringify({ version: 3, database: join(d.data, "subscription.db") }));
+    for (const _ of [1, 2]) guard(d.data);
+    expect(existsSync(ran)).toBe(false);
+    expect(guard(d.data).stderr.toString()).toContain("the previous binary is back");
+    expect(readFileSync(ran, "utf8").trim()).toBe(`restore-schema -d ${d.data}`);
+    expect(readFileSync(d.binary, "utf8")).toBe("old binary");
+
+    const plain = device();
+    const plainRan = join(plain.root, "ran");
+    writeFileSync(plain.download, `#!/bin/sh\necho "$@" > '${plainRan}'\n`, { mode: 0o755 });
+    writeGuard(plain.data);
+    installBinary(plain.download, { version: "2.0.0", from: "1.0.0", binary: plain.binary }, plain.data);
+    for (const _ of [1, 2, 3]) guard(plain.data);
+    expect(existsSync(plainRan)).toBe(false);
+    expect(readFileSync(plain.binary, "utf8")).toBe("old binary");
   });
 
   test("restorePrevious is the watchdog's rollback", () => {
@@ -156,6 +181,25 @@ describe("at start, a pending update whose version is not the one that runs", ()
     expect(reports).toContainEqual({ state: "healthy", version: "2.0.0", running: "2.0.0" });
     expect(readPending(d.data)).toBeUndefined();
     expect(readRelease(d.data)).toMatchObject({ version: "2.0.0", created: "2026-12-02T00:00:00Z" });
+  }, 10_000);
+
+  test("the schema a trial's migration started from is noted once, only while an update is pending, and forgotten when the version reports healthy or the next update is installed (new-user pass 25, F1)", async () => {
+    const d = device();
+    const database = join(d.data, "subscription.db");
+    recordSchemaBeforeTrial(d.data, database, 3); // no update pending: a migration of any day, nothing to undo
+    expect(readTrialSchema(d.data)).toBeUndefined();
+    installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary, sha256: sha256("new binary") }, d.data);
+    recordSchemaBeforeTrial(d.data, database, 3);
+    recordSchemaBeforeTrial(d.data, database, 4); // a later migration of the same trial: the first one is what a rollback undoes
+    expect(readTrialSchema(d.data)).toEqual({ version: 3, database });
+    await startAs(d, "2.0.0", 300);
+    expect(readTrialSchema(d.data)).toBeUndefined();
+    writeFileSync(d.download, "newer binary");
+    installBinary(d.download, { version: "3.0.0", from: "2.0.0", binary: d.binary }, d.data);
+    recordSchemaBeforeTrial(d.data, database, 5);
+    writeFileSync(d.download, "newest binary");
+    installBinary(d.download, { version: "4.0.0", from: "2.0.0", binary: d.binary }, d.data); // 3.0.0's trial never ended
+    expect(readTrialSchema(d.data)).toBeUndefined();
   }, 10_000);
 
   test("a trial the broker never answered (refused, unreachable: the hub down during a rollout) waits for it, one WARN, and only past that rolls back saying so; one the broker answered rolls back at its time (new-user pass 25, F3)", async () => {

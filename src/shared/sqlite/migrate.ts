@@ -26,6 +26,12 @@ export type SchemaSnapshot = Readonly<Record<string, readonly string[]>>;
 export interface MigrationOptions {
   current?: SchemaSnapshot;
   readableFrom?: number;
+  /**
+   * Told the version a database is at (1 or more) inside the transaction that migrates it, before
+   * the first step: what a rolled-back self-update must take it back to (migrateDown). A throw
+   * leaves the file as it was.
+   */
+  beforeMigrating?: (from: number) => void;
 }
 
 /**
@@ -87,6 +93,7 @@ export function migrate(db: SqlDatabase, migrations: readonly string[], name: st
     const version = userVersion(db);
     checkSchema(db, latest, expectedAt, name, version);
     if (version >= latest) return;
+    if (version >= 1) options.beforeMigrating?.(version);
     for (let step = version; step < latest; step++) applyStep(db, migrations, step, name);
     // made anew: one changed by hand (other columns) would fail the INSERT
     db.exec(`DROP TABLE IF EXISTS ${COMPAT_TABLE}`);
@@ -95,6 +102,34 @@ export function migrate(db: SqlDatabase, migrations: readonly string[], name: st
     db.run(`INSERT INTO ${COMPAT_TABLE} (version, readable_from) VALUES (?, ?)`, [latest, readableFrom]);
   });
   return userVersion(db);
+}
+
+/**
+ * Takes a database back to schema version `to` with `downMigrations` (entry N-1 undoes migration
+ * N, in SQL), so a binary that knows only version `to` opens it: an older flashlex compares the
+ * tables and columns exactly and refuses a newer version with 78 (a self-update rolled back after
+ * the new binary migrated, src/thing/update/trial-schema.ts). In one BEGIN IMMEDIATE transaction,
+ * after the checks `migrate` makes: the file must be what its version makes. The schema_compat
+ * row goes with the versions it spoke for. What an undone migration held goes with it (a column,
+ * a table), as the older binary never had it. Returns the version the file was at; one already at
+ * or below `to` is left as it is. Throws RangeError for a `to` below 1, ConfigError (78) for a
+ * file newer than `migrations` (this binary does not know how to undo that) or not ours.
+ */
+export function migrateDown(db: SqlDatabase, migrations: readonly string[], downMigrations: readonly string[], name: string, to: number): number {
+  const latest = migrations.length;
+  if (!Number.isInteger(to) || to < 1 || to > latest) throw new RangeError(`${name}: cannot go back to schema version ${to}: not one from 1 to ${latest}`);
+  if (downMigrations.length !== latest) throw new RangeError(`${name}: ${downMigrations.length} down-migrations for ${latest} migrations`);
+  return db.transaction(() => {
+    const version = userVersion(db);
+    if (version <= to) return version;
+    if (version > latest)
+      throw new ConfigError(`${name}: schema version ${version} is newer than this flashlex knows (${latest}): it cannot take it back to ${to}`);
+    checkSchema(db, latest, (v) => expectedSchemas(migrations)[v]!, name, version);
+    for (let v = version; v > to; v--) db.exec(downMigrations[v - 1]!);
+    db.exec(`DROP TABLE IF EXISTS ${COMPAT_TABLE}`);
+    db.exec(`PRAGMA user_version = ${to}`);
+    return version;
+  });
 }
 
 /**

@@ -4,7 +4,7 @@ import { dirname } from "node:path";
 import type { FlashlexError } from "../../shared/errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { type OpenSqlDatabase, refuseOddDatabaseFiles, reportingDamage, type SqlDatabase, type SqlValue } from "../../shared/sqlite/driver.ts";
-import { applyPragmas, migrate, type SchemaSnapshot } from "../../shared/sqlite/migrate.ts";
+import { applyPragmas, migrate, migrateDown, type SchemaSnapshot } from "../../shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
 import { refuseNonDirectory } from "../config-location.ts";
 
@@ -62,6 +62,25 @@ export const THING_MIGRATIONS: readonly string[] = [
   // set aside, not sent under the new thing's name. NULL: queued before schema 5, or by a program
   // that does not say; sent as before.
   `ALTER TABLE outbox ADD COLUMN thing_id TEXT;`,
+];
+
+/**
+ * What undoes each of THING_MIGRATIONS (entry N-1 undoes migration N), for a self-update rolled
+ * back after the new binary migrated the file (migrateDown, src/thing/update/trial-schema.ts):
+ * every index, table and column a migration made goes, in the reverse order, so the file is what
+ * migrations 1..N make and nothing else (an older binary compares the columns exactly, and its own
+ * migrations, run again at the next update, must not find what they make already there). A
+ * migration added above needs its entry here (test/unit/thing-migrations-down.test.ts).
+ */
+export const THING_DOWN_MIGRATIONS: readonly string[] = [
+  // 1: there is no schema before the first to go back to (migrateDown refuses a version below 1)
+  "",
+  "ALTER TABLE ingress_messages DROP COLUMN packet_id;",
+  `DROP TABLE session_state;
+   DROP INDEX ingress_messages_packet;
+   DROP TABLE ingress_seen;`,
+  "DROP INDEX ingress_messages_acked;",
+  "ALTER TABLE outbox DROP COLUMN thing_id;",
 ];
 
 /**
@@ -267,6 +286,8 @@ export interface StoreOpenOptions {
   holderWaitMs?: number;
   /** told when a statement finds the file damaged, before the error is thrown (reportingDamage) */
   onDamaged?: (err: FlashlexError) => void;
+  /** told the version an older file is at before it is migrated (MigrationOptions.beforeMigrating) */
+  beforeMigrating?: (from: number) => void;
 }
 
 /** Opens and migrates the file: ConfigError (78) for a database of another application or a newer flashlex. */
@@ -276,12 +297,30 @@ function connect(file: string, options: StoreOpenOptions): SqlDatabase {
   const db = options.onDamaged ? reportingDamage(opened, options.onDamaged) : opened;
   try {
     applyPragmas(db);
-    migrate(db, THING_MIGRATIONS, file, { current: THING_SCHEMA, readableFrom: THING_READABLE_FROM });
+    migrate(db, THING_MIGRATIONS, file, { current: THING_SCHEMA, readableFrom: THING_READABLE_FROM, beforeMigrating: options.beforeMigrating });
   } catch (err) {
     db.close();
     throw err;
   }
   return db;
+}
+
+/**
+ * Takes the message database `file` back to schema version `to` (THING_DOWN_MIGRATIONS), with
+ * every commit synced (synchronous=FULL), and closes it. Returns the version it was at. Throws as
+ * migrateDown does; FlashlexError for a file that cannot be opened or written (a full disk, a
+ * lock held past the busy timeout).
+ */
+export function downgradeThingDatabase(file: string, to: number, open: OpenSqlDatabase = openSqlDatabase): number {
+  refuseOddDatabaseFiles(file, "message database");
+  const db = open(file);
+  try {
+    applyPragmas(db);
+    db.exec("PRAGMA synchronous = FULL");
+    return migrateDown(db, THING_MIGRATIONS, THING_DOWN_MIGRATIONS, file, to);
+  } finally {
+    db.close();
+  }
 }
 
 /**

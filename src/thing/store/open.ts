@@ -8,6 +8,7 @@ import { databaseFiles, refuseOddDatabaseFiles } from "../../shared/sqlite/drive
 import { DEFAULT_DAMAGED_ADVICE } from "../../shared/sqlite/storage-errors.ts";
 import { refuseNonDirectory } from "../config-location.ts";
 import type { ThingConfig } from "../settings.ts";
+import { recordSchemaBeforeTrial } from "../update/trial-schema.ts";
 import { MessageStore } from "./message-store.ts";
 import { importPickleDb, PickleDbUnreadable } from "./pickledb-import.ts";
 
@@ -36,6 +37,8 @@ export function openThingStore(config: ThingConfig, log: Logger, onDamaged?: (er
   // what this open finds is thrown (74) as it is; the callback is for what serve finds after
   let opened = false;
   const store = MessageStore.open(config.paths.database, {
+    // a version on trial notes what its migration changes, for a rollback to undo
+    beforeMigrating: (from) => recordSchemaBeforeTrial(config.dataDir, config.paths.database, from),
     onDamaged: (err) => {
       if (!opened || !onDamaged) return;
       try {

@@ -4,8 +4,10 @@
  * rollback that the new binary cannot decide itself because it may not run at all (it crashes
  * before its JavaScript starts, or a moment after): while an update is pending it counts the
  * starts, and at the third start of the same pending version it renames the previous binary back
- * over the new one and leaves `rolled-back` for the previous binary to report. With no update
- * pending it reads one file and exits. It needs only sh, sed, cat, mv, rm and sync, and
+ * over the new one and leaves `rolled-back` for the previous binary to report. Before that, if the
+ * new binary migrated the message database, it runs that binary's `restore-schema` (trial-schema.ts):
+ * an older binary refuses a newer schema with 78, which the unit does not restart. With no update
+ * pending it reads one file and exits. It needs only sh, sed, cat, dirname, mv, rm and sync, and
  * never sources a file it reads.
  *
  * serve writes it at every start (atomically, when it changed), so the unit can name it from
@@ -35,6 +37,11 @@ case $starts in ''|*[!0-9]*) starts=0 ;; esac
 starts=$((starts + 1))
 if [ "$starts" -gt ${MAX_TRIAL_STARTS} ]; then
   if [ -n "$binary" ] && [ -f "$previous" ]; then
+    # the binary on trial takes the database back to the schema the previous one knew, if it migrated it
+    if [ -f "$dir/trial-schema" ]; then
+      "$binary" restore-schema -d "$(dirname -- "$dir")" >&2 ||
+        echo "flashlex update guard: $version could not take the database back to the schema before it; the previous binary may refuse it" >&2
+    fi
     mv -f -- "$previous" "$binary" || exit 0
     { cat "$pending"; echo "FLASHLEX_UPDATE_REASON='$version started $((starts - 1)) times without reporting healthy'"; } > "$dir/rolled-back.tmp"
     mv -f -- "$dir/rolled-back.tmp" "$dir/rolled-back"

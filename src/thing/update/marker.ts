@@ -10,6 +10,8 @@
  *   release      the release that runs: `pending` as it was when that version reported healthy,
  *                with the signing time of its manifest, below which no offer is taken
  *   guard.sh     the pre-start guard (guard.ts), run by `/bin/sh` before each start
+ *   trial-schema the message database's schema before the version on trial migrated it, for a
+ *                rollback to take it back to (trial-schema.ts)
  *
  * `pending` and `rolled-back` are lines of `NAME='value'`, so the guard reads them with `sed`
  * (never by sourcing them); values that cannot be written so (a `'` or a line break) are refused.
@@ -59,6 +61,7 @@ export const markerPaths = (dataDir: string) => ({
   rolledBack: join(updateDir(dataDir), "rolled-back"),
   release: join(updateDir(dataDir), "release"),
   guard: join(updateDir(dataDir), "guard.sh"),
+  trialSchema: join(updateDir(dataDir), "trial-schema"),
 });
 
 /** The marker text; throws FlashlexError (io) for a value the shell format cannot hold. */
@@ -102,10 +105,14 @@ export function writeRelease(dataDir: string, update: PendingUpdate): void {
   writeFileAtomicallyDurable(markerPaths(dataDir).release, formatMarker({ ...update, reason: undefined }));
 }
 
-/** Writes `pending` (and clears the start count), durably: the file and its directory are synced. */
+/**
+ * Writes `pending` (and clears the start count, and the schema a trial before it started from),
+ * durably: the file and its directory are synced.
+ */
 export function writePending(dataDir: string, update: PendingUpdate): void {
   const paths = markerPaths(dataDir);
   rmSync(paths.starts, { force: true });
+  rmSync(paths.trialSchema, { force: true });
   writeFileAtomicallyDurable(paths.pending, formatMarker(update));
 }
 
@@ -129,7 +136,8 @@ export function clearRolledBack(dataDir: string): void {
   rmSync(markerPaths(dataDir).rolledBack, { force: true });
 }
 
-function writeFileAtomicallyDurable(file: string, text: string): void {
+/** Writes `file` (0600) atomically, then syncs its directory; makes the directory (0700) first. */
+export function writeFileAtomicallyDurable(file: string, text: string): void {
   mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   writeFileAtomicallySync(file, text, 0o600);
   fsyncDirectory(dirname(file));

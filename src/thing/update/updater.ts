@@ -31,6 +31,7 @@ import { writeGuard } from "./guard.ts";
 import { type OfferedUpdate, type ReportState, type UpdateHubApi, updateHubApi } from "./hub-api.ts";
 import { downloadPath, installBinary, isInstalledBinary, removeDeadDownloads, restorePrevious } from "./install.ts";
 import { clearPending, clearRolledBack, type PendingUpdate, readPending, readRelease, readRolledBack, writeRelease, writeRolledBack } from "./marker.ts";
+import { clearTrialSchema } from "./trial-schema.ts";
 
 export interface UpdaterOptions {
   config: ThingConfig;
@@ -164,6 +165,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
           // its signing time is from now on the oldest an offer may have (signedFloor)
           writeRelease(dataDir, trial);
           clearPending(dataDir);
+          clearTrialSchema(dataDir);
           log.info("update.healthy", { version, from: trial.from, previous: trial.previous });
           trial = undefined;
           return;
@@ -182,6 +184,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
     // The marker was written but the new binary never took the old one's place (a crash
     // between the two steps of install.ts), or someone put another binary there since.
     clearPending(dataDir);
+    clearTrialSchema(dataDir);
     const detail =
       version === pending.from
         ? "the install was interrupted before the new binary was in place"

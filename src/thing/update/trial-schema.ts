@@ -1,0 +1,95 @@
+/**
+ * The schema the message database had before a version on trial migrated it, so that a rollback
+ * can hand the previous binary a file it opens. A flashlex from before schema_compat (1 Dec 2026),
+ * or one below a migration that raised THING_READABLE_FROM, refuses a newer schema with 78, which
+ * the unit does not restart: a trial that failed for any reason (the hub down for its whole
+ * healthy window) left the device stopped until someone logged in.
+ *
+ * `<data>/update/trial-schema` (JSON: `version`, `database`) is written, durably, by whichever
+ * command of the new binary migrates the database first while `pending` is there
+ * (recordSchemaBeforeTrial, inside the migrating transaction); it goes when the version reports
+ * healthy, or when the next update is installed. A rollback takes the database back to it
+ * (restoreTrialSchema): serve when it stops after rolling back, or the update guard through
+ * `flashlex restore-schema` before it puts the previous binary back. Both run the new binary,
+ * the one that knows how to undo its migrations.
+ */
+import { readFileSync, rmSync } from "node:fs";
+import { describeError } from "../../shared/foreign-errors.ts";
+import type { Logger } from "../../shared/log.ts";
+import { pathExists } from "../../shared/path-exists.ts";
+import { VERSION } from "../../shared/version.ts";
+import { downgradeThingDatabase } from "../store/message-store.ts";
+import { markerPaths, readPending, readRolledBack, writeFileAtomicallyDurable } from "./marker.ts";
+
+/** What the record says: the schema version to go back to, and the database it is of. */
+export interface TrialSchema {
+  version: number;
+  database: string;
+}
+
+/**
+ * Notes that `database` was at schema version `from` before this binary migrated it, when an
+ * update is pending and nothing was noted yet (the first migration of the trial is the one to
+ * undo). Throws FlashlexError when the record cannot be written: the migration then does not
+ * happen (MigrationOptions.beforeMigrating), rather than happen unrecorded.
+ */
+export function recordSchemaBeforeTrial(dataDir: string, database: string, from: number): void {
+  if (!readPending(dataDir) || pathExists(markerPaths(dataDir).trialSchema)) return;
+  writeFileAtomicallyDurable(markerPaths(dataDir).trialSchema, `${JSON.stringify({ version: from, database } satisfies TrialSchema)}\n`);
+}
+
+/** The record, or undefined when there is none or it is not one (never throws for its content). */
+export function readTrialSchema(dataDir: string): TrialSchema | undefined {
+  const file = markerPaths(dataDir).trialSchema;
+  if (!pathExists(file)) return undefined;
+  try {
+    const { version, database } = JSON.parse(readFileSync(file, "utf8")) as Partial<TrialSchema>;
+    return Number.isInteger(version) && (version as number) >= 1 && typeof database === "string" && database
+      ? { version: version as number, database }
+      : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/** Removes the record (the trial is over); a missing file is no error. */
+export function clearTrialSchema(dataDir: string): void {
+  rmSync(markerPaths(dataDir).trialSchema, { force: true });
+}
+
+/**
+ * Takes the database named in the record back to its version (downgradeThingDatabase), then
+ * removes the record. Returns what it did (`from` equals `to` when the file was already there),
+ * or undefined when there is no record or no database. Throws as downgradeThingDatabase does; the
+ * record is then kept, for another try.
+ */
+export function restoreTrialSchema(dataDir: string): { database: string; from: number; to: number } | undefined {
+  const record = readTrialSchema(dataDir);
+  if (!record) return undefined;
+  if (!pathExists(record.database)) {
+    clearTrialSchema(dataDir);
+    return undefined;
+  }
+  const from = downgradeThingDatabase(record.database, record.version);
+  clearTrialSchema(dataDir);
+  return { database: record.database, from, to: record.version };
+}
+
+/**
+ * When this serve rolled an update back (`rolled-back` is there) and its migration was noted
+ * (recordSchemaBeforeTrial), takes the database back to the schema the previous binary knew. A failure
+ * is said (ERROR), not thrown: the previous binary then says what it makes of the file.
+ */
+export function restoreSchemaAfterRollback(dataDir: string, log: Logger): void {
+  if (!readRolledBack(dataDir)) return;
+  try {
+    const done = restoreTrialSchema(dataDir);
+    if (done && done.from !== done.to) log.warn("update.schema_restored", { database: done.database, from: done.from, to: done.to });
+  } catch (err) {
+    log.error("update.schema_restore_failed", {
+      database: readTrialSchema(dataDir)?.database,
+      error: describeError(err),
+      note: `the previous binary may refuse it (exit 78): the ${VERSION} binary (the hub keeps its release) tries again with flashlex restore-schema -d ${dataDir}`,
+    });
+  }
+}
