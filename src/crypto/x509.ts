@@ -37,10 +37,19 @@ interface ValidityOpts {
 
 const DAY_MS = 86_400_000;
 /**
- * Without an explicit notBefore, certificates start an hour in the past so that a thing whose
- * clock is a little behind the hub's can use a certificate issued a moment ago.
+ * Without an explicit notBefore, a certificate starts in the past so that a clock behind the
+ * issuer's can already use it: a thing's (an hour: the broker checks it by the hub's own clock),
+ * and the CA and the server certificate the things check by theirs (CLOCK_BEHIND_MS).
  */
 const BACKDATE_MS = 3_600_000;
+/**
+ * How far the CA and server certificates start before they are issued, at most (a twentieth of
+ * a short lifetime): a Pi has no clock of its own, and until NTP syncs it runs from the time it
+ * last saved (fake-hwclock), days behind after days switched off. Its TLS refused a hub made, or
+ * a broker certificate renewed, less than that ago ("certificate is not yet valid"): no ingress,
+ * though tokens already go by the hub's time (new-user pass 25, F13).
+ */
+const CLOCK_BEHIND_MS = 7 * 86_400_000;
 /** X.520 upper bound for a commonName; longer names make certificates other tools reject. */
 const MAX_CN_LENGTH = 64;
 
@@ -54,13 +63,17 @@ const RSA_GEN: wc.RsaHashedKeyGenParams = {
   hash: "SHA-256",
 };
 
-function validity(opts: ValidityOpts, defaultDays: number): { notBefore: Date; notAfter: Date } {
+/**
+ * The dates of a certificate `days` long (default `defaultDays`), counted from its notBefore:
+ * `opts.notBefore`, else now less `backdateMs` (at most a twentieth of the lifetime). So a server
+ * certificate of 825 days, the most TLS clients take, is 825 days with its backdating.
+ */
+function validity(opts: ValidityOpts, defaultDays: number, backdateMs = BACKDATE_MS): { notBefore: Date; notAfter: Date } {
   const days = opts.days ?? defaultDays;
   if (!Number.isFinite(days) || days <= 0) throw new CryptoError(`certificate lifetime must be a positive number of days, got ${days}`);
   if (opts.notBefore !== undefined && Number.isNaN(opts.notBefore.getTime())) throw new CryptoError("notBefore is not a valid date");
-  const start = opts.notBefore?.getTime() ?? Date.now();
-  const notBefore = opts.notBefore ?? new Date(start - BACKDATE_MS);
-  return { notBefore, notAfter: new Date(start + days * DAY_MS) };
+  const notBefore = opts.notBefore ?? new Date(Date.now() - Math.min(backdateMs, (days * DAY_MS) / 20));
+  return { notBefore, notAfter: new Date(notBefore.getTime() + days * DAY_MS) };
 }
 
 /** 16 random bytes, first byte 0x01..0x7f: positive in DER, never padded, never zero (RFC 5280 4.1.2.2). */
@@ -184,7 +197,7 @@ async function issueLeaf(
 /** A new self-signed root CA (RSA-2048, SHA-256). */
 export async function createCertificateAuthority(opts: { commonName: string; days?: number; notBefore?: Date }): Promise<CertifiedKey> {
   const name = commonName(opts.commonName, "the CA common name");
-  const dates = validity(opts, 3650);
+  const dates = validity(opts, 3650, CLOCK_BEHIND_MS);
   const keys = await generateRsa();
   const cert = await x509.X509CertificateGenerator.createSelfSigned(
     {
@@ -229,7 +242,7 @@ export async function issueServerCertificate(
       throw new CryptoError(`not a DNS name: ${quoteGiven(dns)}`);
     }
   }
-  const dates = validity(opts, 825); // 825 days: the longest server lifetime Apple/CA-B rules accept
+  const dates = validity(opts, 825, CLOCK_BEHIND_MS); // 825 days: the longest server lifetime Apple/CA-B rules accept
   const keys = opts.keyPem === undefined ? await generateRsa() : undefined;
   const spki = keys ? new Uint8Array(await webcrypto.subtle.exportKey("spki", keys.publicKey)) : new Uint8Array(spkiDer(loadPrivateKey(opts.keyPem!)));
   const certPem = await issueLeaf(ca, subject, spki, dates, [

@@ -276,6 +276,23 @@ describe("certificates", () => {
     await expect(createCertificateAuthority({ commonName: "" })).rejects.toThrow(CryptoError);
   });
 
+  test("the CA and a server certificate start a week back (a device clock behind the hub's takes them), a thing's an hour; each lasts its days from its start", async () => {
+    const DAY = 86_400_000;
+    const ca = await createCertificateAuthority({ commonName: "backdated CA" });
+    const server = await issueServerCertificate(ca, { commonName: "127.0.0.1" });
+    const thing = await issueThingCertificate(ca, { thingName: "backdated", publicKeyPem: pki.thing.publicKeyPem });
+    const short = await issueServerCertificate(ca, { commonName: "127.0.0.1", days: 1 }); // a twentieth of its life, not a week
+    const dates = (pem: string) => {
+      const c = describeCertificate(pem);
+      return { back: Date.now() - c.notBefore.getTime(), days: (c.notAfter.getTime() - c.notBefore.getTime()) / DAY };
+    };
+    const near = (ms: number, target: number) => Math.abs(ms - target) < 60_000;
+    expect(near(dates(ca.certPem).back, 7 * DAY) && dates(ca.certPem).days === 3650).toBe(true);
+    expect(near(dates(server.certPem).back, 7 * DAY) && dates(server.certPem).days === 825).toBe(true);
+    expect(near(dates(thing).back, 3_600_000)).toBe(true);
+    expect(near(dates(short.certPem).back, DAY / 20) && dates(short.certPem).days === 1).toBe(true);
+  });
+
   test("more things from the same CA via issueThing", async () => {
     const t2 = await pki.issueThing("second-thing");
     expect(t2.certPath).toBe(join(dir, "second-thing-certificate.pem"));
