@@ -118,7 +118,7 @@ export interface OpenedHub extends HubUseCases {
  */
 export async function withHub<T>(dir: string, log: Logger, fn: (hub: OpenedHub) => Promise<T>, database?: DatabaseOverride): Promise<T> {
   const home = openHubHome(dir, log, database);
-  const store = await openHubStore(home.database);
+  const store = await openHubStore(home.database, { log });
   await checkHubIdentity(home, store).catch(async (err) => {
     await store.close();
     throw err;

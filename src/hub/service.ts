@@ -167,7 +167,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
   await refuseSecondHub(paths.socket);
   const parts = new Lifecycle((part, err) => log.error("hub.close_failed", { part, error: err }));
   try {
-    const store: HubStore = await openHubStore(home.database);
+    const store: HubStore = await openHubStore(home.database, { log });
     await parts.start({ name: "hub database", stop: () => store.close() });
     await checkHubIdentity(home, store);
     // A lost or swapped update key refuses every create and enrolment (78): said now, not at the next one.

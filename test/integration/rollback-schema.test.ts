@@ -120,6 +120,8 @@ describe("a rollback takes the database back to the schema the previous binary k
     // the first command of the new binary to open the database migrates it, and notes what it was
     const listed = await run(["messages", "list", ...thing.flags], { command: [binary] });
     expect(listed.code).toBe(0);
+    // and says so, once: the way back is the rollback's (new-user pass 25, F6)
+    expect(listed.stderr).toMatch(/WARN +store\.migrated database=\S+subscription\.db from=3 to=5 readableFrom=4 note=/);
     expect(shape(database).version).toBe(THING_MIGRATIONS.length);
     expect(JSON.parse(readFileSync(markerPaths(thing.dataDir).trialSchema, "utf8"))).toEqual({ version: OLD_SCHEMA, database });
     writeGuard(thing.dataDir);

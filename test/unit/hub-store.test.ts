@@ -11,6 +11,7 @@ import { openHubStore } from "../../src/hub/store/open-store.ts";
 import type { HubSql } from "../../src/hub/store/sql.ts";
 import { sqliteHubSql } from "../../src/hub/store/sqlite-driver.ts";
 import { FlashlexError } from "../../src/shared/errors.ts";
+import { createLogger } from "../../src/shared/log.ts";
 import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 import { storedMessages, storeThing } from "../support/hub-messages.ts";
@@ -86,6 +87,26 @@ describe("hub-store: a database a newer hub migrated (a rollback)", () => {
     await (await openHubStore(file)).close();
     expect(said(file)).toStrictEqual([{ version: SQLITE_MIGRATIONS.length, readable_from: HUB_READABLE_FROM }]);
     expect(openAs(file, HUB_READABLE_FROM)).toBe(SQLITE_MIGRATIONS.length);
+  });
+});
+
+describe("hub-store: a migration is said", () => {
+  test("an older database migrated is one WARN naming the versions and the way back; a new or current one says nothing (new-user pass 25, F6)", async () => {
+    const lines: string[] = [];
+    const log = createLogger({ level: "info", write: (line) => lines.push(line) });
+    const file = join(dir, "older.db");
+    const db = openSqlDatabase(file);
+    applyPragmas(db);
+    migrate(db, SQLITE_MIGRATIONS.slice(0, 7), file);
+    db.close();
+    await (await openHubStore(file, { log })).close();
+    await (await openHubStore(file, { log })).close();
+    await (await openHubStore(join(dir, "new-said.db"), { create: true, log })).close();
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(
+      new RegExp(`WARN +hub\\.database_migrated database=\\S+older\\.db from=7 to=${SQLITE_MIGRATIONS.length} readableFrom=${HUB_READABLE_FROM} note=`),
+    );
+    expect(lines[0]).toContain("restore the backup made before the upgrade");
   });
 });
 

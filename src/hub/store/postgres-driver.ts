@@ -5,7 +5,7 @@ import { ConfigError, type ErrorKind, FlashlexError, oneLine } from "../../share
 import { newerSchema } from "../../shared/newer-schema.ts";
 import type { HubDatabase } from "./database-url.ts";
 import { HUB_MIGRATIONS, HUB_READABLE_FROM, type Migration } from "./migrations.ts";
-import { type HubSql, type HubSqlValue, narrowRow } from "./sql.ts";
+import { type HubOpenOptions, type HubSql, type HubSqlValue, narrowRow } from "./sql.ts";
 
 /**
  * The PostgreSQL driver of the hub store, on Bun's built-in client (`import { SQL } from "bun"`:
@@ -86,7 +86,7 @@ interface PostgresErrorLike {
  * server cannot be reached or refuses the login, ConfigError (78) for a database that is not a
  * FlashLex hub's, or has a newer schema than this binary knows.
  */
-export async function openPostgresHubSql(db: Extract<HubDatabase, { kind: "postgres" }>, options: { create?: boolean } = {}): Promise<HubSql> {
+export async function openPostgresHubSql(db: Extract<HubDatabase, { kind: "postgres" }>, options: HubOpenOptions = {}): Promise<HubSql> {
   const client = new SQL(db.url, {
     bigint: true,
     max: 10,
@@ -96,7 +96,8 @@ export async function openPostgresHubSql(db: Extract<HubDatabase, { kind: "postg
   });
   const fail = (err: unknown) => postgresError(err, db);
   try {
-    await withDeadline(migratePostgres(client, HUB_MIGRATIONS, HUB_READABLE_FROM, db, options.create ?? false), db, "opening the database");
+    const from = await withDeadline(migratePostgres(client, HUB_MIGRATIONS, HUB_READABLE_FROM, db, options.create ?? false), db, "opening the database");
+    if (from !== undefined && from >= 1) options.migrated?.(from, HUB_MIGRATIONS.length);
   } catch (err) {
     client.close({ timeout: 0 }).catch(() => {});
     throw await explained(fail(err), db);
@@ -215,10 +216,17 @@ export function numbered(sql: string): string {
  * what an init that did not finish left (a schema, and no hub identity, token or thing:
  * `unfinishedInit`), which this init takes over. `readableFrom`: the oldest version that may use
  * what `migrations` leave (HUB_READABLE_FROM), written to `schema_compat` whenever this migrates,
- * and when the row there says less.
+ * and when the row there says less. Returns the version it migrated from (0: a new database), or
+ * undefined when there was nothing to do.
  */
-export async function migratePostgres(client: SQL, migrations: readonly Migration[], readableFrom: number, db: HubDatabase, create: boolean): Promise<void> {
-  await client.begin(async (tx) => {
+export async function migratePostgres(
+  client: SQL,
+  migrations: readonly Migration[],
+  readableFrom: number,
+  db: HubDatabase,
+  create: boolean,
+): Promise<number | undefined> {
+  return await client.begin(async (tx) => {
     await tx.unsafe("SELECT pg_advisory_xact_lock($1)", [MIGRATION_LOCK]);
     const tables = (
       (await tx.unsafe("SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY table_name")) as {
@@ -249,7 +257,7 @@ export async function migratePostgres(client: SQL, migrations: readonly Migratio
     }
     const saidReadableFrom = tables.includes("schema_compat") ? await compatRow(tx, version) : undefined;
     if (version > migrations.length) {
-      if (saidReadableFrom !== undefined && saidReadableFrom <= migrations.length) return;
+      if (saidReadableFrom !== undefined && saidReadableFrom <= migrations.length) return undefined;
       throw new ConfigError(newerSchema(db.display, version, migrations.length, saidReadableFrom));
     }
     for (let step = version; step < migrations.length; step++) {
@@ -262,6 +270,7 @@ export async function migratePostgres(client: SQL, migrations: readonly Migratio
       await tx.unsafe("CREATE TABLE schema_compat (version INTEGER NOT NULL, readable_from INTEGER NOT NULL)");
       await tx.unsafe("INSERT INTO schema_compat (version, readable_from) VALUES ($1, $2)", [migrations.length, readableFrom]);
     }
+    return version < migrations.length ? version : undefined;
   });
 }
 

@@ -11,6 +11,14 @@
 export type HubSqlValue = string | number | null;
 export type HubSqlRow = Record<string, unknown>;
 
+/** How a driver opens the hub's database. */
+export interface HubOpenOptions {
+  /** `hub init` only: make the database (SQLite: the file), else a missing one is refused */
+  create?: boolean;
+  /** told, once it committed, that an older database was migrated: the version it was at (1 or more) and the one it is at now */
+  migrated?: (from: number, to: number) => void;
+}
+
 export interface HubSql {
   readonly dialect: "sqlite" | "postgres";
   /** the rows of a query */

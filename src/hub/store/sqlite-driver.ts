@@ -5,7 +5,7 @@ import { databaseFiles, refuseOddDatabaseFiles, type SqlDatabase } from "../../s
 import { applyPragmas, migrate } from "../../shared/sqlite/migrate.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
 import { HUB_READABLE_FROM, SQLITE_MIGRATIONS } from "./migrations.ts";
-import type { HubSql, HubSqlValue } from "./sql.ts";
+import type { HubOpenOptions, HubSql, HubSqlValue } from "./sql.ts";
 
 /**
  * The SQLite driver of the hub store: hub.db in the hub home, through the project's SQLite seam
@@ -57,7 +57,7 @@ function isEmptyDatabase(file: string): boolean {
  * throws (a file the caller may not chmod: EPERM; a missing file without `create`: ConfigError),
  * a damaged file with HUB_DB_DAMAGED_ADVICE, a database of another kind or a newer schema: ConfigError.
  */
-export function openSqliteHubSql(file: string, options: { create?: boolean } = {}): HubSql {
+export function openSqliteHubSql(file: string, options: HubOpenOptions = {}): HubSql {
   const create = options.create ?? false;
   if (!create && !pathExists(file)) throw hubDatabaseMissing(file);
   ownerOnlyDatabase(file, create);
@@ -66,7 +66,7 @@ export function openSqliteHubSql(file: string, options: { create?: boolean } = {
   const db = openSqlDatabase(file, { create, damagedAdvice: HUB_DB_DAMAGED_ADVICE });
   try {
     applyPragmas(db);
-    migrate(db, SQLITE_MIGRATIONS, file, { readableFrom: HUB_READABLE_FROM });
+    migrate(db, SQLITE_MIGRATIONS, file, { readableFrom: HUB_READABLE_FROM, migrated: options.migrated });
     // A driver that makes its journal itself (the WebAssembly one) may not copy the mode.
     ownerOnlyDatabase(file, false);
   } catch (err) {

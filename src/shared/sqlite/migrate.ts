@@ -32,6 +32,8 @@ export interface MigrationOptions {
    * leaves the file as it was.
    */
   beforeMigrating?: (from: number) => void;
+  /** Told, once the migration committed, the version an older database was at (1 or more) and the one it is at now: for a log line. */
+  migrated?: (from: number, to: number) => void;
 }
 
 /**
@@ -89,10 +91,10 @@ export function migrate(db: SqlDatabase, migrations: readonly string[], name: st
     });
   }
   if (found.version >= latest) return found.version;
-  db.transaction(() => {
+  const from = db.transaction(() => {
     const version = userVersion(db);
     checkSchema(db, latest, expectedAt, name, version);
-    if (version >= latest) return;
+    if (version >= latest) return undefined;
     if (version >= 1) options.beforeMigrating?.(version);
     for (let step = version; step < latest; step++) applyStep(db, migrations, step, name);
     // made anew: one changed by hand (other columns) would fail the INSERT
@@ -100,7 +102,9 @@ export function migrate(db: SqlDatabase, migrations: readonly string[], name: st
     db.exec(`CREATE TABLE ${COMPAT_TABLE} (version INTEGER NOT NULL, readable_from INTEGER NOT NULL)`);
     db.exec(`PRAGMA user_version = ${latest}`);
     db.run(`INSERT INTO ${COMPAT_TABLE} (version, readable_from) VALUES (?, ?)`, [latest, readableFrom]);
+    return version;
   });
+  if (from !== undefined && from >= 1) options.migrated?.(from, latest);
   return userVersion(db);
 }
 

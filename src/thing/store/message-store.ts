@@ -288,6 +288,8 @@ export interface StoreOpenOptions {
   onDamaged?: (err: FlashlexError) => void;
   /** told the version an older file is at before it is migrated (MigrationOptions.beforeMigrating) */
   beforeMigrating?: (from: number) => void;
+  /** told, once it committed, that an older file was migrated (MigrationOptions.migrated) */
+  migrated?: (from: number, to: number) => void;
 }
 
 /** Opens and migrates the file: ConfigError (78) for a database of another application or a newer flashlex. */
@@ -297,7 +299,8 @@ function connect(file: string, options: StoreOpenOptions): SqlDatabase {
   const db = options.onDamaged ? reportingDamage(opened, options.onDamaged) : opened;
   try {
     applyPragmas(db);
-    migrate(db, THING_MIGRATIONS, file, { current: THING_SCHEMA, readableFrom: THING_READABLE_FROM, beforeMigrating: options.beforeMigrating });
+    const { beforeMigrating, migrated } = options;
+    migrate(db, THING_MIGRATIONS, file, { current: THING_SCHEMA, readableFrom: THING_READABLE_FROM, beforeMigrating, migrated });
   } catch (err) {
     db.close();
     throw err;

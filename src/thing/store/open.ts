@@ -9,7 +9,7 @@ import { DEFAULT_DAMAGED_ADVICE } from "../../shared/sqlite/storage-errors.ts";
 import { refuseNonDirectory } from "../config-location.ts";
 import type { ThingConfig } from "../settings.ts";
 import { recordSchemaBeforeTrial } from "../update/trial-schema.ts";
-import { MessageStore } from "./message-store.ts";
+import { MessageStore, THING_READABLE_FROM } from "./message-store.ts";
 import { importPickleDb, PickleDbUnreadable } from "./pickledb-import.ts";
 
 /**
@@ -39,6 +39,14 @@ export function openThingStore(config: ThingConfig, log: Logger, onDamaged?: (er
   const store = MessageStore.open(config.paths.database, {
     // a version on trial notes what its migration changes, for a rollback to undo
     beforeMigrating: (from) => recordSchemaBeforeTrial(config.dataDir, config.paths.database, from),
+    migrated: (from, to) =>
+      log.warn("store.migrated", {
+        database: config.paths.database,
+        from,
+        to,
+        readableFrom: THING_READABLE_FROM,
+        note: `a flashlex that knows only a schema older than ${THING_READABLE_FROM} cannot open it now; an update rolled back takes it back to the schema it found (flashlex restore-schema)`,
+      }),
     onDamaged: (err) => {
       if (!opened || !onDamaged) return;
       try {
