@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
 import type { KeyObject } from "node:crypto";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { unzipSync } from "fflate";
@@ -208,7 +208,41 @@ describe("releases", () => {
     expect(((await gone.json()) as any).messages[0].value).toBe("release 2.3.0's binary for linux-x64 is no longer on the hub; add the release again");
     const refused = await operator("/updates", { method: "POST", body: JSON.stringify({ version: "2.3.0", all: true }) });
     expect(refused.status).toBe(400);
-    expect(((await refused.json()) as any).messages[0].value).toMatch(/^release 2\.3\.0's files are gone from \S+releases; add it again/);
+    expect(((await refused.json()) as any).messages[0].value).toMatch(/^release 2\.3\.0's files are gone from \S+releases \(removed, or by hand\); add it again/);
+  });
+
+  test("hub release remove frees a release's binaries, keeps its manifest (list says removed, a rollout is refused, the same release is stored again), and is refused while a rollout or a thing needs it (new-user pass 25, F7)", async () => {
+    const updates = new Updates({ home, store });
+    const dir = await releaseDir("2.4.0", hubKey());
+    await updates.addRelease(dir);
+    const files = join(home.paths.dir, "releases", "2.4.0");
+    const size = readdirSync(files).reduce((sum, name) => sum + statSync(join(files, name)).size, 0);
+    await expect(updates.removeRelease("9.9.9-none")).rejects.toThrow('no release "9.9.9-none"');
+    // a rollout to it running: refused, nothing removed
+    const [first] = await store.listThings();
+    await updates.startRollout({ version: "2.4.0", things: [first!], batch: "1" });
+    await expect(updates.removeRelease("2.4.0")).rejects.toThrow(/^release 2\.4\.0 is being rolled out \(rollout \d+\)/);
+    expect(existsSync(files)).toBe(true);
+    // the rollout stopped (too many failures elsewhere) while the thing downloads 2.4.0: still on its way to it
+    expect(await updates.report(first!, { state: "downloading", version: "2.4.0", running: "1.0.0" })).toBe(true);
+    const rollout = (await store.updates.runningRollout())!;
+    await store.updates.stopRollout(rollout.id, "stopped by the test", Date.now());
+    await expect(updates.removeRelease("2.4.0")).rejects.toThrow("release 2.4.0 is still on its way to 1 thing (queued, offered, downloading or installed)");
+    // replaced by a rollout to another release: the thing is no longer offered 2.4.0
+    await updates.addRelease(await releaseDir("2.4.1", hubKey()));
+    const byOther = await updates.startRollout({ version: "2.4.1", things: [first!], batch: "1" });
+    expect(byOther.version).toBe("2.4.1");
+    expect(await updates.removeRelease("2.4.0")).toEqual({ bytes: size });
+    expect(existsSync(files)).toBe(false);
+    expect(readdirSync(join(home.paths.dir, "releases")).filter((n) => n.includes("2.4.0"))).toEqual([]);
+    expect((await updates.listReleases()).find((r) => r.version === "2.4.0")?.stored).toBe(false);
+    const listed = ((await (await operator("/releases")).json()) as any).result.find((r: any) => r.version === "2.4.0");
+    expect(listed.binaries).toBe("removed");
+    await expect(updates.startRollout({ version: "2.4.0", things: [first!] })).rejects.toThrow(/files are gone/);
+    expect(await updates.removeRelease("2.4.0")).toEqual({ bytes: 0 });
+    expect((await updates.addRelease(dir)).outcome).toBe("stored");
+    expect((await updates.listReleases()).find((r) => r.version === "2.4.0")?.stored).toBe(true);
+    await store.updates.stopRollout(byOther.id, "the test is done", Date.now()); // the tests below start from no rollout
   });
 
   test("two adds of one release at once: both succeed, one stores it and the other finds it stored; a killed add's copy is removed", async () => {

@@ -1,5 +1,5 @@
 /**
- * `hub release add|list|key` and `hub update [status]`: signed self-update, the operator's side
+ * `hub release add|list|remove|key` and `hub update [status]`: signed self-update, the operator's side
  * (src/hub/updates; docs/updates.md). Each opens the hub home as the other hub commands do, so
  * it works beside a running `hub serve`, which offers the update to things as they poll.
  */
@@ -26,6 +26,15 @@ export const hubUpdateCommands: CommandSpec[] = [
     options: [DIR_OPTION, DB_OPTION, JSON_OPTION],
     bunOnly: true,
     run: (_args, options) => releases(options),
+  },
+  {
+    name: "hub release remove",
+    args: "<version>",
+    description:
+      "Remove a release's binaries from the hub's disk (its manifest stays: the version keeps naming them); refused while a rollout or a thing still needs it",
+    options: [DIR_OPTION, DB_OPTION, JSON_OPTION],
+    bunOnly: true,
+    run: remove,
   },
   {
     name: "hub release key",
@@ -69,13 +78,24 @@ function add(args: string[], options: Options): Promise<number> {
   });
 }
 
+function remove(args: string[], options: Options): Promise<number> {
+  const version = required(args, "the release's version (see hub release list)");
+  return openedHubToWrite("hub release remove", options, async (hub) => {
+    const { bytes } = await hub.updates.removeRelease(version);
+    if (options.json) printLine(JSON.stringify({ version, removedBytes: bytes }));
+    else if (bytes === 0) printLine(`release ${version}: its binaries were already gone; its manifest stays (hub release add DIR puts them back)`);
+    else printLine(`release ${version}: binaries removed, ${(bytes / 1048576).toFixed(1)} MiB freed; its manifest stays (hub release add DIR puts them back)`);
+    return ExitCode.OK;
+  });
+}
+
 function releases(options: Options): Promise<number> {
   return openedHub(options, async (hub) => {
     const { releaseJson } = await import("../../hub/http/presenters.ts");
     const rows = (await hub.updates.listReleases()).map(releaseJson);
     if (options.json) printLine(JSON.stringify(rows));
     else if (!rows.length) printLine("no releases; add one with `flashlex hub release add DIR`");
-    else for (const r of rows) printLine(`${r.version}  ${r.addedAt}  ${r.targets.join(", ")}`);
+    else for (const r of rows) printLine(`${r.version}  ${r.addedAt}  ${r.targets.join(", ")}${r.binaries === "removed" ? "  (binaries removed)" : ""}`);
     return ExitCode.OK;
   });
 }

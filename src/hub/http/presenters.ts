@@ -112,6 +112,12 @@ export function rolloutStatusJson(status: RolloutStatus) {
 }
 
 /** JSON of a stored release (`hub release list`, `GET /releases`): its version, targets and when it was added (ISO 8601). */
-export function releaseJson(release: { version: string; manifest: string; added_at: number }) {
-  return { version: release.version, targets: Object.keys(JSON.parse(release.manifest).targets), addedAt: isoSeconds(release.added_at) };
+export function releaseJson(release: { version: string; manifest: string; added_at: number; stored: boolean }) {
+  return {
+    version: release.version,
+    targets: Object.keys(JSON.parse(release.manifest).targets),
+    addedAt: isoSeconds(release.added_at),
+    // `hub release remove` (or a hand) took the binaries away: a rollout of it is refused
+    binaries: release.stored ? "stored" : "removed",
+  };
 }

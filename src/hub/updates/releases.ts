@@ -11,8 +11,8 @@
  * checked). Idempotent for the same manifest; another manifest
  * under a version already stored is refused (a version names one set of bytes, for good).
  */
-import { createHash } from "node:crypto";
-import { chmodSync, closeSync, createReadStream, mkdirSync, mkdtempSync, readFileSync, renameSync, rmSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { chmodSync, closeSync, createReadStream, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
 import { MANIFEST_FILE, parseManifest, type ReleaseManifest, SIGNATURE_FILE, signedTooLate } from "../../protocol/release-manifest.ts";
@@ -178,4 +178,20 @@ export async function storeReleaseFiles(sharedDir: string, dir: string, release:
     throw err;
   }
   return "stored";
+}
+
+/**
+ * Removes the directory of `version` under releases/ as `hub release remove` does: renamed aside
+ * first (a staging name, which the next add clears if this process dies before the rm), so the
+ * release is there whole or not at all. Returns the bytes its files held (0 when it is not there).
+ */
+export function removeReleaseFiles(sharedDir: string, version: string): number {
+  const dir = join(releasesDir(sharedDir), version);
+  if (!pathExists(dir)) return 0;
+  let bytes = 0;
+  for (const name of readdirSync(dir)) bytes += statSync(join(dir, name)).size;
+  const aside = join(releasesDir(sharedDir), `.${version}.staging-${process.pid}-${randomBytes(3).toString("hex")}`);
+  renameSync(dir, aside);
+  rmSync(aside, { recursive: true, force: true });
+  return bytes;
 }

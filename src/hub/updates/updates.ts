@@ -20,7 +20,7 @@ import { pathExists } from "../../shared/path-exists.ts";
 import type { HubHome } from "../home/home.ts";
 import type { HubStore, ThingRecord, UpdateTables } from "../store/hub-store.ts";
 import { FAILURE_STATES, type ReleaseRow, type RolloutRow, TERMINAL_STATES, type ThingUpdateRow, type UpdateState } from "../store/update-tables.ts";
-import { readSignedRelease, releaseFilePath, releasesDir, type StoredRelease, storeReleaseFiles } from "./releases.ts";
+import { readSignedRelease, releaseFilePath, releasesDir, removeReleaseFiles, type StoredRelease, storeReleaseFiles } from "./releases.ts";
 import { updateKey } from "./update-key.ts";
 
 export type { RolloutRow, ThingUpdateRow, UpdateState };
@@ -134,8 +134,39 @@ export class Updates {
     return { release, outcome };
   }
 
-  listReleases(): Promise<ReleaseRow[]> {
-    return this.tables.listReleases();
+  /** The stored releases, each with whether its binaries are still on disk (`hub release remove` takes them away). */
+  async listReleases(): Promise<(ReleaseRow & { stored: boolean })[]> {
+    return (await this.tables.listReleases()).map((row) => ({ ...row, stored: this.stored(row.version) }));
+  }
+
+  /**
+   * Removes the binaries of release `version` (its directory under releases/: ~120 MB a target)
+   * to free the disk. Its row stays, so the version still names the same binaries (addRelease
+   * refuses another manifest under it), and `hub release add` of the same directory puts them
+   * back. Throws InputError (65) for an unknown version; ConflictError while a running rollout is
+   * to it or a thing is on its way to it (queued, pending, downloading, installed): it could not
+   * download it. Returns the bytes freed (0 when they were gone already).
+   */
+  async removeRelease(version: string): Promise<{ bytes: number }> {
+    if (!(await this.release(version))) throw new InputError(`no release ${quoteGiven(version)} (see \`flashlex hub release list\`)`);
+    const running = await this.tables.runningRollout();
+    if (running?.version === version) {
+      throw new ConflictError(
+        `release ${version} is being rolled out (rollout ${running.id}); stop it first with a rollout to another release, or wait until it is done`,
+      );
+    }
+    const onTheWay = [...(await this.thingRows()).values()].filter((row) => row.to_version === version && !TERMINAL_STATES.includes(row.state as UpdateState));
+    if (onTheWay.length) {
+      throw new ConflictError(
+        `release ${version} is still on its way to ${onTheWay.length} thing${onTheWay.length === 1 ? "" : "s"} (queued, offered, downloading or installed); remove it once they are done (flashlex hub update status)`,
+      );
+    }
+    return { bytes: removeReleaseFiles(this.deps.home.paths.shared, version) };
+  }
+
+  /** Whether the binaries of `version` are on disk (its manifest, written last, says the directory is whole). */
+  private stored(version: string): boolean {
+    return pathExists(releaseFilePath(this.deps.home.paths.shared, version, MANIFEST_FILE));
   }
 
   release(version: string): Promise<ReleaseRow | undefined> {
@@ -161,9 +192,9 @@ export class Updates {
   async startRollout(request: RolloutRequest): Promise<RolloutRow> {
     if (!(await this.release(request.version)))
       throw new InputError(`no release ${quoteGiven(request.version)}; add it first with \`flashlex hub release add DIR\``);
-    if (!pathExists(releaseFilePath(this.deps.home.paths.shared, request.version, MANIFEST_FILE))) {
+    if (!this.stored(request.version)) {
       throw new InputError(
-        `release ${request.version}'s files are gone from ${releasesDir(this.deps.home.paths.shared)}; add it again with \`flashlex hub release add DIR\` (things could not download it)`,
+        `release ${request.version}'s files are gone from ${releasesDir(this.deps.home.paths.shared)} (removed, or by hand); add it again with \`flashlex hub release add DIR\` (things could not download it)`,
       );
     }
     // a thing named twice (by its name and its id, say) is one thing of the rollout
