@@ -435,13 +435,19 @@ describe.skipIf(Boolean(noTmpfs))("a full disk", () => {
           body: JSON.stringify({ name }),
           signal: AbortSignal.timeout(15_000),
         });
+      expect((await create("sendto")).status).toBe(201);
       hubFs.fill();
       let full: Response;
+      let send: Awaited<ReturnType<typeof run>>;
       try {
         full = await create("onfull");
+        // the operator's own command names the disk and says nothing went (new-user pass 25, F10)
+        send = await run(["hub", "send", "sendto", "--dir", hubDir], { input: '{"in":"full"}' });
       } finally {
         hubFs.free();
       }
+      expect(send.code).toBe(69);
+      expect(send.stderr).toMatch(/the hub refused the message \(nothing was stored or sent\): \S+hub\.db: .*full/);
       tally("faults");
       expect(full.status).toBe(503);
       expect(full.headers.get("retry-after")).toBe("30");
@@ -451,7 +457,7 @@ describe.skipIf(Boolean(noTmpfs))("a full disk", () => {
       const again = await create("afterfull");
       expect(again.status).toBe(201);
       const list = await fetch(`http://127.0.0.1:${apiPort}/dev/v1/things`, { headers: { Authorization: `Bearer ${token}` } });
-      expect(((await list.json()) as any).result.map((t: { name: string }) => t.name.replace(/^[0-9a-f]{8}-/, ""))).toStrictEqual(["afterfull"]);
+      expect(((await list.json()) as any).result.map((t: { name: string }) => t.name.replace(/^[0-9a-f]{8}-/, ""))).toStrictEqual(["sendto", "afterfull"]);
     } finally {
       expect(await hub.stop()).toBe(0);
     }

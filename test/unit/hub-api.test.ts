@@ -26,6 +26,7 @@ import { DownloadTokens } from "../../src/hub/things/download-tokens.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
 import { Things } from "../../src/hub/things/things.ts";
 import { ThingYamlSchema } from "../../src/protocol/thing-config.ts";
+import { FlashlexError } from "../../src/shared/errors.ts";
 import { createLogger, silentLogger } from "../../src/shared/log.ts";
 import { checkCertificate, keyMatchesCertificate } from "../support/certificates.ts";
 import { hubApiOver } from "../support/hub-api.ts";
@@ -381,6 +382,26 @@ describe("a thing whose stored key is damaged (a tampered or badly restored hub.
     expect(failed).toHaveLength(1);
     expect(failed[0]).toContain(`id=${thing.id}`);
     expect(failed[0]).not.toContain(token);
+  });
+});
+
+describe("a 5xx the hub knows the cause of (a full disk) is logged as every route logs it", () => {
+  test("an update poll on a full store: 503, WARN hub.api_failed with kind=full and the route's pattern, the thing's id apart, as collect's (new-user pass 25, F10: it was ERROR with the raw path)", async () => {
+    const full = new FlashlexError("/x/hub.db: cannot write: the file system is full (SQLITE_FULL)", "full");
+    const tables = new Proxy({}, { get: () => async () => Promise.reject(full) });
+    const fullStore = Object.create(store, { updates: { value: tables } }) as HubStore;
+    const lines: string[] = [];
+    const log = createLogger({ write: (line) => lines.push(line), level: "debug" });
+    const api = hubApiOver({ home, store: fullStore, log, broker: fakeBroker });
+    const token = await signThingToken({ thingId: thing.id, privateKey: thingKey });
+    const answer = await api.fetch(
+      new Request(`${base}/things/${thing.id}/update?version=1.0.0&target=linux-x64`, { headers: { Authorization: `Bearer ${token}` } }),
+    );
+    expect(answer.status).toBe(503);
+    const failed = lines.filter((line) => line.includes("hub.api_failed"));
+    expect(failed).toHaveLength(1);
+    expect(failed[0]).toMatch(/WARN +hub\.api_failed component=api method=GET route=things\/:id\/update id=\S+ status=503 kind=full error=/);
+    expect(failed[0]).toContain(`id=${thing.id}`);
   });
 });
 

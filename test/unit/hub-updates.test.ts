@@ -208,7 +208,9 @@ describe("releases", () => {
     expect(((await gone.json()) as any).messages[0].value).toBe("release 2.3.0's binary for linux-x64 is no longer on the hub; add the release again");
     const refused = await operator("/updates", { method: "POST", body: JSON.stringify({ version: "2.3.0", all: true }) });
     expect(refused.status).toBe(400);
-    expect(((await refused.json()) as any).messages[0].value).toMatch(/^release 2\.3\.0's files are gone from \S+releases \(removed, or by hand\); add it again/);
+    expect(((await refused.json()) as any).messages[0].value).toMatch(
+      /^release 2\.3\.0's files are gone from \S+releases \(removed, or by hand\); add it again/,
+    );
   });
 
   test("hub release remove frees a release's binaries, keeps its manifest (list says removed, a rollout is refused, the same release is stored again), and is refused while a rollout or a thing needs it (new-user pass 25, F7)", async () => {

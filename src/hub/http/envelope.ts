@@ -126,11 +126,32 @@ const RETRY_AFTER_SECONDS = "30";
  * Answers any error a route threw: an HttpError as it says; anything else by its kind, in the
  * envelope, never with internals: a 5xx gets a public sentence instead of its message, unless
  * the error says its message is safe for clients (FlashlexError.clientSafe: "the broker did not
- * accept the message"). `detail` is for the caller's log.
+ * accept the message"), or the caller is the hub home's owner on its local socket (`toOwner`:
+ * `hub send` names the full disk, where the public sentence only said the storage was full).
+ * `detail` is for the caller's log.
  */
-export function errorToResponse(err: unknown): { response: Response; status: number; kind?: ErrorKind; detail: string } {
-  const { status, message, headers, kind, detail } = publicError(err);
+export function errorToResponse(err: unknown, toOwner = false): { response: Response; status: number; kind?: ErrorKind; detail: string } {
+  const { status, message, headers, kind, detail } = publicError(err, toOwner);
   return { response: errorResponse(status, message, headers), status, kind, detail };
+}
+
+/**
+ * Logs a request answered 500 or more as `hub.api_failed`: WARN with its `kind` for what the hub
+ * knows of (a full disk, a database away: the operator's to fix, and alerts group by kind),
+ * ERROR with the error itself for a bug. `route` is the route's pattern (`things/:id/update`),
+ * never the path, whose ids would make every thing's failure a line of its own; `id` names the
+ * thing (a damaged row is found by it). Below 500 nothing is logged here.
+ */
+export function logApiFailure(
+  log: Logger,
+  request: { method: string; route: string; id?: string },
+  answer: { status: number; kind?: ErrorKind; detail: string },
+  err: unknown,
+): void {
+  if (answer.status < 500) return;
+  const fields = { method: request.method, route: request.route, id: request.id || undefined, status: answer.status, kind: answer.kind };
+  if (answer.kind === undefined || answer.kind === "bug") log.error("hub.api_failed", { ...fields, error: err });
+  else log.warn("hub.api_failed", { ...fields, error: answer.detail });
 }
 
 /**
@@ -138,14 +159,17 @@ export function errorToResponse(err: unknown): { response: Response; status: num
  * status and words as an HTML page): the status, the sentence a client may see, the headers
  * (Retry-After for 503, an HttpError's own), the kind, and `detail` for the caller's log.
  */
-export function publicError(err: unknown): { status: number; message: string; headers: Record<string, string>; kind?: ErrorKind; detail: string } {
+export function publicError(
+  err: unknown,
+  toOwner = false,
+): { status: number; message: string; headers: Record<string, string>; kind?: ErrorKind; detail: string } {
   if (err instanceof HttpError) return { status: err.status, message: err.message, headers: err.headers, detail: err.message };
   // a message over a size limit, wherever it was measured (the body, the message once wrapped, a fan-out's copies)
   if (err instanceof JsonDocumentError && err.problem === "too_large")
     return { status: 413, message: err.message, headers: {}, kind: err.kind, detail: err.message };
   const error = toFlashlexError(err);
   const status = HTTP_STATUS_OF_KIND[error.kind];
-  const message = status < 500 || error.clientSafe ? error.message : PUBLIC_MESSAGE[error.kind]!;
+  const message = status < 500 || error.clientSafe || (toOwner && error.kind !== "bug") ? error.message : PUBLIC_MESSAGE[error.kind]!;
   const headers: Record<string, string> = status === 503 ? { "Retry-After": RETRY_AFTER_SECONDS } : {};
   return { status, message, headers, kind: error.kind, detail: error.message };
 }

@@ -90,7 +90,11 @@ export async function publishThroughService(home: HubHome, thingIds: readonly st
     : await localRequest<PublishedTo[]>(home, "POST", "/publish", { things: thingIds, message });
   if (response.status !== 200 || !response.body) {
     const why = response.body?.messages[0]?.value ?? `HTTP ${response.status}`;
-    throw new FlashlexError(`the hub refused the message: ${why}`, response.status === 503 ? "unavailable" : response.status >= 500 ? "bug" : "data");
+    // all or nothing before the broker (Messages.send, sendToMany): a refusal stored and sent nothing
+    throw new FlashlexError(
+      `the hub refused the message (nothing was stored or sent): ${why}`,
+      response.status === 503 ? "unavailable" : response.status >= 500 ? "bug" : "data",
+    );
   }
   const { result } = response.body;
   return { ...response.body, result: Array.isArray(result) ? result : [result] };

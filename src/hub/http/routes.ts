@@ -39,6 +39,7 @@ import {
   fileResponse,
   HttpError,
   integerParam,
+  logApiFailure,
   ok,
   okStream,
   onlyFields,
@@ -612,7 +613,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       }
       return await method.handle({ request, url, origin, id: found.id });
     } catch (err) {
-      const answer = errorToResponse(err);
+      const answer = errorToResponse(err, origin.via === "local");
       if (answer.kind) deps.observer?.error(answer.kind, "http");
       if (err instanceof ClientGoneError) {
         // Not the hub's fault, and only an authenticated caller gets this far (the body is read
@@ -626,19 +627,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         });
         return answer.response;
       }
-      if (answer.status >= 500) {
-        // the id: with thousands of things, a damaged row is found from the log by it
-        const fields = {
-          method: request.method,
-          route: found.key,
-          id: found.id || undefined,
-          status: answer.status,
-          kind: answer.kind,
-          error: answer.kind === "bug" ? err : answer.detail,
-        };
-        if (answer.kind === "bug") log.error("hub.api_failed", fields);
-        else log.warn("hub.api_failed", fields);
-      }
+      logApiFailure(log, { method: request.method, route: found.key, id: found.id }, answer, err);
       return answer.response;
     }
   }
@@ -681,7 +670,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         return await handle(request, url, origin, found);
       } catch (err) {
         const answer = errorToResponse(err);
-        if (answer.status >= 500) log.error("hub.api_failed", { method: request.method, route: url.pathname, status: answer.status, error: err });
+        logApiFailure(log, { method: request.method, route: routeLabel(url.pathname, found) }, answer, err);
         return answer.response;
       }
     };

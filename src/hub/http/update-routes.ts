@@ -29,6 +29,7 @@ import {
   errorToResponse,
   HttpError,
   integerParam,
+  logApiFailure,
   ok,
   onlyFields,
   onlyQueryParams,
@@ -221,7 +222,10 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       } catch (err) {
         const answer = errorToResponse(err);
         if (answer.kind) deps.observer?.error(answer.kind, "http");
-        if (answer.status >= 500) log.error("hub.api_failed", { method: request.method, route: url.pathname, status: answer.status, error: answer.detail });
+        // the pattern, as the other routes log it: things/:id/update, the id apart
+        const byThing = path[0] === "things" && path.length >= 3;
+        const route = byThing ? ["things", ":id", ...path.slice(2)].join("/") : path.join("/");
+        logApiFailure(log, { method: request.method, route, id: byThing ? path[1] : undefined }, answer, err);
         return answer.response;
       }
     },
