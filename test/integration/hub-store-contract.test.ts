@@ -125,6 +125,8 @@ for (const driver of DRIVERS) {
         got = (await store.getThing(t.id))!;
         expect(got.lastSeenAt).toBe(CREATED_AT + 200);
         expect((await store.getThing(u.id))!.lastSeenAt).toBe(CREATED_AT + 300);
+        // seen is heard from: verified the first time, not moved after (new-user pass 26, F1/F2)
+        expect([got.verifiedAt, (await store.getThing(u.id))!.verifiedAt]).toEqual([CREATED_AT + 100, CREATED_AT + 300]);
         expect((await store.getThingTargets([u.id, "nope", t.id])).sort((a, b) => a.id.localeCompare(b.id))).toEqual(
           [t, u].map(({ id, name, revokedAt }) => ({ id, name, revokedAt })).sort((a, b) => a.id.localeCompare(b.id)),
         );

@@ -180,6 +180,8 @@ export function createBrokerEvents(deps: BrokerEventDeps): BrokerEvents & { hand
         const thing = await deps.store.getThingByName(thingName);
         if (thing) await seen.submit({ id: thing.id, at: now() });
         log.info("hub.thing_connected", { thing: thingName });
+        // connected by its certificate: heard from (HubStore.markSeen), as a first test message says
+        if (thing && thing.verifiedAt === null) log.info("hub.thing_verified", { thing: thingName, by: "its first connection" });
       })().catch((err) => log.warn("hub.last_seen_failed", { thing: thingName, error: err }));
     },
   };

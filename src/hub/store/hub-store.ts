@@ -321,7 +321,10 @@ export interface HubStore {
   /** sets verified_at (first time only) and last_seen_at */
   markVerified(id: string, at: number): Promise<void>;
   /**
-   * last_seen_at = `at` (Unix ms) for each thing, where it is later than what is stored; several
+   * last_seen_at = `at` (Unix ms) for each thing, where it is later than what is stored, and
+   * verified_at the first time: a thing the broker let in by its certificate, or that published
+   * over it, was heard from (a thing that only receives never sends a test or collect message,
+   * and stayed "created" for ever, which the offline alert could not count). Several
    * in one transaction that is not durable: "last seen" is informational, and a power cut that
    * undoes it only makes a thing look seen a little earlier (no fsync per connecting thing).
    */

@@ -244,7 +244,12 @@ export function sqlHubStore(sql: HubSql): HubStore {
           for (const { id, at } of items) latest.set(id, Math.max(latest.get(id) ?? at, at));
           for (const id of [...latest.keys()].sort()) {
             const at = latest.get(id)!;
-            await tx.run("UPDATE things SET last_seen_at = ? WHERE id = ? AND (last_seen_at IS NULL OR last_seen_at < ?)", [at, id, at]);
+            await tx.run(
+              `UPDATE things SET verified_at = COALESCE(verified_at, ?),
+                 last_seen_at = CASE WHEN last_seen_at IS NULL OR last_seen_at < ? THEN ? ELSE last_seen_at END
+               WHERE id = ?`,
+              [at, at, at, id],
+            );
           }
         },
         { durable: false },
