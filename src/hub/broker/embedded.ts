@@ -178,7 +178,9 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
         const owner = sessionOwner.get(name);
         if (owner !== undefined && !packet.clean && (await isGone({ id: owner, name }))) {
           packet.clean = true;
-          log.info("mqtt.session_dropped", { thing: name, reason: "the session was made for a thing of this name that was deleted" });
+          // said once: the session is gone, and a revoked thing reconnecting every 30 s said it each time
+          sessionOwner.delete(name);
+          log.info("mqtt.session_dropped", { thing: name, reason: "the session was made for a thing of this name that was since revoked or deleted" });
         }
         // Before aedes restores the session: stop handing this thing new messages until it has
         // resent what the session holds (IngressDelivery).
