@@ -806,6 +806,24 @@ describe("install and uninstall against a fake systemctl", () => {
     expect(await exitOf(capture(), installService({ ...opts, io: capture() }))).toBe(ExitCode.OK);
   });
 
+  test("a unit that runs another thing is not rewritten: 64 naming its config and the ways on; --replace rewrites it (new-user pass 26, F4: the first thing's agent was stopped for good without a word)", async () => {
+    const other = makeConfig(join(tmp, "second-thing", "thing"));
+    const before = readFileSync(unitPath, "utf8");
+    reset();
+    const io = capture();
+    expect(await exitOf(io, installService({ ...opts, config: other, io }))).toBe(ExitCode.USAGE);
+    expect(io.stderr).toContain(`${unitPath} runs another thing's serve (its config is ${config}): a machine runs one thing's service;`);
+    expect(io.stderr).toContain("flashlex uninstall-service first, or pass --replace");
+    expect(readFileSync(unitPath, "utf8")).toBe(before);
+    expect(calls().filter((c) => c !== "--version")).toEqual([]);
+    const replaced = capture();
+    expect(await exitOf(replaced, installService({ ...opts, config: other, replace: true, io: replaced }))).toBe(ExitCode.OK);
+    expect(readFileSync(unitPath, "utf8")).toContain(`serve -c ${other} -k`);
+    // the unit the tests below expect
+    expect(await exitOf(capture(), installService({ ...opts, replace: true, io: capture() }))).toBe(ExitCode.OK);
+    expect(readFileSync(unitPath, "utf8")).toBe(before);
+  });
+
   test("a hand-made drop-in that runs the update guard too is pointed out", async () => {
     mkdirSync(`${unitPath}.d`, { recursive: true });
     writeFileSync(join(`${unitPath}.d`, "override.conf"), `[Service]\nExecStartPre=-/bin/sh ${home}/data/update/guard.sh\n`);

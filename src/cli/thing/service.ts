@@ -20,6 +20,7 @@ export const installServiceCommand: CommandSpec = thingCommand(
       { flags: "--user <name>", description: "the user the service runs as (default: the config file's owner)" },
       { flags: "--dry-run", description: "print the unit and change nothing" },
       { flags: "--print", description: "same as --dry-run" },
+      { flags: "--replace", description: "install even when flashlex.service runs another thing (one thing's service per machine)" },
     ],
     async run(_args, options) {
       const choice = chooseConfig(options as ThingFlags);

@@ -59,6 +59,8 @@ export interface InstallOptions extends CommonOptions {
   data?: string;
   /** default: the owner of the config file; never root */
   user?: string;
+  /** write the unit even when it runs another thing's config (one unit name per machine) */
+  replace?: boolean;
   executable?: Executable;
 }
 
@@ -163,10 +165,18 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
 
   const unitPath = opts.unitPath ?? DEFAULT_UNIT_PATH;
   const name = basename(unitPath);
+  const previous = readIfExists(unitPath);
+  // One unit name, so one thing's service per machine: installing a second thing rewrote the
+  // first one's unit and restarted it as the second, without a word (new-user pass 26, F4).
+  const runsNow = previous === undefined ? undefined : configOfUnit(previous);
+  if (previous !== undefined && runsNow !== configOfUnit(unit) && !opts.replace) {
+    throw new UsageError(
+      `${unitPath} runs another thing's serve (${runsNow ? `its config is ${runsNow}` : "not one install-service wrote"}): a machine runs one thing's service; flashlex uninstall-service first, or pass --replace to make it run this one`,
+    );
+  }
   await noInterrupt(opts.signal);
   ensureDataDir(data, account, io);
 
-  const previous = readIfExists(unitPath);
   if (previous === unit) {
     io.out(`${unitPath} is up to date\n`);
   } else {
@@ -482,6 +492,11 @@ function run(systemctl: string, args: string[], io: ServiceIO, hint?: string, to
     if (tolerate) return;
     throw new FlashlexError(`${systemctl} ${args.join(" ")} failed (${why})${hint ? `; ${hint}` : ""}`, "unavailable");
   }
+}
+
+/** The config a unit's `serve` reads (its ExecStart's `-c`, as the unit writes it), or undefined. */
+function configOfUnit(unit: string): string | undefined {
+  return /^ExecStart=\S+ serve -c (\S+) -k /m.exec(unit)?.[1];
 }
 
 function readIfExists(path: string): string | undefined {
