@@ -114,7 +114,14 @@ export class ThingSession extends EventEmitter {
       client: this.client,
       onFailure: (err, packet) => {
         // once per failed commit (OrderedPubacks), however many messages it held
-        this.options.log.error("ingress.failed", { topic: packet.topic, error: err, note: "not acknowledged: the broker sends the commit's messages again" });
+        const full = err instanceof FlashlexError && err.kind === "full";
+        this.options.log.error("ingress.failed", {
+          topic: packet.topic,
+          error: err,
+          note: "not acknowledged: the broker sends the commit's messages again",
+          // deleting stored messages frees pages inside the file, not the disk (docs/database.md)
+          fix: full ? "free space on that file system (logs, other files): ingress resumes by itself, nothing is lost meanwhile" : undefined,
+        });
         this.dropConnection();
       },
     });
