@@ -192,6 +192,11 @@ describe("at start, a pending update whose version is not the one that runs", ()
     recordSchemaBeforeTrial(d.data, database, 3);
     recordSchemaBeforeTrial(d.data, database, 4); // a later migration of the same trial: the first one is what a rollback undoes
     expect(readTrialSchema(d.data)).toEqual({ version: 3, database });
+    // a record naming a file outside the data directory is no record: the down-migration goes nowhere else
+    const kept = readFileSync(markerPaths(d.data).trialSchema, "utf8");
+    writeFileSync(markerPaths(d.data).trialSchema, JSON.stringify({ version: 3, database: join(d.root, "elsewhere.db") }));
+    expect(readTrialSchema(d.data)).toBeUndefined();
+    writeFileSync(markerPaths(d.data).trialSchema, kept);
     await startAs(d, "2.0.0", 300);
     expect(readTrialSchema(d.data)).toBeUndefined();
     writeFileSync(d.download, "newer binary");

@@ -13,7 +13,8 @@
  * `flashlex restore-schema` before it puts the previous binary back. Both run the new binary,
  * the one that knows how to undo its migrations.
  */
-import { readFileSync, rmSync } from "node:fs";
+import { readFileSync, realpathSync, rmSync } from "node:fs";
+import { dirname } from "node:path";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
@@ -38,13 +39,17 @@ export function recordSchemaBeforeTrial(dataDir: string, database: string, from:
   writeFileAtomicallyDurable(markerPaths(dataDir).trialSchema, `${JSON.stringify({ version: from, database } satisfies TrialSchema)}\n`);
 }
 
-/** The record, or undefined when there is none or it is not one (never throws for its content). */
+/**
+ * The record, or undefined when there is none or it is not one (never throws for its content):
+ * its database must be a file of `dataDir` itself, where the thing's database always is, so a
+ * record written by hand cannot send the down-migration to another file.
+ */
 export function readTrialSchema(dataDir: string): TrialSchema | undefined {
   const file = markerPaths(dataDir).trialSchema;
   if (!pathExists(file)) return undefined;
   try {
     const { version, database } = JSON.parse(readFileSync(file, "utf8")) as Partial<TrialSchema>;
-    return Number.isInteger(version) && (version as number) >= 1 && typeof database === "string" && database
+    return Number.isInteger(version) && (version as number) >= 1 && typeof database === "string" && realpathSync(dirname(database)) === realpathSync(dataDir)
       ? { version: version as number, database }
       : undefined;
   } catch {
