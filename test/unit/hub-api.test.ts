@@ -701,6 +701,14 @@ describe("operator routes", () => {
     expect(mine).toMatchObject({ name: "ecd13b11-mything", shortName: "mything", status: "verified" });
     expect(mine.topics).toEqual({ ingress: "ingress/ecd13b11-mything", pubsub: "pubsub/ecd13b11-mything", egress: "flashlex/collect" });
     expect(JSON.stringify(body)).not.toContain("BEGIN");
+    // connected now, as the console shows it (new-user pass 26, F2): this broker says no; one that cannot tell says null
+    expect(mine.connected).toBe(false);
+    const online = hubApiOver({ home, store, log: silentLogger, broker: { ...fakeBroker, isConnected: (name) => name === thing.name } });
+    const one = await json(await online.fetch(new Request(`${base}/things/${thing.id}`, { headers: { Authorization: `Bearer ${operatorToken}` } })));
+    expect(one.result.connected).toBe(true);
+    const external = hubApiOver({ home, store, log: silentLogger, broker: { ...fakeBroker, isConnected: () => undefined } });
+    const listed = await json(await external.fetch(new Request(`${base}/things`, { headers: { Authorization: `Bearer ${operatorToken}` } })));
+    expect(listed.result.find((t: { id: string }) => t.id === thing.id).connected).toBeNull();
   });
 
   test("POST /things provisions; bad and duplicate names are refused", async () => {

@@ -419,7 +419,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
         caller: "operator",
         handle: async () =>
           ok(
-            (await things.list()).map((t) => thingJson(t, settings.env)),
+            (await things.list()).map((t) => ({ ...thingJson(t, settings.env), connected: things.isConnected(t) })),
             "Things listed.",
           ),
       },
@@ -438,7 +438,14 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       },
     },
     "things/:id": {
-      GET: { caller: "operator", handle: async ({ id }) => ok(thingJson(await thingOr404(id), settings.env), "Thing found.") },
+      GET: {
+        caller: "operator",
+        handle: async ({ id }) => {
+          const thing = await thingOr404(id);
+          // what the console shows: connected to the embedded broker now (null: an external broker cannot tell)
+          return ok({ ...thingJson(thing, settings.env), connected: things.isConnected(thing) }, "Thing found.");
+        },
+      },
       DELETE: {
         caller: "operator",
         body: "none",
