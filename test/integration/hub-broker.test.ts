@@ -274,7 +274,38 @@ describe("embedded broker (aedes)", () => {
     directory.things.set(eta.name, { id: crypto.randomUUID(), name: eta.name });
     expect(await reconnect()).toEqual({ sessionPresent: false, got: [] });
     expect(logLines.some((l) => l.includes("mqtt.session_dropped") && l.includes(eta.name))).toBe(true);
-  }, 20_000);
+
+    // Revoked first, its device retrying (refused), then deleted and made again: the new thing
+    // still starts clean; the drop is said once however often the revoked device retries
+    // (verify pass 31, F1: forgetting the owner at the refused retry handed the new thing the old queue).
+    const theta = await pki.issueThing("ecd13b11-theta");
+    directory.add(theta);
+    const old = await connect(broker.port, theta, { clean: false, clientId: theta.name });
+    await old.subscribeAsync(`ingress/${theta.name}`, { qos: 1 });
+    await old.endAsync();
+    await broker.publish(`ingress/${theta.name}`, "for the revoked thing");
+    directory.things.delete(theta.name); // revoked: the directory no longer lets it in
+    for (let i = 0; i < 2; i++) expect((await attempt(broker.port, theta, { clean: false, clientId: theta.name })).error?.code).toBe(5);
+    directory.things.set(theta.name, { id: crypto.randomUUID(), name: theta.name }); // deleted, made again
+    const got: string[] = [];
+    const fresh = mqtt.connect({
+      protocol: "mqtts",
+      host: "127.0.0.1",
+      port: broker.port,
+      ca: pki.ca.certPem,
+      cert: theta.certPem,
+      key: theta.privateKeyPem,
+      reconnectPeriod: 0,
+      clean: false,
+      clientId: theta.name,
+    });
+    fresh.on("message", (_topic, payload) => got.push(payload.toString()));
+    const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => fresh.once("connect", resolve).once("error", reject));
+    await Bun.sleep(1_000);
+    await fresh.endAsync();
+    expect({ sessionPresent: connack.sessionPresent, got }).toEqual({ sessionPresent: false, got: [] });
+    expect(logLines.filter((l) => l.includes("mqtt.session_dropped") && l.includes(theta.name))).toHaveLength(1);
+  }, 30_000);
 
   test("a certificate from another CA is refused during the TLS handshake", async () => {
     const before = logLines.length;

@@ -126,6 +126,8 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
   // thing must not inherit the old one's subscriptions and queued messages. In memory, like
   // aedes' sessions themselves.
   const sessionOwner = new Map<string, string>();
+  /** `name/owner id` of the sessions mqtt.session_dropped was said for */
+  const droppedTold = new Set<string>();
 
   const lookup = async (name: string): Promise<Thing | undefined> => {
     try {
@@ -178,9 +180,13 @@ export async function startEmbeddedBroker(opts: EmbeddedBrokerOptions): Promise<
         const owner = sessionOwner.get(name);
         if (owner !== undefined && !packet.clean && (await isGone({ id: owner, name }))) {
           packet.clean = true;
-          // said once: the session is gone, and a revoked thing reconnecting every 30 s said it each time
-          sessionOwner.delete(name);
-          log.info("mqtt.session_dropped", { thing: name, reason: "the session was made for a thing of this name that was since revoked or deleted" });
+          // Said once per session: a revoked thing reconnecting every 30 s said it each time. The
+          // owner stays: the revoked thing's connect is refused before aedes drops the session,
+          // so the next connect (a new thing of the name) must start clean too (verify pass 31, F1).
+          if (!droppedTold.has(`${name}/${owner}`)) {
+            droppedTold.add(`${name}/${owner}`);
+            log.info("mqtt.session_dropped", { thing: name, reason: "the session was made for a thing of this name that was since revoked or deleted" });
+          }
         }
         // Before aedes restores the session: stop handing this thing new messages until it has
         // resent what the session holds (IngressDelivery).
