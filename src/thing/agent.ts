@@ -50,7 +50,7 @@ import type { MessageStore, OutboxEntry, OutboxVia } from "./store/message-store
 import { openThingStore } from "./store/open.ts";
 import { unackedWatch } from "./store/unacked-watch.ts";
 import { restoreSchemaAfterRollback } from "./update/trial-schema.ts";
-import { startUpdater } from "./update/updater.ts";
+import { startUpdater, type Updater } from "./update/updater.ts";
 
 export interface AgentOptions {
   config: ThingConfig;
@@ -127,9 +127,15 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       );
     const sessionLock = await acquireSessionLock(config.paths.privateKey, sessionBusy);
     await parts.start({ name: "session lock", stop: () => sessionLock.release() });
-    // Stopped after the database is closed: a rollback decided while serve ran (the updater's)
-    // takes the database back to the schema the previous binary knew, before that binary starts.
-    await parts.start({ name: "schema after a rollback", stop: () => restoreSchemaAfterRollback(config.dataDir, log) });
+    // Stopped after the database is closed: a rollback this serve decided (its updater's) takes
+    // the database back to the schema the previous binary knew, before that binary starts.
+    let updater: Updater | undefined;
+    await parts.start({
+      name: "schema after a rollback",
+      stop: () => {
+        if (updater?.rolledBack) restoreSchemaAfterRollback(config.dataDir, log);
+      },
+    });
     // A renewal cut short by a crash or a power cut is finished or undone first (renewal/).
     recoverIdentityFiles(config.paths, log);
     // Identity problems are configuration errors (78), found before anything connects.
@@ -247,7 +253,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     });
 
     // Last: a version on trial reports healthy only once everything above runs (its self-test).
-    const updater = startUpdater({
+    updater = startUpdater({
       config,
       identity,
       log,

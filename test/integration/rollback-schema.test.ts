@@ -23,7 +23,7 @@ import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 import { THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
 import { writeGuard } from "../../src/thing/update/guard.ts";
 import { markerPaths, readRolledBack, writePending } from "../../src/thing/update/marker.ts";
-import { binaryPath, run } from "../support/binary.ts";
+import { binaryPath, run, start } from "../support/binary.ts";
 import { type HubFixture, makeHubFixture } from "../support/hub-fixture.ts";
 import { scratchDir } from "../support/scratch.ts";
 
@@ -112,6 +112,21 @@ describe("a rollback takes the database back to the schema the previous binary k
     expect(existsSync(markerPaths(thing.dataDir).trialSchema)).toBe(false);
     expect(readFileSync(binary, "utf8")).toBe(PREVIOUS);
     expect(readRolledBack(thing.dataDir)?.reason).toContain("mislabeled");
+  }, 90_000);
+
+  test("a serve on trial that stops without rolling back (a plain SIGTERM) leaves the migrated file and the note, though a rolled-back note of an earlier update is still unreported (verify pass 31, F3)", async () => {
+    const version = (await run(["version"])).stdout.match(/\d+\.\d+\.\d+\S*/)![0];
+    const { thing, database, binary } = await thingOnTrial("schema-stop", version);
+    writeFileSync(
+      markerPaths(thing.dataDir).rolledBack,
+      "FLASHLEX_UPDATE_VERSION='0.8.0'\nFLASHLEX_UPDATE_FROM='0.7.0'\nFLASHLEX_UPDATE_BINARY='/x'\nFLASHLEX_UPDATE_PREVIOUS='/y'\n",
+    );
+    const serve = start(["serve", ...thing.flags], { command: [binary] });
+    await serve.waitFor(/update\.trial /, 30_000);
+    expect(await serve.stop()).toBe(0);
+    expect(serve.output()).not.toContain("update.schema_restored");
+    expect(shape(database).version).toBe(THING_MIGRATIONS.length);
+    expect(JSON.parse(readFileSync(markerPaths(thing.dataDir).trialSchema, "utf8")).version).toBe(OLD_SCHEMA);
   }, 90_000);
 
   test("the guard's third start has the binary on trial take the file back (restore-schema) before the previous binary is put back", async () => {

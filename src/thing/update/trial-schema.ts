@@ -20,7 +20,7 @@ import type { Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { VERSION } from "../../shared/version.ts";
 import { downgradeThingDatabase } from "../store/message-store.ts";
-import { markerPaths, readPending, readRolledBack, writeFileAtomicallyDurable } from "./marker.ts";
+import { markerPaths, readPending, writeFileAtomicallyDurable } from "./marker.ts";
 
 /** What the record says: the schema version to go back to, and the database it is of. */
 export interface TrialSchema {
@@ -81,12 +81,12 @@ export function restoreTrialSchema(dataDir: string): { database: string; from: n
 }
 
 /**
- * When this serve rolled an update back (`rolled-back` is there) and its migration was noted
- * (recordSchemaBeforeTrial), takes the database back to the schema the previous binary knew. A failure
- * is said (ERROR), not thrown: the previous binary then says what it makes of the file.
+ * For a serve that rolled an update back (only then: a `rolled-back` left unreported from an
+ * earlier rollback says nothing of this run, verify pass 31, F3): when its migration was noted
+ * (recordSchemaBeforeTrial), takes the database back to the schema the previous binary knew. A
+ * failure is said (ERROR), not thrown: the previous binary then says what it makes of the file.
  */
 export function restoreSchemaAfterRollback(dataDir: string, log: Logger): void {
-  if (!readRolledBack(dataDir)) return;
   try {
     const done = restoreTrialSchema(dataDir);
     if (done && done.from !== done.to) log.warn("update.schema_restored", { database: done.database, from: done.from, to: done.to });
@@ -94,7 +94,7 @@ export function restoreSchemaAfterRollback(dataDir: string, log: Logger): void {
     log.error("update.schema_restore_failed", {
       database: readTrialSchema(dataDir)?.database,
       error: describeError(err),
-      note: `the previous binary may refuse it (exit 78): the ${VERSION} binary (the hub keeps its release) tries again with flashlex restore-schema -d ${dataDir}`,
+      note: `the previous binary may refuse it (exit 78): the ${VERSION} binary (its release, from the hub) tries again with flashlex restore-schema -d ${dataDir}`,
     });
   }
 }

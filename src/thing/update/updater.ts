@@ -63,6 +63,8 @@ export interface UpdaterOptions {
 
 export interface Updater {
   stop(): void;
+  /** true once this serve rolled an update back (its database is then taken back as it stops: trial-schema.ts) */
+  readonly rolledBack: boolean;
 }
 
 /**
@@ -86,11 +88,11 @@ export function startUpdater(opts: UpdaterOptions): Updater {
   const committedAt = opts.committedAt ?? COMMIT_TIME;
   if (!settings) {
     log.info("update.off", { reason: "config.yml has no flashlex.update.publicKey (a distribution older than self-update)" });
-    return { stop() {} };
+    return { stop() {}, rolledBack: false };
   }
   if (!target) {
     log.info("update.off", { reason: "a source run, not a release binary" });
-    return { stop() {} };
+    return { stop() {}, rolledBack: false };
   }
   const dataDir = config.dataDir;
   const binary = realpathSync(opts.executable ?? process.execPath);
@@ -101,6 +103,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
   let busy = false;
   /** ends a download in progress when serve stops: its file goes with it */
   const stopping = new AbortController();
+  let rolledBackHere = false;
   /** reports that must reach the hub (the trial's outcome): sent before each poll until one is accepted */
   const owed: { state: ReportState; version: string; detail?: string; done?: () => void }[] = [];
 
@@ -207,6 +210,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
         return;
       }
       writeRolledBack(dataDir, current, reason);
+      rolledBackHere = true;
     } catch (err) {
       log.error("update.rollback_failed", { error: describeError(err) });
       return;
@@ -344,6 +348,9 @@ export function startUpdater(opts: UpdaterOptions): Updater {
       for (const timer of timers) clearTimeout(timer);
       timers.clear();
       stopping.abort(new Error("serve is stopping"));
+    },
+    get rolledBack() {
+      return rolledBackHere;
     },
   };
 }
