@@ -819,6 +819,15 @@ describe("install and uninstall against a fake systemctl", () => {
     const replaced = capture();
     expect(await exitOf(replaced, installService({ ...opts, config: other, replace: true, io: replaced }))).toBe(ExitCode.OK);
     expect(readFileSync(unitPath, "utf8")).toContain(`serve -c ${other} -k`);
+    // paths with a space are quoted in the unit: told apart all the same, and the same thing's own
+    // unit is its own (verify pass 31, F4: two spaced folders replaced each other silently)
+    const spacedA = makeConfig(join(tmp, "spaced thing a", "thing"));
+    const spacedB = makeConfig(join(tmp, "spaced thing b", "thing"));
+    expect(await exitOf(capture(), installService({ ...opts, config: spacedA, replace: true, io: capture() }))).toBe(ExitCode.OK);
+    expect(await exitOf(capture(), installService({ ...opts, config: spacedA, io: capture() }))).toBe(ExitCode.OK);
+    const spaced = capture();
+    expect(await exitOf(spaced, installService({ ...opts, config: spacedB, io: spaced }))).toBe(ExitCode.USAGE);
+    expect(spaced.stderr).toContain(`(its config is "${spacedA}")`);
     // the unit the tests below expect
     expect(await exitOf(capture(), installService({ ...opts, replace: true, io: capture() }))).toBe(ExitCode.OK);
     expect(readFileSync(unitPath, "utf8")).toBe(before);

@@ -194,8 +194,15 @@ describe("at start, a pending update whose version is not the one that runs", ()
     expect(readTrialSchema(d.data)).toEqual({ version: 3, database });
     // a record naming a file outside the data directory is no record: the down-migration goes nowhere else
     const kept = readFileSync(markerPaths(d.data).trialSchema, "utf8");
-    writeFileSync(markerPaths(d.data).trialSchema, JSON.stringify({ version: 3, database: join(d.root, "elsewhere.db") }));
-    expect(readTrialSchema(d.data)).toBeUndefined();
+    for (const [record, said] of [
+      [JSON.stringify({ version: 3, database: join(d.root, "elsewhere.db") }), `its database is not a file of ${d.data}`],
+      [JSON.stringify({ version: 3, database: "subscription.db" }), `its database is not a file of ${d.data}`],
+      [JSON.stringify({ version: "3", database }), "no schema version"],
+      ["garbage", "not JSON"],
+    ]) {
+      writeFileSync(markerPaths(d.data).trialSchema, record!);
+      expect(() => readTrialSchema(d.data)).toThrow(`${markerPaths(d.data).trialSchema}: ${said}`);
+    }
     writeFileSync(markerPaths(d.data).trialSchema, kept);
     await startAs(d, "2.0.0", 300);
     expect(readTrialSchema(d.data)).toBeUndefined();

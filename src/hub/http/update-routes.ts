@@ -220,7 +220,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       try {
         return await route(request, url, origin, path);
       } catch (err) {
-        const answer = errorToResponse(err);
+        const answer = errorToResponse(err, origin.via === "local");
         if (answer.kind) deps.observer?.error(answer.kind, "http");
         // the pattern, as the other routes log it: things/:id/update, the id apart
         const byThing = path[0] === "things" && path.length >= 3;

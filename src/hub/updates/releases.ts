@@ -181,17 +181,23 @@ export async function storeReleaseFiles(sharedDir: string, dir: string, release:
 }
 
 /**
- * Removes the directory of `version` under releases/ as `hub release remove` does: renamed aside
- * first (a staging name, which the next add clears if this process dies before the rm), so the
- * release is there whole or not at all. Returns the bytes its files held (0 when it is not there).
+ * Renames the directory of `version` under releases/ aside, as `hub release remove` does first:
+ * to a staging name, which the next add clears if this process dies before removeSetAside, so
+ * the release is there whole or not at all. Returns where it went and the bytes its files hold,
+ * or undefined when it is not there.
  */
-export function removeReleaseFiles(sharedDir: string, version: string): number {
+export function setReleaseFilesAside(sharedDir: string, version: string): { dir: string; bytes: number } | undefined {
   const dir = join(releasesDir(sharedDir), version);
-  if (!pathExists(dir)) return 0;
+  if (!pathExists(dir)) return undefined;
   let bytes = 0;
   for (const name of readdirSync(dir)) bytes += statSync(join(dir, name)).size;
   const aside = join(releasesDir(sharedDir), `.${version}.staging-${process.pid}-${randomBytes(3).toString("hex")}`);
   renameSync(dir, aside);
-  rmSync(aside, { recursive: true, force: true });
-  return bytes;
+  return { dir: aside, bytes };
+}
+
+/** Removes what setReleaseFilesAside put aside; returns the bytes freed. */
+export function removeSetAside(aside: { dir: string; bytes: number }): number {
+  rmSync(aside.dir, { recursive: true, force: true });
+  return aside.bytes;
 }

@@ -20,7 +20,7 @@ import { pathExists } from "../../shared/path-exists.ts";
 import type { HubHome } from "../home/home.ts";
 import type { HubStore, ThingRecord, UpdateTables } from "../store/hub-store.ts";
 import { FAILURE_STATES, type ReleaseRow, type RolloutRow, TERMINAL_STATES, type ThingUpdateRow, type UpdateState } from "../store/update-tables.ts";
-import { readSignedRelease, releaseFilePath, releasesDir, removeReleaseFiles, type StoredRelease, storeReleaseFiles } from "./releases.ts";
+import { readSignedRelease, releaseFilePath, releasesDir, removeSetAside, type StoredRelease, setReleaseFilesAside, storeReleaseFiles } from "./releases.ts";
 import { updateKey } from "./update-key.ts";
 
 export type { RolloutRow, ThingUpdateRow, UpdateState };
@@ -149,19 +149,25 @@ export class Updates {
    */
   async removeRelease(version: string): Promise<{ bytes: number }> {
     if (!(await this.release(version))) throw new InputError(`no release ${quoteGiven(version)} (see \`flashlex hub release list\`)`);
-    const running = await this.tables.runningRollout();
-    if (running?.version === version) {
-      throw new ConflictError(
-        `release ${version} is being rolled out (rollout ${running.id}); stop it first with a rollout to another release, or wait until it is done`,
-      );
-    }
-    const onTheWay = [...(await this.thingRows()).values()].filter((row) => row.to_version === version && !TERMINAL_STATES.includes(row.state as UpdateState));
-    if (onTheWay.length) {
-      throw new ConflictError(
-        `release ${version} is still on its way to ${onTheWay.length} thing${onTheWay.length === 1 ? "" : "s"} (queued, offered, downloading or installed); remove it once they are done (flashlex hub update status)`,
-      );
-    }
-    return { bytes: removeReleaseFiles(this.deps.home.paths.shared, version) };
+    // Under the rollouts' lock, as startRollout checks the files: a rollout started at the same
+    // moment either comes first (and this is refused) or finds the files gone (verify pass 31, F2).
+    const aside = await this.tables.transaction(async (t) => {
+      await t.lockRollouts();
+      const running = await t.runningRollout();
+      if (running?.version === version) {
+        throw new ConflictError(
+          `release ${version} is being rolled out (rollout ${running.id}); remove it once that rollout is done, or after a rollout to another release replaced it`,
+        );
+      }
+      const onTheWay = (await t.thingRows()).filter((row) => row.to_version === version && !TERMINAL_STATES.includes(row.state as UpdateState));
+      if (onTheWay.length) {
+        throw new ConflictError(
+          `release ${version} is still on its way to ${onTheWay.length} thing${onTheWay.length === 1 ? "" : "s"} (queued, offered, downloading or installed); remove it once they are done (flashlex hub update status)`,
+        );
+      }
+      return setReleaseFilesAside(this.deps.home.paths.shared, version);
+    });
+    return { bytes: aside ? removeSetAside(aside) : 0 };
   }
 
   /** Whether the binaries of `version` are on disk (its manifest, written last, says the directory is whole). */
@@ -192,11 +198,11 @@ export class Updates {
   async startRollout(request: RolloutRequest): Promise<RolloutRow> {
     if (!(await this.release(request.version)))
       throw new InputError(`no release ${quoteGiven(request.version)}; add it first with \`flashlex hub release add DIR\``);
-    if (!this.stored(request.version)) {
-      throw new InputError(
+    const filesGone = () =>
+      new InputError(
         `release ${request.version}'s files are gone from ${releasesDir(this.deps.home.paths.shared)} (removed, or by hand); add it again with \`flashlex hub release add DIR\` (things could not download it)`,
       );
-    }
+    if (!this.stored(request.version)) throw filesGone();
     // a thing named twice (by its name and its id, say) is one thing of the rollout
     const things = [...new Map(request.things.filter((t) => t.revokedAt === null).map((t) => [t.id, t])).values()];
     if (!things.length) throw new InputError("no things to update (revoked things are left out)");
@@ -213,6 +219,8 @@ export class Updates {
       // One start at a time fleet-wide (several hubs): two would both see no running rollout.
       // The partial unique index rollouts_one_running stands behind this.
       await t.lockRollouts();
+      // again under the lock: a `hub release remove` of it may have come in between (removeRelease)
+      if (!this.stored(request.version)) throw filesGone();
       const running = await t.runningRollout();
       if (running) await t.stopRollout(running.id, `replaced by the rollout to ${request.version}`, at);
       const id = await t.insertRollout({ version: request.version, batchSize: size, maxFailures, at });

@@ -116,12 +116,13 @@ export function migrate(db: SqlDatabase, migrations: readonly string[], name: st
  * after the checks `migrate` makes: the file must be what its version makes. The schema_compat
  * row goes with the versions it spoke for. What an undone migration held goes with it (a column,
  * a table), as the older binary never had it. Returns the version the file was at; one already at
- * or below `to` is left as it is. Throws RangeError for a `to` below 1, ConfigError (78) for a
- * file newer than `migrations` (this binary does not know how to undo that) or not ours.
+ * or below `to` is left as it is. Throws ConfigError (78) for a `to` that is no version of
+ * `migrations`, a file newer than them (this binary does not know how to undo that) or not ours.
  */
 export function migrateDown(db: SqlDatabase, migrations: readonly string[], downMigrations: readonly string[], name: string, to: number): number {
   const latest = migrations.length;
-  if (!Number.isInteger(to) || to < 1 || to > latest) throw new RangeError(`${name}: cannot go back to schema version ${to}: not one from 1 to ${latest}`);
+  if (!Number.isInteger(to) || to < 1 || to > latest)
+    throw new ConfigError(`${name}: cannot go back to schema version ${to}: this flashlex knows versions 1 to ${latest}`);
   if (downMigrations.length !== latest) throw new RangeError(`${name}: ${downMigrations.length} down-migrations for ${latest} migrations`);
   return db.transaction(() => {
     const version = userVersion(db);

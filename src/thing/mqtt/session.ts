@@ -120,7 +120,9 @@ export class ThingSession extends EventEmitter {
           error: err,
           note: "not acknowledged: the broker sends the commit's messages again",
           // deleting stored messages frees pages inside the file, not the disk (docs/database.md)
-          fix: full ? "free space on that file system (logs, other files): ingress resumes by itself, nothing is lost meanwhile" : undefined,
+          fix: full
+            ? "free space (or quota) on that file system, logs or other files: ingress resumes by itself, the broker keeps the messages meanwhile"
+            : undefined,
         });
         this.dropConnection();
       },

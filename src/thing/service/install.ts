@@ -494,9 +494,12 @@ function run(systemctl: string, args: string[], io: ServiceIO, hint?: string, to
   }
 }
 
-/** The config a unit's `serve` reads (its ExecStart's `-c`, as the unit writes it), or undefined. */
+/**
+ * The config a unit's `serve` reads (its ExecStart's `-c`, as the unit writes it: in double quotes
+ * when it holds a space, unit.ts systemdPath, as the binary's path may be), or undefined.
+ */
 function configOfUnit(unit: string): string | undefined {
-  return /^ExecStart=\S+ serve -c (\S+) -k /m.exec(unit)?.[1];
+  return /^ExecStart=.*? serve -c ("[^"]*"|\S+) -k /m.exec(unit)?.[1];
 }
 
 function readIfExists(path: string): string | undefined {

@@ -70,7 +70,7 @@ export const THING_MIGRATIONS: readonly string[] = [
  * every index, table and column a migration made goes, in the reverse order, so the file is what
  * migrations 1..N make and nothing else (an older binary compares the columns exactly, and its own
  * migrations, run again at the next update, must not find what they make already there). A
- * migration added above needs its entry here (test/unit/thing-migrations-down.test.ts).
+ * migration added above needs its entry here (test/support/store-contract.ts, on both drivers).
  */
 export const THING_DOWN_MIGRATIONS: readonly string[] = [
   // 1: there is no schema before the first to go back to (migrateDown refuses a version below 1)

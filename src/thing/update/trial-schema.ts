@@ -15,6 +15,7 @@
  */
 import { readFileSync, realpathSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
+import { ConfigError } from "../../shared/errors.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
@@ -40,20 +41,33 @@ export function recordSchemaBeforeTrial(dataDir: string, database: string, from:
 }
 
 /**
- * The record, or undefined when there is none or it is not one (never throws for its content):
- * its database must be a file of `dataDir` itself, where the thing's database always is, so a
- * record written by hand cannot send the down-migration to another file.
+ * The record, or undefined when there is none. One this flashlex did not write (not JSON, no
+ * whole version from 1, a database outside `dataDir`, where the thing's database always is, so
+ * that a record written by hand cannot send the down-migration to another file) is a
+ * ConfigError (78) naming the file.
  */
 export function readTrialSchema(dataDir: string): TrialSchema | undefined {
   const file = markerPaths(dataDir).trialSchema;
   if (!pathExists(file)) return undefined;
+  const refused = (why: string) => new ConfigError(`${file}: ${why}, not a record flashlex wrote; remove it (the database stays as it is)`);
+  let record: Partial<TrialSchema>;
   try {
-    const { version, database } = JSON.parse(readFileSync(file, "utf8")) as Partial<TrialSchema>;
-    return Number.isInteger(version) && (version as number) >= 1 && typeof database === "string" && realpathSync(dirname(database)) === realpathSync(dataDir)
-      ? { version: version as number, database }
-      : undefined;
+    record = JSON.parse(readFileSync(file, "utf8")) as Partial<TrialSchema>;
   } catch {
-    return undefined;
+    throw refused("not JSON");
+  }
+  const { version, database } = record ?? {};
+  if (!Number.isInteger(version) || (version as number) < 1) throw refused("no schema version (a whole number from 1)");
+  if (typeof database !== "string" || !inDirectory(database, dataDir)) throw refused(`its database is not a file of ${dataDir}`);
+  return { version: version as number, database };
+}
+
+/** Whether `file` lies directly in `dir`, both through their real paths; false when either is not there. */
+function inDirectory(file: string, dir: string): boolean {
+  try {
+    return realpathSync(dirname(file)) === realpathSync(dir);
+  } catch {
+    return false;
   }
 }
 
@@ -92,9 +106,17 @@ export function restoreSchemaAfterRollback(dataDir: string, log: Logger): void {
     if (done && done.from !== done.to) log.warn("update.schema_restored", { database: done.database, from: done.from, to: done.to });
   } catch (err) {
     log.error("update.schema_restore_failed", {
-      database: readTrialSchema(dataDir)?.database,
+      database: readTrialSchemaQuietly(dataDir)?.database,
       error: describeError(err),
       note: `the previous binary may refuse it (exit 78): the ${VERSION} binary (its release, from the hub) tries again with flashlex restore-schema -d ${dataDir}`,
     });
+  }
+}
+
+function readTrialSchemaQuietly(dataDir: string): TrialSchema | undefined {
+  try {
+    return readTrialSchema(dataDir);
+  } catch {
+    return undefined;
   }
 }
