@@ -104,7 +104,9 @@ async function bundle(target: "node" | "bun", outFile: string): Promise<void> {
   if (result.outputs.length !== 1) throw new Error(`the SDK bundle for ${target} must be one file, got: ${result.outputs.map((o) => o.path).join(", ")}`);
   const code = await result.outputs[0]!.text();
   const allowed = (id: string) => NODE_BUILTINS.has(id) || (target === "bun" && id === "bun:sqlite");
-  const imported = new Set([...code.matchAll(/(?:\brequire\(|\bimport\(|\bfrom\s*)"([^"]+)"/g)].map((m) => m[1]!));
+  // `from` as a keyword follows a space or `}` (`import x from "y"`, `}from"y"`), never a quote:
+  // the words `get("from"), get("binary")` in the marker parser read as an import of `), get(`
+  const imported = new Set([...code.matchAll(/(?:\brequire\(|\bimport\(|(?<=[\s}])from\s*)"([^"]+)"/g)].map((m) => m[1]!));
   const foreign = [...imported].filter((id) => !allowed(id));
   if (foreign.length) throw new Error(`the SDK bundle for ${target} still imports ${foreign.join(", ")}: it must be self-contained`);
   if (code.includes(ROOT)) throw new Error(`the SDK bundle for ${target} names the build directory ${ROOT}`);
