@@ -240,25 +240,25 @@ describe("embedded broker (aedes)", () => {
   test("a session made for a deleted thing is not resumed by a new thing of the same name: no subscriptions, no queued messages", async () => {
     const eta = await pki.issueThing("ecd13b11-eta");
     directory.add(eta);
-    const persistent = { clean: false, clientId: eta.name };
-    const queueOne = async (payload: string) => {
-      const first = await connect(broker.port, eta, persistent);
-      await first.subscribeAsync(`ingress/${eta.name}`, { qos: 1 });
+    const persistent = (thing: ThingFiles) => ({ clean: false, clientId: thing.name });
+    const queueOne = async (thing: ThingFiles, payload: string) => {
+      const first = await connect(broker.port, thing, persistent(thing));
+      await first.subscribeAsync(`ingress/${thing.name}`, { qos: 1 });
       await first.endAsync();
-      await broker.publish(`ingress/${eta.name}`, payload); // queued in the offline session
+      await broker.publish(`ingress/${thing.name}`, payload); // queued in the offline session
     };
     // The session's queue arrives right after the CONNACK: listen from before the connect.
-    const reconnect = async () => {
+    const reconnect = async (thing: ThingFiles) => {
       const got: string[] = [];
       const client = mqtt.connect({
         protocol: "mqtts",
         host: "127.0.0.1",
         port: broker.port,
         ca: pki.ca.certPem,
-        cert: eta.certPem,
-        key: eta.privateKeyPem,
+        cert: thing.certPem,
+        key: thing.privateKeyPem,
         reconnectPeriod: 0,
-        ...persistent,
+        ...persistent(thing),
       });
       client.on("message", (_topic, payload) => got.push(payload.toString()));
       const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => client.once("connect", resolve).once("error", reject));
@@ -267,12 +267,12 @@ describe("embedded broker (aedes)", () => {
       return { sessionPresent: connack.sessionPresent, got };
     };
     // The same thing comes back: its session and the queued message are there.
-    await queueOne("for the same thing");
-    expect(await reconnect()).toEqual({ sessionPresent: true, got: ["for the same thing"] });
+    await queueOne(eta, "for the same thing");
+    expect(await reconnect(eta)).toEqual({ sessionPresent: true, got: ["for the same thing"] });
     // The thing is deleted and a new one made under the name: the old session goes.
-    await queueOne("for the deleted thing");
+    await queueOne(eta, "for the deleted thing");
     directory.things.set(eta.name, { id: crypto.randomUUID(), name: eta.name });
-    expect(await reconnect()).toEqual({ sessionPresent: false, got: [] });
+    expect(await reconnect(eta)).toEqual({ sessionPresent: false, got: [] });
     expect(logLines.some((l) => l.includes("mqtt.session_dropped") && l.includes(eta.name))).toBe(true);
 
     // Revoked first, its device retrying (refused), then deleted and made again: the new thing
@@ -280,30 +280,11 @@ describe("embedded broker (aedes)", () => {
     // (verify pass 31, F1: forgetting the owner at the refused retry handed the new thing the old queue).
     const theta = await pki.issueThing("ecd13b11-theta");
     directory.add(theta);
-    const old = await connect(broker.port, theta, { clean: false, clientId: theta.name });
-    await old.subscribeAsync(`ingress/${theta.name}`, { qos: 1 });
-    await old.endAsync();
-    await broker.publish(`ingress/${theta.name}`, "for the revoked thing");
+    await queueOne(theta, "for the revoked thing");
     directory.things.delete(theta.name); // revoked: the directory no longer lets it in
-    for (let i = 0; i < 2; i++) expect((await attempt(broker.port, theta, { clean: false, clientId: theta.name })).error?.code).toBe(5);
+    for (let i = 0; i < 2; i++) expect((await attempt(broker.port, theta, persistent(theta))).error?.code).toBe(5);
     directory.things.set(theta.name, { id: crypto.randomUUID(), name: theta.name }); // deleted, made again
-    const got: string[] = [];
-    const fresh = mqtt.connect({
-      protocol: "mqtts",
-      host: "127.0.0.1",
-      port: broker.port,
-      ca: pki.ca.certPem,
-      cert: theta.certPem,
-      key: theta.privateKeyPem,
-      reconnectPeriod: 0,
-      clean: false,
-      clientId: theta.name,
-    });
-    fresh.on("message", (_topic, payload) => got.push(payload.toString()));
-    const connack = await new Promise<{ sessionPresent: boolean }>((resolve, reject) => fresh.once("connect", resolve).once("error", reject));
-    await Bun.sleep(1_000);
-    await fresh.endAsync();
-    expect({ sessionPresent: connack.sessionPresent, got }).toEqual({ sessionPresent: false, got: [] });
+    expect(await reconnect(theta)).toEqual({ sessionPresent: false, got: [] });
     expect(logLines.filter((l) => l.includes("mqtt.session_dropped") && l.includes(theta.name))).toHaveLength(1);
   }, 30_000);
 

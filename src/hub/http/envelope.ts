@@ -136,6 +136,14 @@ export function errorToResponse(err: unknown, toOwner = false): { response: Resp
 }
 
 /**
+ * The pattern of an API path below `/{env}/v1` given as its segments: a thing's id becomes
+ * `:id` (`things/:id/update`), so logs and metrics labels name the route, not each thing.
+ */
+export function routePattern(segments: readonly string[]): string {
+  return segments[0] === "things" && segments.length >= 3 ? ["things", ":id", ...segments.slice(2)].join("/") : segments.join("/");
+}
+
+/**
  * Logs a request answered 500 or more as `hub.api_failed`: WARN with its `kind` for what the hub
  * knows of (a full disk, a database away: the operator's to fix, and alerts group by kind),
  * ERROR with the error itself for a bug. `route` is the route's pattern (`things/:id/update`),

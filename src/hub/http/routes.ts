@@ -51,6 +51,7 @@ import {
   refuseBody,
   refusedOperator,
   requireJsonContentType,
+  routePattern,
   streamResponse,
   UNKNOWN_ORIGIN,
   unixSecondsParam,
@@ -654,7 +655,7 @@ export function createHubApi(deps: HubApiDeps): HubApi {
       .slice(prefix.length + 1)
       .replace(/\/+$/, "")
       .split("/");
-    const key = parts[0] === "things" && parts.length >= 3 ? ["things", ":id", ...parts.slice(2)].join("/") : parts.join("/");
+    const key = routePattern(parts);
     return pathname.startsWith(`${prefix}/`) && UPDATE_ROUTES.has(key) ? key : "unmatched";
   }
 

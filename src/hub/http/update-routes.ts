@@ -39,6 +39,7 @@ import {
   readBodyLimited,
   refusedOperator,
   requireJsonContentType,
+  routePattern,
 } from "./envelope.ts";
 import { releaseJson, rolloutJson, rolloutStatusJson } from "./presenters.ts";
 
@@ -223,9 +224,8 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
         const answer = errorToResponse(err, origin.via === "local");
         if (answer.kind) deps.observer?.error(answer.kind, "http");
         // the pattern, as the other routes log it: things/:id/update, the id apart
-        const byThing = path[0] === "things" && path.length >= 3;
-        const route = byThing ? ["things", ":id", ...path.slice(2)].join("/") : path.join("/");
-        logApiFailure(log, { method: request.method, route, id: byThing ? path[1] : undefined }, answer, err);
+        const route = routePattern(path);
+        logApiFailure(log, { method: request.method, route, id: route.startsWith("things/:id") ? path[1] : undefined }, answer, err);
         return answer.response;
       }
     },
