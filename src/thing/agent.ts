@@ -49,7 +49,6 @@ import type { ThingConfig } from "./settings.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "./store/message-store.ts";
 import { openThingStore } from "./store/open.ts";
 import { unackedWatch } from "./store/unacked-watch.ts";
-import { restoreSchemaAfterRollback } from "./update/trial-schema.ts";
 import { startUpdater, type Updater } from "./update/updater.ts";
 
 export interface AgentOptions {
@@ -128,14 +127,9 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     const sessionLock = await acquireSessionLock(config.paths.privateKey, sessionBusy);
     await parts.start({ name: "session lock", stop: () => sessionLock.release() });
     // Stopped after the database is closed: a rollback this serve decided (its updater's) takes
-    // the database back to the schema the previous binary knew, before that binary starts.
+    // the database back to the schema the previous binary knew, then puts that binary back.
     let updater: Updater | undefined;
-    await parts.start({
-      name: "schema after a rollback",
-      stop: () => {
-        if (updater?.rolledBack) restoreSchemaAfterRollback(config.dataDir, log);
-      },
-    });
+    await parts.start({ name: "rollback", stop: () => updater?.finishRollBack() });
     // A renewal cut short by a crash or a power cut is finished or undone first (renewal/).
     recoverIdentityFiles(config.paths, log);
     // Identity problems are configuration errors (78), found before anything connects.

@@ -12,7 +12,8 @@
  *      on trial's `restore-schema` before it puts the previous binary back; the migration was a
  *      `messages list`, not serve.
  *
- * Both end with the file exactly what migrations 1..3 make, and its rows kept.
+ * Both end with the file exactly what migrations 1..3 make, and its rows kept. Between the restore
+ * and the binary's swap, a command of the binary on trial does not migrate the file again.
  */
 import { Database } from "bun:sqlite";
 import { beforeAll, describe, expect, test } from "bun:test";
@@ -150,5 +151,24 @@ describe("a rollback takes the database back to the schema the previous binary k
     expect(rowCounts(database)).toEqual({ ingress: 1, outbox: 1 });
     expect(existsSync(markerPaths(thing.dataDir).trialSchema)).toBe(false);
     expect(readFileSync(binary, "utf8")).toBe(PREVIOUS);
+  }, 90_000);
+
+  test("between the restore and the swap, an application's command of the binary on trial does not migrate the file again: 75 (verify pass 31, F7)", async () => {
+    const { thing, database, binary } = await thingOnTrial("schema-window", "2.0.0-test");
+    const expected = oldShape(thing.root);
+    expect((await run(["messages", "list", ...thing.flags], { command: [binary] })).code).toBe(0);
+    const restored = await run(["restore-schema", "-d", thing.dataDir], { command: [binary] });
+    expect(restored.stdout).toContain("schema version 5 taken back to 3");
+    const again = await run(["messages", "list", ...thing.flags], { command: [binary] });
+    expect(again.code).toBe(75);
+    expect(again.stderr).toContain("the update on trial is being rolled back and its schema was taken back");
+    expect(shape(database)).toEqual(expected);
+    writeGuard(thing.dataDir);
+    writeFileSync(markerPaths(thing.dataDir).starts, "2\n");
+    const guarded = Bun.spawnSync(["/bin/sh", markerPaths(thing.dataDir).guard], { stderr: "pipe", timeout: 60_000 });
+    expect(guarded.stderr.toString()).toContain(`${database}: already at schema version 3`);
+    expect(readFileSync(binary, "utf8")).toBe(PREVIOUS);
+    expect(shape(database)).toEqual(expected);
+    expect(existsSync(markerPaths(thing.dataDir).trialSchema)).toBe(false);
   }, 90_000);
 });

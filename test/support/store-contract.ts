@@ -842,7 +842,7 @@ export const storeContract: ContractCase[] = [
         store.insertIngress({ topic: "t", payload: te.encode("kept"), qos: 1, retain: false, receivedAt: 1000, packetId: 7, messageId: "m1" });
         store.enqueue({ messageId: "o1", body: "{}", via: "http", thingId: "thing-1", now: 1000 });
         store.close();
-        assert.equal(downgradeThingDatabase(file, to, ctx.open), latest);
+        assert.equal(downgradeThingDatabase(file, to, { open: ctx.open }), latest);
         const after = withDb(
           ctx,
           (db) => ({
@@ -854,7 +854,7 @@ export const storeContract: ContractCase[] = [
         );
         assert.deepEqual({ ...after, rows: undefined, outbox: undefined }, { ...expected, rows: undefined, outbox: undefined });
         assert.deepEqual([after.rows, after.outbox], [1, 1]);
-        assert.equal(downgradeThingDatabase(file, to, ctx.open), to); // already there: nothing done
+        assert.equal(downgradeThingDatabase(file, to, { open: ctx.open }), to); // already there: nothing done
         // the next update migrates it again, finding nothing of what it makes already there
         assert.equal(
           withDb(ctx, (db, f) => (applyPragmas(db), migrate(db, THING_MIGRATIONS, f)), `down-${to}/messages.db`),
@@ -865,8 +865,8 @@ export const storeContract: ContractCase[] = [
       const newer = join(ctx.dir, "newer", "messages.db");
       MessageStore.open(newer, { open: ctx.open }).close();
       withDb(ctx, (db) => db.exec(`PRAGMA user_version = ${latest + 1}`), "newer/messages.db");
-      assert.throws(() => downgradeThingDatabase(newer, 1, ctx.open), /newer than this flashlex knows .*cannot take it back to 1/);
-      assert.throws(() => downgradeThingDatabase(newer, 0, ctx.open), /cannot go back to schema version 0: this flashlex knows versions 1 to/);
+      assert.throws(() => downgradeThingDatabase(newer, 1, { open: ctx.open }), /newer than this flashlex knows .*cannot take it back to 1/);
+      assert.throws(() => downgradeThingDatabase(newer, 0, { open: ctx.open }), /cannot go back to schema version 0: this flashlex knows versions 1 to/);
       return seen;
     },
   },

@@ -110,6 +110,33 @@ describe("install, then the guard", () => {
     expect(readFileSync(plain.binary, "utf8")).toBe("old binary");
   });
 
+  test("a restore-schema that finds the database locked (75) is tried once more; locked again, the guard swaps nothing and tries at the next start (verify pass 31, F14)", () => {
+    const d = device();
+    const tries = join(d.root, "tries");
+    // the binary on trial: its restore-schema answers 75 until it has been run `free` times
+    const onTrial = (free: number) =>
+      `#!/bin/sh
+n=$(cat '${tries}' 2>/dev/null || echo 0); n=$((n + 1)); echo $n > '${tries}'
+[ $n -ge ${free} ] && exit 0
+echo locked >&2; exit 75
+`;
+    writeFileSync(d.download, onTrial(4), { mode: 0o755 });
+    writeGuard(d.data);
+    installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary }, d.data);
+    writeFileSync(markerPaths(d.data).trialSchema, JSON.stringify({ version: 3, database: join(d.data, "subscription.db") }));
+    for (const _ of [1, 2]) guard(d.data);
+    const third = guard(d.data);
+    expect(readFileSync(tries, "utf8").trim()).toBe("2");
+    expect(third.stderr.toString()).toContain("the message database stayed locked, so 2.0.0 starts once more");
+    expect(readFileSync(d.binary, "utf8")).toContain("exit 75"); // still the binary on trial
+    expect(readPending(d.data)?.version).toBe("2.0.0");
+    const fourth = guard(d.data); // locked once more, then free: now the swap
+    expect(readFileSync(tries, "utf8").trim()).toBe("4");
+    expect(fourth.stderr.toString()).toContain("the previous binary is back");
+    expect(readFileSync(d.binary, "utf8")).toBe("old binary");
+    expect(readPending(d.data)).toBeUndefined();
+  });
+
   test("restorePrevious is the watchdog's rollback", () => {
     const d = device();
     const pending = installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary }, d.data);
@@ -161,7 +188,10 @@ describe("at start, a pending update whose version is not the one that runs", ()
     });
     await Bun.sleep(waitMs); // the first check (2 s after start) sends what is owed
     updater.stop();
-    return { reports, restarts, lines };
+    // what serve stops with, before it closes its database: a rollback decided is not carried out yet
+    const atStop = { pending: readPending(d.data), binary: readFileSync(d.binary, "utf8") };
+    updater.finishRollBack(); // serve's last part, once its database is closed
+    return { reports, restarts, lines, atStop };
   }
 
   test("a check the hub refuses with 401 (a revoked thing, a clock far off) is logged with the 401 fix (verify pass 29, F10)", async () => {
@@ -224,11 +254,11 @@ describe("at start, a pending update whose version is not the one that runs", ()
       startAs(silent, "2.0.0", 1500, undefined, { ...trial, brokerAnswered: () => false }),
       startAs(answered, "2.0.0", 600, undefined, { ...trial, brokerAnswered: () => true }),
     ]);
-    expect(refused.restarts).toEqual(["rolled back from 2.0.0 to 1.0.0"]);
+    expect(refused.restarts).toEqual(["rolling back from 2.0.0 to 1.0.0"]);
     expect(readRolledBack(answered.data)?.reason).toBe("2.0.0 did not connect and report healthy within 0.2 s");
     expect(refused.lines.filter((l) => l.includes("update.trial_waits_for_hub"))).toEqual([]);
     expect(waited.lines.filter((l) => l.includes("WARN  update.trial_waits_for_hub"))).toHaveLength(1);
-    expect(waited.restarts).toEqual(["rolled back from 2.0.0 to 1.0.0"]);
+    expect(waited.restarts).toEqual(["rolling back from 2.0.0 to 1.0.0"]);
     expect(readRolledBack(silent.data)?.reason).toMatch(
       /^2\.0\.0 did not connect and report healthy within 1s: the broker refused or did not answer every connection \(the hub or the network was down\)$/,
     );
@@ -238,8 +268,10 @@ describe("at start, a pending update whose version is not the one that runs", ()
     const d = device();
     installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary, sha256: sha256("new binary") }, d.data);
     // decided as it starts, before any check: serve then stops for the restart
-    const { restarts } = await startAs(d, "9.9.9", 0);
-    expect(restarts).toEqual(["rolled back from 2.0.0 to 1.0.0"]);
+    const { restarts, atStop } = await startAs(d, "9.9.9", 0);
+    expect(restarts).toEqual(["rolling back from 2.0.0 to 1.0.0"]);
+    // until serve closed its database the rollback is only decided: killed there, the guard finds the update pending (verify pass 31, F7)
+    expect(atStop).toEqual({ pending: expect.objectContaining({ version: "2.0.0" }), binary: "new binary" });
     expect(readFileSync(d.binary, "utf8")).toBe("old binary");
     expect(readPending(d.data)).toBeUndefined();
     expect(readRolledBack(d.data)?.reason).toBe("the binary of release 2.0.0 says it is version 9.9.9: the release is mislabeled");

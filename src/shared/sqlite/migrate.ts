@@ -158,12 +158,12 @@ function applyStep(db: SqlDatabase, migrations: readonly string[], step: number,
 }
 
 /**
- * Settings of the connection, set before anything is read: wait up to LOCK_WAIT_MS for another process's
- * lock (a commit, a migration) instead of failing at once. The journal mode is set by `migrate`,
- * once it knows the file is ours.
+ * Settings of the connection, set before anything is read: wait up to `lockWaitMs` (default
+ * LOCK_WAIT_MS) for another process's lock (a commit, a migration) instead of failing at once.
+ * The journal mode is set by `migrate`, once it knows the file is ours.
  */
-export function applyPragmas(db: SqlDatabase): void {
-  db.exec(`PRAGMA busy_timeout = ${LOCK_WAIT_MS}`);
+export function applyPragmas(db: SqlDatabase, lockWaitMs = LOCK_WAIT_MS): void {
+  db.exec(`PRAGMA busy_timeout = ${lockWaitMs}`);
 }
 
 /** What a WAL is cut back to when a checkpoint has emptied it, in bytes (PRAGMA journal_size_limit). */

@@ -310,15 +310,16 @@ function connect(file: string, options: StoreOpenOptions): SqlDatabase {
 
 /**
  * Takes the message database `file` back to schema version `to` (THING_DOWN_MIGRATIONS), with
- * every commit synced (synchronous=FULL), and closes it. Returns the version it was at. Throws as
+ * every commit synced (synchronous=FULL), and closes it. `lockWaitMs` is how long to wait for
+ * another process's lock (default LOCK_WAIT_MS). Returns the version it was at. Throws as
  * migrateDown does; FlashlexError for a file that cannot be opened or written (a full disk, a
- * lock held past the busy timeout).
+ * lock held past the wait: `try-later`).
  */
-export function downgradeThingDatabase(file: string, to: number, open: OpenSqlDatabase = openSqlDatabase): number {
+export function downgradeThingDatabase(file: string, to: number, options: { open?: OpenSqlDatabase; lockWaitMs?: number } = {}): number {
   refuseOddDatabaseFiles(file, "message database");
-  const db = open(file);
+  const db = (options.open ?? openSqlDatabase)(file, { holderWaitMs: options.lockWaitMs });
   try {
-    applyPragmas(db);
+    applyPragmas(db, options.lockWaitMs);
     db.exec("PRAGMA synchronous = FULL");
     return migrateDown(db, THING_MIGRATIONS, THING_DOWN_MIGRATIONS, file, to);
   } finally {

@@ -6,7 +6,9 @@
  * starts, and at the third start of the same pending version it renames the previous binary back
  * over the new one and leaves `rolled-back` for the previous binary to report. Before that, if the
  * new binary migrated the message database, it runs that binary's `restore-schema` (trial-schema.ts):
- * an older binary refuses a newer schema with 78, which the unit does not restart. With no update
+ * an older binary refuses a newer schema with 78, which the unit does not restart. A restore that
+ * found the database locked (75) past its wait twice does not swap the binary: the version on trial
+ * starts once more and the next start tries again (verify pass 31, F14). With no update
  * pending it reads one file and exits. It needs only sh, sed, cat, dirname, mv, rm and sync, and
  * never sources a file it reads.
  *
@@ -37,9 +39,22 @@ case $starts in ''|*[!0-9]*) starts=0 ;; esac
 starts=$((starts + 1))
 if [ "$starts" -gt ${MAX_TRIAL_STARTS} ]; then
   if [ -n "$binary" ] && [ -f "$previous" ]; then
-    # the binary on trial takes the database back to the schema the previous one knew, if it migrated it
+    # the binary on trial takes the database back to the schema the previous one knew, if it
+    # migrated it; 75 is a lock another process held past the wait: once more, then at the next start
     if [ -f "$dir/trial-schema" ]; then
-      "$binary" restore-schema -d "$(dirname -- "$dir")" >&2 ||
+      tries=0
+      while :; do
+        "$binary" restore-schema -d "$(dirname -- "$dir")" >&2
+        rc=$?
+        tries=$((tries + 1))
+        [ "$rc" -eq 75 ] && [ "$tries" -lt 2 ] || break
+      done
+      if [ "$rc" -eq 75 ]; then
+        echo "flashlex update guard: the message database stayed locked, so $version starts once more and the rollback is tried again at the next start" >&2
+        echo "$starts" > "$dir/starts.tmp" && mv -f -- "$dir/starts.tmp" "$dir/starts"
+        exit 0
+      fi
+      [ "$rc" -eq 0 ] ||
         echo "flashlex update guard: $version could not take the database back to the schema before it; the previous binary may refuse it" >&2
     fi
     mv -f -- "$previous" "$binary" || exit 0
@@ -47,7 +62,7 @@ if [ "$starts" -gt ${MAX_TRIAL_STARTS} ]; then
     mv -f -- "$dir/rolled-back.tmp" "$dir/rolled-back"
     echo "flashlex update guard: $version did not come up healthy; the previous binary is back" >&2
   fi
-  rm -f -- "$pending" "$dir/starts"
+  rm -f -- "$pending" "$dir/starts" "$dir/trial-schema"
   sync
   exit 0
 fi

@@ -9,13 +9,16 @@
  * command of the new binary migrates the database first while `pending` is there
  * (recordSchemaBeforeTrial, inside the migrating transaction); it goes when the version reports
  * healthy, or when the next update is installed. A rollback takes the database back to it
- * (restoreTrialSchema): serve when it stops after rolling back, or the update guard through
- * `flashlex restore-schema` before it puts the previous binary back. Both run the new binary,
- * the one that knows how to undo its migrations.
+ * (restoreTrialSchema): serve when it stops after deciding a rollback, or the update guard through
+ * `flashlex restore-schema`, each before it puts the previous binary back. Both run the new
+ * binary, the one that knows how to undo its migrations. The record then says `restored`, and
+ * while `pending` is still there no command of the new binary migrates the file again (an
+ * application's `messages list` between the restore and the binary's swap would hand the previous
+ * binary the newer schema: verify pass 31, F7).
  */
 import { readFileSync, realpathSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
-import { ConfigError } from "../../shared/errors.ts";
+import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
@@ -23,21 +26,36 @@ import { VERSION } from "../../shared/version.ts";
 import { downgradeThingDatabase } from "../store/message-store.ts";
 import { markerPaths, readPending, writeFileAtomicallyDurable } from "./marker.ts";
 
-/** What the record says: the schema version to go back to, and the database it is of. */
+/** What the record says: the schema version to go back to, the database it is of, and whether a rollback already took it back. */
 export interface TrialSchema {
   version: number;
   database: string;
+  restored?: true;
+}
+
+function writeTrialSchema(dataDir: string, record: TrialSchema): void {
+  writeFileAtomicallyDurable(markerPaths(dataDir).trialSchema, `${JSON.stringify(record)}\n`);
 }
 
 /**
  * Notes that `database` was at schema version `from` before this binary migrated it, when an
  * update is pending and nothing was noted yet (the first migration of the trial is the one to
- * undo). Throws FlashlexError when the record cannot be written: the migration then does not
- * happen (MigrationOptions.beforeMigrating), rather than happen unrecorded.
+ * undo). Throws FlashlexError when the record cannot be written, and `try-later` (75) when a
+ * rollback of the pending update already took the file back (the previous binary is about to
+ * replace this one): the migration then does not happen (MigrationOptions.beforeMigrating).
  */
 export function recordSchemaBeforeTrial(dataDir: string, database: string, from: number): void {
-  if (!readPending(dataDir) || pathExists(markerPaths(dataDir).trialSchema)) return;
-  writeFileAtomicallyDurable(markerPaths(dataDir).trialSchema, `${JSON.stringify({ version: from, database } satisfies TrialSchema)}\n`);
+  if (!readPending(dataDir)) return;
+  if (pathExists(markerPaths(dataDir).trialSchema)) {
+    if (readTrialSchemaQuietly(dataDir)?.restored) {
+      throw new FlashlexError(
+        `${database}: the update on trial is being rolled back and its schema was taken back (${markerPaths(dataDir).trialSchema}); the previous flashlex opens it: try again`,
+        "try-later",
+      );
+    }
+    return;
+  }
+  writeTrialSchema(dataDir, { version: from, database });
 }
 
 /**
@@ -56,10 +74,11 @@ export function readTrialSchema(dataDir: string): TrialSchema | undefined {
   } catch {
     throw refused("not JSON");
   }
-  const { version, database } = record ?? {};
+  const { version, database, restored } = record ?? {};
   if (!Number.isInteger(version) || (version as number) < 1) throw refused("no schema version (a whole number from 1)");
   if (typeof database !== "string" || !inDirectory(database, dataDir)) throw refused(`its database is not a file of ${dataDir}`);
-  return { version: version as number, database };
+  if (restored !== undefined && restored !== true) throw refused("restored is not true");
+  return restored ? { version: version as number, database, restored } : { version: version as number, database };
 }
 
 /** Whether `file` lies directly in `dir`, both through their real paths; false when either is not there. */
@@ -77,28 +96,39 @@ export function clearTrialSchema(dataDir: string): void {
 }
 
 /**
- * Takes the database named in the record back to its version (downgradeThingDatabase), then
- * removes the record. Returns what it did (`from` equals `to` when the file was already there),
- * or undefined when there is no record or no database. Throws as downgradeThingDatabase does; the
- * record is then kept, for another try.
+ * How long, in ms, the restore waits for another process's write lock (an application's
+ * transaction): longer than a command's LOCK_WAIT_MS, as a rollback that gives up hands the
+ * previous binary a schema it may refuse. Twice this (the guard tries again once) stays below
+ * systemd's 90 s for an ExecStartPre.
+ */
+export const RESTORE_LOCK_WAIT_MS = 30_000;
+
+/**
+ * Takes the database named in the record back to its version (downgradeThingDatabase, waiting up
+ * to RESTORE_LOCK_WAIT_MS for a lock), then marks the record `restored`. Returns what it did
+ * (`from` equals `to` when the file was already there, or a rollback took it back before), or
+ * undefined when there is no record or no database. Throws as downgradeThingDatabase does (a lock
+ * held past the wait is `try-later`, 75); the record is then kept, for another try.
  */
 export function restoreTrialSchema(dataDir: string): { database: string; from: number; to: number } | undefined {
   const record = readTrialSchema(dataDir);
   if (!record) return undefined;
+  if (record.restored) return { database: record.database, from: record.version, to: record.version };
   if (!pathExists(record.database)) {
     clearTrialSchema(dataDir);
     return undefined;
   }
-  const from = downgradeThingDatabase(record.database, record.version);
-  clearTrialSchema(dataDir);
+  const from = downgradeThingDatabase(record.database, record.version, { lockWaitMs: RESTORE_LOCK_WAIT_MS });
+  writeTrialSchema(dataDir, { ...record, restored: true });
   return { database: record.database, from, to: record.version };
 }
 
 /**
- * For a serve that rolled an update back (only then: a `rolled-back` left unreported from an
- * earlier rollback says nothing of this run, verify pass 31, F3): when its migration was noted
- * (recordSchemaBeforeTrial), takes the database back to the schema the previous binary knew. A
- * failure is said (ERROR), not thrown: the previous binary then says what it makes of the file.
+ * For a serve that decided a rollback (only then: a `rolled-back` left unreported from an earlier
+ * rollback says nothing of this run, verify pass 31, F3), once its database is closed and before
+ * it puts the previous binary back: when its migration was noted (recordSchemaBeforeTrial), takes
+ * the database back to the schema the previous binary knew. A failure is said (ERROR), not thrown:
+ * the previous binary then says what it makes of the file.
  */
 export function restoreSchemaAfterRollback(dataDir: string, log: Logger): void {
   try {

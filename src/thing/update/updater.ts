@@ -31,7 +31,7 @@ import { writeGuard } from "./guard.ts";
 import { type OfferedUpdate, type ReportState, type UpdateHubApi, updateHubApi } from "./hub-api.ts";
 import { downloadPath, installBinary, isInstalledBinary, removeDeadDownloads, restorePrevious } from "./install.ts";
 import { clearPending, clearRolledBack, type PendingUpdate, readPending, readRelease, readRolledBack, writeRelease, writeRolledBack } from "./marker.ts";
-import { clearTrialSchema } from "./trial-schema.ts";
+import { clearTrialSchema, restoreSchemaAfterRollback } from "./trial-schema.ts";
 
 export interface UpdaterOptions {
   config: ThingConfig;
@@ -63,8 +63,15 @@ export interface UpdaterOptions {
 
 export interface Updater {
   stop(): void;
-  /** true once this serve rolled an update back (its database is then taken back as it stops: trial-schema.ts) */
-  readonly rolledBack: boolean;
+  /**
+   * Carries out a rollback this serve decided (the watchdog, a mislabeled release), called once
+   * serve's message database is closed: the database is taken back to the schema the previous
+   * binary knew (trial-schema.ts), then the previous binary is put back and `rolled-back` written
+   * in place of `pending`. Until then `pending` stays, so a serve killed in between (a power cut,
+   * systemd's stop timeout) leaves the rollback to the update guard, which restores the schema
+   * before the binary too (verify pass 31, F7). Does nothing when no rollback was decided.
+   */
+  finishRollBack(): void;
 }
 
 /**
@@ -88,11 +95,11 @@ export function startUpdater(opts: UpdaterOptions): Updater {
   const committedAt = opts.committedAt ?? COMMIT_TIME;
   if (!settings) {
     log.info("update.off", { reason: "config.yml has no flashlex.update.publicKey (a distribution older than self-update)" });
-    return { stop() {}, rolledBack: false };
+    return { stop() {}, finishRollBack() {} };
   }
   if (!target) {
     log.info("update.off", { reason: "a source run, not a release binary" });
-    return { stop() {}, rolledBack: false };
+    return { stop() {}, finishRollBack() {} };
   }
   const dataDir = config.dataDir;
   const binary = realpathSync(opts.executable ?? process.execPath);
@@ -103,7 +110,8 @@ export function startUpdater(opts: UpdaterOptions): Updater {
   let busy = false;
   /** ends a download in progress when serve stops: its file goes with it */
   const stopping = new AbortController();
-  let rolledBackHere = false;
+  /** a rollback decided, carried out by finishRollBack once serve closed its database */
+  let decided: { update: PendingUpdate; reason: string } | undefined;
   /** reports that must reach the hub (the trial's outcome): sent before each poll until one is accepted */
   const owed: { state: ReportState; version: string; detail?: string; done?: () => void }[] = [];
 
@@ -201,21 +209,30 @@ export function startUpdater(opts: UpdaterOptions): Updater {
 
   function rollBack(reason: string): void {
     const current = readPending(dataDir) ?? trial;
-    if (!current) return;
+    if (!current || decided) return;
     log.error("update.rolling_back", { version: current.version, to: current.from, reason });
+    decided = { update: current, reason };
+    // the version is no longer on trial: a healthy report now must not keep it
+    trial = undefined;
+    opts.requestRestart(`rolling back from ${current.version} to ${current.from}`);
+  }
+
+  function finishRollBack(): void {
+    if (!decided) return;
+    const { update, reason } = decided;
+    decided = undefined;
+    restoreSchemaAfterRollback(dataDir, log);
     try {
-      if (!restorePrevious(current)) {
-        log.error("update.rollback_impossible", { previous: current.previous, reason: "the previous binary is gone" });
+      if (restorePrevious(update)) writeRolledBack(dataDir, update, reason);
+      else {
+        log.error("update.rollback_impossible", { previous: update.previous, reason: "the previous binary is gone" });
         clearPending(dataDir);
-        return;
       }
-      writeRolledBack(dataDir, current, reason);
-      rolledBackHere = true;
+      // with `pending` gone, the record of a schema taken back has no more to hold off
+      clearTrialSchema(dataDir);
     } catch (err) {
       log.error("update.rollback_failed", { error: describeError(err) });
-      return;
     }
-    opts.requestRestart(`rolled back from ${current.version} to ${current.from}`);
   }
 
   async function report(state: ReportState, offered: string, detail?: string): Promise<boolean> {
@@ -349,8 +366,6 @@ export function startUpdater(opts: UpdaterOptions): Updater {
       timers.clear();
       stopping.abort(new Error("serve is stopping"));
     },
-    get rolledBack() {
-      return rolledBackHere;
-    },
+    finishRollBack,
   };
 }
