@@ -247,6 +247,31 @@ describe("releases", () => {
     await store.updates.stopRollout(byOther.id, "the test is done", Date.now()); // the tests below start from no rollout
   });
 
+  test("POST /updates/stop stops the running rollout by hand: the things not yet downloading are cancelled, one downloading still reports; none running is a 409; a release whose only thing on its way was revoked is removed (verify pass 31, F5)", async () => {
+    const updates = new Updates({ home, store });
+    await updates.addRelease(await releaseDir("2.5.0", hubKey()));
+    const [a, b, c] = (await store.listThings()).filter((t) => t.revokedAt === null);
+    await updates.startRollout({ version: "2.5.0", things: [a!, b!, c!], batch: "2" });
+    expect(await updates.report(a!, { state: "downloading", version: "2.5.0", running: "1.0.0" })).toBe(true);
+    const stopped = await operator("/updates/stop", { method: "POST" });
+    expect(stopped.status).toBe(200);
+    expect(((await stopped.json()) as any).result).toMatchObject({ version: "2.5.0", state: "stopped", stopReason: "stopped by the operator" });
+    const states = new Map((await updates.status()).things.map((t) => [t.thing_id, t.state]));
+    expect([states.get(a!.id), states.get(b!.id), states.get(c!.id)]).toEqual(["downloading", "cancelled", "cancelled"]);
+    expect(await updates.report(a!, { state: "healthy", version: "2.5.0", running: "2.5.0" })).toBe(true);
+    const again = await operator("/updates/stop", { method: "POST" });
+    expect(again.status).toBe(409);
+    expect(((await again.json()) as any).messages[0].value).toBe("no rollout is running (flashlex hub update status)");
+    expect((await operator("/updates/stop")).status).toBe(405);
+
+    // a rollout whose one thing is revoked while offered: neither it nor its row holds the release
+    const lone = (await createThing(home, store, "lone")).thing;
+    await updates.startRollout({ version: "2.5.0", things: [lone], batch: "1" });
+    await store.revokeThing(lone.id, Date.now());
+    expect(await updates.removeRelease("2.5.0")).toMatchObject({ bytes: expect.any(Number) });
+    expect((await store.updates.latestRollout())?.state).toBe("done");
+  });
+
   test("two adds of one release at once: both succeed, one stores it and the other finds it stored; a killed add's copy is removed", async () => {
     const releases = join(home.paths.dir, "releases");
     const killed = join(releases, ".2.0.9.staging-4194399-Ab12Cd"); // above Linux's largest pid: no such process

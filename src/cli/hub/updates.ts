@@ -1,5 +1,5 @@
 /**
- * `hub release add|list|remove|key` and `hub update [status]`: signed self-update, the operator's side
+ * `hub release add|list|remove|key` and `hub update [status|stop]`: signed self-update, the operator's side
  * (src/hub/updates; docs/updates.md). Each opens the hub home as the other hub commands do, so
  * it works beside a running `hub serve`, which offers the update to things as they poll.
  */
@@ -58,6 +58,13 @@ export const hubUpdateCommands: CommandSpec[] = [
     ],
     bunOnly: true,
     run: (_args, options) => rollout(options),
+  },
+  {
+    name: "hub update stop",
+    description: "Stop the running rollout: things not yet downloading it are cancelled; those downloading or installing it finish",
+    options: [DIR_OPTION, DB_OPTION, JSON_OPTION],
+    bunOnly: true,
+    run: (_args, options) => stop(options),
   },
   {
     name: "hub update status",
@@ -134,6 +141,15 @@ function rollout(options: Options): Promise<number> {
       );
       printLine("things get it when they next poll (serve checks every few minutes); follow it with `flashlex hub update status`");
     }
+    return ExitCode.OK;
+  });
+}
+
+function stop(options: Options): Promise<number> {
+  return openedHubToWrite("hub update stop", options, async (hub) => {
+    const rollout = await hub.updates.stopRunningRollout("stopped by the operator");
+    if (options.json) printLine(JSON.stringify((await import("../../hub/http/presenters.ts")).rolloutJson(rollout)));
+    else printLine(`rollout ${rollout.id} to ${rollout.version} stopped; things not yet downloading it are cancelled (flashlex hub update status)`);
     return ExitCode.OK;
   });
 }

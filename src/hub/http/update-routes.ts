@@ -7,6 +7,7 @@
  * | `GET update-key`                               | anyone    | the hub's update public key (it is public: enrolment hands it out) |
  * | `GET releases`                                 | operator  | the stored releases                        |
  * | `GET updates`, `POST updates`                  | operator  | the latest rollout and each thing's state; start a rollout |
+ * | `POST updates/stop`                            | operator  | stop the running rollout (409 when none runs) |
  * | `GET things/{id}/update?version=V&target=T[&outbox=N&outboxAge=S]` | thing JWT | says what the thing runs (and its outbox: entries, oldest age in seconds); answers the release to install, or null |
  * | `POST things/{id}/update`                      | thing JWT | `{state, version, running, detail}`: how the update goes |
  * | `GET things/{id}/update/binary?version=V&target=T` | thing JWT | the binary of that release for that target |
@@ -122,6 +123,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     const [first, , third, fourth] = path;
     if (path.length === 1 && (first === "update-key" || first === "releases")) return ["GET"];
     if (path.length === 1 && first === "updates") return ["GET", "POST"];
+    if (path.length === 2 && first === "updates" && path[1] === "stop") return ["POST"];
     if (first === "things" && third === "update" && path.length === 3) return ["GET", "POST"];
     if (first === "things" && third === "update" && path.length === 4 && fourth === "binary") return ["GET"];
     return undefined;
@@ -172,6 +174,13 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       });
       log.info("hub.rollout_started", { rollout: rollout.id, version, batch_size: rollout.batch_size, max_failures: rollout.max_failures });
       return ok(rolloutJson(rollout), "Rollout started.", 201);
+    }
+    if (path.length === 2 && first === "updates" && method === "POST") {
+      await requireOperator(request, url, origin);
+      onlyQueryParams(url.searchParams, []);
+      const rollout = await updates.stopRunningRollout("stopped by the operator");
+      log.info("hub.rollout_stopped", { rollout: rollout.id, version: rollout.version, via: "api" });
+      return ok(rolloutJson(rollout), "Rollout stopped.");
     }
     // things/{id}/update[/binary], as methodsAt says
     if (!isUuid(id)) throw new HttpError(404, "no such thing");

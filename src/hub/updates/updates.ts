@@ -144,22 +144,30 @@ export class Updates {
    * to free the disk. Its row stays, so the version still names the same binaries (addRelease
    * refuses another manifest under it), and `hub release add` of the same directory puts them
    * back. Throws InputError (65) for an unknown version; ConflictError while a running rollout is
-   * to it or a thing is on its way to it (queued, pending, downloading, installed): it could not
-   * download it. Returns the bytes freed (0 when they were gone already).
+   * to it or a thing that is not revoked is on its way to it (queued, pending, downloading,
+   * installed): it could not download it. Returns the bytes freed (0 when they were gone already).
    */
   async removeRelease(version: string): Promise<{ bytes: number }> {
     if (!(await this.release(version))) throw new InputError(`no release ${quoteGiven(version)} (see \`flashlex hub release list\`)`);
+    // a revoked or deleted thing never polls again: its row holds nothing back
+    const live = new Set((await this.deps.store.listThings()).filter((thing) => thing.revokedAt === null).map((thing) => thing.id));
     // Under the rollouts' lock, as startRollout checks the files: a rollout started at the same
     // moment either comes first (and this is refused) or finds the files gone (verify pass 31, F2).
     const aside = await this.tables.transaction(async (t) => {
       await t.lockRollouts();
+      const at = this.now();
+      // a rollout whose things left were revoked or deleted is over (advance), though no hub serve said so yet
+      const before = await t.runningRollout();
+      if (before) await advance(t, before.id, at);
       const running = await t.runningRollout();
       if (running?.version === version) {
         throw new ConflictError(
-          `release ${version} is being rolled out (rollout ${running.id}); remove it once that rollout is done, or after a rollout to another release replaced it`,
+          `release ${version} is being rolled out (rollout ${running.id}); stop it first (flashlex hub update stop), or remove it once it is done`,
         );
       }
-      const onTheWay = (await t.thingRows()).filter((row) => row.to_version === version && !TERMINAL_STATES.includes(row.state as UpdateState));
+      const onTheWay = (await t.thingRows()).filter(
+        (row) => live.has(row.thing_id) && row.to_version === version && !TERMINAL_STATES.includes(row.state as UpdateState),
+      );
       if (onTheWay.length) {
         throw new ConflictError(
           `release ${version} is still on its way to ${onTheWay.length} thing${onTheWay.length === 1 ? "" : "s"} (queued, offered, downloading or installed); remove it once they are done (flashlex hub update status)`,
@@ -241,6 +249,23 @@ export class Updates {
       }
       await advance(t, id, at);
       return (await t.rollout(id))!;
+    });
+  }
+
+  /**
+   * Stops the running rollout (verify pass 31, F5: the only way was a rollout to another release,
+   * which offered that one). Its things still queued or offered and not yet downloading are
+   * cancelled; those downloading or installed go on to their outcome, which is still recorded.
+   * Returns the rollout as stopped. Throws ConflictError (65 / 409) when no rollout is running.
+   */
+  async stopRunningRollout(reason: string): Promise<RolloutRow> {
+    const at = this.now();
+    return this.tables.transaction(async (t) => {
+      await t.lockRollouts();
+      const running = await t.runningRollout();
+      if (!running) throw new ConflictError("no rollout is running (flashlex hub update status)");
+      await t.stopRollout(running.id, reason, at);
+      return (await t.rollout(running.id))!;
     });
   }
 
