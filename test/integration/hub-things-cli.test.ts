@@ -110,6 +110,25 @@ describe("hub thing delete", () => {
     });
   }, 90_000);
 
+  test("hub thing list --name TEXT --status S lists the things that match; a status it does not know is 64 (new-user pass 26, F8)", async () => {
+    await hub.createThing("listed-pump");
+    const revoked = await hub.createThing("listed-gone");
+    expect((await run(["hub", "thing", "revoke", revoked.name, "--dir", hub.dir], { timeoutMs: 30_000 })).code).toBe(0);
+    const names = async (...flags: string[]) => {
+      const listed = await run(["hub", "thing", "list", "--json", ...flags, "--dir", hub.dir], { timeoutMs: 30_000 });
+      expect(listed.code).toBe(0);
+      return (JSON.parse(listed.stdout) as { shortName: string }[]).map((t) => t.shortName).sort();
+    };
+    expect(await names("--name", "LISTED-")).toEqual(["listed-gone", "listed-pump"]);
+    expect(await names("--name", "listed-", "--status", "active")).toEqual(["listed-pump"]);
+    expect(await names("--name", "listed-", "--status", "revoked")).toEqual(["listed-gone"]);
+    const none = await run(["hub", "thing", "list", "--name", "nothing-like-it", "--dir", hub.dir], { timeoutMs: 30_000 });
+    expect(none.stdout).toContain("(no thing matches)");
+    const bad = await run(["hub", "thing", "list", "--status", "gone", "--dir", hub.dir], { timeoutMs: 30_000 });
+    expect(bad.code).toBe(64);
+    expect(bad.stderr).toContain('status must be one of created, verified, revoked, active, not "gone"');
+  }, 60_000);
+
   test("a thing that does not exist is 65; no thing named is 64", async () => {
     const missing = await run(["hub", "thing", "delete", "nosuch", "--dir", hub.dir], { timeoutMs: 30_000 });
     expect(missing.code).toBe(65);

@@ -711,6 +711,37 @@ describe("operator routes", () => {
     expect(listed.result.find((t: { id: string }) => t.id === thing.id).connected).toBeNull();
   });
 
+  test("GET /things?q=&status= narrows the list: a name holding q (any case), a status or active (all but revoked); a status it does not know, or a filter with a control character, is a 400 (new-user pass 26, F8)", async () => {
+    const extra = await createThing(home, store, "FilterRevoked");
+    await store.revokeThing(extra.thing.id, Date.now());
+    await createThing(home, store, "FilterNew");
+    const names = async (query: string) => {
+      const answer = await operator(`/things?${query}`);
+      expect({ query, status: answer.status }).toEqual({ query, status: 200 });
+      return (await json(answer)).result.map((t: { shortName: string }) => t.shortName).sort();
+    };
+    expect(await names("q=FILTERrev")).toEqual(["FilterRevoked"]);
+    expect(await names("q=filter")).toEqual(["FilterNew", "FilterRevoked"]);
+    expect(await names("q=filterrevoked&status=active")).toEqual([]);
+    expect(await names("status=revoked")).toContain("FilterRevoked");
+    expect(await names("status=active")).not.toContain("FilterRevoked");
+    expect(await names("q=filter&status=created")).toEqual(["FilterNew"]);
+    expect(await names("q=filter&status=verified")).toEqual([]);
+    for (const [query, said] of [
+      ["status=gone", 'status must be one of created, verified, revoked, active, not "gone"'],
+      ["q=a%01b", "the name filter holds a control character"],
+      ["q=", "q is empty; leave it out instead"],
+      ["name=x", 'unknown query parameter "name"; this route takes q, status'],
+    ]) {
+      const refused = await operator(`/things?${query}`);
+      expect({ query, status: refused.status, said: (await json(refused)).messages[0].value }).toEqual({
+        query,
+        status: 400,
+        said: expect.stringContaining(said!),
+      });
+    }
+  });
+
   test("POST /things provisions; bad and duplicate names are refused", async () => {
     const post = (body: string) => operator("/things", { method: "POST", body, headers: { "Content-Type": "application/json" } });
     const created = await post('{"name":"sensor_1"}');
@@ -884,7 +915,7 @@ describe("operator routes", () => {
       }
     }
     // every operator route refuses what it does not take: DELETE ?dryRun=true deleted the thing,
-    // and GET /things?q=... listed them all
+    // and GET /things?name=... listed them all
     for (const [method, route] of [
       ["DELETE", `/things/${target.id}`],
       ["GET", `/things/${target.id}`],
@@ -896,6 +927,7 @@ describe("operator routes", () => {
       ["POST", "/publish"],
       ["GET", "/releases"],
       ["GET", "/updates"],
+      ["POST", "/updates/stop"],
     ] as const) {
       const answer = await operator(`${route}?dryRun=true`, {
         method,
@@ -903,10 +935,11 @@ describe("operator routes", () => {
         headers: { "Content-Type": "application/json" },
       });
       expect([method, route, answer.status]).toEqual([method, route, 400]);
-      expect(JSON.stringify(await answer.json())).toContain('unknown query parameter \\"dryRun\\"; this route takes none');
+      const takes = route === "/things" && method === "GET" ? "q, status" : "none";
+      expect(JSON.stringify(await answer.json())).toContain(`unknown query parameter \\"dryRun\\"; this route takes ${takes}`);
     }
     expect((await json(await operator(`/things/${target.id}`))).result.status).not.toBe("revoked");
-    tally("badInputs", 24);
+    tally("badInputs", 25);
     expect((await get("")).map((m) => m.fltimestamp)).toStrictEqual([1000, 2000, 3000]);
     const deleted = await operator(`/things/${target.id}/messages?endts=1500`, { method: "DELETE" });
     expect((await json(deleted)).result).toEqual({ deleted: 1 });

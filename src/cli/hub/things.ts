@@ -31,7 +31,13 @@ export const hubThingCommands: CommandSpec[] = [
   {
     name: "hub thing list",
     description: "List things with their status (created, verified, revoked), certificate expiry and when they were last seen",
-    options: [DIR_OPTION, DB_OPTION, JSON_OPTION],
+    options: [
+      DIR_OPTION,
+      DB_OPTION,
+      { flags: "--name <text>", description: "only things whose name holds TEXT (any case)" },
+      { flags: "--status <status>", description: "only things of this status: created, verified, revoked, or active (all but revoked)" },
+      JSON_OPTION,
+    ],
     bunOnly: true,
     run: (_args, options) => list(options),
   },
@@ -174,10 +180,12 @@ function create(args: string[], options: Options): Promise<number> {
   );
 }
 
-function list(options: Options): Promise<number> {
+async function list(options: Options): Promise<number> {
+  const [{ thingJson }, { thingStatus, parseThingFilter }] = await Promise.all([import("../../hub/http/presenters.ts"), import("../../hub/things/things.ts")]);
+  // a bad flag is refused before the hub's database is opened
+  const filter = parseThingFilter({ name: text(options.name), status: text(options.status) });
   return openedHub(options, async (hub) => {
-    const things = await hub.things.list();
-    const [{ thingJson }, { thingStatus }] = await Promise.all([import("../../hub/http/presenters.ts"), import("../../hub/things/things.ts")]);
+    const things = await hub.things.list(filter);
     if (options.json) {
       printLine(JSON.stringify(things.map((t) => thingJson(t, hub.home.settings.env))));
       return ExitCode.OK;
@@ -192,7 +200,7 @@ function list(options: Options): Promise<number> {
       ...things.map((t) => [t.name, t.id, thingStatus(t), expiry(t), t.lastSeenAt === null ? "never" : isoSeconds(t.lastSeenAt)]),
     ];
     printTable(rows);
-    if (things.length === 0) printLine("(no things yet: flashlex hub thing create NAME)");
+    if (things.length === 0) printLine(filter.nameContains || filter.status ? "(no thing matches)" : "(no things yet: flashlex hub thing create NAME)");
     return ExitCode.OK;
   });
 }

@@ -26,7 +26,7 @@ import { parseIngressDocument, publishTextLimit } from "../messages/messages.ts"
 import type { MessageQuery, MessageType, ThingRecord } from "../store/hub-store.ts";
 import type { DownloadLine } from "../things/download-tokens.ts";
 import { thingKeyType } from "../things/provision.ts";
-import { thingStatus } from "../things/things.ts";
+import { MAX_FILTER_CHARS, thingStatus } from "../things/things.ts";
 import { type ConsoleAssets, consoleAssets } from "./assets.ts";
 import { liveStreams } from "./events.ts";
 import { type Html, html } from "./html.ts";
@@ -58,8 +58,6 @@ export interface HubConsole {
 
 /** Things per page on the Things page. */
 export const THINGS_PER_PAGE = 50;
-/** The longest name filter taken: a thing's full name is far shorter (owner prefix, dash, 40). */
-export const MAX_FILTER_CHARS = 200;
 /** The highest page number taken: 50 million things, far past any fleet one hub serves. */
 const MAX_PAGE = 1_000_000;
 

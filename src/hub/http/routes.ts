@@ -31,6 +31,7 @@ import { fanOutBodyLimit, MAX_FAN_OUT_THINGS, publishTextLimit, THING_DELETED } 
 import { type HubObserver, methodLabel } from "../metrics/observer.ts";
 import type { MessageQuery, ThingRecord, ThingTarget } from "../store/hub-store.ts";
 import { isDownloadToken } from "../things/download-tokens.ts";
+import { parseThingFilter } from "../things/things.ts";
 import {
   ClientGoneError,
   decodePathSegment,
@@ -418,11 +419,14 @@ export function createHubApi(deps: HubApiDeps): HubApi {
     things: {
       GET: {
         caller: "operator",
-        handle: async () =>
-          ok(
-            (await things.list()).map((t) => ({ ...thingJson(t, settings.env), connected: things.isConnected(t) })),
+        query: ["q", "status"],
+        async handle({ url }) {
+          const filter = parseThingFilter({ name: queryParam(url.searchParams, "q"), status: queryParam(url.searchParams, "status") });
+          return ok(
+            (await things.list(filter)).map((t) => ({ ...thingJson(t, settings.env), connected: things.isConnected(t) })),
             "Things listed.",
-          ),
+          );
+        },
       },
       POST: {
         caller: "operator",

@@ -10,8 +10,9 @@
 import { rmSync } from "node:fs";
 import { unzipSync } from "fflate";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
-import { FlashlexError } from "../../shared/errors.ts";
+import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import { quoteGiven } from "../../shared/log.ts";
 import type { HubHome } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";
 import type { HubStore, MessageCounts, ThingRecord, ThingTarget } from "../store/hub-store.ts";
@@ -23,10 +24,46 @@ export type { ThingRecord };
 
 export type ThingStatus = "created" | "verified" | "revoked";
 
-/** `created` until the thing first proves itself (a test message or a collect), then `verified`; `revoked` for good. */
+/** `created` until the thing first proves itself (a connection to the embedded broker, a test message or a collect), then `verified`; `revoked` for good. */
 export function thingStatus(thing: Pick<ThingRecord, "revokedAt" | "verifiedAt">): ThingStatus {
   if (thing.revokedAt !== null) return "revoked";
   return thing.verifiedAt !== null ? "verified" : "created";
+}
+
+/** What a list of things is narrowed to: `active` is every status but revoked. */
+export const THING_FILTER_STATUSES = ["created", "verified", "revoked", "active"] as const;
+/** The longest name filter taken: a thing's full name is far shorter (owner prefix, dash, 40). */
+export const MAX_FILTER_CHARS = 200;
+
+/** A list's filter: things whose name holds `nameContains` (any case), of `status`. */
+export interface ThingFilter {
+  nameContains?: string;
+  status?: (typeof THING_FILTER_STATUSES)[number];
+}
+
+/**
+ * The filter as a person gave it (`GET /things?q=&status=`, `hub thing list --name --status`).
+ * Throws UsageError (64 / 400) for a status not in THING_FILTER_STATUSES, or a name filter over
+ * MAX_FILTER_CHARS or holding a control character (no name has one).
+ */
+export function parseThingFilter(given: { name?: string; status?: string }): ThingFilter {
+  const { name, status } = given;
+  if (status !== undefined && !(THING_FILTER_STATUSES as readonly string[]).includes(status)) {
+    throw new UsageError(`status must be one of ${THING_FILTER_STATUSES.join(", ")}, not ${quoteGiven(status.slice(0, 40))}`);
+  }
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what no thing name holds
+  if (name !== undefined && /[\x00-\x1f\x7f]/.test(name)) throw new UsageError("the name filter holds a control character; a thing's name has none");
+  if (name !== undefined && name.length > MAX_FILTER_CHARS) {
+    throw new UsageError(`the name filter is at most ${MAX_FILTER_CHARS} characters; this one has ${name.length}`);
+  }
+  return { nameContains: name?.trim() || undefined, status: status as ThingFilter["status"] };
+}
+
+/** Whether `thing` passes `filter` (the console's name rule: a substring, any case). */
+export function matchesThingFilter(thing: ThingRecord, filter: ThingFilter): boolean {
+  if (filter.nameContains && !thing.name.toLowerCase().includes(filter.nameContains.toLowerCase())) return false;
+  if (filter.status === "active") return thing.revokedAt === null;
+  return filter.status === undefined || thingStatus(thing) === filter.status;
 }
 
 export interface ThingsDeps {
@@ -145,8 +182,10 @@ export class Things {
   }
 
   /** Every thing, oldest first. */
-  list(): Promise<ThingRecord[]> {
-    return this.deps.store.listThings();
+  /** Every thing, or those that pass `filter` (parseThingFilter), in the store's order. */
+  async list(filter: ThingFilter = {}): Promise<ThingRecord[]> {
+    const all = await this.deps.store.listThings();
+    return filter.nameContains || filter.status ? all.filter((thing) => matchesThingFilter(thing, filter)) : all;
   }
 
   /** The thing with this id (a UUID in any case), or undefined. */
