@@ -36,6 +36,10 @@ export interface InitHubOptions {
   /** the broker host things use; default the first of `names`, else localhost */
   brokerHost?: string;
   brokerPort?: number;
+  /** the address the broker listens on (broker.listenHost); default 0.0.0.0, every interface */
+  brokerListenHost?: string;
+  /** where the metrics listen (metrics.listen: HOST:PORT, or false for none); default DEFAULT_METRICS_LISTEN */
+  metricsListen?: string | false;
   env?: string;
   /** the owner id; default a new UUID */
   ownerId?: string;
@@ -58,6 +62,8 @@ const LOOPBACK = new Set(["localhost", "127.0.0.1", "::1", "[::1]"]);
 const INIT_FLAG_OF: Record<string, string> = {
   api: "--api-url",
   "broker.port": "--broker-port",
+  "broker.listenHost": "--broker-listen",
+  metrics: "--metrics-listen",
   "broker.names": "--name",
   env: "--env",
 };
@@ -327,6 +333,10 @@ function initialSettings(o: InitHubOptions): HubSettings {
   // a path segment every thing's config.yml and every request carries (5,000 letters were taken);
   // here, not in hub.yml's schema, so a hub made before the rule keeps starting
   if (o.env !== undefined && o.env.length > 64) throw new UsageError(`--env: at most 64 characters, not ${quoteGiven(o.env)}`);
+  const listen = o.brokerListenHost;
+  if (listen !== undefined && isIP(listen) === 0 && !DNS_NAME.test(listen)) {
+    throw new UsageError(`--broker-listen must be an IP address (0.0.0.0, 127.0.0.1, ::) or a host name of this machine, not ${quoteGiven(listen)}`);
+  }
   const publicUrl = o.apiUrl ?? "http://127.0.0.1:8080";
   const url = parseUrlStrictly(publicUrl);
   if (url?.protocol !== "http:" && url?.protocol !== "https:")
@@ -371,9 +381,10 @@ function initialSettings(o: InitHubOptions): HubSettings {
       broker: {
         host: brokerHost,
         port: brokerPort,
-        listenHost: "0.0.0.0",
+        listenHost: o.brokerListenHost ?? "0.0.0.0",
         names: [...new Set(names)],
       },
+      metrics: o.metricsListen === undefined ? {} : { listen: o.metricsListen },
     },
   };
   const parsed = HubYamlSchema.safeParse(candidate);
