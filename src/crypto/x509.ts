@@ -64,16 +64,20 @@ const RSA_GEN: wc.RsaHashedKeyGenParams = {
 };
 
 /**
- * The dates of a certificate `days` long (default `defaultDays`), counted from its notBefore:
- * `opts.notBefore`, else now less `backdateMs` (at most a twentieth of the lifetime). So a server
- * certificate of 825 days, the most TLS clients take, is 825 days with its backdating.
+ * The dates of a certificate `days` long (default `defaultDays`): notBefore is `opts.notBefore`,
+ * else now less `backdateMs` (at most a twentieth of the lifetime). The days count from notBefore
+ * (so a server certificate of 825 days, the most TLS clients take, is 825 days with its
+ * backdating), or with `daysFromNow` from now (a CA: its backdating must not shorten the life
+ * ahead of it, nor leave the leaves it signs in its first week outliving it; verify pass 31, F10).
  */
-function validity(opts: ValidityOpts, defaultDays: number, backdateMs = BACKDATE_MS): { notBefore: Date; notAfter: Date } {
+function validity(opts: ValidityOpts, defaultDays: number, backdateMs = BACKDATE_MS, daysFromNow = false): { notBefore: Date; notAfter: Date } {
   const days = opts.days ?? defaultDays;
   if (!Number.isFinite(days) || days <= 0) throw new CryptoError(`certificate lifetime must be a positive number of days, got ${days}`);
   if (opts.notBefore !== undefined && Number.isNaN(opts.notBefore.getTime())) throw new CryptoError("notBefore is not a valid date");
-  const notBefore = opts.notBefore ?? new Date(Date.now() - Math.min(backdateMs, (days * DAY_MS) / 20));
-  return { notBefore, notAfter: new Date(notBefore.getTime() + days * DAY_MS) };
+  const now = Date.now();
+  const notBefore = opts.notBefore ?? new Date(now - Math.min(backdateMs, (days * DAY_MS) / 20));
+  const from = daysFromNow && opts.notBefore === undefined ? now : notBefore.getTime();
+  return { notBefore, notAfter: new Date(from + days * DAY_MS) };
 }
 
 /** 16 random bytes, first byte 0x01..0x7f: positive in DER, never padded, never zero (RFC 5280 4.1.2.2). */
@@ -164,7 +168,11 @@ async function authorityKeyId(caCert: X509.X509Certificate): Promise<X509.Author
   return x509.AuthorityKeyIdentifierExtension.create(caCert.publicKey, false, webcrypto);
 }
 
-/** Issues a leaf certificate signed by `ca` for an SPKI public key. */
+/**
+ * Issues a leaf certificate signed by `ca` for an SPKI public key. It ends no later than the
+ * CA: a leaf can never be used past its CA (RFC 5280 §6.1.3 checks each certificate of the
+ * path), so a later notAfter would only make the expiry it shows (`hub thing list`) a lie.
+ */
 async function issueLeaf(
   ca: CertifiedKey,
   subject: X509.JsonName,
@@ -173,12 +181,17 @@ async function issueLeaf(
   extensions: X509.Extension[],
 ): Promise<string> {
   const { caCert, signer } = await loadedCa(ca);
+  const { notBefore } = validityDates;
+  const notAfter = new Date(Math.min(validityDates.notAfter.getTime(), caCert.notAfter.getTime()));
+  if (notAfter <= notBefore)
+    throw new CryptoError(`the CA's validity (to ${caCert.notAfter.toISOString()}) leaves this certificate no time: the CA has expired`);
   const cert = await x509.X509CertificateGenerator.create(
     {
       serialNumber: randomSerial(),
       subject,
       issuer: caCert.subjectName,
-      ...validityDates,
+      notBefore,
+      notAfter,
       publicKey: spki,
       signingKey: signer.key,
       signingAlgorithm: signer.algorithm,
@@ -197,7 +210,7 @@ async function issueLeaf(
 /** A new self-signed root CA (RSA-2048, SHA-256). */
 export async function createCertificateAuthority(opts: { commonName: string; days?: number; notBefore?: Date }): Promise<CertifiedKey> {
   const name = commonName(opts.commonName, "the CA common name");
-  const dates = validity(opts, 3650, CLOCK_BEHIND_MS);
+  const dates = validity(opts, 3650, CLOCK_BEHIND_MS, true);
   const keys = await generateRsa();
   const cert = await x509.X509CertificateGenerator.createSelfSigned(
     {

@@ -276,7 +276,7 @@ describe("certificates", () => {
     await expect(createCertificateAuthority({ commonName: "" })).rejects.toThrow(CryptoError);
   });
 
-  test("the CA and a server certificate start a week back (a device clock behind the hub's takes them), a thing's an hour; each lasts its days from its start", async () => {
+  test("the CA and a server certificate start a week back (a device clock behind the hub's takes them), a thing's an hour; each lasts its days from its start, but the CA its days from now, and no leaf outlives its CA (verify pass 31, F10)", async () => {
     const DAY = 86_400_000;
     const ca = await createCertificateAuthority({ commonName: "backdated CA" });
     const server = await issueServerCertificate(ca, { commonName: "127.0.0.1" });
@@ -287,10 +287,17 @@ describe("certificates", () => {
       return { back: Date.now() - c.notBefore.getTime(), days: (c.notAfter.getTime() - c.notBefore.getTime()) / DAY };
     };
     const near = (ms: number, target: number) => Math.abs(ms - target) < 60_000;
-    expect(near(dates(ca.certPem).back, 7 * DAY) && dates(ca.certPem).days === 3650).toBe(true);
+    expect(near(dates(ca.certPem).back, 7 * DAY) && near(describeCertificate(ca.certPem).notAfter.getTime() - Date.now(), 3650 * DAY)).toBe(true);
     expect(near(dates(server.certPem).back, 7 * DAY) && dates(server.certPem).days === 825).toBe(true);
     expect(near(dates(thing).back, 3_600_000)).toBe(true);
     expect(near(dates(short.certPem).back, DAY / 20) && dates(short.certPem).days === 1).toBe(true);
+    // a thing's 10 years from an hour back ended a week after the CA; now they end with it at the latest
+    expect(describeCertificate(thing).notAfter.getTime()).toBeLessThanOrEqual(describeCertificate(ca.certPem).notAfter.getTime());
+    const shortCa = await createCertificateAuthority({ commonName: "short CA", days: 30 });
+    const clamped = await issueThingCertificate(shortCa, { thingName: "outlives", publicKeyPem: pki.thing.publicKeyPem });
+    expect(describeCertificate(clamped).notAfter).toEqual(describeCertificate(shortCa.certPem).notAfter);
+    const over = await createCertificateAuthority({ commonName: "over CA", notBefore: new Date(Date.now() - 3 * DAY), days: 1 });
+    await expect(issueThingCertificate(over, { thingName: "late", publicKeyPem: pki.thing.publicKeyPem })).rejects.toThrow("the CA has expired");
   });
 
   test("more things from the same CA via issueThing", async () => {
