@@ -368,13 +368,13 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     const useCases = hubUseCases({ home, store, log, broker, collector, feed, live, disconnect: kick });
     updatesRef = useCases.updates;
     const api = createHubApi({ ...useCases, log, observer });
-    const local = await startLocalSocket(api, paths.socket);
+    const local = await startLocalSocket(api, paths.socket, log);
     await parts.start({ name: "local socket", stop: () => local.stop() });
     const apiListen = { host: settings.api.host, port: opts.apiPort ?? settings.api.port };
     const tls = settings.api.tls ? readBrokerTls(paths) : undefined;
     let server: HubServer;
     try {
-      server = startHubServer(api, { ...apiListen, tls });
+      server = startHubServer(api, { ...apiListen, tls, log });
     } catch (err) {
       throw cannotListen(err, "the API", apiListen, "hub.api.host and hub.api.port", paths.config);
     }

@@ -24,7 +24,7 @@ import { type HubStore, StoreFailure, type ThingRecord } from "../../src/hub/sto
 import { openHubStore } from "../../src/hub/store/open-store.ts";
 import { createThing } from "../../src/hub/things/provision.ts";
 import { MAX_JSON_DEPTH } from "../../src/protocol/limits.ts";
-import { createLogger } from "../../src/shared/log.ts";
+import { createLogger, silentLogger } from "../../src/shared/log.ts";
 import { hubApiOver } from "../support/hub-api.ts";
 import { storedMessages } from "../support/hub-messages.ts";
 import { tally } from "../support/tally.ts";
@@ -125,7 +125,7 @@ describe("JSON limits on HTTP bodies", () => {
 
 describe("a request the server cannot build a URL for", () => {
   test("no Host, an empty one, or one with a space: 400 naming the Host header, never an unlogged 500", async () => {
-    const server = startHubServer(api, { host: "127.0.0.1", port: 0 });
+    const server = startHubServer(api, { host: "127.0.0.1", port: 0, log: silentLogger });
     const port = Number(new URL(server.url).port);
     /** the status line and body of one raw request over TCP */
     const raw = (head: string) =>

@@ -22,7 +22,7 @@ import { createThing } from "../../src/hub/things/provision.ts";
 import { updateKeyPaths } from "../../src/hub/updates/update-key.ts";
 import { Updates } from "../../src/hub/updates/updates.ts";
 import { MANIFEST_FILE, manifestBytes, SIGNATURE_FILE } from "../../src/protocol/release-manifest.ts";
-import { silentLogger } from "../../src/shared/log.ts";
+import { createLogger, silentLogger } from "../../src/shared/log.ts";
 import { hubApiOver } from "../support/hub-api.ts";
 
 let dir: string;
@@ -197,6 +197,56 @@ describe("releases", () => {
     await expect(updates.addRelease(other)).rejects.toThrow("release 2.2.0 is already stored with another manifest");
     expect((await updates.addRelease(first)).outcome).toBe("stored");
     expect(readFileSync(join(home.paths.dir, "releases", "2.2.0", "manifest.json"), "utf8")).toBe(readFileSync(join(first, "manifest.json"), "utf8"));
+  });
+
+  test("a release binary that is not the file its manifest signs (a directory, a FIFO, another size) is a 410 saying it is damaged, and an ERROR naming what was found (attack round 28, F5: an unlogged 500, an empty 200)", async () => {
+    const lines: string[] = [];
+    const logged = hubApiOver({ home, store, log: createLogger({ write: (line) => lines.push(line) }) });
+    const updates = new Updates({ home, store });
+    await updates.addRelease(await releaseDir("2.3.5", hubKey()));
+    const file = join(home.paths.dir, "releases", "2.3.5", "flashlex-linux-x64");
+    const { record, key } = things[0]!;
+    const ask = async () => {
+      const jwt = await signThingToken({ thingId: record.id, privateKey: key });
+      const answer = await logged.fetch(
+        new Request(`${base}/things/${record.id}/update/binary?version=2.3.5&target=linux-x64`, { headers: { Authorization: `Bearer ${jwt}` } }),
+      );
+      return { status: answer.status, said: ((await answer.json()) as any).messages[0].value };
+    };
+    const damaged = { status: 410, said: "release 2.3.5's binary for linux-x64 on the hub is damaged; add the release again" };
+    rmSync(file);
+    mkdirSync(file);
+    expect(await ask()).toEqual(damaged);
+    rmSync(file, { recursive: true });
+    execFileSync("mkfifo", [file]);
+    expect(await ask()).toEqual(damaged);
+    rmSync(file);
+    writeFileSync(file, "short");
+    expect(await ask()).toEqual(damaged);
+    expect(lines.filter((l) => l.includes("ERROR hub.release_file_missing")).map((l) => /found="([^"]*)"/.exec(l)?.[1])).toEqual([
+      "not a regular file",
+      "not a regular file",
+      expect.stringMatching(/^5 bytes, not the \d+ its manifest signs$/),
+    ]);
+  });
+
+  test("a field that must be a string and is not (an array, an object with a toString key) is a 400 naming it, from a thing or an operator (attack round 28, F4: a 500 logged as a bug)", async () => {
+    for (const body of [
+      { state: { toString: 1 }, version: "2.0.0", running: "1.0.0" },
+      { state: ["healthy"], version: "2.0.0", running: "1.0.0" },
+      { state: "healthy", version: ["2.0.0"], running: "1.0.0" },
+      { state: "healthy", version: "2.0.0", running: { toString: 1 } },
+    ]) {
+      const answer = await asThing(1, "/update", { method: "POST", body: JSON.stringify(body) });
+      expect({ body, status: answer.status }).toEqual({ body, status: 400 });
+    }
+    for (const [body, said] of [
+      [{ version: { toString: 1 }, all: true }, "version must be a string"],
+      [{ version: "2.0.0", all: true, batch: { toString: "x" } }, "batch must be a string"],
+    ] as const) {
+      const answer = await operator("/updates", { method: "POST", body: JSON.stringify(body) });
+      expect({ status: answer.status, said: ((await answer.json()) as any).messages[0].value }).toEqual({ status: 400, said });
+    }
   });
 
   test("a release whose files were removed: a thing asking for its binary hears 410 saying so (was a 500, the thing stuck at 'downloading'), and a rollout of it is refused", async () => {

@@ -6,8 +6,9 @@
 
 import { chmodSync, rmSync } from "node:fs";
 import { FlashlexError } from "../../shared/errors.ts";
+import type { Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
-import { discardUnreadBody, errorToResponse } from "./envelope.ts";
+import { discardUnreadBody, errorToResponse, logApiFailure } from "./envelope.ts";
 import type { HubApi } from "./routes.ts";
 
 export interface HubServer {
@@ -17,10 +18,23 @@ export interface HubServer {
 }
 
 /**
+ * Bun's answer to an error past the routes' own handling (a response body that failed as Bun
+ * sent it), said in the log its answer points at (attack round 28, F5: "see the hub's log" found
+ * nothing there).
+ */
+function unhandled(log: Logger): (err: Error) => Response {
+  return (err) => {
+    const answer = errorToResponse(err);
+    logApiFailure(log, { method: "?", route: "(sending the answer)" }, answer, err);
+    return answer.response;
+  };
+}
+
+/**
  * Serves the API on `host:port` (0 = a free port). With `tls` the hub answers HTTPS with the
  * broker's certificate, which things already trust through the hub CA in their keys directory.
  */
-export function startHubServer(api: HubApi, opts: { host: string; port: number; tls?: { certPem: string; keyPem: string } }): HubServer {
+export function startHubServer(api: HubApi, opts: { host: string; port: number; tls?: { certPem: string; keyPem: string }; log: Logger }): HubServer {
   const server = Bun.serve({
     hostname: opts.host,
     port: opts.port,
@@ -32,7 +46,7 @@ export function startHubServer(api: HubApi, opts: { host: string; port: number; 
     // the first time, outside the hub's log format. routes.ts logs hub.request_abandoned.
     idleTimeout: 10,
     fetch: (request, server) => afterBody(request, api.fetch(request, { via: "network", remote: () => server.requestIP(request)?.address })),
-    error: (err) => errorToResponse(err).response,
+    error: unhandled(opts.log),
   });
   const host = opts.host.includes(":") ? `[${opts.host}]` : opts.host;
   return {
@@ -63,13 +77,13 @@ export interface LocalSocket {
  * socket left by a hub that was killed is replaced; one that answers means another `hub serve`
  * runs with this home: FlashlexError of kind try-later (75).
  */
-export async function startLocalSocket(api: HubApi, path: string): Promise<LocalSocket> {
+export async function startLocalSocket(api: HubApi, path: string, log: Logger): Promise<LocalSocket> {
   await refuseSecondHub(path);
   rmSync(path, { force: true });
   const server = Bun.serve({
     unix: path,
     fetch: (request) => afterBody(request, api.fetch(request, { via: "local" })),
-    error: (err) => errorToResponse(err).response,
+    error: unhandled(log),
   });
   chmodSync(path, 0o600);
   return {

@@ -18,7 +18,6 @@ import { statSync } from "node:fs";
 import { isUuid } from "../../protocol/ids.ts";
 import { VERSION_PATTERN } from "../../protocol/release-manifest.ts";
 import type { Logger } from "../../shared/log.ts";
-import { pathExists } from "../../shared/path-exists.ts";
 import { bearerToken } from "../home/tokens.ts";
 import type { HubUseCases } from "../hub.ts";
 import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
@@ -103,6 +102,13 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     return value;
   }
 
+  /** The body's `name` as a string (absent: ""); anything else (an array, an object) is a 400 naming it. */
+  function stringField(b: Record<string, unknown>, name: string): string {
+    const value = b[name] ?? "";
+    if (typeof value !== "string") throw new HttpError(400, `${name} must be a string`);
+    return value;
+  }
+
   /**
    * The JSON object body; with `fields`, only those (an operator's request: a misspelt field is a
    * 400, not a default). A thing's report takes any: an agent newer than the hub may say more.
@@ -154,7 +160,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       await requireOperator(request, url, origin);
       onlyQueryParams(url.searchParams, []);
       const b = await body(request, ["version", "things", "all", "batch", "maxFailures"]);
-      const version = String(b.version ?? "");
+      const version = stringField(b, "version");
       // as the CLI's --things and --all: one or the other, never both (all took the whole fleet)
       if (b.all !== undefined && b.all !== true) throw new HttpError(400, "all must be true (or left out, with things)");
       if (b.all === true && b.things !== undefined) throw new HttpError(400, "give things or all, not both");
@@ -168,7 +174,8 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       const rollout = await updates.startRollout({
         version,
         things: chosen as ThingRecord[],
-        batch: b.batch === undefined ? undefined : String(b.batch),
+        // "10%" or a count, as the CLI's --batch
+        batch: b.batch === undefined ? undefined : typeof b.batch === "number" ? String(b.batch) : stringField(b, "batch"),
         // as given: startRollout refuses what is not a whole number in range (a "2" was read as 0)
         maxFailures: b.maxFailures as number | undefined,
       });
@@ -196,10 +203,10 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     if (path.length === 3 && method === "POST") {
       const thing = await requireThing(request, id, origin);
       const b = await body(request);
-      const state = String(b.state) as ReportedState;
+      const state = b.state as ReportedState;
       if (!REPORTED_STATES.includes(state)) throw new HttpError(400, `state must be one of ${REPORTED_STATES.join(", ")}`);
-      const version = String(b.version ?? "");
-      const running = String(b.running ?? "");
+      const version = stringField(b, "version");
+      const running = stringField(b, "running");
       if (!VERSION_PATTERN.test(version) || !VERSION_PATTERN.test(running)) throw new HttpError(400, "version and running must be versions");
       const detail = typeof b.detail === "string" ? b.detail : undefined;
       const applied = await updates.report(thing, { state, version, running, detail });
@@ -212,15 +219,23 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     const target = param(url, "target", TARGET);
     const binary = await updates.binary(version, target);
     if (!binary) throw new HttpError(404, `release ${version} has no binary for ${target}`);
-    if (!pathExists(binary.path)) {
-      // removed from releases/ since it was added: the thing reports the update failed with this
-      log.error("hub.release_file_missing", { version, target, file: binary.path, fix: "add the release again: flashlex hub release add DIR" });
-      throw new HttpError(410, `release ${version}'s binary for ${target} is no longer on the hub; add the release again`);
+    // Removed from releases/ since it was added, or something else in its place (a directory
+    // was a 500 nobody logged, a FIFO an empty 200): the thing reports the update failed with this.
+    const found = statSync(binary.path, { throwIfNoEntry: false });
+    const wrong = !found
+      ? undefined
+      : !found.isFile()
+        ? "not a regular file"
+        : found.size !== binary.size
+          ? `${found.size} bytes, not the ${binary.size} its manifest signs`
+          : "";
+    if (wrong !== "") {
+      log.error("hub.release_file_missing", { version, target, file: binary.path, found: wrong, fix: "add the release again: flashlex hub release add DIR" });
+      const what = wrong === undefined ? "is no longer on the hub" : "on the hub is damaged";
+      throw new HttpError(410, `release ${version}'s binary for ${target} ${what}; add the release again`);
     }
     log.info("hub.update_download", { thing: thing.name, version, target });
-    return new Response(Bun.file(binary.path), {
-      headers: { "Content-Type": "application/octet-stream", "Content-Length": String(statSync(binary.path).size) },
-    });
+    return new Response(Bun.file(binary.path), { headers: { "Content-Type": "application/octet-stream", "Content-Length": String(found!.size) } });
   }
 
   return {
