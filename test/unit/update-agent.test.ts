@@ -4,7 +4,7 @@
  * updater decides at start about a pending update that is not the running version (a fake hub).
  */
 import { describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { generateUpdateKeyPair, loadUpdatePrivateKey, signRelease } from "../../src/crypto/update-signing.ts";
 import { manifestBytes } from "../../src/protocol/release-manifest.ts";
@@ -17,7 +17,7 @@ import { writeGuard } from "../../src/thing/update/guard.ts";
 import type { UpdateHubApi } from "../../src/thing/update/hub-api.ts";
 import { installBinary, restorePrevious } from "../../src/thing/update/install.ts";
 import { formatMarker, markerPaths, parseMarker, readPending, readRelease, readRolledBack } from "../../src/thing/update/marker.ts";
-import { readTrialSchema, recordSchemaBeforeTrial } from "../../src/thing/update/trial-schema.ts";
+import { readTrialSchema, recordSchemaBeforeTrial, restoreTrialSchema } from "../../src/thing/update/trial-schema.ts";
 import { startUpdater } from "../../src/thing/update/updater.ts";
 import { scratchDir } from "../support/scratch.ts";
 
@@ -137,6 +137,27 @@ echo locked >&2; exit 75
     expect(readPending(d.data)).toBeUndefined();
   });
 
+  test.skipIf(process.getuid?.() !== 0)(
+    "run as root for a data directory another user owns, the guard does nothing and says so: that user chose the binary it would run (attack round 28, F3)",
+    () => {
+      const d = device();
+      const ran = join(d.root, "ran");
+      writeFileSync(d.download, `#!/bin/sh\necho ran > '${ran}'\n`, { mode: 0o755 });
+      writeGuard(d.data);
+      installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary }, d.data);
+      writeFileSync(markerPaths(d.data).trialSchema, JSON.stringify({ version: 3, database: join(d.data, "subscription.db") }));
+      writeFileSync(markerPaths(d.data).starts, "2\n");
+      chownSync(join(d.data, "update"), 48_001, 48_001);
+      const refused = guard(d.data);
+      expect(refused.stderr.toString()).toContain("refused to run as root");
+      expect(existsSync(ran)).toBe(false);
+      expect(readFileSync(d.binary, "utf8")).toContain("echo ran"); // nothing swapped
+      chownSync(join(d.data, "update"), 0, 0);
+      expect(guard(d.data).stderr.toString()).toContain("the previous binary is back");
+      expect(existsSync(ran)).toBe(true);
+    },
+  );
+
   test("restorePrevious is the watchdog's rollback", () => {
     const d = device();
     const pending = installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary }, d.data);
@@ -224,11 +245,15 @@ describe("at start, a pending update whose version is not the one that runs", ()
     expect(readTrialSchema(d.data)).toEqual({ version: 3, database });
     // a record naming a file outside the data directory is no record: the down-migration goes nowhere else
     const kept = readFileSync(markerPaths(d.data).trialSchema, "utf8");
+    writeFileSync(join(d.root, "elsewhere.db"), "");
+    symlinkSync(join(d.root, "elsewhere.db"), join(d.data, "elsewhere-link.db"));
     for (const [record, said] of [
       [JSON.stringify({ version: 3, database: join(d.root, "elsewhere.db") }), `its database is not a file of ${d.data}`],
       [JSON.stringify({ version: 3, database: "subscription.db" }), `its database is not a file of ${d.data}`],
       [JSON.stringify({ version: "3", database }), "no schema version"],
       ["garbage", "not JSON"],
+      // a symlink in the data directory to another database (attack round 28, F2)
+      [JSON.stringify({ version: 3, database: join(d.data, "elsewhere-link.db") }), `its database is not a file of ${d.data}`],
     ]) {
       writeFileSync(markerPaths(d.data).trialSchema, record!);
       expect(() => readTrialSchema(d.data)).toThrow(`${markerPaths(d.data).trialSchema}: ${said}`);
@@ -243,6 +268,16 @@ describe("at start, a pending update whose version is not the one that runs", ()
     installBinary(d.download, { version: "4.0.0", from: "2.0.0", binary: d.binary }, d.data); // 3.0.0's trial never ended
     expect(readTrialSchema(d.data)).toBeUndefined();
   }, 10_000);
+
+  test("a record with no update pending or rolled back is not one a trial left: restore-schema refuses it (78) and leaves the database (attack round 28, F2)", () => {
+    const d = device();
+    const database = join(d.data, "subscription.db");
+    writeFileSync(database, "");
+    mkdirSync(join(d.data, "update"));
+    writeFileSync(markerPaths(d.data).trialSchema, JSON.stringify({ version: 1, database }));
+    expect(() => restoreTrialSchema(d.data)).toThrow(`${markerPaths(d.data).trialSchema}: no update is pending or rolled back`);
+    expect(readFileSync(database, "utf8")).toBe("");
+  });
 
   test("a trial the broker never answered (refused, unreachable: the hub down during a rollout) waits for it, one WARN, and only past that rolls back saying so; one the broker answered rolls back at its time (new-user pass 25, F3)", async () => {
     const silent = device();

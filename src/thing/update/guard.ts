@@ -9,8 +9,10 @@
  * an older binary refuses a newer schema with 78, which the unit does not restart. A restore that
  * found the database locked (75) past its wait twice does not swap the binary: the version on trial
  * starts once more and the next start tries again (verify pass 31, F14). With no update
- * pending it reads one file and exits. It needs only sh, sed, cat, dirname, mv, rm and sync, and
- * never sources a file it reads.
+ * pending it reads one file and exits. It needs only sh, sed, cat, dirname, id, stat, mv, rm and
+ * sync, and never sources a file it reads. Run as root for a data directory another user owns, it
+ * does nothing: the files it acts on are that user's to write, so it would run that user's choice
+ * of binary as root (attack round 28, F3).
  *
  * serve writes it at every start (atomically, when it changed), so the unit can name it from
  * the day the service is installed.
@@ -30,6 +32,11 @@ set -u
 dir=$(dirname -- "$0")
 pending="$dir/pending"
 [ -f "$pending" ] || exit 0
+# never as root for a data directory another user owns: that user writes pending and this script
+if [ "$(id -u)" = 0 ] && [ "$(stat -c %u -- "$dir")" != 0 ]; then
+  echo "flashlex update guard: refused to run as root: $dir is another user's; run it as the service's user (the unit's User=)" >&2
+  exit 0
+fi
 value() { sed -n "s/^$1='\\(.*\\)'\\$/\\1/p" "$pending"; }
 binary=$(value FLASHLEX_UPDATE_BINARY)
 previous=$(value FLASHLEX_UPDATE_PREVIOUS)

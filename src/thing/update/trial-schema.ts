@@ -17,14 +17,14 @@
  * binary the newer schema: verify pass 31, F7).
  */
 import { readFileSync, realpathSync, rmSync } from "node:fs";
-import { dirname } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { VERSION } from "../../shared/version.ts";
 import { downgradeThingDatabase } from "../store/message-store.ts";
-import { markerPaths, readPending, writeFileAtomicallyDurable } from "./marker.ts";
+import { markerPaths, readPending, readRolledBack, writeFileAtomicallyDurable } from "./marker.ts";
 
 /** What the record says: the schema version to go back to, the database it is of, and whether a rollback already took it back. */
 export interface TrialSchema {
@@ -81,10 +81,15 @@ export function readTrialSchema(dataDir: string): TrialSchema | undefined {
   return restored ? { version: version as number, database, restored } : { version: version as number, database };
 }
 
-/** Whether `file` lies directly in `dir`, both through their real paths; false when either is not there. */
+/**
+ * Whether `file` lies directly in `dir`, both through their real paths: the file's own when it is
+ * there (a symlink in the data directory sent the down-migration to another database: attack
+ * round 28, F2), else its directory's; false when the directory is not there.
+ */
 function inDirectory(file: string, dir: string): boolean {
   try {
-    return realpathSync(dirname(file)) === realpathSync(dir);
+    const real = pathExists(file) ? realpathSync(file) : join(realpathSync(dirname(file)), basename(file));
+    return dirname(real) === realpathSync(dir);
   } catch {
     return false;
   }
@@ -105,7 +110,8 @@ export const RESTORE_LOCK_WAIT_MS = 30_000;
 
 /**
  * Takes the database named in the record back to its version (downgradeThingDatabase, waiting up
- * to RESTORE_LOCK_WAIT_MS for a lock), then marks the record `restored`. Returns what it did
+ * to RESTORE_LOCK_WAIT_MS for a lock), then marks the record `restored`. Only while an update is
+ * pending or rolled back: otherwise the record is a ConfigError (78). Returns what it did
  * (`from` equals `to` when the file was already there, or a rollback took it back before), or
  * undefined when there is no record or no database. Throws as downgradeThingDatabase does (a lock
  * held past the wait is `try-later`, 75); the record is then kept, for another try.
@@ -113,6 +119,13 @@ export const RESTORE_LOCK_WAIT_MS = 30_000;
 export function restoreTrialSchema(dataDir: string): { database: string; from: number; to: number } | undefined {
   const record = readTrialSchema(dataDir);
   if (!record) return undefined;
+  // a rollback is the only reason to go back: with no update pending or rolled back the record is
+  // not one a trial left (attack round 28, F2)
+  if (!readPending(dataDir) && !readRolledBack(dataDir)) {
+    throw new ConfigError(
+      `${markerPaths(dataDir).trialSchema}: no update is pending or rolled back (update/pending, update/rolled-back), so nothing asks for the database to go back; remove it`,
+    );
+  }
   if (record.restored) return { database: record.database, from: record.version, to: record.version };
   if (!pathExists(record.database)) {
     clearTrialSchema(dataDir);
