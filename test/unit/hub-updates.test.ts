@@ -279,7 +279,9 @@ describe("releases", () => {
     expect(await updates.report(first!, { state: "downloading", version: "2.4.0", running: "1.0.0" })).toBe(true);
     const rollout = (await store.updates.runningRollout())!;
     await store.updates.stopRollout(rollout.id, "stopped by the test", Date.now());
-    await expect(updates.removeRelease("2.4.0")).rejects.toThrow("release 2.4.0 is still on its way to 1 thing (queued, offered, downloading or installed)");
+    await expect(updates.removeRelease("2.4.0")).rejects.toThrow(
+      `release 2.4.0 is still on its way to 1 thing: ${first!.name} (downloading); remove it once they are done (flashlex hub update status), or once a rollout to another release takes them`,
+    );
     // replaced by a rollout to another release: the thing is no longer offered 2.4.0
     await updates.addRelease(await releaseDir("2.4.1", hubKey()));
     const byOther = await updates.startRollout({ version: "2.4.1", things: [first!], batch: "1" });

@@ -150,7 +150,7 @@ export class Updates {
   async removeRelease(version: string): Promise<{ bytes: number }> {
     if (!(await this.release(version))) throw new InputError(`no release ${quoteGiven(version)} (see \`flashlex hub release list\`)`);
     // a revoked or deleted thing never polls again: its row holds nothing back
-    const live = new Set((await this.deps.store.listThings()).filter((thing) => thing.revokedAt === null).map((thing) => thing.id));
+    const live = new Map((await this.deps.store.listThings()).filter((thing) => thing.revokedAt === null).map((thing) => [thing.id, thing.name]));
     // Under the rollouts' lock, as startRollout checks the files: a rollout started at the same
     // moment either comes first (and this is refused) or finds the files gone (verify pass 31, F2).
     const aside = await this.tables.transaction(async (t) => {
@@ -169,8 +169,12 @@ export class Updates {
         (row) => live.has(row.thing_id) && row.to_version === version && !TERMINAL_STATES.includes(row.state as UpdateState),
       );
       if (onTheWay.length) {
+        // named, with their state: one left mid-download by a stopped rollout holds it until it
+        // reports, is revoked, or a rollout to another release takes it (attack round 28, F1)
+        const named = onTheWay.slice(0, 3).map((row) => `${live.get(row.thing_id)} (${row.state})`);
+        const more = onTheWay.length > 3 ? ` and ${onTheWay.length - 3} more` : "";
         throw new ConflictError(
-          `release ${version} is still on its way to ${onTheWay.length} thing${onTheWay.length === 1 ? "" : "s"} (queued, offered, downloading or installed); remove it once they are done (flashlex hub update status)`,
+          `release ${version} is still on its way to ${onTheWay.length} thing${onTheWay.length === 1 ? "" : "s"}: ${named.join(", ")}${more}; remove it once they are done (flashlex hub update status), or once a rollout to another release takes them`,
         );
       }
       return setReleaseFilesAside(this.deps.home.paths.shared, version);
