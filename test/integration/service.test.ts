@@ -816,6 +816,12 @@ describe("install and uninstall against a fake systemctl", () => {
     expect(io.stderr).toContain("flashlex uninstall-service first, or pass --replace");
     expect(readFileSync(unitPath, "utf8")).toBe(before);
     expect(calls().filter((c) => c !== "--version")).toEqual([]);
+    // the preview says so too, and changes nothing (attack round 28, I1)
+    const preview = capture();
+    expect(await exitOf(preview, installService({ ...opts, config: other, dryRun: true, io: preview }))).toBe(ExitCode.OK);
+    expect(preview.stderr).toContain(`warning: ${unitPath} runs another thing's serve (its config is ${config})`);
+    expect(preview.stderr).toContain("installing this would be refused without --replace");
+    expect(readFileSync(unitPath, "utf8")).toBe(before);
     const replaced = capture();
     expect(await exitOf(replaced, installService({ ...opts, config: other, replace: true, io: replaced }))).toBe(ExitCode.OK);
     expect(readFileSync(unitPath, "utf8")).toContain(`serve -c ${other} -k`);

@@ -158,11 +158,6 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
     generated: `flashlex ${VERSION} (${COMMIT})${exe.compiled ? "" : ", from a source run: install the compiled binary for real use"}`,
   });
 
-  if (dryRun) {
-    io.out(unit);
-    return;
-  }
-
   const unitPath = opts.unitPath ?? DEFAULT_UNIT_PATH;
   const name = basename(unitPath);
   const previous = readIfExists(unitPath);
@@ -170,9 +165,14 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
   // first one's unit and restarted it as the second, without a word (new-user pass 26, F4).
   const runsNow = previous === undefined ? undefined : configOfUnit(previous);
   if (previous !== undefined && runsNow !== configOfUnit(unit) && !opts.replace) {
-    throw new UsageError(
-      `${unitPath} runs another thing's serve (${runsNow ? `its config is ${runsNow}` : "not one install-service wrote"}): a machine runs one thing's service; flashlex uninstall-service first, or pass --replace to make it run this one`,
-    );
+    const why = `${unitPath} runs another thing's serve (${runsNow ? `its config is ${runsNow}` : "not one install-service wrote"}): a machine runs one thing's service`;
+    // the preview says what the install would do (attack round 28, I1: it said nothing)
+    if (dryRun) io.err(`warning: ${why}; installing this would be refused without --replace\n`);
+    else throw new UsageError(`${why}; flashlex uninstall-service first, or pass --replace to make it run this one`);
+  }
+  if (dryRun) {
+    io.out(unit);
+    return;
   }
   await noInterrupt(opts.signal);
   ensureDataDir(data, account, io);
