@@ -839,6 +839,25 @@ describe("install and uninstall against a fake systemctl", () => {
     expect(readFileSync(unitPath, "utf8")).toBe(before);
   });
 
+  test("a folder, binary or config other users may change is warned about, naming the fix: they could replace what the service runs (attack round 28, F6)", async () => {
+    const bin = opts.executable!.command;
+    const io = capture();
+    chmodSync(home, 0o777);
+    chmodSync(bin, 0o757);
+    try {
+      expect(await exitOf(io, installService({ ...opts, dryRun: true, io }))).toBe(ExitCode.OK);
+    } finally {
+      chmodSync(home, 0o755);
+      chmodSync(bin, 0o755);
+    }
+    expect(io.stderr).toContain(`warning: other users may change ${home} (mode 0777): they could replace what the service runs as`);
+    expect(io.stderr).toContain(`warning: other users may change ${bin} (mode 0757)`);
+    expect(io.stderr).toContain(`(fix: chmod go-w ${home})`);
+    const quiet = capture();
+    expect(await exitOf(quiet, installService({ ...opts, dryRun: true, io: quiet }))).toBe(ExitCode.OK);
+    expect(quiet.stderr).not.toContain("other users may change");
+  });
+
   test("a hand-made drop-in that runs the update guard too is pointed out", async () => {
     mkdirSync(`${unitPath}.d`, { recursive: true });
     writeFileSync(join(`${unitPath}.d`, "override.conf"), `[Service]\nExecStartPre=-/bin/sh ${home}/data/update/guard.sh\n`);

@@ -17,7 +17,7 @@ import { shellWord } from "../../shared/shell-word.ts";
 import { COMMIT, VERSION } from "../../shared/version.ts";
 import { keyFileTooOpen, loadIdentity } from "../identity.ts";
 import { defaultKeysDir, loadThingConfig } from "../settings.ts";
-import { checkConfigAccess, checkServiceAccess, isInFolder } from "./access.ts";
+import { checkConfigAccess, checkServiceAccess, isInFolder, writableByOthers } from "./access.ts";
 import { type Executable, runningExecutable } from "./executable.ts";
 import { renderUnit, UNIT_TEMPLATE } from "./unit.ts";
 
@@ -130,9 +130,17 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
     warnings.push(
       `other users can read the thing's private key ${thing.paths.privateKey} (mode ${openKey}) (fix: chmod 600 ${shellWord(thing.paths.privateKey)})`,
     );
+  const binaryDir = dirname(exe.command);
+  for (const path of new Set([binaryDir, exe.command, folder, config, data])) {
+    const mode = writableByOthers(path, account);
+    if (mode) {
+      warnings.push(
+        `other users may change ${path} (mode ${mode}): they could replace what the service runs as ${account.name} (the binary, the update guard in data/, the config) (fix: chmod go-w ${shellWord(path)})`,
+      );
+    }
+  }
   for (const warning of warnings) io.err(`warning: ${warning}\n`);
   const systemctl = opts.systemctl ?? "systemctl";
-  const binaryDir = dirname(exe.command);
   // what a suggested run of install-service again must repeat: a rerun without --user was refused (64)
   const flags = [
     ...(opts.user !== undefined ? ["--user", opts.user] : []),
