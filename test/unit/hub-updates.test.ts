@@ -230,6 +230,25 @@ describe("releases", () => {
     ]);
   });
 
+  test("a report's detail is logged as far as it is stored (500 characters), not its whole body (attack round 28, I4)", async () => {
+    const lines: string[] = [];
+    const logged = hubApiOver({ home, store, log: createLogger({ write: (line) => lines.push(line) }) });
+    const { record, key } = things[2]!;
+    const jwt = await signThingToken({ thingId: record.id, privateKey: key });
+    const body = JSON.stringify({ state: "failed", version: "2.0.0", running: "1.0.0", detail: "x".repeat(12_000) });
+    const answer = await logged.fetch(
+      new Request(`${base}/things/${record.id}/update`, {
+        method: "POST",
+        body,
+        headers: { Authorization: `Bearer ${jwt}`, "Content-Type": "application/json" },
+      }),
+    );
+    expect(answer.status).toBe(200);
+    const line = lines.find((l) => l.includes("hub.update_report"))!;
+    expect(line).toContain(`detail=${"x".repeat(500)} `);
+    expect(line).not.toContain("x".repeat(501));
+  });
+
   test("a field that must be a string and is not (an array, an object with a toString key) is a 400 naming it, from a thing or an operator (attack round 28, F4: a 500 logged as a bug)", async () => {
     for (const body of [
       { state: { toString: 1 }, version: "2.0.0", running: "1.0.0" },

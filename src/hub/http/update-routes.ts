@@ -23,7 +23,7 @@ import type { HubUseCases } from "../hub.ts";
 import { bearerChallenge, CollectAuthError } from "../messages/collect.ts";
 import type { HubObserver } from "../metrics/observer.ts";
 import type { ThingRecord } from "../store/hub-store.ts";
-import { type OutboxReport, REPORTED_STATES, type ReportedState } from "../updates/updates.ts";
+import { MAX_DETAIL_CHARS, type OutboxReport, REPORTED_STATES, type ReportedState } from "../updates/updates.ts";
 import {
   errorResponse,
   errorToResponse,
@@ -208,7 +208,8 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       const version = stringField(b, "version");
       const running = stringField(b, "running");
       if (!VERSION_PATTERN.test(version) || !VERSION_PATTERN.test(running)) throw new HttpError(400, "version and running must be versions");
-      const detail = typeof b.detail === "string" ? b.detail : undefined;
+      // as much as is stored: a 16 KiB detail at every report grew the hub's log (attack round 28, I4)
+      const detail = typeof b.detail === "string" ? b.detail.slice(0, MAX_DETAIL_CHARS) : undefined;
       const applied = await updates.report(thing, { state, version, running, detail });
       log.info("hub.update_report", { thing: thing.name, state, version, running, detail, applied: applied ? undefined : false });
       return ok({ applied }, applied ? "Report stored." : "No update of that version for this thing.");

@@ -72,6 +72,8 @@ export interface RolloutStatus {
 
 /** The most failures a rollout may be told to let pass. */
 export const MAX_FAILURES_LIMIT = 1_000_000;
+/** How much of a thing's report `detail` is kept, and logged, in characters: its reason, not its whole body. */
+export const MAX_DETAIL_CHARS = 500;
 
 /** `10%` or `3` → things per batch for `count` things (at least 1). Throws InputError otherwise. */
 export function batchSize(spec: string, count: number): number {
@@ -366,7 +368,7 @@ export class Updates {
       const row = await t.thingRow(thing.id);
       if (!row?.rollout_id || row.to_version !== report.version || row.state === "cancelled") return false;
       await t.recordRunning(thing.id, { version: report.running }, at);
-      await t.setState(thing.id, report.state, report.detail?.slice(0, 500) ?? null, at);
+      await t.setState(thing.id, report.state, report.detail?.slice(0, MAX_DETAIL_CHARS) ?? null, at);
       await advance(t, row.rollout_id, at);
       return true;
     });
