@@ -9,6 +9,7 @@ import { formatListenAddress, listenFailure, parseListenAddress } from "../share
 import type { Logger } from "../shared/log.ts";
 import { budgetLogger } from "../shared/log-budget.ts";
 import { type MetricsListener, startMetricsListener } from "../shared/metrics-http.ts";
+import { readRegularFile } from "../shared/regular-file.ts";
 import { COMMIT, VERSION } from "../shared/version.ts";
 import type { HubBroker, ThingDirectory } from "./broker/broker.ts";
 import { startBrokerAuthServer } from "./broker/broker-auth-server.ts";
@@ -19,7 +20,7 @@ import { connectExternalBroker, type ExternalBroker } from "./broker/external.ts
 import { rabbitConnectionCloser } from "./broker/rabbitmq-management.ts";
 import { createRevocationEnforcer, type RevocationEnforcer } from "./broker/revocation-enforcer.ts";
 import { keepBrokerCertificate } from "./home/broker-certificate.ts";
-import { type DatabaseOverride, openHubHome, readBrokerSecret, readBrokerTls, readCa, readHubClientTls } from "./home/home.ts";
+import { type DatabaseOverride, openHubHome, readBrokerSecret, readBrokerTls, readCa, readCaCertificate, readHubClientTls } from "./home/home.ts";
 import { checkHubIdentity } from "./home/identity.ts";
 import { hubClientId, hubInstance } from "./home/instance.ts";
 import type { HubPaths } from "./home/paths.ts";
@@ -212,7 +213,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
     refuseSharedPorts(ownListeners(settings, choice, opts), paths.config);
     // Metrics (docs/metrics.md): prom-client is loaded here only, and only when they are on.
     let updatesRef: Updates | undefined;
-    const metrics = settings.metrics.listen === false ? undefined : await loadHubMetrics(feed, store, () => updatesRef, log);
+    const metrics = settings.metrics.listen === false ? undefined : await loadHubMetrics(feed, store, () => updatesRef, paths, log);
     if (metrics) await parts.start({ name: "metrics", stop: () => metrics.close() });
     // Listening before the broker and the API: a hub.metrics.listen in use (78) stops the start
     // before any thing has connected.
@@ -473,7 +474,7 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
 }
 
 /** The hub's registry (prometheus.ts, imported here so that only `hub serve` with metrics on loads prom-client). */
-async function loadHubMetrics(feed: MessageFeed, store: HubStore, updates: () => Updates | undefined, log: Logger): Promise<HubMetrics> {
+async function loadHubMetrics(feed: MessageFeed, store: HubStore, updates: () => Updates | undefined, paths: HubPaths, log: Logger): Promise<HubMetrics> {
   const { createHubMetrics } = await import("./metrics/prometheus.ts");
   const noReports = { reporting: 0, depthSum: 0, depthMax: 0, oldestAgeSeconds: 0 };
   return createHubMetrics({
@@ -481,6 +482,10 @@ async function loadHubMetrics(feed: MessageFeed, store: HubStore, updates: () =>
     fleet: () => store.fleetCounts(),
     outboxes: async () => (await updates()?.outboxSummary()) ?? noReports,
     version: VERSION,
+    certificates: () => ({
+      ca: describeCertificate(readCaCertificate(paths)).notAfter.getTime(),
+      broker: describeCertificate(readRegularFile(paths.brokerCert, "broker certificate").toString("utf8")).notAfter.getTime(),
+    }),
     onFleetReadFailed: (err) => log.warn("hub.metrics_fleet_unavailable", { error: err }),
   });
 }

@@ -104,6 +104,21 @@ for (const driver of DRIVERS) {
     );
 
     test(
+      "fleetCounts: things by status, the earliest end of a certificate of a thing not revoked (null when none), the database's size in bytes",
+      withStore(async (store) => {
+        const none = await store.fleetCounts();
+        expect([none.things, none.earliestCertificateEnd]).toEqual([0, null]);
+        expect(none.databaseBytes).toBeGreaterThan(0);
+        await store.insertThing(thing(1, { certNotAfter: CREATED_AT + 5_000 }));
+        await store.insertThing(thing(2, { certNotAfter: CREATED_AT + 1_000, revokedAt: CREATED_AT }));
+        await store.insertThing(thing(3, { certNotAfter: null }));
+        const counts = await store.fleetCounts();
+        expect(counts).toMatchObject({ things: 3, revoked: 1, earliestCertificateEnd: CREATED_AT + 5_000 });
+        expect(typeof counts.databaseBytes).toBe("number");
+      }),
+    );
+
+    test(
       "seen and verified only move forward; revoke once; revokedSince and revokedThings; delete takes the messages along",
       withStore(async (store) => {
         const t = thing(1);

@@ -3,7 +3,7 @@ import { createPublicKey, X509Certificate } from "node:crypto";
 import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { issueServerCertificate } from "../../src/crypto/x509.ts";
+import { createCertificateAuthority, issueServerCertificate } from "../../src/crypto/x509.ts";
 import { BROKER_CERT_RENEW_BEFORE_MS, keepBrokerCertificate, renewBrokerCertificateIfDue } from "../../src/hub/home/broker-certificate.ts";
 import { readCa } from "../../src/hub/home/home.ts";
 import { initHub } from "../../src/hub/home/init.ts";
@@ -153,4 +153,32 @@ test("a certificate not valid yet (renewed while the hub's clock was ahead) is i
   (await keepBrokerCertificate(home, log, () => {}))();
   expect(readFileSync(paths.brokerCert, "utf8")).toBe(foreign.certPem);
   expect(lines.join("\n")).toMatch(/ERROR +hub\.broker_certificate_not_yet_valid .*notBefore=\S+ note="it is not the hub CA's/);
+});
+
+test("a CA that ends within a year is said every day (WARN hub.ca_expiring), one that ended is an ERROR; a broker certificate that ends with its CA is not issued again each day, as no renewal can outlast the CA (new-user pass 27, F7)", async () => {
+  const { home } = await hubAt("ca-end", "http://hub.example:8080", ["hub.example"]);
+  const { paths } = home;
+  const useCa = async (ca: { certPem: string; keyPem: string }) => {
+    writeFileSync(paths.caCert, ca.certPem);
+    writeFileSync(paths.caKey, ca.keyPem, { mode: 0o600 });
+    const broker = await issueServerCertificate(ca, { commonName: "hub.example", keyPem: readFileSync(paths.brokerKey, "utf8") });
+    writeFileSync(paths.brokerCert, broker.certPem);
+    return broker.certPem;
+  };
+  const lines: string[] = [];
+  const log = createLogger({ level: "info", write: (line) => lines.push(line) });
+  const ending = await useCa(await createCertificateAuthority({ commonName: "ending CA", days: 60 }));
+  // the broker certificate ends with the CA, within the 90 days: left as it is
+  expect((await renewBrokerCertificateIfDue(home)).renewed).toBe(false);
+  (await keepBrokerCertificate(home, log, () => {}))();
+  expect(readFileSync(paths.brokerCert, "utf8")).toBe(ending);
+  expect(lines.join("\n")).toMatch(/WARN +hub\.ca_expiring file=\S+ca-cert\.pem notAfter=\S+ note=/);
+  expect(lines.join("\n")).not.toContain("broker_certificate_renewed");
+  lines.length = 0;
+  const ended = await createCertificateAuthority({ commonName: "ended CA", notBefore: new Date(Date.now() - 10 * DAY), days: 5 });
+  writeFileSync(paths.caCert, ended.certPem);
+  writeFileSync(paths.caKey, ended.keyPem, { mode: 0o600 });
+  (await keepBrokerCertificate(home, log, () => {}))();
+  expect(lines.join("\n")).toMatch(/ERROR +hub\.ca_expired /);
+  expect(lines.join("\n")).not.toMatch(/broker_certificate_renewed|renewal_failed/);
 });

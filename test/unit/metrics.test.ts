@@ -54,11 +54,17 @@ describe("listen addresses", () => {
 });
 
 describe("the hub's registry", () => {
-  const fleet = { things: 5, revoked: 1, verified: 3, pendingIngress: 7 };
+  const fleet = { things: 5, revoked: 1, verified: 3, pendingIngress: 7, earliestCertificateEnd: 1_900_000_000_000, databaseBytes: 4096 };
   const outboxes = { reporting: 2, depthSum: 12, depthMax: 10, oldestAgeSeconds: 30 };
   const make = (connected: number | null = 4) => {
     const feed = new MessageFeed();
-    const metrics = createHubMetrics({ feed, fleet: async () => fleet, outboxes: async () => outboxes, version: "1.2.3" });
+    const metrics = createHubMetrics({
+      feed,
+      fleet: async () => fleet,
+      outboxes: async () => outboxes,
+      version: "1.2.3",
+      certificates: () => ({ ca: 2_000_000_000_000, broker: 1_800_000_000_000 }),
+    });
     if (connected !== null) metrics.countConnected(() => connected);
     return { feed, metrics };
   };
@@ -96,6 +102,11 @@ describe("the hub's registry", () => {
     expect(text.value("flashlex_hub_thing_outbox_oldest_age_seconds")).toBe(30);
     expect(text.value("flashlex_hub_info", { version: "1.2.3" })).toBe(1);
     expect(text.value("process_resident_memory_bytes")).toBeGreaterThan(0);
+    // when certificates end and how large the database is (new-user pass 25, F12; pass 27, F8)
+    expect(text.value("flashlex_hub_thing_certificate_earliest_expiry_timestamp_seconds")).toBe(1_900_000_000);
+    expect(text.value("flashlex_hub_database_size_bytes")).toBe(4096);
+    expect(text.value("flashlex_hub_certificate_expiry_timestamp_seconds", { certificate: "ca" })).toBe(2_000_000_000);
+    expect(text.value("flashlex_hub_certificate_expiry_timestamp_seconds", { certificate: "broker" })).toBe(1_800_000_000);
   });
 
   // Every render runs prom-client's default collectors, and Bun's v8.getHeapSpaceStatistics walks

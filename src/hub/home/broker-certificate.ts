@@ -23,12 +23,14 @@ import { issueServerCertificate } from "../../crypto/x509.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import type { Logger } from "../../shared/log.ts";
 import { readRegularFile } from "../../shared/regular-file.ts";
-import { type HubHome, readCa } from "./home.ts";
+import { type HubHome, readCa, readCaCertificate } from "./home.ts";
 
 const DAY_MS = 86_400_000;
 
 /** A broker certificate is renewed once less than this is left (ms): 90 days. */
 export const BROKER_CERT_RENEW_BEFORE_MS = 90 * DAY_MS;
+/** The hub's CA is said to end (WARN, daily) once less than this is left (ms): a year, the time re-provisioning a fleet takes. */
+export const CA_WARN_BEFORE_MS = 365 * DAY_MS;
 
 /** What a broker certificate renewal did: the certificate's end, and why it was issued again (absent: it was not). */
 export interface BrokerCertificateRenewal {
@@ -54,7 +56,10 @@ export async function renewBrokerCertificateIfDue(home: HubHome, now = Date.now(
   const currentPem = readRegularFile(paths.brokerCert, "broker certificate").toString("utf8");
   const current = describeCertificate(currentPem);
   const names = brokerNames(home);
-  const why = renewalReason(current, namesMissing(currentPem, names), now);
+  // a certificate ending with the CA cannot be made to last longer (x509.ts ends no leaf past
+  // its CA): renewing it would issue the same end again every day; the CA's end is said instead
+  const caEnd = describeCertificate(readCaCertificate(paths)).notAfter.getTime();
+  const why = renewalReason(current, namesMissing(currentPem, names), now, caEnd);
   if (why === undefined) return { notAfter: current.notAfter, renewed: false };
   if (why.kind !== "end" && !publicKeyIssuedBy(currentPem, readCa(paths).certPem)) {
     // another CA's certificate, brought by the operator: not ours to replace
@@ -87,9 +92,11 @@ function brokerNames(home: HubHome): string[] {
 type RenewalReason = { kind: "end" | "start"; words: string } | { kind: "names"; words: string; missing: string[] };
 
 /** Why the certificate in place must be issued again; undefined when it need not. */
-function renewalReason(current: { notBefore: Date; notAfter: Date }, missing: string[], now: number): RenewalReason | undefined {
+function renewalReason(current: { notBefore: Date; notAfter: Date }, missing: string[], now: number, caEnd: number): RenewalReason | undefined {
   const { notBefore, notAfter } = current;
-  if (notAfter.getTime() - now <= BROKER_CERT_RENEW_BEFORE_MS) return { kind: "end", words: `it ends on ${notAfter.toISOString()}` };
+  if (notAfter.getTime() - now <= BROKER_CERT_RENEW_BEFORE_MS && notAfter.getTime() < caEnd && caEnd > now) {
+    return { kind: "end", words: `it ends on ${notAfter.toISOString()}` };
+  }
   if (notBefore.getTime() > now) {
     return {
       kind: "start",
@@ -110,6 +117,29 @@ export function namesMissing(certPem: string, names: string[]): string[] {
 }
 
 /**
+ * Says, at each daily look, that the hub's CA ends within CA_WARN_BEFORE_MS (WARN `hub.ca_expiring`)
+ * or has ended (ERROR `hub.ca_expired`): every certificate it signed ends with it at the latest,
+ * and the fleet's handshakes fail all at once (new-user pass 27, F7: nothing said so). A CA that
+ * cannot be read is the renewal's to report.
+ */
+function sayCaEnd(home: HubHome, log: Logger, now = Date.now()): void {
+  let end: Date;
+  try {
+    end = describeCertificate(readCaCertificate(home.paths)).notAfter;
+  } catch {
+    return;
+  }
+  const fields = {
+    file: home.paths.caCert,
+    notAfter: end.toISOString(),
+    note: "every certificate the hub signs ends with its CA at the latest; a new CA means a new root-ca-cert.pem on every thing",
+    fix: "provision the fleet again under a new hub before then (docs/hub.md, The CA's end)",
+  };
+  if (end.getTime() <= now) log.error("hub.ca_expired", fields);
+  else if (end.getTime() - now <= CA_WARN_BEFORE_MS) log.warn("hub.ca_expiring", fields);
+}
+
+/**
  * Keeps the broker certificate valid for a running hub: renews it now when due (before the broker
  * and the API read it), then looks again every day. `renewed` hears of each renewal with the new
  * PEM (the embedded broker swaps its TLS context; what cannot, says so). A failed renewal is an
@@ -119,6 +149,7 @@ export function namesMissing(certPem: string, names: string[]): string[] {
 export async function keepBrokerCertificate(home: HubHome, log: Logger, renewed: (certPem: string) => void): Promise<() => void> {
   const { brokerCert } = home.paths;
   const look = async () => {
+    sayCaEnd(home, log);
     try {
       const result = await renewBrokerCertificateIfDue(home);
       if (result.renewed) {

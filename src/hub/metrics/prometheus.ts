@@ -29,6 +29,8 @@ export interface HubMetricsDeps {
   outboxes: () => Promise<OutboxSummary>;
   /** a version label for `flashlex_hub_info` */
   version: string;
+  /** the notAfter (Unix ms) of the hub's own certificates, by name (ca, broker), read at scrape time */
+  certificates?: () => Record<string, number>;
   /** told when a fleet read failed or timed out (the scrape still answers, fleet gauges NaN or absent); the hub logs a WARN */
   onFleetReadFailed?: (err: unknown) => void;
   /** how long the fleet reads are reused, ms (FLEET_TTL_MS) */
@@ -145,6 +147,41 @@ export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
       this.set((await fleet())?.pendingIngress ?? Number.NaN);
     },
   });
+
+  new Gauge({
+    name: "flashlex_hub_thing_certificate_earliest_expiry_timestamp_seconds",
+    help: "When the first certificate of a thing that is not revoked ends (Unix seconds); agents renew theirs before: one near is a renewal failing",
+    registers,
+    async collect() {
+      const end = (await fleet())?.earliestCertificateEnd;
+      this.set(end == null ? Number.NaN : end / 1000);
+    },
+  });
+  new Gauge({
+    name: "flashlex_hub_database_size_bytes",
+    help: "The hub database's size (SQLite: its pages, the WAL aside; PostgreSQL: pg_database_size); the same on every hub of one database",
+    registers,
+    async collect() {
+      this.set((await fleet())?.databaseBytes ?? Number.NaN);
+    },
+  });
+  if (deps.certificates) {
+    const certificates = deps.certificates;
+    new Gauge({
+      name: "flashlex_hub_certificate_expiry_timestamp_seconds",
+      help: "When the hub's own certificates end (Unix seconds): certificate=ca (every certificate it signs ends with it at the latest), broker (the broker's and HTTPS API's, renewed 90 days before)",
+      labelNames: ["certificate"],
+      registers,
+      collect() {
+        this.reset();
+        try {
+          for (const [name, end] of Object.entries(certificates())) this.set({ certificate: name }, end / 1000);
+        } catch (err) {
+          failed(err);
+        }
+      },
+    });
+  }
 
   // The same for the four outbox gauges.
   let outboxAttempt: Promise<OutboxSummary | undefined> | undefined;

@@ -238,6 +238,10 @@ export interface FleetCounts {
   verified: number;
   /** ingress messages stored and not yet acknowledged by their thing (`pending`) */
   pendingIngress: number;
+  /** the earliest notAfter (Unix ms) of the certificates of things not revoked; null when there is none */
+  earliestCertificateEnd: number | null;
+  /** the database's size in bytes (SQLite: its pages, the WAL aside; PostgreSQL: pg_database_size) */
+  databaseBytes: number;
 }
 
 /** How many messages of each type a thing has stored. */

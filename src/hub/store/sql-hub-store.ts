@@ -260,14 +260,21 @@ export function sqlHubStore(sql: HubSql): HubStore {
       return (await sql.all<{ name: string }>("SELECT name FROM things WHERE revoked_at >= ?", [since])).map((r) => r.name);
     },
     async fleetCounts() {
-      const things = (await sql.get<{ things: number; revoked: number; verified: number }>(
+      const things = (await sql.get<{ things: number; revoked: number; verified: number; earliest: number | null }>(
         `SELECT COUNT(*) AS things, COUNT(revoked_at) AS revoked,
-                COALESCE(SUM(CASE WHEN revoked_at IS NULL AND verified_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS verified
+                COALESCE(SUM(CASE WHEN revoked_at IS NULL AND verified_at IS NOT NULL THEN 1 ELSE 0 END), 0) AS verified,
+                MIN(CASE WHEN revoked_at IS NULL THEN cert_not_after END) AS earliest
          FROM things`,
       ))!;
       // messages_pending is a partial index on exactly these rows: the count reads only them.
       const pending = (await sql.get<{ n: number }>("SELECT COUNT(*) AS n FROM messages WHERE delivery = 'pending'"))!;
-      return { ...things, pendingIngress: pending.n };
+      const size = (await sql.get<{ n: number }>(
+        sql.dialect === "postgres"
+          ? "SELECT pg_database_size(current_database()) AS n"
+          : "SELECT page_count * page_size AS n FROM pragma_page_count(), pragma_page_size()",
+      ))!;
+      const { earliest, ...counts } = things;
+      return { ...counts, pendingIngress: pending.n, earliestCertificateEnd: earliest, databaseBytes: size.n };
     },
     deleteThing: writingThings((id, retired) =>
       sql.transaction(async (tx) => {

@@ -25,7 +25,7 @@ export function connectFailureHint(err: unknown, config: ThingConfig, connectedB
   const { code, message } = connectError(err);
   switch (code) {
     case "CERT_HAS_EXPIRED":
-      return `The broker's certificate on ${address} has expired by this device's clock: if the clock is wrong, set it (enable NTP: sudo timedatectl set-ntp true); if it is right, the broker needs a new certificate.`;
+      return `The broker's certificate on ${address}, or the hub's CA it is checked against (${config.paths.rootCA}), has expired by this device's clock: if the clock is wrong, set it (enable NTP: sudo timedatectl set-ntp true); if it is right, the hub needs a new certificate, or, when its CA ended, the thing a new distribution from a hub with a new CA.`;
     case "CERT_NOT_YET_VALID":
       return `The broker's certificate on ${address} is not valid yet by this device's clock, which is probably behind (a board without a real-time clock starts in the past until NTP sets it): enable NTP (sudo timedatectl set-ntp true) or set the date.`;
   }
