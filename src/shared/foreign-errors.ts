@@ -299,10 +299,3 @@ export async function storeAfterShowing(shown: boolean, store: () => Promise<unk
     throw shown ? withNote(err, note) : err;
   }
 }
-
-/** An error as one phrase: its message and, when it has one, its `code` (TLS and socket errors carry their reason there). */
-export function describeError(err: unknown): string {
-  const e = err as NodeJS.ErrnoException & { reason?: string };
-  const code = e?.code ? ` (${e.code})` : "";
-  return `${e?.message ?? String(err)}${code}`;
-}

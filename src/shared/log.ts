@@ -100,7 +100,9 @@ function unicodeEscape(ch: string): string {
 }
 
 function formatValue(value: unknown): string {
-  if (value instanceof Error) value = value.message;
+  // an error as one line with its code: logged as the object, it keeps its kind for whoever
+  // counts the line (the agent's flashlex_agent_errors_total)
+  if (value instanceof Error) value = describeError(value);
   if (value === undefined) return "";
   let text: string;
   // a URL with a password that slipped into a message (a driver's error text) loses it here
@@ -274,4 +276,11 @@ export function tapLogger(log: Logger, tap: (level: "warn" | "error", event: str
     },
     child: (fields) => tapLogger(log.child(fields), tap),
   };
+}
+
+/** An error as one phrase: its message and, when it has one, its `code` (TLS and socket errors carry their reason there). */
+export function describeError(err: unknown): string {
+  const e = err as NodeJS.ErrnoException & { reason?: string };
+  const code = e?.code ? ` (${e.code})` : "";
+  return `${e?.message ?? String(err)}${code}`;
 }

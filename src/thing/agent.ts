@@ -144,7 +144,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
       damageTold = true;
       log.error("serve.database_damaged", {
         file: config.paths.database,
-        error: err.message,
+        error: err,
         note: "serve stops rather than acknowledge messages into it; its next start reads every page first",
       });
       failWith(err);
@@ -156,7 +156,7 @@ export async function startAgent(options: AgentOptions): Promise<RunningAgent> {
     // go on committing into a file with no name, and the broker be told each message is stored.
     const stopWatch = watchFileIdentity([config.paths.database], (file) => {
       const err = new FlashlexError(`${file} was removed or replaced while serve ran; it stops rather than acknowledge messages it cannot keep`, "io");
-      log.error("serve.database_gone", { error: err.message });
+      log.error("serve.database_gone", { error: err });
       failWith(err);
     });
     await parts.start({ name: "database watch", stop: stopWatch });

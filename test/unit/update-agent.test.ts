@@ -9,8 +9,10 @@ import { basename, join } from "node:path";
 import { generateUpdateKeyPair, loadUpdatePrivateKey, signRelease } from "../../src/crypto/update-signing.ts";
 import { manifestBytes } from "../../src/protocol/release-manifest.ts";
 import { elfMismatch } from "../../src/shared/elf.ts";
-import { createLogger, silentLogger } from "../../src/shared/log.ts";
+import { FlashlexError } from "../../src/shared/errors.ts";
+import { createLogger, silentLogger, tapLogger } from "../../src/shared/log.ts";
 import type { ThingIdentity } from "../../src/thing/identity.ts";
+import { kindOfLogged } from "../../src/thing/metrics/prometheus.ts";
 import type { ThingConfig } from "../../src/thing/settings.ts";
 import { DownloadRefused, downloadVerified } from "../../src/thing/update/download.ts";
 import { writeGuard } from "../../src/thing/update/guard.ts";
@@ -178,14 +180,22 @@ describe("at start, a pending update whose version is not the one that runs", ()
     version: string,
     waitMs = 2300,
     poll: UpdateHubApi["poll"] = async () => undefined,
-    trial: { connected?: boolean; brokerAnswered?: () => boolean; healthySeconds?: number; trialWaitsForHubMs?: number } = {},
+    trial: {
+      connected?: boolean;
+      brokerAnswered?: () => boolean;
+      healthySeconds?: number;
+      trialWaitsForHubMs?: number;
+      report?: UpdateHubApi["report"];
+    } = {},
   ) {
     const reports: { state: string; version: string; running: string; detail?: string }[] = [];
     const restarts: string[] = [];
     const lines: string[] = [];
+    /** each WARN or ERROR as the agent's metrics count it: event and kind */
+    const counted: string[] = [];
     const hub: UpdateHubApi = {
       poll,
-      report: async (r) => void reports.push(r),
+      report: trial.report ?? (async (r) => void reports.push(r)),
       binaryUrl: () => "http://127.0.0.1:1/",
       authorization: async () => ({}),
       caPem: "",
@@ -197,7 +207,9 @@ describe("at start, a pending update whose version is not the one that runs", ()
     const updater = startUpdater({
       config,
       identity: {} as ThingIdentity,
-      log: createLogger({ write: (line) => lines.push(line) }),
+      log: tapLogger(createLogger({ write: (line) => lines.push(line) }), (level, event, fields) => {
+        if (level === "error" || fields.error !== undefined) counted.push(`${event} ${kindOfLogged(fields)}`);
+      }),
       connected: () => trial.connected ?? true,
       brokerAnswered: trial.brokerAnswered,
       trialWaitsForHubMs: trial.trialWaitsForHubMs,
@@ -212,7 +224,7 @@ describe("at start, a pending update whose version is not the one that runs", ()
     // what serve stops with, before it closes its database: a rollback decided is not carried out yet
     const atStop = { pending: readPending(d.data), binary: readFileSync(d.binary, "utf8") };
     updater.finishRollBack(); // serve's last part, once its database is closed
-    return { reports, restarts, lines, atStop };
+    return { reports, restarts, lines, atStop, counted };
   }
 
   test("a check the hub refuses with 401 (a revoked thing, a clock far off) is logged with the 401 fix (verify pass 29, F10)", async () => {
@@ -223,6 +235,18 @@ describe("at start, a pending update whose version is not the one that runs", ()
     const line = lines.find((l) => l.includes("update.check_failed"));
     expect(line).toContain("the hub answered 401");
     expect(line).toContain("fix=\"A 401 means the hub refused the thing's token");
+  }, 10_000);
+
+  test("a failure the agent logs with its error is counted by that error's kind: a hub that cannot be reached is unavailable, not a bug (new-user pass 27, F11: every error logged as text counted as kind=bug)", async () => {
+    const d = device();
+    installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary, sha256: sha256("new binary") }, d.data);
+    writeFileSync(d.binary, "old binary"); // an install interrupted: a report is owed at the first check
+    const unreachable = async () => {
+      throw new FlashlexError("the hub at https://hub.example:8443 did not answer (ECONNREFUSED)", "unavailable");
+    };
+    const { counted, lines } = await startAs(d, "1.0.0", 2300, undefined, { report: unreachable });
+    expect(counted).toContain("update.report_failed unavailable");
+    expect(lines.find((l) => l.includes("update.report_failed"))).toContain("did not answer (ECONNREFUSED)");
   }, 10_000);
 
   test("a version on trial that reports healthy is recorded as the release that runs, with its signing time (the oldest an offer may have from then on)", async () => {

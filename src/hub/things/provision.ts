@@ -5,8 +5,7 @@ import { loadPublicKey, THING_KEY_TYPES, type ThingKeyType, thingKeyTypeOf } fro
 import { isUuid, TYPED_THING_NAME, TYPED_THING_NAME_RULE } from "../../protocol/ids.ts";
 import { ConflictError, InputError } from "../../shared/errors.ts";
 import { temporaryTarget } from "../../shared/files.ts";
-import { describeError } from "../../shared/foreign-errors.ts";
-import { quoteGiven } from "../../shared/log.ts";
+import { describeError, quoteGiven } from "../../shared/log.ts";
 import { readRegularFile } from "../../shared/regular-file.ts";
 import type { HubHome } from "../home/home.ts";
 import { distributionPath } from "../home/paths.ts";

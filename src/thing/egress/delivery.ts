@@ -1,6 +1,6 @@
 import { buildCollectEnvelope } from "../../protocol/collect-envelope.ts";
 import { MESSAGE_ID_HEADER } from "../../protocol/headers.ts";
-import { describeError } from "../../shared/foreign-errors.ts";
+import { describeError } from "../../shared/log.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingSession } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";

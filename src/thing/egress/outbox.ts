@@ -1,5 +1,4 @@
-import { describeError } from "../../shared/foreign-errors.ts";
-import { type Logger, quoteLogText } from "../../shared/log.ts";
+import { describeError, type Logger, quoteLogText } from "../../shared/log.ts";
 import type { MessageStore, OutboxEntry, OutboxVia } from "../store/message-store.ts";
 import { type DeliveryOutcome, retryDelayMs } from "./delivery.ts";
 
@@ -126,7 +125,7 @@ export class OutboxDrainer {
     try {
       for (const via of this.deps.store.viasRetried()) this.resting.set(via, { failures: 0, until: 0 });
     } catch (err) {
-      this.deps.log.error("outbox.record_failed", { error: describeError(err), note: "a backlog from before this start keeps its retry times" });
+      this.deps.log.error("outbox.record_failed", { error: err, note: "a backlog from before this start keeps its retry times" });
     }
     this.setAsideOtherThings();
     this.schedule(0);
@@ -162,7 +161,7 @@ export class OutboxDrainer {
         note: "messages another thing id queued in this data directory (an identity it had before) are not sent as this thing unless you ask; marked rejected: flashlex outbox list --state rejected shows them, flashlex outbox retry ID sends one as this thing, flashlex outbox drop ID removes it",
       });
     } catch (err) {
-      log.error("outbox.record_failed", { error: describeError(err), note: "rows another thing id queued are set aside one by one as they come due" });
+      log.error("outbox.record_failed", { error: err, note: "rows another thing id queued are set aside one by one as they come due" });
     }
   }
 
@@ -201,7 +200,7 @@ export class OutboxDrainer {
     try {
       this.deps.store.dueNowFirst(via, now);
     } catch (err) {
-      this.deps.log.error("outbox.record_failed", { error: describeError(err), note: `the ${via} backlog keeps its retry times` });
+      this.deps.log.error("outbox.record_failed", { error: err, note: `the ${via} backlog keeps its retry times` });
     }
   }
 
@@ -228,7 +227,7 @@ export class OutboxDrainer {
     clearTimeout(this.timer);
     this.timer = setTimeout(() => {
       this.running = this.drain()
-        .catch((err) => this.deps.log.error("outbox.drain_failed", { error: describeError(err), note: "trying again at the next poll" }))
+        .catch((err) => this.deps.log.error("outbox.drain_failed", { error: err, note: "trying again at the next poll" }))
         .finally(() => {
           this.running = undefined;
           if (!this.stopped) this.schedule(this.deps.pollMs ?? 1000);
@@ -290,7 +289,7 @@ export class OutboxDrainer {
       const moved = this.deps.store.dueNowVia(via, Date.now());
       if (moved) this.deps.log.info("outbox.receiver_back", { via, due: moved });
     } catch (err) {
-      this.deps.log.error("outbox.record_failed", { via, error: describeError(err), note: "the waiting rows keep their retry times" });
+      this.deps.log.error("outbox.record_failed", { via, error: err, note: "the waiting rows keep their retry times" });
     }
   }
 
@@ -336,7 +335,7 @@ export class OutboxDrainer {
     try {
       write();
     } catch (err) {
-      this.deps.log.error("outbox.record_failed", { ...fields, error: describeError(err), note: "the row stays as it was and is tried again later" });
+      this.deps.log.error("outbox.record_failed", { ...fields, error: err, note: "the row stays as it was and is tried again later" });
     }
   }
 }

@@ -5,8 +5,10 @@
  * nothing at all (its answer is checked against the pinned fingerprint before anything is
  * believed, and it carries no secret). node:http(s), so it runs alike under Bun and Node.
  */
+
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
-import { describeError, tlsHandshakeCode } from "../../shared/foreign-errors.ts";
+import { tlsHandshakeCode } from "../../shared/foreign-errors.ts";
+import { describeError } from "../../shared/log.ts";
 
 export interface HubAnswer {
   status: number;

@@ -2,13 +2,14 @@
  * src/thing/mqtt: the thing's one MQTT connection (session.ts), its reconnect pacing
  * (backoff.ts) and the TLS material it is built from (tls-setup.ts names the file at fault).
  */
+
 import { EventEmitter } from "node:events";
 import { type IClientOptions, type IPublishPacket, MqttClient } from "mqtt";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { thingTopics } from "../../protocol/topics.ts";
 import { FlashlexError } from "../../shared/errors.ts";
-import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
+import { describeError } from "../../shared/log.ts";
 import { OrderedPubacks } from "../../shared/mqtt-puback.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
@@ -284,7 +285,7 @@ export class ThingSession extends EventEmitter {
       const hint = this.accepted ? undefined : connectFailureHint(err, this.options.config, this.connectedBefore);
       const told = hint !== undefined && this.hintsTold.has(hint);
       if (hint) this.hintsTold.add(hint);
-      (this.stopping ? log.debug : log.warn)("mqtt.error", { error: describeError(err), hint: told ? undefined : hint });
+      (this.stopping ? log.debug : log.warn)("mqtt.error", { error: err, hint: told ? undefined : hint });
     });
     this.client.on("close", () => {
       if (this.stopping) return;

@@ -13,12 +13,12 @@
  * A failed renewal is retried with exponential backoff and jitter, never later than a tenth of
  * the time the certificate has left, so a short-lived certificate is retried in time.
  */
+
 import { type KeyObject, X509Certificate } from "node:crypto";
 import { describeCertificate, issuedByCaIn } from "../../crypto/certificate-info.ts";
 import { signThingToken } from "../../crypto/jwt.ts";
 import { normalisePrivateKey } from "../../crypto/key-files.ts";
 import { generateThingKeyPair, spkiDer, thingKeyTypeOf } from "../../crypto/keys.ts";
-import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { UNAUTHORIZED_FIX } from "../egress/delivery.ts";
 import { requestText } from "../egress/http-post.ts";
@@ -191,7 +191,7 @@ export class CertificateRenewer {
     try {
       await this.checkOnce();
     } catch (err) {
-      this.deps.log.error("renewal.check_crashed", { error: describeError(err), note: "checked again later" });
+      this.deps.log.error("renewal.check_crashed", { error: err, note: "checked again later" });
       this.schedule(jittered(this.checkMs));
     }
   }
@@ -216,7 +216,7 @@ export class CertificateRenewer {
       if (typeof checkAfter === "number" && Number.isFinite(checkAfter)) this.checkMs = Math.max(1000, checkAfter * 1000);
     } catch (err) {
       log.warn("renewal.check_failed", {
-        error: describeError(err),
+        error: err,
         note: this.now() >= dueAt ? "renewing anyway: the certificate is due" : "asked again later",
         // the hub refused the thing's token: revoked, a clock far off, or another hub's address
         fix: refused ? UNAUTHORIZED_FIX : undefined,
@@ -234,7 +234,7 @@ export class CertificateRenewer {
         const expired = notAfter <= this.now();
         if (expired) this.failuresSinceExpiry++;
         const delay = retryDelay(expired ? this.failuresSinceExpiry : this.failures, notAfter - this.now());
-        log.warn("renewal.failed", { attempt: this.failures, error: describeError(err), retryInMs: delay });
+        log.warn("renewal.failed", { attempt: this.failures, error: err, retryInMs: delay });
         this.schedule(delay);
         return;
       }
@@ -291,7 +291,7 @@ export class CertificateRenewer {
       commitRenewal(this.paths);
       this.deps.log.info("renewal.committed", { thing: this.deps.identity.thingName, note: "the renewed identity connected; the previous one was removed" });
     } catch (err) {
-      this.deps.log.warn("renewal.commit_failed", { error: describeError(err), note: "tried again at the next connection" });
+      this.deps.log.warn("renewal.commit_failed", { error: err, note: "tried again at the next connection" });
     }
   }
 
@@ -336,7 +336,7 @@ export class CertificateRenewer {
     } catch (err) {
       this.refusals = REFUSALS_BEFORE_FALLBACK - 1;
       log.warn("renewal.fallback_deferred", {
-        error: describeError(err),
+        error: err,
         note: "the hub could not say whether it still takes the previous key; asked again at the next refusal",
       });
       return;
@@ -351,7 +351,7 @@ export class CertificateRenewer {
           note: "the hub refuses the previous key (it moved on to the renewed one, or the thing was revoked or deleted there); kept the renewed key (committed) and keeps connecting with it",
         });
       } catch (err) {
-        log.warn("renewal.commit_failed", { error: describeError(err), note: "tried again at the next connection" });
+        log.warn("renewal.commit_failed", { error: err, note: "tried again at the next connection" });
       }
       return;
     }
@@ -370,7 +370,7 @@ export class CertificateRenewer {
         note: "the broker refused the renewed certificate and the hub still takes the previous one; back on it, renewed again later",
       });
     } catch (revertErr) {
-      log.error("renewal.fallback_failed", { error: describeError(revertErr) });
+      log.error("renewal.fallback_failed", { error: revertErr });
     }
   }
 }

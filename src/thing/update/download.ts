@@ -4,10 +4,12 @@
  * before the digest is compared. TLS verification is always on; `extraCaPem` (the hub's CA) is
  * trusted next to the public roots. Bun's fetch in Bun builds, node:http(s) on Node (armv7).
  */
+
 import { createHash } from "node:crypto";
 import { closeSync, fsyncSync, openSync, rmSync, writeSync } from "node:fs";
 import { dirname } from "node:path";
-import { classifyForeign, describeError } from "../../shared/foreign-errors.ts";
+import { classifyForeign } from "../../shared/foreign-errors.ts";
+import { describeError } from "../../shared/log.ts";
 
 export interface DownloadOptions {
   headers: Record<string, string>;

@@ -16,10 +16,10 @@
  * application's `messages list` between the restore and the binary's swap would hand the previous
  * binary the newer schema: verify pass 31, F7).
  */
+
 import { readFileSync, realpathSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
-import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { VERSION } from "../../shared/version.ts";
@@ -150,7 +150,7 @@ export function restoreSchemaAfterRollback(dataDir: string, log: Logger): void {
   } catch (err) {
     log.error("update.schema_restore_failed", {
       database: readTrialSchemaQuietly(dataDir)?.database,
-      error: describeError(err),
+      error: err,
       note: `the previous binary may refuse it (exit 78): the ${VERSION} binary (its release, from the hub) tries again with flashlex restore-schema -d ${dataDir}`,
     });
   }

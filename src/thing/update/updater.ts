@@ -15,12 +15,13 @@
  *
  * Nothing here exits the process: `requestRestart` is serve's (src/cli/thing/serve.ts).
  */
+
 import { realpathSync, rmSync } from "node:fs";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
 import { formatDuration } from "../../shared/duration.ts";
 import { elfMismatch } from "../../shared/elf.ts";
-import { describeError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
+import { describeError } from "../../shared/log.ts";
 import { COMMIT_TIME, TARGET, VERSION } from "../../shared/version.ts";
 import { UNAUTHORIZED_FIX } from "../egress/delivery.ts";
 import type { HubClock } from "../egress/hub-clock.ts";
@@ -181,7 +182,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
           trial = undefined;
           return;
         } catch (err) {
-          log.warn("update.report_failed", { state: "healthy", error: describeError(err) });
+          log.warn("update.report_failed", { state: "healthy", error: err });
         }
       }
       later(CONFIRM_EVERY_MS, () => void confirm());
@@ -231,7 +232,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
       // with `pending` gone, the record of a schema taken back has no more to hold off
       clearTrialSchema(dataDir);
     } catch (err) {
-      log.error("update.rollback_failed", { error: describeError(err) });
+      log.error("update.rollback_failed", { error: err });
     }
   }
 
@@ -240,13 +241,15 @@ export function startUpdater(opts: UpdaterOptions): Updater {
       await hub.report({ state, version: offered, running: version, detail });
       return true;
     } catch (err) {
-      log.warn("update.report_failed", { state, error: describeError(err) });
+      log.warn("update.report_failed", { state, error: err });
       return false;
     }
   }
 
   async function refuse(offered: string, detail: string): Promise<void> {
-    log.error("update.refused", { version: offered, reason: detail });
+    // a release this thing must not install (its signature, digest, target or age): the input's
+    // fault, counted so, not as a bug of the agent (new-user pass 27, F11)
+    log.error("update.refused", { version: offered, reason: detail, kind: "data" });
     await report("failed", offered, detail);
   }
 
@@ -294,7 +297,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
       // serve is stopping: the download is dropped (its file removed), the next start asks again
       if (stopped) return;
       if (err instanceof DownloadRefused || err instanceof DownloadNotWritable) return refuse(offer.version, err.message);
-      log.warn("update.download_failed", { version: offer.version, error: describeError(err), note: "tried again at the next check" });
+      log.warn("update.download_failed", { version: offer.version, error: err, note: "tried again at the next check" });
       return;
     }
     const mismatch = elfMismatch(file);
@@ -344,7 +347,7 @@ export function startUpdater(opts: UpdaterOptions): Updater {
       if (offer && offer.version !== version) await apply(offer, target);
     } catch (err) {
       log.warn("update.check_failed", {
-        error: describeError(err),
+        error: err,
         note: `tried again in ${settings!.checkSeconds} s`,
         fix: (err as { status?: unknown }).status === 401 ? UNAUTHORIZED_FIX : undefined,
       });
