@@ -37,7 +37,7 @@ import type { HubMetrics } from "./metrics/prometheus.ts";
 import { type OwnListener, refuseSharedPorts } from "./own-listeners.ts";
 import type { HubStore } from "./store/hub-store.ts";
 import { openHubStore } from "./store/open-store.ts";
-import { adoptLostRenewal } from "./things/certificates.ts";
+import { adoptLostRenewal, removeDistribution } from "./things/certificates.ts";
 import { crlValiditySeconds, renewalIntervalMs, startCrlRenewal } from "./things/crl-renewal.ts";
 import { removeOrphanDistributions } from "./things/provision.ts";
 import { createCrlWriter, writeRevocationLists } from "./things/revocation.ts";
@@ -241,6 +241,10 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
           serial: describeCertificate(certPem).serialNumber,
           note: "the thing connected with a certificate this hub issued after the one its database held (a database put back from an older backup); it is the thing's certificate now",
         });
+        // its zip, put back with the backup, holds the key the renewal replaced (new-user pass 27, F5)
+        const zipLeft = removeDistribution(home, thing.id);
+        if (zipLeft)
+          log.error("hub.distribution_not_removed", { thing: thingName, error: zipLeft, fix: "remove it by hand: it holds the key the thing replaced" });
         superseded("superseded");
         return true;
       },

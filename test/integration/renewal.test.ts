@@ -355,12 +355,17 @@ describe("renewal", () => {
       rmSync(database + side, { force: true });
       if (existsSync(join(work, `backup${side}`))) copyFileSync(join(work, `backup${side}`), database + side);
     }
+    // the whole home put back: the thing's zip too, with the key its renewal replaced
+    const zip = join(hub.dir, "dists", `${before.id}.zip`);
+    writeFileSync(zip, "the zip of the backup", { mode: 0o600 });
     serving = await hub.serve();
     expect((await listed()).certificateSerial).toBe(before.certificateSerial);
     const agent = await serve(); // waits for mqtt.subscribed, which never came
     try {
       await serving.waitFor(new RegExp(`WARN +thing\\.lost_renewal_adopted thing=${name} serial=${renewedSerial}`), 5_000);
       expect((await listed()).certificateSerial).toBe(renewedSerial);
+      // gone with the key it holds, as after a renewal (new-user pass 27, F5: it stayed for good)
+      expect(existsSync(zip)).toBe(false);
       const collected = await run(["collect", "-c", join(dir, "config.yml")], { input: '{"after":"restore"}' });
       expect(collected.code, collected.stderr).toBe(0);
       const caPem = readFileSync(join(dir, "keys", "root-ca-cert.pem"), "utf8");

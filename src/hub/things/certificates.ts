@@ -83,6 +83,21 @@ function notYetValid(thing: Pick<ThingRecord, "certPem">, now: number): boolean 
   }
 }
 
+/**
+ * Removes the thing's distribution zip, which holds a private key it no longer uses (after a
+ * renewal, or a lost renewal adopted). Returns undefined when it is gone (or was never there), or
+ * which zip could not be removed and why (a dists/ another user owns): the caller's to report.
+ */
+export function removeDistribution(home: HubHome, thingId: string): string | undefined {
+  const zip = distributionPath(home.paths, thingId);
+  try {
+    rmSync(zip, { force: true });
+    return undefined;
+  } catch (err) {
+    return `${zip}: ${toFlashlexError(err).message}`;
+  }
+}
+
 /** A renewal's certificate (PEM) and its end (Unix ms); `zipLeft`: the old distribution zip that could not be removed, and why. */
 export interface RenewedCertificate {
   certPem: string;
@@ -141,14 +156,7 @@ export async function renewCertificate(
   // out again (Things.distribution refuses it), so it is not kept either. The renewal is
   // committed: a zip that cannot be removed (a dists/ another user owns) is the caller's to
   // report, not a failure the thing would retry without ever getting its certificate.
-  const zip = distributionPath(home.paths, thing.id);
-  let zipLeft: string | undefined;
-  try {
-    rmSync(zip, { force: true });
-  } catch (err) {
-    zipLeft = `${zip}: ${toFlashlexError(err).message}`;
-  }
-  return { certPem, notAfter: info.notAfter.getTime(), zipLeft };
+  return { certPem, notAfter: info.notAfter.getTime(), zipLeft: removeDistribution(home, thing.id) };
 }
 
 /**
