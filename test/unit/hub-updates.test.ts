@@ -402,7 +402,7 @@ describe("a rollout in batches", () => {
 
     const status = ((await (await operator("/updates")).json()) as any).result;
     expect(status.rollout.state).toBe("stopped");
-    expect(status.rollout.stopReason).toMatch(/1 things failed or rolled back, more than --max-failures 0/);
+    expect(status.rollout.stopReason).toMatch(/^1 thing failed or rolled back, more than --max-failures 0$/);
     expect(status.things[0]).toMatchObject({ toVersion: "2.0.0", target: "linux-x64", outbox: { depth: 3 } });
     expect([status.things[0].seenAt, status.things[0].outbox.oldestAt]).toEqual([expect.stringMatching(/Z$/), expect.stringMatching(/Z$/)]);
     const byName = Object.fromEntries(status.things.map((t: { name: string; state: string; version: string }) => [t.name, [t.state, t.version]]));

@@ -403,7 +403,8 @@ async function advance(t: UpdateTables, id: number, at: number): Promise<void> {
   if (rollout?.state !== "running") return;
   const failures = await t.countStates(id, FAILURE_STATES);
   if (failures > rollout.max_failures) {
-    await t.stopRollout(id, `${failures} things failed or rolled back, more than --max-failures ${rollout.max_failures}`, at);
+    const things = failures === 1 ? "thing failed or rolled back" : "things failed or rolled back";
+    await t.stopRollout(id, `${failures} ${things}, more than --max-failures ${rollout.max_failures}`, at);
     return;
   }
   for (;;) {
