@@ -13,6 +13,7 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { parse, stringify } from "yaml";
 import { describeCertificate } from "../../src/crypto/certificate-info.ts";
 import { type Background, binaryPath, run, start } from "../support/binary.ts";
 import { type HubFixture, type HubThing, listenOnLoopback, loopbackHubInit, makeHubFixture } from "../support/hub-fixture.ts";
@@ -127,6 +128,26 @@ describe("hub thing delete", () => {
     const bad = await run(["hub", "thing", "list", "--status", "gone", "--dir", hub.dir], { timeoutMs: 30_000 });
     expect(bad.code).toBe(64);
     expect(bad.stderr).toContain('status must be one of created, verified, revoked, active, not "gone"');
+  }, 60_000);
+
+  test("hub thing dist of a zip made before the hub moved says which addresses its config.yml gives that hub.yml no longer does (new-user pass 27, F4: handed out without a word)", async () => {
+    const moved = await makeHubFixture(mkdtempSync(join(work, "moved-")));
+    await moved.createThing("mover");
+    const hubYml = join(moved.dir, "hub.yml");
+    const settings = parse(readFileSync(hubYml, "utf8"));
+    const before = { api: settings.hub.api.publicUrl, port: settings.hub.broker.port };
+    settings.hub.api.publicUrl = "http://127.0.0.1:1";
+    settings.hub.broker.port = 2;
+    writeFileSync(hubYml, stringify(settings));
+    const out = join(work, "again.zip");
+    const again = await run(["hub", "thing", "dist", "mover", "--dir", moved.dir, "-o", out], { timeoutMs: 30_000 });
+    expect(again.code, again.stderr).toBe(0);
+    expect(existsSync(out)).toBe(true);
+    expect(again.stderr).toContain(
+      `warning: the zip was made before the hub moved: its config.yml flashlex.app.api.endpoint is ${before.api}; hub.yml now says http://127.0.0.1:1`,
+    );
+    expect(again.stderr).toContain(`its config.yml flashlex.thing.mqtt.port is ${before.port}; hub.yml now says 2`);
+    expect(again.stderr).not.toContain("flashlex.thing.endpoint");
   }, 60_000);
 
   test("a thing that does not exist is 65; no thing named is 64", async () => {

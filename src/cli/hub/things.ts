@@ -5,6 +5,7 @@ import { thingTopics } from "../../protocol/topics.ts";
 import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import { isOpenAs, writeFileAtomically } from "../../shared/files.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
+import { escapeUnsafe } from "../../shared/log.ts";
 import { shellWord } from "../../shared/shell-word.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { type CommandSpec, choice, Interrupted, type Options, required, text } from "../command.ts";
@@ -225,6 +226,7 @@ function dist(args: string[], options: Options): Promise<number> {
           ];
           writeSecretToStdout(`${report.join("\n")}\n`, "the download line", "no token was made");
         });
+        warnIfMoved(hub.things.distribution(thing));
         return ExitCode.OK;
       }
       const found = hub.things.distribution(thing);
@@ -233,10 +235,19 @@ function dist(args: string[], options: Options): Promise<number> {
       output = outputFile(options, `${thing.name}.zip`);
       await writeFileAtomically(output, zip, 0o600, { signal, onStreamed: (bytes) => (streamed = bytes) });
       reportBeside(output)(output);
+      warnIfMoved(found);
       return ExitCode.OK;
     },
     () => partialOutput(output, streamed),
   );
+}
+
+/** On stderr: each hub address the zip's config.yml gives that hub.yml no longer does (Things.distribution's `stale`). */
+function warnIfMoved(found: { stale: string[] } | { missing: string }): void {
+  if ("missing" in found) return;
+  for (const stale of found.stale) {
+    console.error(escapeUnsafe(`warning: the zip was made before the hub moved: its config.yml ${stale}; edit config.yml after unzipping it`));
+  }
 }
 
 function revoke(args: string[], options: Options): Promise<number> {

@@ -9,6 +9,7 @@
  */
 import { rmSync } from "node:fs";
 import { unzipSync } from "fflate";
+import { parse } from "yaml";
 import { describeCertificate } from "../../crypto/certificate-info.ts";
 import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
@@ -220,7 +221,7 @@ export class Things {
    * never left the device), it renewed its key since (the renewal deleted the zip; one made
    * before would be refused: CONNACK 5, and its collect 401), or the file is gone from `dists/`.
    */
-  distribution(thing: ThingRecord): { zip: Uint8Array } | { missing: string } {
+  distribution(thing: ThingRecord): { zip: Uint8Array; stale: string[] } | { missing: string } {
     if (thing.enrolledWith != null) return { missing: "it enrolled itself: its key never left the device" };
     if (thing.revokedAt !== null) return { missing: "it was revoked, and its distribution, whose key the hub now refuses, is not handed out" };
     const zip = readDistribution(this.deps.home, thing.id);
@@ -243,7 +244,7 @@ export class Things {
     if (!holdsKey) {
       return { missing: "it renewed its key on the device since: the zip's key is no longer accepted (create the thing again, or enrol it)" };
     }
-    return { zip };
+    return { zip, stale: staleAddresses(zip, this.deps.home) };
   }
 
   /**
@@ -355,6 +356,30 @@ function crlNotSigned(err: unknown): FlashlexError {
 }
 
 /** Whether the zip's public key file is the thing's current key (renewal replaces it on the device). */
+/**
+ * The hub addresses the zip's config.yml gives that hub.yml no longer does (the hub moved since
+ * the thing was made: new-user pass 27, F4), each as `setting is OLD; hub.yml now says NEW`.
+ * Empty when they agree, or when the config cannot be read (the zip is handed out as it is).
+ */
+function staleAddresses(zip: Uint8Array, home: HubHome): string[] {
+  try {
+    const file = Object.values(unzipSync(zip, { filter: (f) => f.name.endsWith("/config.yml") }))[0];
+    if (!file) return [];
+    const config = parse(new TextDecoder().decode(file)) as {
+      flashlex?: { app?: { api?: { endpoint?: unknown } }; thing?: { endpoint?: unknown; mqtt?: { port?: unknown } } };
+    };
+    const { api, broker } = home.settings;
+    const pairs: [string, unknown, string | number][] = [
+      ["flashlex.app.api.endpoint", config.flashlex?.app?.api?.endpoint, api.publicUrl],
+      ["flashlex.thing.endpoint", config.flashlex?.thing?.endpoint, broker.host],
+      ["flashlex.thing.mqtt.port", config.flashlex?.thing?.mqtt?.port, broker.port],
+    ];
+    return pairs.filter(([, was, now]) => String(was) !== String(now)).map(([setting, was, now]) => `${setting} is ${String(was)}; hub.yml now says ${now}`);
+  } catch {
+    return [];
+  }
+}
+
 function distributionHoldsKey(zip: Uint8Array, thing: Pick<ThingRecord, "name" | "publicKeyPem">): boolean {
   const name = `keys/${keyFileNames(thing.name).publicKey}`;
   const files = unzipSync(zip, { filter: (file) => file.name.endsWith(name) });
