@@ -3,6 +3,7 @@
  * the real /bin/sh, as the unit runs it), the ELF check, the install's file steps, and what the
  * updater decides at start about a pending update that is not the running version (a fake hub).
  */
+import { Database } from "bun:sqlite";
 import { describe, expect, test } from "bun:test";
 import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
@@ -11,9 +12,12 @@ import { manifestBytes } from "../../src/protocol/release-manifest.ts";
 import { elfMismatch } from "../../src/shared/elf.ts";
 import { FlashlexError } from "../../src/shared/errors.ts";
 import { createLogger, silentLogger, tapLogger } from "../../src/shared/log.ts";
+import { applyPragmas, migrate } from "../../src/shared/sqlite/migrate.ts";
+import { openSqlDatabase } from "../../src/shared/sqlite/open.ts";
 import type { ThingIdentity } from "../../src/thing/identity.ts";
 import { kindOfLogged } from "../../src/thing/metrics/prometheus.ts";
 import type { ThingConfig } from "../../src/thing/settings.ts";
+import { THING_MIGRATIONS } from "../../src/thing/store/message-store.ts";
 import { DownloadRefused, downloadVerified } from "../../src/thing/update/download.ts";
 import { writeGuard } from "../../src/thing/update/guard.ts";
 import type { UpdateHubApi } from "../../src/thing/update/hub-api.ts";
@@ -160,6 +164,21 @@ echo locked >&2; exit 75
     },
   );
 
+  test("a restore-schema that fails otherwise (74: a full disk) does not hold the rollback, but the record stays for a restore-schema by hand (verify pass 32, F1: the guard removed it)", () => {
+    const d = device();
+    writeFileSync(d.download, "#!/bin/sh\necho 'disk full' >&2; exit 74\n", { mode: 0o755 });
+    writeGuard(d.data);
+    installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary }, d.data);
+    writeFileSync(markerPaths(d.data).trialSchema, JSON.stringify({ version: 3, database: join(d.data, "subscription.db") }));
+    writeFileSync(markerPaths(d.data).starts, "2\n");
+    const said = guard(d.data).stderr.toString();
+    expect(said).toContain("could not take the database back");
+    expect(said).toContain(`run flashlex restore-schema -d ${d.data} with the 2.0.0 binary`);
+    expect(readFileSync(d.binary, "utf8")).toBe("old binary");
+    expect(existsSync(markerPaths(d.data).trialSchema)).toBe(true);
+    expect(readRolledBack(d.data)?.version).toBe("2.0.0");
+  });
+
   test("restorePrevious is the watchdog's rollback", () => {
     const d = device();
     const pending = installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary }, d.data);
@@ -186,6 +205,7 @@ describe("at start, a pending update whose version is not the one that runs", ()
       healthySeconds?: number;
       trialWaitsForHubMs?: number;
       report?: UpdateHubApi["report"];
+      restoreLockWaitMs?: number;
     } = {},
   ) {
     const reports: { state: string; version: string; running: string; detail?: string }[] = [];
@@ -213,6 +233,7 @@ describe("at start, a pending update whose version is not the one that runs", ()
       connected: () => trial.connected ?? true,
       brokerAnswered: trial.brokerAnswered,
       trialWaitsForHubMs: trial.trialWaitsForHubMs,
+      restoreLockWaitMs: trial.restoreLockWaitMs,
       requestRestart: (reason) => restarts.push(reason),
       version,
       target: "linux-x64",
@@ -334,6 +355,95 @@ describe("at start, a pending update whose version is not the one that runs", ()
     expect(readFileSync(d.binary, "utf8")).toBe("old binary");
     expect(readPending(d.data)).toBeUndefined();
     expect(readRolledBack(d.data)?.reason).toBe("the binary of release 2.0.0 says it is version 9.9.9: the release is mislabeled");
+  }, 10_000);
+
+  /** A device on trial of a mislabeled 2.0.0 whose database the trial migrated from schema 3 (the record says so). */
+  function migratedOnTrial() {
+    const d = device();
+    installBinary(d.download, { version: "2.0.0", from: "1.0.0", binary: d.binary, sha256: sha256("new binary") }, d.data);
+    const database = join(d.data, "subscription.db");
+    const db = openSqlDatabase(database);
+    applyPragmas(db);
+    migrate(db, THING_MIGRATIONS, database);
+    db.close();
+    writeFileSync(markerPaths(d.data).trialSchema, JSON.stringify({ version: 3, database }));
+    const version = () => {
+      const check = new Database(database, { readonly: true });
+      try {
+        return (check.query("PRAGMA user_version").get() as { user_version: number }).user_version;
+      } finally {
+        check.close();
+      }
+    };
+    return { d, database, version };
+  }
+
+  test("a rollback whose schema restore finds the database held by another process puts nothing back: binary, pending and record stay for the next start (verify pass 32, F1: the previous binary got the newer schema, the record gone)", async () => {
+    const { d, database, version } = migratedOnTrial();
+    const holder = new Database(database);
+    holder.exec("PRAGMA busy_timeout = 0");
+    holder.exec("BEGIN IMMEDIATE");
+    try {
+      const { lines } = await startAs(d, "9.9.9", 0, undefined, { restoreLockWaitMs: 200 });
+      expect(lines.find((l) => l.includes("update.schema_restore_failed"))).toContain("the previous binary is not put back yet");
+    } finally {
+      holder.exec("ROLLBACK");
+      holder.close();
+    }
+    expect(readFileSync(d.binary, "utf8")).toBe("new binary");
+    expect(readPending(d.data)?.version).toBe("2.0.0");
+    expect(readTrialSchema(d.data)).toMatchObject({ version: 3 });
+    expect(version()).toBe(THING_MIGRATIONS.length);
+  }, 10_000);
+
+  test("a rollback whose restore fails otherwise puts the previous binary back and keeps the record, for restore-schema by hand; one that took the file back clears it (verify pass 32, F1)", async () => {
+    const damaged = migratedOnTrial();
+    writeFileSync(damaged.database, "not a database at all, but long enough to be read as one's header.........................");
+    await startAs(damaged.d, "9.9.9", 0);
+    expect(readFileSync(damaged.d.binary, "utf8")).toBe("old binary");
+    expect(readRolledBack(damaged.d.data)?.version).toBe("2.0.0");
+    expect(readTrialSchema(damaged.d.data)).toMatchObject({ version: 3 });
+
+    const fine = migratedOnTrial();
+    const { lines } = await startAs(fine.d, "9.9.9", 0);
+    expect(lines.find((l) => l.includes("update.schema_restored"))).toMatch(/from=5 to=3/);
+    expect(fine.version()).toBe(3);
+    expect(readFileSync(fine.d.binary, "utf8")).toBe("old binary");
+    expect(readTrialSchema(fine.d.data)).toBeUndefined();
+  }, 10_000);
+
+  test("the record says restored before the downgrade may commit, so no command of the binary on trial migrates in between; a record that says so is taken back all the same (verify pass 32, F2)", () => {
+    const { d, database, version } = migratedOnTrial();
+    const holder = new Database(database);
+    holder.exec("BEGIN IMMEDIATE");
+    try {
+      expect(() => restoreTrialSchema(d.data, 100)).toThrow();
+    } finally {
+      holder.exec("ROLLBACK");
+      holder.close();
+    }
+    // the downgrade did not happen, and yet from its start nothing of the trial migrates
+    expect(readTrialSchema(d.data)).toMatchObject({ version: 3, restored: true });
+    expect(() => recordSchemaBeforeTrial(d.data, database, 3)).toThrow("the update on trial is being rolled back");
+    expect(restoreTrialSchema(d.data)).toEqual({ database, from: THING_MIGRATIONS.length, to: 3 });
+    expect(version()).toBe(3);
+    // migrated again behind its back (a command that opened the file first): taken back again, not "already there"
+    const db = openSqlDatabase(database);
+    applyPragmas(db);
+    migrate(db, THING_MIGRATIONS, database);
+    db.close();
+    expect(restoreTrialSchema(d.data)).toEqual({ database, from: THING_MIGRATIONS.length, to: 3 });
+    expect(version()).toBe(3);
+  });
+
+  test("a rollback with no previous binary leaves the database as it is: the file is not taken back for a binary that stays (verify pass 32, F3)", async () => {
+    const { d, version } = migratedOnTrial();
+    rmSync(readPending(d.data)!.previous);
+    const { lines } = await startAs(d, "9.9.9", 0);
+    expect(lines.some((l) => l.includes("update.rollback_impossible"))).toBe(true);
+    expect(lines.some((l) => l.includes("update.schema_restore"))).toBe(false);
+    expect(version()).toBe(THING_MIGRATIONS.length);
+    expect(readPending(d.data)).toBeUndefined();
   }, 10_000);
 
   test("the old binary (a crash before the rename) reports the install interrupted; another binary put there since is not rolled back", async () => {

@@ -9,10 +9,11 @@
  * an older binary refuses a newer schema with 78, which the unit does not restart. A restore that
  * found the database locked (75) past its wait twice does not swap the binary: the version on trial
  * starts once more and the next start tries again (verify pass 31, F14). With no update
- * pending it reads one file and exits. It needs only sh, sed, cat, dirname, id, stat, mv, rm and
+ * pending it reads one file and exits. It needs only sh, sed, cat, dirname, id, ls, mv, rm and
  * sync, and never sources a file it reads. Run as root for a data directory another user owns, it
  * does nothing: the files it acts on are that user's to write, so it would run that user's choice
- * of binary as root (attack round 28, F3).
+ * of binary as root (attack round 28, F3). That catches a supervisor set up wrong, not that user,
+ * who can rewrite this script as well: only running it as the service's user protects root.
  *
  * serve writes it at every start (atomically, when it changed), so the unit can name it from
  * the day the service is installed.
@@ -32,10 +33,14 @@ set -u
 dir=$(dirname -- "$0")
 pending="$dir/pending"
 [ -f "$pending" ] || exit 0
-# never as root for a data directory another user owns: that user writes pending and this script
-if [ "$(id -u)" = 0 ] && [ "$(stat -c %u -- "$dir")" != 0 ]; then
-  echo "flashlex update guard: refused to run as root: $dir is another user's; run it as the service's user (the unit's User=)" >&2
-  exit 0
+# not as root for a data directory another user owns, who writes pending (a supervisor set up
+# wrong; that user could rewrite this script too, so only running it as them protects root)
+if [ "$(id -u)" = 0 ]; then
+  owner=$(ls -nd -- "$dir" 2>/dev/null | { read -r _ _ uid _; echo "$uid"; })
+  if [ -n "$owner" ] && [ "$owner" != 0 ]; then
+    echo "flashlex update guard: refused to run as root: $dir is another user's; run it as the service's user (the unit's User=)" >&2
+    exit 0
+  fi
 fi
 value() { sed -n "s/^$1='\\(.*\\)'\\$/\\1/p" "$pending"; }
 binary=$(value FLASHLEX_UPDATE_BINARY)
@@ -45,6 +50,7 @@ starts=$(cat "$dir/starts" 2>/dev/null || echo 0)
 case $starts in ''|*[!0-9]*) starts=0 ;; esac
 starts=$((starts + 1))
 if [ "$starts" -gt ${MAX_TRIAL_STARTS} ]; then
+  keep_record=no
   if [ -n "$binary" ] && [ -f "$previous" ]; then
     # the binary on trial takes the database back to the schema the previous one knew, if it
     # migrated it; 75 is a lock another process held past the wait: once more, then at the next start
@@ -61,15 +67,20 @@ if [ "$starts" -gt ${MAX_TRIAL_STARTS} ]; then
         echo "$starts" > "$dir/starts.tmp" && mv -f -- "$dir/starts.tmp" "$dir/starts"
         exit 0
       fi
-      [ "$rc" -eq 0 ] ||
-        echo "flashlex update guard: $version could not take the database back to the schema before it; the previous binary may refuse it" >&2
+      # any other failure: the previous binary all the same (it may open the file), and the record
+      # kept for a restore-schema by hand
+      [ "$rc" -eq 0 ] || {
+        keep_record=yes
+        echo "flashlex update guard: $version could not take the database back to the schema before it; the previous binary may refuse it (exit 78): run flashlex restore-schema -d $(dirname -- "$dir") with the $version binary (its release, from the hub)" >&2
+      }
     fi
     mv -f -- "$previous" "$binary" || exit 0
     { cat "$pending"; echo "FLASHLEX_UPDATE_REASON='$version started $((starts - 1)) times without reporting healthy'"; } > "$dir/rolled-back.tmp"
     mv -f -- "$dir/rolled-back.tmp" "$dir/rolled-back"
     echo "flashlex update guard: $version did not come up healthy; the previous binary is back" >&2
   fi
-  rm -f -- "$pending" "$dir/starts" "$dir/trial-schema"
+  rm -f -- "$pending" "$dir/starts"
+  [ "$keep_record" = yes ] || rm -f -- "$dir/trial-schema"
   sync
   exit 0
 fi

@@ -20,6 +20,7 @@
 import { readFileSync, realpathSync, rmSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { VERSION } from "../../shared/version.ts";
@@ -110,13 +111,16 @@ export const RESTORE_LOCK_WAIT_MS = 30_000;
 
 /**
  * Takes the database named in the record back to its version (downgradeThingDatabase, waiting up
- * to RESTORE_LOCK_WAIT_MS for a lock), then marks the record `restored`. Only while an update is
- * pending or rolled back: otherwise the record is a ConfigError (78). Returns what it did
- * (`from` equals `to` when the file was already there, or a rollback took it back before), or
- * undefined when there is no record or no database. Throws as downgradeThingDatabase does (a lock
- * held past the wait is `try-later`, 75); the record is then kept, for another try.
+ * `lockWaitMs` (default RESTORE_LOCK_WAIT_MS) for a lock). The record says `restored` first, durably, so no command of
+ * the binary on trial migrates the file again from the moment the downgrade may commit (verify
+ * pass 32, F2: one that came between the commit and the mark migrated it back); a record that
+ * says so is taken back all the same (the downgrade leaves a file already there as it is). Only
+ * while an update is pending or rolled back: otherwise the record is a ConfigError (78). Returns
+ * what it did (`from` equals `to` when the file was already there), or undefined when there is no
+ * record or no database. Throws as downgradeThingDatabase does (a lock held past the wait is
+ * `try-later`, 75); the record is then kept, for another try.
  */
-export function restoreTrialSchema(dataDir: string): { database: string; from: number; to: number } | undefined {
+export function restoreTrialSchema(dataDir: string, lockWaitMs = RESTORE_LOCK_WAIT_MS): { database: string; from: number; to: number } | undefined {
   const record = readTrialSchema(dataDir);
   if (!record) return undefined;
   // a rollback is the only reason to go back: with no update pending or rolled back the record is
@@ -126,33 +130,40 @@ export function restoreTrialSchema(dataDir: string): { database: string; from: n
       `${markerPaths(dataDir).trialSchema}: no update is pending or rolled back (update/pending, update/rolled-back), so nothing asks for the database to go back; remove it`,
     );
   }
-  if (record.restored) return { database: record.database, from: record.version, to: record.version };
   if (!pathExists(record.database)) {
     clearTrialSchema(dataDir);
     return undefined;
   }
-  const from = downgradeThingDatabase(record.database, record.version, { lockWaitMs: RESTORE_LOCK_WAIT_MS });
-  writeTrialSchema(dataDir, { ...record, restored: true });
+  if (!record.restored) writeTrialSchema(dataDir, { ...record, restored: true });
+  const from = downgradeThingDatabase(record.database, record.version, { lockWaitMs });
   return { database: record.database, from, to: record.version };
 }
+
+/** What restoreSchemaAfterRollback did: taken back (or nothing to take back), or failed, `busy` when another process held the file past the wait. */
+export type SchemaRestore = "done" | "busy" | "failed";
 
 /**
  * For a serve that decided a rollback (only then: a `rolled-back` left unreported from an earlier
  * rollback says nothing of this run, verify pass 31, F3), once its database is closed and before
  * it puts the previous binary back: when its migration was noted (recordSchemaBeforeTrial), takes
- * the database back to the schema the previous binary knew. A failure is said (ERROR), not thrown:
- * the previous binary then says what it makes of the file.
+ * the database back to the schema the previous binary knew. A failure is said (ERROR), not
+ * thrown, and the record is kept for `flashlex restore-schema`; the caller decides on the swap.
  */
-export function restoreSchemaAfterRollback(dataDir: string, log: Logger): void {
+export function restoreSchemaAfterRollback(dataDir: string, log: Logger, lockWaitMs = RESTORE_LOCK_WAIT_MS): SchemaRestore {
   try {
-    const done = restoreTrialSchema(dataDir);
+    const done = restoreTrialSchema(dataDir, lockWaitMs);
     if (done && done.from !== done.to) log.warn("update.schema_restored", { database: done.database, from: done.from, to: done.to });
+    return "done";
   } catch (err) {
+    const busy = toFlashlexError(err).kind === "try-later";
     log.error("update.schema_restore_failed", {
       database: readTrialSchemaQuietly(dataDir)?.database,
       error: err,
-      note: `the previous binary may refuse it (exit 78): the ${VERSION} binary (its release, from the hub) tries again with flashlex restore-schema -d ${dataDir}`,
+      note: busy
+        ? "another process held the database: the previous binary is not put back yet, and the next start tries again"
+        : `the previous binary may refuse it (exit 78): the ${VERSION} binary (its release, from the hub) tries again with flashlex restore-schema -d ${dataDir}`,
     });
+    return busy ? "busy" : "failed";
   }
 }
 

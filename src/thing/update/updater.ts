@@ -22,6 +22,7 @@ import { formatDuration } from "../../shared/duration.ts";
 import { elfMismatch } from "../../shared/elf.ts";
 import type { Logger } from "../../shared/log.ts";
 import { describeError } from "../../shared/log.ts";
+import { pathExists } from "../../shared/path-exists.ts";
 import { COMMIT_TIME, TARGET, VERSION } from "../../shared/version.ts";
 import { UNAUTHORIZED_FIX } from "../egress/delivery.ts";
 import type { HubClock } from "../egress/hub-clock.ts";
@@ -47,6 +48,8 @@ export interface UpdaterOptions {
   brokerAnswered?(): boolean;
   /** how long a trial waits for the broker to answer at all, in ms (default TRIAL_WAITS_FOR_HUB_MS; a seam for tests) */
   trialWaitsForHubMs?: number;
+  /** how long a rollback's schema restore waits for another process's lock, in ms (default RESTORE_LOCK_WAIT_MS; a seam for tests) */
+  restoreLockWaitMs?: number;
   /** serve stops and exits with 3 so that its supervisor starts the binary again */
   requestRestart(reason: string): void;
   /** the outbox now (entries waiting, the oldest one's age in seconds), sent with each poll for the hub's /metrics */
@@ -222,15 +225,23 @@ export function startUpdater(opts: UpdaterOptions): Updater {
     if (!decided) return;
     const { update, reason } = decided;
     decided = undefined;
-    restoreSchemaAfterRollback(dataDir, log);
     try {
-      if (restorePrevious(update)) writeRolledBack(dataDir, update, reason);
-      else {
+      // no previous binary, no rollback: the file is not taken back for nothing (verify pass 32, F3)
+      if (!pathExists(update.previous)) {
         log.error("update.rollback_impossible", { previous: update.previous, reason: "the previous binary is gone" });
         clearPending(dataDir);
+        clearTrialSchema(dataDir);
+        return;
       }
-      // with `pending` gone, the record of a schema taken back has no more to hold off
-      clearTrialSchema(dataDir);
+      // As the guard: a database another process held stays as it is, with the binary on trial
+      // and `pending`, for the next start to try again; any other failure puts the previous binary
+      // back all the same (it may open the file) and keeps the record for `flashlex restore-schema`
+      // (verify pass 32, F1: both went, and the previous binary got the newer schema).
+      const restored = restoreSchemaAfterRollback(dataDir, log, opts.restoreLockWaitMs);
+      if (restored === "busy") return;
+      restorePrevious(update);
+      writeRolledBack(dataDir, update, reason);
+      if (restored === "done") clearTrialSchema(dataDir);
     } catch (err) {
       log.error("update.rollback_failed", { error: err });
     }
