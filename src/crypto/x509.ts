@@ -183,8 +183,10 @@ async function issueLeaf(
   const { caCert, signer } = await loadedCa(ca);
   const { notBefore } = validityDates;
   const notAfter = new Date(Math.min(validityDates.notAfter.getTime(), caCert.notAfter.getTime()));
-  if (notAfter <= notBefore)
+  // an expired CA signs nothing: within a leaf's backdating it signed certificates already over (verify pass 32, F7)
+  if (caCert.notAfter.getTime() <= Date.now() || notAfter <= notBefore) {
     throw new CryptoError(`the CA's validity (to ${caCert.notAfter.toISOString()}) leaves this certificate no time: the CA has expired`);
+  }
   const cert = await x509.X509CertificateGenerator.create(
     {
       serialNumber: randomSerial(),

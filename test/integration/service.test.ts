@@ -853,6 +853,20 @@ describe("install and uninstall against a fake systemctl", () => {
     expect(io.stderr).toContain(`warning: other users may change ${home} (mode 0777): they could replace what the service runs as`);
     expect(io.stderr).toContain(`warning: other users may change ${bin} (mode 0757)`);
     expect(io.stderr).toContain(`(fix: chmod go-w ${home})`);
+    // sticky keeps others from renaming what is there, not from making data/update first (verify pass 32, F5)
+    const data = join(home, "data");
+    const made = !existsSync(data);
+    mkdirSync(data, { recursive: true });
+    const dataMode = statSync(data).mode & 0o7777;
+    chmodSync(data, 0o1777);
+    const sticky = capture();
+    try {
+      expect(await exitOf(sticky, installService({ ...opts, dryRun: true, io: sticky })), sticky.stderr).toBe(ExitCode.OK);
+    } finally {
+      if (made) rmSync(data, { recursive: true });
+      else chmodSync(data, dataMode);
+    }
+    expect(sticky.stderr).toContain(`warning: other users may change ${data} (mode 01777)`);
     const quiet = capture();
     expect(await exitOf(quiet, installService({ ...opts, dryRun: true, io: quiet }))).toBe(ExitCode.OK);
     expect(quiet.stderr).not.toContain("other users may change");

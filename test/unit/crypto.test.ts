@@ -298,6 +298,10 @@ describe("certificates", () => {
     expect(describeCertificate(clamped).notAfter).toEqual(describeCertificate(shortCa.certPem).notAfter);
     const over = await createCertificateAuthority({ commonName: "over CA", notBefore: new Date(Date.now() - 3 * DAY), days: 1 });
     await expect(issueThingCertificate(over, { thingName: "late", publicKeyPem: pki.thing.publicKeyPem })).rejects.toThrow("the CA has expired");
+    // ended minutes ago, within a leaf's backdating (verify pass 32, F7: it signed certificates already over)
+    const justOver = await createCertificateAuthority({ commonName: "just over", notBefore: new Date(Date.now() - 10 * DAY), days: 10 - 0.01 });
+    await expect(issueThingCertificate(justOver, { thingName: "late", publicKeyPem: pki.thing.publicKeyPem })).rejects.toThrow("the CA has expired");
+    await expect(issueServerCertificate(justOver, { commonName: "127.0.0.1" })).rejects.toThrow("the CA has expired");
   });
 
   test("more things from the same CA via issueThing", async () => {

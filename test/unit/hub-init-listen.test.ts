@@ -33,6 +33,10 @@ describe("hub init's listen addresses", () => {
     await expect(initHub({ dir: join(dir, "bad-metrics"), metricsListen: "nope" })).rejects.toThrow(
       "hub init: --metrics-listen (metrics.listen): must be HOST:PORT",
     );
+    // digits and dots that are no address, and words for none (verify pass 32, F8: 0 listened everywhere)
+    for (const given of ["0", "1.2.3", "999.1.1.1", "off", "None"]) {
+      await expect(initHub({ dir: join(dir, "bad-broker"), brokerListenHost: given })).rejects.toThrow("--broker-listen must be an IP address");
+    }
     for (const name of ["bad-broker", "bad-metrics"]) expect(() => readFileSync(join(dir, name, "hub.yml"))).toThrow(/ENOENT/);
   });
 });

@@ -223,10 +223,14 @@ describe("releases", () => {
     rmSync(file);
     writeFileSync(file, "short");
     expect(await ask()).toEqual(damaged);
+    rmSync(file);
+    symlinkSync(file, file); // a link to itself (verify pass 32, F9: a 500 logged as WARN)
+    expect(await ask()).toEqual(damaged);
     expect(lines.filter((l) => l.includes("ERROR hub.release_file_missing")).map((l) => /found="([^"]*)"/.exec(l)?.[1])).toEqual([
       "not a regular file",
       "not a regular file",
       expect.stringMatching(/^5 bytes, not the \d+ its manifest signs$/),
+      "not readable (ELOOP)",
     ]);
   });
 
@@ -255,13 +259,14 @@ describe("releases", () => {
       { state: ["healthy"], version: "2.0.0", running: "1.0.0" },
       { state: "healthy", version: ["2.0.0"], running: "1.0.0" },
       { state: "healthy", version: "2.0.0", running: { toString: 1 } },
+      { state: "failed", version: "2.0.0", running: "1.0.0", detail: 123 }, // verify pass 32, F10: dropped without a word
     ]) {
       const answer = await asThing(1, "/update", { method: "POST", body: JSON.stringify(body) });
       expect({ body, status: answer.status }).toEqual({ body, status: 400 });
     }
     for (const [body, said] of [
       [{ version: { toString: 1 }, all: true }, "version must be a string"],
-      [{ version: "2.0.0", all: true, batch: { toString: "x" } }, "batch must be a string"],
+      [{ version: "2.0.0", all: true, batch: { toString: "x" } }, "batch must be a string or a number"],
     ] as const) {
       const answer = await operator("/updates", { method: "POST", body: JSON.stringify(body) });
       expect({ status: answer.status, said: ((await answer.json()) as any).messages[0].value }).toEqual({ status: 400, said });
@@ -330,10 +335,16 @@ describe("releases", () => {
     const states = new Map((await updates.status()).things.map((t) => [t.thing_id, t.state]));
     expect([states.get(a!.id), states.get(b!.id), states.get(c!.id)]).toEqual(["downloading", "cancelled", "cancelled"]);
     expect(await updates.report(a!, { state: "healthy", version: "2.5.0", running: "2.5.0" })).toBe(true);
+    // b had been offered it before the stop: it downloads all the same, and what it says is kept (verify pass 32, F4)
+    expect(await updates.report(b!, { state: "downloading", version: "2.5.0", running: "1.0.0" })).toBe(true);
+    expect(await updates.report(b!, { state: "rolled-back", version: "2.5.0", running: "1.0.0" })).toBe(true);
+    expect((await updates.status()).things.find((t) => t.thing_id === b!.id)?.state).toBe("rolled-back");
     const again = await operator("/updates/stop", { method: "POST" });
     expect(again.status).toBe(409);
     expect(((await again.json()) as any).messages[0].value).toBe("no rollout is running (flashlex hub update status)");
     expect((await operator("/updates/stop")).status).toBe(405);
+    // a body would read as a condition it is not ("only this version"): refused (verify pass 32, F10)
+    expect((await operator("/updates/stop", { method: "POST", body: '{"version":"9.9.9"}' })).status).toBe(400);
 
     // a rollout whose one thing is revoked while offered: neither it nor its row holds the release
     const lone = (await createThing(home, store, "lone")).thing;

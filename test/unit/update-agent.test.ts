@@ -5,7 +5,7 @@
  */
 import { Database } from "bun:sqlite";
 import { describe, expect, test } from "bun:test";
-import { chownSync, existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, linkSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { basename, join } from "node:path";
 import { generateUpdateKeyPair, loadUpdatePrivateKey, signRelease } from "../../src/crypto/update-signing.ts";
 import { manifestBytes } from "../../src/protocol/release-manifest.ts";
@@ -177,6 +177,28 @@ echo locked >&2; exit 75
     expect(readFileSync(d.binary, "utf8")).toBe("old binary");
     expect(existsSync(markerPaths(d.data).trialSchema)).toBe(true);
     expect(readRolledBack(d.data)?.version).toBe("2.0.0");
+  });
+
+  test("an update directory others may write in, or another user's, is refused (78): whoever made it could replace the guard the unit runs (verify pass 32, F5)", () => {
+    const open = device();
+    mkdirSync(join(open.data, "update"));
+    chmodSync(join(open.data, "update"), 0o777);
+    expect(() => writeGuard(open.data)).toThrow(`${join(open.data, "update")} is writable by others (mode 0777)`);
+    if (process.getuid?.() === 0) {
+      const theirs = device();
+      mkdirSync(join(theirs.data, "update"), { mode: 0o700 });
+      chownSync(join(theirs.data, "update"), 48_001, 48_001);
+      expect(() => writeGuard(theirs.data)).toThrow(`${join(theirs.data, "update")} is another user's`);
+    }
+  });
+
+  test("a record naming a hard link in the data directory is refused: it may be another name of a file elsewhere (verify pass 32, F11)", () => {
+    const d = device();
+    mkdirSync(join(d.data, "update"));
+    writeFileSync(join(d.root, "other.db"), "");
+    linkSync(join(d.root, "other.db"), join(d.data, "hard.db"));
+    writeFileSync(markerPaths(d.data).trialSchema, JSON.stringify({ version: 3, database: join(d.data, "hard.db") }));
+    expect(() => readTrialSchema(d.data)).toThrow(`its database is not a file of ${d.data}`);
   });
 
   test("restorePrevious is the watchdog's rollback", () => {

@@ -47,7 +47,7 @@ async function hubInit(options: Options, signal: AbortSignal): Promise<number> {
       brokerHost: text(options.brokerHost),
       brokerPort: port(options.brokerPort, "--broker-port"),
       brokerListenHost: text(options.brokerListen),
-      metricsListen: ["off", "false"].includes(text(options.metricsListen) ?? "") ? false : text(options.metricsListen),
+      metricsListen: ["off", "false"].includes(text(options.metricsListen)?.toLowerCase() ?? "") ? false : text(options.metricsListen),
       env: text(options.env),
       database: databaseOverride(options),
     });
@@ -107,7 +107,7 @@ function initReport(dir: string, s: HubSettings, token: string, options: Options
     `hub created in ${escapeUnsafe(dir)}`,
     `owner id:   ${s.ownerId} (thing names start with ${s.ownerId.slice(0, 8)}-)`,
     `api:        ${s.api.publicUrl}/${s.env}/v1 (listening on ${apiHost}:${s.api.port})`,
-    `broker:     ${formatListenAddress({ host: s.broker.host, port: s.broker.port })} (certificate for ${s.broker.names.join(", ")}; listening on ${formatListenAddress({ host: s.broker.listenHost, port: s.broker.listenPort ?? s.broker.port })}${s.broker.listenHost === "0.0.0.0" ? ", every interface: --broker-listen, or hub.broker.listenHost in hub.yml, narrows it" : ""})`,
+    `broker:     ${formatListenAddress({ host: s.broker.host, port: s.broker.port })} (certificate for ${s.broker.names.join(", ")}; listening on ${formatListenAddress({ host: s.broker.listenHost, port: s.broker.listenPort ?? s.broker.port })}${["0.0.0.0", "::"].includes(s.broker.listenHost) ? ", every interface: --broker-listen, or hub.broker.listenHost in hub.yml, narrows it" : ""})`,
     "",
     "operator access token (shown once; the hub keeps only its hash; `flashlex hub token rotate` makes a new one):",
     token,

@@ -334,7 +334,10 @@ function initialSettings(o: InitHubOptions): HubSettings {
   // here, not in hub.yml's schema, so a hub made before the rule keeps starting
   if (o.env !== undefined && o.env.length > 64) throw new UsageError(`--env: at most 64 characters, not ${quoteGiven(o.env)}`);
   const listen = o.brokerListenHost;
-  if (listen !== undefined && isIP(listen) === 0 && !DNS_NAME.test(listen)) {
+  // digits and dots that are no address (0, 1.2.3, 999.1.1.1) resolve to something else or
+  // nothing; off or none is not a way to turn the broker off (verify pass 32, F8)
+  const numeric = listen !== undefined && /^[\d.]+$/.test(listen);
+  if (listen !== undefined && isIP(listen) === 0 && (numeric || !DNS_NAME.test(listen) || ["off", "none", "false"].includes(listen.toLowerCase()))) {
     throw new UsageError(`--broker-listen must be an IP address (0.0.0.0, 127.0.0.1, ::) or a host name of this machine, not ${quoteGiven(listen)}`);
   }
   const publicUrl = o.apiUrl ?? "http://127.0.0.1:8080";

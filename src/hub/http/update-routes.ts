@@ -14,7 +14,7 @@
  *
  * A thing authenticates as for collect (the same JWT, the same one function).
  */
-import { statSync } from "node:fs";
+import { type Stats, statSync } from "node:fs";
 import { isUuid } from "../../protocol/ids.ts";
 import { VERSION_PATTERN } from "../../protocol/release-manifest.ts";
 import type { Logger } from "../../shared/log.ts";
@@ -37,6 +37,7 @@ import {
   queryParam,
   type RequestOrigin,
   readBodyLimited,
+  refuseBody,
   refusedOperator,
   requireJsonContentType,
   routePattern,
@@ -102,10 +103,10 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     return value;
   }
 
-  /** The body's `name` as a string (absent: ""); anything else (an array, an object) is a 400 naming it. */
-  function stringField(b: Record<string, unknown>, name: string): string {
+  /** The body's `name` as a string (absent: ""); anything else (an array, an object) is a 400 naming it and what it must be. */
+  function stringField(b: Record<string, unknown>, name: string, must = "a string"): string {
     const value = b[name] ?? "";
-    if (typeof value !== "string") throw new HttpError(400, `${name} must be a string`);
+    if (typeof value !== "string") throw new HttpError(400, `${name} must be ${must}`);
     return value;
   }
 
@@ -175,7 +176,7 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
         version,
         things: chosen as ThingRecord[],
         // "10%" or a count, as the CLI's --batch
-        batch: b.batch === undefined ? undefined : typeof b.batch === "number" ? String(b.batch) : stringField(b, "batch"),
+        batch: b.batch === undefined ? undefined : typeof b.batch === "number" ? String(b.batch) : stringField(b, "batch", "a string or a number"),
         // as given: startRollout refuses what is not a whole number in range (a "2" was read as 0)
         maxFailures: b.maxFailures as number | undefined,
       });
@@ -185,6 +186,8 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     if (path.length === 2 && first === "updates" && method === "POST") {
       await requireOperator(request, url, origin);
       onlyQueryParams(url.searchParams, []);
+      // as the other routes that take none: a body ({"version": ...}) would read as a condition it is not (verify pass 32, F10)
+      await refuseBody(request);
       const rollout = await updates.stopRunningRollout("stopped by the operator");
       log.info("hub.rollout_stopped", { rollout: rollout.id, version: rollout.version, via: "api" });
       return ok(rolloutJson(rollout), "Rollout stopped.");
@@ -209,7 +212,8 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       const running = stringField(b, "running");
       if (!VERSION_PATTERN.test(version) || !VERSION_PATTERN.test(running)) throw new HttpError(400, "version and running must be versions");
       // as much as is stored: a 16 KiB detail at every report grew the hub's log (attack round 28, I4)
-      const detail = typeof b.detail === "string" ? b.detail.slice(0, MAX_DETAIL_CHARS) : undefined;
+      if (b.detail !== undefined && typeof b.detail !== "string") throw new HttpError(400, "detail must be a string");
+      const detail = b.detail?.slice(0, MAX_DETAIL_CHARS);
       const applied = await updates.report(thing, { state, version, running, detail });
       log.info("hub.update_report", { thing: thing.name, state, version, running, detail, applied: applied ? undefined : false });
       return ok({ applied }, applied ? "Report stored." : "No update of that version for this thing.");
@@ -222,21 +226,35 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     if (!binary) throw new HttpError(404, `release ${version} has no binary for ${target}`);
     // Removed from releases/ since it was added, or something else in its place (a directory
     // was a 500 nobody logged, a FIFO an empty 200): the thing reports the update failed with this.
-    const found = statSync(binary.path, { throwIfNoEntry: false });
-    const wrong = !found
-      ? undefined
-      : !found.isFile()
-        ? "not a regular file"
-        : found.size !== binary.size
-          ? `${found.size} bytes, not the ${binary.size} its manifest signs`
-          : "";
+    const found = statOrWhy(binary.path);
+    const wrong =
+      typeof found === "string"
+        ? found
+        : !found
+          ? undefined
+          : !found.isFile()
+            ? "not a regular file"
+            : found.size !== binary.size
+              ? `${found.size} bytes, not the ${binary.size} its manifest signs`
+              : "";
     if (wrong !== "") {
       log.error("hub.release_file_missing", { version, target, file: binary.path, found: wrong, fix: "add the release again: flashlex hub release add DIR" });
       const what = wrong === undefined ? "is no longer on the hub" : "on the hub is damaged";
       throw new HttpError(410, `release ${version}'s binary for ${target} ${what}; add the release again`);
     }
     log.info("hub.update_download", { thing: thing.name, version, target });
-    return new Response(Bun.file(binary.path), { headers: { "Content-Type": "application/octet-stream", "Content-Length": String(found!.size) } });
+    return new Response(Bun.file(binary.path), {
+      headers: { "Content-Type": "application/octet-stream", "Content-Length": String((found as Stats).size) },
+    });
+  }
+
+  /** The file's stat, undefined when it is not there, or why it cannot be read: a link loop, a file where releases/V belongs (ELOOP, ENOTDIR; verify pass 32, F9). */
+  function statOrWhy(file: string): Stats | undefined | string {
+    try {
+      return statSync(file, { throwIfNoEntry: false });
+    } catch (err) {
+      return `not readable (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
+    }
   }
 
   return {

@@ -366,7 +366,9 @@ export class Updates {
       // other has committed, and sees its state (the lock, before any write).
       await t.lockRollouts();
       const row = await t.thingRow(thing.id);
-      if (!row?.rollout_id || row.to_version !== report.version || row.state === "cancelled") return false;
+      // A row cancelled by a stop may belong to a thing the hub had already offered it to, which
+      // downloads and installs all the same: what it says is what happened (verify pass 32, F4).
+      if (!row?.rollout_id || row.to_version !== report.version) return false;
       await t.recordRunning(thing.id, { version: report.running }, at);
       await t.setState(thing.id, report.state, report.detail?.slice(0, MAX_DETAIL_CHARS) ?? null, at);
       await advance(t, row.rollout_id, at);

@@ -52,16 +52,18 @@ export function permitted(path: string, account: ServiceAccount, need: string): 
 
 /**
  * The mode (`0777`) of `path` when users other than `account` (and root) may change it: written by
- * everyone (a directory's sticky bit aside, which keeps others from replacing what they do not
- * own), or by a group that is not the account's own. Undefined when only the account may, or when
+ * everyone (with `stickyIsEnough`, a directory's sticky bit aside, which keeps others from
+ * replacing what they do not own), or by a group that is not the account's own. Undefined when only the account may, or when
  * `path` is not there. What the service runs (its binary, the update guard in data/, its config)
  * lies in such places: any local user could then run code as the service's user, who holds the
  * thing's private key (attack round 28, F6).
  */
-export function writableByOthers(path: string, account: ServiceAccount): string | undefined {
+export function writableByOthers(path: string, account: ServiceAccount, { stickyIsEnough = false } = {}): string | undefined {
   const st = statSync(path, { throwIfNoEntry: false });
   if (!st) return undefined;
-  const sticky = st.isDirectory() && (st.mode & 0o1000) !== 0;
+  // sticky keeps others from renaming what they do not own, not from making what is not there
+  // yet (data/update before serve: verify pass 32, F5): enough only for a folder's parent
+  const sticky = stickyIsEnough && st.isDirectory() && (st.mode & 0o1000) !== 0;
   const byEveryone = (st.mode & 0o002) !== 0 && !sticky;
   const byAGroup = (st.mode & 0o020) !== 0 && st.gid !== account.gid && st.gid !== 0;
   return byEveryone || byAGroup ? `0${(st.mode & 0o7777).toString(8)}` : undefined;

@@ -131,11 +131,12 @@ async function install(opts: InstallOptions, io: ServiceIO): Promise<void> {
       `other users can read the thing's private key ${thing.paths.privateKey} (mode ${openKey}) (fix: chmod 600 ${shellWord(thing.paths.privateKey)})`,
     );
   const binaryDir = dirname(exe.command);
-  for (const path of new Set([binaryDir, exe.command, folder, config, data])) {
-    const mode = writableByOthers(path, account);
+  const parent = dirname(folder);
+  for (const path of new Set([binaryDir, exe.command, folder, parent, config, keys, data, join(data, "update")])) {
+    const mode = writableByOthers(path, account, { stickyIsEnough: path === parent });
     if (mode) {
       warnings.push(
-        `other users may change ${path} (mode ${mode}): they could replace what the service runs as ${account.name} (the binary, the update guard in data/, the config) (fix: chmod go-w ${shellWord(path)})`,
+        `other users may change ${path} (mode ${mode}): they could replace what the service runs as ${account.name} (the binary, the update guard in data/, the config, the keys) (fix: chmod go-w ${shellWord(path)})`,
       );
     }
   }

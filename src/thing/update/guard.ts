@@ -18,7 +18,8 @@
  * serve writes it at every start (atomically, when it changed), so the unit can name it from
  * the day the service is installed.
  */
-import { mkdirSync, readFileSync } from "node:fs";
+import { mkdirSync, readFileSync, statSync } from "node:fs";
+import { ConfigError } from "../../shared/errors.ts";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { markerPaths, updateDir } from "./marker.ts";
@@ -88,10 +89,21 @@ echo "$starts" > "$dir/starts.tmp" && mv -f -- "$dir/starts.tmp" "$dir/starts"
 exit 0
 `;
 
-/** Writes `<data>/update/guard.sh` (0700) unless it is already this script. */
+/**
+ * Writes `<data>/update/guard.sh` (0700) unless it is already this script. Throws ConfigError (78)
+ * when `<data>/update` is another user's, or others may write in it: whoever made it first could
+ * replace the script the unit runs before every start (verify pass 32, F5).
+ */
 export function writeGuard(dataDir: string): void {
   const file = markerPaths(dataDir).guard;
   mkdirSync(updateDir(dataDir), { recursive: true, mode: 0o700 });
+  const dir = statSync(updateDir(dataDir));
+  const uid = process.getuid?.();
+  if ((uid !== undefined && dir.uid !== uid) || (dir.mode & 0o022) !== 0) {
+    throw new ConfigError(
+      `${updateDir(dataDir)} is ${uid !== undefined && dir.uid !== uid ? "another user's" : `writable by others (mode 0${(dir.mode & 0o777).toString(8)})`}: it holds the update guard the service runs before every start; remove it (serve makes it again, 0700)`,
+    );
+  }
   if (pathExists(file) && readFileSync(file, "utf8") === GUARD_SCRIPT) return;
   writeFileAtomicallySync(file, GUARD_SCRIPT, 0o700);
 }

@@ -17,7 +17,7 @@
  * binary the newer schema: verify pass 31, F7).
  */
 
-import { readFileSync, realpathSync, rmSync } from "node:fs";
+import { readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
@@ -90,7 +90,8 @@ export function readTrialSchema(dataDir: string): TrialSchema | undefined {
 function inDirectory(file: string, dir: string): boolean {
   try {
     const real = pathExists(file) ? realpathSync(file) : join(realpathSync(dirname(file)), basename(file));
-    return dirname(real) === realpathSync(dir);
+    // a hard link is another name of a file that may live elsewhere (verify pass 32, F11)
+    return dirname(real) === realpathSync(dir) && (statSync(real, { throwIfNoEntry: false })?.nlink ?? 1) === 1;
   } catch {
     return false;
   }
