@@ -11,12 +11,11 @@
  * healthy, or when the next update is installed. A rollback takes the database back to it
  * (restoreTrialSchema): serve when it stops after deciding a rollback, or the update guard through
  * `flashlex restore-schema`, each before it puts the previous binary back. Both run the new
- * binary, the one that knows how to undo its migrations. The record then says `restored`, and
- * while `pending` is still there no command of the new binary migrates the file again (an
+ * binary, the one that knows how to undo its migrations. From the restore's start the record says
+ * `restored`, and while `pending` is still there no command of the new binary migrates the file again (an
  * application's `messages list` between the restore and the binary's swap would hand the previous
  * binary the newer schema: verify pass 31, F7).
  */
-
 import { readFileSync, realpathSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";

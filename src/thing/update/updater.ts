@@ -15,13 +15,11 @@
  *
  * Nothing here exits the process: `requestRestart` is serve's (src/cli/thing/serve.ts).
  */
-
 import { realpathSync, rmSync } from "node:fs";
 import { decodeUpdatePublicKey, verifyRelease } from "../../crypto/update-signing.ts";
 import { formatDuration } from "../../shared/duration.ts";
 import { elfMismatch } from "../../shared/elf.ts";
-import type { Logger } from "../../shared/log.ts";
-import { describeError } from "../../shared/log.ts";
+import { describeError, type Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import { COMMIT_TIME, TARGET, VERSION } from "../../shared/version.ts";
 import { UNAUTHORIZED_FIX } from "../egress/delivery.ts";
