@@ -224,37 +224,20 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
     const target = param(url, "target", TARGET);
     const binary = await updates.binary(version, target);
     if (!binary) throw new HttpError(404, `release ${version} has no binary for ${target}`);
-    // Removed from releases/ since it was added, or something else in its place (a directory
-    // was a 500 nobody logged, a FIFO an empty 200): the thing reports the update failed with this.
-    const found = statOrWhy(binary.path);
-    const wrong =
-      typeof found === "string"
-        ? found
-        : !found
-          ? undefined
-          : !found.isFile()
-            ? "not a regular file"
-            : found.size !== binary.size
-              ? `${found.size} bytes, not the ${binary.size} its manifest signs`
-              : "";
-    if (wrong !== "") {
-      log.error("hub.release_file_missing", { version, target, file: binary.path, found: wrong, fix: "add the release again: flashlex hub release add DIR" });
-      const what = wrong === undefined ? "is no longer on the hub" : "on the hub is damaged";
+    const file = releaseFileState(binary.path, binary.size);
+    if (file.problem !== undefined) {
+      log.error("hub.release_file_missing", {
+        version,
+        target,
+        file: binary.path,
+        found: file.problem,
+        fix: "add the release again: flashlex hub release add DIR",
+      });
+      const what = file.problem === "nothing" ? "is no longer on the hub" : "on the hub is damaged";
       throw new HttpError(410, `release ${version}'s binary for ${target} ${what}; add the release again`);
     }
     log.info("hub.update_download", { thing: thing.name, version, target });
-    return new Response(Bun.file(binary.path), {
-      headers: { "Content-Type": "application/octet-stream", "Content-Length": String((found as Stats).size) },
-    });
-  }
-
-  /** The file's stat, undefined when it is not there, or why it cannot be read: a link loop, a file where releases/V belongs (ELOOP, ENOTDIR; verify pass 32, F9). */
-  function statOrWhy(file: string): Stats | undefined | string {
-    try {
-      return statSync(file, { throwIfNoEntry: false });
-    } catch (err) {
-      return `not readable (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})`;
-    }
+    return new Response(Bun.file(binary.path), { headers: { "Content-Type": "application/octet-stream", "Content-Length": String(binary.size) } });
   }
 
   return {
@@ -273,4 +256,23 @@ export function createUpdateApi(deps: HubUseCases & { log: Logger; observer?: Hu
       }
     },
   };
+}
+
+/**
+ * What is at a release binary's path against the `size` its manifest signs: `problem` undefined
+ * when it is that file; else `nothing` (removed from releases/ since it was added), or what is
+ * there instead: not a regular file (a directory was a 500 nobody logged, a FIFO an empty 200),
+ * another size, or unreadable (a link loop, a file where releases/V belongs: verify pass 32, F9).
+ */
+function releaseFileState(file: string, size: number): { problem?: string } {
+  let found: Stats | undefined;
+  try {
+    found = statSync(file, { throwIfNoEntry: false });
+  } catch (err) {
+    return { problem: `not readable (${(err as NodeJS.ErrnoException).code ?? (err as Error).message})` };
+  }
+  if (!found) return { problem: "nothing" };
+  if (!found.isFile()) return { problem: "not a regular file" };
+  if (found.size !== size) return { problem: `${found.size} bytes, not the ${size} its manifest signs` };
+  return {};
 }
