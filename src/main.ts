@@ -23,6 +23,7 @@ import {
 import type { CommandSpec } from "./cli/command.ts";
 import { checkEnvironment } from "./cli/environment.ts";
 import { EXIT_CODES_HELP, ExitCode, HUB_EXIT_CODES_HELP } from "./cli/exit-codes.ts";
+import { hubBackupCommand } from "./cli/hub/backup.ts";
 import { hubMosquittoConfigCommand, hubRabbitmqConfigCommand } from "./cli/hub/broker.ts";
 import { hubEnrollTokenCommands } from "./cli/hub/enroll-token.ts";
 import { hubExportCommand } from "./cli/hub/export.ts";
@@ -76,6 +77,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   hubServeCommand,
   hubSendCommand,
   hubExportCommand,
+  hubBackupCommand,
   hubMosquittoConfigCommand,
   hubRabbitmqConfigCommand,
   hubTokenRotateCommand,

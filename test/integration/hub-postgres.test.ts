@@ -89,6 +89,17 @@ describe("hub on PostgreSQL (compiled binary)", () => {
     serving = undefined;
   }, 90_000);
 
+  test("hub backup: the home's files are copied, and a note says the PostgreSQL database is not in it (pg_dump), without the password", async () => {
+    const target = join(work, "backup");
+    const result = await flashlex(["hub", "backup", "--dir", hubDir, target]);
+    expect(result.stdout).toContain(`backed up ${hubDir} to ${target}: `);
+    expect(result.stdout).toContain("note: the database is PostgreSQL (postgres://");
+    expect(result.stdout).toContain("back it up with pg_dump");
+    expect(result.stdout).not.toContain(pg.password);
+    expect(existsSync(join(target, "hub.db"))).toBe(false);
+    expect(readFileSync(join(target, "ca-key.pem"))).toEqual(readFileSync(join(hubDir, "ca-key.pem")));
+  }, 60_000);
+
   test("another hub's home pointed at this database (a wrong --db, a leftover $FLASHLEX_HUB_DB): 78 naming both hubs, nothing created", async () => {
     const otherDir = join(work, "other-hub");
     const [apiPort, brokerPort] = [await freePort(), await freePort()];

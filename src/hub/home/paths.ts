@@ -7,7 +7,7 @@ import { join, resolve } from "node:path";
 
 /**
  * The hub's home directory (mode 0700). Everything the hub knows lives here, so backing up the
- * hub is copying this directory (stop `hub serve` first, or use `sqlite3 .backup` for hub.db).
+ * hub is copying this directory, hub.db as a snapshot (`hub backup`, backup.ts).
  *
  *   hub.yml                      settings (settings.ts); `hub init` writes it all (init.ts)
  *   hub.db                       things, messages, token hashes (SQLite, WAL)

@@ -1,0 +1,223 @@
+/**
+ * `hub backup`: a copy of the hub home that can be put back as it is, made while `hub serve`
+ * runs. The database is copied with SQLite's `VACUUM INTO` (one read transaction: a consistent
+ * snapshot whatever the hub commits meanwhile, where copying hub.db and its WAL file by file is
+ * not) and checked with `PRAGMA integrity_check`; every other file of the home is copied with
+ * its mode. The copy is made under a temporary name beside the target and renamed into place
+ * once complete, so the target either is a whole backup or is not there.
+ */
+import { randomBytes } from "node:crypto";
+import {
+  closeSync,
+  constants,
+  copyFileSync,
+  fchmodSync,
+  fsyncSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  type Stats,
+  statSync,
+} from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
+import { FlashlexError, UsageError } from "../../shared/errors.ts";
+import { checkpoint, escapeRegExp, isWithin, removeLeftovers, temporaryTarget } from "../../shared/files.ts";
+import { isNotThere, pathExists, pathKind } from "../../shared/path-exists.ts";
+import { openBunSqlite } from "../../shared/sqlite/bun-sqlite.ts";
+import type { SqlDatabase } from "../../shared/sqlite/driver.ts";
+import type { HubHome } from "./home.ts";
+
+/** What `backUpHub` copied. */
+export interface HubBackup {
+  /** the backup directory, absolute */
+  dir: string;
+  /** the database's copy; undefined when the hub's database is PostgreSQL (not in the backup) */
+  database?: { schema: number; things: number; messages: number };
+  /** files copied besides the database, and their bytes */
+  files: number;
+  bytes: number;
+  /** what the operator should know about this backup (what is not in it, where parts go back) */
+  notes: string[];
+}
+
+/** The home's entries that are not copied: the live database's files (hub.db is copied by VACUUM INTO), the running hub's socket, and creates in flight. */
+const NOT_COPIED = new Set(["hub.db", "hub.db-wal", "hub.db-shm", "hub.db-journal", "hub.sock", "creating"]);
+
+/** How long the copy waits for a database another process holds in a way a reader must wait for (a WAL being recovered), ms. */
+const LOCK_WAIT_MS = 30_000;
+
+/**
+ * Copies the hub home `home` into the new directory `target` (mode 0700; its parent must exist):
+ * hub.db as a checked snapshot, then every other file with its mode, `dists/` and `releases/`
+ * from `hub.sharedDir` when they live there, and a thing's zip only when the snapshot holds the
+ * thing (a zip written by a create that committed after the snapshot would be a private key the
+ * restored hub does not know). Temporary files of writers and anything that is not a file or
+ * directory (a FIFO, a socket) are left out. Checks `signal` between files.
+ *
+ * Throws UsageError (64) when `target` exists or lies inside the home or the shared directory;
+ * FlashlexError `damaged` (74) when the snapshot fails its integrity check; try-later (75) when
+ * the database stays locked for LOCK_WAIT_MS; what the file system throws (a full disk: io, 74).
+ * Whatever it throws, `target` is not made and nothing it wrote is left.
+ */
+export async function backUpHub(home: HubHome, target: string, signal?: AbortSignal): Promise<HubBackup> {
+  const dir = resolve(target);
+  refuseTarget(home, dir);
+  const parent = dirname(dir);
+  if (pathKind(parent) !== "directory") throw new UsageError(`${parent} is not a directory: the backup goes into a new directory inside an existing one`);
+  // a backup killed part way left its temporary directory: the next one to this target removes it
+  removeLeftovers(parent, new RegExp(`^\\.${escapeRegExp(basename(dir))}\\.(\\d+)-[0-9a-f]{8}\\.tmp$`));
+  const partial = join(parent, `.${basename(dir)}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`);
+  mkdirSync(partial, { mode: 0o700 });
+  try {
+    const notes: string[] = [];
+    let database: HubBackup["database"];
+    let thingIds: Set<string> | undefined;
+    if (home.database.kind === "sqlite") {
+      const copied = snapshotDatabase(home.database.file, join(partial, "hub.db"));
+      database = copied.summary;
+      thingIds = copied.thingIds;
+    } else {
+      notes.push(`the database is PostgreSQL (${home.database.display}) and is not in this backup: back it up with pg_dump`);
+    }
+    const totals = { files: 0, bytes: 0 };
+    const copy = { thingIds, totals, signal, leftOut: [] as string[] };
+    await copyTree(home.paths.dir, partial, { ...copy, top: true });
+    if (home.paths.shared !== home.paths.dir) {
+      for (const name of ["dists", "releases"]) {
+        const from = join(home.paths.shared, name);
+        if (!pathExists(from)) continue;
+        await copyTree(from, join(partial, name), copy);
+      }
+      notes.push(`dists/ and releases/ came from hub.sharedDir (${home.paths.shared}): put them back there when you restore`);
+    }
+    if (copy.leftOut.length) notes.push(`left out, being neither a file nor a directory: ${copy.leftOut.join(", ")}`);
+    await checkpoint(signal);
+    syncDirectory(partial);
+    // made meanwhile by someone else: left alone (rename would put the backup inside an empty one)
+    if (entryExists(dir)) throw new UsageError(`${dir} exists now (made while the backup ran); nothing was written there`);
+    renameSync(partial, dir);
+    syncDirectory(parent);
+    return { dir, database, files: totals.files, bytes: totals.bytes, notes };
+  } catch (err) {
+    rmSync(partial, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** UsageError when `dir` is there already, or inside what the backup copies (it would copy itself). */
+function refuseTarget(home: HubHome, dir: string): void {
+  if (entryExists(dir)) throw new UsageError(`${dir} exists: give a directory that does not exist yet, which the backup makes`);
+  for (const inside of new Set([home.paths.dir, home.paths.shared])) {
+    if (isWithin(dir, inside)) throw new UsageError(`${dir} is inside ${inside}, which the backup copies: give a directory outside it`);
+  }
+}
+
+/**
+ * `VACUUM INTO` `copy` (made empty first, mode 0600: SQLite would make it with the umask's), its
+ * integrity checked, fsynced. Never migrates or writes `file`: a backup taken before an upgrade
+ * keeps the schema the running hub uses. Gives the copy's schema version and counts, and the
+ * ids of the things it holds.
+ */
+function snapshotDatabase(file: string, copy: string): { summary: NonNullable<HubBackup["database"]>; thingIds: Set<string> } {
+  closeSync(openSync(copy, "wx", 0o600));
+  const source = openBunSqlite(file, { create: false });
+  try {
+    source.exec(`PRAGMA busy_timeout = ${LOCK_WAIT_MS}`);
+    source.run("VACUUM INTO ?", [copy]);
+  } finally {
+    source.close();
+  }
+  const snapshot: SqlDatabase = openBunSqlite(copy, { create: false });
+  try {
+    const problems = snapshot.all<{ integrity_check: string }>("PRAGMA integrity_check").map((r) => r.integrity_check);
+    if (problems[0] !== "ok") {
+      throw new FlashlexError(
+        `${file}: the copy of the database failed its integrity check (${problems.slice(0, 3).join("; ")}); the hub's database may be damaged`,
+        "damaged",
+      );
+    }
+    const schema = Number(snapshot.get<{ user_version: number }>("PRAGMA user_version")!.user_version);
+    const thingIds = new Set(snapshot.all<{ id: string }>("SELECT id FROM things").map((r) => r.id));
+    const messages = Number(snapshot.get<{ n: number }>("SELECT COUNT(*) AS n FROM messages")!.n);
+    snapshot.exec("PRAGMA journal_mode = DELETE");
+    return { summary: { schema, things: thingIds.size, messages }, thingIds };
+  } finally {
+    snapshot.close();
+    fsyncFile(copy);
+  }
+}
+
+interface CopyOptions {
+  /** the things in the database's snapshot: a zip in dists/ of any other is left out (undefined: every zip) */
+  thingIds: Set<string> | undefined;
+  totals: { files: number; bytes: number };
+  /** what was found that is neither a file nor a directory (a FIFO, a socket), not copied */
+  leftOut: string[];
+  signal: AbortSignal | undefined;
+  /** `from` is the home itself: its database files, socket and creating/ are left out */
+  top?: boolean;
+}
+
+/** Copies the directory `from` into `to` (made with `from`'s mode), file by file with their modes, fsynced. */
+async function copyTree(from: string, to: string, opts: CopyOptions): Promise<void> {
+  if (!opts.top) mkdirSync(to, { mode: statSync(from).mode & 0o7777 });
+  const inDists = basename(from) === "dists";
+  for (const name of readdirSync(from).sort()) {
+    if (opts.top && NOT_COPIED.has(name)) continue;
+    if (temporaryTarget(name) !== undefined) continue;
+    if (inDists && opts.thingIds && name.endsWith(".zip") && !opts.thingIds.has(name.slice(0, -".zip".length))) continue;
+    await checkpoint(opts.signal);
+    const source = join(from, name);
+    let stats: Stats;
+    try {
+      stats = statSync(source);
+    } catch (err) {
+      // removed while the backup ran (a zip of a thing deleted meanwhile)
+      if (isNotThere(err)) continue;
+      throw err;
+    }
+    if (stats.isDirectory()) await copyTree(source, join(to, name), { ...opts, top: false });
+    else if (stats.isFile()) {
+      copyFileSync(source, join(to, name), constants.COPYFILE_EXCL);
+      fsyncFile(join(to, name), stats.mode & 0o7777);
+      opts.totals.files++;
+      opts.totals.bytes += stats.size;
+    } else opts.leftOut.push(source);
+  }
+  syncDirectory(to);
+}
+
+/** fsyncs `file`, first giving it `mode` when given (copyFileSync makes it with the umask's bits). */
+function fsyncFile(file: string, mode?: number): void {
+  const fd = openSync(file, "r");
+  try {
+    if (mode !== undefined) fchmodSync(fd, mode);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** True when something (a dangling link too) is at `path`. */
+function entryExists(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch (err) {
+    if (isNotThere(err)) return false;
+    throw err;
+  }
+}
+
+/** fsyncs a directory, so the names made in it survive a power cut. */
+function syncDirectory(dir: string): void {
+  const fd = openSync(dir, "r");
+  try {
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+}

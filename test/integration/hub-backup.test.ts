@@ -1,0 +1,168 @@
+/**
+ * `hub backup` with the compiled binary: taken while `hub serve` stores a stream of collects, the
+ * copy holds every message acknowledged before it began, passes SQLite's integrity check, keeps
+ * the CA key's bytes and mode, and holds none of the live hub's side files; put back in place of
+ * the home it is a hub that starts, knows the thing and takes its collects. A target that exists
+ * (a directory, a file, a dangling link), lies inside the home or has no parent is a usage error
+ * (64) that writes nothing.
+ */
+import { Database } from "bun:sqlite";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { signThingToken } from "../../src/crypto/jwt.ts";
+import { run, start } from "../support/binary.ts";
+import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
+
+const work = mkdtempSync(join(tmpdir(), "flashlex-hub-backup-"));
+let fixture: HubFixture;
+let thing: HubThing;
+
+beforeAll(async () => {
+  fixture = await makeHubFixture(work);
+  thing = await fixture.createThing("kept");
+}, 60_000);
+afterAll(() => rmSync(work, { recursive: true, force: true }));
+
+/** POSTs one collect as the thing; the message id when the hub answered 200. */
+async function collect(token: string, n: number): Promise<string> {
+  const id = crypto.randomUUID();
+  const response = await fetch(`http://127.0.0.1:${fixture.apiPort}/dev/v1/things/${thing.id}/collect`, {
+    method: "POST",
+    headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json", "X-Flashlex-Message-Id": id },
+    body: JSON.stringify({ n }),
+  });
+  expect(response.status).toBe(200);
+  return id;
+}
+
+describe("hub backup", () => {
+  test("taken while the hub stores collects: every message acknowledged before it is in the copy, which is whole and restores to a working hub", async () => {
+    const hub = await fixture.serve();
+    const token = await signThingToken({ thingId: thing.id, privateKey: thing.privateKey });
+    const acknowledged: string[] = [];
+    let sending = true;
+    const stream = (async () => {
+      for (let n = 0; sending && n < 5_000; n++) acknowledged.push(await collect(token, n));
+    })();
+    try {
+      while (acknowledged.length < 50) await Bun.sleep(10);
+      const before = acknowledged.length;
+      const target = join(work, "backup-1");
+      const result = await run(["hub", "backup", "--dir", fixture.dir, target], { timeoutMs: 60_000 });
+      const after = acknowledged.length;
+      sending = false;
+      await stream;
+      expect(result.stderr).toBe("");
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain(`to ${target}: hub.db (schema `);
+      expect(result.stdout).toContain("integrity ok");
+
+      const db = new Database(join(target, "hub.db"), { readonly: true });
+      try {
+        expect(db.query("PRAGMA integrity_check").get()).toEqual({ integrity_check: "ok" });
+        const stored = new Set((db.query("SELECT flmessagespk AS id FROM messages WHERE messagetype = 'egress'").all() as { id: string }[]).map((r) => r.id));
+        for (const id of acknowledged.slice(0, before)) expect(stored.has(id)).toBe(true);
+        expect(stored.size).toBeLessThanOrEqual(after);
+        // nothing but whole rows of the stream: each one the hub acknowledged
+        for (const id of stored) expect(acknowledged.includes(id)).toBe(true);
+        expect((db.query("SELECT id FROM things").all() as { id: string }[]).map((r) => r.id)).toEqual([thing.id]);
+      } finally {
+        db.close();
+      }
+      const names = readdirSync(target);
+      for (const live of ["hub.db-wal", "hub.db-shm", "hub.sock", "creating"]) expect(names).not.toContain(live);
+      expect(readFileSync(join(target, "ca-key.pem"))).toEqual(readFileSync(join(fixture.dir, "ca-key.pem")));
+      expect(statSync(join(target, "ca-key.pem")).mode & 0o777).toBe(0o600);
+      expect(statSync(join(target, "hub.db")).mode & 0o777).toBe(0o600);
+      expect(statSync(target).mode & 0o777).toBe(0o700);
+      expect(readdirSync(join(target, "dists"))).toEqual([`${thing.id}.zip`]);
+    } finally {
+      sending = false;
+      await stream.catch(() => {});
+      await hub.stop();
+    }
+
+    // put back in place of the home, as docs/hub.md says: the hub starts, knows the thing and takes its collects
+    renameSync(fixture.dir, `${fixture.dir}.before-restore`);
+    const copied = Bun.spawnSync(["cp", "-a", join(work, "backup-1"), fixture.dir]);
+    expect(copied.exitCode).toBe(0);
+    const restored = await fixture.serve();
+    try {
+      expect((await fixture.things()).map((t) => t.id)).toEqual([thing.id]);
+      await collect(await signThingToken({ thingId: thing.id, privateKey: thing.privateKey }), -1);
+    } finally {
+      await restored.stop();
+    }
+  }, 120_000);
+
+  test("writers' temporary files, a zip of a thing the database does not hold and a FIFO are left out, the FIFO named", async () => {
+    const dists = join(fixture.dir, "dists");
+    const temporary = join(dists, ".x.99999-0a1b2c3d.tmp");
+    const stray = join(dists, "11111111-2222-4333-8444-555555555555.zip");
+    writeFileSync(temporary, "half");
+    writeFileSync(stray, "a key nobody knows");
+    const fifo = join(fixture.dir, "a-fifo");
+    expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    try {
+      const target = join(work, "backup-2");
+      const result = await run(["hub", "backup", "--dir", fixture.dir, target]);
+      expect(result.code).toBe(0);
+      expect(result.stdout).toContain(`note: left out, being neither a file nor a directory: ${fifo}`);
+      expect(readdirSync(join(target, "dists"))).toEqual([`${thing.id}.zip`]);
+      expect(existsSync(join(target, "a-fifo"))).toBe(false);
+    } finally {
+      rmSync(temporary, { force: true });
+      rmSync(stray, { force: true });
+      rmSync(fifo, { force: true });
+    }
+  }, 60_000);
+
+  test("SIGINT while it copies: exit 130, one line, no backup directory and no temporary one left", async () => {
+    const many = join(fixture.dir, "releases", "9.9.9");
+    mkdirSync(many, { recursive: true });
+    for (let i = 0; i < 5_000; i++) writeFileSync(join(many, `part-${i}`), String(i));
+    try {
+      const target = join(work, "backup-3");
+      const backup = start(["hub", "backup", "--dir", fixture.dir, target]);
+      // the temporary directory is there once the database is copied: the files are next
+      const deadline = Date.now() + 20_000;
+      while (!readdirSync(work).some((name) => name.startsWith(".backup-3.")) && Date.now() < deadline) await Bun.sleep(2);
+      backup.proc.kill("SIGINT");
+      await backup.proc.exited; // stop() would send its SIGTERM at once, which may be heard first
+      expect(await backup.stop()).toBe(130);
+      expect(backup.output().trim()).toBe("flashlex: hub backup stopped by SIGINT; the backup directory was not made");
+      expect(readdirSync(work).filter((name) => name.includes("backup-3"))).toEqual([]);
+    } finally {
+      rmSync(join(fixture.dir, "releases"), { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  test("a target that exists, lies inside the home, or has no parent directory: 64, one line naming it, nothing written", async () => {
+    const existing = join(work, "taken-dir");
+    mkdirSync(existing);
+    const file = join(work, "taken-file");
+    writeFileSync(file, "mine");
+    const dangling = join(work, "taken-link");
+    symlinkSync(join(work, "nowhere"), dangling);
+    const cases: [string, string][] = [
+      [existing, `${existing} exists`],
+      [file, `${file} exists`],
+      [dangling, `${dangling} exists`],
+      [join(fixture.dir, "inside"), `is inside ${fixture.dir}`],
+      [join(work, "missing", "backup"), `${join(work, "missing")} is not a directory`],
+    ];
+    for (const [target, says] of cases) {
+      const before = readdirSync(work).sort();
+      const result = await run(["hub", "backup", "--dir", fixture.dir, target]);
+      expect(result.code).toBe(64);
+      expect(result.stderr.trim().split("\n")).toHaveLength(1);
+      expect(result.stderr).toContain(says);
+      expect(readdirSync(work).sort()).toEqual(before);
+      expect(readdirSync(existing)).toEqual([]);
+      expect(readFileSync(file, "utf8")).toBe("mine");
+    }
+    expect(existsSync(join(fixture.dir, "inside"))).toBe(false);
+  }, 60_000);
+});
