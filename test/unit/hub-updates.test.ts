@@ -354,6 +354,23 @@ describe("releases", () => {
     expect((await store.updates.latestRollout())?.state).toBe("done");
   });
 
+  test("a thing left downloading by a stop that polls again is settled: cancelled when it runs the old version (the release can then be removed), healthy when it runs the new one (verify pass 32)", async () => {
+    const updates = new Updates({ home, store });
+    await updates.addRelease(await releaseDir("2.6.0", hubKey()));
+    const [a, b] = (await store.listThings()).filter((t) => t.revokedAt === null);
+    await updates.startRollout({ version: "2.6.0", things: [a!, b!], batch: "2" });
+    for (const thing of [a!, b!]) expect(await updates.report(thing, { state: "downloading", version: "2.6.0", running: "1.0.0" })).toBe(true);
+    await updates.stopRunningRollout("stopped by the operator");
+    // a's download was cut off (serve restarted): it polls on the old version; b installed, its report lost
+    expect(await updates.poll(a!, { version: "1.0.0", target: "linux-x64" })).toBeUndefined();
+    expect(await updates.poll(b!, { version: "2.6.0", target: "linux-x64" })).toBeUndefined();
+    const rows = new Map((await updates.status()).things.map((t) => [t.thing_id, t]));
+    expect(rows.get(a!.id)).toMatchObject({ state: "cancelled", detail: "the rollout stopped before it installed 2.6.0" });
+    expect(rows.get(b!.id)).toMatchObject({ state: "healthy", detail: "runs 2.6.0" });
+    // nothing is on its way to 2.6.0 now: before, a stayed `downloading` and held the release for ever
+    expect(await updates.removeRelease("2.6.0")).toMatchObject({ bytes: expect.any(Number) });
+  });
+
   test("two adds of one release at once: both succeed, one stores it and the other finds it stored; a killed add's copy is removed", async () => {
     const releases = join(home.paths.dir, "releases");
     const killed = join(releases, ".2.0.9.staging-4194399-Ab12Cd"); // above Linux's largest pid: no such process

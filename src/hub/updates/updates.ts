@@ -343,7 +343,10 @@ export class Updates {
       const row = (await t.thingRow(thing.id))!;
       if (!row.rollout_id || !row.to_version || (row.state !== "pending" && row.state !== "downloading")) return undefined;
       const rollout = await t.rollout(row.rollout_id);
-      if (rollout?.state !== "running") return undefined;
+      if (rollout?.state !== "running") {
+        await settleAfterStop(t, thing.id, row, at);
+        return undefined;
+      }
       if (row.version === row.to_version) {
         await t.setState(thing.id, "healthy", `runs ${row.to_version}`, at);
         await advance(t, rollout.id, at);
@@ -392,6 +395,19 @@ export class Updates {
   forThing(thingId: string): Promise<ThingUpdateRow | undefined> {
     return this.tables.thingRow(thingId);
   }
+}
+
+/**
+ * Inside a transaction, for a thing that polls while its row is still on its way under a rollout
+ * that no longer runs (stopped while it downloaded): the agent polls only between updates, so
+ * that download is over. Running the version, it installed it (its report was lost): healthy.
+ * Else it gave up (serve restarted, the network failed) and nothing will offer it the release
+ * again: cancelled, which lets `hub release remove` go on and any later rollout take the thing,
+ * where `downloading` stayed for ever (verify pass 32).
+ */
+async function settleAfterStop(t: UpdateTables, thingId: string, row: ThingUpdateRow, at: number): Promise<void> {
+  if (row.version === row.to_version) await t.setState(thingId, "healthy", `runs ${row.to_version}`, at);
+  else await t.setState(thingId, "cancelled", `the rollout stopped before it installed ${row.to_version}`, at);
 }
 
 /**
