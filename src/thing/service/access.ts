@@ -12,6 +12,7 @@
  */
 import { lstatSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
+import { getent } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { userLabel } from "../../shared/passwd.ts";
 import { fileOnTheWay, pathExists, pathKind } from "../../shared/path-exists.ts";
@@ -53,7 +54,8 @@ export function permitted(path: string, account: ServiceAccount, need: string): 
 /**
  * The mode (`0777`) of `path` when users other than `account` (and root) may change it: written by
  * everyone (with `stickyIsEnough`, a directory's sticky bit aside, which keeps others from
- * replacing what they do not own), or by a group that is not the account's own. Undefined when only the account may, or when
+ * replacing what they do not own), or by a group other than root's and the account's private
+ * group (isPrivateGroup). Undefined when only the account may, or when
  * `path` is not there. What the service runs (its binary, the update guard in data/, its config)
  * lies in such places: any local user could then run code as the service's user, who holds the
  * thing's private key (attack round 28, F6).
@@ -65,8 +67,21 @@ export function writableByOthers(path: string, account: ServiceAccount, { sticky
   // yet (data/update before serve: verify pass 32, F5): enough only for a folder's parent
   const sticky = stickyIsEnough && st.isDirectory() && (st.mode & 0o1000) !== 0;
   const byEveryone = (st.mode & 0o002) !== 0 && !sticky;
-  const byAGroup = (st.mode & 0o020) !== 0 && st.gid !== account.gid && st.gid !== 0;
+  const byAGroup = (st.mode & 0o020) !== 0 && st.gid !== 0 && !isPrivateGroup(st.gid, account);
   return byEveryone || byAGroup ? `0${(st.mode & 0o7777).toString(8)}` : undefined;
+}
+
+/**
+ * True when `gid` is the account's user private group: its primary group, named as the account
+ * (as Debian's adduser makes it), with no member listed but the account. Its primary group alone
+ * was taken as its own: one shared with others (`users`, or a group other users are members of)
+ * let each of them change what the service runs (verify pass 32).
+ */
+function isPrivateGroup(gid: number, account: ServiceAccount): boolean {
+  if (gid !== account.gid) return false;
+  const entry = getent("group", String(gid));
+  if (entry?.[0] !== account.name) return false;
+  return (entry[3] ?? "").split(",").every((member) => member === "" || member === account.name);
 }
 
 /** The first directory above `path` that `account` cannot search, or undefined when it reaches it. */
