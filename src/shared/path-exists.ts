@@ -8,6 +8,22 @@
 import { lstatSync, readlinkSync, realpathSync, type Stats, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 
+/** Linux's longest name of one directory entry (NAME_MAX) and longest path (PATH_MAX less its NUL), in bytes. */
+const NAME_MAX_BYTES = 255;
+const PATH_MAX_BYTES = 4095;
+
+/**
+ * Why `path` can never be made on Linux (a name in it over NAME_MAX_BYTES, or the whole over
+ * PATH_MAX_BYTES, in UTF-8 bytes), or undefined when it can. Checked before anything is made:
+ * `mkdir -p` of such a path made the directories above the long name, then failed, leaving them.
+ */
+export function tooLongPath(path: string): string | undefined {
+  const long = path.split("/").find((name) => Buffer.byteLength(name) > NAME_MAX_BYTES);
+  if (long !== undefined) return `the name ${long.slice(0, 16)}... is ${Buffer.byteLength(long)} bytes, over the ${NAME_MAX_BYTES} a file name may have`;
+  const bytes = Buffer.byteLength(path);
+  return bytes > PATH_MAX_BYTES ? `the path is ${bytes} bytes, over the ${PATH_MAX_BYTES} a path may have` : undefined;
+}
+
 /**
  * True when `path` names a file, directory or other entry (following symbolic links, as stat(2)
  * does); false when it does not: ENOENT (a dangling link too) or ENOTDIR (a part of the path is a
@@ -73,6 +89,8 @@ export function endsAsDirectory(path: string): boolean {
  * directory" for the file X on the way. For checking a directory flag before anything is made.
  */
 export function notADirectory(path: string): string | undefined {
+  const tooLong = tooLongPath(path);
+  if (tooLong !== undefined) return tooLong;
   let kind: ReturnType<typeof pathKind>;
   try {
     kind = pathKind(path);

@@ -519,6 +519,11 @@ describe("bad values on the command line and on stdin", () => {
         join(base, "dangling", "sub"),
         `${join(base, "dangling", "sub")}: ${join(base, "dangling")} is a symbolic link to ${join(base, "nowhere")}, which does not exist; choose another --dir`,
       ],
+      // a name no file system takes: its parents were made, then left (attack 26)
+      [
+        join(base, "parent", "A".repeat(300)),
+        `${join(base, "parent", "A".repeat(300))}: the name AAAAAAAAAAAAAAAA... is 300 bytes, over the 255 a file name may have; choose another --dir`,
+      ],
     ];
     for (const [dir, says] of cases) {
       const init = await run(["hub", "init", "--dir", dir]);
@@ -967,6 +972,16 @@ describe("bad values on the command line and on stdin", () => {
         /--auth-listen 0\.0\.0\.0 is every interface/,
       ],
       [["hub", "rabbitmq-config", "--out", join(home, "rabbit")], /--out \S+ is inside the hub home/],
+      // a name no file system takes: refused before its parents are made (they were left behind, attack 26)
+      [
+        ["hub", "rabbitmq-config", "--out", join(thing.dir, "rabbit-long", "A".repeat(300))],
+        /--out \S+: the name AAAAAAAAAAAAAAAA\.\.\. is 300 bytes, over the 255/,
+      ],
+      [
+        ["hub", "mosquitto-config", "--out", join(thing.dir, "mq-long", "A".repeat(300))],
+        /--out \S+: the name AAAAAAAAAAAAAAAA\.\.\. is 300 bytes, over the 255/,
+      ],
+      [["hub", "backup", join(thing.dir, "A".repeat(300))], /: the name AAAAAAAAAAAAAAAA\.\.\. is 300 bytes, over the 255/],
       [["hub", "rabbitmq-config", "--out", join(thing.dir, "rabbit"), "--dist-port", "18000"], /--dist-port must be above 20000/],
       [["hub", "thing", "create", "x", "--key-type", "dsa"], /--key-type/],
       [["hub", "serve", "--broker", "ftp://x"], /--broker/],
@@ -981,7 +996,7 @@ describe("bad values on the command line and on stdin", () => {
     // nothing was made by any of them
     const tokens = await run(["hub", "enroll-token", "list", "--dir", home, "--json"]);
     expect(JSON.parse(tokens.stdout)).toEqual([]);
-    for (const out of ["mq", "mq-under", "rabbit", "rabbit with space"]) expect(existsSync(join(thing.dir, out))).toBe(false);
+    for (const out of ["mq", "mq-under", "rabbit", "rabbit with space", "rabbit-long", "mq-long"]) expect(existsSync(join(thing.dir, out))).toBe(false);
     expect(existsSync(join(home, "mq"))).toBe(false);
   }, 60_000);
 

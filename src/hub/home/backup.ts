@@ -25,7 +25,7 @@ import {
 import { basename, dirname, join, resolve } from "node:path";
 import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, escapeRegExp, isWithin, removeLeftovers, temporaryTarget } from "../../shared/files.ts";
-import { isNotThere, pathExists, pathKind } from "../../shared/path-exists.ts";
+import { isNotThere, pathExists, pathKind, tooLongPath } from "../../shared/path-exists.ts";
 import { openBunSqlite } from "../../shared/sqlite/bun-sqlite.ts";
 import type { SqlDatabase } from "../../shared/sqlite/driver.ts";
 import type { HubHome } from "./home.ts";
@@ -109,6 +109,8 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
 
 /** UsageError when `dir` is there already, or inside what the backup copies (it would copy itself). */
 function refuseTarget(home: HubHome, dir: string): void {
+  const tooLong = tooLongPath(dir);
+  if (tooLong !== undefined) throw new UsageError(`${dir}: ${tooLong}`);
   if (entryExists(dir)) throw new UsageError(`${dir} exists: give a directory that does not exist yet, which the backup makes`);
   for (const inside of new Set([home.paths.dir, home.paths.shared])) {
     if (isWithin(dir, inside)) throw new UsageError(`${dir} is inside ${inside}, which the backup copies: give a directory outside it`);

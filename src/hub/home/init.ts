@@ -15,7 +15,7 @@ import { ConfigError, FlashlexError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, createFile, escapeRegExp, removeLeftovers } from "../../shared/files.ts";
 import { DNS_NAME, withinDnsLengths } from "../../shared/listen-address.ts";
 import { quoteGiven } from "../../shared/log.ts";
-import { danglingTarget, pathExists, pathKind } from "../../shared/path-exists.ts";
+import { danglingTarget, pathExists, pathKind, tooLongPath } from "../../shared/path-exists.ts";
 import { parseUrlStrictly } from "../../shared/strict-url.ts";
 import { type HubDatabase, parseHubDatabase, urlHoldsPassword } from "../store/database-url.ts";
 import { type HubIdentity, sameHubIdentity } from "../store/hub-store.ts";
@@ -164,12 +164,15 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
  * link to a directory, that directory (the home is renamed into place, and rename(2) would
  * refuse to put a directory over the link itself: ENOTDIR, 74, naming the staging directory).
  * Throws ConfigError (78) naming `given` when it, or a directory on the way to it, cannot hold
- * a home: a link to nothing (rename would fail the same way), or a file where a directory of
- * the path should be (mkdir failed with a raw EEXIST, 74). What is at `given` otherwise (a
+ * a home: a link to nothing (rename would fail the same way), a file where a directory of
+ * the path should be (mkdir failed with a raw EEXIST, 74), or a name no file system takes (its
+ * parents were made, then left). What is at `given` otherwise (a
  * file, a directory that is not empty) is initHub's to judge. Throws the errno error of a path
  * it cannot look at (pathKind: EACCES 77, ELOOP 74).
  */
 function homeTarget(given: string): string {
+  const tooLong = tooLongPath(given);
+  if (tooLong !== undefined) throw new ConfigError(`${given}: ${tooLong}; choose another --dir`);
   const link = danglingTarget(given);
   if (link !== undefined)
     throw new ConfigError(`${given}: a symbolic link to ${link}, which does not exist; make that directory first, or choose another --dir`);
