@@ -130,6 +130,32 @@ describe("hub thing delete", () => {
     expect(bad.stderr).toContain('status must be one of created, verified, revoked, active, not "gone"');
   }, 60_000);
 
+  test("hub thing list says which things are connected now, asking the running hub; with none running, unknown and why (new-user pass 27)", async () => {
+    const idle = await hub.createThing("list-idle");
+    const listed = async () => {
+      const json = await run(["hub", "thing", "list", "--json", "--name", "list-", "--dir", hub.dir], { timeoutMs: 30_000 });
+      const text = await run(["hub", "thing", "list", "--name", "list-", "--dir", hub.dir], { timeoutMs: 30_000 });
+      expect([json.code, text.code]).toEqual([0, 0]);
+      const connected = new Map((JSON.parse(json.stdout) as { shortName: string; connected: boolean | null }[]).map((t) => [t.shortName, t.connected]));
+      return { connected, text: text.stdout };
+    };
+    await withConnectedThing("list-online", async ({ old }) => {
+      const { connected, text } = await listed();
+      expect(connected).toEqual(
+        new Map([
+          ["list-idle", false],
+          ["list-online", true],
+        ]),
+      );
+      expect(text).toMatch(new RegExp(`${old.name} +${old.id} +\\w+ +yes `));
+      expect(text).toMatch(new RegExp(`${idle.name} +${idle.id} +\\w+ +no `));
+      expect(text).not.toContain("(CONNECTED: unknown");
+    });
+    const { connected, text } = await listed();
+    expect([...connected.values()]).toEqual([null, null]);
+    expect(text).toContain("(CONNECTED: unknown, as no hub serve answers on this home's socket: start it to see which things are connected)");
+  }, 90_000);
+
   test("hub thing dist of a zip made before the hub moved says which addresses its config.yml gives that hub.yml no longer does (new-user pass 27, F4: handed out without a word)", async () => {
     const moved = await makeHubFixture(mkdtempSync(join(work, "moved-")));
     await moved.createThing("mover");

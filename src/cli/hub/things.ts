@@ -187,8 +187,10 @@ async function list(options: Options): Promise<number> {
   const filter = parseThingFilter({ name: text(options.name), status: text(options.status) });
   return openedHub(options, async (hub) => {
     const things = await hub.things.list(filter);
+    const connected = await connectedNow(hub.home);
+    const connectedOf = (t: (typeof things)[number]) => (connected ? (connected.get(t.id) ?? null) : null);
     if (options.json) {
-      printLine(JSON.stringify(things.map((t) => thingJson(t, hub.home.settings.env))));
+      printLine(JSON.stringify(things.map((t) => ({ ...thingJson(t, hub.home.settings.env), connected: connectedOf(t) }))));
       return ExitCode.OK;
     }
     const { certificateNotAfter } = await import("../../hub/things/certificates.ts");
@@ -196,14 +198,39 @@ async function list(options: Options): Promise<number> {
       const notAfter = certificateNotAfter(t);
       return `${notAfter === null ? "unknown" : isoSeconds(notAfter)}${t.renewRequestedAt != null ? " (renewal asked)" : ""}`;
     };
+    const connectedWord = (t: (typeof things)[number]) => {
+      const now = connectedOf(t);
+      return now === null ? "unknown" : now ? "yes" : "no";
+    };
     const rows = [
-      ["NAME", "ID", "STATUS", "CERTIFICATE EXPIRES", "LAST SEEN"],
-      ...things.map((t) => [t.name, t.id, thingStatus(t), expiry(t), t.lastSeenAt === null ? "never" : isoSeconds(t.lastSeenAt)]),
+      ["NAME", "ID", "STATUS", "CONNECTED", "CERTIFICATE EXPIRES", "LAST SEEN"],
+      ...things.map((t) => [t.name, t.id, thingStatus(t), connectedWord(t), expiry(t), t.lastSeenAt === null ? "never" : isoSeconds(t.lastSeenAt)]),
     ];
     printTable(rows);
     if (things.length === 0) printLine(filter.nameContains || filter.status ? "(no thing matches)" : "(no things yet: flashlex hub thing create NAME)");
+    else if (!connected) printLine("(CONNECTED: unknown, as no hub serve answers on this home's socket: start it to see which things are connected)");
     return ExitCode.OK;
   });
+}
+
+/** How long `hub thing list` waits for the running hub to say which things are connected, ms. */
+const CONNECTED_WAIT_MS = 5_000;
+
+/**
+ * Which things are connected now, by id, as the running `hub serve` of `home` answers over its
+ * socket (GET /things: true or false with the embedded broker, null behind an external one); undefined
+ * when no hub answers within CONNECTED_WAIT_MS. Only that process can tell: the broker is in it.
+ */
+async function connectedNow(home: HubHome): Promise<Map<string, boolean | null> | undefined> {
+  const { localRequest } = await import("../../hub/http/local-client.ts");
+  try {
+    const answer = await localRequest<{ id: string; connected: boolean | null }[]>(home, "GET", "/things", undefined, CONNECTED_WAIT_MS);
+    const things = answer.status === 200 ? answer.body?.result : undefined;
+    return things ? new Map(things.map((t) => [t.id, t.connected])) : undefined;
+  } catch {
+    // not running, stopping, busy: the listing goes on from the database, saying so
+    return undefined;
+  }
 }
 
 /** `hub thing dist`: the zip again. SIGINT/SIGTERM while a pipe's reader does not read stop it (130/143), saying what the reader got. */
