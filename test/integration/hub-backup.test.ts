@@ -97,7 +97,7 @@ describe("hub backup", () => {
     }
   }, 120_000);
 
-  test("writers' temporary files, a zip of a thing the database does not hold and a FIFO are left out, the FIFO named", async () => {
+  test("writers' work in progress (a temporary file, a release being added), a zip of a thing the database does not hold, a FIFO and a link loop are left out, the last two named; a release is copied", async () => {
     const dists = join(fixture.dir, "dists");
     const temporary = join(dists, ".x.99999-0a1b2c3d.tmp");
     const stray = join(dists, "11111111-2222-4333-8444-555555555555.zip");
@@ -105,17 +105,26 @@ describe("hub backup", () => {
     writeFileSync(stray, "a key nobody knows");
     const fifo = join(fixture.dir, "a-fifo");
     expect(Bun.spawnSync(["mkfifo", fifo]).exitCode).toBe(0);
+    // a release, one being added (a dot name), and a link back to the home (a loop, followed once)
+    mkdirSync(join(fixture.dir, "releases", "1.2.3"), { recursive: true });
+    writeFileSync(join(fixture.dir, "releases", "1.2.3", "flashlex-linux-x64"), "a binary");
+    mkdirSync(join(fixture.dir, "releases", ".1.2.4.staging-4194399-Ab12Cd"));
+    const loop = join(fixture.dir, "releases", "1.2.3", "back-home");
+    symlinkSync(fixture.dir, loop);
     try {
       const target = join(work, "backup-2");
       const result = await run(["hub", "backup", "--dir", fixture.dir, target]);
       expect(result.code).toBe(0);
-      expect(result.stdout).toContain(`note: left out, being neither a file nor a directory: ${fifo}`);
+      expect(result.stdout).toContain(`note: left out: ${fifo} (neither a file nor a directory), ${loop} (a link to a directory copied already)`);
+      expect(existsSync(join(target, "releases", "1.2.3", "flashlex-linux-x64"))).toBe(true);
+      expect(readdirSync(join(target, "releases"))).toEqual(["1.2.3"]);
       expect(readdirSync(join(target, "dists"))).toEqual([`${thing.id}.zip`]);
       expect(existsSync(join(target, "a-fifo"))).toBe(false);
     } finally {
       rmSync(temporary, { force: true });
       rmSync(stray, { force: true });
       rmSync(fifo, { force: true });
+      rmSync(join(fixture.dir, "releases"), { recursive: true, force: true });
     }
   }, 60_000);
 

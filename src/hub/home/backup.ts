@@ -8,6 +8,7 @@
  */
 import { randomBytes } from "node:crypto";
 import {
+  chmodSync,
   closeSync,
   constants,
   copyFileSync,
@@ -54,8 +55,10 @@ const LOCK_WAIT_MS = 30_000;
  * hub.db as a checked snapshot, then every other file with its mode, `dists/` and `releases/`
  * from `hub.sharedDir` when they live there, and a thing's zip only when the snapshot holds the
  * thing (a zip written by a create that committed after the snapshot would be a private key the
- * restored hub does not know). Temporary files of writers and anything that is not a file or
- * directory (a FIFO, a socket) are left out. Checks `signal` between files.
+ * restored hub does not know). Writers' work in progress (temporary files, dot names in dists/
+ * and releases/: a release being added), anything that is not a file or directory (a FIFO, a
+ * socket) and a link back to a directory copied already are left out, the last two named in
+ * `notes`. Checks `signal` between files.
  *
  * Throws UsageError (64) when `target` exists or lies inside the home or the shared directory;
  * FlashlexError `damaged` (74) when the snapshot fails its integrity check; try-later (75) when
@@ -83,7 +86,7 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
       notes.push(`the database is PostgreSQL (${home.database.display}) and is not in this backup: back it up with pg_dump`);
     }
     const totals = { files: 0, bytes: 0 };
-    const copy = { thingIds, totals, signal, leftOut: [] as string[] };
+    const copy = { thingIds, totals, signal, leftOut: [] as string[], copiedDirs: new Set<string>() };
     await copyTree(home.paths.dir, partial, { ...copy, top: true });
     if (home.paths.shared !== home.paths.dir) {
       for (const name of ["dists", "releases"]) {
@@ -93,7 +96,7 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
       }
       notes.push(`dists/ and releases/ came from hub.sharedDir (${home.paths.shared}): put them back there when you restore`);
     }
-    if (copy.leftOut.length) notes.push(`left out, being neither a file nor a directory: ${copy.leftOut.join(", ")}`);
+    if (copy.leftOut.length) notes.push(`left out: ${copy.leftOut.join(", ")}`);
     await checkpoint(signal);
     syncDirectory(partial);
     // made meanwhile by someone else: left alone (rename would put the backup inside an empty one)
@@ -156,20 +159,35 @@ interface CopyOptions {
   /** the things in the database's snapshot: a zip in dists/ of any other is left out (undefined: every zip) */
   thingIds: Set<string> | undefined;
   totals: { files: number; bytes: number };
-  /** what was found that is neither a file nor a directory (a FIFO, a socket), not copied */
+  /** what was found and not copied, each with why (a FIFO, a link back to a directory copied already) */
   leftOut: string[];
+  /** the directories copied so far, as `device:inode`: a link to one (a loop) is not followed again */
+  copiedDirs: Set<string>;
   signal: AbortSignal | undefined;
   /** `from` is the home itself: its database files, socket and creating/ are left out */
   top?: boolean;
 }
 
-/** Copies the directory `from` into `to` (made with `from`'s mode), file by file with their modes, fsynced. */
+/** Where writers keep work in progress under a dot name (a zip being written, a release being added): never part of a backup. */
+const IN_PROGRESS_DIRS = new Set(["dists", "releases"]);
+
+/**
+ * Copies the directory `from` into `to` (made with `from`'s mode), file by file with their modes,
+ * fsynced. Links are followed (dists/ or releases/ may be links to another disk), each directory
+ * once: a link back to one copied already is left out, named.
+ */
 async function copyTree(from: string, to: string, opts: CopyOptions): Promise<void> {
-  if (!opts.top) mkdirSync(to, { mode: statSync(from).mode & 0o7777 });
+  const dirStats = statSync(from);
+  opts.copiedDirs.add(`${dirStats.dev}:${dirStats.ino}`);
+  if (!opts.top) {
+    mkdirSync(to);
+    chmodSync(to, dirStats.mode & 0o7777); // whatever the umask
+  }
   const inDists = basename(from) === "dists";
+  const inProgressHere = IN_PROGRESS_DIRS.has(basename(from));
   for (const name of readdirSync(from).sort()) {
     if (opts.top && NOT_COPIED.has(name)) continue;
-    if (temporaryTarget(name) !== undefined) continue;
+    if (temporaryTarget(name) !== undefined || (inProgressHere && name.startsWith("."))) continue;
     if (inDists && opts.thingIds && name.endsWith(".zip") && !opts.thingIds.has(name.slice(0, -".zip".length))) continue;
     await checkpoint(opts.signal);
     const source = join(from, name);
@@ -181,13 +199,15 @@ async function copyTree(from: string, to: string, opts: CopyOptions): Promise<vo
       if (isNotThere(err)) continue;
       throw err;
     }
-    if (stats.isDirectory()) await copyTree(source, join(to, name), { ...opts, top: false });
-    else if (stats.isFile()) {
+    if (stats.isDirectory()) {
+      if (opts.copiedDirs.has(`${stats.dev}:${stats.ino}`)) opts.leftOut.push(`${source} (a link to a directory copied already)`);
+      else await copyTree(source, join(to, name), { ...opts, top: false });
+    } else if (stats.isFile()) {
       copyFileSync(source, join(to, name), constants.COPYFILE_EXCL);
       fsyncFile(join(to, name), stats.mode & 0o7777);
       opts.totals.files++;
       opts.totals.bytes += stats.size;
-    } else opts.leftOut.push(source);
+    } else opts.leftOut.push(`${source} (neither a file nor a directory)`);
   }
   syncDirectory(to);
 }
