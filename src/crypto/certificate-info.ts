@@ -17,6 +17,19 @@ export interface CertificateInfo {
   notAfter: Date;
   /** SHA-256 of the DER, upper-case hex pairs joined by ":", as `openssl x509 -fingerprint -sha256`. */
   fingerprint256: string;
+  /**
+   * The thing id a thing certificate names in its SAN (`thingIdUri`); undefined in any other
+   * certificate, and in a thing's certificate issued before hubs wrote it (2026-12-08).
+   */
+  thingId?: string;
+}
+
+/** How a thing certificate names its thing's id, as a URI in its subjectAltName: the name alone is not the thing (a thing deleted and made again under its name is another). */
+const THING_ID_URN = "urn:flashlex:thing:";
+
+/** The SAN URI naming thing `thingId` (`urn:flashlex:thing:<id>`). */
+export function thingIdUri(thingId: string): string {
+  return `${THING_ID_URN}${thingId}`;
 }
 
 /** The facts about a certificate; the first certificate of a bundle is described. Throws CryptoError when there is none. */
@@ -37,7 +50,16 @@ export function describeCertificate(certPem: string): CertificateInfo {
     notBefore: new Date(cert.validFrom),
     notAfter: new Date(cert.validTo),
     fingerprint256: cert.fingerprint256,
+    thingId: thingIdOf(cert.subjectAltName),
   };
+}
+
+/** The thing id in X509Certificate's subjectAltName text (`URI:urn:flashlex:thing:<id>, DNS:...`). */
+function thingIdOf(subjectAltName: string | undefined): string | undefined {
+  for (const entry of subjectAltName?.split(", ") ?? []) {
+    if (entry.startsWith(`URI:${THING_ID_URN}`)) return entry.slice(`URI:${THING_ID_URN}`.length);
+  }
+  return undefined;
 }
 
 /**

@@ -14,6 +14,7 @@ import { createPrivateKey, type KeyObject, randomBytes, type webcrypto as wc } f
 import { isIP } from "node:net";
 import type * as X509 from "@peculiar/x509";
 import { quoteGiven } from "../shared/log.ts";
+import { thingIdUri } from "./certificate-info.ts";
 import { CryptoError } from "./errors.ts";
 import { loadPrivateKey, loadPublicKey, pemBlocks, spkiDer, tokenAlgorithmFor } from "./keys.ts";
 import { x509 } from "./peculiar.ts";
@@ -272,13 +273,14 @@ export async function issueServerCertificate(
 }
 
 /**
- * A TLS client certificate (CN = thing name) for a thing's existing public key: RSA of 2048
- * bits or more, or EC P-256/P-384 (`tokenAlgorithmFor` decides; anything else throws
- * CryptoError). The thing keeps its private key; only the public half ever reaches the CA.
+ * A TLS client certificate (CN = thing name; with `thingId`, the id as a SAN URI, thingIdUri) for
+ * a thing's existing public key: RSA of 2048 bits or more, or EC P-256/P-384 (`tokenAlgorithmFor`
+ * decides; anything else throws CryptoError). The thing keeps its private key; only the public
+ * half ever reaches the CA.
  */
 export async function issueThingCertificate(
   ca: CertifiedKey,
-  opts: { thingName: string; publicKeyPem: string; days?: number; notBefore?: Date },
+  opts: { thingName: string; thingId?: string; publicKeyPem: string; days?: number; notBefore?: Date },
 ): Promise<string> {
   const subject = commonName(opts.thingName, "the thing name");
   const key = loadPublicKey(opts.publicKeyPem);
@@ -289,5 +291,6 @@ export async function issueThingCertificate(
   return issueLeaf(ca, subject, new Uint8Array(spkiDer(key)), dates, [
     new x509.KeyUsagesExtension(usages, true),
     new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+    ...(opts.thingId ? [new x509.SubjectAlternativeNameExtension([{ type: "url" as const, value: thingIdUri(opts.thingId) }])] : []),
   ]);
 }

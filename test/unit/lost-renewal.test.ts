@@ -37,10 +37,10 @@ afterAll(async () => {
   rmSync(root, { recursive: true, force: true });
 });
 
-/** A certificate of this hub's CA for `name` and a new key, issued at `at` (Unix ms). */
-async function issued(name: string, at: number): Promise<{ certPem: string; publicKeyPem: string }> {
+/** A certificate of this hub's CA for `name` (and the thing id `id`, the pump's unless given) and a new key, issued at `at` (Unix ms). */
+async function issued(name: string, at: number, id = thing.id): Promise<{ certPem: string; publicKeyPem: string }> {
   const { publicKeyPem } = await generateThingKeyPair("ec");
-  return { certPem: await issueWithLifetime(home, name, publicKeyPem, LIFETIME_MS, at), publicKeyPem };
+  return { certPem: await issueWithLifetime(home, { id, name }, publicKeyPem, LIFETIME_MS, at), publicKeyPem };
 }
 
 const current = async () => (await store.getThingByName(thing.name))!;
@@ -58,6 +58,11 @@ test("refuses what the hub did not issue after the certificate it holds for the 
       "not valid now",
     ],
     ["not a certificate", "not a certificate"],
+    // its name, but another thing's id: the pump deleted and made again after the backup (new-user pass 28, F2)
+    [
+      (await issued(thing.name, now + 60_000, "0f0e0d0c-0b0a-4009-8807-060504030201")).certPem,
+      `issued for the thing with id "0f0e0d0c-0b0a-4009-8807-060504030201", not ${thing.id}`,
+    ],
   ];
   for (const [certPem, why] of cases) expect(await adoptLostRenewal(home, store, thing, certPem, now)).toBe(why);
   expect((await current()).certSerial).toBe(thing.certSerial);
@@ -92,4 +97,13 @@ test("refuses a certificate the hub superseded, however new", async () => {
   });
   expect(await adoptLostRenewal(home, store, holder, newest.certPem, Date.now())).toBe("a certificate the hub superseded");
   expect((await current()).certSerial).toBe(holder.certSerial);
+});
+
+test("a thing certificate names the thing's id in its SAN, as the hub issues it now; one from an older hub, with no id, is judged by its name", async () => {
+  expect(describeCertificate((await issued(thing.name, Date.now())).certPem).thingId).toBe(thing.id);
+  const { publicKeyPem } = await generateThingKeyPair("ec");
+  const older = await issueThingCertificate(readCa(home.paths), { thingName: thing.name, publicKeyPem, notBefore: new Date(Date.now() + 30_000) });
+  expect(describeCertificate(older).thingId).toBeUndefined();
+  expect(await adoptLostRenewal(home, store, await current(), older, Date.now() + 60_000)).toBeUndefined();
+  expect((await current()).certSerial).toBe(describeCertificate(older).serialNumber);
 });

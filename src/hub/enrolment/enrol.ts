@@ -117,7 +117,7 @@ export async function enrol(home: HubHome, store: HubStore, request: EnrolmentRe
   const id = randomUUID();
   // Before the CA signs: a hub whose update key is unusable (78) signs no certificate it cannot hand out.
   const updatePublicKey = await updateKey(home, store);
-  const certPem = await issueWithLifetime(home, name, csr.publicKeyPem, settingMs(home.settings.certificates.thingLifetime), at);
+  const certPem = await issueWithLifetime(home, { id, name }, csr.publicKeyPem, settingMs(home.settings.certificates.thingLifetime), at);
   const info = describeCertificate(certPem);
   const configText = configFor(home, id, name, updatePublicKey);
   const thing: ThingRecord = {

@@ -23,11 +23,18 @@ import type { HubStore, ThingRecord } from "../store/hub-store.ts";
 const DAY_MS = 86_400_000;
 const MAX_BACKDATE_MS = 3_600_000;
 
-/** A certificate for `publicKeyPem` named `thingName`, valid from a little before `now` (Unix ms) to `now + lifetimeMs`. */
-export async function issueWithLifetime(home: HubHome, thingName: string, publicKeyPem: string, lifetimeMs: number, now: number): Promise<string> {
+/** A certificate for `publicKeyPem` naming the thing (its name and id), valid from a little before `now` (Unix ms) to `now + lifetimeMs`. */
+export async function issueWithLifetime(
+  home: HubHome,
+  thing: { id: string; name: string },
+  publicKeyPem: string,
+  lifetimeMs: number,
+  now: number,
+): Promise<string> {
   const backdateMs = Math.min(MAX_BACKDATE_MS, Math.floor(lifetimeMs / 20));
   return issueThingCertificate(readCa(home.paths), {
-    thingName,
+    thingName: thing.name,
+    thingId: thing.id,
     publicKeyPem,
     notBefore: new Date(now - backdateMs),
     days: (lifetimeMs + backdateMs) / DAY_MS,
@@ -128,7 +135,7 @@ export async function renewCertificate(
 ): Promise<RenewedCertificate> {
   const csr = await readCsr(csrPem);
   if (csr.commonName !== thing.name) throw new InputError(`the CSR was refused: its CN must be ${thing.name}, not ${quoteLogText(csr.commonName)}`);
-  const certPem = await issueWithLifetime(home, thing.name, csr.publicKeyPem, settingMs(home.settings.certificates.thingLifetime), now);
+  const certPem = await issueWithLifetime(home, thing, csr.publicKeyPem, settingMs(home.settings.certificates.thingLifetime), now);
   const info = describeCertificate(certPem);
   // The key that signed the request stays accepted (as the previous one) with its certificate;
   // the other certificate the thing had is superseded now: a renewal signed with the previous
@@ -164,7 +171,8 @@ export async function renewCertificate(
  * thing's current certificate when the hub's CA issued it after the one the database holds: the
  * database was put back from a backup older than the thing's renewal (docs/hub.md, Backups), and
  * the thing has long thrown away the key the database knows, so it could never connect again and
- * had to enrol anew under a new id. The certificate must name the thing, verify with the CA, be
+ * had to enrol anew under a new id. The certificate must name the thing (its name, and its id
+ * when the certificate carries one: every certificate issued since 2026-12-08), verify with the CA, be
  * valid at `now` (Unix ms), start after the database's certificate of the thing, and not be one
  * the hub has superseded. The database's key is kept as the previous one (superseded, and listed
  * in the CRL, once the thing uses the new one), as after a renewal. Returns undefined when the
@@ -182,6 +190,9 @@ export async function adoptLostRenewal(home: HubHome, store: HubStore, thing: Th
   const publicKeyPem = publicKeyIssuedBy(certPem, readCaCertificate(home.paths));
   if (!publicKeyPem) return "not issued by this hub's CA";
   if (info.subjectCN !== thing.name) return `issued for ${quoteLogText(info.subjectCN)}, not ${thing.name}`;
+  // the same name is not the same thing: one deleted and made again after the backup has a new id
+  // (new-user pass 28, F2: its device was given the old thing, and the old thing's pending ingress)
+  if (info.thingId !== undefined && info.thingId !== thing.id) return `issued for the thing with id ${quoteLogText(info.thingId)}, not ${thing.id}`;
   if (info.notAfter.getTime() <= now || info.notBefore.getTime() > now) return "not valid now";
   if (info.notBefore.getTime() <= known.notBefore.getTime()) return "issued before the certificate the hub holds for the thing";
   if (await store.certificateSuperseded(info.serialNumber)) return "a certificate the hub superseded";

@@ -46,7 +46,7 @@ export async function makeThingMaterial(job: MaterialJob): Promise<ThingMaterial
   const ca = readCa(job.ca);
   const configText = renderThingConfig(job.values).text;
   const keys = await generateThingKeyPair(job.keyType);
-  const certPem = await issueThingCertificate(ca, { thingName: job.thingName, publicKeyPem: keys.publicKeyPem });
+  const certPem = await issueThingCertificate(ca, { thingName: job.thingName, thingId: job.values.thingId, publicKeyPem: keys.publicKeyPem });
   const zip = buildDistribution(
     job.values,
     { rootCaPem: ca.certPem, certPem, privateKeyPem: keys.privateKeyPem, publicKeyPem: keys.publicKeyPem },
