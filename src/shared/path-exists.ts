@@ -14,14 +14,21 @@ const PATH_MAX_BYTES = 4095;
 
 /**
  * Why `path` can never be made on Linux (a name in it over NAME_MAX_BYTES, or the whole over
- * PATH_MAX_BYTES, in UTF-8 bytes), or undefined when it can. Checked before anything is made:
+ * PATH_MAX_BYTES, in UTF-8 bytes), or undefined when it can; `extraBytes`: what the caller's
+ * temporary name beside it adds to its last name (and so to the path). Checked before anything is made:
  * `mkdir -p` of such a path made the directories above the long name, then failed, leaving them.
  */
-export function tooLongPath(path: string): string | undefined {
-  const long = path.split("/").find((name) => Buffer.byteLength(name) > NAME_MAX_BYTES);
-  if (long !== undefined) return `the name ${long.slice(0, 16)}... is ${Buffer.byteLength(long)} bytes, over the ${NAME_MAX_BYTES} a file name may have`;
-  const bytes = Buffer.byteLength(path);
-  return bytes > PATH_MAX_BYTES ? `the path is ${bytes} bytes, over the ${PATH_MAX_BYTES} a path may have` : undefined;
+export function tooLongPath(path: string, extraBytes = 0): string | undefined {
+  const names = path.split("/");
+  const last = names.length - 1;
+  const long = names.findIndex((name, i) => Buffer.byteLength(name) + (i === last ? extraBytes : 0) > NAME_MAX_BYTES);
+  if (long >= 0) {
+    const name = names[long]!;
+    const most = NAME_MAX_BYTES - (long === last ? extraBytes : 0);
+    return `the name ${name.slice(0, 16)}... is ${Buffer.byteLength(name)} bytes, over the ${most} it may have${long === last && extraBytes ? " here (the temporary name made beside it is longer)" : ""}`;
+  }
+  const bytes = Buffer.byteLength(path) + extraBytes;
+  return bytes > PATH_MAX_BYTES ? `the path is ${bytes - extraBytes} bytes, over the ${PATH_MAX_BYTES - extraBytes} it may have` : undefined;
 }
 
 /**

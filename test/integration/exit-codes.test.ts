@@ -522,7 +522,11 @@ describe("bad values on the command line and on stdin", () => {
       // a name no file system takes: its parents were made, then left (attack 26)
       [
         join(base, "parent", "A".repeat(300)),
-        `${join(base, "parent", "A".repeat(300))}: the name AAAAAAAAAAAAAAAA... is 300 bytes, over the 255 a file name may have; choose another --dir`,
+        `${join(base, "parent", "A".repeat(300))}: the name AAAAAAAAAAAAAAAA... is 300 bytes, over the 241 it may have here (the temporary name made beside it is longer); choose another --dir`,
+      ],
+      [
+        join(base, "parent", "C".repeat(250)),
+        `${join(base, "parent", "C".repeat(250))}: the name CCCCCCCCCCCCCCCC... is 250 bytes, over the 241 it may have here (the temporary name made beside it is longer); choose another --dir`,
       ],
     ];
     for (const [dir, says] of cases) {
@@ -981,7 +985,12 @@ describe("bad values on the command line and on stdin", () => {
         ["hub", "mosquitto-config", "--out", join(thing.dir, "mq-long", "A".repeat(300))],
         /--out \S+: the name AAAAAAAAAAAAAAAA\.\.\. is 300 bytes, over the 255/,
       ],
-      [["hub", "backup", join(thing.dir, "A".repeat(300))], /: the name AAAAAAAAAAAAAAAA\.\.\. is 300 bytes, over the 255/],
+      [["hub", "backup", join(thing.dir, "A".repeat(300))], /: the name AAAAAAAAAAAAAAAA\.\.\. is 300 bytes, over the 226 it may have here/],
+      // short enough for a name, too long with the temporary name made beside it (verify pass 33, F7)
+      [
+        ["hub", "backup", join(thing.dir, "B".repeat(240))],
+        /: the name BBBBBBBBBBBBBBBB\.\.\. is 240 bytes, over the 226 it may have here \(the temporary name made beside it is longer\)/,
+      ],
       [["hub", "rabbitmq-config", "--out", join(thing.dir, "rabbit"), "--dist-port", "18000"], /--dist-port must be above 20000/],
       [["hub", "thing", "create", "x", "--key-type", "dsa"], /--key-type/],
       [["hub", "serve", "--broker", "ftp://x"], /--broker/],

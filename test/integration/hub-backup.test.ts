@@ -4,13 +4,13 @@
  * the CA key's bytes and mode, and holds none of the live hub's side files; put back in place of
  * the home it is a hub that starts, knows the thing and takes its collects. A target that exists
  * (a directory, a file, a dangling link), lies inside the home or has no parent is a usage error
- * (64) that writes nothing.
+ * (64) that writes nothing; one in a directory every user may write in is 77.
  */
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import { signThingToken } from "../../src/crypto/jwt.ts";
 import { run, start } from "../support/binary.ts";
 import { type HubFixture, type HubThing, makeHubFixture } from "../support/hub-fixture.ts";
@@ -160,7 +160,8 @@ describe("hub backup", () => {
       [file, `${file} exists`],
       [dangling, `${dangling} exists`],
       [join(fixture.dir, "inside"), `is inside ${fixture.dir}`],
-      [join(work, "missing", "backup"), `${join(work, "missing")} is not a directory`],
+      [join(work, "missing", "backup"), `${join(work, "missing")} does not exist`],
+      [join(file, "backup"), `${file} is not a directory`],
     ];
     for (const [target, says] of cases) {
       const before = readdirSync(work).sort();
@@ -173,5 +174,36 @@ describe("hub backup", () => {
       expect(readFileSync(file, "utf8")).toBe("mine");
     }
     expect(existsSync(join(fixture.dir, "inside"))).toBe(false);
+
+    // a directory every user may write in (no sticky bit): another user could swap the backup (attack 29, F1)
+    const open = join(work, "open-to-all");
+    mkdirSync(open);
+    chmodSync(open, 0o777);
+    const refused = await run(["hub", "backup", "--dir", fixture.dir, join(open, "b")]);
+    expect(refused.code).toBe(77);
+    expect(refused.stderr).toBe(
+      `flashlex: ${open} may be written by every user (mode 0777): another user could replace the backup as it is made; back up into a directory only you may write in\n`,
+    );
+    expect(readdirSync(open)).toEqual([]);
   }, 60_000);
+
+  test("hub.sharedDir: the shared dists/ and releases/ are copied once, not the home's empty dists/ (new-user 28, attack 29, verify 33: every backup failed, EEXIST); a killed backup's temporary directory is removed by the next", async () => {
+    const sharedHome = await makeHubFixture(mkdtempSync(join(work, "shared-")));
+    const shared = join(dirname(sharedHome.dir), "shared-files");
+    mkdirSync(shared);
+    sharedHome.configure([[["sharedDir"], shared]]);
+    const made = await sharedHome.createThing("on-shared");
+    expect(existsSync(join(shared, "dists", `${made.id}.zip`))).toBe(true);
+    expect(readdirSync(join(sharedHome.dir, "dists"))).toEqual([]);
+    const backups = mkdtempSync(join(work, "backups-"));
+    const killed = join(backups, ".monday.backup.4194399-0a1b2c3d.tmp"); // above Linux's largest pid: no such process
+    mkdirSync(killed);
+    writeFileSync(join(killed, "ca-key.pem"), "a copy of the CA key");
+    const result = await run(["hub", "backup", "--dir", sharedHome.dir, join(backups, "tuesday")]);
+    expect(result.stderr).toBe("");
+    expect(result.code).toBe(0);
+    expect(result.stdout).toContain(`note: dists/ and releases/ came from hub.sharedDir (${shared}): put them back there when you restore`);
+    expect(readdirSync(join(backups, "tuesday", "dists"))).toEqual([`${made.id}.zip`]);
+    expect(readdirSync(backups)).toEqual(["tuesday"]);
+  }, 90_000);
 });

@@ -208,7 +208,9 @@ async function list(options: Options): Promise<number> {
     ];
     printTable(rows);
     if (things.length === 0) printLine(filter.nameContains || filter.status ? "(no thing matches)" : "(no things yet: flashlex hub thing create NAME)");
-    else if (!connected) printLine("(CONNECTED: unknown, as no hub serve answers on this home's socket: start it to see which things are connected)");
+    else if (!connected)
+      printLine("(CONNECTED: unknown: no hub serve answered on this home's socket within 5 s; start it, or wait for it, to see which things are connected)");
+    else if (things.some((t) => connectedOf(t) === null)) printLine("(CONNECTED: unknown behind an external broker, which does not tell the hub)");
     return ExitCode.OK;
   });
 }

@@ -23,12 +23,13 @@ import {
   type Stats,
   statSync,
 } from "node:fs";
-import { basename, dirname, join, resolve } from "node:path";
+import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
 import { FlashlexError, UsageError } from "../../shared/errors.ts";
-import { checkpoint, escapeRegExp, isWithin, removeLeftovers, temporaryTarget } from "../../shared/files.ts";
+import { checkpoint, isWithin, removeLeftovers, temporaryTarget } from "../../shared/files.ts";
 import { isNotThere, pathExists, pathKind, tooLongPath } from "../../shared/path-exists.ts";
 import { openBunSqlite } from "../../shared/sqlite/bun-sqlite.ts";
 import type { SqlDatabase } from "../../shared/sqlite/driver.ts";
+import { HUB_DB_DAMAGED_ADVICE } from "../store/sqlite-driver.ts";
 import type { HubHome } from "./home.ts";
 
 /** What `backUpHub` copied. */
@@ -69,10 +70,10 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
   const dir = resolve(target);
   refuseTarget(home, dir);
   const parent = dirname(dir);
-  if (pathKind(parent) !== "directory") throw new UsageError(`${parent} is not a directory: the backup goes into a new directory inside an existing one`);
-  // a backup killed part way left its temporary directory: the next one to this target removes it
-  removeLeftovers(parent, new RegExp(`^\\.${escapeRegExp(basename(dir))}\\.(\\d+)-[0-9a-f]{8}\\.tmp$`));
-  const partial = join(parent, `.${basename(dir)}.${process.pid}-${randomBytes(4).toString("hex")}.tmp`);
+  // backups killed part way left their temporary directories (a copy of the database and the CA
+  // key): the next backup into this directory removes them, whatever their target's name
+  removeLeftovers(parent, PARTIAL_NAME);
+  const partial = join(parent, `.${basename(dir)}.backup.${process.pid}-${randomBytes(4).toString("hex")}.tmp`);
   mkdirSync(partial, { mode: 0o700 });
   try {
     const notes: string[] = [];
@@ -87,8 +88,11 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
     }
     const totals = { files: 0, bytes: 0 };
     const copy = { thingIds, totals, signal, leftOut: [] as string[], copiedDirs: new Set<string>() };
-    await copyTree(home.paths.dir, partial, { ...copy, top: true });
-    if (home.paths.shared !== home.paths.dir) {
+    const shared = home.paths.shared !== home.paths.dir;
+    // With hub.sharedDir the hub uses that directory's dists/ and releases/, not the home's (hub
+    // init made an empty dists/ there): those are the ones copied, once.
+    await copyTree(home.paths.dir, partial, { ...copy, top: true, skip: shared ? new Set(["dists", "releases", relativeTop(home)]) : undefined });
+    if (shared) {
       for (const name of ["dists", "releases"]) {
         const from = join(home.paths.shared, name);
         if (!pathExists(from)) continue;
@@ -110,13 +114,37 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
   }
 }
 
-/** UsageError when `dir` is there already, or inside what the backup copies (it would copy itself). */
+/** A backup's temporary directory beside its target (`.<target>.backup.<pid>-<hex>.tmp`); group 1 is the pid of the backup that made it. */
+const PARTIAL_NAME = /^\..+\.backup\.(\d+)-[0-9a-f]{8}\.tmp$/;
+
+/** What the temporary name adds to the target's (`.`, `.backup.`, a pid of up to 7 digits, `-`, 8 hex digits, `.tmp`), in bytes. */
+const PARTIAL_EXTRA_BYTES = 1 + 8 + 7 + 1 + 8 + 4;
+
+/**
+ * UsageError (64) when `dir` is there already, inside what the backup copies (it would copy
+ * itself), too long a path for its temporary name, or not in an existing directory;
+ * FlashlexError permission (77) when that directory may be written by every user without the
+ * sticky bit: another user could then swap the temporary directory for one of theirs mid-copy.
+ */
 function refuseTarget(home: HubHome, dir: string): void {
-  const tooLong = tooLongPath(dir);
+  const tooLong = tooLongPath(dir, PARTIAL_EXTRA_BYTES);
   if (tooLong !== undefined) throw new UsageError(`${dir}: ${tooLong}`);
   if (entryExists(dir)) throw new UsageError(`${dir} exists: give a directory that does not exist yet, which the backup makes`);
   for (const inside of new Set([home.paths.dir, home.paths.shared])) {
     if (isWithin(dir, inside)) throw new UsageError(`${dir} is inside ${inside}, which the backup copies: give a directory outside it`);
+  }
+  const parent = dirname(dir);
+  const kind = pathKind(parent);
+  if (kind !== "directory") {
+    const why = kind === "none" ? "does not exist" : "is not a directory";
+    throw new UsageError(`${parent} ${why}: the backup goes into a new directory inside an existing one`);
+  }
+  const mode = statSync(parent).mode;
+  if ((mode & 0o002) !== 0 && (mode & 0o1000) === 0) {
+    throw new FlashlexError(
+      `${parent} may be written by every user (mode 0${(mode & 0o7777).toString(8)}): another user could replace the backup as it is made; back up into a directory only you may write in`,
+      "permission",
+    );
   }
 }
 
@@ -128,10 +156,16 @@ function refuseTarget(home: HubHome, dir: string): void {
  */
 function snapshotDatabase(file: string, copy: string): { summary: NonNullable<HubBackup["database"]>; thingIds: Set<string> } {
   closeSync(openSync(copy, "wx", 0o600));
-  const source = openBunSqlite(file, { create: false });
+  const source = openBunSqlite(file, { create: false, damagedAdvice: HUB_DB_DAMAGED_ADVICE });
   try {
     source.exec(`PRAGMA busy_timeout = ${LOCK_WAIT_MS}`);
     source.run("VACUUM INTO ?", [copy]);
+  } catch (err) {
+    // VACUUM INTO reads hub.db and writes the copy: a full or read-only disk is the copy's, not the live hub's
+    if (err instanceof FlashlexError && (err.kind === "full" || err.kind === "read-only")) {
+      throw new FlashlexError(`${copy}: the copy of the database could not be written: ${err.message.replace(`${file}: `, "")}`, err.kind, { cause: err });
+    }
+    throw err;
   } finally {
     source.close();
   }
@@ -166,6 +200,14 @@ interface CopyOptions {
   signal: AbortSignal | undefined;
   /** `from` is the home itself: its database files, socket and creating/ are left out */
   top?: boolean;
+  /** names at the top also left out (dists/ and releases/ when hub.sharedDir holds the hub's) */
+  skip?: Set<string>;
+}
+
+/** The first name of hub.sharedDir below the home when it is inside it (copied as dists/ and releases/ alone), else "". */
+function relativeTop(home: HubHome): string {
+  const inside = relative(home.paths.dir, home.paths.shared);
+  return inside && !inside.startsWith("..") && !isAbsolute(inside) ? inside.split("/")[0]! : "";
 }
 
 /** Where writers keep work in progress under a dot name (a zip being written, a release being added): never part of a backup. */
@@ -186,7 +228,7 @@ async function copyTree(from: string, to: string, opts: CopyOptions): Promise<vo
   const inDists = basename(from) === "dists";
   const inProgressHere = IN_PROGRESS_DIRS.has(basename(from));
   for (const name of readdirSync(from).sort()) {
-    if (opts.top && NOT_COPIED.has(name)) continue;
+    if (opts.top && (NOT_COPIED.has(name) || opts.skip?.has(name))) continue;
     if (temporaryTarget(name) !== undefined || (inProgressHere && name.startsWith("."))) continue;
     if (inDists && opts.thingIds && name.endsWith(".zip") && !opts.thingIds.has(name.slice(0, -".zip".length))) continue;
     await checkpoint(opts.signal);
@@ -201,7 +243,7 @@ async function copyTree(from: string, to: string, opts: CopyOptions): Promise<vo
     }
     if (stats.isDirectory()) {
       if (opts.copiedDirs.has(`${stats.dev}:${stats.ino}`)) opts.leftOut.push(`${source} (a link to a directory copied already)`);
-      else await copyTree(source, join(to, name), { ...opts, top: false });
+      else await copyTree(source, join(to, name), { ...opts, top: false, skip: undefined });
     } else if (stats.isFile()) {
       copyFileSync(source, join(to, name), constants.COPYFILE_EXCL);
       fsyncFile(join(to, name), stats.mode & 0o7777);

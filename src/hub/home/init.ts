@@ -159,6 +159,9 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
   }
 }
 
+/** What the staging name adds to the home's (`.`, `.init-`, a pid of up to 7 digits), in bytes. */
+const STAGING_EXTRA_BYTES = 1 + 6 + 7;
+
 /**
  * Where the home named `given` (absolute) is made: `given` itself, or, when it is a symbolic
  * link to a directory, that directory (the home is renamed into place, and rename(2) would
@@ -171,7 +174,8 @@ export async function initHub(options: InitHubOptions): Promise<InitHubResult> {
  * it cannot look at (pathKind: EACCES 77, ELOOP 74).
  */
 function homeTarget(given: string): string {
-  const tooLong = tooLongPath(given);
+  // the home is built beside it as `.<name>.init-<pid>` (STAGING_EXTRA_BYTES more)
+  const tooLong = tooLongPath(given, STAGING_EXTRA_BYTES);
   if (tooLong !== undefined) throw new ConfigError(`${given}: ${tooLong}; choose another --dir`);
   const link = danglingTarget(given);
   if (link !== undefined)
