@@ -7,23 +7,9 @@
  * once complete, so the target either is a whole backup or is not there.
  */
 import { randomBytes } from "node:crypto";
-import {
-  chmodSync,
-  closeSync,
-  constants,
-  copyFileSync,
-  fchmodSync,
-  fsyncSync,
-  lstatSync,
-  mkdirSync,
-  openSync,
-  readdirSync,
-  renameSync,
-  rmSync,
-  type Stats,
-  statSync,
-} from "node:fs";
+import { chmodSync, closeSync, constants, copyFileSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, type Stats, statSync } from "node:fs";
 import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { fsyncDirectory, fsyncFile } from "../../shared/durable-files.ts";
 import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, isWithin, removeLeftovers, temporaryTarget } from "../../shared/files.ts";
 import { isNotThere, pathExists, pathKind, tooLongPath } from "../../shared/path-exists.ts";
@@ -61,8 +47,9 @@ const LOCK_WAIT_MS = 30_000;
  * socket) and a link back to a directory copied already are left out, the last two named in
  * `notes`. Checks `signal` between files.
  *
- * Throws UsageError (64) when `target` exists or lies inside the home or the shared directory;
- * FlashlexError `damaged` (74) when the snapshot fails its integrity check; try-later (75) when
+ * Throws as refuseTarget does (64, 77) before anything is made; FlashlexError `damaged` (74)
+ * when hub.db or its snapshot is damaged; `full` or `read-only` (74) naming the copy when the
+ * backup's disk cannot take it; try-later (75) when
  * the database stays locked for LOCK_WAIT_MS; what the file system throws (a full disk: io, 74).
  * Whatever it throws, `target` is not made and nothing it wrote is left.
  */
@@ -87,7 +74,7 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
       notes.push(`the database is PostgreSQL (${home.database.display}) and is not in this backup: back it up with pg_dump`);
     }
     const totals = { files: 0, bytes: 0 };
-    const copy = { thingIds, totals, signal, leftOut: [] as string[], copiedDirs: new Set<string>() };
+    const copy = { thingIds, dists: home.paths.dists, totals, signal, leftOut: [] as string[], copiedDirs: new Set<string>() };
     const shared = home.paths.shared !== home.paths.dir;
     // With hub.sharedDir the hub uses that directory's dists/ and releases/, not the home's (hub
     // init made an empty dists/ there): those are the ones copied, once.
@@ -102,11 +89,11 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
     }
     if (copy.leftOut.length) notes.push(`left out: ${copy.leftOut.join(", ")}`);
     await checkpoint(signal);
-    syncDirectory(partial);
+    fsyncDirectory(partial);
     // made meanwhile by someone else: left alone (rename would put the backup inside an empty one)
     if (entryExists(dir)) throw new UsageError(`${dir} exists now (made while the backup ran); nothing was written there`);
     renameSync(partial, dir);
-    syncDirectory(parent);
+    fsyncDirectory(parent);
     return { dir, database, files: totals.files, bytes: totals.bytes, notes };
   } catch (err) {
     rmSync(partial, { recursive: true, force: true });
@@ -150,8 +137,9 @@ function refuseTarget(home: HubHome, dir: string): void {
 
 /**
  * `VACUUM INTO` `copy` (made empty first, mode 0600: SQLite would make it with the umask's), its
- * integrity checked, fsynced. Never migrates or writes `file`: a backup taken before an upgrade
- * keeps the schema the running hub uses. Gives the copy's schema version and counts, and the
+ * integrity checked, fsynced. Never migrates `file`: a backup taken before an upgrade keeps the
+ * schema the running hub uses (as any SQLite connection, it may checkpoint into `file` a WAL a
+ * stopped hub left, which changes its bytes, not its content). Gives the copy's schema version and counts, and the
  * ids of the things it holds.
  */
 function snapshotDatabase(file: string, copy: string): { summary: NonNullable<HubBackup["database"]>; thingIds: Set<string> } {
@@ -190,8 +178,10 @@ function snapshotDatabase(file: string, copy: string): { summary: NonNullable<Hu
 }
 
 interface CopyOptions {
-  /** the things in the database's snapshot: a zip in dists/ of any other is left out (undefined: every zip) */
+  /** the things in the database's snapshot: a zip in `dists` of any other is left out (undefined: every zip) */
   thingIds: Set<string> | undefined;
+  /** the hub's dists/ (home.paths.dists), whose zips `thingIds` filters */
+  dists: string;
   totals: { files: number; bytes: number };
   /** what was found and not copied, each with why (a FIFO, a link back to a directory copied already) */
   leftOut: string[];
@@ -214,7 +204,7 @@ function relativeTop(home: HubHome): string {
 const IN_PROGRESS_DIRS = new Set(["dists", "releases"]);
 
 /**
- * Copies the directory `from` into `to` (made with `from`'s mode), file by file with their modes,
+ * Copies the directory `from` into `to` (given `from`'s mode), file by file with their modes,
  * fsynced. Links are followed (dists/ or releases/ may be links to another disk), each directory
  * once: a link back to one copied already is left out, named.
  */
@@ -225,7 +215,7 @@ async function copyTree(from: string, to: string, opts: CopyOptions): Promise<vo
     mkdirSync(to);
     chmodSync(to, dirStats.mode & 0o7777); // whatever the umask
   }
-  const inDists = basename(from) === "dists";
+  const inDists = from === opts.dists;
   const inProgressHere = IN_PROGRESS_DIRS.has(basename(from));
   for (const name of readdirSync(from).sort()) {
     if (opts.top && (NOT_COPIED.has(name) || opts.skip?.has(name))) continue;
@@ -246,23 +236,13 @@ async function copyTree(from: string, to: string, opts: CopyOptions): Promise<vo
       else await copyTree(source, join(to, name), { ...opts, top: false, skip: undefined });
     } else if (stats.isFile()) {
       copyFileSync(source, join(to, name), constants.COPYFILE_EXCL);
-      fsyncFile(join(to, name), stats.mode & 0o7777);
+      chmodSync(join(to, name), stats.mode & 0o7777); // copyFileSync makes it with the umask's bits
+      fsyncFile(join(to, name));
       opts.totals.files++;
       opts.totals.bytes += stats.size;
     } else opts.leftOut.push(`${source} (neither a file nor a directory)`);
   }
-  syncDirectory(to);
-}
-
-/** fsyncs `file`, first giving it `mode` when given (copyFileSync makes it with the umask's bits). */
-function fsyncFile(file: string, mode?: number): void {
-  const fd = openSync(file, "r");
-  try {
-    if (mode !== undefined) fchmodSync(fd, mode);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
+  fsyncDirectory(to);
 }
 
 /** True when something (a dangling link too) is at `path`. */
@@ -273,15 +253,5 @@ function entryExists(path: string): boolean {
   } catch (err) {
     if (isNotThere(err)) return false;
     throw err;
-  }
-}
-
-/** fsyncs a directory, so the names made in it survive a power cut. */
-function syncDirectory(dir: string): void {
-  const fd = openSync(dir, "r");
-  try {
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
   }
 }
