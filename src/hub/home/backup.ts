@@ -13,8 +13,8 @@ import { fsyncDirectory, fsyncFile } from "../../shared/durable-files.ts";
 import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, isWithin, removeLeftovers, temporaryTarget } from "../../shared/files.ts";
 import { isNotThere, pathExists, pathKind, tooLongPath } from "../../shared/path-exists.ts";
-import { openBunSqlite } from "../../shared/sqlite/bun-sqlite.ts";
 import type { SqlDatabase } from "../../shared/sqlite/driver.ts";
+import { openSqlDatabase } from "../../shared/sqlite/open.ts";
 import { HUB_DB_DAMAGED_ADVICE } from "../store/sqlite-driver.ts";
 import type { HubHome } from "./home.ts";
 
@@ -144,7 +144,7 @@ function refuseTarget(home: HubHome, dir: string): void {
  */
 function snapshotDatabase(file: string, copy: string): { summary: NonNullable<HubBackup["database"]>; thingIds: Set<string> } {
   closeSync(openSync(copy, "wx", 0o600));
-  const source = openBunSqlite(file, { create: false, damagedAdvice: HUB_DB_DAMAGED_ADVICE });
+  const source = openSqlDatabase(file, { create: false, damagedAdvice: HUB_DB_DAMAGED_ADVICE });
   try {
     source.exec(`PRAGMA busy_timeout = ${LOCK_WAIT_MS}`);
     source.run("VACUUM INTO ?", [copy]);
@@ -157,7 +157,7 @@ function snapshotDatabase(file: string, copy: string): { summary: NonNullable<Hu
   } finally {
     source.close();
   }
-  const snapshot: SqlDatabase = openBunSqlite(copy, { create: false });
+  const snapshot: SqlDatabase = openSqlDatabase(copy, { create: false });
   try {
     const problems = snapshot.all<{ integrity_check: string }>("PRAGMA integrity_check").map((r) => r.integrity_check);
     if (problems[0] !== "ok") {
