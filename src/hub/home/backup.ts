@@ -8,7 +8,7 @@
  */
 import { randomBytes } from "node:crypto";
 import { chmodSync, closeSync, constants, copyFileSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, type Stats, statSync } from "node:fs";
-import { basename, dirname, isAbsolute, join, relative, resolve } from "node:path";
+import { basename, dirname, join, resolve } from "node:path";
 import { fsyncDirectory, fsyncFile } from "../../shared/durable-files.ts";
 import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, isWithin, removeLeftovers, temporaryTarget } from "../../shared/files.ts";
@@ -78,7 +78,8 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
     const shared = home.paths.shared !== home.paths.dir;
     // With hub.sharedDir the hub uses that directory's dists/ and releases/, not the home's (hub
     // init made an empty dists/ there): those are the ones copied, once.
-    await copyTree(home.paths.dir, partial, { ...copy, top: true, skip: shared ? new Set(["dists", "releases", relativeTop(home)]) : undefined });
+    const notHubs = shared ? new Set([join(home.paths.dir, "dists"), join(home.paths.dir, "releases"), home.paths.shared]) : undefined;
+    await copyTree(home.paths.dir, partial, { ...copy, top: true, skip: notHubs });
     if (shared) {
       for (const name of ["dists", "releases"]) {
         const from = join(home.paths.shared, name);
@@ -190,14 +191,8 @@ interface CopyOptions {
   signal: AbortSignal | undefined;
   /** `from` is the home itself: its database files, socket and creating/ are left out */
   top?: boolean;
-  /** names at the top also left out (dists/ and releases/ when hub.sharedDir holds the hub's) */
+  /** paths also left out, at any depth: the home's dists/ and releases/ and the shared directory when hub.sharedDir holds the hub's */
   skip?: Set<string>;
-}
-
-/** The first name of hub.sharedDir below the home when it is inside it (copied as dists/ and releases/ alone), else "". */
-function relativeTop(home: HubHome): string {
-  const inside = relative(home.paths.dir, home.paths.shared);
-  return inside && !inside.startsWith("..") && !isAbsolute(inside) ? inside.split("/")[0]! : "";
 }
 
 /** Where writers keep work in progress under a dot name (a zip being written, a release being added): never part of a backup. */
@@ -218,7 +213,7 @@ async function copyTree(from: string, to: string, opts: CopyOptions): Promise<vo
   const inDists = from === opts.dists;
   const inProgressHere = IN_PROGRESS_DIRS.has(basename(from));
   for (const name of readdirSync(from).sort()) {
-    if (opts.top && (NOT_COPIED.has(name) || opts.skip?.has(name))) continue;
+    if ((opts.top && NOT_COPIED.has(name)) || opts.skip?.has(join(from, name))) continue;
     if (temporaryTarget(name) !== undefined || (inProgressHere && name.startsWith("."))) continue;
     if (inDists && opts.thingIds && name.endsWith(".zip") && !opts.thingIds.has(name.slice(0, -".zip".length))) continue;
     await checkpoint(opts.signal);
@@ -233,7 +228,7 @@ async function copyTree(from: string, to: string, opts: CopyOptions): Promise<vo
     }
     if (stats.isDirectory()) {
       if (opts.copiedDirs.has(`${stats.dev}:${stats.ino}`)) opts.leftOut.push(`${source} (a link to a directory copied already)`);
-      else await copyTree(source, join(to, name), { ...opts, top: false, skip: undefined });
+      else await copyTree(source, join(to, name), { ...opts, top: false });
     } else if (stats.isFile()) {
       copyFileSync(source, join(to, name), constants.COPYFILE_EXCL);
       chmodSync(join(to, name), stats.mode & 0o7777); // copyFileSync makes it with the umask's bits
