@@ -23,3 +23,25 @@ export function getent(db: "passwd" | "group", key: string): string[] | undefine
   }
   return lines.map((l) => l.split(":")).find((f) => f[0] === key || f[2] === key);
 }
+
+/**
+ * Every entry of `db` the system lists, as getent() gives one (a directory service set not to
+ * enumerate, as sssd is by default, lists only its local entries). Never throws: [] when there
+ * is nothing to read.
+ */
+export function getentAll(db: "passwd" | "group"): string[][] {
+  const result = spawnSync("getent", [db], { encoding: "utf8", timeout: GETENT_TIMEOUT_MS, maxBuffer: 64 * 1024 * 1024 });
+  let text: string;
+  if (!result.error && result.status === 0) text = result.stdout;
+  else {
+    try {
+      text = readFileSync(`/etc/${db}`, "utf8");
+    } catch {
+      return [];
+    }
+  }
+  return text
+    .split("\n")
+    .filter((line) => line.trim() !== "")
+    .map((line) => line.split(":"));
+}

@@ -7,6 +7,7 @@ import { afterAll, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { getentAll } from "../../src/shared/accounts.ts";
 import { type ServiceAccount, writableByOthers } from "../../src/thing/service/access.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-service-access-"));
@@ -30,6 +31,14 @@ describe.skipIf(process.getuid?.() !== 0)("writableByOthers (as root, which may 
     const dir = directory("group-users", 0o770, 100);
     expect(writableByOthers(dir, sharedGroupAccount)).toBe("0770");
     expect(writableByOthers(dir, privateGroupAccount)).toBeUndefined();
+  });
+
+  test("a group that is another user's primary group is shared, though no member is listed (verify pass 33, F8)", () => {
+    // Debian's nogroup (65534) lists no member, but is the primary group of nobody, sync and _apt
+    const others = getentAll("passwd").filter((user) => user[3] === "65534" && user[0] !== "nogroup");
+    expect(others.length).toBeGreaterThan(0);
+    const namedAsTheGroup: ServiceAccount = { name: "nogroup", uid: 65533, gid: 65534, group: "nogroup", groups: [65534] };
+    expect(writableByOthers(directory("group-nogroup", 0o770, 65534), namedAsTheGroup)).toBe("0770");
   });
 
   test("root's group is not others; everyone's write bit is, sticky only where that is enough (the folder's parent)", () => {

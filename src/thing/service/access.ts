@@ -12,7 +12,7 @@
  */
 import { lstatSync, readdirSync, realpathSync, statSync } from "node:fs";
 import { dirname, join, resolve } from "node:path";
-import { getent } from "../../shared/accounts.ts";
+import { getent, getentAll } from "../../shared/accounts.ts";
 import { ConfigError, FlashlexError } from "../../shared/errors.ts";
 import { userLabel } from "../../shared/passwd.ts";
 import { fileOnTheWay, pathExists, pathKind } from "../../shared/path-exists.ts";
@@ -73,15 +73,17 @@ export function writableByOthers(path: string, account: ServiceAccount, { sticky
 
 /**
  * True when `gid` is the account's user private group: its primary group, named as the account
- * (as Debian's adduser makes it), with no member listed but the account. Its primary group alone
- * was taken as its own: one shared with others (`users`, or a group other users are members of)
- * let each of them change what the service runs (verify pass 32).
+ * (as Debian's adduser makes it), with no member listed but the account and no other user's
+ * primary group. Its primary group alone was taken as its own: one shared with others (`users`,
+ * a group other users are members of, verify pass 32; or one that is another user's primary
+ * group, which no member list shows, verify pass 33) let each of them change what the service runs.
  */
 function isPrivateGroup(gid: number, account: ServiceAccount): boolean {
   if (gid !== account.gid) return false;
   const entry = getent("group", String(gid));
   if (entry?.[0] !== account.name) return false;
-  return (entry[3] ?? "").split(",").every((member) => member === "" || member === account.name);
+  if (!(entry[3] ?? "").split(",").every((member) => member === "" || member === account.name)) return false;
+  return getentAll("passwd").every((user) => user[0] === account.name || user[3] !== String(gid));
 }
 
 /** The first directory above `path` that `account` cannot search, or undefined when it reaches it. */
