@@ -89,7 +89,8 @@ export const EXIT_CODES_HELP = `Exit codes:
 export const HUB_EXIT_CODES_HELP = `Exit codes:
   0   ok
   64  usage: unknown command or flag, a flag value that is not valid, a flag that takes one
-      value given twice (only hub init's --name may repeat)
+      value given twice (only hub init's --name may repeat); hub backup: its directory exists,
+      lies in the home, is too long, or its parent is missing or not a directory
   65  bad input data: no such thing, a thing name already taken, hub send's message not JSON,
       too large or too deeply nested
   69  service unavailable: hub send found no hub serve running on this home (its hub.sock),
@@ -102,11 +103,12 @@ export const HUB_EXIT_CODES_HELP = `Exit codes:
   77  permission denied: the hub home is another user's (run the command as that user), or a
       file under a directory this user may not enter (never taken for a missing one); started
       by root, a home it must not act on (several users' paths, one others may write in, or
-      another user's when it may not change its user)
+      another user's when it may not change its user); hub backup: a parent directory every
+      user may write without the sticky bit
   78  configuration error: hub.yml, a missing hub.db or CA file (the message names the file and
       the key; restore hub.db from a backup), an address hub serve cannot listen on, or an
       environment variable the hub cannot read (FLASHLEX_LOG_LEVEL, FLASHLEX_CRL_VALIDITY_SECONDS)
-  130 interrupted (SIGINT), 143 stopped (SIGTERM), 129 hung up (SIGHUP): hub init and hub
-      export left nothing half-written; hub thing create, stopped while its zip waited for a
+  130 interrupted (SIGINT), 143 stopped (SIGTERM), 129 hung up (SIGHUP): hub init, hub
+      export and hub backup left nothing half-written; hub thing create, stopped while its zip waited for a
       pipe's reader, took the thing back; a zip cut short in a pipe is said, with its bytes
       (hub serve stops cleanly on SIGTERM, SIGINT or SIGHUP and exits 0)`;
