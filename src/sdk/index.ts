@@ -256,6 +256,16 @@ export class FlashlexSDK {
     return this.use((access) => access.retryOutbox(messageIds), { existingData: true });
   }
 
+  /**
+   * Like `flashlex outbox resend --since`: every message this thing sent at or after `since` goes
+   * again, under its message id (a FlashLex hub stores each id once, while it keeps the message),
+   * for a hub restored from a backup made before they came. Resolves to the ids, in `changed`.
+   */
+  resendOutbox(since: Date | number): Promise<OutboxChange> {
+    const sentSince = since instanceof Date ? since.getTime() : since;
+    return this.use((access) => access.resendOutbox(sentSince), { existingData: true });
+  }
+
   /** Like `flashlex outbox drop`: deletes messages from the outbox, whatever their state. */
   dropOutbox(messageIds: readonly string[]): Promise<OutboxChange> {
     return this.use((access) => access.dropOutbox(messageIds), { existingData: true });

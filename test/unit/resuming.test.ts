@@ -19,6 +19,7 @@ function serveThatGoes(name: string, fail: (call: string) => LostServeError | un
     ackMessages: (ids) => answer("ackMessages", [...ids]),
     deleteMessages: (ids) => answer("deleteMessages", [...ids]),
     retryOutbox: (ids) => answer("retryOutbox", { changed: [...ids], missing: [], sent: [] }),
+    resendOutbox: () => answer("resendOutbox", { changed: ["m"], missing: [], sent: [] }),
     dropOutbox: (ids) => answer("dropOutbox", { changed: [...ids], missing: [], sent: [] }),
     collect: () => answer("collect", { messageId: "m", outcome: "queued" as const }),
     close: () => void log.push(`${name}.close`),

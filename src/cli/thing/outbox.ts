@@ -1,35 +1,41 @@
 /**
- * `flashlex outbox list|retry|drop`: the egress outbox as the owner sees it. Works through the
+ * `flashlex outbox list|retry|resend|drop`: the egress outbox as the owner sees it. Works through the
  * running serve (its control socket) or on the database file, like `messages`. The states are
  * documented in src/thing/egress/outbox.ts.
  */
 import { InputError, UsageError } from "../../shared/errors.ts";
 import { quoteGiven } from "../../shared/log.ts";
 import { nearestSpelling } from "../../shared/spelling.ts";
-import { isoOrAsIs } from "../../shared/time.ts";
+import { isoOrAsIs, isoSeconds } from "../../shared/time.ts";
 import type { OutboxChange, OutboxEntry, OutboxPage, OutboxState, ThingAccess } from "../../thing/local/access.ts";
 import { type CommandSpec, choice } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
+import { parseTime } from "../input.ts";
 import { printLine } from "../output.ts";
 import { idList, refuseListFlags, resumingAccessFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 /** What `outbox` does, as its first word says. */
-const ACTIONS = ["list", "retry", "drop"];
+const ACTIONS = ["list", "retry", "resend", "drop"];
 
 export const outboxCommand: CommandSpec = thingCommand({
   name: "outbox",
   args: "<action> [...ids]",
-  description: "Egress messages, pending, sent or refused: `list` (--state, --json), `retry ID...` (rejected → pending, due now), `drop ID...`",
+  description:
+    "Egress messages, pending, sent or refused: `list` (--state, --json), `retry ID...` (rejected → pending, due now), " +
+    "`resend --since TIME` (sent → pending: for a hub restored from an older backup), `drop ID...`",
   options: [
     { flags: "--state <state>", description: "list: only pending, sent or rejected messages" },
     { flags: "--json", description: "list: one JSON object per line" },
+    { flags: "--since <time>", description: "resend: every message sent at or after this time (ISO date-time or Unix seconds) goes again" },
   ],
   run([action, ...ids], options) {
+    if (action !== "resend" && options.since !== undefined) throw new UsageError(`--since is an option of \`outbox resend\`, not of \`outbox ${action}\``);
     if (action === "list") {
       if (ids.length) throw new UsageError("outbox list takes no ids");
       return outboxList(options);
     }
-    if (action === "retry" || action === "drop") refuseListFlags("outbox", action, options, ["state", "json"]);
+    if (action === "retry" || action === "drop" || action === "resend") refuseListFlags("outbox", action, options, ["state", "json"]);
+    if (action === "resend") return outboxResend(options, ids);
     if (action === "retry") return outboxRetry(options, ids);
     if (action === "drop") return outboxDrop(options, ids);
     const meant = nearestSpelling(String(action), ACTIONS);
@@ -71,6 +77,32 @@ async function outboxList(flags: OutboxListFlags): Promise<number> {
 /** rejected (or pending) → pending, due now; exit 65 when an id is unknown or already sent. */
 function outboxRetry(flags: ThingFlags, ids: string[]): Promise<number> {
   return changeOutbox(flags, ids, "retried", (access, parsed) => access.retryOutbox(parsed));
+}
+
+/**
+ * sent → pending, due now, for every message this thing sent at or after `--since`: a hub restored
+ * from a backup made before they came has lost them, and the things still hold them for
+ * `expireSeconds` after they were made. Each goes under its message id, which a FlashLex hub
+ * stores once while it keeps the message. 0 also when none was found (said on stderr, with why).
+ */
+async function outboxResend(flags: ThingFlags & { since?: string }, ids: string[]): Promise<number> {
+  if (ids.length) throw new UsageError("outbox resend takes --since TIME, not message ids (retry takes ids)");
+  if (flags.since === undefined) throw new UsageError("outbox resend needs --since TIME: the messages sent at or after it go again");
+  const since = parseTime(String(flags.since), "--since")! * 1000;
+  const access = await resumingAccessFromFlags(flags);
+  try {
+    const { changed } = await access.resendOutbox(since);
+    if (changed.length) {
+      printLine(`resending ${changed.length} message${changed.length === 1 ? "" : "s"} sent since ${isoSeconds(since)}: ${changed.join(" ")}`);
+    } else {
+      console.error(
+        `outbox resend: no message sent since ${isoSeconds(since)} is kept (a sent message is kept for expireSeconds after it was made, see config.yml; outbox list --state sent shows what is)`,
+      );
+    }
+    return ExitCode.OK;
+  } finally {
+    access.close();
+  }
 }
 
 /** Deletes entries in any state; exit 65 when an id is unknown. */

@@ -41,6 +41,8 @@ export interface ThingAccess {
   listOutbox(state?: OutboxState, page?: OutboxPage): Promise<OutboxEntry[]>;
   /** rejected (or pending) entries become pending and due now */
   retryOutbox(ids: readonly string[]): Promise<OutboxChange>;
+  /** sent entries sent at or after `sentSince` (Unix ms) become pending and due now: the receiver lost them */
+  resendOutbox(sentSince: number): Promise<OutboxChange>;
   /** deletes entries in any state */
   dropOutbox(ids: readonly string[]): Promise<OutboxChange>;
   close(): void;

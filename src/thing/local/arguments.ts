@@ -128,6 +128,11 @@ export function checkOutboxIds(ids: unknown): string[] {
   return [...new Set(checked)];
 }
 
+/** A time for `resendOutbox`: whole Unix ms, 0 or later. Throws UsageError otherwise. */
+export function checkSentSince(sentSince: unknown): number {
+  return wholeNumber(sentSince, "the resend's sentSince (Unix ms)", 0);
+}
+
 /**
  * `access` with every call's arguments checked first (the functions above): a wrong one rejects
  * with UsageError and `access` is not called.
@@ -145,6 +150,7 @@ export function withCheckedArguments(access: ThingAccess): ThingAccess {
     },
     listOutbox: async (state, page) => access.listOutbox(checkOutboxState(state), checkOutboxPage(page)),
     retryOutbox: async (ids) => access.retryOutbox(checkOutboxIds(ids)),
+    resendOutbox: async (sentSince) => access.resendOutbox(checkSentSince(sentSince)),
     dropOutbox: async (ids) => access.dropOutbox(checkOutboxIds(ids)),
     close: () => access.close(),
   };

@@ -203,6 +203,7 @@ export function serveAccess(dataDir: string): ThingAccess {
     deleteMessages: async (ids) => (await inRequests(ids, (part) => call<number[]>(ROUTES.deleteMessages, { ids: part }))).flat(),
     collect: (body, via) => call(ROUTES.collect, { body, via }),
     listOutbox: async (state, page) => (await call<WireOutboxEntry[]>(ROUTES.listOutbox, { state, ...page })).map(fromWireOutbox),
+    resendOutbox: (sentSince) => call<OutboxChange>(ROUTES.resendOutbox, { sentSince }),
     retryOutbox: async (ids) => mergeChanges(await inRequests(ids, (part) => call<OutboxChange>(ROUTES.retryOutbox, { ids: part }))),
     dropOutbox: async (ids) => mergeChanges(await inRequests(ids, (part) => call<OutboxChange>(ROUTES.dropOutbox, { ids: part }))),
     close: () => {},

@@ -66,6 +66,11 @@ export function databaseAccess(
       if (change.changed.length) serveHooks?.onOutboxChanged();
       return change;
     },
+    resendOutbox: async (sentSince) => {
+      const change = store.resendOutbox(sentSince, Date.now(), config.yaml.thing.id);
+      if (change.changed.length) serveHooks?.onOutboxChanged();
+      return change;
+    },
     dropOutbox: async (ids) => store.dropOutbox(ids),
     close: () => store.close(),
   };

@@ -36,6 +36,7 @@ export const NO_DATABASE_YET: ThingAccess = {
   collect: () => Promise.reject(new Error("collect makes the database: it never asks for an existing one")),
   listOutbox: async () => [],
   retryOutbox: async (ids) => ({ changed: [], missing: [...ids], sent: [] }),
+  resendOutbox: async () => ({ changed: [], missing: [], sent: [] }),
   dropOutbox: async (ids) => ({ changed: [], missing: [...ids], sent: [] }),
   close: () => {},
 };

@@ -53,6 +53,7 @@ export function resumingAccess(first: ThingAccess, reopen: () => Promise<ThingAc
     ackMessages: (ids) => again((access) => access.ackMessages(ids), true),
     deleteMessages: (ids) => again((access) => access.deleteMessages(ids), true),
     retryOutbox: (ids) => again((access) => access.retryOutbox(ids), true),
+    resendOutbox: (sentSince) => again((access) => access.resendOutbox(sentSince), true),
     dropOutbox: (ids) => again((access) => access.dropOutbox(ids), true),
     collect: (body, via) => current.collect(body, via),
     close: () => current.close(),

@@ -5,6 +5,7 @@ import { InputError, UsageError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Logger } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
+import { isoOrAsIs } from "../../shared/time.ts";
 import { parseEgressDocument } from "../egress/document.ts";
 import type { IngressMessage, IngressQuery, OutboxEntry, OutboxPage, OutboxState, ThingAccess } from "./access.ts";
 import { checkIngressQuery, checkOutboxPage, checkOutboxState, checkVia, refuseUnknownFields, withCheckedArguments } from "./arguments.ts";
@@ -52,6 +53,13 @@ export async function listenControlSocket(dataDir: string, access: ThingAccess, 
     [ROUTES.retryOutbox]: async (body) => {
       const change = await checked.retryOutbox(fields(body, ["ids"], "the retry request").ids as string[]);
       if (change.changed.length) log.info("outbox.retried", { messageIds: change.changed.join(",") });
+      return change;
+    },
+    [ROUTES.resendOutbox]: async (body) => {
+      const { sentSince } = fields(body, ["sentSince"], "the resend request");
+      const change = await checked.resendOutbox(sentSince as number);
+      // a count, not the ids: a day of a chatty thing's egress is tens of thousands
+      if (change.changed.length) log.info("outbox.resent", { count: change.changed.length, sentSince: isoOrAsIs(sentSince) });
       return change;
     },
     [ROUTES.dropOutbox]: async (body) => {

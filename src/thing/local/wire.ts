@@ -27,6 +27,7 @@ export const ROUTES = {
   collect: "POST /v1/collect",
   listOutbox: "POST /v1/outbox/list",
   retryOutbox: "POST /v1/outbox/retry",
+  resendOutbox: "POST /v1/outbox/resend",
   dropOutbox: "POST /v1/outbox/drop",
 } as const;
 
