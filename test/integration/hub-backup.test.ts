@@ -148,6 +148,50 @@ describe("hub backup", () => {
     }
   }, 60_000);
 
+  test("SIGTERM while the database is held by another process (sqlite3, exclusive locking): 143 while it is still held, not once the 30 s wait is over; the lock let go within the wait, the backup is made (attack round 29, F6)", async () => {
+    const holdLock = (seconds: number) => {
+      const sqlite3 = Bun.spawn(["sqlite3", join(fixture.dir, "hub.db")], { stdin: "pipe", stdout: "ignore", stderr: "pipe" });
+      sqlite3.stdin.write("PRAGMA locking_mode=EXCLUSIVE; BEGIN EXCLUSIVE; UPDATE things SET name = name WHERE 0;\n");
+      sqlite3.stdin.flush();
+      let open = true;
+      const commit = () => {
+        if (open) sqlite3.stdin.write("COMMIT;\n"), sqlite3.stdin.end();
+        open = false;
+      };
+      const release = setTimeout(commit, seconds * 1000);
+      const letGo = async () => {
+        clearTimeout(release);
+        commit();
+        expect(await sqlite3.exited).toBe(0);
+      };
+      return { letGo, stillHeld: () => open };
+    };
+    const target = join(work, "backup-locked");
+    let lock = holdLock(20);
+    try {
+      await Bun.sleep(300); // sqlite3 has its lock
+      const backup = start(["hub", "backup", "--dir", fixture.dir, target]);
+      await Bun.sleep(1_000);
+      backup.proc.kill("SIGTERM");
+      await backup.proc.exited;
+      // heard while it waited, not once the lock was let go
+      expect(lock.stillHeld()).toBe(true);
+      expect(await backup.stop()).toBe(143);
+      expect(backup.output().trim()).toBe("flashlex: hub backup stopped by SIGTERM; the backup directory was not made");
+      expect(readdirSync(work).filter((name) => name.includes("backup-locked"))).toEqual([]);
+    } finally {
+      await lock.letGo();
+    }
+    lock = holdLock(2);
+    try {
+      const result = await run(["hub", "backup", "--dir", fixture.dir, target]);
+      expect(result.code, result.stderr).toBe(0);
+      expect(existsSync(join(target, "hub.db"))).toBe(true);
+    } finally {
+      await lock.letGo();
+    }
+  }, 60_000);
+
   test("a target that exists, lies inside the home, or has no parent directory: 64, one line naming it, nothing written", async () => {
     const existing = join(work, "taken-dir");
     mkdirSync(existing);

@@ -7,7 +7,21 @@
  * once complete, so the target either is a whole backup or is not there.
  */
 import { randomBytes } from "node:crypto";
-import { chmodSync, closeSync, constants, copyFileSync, lstatSync, mkdirSync, openSync, readdirSync, renameSync, rmSync, type Stats, statSync } from "node:fs";
+import {
+  chmodSync,
+  closeSync,
+  constants,
+  copyFileSync,
+  lstatSync,
+  mkdirSync,
+  openSync,
+  readdirSync,
+  renameSync,
+  rmSync,
+  type Stats,
+  statSync,
+  truncateSync,
+} from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { fsyncDirectory, fsyncFile } from "../../shared/durable-files.ts";
 import { FlashlexError, UsageError } from "../../shared/errors.ts";
@@ -36,6 +50,13 @@ const NOT_COPIED = new Set(["hub.db", "hub.db-wal", "hub.db-shm", "hub.db-journa
 
 /** How long the copy waits for a database another process holds in a way a reader must wait for (a WAL being recovered), ms. */
 const LOCK_WAIT_MS = 30_000;
+
+/**
+ * How long one try of the copy waits for the lock, ms: SQLite's wait blocks the thread, so the
+ * tries are short and a signal is heard between them (attack round 29, F6: SIGTERM was heard
+ * only when the 30 s were over).
+ */
+const LOCK_TRY_MS = 200;
 
 /**
  * Copies the hub home `home` into the new directory `target` (mode 0700; its parent must exist):
@@ -67,7 +88,7 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
     let database: HubBackup["database"];
     let thingIds: Set<string> | undefined;
     if (home.database.kind === "sqlite") {
-      const copied = snapshotDatabase(home.database.file, join(partial, "hub.db"));
+      const copied = await snapshotDatabase(home.database.file, join(partial, "hub.db"), signal);
       database = copied.summary;
       thingIds = copied.thingIds;
     } else {
@@ -141,14 +162,30 @@ function refuseTarget(home: HubHome, dir: string): void {
  * integrity checked, fsynced. Never migrates `file`: a backup taken before an upgrade keeps the
  * schema the running hub uses (as any SQLite connection, it may checkpoint into `file` a WAL a
  * stopped hub left, which changes its bytes, not its content). Gives the copy's schema version and counts, and the
- * ids of the things it holds.
+ * ids of the things it holds. Waits up to LOCK_WAIT_MS for a database another process holds, in
+ * tries of LOCK_TRY_MS with `signal` checked between them (it throws the signal's reason).
  */
-function snapshotDatabase(file: string, copy: string): { summary: NonNullable<HubBackup["database"]>; thingIds: Set<string> } {
+async function snapshotDatabase(
+  file: string,
+  copy: string,
+  signal: AbortSignal | undefined,
+): Promise<{ summary: NonNullable<HubBackup["database"]>; thingIds: Set<string> }> {
   closeSync(openSync(copy, "wx", 0o600));
   const source = openSqlDatabase(file, { create: false, damagedAdvice: HUB_DB_DAMAGED_ADVICE });
   try {
-    source.exec(`PRAGMA busy_timeout = ${LOCK_WAIT_MS}`);
-    source.run("VACUUM INTO ?", [copy]);
+    source.exec(`PRAGMA busy_timeout = ${LOCK_TRY_MS}`);
+    const deadline = Date.now() + LOCK_WAIT_MS;
+    for (;;) {
+      try {
+        source.run("VACUUM INTO ?", [copy]);
+        break;
+      } catch (err) {
+        if (!(err instanceof FlashlexError) || err.kind !== "try-later" || Date.now() >= deadline) throw err;
+        // refused at its read lock, before it wrote; emptied anyway, as VACUUM INTO wants its file
+        truncateSync(copy, 0);
+        await checkpoint(signal);
+      }
+    }
   } catch (err) {
     // VACUUM INTO reads hub.db and writes the copy: a full or read-only disk is the copy's, not the live hub's
     if (err instanceof FlashlexError && (err.kind === "full" || err.kind === "read-only")) {
