@@ -5,7 +5,7 @@
  */
 import { FlashlexError } from "../shared/errors.ts";
 import { isOpenAs, writeAll } from "../shared/files.ts";
-import { escapeUnsafe } from "../shared/log.ts";
+import { cutGiven, escapeUnsafe } from "../shared/log.ts";
 
 /** Set once stdout's reader went away (EPIPE): what is left to print is dropped. */
 let readerGone = false;
@@ -66,4 +66,16 @@ export function writeSecretToStdout(text: string, what: string, outcome: string)
     const code = (err as NodeJS.ErrnoException).code ?? (err as Error).message;
     throw new FlashlexError(`could not write ${what} to stdout (${code}): ${outcome}`, "io", { cause: err });
   }
+}
+
+/**
+ * Ids for a one-line message: all of them up to `max`, else the first `max` and how many more
+ * (a `messages ack` of 100,000 missing ids printed them all on one line).
+ */
+export function idList(ids: readonly (string | number)[], max = 20): string {
+  const shown = ids
+    .slice(0, max)
+    .map((id) => cutGiven(String(id)))
+    .join(", ");
+  return ids.length > max ? `${shown} and ${ids.length - max} more` : shown;
 }

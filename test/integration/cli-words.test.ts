@@ -88,7 +88,7 @@ test("collect --via mqtt run several at once with serve stopped take turns on th
 test("a word past what a command takes, or one missing, names the command and what it takes (cac said only 'Unused args' or its usage line)", async () => {
   const cases = [
     { args: ["hub", "update", "--to", "2.0.0", "pump-1"], says: 'hub update takes no arguments: a value goes after its flag, so "pump-1" is one too many' },
-    { args: ["hub", "thing", "rotate", "pump-1", "pump-2"], says: 'hub thing rotate takes <thing>, one per run, so "pump-2" is one too many' },
+    { args: ["hub", "thing", "revoke", "pump-1", "pump-2"], says: 'hub thing revoke takes <thing>, one per run, so "pump-2" is one too many' },
     { args: ["bootstrap", "now", "please"], says: 'bootstrap takes no arguments: a value goes after its flag, so "now" is one too many (of 2)' },
   ];
   for (const c of cases) {
@@ -347,7 +347,7 @@ test("a command, group word, action or flag two letters off (or in capitals) is 
       'hub update takes no arguments: a value goes after its flag, so "Status" is one too many; did you mean flashlex hub update status?; see flashlex hub update --help',
     ],
     [["messages", "lst"], 'messages: unknown action "lst" (list, ack, delete); did you mean flashlex messages list?'],
-    [["outbox", "dorp", "x"], 'outbox: unknown action "dorp" (list, retry, drop); did you mean flashlex outbox drop?'],
+    [["outbox", "dorp", "x"], 'outbox: unknown action "dorp" (list, retry, resend, drop); did you mean flashlex outbox drop?'],
     [["hub", "thing", "list", "--Dir", work], "Unknown option `--Dir`; did you mean --dir?"],
     [["hub", "thing", "list", "--DIR", work], "Unknown option `--DIR`; did you mean --dir?"],
     // a flag with its value between a command's words: said so, not "did you mean" the same words (verify pass 25, F1)

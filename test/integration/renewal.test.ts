@@ -416,4 +416,40 @@ describe("renewal", () => {
       expect(await agent.stop()).toBe(0);
     }
   }, 60_000);
+
+  test("`hub thing rotate` of several things, or --all: a revoked one named refuses them all (65, nothing asked); --all asks every thing not revoked; both or neither is 64", async () => {
+    for (const spare of ["spare-1", "spare-2", "spare-3"]) await hub.createThing(spare);
+    await hub.flashlex(["hub", "thing", "revoke", "spare-3", "--dir", hub.dir]);
+    const requested = async () =>
+      (await hub.things())
+        .filter((t: any) => t.renewalRequested)
+        .map((t: any) => t.name)
+        .sort();
+    const before = await requested();
+    const full = async (short: string) => (await hub.things()).find((t: any) => t.shortName === short).name as string;
+    const [spare1, spare2, spare3] = [await full("spare-1"), await full("spare-2"), await full("spare-3")];
+
+    const refused = await run(["hub", "thing", "rotate", "spare-1", "spare-3", "--dir", hub.dir]);
+    expect(refused.code, refused.stderr).toBe(65);
+    expect(refused.stderr.trim()).toBe(`flashlex: ${spare3} is revoked and cannot renew; nothing was asked`);
+    expect(await requested()).toEqual(before);
+    for (const [args, said] of [
+      [["spare-1", "--all"], "give the things to rotate or --all, not both"],
+      [[], "missing the thing (name one or more, or --all for every thing not revoked)"],
+    ] as const) {
+      const wrong = await run(["hub", "thing", "rotate", ...args, "--dir", hub.dir]);
+      expect(wrong.code, wrong.stderr).toBe(64);
+      expect(wrong.stderr).toContain(said);
+    }
+
+    const named = await hub.flashlex(["hub", "thing", "rotate", "spare-1", "spare-2", "--dir", hub.dir]);
+    expect(named.stdout).toContain(`asked 2 things to renew their certificates (${spare1}, ${spare2}): a running agent does so at its next check`);
+    expect(await requested()).toEqual([...new Set([...before, spare1, spare2])].sort());
+
+    const notRevoked = (await hub.things()).filter((t: any) => t.revokedAt === null).map((t: any) => t.name);
+    const all = await hub.flashlex(["hub", "thing", "rotate", "--all", "--dir", hub.dir]);
+    expect(all.stdout).toContain(`asked ${notRevoked.length} things to renew their certificates (${notRevoked.join(", ")})`);
+    expect(await requested()).toEqual([...notRevoked].sort());
+    expect(await requested()).not.toContain(spare3);
+  }, 60_000);
 });

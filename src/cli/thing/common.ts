@@ -3,7 +3,7 @@ import { dirname, join, resolve } from "node:path";
 import { actAsOwnerOf } from "../../shared/act-as-owner.ts";
 import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { toFlashlexError } from "../../shared/foreign-errors.ts";
-import { createLogger, cutGiven, type Logger } from "../../shared/log.ts";
+import { createLogger, type Logger } from "../../shared/log.ts";
 import { type ConfigChoice, checkDataDirectory, dataDirFor, locateConfig } from "../../thing/config-location.ts";
 import type { ThingAccess } from "../../thing/local/access.ts";
 import type { ThingConfig } from "../../thing/settings.ts";
@@ -184,16 +184,4 @@ export function thingCommand(spec: CommandSpec, { keepRoot = false } = {}): Comm
 export function refuseListFlags(command: string, action: string, flags: Record<string, unknown>, names: readonly string[]): void {
   const given = names.find((name) => flags[name] !== undefined && flags[name] !== false);
   if (given !== undefined) throw new UsageError(`--${given} is an option of \`${command} list\`; \`${command} ${action}\` takes message ids only`);
-}
-
-/**
- * Ids for a one-line message: all of them up to `max`, else the first `max` and how many more
- * (a `messages ack` of 100,000 missing ids printed them all on one line).
- */
-export function idList(ids: readonly (string | number)[], max = 20): string {
-  const shown = ids
-    .slice(0, max)
-    .map((id) => cutGiven(String(id)))
-    .join(", ");
-  return ids.length > max ? `${shown} and ${ids.length - max} more` : shown;
 }

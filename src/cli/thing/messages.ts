@@ -6,8 +6,8 @@ import type { IngressMessage, IngressQuery, ThingAccess } from "../../thing/loca
 import { type CommandSpec, untilSignal } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { countFlag, parseTime } from "../input.ts";
-import { printLine } from "../output.ts";
-import { idList, refuseListFlags, resumingAccessFromFlags, runningServeFromFlags, type ThingFlags, thingCommand } from "./common.ts";
+import { idList, printLine } from "../output.ts";
+import { refuseListFlags, resumingAccessFromFlags, runningServeFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 /** The flags only `list` takes, as cac keys them. */
 const LIST_FLAGS = ["json", "follow", "all", "acked", "topic", "since", "limit"] as const;

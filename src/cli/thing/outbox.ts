@@ -11,8 +11,8 @@ import type { OutboxChange, OutboxEntry, OutboxPage, OutboxState, ThingAccess } 
 import { type CommandSpec, choice } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { parseTime } from "../input.ts";
-import { printLine } from "../output.ts";
-import { idList, refuseListFlags, resumingAccessFromFlags, type ThingFlags, thingCommand } from "./common.ts";
+import { idList, printLine } from "../output.ts";
+import { refuseListFlags, resumingAccessFromFlags, type ThingFlags, thingCommand } from "./common.ts";
 
 /** What `outbox` does, as its first word says. */
 const ACTIONS = ["list", "retry", "resend", "drop"];

@@ -182,7 +182,6 @@ export class Things {
     return this.expiries.get(thing.certSerial)!;
   }
 
-  /** Every thing, oldest first. */
   /** Every thing, or those that pass `filter` (parseThingFilter), in the store's order. */
   async list(filter: ThingFilter = {}): Promise<ThingRecord[]> {
     const all = await this.deps.store.listThings();
