@@ -42,7 +42,7 @@ import { crlValiditySeconds, renewalIntervalMs, startCrlRenewal } from "./things
 import { removeOrphanDistributions } from "./things/provision.ts";
 import { createCrlWriter, writeRevocationLists } from "./things/revocation.ts";
 import { updateKey } from "./updates/update-key.ts";
-import type { Updates } from "./updates/updates.ts";
+import type { RolloutSummary, Updates } from "./updates/updates.ts";
 
 /**
  * `hub serve`: one process with the broker, the API and the database. This module starts and
@@ -481,10 +481,12 @@ export async function serveHub(opts: ServeHubOptions): Promise<HubHandle> {
 async function loadHubMetrics(feed: MessageFeed, store: HubStore, updates: () => Updates | undefined, paths: HubPaths, log: Logger): Promise<HubMetrics> {
   const { createHubMetrics } = await import("./metrics/prometheus.ts");
   const noReports = { reporting: 0, depthSum: 0, depthMax: 0, oldestAgeSeconds: 0 };
+  const noRollouts = { running: false, states: {} as RolloutSummary["states"], versions: {} };
   return createHubMetrics({
     feed,
     fleet: () => store.fleetCounts(),
     outboxes: async () => (await updates()?.outboxSummary()) ?? noReports,
+    rollouts: async () => (await updates()?.rolloutSummary()) ?? noRollouts,
     version: VERSION,
     certificates: () => ({
       ca: describeCertificate(readCaCertificate(paths)).notAfter.getTime(),

@@ -87,7 +87,9 @@ describe("metrics", () => {
       async () => {
         const now = await scrape(hubMetrics);
         const delivered = now.value("flashlex_hub_messages_total", { type: "ingress", direction: "out" }) === 1;
-        return delivered && now.value("flashlex_hub_thing_outbox_reporting") === 1 && now;
+        const polled =
+          now.value("flashlex_hub_thing_outbox_reporting") === 1 && now.value("flashlex_hub_things_by_version", { version: "unknown" }) === undefined;
+        return delivered && polled && now;
       },
       20_000,
       () => hubProcess.output() + agent.output(),
@@ -99,6 +101,13 @@ describe("metrics", () => {
     expect(hubAfter.value("flashlex_hub_things", { status: "created" })).toBe(0);
     expect(hubAfter.value("flashlex_hub_thing_outbox_messages")).toBe(0);
     expect(hubAfter.sum("flashlex_hub_errors_total")).toBe(0);
+    // the version the thing runs, from its update check; no rollout yet (every state 0)
+    const [running] = hubAfter.samples.filter((s) => s.name === "flashlex_hub_things_by_version");
+    expect(running?.value).toBe(1);
+    expect(running?.labels.version).toMatch(/^\d+\.\d+\.\d+/);
+    expect(hubAfter.value("flashlex_hub_update_rollout_running")).toBe(0);
+    expect(hubAfter.value("flashlex_hub_update_things", { state: "healthy" })).toBe(0);
+    expect(hubAfter.sum("flashlex_hub_update_things")).toBe(0);
     const requests = (route: string, method: string) => hubAfter.sum("flashlex_hub_http_request_duration_seconds_count", { route, method, status: "2xx" });
     expect(requests("things/:id/publish", "POST")).toBe(1);
     expect(requests("things/:id/update", "GET")).toBeGreaterThanOrEqual(1);

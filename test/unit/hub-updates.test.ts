@@ -360,6 +360,9 @@ describe("releases", () => {
     const [a, b] = (await store.listThings()).filter((t) => t.revokedAt === null);
     await updates.startRollout({ version: "2.6.0", things: [a!, b!], batch: "2" });
     for (const thing of [a!, b!]) expect(await updates.report(thing, { state: "downloading", version: "2.6.0", running: "1.0.0" })).toBe(true);
+    // the gauges' summary (docs/metrics.md), counted in the database
+    const during = await updates.rolloutSummary();
+    expect(during).toMatchObject({ running: true, states: { downloading: 2, healthy: 0, cancelled: 0, queued: 0 } });
     await updates.stopRunningRollout("stopped by the operator");
     // a's download was cut off (serve restarted): it polls on the old version; b installed, its report lost
     expect(await updates.poll(a!, { version: "1.0.0", target: "linux-x64" })).toBeUndefined();
@@ -367,6 +370,11 @@ describe("releases", () => {
     const rows = new Map((await updates.status()).things.map((t) => [t.thing_id, t]));
     expect(rows.get(a!.id)).toMatchObject({ state: "cancelled", detail: "the rollout stopped before it installed 2.6.0" });
     expect(rows.get(b!.id)).toMatchObject({ state: "healthy", detail: "runs 2.6.0" });
+    const after = await updates.rolloutSummary();
+    expect(after).toMatchObject({ running: false, states: { downloading: 0, healthy: 1, cancelled: 1 } });
+    expect(after.versions["2.6.0"]).toBe(1);
+    const notRevoked = (await store.listThings()).filter((t) => t.revokedAt === null).length;
+    expect(Object.values(after.versions).reduce((sum, n) => sum + n, 0)).toBe(notRevoked);
     // nothing is on its way to 2.6.0 now: before, a stayed `downloading` and held the release for ever
     expect(await updates.removeRelease("2.6.0")).toMatchObject({ bytes: expect.any(Number) });
   });

@@ -56,12 +56,15 @@ describe("listen addresses", () => {
 describe("the hub's registry", () => {
   const fleet = { things: 5, revoked: 1, verified: 3, pendingIngress: 7, earliestCertificateEnd: 1_900_000_000_000, databaseBytes: 4096 };
   const outboxes = { reporting: 2, depthSum: 12, depthMax: 10, oldestAgeSeconds: 30 };
+  const states = { queued: 1, pending: 0, downloading: 2, installed: 0, healthy: 5, "rolled-back": 0, failed: 1, cancelled: 0 };
+  const rollouts = { running: true, states, versions: { "1.2.3": 6, "1.3.0": 3, unknown: 1 } };
   const make = (connected: number | null = 4) => {
     const feed = new MessageFeed();
     const metrics = createHubMetrics({
       feed,
       fleet: async () => fleet,
       outboxes: async () => outboxes,
+      rollouts: async () => rollouts,
       version: "1.2.3",
       certificates: () => ({ ca: 2_000_000_000_000, broker: 1_800_000_000_000 }),
     });
@@ -107,6 +110,11 @@ describe("the hub's registry", () => {
     expect(text.value("flashlex_hub_database_size_bytes")).toBe(4096);
     expect(text.value("flashlex_hub_certificate_expiry_timestamp_seconds", { certificate: "ca" })).toBe(2_000_000_000);
     expect(text.value("flashlex_hub_certificate_expiry_timestamp_seconds", { certificate: "broker" })).toBe(1_800_000_000);
+    // rollouts and versions (no metric told how a rollout went, or which version the fleet runs)
+    expect(text.value("flashlex_hub_update_rollout_running")).toBe(1);
+    for (const [state, n] of Object.entries(states)) expect(text.value("flashlex_hub_update_things", { state })).toBe(n);
+    expect(text.value("flashlex_hub_things_by_version", { version: "1.3.0" })).toBe(3);
+    expect(text.value("flashlex_hub_things_by_version", { version: "unknown" })).toBe(1);
   });
 
   // Every render runs prom-client's default collectors, and Bun's v8.getHeapSpaceStatistics walks
@@ -127,6 +135,7 @@ describe("the hub's registry", () => {
         return fleet;
       },
       outboxes: async () => outboxes,
+      rollouts: async () => rollouts,
       version: "1.2.3",
       onFleetReadFailed: (err) => failures.push(err),
       fleetTtlMs: 60_000,
@@ -138,7 +147,7 @@ describe("the hub's registry", () => {
     expect(reads).toBe(1);
 
     const failing = createHubMetrics({
-      ...{ feed, outboxes: async () => outboxes, version: "1" },
+      ...{ feed, outboxes: async () => outboxes, rollouts: async () => rollouts, version: "1" },
       fleet: async () => {
         down = true;
         reads++;

@@ -17,7 +17,7 @@ import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import type { Exposition } from "../../shared/metrics-http.ts";
 import type { MessageFeed } from "../messages/feed.ts";
 import type { FleetCounts } from "../store/hub-store.ts";
-import type { OutboxSummary } from "../updates/updates.ts";
+import type { OutboxSummary, RolloutSummary } from "../updates/updates.ts";
 import { cachedRead } from "./cached-read.ts";
 import type { HubObserver } from "./observer.ts";
 
@@ -27,6 +27,8 @@ export interface HubMetricsDeps {
   /** the fleet-wide counts, read at scrape time */
   fleet: () => Promise<FleetCounts>;
   outboxes: () => Promise<OutboxSummary>;
+  /** where the fleet stands on updates (rollout, versions), read at scrape time */
+  rollouts: () => Promise<RolloutSummary>;
   /** a version label for `flashlex_hub_info` */
   version: string;
   /** the notAfter (Unix ms) of the hub's own certificates, by name (ca, broker), read at scrape time */
@@ -112,17 +114,24 @@ export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
     errors.inc({ kind: toFlashlexError(err).kind, via: "metrics" });
     deps.onFleetReadFailed?.(err);
   };
-  const fleetShared = cachedRead(deps.fleet, { ttlMs, deadlineMs: FLEET_DEADLINE_MS, what: "the fleet counts" });
-  const outboxShared = cachedRead(deps.outboxes, { ttlMs, deadlineMs: FLEET_DEADLINE_MS, what: "the outbox summary" });
-  // Both gauges of one scrape await the same attempt, so a failure is counted once per scrape.
-  let fleetAttempt: Promise<FleetCounts | undefined> | undefined;
-  const fleet = () =>
-    (fleetAttempt ??= fleetShared()
-      .catch((err) => {
-        failed(err);
-        return undefined;
-      })
-      .finally(() => queueMicrotask(() => (fleetAttempt = undefined))));
+  /**
+   * `read` reused for ttlMs, and, within one scrape, one attempt that every gauge reading it
+   * awaits: a failure is counted once per scrape, and its gauges are NaN or absent (undefined).
+   */
+  const scraped = <T>(read: () => Promise<T>, what: string) => {
+    const shared = cachedRead(read, { ttlMs, deadlineMs: FLEET_DEADLINE_MS, what });
+    let attempt: Promise<T | undefined> | undefined;
+    return () =>
+      (attempt ??= shared()
+        .catch((err) => {
+          failed(err);
+          return undefined;
+        })
+        .finally(() => queueMicrotask(() => (attempt = undefined))));
+  };
+  const fleet = scraped(deps.fleet, "the fleet counts");
+  const outboxes = scraped(deps.outboxes, "the outbox summary");
+  const rollouts = scraped(deps.rollouts, "the rollout summary");
   new Gauge({
     name: "flashlex_hub_things",
     help: "Things known to the hub database, by status (created, verified, revoked); the same on every hub of one database",
@@ -183,15 +192,6 @@ export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
     });
   }
 
-  // The same for the four outbox gauges.
-  let outboxAttempt: Promise<OutboxSummary | undefined> | undefined;
-  const outboxes = () =>
-    (outboxAttempt ??= outboxShared()
-      .catch((err) => {
-        failed(err);
-        return undefined;
-      })
-      .finally(() => queueMicrotask(() => (outboxAttempt = undefined))));
   const outboxGauge = (name: string, help: string, pick: (s: OutboxSummary) => number) =>
     new Gauge({
       name,
@@ -214,6 +214,38 @@ export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
     (s) => s.oldestAgeSeconds,
   );
   outboxGauge("flashlex_hub_thing_outbox_reporting", "Things (not revoked) that reported their outbox at least once", (s) => s.reporting);
+
+  new Gauge({
+    name: "flashlex_hub_update_rollout_running",
+    help: "1 while a rollout runs (hub update), else 0; the same on every hub of one database",
+    registers,
+    async collect() {
+      const summary = await rollouts();
+      this.set(summary ? Number(summary.running) : Number.NaN);
+    },
+  });
+  new Gauge({
+    name: "flashlex_hub_update_things",
+    help: "The latest rollout's things (not revoked) by update state: queued, pending, downloading, installed, healthy, rolled-back, failed, cancelled",
+    labelNames: ["state"],
+    registers,
+    async collect() {
+      const summary = await rollouts();
+      this.reset();
+      for (const [state, n] of Object.entries(summary?.states ?? {})) this.set({ state }, n);
+    },
+  });
+  new Gauge({
+    name: "flashlex_hub_things_by_version",
+    help: "Things (not revoked) by the FlashLex version they last reported with an update check; unknown: never reported",
+    labelNames: ["version"],
+    registers,
+    async collect() {
+      const summary = await rollouts();
+      this.reset();
+      for (const [version, n] of Object.entries(summary?.versions ?? {})) this.set({ version }, n);
+    },
+  });
 
   const stopWatching = deps.feed.watch((event) => {
     if (event.type === "collected") messages.inc({ type: "egress", direction: "in", path: event.via ?? "http" });

@@ -1,5 +1,5 @@
 import type { HubSql } from "./sql.ts";
-import type { ReleaseRow, RolloutRow, ThingUpdateRow, UpdateTables } from "./update-tables.ts";
+import type { ReleaseRow, RolloutRow, ThingUpdateRow, UpdateState, UpdateTables } from "./update-tables.ts";
 
 /** The advisory lock key of rollout changes ("flroll" in ASCII, under 2^53): hub processes take it in turn (PostgreSQL). */
 const ROLLOUT_LOCK = 0x666c726f6c6c;
@@ -96,6 +96,22 @@ export function sqlUpdateTables(sql: HubSql): UpdateTables {
          FROM thing_updates u JOIN things t ON t.id = u.thing_id WHERE t.revoked_at IS NULL`,
       ))!;
       return { reporting: row.reporting, depthSum: row.depth_sum ?? 0, depthMax: row.depth_max ?? 0, oldestAt: row.oldest_at };
+    },
+    async rolloutAggregate() {
+      const notRevoked = "JOIN things t ON t.id = u.thing_id WHERE t.revoked_at IS NULL";
+      const running = await sql.get<{ n: number | bigint }>("SELECT COUNT(*) AS n FROM rollouts WHERE state = 'running'");
+      const states = await sql.all<{ state: UpdateState; n: number | bigint }>(
+        `SELECT u.state AS state, COUNT(*) AS n FROM thing_updates u ${notRevoked}
+         AND u.state IS NOT NULL AND u.rollout_id = (SELECT MAX(id) FROM rollouts) GROUP BY u.state`,
+      );
+      const versions = await sql.all<{ version: string | null; n: number | bigint }>(
+        "SELECT u.version AS version, COUNT(*) AS n FROM things t LEFT JOIN thing_updates u ON u.thing_id = t.id WHERE t.revoked_at IS NULL GROUP BY u.version",
+      );
+      return {
+        running: Number(running?.n ?? 0),
+        states: states.map((r) => ({ state: r.state, n: Number(r.n) })),
+        versions: versions.map((r) => ({ version: r.version, n: Number(r.n) })),
+      };
     },
     async setState(thingId, state, detail, at) {
       await sql.run("UPDATE thing_updates SET state = ?, detail = ?, updated_at = ? WHERE thing_id = ?", [state, detail, at, thingId]);

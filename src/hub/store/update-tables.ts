@@ -17,6 +17,8 @@
  * - `cancelled`: the rollout stopped (too many failures, or another rollout replaced it) first.
  */
 export type UpdateState = "queued" | "pending" | "downloading" | "installed" | "healthy" | "rolled-back" | "failed" | "cancelled";
+/** Every update state, in the order a thing goes through them. */
+export const UPDATE_STATES: readonly UpdateState[] = ["queued", "pending", "downloading", "installed", "healthy", "rolled-back", "failed", "cancelled"];
 export const TERMINAL_STATES: readonly UpdateState[] = ["healthy", "rolled-back", "failed", "cancelled"];
 export const FAILURE_STATES: readonly UpdateState[] = ["rolled-back", "failed"];
 
@@ -64,6 +66,16 @@ export interface OutboxAggregate {
   depthMax: number;
   /** the earliest outbox_oldest_at, or null */
   oldestAt: number | null;
+}
+
+/** Where the fleet's things (not revoked) stand on updates, counted in the database (Updates.rolloutSummary). */
+export interface RolloutAggregate {
+  /** rollouts running (0 or 1) */
+  running: number;
+  /** the things of the latest rollout, by their update state */
+  states: { state: UpdateState; n: number }[];
+  /** things by the version they last reported; null: never polled */
+  versions: { version: string | null; n: number }[];
 }
 
 /** A thing's place in a rollout, as `assign` writes it. */
@@ -114,6 +126,8 @@ export interface UpdateTables {
   recordRunning(thingId: string, running: { version: string; target?: string; outbox?: { depth: number; oldestAt: number | null } }, at: number): Promise<void>;
   /** the outboxes of the things not revoked, summed and maxed (docs/metrics.md) */
   outboxAggregate(): Promise<OutboxAggregate>;
+  /** the running rollout, the latest one's things by state, and the things by version (docs/metrics.md) */
+  rolloutAggregate(): Promise<RolloutAggregate>;
   setState(thingId: string, state: UpdateState, detail: string | null, at: number): Promise<void>;
 
   /** runs `fn` in one transaction over these tables (rolled back if it throws) */

@@ -19,7 +19,15 @@ import { cutGiven, quoteGiven } from "../../shared/log.ts";
 import { pathExists } from "../../shared/path-exists.ts";
 import type { HubHome } from "../home/home.ts";
 import type { HubStore, ThingRecord, UpdateTables } from "../store/hub-store.ts";
-import { FAILURE_STATES, type ReleaseRow, type RolloutRow, TERMINAL_STATES, type ThingUpdateRow, type UpdateState } from "../store/update-tables.ts";
+import {
+  FAILURE_STATES,
+  type ReleaseRow,
+  type RolloutRow,
+  TERMINAL_STATES,
+  type ThingUpdateRow,
+  UPDATE_STATES,
+  type UpdateState,
+} from "../store/update-tables.ts";
 import { readSignedRelease, releaseFilePath, releasesDir, removeSetAside, type StoredRelease, setReleaseFilesAside, storeReleaseFiles } from "./releases.ts";
 import { updateKey } from "./update-key.ts";
 
@@ -68,6 +76,16 @@ export interface RolloutRequest {
 export interface RolloutStatus {
   rollout: RolloutRow | undefined;
   things: (ThingUpdateRow & { name: string })[];
+}
+
+/** Where the fleet stands on updates, for the gauges (docs/metrics.md); things revoked are left out. */
+export interface RolloutSummary {
+  /** a rollout is running */
+  running: boolean;
+  /** the latest rollout's things by update state, every state present (0 when none) */
+  states: Record<UpdateState, number>;
+  /** things by the version they last reported; `unknown`: never polled (no update section, or not yet) */
+  versions: Record<string, number>;
 }
 
 /** The most failures a rollout may be told to let pass. */
@@ -313,6 +331,16 @@ export class Updates {
       depthMax: a.depthMax,
       oldestAgeSeconds: a.oldestAt === null ? 0 : Math.max(0, (this.now() - a.oldestAt) / 1000),
     };
+  }
+
+  /** Where the fleet stands on updates: three aggregate queries, whatever the fleet's size. */
+  async rolloutSummary(): Promise<RolloutSummary> {
+    const a = await this.tables.rolloutAggregate();
+    const states = Object.fromEntries(UPDATE_STATES.map((state) => [state, 0])) as Record<UpdateState, number>;
+    for (const { state, n } of a.states) states[state] = n;
+    const versions: Record<string, number> = {};
+    for (const { version, n } of a.versions) versions[version ?? "unknown"] = (versions[version ?? "unknown"] ?? 0) + n;
+    return { running: a.running > 0, states, versions };
   }
 
   /** Every thing's row (what it runs, its update state), by thing id: for lists of things. */
