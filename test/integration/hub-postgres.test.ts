@@ -92,7 +92,7 @@ describe("hub on PostgreSQL (compiled binary)", () => {
   test("hub backup: the home's files are copied, and a note says the PostgreSQL database is not in it (pg_dump), without the password", async () => {
     const target = join(work, "backup");
     const result = await flashlex(["hub", "backup", "--dir", hubDir, target]);
-    expect(result.stdout).toContain(`backed up ${hubDir} to ${target}: `);
+    expect(result.stdout).toMatch(new RegExp(`backed up ${hubDir} as of \\d{4}-\\d\\d-\\d\\dT\\d\\d:\\d\\d:\\d\\dZ to ${target}: `));
     expect(result.stdout).toContain("note: the database is PostgreSQL (postgres://");
     expect(result.stdout).toContain("back it up with pg_dump");
     expect(result.stdout).not.toContain(pg.password);

@@ -620,7 +620,10 @@ describe("a hub restored from an older backup: outbox resend (new-user pass 27, 
       return JSON.parse(result.stdout).messageId as string;
     };
     const before = await collectOne("before the backup");
-    await hub.flashlex(["hub", "backup", "--dir", hub.dir, join(dir, "backup")]);
+    const backedUp = JSON.parse((await hub.flashlex(["hub", "backup", "--json", "--dir", hub.dir, join(dir, "backup")])).stdout);
+    // the time to resend from, which the backup says (new-user pass 29, F1)
+    expect(Date.parse(backedUp.takenAt)).toBeLessThanOrEqual(Date.now());
+    expect(Date.parse(backedUp.takenAt)).toBeGreaterThan(Date.now() - 60_000);
     const after = [await collectOne("after the backup 1"), await collectOne("after the backup 2")];
     const backupTime = Math.floor(Date.now() / 1000) - 60; // a minute earlier: `before` goes again too, and is stored once
 
@@ -635,6 +638,7 @@ describe("a hub restored from an older backup: outbox resend (new-user pass 27, 
     // serve stopped: on the database, delivered by the next serve
     const resent = await run(["outbox", "resend", "--since", String(backupTime), ...thing.flags]);
     expect(resent.code, explain(resent)).toBe(0);
+    expect(resent.stderr).toContain("serve is not running here: they go once `flashlex serve` runs on this data directory");
     expect(resent.stdout).toContain(`resending 3 messages sent since ${new Date(backupTime * 1000).toISOString().replace(".000Z", "Z")}: `);
     expect((await outboxList(thing.flags, "pending")).map((r) => r.messageId).sort()).toEqual([before, ...after].sort());
     const serve = launch(["serve", ...thing.flags]);
@@ -654,17 +658,23 @@ describe("a hub restored from an older backup: outbox resend (new-user pass 27, 
     await storedOnce();
 
     // nothing sent since then: 0, and why on stderr
-    const none = await run(["outbox", "resend", "--since", String(Math.floor(Date.now() / 1000) + 3600), ...thing.flags]);
+    expect(await serve.stop()).toBe(0);
+    await Bun.sleep(1_100); // the last send is in an earlier second than the one asked about
+    const none = await run(["outbox", "resend", "--since", String(Math.floor(Date.now() / 1000)), ...thing.flags]);
     expect(none.code, explain(none)).toBe(0);
     expect(none.stderr).toContain("outbox resend: no message sent since");
-    expect(await serve.stop()).toBe(0);
+    const ahead = await run(["outbox", "resend", "--since", String(Math.floor(Date.now() / 1000) + 3600), ...thing.flags]);
+    expect(ahead.code, explain(ahead)).toBe(0);
+    expect(ahead.stderr).toContain("is in the future (times without a zone are UTC)");
 
     for (const [args, said] of [
       [["outbox", "resend"], "outbox resend needs --since TIME"],
-      [["outbox", "resend", before, "--since", "0"], "outbox resend takes --since TIME, not message ids"],
+      [["outbox", "resend", before, "--since", "0"], "outbox resend takes --since TIME only, not message ids"],
+      [["outbox", "resend", "--since", "1969-12-31"], "is before 1970"],
+      [["outbox", "resnd", "--since", "0"], "did you mean flashlex outbox resend?"],
       [["outbox", "resend", "--since", "yesterday"], "--since must be Unix seconds or an ISO date"],
       [["outbox", "list", "--since", "0"], "--since is an option of `outbox resend`, not of `outbox list`"],
-      [["outbox", "resend", "--since", "0", "--state", "sent"], "--state is an option of `outbox list`"],
+      [["outbox", "resend", "--since", "0", "--state", "sent"], "--state is an option of `outbox list`; `outbox resend` takes --since TIME only"],
     ] as const) {
       const refused = await run([...args, ...thing.flags]);
       expect(refused.code, explain(refused)).toBe(64);

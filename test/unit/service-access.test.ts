@@ -8,7 +8,7 @@ import { chmodSync, chownSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { getentAll } from "../../src/shared/accounts.ts";
-import { type ServiceAccount, writableByOthers } from "../../src/thing/service/access.ts";
+import { groupIsPrivate, type ServiceAccount, writableByOthers } from "../../src/thing/service/access.ts";
 
 const work = mkdtempSync(join(tmpdir(), "flashlex-service-access-"));
 afterAll(() => rmSync(work, { recursive: true, force: true }));
@@ -48,5 +48,36 @@ describe.skipIf(process.getuid?.() !== 0)("writableByOthers (as root, which may 
     expect(writableByOthers(sticky, privateGroupAccount)).toBe("01777");
     expect(writableByOthers(sticky, privateGroupAccount, { stickyIsEnough: true })).toBeUndefined();
     expect(writableByOthers(join(work, "not-there"), privateGroupAccount)).toBeUndefined();
+  });
+});
+
+describe("groupIsPrivate: who else may use a group, from the group and user databases", () => {
+  const account: ServiceAccount = { name: "flashlex", uid: 1001, gid: 1001, group: "flashlex", groups: [1001] };
+  const groups = [
+    ["root", "x", "0", ""],
+    ["users", "x", "100", ""],
+    ["flashlex", "x", "1001", ""],
+  ];
+  const users = [
+    ["root", "x", "0", "0", "", "/root", "/bin/sh"],
+    ["flashlex", "x", "1001", "1001", "", "/home/flashlex", "/bin/sh"],
+    ["pi", "x", "1000", "1000", "", "/home/pi", "/bin/sh"],
+  ];
+
+  test("the account's private group and root's are its own; a group named otherwise, or not its primary, is not", () => {
+    expect(groupIsPrivate(1001, account, groups, users)).toBe(true);
+    expect(groupIsPrivate(0, account, groups, users)).toBe(true);
+    expect(groupIsPrivate(100, account, groups, users)).toBe(false);
+    expect(groupIsPrivate(100, { ...account, gid: 100 }, groups, users)).toBe(false);
+  });
+
+  test("another member, another user's primary group, or a second group of that gid under another name makes it shared (verify pass 33, F8; attack round 30, F1 and F4)", () => {
+    expect(groupIsPrivate(1001, account, [...groups.slice(0, 2), ["flashlex", "x", "1001", "flashlex,pi"]], users)).toBe(false);
+    expect(groupIsPrivate(1001, account, groups, [...users, ["backup", "x", "1002", "1001", "", "/", "/bin/sh"]])).toBe(false);
+    expect(groupIsPrivate(1001, account, [...groups, ["shared", "x", "1001", "pi"]], users)).toBe(false);
+    expect(groupIsPrivate(0, account, [["root", "x", "0", "pi"], ...groups.slice(1)], users)).toBe(false);
+    expect(groupIsPrivate(0, account, groups, [...users, ["toor", "x", "1003", "0", "", "/", "/bin/sh"]])).toBe(false);
+    // nothing known of the gid: not taken as the account's
+    expect(groupIsPrivate(1001, account, [], users)).toBe(false);
   });
 });

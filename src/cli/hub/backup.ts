@@ -1,4 +1,5 @@
 import { escapeUnsafe } from "../../shared/log.ts";
+import { isoSeconds } from "../../shared/time.ts";
 import { type CommandSpec, interruptible, required } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { printLine } from "../output.ts";
@@ -17,15 +18,20 @@ export const hubBackupCommand: CommandSpec = {
       const [{ openHubHome }, { backUpHub }] = await Promise.all([import("../../hub/home/home.ts"), import("../../hub/home/backup.ts")]);
       const home = openHubHome(dir, undefined, databaseOverride(options));
       const backup = await backUpHub(home, target, signal);
+      const takenAt = isoSeconds(backup.takenAt);
       if (options.json) {
-        printLine(JSON.stringify({ ...backup, home: home.paths.dir }));
+        printLine(JSON.stringify({ ...backup, takenAt, home: home.paths.dir }));
         return ExitCode.OK;
       }
       const db = backup.database;
       const what = db ? `hub.db (schema ${db.schema}, ${counted(db.things, "thing")}, ${counted(db.messages, "message")}, integrity ok) and ` : "";
-      printLine(escapeUnsafe(`backed up ${home.paths.dir} to ${backup.dir}: ${what}${counted(backup.files, "other file")} (${backup.bytes} bytes)`));
+      printLine(
+        escapeUnsafe(`backed up ${home.paths.dir} as of ${takenAt} to ${backup.dir}: ${what}${counted(backup.files, "other file")} (${backup.bytes} bytes)`),
+      );
       for (const note of backup.notes) printLine(escapeUnsafe(`note: ${note}`));
-      printLine("to restore: stop hub serve, move the hub home aside, copy this directory in its place with `cp -a`, start hub serve (docs/hub.md, Backups)");
+      printLine(
+        `to restore: stop hub serve, move the hub home aside, copy this directory in its place with \`cp -a\`, start hub serve; then on each thing \`flashlex outbox resend --since ${takenAt}\` sends the egress stored after it (docs/hub.md, Backups)`,
+      );
       return ExitCode.OK;
     }),
 };

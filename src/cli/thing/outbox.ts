@@ -29,19 +29,25 @@ export const outboxCommand: CommandSpec = thingCommand({
     { flags: "--since <time>", description: "resend: every message sent at or after this time (ISO date-time or Unix seconds) goes again" },
   ],
   run([action, ...ids], options) {
+    // the action first: a flag is judged against an action that exists (`outbox resnd --since`)
+    if (!ACTIONS.includes(String(action))) {
+      const meant = nearestSpelling(String(action), ACTIONS);
+      throw new UsageError(
+        `outbox: unknown action ${quoteGiven(String(action))} (${ACTIONS.join(", ")})${meant ? `; did you mean flashlex outbox ${meant}?` : ""}`,
+      );
+    }
     if (action !== "resend" && options.since !== undefined) throw new UsageError(`--since is an option of \`outbox resend\`, not of \`outbox ${action}\``);
     if (action === "list") {
       if (ids.length) throw new UsageError("outbox list takes no ids");
       return outboxList(options);
     }
-    if (action === "retry" || action === "drop" || action === "resend") refuseListFlags("outbox", action, options, ["state", "json"]);
-    if (action === "resend") return outboxResend(options, ids);
-    if (action === "retry") return outboxRetry(options, ids);
-    if (action === "drop") return outboxDrop(options, ids);
-    const meant = nearestSpelling(String(action), ACTIONS);
-    throw new UsageError(
-      `outbox: unknown action ${quoteGiven(String(action))} (${ACTIONS.join(", ")})${meant ? `; did you mean flashlex outbox ${meant}?` : ""}`,
-    );
+    if (action === "resend") {
+      const given = ["state", "json"].find((name) => options[name] !== undefined && options[name] !== false);
+      if (given) throw new UsageError(`--${given} is an option of \`outbox list\`; \`outbox resend\` takes --since TIME only`);
+      return outboxResend(options, ids);
+    }
+    refuseListFlags("outbox", String(action), options, ["state", "json"]);
+    return action === "retry" ? outboxRetry(options, ids) : outboxDrop(options, ids);
   },
 });
 
@@ -86,17 +92,22 @@ function outboxRetry(flags: ThingFlags, ids: string[]): Promise<number> {
  * stores once while it keeps the message. 0 also when none was found (said on stderr, with why).
  */
 async function outboxResend(flags: ThingFlags & { since?: string }, ids: string[]): Promise<number> {
-  if (ids.length) throw new UsageError("outbox resend takes --since TIME, not message ids (retry takes ids)");
+  if (ids.length) throw new UsageError("outbox resend takes --since TIME only, not message ids: the messages sent at or after TIME go again");
   if (flags.since === undefined) throw new UsageError("outbox resend needs --since TIME: the messages sent at or after it go again");
   const since = parseTime(String(flags.since), "--since")! * 1000;
+  if (since < 0) throw new UsageError(`--since ${quoteGiven(String(flags.since))} is before 1970: no message was sent then`);
   const access = await resumingAccessFromFlags(flags);
   try {
     const { changed } = await access.resendOutbox(since);
     if (changed.length) {
-      printLine(`resending ${changed.length} message${changed.length === 1 ? "" : "s"} sent since ${isoSeconds(since)}: ${changed.join(" ")}`);
+      printLine(`resending ${changed.length} message${changed.length === 1 ? "" : "s"} sent since ${isoSeconds(since)}: ${idList(changed)}`);
+      // on the file: nothing sends them until a serve runs on this data directory
+      if (access.via === "database") console.error("outbox resend: serve is not running here: they go once `flashlex serve` runs on this data directory");
+    } else if (since > Date.now()) {
+      console.error(`outbox resend: ${isoSeconds(since)} is in the future (times without a zone are UTC): nothing was sent since`);
     } else {
       console.error(
-        `outbox resend: no message sent since ${isoSeconds(since)} is kept (a sent message is kept for expireSeconds after it was made, see config.yml; outbox list --state sent shows what is)`,
+        `outbox resend: no message sent since ${isoSeconds(since)} is kept (a sent message is kept for db.expireSeconds after it was made, see config.yml; outbox list --state sent shows what is)`,
       );
     }
     return ExitCode.OK;
@@ -126,7 +137,9 @@ async function changeOutbox(
     if (result.changed.length) printLine(`${verb}: ${result.changed.join(" ")}`);
     // thrown, not printed: said as every other failure is (`flashlex:`, and the config's and root's notes)
     const refused = [
-      ...(result.sent.length ? [`already sent, left alone: ${idList(result.sent)}`] : []),
+      ...(result.sent.length
+        ? [`already sent, left alone: ${idList(result.sent)} (a hub restored from an older backup lost it? outbox resend --since TIME)`]
+        : []),
       ...(result.missing.length ? [`no message with id ${idList(result.missing)}`] : []),
     ];
     if (refused.length) throw new InputError(`${refused.join("; ")}; see flashlex outbox list`);

@@ -26,6 +26,7 @@ import { basename, dirname, join, resolve } from "node:path";
 import { fsyncDirectory, fsyncFile } from "../../shared/durable-files.ts";
 import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { checkpoint, isWithin, removeLeftovers, temporaryTarget } from "../../shared/files.ts";
+import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { isNotThere, pathExists, pathKind, tooLongPath } from "../../shared/path-exists.ts";
 import type { SqlDatabase } from "../../shared/sqlite/driver.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
@@ -36,6 +37,12 @@ import type { HubHome } from "./home.ts";
 export interface HubBackup {
   /** the backup directory, absolute */
   dir: string;
+  /**
+   * When the backup shows the hub, Unix ms: the start of the database snapshot's read (the
+   * start of the file copy with PostgreSQL). What the hub stored later is not in it: after a
+   * restore, things send it again with `flashlex outbox resend --since` this time.
+   */
+  takenAt: number;
   /** the database's copy; undefined when the hub's database is PostgreSQL (not in the backup) */
   database?: { schema: number; things: number; messages: number };
   /** files copied besides the database, and their bytes */
@@ -87,10 +94,12 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
     const notes: string[] = [];
     let database: HubBackup["database"];
     let thingIds: Set<string> | undefined;
+    let takenAt = Date.now();
     if (home.database.kind === "sqlite") {
       const copied = await snapshotDatabase(home.database.file, join(partial, "hub.db"), signal);
       database = copied.summary;
       thingIds = copied.thingIds;
+      takenAt = copied.takenAt;
     } else {
       notes.push(`the database is PostgreSQL (${home.database.display}) and is not in this backup: back it up with pg_dump`);
     }
@@ -116,7 +125,7 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
     if (entryExists(dir)) throw new UsageError(`${dir} exists now (made while the backup ran); nothing was written there`);
     renameSync(partial, dir);
     fsyncDirectory(parent);
-    return { dir, database, files: totals.files, bytes: totals.bytes, notes };
+    return { dir, takenAt, database, files: totals.files, bytes: totals.bytes, notes };
   } catch (err) {
     rmSync(partial, { recursive: true, force: true });
     throw err;
@@ -169,14 +178,16 @@ async function snapshotDatabase(
   file: string,
   copy: string,
   signal: AbortSignal | undefined,
-): Promise<{ summary: NonNullable<HubBackup["database"]>; thingIds: Set<string> }> {
+): Promise<{ summary: NonNullable<HubBackup["database"]>; thingIds: Set<string>; takenAt: number }> {
   closeSync(openSync(copy, "wx", 0o600));
+  let takenAt = Date.now();
   const source = openSqlDatabase(file, { create: false, damagedAdvice: HUB_DB_DAMAGED_ADVICE });
   try {
     source.exec(`PRAGMA busy_timeout = ${LOCK_TRY_MS}`);
     const deadline = Date.now() + LOCK_WAIT_MS;
     for (;;) {
       try {
+        takenAt = Date.now();
         source.run("VACUUM INTO ?", [copy]);
         break;
       } catch (err) {
@@ -187,11 +198,8 @@ async function snapshotDatabase(
       }
     }
   } catch (err) {
-    // VACUUM INTO reads hub.db and writes the copy: a full or read-only disk is the copy's, not the live hub's
-    if (err instanceof FlashlexError && (err.kind === "full" || err.kind === "read-only")) {
-      throw new FlashlexError(`${copy}: the copy of the database could not be written: ${err.message.replace(`${file}: `, "")}`, err.kind, { cause: err });
-    }
-    throw err;
+    // VACUUM INTO reads hub.db and writes the copy
+    throw onTheBackupDisk(err, file, copy, "the copy of the database");
   } finally {
     source.close();
   }
@@ -208,11 +216,22 @@ async function snapshotDatabase(
     const thingIds = new Set(snapshot.all<{ id: string }>("SELECT id FROM things").map((r) => r.id));
     const messages = Number(snapshot.get<{ n: number }>("SELECT COUNT(*) AS n FROM messages")!.n);
     snapshot.exec("PRAGMA journal_mode = DELETE");
-    return { summary: { schema, things: thingIds.size, messages }, thingIds };
+    return { summary: { schema, things: thingIds.size, messages }, thingIds, takenAt };
   } finally {
     snapshot.close();
     fsyncFile(copy);
   }
+}
+
+/**
+ * `err` from copying `source` to `copy`: a full or read-only disk is the backup's, not the live
+ * hub's, so it is said naming the copy (node:fs and SQLite name the source: the operator read
+ * "the hub's disk is full", attack round 30, F3). Anything else as it came.
+ */
+function onTheBackupDisk(err: unknown, source: string, copy: string, what: string): unknown {
+  const known = toFlashlexError(err);
+  if (known.kind !== "full" && known.kind !== "read-only") return err;
+  return new FlashlexError(`${copy}: ${what} could not be written: ${known.message.replace(`${source}: `, "")}`, known.kind, { cause: err });
 }
 
 interface CopyOptions {
@@ -267,9 +286,13 @@ async function copyTree(from: string, to: string, opts: CopyOptions): Promise<vo
       if (opts.copiedDirs.has(`${stats.dev}:${stats.ino}`)) opts.leftOut.push(`${source} (a link to a directory copied already)`);
       else await copyTree(source, join(to, name), { ...opts, top: false });
     } else if (stats.isFile()) {
-      copyFileSync(source, join(to, name), constants.COPYFILE_EXCL);
-      chmodSync(join(to, name), stats.mode & 0o7777); // copyFileSync makes it with the umask's bits
-      fsyncFile(join(to, name));
+      try {
+        copyFileSync(source, join(to, name), constants.COPYFILE_EXCL);
+        chmodSync(join(to, name), stats.mode & 0o7777); // copyFileSync makes it with the umask's bits
+        fsyncFile(join(to, name));
+      } catch (err) {
+        throw onTheBackupDisk(err, source, join(to, name), "the copy");
+      }
       opts.totals.files++;
       opts.totals.bytes += stats.size;
     } else opts.leftOut.push(`${source} (neither a file nor a directory)`);

@@ -67,23 +67,35 @@ export function writableByOthers(path: string, account: ServiceAccount, { sticky
   // yet (data/update before serve: verify pass 32, F5): enough only for a folder's parent
   const sticky = stickyIsEnough && st.isDirectory() && (st.mode & 0o1000) !== 0;
   const byEveryone = (st.mode & 0o002) !== 0 && !sticky;
-  const byAGroup = (st.mode & 0o020) !== 0 && st.gid !== 0 && !isPrivateGroup(st.gid, account);
+  const byAGroup = (st.mode & 0o020) !== 0 && !isPrivateGroup(st.gid, account);
   return byEveryone || byAGroup ? `0${(st.mode & 0o7777).toString(8)}` : undefined;
 }
 
-/**
- * True when `gid` is the account's user private group: its primary group, named as the account
- * (as Debian's adduser makes it), with no member listed but the account and no other user's
- * primary group. Its primary group alone was taken as its own: one shared with others (`users`,
- * a group other users are members of, verify pass 32; or one that is another user's primary
- * group, which no member list shows, verify pass 33) let each of them change what the service runs.
- */
+/** isPrivateGroup on this system's group and user databases (getent). */
 function isPrivateGroup(gid: number, account: ServiceAccount): boolean {
-  if (gid !== account.gid) return false;
-  const entry = getent("group", String(gid));
-  if (entry?.[0] !== account.name) return false;
-  if (!(entry[3] ?? "").split(",").every((member) => member === "" || member === account.name)) return false;
-  return getentAll("passwd").every((user) => user[0] === account.name || user[3] !== String(gid));
+  const single = getent("group", String(gid));
+  const groups = getentAll("group");
+  return groupIsPrivate(gid, account, groups.length ? groups : single ? [single] : [], getentAll("passwd"));
+}
+
+/**
+ * True when only the account and root can use group `gid`: root's group (0), or the account's
+ * user private group (its primary group, named as the account, as Debian's adduser makes it),
+ * where every entry of that gid has that name, lists no member but the account or root, and no
+ * other user has it as primary group. `groups` and `users` are the group and passwd databases as
+ * getent gives them (fields split on `:`). A primary group alone was taken as the account's own:
+ * one shared with others (`users`, a group other users are members of, verify pass 32; another
+ * user's primary group, which no member list shows, verify pass 33; a second group of the same
+ * gid under another name, `groupadd -o`, or a member added to root's group, attack round 30) let
+ * each of them change what the service runs.
+ */
+export function groupIsPrivate(gid: number, account: ServiceAccount, groups: readonly string[][], users: readonly string[][]): boolean {
+  const name = gid === 0 ? "root" : gid === account.gid ? account.name : undefined;
+  if (name === undefined) return false;
+  const mayUse = (user: string | undefined) => user === "" || user === account.name || user === "root";
+  const entries = groups.filter((group) => group[2] === String(gid));
+  if (!entries.length || !entries.every((group) => group[0] === name && (group[3] ?? "").split(",").every(mayUse))) return false;
+  return users.every((user) => user[3] !== String(gid) || mayUse(user[0]));
 }
 
 /** The first directory above `path` that `account` cannot search, or undefined when it reaches it. */

@@ -736,13 +736,14 @@ export class MessageStore {
    * `flashlex outbox resend`: every entry this thing (`thingId`) sent at or after `sentSince`
    * (Unix ms) becomes pending and due at `now`, oldest first, for a receiver that lost them (a
    * hub restored from a backup made before they came). Each goes again under its message id,
-   * which a FlashLex hub stores once: one it still has is not stored twice. Entries of an earlier
-   * identity of the data directory are left alone. Gives the ids changed (`missing` and `sent`
-   * empty).
+   * which a FlashLex hub stores once: one it still has is not stored twice. Entries without a
+   * thing id (this directory's own, from before schema 5) go too, as the drainer sends them;
+   * those of an earlier identity of the data directory are left alone. Gives the ids changed
+   * (`missing` and `sent` empty).
    */
   resendOutbox(sentSince: number, now: number, thingId: string): OutboxChange {
     return this.db.transaction(() => {
-      const chosen = "FROM outbox WHERE state = 'sent' AND thing_id = ? AND sent_at >= ?";
+      const chosen = "FROM outbox WHERE state = 'sent' AND (thing_id = ? OR thing_id IS NULL) AND sent_at >= ?";
       const changed = this.db.all<{ message_id: string }>(`SELECT message_id ${chosen} ORDER BY created_at, message_id`, [thingId, sentSince]);
       this.db.run(`UPDATE outbox SET state = 'pending', next_attempt_at = ? WHERE message_id IN (SELECT message_id ${chosen})`, [now, thingId, sentSince]);
       return { changed: changed.map((row) => row.message_id), missing: [], sent: [] };
