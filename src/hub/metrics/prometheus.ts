@@ -224,28 +224,31 @@ export function createHubMetrics(deps: HubMetricsDeps): HubMetrics {
       this.set(summary ? Number(summary.running) : Number.NaN);
     },
   });
-  new Gauge({
-    name: "flashlex_hub_update_things",
-    help: "The latest rollout's things (not revoked) by update state: queued, pending, downloading, installed, healthy, rolled-back, failed, cancelled",
-    labelNames: ["state"],
-    registers,
-    async collect() {
-      const summary = await rollouts();
-      this.reset();
-      for (const [state, n] of Object.entries(summary?.states ?? {})) this.set({ state }, n);
-    },
-  });
-  new Gauge({
-    name: "flashlex_hub_things_by_version",
-    help: "Things (not revoked) by the FlashLex version they last reported with an update check; unknown: never reported",
-    labelNames: ["version"],
-    registers,
-    async collect() {
-      const summary = await rollouts();
-      this.reset();
-      for (const [version, n] of Object.entries(summary?.versions ?? {})) this.set({ version }, n);
-    },
-  });
+  /** A gauge of counts by one label, from the rollout summary: no series when the read failed. */
+  const rolloutCounts = (name: string, help: string, label: string, pick: (summary: RolloutSummary) => Record<string, number>) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: [label],
+      registers,
+      async collect() {
+        const summary = await rollouts();
+        this.reset();
+        for (const [value, n] of Object.entries(summary ? pick(summary) : {})) this.set({ [label]: value }, n);
+      },
+    });
+  rolloutCounts(
+    "flashlex_hub_update_things",
+    "The latest rollout's things (not revoked) by update state: queued, pending, downloading, installed, healthy, rolled-back, failed, cancelled",
+    "state",
+    (summary) => summary.states,
+  );
+  rolloutCounts(
+    "flashlex_hub_things_by_version",
+    "Things (not revoked) by the FlashLex version they last reported with an update check; unknown: never reported",
+    "version",
+    (summary) => summary.versions,
+  );
 
   const stopWatching = deps.feed.watch((event) => {
     if (event.type === "collected") messages.inc({ type: "egress", direction: "in", path: event.via ?? "http" });
