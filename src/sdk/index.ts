@@ -259,7 +259,9 @@ export class FlashlexSDK {
   /**
    * Like `flashlex outbox resend --since`: every message this thing sent at or after `since` goes
    * again, under its message id (a FlashLex hub stores each id once, while it keeps the message),
-   * for a hub restored from a backup made before they came. Resolves to the ids, in `changed`.
+   * for a hub restored from a backup made before they came. `since` is a Date or Unix ms (not
+   * seconds). Resolves to the ids, in `changed`; rejects with a usage error (64) for a time that
+   * is not one (NaN, before 1970).
    */
   resendOutbox(since: Date | number): Promise<OutboxChange> {
     const sentSince = since instanceof Date ? since.getTime() : since;

@@ -179,9 +179,9 @@ export function thingCommand(spec: CommandSpec, { keepRoot = false } = {}): Comm
 /**
  * Refuses, for an action other than `list`, a flag only `list` takes (`names`, as cac keys them):
  * `messages delete 12 --acked` deleted 12 unacknowledged, the flag read as "only if" by its user
- * and ignored by the command. UsageError (64) naming the flag and the action.
+ * and ignored by the command. UsageError (64) naming the flag, the action and what it `takes` instead.
  */
-export function refuseListFlags(command: string, action: string, flags: Record<string, unknown>, names: readonly string[]): void {
+export function refuseListFlags(command: string, action: string, flags: Record<string, unknown>, names: readonly string[], takes = "message ids only"): void {
   const given = names.find((name) => flags[name] !== undefined && flags[name] !== false);
-  if (given !== undefined) throw new UsageError(`--${given} is an option of \`${command} list\`; \`${command} ${action}\` takes message ids only`);
+  if (given !== undefined) throw new UsageError(`--${given} is an option of \`${command} list\`; \`${command} ${action}\` takes ${takes}`);
 }

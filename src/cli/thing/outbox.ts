@@ -41,12 +41,8 @@ export const outboxCommand: CommandSpec = thingCommand({
       if (ids.length) throw new UsageError("outbox list takes no ids");
       return outboxList(options);
     }
-    if (action === "resend") {
-      const given = ["state", "json"].find((name) => options[name] !== undefined && options[name] !== false);
-      if (given) throw new UsageError(`--${given} is an option of \`outbox list\`; \`outbox resend\` takes --since TIME only`);
-      return outboxResend(options, ids);
-    }
-    refuseListFlags("outbox", String(action), options, ["state", "json"]);
+    refuseListFlags("outbox", String(action), options, ["state", "json"], action === "resend" ? "--since TIME only" : undefined);
+    if (action === "resend") return outboxResend(options, ids);
     return action === "retry" ? outboxRetry(options, ids) : outboxDrop(options, ids);
   },
 });
