@@ -15,13 +15,7 @@ const GETENT_TIMEOUT_MS = 10_000;
 export function getent(db: "passwd" | "group", key: string): string[] | undefined {
   const result = spawnSync("getent", [db, key], { encoding: "utf8", timeout: GETENT_TIMEOUT_MS });
   if (!result.error) return result.status === 0 ? result.stdout.trim().split("\n")[0]?.split(":") : undefined;
-  let lines: string[];
-  try {
-    lines = readFileSync(`/etc/${db}`, "utf8").split("\n");
-  } catch {
-    return undefined;
-  }
-  return lines.map((l) => l.split(":")).find((f) => f[0] === key || f[2] === key);
+  return entriesOf(readEtc(db)).find((f) => f[0] === key || f[2] === key);
 }
 
 /**
@@ -31,15 +25,20 @@ export function getent(db: "passwd" | "group", key: string): string[] | undefine
  */
 export function getentAll(db: "passwd" | "group"): string[][] {
   const result = spawnSync("getent", [db], { encoding: "utf8", timeout: GETENT_TIMEOUT_MS, maxBuffer: 64 * 1024 * 1024 });
-  let text: string;
-  if (!result.error && result.status === 0) text = result.stdout;
-  else {
-    try {
-      text = readFileSync(`/etc/${db}`, "utf8");
-    } catch {
-      return [];
-    }
+  return entriesOf(!result.error && result.status === 0 ? result.stdout : readEtc(db));
+}
+
+/** /etc/passwd or /etc/group, for where getent is missing; "" when it cannot be read. */
+function readEtc(db: "passwd" | "group"): string {
+  try {
+    return readFileSync(`/etc/${db}`, "utf8");
+  } catch {
+    return "";
   }
+}
+
+/** Lines of a getent database as their colon-separated fields, blank lines left out. */
+function entriesOf(text: string): string[][] {
   return text
     .split("\n")
     .filter((line) => line.trim() !== "")

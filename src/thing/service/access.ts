@@ -73,9 +73,11 @@ export function writableByOthers(path: string, account: ServiceAccount, { sticky
 
 /** isPrivateGroup on this system's group and user databases (getent). */
 function isPrivateGroup(gid: number, account: ServiceAccount): boolean {
-  const single = getent("group", String(gid));
-  const groups = getentAll("group");
-  return groupIsPrivate(gid, account, groups.length ? groups : single ? [single] : [], getentAll("passwd"));
+  if (gid !== 0 && gid !== account.gid) return false;
+  let groups = getentAll("group");
+  // a system that lists nothing may still answer for one group
+  if (!groups.length) groups = [getent("group", String(gid))].filter((group) => group !== undefined);
+  return groupIsPrivate(gid, account, groups, getentAll("passwd"));
 }
 
 /**
