@@ -139,9 +139,15 @@ function placeUnderFreeName(temp: string, file: string, nextName: (() => string 
  * temporary file. With `keepOwner`, a `file` already there keeps its owner and group: files that
  * another program's user reads (a broker's key after `chown root:mosquitto`) go on being
  * readable to it; a user who may not give them that owner (EPERM) gets the error, and `file` is
- * left as it was.
+ * left as it was. `durable: false` (a cache, whose reader takes a damaged file for a miss) leaves
+ * out the fsync: a power cut may then leave `file` empty, or as it was.
  */
-export function writeFileAtomicallySync(file: string, content: string | Uint8Array, mode: number, options: { keepOwner?: boolean } = {}): void {
+export function writeFileAtomicallySync(
+  file: string,
+  content: string | Uint8Array,
+  mode: number,
+  options: { keepOwner?: boolean; durable?: boolean } = {},
+): void {
   if (isStream(file)) {
     const own = ownDescriptorOf(file);
     namingTarget(undefined, file, () =>
@@ -152,7 +158,7 @@ export function writeFileAtomicallySync(file: string, content: string | Uint8Arr
   sweepDeadWriters(dirname(file));
   const temp = tempPathFor(file);
   try {
-    writeSyncedTemp(temp, content, mode);
+    writeTemp(temp, content, mode, options.durable ?? true);
     if (options.keepOwner) giveOwnerOf(file, temp);
     renameSync(temp, file);
   } catch (err) {
@@ -173,7 +179,7 @@ export function createFile(file: string, data: string | Uint8Array, mode: number
   sweepDeadWriters(dirname(file));
   const temp = tempPathFor(file);
   try {
-    writeSyncedTemp(temp, data, mode);
+    writeTemp(temp, data, mode, true);
     placeWithoutReplacing(temp, file);
   } catch (err) {
     removeQuietly(temp);
@@ -221,14 +227,14 @@ function giveOwnerOf(file: string, temp: string): void {
 }
 
 /** Writes `content` to the new file `temp` (exclusively, `mode` whatever the umask) and fsyncs it. */
-function writeSyncedTemp(temp: string, content: string | Uint8Array, mode: number): void {
+function writeTemp(temp: string, content: string | Uint8Array, mode: number, durable: boolean): void {
   const fd = openSync(temp, "wx", mode);
   try {
     fchmodSync(fd, mode); // the umask may have narrowed it
     const bytes = typeof content === "string" ? Buffer.from(content) : content;
     writeAll(fd, bytes);
     // The data reaches the disk before the name does: a power cut never leaves the target empty.
-    fsyncSync(fd);
+    if (durable) fsyncSync(fd);
   } finally {
     closeSync(fd);
   }

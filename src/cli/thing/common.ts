@@ -77,7 +77,10 @@ export async function openAccessFromFlags(flags: ThingFlags, { identityFirst = f
   const log = createLogger();
   const config = await loadConfigFromFlags(flags, log);
   const { openThingAccess } = await import("../../thing/local/open.ts");
-  const identity = identityFirst ? (await import("../../thing/identity.ts")).loadIdentity(config) : undefined;
+  // A token a collect kept (thing/egress/token-file.ts) stands for the identity check it passed,
+  // with the same files: the keys (and node:crypto) are then loaded only if the hub refuses it.
+  const kept = postsCollect && (await import("../../thing/egress/token-file.ts")).keptTokenFor(config);
+  const identity = identityFirst && !kept ? (await import("../../thing/identity.ts")).loadIdentity(config) : undefined;
   // once the keys are known good (a thing whose key is not its certificate's connects nowhere)
   if (postsCollect) (await import("../../thing/egress/collect-url.ts")).preconnectCollect(config);
   return openThingAccess(config, log, identity, { existing: existingData });

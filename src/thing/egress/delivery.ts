@@ -8,7 +8,7 @@ import type { OutboxEntry } from "../store/message-store.ts";
 import { collectUrl } from "./collect-url.ts";
 import { type PostResult, requestText } from "./http-post.ts";
 import { answerDate, answerRefusal, CLOCK_FIX_HINT, describeOffset, type HubClock, SKEW_THRESHOLD_MS, sendWithHubTime } from "./hub-clock.ts";
-import { ThingTokens } from "./tokens.ts";
+import { type IdentitySource, ThingTokens } from "./tokens.ts";
 
 export type DeliveryOutcome =
   | { kind: "sent"; status?: number; body?: string }
@@ -88,25 +88,30 @@ export function retryAfterOf(header: string | string[] | undefined, now = Date.n
 }
 
 /**
- * POSTs one outbox entry to the collect API with the thing's JWT (`tokens`: serve's, reused while
- * young; else one signed for this delivery). With a `clock`, the token is signed with the hub's
- * time once the answers showed the device clock is wrong (hub-clock.ts), and a 401 whose `Date`
- * reveals a new skew is retried once at once with the corrected time — so a one-shot `collect`
- * on a device with a wrong clock still delivers. A 401 makes `tokens` sign anew next time.
- * Never throws for the network; throws only what signing throws (an unusable key).
+ * POSTs one outbox entry to the collect API with the thing's JWT (`tokens`: serve's, or a one-shot
+ * delivery's with its token file, reused while young; else one signed for this delivery; the
+ * identity is loaded only to sign). With a `clock`, the token is signed with the hub's time once
+ * the answers showed the device clock is wrong (hub-clock.ts), and a 401 whose `Date` reveals a
+ * new skew is retried once at once with the corrected time — so a one-shot `collect` on a device
+ * with a wrong clock still delivers. A 401 makes `tokens` sign anew, at once when the refused
+ * token was a reused one (the hub restored from a backup, the thing made again with the same
+ * keys), else next time. Never throws for the network; throws only what loading the identity or
+ * signing throws (ConfigError, CryptoError).
  */
 export async function deliverHttp(
   entry: Pick<OutboxEntry, "message_id" | "body">,
-  deps: { config: ThingConfig; identity: ThingIdentity; timeoutMs?: number; clock?: HubClock; tokens?: ThingTokens },
+  deps: { config: ThingConfig; identity: IdentitySource; timeoutMs?: number; clock?: HubClock; tokens?: ThingTokens },
   signal?: AbortSignal,
 ): Promise<DeliveryOutcome> {
   const { clock } = deps;
   const tokens = deps.tokens ?? new ThingTokens(clock);
   // what the clock added to the local time when the token of the last request was signed
   let signedWithOffsetMs = 0;
+  let sentReused = false;
   const post = async (): Promise<PostResult> => {
     const signed = await tokens.current(deps.identity);
     signedWithOffsetMs = signed.offsetMs;
+    sentReused = signed.reused;
     const response = await requestText(collectUrl(deps.config), {
       headers: {
         Authorization: `Bearer ${signed.token}`,
@@ -114,7 +119,7 @@ export async function deliverHttp(
         [MESSAGE_ID_HEADER]: entry.message_id,
       },
       body: entry.body,
-      extraCaPem: deps.identity.caPem,
+      extraCaPem: signed.caPem,
       timeoutMs: deps.timeoutMs ?? 30_000,
       signal,
     });
@@ -124,6 +129,7 @@ export async function deliverHttp(
   let response: PostResult;
   try {
     response = await sendWithHubTime(clock, post);
+    if (response.status === 401 && sentReused) response = await sendWithHubTime(clock, post);
   } catch (err) {
     return unanswered(err);
   }

@@ -6,6 +6,8 @@ import type { Logger } from "../../shared/log.ts";
 import { collect } from "../egress/collect.ts";
 import { type DeliveryOutcome, deliverHttp, deliverMqtt } from "../egress/delivery.ts";
 import { HubClock } from "../egress/hub-clock.ts";
+import { TokenFile } from "../egress/token-file.ts";
+import { ThingTokens } from "../egress/tokens.ts";
 import type { ThingIdentity } from "../identity.ts";
 import type { ThingSession } from "../mqtt/session.ts";
 import type { ThingConfig } from "../settings.ts";
@@ -15,13 +17,15 @@ import type { ThingAccess } from "./access.ts";
 /**
  * The thing's data in this process: used by serve itself (for its socket, with its own
  * deliverers and `onOutboxChanged` waking its drainer) and when serve is not running (a
- * one-shot clock: a skewed clock is found and corrected within the one attempt). `identity`
- * may be a loader: it then runs at the first collect, before the outbox is touched, so a key
- * that does not fit its certificate queues nothing (ConfigError, 78).
+ * one-shot clock: a skewed clock is found and corrected within the one attempt; the egress token
+ * kept in the data directory, token-file.ts). `identity` may be a loader: it then runs at the
+ * first collect, before the outbox is touched, so a key that does not fit its certificate queues
+ * nothing (ConfigError, 78), unless a kept token stands for that check (HTTP only: MQTT needs the
+ * keys for TLS).
  */
 export function databaseAccess(
   config: ThingConfig,
-  identity: ThingIdentity | (() => ThingIdentity),
+  identity: ThingIdentity | (() => Promise<ThingIdentity>),
   store: MessageStore,
   log: Logger,
   serveHooks?: {
@@ -31,12 +35,19 @@ export function databaseAccess(
     queuedNote?: () => string | undefined;
   },
 ): ThingAccess {
-  let loaded = typeof identity === "function" ? undefined : identity;
-  const getIdentity = () => (loaded ??= (identity as () => ThingIdentity)());
+  let loading = typeof identity === "function" ? undefined : Promise.resolve(identity);
+  // a failed load is tried again at the next call (an SDK app's owner may fix the files meanwhile)
+  const getIdentity = () =>
+    (loading ??= (identity as () => Promise<ThingIdentity>)().catch((err) => {
+      loading = undefined;
+      throw err;
+    }));
   const clock = new HubClock(log);
+  const tokens = new ThingTokens(clock, serveHooks ? undefined : new TokenFile(config));
   const deliver = serveHooks?.deliverers ?? {
-    http: (entry: OutboxEntry, signal?: AbortSignal) => deliverHttp(entry, { config, identity: getIdentity(), clock }, signal),
-    mqtt: (entry: OutboxEntry, signal?: AbortSignal) => deliverOverOwnSession(entry, { config, identity: getIdentity(), store, log, clock }, signal),
+    http: (entry: OutboxEntry, signal?: AbortSignal) => deliverHttp(entry, { config, identity: getIdentity, clock, tokens }, signal),
+    mqtt: async (entry: OutboxEntry, signal?: AbortSignal) =>
+      deliverOverOwnSession(entry, { config, identity: await getIdentity(), store, log, clock }, signal),
   };
   return {
     via: "database",
@@ -45,12 +56,12 @@ export function databaseAccess(
     ackMessages: async (ids) => store.ackIngress(ids, Date.now()),
     deleteMessages: async (ids) => store.deleteIngress(ids),
     collect: async (body, via) => {
-      const { thingId } = getIdentity();
+      if (!serveHooks && (via === "mqtt" || !tokens.hasKept())) await getIdentity();
       const result = await collect({
         store,
         body,
         via,
-        thingId,
+        thingId: config.yaml.thing.id,
         queueLimit: config.yaml.thing.mqtt.offlinePublishQueueing,
         deliver: deliver[via],
         // A command's own store, untouched by an HTTP attempt (ingress during an MQTT one is stored):

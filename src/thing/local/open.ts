@@ -1,6 +1,5 @@
 import type { Logger } from "../../shared/log.ts";
 import type { ThingIdentity } from "../identity.ts";
-import { loadIdentity } from "../identity.ts";
 import type { ThingConfig } from "../settings.ts";
 import { databaseState, legacyStoreOf, openThingStore } from "../store/open.ts";
 import type { ThingAccess } from "./access.ts";
@@ -23,7 +22,9 @@ export async function openThingAccess(config: ThingConfig, log: Logger, identity
   if (served) return served;
   // reading or changing what is stored never makes the database (databaseState)
   if (options.existing && databaseState(config.paths.database, { legacy: legacyStoreOf(config) }) === "not yet") return withCheckedArguments(NO_DATABASE_YET);
-  return withCheckedArguments(databaseAccess(config, identity ?? (() => loadIdentity(config)), openThingStore(config, log), log));
+  // node:crypto and the key files only when a collect needs them (a kept token needs neither: in-process.ts)
+  const loadIdentity = async () => (await import("../identity.ts")).loadIdentity(config);
+  return withCheckedArguments(databaseAccess(config, identity ?? loadIdentity, openThingStore(config, log), log));
 }
 
 /** The answers of a data directory whose database is not made yet: nothing stored, nothing made. */

@@ -107,6 +107,7 @@ export function openThingStore(config: ThingConfig, log: Logger, onDamaged?: (er
 const DATA_DIRECTORY_NAMES = new Set([
   "serve.lock",
   "config.parsed.json",
+  "egress-token.json" /* egress/token-file.ts */,
   "flashlex.sock",
   "update",
   "serve.lock-key" /* serve's lock before it was a file lock */,

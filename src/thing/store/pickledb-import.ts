@@ -1,4 +1,3 @@
-import { createHash } from "node:crypto";
 import { closeSync, fstatSync, openSync, readFileSync, renameSync } from "node:fs";
 import { pathExists } from "../../shared/path-exists.ts";
 import type { MessageStore } from "./message-store.ts";
@@ -75,6 +74,8 @@ export function importPickleDb(
   } catch (err) {
     throw new PickleDbUnreadable(`${jsonPath}: cannot import the old pickleDB file (${(err as Error).message}); fix it, or move it aside`);
   }
+  // node:crypto only here, where an old store is there to import: loading it costs every open ~2 ms
+  const { createHash } = require("node:crypto") as typeof import("node:crypto");
   const importKey = `imported:${createHash("sha256").update(bytes).digest("hex")}`;
   const messages = entries.map(([key, value]) => ({ key, ...oldMessage(value, defaultTopic, fallbackTime) }));
   messages.sort((a, b) => a.receivedAt - b.receivedAt);
