@@ -28,6 +28,7 @@ import { hubMosquittoConfigCommand, hubRabbitmqConfigCommand } from "./cli/hub/b
 import { hubEnrollTokenCommands } from "./cli/hub/enroll-token.ts";
 import { hubExportCommand } from "./cli/hub/export.ts";
 import { hubInitCommand } from "./cli/hub/init.ts";
+import { hubRestoreCommand } from "./cli/hub/restore.ts";
 import { hubThingRotateCommand } from "./cli/hub/rotate.ts";
 import { hubSendCommand } from "./cli/hub/send.ts";
 import { hubServeCommand } from "./cli/hub/serve.ts";
@@ -78,6 +79,7 @@ export const COMMANDS: readonly CommandSpec[] = [
   hubSendCommand,
   hubExportCommand,
   hubBackupCommand,
+  hubRestoreCommand,
   hubMosquittoConfigCommand,
   hubRabbitmqConfigCommand,
   hubTokenRotateCommand,

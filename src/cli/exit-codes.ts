@@ -90,16 +90,19 @@ export const HUB_EXIT_CODES_HELP = `Exit codes:
   0   ok
   64  usage: unknown command or flag, a flag value that is not valid, a flag that takes one
       value given twice (only hub init's --name may repeat); hub backup: its directory exists,
-      lies in the home, is too long, or its parent is missing or not a directory
+      lies in the home, is too long, or its parent is missing or not a directory; hub restore:
+      the backup is not a directory holding hub.yml and hub.db
   65  bad input data: no such thing, a thing name already taken, hub send's message not JSON,
       too large or too deeply nested
   69  service unavailable: hub send found no hub serve running on this home (its hub.sock),
       or its broker did not take the message for every thing named
   70  internal error (a bug; please report it)
-  74  I/O error: disk full, read-only file system, damaged hub.db (the message names the file);
-      hub serve: its home or hub.db removed or replaced while it ran
-  75  try again later: another hub serve runs on this home, or the database is busy; hub send:
-      the hub took the message but did not answer within 30 s (look before sending it again)
+  74  I/O error: disk full, read-only file system, damaged hub.db (the message names the file;
+      hub restore: the backup's, and nothing was changed); hub serve: its home or hub.db
+      removed or replaced while it ran
+  75  try again later: another hub serve runs on this home (hub restore: stop it first), or the
+      database is busy; hub send: the hub took the message but did not answer within 30 s (look
+      before sending it again)
   77  permission denied: the hub home is another user's (run the command as that user), or a
       file under a directory this user may not enter (never taken for a missing one); started
       by root, a home it must not act on (several users' paths, one others may write in, or
@@ -109,6 +112,6 @@ export const HUB_EXIT_CODES_HELP = `Exit codes:
       the key; restore hub.db from a backup), an address hub serve cannot listen on, or an
       environment variable the hub cannot read (FLASHLEX_LOG_LEVEL, FLASHLEX_CRL_VALIDITY_SECONDS)
   130 interrupted (SIGINT), 143 stopped (SIGTERM), 129 hung up (SIGHUP): hub init, hub
-      export and hub backup left nothing half-written; hub thing create, stopped while its zip waited for a
-      pipe's reader, took the thing back; a zip cut short in a pipe is said, with its bytes
+      export, hub backup and hub restore left nothing half-written; hub thing create, stopped
+      while its zip waited for a pipe's reader, took the thing back; a zip cut short in a pipe is said, with its bytes
       (hub serve stops cleanly on SIGTERM, SIGINT or SIGHUP and exits 0)`;

@@ -79,3 +79,8 @@ export function idList(ids: readonly (string | number)[], max = 20): string {
     .join(", ");
   return ids.length > max ? `${shown} and ${ids.length - max} more` : shown;
 }
+
+/** `n` and `what`, plural but for one: `1 thing`, `3 things`. */
+export function counted(n: number, what: string): string {
+  return `${n} ${what}${n === 1 ? "" : "s"}`;
+}

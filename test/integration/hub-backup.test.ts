@@ -4,11 +4,12 @@
  * the CA key's bytes and mode, and holds none of the live hub's side files; put back in place of
  * the home it is a hub that starts, knows the thing and takes its collects. A target that exists
  * (a directory, a file, a dangling link), lies inside the home or has no parent is a usage error
- * (64) that writes nothing; one in a directory every user may write in is 77.
+ * (64) that writes nothing; one in a directory every user may write in is 77. `hub restore` puts
+ * it back, refused while the hub serves the home (75) or for a backup that is not whole (64, 74).
  */
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { signThingToken } from "../../src/crypto/jwt.ts";
@@ -78,22 +79,71 @@ describe("hub backup", () => {
       expect(statSync(join(target, "hub.db")).mode & 0o777).toBe(0o600);
       expect(statSync(target).mode & 0o777).toBe(0o700);
       expect(readdirSync(join(target, "dists"))).toEqual([`${thing.id}.zip`]);
+      // hub restore while the hub serves the home: 75, the home untouched
+      const refused = await run(["hub", "restore", "--dir", fixture.dir, target], { timeoutMs: 60_000 });
+      expect(refused.code, refused.stderr).toBe(75);
+      expect(refused.stderr).toContain("stop it, then restore");
+      expect(existsSync(join(fixture.dir, "hub.sock"))).toBe(true);
     } finally {
       sending = false;
       await stream.catch(() => {});
       await hub.stop();
     }
 
-    // put back in place of the home, as docs/hub.md says: the hub starts, knows the thing and takes its collects
-    renameSync(fixture.dir, `${fixture.dir}.before-restore`);
-    const copied = Bun.spawnSync(["cp", "-a", join(work, "backup-1"), fixture.dir]);
-    expect(copied.exitCode).toBe(0);
+    // hub restore: the home it replaces kept aside, the backup's time and the resend line said; the hub starts, knows the thing and takes its collects
+    const later = await run(["hub", "thing", "create", "made-later", "--dir", fixture.dir, "-o", "/dev/null"], { timeoutMs: 60_000 });
+    expect(later.code, later.stderr).toBe(0);
+    const restore = await run(["hub", "restore", "--dir", fixture.dir, join(work, "backup-1"), "--json"], { timeoutMs: 60_000 });
+    expect(restore.code, restore.stderr).toBe(0);
+    const said = JSON.parse(restore.stdout);
+    expect(said.takenAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+    expect(said.database.things).toBe(1);
+    expect(readdirSync(said.aside)).toContain("hub.db");
+    expect(readdirSync(fixture.dir)).not.toContain("backup.json");
+    expect(statSync(join(fixture.dir, "hub.db")).mode & 0o777).toBe(0o600);
+    expect(statSync(fixture.dir).mode & 0o777).toBe(0o700);
     const restored = await fixture.serve();
     try {
       expect((await fixture.things()).map((t) => t.id)).toEqual([thing.id]);
       await collect(await signThingToken({ thingId: thing.id, privateKey: thing.privateKey }), -1);
     } finally {
       await restored.stop();
+    }
+  }, 120_000);
+
+  test("hub restore of what is not a whole backup (no hub.db, a damaged hub.db, a file, the home itself): 64 or 74, one line, the home untouched", async () => {
+    const home = join(work, "restore-home");
+    const init = await run(
+      ["hub", "init", "--dir", home, "--name", "127.0.0.1", "--api-url", "http://127.0.0.1:9", "--broker-host", "127.0.0.1", "--broker-port", "10"],
+      {
+        timeoutMs: 60_000,
+      },
+    );
+    expect(init.code, init.stderr).toBe(0);
+    const before = readFileSync(join(home, "hub.db"));
+    const backup = join(work, "restore-backup");
+    expect((await run(["hub", "backup", "--dir", home, backup], { timeoutMs: 60_000 })).code).toBe(0);
+    const noDb = join(work, "restore-no-db");
+    mkdirSync(noDb);
+    writeFileSync(join(noDb, "hub.yml"), "hub: {}\n");
+    const damaged = join(work, "restore-damaged");
+    Bun.spawnSync(["cp", "-a", backup, damaged]);
+    const db = readFileSync(join(damaged, "hub.db"));
+    db.fill(0x41, 4096, Math.min(db.length, 3 * 4096)); // pages of the schema and the tables overwritten
+    writeFileSync(join(damaged, "hub.db"), db);
+    const cases: [string, number, RegExp][] = [
+      [noDb, 64, /holds no hub\.db: not a backup of a hub home/],
+      [join(noDb, "hub.yml"), 64, /is not a directory: give the directory `flashlex hub backup` made/],
+      [home, 64, /lie one inside the other/],
+      [damaged, 74, /damaged|integrity check|not a database/],
+    ];
+    for (const [from, code, said] of cases) {
+      const result = await run(["hub", "restore", "--dir", home, from], { timeoutMs: 60_000 });
+      expect(result.code, `${from}: ${result.stderr}`).toBe(code);
+      expect(result.stderr.trim().split("\n")).toHaveLength(1);
+      expect(result.stderr).toMatch(said);
+      expect(readFileSync(join(home, "hub.db"))).toEqual(before);
+      expect(readdirSync(work).filter((name) => name.startsWith("restore-home.") || name.startsWith(".restore-home."))).toEqual([]);
     }
   }, 120_000);
 

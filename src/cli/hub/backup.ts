@@ -2,7 +2,7 @@ import { escapeUnsafe } from "../../shared/log.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { type CommandSpec, interruptible, required } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
-import { printLine } from "../output.ts";
+import { counted, printLine } from "../output.ts";
 import { DB_OPTION, DIR_OPTION, databaseOverride, hubHome, JSON_OPTION } from "./common.ts";
 
 export const hubBackupCommand: CommandSpec = {
@@ -30,10 +30,8 @@ export const hubBackupCommand: CommandSpec = {
       );
       for (const note of backup.notes) printLine(escapeUnsafe(`note: ${note}`));
       printLine(
-        `to restore: stop hub serve, move the hub home aside, copy this directory in its place with \`cp -a\`, start hub serve; then on each thing \`flashlex outbox resend --since ${takenAt}\` sends the egress stored after it (docs/hub.md, Backups)`,
+        `to restore: stop hub serve, \`flashlex hub restore ${backup.dir} --dir ${home.paths.dir}\`, start hub serve; then on each thing \`flashlex outbox resend --since ${takenAt}\` sends the egress stored after it (docs/hub.md, Backups)`,
       );
       return ExitCode.OK;
     }),
 };
-
-const counted = (n: number, what: string) => `${n} ${what}${n === 1 ? "" : "s"}`;

@@ -21,6 +21,7 @@ import {
   type Stats,
   statSync,
   truncateSync,
+  writeFileSync,
 } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { fsyncDirectory, fsyncFile } from "../../shared/durable-files.ts";
@@ -30,6 +31,7 @@ import { toFlashlexError } from "../../shared/foreign-errors.ts";
 import { isNotThere, pathExists, pathKind, tooLongPath } from "../../shared/path-exists.ts";
 import type { SqlDatabase } from "../../shared/sqlite/driver.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
+import { isoSeconds } from "../../shared/time.ts";
 import { HUB_DB_DAMAGED_ADVICE } from "../store/sqlite-driver.ts";
 import type { HubHome } from "./home.ts";
 
@@ -52,8 +54,8 @@ export interface HubBackup {
   notes: string[];
 }
 
-/** The home's entries that are not copied: the live database's files (hub.db is copied by VACUUM INTO), the running hub's socket, and creates in flight. */
-const NOT_COPIED = new Set(["hub.db", "hub.db-wal", "hub.db-shm", "hub.db-journal", "hub.sock", "creating"]);
+/** The home's entries that are not copied: the live database's files (hub.db is copied by VACUUM INTO), the running hub's socket, creates in flight, and a backup's own record (BACKUP_RECORD: a restore leaves it out too). */
+const NOT_COPIED = new Set(["hub.db", "hub.db-wal", "hub.db-shm", "hub.db-journal", "hub.sock", "creating", "backup.json" /* BACKUP_RECORD */]);
 
 /** How long the copy waits for a database another process holds in a way a reader must wait for (a WAL being recovered), ms. */
 const LOCK_WAIT_MS = 30_000;
@@ -119,6 +121,7 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
       notes.push(`dists/ and releases/ came from hub.sharedDir (${home.paths.shared}): put them back there when you restore`);
     }
     if (copy.leftOut.length) notes.push(`left out: ${copy.leftOut.join(", ")}`);
+    writeBackupRecord(partial, { takenAt: isoSeconds(takenAt), home: home.paths.dir, notes });
     await checkpoint(signal);
     fsyncDirectory(partial);
     // made meanwhile by someone else: left alone (rename would put the backup inside an empty one)
@@ -130,6 +133,24 @@ export async function backUpHub(home: HubHome, target: string, signal?: AbortSig
     rmSync(partial, { recursive: true, force: true });
     throw err;
   }
+}
+
+/** The file in a backup that says when it shows the hub and what its notes were, for `hub restore` (not part of the home). */
+export const BACKUP_RECORD = "backup.json";
+
+/** What BACKUP_RECORD holds. */
+export interface BackupRecord {
+  /** ISO 8601, seconds: HubBackup.takenAt */
+  takenAt: string;
+  /** the home it copied */
+  home: string;
+  notes: string[];
+}
+
+function writeBackupRecord(dir: string, record: BackupRecord): void {
+  const file = join(dir, BACKUP_RECORD);
+  writeFileSync(file, `${JSON.stringify(record, null, 2)}\n`, { mode: 0o600, flag: "wx" });
+  fsyncFile(file);
 }
 
 /** A backup's temporary directory beside its target (`.<target>.backup.<pid>-<hex>.tmp`); group 1 is the pid of the backup that made it. */
@@ -234,7 +255,7 @@ function onTheBackupDisk(err: unknown, source: string, copy: string, what: strin
   return new FlashlexError(`${copy}: ${what} could not be written: ${known.message.replace(`${source}: `, "")}`, known.kind, { cause: err });
 }
 
-interface CopyOptions {
+export interface CopyOptions {
   /** the things in the database's snapshot: a zip in `dists` of any other is left out (undefined: every zip) */
   thingIds: Set<string> | undefined;
   /** the hub's dists/ (home.paths.dists), whose zips `thingIds` filters */
@@ -259,7 +280,7 @@ const IN_PROGRESS_DIRS = new Set(["dists", "releases"]);
  * fsynced. Links are followed (dists/ or releases/ may be links to another disk), each directory
  * once: a link back to one copied already is left out, named.
  */
-async function copyTree(from: string, to: string, opts: CopyOptions): Promise<void> {
+export async function copyTree(from: string, to: string, opts: CopyOptions): Promise<void> {
   const dirStats = statSync(from);
   opts.copiedDirs.add(`${dirStats.dev}:${dirStats.ino}`);
   if (!opts.top) {
@@ -301,7 +322,7 @@ async function copyTree(from: string, to: string, opts: CopyOptions): Promise<vo
 }
 
 /** True when something (a dangling link too) is at `path`. */
-function entryExists(path: string): boolean {
+export function entryExists(path: string): boolean {
   try {
     lstatSync(path);
     return true;
