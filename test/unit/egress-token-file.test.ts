@@ -4,7 +4,7 @@
  */
 import { afterAll, describe, expect, test } from "bun:test";
 import { generateKeyPairSync } from "node:crypto";
-import { chmodSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createLogger } from "../../src/shared/log.ts";
@@ -36,11 +36,20 @@ function thingFolder(name: string, endpoint = "http://127.0.0.1:9") {
 
 const kept = { token: "a.b.c", offsetMs: 0, caPem: "-----BEGIN CERTIFICATE-----\n" };
 
+const identity = (): ThingIdentity =>
+  ({
+    thingId: THING_ID,
+    thingName: "x",
+    caPem: "-----BEGIN CERTIFICATE-----\n",
+    privateKey: generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey,
+    tokenAlgorithm: "ES256",
+  }) as ThingIdentity;
+
 describe("the token file", () => {
   test("read back within TOKEN_REUSE_SECONDS of its signing, 0600; not after, nor from before it was signed", () => {
     const { config, file } = thingFolder("fresh");
     const signedAt = Date.parse("2026-12-08T10:00:00Z");
-    new TokenFile(config).write(kept, signedAt);
+    new TokenFile(config).write(kept, signedAt, new TokenFile(config).fingerprint());
     expect(statSync(file).mode & 0o777).toBe(0o600);
     const tokens = new TokenFile(config);
     expect(tokens.read(signedAt)).toEqual({ ...kept, signedAtMs: signedAt });
@@ -58,13 +67,13 @@ describe("the token file", () => {
       ["the root CA chmod-ed", () => chmodSync(paths.rootCA, 0o640)],
     ];
     for (const [what, change] of changes) {
-      new TokenFile(config).write(kept, Date.now());
+      new TokenFile(config).write(kept, Date.now(), new TokenFile(config).fingerprint());
       expect(new TokenFile(config).read()?.token, what).toBe("a.b.c");
       Bun.sleepSync(5); // a later ctime, on file systems that count in ms
       change();
       expect(new TokenFile(config).read(), what).toBeUndefined();
     }
-    new TokenFile(config).write(kept, Date.now());
+    new TokenFile(config).write(kept, Date.now(), new TokenFile(config).fingerprint());
     const renamed = { ...config, yaml: { ...config.yaml, thing: { ...config.yaml.thing, name: "other" } } } as ThingConfig;
     expect(new TokenFile(renamed).read()).toBeUndefined();
   });
@@ -81,20 +90,72 @@ describe("the token file", () => {
     expect(new TokenFile(config).read()).toBeUndefined();
     rmSync(file, { recursive: true });
     const gone = { ...config, dataDir: join(work, "not-there") } as ThingConfig;
-    expect(() => new TokenFile(gone).write(kept, Date.now())).not.toThrow();
+    expect(() => new TokenFile(gone).write(kept, Date.now(), "x")).not.toThrow();
+  });
+});
+
+describe("the token file is only ever a regular file of this user's, holding a token (attack round 31)", () => {
+  test("a FIFO or a link (to stdout, /dev/null, a good token file elsewhere) at its name is never written through or read: a miss, the write left undone (F1)", () => {
+    const { config, file } = thingFolder("special");
+    const fifo = Bun.spawnSync(["mkfifo", file]);
+    expect(fifo.exitCode).toBe(0);
+    new TokenFile(config).write(kept, Date.now(), new TokenFile(config).fingerprint()); // would block for ever on a FIFO without a reader
+    expect(new TokenFile(config).read()).toBeUndefined();
+    rmSync(file);
+    for (const target of ["/dev/null", "/proc/self/fd/1"]) {
+      symlinkSync(target, file);
+      new TokenFile(config).write(kept, Date.now(), new TokenFile(config).fingerprint());
+      expect(lstatSync(file).isSymbolicLink()).toBe(true);
+      expect(new TokenFile(config).read()).toBeUndefined();
+      rmSync(file);
+    }
+    // a link to a good token file elsewhere: not taken either
+    const elsewhere = thingFolder("special-elsewhere");
+    new TokenFile(elsewhere.config).write(kept, Date.now(), new TokenFile(config).fingerprint());
+    symlinkSync(elsewhere.file, file);
+    expect(new TokenFile(config).read()).toBeUndefined();
+  });
+
+  test("a file others may write, or a token that is not a compact JWS of a sane size, is a miss (F4, F5)", () => {
+    const { config, file } = thingFolder("loose");
+    const fingerprint = new TokenFile(config).fingerprint();
+    new TokenFile(config).write(kept, Date.now(), fingerprint);
+    chmodSync(file, 0o620);
+    expect(new TokenFile(config).read()).toBeUndefined();
+    chmodSync(file, 0o600);
+    expect(new TokenFile(config).read()?.token).toBe("a.b.c");
+    for (const token of ["a.b.c\r\nX-Injected: 1", "a.b", `${"a".repeat(5000)}.b.c`, "a.b.c.d", ""]) {
+      writeFileSync(file, JSON.stringify({ ...kept, token, identity: fingerprint, signedAtMs: Date.now() }), { mode: 0o600 });
+      expect(new TokenFile(config).read(), token.slice(0, 20)).toBeUndefined();
+    }
+  });
+
+  test("the files are vouched for as they were before the identity check: a key replaced while it loads is a miss afterwards (F2)", async () => {
+    const { config, paths } = thingFolder("swapped");
+    const tokens = new ThingTokens(undefined, new TokenFile(config));
+    await tokens.current(async () => {
+      Bun.sleepSync(5);
+      writeFileSync(paths.privateKey, "a key no one checked\n");
+      return identity();
+    });
+    expect(new TokenFile(config).read()).toBeUndefined();
+  });
+
+  test("a kept token signed with a clock correction is reused by the next process, whose clock has measured none (F3)", async () => {
+    const { config } = thingFolder("corrected");
+    new TokenFile(config).write({ ...kept, offsetMs: -3_600_000 }, Date.now(), new TokenFile(config).fingerprint());
+    const clock = new HubClock(createLogger({ write: () => {} }));
+    const tokens = new ThingTokens(clock, new TokenFile(config));
+    expect(tokens.hasKept()).toBe(true);
+    let loads = 0;
+    const again = await tokens.current(async () => (loads++, identity()));
+    expect(again.reused).toBe(true);
+    expect(again.token).toBe("a.b.c");
+    expect(loads).toBe(0);
   });
 });
 
 describe("a one-shot delivery's tokens", () => {
-  const identity = (): ThingIdentity =>
-    ({
-      thingId: THING_ID,
-      thingName: "x",
-      caPem: "ca",
-      privateKey: generateKeyPairSync("ec", { namedCurve: "P-256" }).privateKey,
-      tokenAlgorithm: "ES256",
-    }) as ThingIdentity;
-
   test("the next process sends the kept token without loading the identity; forget removes it", async () => {
     const { config, file } = thingFolder("next-process");
     let loads = 0;
@@ -130,7 +191,11 @@ describe("a one-shot delivery's tokens", () => {
       const entry = { message_id: "0190a0b0-0000-7000-8000-000000000001", body: "{}" };
       const load = async () => identity();
       // a token kept from a hub that no longer takes it (restored from an older backup)
-      new TokenFile(config).write({ token: "kept.token.value", offsetMs: 0, caPem: "ca" }, Date.now());
+      new TokenFile(config).write(
+        { token: "kept.token.value", offsetMs: 0, caPem: "-----BEGIN CERTIFICATE-----" },
+        Date.now(),
+        new TokenFile(config).fingerprint(),
+      );
       refuse = (token) => token === "kept.token.value";
       const tokens = new ThingTokens(clock, new TokenFile(config));
       const outcome = await deliverHttp(entry, { config, identity: load, clock, tokens }, undefined);
@@ -138,6 +203,21 @@ describe("a one-shot delivery's tokens", () => {
       expect(seen).toHaveLength(2);
       expect(seen[0]).toBe("kept.token.value");
       expect(new TokenFile(config).read()?.token).toBe(seen[1]);
+
+      // a kept token refused and keys that no longer load: nothing more was sent, so not "may have arrived" (attack round 31, F2)
+      seen.length = 0;
+      new TokenFile(config).write(
+        { token: "kept.token.value", offsetMs: 0, caPem: "-----BEGIN CERTIFICATE-----" },
+        Date.now(),
+        new TokenFile(config).fingerprint(),
+      );
+      refuse = () => true;
+      const broken = async (): Promise<ThingIdentity> => {
+        throw new Error("the private key does not fit the certificate");
+      };
+      const unsigned = await deliverHttp(entry, { config, identity: broken, clock, tokens: new ThingTokens(clock, new TokenFile(config)) }, undefined);
+      expect(unsigned).toEqual({ kind: "retry", error: "the private key does not fit the certificate" });
+      expect(seen).toEqual(["kept.token.value"]);
 
       // a newly signed token refused (a revoked thing): one request, the outcome a retry
       seen.length = 0;

@@ -108,8 +108,13 @@ export async function deliverHttp(
   // what the clock added to the local time when the token of the last request was signed
   let signedWithOffsetMs = 0;
   let sentReused = false;
+  // an identity or key that fails to sign: nothing was sent (not "may have arrived")
+  let unsigned = false;
   const post = async (): Promise<PostResult> => {
-    const signed = await tokens.current(deps.identity);
+    const signed = await tokens.current(deps.identity).catch((err) => {
+      unsigned = true;
+      throw err;
+    });
     signedWithOffsetMs = signed.offsetMs;
     sentReused = signed.reused;
     const response = await requestText(collectUrl(deps.config), {
@@ -131,7 +136,7 @@ export async function deliverHttp(
     response = await sendWithHubTime(clock, post);
     if (response.status === 401 && sentReused) response = await sendWithHubTime(clock, post);
   } catch (err) {
-    return unanswered(err);
+    return unsigned ? { kind: "retry", error: describeError(err) } : unanswered(err);
   }
   return outcomeOf(response, response.status === 401 ? refusalDetail(response, signedWithOffsetMs) : undefined);
 }

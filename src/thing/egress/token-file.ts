@@ -14,9 +14,11 @@
  *
  * The file holds a bearer token for a few minutes, so it is written 0600 like the private key it
  * was signed with (whoever may read it may read the key); it is a cache, never fsynced: a damaged,
- * foreign or unreadable file is a miss, and a failed write costs the next collect a signature.
+ * foreign or unreadable file is a miss, and a failed write costs the next collect a signature. Only
+ * a regular file of this user's is read or replaced (never a link, a FIFO or a device, whose
+ * reader would get the token), and only a well-formed token is sent.
  */
-import { readFileSync, statSync, unlinkSync } from "node:fs";
+import { lstatSync, readFileSync, type Stats, statSync, unlinkSync } from "node:fs";
 import { join } from "node:path";
 import { writeFileAtomicallySync } from "../../shared/files.ts";
 import type { ThingConfig } from "../settings.ts";
@@ -54,23 +56,38 @@ export class TokenFile {
   /** The kept token when it may be sent at local time `nowMs` (see above), and when it was signed; undefined otherwise. Never throws. */
   read(nowMs = Date.now()): (KeptToken & { signedAtMs: number }) | undefined {
     try {
-      const stat = statSync(this.file);
-      if (!stat.isFile() || stat.size > MAX_TOKEN_FILE_BYTES) return undefined;
+      if (!isOwnRegularFile(this.file)) return undefined;
       const kept = JSON.parse(readFileSync(this.file, "utf8")) as Partial<TokenFileContent>;
       const age = nowMs - Number(kept.signedAtMs);
       if (!(age >= 0 && age < TOKEN_REUSE_SECONDS * 1000)) return undefined;
-      if (typeof kept.token !== "string" || typeof kept.caPem !== "string" || typeof kept.offsetMs !== "number") return undefined;
-      if (kept.identity !== fingerprintOf(this.config)) return undefined;
+      if (typeof kept.token !== "string" || !TOKEN_SHAPE.test(kept.token) || typeof kept.offsetMs !== "number") return undefined;
+      if (typeof kept.caPem !== "string" || !kept.caPem.startsWith("-----BEGIN ")) return undefined;
+      if (kept.identity !== this.fingerprint()) return undefined;
       return { token: kept.token, offsetMs: kept.offsetMs, caPem: kept.caPem, signedAtMs: Number(kept.signedAtMs) };
     } catch {
       return undefined;
     }
   }
 
-  /** Keeps `token`, signed at local time `signedAtMs` after the identity check passed. Never throws. */
-  write(token: KeptToken, signedAtMs: number): void {
+  /**
+   * The identity files as they are now (`fingerprintOf`): taken before the identity is loaded and
+   * checked, and given to `write`, so that files replaced meanwhile are not vouched for. Throws
+   * when a file cannot be looked at.
+   */
+  fingerprint(): string {
+    return fingerprintOf(this.config);
+  }
+
+  /**
+   * Keeps `token`, signed at local time `signedAtMs` for the identity files `fingerprint` (taken
+   * before they were checked). Only ever a regular file of this user's, replaced by rename: a
+   * FIFO, a device or a link at the name is left alone (the token is never written through it).
+   * Never throws.
+   */
+  write(token: KeptToken, signedAtMs: number, fingerprint: string): void {
     try {
-      const content: TokenFileContent = { ...token, identity: fingerprintOf(this.config), signedAtMs };
+      if (lstatOrNone(this.file) !== undefined && !isOwnRegularFile(this.file)) return;
+      const content: TokenFileContent = { ...token, identity: fingerprint, signedAtMs };
       writeFileAtomicallySync(this.file, JSON.stringify(content), 0o600, { durable: false });
     } catch {
       // a read-only or full data directory: the next collect signs again
@@ -85,6 +102,29 @@ export class TokenFile {
       // not there, or not ours to remove: a read checks it anyway
     }
   }
+}
+
+/** A JWS compact serialisation (RFC 7515 §7.1) of a sane size: anything else in the file is not a token to send. */
+const TOKEN_SHAPE = /^[A-Za-z0-9_-]{1,4096}\.[A-Za-z0-9_-]{1,4096}\.[A-Za-z0-9_-]{1,4096}$/;
+
+/** lstat(2) of `path`, undefined when nothing is there. */
+function lstatOrNone(path: string): Stats | undefined {
+  try {
+    return lstatSync(path);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A regular file (not a link, a FIFO or a device) of this process's user that no one else may
+ * write: a token file another user could have put there, or could change, is not taken (its root
+ * CA would be trusted for an https hub).
+ */
+function isOwnRegularFile(path: string): boolean {
+  const stats = lstatOrNone(path);
+  if (!stats?.isFile() || stats.size > MAX_TOKEN_FILE_BYTES || (stats.mode & 0o022) !== 0) return false;
+  return process.getuid === undefined || stats.uid === process.getuid();
 }
 
 /** Whether a collect in `config`'s data directory would now send a kept token (see above). */

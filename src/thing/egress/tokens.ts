@@ -37,7 +37,7 @@ export type IdentitySource = ThingIdentity | (() => Promise<ThingIdentity>);
  * serve keeps one for its lifetime; a one-shot delivery makes its own.
  */
 export class ThingTokens {
-  private last: (Omit<SignedToken, "reused"> & { signedAt: number; key: KeyObject | undefined }) | undefined;
+  private last: (Omit<SignedToken, "reused"> & { signedAt: number; key: KeyObject | undefined; fromFile: boolean }) | undefined;
 
   /** `file`: where a one-shot delivery keeps its token for the next process (token-file.ts); serve keeps it in memory only. */
   constructor(
@@ -54,14 +54,16 @@ export class ThingTokens {
     const kept = this.kept();
     const loaded = typeof identity === "function" ? undefined : identity;
     if (kept && (!loaded || kept.key === loaded.privateKey)) return { token: kept.token, offsetMs: kept.offsetMs, caPem: kept.caPem, reused: true };
+    // the files as they were before the identity check: files replaced while it ran are not vouched for
+    const fingerprint = this.fingerprint();
     const signer = loaded ?? (await (identity as () => Promise<ThingIdentity>)());
     const now = this.nowSeconds();
     const offsetMs = this.clock?.offsetMs ?? 0;
     // jose and node:crypto only to sign: a kept token is sent without them (~2 ms of a collect)
     const { signThingToken } = await import("../../crypto/jwt.ts");
     const token = await signThingToken({ thingId: signer.thingId, privateKey: signer.privateKey, now });
-    this.last = { token, offsetMs, caPem: signer.caPem, signedAt: now, key: signer.privateKey };
-    this.file?.write({ token, offsetMs, caPem: signer.caPem }, Date.now());
+    this.last = { token, offsetMs, caPem: signer.caPem, signedAt: now, key: signer.privateKey, fromFile: false };
+    if (fingerprint !== undefined) this.file?.write({ token, offsetMs, caPem: signer.caPem }, Date.now(), fingerprint);
     return { token, offsetMs, caPem: signer.caPem, reused: false };
   }
 
@@ -81,14 +83,24 @@ export class ThingTokens {
     const now = this.nowSeconds();
     const offsetMs = this.clock?.offsetMs ?? 0;
     const last = this.last;
-    if (last && last.offsetMs === offsetMs && now >= last.signedAt && now - last.signedAt < TOKEN_REUSE_SECONDS) return last;
+    // a token from the file carries the correction its signer found, which this process's clock has not measured yet
+    if (last && (last.fromFile || last.offsetMs === offsetMs) && now >= last.signedAt && now - last.signedAt < TOKEN_REUSE_SECONDS) return last;
     if (last || !this.file) return undefined;
     const saved = this.file.read();
     if (!saved) return undefined;
     const { signedAtMs, ...token } = saved;
     // its age counted on this clock, so that a long-lived process (an SDK app) stops reusing it in time
-    this.last = { ...token, signedAt: now - Math.ceil((Date.now() - signedAtMs) / 1000), key: undefined };
+    this.last = { ...token, signedAt: now - Math.ceil((Date.now() - signedAtMs) / 1000), key: undefined, fromFile: true };
     return this.last;
+  }
+
+  /** The token file's view of the identity files now; undefined without a file or when they cannot be looked at (nothing is kept then). */
+  private fingerprint(): string | undefined {
+    try {
+      return this.file?.fingerprint();
+    } catch {
+      return undefined;
+    }
   }
 
   private nowSeconds(): number {
