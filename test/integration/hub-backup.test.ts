@@ -111,7 +111,7 @@ describe("hub backup", () => {
     }
   }, 120_000);
 
-  test("hub restore of what is not a whole backup (no hub.db, a damaged hub.db, a file, the home itself): 64 or 74, one line, the home untouched", async () => {
+  test("hub restore of what is not a whole backup (a live copy with its -wal, no hub.db, a damaged hub.db, a file, the home itself) or into a missing parent: 64 or 74, one line, the home untouched", async () => {
     const home = join(work, "restore-home");
     const init = await run(
       ["hub", "init", "--dir", home, "--name", "127.0.0.1", "--api-url", "http://127.0.0.1:9", "--broker-host", "127.0.0.1", "--broker-port", "10"],
@@ -131,7 +131,12 @@ describe("hub backup", () => {
     const db = readFileSync(join(damaged, "hub.db"));
     db.fill(0x41, 4096, Math.min(db.length, 3 * 4096)); // pages of the schema and the tables overwritten
     writeFileSync(join(damaged, "hub.db"), db);
+    // a copy of a live hub's home (cp -a while it ran): its -wal holds what hub.db does not (new-user pass 30, F1)
+    const liveCopy = join(work, "restore-live-copy");
+    Bun.spawnSync(["cp", "-a", backup, liveCopy]);
+    writeFileSync(join(liveCopy, "hub.db-wal"), "");
     const cases: [string, number, RegExp][] = [
+      [liveCopy, 64, /holds hub\.db-wal: a copy of a running or killed hub's home, not a backup/],
       [noDb, 64, /holds no hub\.db: not a backup of a hub home/],
       [join(noDb, "hub.yml"), 64, /is not a directory: give the directory `flashlex hub backup` made/],
       [home, 64, /lie one inside the other/],
@@ -145,6 +150,10 @@ describe("hub backup", () => {
       expect(readFileSync(join(home, "hub.db"))).toEqual(before);
       expect(readdirSync(work).filter((name) => name.startsWith("restore-home.") || name.startsWith(".restore-home."))).toEqual([]);
     }
+    // a home whose parent is not there (F8: an ENOENT on a temporary file, 74)
+    const nowhere = await run(["hub", "restore", "--dir", join(work, "no-such-parent", "home"), backup], { timeoutMs: 60_000 });
+    expect(nowhere.code, nowhere.stderr).toBe(64);
+    expect(nowhere.stderr).toContain("no-such-parent is not a directory: the restored home");
   }, 120_000);
 
   test("writers' work in progress (a temporary file, a release being added), a zip of a thing the database does not hold, a FIFO and a link loop are left out, the last two named; a release is copied", async () => {

@@ -3,7 +3,7 @@ import { isoSeconds } from "../../shared/time.ts";
 import { type CommandSpec, interruptible, required } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { counted, printLine } from "../output.ts";
-import { DB_OPTION, DIR_OPTION, databaseOverride, hubHome, JSON_OPTION } from "./common.ts";
+import { DB_OPTION, DIR_OPTION, databaseOverride, hubHome, JSON_OPTION, resendCommand } from "./common.ts";
 
 export const hubBackupCommand: CommandSpec = {
   name: "hub backup",
@@ -30,7 +30,7 @@ export const hubBackupCommand: CommandSpec = {
       );
       for (const note of backup.notes) printLine(escapeUnsafe(`note: ${note}`));
       printLine(
-        `to restore: stop hub serve, \`flashlex hub restore ${backup.dir} --dir ${home.paths.dir}\`, start hub serve; then on each thing \`flashlex outbox resend --since ${takenAt}\` sends the egress stored after it (docs/hub.md, Backups)`,
+        `to restore: stop hub serve, \`flashlex hub restore ${backup.dir} --dir ${home.paths.dir}\`, start hub serve; then on each thing ${resendCommand(backup.takenAt)} sends the egress stored after it (docs/hub.md, Backups)`,
       );
       return ExitCode.OK;
     }),

@@ -9,6 +9,7 @@ import { FlashlexError, InputError, UsageError } from "../../shared/errors.ts";
 import { isOpenAs, isWithin } from "../../shared/files.ts";
 import { createLogger, escapeUnsafe, quoteGiven } from "../../shared/log.ts";
 import { endsAsDirectory, fileOnTheWay, pathKind } from "../../shared/path-exists.ts";
+import { isoSeconds } from "../../shared/time.ts";
 import { interruptible, type OptionSpec, type Options, text } from "../command.ts";
 import { printLine } from "../output.ts";
 
@@ -227,4 +228,18 @@ export async function thingsOrFail(hub: OpenedHub, refs: readonly string[]): Pro
     );
   }
   return found as ThingRecord[];
+}
+
+/**
+ * How far before a backup's time the things' `outbox resend` starts, in ms: a thing whose clock
+ * is behind the hub's recorded its sends earlier than the hub's time says (new-user pass 30, F3:
+ * a message sent a second after the backup, by a clock some seconds behind, was never resent).
+ * Starting earlier costs nothing: the hub stores once a message it already holds.
+ */
+const RESEND_MARGIN_MS = 10 * 60_000;
+
+/** The command each thing runs after a restore of a backup that shows the hub at `takenAtMs` (Unix ms; undefined: not known). */
+export function resendCommand(takenAtMs: number | undefined): string {
+  const since = takenAtMs === undefined ? "<10 min before the time hub backup printed>" : isoSeconds(takenAtMs - RESEND_MARGIN_MS);
+  return `\`flashlex outbox resend --since ${since}\` (10 min before the backup, for a thing whose clock is behind the hub's; what the hub has it stores once)`;
 }

@@ -2,7 +2,7 @@ import { escapeUnsafe } from "../../shared/log.ts";
 import { type CommandSpec, interruptible, required } from "../command.ts";
 import { ExitCode } from "../exit-codes.ts";
 import { counted, printLine } from "../output.ts";
-import { DIR_OPTION, hubHome, JSON_OPTION } from "./common.ts";
+import { DIR_OPTION, hubHome, JSON_OPTION, resendCommand } from "./common.ts";
 
 export const hubRestoreCommand: CommandSpec = {
   name: "hub restore",
@@ -28,9 +28,9 @@ export const hubRestoreCommand: CommandSpec = {
       );
       if (restored.aside) printLine(escapeUnsafe(`the home it replaced is at ${restored.aside}: remove it once the restored hub runs well`));
       for (const note of restored.notes) printLine(escapeUnsafe(`note: ${note}`));
-      const since = restored.takenAt ?? "<the time hub backup printed>";
+      const takenAt = restored.takenAt === undefined ? undefined : Date.parse(restored.takenAt);
       printLine(
-        `next: start hub serve; then on each thing \`flashlex outbox resend --since ${since}\` sends the egress stored after the backup; what the restored hub has forgotten (things made, revoked or deleted since): docs/hub.md, Backups`,
+        `next: start hub serve; then on each thing ${resendCommand(Number.isNaN(takenAt) ? undefined : takenAt)} sends the egress stored after the backup; what the restored hub has forgotten (things made, revoked or deleted since): docs/hub.md, Backups`,
       );
       return ExitCode.OK;
     }),

@@ -6,12 +6,12 @@
  * renaming back. Either the home is the backup's or it is as it was.
  */
 import { randomBytes } from "node:crypto";
-import { chmodSync, constants, copyFileSync, lchownSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import { accessSync, chmodSync, constants, copyFileSync, lchownSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 import { fsyncDirectory, fsyncFile } from "../../shared/durable-files.ts";
 import { FlashlexError, UsageError } from "../../shared/errors.ts";
 import { isWithin, removeLeftovers } from "../../shared/files.ts";
-import { pathKind } from "../../shared/path-exists.ts";
+import { isNotThere, pathKind } from "../../shared/path-exists.ts";
 import { openSqlDatabase } from "../../shared/sqlite/open.ts";
 import { isoSeconds } from "../../shared/time.ts";
 import { socketAnswers } from "../http/bun-server.ts";
@@ -57,6 +57,7 @@ export async function restoreHub(backup: string, homeDir: string, signal?: Abort
   if (await socketAnswers(join(home, "hub.sock"))) {
     throw new FlashlexError(`a \`flashlex hub serve\` runs with ${home}: stop it, then restore (nothing was changed)`, "try-later");
   }
+  refuseUnwritableParent(home);
   const database = checkedDatabase(join(from, "hub.db"));
   const record = readRecord(from);
   const parent = dirname(home);
@@ -102,19 +103,49 @@ function refuseBackup(from: string, home: string): void {
       throw new UsageError(`${from} holds no ${name}: not a backup of a hub home${more}`);
     }
   }
+  // A copy of a live (or killed) hub's home: what its hub.db-wal holds is not in hub.db, and a
+  // restore copies hub.db alone (new-user pass 30, F1: "26 messages" said, 15 restored).
+  for (const side of ["hub.db-wal", "hub.db-journal"]) {
+    if (entryExists(join(from, side))) {
+      throw new UsageError(
+        `${from} holds ${side}: a copy of a running or killed hub's home, not a backup (hub.db alone would lose what ${side} holds); make one from it with \`flashlex hub backup --dir ${from} NEW\` and restore NEW`,
+      );
+    }
+  }
 }
 
+/**
+ * The restored home is made beside the home and renamed into place, the old one renamed aside:
+ * both need write access to the home's parent (the systemd layout's /var/lib is root's: new-user
+ * pass 30, F2). Refused up front, with the way by hand: UsageError (64) when the parent is not
+ * there, FlashlexError permission (77) when this user may not write in it.
+ */
+function refuseUnwritableParent(home: string): void {
+  const parent = dirname(home);
+  if (pathKind(parent) !== "directory") throw new UsageError(`${parent} is not a directory: the restored home ${home} goes into an existing one`);
+  try {
+    accessSync(parent, constants.W_OK);
+  } catch {
+    throw new FlashlexError(
+      `${parent}: this user may not write in it, and hub restore makes the restored home beside ${home} and renames it into place; as root, by hand: stop hub serve, \`mv ${home} ${home}.before-restore\`, \`cp -a BACKUP ${home}\`, \`rm ${home}/backup.json\`, \`chown -R\` it to the hub's user (docs/hub.md, Backups); nothing was changed`,
+      "permission",
+    );
+  }
+}
+
+/** Whether a regular file is at `path`; throws what stat(2) throws but for nothing there (EACCES: a backup this user may not read). */
 function isFile(path: string): boolean {
   try {
     return statSync(path).isFile();
-  } catch {
-    return false;
+  } catch (err) {
+    if (isNotThere(err)) return false;
+    throw err;
   }
 }
 
 /** The backup's hub.db summed up, opened read-only; FlashlexError damaged (74) when it fails `PRAGMA integrity_check`. */
 function checkedDatabase(file: string): HubRestore["database"] {
-  const db = openSqlDatabase(file, { create: false, readonly: true });
+  const db = openSqlDatabase(file, { create: false, readonly: true, damagedAdvice: "restore another backup (nothing was changed)" });
   try {
     const problems = db.all<{ integrity_check: string }>("PRAGMA integrity_check").map((r) => r.integrity_check);
     if (problems[0] !== "ok") {

@@ -34,7 +34,8 @@ export type IdentitySource = ThingIdentity | (() => Promise<ThingIdentity>);
  * A new token is signed when the last one is older than that (counted on the hub clock's time,
  * so a clock correction that moves it out of the window counts), when the clock's correction
  * changed, when the identity's key changed (a renewal), and after `forget` (the hub refused it).
- * serve keeps one for its lifetime; a one-shot delivery makes its own.
+ * serve keeps one for its lifetime; a delivery with serve stopped (a `collect`, the SDK) keeps it
+ * in the data directory for the next process (`file`, token-file.ts).
  */
 export class ThingTokens {
   private last: (Omit<SignedToken, "reused"> & { signedAt: number; key: KeyObject | undefined; fromFile: boolean }) | undefined;
