@@ -72,8 +72,9 @@ export async function restoreHub(backup: string, homeDir: string, signal?: Abort
     const totals = { files: 0, bytes: 0 };
     const leftOut: string[] = [];
     await copyTree(from, partial, { thingIds: undefined, dists: "", totals, signal, leftOut, copiedDirs: new Set(), top: true });
-    if (process.getuid?.() === 0) giveOwner(partial, statSync(entryExists(home) ? home : from));
-    if (entryExists(home)) {
+    const replacing = entryExists(home);
+    if (process.getuid?.() === 0) giveOwner(partial, statSync(replacing ? home : from));
+    if (replacing) {
       aside = asideName(home);
       renameSync(home, aside);
     }
